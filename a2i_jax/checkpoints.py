@@ -1,0 +1,98 @@
+"""Checkpoints: one Orbax CheckpointManager in `workdir/checkpoints`, the config beside it.
+
+Orbax writes each step to a temporary directory and renames it when complete, so a run killed
+mid-save never leaves a half-written checkpoint that looks finished; the newest finished one
+is what a restart resumes from.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+from a2i_jax import config_lib
+from a2i_jax.errors import CheckpointError
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+
+
+class Checkpointer:
+  """Saves and restores train states (any pytree) of one workdir.
+
+  Args:
+    workdir: the run's directory.
+    max_to_keep: how many of the newest checkpoints to keep.
+  """
+
+  def __init__(self, workdir: str, max_to_keep: int = 3):
+    self.directory = os.path.join(os.path.abspath(os.path.expanduser(workdir)), CHECKPOINT_DIR)
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+    self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def latest_step(self) -> Optional[int]:
+    return self._manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return list(self._manager.all_steps())
+
+  def save(self, step: int, state: Any) -> None:
+    """Starts an asynchronous save of `state` at `step` (a no-op if that step exists)."""
+    if step in self._manager.all_steps():
+      return
+    self._manager.save(step, args=ocp.args.StandardSave(state))
+
+  def restore(self, abstract_state: Any, step: Optional[int] = None) -> Any:
+    """Restores the checkpoint at `step` (default: the newest).
+
+    Args:
+      abstract_state: a pytree of `jax.ShapeDtypeStruct` (with shardings) like the state.
+      step: which step; None for the newest.
+    Returns:
+      The restored state, laid out as `abstract_state` says.
+    """
+    steps = self.all_steps()
+    if step is None:
+      step = self.latest_step()
+      if step is None:
+        raise CheckpointError(f"no checkpoint in {self.directory}; train first with "
+                              "python train.py --config=... --workdir=<this workdir>.")
+    elif step not in steps:
+      raise CheckpointError(f"no checkpoint for step {step} in {self.directory}; the steps "
+                            f"there are {steps or 'none'}.")
+    try:
+      return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+    except Exception as e:  # Orbax raises many types for unreadable or mismatched files.
+      raise CheckpointError(
+          f"the checkpoint at {os.path.join(self.directory, str(step))} could not be restored "
+          f"({type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}). If it is "
+          "corrupt, delete that folder to resume from the previous one; if the config changed "
+          "the model's shape, use a new --workdir.") from None
+
+  def wait(self) -> None:
+    """Blocks until pending asynchronous saves are on disk."""
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+
+def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+  os.makedirs(workdir, exist_ok=True)
+  config_lib.save_config(config, os.path.join(workdir, CONFIG_FILE))
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a run in `workdir` was trained with (so inference needs only the workdir)."""
+  return config_lib.load_config(os.path.join(workdir, CONFIG_FILE))
+
+
+def with_sharding(abstract_tree: Any, sharding: jax.sharding.Sharding) -> Any:
+  """The ShapeDtypeStructs of `abstract_tree`, all laid out with `sharding` (restore target)."""
+  return jax.tree_util.tree_map(
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), abstract_tree)

@@ -1,0 +1,114 @@
+"""The in-memory dataset structure every source (synthetic, LFW, CUB, folder) returns.
+
+Training and inference only ever see a `Dataset`: uint8 images, float32 attributes, optional
+uint8 foreground masks and the attribute names. Where the data came from does not matter
+past this point.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+
+SPLITS = ("train", "validation", "test")
+
+
+from a2i_jax.errors import DataError, DatasetNotPreparedError  # noqa: F401  (re-exported)
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+  """One split held in host memory.
+
+  Attributes:
+    images: uint8 [N, H, W, 3], RGB.
+    attributes: float32 [N, A].
+    masks: uint8 [N, H, W] with 255 = foreground and 0 = background (values in between are
+      soft masks), or None where the dataset has no masks.
+  """
+  images: np.ndarray
+  attributes: np.ndarray
+  masks: Optional[np.ndarray] = None
+
+  def __len__(self) -> int:
+    return int(self.images.shape[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  """A dataset: named attributes and its train / validation / test splits.
+
+  Attributes:
+    name: short name, e.g. "synthetic".
+    attribute_names: one name per attribute column.
+    attribute_kinds: "binary" or "continuous" per attribute column.
+    splits: mapping from split name ("train", "validation", "test") to `Split`.
+  """
+  name: str
+  attribute_names: tuple[str, ...]
+  attribute_kinds: tuple[str, ...]
+  splits: Mapping[str, Split]
+
+  @property
+  def num_attributes(self) -> int:
+    return len(self.attribute_names)
+
+  @property
+  def image_size(self) -> int:
+    return int(self.splits["train"].images.shape[1])
+
+  @property
+  def has_masks(self) -> bool:
+    return all(s.masks is not None for s in self.splits.values())
+
+  def __getitem__(self, split: str) -> Split:
+    if split not in self.splits:
+      raise DataError(f"dataset {self.name!r} has no split {split!r}; it has "
+                      f"{sorted(self.splits)}.")
+    return self.splits[split]
+
+
+def validate_split(split: Split, *, image_size: int, num_attributes: int,
+                   where: str = "dataset", need_masks: bool = False) -> None:
+  """Checks shapes, dtypes and values of a split; raises `DataError` naming the problem.
+
+  Args:
+    split: the split to check.
+    image_size: the expected height and width.
+    num_attributes: the expected attribute vector length.
+    where: a name for the split used in the messages.
+    need_masks: whether foreground masks must be present.
+  """
+  im, at = split.images, split.attributes
+  if im.ndim != 4 or im.shape[1:] != (image_size, image_size, 3):
+    raise DataError(f"{where}: images have shape {im.shape}, expected "
+                    f"[N, {image_size}, {image_size}, 3]. Set config.data.image_size to the "
+                    f"dataset's size or re-prepare the dataset at {image_size}x{image_size}.")
+  if im.dtype != np.uint8:
+    raise DataError(f"{where}: images have dtype {im.dtype}, expected uint8 in [0, 255].")
+  if at.ndim != 2 or at.shape[0] != im.shape[0]:
+    raise DataError(f"{where}: attributes have shape {at.shape}, expected "
+                    f"[{im.shape[0]}, {num_attributes}] (one row per image).")
+  if at.shape[1] != num_attributes:
+    raise DataError(f"{where}: attribute vectors have length {at.shape[1]}, but the model "
+                    f"expects {num_attributes}. Set config.model.y_dim={at.shape[1]}.")
+  if not np.all(np.isfinite(at)):
+    bad = int(np.argwhere(~np.isfinite(at))[0, 0])
+    raise DataError(f"{where}: attribute row {bad} contains NaN or infinity.")
+  if split.masks is None:
+    if need_masks:
+      raise DataError(f"{where}: this model (disCVAE) needs foreground masks and the dataset "
+                      "has none. Use a dataset with masks or model.name='cvae'.")
+  elif split.masks.shape != im.shape[:3] or split.masks.dtype != np.uint8:
+    raise DataError(f"{where}: masks have shape {split.masks.shape} and dtype "
+                    f"{split.masks.dtype}, expected uint8 {im.shape[:3]}.")
+
+
+def check_attribute_names(names: Sequence[str], kinds: Sequence[str]) -> None:
+  if len(names) != len(kinds):
+    raise DataError(f"{len(names)} attribute names but {len(kinds)} attribute kinds.")
+  for k in kinds:
+    if k not in ("binary", "continuous"):
+      raise DataError(f"attribute kind {k!r} is neither 'binary' nor 'continuous'.")

@@ -1,0 +1,121 @@
+"""On-device batch sampling and augmentation (spec 3.3), inside the jitted train step.
+
+The whole split lives on the devices as uint8; each step draws indices with replacement (as
+the reference's `math.random(ntrain)` does), gathers, and augments with `jax.random`. No
+per-example Python loop and no host round trip.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+def to_unit(images_u8: Array) -> Array:
+  return images_u8.astype(jnp.float32) / 255.0
+
+
+def mask_to_unit(masks_u8: Optional[Array]) -> Optional[Array]:
+  """uint8 [B,H,W] (255 = foreground) to float [B,H,W,1] in [0,1]."""
+  if masks_u8 is None:
+    return None
+  return (masks_u8.astype(jnp.float32) / 255.0)[..., None]
+
+
+def box_filter_5x5(x: Array) -> Array:
+  """5x5 mean filter with zero padding ('same'), per channel, as torch `image.convolve`."""
+  c = x.shape[-1]
+  kernel = jnp.full((5, 5, 1, c), 1.0 / 25.0, x.dtype)
+  return jax.lax.conv_general_dilated(x, kernel, (1, 1), ((2, 2), (2, 2)),
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                      feature_group_count=c)
+
+
+def _rotate(image: Array, angle: Array) -> Array:
+  """Bilinear rotation about ((W-1)/2, (H-1)/2), zeros outside (torch image.rotate)."""
+  h, w = image.shape[:2]
+  yy, xx = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32),
+                        indexing="ij")
+  cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
+  cos, sin = jnp.cos(angle), jnp.sin(angle)
+  src_x = cos * (xx - cx) - sin * (yy - cy) + cx
+  src_y = sin * (xx - cx) + cos * (yy - cy) + cy
+  return jnp.stack([jax.scipy.ndimage.map_coordinates(image[..., c], [src_y, src_x], order=1,
+                                                      mode="constant", cval=0.0)
+                    for c in range(image.shape[-1])], axis=-1)
+
+
+def _crop(image: Array, oy: Array, ox: Array, size: int) -> Array:
+  return jax.lax.dynamic_slice(image, (oy, ox, 0), (size, size, image.shape[-1]))
+
+
+def centre_crop(x: Array, size: int) -> Array:
+  """Centre crop of a [B,H,W,C] batch to size x size (CUB test time)."""
+  off = (x.shape[1] - size) // 2
+  return x[:, off:off + size, off:off + size]
+
+
+def augment(key: Array, images: Array, masks: Optional[Array], cfg: Any
+            ) -> tuple[Array, Optional[Array]]:
+  """Training augmentation of a batch, in the reference's order.
+
+  flip (image and mask) -> random crop -> rotation (image and mask) -> per-channel colour
+  gain -> sharpening x + s (x - box5(x)) -> x * 2 - 1. No clipping, as in the reference.
+
+  Args:
+    key: PRNG key.
+    images: uint8 [B,H,W,3].
+    masks: uint8 [B,H,W] or None.
+    cfg: `config.data.augment` (flip, crop_size (0 = none), max_rotation (radians),
+      color_gain, max_sharpen).
+  Returns:
+    x in [-1,1]-ish float32 [B,S,S,3] and the mask float32 [B,S,S,1] in [0,1] (or None).
+  """
+  b = images.shape[0]
+  k_flip, k_crop, k_rot, k_gain, k_sharp = jax.random.split(key, 5)
+  x = to_unit(images)
+  m = mask_to_unit(masks)
+  # Image and mask travel together through the geometric steps.
+  xm = x if m is None else jnp.concatenate([x, m], axis=-1)
+  if cfg.flip:
+    flip = jax.random.bernoulli(k_flip, 0.5, (b, 1, 1, 1))
+    xm = jnp.where(flip, xm[:, :, ::-1], xm)
+  if cfg.crop_size and cfg.crop_size < xm.shape[1]:
+    span = xm.shape[1] - cfg.crop_size + 1
+    offs = jax.random.randint(k_crop, (b, 2), 0, span)
+    xm = jax.vmap(_crop, in_axes=(0, 0, 0, None))(xm, offs[:, 0], offs[:, 1], cfg.crop_size)
+  if cfg.max_rotation:
+    angles = jax.random.uniform(k_rot, (b,), minval=-cfg.max_rotation, maxval=cfg.max_rotation)
+    xm = jax.vmap(_rotate)(xm, angles)
+  x, m = (xm, None) if m is None else (xm[..., :3], xm[..., 3:])
+  if cfg.color_gain:
+    gain = jax.random.uniform(k_gain, (b, 1, 1, 3), minval=1.0 - cfg.color_gain,
+                              maxval=1.0 + cfg.color_gain)
+    x = x * gain
+  if cfg.max_sharpen:
+    s = jax.random.uniform(k_sharp, (b, 1, 1, 1), maxval=cfg.max_sharpen)
+    x = x + s * (x - box_filter_5x5(x))
+  return 2.0 * x - 1.0, m
+
+
+def preprocess_eval(images: Array, masks: Optional[Array], cfg: Any
+                    ) -> tuple[Array, Optional[Array]]:
+  """Evaluation-time preprocessing: to [-1,1], centre crop where training crops."""
+  x = to_unit(images)
+  m = mask_to_unit(masks)
+  if cfg.crop_size and cfg.crop_size < x.shape[1]:
+    x = centre_crop(x, cfg.crop_size)
+    m = None if m is None else centre_crop(m, cfg.crop_size)
+  return 2.0 * x - 1.0, m
+
+
+def sample_batch(key: Array, data: dict, batch_size: int) -> dict:
+  """Draws `batch_size` examples with replacement from on-device `data` (images, attributes,
+  optional masks)."""
+  n = data["images"].shape[0]
+  idx = jax.random.randint(key, (batch_size,), 0, n)
+  return {k: v[idx] for k, v in data.items()}

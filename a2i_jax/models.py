@@ -1,0 +1,512 @@
+"""Flax Linen modules of Attribute2Image: VAE, CVAE and disCVAE (spec section 2).
+
+The layers, widths and initialisers are those of the reference Torch code
+(`arch_condVAE.lua`, `arch_disCVAE.lua`), so at `width=1.0` and 64x64 images the parameter
+counts equal the reference's. Two knobs make small variants: `width` scales every hidden
+channel / unit count and `image_size` may be 32 (one pooling / upsampling stage fewer in the
+spatial sizes, the layer list unchanged).
+
+Images are NHWC in [-1, 1]. Attributes are float vectors of length `y_dim`. Every model's
+`__call__` returns a dict of outputs that `objectives.py` turns into a loss; `decode` maps
+latents (and attributes) to images and is what sampling and posterior inference call.
+
+Random streams: 'reparam' (the reparametrisation noise, drawn in eval mode too, as in the
+reference) and 'dropout' (train mode only).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from a2i_jax.errors import ConfigError, InputError
+
+Array = jax.Array
+Dtype = Any
+MODEL_NAMES = ("vae", "cvae", "discvae")
+# XLA options for programs that run once (initialisation): compile fast, run slower.
+CHEAP_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+# ----------------------------------------------------------------------------------------------
+# Torch7 initialisers (spec 2.7): no `initialize()` is ever called in the reference, so every
+# layer keeps its `reset()` default. Flax's defaults (lecun_normal, BN scale 1) differ.
+
+def _host_draw(key: Array, shape: Sequence[int], dtype: Dtype,
+               sample: Callable[[np.random.Generator, tuple], np.ndarray]) -> Array:
+  """Draws initial values with numpy on the host, seeded by `key`.
+
+  Through `jax.pure_callback`, so it works eagerly, under `jit` and under `eval_shape`, and
+  gives the same values everywhere. Why not `jax.random`: every initialiser becomes its own
+  threefry kernel, and XLA:CPU takes seconds to compile each one (a tiny disCVAE's init took
+  33 s to compile; the parameters take milliseconds to draw).
+  """
+  shape = tuple(shape)
+
+  def draw(key_data):
+    seed = np.asarray(key_data, dtype=np.uint32).ravel().tolist()
+    return np.asarray(sample(np.random.default_rng(seed), shape), dtype=dtype)
+
+  return jax.pure_callback(draw, jax.ShapeDtypeStruct(shape, dtype), jax.random.key_data(key))
+
+
+def _uniform(low: float, high: float) -> Callable:
+  def init(key, shape, dtype=jnp.float32):
+    return _host_draw(key, shape, dtype, lambda rng, s: rng.uniform(low, high, s))
+  return init
+
+
+def _normal(std: float) -> Callable:
+  def init(key, shape, dtype=jnp.float32):
+    return _host_draw(key, shape, dtype, lambda rng, s: std * rng.standard_normal(s))
+  return init
+
+
+def _torch_default(fan_in: int) -> Callable:
+  """nn.Linear / nn.SpatialConvolution reset(): weights and biases ~ U(-1/sqrt(fan_in), +)."""
+  bound = 1.0 / math.sqrt(fan_in)
+  return _uniform(-bound, bound)
+
+
+def _zeros(key, shape, dtype=jnp.float32):
+  del key
+  return jnp.zeros(shape, dtype)
+
+
+def scaled(n: int, width: float) -> int:
+  """A hidden size `n` of the reference scaled by the width multiplier (at least 1)."""
+  return max(1, int(round(n * width)))
+
+
+def dense(x: Array, features: int, dtype: Dtype, name: Optional[str] = None) -> Array:
+  """nn.Linear with the Torch default initialisation."""
+  init = _torch_default(x.shape[-1])
+  return nn.Dense(features, kernel_init=init, bias_init=init, dtype=dtype, name=name)(x)
+
+
+def conv(x: Array, features: int, kernel: int, *, stride: int = 1,
+         padding: Optional[int] = None, dtype: Dtype) -> Array:
+  """nn.SpatialConvolution (k x k, explicit zero padding) with the Torch default init.
+
+  The reference's SpatialFullConvolution(5, stride 1, pad 2) is the same function as a 5x5
+  "same" convolution with a flipped kernel, so it is built with this too.
+  """
+  pad = kernel // 2 if padding is None else padding
+  init = _torch_default(kernel * kernel * x.shape[-1])
+  return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
+                 padding=((pad, pad), (pad, pad)), kernel_init=init, bias_init=init,
+                 dtype=dtype)(x)
+
+
+def batch_norm(x: Array, train: bool, dtype: Dtype) -> Array:
+  """Torch (Spatial)BatchNormalization: eps 1e-5, momentum 0.1 (Flax 0.9), gamma ~ U[0, 1)."""
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                      scale_init=_uniform(0.0, 1.0), bias_init=_zeros, dtype=dtype)(x)
+
+
+def max_pool(x: Array) -> Array:
+  return nn.max_pool(x, (2, 2), strides=(2, 2))
+
+
+def upsample(x: Array) -> Array:
+  """SpatialUpSamplingNearest(2): nearest-neighbour x2, no transposed convolution."""
+  b, h, w, c = x.shape
+  x = jnp.broadcast_to(x[:, :, None, :, None, :], (b, h, 2, w, 2, c))
+  return x.reshape(b, 2 * h, 2 * w, c)
+
+
+def reparametrize(mu: Array, logvar: Array, key: Array) -> Array:
+  """z = mu + exp(logvar / 2) * eps (Reparametrize.lua)."""
+  eps = jax.random.normal(key, mu.shape, mu.dtype)
+  return mu + jnp.exp(0.5 * logvar) * eps
+
+
+def _check_size(image_size: int) -> None:
+  if image_size not in (32, 64):
+    raise ConfigError(f"model.image_size={image_size} is not supported; use 64 (the paper) "
+                     "or 32 (small variants).")
+
+
+def _check_inputs(x: Optional[Array], y: Optional[Array], image_size: int,
+                  y_dim: int) -> None:
+  """Trace-time shape checks, so a wrong input fails with a plain message, not deep in XLA."""
+  if x is not None and tuple(x.shape[1:]) != (image_size, image_size, 3):
+    raise InputError(f"images have shape {tuple(x.shape)}; this model expects "
+                     f"[batch, {image_size}, {image_size}, 3] (NHWC, values in [-1, 1]).")
+  if y is not None and (y.ndim != 2 or y.shape[-1] != y_dim):
+    raise InputError(f"attributes have shape {tuple(y.shape)}; this model expects "
+                     f"[batch, {y_dim}] (y_dim={y_dim}).")
+
+
+# ----------------------------------------------------------------------------------------------
+# Building blocks.
+
+class ImageTrunk(nn.Module):
+  """The image encoder trunk (spec 2.1 "big" and 2.4 background version).
+
+  conv5 -> c0, ReLU, pool | conv5 -> c1, BN, ReLU, pool | conv3 -> c2, BN, ReLU, pool |
+  conv3 s2 -> c3, BN, ReLU | conv (S/16)x(S/16) valid -> top, ReLU | Linear top, ReLU, Dropout.
+  """
+  channels: Sequence[int]
+  top: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, train: bool) -> Array:
+    c0, c1, c2, c3 = self.channels
+    x = max_pool(nn.relu(conv(x, c0, 5, dtype=self.dtype)))
+    x = max_pool(nn.relu(batch_norm(conv(x, c1, 5, dtype=self.dtype), train, self.dtype)))
+    x = max_pool(nn.relu(batch_norm(conv(x, c2, 3, dtype=self.dtype), train, self.dtype)))
+    x = nn.relu(batch_norm(conv(x, c3, 3, stride=2, padding=1, dtype=self.dtype), train,
+                           self.dtype))
+    # 4x4 at 64x64 input (2x2 at 32x32): a valid conv over the whole map is a dense layer.
+    x = nn.relu(conv(x, self.top, x.shape[1], padding=0, dtype=self.dtype))
+    x = x.reshape(x.shape[0], -1)
+    x = nn.relu(dense(x, self.top, self.dtype))
+    return nn.Dropout(0.5, deterministic=not train)(x)
+
+
+class GaussianHead(nn.Module):
+  """`LinearMix2` (spec 2.2): mu from [h_x; h_y], log-variance from h_x alone.
+
+  W_mu, b_mu ~ N(0, 1/fan_in) (variance 1/fan_in); W_sigma = b_sigma = 0, so the initial
+  posterior has unit variance. Without `h_y` (the VAE) the mean sees the image alone.
+  """
+  z_dim: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, h_x: Array, h_y: Optional[Array]) -> tuple[Array, Array]:
+    h = h_x if h_y is None else jnp.concatenate([h_x, h_y], axis=-1)
+    std = 1.0 / math.sqrt(h.shape[-1])
+    mu = nn.Dense(self.z_dim, kernel_init=_normal(std), bias_init=_normal(std),
+                  dtype=self.dtype, name="mu")(h)
+    logvar = nn.Dense(self.z_dim, kernel_init=_zeros, bias_init=_zeros, dtype=self.dtype,
+                      name="logvar")(h_x)
+    return mu, logvar
+
+
+class ImageEncoder(nn.Module):
+  """q(z | x, y): the CVAE encoder and the disCVAE foreground encoder (spec 2.1-2.2).
+
+  With `conditional=False` it is the VAE encoder q(z | x).
+  """
+  z_dim: int
+  width: float = 1.0
+  conditional: bool = True
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, y: Optional[Array], train: bool) -> tuple[Array, Array]:
+    chans = [scaled(c, self.width) for c in (64, 128, 256, 256)]
+    h_x = ImageTrunk(chans, scaled(1024, self.width), self.dtype, name="trunk")(x, train)
+    h_y = None
+    if self.conditional:
+      h_y = nn.relu(dense(y, self.z_dim, self.dtype, name="y_embed"))
+    return GaussianHead(self.z_dim, self.dtype, name="head")(h_x, h_y)
+
+
+class LinearMix(nn.Module):
+  """The decoder's first layer on [z; h_y] (LinearMix.lua), followed by ReLU.
+
+  W ~ U[0, 1/sqrt(fan_in)) (non-negative: the reference uses `rand` uncentred) and
+  b ~ N(0, 1/fan_in).
+  """
+  features: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, h: Array) -> Array:
+    fan_in = h.shape[-1]
+    return nn.relu(nn.Dense(self.features, kernel_init=_uniform(0.0, 1.0 / math.sqrt(fan_in)),
+                            bias_init=_normal(1.0 / math.sqrt(fan_in)), dtype=self.dtype)(h))
+
+
+class ImageDecoder(nn.Module):
+  """p(x | y, z): the CVAE decoder and the disCVAE foreground decoder (spec 2.3).
+
+  Returns two 3-channel maps: the tanh image head, and either the linear log-variance head
+  (`second_head="logvar"`, CVAE/VAE) or the sigmoid gate (`second_head="gate"`, disCVAE).
+  """
+  image_size: int
+  width: float = 1.0
+  conditional: bool = True
+  second_head: str = "logvar"
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, z: Array, y: Optional[Array], train: bool) -> tuple[Array, Array]:
+    w, d = self.width, self.dtype
+    h = z
+    if self.conditional:
+      h_y = nn.relu(dense(y, 2 * z.shape[-1], d, name="y_embed"))
+      h = jnp.concatenate([z, h_y], axis=-1)
+    h = LinearMix(scaled(256, w), d, name="mix")(h)
+    s0, c0 = self.image_size // 8, scaled(256, w)
+    h = nn.relu(dense(h, c0 * s0 * s0, d)).reshape(-1, s0, s0, c0)
+    h = nn.relu(batch_norm(conv(h, c0, 3, dtype=d), train, d))
+    for c in (256, 128, 64):
+      h = nn.relu(batch_norm(conv(upsample(h), scaled(c, w), 5, dtype=d), train, d))
+    image = jnp.tanh(conv(h, 3, 5, dtype=d))
+    second = conv(h, 3, 5, dtype=d)
+    if self.second_head == "gate":
+      second = nn.sigmoid(second)
+    return image, second
+
+
+class BackgroundTrunk(nn.Module):
+  """disCVAE background encoder, image part (spec 2.4 rows 1-6)."""
+  width: float = 1.0
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, train: bool) -> Array:
+    return ImageTrunk([scaled(64, self.width)] * 4, scaled(256, self.width), self.dtype,
+                      name="trunk")(x, train)
+
+
+class BackgroundHead(nn.Module):
+  """disCVAE background encoder head (spec 2.4 rows 7-8): [h_x; y; zF] -> (muB, logvarB).
+
+  `LinearGaussian` is two independent Linear layers with the Torch default init (its
+  sigma layer is not zeroed in the reference).
+  """
+  zb_dim: int
+  width: float = 1.0
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, h_x: Array, y: Array, z_fg: Array) -> tuple[Array, Array]:
+    h = jnp.concatenate([h_x, y, z_fg], axis=-1)
+    h = nn.relu(dense(h, scaled(256, self.width), self.dtype))
+    return (dense(h, self.zb_dim, self.dtype, name="mu"),
+            dense(h, self.zb_dim, self.dtype, name="logvar"))
+
+
+class BackgroundDecoder(nn.Module):
+  """disCVAE background decoder p(xB | zB), no attributes (spec 2.5)."""
+  image_size: int
+  width: float = 1.0
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, z: Array, train: bool) -> Array:
+    w, d = self.width, self.dtype
+    s0, c0 = self.image_size // 32, scaled(256, w)
+    h = nn.relu(dense(z, c0 * s0 * s0, d).reshape(-1, s0, s0, c0))
+    # (upsample first?, channels, kernel) for steps a-g of spec 2.5.
+    plan = ((True, 128, 3), (True, 128, 3), (True, 64, 3), (False, 64, 3), (True, 64, 3),
+            (False, 64, 3), (True, 32, 5))
+    for up, c, k in plan:
+      if up:
+        h = upsample(h)
+      h = nn.relu(batch_norm(conv(h, scaled(c, w), k, dtype=d), train, d))
+    return jnp.tanh(conv(h, 3, 5, dtype=d))
+
+
+# ----------------------------------------------------------------------------------------------
+# Models.
+
+class CVAE(nn.Module):
+  """The conditional VAE of the paper (and, with `conditional=False`, the VAE baseline).
+
+  Attributes:
+    y_dim: attribute vector length (ignored by the VAE, but still checked).
+    z_dim: latent size (LFW: 256).
+    image_size: 64 (paper) or 32.
+    width: multiplier on every hidden width (1.0 = the reference).
+    conditional: False gives the VAE: no attribute streams in encoder or decoder.
+    dtype: compute dtype (parameters stay float32).
+  """
+  y_dim: int
+  z_dim: int = 256
+  image_size: int = 64
+  width: float = 1.0
+  conditional: bool = True
+  dtype: Dtype = jnp.float32
+
+  def setup(self):
+    _check_size(self.image_size)
+    self.encoder = ImageEncoder(self.z_dim, self.width, self.conditional, self.dtype)
+    self.decoder = ImageDecoder(self.image_size, self.width, self.conditional, "logvar",
+                                self.dtype)
+
+  def _y(self, y: Optional[Array]) -> Optional[Array]:
+    return y if self.conditional else None
+
+  def encode(self, x: Array, y: Optional[Array], train: bool = False) -> dict[str, Array]:
+    """q(z | x, y). Args: x [B,S,S,3] in [-1,1]; y [B,y_dim]. Returns mu, logvar [B,z_dim]."""
+    _check_inputs(x, y if self.conditional else None, self.image_size, self.y_dim)
+    mu, logvar = self.encoder(x, self._y(y), train)
+    return {"mu": mu.astype(jnp.float32), "logvar": logvar.astype(jnp.float32)}
+
+  def decode(self, z: Array, y: Optional[Array], train: bool = False) -> dict[str, Array]:
+    """p(x | y, z). Args: z [B,z_dim]; y [B,y_dim]. Returns mean and logvar [B,S,S,3]."""
+    _check_inputs(None, y if self.conditional else None, self.image_size, self.y_dim)
+    mean, logvar = self.decoder(z, self._y(y), train)
+    return {"mean": mean.astype(jnp.float32), "logvar": logvar.astype(jnp.float32)}
+
+  def __call__(self, x: Array, y: Optional[Array], mask: Optional[Array] = None,
+               train: bool = False) -> dict[str, Array]:
+    """Encode, sample z, decode. `mask` is accepted for a uniform signature and unused."""
+    del mask
+    q = self.encode(x, y, train)
+    z = reparametrize(q["mu"], q["logvar"], self.make_rng("reparam"))
+    p = self.decode(z, y, train)
+    return {"z": z, "mu": q["mu"], "logvar": q["logvar"], "mean": p["mean"],
+            "x_logvar": p["logvar"]}
+
+
+class DisCVAE(nn.Module):
+  """The layered disCVAE (spec 1.3): foreground and gate from (y, zF), background from zB.
+
+  Composition as in the reference code, in [-1, 1]: x = h_fg + g * h_bg.
+
+  Attributes:
+    y_dim: attribute vector length.
+    zf_dim, zb_dim: foreground / background latent sizes (LFW 192 / 64, CUB 128 / 128).
+    image_size, width, dtype: as for `CVAE`.
+    block_kl_bg_grad_to_fg: the reference back-propagates the background KL separately,
+      so d KL_B / d zF never reaches the foreground encoder; True reproduces that.
+  """
+  y_dim: int
+  zf_dim: int = 192
+  zb_dim: int = 64
+  image_size: int = 64
+  width: float = 1.0
+  block_kl_bg_grad_to_fg: bool = True
+  dtype: Dtype = jnp.float32
+
+  def setup(self):
+    _check_size(self.image_size)
+    self.encoder_fg = ImageEncoder(self.zf_dim, self.width, True, self.dtype)
+    self.encoder_bg_trunk = BackgroundTrunk(self.width, self.dtype)
+    self.encoder_bg_head = BackgroundHead(self.zb_dim, self.width, self.dtype)
+    self.decoder_fg = ImageDecoder(self.image_size, self.width, True, "gate", self.dtype)
+    self.decoder_bg = BackgroundDecoder(self.image_size, self.width, self.dtype)
+
+  def decode(self, z_fg: Array, z_bg: Array, y: Array,
+             train: bool = False) -> dict[str, Array]:
+    """Generator. Returns foreground, gate, background and composite [B,S,S,3] (f32).
+
+    Args:
+      z_fg: [B, zf_dim]; z_bg: [B, zb_dim]; y: [B, y_dim].
+      train: BatchNorm in train mode.
+    """
+    _check_inputs(None, y, self.image_size, self.y_dim)
+    fg, gate = self.decoder_fg(z_fg, y, train)
+    bg = self.decoder_bg(z_bg, train)
+    fg, gate, bg = (a.astype(jnp.float32) for a in (fg, gate, bg))
+    return {"foreground": fg, "gate": gate, "background": bg, "mean": fg + gate * bg}
+
+  def encode(self, x: Array, y: Array, mask: Array, train: bool = False,
+             z_fg: Optional[Array] = None) -> dict[str, Array]:
+    """q(zF | x_fg, y) and q(zB | x, y, zF).
+
+    Args:
+      x: images [B,S,S,3] in [-1,1]; y: [B,y_dim]; mask: foreground mask [B,S,S,1] in [0,1].
+      train: BatchNorm / dropout mode.
+      z_fg: the zF to condition the background encoder on; by default the foreground
+        posterior mean (the training path passes a sample instead).
+    Returns:
+      mu_fg, logvar_fg, mu_bg, logvar_bg and x_fg (the masked image, background = -1).
+    """
+    _check_inputs(x, y, self.image_size, self.y_dim)
+    x_fg = (x + 1.0) * mask - 1.0  # (x01 * m) * 2 - 1, as the reference builds x_fg.
+    mu_f, lv_f = self.encoder_fg(x_fg, y, train)
+    mu_f, lv_f = mu_f.astype(jnp.float32), lv_f.astype(jnp.float32)
+    if z_fg is None:
+      z_fg = mu_f
+    mu_b, lv_b = self.encoder_bg_head(self.encoder_bg_trunk(x, train), y, z_fg)
+    return {"mu_fg": mu_f, "logvar_fg": lv_f, "mu_bg": mu_b.astype(jnp.float32),
+            "logvar_bg": lv_b.astype(jnp.float32), "x_fg": x_fg}
+
+  def __call__(self, x: Array, y: Array, mask: Array,
+               train: bool = False) -> dict[str, Array]:
+    _check_inputs(x, y, self.image_size, self.y_dim)
+    if mask is None or tuple(mask.shape) != tuple(x.shape[:3]) + (1,):
+      raise InputError("disCVAE needs a foreground mask of shape [batch, S, S, 1] in [0, 1]; "
+                       f"got {None if mask is None else tuple(mask.shape)}.")
+    x_fg = (x + 1.0) * mask - 1.0
+    mu_f, lv_f = self.encoder_fg(x_fg, y, train)
+    mu_f, lv_f = mu_f.astype(jnp.float32), lv_f.astype(jnp.float32)
+    z_fg = reparametrize(mu_f, lv_f, self.make_rng("reparam"))
+    h_bg = self.encoder_bg_trunk(x, train)
+    mu_b, lv_b = self.encoder_bg_head(h_bg, y, z_fg)
+    mu_b, lv_b = mu_b.astype(jnp.float32), lv_b.astype(jnp.float32)
+    z_bg = reparametrize(mu_b, lv_b, self.make_rng("reparam"))
+    if self.block_kl_bg_grad_to_fg:
+      # Same head on a zF with no gradient: KL_B computed from this one reaches the background
+      # encoder's parameters but not the foreground encoder (spec 1.3 "gradient subtlety").
+      kl_mu_b, kl_lv_b = self.encoder_bg_head(h_bg, y, jax.lax.stop_gradient(z_fg))
+      kl_mu_b, kl_lv_b = kl_mu_b.astype(jnp.float32), kl_lv_b.astype(jnp.float32)
+    else:
+      kl_mu_b, kl_lv_b = mu_b, lv_b
+    out = self.decode(z_fg, z_bg, y, train)
+    out.update({"x_fg": x_fg, "z_fg": z_fg, "z_bg": z_bg, "mu_fg": mu_f, "logvar_fg": lv_f,
+                "mu_bg": kl_mu_b, "logvar_bg": kl_lv_b})
+    return out
+
+
+def create_model(model_config: Any) -> nn.Module:
+  """Builds the model named by `model_config.name` ("vae", "cvae" or "discvae").
+
+  Args:
+    model_config: the `config.model` ConfigDict (name, y_dim, z_dim, zf_dim, zb_dim,
+      image_size, width, dtype, block_kl_bg_grad_to_fg).
+  Returns:
+    An unbound Linen module.
+  """
+  name = model_config.name
+  dtype = jnp.dtype(model_config.get("dtype", "float32"))
+  common = dict(y_dim=model_config.y_dim, image_size=model_config.image_size,
+                width=model_config.width, dtype=dtype)
+  if name in ("vae", "cvae"):
+    return CVAE(z_dim=model_config.z_dim, conditional=(name == "cvae"), **common)
+  if name == "discvae":
+    return DisCVAE(zf_dim=model_config.zf_dim, zb_dim=model_config.zb_dim,
+                   block_kl_bg_grad_to_fg=model_config.block_kl_bg_grad_to_fg, **common)
+  raise ConfigError(f"unknown model.name={name!r}; choose one of {', '.join(MODEL_NAMES)}.")
+
+
+def dummy_inputs(model_config: Any, batch: int = 1) -> tuple[Array, Array, Array]:
+  """Zero inputs (x, y, mask) of the right shapes, for `init` and `jax.eval_shape`."""
+  s = model_config.image_size
+  return (jnp.zeros((batch, s, s, 3), jnp.float32),
+          jnp.zeros((batch, model_config.y_dim), jnp.float32),
+          jnp.ones((batch, s, s, 1), jnp.float32))
+
+
+def _init_fn(model: nn.Module, model_config: Any) -> Callable:
+  x, y, m = dummy_inputs(model_config)
+
+  def init(key):
+    k_params, k_reparam, k_drop = jax.random.split(key, 3)
+    return model.init({"params": k_params, "reparam": k_reparam, "dropout": k_drop}, x, y, m,
+                      train=False)
+  return init
+
+
+def abstract_variables(model: nn.Module, model_config: Any) -> dict:
+  """Shapes and dtypes of `model`'s variables (`jax.eval_shape`: nothing is computed)."""
+  return jax.eval_shape(_init_fn(model, model_config), jax.random.key(0))
+
+
+def init_variables(model: nn.Module, model_config: Any, key: Array) -> dict:
+  """Initial variables {'params', 'batch_stats'} of `model`, from `key`."""
+  init = _init_fn(model, model_config)
+
+  # Jitted (op-by-op initialisation compiles every primitive separately), and on CPU without
+  # LLVM optimisation, since it runs once.
+  options = CHEAP_COMPILE if jax.default_backend() == "cpu" else None
+  return jax.jit(init).lower(key).compile(compiler_options=options)(key)
+
+
+def count_params(params: Any) -> int:
+  """Number of scalars in a parameter tree (arrays or ShapeDtypeStructs)."""
+  return int(sum(math.prod(p.shape) for p in jax.tree_util.tree_leaves(params)))

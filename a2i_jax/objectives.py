@@ -1,0 +1,105 @@
+"""Pure loss functions (spec 1.2, 1.3, 3.1). They know nothing of optimisers.
+
+Every term is returned per example (summed over that example's elements), so a batch loss is
+the plain sum over the batch, as in the reference (`sizeAverage = false`), and evaluation can
+weight examples (padding). Images are in [-1, 1].
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Optional
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+_LOG_2PI = math.log(2.0 * math.pi)
+_BCE_EPS = 1e-12  # THNN BCECriterion's epsilon.
+
+
+def _per_example_sum(a: Array) -> Array:
+  return a.reshape(a.shape[0], -1).sum(axis=-1)
+
+
+def gaussian_kl(mu: Array, logvar: Array) -> Array:
+  """KL(N(mu, exp(logvar)) || N(0, I)) per example (KLDCriterion.lua). Shape [B]."""
+  return _per_example_sum(-0.5 * (1.0 + logvar - jnp.square(mu) - jnp.exp(logvar)))
+
+
+def gaussian_nll(x: Array, mean: Array, logvar: Array) -> Array:
+  """-log N(x; mean, exp(logvar)) per example with per-element variance (GaussianCriterion).
+
+  Returns shape [B]: sum over pixels of 0.5 (logvar + log 2 pi) + 0.5 (x - mean)^2 exp(-logvar).
+  """
+  return _per_example_sum(0.5 * (logvar + _LOG_2PI)
+                          + 0.5 * jnp.square(x - mean) * jnp.exp(-logvar))
+
+
+def smooth_l1(pred: Array, target: Array) -> Array:
+  """Torch SmoothL1Criterion (Huber, delta 1) per example: 0.5 d^2 if |d| < 1 else |d| - 0.5."""
+  d = jnp.abs(pred - target)
+  return _per_example_sum(jnp.where(d < 1.0, 0.5 * jnp.square(d), d - 0.5))
+
+
+def binary_cross_entropy(p: Array, target: Array) -> Array:
+  """Torch BCECriterion per example: -[t log(p + eps) + (1 - t) log(1 - p + eps)]."""
+  return _per_example_sum(-(target * jnp.log(p + _BCE_EPS)
+                            + (1.0 - target) * jnp.log(1.0 - p + _BCE_EPS)))
+
+
+def cvae_terms(outputs: Mapping[str, Array], x: Array) -> dict[str, Array]:
+  """Per-example terms of the (C)VAE bound. The VAE uses the same bound without y.
+
+  Args:
+    outputs: the model's outputs (mean, x_logvar, mu, logvar).
+    x: the target images [B,S,S,3] in [-1,1].
+  Returns:
+    dict of [B] arrays: loss (= nll + kl, minimised), nll, kl, bound (= -loss, nats/image).
+  """
+  nll = gaussian_nll(x, outputs["mean"], outputs["x_logvar"])
+  kl = gaussian_kl(outputs["mu"], outputs["logvar"])
+  loss = nll + kl
+  return {"loss": loss, "nll": nll, "kl": kl, "bound": -loss}
+
+
+def discvae_terms(outputs: Mapping[str, Array], x: Array, mask: Array,
+                  gate_weight: float) -> dict[str, Array]:
+  """Per-example terms of the disCVAE loss of the reference code (spec 1.3).
+
+  loss = SmoothL1(h_fg, x_fg) + SmoothL1(h_im, x) + KL_F + KL_B + gate_weight * BCE(g, 1 - m).
+
+  Args:
+    outputs: the disCVAE outputs (foreground, gate, mean = composite, x_fg, mu_fg, ...).
+    x: target images [B,S,S,3] in [-1,1].
+    mask: foreground mask [B,S,S,1] in [0,1]; the gate's target is the background 1 - m,
+      broadcast to the gate's 3 channels.
+    gate_weight: alpha (0.3 in the paper configs).
+  Returns:
+    dict of [B] arrays: loss, recon_fg, recon, kl_fg, kl_bg, gate_bce, kl.
+  """
+  recon_fg = smooth_l1(outputs["foreground"], outputs["x_fg"])
+  recon = smooth_l1(outputs["mean"], x)
+  kl_fg = gaussian_kl(outputs["mu_fg"], outputs["logvar_fg"])
+  kl_bg = gaussian_kl(outputs["mu_bg"], outputs["logvar_bg"])
+  gate = outputs["gate"]
+  gate_bce = binary_cross_entropy(gate, jnp.broadcast_to(1.0 - mask, gate.shape))
+  loss = recon_fg + recon + kl_fg + kl_bg + gate_weight * gate_bce
+  return {"loss": loss, "recon_fg": recon_fg, "recon": recon, "kl_fg": kl_fg, "kl_bg": kl_bg,
+          "kl": kl_fg + kl_bg, "gate_bce": gate_bce}
+
+
+def model_terms(model_name: str, outputs: Mapping[str, Array], x: Array,
+                mask: Optional[Array], gate_weight: float) -> dict[str, Array]:
+  """Dispatches to the objective of `model_name` ("vae", "cvae", "discvae")."""
+  if model_name == "discvae":
+    return discvae_terms(outputs, x, mask, gate_weight)
+  return cvae_terms(outputs, x)
+
+
+def weighted_sums(terms: Mapping[str, Array], weights: Optional[Array] = None
+                  ) -> dict[str, Array]:
+  """Sums per-example terms over the batch, optionally weighted (0 for padding)."""
+  if weights is None:
+    return {k: v.sum() for k, v in terms.items()}
+  return {k: (v * weights).sum() for k, v in terms.items()}

@@ -1,0 +1,56 @@
+"""Image grids written as PNG."""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+
+def make_grid(images: np.ndarray, ncols: int, pad: int = 1, scale: int = 1) -> np.ndarray:
+  """Tiles images into a grid.
+
+  Args:
+    images: [N,H,W,3] (or [N,H,W]) floats in [0,1] (clipped) or uint8.
+    ncols: images per row.
+    pad: pixels of white between images.
+    scale: integer nearest-neighbour magnification.
+  Returns:
+    uint8 [rows*(H+pad)+pad, ncols*(W+pad)+pad, 3].
+  """
+  images = np.asarray(images)
+  if images.ndim == 3:
+    images = np.repeat(images[..., None], 3, axis=-1)
+  if images.dtype != np.uint8:
+    images = (np.clip(images, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+  if scale > 1:
+    images = images.repeat(scale, axis=1).repeat(scale, axis=2)
+  n, h, w, _ = images.shape
+  rows = -(-n // ncols)
+  grid = np.full((rows * (h + pad) + pad, ncols * (w + pad) + pad, 3), 255, np.uint8)
+  for i in range(n):
+    r, c = divmod(i, ncols)
+    grid[pad + r * (h + pad):pad + r * (h + pad) + h,
+         pad + c * (w + pad):pad + c * (w + pad) + w] = images[i]
+  return grid
+
+
+def save_png(array: np.ndarray, path: str) -> None:
+  """Writes a uint8 image atomically."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = path + ".tmp.png"
+  Image.fromarray(array).save(tmp)
+  os.replace(tmp, path)
+
+
+def save_grid(images: np.ndarray, path: str, ncols: int, scale: int = 2) -> None:
+  """`make_grid` then `save_png`."""
+  save_png(make_grid(images, ncols, scale=scale), path)
+
+
+def stack_columns(columns: Sequence[np.ndarray]) -> np.ndarray:
+  """Interleaves K arrays [N,H,W,3] into [N*K,H,W,3] so a grid with ncols=K shows one example
+  per row and the K arrays as columns."""
+  return np.stack(columns, axis=1).reshape((-1,) + columns[0].shape[1:])

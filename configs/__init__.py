@@ -1,0 +1,1 @@
+"""Experiment configs: `get_config(arg)` in each file returns an ml_collections.ConfigDict."""

@@ -1,0 +1,32 @@
+"""Small models on the built-in synthetic cartoon-face dataset (no download needed).
+
+  python train.py --config=configs/synthetic.py --workdir=runs/synthetic
+  python train.py --config=configs/synthetic.py:discvae --workdir=runs/synthetic_dis
+
+Arguments: "cvae" (default), "discvae" or "vae". 32x32 images, widths x0.25 of the paper's.
+"""
+
+import ml_collections
+
+from configs import default
+from a2i_jax.data import synthetic
+
+
+def get_config(arg: str = "cvae") -> ml_collections.ConfigDict:
+  config = default.get_config()
+  config.model.name = arg
+  config.model.y_dim = len(synthetic.ATTRIBUTE_NAMES)
+  config.model.z_dim = 32
+  config.model.zf_dim = 24
+  config.model.zb_dim = 8
+  config.model.image_size = 32
+  config.model.width = 0.25
+  config.data.name = "synthetic"
+  config.data.image_size = 32
+  config.batch_size = 32
+  config.num_train_steps = 3_000
+  config.log_every_steps = 50
+  config.eval_every_steps = 1_000
+  config.checkpoint_every_steps = 500
+  config.num_eval_examples = 512
+  return config

@@ -1,0 +1,159 @@
+"""Architecture: the reference's parameter counts, output shapes, initialisers, bad inputs."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from a2i_jax import models
+from a2i_jax.errors import ConfigError, InputError
+from configs import cub, lfw
+from conftest import tiny_config
+
+
+def _abstract_params(cfg):
+  model = models.create_model(cfg.model)
+  return models.abstract_variables(model, cfg.model)["params"]
+
+
+@pytest.mark.parametrize("config, expected", [
+    (lfw.get_config("cvae"), 14_659_910),
+    (lfw.get_config("discvae"), 15_861_449),
+    (cub.get_config("discvae"), 15_881_417),
+])
+def test_paper_parameter_counts(config, expected):
+  """Spec 2.6: counts of the reference Torch models (weights, biases, BN gamma/beta)."""
+  assert models.count_params(_abstract_params(config)) == expected
+
+
+def test_paper_submodule_counts():
+  p = _abstract_params(lfw.get_config("discvae"))
+  counts = {k: models.count_params(v) for k, v in p.items()}
+  assert counts["encoder_fg"] == 6_785_920
+  assert counts["encoder_bg_trunk"] + counts["encoder_bg_head"] == 676_288
+  assert counts["decoder_fg"] == 7_650_758
+  assert counts["decoder_bg"] == 748_483
+  p = _abstract_params(lfw.get_config("cvae"))
+  assert models.count_params(p["encoder"]) == 6_950_528
+  assert models.count_params(p["decoder"]) == 7_709_382
+
+
+def test_vae_has_no_attribute_streams():
+  p = _abstract_params(lfw.get_config("vae"))
+  assert "y_embed" not in p["encoder"] and "y_embed" not in p["decoder"]
+  assert models.count_params(p) < 14_659_910
+
+
+@pytest.mark.parametrize("name", ["vae", "cvae", "discvae"])
+@pytest.mark.parametrize("size", [32, 64])
+def test_output_shapes(name, size):
+  cfg = tiny_config(name, image_size=size)
+  model = models.create_model(cfg.model)
+  x, y, m = models.dummy_inputs(cfg.model, batch=2)
+  variables = models.init_variables(model, cfg.model, jax.random.key(0))
+  out = jax.jit(lambda v: model.apply(v, x, y, m, train=False,
+                                      rngs={"reparam": jax.random.key(1)}))(variables)
+  assert out["mean"].shape == (2, size, size, 3)
+  assert float(jnp.abs(out["mean"]).max()) <= 2.0 + 1e-6
+  if name == "discvae":
+    assert out["gate"].shape == (2, size, size, 3)
+    assert float(out["gate"].min()) >= 0.0 and float(out["gate"].max()) <= 1.0
+    assert float(jnp.abs(out["foreground"]).max()) <= 1.0
+    np.testing.assert_allclose(out["mean"], out["foreground"] + out["gate"] * out["background"],
+                               rtol=1e-6, atol=1e-6)
+  else:
+    assert float(jnp.abs(out["mean"]).max()) <= 1.0  # tanh head
+    assert out["x_logvar"].shape == (2, size, size, 3)
+
+
+def test_torch_initialisers():
+  cfg = tiny_config("cvae")
+  cfg.model.width = 0.5
+  model = models.create_model(cfg.model)
+  p = models.init_variables(model, cfg.model, jax.random.key(0))["params"]
+  head = p["encoder"]["head"]
+  # LinearMix2: the log-variance layer starts at zero (unit posterior variance).
+  assert float(jnp.abs(head["logvar"]["kernel"]).max()) == 0.0
+  # LinearMix: non-negative weights below 1/sqrt(fan_in).
+  mix = p["decoder"]["mix"]["Dense_0"]["kernel"]
+  assert float(mix.min()) >= 0.0 and float(mix.max()) < 1 / np.sqrt(mix.shape[0])
+  # BatchNorm gamma ~ U[0, 1), beta = 0.
+  bn = p["encoder"]["trunk"]["BatchNorm_0"]
+  assert float(bn["scale"].min()) >= 0.0 and float(bn["scale"].max()) < 1.0
+  assert float(jnp.abs(bn["bias"]).max()) == 0.0
+  # Conv: weights and biases within +-1/sqrt(k*k*c_in).
+  conv = p["encoder"]["trunk"]["Conv_0"]
+  bound = 1 / np.sqrt(5 * 5 * 3)
+  assert float(jnp.abs(conv["kernel"]).max()) <= bound
+  assert float(jnp.abs(conv["bias"]).max()) <= bound
+  assert float(jnp.abs(conv["kernel"]).max()) > 0.8 * bound
+
+
+def test_wrong_attribute_length_is_a_clear_error():
+  cfg = tiny_config("cvae")
+  model = models.create_model(cfg.model)
+  variables = models.init_variables(model, cfg.model, jax.random.key(0))
+  x, _, _ = models.dummy_inputs(cfg.model, batch=2)
+  bad_y = jnp.zeros((2, cfg.model.y_dim + 1))
+  with pytest.raises(InputError, match=f"y_dim={cfg.model.y_dim}"):
+    model.apply(variables, x, bad_y, train=False, rngs={"reparam": jax.random.key(1)})
+  with pytest.raises(InputError, match="attributes have shape"):
+    model.apply(variables, jnp.zeros((2, cfg.model.z_dim)), bad_y, method="decode")
+
+
+def test_wrong_image_shape_is_a_clear_error():
+  cfg = tiny_config("cvae")
+  model = models.create_model(cfg.model)
+  variables = models.init_variables(model, cfg.model, jax.random.key(0))
+  _, y, _ = models.dummy_inputs(cfg.model, batch=2)
+  with pytest.raises(InputError, match=r"\[batch, 32, 32, 3\]"):
+    model.apply(variables, jnp.zeros((2, 64, 64, 3)), y, train=False,
+                rngs={"reparam": jax.random.key(1)})
+  with pytest.raises(InputError, match="NHWC"):
+    model.apply(variables, jnp.zeros((2, 3, 32, 32)), y, train=False,
+                rngs={"reparam": jax.random.key(1)})
+
+
+def test_discvae_needs_a_mask():
+  cfg = tiny_config("discvae")
+  model = models.create_model(cfg.model)
+  variables = models.init_variables(model, cfg.model, jax.random.key(0))
+  x, y, _ = models.dummy_inputs(cfg.model, batch=2)
+  with pytest.raises(InputError, match="foreground mask"):
+    model.apply(variables, x, y, None, train=False, rngs={"reparam": jax.random.key(1)})
+
+
+def test_unknown_model_name_and_size():
+  cfg = tiny_config("cvae")
+  cfg.model.name = "gan"
+  with pytest.raises(ConfigError, match="unknown model.name='gan'"):
+    models.create_model(cfg.model)
+  cfg = tiny_config("cvae")
+  cfg.model.image_size = 48
+  model = models.create_model(cfg.model)
+  with pytest.raises(ConfigError, match="image_size=48"):
+    models.init_variables(model, cfg.model, jax.random.key(0))
+
+
+def test_background_kl_gradient_does_not_reach_foreground_encoder():
+  """Spec 1.3: with blocking on, d KL_B / d(encoder_fg) is exactly zero; off, it is not."""
+  for block, expect_zero in ((True, True), (False, False)):
+    cfg = tiny_config("discvae")
+    cfg.model.block_kl_bg_grad_to_fg = block
+    model = models.create_model(cfg.model)
+    variables = models.init_variables(model, cfg.model, jax.random.key(0))
+    x, y, m = models.dummy_inputs(cfg.model, batch=2)
+    x = jax.random.uniform(jax.random.key(3), x.shape, minval=-1, maxval=1)
+
+    def kl_bg(params):
+      out = model.apply({**variables, "params": params}, x, y, m, train=False,
+                        rngs={"reparam": jax.random.key(1)})
+      return (0.5 * (jnp.exp(out["logvar_bg"]) + out["mu_bg"] ** 2 - 1
+                     - out["logvar_bg"])).sum()
+
+    g = jax.jit(jax.grad(kl_bg))(variables["params"])
+    fg_norm = float(sum(jnp.abs(a).sum() for a in jax.tree_util.tree_leaves(g["encoder_fg"])))
+    bg_norm = float(sum(jnp.abs(a).sum()
+                        for a in jax.tree_util.tree_leaves(g["encoder_bg_head"])))
+    assert bg_norm > 0
+    assert (fg_norm == 0.0) == expect_zero

@@ -1,0 +1,108 @@
+"""Objectives against closed forms and direct numpy evaluations."""
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from a2i_jax import objectives
+
+
+def test_kl_of_standard_normal_is_zero():
+  kl = objectives.gaussian_kl(jnp.zeros((3, 5)), jnp.zeros((3, 5)))
+  np.testing.assert_allclose(kl, np.zeros(3), atol=1e-7)
+
+
+def test_kl_closed_form():
+  rng = np.random.default_rng(0)
+  mu, logvar = rng.normal(size=(4, 6)), rng.normal(size=(4, 6))
+  var = np.exp(logvar)
+  # KL(N(mu, var) || N(0, 1)) = 0.5 (var + mu^2 - 1 - log var), summed per example.
+  expected = 0.5 * (var + mu**2 - 1.0 - logvar).sum(-1)
+  np.testing.assert_allclose(objectives.gaussian_kl(jnp.asarray(mu), jnp.asarray(logvar)),
+                             expected, rtol=1e-5)
+
+
+def test_kl_matches_monte_carlo():
+  mu, logvar = np.array([[0.7, -1.2]]), np.array([[-0.5, 0.3]])
+  rng = np.random.default_rng(1)
+  std = np.exp(0.5 * logvar)
+  z = mu + std * rng.normal(size=(200_000, 2))
+  log_q = -0.5 * (((z - mu) / std) ** 2 + logvar + math.log(2 * math.pi))
+  log_p = -0.5 * (z**2 + math.log(2 * math.pi))
+  mc = (log_q - log_p).sum(-1).mean()
+  assert abs(float(objectives.gaussian_kl(jnp.asarray(mu), jnp.asarray(logvar))[0]) - mc) < 0.02
+
+
+def test_gaussian_nll_is_negative_log_density():
+  rng = np.random.default_rng(2)
+  x, mean, logvar = rng.normal(size=(2, 4, 4, 3)), rng.normal(size=(2, 4, 4, 3)), \
+      rng.normal(size=(2, 4, 4, 3))
+  var = np.exp(logvar)
+  log_pdf = -0.5 * np.log(2 * np.pi * var) - (x - mean) ** 2 / (2 * var)
+  np.testing.assert_allclose(
+      objectives.gaussian_nll(jnp.asarray(x), jnp.asarray(mean), jnp.asarray(logvar)),
+      -log_pdf.reshape(2, -1).sum(-1), rtol=1e-5)
+
+
+def test_smooth_l1_both_branches():
+  pred = jnp.array([[0.0, 0.5, 2.0, -3.0]])
+  target = jnp.zeros((1, 4))
+  # 0, 0.5 * 0.25, 2 - 0.5, 3 - 0.5
+  np.testing.assert_allclose(objectives.smooth_l1(pred, target), [0.125 + 1.5 + 2.5])
+
+
+def test_bce_matches_torch_formula():
+  p = jnp.array([[0.9, 0.2, 1.0]])
+  t = jnp.array([[1.0, 0.0, 0.0]])
+  expected = -(math.log(0.9 + 1e-12) + math.log(0.8 + 1e-12) + math.log(1e-12))
+  np.testing.assert_allclose(objectives.binary_cross_entropy(p, t), [expected], rtol=1e-5)
+
+
+def test_cvae_terms_bound_is_minus_nll_minus_kl():
+  rng = np.random.default_rng(3)
+  out = {"mean": jnp.asarray(rng.uniform(-1, 1, (2, 4, 4, 3))),
+         "x_logvar": jnp.asarray(rng.normal(size=(2, 4, 4, 3))),
+         "mu": jnp.asarray(rng.normal(size=(2, 5))), "logvar": jnp.asarray(rng.normal(size=(2, 5)))}
+  x = jnp.asarray(rng.uniform(-1, 1, (2, 4, 4, 3)))
+  t = objectives.cvae_terms(out, x)
+  np.testing.assert_allclose(t["loss"], t["nll"] + t["kl"], rtol=1e-6)
+  np.testing.assert_allclose(t["bound"], -t["loss"], rtol=1e-6)
+  assert t["loss"].shape == (2,)
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.3])
+def test_discvae_terms(weight):
+  rng = np.random.default_rng(4)
+  shape = (2, 4, 4, 3)
+  fg, bg = rng.uniform(-1, 1, shape), rng.uniform(-1, 1, shape)
+  gate = rng.uniform(0.01, 0.99, shape)
+  x = rng.uniform(-1, 1, shape)
+  mask = (rng.uniform(size=(2, 4, 4, 1)) > 0.5).astype(np.float64)
+  x_fg = (x + 1) * mask - 1
+  out = {"foreground": fg, "gate": gate, "background": bg, "mean": fg + gate * bg,
+         "x_fg": x_fg, "mu_fg": rng.normal(size=(2, 3)), "logvar_fg": rng.normal(size=(2, 3)),
+         "mu_bg": rng.normal(size=(2, 2)), "logvar_bg": rng.normal(size=(2, 2))}
+  out = {k: jnp.asarray(v) for k, v in out.items()}
+  t = objectives.discvae_terms(out, jnp.asarray(x), jnp.asarray(mask), weight)
+
+  def huber(d):
+    d = np.abs(d)
+    return np.where(d < 1, 0.5 * d**2, d - 0.5).reshape(2, -1).sum(-1)
+
+  target = np.broadcast_to(1 - mask, shape)
+  bce = -(target * np.log(gate + 1e-12) + (1 - target) * np.log(1 - gate + 1e-12))
+  kl = lambda m, lv: 0.5 * (np.exp(lv) + m**2 - 1 - lv).sum(-1)
+  expected = (huber(fg - x_fg) + huber(fg + gate * bg - x)
+              + kl(np.asarray(out["mu_fg"]), np.asarray(out["logvar_fg"]))
+              + kl(np.asarray(out["mu_bg"]), np.asarray(out["logvar_bg"]))
+              + weight * bce.reshape(2, -1).sum(-1))
+  np.testing.assert_allclose(t["loss"], expected, rtol=1e-5)
+  np.testing.assert_allclose(t["kl"], t["kl_fg"] + t["kl_bg"], rtol=1e-6)
+
+
+def test_weighted_sums_ignore_padding():
+  terms = {"loss": jnp.array([1.0, 2.0, 100.0])}
+  assert float(objectives.weighted_sums(terms, jnp.array([1.0, 1.0, 0.0]))["loss"]) == 3.0
+  assert float(objectives.weighted_sums(terms)["loss"]) == 103.0
