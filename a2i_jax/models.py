@@ -404,6 +404,20 @@ class DisCVAE(nn.Module):
     fg, gate, bg = (a.astype(jnp.float32) for a in (fg, gate, bg))
     return {"foreground": fg, "gate": gate, "background": bg, "mean": fg + gate * bg}
 
+  def _encode_fg(self, x: Array, y: Array, mask: Array,
+                 train: bool) -> tuple[Array, Array, Array]:
+    _check_inputs(x, y, self.image_size, self.y_dim)
+    if mask is None or tuple(mask.shape) != tuple(x.shape[:3]) + (1,):
+      raise InputError("disCVAE needs a foreground mask of shape [batch, S, S, 1] in [0, 1]; "
+                       f"got {None if mask is None else tuple(mask.shape)}.")
+    x_fg = (x + 1.0) * mask - 1.0  # (x01 * m) * 2 - 1, as the reference builds x_fg.
+    mu, logvar = self.encoder_fg(x_fg, y, train)
+    return x_fg, mu.astype(jnp.float32), logvar.astype(jnp.float32)
+
+  def _encode_bg(self, h_bg: Array, y: Array, z_fg: Array) -> tuple[Array, Array]:
+    mu, logvar = self.encoder_bg_head(h_bg, y, z_fg)
+    return mu.astype(jnp.float32), logvar.astype(jnp.float32)
+
   def encode(self, x: Array, y: Array, mask: Array, train: bool = False,
              z_fg: Optional[Array] = None) -> dict[str, Array]:
     """q(zF | x_fg, y) and q(zB | x, y, zF).
@@ -412,44 +426,30 @@ class DisCVAE(nn.Module):
       x: images [B,S,S,3] in [-1,1]; y: [B,y_dim]; mask: foreground mask [B,S,S,1] in [0,1].
       train: BatchNorm / dropout mode.
       z_fg: the zF to condition the background encoder on; by default the foreground
-        posterior mean (the training path passes a sample instead).
+        posterior mean.
     Returns:
       mu_fg, logvar_fg, mu_bg, logvar_bg and x_fg (the masked image, background = -1).
     """
-    _check_inputs(x, y, self.image_size, self.y_dim)
-    x_fg = (x + 1.0) * mask - 1.0  # (x01 * m) * 2 - 1, as the reference builds x_fg.
-    mu_f, lv_f = self.encoder_fg(x_fg, y, train)
-    mu_f, lv_f = mu_f.astype(jnp.float32), lv_f.astype(jnp.float32)
-    if z_fg is None:
-      z_fg = mu_f
-    mu_b, lv_b = self.encoder_bg_head(self.encoder_bg_trunk(x, train), y, z_fg)
-    return {"mu_fg": mu_f, "logvar_fg": lv_f, "mu_bg": mu_b.astype(jnp.float32),
-            "logvar_bg": lv_b.astype(jnp.float32), "x_fg": x_fg}
+    x_fg, mu_f, lv_f = self._encode_fg(x, y, mask, train)
+    mu_b, lv_b = self._encode_bg(self.encoder_bg_trunk(x, train), y,
+                                 mu_f if z_fg is None else z_fg)
+    return {"mu_fg": mu_f, "logvar_fg": lv_f, "mu_bg": mu_b, "logvar_bg": lv_b, "x_fg": x_fg}
 
   def __call__(self, x: Array, y: Array, mask: Array,
                train: bool = False) -> dict[str, Array]:
-    _check_inputs(x, y, self.image_size, self.y_dim)
-    if mask is None or tuple(mask.shape) != tuple(x.shape[:3]) + (1,):
-      raise InputError("disCVAE needs a foreground mask of shape [batch, S, S, 1] in [0, 1]; "
-                       f"got {None if mask is None else tuple(mask.shape)}.")
-    x_fg = (x + 1.0) * mask - 1.0
-    mu_f, lv_f = self.encoder_fg(x_fg, y, train)
-    mu_f, lv_f = mu_f.astype(jnp.float32), lv_f.astype(jnp.float32)
+    """Encode (zF from the masked image, then zB given the sampled zF), sample, decode."""
+    x_fg, mu_f, lv_f = self._encode_fg(x, y, mask, train)
     z_fg = reparametrize(mu_f, lv_f, self.make_rng("reparam"))
     h_bg = self.encoder_bg_trunk(x, train)
-    mu_b, lv_b = self.encoder_bg_head(h_bg, y, z_fg)
-    mu_b, lv_b = mu_b.astype(jnp.float32), lv_b.astype(jnp.float32)
+    mu_b, lv_b = self._encode_bg(h_bg, y, z_fg)
     z_bg = reparametrize(mu_b, lv_b, self.make_rng("reparam"))
     if self.block_kl_bg_grad_to_fg:
       # Same head on a zF with no gradient: KL_B computed from this one reaches the background
       # encoder's parameters but not the foreground encoder (spec 1.3 "gradient subtlety").
-      kl_mu_b, kl_lv_b = self.encoder_bg_head(h_bg, y, jax.lax.stop_gradient(z_fg))
-      kl_mu_b, kl_lv_b = kl_mu_b.astype(jnp.float32), kl_lv_b.astype(jnp.float32)
-    else:
-      kl_mu_b, kl_lv_b = mu_b, lv_b
+      mu_b, lv_b = self._encode_bg(h_bg, y, jax.lax.stop_gradient(z_fg))
     out = self.decode(z_fg, z_bg, y, train)
     out.update({"x_fg": x_fg, "z_fg": z_fg, "z_bg": z_bg, "mu_fg": mu_f, "logvar_fg": lv_f,
-                "mu_bg": kl_mu_b, "logvar_bg": kl_lv_b})
+                "mu_bg": mu_b, "logvar_bg": lv_b})
     return out
 
 

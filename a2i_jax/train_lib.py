@@ -108,7 +108,7 @@ def make_train_step(model: flax.linen.Module, tx: optax.GradientTransformation,
         state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     new_state = TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
                            opt_state=opt_state)
@@ -349,7 +349,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       window.append({n: float(v.mean()) for n, v in metrics.items() if n != "finite"})
       if progress is not None:
         progress.update(k)
-        progress.set_postfix(loss=f"{window[-1]['loss']:.1f}")
       if step % config.log_every_steps == 0 or step == config.num_train_steps:
         dt = time.perf_counter() - t_window
         scalars = {f"train/{n}": np.mean([w[n] for w in window]) for n in window[0]}

@@ -1,0 +1,83 @@
+"""On-device augmentation (spec 3.3)."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from a2i_jax.data import pipeline
+
+
+def _cfg(**kw):
+  base = dict(flip=False, crop_size=0, max_rotation=0.0, color_gain=0.0, max_sharpen=0.0)
+  base.update(kw)
+  return ml_collections.ConfigDict(base)
+
+
+def _images(n=4, s=16, seed=0):
+  rng = np.random.default_rng(seed)
+  return (jnp.asarray(rng.integers(0, 256, (n, s, s, 3), dtype=np.uint8)),
+          jnp.asarray(rng.integers(0, 256, (n, s, s), dtype=np.uint8)))
+
+
+def test_no_augmentation_is_the_affine_map():
+  im, m = _images()
+  x, mm = pipeline.augment(jax.random.key(0), im, m, _cfg())
+  np.testing.assert_allclose(x, np.asarray(im) / 255.0 * 2 - 1, atol=1e-6)
+  np.testing.assert_allclose(mm[..., 0], np.asarray(m) / 255.0, atol=1e-6)
+
+
+def test_flip_moves_image_and_mask_together():
+  im, m = _images(n=32)
+  x, mm = pipeline.augment(jax.random.key(1), im, m, _cfg(flip=True))
+  base = np.asarray(im) / 255.0 * 2 - 1
+  flipped = np.array([not np.allclose(x[i], base[i], atol=1e-6) for i in range(32)])
+  assert 0 < flipped.sum() < 32
+  for i in range(32):
+    ref_x = base[i, :, ::-1] if flipped[i] else base[i]
+    ref_m = np.asarray(m[i])[:, ::-1] if flipped[i] else np.asarray(m[i])
+    np.testing.assert_allclose(x[i], ref_x, atol=1e-6)
+    np.testing.assert_allclose(mm[i, ..., 0], ref_m / 255.0, atol=1e-6)
+
+
+def test_sharpening_formula_with_zero_padding():
+  x = np.random.default_rng(2).uniform(size=(1, 8, 8, 3)).astype(np.float32)
+  padded = np.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)))
+  box = np.zeros_like(x)
+  for dy in range(5):
+    for dx in range(5):
+      box += padded[:, dy:dy + 8, dx:dx + 8] / 25.0
+  np.testing.assert_allclose(pipeline.box_filter_5x5(jnp.asarray(x)), box, atol=1e-6)
+  # Borders are darker in the box filter (zero padding), so sharpening brightens them.
+  im = jnp.full((2, 8, 8, 3), 200, jnp.uint8)
+  out, _ = pipeline.augment(jax.random.key(3), im, None, _cfg(max_sharpen=1.5))
+  assert float(out[:, 0, 0].min()) >= float(out[:, 4, 4].max())
+
+
+def test_colour_gain_range():
+  im = jnp.full((64, 4, 4, 3), 255, jnp.uint8)
+  x, _ = pipeline.augment(jax.random.key(4), im, None, _cfg(color_gain=0.03))
+  gain = (np.asarray(x[:, 0, 0]) + 1) / 2
+  assert gain.min() >= 0.97 - 1e-6 and gain.max() < 1.03 and gain.std() > 0.005
+
+
+def test_crop_and_rotation_shapes_and_mask_alignment():
+  im, m = _images(n=8, s=72)
+  # Image channels equal to the mask: after crop + rotation they must still agree.
+  im = jnp.repeat(m[..., None], 3, axis=-1)
+  x, mm = pipeline.augment(jax.random.key(5), im, m, _cfg(crop_size=64, max_rotation=0.08))
+  assert x.shape == (8, 64, 64, 3) and mm.shape == (8, 64, 64, 1)
+  np.testing.assert_allclose((x[..., :1] + 1) / 2, mm, atol=1e-5)
+
+
+def test_zero_rotation_is_identity():
+  im, _ = _images(n=1, s=8)
+  x = pipeline.to_unit(im)[0]
+  np.testing.assert_allclose(pipeline._rotate(x, jnp.float32(0.0)), x, atol=1e-6)
+
+
+def test_eval_centre_crop():
+  im, m = _images(n=2, s=72)
+  x, mm = pipeline.preprocess_eval(im, m, _cfg(crop_size=64))
+  np.testing.assert_allclose(x, np.asarray(im)[:, 4:68, 4:68] / 255.0 * 2 - 1, atol=1e-6)
+  assert mm.shape == (2, 64, 64, 1)
