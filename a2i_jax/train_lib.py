@@ -248,10 +248,6 @@ def write_samples(sample_fn: Callable, variables: dict, dataset: Dataset,
   visualize.save_grid(grid, path, ncols=k + 1)
 
 
-def _log_host(msg: str, *args) -> None:
-  logging.info(msg, *args)
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        devices: Optional[list] = None) -> TrainState:
   """Trains `config.model` on `config.data`, resuming from the newest checkpoint in `workdir`.
@@ -279,7 +275,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     jax.config.update("jax_compilation_cache_dir",
                       os.path.expanduser(config.compilation_cache_dir))
   _check_resume_compatible(workdir, config)
-  checkpoints.save_config(workdir, config)
 
   # Stage 2: input. The whole training split goes to the devices once.
   dataset = load_dataset(config.data)
@@ -293,6 +288,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if need_masks:
     data["masks"] = train.masks
   data = parallel.put_replicated(data, mesh)
+  checkpoints.save_config(workdir, config)  # Only once the data are known to fit the config.
 
   # Stage 3: model and optimiser.
   model = models.create_model(config.model)
@@ -300,8 +296,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   root = jax.random.key(config.seed)
   k_init, k_train, k_eval, k_sample = jax.random.split(root, 4)
   abstract_state = abstract_train_state(model, config, tx)
-  _log_host("model %s: %d parameters", config.model.name,
-            models.count_params(abstract_state.params))
+  logging.info("model %s: %d parameters", config.model.name,
+               models.count_params(abstract_state.params))
 
   # Stage 4: checkpoint. Resume from the newest one if there is one.
   ckpt = checkpoints.Checkpointer(workdir, config.max_checkpoints_to_keep)
@@ -312,7 +308,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   else:
     state = ckpt.restore(checkpoints.with_sharding(abstract_state, parallel.replicated(mesh)))
     start = int(state.step)
-    _log_host("resumed from step %d in %s", start, ckpt.directory)
+    logging.info("resumed from step %d in %s", start, ckpt.directory)
+  if start >= config.num_train_steps:
+    logging.info("nothing to do: step %d >= num_train_steps=%d", start, config.num_train_steps)
+    ckpt.close()
+    return state
 
   # Stage 5: the loop.
   multi_step = jax.jit(make_multi_step(make_train_step(model, tx, config), config, mesh),
@@ -324,7 +324,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   t0 = time.perf_counter()
   compiled = multi_step.lower(state, data, k_train).compile()
   compile_s = time.perf_counter() - t0
-  _log_host("train step compiled in %.1f s", compile_s)
+  logging.info("train step compiled in %.1f s", compile_s)
   writer.write(start, {"compile_time_s": compile_s})
 
   progress = None

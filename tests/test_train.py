@@ -183,6 +183,7 @@ def test_real_datasets_say_they_are_not_prepared(get_config, tmp_path):
   cfg.compilation_cache_dir = ""
   with pytest.raises(DatasetNotPreparedError, match="is not prepared.*configs/synthetic.py"):
     train_lib.train_and_evaluate(cfg, str(tmp_path))
+  assert not os.path.exists(tmp_path / "config.json")  # The workdir stays free for any config.
 
 
 def test_optimizer_matches_reference_update():
@@ -196,3 +197,11 @@ def test_optimizer_matches_reference_update():
   m, v = 0.1 * gt, 0.001 * gt**2
   expected = -3e-4 * (m / 0.1) / (jnp.sqrt(v / 0.001) + 1e-8)
   np.testing.assert_allclose(updates, expected, rtol=1e-5)
+
+
+def test_finished_run_returns_without_training(tmp_path, data_cache):
+  cfg = tiny_config("cvae", data_cache)
+  first = train_lib.train_and_evaluate(cfg, str(tmp_path))
+  again = train_lib.train_and_evaluate(cfg, str(tmp_path))
+  assert int(again.step) == 2
+  _leaves_close(first.params, again.params, atol=0)

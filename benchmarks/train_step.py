@@ -1,0 +1,93 @@
+"""Train-step throughput and compile time, variants side by side in one process; prints JSON.
+
+  python benchmarks/train_step.py                       # synthetic CVAE, 1 step vs fused steps
+  python benchmarks/train_step.py --config=configs/lfw.py --batch_size=32 --repeats=3
+
+Each variant is compiled ahead of time (compile seconds reported), warmed up once, then timed
+`--repeats` times; the median is reported. Data are random uint8 images held on the device, so
+no dataset is needed. Variants: one step per dispatch; `--fuse` steps in a `lax.scan`, rolled
+and unrolled (XLA:CPU runs a while-loop body much slower, see README "Design").
+"""
+
+import json
+import os
+import sys
+import time
+
+from absl import app, flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+from ml_collections import config_flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from a2i_jax import models, parallel, train_lib  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/synthetic.py", "Config file.")
+_BATCH = flags.DEFINE_integer("batch_size", None, "Global batch (default: the config's).")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed dispatches per variant.")
+_FUSE = flags.DEFINE_integer("fuse", 4, "Steps per dispatch of the fused variants.")
+_VARIANTS = flags.DEFINE_list("variants", "single,scan_unrolled,scan_rolled",
+                              "Which variants to run.")
+
+
+def _measure(config, mesh, data):
+  model = models.create_model(config.model)
+  tx = train_lib.make_optimizer(config)
+  state = parallel.put_replicated(
+      train_lib.create_train_state(model, config, tx, jax.random.key(0)), mesh)
+  fn = jax.jit(train_lib.make_multi_step(train_lib.make_train_step(model, tx, config), config,
+                                         mesh), donate_argnums=(0,))
+  key = jax.random.key(1)
+  t0 = time.perf_counter()
+  compiled = fn.lower(state, data, key).compile()
+  compile_s = time.perf_counter() - t0
+  state, _ = compiled(state, data, key)
+  jax.block_until_ready(state)
+  times = []
+  for _ in range(_REPEATS.value):
+    t0 = time.perf_counter()
+    state, _ = compiled(state, data, key)
+    jax.block_until_ready(state)
+    times.append(time.perf_counter() - t0)
+  step_s = float(np.median(times)) / config.steps_per_dispatch
+  flops = None
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  if cost and "flops" in cost:
+    flops = float(cost["flops"]) / config.steps_per_dispatch
+  return {"compile_s": round(compile_s, 2), "step_s_median": round(step_s, 4),
+          "images_per_s": round(config.batch_size / step_s, 1),
+          "gflop_per_step_xla": None if flops is None else round(flops / 1e9, 2)}
+
+
+def main(argv):
+  del argv
+  base = _CONFIG.value
+  base.unlock()
+  if _BATCH.value:
+    base.batch_size = _BATCH.value
+  mesh = parallel.make_mesh()
+  n, s = 1024, base.data.image_size
+  rng = np.random.default_rng(0)
+  data = {"images": rng.integers(0, 256, (n, s, s, 3), dtype=np.uint8),
+          "attributes": rng.normal(size=(n, base.model.y_dim)).astype(np.float32)}
+  if base.model.name == "discvae":
+    data["masks"] = rng.integers(0, 256, (n, s, s), dtype=np.uint8)
+  data = parallel.put_replicated({k: jnp.asarray(v) for k, v in data.items()}, mesh)
+  results = {"device": str(jax.devices()[0].device_kind), "num_devices": jax.device_count(),
+             "jax": jax.__version__, "model": base.model.name, "width": base.model.width,
+             "image_size": base.model.image_size, "batch_size": base.batch_size,
+             "variants": {}}
+  for name in _VARIANTS.value:
+    config = base.copy_and_resolve_references()
+    config.steps_per_dispatch = 1 if name == "single" else _FUSE.value
+    config.scan_unroll = name == "scan_unrolled"
+    results["variants"][name] = _measure(config, mesh, data)
+    print(json.dumps({name: results["variants"][name]}), file=sys.stderr, flush=True)
+  print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+  app.run(main)
