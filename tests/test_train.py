@@ -205,3 +205,14 @@ def test_finished_run_returns_without_training(tmp_path, data_cache):
   again = train_lib.train_and_evaluate(cfg, str(tmp_path))
   assert int(again.step) == 2
   _leaves_close(first.params, again.params, atol=0)
+
+
+def test_bfloat16_compute_trains(tmp_path, data_cache):
+  """The precision policy for TPU / GPU: bf16 compute, float32 parameters and optimiser."""
+  cfg = tiny_config("discvae", data_cache)
+  cfg.model.dtype = "bfloat16"
+  state = train_lib.train_and_evaluate(cfg, str(tmp_path))
+  leaves = jax.tree_util.tree_leaves((state.params, state.opt_state))
+  assert all(a.dtype in (jnp.float32, jnp.int32) for a in leaves)
+  rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+  assert all(np.isfinite(r["train/loss"]) for r in rows if "train/loss" in r)
