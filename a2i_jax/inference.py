@@ -6,7 +6,7 @@ Posterior inference by optimisation (reconstruction, completion, editing) builds
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax
@@ -20,11 +20,15 @@ from a2i_jax.errors import InputError
 
 @dataclasses.dataclass(frozen=True)
 class TrainedModel:
-  """A model restored from a workdir: its config, module, variables and step."""
+  """A model restored from a workdir: its config, module, variables and step.
+
+  `sample_fn` is the jitted generator, built once here so repeated calls do not recompile.
+  """
   config: ml_collections.ConfigDict
   model: nn.Module
   variables: dict
   step: int
+  sample_fn: Callable
 
 
 def load_trained(workdir: str, step: Optional[int] = None) -> TrainedModel:
@@ -48,7 +52,8 @@ def load_trained(workdir: str, step: Optional[int] = None) -> TrainedModel:
     state = ckpt.restore(checkpoints.with_sharding(abstract, parallel.replicated(mesh)), step)
   finally:
     ckpt.close()
-  return TrainedModel(config, model, state.variables, int(state.step))
+  sample_fn = jax.jit(train_lib.make_sample_fn(model, config))
+  return TrainedModel(config, model, state.variables, int(state.step), sample_fn)
 
 
 def check_attributes(attributes: Any, y_dim: int) -> jax.Array:
@@ -103,5 +108,4 @@ def sample(trained: TrainedModel, attributes: Any, key: jax.Array) -> dict[str, 
     "gate" and "background".
   """
   y = check_attributes(attributes, trained.config.model.y_dim)
-  fn = jax.jit(train_lib.make_sample_fn(trained.model, trained.config))
-  return jax.device_get(fn(trained.variables, y, key))
+  return jax.device_get(trained.sample_fn(trained.variables, y, key))

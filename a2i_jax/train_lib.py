@@ -194,12 +194,17 @@ def _check_resume_compatible(workdir: str, config: ml_collections.ConfigDict) ->
   if not os.path.exists(path):
     return
   saved = checkpoints.load_config(workdir)
-  for key in ("model", "data"):
-    if saved[key].to_dict() != config[key].to_dict():
+  # What the checkpoint's shapes and the training data depend on; paths, augmentation and
+  # schedule keys may change between runs.
+  for key in ("model", "data.name", "data.image_size", "data.synthetic"):
+    old, new = saved, config
+    for part in key.split("."):
+      old, new = old.get(part), new.get(part)
+    as_dict = lambda c: c.to_dict() if hasattr(c, "to_dict") else c
+    if as_dict(old) != as_dict(new):
       raise ConfigError(
-          f"{workdir} holds a run trained with a different config.{key} ({saved[key].to_dict()}"
-          f" there, {config[key].to_dict()} now); resume it with the same config or pass a "
-          "new --workdir.")
+          f"{workdir} holds a run trained with a different config.{key} ({as_dict(old)} there, "
+          f"{as_dict(new)} now); resume it with the same values or pass a new --workdir.")
 
 
 def evaluate(eval_step: Callable, variables: dict, split: Any, config: ml_collections.ConfigDict,

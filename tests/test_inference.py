@@ -25,6 +25,10 @@ def test_sample_after_training(discvae_workdir):
   for v in out.values():
     assert v.shape == (3, 32, 32, 3)
   assert 0.0 <= out["gate"].min() and out["gate"].max() <= 1.0
+  # The generator is compiled once per loaded model, not once per call (`_cache_size` is a
+  # private jit method present in jax 0.7.2 .. 0.10.x).
+  if hasattr(trained.sample_fn, "_cache_size"):
+    assert trained.sample_fn._cache_size() == 1
   # Different latent draws give different images.
   assert not np.allclose(out["image"][0], inference.sample(trained, y, jax.random.key(1))
                          ["image"][0])

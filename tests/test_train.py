@@ -154,6 +154,15 @@ def test_changed_model_in_existing_workdir(tmp_path, data_cache):
   cfg.model.z_dim = 12
   with pytest.raises(ConfigError, match="different config.model"):
     train_lib.train_and_evaluate(cfg, str(tmp_path))
+  cfg.model.z_dim = 8
+  cfg.data.synthetic.seed = 1
+  with pytest.raises(ConfigError, match="different config.data.synthetic"):
+    train_lib.train_and_evaluate(cfg, str(tmp_path))
+  # Keys that neither shape the checkpoint nor change the data may differ on resume.
+  cfg.data.synthetic.seed = 0
+  cfg.data.augment.max_sharpen = 0.5
+  cfg.num_train_steps = 4
+  assert int(train_lib.train_and_evaluate(cfg, str(tmp_path)).step) == 4
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path, data_cache):
