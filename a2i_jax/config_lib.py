@@ -68,6 +68,23 @@ def validate_config(config: ml_collections.ConfigDict,
                       " make them equal.")
 
 
+def with_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A saved config completed with the keys of configs/default.py it does not have.
+
+  Runs trained before a config section existed (e.g. `inference`) get its default values.
+  """
+  def update(dst: dict, src: dict) -> None:
+    for key, value in src.items():
+      if isinstance(value, dict) and isinstance(dst.get(key), dict):
+        update(dst[key], value)
+      else:
+        dst[key] = value
+
+  merged = reference_config().to_dict()
+  update(merged, config.to_dict() if hasattr(config, "to_dict") else dict(config))
+  return ml_collections.ConfigDict(merged)
+
+
 def save_config(config: ml_collections.ConfigDict, path: str) -> None:
   """Writes the config as JSON, atomically (a temporary file, then a rename)."""
   tmp = path + ".tmp"

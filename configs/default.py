@@ -61,4 +61,19 @@ def get_config() -> ml_collections.ConfigDict:
   config.seed = 0  # Parameter init, batches, augmentation, reparametrisation noise.
   config.progress_bar = True
   config.compilation_cache_dir = "~/.cache/a2i_jax/xla"  # Persistent XLA cache; "" = off.
+
+  # Posterior inference by optimisation (infer.py, a2i_jax/inference.py). The paper gives no
+  # values (spec 5); these were chosen on the synthetic validation split (RESULTS.md).
+  config.inference = ml_collections.ConfigDict()
+  config.inference.steps = 300  # Adam steps on z.
+  config.inference.learning_rate = 0.05  # Peak learning rate.
+  config.inference.schedule = "cosine"  # "constant" | "cosine" (decays to 0.1x).
+  config.inference.prior_weight = 1.0  # lambda on ||z||^2/2; 1 = the model's own prior (MAP).
+  config.inference.energy = "auto"  # "auto" | "gaussian" | "smooth_l1" | "l2".
+  config.inference.init = "encoder"  # "encoder" | "zeros" | "prior".
+  config.inference.restarts = 1  # Starts per image; the lowest energy wins.
+  config.inference.infer_attributes = False  # Optimise y too (attribute inference).
+  config.inference.attribute_prior_weight = 1.0  # Weight of the fitted Gaussian prior on y.
+  config.inference.steps_per_call = 0  # 0: one lax.scan on GPU/TPU, 10-step chunks on CPU.
+  config.inference.batch_size = 256  # Images per inference batch (infer.py, evaluation).
   return config

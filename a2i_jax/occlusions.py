@@ -1,0 +1,305 @@
+"""Completion masks: which pixels the generator sees (observed) and which it must fill (hidden).
+
+Every mask is float32 [N, S, S, 1] with **1 = observed** and **0 = hidden**, so the energy of
+posterior inference multiplies its per-pixel error by the mask, and completion keeps
+`mask * image + (1 - mask) * generated`.
+
+Two families:
+
+- Named regions of aligned faces (`FACE_OCCLUSIONS`): `eyes`, `mouth`, `face` (a centre box
+  from the eyebrows to the chin) and the four halves. Boxes are written below in pixels of a
+  64x64 image as (top, left, bottom, right), bottom and right exclusive, one table per face
+  dataset because the synthetic cartoon faces and the LFW crops put the features at different
+  heights (`regions_for`). The halves are the same for every dataset.
+- Random regions for any dataset (`GENERIC_OCCLUSIONS`): `block8` and `block16` (one square of
+  that side at 64x64, i.e. S/8 and S/4 at size S, anywhere fully inside the image) and
+  `random_rect` (height and width each uniform in [ceil(S/4), floor(S/2)], anywhere inside).
+  They come from `numpy.random.default_rng(seed)`, so a seed gives the same masks every time.
+
+Scaling rule: a 64x64 edge e becomes round_half_up(e * S / 64) at size S. Edges the boxes share
+map to the same pixel, so the halves still partition the image at any size, and at S = 32 every
+edge is exact (all the 64x64 edges are even). A box never shrinks below one pixel.
+
+The tables, scaled to 64 and 32, are in docs/occlusions.md (`markdown_table` writes it).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from a2i_jax.errors import InputError
+
+Box = tuple[int, int, int, int]  # (top, left, bottom, right) in pixels; bottom, right exclusive
+
+_REF = 64  # the boxes below are in pixels of a _REF x _REF image
+
+HALVES: Mapping[str, Box] = {
+    "upper_half": (0, 0, 32, 64),
+    "lower_half": (32, 0, 64, 64),
+    "left_half": (0, 0, 64, 32),  # the image's left (the subject's right)
+    "right_half": (0, 32, 64, 64),
+}
+
+# LFW: lfw-funneled 250x250 images, centre-cropped to 200x200 (rows and columns 25..225) and
+# resized to 64x64: the crop spec 4.1 names, assumed here; it must match the LFW builder's. A 250x250 coordinate
+# c maps to (c - 25) * 64 / 200 = (c - 25) * 0.32. Funnelling (congealing) aligns each face to
+# a common frame: the eye centres land near row 113 and columns 104 / 146 (interocular ~42 px,
+# eyes ~25 px wide), the mouth centre near row 166, column 125 (~48 px wide), eyebrows near
+# row 95 and the chin near row 195. Funnelling is a rough alignment (a few pixels of spread),
+# so each box adds a margin of about 8 px of the 250x250 image:
+#   eyes   rows 100..128, cols  84..166  -> (24.0, 18.9, 33.0, 45.1) -> (24, 18, 34, 46)
+#   mouth  rows 150..182, cols 100..150  -> (40.0, 24.0, 50.2, 40.0) -> (40, 24, 52, 40)
+#   face   rows  90..194, cols  84..166  -> (20.8, 18.9, 54.1, 45.1) -> (20, 18, 56, 46)
+# rounding outward (top/left down, bottom/right up) to even pixels, so the feature stays
+# covered and every edge is exact at 32x32. If the LFW builder's crop ever changes, recompute
+# these with the same map.
+_LFW_BOXES: Mapping[str, Box] = {
+    "eyes": (24, 18, 34, 46),
+    "mouth": (40, 24, 52, 40),
+    "face": (20, 18, 56, 46),
+}
+
+# Synthetic cartoon faces (a2i_jax/data/synthetic.py): measured, not derived. 2,000 faces were
+# rendered at 64x64 twice with one attribute changed and the same nuisance draws (eyes_open
+# 0 vs 1; smile -1 vs +1; skin_tone -1 vs +1 with hat, beard and glasses off). Each box
+# covers the 2nd..98th percentiles of the per-image bounding boxes of the changed pixels,
+# widened to even pixels:
+#   eyes   changed pixels from top 28, left 19 to bottom 39, right 45 (medians 30, 22, 37, 42)
+#   mouth  changed pixels from top 39, left 21 to bottom 55, right 43 (medians 42, 25, 52, 39)
+#   face   skin from row 15..20 (top) to the chin near row 54, columns 12..52; the box keeps
+#          the centre (eyes, nose, mouth) and leaves the outer cheeks and the hair observed.
+# The synthetic faces sit lower than the LFW crops (eye centres at row ~34 vs ~28), and their mouth
+# region is taller because `smile` bends it from a frown to an open smile.
+_SYNTHETIC_BOXES: Mapping[str, Box] = {
+    "eyes": (28, 18, 40, 46),
+    "mouth": (38, 20, 56, 44),
+    "face": (22, 16, 56, 48),
+}
+
+_FACE_TABLES: Mapping[str, Mapping[str, Box]] = {
+    "lfw": {**_LFW_BOXES, **HALVES},
+    "synthetic": {**_SYNTHETIC_BOXES, **HALVES},
+}
+FACE_DATASETS: tuple[str, ...] = tuple(_FACE_TABLES)
+
+FACE_OCCLUSIONS: tuple[str, ...] = ("eyes", "mouth", "face", "upper_half", "lower_half",
+                                    "left_half", "right_half")
+GENERIC_OCCLUSIONS: tuple[str, ...] = ("block8", "block16", "random_rect")
+OCCLUSION_NAMES: tuple[str, ...] = FACE_OCCLUSIONS + GENERIC_OCCLUSIONS
+
+_BLOCK_SIDES = {"block8": 8, "block16": 16}  # side at 64x64
+
+
+def _scale_edge(e: int, image_size: int) -> int:
+  # Round half up (not numpy's half-to-even) so the rule is the one the docstring states.
+  return int(np.floor(e * image_size / _REF + 0.5))
+
+
+def scale_box(box: Box, image_size: int) -> Box:
+  """Scales a (top, left, bottom, right) box from 64x64 to image_size x image_size.
+
+  Args:
+    box: pixels of a 64x64 image, bottom and right exclusive.
+    image_size: the target S.
+  Returns:
+    The box at size S: every edge rounded half up from e * S / 64, at least one pixel high
+    and wide, and inside [0, S].
+  """
+  t, l, b, r = (_scale_edge(e, image_size) for e in box)
+  b, r = max(b, t + 1), max(r, l + 1)
+  return (min(t, image_size - 1), min(l, image_size - 1), min(b, image_size),
+          min(r, image_size))
+
+
+def _check_name(name: str) -> None:
+  if name not in OCCLUSION_NAMES:
+    raise InputError(f"unknown occlusion {name!r}; choose one of {', '.join(OCCLUSION_NAMES)}.")
+
+
+def occlusions_for(dataset: str) -> tuple[str, ...]:
+  """The occlusion names that make sense for a dataset.
+
+  Args:
+    dataset: a dataset name ("synthetic", "lfw", "cub", "folder", ...).
+  Returns:
+    Every name for the face datasets (`FACE_DATASETS`); the four halves and the random
+    regions for any other dataset (its images are not aligned faces).
+  """
+  if dataset in _FACE_TABLES:
+    return OCCLUSION_NAMES
+  return tuple(HALVES) + GENERIC_OCCLUSIONS
+
+
+def regions_for(dataset: str = "lfw", image_size: int = _REF) -> dict[str, Box]:
+  """The named boxes of a face dataset, scaled to image_size.
+
+  Args:
+    dataset: "lfw" (the default table for real aligned faces) or "synthetic".
+    image_size: the image side S.
+  Returns:
+    {name: (top, left, bottom, right)} in pixels of an S x S image, for `FACE_OCCLUSIONS`.
+  Raises:
+    InputError: the dataset has no face table.
+  """
+  if dataset not in _FACE_TABLES:
+    raise InputError(f"dataset {dataset!r} has no face regions (eyes, mouth, face); they are "
+                     f"defined for {', '.join(FACE_DATASETS)}. Use a half or one of "
+                     f"{', '.join(GENERIC_OCCLUSIONS)} instead.")
+  return {k: scale_box(v, image_size) for k, v in _FACE_TABLES[dataset].items()}
+
+
+def _box_mask(box: Box, image_size: int, num: int) -> np.ndarray:
+  m = np.ones((image_size, image_size), np.float32)
+  t, l, b, r = box
+  m[t:b, l:r] = 0.0
+  return np.broadcast_to(m[None, :, :, None], (num, image_size, image_size, 1)).copy()
+
+
+def _random_boxes(rng: np.random.Generator, image_size: int, num: int, lo_h: int, hi_h: int,
+                  lo_w: int, hi_w: int) -> np.ndarray:
+  """num boxes with height in [lo_h, hi_h], width in [lo_w, hi_w], placed fully inside."""
+  h = rng.integers(lo_h, hi_h + 1, num)
+  w = rng.integers(lo_w, hi_w + 1, num)
+  top = rng.integers(0, image_size - h + 1)
+  left = rng.integers(0, image_size - w + 1)
+  return np.stack([top, left, top + h, left + w], axis=1)
+
+
+def make_mask(name: str, image_size: int, num: int, *, seed: int = 0,
+              dataset: str = "lfw") -> np.ndarray:
+  """Observed-pixel masks for one occlusion type.
+
+  Args:
+    name: one of `OCCLUSION_NAMES`.
+    image_size: S, the image height and width.
+    num: N, how many masks (one per image).
+    seed: seeds the random regions (block8, block16, random_rect); the named boxes ignore it.
+    dataset: selects the face table for eyes / mouth / face ("lfw" or "synthetic").
+  Returns:
+    float32 [N, S, S, 1]: 1 = observed pixel, 0 = hidden (to be filled by the generator).
+  Raises:
+    InputError: an unknown name, a face region for a dataset without a face table, or a
+      non-positive size or count.
+  """
+  _check_name(name)
+  if not isinstance(image_size, (int, np.integer)) or image_size < 4:
+    raise InputError(f"image_size={image_size!r}; masks need an integer size of at least 4.")
+  if not isinstance(num, (int, np.integer)) or num < 0:
+    raise InputError(f"num={num!r}; ask for a non-negative number of masks.")
+  if name in HALVES:
+    return _box_mask(scale_box(HALVES[name], image_size), image_size, num)
+  if name in FACE_OCCLUSIONS:
+    return _box_mask(regions_for(dataset, image_size)[name], image_size, num)
+  rng = np.random.default_rng(seed)
+  if name in _BLOCK_SIDES:
+    side = max(1, _scale_edge(_BLOCK_SIDES[name], image_size))
+    boxes = _random_boxes(rng, image_size, num, side, side, side, side)
+  else:  # random_rect
+    lo, hi = -(-image_size // 4), image_size // 2
+    boxes = _random_boxes(rng, image_size, num, lo, hi, lo, hi)
+  # Vectorised box test: pixel (i, j) is hidden when top <= i < bottom and left <= j < right.
+  idx = np.arange(image_size)
+  rows = (idx[None] >= boxes[:, 0:1]) & (idx[None] < boxes[:, 2:3])
+  cols = (idx[None] >= boxes[:, 1:2]) & (idx[None] < boxes[:, 3:4])
+  hidden = rows[:, :, None] & cols[:, None, :]
+  return (~hidden).astype(np.float32)[..., None]
+
+
+def hidden_fraction(mask: np.ndarray) -> np.ndarray:
+  """Fraction of hidden pixels per mask.
+
+  Args:
+    mask: [N, S, S, 1] (or [N, S, S]) with 1 = observed.
+  Returns:
+    float32 [N].
+  """
+  m = np.asarray(mask, np.float32)
+  return (1.0 - m.reshape(m.shape[0], -1).mean(axis=1)).astype(np.float32)
+
+
+def markdown_table(image_sizes: tuple[int, ...] = (64, 32)) -> str:
+  """The named boxes of every face dataset at the given sizes, as Markdown (for the README)."""
+  lines = ["| region | dataset | " + " | ".join(f"{s}x{s} (top, left, bottom, right)"
+                                                 for s in image_sizes) + " |",
+           "|---|---|" + "---|" * len(image_sizes)]
+  for name in FACE_OCCLUSIONS:
+    datasets = ("all",) if name in HALVES else FACE_DATASETS
+    for ds in datasets:
+      table = HALVES if ds == "all" else _FACE_TABLES[ds]
+      cells = [str(scale_box(table[name], s)) for s in image_sizes]
+      lines.append(f"| `{name}` | {ds} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def overlay(images: np.ndarray, masks: np.ndarray,
+            colour: tuple[float, float, float] = (1.0, 0.0, 1.0)) -> np.ndarray:
+  """Shows masks on images: hidden pixels tinted, observed pixels unchanged.
+
+  Args:
+    images: [N, S, S, 3], uint8 or floats in [0, 1].
+    masks: [N, S, S, 1] (or [1, S, S, 1]) with 1 = observed.
+    colour: the tint of the hidden pixels, RGB in [0, 1].
+  Returns:
+    float32 [N, S, S, 3] in [0, 1].
+  """
+  x = np.asarray(images)
+  x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+  m = np.asarray(masks, np.float32)
+  tinted = 0.45 * x + 0.55 * np.asarray(colour, np.float32)
+  return m * x + (1.0 - m) * tinted
+
+
+def write_docs(docs_dir: str = "docs") -> None:
+  """Writes docs/occlusions.md (the box tables) and docs/occlusions_synthetic.png (four
+  synthetic 64x64 faces, one per row, with each of `FACE_OCCLUSIONS` as a column)."""
+  import os  # pylint: disable=import-outside-toplevel
+  from a2i_jax import visualize  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data import synthetic  # pylint: disable=import-outside-toplevel
+  size, rows = 64, 4
+  attrs = synthetic.sample_attributes(np.random.default_rng(3), rows)
+  images, _ = synthetic.render(attrs, np.random.default_rng(4), size)
+  cols = [overlay(images, make_mask(n, size, rows, dataset="synthetic"))
+          for n in FACE_OCCLUSIONS]
+  visualize.save_grid(visualize.stack_columns(cols),
+                      os.path.join(docs_dir, "occlusions_synthetic.png"), len(cols), scale=1)
+  text = (_DOCS_HEAD + markdown_table() + _DOCS_TAIL)
+  tmp = os.path.join(docs_dir, "occlusions.md.tmp")
+  with open(tmp, "w") as f:
+    f.write(text)
+  os.replace(tmp, os.path.join(docs_dir, "occlusions.md"))
+
+
+_DOCS_HEAD = """# Completion masks
+
+`a2i_jax/occlusions.py` makes the masks of `infer.py --mode=complete` and of the evaluation
+table: float32 [N, S, S, 1], **1 = observed pixel, 0 = hidden** (filled by the generator).
+
+Named boxes (top, left, bottom, right; bottom and right exclusive) are written in the code at
+64x64 and scaled to S x S by rounding each edge e * S / 64 half up. `eyes`, `mouth` and `face`
+have one table per face dataset: `lfw` (the default; derived from where funnelled LFW faces
+put their features under the 200x200 centre crop) and `synthetic` (measured on rendered
+faces; they sit lower). Datasets other than these two get the halves and the random regions
+only (`occlusions_for(name)`).
+
+"""
+
+_DOCS_TAIL = """
+Random regions, any dataset, one per image, fully inside the image, reproducible from `seed`:
+
+| name | hidden region at S x S |
+|---|---|
+| `block8` | one square of side round(8 * S / 64) (8 at 64x64, 4 at 32x32) |
+| `block16` | one square of side round(16 * S / 64) (16 at 64x64, 8 at 32x32) |
+| `random_rect` | height and width each uniform in [ceil(S / 4), floor(S / 2)] |
+
+![the named masks on synthetic faces](occlusions_synthetic.png)
+
+Columns: """ + ", ".join(f"`{n}`" for n in FACE_OCCLUSIONS) + """; hidden pixels tinted magenta.
+Regenerate this page and the figure with `python -m a2i_jax.occlusions`.
+"""
+
+
+if __name__ == "__main__":
+  write_docs()

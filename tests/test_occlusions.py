@@ -1,0 +1,111 @@
+"""Completion masks: polarity, scaling, partitions, random regions, determinism, errors."""
+
+import os
+
+import numpy as np
+import pytest
+
+from a2i_jax import occlusions
+from a2i_jax.errors import InputError
+
+
+@pytest.mark.parametrize("name", occlusions.OCCLUSION_NAMES)
+@pytest.mark.parametrize("size", [32, 64])
+def test_shape_dtype_and_polarity(name, size):
+  m = occlusions.make_mask(name, size, 5, seed=1, dataset="synthetic")
+  assert m.shape == (5, size, size, 1) and m.dtype == np.float32
+  assert set(np.unique(m)) == {0.0, 1.0}
+  # Every mask hides something and keeps something observed.
+  frac = occlusions.hidden_fraction(m)
+  assert np.all(frac > 0.0) and np.all(frac < 1.0)
+
+
+def test_named_box_is_hidden_and_rest_observed():
+  m = occlusions.make_mask("eyes", 64, 2, dataset="lfw")
+  t, l, b, r = occlusions.regions_for("lfw", 64)["eyes"]
+  assert np.all(m[:, t:b, l:r] == 0.0)
+  assert m.sum() == 2 * (64 * 64 - (b - t) * (r - l))
+
+
+def test_boxes_scale_with_image_size():
+  for ds in occlusions.FACE_DATASETS:
+    at64, at32 = occlusions.regions_for(ds, 64), occlusions.regions_for(ds, 32)
+    for name, box in at64.items():
+      # The 64x64 edges are even, so halving is exact.
+      assert at32[name] == tuple(e // 2 for e in box), (ds, name)
+      assert occlusions.regions_for(ds, 128)[name] == tuple(2 * e for e in box)
+  # 2.5 rounds up to 3 and 2.75 to 3; the box keeps one pixel.
+  assert occlusions.scale_box((10, 10, 11, 11), 16) == (3, 3, 4, 4)
+
+
+def test_dataset_tables_differ_and_lfw_is_default():
+  lfw, syn = occlusions.regions_for("lfw"), occlusions.regions_for("synthetic")
+  assert lfw["eyes"] != syn["eyes"]
+  default = occlusions.make_mask("mouth", 64, 1)
+  np.testing.assert_array_equal(default, occlusions.make_mask("mouth", 64, 1, dataset="lfw"))
+
+
+@pytest.mark.parametrize("size", [32, 40, 64])
+def test_halves_partition_the_image(size):
+  h = {n: 1.0 - occlusions.make_mask(n, size, 1)[0, ..., 0]
+       for n in ("upper_half", "lower_half", "left_half", "right_half")}
+  np.testing.assert_array_equal(h["upper_half"] + h["lower_half"], 1.0)
+  np.testing.assert_array_equal(h["left_half"] + h["right_half"], 1.0)
+  assert h["upper_half"][0].all() and not h["upper_half"][-1].any()
+  assert h["left_half"][:, 0].all() and not h["left_half"][:, -1].any()
+
+
+def _hidden_box(mask2d):
+  rows, cols = np.nonzero(mask2d == 0.0)
+  return rows.min(), cols.min(), rows.max() + 1, cols.max() + 1
+
+
+@pytest.mark.parametrize("name,side64", [("block8", 8), ("block16", 16)])
+@pytest.mark.parametrize("size", [32, 64])
+def test_random_blocks_inside_with_right_area(name, side64, size):
+  side = side64 * size // 64
+  m = occlusions.make_mask(name, size, 200, seed=3)
+  hidden = (m[..., 0] == 0.0)
+  assert np.all(hidden.sum(axis=(1, 2)) == side * side)
+  boxes = np.array([_hidden_box(x) for x in m[..., 0]])
+  assert np.all(boxes[:, 2] - boxes[:, 0] == side) and np.all(boxes[:, 3] - boxes[:, 1] == side)
+  assert boxes.min() >= 0 and boxes[:, 2:].max() <= size
+  # Positions vary per image and spread over the image.
+  assert len({tuple(b) for b in boxes}) > 50
+  assert boxes[:, 0].min() <= size // 8 and boxes[:, 2].max() >= size - size // 8
+
+
+def test_random_rect_sides_and_area():
+  size = 64
+  m = occlusions.make_mask("random_rect", size, 300, seed=0)
+  boxes = np.array([_hidden_box(x) for x in m[..., 0]])
+  h, w = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+  assert h.min() >= 16 and w.min() >= 16 and h.max() <= 32 and w.max() <= 32
+  # A solid rectangle: the hidden count equals its bounding box area.
+  np.testing.assert_array_equal((m[..., 0] == 0).sum(axis=(1, 2)), h * w)
+  assert len(set(h)) > 10 and len(set(w)) > 10
+
+
+def test_deterministic_given_seed():
+  for name in occlusions.GENERIC_OCCLUSIONS:
+    a = occlusions.make_mask(name, 32, 16, seed=7)
+    np.testing.assert_array_equal(a, occlusions.make_mask(name, 32, 16, seed=7))
+    assert not np.array_equal(a, occlusions.make_mask(name, 32, 16, seed=8))
+
+
+def test_errors_name_the_valid_choices():
+  with pytest.raises(InputError, match="unknown occlusion 'nose'.*eyes.*block16.*random_rect"):
+    occlusions.make_mask("nose", 64, 1)
+  with pytest.raises(InputError, match="no face regions.*lfw, synthetic"):
+    occlusions.make_mask("eyes", 64, 1, dataset="cub")
+  # Datasets without a face table still get the halves and the random regions.
+  assert occlusions.make_mask("upper_half", 64, 1, dataset="cub").shape == (1, 64, 64, 1)
+  assert "eyes" not in occlusions.occlusions_for("cub")
+  assert occlusions.occlusions_for("synthetic") == occlusions.OCCLUSION_NAMES
+
+
+def test_docs_table_is_current():
+  path = os.path.join(os.path.dirname(__file__), "..", "docs", "occlusions.md")
+  with open(path) as f:
+    assert occlusions.markdown_table() in f.read(), (
+        "docs/occlusions.md is stale; run python -m a2i_jax.occlusions")

@@ -1,0 +1,165 @@
+"""Posterior inference by optimisation (a2i_jax/inference.py) on tiny trained models."""
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+from a2i_jax import inference, parallel, train_lib
+from a2i_jax.data import load_dataset
+from a2i_jax.errors import ConfigError, InputError
+from conftest import tiny_config
+
+
+@pytest.fixture(scope="module")
+def cvae(tmp_path_factory, data_cache):
+  """A tiny CVAE trained long enough (200 steps) for its decoder to use the attributes."""
+  config = tiny_config("cvae", data_cache)
+  config.data.synthetic.num_train = 512
+  config.data.synthetic.num_test = 64
+  config.batch_size = 32
+  config.learning_rate = 2e-3
+  config.num_train_steps = 200
+  config.eval_every_steps = config.checkpoint_every_steps = 200
+  config.log_every_steps = 100
+  config.data.augment.max_sharpen = 0.0
+  config.inference.steps = 20
+  config.inference.batch_size = 32
+  workdir = str(tmp_path_factory.mktemp("cvae"))
+  train_lib.train_and_evaluate(config, workdir)
+  trained = inference.load_trained(workdir)
+  return trained, load_dataset(trained.config.data)
+
+
+@pytest.fixture(scope="module")
+def discvae(tmp_path_factory, data_cache):
+  config = tiny_config("discvae", data_cache)
+  config.inference.steps = 4
+  workdir = str(tmp_path_factory.mktemp("discvae"))
+  train_lib.train_and_evaluate(config, workdir)
+  trained = inference.load_trained(workdir)
+  return trained, load_dataset(trained.config.data)
+
+
+def _test_batch(dataset, n=8):
+  test = dataset["test"]
+  return test.images[:n], test.attributes[:n]
+
+
+def test_energy_decreases_and_recognition_init_is_the_start(cvae):
+  trained, ds = cvae
+  x, y = _test_batch(ds)
+  out = inference.reconstruct(trained, x, y, key=jax.random.key(0))
+  trace = out["energy_trace"]
+  assert trace.shape == (20,)
+  assert out["energy"].mean() < trace[0] - 1.0
+  # Zero steps returns the recognition model's mean, whose energy is the trace's start.
+  start = inference.reconstruct(trained, x, y, key=jax.random.key(0),
+                                options=inference.options_for(trained, steps=0))
+  np.testing.assert_allclose(start["energy"].mean(), trace[0], rtol=1e-4)
+  assert out["reconstruction"].shape == (8, 32, 32, 3)
+  assert 0.0 <= out["reconstruction"].min() and out["reconstruction"].max() <= 1.0
+
+
+def test_completion_keeps_observed_pixels(cvae):
+  trained, ds = cvae
+  x, y = _test_batch(ds)
+  observed = np.ones((8, 32, 32), np.float32)
+  observed[:, 8:24, 8:24] = 0.0
+  out = inference.complete(trained, x, y, observed, key=jax.random.key(0))
+  keep = observed.astype(bool)
+  np.testing.assert_array_equal(out["completion"][keep], (x / 255.0)[keep].astype(np.float32))
+  # The hole holds the generator's pixels, not the input's.
+  np.testing.assert_array_equal(out["completion"][~keep], out["reconstruction"][~keep])
+
+
+def test_restarts_never_worse_than_one_start(cvae):
+  trained, ds = cvae
+  x, y = _test_batch(ds)
+  one = inference.reconstruct(trained, x, y, key=jax.random.key(3))
+  three = inference.reconstruct(trained, x, y, key=jax.random.key(3),
+                                options=inference.options_for(trained, restarts=3))
+  assert three["restart_energies"].shape == (8, 3)
+  # Restart 0 is the single start; the kept one is the best of the three.
+  np.testing.assert_allclose(three["restart_energies"][:, 0], one["energy"], rtol=1e-4,
+                             atol=1e-2)
+  np.testing.assert_allclose(three["energy"], three["restart_energies"].min(axis=1))
+  assert np.all(three["energy"] <= one["energy"] + 1e-2)
+
+
+def test_four_devices_equal_one(cvae):
+  trained, ds = cvae
+  x, y = _test_batch(ds, 6)  # Not a multiple of 4: padding is exercised too.
+  opts = inference.options_for(trained, init="zeros", restarts=2, steps=4)
+  xs = inference.check_images(x, 32)
+  run = lambda mesh: inference.infer_latents(
+      trained.model, trained.variables, trained.config.model, xs, y, key=jax.random.key(1),
+      options=opts, mesh=mesh)
+  four, one = run(parallel.make_mesh()), run(parallel.make_mesh(jax.devices()[:1]))
+  assert parallel.make_mesh().devices.size == 4
+  for k in ("z", "energy", "reconstruction"):
+    np.testing.assert_allclose(four[k], one[k], rtol=1e-4, atol=1e-4)
+
+
+def test_attribute_inference_beats_chance(cvae):
+  trained, ds = cvae
+  test = ds["test"]
+  prior = inference.AttributePrior.fit(ds["train"].attributes)
+  out = inference.infer_attributes(trained, test.images, prior, key=jax.random.key(0),
+                                   options=inference.options_for(trained, steps=40))
+  # Skin tone is the largest visual attribute of the synthetic faces. With 64 test images a
+  # correlation above 0.4 has p < 0.001 under chance (correlation 0); shuffling the images
+  # against their attributes gives the chance level of this very estimate.
+  j = list(ds.attribute_names).index("skin_tone")
+  r = np.corrcoef(out["y"][:, j], test.attributes[:, j])[0, 1]
+  shuffled = np.corrcoef(out["y"][:, j], np.roll(test.attributes[:, j], 7))[0, 1]
+  assert r > 0.4 and r > abs(shuffled) + 0.2, (r, shuffled)
+
+
+def test_discvae_uses(discvae):
+  trained, ds = discvae
+  x, y = _test_batch(ds, 4)
+  masks = ds["test"].masks[:4]
+  # With and without foreground masks for the encoder init.
+  for fg in (masks, None):
+    out = inference.reconstruct(trained, x, y, key=jax.random.key(0), fg_masks=fg)
+    assert set(out) >= {"z_fg", "z_bg", "foreground", "gate", "background", "reconstruction"}
+    assert out["z_fg"].shape == (4, 6) and out["z_bg"].shape == (4, 4)
+  edited = inference.edit(trained, x, y, {0: 1.0}, key=jax.random.key(0))
+  assert edited["edited"].shape == (4, 32, 32, 3) and np.all(edited["edited_y"][:, 0] == 1.0)
+  grid = inference.swap(trained, y[0], key=jax.random.key(0), num=3)["grid"]
+  assert grid.shape == (3, 3, 32, 32, 3)
+  # Along a row zF is fixed and zB varies: the images differ.
+  assert not np.allclose(grid[0, 0], grid[0, 1])
+  prog = inference.progression(trained, y[0], 2, np.linspace(-1, 1, 5), key=jax.random.key(0),
+                               num_latents=2)
+  assert prog.shape == (2, 5, 32, 32, 3)
+
+
+def test_bad_inputs(cvae, discvae):
+  trained, ds = cvae
+  x, y = _test_batch(ds, 2)
+  key = jax.random.key(0)
+  with pytest.raises(InputError, match=r"2 attribute vectors for 3 images"):
+    inference.reconstruct(trained, np.concatenate([x, x[:1]]), y, key=key)
+  with pytest.raises(InputError, match=r"observed has shape \(2, 16, 16\)"):
+    inference.complete(trained, x, y, np.ones((2, 16, 16)), key=key)
+  with pytest.raises(InputError, match=r"observed values must lie in \[0, 1\]"):
+    inference.complete(trained, x, y, np.full((2, 32, 32), 2.0), key=key)
+  with pytest.raises(InputError, match="needs an attribute_prior"):
+    inference.reconstruct(trained, x, None, key=key,
+                          options=inference.options_for(trained, infer_attributes=True))
+  with pytest.raises(InputError, match="attributes are needed"):
+    inference.reconstruct(trained, x, None, key=key)
+  with pytest.raises(InputError, match=r"index 10 is out of range \[0, 10\)"):
+    inference.edit(trained, x, y, {10: 1.0}, key=key)
+  with pytest.raises(InputError, match="swap needs a disCVAE"):
+    inference.swap(trained, y[0], key=key)
+  with pytest.raises(ConfigError, match="inference.init='mean' is not valid"):
+    inference.options_for(trained, init="mean")
+  with pytest.raises(ConfigError, match=r"unknown inference option\(s\) \['stpes'\]"):
+    inference.options_for(trained, stpes=3)
+  dis, _ = discvae
+  with pytest.raises(ConfigError, match="disCVAE has none"):
+    inference.reconstruct(dis, x, y, key=key, options=inference.options_for(dis, energy="gaussian"))
