@@ -196,8 +196,12 @@ def random_data(config: Any, n: int) -> dict:
   return data
 
 
-def bench_train(case: Case, config: Any, repeats: int, peak: Optional[float]) -> dict:
-  """Times one train step (the library's) per dispatch on one device."""
+def bench_train(case: Case, config: Any, repeats: int, peak: Optional[float],
+                compile_only: bool = False) -> dict:
+  """Times one train step (the library's) per dispatch on one device.
+
+  With `compile_only`, only tracing / lowering and compiling are timed (time to first step).
+  """
   import jax  # pylint: disable=import-outside-toplevel
   from a2i_jax import models, parallel, train_lib  # pylint: disable=import-outside-toplevel
 
@@ -216,6 +220,8 @@ def bench_train(case: Case, config: Any, repeats: int, peak: Optional[float]) ->
   t0 = time.perf_counter()
   compiled = lowered.compile()
   compile_s = time.perf_counter() - t0
+  if compile_only:
+    return {"lower_s": round(lower_s, 2), "compile_s": round(compile_s, 2)}
   flops_jaxpr = jaxpr_flops(jax.make_jaxpr(steps)(state, data, key)) / case.batch
   flops_xla = xla_flops(compiled)
   flops_xla = None if flops_xla is None else flops_xla / case.batch
@@ -369,7 +375,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--batches", default="32", help="Comma list of global batch sizes.")
   p.add_argument("--dtypes", default="float32", help="Comma list of compute dtypes "
                  "(float32, bfloat16, auto).")
-  p.add_argument("--what", default="train,infer", help="train, infer or both.")
+  p.add_argument("--what", default="train,infer",
+                 help="Comma list: train, infer; or compile (the train step's compile only).")
   p.add_argument("--repeats", type=int, default=3, help="Timed calls after one warm-up.")
   p.add_argument("--infer_images", type=int, default=0,
                  help="Images per inference call. 0: the batch size, timed for every batch; "
@@ -433,8 +440,9 @@ def main(argv=None) -> dict:
                "compute_dtype": jax.numpy.dtype(resolved).name,
                "image_size": config.model.image_size, "width": config.model.width,
                "peak_flop_per_s": peak, "peak_source": peak_source}
-        if "train" in what:
-          row["train"] = bench_train(case, config, args.repeats, peak)
+        if "train" in what or "compile" in what:
+          row["train"] = bench_train(case, config, args.repeats, peak,
+                                     compile_only="train" not in what)
           print(json.dumps({"case": [model_name, batch, dtype], "train": row["train"]}),
                 file=sys.stderr, flush=True)
         if "infer" in what and (not args.infer_images or batch == batches[0]):
