@@ -382,6 +382,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                  help="Images per inference call. 0: the batch size, timed for every batch; "
                  "N > 0: N images, timed once per (model, dtype), with the first batch.")
   p.add_argument("--infer_steps", type=int, default=10, help="Inference steps per call.")
+  p.add_argument("--infer_repeats", type=int, default=0,
+                 help="Timed inference calls after the first (default: --repeats).")
   p.add_argument("--model_overrides", default="",
                  help="Comma list of key=value on the config, e.g. model.width=0.25.")
   p.add_argument("--xla_cpu_flags", default="recommended",
@@ -447,7 +449,8 @@ def main(argv=None) -> dict:
                 file=sys.stderr, flush=True)
         if "infer" in what and (not args.infer_images or batch == batches[0]):
           n = args.infer_images or batch
-          row["infer"] = bench_infer(case, config, n, args.infer_steps, args.repeats, peak)
+          row["infer"] = bench_infer(case, config, n, args.infer_steps,
+                                     args.infer_repeats or args.repeats, peak)
           print(json.dumps({"case": [model_name, batch, dtype], "infer": row["infer"]}),
                 file=sys.stderr, flush=True)
         results["cases"].append(row)
