@@ -29,7 +29,8 @@ MODES = ["sample", "progression", "swap", "reconstruct", "complete", "edit", "in
          "tune", "evaluate"]
 _WORKDIR = flags.DEFINE_string("workdir", None, "The training run's directory (evaluate: a "
                                "comma-separated list of runs, one table row group each).")
-_MODE = flags.DEFINE_enum("mode", "sample", MODES, "What to do.")
+_MODE = flags.DEFINE_list("mode", ["sample"], f"What to do: one or more (comma-separated) of "
+                          f"{', '.join(MODES)}; evaluate runs alone.")
 _OUT = flags.DEFINE_string("out", None, "Output folder (default: WORKDIR/infer).")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest).")
 _INPUT = flags.DEFINE_string("input", None, "An image file or a folder of images to use "
@@ -96,6 +97,9 @@ class _Run:
 
   def __init__(self, workdir: str):
     self.trained = inference.load_trained(workdir, _STEP.value)
+    cache = self.trained.config.compilation_cache_dir
+    if cache:  # The run's persistent XLA cache: a second call starts without compiling.
+      jax.config.update("jax_compilation_cache_dir", os.path.expanduser(cache))
     self.dataset = load_dataset(self.trained.config.data)
     self.names = list(self.dataset.attribute_names)
     self.out = _OUT.value or os.path.join(workdir, "infer")
@@ -278,12 +282,20 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # Orbax logs every restore at INFO.
   try:
     workdirs = [w for w in _WORKDIR.value.split(",") if w]
-    if _MODE.value == "evaluate":
+    modes = _MODE.value
+    for mode in modes:
+      if mode not in MODES:
+        raise InputError(f"unknown --mode {mode!r}; choose from {', '.join(MODES)}.")
+    if modes == ["evaluate"]:
       evaluate(workdirs)
+    elif "evaluate" in modes:
+      raise InputError("--mode=evaluate runs alone; give the other modes in another call.")
     elif len(workdirs) != 1:
-      raise InputError(f"--mode={_MODE.value} takes one --workdir; got {len(workdirs)}.")
+      raise InputError(f"--mode={','.join(modes)} takes one --workdir; got {len(workdirs)}.")
     else:
-      run_mode(_MODE.value, _Run(workdirs[0]))
+      run = _Run(workdirs[0])
+      for mode in modes:
+        run_mode(mode, run)
   except A2IError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)

@@ -17,12 +17,14 @@ if [[ "${SMOKE:-0}" == 1 ]]; then
   EXTRA=(--config.num_train_steps=4 --config.eval_every_steps=4 --config.checkpoint_every_steps=4
          --config.log_every_steps=2 --config.num_eval_examples=32 --config.inference.steps=4
          --config.data.synthetic.num_train=256 --config.data.synthetic.num_validation=64
-         --config.data.synthetic.num_test=64 --config.model.width=0.125)
+         --config.data.synthetic.num_test=64 --config.model.width=0.125
+         --config.attribute_predictor.steps=5 --config.compilation_cache_dir=)
   EVAL_N=16
 fi
 for model in vae cvae discvae; do
   $PY train.py --config=configs/synthetic.py:$model --workdir=$RUNS/synthetic_$model \
-      --config.progress_bar=False --config.max_checkpoints_to_keep=1 "${EXTRA[@]}"
+      --config.progress_bar=False --config.max_checkpoints_to_keep=1 \
+      --config.model.dtype=float32 "${EXTRA[@]}"
 done
 OUT=$RUNS/synthetic_results
 mkdir -p $OUT
@@ -39,11 +41,9 @@ $PY infer.py --mode=evaluate --workdir=$RUNS/synthetic_vae,$RUNS/synthetic_cvae,
 # One figure of each mode.
 for model in cvae discvae; do
   W=$RUNS/synthetic_$model
-  for mode in sample progression reconstruct complete infer_attributes; do
-    $PY infer.py --workdir=$W --mode=$mode --out=$OUT/$model "${STEPS[@]}"
-  done
-  $PY infer.py --workdir=$W --mode=edit --attribute=hair_color --out=$OUT/$model "${STEPS[@]}"
+  MODES=sample,progression,reconstruct,complete,infer_attributes
+  [[ $model == discvae ]] && MODES=$MODES,swap
+  $PY infer.py --workdir=$W --mode=$MODES --out=$OUT/$model "${STEPS[@]}"
   $PY infer.py --workdir=$W --mode=edit --attribute=eyeglasses --out=$OUT/$model "${STEPS[@]}"
 done
-$PY infer.py --workdir=$RUNS/synthetic_discvae --mode=swap --out=$OUT/discvae
 echo "results in $OUT"
