@@ -21,7 +21,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.zb_dim = 64  # disCVAE background latent, LFW (train_lfw_disCVAE.lua:32).
   config.model.image_size = 64  # The paper's resolution; 32 for small variants.
   config.model.width = 1.0  # Multiplier on every hidden width; 1.0 = the reference.
-  config.model.dtype = "float32"  # Compute dtype; parameters and optimiser stay float32.
+  # Compute dtype: "auto" = bfloat16 on GPU / TPU, float32 on CPU (a2i_jax/perf.py); or
+  # "float32" / "bfloat16". Parameters and optimiser state are float32 whatever it says.
+  config.model.dtype = "auto"
   config.model.gate_loss_weight = 0.3  # alpha on BCE(gate, 1 - mask) (opts.alpha).
   config.model.block_kl_bg_grad_to_fg = True  # Reference: d KL_B / d zF not back-propagated.
 
