@@ -44,8 +44,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Attribute predictor that scores generated images (a2i_jax/attribute_predictor.py): a
   # 4-layer CNN trained on the training split, saved in workdir/attribute_predictor/. With
-  # these values on 32x32 synthetic (configs/synthetic.py data): test accuracy 0.986 (binary,
-  # chance 0.678), correlation 0.946 (continuous); 138 s on a busy 2-core CPU.
+  # these values on 32x32 synthetic (configs/synthetic.py data): test accuracy 0.988 (binary,
+  # chance 0.678), correlation 0.945 (continuous); 140-230 s on a busy shared 2-core CPU.
   config.attribute_predictor = ml_collections.ConfigDict()
   config.attribute_predictor.steps = 2_000  # Adam steps.
   config.attribute_predictor.batch_size = 64  # Images per step, drawn with replacement.
