@@ -45,9 +45,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.synthetic.seed = 0  # The dataset's own seed (independent of `seed`).
 
   # Attribute predictor that scores generated images (a2i_jax/attribute_predictor.py): a
-  # 4-layer CNN trained on the training split, saved in workdir/attribute_predictor/.
+  # 4-layer CNN trained on the training split, saved in workdir/attribute_predictor/. With
+  # these values on 32x32 synthetic (configs/synthetic.py data): test accuracy 0.988 (binary,
+  # chance 0.678), correlation 0.945 (continuous); 140-230 s on a busy shared 2-core CPU.
   config.attribute_predictor = ml_collections.ConfigDict()
-  config.attribute_predictor.steps = 2_000  # Adam steps; 32x32 synthetic: ~0.1 s each on CPU.
+  config.attribute_predictor.steps = 2_000  # Adam steps.
   config.attribute_predictor.batch_size = 64  # Images per step, drawn with replacement.
   config.attribute_predictor.learning_rate = 1e-3  # Adam, cosine-decayed to 0 over `steps`.
   config.attribute_predictor.width = 32  # Channels of the first conv (then 2x, 2x, 4x).
