@@ -193,3 +193,27 @@ def train_and_evaluate(train_images: np.ndarray, train_masks: np.ndarray,
   else:
     report["num_test"], report["test_iou"] = 0, None
   return net, report
+
+
+def synthetic_proxy(steps: int) -> dict:
+  """The network's IoU on a stand-in for the part labels, measurable without LFW.
+
+  Synthetic faces (exact masks, 64x64) in the part labels' sizes: trained on 1,500 images,
+  scored on 927 held-out ones, with the default settings except `steps`.
+
+    python -m a2i_jax.data.face_masks 1000
+  """
+  from a2i_jax.data import synthetic  # pylint: disable=import-outside-toplevel
+  import time  # pylint: disable=import-outside-toplevel
+  d = synthetic.load(image_size=64, num_train=1500, num_validation=500, num_test=927, seed=7)
+  start = time.time()
+  _, report = train_and_evaluate(d["train"].images, d["train"].masks, d["test"].images,
+                                 d["test"].masks, MaskNetConfig(steps=steps))
+  report["wall_s"] = round(time.time() - start, 1)
+  return report
+
+
+if __name__ == "__main__":
+  import json  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  print(json.dumps(synthetic_proxy(int(sys.argv[1]) if len(sys.argv) > 1 else 2000)))

@@ -60,17 +60,17 @@ IMAGE_SOURCES = (
     Source("lfw-funneled.tgz", f"{_UMASS}/lfw-funneled.tgz", "233 MB", "lfw_funneled"),
     Source("lfw_attributes.txt",
            "http://www.cs.columbia.edu/CAVE/databases/pubfig/download/lfw_attributes.txt",
-           "a few MB"),
-    Source("peopleDevTrain.txt", f"{_UMASS}/peopleDevTrain.txt", "a few kB"),
-    Source("peopleDevTest.txt", f"{_UMASS}/peopleDevTest.txt", "a few kB"),
+           ""),
+    Source("peopleDevTrain.txt", f"{_UMASS}/peopleDevTrain.txt", ""),
+    Source("peopleDevTest.txt", f"{_UMASS}/peopleDevTest.txt", ""),
 )
 MASK_SOURCES = (
     Source("parts_lfw_funneled_gt_images.tgz",
-           f"{_UMASS}/part_labels/parts_lfw_funneled_gt_images.tgz", "a few MB",
+           f"{_UMASS}/part_labels/parts_lfw_funneled_gt_images.tgz", "",
            "parts_lfw_funneled_gt_images"),
-    Source("parts_train.txt", f"{_UMASS}/part_labels/parts_train.txt", "a few kB"),
-    Source("parts_validation.txt", f"{_UMASS}/part_labels/parts_validation.txt", "a few kB"),
-    Source("parts_test.txt", f"{_UMASS}/part_labels/parts_test.txt", "a few kB"),
+    Source("parts_train.txt", f"{_UMASS}/part_labels/parts_train.txt", ""),
+    Source("parts_validation.txt", f"{_UMASS}/part_labels/parts_validation.txt", ""),
+    Source("parts_test.txt", f"{_UMASS}/part_labels/parts_test.txt", ""),
 )
 SOURCES = IMAGE_SOURCES + MASK_SOURCES
 

@@ -48,7 +48,7 @@ class Source:
   Attributes:
     filename: its name in the manual folder.
     url: where it is published.
-    size: its size as published (for the instructions), e.g. "233 MB".
+    size: its size as published (for the instructions), e.g. "233 MB"; "" if unknown.
     extracted: for an archive, the folder it unpacks to; a manual folder may hold that folder
       instead of the archive.
   """
@@ -63,7 +63,8 @@ def instructions(sources: Sequence[Source], manual_dir: str) -> str:
   lines = [f"Download these files into {manual_dir} (create the folder):"]
   for s in sources:
     alt = f"; or its unpacked folder {s.extracted}/" if s.extracted else ""
-    lines.append(f"  {s.filename}  ({s.size})  {s.url}{alt}")
+    size = f"  ({s.size})" if s.size else ""
+    lines.append(f"  {s.filename}{size}  {s.url}{alt}")
   return "\n".join(lines)
 
 
