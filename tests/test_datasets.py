@@ -290,3 +290,29 @@ def test_load_dataset_routes_and_discvae_needs_masks(folder_path, tmp_path):
   cfg.model.name = "discvae"
   with pytest.raises(ConfigError, match="data.masks=True"):
     train_lib.train_and_evaluate(cfg, str(tmp_path / "w"))
+
+
+def test_lfw_downloads_missing_sources_by_itself(tmp_path, monkeypatch):
+  """The download path, without the internet: the sources served from a local HTTP server."""
+  import functools  # pylint: disable=import-outside-toplevel
+  import http.server  # pylint: disable=import-outside-toplevel
+  import threading  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data import lfw, tfds_lib  # pylint: disable=import-outside-toplevel
+  served = str(tmp_path / "served")
+  fx.make_lfw(served, with_parts=False)
+  handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=served)
+  handler.log_message = lambda *a: None
+  server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+  threading.Thread(target=server.serve_forever, daemon=True).start()
+  monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+  base = f"http://127.0.0.1:{server.server_address[1]}"
+  monkeypatch.setattr(lfw, "IMAGE_SOURCES", tuple(
+      tfds_lib.Source(s.filename, f"{base}/{s.filename}", s.size, s.extracted)
+      for s in lfw.IMAGE_SOURCES))
+  try:
+    ds = lfw.load(data_dir=str(tmp_path / "data"), masks=False, progress=False)
+  finally:
+    server.shutdown()
+  assert len(ds["train"]) == 8 and "tensorflow" not in sys.modules
+  assert not os.path.exists(tmp_path / "data" / "manual")  # nothing came from a manual folder
+  assert os.path.isdir(tmp_path / "data" / "downloads" / "unpacked")

@@ -146,6 +146,9 @@ def parse_parts_list(path: str) -> list[Key]:
 def load_image(images_root: str, key: Key) -> np.ndarray:
   """The funneled image cropped to CROP_BOX and resized: uint8 [64, 64, 3]."""
   path = os.path.join(images_root, key[0], image_name(key) + ".jpg")
+  if not os.path.exists(path):
+    raise DataError(f"LFW: {path} is listed (View 1 or part labels) but not in "
+                    "lfw-funneled.tgz; the archive is incomplete. Download it again.")
   with Image.open(path) as im:
     return np.asarray(tfds_lib.crop_resize(im.convert("RGB"), CROP_BOX, IMAGE_SIZE))
 
