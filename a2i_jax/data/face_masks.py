@@ -201,11 +201,11 @@ def synthetic_proxy(steps: int) -> dict:
   Synthetic faces (exact masks, 64x64) in the part labels' sizes: trained on 1,500 images,
   scored on 927 held-out ones, with the default settings except `steps`.
 
-    python -m a2i_jax.data.face_masks 1000
+    python -m a2i_jax.data.face_masks 200
   """
   from a2i_jax.data import synthetic  # pylint: disable=import-outside-toplevel
   import time  # pylint: disable=import-outside-toplevel
-  d = synthetic.load(image_size=64, num_train=1500, num_validation=500, num_test=927, seed=7)
+  d = synthetic.load(image_size=64, num_train=1500, num_validation=500, num_test=927, seed=3)
   start = time.time()
   _, report = train_and_evaluate(d["train"].images, d["train"].masks, d["test"].images,
                                  d["test"].masks, MaskNetConfig(steps=steps))
