@@ -283,11 +283,25 @@ def _steps_per_call(options: InferenceOptions) -> int:
   return k
 
 
-def _optimizer(options: InferenceOptions) -> optax.GradientTransformation:
-  lr = options.learning_rate
-  if options.schedule == "cosine" and options.steps > 0:
-    lr = optax.cosine_decay_schedule(options.learning_rate, options.steps, alpha=0.1)
-  return optax.adam(lr)
+def _learning_rate(options: InferenceOptions, peak: Array, t: Array) -> Array:
+  """The step-t learning rate: constant, or cosine decay from `peak` to 0.1 peak."""
+  if options.schedule == "constant" or options.steps == 0:
+    return peak
+  frac = jnp.minimum(t.astype(jnp.float32) / options.steps, 1.0)
+  return peak * (0.1 + 0.9 * 0.5 * (1.0 + jnp.cos(jnp.pi * frac)))
+
+
+def _hyper(options: InferenceOptions) -> dict[str, Array]:
+  """The options that enter as traced values, so changing them does not recompile."""
+  return {"learning_rate": jnp.float32(options.learning_rate),
+          "prior_weight": jnp.float32(options.prior_weight),
+          "attribute_prior_weight": jnp.float32(options.attribute_prior_weight)}
+
+
+def _static(options: InferenceOptions) -> InferenceOptions:
+  """`options` without the traced values: the key of the compiled functions."""
+  return dataclasses.replace(options, learning_rate=1.0, prior_weight=1.0,
+                             attribute_prior_weight=1.0)
 
 
 def make_inference_fns(model: nn.Module, model_config: Any,
@@ -296,10 +310,11 @@ def make_inference_fns(model: nn.Module, model_config: Any,
 
   Three functions, called in turn by `infer_latents`:
     init(variables, x, y, observed, fg_mask, key, prior) -> carry
-    run(variables, x, y, observed, carry, prior) -> (carry, energy trace [k, M])
-    finish(variables, x, y, observed, carry, prior) -> outputs (restarts reduced)
+    run(variables, x, y, observed, carry, prior, hyper) -> (carry, energy trace [k, M])
+    finish(variables, x, y, observed, carry, prior, hyper) -> outputs (restarts reduced)
   where M = N x restarts, x [M,S,S,3] in [-1,1], y [M,A], observed and fg_mask [M,S,S,1],
-  prior = (mean [A], precision [A,A]).
+  prior = (mean [A], precision [A,A]) and hyper = the learning rate and weights as arrays
+  (`_hyper(options)`), so settings that differ only in those share the compiled code.
 
   Args:
     model: a `CVAE` or `DisCVAE`.
@@ -311,7 +326,7 @@ def make_inference_fns(model: nn.Module, model_config: Any,
   name = model_config.name
   energy_kind = _resolve_energy(options, name)
   dims = _latent_dims(model_config)
-  tx = _optimizer(options)
+  tx = optax.scale_by_adam()
   restarts = options.restarts
   infer_y = options.infer_attributes
   k = _steps_per_call(options)
@@ -322,7 +337,7 @@ def make_inference_fns(model: nn.Module, model_config: Any,
       return model.apply(variables, latents["z_fg"], latents["z_bg"], y, method="decode")
     return model.apply(variables, latents["z"], y, method="decode")
 
-  def energy_terms(variables, latents, x, y, observed, prior):
+  def energy_terms(variables, latents, x, y, observed, prior, hyper):
     y = latents["y"] if infer_y else y
     out = decode(variables, latents, y)
     mean = out["mean"]
@@ -336,15 +351,15 @@ def make_inference_fns(model: nn.Module, model_config: Any,
       per_pixel = 0.5 * jnp.square(mean - x)
     data = (per_pixel * observed).reshape(x.shape[0], -1).sum(-1)
     z_sq = sum(jnp.square(latents[n]).sum(-1) for n in dims)
-    energy = data + 0.5 * options.prior_weight * z_sq
+    energy = data + 0.5 * hyper["prior_weight"] * z_sq
     if infer_y:
       d_y = latents["y"] - prior[0]
-      energy += 0.5 * options.attribute_prior_weight * jnp.einsum("ma,ab,mb->m", d_y, prior[1],
+      energy += 0.5 * hyper["attribute_prior_weight"] * jnp.einsum("ma,ab,mb->m", d_y, prior[1],
                                                                  d_y)
     return energy, out
 
-  def total_energy(latents, variables, x, y, observed, prior):
-    e, _ = energy_terms(variables, latents, x, y, observed, prior)
+  def total_energy(latents, variables, x, y, observed, prior, hyper):
+    e, _ = energy_terms(variables, latents, x, y, observed, prior, hyper)
     return e.sum(), e
 
   def init(variables, x, y, observed, fg_mask, key, prior):
@@ -375,21 +390,23 @@ def make_inference_fns(model: nn.Module, model_config: Any,
       latents = dict(noise)
     if infer_y:
       latents["y"] = y_used
-    return {"latents": latents, "opt_state": tx.init(latents)}
+    return {"latents": latents, "opt_state": tx.init(latents), "t": jnp.zeros((), jnp.int32)}
 
-  def one_step(variables, x, y, observed, prior, carry):
+  def one_step(variables, x, y, observed, prior, hyper, carry):
     grads, e = jax.grad(total_energy, has_aux=True)(carry["latents"], variables, x, y,
-                                                   observed, prior)
+                                                   observed, prior, hyper)
     updates, opt_state = tx.update(grads, carry["opt_state"], carry["latents"])
-    return {"latents": optax.apply_updates(carry["latents"], updates), "opt_state": opt_state}, e
+    lr = _learning_rate(options, hyper["learning_rate"], carry["t"])
+    latents = jax.tree_util.tree_map(lambda p, u: p - lr * u, carry["latents"], updates)
+    return {"latents": latents, "opt_state": opt_state, "t": carry["t"] + 1}, e
 
-  def run(variables, x, y, observed, carry, prior):
-    body = lambda c, _: one_step(variables, x, y, observed, prior, c)
+  def run(variables, x, y, observed, carry, prior, hyper):
+    body = lambda c, _: one_step(variables, x, y, observed, prior, hyper, c)
     return jax.lax.scan(body, carry, None, length=k, unroll=k if unroll else 1)
 
-  def finish(variables, x, y, observed, carry, prior):
+  def finish(variables, x, y, observed, carry, prior, hyper):
     latents = carry["latents"]
-    energy, out = energy_terms(variables, latents, x, y, observed, prior)
+    energy, out = energy_terms(variables, latents, x, y, observed, prior, hyper)
     m = x.shape[0]
     n = m // restarts
     best = jnp.argmin(energy.reshape(n, restarts), axis=1)
@@ -466,7 +483,7 @@ def infer_latents(model: nn.Module, variables: dict, model_config: Any, images: 
   prior = (jnp.asarray(prior.mean), jnp.asarray(prior.precision))
   if fg_masks is not None:
     fg_masks = check_mask(fg_masks, n, s, "fg_masks")
-  fns = fns or make_inference_fns(model, model_config, options)
+  fns = fns or make_inference_fns(model, model_config, _static(options))
 
   # Pad to a multiple of the device count (padding: nothing observed, dropped at the end),
   # then repeat each image for its restarts, image-major so restarts share a device.
@@ -480,13 +497,14 @@ def infer_latents(model: nn.Module, variables: dict, model_config: Any, images: 
   variables = parallel.put_replicated(variables, mesh)
   prior = parallel.put_replicated(prior, mesh)
 
+  hyper = parallel.put_replicated(_hyper(options), mesh)
   carry = fns["init"](variables, x_r, y_r, o_r, m_r, key, prior)
   traces = []
   k = fns["steps_per_call"]
   for _ in range(options.steps // k if k else 0):
-    carry, trace = fns["run"](variables, x_r, y_r, o_r, carry, prior)
+    carry, trace = fns["run"](variables, x_r, y_r, o_r, carry, prior, hyper)
     traces.append(trace)
-  result = jax.device_get(fns["finish"](variables, x_r, y_r, o_r, carry, prior))
+  result = jax.device_get(fns["finish"](variables, x_r, y_r, o_r, carry, prior, hyper))
   result = {name: np.asarray(v)[:n] for name, v in result.items()}
   if traces:
     trace = np.concatenate([np.asarray(t) for t in jax.device_get(traces)])  # [steps, M]
@@ -539,8 +557,8 @@ def run_inference(trained: TrainedModel, images: Any, attributes: Any = None,
   x = check_images(images, mc.image_size)
   n = x.shape[0]
   batch = int(batch_size or trained.config.inference.batch_size)
-  fns = _cached(trained, ("infer", options),
-                lambda: make_inference_fns(trained.model, mc, options))
+  fns = _cached(trained, ("infer", _static(options)),
+                lambda: make_inference_fns(trained.model, mc, _static(options)))
   take = lambda a, sl: None if a is None else np.asarray(a)[sl]
   parts = []
   for i, start in enumerate(range(0, n, batch)):

@@ -1,10 +1,14 @@
 """The entry points as a user runs them: flags in, one plain message out on error."""
 
+import json
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+
+from a2i_jax.errors import InputError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -23,9 +27,11 @@ def test_unknown_config_key_fails(tmp_path):
 
 def test_unprepared_dataset_is_one_plain_message(tmp_path):
   r = _run("train.py", "--config=configs/lfw.py", f"--workdir={tmp_path}",
-           "--config.compilation_cache_dir=")
+           "--config.compilation_cache_dir=", f"--config.data.data_dir={tmp_path}/data",
+           "--config.data.download=False")
   assert r.returncode == 1
-  assert "error: dataset 'lfw' is not prepared" in r.stderr
+  assert "error: LFW: 4 source file(s) missing: lfw-funneled.tgz" in r.stderr
+  assert f"Download these files into {tmp_path}/data/manual/lfw" in r.stderr
   assert "Traceback" not in r.stderr
 
 
@@ -47,7 +53,34 @@ def test_train_then_sample(tmp_path, data_cache):
   r = _run("train.py", "--config=configs/synthetic.py", f"--workdir={workdir}", *tiny)
   assert r.returncode == 0, r.stderr[-3000:]
   assert os.path.isdir(os.path.join(workdir, "checkpoints", "2"))
-  r = _run("infer.py", f"--workdir={workdir}", "--mode=sample", "--num_attributes=2",
+  r = _run("infer.py", f"--workdir={workdir}", "--mode=sample", "--num_images=2",
            "--samples_per_attribute=3")
   assert r.returncode == 0, r.stderr[-3000:]
   assert os.path.exists(os.path.join(workdir, "infer", "sample_step2.png"))
+  out = str(tmp_path / "o")
+  r = _run("infer.py", f"--workdir={workdir}", "--mode=complete", f"--out={out}",
+           "--num_images=3", "--steps=2", "--occlusion=eyes,block8")
+  assert r.returncode == 0, r.stderr[-3000:]
+  with open(os.path.join(out, "complete.json")) as f:
+    errors = json.load(f)["hidden_pixel_mse"]
+  assert set(errors) == {"eyes", "block8"} and len(errors["eyes"]) == 3
+  assert os.path.exists(os.path.join(out, "complete_eyes.png"))
+  r = _run("infer.py", f"--workdir={workdir}", "--mode=evaluate", f"--out={out}",
+           "--num_examples=4", "--steps=2", "--occlusion=mouth", "--noattribute_fidelity")
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert "| cvae | optimisation |" in r.stdout and "| mean training image | fill |" in r.stdout
+  with open(os.path.join(out, "evaluation.json")) as f:
+    rows = json.load(f)["results"][0]["rows"]
+  assert rows["optimisation"]["mouth"]["n"] == 4
+
+
+def test_infer_input_checks(tmp_path):
+  import infer  # pylint: disable=import-outside-toplevel
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  Image.fromarray(np.zeros((40, 30, 3), np.uint8)).save(tmp_path / "a.png")
+  with pytest.raises(InputError, match=r"a.png is 30x40; this model takes 32x32"):
+    infer._read_images(str(tmp_path), 32)
+  with pytest.raises(InputError, match="does not exist"):
+    infer._read_images(str(tmp_path / "nope"), 32)
+  with pytest.raises(InputError, match="no attribute 'smiling'; .* smile, face_width"):
+    infer._attribute_index(["smile", "face_width"], "smiling")

@@ -1,0 +1,283 @@
+"""The evaluation table (spec 6, the layout of the paper's Table 1) and attribute fidelity.
+
+Errors are per-pixel squared errors on [0, 1] images, averaged over each test image's region
+of interest (every pixel, the foreground pixels, or the hidden pixels of an occlusion), then
+reported as mean +- standard error over test images.
+
+Rows for one trained model: posterior inference by optimisation ("optimisation", the
+`config.inference` settings) and the recognition model alone ("recognition": the encoder's
+mean on the image with hidden pixels set to mid-grey, decoded, no optimisation). One
+model-free baseline row fills with the mean training image.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from typing import Any, Iterable, Mapping, Optional, Sequence
+
+import jax
+import numpy as np
+
+from a2i_jax import inference, occlusions
+from a2i_jax.data.base import Dataset
+from a2i_jax.errors import InputError
+
+RECON_FULL = "reconstruction"
+RECON_FG = "reconstruction (foreground)"
+
+
+def region_errors(target: np.ndarray, estimate: np.ndarray, region: np.ndarray) -> np.ndarray:
+  """Per-image mean squared error over a region.
+
+  Args:
+    target, estimate: [N, S, S, 3] images in [0, 1].
+    region: [N, S, S, 1] weights, 1 = pixel counted.
+  Returns:
+    [N] float64; NaN for an image whose region is empty.
+  """
+  sq = np.square(target.astype(np.float64) - estimate.astype(np.float64)) * region
+  count = 3.0 * region.reshape(region.shape[0], -1).sum(-1)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return np.where(count > 0, sq.reshape(sq.shape[0], -1).sum(-1) / count, np.nan)
+
+
+def mean_sem(values: np.ndarray) -> dict[str, float]:
+  """Mean, standard error of the mean and count of the finite values."""
+  v = np.asarray(values, np.float64)
+  v = v[np.isfinite(v)]
+  if v.size == 0:
+    return {"mean": float("nan"), "sem": float("nan"), "n": 0}
+  sem = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else 0.0
+  return {"mean": float(v.mean()), "sem": sem, "n": int(v.size)}
+
+
+def _test_examples(dataset: Dataset, num_examples: int, split: str = "test"):
+  test = dataset[split]
+  n = len(test) if num_examples < 0 else min(num_examples, len(test))
+  if n == 0:
+    raise InputError(f"the {split} split is empty; nothing to evaluate.")
+  images = test.images[:n]
+  fg = None if test.masks is None else (test.masks[:n, ..., None] > 127).astype(np.float32)
+  return images, test.attributes[:n], fg
+
+
+def evaluate_model(trained: inference.TrainedModel, dataset: Dataset, *,
+                   occlusion_names: Optional[Sequence[str]] = None, num_examples: int = -1,
+                   key: jax.Array, options: Optional[inference.InferenceOptions] = None,
+                   seed: int = 0) -> dict[str, Any]:
+  """Reconstruction and completion errors of one trained model on the test split.
+
+  Args:
+    trained: from `inference.load_trained`.
+    dataset: the dataset it was trained on (its test split is used).
+    occlusion_names: completion masks (default: all that suit the dataset).
+    num_examples: the first N test images; -1 = all.
+    key: PRNG key of the inference.
+    options: the optimisation settings (default: the run's `config.inference`).
+    seed: seed of the random occlusions (the same for every model, so rows compare).
+  Returns:
+    {"model", "step", "num_examples", "options", "rows": {row: {column: mean_sem}}}.
+  """
+  images, attrs, fg = _test_examples(dataset, num_examples)
+  x01 = images.astype(np.float32) / 255.0
+  n, s = images.shape[0], images.shape[1]
+  names = list(occlusion_names or occlusions.occlusions_for(dataset.name))
+  options = options or inference.options_for(trained)
+  methods = {"optimisation": options,
+             "recognition": dataclasses.replace(options, steps=0, restarts=1)}
+  rows: dict[str, dict[str, Any]] = {}
+  for method, opts in methods.items():
+    row = rows.setdefault(method, {})
+    out = inference.reconstruct(trained, images, attrs, key=key, options=opts)
+    row[RECON_FULL] = mean_sem(region_errors(x01, out["reconstruction"], np.ones_like(x01[..., :1])))
+    if fg is not None:
+      row[RECON_FG] = mean_sem(region_errors(x01, out["reconstruction"], fg))
+    for i, name in enumerate(names):
+      observed = occlusions.make_mask(name, s, n, seed=seed + i, dataset=dataset.name)
+      out = inference.complete(trained, images, attrs, observed, key=key, options=opts)
+      row[name] = mean_sem(region_errors(x01, out["completion"], 1.0 - observed))
+  return {"model": trained.config.model.name, "step": trained.step, "num_examples": n,
+          "options": dataclasses.asdict(options), "rows": rows}
+
+
+def tune_inference(trained: inference.TrainedModel, dataset: Dataset, *,
+                   grid: Sequence[Mapping[str, Any]], occlusion_names: Sequence[str],
+                   num_examples: int = 256, key: jax.Array, seed: int = 0
+                   ) -> list[dict[str, Any]]:
+  """Validation-split errors for a grid of inference settings (how the defaults were chosen).
+
+  Args:
+    trained: from `inference.load_trained`.
+    dataset: its dataset; the validation split is used, never the test split.
+    grid: option overrides to compare, e.g. [{"prior_weight": 1.0, "learning_rate": 0.05}].
+    occlusion_names: the completions to score (hidden-pixel error), besides reconstruction.
+    num_examples: validation images.
+    key: PRNG key.
+    seed: seed of the random occlusions.
+  Returns:
+    One dict per setting: the overrides and an error (mean_sem) per column.
+  """
+  images, attrs, _ = _test_examples(dataset, num_examples, "validation")
+  x01 = images.astype(np.float32) / 255.0
+  n, s = images.shape[0], images.shape[1]
+  masks = {name: occlusions.make_mask(name, s, n, seed=seed + i, dataset=dataset.name)
+           for i, name in enumerate(occlusion_names)}
+  rows = []
+  for overrides in grid:
+    opts = inference.options_for(trained, **overrides)
+    out = inference.reconstruct(trained, images, attrs, key=key, options=opts)
+    row = {"options": dict(overrides),
+           RECON_FULL: mean_sem(region_errors(x01, out["reconstruction"],
+                                              np.ones_like(x01[..., :1])))}
+    for name, observed in masks.items():
+      out = inference.complete(trained, images, attrs, observed, key=key, options=opts)
+      row[name] = mean_sem(region_errors(x01, out["completion"], 1.0 - observed))
+    rows.append(row)
+  return rows
+
+
+def evaluate_mean_image(dataset: Dataset, *, occlusion_names: Optional[Sequence[str]] = None,
+                        num_examples: int = -1, seed: int = 0) -> dict[str, Any]:
+  """The model-free baseline: every estimate is the mean training image."""
+  images, _, fg = _test_examples(dataset, num_examples)
+  x01 = images.astype(np.float32) / 255.0
+  n, s = images.shape[0], images.shape[1]
+  mean = dataset["train"].images.astype(np.float32).mean(axis=0) / 255.0
+  est = np.broadcast_to(mean, x01.shape)
+  row = {RECON_FULL: mean_sem(region_errors(x01, est, np.ones_like(x01[..., :1])))}
+  if fg is not None:
+    row[RECON_FG] = mean_sem(region_errors(x01, est, fg))
+  for i, name in enumerate(occlusion_names or occlusions.occlusions_for(dataset.name)):
+    observed = occlusions.make_mask(name, s, n, seed=seed + i, dataset=dataset.name)
+    row[name] = mean_sem(region_errors(x01, est, 1.0 - observed))
+  return {"model": "mean training image", "step": 0, "num_examples": n, "rows": {"fill": row}}
+
+
+def _fmt(cell: Optional[Mapping[str, float]], scale: float) -> str:
+  if not cell or not np.isfinite(cell["mean"]):
+    return "–"
+  return f"{cell['mean'] * scale:.2f} ± {cell['sem'] * scale:.2f}"
+
+
+def markdown_table(results: Iterable[Mapping[str, Any]], scale: float = 100.0) -> str:
+  """One Markdown table: a row per (model, method), a column per error.
+
+  Args:
+    results: `evaluate_model` / `evaluate_mean_image` outputs.
+    scale: the errors are multiplied by this for display (default: x100).
+  Returns:
+    The table, with a caption line stating the unit.
+  """
+  results = list(results)
+  columns: list[str] = []
+  for r in results:
+    for row in r["rows"].values():
+      columns += [c for c in row if c not in columns]
+  head = "| model | method | " + " | ".join(columns) + " |"
+  lines = [f"Per-pixel squared error on [0, 1] images x {scale:g}, mean ± s.e. over test "
+           "images; completion columns count the hidden pixels only.", "", head,
+           "|" + " --- |" * (len(columns) + 2)]
+  for r in results:
+    for method, row in r["rows"].items():
+      cells = [_fmt(row.get(c), scale) for c in columns]
+      lines.append(f"| {r['model']} | {method} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def write_json(obj: Any, path: str) -> None:
+  """Writes JSON atomically (NaN written as null)."""
+  def clean(o):
+    if isinstance(o, float) and not math.isfinite(o):
+      return None
+    if isinstance(o, dict):
+      return {k: clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+      return [clean(v) for v in o]
+    if isinstance(o, (np.floating, np.integer)):
+      return clean(o.item())
+    return o
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(clean(obj), f, indent=2)
+  os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------------------------
+# Attribute fidelity (a predictor trained on the real training images scores generated ones).
+
+def attribute_report(trained: inference.TrainedModel, dataset: Dataset, predictor: Any, *,
+                     key: jax.Array, num_examples: int = -1,
+                     options: Optional[inference.InferenceOptions] = None,
+                     num_bases: int = 4, num_values: int = 5) -> dict[str, Any]:
+  """Scores a model's attribute use with the dataset's attribute predictor.
+
+  Three measurements on the test split's attribute vectors / images:
+    samples: images sampled for the test attributes, scored against those attributes
+      (accuracy for binary, correlation for continuous attributes, with chance levels);
+    progressions: for each attribute, `num_bases` test vectors x 4 latents swept over
+      `num_values` values from the training minimum to maximum; the Spearman correlation of
+      the predicted against the swept value (1 = the attribute moves as asked);
+    inference (conditional models): attributes inferred jointly with z from the test images
+      (y unknown), scored against the true attributes.
+
+  Args:
+    trained: from `inference.load_trained`.
+    dataset: its dataset.
+    predictor: an `attribute_predictor.Predictor` for the dataset.
+    key: PRNG key.
+    num_examples: first N test examples (-1 = all).
+    options: inference settings for attribute inference (default: the run's).
+    num_bases, num_values: size of the progression check.
+  Returns:
+    {"model", "samples": score dict, "progression": {name: sweep summary},
+     "progression_mean_spearman", "inference": score dict or None, "ceiling": the
+     predictor's own test scores}.
+  """
+  from a2i_jax import attribute_predictor as ap  # pylint: disable=import-outside-toplevel
+  images, attrs, _ = _test_examples(dataset, num_examples)
+  train_y = dataset["train"].attributes
+  k_sample, k_prog, k_inf = jax.random.split(key, 3)
+  samples = inference.sample(trained, attrs, k_sample)["image"]
+  report: dict[str, Any] = {"model": trained.config.model.name,
+                            "samples": ap.fidelity(predictor, samples, attrs)}
+  report["ceiling"] = report["samples"].pop("ceiling")
+  prog = {}
+  for j, name in enumerate(dataset.attribute_names):
+    values = np.linspace(train_y[:, j].min(), train_y[:, j].max(), num_values)
+    grids = [inference.progression(trained, attrs[b], j, values,
+                                   key=jax.random.fold_in(k_prog, b), num_latents=4)
+             for b in range(min(num_bases, len(attrs)))]
+    r = ap.sweep_response(predictor, np.concatenate(grids), values, j)
+    prog[name] = {"spearman": r["spearman"], "mean_by_step": r["mean_by_step"],
+                  "swept_values": r["swept_values"]}
+  report["progression"] = prog
+  report["progression_mean_spearman"] = float(np.nanmean([p["spearman"] for p in prog.values()]))
+  report["inference"] = None
+  if trained.config.model.name != "vae":
+    prior = inference.AttributePrior.fit(train_y)
+    y = inference.infer_attributes(trained, images, prior, key=k_inf, options=options)["y"]
+    report["inference"] = ap.score(predictor, y, attrs)
+  return report
+
+
+def attribute_table(reports: Iterable[Mapping[str, Any]]) -> str:
+  """Markdown summary of `attribute_report` outputs, one row per model."""
+  def f(x):
+    return "–" if x is None or not np.isfinite(x) else f"{x:.3f}"
+  lines = ["| model | samples: binary acc. (chance) | samples: continuous corr. | "
+           "progression Spearman | inferred y: binary acc. (chance) | inferred y: continuous "
+           "corr. | predictor on real test images: acc. / corr. |",
+           "|" + " --- |" * 7]
+  for r in reports:
+    s, inf, c = r["samples"], r["inference"], r["ceiling"]
+    inf_b = "–" if inf is None else f"{f(inf['binary_accuracy'])} ({f(inf['binary_chance'])})"
+    inf_c = "–" if inf is None else f(inf["continuous_correlation"])
+    lines.append(f"| {r['model']} | {f(s['binary_accuracy'])} ({f(s['binary_chance'])}) | "
+                 f"{f(s['continuous_correlation'])} | {f(r['progression_mean_spearman'])} | "
+                 f"{inf_b} | {inf_c} | {f(c.get('binary_accuracy'))} / "
+                 f"{f(c.get('continuous_correlation'))} |")
+  return "\n".join(lines) + "\n"

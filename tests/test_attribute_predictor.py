@@ -1,0 +1,110 @@
+"""The attribute predictor: learns better than chance, saves and loads, scores fidelity."""
+
+import json
+import os
+
+import ml_collections
+import numpy as np
+import pytest
+
+from a2i_jax import attribute_predictor as ap
+from a2i_jax.data import synthetic
+from a2i_jax.errors import CheckpointError, InputError
+
+
+@pytest.fixture(scope="module")
+def dataset(data_cache):
+  return synthetic.load(image_size=32, num_train=1024, num_validation=16, num_test=256,
+                        seed=3, cache_dir=data_cache)
+
+
+@pytest.fixture(scope="module")
+def predictor(dataset):
+  return ap.train_predictor(dataset, steps=400, batch_size=32, learning_rate=2e-3, width=16,
+                            seed=0)
+
+
+def test_beats_chance_on_test_split(predictor):
+  m = predictor.meta.test_metrics
+  assert m["num_images"] == 256
+  # Binary: above the majority-class rate; continuous: a clearly positive correlation.
+  assert m["binary_accuracy"] > m["binary_chance"] + 0.1, m
+  assert m["continuous_correlation"] > 0.5, m
+  assert abs(m["continuous_shuffled"]) < 0.2, m
+
+
+def test_predictions_in_attribute_scale(predictor, dataset):
+  p = ap.predict(predictor, dataset["test"].images[:40], batch_size=16)
+  assert p.shape == (40, 10) and p.dtype == np.float32
+  binary = predictor.meta.binary
+  assert np.all((p[:, binary] >= 0.0) & (p[:, binary] <= 1.0))
+  # Floats in [0, 1] give the same predictions as uint8, and batching does not matter.
+  q = ap.predict(predictor, dataset["test"].images[:40].astype(np.float32) / 255.0)
+  np.testing.assert_allclose(p, q, atol=1e-4)
+
+
+def test_save_load_round_trip(predictor, dataset, tmp_path):
+  ap.save_predictor(predictor, str(tmp_path))
+  loaded = ap.load_predictor(str(tmp_path))
+  assert loaded.meta == predictor.meta
+  x = dataset["test"].images[:8]
+  np.testing.assert_array_equal(ap.predict(loaded, x), ap.predict(predictor, x))
+
+
+def test_missing_or_corrupt_predictor(predictor, tmp_path):
+  with pytest.raises(CheckpointError, match="no attribute predictor.*load_or_train"):
+    ap.load_predictor(str(tmp_path))
+  d = ap.save_predictor(predictor, str(tmp_path))
+  with open(os.path.join(d, "variables.msgpack"), "ab") as f:
+    f.write(b"junk")
+  with pytest.raises(CheckpointError, match="unreadable.*do not match"):
+    ap.load_predictor(str(tmp_path))
+
+
+def test_load_or_train_reuses_a_saved_predictor(predictor, dataset, tmp_path):
+  ap.save_predictor(predictor, str(tmp_path))
+  settings = ml_collections.ConfigDict(
+      {"steps": 1, "batch_size": 8, "learning_rate": 1e-3, "width": 8})
+  got = ap.load_or_train(settings, dataset, str(tmp_path))
+  assert got.meta == predictor.meta  # loaded, not retrained with width 8
+
+
+def test_fidelity_real_beats_shuffled(predictor, dataset):
+  test = dataset["test"]
+  real = ap.fidelity(predictor, test.images, test.attributes)
+  perm = np.random.default_rng(0).permutation(len(test))
+  shuffled = ap.fidelity(predictor, test.images[perm], test.attributes)
+  assert real["binary_accuracy"] > shuffled["binary_accuracy"] + 0.05
+  assert real["continuous_correlation"] > shuffled["continuous_correlation"] + 0.3
+  assert set(real["per_attribute"]) == set(synthetic.ATTRIBUTE_NAMES)
+  assert real["ceiling"]["binary_accuracy"] == predictor.meta.test_metrics["binary_accuracy"]
+  json.dumps(ap._json_safe(real))  # the evaluation writes it as JSON
+  with pytest.raises(InputError, match="target attributes have shape"):
+    ap.fidelity(predictor, test.images[:4], test.attributes[:3])
+
+
+def test_sweep_response_follows_the_swept_attribute(predictor):
+  # Re-render the same faces (same nuisance draws) with hair_color swept from -1 to 1.
+  values = np.linspace(-1.0, 1.0, 5)
+  attrs = synthetic.sample_attributes(np.random.default_rng(1), 6)
+  rows = []
+  for v in values:
+    a = attrs.copy()
+    a[:, synthetic.ATTRIBUTE_NAMES.index("hair_color")] = v
+    rows.append(synthetic.render(a, np.random.default_rng(2), 32)[0])
+  progressions = np.stack(rows, axis=1)  # [N, K, S, S, 3]
+  r = ap.sweep_response(predictor, progressions, values, "hair_color")
+  assert r["spearman"] > 0.7 and r["pearson"] > 0.7, r
+  assert np.array(r["predicted"]).shape == (6, 5)
+  assert r["mean_by_step"][-1] > r["mean_by_step"][0]
+  # A sweep that changes nothing has no such response.
+  still = np.repeat(progressions[:, :1], 5, axis=1)
+  assert abs(ap.sweep_response(predictor, still, values, 3)["pearson"]) < 0.1
+  with pytest.raises(InputError, match="unknown attribute 'hair'.*hair_color"):
+    ap.sweep_response(predictor, progressions, values, "hair")
+
+
+def test_rank_correlation_handles_ties():
+  assert ap.spearman([1, 2, 2, 3], [10, 20, 20, 30]) == pytest.approx(1.0)
+  assert ap.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+  assert np.isnan(ap.pearson([1, 1, 1], [1, 2, 3]))
