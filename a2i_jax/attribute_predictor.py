@@ -68,8 +68,8 @@ class AttributeNet(nn.Module):
     b, h, w, c = x.shape
     g = 2 if h % 2 == 0 and w % 2 == 0 else 1
     x = x.reshape(b, g, h // g, g, w // g, c).mean(axis=(2, 4)).reshape(b, g * g * c)
-    return nn.Dense(self.num_outputs, kernel_init=models._normal(  # pylint: disable=protected-access
-        math.sqrt(1.0 / x.shape[-1])))(x)
+    init = models._normal(math.sqrt(1.0 / x.shape[-1]))  # pylint: disable=protected-access
+    return nn.Dense(self.num_outputs, kernel_init=init)(x)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,11 +118,6 @@ class Predictor:
   """A trained attribute predictor: `variables` ({"params", "batch_stats"}) and `meta`."""
   variables: Any
   meta: PredictorMeta
-
-  @property
-  def model(self) -> AttributeNet:
-    """The `AttributeNet` these variables belong to."""
-    return AttributeNet(num_outputs=len(self.meta.attribute_names), width=self.meta.width)
 
 
 # --------------------------------------------------------------------------------- training
@@ -224,14 +219,15 @@ def train_predictor(dataset: Dataset, *, steps: int = 2000, batch_size: int = 64
   variables = _init_variables(model, image_size, key_init)
   variables = {"params": variables["params"], "batch_stats": variables["batch_stats"]}
   opt_state = _ADAM.init(variables["params"])
-  schedule = optax.cosine_decay_schedule(learning_rate, steps)
+  # Cosine decay to zero (optax.cosine_decay_schedule), computed once on the host.
+  rates = learning_rate * 0.5 * (1.0 + np.cos(np.pi * np.arange(steps) / steps))
   images = jax.device_put(train.images)
   attributes = jax.device_put(np.asarray(train.attributes, np.float32))
   step_fn = _jitted_train_step(jax.default_backend())
   for i in range(int(steps)):
     variables, opt_state, _ = step_fn(
         variables, opt_state, images, attributes, jax.random.fold_in(key_data, i),
-        jnp.float32(schedule(i)), constants, model=model, batch_size=int(batch_size))
+        np.float32(rates[i]), constants, model=model, batch_size=int(batch_size))
   meta = PredictorMeta(
       dataset=dataset.name, attribute_names=tuple(dataset.attribute_names),
       attribute_kinds=kinds, image_size=image_size, width=int(width),

@@ -56,6 +56,11 @@ def validate_config(config: ml_collections.ConfigDict,
   if config.data.name not in DATASETS:
     raise ConfigError(f"unknown data.name={config.data.name!r}; choose one of "
                       f"{', '.join(DATASETS)}.")
+  if (config.model.name == "discvae" and config.data.name != "synthetic"
+      and not config.data.get("masks", True)):
+    raise ConfigError("model.name='discvae' needs foreground masks, but data.masks=False; "
+                      "pass --config.data.masks=True (configs/lfw.py:discvae and "
+                      "configs/cub.py set it).")
   for key in ("num_train_steps", "log_every_steps", "eval_every_steps",
               "checkpoint_every_steps", "steps_per_dispatch", "batch_size",
               "max_checkpoints_to_keep"):

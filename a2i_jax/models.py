@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from a2i_jax import perf
 from a2i_jax.errors import ConfigError, InputError
 
 Array = jax.Array
@@ -539,7 +540,8 @@ def create_model(model_config: Any) -> nn.Module:
     An unbound Linen module.
   """
   name = model_config.name
-  dtype = jnp.dtype(model_config.get("dtype", "float32"))
+  # "auto": bf16 compute on GPU / TPU, f32 on CPU (perf.compute_dtype); params stay f32.
+  dtype = perf.compute_dtype(model_config.get("dtype", "float32"))
   common = dict(y_dim=model_config.y_dim, image_size=model_config.image_size,
                 width=model_config.width, dtype=dtype)
   if name in ("vae", "cvae"):

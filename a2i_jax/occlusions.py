@@ -42,23 +42,23 @@ HALVES: Mapping[str, Box] = {
     "right_half": (0, 32, 64, 64),
 }
 
-# LFW: lfw-funneled 250x250 images, centre-cropped to 200x200 (rows and columns 25..225) and
-# resized to 64x64: the crop spec 4.1 names, assumed here; it must match the LFW builder's. A 250x250 coordinate
-# c maps to (c - 25) * 64 / 200 = (c - 25) * 0.32. Funnelling (congealing) aligns each face to
-# a common frame: the eye centres land near row 113 and columns 104 / 146 (interocular ~42 px,
-# eyes ~25 px wide), the mouth centre near row 166, column 125 (~48 px wide), eyebrows near
-# row 95 and the chin near row 195. Funnelling is a rough alignment (a few pixels of spread),
-# so each box adds a margin of about 8 px of the 250x250 image:
-#   eyes   rows 100..128, cols  84..166  -> (24.0, 18.9, 33.0, 45.1) -> (24, 18, 34, 46)
-#   mouth  rows 150..182, cols 100..150  -> (40.0, 24.0, 50.2, 40.0) -> (40, 24, 52, 40)
-#   face   rows  90..194, cols  84..166  -> (20.8, 18.9, 54.1, 45.1) -> (20, 18, 56, 46)
+# LFW: lfw-funneled 250x250 images, centre-cropped to 150x150 (rows and columns 50..200,
+# `CROP_BOX` of a2i_jax/data/lfw.py) and resized to 64x64. A 250x250 coordinate c maps to
+# (c - 50) * 64 / 150. Funnelling (congealing) aligns each face to a common frame: the eye
+# centres land near row 113 and columns 104 / 146 (interocular ~42 px, eyes ~25 px wide), the
+# mouth centre near row 166, column 125 (~48 px wide), eyebrows near row 95 and the chin near
+# row 195. Funnelling is a rough alignment (a few pixels of spread), so each box adds a
+# margin of about 8 px of the 250x250 image:
+#   eyes   rows 100..128, cols  84..166  -> (21.3, 14.5, 33.3, 49.5) -> (20, 14, 34, 50)
+#   mouth  rows 150..182, cols 100..150  -> (42.7, 21.3, 56.3, 42.7) -> (42, 20, 58, 44)
+#   face   rows  90..194, cols  84..166  -> (17.1, 14.5, 61.4, 49.5) -> (16, 14, 62, 50)
 # rounding outward (top/left down, bottom/right up) to even pixels, so the feature stays
-# covered and every edge is exact at 32x32. If the LFW builder's crop ever changes, recompute
-# these with the same map.
+# covered and every edge is exact at 32x32. If the LFW crop ever changes, recompute these
+# with the same map.
 _LFW_BOXES: Mapping[str, Box] = {
-    "eyes": (24, 18, 34, 46),
-    "mouth": (40, 24, 52, 40),
-    "face": (20, 18, 56, 46),
+    "eyes": (20, 14, 34, 50),
+    "mouth": (42, 20, 58, 44),
+    "face": (16, 14, 62, 50),
 }
 
 # Synthetic cartoon faces (a2i_jax/data/synthetic.py): measured, not derived. 2,000 faces were
@@ -70,8 +70,8 @@ _LFW_BOXES: Mapping[str, Box] = {
 #   mouth  changed pixels from top 39, left 21 to bottom 55, right 43 (medians 42, 25, 52, 39)
 #   face   skin from row 15..20 (top) to the chin near row 54, columns 12..52; the box keeps
 #          the centre (eyes, nose, mouth) and leaves the outer cheeks and the hair observed.
-# The synthetic faces sit lower than the LFW crops (eye centres at row ~34 vs ~28), and their mouth
-# region is taller because `smile` bends it from a frown to an open smile.
+# The synthetic faces sit lower and smaller than the LFW crops (eye centres at row ~34 vs
+# ~27), and their mouth region is taller because `smile` bends it from a frown to an open smile.
 _SYNTHETIC_BOXES: Mapping[str, Box] = {
     "eyes": (28, 18, 40, 46),
     "mouth": (38, 20, 56, 44),
@@ -291,9 +291,9 @@ table: float32 [N, S, S, 1], **1 = observed pixel, 0 = hidden** (filled by the g
 Named boxes (top, left, bottom, right; bottom and right exclusive) are written in the code at
 64x64 and scaled to S x S by rounding each edge e * S / 64 half up. `eyes`, `mouth` and `face`
 have one table per face dataset: `lfw` (the default; derived from where funnelled LFW faces
-put their features under the 200x200 centre crop) and `synthetic` (measured on rendered
-faces; they sit lower). Datasets other than these two get the halves and the random regions
-only (`occlusions_for(name)`).
+put their features under the LFW builder's 150x150 centre crop of the 250x250 images) and
+`synthetic` (measured on rendered faces; they sit lower). Datasets other than these two get
+the halves and the random regions only (`occlusions_for(name)`).
 
 """
 

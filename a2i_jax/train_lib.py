@@ -257,10 +257,14 @@ def _check_resume_compatible(workdir: str, config: ml_collections.ConfigDict) ->
     for part in key.split("."):
       old, new = old.get(part), new.get(part)
     as_dict = lambda c: c.to_dict() if hasattr(c, "to_dict") else c
-    if as_dict(old) != as_dict(new):
+    old, new = as_dict(old), as_dict(new)
+    if key == "model":  # The compute dtype does not shape the checkpoint: it may change.
+      old, new = ({k: v for k, v in d.items() if k != "dtype"} if isinstance(d, dict) else d
+                  for d in (old, new))
+    if old != new:
       raise ConfigError(
-          f"{workdir} holds a run trained with a different config.{key} ({as_dict(old)} there, "
-          f"{as_dict(new)} now); resume it with the same values or pass a new --workdir.")
+          f"{workdir} holds a run trained with a different config.{key} ({old} there, "
+          f"{new} now); resume it with the same values or pass a new --workdir.")
 
 
 def evaluate(eval_step: Callable, variables: dict, split: Any, config: ml_collections.ConfigDict,

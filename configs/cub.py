@@ -20,6 +20,7 @@ def get_config(arg: str = "discvae") -> ml_collections.ConfigDict:
   config.model.zf_dim = 128  # (train_cub_disCVAE.lua:32)
   config.model.zb_dim = 128  # (train_cub_disCVAE.lua:33)
   config.data.name = "cub"
+  config.data.masks = arg == "discvae"  # From segmentations.tgz, binarised at 0.5.
   config.data.image_size = 72  # 80x80 stored crops resized to 72 at load (--loadScale 72).
   config.data.augment.crop_size = 64  # Random 64x64 crop (offset 0-8).
   config.data.augment.max_rotation = 0.08  # Radians (about 4.6 degrees).

@@ -17,6 +17,7 @@ def get_config(arg: str = "cvae") -> ml_collections.ConfigDict:
   config = default.get_config()
   config.model.name = arg
   config.data.name = "lfw"
+  config.data.masks = arg == "discvae"  # Part-label masks + the mask network's predictions.
   if arg == "discvae":
     config.num_train_steps = 21_280  # 80 epochs x 266 (demo_lfw_trainDisCVAE.sh).
   return config

@@ -30,11 +30,6 @@ OUT=$RUNS/synthetic_results
 mkdir -p $OUT
 STEPS=()
 [[ "${SMOKE:-0}" == 1 ]] && STEPS=(--steps=4)
-# How the inference defaults were chosen: validation errors over prior weight x learning rate.
-for model in cvae discvae; do
-  $PY infer.py --workdir=$RUNS/synthetic_$model --mode=tune --out=$OUT/tune_$model \
-      --num_examples=$([[ $EVAL_N == -1 ]] && echo 256 || echo $EVAL_N) "${STEPS[@]}"
-done
 # The table (test split), attribute fidelity and attribute inference.
 $PY infer.py --mode=evaluate --workdir=$RUNS/synthetic_vae,$RUNS/synthetic_cvae,$RUNS/synthetic_discvae \
     --out=$OUT --num_examples=$EVAL_N "${STEPS[@]}"
@@ -45,5 +40,10 @@ for model in cvae discvae; do
   [[ $model == discvae ]] && MODES=$MODES,swap
   $PY infer.py --workdir=$W --mode=$MODES --out=$OUT/$model "${STEPS[@]}"
   $PY infer.py --workdir=$W --mode=edit --attribute=eyeglasses --out=$OUT/$model "${STEPS[@]}"
+done
+# How the inference defaults were chosen: validation errors over prior weight x learning rate.
+for model in cvae discvae; do
+  $PY infer.py --workdir=$RUNS/synthetic_$model --mode=tune --out=$OUT/tune_$model \
+      --num_examples=$([[ $EVAL_N == -1 ]] && echo 256 || echo $EVAL_N) "${STEPS[@]}"
 done
 echo "results in $OUT"

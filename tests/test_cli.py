@@ -27,9 +27,11 @@ def test_unknown_config_key_fails(tmp_path):
 
 def test_unprepared_dataset_is_one_plain_message(tmp_path):
   r = _run("train.py", "--config=configs/lfw.py", f"--workdir={tmp_path}",
-           "--config.compilation_cache_dir=")
+           "--config.compilation_cache_dir=", f"--config.data.data_dir={tmp_path}/data",
+           "--config.data.download=False")
   assert r.returncode == 1
-  assert "error: dataset 'lfw' is not prepared" in r.stderr
+  assert "error: LFW: 4 source file(s) missing: lfw-funneled.tgz" in r.stderr
+  assert f"Download these files into {tmp_path}/data/manual/lfw" in r.stderr
   assert "Traceback" not in r.stderr
 
 

@@ -186,11 +186,14 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
     checkpoints.Checkpointer(str(tmp_path)).restore(abstract)
 
 
-@pytest.mark.parametrize("get_config", [lfw.get_config, cub.get_config])
-def test_real_datasets_say_they_are_not_prepared(get_config, tmp_path):
+@pytest.mark.parametrize("get_config,first", [(lfw.get_config, "lfw-funneled.tgz"),
+                                              (cub.get_config, "CUB_200_2011.tgz")])
+def test_real_datasets_say_they_are_not_prepared(get_config, first, tmp_path):
   cfg = get_config()
   cfg.compilation_cache_dir = ""
-  with pytest.raises(DatasetNotPreparedError, match="is not prepared.*configs/synthetic.py"):
+  cfg.data.data_dir = str(tmp_path / "data")
+  cfg.data.download = False  # Tests never touch the network.
+  with pytest.raises(DatasetNotPreparedError, match=f"missing: {first}"):
     train_lib.train_and_evaluate(cfg, str(tmp_path))
   assert not os.path.exists(tmp_path / "config.json")  # The workdir stays free for any config.
 

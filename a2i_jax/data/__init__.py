@@ -7,12 +7,6 @@ from typing import Any
 
 from a2i_jax.data.base import DataError, Dataset, DatasetNotPreparedError, Split, SPLITS
 
-_NOT_YET = {
-    "lfw": "LFW (lfw-funneled images + Kumar et al.'s lfw_attributes.txt + part-label masks)",
-    "cub": "CUB-200-2011 (CUB_200_2011.tgz + segmentations.tgz)",
-    "folder": "a folder of your own images with attributes.csv",
-}
-
 
 def load_dataset(data_config: Any) -> Dataset:
   """Loads (generating or reading the cache as needed) the dataset `data_config.name` names.
@@ -30,12 +24,32 @@ def load_dataset(data_config: Any) -> Dataset:
     return synthetic.load(image_size=data_config.image_size, num_train=s.num_train,
                           num_validation=s.num_validation, num_test=s.num_test, seed=s.seed,
                           cache_dir=cache_dir)
-  if name in _NOT_YET:
-    raise DatasetNotPreparedError(
-        f"dataset {name!r} is not prepared: this version of a2i-jax has no builder for "
-        f"{_NOT_YET[name]} yet (see README, 'Datasets'). Train on the built-in data meanwhile: "
-        "python train.py --config=configs/synthetic.py --workdir=runs/synthetic")
+  if name in ("lfw", "cub", "folder"):
+    return _load_real(data_config)
   raise DataError(f"unknown data.name={name!r}; choose synthetic, lfw, cub or folder.")
+
+
+def _mask_net_config(data_config: Any) -> Any:
+  from a2i_jax.data import face_masks  # pylint: disable=import-outside-toplevel
+  return face_masks.MaskNetConfig(**data_config.mask_net.to_dict())
+
+
+def _load_real(data_config: Any) -> Dataset:
+  """LFW, CUB or a folder: prepared once by a TFDS builder under data_dir, then read."""
+  # Imported here: these modules import tensorflow_datasets, which `import a2i_jax` must not.
+  name = data_config.name
+  common = dict(data_dir=data_config.data_dir, image_size=data_config.image_size)
+  if name == "lfw":
+    from a2i_jax.data import lfw  # pylint: disable=import-outside-toplevel
+    return lfw.load(masks=data_config.masks, allow_download=data_config.download,
+                    mask_net=_mask_net_config(data_config), **common)
+  if name == "cub":
+    from a2i_jax.data import cub  # pylint: disable=import-outside-toplevel
+    return cub.load(masks=data_config.masks, allow_download=data_config.download,
+                    attributes=data_config.cub_attributes, **common)
+  from a2i_jax.data import folder  # pylint: disable=import-outside-toplevel
+  return folder.load(path=data_config.path, masks=data_config.masks,
+                     resize=data_config.resize, **common)
 
 
 __all__ = ["DataError", "Dataset", "DatasetNotPreparedError", "Split", "SPLITS",

@@ -8,7 +8,7 @@ past this point.
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -27,10 +27,13 @@ class Split:
     attributes: float32 [N, A].
     masks: uint8 [N, H, W] with 255 = foreground and 0 = background (values in between are
       soft masks), or None where the dataset has no masks.
+    mask_predicted: bool [N], True where the mask was predicted by a segmentation network
+      rather than annotated (LFW images without part labels), or None (all annotated).
   """
   images: np.ndarray
   attributes: np.ndarray
   masks: Optional[np.ndarray] = None
+  mask_predicted: Optional[np.ndarray] = None
 
   def __len__(self) -> int:
     return int(self.images.shape[0])
@@ -45,11 +48,13 @@ class Dataset:
     attribute_names: one name per attribute column.
     attribute_kinds: "binary" or "continuous" per attribute column.
     splits: mapping from split name ("train", "validation", "test") to `Split`.
+    metadata: facts about the preparation (e.g. the LFW mask network's held-out IoU).
   """
   name: str
   attribute_names: tuple[str, ...]
   attribute_kinds: tuple[str, ...]
   splits: Mapping[str, Split]
+  metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
   @property
   def num_attributes(self) -> int:

@@ -1,0 +1,242 @@
+"""CUB-200-2011 birds at 80x80 with 312 attributes and foreground masks (a TFDS builder).
+
+Sources (downloaded by the builder when the network allows, else read from the manual
+folder `<data_dir>/manual/cub/`; sizes from TFDS's recorded checksums):
+
+- `CUB_200_2011.tgz` (1,150,585,339 bytes): `CUB_200_2011/{images.txt,
+  train_test_split.txt, image_class_labels.txt, bounding_boxes.txt}`, `images/<class>/*.jpg`,
+  `attributes/image_attribute_labels.txt` (`<image> <attribute> <is_present> <certainty>
+  <time>`; a few lines carry extra tokens, so only the first three are read) and
+  `attributes/class_attribute_labels_continuous.txt` (200 rows x 312 percentages); the
+  attribute names (`<id> <group>::<value>`) are in `attributes.txt` at the archive's root
+  (the README says `attributes/attributes.txt`; both places are searched).
+- `segmentations.tgz` (39,272,883 bytes): `segmentations/<class>/<file>.png`, soft
+  grey-level masks (mode L or LA) from about four annotators.
+
+Preparation:
+
+- Crop: a square around the bounding box's centre whose side is `BOX_SCALE` = 1.25 times
+  the box's longer side (a 12.5 % margin each side), shrunk to the image's shorter side if
+  it does not fit and shifted to lie inside the image; resized to 80x80 with PIL's
+  antialiased bilinear filter. Training resizes to 72 and random-crops 64 as the reference
+  does (`configs/cub.py`); evaluation takes the centre 64.
+- Masks: the segmentation scaled to [0, 1] and binarised at > 0.5 (as the reference),
+  then cropped and resized like the image (so edges are soft).
+- Attributes: both per-image `is_present` (0/1, the default) and the class-level
+  continuous values divided by 100 are stored; `config.data.cub_attributes` picks one at
+  load time.
+- Splits: the official train / test split (`train_test_split.txt`); validation = every
+  10th training image (1-based i % 10 == 0 in image-id order), as the reference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Iterator
+
+import numpy as np
+from absl import logging
+from PIL import Image
+
+from a2i_jax.data import tfds_lib
+from a2i_jax.data.base import DataError
+from a2i_jax.data.tfds_lib import Source
+
+tfds = tfds_lib.import_tfds()
+
+IMAGE_SIZE = 80
+BOX_SCALE = 1.25  # Crop side / longer bounding-box side.
+VALIDATION_EVERY = 10  # Every 10th training image validates (scaled_margin_cub.lua).
+NUM_ATTRIBUTES = 312
+ATTRIBUTE_OPTIONS = {"is_present": "attributes", "class_continuous": "attributes_class"}
+
+_CALTECH = "https://data.caltech.edu/records"
+SOURCES = (
+    Source("CUB_200_2011.tgz", f"{_CALTECH}/65de6-vp158/files/CUB_200_2011.tgz?download=1",
+           "1.15 GB", "CUB_200_2011"),
+    Source("segmentations.tgz", f"{_CALTECH}/w9d68-gec53/files/segmentations.tgz?download=1",
+           "39 MB", "segmentations"),
+)
+
+
+def _table(path: str, columns: int) -> dict[int, list[str]]:
+  """`<id> <values...>` lines -> {id: the next `columns` tokens}."""
+  out = {}
+  for number, line in enumerate(tfds_lib.read_lines(path), 1):
+    parts = line.split(None, columns)
+    if len(parts) < columns + 1:
+      raise DataError(f"{path}, line {number}: expected an id and {columns} value(s).")
+    out[int(parts[0])] = parts[1:columns + 1]
+  return out
+
+
+def parse_attribute_names(path: str) -> list[str]:
+  """attributes.txt: `<id> <group>::<value>` -> names in id order."""
+  rows = _table(path, 1)
+  if sorted(rows) != list(range(1, len(rows) + 1)) or len(rows) != NUM_ATTRIBUTES:
+    raise DataError(f"{path}: expected attribute ids 1..{NUM_ATTRIBUTES}, found {len(rows)}.")
+  return [rows[i][0] for i in range(1, NUM_ATTRIBUTES + 1)]
+
+
+def parse_image_attributes(path: str, num_images: int) -> np.ndarray:
+  """image_attribute_labels.txt -> float32 [num_images + 1, 312] of is_present (row = id).
+
+  Lines with extra tokens (a known quirk of the file) are read by their first three tokens;
+  lines that do not parse are skipped and counted.
+  """
+  out = np.zeros((num_images + 1, NUM_ATTRIBUTES), np.float32)
+  skipped = 0
+  with open(path, "rb") as f:
+    for line in f:
+      parts = line.split()
+      try:
+        image, attribute, present = int(parts[0]), int(parts[1]), int(parts[2])
+        out[image, attribute - 1] = present
+      except (ValueError, IndexError):
+        skipped += 1
+  if skipped:
+    logging.info("CUB: skipped %d malformed lines of %s", skipped, path)
+  return out
+
+
+def crop_box(bbox: tuple[float, float, float, float], width: int, height: int
+             ) -> tuple[float, float, float, float]:
+  """The square crop around a bounding box (x, y, w, h): see the module docstring."""
+  x, y, w, h = bbox
+  side = min(BOX_SCALE * max(w, h), width, height)
+  left = min(max(x + w / 2 - side / 2, 0.0), width - side)
+  top = min(max(y + h / 2 - side / 2, 0.0), height - side)
+  return (left, top, left + side, top + side)
+
+
+class A2iCub(tfds_lib.BuilderMixin, tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """CUB-200-2011 at 80x80: images, 312 attributes (two kinds), binarised masks."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "First release."}
+  MANUAL_DOWNLOAD_INSTRUCTIONS = tfds_lib.instructions(SOURCES, "<data_dir>/manual/cub")
+
+  def _info(self) -> Any:
+    extra = {"attributes_class": tfds.features.Tensor(shape=(NUM_ATTRIBUTES,),
+                                                      dtype=np.float32)}
+    return tfds.core.DatasetInfo(
+        builder=self, description=__doc__.split("\n", 1)[0],
+        features=tfds_lib.feature_dict(tfds, IMAGE_SIZE, NUM_ATTRIBUTES, True, extra),
+        metadata=tfds.core.MetadataDict(),
+        homepage="https://www.vision.caltech.edu/datasets/cub_200_2011/",
+        disable_shuffling=True)  # Image-id order defines the validation split; keep it.
+
+  def _split_generators(self, dl_manager: Any) -> dict[str, Iterator]:
+    paths = tfds_lib.fetch_sources(dl_manager, SOURCES, self._manual_dir,
+                                   self._allow_download, "CUB-200-2011")
+    unpack_root = os.path.join(os.fspath(dl_manager.download_dir), "unpacked")
+    root = tfds_lib.unpack(paths["CUB_200_2011.tgz"], unpack_root, self._progress)
+    seg_root = tfds_lib.unpack(paths["segmentations.tgz"], unpack_root, self._progress)
+    cub = tfds_lib.find_file(root, "CUB_200_2011", "CUB_200_2011.tgz")
+    seg = tfds_lib.find_file(seg_root, "segmentations", "segmentations.tgz")
+    what = "CUB_200_2011.tgz"
+    images = {i: v[0] for i, v in
+              _table(tfds_lib.find_file(cub, "images.txt", what), 1).items()}
+    is_train = {i: v[0] == "1" for i, v in
+                _table(tfds_lib.find_file(cub, "train_test_split.txt", what), 1).items()}
+    classes = {i: int(v[0]) for i, v in
+               _table(tfds_lib.find_file(cub, "image_class_labels.txt", what), 1).items()}
+    boxes = {i: tuple(float(t) for t in v) for i, v in
+             _table(tfds_lib.find_file(cub, "bounding_boxes.txt", what), 4).items()}
+    names_path = next((p for p in (os.path.join(root, "attributes.txt"),
+                                   os.path.join(cub, "attributes", "attributes.txt"),
+                                   os.path.join(cub, "attributes.txt")) if os.path.exists(p)),
+                      None)
+    if names_path is None:
+      raise DataError(f"CUB_200_2011.tgz: attributes.txt is neither at the archive's root "
+                      f"({root}) nor in CUB_200_2011/attributes/; download it again.")
+    names = parse_attribute_names(names_path)
+    present = parse_image_attributes(
+        tfds_lib.find_file(cub, "attributes/image_attribute_labels.txt", what), max(images))
+    per_class = np.loadtxt(
+        tfds_lib.find_file(cub, "attributes/class_attribute_labels_continuous.txt", what),
+        dtype=np.float32, ndmin=2) / 100.0
+    if per_class.shape[1] != NUM_ATTRIBUTES:
+      raise DataError(f"class_attribute_labels_continuous.txt has {per_class.shape[1]} "
+                      f"columns, expected {NUM_ATTRIBUTES}.")
+    ids = sorted(images)
+    for table, label in ((is_train, "train_test_split.txt"),
+                         (classes, "image_class_labels.txt"), (boxes, "bounding_boxes.txt")):
+      missing = [i for i in ids if i not in table]
+      if missing:
+        raise DataError(f"CUB: image id {missing[0]} ({images[missing[0]]}) has no line in "
+                        f"{label}; the archive is damaged. Download it again.")
+    train = [i for i in ids if is_train[i]]
+    split_ids = {
+        "train": [i for n, i in enumerate(train, 1) if n % VALIDATION_EVERY],
+        "validation": [i for n, i in enumerate(train, 1) if not n % VALIDATION_EVERY],
+        "test": [i for i in ids if not is_train[i]],
+    }
+    self.info.metadata["attributes_names"] = names
+    self.info.metadata["attributes_kinds"] = ["binary"] * NUM_ATTRIBUTES
+    self.info.metadata["attributes_class_names"] = names
+    self.info.metadata["attributes_class_kinds"] = ["continuous"] * NUM_ATTRIBUTES
+    self.info.metadata["box_scale"] = BOX_SCALE
+    self.info.metadata["counts"] = {k: len(v) for k, v in split_ids.items()}
+    ctx = dict(cub=cub, seg=seg, images=images, boxes=boxes, classes=classes,
+               present=present, per_class=per_class)
+    return {split: self._generate_examples(i, ctx) for split, i in split_ids.items()}
+
+  def _generate_examples(self, ids: list[int], ctx: dict) -> Iterator[tuple[str, dict]]:
+    for i in ids:
+      rel = ctx["images"][i]
+      path = os.path.join(ctx["cub"], "images", rel)
+      seg_path = os.path.join(ctx["seg"], os.path.splitext(rel)[0] + ".png")
+      if not os.path.exists(seg_path):
+        raise DataError(f"CUB: no segmentation {seg_path} for image {rel}; "
+                        "segmentations.tgz is incomplete. Download it again.")
+      with Image.open(path) as im:
+        image = im.convert("RGB")
+      with Image.open(seg_path) as sm:
+        # L or LA: the grey level is the annotators' agreement; alpha is dropped.
+        fg = np.asarray(sm.convert("L"), np.float32) / 255.0 > 0.5
+      if fg.shape != (image.height, image.width):
+        raise DataError(f"CUB: segmentation {seg_path} is {fg.shape[::-1]}, image {rel} is "
+                        f"{image.size}; the archives do not match.")
+      box = crop_box(ctx["boxes"][i], image.width, image.height)
+      mask = tfds_lib.crop_resize(tfds_lib.pil_mask(fg.astype(np.uint8) * 255), box,
+                                  IMAGE_SIZE)
+      yield str(i), {
+          "id": rel,
+          "image": tfds_lib.crop_resize(image, box, IMAGE_SIZE),
+          "attributes": ctx["present"][i],
+          "attributes_class": ctx["per_class"][ctx["classes"][i] - 1],
+          "mask": mask,
+          "mask_predicted": False,
+      }
+
+
+def load(*, data_dir: str, masks: bool = True, image_size: int = 72,
+         attributes: str = "is_present", allow_download: bool = True,
+         progress: bool = True) -> Any:
+  """Prepares CUB-200-2011 (once) and returns its `Dataset`.
+
+  Args:
+    data_dir: root of prepared data; source files go in `<data_dir>/manual/cub/`.
+    masks: keep the foreground masks (always prepared; dropped when False).
+    image_size: the size training wants (stored at 80; the reference loads at 72).
+    attributes: "is_present" (per image, 0/1) or "class_continuous" (per class, in [0, 1]).
+    allow_download: fetch missing source files from the network.
+    progress: progress bars.
+  Returns:
+    A `Dataset` named "cub".
+  """
+  if attributes not in ATTRIBUTE_OPTIONS:
+    raise DataError(f"config.data.cub_attributes={attributes!r}; choose one of "
+                    f"{', '.join(ATTRIBUTE_OPTIONS)}.")
+  data_dir = os.path.expanduser(data_dir)
+  manual_dir = os.path.join(data_dir, "manual", "cub")
+  builder = A2iCub(data_dir=data_dir, file_format="array_record", manual_dir=manual_dir,
+                   allow_download=allow_download, progress=progress)
+  ds = tfds_lib.load(builder, manual_dir=manual_dir,
+                     download_dir=os.path.join(data_dir, "downloads"), image_size=image_size,
+                     attribute_key=ATTRIBUTE_OPTIONS[attributes], progress=progress)
+  splits = ds.splits if masks else {
+      k: dataclasses.replace(v, masks=None, mask_predicted=None) for k, v in ds.splits.items()}
+  return dataclasses.replace(ds, name="cub", splits=splits)

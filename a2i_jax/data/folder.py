@@ -1,0 +1,274 @@
+"""Your own dataset: a folder of images with an attribute table (a TFDS builder).
+
+Layout:
+
+  <path>/images/<file>          any size, any format PIL reads (JPEG, PNG, ...)
+  <path>/attributes.csv         a `filename` column (file names inside images/), one numeric
+                                column per attribute (the header names it), and optionally
+                                a `split` column (train / validation / test)
+  <path>/masks/<file>           optional, same file names as images/, white = foreground,
+                                the same size as the image
+
+Rules:
+
+- Every CSV row needs its image; a row without one is an error naming the file. Images
+  that no row names are skipped, and the count (with a few names) is logged.
+- Attribute cells must be finite numbers (an error names the file, column and value).
+  Columns holding only 0 and 1 are "binary", others "continuous".
+- With masks/ present (and `config.data.masks` True), every image needs a mask of its size.
+- Without a `split` column, rows go round-robin in file order: the 9th of every 10 to
+  validation, the 10th to test, the rest to train (so at least 10 rows are needed).
+- Images are cut to a square and resized to `config.data.image_size`: "centre_crop" takes
+  the largest centred square, "stretch" resizes the whole image (changing its aspect).
+
+The prepared copy lives in `<data_dir>/folder/<folder name>-<fingerprint>/`; the
+fingerprint covers the CSV, every image's and mask's name, size and modification time, the
+image size and the resize mode, so editing the folder prepares it again.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import os
+from typing import Any, Iterator, Optional
+
+import numpy as np
+from absl import logging
+from PIL import Image
+
+from a2i_jax.data import tfds_lib
+from a2i_jax.data.base import DataError, DatasetNotPreparedError, SPLITS
+
+tfds = tfds_lib.import_tfds()
+
+RESIZE_MODES = ("centre_crop", "stretch")
+VALIDATION_SLOT, TEST_SLOT = 8, 9  # Round-robin positions (of 10) without a split column.
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+  """What attributes.csv says, checked against the folder.
+
+  Attributes:
+    names: attribute column names, in CSV order.
+    kinds: "binary" or "continuous" per attribute.
+    rows: (file name, float32 [A], split) per CSV row, in file order.
+    masks_dir: the masks folder, or None.
+  """
+  names: tuple[str, ...]
+  kinds: tuple[str, ...]
+  rows: tuple[tuple[str, np.ndarray, str], ...]
+  masks_dir: Optional[str]
+
+
+def scan(path: str, masks: bool) -> Table:
+  """Reads and checks `path`/attributes.csv against `path`/images (and masks).
+
+  Args:
+    path: the dataset folder.
+    masks: whether masks are wanted (then masks/ must exist).
+  Returns:
+    The checked `Table`.
+  Raises:
+    DatasetNotPreparedError: the folder, images/ or attributes.csv is missing.
+    DataError: naming the file (and row, column) of any other problem.
+  """
+  path = os.path.expanduser(path)
+  csv_path = os.path.join(path, "attributes.csv")
+  images_dir = os.path.join(path, "images")
+  if not path:
+    raise DatasetNotPreparedError("data.name='folder' needs the folder: pass "
+                                  "--config.data.path=/path/to/your/folder (see README, "
+                                  "'Datasets').")
+  for p in (images_dir, csv_path):
+    if not os.path.exists(p):
+      raise DatasetNotPreparedError(
+          f"{p} does not exist. An own dataset is a folder with images/, attributes.csv "
+          "(a 'filename' column plus one numeric column per attribute, optional 'split') "
+          "and optional masks/ (see README, 'Datasets').")
+  masks_dir = os.path.join(path, "masks")
+  if masks and not os.path.isdir(masks_dir):
+    raise DataError(f"config.data.masks=True but {masks_dir} does not exist; add masks "
+                    "(white = foreground, same file names as images/) or set "
+                    "--config.data.masks=False (and a model without masks, e.g. cvae).")
+  with open(csv_path, newline="", encoding="utf-8-sig") as f:
+    reader = csv.reader(f)
+    header = [h.strip() for h in next(reader, [])]
+    body = [(n, r) for n, r in enumerate(reader, 2) if any(c.strip() for c in r)]
+  if "filename" not in header:
+    raise DataError(f"{csv_path}: the header {header} has no 'filename' column.")
+  fcol = header.index("filename")
+  scol = header.index("split") if "split" in header else None
+  acols = [i for i, h in enumerate(header) if i not in (fcol, scol)]
+  if not acols:
+    raise DataError(f"{csv_path}: no attribute columns besides 'filename'/'split'.")
+  names = tuple(header[i] for i in acols)
+  present = set(os.listdir(images_dir))
+  rows, seen = [], set()
+  for line, r in body:
+    if len(r) != len(header):
+      raise DataError(f"{csv_path}, line {line}: {len(r)} cells, the header has "
+                      f"{len(header)}.")
+    fname = r[fcol].strip()
+    if fname in seen:
+      raise DataError(f"{csv_path}, line {line}: {fname} is listed twice.")
+    seen.add(fname)
+    if fname not in present:
+      raise DataError(f"{csv_path}, line {line}: the image {os.path.join(images_dir, fname)} "
+                      "does not exist. Add it or delete the row.")
+    values = []
+    for i in acols:
+      try:
+        v = float(r[i])
+      except ValueError:
+        v = math.nan
+      if not math.isfinite(v):
+        raise DataError(f"{csv_path}, line {line} ({fname}): column {header[i]!r} holds "
+                        f"{r[i]!r}, not a finite number.")
+      values.append(v)
+    if scol is None:
+      slot = len(rows) % 10
+      split = ("validation" if slot == VALIDATION_SLOT else
+               "test" if slot == TEST_SLOT else "train")
+    else:
+      split = r[scol].strip().lower()
+      if split not in SPLITS:
+        raise DataError(f"{csv_path}, line {line} ({fname}): split {r[scol]!r} is not one "
+                        f"of {', '.join(SPLITS)}.")
+    rows.append((fname, np.asarray(values, np.float32), split))
+  if masks:
+    for fname, _, _ in rows:
+      _check_mask(os.path.join(images_dir, fname), os.path.join(masks_dir, fname))
+  extra = sorted(present - seen)
+  if extra:
+    logging.warning("folder %s: %d file(s) in images/ have no row in attributes.csv and are "
+                    "skipped (e.g. %s)", path, len(extra), ", ".join(extra[:3]))
+  counts = {s: sum(r[2] == s for r in rows) for s in SPLITS}
+  empty = [s for s, c in counts.items() if not c]
+  if empty:
+    how = ("add rows for them in the 'split' column" if scol is not None else
+           "add a 'split' column or use at least 10 images")
+    raise DataError(f"{csv_path}: the {', '.join(empty)} split(s) would be empty "
+                    f"({counts}); {how}.")
+  table = np.stack([r[1] for r in rows])
+  kinds = tuple("binary" if np.isin(table[:, j], (0.0, 1.0)).all() else "continuous"
+                for j in range(table.shape[1]))
+  return Table(names, kinds, tuple(rows), masks_dir if masks else None)
+
+
+def _check_mask(image_path: str, mask_path: str) -> None:
+  """A mask must exist and match its image's size (PIL reads only the headers here)."""
+  if not os.path.exists(mask_path):
+    raise DataError(f"{mask_path} does not exist: with masks/ in use every image needs a "
+                    "mask of the same file name (white = foreground).")
+  try:
+    with Image.open(image_path) as im, Image.open(mask_path) as m:
+      if m.size != im.size:
+        raise DataError(f"{mask_path} is {m.size[0]}x{m.size[1]} but its image {image_path} "
+                        f"is {im.size[0]}x{im.size[1]}; masks must match their images.")
+  except OSError as e:
+    raise DataError(f"{image_path} or its mask is not an image PIL can read ({e}).") from e
+
+
+def _fingerprint(path: str, table: Table, image_size: int, resize: str) -> str:
+  stats = []
+  for sub in ("images", "masks"):
+    d = os.path.join(path, sub)
+    if os.path.isdir(d):
+      for name in sorted(os.listdir(d)):
+        st = os.stat(os.path.join(d, name))
+        stats.append((sub, name, st.st_size, st.st_mtime_ns))
+  with open(os.path.join(path, "attributes.csv"), "rb") as f:
+    csv_bytes = f.read()
+  return tfds_lib.fingerprint([csv_bytes, stats, image_size, resize,
+                               table.masks_dir is not None])
+
+
+def square_box(width: int, height: int, resize: str) -> tuple[float, float, float, float]:
+  """The region of a width x height image that becomes the square output."""
+  if resize == "stretch":
+    return (0.0, 0.0, float(width), float(height))
+  side = min(width, height)
+  left, top = (width - side) / 2.0, (height - side) / 2.0
+  return (left, top, left + side, top + side)
+
+
+class A2iFolder(tfds_lib.BuilderMixin, tfds.core.GeneratorBasedBuilder,
+                skip_registration=True):
+  """A folder of images with attributes.csv (and optional masks/)."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "First release."}
+
+  def __init__(self, *, folder: str, table: Table, image_size: int, resize: str,
+               **kwargs: Any):
+    self._folder, self._table = folder, table
+    self._image_size, self._resize = image_size, resize
+    super().__init__(**kwargs)
+
+  def _info(self) -> Any:
+    return tfds.core.DatasetInfo(
+        builder=self, description="An own folder dataset.",
+        features=tfds_lib.feature_dict(tfds, self._image_size, len(self._table.names),
+                                       self._table.masks_dir is not None),
+        metadata=tfds.core.MetadataDict(),
+        disable_shuffling=True)
+
+  def _split_generators(self, dl_manager: Any) -> dict[str, Iterator]:
+    del dl_manager  # Nothing to download.
+    self.info.metadata["attributes_names"] = list(self._table.names)
+    self.info.metadata["attributes_kinds"] = list(self._table.kinds)
+    self.info.metadata["source"] = os.path.abspath(self._folder)
+    self.info.metadata["resize"] = self._resize
+    return {s: self._generate_examples(s) for s in SPLITS}
+
+  def _generate_examples(self, split: str) -> Iterator[tuple[str, dict]]:
+    for fname, values, row_split in self._table.rows:
+      if row_split != split:
+        continue
+      path = os.path.join(self._folder, "images", fname)
+      try:
+        with Image.open(path) as im:
+          image = im.convert("RGB")
+      except OSError as e:
+        raise DataError(f"{path}: not an image PIL can read ({e}).") from e
+      box = square_box(image.width, image.height, self._resize)
+      ex = {"id": fname, "attributes": values,
+            "image": tfds_lib.crop_resize(image, box, self._image_size)}
+      if self._table.masks_dir is not None:
+        # scan() checked that the mask exists and has the image's size.
+        with Image.open(os.path.join(self._table.masks_dir, fname)) as m:
+          mask = m.convert("L")
+        ex["mask"] = tfds_lib.crop_resize(mask, box, self._image_size)
+        ex["mask_predicted"] = False
+      yield fname, ex
+
+
+def load(*, path: str, data_dir: str, image_size: int, masks: bool = False,
+         resize: str = "centre_crop", progress: bool = True) -> Any:
+  """Prepares a folder dataset (once per content) and returns its `Dataset`.
+
+  Args:
+    path: the folder (`config.data.path`).
+    data_dir: where prepared data lives.
+    image_size: the stored and trained size.
+    masks: use masks/ (required then); False ignores it.
+    resize: "centre_crop" or "stretch".
+    progress: progress bars.
+  Returns:
+    A `Dataset` named "folder".
+  """
+  if resize not in RESIZE_MODES:
+    raise DataError(f"config.data.resize={resize!r}; choose one of {', '.join(RESIZE_MODES)}.")
+  path = os.path.abspath(os.path.expanduser(path)) if path else ""
+  table = scan(path, masks)
+  key = _fingerprint(path, table, image_size, resize)
+  prepared = os.path.join(os.path.expanduser(data_dir), "folder",
+                          f"{os.path.basename(path)}-{key}")
+  builder = A2iFolder(folder=path, table=table, image_size=image_size, resize=resize,
+                      data_dir=prepared, file_format="array_record", progress=progress)
+  ds = tfds_lib.load(builder, manual_dir=path, download_dir=os.path.join(prepared, "downloads"),
+                     image_size=image_size, progress=progress)
+  return dataclasses.replace(ds, name="folder")

@@ -1,0 +1,322 @@
+"""LFW faces at 64x64 with Kumar et al.'s 73 attributes and foreground masks (a TFDS builder).
+
+Sources (downloaded by the builder when the network allows, else read from the manual
+folder, `<data_dir>/manual/lfw/`; see `SOURCES` for URLs and sizes):
+
+- `lfw-funneled.tgz`: the funneled images `lfw_funneled/<Name>/<Name>_<NNNN>.jpg`, 250x250.
+  Funneled, not the raw `lfw.tgz`, because the part labels are drawn on funneled images.
+- `lfw_attributes.txt` (Kumar et al., ICCV 2009): two header lines (`# ...` and
+  `#<TAB>person<TAB>imagenum<TAB><73 names>`), then `person<TAB>imagenum<TAB><73 floats>`
+  with spaces in `person` where LFW's file names have underscores. The header's field names
+  are one column ahead of the data (the leading `#` is a field), which is why the names are
+  taken as the header's fields after `person` and `imagenum`.
+- `peopleDevTrain.txt`, `peopleDevTest.txt`: LFW View 1, the reference's train / test split
+  (a count line, then `<Name><TAB><number of images>` per person).
+- Part labels (Kae et al., CVPR 2013), only for masks: `parts_lfw_funneled_gt_images.tgz`
+  (`<Name>_<NNNN>.ppm`, 250x250, one-hot R = hair, G = face, B = background) and the lists
+  `parts_train.txt`, `parts_validation.txt`, `parts_test.txt` (`<Name> <n>`).
+
+Preparation:
+
+- Images of View 1 people with an attribute row (joined on (name, image number); images
+  without a row are dropped and counted), in the order of the View 1 files (people in file
+  order, their images by number). train = peopleDevTrain, validation = the last 10 % of it
+  in that order (the reference keeps the first floor(0.9 N)), test = peopleDevTest.
+- Crop: the centred box `CROP_BOX` = (50, 50, 200, 200) (left, top, right, bottom) of the
+  250x250 funneled image, 150x150 pixels holding the face, the hair and some background,
+  resized to 64x64 with PIL's antialiased bilinear filter.
+- Attributes: the 73 real-valued classifier scores, unnormalised, in the file's order.
+- Masks (builder config "masks"): foreground = hair + face = 255 - B of the part-label
+  image, cropped and resized like the image (soft at the edges, not thresholded). Images
+  without part labels get the soft mask of `face_masks.MaskNet`, trained on the
+  `parts_train.txt` images and scored on `parts_test.txt` (IoU in the dataset's metadata,
+  `mask_net`); `mask_predicted` says which is which. Config "no_masks" needs neither the
+  part labels nor the network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Iterator, Optional
+
+import numpy as np
+from absl import logging
+from PIL import Image
+
+from a2i_jax.data import face_masks, tfds_lib
+from a2i_jax.data.base import DataError
+from a2i_jax.data.tfds_lib import Source
+
+tfds = tfds_lib.import_tfds()
+
+IMAGE_SIZE = 64
+CROP_BOX = (50, 50, 200, 200)  # left, top, right, bottom in the 250x250 funneled image.
+VALIDATION_FRACTION = 0.1  # The reference trains on floor(0.9 N) and validates on the rest.
+NUM_ATTRIBUTES = 73
+
+_UMASS = "http://vis-www.cs.umass.edu/lfw"
+IMAGE_SOURCES = (
+    Source("lfw-funneled.tgz", f"{_UMASS}/lfw-funneled.tgz", "233 MB", "lfw_funneled"),
+    Source("lfw_attributes.txt",
+           "http://www.cs.columbia.edu/CAVE/databases/pubfig/download/lfw_attributes.txt",
+           ""),
+    Source("peopleDevTrain.txt", f"{_UMASS}/peopleDevTrain.txt", ""),
+    Source("peopleDevTest.txt", f"{_UMASS}/peopleDevTest.txt", ""),
+)
+MASK_SOURCES = (
+    Source("parts_lfw_funneled_gt_images.tgz",
+           f"{_UMASS}/part_labels/parts_lfw_funneled_gt_images.tgz", "",
+           "parts_lfw_funneled_gt_images"),
+    Source("parts_train.txt", f"{_UMASS}/part_labels/parts_train.txt", ""),
+    Source("parts_validation.txt", f"{_UMASS}/part_labels/parts_validation.txt", ""),
+    Source("parts_test.txt", f"{_UMASS}/part_labels/parts_test.txt", ""),
+)
+SOURCES = IMAGE_SOURCES + MASK_SOURCES
+
+Key = tuple[str, int]  # (Name_With_Underscores, image number)
+
+
+def image_name(key: Key) -> str:
+  return f"{key[0]}_{key[1]:04d}"
+
+
+# ------------------------------------------------------------------------------- parsing
+
+
+def parse_attributes(path: str) -> tuple[tuple[str, ...], dict[Key, np.ndarray]]:
+  """Reads lfw_attributes.txt.
+
+  Returns:
+    (the 73 attribute names in file order, {(Name_With_Underscores, n): float32 [73]}).
+  """
+  lines = tfds_lib.read_lines(path)
+  header = next((l for l in lines[:3] if l.startswith("#") and "person" in l), None)
+  if header is None:
+    raise DataError(f"{path}: no '#<TAB>person<TAB>imagenum<TAB>...' header line in the "
+                    "first lines; this is not Kumar et al.'s lfw_attributes.txt.")
+  fields = [f.strip() for f in header.split("\t")]
+  # The header's first field is the "#", so the names start after person and imagenum.
+  start = fields.index("person") + 2
+  names = tuple(f for f in fields[start:] if f)
+  if len(names) != NUM_ATTRIBUTES:
+    raise DataError(f"{path}: the header names {len(names)} attributes, expected "
+                    f"{NUM_ATTRIBUTES}.")
+  rows: dict[Key, np.ndarray] = {}
+  for number, line in enumerate(lines, 1):
+    if line.startswith("#"):
+      continue
+    parts = line.split("\t")
+    if len(parts) != NUM_ATTRIBUTES + 2:
+      raise DataError(f"{path}, line {number}: {len(parts)} tab-separated fields, expected "
+                      f"{NUM_ATTRIBUTES + 2} (person, imagenum, {NUM_ATTRIBUTES} scores).")
+    try:
+      key = (parts[0].strip().replace(" ", "_"), int(parts[1]))
+      rows[key] = np.asarray([float(v) for v in parts[2:]], np.float32)
+    except ValueError as e:
+      raise DataError(f"{path}, line {number}: {e}.") from e
+  return names, rows
+
+
+def parse_people(path: str) -> list[Key]:
+  """Reads a View 1 people file: every (name, n) for n in 1..count, in file order."""
+  keys = []
+  for line in tfds_lib.read_lines(path):
+    parts = line.split()
+    if len(parts) == 2 and parts[1].isdigit():
+      keys.extend((parts[0], n) for n in range(1, int(parts[1]) + 1))
+  if not keys:
+    raise DataError(f"{path}: no '<Name> <count>' lines; this is not an LFW people file.")
+  return keys
+
+
+def parse_parts_list(path: str) -> list[Key]:
+  """Reads parts_{train,validation,test}.txt: `<Name> <n>` lines (n not zero-padded)."""
+  keys = []
+  for line in tfds_lib.read_lines(path):
+    parts = line.split()
+    if len(parts) == 2 and parts[1].isdigit():
+      keys.append((parts[0], int(parts[1])))
+  return keys
+
+
+# ------------------------------------------------------------------------------- pixels
+
+
+def load_image(images_root: str, key: Key) -> np.ndarray:
+  """The funneled image cropped to CROP_BOX and resized: uint8 [64, 64, 3]."""
+  path = os.path.join(images_root, key[0], image_name(key) + ".jpg")
+  if not os.path.exists(path):
+    raise DataError(f"LFW: {path} is listed (View 1 or part labels) but not in "
+                    "lfw-funneled.tgz; the archive is incomplete. Download it again.")
+  with Image.open(path) as im:
+    return np.asarray(tfds_lib.crop_resize(im.convert("RGB"), CROP_BOX, IMAGE_SIZE))
+
+
+def load_part_mask(labels_root: str, key: Key) -> np.ndarray:
+  """Foreground (hair + face) of a part-label image, cropped like the image: uint8 [64, 64].
+
+  The labels are one-hot R = hair, G = face, B = background, so foreground = 255 - B.
+  """
+  path = os.path.join(labels_root, image_name(key) + ".ppm")
+  with Image.open(path) as im:
+    fg = 255 - np.asarray(im.convert("RGB"))[..., 2]
+  return np.asarray(tfds_lib.crop_resize(tfds_lib.pil_mask(fg), CROP_BOX, IMAGE_SIZE))
+
+
+def _find_dir(root: str, name: str, what: str) -> str:
+  """The folder `name` directly in root or one level below (archives differ in nesting)."""
+  for candidate in (os.path.join(root, name), root):
+    if os.path.basename(candidate.rstrip(os.sep)) == name and os.path.isdir(candidate):
+      return candidate
+  for entry in sorted(os.listdir(root)):
+    sub = os.path.join(root, entry, name)
+    if os.path.isdir(sub):
+      return sub
+  raise DataError(f"{what}: no folder {name}/ inside {root}; the archive is not the published "
+                  "one. Download it again.")
+
+
+# ------------------------------------------------------------------------------- builder
+
+
+# skip_registration: loaded by class, never by name, so TFDS's global registry stays clean.
+class A2iLfw(tfds_lib.BuilderMixin, tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """LFW View 1 at 64x64 with 73 attributes (and masks in config "masks")."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "First release."}
+  BUILDER_CONFIGS = [
+      tfds.core.BuilderConfig(name="masks", description="with foreground masks"),
+      tfds.core.BuilderConfig(name="no_masks", description="images and attributes only"),
+  ]
+  MANUAL_DOWNLOAD_INSTRUCTIONS = tfds_lib.instructions(SOURCES, "<data_dir>/manual/lfw")
+
+  def __init__(self, *, mask_net: Optional[face_masks.MaskNetConfig] = None, **kwargs: Any):
+    self._mask_net = mask_net or face_masks.MaskNetConfig()
+    super().__init__(**kwargs)
+
+  @property
+  def _with_masks(self) -> bool:
+    return self.builder_config.name == "masks"
+
+  def _info(self) -> Any:
+    return tfds.core.DatasetInfo(
+        builder=self, description=__doc__.split("\n", 1)[0],
+        features=tfds_lib.feature_dict(tfds, IMAGE_SIZE, NUM_ATTRIBUTES, self._with_masks),
+        metadata=tfds.core.MetadataDict(),
+        homepage="http://vis-www.cs.umass.edu/lfw/",
+        disable_shuffling=True)  # File order defines the validation split; keep it.
+
+  def _split_generators(self, dl_manager: Any) -> dict[str, Iterator]:
+    sources = SOURCES if self._with_masks else IMAGE_SOURCES
+    paths = tfds_lib.fetch_sources(dl_manager, sources, self._manual_dir,
+                                   self._allow_download, "LFW")
+    unpack_root = os.path.join(os.fspath(dl_manager.download_dir), "unpacked")
+    images_root = _find_dir(tfds_lib.unpack(paths["lfw-funneled.tgz"], unpack_root,
+                                            self._progress), "lfw_funneled", "lfw-funneled.tgz")
+    names, rows = parse_attributes(paths["lfw_attributes.txt"])
+    split_keys = {}
+    people_train = parse_people(paths["peopleDevTrain.txt"])
+    people_test = parse_people(paths["peopleDevTest.txt"])
+    for split, people in (("train", people_train), ("test", people_test)):
+      kept = [k for k in people if k in rows]
+      logging.info("LFW %s: %d View 1 images, %d with attributes (%d dropped)", split,
+                   len(people), len(kept), len(people) - len(kept))
+      split_keys[split] = kept
+    n_train = int(np.floor((1.0 - VALIDATION_FRACTION) * len(split_keys["train"])))
+    split_keys["validation"] = split_keys["train"][n_train:]
+    split_keys["train"] = split_keys["train"][:n_train]
+    if min(len(v) for v in split_keys.values()) == 0:
+      raise DataError("LFW: a split is empty after joining the View 1 lists with "
+                      f"lfw_attributes.txt ({ {k: len(v) for k, v in split_keys.items()} }); "
+                      "check that the files are the published ones.")
+
+    bar = tfds_lib.progress_bar(self._progress)
+    wanted = [k for keys in split_keys.values() for k in keys]
+    masks: dict[Key, np.ndarray] = {}
+    predicted: set[Key] = set()
+    if self._with_masks:
+      labels_root = _find_dir(
+          tfds_lib.unpack(paths["parts_lfw_funneled_gt_images.tgz"], unpack_root,
+                          self._progress), "parts_lfw_funneled_gt_images",
+          "parts_lfw_funneled_gt_images.tgz")
+      masks, predicted, report = self._masks(paths, images_root, labels_root, wanted, bar)
+      self.info.metadata["mask_net"] = report
+    self.info.metadata["attributes_names"] = list(names)
+    self.info.metadata["attributes_kinds"] = ["continuous"] * NUM_ATTRIBUTES
+    self.info.metadata["crop_box"] = list(CROP_BOX)
+    self.info.metadata["counts"] = {k: len(v) for k, v in split_keys.items()}
+    return {split: self._generate_examples(keys, images_root, rows, masks, predicted)
+            for split, keys in split_keys.items()}
+
+  def _masks(self, paths: dict, images_root: str, labels_root: str, wanted: list[Key],
+             bar: Any) -> tuple[dict, set, dict]:
+    """Ground-truth masks where labelled, network masks elsewhere, and the IoU report."""
+    lists = {s: [k for k in parse_parts_list(paths[f"parts_{s}.txt"])
+                 if os.path.exists(os.path.join(labels_root, image_name(k) + ".ppm"))]
+             for s in ("train", "validation", "test")}
+    labelled = {k for keys in lists.values() for k in keys}
+    gt = {k: load_part_mask(labels_root, k) for k in bar(sorted(labelled), "part labels")}
+    if not lists["train"]:
+      raise DataError(f"LFW: none of the images in parts_train.txt has a label image in "
+                      f"{labels_root}; the part-label files do not match.")
+    stack = lambda keys: (np.stack([load_image(images_root, k) for k in keys]),
+                          np.stack([gt[k] for k in keys]))
+    train_x, train_m = stack(lists["train"])
+    test_x, test_m = stack(lists["test"]) if lists["test"] else (None, None)
+    net, report = face_masks.train_and_evaluate(train_x, train_m, test_x, test_m,
+                                                self._mask_net, progress=self._progress)
+    logging.info("LFW mask network: IoU %.4f on %d held-out labelled images (parts_test)",
+                 report["test_iou"] or float("nan"), report["num_test"])
+    todo = [k for k in dict.fromkeys(wanted) if k not in gt]
+    masks = dict(gt)
+    for start in bar(range(0, len(todo), 512), "predicting masks"):
+      keys = todo[start:start + 512]
+      pred = face_masks.predict(net, np.stack([load_image(images_root, k) for k in keys]))
+      masks.update(zip(keys, pred))
+    report["num_labelled_used"] = sum(k in gt for k in dict.fromkeys(wanted))
+    report["num_predicted"] = len(todo)
+    return masks, set(todo), report
+
+  def _generate_examples(self, keys: list[Key], images_root: str, rows: dict,
+                         masks: dict, predicted: set) -> Iterator[tuple[str, dict]]:
+    for k in keys:
+      name = image_name(k)
+      ex = {"id": name, "attributes": rows[k],
+            "image": Image.fromarray(load_image(images_root, k))}
+      if self._with_masks:
+        ex["mask"] = tfds_lib.pil_mask(masks[k])
+        ex["mask_predicted"] = k in predicted
+      yield name, ex
+
+
+def load(*, data_dir: str, masks: bool, image_size: int = IMAGE_SIZE,
+         allow_download: bool = True, mask_net: Optional[face_masks.MaskNetConfig] = None,
+         progress: bool = True) -> Any:
+  """Prepares LFW (once) and returns its `Dataset`.
+
+  Args:
+    data_dir: root of prepared data; source files go in `<data_dir>/manual/lfw/`.
+    masks: whether foreground masks are needed. Without, a dataset prepared with masks is
+      still used if there is one, else the part labels are neither needed nor read.
+    image_size: the size training wants (stored at 64; other sizes are resized at load).
+    allow_download: fetch missing source files from the network.
+    mask_net: the mask network's training settings.
+    progress: progress bars.
+  Returns:
+    A `Dataset` named "lfw".
+  """
+  data_dir = os.path.expanduser(data_dir)
+  manual_dir = os.path.join(data_dir, "manual", "lfw")
+  config = "masks"
+  if not masks:
+    with_masks = A2iLfw(data_dir=data_dir, config="masks", file_format="array_record")
+    config = "masks" if with_masks.is_prepared() else "no_masks"
+  builder = A2iLfw(data_dir=data_dir, config=config, file_format="array_record",
+                   manual_dir=manual_dir, allow_download=allow_download, mask_net=mask_net,
+                   progress=progress)
+  ds = tfds_lib.load(builder, manual_dir=manual_dir,
+                     download_dir=os.path.join(data_dir, "downloads"), image_size=image_size,
+                     progress=progress)
+  return dataclasses.replace(ds, name="lfw")

@@ -1,0 +1,332 @@
+"""What the LFW, CUB and folder builders share: sources, archives, preparation and reading.
+
+Every real dataset is a `tfds.core.GeneratorBasedBuilder` that writes ArrayRecord files and
+is read back with a TFDS data source, so TensorFlow is never imported:
+
+- images reach the writer as PIL images (`tfds.features.Image` then encodes them with PIL;
+  only NumPy images would go through `tf.image.encode_png`);
+- archives are unpacked here with Python's `tarfile`, because TFDS's own `dl_manager.extract`
+  and `iter_archive(path)` open files with `tf.io.gfile`;
+- downloads go through `dl_manager.download`, whose HTTP path uses `requests` only;
+- reading uses `builder.as_data_source()`, which decodes PNGs with PIL.
+
+`tensorflow_datasets` itself is imported only here and only when a real dataset is asked
+for, so `import a2i_jax` stays fast and works without it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import shutil
+import tarfile
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+import numpy as np
+from absl import logging
+
+from a2i_jax.data.base import (DataError, Dataset, DatasetNotPreparedError, Split, SPLITS,
+                               check_attribute_names)
+
+
+def import_tfds() -> Any:
+  """Returns the `tensorflow_datasets` module, or raises a `DataError` saying how to get it."""
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  except ImportError as e:
+    raise DataError("the LFW, CUB and folder datasets are prepared with tensorflow-datasets "
+                    f"({e}); install it with: pip install 'tensorflow-datasets>=4.9.9' "
+                    "array-record (TensorFlow is not needed).") from e
+  return tfds
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+  """One file a builder needs.
+
+  Attributes:
+    filename: its name in the manual folder.
+    url: where it is published.
+    size: its size as published (for the instructions), e.g. "233 MB"; "" if unknown.
+    extracted: for an archive, the folder it unpacks to; a manual folder may hold that folder
+      instead of the archive.
+  """
+  filename: str
+  url: str
+  size: str
+  extracted: str = ""
+
+
+def instructions(sources: Sequence[Source], manual_dir: str) -> str:
+  """The download instructions: every file with its URL and size, and where it goes."""
+  lines = [f"Download these files into {manual_dir} (create the folder):"]
+  for s in sources:
+    alt = f"; or its unpacked folder {s.extracted}/" if s.extracted else ""
+    size = f"  ({s.size})" if s.size else ""
+    lines.append(f"  {s.filename}{size}  {s.url}{alt}")
+  return "\n".join(lines)
+
+
+def fetch_sources(dl_manager: Any, sources: Sequence[Source], manual_dir: str,
+                  allow_download: bool, dataset: str) -> dict[str, str]:
+  """Finds every source in `manual_dir`, downloading the missing ones if allowed.
+
+  Args:
+    dl_manager: the builder's `tfds.download.DownloadManager`.
+    sources: the files needed.
+    manual_dir: the folder the user puts files in.
+    allow_download: whether to try the network for files not in `manual_dir`.
+    dataset: the dataset's name, for the message.
+  Returns:
+    filename -> local path (a file, or an unpacked folder).
+  Raises:
+    DatasetNotPreparedError: naming each missing file, its URL and size, and `manual_dir`.
+  """
+  found, missing, reasons = {}, [], []
+  for s in sources:
+    for candidate in (s.filename, s.extracted):
+      path = os.path.join(manual_dir, candidate) if candidate else ""
+      if candidate and os.path.exists(path):
+        found[s.filename] = path
+        break
+    else:
+      if allow_download:
+        try:
+          found[s.filename] = os.fspath(dl_manager.download(s.url))
+          continue
+        except Exception as e:  # pylint: disable=broad-except
+          # Offline, moved URL, proxy: all end in the same instructions.
+          reasons.append(f"{s.filename}: {type(e).__name__}: {str(e)[:200]}")
+      missing.append(s)
+  if missing:
+    why = ("Downloading failed (" + "; ".join(reasons) + ").\n") if reasons else (
+        "Downloads are off (config.data.download=False).\n" if not allow_download else "")
+    raise DatasetNotPreparedError(
+        f"{dataset}: {len(missing)} source file(s) missing: "
+        f"{', '.join(s.filename for s in missing)}.\n{why}"
+        f"{instructions(missing, manual_dir)}\nThen run the same command again.")
+  return found
+
+
+def unpack(archive: str, dest_root: str, progress: bool = True) -> str:
+  """Unpacks a .tgz/.tar once into `dest_root/<archive name>/` and returns that folder.
+
+  An already unpacked folder (a manual folder may hold one instead of the archive) is
+  returned as is. Unpacking goes to a temporary folder that is renamed at the end, so an
+  interrupted run never leaves a half-unpacked tree that looks complete.
+
+  Args:
+    archive: path of the archive or of an unpacked folder.
+    dest_root: where unpacked archives live.
+    progress: show a progress bar over the archive's members.
+  Returns:
+    The folder holding the archive's contents.
+  """
+  if os.path.isdir(archive):
+    # A folder named like the archive's top-level directory: its parent plays the root.
+    return os.path.dirname(os.path.abspath(archive))
+  name = os.path.basename(archive)
+  dest = os.path.join(dest_root, name + ".d")
+  if os.path.isdir(dest):
+    return dest
+  os.makedirs(dest_root, exist_ok=True)
+  tmp = dest + ".incomplete"
+  shutil.rmtree(tmp, ignore_errors=True)
+  try:
+    with tarfile.open(archive) as tar:
+      members = tar.getmembers()
+      if progress:
+        from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+        members = tqdm(members, desc=f"unpacking {name}", unit=" files")
+      for m in members:
+        # The 'data' filter (Python >= 3.11.4) refuses absolute paths and links outside.
+        if hasattr(tarfile, "data_filter"):
+          tar.extract(m, tmp, filter="data")
+        else:
+          tar.extract(m, tmp)  # noqa: S202
+  except (tarfile.TarError, OSError, EOFError) as e:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise DataError(f"could not unpack {archive} ({e}); the file is damaged or incomplete. "
+                    "Delete it and download it again.") from e
+  os.replace(tmp, dest)
+  return dest
+
+
+def find_file(root: str, relative: str, what: str) -> str:
+  """`root/relative`, or a `DataError` naming the path the archive should have held."""
+  path = os.path.join(root, relative)
+  if not os.path.exists(path):
+    raise DataError(f"{what}: expected {relative} under {root}, but it is not there; the "
+                    "archive is not the published one (or is incomplete). Download it again.")
+  return path
+
+
+def read_lines(path: str) -> list[str]:
+  """The non-empty lines of a text file (UTF-8, or Latin-1 where UTF-8 fails)."""
+  with open(path, "rb") as f:
+    raw = f.read()
+  try:
+    text = raw.decode("utf-8")
+  except UnicodeDecodeError:
+    text = raw.decode("latin-1")
+  return [line.rstrip("\r\n") for line in text.splitlines() if line.strip()]
+
+
+def crop_resize(image: Any, box: Sequence[float], size: int) -> Any:
+  """Crops `box` (left, top, right, bottom; floats allowed) and resizes to size x size.
+
+  PIL's bilinear filter widens its support when it shrinks, so downscaling averages over the
+  source area (as Torch's `image.scale` does), rather than sampling it.
+  """
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  return image.resize((size, size), Image.BILINEAR, box=tuple(float(b) for b in box))
+
+
+def resize_array(images: np.ndarray, size: int) -> np.ndarray:
+  """Resizes uint8 [N, H, W, C] or [N, H, W] images to size x size (PIL bilinear)."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  if images.shape[1] == size and images.shape[2] == size:
+    return images
+  out = np.empty((images.shape[0], size, size) + images.shape[3:], np.uint8)
+  for i, im in enumerate(images):
+    out[i] = np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR))
+  return out
+
+
+def fingerprint(parts: Iterable[Any]) -> str:
+  """A short stable hash of the given values (their repr)."""
+  h = hashlib.sha256()
+  for p in parts:
+    h.update(repr(p).encode())
+    h.update(b"\0")
+  return h.hexdigest()[:12]
+
+
+def feature_dict(tfds: Any, image_size: int, num_attributes: int, masks: bool,
+                 extra: Optional[dict] = None) -> Any:
+  """The features every builder writes: the same arrays `Split` holds, plus an id."""
+  f = {
+      "id": tfds.features.Text(),
+      "image": tfds.features.Image(shape=(image_size, image_size, 3)),
+      "attributes": tfds.features.Tensor(shape=(num_attributes,), dtype=np.float32),
+  }
+  if masks:
+    f["mask"] = tfds.features.Image(shape=(image_size, image_size, 1))
+    f["mask_predicted"] = tfds.features.Tensor(shape=(), dtype=np.bool_)
+  f.update(extra or {})
+  return tfds.features.FeaturesDict(f)
+
+
+def pil_mask(mask: np.ndarray) -> Any:
+  """uint8 [H, W] to the single-channel PIL image the Image feature encodes."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  return Image.fromarray(np.ascontiguousarray(mask, np.uint8), mode="L")
+
+
+class BuilderMixin:
+  """Put before `tfds.core.GeneratorBasedBuilder` in a builder's bases.
+
+  Adds the keyword arguments every builder here takes, and turns off TFDS's search for a
+  checksums file beside the builder's code: there is none, and the search imports
+  `importlib_resources`, which tensorflow-datasets only declares for Python < 3.9.
+  """
+  code_path = None
+
+  def __init__(self, *, manual_dir: str = "", allow_download: bool = True,
+               progress: bool = True, **kwargs: Any):
+    self._manual_dir = manual_dir
+    self._allow_download = allow_download
+    self._progress = progress
+    super().__init__(**kwargs)
+
+
+def prepare(builder: Any, manual_dir: str, download_dir: str) -> None:
+  """Runs `download_and_prepare` (a no-op once the dataset is prepared)."""
+  tfds = import_tfds()
+  builder.download_and_prepare(
+      download_dir=download_dir,
+      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+
+
+def read_split(builder: Any, split: str, attribute_key: str = "attributes",
+               chunk: int = 1024, progress: bool = False) -> Split:
+  """Reads one prepared split into host memory, in the order it was written.
+
+  Args:
+    builder: a prepared builder.
+    split: "train", "validation" or "test".
+    attribute_key: which feature holds the attribute vectors.
+    chunk: examples decoded per call.
+    progress: show a progress bar.
+  Returns:
+    The `Split` (masks and mask_predicted where the builder wrote them).
+  """
+  source = builder.as_data_source(split=split)
+  n = len(source)
+  if n == 0:
+    raise DataError(f"{builder.name}: the prepared {split!r} split is empty.")
+  has_masks = "mask" in builder.info.features
+  shape = builder.info.features["image"].shape
+  images = np.empty((n,) + tuple(shape), np.uint8)
+  attrs = np.empty((n,) + tuple(builder.info.features[attribute_key].shape), np.float32)
+  masks = np.empty((n,) + tuple(shape[:2]), np.uint8) if has_masks else None
+  predicted = np.empty((n,), bool) if has_masks else None
+  starts = range(0, n, chunk)
+  if progress:
+    from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+    starts = tqdm(starts, desc=f"reading {builder.name} {split}", unit=" chunks")
+  for start in starts:
+    idx = list(range(start, min(n, start + chunk)))
+    for i, ex in zip(idx, source.__getitems__(idx)):
+      images[i] = ex["image"]
+      attrs[i] = ex[attribute_key]
+      if has_masks:
+        masks[i] = ex["mask"][..., 0]
+        predicted[i] = ex["mask_predicted"]
+  return Split(images=images, attributes=attrs, masks=masks, mask_predicted=predicted)
+
+
+def load(builder: Any, *, manual_dir: str, download_dir: str, image_size: int,
+         attribute_key: str = "attributes", progress: bool = True) -> Dataset:
+  """Prepares `builder` if needed and returns its splits at `image_size`.
+
+  Args:
+    builder: an `a2i_jax` builder (its info metadata holds attribute names and kinds).
+    manual_dir: the folder of manually downloaded source files.
+    download_dir: where downloads go.
+    image_size: the size training wants; stored images of another size are resized.
+    attribute_key: the feature holding the attribute vectors.
+    progress: progress bars while reading.
+  Returns:
+    The `Dataset`.
+  """
+  prepare(builder, manual_dir, download_dir)
+  meta = dict(builder.info.metadata or {})
+  # Builders record names and kinds per attribute feature: "<feature>_names", "_kinds".
+  names = tuple(meta.get(f"{attribute_key}_names", ()))
+  kinds = tuple(meta.get(f"{attribute_key}_kinds", ()))
+  check_attribute_names(names, kinds)
+  splits = {}
+  for name in SPLITS:
+    sp = read_split(builder, name, attribute_key, progress=progress)
+    if sp.images.shape[1] != image_size:
+      sp = dataclasses.replace(
+          sp, images=resize_array(sp.images, image_size),
+          masks=None if sp.masks is None else resize_array(sp.masks, image_size))
+    splits[name] = sp
+  logging.info("%s: %s", builder.name,
+               ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
+  return Dataset(name=builder.name, attribute_names=names, attribute_kinds=kinds,
+                 splits=splits, metadata=meta)
+
+
+ProgressFn = Callable[[Iterable[Any], str], Iterable[Any]]
+
+
+def progress_bar(enabled: bool) -> ProgressFn:
+  """`wrap(iterable, description)`: a tqdm bar when enabled, the iterable otherwise."""
+  if not enabled:
+    return lambda it, desc: it
+  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+  return lambda it, desc: tqdm(it, desc=desc)

@@ -1,0 +1,466 @@
+"""Training and posterior-inference throughput, model FLOPs, MFU and compile time; prints JSON.
+
+  python benchmarks/bench.py                                   # CPU default: paper CVAE+disCVAE, batch 32, f32
+  python benchmarks/bench.py --models=cvae --batches=32 --dtypes=float32 --repeats=3
+  python benchmarks/bench.py --batches=32,256 --dtypes=float32,bfloat16 --out=bench_gpu.json
+  python benchmarks/bench.py --smoke                           # tiny model, seconds: checks the script
+
+The models are the paper's (configs/lfw.py: 64x64, full width; `--model_overrides` changes
+that). For every (model, batch, dtype) it times:
+
+* train: the library's train step (`train_lib.make_train_step` inside `make_multi_step`, the
+  exact function `train.py` runs: batch sampling and augmentation on device, Adam update),
+  jitted with the state donated, the dataset (random uint8 images) already on the device.
+  Compiled ahead of time (`compile_s`), one warm-up dispatch, then `--repeats` timed dispatches;
+  the median is reported.
+* infer: posterior inference by optimisation (Adam on the latents through the frozen decoder)
+  on `--infer_images` images for `--infer_steps` steps, through `a2i_jax.inference.
+  infer_latents` when the library has it, else through a minimal stand-in step written here
+  (Gaussian NLL + standard normal prior, the same energy). Reported in image-iterations per
+  second; `infer_extrapolated_s_1000x1000` is the time 1,000 images x 1,000 steps would take at
+  that rate (measured, not extrapolated, when `--infer_images=1000 --infer_steps=1000`).
+
+Model FLOPs per image are counted from the program's jaxpr (2 x multiply-adds of every
+convolution and matrix product, forward and backward: the usual "model FLOPs" of MFU), and
+also read from XLA's `compiled.cost_analysis()` where the backend reports it (XLA:CPU does;
+it adds elementwise work). MFU = model FLOPs per second / the device's peak (`PEAKS` below,
+documented per device kind; for CPUs the peak is computed from the core count, clock and
+vector width read from the OS).
+
+Results go to stdout, to `--out` if given, and to `benchmarks/results/<device>.json` (the
+machine-readable copy of the last figures for that device).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+from typing import Any, Callable, Optional
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+# Peak dense FLOP/s per device kind (matched against `device.device_kind`, lower case, first
+# match wins): {compute dtype: FLOP/s}. Vendor data sheets, dense (no sparsity) figures.
+# float32 on NVIDIA runs convolutions and matmuls on tensor cores as TF32 under JAX's default
+# precision, so its peak is the TF32 tensor-core one.
+PEAKS = {
+    "h200": {"bfloat16": 989.4e12, "float32": 494.7e12},  # H200 SXM: as H100 SXM.
+    "h100 pcie": {"bfloat16": 756.5e12, "float32": 378.0e12},
+    "h100": {"bfloat16": 989.4e12, "float32": 494.7e12},  # H100 SXM5 data sheet.
+    "a100": {"bfloat16": 312e12, "float32": 156e12},
+    "tpu v6 lite": {"bfloat16": 918e12, "float32": 918e12},  # v6e: f32 matmuls run as bf16 passes.
+    "tpu v5 lite": {"bfloat16": 197e12, "float32": 197e12},  # v5e.
+    "tpu v5p": {"bfloat16": 459e12, "float32": 459e12},
+    "tpu v4": {"bfloat16": 275e12, "float32": 275e12},
+}
+
+
+def cpu_peak() -> dict[str, Any]:
+  """This CPU's fp32 peak from the OS: cores x clock x FLOP per cycle.
+
+  FLOP per cycle per core: 2 FMA units x (8 lanes AVX2 | 16 lanes AVX-512) x 2 (multiply and
+  add). Two figures are given: AVX2-FMA (the issue's yardstick) and the widest vector unit the
+  CPU reports. The clock is the nominal one (`cpu MHz`); turbo may exceed it.
+  """
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  mhz, flags = None, ""
+  try:
+    with open("/proc/cpuinfo") as f:
+      text = f.read()
+    m = re.search(r"cpu MHz\s*:\s*([\d.]+)", text)
+    mhz = float(m.group(1)) if m else None
+    m = re.search(r"^flags\s*:(.*)$", text, re.M)
+    flags = m.group(1) if m else ""
+  except OSError:
+    pass
+  ghz = (mhz or 2000.0) / 1000.0
+  avx2 = cores * ghz * 1e9 * 2 * 8 * 2
+  widest = avx2 * 2 if " avx512f" in flags else avx2
+  return {"cores": cores, "ghz": ghz, "avx512": " avx512f" in flags, "peak_f32_avx2_fma": avx2,
+          "peak_f32_widest": widest}
+
+
+def device_peak(device: Any, dtype: str) -> tuple[Optional[float], str]:
+  """(peak FLOP/s, where it comes from) for `device` computing in `dtype`."""
+  if device.platform == "cpu":
+    p = cpu_peak()
+    # bf16 on CPU has no faster FMA path in XLA:CPU (it is converted to f32): same peak.
+    return p["peak_f32_avx2_fma"], (f"CPU AVX2 FMA: {p['cores']} cores x {p['ghz']:.2f} GHz x "
+                                    "32 FLOP/cycle")
+  kind = device.device_kind.lower()
+  for name, peaks in PEAKS.items():
+    if name in kind:
+      return peaks.get(dtype), f"data sheet ({name}, {dtype})"
+  return None, f"unknown device kind {device.device_kind!r}"
+
+
+# ----------------------------------------------------------------------------------------------
+# FLOP counting from the jaxpr.
+
+def _shape_prod(shape) -> int:
+  return int(math.prod(int(d) for d in shape))
+
+
+def jaxpr_flops(jaxpr: Any) -> float:
+  """2 x multiply-adds of every conv_general_dilated and dot_general in a (closed) jaxpr.
+
+  Recurses into sub-jaxprs (jit, custom_jvp/vjp, remat); scan bodies count `length` times.
+  """
+  jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+  total = 0.0
+  for eqn in jaxpr.eqns:
+    name = eqn.primitive.name
+    if name == "conv_general_dilated":
+      out = eqn.outvars[0].aval.shape
+      rhs = eqn.invars[1].aval.shape
+      spec = eqn.params["dimension_numbers"].rhs_spec  # (out feat, in feat, spatial...)
+      macs_per_out = int(rhs[spec[1]]) * _shape_prod([rhs[d] for d in spec[2:]])
+      total += 2.0 * _shape_prod(out) * macs_per_out
+    elif name == "dot_general":
+      (lhs_contract, _), _ = eqn.params["dimension_numbers"]
+      lhs = eqn.invars[0].aval.shape
+      total += 2.0 * _shape_prod(eqn.outvars[0].aval.shape) * _shape_prod(
+          [lhs[d] for d in lhs_contract])
+    times = int(eqn.params.get("length", 1)) if name == "scan" else 1
+    for v in eqn.params.values():
+      for sub in (v if isinstance(v, (tuple, list)) else (v,)):
+        if hasattr(sub, "eqns") or (hasattr(sub, "jaxpr") and hasattr(sub, "consts")):
+          total += times * jaxpr_flops(sub)
+  return total
+
+
+def xla_flops(compiled: Any) -> Optional[float]:
+  """FLOPs of a compiled program from XLA's cost analysis, or None if the backend has none."""
+  try:
+    cost = compiled.cost_analysis()
+  except Exception:  # pylint: disable=broad-except  (some backends raise instead of None)
+    return None
+  cost = cost[0] if isinstance(cost, (list, tuple)) and cost else cost
+  if not cost or "flops" not in cost or cost["flops"] <= 0:
+    return None
+  return float(cost["flops"])
+
+
+# ----------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Case:
+  model: str
+  batch: int
+  dtype: str
+
+
+def _time_calls(fn: Callable[[], Any], repeats: int) -> list[float]:
+  import jax  # pylint: disable=import-outside-toplevel
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - t0)
+  return times
+
+
+def make_config(case: Case, overrides: dict) -> Any:
+  from configs import lfw  # pylint: disable=import-outside-toplevel
+  config = lfw.get_config(case.model)
+  config.batch_size = case.batch
+  config.model.dtype = case.dtype
+  config.steps_per_dispatch = 1
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = type(node[leaf])(value)
+  config.data.image_size = config.model.image_size
+  return config
+
+
+def random_data(config: Any, n: int) -> dict:
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  s = config.model.image_size
+  data = {"images": rng.integers(0, 256, (n, s, s, 3), dtype=np.uint8),
+          "attributes": rng.normal(size=(n, config.model.y_dim)).astype(np.float32)}
+  if config.model.name == "discvae":
+    data["masks"] = rng.integers(0, 256, (n, s, s), dtype=np.uint8)
+  return data
+
+
+def bench_train(case: Case, config: Any, repeats: int, peak: Optional[float],
+                compile_only: bool = False) -> dict:
+  """Times one train step (the library's) per dispatch on one device.
+
+  With `compile_only`, only tracing / lowering and compiling are timed (time to first step).
+  """
+  import jax  # pylint: disable=import-outside-toplevel
+  from a2i_jax import models, parallel, train_lib  # pylint: disable=import-outside-toplevel
+
+  mesh = parallel.make_mesh(jax.devices()[:1])
+  model = models.create_model(config.model)
+  tx = train_lib.make_optimizer(config)
+  state = parallel.put_replicated(
+      train_lib.create_train_state(model, config, tx, jax.random.key(0)), mesh)
+  data = parallel.put_replicated(random_data(config, max(512, 2 * case.batch)), mesh)
+  steps = train_lib.make_multi_step(train_lib.make_train_step(model, tx, config), config, mesh)
+  fn = jax.jit(steps, donate_argnums=(0,))
+  key = jax.random.key(1)
+  t0 = time.perf_counter()
+  lowered = fn.lower(state, data, key)
+  lower_s = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  compiled = lowered.compile()
+  compile_s = time.perf_counter() - t0
+  if compile_only:
+    return {"lower_s": round(lower_s, 2), "compile_s": round(compile_s, 2)}
+  flops_jaxpr = jaxpr_flops(jax.make_jaxpr(steps)(state, data, key)) / case.batch
+  flops_xla = xla_flops(compiled)
+  flops_xla = None if flops_xla is None else flops_xla / case.batch
+  holder = [state]
+
+  def step():
+    holder[0], metrics = compiled(holder[0], data, key)
+    return metrics
+
+  step()  # Warm-up.
+  times = _time_calls(step, repeats)
+  step_s = statistics.median(times)
+  ips = case.batch / step_s
+  return {"lower_s": round(lower_s, 2), "compile_s": round(compile_s, 2),
+          "step_s_median": round(step_s, 4), "step_s_all": [round(t, 4) for t in times],
+          "images_per_s": round(ips, 2),
+          "gflop_per_image": round(flops_jaxpr / 1e9, 3),
+          "gflop_per_image_xla": None if flops_xla is None else round(flops_xla / 1e9, 3),
+          "model_tflop_per_s": round(flops_jaxpr * ips / 1e12, 4),
+          "mfu": None if not peak else round(flops_jaxpr * ips / peak, 4),
+          "mfu_xla_flops": None if not (peak and flops_xla) else round(flops_xla * ips / peak, 4)}
+
+
+def _standin_inference(model: Any, variables: dict, config: Any, steps: int,
+                       learning_rate: float) -> Callable:
+  """Adam on the latents through the frozen decoder (eval-mode BatchNorm), `steps` steps.
+
+  Energy per image: Gaussian NLL of the image under the decoder (CVAE: its own variance;
+  disCVAE: unit variance on the composite) + 0.5 |z|^2. Returns a jitted `run(x, y, key)`.
+  Used only until `a2i_jax.inference.infer_latents` exists.
+  """
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import optax  # pylint: disable=import-outside-toplevel
+  from a2i_jax import objectives  # pylint: disable=import-outside-toplevel
+
+  mc = config.model
+  tx = optax.adam(learning_rate)
+
+  def energy(z, x, y):
+    if mc.name == "discvae":
+      out = model.apply(variables, z["fg"], z["bg"], y, method="decode")
+      nll = objectives.gaussian_nll(x, out["mean"], jnp.zeros_like(out["mean"]))
+    else:
+      out = model.apply(variables, z["z"], y, method="decode")
+      nll = objectives.gaussian_nll(x, out["mean"], out["logvar"])
+    prior = sum(0.5 * jnp.sum(jnp.square(v), axis=-1) for v in z.values())
+    return jnp.sum(nll + prior)
+
+  def one(carry, x, y):
+    z, opt = carry
+    e, g = jax.value_and_grad(energy)(z, x, y)
+    updates, opt = tx.update(g, opt, z)
+    return (optax.apply_updates(z, updates), opt), e
+
+  def run(x, y, key):
+    n = x.shape[0]
+    if mc.name == "discvae":
+      k1, k2 = jax.random.split(key)
+      z = {"fg": jax.random.normal(k1, (n, mc.zf_dim)), "bg": jax.random.normal(k2, (n, mc.zb_dim))}
+    else:
+      z = {"z": jax.random.normal(key, (n, mc.z_dim))}
+    carry = (z, tx.init(z))
+    if jax.default_backend() == "cpu":
+      # XLA:CPU runs while-loop bodies around convolutions ~9x slower (BENCHMARKS.md): unroll.
+      energies = []
+      for _ in range(steps):
+        carry, e = one(carry, x, y)
+        energies.append(e)
+      return carry[0], jnp.stack(energies)
+    carry, energies = jax.lax.scan(lambda c, _: one(c, x, y), carry, None, length=steps)
+    return carry[0], energies
+
+  return jax.jit(run)
+
+
+def bench_infer(case: Case, config: Any, n_images: int, steps: int, repeats: int,
+                peak: Optional[float]) -> dict:
+  """Times posterior inference on `n_images` images for `steps` steps (one call)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from a2i_jax import models  # pylint: disable=import-outside-toplevel
+
+  model = models.create_model(config.model)
+  variables = jax.device_put(models.init_variables(model, config.model, jax.random.key(0)))
+  data = random_data(config, n_images)
+  x = jnp.asarray(data["images"], jnp.float32) / 127.5 - 1.0
+  y = jnp.asarray(data["attributes"])
+  key = jax.random.key(2)
+  try:
+    from a2i_jax import inference  # pylint: disable=import-outside-toplevel
+    infer_latents = getattr(inference, "infer_latents", None)
+  except ImportError:
+    infer_latents = None
+  if infer_latents is not None:
+    from a2i_jax import parallel  # pylint: disable=import-outside-toplevel
+    options = inference.InferenceOptions(steps=steps, restarts=1)
+    # Built once and passed in, as `run_inference` does, so repeated calls do not retrace.
+    fns = inference.make_inference_fns(model, config.model, options)
+    mesh = parallel.make_mesh(jax.devices()[:1])
+    path = "a2i_jax.inference.infer_latents"
+
+    def call():
+      return infer_latents(model, variables, config.model, x, y, None, key=key,
+                           options=options, mesh=mesh, fns=fns)["energy_trace"]
+  else:
+    run = _standin_inference(model, variables, config, steps, 0.01)
+    path = "benchmarks/bench.py stand-in (Adam on z, frozen decoder)"
+
+    def call():
+      return run(x, y, key)[1]
+  t0 = time.perf_counter()
+  energies = jax.device_get(call())
+  first_s = time.perf_counter() - t0
+  times = _time_calls(call, repeats)
+  run_s = statistics.median(times)
+  rate = n_images * steps / run_s
+  # FLOPs of one iteration: the stand-in's one-step program (decoder forward + backward to
+  # the latents, as in the library's loop; the library's encoder init is not counted).
+  one = _standin_inference(model, variables, config, 1, 0.01)
+  flops = jaxpr_flops(jax.make_jaxpr(one)(x, y, key)) / n_images
+  energies = jnp.asarray(energies).reshape(-1)
+  return {"path": path, "images": n_images, "steps": steps,
+          "first_call_s": round(first_s, 2),
+          "compile_s_estimate": round(max(first_s - run_s, 0.0), 2),
+          "run_s_median": round(run_s, 4), "run_s_all": [round(t, 4) for t in times],
+          "image_iterations_per_s": round(rate, 2),
+          "infer_extrapolated_s_1000x1000": round(1e6 / rate, 2),
+          "gflop_per_image_iteration": round(flops / 1e9, 3),
+          "mfu": None if not peak else round(flops * rate / peak, 4),
+          "energy_first_last": [float(energies[0]), float(energies[-1])]}
+
+
+def results_path(device_kind: str) -> str:
+  name = re.sub(r"[^a-z0-9]+", "_", device_kind.lower()).strip("_") or "unknown"
+  return os.path.join(ROOT, "benchmarks", "results", f"{name}.json")
+
+
+def write_json(obj: Any, path: str) -> None:
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2)
+    f.write("\n")
+  os.replace(tmp, path)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--models", default="cvae,discvae", help="Comma list: cvae, discvae, vae.")
+  p.add_argument("--batches", default="32", help="Comma list of global batch sizes.")
+  p.add_argument("--dtypes", default="float32", help="Comma list of compute dtypes "
+                 "(float32, bfloat16, auto).")
+  p.add_argument("--what", default="train,infer",
+                 help="Comma list: train, infer; or compile (the train step's compile only).")
+  p.add_argument("--repeats", type=int, default=3, help="Timed calls after one warm-up.")
+  p.add_argument("--infer_images", type=int, default=0,
+                 help="Images per inference call. 0: the batch size, timed for every batch; "
+                 "N > 0: N images, timed once per (model, dtype), with the first batch.")
+  p.add_argument("--infer_steps", type=int, default=10, help="Inference steps per call.")
+  p.add_argument("--model_overrides", default="",
+                 help="Comma list of key=value on the config, e.g. model.width=0.25.")
+  p.add_argument("--xla_cpu_flags", default="recommended",
+                 help="'recommended' (a2i_jax.perf.RECOMMENDED_CPU_FLAGS), 'none', or flags.")
+  p.add_argument("--compilation_cache_dir", default="",
+                 help="Persistent XLA cache dir ('' = off, so compile times are real).")
+  p.add_argument("--out", default="", help="Also write the JSON here.")
+  p.add_argument("--no_results_copy", action="store_true",
+                 help="Do not update benchmarks/results/<device>.json.")
+  p.add_argument("--smoke", action="store_true",
+                 help="A tiny model (32x32, width 1/16), 1 repeat, 2 inference steps.")
+  args = p.parse_args(argv)
+  if args.smoke:
+    args.model_overrides = ",".join(filter(None, [
+        "model.image_size=32", "model.width=0.0625", args.model_overrides]))
+    args.repeats, args.infer_steps = 1, 2
+    args.no_results_copy = True
+  return args
+
+
+def main(argv=None) -> dict:
+  args = parse_args(argv)
+  # XLA flags must be in place before the backend starts: nothing above touched jax.
+  from a2i_jax import perf  # pylint: disable=import-outside-toplevel
+  if args.xla_cpu_flags == "recommended":
+    perf.set_recommended_xla_flags()
+  elif args.xla_cpu_flags != "none":
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + args.xla_cpu_flags).strip()
+  import jax  # pylint: disable=import-outside-toplevel
+  if args.compilation_cache_dir:
+    jax.config.update("jax_compilation_cache_dir", args.compilation_cache_dir)
+  else:
+    jax.config.update("jax_enable_compilation_cache", False)
+
+  overrides = dict(kv.split("=", 1) for kv in args.model_overrides.split(",") if kv)
+  device = jax.devices()[0]
+  import flax  # pylint: disable=import-outside-toplevel
+  info = {"device_kind": device.device_kind, "platform": device.platform,
+          "num_devices_used": 1, "jax": jax.__version__, "flax": flax.__version__,
+          "python": platform.python_version(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
+          "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
+          "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+  if device.platform == "cpu":
+    info["cpu"] = cpu_peak()
+  results = {"info": info, "cases": []}
+  what = set(args.what.split(","))
+  batches = [int(b) for b in args.batches.split(",")]
+  for model_name in args.models.split(","):
+    for batch in batches:
+      for dtype in args.dtypes.split(","):
+        case = Case(model_name, batch, dtype)
+        config = make_config(case, overrides)
+        resolved = perf.compute_dtype(dtype)
+        peak, peak_source = device_peak(device, jax.numpy.dtype(resolved).name)
+        row = {"model": model_name, "batch": batch, "dtype": dtype,
+               "compute_dtype": jax.numpy.dtype(resolved).name,
+               "image_size": config.model.image_size, "width": config.model.width,
+               "peak_flop_per_s": peak, "peak_source": peak_source}
+        if "train" in what or "compile" in what:
+          row["train"] = bench_train(case, config, args.repeats, peak,
+                                     compile_only="train" not in what)
+          print(json.dumps({"case": [model_name, batch, dtype], "train": row["train"]}),
+                file=sys.stderr, flush=True)
+        if "infer" in what and (not args.infer_images or batch == batches[0]):
+          n = args.infer_images or batch
+          row["infer"] = bench_infer(case, config, n, args.infer_steps, args.repeats, peak)
+          print(json.dumps({"case": [model_name, batch, dtype], "infer": row["infer"]}),
+                file=sys.stderr, flush=True)
+        results["cases"].append(row)
+        if args.out:  # After every case, so a run cut short keeps what it measured.
+          write_json(results, args.out)
+  text = json.dumps(results, indent=2)
+  print(text)
+  if args.out:
+    write_json(results, args.out)
+  if not args.no_results_copy:
+    write_json(results, results_path(device.device_kind))
+  return results
+
+
+if __name__ == "__main__":
+  main()

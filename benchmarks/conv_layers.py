@@ -1,0 +1,108 @@
+"""Per-layer timing of the paper CVAE's convolutions on XLA:CPU: forward, input gradient and
+weight gradient of each, in GFLOP/s; prints JSON lines.
+
+  python benchmarks/conv_layers.py --batch=8
+  XLA_FLAGS=--xla_cpu_use_onednn=true python benchmarks/conv_layers.py --batch=8
+  /work/venv-torch/bin/python benchmarks/conv_layers.py --torch --batch=8   # the same in PyTorch
+
+Where the train step's time goes: the 5x5 convolutions at 16x16 to 64x64 hold ~90% of the
+FLOPs (BENCHMARKS.md). Layers are NHWC / HWIO as the model's `nn.Conv` builds them.
+"""
+
+import argparse
+import json
+import statistics
+import time
+
+# (name, spatial size, in channels, out channels, kernel, stride) of the CVAE at width 1, 64x64.
+LAYERS = [
+    ("enc1 5x5 64px 3->64", 64, 3, 64, 5, 1),
+    ("enc2 5x5 32px 64->128", 32, 64, 128, 5, 1),
+    ("enc3 3x3 16px 128->256", 16, 128, 256, 3, 1),
+    ("enc4 3x3/2 8px 256->256", 8, 256, 256, 3, 2),
+    ("dec0 3x3 8px 256->256", 8, 256, 256, 3, 1),
+    ("dec1 5x5 16px 256->256", 16, 256, 256, 5, 1),
+    ("dec2 5x5 32px 256->128", 32, 256, 128, 5, 1),
+    ("dec3 5x5 64px 128->64", 64, 128, 64, 5, 1),
+    ("head 5x5 64px 64->3", 64, 64, 3, 5, 1),
+]
+
+
+def _median_time(fn, repeats):
+  fn()
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times)
+
+
+def run_jax(args):
+  import jax
+  import jax.numpy as jnp
+  dtype = jnp.dtype(args.dtype)
+  for name, s, cin, cout, k, stride in LAYERS:
+    if args.only and args.only not in name:
+      continue
+    pad = k // 2
+    x = jnp.ones((args.batch, s, s, cin), dtype)
+    w = jnp.ones((k, k, cin, cout), dtype) * 0.01
+
+    def conv(x, w):
+      return jax.lax.conv_general_dilated(x, w, (stride, stride), ((pad, pad), (pad, pad)),
+                                          dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = conv(x, w)
+    flops = 2.0 * y.size * cin * k * k
+    fwd = jax.jit(conv)
+    dx = jax.jit(lambda x, w, g: jax.vjp(lambda a: conv(a, w), x)[1](g)[0])
+    dw = jax.jit(lambda x, w, g: jax.vjp(lambda b: conv(x, b), w)[1](g)[0])
+    g = jnp.ones_like(y)
+    row = {"layer": name, "batch": args.batch, "gflop": round(flops / 1e9, 3)}
+    for label, fn, a in (("fwd", fwd, (x, w)), ("dx", dx, (x, w, g)), ("dw", dw, (x, w, g))):
+      t = _median_time(lambda: jax.block_until_ready(fn(*a)), args.repeats)
+      row[f"{label}_ms"] = round(1e3 * t, 2)
+      row[f"{label}_gflop_s"] = round(flops / t / 1e9, 1)
+    print(json.dumps(row), flush=True)
+
+
+def run_torch(args):
+  import torch
+  import torch.nn.functional as F
+  for name, s, cin, cout, k, stride in LAYERS:
+    if args.only and args.only not in name:
+      continue
+    x = torch.ones(args.batch, cin, s, s, requires_grad=True)
+    w = (torch.ones(cout, cin, k, k) * 0.01).requires_grad_(True)
+    y = F.conv2d(x, w, stride=stride, padding=k // 2)
+    flops = 2.0 * y.numel() * cin * k * k
+    g = torch.ones_like(y)
+
+    def fwd():
+      with torch.no_grad():
+        F.conv2d(x, w, stride=stride, padding=k // 2)
+
+    def both():
+      out = F.conv2d(x, w, stride=stride, padding=k // 2)
+      torch.autograd.grad(out, (x, w), g)
+    row = {"layer": name, "batch": args.batch, "gflop": round(flops / 1e9, 3)}
+    t = _median_time(fwd, args.repeats)
+    row.update(fwd_ms=round(1e3 * t, 2), fwd_gflop_s=round(flops / t / 1e9, 1))
+    t = _median_time(both, args.repeats)
+    row.update(fwd_dx_dw_ms=round(1e3 * t, 2), fwd_dx_dw_gflop_s=round(3 * flops / t / 1e9, 1))
+    print(json.dumps(row), flush=True)
+
+
+def main():
+  p = argparse.ArgumentParser()
+  p.add_argument("--batch", type=int, default=8)
+  p.add_argument("--repeats", type=int, default=3)
+  p.add_argument("--dtype", default="float32")
+  p.add_argument("--only", default="", help="Run only layers whose name contains this.")
+  p.add_argument("--torch", action="store_true", help="Time PyTorch instead of JAX.")
+  args = p.parse_args()
+  (run_torch if args.torch else run_jax)(args)
+
+
+if __name__ == "__main__":
+  main()

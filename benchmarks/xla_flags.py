@@ -1,0 +1,86 @@
+"""XLA:CPU options A/B on the paper-size train step, in one process; prints JSON lines.
+
+  python benchmarks/xla_flags.py --model=cvae --batch=8 --rounds=3
+
+Each variant compiles the library's train step with its options passed as `compiler_options`
+(the same debug options XLA_FLAGS sets), so all variants share one process and one machine
+state. Timing rounds interleave the variants (A B C A B C ...) so that the load of a shared
+machine drifts over all of them alike; the median per variant is reported with its compile
+time. A variant whose options XLA rejects is reported with the error.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+VARIANTS = {
+    "default": {},
+    "opt_level_0": {"xla_backend_optimization_level": 0,
+                    "xla_llvm_disable_expensive_passes": True},
+    "onednn": {"xla_cpu_use_onednn": True},
+    "no_xnnpack": {"xla_cpu_use_xnnpack": False},
+    "ynn_no_conv": {"xla_cpu_experimental_ynn_fusion_type": "-individual_convolution"},
+    "fast_math": {"xla_cpu_enable_fast_math": True},
+}
+
+
+def main():
+  p = argparse.ArgumentParser()
+  p.add_argument("--model", default="cvae")
+  p.add_argument("--batch", type=int, default=8)
+  p.add_argument("--rounds", type=int, default=3)
+  p.add_argument("--variants", default=",".join(VARIANTS))
+  p.add_argument("--model_overrides", default="")
+  args = p.parse_args()
+  import jax
+  import bench  # pylint: disable=import-outside-toplevel
+  from a2i_jax import models, parallel, train_lib
+
+  jax.config.update("jax_enable_compilation_cache", False)
+  overrides = dict(kv.split("=", 1) for kv in args.model_overrides.split(",") if kv)
+  config = bench.make_config(bench.Case(args.model, args.batch, "float32"), overrides)
+  mesh = parallel.make_mesh(jax.devices()[:1])
+  model = models.create_model(config.model)
+  tx = train_lib.make_optimizer(config)
+  state0 = train_lib.create_train_state(model, config, tx, jax.random.key(0))
+  data = parallel.put_replicated(bench.random_data(config, 512), mesh)
+  key = jax.random.key(1)
+  fn = jax.jit(train_lib.make_multi_step(train_lib.make_train_step(model, tx, config), config,
+                                         mesh))
+  lowered = fn.lower(parallel.put_replicated(state0, mesh), data, key)
+  compiled, rows = {}, {}
+  for name in args.variants.split(","):
+    t0 = time.perf_counter()
+    try:
+      compiled[name] = lowered.compile(compiler_options=VARIANTS[name] or None)
+    except Exception as e:  # pylint: disable=broad-except  (XLA rejects an unknown option)
+      rows[name] = {"variant": name, "error": str(e).splitlines()[0][:200]}
+      continue
+    rows[name] = {"variant": name, "options": VARIANTS[name],
+                  "compile_s": round(time.perf_counter() - t0, 1), "times": []}
+    state = parallel.put_replicated(state0, mesh)
+    jax.block_until_ready(compiled[name](state, data, key))  # Warm-up.
+    print(json.dumps({"compiled": name, "compile_s": rows[name]["compile_s"]}), flush=True)
+  state = parallel.put_replicated(state0, mesh)
+  losses = {}
+  for _ in range(args.rounds):
+    for name, c in compiled.items():
+      t0 = time.perf_counter()
+      _, metrics = c(state, data, key)
+      losses[name] = float(jax.device_get(metrics["loss"])[0])
+      rows[name]["times"].append(round(time.perf_counter() - t0, 3))
+  for name, row in rows.items():
+    if "times" in row:
+      row["step_s_median"] = statistics.median(row["times"])
+      row["images_per_s"] = round(args.batch / row["step_s_median"], 2)
+      row["loss"] = losses[name]
+    print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,28 @@
+"""Your own dataset: a folder with images/, attributes.csv and optional masks/.
+
+  python train.py --config=configs/folder.py --workdir=runs/mine \
+      --config.data.path=/path/to/folder --config.model.y_dim=<number of attribute columns>
+  python train.py --config=configs/folder.py:discvae --workdir=runs/mine_dis \
+      --config.data.path=/path/to/folder --config.model.y_dim=<...>   # needs masks/
+
+The folder layout and rules are in a2i_jax/data/folder.py and the README ("Datasets").
+Images are cut to a centred square (--config.data.resize=stretch keeps the whole image)
+and stored at data.image_size. The model settings are the LFW CVAE's (or disCVAE's);
+set model.y_dim to the number of attribute columns (the error message says it otherwise).
+"""
+
+import ml_collections
+
+from configs import default
+
+
+def get_config(arg: str = "cvae") -> ml_collections.ConfigDict:
+  config = default.get_config()
+  config.model.name = arg
+  config.data.name = "folder"
+  config.data.path = ""  # Required: --config.data.path=/path/to/folder.
+  config.data.masks = arg == "discvae"  # disCVAE reads masks/ (white = foreground).
+  config.num_train_steps = 10_000  # Our choice for a small folder; raise for large ones.
+  config.eval_every_steps = 1_000
+  config.checkpoint_every_steps = 1_000
+  return config

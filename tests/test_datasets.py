@@ -1,0 +1,319 @@
+"""The LFW, CUB and folder builders on tiny fixtures in the real file formats, offline and
+without TensorFlow: the join, crop geometry, mask polarity, splits, error messages, and a
+two-step training run on each."""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+import dataset_fixtures as fx
+from a2i_jax import train_lib
+from a2i_jax.data import face_masks, load_dataset
+from a2i_jax.errors import ConfigError, DataError, DatasetNotPreparedError
+from conftest import tiny_config
+
+TINY_NET = face_masks.MaskNetConfig(steps=2, batch_size=4, width=4, resolution=16, depth=1)
+JPEG_TOL = 8  # JPEG error on flat colours at quality 95, in uint8 levels.
+
+
+def _close(pixel, rgb, tol=JPEG_TOL):
+  return np.all(np.abs(np.asarray(pixel, int) - np.asarray(rgb, int)) <= tol)
+
+
+@pytest.fixture(scope="module")
+def lfw_root(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp("lfw_data"))
+  fx.make_lfw(os.path.join(root, "manual", "lfw"))
+  return root
+
+
+@pytest.fixture(scope="module")
+def lfw_ds(lfw_root):
+  from a2i_jax.data import lfw  # pylint: disable=import-outside-toplevel
+  return lfw.load(data_dir=lfw_root, masks=True, allow_download=False, mask_net=TINY_NET,
+                  progress=False)
+
+
+@pytest.fixture(scope="module")
+def cub_root(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp("cub_data"))
+  fx.make_cub(os.path.join(root, "manual", "cub"))
+  return root
+
+
+@pytest.fixture(scope="module")
+def cub_ds(cub_root):
+  from a2i_jax.data import cub  # pylint: disable=import-outside-toplevel
+  return cub.load(data_dir=cub_root, image_size=80, allow_download=False, progress=False)
+
+
+@pytest.fixture(scope="module")
+def folder_path(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("own") / "mine")
+  fx.make_folder(path)
+  return path
+
+
+def test_no_tensorflow_anywhere(lfw_ds, cub_ds):
+  assert "tensorflow" not in sys.modules
+
+
+# ------------------------------------------------------------------------------------ LFW
+
+
+def test_lfw_join_order_and_splits(lfw_ds):
+  assert list(lfw_ds.attribute_names) == fx.LFW_ATTRIBUTE_NAMES
+  assert set(lfw_ds.attribute_kinds) == {"continuous"}
+  idx = lambda s: lfw_ds[s].attributes[:, 0].round().astype(int).tolist()
+  # View 1 train people in file order, images by number; Bob_Jones_0002 has no attribute
+  # row (index 4); floor(0.9 * 9) = 8 train, the last one validates.
+  assert idx("train") == [0, 1, 2, 3, 5, 6, 7, 8]
+  assert idx("validation") == [9]
+  assert idx("test") == [10, 11, 12, 13]
+  for split in lfw_ds.splits.values():
+    for image, attrs in zip(split.images, split.attributes):
+      i = int(round(attrs[0]))
+      np.testing.assert_allclose(attrs, i + np.arange(73) / 100, atol=1e-4)
+      assert _close(image[40, 40], fx.colour(i))  # the right image for these attributes
+
+
+def test_lfw_crop_geometry(lfw_ds):
+  """CROP_BOX (50, 50, 200, 200): its white 30x30 corner lands in the top-left 12.8 px of
+  the 64x64 image and the red outside shows at most in the outermost pixels (JPEG chroma
+  and the filter's support reach across the box's edge)."""
+  images = lfw_ds["train"].images
+  assert images.shape[1:] == (64, 64, 3)
+  assert (images[:, 1:11, 1:11] > 235).all()
+  red = (images[..., 0].astype(int) - images[..., 1]) > 120
+  assert not red[:, 1:-1, 1:-1].any()
+
+
+def test_lfw_masks_polarity_and_source(lfw_ds):
+  labelled = {0, 6, 7, 10}  # Alice_Smith_1, Carol_White_2, Carol_White_3, Dan_Brown_1
+  seen = set()
+  for split in lfw_ds.splits.values():
+    assert split.masks.dtype == np.uint8 and split.masks.shape == split.images.shape[:3]
+    for mask, predicted, attrs in zip(split.masks, split.mask_predicted, split.attributes):
+      i = int(round(attrs[0]))
+      assert bool(predicted) == (i not in labelled)
+      if i in labelled:
+        seen.add(i)
+        # Hair (R) and face (G) cover the crop's top half: foreground 255 there (the
+        # outermost pixels mix in a little of the background outside the crop box).
+        assert (mask[1:30, 1:-1] == 255).all() and (mask[34:] == 0).all()
+  assert seen == labelled
+  report = lfw_ds.metadata["mask_net"]
+  assert report["num_train"] == 3 and report["num_test"] == 2
+  assert 0.0 <= report["test_iou"] <= 1.0 and report["num_predicted"] == 9
+
+
+def test_lfw_reuses_masks_and_builds_without_part_labels(lfw_ds, lfw_root, tmp_path):
+  from a2i_jax.data import lfw  # pylint: disable=import-outside-toplevel
+  again = lfw.load(data_dir=lfw_root, masks=False, allow_download=False, progress=False)
+  assert again.has_masks  # The prepared masks version is reused, not rebuilt.
+  np.testing.assert_array_equal(again["test"].images, lfw_ds["test"].images)
+  root = str(tmp_path)
+  fx.make_lfw(os.path.join(root, "manual", "lfw"), with_parts=False)
+  plain = lfw.load(data_dir=root, masks=False, allow_download=False, progress=False,
+                   image_size=32)
+  assert not plain.has_masks and plain["train"].images.shape == (8, 32, 32, 3)
+  with pytest.raises(DatasetNotPreparedError) as e:
+    lfw.load(data_dir=root, masks=True, allow_download=False, progress=False)
+  msg = str(e.value)
+  assert "parts_lfw_funneled_gt_images.tgz" in msg and "parts_test.txt" in msg
+  assert "http://vis-www.cs.umass.edu/lfw/part_labels/parts_lfw_funneled_gt_images.tgz" in msg
+  assert "lfw-funneled.tgz" not in msg  # Only what is missing.
+
+
+def test_lfw_missing_files_name_what_and_where(tmp_path):
+  from a2i_jax.data import lfw  # pylint: disable=import-outside-toplevel
+  with pytest.raises(DatasetNotPreparedError) as e:
+    lfw.load(data_dir=str(tmp_path), masks=False, allow_download=False, progress=False)
+  msg = str(e.value)
+  assert os.path.join(str(tmp_path), "manual", "lfw") in msg
+  for s in lfw.IMAGE_SOURCES:
+    assert s.filename in msg and s.url in msg
+  assert "233 MB" in msg and "config.data.download=False" in msg
+
+
+def test_lfw_attribute_header_shift(tmp_path):
+  """The names come from the header after '#', 'person', 'imagenum', not shifted by one."""
+  from a2i_jax.data import lfw  # pylint: disable=import-outside-toplevel
+  fx.make_lfw(str(tmp_path), with_parts=False)
+  names, rows = lfw.parse_attributes(str(tmp_path / "lfw_attributes.txt"))
+  assert names[0] == "Attr 0" and names[-1] == "Attr 72" and len(names) == 73
+  assert ("Alice_Smith", 2) in rows and ("Bob_Jones", 2) not in rows
+
+
+# ------------------------------------------------------------------------------------ CUB
+
+
+def test_cub_splits_attributes_crop_and_masks(cub_ds):
+  ids = {"train": list(range(1, 10)), "validation": [11], "test": [10, 12]}
+  for split, expected in ids.items():
+    sp = cub_ds[split]
+    assert sp.images.shape == (len(expected), 80, 80, 3)
+    for image, mask, attrs, i in zip(sp.images, sp.masks, sp.attributes, expected):
+      assert _close(image[40, 20], fx.colour(i))  # image i in image-id order
+      assert (image[3:13, 3:13] > 235).all()  # the crop box's white 10x10 corner (16 px)
+      np.testing.assert_array_equal(attrs, [fx.cub_present(i, j) for j in range(1, 313)])
+      # Segmentation 200 (> 0.5) on the left half, 100 (< 0.5) on the right.
+      assert (mask[1:-1, 1:36] == 255).all() and (mask[:, 44:] == 0).all()
+  assert not cub_ds["train"].mask_predicted.any()
+  assert cub_ds.attribute_names[0] == "has_part_1::value_1" and cub_ds.num_attributes == 312
+  assert set(cub_ds.attribute_kinds) == {"binary"}
+
+
+def test_cub_class_continuous_option_and_resize(cub_ds, cub_root):
+  from a2i_jax.data import cub  # pylint: disable=import-outside-toplevel
+  ds = cub.load(data_dir=cub_root, image_size=72, attributes="class_continuous",
+                allow_download=False, progress=False)
+  assert ds["train"].images.shape == (9, 72, 72, 3) and ds["train"].masks.shape == (9, 72, 72)
+  for i, attrs in zip(range(1, 10), ds["train"].attributes):
+    c = fx.cub_class(i)
+    np.testing.assert_allclose(attrs, [(c * 7 + j) % 100 / 100 for j in range(312)],
+                               atol=1e-6)
+  assert set(ds.attribute_kinds) == {"continuous"}
+  with pytest.raises(DataError, match="cub_attributes"):
+    cub.load(data_dir=cub_root, attributes="certainty", allow_download=False)
+
+
+def test_cub_crop_box_rule():
+  from a2i_jax.data import cub  # pylint: disable=import-outside-toplevel
+  assert cub.crop_box(fx.CUB_BBOX, *fx.CUB_SIZE) == fx.CUB_BOX
+  assert cub.crop_box(fx.CUB_EDGE_BBOX, *fx.CUB_SIZE) == fx.CUB_EDGE_BOX
+  # A box wider than the image's height: the square shrinks to fit.
+  assert cub.crop_box((0, 10, 110, 60), 120, 100) == (5.0, 0.0, 105.0, 100.0)
+
+
+def test_cub_missing_files_name_what_and_where(tmp_path):
+  from a2i_jax.data import cub  # pylint: disable=import-outside-toplevel
+  with pytest.raises(DatasetNotPreparedError) as e:
+    cub.load(data_dir=str(tmp_path), allow_download=False, progress=False)
+  msg = str(e.value)
+  assert os.path.join(str(tmp_path), "manual", "cub") in msg
+  for s in cub.SOURCES:
+    assert s.filename in msg and s.url in msg
+
+
+# --------------------------------------------------------------------------------- folder
+
+
+def test_folder_round_robin_split_crop_and_masks(folder_path, tmp_path):
+  from a2i_jax.data import folder  # pylint: disable=import-outside-toplevel
+  ds = folder.load(path=folder_path, data_dir=str(tmp_path), image_size=32, masks=True,
+                   progress=False)
+  assert ds.attribute_names == ("smile", "age") and ds.attribute_kinds == ("binary",
+                                                                           "continuous")
+  order = {s: (ds[s].attributes[:, 1] - 0.5).round().astype(int).tolist() for s in ds.splits}
+  assert order == {"train": [0, 1, 2, 3, 4, 5, 6, 7, 10, 11], "validation": [8],
+                   "test": [9]}
+  for s in ds.splits.values():
+    for image, mask, attrs in zip(s.images, s.masks, s.attributes):
+      i = int(round(attrs[1] - 0.5))
+      assert attrs[0] == i % 2
+      # No red from the sides: the crop is the centred square (filter edge pixels aside).
+      assert _close(image[1, 1], fx.colour(i), 1) and _close(image[30, 30], fx.colour(i), 1)
+      assert (mask[:15] == 0).all() and (mask[17:] == 255).all()  # white = foreground
+
+
+def test_folder_errors_name_the_file(tmp_path):
+  from a2i_jax.data import folder  # pylint: disable=import-outside-toplevel
+  path = str(tmp_path / "f")
+  fx.make_folder(path)
+  csv_path = os.path.join(path, "attributes.csv")
+  good = open(csv_path).read()
+
+  with open(csv_path, "w") as f:
+    f.write(good + "ghost.png,1,2\n")
+  with pytest.raises(DataError, match=r"line 14: the image .*ghost.png does not exist"):
+    folder.scan(path, masks=False)
+  with open(csv_path, "w") as f:
+    f.write(good.replace("img_03.png,1,3.5", "img_03.png,yes,3.5"))
+  with pytest.raises(DataError, match=r"img_03.png\): column 'smile' holds 'yes'"):
+    folder.scan(path, masks=False)
+  with open(csv_path, "w") as f:
+    f.write(good)
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  Image.new("L", (10, 10)).save(os.path.join(path, "masks", "img_05.png"))
+  with pytest.raises(DataError, match=r"img_05.png is 10x10 but its image .* is 48x36"):
+    folder.scan(path, masks=True)
+  assert len(folder.scan(path, masks=False).rows) == 12  # masks=False ignores masks/
+  Image.new("RGB", (5, 5)).save(os.path.join(path, "images", "stray.png"))
+  assert len(folder.scan(path, masks=False).rows) == 12  # an image without a row: skipped
+  nomasks = str(tmp_path / "nomasks")
+  fx.make_folder(nomasks, masks=False)
+  with pytest.raises(DataError, match="masks does not exist"):
+    folder.scan(nomasks, masks=True)
+  with pytest.raises(DatasetNotPreparedError, match="empty.images does not exist"):
+    folder.scan(str(tmp_path / "empty"), masks=False)
+
+
+# ------------------------------------------------------------------- training end to end
+
+
+@pytest.mark.parametrize("name", ["lfw", "cub", "folder"])
+def test_tiny_training_run(name, request, tmp_path):
+  # disCVAE on CUB (masks cropped with the images), the cheaper CVAE on the others:
+  # compiling each model is most of a tiny run's time. LFW's CVAE needs no masks, so this
+  # run does not wait for the mask network (under pytest-xdist the worker running it may
+  # not have built `lfw_ds`).
+  cfg = tiny_config("discvae" if name == "cub" else "cvae", "")
+  cfg.data.name = name
+  cfg.data.download = False
+  cfg.data.masks = name == "cub"
+  if name == "lfw":
+    cfg.data.data_dir = request.getfixturevalue("lfw_root")
+    cfg.model.y_dim = 73
+  elif name == "cub":
+    cfg.data.data_dir = request.getfixturevalue("cub_root")
+    cfg.model.y_dim = 312
+    cfg.data.image_size = 36  # stored 80, resized to 36 at load, random 32 crops
+    cfg.data.augment.crop_size = 32
+  else:
+    cfg.data.path = request.getfixturevalue("folder_path")
+    cfg.data.data_dir = str(tmp_path / "data")
+    cfg.model.y_dim = 2
+  cfg.num_eval_examples = 4
+  state = train_lib.train_and_evaluate(cfg, str(tmp_path / "w"))
+  assert int(state.step) == 2
+  assert os.path.exists(tmp_path / "w" / "samples" / "step_0000002.png")
+
+
+def test_load_dataset_routes_and_discvae_needs_masks(folder_path, tmp_path):
+  cfg = tiny_config("cvae", "")
+  cfg.data.name, cfg.data.path = "folder", folder_path
+  cfg.data.data_dir = str(tmp_path)
+  ds = load_dataset(cfg.data)
+  assert ds.name == "folder" and not ds.has_masks  # data.masks=False ignores masks/
+  cfg.model.name = "discvae"
+  with pytest.raises(ConfigError, match="data.masks=True"):
+    train_lib.train_and_evaluate(cfg, str(tmp_path / "w"))
+
+
+def test_lfw_downloads_missing_sources_by_itself(tmp_path, monkeypatch):
+  """The download path, without the internet: the sources served from a local HTTP server."""
+  import functools  # pylint: disable=import-outside-toplevel
+  import http.server  # pylint: disable=import-outside-toplevel
+  import threading  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data import lfw, tfds_lib  # pylint: disable=import-outside-toplevel
+  served = str(tmp_path / "served")
+  fx.make_lfw(served, with_parts=False)
+  handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=served)
+  handler.log_message = lambda *a: None
+  server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+  threading.Thread(target=server.serve_forever, daemon=True).start()
+  monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+  base = f"http://127.0.0.1:{server.server_address[1]}"
+  monkeypatch.setattr(lfw, "IMAGE_SOURCES", tuple(
+      tfds_lib.Source(s.filename, f"{base}/{s.filename}", s.size, s.extracted)
+      for s in lfw.IMAGE_SOURCES))
+  try:
+    ds = lfw.load(data_dir=str(tmp_path / "data"), masks=False, progress=False)
+  finally:
+    server.shutdown()
+  assert len(ds["train"]) == 8 and "tensorflow" not in sys.modules
+  assert not os.path.exists(tmp_path / "data" / "manual")  # nothing came from a manual folder
+  assert os.path.isdir(tmp_path / "data" / "downloads" / "unpacked")
