@@ -104,10 +104,12 @@ class PredictorMeta:
 
   @property
   def binary(self) -> np.ndarray:
+    """[A] bool: which attributes are binary."""
     return np.array([k == "binary" for k in self.attribute_kinds])
 
   @property
   def threshold(self) -> np.ndarray:
+    """[A] float: the decision threshold of each attribute, (low + high) / 2."""
     return (np.asarray(self.low) + np.asarray(self.high)) / 2.0
 
 
@@ -295,7 +297,13 @@ def predict(predictor: Predictor, images: Any, *, batch_size: int = 256) -> np.n
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
-  """Pearson correlation of two vectors; NaN when either is constant."""
+  """Pearson correlation of two vectors; NaN when either is constant.
+
+  Args:
+    a, b: [N] values.
+  Returns:
+    The correlation in [-1, 1], or NaN.
+  """
   a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
   a, b = a - a.mean(), b - b.mean()
   den = np.sqrt((a * a).sum() * (b * b).sum())
@@ -314,7 +322,13 @@ def _ranks(a: np.ndarray) -> np.ndarray:
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
-  """Spearman rank correlation (Pearson on average ranks); NaN when either is constant."""
+  """Spearman rank correlation (Pearson on average ranks); NaN when either is constant.
+
+  Args:
+    a, b: [N] values.
+  Returns:
+    The rank correlation in [-1, 1], or NaN.
+  """
   return pearson(_ranks(a), _ranks(b))
 
 
@@ -396,7 +410,14 @@ def fidelity(predictor: Predictor, images: Any, target_attributes: Any, *,
 
 
 def attribute_index(predictor: Predictor, attribute: Any) -> int:
-  """The column of an attribute given by name or index; `InputError` names the valid ones."""
+  """The column of an attribute given by name or index; `InputError` names the valid ones.
+
+  Args:
+    predictor: gives the attribute names.
+    attribute: a name or a column index.
+  Returns:
+    The column index.
+  """
   names = predictor.meta.attribute_names
   if isinstance(attribute, (int, np.integer)) and 0 <= attribute < len(names):
     return int(attribute)
@@ -460,6 +481,13 @@ def _write_atomic(path: str, data: bytes) -> None:
 
 
 def predictor_dir(workdir: str) -> str:
+  """Where a workdir keeps its attribute predictor.
+
+  Args:
+    workdir: the run's (or any) directory.
+  Returns:
+    The absolute path of `workdir/attribute_predictor`.
+  """
   return os.path.join(os.path.abspath(os.path.expanduser(workdir)), PREDICTOR_DIR)
 
 
@@ -469,6 +497,12 @@ def save_predictor(predictor: Predictor, workdir: str) -> str:
   The weights (flax msgpack) are written first and the metadata (JSON, with the weights'
   SHA-256) last, each through a temporary file and a rename, so a reader sees either the
   old predictor, the new one, or a mismatch that `load_predictor` reports.
+
+  Args:
+    predictor: from `train_predictor`.
+    workdir: the directory to save under.
+  Returns:
+    The predictor's folder.
   """
   d = predictor_dir(workdir)
   os.makedirs(d, exist_ok=True)
@@ -484,6 +518,10 @@ def save_predictor(predictor: Predictor, workdir: str) -> str:
 def load_predictor(workdir: str) -> Predictor:
   """Reads the predictor `save_predictor` wrote into workdir.
 
+  Args:
+    workdir: the directory it was saved under.
+  Returns:
+    The `Predictor`.
   Raises:
     CheckpointError: it is missing, unreadable or does not match its metadata.
   """

@@ -35,13 +35,28 @@ class Checkpointer:
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   def latest_step(self) -> Optional[int]:
+    """The newest saved step.
+
+    Returns:
+      The step number, or None when the workdir has no checkpoint.
+    """
     return self._manager.latest_step()
 
   def all_steps(self) -> list[int]:
+    """The saved steps.
+
+    Returns:
+      The step numbers, oldest first.
+    """
     return list(self._manager.all_steps())
 
   def save(self, step: int, state: Any) -> None:
-    """Starts an asynchronous save of `state` at `step` (a no-op if that step exists)."""
+    """Starts an asynchronous save of `state` at `step` (a no-op if that step exists).
+
+    Args:
+      step: the training step, the checkpoint's name.
+      state: any pytree of arrays (the `TrainState`).
+    """
     if step in self._manager.all_steps():
       return
     self._manager.save(step, args=ocp.args.StandardSave(state))
@@ -78,21 +93,43 @@ class Checkpointer:
     self._manager.wait_until_finished()
 
   def close(self) -> None:
+    """Waits for pending saves, then releases the manager."""
     self._manager.wait_until_finished()
     self._manager.close()
 
 
 def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """Writes `config` to `workdir/config.json` atomically, creating the workdir.
+
+  Args:
+    workdir: the run's directory.
+    config: the experiment config.
+  """
   os.makedirs(workdir, exist_ok=True)
   config_lib.save_config(config, os.path.join(workdir, CONFIG_FILE))
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config a run in `workdir` was trained with (so inference needs only the workdir)."""
+  """The config a run in `workdir` was trained with (so inference needs only the workdir).
+
+  Args:
+    workdir: the run's directory.
+  Returns:
+    The ConfigDict read from `workdir/config.json`.
+  Raises:
+    ConfigError: no or unreadable config.json.
+  """
   return config_lib.load_config(os.path.join(workdir, CONFIG_FILE))
 
 
 def with_sharding(abstract_tree: Any, sharding: jax.sharding.Sharding) -> Any:
-  """The ShapeDtypeStructs of `abstract_tree`, all laid out with `sharding` (restore target)."""
+  """The ShapeDtypeStructs of `abstract_tree`, all laid out with `sharding` (restore target).
+
+  Args:
+    abstract_tree: a pytree of arrays or ShapeDtypeStructs.
+    sharding: the layout of every leaf.
+  Returns:
+    The same pytree of `jax.ShapeDtypeStruct` with `sharding`.
+  """
   return jax.tree_util.tree_map(
       lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), abstract_tree)

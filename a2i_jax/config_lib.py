@@ -25,6 +25,11 @@ def _leaf_paths(cfg: Any, prefix: str = "") -> Iterator[str]:
 
 
 def reference_config() -> ml_collections.ConfigDict:
+  """The full default config (configs/default.py): every valid key.
+
+  Returns:
+    A fresh ConfigDict.
+  """
   from configs import default  # pylint: disable=import-outside-toplevel
   return default.get_config()
 
@@ -77,6 +82,11 @@ def with_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
   """A saved config completed with the keys of configs/default.py it does not have.
 
   Runs trained before a config section existed (e.g. `inference`) get its default values.
+
+  Args:
+    config: a saved config (ConfigDict or dict).
+  Returns:
+    A new ConfigDict: the defaults overridden by every value of `config`.
   """
   def update(dst: dict, src: dict) -> None:
     for key, value in src.items():
@@ -91,7 +101,12 @@ def with_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
 
 
 def save_config(config: ml_collections.ConfigDict, path: str) -> None:
-  """Writes the config as JSON, atomically (a temporary file, then a rename)."""
+  """Writes the config as JSON, atomically (a temporary file, then a rename).
+
+  Args:
+    config: the config.
+    path: the JSON file to write.
+  """
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
     f.write(config.to_json(indent=2, sort_keys=True))
@@ -99,7 +114,15 @@ def save_config(config: ml_collections.ConfigDict, path: str) -> None:
 
 
 def load_config(path: str) -> ml_collections.ConfigDict:
-  """Reads a config saved by `save_config`."""
+  """Reads a config saved by `save_config`.
+
+  Args:
+    path: the JSON file.
+  Returns:
+    The ConfigDict.
+  Raises:
+    ConfigError: the file is missing or not valid JSON.
+  """
   try:
     with open(path) as f:
       return ml_collections.ConfigDict(json.load(f))

@@ -45,7 +45,13 @@ def region_errors(target: np.ndarray, estimate: np.ndarray, region: np.ndarray) 
 
 
 def mean_sem(values: np.ndarray) -> dict[str, float]:
-  """Mean, standard error of the mean and count of the finite values."""
+  """Mean, standard error of the mean and count of the finite values.
+
+  Args:
+    values: [N] numbers (NaN and infinities are left out).
+  Returns:
+    {"mean", "sem", "n"}; NaN mean and sem when no value is finite.
+  """
   v = np.asarray(values, np.float64)
   v = v[np.isfinite(v)]
   if v.size == 0:
@@ -141,7 +147,17 @@ def tune_inference(trained: inference.TrainedModel, dataset: Dataset, *,
 
 def evaluate_mean_image(dataset: Dataset, *, occlusion_names: Optional[Sequence[str]] = None,
                         num_examples: int = -1, seed: int = 0) -> dict[str, Any]:
-  """The model-free baseline: every estimate is the mean training image."""
+  """The model-free baseline: every estimate is the mean training image.
+
+  Args:
+    dataset: the dataset (mean of its training images; errors on its test split).
+    occlusion_names: the completions to score; default `occlusions.occlusions_for(dataset)`.
+    num_examples: test images to use; -1 for all.
+    seed: seeds the random occlusions (as in `evaluate_model`).
+  Returns:
+    {"model", "step", "num_examples", "rows": {"fill": {column: mean_sem dict}}}, the same
+    layout as `evaluate_model`.
+  """
   images, _, fg = _test_examples(dataset, num_examples)
   x01 = images.astype(np.float32) / 255.0
   n, s = images.shape[0], images.shape[1]
@@ -188,7 +204,12 @@ def markdown_table(results: Iterable[Mapping[str, Any]], scale: float = 100.0) -
 
 
 def write_json(obj: Any, path: str) -> None:
-  """Writes JSON atomically (NaN written as null)."""
+  """Writes JSON atomically (NaN written as null).
+
+  Args:
+    obj: dicts, lists, numbers (numpy scalars included) and strings.
+    path: the file; its folder is created.
+  """
   def clean(o):
     if isinstance(o, float) and not math.isfinite(o):
       return None
@@ -265,7 +286,13 @@ def attribute_report(trained: inference.TrainedModel, dataset: Dataset, predicto
 
 
 def attribute_table(reports: Iterable[Mapping[str, Any]]) -> str:
-  """Markdown summary of `attribute_report` outputs, one row per model."""
+  """Markdown summary of `attribute_report` outputs, one row per model.
+
+  Args:
+    reports: `attribute_report` outputs (each with a "model" name added).
+  Returns:
+    The table.
+  """
   def f(x):
     return "–" if x is None or not np.isfinite(x) else f"{x:.3f}"
   lines = ["| model | samples: binary acc. (chance) | samples: continuous corr. | "

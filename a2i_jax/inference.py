@@ -91,7 +91,16 @@ def load_trained(workdir: str, step: Optional[int] = None) -> TrainedModel:
 # Input checks.
 
 def check_attributes(attributes: Any, y_dim: int) -> jax.Array:
-  """Validates an attribute batch [N, y_dim] (or one vector) and returns it as float32."""
+  """Validates an attribute batch [N, y_dim] (or one vector) and returns it as float32.
+
+  Args:
+    attributes: [N, y_dim] or [y_dim], anything numpy converts.
+    y_dim: the model's attribute count.
+  Returns:
+    float32 [N, y_dim].
+  Raises:
+    InputError: wrong shape or non-finite values.
+  """
   y = np.asarray(attributes, dtype=np.float32)
   if y.ndim == 1:
     y = y[None]
@@ -111,6 +120,8 @@ def check_images(images: Any, image_size: int) -> jax.Array:
   Args:
     images: [N, S, S, 3] (or one [S, S, 3] image).
     image_size: the model's S.
+  Returns:
+    float32 [N, S, S, 3] in [-1, 1].
   """
   x = np.asarray(images)
   if x.ndim == 3:
@@ -133,7 +144,15 @@ def check_images(images: Any, image_size: int) -> jax.Array:
 def check_mask(mask: Any, num: int, image_size: int, what: str) -> jax.Array:
   """Validates a per-pixel mask [N, S, S] or [N, S, S, 1] (or one [S, S]) in [0, 1].
 
-  uint8 masks are read as 255 = 1. Returns float32 [N, S, S, 1].
+  uint8 masks are read as 255 = 1.
+
+  Args:
+    mask: the mask(s).
+    num: N, the number of images it goes with.
+    image_size: S.
+    what: the argument's name, for the error message.
+  Returns:
+    float32 [N, S, S, 1].
   """
   m = np.asarray(mask)
   if m.dtype == np.uint8:
@@ -208,7 +227,16 @@ class InferenceOptions:
 
   @classmethod
   def from_config(cls, config: Any, **overrides) -> "InferenceOptions":
-    """Options from `config.inference` (a ConfigDict or mapping), with keyword overrides."""
+    """Options from `config.inference` (a ConfigDict or mapping), with keyword overrides.
+
+    Args:
+      config: `config.inference`.
+      **overrides: any field of this class.
+    Returns:
+      The options.
+    Raises:
+      ConfigError: an unknown key or an invalid value.
+    """
     values = dict(config.to_dict() if hasattr(config, "to_dict") else config)
     values.pop("batch_size", None)  # How infer.py batches images, not an option here.
     values.update(overrides)
@@ -238,6 +266,8 @@ class AttributePrior:
       attributes: [N, A] training attributes.
       shrinkage: weight of the diagonal in (1 - s) S + s diag(S); keeps the precision finite
         for correlated or constant columns.
+    Returns:
+      The prior: mean [A], precision [A, A] (float32).
     """
     y = np.asarray(attributes, np.float64)
     if y.ndim != 2 or y.shape[0] < 2:
@@ -521,7 +551,14 @@ def infer_latents(model: nn.Module, variables: dict, model_config: Any, images: 
 # [0, 1] floats out).
 
 def options_for(trained: TrainedModel, **overrides) -> InferenceOptions:
-  """The run's `config.inference` options, with keyword overrides."""
+  """The run's `config.inference` options, with keyword overrides.
+
+  Args:
+    trained: from `load_trained`.
+    **overrides: any `InferenceOptions` field, e.g. steps=100, restarts=4.
+  Returns:
+    An `InferenceOptions`.
+  """
   return InferenceOptions.from_config(trained.config.inference, **overrides)
 
 
@@ -577,8 +614,10 @@ def run_inference(trained: TrainedModel, images: Any, attributes: Any = None,
 
 def reconstruct(trained: TrainedModel, images: Any, attributes: Any = None, *, key: Array,
                 options: Optional[InferenceOptions] = None, **kwargs) -> dict[str, np.ndarray]:
-  """Infers z from fully observed images and decodes it. See `run_inference` for arguments.
+  """Infers z from fully observed images and decodes it.
 
+  Args:
+    trained, images, attributes, key, options, kwargs: as for `run_inference`.
   Returns:
     `run_inference`'s dict; "reconstruction" [N, S, S, 3] in [0, 1].
   """
@@ -665,7 +704,15 @@ def decode(trained: TrainedModel, latents: Mapping[str, Any], attributes: Any
 
 
 def prior_latents(trained: TrainedModel, num: int, key: Array) -> dict[str, np.ndarray]:
-  """`num` draws of the latents from the prior N(0, I)."""
+  """`num` draws of the latents from the prior N(0, I).
+
+  Args:
+    trained: from `load_trained`.
+    num: N.
+    key: PRNG key.
+  Returns:
+    {"z": [N, z_dim]}, or for disCVAE {"z_fg": [N, zf_dim], "z_bg": [N, zb_dim]}.
+  """
   dims = _latent_dims(trained.config.model)
   keys = jax.random.split(key, len(dims))
   return {n: np.asarray(jax.random.normal(k, (num, d))) for (n, d), k in zip(dims.items(), keys)}

@@ -17,6 +17,12 @@ class MetricWriter:
     self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
+    """Appends one row: every scalar to TensorBoard and one JSON line {"step", name: value}.
+
+    Args:
+      step: the training step.
+      scalars: {name: value}, e.g. {"train/loss": 1234.5}.
+    """
     row = {"step": int(step)}
     for name, value in scalars.items():
       value = float(value)
@@ -26,15 +32,23 @@ class MetricWriter:
     self._jsonl.flush()
 
   def flush(self) -> None:
+    """Flushes both outputs to disk."""
     self._tb.flush()
     self._jsonl.flush()
 
   def close(self) -> None:
+    """Flushes and closes both outputs."""
     self._tb.close()
     self._jsonl.close()
 
 
 def read_metrics(workdir: str) -> list[dict]:
-  """The rows of `workdir/metrics.jsonl`."""
+  """The rows of `workdir/metrics.jsonl`.
+
+  Args:
+    workdir: the run's directory.
+  Returns:
+    One dict per logged row, in order: "step" and the scalars written at that step.
+  """
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     return [json.loads(line) for line in f if line.strip()]

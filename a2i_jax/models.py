@@ -80,12 +80,28 @@ def _zeros(key, shape, dtype=jnp.float32):
 
 
 def scaled(n: int, width: float) -> int:
-  """A hidden size `n` of the reference scaled by the width multiplier (at least 1)."""
+  """A hidden size `n` of the reference scaled by the width multiplier (at least 1).
+
+  Args:
+    n: the reference's size.
+    width: `config.model.width`.
+  Returns:
+    round(n * width), at least 1.
+  """
   return max(1, int(round(n * width)))
 
 
 def dense(x: Array, features: int, dtype: Dtype, name: Optional[str] = None) -> Array:
-  """nn.Linear with the Torch default initialisation."""
+  """nn.Linear with the Torch default initialisation.
+
+  Args:
+    x: [B, D] inputs.
+    features: output size F.
+    dtype: computation dtype.
+    name: the Flax submodule name (None for automatic).
+  Returns:
+    [B, F].
+  """
   init = _torch_default(x.shape[-1])
   return nn.Dense(features, kernel_init=init, bias_init=init, dtype=dtype, name=name)(x)
 
@@ -96,6 +112,16 @@ def conv(x: Array, features: int, kernel: int, *, stride: int = 1,
 
   The reference's SpatialFullConvolution(5, stride 1, pad 2) is the same function as a 5x5
   "same" convolution with a flipped kernel, so it is built with this too.
+
+  Args:
+    x: [B, H, W, C] inputs.
+    features: output channels F.
+    kernel: the kernel side k.
+    stride: the stride.
+    padding: zero padding per side; None for k // 2 ("same" at stride 1).
+    dtype: computation dtype.
+  Returns:
+    [B, H', W', F].
   """
   pad = kernel // 2 if padding is None else padding
   init = _torch_default(kernel * kernel * x.shape[-1])
@@ -105,24 +131,53 @@ def conv(x: Array, features: int, kernel: int, *, stride: int = 1,
 
 
 def batch_norm(x: Array, train: bool, dtype: Dtype) -> Array:
-  """Torch (Spatial)BatchNormalization: eps 1e-5, momentum 0.1 (Flax 0.9), gamma ~ U[0, 1)."""
+  """Torch (Spatial)BatchNormalization: eps 1e-5, momentum 0.1 (Flax 0.9), gamma ~ U[0, 1).
+
+  Args:
+    x: [B, ..., C] inputs.
+    train: batch statistics (and update the running ones) if True, running ones if False.
+    dtype: computation dtype.
+  Returns:
+    Normalised x, the same shape.
+  """
   return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                       scale_init=_uniform(0.0, 1.0), bias_init=_zeros, dtype=dtype)(x)
 
 
 def max_pool(x: Array) -> Array:
+  """2x2 max pooling with stride 2 (SpatialMaxPooling(2, 2)).
+
+  Args:
+    x: [B, H, W, C].
+  Returns:
+    [B, H/2, W/2, C].
+  """
   return nn.max_pool(x, (2, 2), strides=(2, 2))
 
 
 def upsample(x: Array) -> Array:
-  """SpatialUpSamplingNearest(2): nearest-neighbour x2, no transposed convolution."""
+  """SpatialUpSamplingNearest(2): nearest-neighbour x2, no transposed convolution.
+
+  Args:
+    x: [B, H, W, C].
+  Returns:
+    [B, 2H, 2W, C].
+  """
   b, h, w, c = x.shape
   x = jnp.broadcast_to(x[:, :, None, :, None, :], (b, h, 2, w, 2, c))
   return x.reshape(b, 2 * h, 2 * w, c)
 
 
 def reparametrize(mu: Array, logvar: Array, key: Array) -> Array:
-  """z = mu + exp(logvar / 2) * eps (Reparametrize.lua)."""
+  """z = mu + exp(logvar / 2) * eps (Reparametrize.lua).
+
+  Args:
+    mu: [B, Z] means.
+    logvar: [B, Z] log-variances.
+    key: PRNG key of eps ~ N(0, I).
+  Returns:
+    [B, Z] samples.
+  """
   eps = jax.random.normal(key, mu.shape, mu.dtype)
   return mu + jnp.exp(0.5 * logvar) * eps
 
@@ -341,13 +396,29 @@ class CVAE(nn.Module):
     return y if self.conditional else None
 
   def encode(self, x: Array, y: Optional[Array], train: bool = False) -> dict[str, Array]:
-    """q(z | x, y). Args: x [B,S,S,3] in [-1,1]; y [B,y_dim]. Returns mu, logvar [B,z_dim]."""
+    """q(z | x, y).
+
+    Args:
+      x: [B, S, S, 3] images in [-1, 1].
+      y: [B, y_dim] attributes (ignored by the VAE).
+      train: BatchNorm in train mode.
+    Returns:
+      {"mu", "logvar"}: float32 [B, z_dim].
+    """
     _check_inputs(x, y if self.conditional else None, self.image_size, self.y_dim)
     mu, logvar = self.encoder(x, self._y(y), train)
     return {"mu": mu.astype(jnp.float32), "logvar": logvar.astype(jnp.float32)}
 
   def decode(self, z: Array, y: Optional[Array], train: bool = False) -> dict[str, Array]:
-    """p(x | y, z). Args: z [B,z_dim]; y [B,y_dim]. Returns mean and logvar [B,S,S,3]."""
+    """p(x | y, z).
+
+    Args:
+      z: [B, z_dim] latents.
+      y: [B, y_dim] attributes (ignored by the VAE).
+      train: BatchNorm in train mode.
+    Returns:
+      {"mean", "logvar"}: float32 [B, S, S, 3]; the mean lies in [-1, 1].
+    """
     _check_inputs(None, y if self.conditional else None, self.image_size, self.y_dim)
     mean, logvar = self.decoder(z, self._y(y), train)
     return {"mean": mean.astype(jnp.float32), "logvar": logvar.astype(jnp.float32)}
@@ -393,11 +464,16 @@ class DisCVAE(nn.Module):
 
   def decode(self, z_fg: Array, z_bg: Array, y: Array,
              train: bool = False) -> dict[str, Array]:
-    """Generator. Returns foreground, gate, background and composite [B,S,S,3] (f32).
+    """The generator: foreground and gate from (y, zF), background from zB, composited.
 
     Args:
-      z_fg: [B, zf_dim]; z_bg: [B, zb_dim]; y: [B, y_dim].
+      z_fg: [B, zf_dim] foreground latents.
+      z_bg: [B, zb_dim] background latents.
+      y: [B, y_dim] attributes.
       train: BatchNorm in train mode.
+    Returns:
+      float32 [B, S, S, 3] each: "foreground" and "background" in [-1, 1], "gate" in
+      [0, 1] (1 = the background shows through), "mean" = foreground + gate * background.
     """
     _check_inputs(None, y, self.image_size, self.y_dim)
     fg, gate = self.decoder_fg(z_fg, y, train)
@@ -477,7 +553,14 @@ def create_model(model_config: Any) -> nn.Module:
 
 
 def dummy_inputs(model_config: Any, batch: int = 1) -> tuple[Array, Array, Array]:
-  """Zero inputs (x, y, mask) of the right shapes, for `init` and `jax.eval_shape`."""
+  """Zero inputs (x, y, mask) of the right shapes, for `init` and `jax.eval_shape`.
+
+  Args:
+    model_config: `config.model`.
+    batch: the batch size B.
+  Returns:
+    x [B, S, S, 3] zeros, y [B, y_dim] zeros, mask [B, S, S, 1] ones.
+  """
   s = model_config.image_size
   return (jnp.zeros((batch, s, s, 3), jnp.float32),
           jnp.zeros((batch, model_config.y_dim), jnp.float32),
@@ -495,12 +578,27 @@ def _init_fn(model: nn.Module, model_config: Any) -> Callable:
 
 
 def abstract_variables(model: nn.Module, model_config: Any) -> dict:
-  """Shapes and dtypes of `model`'s variables (`jax.eval_shape`: nothing is computed)."""
+  """Shapes and dtypes of `model`'s variables (`jax.eval_shape`: nothing is computed).
+
+  Args:
+    model: from `create_model`.
+    model_config: `config.model`.
+  Returns:
+    {"params", "batch_stats"} trees of `jax.ShapeDtypeStruct`.
+  """
   return jax.eval_shape(_init_fn(model, model_config), jax.random.key(0))
 
 
 def init_variables(model: nn.Module, model_config: Any, key: Array) -> dict:
-  """Initial variables {'params', 'batch_stats'} of `model`, from `key`."""
+  """Initial variables {'params', 'batch_stats'} of `model`, from `key`.
+
+  Args:
+    model: from `create_model`.
+    model_config: `config.model`.
+    key: PRNG key.
+  Returns:
+    {"params", "batch_stats"} trees of arrays.
+  """
   init = _init_fn(model, model_config)
 
   # Jitted (op-by-op initialisation compiles every primitive separately), and on CPU without
@@ -510,5 +608,11 @@ def init_variables(model: nn.Module, model_config: Any, key: Array) -> dict:
 
 
 def count_params(params: Any) -> int:
-  """Number of scalars in a parameter tree (arrays or ShapeDtypeStructs)."""
+  """Number of scalars in a parameter tree (arrays or ShapeDtypeStructs).
+
+  Args:
+    params: a pytree whose leaves have `.shape`.
+  Returns:
+    The total element count.
+  """
   return int(sum(math.prod(p.shape) for p in jax.tree_util.tree_leaves(params)))

@@ -23,27 +23,55 @@ def _per_example_sum(a: Array) -> Array:
 
 
 def gaussian_kl(mu: Array, logvar: Array) -> Array:
-  """KL(N(mu, exp(logvar)) || N(0, I)) per example (KLDCriterion.lua). Shape [B]."""
+  """KL(N(mu, exp(logvar)) || N(0, I)) per example (KLDCriterion.lua).
+
+  Args:
+    mu: [B, Z] posterior means.
+    logvar: [B, Z] posterior log-variances.
+  Returns:
+    [B] KL divergences in nats.
+  """
   return _per_example_sum(-0.5 * (1.0 + logvar - jnp.square(mu) - jnp.exp(logvar)))
 
 
 def gaussian_nll(x: Array, mean: Array, logvar: Array) -> Array:
   """-log N(x; mean, exp(logvar)) per example with per-element variance (GaussianCriterion).
 
-  Returns shape [B]: sum over pixels of 0.5 (logvar + log 2 pi) + 0.5 (x - mean)^2 exp(-logvar).
+  The sum over pixels of 0.5 (logvar + log 2 pi) + 0.5 (x - mean)^2 exp(-logvar).
+
+  Args:
+    x: [B, S, S, 3] targets.
+    mean: [B, S, S, 3] predicted means.
+    logvar: [B, S, S, 3] predicted log-variances.
+  Returns:
+    [B] negative log-likelihoods in nats.
   """
   return _per_example_sum(0.5 * (logvar + _LOG_2PI)
                           + 0.5 * jnp.square(x - mean) * jnp.exp(-logvar))
 
 
 def smooth_l1(pred: Array, target: Array) -> Array:
-  """Torch SmoothL1Criterion (Huber, delta 1) per example: 0.5 d^2 if |d| < 1 else |d| - 0.5."""
+  """Torch SmoothL1Criterion (Huber, delta 1) per example: 0.5 d^2 if |d| < 1 else |d| - 0.5.
+
+  Args:
+    pred: [B, ...] predictions.
+    target: [B, ...] targets, the same shape.
+  Returns:
+    [B] sums over all non-batch elements.
+  """
   d = jnp.abs(pred - target)
   return _per_example_sum(jnp.where(d < 1.0, 0.5 * jnp.square(d), d - 0.5))
 
 
 def binary_cross_entropy(p: Array, target: Array) -> Array:
-  """Torch BCECriterion per example: -[t log(p + eps) + (1 - t) log(1 - p + eps)]."""
+  """Torch BCECriterion per example: -[t log(p + eps) + (1 - t) log(1 - p + eps)].
+
+  Args:
+    p: [B, ...] probabilities in [0, 1].
+    target: [B, ...] targets in [0, 1], the same shape.
+  Returns:
+    [B] sums over all non-batch elements.
+  """
   return _per_example_sum(-(target * jnp.log(p + _BCE_EPS)
                             + (1.0 - target) * jnp.log(1.0 - p + _BCE_EPS)))
 
@@ -91,7 +119,17 @@ def discvae_terms(outputs: Mapping[str, Array], x: Array, mask: Array,
 
 def model_terms(model_name: str, outputs: Mapping[str, Array], x: Array,
                 mask: Optional[Array], gate_weight: float) -> dict[str, Array]:
-  """Dispatches to the objective of `model_name` ("vae", "cvae", "discvae")."""
+  """Dispatches to the objective of `model_name` ("vae", "cvae", "discvae").
+
+  Args:
+    model_name: `config.model.name`.
+    outputs: the model's outputs.
+    x: [B, S, S, 3] target images in [-1, 1].
+    mask: [B, S, S, 1] foreground masks in [0, 1] (disCVAE; ignored otherwise).
+    gate_weight: weight of the gate BCE term (disCVAE).
+  Returns:
+    dict of [B] per-example terms; "loss" is the one minimised.
+  """
   if model_name == "discvae":
     return discvae_terms(outputs, x, mask, gate_weight)
   return cvae_terms(outputs, x)
@@ -99,7 +137,14 @@ def model_terms(model_name: str, outputs: Mapping[str, Array], x: Array,
 
 def weighted_sums(terms: Mapping[str, Array], weights: Optional[Array] = None
                   ) -> dict[str, Array]:
-  """Sums per-example terms over the batch, optionally weighted (0 for padding)."""
+  """Sums per-example terms over the batch, optionally weighted (0 for padding).
+
+  Args:
+    terms: dict of [B] arrays.
+    weights: [B] example weights, or None for all ones.
+  Returns:
+    dict of scalars, the same keys.
+  """
   if weights is None:
     return {k: v.sum() for k, v in terms.items()}
   return {k: (v * weights).sum() for k, v in terms.items()}

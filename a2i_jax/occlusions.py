@@ -220,7 +220,13 @@ def hidden_fraction(mask: np.ndarray) -> np.ndarray:
 
 
 def markdown_table(image_sizes: tuple[int, ...] = (64, 32)) -> str:
-  """The named boxes of every face dataset at the given sizes, as Markdown (for the README)."""
+  """The named boxes of every face dataset at the given sizes, as Markdown (for the README).
+
+  Args:
+    image_sizes: the sizes S to list, one column each.
+  Returns:
+    The table, one row per (region, dataset).
+  """
   lines = ["| region | dataset | " + " | ".join(f"{s}x{s} (top, left, bottom, right)"
                                                  for s in image_sizes) + " |",
            "|---|---|" + "---|" * len(image_sizes)]
@@ -252,8 +258,14 @@ def overlay(images: np.ndarray, masks: np.ndarray,
 
 
 def write_docs(docs_dir: str = "docs") -> None:
-  """Writes docs/occlusions.md (the box tables) and docs/occlusions_synthetic.png (four
-  synthetic 64x64 faces, one per row, with each of `FACE_OCCLUSIONS` as a column)."""
+  """Writes docs/occlusions.md and docs/occlusions_synthetic.png.
+
+  The page holds the box tables; the figure shows four synthetic 64x64 faces, one per row,
+  with each of `FACE_OCCLUSIONS` as a column.
+
+  Args:
+    docs_dir: the folder to write into.
+  """
   import os  # pylint: disable=import-outside-toplevel
   from a2i_jax import visualize  # pylint: disable=import-outside-toplevel
   from a2i_jax.data import synthetic  # pylint: disable=import-outside-toplevel

@@ -42,6 +42,7 @@ class TrainState:
 
   @property
   def variables(self) -> dict:
+    """The model variables {"params", "batch_stats"}, as `model.apply` takes them."""
     return {"params": self.params, "batch_stats": self.batch_stats}
 
 
@@ -51,6 +52,11 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
   The decay term `weight_decay * theta` is added to the gradient of the summed loss before
   Adam, for every parameter. (The reference also switches bias correction off after 10k steps;
   optax keeps it on, a negligible difference.)
+
+  Args:
+    config: the experiment config (learning_rate, weight_decay, adam_b1, adam_b2, adam_eps).
+  Returns:
+    The optax transformation.
   """
   return optax.chain(
       optax.add_decayed_weights(config.weight_decay),
@@ -66,13 +72,30 @@ def _state_from_variables(variables: dict, tx: optax.GradientTransformation) -> 
 
 def create_train_state(model: flax.linen.Module, config: ml_collections.ConfigDict,
                        tx: optax.GradientTransformation, key: Array) -> TrainState:
-  """Initial state (step 0) from `key`."""
+  """Initial state (step 0) from `key`.
+
+  Args:
+    model: from `models.create_model`.
+    config: the experiment config (configs/default.py).
+    tx: from `make_optimizer`.
+    key: PRNG key of the initial parameters.
+  Returns:
+    A `TrainState` at step 0.
+  """
   return _state_from_variables(models.init_variables(model, config.model, key), tx)
 
 
 def abstract_train_state(model: flax.linen.Module, config: ml_collections.ConfigDict,
                          tx: optax.GradientTransformation) -> TrainState:
-  """Shapes and dtypes of the train state, without allocating it."""
+  """Shapes and dtypes of the train state, without allocating it.
+
+  Args:
+    model: from `models.create_model`.
+    config: the experiment config (configs/default.py).
+    tx: from `make_optimizer`.
+  Returns:
+    A `TrainState` of `jax.ShapeDtypeStruct` leaves (a checkpoint restore target).
+  """
   return jax.eval_shape(functools.partial(_state_from_variables, tx=tx),
                         models.abstract_variables(model, config.model))
 
@@ -89,6 +112,13 @@ def make_train_step(model: flax.linen.Module, tx: optax.GradientTransformation,
   [B,H,W]; augmentation happens inside. A step whose loss or gradient is not finite leaves
   the state untouched and reports `finite = False`, so the caller can stop on the last good
   state. Metrics are per image (sums divided by the batch size).
+
+  Args:
+    model: from `models.create_model`.
+    tx: from `make_optimizer`.
+    config: the experiment config (configs/default.py).
+  Returns:
+    The train step function; metrics are scalars (the loss terms, "grad_norm", "finite").
   """
   name, gate_weight = config.model.name, config.model.gate_loss_weight
 
@@ -124,8 +154,16 @@ def make_multi_step(train_step: Callable, config: ml_collections.ConfigDict,
   """`steps(state, data, key)`: `config.steps_per_dispatch` train steps in one `lax.scan`.
 
   Each step draws its batch from the on-device `data` with a key folded from the base key and
-  the step number, splits it over the mesh, and updates. Returns the final state and the
-  metrics of every step stacked on a leading axis.
+  the step number, splits it over the mesh, and updates.
+
+  Args:
+    train_step: from `make_train_step`.
+    config: the experiment config (configs/default.py).
+    mesh: from `parallel.make_mesh`; the batch is sharded over it.
+  Returns:
+    `steps(state, data, key) -> (state, metrics)`, where data holds the whole training split
+    ("images" [N,H,W,3] uint8, "attributes" [N,A], "masks" [N,H,W]) and every metric has a
+    leading axis [steps_per_dispatch].
   """
   batch_sharding = parallel.batch_sharded(mesh)
 
@@ -149,9 +187,18 @@ def make_multi_step(train_step: Callable, config: ml_collections.ConfigDict,
 
 
 def make_eval_step(model: flax.linen.Module, config: ml_collections.ConfigDict) -> Callable:
-  """`eval_step(variables, batch, weights, key) -> sums`: the bound with BatchNorm running
-  statistics and no dropout; the reparametrisation noise is still drawn (as the reference's
-  validation pass does). Padding examples get weight 0."""
+  """`eval_step(variables, batch, weights, key) -> sums`: the bound on a batch.
+
+  BatchNorm uses running statistics and there is no dropout; the reparametrisation noise is
+  still drawn (as the reference's validation pass does). Padding examples get weight 0.
+
+  Args:
+    model: from `models.create_model`.
+    config: the experiment config (configs/default.py).
+  Returns:
+    The eval step; `weights` is [B] and `sums` maps each loss term (summed with the weights)
+    and "count" (the sum of the weights) to a scalar.
+  """
   name, gate_weight = config.model.name, config.model.gate_loss_weight
 
   def eval_step(variables: dict, batch: dict, weights: Array, key: Array) -> dict:
@@ -167,8 +214,17 @@ def make_eval_step(model: flax.linen.Module, config: ml_collections.ConfigDict) 
 
 
 def make_sample_fn(model: flax.linen.Module, config: ml_collections.ConfigDict) -> Callable:
-  """`sample(variables, y, key) -> dict of images in [0,1]`: z ~ N(0, I), decoder mean,
-  BatchNorm in eval mode (spec 1.4). disCVAE returns foreground, gate, background, composite."""
+  """`sample(variables, y, key) -> dict of images in [0,1]`: z ~ N(0, I), decoder mean.
+
+  BatchNorm in eval mode (spec 1.4). disCVAE returns foreground, gate, background, composite.
+
+  Args:
+    model: from `models.create_model`.
+    config: the experiment config (configs/default.py).
+  Returns:
+    The unjitted sample function: y [N, y_dim] -> {"image": [N,S,S,3]} (disCVAE also
+    "foreground", "gate" and "background", all [N,S,S,3]).
+  """
   mc = config.model
 
   def sample(variables: dict, y: Array, key: Array) -> dict:
@@ -213,7 +269,18 @@ def _check_resume_compatible(workdir: str, config: ml_collections.ConfigDict) ->
 
 def evaluate(eval_step: Callable, variables: dict, split: Any, config: ml_collections.ConfigDict,
              mesh: Mesh, key: Array) -> dict[str, float]:
-  """Mean per-image metrics over (the first `num_eval_examples` of) a split."""
+  """Mean per-image metrics over (the first `num_eval_examples` of) a split.
+
+  Args:
+    eval_step: from `make_eval_step` (jitted).
+    variables: the model variables.
+    split: a `data.Split`.
+    config: the experiment config (configs/default.py).
+    mesh: from `parallel.make_mesh`; each batch is sharded over it.
+    key: PRNG key of the reparametrisation noise.
+  Returns:
+    {term name: mean per image} (e.g. "loss", "nll", "kl", "bound").
+  """
   n = len(split) if config.num_eval_examples < 0 else min(len(split), config.num_eval_examples)
   b = config.batch_size
   totals: dict[str, float] = {}
@@ -238,6 +305,14 @@ def write_samples(sample_fn: Callable, variables: dict, dataset: Dataset,
 
   CVAE / VAE: one row per attribute vector, `num_sample_cols` latent draws, then the real
   image. disCVAE: one row per draw: foreground, gate, background, composite, real image.
+
+  Args:
+    sample_fn: from `make_sample_fn` (jitted).
+    variables: the model variables.
+    dataset: the `Dataset`; its validation split gives the attributes and real images.
+    config: the experiment config (configs/default.py).
+    path: the PNG to write (atomically).
+    key: PRNG key of the latents.
   """
   split = dataset["validation"]
   rows = min(config.num_sample_rows, len(split))

@@ -38,7 +38,12 @@ def make_grid(images: np.ndarray, ncols: int, pad: int = 1, scale: int = 1) -> n
 
 
 def save_png(array: np.ndarray, path: str) -> None:
-  """Writes a uint8 image atomically."""
+  """Writes a uint8 image atomically.
+
+  Args:
+    array: uint8 [H, W, 3] (or [H, W]).
+    path: the PNG file; its folder is created.
+  """
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tmp = path + ".tmp.png"
   Image.fromarray(array).save(tmp)
@@ -46,11 +51,23 @@ def save_png(array: np.ndarray, path: str) -> None:
 
 
 def save_grid(images: np.ndarray, path: str, ncols: int, scale: int = 2) -> None:
-  """`make_grid` then `save_png`."""
+  """`make_grid` then `save_png`.
+
+  Args:
+    images: [N, H, W, 3] floats in [0, 1] or uint8.
+    path: the PNG file.
+    ncols: images per row.
+    scale: integer nearest-neighbour magnification.
+  """
   save_png(make_grid(images, ncols, scale=scale), path)
 
 
 def stack_columns(columns: Sequence[np.ndarray]) -> np.ndarray:
-  """Interleaves K arrays [N,H,W,3] into [N*K,H,W,3] so a grid with ncols=K shows one example
-  per row and the K arrays as columns."""
+  """Interleaves K arrays so a grid with ncols=K shows one example per row, the arrays as columns.
+
+  Args:
+    columns: K arrays [N, H, W, 3] (e.g. input, reconstruction, truth).
+  Returns:
+    [N*K, H, W, 3], row-major: example 0's K images first.
+  """
   return np.stack(columns, axis=1).reshape((-1,) + columns[0].shape[1:])

@@ -58,14 +58,17 @@ class Dataset:
 
   @property
   def num_attributes(self) -> int:
+    """A, the number of attribute columns."""
     return len(self.attribute_names)
 
   @property
   def image_size(self) -> int:
+    """S, the side of the (square) training images."""
     return int(self.splits["train"].images.shape[1])
 
   @property
   def has_masks(self) -> bool:
+    """Whether every split has foreground masks (disCVAE needs them)."""
     return all(s.masks is not None for s in self.splits.values())
 
   def __getitem__(self, split: str) -> Split:
@@ -112,6 +115,12 @@ def validate_split(split: Split, *, image_size: int, num_attributes: int,
 
 
 def check_attribute_names(names: Sequence[str], kinds: Sequence[str]) -> None:
+  """Raises `DataError` unless names and kinds pair up and every kind is known.
+
+  Args:
+    names: one name per attribute column.
+    kinds: "binary" or "continuous" per column.
+  """
   if len(names) != len(kinds):
     raise DataError(f"{len(names)} attribute names but {len(kinds)} attribute kinds.")
   for k in kinds:

@@ -16,18 +16,37 @@ Array = jax.Array
 
 
 def to_unit(images_u8: Array) -> Array:
+  """uint8 images to floats in [0, 1].
+
+  Args:
+    images_u8: uint8 [B, H, W, 3].
+  Returns:
+    float32 [B, H, W, 3].
+  """
   return images_u8.astype(jnp.float32) / 255.0
 
 
 def mask_to_unit(masks_u8: Optional[Array]) -> Optional[Array]:
-  """uint8 [B,H,W] (255 = foreground) to float [B,H,W,1] in [0,1]."""
+  """uint8 [B,H,W] (255 = foreground) to float [B,H,W,1] in [0,1].
+
+  Args:
+    masks_u8: uint8 [B, H, W], or None.
+  Returns:
+    float32 [B, H, W, 1], or None.
+  """
   if masks_u8 is None:
     return None
   return (masks_u8.astype(jnp.float32) / 255.0)[..., None]
 
 
 def box_filter_5x5(x: Array) -> Array:
-  """5x5 mean filter with zero padding ('same'), per channel, as torch `image.convolve`."""
+  """5x5 mean filter with zero padding ('same'), per channel, as torch `image.convolve`.
+
+  Args:
+    x: [B, H, W, C].
+  Returns:
+    [B, H, W, C].
+  """
   c = x.shape[-1]
   kernel = jnp.full((5, 5, 1, c), 1.0 / 25.0, x.dtype)
   return jax.lax.conv_general_dilated(x, kernel, (1, 1), ((2, 2), (2, 2)),
@@ -54,7 +73,14 @@ def _crop(image: Array, oy: Array, ox: Array, size: int) -> Array:
 
 
 def centre_crop(x: Array, size: int) -> Array:
-  """Centre crop of a [B,H,W,C] batch to size x size (CUB test time)."""
+  """Centre crop of a [B,H,W,C] batch to size x size (CUB test time).
+
+  Args:
+    x: [B, H, W, C].
+    size: the output side.
+  Returns:
+    [B, size, size, C].
+  """
   off = (x.shape[1] - size) // 2
   return x[:, off:off + size, off:off + size]
 
@@ -104,7 +130,15 @@ def augment(key: Array, images: Array, masks: Optional[Array], cfg: Any
 
 def preprocess_eval(images: Array, masks: Optional[Array], cfg: Any
                     ) -> tuple[Array, Optional[Array]]:
-  """Evaluation-time preprocessing: to [-1,1], centre crop where training crops."""
+  """Evaluation-time preprocessing: to [-1,1], centre crop where training crops.
+
+  Args:
+    images: uint8 [B, H, W, 3].
+    masks: uint8 [B, H, W] or None.
+    cfg: `config.data.augment` (its `crop_size`).
+  Returns:
+    images float32 [B, S, S, 3] in [-1, 1]; masks float32 [B, S, S, 1] in [0, 1] or None.
+  """
   x = to_unit(images)
   m = mask_to_unit(masks)
   if cfg.crop_size and cfg.crop_size < x.shape[1]:
@@ -114,8 +148,15 @@ def preprocess_eval(images: Array, masks: Optional[Array], cfg: Any
 
 
 def sample_batch(key: Array, data: dict, batch_size: int) -> dict:
-  """Draws `batch_size` examples with replacement from on-device `data` (images, attributes,
-  optional masks)."""
+  """Draws `batch_size` examples with replacement from on-device `data`.
+
+  Args:
+    key: PRNG key of the indices.
+    data: {"images": [N, ...], "attributes": [N, A], optional "masks": [N, ...]}.
+    batch_size: B.
+  Returns:
+    The same keys with leading axis B.
+  """
   n = data["images"].shape[0]
   idx = jax.random.randint(key, (batch_size,), 0, n)
   return {k: v[idx] for k, v in data.items()}

@@ -472,7 +472,14 @@ def _generate_split(seq: np.random.SeedSequence, n: int, image_size: int) -> Spl
 
 def cache_path(cache_dir: str, *, image_size: int, num_train: int, num_validation: int,
                num_test: int, seed: int) -> str:
-  """The .npz file `load` uses for these arguments inside cache_dir."""
+  """The .npz file `load` uses for these arguments inside cache_dir.
+
+  Args:
+    cache_dir: the cache folder (`~` expanded).
+    image_size, num_train, num_validation, num_test, seed: as for `load`.
+  Returns:
+    The file path (the name encodes the arguments and the renderer's VERSION).
+  """
   name = (f"synthetic_v{VERSION}_s{image_size}_n{num_train}-{num_validation}-{num_test}"
           f"_seed{seed}.npz")
   return os.path.join(os.path.expanduser(cache_dir), name)
