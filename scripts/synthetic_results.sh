@@ -33,13 +33,12 @@ STEPS=()
 # The table (test split), attribute fidelity and attribute inference.
 $PY infer.py --mode=evaluate --workdir=$RUNS/synthetic_vae,$RUNS/synthetic_cvae,$RUNS/synthetic_discvae \
     --out=$OUT --num_examples=$EVAL_N "${STEPS[@]}"
-# One figure of each mode.
+# One figure of each mode (the progression and the edit use hair colour).
 for model in cvae discvae; do
-  W=$RUNS/synthetic_$model
-  MODES=sample,progression,reconstruct,complete,infer_attributes
+  MODES=sample,progression,reconstruct,complete,infer_attributes,edit
   [[ $model == discvae ]] && MODES=$MODES,swap
-  $PY infer.py --workdir=$W --mode=$MODES --out=$OUT/$model "${STEPS[@]}"
-  $PY infer.py --workdir=$W --mode=edit --attribute=eyeglasses --out=$OUT/$model "${STEPS[@]}"
+  $PY infer.py --workdir=$RUNS/synthetic_$model --mode=$MODES --attribute=hair_color \
+      --out=$OUT/$model "${STEPS[@]}"
 done
 # How the inference defaults were chosen: validation errors over prior weight x learning rate.
 for model in cvae discvae; do
