@@ -11,8 +11,8 @@ FLOPs (BENCHMARKS.md). Layers are NHWC / HWIO as the model's `nn.Conv` builds th
 
 import argparse
 import json
-import statistics
-import time
+
+from timing import median_time  # benchmarks/timing.py
 
 # (name, spatial size, in channels, out channels, kernel, stride) of the CVAE at width 1, 64x64.
 LAYERS = [
@@ -26,16 +26,6 @@ LAYERS = [
     ("dec3 5x5 64px 128->64", 64, 128, 64, 5, 1),
     ("head 5x5 64px 64->3", 64, 64, 3, 5, 1),
 ]
-
-
-def _median_time(fn, repeats):
-  fn()
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
 
 
 def run_jax(args):
@@ -60,7 +50,7 @@ def run_jax(args):
     g = jnp.ones_like(y)
     row = {"layer": name, "batch": args.batch, "gflop": round(flops / 1e9, 3)}
     for label, fn, a in (("fwd", fwd, (x, w)), ("dx", dx, (x, w, g)), ("dw", dw, (x, w, g))):
-      t = _median_time(lambda: jax.block_until_ready(fn(*a)), args.repeats)
+      t = median_time(lambda: jax.block_until_ready(fn(*a)), args.repeats)[0]
       row[f"{label}_ms"] = round(1e3 * t, 2)
       row[f"{label}_gflop_s"] = round(flops / t / 1e9, 1)
     print(json.dumps(row), flush=True)
@@ -86,9 +76,9 @@ def run_torch(args):
       out = F.conv2d(x, w, stride=stride, padding=k // 2)
       torch.autograd.grad(out, (x, w), g)
     row = {"layer": name, "batch": args.batch, "gflop": round(flops / 1e9, 3)}
-    t = _median_time(fwd, args.repeats)
+    t = median_time(fwd, args.repeats)[0]
     row.update(fwd_ms=round(1e3 * t, 2), fwd_gflop_s=round(flops / t / 1e9, 1))
-    t = _median_time(both, args.repeats)
+    t = median_time(both, args.repeats)[0]
     row.update(fwd_dx_dw_ms=round(1e3 * t, 2), fwd_dx_dw_gflop_s=round(3 * flops / t / 1e9, 1))
     print(json.dumps(row), flush=True)
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
-import time
+
+from timing import median_time  # benchmarks/timing.py
 
 import torch
 from torch import nn
@@ -193,16 +193,6 @@ def augment(images_u8, masks_u8, box):
   s = 1.5 * torch.rand(b, 1, 1, 1)
   x = x + s * (x - F.conv2d(x, box, padding=2, groups=3))
   return 2 * x - 1, m
-
-
-def median_time(fn, repeats):
-  fn()
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times), times
 
 
 def main():
