@@ -193,9 +193,9 @@ def run_mode(mode: str, run: _Run) -> None:
     elif mode == "complete":
       names = _OCCLUSION.value or list(occlusions.occlusions_for(run.dataset.name))
       result = {"images": labels, "steps": opts.steps, "hidden_pixel_mse": {}}
-      for i, name in enumerate(names):
-        observed = occlusions.make_mask(name, run.size, len(images), seed=_SEED.value + i,
-                                        dataset=run.dataset.name)
+      masks = occlusions.make_masks(names, run.size, len(images), seed=_SEED.value,
+                                    dataset=run.dataset.name)
+      for name, observed in masks.items():
         out = inference.complete(trained, images, attrs, observed, key=key, options=opts)
         shown = x01 * observed + 0.5 * (1 - observed)
         run.save(np.stack([shown, out["completion"], x01], 1), f"complete_{name}.png", 3)

@@ -94,6 +94,7 @@ def evaluate_model(trained: inference.TrainedModel, dataset: Dataset, *,
   options = options or inference.options_for(trained)
   methods = {"optimisation": options,
              "recognition": dataclasses.replace(options, steps=0, restarts=1)}
+  masks = occlusions.make_masks(names, s, n, seed=seed, dataset=dataset.name)
   rows: dict[str, dict[str, Any]] = {}
   for method, opts in methods.items():
     row = rows.setdefault(method, {})
@@ -101,8 +102,7 @@ def evaluate_model(trained: inference.TrainedModel, dataset: Dataset, *,
     row[RECON_FULL] = mean_sem(region_errors(x01, out["reconstruction"], np.ones_like(x01[..., :1])))
     if fg is not None:
       row[RECON_FG] = mean_sem(region_errors(x01, out["reconstruction"], fg))
-    for i, name in enumerate(names):
-      observed = occlusions.make_mask(name, s, n, seed=seed + i, dataset=dataset.name)
+    for name, observed in masks.items():
       out = inference.complete(trained, images, attrs, observed, key=key, options=opts)
       row[name] = mean_sem(region_errors(x01, out["completion"], 1.0 - observed))
   return {"model": trained.config.model.name, "step": trained.step, "num_examples": n,
@@ -129,8 +129,7 @@ def tune_inference(trained: inference.TrainedModel, dataset: Dataset, *,
   images, attrs, _ = _test_examples(dataset, num_examples, "validation")
   x01 = images.astype(np.float32) / 255.0
   n, s = images.shape[0], images.shape[1]
-  masks = {name: occlusions.make_mask(name, s, n, seed=seed + i, dataset=dataset.name)
-           for i, name in enumerate(occlusion_names)}
+  masks = occlusions.make_masks(occlusion_names, s, n, seed=seed, dataset=dataset.name)
   rows = []
   for overrides in grid:
     opts = inference.options_for(trained, **overrides)
@@ -166,8 +165,9 @@ def evaluate_mean_image(dataset: Dataset, *, occlusion_names: Optional[Sequence[
   row = {RECON_FULL: mean_sem(region_errors(x01, est, np.ones_like(x01[..., :1])))}
   if fg is not None:
     row[RECON_FG] = mean_sem(region_errors(x01, est, fg))
-  for i, name in enumerate(occlusion_names or occlusions.occlusions_for(dataset.name)):
-    observed = occlusions.make_mask(name, s, n, seed=seed + i, dataset=dataset.name)
+  names = occlusion_names or occlusions.occlusions_for(dataset.name)
+  for name, observed in occlusions.make_masks(names, s, n, seed=seed,
+                                              dataset=dataset.name).items():
     row[name] = mean_sem(region_errors(x01, est, 1.0 - observed))
   return {"model": "mean training image", "step": 0, "num_examples": n, "rows": {"fill": row}}
 

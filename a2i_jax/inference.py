@@ -466,7 +466,8 @@ def infer_latents(model: nn.Module, variables: dict, model_config: Any, images: 
                   fg_masks: Optional[Array] = None,
                   attribute_prior: Optional[AttributePrior] = None,
                   mesh: Optional[jax.sharding.Mesh] = None,
-                  fns: Optional[Mapping[str, Callable]] = None) -> dict[str, np.ndarray]:
+                  fns: Optional[Mapping[str, Callable]] = None,
+                  pad_to: int = 0) -> dict[str, np.ndarray]:
   """Posterior inference by optimisation for a batch of images.
 
   Args:
@@ -481,6 +482,8 @@ def infer_latents(model: nn.Module, variables: dict, model_config: Any, images: 
     attribute_prior: required with `options.infer_attributes`.
     mesh: devices to split the batch over; default all devices.
     fns: prebuilt `make_inference_fns` output (reused across calls to avoid re-tracing).
+    pad_to: pad the batch to at least this many images, so that a ragged last batch reuses
+      the compiled program of the full ones.
   Returns:
     dict of numpy arrays: "z" [N, z_dim] (or "z_fg", "z_bg"), "y" [N, y_dim] (the given or
     inferred attributes), "reconstruction" [N, S, S, 3] in [-1, 1] (disCVAE also
@@ -518,7 +521,7 @@ def infer_latents(model: nn.Module, variables: dict, model_config: Any, images: 
   # Pad to a multiple of the device count (padding: nothing observed, dropped at the end),
   # then repeat each image for its restarts, image-major so restarts share a device.
   r = options.restarts
-  n_pad = _pad_to(n, mesh.devices.size)
+  n_pad = _pad_to(max(n, pad_to), mesh.devices.size)
   pad = lambda a: jnp.concatenate([a, jnp.zeros((n_pad - n,) + a.shape[1:], a.dtype)])
   rep = lambda a: jnp.repeat(pad(a), r, axis=0)
   x_r, y_r, o_r = rep(x), rep(y), rep(obs)
@@ -603,7 +606,8 @@ def run_inference(trained: TrainedModel, images: Any, attributes: Any = None,
     parts.append(infer_latents(
         trained.model, trained.variables, mc, x[sl], take(attributes, sl),
         take(observed, sl), key=jax.random.fold_in(key, i), options=options,
-        fg_masks=take(fg_masks, sl), attribute_prior=attribute_prior, fns=fns))
+        fg_masks=take(fg_masks, sl), attribute_prior=attribute_prior, fns=fns,
+        pad_to=batch if n > batch else 0))
   out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != "energy_trace"}
   out["energy_trace"] = np.mean([p["energy_trace"] for p in parts], axis=0)
   for k in ("reconstruction", "foreground", "background"):
@@ -785,8 +789,9 @@ def edit(trained: TrainedModel, images: Any, attributes: Any, changes: Mapping[i
   """
   mc = trained.config.model
   for index in changes:
-    if not 0 <= int(index) < mc.y_dim:
-      raise InputError(f"attribute index {index} is out of range [0, {mc.y_dim}).")
+    if not isinstance(index, (int, np.integer)) or not 0 <= index < mc.y_dim:
+      raise InputError(f"attribute index {index!r} is not an integer in [0, {mc.y_dim}); "
+                       "edit takes {attribute index: new value}.")
   out = run_inference(trained, images, attributes, None, key=key, options=options, **kwargs)
   y_new = np.array(out["y"], np.float32)
   for index, value in changes.items():

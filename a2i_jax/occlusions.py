@@ -25,7 +25,7 @@ The tables, scaled to 64 and 32, are in docs/occlusions.md (`markdown_table` wri
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -205,6 +205,26 @@ def make_mask(name: str, image_size: int, num: int, *, seed: int = 0,
   cols = (idx[None] >= boxes[:, 1:2]) & (idx[None] < boxes[:, 3:4])
   hidden = rows[:, :, None] & cols[:, None, :]
   return (~hidden).astype(np.float32)[..., None]
+
+
+def make_masks(names: Sequence[str], image_size: int, num: int, *, seed: int = 0,
+               dataset: str = "lfw") -> dict[str, np.ndarray]:
+  """`make_mask` for several occlusions, each seeded by its place in `OCCLUSION_NAMES`.
+
+  The seed of a name does not depend on which other names are asked for, so every model,
+  baseline and call that asks for "block8" with the same `seed` gets the same blocks.
+
+  Args:
+    names: occlusion names (each one of `OCCLUSION_NAMES`).
+    image_size, num, dataset: as for `make_mask`.
+    seed: the base seed.
+  Returns:
+    {name: float32 [N, S, S, 1] observed-pixel mask}.
+  """
+  for name in names:
+    _check_name(name)
+  return {name: make_mask(name, image_size, num, seed=seed + OCCLUSION_NAMES.index(name),
+                          dataset=dataset) for name in names}
 
 
 def hidden_fraction(mask: np.ndarray) -> np.ndarray:

@@ -109,3 +109,16 @@ def test_docs_table_is_current():
   with open(path) as f:
     assert occlusions.markdown_table() in f.read(), (
         "docs/occlusions.md is stale; run python -m a2i_jax.occlusions")
+
+
+def test_make_masks_seed_does_not_depend_on_the_other_names():
+  alone = occlusions.make_masks(["block8"], 32, 5, seed=3, dataset="synthetic")
+  many = occlusions.make_masks(["eyes", "random_rect", "block8"], 32, 5, seed=3,
+                               dataset="synthetic")
+  np.testing.assert_array_equal(alone["block8"], many["block8"])
+  assert list(many) == ["eyes", "random_rect", "block8"]
+  # Different names draw from different seeds.
+  assert not np.array_equal(many["block8"],
+                            occlusions.make_mask("block8", 32, 5, seed=3, dataset="synthetic"))
+  with pytest.raises(InputError, match="unknown occlusion 'nose'"):
+    occlusions.make_masks(["eyes", "nose"], 32, 5)

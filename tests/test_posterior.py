@@ -1,7 +1,5 @@
 """Posterior inference by optimisation (a2i_jax/inference.py) on tiny trained models."""
 
-import dataclasses
-
 import jax
 import numpy as np
 import pytest
@@ -102,6 +100,37 @@ def test_four_devices_equal_one(cvae):
     np.testing.assert_allclose(four[k], one[k], rtol=1e-4, atol=1e-4)
 
 
+def test_ragged_last_batch_reuses_the_compiled_program(cvae):
+  trained, ds = cvae
+  x, y = _test_batch(ds, 6)
+  opts = inference.options_for(trained, steps=4, init="zeros")
+  batched = inference.run_inference(trained, x, y, key=jax.random.key(0), options=opts,
+                                    batch_size=4)
+  run = trained.cache[("infer", inference._static(opts))]["run"]
+  if hasattr(run, "_cache_size"):  # Private jit method, present in jax 0.7.2 .. 0.10.x.
+    assert run._cache_size() == 1  # Batches of 4 and 2 (padded to 4): one program.
+  # Zero init and no restarts: the result does not depend on how images are batched.
+  whole = inference.run_inference(trained, x, y, key=jax.random.key(0), options=opts,
+                                  batch_size=8)
+  np.testing.assert_allclose(batched["z"], whole["z"], rtol=1e-4, atol=1e-4)
+  assert batched["reconstruction"].shape == (6, 32, 32, 3)
+
+
+def test_attribute_report(cvae):
+  from a2i_jax import attribute_predictor, evaluation  # pylint: disable=import-outside-toplevel
+  trained, ds = cvae
+  predictor = attribute_predictor.train_predictor(ds, steps=20, batch_size=16, width=8)
+  report = evaluation.attribute_report(trained, ds, predictor, key=jax.random.key(0),
+                                       num_examples=16, num_bases=1, num_values=3,
+                                       options=inference.options_for(trained, steps=4))
+  assert report["model"] == "cvae" and report["samples"]["num_images"] == 16
+  assert set(report["progression"]) == set(ds.attribute_names)
+  assert report["inference"]["num_images"] == 16
+  assert 0.0 <= report["samples"]["binary_accuracy"] <= 1.0
+  table = evaluation.attribute_table([report])
+  assert table.count("\n") == 3 and "| cvae |" in table
+
+
 def test_attribute_inference_beats_chance(cvae):
   trained, ds = cvae
   test = ds["test"]
@@ -152,8 +181,10 @@ def test_bad_inputs(cvae, discvae):
                           options=inference.options_for(trained, infer_attributes=True))
   with pytest.raises(InputError, match="attributes are needed"):
     inference.reconstruct(trained, x, None, key=key)
-  with pytest.raises(InputError, match=r"index 10 is out of range \[0, 10\)"):
+  with pytest.raises(InputError, match=r"index 10 is not an integer in \[0, 10\)"):
     inference.edit(trained, x, y, {10: 1.0}, key=key)
+  with pytest.raises(InputError, match=r"index 'hat' is not an integer"):
+    inference.edit(trained, x, y, {"hat": 1.0}, key=key)
   with pytest.raises(InputError, match="swap needs a disCVAE"):
     inference.swap(trained, y[0], key=key)
   with pytest.raises(ConfigError, match="inference.init='mean' is not valid"):
