@@ -13,7 +13,8 @@ import jax.numpy as jnp
 from a2i_jax.errors import ConfigError
 
 # XLA:CPU options that measurably speed up the paper-size train step on CPU (BENCHMARKS.md,
-# "XLA:CPU flags"). Appended to XLA_FLAGS by `set_recommended_xla_flags`.
+# "XLA:CPU options": none did, so it is empty). Appended to XLA_FLAGS by
+# `set_recommended_xla_flags`.
 RECOMMENDED_CPU_FLAGS: tuple[str, ...] = ()
 
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -49,12 +50,15 @@ def set_recommended_xla_flags(flags: tuple[str, ...] = RECOMMENDED_CPU_FLAGS) ->
   """Appends `flags` to the XLA_FLAGS environment variable, keeping flags already set.
 
   Takes effect only if called before JAX starts its backend (before the first computation
-  or `jax.devices()`); train.py and infer.py call it first thing. A flag the user already
-  set (by name) is left as the user set it. The flags are XLA:CPU ones: other backends
-  ignore them.
+  or `jax.devices()`); benchmarks/bench.py calls it first thing (its default
+  `--xla_cpu_flags=recommended`). A flag the user already set (by name, the part before
+  "=") is left as the user set it. The flags are XLA:CPU ones: other backends ignore them.
 
+  Args:
+    flags: XLA flags such as "--xla_cpu_use_onednn=true"; default `RECOMMENDED_CPU_FLAGS`,
+      empty at present, so the default call adds nothing.
   Returns:
-    The resulting XLA_FLAGS.
+    The resulting XLA_FLAGS (also set in `os.environ`), stripped of outer spaces.
   """
   current = os.environ.get("XLA_FLAGS", "")
   names = {f.split("=", 1)[0] for f in current.split()}

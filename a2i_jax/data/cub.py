@@ -72,7 +72,16 @@ def _table(path: str, columns: int) -> dict[int, list[str]]:
 
 
 def parse_attribute_names(path: str) -> list[str]:
-  """attributes.txt: `<id> <group>::<value>` -> names in id order."""
+  """Reads CUB's attributes.txt: `<id> <group>::<value>` lines -> the names in id order.
+
+  Args:
+    path: the attributes.txt file (at the archive's root or in CUB_200_2011/attributes/).
+  Returns:
+    The 312 names (`<group>::<value>`, e.g. "has_bill_shape::curved_(up_or_down)"); index i
+    holds attribute id i + 1.
+  Raises:
+    DataError: a line without an id and a name, or ids that are not exactly 1..312.
+  """
   rows = _table(path, 1)
   if sorted(rows) != list(range(1, len(rows) + 1)) or len(rows) != NUM_ATTRIBUTES:
     raise DataError(f"{path}: expected attribute ids 1..{NUM_ATTRIBUTES}, found {len(rows)}.")
@@ -83,7 +92,16 @@ def parse_image_attributes(path: str, num_images: int) -> np.ndarray:
   """image_attribute_labels.txt -> float32 [num_images + 1, 312] of is_present (row = id).
 
   Lines with extra tokens (a known quirk of the file) are read by their first three tokens;
-  lines that do not parse are skipped and counted.
+  lines that do not parse (or name an image id above `num_images`) are skipped, and their
+  count is logged.
+
+  Args:
+    path: CUB_200_2011/attributes/image_attribute_labels.txt: `<image id> <attribute id>
+      <is_present> <certainty> <time>` per line, both ids 1-based.
+    num_images: the largest image id.
+  Returns:
+    float32 [num_images + 1, 312]: row i holds image id i's is_present values (0 or 1),
+    column j attribute id j + 1. Row 0, and any pair the file does not list, stay 0.
   """
   out = np.zeros((num_images + 1, NUM_ATTRIBUTES), np.float32)
   skipped = 0
@@ -102,7 +120,20 @@ def parse_image_attributes(path: str, num_images: int) -> np.ndarray:
 
 def crop_box(bbox: tuple[float, float, float, float], width: int, height: int
              ) -> tuple[float, float, float, float]:
-  """The square crop around a bounding box (x, y, w, h): see the module docstring."""
+  """The square crop around a bounding box (see the module docstring, "Crop").
+
+  The side is BOX_SCALE times the box's longer side, at most the image's shorter side; the
+  square is centred on the box's centre, then shifted to lie inside the image.
+
+  Args:
+    bbox: (x, y, w, h) in pixels, as in bounding_boxes.txt: the box's top-left corner, its
+      width and its height.
+    width: the image's width in pixels.
+    height: the image's height in pixels.
+  Returns:
+    (left, top, right, bottom) floats with right - left == bottom - top, inside the image;
+    the `box` of `tfds_lib.crop_resize`.
+  """
   x, y, w, h = bbox
   side = min(BOX_SCALE * max(w, h), width, height)
   left = min(max(x + w / 2 - side / 2, 0.0), width - side)

@@ -95,7 +95,8 @@ def train(images: np.ndarray, masks: np.ndarray, cfg: MaskNetConfig,
     cfg: training settings.
     progress: show a progress bar.
   Returns:
-    {"params": ..., "width": int}: what `predict` needs.
+    {"params", "width", "resolution", "depth"}: the trained parameters (on the host) and the
+    network's shape settings, what `predict` needs.
   """
   model = MaskNet(cfg.width, cfg.resolution, cfg.depth)
   tx = optax.adam(cfg.learning_rate)
@@ -146,7 +147,17 @@ def _predict_batch(width: int, resolution: int, depth: int, params: Any,
 
 
 def predict(net: dict, images: np.ndarray, batch_size: int = 128) -> np.ndarray:
-  """Soft foreground masks for uint8 [N, S, S, 3] images: uint8 [N, S, S], 255 = foreground."""
+  """Soft foreground masks for uint8 [N, S, S, 3] images: uint8 [N, S, S], 255 = foreground.
+
+  Every batch is zero-padded to `batch_size`, so one program is compiled whatever N is.
+
+  Args:
+    net: what `train` returns (the parameters and the network's width, resolution, depth).
+    images: uint8 [N, S, S, 3].
+    batch_size: images per device call.
+  Returns:
+    uint8 [N, S, S]: the foreground probability times 255, rounded; 255 = foreground.
+  """
   out = np.empty(images.shape[:3], np.uint8)
   b = batch_size
   for start in range(0, images.shape[0], b):
@@ -180,9 +191,17 @@ def train_and_evaluate(train_images: np.ndarray, train_masks: np.ndarray,
                        cfg: MaskNetConfig, progress: bool = False) -> tuple[dict, dict]:
   """Trains on one labelled set and measures IoU on a held-out one.
 
+  Args:
+    train_images: uint8 [N, S, S, 3], the labelled training images.
+    train_masks: uint8 [N, S, S], their masks, 255 = foreground.
+    test_images: uint8 [M, S, S, 3], held-out labelled images; None (or M = 0) for none.
+    test_masks: uint8 [M, S, S], their masks (None when `test_images` is None).
+    cfg: training settings.
+    progress: show a progress bar while training.
   Returns:
-    (net, report): report holds the counts, settings and `test_iou` (None without a test
-    set) and `train_iou`.
+    (net, report): `net` as `train` returns it; `report` a JSON-serialisable dict with
+    `num_train`, every `MaskNetConfig` field, `train_iou`, `num_test` and `test_iou` (mean
+    IoU as `iou` computes it; `num_test` 0 and `test_iou` None without a test set).
   """
   net = train(train_images, train_masks, cfg, progress=progress)
   report = {"num_train": int(train_images.shape[0]), **dataclasses.asdict(cfg),
@@ -202,6 +221,12 @@ def synthetic_proxy(steps: int) -> dict:
   scored on 927 held-out ones, with the default settings except `steps`.
 
     python -m a2i_jax.data.face_masks 200
+
+  Args:
+    steps: Adam steps (`MaskNetConfig.steps`).
+  Returns:
+    The `train_and_evaluate` report plus `wall_s`, the seconds that training and scoring
+    took (generating the synthetic images not included).
   """
   from a2i_jax.data import synthetic  # pylint: disable=import-outside-toplevel
   import time  # pylint: disable=import-outside-toplevel

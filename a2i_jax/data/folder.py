@@ -187,7 +187,16 @@ def _fingerprint(path: str, table: Table, image_size: int, resize: str) -> str:
 
 
 def square_box(width: int, height: int, resize: str) -> tuple[float, float, float, float]:
-  """The region of a width x height image that becomes the square output."""
+  """The region of a width x height image that becomes the square output.
+
+  Args:
+    width: the image's width in pixels.
+    height: the image's height in pixels.
+    resize: "stretch" (the whole image) or "centre_crop" (the largest centred square; any
+      other value is treated as "centre_crop", `load` rejects them first).
+  Returns:
+    (left, top, right, bottom) floats; the `box` of `tfds_lib.crop_resize`.
+  """
   if resize == "stretch":
     return (0.0, 0.0, float(width), float(height))
   side = min(width, height)

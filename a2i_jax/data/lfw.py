@@ -78,6 +78,13 @@ Key = tuple[str, int]  # (Name_With_Underscores, image number)
 
 
 def image_name(key: Key) -> str:
+  """LFW's file name of an image without the extension: ("Ann_Doe", 7) -> "Ann_Doe_0007".
+
+  Args:
+    key: (the person's name with underscores, the image number from 1).
+  Returns:
+    `<Name>_<NNNN>`, the number zero-padded to four digits.
+  """
   return f"{key[0]}_{key[1]:04d}"
 
 
@@ -87,8 +94,15 @@ def image_name(key: Key) -> str:
 def parse_attributes(path: str) -> tuple[tuple[str, ...], dict[Key, np.ndarray]]:
   """Reads lfw_attributes.txt.
 
+  Args:
+    path: Kumar et al.'s lfw_attributes.txt (format in the module docstring).
   Returns:
-    (the 73 attribute names in file order, {(Name_With_Underscores, n): float32 [73]}).
+    (the 73 attribute names in file order, {(Name_With_Underscores, n): float32 [73]}); a
+    (name, n) listed twice keeps its last row.
+  Raises:
+    DataError: no `#<TAB>person<TAB>imagenum...` header in the first three lines, a header
+      naming other than 73 attributes, or a data line without 75 tab-separated fields or
+      with a value that is not a number.
   """
   lines = tfds_lib.read_lines(path)
   header = next((l for l in lines[:3] if l.startswith("#") and "person" in l), None)
@@ -119,7 +133,17 @@ def parse_attributes(path: str) -> tuple[tuple[str, ...], dict[Key, np.ndarray]]
 
 
 def parse_people(path: str) -> list[Key]:
-  """Reads a View 1 people file: every (name, n) for n in 1..count, in file order."""
+  """Reads a View 1 people file: every (name, n) for n in 1..count, in file order.
+
+  Args:
+    path: peopleDevTrain.txt or peopleDevTest.txt: a count line, then
+      `<Name><TAB><number of images>` per person; lines of another form (such as the count
+      line) are skipped.
+  Returns:
+    (name, n) for n in 1..count of each person, people in file order.
+  Raises:
+    DataError: the file has no `<Name> <count>` line.
+  """
   keys = []
   for line in tfds_lib.read_lines(path):
     parts = line.split()
@@ -131,7 +155,14 @@ def parse_people(path: str) -> list[Key]:
 
 
 def parse_parts_list(path: str) -> list[Key]:
-  """Reads parts_{train,validation,test}.txt: `<Name> <n>` lines (n not zero-padded)."""
+  """Reads parts_{train,validation,test}.txt: `<Name> <n>` lines (n not zero-padded).
+
+  Args:
+    path: the list file.
+  Returns:
+    (name, n) per `<Name> <n>` line, in file order. Lines of another form are skipped; a
+    file with none gives an empty list (no error).
+  """
   keys = []
   for line in tfds_lib.read_lines(path):
     parts = line.split()
@@ -144,7 +175,16 @@ def parse_parts_list(path: str) -> list[Key]:
 
 
 def load_image(images_root: str, key: Key) -> np.ndarray:
-  """The funneled image cropped to CROP_BOX and resized: uint8 [64, 64, 3]."""
+  """The funneled image cropped to CROP_BOX and resized: uint8 [64, 64, 3].
+
+  Args:
+    images_root: the unpacked lfw_funneled/ folder (`<Name>/<Name>_<NNNN>.jpg`, 250x250).
+    key: (name, image number).
+  Returns:
+    uint8 [64, 64, 3] RGB, CROP_BOX resized with PIL's antialiased bilinear filter.
+  Raises:
+    DataError: the image file does not exist.
+  """
   path = os.path.join(images_root, key[0], image_name(key) + ".jpg")
   if not os.path.exists(path):
     raise DataError(f"LFW: {path} is listed (View 1 or part labels) but not in "
@@ -157,6 +197,13 @@ def load_part_mask(labels_root: str, key: Key) -> np.ndarray:
   """Foreground (hair + face) of a part-label image, cropped like the image: uint8 [64, 64].
 
   The labels are one-hot R = hair, G = face, B = background, so foreground = 255 - B.
+
+  Args:
+    labels_root: the unpacked parts_lfw_funneled_gt_images/ folder (`<Name>_<NNNN>.ppm`).
+    key: (name, image number); its label image must exist (callers check; a missing one
+      raises FileNotFoundError).
+  Returns:
+    uint8 [64, 64], 255 = hair or face; CROP_BOX resized like `load_image` (soft edges).
   """
   path = os.path.join(labels_root, image_name(key) + ".ppm")
   with Image.open(path) as im:

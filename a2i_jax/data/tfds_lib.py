@@ -31,7 +31,13 @@ from a2i_jax.data.base import (DataError, Dataset, DatasetNotPreparedError, Spli
 
 
 def import_tfds() -> Any:
-  """Returns the `tensorflow_datasets` module, or raises a `DataError` saying how to get it."""
+  """Returns the `tensorflow_datasets` module, or raises a `DataError` saying how to get it.
+
+  Returns:
+    The `tensorflow_datasets` module.
+  Raises:
+    DataError: it cannot be imported (the message gives the pip command).
+  """
   try:
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   except ImportError as e:
@@ -59,7 +65,16 @@ class Source:
 
 
 def instructions(sources: Sequence[Source], manual_dir: str) -> str:
-  """The download instructions: every file with its URL and size, and where it goes."""
+  """The download instructions: every file with its URL and size, and where it goes.
+
+  Args:
+    sources: the files to list.
+    manual_dir: the folder named as their destination (e.g. "<data_dir>/manual/lfw").
+  Returns:
+    Multi-line text: a heading line naming `manual_dir`, then one indented line per source
+    with its file name, size (if known), URL and, for an archive, the unpacked folder that
+    may stand in for it.
+  """
   lines = [f"Download these files into {manual_dir} (create the folder):"]
   for s in sources:
     alt = f"; or its unpacked folder {s.extracted}/" if s.extracted else ""
@@ -154,7 +169,17 @@ def unpack(archive: str, dest_root: str, progress: bool = True) -> str:
 
 
 def find_file(root: str, relative: str, what: str) -> str:
-  """`root/relative`, or a `DataError` naming the path the archive should have held."""
+  """`root/relative`, or a `DataError` naming the path the archive should have held.
+
+  Args:
+    root: the folder of an unpacked archive.
+    relative: the path expected inside it ("/"-separated).
+    what: the archive's name, for the message.
+  Returns:
+    os.path.join(root, relative), which exists.
+  Raises:
+    DataError: it does not exist.
+  """
   path = os.path.join(root, relative)
   if not os.path.exists(path):
     raise DataError(f"{what}: expected {relative} under {root}, but it is not there; the "
@@ -163,7 +188,14 @@ def find_file(root: str, relative: str, what: str) -> str:
 
 
 def read_lines(path: str) -> list[str]:
-  """The non-empty lines of a text file (UTF-8, or Latin-1 where UTF-8 fails)."""
+  """The non-empty lines of a text file (UTF-8, or Latin-1 where UTF-8 fails).
+
+  Args:
+    path: the text file.
+  Returns:
+    Its lines in order, without line endings; lines holding only whitespace are dropped,
+    other lines keep their leading and trailing spaces and tabs.
+  """
   with open(path, "rb") as f:
     raw = f.read()
   try:
@@ -178,13 +210,29 @@ def crop_resize(image: Any, box: Sequence[float], size: int) -> Any:
 
   PIL's bilinear filter widens its support when it shrinks, so downscaling averages over the
   source area (as Torch's `image.scale` does), rather than sampling it.
+
+  Args:
+    image: a PIL image of any mode (RGB images and mode-L masks alike).
+    box: (left, top, right, bottom) in source pixels; fractional values crop sub-pixel
+      regions rather than rounding.
+    size: S, the output side.
+  Returns:
+    A PIL image of the same mode, S x S.
   """
   from PIL import Image  # pylint: disable=import-outside-toplevel
   return image.resize((size, size), Image.BILINEAR, box=tuple(float(b) for b in box))
 
 
 def resize_array(images: np.ndarray, size: int) -> np.ndarray:
-  """Resizes uint8 [N, H, W, C] or [N, H, W] images to size x size (PIL bilinear)."""
+  """Resizes uint8 [N, H, W, C] or [N, H, W] images to size x size (PIL bilinear).
+
+  Args:
+    images: uint8 [N, H, W, 3] images or [N, H, W] masks (C must be one PIL reads from an
+      array: 3 or 4, not 1). H != W stretches.
+    size: S, the output side.
+  Returns:
+    uint8 [N, S, S, C] or [N, S, S]; `images` itself, not a copy, when H == W == S.
+  """
   from PIL import Image  # pylint: disable=import-outside-toplevel
   if images.shape[1] == size and images.shape[2] == size:
     return images
@@ -195,7 +243,14 @@ def resize_array(images: np.ndarray, size: int) -> np.ndarray:
 
 
 def fingerprint(parts: Iterable[Any]) -> str:
-  """A short stable hash of the given values (their repr)."""
+  """A short stable hash of the given values (their repr).
+
+  Args:
+    parts: values whose repr is the same from run to run (bytes, strings, numbers, and
+      lists or tuples of them).
+  Returns:
+    12 hex digits: the start of the SHA-256 of the reprs, each followed by a NUL byte.
+  """
   h = hashlib.sha256()
   for p in parts:
     h.update(repr(p).encode())
@@ -205,7 +260,19 @@ def fingerprint(parts: Iterable[Any]) -> str:
 
 def feature_dict(tfds: Any, image_size: int, num_attributes: int, masks: bool,
                  extra: Optional[dict] = None) -> Any:
-  """The features every builder writes: the same arrays `Split` holds, plus an id."""
+  """The features every builder writes: the same arrays `Split` holds, plus an id.
+
+  Args:
+    tfds: the `tensorflow_datasets` module (from `import_tfds`).
+    image_size: S, the side of the stored images.
+    num_attributes: A, the length of the attribute vectors.
+    masks: add the `mask` and `mask_predicted` features.
+    extra: more features by name (e.g. CUB's `attributes_class`); on a name clash they
+      replace the standard ones.
+  Returns:
+    A `tfds.features.FeaturesDict`: `id` (text), `image` (uint8 [S, S, 3]), `attributes`
+    (float32 [A]) and, with masks, `mask` (uint8 [S, S, 1]) and `mask_predicted` (bool).
+  """
   f = {
       "id": tfds.features.Text(),
       "image": tfds.features.Image(shape=(image_size, image_size, 3)),
@@ -219,7 +286,14 @@ def feature_dict(tfds: Any, image_size: int, num_attributes: int, masks: bool,
 
 
 def pil_mask(mask: np.ndarray) -> Any:
-  """uint8 [H, W] to the single-channel PIL image the Image feature encodes."""
+  """uint8 [H, W] to the single-channel PIL image the Image feature encodes.
+
+  Args:
+    mask: uint8 [H, W], 255 = foreground. Other dtypes are cast to uint8 without scaling,
+      so bool or [0, 1] float masks must be multiplied by 255 first.
+  Returns:
+    A mode-L PIL image, H x W.
+  """
   from PIL import Image  # pylint: disable=import-outside-toplevel
   return Image.fromarray(np.ascontiguousarray(mask, np.uint8), mode="L")
 
@@ -242,7 +316,16 @@ class BuilderMixin:
 
 
 def prepare(builder: Any, manual_dir: str, download_dir: str) -> None:
-  """Runs `download_and_prepare` (a no-op once the dataset is prepared)."""
+  """Runs `download_and_prepare` (a no-op once the dataset is prepared).
+
+  Args:
+    builder: an `a2i_jax` builder (a `BuilderMixin` GeneratorBasedBuilder).
+    manual_dir: the folder of manually downloaded source files (TFDS's `manual_dir`).
+    download_dir: where TFDS puts downloads and the builders unpack archives.
+  Raises:
+    DatasetNotPreparedError / DataError: from the builder: source files missing, damaged
+      or not the published ones.
+  """
   tfds = import_tfds()
   builder.download_and_prepare(
       download_dir=download_dir,
@@ -325,7 +408,14 @@ ProgressFn = Callable[[Iterable[Any], str], Iterable[Any]]
 
 
 def progress_bar(enabled: bool) -> ProgressFn:
-  """`wrap(iterable, description)`: a tqdm bar when enabled, the iterable otherwise."""
+  """`wrap(iterable, description)`: a tqdm bar when enabled, the iterable otherwise.
+
+  Args:
+    enabled: whether to show progress bars.
+  Returns:
+    A function of (iterable, description) that returns a tqdm bar over the iterable
+    labelled with the description when `enabled`, else the iterable itself.
+  """
   if not enabled:
     return lambda it, desc: it
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
