@@ -107,7 +107,8 @@ def dense(x: Array, features: int, dtype: Dtype, name: Optional[str] = None) -> 
 
 
 def conv(x: Array, features: int, kernel: int, *, stride: int = 1,
-         padding: Optional[int] = None, dtype: Dtype) -> Array:
+         padding: Optional[int] = None, dtype: Dtype, upsample_first: bool = False,
+         upsample_mode: str = "polyphase") -> Array:
   """nn.SpatialConvolution (k x k, explicit zero padding) with the Torch default init.
 
   The reference's SpatialFullConvolution(5, stride 1, pad 2) is the same function as a 5x5
@@ -120,14 +121,92 @@ def conv(x: Array, features: int, kernel: int, *, stride: int = 1,
     stride: the stride.
     padding: zero padding per side; None for k // 2 ("same" at stride 1).
     dtype: computation dtype.
+    upsample_first: apply SpatialUpSamplingNearest(2) to x first (the decoders' pattern).
+    upsample_mode: how an upsample-then-convolve is computed (`upsample_first` only):
+      "direct" (upsample, then convolve at 2H x 2W) or "polyphase" (the same function, computed
+      at H x W; see `UpsampleConv`).
   Returns:
-    [B, H', W', F].
+    [B, H', W', F], H' = 2H when `upsample_first`.
   """
   pad = kernel // 2 if padding is None else padding
+  if upsample_first:
+    if upsample_mode not in UPSAMPLE_MODES:
+      raise ConfigError(f"model.upsample_mode={upsample_mode!r} is not one of "
+                        f"{', '.join(UPSAMPLE_MODES)}.")
+    taps = 2 * ((kernel // 2 + 1) // 2) + 1  # Low-resolution taps per side (UpsampleConv).
+    if (upsample_mode == "polyphase" and stride == 1 and pad == kernel // 2 and kernel % 2
+        and taps < kernel):  # 5x5 and larger: fewer multiply-adds; 3x3 would gain nothing.
+      init = _torch_default(kernel * kernel * x.shape[-1])
+      return UpsampleConv(features, (kernel, kernel), padding=((pad, pad), (pad, pad)),
+                          kernel_init=init, bias_init=init, dtype=dtype)(x)
+    x = upsample(x)
   init = _torch_default(kernel * kernel * x.shape[-1])
   return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
                  padding=((pad, pad), (pad, pad)), kernel_init=init, bias_init=init,
                  dtype=dtype)(x)
+
+
+UPSAMPLE_MODES = ("polyphase", "direct")
+
+
+def _polyphase_taps(kernel: int) -> np.ndarray:
+  """0/1 matrix M[a, t, d]: tap d of a k-tap "same" filter applied after nearest x2 upsampling
+  reads low-resolution offset t - T for output phase a (T = ceil((k // 2) / 2)).
+
+  Args:
+    kernel: the (odd) kernel side k.
+  Returns:
+    float32 [2, 2T + 1, k].
+  """
+  r = kernel // 2
+  half = (r + 1) // 2
+  m = np.zeros((2, 2 * half + 1, kernel), np.float32)
+  for a in range(2):
+    for d in range(kernel):
+      m[a, (a + d - r) // 2 + half, d] = 1.0
+  return m
+
+
+class UpsampleConv(nn.Conv):
+  """Nearest x2 upsampling followed by a k x k "same" convolution, computed at the input's size.
+
+  Output pixel (2i + a, 2j + b) of conv(upsample(x), W) reads only a (2T+1) x (2T+1) window of
+  x around (i, j), with phase (a, b)'s kernel made of sums of W's taps (`_polyphase_taps`).
+  So the layer is one convolution of x with the four phase kernels stacked on the output axis
+  (4F outputs, (2T+1)^2 taps), then a depth-to-space shuffle: the same function with the same
+  parameters (`kernel` [k, k, C, F], `bias` [F], created in nn.Conv's order, so checkpoints
+  and initial values are unchanged), at 4 (2T+1)^2 / k^2 of the multiply-adds: 36 / 100 for
+  the decoders' 5x5 layers. The class is named like nn.Conv's subclass so that Flax's automatic
+  names (Conv_0, Conv_1, ...) stay those of the direct form; see `conv`.
+  """
+
+  @nn.compact
+  def __call__(self, inputs: Array) -> Array:
+    """Applies the layer.
+
+    Args:
+      inputs: [B, H, W, C].
+    Returns:
+      [B, 2H, 2W, F].
+    """
+    k = self.kernel_size[0]
+    b, h, w, c = inputs.shape
+    kernel = self.param("kernel", self.kernel_init, (k, k, c, self.features), self.param_dtype)
+    bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+    taps = jnp.asarray(_polyphase_taps(k), kernel.dtype)
+    half = (taps.shape[1] - 1) // 2
+    # [t, s, C, a, b, F]: the phase kernels, summed in the parameters' dtype before any cast.
+    phases = jnp.einsum("atd,bse,deio->tsiabo", taps, taps, kernel)
+    phases = phases.reshape(2 * half + 1, 2 * half + 1, c, 4 * self.features)
+    x, phases, bias = nn.dtypes.promote_dtype(inputs, phases, bias, dtype=self.dtype)
+    y = jax.lax.conv_general_dilated(x, phases, (1, 1), ((half, half), (half, half)),
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                     precision=self.precision)
+    y = y.reshape(b, h, w, 2, 2, self.features).transpose(0, 1, 3, 2, 4, 5)
+    return y.reshape(b, 2 * h, 2 * w, self.features) + bias
+
+
+UpsampleConv.__name__ = "Conv"  # Flax names submodules by class name: keep Conv_<n>.
 
 
 def batch_norm(x: Array, train: bool, dtype: Dtype) -> Array:
@@ -294,6 +373,7 @@ class ImageDecoder(nn.Module):
   conditional: bool = True
   second_head: str = "logvar"
   dtype: Dtype = jnp.float32
+  upsample_mode: str = "polyphase"
 
   @nn.compact
   def __call__(self, z: Array, y: Optional[Array], train: bool) -> tuple[Array, Array]:
@@ -307,7 +387,8 @@ class ImageDecoder(nn.Module):
     h = nn.relu(dense(h, c0 * s0 * s0, d)).reshape(-1, s0, s0, c0)
     h = nn.relu(batch_norm(conv(h, c0, 3, dtype=d), train, d))
     for c in (256, 128, 64):
-      h = nn.relu(batch_norm(conv(upsample(h), scaled(c, w), 5, dtype=d), train, d))
+      h = conv(h, scaled(c, w), 5, dtype=d, upsample_first=True, upsample_mode=self.upsample_mode)
+      h = nn.relu(batch_norm(h, train, d))
     image = jnp.tanh(conv(h, 3, 5, dtype=d))
     second = conv(h, 3, 5, dtype=d)
     if self.second_head == "gate":
@@ -349,6 +430,7 @@ class BackgroundDecoder(nn.Module):
   image_size: int
   width: float = 1.0
   dtype: Dtype = jnp.float32
+  upsample_mode: str = "polyphase"
 
   @nn.compact
   def __call__(self, z: Array, train: bool) -> Array:
@@ -359,9 +441,8 @@ class BackgroundDecoder(nn.Module):
     plan = ((True, 128, 3), (True, 128, 3), (True, 64, 3), (False, 64, 3), (True, 64, 3),
             (False, 64, 3), (True, 32, 5))
     for up, c, k in plan:
-      if up:
-        h = upsample(h)
-      h = nn.relu(batch_norm(conv(h, scaled(c, w), k, dtype=d), train, d))
+      h = conv(h, scaled(c, w), k, dtype=d, upsample_first=up, upsample_mode=self.upsample_mode)
+      h = nn.relu(batch_norm(h, train, d))
     return jnp.tanh(conv(h, 3, 5, dtype=d))
 
 
@@ -378,6 +459,8 @@ class CVAE(nn.Module):
     width: multiplier on every hidden width (1.0 = the reference).
     conditional: False gives the VAE: no attribute streams in encoder or decoder.
     dtype: compute dtype (parameters stay float32).
+    upsample_mode: "polyphase" (default) or "direct": how the decoder's upsample-then-5x5
+      layers are computed; the same function and parameters either way (`UpsampleConv`).
   """
   y_dim: int
   z_dim: int = 256
@@ -385,12 +468,13 @@ class CVAE(nn.Module):
   width: float = 1.0
   conditional: bool = True
   dtype: Dtype = jnp.float32
+  upsample_mode: str = "polyphase"
 
   def setup(self):
     _check_size(self.image_size)
     self.encoder = ImageEncoder(self.z_dim, self.width, self.conditional, self.dtype)
     self.decoder = ImageDecoder(self.image_size, self.width, self.conditional, "logvar",
-                                self.dtype)
+                                self.dtype, self.upsample_mode)
 
   def _y(self, y: Optional[Array]) -> Optional[Array]:
     return y if self.conditional else None
@@ -442,7 +526,7 @@ class DisCVAE(nn.Module):
   Attributes:
     y_dim: attribute vector length.
     zf_dim, zb_dim: foreground / background latent sizes (LFW 192 / 64, CUB 128 / 128).
-    image_size, width, dtype: as for `CVAE`.
+    image_size, width, dtype, upsample_mode: as for `CVAE`.
     block_kl_bg_grad_to_fg: the reference back-propagates the background KL separately,
       so d KL_B / d zF never reaches the foreground encoder; True reproduces that.
   """
@@ -453,14 +537,17 @@ class DisCVAE(nn.Module):
   width: float = 1.0
   block_kl_bg_grad_to_fg: bool = True
   dtype: Dtype = jnp.float32
+  upsample_mode: str = "polyphase"
 
   def setup(self):
     _check_size(self.image_size)
     self.encoder_fg = ImageEncoder(self.zf_dim, self.width, True, self.dtype)
     self.encoder_bg_trunk = BackgroundTrunk(self.width, self.dtype)
     self.encoder_bg_head = BackgroundHead(self.zb_dim, self.width, self.dtype)
-    self.decoder_fg = ImageDecoder(self.image_size, self.width, True, "gate", self.dtype)
-    self.decoder_bg = BackgroundDecoder(self.image_size, self.width, self.dtype)
+    self.decoder_fg = ImageDecoder(self.image_size, self.width, True, "gate", self.dtype,
+                                   self.upsample_mode)
+    self.decoder_bg = BackgroundDecoder(self.image_size, self.width, self.dtype,
+                                        self.upsample_mode)
 
   def decode(self, z_fg: Array, z_bg: Array, y: Array,
              train: bool = False) -> dict[str, Array]:
@@ -535,7 +622,7 @@ def create_model(model_config: Any) -> nn.Module:
 
   Args:
     model_config: the `config.model` ConfigDict (name, y_dim, z_dim, zf_dim, zb_dim,
-      image_size, width, dtype, block_kl_bg_grad_to_fg).
+      image_size, width, dtype, upsample_mode, block_kl_bg_grad_to_fg).
   Returns:
     An unbound Linen module.
   """
@@ -543,7 +630,11 @@ def create_model(model_config: Any) -> nn.Module:
   # "auto": bf16 compute on GPU / TPU, f32 on CPU (perf.compute_dtype); params stay f32.
   dtype = perf.compute_dtype(model_config.get("dtype", "float32"))
   common = dict(y_dim=model_config.y_dim, image_size=model_config.image_size,
-                width=model_config.width, dtype=dtype)
+                width=model_config.width, dtype=dtype,
+                upsample_mode=model_config.get("upsample_mode", "polyphase"))
+  if model_config.get("upsample_mode", "polyphase") not in UPSAMPLE_MODES:
+    raise ConfigError(f"model.upsample_mode={model_config.upsample_mode!r} is not one of "
+                      f"{', '.join(UPSAMPLE_MODES)}.")
   if name in ("vae", "cvae"):
     return CVAE(z_dim=model_config.z_dim, conditional=(name == "cvae"), **common)
   if name == "discvae":

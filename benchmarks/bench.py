@@ -25,7 +25,11 @@ convolution and matrix product, forward and backward: the usual "model FLOPs" of
 also read from XLA's `compiled.cost_analysis()` where the backend reports it (XLA:CPU does;
 it adds elementwise work). MFU = model FLOPs per second / the device's peak (`PEAKS` below,
 documented per device kind; for CPUs the peak is computed from the core count, clock and
-vector width read from the OS).
+vector width read from the OS). The model FLOPs are always those of the paper's form of the
+network (`model.upsample_mode="direct"`: upsample, then a 5x5 convolution at the doubled
+size); the default "polyphase" form computes the same function with fewer multiply-adds, and
+`hfu` (hardware FLOPs utilisation) divides the FLOPs the program actually executes instead.
+Compare modes with `--model_overrides=model.upsample_mode=direct`.
 
 Results go to stdout, to `--out` if given, and to `benchmarks/results/<device>.json` (the
 machine-readable copy of the last figures for that device).
@@ -69,7 +73,8 @@ def cpu_peak() -> dict[str, Any]:
 
   FLOP per cycle per core: 2 FMA units x (8 lanes AVX2 | 16 lanes AVX-512) x 2 (multiply and
   add). Two figures are given: AVX2-FMA (the issue's yardstick) and the widest vector unit the
-  CPU reports. The clock is the nominal one (`cpu MHz`); turbo may exceed it.
+  CPU reports, which MFU uses (`device_peak`). The clock is the nominal one (`cpu MHz`); turbo
+  may exceed it.
   """
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
   mhz, flags = None, ""
@@ -93,9 +98,13 @@ def device_peak(device: Any, dtype: str) -> tuple[Optional[float], str]:
   """(peak FLOP/s, where it comes from) for `device` computing in `dtype`."""
   if device.platform == "cpu":
     p = cpu_peak()
-    # bf16 on CPU has no faster FMA path in XLA:CPU (it is converted to f32): same peak.
-    return p["peak_f32_avx2_fma"], (f"CPU AVX2 FMA: {p['cores']} cores x {p['ghz']:.2f} GHz x "
-                                    "32 FLOP/cycle")
+    # bf16 on CPU has no faster FMA path in XLA:CPU (it is converted to f32): same peak. The
+    # widest vector unit: XLA:CPU's YNNPACK kernels use AVX-512 where the CPU has it (measured
+    # here: above the AVX2 peak), so the AVX2 figure would overstate the utilisation.
+    lanes = 16 if p["avx512"] else 8
+    return p["peak_f32_widest"], (f"CPU {'AVX-512' if p['avx512'] else 'AVX2'} FMA: "
+                                  f"{p['cores']} cores x {p['ghz']:.2f} GHz x "
+                                  f"{4 * lanes} FLOP/cycle")
   kind = device.device_kind.lower()
   for name, peaks in PEAKS.items():
     if name in kind:
@@ -180,9 +189,18 @@ def make_config(case: Case, overrides: dict) -> Any:
     *parents, leaf = key.split(".")
     for p in parents:
       node = node[p]
-    node[leaf] = type(node[leaf])(value)
+    old = node[leaf]
+    node[leaf] = (value.lower() in ("1", "true") if isinstance(old, bool) else type(old)(value))
   config.data.image_size = config.model.image_size
   return config
+
+
+def direct_config(config: Any) -> Any:
+  """A copy of `config` whose model computes upsample + conv as written (model.upsample_mode
+  "direct"): the form whose FLOPs are the model FLOPs of MFU."""
+  direct = config.copy_and_resolve_references()
+  direct.model.upsample_mode = "direct"
+  return direct
 
 
 def random_data(config: Any, n: int) -> dict:
@@ -222,9 +240,19 @@ def bench_train(case: Case, config: Any, repeats: int, peak: Optional[float],
   compile_s = time.perf_counter() - t0
   if compile_only:
     return {"lower_s": round(lower_s, 2), "compile_s": round(compile_s, 2)}
-  flops_jaxpr = jaxpr_flops(jax.make_jaxpr(steps)(state, data, key)) / case.batch
+  # Model FLOPs count the paper's form of every layer (upsample, then convolve: the "direct"
+  # mode), whatever form runs; the executed FLOPs are those of the program that ran.
+  per_dispatch = case.batch * config.steps_per_dispatch  # Images per timed call.
+  flops_exec = jaxpr_flops(jax.make_jaxpr(steps)(state, data, key)) / per_dispatch
+  flops_jaxpr = flops_exec
+  if config.model.get("upsample_mode", "polyphase") != "direct":
+    direct = direct_config(config)
+    d_model = models.create_model(direct.model)
+    d_steps = train_lib.make_multi_step(train_lib.make_train_step(d_model, tx, direct), direct,
+                                        mesh)
+    flops_jaxpr = jaxpr_flops(jax.make_jaxpr(d_steps)(state, data, key)) / per_dispatch
   flops_xla = xla_flops(compiled)
-  flops_xla = None if flops_xla is None else flops_xla / case.batch
+  flops_xla = None if flops_xla is None else flops_xla / per_dispatch
   holder = [state]
 
   def step():
@@ -234,14 +262,19 @@ def bench_train(case: Case, config: Any, repeats: int, peak: Optional[float],
   step()  # Warm-up.
   times = _time_calls(step, repeats)
   step_s = statistics.median(times)
-  ips = case.batch / step_s
+  ips = per_dispatch / step_s
   return {"lower_s": round(lower_s, 2), "compile_s": round(compile_s, 2),
-          "step_s_median": round(step_s, 4), "step_s_all": [round(t, 4) for t in times],
+          "steps_per_dispatch": config.steps_per_dispatch,
+          "step_s_median": round(step_s / config.steps_per_dispatch, 4),
+          "step_s_all": [round(t / config.steps_per_dispatch, 4) for t in times],
           "images_per_s": round(ips, 2),
+          "upsample_mode": config.model.get("upsample_mode", "polyphase"),
           "gflop_per_image": round(flops_jaxpr / 1e9, 3),
+          "gflop_per_image_executed": round(flops_exec / 1e9, 3),
           "gflop_per_image_xla": None if flops_xla is None else round(flops_xla / 1e9, 3),
           "model_tflop_per_s": round(flops_jaxpr * ips / 1e12, 4),
           "mfu": None if not peak else round(flops_jaxpr * ips / peak, 4),
+          "hfu": None if not peak else round(flops_exec * ips / peak, 4),
           "mfu_xla_flops": None if not (peak and flops_xla) else round(flops_xla * ips / peak, 4)}
 
 
@@ -342,6 +375,9 @@ def bench_infer(case: Case, config: Any, n_images: int, steps: int, repeats: int
   # FLOPs of one iteration: the stand-in's one-step program (decoder forward + backward to
   # the latents, as in the library's loop; the library's encoder init is not counted).
   one = _standin_inference(model, variables, config, 1, 0.01)
+  flops_exec = jaxpr_flops(jax.make_jaxpr(one)(x, y, key)) / n_images
+  direct = direct_config(config)  # Model FLOPs: the paper's form of the layers (see train).
+  one = _standin_inference(models.create_model(direct.model), variables, direct, 1, 0.01)
   flops = jaxpr_flops(jax.make_jaxpr(one)(x, y, key)) / n_images
   energies = jnp.asarray(energies).reshape(-1)
   return {"path": path, "images": n_images, "steps": steps,
@@ -350,8 +386,11 @@ def bench_infer(case: Case, config: Any, n_images: int, steps: int, repeats: int
           "run_s_median": round(run_s, 4), "run_s_all": [round(t, 4) for t in times],
           "image_iterations_per_s": round(rate, 2),
           "infer_extrapolated_s_1000x1000": round(1e6 / rate, 2),
+          "upsample_mode": config.model.get("upsample_mode", "polyphase"),
           "gflop_per_image_iteration": round(flops / 1e9, 3),
+          "gflop_per_image_iteration_executed": round(flops_exec / 1e9, 3),
           "mfu": None if not peak else round(flops * rate / peak, 4),
+          "hfu": None if not peak else round(flops_exec * rate / peak, 4),
           "energy_first_last": [float(energies[0]), float(energies[-1])]}
 
 

@@ -5,6 +5,7 @@
 #
 #   TORCH_PYTHON=/work/venv-torch/bin/python bash benchmarks/compare_cpu.sh
 #   MODELS=cvae BATCH=32 REPEATS=3 INFER_STEPS=10 bash benchmarks/compare_cpu.sh
+#   MODES="polyphase direct"   # JAX runs, one per model.upsample_mode (default: both)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -13,15 +14,19 @@ MODELS=${MODELS:-cvae discvae}
 BATCH=${BATCH:-32}
 REPEATS=${REPEATS:-3}
 INFER_STEPS=${INFER_STEPS:-10}
+MODES=${MODES:-polyphase direct}
 out=${OUT_FILE:-benchmarks/results/cpu_vs_torch.json}
 mkdir -p "$(dirname "$out")"
 : > "$out.tmp"
 for model in $MODELS; do
   "$TORCH_PYTHON" benchmarks/torch_reference.py --model="$model" --batch="$BATCH" \
     --repeats="$REPEATS" --infer_steps="$INFER_STEPS" >> "$out.tmp"
-  "$PYTHON" benchmarks/bench.py --models="$model" --batches="$BATCH" --dtypes=float32 \
-    --repeats="$REPEATS" --infer_steps="$INFER_STEPS" --no_results_copy ${BENCH_ARGS:-} \
-    | "$PYTHON" -c "import json,sys; print(json.dumps(json.load(sys.stdin)))" >> "$out.tmp"
+  for mode in $MODES; do
+    "$PYTHON" benchmarks/bench.py --models="$model" --batches="$BATCH" --dtypes=float32 \
+      --repeats="$REPEATS" --infer_steps="$INFER_STEPS" --no_results_copy \
+      --model_overrides="model.upsample_mode=$mode" ${BENCH_ARGS:-} \
+      | "$PYTHON" -c "import json,sys; print(json.dumps(json.load(sys.stdin)))" >> "$out.tmp"
+  done
 done
 mv "$out.tmp" "$out"
 cat "$out"

@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # One prepared command for a bare GPU machine with no network: installs the few pure-Python
 # wheels that a2i_jax needs beyond the machine's jax/flax/optax/orbax (carried in .whl/, see
-# benchmarks/fetch_gpu_wheels.sh), prints the machine, and runs benchmarks/bench.py on the GPU:
-# paper CVAE and disCVAE (64x64, full width), batch 256 and 32, bf16 and f32 compute; train
-# throughput / MFU / compile time, and posterior inference on 1,000 images (50 Adam steps
-# timed, the 1,000-step time extrapolated from that rate: `infer_extrapolated_s_1000x1000`).
-# Writes $OUT/bench_gpu.json when $OUT is set (else ./bench_gpu.json), after every case, so a
-# run cut short keeps what it measured. Budget: the three parts are limited to 100 + 75 + 35 s,
-# so the script fits the 240 s that scripts/gpu_session.sh gives it (BENCH_LIMIT).
+# benchmarks/fetch_gpu_wheels.sh), prints the machine, and runs benchmarks/bench.py on the GPU
+# in time-boxed parts (the `parts` table below, most important first): paper CVAE and disCVAE
+# (64x64, full width) at batch 256 in bf16, training throughput / MFU / compile time and
+# posterior inference on 1,000 images (50 Adam steps timed; `infer_extrapolated_s_1000x1000` is
+# the 1,000-step time at that rate); the paper's "direct" upsample + conv form side by side with
+# the default polyphase form; 4 train steps fused per dispatch; batch 32.
+# Writes $OUT/bench_gpu_<part>.json (after every case, so a part cut short keeps what it
+# measured) and the merged $OUT/bench_gpu.json (else ./). The limits add up to 570 s.
 #
 #   bash benchmarks/gpu.sh                    # on the GPU machine, from the repository root
 #   A2I_GPU_SMOKE=1 PYTHON=/work/venv-new/bin/python bash benchmarks/gpu.sh   # CPU dry run, tiny
-#   MODELS=cvae ...                          # one model only
+#   PARTS="cvae_bf16 b32" bash benchmarks/gpu.sh                  # only the named parts
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -50,32 +51,49 @@ for banned in ("tensorflow", "tensorflow_datasets"):
 PY
 
 echo "=== benchmark"
-# Three runs, most important first, each under its own time limit so that the whole script
-# stays under 5 minutes and a slow compile costs only the cases after it: (1) bf16 at batch
-# 256, training and inference (the issue's MFU and 1,000 x 1,000 goals), (2) the same in f32,
-# (3) batch 32 training in both dtypes. Each run writes its JSON after every case.
-bench() {  # $1 = time limit (s), $2 = part name, then bench.py flags
-  local limit=$1 part=$2; shift 2
-  timeout "$limit" "$PYTHON" benchmarks/bench.py --models="${MODELS:-cvae,discvae}" --no_results_copy \
-    --out="$out_dir/bench_gpu_$part.json" "$@" || echo "gpu.sh: part $part stopped (exit $?)"
-}
+# Time-boxed parts, most important first, each a separate bench.py process under its own
+# limit, so that a slow compile costs only the parts after it. Each writes its JSON after every
+# case. The default decoders compute upsample + 5x5 conv in polyphase form
+# (model.upsample_mode); the "direct" parts time the paper's form in the same run.
+#   name | limit (s) | bench.py flags
+infer=(--what=train,infer --infer_images=1000 --infer_steps=50 --infer_repeats=2)
+direct=--model_overrides=model.upsample_mode=direct
+parts=(
+  "cvae_bf16|130|--models=cvae --batches=256 --dtypes=bfloat16 --repeats=5 ${infer[*]}"
+  "cvae_bf16_direct|70|--models=cvae --batches=256 --dtypes=bfloat16 --repeats=5 --what=train $direct"
+  "discvae_bf16|150|--models=discvae --batches=256 --dtypes=bfloat16 --repeats=5 ${infer[*]}"
+  "discvae_bf16_direct|80|--models=discvae --batches=256 --dtypes=bfloat16 --repeats=5 --what=train $direct"
+  "fused4|70|--models=cvae --batches=256 --dtypes=bfloat16 --repeats=5 --what=train --model_overrides=steps_per_dispatch=4,scan_unroll=false"
+  "b32|70|--models=cvae,discvae --batches=32 --dtypes=bfloat16 --repeats=5 --what=train"
+)
 if [ "$SMOKE" = 1 ]; then
-  # CPU dry run of the same command lines at a tiny size: checks this script end to end.
+  # CPU dry run of the same parts at a tiny size: checks this script end to end.
   export JAX_PLATFORMS=cpu
-  bench 600 1 --smoke --batches=8 --dtypes=bfloat16 --what=train,infer --infer_images=16
-  bench 600 2 --smoke --batches=8 --dtypes=float32 --what=train,infer --infer_images=16
-  bench 600 3 --smoke --batches=4 --dtypes=bfloat16,float32 --what=train
-else
-  infer=(--what=train,infer --infer_images=1000 --infer_steps=50 --infer_repeats=2)
-  bench 100 1 --batches=256 --dtypes=bfloat16 --repeats=5 "${infer[@]}"
-  bench 75 2 --batches=256 --dtypes=float32 --repeats=5 "${infer[@]}"
-  bench 35 3 --batches=32 --dtypes=bfloat16,float32 --repeats=5 --what=train
+  smoke=()
+  for p in "${parts[@]}"; do
+    IFS='|' read -r name limit flags <<<"$p"
+    flags=${flags//--batches=256/--batches=8}; flags=${flags//--batches=32/--batches=4}
+    flags=${flags//--infer_images=1000/--infer_images=16}
+    smoke+=("$name|600|--smoke $flags")
+  done
+  parts=("${smoke[@]}")
 fi
-"$PYTHON" - "$out_dir" <<'PY'
+names=()
+for p in "${parts[@]}"; do
+  IFS='|' read -r name limit flags <<<"$p"
+  names+=("$name")
+  if [ -n "${PARTS:-}" ] && [[ " $PARTS " != *" $name "* ]]; then continue; fi
+  echo "--- part $name (limit ${limit} s)"
+  # shellcheck disable=SC2086
+  timeout "$limit" "$PYTHON" benchmarks/bench.py --no_results_copy \
+    --out="$out_dir/bench_gpu_$name.json" $flags > "$out_dir/bench_gpu_$name.log" 2>&1 \
+    || echo "gpu.sh: part $name stopped (exit $?)"
+done
+"$PYTHON" - "$out_dir" "${names[@]}" <<'PY'
 import json, os, sys
 out = sys.argv[1]
 merged = {"info": None, "cases": []}
-for part in ("1", "2", "3"):
+for part in sys.argv[2:]:
   path = os.path.join(out, f"bench_gpu_{part}.json")
   if os.path.exists(path):
     r = json.load(open(path))
@@ -84,8 +102,9 @@ for part in ("1", "2", "3"):
 json.dump(merged, open(os.path.join(out, "bench_gpu.json"), "w"), indent=2)
 for c in merged["cases"]:
   t, i = c.get("train", {}), c.get("infer", {})
-  print(f"{c['model']:8s} b{c['batch']:<4d} {c['dtype']:9s} train {t.get('images_per_s')} img/s "
-        f"MFU {t.get('mfu')} compile {t.get('compile_s')} s | infer "
+  print(f"{c['model']:8s} b{c['batch']:<4d} {c['dtype']:9s} {t.get('upsample_mode')} "
+        f"x{t.get('steps_per_dispatch')} train {t.get('images_per_s')} img/s "
+        f"MFU {t.get('mfu')} HFU {t.get('hfu')} compile {t.get('compile_s')} s | infer "
         f"{i.get('image_iterations_per_s')} img-it/s, 1000x1000 in "
         f"{i.get('infer_extrapolated_s_1000x1000')} s")
 PY

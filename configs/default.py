@@ -24,6 +24,10 @@ def get_config() -> ml_collections.ConfigDict:
   # Compute dtype: "auto" = bfloat16 on GPU / TPU, float32 on CPU (a2i_jax/perf.py); or
   # "float32" / "bfloat16". Parameters and optimiser state are float32 whatever it says.
   config.model.dtype = "auto"
+  # The decoders' nearest-x2-upsample + 5x5 conv layers: "polyphase" computes the same function
+  # at the low resolution (36/100 of the multiply-adds, models.UpsampleConv); "direct" upsamples
+  # then convolves, as written in the reference. Same parameters and checkpoints either way.
+  config.model.upsample_mode = "polyphase"
   config.model.gate_loss_weight = 0.3  # alpha on BCE(gate, 1 - mask) (opts.alpha).
   config.model.block_kl_bg_grad_to_fg = True  # Reference: d KL_B / d zF not back-propagated.
 
