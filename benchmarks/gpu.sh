@@ -65,6 +65,10 @@ parts=(
   "discvae_bf16_direct|80|--models=discvae --batches=256 --dtypes=bfloat16 --repeats=5 --what=train $direct"
   "fused4|70|--models=cvae --batches=256 --dtypes=bfloat16 --repeats=5 --what=train --model_overrides=steps_per_dispatch=4,scan_unroll=false"
   "b32|70|--models=cvae,discvae --batches=32 --dtypes=bfloat16 --repeats=5 --what=train"
+  # Second-tier cases (run them with PARTS=... when time is left).
+  "discvae_fused4|80|--models=discvae --batches=256 --dtypes=bfloat16 --repeats=5 --what=train --model_overrides=steps_per_dispatch=4,scan_unroll=false"
+  "discvae_b32|70|--models=discvae --batches=32 --dtypes=bfloat16 --repeats=5 --what=train"
+  "cvae_f32|100|--models=cvae --batches=256 --dtypes=float32 --repeats=5 ${infer[*]}"
 )
 if [ "$SMOKE" = 1 ]; then
   # CPU dry run of the same parts at a tiny size: checks this script end to end.
