@@ -53,12 +53,20 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
   Adam, for every parameter. (The reference also switches bias correction off after 10k steps;
   optax keeps it on, a negligible difference.)
 
+  With `config.grad_clip_norm` > 0 the gradient of the summed loss is first clipped to that
+  global norm (off by default, as in the reference; a guard for runs that diverge).
+
   Args:
-    config: the experiment config (learning_rate, weight_decay, adam_b1, adam_b2, adam_eps).
+    config: the experiment config (learning_rate, weight_decay, adam_b1, adam_b2, adam_eps,
+      grad_clip_norm).
   Returns:
     The optax transformation.
   """
+  clip = float(config.get("grad_clip_norm", 0.0))
+  if clip < 0:
+    raise ConfigError(f"grad_clip_norm={clip} must be >= 0 (0 turns clipping off).")
   return optax.chain(
+      optax.clip_by_global_norm(clip) if clip > 0 else optax.identity(),
       optax.add_decayed_weights(config.weight_decay),
       optax.scale_by_adam(b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps),
       optax.scale(-config.learning_rate))
@@ -428,7 +436,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         raise TrainingDivergedError(
             f"the loss became NaN or infinite at step {bad}; training stopped. The last good "
             f"checkpoint is step {ckpt.latest_step()} in {ckpt.directory} (resuming continues "
-            "from it). Lower config.learning_rate or check the data for bad values.")
+            "from it). Lower config.learning_rate, set config.grad_clip_norm (e.g. 1e4), or "
+            "check the data for bad values.")
       step += k
       window.append({n: float(v.mean()) for n, v in metrics.items() if n != "finite"})
       if progress is not None:

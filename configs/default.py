@@ -77,6 +77,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.adam_b2 = 0.999
   config.adam_eps = 1e-8
   config.weight_decay = 0.004  # Coupled: 0.004 * theta added to the summed-loss gradient.
+  # Clip the summed-loss gradient to this global norm before Adam; 0 = off (the reference has
+  # no clipping). The losses are sums over pixels and the batch, so gradient norms are large:
+  # pick a value from the run's logged train/grad_norm.
+  config.grad_clip_norm = 0.0
   config.num_train_steps = 26_600  # 100 epochs x 266 iterations (demo_lfw_trainCVAE.sh).
   config.steps_per_dispatch = 1  # Train steps fused into one jitted call (lax.scan).
   config.scan_unroll = True  # Unroll that scan: XLA:CPU runs while-loop bodies ~25x slower.

@@ -211,6 +211,26 @@ def test_optimizer_matches_reference_update():
   np.testing.assert_allclose(updates, expected, rtol=1e-5)
 
 
+def test_gradient_clipping_is_off_by_default_and_clips_when_set():
+  """Clipping scales the summed-loss gradient before the decay term and Adam. Adam's first
+  step is -lr * sign(g + 0.004 theta), so the clip shows as a sign flip where the decay term
+  outweighs the clipped gradient but not the raw one."""
+  theta = jnp.array([1e5, 1.0])
+  g = jnp.array([-3e4, 4e4])  # Global norm 5e4; clipped to 5e2: [-300, 400].
+  cfg = tiny_config()
+  assert cfg.grad_clip_norm == 0.0
+  clipped_cfg = tiny_config()
+  clipped_cfg.grad_clip_norm = 5e2
+  plain, clipped = train_lib.make_optimizer(cfg), train_lib.make_optimizer(clipped_cfg)
+  u_plain, _ = plain.update(g, plain.init(theta), theta)
+  u_clip, _ = clipped.update(g, clipped.init(theta), theta)
+  np.testing.assert_allclose(u_plain, [3e-4, -3e-4], rtol=1e-5)  # -3e4 + 400 < 0.
+  np.testing.assert_allclose(u_clip, [-3e-4, -3e-4], rtol=1e-5)  # -300 + 400 > 0.
+  clipped_cfg.grad_clip_norm = -1.0
+  with pytest.raises(ConfigError, match="grad_clip_norm=-1.0"):
+    train_lib.make_optimizer(clipped_cfg)
+
+
 def test_finished_run_returns_without_training(tmp_path, data_cache):
   cfg = tiny_config("cvae", data_cache)
   first = train_lib.train_and_evaluate(cfg, str(tmp_path))
