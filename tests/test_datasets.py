@@ -112,7 +112,9 @@ def test_lfw_masks_polarity_and_source(lfw_ds):
 def test_lfw_reuses_masks_and_builds_without_part_labels(lfw_ds, lfw_root, tmp_path):
   from a2i_jax.data import lfw  # pylint: disable=import-outside-toplevel
   again = lfw.load(data_dir=lfw_root, masks=False, allow_download=False, progress=False)
-  assert again.has_masks  # The prepared masks version is reused, not rebuilt.
+  # The prepared masks version is read, not a no_masks one built; its masks are dropped.
+  assert not again.has_masks and again["test"].mask_predicted is None
+  assert not os.path.exists(os.path.join(lfw_root, "a2i_lfw", "no_masks"))
   np.testing.assert_array_equal(again["test"].images, lfw_ds["test"].images)
   root = str(tmp_path)
   fx.make_lfw(os.path.join(root, "manual", "lfw"), with_parts=False)
@@ -145,6 +147,96 @@ def test_lfw_attribute_header_shift(tmp_path):
   names, rows = lfw.parse_attributes(str(tmp_path / "lfw_attributes.txt"))
   assert names[0] == "Attr 0" and names[-1] == "Attr 72" and len(names) == 73
   assert ("Alice_Smith", 2) in rows and ("Bob_Jones", 2) not in rows
+
+
+def _fake_mask_net(monkeypatch, test_iou=0.5):
+  """Replaces the mask network's training and prediction (no JAX): `train_and_evaluate`
+  returns a report with `test_iou`, `predict` all-background masks."""
+  def fake_train(train_x, train_m, test_x, test_m, cfg, progress=False):
+    n = 0 if test_x is None else len(test_x)
+    return {}, {"num_train": len(train_x), "num_test": n, "test_iou": test_iou}
+  monkeypatch.setattr(face_masks, "train_and_evaluate", fake_train)
+  monkeypatch.setattr(face_masks, "predict",
+                      lambda net, images: np.zeros(images.shape[:3], np.uint8))
+
+
+def _unpacked_lfw(tmp_path):
+  """The LFW fixture's sources unpacked: (images_root, labels_root, {filename: path})."""
+  from a2i_jax.data import lfw, tfds_lib  # pylint: disable=import-outside-toplevel
+  manual = str(tmp_path / "manual")
+  fx.make_lfw(manual)
+  unpacked = str(tmp_path / "unpacked")
+  images_root = lfw._find_dir(tfds_lib.unpack(os.path.join(manual, "lfw-funneled.tgz"),
+                                              unpacked, False), "lfw_funneled", "")
+  labels_root = lfw._find_dir(
+      tfds_lib.unpack(os.path.join(manual, "parts_lfw_funneled_gt_images.tgz"), unpacked,
+                      False), "parts_lfw_funneled_gt_images", "")
+  paths = {s.filename: os.path.join(manual, s.filename) for s in lfw.SOURCES}
+  return images_root, labels_root, paths
+
+
+@pytest.mark.parametrize("test_iou", [0.0, None])
+def test_lfw_mask_log_keeps_a_zero_iou(tmp_path, monkeypatch, test_iou):
+  """An IoU of 0.0 is logged as 0.0, not nan (nan only when there is no test set)."""
+  import types  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data import lfw, tfds_lib  # pylint: disable=import-outside-toplevel
+  images_root, labels_root, paths = _unpacked_lfw(tmp_path)
+  _fake_mask_net(monkeypatch, test_iou)
+  logged_args = []
+  monkeypatch.setattr(lfw.logging, "info", lambda msg, *args: logged_args.append((msg, args)))
+  builder = types.SimpleNamespace(_mask_net=TINY_NET, _progress=False)
+  lfw.A2iLfw._masks(builder, paths, images_root, labels_root, [("Alice_Smith", 2)],
+                    tfds_lib.progress_bar(False))
+  (value, _), = [args for msg, args in logged_args if "mask network" in msg]
+  if test_iou is None:
+    assert np.isnan(value)
+  else:
+    assert value == 0.0
+
+
+def test_lfw_masks_false_drops_prepared_masks(tmp_path, monkeypatch):
+  """Like cub.load: masks=False returns no masks even when LFW was prepared with them."""
+  from a2i_jax.data import lfw  # pylint: disable=import-outside-toplevel
+  _fake_mask_net(monkeypatch)
+  root = str(tmp_path)
+  fx.make_lfw(os.path.join(root, "manual", "lfw"))
+  kw = dict(data_dir=root, allow_download=False, progress=False)
+  with_masks = lfw.load(masks=True, **kw)
+  assert with_masks.has_masks
+  plain = lfw.load(masks=False, **kw)
+  assert not plain.has_masks
+  for name, split in plain.splits.items():
+    assert split.masks is None and split.mask_predicted is None
+    np.testing.assert_array_equal(split.images, with_masks[name].images)
+  # The masks version was read, not a no_masks one prepared.
+  assert not os.path.exists(os.path.join(root, "a2i_lfw", "no_masks"))
+
+
+def test_lfw_missing_or_bad_part_label_names_the_archive(tmp_path):
+  from a2i_jax.data import lfw  # pylint: disable=import-outside-toplevel
+  with pytest.raises(DataError) as e:
+    lfw.load_part_mask(str(tmp_path), ("Ann_Doe", 7))
+  msg = str(e.value)
+  assert os.path.join(str(tmp_path), "Ann_Doe_0007.ppm") in msg
+  assert "parts_lfw_funneled_gt_images.tgz" in msg and "download it again" in msg
+  assert lfw.MASK_SOURCES[0].url in msg and "<data_dir>/manual/lfw" in msg
+  (tmp_path / "Ann_Doe_0007.ppm").write_bytes(b"not a ppm")
+  with pytest.raises(DataError, match=r"Ann_Doe_0007.ppm is not an image PIL can read"):
+    lfw.load_part_mask(str(tmp_path), ("Ann_Doe", 7))
+
+
+def test_mask_net_needs_test_masks_with_test_images(monkeypatch):
+  """Checked before training: `train` must not run."""
+  def no_training(*args, **kwargs):
+    raise AssertionError("trained before checking the arguments")
+  monkeypatch.setattr(face_masks, "train", no_training)
+  x, m = np.zeros((3, 16, 16, 3), np.uint8), np.zeros((3, 16, 16), np.uint8)
+  with pytest.raises(DataError, match=r"3 test images but test_masks=None"):
+    face_masks.train_and_evaluate(x, m, x, None, TINY_NET)
+  with pytest.raises(DataError, match=r"3 test images but 2 test masks"):
+    face_masks.train_and_evaluate(x, m, x, m[:2], TINY_NET)
+  with pytest.raises(DataError, match=r"3 training images but 2 training masks"):
+    face_masks.train_and_evaluate(x, m[:2], None, None, TINY_NET)
 
 
 # ------------------------------------------------------------------------------------ CUB
@@ -198,6 +290,86 @@ def test_cub_missing_files_name_what_and_where(tmp_path):
     assert s.filename in msg and s.url in msg
 
 
+def _write(path, text):
+  with open(path, "w") as f:
+    f.write(text)
+  return str(path)
+
+
+def _attribute_lines(num_images=2):
+  return [f"{i} {j} {(i + j) % 2} 3 12.5" for i in range(1, num_images + 1)
+          for j in range(1, 313)]
+
+
+def test_cub_image_attributes_read_and_quirks(tmp_path):
+  from a2i_jax.data import cub  # pylint: disable=import-outside-toplevel
+  lines = _attribute_lines()
+  lines[5] += " 0 0"  # the real file's stray extra tokens
+  path = _write(tmp_path / "labels.txt", "\n".join(lines[:7] + [""] + lines[7:]) + "\n")
+  out = cub.parse_image_attributes(path, 2)
+  assert out.shape == (3, 312) and not out[0].any()
+  np.testing.assert_array_equal(out[1:], [[(i + j) % 2 for j in range(1, 313)]
+                                          for i in (1, 2)])
+
+
+@pytest.mark.parametrize("bad,expected", [
+    ("1 0 1 3 1.0", "attribute id 0 is outside 1..312"),
+    ("1 313 1 3 1.0", "attribute id 313 is outside 1..312"),
+    ("0 1 1 3 1.0", "image id 0 is outside 1..2"),
+    ("-1 1 1 3 1.0", "image id -1 is outside 1..2"),
+    ("3 1 1 3 1.0", "image id 3 is outside 1..2"),
+    ("1 1 2 3 1.0", "is_present is 2, not 0 or 1"),
+    ("1 1 -1 3 1.0", "is_present is -1, not 0 or 1"),
+    ("1 x 1 3 1.0", "expected `<image id> <attribute id> <is_present> ...`"),
+    ("1 1", "expected `<image id> <attribute id> <is_present> ...`"),
+])
+def test_cub_image_attributes_bad_line_names_file_and_line(tmp_path, bad, expected):
+  import re  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data import cub  # pylint: disable=import-outside-toplevel
+  lines = _attribute_lines()
+  lines.insert(3, bad)  # after a blank line: line 5 of the file
+  path = _write(tmp_path / "labels.txt", "\n".join(lines[:2] + [""] + lines[2:]) + "\n")
+  with pytest.raises(DataError, match=re.escape(f"{path}, line 5: {expected}")):
+    cub.parse_image_attributes(path, 2)
+
+
+def test_cub_tables_name_file_and_line_of_bad_ids(tmp_path):
+  import re  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data import cub  # pylint: disable=import-outside-toplevel
+  path = _write(tmp_path / "images.txt", "1 a.jpg\n\n2x b.jpg\n")
+  with pytest.raises(DataError, match=re.escape(f"{path}, line 3: the id '2x' is not an "
+                                                "integer")):
+    cub._table(path, 1)
+  path = _write(tmp_path / "split.txt", "1 1\n2 0\n1 0\n")
+  with pytest.raises(DataError, match=re.escape(f"{path}, line 3: id 1 already appears on "
+                                                "line 1")):
+    cub._table(path, 1)
+  names = [f"{j} part_{j}::v" for j in range(1, 313)]
+  names[9] = "ten part_10::v"
+  path = _write(tmp_path / "attributes.txt", "\n".join(names) + "\n")
+  with pytest.raises(DataError, match=re.escape(f"{path}, line 10: the id 'ten'")):
+    cub.parse_attribute_names(path)
+
+
+def test_cub_attribute_names_message_says_what_is_wrong(tmp_path):
+  from a2i_jax.data import cub  # pylint: disable=import-outside-toplevel
+  good = [f"{j} part_{j}::v" for j in range(1, 313)]
+  path = _write(tmp_path / "good.txt", "\n".join(good) + "\n")
+  assert cub.parse_attribute_names(path)[0] == "part_1::v"
+  # The right count, wrong ids: 0..311.
+  path = _write(tmp_path / "zero_based.txt",
+                "".join(f"{j} part_{j}::v\n" for j in range(0, 312)))
+  with pytest.raises(DataError) as e:
+    cub.parse_attribute_names(path)
+  assert "found 312 id(s), with id(s) 312 missing and id(s) 0 outside 1..312" in str(e.value)
+  # Too few: ids 1..310.
+  path = _write(tmp_path / "short.txt", "\n".join(good[:310]) + "\n")
+  with pytest.raises(DataError) as e:
+    cub.parse_attribute_names(path)
+  assert "found 310 id(s), with id(s) 311, 312 missing" in str(e.value)
+  assert "outside" not in str(e.value)
+
+
 # --------------------------------------------------------------------------------- folder
 
 
@@ -249,6 +421,54 @@ def test_folder_errors_name_the_file(tmp_path):
     folder.scan(nomasks, masks=True)
   with pytest.raises(DatasetNotPreparedError, match="empty.images does not exist"):
     folder.scan(str(tmp_path / "empty"), masks=False)
+
+
+def test_folder_header_names_match_in_any_case(tmp_path):
+  from a2i_jax.data import folder  # pylint: disable=import-outside-toplevel
+  path = str(tmp_path / "f")
+  fx.make_folder(path, masks=False)
+  csv_path = os.path.join(path, "attributes.csv")
+  lines = open(csv_path).read().splitlines()
+  splits = ["train"] * 10 + ["validation", "test"]
+  body = [f"{line},{split.upper() if i % 2 else split}"
+          for i, (line, split) in enumerate(zip(lines[1:], splits))]
+  _write(csv_path, "\n".join(["FileName,smile,age,Split"] + body) + "\n")
+  table = folder.scan(path, masks=False)
+  assert table.names == ("smile", "age")  # 'Split' is the split column, not an attribute
+  assert [r[2] for r in table.rows] == splits and table.rows[0][0] == "img_00.png"
+  _write(csv_path, "\n".join(["filename,smile,split,SPLIT"] +
+                             [f"img_{i:02d}.png,1,train,train" for i in range(12)]) + "\n")
+  with pytest.raises(DataError, match=r"2 'split' columns \('split', 'SPLIT'"):
+    folder.scan(path, masks=False)
+
+
+# ------------------------------------------------------------------------------ tfds_lib
+
+
+def test_read_lines_splits_on_newline_only(tmp_path):
+  from a2i_jax.data import tfds_lib  # pylint: disable=import-outside-toplevel
+  utf8 = tmp_path / "utf8.txt"
+  utf8.write_bytes("a\x0cb\r\nc\x1cd \n\n \t\ne\u2028f\x85g\x0bh".encode("utf-8"))
+  assert tfds_lib.read_lines(str(utf8)) == ["a\x0cb", "c\x1cd ", "e\u2028f\x85g\x0bh"]
+  assert [n for n, _ in tfds_lib.numbered_lines(str(utf8))] == [1, 2, 5]
+  latin1 = tmp_path / "latin1.txt"  # not UTF-8: read as Latin-1, where 0x85 is U+0085
+  latin1.write_bytes(b"Jos\xe9\x85Mar\xeda\r\nx\ry\n")
+  assert tfds_lib.read_lines(str(latin1)) == ["Jos\xe9\x85Mar\xeda", "x\ry"]
+
+
+def test_resize_array_shapes_and_copy():
+  from a2i_jax.data import tfds_lib  # pylint: disable=import-outside-toplevel
+  for shape in [(2, 4, 4), (2, 4, 4, 1), (2, 4, 6, 3), (2, 4, 4, 4)]:
+    images = np.full(shape, 77, np.uint8)
+    out = tfds_lib.resize_array(images, 8)
+    assert out.shape == (2, 8, 8) + shape[3:] and out.dtype == np.uint8
+    assert (np.abs(out.astype(int) - 77) <= 1).all()  # RGBA: PIL premultiplies alpha
+  images = np.arange(2 * 4 * 4, dtype=np.uint8).reshape(2, 4, 4, 1)
+  same = tfds_lib.resize_array(images, 4)
+  np.testing.assert_array_equal(same, images)
+  assert not np.shares_memory(same, images)  # a copy, not the input
+  with pytest.raises(DataError, match=r"got shape \(2, 4, 4, 2\)"):
+    tfds_lib.resize_array(np.zeros((2, 4, 4, 2), np.uint8), 8)
 
 
 # ------------------------------------------------------------------- training end to end

@@ -36,7 +36,6 @@ import os
 from typing import Any, Iterator
 
 import numpy as np
-from absl import logging
 from PIL import Image
 
 from a2i_jax.data import tfds_lib
@@ -58,17 +57,35 @@ SOURCES = (
     Source("segmentations.tgz", f"{_CALTECH}/w9d68-gec53/files/segmentations.tgz?download=1",
            "39 MB", "segmentations"),
 )
+_REDOWNLOAD = ("the file is damaged or not CUB-200-2011's. Delete CUB_200_2011.tgz (and its "
+               "unpacked folder under <data_dir>/downloads/unpacked/) and download it again.")
 
 
 def _table(path: str, columns: int) -> dict[int, list[str]]:
-  """`<id> <values...>` lines -> {id: the next `columns` tokens}."""
-  out = {}
-  for number, line in enumerate(tfds_lib.read_lines(path), 1):
+  """`<id> <values...>` lines -> {id: the next `columns` tokens}; a DataError names the file
+  and line of a line without an id and `columns` values, a non-integer id or a repeated id."""
+  out: dict[int, list[str]] = {}
+  first_line: dict[int, int] = {}
+  for number, line in tfds_lib.numbered_lines(path):
     parts = line.split(None, columns)
     if len(parts) < columns + 1:
-      raise DataError(f"{path}, line {number}: expected an id and {columns} value(s).")
-    out[int(parts[0])] = parts[1:columns + 1]
+      raise DataError(f"{path}, line {number}: expected an id and {columns} value(s); "
+                      f"{_REDOWNLOAD}")
+    try:
+      key = int(parts[0])
+    except ValueError:
+      raise DataError(f"{path}, line {number}: the id {parts[0]!r} is not an integer; "
+                      f"{_REDOWNLOAD}") from None
+    if key in out:
+      raise DataError(f"{path}, line {number}: id {key} already appears on line "
+                      f"{first_line[key]}; {_REDOWNLOAD}")
+    out[key], first_line[key] = parts[1:columns + 1], number
   return out
+
+
+def _id_list(ids: list[int]) -> str:
+  shown = ", ".join(map(str, ids[:5]))
+  return shown + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
 
 
 def parse_attribute_names(path: str) -> list[str]:
@@ -80,20 +97,28 @@ def parse_attribute_names(path: str) -> list[str]:
     The 312 names (`<group>::<value>`, e.g. "has_bill_shape::curved_(up_or_down)"); index i
     holds attribute id i + 1.
   Raises:
-    DataError: a line without an id and a name, or ids that are not exactly 1..312.
+    DataError: a line without an id and a name, a non-integer or repeated id, or ids that
+      are not exactly 1..312 (the message names the missing and the unexpected ids).
   """
   rows = _table(path, 1)
-  if sorted(rows) != list(range(1, len(rows) + 1)) or len(rows) != NUM_ATTRIBUTES:
-    raise DataError(f"{path}: expected attribute ids 1..{NUM_ATTRIBUTES}, found {len(rows)}.")
+  expected = set(range(1, NUM_ATTRIBUTES + 1))
+  missing, unexpected = sorted(expected - set(rows)), sorted(set(rows) - expected)
+  if missing or unexpected:
+    problems = []
+    if missing:
+      problems.append(f"id(s) {_id_list(missing)} missing")
+    if unexpected:
+      problems.append(f"id(s) {_id_list(unexpected)} outside 1..{NUM_ATTRIBUTES}")
+    raise DataError(f"{path}: expected one line for each attribute id 1..{NUM_ATTRIBUTES}, "
+                    f"found {len(rows)} id(s), with {' and '.join(problems)}; {_REDOWNLOAD}")
   return [rows[i][0] for i in range(1, NUM_ATTRIBUTES + 1)]
 
 
 def parse_image_attributes(path: str, num_images: int) -> np.ndarray:
   """image_attribute_labels.txt -> float32 [num_images + 1, 312] of is_present (row = id).
 
-  Lines with extra tokens (a known quirk of the file) are read by their first three tokens;
-  lines that do not parse (or name an image id above `num_images`) are skipped, and their
-  count is logged.
+  Only the first three tokens of a line are read, so lines with extra tokens (a known quirk
+  of the file) are fine; blank lines are skipped.
 
   Args:
     path: CUB_200_2011/attributes/image_attribute_labels.txt: `<image id> <attribute id>
@@ -102,19 +127,33 @@ def parse_image_attributes(path: str, num_images: int) -> np.ndarray:
   Returns:
     float32 [num_images + 1, 312]: row i holds image id i's is_present values (0 or 1),
     column j attribute id j + 1. Row 0, and any pair the file does not list, stay 0.
+  Raises:
+    DataError: naming the file and line, for a line with fewer than three tokens or a
+      non-integer among them, an image id outside 1..num_images, an attribute id outside
+      1..312, or an is_present other than 0 or 1.
   """
   out = np.zeros((num_images + 1, NUM_ATTRIBUTES), np.float32)
-  skipped = 0
   with open(path, "rb") as f:
-    for line in f:
-      parts = line.split()
+    for number, line in enumerate(f, 1):
+      parts = line.split(None, 3)
+      if not parts:
+        continue
       try:
         image, attribute, present = int(parts[0]), int(parts[1]), int(parts[2])
-        out[image, attribute - 1] = present
       except (ValueError, IndexError):
-        skipped += 1
-  if skipped:
-    logging.info("CUB: skipped %d malformed lines of %s", skipped, path)
+        got = line.decode("latin-1").strip()[:80]
+        problem = (f"expected `<image id> <attribute id> <is_present> ...` (integers), got "
+                   f"{got!r}")
+      else:
+        if 1 <= image <= num_images and 1 <= attribute <= NUM_ATTRIBUTES and present in (0, 1):
+          out[image, attribute - 1] = present
+          continue
+        problem = (f"image id {image} is outside 1..{num_images} (the ids of images.txt)"
+                   if not 1 <= image <= num_images else
+                   f"attribute id {attribute} is outside 1..{NUM_ATTRIBUTES}"
+                   if not 1 <= attribute <= NUM_ATTRIBUTES else
+                   f"is_present is {present}, not 0 or 1")
+      raise DataError(f"{path}, line {number}: {problem}; {_REDOWNLOAD}")
   return out
 
 

@@ -24,6 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from a2i_jax.errors import DataError
+
 
 @dataclasses.dataclass(frozen=True)
 class MaskNetConfig:
@@ -195,14 +197,29 @@ def train_and_evaluate(train_images: np.ndarray, train_masks: np.ndarray,
     train_images: uint8 [N, S, S, 3], the labelled training images.
     train_masks: uint8 [N, S, S], their masks, 255 = foreground.
     test_images: uint8 [M, S, S, 3], held-out labelled images; None (or M = 0) for none.
-    test_masks: uint8 [M, S, S], their masks (None when `test_images` is None).
+    test_masks: uint8 [M, S, S], their masks; required when there are test images (may be
+      None when `test_images` is None or empty).
     cfg: training settings.
     progress: show a progress bar while training.
   Returns:
     (net, report): `net` as `train` returns it; `report` a JSON-serialisable dict with
     `num_train`, every `MaskNetConfig` field, `train_iou`, `num_test` and `test_iou` (mean
     IoU as `iou` computes it; `num_test` 0 and `test_iou` None without a test set).
+  Raises:
+    DataError: before any training, when the training images and masks differ in number,
+      or there are test images but no test masks (or not one per image).
   """
+  if len(train_masks) != len(train_images):
+    raise DataError(f"face_masks.train_and_evaluate: {len(train_images)} training images but "
+                    f"{len(train_masks)} training masks; pass one mask per image.")
+  if test_images is not None and len(test_images):
+    if test_masks is None:
+      raise DataError(f"face_masks.train_and_evaluate: {len(test_images)} test images but "
+                      "test_masks=None; pass their masks, or test_images=None to skip the "
+                      "held-out IoU.")
+    if len(test_masks) != len(test_images):
+      raise DataError(f"face_masks.train_and_evaluate: {len(test_images)} test images but "
+                      f"{len(test_masks)} test masks; pass one mask per image.")
   net = train(train_images, train_masks, cfg, progress=progress)
   report = {"num_train": int(train_images.shape[0]), **dataclasses.asdict(cfg),
             "train_iou": iou(predict(net, train_images), train_masks)}

@@ -5,7 +5,9 @@ Layout:
   <path>/images/<file>          any size, any format PIL reads (JPEG, PNG, ...)
   <path>/attributes.csv         a `filename` column (file names inside images/), one numeric
                                 column per attribute (the header names it), and optionally
-                                a `split` column (train / validation / test)
+                                a `split` column (train / validation / test); the names
+                                `filename` and `split` match in any case (`Split`), every
+                                other column is an attribute
   <path>/masks/<file>           optional, same file names as images/, white = foreground,
                                 the same size as the image
 
@@ -66,6 +68,9 @@ class Table:
 def scan(path: str, masks: bool) -> Table:
   """Reads and checks `path`/attributes.csv against `path`/images (and masks).
 
+  The header's `filename` and `split` columns are found in any case ("Filename",
+  "Split"); every other column is an attribute.
+
   Args:
     path: the dataset folder.
     masks: whether masks are wanted (then masks/ must exist).
@@ -73,7 +78,8 @@ def scan(path: str, masks: bool) -> Table:
     The checked `Table`.
   Raises:
     DatasetNotPreparedError: the folder, images/ or attributes.csv is missing.
-    DataError: naming the file (and row, column) of any other problem.
+    DataError: naming the file (and row, column) of any other problem, including a header
+      with no `filename` column or two columns that both match `filename` or `split`.
   """
   path = os.path.expanduser(path)
   csv_path = os.path.join(path, "attributes.csv")
@@ -97,10 +103,18 @@ def scan(path: str, masks: bool) -> Table:
     reader = csv.reader(f)
     header = [h.strip() for h in next(reader, [])]
     body = [(n, r) for n, r in enumerate(reader, 2) if any(c.strip() for c in r)]
-  if "filename" not in header:
-    raise DataError(f"{csv_path}: the header {header} has no 'filename' column.")
-  fcol = header.index("filename")
-  scol = header.index("split") if "split" in header else None
+  # The two reserved column names match in any case ("Filename", "SPLIT").
+  reserved = {key: [i for i, h in enumerate(header) if h.lower() == key]
+              for key in ("filename", "split")}
+  for key, cols in reserved.items():
+    if len(cols) > 1:
+      raise DataError(f"{csv_path}: the header has {len(cols)} {key!r} columns "
+                      f"({', '.join(repr(header[i]) for i in cols)}; names match in any "
+                      "case); keep one and rename the others.")
+  if not reserved["filename"]:
+    raise DataError(f"{csv_path}: the header {header} has no 'filename' column (any case).")
+  fcol = reserved["filename"][0]
+  scol = reserved["split"][0] if reserved["split"] else None
   acols = [i for i, h in enumerate(header) if i not in (fcol, scol)]
   if not acols:
     raise DataError(f"{csv_path}: no attribute columns besides 'filename'/'split'.")

@@ -104,8 +104,8 @@ def parse_attributes(path: str) -> tuple[tuple[str, ...], dict[Key, np.ndarray]]
       naming other than 73 attributes, or a data line without 75 tab-separated fields or
       with a value that is not a number.
   """
-  lines = tfds_lib.read_lines(path)
-  header = next((l for l in lines[:3] if l.startswith("#") and "person" in l), None)
+  lines = tfds_lib.numbered_lines(path)
+  header = next((l for _, l in lines[:3] if l.startswith("#") and "person" in l), None)
   if header is None:
     raise DataError(f"{path}: no '#<TAB>person<TAB>imagenum<TAB>...' header line in the "
                     "first lines; this is not Kumar et al.'s lfw_attributes.txt.")
@@ -117,7 +117,7 @@ def parse_attributes(path: str) -> tuple[tuple[str, ...], dict[Key, np.ndarray]]
     raise DataError(f"{path}: the header names {len(names)} attributes, expected "
                     f"{NUM_ATTRIBUTES}.")
   rows: dict[Key, np.ndarray] = {}
-  for number, line in enumerate(lines, 1):
+  for number, line in lines:
     if line.startswith("#"):
       continue
     parts = line.split("\t")
@@ -200,14 +200,24 @@ def load_part_mask(labels_root: str, key: Key) -> np.ndarray:
 
   Args:
     labels_root: the unpacked parts_lfw_funneled_gt_images/ folder (`<Name>_<NNNN>.ppm`).
-    key: (name, image number); its label image must exist (callers check; a missing one
-      raises FileNotFoundError).
+    key: (name, image number).
   Returns:
     uint8 [64, 64], 255 = hair or face; CROP_BOX resized like `load_image` (soft edges).
+  Raises:
+    DataError: the label image does not exist or PIL cannot read it (the message says
+      which archive to download again, and from where).
   """
   path = os.path.join(labels_root, image_name(key) + ".ppm")
-  with Image.open(path) as im:
-    fg = 255 - np.asarray(im.convert("RGB"))[..., 2]
+  again = ("parts_lfw_funneled_gt_images.tgz is incomplete or damaged. Delete it (and its "
+           "unpacked folder under <data_dir>/downloads/unpacked/) and download it again:\n"
+           + tfds_lib.instructions(MASK_SOURCES[:1], "<data_dir>/manual/lfw"))
+  if not os.path.exists(path):
+    raise DataError(f"LFW: no part-label image {path}; {again}")
+  try:
+    with Image.open(path) as im:
+      fg = 255 - np.asarray(im.convert("RGB"))[..., 2]
+  except OSError as e:
+    raise DataError(f"LFW: {path} is not an image PIL can read ({e}); {again}") from e
   return np.asarray(tfds_lib.crop_resize(tfds_lib.pil_mask(fg), CROP_BOX, IMAGE_SIZE))
 
 
@@ -315,7 +325,8 @@ class A2iLfw(tfds_lib.BuilderMixin, tfds.core.GeneratorBasedBuilder, skip_regist
     net, report = face_masks.train_and_evaluate(train_x, train_m, test_x, test_m,
                                                 self._mask_net, progress=self._progress)
     logging.info("LFW mask network: IoU %.4f on %d held-out labelled images (parts_test)",
-                 report["test_iou"] or float("nan"), report["num_test"])
+                 float("nan") if report["test_iou"] is None else report["test_iou"],
+                 report["num_test"])
     todo = [k for k in dict.fromkeys(wanted) if k not in gt]
     masks = dict(gt)
     for start in bar(range(0, len(todo), 512), "predicting masks"):
@@ -345,8 +356,10 @@ def load(*, data_dir: str, masks: bool, image_size: int = IMAGE_SIZE,
 
   Args:
     data_dir: root of prepared data; source files go in `<data_dir>/manual/lfw/`.
-    masks: whether foreground masks are needed. Without, a dataset prepared with masks is
-      still used if there is one, else the part labels are neither needed nor read.
+    masks: keep the foreground masks. When False the returned splits have none
+      (`masks` and `mask_predicted` None, as `cub.load` does): a dataset already prepared
+      with masks is read (not prepared again) and its masks dropped; otherwise the
+      "no_masks" config is prepared, which needs neither the part labels nor the network.
     image_size: the size training wants (stored at 64; other sizes are resized at load).
     allow_download: fetch missing source files from the network.
     mask_net: the mask network's training settings.
@@ -366,4 +379,6 @@ def load(*, data_dir: str, masks: bool, image_size: int = IMAGE_SIZE,
   ds = tfds_lib.load(builder, manual_dir=manual_dir,
                      download_dir=os.path.join(data_dir, "downloads"), image_size=image_size,
                      progress=progress)
-  return dataclasses.replace(ds, name="lfw")
+  splits = ds.splits if masks else {
+      k: dataclasses.replace(v, masks=None, mask_predicted=None) for k, v in ds.splits.items()}
+  return dataclasses.replace(ds, name="lfw", splits=splits)

@@ -187,14 +187,19 @@ def find_file(root: str, relative: str, what: str) -> str:
   return path
 
 
-def read_lines(path: str) -> list[str]:
-  """The non-empty lines of a text file (UTF-8, or Latin-1 where UTF-8 fails).
+def numbered_lines(path: str) -> list[tuple[int, str]]:
+  """The non-empty lines of a text file with their line numbers (UTF-8, else Latin-1).
+
+  Lines end at a line feed only (a carriage return before it is dropped too), so the
+  characters that Python's `str.splitlines` also breaks at (form feed, U+0085, U+2028, ...)
+  stay inside the line.
 
   Args:
     path: the text file.
   Returns:
-    Its lines in order, without line endings; lines holding only whitespace are dropped,
-    other lines keep their leading and trailing spaces and tabs.
+    (line number from 1, counting every line of the file, the line without its ending) per
+    line, in order; lines holding only whitespace are left out, other lines keep their
+    leading and trailing spaces and tabs.
   """
   with open(path, "rb") as f:
     raw = f.read()
@@ -202,7 +207,27 @@ def read_lines(path: str) -> list[str]:
     text = raw.decode("utf-8")
   except UnicodeDecodeError:
     text = raw.decode("latin-1")
-  return [line.rstrip("\r\n") for line in text.splitlines() if line.strip()]
+  out = []
+  for number, line in enumerate(text.split("\n"), 1):
+    if line.endswith("\r"):
+      line = line[:-1]
+    if line.strip():
+      out.append((number, line))
+  return out
+
+
+def read_lines(path: str) -> list[str]:
+  """The non-empty lines of a text file (UTF-8, or Latin-1 where UTF-8 fails).
+
+  Lines end at a line feed only, as in `numbered_lines`.
+
+  Args:
+    path: the text file.
+  Returns:
+    Its lines in order, without line endings (LF or CR LF); lines holding only
+    whitespace are dropped, other lines keep their leading and trailing spaces and tabs.
+  """
+  return [line for _, line in numbered_lines(path)]
 
 
 def crop_resize(image: Any, box: Sequence[float], size: int) -> Any:
@@ -227,18 +252,27 @@ def resize_array(images: np.ndarray, size: int) -> np.ndarray:
   """Resizes uint8 [N, H, W, C] or [N, H, W] images to size x size (PIL bilinear).
 
   Args:
-    images: uint8 [N, H, W, 3] images or [N, H, W] masks (C must be one PIL reads from an
-      array: 3 or 4, not 1). H != W stretches.
+    images: uint8 [N, H, W, C] with C = 1, 3 or 4, or [N, H, W] masks. H != W stretches.
     size: S, the output side.
   Returns:
-    uint8 [N, S, S, C] or [N, S, S]; `images` itself, not a copy, when H == W == S.
+    A new uint8 array [N, S, S, C] or [N, S, S] (a copy even when H == W == S, so writing
+    to it never changes `images`).
+  Raises:
+    DataError: `images` is not 3- or 4-dimensional with C in (1, 3, 4).
   """
   from PIL import Image  # pylint: disable=import-outside-toplevel
+  if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[3] not in (1, 3, 4)):
+    raise DataError(f"resize_array takes [N, H, W] or [N, H, W, C] images with C = 1, 3 or "
+                    f"4; got shape {images.shape}.")
   if images.shape[1] == size and images.shape[2] == size:
-    return images
+    return np.array(images, np.uint8)
   out = np.empty((images.shape[0], size, size) + images.shape[3:], np.uint8)
-  for i, im in enumerate(images):
-    out[i] = np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR))
+  # PIL reads a single channel as [H, W] (mode L), not [H, W, 1].
+  flat = images[..., 0] if images.ndim == 4 and images.shape[3] == 1 else images
+  target = out[..., 0] if flat is not images else out
+  for i, im in enumerate(flat):
+    target[i] = np.asarray(Image.fromarray(np.asarray(im, np.uint8)).resize(
+        (size, size), Image.BILINEAR))
   return out
 
 
