@@ -53,23 +53,35 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
   Adam, for every parameter. (The reference also switches bias correction off after 10k steps;
   optax keeps it on, a negligible difference.)
 
-  With `config.grad_clip_norm` > 0 the gradient of the summed loss is first clipped to that
-  global norm (off by default, as in the reference; a guard for runs that diverge).
-
   Args:
-    config: the experiment config (learning_rate, weight_decay, adam_b1, adam_b2, adam_eps,
-      grad_clip_norm).
+    config: the experiment config (learning_rate, weight_decay, adam_b1, adam_b2, adam_eps).
   Returns:
     The optax transformation.
   """
-  clip = float(config.get("grad_clip_norm", 0.0))
-  if clip < 0:
-    raise ConfigError(f"grad_clip_norm={clip} must be >= 0 (0 turns clipping off).")
   return optax.chain(
-      optax.clip_by_global_norm(clip) if clip > 0 else optax.identity(),
       optax.add_decayed_weights(config.weight_decay),
       optax.scale_by_adam(b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps),
       optax.scale(-config.learning_rate))
+
+
+def clip_by_global_norm(grads: Any, max_norm: float) -> tuple[Any, Array]:
+  """Scales `grads` so that their global L2 norm is at most `max_norm` (0: unchanged).
+
+  Applied in the train step before the optimiser (`config.grad_clip_norm`), not as an optax
+  stage, so the optimiser state, and hence every checkpoint, has the same structure whether
+  clipping is on or off: a run that diverged can resume from its last checkpoint with it on.
+
+  Args:
+    grads: a pytree of gradients.
+    max_norm: the largest global norm allowed; 0 turns clipping off.
+  Returns:
+    (clipped grads, the global norm before clipping).
+  """
+  norm = optax.tree.norm(grads)
+  if max_norm <= 0:
+    return grads, norm
+  scale = jnp.minimum(1.0, max_norm / jnp.maximum(norm, 1e-30))
+  return jax.tree_util.tree_map(lambda g: (g * scale).astype(g.dtype), grads), norm
 
 
 def _state_from_variables(variables: dict, tx: optax.GradientTransformation) -> TrainState:
@@ -129,6 +141,9 @@ def make_train_step(model: flax.linen.Module, tx: optax.GradientTransformation,
     The train step function; metrics are scalars (the loss terms, "grad_norm", "finite").
   """
   name, gate_weight = config.model.name, config.model.gate_loss_weight
+  clip = float(config.get("grad_clip_norm", 0.0))
+  if clip < 0:
+    raise ConfigError(f"grad_clip_norm={clip} must be >= 0 (0 turns clipping off).")
 
   def train_step(state: TrainState, batch: dict, key: Array) -> tuple[TrainState, dict]:
     k_aug, k_reparam, k_drop = jax.random.split(key, 3)
@@ -144,9 +159,9 @@ def make_train_step(model: flax.linen.Module, tx: optax.GradientTransformation,
 
     (loss, (sums, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params)
+    grads, grad_norm = clip_by_global_norm(grads, clip)  # grad_norm: before clipping.
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     new_state = TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
                            opt_state=opt_state)
@@ -208,6 +223,9 @@ def make_eval_step(model: flax.linen.Module, config: ml_collections.ConfigDict) 
     and "count" (the sum of the weights) to a scalar.
   """
   name, gate_weight = config.model.name, config.model.gate_loss_weight
+  clip = float(config.get("grad_clip_norm", 0.0))
+  if clip < 0:
+    raise ConfigError(f"grad_clip_norm={clip} must be >= 0 (0 turns clipping off).")
 
   def eval_step(variables: dict, batch: dict, weights: Array, key: Array) -> dict:
     x, m = pipeline.preprocess_eval(batch["images"], batch.get("masks"), config.data.augment)
@@ -253,6 +271,11 @@ def make_sample_fn(model: flax.linen.Module, config: ml_collections.ConfigDict) 
 # ----------------------------------------------------------------------------------------------
 # The loop.
 
+# config.model keys that change how the model is computed, not its function or parameters: a
+# run may resume with other values (and from configs saved before the key existed).
+COMPUTE_ONLY_MODEL_KEYS = ("dtype", "upsample_mode", "conv_weight_grad")
+
+
 def _check_resume_compatible(workdir: str, config: ml_collections.ConfigDict) -> None:
   path = os.path.join(workdir, checkpoints.CONFIG_FILE)
   if not os.path.exists(path):
@@ -266,9 +289,9 @@ def _check_resume_compatible(workdir: str, config: ml_collections.ConfigDict) ->
       old, new = old.get(part), new.get(part)
     as_dict = lambda c: c.to_dict() if hasattr(c, "to_dict") else c
     old, new = as_dict(old), as_dict(new)
-    if key == "model":  # The compute dtype does not shape the checkpoint: it may change.
-      old, new = ({k: v for k, v in d.items() if k != "dtype"} if isinstance(d, dict) else d
-                  for d in (old, new))
+    if key == "model":  # How the model computes does not shape the checkpoint: it may change.
+      old, new = ({k: v for k, v in d.items() if k not in COMPUTE_ONLY_MODEL_KEYS}
+                  if isinstance(d, dict) else d for d in (old, new))
     if old != new:
       raise ConfigError(
           f"{workdir} holds a run trained with a different config.{key} ({old} there, "

@@ -44,8 +44,11 @@ def test_recommended_flags_keep_user_flags(monkeypatch):
 def test_resume_accepts_a_changed_compute_dtype_only(tmp_path):
   cfg = tiny_config("cvae")
   cfg.model.dtype = "float32"
+  del cfg.model["upsample_mode"]  # As saved before the key existed.
   checkpoints.save_config(str(tmp_path), cfg)
+  cfg = tiny_config("cvae")
   cfg.model.dtype = "auto"
+  cfg.model.upsample_mode = "direct"
   train_lib._check_resume_compatible(str(tmp_path), cfg)  # pylint: disable=protected-access
   cfg.model.z_dim += 1
   with pytest.raises(ConfigError, match="different config.model"):
