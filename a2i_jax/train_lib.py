@@ -258,8 +258,10 @@ def _check_resume_compatible(workdir: str, config: ml_collections.ConfigDict) ->
       old, new = old.get(part), new.get(part)
     as_dict = lambda c: c.to_dict() if hasattr(c, "to_dict") else c
     old, new = as_dict(old), as_dict(new)
-    if key == "model":  # The compute dtype does not shape the checkpoint: it may change.
-      old, new = ({k: v for k, v in d.items() if k != "dtype"} if isinstance(d, dict) else d
+    if key == "model":  # The compute dtype and the weight-gradient method do not shape the
+      # checkpoint: they may change (or be absent from a config saved before they existed).
+      free = ("dtype", "conv_weight_grad")
+      old, new = ({k: v for k, v in d.items() if k not in free} if isinstance(d, dict) else d
                   for d in (old, new))
     if old != new:
       raise ConfigError(
