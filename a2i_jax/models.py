@@ -16,6 +16,7 @@ reference) and 'dropout' (train mode only).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, Optional, Sequence
 
@@ -108,7 +109,7 @@ def dense(x: Array, features: int, dtype: Dtype, name: Optional[str] = None) -> 
 
 def conv(x: Array, features: int, kernel: int, *, stride: int = 1,
          padding: Optional[int] = None, dtype: Dtype, upsample_first: bool = False,
-         upsample_mode: str = "polyphase") -> Array:
+         upsample_mode: str = "polyphase", conv_weight_grad: str = "xla") -> Array:
   """nn.SpatialConvolution (k x k, explicit zero padding) with the Torch default init.
 
   The reference's SpatialFullConvolution(5, stride 1, pad 2) is the same function as a 5x5
@@ -125,10 +126,14 @@ def conv(x: Array, features: int, kernel: int, *, stride: int = 1,
     upsample_mode: how an upsample-then-convolve is computed (`upsample_first` only):
       "direct" (upsample, then convolve at 2H x 2W) or "polyphase" (the same function, computed
       at H x W; see `UpsampleConv`).
+    conv_weight_grad: how the kernel's gradient is computed: "xla", "taps" (per-tap matrix
+      products, faster on XLA:CPU; `perf.taps_conv_general_dilated`) or "auto". The value and
+      the parameters are the same either way.
   Returns:
     [B, H', W', F], H' = 2H when `upsample_first`.
   """
   pad = kernel // 2 if padding is None else padding
+  conv_fn = perf.conv_general_dilated_fn(conv_weight_grad)
   if upsample_first:
     if upsample_mode not in UPSAMPLE_MODES:
       raise ConfigError(f"model.upsample_mode={upsample_mode!r} is not one of "
@@ -138,12 +143,13 @@ def conv(x: Array, features: int, kernel: int, *, stride: int = 1,
         and taps < kernel):  # 5x5 and larger: fewer multiply-adds; 3x3 would gain nothing.
       init = _torch_default(kernel * kernel * x.shape[-1])
       return UpsampleConv(features, (kernel, kernel), padding=((pad, pad), (pad, pad)),
-                          kernel_init=init, bias_init=init, dtype=dtype)(x)
+                          kernel_init=init, bias_init=init, dtype=dtype,
+                          conv_general_dilated=conv_fn)(x)
     x = upsample(x)
   init = _torch_default(kernel * kernel * x.shape[-1])
   return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
                  padding=((pad, pad), (pad, pad)), kernel_init=init, bias_init=init,
-                 dtype=dtype)(x)
+                 dtype=dtype, conv_general_dilated=conv_fn)(x)
 
 
 UPSAMPLE_MODES = ("polyphase", "direct")
@@ -177,7 +183,9 @@ class UpsampleConv(nn.Conv):
   parameters (`kernel` [k, k, C, F], `bias` [F], created in nn.Conv's order, so checkpoints
   and initial values are unchanged), at 4 (2T+1)^2 / k^2 of the multiply-adds: 36 / 100 for
   the decoders' 5x5 layers. The class is named like nn.Conv's subclass so that Flax's automatic
-  names (Conv_0, Conv_1, ...) stay those of the direct form; see `conv`.
+  names (Conv_0, Conv_1, ...) stay those of the direct form; see `conv`. nn.Conv's
+  `conv_general_dilated` field, if set, replaces `jax.lax.conv_general_dilated` for the
+  low-resolution convolution (as in nn.Conv).
   """
 
   @nn.compact
@@ -199,9 +207,9 @@ class UpsampleConv(nn.Conv):
     phases = jnp.einsum("atd,bse,deio->tsiabo", taps, taps, kernel)
     phases = phases.reshape(2 * half + 1, 2 * half + 1, c, 4 * self.features)
     x, phases, bias = nn.dtypes.promote_dtype(inputs, phases, bias, dtype=self.dtype)
-    y = jax.lax.conv_general_dilated(x, phases, (1, 1), ((half, half), (half, half)),
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                     precision=self.precision)
+    conv_fn = self.conv_general_dilated or jax.lax.conv_general_dilated
+    y = conv_fn(x, phases, (1, 1), ((half, half), (half, half)),
+                dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=self.precision)
     y = y.reshape(b, h, w, 2, 2, self.features).transpose(0, 1, 3, 2, 4, 5)
     return y.reshape(b, 2 * h, 2 * w, self.features) + bias
 
@@ -290,17 +298,19 @@ class ImageTrunk(nn.Module):
   channels: Sequence[int]
   top: int
   dtype: Dtype = jnp.float32
+  conv_weight_grad: str = "xla"
 
   @nn.compact
   def __call__(self, x: Array, train: bool) -> Array:
     c0, c1, c2, c3 = self.channels
-    x = max_pool(nn.relu(conv(x, c0, 5, dtype=self.dtype)))
-    x = max_pool(nn.relu(batch_norm(conv(x, c1, 5, dtype=self.dtype), train, self.dtype)))
-    x = max_pool(nn.relu(batch_norm(conv(x, c2, 3, dtype=self.dtype), train, self.dtype)))
-    x = nn.relu(batch_norm(conv(x, c3, 3, stride=2, padding=1, dtype=self.dtype), train,
-                           self.dtype))
+    d = self.dtype
+    cv = functools.partial(conv, dtype=d, conv_weight_grad=self.conv_weight_grad)
+    x = max_pool(nn.relu(cv(x, c0, 5)))
+    x = max_pool(nn.relu(batch_norm(cv(x, c1, 5), train, d)))
+    x = max_pool(nn.relu(batch_norm(cv(x, c2, 3), train, d)))
+    x = nn.relu(batch_norm(cv(x, c3, 3, stride=2, padding=1), train, d))
     # 4x4 at 64x64 input (2x2 at 32x32): a valid conv over the whole map is a dense layer.
-    x = nn.relu(conv(x, self.top, x.shape[1], padding=0, dtype=self.dtype))
+    x = nn.relu(cv(x, self.top, x.shape[1], padding=0))
     x = x.reshape(x.shape[0], -1)
     x = nn.relu(dense(x, self.top, self.dtype))
     return nn.Dropout(0.5, deterministic=not train)(x)
@@ -335,11 +345,13 @@ class ImageEncoder(nn.Module):
   width: float = 1.0
   conditional: bool = True
   dtype: Dtype = jnp.float32
+  conv_weight_grad: str = "xla"
 
   @nn.compact
   def __call__(self, x: Array, y: Optional[Array], train: bool) -> tuple[Array, Array]:
     chans = [scaled(c, self.width) for c in (64, 128, 256, 256)]
-    h_x = ImageTrunk(chans, scaled(1024, self.width), self.dtype, name="trunk")(x, train)
+    h_x = ImageTrunk(chans, scaled(1024, self.width), self.dtype, self.conv_weight_grad,
+                     name="trunk")(x, train)
     h_y = None
     if self.conditional:
       h_y = nn.relu(dense(y, self.z_dim, self.dtype, name="y_embed"))
@@ -374,10 +386,13 @@ class ImageDecoder(nn.Module):
   second_head: str = "logvar"
   dtype: Dtype = jnp.float32
   upsample_mode: str = "polyphase"
+  conv_weight_grad: str = "xla"
 
   @nn.compact
   def __call__(self, z: Array, y: Optional[Array], train: bool) -> tuple[Array, Array]:
     w, d = self.width, self.dtype
+    cv = functools.partial(conv, dtype=d, upsample_mode=self.upsample_mode,
+                           conv_weight_grad=self.conv_weight_grad)
     h = z
     if self.conditional:
       h_y = nn.relu(dense(y, 2 * z.shape[-1], d, name="y_embed"))
@@ -385,12 +400,11 @@ class ImageDecoder(nn.Module):
     h = LinearMix(scaled(256, w), d, name="mix")(h)
     s0, c0 = self.image_size // 8, scaled(256, w)
     h = nn.relu(dense(h, c0 * s0 * s0, d)).reshape(-1, s0, s0, c0)
-    h = nn.relu(batch_norm(conv(h, c0, 3, dtype=d), train, d))
+    h = nn.relu(batch_norm(cv(h, c0, 3), train, d))
     for c in (256, 128, 64):
-      h = conv(h, scaled(c, w), 5, dtype=d, upsample_first=True, upsample_mode=self.upsample_mode)
-      h = nn.relu(batch_norm(h, train, d))
-    image = jnp.tanh(conv(h, 3, 5, dtype=d))
-    second = conv(h, 3, 5, dtype=d)
+      h = nn.relu(batch_norm(cv(h, scaled(c, w), 5, upsample_first=True), train, d))
+    image = jnp.tanh(cv(h, 3, 5))
+    second = cv(h, 3, 5)
     if self.second_head == "gate":
       second = nn.sigmoid(second)
     return image, second
@@ -400,11 +414,12 @@ class BackgroundTrunk(nn.Module):
   """disCVAE background encoder, image part (spec 2.4 rows 1-6)."""
   width: float = 1.0
   dtype: Dtype = jnp.float32
+  conv_weight_grad: str = "xla"
 
   @nn.compact
   def __call__(self, x: Array, train: bool) -> Array:
     return ImageTrunk([scaled(64, self.width)] * 4, scaled(256, self.width), self.dtype,
-                      name="trunk")(x, train)
+                      self.conv_weight_grad, name="trunk")(x, train)
 
 
 class BackgroundHead(nn.Module):
@@ -431,19 +446,21 @@ class BackgroundDecoder(nn.Module):
   width: float = 1.0
   dtype: Dtype = jnp.float32
   upsample_mode: str = "polyphase"
+  conv_weight_grad: str = "xla"
 
   @nn.compact
   def __call__(self, z: Array, train: bool) -> Array:
     w, d = self.width, self.dtype
+    cv = functools.partial(conv, dtype=d, upsample_mode=self.upsample_mode,
+                           conv_weight_grad=self.conv_weight_grad)
     s0, c0 = self.image_size // 32, scaled(256, w)
     h = nn.relu(dense(z, c0 * s0 * s0, d).reshape(-1, s0, s0, c0))
     # (upsample first?, channels, kernel) for steps a-g of spec 2.5.
     plan = ((True, 128, 3), (True, 128, 3), (True, 64, 3), (False, 64, 3), (True, 64, 3),
             (False, 64, 3), (True, 32, 5))
     for up, c, k in plan:
-      h = conv(h, scaled(c, w), k, dtype=d, upsample_first=up, upsample_mode=self.upsample_mode)
-      h = nn.relu(batch_norm(h, train, d))
-    return jnp.tanh(conv(h, 3, 5, dtype=d))
+      h = nn.relu(batch_norm(cv(h, scaled(c, w), k, upsample_first=up), train, d))
+    return jnp.tanh(cv(h, 3, 5))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -461,6 +478,8 @@ class CVAE(nn.Module):
     dtype: compute dtype (parameters stay float32).
     upsample_mode: "polyphase" (default) or "direct": how the decoder's upsample-then-5x5
       layers are computed; the same function and parameters either way (`UpsampleConv`).
+    conv_weight_grad: "xla" (default), "taps" or "auto": how the convolutions' kernel
+      gradients are computed (`conv`); the same function and parameters either way.
   """
   y_dim: int
   z_dim: int = 256
@@ -469,12 +488,14 @@ class CVAE(nn.Module):
   conditional: bool = True
   dtype: Dtype = jnp.float32
   upsample_mode: str = "polyphase"
+  conv_weight_grad: str = "xla"
 
   def setup(self):
     _check_size(self.image_size)
-    self.encoder = ImageEncoder(self.z_dim, self.width, self.conditional, self.dtype)
+    self.encoder = ImageEncoder(self.z_dim, self.width, self.conditional, self.dtype,
+                                self.conv_weight_grad)
     self.decoder = ImageDecoder(self.image_size, self.width, self.conditional, "logvar",
-                                self.dtype, self.upsample_mode)
+                                self.dtype, self.upsample_mode, self.conv_weight_grad)
 
   def _y(self, y: Optional[Array]) -> Optional[Array]:
     return y if self.conditional else None
@@ -526,7 +547,7 @@ class DisCVAE(nn.Module):
   Attributes:
     y_dim: attribute vector length.
     zf_dim, zb_dim: foreground / background latent sizes (LFW 192 / 64, CUB 128 / 128).
-    image_size, width, dtype, upsample_mode: as for `CVAE`.
+    image_size, width, dtype, upsample_mode, conv_weight_grad: as for `CVAE`.
     block_kl_bg_grad_to_fg: the reference back-propagates the background KL separately,
       so d KL_B / d zF never reaches the foreground encoder; True reproduces that.
   """
@@ -538,16 +559,18 @@ class DisCVAE(nn.Module):
   block_kl_bg_grad_to_fg: bool = True
   dtype: Dtype = jnp.float32
   upsample_mode: str = "polyphase"
+  conv_weight_grad: str = "xla"
 
   def setup(self):
     _check_size(self.image_size)
-    self.encoder_fg = ImageEncoder(self.zf_dim, self.width, True, self.dtype)
-    self.encoder_bg_trunk = BackgroundTrunk(self.width, self.dtype)
+    cwg = self.conv_weight_grad
+    self.encoder_fg = ImageEncoder(self.zf_dim, self.width, True, self.dtype, cwg)
+    self.encoder_bg_trunk = BackgroundTrunk(self.width, self.dtype, cwg)
     self.encoder_bg_head = BackgroundHead(self.zb_dim, self.width, self.dtype)
     self.decoder_fg = ImageDecoder(self.image_size, self.width, True, "gate", self.dtype,
-                                   self.upsample_mode)
+                                   self.upsample_mode, cwg)
     self.decoder_bg = BackgroundDecoder(self.image_size, self.width, self.dtype,
-                                        self.upsample_mode)
+                                        self.upsample_mode, cwg)
 
   def decode(self, z_fg: Array, z_bg: Array, y: Array,
              train: bool = False) -> dict[str, Array]:
@@ -622,16 +645,19 @@ def create_model(model_config: Any) -> nn.Module:
 
   Args:
     model_config: the `config.model` ConfigDict (name, y_dim, z_dim, zf_dim, zb_dim,
-      image_size, width, dtype, upsample_mode, block_kl_bg_grad_to_fg).
+      image_size, width, dtype, upsample_mode, conv_weight_grad, block_kl_bg_grad_to_fg).
   Returns:
     An unbound Linen module.
   """
   name = model_config.name
   # "auto": bf16 compute on GPU / TPU, f32 on CPU (perf.compute_dtype); params stay f32.
   dtype = perf.compute_dtype(model_config.get("dtype", "float32"))
+  # "auto": the per-tap weight gradient on CPU, XLA's elsewhere (perf.conv_weight_grad).
+  conv_weight_grad = perf.conv_weight_grad(model_config.get("conv_weight_grad", "xla"))
   common = dict(y_dim=model_config.y_dim, image_size=model_config.image_size,
                 width=model_config.width, dtype=dtype,
-                upsample_mode=model_config.get("upsample_mode", "polyphase"))
+                upsample_mode=model_config.get("upsample_mode", "polyphase"),
+                conv_weight_grad=conv_weight_grad)
   if model_config.get("upsample_mode", "polyphase") not in UPSAMPLE_MODES:
     raise ConfigError(f"model.upsample_mode={model_config.upsample_mode!r} is not one of "
                       f"{', '.join(UPSAMPLE_MODES)}.")

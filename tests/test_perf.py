@@ -41,7 +41,7 @@ def test_recommended_flags_keep_user_flags(monkeypatch):
   assert value == "--xla_a=1 --xla_b=2 --xla_c=4" == os.environ["XLA_FLAGS"]
 
 
-def test_resume_accepts_a_changed_compute_dtype_only(tmp_path):
+def test_resume_accepts_a_changed_compute_dtype_or_weight_grad_only(tmp_path):
   cfg = tiny_config("cvae")
   cfg.model.dtype = "float32"
   del cfg.model["upsample_mode"]  # As saved before the key existed.
@@ -49,6 +49,10 @@ def test_resume_accepts_a_changed_compute_dtype_only(tmp_path):
   cfg = tiny_config("cvae")
   cfg.model.dtype = "auto"
   cfg.model.upsample_mode = "direct"
+  train_lib._check_resume_compatible(str(tmp_path), cfg)  # pylint: disable=protected-access
+  cfg.model.conv_weight_grad = "taps"  # Nor does the weight-gradient method ...
+  train_lib._check_resume_compatible(str(tmp_path), cfg)  # pylint: disable=protected-access
+  del cfg.model["conv_weight_grad"]  # ... nor its absence (a run saved before the key existed).
   train_lib._check_resume_compatible(str(tmp_path), cfg)  # pylint: disable=protected-access
   cfg.model.z_dim += 1
   with pytest.raises(ConfigError, match="different config.model"):
@@ -58,7 +62,12 @@ def test_resume_accepts_a_changed_compute_dtype_only(tmp_path):
 def test_optimised_step_equals_plain_step(data_cache):
   """Plain: float32, one step per jitted call, no donation, default XLA options.
   Optimised (the defaults): dtype "auto", state donated, the recommended XLA:CPU flags, and
-  two steps fused into one unrolled dispatch. Same parameters after two steps."""
+  two steps fused into one unrolled dispatch. Same parameters after two steps.
+
+  Both use the default model.conv_weight_grad: Adam turns the rounding-noise gradients of the
+  biases in front of BatchNorm into learning-rate-sized steps, so a different summation order
+  of the weight gradients moves those biases by ~lr (measured: 5e-4, every other parameter
+  within 1e-6). test_models.test_taps_weight_grad_is_xlas compares the gradients instead."""
   plain_cfg = tiny_config("cvae", data_cache)
   plain_cfg.model.dtype = "float32"
   fast_cfg = tiny_config("cvae", data_cache)
@@ -94,3 +103,89 @@ def test_optimised_step_equals_plain_step(data_cache):
   for a, b in zip(jax.tree_util.tree_leaves(plain.batch_stats),
                   jax.tree_util.tree_leaves(fast.batch_stats)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# model.conv_weight_grad: the per-tap weight gradient (perf.taps_conv_general_dilated).
+
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def _conv_value_and_grads(conv_fn, x, w, pads):
+  """The value of a nonlinear loss of one convolution and its gradients w.r.t. input and kernel."""
+  def loss(x, w):
+    return jnp.sum(jnp.sin(conv_fn(x, w, (1, 1), pads, dimension_numbers=_NHWC)))
+  return jax.jit(jax.value_and_grad(loss, (0, 1)))(x, w)
+
+
+# (N, H, W, C_in, C_out, k, pad): 3x3 and 5x5, "same" and valid, odd and non-square sizes,
+# three input channels (the images), three output channels (the image heads).
+CONV_SHAPES = [(2, 9, 7, 16, 12, 3, 1), (2, 8, 8, 3, 16, 5, 2), (3, 7, 9, 16, 3, 5, 2),
+               (2, 6, 5, 16, 12, 3, 0), (2, 4, 4, 16, 24, 4, 0), (2, 11, 9, 12, 10, 5, 2)]
+
+
+@pytest.mark.parametrize("method", ["auto", "x", "x_stacked", "dy_stacked"])
+@pytest.mark.parametrize("shape", CONV_SHAPES)
+def test_taps_conv_equals_xla_conv(shape, method, monkeypatch):
+  """Every formulation of the per-tap weight gradient (and the per-layer choice among them,
+  "auto") gives XLA's value and gradients, float32, to rounding."""
+  n, h, w, cin, cout, k, p = shape
+  pads = ((p, p), (p, p))
+  if method == "dy_stacked" and p != k // 2:
+    pytest.skip("the shifted-dy form needs an output the input's size")
+  if method != "auto":
+    monkeypatch.setattr(perf, "_weight_grad_method", lambda *_: method)
+  x = jax.random.normal(jax.random.key(0), (n, h, w, cin))
+  kernel = jax.random.normal(jax.random.key(1), (k, k, cin, cout)) / np.sqrt(k * k * cin)
+  value, grads = _conv_value_and_grads(perf.taps_conv_general_dilated, x, kernel, pads)
+  ref_value, ref_grads = _conv_value_and_grads(jax.lax.conv_general_dilated, x, kernel, pads)
+  np.testing.assert_allclose(value, ref_value, rtol=1e-6)
+  for g, ref in zip(grads, ref_grads):
+    assert g.shape == ref.shape and g.dtype == ref.dtype
+    np.testing.assert_allclose(g, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
+def test_taps_conv_bfloat16():
+  """bf16 compute: products accumulated in float32, the gradient returned in the kernel's dtype."""
+  pads = ((1, 1), (1, 1))
+  x = jax.random.normal(jax.random.key(0), (4, 12, 12, 32)).astype(jnp.bfloat16)
+  kernel = (jax.random.normal(jax.random.key(1), (3, 3, 32, 16)) / 17).astype(jnp.bfloat16)
+  _, grads = _conv_value_and_grads(perf.taps_conv_general_dilated, x, kernel, pads)
+  _, ref_grads = _conv_value_and_grads(jax.lax.conv_general_dilated, x.astype(jnp.float32),
+                                       kernel.astype(jnp.float32), pads)
+  for g, ref in zip(grads, ref_grads):
+    assert g.dtype == jnp.bfloat16
+    np.testing.assert_allclose(g.astype(np.float32), ref, rtol=0.05,
+                               atol=0.02 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(window_strides=(2, 2), padding=((1, 1), (1, 1))),
+    dict(window_strides=(1, 1), padding="SAME"),
+    dict(window_strides=(1, 1), padding=((1, 1), (1, 1)), rhs_dilation=(2, 2)),
+])
+def test_taps_conv_falls_back_to_xla(kwargs):
+  """Strided, dilated or string-padded convolutions are plain lax.conv_general_dilated."""
+  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 4))
+  kernel = jax.random.normal(jax.random.key(1), (3, 3, 4, 5))
+
+  def loss(conv_fn):
+    return lambda w: jnp.sum(conv_fn(x, w, dimension_numbers=_NHWC, **kwargs) ** 2)
+  jaxpr = str(jax.make_jaxpr(jax.grad(loss(perf.taps_conv_general_dilated)))(kernel))
+  assert "custom_vjp" not in jaxpr
+  assert jaxpr == str(jax.make_jaxpr(jax.grad(loss(jax.lax.conv_general_dilated)))(kernel))
+
+
+def test_conv_weight_grad_setting():
+  assert perf.conv_weight_grad("auto", "cpu") == "taps"
+  assert perf.conv_weight_grad("auto", "gpu") == "xla"
+  assert perf.conv_weight_grad("xla", "cpu") == "xla"
+  assert perf.conv_weight_grad("taps", "gpu") == "taps"
+  assert perf.conv_general_dilated_fn("taps") is perf.taps_conv_general_dilated
+  assert perf.conv_general_dilated_fn("xla") is jax.lax.conv_general_dilated
+  with pytest.raises(ConfigError, match="model.conv_weight_grad='fast'.*auto, xla, taps"):
+    perf.conv_weight_grad("fast")
+  cfg = tiny_config("cvae")
+  cfg.model.conv_weight_grad = "fast"
+  with pytest.raises(ConfigError, match="conv_weight_grad='fast'"):
+    models.create_model(cfg.model)
