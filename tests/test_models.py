@@ -1,5 +1,7 @@
 """Architecture: the reference's parameter counts, output shapes, initialisers, bad inputs."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -218,10 +220,10 @@ def test_polyphase_upsample_conv_is_the_direct_form():
   assert flops(poly_fn) < 0.8 * flops(direct_fn)
 
 
-@pytest.mark.parametrize("name", ["cvae", "discvae"])
-def test_taps_weight_grad_is_xlas(name):
+def test_taps_weight_grad_is_xlas():
   """model.conv_weight_grad="taps" changes only how the kernels' gradients are computed: the
   same parameters, outputs and loss gradients as "xla"."""
+  name = "cvae"  # The disCVAE's modules: test_discvae_convolutions_take_the_taps_path.
   cfg, ref = tiny_config(name), tiny_config(name)
   cfg.model.conv_weight_grad, ref.model.conv_weight_grad = "taps", "xla"
   taps_model, xla_model = models.create_model(cfg.model), models.create_model(ref.model)
@@ -256,6 +258,28 @@ def test_taps_weight_grad_is_xlas(name):
   assert "custom_vjp" in str(jax.make_jaxpr(lambda p: loss(p, taps_model))(variables["params"]))
   assert "custom_vjp" not in str(jax.make_jaxpr(lambda p: loss(p, xla_model))(
       variables["params"]))
+
+
+def test_discvae_convolutions_take_the_taps_path():
+  """Every stride-1 convolution of the disCVAE (both encoders and decoders) goes through the
+  per-tap rule when asked, none when not: the setting reaches all its modules. (The rule's
+  values and gradients: tests/test_perf.py; a whole model's: the CVAE test above.)"""
+  counts = {}
+  for mode in ("taps", "xla"):
+    cfg = tiny_config("discvae")
+    cfg.model.conv_weight_grad = mode
+    model = models.create_model(cfg.model)
+    x, y, m = models.dummy_inputs(cfg.model, batch=2)
+    variables = models.abstract_variables(model, cfg.model)
+    jaxpr = jax.make_jaxpr(lambda v: model.apply(
+        v, x, y, m, train=True, rngs={"reparam": jax.random.key(1), "dropout": jax.random.key(2)},
+        mutable=["batch_stats"]))(variables)
+    text = str(jaxpr)
+    counts[mode] = (len(re.findall(r"custom_vjp_call(?:_jaxpr)?\[", text)),
+                    len(re.findall(r"window_strides=\(1, 1\)", text)))
+  n_custom, n_stride1 = counts["taps"]
+  assert n_custom == n_stride1 > 10
+  assert counts["xla"][0] == 0
 
 
 def test_unknown_upsample_mode():
