@@ -38,14 +38,18 @@ def compute_dtype(name: str, backend: str | None = None) -> Any:
   Raises:
     ConfigError: an unknown name.
   """
-  if name not in COMPUTE_DTYPES:
-    raise ConfigError(f"model.dtype={name!r} is not a compute dtype; choose one of "
-                      f"{', '.join(COMPUTE_DTYPES)}.")
+  return jnp.dtype(_resolve("model.dtype", "a compute dtype", name, COMPUTE_DTYPES,
+                            backend, cpu="float32", accelerator="bfloat16"))
+
+
+def _resolve(key: str, what: str, name: str, choices: tuple[str, ...], backend: str | None,
+             cpu: str, accelerator: str) -> str:
+  """Checks `name` against `choices` and resolves "auto" by backend (CPU or not)."""
+  if name not in choices:
+    raise ConfigError(f"{key}={name!r} is not {what}; choose one of {', '.join(choices)}.")
   if name != "auto":
-    return jnp.dtype(name)
-  if backend is None:
-    backend = jax.default_backend()
-  return jnp.dtype(jnp.float32 if backend == "cpu" else jnp.bfloat16)
+    return name
+  return cpu if (backend or jax.default_backend()) == "cpu" else accelerator
 
 
 def set_recommended_xla_flags(flags: tuple[str, ...] = RECOMMENDED_CPU_FLAGS) -> str:
@@ -92,14 +96,8 @@ def conv_weight_grad(name: str, backend: str | None = None) -> str:
   Raises:
     ConfigError: an unknown name.
   """
-  if name not in CONV_WEIGHT_GRADS:
-    raise ConfigError(f"model.conv_weight_grad={name!r} is not a weight-gradient method; "
-                      f"choose one of {', '.join(CONV_WEIGHT_GRADS)}.")
-  if name != "auto":
-    return name
-  if backend is None:
-    backend = jax.default_backend()
-  return "taps" if backend == "cpu" else "xla"
+  return _resolve("model.conv_weight_grad", "a weight-gradient method", name,
+                  CONV_WEIGHT_GRADS, backend, cpu="taps", accelerator="xla")
 
 
 def conv_general_dilated_fn(name: str) -> Callable[..., Any]:
