@@ -34,6 +34,7 @@ import optax
 
 from a2i_jax import checkpoints, config_lib, models, parallel, train_lib
 from a2i_jax.errors import ConfigError, InputError
+from a2i_jax.numerics import bounded_exp
 
 Array = jax.Array
 
@@ -373,7 +374,7 @@ def make_inference_fns(model: nn.Module, model_config: Any,
     mean = out["mean"]
     if energy_kind == "gaussian":
       lv = out["logvar"]
-      per_pixel = 0.5 * (lv + _LOG_2PI) + 0.5 * jnp.square(x - mean) * jnp.exp(-lv)
+      per_pixel = 0.5 * (lv + _LOG_2PI) + 0.5 * jnp.square(x - mean) * bounded_exp(-lv)
     elif energy_kind == "smooth_l1":
       d = jnp.abs(mean - x)
       per_pixel = jnp.where(d < 1.0, 0.5 * jnp.square(d), d - 0.5)
@@ -409,10 +410,11 @@ def make_inference_fns(model: nn.Module, model_config: Any,
           fg_mask = 1.0 - out["gate"].mean(-1, keepdims=True)
         q = model.apply(variables, x_filled, y_used, fg_mask, method="encode")
         mu = {"z_fg": q["mu_fg"], "z_bg": q["mu_bg"]}
-        sd = {"z_fg": jnp.exp(0.5 * q["logvar_fg"]), "z_bg": jnp.exp(0.5 * q["logvar_bg"])}
+        sd = {"z_fg": bounded_exp(0.5 * q["logvar_fg"]),
+              "z_bg": bounded_exp(0.5 * q["logvar_bg"])}
       else:
         q = model.apply(variables, x_filled, y_used, method="encode")
-        mu, sd = {"z": q["mu"]}, {"z": jnp.exp(0.5 * q["logvar"])}
+        mu, sd = {"z": q["mu"]}, {"z": bounded_exp(0.5 * q["logvar"])}
       latents = {n: jnp.where(first, mu[n], mu[n] + sd[n] * noise[n]) for n in dims}
     elif options.init == "zeros":
       latents = {n: jnp.where(first, 0.0, noise[n]) for n in dims}

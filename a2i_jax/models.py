@@ -25,8 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from a2i_jax import perf
+from a2i_jax import objectives, perf
 from a2i_jax.errors import ConfigError, InputError
+from a2i_jax.numerics import bounded_exp
 
 Array = jax.Array
 Dtype = Any
@@ -266,7 +267,7 @@ def reparametrize(mu: Array, logvar: Array, key: Array) -> Array:
     [B, Z] samples.
   """
   eps = jax.random.normal(key, mu.shape, mu.dtype)
-  return mu + jnp.exp(0.5 * logvar) * eps
+  return mu + bounded_exp(0.5 * logvar) * eps
 
 
 def _check_size(image_size: int) -> None:
@@ -377,13 +378,13 @@ class LinearMix(nn.Module):
 class ImageDecoder(nn.Module):
   """p(x | y, z): the CVAE decoder and the disCVAE foreground decoder (spec 2.3).
 
-  Returns two 3-channel maps: the tanh image head, and either the linear log-variance head
-  (`second_head="logvar"`, CVAE/VAE) or the sigmoid gate (`second_head="gate"`, disCVAE).
+  Returns two 3-channel maps: the tanh image head, and the linear second head: the
+  log-variance for the CVAE/VAE, the gate's logits for disCVAE (the model applies the sigmoid,
+  and the gate's loss reads the logits; see `objectives.binary_cross_entropy_with_logits`).
   """
   image_size: int
   width: float = 1.0
   conditional: bool = True
-  second_head: str = "logvar"
   dtype: Dtype = jnp.float32
   upsample_mode: str = "polyphase"
   conv_weight_grad: str = "xla"
@@ -403,11 +404,7 @@ class ImageDecoder(nn.Module):
     h = nn.relu(batch_norm(cv(h, c0, 3), train, d))
     for c in (256, 128, 64):
       h = nn.relu(batch_norm(cv(h, scaled(c, w), 5, upsample_first=True), train, d))
-    image = jnp.tanh(cv(h, 3, 5))
-    second = cv(h, 3, 5)
-    if self.second_head == "gate":
-      second = nn.sigmoid(second)
-    return image, second
+    return jnp.tanh(cv(h, 3, 5)), cv(h, 3, 5)
 
 
 class BackgroundTrunk(nn.Module):
@@ -490,12 +487,68 @@ class CVAE(nn.Module):
   upsample_mode: str = "polyphase"
   conv_weight_grad: str = "xla"
 
+  # What callers ask of a model (docs/design.md): they never test its name.
+  needs_masks = False  # Training and encoding need no foreground masks.
+  image_layers = ()  # No separate layers beside the image ("mean").
+  energies = ("gaussian", "smooth_l1", "l2")  # Posterior-inference energies it supports.
+  default_energy = "gaussian"  # Its own likelihood (the learned per-pixel variance).
+
+  @property
+  def uses_attributes(self) -> bool:
+    """Whether y enters the model (False for the VAE)."""
+    return self.conditional
+
+  @property
+  def latent_dims(self) -> dict[str, int]:
+    """The latents' names and sizes: {"z": z_dim}."""
+    return {"z": self.z_dim}
+
+  def loss_terms(self, outputs: dict, x: Array, mask: Optional[Array]) -> dict[str, Array]:
+    """Per-example terms of this model's training loss ("loss" is minimised).
+
+    Args:
+      outputs: `__call__`'s outputs.
+      x: [B, S, S, 3] targets in [-1, 1].
+      mask: unused (the (C)VAE needs no masks).
+    Returns:
+      `objectives.cvae_terms`.
+    """
+    del mask
+    return objectives.cvae_terms(outputs, x)
+
+  def encode_latents(self, x: Array, y: Optional[Array], mask: Optional[Array] = None,
+                     train: bool = False) -> dict[str, tuple[Array, Array]]:
+    """The posterior's parameters per latent.
+
+    Args:
+      x: [B, S, S, 3] images in [-1, 1]; y: [B, y_dim] (ignored by the VAE); mask: unused.
+      train: BatchNorm / dropout mode.
+    Returns:
+      {"z": (mu, logvar)}, float32 [B, z_dim] each.
+    """
+    del mask
+    q = self.encode(x, y, train)
+    return {"z": (q["mu"], q["logvar"])}
+
+  def decode_latents(self, latents: dict, y: Optional[Array],
+                     train: bool = False) -> dict[str, Array]:
+    """The generator on named latents: the one decoding path of every caller.
+
+    Args:
+      latents: {"z": [B, z_dim]}.
+      y: [B, y_dim] (ignored by the VAE).
+      train: BatchNorm mode.
+    Returns:
+      "mean" (the image, [-1, 1]) and "logvar", float32 [B, S, S, 3].
+    """
+    return self.decode(latents["z"], y, train)
+
   def setup(self):
     _check_size(self.image_size)
     self.encoder = ImageEncoder(self.z_dim, self.width, self.conditional, self.dtype,
                                 self.conv_weight_grad)
-    self.decoder = ImageDecoder(self.image_size, self.width, self.conditional, "logvar",
-                                self.dtype, self.upsample_mode, self.conv_weight_grad)
+    self.decoder = ImageDecoder(self.image_size, self.width, self.conditional, self.dtype,
+                                self.upsample_mode, self.conv_weight_grad)
 
   def _y(self, y: Optional[Array]) -> Optional[Array]:
     return y if self.conditional else None
@@ -550,6 +603,7 @@ class DisCVAE(nn.Module):
     image_size, width, dtype, upsample_mode, conv_weight_grad: as for `CVAE`.
     block_kl_bg_grad_to_fg: the reference back-propagates the background KL separately,
       so d KL_B / d zF never reaches the foreground encoder; True reproduces that.
+    gate_loss_weight: alpha, the weight of the gate's BCE in the loss (0.3 in the paper).
   """
   y_dim: int
   zf_dim: int = 192
@@ -557,9 +611,66 @@ class DisCVAE(nn.Module):
   image_size: int = 64
   width: float = 1.0
   block_kl_bg_grad_to_fg: bool = True
+  gate_loss_weight: float = 0.3
   dtype: Dtype = jnp.float32
   upsample_mode: str = "polyphase"
   conv_weight_grad: str = "xla"
+
+  needs_masks = True  # Foreground masks: the gate's target and the foreground encoder's input.
+  uses_attributes = True
+  image_layers = ("foreground", "gate", "background")  # Shown beside the composite.
+  energies = ("smooth_l1", "l2")  # No variance head, so no "gaussian".
+  default_energy = "smooth_l1"  # Its training reconstruction loss.
+
+  @property
+  def latent_dims(self) -> dict[str, int]:
+    """The latents' names and sizes: {"z_fg": zf_dim, "z_bg": zb_dim}."""
+    return {"z_fg": self.zf_dim, "z_bg": self.zb_dim}
+
+  def loss_terms(self, outputs: dict, x: Array, mask: Optional[Array]) -> dict[str, Array]:
+    """Per-example terms of the disCVAE loss ("loss" is minimised).
+
+    Args:
+      outputs: `__call__`'s outputs.
+      x: [B, S, S, 3] targets in [-1, 1].
+      mask: [B, S, S, 1] foreground masks in [0, 1].
+    Returns:
+      `objectives.discvae_terms` with this model's `gate_loss_weight`.
+    """
+    return objectives.discvae_terms(outputs, x, mask, self.gate_loss_weight)
+
+  def encode_latents(self, x: Array, y: Array, mask: Optional[Array] = None,
+                     train: bool = False) -> dict[str, tuple[Array, Array]]:
+    """The posterior's parameters per latent.
+
+    Without a mask the model estimates the foreground itself: it encodes once with the whole
+    image as foreground, decodes the posterior means, and takes 1 - gate (averaged over the
+    channels) as the mask of a second pass.
+
+    Args:
+      x: [B, S, S, 3] images in [-1, 1]; y: [B, y_dim]; mask: [B, S, S, 1] or None.
+      train: BatchNorm / dropout mode.
+    Returns:
+      {"z_fg": (mu, logvar), "z_bg": (mu, logvar)}, float32.
+    """
+    if mask is None:
+      q = self.encode(x, y, jnp.ones(x.shape[:3] + (1,), x.dtype), train)
+      out = self.decode(q["mu_fg"], q["mu_bg"], y, train)
+      mask = 1.0 - out["gate"].mean(-1, keepdims=True)
+    q = self.encode(x, y, mask, train)
+    return {"z_fg": (q["mu_fg"], q["logvar_fg"]), "z_bg": (q["mu_bg"], q["logvar_bg"])}
+
+  def decode_latents(self, latents: dict, y: Array, train: bool = False) -> dict[str, Array]:
+    """The generator on named latents: the one decoding path of every caller.
+
+    Args:
+      latents: {"z_fg": [B, zf_dim], "z_bg": [B, zb_dim]}.
+      y: [B, y_dim].
+      train: BatchNorm mode.
+    Returns:
+      `decode`'s outputs ("mean" is the composite image).
+    """
+    return self.decode(latents["z_fg"], latents["z_bg"], y, train)
 
   def setup(self):
     _check_size(self.image_size)
@@ -567,7 +678,7 @@ class DisCVAE(nn.Module):
     self.encoder_fg = ImageEncoder(self.zf_dim, self.width, True, self.dtype, cwg)
     self.encoder_bg_trunk = BackgroundTrunk(self.width, self.dtype, cwg)
     self.encoder_bg_head = BackgroundHead(self.zb_dim, self.width, self.dtype)
-    self.decoder_fg = ImageDecoder(self.image_size, self.width, True, "gate", self.dtype,
+    self.decoder_fg = ImageDecoder(self.image_size, self.width, True, self.dtype,
                                    self.upsample_mode, cwg)
     self.decoder_bg = BackgroundDecoder(self.image_size, self.width, self.dtype,
                                         self.upsample_mode, cwg)
@@ -583,13 +694,16 @@ class DisCVAE(nn.Module):
       train: BatchNorm in train mode.
     Returns:
       float32 [B, S, S, 3] each: "foreground" and "background" in [-1, 1], "gate" in
-      [0, 1] (1 = the background shows through), "mean" = foreground + gate * background.
+      [0, 1] (1 = the background shows through) and its pre-sigmoid "gate_logits",
+      "mean" = foreground + gate * background.
     """
     _check_inputs(None, y, self.image_size, self.y_dim)
-    fg, gate = self.decoder_fg(z_fg, y, train)
+    fg, logits = self.decoder_fg(z_fg, y, train)
+    gate = nn.sigmoid(logits)
     bg = self.decoder_bg(z_bg, train)
-    fg, gate, bg = (a.astype(jnp.float32) for a in (fg, gate, bg))
-    return {"foreground": fg, "gate": gate, "background": bg, "mean": fg + gate * bg}
+    fg, gate, bg, logits = (a.astype(jnp.float32) for a in (fg, gate, bg, logits))
+    return {"foreground": fg, "gate": gate, "gate_logits": logits, "background": bg,
+            "mean": fg + gate * bg}
 
   def _encode_fg(self, x: Array, y: Array, mask: Array,
                  train: bool) -> tuple[Array, Array, Array]:
@@ -647,7 +761,9 @@ def create_model(model_config: Any) -> nn.Module:
     model_config: the `config.model` ConfigDict (name, y_dim, z_dim, zf_dim, zb_dim,
       image_size, width, dtype, upsample_mode, conv_weight_grad, block_kl_bg_grad_to_fg).
   Returns:
-    An unbound Linen module.
+    An unbound Linen module that answers for itself: `latent_dims`, `uses_attributes`,
+    `needs_masks`, `image_layers`, `energies`, `default_energy`, `loss_terms`,
+    `encode_latents` and `decode_latents` (callers never test the model's name).
   """
   name = model_config.name
   # "auto": bf16 compute on GPU / TPU, f32 on CPU (perf.compute_dtype); params stay f32.
@@ -665,7 +781,8 @@ def create_model(model_config: Any) -> nn.Module:
     return CVAE(z_dim=model_config.z_dim, conditional=(name == "cvae"), **common)
   if name == "discvae":
     return DisCVAE(zf_dim=model_config.zf_dim, zb_dim=model_config.zb_dim,
-                   block_kl_bg_grad_to_fg=model_config.block_kl_bg_grad_to_fg, **common)
+                   block_kl_bg_grad_to_fg=model_config.block_kl_bg_grad_to_fg,
+                   gate_loss_weight=model_config.gate_loss_weight, **common)
   raise ConfigError(f"unknown model.name={name!r}; choose one of {', '.join(MODEL_NAMES)}.")
 
 

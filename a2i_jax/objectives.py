@@ -13,6 +13,8 @@ from typing import Mapping, Optional
 import jax
 import jax.numpy as jnp
 
+from a2i_jax.numerics import bounded_exp
+
 Array = jax.Array
 _LOG_2PI = math.log(2.0 * math.pi)
 _BCE_EPS = 1e-12  # THNN BCECriterion's epsilon.
@@ -29,9 +31,10 @@ def gaussian_kl(mu: Array, logvar: Array) -> Array:
     mu: [B, Z] posterior means.
     logvar: [B, Z] posterior log-variances.
   Returns:
-    [B] KL divergences in nats.
+    [B] KL divergences in nats. `exp(logvar)` is `numerics.bounded_exp`, so a runaway
+    log-variance gives a large finite KL, never inf.
   """
-  return _per_example_sum(-0.5 * (1.0 + logvar - jnp.square(mu) - jnp.exp(logvar)))
+  return _per_example_sum(-0.5 * (1.0 + logvar - jnp.square(mu) - bounded_exp(logvar)))
 
 
 def gaussian_nll(x: Array, mean: Array, logvar: Array) -> Array:
@@ -44,10 +47,10 @@ def gaussian_nll(x: Array, mean: Array, logvar: Array) -> Array:
     mean: [B, S, S, 3] predicted means.
     logvar: [B, S, S, 3] predicted log-variances.
   Returns:
-    [B] negative log-likelihoods in nats.
+    [B] negative log-likelihoods in nats (`exp(-logvar)` bounded as in `gaussian_kl`).
   """
   return _per_example_sum(0.5 * (logvar + _LOG_2PI)
-                          + 0.5 * jnp.square(x - mean) * jnp.exp(-logvar))
+                          + 0.5 * jnp.square(x - mean) * bounded_exp(-logvar))
 
 
 def smooth_l1(pred: Array, target: Array) -> Array:
@@ -76,6 +79,27 @@ def binary_cross_entropy(p: Array, target: Array) -> Array:
                             + (1.0 - target) * jnp.log(1.0 - p + _BCE_EPS)))
 
 
+def binary_cross_entropy_with_logits(logits: Array, target: Array) -> Array:
+  """BCE of sigmoid(logits) against `target`, computed from the logits, per example.
+
+  -[t log s(l) + (1 - t) log s(-l)] with log s = `jax.nn.log_sigmoid`: finite for every finite
+  logit. The probability form (`binary_cross_entropy`) is not: once the sigmoid rounds to
+  exactly 1 (a logit above ~17 in float32, ~6 in bfloat16), log(1 - p + 1e-12) depends on
+  how the compiler orders the additions, and a background pixel (t = 1) then contributes
+  0 x log(0) = NaN. That is what stopped the synthetic disCVAE at step 2,262 (docs/reference.md
+  §1.3). Equal to Torch's BCECriterion wherever the sigmoid has not saturated.
+
+  Args:
+    logits: [B, ...] pre-sigmoid values.
+    target: [B, ...] targets in [0, 1], the same shape.
+  Returns:
+    [B] sums over all non-batch elements.
+  """
+  logits = logits.astype(jnp.float32)
+  return _per_example_sum(-(target * jax.nn.log_sigmoid(logits)
+                            + (1.0 - target) * jax.nn.log_sigmoid(-logits)))
+
+
 def cvae_terms(outputs: Mapping[str, Array], x: Array) -> dict[str, Array]:
   """Per-example terms of the (C)VAE bound. The VAE uses the same bound without y.
 
@@ -98,7 +122,8 @@ def discvae_terms(outputs: Mapping[str, Array], x: Array, mask: Array,
   loss = SmoothL1(h_fg, x_fg) + SmoothL1(h_im, x) + KL_F + KL_B + gate_weight * BCE(g, 1 - m).
 
   Args:
-    outputs: the disCVAE outputs (foreground, gate, mean = composite, x_fg, mu_fg, ...).
+    outputs: the disCVAE outputs (foreground, gate_logits, mean = composite, x_fg, mu_fg,
+      ...). The gate's BCE is computed from its logits (`binary_cross_entropy_with_logits`).
     x: target images [B,S,S,3] in [-1,1].
     mask: foreground mask [B,S,S,1] in [0,1]; the gate's target is the background 1 - m,
       broadcast to the gate's 3 channels.
@@ -110,29 +135,12 @@ def discvae_terms(outputs: Mapping[str, Array], x: Array, mask: Array,
   recon = smooth_l1(outputs["mean"], x)
   kl_fg = gaussian_kl(outputs["mu_fg"], outputs["logvar_fg"])
   kl_bg = gaussian_kl(outputs["mu_bg"], outputs["logvar_bg"])
-  gate = outputs["gate"]
-  gate_bce = binary_cross_entropy(gate, jnp.broadcast_to(1.0 - mask, gate.shape))
+  logits = outputs["gate_logits"]
+  gate_bce = binary_cross_entropy_with_logits(logits,
+                                              jnp.broadcast_to(1.0 - mask, logits.shape))
   loss = recon_fg + recon + kl_fg + kl_bg + gate_weight * gate_bce
   return {"loss": loss, "recon_fg": recon_fg, "recon": recon, "kl_fg": kl_fg, "kl_bg": kl_bg,
           "kl": kl_fg + kl_bg, "gate_bce": gate_bce}
-
-
-def model_terms(model_name: str, outputs: Mapping[str, Array], x: Array,
-                mask: Optional[Array], gate_weight: float) -> dict[str, Array]:
-  """Dispatches to the objective of `model_name` ("vae", "cvae", "discvae").
-
-  Args:
-    model_name: `config.model.name`.
-    outputs: the model's outputs.
-    x: [B, S, S, 3] target images in [-1, 1].
-    mask: [B, S, S, 1] foreground masks in [0, 1] (disCVAE; ignored otherwise).
-    gate_weight: weight of the gate BCE term (disCVAE).
-  Returns:
-    dict of [B] per-example terms; "loss" is the one minimised.
-  """
-  if model_name == "discvae":
-    return discvae_terms(outputs, x, mask, gate_weight)
-  return cvae_terms(outputs, x)
 
 
 def weighted_sums(terms: Mapping[str, Array], weights: Optional[Array] = None

@@ -124,6 +124,32 @@ def _tree_where(pred: Array, new: PyTree, old: PyTree) -> PyTree:
   return jax.tree_util.tree_map(lambda a, b: jnp.where(pred, a, b), new, old)
 
 
+# Model outputs whose size tells how close a step is to an overflow: log-variances (exp'd by
+# the losses) and pre-sigmoid logits. Their largest |value| is in every step's metrics.
+_WATCHED_OUTPUTS = ("mu", "logvar", "x_logvar", "mu_fg", "logvar_fg", "mu_bg", "logvar_bg",
+                    "gate_logits")
+
+
+def _make_loss_fn(model: flax.linen.Module, config: ml_collections.ConfigDict) -> Callable:
+  """`loss_fn(params, batch_stats, x, y, m, rngs) -> (terms, outputs, new batch_stats)`."""
+  del config
+
+  def loss_fn(params, batch_stats, x, y, m, rngs):
+    outputs, mutated = model.apply({"params": params, "batch_stats": batch_stats}, x, y, m,
+                                   train=True, rngs=rngs, mutable=["batch_stats"])
+    terms = objectives.weighted_sums(model.loss_terms(outputs, x, m))
+    return terms, outputs, mutated["batch_stats"]
+
+  return loss_fn
+
+
+def _step_inputs(batch: dict, key: Array, config: ml_collections.ConfigDict):
+  """Augmented images, attributes, masks and the step's random streams."""
+  k_aug, k_reparam, k_drop = jax.random.split(key, 3)
+  x, m = pipeline.augment(k_aug, batch["images"], batch.get("masks"), config.data.augment)
+  return x, batch["attributes"], m, {"reparam": k_reparam, "dropout": k_drop}
+
+
 def make_train_step(model: flax.linen.Module, tx: optax.GradientTransformation,
                     config: ml_collections.ConfigDict) -> Callable:
   """Returns `train_step(state, batch, key) -> (state, metrics)`, pure and unjitted.
@@ -131,33 +157,31 @@ def make_train_step(model: flax.linen.Module, tx: optax.GradientTransformation,
   `batch` holds uint8 images [B,H,W,3], float attributes [B,A] and (disCVAE) uint8 masks
   [B,H,W]; augmentation happens inside. A step whose loss or gradient is not finite leaves
   the state untouched and reports `finite = False`, so the caller can stop on the last good
-  state. Metrics are per image (sums divided by the batch size).
+  state and name the term that failed (`make_term_report`). Metrics are per image (sums
+  divided by the batch size).
 
   Args:
     model: from `models.create_model`.
     tx: from `make_optimizer`.
     config: the experiment config (configs/default.py).
   Returns:
-    The train step function; metrics are scalars (the loss terms, "grad_norm", "finite").
+    The train step function; metrics are scalars: the loss terms, "grad_norm", "finite",
+    "max_abs/<output>" (the largest |value| of each log-variance, mean and logit output: how
+    close the step is to an overflow) and "term_finite" (a dict of 0/1 per loss term).
   """
-  name, gate_weight = config.model.name, config.model.gate_loss_weight
+  loss_fn = _make_loss_fn(model, config)
   clip = float(config.get("grad_clip_norm", 0.0))
   if clip < 0:
     raise ConfigError(f"grad_clip_norm={clip} must be >= 0 (0 turns clipping off).")
 
   def train_step(state: TrainState, batch: dict, key: Array) -> tuple[TrainState, dict]:
-    k_aug, k_reparam, k_drop = jax.random.split(key, 3)
-    x, m = pipeline.augment(k_aug, batch["images"], batch.get("masks"), config.data.augment)
-    y = batch["attributes"]
+    x, y, m, rngs = _step_inputs(batch, key, config)
 
-    def loss_fn(params):
-      outputs, mutated = model.apply(
-          {"params": params, "batch_stats": state.batch_stats}, x, y, m, train=True,
-          rngs={"reparam": k_reparam, "dropout": k_drop}, mutable=["batch_stats"])
-      sums = objectives.weighted_sums(objectives.model_terms(name, outputs, x, m, gate_weight))
-      return sums["loss"], (sums, mutated["batch_stats"])
+    def total(params):
+      terms, outputs, batch_stats = loss_fn(params, state.batch_stats, x, y, m, rngs)
+      return terms["loss"], (terms, outputs, batch_stats)
 
-    (loss, (sums, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+    (loss, (sums, outputs, batch_stats)), grads = jax.value_and_grad(total, has_aux=True)(
         state.params)
     grads, grad_norm = clip_by_global_norm(grads, clip)  # grad_norm: before clipping.
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -167,9 +191,67 @@ def make_train_step(model: flax.linen.Module, tx: optax.GradientTransformation,
                            opt_state=opt_state)
     metrics = {k: v / x.shape[0] for k, v in sums.items()}
     metrics.update(grad_norm=grad_norm, finite=finite)
+    metrics.update({f"max_abs/{k}": jnp.max(jnp.abs(outputs[k]))
+                    for k in _WATCHED_OUTPUTS if k in outputs})
+    metrics["term_finite"] = {k: jnp.isfinite(v) for k, v in sums.items()}
     return _tree_where(finite, new_state, state), metrics
 
   return train_step
+
+
+def make_term_report(model: flax.linen.Module, config: ml_collections.ConfigDict,
+                     mesh: Mesh) -> Callable:
+  """`report(state, data, key) -> {term: (value, gradient norm)}` for the step at `state`.
+
+  Run only when a step has failed: it redraws that step's batch and noise (the same fold of
+  `key` by `state.step` as `make_multi_step`) and differentiates each loss term on its own,
+  so a divergence can be traced to the term whose value or gradient is not finite.
+
+  Args:
+    model: from `models.create_model`.
+    config: the experiment config.
+    mesh: the device mesh of the training run.
+  Returns:
+    The (jitted) report function; values are per image, gradient norms of the summed term.
+  """
+  loss_fn = _make_loss_fn(model, config)
+  batch_sharding = parallel.batch_sharded(mesh)
+
+  def report(state: TrainState, data: dict, key: Array) -> dict:
+    k_batch, k_step = jax.random.split(jax.random.fold_in(key, state.step))
+    batch = jax.lax.with_sharding_constraint(
+        pipeline.sample_batch(k_batch, data, config.batch_size), batch_sharding)
+    x, y, m, rngs = _step_inputs(batch, k_step, config)
+    terms, _, _ = loss_fn(state.params, state.batch_stats, x, y, m, rngs)
+    out = {}
+    for name in terms:
+      grads = jax.grad(lambda p, n=name: loss_fn(p, state.batch_stats, x, y, m, rngs)[0][n])(
+          state.params)
+      out[name] = (terms[name] / x.shape[0], optax.tree.norm(grads))
+    return out
+
+  return jax.jit(report)
+
+
+def describe_divergence(report: dict) -> str:
+  """One sentence naming the loss terms whose value or gradient is not finite.
+
+  Args:
+    report: the output of `make_term_report`'s function, fetched to the host.
+  Returns:
+    e.g. "term gate_bce is not finite (value nan, gradient norm nan); the other terms are
+    finite". The total "loss" is named only when no single term is at fault.
+  """
+  bad = [n for n, (v, g) in report.items()
+         if n != "loss" and not (np.isfinite(v) and np.isfinite(g))]
+  if not bad and not all(np.isfinite(x) for x in report.get("loss", (0.0, 0.0))):
+    bad = ["loss"]
+  if not bad:
+    return "every term is finite when the step is recomputed term by term"
+  parts = [f"{n} (value {float(report[n][0]):.4g}, gradient norm {float(report[n][1]):.4g})"
+           for n in bad]
+  noun = "term" if len(bad) == 1 else "terms"
+  return f"{noun} {', '.join(parts)} {'is' if len(bad) == 1 else 'are'} not finite"
 
 
 def make_multi_step(train_step: Callable, config: ml_collections.ConfigDict,
@@ -222,17 +304,11 @@ def make_eval_step(model: flax.linen.Module, config: ml_collections.ConfigDict) 
     The eval step; `weights` is [B] and `sums` maps each loss term (summed with the weights)
     and "count" (the sum of the weights) to a scalar.
   """
-  name, gate_weight = config.model.name, config.model.gate_loss_weight
-  clip = float(config.get("grad_clip_norm", 0.0))
-  if clip < 0:
-    raise ConfigError(f"grad_clip_norm={clip} must be >= 0 (0 turns clipping off).")
-
   def eval_step(variables: dict, batch: dict, weights: Array, key: Array) -> dict:
     x, m = pipeline.preprocess_eval(batch["images"], batch.get("masks"), config.data.augment)
     outputs = model.apply(variables, x, batch["attributes"], m, train=False,
                           rngs={"reparam": key})
-    terms = objectives.model_terms(name, outputs, x, m, gate_weight)
-    sums = objectives.weighted_sums(terms, weights)
+    sums = objectives.weighted_sums(model.loss_terms(outputs, x, m), weights)
     sums["count"] = weights.sum()
     return sums
 
@@ -456,13 +532,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       metrics = jax.device_get(metrics)
       if not metrics["finite"].all():
         bad = step + 1 + int(np.argmin(metrics["finite"]))
+        # The state is the one before the failed step (a failed step changes nothing).
+        report = jax.device_get(make_term_report(model, config, mesh)(state, data, k_train))
+        reason = describe_divergence(report)
+        writer.write(bad, {f"diverged/{n}/{part}": float(v[i]) for n, v in report.items()
+                           for i, part in enumerate(("value", "grad_norm"))})
         raise TrainingDivergedError(
-            f"the loss became NaN or infinite at step {bad}; training stopped. The last good "
-            f"checkpoint is step {ckpt.latest_step()} in {ckpt.directory} (resuming continues "
-            "from it). Lower config.learning_rate, set config.grad_clip_norm (e.g. 1e4), or "
-            "check the data for bad values.")
+            f"the loss became NaN or infinite at step {bad} ({reason}); training stopped. "
+            f"The last good checkpoint is step {ckpt.latest_step()} in {ckpt.directory} "
+            "(resuming continues from it). Lower config.learning_rate, set "
+            "config.grad_clip_norm (e.g. 1e4), or check the data for bad values.")
       step += k
-      window.append({n: float(v.mean()) for n, v in metrics.items() if n != "finite"})
+      window.append({n: float(v.mean()) for n, v in metrics.items()
+                     if n not in ("finite", "term_finite")})
       if progress is not None:
         progress.update(k)
       if step % config.log_every_steps == 0 or step == config.num_train_steps:

@@ -2,11 +2,12 @@
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from a2i_jax import objectives
+from a2i_jax import numerics, objectives
 
 
 def test_kl_of_standard_normal_is_zero():
@@ -78,10 +79,12 @@ def test_discvae_terms(weight):
   shape = (2, 4, 4, 3)
   fg, bg = rng.uniform(-1, 1, shape), rng.uniform(-1, 1, shape)
   gate = rng.uniform(0.01, 0.99, shape)
+  logits = np.log(gate) - np.log1p(-gate)
   x = rng.uniform(-1, 1, shape)
   mask = (rng.uniform(size=(2, 4, 4, 1)) > 0.5).astype(np.float64)
   x_fg = (x + 1) * mask - 1
-  out = {"foreground": fg, "gate": gate, "background": bg, "mean": fg + gate * bg,
+  out = {"foreground": fg, "gate": gate, "gate_logits": logits, "background": bg,
+         "mean": fg + gate * bg,
          "x_fg": x_fg, "mu_fg": rng.normal(size=(2, 3)), "logvar_fg": rng.normal(size=(2, 3)),
          "mu_bg": rng.normal(size=(2, 2)), "logvar_bg": rng.normal(size=(2, 2))}
   out = {k: jnp.asarray(v) for k, v in out.items()}
@@ -106,3 +109,52 @@ def test_weighted_sums_ignore_padding():
   terms = {"loss": jnp.array([1.0, 2.0, 100.0])}
   assert float(objectives.weighted_sums(terms, jnp.array([1.0, 1.0, 0.0]))["loss"]) == 3.0
   assert float(objectives.weighted_sums(terms)["loss"]) == 103.0
+
+
+def test_bce_with_logits_matches_probability_form_unsaturated():
+  rng = np.random.default_rng(5)
+  logits = rng.normal(scale=4.0, size=(3, 4, 4, 3))
+  t = rng.uniform(size=(3, 4, 4, 3))
+  p = 1.0 / (1.0 + np.exp(-logits))
+  np.testing.assert_allclose(
+      objectives.binary_cross_entropy_with_logits(jnp.asarray(logits), jnp.asarray(t)),
+      objectives.binary_cross_entropy(jnp.asarray(p), jnp.asarray(t)), rtol=1e-4)
+
+
+def test_bce_with_logits_finite_where_the_sigmoid_saturates():
+  # The logits that stopped the synthetic disCVAE: the gate rounds to exactly 1 or 0 in
+  # float32 (|l| > ~17) and in bfloat16 (|l| > ~6), with targets on both sides.
+  logits = jnp.array([[40.0, 40.0, -40.0, -40.0, 1e4, -1e4]], jnp.float32)
+  t = jnp.array([[1.0, 0.0, 1.0, 0.0, 1.0, 1.0]], jnp.float32)
+  value = objectives.binary_cross_entropy_with_logits(logits, t)
+  np.testing.assert_allclose(value, [40.0 + 40.0 + 1e4], rtol=1e-6)
+  for dtype in (jnp.float32, jnp.bfloat16):
+    g = jax.grad(lambda l: objectives.binary_cross_entropy_with_logits(l, t).sum())(
+        logits.astype(dtype))
+    assert np.all(np.isfinite(np.asarray(g, np.float32)))
+    # d/dl = sigmoid(l) - t: the gradient keeps its size where the sigmoid saturates.
+    np.testing.assert_allclose(np.asarray(g, np.float32), [[0.0, 1.0, -1.0, 0.0, 0.0, -1.0]],
+                               atol=1e-6)
+
+
+def test_bounded_exp_is_exp_in_range_and_finite_outside():
+  x = jnp.array([-29.0, -3.0, 0.0, 2.5, 29.0], jnp.float32)
+  assert np.array_equal(np.asarray(numerics.bounded_exp(x)), np.asarray(jnp.exp(x)))
+  big = jnp.array([1e3, -1e3, 200.0], jnp.float32)
+  assert np.all(np.isfinite(np.asarray(numerics.bounded_exp(big))))
+  g = jax.grad(lambda v: numerics.bounded_exp(v).sum())(big)
+  # Outside the range the gradient is still positive (it pulls the value back), not 0.
+  assert np.all(np.asarray(g) > 0) and np.all(np.isfinite(np.asarray(g)))
+
+
+def test_losses_stay_finite_for_runaway_log_variances():
+  # A log-variance of +-1e4 overflows exp in float32; the bounded KL and NLL stay finite, and
+  # their gradients push the log-variance back.
+  lv = jnp.array([[1e4, -1e4]], jnp.float32)
+  mu = jnp.zeros((1, 2))
+  assert np.isfinite(float(objectives.gaussian_kl(mu, lv)[0]))
+  g = jax.grad(lambda v: objectives.gaussian_kl(mu, v).sum())(lv)
+  assert np.all(np.isfinite(np.asarray(g))) and float(g[0, 0]) > 0
+  x = jnp.ones((1, 2, 2, 3))
+  nll = objectives.gaussian_nll(x, jnp.zeros_like(x), jnp.full(x.shape, -1e4))
+  assert np.isfinite(float(nll[0]))

@@ -109,14 +109,53 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_cache, mon
                                     good["train"].masks)})
   monkeypatch.setattr(train_lib, "load_dataset", lambda _: poisoned)
   cfg.num_train_steps = 4
-  with pytest.raises(TrainingDivergedError, match="at step 3.*last good checkpoint is step 2"):
+  with pytest.raises(TrainingDivergedError,
+                     match=r"at step 3 \(terms .*kl .* are not finite\).*last good checkpoint is "
+                           "step 2"):
     train_lib.train_and_evaluate(cfg, workdir)
+  lines = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  report = [l for l in lines if "diverged/loss/value" in l]
+  assert len(report) == 1 and report[0]["step"] == 3
   ckpt = checkpoints.Checkpointer(workdir)
   assert ckpt.all_steps() == [2]
   model = models.create_model(cfg.model)
   abstract = train_lib.abstract_train_state(model, cfg, train_lib.make_optimizer(cfg))
   restored = ckpt.restore(abstract)
   assert all(np.isfinite(np.asarray(a)).all() for a in jax.tree_util.tree_leaves(restored))
+
+
+def test_divergence_report_names_the_overflowed_term(data_cache):
+  # Inject an overflow into one term: the gate head's bias at +inf (the gate's logits
+  # overflowed). The composite stays finite (gate = 1), so only the gate's BCE may be named.
+  cfg = tiny_config("discvae", data_cache)
+  mesh = parallel.make_mesh()
+  model = models.create_model(cfg.model)
+  tx = train_lib.make_optimizer(cfg)
+  state = train_lib.create_train_state(model, cfg, tx, jax.random.key(0))
+  convs = sorted((k for k in state.params["decoder_fg"] if k.startswith("Conv_")),
+                 key=lambda k: int(k.split("_")[1]))
+  gate_head = convs[-1]
+  params = jax.tree_util.tree_map(lambda a: a, state.params)
+  params["decoder_fg"][gate_head]["bias"] = jnp.full_like(
+      params["decoder_fg"][gate_head]["bias"], jnp.inf)
+  state = state.replace(params=params)
+  split = load_dataset(cfg.data)["train"]
+  data = {"images": split.images, "attributes": split.attributes, "masks": split.masks}
+  data = parallel.put_replicated(data, mesh)
+  report = jax.device_get(train_lib.make_term_report(model, cfg, mesh)(
+      state, data, jax.random.key(1)))
+  bad = {n for n, (v, g) in report.items() if not (np.isfinite(v) and np.isfinite(g))}
+  assert bad == {"loss", "gate_bce"}
+  message = train_lib.describe_divergence(report)
+  assert message.startswith("term gate_bce (value nan") and message.endswith("is not finite")
+  # And the train step itself reports which term's value is not finite, and refuses the step.
+  step = jax.jit(train_lib.make_multi_step(train_lib.make_train_step(model, tx, cfg), cfg,
+                                           mesh))
+  new_state, metrics = step(state, data, jax.random.key(1))
+  metrics = jax.device_get(metrics)
+  assert not metrics["finite"][0] and int(new_state.step) == 0
+  assert {n for n, f in metrics["term_finite"].items() if not f[0]} == {"loss", "gate_bce"}
+  assert np.isinf(metrics["max_abs/gate_logits"][0])
 
 
 def test_batch_not_divisible_by_devices(tmp_path, data_cache):
