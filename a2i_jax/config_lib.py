@@ -1,10 +1,18 @@
-"""Config checks and (de)serialisation. The values themselves live in `configs/`."""
+"""Config files, checks and (de)serialisation. The values themselves live in `configs/`.
+
+`configs/` is read as files, by path (it is not an installed package, so it can neither shadow
+nor be shadowed by another package named `configs`): `get_config("configs/lfw.py:discvae")`
+from Python, `--config=configs/lfw.py:discvae` on the command line. A config file that builds
+on another loads it with `load_sibling(__file__, "default")`.
+"""
 
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import json
 import os
+from types import ModuleType
 from typing import Any, Iterator, Optional
 
 import ml_collections
@@ -13,6 +21,10 @@ from a2i_jax.errors import ConfigError
 from a2i_jax.models import MODEL_NAMES
 
 DATASETS = ("synthetic", "lfw", "cub", "folder")
+# Posterior inference's choices (config.inference; a2i_jax/inference).
+INFERENCE_ENERGIES = ("auto", "gaussian", "smooth_l1", "l2")
+INFERENCE_INITS = ("encoder", "zeros", "prior")
+INFERENCE_SCHEDULES = ("constant", "cosine")
 
 
 def _leaf_paths(cfg: Any, prefix: str = "") -> Iterator[str]:
@@ -24,14 +36,88 @@ def _leaf_paths(cfg: Any, prefix: str = "") -> Iterator[str]:
       yield path
 
 
+def configs_dir() -> str:
+  """The directory of the config files.
+
+  `$A2I_JAX_CONFIGS` if set; otherwise `configs/` beside the `a2i_jax` package (the
+  repository, with the README's editable install); otherwise `./configs`.
+
+  Returns:
+    An absolute path.
+  Raises:
+    ConfigError: none of these exists.
+  """
+  candidates = [os.environ.get("A2I_JAX_CONFIGS", ""),
+                os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                             "configs"),
+                os.path.join(os.getcwd(), "configs")]
+  for path in candidates:
+    if path and os.path.isfile(os.path.join(path, "default.py")):
+      return os.path.abspath(path)
+  raise ConfigError("cannot find the configs/ directory (with default.py): install the "
+                    "repository with pip install -e . as the README says, or set "
+                    "A2I_JAX_CONFIGS to the path of its configs/ folder.")
+
+
+def load_config_module(path: str) -> ModuleType:
+  """Loads a config file as a module, under a private name (not `configs.*`).
+
+  Args:
+    path: the .py file.
+  Returns:
+    The executed module (its `get_config` builds the config).
+  Raises:
+    ConfigError: the file does not exist.
+  """
+  path = os.path.abspath(os.path.expanduser(path))
+  if not os.path.isfile(path):
+    raise ConfigError(f"no config file at {path}; pass one of the files in {configs_dir()} "
+                      "(e.g. configs/synthetic.py).")
+  name = "a2i_jax_configs." + os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def load_sibling(file: str, name: str) -> ModuleType:
+  """Loads the config file `name`.py from the directory of `file` (a config's `__file__`).
+
+  Args:
+    file: the calling config file's `__file__`.
+    name: the sibling's name without ".py", e.g. "default".
+  Returns:
+    The sibling config module.
+  """
+  return load_config_module(os.path.join(os.path.dirname(os.path.abspath(file)), name + ".py"))
+
+
+def get_config(spec: str) -> ml_collections.ConfigDict:
+  """A config from a file, as `--config=` takes it: "configs/lfw.py:discvae", "synthetic".
+
+  Args:
+    spec: a path to a config file (or a bare name such as "lfw" or "lfw.py", looked up in
+      `configs_dir()`), optionally followed by ":" and the argument of its `get_config`.
+  Returns:
+    The ConfigDict.
+  Raises:
+    ConfigError: no such file.
+  """
+  path, _, arg = spec.partition(":")
+  if not os.path.isfile(os.path.expanduser(path)):
+    bare = os.path.basename(path)
+    path = os.path.join(configs_dir(), bare if bare.endswith(".py") else bare + ".py")
+  module = load_config_module(path)
+  return module.get_config(arg) if arg else module.get_config()
+
+
 def reference_config() -> ml_collections.ConfigDict:
   """The full default config (configs/default.py): every valid key.
 
   Returns:
     A fresh ConfigDict.
   """
-  from configs import default  # pylint: disable=import-outside-toplevel
-  return default.get_config()
+  return load_config_module(os.path.join(configs_dir(), "default.py")).get_config()
 
 
 def validate_config(config: ml_collections.ConfigDict,
@@ -76,6 +162,37 @@ def validate_config(config: ml_collections.ConfigDict,
     raise ConfigError(f"the images reaching the model are {crop}x{crop} (data.image_size / "
                       f"data.augment.crop_size) but model.image_size={config.model.image_size};"
                       " make them equal.")
+
+
+def check_inference(values: Any) -> None:
+  """Raises `ConfigError` for an invalid posterior-inference setting (`config.inference`).
+
+  Args:
+    values: the `config.inference` section, or any mapping of its keys (e.g. with overrides).
+  """
+  v = dict(values.to_dict() if hasattr(values, "to_dict") else values)
+
+  def bad(key, allowed):
+    raise ConfigError(f"inference.{key}={v[key]!r} is not valid; {allowed}.")
+  if "steps" in v and int(v["steps"]) < 0:
+    bad("steps", "use 0 or more steps")
+  if "learning_rate" in v and not float(v["learning_rate"]) > 0:
+    bad("learning_rate", "use a positive learning rate")
+  if "schedule" in v and v["schedule"] not in INFERENCE_SCHEDULES:
+    bad("schedule", f"choose one of {INFERENCE_SCHEDULES}")
+  for key in ("prior_weight", "attribute_prior_weight"):
+    if key in v and float(v[key]) < 0:
+      bad(key, "weights must be >= 0")
+  if "energy" in v and v["energy"] not in INFERENCE_ENERGIES:
+    bad("energy", f"choose one of {INFERENCE_ENERGIES}")
+  if "init" in v and v["init"] not in INFERENCE_INITS:
+    bad("init", f"choose one of {INFERENCE_INITS}")
+  if "restarts" in v and int(v["restarts"]) < 1:
+    bad("restarts", "use at least 1 restart")
+  if "steps_per_call" in v and int(v["steps_per_call"]) < 0:
+    bad("steps_per_call", "use 0 (automatic) or a positive count")
+  if "batch_size" in v and int(v["batch_size"]) < 1:
+    bad("batch_size", "use at least 1 image per batch")
 
 
 def with_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -179,8 +179,8 @@ def _time_calls(fn: Callable[[], Any], repeats: int) -> list[float]:
 
 
 def make_config(case: Case, overrides: dict) -> Any:
-  from configs import lfw  # pylint: disable=import-outside-toplevel
-  config = lfw.get_config(case.model)
+  from a2i_jax import config_lib  # pylint: disable=import-outside-toplevel
+  config = config_lib.get_config(f"lfw:{case.model}")
   config.batch_size = case.batch
   config.model.dtype = case.dtype
   config.steps_per_dispatch = 1

@@ -10,7 +10,9 @@ the last two; they use the CVAE architecture with ydim 312, as spec 2.6 proposes
 
 import ml_collections
 
-from configs import default
+from a2i_jax import config_lib
+
+default = config_lib.load_sibling(__file__, "default")
 
 
 def get_config(arg: str = "discvae") -> ml_collections.ConfigDict:

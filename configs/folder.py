@@ -13,7 +13,9 @@ set model.y_dim to the number of attribute columns (the error message says it ot
 
 import ml_collections
 
-from configs import default
+from a2i_jax import config_lib
+
+default = config_lib.load_sibling(__file__, "default")
 
 
 def get_config(arg: str = "cvae") -> ml_collections.ConfigDict:

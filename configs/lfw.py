@@ -10,7 +10,9 @@ a Titan X) and disCVAE for 80 epochs (< 5 h). disCVAE needs the foreground masks
 
 import ml_collections
 
-from configs import default
+from a2i_jax import config_lib
+
+default = config_lib.load_sibling(__file__, "default")
 
 
 def get_config(arg: str = "cvae") -> ml_collections.ConfigDict:

@@ -8,7 +8,9 @@ Arguments: "cvae" (default), "discvae" or "vae". 32x32 images, widths x0.25 of t
 
 import ml_collections
 
-from configs import default
+from a2i_jax import config_lib
+
+default = config_lib.load_sibling(__file__, "default")
 from a2i_jax.data import synthetic
 
 

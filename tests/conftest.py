@@ -13,14 +13,14 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
-from configs import synthetic  # noqa: E402
+from a2i_jax import config_lib  # noqa: E402
 
 NUM_DEVICES = 4
 
 
 def tiny_config(model: str = "cvae", tmp_cache: str = "", image_size: int = 32):
   """A few-second config: 32x32, widths x1/8, batch 8, 2 steps, 64 training images."""
-  config = synthetic.get_config(model)
+  config = config_lib.get_config(f"synthetic:{model}")
   config.model.image_size = image_size
   config.data.image_size = image_size
   config.model.width = 0.125

@@ -7,9 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from a2i_jax import models
+from a2i_jax import config_lib, models
 from a2i_jax.errors import ConfigError, InputError
-from configs import cub, lfw
 from conftest import tiny_config
 
 
@@ -19,9 +18,9 @@ def _abstract_params(cfg):
 
 
 @pytest.mark.parametrize("config, expected", [
-    (lfw.get_config("cvae"), 14_659_910),
-    (lfw.get_config("discvae"), 15_861_449),
-    (cub.get_config("discvae"), 15_881_417),
+    (config_lib.get_config("lfw:cvae"), 14_659_910),
+    (config_lib.get_config("lfw:discvae"), 15_861_449),
+    (config_lib.get_config("cub:discvae"), 15_881_417),
 ])
 def test_paper_parameter_counts(config, expected):
   """Spec 2.6: counts of the reference Torch models (weights, biases, BN gamma/beta)."""
@@ -29,19 +28,19 @@ def test_paper_parameter_counts(config, expected):
 
 
 def test_paper_submodule_counts():
-  p = _abstract_params(lfw.get_config("discvae"))
+  p = _abstract_params(config_lib.get_config("lfw:discvae"))
   counts = {k: models.count_params(v) for k, v in p.items()}
   assert counts["encoder_fg"] == 6_785_920
   assert counts["encoder_bg_trunk"] + counts["encoder_bg_head"] == 676_288
   assert counts["decoder_fg"] == 7_650_758
   assert counts["decoder_bg"] == 748_483
-  p = _abstract_params(lfw.get_config("cvae"))
+  p = _abstract_params(config_lib.get_config("lfw:cvae"))
   assert models.count_params(p["encoder"]) == 6_950_528
   assert models.count_params(p["decoder"]) == 7_709_382
 
 
 def test_vae_has_no_attribute_streams():
-  p = _abstract_params(lfw.get_config("vae"))
+  p = _abstract_params(config_lib.get_config("lfw:vae"))
   assert "y_embed" not in p["encoder"] and "y_embed" not in p["decoder"]
   assert models.count_params(p) < 14_659_910
 

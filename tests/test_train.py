@@ -10,11 +10,10 @@ import numpy as np
 import optax
 import pytest
 
-from a2i_jax import checkpoints, models, parallel, train_lib
+from a2i_jax import checkpoints, config_lib, models, parallel, train_lib
 from a2i_jax.data import Dataset, Split, load_dataset
 from a2i_jax.errors import (CheckpointError, ConfigError, DataError, DatasetNotPreparedError,
                             TrainingDivergedError)
-from configs import cub, lfw
 from conftest import NUM_DEVICES, tiny_config
 
 
@@ -226,10 +225,9 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
     checkpoints.Checkpointer(str(tmp_path)).restore(abstract)
 
 
-@pytest.mark.parametrize("get_config,first", [(lfw.get_config, "lfw-funneled.tgz"),
-                                              (cub.get_config, "CUB_200_2011.tgz")])
-def test_real_datasets_say_they_are_not_prepared(get_config, first, tmp_path):
-  cfg = get_config()
+@pytest.mark.parametrize("name,first", [("lfw", "lfw-funneled.tgz"), ("cub", "CUB_200_2011.tgz")])
+def test_real_datasets_say_they_are_not_prepared(name, first, tmp_path):
+  cfg = config_lib.get_config(name)
   cfg.compilation_cache_dir = ""
   cfg.data.data_dir = str(tmp_path / "data")
   cfg.data.download = False  # Tests never touch the network.

@@ -1,0 +1,85 @@
+"""Decoding latents to images: the one path that sampling, the training sample grids,
+posterior inference's outputs and the figures all take.
+
+Every model answers for itself (`latent_dims`, `image_layers`, `decode_latents`), so nothing
+here tests which model it is. Images come out in [0, 1].
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+# Decoder outputs that are already probabilities in [0, 1]; the other images are in [-1, 1].
+_UNIT_OUTPUTS = ("gate",)
+
+
+def prior_latents(model: nn.Module, num: int, key: Array,
+                  always_split: bool = False) -> dict[str, Array]:
+  """`num` draws of every latent of `model` from the prior N(0, I).
+
+  Args:
+    model: a model from `models.create_model`.
+    num: N.
+    key: PRNG key: used as is for a single latent (unless `always_split`), split once per
+      latent otherwise (in `latent_dims` order).
+    always_split: split the key for a single latent too. The sample grids and `sample` draw
+      with the key as is, the progression and swap figures with the split key; both are
+      kept so that runs give the figures they gave before this module existed.
+  Returns:
+    {latent name: [N, size]} float32.
+  """
+  dims = model.latent_dims
+  keys = [key] if len(dims) == 1 and not always_split else jax.random.split(key, len(dims))
+  return {name: jax.random.normal(k, (num, d)) for (name, d), k in zip(dims.items(), keys)}
+
+
+def decode_images(model: nn.Module, variables: Mapping, latents: Mapping[str, Array],
+                  y: Array) -> dict[str, Array]:
+  """The generator's images for given latents and attributes, in [0, 1] (BatchNorm in eval mode).
+
+  Args:
+    model: a model from `models.create_model`.
+    variables: its {"params", "batch_stats"}.
+    latents: {latent name: [N, size]} (all of `model.latent_dims`).
+    y: [N, y_dim] attributes (ignored by models that do not use them).
+  Returns:
+    "image" [N, S, S, 3], plus each of `model.image_layers` (e.g. disCVAE's "foreground",
+    "gate", "background"), all in [0, 1].
+  """
+  out = model.apply(variables, dict(latents), y, method="decode_latents")
+  images = {"image": (out["mean"] + 1.0) / 2.0}
+  for name in model.image_layers:
+    images[name] = out[name] if name in _UNIT_OUTPUTS else (out[name] + 1.0) / 2.0
+  return images
+
+
+def make_sample_fn(model: nn.Module) -> Callable:
+  """`sample(variables, y, key) -> images`: latents from the prior, decoded (unjitted).
+
+  Args:
+    model: a model from `models.create_model`.
+  Returns:
+    A function of (variables, y [N, y_dim], key) returning `decode_images`' dict.
+  """
+  def sample(variables: Mapping, y: Array, key: Array) -> dict[str, Array]:
+    return decode_images(model, variables, prior_latents(model, y.shape[0], key), y)
+  return sample
+
+
+def sample_images(model: nn.Module, variables: Mapping, y: Any, key: Array) -> dict[str, Array]:
+  """Draws images for attribute vectors: z ~ N(0, I), decoder mean (docs/reference.md §1.4).
+
+  Args:
+    model: a model from `models.create_model`.
+    variables: its variables.
+    y: [N, y_dim] attributes.
+    key: PRNG key of the latents.
+  Returns:
+    `decode_images`' dict for the drawn latents.
+  """
+  return make_sample_fn(model)(variables, jnp.asarray(y, jnp.float32), key)

@@ -1,1 +1,0 @@
-"""Experiment configs: `get_config(arg)` in each file returns an ml_collections.ConfigDict."""
