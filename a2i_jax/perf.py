@@ -1,14 +1,16 @@
-"""Performance defaults: the compute-dtype policy, recommended XLA:CPU flags and a faster
-convolution weight gradient for XLA:CPU.
+"""Backend-dependent choices: the compute dtype, the convolutions' weight-gradient method and
+the recommended XLA:CPU flags; "auto" settings resolve here, in one function (docs/design.md
+§3.13).
 
-Measured in benchmarks/ (BENCHMARKS.md says what each choice bought and on what machine).
+None of them changes the function or the parameters, only how they are computed. The per-tap
+weight gradient itself lives in `models/conv_grad.py`. Measured in benchmarks/ (BENCHMARKS.md
+says what each choice bought and on what machine).
 """
 
 from __future__ import annotations
 
-import functools
 import os
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -74,18 +76,15 @@ def set_recommended_xla_flags(flags: tuple[str, ...] = RECOMMENDED_CPU_FLAGS) ->
   return value
 
 
-# ----------------------------------------------------------------------------------------------
-# Convolution weight gradients on XLA:CPU.
-
+# The convolutions' weight gradients: "taps" is `models.conv_grad.taps_conv_general_dilated`.
 CONV_WEIGHT_GRADS = ("auto", "xla", "taps")
-
-_NHWC = ("NHWC", "HWIO", "NHWC")
 
 
 def conv_weight_grad(name: str, backend: str | None = None) -> str:
   """The weight-gradient method for `config.model.conv_weight_grad`.
 
-  "auto" is "taps" on CPU and "xla" elsewhere (GPUs run XLA's weight gradient through
+  "auto" is "taps" on CPU (XLA:CPU's own weight gradient is slow; BENCHMARKS.md, "Weight
+  gradients as matrix products") and "xla" elsewhere (GPUs run XLA's weight gradient through
   cuDNN, which has no such slow path).
 
   Args:
@@ -98,195 +97,3 @@ def conv_weight_grad(name: str, backend: str | None = None) -> str:
   """
   return _resolve("model.conv_weight_grad", "a weight-gradient method", name,
                   CONV_WEIGHT_GRADS, backend, cpu="taps", accelerator="xla")
-
-
-def conv_general_dilated_fn(name: str) -> Callable[..., Any]:
-  """The `conv_general_dilated` for `config.model.conv_weight_grad` (as `nn.Conv` takes it).
-
-  Args:
-    name: "auto", "xla" or "taps" (resolved by `conv_weight_grad`).
-  Returns:
-    `jax.lax.conv_general_dilated` for "xla", `taps_conv_general_dilated` for "taps".
-  Raises:
-    ConfigError: an unknown name.
-  """
-  if conv_weight_grad(name) == "taps":
-    return taps_conv_general_dilated
-  return jax.lax.conv_general_dilated
-
-
-def _explicit_padding(padding: Any) -> tuple[tuple[int, int], ...] | None:
-  """`padding` as ((lo, hi), ...) of non-negative ints, or None (a string or negative pads)."""
-  if isinstance(padding, str):
-    return None
-  try:
-    pads = tuple((int(lo), int(hi)) for lo, hi in padding)
-  except (TypeError, ValueError):
-    return None
-  return pads if all(lo >= 0 and hi >= 0 for lo, hi in pads) else None
-
-
-def _is_nhwc(lhs_shape, rhs_shape, dimension_numbers) -> bool:
-  if dimension_numbers is None or len(lhs_shape) != 4 or len(rhs_shape) != 4:
-    return False
-  try:
-    dn = jax.lax.conv_dimension_numbers(lhs_shape, rhs_shape, dimension_numbers)
-  except (TypeError, ValueError):
-    return False
-  return dn == jax.lax.conv_dimension_numbers(lhs_shape, rhs_shape, _NHWC)
-
-
-def _ones(dilation: Any) -> bool:
-  return dilation is None or all(int(d) == 1 for d in dilation)
-
-
-def taps_conv_general_dilated(lhs: Any, rhs: Any, window_strides: Sequence[int], padding: Any,
-                              lhs_dilation: Sequence[int] | None = None,
-                              rhs_dilation: Sequence[int] | None = None,
-                              dimension_numbers: Any = None, feature_group_count: int = 1,
-                              batch_group_count: int = 1, precision: Any = None,
-                              preferred_element_type: Any = None) -> Any:
-  """`jax.lax.conv_general_dilated` whose weight gradient is a sum of per-tap matrix products.
-
-  The value and the input gradient are XLA's. XLA:CPU computes the weight gradient of a
-  stride-1 convolution as a convolution whose window is the whole image, which its YNNPACK
-  kernels run at a third of the forward convolution's rate; here dW[t, s] =
-  x_pad[:, t:t+Ho, s:s+Wo, :]^T . dy (all of batch and space contracted), one matrix product
-  per kernel tap, accumulated in float32 and cast to the kernel's dtype. Layers with few
-  input or output channels stack the taps into one product instead, and 5x5 layers with many
-  channels keep XLA's weight gradient, which measured faster there (`_weight_grad_method`).
-  Gradients nobody asks for (the images' input gradient, the kernels' in posterior inference)
-  are not computed.
-
-  Only stride 1, no dilation, one feature group, NHWC / HWIO / NHWC, explicit non-negative
-  padding, and no `preferred_element_type` take that path; anything else is plain
-  `jax.lax.conv_general_dilated`. The arguments are those of `jax.lax.conv_general_dilated`,
-  so this is a drop-in `nn.Conv(conv_general_dilated=...)`. Reverse-mode only: the taps path
-  has no forward-mode (jvp) rule.
-
-  Args:
-    lhs: the input, [N, H, W, C] on the taps path.
-    rhs: the kernel, [kh, kw, C, F] on the taps path.
-    window_strides: the strides.
-    padding: ((lo, hi), (lo, hi)) or a padding string.
-    lhs_dilation: input dilation (None or ones on the taps path).
-    rhs_dilation: kernel dilation (None or ones on the taps path).
-    dimension_numbers: as for `jax.lax.conv_general_dilated`.
-    feature_group_count: feature groups (1 on the taps path).
-    batch_group_count: batch groups (1 on the taps path).
-    precision: passed to the convolutions and the matrix products.
-    preferred_element_type: as for `jax.lax.conv_general_dilated` (None on the taps path).
-  Returns:
-    The convolution's output, as `jax.lax.conv_general_dilated` gives it.
-  """
-  pads = _explicit_padding(padding)
-  if (pads is None or len(pads) != 2 or tuple(window_strides) != (1, 1)
-      or not _ones(lhs_dilation) or not _ones(rhs_dilation) or feature_group_count != 1
-      or batch_group_count != 1 or preferred_element_type is not None
-      or not _is_nhwc(lhs.shape, rhs.shape, dimension_numbers)):
-    return jax.lax.conv_general_dilated(
-        lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
-        rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
-        feature_group_count=feature_group_count, batch_group_count=batch_group_count,
-        precision=precision, preferred_element_type=preferred_element_type)
-  out_shape = jax.eval_shape(lambda: _plain_conv(lhs, rhs, pads, precision)).shape
-  method = _weight_grad_method(lhs.shape, rhs.shape, out_shape, pads)
-  if method == "xla":
-    return _plain_conv(lhs, rhs, pads, precision)
-  return _taps_conv(lhs, rhs, pads, method, precision)
-
-
-def _plain_conv(x: Any, w: Any, pads: tuple, precision: Any) -> Any:
-  return jax.lax.conv_general_dilated(x, w, (1, 1), pads, dimension_numbers=_NHWC,
-                                      precision=precision)
-
-
-def _weight_grad_method(x_shape: tuple, kernel_shape: tuple, out_shape: tuple,
-                        pads: tuple) -> str:
-  """Which weight-gradient formulation a layer gets (see `_taps_weight_grad`), or "xla".
-
-  Chosen per layer from each weight gradient alone at batch 32 (ms, median of 5, this 2-core
-  CPU; BENCHMARKS.md "Weight gradients as matrix products"), and kept because the whole train
-  step measured fastest with it:
-  * 3x3, 128 to 256 channels, 16 to 32 px (the polyphase decoder layers, the encoder's third
-    layer): one product per tap, 2 to 2.5x faster than XLA (decoder 16 px 256->4x128: XLA 456,
-    per tap 181; 32 px 128->4x64: 533 vs 240; encoder 16 px 128->256: 101 vs 54).
-  * 5x5 with 64 channels at 32 px (the encoders' second layer): 25 products of 64 rows lose
-    (XLA 197 vs 230, background encoder 170 vs 247): XLA's.
-  * the image heads, 5x5 64->3 at 64 px: three-column products run at 2 GFLOP/s (583 vs XLA's
-    133); with dy's shifted copies side by side, one 75-column product: 64.
-  * the first layer, 5x5 3->64: x's shifted copies side by side (im2col): 59, XLA 100.
-  The whole step with every layer on the per-tap form was no faster than XLA's (the heads).
-  """
-  kh, kw, cin, cout = kernel_shape
-  same = tuple(out_shape[1:3]) == tuple(x_shape[1:3])
-  fits = all(lo <= k - 1 and hi <= k - 1 for (lo, hi), k in zip(pads, (kh, kw)))
-  if cout <= 8 and same and fits:
-    return "dy_stacked"
-  if cin <= 8:
-    return "x_stacked"
-  if kh * kw > 16:
-    return "xla"
-  return "x"
-
-
-def _taps_weight_grad(x: Any, dy: Any, kernel_shape: tuple, pads: tuple, method: str,
-                      precision: Any, dtype: Any) -> Any:
-  """dW of a stride-1 NHWC / HWIO convolution from matrix products over (batch, space).
-
-  method "x": one [C, N Ho Wo] x [N Ho Wo, F] product per tap, x padded and shifted by the
-  tap. "x_stacked": the shifted x's side by side, one [kh kw C, N Ho Wo] x [N Ho Wo, F]
-  product (few input channels). "dy_stacked": dy padded by k - 1 - pad and shifted the other
-  way, side by side, one [C, N H W] x [N H W, kh kw F] product (few output channels; needs
-  an output the input's size).
-  """
-  kh, kw, cin, cout = kernel_shape
-  _, ho, wo, _ = dy.shape
-  mm = functools.partial(jnp.matmul, precision=precision, preferred_element_type=jnp.float32)
-  if method == "dy_stacked":
-    _, h, w, _ = x.shape
-    dyp = jnp.pad(dy, ((0, 0), (kh - 1 - pads[0][0], kh - 1 - pads[0][1]),
-                       (kw - 1 - pads[1][0], kw - 1 - pads[1][1]), (0, 0)))
-    shifted = [dyp[:, kh - 1 - t:kh - 1 - t + h, kw - 1 - s:kw - 1 - s + w, :].reshape(-1, cout)
-               for t in range(kh) for s in range(kw)]
-    dw = mm(x.reshape(-1, cin).T, jnp.concatenate(shifted, axis=1))  # [C, kh kw F]
-    return dw.reshape(cin, kh, kw, cout).transpose(1, 2, 0, 3).astype(dtype)
-  xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
-  shifted = [xp[:, t:t + ho, s:s + wo, :].reshape(-1, cin) for t in range(kh) for s in range(kw)]
-  dy2 = dy.reshape(-1, cout)
-  if method == "x_stacked":
-    return mm(jnp.concatenate(shifted, axis=1).T, dy2).reshape(kernel_shape).astype(dtype)
-  return jnp.stack([mm(a.T, dy2) for a in shifted]).reshape(kernel_shape).astype(dtype)
-
-
-def _make_taps_conv():
-  @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-  def taps_conv(x, w, pads, method, precision):
-    del method
-    return _plain_conv(x, w, pads, precision)
-
-  # symbolic_zeros: a gradient nobody asked for (the images' dx, the kernels' dW in posterior
-  # inference) is not computed, and does not appear in the program at all.
-  def fwd(x, w, pads, method, precision):
-    del method
-    out = _plain_conv(x.value, w.value, pads, precision)
-    # The "perturbed" bits travel as the residuals' structure: () for True, None for False.
-    return out, (x.value, w.value, () if x.perturbed else None, () if w.perturbed else None)
-
-  def bwd(pads, method, precision, res, dy):
-    x, w, need_dx, need_dw = res
-    if isinstance(dy, jax.custom_derivatives.SymbolicZero):
-      return None, None
-    dx = dw = None
-    if need_dx is not None:
-      # The transpose of the (linear in x) convolution: XLA's input gradient, no forward pass.
-      (dx,) = jax.linear_transpose(lambda x_: _plain_conv(x_, w, pads, precision), x)(dy)
-    if need_dw is not None:
-      dw = _taps_weight_grad(x, dy, w.shape, pads, method, precision, w.dtype)
-    return dx, dw
-
-  taps_conv.defvjp(fwd, bwd, symbolic_zeros=True)
-  return taps_conv
-
-
-_taps_conv = _make_taps_conv()

@@ -5,7 +5,7 @@ weight gradient of each, in GFLOP/s; prints JSON lines.
   XLA_FLAGS=--xla_cpu_use_onednn=true python benchmarks/conv_layers.py --batch=8
   /work/venv-torch/bin/python benchmarks/conv_layers.py --torch --batch=8   # the same in PyTorch
 
-Where the train step's time goes: the 5x5 convolutions at 16x16 to 64x64 hold ~90% of the
+Where the train step's time goes: the 5x5 convolutions at 16x16 to 64x64 hold most of the
 FLOPs (BENCHMARKS.md). Layers are NHWC / HWIO as the model's `nn.Conv` builds them.
 """
 

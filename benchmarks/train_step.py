@@ -6,7 +6,7 @@
 Each variant is compiled ahead of time (compile seconds reported), warmed up once, then timed
 `--repeats` times; the median is reported. Data are random uint8 images held on the device, so
 no dataset is needed. Variants: one step per dispatch; `--fuse` steps in a `lax.scan`, rolled
-and unrolled (XLA:CPU runs a while-loop body much slower, see README "Design").
+and unrolled (XLA:CPU runs a while-loop body much slower; docs/design.md §3.13).
 """
 
 import json

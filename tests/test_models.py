@@ -2,6 +2,7 @@
 
 import re
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,7 +24,8 @@ def _abstract_params(cfg):
     (config_lib.get_config("cub:discvae"), 15_881_417),
 ])
 def test_paper_parameter_counts(config, expected):
-  """Spec 2.6: counts of the reference Torch models (weights, biases, BN gamma/beta)."""
+  """docs/reference.md §2.6: counts of the reference Torch models (weights, biases, BN
+  gamma/beta)."""
   assert models.count_params(_abstract_params(config)) == expected
 
 
@@ -137,7 +139,8 @@ def test_unknown_model_name_and_size():
 
 
 def test_background_kl_gradient_does_not_reach_foreground_encoder():
-  """Spec 1.3: with blocking on, d KL_B / d(encoder_fg) is exactly zero; off, it is not."""
+  """docs/reference.md §1.3.2: with blocking on, d KL_B / d(encoder_fg) is exactly zero; off,
+  it is not."""
   for block, expect_zero in ((True, True), (False, False)):
     cfg = tiny_config("discvae")
     cfg.model.block_kl_bg_grad_to_fg = block
@@ -274,3 +277,81 @@ def test_unknown_upsample_mode():
   cfg.model.upsample_mode = "bilinear"
   with pytest.raises(ConfigError, match="upsample_mode='bilinear'"):
     models.create_model(cfg.model)
+
+
+# ----------------------------------------------------------------------------------------------
+# BatchNorm: Torch's (docs/reference.md §2.8).
+
+def _bn_batch():
+  """A fixed [B, H, W, C] batch with per-channel offsets and scales (n = B H W = 30)."""
+  x = np.random.default_rng(0).standard_normal((2, 3, 5, 4)).astype(np.float32)
+  return jnp.asarray(x * np.array([1.0, 2.0, 0.5, 3.0], np.float32)
+                     + np.arange(4, dtype=np.float32))
+
+
+def _bn_init(module, x):
+  return module.init(jax.random.key(0), x)
+
+
+def test_batch_norm_running_variance_is_torchs_unbiased_one():
+  """One train-mode call: running mean 0.9 * 0 + 0.1 * mean, running variance 0.9 * 1 + 0.1 *
+  (biased variance * n / (n - 1)), n = B H W, as Torch's BatchNormalization updates them."""
+  x = _bn_batch()
+  bn = models.BatchNorm(use_running_average=False)
+  variables = _bn_init(bn, x)
+  assert variables["batch_stats"]["mean"].dtype == jnp.float32
+  _, state = bn.apply(variables, x, mutable=["batch_stats"])
+  flat = np.asarray(x, np.float64).reshape(-1, x.shape[-1])
+  n = flat.shape[0]
+  np.testing.assert_allclose(state["batch_stats"]["mean"], 0.1 * flat.mean(0), rtol=1e-5)
+  np.testing.assert_allclose(state["batch_stats"]["var"],
+                             0.9 + 0.1 * flat.var(0) * n / (n - 1), rtol=1e-5)
+
+
+def test_batch_norm_train_outputs_are_flax_batch_norms():
+  """Train mode normalises with the biased batch variance: nn.BatchNorm's outputs (f32 and
+  bf16 compute), the same variables, the same running mean."""
+  x = _bn_batch()
+  for dtype in (jnp.float32, jnp.bfloat16):
+    ours = models.BatchNorm(use_running_average=False, dtype=dtype)
+    flax_bn = nn.BatchNorm(use_running_average=False, momentum=0.9, epsilon=1e-5,
+                           scale_init=models.uniform(0.0, 1.0), bias_init=models.zeros,
+                           dtype=dtype)
+    variables = _bn_init(ours, x)
+    ref_vars = _bn_init(flax_bn, x)
+    assert jax.tree_util.tree_structure(variables) == jax.tree_util.tree_structure(ref_vars)
+    for a, b in zip(jax.tree_util.tree_leaves(variables), jax.tree_util.tree_leaves(ref_vars)):
+      np.testing.assert_array_equal(a, b)
+    y, state = ours.apply(variables, x.astype(dtype), mutable=["batch_stats"])
+    ref_y, ref_state = flax_bn.apply(variables, x.astype(dtype), mutable=["batch_stats"])
+    assert y.dtype == ref_y.dtype == dtype
+    np.testing.assert_allclose(np.asarray(y, np.float32), np.asarray(ref_y, np.float32),
+                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(state["batch_stats"]["mean"], ref_state["batch_stats"]["mean"],
+                               rtol=1e-6, atol=1e-7)
+
+
+def test_batch_norm_eval_mode_uses_the_running_statistics():
+  x = _bn_batch()
+  bn = models.BatchNorm(use_running_average=True)
+  variables = _bn_init(bn, x)
+  mean, var = jnp.array([1.0, -2.0, 0.5, 3.0]), jnp.array([4.0, 0.25, 1.0, 9.0])
+  variables = {"params": variables["params"], "batch_stats": {"mean": mean, "var": var}}
+  y = bn.apply(variables, x)
+  scale, bias = variables["params"]["scale"], variables["params"]["bias"]
+  np.testing.assert_allclose(y, (x - mean) / np.sqrt(var + 1e-5) * scale + bias, rtol=1e-5,
+                             atol=1e-6)
+  # Eval mode leaves the running statistics alone.
+  _, state = bn.apply(variables, x, mutable=["batch_stats"])
+  np.testing.assert_array_equal(state["batch_stats"]["var"], var)
+
+
+def test_model_batch_norms_keep_flax_names():
+  """The models' BatchNorm layers keep nn.BatchNorm's automatic names and variables, so
+  checkpoints written before restore."""
+  cfg = tiny_config("cvae")
+  variables = models.abstract_variables(models.create_model(cfg.model), cfg.model)
+  trunk = variables["params"]["encoder"]["trunk"]
+  assert {"BatchNorm_0", "BatchNorm_1", "BatchNorm_2"} <= set(trunk)
+  assert set(trunk["BatchNorm_0"]) == {"scale", "bias"}
+  assert set(variables["batch_stats"]["encoder"]["trunk"]["BatchNorm_0"]) == {"mean", "var"}

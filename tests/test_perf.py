@@ -11,6 +11,7 @@ import pytest
 from a2i_jax import checkpoints, models, parallel, perf, train_lib
 from a2i_jax.data import load_dataset
 from a2i_jax.errors import ConfigError
+from a2i_jax.models import conv_grad
 from conftest import tiny_config
 
 
@@ -106,7 +107,7 @@ def test_optimised_step_equals_plain_step(data_cache):
 
 
 # ----------------------------------------------------------------------------------------------
-# model.conv_weight_grad: the per-tap weight gradient (perf.taps_conv_general_dilated).
+# model.conv_weight_grad: the per-tap weight gradient (conv_grad.taps_conv_general_dilated).
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -138,10 +139,10 @@ def test_taps_conv_equals_xla_conv(shape, method, monkeypatch):
   n, h, w, cin, cout, k, p = shape
   pads = ((p, p), (p, p))
   if method != "auto":
-    monkeypatch.setattr(perf, "_weight_grad_method", lambda *_: method)
+    monkeypatch.setattr(conv_grad, "_weight_grad_method", lambda *_: method)
   x = jax.random.normal(jax.random.key(0), (n, h, w, cin))
   kernel = jax.random.normal(jax.random.key(1), (k, k, cin, cout)) / np.sqrt(k * k * cin)
-  value, grads = _conv_value_and_grads(perf.taps_conv_general_dilated, x, kernel, pads)
+  value, grads = _conv_value_and_grads(conv_grad.taps_conv_general_dilated, x, kernel, pads)
   ref_value, ref_grads = _conv_value_and_grads(jax.lax.conv_general_dilated, x, kernel, pads)
   np.testing.assert_allclose(value, ref_value, rtol=1e-6)
   for g, ref in zip(grads, ref_grads):
@@ -154,7 +155,7 @@ def test_taps_conv_bfloat16():
   pads = ((1, 1), (1, 1))
   x = jax.random.normal(jax.random.key(0), (4, 12, 12, 32)).astype(jnp.bfloat16)
   kernel = (jax.random.normal(jax.random.key(1), (3, 3, 32, 16)) / 17).astype(jnp.bfloat16)
-  _, grads = _conv_value_and_grads(perf.taps_conv_general_dilated, x, kernel, pads)
+  _, grads = _conv_value_and_grads(conv_grad.taps_conv_general_dilated, x, kernel, pads)
   _, ref_grads = _conv_value_and_grads(jax.lax.conv_general_dilated, x.astype(jnp.float32),
                                        kernel.astype(jnp.float32), pads)
   for g, ref in zip(grads, ref_grads):
@@ -175,7 +176,7 @@ def test_taps_conv_falls_back_to_xla(kwargs):
 
   def loss(conv_fn):
     return lambda w: jnp.sum(conv_fn(x, w, dimension_numbers=_NHWC, **kwargs) ** 2)
-  jaxpr = str(jax.make_jaxpr(jax.grad(loss(perf.taps_conv_general_dilated)))(kernel))
+  jaxpr = str(jax.make_jaxpr(jax.grad(loss(conv_grad.taps_conv_general_dilated)))(kernel))
   assert "custom_vjp" not in jaxpr
   assert jaxpr == str(jax.make_jaxpr(jax.grad(loss(jax.lax.conv_general_dilated)))(kernel))
 
@@ -185,8 +186,8 @@ def test_conv_weight_grad_setting():
   assert perf.conv_weight_grad("auto", "gpu") == "xla"
   assert perf.conv_weight_grad("xla", "cpu") == "xla"
   assert perf.conv_weight_grad("taps", "gpu") == "taps"
-  assert perf.conv_general_dilated_fn("taps") is perf.taps_conv_general_dilated
-  assert perf.conv_general_dilated_fn("xla") is jax.lax.conv_general_dilated
+  assert conv_grad.conv_general_dilated_fn("taps") is conv_grad.taps_conv_general_dilated
+  assert conv_grad.conv_general_dilated_fn("xla") is jax.lax.conv_general_dilated
   with pytest.raises(ConfigError, match="model.conv_weight_grad='fast'.*auto, xla, taps"):
     perf.conv_weight_grad("fast")
   cfg = tiny_config("cvae")

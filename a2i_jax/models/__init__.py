@@ -1,0 +1,152 @@
+"""Flax Linen modules of Attribute2Image: VAE, CVAE and disCVAE (docs/reference.md §2).
+
+The layers, widths and initialisers are those of the reference Torch code
+(`arch_condVAE.lua`, `arch_disCVAE.lua`), so at `width=1.0` and 64x64 images the parameter
+counts equal the reference's. Two knobs make small variants: `width` scales every hidden
+channel / unit count and `image_size` may be 32 (one pooling / upsampling stage fewer in the
+spatial sizes, the layer list unchanged).
+
+Images are NHWC in [-1, 1]. Attributes are float vectors of length `y_dim`. Every model's
+`__call__` returns a dict of outputs that `objectives.py` turns into a loss; `decode` maps
+latents (and attributes) to images and is what sampling and posterior inference call.
+
+Random streams: 'reparam' (the reparametrisation noise, drawn in eval mode too, as in the
+reference) and 'dropout' (train mode only).
+
+This package holds the factory and the variable helpers; the modules: `initializers` (Torch7
+defaults), `layers`, `conv_grad` (the per-tap kernel gradient), `blocks` (encoders and
+decoders), `cvae` and `discvae`. Their public names are re-exported here.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from a2i_jax import perf
+from a2i_jax.errors import ConfigError
+from a2i_jax.models.blocks import GaussianHead, ImageDecoder, ImageEncoder, ImageTrunk, LinearMix
+from a2i_jax.models.cvae import CVAE
+from a2i_jax.models.discvae import BackgroundDecoder, BackgroundHead, BackgroundTrunk, DisCVAE
+from a2i_jax.models.initializers import normal, torch_default, uniform, zeros
+from a2i_jax.models.layers import (UPSAMPLE_MODES, BatchNorm, UpsampleConv, batch_norm, conv,
+                                   dense, max_pool, reparametrize, scaled, upsample)
+
+# Old private name, still used by attribute_predictor.py: to be repointed to `normal`.
+_normal = normal
+
+Array = jax.Array
+MODEL_NAMES = ("vae", "cvae", "discvae")
+# XLA options for programs that run once (initialisation): compile fast, run slower.
+CHEAP_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+__all__ = [
+    "BackgroundDecoder", "BackgroundHead", "BackgroundTrunk", "BatchNorm", "CHEAP_COMPILE", "CVAE",
+    "DisCVAE", "GaussianHead", "ImageDecoder", "ImageEncoder", "ImageTrunk", "LinearMix",
+    "MODEL_NAMES", "UPSAMPLE_MODES", "UpsampleConv", "abstract_variables", "batch_norm",
+    "conv", "count_params", "create_model", "dense", "dummy_inputs", "init_variables",
+    "max_pool", "normal", "reparametrize", "scaled", "torch_default", "uniform", "upsample",
+    "zeros",
+]
+
+
+def create_model(model_config: Any) -> nn.Module:
+  """Builds the model named by `model_config.name` ("vae", "cvae" or "discvae").
+
+  Args:
+    model_config: the `config.model` ConfigDict (name, y_dim, z_dim, zf_dim, zb_dim,
+      image_size, width, dtype, upsample_mode, conv_weight_grad, block_kl_bg_grad_to_fg).
+  Returns:
+    An unbound Linen module that answers for itself: `latent_dims`, `uses_attributes`,
+    `needs_masks`, `image_layers`, `energies`, `default_energy`, `loss_terms`,
+    `encode_latents` and `decode_latents` (callers never test the model's name).
+  """
+  name = model_config.name
+  # "auto": bf16 compute on GPU / TPU, f32 on CPU (perf.compute_dtype); params stay f32.
+  dtype = perf.compute_dtype(model_config.get("dtype", "float32"))
+  # "auto": the per-tap weight gradient on CPU, XLA's elsewhere (perf.conv_weight_grad).
+  conv_weight_grad = perf.conv_weight_grad(model_config.get("conv_weight_grad", "xla"))
+  common = dict(y_dim=model_config.y_dim, image_size=model_config.image_size,
+                width=model_config.width, dtype=dtype,
+                upsample_mode=model_config.get("upsample_mode", "polyphase"),
+                conv_weight_grad=conv_weight_grad)
+  if model_config.get("upsample_mode", "polyphase") not in UPSAMPLE_MODES:
+    raise ConfigError(f"model.upsample_mode={model_config.upsample_mode!r} is not one of "
+                      f"{', '.join(UPSAMPLE_MODES)}.")
+  if name in ("vae", "cvae"):
+    return CVAE(z_dim=model_config.z_dim, conditional=(name == "cvae"), **common)
+  if name == "discvae":
+    return DisCVAE(zf_dim=model_config.zf_dim, zb_dim=model_config.zb_dim,
+                   block_kl_bg_grad_to_fg=model_config.block_kl_bg_grad_to_fg,
+                   gate_loss_weight=model_config.gate_loss_weight, **common)
+  raise ConfigError(f"unknown model.name={name!r}; choose one of {', '.join(MODEL_NAMES)}.")
+
+
+def dummy_inputs(model_config: Any, batch: int = 1) -> tuple[Array, Array, Array]:
+  """Zero inputs (x, y, mask) of the right shapes, for `init` and `jax.eval_shape`.
+
+  Args:
+    model_config: `config.model`.
+    batch: the batch size B.
+  Returns:
+    x [B, S, S, 3] zeros, y [B, y_dim] zeros, mask [B, S, S, 1] ones.
+  """
+  s = model_config.image_size
+  return (jnp.zeros((batch, s, s, 3), jnp.float32),
+          jnp.zeros((batch, model_config.y_dim), jnp.float32),
+          jnp.ones((batch, s, s, 1), jnp.float32))
+
+
+def _init_fn(model: nn.Module, model_config: Any) -> Callable:
+  x, y, m = dummy_inputs(model_config)
+
+  def init(key):
+    k_params, k_reparam, k_drop = jax.random.split(key, 3)
+    return model.init({"params": k_params, "reparam": k_reparam, "dropout": k_drop}, x, y, m,
+                      train=False)
+  return init
+
+
+def abstract_variables(model: nn.Module, model_config: Any) -> dict:
+  """Shapes and dtypes of `model`'s variables (`jax.eval_shape`: nothing is computed).
+
+  Args:
+    model: from `create_model`.
+    model_config: `config.model`.
+  Returns:
+    {"params", "batch_stats"} trees of `jax.ShapeDtypeStruct`.
+  """
+  return jax.eval_shape(_init_fn(model, model_config), jax.random.key(0))
+
+
+def init_variables(model: nn.Module, model_config: Any, key: Array) -> dict:
+  """Initial variables {'params', 'batch_stats'} of `model`, from `key`.
+
+  Args:
+    model: from `create_model`.
+    model_config: `config.model`.
+    key: PRNG key.
+  Returns:
+    {"params", "batch_stats"} trees of arrays.
+  """
+  init = _init_fn(model, model_config)
+
+  # Jitted (op-by-op initialisation compiles every primitive separately), and on CPU without
+  # LLVM optimisation, since it runs once.
+  options = CHEAP_COMPILE if jax.default_backend() == "cpu" else None
+  return jax.jit(init).lower(key).compile(compiler_options=options)(key)
+
+
+def count_params(params: Any) -> int:
+  """Number of scalars in a parameter tree (arrays or ShapeDtypeStructs).
+
+  Args:
+    params: a pytree whose leaves have `.shape`.
+  Returns:
+    The total element count.
+  """
+  return int(sum(math.prod(p.shape) for p in jax.tree_util.tree_leaves(params)))

@@ -1,0 +1,300 @@
+"""The layers the models are built of, as the reference's Torch layers compute them.
+
+Dense and convolution layers with the Torch default initialisation, Torch's BatchNorm, 2x2 max
+pooling, nearest x2 upsampling and the polyphase `UpsampleConv` (upsample-then-convolve computed
+at the low resolution), the reparametrisation, and the models' trace-time input checks.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from a2i_jax.errors import ConfigError, InputError
+from a2i_jax.models import conv_grad, initializers
+from a2i_jax.numerics import bounded_exp
+
+Array = jax.Array
+Dtype = Any
+UPSAMPLE_MODES = ("polyphase", "direct")
+
+
+def scaled(n: int, width: float) -> int:
+  """A hidden size `n` of the reference scaled by the width multiplier (at least 1).
+
+  Args:
+    n: the reference's size.
+    width: `config.model.width`.
+  Returns:
+    round(n * width), at least 1.
+  """
+  return max(1, int(round(n * width)))
+
+
+def dense(x: Array, features: int, dtype: Dtype, name: Optional[str] = None) -> Array:
+  """nn.Linear with the Torch default initialisation.
+
+  Args:
+    x: [B, D] inputs.
+    features: output size F.
+    dtype: computation dtype.
+    name: the Flax submodule name (None for automatic).
+  Returns:
+    [B, F].
+  """
+  init = initializers.torch_default(x.shape[-1])
+  return nn.Dense(features, kernel_init=init, bias_init=init, dtype=dtype, name=name)(x)
+
+
+def conv(x: Array, features: int, kernel: int, *, stride: int = 1,
+         padding: Optional[int] = None, dtype: Dtype, upsample_first: bool = False,
+         upsample_mode: str = "polyphase", conv_weight_grad: str = "xla") -> Array:
+  """nn.SpatialConvolution (k x k, explicit zero padding) with the Torch default init.
+
+  The reference's SpatialFullConvolution(5, stride 1, pad 2) is the same function as a 5x5
+  "same" convolution with a flipped kernel, so it is built with this too.
+
+  Args:
+    x: [B, H, W, C] inputs.
+    features: output channels F.
+    kernel: the kernel side k.
+    stride: the stride.
+    padding: zero padding per side; None for k // 2 ("same" at stride 1).
+    dtype: computation dtype.
+    upsample_first: apply SpatialUpSamplingNearest(2) to x first (the decoders' pattern).
+    upsample_mode: how an upsample-then-convolve is computed (`upsample_first` only):
+      "direct" (upsample, then convolve at 2H x 2W) or "polyphase" (the same function, computed
+      at H x W; see `UpsampleConv`).
+    conv_weight_grad: how the kernel's gradient is computed: "xla", "taps" (per-tap matrix
+      products, faster on XLA:CPU; `conv_grad.taps_conv_general_dilated`) or "auto". The value
+      and the parameters are the same either way.
+  Returns:
+    [B, H', W', F], H' = 2H when `upsample_first`.
+  """
+  pad = kernel // 2 if padding is None else padding
+  conv_fn = conv_grad.conv_general_dilated_fn(conv_weight_grad)
+  if upsample_first:
+    if upsample_mode not in UPSAMPLE_MODES:
+      raise ConfigError(f"model.upsample_mode={upsample_mode!r} is not one of "
+                        f"{', '.join(UPSAMPLE_MODES)}.")
+    taps = 2 * ((kernel // 2 + 1) // 2) + 1  # Low-resolution taps per side (UpsampleConv).
+    if (upsample_mode == "polyphase" and stride == 1 and pad == kernel // 2 and kernel % 2
+        and taps < kernel):  # 5x5 and larger: fewer multiply-adds; 3x3 would gain nothing.
+      init = initializers.torch_default(kernel * kernel * x.shape[-1])
+      return UpsampleConv(features, (kernel, kernel), padding=((pad, pad), (pad, pad)),
+                          kernel_init=init, bias_init=init, dtype=dtype,
+                          conv_general_dilated=conv_fn)(x)
+    x = upsample(x)
+  init = initializers.torch_default(kernel * kernel * x.shape[-1])
+  return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
+                 padding=((pad, pad), (pad, pad)), kernel_init=init, bias_init=init,
+                 dtype=dtype, conv_general_dilated=conv_fn)(x)
+
+
+def _polyphase_taps(kernel: int) -> np.ndarray:
+  """0/1 matrix M[a, t, d]: tap d of a k-tap "same" filter applied after nearest x2 upsampling
+  reads low-resolution offset t - T for output phase a (T = ceil((k // 2) / 2)).
+
+  Args:
+    kernel: the (odd) kernel side k.
+  Returns:
+    float32 [2, 2T + 1, k].
+  """
+  r = kernel // 2
+  half = (r + 1) // 2
+  m = np.zeros((2, 2 * half + 1, kernel), np.float32)
+  for a in range(2):
+    for d in range(kernel):
+      m[a, (a + d - r) // 2 + half, d] = 1.0
+  return m
+
+
+class UpsampleConv(nn.Conv):
+  """Nearest x2 upsampling followed by a k x k "same" convolution, computed at the input's size.
+
+  Output pixel (2i + a, 2j + b) of conv(upsample(x), W) reads only a (2T+1) x (2T+1) window of
+  x around (i, j), with phase (a, b)'s kernel made of sums of W's taps (`_polyphase_taps`).
+  So the layer is one convolution of x with the four phase kernels stacked on the output axis
+  (4F outputs, (2T+1)^2 taps), then a depth-to-space shuffle: the same function with the same
+  parameters (`kernel` [k, k, C, F], `bias` [F], created in nn.Conv's order, so checkpoints
+  and initial values are unchanged), at 4 (2T+1)^2 / k^2 of the multiply-adds: 36 / 100 for
+  the decoders' 5x5 layers. The class is named like nn.Conv's subclass so that Flax's automatic
+  names (Conv_0, Conv_1, ...) stay those of the direct form; see `conv`. nn.Conv's
+  `conv_general_dilated` field, if set, replaces `jax.lax.conv_general_dilated` for the
+  low-resolution convolution (as in nn.Conv).
+  """
+
+  @nn.compact
+  def __call__(self, inputs: Array) -> Array:
+    """Applies the layer.
+
+    Args:
+      inputs: [B, H, W, C].
+    Returns:
+      [B, 2H, 2W, F].
+    """
+    k = self.kernel_size[0]
+    b, h, w, c = inputs.shape
+    kernel = self.param("kernel", self.kernel_init, (k, k, c, self.features), self.param_dtype)
+    bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+    taps = jnp.asarray(_polyphase_taps(k), kernel.dtype)
+    half = (taps.shape[1] - 1) // 2
+    # [t, s, C, a, b, F]: the phase kernels, summed in the parameters' dtype before any cast.
+    phases = jnp.einsum("atd,bse,deio->tsiabo", taps, taps, kernel)
+    phases = phases.reshape(2 * half + 1, 2 * half + 1, c, 4 * self.features)
+    x, phases, bias = nn.dtypes.promote_dtype(inputs, phases, bias, dtype=self.dtype)
+    conv_fn = self.conv_general_dilated or jax.lax.conv_general_dilated
+    y = conv_fn(x, phases, (1, 1), ((half, half), (half, half)),
+                dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=self.precision)
+    y = y.reshape(b, h, w, 2, 2, self.features).transpose(0, 1, 3, 2, 4, 5)
+    return y.reshape(b, 2 * h, 2 * w, self.features) + bias
+
+
+UpsampleConv.__name__ = "Conv"  # Flax names submodules by class name: keep Conv_<n>.
+
+
+class BatchNorm(nn.Module):
+  """Torch's (Spatial)BatchNormalization (docs/reference.md §2.8), over all axes but the last.
+
+  Train mode normalises with the batch's biased variance, as Torch and `nn.BatchNorm` do, and
+  updates the running variance with the UNBIASED one, sum / (n - 1), as Torch does (Flax's
+  `nn.BatchNorm` uses the biased one). Statistics are float32 whatever the compute dtype, and
+  global-batch ones under a jit over a device mesh (n counts the global batch). The variables
+  are nn.BatchNorm's: params `scale`, `bias`; batch_stats `mean` (starts at 0), `var` (at 1),
+  and the class name gives the same automatic names (BatchNorm_0, ...), so checkpoints written
+  with nn.BatchNorm restore.
+
+  Attributes:
+    use_running_average: normalise with the running statistics (eval mode), not the batch's.
+    momentum: running = momentum * running + (1 - momentum) * batch (Flax's convention: 0.9 is
+      Torch's momentum 0.1).
+    epsilon: added to the variance.
+    dtype: the output's dtype.
+    scale_init, bias_init: gamma ~ U[0, 1) and beta = 0 (Torch's reset()).
+  """
+  use_running_average: bool = False
+  momentum: float = 0.9
+  epsilon: float = 1e-5
+  dtype: Dtype = jnp.float32
+  scale_init: Callable = initializers.uniform(0.0, 1.0)
+  bias_init: Callable = initializers.zeros
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    """Normalises x.
+
+    Args:
+      x: [..., C].
+    Returns:
+      The normalised x, the same shape, in `dtype`.
+    """
+    axes = tuple(range(x.ndim - 1))
+    features = (x.shape[-1],)
+    # Variables in nn.BatchNorm's order (the params' random streams depend on it).
+    ra_mean = self.variable("batch_stats", "mean", jnp.zeros, features, jnp.float32)
+    ra_var = self.variable("batch_stats", "var", jnp.ones, features, jnp.float32)
+    if self.use_running_average:
+      mean, var = ra_mean.value, ra_var.value
+    else:
+      xf = x.astype(jnp.promote_types(self.dtype, jnp.float32))
+      mean = xf.mean(axes)
+      # E[x^2] - E[x]^2 in one pass, as nn.BatchNorm computes it; rounding can make it < 0.
+      var = jnp.maximum(0.0, jnp.square(xf).mean(axes) - jnp.square(mean))
+      if not self.is_initializing():
+        n = math.prod(x.shape[a] for a in axes)
+        # Torch's n / (n - 1); a single value per channel (where Torch divides by 0) keeps var.
+        unbiased = var * (n / max(n - 1, 1))
+        ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+        ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * unbiased
+    scale = self.param("scale", self.scale_init, features, jnp.float32)
+    bias = self.param("bias", self.bias_init, features, jnp.float32)
+    y = (x - mean) * (jax.lax.rsqrt(var + self.epsilon) * scale) + bias
+    return jnp.asarray(y, self.dtype)
+
+
+def batch_norm(x: Array, train: bool, dtype: Dtype) -> Array:
+  """Torch (Spatial)BatchNormalization: eps 1e-5, momentum 0.1, gamma ~ U[0, 1) (`BatchNorm`).
+
+  Args:
+    x: [B, ..., C] inputs.
+    train: batch statistics (and update the running ones) if True, running ones if False.
+    dtype: computation dtype.
+  Returns:
+    Normalised x, the same shape.
+  """
+  return BatchNorm(use_running_average=not train, dtype=dtype)(x)
+
+
+def max_pool(x: Array) -> Array:
+  """2x2 max pooling with stride 2 (SpatialMaxPooling(2, 2)).
+
+  Args:
+    x: [B, H, W, C].
+  Returns:
+    [B, H/2, W/2, C].
+  """
+  return nn.max_pool(x, (2, 2), strides=(2, 2))
+
+
+def upsample(x: Array) -> Array:
+  """SpatialUpSamplingNearest(2): nearest-neighbour x2, no transposed convolution.
+
+  Args:
+    x: [B, H, W, C].
+  Returns:
+    [B, 2H, 2W, C].
+  """
+  b, h, w, c = x.shape
+  x = jnp.broadcast_to(x[:, :, None, :, None, :], (b, h, 2, w, 2, c))
+  return x.reshape(b, 2 * h, 2 * w, c)
+
+
+def reparametrize(mu: Array, logvar: Array, key: Array) -> Array:
+  """z = mu + exp(logvar / 2) * eps (Reparametrize.lua).
+
+  Args:
+    mu: [B, Z] means.
+    logvar: [B, Z] log-variances.
+    key: PRNG key of eps ~ N(0, I).
+  Returns:
+    [B, Z] samples.
+  """
+  eps = jax.random.normal(key, mu.shape, mu.dtype)
+  return mu + bounded_exp(0.5 * logvar) * eps
+
+
+def check_image_size(image_size: int) -> None:
+  """Raises unless `image_size` is one the models support.
+
+  Args:
+    image_size: `config.model.image_size`.
+  Raises:
+    ConfigError: not 32 or 64.
+  """
+  if image_size not in (32, 64):
+    raise ConfigError(f"model.image_size={image_size} is not supported; use 64 (the paper) "
+                      "or 32 (small variants).")
+
+
+def check_inputs(x: Optional[Array], y: Optional[Array], image_size: int, y_dim: int) -> None:
+  """Trace-time shape checks, so a wrong input fails with a plain message, not deep in XLA.
+
+  Args:
+    x: images, or None (not checked).
+    y: attributes, or None (not checked).
+    image_size: the model's S.
+    y_dim: the model's attribute length.
+  Raises:
+    InputError: x is not [B, S, S, 3] or y not [B, y_dim].
+  """
+  if x is not None and tuple(x.shape[1:]) != (image_size, image_size, 3):
+    raise InputError(f"images have shape {tuple(x.shape)}; this model expects "
+                     f"[batch, {image_size}, {image_size}, 3] (NHWC, values in [-1, 1]).")
+  if y is not None and (y.ndim != 2 or y.shape[-1] != y_dim):
+    raise InputError(f"attributes have shape {tuple(y.shape)}; this model expects "
+                     f"[batch, {y_dim}] (y_dim={y_dim}).")
