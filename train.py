@@ -3,6 +3,9 @@
   python train.py --config=configs/synthetic.py --workdir=runs/synthetic
   python train.py --config=configs/lfw.py:discvae --workdir=runs/lfw_discvae \
       --config.batch_size=64
+
+The console shows INFO lines, except Orbax's (a few dozen per checkpoint save);
+`--verbosity=1` shows those too (absl's flag: -1 warnings only, 0 INFO, 1 debug).
 """
 
 import sys
@@ -10,7 +13,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from a2i_jax import train_lib
+from a2i_jax import checkpoints, files, train_lib
 from a2i_jax.errors import A2IError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).",
@@ -19,18 +22,14 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-class _QuietOrbax:
-  """Keeps Orbax's per-save INFO lines out of the console (warnings still show)."""
-
-  def filter(self, record) -> bool:
-    return record.levelno >= logging.WARNING or "orbax" not in record.pathname
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  logging.set_verbosity(logging.INFO)
-  logging.get_absl_handler().addFilter(_QuietOrbax())
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.INFO)
+  if logging.get_verbosity() < logging.DEBUG:
+    logging.get_absl_handler().addFilter(checkpoints.QuietOrbaxFilter())
+  files.enable_compilation_cache(_CONFIG.value.compilation_cache_dir)
   try:
     train_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except A2IError as e:

@@ -7,6 +7,8 @@ is what a restart resumes from.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from typing import Any, Optional
 
@@ -14,11 +16,32 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from a2i_jax import config_lib
-from a2i_jax.errors import CheckpointError
+from a2i_jax import files
+from a2i_jax.errors import CheckpointError, ConfigError
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
+_ORBAX_DIR = os.path.dirname(os.path.dirname(os.path.abspath(ocp.__file__))) + os.sep
+
+
+class QuietOrbaxFilter(logging.Filter):
+  """A logging filter that drops Orbax's INFO lines (a few dozen per save); warnings pass.
+
+  Orbax logs through absl, so its records come from the logger "absl" like everyone else's;
+  they are told apart by the file that logged them. Add it to a handler (e.g. absl's
+  `logging.get_absl_handler()`, as train.py does) rather than a logger, so that it also sees
+  the records of Orbax's background save threads.
+  """
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    """Whether `record` passes.
+
+    Args:
+      record: a log record.
+    Returns:
+      False for records below WARNING logged from inside the orbax package.
+    """
+    return record.levelno >= logging.WARNING or not record.pathname.startswith(_ORBAX_DIR)
 
 
 class Checkpointer:
@@ -88,10 +111,6 @@ class Checkpointer:
           "corrupt, delete that folder to resume from the previous one; if the config changed "
           "the model's shape, use a new --workdir.") from None
 
-  def wait(self) -> None:
-    """Blocks until pending asynchronous saves are on disk."""
-    self._manager.wait_until_finished()
-
   def close(self) -> None:
     """Waits for pending saves, then releases the manager."""
     self._manager.wait_until_finished()
@@ -99,14 +118,13 @@ class Checkpointer:
 
 
 def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
-  """Writes `config` to `workdir/config.json` atomically, creating the workdir.
+  """Writes `config` as JSON to `workdir/config.json` atomically, creating the workdir.
 
   Args:
     workdir: the run's directory.
     config: the experiment config.
   """
-  os.makedirs(workdir, exist_ok=True)
-  config_lib.save_config(config, os.path.join(workdir, CONFIG_FILE))
+  files.atomic_write(os.path.join(workdir, CONFIG_FILE), config.to_json(indent=2, sort_keys=True))
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -119,7 +137,16 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   Raises:
     ConfigError: no or unreadable config.json.
   """
-  return config_lib.load_config(os.path.join(workdir, CONFIG_FILE))
+  path = os.path.join(workdir, CONFIG_FILE)
+  try:
+    with open(path) as f:
+      return ml_collections.ConfigDict(json.load(f))
+  except FileNotFoundError:
+    raise ConfigError(f"no config at {path}: this workdir was not written by train.py, or "
+                      "training has not started there yet.") from None
+  except json.JSONDecodeError as e:
+    raise ConfigError(f"the config at {path} is not valid JSON ({e}); delete it and pass "
+                      "--config again.") from None
 
 
 def with_sharding(abstract_tree: Any, sharding: jax.sharding.Sharding) -> Any:

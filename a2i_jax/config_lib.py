@@ -1,4 +1,5 @@
-"""Config files, checks and (de)serialisation. The values themselves live in `configs/`.
+"""Config files and their checks (`validate_config`). The values themselves live in `configs/`;
+a run's config.json is written and read by `checkpoints`.
 
 `configs/` is read as files, by path (it is not an installed package, so it can neither shadow
 nor be shadowed by another package named `configs`): `get_config("configs/lfw.py:discvae")`
@@ -10,17 +11,19 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
-import json
 import os
 from types import ModuleType
 from typing import Any, Iterator, Optional
 
 import ml_collections
 
+from a2i_jax import models, perf
+from a2i_jax.data import base as data_base
+from a2i_jax.data import face_masks, synthetic
 from a2i_jax.errors import ConfigError
 from a2i_jax.models import MODEL_NAMES
 
-DATASETS = ("synthetic", "lfw", "cub", "folder")
+DATASETS = data_base.DATASET_NAMES
 # Posterior inference's choices (config.inference; a2i_jax/inference).
 INFERENCE_ENERGIES = ("auto", "gaussian", "smooth_l1", "l2")
 INFERENCE_INITS = ("encoder", "zeros", "prior")
@@ -122,7 +125,11 @@ def reference_config() -> ml_collections.ConfigDict:
 
 def validate_config(config: ml_collections.ConfigDict,
                     reference: Optional[ml_collections.ConfigDict] = None) -> None:
-  """Raises `ConfigError` for a key the defaults do not have or a value that cannot work.
+  """Every check of a training config, run once before any data loads or file is written.
+
+  Raises `ConfigError` for a key the defaults do not have or a value that cannot work. The
+  one check left to its caller is that `batch_size` splits over the devices
+  (`parallel.check_batch_divisible`), which needs the device mesh.
 
   Args:
     config: the experiment config.
@@ -136,32 +143,102 @@ def validate_config(config: ml_collections.ConfigDict,
       hint = f" Did you mean {close[0]!r}?" if close else ""
       raise ConfigError(f"config key {path!r} does not exist.{hint} The valid keys are in "
                         "configs/default.py.")
-  if config.model.name not in MODEL_NAMES:
-    raise ConfigError(f"unknown model.name={config.model.name!r}; choose one of "
+  needs_masks = _check_model(config.model)
+  _check_data(config, needs_masks)
+  _check_loop(config)
+  _check_optimiser(config)
+  _check_positive(config.attribute_predictor, "attribute_predictor", ("steps", "batch_size",
+                                                                      "width"))
+  _check_above(config.attribute_predictor, "attribute_predictor.learning_rate", 0.0)
+  check_inference(config.inference)
+
+
+def _check_positive(section: Any, prefix: str, keys: tuple[str, ...]) -> None:
+  for key in keys:
+    if int(section[key]) < 1:
+      raise ConfigError(f"config.{prefix}{'.' if prefix else ''}{key}={section[key]} must be a "
+                        "positive integer.")
+
+
+def _check_above(section: Any, path: str, low: float, inclusive: bool = False) -> None:
+  value = float(section[path.rsplit(".", 1)[-1]])
+  if not (value >= low if inclusive else value > low):
+    raise ConfigError(f"config.{path}={value} must be {'>=' if inclusive else '>'} {low}.")
+
+
+def _check_model(mc: ml_collections.ConfigDict) -> bool:
+  """The config.model checks; returns whether the model needs foreground masks."""
+  if mc.name not in MODEL_NAMES:
+    raise ConfigError(f"unknown model.name={mc.name!r}; choose one of "
                       f"{', '.join(MODEL_NAMES)}.")
-  if config.data.name not in DATASETS:
-    raise ConfigError(f"unknown data.name={config.data.name!r}; choose one of "
-                      f"{', '.join(DATASETS)}.")
-  if (config.model.name == "discvae" and config.data.name != "synthetic"
-      and not config.data.get("masks", True)):
-    raise ConfigError("model.name='discvae' needs foreground masks, but data.masks=False; "
-                      "pass --config.data.masks=True (configs/lfw.py:discvae and "
-                      "configs/cub.py set it).")
-  for key in ("num_train_steps", "log_every_steps", "eval_every_steps",
-              "checkpoint_every_steps", "steps_per_dispatch", "batch_size",
-              "max_checkpoints_to_keep"):
-    if int(config[key]) <= 0:
-      raise ConfigError(f"config.{key}={config[key]} must be a positive integer.")
+  if mc.image_size not in (32, 64):  # The message is models.create_model's.
+    raise ConfigError(f"model.image_size={mc.image_size} is not supported; use 64 (the paper) "
+                      "or 32 (small variants).")
+  _check_positive(mc, "model", ("y_dim", "z_dim", "zf_dim", "zb_dim"))
+  _check_above(mc, "model.width", 0.0)
+  _check_above(mc, "model.gate_loss_weight", 0.0, inclusive=True)
+  if mc.upsample_mode not in models.UPSAMPLE_MODES:  # The message is models.create_model's.
+    raise ConfigError(f"model.upsample_mode={mc.upsample_mode!r} is not one of "
+                      f"{', '.join(models.UPSAMPLE_MODES)}.")
+  # Checked as perf resolves them; backend="cpu" only so that checking starts no backend.
+  perf.compute_dtype(mc.dtype, backend="cpu")
+  perf.conv_weight_grad(mc.conv_weight_grad, backend="cpu")
+  return models.create_model(mc).needs_masks
+
+
+def _check_data(config: ml_collections.ConfigDict, needs_masks: bool) -> None:
+  """The config.data checks (each source's own, called as that source calls them)."""
+  dc = config.data
+  data_base.check_choice("data.name", dc.name, data_base.DATASET_NAMES)
+  _check_positive(dc, "data", ("image_size",))
+  if dc.name == "synthetic":
+    s = dc.synthetic
+    synthetic.check_options(image_size=dc.image_size, num_train=s.num_train,
+                            num_validation=s.num_validation, num_test=s.num_test, seed=s.seed)
+  elif needs_masks and not dc.masks:
+    raise ConfigError(f"model.name={config.model.name!r} needs foreground masks, but "
+                      "data.masks=False; pass --config.data.masks=True (configs/lfw.py:discvae "
+                      "and configs/cub.py set it).")
+  data_base.check_choice("data.resize", dc.resize, data_base.RESIZE_MODES)
+  data_base.check_choice("data.cub_attributes", dc.cub_attributes, data_base.CUB_ATTRIBUTES)
+  face_masks.MaskNetConfig.from_config(dc.mask_net)
+  aug = dc.augment
+  for key in ("max_rotation", "color_gain", "max_sharpen"):
+    _check_above(aug, f"data.augment.{key}", 0.0, inclusive=True)
+  if not 0 <= aug.crop_size <= dc.image_size:
+    raise ConfigError(f"config.data.augment.crop_size={aug.crop_size} must be 0 (no crop) or "
+                      f"at most data.image_size={dc.image_size}.")
+  crop = aug.crop_size or dc.image_size
+  if crop != config.model.image_size:
+    raise ConfigError(f"the images reaching the model are {crop}x{crop} (data.image_size / "
+                      f"data.augment.crop_size) but model.image_size={config.model.image_size};"
+                      " make them equal.")
+
+
+def _check_loop(config: ml_collections.ConfigDict) -> None:
+  """The training loop's counts: steps, intervals, batch, evaluation and sample grid."""
+  _check_positive(config, "", ("num_train_steps", "log_every_steps", "eval_every_steps",
+                               "checkpoint_every_steps", "steps_per_dispatch", "batch_size",
+                               "max_checkpoints_to_keep", "num_sample_rows", "num_sample_cols"))
   k = config.steps_per_dispatch
   for key in ("log_every_steps", "eval_every_steps", "checkpoint_every_steps"):
     if config[key] % k:
       raise ConfigError(f"config.{key}={config[key]} is not a multiple of "
                         f"steps_per_dispatch={k}; make it one.")
-  crop = config.data.augment.crop_size or config.data.image_size
-  if crop != config.model.image_size:
-    raise ConfigError(f"the images reaching the model are {crop}x{crop} (data.image_size / "
-                      f"data.augment.crop_size) but model.image_size={config.model.image_size};"
-                      " make them equal.")
+  if config.num_eval_examples == 0 or config.num_eval_examples < -1:
+    raise ConfigError(f"config.num_eval_examples={config.num_eval_examples}; use a positive "
+                      "count or -1 (the whole validation split).")
+
+
+def _check_optimiser(config: ml_collections.ConfigDict) -> None:
+  """Adam's settings and gradient clipping."""
+  _check_above(config, "learning_rate", 0.0)
+  _check_above(config, "adam_eps", 0.0)
+  for key in ("weight_decay", "grad_clip_norm"):  # grad_clip_norm 0 turns clipping off.
+    _check_above(config, key, 0.0, inclusive=True)
+  for key in ("adam_b1", "adam_b2"):
+    if not 0 <= config[key] < 1:
+      raise ConfigError(f"config.{key}={config[key]} must be in [0, 1).")
 
 
 def check_inference(values: Any) -> None:
@@ -215,37 +292,3 @@ def with_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
   merged = reference_config().to_dict()
   update(merged, config.to_dict() if hasattr(config, "to_dict") else dict(config))
   return ml_collections.ConfigDict(merged)
-
-
-def save_config(config: ml_collections.ConfigDict, path: str) -> None:
-  """Writes the config as JSON, atomically (a temporary file, then a rename).
-
-  Args:
-    config: the config.
-    path: the JSON file to write.
-  """
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(config.to_json(indent=2, sort_keys=True))
-  os.replace(tmp, path)
-
-
-def load_config(path: str) -> ml_collections.ConfigDict:
-  """Reads a config saved by `save_config`.
-
-  Args:
-    path: the JSON file.
-  Returns:
-    The ConfigDict.
-  Raises:
-    ConfigError: the file is missing or not valid JSON.
-  """
-  try:
-    with open(path) as f:
-      return ml_collections.ConfigDict(json.load(f))
-  except FileNotFoundError:
-    raise ConfigError(f"no config at {path}: this workdir was not written by train.py, or "
-                      "training has not started there yet.") from None
-  except json.JSONDecodeError as e:
-    raise ConfigError(f"the config at {path} is not valid JSON ({e}); delete it and pass "
-                      "--config again.") from None

@@ -31,11 +31,6 @@ class MetricWriter:
     self._jsonl.write(json.dumps(row) + "\n")
     self._jsonl.flush()
 
-  def flush(self) -> None:
-    """Flushes both outputs to disk."""
-    self._tb.flush()
-    self._jsonl.flush()
-
   def close(self) -> None:
     """Flushes and closes both outputs."""
     self._tb.close()

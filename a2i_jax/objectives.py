@@ -1,4 +1,4 @@
-"""Pure loss functions (spec 1.2, 1.3, 3.1). They know nothing of optimisers.
+"""Pure loss functions (docs/reference.md §1.2, §1.3, §3.1). They know nothing of optimisers.
 
 Every term is returned per example (summed over that example's elements), so a batch loss is
 the plain sum over the batch, as in the reference (`sizeAverage = false`), and evaluation can
@@ -117,7 +117,7 @@ def cvae_terms(outputs: Mapping[str, Array], x: Array) -> dict[str, Array]:
 
 def discvae_terms(outputs: Mapping[str, Array], x: Array, mask: Array,
                   gate_weight: float) -> dict[str, Array]:
-  """Per-example terms of the disCVAE loss of the reference code (spec 1.3).
+  """Per-example terms of the disCVAE loss of the reference code (docs/reference.md §1.3).
 
   loss = SmoothL1(h_fg, x_fg) + SmoothL1(h_im, x) + KL_F + KL_B + gate_weight * BCE(g, 1 - m).
 

@@ -1,4 +1,4 @@
-"""Data parallelism over a device mesh (DESIGN.md: jit + NamedSharding, not the pmap API).
+"""Data parallelism over a device mesh: jit + NamedSharding, not pmap (docs/design.md §3.2).
 
 One code path for 1..N devices: the train state is replicated, the batch is split along its
 first axis over the mesh axis "data", and `jax.jit` partitions the step. Because the program

@@ -1,4 +1,7 @@
-"""Training: the train state, pure jitted train / eval / sample steps, and the loop.
+"""Training: the pure jitted train and eval steps, and the loop (`train_and_evaluate`).
+
+The train state and the optimiser are in `train_state`; the loop's evaluation, sample grids
+and divergence report in `train_eval`.
 
 `train_and_evaluate(config, workdir)` runs in named stages: config and mesh, input, model and
 optimiser, checkpoint (resume), train loop. The update is a pure function of (state, batch,
@@ -8,7 +11,6 @@ and noise an uninterrupted run would.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import time
@@ -22,102 +24,17 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from a2i_jax import checkpoints, config_lib, models, objectives, parallel, visualize
-from a2i_jax.data import Dataset, load_dataset, pipeline
+from a2i_jax import (checkpoints, config_lib, models, objectives, parallel, sampling,
+                     train_eval)
+from a2i_jax.data import load_dataset, pipeline
 from a2i_jax.data.base import validate_split
-from a2i_jax.errors import ConfigError, TrainingDivergedError
+from a2i_jax.errors import ConfigError
 from a2i_jax.metrics import MetricWriter
+from a2i_jax.train_state import (TrainState, abstract_train_state, clip_by_global_norm,
+                                 create_train_state, make_optimizer)
 
 Array = jax.Array
 PyTree = Any
-
-
-@flax.struct.dataclass
-class TrainState:
-  """Everything that changes during training; a pytree, saved as one checkpoint."""
-  step: Array
-  params: PyTree
-  batch_stats: PyTree
-  opt_state: PyTree
-
-  @property
-  def variables(self) -> dict:
-    """The model variables {"params", "batch_stats"}, as `model.apply` takes them."""
-    return {"params": self.params, "batch_stats": self.batch_stats}
-
-
-def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """Adam with coupled weight decay, as `utils/adam_v2.lua` (spec 3.1).
-
-  The decay term `weight_decay * theta` is added to the gradient of the summed loss before
-  Adam, for every parameter. (The reference also switches bias correction off after 10k steps;
-  optax keeps it on, a negligible difference.)
-
-  Args:
-    config: the experiment config (learning_rate, weight_decay, adam_b1, adam_b2, adam_eps).
-  Returns:
-    The optax transformation.
-  """
-  return optax.chain(
-      optax.add_decayed_weights(config.weight_decay),
-      optax.scale_by_adam(b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps),
-      optax.scale(-config.learning_rate))
-
-
-def clip_by_global_norm(grads: Any, max_norm: float) -> tuple[Any, Array]:
-  """Scales `grads` so that their global L2 norm is at most `max_norm` (0: unchanged).
-
-  Applied in the train step before the optimiser (`config.grad_clip_norm`), not as an optax
-  stage, so the optimiser state, and hence every checkpoint, has the same structure whether
-  clipping is on or off: a run that diverged can resume from its last checkpoint with it on.
-
-  Args:
-    grads: a pytree of gradients.
-    max_norm: the largest global norm allowed; 0 turns clipping off.
-  Returns:
-    (clipped grads, the global norm before clipping).
-  """
-  norm = optax.tree.norm(grads)
-  if max_norm <= 0:
-    return grads, norm
-  scale = jnp.minimum(1.0, max_norm / jnp.maximum(norm, 1e-30))
-  return jax.tree_util.tree_map(lambda g: (g * scale).astype(g.dtype), grads), norm
-
-
-def _state_from_variables(variables: dict, tx: optax.GradientTransformation) -> TrainState:
-  params = variables["params"]
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
-
-
-def create_train_state(model: flax.linen.Module, config: ml_collections.ConfigDict,
-                       tx: optax.GradientTransformation, key: Array) -> TrainState:
-  """Initial state (step 0) from `key`.
-
-  Args:
-    model: from `models.create_model`.
-    config: the experiment config (configs/default.py).
-    tx: from `make_optimizer`.
-    key: PRNG key of the initial parameters.
-  Returns:
-    A `TrainState` at step 0.
-  """
-  return _state_from_variables(models.init_variables(model, config.model, key), tx)
-
-
-def abstract_train_state(model: flax.linen.Module, config: ml_collections.ConfigDict,
-                         tx: optax.GradientTransformation) -> TrainState:
-  """Shapes and dtypes of the train state, without allocating it.
-
-  Args:
-    model: from `models.create_model`.
-    config: the experiment config (configs/default.py).
-    tx: from `make_optimizer`.
-  Returns:
-    A `TrainState` of `jax.ShapeDtypeStruct` leaves (a checkpoint restore target).
-  """
-  return jax.eval_shape(functools.partial(_state_from_variables, tx=tx),
-                        models.abstract_variables(model, config.model))
 
 
 def _tree_where(pred: Array, new: PyTree, old: PyTree) -> PyTree:
@@ -157,12 +74,12 @@ def make_train_step(model: flax.linen.Module, tx: optax.GradientTransformation,
   `batch` holds uint8 images [B,H,W,3], float attributes [B,A] and (disCVAE) uint8 masks
   [B,H,W]; augmentation happens inside. A step whose loss or gradient is not finite leaves
   the state untouched and reports `finite = False`, so the caller can stop on the last good
-  state and name the term that failed (`make_term_report`). Metrics are per image (sums
-  divided by the batch size).
+  state and name the term that failed (`make_term_report`, `train_eval.divergence_error`).
+  Metrics are per image (sums divided by the batch size).
 
   Args:
     model: from `models.create_model`.
-    tx: from `make_optimizer`.
+    tx: from `train_state.make_optimizer`.
     config: the experiment config (configs/default.py).
   Returns:
     The train step function; metrics are scalars: the loss terms, "grad_norm", "finite",
@@ -170,9 +87,7 @@ def make_train_step(model: flax.linen.Module, tx: optax.GradientTransformation,
     close the step is to an overflow) and "term_finite" (a dict of 0/1 per loss term).
   """
   loss_fn = _make_loss_fn(model, config)
-  clip = float(config.get("grad_clip_norm", 0.0))
-  if clip < 0:
-    raise ConfigError(f"grad_clip_norm={clip} must be >= 0 (0 turns clipping off).")
+  clip = float(config.get("grad_clip_norm", 0.0))  # >= 0: config_lib.validate_config.
 
   def train_step(state: TrainState, batch: dict, key: Array) -> tuple[TrainState, dict]:
     x, y, m, rngs = _step_inputs(batch, key, config)
@@ -233,27 +148,6 @@ def make_term_report(model: flax.linen.Module, config: ml_collections.ConfigDict
   return jax.jit(report)
 
 
-def describe_divergence(report: dict) -> str:
-  """One sentence naming the loss terms whose value or gradient is not finite.
-
-  Args:
-    report: the output of `make_term_report`'s function, fetched to the host.
-  Returns:
-    e.g. "term gate_bce is not finite (value nan, gradient norm nan); the other terms are
-    finite". The total "loss" is named only when no single term is at fault.
-  """
-  bad = [n for n, (v, g) in report.items()
-         if n != "loss" and not (np.isfinite(v) and np.isfinite(g))]
-  if not bad and not all(np.isfinite(x) for x in report.get("loss", (0.0, 0.0))):
-    bad = ["loss"]
-  if not bad:
-    return "every term is finite when the step is recomputed term by term"
-  parts = [f"{n} (value {float(report[n][0]):.4g}, gradient norm {float(report[n][1]):.4g})"
-           for n in bad]
-  noun = "term" if len(bad) == 1 else "terms"
-  return f"{noun} {', '.join(parts)} {'is' if len(bad) == 1 else 'are'} not finite"
-
-
 def make_multi_step(train_step: Callable, config: ml_collections.ConfigDict,
                     mesh: Mesh) -> Callable:
   """`steps(state, data, key)`: `config.steps_per_dispatch` train steps in one `lax.scan`.
@@ -282,7 +176,8 @@ def make_multi_step(train_step: Callable, config: ml_collections.ConfigDict,
   def steps(state: TrainState, data: dict, key: Array) -> tuple[TrainState, dict]:
     if config.steps_per_dispatch == 1:
       # No loop for one step: XLA:CPU runs a while-loop body that carries the whole train
-      # state many times slower (measured: 6.8 s vs 0.2 s per step, benchmarks/README).
+      # state many times slower (BENCHMARKS.md, "Train step: one step per dispatch vs fused
+      # steps").
       state, metrics = one(state, data, key)
       return state, jax.tree_util.tree_map(lambda a: a[None], metrics)
     return jax.lax.scan(lambda s, _: one(s, data, key), state, None,
@@ -315,35 +210,6 @@ def make_eval_step(model: flax.linen.Module, config: ml_collections.ConfigDict) 
   return eval_step
 
 
-def make_sample_fn(model: flax.linen.Module, config: ml_collections.ConfigDict) -> Callable:
-  """`sample(variables, y, key) -> dict of images in [0,1]`: z ~ N(0, I), decoder mean.
-
-  BatchNorm in eval mode (spec 1.4). disCVAE returns foreground, gate, background, composite.
-
-  Args:
-    model: from `models.create_model`.
-    config: the experiment config (configs/default.py).
-  Returns:
-    The unjitted sample function: y [N, y_dim] -> {"image": [N,S,S,3]} (disCVAE also
-    "foreground", "gate" and "background", all [N,S,S,3]).
-  """
-  mc = config.model
-
-  def sample(variables: dict, y: Array, key: Array) -> dict:
-    n = y.shape[0]
-    if mc.name == "discvae":
-      k_f, k_b = jax.random.split(key)
-      z_f = jax.random.normal(k_f, (n, mc.zf_dim))
-      z_b = jax.random.normal(k_b, (n, mc.zb_dim))
-      out = model.apply(variables, z_f, z_b, y, method="decode")
-      return {"foreground": (out["foreground"] + 1) / 2, "gate": out["gate"],
-              "background": (out["background"] + 1) / 2, "image": (out["mean"] + 1) / 2}
-    z = jax.random.normal(key, (n, mc.z_dim))
-    return {"image": (model.apply(variables, z, y, method="decode")["mean"] + 1) / 2}
-
-  return sample
-
-
 # ----------------------------------------------------------------------------------------------
 # The loop.
 
@@ -374,77 +240,17 @@ def _check_resume_compatible(workdir: str, config: ml_collections.ConfigDict) ->
           f"{new} now); resume it with the same values or pass a new --workdir.")
 
 
-def evaluate(eval_step: Callable, variables: dict, split: Any, config: ml_collections.ConfigDict,
-             mesh: Mesh, key: Array) -> dict[str, float]:
-  """Mean per-image metrics over (the first `num_eval_examples` of) a split.
-
-  Args:
-    eval_step: from `make_eval_step` (jitted).
-    variables: the model variables.
-    split: a `data.Split`.
-    config: the experiment config (configs/default.py).
-    mesh: from `parallel.make_mesh`; each batch is sharded over it.
-    key: PRNG key of the reparametrisation noise.
-  Returns:
-    {term name: mean per image} (e.g. "loss", "nll", "kl", "bound").
-  """
-  n = len(split) if config.num_eval_examples < 0 else min(len(split), config.num_eval_examples)
-  b = config.batch_size
-  totals: dict[str, float] = {}
-  for i, start in enumerate(range(0, n, b)):
-    idx = np.arange(start, start + b)
-    weights = (idx < n).astype(np.float32)
-    idx = np.minimum(idx, n - 1)
-    batch = {"images": split.images[idx], "attributes": split.attributes[idx]}
-    if split.masks is not None:
-      batch["masks"] = split.masks[idx]
-    batch, weights = parallel.put_batch((batch, weights), mesh)
-    sums = jax.device_get(eval_step(variables, batch, weights, jax.random.fold_in(key, i)))
-    for k, v in sums.items():
-      totals[k] = totals.get(k, 0.0) + float(v)
-  count = totals.pop("count")
-  return {k: v / count for k, v in totals.items()}
-
-
-def write_samples(sample_fn: Callable, variables: dict, dataset: Dataset,
-                  config: ml_collections.ConfigDict, path: str, key: Array) -> None:
-  """A PNG grid of samples for validation attribute vectors.
-
-  CVAE / VAE: one row per attribute vector, `num_sample_cols` latent draws, then the real
-  image. disCVAE: one row per draw: foreground, gate, background, composite, real image.
-
-  Args:
-    sample_fn: from `make_sample_fn` (jitted).
-    variables: the model variables.
-    dataset: the `Dataset`; its validation split gives the attributes and real images.
-    config: the experiment config (configs/default.py).
-    path: the PNG to write (atomically).
-    key: PRNG key of the latents.
-  """
-  split = dataset["validation"]
-  rows = min(config.num_sample_rows, len(split))
-  real_x, _ = pipeline.preprocess_eval(jnp.asarray(split.images[:rows]), None,
-                                       config.data.augment)
-  real = np.asarray((real_x + 1) / 2)
-  y = jnp.asarray(split.attributes[:rows])
-  if config.model.name == "discvae":
-    out = jax.device_get(sample_fn(variables, y, key))
-    cols = [out["foreground"], out["gate"], out["background"], out["image"], real]
-    visualize.save_grid(visualize.stack_columns(cols), path, ncols=len(cols))
-    return
-  k = config.num_sample_cols
-  out = jax.device_get(sample_fn(variables, jnp.repeat(y, k, axis=0), key))["image"]
-  out = out.reshape((rows, k) + out.shape[1:])
-  grid = np.concatenate([out, real[:, None]], axis=1).reshape((-1,) + out.shape[2:])
-  visualize.save_grid(grid, path, ncols=k + 1)
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        devices: Optional[list] = None) -> TrainState:
   """Trains `config.model` on `config.data`, resuming from the newest checkpoint in `workdir`.
 
   Writes to `workdir`: config.json, checkpoints/, metrics.jsonl, tensorboard/ and
-  samples/step_XXXXXXX.png at each evaluation.
+  samples/step_XXXXXXX.png at each evaluation. Nothing is written before the config has
+  passed `config_lib.validate_config` and the data are known to fit it.
+
+  The persistent compilation cache (`config.compilation_cache_dir`) is the caller's choice and
+  is not switched on here: train.py calls `files.enable_compilation_cache` with it, and a
+  notebook that wants the cache does the same before calling this.
 
   Args:
     config: the experiment config (see configs/default.py).
@@ -459,30 +265,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # Stage 1: config and mesh.
   config_lib.validate_config(config)
   workdir = os.path.abspath(os.path.expanduser(workdir))
-  os.makedirs(workdir, exist_ok=True)
   mesh = parallel.make_mesh(devices)
   parallel.check_batch_divisible(config.batch_size, mesh)
-  if config.compilation_cache_dir:
-    jax.config.update("jax_compilation_cache_dir",
-                      os.path.expanduser(config.compilation_cache_dir))
   _check_resume_compatible(workdir, config)
 
   # Stage 2: input. The whole training split goes to the devices once.
+  model = models.create_model(config.model)
   dataset = load_dataset(config.data)
-  need_masks = config.model.name == "discvae"
   for split_name in ("train", "validation"):
     validate_split(dataset[split_name], image_size=config.data.image_size,
                    num_attributes=config.model.y_dim, where=f"{dataset.name} {split_name}",
-                   need_masks=need_masks)
+                   need_masks=model.needs_masks)
   train = dataset["train"]
   data = {"images": train.images, "attributes": train.attributes.astype(np.float32)}
-  if need_masks:
+  if model.needs_masks:
     data["masks"] = train.masks
   data = parallel.put_replicated(data, mesh)
   checkpoints.save_config(workdir, config)  # Only once the data are known to fit the config.
 
   # Stage 3: model and optimiser.
-  model = models.create_model(config.model)
   tx = make_optimizer(config)
   root = jax.random.key(config.seed)
   k_init, k_train, k_eval, k_sample = jax.random.split(root, 4)
@@ -509,7 +310,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   multi_step = jax.jit(make_multi_step(make_train_step(model, tx, config), config, mesh),
                        donate_argnums=(0,))
   eval_step = jax.jit(make_eval_step(model, config))
-  sample_fn = jax.jit(make_sample_fn(model, config))
+  sample_fn = jax.jit(sampling.make_sample_fn(model))
   writer = MetricWriter(workdir)
   k = config.steps_per_dispatch
   t0 = time.perf_counter()
@@ -531,17 +332,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       state, metrics = compiled(state, data, k_train)
       metrics = jax.device_get(metrics)
       if not metrics["finite"].all():
-        bad = step + 1 + int(np.argmin(metrics["finite"]))
         # The state is the one before the failed step (a failed step changes nothing).
         report = jax.device_get(make_term_report(model, config, mesh)(state, data, k_train))
-        reason = describe_divergence(report)
-        writer.write(bad, {f"diverged/{n}/{part}": float(v[i]) for n, v in report.items()
-                           for i, part in enumerate(("value", "grad_norm"))})
-        raise TrainingDivergedError(
-            f"the loss became NaN or infinite at step {bad} ({reason}); training stopped. "
-            f"The last good checkpoint is step {ckpt.latest_step()} in {ckpt.directory} "
-            "(resuming continues from it). Lower config.learning_rate, set "
-            "config.grad_clip_norm (e.g. 1e4), or check the data for bad values.")
+        raise train_eval.divergence_error(report, step + 1 + int(np.argmin(metrics["finite"])),
+                                          writer, ckpt.latest_step(), ckpt.directory)
       step += k
       window.append({n: float(v.mean()) for n, v in metrics.items()
                      if n not in ("finite", "term_finite")})
@@ -557,12 +351,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                                img_s=f"{scalars['train/images_per_s']:.1f}")
         window, t_window = [], time.perf_counter()
       if step % config.eval_every_steps == 0 or step == config.num_train_steps:
-        ev = evaluate(eval_step, state.variables, dataset["validation"], config, mesh,
-                      jax.random.fold_in(k_eval, step))
+        ev = train_eval.evaluate(eval_step, state.variables, dataset["validation"], config,
+                                 mesh, jax.random.fold_in(k_eval, step))
         writer.write(step, {f"val/{n}": v for n, v in ev.items()})
-        write_samples(sample_fn, state.variables, dataset, config,
-                      os.path.join(workdir, "samples", f"step_{step:07d}.png"),
-                      jax.random.fold_in(k_sample, step))
+        train_eval.write_samples(model, sample_fn, state.variables, dataset, config,
+                                 os.path.join(workdir, "samples", f"step_{step:07d}.png"),
+                                 jax.random.fold_in(k_sample, step))
         t_window = time.perf_counter()  # Evaluation time is not training time.
       if step % config.checkpoint_every_steps == 0 or step == config.num_train_steps:
         ckpt.save(step, state)

@@ -221,13 +221,13 @@ def bench_train(case: Case, config: Any, repeats: int, peak: Optional[float],
   With `compile_only`, only tracing / lowering and compiling are timed (time to first step).
   """
   import jax  # pylint: disable=import-outside-toplevel
-  from a2i_jax import models, parallel, train_lib  # pylint: disable=import-outside-toplevel
+  from a2i_jax import models, parallel, train_lib, train_state  # pylint: disable=import-outside-toplevel
 
   mesh = parallel.make_mesh(jax.devices()[:1])
   model = models.create_model(config.model)
-  tx = train_lib.make_optimizer(config)
+  tx = train_state.make_optimizer(config)
   state = parallel.put_replicated(
-      train_lib.create_train_state(model, config, tx, jax.random.key(0)), mesh)
+      train_state.create_train_state(model, config, tx, jax.random.key(0)), mesh)
   data = parallel.put_replicated(random_data(config, max(512, 2 * case.batch)), mesh)
   steps = train_lib.make_multi_step(train_lib.make_train_step(model, tx, config), config, mesh)
   fn = jax.jit(steps, donate_argnums=(0,))

@@ -5,7 +5,7 @@
 Birds stored at 80x80, resized to 72 at load, random 64 crop and +-0.08 rad rotation in
 training (centre crop at test time); 312 attributes; 160 epochs (< 3 h on a Titan X in the
 reference). Arguments: "discvae" (default), "cvae" or "vae" (no reference script exists for
-the last two; they use the CVAE architecture with ydim 312, as spec 2.6 proposes).
+the last two; they use the CVAE architecture with ydim 312, as docs/reference.md §2.6 proposes).
 """
 
 import ml_collections

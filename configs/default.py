@@ -1,4 +1,4 @@
-"""Defaults: the paper's LFW CVAE (reference `train_lfw_condVAE.lua`, spec sections 2-3).
+"""Defaults: the paper's LFW CVAE (reference `train_lfw_condVAE.lua`, docs/reference.md §2-§3).
 
 Every other config imports this one and overrides what differs. Numbers the paper or the
 reference code fixes carry their source; the rest are this project's choices.
@@ -30,9 +30,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.upsample_mode = "polyphase"
   # How the convolutions' kernel gradients are computed: "xla" (XLA's own), "taps" (matrix
   # products over the kernel taps, perf.taps_conv_general_dilated: XLA:CPU's own runs at a third
-  # of the forward convolution's rate) or "auto" ("taps" on CPU, "xla" on GPU / TPU). Paper
-  # models, batch 32, f32, 2-core CPU: CVAE train step 11.1 vs 8.3 images/s, disCVAE 7.7 vs 5.8
-  # (BENCHMARKS.md). Same values, parameters and checkpoints either way.
+  # of the forward convolution's rate) or "auto" ("taps" on CPU, "xla" on GPU / TPU): on the
+  # paper models "taps" is the faster on CPU (BENCHMARKS.md, "Weight gradients as matrix
+  # products"). Same values, parameters and checkpoints either way.
   config.model.conv_weight_grad = "auto"
   config.model.gate_loss_weight = 0.3  # alpha on BCE(gate, 1 - mask) (opts.alpha).
   config.model.block_kl_bg_grad_to_fg = True  # Reference: d KL_B / d zF not back-propagated.
@@ -56,11 +56,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.mask_net.depth = 3  # U-Net levels below the top (32 -> 4).
   config.data.mask_net.seed = 0
   config.data.augment = ml_collections.ConfigDict()
-  config.data.augment.flip = True  # Horizontal flip, p = 0.5 (spec 3.3).
+  config.data.augment.flip = True  # Horizontal flip, p = 0.5 (docs/reference.md §3.3).
   config.data.augment.crop_size = 0  # Random crop size; 0 = none (CUB: 64 from 72).
   config.data.augment.max_rotation = 0.0  # Radians, uniform +-; CUB 0.08.
-  config.data.augment.color_gain = 0.03  # Per-channel gain U[0.97, 1.03) (spec 3.3).
-  config.data.augment.max_sharpen = 1.5  # Sharpening strength U[0, 1.5) (spec 3.3).
+  config.data.augment.color_gain = 0.03  # Per-channel gain U[0.97, 1.03) (docs/reference.md §3.3).
+  config.data.augment.max_sharpen = 1.5  # Sharpening strength U[0, 1.5) (docs/reference.md §3.3).
   config.data.synthetic = ml_collections.ConfigDict()
   config.data.synthetic.num_train = 12_000  # Synthetic dataset sizes.
   config.data.synthetic.num_validation = 1_000
@@ -68,9 +68,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.synthetic.seed = 0  # The dataset's own seed (independent of `seed`).
 
   # Attribute predictor that scores generated images (a2i_jax/attribute_predictor.py): a
-  # 4-layer CNN trained on the training split, saved in workdir/attribute_predictor/. With
-  # these values on 32x32 synthetic (configs/synthetic.py data): test accuracy 0.988 (binary,
-  # chance 0.678), correlation 0.945 (continuous); 140-230 s on a busy shared 2-core CPU.
+  # 4-layer CNN trained on the training split, saved in workdir/attribute_predictor/. What
+  # these values reach on the synthetic data: RESULTS.md, "Attribute fidelity".
   config.attribute_predictor = ml_collections.ConfigDict()
   config.attribute_predictor.steps = 2_000  # Adam steps.
   config.attribute_predictor.batch_size = 64  # Images per step, drawn with replacement.
@@ -89,7 +88,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.grad_clip_norm = 0.0
   config.num_train_steps = 26_600  # 100 epochs x 266 iterations (demo_lfw_trainCVAE.sh).
   config.steps_per_dispatch = 1  # Train steps fused into one jitted call (lax.scan).
-  config.scan_unroll = True  # Unroll that scan: XLA:CPU runs while-loop bodies ~25x slower.
+  config.scan_unroll = True  # Unroll it: XLA:CPU runs while-loop bodies slowly (BENCHMARKS.md).
   config.log_every_steps = 50
   config.eval_every_steps = 2_660  # Every 10 epochs of 266 iterations.
   config.checkpoint_every_steps = 2_660
@@ -102,7 +101,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.compilation_cache_dir = "~/.cache/a2i_jax/xla"  # Persistent XLA cache; "" = off.
 
   # Posterior inference by optimisation (infer.py, a2i_jax/inference.py). The paper gives no
-  # values (spec 5); these were chosen on the synthetic validation split (RESULTS.md).
+  # values (docs/reference.md §5); these were chosen on the synthetic validation split
+  # (RESULTS.md).
   config.inference = ml_collections.ConfigDict()
   config.inference.steps = 300  # Adam steps on z.
   config.inference.learning_rate = 0.05  # Peak learning rate.

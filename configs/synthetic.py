@@ -24,9 +24,8 @@ def get_config(arg: str = "cvae") -> ml_collections.ConfigDict:
   config.model.image_size = 32
   config.model.width = 0.25
   # XLA's own weight gradients: at this width and size the per-tap products (the CPU default,
-  # tuned on the paper models) are slower. Measured on the 2-core CPU, CVAE train step, batch
-  # 32, two alternated rounds (benchmarks/train_step.py --variants=single --repeats=15):
-  # "xla" 264 / 315 images/s, "auto" 211 / 266.
+  # tuned on the paper models) are slower (BENCHMARKS.md, "Weight gradients as matrix
+  # products", the synthetic models).
   config.model.conv_weight_grad = "xla"
   config.data.name = "synthetic"
   config.data.image_size = 32

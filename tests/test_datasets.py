@@ -14,7 +14,8 @@ from a2i_jax.data import face_masks, load_dataset
 from a2i_jax.errors import ConfigError, DataError, DatasetNotPreparedError
 from conftest import tiny_config
 
-TINY_NET = face_masks.MaskNetConfig(steps=2, batch_size=4, width=4, resolution=16, depth=1)
+TINY_NET = face_masks.MaskNetConfig.from_config(steps=2, batch_size=4, width=4, resolution=16,
+                                                depth=1)
 JPEG_TOL = 8  # JPEG error on flat colours at quality 95, in uint8 levels.
 
 
@@ -268,7 +269,7 @@ def test_cub_class_continuous_option_and_resize(cub_ds, cub_root):
     np.testing.assert_allclose(attrs, [(c * 7 + j) % 100 / 100 for j in range(312)],
                                atol=1e-6)
   assert set(ds.attribute_kinds) == {"continuous"}
-  with pytest.raises(DataError, match="cub_attributes"):
+  with pytest.raises(ConfigError, match="cub_attributes"):
     cub.load(data_dir=cub_root, attributes="certainty", allow_download=False)
 
 

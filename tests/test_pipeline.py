@@ -1,4 +1,4 @@
-"""On-device augmentation (spec 3.3)."""
+"""On-device augmentation (docs/reference.md §3.3)."""
 
 import jax
 import jax.numpy as jnp

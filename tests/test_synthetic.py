@@ -227,9 +227,9 @@ def test_no_cache_dir_writes_nothing(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("size", [0, 8, 12, 30, 33, 1024, 32.0])
 def test_bad_image_size_raises(size):
-  with pytest.raises(base.DataError, match="image_size"):
+  with pytest.raises(base.ConfigError, match="image_size"):
     synthetic.load(image_size=size, num_train=4, num_validation=2, num_test=2)
-  with pytest.raises(base.DataError):
+  with pytest.raises(base.ConfigError):
     synthetic.render(_neutral(), np.random.default_rng(0), size)
 
 
@@ -238,7 +238,7 @@ def test_bad_image_size_raises(size):
 def test_bad_counts_raise(field, value):
   kw = dict(image_size=32, num_train=4, num_validation=2, num_test=2)
   kw[field] = value
-  with pytest.raises(base.DataError, match=field):
+  with pytest.raises(base.ConfigError, match=field):
     synthetic.load(**kw)
 
 

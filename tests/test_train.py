@@ -10,7 +10,8 @@ import numpy as np
 import optax
 import pytest
 
-from a2i_jax import checkpoints, config_lib, models, parallel, train_lib
+from a2i_jax import (checkpoints, config_lib, models, parallel, train_eval, train_lib,
+                     train_state)
 from a2i_jax.data import Dataset, Split, load_dataset
 from a2i_jax.errors import (CheckpointError, ConfigError, DataError, DatasetNotPreparedError,
                             TrainingDivergedError)
@@ -60,7 +61,7 @@ def test_four_devices_equal_one_device(name, data_cache):
     batch["masks"] = train.masks[:8]
   model = models.create_model(cfg.model)
   tx = optax.sgd(1e-4)
-  state0 = train_lib.create_train_state(model, cfg, tx, jax.random.key(0))
+  state0 = train_state.create_train_state(model, cfg, tx, jax.random.key(0))
   step = jax.jit(train_lib.make_train_step(model, tx, cfg))
   results = []
   for devices in (jax.devices()[:1], jax.devices()):
@@ -118,7 +119,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_cache, mon
   ckpt = checkpoints.Checkpointer(workdir)
   assert ckpt.all_steps() == [2]
   model = models.create_model(cfg.model)
-  abstract = train_lib.abstract_train_state(model, cfg, train_lib.make_optimizer(cfg))
+  abstract = train_state.abstract_train_state(model, cfg, train_state.make_optimizer(cfg))
   restored = ckpt.restore(abstract)
   assert all(np.isfinite(np.asarray(a)).all() for a in jax.tree_util.tree_leaves(restored))
 
@@ -129,8 +130,8 @@ def test_divergence_report_names_the_overflowed_term(data_cache):
   cfg = tiny_config("discvae", data_cache)
   mesh = parallel.make_mesh()
   model = models.create_model(cfg.model)
-  tx = train_lib.make_optimizer(cfg)
-  state = train_lib.create_train_state(model, cfg, tx, jax.random.key(0))
+  tx = train_state.make_optimizer(cfg)
+  state = train_state.create_train_state(model, cfg, tx, jax.random.key(0))
   convs = sorted((k for k in state.params["decoder_fg"] if k.startswith("Conv_")),
                  key=lambda k: int(k.split("_")[1]))
   gate_head = convs[-1]
@@ -145,7 +146,7 @@ def test_divergence_report_names_the_overflowed_term(data_cache):
       state, data, jax.random.key(1)))
   bad = {n for n, (v, g) in report.items() if not (np.isfinite(v) and np.isfinite(g))}
   assert bad == {"loss", "gate_bce"}
-  message = train_lib.describe_divergence(report)
+  message = train_eval.describe_divergence(report)
   assert message.startswith("term gate_bce (value nan") and message.endswith("is not finite")
   # And the train step itself reports which term's value is not finite, and refuses the step.
   step = jax.jit(train_lib.make_multi_step(train_lib.make_train_step(model, tx, cfg), cfg,
@@ -220,7 +221,7 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path, data_cache):
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
   cfg = tiny_config("cvae")
   model = models.create_model(cfg.model)
-  abstract = train_lib.abstract_train_state(model, cfg, train_lib.make_optimizer(cfg))
+  abstract = train_state.abstract_train_state(model, cfg, train_state.make_optimizer(cfg))
   with pytest.raises(CheckpointError, match="no checkpoint in"):
     checkpoints.Checkpointer(str(tmp_path)).restore(abstract)
 
@@ -239,7 +240,7 @@ def test_real_datasets_say_they_are_not_prepared(name, first, tmp_path):
 def test_optimizer_matches_reference_update():
   """Adam on g + 0.004 theta with lr 3e-4 (utils/adam_v2.lua), one step by hand."""
   cfg = tiny_config()
-  tx = train_lib.make_optimizer(cfg)
+  tx = train_state.make_optimizer(cfg)
   theta = jnp.array([1.0, -2.0, 0.5])
   g = jnp.array([10.0, 0.1, -3.0])
   updates, _ = tx.update(g, tx.init(theta), theta)
@@ -251,27 +252,27 @@ def test_optimizer_matches_reference_update():
 
 def test_gradient_clipping_is_off_by_default_and_clips_when_set(data_cache):
   grads = {"a": jnp.array([-3e4, 0.0]), "b": jnp.array([[4e4]])}  # Global norm 5e4.
-  same, norm = train_lib.clip_by_global_norm(grads, 0.0)
+  same, norm = train_state.clip_by_global_norm(grads, 0.0)
   assert float(norm) == pytest.approx(5e4) and same is grads
-  clipped, norm = train_lib.clip_by_global_norm(grads, 5e2)
+  clipped, norm = train_state.clip_by_global_norm(grads, 5e2)
   assert float(norm) == pytest.approx(5e4)
   np.testing.assert_allclose(clipped["a"], [-300.0, 0.0], rtol=1e-6)
   np.testing.assert_allclose(clipped["b"], [[400.0]], rtol=1e-6)
-  small, _ = train_lib.clip_by_global_norm(grads, 1e6)  # Under the limit: unchanged.
+  small, _ = train_state.clip_by_global_norm(grads, 1e6)  # Under the limit: unchanged.
   np.testing.assert_allclose(small["a"], grads["a"])
   cfg = tiny_config("cvae", data_cache)
   assert cfg.grad_clip_norm == 0.0
-  tx = train_lib.make_optimizer(cfg)
+  tx = train_state.make_optimizer(cfg)
   model = models.create_model(cfg.model)
   # The optimiser state (and so a checkpoint) has the same structure with clipping on.
   on = tiny_config("cvae", data_cache)
   on.grad_clip_norm = 10.0
-  s_off = train_lib.abstract_train_state(model, cfg, tx)
-  s_on = train_lib.abstract_train_state(model, on, train_lib.make_optimizer(on))
+  s_off = train_state.abstract_train_state(model, cfg, tx)
+  s_on = train_state.abstract_train_state(model, on, train_state.make_optimizer(on))
   assert jax.tree_util.tree_structure(s_off) == jax.tree_util.tree_structure(s_on)
   on.grad_clip_norm = -1.0
   with pytest.raises(ConfigError, match="grad_clip_norm=-1.0"):
-    train_lib.make_train_step(model, tx, on)
+    config_lib.validate_config(on)
 
 
 def test_finished_run_returns_without_training(tmp_path, data_cache):
@@ -292,3 +293,78 @@ def test_bfloat16_compute_trains(tmp_path, data_cache):
   assert all(a.dtype in (jnp.float32, jnp.int32) for a in leaves)
   rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
   assert all(np.isfinite(r["train/loss"]) for r in rows if "train/loss" in r)
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("model.width", 0.0, r"model.width=0.0 must be > 0"),
+    ("model.z_dim", 0, r"model.z_dim=0 must be a positive integer"),
+    ("model.zb_dim", -1, r"model.zb_dim=-1 must be a positive integer"),
+    ("model.image_size", 48, r"model.image_size=48 is not supported"),
+    ("model.upsample_mode", "bilinear", r"model.upsample_mode='bilinear' is not one of"),
+    ("model.dtype", "float64", r"model.dtype='float64' is not a compute dtype"),
+    ("model.conv_weight_grad", "fast", r"model.conv_weight_grad='fast'"),
+    ("data.name", "mnist", r"data.name='mnist'; choose one of synthetic"),
+    ("data.image_size", 20, r"data.image_size=20 is not supported"),
+    ("data.synthetic.num_test", 0, r"num_test=0; every split needs"),
+    ("data.resize", "pad", r"data.resize='pad'; choose one of centre_crop, stretch"),
+    ("data.cub_attributes", "certainty", r"data.cub_attributes='certainty'"),
+    ("data.mask_net.depth", 6, r"mask_net.resolution=32 does not divide by 2\*\*depth"),
+    ("data.mask_net.steps", 0, r"mask_net.steps=0 must be a positive integer"),
+    ("data.augment.crop_size", 40, r"crop_size=40 must be 0 \(no crop\) or at most"),
+    ("batch_size", 0, r"config.batch_size=0 must be a positive integer"),
+    ("num_eval_examples", 0, r"num_eval_examples=0; use a positive count or -1"),
+    ("num_sample_rows", 0, r"num_sample_rows=0 must be a positive integer"),
+    ("num_sample_cols", 0, r"num_sample_cols=0 must be a positive integer"),
+    ("max_checkpoints_to_keep", 0, r"max_checkpoints_to_keep=0 must be a positive integer"),
+    ("learning_rate", 0.0, r"learning_rate=0.0 must be > 0"),
+    ("adam_b2", 1.0, r"adam_b2=1.0 must be in \[0, 1\)"),
+    ("grad_clip_norm", -1.0, r"grad_clip_norm=-1.0 must be >= 0"),
+    ("attribute_predictor.width", 0, r"attribute_predictor.width=0 must be a positive"),
+    ("inference.restarts", 0, r"inference.restarts=0 is not valid"),
+])
+def test_bad_config_values_fail_before_anything_is_written(key, value, match, tmp_path):
+  cfg = tiny_config("cvae", str(tmp_path / "cache"))
+  section = cfg
+  *parents, leaf = key.split(".")
+  for part in parents:
+    section = section[part]
+  section[leaf] = value
+  with pytest.raises(ConfigError, match=match):
+    config_lib.validate_config(cfg)
+  workdir = tmp_path / "w"
+  with pytest.raises(ConfigError, match=match):
+    train_lib.train_and_evaluate(cfg, str(workdir))
+  assert not workdir.exists() and not (tmp_path / "cache").exists()
+
+
+def test_same_config_mistake_same_error_everywhere(tmp_path, data_cache):
+  """A value a loader also checks raises the one ConfigError from the config and the loader."""
+  from a2i_jax.data import face_masks, synthetic  # pylint: disable=import-outside-toplevel
+  cfg = tiny_config("cvae", data_cache)
+  cfg.data.synthetic.seed = -1
+  with pytest.raises(ConfigError) as from_config:
+    config_lib.validate_config(cfg)
+  with pytest.raises(ConfigError) as from_loader:
+    synthetic.load(image_size=32, num_train=4, num_validation=2, num_test=2, seed=-1)
+  assert str(from_config.value) == str(from_loader.value)
+  cfg = tiny_config("cvae", data_cache)
+  cfg.data.mask_net.learning_rate = 0.0
+  with pytest.raises(ConfigError) as from_config:
+    config_lib.validate_config(cfg)
+  with pytest.raises(ConfigError) as from_options:
+    face_masks.MaskNetConfig.from_config(learning_rate=0.0)
+  assert str(from_config.value) == str(from_options.value)
+  cfg = tiny_config("cvae", data_cache)
+  cfg.model.upsample_mode = "bilinear"
+  with pytest.raises(ConfigError) as from_config:
+    config_lib.validate_config(cfg)
+  with pytest.raises(ConfigError) as from_model:
+    models.create_model(cfg.model)
+  assert str(from_config.value) == str(from_model.value)
+
+
+def test_mask_net_options_come_from_the_config():
+  from a2i_jax.data import face_masks  # pylint: disable=import-outside-toplevel
+  defaults = config_lib.reference_config().data.mask_net
+  assert face_masks.MaskNetConfig.from_config() == face_masks.MaskNetConfig(**defaults)
+  assert face_masks.MaskNetConfig.from_config(defaults, steps=5).steps == 5

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from a2i_jax.data.base import DataError, Dataset, DatasetNotPreparedError, Split, SPLITS
+from a2i_jax.data.base import (DATASET_NAMES, DataError, Dataset, DatasetNotPreparedError, Split,
+                               SPLITS, check_choice)
 
 
 def load_dataset(data_config: Any) -> Dataset:
@@ -17,6 +18,7 @@ def load_dataset(data_config: Any) -> Dataset:
     A `Dataset` with train / validation / test splits.
   """
   name = data_config.name
+  check_choice("data.name", name, DATASET_NAMES)
   cache_dir = os.path.expanduser(data_config.cache_dir) if data_config.cache_dir else None
   if name == "synthetic":
     from a2i_jax.data import synthetic  # pylint: disable=import-outside-toplevel
@@ -24,14 +26,7 @@ def load_dataset(data_config: Any) -> Dataset:
     return synthetic.load(image_size=data_config.image_size, num_train=s.num_train,
                           num_validation=s.num_validation, num_test=s.num_test, seed=s.seed,
                           cache_dir=cache_dir)
-  if name in ("lfw", "cub", "folder"):
-    return _load_real(data_config)
-  raise DataError(f"unknown data.name={name!r}; choose synthetic, lfw, cub or folder.")
-
-
-def _mask_net_config(data_config: Any) -> Any:
-  from a2i_jax.data import face_masks  # pylint: disable=import-outside-toplevel
-  return face_masks.MaskNetConfig(**data_config.mask_net.to_dict())
+  return _load_real(data_config)
 
 
 def _load_real(data_config: Any) -> Dataset:
@@ -40,9 +35,10 @@ def _load_real(data_config: Any) -> Dataset:
   name = data_config.name
   common = dict(data_dir=data_config.data_dir, image_size=data_config.image_size)
   if name == "lfw":
-    from a2i_jax.data import lfw  # pylint: disable=import-outside-toplevel
+    from a2i_jax.data import face_masks, lfw  # pylint: disable=import-outside-toplevel
     return lfw.load(masks=data_config.masks, allow_download=data_config.download,
-                    mask_net=_mask_net_config(data_config), **common)
+                    mask_net=face_masks.MaskNetConfig.from_config(data_config.mask_net),
+                    **common)
   if name == "cub":
     from a2i_jax.data import cub  # pylint: disable=import-outside-toplevel
     return cub.load(masks=data_config.masks, allow_download=data_config.download,
@@ -52,5 +48,5 @@ def _load_real(data_config: Any) -> Dataset:
                      resize=data_config.resize, **common)
 
 
-__all__ = ["DataError", "Dataset", "DatasetNotPreparedError", "Split", "SPLITS",
+__all__ = ["DATASET_NAMES", "DataError", "Dataset", "DatasetNotPreparedError", "Split", "SPLITS",
            "load_dataset"]

@@ -12,10 +12,27 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from a2i_jax.errors import ConfigError, DataError, DatasetNotPreparedError  # noqa: F401
+
 SPLITS = ("train", "validation", "test")
+DATASET_NAMES = ("synthetic", "lfw", "cub", "folder")  # config.data.name.
+# The choices of config.data keys read by the TFDS-based sources, kept here so that checking a
+# config (config_lib.validate_config) needs no tensorflow_datasets.
+RESIZE_MODES = ("centre_crop", "stretch")  # data.resize (folder.py).
+CUB_ATTRIBUTES = ("is_present", "class_continuous")  # data.cub_attributes (cub.py).
 
 
-from a2i_jax.errors import DataError, DatasetNotPreparedError  # noqa: F401  (re-exported)
+def check_choice(key: str, value: Any, choices: Sequence[str]) -> None:
+  """Raises `ConfigError` unless `value` is one of `choices`: the one message for config key
+  `key`, whether the config or a direct caller of a loader passed it.
+
+  Args:
+    key: the config key, e.g. "data.resize".
+    value: the value given.
+    choices: the valid values.
+  """
+  if value not in choices:
+    raise ConfigError(f"config.{key}={value!r}; choose one of {', '.join(choices)}.")
 
 
 @dataclasses.dataclass(frozen=True)

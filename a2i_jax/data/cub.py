@@ -39,7 +39,7 @@ import numpy as np
 from PIL import Image
 
 from a2i_jax.data import tfds_lib
-from a2i_jax.data.base import DataError
+from a2i_jax.data.base import CUB_ATTRIBUTES, DataError, check_choice
 from a2i_jax.data.tfds_lib import Source
 
 tfds = tfds_lib.import_tfds()
@@ -48,7 +48,8 @@ IMAGE_SIZE = 80
 BOX_SCALE = 1.25  # Crop side / longer bounding-box side.
 VALIDATION_EVERY = 10  # Every 10th training image validates (scaled_margin_cub.lua).
 NUM_ATTRIBUTES = 312
-ATTRIBUTE_OPTIONS = {"is_present": "attributes", "class_continuous": "attributes_class"}
+# config.data.cub_attributes -> the feature that holds those attributes.
+ATTRIBUTE_OPTIONS = dict(zip(CUB_ATTRIBUTES, ("attributes", "attributes_class")))
 
 _CALTECH = "https://data.caltech.edu/records"
 SOURCES = (
@@ -297,9 +298,7 @@ def load(*, data_dir: str, masks: bool = True, image_size: int = 72,
   Returns:
     A `Dataset` named "cub".
   """
-  if attributes not in ATTRIBUTE_OPTIONS:
-    raise DataError(f"config.data.cub_attributes={attributes!r}; choose one of "
-                    f"{', '.join(ATTRIBUTE_OPTIONS)}.")
+  check_choice("data.cub_attributes", attributes, CUB_ATTRIBUTES)
   data_dir = os.path.expanduser(data_dir)
   manual_dir = os.path.join(data_dir, "manual", "cub")
   builder = A2iCub(data_dir=data_dir, file_format="array_record", manual_dir=manual_dir,

@@ -24,31 +24,64 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from a2i_jax.errors import DataError
+from a2i_jax.errors import ConfigError, DataError
 
 
 @dataclasses.dataclass(frozen=True)
 class MaskNetConfig:
-  """Training settings; `configs/default.py` (`config.data.mask_net`) holds the values used.
+  """Training settings, built from `config.data.mask_net` (`from_config`); the values live in
+  `configs/default.py` only. Invalid values raise `ConfigError` when the object is built.
 
   Attributes:
     steps: Adam steps.
     batch_size: images per step.
     learning_rate: Adam step size.
-    width: channels of the first level (doubled at each of the 3 lower levels).
-    resolution: the network sees images resized to this size (a multiple of 8) and its
-      logits are resized back; the part labels are blocky superpixels, so 32 loses little
-      and costs a quarter of 64.
+    width: channels of the first level (doubled at each lower level).
+    resolution: the network sees images resized to this size and its logits are resized
+      back; the part labels are blocky superpixels, so 32 loses little and costs a quarter
+      of 64.
     depth: downsampling levels of the U-Net (`resolution` must divide by 2**depth).
     seed: parameter initialisation and batch sampling.
   """
-  steps: int = 2000
-  batch_size: int = 32
-  learning_rate: float = 1e-3
-  width: int = 16
-  resolution: int = 32
-  depth: int = 3
-  seed: int = 0
+  steps: int
+  batch_size: int
+  learning_rate: float
+  width: int
+  resolution: int
+  depth: int
+  seed: int
+
+  def __post_init__(self):
+    for key in ("steps", "batch_size", "width", "resolution"):
+      if int(getattr(self, key)) < 1:
+        raise ConfigError(f"config.data.mask_net.{key}={getattr(self, key)} must be a "
+                          "positive integer.")
+    if not float(self.learning_rate) > 0:
+      raise ConfigError(f"config.data.mask_net.learning_rate={self.learning_rate} must be "
+                        "positive.")
+    if int(self.depth) < 0 or int(self.resolution) % 2 ** int(self.depth):
+      raise ConfigError(f"config.data.mask_net.resolution={self.resolution} does not divide by "
+                        f"2**depth (depth={self.depth}); use a depth >= 0 whose power of two "
+                        "divides the resolution.")
+
+  @classmethod
+  def from_config(cls, mask_net: Optional[Any] = None, **overrides: Any) -> "MaskNetConfig":
+    """The settings of `config.data.mask_net` (default: configs/default.py's), with overrides.
+
+    Args:
+      mask_net: the `config.data.mask_net` section; None for the defaults.
+      **overrides: field values that replace the section's.
+    Returns:
+      A checked `MaskNetConfig`.
+    Raises:
+      ConfigError: a value that cannot work.
+    """
+    if mask_net is None:
+      from a2i_jax import config_lib  # pylint: disable=import-outside-toplevel
+      mask_net = config_lib.reference_config().data.mask_net
+    values = dict(mask_net.to_dict() if hasattr(mask_net, "to_dict") else mask_net)
+    values.update(overrides)
+    return cls(**values)
 
 
 class MaskNet(nn.Module):
@@ -250,7 +283,7 @@ def synthetic_proxy(steps: int) -> dict:
   d = synthetic.load(image_size=64, num_train=1500, num_validation=500, num_test=927, seed=3)
   start = time.time()
   _, report = train_and_evaluate(d["train"].images, d["train"].masks, d["test"].images,
-                                 d["test"].masks, MaskNetConfig(steps=steps))
+                                 d["test"].masks, MaskNetConfig.from_config(steps=steps))
   report["wall_s"] = round(time.time() - start, 1)
   return report
 

@@ -41,11 +41,11 @@ from absl import logging
 from PIL import Image
 
 from a2i_jax.data import tfds_lib
-from a2i_jax.data.base import DataError, DatasetNotPreparedError, SPLITS
+from a2i_jax.data.base import (DataError, DatasetNotPreparedError, RESIZE_MODES, SPLITS,
+                               check_choice)
 
 tfds = tfds_lib.import_tfds()
 
-RESIZE_MODES = ("centre_crop", "stretch")
 VALIDATION_SLOT, TEST_SLOT = 8, 9  # Round-robin positions (of 10) without a split column.
 
 
@@ -283,8 +283,7 @@ def load(*, path: str, data_dir: str, image_size: int, masks: bool = False,
   Returns:
     A `Dataset` named "folder".
   """
-  if resize not in RESIZE_MODES:
-    raise DataError(f"config.data.resize={resize!r}; choose one of {', '.join(RESIZE_MODES)}.")
+  check_choice("data.resize", resize, RESIZE_MODES)
   path = os.path.abspath(os.path.expanduser(path)) if path else ""
   table = scan(path, masks)
   key = _fingerprint(path, table, image_size, resize)

@@ -250,7 +250,7 @@ class A2iLfw(tfds_lib.BuilderMixin, tfds.core.GeneratorBasedBuilder, skip_regist
   MANUAL_DOWNLOAD_INSTRUCTIONS = tfds_lib.instructions(SOURCES, "<data_dir>/manual/lfw")
 
   def __init__(self, *, mask_net: Optional[face_masks.MaskNetConfig] = None, **kwargs: Any):
-    self._mask_net = mask_net or face_masks.MaskNetConfig()
+    self._mask_net = mask_net or face_masks.MaskNetConfig.from_config()
     super().__init__(**kwargs)
 
   @property

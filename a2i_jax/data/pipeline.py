@@ -1,4 +1,5 @@
-"""On-device batch sampling and augmentation (spec 3.3), inside the jitted train step.
+"""On-device batch sampling and augmentation (docs/reference.md §3.3), inside the jitted train
+step.
 
 The whole split lives on the devices as uint8; each step draws indices with replacement (as
 the reference's `math.random(ntrain)` does), gathers, and augments with `jax.random`. No

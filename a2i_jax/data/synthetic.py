@@ -41,6 +41,11 @@ every shape is a signed distance field, so features scale with the image size (a
 of 8 from 16 to 512; designed for 32 and 64) and the anti-aliased coverage gives a soft mask
 that is exactly consistent with the image: image = mask * foreground + (1 - mask) * background
 (with the quantised mask), so pixels with mask 0 hold the background unchanged.
+
+This module is longer than the house limit (~450 lines) because the renderer is one unit: the
+nuisance draws, the signed-distance shapes and the compositing share one face-local frame and
+one fixed order of random draws (which the cached datasets and the tests depend on), and the
+loader around them is short.
 """
 
 from __future__ import annotations
@@ -48,13 +53,13 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import os
-import tempfile
 import warnings
 from typing import Optional
 
 import numpy as np
 
-from a2i_jax.data.base import DataError, Dataset, Split
+from a2i_jax import files
+from a2i_jax.data.base import ConfigError, DataError, Dataset, Split
 
 # Bump when the rendering changes, so old cache files are not reused.
 VERSION = 1
@@ -81,8 +86,24 @@ _HAIR_RAMP = np.array([[0.07, 0.06, 0.06], [0.42, 0.24, 0.10], [0.98, 0.84, 0.42
 def _check_image_size(image_size: int) -> None:
   if (not isinstance(image_size, (int, np.integer)) or image_size < 16
       or image_size % 8 != 0 or image_size > _MAX_SIZE):
-    raise DataError(f"synthetic: image_size={image_size!r} is not supported; use a multiple "
-                    f"of 8 from 16 to {_MAX_SIZE} (32 or 64 are the tested sizes).")
+    raise ConfigError(f"synthetic: data.image_size={image_size!r} is not supported; use a "
+                      f"multiple of 8 from 16 to {_MAX_SIZE} (32 or 64 are the tested sizes).")
+
+
+def check_options(*, image_size: int, num_train: int, num_validation: int, num_test: int,
+                  seed: int) -> None:
+  """Raises `ConfigError` for settings `load` cannot use (`config.data` / `.synthetic`).
+
+  Args:
+    image_size, num_train, num_validation, num_test, seed: as for `load`.
+  """
+  _check_image_size(image_size)
+  for name, n in (("train", num_train), ("validation", num_validation), ("test", num_test)):
+    if not isinstance(n, (int, np.integer)) or n <= 0:
+      raise ConfigError(f"synthetic: data.synthetic.num_{name}={n!r}; every split needs a "
+                        "positive number of images.")
+  if not isinstance(seed, (int, np.integer)) or seed < 0:
+    raise ConfigError(f"synthetic: data.synthetic.seed={seed!r}; use a non-negative integer.")
 
 
 def sample_attributes(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -505,23 +526,13 @@ def _read_cache(path: str, sizes: dict[str, int], image_size: int) -> Optional[d
 
 
 def _write_cache(path: str, splits: dict[str, Split]) -> None:
-  directory = os.path.dirname(path)
-  os.makedirs(directory, exist_ok=True)
   arrays = {}
   for name, sp in splits.items():
     arrays[f"{name}_images"] = sp.images
     arrays[f"{name}_attributes"] = sp.attributes
     arrays[f"{name}_masks"] = sp.masks
-  # Write beside the target and rename, so a killed process never leaves a partial file.
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".synthetic_", suffix=".npz.tmp")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      np.savez_compressed(f, **arrays)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  with files.atomic_path(path) as tmp, open(tmp, "wb") as f:
+    np.savez_compressed(f, **arrays)
 
 
 def load(*, image_size: int = 32, num_train: int = 12000, num_validation: int = 1000,
@@ -542,14 +553,9 @@ def load(*, image_size: int = 32, num_train: int = 12000, num_validation: int = 
     A `Dataset` named "synthetic" with train / validation / test splits holding uint8
     images [N, S, S, 3], float32 attributes [N, A] and uint8 masks [N, S, S].
   """
-  _check_image_size(image_size)
+  check_options(image_size=image_size, num_train=num_train, num_validation=num_validation,
+                num_test=num_test, seed=seed)
   sizes = {"train": num_train, "validation": num_validation, "test": num_test}
-  for name, n in sizes.items():
-    if not isinstance(n, (int, np.integer)) or n <= 0:
-      raise DataError(f"synthetic: num_{name}={n!r}; every split needs a positive number of "
-                      "images.")
-  if not isinstance(seed, (int, np.integer)) or seed < 0:
-    raise DataError(f"synthetic: seed={seed!r}; use a non-negative integer.")
 
   path = None
   splits = None

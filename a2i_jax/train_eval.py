@@ -1,0 +1,135 @@
+"""What the training loop reports besides the state: validation metrics, sample grids, and the
+error that names the loss term behind a divergence.
+
+Host-side helpers of `train_lib.train_and_evaluate`; the jitted steps they call are built in
+`train_lib`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh
+
+from a2i_jax import parallel, visualize
+from a2i_jax.data import Dataset, pipeline
+from a2i_jax.errors import TrainingDivergedError
+from a2i_jax.metrics import MetricWriter
+
+Array = jax.Array
+
+
+def evaluate(eval_step: Callable, variables: dict, split: Any, config: ml_collections.ConfigDict,
+             mesh: Mesh, key: Array) -> dict[str, float]:
+  """Mean per-image metrics over (the first `num_eval_examples` of) a split.
+
+  Args:
+    eval_step: from `train_lib.make_eval_step` (jitted).
+    variables: the model variables.
+    split: a `data.Split`.
+    config: the experiment config (configs/default.py).
+    mesh: from `parallel.make_mesh`; each batch is sharded over it.
+    key: PRNG key of the reparametrisation noise.
+  Returns:
+    {term name: mean per image} (e.g. "loss", "nll", "kl", "bound").
+  """
+  n = len(split) if config.num_eval_examples < 0 else min(len(split), config.num_eval_examples)
+  b = config.batch_size
+  totals: dict[str, float] = {}
+  for i, start in enumerate(range(0, n, b)):
+    idx = np.arange(start, start + b)
+    weights = (idx < n).astype(np.float32)
+    idx = np.minimum(idx, n - 1)
+    batch = {"images": split.images[idx], "attributes": split.attributes[idx]}
+    if split.masks is not None:
+      batch["masks"] = split.masks[idx]
+    batch, weights = parallel.put_batch((batch, weights), mesh)
+    sums = jax.device_get(eval_step(variables, batch, weights, jax.random.fold_in(key, i)))
+    for k, v in sums.items():
+      totals[k] = totals.get(k, 0.0) + float(v)
+  count = totals.pop("count")
+  return {k: v / count for k, v in totals.items()}
+
+
+def write_samples(model: flax.linen.Module, sample_fn: Callable, variables: dict,
+                  dataset: Dataset, config: ml_collections.ConfigDict, path: str,
+                  key: Array) -> None:
+  """A PNG grid of samples for validation attribute vectors.
+
+  A model without image layers (CVAE, VAE): one row per attribute vector, `num_sample_cols`
+  latent draws, then the real image. A model with image layers (disCVAE): one row per
+  attribute vector and draw: its layers (`model.image_layers`), the composite, the real image.
+
+  Args:
+    model: from `models.create_model`.
+    sample_fn: `sampling.make_sample_fn(model)`, jitted.
+    variables: the model variables.
+    dataset: the `Dataset`; its validation split gives the attributes and real images.
+    config: the experiment config (configs/default.py).
+    path: the PNG to write (atomically).
+    key: PRNG key of the latents.
+  """
+  split = dataset["validation"]
+  rows = min(config.num_sample_rows, len(split))
+  real_x, _ = pipeline.preprocess_eval(jnp.asarray(split.images[:rows]), None,
+                                       config.data.augment)
+  real = np.asarray((real_x + 1) / 2)
+  y = jnp.asarray(split.attributes[:rows])
+  if model.image_layers:
+    out = jax.device_get(sample_fn(variables, y, key))
+    cols = [out[name] for name in model.image_layers] + [out["image"], real]
+    visualize.save_grid(visualize.stack_columns(cols), path, ncols=len(cols))
+    return
+  k = config.num_sample_cols
+  out = jax.device_get(sample_fn(variables, jnp.repeat(y, k, axis=0), key))["image"]
+  out = out.reshape((rows, k) + out.shape[1:])
+  grid = np.concatenate([out, real[:, None]], axis=1).reshape((-1,) + out.shape[2:])
+  visualize.save_grid(grid, path, ncols=k + 1)
+
+
+def describe_divergence(report: dict) -> str:
+  """One sentence naming the loss terms whose value or gradient is not finite.
+
+  Args:
+    report: the output of `train_lib.make_term_report`'s function, fetched to the host.
+  Returns:
+    e.g. "term gate_bce is not finite (value nan, gradient norm nan); the other terms are
+    finite". The total "loss" is named only when no single term is at fault.
+  """
+  bad = [n for n, (v, g) in report.items()
+         if n != "loss" and not (np.isfinite(v) and np.isfinite(g))]
+  if not bad and not all(np.isfinite(x) for x in report.get("loss", (0.0, 0.0))):
+    bad = ["loss"]
+  if not bad:
+    return "every term is finite when the step is recomputed term by term"
+  parts = [f"{n} (value {float(report[n][0]):.4g}, gradient norm {float(report[n][1]):.4g})"
+           for n in bad]
+  noun = "term" if len(bad) == 1 else "terms"
+  return f"{noun} {', '.join(parts)} {'is' if len(bad) == 1 else 'are'} not finite"
+
+
+def divergence_error(report: dict, step: int, writer: MetricWriter, last_good: Any,
+                     directory: str) -> TrainingDivergedError:
+  """Logs the per-term report of a failed step and returns the error that stops training.
+
+  Args:
+    report: `train_lib.make_term_report`'s output for the failed step, on the host.
+    step: the number of the failed step.
+    writer: the run's metric writer ("diverged/<term>/value" and "/grad_norm" at `step`).
+    last_good: the newest checkpoint's step (None if there is none).
+    directory: the checkpoint directory.
+  Returns:
+    The `TrainingDivergedError` to raise; its message names the terms and the fixes.
+  """
+  writer.write(step, {f"diverged/{n}/{part}": float(v[i]) for n, v in report.items()
+                      for i, part in enumerate(("value", "grad_norm"))})
+  return TrainingDivergedError(
+      f"the loss became NaN or infinite at step {step} ({describe_divergence(report)}); "
+      f"training stopped. The last good checkpoint is step {last_good} in {directory} "
+      "(resuming continues from it). Lower config.learning_rate, set config.grad_clip_norm "
+      "(e.g. 1e4), or check the data for bad values.")

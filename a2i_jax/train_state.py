@@ -1,0 +1,109 @@
+"""The train state, the optimiser, and creating or describing the state (training only).
+
+Inference restores model variables without any of this (docs/design.md §2.2: serving never
+imports training), so only `train_lib`, the tests and the benchmarks import this module.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from a2i_jax import models
+
+Array = jax.Array
+PyTree = Any
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything that changes during training; a pytree, saved as one checkpoint."""
+  step: Array
+  params: PyTree
+  batch_stats: PyTree
+  opt_state: PyTree
+
+  @property
+  def variables(self) -> dict:
+    """The model variables {"params", "batch_stats"}, as `model.apply` takes them."""
+    return {"params": self.params, "batch_stats": self.batch_stats}
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """Adam with coupled weight decay, as `utils/adam_v2.lua` (docs/reference.md §3.1).
+
+  The decay term `weight_decay * theta` is added to the gradient of the summed loss before
+  Adam, for every parameter. (The reference also switches bias correction off after 10k steps;
+  optax keeps it on, a negligible difference.)
+
+  Args:
+    config: the experiment config (learning_rate, weight_decay, adam_b1, adam_b2, adam_eps).
+  Returns:
+    The optax transformation.
+  """
+  return optax.chain(
+      optax.add_decayed_weights(config.weight_decay),
+      optax.scale_by_adam(b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps),
+      optax.scale(-config.learning_rate))
+
+
+def clip_by_global_norm(grads: Any, max_norm: float) -> tuple[Any, Array]:
+  """Scales `grads` so that their global L2 norm is at most `max_norm` (0: unchanged).
+
+  Applied in the train step before the optimiser (`config.grad_clip_norm`), not as an optax
+  stage, so the optimiser state, and hence every checkpoint, has the same structure whether
+  clipping is on or off: a run that diverged can resume from its last checkpoint with it on.
+
+  Args:
+    grads: a pytree of gradients.
+    max_norm: the largest global norm allowed; 0 turns clipping off.
+  Returns:
+    (clipped grads, the global norm before clipping).
+  """
+  norm = optax.tree.norm(grads)
+  if max_norm <= 0:
+    return grads, norm
+  scale = jnp.minimum(1.0, max_norm / jnp.maximum(norm, 1e-30))
+  return jax.tree_util.tree_map(lambda g: (g * scale).astype(g.dtype), grads), norm
+
+
+def _state_from_variables(variables: dict, tx: optax.GradientTransformation) -> TrainState:
+  params = variables["params"]
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
+
+
+def create_train_state(model: flax.linen.Module, config: ml_collections.ConfigDict,
+                       tx: optax.GradientTransformation, key: Array) -> TrainState:
+  """Initial state (step 0) from `key`.
+
+  Args:
+    model: from `models.create_model`.
+    config: the experiment config (configs/default.py).
+    tx: from `make_optimizer`.
+    key: PRNG key of the initial parameters.
+  Returns:
+    A `TrainState` at step 0.
+  """
+  return _state_from_variables(models.init_variables(model, config.model, key), tx)
+
+
+def abstract_train_state(model: flax.linen.Module, config: ml_collections.ConfigDict,
+                         tx: optax.GradientTransformation) -> TrainState:
+  """Shapes and dtypes of the train state, without allocating it.
+
+  Args:
+    model: from `models.create_model`.
+    config: the experiment config (configs/default.py).
+    tx: from `make_optimizer`.
+  Returns:
+    A `TrainState` of `jax.ShapeDtypeStruct` leaves (a checkpoint restore target).
+  """
+  return jax.eval_shape(functools.partial(_state_from_variables, tx=tx),
+                        models.abstract_variables(model, config.model))
