@@ -177,9 +177,12 @@ def _check_model(mc: ml_collections.ConfigDict) -> bool:
   _check_positive(mc, "model", ("y_dim", "z_dim", "zf_dim", "zb_dim"))
   _check_above(mc, "model.width", 0.0)
   _check_above(mc, "model.gate_loss_weight", 0.0, inclusive=True)
-  if mc.upsample_mode not in models.UPSAMPLE_MODES:  # The message is models.create_model's.
+  if mc.upsample_mode not in models.UPSAMPLE_MODES:
     raise ConfigError(f"model.upsample_mode={mc.upsample_mode!r} is not one of "
                       f"{', '.join(models.UPSAMPLE_MODES)}.")
+  if mc.composition not in models.COMPOSITIONS:
+    raise ConfigError(f"model.composition={mc.composition!r} is not one of "
+                      f"{', '.join(models.COMPOSITIONS)}.")
   # Checked as perf resolves them; backend="cpu" only so that checking starts no backend.
   perf.compute_dtype(mc.dtype, backend="cpu")
   perf.conv_weight_grad(mc.conv_weight_grad, backend="cpu")

@@ -62,8 +62,12 @@ def smooth_l1(pred: Array, target: Array) -> Array:
   Returns:
     [B] sums over all non-batch elements.
   """
-  d = jnp.abs(pred - target)
-  return _per_example_sum(jnp.where(d < 1.0, 0.5 * jnp.square(d), d - 0.5))
+  return _per_example_sum(_huber(pred - target))
+
+
+def _huber(diff: Array) -> Array:
+  d = jnp.abs(diff)
+  return jnp.where(d < 1.0, 0.5 * jnp.square(d), d - 0.5)
 
 
 def binary_cross_entropy(p: Array, target: Array) -> Array:
@@ -116,10 +120,17 @@ def cvae_terms(outputs: Mapping[str, Array], x: Array) -> dict[str, Array]:
 
 
 def discvae_terms(outputs: Mapping[str, Array], x: Array, mask: Array,
-                  gate_weight: float) -> dict[str, Array]:
-  """Per-example terms of the disCVAE loss of the reference code (docs/reference.md §1.3).
+                  gate_weight: float, composition: str = "reference") -> dict[str, Array]:
+  """Per-example terms of the disCVAE loss (docs/reference.md §1.3, §1.3.1).
 
-  loss = SmoothL1(h_fg, x_fg) + SmoothL1(h_im, x) + KL_F + KL_B + gate_weight * BCE(g, 1 - m).
+  loss = recon_fg + SmoothL1(h_im, x) + KL_F + KL_B + gate_weight * BCE(g, 1 - m), where the
+  foreground term depends on the composition:
+  - "reference": SmoothL1(h_fg, x_fg), x_fg the image with its background set to -1, as the
+    reference code does (its composite h_fg + g h_bg needs h_fg = -1 under the background);
+  - "layered": SmoothL1 of h_fg against x on the foreground pixels only (weighted by m). The
+    blend (1 - g) h_fg + g h_bg never shows the foreground layer where g = 1, so a target
+    there would only spend capacity (and pin its tanh at -1).
+  The gate's target is the background 1 - m under both: g = 1 is where the background shows.
 
   Args:
     outputs: the disCVAE outputs (foreground, gate_logits, mean = composite, x_fg, mu_fg,
@@ -128,10 +139,14 @@ def discvae_terms(outputs: Mapping[str, Array], x: Array, mask: Array,
     mask: foreground mask [B,S,S,1] in [0,1]; the gate's target is the background 1 - m,
       broadcast to the gate's 3 channels.
     gate_weight: alpha (0.3 in the paper configs).
+    composition: "reference" or "layered" (the model's `composition`).
   Returns:
     dict of [B] arrays: loss, recon_fg, recon, kl_fg, kl_bg, gate_bce, kl.
   """
-  recon_fg = smooth_l1(outputs["foreground"], outputs["x_fg"])
+  if composition == "layered":
+    recon_fg = _per_example_sum(mask * _huber(outputs["foreground"] - x))
+  else:
+    recon_fg = smooth_l1(outputs["foreground"], outputs["x_fg"])
   recon = smooth_l1(outputs["mean"], x)
   kl_fg = gaussian_kl(outputs["mu_fg"], outputs["logvar_fg"])
   kl_bg = gaussian_kl(outputs["mu_bg"], outputs["logvar_bg"])

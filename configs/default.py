@@ -35,6 +35,10 @@ def get_config() -> ml_collections.ConfigDict:
   # products"). Same values, parameters and checkpoints either way.
   config.model.conv_weight_grad = "auto"
   config.model.gate_loss_weight = 0.3  # alpha on BCE(gate, 1 - mask) (opts.alpha).
+  # disCVAE composite: "reference" = h_fg + g * h_bg (the authors' code; cannot draw a bright
+  # background behind a dark foreground) | "layered" = (1 - g) h_fg + g h_bg (the paper's
+  # layers). docs/reference.md §1.3.1; the choice per dataset is in its config.
+  config.model.composition = "reference"
   config.model.block_kl_bg_grad_to_fg = True  # Reference: d KL_B / d zF not back-propagated.
 
   config.data = ml_collections.ConfigDict()

@@ -138,11 +138,13 @@ def test_unknown_model_name_and_size():
     models.init_variables(model, cfg.model, jax.random.key(0))
 
 
-def test_background_kl_gradient_does_not_reach_foreground_encoder():
+@pytest.mark.parametrize("composition", ["reference", "layered"])
+def test_background_kl_gradient_does_not_reach_foreground_encoder(composition):
   """docs/reference.md §1.3.2: with blocking on, d KL_B / d(encoder_fg) is exactly zero; off,
-  it is not."""
+  it is not. The same under both compositions."""
   for block, expect_zero in ((True, True), (False, False)):
     cfg = tiny_config("discvae")
+    cfg.model.composition = composition
     cfg.model.block_kl_bg_grad_to_fg = block
     model = models.create_model(cfg.model)
     variables = models.init_variables(model, cfg.model, jax.random.key(0))
@@ -272,11 +274,47 @@ def test_discvae_convolutions_take_the_taps_path():
   assert counts["xla"][0] == 0
 
 
-def test_unknown_upsample_mode():
+def test_unknown_upsample_mode_and_composition():
   cfg = tiny_config("cvae")
   cfg.model.upsample_mode = "bilinear"
   with pytest.raises(ConfigError, match="upsample_mode='bilinear'"):
-    models.create_model(cfg.model)
+    config_lib.validate_config(cfg)
+  cfg = tiny_config("discvae")
+  cfg.model.composition = "additive"
+  with pytest.raises(ConfigError, match="composition='additive'"):
+    config_lib.validate_config(cfg)
+
+
+def test_compositions_on_fixed_inputs():
+  fg = jnp.array([[-1.0, -1.0, 0.5, 0.2]])
+  gate = jnp.array([[1.0, 0.5, 0.0, 0.25]])
+  bg = jnp.array([[0.9, 0.9, -0.3, 0.6]])
+  # Reference: h_fg + g h_bg; where the foreground is black it cannot rise above 0 (mid-grey).
+  np.testing.assert_allclose(models.compose(fg, gate, bg, "reference"),
+                             [[-0.1, -0.55, 0.5, 0.35]], atol=1e-7)
+  # Layered: (1 - g) h_fg + g h_bg; g = 1 shows the background as it is.
+  np.testing.assert_allclose(models.compose(fg, gate, bg, "layered"),
+                             [[0.9, -0.05, 0.5, 0.3]], atol=1e-7)
+
+
+@pytest.mark.parametrize("composition", ["reference", "layered"])
+def test_discvae_decode_composes_its_layers(composition):
+  cfg = tiny_config("discvae")
+  cfg.model.composition = composition
+  model = models.create_model(cfg.model)
+  variables = models.init_variables(model, cfg.model, jax.random.key(0))
+  y = jnp.asarray(np.random.default_rng(0).uniform(size=(3, cfg.model.y_dim)), jnp.float32)
+  lat = {n: jax.random.normal(jax.random.key(i), (3, d))
+         for i, (n, d) in enumerate(model.latent_dims.items())}
+  out = jax.jit(lambda v, l, y: model.apply(v, l, y, method="decode_latents"))(variables, lat, y)
+  fg, g, bg = (np.asarray(out[k]) for k in ("foreground", "gate", "background"))
+  expected = fg + g * bg if composition == "reference" else (1 - g) * fg + g * bg
+  # The reference composite is pinned bit for bit; the layered one to float rounding.
+  if composition == "reference":
+    assert np.array_equal(np.asarray(out["mean"]), expected)
+  else:
+    np.testing.assert_allclose(out["mean"], expected, atol=1e-6)
+    assert np.all(np.abs(np.asarray(out["mean"])) <= 1.0 + 1e-6)  # A convex blend.
 
 
 # ----------------------------------------------------------------------------------------------

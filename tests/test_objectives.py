@@ -158,3 +158,27 @@ def test_losses_stay_finite_for_runaway_log_variances():
   x = jnp.ones((1, 2, 2, 3))
   nll = objectives.gaussian_nll(x, jnp.zeros_like(x), jnp.full(x.shape, -1e4))
   assert np.isfinite(float(nll[0]))
+
+
+def test_discvae_layered_foreground_target_is_the_image_on_the_foreground():
+  rng = np.random.default_rng(6)
+  shape = (2, 4, 4, 3)
+  fg, bg, x = (rng.uniform(-1, 1, shape) for _ in range(3))
+  gate = rng.uniform(0.01, 0.99, shape)
+  mask = (rng.uniform(size=(2, 4, 4, 1)) > 0.5).astype(np.float64)
+  out = {"foreground": fg, "gate": gate, "gate_logits": np.log(gate) - np.log1p(-gate),
+         "background": bg, "mean": (1 - gate) * fg + gate * bg, "x_fg": (x + 1) * mask - 1,
+         "mu_fg": rng.normal(size=(2, 3)), "logvar_fg": rng.normal(size=(2, 3)),
+         "mu_bg": rng.normal(size=(2, 2)), "logvar_bg": rng.normal(size=(2, 2))}
+  out = {k: jnp.asarray(v) for k, v in out.items()}
+  d = np.abs(fg - x)
+  huber = np.where(d < 1, 0.5 * d**2, d - 0.5)
+  expected = (mask * huber).reshape(2, -1).sum(-1)
+  t = objectives.discvae_terms(out, jnp.asarray(x), jnp.asarray(mask), 0.3, "layered")
+  np.testing.assert_allclose(t["recon_fg"], expected, rtol=1e-5)
+  # What the foreground layer draws under the background (mask 0) costs nothing.
+  out2 = dict(out, foreground=jnp.asarray(np.where(mask > 0, fg, 0.77)))
+  t2 = objectives.discvae_terms(out2, jnp.asarray(x), jnp.asarray(mask), 0.3, "layered")
+  np.testing.assert_allclose(t2["recon_fg"], t["recon_fg"], rtol=1e-6)
+  ref = objectives.discvae_terms(out, jnp.asarray(x), jnp.asarray(mask), 0.3, "reference")
+  assert not np.allclose(ref["recon_fg"], t["recon_fg"])

@@ -31,7 +31,8 @@ from a2i_jax import perf
 from a2i_jax.errors import ConfigError
 from a2i_jax.models.blocks import GaussianHead, ImageDecoder, ImageEncoder, ImageTrunk, LinearMix
 from a2i_jax.models.cvae import CVAE
-from a2i_jax.models.discvae import BackgroundDecoder, BackgroundHead, BackgroundTrunk, DisCVAE
+from a2i_jax.models.discvae import (COMPOSITIONS, BackgroundDecoder, BackgroundHead,
+                                    BackgroundTrunk, DisCVAE, compose)
 from a2i_jax.models.initializers import normal, torch_default, uniform, zeros
 from a2i_jax.models.layers import (UPSAMPLE_MODES, BatchNorm, UpsampleConv, batch_norm, conv,
                                    dense, max_pool, reparametrize, scaled, upsample)
@@ -45,12 +46,12 @@ MODEL_NAMES = ("vae", "cvae", "discvae")
 CHEAP_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 __all__ = [
-    "BackgroundDecoder", "BackgroundHead", "BackgroundTrunk", "BatchNorm", "CHEAP_COMPILE", "CVAE",
-    "DisCVAE", "GaussianHead", "ImageDecoder", "ImageEncoder", "ImageTrunk", "LinearMix",
-    "MODEL_NAMES", "UPSAMPLE_MODES", "UpsampleConv", "abstract_variables", "batch_norm",
-    "conv", "count_params", "create_model", "dense", "dummy_inputs", "init_variables",
-    "max_pool", "normal", "reparametrize", "scaled", "torch_default", "uniform", "upsample",
-    "zeros",
+    "BackgroundDecoder", "BackgroundHead", "BackgroundTrunk", "BatchNorm", "CHEAP_COMPILE",
+    "COMPOSITIONS", "CVAE", "DisCVAE", "GaussianHead", "ImageDecoder", "ImageEncoder",
+    "ImageTrunk", "LinearMix", "MODEL_NAMES", "UPSAMPLE_MODES", "UpsampleConv",
+    "abstract_variables", "batch_norm", "compose", "conv", "count_params", "create_model",
+    "dense", "dummy_inputs", "init_variables", "max_pool", "normal", "reparametrize", "scaled",
+    "torch_default", "uniform", "upsample", "zeros",
 ]
 
 
@@ -59,7 +60,8 @@ def create_model(model_config: Any) -> nn.Module:
 
   Args:
     model_config: the `config.model` ConfigDict (name, y_dim, z_dim, zf_dim, zb_dim,
-      image_size, width, dtype, upsample_mode, conv_weight_grad, block_kl_bg_grad_to_fg).
+      image_size, width, dtype, upsample_mode, conv_weight_grad, block_kl_bg_grad_to_fg,
+      gate_loss_weight, composition); `config_lib.validate_config` has checked its values.
   Returns:
     An unbound Linen module that answers for itself: `latent_dims`, `uses_attributes`,
     `needs_masks`, `image_layers`, `energies`, `default_energy`, `loss_terms`,
@@ -74,15 +76,13 @@ def create_model(model_config: Any) -> nn.Module:
                 width=model_config.width, dtype=dtype,
                 upsample_mode=model_config.get("upsample_mode", "polyphase"),
                 conv_weight_grad=conv_weight_grad)
-  if model_config.get("upsample_mode", "polyphase") not in UPSAMPLE_MODES:
-    raise ConfigError(f"model.upsample_mode={model_config.upsample_mode!r} is not one of "
-                      f"{', '.join(UPSAMPLE_MODES)}.")
   if name in ("vae", "cvae"):
     return CVAE(z_dim=model_config.z_dim, conditional=(name == "cvae"), **common)
   if name == "discvae":
     return DisCVAE(zf_dim=model_config.zf_dim, zb_dim=model_config.zb_dim,
                    block_kl_bg_grad_to_fg=model_config.block_kl_bg_grad_to_fg,
-                   gate_loss_weight=model_config.gate_loss_weight, **common)
+                   gate_loss_weight=model_config.gate_loss_weight,
+                   composition=model_config.get("composition", "reference"), **common)
   raise ConfigError(f"unknown model.name={name!r}; choose one of {', '.join(MODEL_NAMES)}.")
 
 

@@ -1,5 +1,5 @@
 """The layered disCVAE (docs/reference.md §1.3): foreground and gate from (y, zF), background
-from zB, composited as x = h_fg + g * h_bg; its background encoder and decoder (§2.4-2.5)."""
+from zB, composited by `compose`; its background encoder and decoder (§2.4-2.5)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,37 @@ import jax
 import jax.numpy as jnp
 
 from a2i_jax import objectives
-from a2i_jax.errors import InputError
+from a2i_jax.errors import ConfigError, InputError
 from a2i_jax.models.blocks import ImageDecoder, ImageEncoder, ImageTrunk
 from a2i_jax.models.layers import (batch_norm, check_image_size, check_inputs, conv, dense,
                                    reparametrize, scaled)
 
 Array = jax.Array
 Dtype = Any
+# How the layers make the image (model.composition; docs/reference.md §1.3.1).
+COMPOSITIONS = ("reference", "layered")
+
+
+def compose(foreground: Array, gate: Array, background: Array, composition: str) -> Array:
+  """The image from the foreground, the gate (1 = background shows) and the background.
+
+  "reference": x = h_fg + g * h_bg, the authors' code, bit for bit. In [-1, 1] it cannot
+  draw a bright background where the foreground is black (-1): there x <= 0, mid-grey.
+  "layered": x = (1 - g) * h_fg + g * h_bg, the convex blend of the paper's description,
+  which can show any background; its values stay in [-1, 1].
+
+  Args:
+    foreground, background: [B, S, S, 3] in [-1, 1].
+    gate: [B, S, S, 3] in [0, 1].
+    composition: one of COMPOSITIONS.
+  Returns:
+    [B, S, S, 3], the composite.
+  """
+  if composition == "reference":
+    return foreground + gate * background
+  if composition == "layered":
+    return (1.0 - gate) * foreground + gate * background
+  raise ConfigError(f"model.composition={composition!r} is not one of {', '.join(COMPOSITIONS)}.")
 
 
 class BackgroundTrunk(nn.Module):
@@ -78,7 +102,8 @@ class DisCVAE(nn.Module):
   """The layered disCVAE (docs/reference.md §1.3): foreground and gate from (y, zF),
   background from zB.
 
-  Composition as in the reference code, in [-1, 1]: x = h_fg + g * h_bg.
+  The composite is `compose(h_fg, g, h_bg, composition)`: the reference code's h_fg + g * h_bg,
+  or the layered blend (1 - g) h_fg + g h_bg.
 
   Attributes:
     y_dim: attribute vector length.
@@ -87,6 +112,8 @@ class DisCVAE(nn.Module):
     block_kl_bg_grad_to_fg: the reference back-propagates the background KL separately,
       so d KL_B / d zF never reaches the foreground encoder; True reproduces that.
     gate_loss_weight: alpha, the weight of the gate's BCE in the loss (0.3 in the paper).
+    composition: "reference" or "layered" (`compose`); it also sets the foreground's target
+      in the loss (`objectives.discvae_terms`).
   """
   y_dim: int
   zf_dim: int = 192
@@ -95,6 +122,7 @@ class DisCVAE(nn.Module):
   width: float = 1.0
   block_kl_bg_grad_to_fg: bool = True
   gate_loss_weight: float = 0.3
+  composition: str = "reference"
   dtype: Dtype = jnp.float32
   upsample_mode: str = "polyphase"
   conv_weight_grad: str = "xla"
@@ -118,9 +146,9 @@ class DisCVAE(nn.Module):
       x: [B, S, S, 3] targets in [-1, 1].
       mask: [B, S, S, 1] foreground masks in [0, 1].
     Returns:
-      `objectives.discvae_terms` with this model's `gate_loss_weight`.
+      `objectives.discvae_terms` with this model's `gate_loss_weight` and `composition`.
     """
-    return objectives.discvae_terms(outputs, x, mask, self.gate_loss_weight)
+    return objectives.discvae_terms(outputs, x, mask, self.gate_loss_weight, self.composition)
 
   def encode_latents(self, x: Array, y: Array, mask: Optional[Array] = None,
                      train: bool = False) -> dict[str, tuple[Array, Array]]:
@@ -157,6 +185,9 @@ class DisCVAE(nn.Module):
 
   def setup(self):
     check_image_size(self.image_size)
+    if self.composition not in COMPOSITIONS:
+      raise ConfigError(f"model.composition={self.composition!r} is not one of "
+                        f"{', '.join(COMPOSITIONS)}.")
     cwg = self.conv_weight_grad
     self.encoder_fg = ImageEncoder(self.zf_dim, self.width, True, self.dtype, cwg)
     self.encoder_bg_trunk = BackgroundTrunk(self.width, self.dtype, cwg)
@@ -178,7 +209,7 @@ class DisCVAE(nn.Module):
     Returns:
       float32 [B, S, S, 3] each: "foreground" and "background" in [-1, 1], "gate" in
       [0, 1] (1 = the background shows through) and its pre-sigmoid "gate_logits",
-      "mean" = foreground + gate * background.
+      "mean" = the composite (`compose`).
     """
     check_inputs(None, y, self.image_size, self.y_dim)
     fg, logits = self.decoder_fg(z_fg, y, train)
@@ -186,7 +217,7 @@ class DisCVAE(nn.Module):
     bg = self.decoder_bg(z_bg, train)
     fg, gate, bg, logits = (a.astype(jnp.float32) for a in (fg, gate, bg, logits))
     return {"foreground": fg, "gate": gate, "gate_logits": logits, "background": bg,
-            "mean": fg + gate * bg}
+            "mean": compose(fg, gate, bg, self.composition)}
 
   def _encode_fg(self, x: Array, y: Array, mask: Array,
                  train: bool) -> tuple[Array, Array, Array]:
