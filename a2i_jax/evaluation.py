@@ -1,4 +1,4 @@
-"""The evaluation table (spec 6, the layout of the paper's Table 1) and attribute fidelity.
+"""The evaluation table (docs/reference.md §6, the layout of the paper's Table 1) and attribute fidelity.
 
 Errors are per-pixel squared errors on [0, 1] images, averaged over each test image's region
 of interest (every pixel, the foreground pixels, or the hidden pixels of an occlusion), then
@@ -15,15 +15,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import jax
 import numpy as np
 
-from a2i_jax import inference, occlusions
+from a2i_jax import files, inference, occlusions
 from a2i_jax.data.base import Dataset
 from a2i_jax.errors import InputError
+from a2i_jax.inputs import to_unit
 
 RECON_FULL = "reconstruction"
 RECON_FG = "reconstruction (foreground)"
@@ -88,7 +88,7 @@ def evaluate_model(trained: inference.TrainedModel, dataset: Dataset, *,
     {"model", "step", "num_examples", "options", "rows": {row: {column: mean_sem}}}.
   """
   images, attrs, fg = _test_examples(dataset, num_examples)
-  x01 = images.astype(np.float32) / 255.0
+  x01 = to_unit(images)
   n, s = images.shape[0], images.shape[1]
   names = list(occlusion_names or occlusions.occlusions_for(dataset.name))
   options = options or inference.options_for(trained)
@@ -127,7 +127,7 @@ def tune_inference(trained: inference.TrainedModel, dataset: Dataset, *,
     One dict per setting: the overrides and an error (mean_sem) per column.
   """
   images, attrs, _ = _test_examples(dataset, num_examples, "validation")
-  x01 = images.astype(np.float32) / 255.0
+  x01 = to_unit(images)
   n, s = images.shape[0], images.shape[1]
   masks = occlusions.make_masks(occlusion_names, s, n, seed=seed, dataset=dataset.name)
   rows = []
@@ -158,7 +158,7 @@ def evaluate_mean_image(dataset: Dataset, *, occlusion_names: Optional[Sequence[
     layout as `evaluate_model`.
   """
   images, _, fg = _test_examples(dataset, num_examples)
-  x01 = images.astype(np.float32) / 255.0
+  x01 = to_unit(images)
   n, s = images.shape[0], images.shape[1]
   mean = dataset["train"].images.astype(np.float32).mean(axis=0) / 255.0
   est = np.broadcast_to(mean, x01.shape)
@@ -220,11 +220,7 @@ def write_json(obj: Any, path: str) -> None:
     if isinstance(o, (np.floating, np.integer)):
       return clean(o.item())
     return o
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(clean(obj), f, indent=2)
-  os.replace(tmp, path)
+  files.atomic_write(path, json.dumps(clean(obj), indent=2))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -278,7 +274,7 @@ def attribute_report(trained: inference.TrainedModel, dataset: Dataset, predicto
   report["progression"] = prog
   report["progression_mean_spearman"] = float(np.nanmean([p["spearman"] for p in prog.values()]))
   report["inference"] = None
-  if trained.config.model.name != "vae":
+  if trained.model.uses_attributes:
     prior = inference.AttributePrior.fit(train_y)
     y = inference.infer_attributes(trained, images, prior, key=k_inf, options=options)["y"]
     report["inference"] = ap.score(predictor, y, attrs)

@@ -20,7 +20,8 @@ Scaling rule: a 64x64 edge e becomes round_half_up(e * S / 64) at size S. Edges 
 map to the same pixel, so the halves still partition the image at any size, and at S = 32 every
 edge is exact (all the 64x64 edges are even). A box never shrinks below one pixel.
 
-The tables, scaled to 64 and 32, are in docs/occlusions.md (`markdown_table` writes it).
+The tables, scaled to 64 and 32, are in docs/occlusions.md (`python docs/make_occlusions.py`
+writes it with `markdown_table`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from a2i_jax.errors import InputError
+from a2i_jax.inputs import to_unit
 
 Box = tuple[int, int, int, int]  # (top, left, bottom, right) in pixels; bottom, right exclusive
 
@@ -270,68 +272,7 @@ def overlay(images: np.ndarray, masks: np.ndarray,
   Returns:
     float32 [N, S, S, 3] in [0, 1].
   """
-  x = np.asarray(images)
-  x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+  x = to_unit(np.asarray(images))
   m = np.asarray(masks, np.float32)
   tinted = 0.45 * x + 0.55 * np.asarray(colour, np.float32)
   return m * x + (1.0 - m) * tinted
-
-
-def write_docs(docs_dir: str = "docs") -> None:
-  """Writes docs/occlusions.md and docs/occlusions_synthetic.png.
-
-  The page holds the box tables; the figure shows four synthetic 64x64 faces, one per row,
-  with each of `FACE_OCCLUSIONS` as a column.
-
-  Args:
-    docs_dir: the folder to write into.
-  """
-  import os  # pylint: disable=import-outside-toplevel
-  from a2i_jax import visualize  # pylint: disable=import-outside-toplevel
-  from a2i_jax.data import synthetic  # pylint: disable=import-outside-toplevel
-  size, rows = 64, 4
-  attrs = synthetic.sample_attributes(np.random.default_rng(3), rows)
-  images, _ = synthetic.render(attrs, np.random.default_rng(4), size)
-  cols = [overlay(images, make_mask(n, size, rows, dataset="synthetic"))
-          for n in FACE_OCCLUSIONS]
-  visualize.save_grid(visualize.stack_columns(cols),
-                      os.path.join(docs_dir, "occlusions_synthetic.png"), len(cols), scale=1)
-  text = (_DOCS_HEAD + markdown_table() + _DOCS_TAIL)
-  tmp = os.path.join(docs_dir, "occlusions.md.tmp")
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, os.path.join(docs_dir, "occlusions.md"))
-
-
-_DOCS_HEAD = """# Completion masks
-
-`a2i_jax/occlusions.py` makes the masks of `infer.py --mode=complete` and of the evaluation
-table: float32 [N, S, S, 1], **1 = observed pixel, 0 = hidden** (filled by the generator).
-
-Named boxes (top, left, bottom, right; bottom and right exclusive) are written in the code at
-64x64 and scaled to S x S by rounding each edge e * S / 64 half up. `eyes`, `mouth` and `face`
-have one table per face dataset: `lfw` (the default; derived from where funnelled LFW faces
-put their features under the LFW builder's 150x150 centre crop of the 250x250 images) and
-`synthetic` (measured on rendered faces; they sit lower). Datasets other than these two get
-the halves and the random regions only (`occlusions_for(name)`).
-
-"""
-
-_DOCS_TAIL = """
-Random regions, any dataset, one per image, fully inside the image, reproducible from `seed`:
-
-| name | hidden region at S x S |
-|---|---|
-| `block8` | one square of side round(8 * S / 64) (8 at 64x64, 4 at 32x32) |
-| `block16` | one square of side round(16 * S / 64) (16 at 64x64, 8 at 32x32) |
-| `random_rect` | height and width each uniform in [ceil(S / 4), floor(S / 2)] |
-
-![the named masks on synthetic faces](occlusions_synthetic.png)
-
-Columns: """ + ", ".join(f"`{n}`" for n in FACE_OCCLUSIONS) + """; hidden pixels tinted magenta.
-Regenerate this page and the figure with `python -m a2i_jax.occlusions`.
-"""
-
-
-if __name__ == "__main__":
-  write_docs()

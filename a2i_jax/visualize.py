@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 import numpy as np
 from PIL import Image
+
+from a2i_jax import files
+from a2i_jax.inputs import to_uint8
 
 
 def make_grid(images: np.ndarray, ncols: int, pad: int = 1, scale: int = 1) -> np.ndarray:
@@ -23,8 +25,7 @@ def make_grid(images: np.ndarray, ncols: int, pad: int = 1, scale: int = 1) -> n
   images = np.asarray(images)
   if images.ndim == 3:
     images = np.repeat(images[..., None], 3, axis=-1)
-  if images.dtype != np.uint8:
-    images = (np.clip(images, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+  images = to_uint8(images)
   if scale > 1:
     images = images.repeat(scale, axis=1).repeat(scale, axis=2)
   n, h, w, _ = images.shape
@@ -44,10 +45,8 @@ def save_png(array: np.ndarray, path: str) -> None:
     array: uint8 [H, W, 3] (or [H, W]).
     path: the PNG file; its folder is created.
   """
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = path + ".tmp.png"
-  Image.fromarray(array).save(tmp)
-  os.replace(tmp, path)
+  with files.atomic_path(path, suffix=".png") as tmp:
+    Image.fromarray(array).save(tmp)
 
 
 def save_grid(images: np.ndarray, path: str, ncols: int, scale: int = 2) -> None:

@@ -351,14 +351,15 @@ def bench_infer(case: Case, config: Any, n_images: int, steps: int, repeats: int
     infer_latents = None
   if infer_latents is not None:
     from a2i_jax import parallel  # pylint: disable=import-outside-toplevel
-    options = inference.InferenceOptions(steps=steps, restarts=1)
+    options = inference.InferenceOptions.from_config(config.inference, steps=steps, restarts=1)
     # Built once and passed in, as `run_inference` does, so repeated calls do not retrace.
-    fns = inference.make_inference_fns(model, config.model, options)
+    fns = inference.make_inference_fns(model, options)
+    trained = inference.TrainedModel.from_variables(config, variables, model=model)
     mesh = parallel.make_mesh(jax.devices()[:1])
     path = "a2i_jax.inference.infer_latents"
 
     def call():
-      return infer_latents(model, variables, config.model, x, y, None, key=key,
+      return infer_latents(trained, x, y, None, key=key,
                            options=options, mesh=mesh, fns=fns)["energy_trace"]
   else:
     run = _standin_inference(model, variables, config, steps, 0.01)

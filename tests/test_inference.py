@@ -1,10 +1,15 @@
 """Restoring a trained model and sampling from it; input checks of the public functions."""
 
+import os
+import subprocess
+import sys
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from a2i_jax import inference, train_lib
+from a2i_jax import config_lib, inference, inputs, train_lib
 from a2i_jax.errors import CheckpointError, InputError
 from conftest import tiny_config
 
@@ -57,3 +62,51 @@ def test_check_images():
     inference.check_images(np.full((1, 32, 32, 3), 255.0), 32)
   with pytest.raises(InputError, match="dtype int64"):
     inference.check_images(np.zeros((1, 32, 32, 3), np.int64), 32)
+
+
+def test_image_conversions():
+  u8 = np.array([0, 51, 255], np.uint8)
+  np.testing.assert_allclose(inputs.to_signed(u8), [-1.0, 51 / 127.5 - 1.0, 1.0])
+  np.testing.assert_allclose(inputs.to_signed(np.array([0.0, 0.5, 1.0])), [-1.0, 0.0, 1.0])
+  np.testing.assert_allclose(inputs.to_unit(u8), [0.0, 0.2, 1.0])
+  np.testing.assert_allclose(inputs.from_signed(np.array([-1.0, 0.0, 1.0])), [0.0, 0.5, 1.0])
+  np.testing.assert_array_equal(inputs.to_uint8(np.array([-0.5, 0.2, 0.999, 2.0])),
+                                [0, 51, 255, 255])
+  assert inputs.to_signed(jnp.asarray(u8)).dtype == jnp.float32  # JAX arrays too.
+
+
+def test_inference_options_come_from_the_config():
+  section = config_lib.reference_config().inference
+  opts = inference.InferenceOptions.from_config(section, steps=7)
+  assert opts.steps == 7 and opts.learning_rate == section.learning_rate
+  with pytest.raises(TypeError):
+    inference.InferenceOptions()  # pylint: disable=no-value-for-parameter
+
+
+def test_posterior_adam_matches_optax():
+  import optax  # pylint: disable=import-outside-toplevel
+  from a2i_jax.inference import posterior  # pylint: disable=import-outside-toplevel
+  keys = jax.random.split(jax.random.key(0), 3)
+  params = {"z": jax.random.normal(keys[0], (4, 8)), "y": jax.random.normal(keys[1], (4, 3))}
+  tx = optax.scale_by_adam()
+  state = tx.init(params)
+  mu = jax.tree_util.tree_map(jnp.zeros_like, params)
+  nu = jax.tree_util.tree_map(jnp.zeros_like, params)
+  adam = jax.jit(posterior._adam_direction)  # pylint: disable=protected-access
+  for t in range(1, 6):
+    grads = jax.tree_util.tree_map(lambda p: jnp.sin(3.0 * p + t), params)
+    want, state = jax.jit(tx.update)(grads, state, params)
+    got, mu, nu = adam(grads, mu, nu, jnp.int32(t))
+    for k in params:
+      np.testing.assert_allclose(got[k], want[k], rtol=1e-6, atol=1e-7)
+
+
+def test_serving_imports_no_training_code():
+  code = ("import sys; import a2i_jax.inference, a2i_jax.evaluation; "
+          "bad = [m for m in ('optax', 'a2i_jax.train_lib', 'a2i_jax.train_state') "
+          "if m in sys.modules]; assert not bad, bad")
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  r = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True,
+                     text=True, timeout=120)
+  assert r.returncode == 0, r.stderr[-2000:]

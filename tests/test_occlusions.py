@@ -108,7 +108,7 @@ def test_docs_table_is_current():
   path = os.path.join(os.path.dirname(__file__), "..", "docs", "occlusions.md")
   with open(path) as f:
     assert occlusions.markdown_table() in f.read(), (
-        "docs/occlusions.md is stale; run python -m a2i_jax.occlusions")
+        "docs/occlusions.md is stale; run python docs/make_occlusions.py")
 
 
 def test_make_masks_seed_does_not_depend_on_the_other_names():

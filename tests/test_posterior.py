@@ -1,4 +1,4 @@
-"""Posterior inference by optimisation (a2i_jax/inference.py) on tiny trained models."""
+"""Posterior inference by optimisation (a2i_jax/inference/) on tiny trained models."""
 
 import jax
 import numpy as np
@@ -91,9 +91,8 @@ def test_four_devices_equal_one(cvae):
   x, y = _test_batch(ds, 6)  # Not a multiple of 4: padding is exercised too.
   opts = inference.options_for(trained, init="zeros", restarts=2, steps=4)
   xs = inference.check_images(x, 32)
-  run = lambda mesh: inference.infer_latents(
-      trained.model, trained.variables, trained.config.model, xs, y, key=jax.random.key(1),
-      options=opts, mesh=mesh)
+  run = lambda mesh: inference.infer_latents(trained, xs, y, key=jax.random.key(1),
+                                             options=opts, mesh=mesh)
   four, one = run(parallel.make_mesh()), run(parallel.make_mesh(jax.devices()[:1]))
   assert parallel.make_mesh().devices.size == 4
   for k in ("z", "energy", "reconstruction"):
@@ -106,7 +105,7 @@ def test_ragged_last_batch_reuses_the_compiled_program(cvae):
   opts = inference.options_for(trained, steps=4, init="zeros")
   batched = inference.run_inference(trained, x, y, key=jax.random.key(0), options=opts,
                                     batch_size=4)
-  run = trained.cache[("infer", inference._static(opts))]["run"]
+  run = trained.cache[("infer", inference.posterior._static(opts))]["run"]
   if hasattr(run, "_cache_size"):  # Private jit method, present in jax 0.7.2 .. 0.10.x.
     assert run._cache_size() == 1  # Batches of 4 and 2 (padded to 4): one program.
   # Zero init and no restarts: the result does not depend on how images are batched.
@@ -192,5 +191,5 @@ def test_bad_inputs(cvae, discvae):
   with pytest.raises(ConfigError, match=r"unknown inference option\(s\) \['stpes'\]"):
     inference.options_for(trained, stpes=3)
   dis, _ = discvae
-  with pytest.raises(ConfigError, match="disCVAE has none"):
+  with pytest.raises(ConfigError, match="energy='gaussian' is not available for DisCVAE"):
     inference.reconstruct(dis, x, y, key=key, options=inference.options_for(dis, energy="gaussian"))

@@ -1,0 +1,188 @@
+"""Scoring with the attribute predictor: fidelity of images to their attributes, rank and
+linear correlations, and whether attribute sweeps move the attribute they sweep."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from a2i_jax.attribute_predictor.network import Predictor, PredictorMeta, predict
+from a2i_jax.errors import InputError
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+  """Pearson correlation of two vectors; NaN when either is constant.
+
+  Args:
+    a, b: [N] values.
+  Returns:
+    The correlation in [-1, 1], or NaN.
+  """
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  a, b = a - a.mean(), b - b.mean()
+  den = np.sqrt((a * a).sum() * (b * b).sum())
+  return float((a * b).sum() / den) if den > 1e-12 else float("nan")
+
+
+def _ranks(a: np.ndarray) -> np.ndarray:
+  """Ranks 0..n-1 with ties given their average rank."""
+  a = np.asarray(a, np.float64)
+  order = np.argsort(a, kind="stable")
+  ranks = np.empty(len(a), np.float64)
+  ranks[order] = np.arange(len(a))
+  _, inverse, counts = np.unique(a, return_inverse=True, return_counts=True)
+  sums = np.bincount(inverse, weights=ranks)
+  return (sums / counts)[inverse]
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+  """Spearman rank correlation (Pearson on average ranks); NaN when either is constant.
+
+  Args:
+    a, b: [N] values.
+  Returns:
+    The rank correlation in [-1, 1], or NaN.
+  """
+  return pearson(_ranks(a), _ranks(b))
+
+
+def _check_targets(predictions: np.ndarray, targets: Any, meta: PredictorMeta) -> np.ndarray:
+  t = np.asarray(targets, np.float32)
+  if t.ndim != 2 or t.shape != predictions.shape:
+    raise InputError(f"target attributes have shape {t.shape}; expected {predictions.shape} "
+                     f"(one row per image, {len(meta.attribute_names)} attributes in the "
+                     "predictor's order).")
+  return t
+
+
+def _nanmean(values: list[float]) -> float:
+  v = np.asarray(values, np.float64)
+  v = v[np.isfinite(v)]
+  return float(v.mean()) if v.size else float("nan")
+
+
+def score(predictor: Predictor, predictions: np.ndarray, targets: Any, *,
+          seed: int = 0) -> dict[str, Any]:
+  """Scores predictions against target attributes, per attribute and on average.
+
+  Args:
+    predictor: gives the attribute names, kinds and binary thresholds.
+    predictions: float [N, A] from `predict`.
+    targets: float [N, A] in the dataset's scale.
+    seed: the permutation of the shuffled-target baseline.
+  Returns:
+    {"per_attribute": {name: {"kind", "score", "chance", "shuffled"}}, "binary_accuracy",
+    "binary_chance", "binary_shuffled", "continuous_correlation", "continuous_chance",
+    "continuous_shuffled", "num_images"}. Binary: score = accuracy, chance = the
+    majority-class accuracy of the targets, shuffled = accuracy against the targets
+    permuted across images. Continuous: score = Pearson correlation, chance = 0, shuffled =
+    correlation against permuted targets. Means skip NaN (constant columns) and are NaN
+    where a kind is absent.
+  """
+  meta = predictor.meta
+  p = np.asarray(predictions, np.float32)
+  t = _check_targets(p, targets, meta)
+  perm = np.random.default_rng(seed).permutation(t.shape[0])
+  thr = meta.threshold
+  per, groups = {}, {"binary": ([], [], []), "continuous": ([], [], [])}
+  for j, (name, kind) in enumerate(zip(meta.attribute_names, meta.attribute_kinds)):
+    if kind == "binary":
+      pb, tb = p[:, j] >= thr[j], t[:, j] >= thr[j]
+      rate = float(tb.mean()) if tb.size else float("nan")
+      vals = (float((pb == tb).mean()), max(rate, 1.0 - rate), float((pb == tb[perm]).mean()))
+    else:
+      vals = (pearson(p[:, j], t[:, j]), 0.0, pearson(p[:, j], t[perm, j]))
+    per[name] = {"kind": kind, "score": vals[0], "chance": vals[1], "shuffled": vals[2]}
+    for lst, v in zip(groups[kind], vals):
+      lst.append(v)
+  out: dict[str, Any] = {"per_attribute": per, "num_images": int(t.shape[0])}
+  for kind, label in (("binary", "accuracy"), ("continuous", "correlation")):
+    s, c, sh = groups[kind]
+    out[f"{kind}_{label}"] = _nanmean(s)
+    out[f"{kind}_chance"] = _nanmean(c)
+    out[f"{kind}_shuffled"] = _nanmean(sh)
+  return out
+
+
+def fidelity(predictor: Predictor, images: Any, target_attributes: Any, *,
+             seed: int = 0) -> dict[str, Any]:
+  """How well images (e.g. samples generated from `target_attributes`) show their attributes.
+
+  Args:
+    predictor: the dataset's trained predictor.
+    images: [N, S, S, 3] uint8 or floats in [0, 1].
+    target_attributes: [N, A], the attributes the images should have.
+    seed: the permutation of the shuffled-target baseline.
+  Returns:
+    `score(...)` of the predictions, plus "ceiling": the predictor's own scores on real test
+    images (`meta.test_metrics`, without the per-attribute detail).
+  """
+  out = score(predictor, predict(predictor, images), target_attributes, seed=seed)
+  out["ceiling"] = {k: v for k, v in predictor.meta.test_metrics.items()
+                    if k != "per_attribute"}
+  return out
+
+
+def attribute_index(predictor: Predictor, attribute: Any) -> int:
+  """The column of an attribute given by name or index; `InputError` names the valid ones.
+
+  Args:
+    predictor: gives the attribute names.
+    attribute: a name or a column index.
+  Returns:
+    The column index.
+  """
+  names = predictor.meta.attribute_names
+  if isinstance(attribute, (int, np.integer)) and 0 <= attribute < len(names):
+    return int(attribute)
+  if isinstance(attribute, str) and attribute in names:
+    return names.index(attribute)
+  raise InputError(f"unknown attribute {attribute!r}; the predictor knows {', '.join(names)} "
+                   f"(or an index 0..{len(names) - 1}).")
+
+
+def sweep_response(predictor: Predictor, progressions: Any, swept_values: Any,
+                   attribute: Any) -> dict[str, Any]:
+  """Checks that progressions move the attribute they sweep.
+
+  Args:
+    predictor: the dataset's trained predictor.
+    progressions: [N, K, S, S, 3]: N examples, each decoded at K values of one attribute.
+    swept_values: [K], the attribute's value at each step.
+    attribute: the swept attribute's name or column index.
+  Returns:
+    {"attribute", "swept_values" [K], "predicted" [N][K] (the predicted value of the swept
+    attribute), "mean_by_step" [K], "pearson" and "spearman" (all N*K pairs of swept vs
+    predicted values pooled), "per_example_spearman" (mean over the N rows)}.
+  """
+  j = attribute_index(predictor, attribute)
+  x = np.asarray(progressions)
+  v = np.asarray(swept_values, np.float64).reshape(-1)
+  if x.ndim != 5 or x.shape[1] != v.shape[0]:
+    raise InputError(f"progressions have shape {x.shape}; expected [N, K, S, S, 3] with "
+                     f"K = {v.shape[0]} (one image per swept value).")
+  n, k = x.shape[:2]
+  pred = predict(predictor, x.reshape((n * k,) + x.shape[2:]))[:, j].reshape(n, k)
+  pooled_v = np.tile(v, n)
+  return {"attribute": predictor.meta.attribute_names[j], "swept_values": v.tolist(),
+          "predicted": pred.tolist(), "mean_by_step": pred.mean(axis=0).tolist(),
+          "pearson": pearson(pooled_v, pred.reshape(-1)),
+          "spearman": spearman(pooled_v, pred.reshape(-1)),
+          "per_example_spearman": _nanmean([spearman(v, row) for row in pred])}
+
+
+
+def _json_safe(tree: Any) -> Any:
+  """NaN to None, numpy scalars to Python, recursively (JSON has no NaN)."""
+  if isinstance(tree, Mapping):
+    return {k: _json_safe(v) for k, v in tree.items()}
+  if isinstance(tree, (list, tuple)):
+    return [_json_safe(v) for v in tree]
+  if isinstance(tree, (float, np.floating)):
+    return None if not np.isfinite(tree) else float(tree)
+  if isinstance(tree, np.integer):
+    return int(tree)
+  return tree
+
+

@@ -1,0 +1,126 @@
+"""Saving and loading the attribute predictor in a workdir (`workdir/attribute_predictor/`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import serialization
+
+from a2i_jax import files
+from a2i_jax.attribute_predictor.network import AttributeNet, Predictor, PredictorMeta
+from a2i_jax.attribute_predictor.scoring import _json_safe
+from a2i_jax.attribute_predictor.training import train_predictor
+from a2i_jax.data.base import Dataset
+from a2i_jax.errors import CheckpointError
+
+PREDICTOR_DIR = "attribute_predictor"
+_WEIGHTS_FILE = "variables.msgpack"
+_META_FILE = "meta.json"
+_FORMAT = 1  # bump when the saved layout changes
+
+
+def predictor_dir(workdir: str) -> str:
+  """Where a workdir keeps its attribute predictor.
+
+  Args:
+    workdir: the run's (or any) directory.
+  Returns:
+    The absolute path of `workdir/attribute_predictor`.
+  """
+  return os.path.join(os.path.abspath(os.path.expanduser(workdir)), PREDICTOR_DIR)
+
+
+def save_predictor(predictor: Predictor, workdir: str) -> str:
+  """Writes the predictor to `workdir/attribute_predictor/` and returns that path.
+
+  The weights (flax msgpack) are written first and the metadata (JSON, with the weights'
+  SHA-256) last, each through a temporary file and a rename, so a reader sees either the
+  old predictor, the new one, or a mismatch that `load_predictor` reports.
+
+  Args:
+    predictor: from `train_predictor`.
+    workdir: the directory to save under.
+  Returns:
+    The predictor's folder.
+  """
+  d = predictor_dir(workdir)
+  blob = serialization.msgpack_serialize(jax.device_get(predictor.variables))
+  files.atomic_write(os.path.join(d, _WEIGHTS_FILE), blob)
+  meta = dataclasses.asdict(predictor.meta)
+  meta.update(format=_FORMAT, weights_sha256=hashlib.sha256(blob).hexdigest())
+  files.atomic_write(os.path.join(d, _META_FILE), json.dumps(_json_safe(meta), indent=1))
+  return d
+
+
+def load_predictor(workdir: str) -> Predictor:
+  """Reads the predictor `save_predictor` wrote into workdir.
+
+  Args:
+    workdir: the directory it was saved under.
+  Returns:
+    The `Predictor`.
+  Raises:
+    CheckpointError: it is missing, unreadable or does not match its metadata.
+  """
+  d = predictor_dir(workdir)
+  how = ("Train and save one with a2i_jax.attribute_predictor.load_or_train(config, dataset, "
+         "workdir) (or train_predictor + save_predictor).")
+  mpath, wpath = os.path.join(d, _META_FILE), os.path.join(d, _WEIGHTS_FILE)
+  if not (os.path.exists(mpath) and os.path.exists(wpath)):
+    raise CheckpointError(f"no attribute predictor in {d}. {how}")
+  try:
+    with open(mpath) as f:
+      meta = json.load(f)
+    with open(wpath, "rb") as f:
+      blob = f.read()
+    if meta.pop("format", None) != _FORMAT:
+      raise ValueError("unknown format version")
+    if meta.pop("weights_sha256", None) != hashlib.sha256(blob).hexdigest():
+      raise ValueError("the weights do not match the metadata (an interrupted save?)")
+    for key in ("attribute_names", "attribute_kinds", "mean", "std", "low", "high"):
+      meta[key] = tuple(meta[key])
+    meta = PredictorMeta(**meta)
+    variables = serialization.msgpack_restore(blob)
+    expected = jax.eval_shape(
+        lambda: AttributeNet(len(meta.attribute_names), meta.width).init(
+            jax.random.PRNGKey(0), jnp.zeros((1, meta.image_size, meta.image_size, 3))))
+    got = jax.tree_util.tree_map(lambda a: tuple(np.shape(a)), variables)
+    want = jax.tree_util.tree_map(lambda a: tuple(a.shape), dict(expected))
+    if got != want:
+      raise ValueError("the weights do not fit the network the metadata describes")
+  except (OSError, ValueError, TypeError, KeyError) as e:
+    raise CheckpointError(f"the attribute predictor in {d} is unreadable ({e}). Delete the "
+                          f"folder and train a new one. {how}") from None
+  return Predictor(variables, meta)
+
+
+def load_or_train(settings: Any, dataset: Dataset, workdir: str, *,
+                  seed: int = 0) -> Predictor:
+  """Loads the workdir's predictor, or trains and saves one when there is none (or it was
+  trained on another dataset or image size).
+
+  Args:
+    settings: `config.attribute_predictor` (steps, batch_size, learning_rate, width).
+    dataset: the generator's dataset.
+    workdir: the generator's workdir.
+    seed: the training seed.
+  Returns:
+    The predictor.
+  """
+  try:
+    p = load_predictor(workdir)
+    if (p.meta.dataset == dataset.name and p.meta.image_size == dataset.image_size
+        and p.meta.attribute_names == tuple(dataset.attribute_names)):
+      return p
+  except CheckpointError:
+    pass
+  p = train_predictor(dataset, settings, seed=seed)
+  save_predictor(p, workdir)
+  return p

@@ -1,0 +1,159 @@
+"""Training the attribute predictor on a dataset's training split (Adam, no augmentation:
+a horizontal flip would swap asymmetric attributes)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from a2i_jax import config_lib, models
+from a2i_jax.attribute_predictor.network import AttributeNet, Predictor, PredictorMeta, predict
+from a2i_jax.attribute_predictor.scoring import _json_safe, score
+from a2i_jax.data.base import Dataset
+from a2i_jax.errors import InputError
+from a2i_jax.inputs import to_signed
+
+
+def _target_stats(attributes: np.ndarray, kinds: Sequence[str]) -> dict[str, np.ndarray]:
+  a = np.asarray(attributes, np.float64)
+  std = a.std(axis=0)
+  low, high = a.min(axis=0), a.max(axis=0)
+  high = np.where(high > low, high, low + 1.0)
+  return {"mean": a.mean(axis=0), "std": np.where(std > 1e-6, std, 1.0), "low": low,
+          "high": high}
+
+
+def _loss_fn(outputs: jax.Array, y: jax.Array, binary: jax.Array, mean: jax.Array,
+             std: jax.Array, threshold: jax.Array) -> jax.Array:
+  """Mean over the batch and the columns of BCE (binary) or squared error (continuous)."""
+  bce = optax.sigmoid_binary_cross_entropy(outputs, (y >= threshold).astype(jnp.float32))
+  mse = jnp.square(outputs - (y - mean) / std)
+  return jnp.mean(jnp.where(binary, bce, mse))
+
+
+# Adam's moment estimates without the learning rate, which is passed per step instead, so
+# one compiled step serves every schedule and every call of `train_predictor`.
+_ADAM = optax.scale_by_adam()
+
+
+def _train_step(variables: dict, opt_state: Any, images: jax.Array, attributes: jax.Array,
+                key: jax.Array, learning_rate: jax.Array, constants: dict, *,
+                model: AttributeNet, batch_size: int) -> tuple[dict, Any, jax.Array]:
+  # The whole split lives on the device; draw the batch there (with replacement).
+  idx = jax.random.randint(key, (batch_size,), 0, images.shape[0])
+  x = to_signed(images[idx])
+  y = attributes[idx]
+
+  def loss(params):
+    out, updates = model.apply({"params": params, "batch_stats": variables["batch_stats"]},
+                               x, train=True, mutable=["batch_stats"])
+    return _loss_fn(out, y, **constants), updates["batch_stats"]
+
+  (value, stats), grads = jax.value_and_grad(loss, has_aux=True)(variables["params"])
+  upd, opt_state = _ADAM.update(grads, opt_state, variables["params"])
+  params = jax.tree_util.tree_map(lambda p, u: p - learning_rate * u, variables["params"], upd)
+  return {"params": params, "batch_stats": stats}, opt_state, value
+
+
+# The step runs thousands of times, so it is compiled with full optimisation even where
+# XLA_FLAGS ask for cheap compiles (the test suite does): at optimisation level 0 XLA:CPU runs
+# these small convolutions many times slower, which costs far more than the seconds of compile
+# it saves.
+_FULL_OPTIMISATION = {"xla_backend_optimization_level": 3,
+                      "xla_llvm_disable_expensive_passes": False}
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted_train_step(backend: str) -> Any:
+  return jax.jit(_train_step, static_argnames=("model", "batch_size"),
+                 donate_argnames=("variables", "opt_state"),
+                 compiler_options=_FULL_OPTIMISATION if backend == "cpu" else None)
+
+
+def _init_variables(model: AttributeNet, image_size: int, key: jax.Array) -> dict:
+  x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+  # Runs once: compile it cheaply on CPU, as models.init_variables does.
+  options = models.CHEAP_COMPILE if jax.default_backend() == "cpu" else None
+  init = jax.jit(model.init).lower(key, x).compile(compiler_options=options)
+  return init(key, x)
+
+
+_SETTINGS = ("steps", "batch_size", "learning_rate", "width")
+
+
+def train_predictor(dataset: Dataset, settings: Any = None, *, seed: int = 0,
+                    evaluate_split: Optional[str] = "test", **overrides) -> Predictor:
+  """Trains the predictor on `dataset["train"]`.
+
+  Args:
+    dataset: any `Dataset` (uint8 images, float attributes, `attribute_kinds`).
+    settings: `config.attribute_predictor` (steps: Adam steps; batch_size: images per step,
+      drawn with replacement; learning_rate: Adam's, cosine-decayed to zero over `steps`;
+      width: `AttributeNet.width`, the channels of the first convolution). Default: the
+      values of configs/default.py.
+    seed: initialisation and batch draws.
+    evaluate_split: the split whose real images give `meta.test_metrics` (None: skip).
+    **overrides: any of the settings, e.g. steps=100.
+  Returns:
+    The trained `Predictor` (on the default device).
+  Raises:
+    InputError: an unknown setting, or a count that is not a positive integer.
+  """
+  if settings is None:
+    settings = config_lib.reference_config().attribute_predictor
+  values = {k: settings[k] for k in _SETTINGS}
+  unknown = sorted(set(overrides) - set(_SETTINGS))
+  if unknown:
+    raise InputError(f"attribute predictor: unknown setting(s) {unknown}; known: "
+                     f"{list(_SETTINGS)}.")
+  values.update(overrides)
+  steps, batch_size, width = values["steps"], values["batch_size"], values["width"]
+  learning_rate = float(values["learning_rate"])
+  for name, v in (("steps", steps), ("batch_size", batch_size), ("width", width)):
+    if not isinstance(v, (int, np.integer)) or v <= 0:
+      raise InputError(f"attribute predictor: {name}={v!r} must be a positive integer.")
+  train = dataset["train"]
+  kinds = tuple(dataset.attribute_kinds)
+  image_size = int(train.images.shape[1])
+  stats = _target_stats(train.attributes, kinds)
+  model = AttributeNet(num_outputs=dataset.num_attributes, width=int(width))
+  binary = np.array([k == "binary" for k in kinds])
+  constants = {"binary": jnp.asarray(binary),
+               "mean": jnp.asarray(stats["mean"], jnp.float32),
+               "std": jnp.asarray(stats["std"], jnp.float32),
+               "threshold": jnp.asarray((stats["low"] + stats["high"]) / 2.0, jnp.float32)}
+  key_init, key_data = jax.random.split(jax.random.PRNGKey(seed))
+  variables = _init_variables(model, image_size, key_init)
+  variables = {"params": variables["params"], "batch_stats": variables["batch_stats"]}
+  opt_state = _ADAM.init(variables["params"])
+  # Cosine decay to zero (optax.cosine_decay_schedule), computed once on the host.
+  rates = learning_rate * 0.5 * (1.0 + np.cos(np.pi * np.arange(steps) / steps))
+  images = jax.device_put(train.images)
+  attributes = jax.device_put(np.asarray(train.attributes, np.float32))
+  step_fn = _jitted_train_step(jax.default_backend())
+  for i in range(int(steps)):
+    variables, opt_state, _ = step_fn(
+        variables, opt_state, images, attributes, jax.random.fold_in(key_data, i),
+        np.float32(rates[i]), constants, model=model, batch_size=int(batch_size))
+  meta = PredictorMeta(
+      dataset=dataset.name, attribute_names=tuple(dataset.attribute_names),
+      attribute_kinds=kinds, image_size=image_size, width=int(width),
+      mean=tuple(map(float, stats["mean"])), std=tuple(map(float, stats["std"])),
+      low=tuple(map(float, stats["low"])), high=tuple(map(float, stats["high"])),
+      steps=int(steps), batch_size=int(batch_size), learning_rate=float(learning_rate),
+      seed=int(seed))
+  predictor = Predictor(jax.device_get(variables), meta)
+  if evaluate_split is not None:
+    split = dataset[evaluate_split]
+    metrics = score(predictor, predict(predictor, split.images), split.attributes)
+    predictor = dataclasses.replace(
+        predictor, meta=dataclasses.replace(meta, test_metrics=_json_safe(metrics)))
+  return predictor
+
+

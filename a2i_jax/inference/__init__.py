@@ -1,0 +1,25 @@
+"""Using a trained model: restore it, sample, and infer latents by optimisation.
+
+  from a2i_jax import inference
+  trained = inference.load_trained("runs/synthetic")
+  images = inference.sample(trained, attributes, key)["image"]
+
+`restore` reads the model variables alone (no optimiser), `posterior` holds posterior inference
+by optimisation, and `uses` what is built on it. Nothing here imports the training code
+(docs/design.md §2.2).
+"""
+
+from a2i_jax.inference.posterior import (AttributePrior, InferenceOptions, infer_latents,
+                                         make_inference_fns)
+from a2i_jax.inference.restore import TrainedModel, load_trained, restore_variables
+from a2i_jax.inference.uses import (complete, decode, edit, infer_attributes, options_for,
+                                    prior_latents, progression, reconstruct, run_inference,
+                                    sample, swap)
+from a2i_jax.inputs import check_attributes, check_images, check_mask
+
+__all__ = [
+    "AttributePrior", "InferenceOptions", "TrainedModel", "check_attributes", "check_images",
+    "check_mask", "complete", "decode", "edit", "infer_attributes", "infer_latents",
+    "load_trained", "make_inference_fns", "options_for", "prior_latents", "progression",
+    "reconstruct", "restore_variables", "run_inference", "sample", "swap",
+]

@@ -1,0 +1,401 @@
+"""Posterior inference by optimisation: the options, the attribute prior, the jitted energy
+and Adam step, and `infer_latents` (docs/reference.md §5, docs/design.md §4 step 10).
+
+The latent z of a given image x (with some pixels possibly hidden) under attributes y is found
+by minimising an energy with Adam, the generator frozen (BatchNorm on running statistics,
+dropout off):
+
+  E(z) = D(x_O, mu(y, z)_O) + lambda/2 ||z||^2      [+ w/2 (y - m)^T P (y - m) when y is free]
+
+D is the model's default energy (`model.default_energy`): its own negative log-likelihood on
+the observed pixels O where it has one (the (C)VAE's learned per-pixel variance, "gaussian"),
+its training reconstruction loss otherwise (disCVAE: "smooth_l1", the reference's SmoothL1),
+or a plain squared error ("l2"). With lambda = 1 and the model's likelihood, E is
+-log p(x_O, z | y) up to a constant: the minimiser is the MAP latent.
+
+Several restarts per image run as an extra batch axis and the lowest final energy wins; the
+batch (images x restarts) is split over all devices of the mesh, one code path for 1..N
+devices. The Adam loop is `lax.scan` over the steps; on XLA:CPU, where a rolled loop around
+convolutions runs far slower (BENCHMARKS.md), the steps run as a host loop over jitted, fully
+unrolled chunks instead. Both compute the same thing. Adam is written out below (a few lines)
+so that serving needs no optimiser library (docs/design.md §2.2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Mapping, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from a2i_jax import config_lib, parallel, sampling
+from a2i_jax.errors import ConfigError, InputError
+from a2i_jax.inference.restore import TrainedModel
+from a2i_jax.inputs import check_attributes, check_mask
+from a2i_jax.numerics import bounded_exp
+
+Array = jax.Array
+
+_LOG_2PI = math.log(2.0 * math.pi)
+# Adam's constants: optax.scale_by_adam's defaults, which inference always used.
+_ADAM_B1, _ADAM_B2, _ADAM_EPS = 0.9, 0.999, 1e-8
+
+
+# ----------------------------------------------------------------------------------------------
+# Options and the attribute prior.
+
+@dataclasses.dataclass(frozen=True)
+class InferenceOptions:
+  """Settings of posterior inference; their defaults live in `configs/default.py:inference`.
+
+  Build them with `from_config(config.inference, **overrides)` (or `inference.options_for`).
+
+  Attributes:
+    steps: Adam steps on the latents.
+    learning_rate: Adam's peak learning rate.
+    schedule: "constant" or "cosine" (decay to 0.1 x the peak over `steps`).
+    prior_weight: lambda, the weight of ||z||^2 / 2.
+    energy: "auto" (the model's `default_energy`), "gaussian" (the CVAE's learned per-pixel
+      variance), "smooth_l1" or "l2".
+    init: "encoder" (recognition model on the image, hidden pixels filled with 0, i.e.
+      mid-grey), "zeros" or "prior" (z ~ N(0, I)).
+    restarts: starts per image; restart 0 uses `init`, the others add posterior (encoder) or
+      prior noise. The lowest final energy is kept.
+    infer_attributes: optimise y together with z under a Gaussian prior fitted to the
+      training attributes (see `AttributePrior`); the given attributes are then ignored.
+    attribute_prior_weight: w, the weight of the attribute prior's quadratic form.
+    steps_per_call: Adam steps per jitted call; 0 chooses: all of them in one `lax.scan`
+      on GPU / TPU, chunks of up to 10 unrolled steps on CPU.
+  """
+  steps: int
+  learning_rate: float
+  schedule: str
+  prior_weight: float
+  energy: str
+  init: str
+  restarts: int
+  infer_attributes: bool
+  attribute_prior_weight: float
+  steps_per_call: int
+
+  def __post_init__(self):
+    config_lib.check_inference(dataclasses.asdict(self))
+
+  @classmethod
+  def from_config(cls, section: Any, **overrides) -> "InferenceOptions":
+    """Options from `config.inference` (a ConfigDict or mapping), with keyword overrides.
+
+    Args:
+      section: `config.inference`.
+      **overrides: any field of this class.
+    Returns:
+      The options.
+    Raises:
+      ConfigError: an unknown key or an invalid value.
+    """
+    values = dict(section.to_dict() if hasattr(section, "to_dict") else section)
+    values.pop("batch_size", None)  # How images are batched, not an option of one batch.
+    values.update(overrides)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+      raise ConfigError(f"unknown inference option(s) {unknown}; known: {sorted(known)}.")
+    return cls(**values)
+
+
+@dataclasses.dataclass(frozen=True)
+class AttributePrior:
+  """A Gaussian prior over attribute vectors, fitted to the training attributes.
+
+  Attributes:
+    mean: [A].
+    precision: [A, A], the inverse of the (shrunk) covariance.
+  """
+  mean: np.ndarray
+  precision: np.ndarray
+
+  @classmethod
+  def fit(cls, attributes: np.ndarray, shrinkage: float = 0.1) -> "AttributePrior":
+    """Fits mean and covariance; the covariance is shrunk towards its diagonal.
+
+    Args:
+      attributes: [N, A] training attributes.
+      shrinkage: weight of the diagonal in (1 - s) S + s diag(S); keeps the precision finite
+        for correlated or constant columns.
+    Returns:
+      The prior: mean [A], precision [A, A] (float32).
+    """
+    y = np.asarray(attributes, np.float64)
+    if y.ndim != 2 or y.shape[0] < 2:
+      raise InputError(f"fitting an attribute prior needs [N >= 2, A] attributes; got {y.shape}.")
+    mean = y.mean(axis=0)
+    cov = np.cov(y, rowvar=False).reshape(y.shape[1], y.shape[1])
+    cov = (1.0 - shrinkage) * cov + shrinkage * np.diag(np.diag(cov))
+    cov += 1e-4 * np.eye(y.shape[1])
+    return cls(mean.astype(np.float32), np.linalg.inv(cov).astype(np.float32))
+
+
+# ----------------------------------------------------------------------------------------------
+# The inference functions.
+
+def _resolve_energy(options: InferenceOptions, model: nn.Module) -> str:
+  energy = model.default_energy if options.energy == "auto" else options.energy
+  if energy not in model.energies:
+    why = " ('gaussian' needs a per-pixel variance head)" if energy == "gaussian" else ""
+    raise ConfigError(f"inference.energy={energy!r} is not available for "
+                      f"{type(model).__name__}{why}; use one of {', '.join(model.energies)} "
+                      f"or 'auto' ({model.default_energy}).")
+  return energy
+
+
+def _steps_per_call(options: InferenceOptions) -> int:
+  """How many Adam steps one jitted call runs (a divisor of `steps`)."""
+  if options.steps == 0:
+    return 0
+  if options.steps_per_call:
+    k = min(options.steps_per_call, options.steps)
+  elif jax.default_backend() == "cpu":
+    k = 10
+  else:
+    return options.steps
+  while options.steps % k:
+    k -= 1
+  return k
+
+
+def _learning_rate(options: InferenceOptions, peak: Array, t: Array) -> Array:
+  """The step-t learning rate: constant, or cosine decay from `peak` to 0.1 peak."""
+  if options.schedule == "constant" or options.steps == 0:
+    return peak
+  frac = jnp.minimum(t.astype(jnp.float32) / options.steps, 1.0)
+  return peak * (0.1 + 0.9 * 0.5 * (1.0 + jnp.cos(jnp.pi * frac)))
+
+
+def _adam_direction(grads: Any, mu: Any, nu: Any, count: Array) -> tuple[Any, Any, Any]:
+  """One Adam moment update; returns (direction, mu, nu). The step is -lr * direction.
+
+  The same arithmetic, in the same order, as `optax.scale_by_adam()` (b1 0.9, b2 0.999,
+  eps 1e-8, bias-corrected), so results match the optax version to the last bit.
+  """
+  tree_map = jax.tree_util.tree_map
+  mu = tree_map(lambda g, m: (1 - _ADAM_B1) * (g ** 1) + _ADAM_B1 * m, grads, mu)
+  nu = tree_map(lambda g, v: (1 - _ADAM_B2) * (g ** 2) + _ADAM_B2 * v, grads, nu)
+  c1, c2 = 1 - _ADAM_B1 ** count, 1 - _ADAM_B2 ** count
+  direction = tree_map(lambda m, v: (m / c1.astype(m.dtype)) /
+                       (jnp.sqrt(v / c2.astype(v.dtype)) + _ADAM_EPS), mu, nu)
+  return direction, mu, nu
+
+
+def _hyper(options: InferenceOptions) -> dict[str, Array]:
+  """The options that enter as traced values, so changing them does not recompile."""
+  return {"learning_rate": jnp.float32(options.learning_rate),
+          "prior_weight": jnp.float32(options.prior_weight),
+          "attribute_prior_weight": jnp.float32(options.attribute_prior_weight)}
+
+
+def _static(options: InferenceOptions) -> InferenceOptions:
+  """`options` without the traced values: the key of the compiled functions."""
+  return dataclasses.replace(options, learning_rate=1.0, prior_weight=1.0,
+                             attribute_prior_weight=1.0)
+
+
+def make_inference_fns(model: nn.Module, options: InferenceOptions) -> dict[str, Any]:
+  """Builds the jitted pieces of posterior inference for one model and set of options.
+
+  Three functions, called in turn by `infer_latents`:
+    init(variables, x, y, observed, fg_mask, key, prior) -> carry
+    run(variables, x, y, observed, carry, prior, hyper) -> (carry, energy trace [k, M])
+    finish(variables, x, y, observed, carry, prior, hyper) -> outputs (restarts reduced)
+  where M = N x restarts, x [M,S,S,3] in [-1,1], y [M,A], observed and fg_mask [M,S,S,1],
+  prior = (mean [A], precision [A,A]) and hyper = the learning rate and weights as arrays
+  (`_hyper(options)`), so settings that differ only in those share the compiled code.
+
+  Args:
+    model: a model from `models.create_model`.
+    options: the inference options.
+  Returns:
+    dict with "init", "run", "finish" (jitted) and "steps_per_call".
+  """
+  energy_kind = _resolve_energy(options, model)
+  dims = model.latent_dims
+  restarts = options.restarts
+  infer_y = options.infer_attributes
+  k = _steps_per_call(options)
+  unroll = jax.default_backend() == "cpu"
+
+  def energy_terms(variables, latents, x, y, observed, prior, hyper):
+    y = latents["y"] if infer_y else y
+    out = model.apply(variables, {n: latents[n] for n in dims}, y, method="decode_latents")
+    mean = out["mean"]
+    if energy_kind == "gaussian":
+      lv = out["logvar"]
+      per_pixel = 0.5 * (lv + _LOG_2PI) + 0.5 * jnp.square(x - mean) * bounded_exp(-lv)
+    elif energy_kind == "smooth_l1":
+      d = jnp.abs(mean - x)
+      per_pixel = jnp.where(d < 1.0, 0.5 * jnp.square(d), d - 0.5)
+    else:
+      per_pixel = 0.5 * jnp.square(mean - x)
+    data = (per_pixel * observed).reshape(x.shape[0], -1).sum(-1)
+    z_sq = sum(jnp.square(latents[n]).sum(-1) for n in dims)
+    energy = data + 0.5 * hyper["prior_weight"] * z_sq
+    if infer_y:
+      d_y = latents["y"] - prior[0]
+      energy += 0.5 * hyper["attribute_prior_weight"] * jnp.einsum("ma,ab,mb->m", d_y, prior[1],
+                                                                 d_y)
+    return energy
+
+  def total_energy(latents, variables, x, y, observed, prior, hyper):
+    e = energy_terms(variables, latents, x, y, observed, prior, hyper)
+    return e.sum(), e
+
+  def init(variables, x, y, observed, fg_mask, key, prior):
+    m = x.shape[0]
+    y_used = jnp.broadcast_to(prior[0], y.shape) if infer_y else y
+    noise = sampling.prior_latents(model, m, key, always_split=True)
+    first = (jnp.arange(m) % restarts == 0)[:, None]  # Restart 0 of each image.
+    x_filled = x * observed  # Hidden pixels -> 0, mid-grey in [-1, 1].
+    if options.init == "encoder":
+      # Without foreground masks the model estimates them itself (disCVAE).
+      q = model.apply(variables, x_filled, y_used, fg_mask, method="encode_latents")
+      latents = {n: jnp.where(first, q[n][0], q[n][0] + bounded_exp(0.5 * q[n][1]) * noise[n])
+                 for n in dims}
+    elif options.init == "zeros":
+      latents = {n: jnp.where(first, 0.0, noise[n]) for n in dims}
+    else:
+      latents = dict(noise)
+    if infer_y:
+      latents["y"] = y_used
+    zeros = lambda: jax.tree_util.tree_map(jnp.zeros_like, latents)  # Adam's moments.
+    return {"latents": latents, "mu": zeros(), "nu": zeros(), "t": jnp.zeros((), jnp.int32)}
+
+  def one_step(variables, x, y, observed, prior, hyper, carry):
+    grads, e = jax.grad(total_energy, has_aux=True)(carry["latents"], variables, x, y,
+                                                   observed, prior, hyper)
+    direction, mu, nu = _adam_direction(grads, carry["mu"], carry["nu"], carry["t"] + 1)
+    lr = _learning_rate(options, hyper["learning_rate"], carry["t"])
+    latents = jax.tree_util.tree_map(lambda p, u: p - lr * u, carry["latents"], direction)
+    return {"latents": latents, "mu": mu, "nu": nu, "t": carry["t"] + 1}, e
+
+  def run(variables, x, y, observed, carry, prior, hyper):
+    body = lambda c, _: one_step(variables, x, y, observed, prior, hyper, c)
+    return jax.lax.scan(body, carry, None, length=k, unroll=k if unroll else 1)
+
+  def finish(variables, x, y, observed, carry, prior, hyper):
+    latents = carry["latents"]
+    energy = energy_terms(variables, latents, x, y, observed, prior, hyper)
+    images = sampling.decode_images(model, variables, {n: latents[n] for n in dims},
+                                    latents["y"] if infer_y else y)
+    m = x.shape[0]
+    n = m // restarts
+    best = jnp.argmin(energy.reshape(n, restarts), axis=1)
+    pick = lambda a: a.reshape((n, restarts) + a.shape[1:])[jnp.arange(n), best]
+    result = {name: pick(v) for name, v in latents.items()}
+    if not infer_y:
+      result["y"] = pick(y)
+    result["energy"] = pick(energy)
+    result["restart_energies"] = energy.reshape(n, restarts)
+    result["reconstruction"] = pick(images.pop("image"))
+    result.update({name: pick(v) for name, v in images.items()})
+    return result
+
+  return {"init": jax.jit(init), "run": jax.jit(run, donate_argnums=(4,)),
+          "finish": jax.jit(finish), "steps_per_call": k}
+
+
+def _pad_to(n: int, multiple: int) -> int:
+  return -(-n // multiple) * multiple
+
+
+def infer_latents(trained: TrainedModel, images: Array, attributes: Optional[Array],
+                  observed: Optional[Array] = None, *, key: Array,
+                  options: Optional[InferenceOptions] = None,
+                  fg_masks: Optional[Array] = None,
+                  attribute_prior: Optional[AttributePrior] = None,
+                  mesh: Optional[jax.sharding.Mesh] = None,
+                  fns: Optional[Mapping[str, Any]] = None,
+                  pad_to: int = 0) -> dict[str, np.ndarray]:
+  """Posterior inference by optimisation for a batch of images.
+
+  Args:
+    trained: the generator (`load_trained`, or `TrainedModel.from_variables`).
+    images: [N, S, S, 3] float32 in [-1, 1] (see `inputs.check_images`).
+    attributes: [N, y_dim]; may be None for models that do not use attributes or with
+      `options.infer_attributes`.
+    observed: [N, S, S, 1] with 1 = observed pixel, 0 = hidden; None = all observed.
+    key: PRNG key (restart noise, prior init).
+    options: `InferenceOptions`; default: the run's `config.inference`.
+    fg_masks: foreground masks [N, S, S, 1] for the encoder init of models that take them
+      (disCVAE); without them the model estimates the foreground itself.
+    attribute_prior: required with `options.infer_attributes`.
+    mesh: devices to split the batch over; default all devices.
+    fns: prebuilt `make_inference_fns` output (reused across calls to avoid re-tracing).
+    pad_to: pad the batch to at least this many images, so that a ragged last batch reuses
+      the compiled program of the full ones.
+  Returns:
+    dict of numpy arrays: the latents ("z" [N, z_dim], or disCVAE's "z_fg", "z_bg"), "y"
+    [N, y_dim] (the given or inferred attributes), "reconstruction" [N, S, S, 3] in [0, 1]
+    (and each of `model.image_layers`, e.g. "foreground", "gate", "background", in [0, 1]),
+    "energy" [N] (final, of the kept restart), "restart_energies" [N, restarts],
+    "energy_trace" [steps] (mean energy per image before each step, over the kept and other
+    restarts alike).
+  """
+  model, variables = trained.model, trained.variables
+  options = options or InferenceOptions.from_config(trained.config.inference)
+  mesh = mesh or parallel.make_mesh()
+  s, y_dim = trained.config.model.image_size, trained.config.model.y_dim
+  x = jnp.asarray(images, jnp.float32)
+  if x.ndim != 4 or x.shape[1:] != (s, s, 3):
+    raise InputError(f"images have shape {x.shape}; expected [N, {s}, {s}, 3] in [-1, 1].")
+  n = x.shape[0]
+  if attributes is None:
+    if model.uses_attributes and not options.infer_attributes:
+      raise InputError("attributes are needed for this conditional model; pass them, or set "
+                       "infer_attributes=True (with an attribute_prior) to infer them.")
+    attributes = np.zeros((n, y_dim), np.float32)
+  y = check_attributes(attributes, y_dim)
+  if y.shape[0] != n:
+    raise InputError(f"{y.shape[0]} attribute vectors for {n} images; pass one per image.")
+  obs = (jnp.ones((n, s, s, 1), jnp.float32) if observed is None
+         else check_mask(observed, n, s, "observed"))
+  if options.infer_attributes and attribute_prior is None:
+    raise InputError("infer_attributes=True needs an attribute_prior "
+                     "(AttributePrior.fit(training attributes)).")
+  prior = attribute_prior or AttributePrior(np.zeros(y_dim, np.float32),
+                                            np.eye(y_dim, dtype=np.float32))
+  prior = (jnp.asarray(prior.mean), jnp.asarray(prior.precision))
+  if fg_masks is not None:
+    fg_masks = check_mask(fg_masks, n, s, "fg_masks")
+  fns = fns or make_inference_fns(model, _static(options))
+
+  # Pad to a multiple of the device count (padding: nothing observed, dropped at the end),
+  # then repeat each image for its restarts, image-major so restarts share a device.
+  r = options.restarts
+  n_pad = _pad_to(max(n, pad_to), mesh.devices.size)
+  pad = lambda a: jnp.concatenate([a, jnp.zeros((n_pad - n,) + a.shape[1:], a.dtype)])
+  rep = lambda a: jnp.repeat(pad(a), r, axis=0)
+  x_r, y_r, o_r = rep(x), rep(y), rep(obs)
+  m_r = None if fg_masks is None else rep(fg_masks)
+  x_r, y_r, o_r, m_r = parallel.put_batch((x_r, y_r, o_r, m_r), mesh)
+  variables = parallel.put_replicated(variables, mesh)
+  prior = parallel.put_replicated(prior, mesh)
+
+  hyper = parallel.put_replicated(_hyper(options), mesh)
+  carry = fns["init"](variables, x_r, y_r, o_r, m_r, key, prior)
+  traces = []
+  k = fns["steps_per_call"]
+  for _ in range(options.steps // k if k else 0):
+    carry, trace = fns["run"](variables, x_r, y_r, o_r, carry, prior, hyper)
+    traces.append(trace)
+  result = jax.device_get(fns["finish"](variables, x_r, y_r, o_r, carry, prior, hyper))
+  result = {name: np.asarray(v)[:n] for name, v in result.items()}
+  if traces:
+    trace = np.concatenate([np.asarray(t) for t in jax.device_get(traces)])  # [steps, M]
+    real = np.repeat(np.arange(n_pad) < n, r)
+    result["energy_trace"] = trace[:, real].mean(axis=1)
+  else:
+    result["energy_trace"] = np.zeros((0,), np.float32)
+  return result
