@@ -50,11 +50,12 @@ class Checkpointer:
   Args:
     workdir: the run's directory.
     max_to_keep: how many of the newest checkpoints to keep.
+    create: create the checkpoint directory if missing (False for read-only use: serving).
   """
 
-  def __init__(self, workdir: str, max_to_keep: int = 3):
+  def __init__(self, workdir: str, max_to_keep: int = 3, create: bool = True):
     self.directory = os.path.join(os.path.abspath(os.path.expanduser(workdir)), CHECKPOINT_DIR)
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   def latest_step(self) -> Optional[int]:
@@ -84,12 +85,17 @@ class Checkpointer:
       return
     self._manager.save(step, args=ocp.args.StandardSave(state))
 
-  def restore(self, abstract_state: Any, step: Optional[int] = None) -> Any:
+  def restore(self, abstract_state: Any, step: Optional[int] = None,
+              partial: bool = False) -> Any:
     """Restores the checkpoint at `step` (default: the newest).
 
     Args:
-      abstract_state: a pytree of `jax.ShapeDtypeStruct` (with shardings) like the state.
+      abstract_state: a pytree of `jax.ShapeDtypeStruct` (with shardings) like the state; with
+        `partial`, a dict holding some of the saved state's top-level entries (e.g. the model
+        variables {"params", "batch_stats"} of a saved train state).
       step: which step; None for the newest.
+      partial: read only the entries of `abstract_state`; the rest of the checkpoint (e.g.
+        the optimiser state) is never read (Orbax's `partial_restore`).
     Returns:
       The restored state, laid out as `abstract_state` says.
     """
@@ -102,8 +108,16 @@ class Checkpointer:
     elif step not in steps:
       raise CheckpointError(f"no checkpoint for step {step} in {self.directory}; the steps "
                             f"there are {steps or 'none'}.")
+    if partial:
+      restore_args = jax.tree_util.tree_map(
+          lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding, global_shape=a.shape,
+                                         dtype=a.dtype), abstract_state)
+      args = ocp.args.PyTreeRestore(item=abstract_state, restore_args=restore_args,
+                                    partial_restore=True)
+    else:
+      args = ocp.args.StandardRestore(abstract_state)
     try:
-      return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+      return self._manager.restore(step, args=args)
     except Exception as e:  # Orbax raises many types for unreadable or mismatched files.
       raise CheckpointError(
           f"the checkpoint at {os.path.join(self.directory, str(step))} could not be restored "

@@ -28,11 +28,11 @@ class AttributeNet(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     """Args: x float [B, S, S, 3] in [-1, 1]. Returns: float32 [B, num_outputs]."""
     for features in (self.width, 2 * self.width, 2 * self.width, 4 * self.width):
-      # He-normal weights drawn on the host (models._normal): threefry initialisers cost
+      # He-normal weights drawn on the host (models.normal): threefry initialisers cost
       # seconds of XLA:CPU compile time each.
       std = math.sqrt(2.0 / (9 * x.shape[-1]))
       x = nn.Conv(features, (3, 3), strides=(2, 2), padding="SAME", use_bias=False,
-                  kernel_init=models._normal(std))(x)  # pylint: disable=protected-access
+                  kernel_init=models.normal(std))(x)
       x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
       x = nn.relu(x)
     # Aligned faces: the spatial layout carries information (where the mouth is), so keep a

@@ -22,7 +22,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from a2i_jax.errors import ConfigError, DataError
 
@@ -133,6 +132,9 @@ def train(images: np.ndarray, masks: np.ndarray, cfg: MaskNetConfig,
     {"params", "width", "resolution", "depth"}: the trained parameters (on the host) and the
     network's shape settings, what `predict` needs.
   """
+  # Imported here: config_lib (and through it serving) imports this module for MaskNetConfig,
+  # and serving must not load the optimiser library (docs/design.md §2.2).
+  import optax  # pylint: disable=import-outside-toplevel
   model = MaskNet(cfg.width, cfg.resolution, cfg.depth)
   tx = optax.adam(cfg.learning_rate)
 

@@ -11,7 +11,7 @@ by optimisation, and `uses` what is built on it. Nothing here imports the traini
 
 from a2i_jax.inference.posterior import (AttributePrior, InferenceOptions, infer_latents,
                                          make_inference_fns)
-from a2i_jax.inference.restore import TrainedModel, load_trained, restore_variables
+from a2i_jax.inference.restore import TrainedModel, load_trained
 from a2i_jax.inference.uses import (complete, decode, edit, infer_attributes, options_for,
                                     prior_latents, progression, reconstruct, run_inference,
                                     sample, swap)
@@ -21,5 +21,5 @@ __all__ = [
     "AttributePrior", "InferenceOptions", "TrainedModel", "check_attributes", "check_images",
     "check_mask", "complete", "decode", "edit", "infer_attributes", "infer_latents",
     "load_trained", "make_inference_fns", "options_for", "prior_latents", "progression",
-    "reconstruct", "restore_variables", "run_inference", "sample", "swap",
+    "reconstruct", "run_inference", "sample", "swap",
 ]

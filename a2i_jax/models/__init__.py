@@ -37,9 +37,6 @@ from a2i_jax.models.initializers import normal, torch_default, uniform, zeros
 from a2i_jax.models.layers import (UPSAMPLE_MODES, BatchNorm, UpsampleConv, batch_norm, conv,
                                    dense, max_pool, reparametrize, scaled, upsample)
 
-# Old private name, still used by attribute_predictor.py: to be repointed to `normal`.
-_normal = normal
-
 Array = jax.Array
 MODEL_NAMES = ("vae", "cvae", "discvae")
 # XLA options for programs that run once (initialisation): compile fast, run slower.
