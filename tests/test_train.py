@@ -358,8 +358,8 @@ def test_same_config_mistake_same_error_everywhere(tmp_path, data_cache):
   cfg.model.upsample_mode = "bilinear"
   with pytest.raises(ConfigError) as from_config:
     config_lib.validate_config(cfg)
-  with pytest.raises(ConfigError) as from_model:
-    models.create_model(cfg.model)
+  with pytest.raises(ConfigError) as from_model:  # The layer checks it when the model is built.
+    models.init_variables(models.create_model(cfg.model), cfg.model, jax.random.key(0))
   assert str(from_config.value) == str(from_model.value)
 
 
