@@ -105,7 +105,7 @@ def evaluate_model(trained: inference.TrainedModel, dataset: Dataset, *,
     for name, observed in masks.items():
       out = inference.complete(trained, images, attrs, observed, key=key, options=opts)
       row[name] = mean_sem(region_errors(x01, out["completion"], 1.0 - observed))
-  return {"model": trained.config.model.name, "step": trained.step, "num_examples": n,
+  return {"model": trained.model.label, "step": trained.step, "num_examples": n,
           "options": dataclasses.asdict(options), "rows": rows}
 
 
@@ -259,7 +259,7 @@ def attribute_report(trained: inference.TrainedModel, dataset: Dataset, predicto
   train_y = dataset["train"].attributes
   k_sample, k_prog, k_inf = jax.random.split(key, 3)
   samples = inference.sample(trained, attrs, k_sample)["image"]
-  report: dict[str, Any] = {"model": trained.config.model.name,
+  report: dict[str, Any] = {"model": trained.model.label,
                             "samples": ap.fidelity(predictor, samples, attrs)}
   report["ceiling"] = report["samples"].pop("ceiling")
   prog = {}

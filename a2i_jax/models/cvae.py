@@ -52,6 +52,11 @@ class CVAE(nn.Module):
     return self.conditional
 
   @property
+  def label(self) -> str:
+    """The model's name in reports and tables: "cvae" or "vae"."""
+    return "cvae" if self.conditional else "vae"
+
+  @property
   def latent_dims(self) -> dict[str, int]:
     """The latents' names and sizes: {"z": z_dim}."""
     return {"z": self.z_dim}

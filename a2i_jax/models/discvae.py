@@ -134,6 +134,11 @@ class DisCVAE(nn.Module):
   default_energy = "smooth_l1"  # Its training reconstruction loss.
 
   @property
+  def label(self) -> str:
+    """The model's name in reports and tables: "discvae (reference)" or "discvae (layered)"."""
+    return f"discvae ({self.composition})"
+
+  @property
   def latent_dims(self) -> dict[str, int]:
     """The latents' names and sizes: {"z_fg": zf_dim, "z_bg": zb_dim}."""
     return {"z_fg": self.zf_dim, "z_bg": self.zb_dim}
