@@ -452,9 +452,16 @@ def test_read_lines_splits_on_newline_only(tmp_path):
   utf8.write_bytes("a\x0cb\r\nc\x1cd \n\n \t\ne\u2028f\x85g\x0bh".encode("utf-8"))
   assert tfds_lib.read_lines(str(utf8)) == ["a\x0cb", "c\x1cd ", "e\u2028f\x85g\x0bh"]
   assert [n for n, _ in tfds_lib.numbered_lines(str(utf8))] == [1, 2, 5]
-  latin1 = tmp_path / "latin1.txt"  # not UTF-8: read as Latin-1, where 0x85 is U+0085
-  latin1.write_bytes(b"Jos\xe9\x85Mar\xeda\r\nx\ry\n")
-  assert tfds_lib.read_lines(str(latin1)) == ["Jos\xe9\x85Mar\xeda", "x\ry"]
+  cp1252 = tmp_path / "cp1252.txt"  # not UTF-8: Windows-1252, where 0x85 is an ellipsis
+  cp1252.write_bytes(b"Jos\xe9\x85Mar\xeda\r\nx\ry\n")
+  assert tfds_lib.read_lines(str(cp1252)) == ["Jos\xe9\u2026Mar\xeda", "x\ry"]
+  latin1 = tmp_path / "latin1.txt"  # 0x81 is not Windows-1252: Latin-1, 0x85 is U+0085
+  latin1.write_bytes(b"Jos\xe9\x85Mar\xeda\x81\r\nx\ry\n")
+  assert tfds_lib.read_lines(str(latin1)) == ["Jos\xe9\x85Mar\xeda\x81", "x\ry"]
+  bom = tmp_path / "bom.txt"
+  for encoding in ("utf-8-sig", "utf-16"):
+    bom.write_bytes("Jos\xe9\nb\n".encode(encoding))
+    assert tfds_lib.read_lines(str(bom)) == ["Jos\xe9", "b"]
 
 
 def test_resize_array_shapes_and_copy():

@@ -143,3 +143,53 @@ def check_attribute_names(names: Sequence[str], kinds: Sequence[str]) -> None:
   for k in kinds:
     if k not in ("binary", "continuous"):
       raise DataError(f"attribute kind {k!r} is neither 'binary' nor 'continuous'.")
+
+
+def with_attribute_order(dataset: Dataset, names: Sequence[str],
+                         kinds: Optional[Sequence[str]] = None) -> Dataset:
+  """The dataset with its attribute columns in the order `names` gives (the training order).
+
+  A folder dataset's columns come from attributes.csv as it is now; a model takes them in the
+  order it was trained with. Reordering by name keeps `--attribute=red` driving red.
+
+  Args:
+    dataset: the dataset as loaded.
+    names: the attribute names in the wanted order (the same set as the dataset's).
+    kinds: "binary" or "continuous" per name (default: the dataset's own, reordered).
+  Returns:
+    `dataset` itself when the order already matches (and kinds are not given), else a copy
+    whose splits' attribute columns, names and kinds follow `names`.
+  Raises:
+    DataError: the dataset's attribute names are not the same set as `names`.
+  """
+  have, names = list(dataset.attribute_names), list(names)
+  if sorted(have) != sorted(names) or len(set(names)) != len(names):
+    raise DataError(f"the dataset's attributes ({', '.join(have)}) are not those the model was "
+                    f"trained with ({', '.join(names)}); restore the dataset's columns.")
+  if have == names and kinds is None:
+    return dataset
+  order = [have.index(n) for n in names]
+  kinds = tuple(kinds) if kinds is not None else tuple(dataset.attribute_kinds[i] for i in order)
+  check_attribute_names(names, kinds)
+  splits = {k: dataclasses.replace(s, attributes=s.attributes[:, order])
+            for k, s in dataset.splits.items()}
+  return dataclasses.replace(dataset, attribute_names=tuple(names), attribute_kinds=kinds,
+                             splits=splits)
+
+
+def warn_small_train_split(dataset: Dataset, batch_size: int) -> None:
+  """Logs one warning when the training split holds fewer images than a batch.
+
+  Batches are drawn with replacement, so training still runs, but every batch repeats
+  images.
+
+  Args:
+    dataset: the loaded dataset.
+    batch_size: the global batch size (config.batch_size).
+  """
+  n = len(dataset["train"])
+  if n < batch_size:
+    from absl import logging  # pylint: disable=import-outside-toplevel
+    logging.warning("%s: the training split has %d image(s), fewer than batch_size=%d, so "
+                    "every batch repeats images; add images or lower --config.batch_size.",
+                    dataset.name, n, batch_size)
