@@ -19,7 +19,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 from typing import Callable, Optional
 
 from absl import app, flags, logging
@@ -28,9 +27,9 @@ import numpy as np
 
 from a2i_jax import evaluation, files, inference, models, occlusions, visualize
 from a2i_jax.data import load_dataset
-from a2i_jax.data.base import with_attribute_order
+from a2i_jax.data.base import as_trained
 from a2i_jax.errors import A2IError, CheckpointError, InputError
-from a2i_jax.inputs import image_files, read_images, to_unit
+from a2i_jax.inputs import check_output_folder, image_files, read_images, to_unit
 
 MODES = ["sample", "progression", "swap", "reconstruct", "complete", "edit", "infer_attributes",
          "tune", "evaluate"]
@@ -137,26 +136,6 @@ def _check_workdir(workdir: str) -> None:
     raise InputError(f"--workdir {workdir} is a file; pass the folder train.py wrote.")
 
 
-def _check_out(out: str) -> None:
-  """Refuses an --out that cannot be written, before any work (without creating it)."""
-  path = os.path.abspath(os.path.expanduser(out))
-  if os.path.exists(path) and not os.path.isdir(path):
-    raise InputError(f"--out {out} is a file; pass a folder (it is created if missing).")
-  existing = path
-  while not os.path.exists(existing):
-    existing = os.path.dirname(existing)
-  if not os.path.isdir(existing):
-    raise InputError(f"--out {out}: {existing} is a file, so the folder cannot be made there; "
-                     "pass another --out.")
-  try:  # Root may write where permissions say no, so try rather than ask os.access.
-    fd, probe = tempfile.mkstemp(prefix=".infer-write-test-", dir=existing)
-    os.close(fd)
-    os.remove(probe)
-  except OSError as e:
-    raise InputError(f"cannot write to --out {out} ({e.strerror or e} in {existing}); pass "
-                     "--out=a folder you can write to.") from None
-
-
 def _load_dataset_info(workdir: str) -> Optional[dict]:
   """WORKDIR/dataset.json (attribute names, kinds, ranges, header at training), or None for
   runs trained before it existed. To be replaced by `checkpoints.load_dataset_info`."""
@@ -173,19 +152,6 @@ def _load_dataset_info(workdir: str) -> Optional[dict]:
     raise CheckpointError(f"{path} is unreadable ({e}); delete it to use the dataset's "
                           "current attribute columns.") from None
   return info
-
-
-def _training_dataset(dataset, info: Optional[dict]):
-  """The dataset with its attributes in the training order (warning if its header moved)."""
-  if info is None:
-    return dataset
-  now = list(dataset.metadata.get("header") or dataset.attribute_names)
-  then = list(info.get("header") or info["attribute_names"])
-  if now != then:
-    logging.warning("the dataset's columns changed since training (then: %s; now: %s); "
-                    "attributes are matched by name, in the training order.",
-                    ", ".join(then), ", ".join(now))
-  return with_attribute_order(dataset, info["attribute_names"], info.get("attribute_kinds"))
 
 
 def _attribute_index(names, name: str) -> int:
@@ -205,13 +171,13 @@ class _Run:
     config = inference.load_run_config(workdir)
     self.size = config.model.image_size
     _check_modes(opts, models.create_model(config.model), config)
-    _check_out(self.out)
+    check_output_folder(self.out, "--out")
     self.inputs = _read_images(opts.input, self.size) if opts.input else None
     info = _load_dataset_info(workdir)
     self.trained = inference.load_trained(workdir, opts.step)
     # The run's persistent XLA cache: a second call starts without compiling.
     files.enable_compilation_cache(self.trained.config.compilation_cache_dir)
-    self.dataset = _training_dataset(load_dataset(self.trained.config.data), info)
+    self.dataset = as_trained(load_dataset(self.trained.config.data), info)
     self.names = list(self.dataset.attribute_names)
     self.ranges = info.get("attribute_ranges") if info else None
     if opts.attribute:

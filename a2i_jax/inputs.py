@@ -25,11 +25,13 @@ names it, never a traceback.
 from __future__ import annotations
 
 import os
+import tempfile
 from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from a2i_jax.errors import A2IError, InputError
@@ -301,7 +303,6 @@ def image_files(path: str, what: str = "--input") -> list[str]:
     InputError: `path` does not exist, is a file with no image extension, is a folder
       holding no images or a folder with an image's name.
   """
-  from absl import logging  # pylint: disable=import-outside-toplevel
   hint = "an image extension such as .png, .jpg, .tif or .webp"
   if not os.path.exists(path):
     raise InputError(f"{what} {path} does not exist.")
@@ -344,3 +345,31 @@ def read_images(paths: Sequence[str], image_size: int) -> np.ndarray:
                        "first.")
     images.append(im)
   return np.stack(images)
+
+
+def check_output_folder(path: str, what: str = "--out") -> None:
+  """Refuses an output folder that cannot be written, before any work, without creating it.
+
+  Args:
+    path: the folder (it may not exist yet).
+    what: the flag or argument name, for the messages.
+  Raises:
+    InputError: `path` is a file, lies under a file, or its nearest existing folder refuses
+      a new file (read-only, permissions).
+  """
+  full = os.path.abspath(os.path.expanduser(path))
+  if os.path.exists(full) and not os.path.isdir(full):
+    raise InputError(f"{what} {path} is a file; pass a folder (it is created if missing).")
+  existing = full
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise InputError(f"{what} {path}: {existing} is a file, so the folder cannot be made "
+                     f"there; pass another {what}.")
+  try:  # Root may write where permissions say no, so try rather than ask os.access.
+    fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=existing)
+    os.close(fd)
+    os.remove(probe)
+  except OSError as e:
+    raise InputError(f"cannot write to {what} {path} ({e.strerror or e} in {existing}); pass "
+                     f"{what}=a folder you can write to.") from None

@@ -319,5 +319,9 @@ def test_reader_orientation_frames_and_errors(tmp_path):
   with pytest.raises(InputError, match="notes.txt is not named as an image"):
     (tmp_path / "notes.txt").write_text("x")
     inputs.image_files(str(tmp_path / "notes.txt"))
+  with pytest.raises(InputError, match="notes.txt is a file, so the folder cannot be made"):
+    inputs.check_output_folder(str(tmp_path / "notes.txt" / "out"))
+  inputs.check_output_folder(str(tmp_path / "new" / "out"))
+  assert not os.path.exists(tmp_path / "new")  # Checked, not created.
   assert inputs.is_image_name("A.JPEG") and not inputs.is_image_name(".DS_Store")
   assert ".pdf" not in inputs.image_extensions()  # PIL writes PDFs but cannot read them

@@ -40,7 +40,7 @@ class AttributeNet(nn.Module):
     b, h, w, c = x.shape
     g = 2 if h % 2 == 0 and w % 2 == 0 else 1
     x = x.reshape(b, g, h // g, g, w // g, c).mean(axis=(2, 4)).reshape(b, g * g * c)
-    init = models._normal(math.sqrt(1.0 / x.shape[-1]))  # pylint: disable=protected-access
+    init = models.normal(math.sqrt(1.0 / x.shape[-1]))
     return nn.Dense(self.num_outputs, kernel_init=init)(x)
 
 

@@ -11,6 +11,7 @@ import dataclasses
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
+from absl import logging
 
 from a2i_jax.errors import ConfigError, DataError, DatasetNotPreparedError  # noqa: F401
 
@@ -145,6 +146,33 @@ def check_attribute_names(names: Sequence[str], kinds: Sequence[str]) -> None:
       raise DataError(f"attribute kind {k!r} is neither 'binary' nor 'continuous'.")
 
 
+def as_trained(dataset: Dataset, info: Optional[Mapping[str, Any]]) -> Dataset:
+  """The dataset with its attributes as a model was trained on them (by name, in that order).
+
+  Logs one warning when the dataset's header (`metadata["header"]`, else its attribute
+  names) differs from the one stored at training.
+
+  Args:
+    dataset: the dataset as loaded now.
+    info: what training stored of it (WORKDIR/dataset.json: "attribute_names", and
+      optionally "attribute_kinds" and "header"), or None for runs trained before it was
+      stored (the dataset is then taken as it is).
+  Returns:
+    `with_attribute_order(dataset, info["attribute_names"], info["attribute_kinds"])`.
+  Raises:
+    DataError: the dataset's attribute names are not the stored ones.
+  """
+  if info is None:
+    return dataset
+  now = list(dataset.metadata.get("header") or dataset.attribute_names)
+  then = list(info.get("header") or info["attribute_names"])
+  if now != then:
+    logging.warning("the dataset's columns changed since training (then: %s; now: %s); "
+                    "attributes are matched by name, in the training order.",
+                    ", ".join(map(str, then)), ", ".join(map(str, now)))
+  return with_attribute_order(dataset, info["attribute_names"], info.get("attribute_kinds"))
+
+
 def with_attribute_order(dataset: Dataset, names: Sequence[str],
                          kinds: Optional[Sequence[str]] = None) -> Dataset:
   """The dataset with its attribute columns in the order `names` gives (the training order).
@@ -189,7 +217,6 @@ def warn_small_train_split(dataset: Dataset, batch_size: int) -> None:
   """
   n = len(dataset["train"])
   if n < batch_size:
-    from absl import logging  # pylint: disable=import-outside-toplevel
     logging.warning("%s: the training split has %d image(s), fewer than batch_size=%d, so "
                     "every batch repeats images; add images or lower --config.batch_size.",
                     dataset.name, n, batch_size)

@@ -197,6 +197,8 @@ def _read_csv(csv_path: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
     logging.warning("folder: %s is not UTF-8; read it as %s (save it as UTF-8 if its names "
                     "look wrong).", csv_path, encoding)
   try:
+    if "\x00" in text:  # Binary, or UTF-16 without its BOM; newer `csv` takes NULs.
+      raise csv.Error("it holds NUL bytes")
     reader = csv.reader(io.StringIO(text, newline=""))
     header = [h.strip() for h in next(reader, [])]
     body = [(n, r) for n, r in enumerate(reader, 2) if any(c.strip() for c in r)]

@@ -3,8 +3,9 @@
 A checkpoint holds the whole train state {step, params, batch_stats, opt_state}
 (`ocp.args.StandardSave`, docs/design.md §3.8). Serving needs only the model variables, so
 they are read with Orbax's partial restore (`Checkpointer.restore(partial=True)`:
-`PyTreeRestore(partial_restore=True)`, present from orbax-checkpoint 0.12.4 on): the optimiser state is never read, and nothing here builds
-an optimiser or imports the training code (docs/design.md §2.2).
+`PyTreeRestore(partial_restore=True)`, present from orbax-checkpoint 0.12.4 on): the
+optimiser state is never read, and nothing here builds an optimiser or imports the training
+code (docs/design.md §2.2).
 """
 
 from __future__ import annotations
