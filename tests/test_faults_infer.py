@@ -325,3 +325,16 @@ def test_reader_orientation_frames_and_errors(tmp_path):
   assert not os.path.exists(tmp_path / "new")  # Checked, not created.
   assert inputs.is_image_name("A.JPEG") and not inputs.is_image_name(".DS_Store")
   assert ".pdf" not in inputs.image_extensions()  # PIL writes PDFs but cannot read them
+
+
+def test_attribute_predictor_unsaved_in_a_read_only_workdir_is_a_warning(tmp_path, monkeypatch,
+                                                                         caplog):
+  from a2i_jax.attribute_predictor import storage  # pylint: disable=import-outside-toplevel
+
+  def refuse(predictor, workdir):
+    raise PermissionError(13, "Permission denied", workdir)
+  monkeypatch.setattr(storage, "train_predictor", lambda *a, **k: "trained")
+  monkeypatch.setattr(storage, "save_predictor", refuse)
+  assert storage.load_or_train(None, None, str(tmp_path)) == "trained"
+  assert "could not save the attribute predictor" in caplog.text
+  assert "Permission denied" in caplog.text
