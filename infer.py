@@ -15,6 +15,8 @@ Modes (PNG grids and JSON go to --out, default WORKDIR/infer):
 """
 
 import dataclasses
+import json
+import math
 import os
 import sys
 from typing import Callable, Optional
@@ -23,10 +25,11 @@ from absl import app, flags, logging
 import jax
 import numpy as np
 
-from a2i_jax import evaluation, files, inference, occlusions, visualize
+from a2i_jax import evaluation, files, inference, models, occlusions, visualize
 from a2i_jax.data import load_dataset
-from a2i_jax.errors import A2IError, InputError
-from a2i_jax.inputs import to_unit
+from a2i_jax.data.base import as_trained
+from a2i_jax.errors import A2IError, CheckpointError, InputError
+from a2i_jax.inputs import check_output_folder, image_files, read_images, to_unit
 
 MODES = ["sample", "progression", "swap", "reconstruct", "complete", "edit", "infer_attributes",
          "tune", "evaluate"]
@@ -49,17 +52,18 @@ _OCCLUSION = flags.DEFINE_list("occlusion", None, "complete / evaluate: occlusio
                                "(default: all that suit the dataset).")
 _STEPS = flags.DEFINE_integer("steps", None, "Inference steps (default: config.inference.steps).")
 _RESTARTS = flags.DEFINE_integer("restarts", None, "Restarts per image (default: config).")
-_NUM_EXAMPLES = flags.DEFINE_integer("num_examples", -1, "evaluate: first N test images; -1 all.")
+_NUM_EXAMPLES = flags.DEFINE_integer("num_examples", -1, "evaluate / tune: first N test "
+                                     "(tune: validation) images; -1: all (tune: 256).")
 _FIDELITY = flags.DEFINE_bool("attribute_fidelity", True, "evaluate: also score attribute "
                               "fidelity with an attribute predictor (trained on first use and "
                               "saved in the first workdir).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of latent draws, restarts and random occlusions.")
 flags.mark_flags_as_required(["workdir"])
 
-_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm")
-
-
-_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm")
+# What modes need, checked for every requested mode before any of them runs.
+_NEEDS_ATTRIBUTES = ("progression", "edit", "infer_attributes")  # The model must use them.
+_FLAG_USERS = {"input": ("reconstruct", "complete", "edit", "infer_attributes"),
+               "attribute": ("progression", "edit"), "value": ("edit",)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,26 +95,63 @@ class Options:
                restarts=_RESTARTS.value, num_examples=_NUM_EXAMPLES.value,
                attribute_fidelity=_FIDELITY.value, seed=_SEED.value)
 
+  def check(self) -> None:
+    """Range-checks every count and size, and the modes, before anything is read or written.
+
+    Raises:
+      InputError: naming the flag, the value and what it may be.
+    """
+    if not self.workdirs:
+      raise InputError("--workdir is empty; pass the folder train.py wrote.")
+    for mode in self.modes:
+      if mode not in MODES:
+        raise InputError(f"unknown --mode {mode!r}; choose from {', '.join(MODES)}.")
+    at_least = {"num_images": (self.num_images, 1),
+                "samples_per_attribute": (self.samples_per_attribute, 1),
+                "step": (self.step, 0), "steps": (self.steps, 0),
+                "restarts": (self.restarts, 1)}
+    for flag, (value, low) in at_least.items():
+      if value is not None and value < low:
+        raise InputError(f"--{flag}={value}; it must be at least {low}.")
+    if self.num_examples == 0 or self.num_examples < -1:
+      raise InputError(f"--num_examples={self.num_examples}; pass a positive count, or -1 for "
+                       "all.")
+    if self.value is not None and not math.isfinite(self.value):
+      raise InputError(f"--value={self.value}; pass a finite number.")
+    for flag, users in _FLAG_USERS.items():
+      if getattr(self, flag) is not None and not set(users) & set(self.modes):
+        raise InputError(f"--{flag} is used by --mode={', '.join(users)} only; drop it or "
+                         "add one of those modes.")
+
 
 def _read_images(path: str, size: int) -> tuple[np.ndarray, list[str]]:
-  from PIL import Image  # pylint: disable=import-outside-toplevel
-  if os.path.isdir(path):
-    names = sorted(os.path.join(path, f) for f in os.listdir(path)
-                   if f.lower().endswith(_IMAGE_EXTENSIONS))
-    if not names:
-      raise InputError(f"{path} holds no images ({', '.join(_IMAGE_EXTENSIONS)}).")
-  elif os.path.exists(path):
-    names = [path]
-  else:
-    raise InputError(f"--input {path} does not exist.")
-  images = []
-  for f in names:
-    im = np.asarray(Image.open(f).convert("RGB"))
-    if im.shape[:2] != (size, size):
-      raise InputError(f"{f} is {im.shape[1]}x{im.shape[0]}; this model takes {size}x{size} "
-                       f"images. Crop or resize it to {size}x{size} first.")
-    images.append(im)
-  return np.stack(images), names
+  names = image_files(path, "--input")
+  return read_images(names, size), names
+
+
+def _check_workdir(workdir: str) -> None:
+  if not os.path.exists(workdir):
+    raise InputError(f"--workdir {workdir} does not exist; pass the folder train.py wrote.")
+  if not os.path.isdir(workdir):
+    raise InputError(f"--workdir {workdir} is a file; pass the folder train.py wrote.")
+
+
+def _load_dataset_info(workdir: str) -> Optional[dict]:
+  """WORKDIR/dataset.json (attribute names, kinds, ranges, header at training), or None for
+  runs trained before it existed. To be replaced by `checkpoints.load_dataset_info`."""
+  path = os.path.join(workdir, "dataset.json")
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path, encoding="utf-8") as f:
+      info = json.load(f)
+    names = [str(n) for n in info["attribute_names"]]
+    if any(len(r) != 2 for r in info.get("attribute_ranges", [[0, 0]] * len(names))):
+      raise ValueError("attribute_ranges must hold [min, max] pairs")
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise CheckpointError(f"{path} is unreadable ({e}); delete it to use the dataset's "
+                          "current attribute columns.") from None
+  return info
 
 
 def _attribute_index(names, name: str) -> int:
@@ -124,14 +165,24 @@ class _Run:
 
   def __init__(self, workdir: str, opts: Options):
     self.opts = opts
+    self.out = opts.out or os.path.join(workdir, "infer")
+    # Every check that needs no restore comes first, so a mistake costs no waiting and
+    # leaves nothing written.
+    config = inference.load_run_config(workdir)
+    self.size = config.model.image_size
+    _check_modes(opts, models.create_model(config.model), config)
+    check_output_folder(self.out, "--out")
+    self.inputs = _read_images(opts.input, self.size) if opts.input else None
+    info = _load_dataset_info(workdir)
     self.trained = inference.load_trained(workdir, opts.step)
     # The run's persistent XLA cache: a second call starts without compiling.
     files.enable_compilation_cache(self.trained.config.compilation_cache_dir)
-    self.dataset = load_dataset(self.trained.config.data)
+    self.dataset = as_trained(load_dataset(self.trained.config.data), info)
     self.names = list(self.dataset.attribute_names)
-    self.out = opts.out or os.path.join(workdir, "infer")
+    self.ranges = info.get("attribute_ranges") if info else None
+    if opts.attribute:
+      _attribute_index(self.names, opts.attribute)
     self.key = jax.random.key(opts.seed)
-    self.size = self.trained.config.model.image_size
     self.prior = inference.AttributePrior.fit(self.dataset["train"].attributes)
 
   def options(self, **overrides) -> inference.InferenceOptions:
@@ -142,8 +193,8 @@ class _Run:
 
   def images(self):
     """(images, attributes or None when they must be inferred, labels)."""
-    if self.opts.input:
-      images, names = _read_images(self.opts.input, self.size)
+    if self.inputs is not None:
+      images, names = self.inputs
       return images, None, [os.path.basename(f) for f in names]
     test = self.dataset["test"]
     n = min(self.opts.num_images, len(test))
@@ -158,22 +209,49 @@ class _Run:
     return images, attrs, labels, to_unit(images)
 
   def value_range(self, j: int) -> tuple[float, float]:
-    """The training minimum and maximum of attribute `j`."""
+    """The training minimum and maximum of attribute `j` (as stored at training if it was)."""
+    if self.ranges:
+      return float(self.ranges[j][0]), float(self.ranges[j][1])
     col = self.dataset["train"].attributes[:, j]
     return float(col.min()), float(col.max())
 
   def save(self, images, name, ncols):
     """Writes a PNG grid of `images` to the output folder."""
     path = os.path.join(self.out, name)
-    visualize.save_grid(np.asarray(images).reshape((-1,) + np.shape(images)[-3:]), path, ncols)
-    print(f"wrote {path}")
+    _write(path, lambda p: visualize.save_grid(
+        np.asarray(images).reshape((-1,) + np.shape(images)[-3:]), p, ncols))
     return path
 
   def save_json(self, obj, name):
     """Writes `obj` as JSON to the output folder."""
-    path = os.path.join(self.out, name)
-    evaluation.write_json(obj, path)
+    _write(os.path.join(self.out, name), lambda p: evaluation.write_json(obj, p))
+
+
+def _write(path: str, write: Callable[[str], None], quiet: bool = False) -> None:
+  """Runs `write(path)`; a failed write (disk full, permissions) is one plain error."""
+  try:
+    write(path)
+  except OSError as e:
+    raise InputError(f"could not write {path} ({e.strerror or e}); free some space or pass "
+                     "--out=a folder you can write to.") from None
+  if not quiet:
     print(f"wrote {path}")
+
+
+def _check_modes(opts: Options, model, config) -> None:
+  """Refuses, before any mode runs, the modes this model cannot do and flags they lack."""
+  for mode in opts.modes:
+    if mode in _NEEDS_ATTRIBUTES and not model.uses_attributes:
+      raise InputError(f"--mode={mode} needs attributes and the {config.model.name} does not "
+                       "use them; use a CVAE or disCVAE workdir.")
+    if mode == "swap" and tuple(model.latent_dims) != inference.uses.SWAP_LATENTS:
+      raise InputError(f"--mode=swap needs a disCVAE (separate foreground and background "
+                       f"latents); this workdir holds a {config.model.name}.")
+    if mode == "edit" and not opts.attribute:
+      raise InputError("--mode=edit needs --attribute (the name of the attribute to change).")
+  if opts.occlusions and {"complete", "evaluate", "tune"} & set(opts.modes):
+    occlusions.make_masks(opts.occlusions, config.model.image_size, 1, seed=opts.seed,
+                          dataset=config.data.name)
 
 
 def _attribute_rows(labels, names, values):
@@ -241,8 +319,6 @@ def complete(run: _Run) -> None:
 
 
 def edit(run: _Run) -> None:
-  if not run.opts.attribute:
-    raise InputError(f"--mode=edit needs --attribute (one of: {', '.join(run.names)}).")
   j = _attribute_index(run.names, run.opts.attribute)
   images, attrs, labels, x01 = run.known_attributes()
   lo, hi = run.value_range(j)
@@ -260,9 +336,6 @@ def edit(run: _Run) -> None:
 
 
 def infer_attributes(run: _Run) -> None:
-  if not run.trained.model.uses_attributes:
-    raise InputError(f"the {run.trained.config.model.name} does not use attributes; use a "
-                     "CVAE or disCVAE workdir.")
   images, attrs, labels = run.images()
   y = inference.infer_attributes(run.trained, images, run.prior, key=run.key,
                                  options=run.options())["y"]
@@ -297,13 +370,16 @@ RUN_MODES: dict[str, Callable[[_Run], None]] = {
     "complete": complete, "edit": edit, "infer_attributes": infer_attributes, "tune": tune}
 
 def evaluate(opts: Options) -> None:
-  results, reports, out, dataset, predictor = [], [], None, None, None
+  out = opts.out or os.path.join(opts.workdirs[0], "infer")
+  opts = dataclasses.replace(opts, out=out)  # One table, in the first run's folder.
+  for workdir in opts.workdirs:  # Every run's config is read before the first is evaluated.
+    inference.load_run_config(workdir)
+  results, reports, dataset, predictor = [], [], None, None
   for workdir in opts.workdirs:
     run = _Run(workdir, opts)
     if dataset is not None and run.dataset.name != dataset.name:
       raise InputError(f"{workdir} was trained on {run.dataset.name!r}, the first workdir on "
                        f"{dataset.name!r}; one table compares runs on one dataset.")
-    out = out or run.out
     dataset = dataset or run.dataset
     print(f"evaluating {workdir} ({run.trained.config.model.name}, step {run.trained.step})")
     options = run.options()
@@ -326,18 +402,18 @@ def evaluate(opts: Options) -> None:
   if reports:
     text += "\nAttribute fidelity (attribute predictor trained on the real training images)\n\n"
     text += evaluation.attribute_table(reports)
-  evaluation.write_json({"workdirs": opts.workdirs, "results": results, "attributes": reports},
-                        os.path.join(out, "evaluation.json"))
-  files.atomic_write(os.path.join(out, "evaluation.md"), text)
+  _write(os.path.join(out, "evaluation.json"), lambda p: evaluation.write_json(
+      {"workdirs": opts.workdirs, "results": results, "attributes": reports}, p), quiet=True)
+  _write(os.path.join(out, "evaluation.md"), lambda p: files.atomic_write(p, text), quiet=True)
   print(text)
   print(f"wrote {os.path.join(out, 'evaluation.md')} and evaluation.json")
 
 
 def run_modes(opts: Options) -> None:
-  """Checks the modes against the workdirs, then runs them."""
-  for mode in opts.modes:
-    if mode not in MODES:
-      raise InputError(f"unknown --mode {mode!r}; choose from {', '.join(MODES)}.")
+  """Checks the flags, the modes and the workdirs, then runs the modes."""
+  opts.check()
+  for workdir in opts.workdirs:
+    _check_workdir(workdir)
   if opts.modes == ["evaluate"]:
     evaluate(opts)
   elif "evaluate" in opts.modes:

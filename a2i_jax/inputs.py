@@ -5,17 +5,36 @@ code below them trusts shapes and ranges. Images travel in three conventions: ui
 [0, 255] (datasets, files), floats in [0, 1] (what users pass and get back) and floats in
 [-1, 1] (what the models take and give). The conversions between them are written once here,
 and work on NumPy and JAX arrays alike (inside `jit` too).
+
+Image files are read here too, by one function (`read_image`) that `infer.py --input` and the
+folder datasets share, so every mode and bit depth PIL opens is converted the same way:
+
+- values are scaled to 8 bits, never clipped: 16-bit images (mode "I;16*", and mode "I" with
+  values in 0..65535, as PIL reads 16-bit PGM/TIFF) map 0..65535 to 0..255; float images
+  (mode "F") must lie in [0, 1], which maps to 0..255; anything else is refused by name;
+- transparency is composited over BLACK, i.e. colour x alpha (premultiplied alpha): a
+  transparent pixel is black in images and background in masks (white = foreground);
+- palettes, 1-bit, greyscale, CMYK, YCbCr, LAB and HSV go through PIL's conversion to RGB;
+- the EXIF orientation is applied, so an image reads the way a viewer shows it;
+- of an animated or multi-page file, the first frame is read.
+
+A file the reader cannot decode (empty, truncated, not an image, a folder) is an error that
+names it, never a traceback.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import os
+import tempfile
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-from a2i_jax.errors import InputError
+from a2i_jax.errors import A2IError, InputError
 
 
 def to_signed(x: Any) -> Any:
@@ -147,3 +166,210 @@ def check_mask(mask: Any, num: int, image_size: int, what: str) -> jax.Array:
   if not np.all((m >= 0.0) & (m <= 1.0)):
     raise InputError(f"{what} values must lie in [0, 1] (or uint8 0/255).")
   return jnp.asarray(m)
+
+
+# ------------------------------------------------------------------------------- image files
+
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def image_extensions() -> tuple[str, ...]:
+  """The file name extensions of the formats PIL can open (lower case, with the dot).
+
+  Returns:
+    Sorted extensions, e.g. (".apng", ".avif", ".blp", ".bmp", ...); formats PIL can only
+    write (PDF, ...) are left out.
+  """
+  Image.init()
+  return tuple(sorted(e for e, fmt in Image.registered_extensions().items()
+                      if fmt in Image.OPEN))
+
+
+def is_image_name(name: str) -> bool:
+  """Whether a file name has an extension of a format PIL opens (any case).
+
+  Args:
+    name: a file name or path.
+  Returns:
+    True for e.g. "a.PNG" or "b.tif"; False for "notes.txt" or ".DS_Store".
+  """
+  return os.path.splitext(name)[1].lower() in image_extensions()
+
+
+def image_to_rgb(image: Any) -> np.ndarray:
+  """A loaded PIL image of any mode to uint8 RGB, by the rules in this module's docstring.
+
+  Args:
+    image: a PIL image (loaded).
+  Returns:
+    uint8 [H, W, 3].
+  Raises:
+    InputError: a mode or value range that cannot be converted faithfully.
+  """
+  mode = image.mode
+  if mode in ("P", "L", "RGB") and "transparency" in image.info or mode in ("PA", "LA"):
+    image, mode = image.convert("RGBA"), "RGBA"  # PIL applies the palette or colour key.
+  if mode in ("L", "RGB"):
+    return np.asarray(image.convert("RGB"), np.uint8)
+  if mode in _SIXTEEN_BIT_MODES or mode in ("I", "F"):
+    grey = _scaled_grey(np.asarray(image), mode)
+    return np.repeat(grey[..., None], 3, axis=-1)
+  if mode == "RGBA":
+    rgba = np.asarray(image, np.uint16)
+    return ((rgba[..., :3] * rgba[..., 3:] + 127) // 255).astype(np.uint8)
+  if mode == "RGBa":  # Premultiplied alpha: colour x alpha already, i.e. over black.
+    return np.array(np.asarray(image, np.uint8)[..., :3])
+  if mode == "La":
+    return np.repeat(np.asarray(image, np.uint8)[..., :1], 3, axis=-1)
+  try:
+    return np.asarray(image.convert("RGB"), np.uint8)
+  except ValueError as e:
+    raise InputError(f"images of PIL mode {mode!r} cannot be converted to RGB ({e}); save it "
+                     "as an 8-bit RGB or greyscale PNG.") from None
+
+
+def _scaled_grey(values: np.ndarray, mode: str) -> np.ndarray:
+  """uint8 [H, W] from 16-bit, 32-bit integer or float pixel values, scaled to 0..255."""
+  v = values.astype(np.float64)
+  lo, hi = (float(v.min()), float(v.max())) if v.size else (0.0, 0.0)
+  if mode == "F":
+    if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0.0 or hi > 1.0:
+      raise InputError(f"a floating-point (PIL mode 'F') image must lie in [0, 1]; this one "
+                       f"ranges over [{lo:g}, {hi:g}]. Save it as an 8- or 16-bit image.")
+    full = 1.0
+  else:
+    if lo < 0 or hi > 65535:
+      raise InputError(f"a 32-bit integer (PIL mode 'I') image is read as 16-bit (0..65535); "
+                       f"this one ranges over [{lo:g}, {hi:g}]. Save it as an 8- or 16-bit "
+                       "image.")
+    full = 65535.0
+  return np.floor(v * (255.0 / full) + 0.5).astype(np.uint8)
+
+
+def read_image(path: str, error: type = InputError) -> np.ndarray:
+  """Reads one image file of any format, mode and bit depth PIL opens, as uint8 RGB.
+
+  The one reader of image files (infer.py's `--input`, folder datasets); the conversion
+  rules are in this module's docstring.
+
+  Args:
+    path: the file.
+    error: the `A2IError` subclass to raise (`InputError` for user inputs, `DataError`
+      for datasets).
+  Returns:
+    uint8 [H, W, 3].
+  Raises:
+    error: naming `path`: a folder, an empty, damaged or truncated file, not an image, or a
+      mode or value range that cannot be converted faithfully.
+  """
+  if os.path.isdir(path):
+    raise error(f"{path} is a folder, not an image file; move it out or rename it.")
+  try:
+    if os.path.getsize(path) == 0:
+      raise error(f"{path} is empty (0 bytes), not an image; replace or remove it.")
+    with Image.open(path) as im:
+      im.seek(0)  # Animated or multi-page: the first frame.
+      im.load()
+      return image_to_rgb(ImageOps.exif_transpose(im))
+  except A2IError as e:
+    raise error(str(e) if str(e).startswith(path) else f"{path}: {e}") from None
+  except UnidentifiedImageError:
+    raise error(f"{path} is not an image PIL can read (it has no known image format); "
+                "replace or remove it.") from None
+  except OSError as e:
+    if e.strerror:  # The file system's refusal (permissions, I/O), not PIL's.
+      raise error(f"cannot read {path} ({e.strerror}).") from None
+    raise error(f"{path} could not be decoded ({e}); the file is damaged or incomplete. "
+                "Replace or remove it.") from None
+  except Exception as e:  # pylint: disable=broad-except
+    # PIL's decoders raise many types for damaged files (SyntaxError, struct.error, ...).
+    raise error(f"{path} could not be decoded ({type(e).__name__}: {e}); the file is damaged "
+                "or incomplete. Replace or remove it.") from None
+
+
+def image_files(path: str, what: str = "--input") -> list[str]:
+  """The image files `path` names: itself, or the images of a folder (sorted by name).
+
+  One rule for both: a file is an image when its extension is one PIL opens
+  (`image_extensions`). A folder's other entries are skipped with one warning that names
+  them, never silently; a folder named like an image is an error.
+
+  Args:
+    path: an image file or a folder of them.
+    what: the flag or argument name, for the messages.
+  Returns:
+    The image paths.
+  Raises:
+    InputError: `path` does not exist, is a file with no image extension, is a folder
+      holding no images or a folder with an image's name.
+  """
+  hint = "an image extension such as .png, .jpg, .tif or .webp"
+  if not os.path.exists(path):
+    raise InputError(f"{what} {path} does not exist.")
+  if not os.path.isdir(path):
+    if not is_image_name(path):
+      raise InputError(f"{what} {path} is not named as an image ({hint}); rename it.")
+    return [path]
+  names = sorted(os.listdir(path))
+  images = [os.path.join(path, n) for n in names if is_image_name(n)]
+  for f in images:
+    if os.path.isdir(f):
+      raise InputError(f"{what}: {f} is a folder, not an image file; move it out of {path}.")
+  skipped = [n for n in names if not is_image_name(n)]
+  if skipped:
+    logging.warning("%s %s: %d entr%s without %s skipped: %s", what, path, len(skipped),
+                    "y" if len(skipped) == 1 else "ies", hint,
+                    ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else ""))
+  if not images:
+    raise InputError(f"{what} {path} holds no images ({hint}).")
+  return images
+
+
+def read_images(paths: Sequence[str], image_size: int) -> np.ndarray:
+  """Reads image files with `read_image` and stacks them, checking their size.
+
+  Args:
+    paths: the files (e.g. from `image_files`).
+    image_size: S, the size every image must have.
+  Returns:
+    uint8 [N, S, S, 3].
+  Raises:
+    InputError: a file that cannot be read, or of another size.
+  """
+  images = []
+  for f in paths:
+    im = read_image(f)
+    if im.shape[:2] != (image_size, image_size):
+      raise InputError(f"{f} is {im.shape[1]}x{im.shape[0]}; this model takes {image_size}x"
+                       f"{image_size} images. Crop or resize it to {image_size}x{image_size} "
+                       "first.")
+    images.append(im)
+  return np.stack(images)
+
+
+def check_output_folder(path: str, what: str = "--out") -> None:
+  """Refuses an output folder that cannot be written, before any work, without creating it.
+
+  Args:
+    path: the folder (it may not exist yet).
+    what: the flag or argument name, for the messages.
+  Raises:
+    InputError: `path` is a file, lies under a file, or its nearest existing folder refuses
+      a new file (read-only, permissions).
+  """
+  full = os.path.abspath(os.path.expanduser(path))
+  if os.path.exists(full) and not os.path.isdir(full):
+    raise InputError(f"{what} {path} is a file; pass a folder (it is created if missing).")
+  existing = full
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise InputError(f"{what} {path}: {existing} is a file, so the folder cannot be made "
+                     f"there; pass another {what}.")
+  try:  # Root may write where permissions say no, so try rather than ask os.access.
+    fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=existing)
+    os.close(fd)
+    os.remove(probe)
+  except OSError as e:
+    raise InputError(f"cannot write to {what} {path} ({e.strerror or e} in {existing}); pass "
+                     f"{what}=a folder you can write to.") from None

@@ -443,6 +443,83 @@ def test_folder_header_names_match_in_any_case(tmp_path):
     folder.scan(path, masks=False)
 
 
+def test_folder_csv_encodings_split_names_and_column_names(tmp_path, caplog):
+  from a2i_jax.data import folder  # pylint: disable=import-outside-toplevel
+  path = str(tmp_path / "f")
+  fx.make_folder(path, masks=False)
+  csv_path = os.path.join(path, "attributes.csv")
+  rows = open(csv_path).read().splitlines()[1:]
+  aliases = ["Training", "train", "TRAIN", "training", "train", "train", "train", "train",
+             "VAL", "valid", "dev", "Testing"]
+  text = "\n".join(["filename,sourire \xe9,age,split"] +
+                   [f"{r},{a}" for r, a in zip(rows, aliases)]) + "\n"
+  for encoding, warned in (("utf-8", False), ("utf-8-sig", False), ("utf-16", False),
+                           ("cp1252", True)):
+    caplog.clear()
+    with open(csv_path, "wb") as f:
+      f.write(text.encode(encoding))
+    table = folder.scan(path, masks=False)
+    assert table.names == ("sourire \xe9", "age"), encoding
+    assert table.header == ("filename", "sourire \xe9", "age", "split")
+    assert [r[2] for r in table.rows] == ["train"] * 8 + ["validation"] * 3 + ["test"]
+    assert ("is not UTF-8; read it as cp1252" in caplog.text) == warned, encoding
+  with open(csv_path, "wb") as f:
+    f.write(b"filename,a\x00b\n")
+  with pytest.raises(DataError, match="attributes.csv is not a CSV text file"):
+    folder.scan(path, masks=False)
+  for header, needle in (("filename,smile,smile", r"'smile' more than once"),
+                         ("filename,,smile", "column 2 of the header has no name")):
+    _write(csv_path, "\n".join([header] + [r + ",1" for r in rows]) + "\n")
+    with pytest.raises(DataError, match=needle):
+      folder.scan(path, masks=False)
+  _write(csv_path, "\n".join(["filename,smile,age,split"] + [r + ",holdout" for r in rows]))
+  with pytest.raises(DataError, match="split 'holdout' is not one of train, training"):
+    folder.scan(path, masks=False)
+
+
+def test_folder_reads_any_image_mode_and_warns_of_upscaling(tmp_path, caplog):
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data import folder  # pylint: disable=import-outside-toplevel
+  path = str(tmp_path / "f")
+  fx.make_folder(path)
+  # Example 0's colour is grey (20, 20, 20): stored as 16 bits it must read as 20, not 255.
+  grey = np.full((36, 48), 65535, np.uint16)
+  grey[:, 6:42] = 20 * 257
+  Image.fromarray(grey).save(os.path.join(path, "images", "img_00.png"))
+  # Example 1's mask as a transparent layer: opaque white = foreground, transparent = not.
+  la = np.zeros((36, 48, 2), np.uint8)
+  la[18:] = 255
+  Image.fromarray(la, "LA").save(os.path.join(path, "masks", "img_01.png"))
+  ds = folder.load(path=path, data_dir=str(tmp_path / "data"), image_size=160, masks=True,
+                   progress=False)
+  train = ds["train"]
+  ages = list(np.round(train.attributes[:, 1] - 0.5).astype(int))
+  assert _close(train.images[ages.index(0)][80, 80], (20, 20, 20), 1)
+  mask = train.masks[ages.index(1)]
+  assert (mask[:70] == 0).all() and (mask[90:] == 255).all()
+  assert ds.metadata["header"] == ["filename", "smile", "age"]
+  assert "10 train image(s) are upscaled more than 4x to 160x160" in caplog.text
+
+
+def test_dataset_attribute_order_and_small_train_split(caplog):
+  from a2i_jax.data import base  # pylint: disable=import-outside-toplevel
+  split = base.Split(images=np.zeros((2, 4, 4, 3), np.uint8),
+                     attributes=np.array([[1, 10, 100], [2, 20, 200]], np.float32))
+  ds = base.Dataset("folder", ("a", "b", "c"), ("binary", "continuous", "continuous"),
+                    {s: split for s in base.SPLITS})
+  assert base.with_attribute_order(ds, ["a", "b", "c"]) is ds
+  moved = base.with_attribute_order(ds, ["c", "a", "b"])
+  assert moved.attribute_names == ("c", "a", "b")
+  assert moved.attribute_kinds == ("continuous", "binary", "continuous")
+  assert moved["test"].attributes.tolist() == [[100, 1, 10], [200, 2, 20]]
+  with pytest.raises(DataError, match=r"\(a, b, c\) are not those .* \(a, b, red\)"):
+    base.with_attribute_order(ds, ["a", "b", "red"])
+  base.warn_small_train_split(ds, 2)
+  assert not caplog.text
+  base.warn_small_train_split(ds, 8)
+  assert "training split has 2 image(s), fewer than batch_size=8" in caplog.text
+
+
 # ------------------------------------------------------------------------------ tfds_lib
 
 
@@ -452,9 +529,16 @@ def test_read_lines_splits_on_newline_only(tmp_path):
   utf8.write_bytes("a\x0cb\r\nc\x1cd \n\n \t\ne\u2028f\x85g\x0bh".encode("utf-8"))
   assert tfds_lib.read_lines(str(utf8)) == ["a\x0cb", "c\x1cd ", "e\u2028f\x85g\x0bh"]
   assert [n for n, _ in tfds_lib.numbered_lines(str(utf8))] == [1, 2, 5]
-  latin1 = tmp_path / "latin1.txt"  # not UTF-8: read as Latin-1, where 0x85 is U+0085
-  latin1.write_bytes(b"Jos\xe9\x85Mar\xeda\r\nx\ry\n")
-  assert tfds_lib.read_lines(str(latin1)) == ["Jos\xe9\x85Mar\xeda", "x\ry"]
+  cp1252 = tmp_path / "cp1252.txt"  # not UTF-8: Windows-1252, where 0x85 is an ellipsis
+  cp1252.write_bytes(b"Jos\xe9\x85Mar\xeda\r\nx\ry\n")
+  assert tfds_lib.read_lines(str(cp1252)) == ["Jos\xe9\u2026Mar\xeda", "x\ry"]
+  latin1 = tmp_path / "latin1.txt"  # 0x81 is not Windows-1252: Latin-1, 0x85 is U+0085
+  latin1.write_bytes(b"Jos\xe9\x85Mar\xeda\x81\r\nx\ry\n")
+  assert tfds_lib.read_lines(str(latin1)) == ["Jos\xe9\x85Mar\xeda\x81", "x\ry"]
+  bom = tmp_path / "bom.txt"
+  for encoding in ("utf-8-sig", "utf-16"):
+    bom.write_bytes("Jos\xe9\nb\n".encode(encoding))
+    assert tfds_lib.read_lines(str(bom)) == ["Jos\xe9", "b"]
 
 
 def test_resize_array_shapes_and_copy():

@@ -11,6 +11,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 from flax import serialization
 
 from a2i_jax import files
@@ -122,5 +123,9 @@ def load_or_train(settings: Any, dataset: Dataset, workdir: str, *,
   except CheckpointError:
     pass
   p = train_predictor(dataset, settings, seed=seed)
-  save_predictor(p, workdir)
+  try:
+    save_predictor(p, workdir)
+  except OSError as e:  # A read-only workdir: the scores stand, the next call retrains.
+    logging.warning("could not save the attribute predictor in %s (%s); it is trained again "
+                    "next time.", workdir, e.strerror or e)
   return p

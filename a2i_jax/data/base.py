@@ -11,6 +11,7 @@ import dataclasses
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
+from absl import logging
 
 from a2i_jax.errors import ConfigError, DataError, DatasetNotPreparedError  # noqa: F401
 
@@ -143,3 +144,79 @@ def check_attribute_names(names: Sequence[str], kinds: Sequence[str]) -> None:
   for k in kinds:
     if k not in ("binary", "continuous"):
       raise DataError(f"attribute kind {k!r} is neither 'binary' nor 'continuous'.")
+
+
+def as_trained(dataset: Dataset, info: Optional[Mapping[str, Any]]) -> Dataset:
+  """The dataset with its attributes as a model was trained on them (by name, in that order).
+
+  Logs one warning when the dataset's header (`metadata["header"]`, else its attribute
+  names) differs from the one stored at training.
+
+  Args:
+    dataset: the dataset as loaded now.
+    info: what training stored of it (WORKDIR/dataset.json: "attribute_names", and
+      optionally "attribute_kinds" and "header"), or None for runs trained before it was
+      stored (the dataset is then taken as it is).
+  Returns:
+    `with_attribute_order(dataset, info["attribute_names"], info["attribute_kinds"])`.
+  Raises:
+    DataError: the dataset's attribute names are not the stored ones.
+  """
+  if info is None:
+    return dataset
+  now = list(dataset.metadata.get("header") or dataset.attribute_names)
+  then = list(info.get("header") or info["attribute_names"])
+  if now != then:
+    logging.warning("the dataset's columns changed since training (then: %s; now: %s); "
+                    "attributes are matched by name, in the training order.",
+                    ", ".join(map(str, then)), ", ".join(map(str, now)))
+  return with_attribute_order(dataset, info["attribute_names"], info.get("attribute_kinds"))
+
+
+def with_attribute_order(dataset: Dataset, names: Sequence[str],
+                         kinds: Optional[Sequence[str]] = None) -> Dataset:
+  """The dataset with its attribute columns in the order `names` gives (the training order).
+
+  A folder dataset's columns come from attributes.csv as it is now; a model takes them in the
+  order it was trained with. Reordering by name keeps `--attribute=red` driving red.
+
+  Args:
+    dataset: the dataset as loaded.
+    names: the attribute names in the wanted order (the same set as the dataset's).
+    kinds: "binary" or "continuous" per name (default: the dataset's own, reordered).
+  Returns:
+    `dataset` itself when the order already matches (and kinds are not given), else a copy
+    whose splits' attribute columns, names and kinds follow `names`.
+  Raises:
+    DataError: the dataset's attribute names are not the same set as `names`.
+  """
+  have, names = list(dataset.attribute_names), list(names)
+  if sorted(have) != sorted(names) or len(set(names)) != len(names):
+    raise DataError(f"the dataset's attributes ({', '.join(have)}) are not those the model was "
+                    f"trained with ({', '.join(names)}); restore the dataset's columns.")
+  if have == names and kinds is None:
+    return dataset
+  order = [have.index(n) for n in names]
+  kinds = tuple(kinds) if kinds is not None else tuple(dataset.attribute_kinds[i] for i in order)
+  check_attribute_names(names, kinds)
+  splits = {k: dataclasses.replace(s, attributes=s.attributes[:, order])
+            for k, s in dataset.splits.items()}
+  return dataclasses.replace(dataset, attribute_names=tuple(names), attribute_kinds=kinds,
+                             splits=splits)
+
+
+def warn_small_train_split(dataset: Dataset, batch_size: int) -> None:
+  """Logs one warning when the training split holds fewer images than a batch.
+
+  Batches are drawn with replacement, so training still runs, but every batch repeats
+  images.
+
+  Args:
+    dataset: the loaded dataset.
+    batch_size: the global batch size (config.batch_size).
+  """
+  n = len(dataset["train"])
+  if n < batch_size:
+    logging.warning("%s: the training split has %d image(s), fewer than batch_size=%d, so "
+                    "every batch repeats images; add images or lower --config.batch_size.",
+                    dataset.name, n, batch_size)

@@ -4,10 +4,13 @@ Layout:
 
   <path>/images/<file>          any size, any format PIL reads (JPEG, PNG, ...)
   <path>/attributes.csv         a `filename` column (file names inside images/), one numeric
-                                column per attribute (the header names it), and optionally
-                                a `split` column (train / validation / test); the names
-                                `filename` and `split` match in any case (`Split`), every
-                                other column is an attribute
+                                column per attribute (the header names it, each name once),
+                                and optionally a `split` column (train / validation / test,
+                                or training / val / valid / dev / testing, in any case); the
+                                names `filename` and `split` match in any case (`Split`),
+                                every other column is an attribute. UTF-8 (with or without a
+                                BOM) or UTF-16 with a BOM; other bytes are read as
+                                Windows-1252 (else Latin-1), with a warning
   <path>/masks/<file>           optional, same file names as images/, white = foreground,
                                 the same size as the image
 
@@ -21,7 +24,10 @@ Rules:
 - Without a `split` column, rows go round-robin in file order: the 9th of every 10 to
   validation, the 10th to test, the rest to train (so at least 10 rows are needed).
 - Images are cut to a square and resized to `config.data.image_size`: "centre_crop" takes
-  the largest centred square, "stretch" resizes the whole image (changing its aspect).
+  the largest centred square, "stretch" resizes the whole image (changing its aspect). Images
+  upscaled more than 4x are counted in a warning.
+- Images and masks are read by `a2i_jax.inputs.read_image`: every mode and bit depth PIL
+  opens, values scaled to 8 bits, transparency over black, EXIF orientation applied.
 
 The prepared copy lives in `<data_dir>/folder/<folder name>-<fingerprint>/`; the
 fingerprint covers the CSV, every image's and mask's name, size and modification time, the
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import math
 import os
 from typing import Any, Iterator, Optional
@@ -43,10 +50,16 @@ from PIL import Image
 from a2i_jax.data import tfds_lib
 from a2i_jax.data.base import (DataError, DatasetNotPreparedError, RESIZE_MODES, SPLITS,
                                check_choice)
+from a2i_jax.inputs import read_image
 
 tfds = tfds_lib.import_tfds()
 
 VALIDATION_SLOT, TEST_SLOT = 8, 9  # Round-robin positions (of 10) without a split column.
+# The split column's accepted values (lower-cased) and the split each one means.
+SPLIT_ALIASES = {"train": "train", "training": "train", "validation": "validation",
+                 "val": "validation", "valid": "validation", "dev": "validation",
+                 "test": "test", "testing": "test"}
+MAX_UPSCALE = 4  # Images enlarged more than this many times are counted in a warning.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,11 +71,14 @@ class Table:
     kinds: "binary" or "continuous" per attribute.
     rows: (file name, float32 [A], split) per CSV row, in file order.
     masks_dir: the masks folder, or None.
+    header: every column name of the CSV, in file order (stored with the prepared data as
+      the metadata "header", so a run can tell when the CSV changed after training).
   """
   names: tuple[str, ...]
   kinds: tuple[str, ...]
   rows: tuple[tuple[str, np.ndarray, str], ...]
   masks_dir: Optional[str]
+  header: tuple[str, ...] = ()
 
 
 def scan(path: str, masks: bool) -> Table:
@@ -79,7 +95,8 @@ def scan(path: str, masks: bool) -> Table:
   Raises:
     DatasetNotPreparedError: the folder, images/ or attributes.csv is missing.
     DataError: naming the file (and row, column) of any other problem, including a header
-      with no `filename` column or two columns that both match `filename` or `split`.
+      with no `filename` column, two columns that both match `filename` or `split`, or an
+      attribute name that is empty or used twice.
   """
   path = os.path.expanduser(path)
   csv_path = os.path.join(path, "attributes.csv")
@@ -94,15 +111,14 @@ def scan(path: str, masks: bool) -> Table:
           f"{p} does not exist. An own dataset is a folder with images/, attributes.csv "
           "(a 'filename' column plus one numeric column per attribute, optional 'split') "
           "and optional masks/ (see README, 'Datasets').")
+  if not os.path.isdir(images_dir) or os.path.isdir(csv_path):
+    raise DataError(f"{images_dir} must be a folder and {csv_path} a file.")
   masks_dir = os.path.join(path, "masks")
   if masks and not os.path.isdir(masks_dir):
     raise DataError(f"config.data.masks=True but {masks_dir} does not exist; add masks "
                     "(white = foreground, same file names as images/) or set "
                     "--config.data.masks=False (and a model without masks, e.g. cvae).")
-  with open(csv_path, newline="", encoding="utf-8-sig") as f:
-    reader = csv.reader(f)
-    header = [h.strip() for h in next(reader, [])]
-    body = [(n, r) for n, r in enumerate(reader, 2) if any(c.strip() for c in r)]
+  header, body = _read_csv(csv_path)
   # The two reserved column names match in any case ("Filename", "SPLIT").
   reserved = {key: [i for i, h in enumerate(header) if h.lower() == key]
               for key in ("filename", "split")}
@@ -119,6 +135,7 @@ def scan(path: str, masks: bool) -> Table:
   if not acols:
     raise DataError(f"{csv_path}: no attribute columns besides 'filename'/'split'.")
   names = tuple(header[i] for i in acols)
+  _check_names(csv_path, header, names)
   present = set(os.listdir(images_dir))
   rows, seen = [], set()
   for line, r in body:
@@ -147,10 +164,10 @@ def scan(path: str, masks: bool) -> Table:
       split = ("validation" if slot == VALIDATION_SLOT else
                "test" if slot == TEST_SLOT else "train")
     else:
-      split = r[scol].strip().lower()
-      if split not in SPLITS:
+      split = SPLIT_ALIASES.get(r[scol].strip().lower())
+      if split is None:
         raise DataError(f"{csv_path}, line {line} ({fname}): split {r[scol]!r} is not one "
-                        f"of {', '.join(SPLITS)}.")
+                        f"of {', '.join(SPLIT_ALIASES)} (any case).")
     rows.append((fname, np.asarray(values, np.float32), split))
   if masks:
     for fname, _, _ in rows:
@@ -169,7 +186,38 @@ def scan(path: str, masks: bool) -> Table:
   table = np.stack([r[1] for r in rows])
   kinds = tuple("binary" if np.isin(table[:, j], (0.0, 1.0)).all() else "continuous"
                 for j in range(table.shape[1]))
-  return Table(names, kinds, tuple(rows), masks_dir if masks else None)
+  return Table(names, kinds, tuple(rows), masks_dir if masks else None, tuple(header))
+
+
+def _read_csv(csv_path: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
+  """(header, [(line number, cells)] of the non-blank rows), in any common text encoding."""
+  with open(csv_path, "rb") as f:
+    text, encoding = tfds_lib.decode_text(f.read())
+  if encoding not in ("utf-8", "utf-16"):
+    logging.warning("folder: %s is not UTF-8; read it as %s (save it as UTF-8 if its names "
+                    "look wrong).", csv_path, encoding)
+  try:
+    if "\x00" in text:  # Binary, or UTF-16 without its BOM; newer `csv` takes NULs.
+      raise csv.Error("it holds NUL bytes")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = [h.strip() for h in next(reader, [])]
+    body = [(n, r) for n, r in enumerate(reader, 2) if any(c.strip() for c in r)]
+  except csv.Error as e:
+    raise DataError(f"{csv_path} is not a CSV text file ({e}); save it as CSV (UTF-8).") from None
+  return header, body
+
+
+def _check_names(csv_path: str, header: list[str], names: tuple[str, ...]) -> None:
+  """Every attribute column needs a name of its own: `--attribute` picks columns by name."""
+  for i, h in enumerate(header):
+    if not h:
+      raise DataError(f"{csv_path}: column {i + 1} of the header has no name; name every "
+                      "column.")
+  twice = sorted({n for n in names if names.count(n) > 1})
+  if twice:
+    raise DataError(f"{csv_path}: the header names the attribute column(s) "
+                    f"{', '.join(map(repr, twice))} more than once; give every column its own "
+                    "name.")
 
 
 def _check_mask(image_path: str, mask_path: str) -> None:
@@ -179,11 +227,18 @@ def _check_mask(image_path: str, mask_path: str) -> None:
                     "mask of the same file name (white = foreground).")
   try:
     with Image.open(image_path) as im, Image.open(mask_path) as m:
-      if m.size != im.size:
-        raise DataError(f"{mask_path} is {m.size[0]}x{m.size[1]} but its image {image_path} "
-                        f"is {im.size[0]}x{im.size[1]}; masks must match their images.")
+      (iw, ih), (mw, mh) = _shown_size(im), _shown_size(m)
+      if (mw, mh) != (iw, ih):
+        raise DataError(f"{mask_path} is {mw}x{mh} but its image {image_path} is {iw}x{ih}; "
+                        "masks must match their images.")
   except OSError as e:
     raise DataError(f"{image_path} or its mask is not an image PIL can read ({e}).") from e
+
+
+def _shown_size(image: Any) -> tuple[int, int]:
+  """(width, height) once the EXIF orientation is applied, as `read_image` applies it."""
+  w, h = image.size
+  return (h, w) if image.getexif().get(0x0112) in (5, 6, 7, 8) else (w, h)
 
 
 def _fingerprint(path: str, table: Table, image_size: int, resize: str) -> str:
@@ -243,30 +298,35 @@ class A2iFolder(tfds_lib.BuilderMixin, tfds.core.GeneratorBasedBuilder,
     del dl_manager  # Nothing to download.
     self.info.metadata["attributes_names"] = list(self._table.names)
     self.info.metadata["attributes_kinds"] = list(self._table.kinds)
+    self.info.metadata["header"] = list(self._table.header)
     self.info.metadata["source"] = os.path.abspath(self._folder)
     self.info.metadata["resize"] = self._resize
     return {s: self._generate_examples(s) for s in SPLITS}
 
   def _generate_examples(self, split: str) -> Iterator[tuple[str, dict]]:
+    upscaled = []
     for fname, values, row_split in self._table.rows:
       if row_split != split:
         continue
-      path = os.path.join(self._folder, "images", fname)
-      try:
-        with Image.open(path) as im:
-          image = im.convert("RGB")
-      except OSError as e:
-        raise DataError(f"{path}: not an image PIL can read ({e}).") from e
+      image = Image.fromarray(read_image(os.path.join(self._folder, "images", fname),
+                                         DataError))
       box = square_box(image.width, image.height, self._resize)
+      if self._image_size > MAX_UPSCALE * min(box[2] - box[0], box[3] - box[1]):
+        upscaled.append(f"{fname} ({image.width}x{image.height})")
       ex = {"id": fname, "attributes": values,
             "image": tfds_lib.crop_resize(image, box, self._image_size)}
       if self._table.masks_dir is not None:
         # scan() checked that the mask exists and has the image's size.
-        with Image.open(os.path.join(self._table.masks_dir, fname)) as m:
-          mask = m.convert("L")
+        mask = Image.fromarray(read_image(os.path.join(self._table.masks_dir, fname),
+                                          DataError)).convert("L")
         ex["mask"] = tfds_lib.crop_resize(mask, box, self._image_size)
         ex["mask_predicted"] = False
       yield fname, ex
+    if upscaled:
+      logging.warning("folder: %d %s image(s) are upscaled more than %dx to %dx%d, so they "
+                      "will look blurred (e.g. %s); use larger images or a smaller "
+                      "data.image_size.", len(upscaled), split, MAX_UPSCALE, self._image_size,
+                      self._image_size, ", ".join(upscaled[:3]))
 
 
 def load(*, path: str, data_dir: str, image_size: int, masks: bool = False,

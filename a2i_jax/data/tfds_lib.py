@@ -189,8 +189,30 @@ def find_file(root: str, relative: str, what: str) -> str:
   return path
 
 
+def decode_text(raw: bytes) -> tuple[str, str]:
+  """Decodes a text file's bytes: UTF-8 (with or without a BOM), UTF-16 with a BOM (Excel's
+  "Unicode text"), else Windows-1252, else Latin-1 (which decodes any bytes).
+
+  Args:
+    raw: the file's bytes.
+  Returns:
+    (text without a BOM, the encoding used: "utf-8", "utf-16", "cp1252" or "latin-1").
+  """
+  if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+    try:
+      return raw.decode("utf-16"), "utf-16"
+    except UnicodeDecodeError:
+      pass
+  for encoding, codec in (("utf-8", "utf-8-sig"), ("cp1252", "cp1252")):
+    try:
+      return raw.decode(codec), encoding
+    except UnicodeDecodeError:
+      pass
+  return raw.decode("latin-1"), "latin-1"
+
+
 def numbered_lines(path: str) -> list[tuple[int, str]]:
-  """The non-empty lines of a text file with their line numbers (UTF-8, else Latin-1).
+  """The non-empty lines of a text file with their line numbers (decoded by `decode_text`).
 
   Lines end at a line feed only (a carriage return before it is dropped too), so the
   characters that Python's `str.splitlines` also breaks at (form feed, U+0085, U+2028, ...)
@@ -204,11 +226,7 @@ def numbered_lines(path: str) -> list[tuple[int, str]]:
     leading and trailing spaces and tabs.
   """
   with open(path, "rb") as f:
-    raw = f.read()
-  try:
-    text = raw.decode("utf-8")
-  except UnicodeDecodeError:
-    text = raw.decode("latin-1")
+    text, _ = decode_text(f.read())
   out = []
   for number, line in enumerate(text.split("\n"), 1):
     if line.endswith("\r"):
@@ -219,7 +237,7 @@ def numbered_lines(path: str) -> list[tuple[int, str]]:
 
 
 def read_lines(path: str) -> list[str]:
-  """The non-empty lines of a text file (UTF-8, or Latin-1 where UTF-8 fails).
+  """The non-empty lines of a text file (decoded by `decode_text`).
 
   Lines end at a line feed only, as in `numbered_lines`.
 

@@ -11,7 +11,7 @@ by optimisation, and `uses` what is built on it. Nothing here imports the traini
 
 from a2i_jax.inference.posterior import (AttributePrior, InferenceOptions, infer_latents,
                                          make_inference_fns)
-from a2i_jax.inference.restore import TrainedModel, load_trained
+from a2i_jax.inference.restore import TrainedModel, load_run_config, load_trained
 from a2i_jax.inference.uses import (complete, decode, edit, infer_attributes, options_for,
                                     prior_latents, progression, reconstruct, run_inference,
                                     sample, swap)
@@ -20,6 +20,6 @@ from a2i_jax.inputs import check_attributes, check_images, check_mask
 __all__ = [
     "AttributePrior", "InferenceOptions", "TrainedModel", "check_attributes", "check_images",
     "check_mask", "complete", "decode", "edit", "infer_attributes", "infer_latents",
-    "load_trained", "make_inference_fns", "options_for", "prior_latents", "progression",
-    "reconstruct", "run_inference", "sample", "swap",
+    "load_run_config", "load_trained", "make_inference_fns", "options_for", "prior_latents",
+    "progression", "reconstruct", "run_inference", "sample", "swap",
 ]

@@ -3,8 +3,9 @@
 A checkpoint holds the whole train state {step, params, batch_stats, opt_state}
 (`ocp.args.StandardSave`, docs/design.md §3.8). Serving needs only the model variables, so
 they are read with Orbax's partial restore (`Checkpointer.restore(partial=True)`:
-`PyTreeRestore(partial_restore=True)`, present from orbax-checkpoint 0.12.4 on): the optimiser state is never read, and nothing here builds
-an optimiser or imports the training code (docs/design.md §2.2).
+`PyTreeRestore(partial_restore=True)`, present from orbax-checkpoint 0.12.4 on): the
+optimiser state is never read, and nothing here builds an optimiser or imports the training
+code (docs/design.md §2.2).
 """
 
 from __future__ import annotations
@@ -52,6 +53,22 @@ class TrainedModel:
     return cls(config, model, variables, int(step), jax.jit(sampling.make_sample_fn(model)))
 
 
+def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a run was trained with, with the keys added to the library since filled in.
+
+  Reads only `workdir/config.json`, so callers can check a request against the model (its
+  module answers `uses_attributes`, `latent_dims`, ...) before restoring any variables.
+
+  Args:
+    workdir: the `--workdir` of train.py.
+  Returns:
+    The config; keys the run predates (e.g. `inference`) take their default values.
+  Raises:
+    ConfigError: the workdir has no (readable) config.json.
+  """
+  return config_lib.with_defaults(checkpoints.load_config(workdir))
+
+
 def load_trained(workdir: str, step: Optional[int] = None) -> TrainedModel:
   """Restores the config and the newest (or `step`'s) checkpoint of a training run.
 
@@ -64,7 +81,7 @@ def load_trained(workdir: str, step: Optional[int] = None) -> TrainedModel:
   Raises:
     ConfigError / CheckpointError: the workdir has no config or no (readable) checkpoint.
   """
-  config = config_lib.with_defaults(checkpoints.load_config(workdir))
+  config = load_run_config(workdir)
   model = models.create_model(config.model)
   abstract = models.abstract_variables(model, config.model)
   abstract = {k: abstract[k] for k in _VARIABLE_COLLECTIONS if k in abstract}

@@ -210,7 +210,7 @@ def progression(trained: TrainedModel, attributes: Any, index: int, values: Sequ
   return images.reshape((num_latents, k) + images.shape[1:])
 
 
-_SWAP_LATENTS = ("z_fg", "z_bg")
+SWAP_LATENTS = ("z_fg", "z_bg")
 
 
 def swap(trained: TrainedModel, attributes: Any, *, key: Array, num: int = 6
@@ -226,7 +226,7 @@ def swap(trained: TrainedModel, attributes: Any, *, key: Array, num: int = 6
     "grid" [num, num, S, S, 3] in [0, 1]: row i has foreground latent i, column j background
     latent j (so along a row the foreground stays and the background changes).
   """
-  if tuple(trained.model.latent_dims) != _SWAP_LATENTS:
+  if tuple(trained.model.latent_dims) != SWAP_LATENTS:
     raise InputError(f"swap needs a disCVAE (separate foreground and background latents); this "
                      f"workdir holds a {trained.config.model.name}.")
   y = np.asarray(check_attributes(attributes, trained.config.model.y_dim))

@@ -1,0 +1,340 @@
+"""Fault suite, serving side: bad flags, workdirs, outputs and images fed to `infer.py`.
+
+Each CLI case runs `infer.py` as a user does (a subprocess) against one tiny trained workdir,
+shared by the whole session, and asserts the outcome: exit code 1, exactly one `error:` line
+that names the problem, no traceback, and no output file written. The image reader is also
+driven in-process over every PIL mode (docs: `a2i_jax/inputs.py`).
+"""
+
+import fcntl
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from a2i_jax import inputs
+from a2i_jax.errors import InputError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Runs infer.py with writes under one folder refused, as on a read-only mount (tests may run
+# as root, which chmod does not stop).
+_READ_ONLY_DRIVER = """
+import errno, os, runpy, sys, tempfile
+ro = os.path.abspath(sys.argv.pop(1))
+def _refuse(path):
+  if os.path.abspath(path).startswith(ro):
+    raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+real_mkstemp, real_makedirs = tempfile.mkstemp, os.makedirs
+def mkstemp(*args, dir=None, **kwargs):
+  _refuse(dir or tempfile.gettempdir())
+  return real_mkstemp(*args, dir=dir, **kwargs)
+def makedirs(path, *args, **kwargs):
+  if not os.path.isdir(path):
+    _refuse(path)
+  return real_makedirs(path, *args, **kwargs)
+tempfile.mkstemp, os.makedirs = mkstemp, makedirs
+sys.argv[0] = "infer.py"
+runpy.run_path("infer.py", run_name="__main__")
+"""
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, data_cache):
+  """One tiny trained CVAE workdir for every worker of the session (trained under a lock)."""
+  from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
+  from conftest import tiny_config  # pylint: disable=import-outside-toplevel
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    root = root.parent  # Shared by the xdist workers.
+  workdir = root / "faults_infer_cvae"
+  with open(root / "faults_infer_cvae.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not workdir.exists():
+      tmp = root / "faults_infer_cvae.incomplete"
+      shutil.rmtree(tmp, ignore_errors=True)
+      train_lib.train_and_evaluate(tiny_config("cvae", data_cache), str(tmp))
+      os.replace(tmp, workdir)
+  return str(workdir)
+
+
+@pytest.fixture()
+def vae(trained, tmp_path):
+  """A workdir whose config is a VAE's: the modes are refused before any restore."""
+  workdir = tmp_path / "vae"
+  workdir.mkdir()
+  with open(os.path.join(trained, "config.json")) as f:
+    config = json.load(f)
+  config["model"]["name"] = "vae"
+  (workdir / "config.json").write_text(json.dumps(config))
+  return str(workdir)
+
+
+def _infer(*args, driver=None):
+  cmd = [sys.executable] + (["-c", driver] if driver else ["infer.py"]) + list(args)
+  return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                        env=os.environ.copy())
+
+
+def _refused(r, *needles):
+  """Exit 1, no traceback, one `error:` line holding every needle; returns that line."""
+  errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+  assert r.returncode == 1 and "Traceback" not in r.stderr and len(errors) == 1, r.stderr
+  for needle in needles:
+    assert needle in errors[0], errors[0]
+  return errors[0]
+
+
+def _no_files(path):
+  return not os.path.exists(path) or not any(files for _, _, files in os.walk(path))
+
+
+def _png(path, array):
+  Image.fromarray(np.asarray(array, np.uint8)).save(path)
+  return str(path)
+
+
+# ------------------------------------------------------------------------------ flags
+
+
+_BAD_FLAGS = [
+    (dict(num_images=-3), "--num_images=-3; it must be at least 1"),  # A slice ran 997 images.
+    (dict(num_images=0), "--num_images=0; it must be at least 1"),
+    (dict(samples_per_attribute=0), "--samples_per_attribute=0; it must be at least 1"),
+    (dict(modes=["evaluate"], num_examples=-5), "--num_examples=-5; pass a positive count"),
+    (dict(modes=["tune"], num_examples=0), "--num_examples=0; pass a positive count"),
+    (dict(modes=["reconstruct"], restarts=0), "--restarts=0; it must be at least 1"),
+    (dict(modes=["reconstruct"], steps=-1), "--steps=-1; it must be at least 0"),
+    (dict(step=-1), "--step=-1; it must be at least 0"),
+    (dict(modes=["edit"], attribute="a", value=float("nan")), "--value=nan; pass a finite"),
+    (dict(value=2.0), "--value is used by --mode=edit only"),
+    (dict(input="x.png"), "--input is used by --mode=reconstruct, complete, edit"),
+    (dict(modes=["smaple"]), "unknown --mode 'smaple'"),
+    (dict(workdirs=[]), "--workdir is empty"),
+]
+
+
+@pytest.mark.parametrize("changes, needle", _BAD_FLAGS)
+def test_every_count_is_range_checked(changes, needle):
+  import infer  # pylint: disable=import-outside-toplevel
+  good = dict(workdirs=["w"], modes=["sample"], out=None, step=None, input=None, num_images=8,
+              samples_per_attribute=8, attribute=None, value=None, occlusions=None, steps=None,
+              restarts=None, num_examples=-1, attribute_fidelity=True, seed=0)
+  infer.Options(**good).check()
+  with pytest.raises(InputError, match=re.escape(needle)):
+    infer.Options(**{**good, **changes}).check()
+
+
+@pytest.mark.parametrize("flag, needle", [
+    ("--num_images=-3", "--num_images=-3; it must be at least 1"),
+    ("--samples_per_attribute=0", "--samples_per_attribute=0; it must be at least 1")])
+def test_counts_are_refused_up_front_by_the_cli(trained, tmp_path, flag, needle):
+  out = str(tmp_path / "out")
+  _refused(_infer(f"--workdir={trained}", f"--out={out}", flag), needle)
+  assert _no_files(out)
+
+
+def test_workdir_missing_or_a_file(tmp_path):
+  _refused(_infer(f"--workdir={tmp_path / 'nope'}"), "does not exist")
+  (tmp_path / "file").write_text("x")
+  _refused(_infer(f"--workdir={tmp_path / 'file'}"), "is a file")
+
+
+def test_out_that_is_a_file_or_read_only(trained, tmp_path):
+  (tmp_path / "taken").write_text("keep")
+  _refused(_infer(f"--workdir={trained}", f"--out={tmp_path / 'taken'}"),
+           "--out", "is a file")
+  assert (tmp_path / "taken").read_text() == "keep"
+  # The default --out (WORKDIR/infer) under a read-only workdir.
+  r = _infer(str(trained), f"--workdir={trained}", "--num_images=1",
+             "--samples_per_attribute=1", driver=_READ_ONLY_DRIVER)
+  _refused(r, "cannot write to --out", "Permission denied")
+  assert not os.path.exists(os.path.join(trained, "infer"))
+
+
+# --------------------------------------------------------------------------- --input
+
+
+def test_bad_input_files_are_one_line_each(trained, tmp_path):
+  good = _png(tmp_path / "good.png", np.zeros((32, 32, 3)))
+  raw = open(good, "rb").read()
+  cases = {"empty.png": (b"", "is empty (0 bytes)"),
+           "truncated.png": (raw[:len(raw) // 2], "could not be decoded"),
+           "text.png": (b"not an image at all", "is not an image PIL can read")}
+  out = str(tmp_path / "out")
+  for name, (data, needle) in cases.items():
+    (tmp_path / name).write_bytes(data)
+    _refused(_infer(f"--workdir={trained}", "--mode=reconstruct", f"--out={out}",
+                    f"--input={tmp_path / name}"), name, needle)
+  folder = tmp_path / "folder"
+  folder.mkdir()
+  _png(folder / "a.png", np.zeros((32, 32, 3)))
+  (folder / "x.png").mkdir()
+  _refused(_infer(f"--workdir={trained}", "--mode=reconstruct", f"--out={out}",
+                  f"--input={folder}"), "x.png is a folder, not an image")
+  assert _no_files(out)
+
+
+def test_vae_refuses_edit_and_progression(vae, tmp_path):
+  out = str(tmp_path / "out")
+  image = _png(tmp_path / "a.png", np.zeros((32, 32, 3)))
+  _refused(_infer(f"--workdir={vae}", "--mode=progression", f"--out={out}"),
+           "--mode=progression needs attributes", "vae does not use them")
+  # With --input, edit used to raise an IndexError; now the same refusal, and for a list of
+  # modes before the first one (sample) has written anything.
+  _refused(_infer(f"--workdir={vae}", "--mode=sample,edit", "--attribute=smile",
+                  f"--input={image}", f"--out={out}"), "--mode=edit needs attributes")
+  assert _no_files(out)
+
+
+def test_stored_attribute_order_is_used_and_a_changed_header_warned(trained, tmp_path):
+  from a2i_jax import data, inference  # pylint: disable=import-outside-toplevel
+  workdir = str(tmp_path / "w")
+  shutil.copytree(trained, workdir)
+  names = list(data.load_dataset(inference.load_run_config(workdir).data).attribute_names)
+  stored = names[::-1]  # As if the CSV's columns had been reordered since training.
+  with open(os.path.join(workdir, "dataset.json"), "w") as f:
+    json.dump({"name": "synthetic", "attribute_names": stored,
+               "attribute_kinds": ["continuous"] * len(names),
+               "attribute_ranges": [[0.0, 1.0]] * len(names), "header": stored}, f)
+  out = str(tmp_path / "out")
+  r = _infer(f"--workdir={workdir}", "--mode=progression", f"--attribute={names[0]}",
+             f"--out={out}")
+  assert r.returncode == 0, r.stderr[-3000:]
+  warnings = [line for line in r.stderr.splitlines() if "columns changed since training" in line]
+  assert len(warnings) == 1
+  assert os.listdir(out) == [f"progression_{names[0]}.png"]
+  with open(os.path.join(workdir, "dataset.json"), "w") as f:
+    json.dump({"name": "synthetic", "attribute_names": ["red"] + names[1:]}, f)
+  _refused(_infer(f"--workdir={workdir}", f"--out={str(tmp_path / 'o2')}"),
+           "are not those the model was trained with", "red")
+  assert _no_files(str(tmp_path / "o2"))
+
+
+def test_input_folder_reads_every_format_a_file_does(tmp_path, caplog):
+  import infer  # pylint: disable=import-outside-toplevel
+  folder = tmp_path / "in"
+  folder.mkdir()
+  rgb = np.full((32, 32, 3), 90, np.uint8)
+  Image.fromarray(rgb).save(folder / "a.PNG")
+  Image.fromarray(rgb).save(folder / "b.tif")
+  Image.fromarray(rgb).save(folder / "c.webp", lossless=True)
+  Image.fromarray((rgb[..., 0].astype(np.uint16) * 257)).save(folder / "d.png")  # 16-bit
+  (folder / "notes.txt").write_text("not an image")
+  images, names = infer._read_images(str(folder), 32)
+  assert [os.path.basename(n) for n in names] == ["a.PNG", "b.tif", "c.webp", "d.png"]
+  assert (images == 90).all()  # The 16-bit image is scaled: 90 * 257 -> 90.
+  assert "1 entry without an image extension" in caplog.text and "notes.txt" in caplog.text
+  for name in names:  # Each one is accepted alone too.
+    assert (infer._read_images(name, 32)[0] == 90).all()
+
+
+# --------------------------------------------------------------------- the image reader
+
+
+def _saved(image, fmt, **kwargs):
+  buf = io.BytesIO()
+  image.save(buf, fmt, **kwargs)
+  buf.seek(0)
+  return Image.open(buf)
+
+
+def test_reader_scales_every_pil_mode(tmp_path):
+  grey16 = np.array([[0, 257, 32768, 65535]], np.uint16)
+  expect16 = np.array([[0, 1, 128, 255]], np.uint8)
+  palette = Image.new("P", (2, 1))
+  palette.putpalette([10, 20, 30, 200, 100, 50] + [0] * 762)
+  palette.putdata([0, 1])
+  cases = {  # name: (PIL image, expected [H, W, 3] or [H, W] grey)
+      "1": (_saved(Image.frombytes("1", (8, 1), bytes([0b10100000])), "PNG"),
+            np.array([[255, 0, 255, 0, 0, 0, 0, 0]])),
+      "L": (_saved(Image.fromarray(np.array([[0, 100, 255]], np.uint8)), "PNG"),
+            np.array([[0, 100, 255]])),
+      "LA": (Image.fromarray(np.array([[[200, 128], [200, 0]]], np.uint8), "LA"),
+             np.array([[100, 0]])),
+      "P": (_saved(palette, "PNG"), np.array([[[10, 20, 30], [200, 100, 50]]])),
+      "P+transparency": (_saved(palette, "PNG", transparency=1),
+                         np.array([[[10, 20, 30], [0, 0, 0]]])),
+      "PA": (palette.convert("PA"), np.array([[[10, 20, 30], [200, 100, 50]]])),
+      "RGBA": (_saved(Image.fromarray(np.array([[[200, 100, 50, 51]]], np.uint8), "RGBA"),
+                      "PNG"), np.array([[[40, 20, 10]]])),
+      "RGBa": (Image.frombytes("RGBa", (1, 1), bytes([40, 20, 10, 51])),
+               np.array([[[40, 20, 10]]])),
+      "La": (Image.frombytes("La", (1, 1), bytes([100, 128])), np.array([[100]])),
+      "CMYK": (_saved(Image.frombytes("CMYK", (2, 1), bytes([0, 0, 0, 0, 255, 0, 0, 0])),
+                      "TIFF"), np.array([[[255, 255, 255], [0, 255, 255]]])),
+      "YCbCr": (Image.frombytes("YCbCr", (1, 1), bytes([128, 128, 128])),
+                np.array([[[128, 128, 128]]])),
+      "HSV": (Image.frombytes("HSV", (1, 1), bytes([0, 255, 255])), np.array([[[255, 0, 0]]])),
+      "RGBX": (Image.frombytes("RGBX", (1, 1), bytes([1, 2, 3, 0])), np.array([[[1, 2, 3]]])),
+      "I;16 PNG": (_saved(Image.fromarray(grey16), "PNG"), expect16),
+      "I;16B": (Image.frombytes("I;16B", (4, 1), grey16.astype(">u2").tobytes()), expect16),
+      "I": (_saved(Image.fromarray(grey16.astype(np.int32)), "TIFF"), expect16),
+      "I from PGM maxval 1023": (Image.open(io.BytesIO(
+          b"P5 2 1 1023\n" + np.array([512, 1023], ">u2").tobytes())), np.array([[128, 255]])),
+      "F": (_saved(Image.fromarray(np.array([[0.0, 0.5, 1.0]], np.float32)), "TIFF"),
+            np.array([[0, 128, 255]])),
+  }
+  for name, (image, expected) in cases.items():
+    got = inputs.image_to_rgb(image)
+    if expected.ndim == 2:
+      expected = np.repeat(expected[..., None], 3, axis=-1)
+    assert got.dtype == np.uint8 and got.shape == expected.shape, name
+    np.testing.assert_allclose(got, expected, atol=1, err_msg=name)
+  for values, needle in ((np.array([[0, 70000]], np.int32), "32-bit integer"),
+                         (np.array([[0.0, 2.5]], np.float32), "must lie in [0, 1]"),
+                         (np.array([[0.0, np.nan]], np.float32), "must lie in [0, 1]")):
+    with pytest.raises(InputError, match=re.escape(needle)):
+      inputs.image_to_rgb(Image.fromarray(values))
+    path = str(tmp_path / f"bad_{values.dtype}.tif")
+    Image.fromarray(values).save(path)
+    with pytest.raises(InputError, match=r"bad_.*\.tif: .*" + re.escape(needle)):
+      inputs.read_image(path)
+
+
+def test_reader_orientation_frames_and_errors(tmp_path):
+  exif = Image.Exif()
+  exif[0x0112] = 6  # Rotated 90 degrees: a viewer shows it 10 wide, 20 high.
+  Image.new("RGB", (20, 10), (200, 0, 0)).save(tmp_path / "rot.jpg", exif=exif)
+  assert inputs.read_image(str(tmp_path / "rot.jpg")).shape == (20, 10, 3)
+  frames = [Image.new("P", (4, 4), i) for i in (1, 2)]
+  for i, f in enumerate(frames):
+    f.putpalette([0, 0, 0, 50, 60, 70, 90, 90, 90] + [0] * 759)
+  frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+  assert (inputs.read_image(str(tmp_path / "anim.gif")) == [50, 60, 70]).all()
+  (tmp_path / "d.png").mkdir()
+  with pytest.raises(InputError, match="d.png is a folder"):
+    inputs.read_image(str(tmp_path / "d.png"))
+  from a2i_jax.errors import DataError  # pylint: disable=import-outside-toplevel
+  (tmp_path / "e.png").write_bytes(b"")
+  with pytest.raises(DataError, match="e.png is empty"):
+    inputs.read_image(str(tmp_path / "e.png"), DataError)
+  with pytest.raises(InputError, match="notes.txt is not named as an image"):
+    (tmp_path / "notes.txt").write_text("x")
+    inputs.image_files(str(tmp_path / "notes.txt"))
+  with pytest.raises(InputError, match="notes.txt is a file, so the folder cannot be made"):
+    inputs.check_output_folder(str(tmp_path / "notes.txt" / "out"))
+  inputs.check_output_folder(str(tmp_path / "new" / "out"))
+  assert not os.path.exists(tmp_path / "new")  # Checked, not created.
+  assert inputs.is_image_name("A.JPEG") and not inputs.is_image_name(".DS_Store")
+  assert ".pdf" not in inputs.image_extensions()  # PIL writes PDFs but cannot read them
+
+
+def test_attribute_predictor_unsaved_in_a_read_only_workdir_is_a_warning(tmp_path, monkeypatch,
+                                                                         caplog):
+  from a2i_jax.attribute_predictor import storage  # pylint: disable=import-outside-toplevel
+
+  def refuse(predictor, workdir):
+    raise PermissionError(13, "Permission denied", workdir)
+  monkeypatch.setattr(storage, "train_predictor", lambda *a, **k: "trained")
+  monkeypatch.setattr(storage, "save_predictor", refuse)
+  assert storage.load_or_train(None, None, str(tmp_path)) == "trained"
+  assert "could not save the attribute predictor" in caplog.text
+  assert "Permission denied" in caplog.text
