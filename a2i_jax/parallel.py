@@ -4,6 +4,12 @@ One code path for 1..N devices: the train state is replicated, the batch is spli
 first axis over the mesh axis "data", and `jax.jit` partitions the step. Because the program
 is the global-batch program, BatchNorm statistics are global-batch statistics and N devices
 compute what one device computes for the same global batch.
+
+Many processes (docs/design.md §3.6): the mesh spans every process's devices, and each
+process holds only its own devices' shards. `put_replicated` and `put_batch` build those
+global arrays from host data that every process holds in full, so N processes of M devices
+compute what one process of N*M devices computes; `fetch` brings a result back to the host
+of every process. In a single process they are plain `jax.device_put` / `jax.device_get`.
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence
 
 import jax
+import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from a2i_jax.errors import ConfigError
@@ -71,8 +79,33 @@ def check_batch_divisible(batch_size: int, mesh: Mesh, what: str = "batch_size")
                      f"set --config.{what} to a multiple of {n} (e.g. {lower} or {lower + n}).")
 
 
+def _is_key(x: Any) -> bool:
+  return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _put(tree: Any, sharding: NamedSharding) -> Any:
+  if sharding.is_fully_addressable:  # One process: as it always was.
+    return jax.device_put(tree, sharding)
+  return jax.tree_util.tree_map(lambda x: _put_global(x, sharding), tree)
+
+
+def _put_global(x: Any, sharding: NamedSharding) -> Any:
+  """One leaf onto a sharding that spans devices of other processes."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    return jax.device_put(x, sharding)  # Already global: XLA reshards it.
+  if _is_key(x):  # Typed PRNG keys travel as their raw key data.
+    return jax.random.wrap_key_data(_put_global(jax.random.key_data(x), sharding),
+                                    impl=jax.random.key_impl(x))
+  # Every process holds the whole array; each fills in its own devices' shards.
+  host = np.asarray(x)
+  return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
 def put_replicated(tree: Any, mesh: Mesh) -> Any:
   """Copies a pytree to every device of the mesh.
+
+  With several processes every process must pass the same values (the same data, the same
+  initial state from the same seed); each copies them to its own devices.
 
   Args:
     tree: a pytree of arrays.
@@ -80,11 +113,14 @@ def put_replicated(tree: Any, mesh: Mesh) -> Any:
   Returns:
     The same pytree of `jax.Array`s, replicated.
   """
-  return jax.device_put(tree, replicated(mesh))
+  return _put(tree, replicated(mesh))
 
 
 def put_batch(tree: Any, mesh: Mesh) -> Any:
   """Splits a pytree of arrays over the mesh along their first axis.
+
+  With several processes every process passes the whole global batch; each keeps the rows
+  of its own devices.
 
   Args:
     tree: a pytree of arrays [B, ...], B divisible by the device count.
@@ -92,4 +128,34 @@ def put_batch(tree: Any, mesh: Mesh) -> Any:
   Returns:
     The same pytree of `jax.Array`s, sharded along axis 0.
   """
-  return jax.device_put(tree, batch_sharded(mesh))
+  return _put(tree, batch_sharded(mesh))
+
+
+def _fetch_leaf(x: Any) -> Any:
+  if not isinstance(x, jax.Array) or x.is_fully_addressable:
+    return jax.device_get(x)
+  if _is_key(x):
+    return jax.random.wrap_key_data(_fetch_leaf(jax.random.key_data(x)),
+                                    impl=jax.random.key_impl(x))
+  if x.sharding.is_fully_replicated:  # This process's copy is the whole array.
+    return np.asarray(x.addressable_data(0))
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def fetch(tree: Any) -> Any:
+  """`jax.device_get` that also works for arrays spread over several processes.
+
+  Replicated arrays are read from this process's own copy; sharded ones are gathered from
+  every process, so with several processes every process must call `fetch` on the same
+  arrays in the same order (it is a collective), and each gets the whole result. Process 0
+  then writes it (`distributed.is_main`).
+
+  Args:
+    tree: a pytree of arrays (`jax.Array`s, NumPy arrays or scalars).
+  Returns:
+    The same pytree with NumPy arrays holding the global values.
+  """
+  leaves = jax.tree_util.tree_leaves(tree)
+  if all(x.is_fully_addressable for x in leaves if isinstance(x, jax.Array)):
+    return jax.device_get(tree)  # One process: as it always was.
+  return jax.tree_util.tree_map(_fetch_leaf, tree)

@@ -5,12 +5,18 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from a2i_jax import distributed
 from a2i_jax.data.base import (DATASET_NAMES, DataError, Dataset, DatasetNotPreparedError, Split,
                                SPLITS, check_choice)
 
 
 def load_dataset(data_config: Any) -> Dataset:
   """Loads (generating or reading the cache as needed) the dataset `data_config.name` names.
+
+  With several processes each reads the whole dataset, but only process 0 prepares it (a TFDS
+  builder's preparation, the synthetic cache); the others wait for it, then read what it wrote
+  (from `data_dir` / `cache_dir` on shared storage, or, on storage of their own, after
+  preparing their own copy).
 
   Args:
     data_config: `config.data`.
@@ -26,7 +32,8 @@ def load_dataset(data_config: Any) -> Dataset:
     return synthetic.load(image_size=data_config.image_size, num_train=s.num_train,
                           num_validation=s.num_validation, num_test=s.num_test, seed=s.seed,
                           cache_dir=cache_dir)
-  return _load_real(data_config)
+  return distributed.main_first(f"prepare {name} in {data_config.data_dir}",
+                                lambda: _load_real(data_config))
 
 
 def _load_real(data_config: Any) -> Dataset:

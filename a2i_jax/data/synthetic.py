@@ -58,7 +58,7 @@ from typing import Optional
 
 import numpy as np
 
-from a2i_jax import files
+from a2i_jax import distributed, files
 from a2i_jax.data.base import ConfigError, DataError, Dataset, Split
 
 # Bump when the rendering changes, so old cache files are not reused.
@@ -535,6 +535,24 @@ def _write_cache(path: str, splits: dict[str, Split]) -> None:
     np.savez_compressed(f, **arrays)
 
 
+def _generate(sizes: dict[str, int], seed: int, image_size: int) -> dict[str, Split]:
+  seqs = np.random.SeedSequence(seed).spawn(len(sizes))
+  return {name: _generate_split(sq, n, image_size) for (name, n), sq in zip(sizes.items(), seqs)}
+
+
+def _cached(path: str, sizes: dict[str, int], seed: int, image_size: int) -> dict[str, Split]:
+  """The splits from the cache file, generated and written there when it is unusable."""
+  splits = _read_cache(path, sizes, image_size)
+  if splits is None:
+    splits = _generate(sizes, seed, image_size)
+    try:
+      _write_cache(path, splits)
+    except OSError as e:
+      # The data is in memory already; an unwritable cache only costs time next run.
+      warnings.warn(f"synthetic: could not write the cache file {path}: {e}")
+  return splits
+
+
 def load(*, image_size: int = 32, num_train: int = 12000, num_validation: int = 1000,
          num_test: int = 1000, seed: int = 0, cache_dir: Optional[str] = None) -> Dataset:
   """Generates (or loads from the cache) the synthetic faces dataset.
@@ -557,21 +575,13 @@ def load(*, image_size: int = 32, num_train: int = 12000, num_validation: int = 
                 num_test=num_test, seed=seed)
   sizes = {"train": num_train, "validation": num_validation, "test": num_test}
 
-  path = None
-  splits = None
-  if cache_dir is not None:
+  if cache_dir is None:  # Every process generates the same arrays.
+    splits = _generate(sizes, seed, image_size)
+  else:
     path = cache_path(cache_dir, image_size=image_size, num_train=num_train,
                       num_validation=num_validation, num_test=num_test, seed=seed)
-    splits = _read_cache(path, sizes, image_size)
-  if splits is None:
-    seqs = np.random.SeedSequence(seed).spawn(len(sizes))
-    splits = {name: _generate_split(sq, n, image_size)
-              for (name, n), sq in zip(sizes.items(), seqs)}
-    if path is not None:
-      try:
-        _write_cache(path, splits)
-      except OSError as e:
-        # The data is in memory already; an unwritable cache only costs time next run.
-        warnings.warn(f"synthetic: could not write the cache file {path}: {e}")
+    # Many processes: process 0 generates and writes the cache, the others then read it.
+    splits = distributed.main_first(f"synthetic data {os.path.basename(path)}",
+                                    lambda: _cached(path, sizes, seed, image_size))
   return Dataset(name="synthetic", attribute_names=ATTRIBUTE_NAMES,
                  attribute_kinds=ATTRIBUTE_KINDS, splits=splits)

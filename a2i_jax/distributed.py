@@ -1,0 +1,330 @@
+"""Many processes on JAX's multi-controller runtime (docs/design.md §3.6).
+
+Past one machine (a TPU pod slice, several GPU nodes) the same command runs on every host and
+`initialize` joins the processes with `jax.distributed.initialize`. One process stays exactly
+as it was: nothing is initialised, and every helper here is then a no-op or a constant.
+
+How the processes find each other, first match wins:
+
+1. the arguments of `initialize` (train.py / infer.py: `--coordinator_address`,
+   `--num_processes`, `--process_id`);
+2. the environment variables `A2I_COORDINATOR` (host:port of process 0), `A2I_NUM_PROCESSES`
+   and `A2I_PROCESS_ID`;
+3. JAX's own cluster detection: TPU pod slices (GCE and GKE) and SLURM (`srun`), where JAX
+   reads the coordinator, the process count and the process id itself.
+
+A process count of 1 (given, or detected) means one process: `A2I_NUM_PROCESSES=1` keeps a
+program that runs inside a SLURM job of several tasks to itself.
+
+A dead peer must stop the others with an error, not a hang: the runtime's heartbeat timeout
+(`heartbeat_timeout_s`) makes the survivors exit, and `initialize` gives up after `timeout_s`
+when not every process arrives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import os
+from typing import Any, Callable, Iterator, Optional, TypeVar
+
+import jax
+
+from a2i_jax.errors import A2IError, ConfigError, DataError
+
+T = TypeVar("T")
+
+ENV_COORDINATOR = "A2I_COORDINATOR"
+ENV_NUM_PROCESSES = "A2I_NUM_PROCESSES"
+ENV_PROCESS_ID = "A2I_PROCESS_ID"
+
+# Seconds: how long process start-up may be spread out, and how long a silent peer is
+# taken to be alive. JAX's defaults are 300 and 100.
+DEFAULT_TIMEOUT_S = 300
+DEFAULT_HEARTBEAT_TIMEOUT_S = 60
+# Waiting for process 0 to prepare a dataset: LFW's preparation trains a mask network, which
+# takes long on a CPU. A dead process 0 is caught by the heartbeat sooner.
+DATA_TIMEOUT_S = 6 * 3600
+
+_barrier_count = 0
+# What the runtime's errors say when another process has gone (gloo, the coordination
+# service, gRPC): the cause is in that process's log, not here.
+_PEER_FAILURE_MARKERS = ("gloo", "connection reset", "connection refused", "heartbeat",
+                         "coordination", "socket closed", "unavailable", "barrier")
+
+
+class PeerError(A2IError):
+  """Another process of a multi-host run died or stopped answering."""
+
+
+def _client() -> Any:
+  """The runtime's distributed client, or None in a single process."""
+  from jax._src import distributed as jax_distributed  # pylint: disable=import-outside-toplevel
+  return jax_distributed.global_state.client
+
+
+def _env_int(name: str) -> Optional[int]:
+  value = os.environ.get(name)
+  if value is None or value == "":
+    return None
+  try:
+    return int(value)
+  except ValueError:
+    raise ConfigError(f"{name}={value!r} is not an integer; set it to a whole number or "
+                      "unset it.") from None
+
+
+def _detected_process_count() -> Optional[int]:
+  """The process count of the cluster JAX detects (TPU pod slice, SLURM, ...), or None."""
+  try:
+    from jax._src import clusters  # pylint: disable=import-outside-toplevel
+    for env in clusters.ClusterEnv._cluster_types:  # pylint: disable=protected-access
+      if not env.opt_in_only_method and env.is_env_present():
+        return int(env.get_process_count())
+  except Exception as e:  # pylint: disable=broad-except
+    # JAX's private cluster API moved or a metadata query failed: fall back to one process
+    # unless told otherwise, and say so.
+    logging.warning("could not detect a multi-host cluster (%s); running as one process "
+                    "unless %s and %s are set", e, ENV_NUM_PROCESSES, ENV_COORDINATOR)
+  return None
+
+
+def initialize(coordinator_address: Optional[str] = None, num_processes: Optional[int] = None,
+               process_id: Optional[int] = None, timeout_s: int = DEFAULT_TIMEOUT_S,
+               heartbeat_timeout_s: int = DEFAULT_HEARTBEAT_TIMEOUT_S) -> int:
+  """Joins the other processes of a multi-host run; does nothing in a single process.
+
+  Call it first, before anything touches a JAX device. It makes sure XLA:CPU's cross-process
+  collectives (gloo) are on: without them CPU processes cannot run one program together.
+
+  Args:
+    coordinator_address: "host:port" of process 0 (default: `A2I_COORDINATOR`, else detected).
+    num_processes: how many processes take part (default: `A2I_NUM_PROCESSES`, else detected;
+      1 means no distribution).
+    process_id: this process's index in [0, num_processes) (default: `A2I_PROCESS_ID`, else
+      detected).
+    timeout_s: how long to wait for every process to join.
+    heartbeat_timeout_s: how long a peer may be silent before the others stop with an error.
+  Returns:
+    The number of processes (1 when nothing was initialised).
+  Raises:
+    ConfigError: incomplete or inconsistent settings, or the processes did not all join.
+  """
+  if _client() is not None:
+    return jax.process_count()
+  coordinator_address = (coordinator_address or os.environ.get(ENV_COORDINATOR)
+                         or os.environ.get("JAX_COORDINATOR_ADDRESS") or None)
+  if num_processes is None:
+    num_processes = _env_int(ENV_NUM_PROCESSES)
+  if process_id is None:
+    process_id = _env_int(ENV_PROCESS_ID)
+  detected = None
+  if num_processes is None:
+    detected = _detected_process_count()
+    num_processes = detected if detected is not None else 1
+    if num_processes > 1:
+      logging.info("JAX detected a cluster of %d processes", num_processes)
+  if num_processes < 1:
+    raise ConfigError(f"num_processes={num_processes}: set it to 1 or more.")
+  if num_processes == 1:
+    return 1
+  if detected is None and (coordinator_address is None or process_id is None):
+    detected = _detected_process_count()  # JAX fills in what the cluster tells it.
+  if detected is None and (coordinator_address is None or process_id is None):
+    raise ConfigError(
+        f"{num_processes} processes need the coordinator address and this process's id: pass "
+        f"--coordinator_address=HOST:PORT and --process_id=0..{num_processes - 1} (or set "
+        f"{ENV_COORDINATOR} and {ENV_PROCESS_ID}) on every process.")
+  if process_id is not None and not 0 <= process_id < num_processes:
+    raise ConfigError(f"process_id={process_id} is outside [0, {num_processes}); give each of "
+                      f"the {num_processes} processes its own id from 0 to {num_processes - 1}.")
+  if _backends_ready():
+    raise ConfigError("distributed.initialize must run before anything uses JAX; call it "
+                      "first in the program.")
+  if getattr(jax.config, "jax_cpu_collectives_implementation", "gloo") in (None, "", "none"):
+    # XLA:CPU runs one program over several processes only with cross-process collectives;
+    # gloo is the default of every supported JAX version, but a user setting may have
+    # switched it off.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  kwargs = dict(coordinator_address=coordinator_address, num_processes=num_processes,
+                process_id=process_id, initialization_timeout=int(timeout_s),
+                heartbeat_timeout_seconds=int(heartbeat_timeout_s))
+  if "shutdown_timeout_seconds" in inspect.signature(jax.distributed.initialize).parameters:
+    # At exit every process waits for the others; a dead one must not hold it for long.
+    kwargs["shutdown_timeout_seconds"] = int(heartbeat_timeout_s)
+  try:
+    jax.distributed.initialize(**kwargs)
+  except (ValueError, TypeError) as e:
+    raise ConfigError(f"could not start {num_processes} processes: {e}") from None
+  except Exception as e:  # pylint: disable=broad-except
+    # XlaRuntimeError (DEADLINE_EXCEEDED, UNAVAILABLE): someone did not arrive in time.
+    raise ConfigError(
+        f"process {process_id} could not join the other {num_processes - 1} processes at "
+        f"{coordinator_address or 'the detected coordinator'} within {timeout_s} s "
+        f"({str(e).splitlines()[0]}); start the same command on every host with the same "
+        "coordinator address, process count and a distinct process id.") from None
+  return jax.process_count()
+
+
+def _backends_ready() -> bool:
+  from jax._src import xla_bridge  # pylint: disable=import-outside-toplevel
+  return xla_bridge.backends_are_initialized()
+
+
+def process_index() -> int:
+  """This process's index (0 in a single process), without starting a JAX backend.
+
+  Returns:
+    The process id.
+  """
+  return jax.process_index() if _client() is not None else 0
+
+
+def process_count() -> int:
+  """How many processes take part (1 in a single process), without starting a JAX backend.
+
+  Returns:
+    The process count.
+  """
+  return jax.process_count() if _client() is not None else 1
+
+
+def is_main() -> bool:
+  """Whether this is process 0: the one that writes logs, configs, metrics and images.
+
+  Returns:
+    True in a single process.
+  """
+  return process_index() == 0
+
+
+def barrier(name: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+  """Waits until every process has reached the barrier `name` (a no-op in a single process).
+
+  Uses the runtime's barrier, not a device collective, so it needs no cross-process
+  collectives backend and may wait for long host work (a dataset being prepared).
+
+  Args:
+    name: what is being waited for (in the error message); every process calls barriers in
+      the same order.
+    timeout_s: how long to wait before stopping with an error.
+  Raises:
+    DataError: not every process arrived in time.
+  """
+  client = _client()
+  if client is None:
+    return
+  global _barrier_count
+  _barrier_count += 1
+  try:
+    client.wait_at_barrier(f"a2i/{_barrier_count}/{name}", int(timeout_s * 1000))
+  except Exception as e:  # pylint: disable=broad-except
+    raise DataError(f"process {process_index()}: not every process reached '{name}' within "
+                    f"{timeout_s:.0f} s ({str(e).splitlines()[0]}); see the other processes' "
+                    "errors.") from None
+
+
+def main_first(name: str, fn: Callable[[], T], timeout_s: float = DATA_TIMEOUT_S) -> T:
+  """Runs `fn` on process 0 first and on the others once it has finished.
+
+  For work that writes a shared cache (a dataset prepared once, then read by every process):
+  the other processes wait, then read what process 0 wrote. When `fn` fails on process 0 the
+  others stop with an error that says so, instead of repeating the work or waiting forever.
+  In a single process this is `fn()`.
+
+  Args:
+    name: what `fn` does (in messages); every process passes the same names in the same order.
+    fn: the work; it must give each process the same result.
+    timeout_s: how long the others wait for process 0.
+  Returns:
+    `fn()`'s result.
+  Raises:
+    DataError: `fn` failed on process 0 (on the other processes), or process 0 took too long.
+  """
+  client = _client()
+  if client is None:
+    return fn()
+  global _barrier_count
+  _barrier_count += 1
+  key = f"a2i/{_barrier_count}/{name}/status"
+  if is_main():
+    try:
+      result = fn()
+    except BaseException as e:
+      client.key_value_set(key, f"{type(e).__name__}: {e}".splitlines()[0] or "failed")
+      raise
+    client.key_value_set(key, "ok")
+    return result
+  try:
+    status = client.blocking_key_value_get(key, int(timeout_s * 1000))
+  except Exception as e:  # pylint: disable=broad-except
+    raise DataError(f"process {process_index()}: process 0 did not finish '{name}' within "
+                    f"{timeout_s:.0f} s ({str(e).splitlines()[0]}).") from None
+  if status != "ok":
+    raise DataError(f"process 0 failed at '{name}' ({status}); process {process_index()} "
+                    "stops too.")
+  return fn()
+
+
+@contextlib.contextmanager
+def peers_checked() -> Iterator[None]:
+  """Turns a failed cross-process collective into one `PeerError` that names the cause.
+
+  With several processes, a computation that needs a peer that has died fails with a runtime
+  error deep in XLA (or, when it hangs, the heartbeat timeout ends the process). Entry points
+  wrap their work in this and print the `PeerError` as one line; they should then leave with
+  `os._exit(1)`, because the normal exit waits at a shutdown barrier that the dead process
+  never reaches. In a single process errors pass through unchanged.
+
+  Yields:
+    Nothing.
+  Raises:
+    PeerError: a runtime error that says another process is gone.
+  """
+  try:
+    yield
+  except jax.errors.JaxRuntimeError as e:
+    first = str(e).splitlines()[0] if str(e) else type(e).__name__
+    if process_count() > 1 and any(m in first.lower() for m in _PEER_FAILURE_MARKERS):
+      raise PeerError(f"process {process_index()}: another process stopped answering "
+                      f"({first[:300]}); its log says why. Every process has to be started "
+                      "again (a run resumes from its last checkpoint).") from None
+    raise
+
+
+class _ProcessPrefix(logging.Filter):
+  """Prefixes every record with the process id, once."""
+
+  def __init__(self, index: int):
+    super().__init__()
+    self.prefix = f"[process {index}] "
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    if not getattr(record, "_a2i_prefixed", False):
+      record.msg = self.prefix + str(record.msg)
+      record._a2i_prefixed = True  # pylint: disable=protected-access
+    return True
+
+
+def configure_logging() -> None:
+  """Process 0 logs as before; the others log warnings and errors only, prefixed "[process k]".
+
+  Call it after `initialize` and after the entry point has set up its logging (absl's
+  handler). A no-op in a single process.
+  """
+  index = process_index()
+  if index == 0:
+    return
+  root = logging.getLogger()
+  root.setLevel(logging.WARNING)
+  try:
+    from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
+    absl_logging.set_verbosity(absl_logging.WARNING)
+  except ImportError:
+    pass
+  if not root.handlers:
+    root.addHandler(logging.StreamHandler())
+  for handler in root.handlers:
+    if not any(isinstance(f, _ProcessPrefix) for f in handler.filters):
+      handler.addFilter(_ProcessPrefix(index))

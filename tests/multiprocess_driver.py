@@ -1,0 +1,119 @@
+"""One process of tests/test_multiprocess.py: a few train steps of the tiny config on the global
+mesh, through the library's own functions.
+
+  python tests/multiprocess_driver.py --out=r.npz --local_devices=4           # 1 process
+  python tests/multiprocess_driver.py --out=r.npz --local_devices=2 \\
+      --coordinator=localhost:PORT --num_processes=2 --process_id=0|1         # each of 2
+
+Process 0 writes the per-step loss and gradient norm, an evaluation of a validation batch
+put with `parallel.put_batch`, and the final parameters to `--out` (.npz). `--die_after=K`
+makes process `--dying_process` kill itself after K steps while the other keeps
+stepping: the survivor must
+stop with an error, not hang. `--fail_preparing` fails process 0's data preparation: every
+process must stop with an error.
+"""
+
+import argparse
+import os
+import signal
+import sys
+import time
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--out", required=True)
+parser.add_argument("--cache", default="")
+parser.add_argument("--compile_cache", default="")
+parser.add_argument("--local_devices", type=int, default=4)
+parser.add_argument("--coordinator", default=None)
+parser.add_argument("--num_processes", type=int, default=None)
+parser.add_argument("--process_id", type=int, default=None)
+parser.add_argument("--heartbeat_timeout_s", type=int, default=10)
+parser.add_argument("--steps", type=int, default=3)
+parser.add_argument("--die_after", type=int, default=0)
+parser.add_argument("--dying_process", type=int, default=1)
+parser.add_argument("--fail_preparing", action="store_true")
+args = parser.parse_args()
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from conftest import tiny_config  # noqa: E402  (sets the tests' XLA flags, then we fix the count)
+
+os.environ["XLA_FLAGS"] = " ".join(
+    [f for f in os.environ["XLA_FLAGS"].split() if "device_count" not in f]
+    + [f"--xla_force_host_platform_device_count={args.local_devices}"])
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+from a2i_jax import distributed, models, parallel, train_lib  # noqa: E402
+from a2i_jax.data import load_dataset  # noqa: E402
+from a2i_jax.errors import DataError  # noqa: E402
+from a2i_jax.train_state import create_train_state  # noqa: E402
+
+if args.compile_cache:
+  jax.config.update("jax_compilation_cache_dir", args.compile_cache)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+distributed.initialize(args.coordinator, args.num_processes, args.process_id,
+                       timeout_s=60, heartbeat_timeout_s=args.heartbeat_timeout_s)
+distributed.configure_logging()
+if args.fail_preparing:  # Process 0 fails to prepare the data: everyone stops, no one waits.
+  def prepare():
+    if distributed.is_main():
+      raise DataError("no images in /nowhere; put them there.")
+    return "read"
+  try:
+    distributed.main_first("prepare the data", prepare)
+  except DataError as e:
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    sys.exit(1)
+  sys.exit(0)
+assert jax.device_count() == 4 and jax.local_device_count() == args.local_devices
+
+config = tiny_config("cvae", tmp_cache=args.cache)
+config.steps_per_dispatch = 1
+mesh = parallel.make_mesh()
+model = models.create_model(config.model)
+dataset = load_dataset(config.data)  # Process 0 writes the cache; the others then read it.
+train = dataset["train"]
+data = parallel.put_replicated({"images": train.images,
+                                "attributes": train.attributes.astype(np.float32)}, mesh)
+# SGD, not Adam: Adam's first step moves every parameter by about its learning rate whatever
+# the gradient's size, so the rounding noise of a zero gradient (a bias before BatchNorm)
+# would show as a difference between the runs.
+tx = optax.sgd(1e-6)
+state = parallel.put_replicated(create_train_state(model, config, tx, jax.random.key(0)), mesh)
+step = jax.jit(train_lib.make_multi_step(train_lib.make_train_step(model, tx, config), config,
+                                         mesh))
+key = jax.random.key(1)
+losses, grad_norms, step_s = [], [], []
+try:
+  with distributed.peers_checked():
+    for i in range(args.steps):
+      t0 = time.perf_counter()
+      state, metrics = step(state, data, key)
+      metrics = parallel.fetch(metrics)
+      step_s.append(time.perf_counter() - t0)  # The first one includes the compilation.
+      losses.append(float(metrics["loss"][0]))
+      grad_norms.append(float(metrics["grad_norm"][0]))
+      if args.die_after and i + 1 == args.die_after:
+        if distributed.process_index() == args.dying_process:
+          os.kill(os.getpid(), signal.SIGKILL)
+except distributed.PeerError as e:
+  # As the entry points do: one line, and no wait at the shutdown barrier.
+  print(f"error: {e}", file=sys.stderr, flush=True)
+  os._exit(1)  # pylint: disable=protected-access
+
+# A batch split over the processes' devices, evaluated and gathered back.
+val = dataset["validation"]
+batch = parallel.put_batch({"images": val.images[:8], "attributes": val.attributes[:8]}, mesh)
+weights = parallel.put_batch(np.ones(8, np.float32), mesh)
+ev = parallel.fetch(jax.jit(train_lib.make_eval_step(model, config))(
+    state.variables, batch, weights, jax.random.key(2)))
+assert np.array_equal(parallel.fetch(batch["images"]), val.images[:8])
+
+params = parallel.fetch(state.params)
+if distributed.is_main():
+  flat = {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v)
+          for path, v in jax.tree_util.tree_leaves_with_path(params)}
+  np.savez(args.out, loss=np.array(losses), grad_norm=np.array(grad_norms), step_s=np.array(step_s),
+           eval_loss=np.array(ev["loss"]), **{"param/" + k: v for k, v in flat.items()})

@@ -1,0 +1,185 @@
+"""Many processes on one machine (issue 14): 2 processes of 2 CPU devices each against 1 process
+of 4, through tests/multiprocess_driver.py, and a dead process stopping the other.
+
+The processes meet at a free localhost port and run XLA:CPU's cross-process collectives
+(gloo). Each compiles the tiny train step once; the two-process launches share a persistent
+compilation cache.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from a2i_jax import distributed, parallel
+from a2i_jax.errors import ConfigError
+
+DRIVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "multiprocess_driver.py")
+# Compiling the tiny step on a busy 2-core machine takes tens of seconds per process.
+START_TIMEOUT_S = 300
+
+
+def _require_cpu_collectives():
+  # Both pin sets CI runs (jax 0.7.2 and the newest) have gloo; an older JAX would not.
+  if not hasattr(jax.config, "jax_cpu_collectives_implementation"):
+    reason = (f"jax {jax.__version__} has no CPU cross-process collectives "
+              "(jax_cpu_collectives_implementation); two CPU processes cannot run one program")
+    print(reason)
+    pytest.skip(reason)
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def _launch(out: str, num_processes: int, *extra: str) -> list:
+  """Starts the driver as 1 process of 4 devices or as `num_processes` of 4 / n devices."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1",
+             PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]))
+  command = [sys.executable, DRIVER, f"--out={out}", f"--local_devices={4 // num_processes}",
+             *extra]
+  if num_processes > 1:
+    port = _free_port()
+    command += [f"--coordinator=localhost:{port}", f"--num_processes={num_processes}"]
+  return [subprocess.Popen(command + ([f"--process_id={i}"] if num_processes > 1 else []),
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+          for i in range(num_processes)]
+
+
+def _finish(procs: list) -> list:
+  results = []
+  for p in procs:
+    try:
+      out, err = p.communicate(timeout=START_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+      for q in procs:
+        q.kill()
+      raise
+    results.append((p.returncode, out, err))
+  return results
+
+
+@pytest.fixture(scope="module")
+def compile_cache(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("mp_xla_cache"))
+
+
+def test_two_processes_compute_what_one_process_computes(tmp_path, compile_cache):
+  _require_cpu_collectives()
+  # A fresh data cache: process 0 generates it while process 1 waits, then reads it.
+  cache = str(tmp_path / "data")
+  one = _launch(str(tmp_path / "one.npz"), 1, f"--cache={tmp_path / 'data1'}")
+  two = _launch(str(tmp_path / "two.npz"), 2, f"--cache={cache}",
+                f"--compile_cache={compile_cache}")
+  for rc, _, err in _finish(one + two):
+    assert rc == 0, err[-3000:]
+  a, b = np.load(tmp_path / "one.npz"), np.load(tmp_path / "two.npz")
+  assert len(a["loss"]) == 3 and np.all(np.isfinite(a["loss"]))
+  np.testing.assert_allclose(b["loss"], a["loss"], rtol=1e-5)
+  np.testing.assert_allclose(b["grad_norm"], a["grad_norm"], rtol=1e-5)
+  np.testing.assert_allclose(b["eval_loss"], a["eval_loss"], rtol=1e-5)
+  params = [k for k in a.files if k.startswith("param/")]
+  assert params and sorted(params) == sorted(k for k in b.files if k.startswith("param/"))
+  for k in params:
+    np.testing.assert_allclose(b[k], a[k], atol=1e-5, err_msg=k)
+  # The parameters moved, so equal parameters are not just equal initial ones.
+  assert any(np.abs(a[k]).max() > 0 for k in params)
+
+
+def test_a_dead_process_stops_the_other_with_an_error(tmp_path, compile_cache):
+  _require_cpu_collectives()
+  procs = _launch(str(tmp_path / "never.npz"), 2, f"--cache={tmp_path / 'data'}",
+                  f"--compile_cache={compile_cache}", "--steps=100000", "--die_after=1",
+                  "--dying_process=1")
+  survivor, dying = procs
+  try:
+    dying.wait(timeout=START_TIMEOUT_S)
+    died = time.monotonic()
+    assert dying.returncode == -9  # It killed itself after its first step.
+    _, err = survivor.communicate(timeout=60)
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  assert time.monotonic() - died < 60
+  assert survivor.returncode == 1, err[-3000:]
+  assert "error: process 0: another process stopped answering" in err
+  assert not (tmp_path / "never.npz").exists()
+
+
+def test_a_failed_preparation_on_process_0_stops_every_process(tmp_path):
+  _require_cpu_collectives()
+  results = _finish(_launch(str(tmp_path / "never.npz"), 2, "--fail_preparing"))
+  assert [rc for rc, _, _ in results] == [1, 1], results
+  assert "error: no images in /nowhere" in results[0][2]
+  assert ("error: process 0 failed at 'prepare the data' (DataError: no images in /nowhere"
+          in results[1][2]), results[1][2]
+
+
+def test_one_process_initialises_nothing(monkeypatch):
+  for name in (distributed.ENV_COORDINATOR, distributed.ENV_NUM_PROCESSES,
+               distributed.ENV_PROCESS_ID, "SLURM_JOB_ID"):
+    monkeypatch.delenv(name, raising=False)
+  assert distributed.initialize() == 1
+  monkeypatch.setenv(distributed.ENV_NUM_PROCESSES, "1")
+  assert distributed.initialize() == 1
+  assert distributed.process_count() == 1 and distributed.is_main()
+  distributed.barrier("nothing to wait for")
+  assert distributed.main_first("work", lambda: 42) == 42
+  with distributed.peers_checked():
+    pass
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"A2I_NUM_PROCESSES": "2"}, "need the coordinator address"),
+    ({"A2I_NUM_PROCESSES": "two"}, "is not an integer"),
+    ({"A2I_NUM_PROCESSES": "2", "A2I_COORDINATOR": "localhost:1", "A2I_PROCESS_ID": "2"},
+     "outside [0, 2)"),
+    ({"A2I_NUM_PROCESSES": "0"}, "set it to 1 or more"),
+])
+def test_incomplete_settings_are_config_errors(monkeypatch, env, message):
+  for name in (distributed.ENV_COORDINATOR, distributed.ENV_PROCESS_ID):
+    monkeypatch.delenv(name, raising=False)
+  for name, value in env.items():
+    monkeypatch.setenv(name, value)
+  with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")
+                     .replace(")", r"\)")):
+    distributed.initialize()
+
+
+def test_put_and_fetch_in_one_process_are_device_put_and_get():
+  mesh = parallel.make_mesh()
+  x = np.arange(8 * 3, dtype=np.float32).reshape(8, 3)
+  batch = parallel.put_batch({"x": x}, mesh)
+  assert batch["x"].sharding == parallel.batch_sharded(mesh)
+  np.testing.assert_array_equal(parallel.fetch(batch)["x"], x)
+  rep = parallel.put_replicated(x, mesh)
+  assert rep.sharding.is_fully_replicated
+  np.testing.assert_array_equal(parallel.fetch(rep), x)
+
+
+def test_other_processes_log_warnings_only_with_their_id(monkeypatch):
+  import io  # pylint: disable=import-outside-toplevel
+  import logging  # pylint: disable=import-outside-toplevel
+  from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
+  root, stream = logging.getLogger(), io.StringIO()
+  handler = logging.StreamHandler(stream)
+  level, verbosity = root.level, absl_logging.get_verbosity()
+  monkeypatch.setattr(root, "handlers", [handler])
+  monkeypatch.setattr(distributed, "process_index", lambda: 3)
+  try:
+    distributed.configure_logging()
+    distributed.configure_logging()  # Twice: still one prefix.
+    logging.getLogger("a2i_jax.x").info("step 5")
+    logging.getLogger("a2i_jax.x").warning("disk %s", "full")
+  finally:
+    root.setLevel(level)
+    absl_logging.set_verbosity(verbosity)
+  assert stream.getvalue() == "[process 3] disk full\n"
