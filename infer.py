@@ -25,7 +25,7 @@ from absl import app, flags, logging
 import jax
 import numpy as np
 
-from a2i_jax import evaluation, files, inference, models, occlusions, visualize
+from a2i_jax import distributed, evaluation, files, inference, models, occlusions, visualize
 from a2i_jax.data import load_dataset
 from a2i_jax.data.base import as_trained
 from a2i_jax.errors import A2IError, CheckpointError, InputError
@@ -58,6 +58,13 @@ _FIDELITY = flags.DEFINE_bool("attribute_fidelity", True, "evaluate: also score 
                               "fidelity with an attribute predictor (trained on first use and "
                               "saved in the first workdir).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of latent draws, restarts and random occlusions.")
+# Many hosts (README "Many hosts"): detected on TPU pods and under SLURM, else given here.
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "Multi-process: host:port of "
+                                   "process 0 (or A2I_COORDINATOR).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process: how many "
+                                      "processes (or A2I_NUM_PROCESSES).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process: this process's index "
+                                   "(or A2I_PROCESS_ID).")
 flags.mark_flags_as_required(["workdir"])
 
 # What modes need, checked for every requested mode before any of them runs.
@@ -228,7 +235,10 @@ class _Run:
 
 
 def _write(path: str, write: Callable[[str], None], quiet: bool = False) -> None:
-  """Runs `write(path)`; a failed write (disk full, permissions) is one plain error."""
+  """Runs `write(path)` in process 0 only; a failed write (disk full, permissions) is one
+  plain error. Every process computes what is written, so their results are the same."""
+  if not distributed.is_main():
+    return
   try:
     write(path)
   except OSError as e:
@@ -399,6 +409,8 @@ def evaluate(opts: Options) -> None:
                                                 num_examples=opts.num_examples,
                                                 seed=opts.seed))
   text = evaluation.markdown_table(results)
+  if not distributed.is_main():
+    return
   if reports:
     text += "\nAttribute fidelity (attribute predictor trained on the real training images)\n\n"
     text += evaluation.attribute_table(reports)
@@ -431,9 +443,18 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.WARNING)  # Orbax logs every restore at INFO.
-  opts = Options.from_flags()
   try:
-    run_modes(opts)
+    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    distributed.configure_logging()
+    if not distributed.is_main():  # Process 0 speaks for the run; errors still reach stderr.
+      sys.stdout = open(os.devnull, "w")  # pylint: disable=consider-using-with
+    opts = Options.from_flags()
+    with distributed.peers_checked():
+      run_modes(opts)
+  except distributed.PeerError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.stderr.flush()
+    os._exit(1)  # The normal exit would wait for the dead process at the shutdown barrier.
   except A2IError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)

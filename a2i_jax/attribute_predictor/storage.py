@@ -14,7 +14,7 @@ import numpy as np
 from absl import logging
 from flax import serialization
 
-from a2i_jax import files
+from a2i_jax import distributed, files
 from a2i_jax.attribute_predictor.network import AttributeNet, Predictor, PredictorMeta
 from a2i_jax.attribute_predictor.scoring import _json_safe
 from a2i_jax.attribute_predictor.training import train_predictor
@@ -49,9 +49,11 @@ def save_predictor(predictor: Predictor, workdir: str) -> str:
     predictor: from `train_predictor`.
     workdir: the directory to save under.
   Returns:
-    The predictor's folder.
+    The predictor's folder (written by process 0 only in a multi-host run).
   """
   d = predictor_dir(workdir)
+  if not distributed.is_main():
+    return d
   blob = serialization.msgpack_serialize(jax.device_get(predictor.variables))
   files.atomic_write(os.path.join(d, _WEIGHTS_FILE), blob)
   meta = dataclasses.asdict(predictor.meta)

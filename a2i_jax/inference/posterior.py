@@ -390,10 +390,10 @@ def infer_latents(trained: TrainedModel, images: Array, attributes: Optional[Arr
   for _ in range(options.steps // k if k else 0):
     carry, trace = fns["run"](variables, x_r, y_r, o_r, carry, prior, hyper)
     traces.append(trace)
-  result = jax.device_get(fns["finish"](variables, x_r, y_r, o_r, carry, prior, hyper))
+  result = parallel.fetch(fns["finish"](variables, x_r, y_r, o_r, carry, prior, hyper))
   result = {name: np.asarray(v)[:n] for name, v in result.items()}
   if traces:
-    trace = np.concatenate([np.asarray(t) for t in jax.device_get(traces)])  # [steps, M]
+    trace = np.concatenate([np.asarray(t) for t in parallel.fetch(traces)])  # [steps, M]
     real = np.repeat(np.arange(n_pad) < n, r)
     result["energy_trace"] = trace[:, real].mean(axis=1)
   else:

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from a2i_jax import sampling
+from a2i_jax import parallel, sampling
 from a2i_jax.errors import InputError
 from a2i_jax.inference.posterior import (AttributePrior, InferenceOptions, _static,
                                          infer_latents, make_inference_fns)
@@ -165,7 +165,7 @@ def decode(trained: TrainedModel, latents: Mapping[str, Any], attributes: Any
   fn = _cached(trained, "decode",
                lambda: jax.jit(lambda v, lat, y: sampling.decode_images(trained.model, v, lat, y)))
   lat = {n: jnp.asarray(latents[n], jnp.float32) for n in dims}
-  return jax.device_get(fn(trained.variables, lat, y))
+  return parallel.fetch(fn(trained.variables, lat, y))
 
 
 def prior_latents(trained: TrainedModel, num: int, key: Array) -> dict[str, np.ndarray]:
@@ -278,4 +278,4 @@ def sample(trained: TrainedModel, attributes: Any, key: Array) -> dict[str, np.n
     "gate" and "background".
   """
   y = check_attributes(attributes, trained.config.model.y_dim)
-  return jax.device_get(trained.sample_fn(trained.variables, y, key))
+  return parallel.fetch(trained.sample_fn(trained.variables, y, key))
