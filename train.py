@@ -13,6 +13,7 @@ and exits with 130.
 
 import difflib
 import logging as std_logging
+import os
 import sys
 
 from absl import app, flags, logging
@@ -27,16 +28,34 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, at_once: bool = False) -> None:
   print(f"error: {message}", file=sys.stderr)
+  if at_once:
+    # After a failed run the library has closed what it could. Skip the exit hooks: those of
+    # its libraries (tensorboardX's flush, Orbax's background threads) retry writes to a full
+    # disk and print tracebacks over the one line.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)  # pylint: disable=protected-access
   sys.exit(1)
+
+
+def _unraisable_hook(unraisable) -> None:
+  # After a failed save (a full disk) Orbax closes its event loop while tensorstore writes are
+  # still pending; their completion callbacks then fail, and tensorstore reports each as an
+  # unraisable exception. The failure itself reaches main as an error; these add nothing.
+  value = unraisable.exc_value
+  if isinstance(value, RuntimeError) and str(value) == "Event loop is closed":
+    return
+  sys.__unraisablehook__(unraisable)
 
 
 def _explain_flag_error(argv: list[str], error: Exception) -> str:
   """The one line for a command line that ml_collections' config flags could not parse."""
   if isinstance(error, flags.Error):  # absl's own: a missing required flag, a bad value.
     return f"{str(error).rstrip('.')}; see python train.py --helpfull."
-  spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), "")
+  specs = [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+  spec = specs[-1] if specs else ""  # The last one counts, as for any flag.
   try:
     config = config_lib.get_config(spec)  # Its ConfigError names a missing file.
   except ConfigError as e:
@@ -76,10 +95,11 @@ def main(argv):
     logging.get_absl_handler().addFilter(checkpoints.QuietOrbaxFilter())
     std_logging.getLogger("jax").setLevel(std_logging.WARNING)  # "Unable to initialize TPU".
   files.enable_compilation_cache(_CONFIG.value.compilation_cache_dir)
+  sys.unraisablehook = _unraisable_hook
   try:
     train_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except A2IError as e:
-    _fail(str(e))
+    _fail(str(e), at_once=True)
   except TrainingInterrupted as e:
     print(str(e), file=sys.stderr)
     sys.exit(130)

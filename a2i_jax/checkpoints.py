@@ -39,7 +39,9 @@ _ORBAX_DIR = os.path.dirname(os.path.dirname(os.path.abspath(ocp.__file__))) + o
 
 
 class QuietOrbaxFilter(logging.Filter):
-  """A logging filter that drops Orbax's INFO lines (a few dozen per save); warnings pass.
+  """A logging filter that keeps only Orbax's warnings: not its INFO lines (a few dozen per
+  save), nor its ERROR records, whose tracebacks repeat, thread by thread, a failure that
+  reaches the caller as an exception anyway (a full disk: hundreds of lines).
 
   Orbax logs through absl, so its records come from the logger "absl" like everyone else's;
   they are told apart by the file that logged them. Add it to a handler (e.g. absl's
@@ -53,9 +55,10 @@ class QuietOrbaxFilter(logging.Filter):
     Args:
       record: a log record.
     Returns:
-      False for records below WARNING logged from inside the orbax package.
+      False for records logged from inside the orbax package, except warnings.
     """
-    return record.levelno >= logging.WARNING or not record.pathname.startswith(_ORBAX_DIR)
+    return (not record.pathname.startswith(_ORBAX_DIR)
+            or logging.WARNING <= record.levelno < logging.ERROR)
 
 
 def _file_digests(folder: str) -> dict[str, str]:

@@ -22,6 +22,9 @@ import jax
 from a2i_jax.errors import WorkdirError
 
 LOCK_FILE = ".lock"
+# Read once, at import (single-threaded then): reading it means setting it.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 # Errors that say where the workdir is, not what the program did wrong.
 _STORAGE_ERRNOS = {errno.ENOSPC: "no space left on the device",
                    errno.EDQUOT: "the disk quota is exceeded",
@@ -50,6 +53,7 @@ def atomic_path(path: str, suffix: Optional[str] = None) -> Iterator[str]:
   fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=f".tmp{suffix}",
                              dir=directory)
   os.close(fd)
+  os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's file is private (0600); the target is not.
   try:
     yield tmp
     os.replace(tmp, path)

@@ -62,9 +62,11 @@ class MetricWriter:
     self._tb.add_image(name, np.asarray(image), int(step), dataformats="HWC")
 
   def close(self) -> None:
-    """Flushes and closes both outputs."""
-    self._tb.close()
-    self._jsonl.close()
+    """Flushes and closes both outputs (both, even when the first fails)."""
+    try:
+      self._tb.close()
+    finally:
+      self._jsonl.close()
 
 
 def _read_rows(path: str) -> list[dict]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 from typing import Any, Callable, Optional
 
 import flax
@@ -148,7 +150,7 @@ def last_checkpoint_words(step: Optional[int], directory: str) -> str:
     e.g. "The last good checkpoint is step 40 in W/checkpoints (resuming continues from it)."
   """
   if step is None:
-    return ("There is no checkpoint yet, so nothing is lost: rerunning starts from scratch.")
+    return "There is no checkpoint yet: rerunning starts from scratch."
   return (f"The last good checkpoint is step {step} in {directory} (resuming continues from "
           "it).")
 
@@ -210,3 +212,51 @@ class RunSummary:
       logging.info("checkpoint: %s", os.path.join(self.workdir, checkpoints.CHECKPOINT_DIR,
                                                   str(checkpoint)))
     logging.info("next: python infer.py --workdir=%s --mode=sample", self.workdir)
+
+
+class StopRequest:
+  """Ctrl-C (SIGINT) inside the block sets `requested` instead of raising; the loop then
+  finishes its dispatch, saves and stops. A second Ctrl-C raises KeyboardInterrupt at once.
+
+  Raising KeyboardInterrupt at an arbitrary point could land between a dispatch that donated
+  the state's buffers and the assignment of its result, losing the state. Outside the main
+  thread (where signal handlers cannot be set) it does nothing.
+  """
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    if self.requested:
+      raise KeyboardInterrupt
+    self.requested = True
+
+  def __enter__(self) -> "StopRequest":
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGINT, self._handle)
+    return self
+
+  def __exit__(self, *exc) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGINT, self._previous)
+
+
+def resolve_config(config: ml_collections.ConfigDict,
+                   dataset: Any) -> ml_collections.ConfigDict:
+  """The config with what the data decide filled in.
+
+  Args:
+    config: the validated experiment config.
+    dataset: the loaded `Dataset`.
+  Returns:
+    `config` itself, or a copy with model.y_dim = 0 (folder datasets: "the number of attribute
+    columns") replaced by that number.
+  """
+  if config.model.y_dim == 0:
+    config = config.copy_and_resolve_references()
+    config.model.y_dim = dataset.num_attributes
+    logging.info("model.y_dim = %d (the attribute columns of the dataset: %s)",
+                 config.model.y_dim, ", ".join(dataset.attribute_names))
+  return config

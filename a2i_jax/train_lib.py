@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import threading
 import time
 from typing import Any, Callable, Optional
 
@@ -246,46 +244,6 @@ def _check_resume_compatible(workdir: str, config: ml_collections.ConfigDict) ->
           f"{new} now); resume it with the same values or pass a new --workdir.")
 
 
-class _StopRequest:
-  """Ctrl-C (SIGINT) during the loop: the loop finishes its dispatch, saves, then stops.
-
-  Raising KeyboardInterrupt at an arbitrary point could land between a dispatch that donated
-  the state's buffers and the assignment of its result, losing the state. A second Ctrl-C
-  stops at once.
-  """
-
-  def __init__(self):
-    self.requested = False
-    self._previous = None
-
-  def _handle(self, signum, frame):
-    del signum, frame
-    if self.requested:
-      raise KeyboardInterrupt
-    self.requested = True
-
-  def __enter__(self) -> "_StopRequest":
-    if threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGINT, self._handle)
-    return self
-
-  def __exit__(self, *exc) -> None:
-    if self._previous is not None:
-      signal.signal(signal.SIGINT, self._previous)
-
-
-def _resolve_config(config: ml_collections.ConfigDict,
-                    dataset: Any) -> ml_collections.ConfigDict:
-  """The config with what the data decide filled in: model.y_dim = 0 (folder datasets) is the
-  number of attribute columns."""
-  if config.model.y_dim == 0:
-    config = config.copy_and_resolve_references()
-    config.model.y_dim = dataset.num_attributes
-    logging.info("model.y_dim = %d (the attribute columns of the dataset: %s)",
-                 config.model.y_dim, ", ".join(dataset.attribute_names))
-  return config
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        devices: Optional[list] = None) -> TrainState:
   """Trains `config.model` on `config.data`, resuming from the newest checkpoint in `workdir`.
@@ -321,7 +279,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   # Stage 2: input. The whole training split goes to the devices once.
   dataset = load_dataset(config.data)
-  config = _resolve_config(config, dataset)
+  config = train_eval.resolve_config(config, dataset)
   model = models.create_model(config.model)
   for split_name in ("train", "validation"):
     validate_split(dataset[split_name], image_size=config.data.image_size,
@@ -378,39 +336,53 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
   """Stage 5 of `train_and_evaluate`: the loop; closes `ckpt`."""
   k_train, k_eval, k_sample = keys
   start = step = int(state.step)
-  if start >= config.num_train_steps:
-    logging.info("nothing to do: step %d >= num_train_steps=%d", start, config.num_train_steps)
+  k, last = config.steps_per_dispatch, config.num_train_steps
+  due = lambda every: step % every == 0 or step == last
+  samples_at = lambda s: os.path.join(workdir, "samples", f"step_{s:07d}.png")
+  # A run stopped between a checkpoint and its evaluation (the checkpoint comes first) has
+  # the evaluation still to do.
+  evaluate_first = 0 < start <= last and due(config.eval_every_steps) and not os.path.exists(
+      samples_at(start))
+  if start >= last and not evaluate_first:
+    logging.info("nothing to do: step %d >= num_train_steps=%d", start, last)
     ckpt.close()
     return state
-  k = config.steps_per_dispatch
   make = lambda n: jax.jit(make_multi_step(make_train_step(model, tx, config), config, mesh, n),
                            donate_argnums=(0,))
   eval_step = jax.jit(make_eval_step(model, config))
   sample_fn = jax.jit(sampling.make_sample_fn(model))
-  progress, writer, failed = None, None, True
   summary = train_eval.RunSummary(workdir)
+
+  def evaluate() -> dict:
+    ev = train_eval.evaluate(eval_step, state.variables, dataset["validation"], config, mesh,
+                             jax.random.fold_in(k_eval, step))
+    grid = train_eval.write_samples(model, sample_fn, state.variables, dataset, config,
+                                    samples_at(step), jax.random.fold_in(k_sample, step))
+    writer.write_image(step, "samples", grid)
+    summary.evaluated(ev, samples_at(step))
+    return {f"val/{name}": v for name, v in ev.items()}
+
+  progress, writer, failed, compiled = None, None, True, {}
   try:
     writer = MetricWriter(workdir, resumed_from=start)
-    t0 = time.perf_counter()
-    compiled = {k: make(k).lower(state, data, k_train).compile()}
-    compile_s = time.perf_counter() - t0
-    logging.info("train step compiled in %.1f s", compile_s)
-    row = {"compile_time_s": compile_s}
-    if config.progress_bar:
+    if evaluate_first:
+      writer.write(step, evaluate())
+    if config.progress_bar and step < last:
       from tqdm import tqdm  # pylint: disable=import-outside-toplevel
-      progress = tqdm(total=config.num_train_steps, initial=start, desc="train", unit="step",
-                      dynamic_ncols=True)
-    window: list[dict] = []
-    window_steps, t_window = 0, time.perf_counter()
-    due = lambda every: step % every == 0 or step == config.num_train_steps
-    with _StopRequest() as stop:
-      while step < config.num_train_steps:
-        # Whole dispatches of k steps, except where k would pass num_train_steps or the
-        # run resumed off the k grid: single steps there, so that the run ends exactly at
+      progress = tqdm(total=last, initial=start, desc="train", unit="step", dynamic_ncols=True)
+    row, window, window_steps, t_window = {}, [], 0, time.perf_counter()
+    with train_eval.StopRequest() as stop:
+      while step < last:
+        # Whole dispatches of k steps, except where k would pass num_train_steps or the run
+        # resumed off the k grid: single steps there, so that the run ends exactly at
         # num_train_steps and every interval (a multiple of k) is met.
-        n = k if step % k == 0 and step + k <= config.num_train_steps else 1
+        n = k if step % k == 0 and step + k <= last else 1
         if n not in compiled:
+          t0 = time.perf_counter()
           compiled[n] = make(n).lower(state, data, k_train).compile()
+          row["compile_time_s"] = time.perf_counter() - t0
+          logging.info("train step compiled in %.1f s", row["compile_time_s"])
+          t_window = time.perf_counter()
         state, metrics = compiled[n](state, data, k_train)
         metrics = jax.device_get(metrics)
         if not metrics["finite"].all():
@@ -435,21 +407,15 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
                                  img_s=f"{row['train/images_per_s']:.1f}")
           window, window_steps = [], 0
         # The checkpoint comes before evaluation and samples, so a failure there loses no steps.
-        if due(config.checkpoint_every_steps) or stop.requested:
+        if due(config.checkpoint_every_steps):
           ckpt.save(step, state)
         if due(config.eval_every_steps):
-          ev = train_eval.evaluate(eval_step, state.variables, dataset["validation"], config,
-                                   mesh, jax.random.fold_in(k_eval, step))
-          row.update({f"val/{name}": v for name, v in ev.items()})
-          path = os.path.join(workdir, "samples", f"step_{step:07d}.png")
-          grid = train_eval.write_samples(model, sample_fn, state.variables, dataset, config,
-                                          path, jax.random.fold_in(k_sample, step))
-          writer.write_image(step, "samples", grid)
-          summary.evaluated(ev, path)
+          row.update(evaluate())
         if due(config.log_every_steps) or due(config.eval_every_steps):
           writer.write(step, row)  # One row per step: its training and validation scalars.
           row, t_window = {}, time.perf_counter()  # Evaluation time is not training time.
         if stop.requested:
+          ckpt.save(step, state)  # A no-op if this step was just saved.
           ckpt.wait()
           raise TrainingInterrupted(step)
     ckpt.wait()
@@ -458,11 +424,10 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
     error = files.storage_error(e)
     if error is None:
       raise
-    ckpt_step = _last_intact(ckpt)
     raise WorkdirError(
         f"writing to {workdir} failed at step {step}: {files.describe_storage_error(error)}. "
-        f"{train_eval.last_checkpoint_words(ckpt_step, ckpt.directory)} Free some space (or "
-        "fix the permissions), then run the same command to resume.") from None
+        f"{train_eval.last_checkpoint_words(_last_intact(ckpt), ckpt.directory)} Free some "
+        "space (or fix the permissions), then run the same command to resume.") from None
   finally:
     if progress is not None:
       progress.close()
