@@ -95,7 +95,10 @@ def remove_temporary(workdir: str) -> list[str]:
     for name in sorted(os.listdir(directory)):
       if _TMP_MARK in name:
         path = os.path.join(directory, name)
-        shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
+        if os.path.isdir(path):
+          shutil.rmtree(path, ignore_errors=True)
+        else:
+          os.remove(path)
         removed.append(path)
   return removed
 
@@ -153,6 +156,8 @@ class Checkpointer:
     """Waits for the save in progress, then writes the checksums of every finished save."""
     self._manager.wait_until_finished()
     saved = set(self._manager.all_steps())
+    if jax.process_index() != 0:  # One process writes the checksums of the shared folder.
+      self._unsummed = []
     for step in self._unsummed:
       folder = os.path.join(self.directory, str(step))
       if step in saved and os.path.isdir(folder):  # Old ones may be gone (max_to_keep).

@@ -11,6 +11,7 @@ and noise an uninterrupted run would.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -291,7 +292,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     data["masks"] = train.masks
   data = parallel.put_replicated(data, mesh)
 
-  with files.workdir_lock(workdir):
+  # The workdir is shared by the processes of a multi-host run: the first one holds it.
+  primary = jax.process_index() == 0
+  with files.workdir_lock(workdir) if primary else contextlib.nullcontext():
     return _train_in_workdir(config, workdir, mesh, model, dataset, data)
 
 
@@ -308,7 +311,7 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
 
   # Stage 4: checkpoint. Resume from the newest intact one if there is one; only then is the
   # run's record (config.json, dataset.json) written.
-  for path in checkpoints.remove_temporary(workdir):
+  for path in checkpoints.remove_temporary(workdir) if jax.process_index() == 0 else ():
     logging.info("removed %s, a save that never finished", path)
   ckpt = checkpoints.Checkpointer(workdir, config.max_checkpoints_to_keep)
   try:
