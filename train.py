@@ -5,16 +5,22 @@
       --config.batch_size=64
 
 The console shows INFO lines, except Orbax's (a few dozen per checkpoint save);
-`--verbosity=1` shows those too (absl's flag: -1 warnings only, 0 INFO, 1 debug).
+`--verbosity=1` shows those too (absl's flag: -1 warnings only, 0 INFO, 1 debug). Any mistake
+(a config key that does not exist, a missing config file, a bad value, a workdir that cannot
+be used) is one `error:` line and exit code 1; Ctrl-C saves the state, says at which step,
+and exits with 130.
 """
 
+import difflib
+import logging as std_logging
+import os
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from a2i_jax import checkpoints, files, train_lib
-from a2i_jax.errors import A2IError
+from a2i_jax import checkpoints, config_lib, files, train_lib
+from a2i_jax.errors import A2IError, ConfigError, TrainingInterrupted
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).",
                                           lock_config=True)
@@ -22,20 +28,86 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def _fail(message: str, at_once: bool = False) -> None:
+  print(f"error: {message}", file=sys.stderr)
+  if at_once:
+    # After a failed run the library has closed what it could. Skip the exit hooks: those of
+    # its libraries (tensorboardX's flush, Orbax's background threads) retry writes to a full
+    # disk and print tracebacks over the one line.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)  # pylint: disable=protected-access
+  sys.exit(1)
+
+
+def _unraisable_hook(unraisable) -> None:
+  # After a failed save (a full disk) Orbax closes its event loop while tensorstore writes are
+  # still pending; their completion callbacks then fail, and tensorstore reports each as an
+  # unraisable exception. The failure itself reaches main as an error; these add nothing.
+  value = unraisable.exc_value
+  if isinstance(value, RuntimeError) and str(value) == "Event loop is closed":
+    return
+  sys.__unraisablehook__(unraisable)
+
+
+def _explain_flag_error(argv: list[str], error: Exception) -> str:
+  """The one line for a command line that ml_collections' config flags could not parse."""
+  if isinstance(error, flags.Error):  # absl's own: a missing required flag, a bad value.
+    return f"{str(error).rstrip('.')}; see python train.py --helpfull."
+  specs = [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+  spec = specs[-1] if specs else ""  # The last one counts, as for any flag.
+  try:
+    config = config_lib.get_config(spec)  # Its ConfigError names a missing file.
+  except ConfigError as e:
+    return str(e)
+  except Exception as e:  # pylint: disable=broad-except
+    return f"the config file {spec} failed to load ({type(e).__name__}: {e})."
+  keys = sorted(config_lib.leaf_paths(config))
+  for arg in argv:
+    if arg.startswith("--config.") or arg.startswith("--noconfig."):
+      key = arg.split("=", 1)[0].split("config.", 1)[1]
+      if key not in keys and not any(k.startswith(key + ".") for k in keys):
+        close = difflib.get_close_matches(key, keys, n=1)
+        hint = f" Did you mean --config.{close[0]}?" if close else ""
+        return (f"config key {key!r} does not exist.{hint} The valid keys are in "
+                "configs/default.py.")
+  first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+  return f"the command line could not be parsed: {first}"
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  # config_flags loads the config file and applies the --config.* overrides while parsing,
+  # before main: its failures (an unknown key, a missing file) must be caught here.
+  try:
+    rest = flags.FLAGS(argv)
+    _CONFIG.value.get("seed")  # A deferred load error (a missing file) surfaces here.
+  except Exception as e:  # pylint: disable=broad-except
+    _fail(_explain_flag_error(argv, e))
+  return rest
+
+
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    _fail(f"unexpected arguments: {' '.join(argv[1:])}; flags are written --name=value.")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.INFO)
   if logging.get_verbosity() < logging.DEBUG:
     logging.get_absl_handler().addFilter(checkpoints.QuietOrbaxFilter())
+    std_logging.getLogger("jax").setLevel(std_logging.WARNING)  # "Unable to initialize TPU".
   files.enable_compilation_cache(_CONFIG.value.compilation_cache_dir)
+  sys.unraisablehook = _unraisable_hook
   try:
     train_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except A2IError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+    _fail(str(e), at_once=True)
+  except TrainingInterrupted as e:
+    print(str(e), file=sys.stderr)
+    sys.exit(130)
+  except KeyboardInterrupt:
+    print("interrupted; run the same command to resume from the newest checkpoint.",
+          file=sys.stderr)
+    sys.exit(130)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

@@ -1,16 +1,26 @@
-"""Checkpoints: one Orbax CheckpointManager in `workdir/checkpoints`, the config beside it.
+"""Checkpoints: one Orbax CheckpointManager in `workdir/checkpoints`, the config and the
+dataset's description (dataset.json) beside it.
 
 Orbax writes each step to a temporary directory and renames it when complete, so a run killed
 mid-save never leaves a half-written checkpoint that looks finished; the newest finished one
-is what a restart resumes from.
+is what a restart resumes from. Bytes that change after the save (a bad disk, a stray write)
+are caught by checksums: once a save has finished, the SHA-256 of every file of the step's
+folder goes into `CHECKSUM_FILE` inside it, and every restore checks them first. A checkpoint
+without that file (saved before checksums existed, or killed between the save and the
+checksums) is trusted as before.
 """
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import json
 import logging
 import os
+import shutil
 from typing import Any, Optional
+
+import numpy as np
 
 import jax
 import ml_collections
@@ -20,12 +30,18 @@ from a2i_jax import files
 from a2i_jax.errors import CheckpointError, ConfigError
 
 CONFIG_FILE = "config.json"
+DATASET_FILE = "dataset.json"
 CHECKPOINT_DIR = "checkpoints"
+CHECKSUM_FILE = "a2i_sha256.json"  # Inside each step's folder.
+CORRUPT_DIR = "corrupt_checkpoints"  # Where training moves corrupt checkpoints, for a look.
+_TMP_MARK = ".orbax-checkpoint-tmp"  # Orbax's suffix of a save in progress.
 _ORBAX_DIR = os.path.dirname(os.path.dirname(os.path.abspath(ocp.__file__))) + os.sep
 
 
 class QuietOrbaxFilter(logging.Filter):
-  """A logging filter that drops Orbax's INFO lines (a few dozen per save); warnings pass.
+  """A logging filter that keeps only Orbax's warnings: not its INFO lines (a few dozen per
+  save), nor its ERROR records, whose tracebacks repeat, thread by thread, a failure that
+  reaches the caller as an exception anyway (a full disk: hundreds of lines).
 
   Orbax logs through absl, so its records come from the logger "absl" like everyone else's;
   they are told apart by the file that logged them. Add it to a handler (e.g. absl's
@@ -39,13 +55,56 @@ class QuietOrbaxFilter(logging.Filter):
     Args:
       record: a log record.
     Returns:
-      False for records below WARNING logged from inside the orbax package.
+      False for records logged from inside the orbax package, except warnings.
     """
-    return record.levelno >= logging.WARNING or not record.pathname.startswith(_ORBAX_DIR)
+    return (not record.pathname.startswith(_ORBAX_DIR)
+            or logging.WARNING <= record.levelno < logging.ERROR)
+
+
+def _file_digests(folder: str) -> dict[str, str]:
+  """{path relative to `folder`: SHA-256} of every file below it but the checksum file."""
+  out = {}
+  for root, _, names in os.walk(folder):
+    for name in names:
+      path = os.path.join(root, name)
+      rel = os.path.relpath(path, folder)
+      if rel == CHECKSUM_FILE or name.startswith("." + CHECKSUM_FILE):  # Or its temporary.
+        continue
+      digest = hashlib.sha256()
+      with open(path, "rb") as f:
+        for chunk in iter(lambda f=f: f.read(1 << 20), b""):
+          digest.update(chunk)
+      out[rel] = digest.hexdigest()
+  return out
+
+
+def remove_temporary(workdir: str) -> list[str]:
+  """Deletes the folders of saves that never finished (a crash or a full disk mid-save).
+
+  Only a process that holds the workdir (training, under `files.workdir_lock`) may call it:
+  another process's save in progress looks the same.
+
+  Args:
+    workdir: the run's directory.
+  Returns:
+    The paths removed.
+  """
+  directory = os.path.join(workdir, CHECKPOINT_DIR)
+  removed = []
+  if os.path.isdir(directory):
+    for name in sorted(os.listdir(directory)):
+      if _TMP_MARK in name:
+        path = os.path.join(directory, name)
+        if os.path.isdir(path):
+          shutil.rmtree(path, ignore_errors=True)
+        else:
+          os.remove(path)
+        removed.append(path)
+  return removed
 
 
 class Checkpointer:
-  """Saves and restores train states (any pytree) of one workdir.
+  """Saves and restores train states (any pytree) of one workdir, with checksums.
 
   Args:
     workdir: the run's directory.
@@ -54,9 +113,12 @@ class Checkpointer:
   """
 
   def __init__(self, workdir: str, max_to_keep: int = 3, create: bool = True):
-    self.directory = os.path.join(os.path.abspath(os.path.expanduser(workdir)), CHECKPOINT_DIR)
+    self.workdir = os.path.abspath(os.path.expanduser(workdir))
+    self.directory = os.path.join(self.workdir, CHECKPOINT_DIR)
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
+    self._unsummed: list[int] = []  # Saved steps whose checksums are not written yet.
+    self._checked: dict[int, Optional[str]] = {}  # step -> problem (None: intact).
 
   def latest_step(self) -> Optional[int]:
     """The newest saved step.
@@ -72,42 +134,144 @@ class Checkpointer:
     Returns:
       The step numbers, oldest first.
     """
-    return list(self._manager.all_steps())
+    return sorted(self._manager.all_steps())
 
   def save(self, step: int, state: Any) -> None:
     """Starts an asynchronous save of `state` at `step` (a no-op if that step exists).
+
+    The previous save is finished first (Orbax would wait for it anyway) and its checksums
+    written.
 
     Args:
       step: the training step, the checkpoint's name.
       state: any pytree of arrays (the `TrainState`).
     """
+    self.wait()
     if step in self._manager.all_steps():
       return
     self._manager.save(step, args=ocp.args.StandardSave(state))
+    self._unsummed.append(step)
+
+  def wait(self) -> None:
+    """Waits for the save in progress, then writes the checksums of every finished save."""
+    self._manager.wait_until_finished()
+    saved = set(self._manager.all_steps())
+    if jax.process_index() != 0:  # One process writes the checksums of the shared folder.
+      self._unsummed = []
+    for step in self._unsummed:
+      folder = os.path.join(self.directory, str(step))
+      if step in saved and os.path.isdir(folder):  # Old ones may be gone (max_to_keep).
+        files.atomic_write(os.path.join(folder, CHECKSUM_FILE),
+                           json.dumps({"sha256": _file_digests(folder)}, indent=0))
+        self._checked[step] = None
+    self._unsummed = []
+
+  def check(self, step: int) -> Optional[str]:
+    """Compares the files of checkpoint `step` with the checksums written after its save.
+
+    Args:
+      step: a saved step.
+    Returns:
+      None when the files are intact or the checkpoint has no checksums (saved before they
+      existed); otherwise what is wrong, e.g. "file default/d/3f2a changed since it was
+      saved".
+    """
+    if step not in self._checked:
+      folder = os.path.join(self.directory, str(step))
+      try:
+        with open(os.path.join(folder, CHECKSUM_FILE)) as f:
+          expected = json.load(f)["sha256"]
+      except FileNotFoundError:
+        self._checked[step] = None
+        return None
+      except (ValueError, KeyError, TypeError, OSError):
+        self._checked[step] = f"its checksum file {CHECKSUM_FILE} is unreadable"
+        return self._checked[step]
+      actual = _file_digests(folder)
+      problem = None
+      for rel, digest in sorted(expected.items()):
+        if rel not in actual:
+          problem = f"file {rel} is missing"
+        elif actual[rel] != digest:
+          problem = f"file {rel} changed since it was saved"
+        if problem:
+          break
+      self._checked[step] = problem
+    return self._checked[step]
+
+  def newest_intact_step(self, quarantine: bool = False) -> Optional[int]:
+    """The newest checkpoint whose files pass `check`; logs one warning per corrupt one.
+
+    Args:
+      quarantine: move each corrupt checkpoint newer than the intact one out of the way, to
+        `workdir/corrupt_checkpoints/<step>` (training does, so that its steps are saved
+        afresh; serving only reads).
+    Returns:
+      The step, or None when there is no checkpoint.
+    Raises:
+      CheckpointError: there are checkpoints but none is intact (nothing is moved then).
+    """
+    corrupt = []
+    for step in reversed(self.all_steps()):
+      problem = self.check(step)
+      if problem is None:
+        break
+      corrupt.append((step, problem))
+    else:
+      if corrupt:
+        step, problem = corrupt[0]
+        raise CheckpointError(
+            f"checkpoint {step} in {self.directory} is corrupt ({problem}) and no older "
+            "checkpoint is intact; move that folder away to start from scratch, or use a new "
+            "--workdir.")
+      return None
+    for bad, problem in corrupt:
+      where = ""
+      if quarantine:
+        target = os.path.join(self.workdir, CORRUPT_DIR, str(bad))
+        shutil.rmtree(target, ignore_errors=True)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.replace(os.path.join(self.directory, str(bad)), target)
+        where = f" and was moved to {target}"
+      logging.warning("checkpoint %d is corrupt (%s)%s; %s step %d", bad, problem, where,
+                      "resuming from" if quarantine else "using", step)
+    if corrupt and quarantine:
+      self._manager.reload()
+    return step
 
   def restore(self, abstract_state: Any, step: Optional[int] = None,
               partial: bool = False) -> Any:
-    """Restores the checkpoint at `step` (default: the newest).
+    """Restores the checkpoint at `step` (default: the newest intact one), checksums first.
 
     Args:
       abstract_state: a pytree of `jax.ShapeDtypeStruct` (with shardings) like the state; with
         `partial`, a dict holding some of the saved state's top-level entries (e.g. the model
         variables {"params", "batch_stats"} of a saved train state).
-      step: which step; None for the newest.
+      step: which step; None for the newest one whose checksums match (a corrupt newer one
+        gets one warning line).
       partial: read only the entries of `abstract_state`; the rest of the checkpoint (e.g.
         the optimiser state) is never read (Orbax's `partial_restore`).
     Returns:
       The restored state, laid out as `abstract_state` says.
+    Raises:
+      CheckpointError: no such checkpoint, a corrupt one, or files Orbax cannot read.
     """
     steps = self.all_steps()
     if step is None:
-      step = self.latest_step()
-      if step is None:
+      if not steps:
         raise CheckpointError(f"no checkpoint in {self.directory}; train first with "
                               "python train.py --config=... --workdir=<this workdir>.")
+      step = self.newest_intact_step()
     elif step not in steps:
       raise CheckpointError(f"no checkpoint for step {step} in {self.directory}; the steps "
                             f"there are {steps or 'none'}.")
+    problem = self.check(step)
+    if problem is not None:
+      intact = [s for s in steps if s != step and self.check(s) is None]
+      hint = (f"the newest intact checkpoint is step {intact[-1]}" if intact
+              else "no checkpoint there is intact")
+      raise CheckpointError(f"checkpoint {step} in {self.directory} is corrupt ({problem}); "
+                            f"{hint}.")
     if partial:
       restore_args = jax.tree_util.tree_map(
           lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding, global_shape=a.shape,
@@ -126,9 +290,11 @@ class Checkpointer:
           "the model's shape, use a new --workdir.") from None
 
   def close(self) -> None:
-    """Waits for pending saves, then releases the manager."""
-    self._manager.wait_until_finished()
-    self._manager.close()
+    """Waits for pending saves (and writes their checksums), then releases the manager."""
+    try:
+      self.wait()
+    finally:
+      self._manager.close()
 
 
 def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
@@ -174,3 +340,68 @@ def with_sharding(abstract_tree: Any, sharding: jax.sharding.Sharding) -> Any:
   """
   return jax.tree_util.tree_map(
       lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), abstract_tree)
+
+
+def _header(dataset: Any, data_path: str) -> list[str]:
+  """The attribute header as the source has it: the CSV's first row for folder datasets."""
+  if "header" in dataset.metadata:
+    return list(dataset.metadata["header"])
+  csv_path = os.path.join(os.path.expanduser(data_path), "attributes.csv") if data_path else ""
+  if dataset.name == "folder" and os.path.isfile(csv_path):
+    with open(csv_path, newline="", encoding="utf-8-sig", errors="replace") as f:
+      return [h.strip() for h in next(csv.reader(f), [])]
+  return list(dataset.attribute_names)
+
+
+def dataset_info(dataset: Any, data_path: str = "") -> dict:
+  """What `dataset.json` records of a dataset: names, kinds and ranges of its attributes.
+
+  Args:
+    dataset: a `data.Dataset`.
+    data_path: `config.data.path` (folder datasets: where attributes.csv is).
+  Returns:
+    {"name", "attribute_names", "attribute_kinds", "attribute_ranges" ([min, max] per
+    attribute over the training split), "header" (folder datasets: the attributes.csv column
+    names in file order; otherwise the attribute names)}.
+  """
+  attributes = np.asarray(dataset["train"].attributes, np.float64)
+  if attributes.size:
+    ranges = np.stack([attributes.min(axis=0), attributes.max(axis=0)], axis=1).tolist()
+  else:
+    ranges = [[0.0, 0.0]] * len(dataset.attribute_names)
+  return {"name": dataset.name, "attribute_names": list(dataset.attribute_names),
+          "attribute_kinds": list(dataset.attribute_kinds), "attribute_ranges": ranges,
+          "header": _header(dataset, data_path)}
+
+
+def save_dataset_info(workdir: str, dataset: Any, data_path: str = "") -> None:
+  """Writes `dataset_info(dataset)` to `workdir/dataset.json` atomically.
+
+  Args:
+    workdir: the run's directory.
+    dataset: the `data.Dataset` trained on.
+    data_path: `config.data.path` (folder datasets).
+  """
+  files.atomic_write(os.path.join(workdir, DATASET_FILE),
+                     json.dumps(dataset_info(dataset, data_path), indent=2))
+
+
+def load_dataset_info(workdir: str) -> Optional[dict]:
+  """The dataset description stored at training (see `dataset_info`).
+
+  Args:
+    workdir: the run's directory.
+  Returns:
+    The dict, or None for runs trained before dataset.json existed.
+  Raises:
+    ConfigError: the file exists but is not valid JSON.
+  """
+  path = os.path.join(workdir, DATASET_FILE)
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except FileNotFoundError:
+    return None
+  except (ValueError, UnicodeDecodeError) as e:
+    raise ConfigError(f"{path} is not valid JSON ({e}); delete it (training writes it again "
+                      "on its next start).") from None

@@ -30,11 +30,19 @@ INFERENCE_INITS = ("encoder", "zeros", "prior")
 INFERENCE_SCHEDULES = ("constant", "cosine")
 
 
-def _leaf_paths(cfg: Any, prefix: str = "") -> Iterator[str]:
+def leaf_paths(cfg: Any, prefix: str = "") -> Iterator[str]:
+  """The dotted paths of every value of a config (not of its sections).
+
+  Args:
+    cfg: a ConfigDict or dict.
+    prefix: prepended to every path.
+  Yields:
+    e.g. "model.width", "data.augment.flip".
+  """
   for key, value in cfg.items():
     path = f"{prefix}{key}"
     if isinstance(value, (ml_collections.ConfigDict, dict)):
-      yield from _leaf_paths(value, path + ".")
+      yield from leaf_paths(value, path + ".")
     else:
       yield path
 
@@ -136,14 +144,14 @@ def validate_config(config: ml_collections.ConfigDict,
     reference: the config whose keys are the valid ones (default: configs/default.py).
   """
   reference = reference_config() if reference is None else reference
-  known = set(_leaf_paths(reference))
-  for path in _leaf_paths(config):
+  known = set(leaf_paths(reference))
+  for path in leaf_paths(config):
     if path not in known:
       close = difflib.get_close_matches(path, sorted(known), n=1)
       hint = f" Did you mean {close[0]!r}?" if close else ""
       raise ConfigError(f"config key {path!r} does not exist.{hint} The valid keys are in "
                         "configs/default.py.")
-  needs_masks = _check_model(config.model)
+  needs_masks = _check_model(config.model, config.data.name)
   _check_data(config, needs_masks)
   _check_loop(config)
   _check_optimiser(config)
@@ -166,7 +174,7 @@ def _check_above(section: Any, path: str, low: float, inclusive: bool = False) -
     raise ConfigError(f"config.{path}={value} must be {'>=' if inclusive else '>'} {low}.")
 
 
-def _check_model(mc: ml_collections.ConfigDict) -> bool:
+def _check_model(mc: ml_collections.ConfigDict, data_name: str) -> bool:
   """The config.model checks; returns whether the model needs foreground masks."""
   if mc.name not in MODEL_NAMES:
     raise ConfigError(f"unknown model.name={mc.name!r}; choose one of "
@@ -174,7 +182,13 @@ def _check_model(mc: ml_collections.ConfigDict) -> bool:
   if mc.image_size not in (32, 64):  # The message is models.create_model's.
     raise ConfigError(f"model.image_size={mc.image_size} is not supported; use 64 (the paper) "
                       "or 32 (small variants).")
-  _check_positive(mc, "model", ("y_dim", "z_dim", "zf_dim", "zb_dim"))
+  # model.y_dim = 0: the attribute columns of a folder dataset's CSV, counted at training.
+  if not (data_name == "folder" and mc.y_dim == 0):
+    if data_name == "folder" and int(mc.y_dim) < 0:
+      raise ConfigError(f"config.model.y_dim={mc.y_dim} must be 0 (the number of attribute "
+                        "columns of attributes.csv) or a positive integer.")
+    _check_positive(mc, "model", ("y_dim",))
+  _check_positive(mc, "model", ("z_dim", "zf_dim", "zb_dim"))
   _check_above(mc, "model.width", 0.0)
   _check_above(mc, "model.gate_loss_weight", 0.0, inclusive=True)
   if mc.upsample_mode not in models.UPSAMPLE_MODES:

@@ -28,3 +28,18 @@ class CheckpointError(A2IError):
 
 class TrainingDivergedError(A2IError):
   """The loss became NaN or infinite."""
+
+
+class WorkdirError(A2IError):
+  """A workdir that cannot be used: a file, not writable, full, or held by another run."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+  """Ctrl-C (SIGINT) stopped training after the state at `step` was saved.
+
+  A KeyboardInterrupt, so that code which stops on Ctrl-C (a notebook cell) still does.
+  """
+
+  def __init__(self, step: int):
+    super().__init__(f"interrupted at step {step}; run the same command to resume.")
+    self.step = step

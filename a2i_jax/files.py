@@ -1,4 +1,5 @@
-"""File helpers: the one atomic write, and the persistent compilation cache.
+"""File helpers: the one atomic write, the workdir lock and its checks, and the persistent
+compilation cache.
 
 Everything the project writes for a user (configs, PNGs, JSON reports, caches) goes through
 `atomic_write` or `atomic_path`: the bytes land in a temporary file beside the target and are
@@ -9,11 +10,26 @@ looks finished.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import os
+import socket
 import tempfile
 from typing import Iterator, Optional, Union
 
 import jax
+
+from a2i_jax.errors import WorkdirError
+
+LOCK_FILE = ".lock"
+# Read once, at import (single-threaded then): reading it means setting it.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+# Errors that say where the workdir is, not what the program did wrong.
+_STORAGE_ERRNOS = {errno.ENOSPC: "no space left on the device",
+                   errno.EDQUOT: "the disk quota is exceeded",
+                   errno.EROFS: "the file system is read-only",
+                   errno.EACCES: "permission denied", errno.EPERM: "permission denied"}
 
 
 @contextlib.contextmanager
@@ -37,6 +53,7 @@ def atomic_path(path: str, suffix: Optional[str] = None) -> Iterator[str]:
   fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=f".tmp{suffix}",
                              dir=directory)
   os.close(fd)
+  os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's file is private (0600); the target is not.
   try:
     yield tmp
     os.replace(tmp, path)
@@ -59,6 +76,95 @@ def atomic_write(path: str, data: Union[str, bytes]) -> None:
       f.write(data)
       f.flush()
       os.fsync(f.fileno())
+
+
+def storage_error(exc: BaseException) -> Optional[OSError]:
+  """The full-disk, read-only or permission `OSError` behind `exc`, if any.
+
+  Orbax and tensorstore wrap the OSError of a failed write in their own exceptions (or only
+  quote it), so the chain of causes and the messages are both searched.
+
+  Args:
+    exc: any exception.
+  Returns:
+    The OSError (one made from the message where only the message tells), or None.
+  """
+  seen = set()
+  while exc is not None and id(exc) not in seen:
+    seen.add(id(exc))
+    if isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS:
+      return exc
+    text = str(exc)
+    for code, words in _STORAGE_ERRNOS.items():
+      if os.strerror(code) in text or "ENOSPC" in text and code == errno.ENOSPC:
+        return OSError(code, words)
+    exc = exc.__cause__ or exc.__context__
+  return None
+
+
+def describe_storage_error(error: OSError) -> str:
+  """A few words for a storage error: "no space left on the device", "permission denied".
+
+  Args:
+    error: from `storage_error`.
+  Returns:
+    The words.
+  """
+  return _STORAGE_ERRNOS.get(error.errno, error.strerror or str(error))
+
+
+def check_workdir(workdir: str) -> None:
+  """Raises `WorkdirError` unless `workdir` is (or can be made) a writable directory.
+
+  Writes nothing: run before anything else, so that a bad --workdir fails at once.
+
+  Args:
+    workdir: an absolute path.
+  """
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise WorkdirError(f"--workdir={workdir} is a file, not a directory; pass a directory "
+                       "(it is created if missing).")
+  existing = workdir
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise WorkdirError(f"cannot write to {existing} (permission denied or a read-only file "
+                       "system); pass a --workdir you can write to.")
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str) -> Iterator[None]:
+  """Holds `workdir/.lock` (an exclusive `flock`) for the block: one run per workdir.
+
+  The lock file names its holder (pid and host); the kernel releases the lock when the
+  process ends, however it ends, so a killed run never leaves the workdir locked.
+
+  Args:
+    workdir: the run's directory; created if missing.
+  Yields:
+    Nothing; the lock is held until the block ends.
+  Raises:
+    WorkdirError: another process holds the lock, or the workdir cannot be written.
+  """
+  path = os.path.join(workdir, LOCK_FILE)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  except OSError as e:
+    raise WorkdirError(f"cannot write to {workdir} ({e.strerror}); pass a --workdir you can "
+                       "write to.") from None
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+      raise WorkdirError(f"{workdir} is in use by another run ({holder}); wait for it to "
+                         "finish or stop it, or pass another --workdir.") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
+    yield
+  finally:
+    os.close(fd)  # Releases the lock.
 
 
 def enable_compilation_cache(directory: str) -> None:

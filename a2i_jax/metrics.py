@@ -1,20 +1,40 @@
-"""Scalar logging: TensorBoard event files (tensorboardX, no TensorFlow) and JSON lines."""
+"""Scalar and image logging: TensorBoard event files (tensorboardX, no TensorFlow) and JSON
+lines."""
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Mapping
+from typing import Mapping, Optional
 
+import numpy as np
 from tensorboardX import SummaryWriter
+
+from a2i_jax import files
+
+METRICS_FILE = "metrics.jsonl"
 
 
 class MetricWriter:
-  """Writes scalars to `workdir/tensorboard` and `workdir/metrics.jsonl`."""
+  """Writes scalars to `workdir/tensorboard` and `workdir/metrics.jsonl`, images to the first.
 
-  def __init__(self, workdir: str):
-    self._tb = SummaryWriter(logdir=os.path.join(workdir, "tensorboard"))
-    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+  Args:
+    workdir: the run's directory.
+    resumed_from: the step a resumed run restarts from: the rows (and TensorBoard events) of
+      later steps, written before the previous run stopped, are dropped, so each step has one
+      row. None for a fresh run.
+  """
+
+  def __init__(self, workdir: str, resumed_from: Optional[int] = None):
+    path = os.path.join(workdir, METRICS_FILE)
+    purge = None
+    if resumed_from is not None:
+      purge = resumed_from + 1  # TensorBoard drops events from this step on.
+      if os.path.exists(path):
+        kept = [r for r in _read_rows(path) if r.get("step", 0) <= resumed_from]
+        files.atomic_write(path, "".join(json.dumps(r) + "\n" for r in kept))
+    self._tb = SummaryWriter(logdir=os.path.join(workdir, "tensorboard"), purge_step=purge)
+    self._jsonl = open(path, "a")
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
     """Appends one row: every scalar to TensorBoard and one JSON line {"step", name: value}.
@@ -31,10 +51,33 @@ class MetricWriter:
     self._jsonl.write(json.dumps(row) + "\n")
     self._jsonl.flush()
 
+  def write_image(self, step: int, name: str, image: np.ndarray) -> None:
+    """Adds an image (e.g. a sample grid) to TensorBoard, beside the scalars.
+
+    Args:
+      step: the training step.
+      name: the image's tag, e.g. "samples".
+      image: uint8 [H, W, 3].
+    """
+    self._tb.add_image(name, np.asarray(image), int(step), dataformats="HWC")
+
   def close(self) -> None:
-    """Flushes and closes both outputs."""
-    self._tb.close()
-    self._jsonl.close()
+    """Flushes and closes both outputs (both, even when the first fails)."""
+    try:
+      self._tb.close()
+    finally:
+      self._jsonl.close()
+
+
+def _read_rows(path: str) -> list[dict]:
+  rows = []
+  with open(path) as f:
+    for line in f:
+      try:
+        rows.append(json.loads(line))
+      except ValueError:  # A line cut short by a kill: dropped.
+        continue
+  return rows
 
 
 def read_metrics(workdir: str) -> list[dict]:
@@ -45,5 +88,4 @@ def read_metrics(workdir: str) -> list[dict]:
   Returns:
     One dict per logged row, in order: "step" and the scalars written at that step.
   """
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return _read_rows(os.path.join(workdir, METRICS_FILE))

@@ -7,7 +7,11 @@ Host-side helpers of `train_lib.train_and_evaluate`; the jitted steps they call 
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import logging
+import os
+import signal
+import threading
+from typing import Any, Callable, Optional
 
 import flax
 import jax
@@ -16,7 +20,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from a2i_jax import parallel, visualize
+from a2i_jax import checkpoints, parallel, visualize
 from a2i_jax.data import Dataset, pipeline
 from a2i_jax.errors import TrainingDivergedError
 from a2i_jax.metrics import MetricWriter
@@ -58,7 +62,7 @@ def evaluate(eval_step: Callable, variables: dict, split: Any, config: ml_collec
 
 def write_samples(model: flax.linen.Module, sample_fn: Callable, variables: dict,
                   dataset: Dataset, config: ml_collections.ConfigDict, path: str,
-                  key: Array) -> None:
+                  key: Array) -> np.ndarray:
   """A PNG grid of samples for validation attribute vectors.
 
   A model without image layers (CVAE, VAE): one row per attribute vector, `num_sample_cols`
@@ -73,6 +77,8 @@ def write_samples(model: flax.linen.Module, sample_fn: Callable, variables: dict
     config: the experiment config (configs/default.py).
     path: the PNG to write (atomically).
     key: PRNG key of the latents.
+  Returns:
+    The grid as written, uint8 [H, W, 3] (for TensorBoard).
   """
   split = dataset["validation"]
   rows = min(config.num_sample_rows, len(split))
@@ -83,13 +89,12 @@ def write_samples(model: flax.linen.Module, sample_fn: Callable, variables: dict
   if model.image_layers:
     out = jax.device_get(sample_fn(variables, y, key))
     cols = [out[name] for name in model.image_layers] + [out["image"], real]
-    visualize.save_grid(visualize.stack_columns(cols), path, ncols=len(cols))
-    return
+    return visualize.save_grid(visualize.stack_columns(cols), path, ncols=len(cols))
   k = config.num_sample_cols
   out = jax.device_get(sample_fn(variables, jnp.repeat(y, k, axis=0), key))["image"]
   out = out.reshape((rows, k) + out.shape[1:])
   grid = np.concatenate([out, real[:, None]], axis=1).reshape((-1,) + out.shape[2:])
-  visualize.save_grid(grid, path, ncols=k + 1)
+  return visualize.save_grid(grid, path, ncols=k + 1)
 
 
 def describe_divergence(report: dict) -> str:
@@ -130,6 +135,128 @@ def divergence_error(report: dict, step: int, writer: MetricWriter, last_good: A
                       for i, part in enumerate(("value", "grad_norm"))})
   return TrainingDivergedError(
       f"the loss became NaN or infinite at step {step} ({describe_divergence(report)}); "
-      f"training stopped. The last good checkpoint is step {last_good} in {directory} "
-      "(resuming continues from it). Lower config.learning_rate, set config.grad_clip_norm "
-      "(e.g. 1e4), or check the data for bad values.")
+      f"training stopped. {last_checkpoint_words(last_good, directory)} Lower "
+      "config.learning_rate, set config.grad_clip_norm (e.g. 1e4), or check the data for bad "
+      "values.")
+
+
+def last_checkpoint_words(step: Optional[int], directory: str) -> str:
+  """The sentence an error ends with about where a rerun resumes.
+
+  Args:
+    step: the newest intact checkpoint's step, or None.
+    directory: the checkpoint directory.
+  Returns:
+    e.g. "The last good checkpoint is step 40 in W/checkpoints (resuming continues from it)."
+  """
+  if step is None:
+    return "There is no checkpoint yet: rerunning starts from scratch."
+  return (f"The last good checkpoint is step {step} in {directory} (resuming continues from "
+          "it).")
+
+
+def record_dataset(workdir: str, dataset: Dataset, data_path: str, resumed: bool) -> None:
+  """Writes workdir/dataset.json for a new run (or one trained before it existed); on resume,
+  warns in one line when the dataset's attribute header is not the one trained on.
+
+  Args:
+    workdir: the run's directory.
+    dataset: the dataset as loaded now.
+    data_path: `config.data.path` (folder datasets).
+    resumed: whether the run resumed from a checkpoint (the record is then kept).
+  """
+  stored = checkpoints.load_dataset_info(workdir) if resumed else None
+  now = checkpoints.dataset_info(dataset, data_path)
+  if stored is None:
+    checkpoints.save_dataset_info(workdir, dataset, data_path)
+  elif stored.get("header") != now["header"]:
+    logging.warning("the dataset's attribute header changed since this run started (%s then, "
+                    "%s now); the model reads attributes by position, so check the columns",
+                    stored.get("header"), now["header"])
+
+
+class RunSummary:
+  """What a run ends with: its last validation numbers, samples, checkpoint, and next command.
+
+  Args:
+    workdir: the run's directory.
+  """
+
+  def __init__(self, workdir: str):
+    self.workdir = workdir
+    self.validation: dict[str, float] = {}
+    self.samples = ""
+
+  def evaluated(self, metrics: dict[str, float], samples: str) -> None:
+    """Notes an evaluation.
+
+    Args:
+      metrics: `evaluate`'s output.
+      samples: the path of its sample grid.
+    """
+    self.validation, self.samples = metrics, samples
+
+  def log(self, step: int, checkpoint: Optional[int]) -> None:
+    """Logs the summary (a few INFO lines).
+
+    Args:
+      step: the final step.
+      checkpoint: the newest checkpoint's step.
+    """
+    v = self.validation
+    numbers = ", ".join(f"{name} {v[name]:.2f}" for name in ("bound", "loss") if name in v)
+    logging.info("done at step %d%s", step, f"; validation {numbers}" if numbers else "")
+    if self.samples:
+      logging.info("samples: %s", self.samples)
+    if checkpoint is not None:
+      logging.info("checkpoint: %s", os.path.join(self.workdir, checkpoints.CHECKPOINT_DIR,
+                                                  str(checkpoint)))
+    logging.info("next: python infer.py --workdir=%s --mode=sample", self.workdir)
+
+
+class StopRequest:
+  """Ctrl-C (SIGINT) inside the block sets `requested` instead of raising; the loop then
+  finishes its dispatch, saves and stops. A second Ctrl-C raises KeyboardInterrupt at once.
+
+  Raising KeyboardInterrupt at an arbitrary point could land between a dispatch that donated
+  the state's buffers and the assignment of its result, losing the state. Outside the main
+  thread (where signal handlers cannot be set) it does nothing.
+  """
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    if self.requested:
+      raise KeyboardInterrupt
+    self.requested = True
+
+  def __enter__(self) -> "StopRequest":
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGINT, self._handle)
+    return self
+
+  def __exit__(self, *exc) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGINT, self._previous)
+
+
+def resolve_config(config: ml_collections.ConfigDict,
+                   dataset: Any) -> ml_collections.ConfigDict:
+  """The config with what the data decide filled in.
+
+  Args:
+    config: the validated experiment config.
+    dataset: the loaded `Dataset`.
+  Returns:
+    `config` itself, or a copy with model.y_dim = 0 (folder datasets: "the number of attribute
+    columns") replaced by that number.
+  """
+  if config.model.y_dim == 0:
+    config = config.copy_and_resolve_references()
+    config.model.y_dim = dataset.num_attributes
+    logging.info("model.y_dim = %d (the attribute columns of the dataset: %s)",
+                 config.model.y_dim, ", ".join(dataset.attribute_names))
+  return config

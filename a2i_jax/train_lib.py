@@ -11,6 +11,7 @@ and noise an uninterrupted run would.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -24,11 +25,11 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from a2i_jax import (checkpoints, config_lib, models, objectives, parallel, sampling,
+from a2i_jax import (checkpoints, config_lib, files, models, objectives, parallel, sampling,
                      train_eval)
 from a2i_jax.data import load_dataset, pipeline
 from a2i_jax.data.base import validate_split
-from a2i_jax.errors import ConfigError
+from a2i_jax.errors import ConfigError, TrainingInterrupted, WorkdirError
 from a2i_jax.metrics import MetricWriter
 from a2i_jax.train_state import (TrainState, abstract_train_state, clip_by_global_norm,
                                  create_train_state, make_optimizer)
@@ -149,7 +150,7 @@ def make_term_report(model: flax.linen.Module, config: ml_collections.ConfigDict
 
 
 def make_multi_step(train_step: Callable, config: ml_collections.ConfigDict,
-                    mesh: Mesh) -> Callable:
+                    mesh: Mesh, steps: Optional[int] = None) -> Callable:
   """`steps(state, data, key)`: `config.steps_per_dispatch` train steps in one `lax.scan`.
 
   Each step draws its batch from the on-device `data` with a key folded from the base key and
@@ -159,12 +160,15 @@ def make_multi_step(train_step: Callable, config: ml_collections.ConfigDict,
     train_step: from `make_train_step`.
     config: the experiment config (configs/default.py).
     mesh: from `parallel.make_mesh`; the batch is sharded over it.
+    steps: the number of steps per call, if not `config.steps_per_dispatch` (the loop runs
+      single steps where a dispatch would pass `num_train_steps`).
   Returns:
     `steps(state, data, key) -> (state, metrics)`, where data holds the whole training split
     ("images" [N,H,W,3] uint8, "attributes" [N,A], "masks" [N,H,W]) and every metric has a
-    leading axis [steps_per_dispatch].
+    leading axis [steps].
   """
   batch_sharding = parallel.batch_sharded(mesh)
+  length = config.steps_per_dispatch if steps is None else steps
 
   def one(state: TrainState, data: dict, key: Array) -> tuple[TrainState, dict]:
     step_key = jax.random.fold_in(key, state.step)
@@ -173,17 +177,17 @@ def make_multi_step(train_step: Callable, config: ml_collections.ConfigDict,
     batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
     return train_step(state, batch, k_step)
 
-  def steps(state: TrainState, data: dict, key: Array) -> tuple[TrainState, dict]:
-    if config.steps_per_dispatch == 1:
+  def run(state: TrainState, data: dict, key: Array) -> tuple[TrainState, dict]:
+    if length == 1:
       # No loop for one step: XLA:CPU runs a while-loop body that carries the whole train
       # state many times slower (BENCHMARKS.md, "Train step: one step per dispatch vs fused
       # steps").
       state, metrics = one(state, data, key)
       return state, jax.tree_util.tree_map(lambda a: a[None], metrics)
     return jax.lax.scan(lambda s, _: one(s, data, key), state, None,
-                        length=config.steps_per_dispatch, unroll=config.scan_unroll)
+                        length=length, unroll=config.scan_unroll)
 
-  return steps
+  return run
 
 
 def make_eval_step(model: flax.linen.Module, config: ml_collections.ConfigDict) -> Callable:
@@ -219,9 +223,10 @@ COMPUTE_ONLY_MODEL_KEYS = ("dtype", "upsample_mode", "conv_weight_grad")
 
 
 def _check_resume_compatible(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """Refuses a config that does not fit the checkpoints in `workdir` (call when it has some)."""
   path = os.path.join(workdir, checkpoints.CONFIG_FILE)
   if not os.path.exists(path):
-    return
+    return  # The restore itself then says whether the shapes fit.
   saved = checkpoints.load_config(workdir)
   # What the checkpoint's shapes and the training data depend on; paths, augmentation and
   # schedule keys may change between runs.
@@ -244,9 +249,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        devices: Optional[list] = None) -> TrainState:
   """Trains `config.model` on `config.data`, resuming from the newest checkpoint in `workdir`.
 
-  Writes to `workdir`: config.json, checkpoints/, metrics.jsonl, tensorboard/ and
-  samples/step_XXXXXXX.png at each evaluation. Nothing is written before the config has
-  passed `config_lib.validate_config` and the data are known to fit it.
+  Writes to `workdir`: config.json, dataset.json, checkpoints/, metrics.jsonl, tensorboard/
+  and samples/step_XXXXXXX.png at each evaluation. Nothing is written before the config has
+  passed `config_lib.validate_config` and the data are known to fit it; config.json is
+  (re)written only once the state is restored. One process at a time may train in a workdir
+  (`files.workdir_lock`). A corrupt newest checkpoint is moved to corrupt_checkpoints/ and
+  the run resumes from the newest intact one. Ctrl-C saves the state and raises
+  `TrainingInterrupted`.
 
   The persistent compilation cache (`config.compilation_cache_dir`) is the caller's choice and
   is not switched on here: train.py calls `files.enable_compilation_cache` with it, and a
@@ -259,19 +268,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   Returns:
     The final train state.
   Raises:
-    ConfigError, DataError, CheckpointError, TrainingDivergedError: with a message that says
-      what to change.
+    ConfigError, DataError, CheckpointError, TrainingDivergedError, WorkdirError: with a
+      message that says what to change. TrainingInterrupted: Ctrl-C, after saving.
   """
-  # Stage 1: config and mesh.
+  # Stage 1: config, workdir and mesh. Nothing is written.
   config_lib.validate_config(config)
   workdir = os.path.abspath(os.path.expanduser(workdir))
+  files.check_workdir(workdir)
   mesh = parallel.make_mesh(devices)
   parallel.check_batch_divisible(config.batch_size, mesh)
-  _check_resume_compatible(workdir, config)
 
   # Stage 2: input. The whole training split goes to the devices once.
-  model = models.create_model(config.model)
   dataset = load_dataset(config.data)
+  config = train_eval.resolve_config(config, dataset)
+  model = models.create_model(config.model)
   for split_name in ("train", "validation"):
     validate_split(dataset[split_name], image_size=config.data.image_size,
                    num_attributes=config.model.y_dim, where=f"{dataset.name} {split_name}",
@@ -281,8 +291,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if model.needs_masks:
     data["masks"] = train.masks
   data = parallel.put_replicated(data, mesh)
-  checkpoints.save_config(workdir, config)  # Only once the data are known to fit the config.
 
+  # The workdir is shared by the processes of a multi-host run: the first one holds it.
+  primary = jax.process_index() == 0
+  with files.workdir_lock(workdir) if primary else contextlib.nullcontext():
+    return _train_in_workdir(config, workdir, mesh, model, dataset, data)
+
+
+def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
+                      model: flax.linen.Module, dataset: Any, data: dict) -> TrainState:
+  """Stages 3-5 of `train_and_evaluate`, with the workdir locked."""
   # Stage 3: model and optimiser.
   tx = make_optimizer(config)
   root = jax.random.key(config.seed)
@@ -291,78 +309,146 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   logging.info("model %s: %d parameters", config.model.name,
                models.count_params(abstract_state.params))
 
-  # Stage 4: checkpoint. Resume from the newest one if there is one.
+  # Stage 4: checkpoint. Resume from the newest intact one if there is one; only then is the
+  # run's record (config.json, dataset.json) written.
+  for path in checkpoints.remove_temporary(workdir) if jax.process_index() == 0 else ():
+    logging.info("removed %s, a save that never finished", path)
   ckpt = checkpoints.Checkpointer(workdir, config.max_checkpoints_to_keep)
-  start = ckpt.latest_step()
-  if start is None:
-    state = parallel.put_replicated(create_train_state(model, config, tx, k_init), mesh)
-    start = 0
-  else:
-    state = ckpt.restore(checkpoints.with_sharding(abstract_state, parallel.replicated(mesh)))
-    start = int(state.step)
-    logging.info("resumed from step %d in %s", start, ckpt.directory)
-  if start >= config.num_train_steps:
-    logging.info("nothing to do: step %d >= num_train_steps=%d", start, config.num_train_steps)
+  try:
+    if ckpt.all_steps():
+      _check_resume_compatible(workdir, config)
+    good = ckpt.newest_intact_step(quarantine=True)
+    if good is None:
+      state = parallel.put_replicated(create_train_state(model, config, tx, k_init), mesh)
+    else:
+      state = ckpt.restore(checkpoints.with_sharding(abstract_state,
+                                                     parallel.replicated(mesh)), good)
+      logging.info("resumed from step %d in %s", int(state.step), ckpt.directory)
+    checkpoints.save_config(workdir, config)
+    train_eval.record_dataset(workdir, dataset, config.data.path, resumed=good is not None)
+  except BaseException:
+    ckpt.close()
+    raise
+  return _loop(config, workdir, mesh, model, tx, dataset, data, ckpt, state,
+               (k_train, k_eval, k_sample))
+
+
+def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
+          model: flax.linen.Module, tx: optax.GradientTransformation, dataset: Any, data: dict,
+          ckpt: checkpoints.Checkpointer, state: TrainState, keys: tuple) -> TrainState:
+  """Stage 5 of `train_and_evaluate`: the loop; closes `ckpt`."""
+  k_train, k_eval, k_sample = keys
+  start = step = int(state.step)
+  k, last = config.steps_per_dispatch, config.num_train_steps
+  due = lambda every: step % every == 0 or step == last
+  samples_at = lambda s: os.path.join(workdir, "samples", f"step_{s:07d}.png")
+  # A run stopped between a checkpoint and its evaluation (the checkpoint comes first) has
+  # the evaluation still to do.
+  evaluate_first = 0 < start <= last and due(config.eval_every_steps) and not os.path.exists(
+      samples_at(start))
+  if start >= last and not evaluate_first:
+    logging.info("nothing to do: step %d >= num_train_steps=%d", start, last)
     ckpt.close()
     return state
-
-  # Stage 5: the loop.
-  multi_step = jax.jit(make_multi_step(make_train_step(model, tx, config), config, mesh),
-                       donate_argnums=(0,))
+  make = lambda n: jax.jit(make_multi_step(make_train_step(model, tx, config), config, mesh, n),
+                           donate_argnums=(0,))
   eval_step = jax.jit(make_eval_step(model, config))
   sample_fn = jax.jit(sampling.make_sample_fn(model))
-  writer = MetricWriter(workdir)
-  k = config.steps_per_dispatch
-  t0 = time.perf_counter()
-  compiled = multi_step.lower(state, data, k_train).compile()
-  compile_s = time.perf_counter() - t0
-  logging.info("train step compiled in %.1f s", compile_s)
-  writer.write(start, {"compile_time_s": compile_s})
+  summary = train_eval.RunSummary(workdir)
 
-  progress = None
-  if config.progress_bar:
-    from tqdm import tqdm  # pylint: disable=import-outside-toplevel
-    progress = tqdm(total=config.num_train_steps, initial=start, desc="train", unit="step",
-                    dynamic_ncols=True)
-  step = start
-  window: list[dict] = []
-  t_window = time.perf_counter()
+  def evaluate() -> dict:
+    ev = train_eval.evaluate(eval_step, state.variables, dataset["validation"], config, mesh,
+                             jax.random.fold_in(k_eval, step))
+    grid = train_eval.write_samples(model, sample_fn, state.variables, dataset, config,
+                                    samples_at(step), jax.random.fold_in(k_sample, step))
+    writer.write_image(step, "samples", grid)
+    summary.evaluated(ev, samples_at(step))
+    return {f"val/{name}": v for name, v in ev.items()}
+
+  progress, writer, failed, compiled = None, None, True, {}
   try:
-    while step < config.num_train_steps:
-      state, metrics = compiled(state, data, k_train)
-      metrics = jax.device_get(metrics)
-      if not metrics["finite"].all():
-        # The state is the one before the failed step (a failed step changes nothing).
-        report = jax.device_get(make_term_report(model, config, mesh)(state, data, k_train))
-        raise train_eval.divergence_error(report, step + 1 + int(np.argmin(metrics["finite"])),
-                                          writer, ckpt.latest_step(), ckpt.directory)
-      step += k
-      window.append({n: float(v.mean()) for n, v in metrics.items()
-                     if n not in ("finite", "term_finite")})
-      if progress is not None:
-        progress.update(k)
-      if step % config.log_every_steps == 0 or step == config.num_train_steps:
-        dt = time.perf_counter() - t_window
-        scalars = {f"train/{n}": np.mean([w[n] for w in window]) for n in window[0]}
-        scalars["train/images_per_s"] = len(window) * k * config.batch_size / dt
-        writer.write(step, scalars)
+    writer = MetricWriter(workdir, resumed_from=start)
+    if evaluate_first:
+      writer.write(step, evaluate())
+    if config.progress_bar and step < last:
+      from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+      progress = tqdm(total=last, initial=start, desc="train", unit="step", dynamic_ncols=True)
+    row, window, window_steps, t_window = {}, [], 0, time.perf_counter()
+    with train_eval.StopRequest() as stop:
+      while step < last:
+        # Whole dispatches of k steps, except where k would pass num_train_steps or the run
+        # resumed off the k grid: single steps there, so that the run ends exactly at
+        # num_train_steps and every interval (a multiple of k) is met.
+        n = k if step % k == 0 and step + k <= last else 1
+        if n not in compiled:
+          t0 = time.perf_counter()
+          compiled[n] = make(n).lower(state, data, k_train).compile()
+          row["compile_time_s"] = time.perf_counter() - t0
+          logging.info("train step compiled in %.1f s", row["compile_time_s"])
+          t_window = time.perf_counter()
+        state, metrics = compiled[n](state, data, k_train)
+        metrics = jax.device_get(metrics)
+        if not metrics["finite"].all():
+          # The state is the one before the failed step (a failed step changes nothing).
+          report = jax.device_get(make_term_report(model, config, mesh)(state, data, k_train))
+          ckpt.wait()
+          raise train_eval.divergence_error(
+              report, step + 1 + int(np.argmin(metrics["finite"])), writer, ckpt.latest_step(),
+              ckpt.directory)
+        step += n
+        window_steps += n
+        window.append({name: float(v.mean()) for name, v in metrics.items()
+                       if name not in ("finite", "term_finite")})
         if progress is not None:
-          progress.set_postfix(loss=f"{scalars['train/loss']:.1f}",
-                               img_s=f"{scalars['train/images_per_s']:.1f}")
-        window, t_window = [], time.perf_counter()
-      if step % config.eval_every_steps == 0 or step == config.num_train_steps:
-        ev = train_eval.evaluate(eval_step, state.variables, dataset["validation"], config,
-                                 mesh, jax.random.fold_in(k_eval, step))
-        writer.write(step, {f"val/{n}": v for n, v in ev.items()})
-        train_eval.write_samples(model, sample_fn, state.variables, dataset, config,
-                                 os.path.join(workdir, "samples", f"step_{step:07d}.png"),
-                                 jax.random.fold_in(k_sample, step))
-        t_window = time.perf_counter()  # Evaluation time is not training time.
-      if step % config.checkpoint_every_steps == 0 or step == config.num_train_steps:
-        ckpt.save(step, state)
+          progress.update(n)
+        if due(config.log_every_steps):
+          dt = time.perf_counter() - t_window
+          row.update({f"train/{name}": np.mean([w[name] for w in window]) for name in window[0]})
+          row["train/images_per_s"] = window_steps * config.batch_size / dt
+          if progress is not None:
+            progress.set_postfix(loss=f"{row['train/loss']:.1f}",
+                                 img_s=f"{row['train/images_per_s']:.1f}")
+          window, window_steps = [], 0
+        # The checkpoint comes before evaluation and samples, so a failure there loses no steps.
+        if due(config.checkpoint_every_steps):
+          ckpt.save(step, state)
+        if due(config.eval_every_steps):
+          row.update(evaluate())
+        if due(config.log_every_steps) or due(config.eval_every_steps):
+          writer.write(step, row)  # One row per step: its training and validation scalars.
+          row, t_window = {}, time.perf_counter()  # Evaluation time is not training time.
+        if stop.requested:
+          ckpt.save(step, state)  # A no-op if this step was just saved.
+          ckpt.wait()
+          raise TrainingInterrupted(step)
+    ckpt.wait()
+    failed = False
+  except Exception as e:  # A full disk or a read-only workdir: one plain line.
+    error = files.storage_error(e)
+    if error is None:
+      raise
+    raise WorkdirError(
+        f"writing to {workdir} failed at step {step}: {files.describe_storage_error(error)}. "
+        f"{train_eval.last_checkpoint_words(_last_intact(ckpt), ckpt.directory)} Free some "
+        "space (or fix the permissions), then run the same command to resume.") from None
   finally:
     if progress is not None:
       progress.close()
-    writer.close()
-    ckpt.close()
+    for closing in (writer, ckpt):
+      try:
+        if closing is not None:
+          closing.close()
+      except Exception:  # pylint: disable=broad-except
+        if not failed:
+          raise
+  summary.log(step, ckpt.latest_step())
   return state
+
+
+def _last_intact(ckpt: checkpoints.Checkpointer) -> Optional[int]:
+  """The newest checkpoint that is whole after a failed write (the failed one is not)."""
+  try:
+    ckpt.wait()
+  except Exception:  # pylint: disable=broad-except
+    pass  # The failed save: Orbax drops it from its steps.
+  return ckpt.newest_intact_step()

@@ -49,7 +49,7 @@ def save_png(array: np.ndarray, path: str) -> None:
     Image.fromarray(array).save(tmp)
 
 
-def save_grid(images: np.ndarray, path: str, ncols: int, scale: int = 2) -> None:
+def save_grid(images: np.ndarray, path: str, ncols: int, scale: int = 2) -> np.ndarray:
   """`make_grid` then `save_png`.
 
   Args:
@@ -57,8 +57,12 @@ def save_grid(images: np.ndarray, path: str, ncols: int, scale: int = 2) -> None
     path: the PNG file.
     ncols: images per row.
     scale: integer nearest-neighbour magnification.
+  Returns:
+    The grid written, uint8 [H', W', 3].
   """
-  save_png(make_grid(images, ncols, scale=scale), path)
+  grid = make_grid(images, ncols, scale=scale)
+  save_png(grid, path)
+  return grid
 
 
 def stack_columns(columns: Sequence[np.ndarray]) -> np.ndarray:

@@ -1,14 +1,15 @@
 """Your own dataset: a folder with images/, attributes.csv and optional masks/.
 
   python train.py --config=configs/folder.py --workdir=runs/mine \
-      --config.data.path=/path/to/folder --config.model.y_dim=<number of attribute columns>
+      --config.data.path=/path/to/folder
   python train.py --config=configs/folder.py:discvae --workdir=runs/mine_dis \
-      --config.data.path=/path/to/folder --config.model.y_dim=<...>   # needs masks/
+      --config.data.path=/path/to/folder   # needs masks/
 
 The folder layout and rules are in a2i_jax/data/folder.py and the README ("Datasets").
 Images are cut to a centred square (--config.data.resize=stretch keeps the whole image)
-and stored at data.image_size. The model settings are the LFW CVAE's (or disCVAE's);
-set model.y_dim to the number of attribute columns (the error message says it otherwise).
+and stored at data.image_size. The model settings are the LFW CVAE's (or disCVAE's).
+model.y_dim = 0 means "the number of attribute columns of attributes.csv": training counts
+them and writes the number into the run's config.json.
 """
 
 import ml_collections
@@ -21,6 +22,7 @@ default = config_lib.load_sibling(__file__, "default")
 def get_config(arg: str = "cvae") -> ml_collections.ConfigDict:
   config = default.get_config()
   config.model.name = arg
+  config.model.y_dim = 0  # The attribute columns of attributes.csv, counted at training.
   config.data.name = "folder"
   config.data.path = ""  # Required: --config.data.path=/path/to/folder.
   config.data.masks = arg == "discvae"  # disCVAE reads masks/ (white = foreground).

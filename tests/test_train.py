@@ -41,7 +41,15 @@ def test_one_training_run_writes_everything(name, tmp_path, data_cache):
   else:
     assert {"train/bound", "train/nll", "train/kl"} <= set(train_rows[0])
   assert os.path.exists(os.path.join(workdir, "samples", "step_0000002.png"))
-  assert os.listdir(os.path.join(workdir, "tensorboard"))
+  events = os.listdir(os.path.join(workdir, "tensorboard"))
+  assert b"samples" in open(os.path.join(workdir, "tensorboard", events[0]), "rb").read()
+  assert len({r["step"] for r in rows}) == len(rows)  # One row per step.
+  info = checkpoints.load_dataset_info(workdir)
+  assert info["name"] == "synthetic" and info["header"] == info["attribute_names"]
+  assert len(info["attribute_ranges"]) == len(info["attribute_kinds"]) == cfg.model.y_dim
+  assert all(lo <= hi for lo, hi in info["attribute_ranges"])
+  # Every checkpoint carries the checksums of its files.
+  assert os.path.exists(os.path.join(workdir, "checkpoints", "2", checkpoints.CHECKSUM_FILE))
 
 
 @pytest.mark.parametrize("name", ["cvae", "discvae"])
@@ -101,12 +109,17 @@ def test_resume_equals_uninterrupted(tmp_path, data_cache):
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_cache, monkeypatch):
   cfg = tiny_config("cvae", data_cache)
   workdir = str(tmp_path / "w")
-  train_lib.train_and_evaluate(cfg, workdir)
   good = load_dataset(cfg.data)
   poisoned = Dataset(good.name, good.attribute_names, good.attribute_kinds, {
       **good.splits, "train": Split(good["train"].images,
                                     np.full_like(good["train"].attributes, 3e38),
                                     good["train"].masks)})
+  with monkeypatch.context() as patch:  # Before the first checkpoint: no "step None".
+    patch.setattr(train_lib, "load_dataset", lambda _: poisoned)
+    with pytest.raises(TrainingDivergedError, match="at step 1 .*There is no checkpoint yet: "
+                                                    "rerunning starts from scratch"):
+      train_lib.train_and_evaluate(cfg, str(tmp_path / "early"))
+  train_lib.train_and_evaluate(cfg, workdir)
   monkeypatch.setattr(train_lib, "load_dataset", lambda _: poisoned)
   cfg.num_train_steps = 4
   with pytest.raises(TrainingDivergedError,
@@ -211,9 +224,17 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path, data_cache):
   train_lib.train_and_evaluate(cfg, str(workdir))
   for root, _, files in os.walk(workdir / "checkpoints" / "2"):
     for f in files:
-      with open(os.path.join(root, f), "wb") as fh:
-        fh.write(b"garbage")
+      if f != checkpoints.CHECKSUM_FILE:
+        with open(os.path.join(root, f), "wb") as fh:
+          fh.write(b"garbage")
   cfg.num_train_steps = 4
+  # The only checkpoint is corrupt: an error, and nothing is moved or trained.
+  with pytest.raises(CheckpointError, match="checkpoint 2 in .* is corrupt .*changed since it "
+                                            "was saved.* no older checkpoint is intact"):
+    train_lib.train_and_evaluate(cfg, str(workdir))
+  assert checkpoints.Checkpointer(str(workdir)).all_steps() == [2]
+  # Without checksums (a checkpoint from before they existed), Orbax's failure is the error.
+  os.remove(workdir / "checkpoints" / "2" / checkpoints.CHECKSUM_FILE)
   with pytest.raises(CheckpointError, match="could not be restored.*delete that folder"):
     train_lib.train_and_evaluate(cfg, str(workdir))
 
@@ -368,3 +389,37 @@ def test_mask_net_options_come_from_the_config():
   defaults = config_lib.reference_config().data.mask_net
   assert face_masks.MaskNetConfig.from_config() == face_masks.MaskNetConfig(**defaults)
   assert face_masks.MaskNetConfig.from_config(defaults, steps=5).steps == 5
+
+
+def test_folder_y_dim_zero_is_the_csv_column_count(tmp_path, caplog):
+  cfg = config_lib.get_config("folder")
+  cfg.data.path = str(tmp_path)
+  assert cfg.model.y_dim == 0
+  config_lib.validate_config(cfg)  # 0 means "count the columns" for folder datasets only.
+  synthetic_cfg = tiny_config("cvae")
+  synthetic_cfg.model.y_dim = 0
+  with pytest.raises(ConfigError, match="model.y_dim=0 must be a positive integer"):
+    config_lib.validate_config(synthetic_cfg)
+  cfg.model.y_dim = -2
+  with pytest.raises(ConfigError, match="model.y_dim=-2 must be 0"):
+    config_lib.validate_config(cfg)
+  cfg.model.y_dim = 0
+  split = Split(np.zeros((2, 4, 4, 3), np.uint8), np.array([[0, 1, 5], [1, 0, 7]], np.float32))
+  dataset = Dataset("folder", ("red", "round", "size"), ("binary", "binary", "continuous"),
+                    {"train": split, "validation": split, "test": split})
+  resolved = train_eval.resolve_config(cfg, dataset)
+  assert resolved.model.y_dim == 3 and cfg.model.y_dim == 0
+  # dataset.json: written for a new run; on resume a changed header is one warning line.
+  (tmp_path / "attributes.csv").write_text("filename,red,round,size,split\n")
+  workdir = str(tmp_path / "w")
+  train_eval.record_dataset(workdir, dataset, str(tmp_path), resumed=False)
+  info = checkpoints.load_dataset_info(workdir)
+  assert info["header"] == ["filename", "red", "round", "size", "split"]
+  assert info["attribute_ranges"] == [[0.0, 1.0], [0.0, 1.0], [5.0, 7.0]]
+  (tmp_path / "attributes.csv").write_text("filename,round,red,size,split\n")
+  with caplog.at_level("WARNING"):
+    train_eval.record_dataset(workdir, dataset, str(tmp_path), resumed=True)
+  warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+  assert len(warnings) == 1 and "attribute header changed" in warnings[0].getMessage()
+  assert checkpoints.load_dataset_info(workdir)["header"][1] == "red"  # The record is kept.
+  assert checkpoints.load_dataset_info(str(tmp_path / "none")) is None

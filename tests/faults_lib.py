@@ -1,0 +1,222 @@
+"""Shared pieces of the fault suite: the tiny command line, running train.py as a subprocess
+with a fault injected at a chosen point, and reading back a run's final state.
+
+Run as a script, this module is the subprocess: `python tests/faults_lib.py train.py ARGS`
+runs train.py as `python train.py ARGS` would, after installing the fault that the
+environment variable `A2I_FAULT` names ("kind:step"):
+
+  kill_after_step:N   SIGKILL once step N's metrics row is written (between checkpoints)
+  kill_in_save:N      SIGKILL right after the checkpoint save of step N has started (Orbax is
+                      writing it in the background)
+  kill_in_delete:N    SIGKILL in the middle of deleting an old checkpoint (max_to_keep), after
+                      the save of step N: one of its files is gone, the rest are not
+  sigint_at_step:N    a real SIGINT (Ctrl-C) to itself once step N's row is written
+  disk_full_at_save:N the checkpoint save of step N fails with ENOSPC, as Orbax's would
+  hold_at_step:N      at step N, create WORKDIR/holding and wait until WORKDIR/release exists
+  read_only:0         WORKDIR behaves as a read-only folder (for root, who writes anywhere,
+                      where no read-only file system can be mounted)
+"""
+
+import os
+import runpy
+import signal
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_flags(data_cache: str, xla_cache: str, steps: int = 6) -> list[str]:
+  """Command-line overrides of configs/synthetic.py that train in a few seconds.
+
+  Args:
+    data_cache: the session's synthetic-data cache.
+    xla_cache: the session's persistent compilation cache (shared by every subprocess).
+    steps: num_train_steps; a checkpoint every 2 steps, 2 kept, evaluation at the end.
+  Returns:
+    The flags.
+  """
+  return ["--config=configs/synthetic.py", "--config.model.width=0.125",
+          "--config.model.z_dim=8", "--config.batch_size=8", f"--config.num_train_steps={steps}",
+          "--config.log_every_steps=1", f"--config.eval_every_steps={steps}",
+          "--config.checkpoint_every_steps=2", "--config.max_checkpoints_to_keep=2",
+          "--config.num_eval_examples=8", "--config.num_sample_rows=2",
+          "--config.num_sample_cols=2", "--config.data.synthetic.num_train=32",
+          "--config.data.synthetic.num_validation=8", "--config.data.synthetic.num_test=8",
+          f"--config.data.cache_dir={data_cache}", f"--config.compilation_cache_dir={xla_cache}",
+          "--config.progress_bar=False"]
+
+
+def command(workdir: str, *flags: str, fault: str = "") -> list[str]:
+  """The argv of a train.py run (through this module when a fault is to be injected)."""
+  run = [os.path.join(ROOT, "train.py"), f"--workdir={workdir}", *flags]
+  return [sys.executable, os.path.abspath(__file__), *run] if fault else [sys.executable, *run]
+
+
+def environment(fault: str = "") -> dict:
+  """The subprocess environment: this one (PYTHONPATH, the fake devices) plus the fault."""
+  env = os.environ.copy()
+  env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+  env.pop("A2I_FAULT", None)
+  if fault:
+    env["A2I_FAULT"] = fault
+  # The persistent cache skips programs that compile in under a second by default; the tiny
+  # ones do, and every subprocess compiles them again otherwise.
+  env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+  return env
+
+
+def train(workdir: str, *flags: str, fault: str = "", timeout: float = 240,
+          **popen) -> subprocess.CompletedProcess:
+  """Runs train.py to its end (or its injected death).
+
+  Args:
+    workdir: --workdir.
+    *flags: the other flags (`tiny_flags(...)` and overrides).
+    fault: an `A2I_FAULT` value, or "" for none.
+    timeout: seconds.
+    **popen: passed to `subprocess.run` (e.g. `user=` to drop root).
+  Returns:
+    The completed process (text stdout / stderr).
+  """
+  return subprocess.run(command(workdir, *flags, fault=fault), cwd=ROOT, capture_output=True,
+                        text=True, timeout=timeout, env=environment(fault), **popen)
+
+
+def error_lines(stderr: str) -> list[str]:
+  """The lines of `stderr` that start with "error:"."""
+  return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def warning_lines(stderr: str) -> list[str]:
+  """absl's WARNING lines ("W1129 ...") of `stderr`."""
+  return [line for line in stderr.splitlines() if line[:1] == "W" and line[1:5].isdigit()]
+
+
+def read_rows(workdir: str) -> list[dict]:
+  """The rows of a run's metrics.jsonl."""
+  from a2i_jax import metrics  # pylint: disable=import-outside-toplevel
+  return metrics.read_metrics(workdir)
+
+
+def final_state(workdir: str, step=None):
+  """The train state of a run's newest (or `step`'s) checkpoint, on the host.
+
+  Args:
+    workdir: the run's directory.
+    step: which checkpoint; None for the newest intact.
+  Returns:
+    The `TrainState` restored as the run saved it.
+  """
+  # Imported here: the subprocess side of this module must not start JAX before train.py does.
+  import jax  # pylint: disable=import-outside-toplevel
+  from a2i_jax import (checkpoints, models, parallel,  # pylint: disable=import-outside-toplevel
+                       train_state)
+  config = checkpoints.load_config(workdir)
+  model = models.create_model(config.model)
+  abstract = train_state.abstract_train_state(model, config,
+                                              train_state.make_optimizer(config))
+  ckpt = checkpoints.Checkpointer(workdir, create=False)
+  try:
+    target = checkpoints.with_sharding(abstract, parallel.replicated(parallel.make_mesh()))
+    return jax.device_get(ckpt.restore(target, step))
+  finally:
+    ckpt.close()
+
+
+def assert_same_state(a, b) -> None:
+  """Bit-identical train states (step, parameters, BatchNorm statistics, optimiser state)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+  assert len(la) == len(lb)
+  for x, y in zip(la, lb):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+# ----------------------------------------------------------------------------------------------
+# The subprocess side: install the fault, then run train.py.
+
+def _die(sig=signal.SIGKILL) -> None:
+  os.kill(os.getpid(), sig)
+  time.sleep(30)  # SIGKILL never returns; a handled signal lands here.
+
+
+def _install(kind: str, at: int, workdir: str) -> None:
+  from a2i_jax import checkpoints, metrics  # pylint: disable=import-outside-toplevel
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+
+  if kind in ("kill_after_step", "sigint_at_step", "hold_at_step"):
+    write = metrics.MetricWriter.write
+
+    def write_then(self, step, scalars):
+      write(self, step, scalars)
+      if step != at:
+        return
+      if kind == "kill_after_step":
+        _die()
+      elif kind == "sigint_at_step":
+        os.kill(os.getpid(), signal.SIGINT)  # The handler notes it; the loop then stops.
+      else:
+        open(os.path.join(workdir, "holding"), "w").close()
+        for _ in range(1200):
+          if os.path.exists(os.path.join(workdir, "release")):
+            break
+          time.sleep(0.1)
+    metrics.MetricWriter.write = write_then
+  elif kind in ("kill_in_save", "disk_full_at_save"):
+    save = ocp.CheckpointManager.save
+
+    def save_then(self, step, *args, **kwargs):
+      if step == at and kind == "disk_full_at_save":
+        raise OSError(28, "No space left on device", os.path.join(workdir, "checkpoints"))
+      out = save(self, step, *args, **kwargs)
+      if step == at:
+        _die()
+      return out
+    ocp.CheckpointManager.save = save_then
+  elif kind == "kill_in_delete":
+    from orbax.checkpoint._src.path import deleter  # pylint: disable=import-outside-toplevel
+    deleter_class = deleter.StandardCheckpointDeleter
+    delete = deleter_class._delete_step_permanently  # pylint: disable=protected-access
+    latest = {"step": None}
+    save = checkpoints.Checkpointer.save
+
+    def note(self, step, state):
+      latest["step"] = step
+      save(self, step, state)
+
+    def delete_half(self, step, target):
+      if latest["step"] == at:
+        biggest = max((os.path.join(r, f) for r, _, fs in os.walk(str(target)) for f in fs),
+                      key=os.path.getsize)
+        os.remove(biggest)
+        _die()
+      delete(self, step, target)
+    checkpoints.Checkpointer.save = note
+    deleter_class._delete_step_permanently = delete_half  # pylint: disable=protected-access
+  elif kind == "read_only":
+    inside = lambda path: os.path.abspath(os.fsdecode(path)).startswith(
+        os.path.abspath(workdir))
+    access, open_ = os.access, os.open
+    os.access = lambda path, mode, **kw: (False if mode & os.W_OK and inside(path)
+                                          else access(path, mode, **kw))
+
+    def refuse(path, flags, *args, **kwargs):
+      if inside(path) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+        raise OSError(30, "Read-only file system", path)
+      return open_(path, flags, *args, **kwargs)
+    os.open = refuse
+  else:
+    raise ValueError(f"unknown A2I_FAULT kind {kind!r}")
+
+
+if __name__ == "__main__":
+  script, args = sys.argv[1], sys.argv[2:]
+  kind, _, at = os.environ.get("A2I_FAULT", "").partition(":")
+  work = next(a.split("=", 1)[1] for a in args if a.startswith("--workdir="))
+  sys.path.insert(0, ROOT)
+  _install(kind, int(at), work)
+  sys.argv = [script, *args]
+  runpy.run_path(script, run_name="__main__")

@@ -1,0 +1,292 @@
+"""The fault suite, training side (issue 13): train.py driven as a user or an adversary would,
+as subprocesses on a tiny config, with faults injected at chosen points (tests/faults_lib.py).
+
+Each case asserts its outcome: the run resumes bit-identically to an uninterrupted one, or
+there is exactly one `error:` line and the files on disk are intact.
+"""
+
+import errno
+import glob
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+import faults_lib as F
+from a2i_jax import checkpoints, files
+
+STEPS = 6  # Checkpoints at 2, 4, 6 (2 kept); evaluation at 6.
+
+
+@pytest.fixture(scope="session")
+def xla_cache(tmp_path_factory):
+  # One compilation cache for every subprocess of the session, across xdist workers (their
+  # base folders share a parent): the tiny programs compile once.
+  path = tmp_path_factory.getbasetemp().parent / "fault_xla_cache"
+  path.mkdir(exist_ok=True)
+  return str(path)
+
+
+@pytest.fixture(scope="session")
+def flags(data_cache, xla_cache):
+  return F.tiny_flags(data_cache, xla_cache, STEPS)
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory, flags):
+  """An uninterrupted run: the state every interrupted one must end with."""
+  workdir = str(tmp_path_factory.mktemp("reference") / "w")
+  r = F.train(workdir, *flags)
+  assert r.returncode == 0, r.stderr[-3000:]
+  return workdir
+
+
+def _copy(reference, tmp_path):
+  workdir = str(tmp_path / "w")
+  shutil.copytree(reference, workdir)
+  return workdir
+
+
+def _temporaries(workdir):
+  return glob.glob(os.path.join(workdir, "checkpoints", "*orbax-checkpoint-tmp*"))
+
+
+def _steps(workdir):
+  return sorted(int(n) for n in os.listdir(os.path.join(workdir, "checkpoints")) if n.isdigit())
+
+
+def _one_error(r, *words):
+  lines = F.error_lines(r.stderr)
+  assert r.returncode == 1 and len(lines) == 1, r.stderr[-3000:]
+  assert "Traceback" not in r.stderr, r.stderr[-3000:]
+  for word in words:
+    assert word in lines[0], lines[0]
+  return lines[0]
+
+
+def _resume_and_compare(workdir, reference, flags):
+  r = F.train(workdir, *flags)
+  assert r.returncode == 0 and not F.error_lines(r.stderr), r.stderr[-3000:]
+  F.assert_same_state(F.final_state(workdir), F.final_state(reference))
+  rows = [row["step"] for row in F.read_rows(workdir)]
+  assert rows == list(range(1, STEPS + 1))  # One row per step, none repeated by the resume.
+  return r
+
+
+@pytest.mark.parametrize("fault", ["kill_after_step:3", "kill_in_save:4", "kill_in_delete:6"])
+def test_kill_9_then_resume_is_bit_identical(fault, tmp_path, flags, reference):
+  workdir = str(tmp_path / "w")
+  r = F.train(workdir, *flags, fault=fault)
+  assert r.returncode == -9, r.stderr[-3000:]
+  if fault.startswith("kill_in_save"):
+    assert _temporaries(workdir)  # It died mid-save, so the test tests something.
+  r = _resume_and_compare(workdir, reference, flags)
+  assert not _temporaries(workdir)
+  assert not F.warning_lines(r.stderr), r.stderr
+
+
+def test_ctrl_c_saves_and_says_where(tmp_path, flags, reference):
+  workdir = str(tmp_path / "w")
+  r = F.train(workdir, *flags, fault="sigint_at_step:3")
+  assert r.returncode == 130 and not F.error_lines(r.stderr), r.stderr[-3000:]
+  assert r.stderr.strip().splitlines()[-1] == ("interrupted at step 3; run the same command to "
+                                               "resume.")
+  assert _steps(workdir)[-1] == 3  # The state at the interruption is on disk.
+  _resume_and_compare(workdir, reference, flags)
+
+
+@pytest.mark.parametrize("damage", ["zeros", "truncate"])
+def test_corrupt_newest_checkpoint_is_caught_and_skipped(damage, tmp_path, flags, reference):
+  workdir = _copy(reference, tmp_path)
+  folder = os.path.join(workdir, "checkpoints", "6")
+  biggest = max((os.path.join(r, f) for r, _, fs in os.walk(folder) for f in fs),
+                key=os.path.getsize)
+  data = bytearray(open(biggest, "rb").read())
+  if damage == "zeros":
+    middle = len(data) // 2
+    data[middle:middle + 4096] = bytes(len(data[middle:middle + 4096]))
+  else:
+    data = data[:len(data) // 2]
+  open(biggest, "wb").write(bytes(data))
+  name = os.path.relpath(biggest, folder)
+
+  # Serving's partial restore checks too: the damaged step is refused, the default falls back.
+  import jax  # pylint: disable=import-outside-toplevel
+  from a2i_jax import models, parallel  # pylint: disable=import-outside-toplevel
+  config = checkpoints.load_config(workdir)
+  abstract = models.abstract_variables(models.create_model(config.model), config.model)
+  target = checkpoints.with_sharding({"params": abstract["params"]},
+                                     parallel.replicated(parallel.make_mesh()))
+  ckpt = checkpoints.Checkpointer(workdir, create=False)
+  with pytest.raises(checkpoints.CheckpointError, match=f"checkpoint 6 in .* is corrupt "
+                     f"\\(file {name} changed since it was saved\\); the newest intact "
+                     "checkpoint is step 4"):
+    ckpt.restore(target, 6, partial=True)
+  variables = jax.device_get(ckpt.restore(target, partial=True))
+  F.assert_same_state(variables["params"], F.final_state(reference, 4).params)
+  ckpt.close()
+
+  r = F.train(workdir, *flags)
+  assert r.returncode == 0 and not F.error_lines(r.stderr), r.stderr[-3000:]
+  warnings = F.warning_lines(r.stderr)
+  assert len(warnings) == 1, r.stderr
+  assert (f"checkpoint 6 is corrupt (file {name} changed since it was saved) and was moved to "
+          f"{workdir}/corrupt_checkpoints/6; resuming from step 4") in warnings[0]
+  F.assert_same_state(F.final_state(workdir), F.final_state(reference))
+
+
+def test_disk_full_is_one_line_and_keeps_the_last_checkpoint(tmp_path, flags, reference):
+  workdir = str(tmp_path / "w")
+  r = F.train(workdir, *flags, fault="disk_full_at_save:4")
+  _one_error(r, "no space left on the device", "last good checkpoint is step 2")
+  assert _steps(workdir) == [2]
+  _resume_and_compare(workdir, reference, flags)
+
+
+def _can_mount_tmpfs():
+  probe = tempfile.mkdtemp()
+  try:
+    ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", probe],
+                        capture_output=True).returncode == 0
+    if ok:
+      subprocess.run(["umount", probe], check=True)
+    return ok
+  except OSError:
+    return False
+  finally:
+    os.rmdir(probe)
+
+
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="mounting a tmpfs needs root")
+def test_disk_full_on_a_real_small_disk(tmp_path, flags, reference):
+  """A 1.5 MB tmpfs: Orbax's own write fails in its background threads."""
+  mount = str(tmp_path / "disk")
+  os.makedirs(mount)
+  subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1500k", "tmpfs", mount], check=True)
+  try:
+    workdir = os.path.join(mount, "w")
+    r = F.train(workdir, *flags)
+    _one_error(r, "no space left on the device")
+    assert len(r.stderr.strip().splitlines()) <= 4, r.stderr  # INFO lines, then the error.
+    for name in ("samples", "tensorboard"):  # Make room, as a user would.
+      shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)
+    moved = str(tmp_path / "w")
+    shutil.copytree(workdir, moved)
+  finally:
+    subprocess.run(["umount", mount], check=True)
+  r = _resume_and_compare(moved, reference, flags)
+  assert not _temporaries(moved)
+
+
+def test_two_runs_on_one_workdir(tmp_path, flags, reference):
+  workdir = str(tmp_path / "w")
+  first = subprocess.Popen(F.command(workdir, *flags, fault="hold_at_step:3"), cwd=F.ROOT,
+                           env=F.environment("hold_at_step:3"), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+  try:
+    deadline = time.time() + 180
+    while not os.path.exists(os.path.join(workdir, "holding")):
+      assert first.poll() is None and time.time() < deadline, first.communicate()[1][-3000:]
+      time.sleep(0.2)
+    second = F.train(workdir, *flags)
+    _one_error(second, f"{workdir} is in use by another run (pid {first.pid} on host")
+  finally:
+    open(os.path.join(workdir, "release"), "w").close()
+    _, err = first.communicate(timeout=180)
+  assert first.returncode == 0, err[-3000:]
+  F.assert_same_state(F.final_state(workdir), F.final_state(reference))
+
+
+def test_read_only_workdir(tmp_path, flags):
+  """A read-only file system where one can be mounted; a folder without write permission for
+  other users; for root without mounts (root writes anywhere), the fault hook."""
+  workdir = str(tmp_path / "w")
+  os.makedirs(workdir)
+  fault, mounted = "", False
+  if os.geteuid() != 0:
+    os.chmod(workdir, 0o555)
+  elif _can_mount_tmpfs():
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", workdir], check=True)
+    mounted = True
+  else:
+    fault = "read_only:0"
+  try:
+    r = F.train(workdir, *flags, fault=fault)
+    _one_error(r, f"cannot write to {workdir}", "pass a --workdir you can write to")
+    assert os.listdir(workdir) == []
+  finally:
+    if mounted:
+      subprocess.run(["umount", workdir], check=True)
+    os.chmod(workdir, 0o755)
+
+
+@pytest.mark.parametrize("override,words", [
+    ("--config.model.widht=0.5", ["config key 'model.widht' does not exist",
+                                  "Did you mean --config.model.width?"]),
+    ("--config=configs/nope.py", ["no config file at", "configs/nope.py"]),
+    ("--config.model.z_dim=0", ["config.model.z_dim=0 must be a positive integer"]),
+    ("--config.model.image_size=48", ["model.image_size=48 is not supported"]),
+    ("--config.num_eval_examples=0", ["num_eval_examples=0; use a positive count or -1"]),
+])
+def test_config_mistakes_are_one_line_and_write_nothing(override, words, tmp_path, flags):
+  workdir = str(tmp_path / "w")
+  r = F.train(workdir, *flags, override)
+  _one_error(r, *words)
+  assert not os.path.exists(workdir)
+
+
+def test_workdir_that_is_a_file(tmp_path, flags):
+  path = tmp_path / "file"
+  path.write_text("mine")
+  _one_error(F.train(str(path), *flags), "is a file, not a directory")
+  assert path.read_text() == "mine"
+
+
+def test_a_workdir_without_checkpoints_takes_a_new_config(tmp_path, flags, reference):
+  """A run that failed before its first checkpoint does not lock its workdir (item 2)."""
+  workdir = str(tmp_path / "w")
+  os.makedirs(workdir)
+  old = checkpoints.load_config(reference)
+  old.model.width = 0.5
+  checkpoints.save_config(workdir, old)
+  r = F.train(workdir, *flags, "--config.num_train_steps=2")
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert checkpoints.load_config(workdir).model.width == 0.125
+
+
+def test_a_failed_restore_leaves_the_record_alone(tmp_path, flags, reference):
+  """config.json is written only after the restore succeeded (item 3)."""
+  workdir = _copy(reference, tmp_path)
+  os.remove(os.path.join(workdir, checkpoints.CONFIG_FILE))
+  r = F.train(workdir, *flags, "--config.model.width=0.25")
+  _one_error(r, "could not be restored")
+  assert not os.path.exists(os.path.join(workdir, checkpoints.CONFIG_FILE))
+  r = F.train(workdir, *flags)  # The original command still works, and restores the record.
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert checkpoints.load_config(workdir).model.width == 0.125
+
+
+def test_steps_per_dispatch_that_does_not_divide_the_steps(tmp_path, flags):
+  """Item 1: 6 steps by 4: one dispatch of 4, then single steps; the final state is saved."""
+  workdir = str(tmp_path / "w")
+  r = F.train(workdir, *flags, "--config.steps_per_dispatch=4",
+              "--config.checkpoint_every_steps=4", "--config.log_every_steps=4",
+              "--config.eval_every_steps=4")
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert _steps(workdir) == [4, 6]
+  assert int(F.final_state(workdir).step) == 6
+  rows = F.read_rows(workdir)
+  assert [row["step"] for row in rows] == [4, 6] and "val/loss" in rows[-1]
+
+
+def test_storage_errors_are_recognised():
+  full = OSError(errno.ENOSPC, "No space left on device")
+  assert files.storage_error(full) is full
+  wrapped = ValueError('RESOURCE_EXHAUSTED: Failed to write: No space left on device '
+                       "[os_error_code='28']")
+  assert files.storage_error(wrapped).errno == errno.ENOSPC
+  assert files.storage_error(ValueError("shapes differ")) is None
