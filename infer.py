@@ -15,7 +15,6 @@ Modes (PNG grids and JSON go to --out, default WORKDIR/infer):
 """
 
 import dataclasses
-import json
 import math
 import os
 import sys
@@ -25,10 +24,11 @@ from absl import app, flags, logging
 import jax
 import numpy as np
 
-from a2i_jax import distributed, evaluation, files, inference, models, occlusions, visualize
+from a2i_jax import (checkpoints, distributed, evaluation, files, inference, models, occlusions,
+                     visualize)
 from a2i_jax.data import load_dataset
 from a2i_jax.data.base import as_trained
-from a2i_jax.errors import A2IError, CheckpointError, InputError
+from a2i_jax.errors import A2IError, InputError
 from a2i_jax.inputs import check_output_folder, image_files, read_images, to_unit
 
 MODES = ["sample", "progression", "swap", "reconstruct", "complete", "edit", "infer_attributes",
@@ -143,24 +143,6 @@ def _check_workdir(workdir: str) -> None:
     raise InputError(f"--workdir {workdir} is a file; pass the folder train.py wrote.")
 
 
-def _load_dataset_info(workdir: str) -> Optional[dict]:
-  """WORKDIR/dataset.json (attribute names, kinds, ranges, header at training), or None for
-  runs trained before it existed. To be replaced by `checkpoints.load_dataset_info`."""
-  path = os.path.join(workdir, "dataset.json")
-  if not os.path.exists(path):
-    return None
-  try:
-    with open(path, encoding="utf-8") as f:
-      info = json.load(f)
-    names = [str(n) for n in info["attribute_names"]]
-    if any(len(r) != 2 for r in info.get("attribute_ranges", [[0, 0]] * len(names))):
-      raise ValueError("attribute_ranges must hold [min, max] pairs")
-  except (OSError, ValueError, KeyError, TypeError) as e:
-    raise CheckpointError(f"{path} is unreadable ({e}); delete it to use the dataset's "
-                          "current attribute columns.") from None
-  return info
-
-
 def _attribute_index(names, name: str) -> int:
   if name not in names:
     raise InputError(f"no attribute {name!r}; this dataset's attributes are: {', '.join(names)}.")
@@ -180,7 +162,7 @@ class _Run:
     _check_modes(opts, models.create_model(config.model), config)
     check_output_folder(self.out, "--out")
     self.inputs = _read_images(opts.input, self.size) if opts.input else None
-    info = _load_dataset_info(workdir)
+    info = checkpoints.load_dataset_info(workdir)
     self.trained = inference.load_trained(workdir, opts.step)
     # The run's persistent XLA cache: a second call starts without compiling.
     files.enable_compilation_cache(self.trained.config.compilation_cache_dir)

@@ -19,12 +19,19 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from a2i_jax import checkpoints, config_lib, files, train_lib
+from a2i_jax import checkpoints, config_lib, distributed, files, train_lib
 from a2i_jax.errors import A2IError, ConfigError, TrainingInterrupted
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples.")
+# Many hosts (README "Many hosts"): detected on TPU pods and under SLURM, else given here.
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "Multi-process: host:port of "
+                                   "process 0 (or A2I_COORDINATOR).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process: how many "
+                                      "processes (or A2I_NUM_PROCESSES).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process: this process's index "
+                                   "(or A2I_PROCESS_ID).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -97,8 +104,11 @@ def main(argv):
   files.enable_compilation_cache(_CONFIG.value.compilation_cache_dir)
   sys.unraisablehook = _unraisable_hook
   try:
-    train_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except A2IError as e:
+    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    distributed.configure_logging()
+    with distributed.peers_checked():
+      train_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except A2IError as e:  # PeerError included: leave at once, not at the shutdown barrier.
     _fail(str(e), at_once=True)
   except TrainingInterrupted as e:
     print(str(e), file=sys.stderr)

@@ -26,7 +26,7 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from a2i_jax import files
+from a2i_jax import distributed, files
 from a2i_jax.errors import CheckpointError, ConfigError
 
 CONFIG_FILE = "config.json"
@@ -304,7 +304,9 @@ def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     workdir: the run's directory.
     config: the experiment config.
   """
-  files.atomic_write(os.path.join(workdir, CONFIG_FILE), config.to_json(indent=2, sort_keys=True))
+  if distributed.is_main():  # One writer in a multi-host run (docs/design.md §3.6).
+    files.atomic_write(os.path.join(workdir, CONFIG_FILE),
+                       config.to_json(indent=2, sort_keys=True))
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -382,6 +384,8 @@ def save_dataset_info(workdir: str, dataset: Any, data_path: str = "") -> None:
     dataset: the `data.Dataset` trained on.
     data_path: `config.data.path` (folder datasets).
   """
+  if not distributed.is_main():  # One writer in a multi-host run.
+    return
   files.atomic_write(os.path.join(workdir, DATASET_FILE),
                      json.dumps(dataset_info(dataset, data_path), indent=2))
 
@@ -394,14 +398,20 @@ def load_dataset_info(workdir: str) -> Optional[dict]:
   Returns:
     The dict, or None for runs trained before dataset.json existed.
   Raises:
-    ConfigError: the file exists but is not valid JSON.
+    ConfigError: the file exists but is not valid JSON, or lacks the attribute names, or has
+      ranges that are not [min, max] pairs.
   """
   path = os.path.join(workdir, DATASET_FILE)
   try:
     with open(path, encoding="utf-8") as f:
-      return json.load(f)
+      info = json.load(f)
+    names = [str(n) for n in info["attribute_names"]]
+    if any(len(r) != 2 for r in info.get("attribute_ranges", [[0, 0]] * len(names))):
+      raise ValueError("attribute_ranges must hold [min, max] pairs")
   except FileNotFoundError:
     return None
-  except (ValueError, UnicodeDecodeError) as e:
-    raise ConfigError(f"{path} is not valid JSON ({e}); delete it (training writes it again "
-                      "on its next start).") from None
+  except (ValueError, UnicodeDecodeError, KeyError, TypeError) as e:
+    raise ConfigError(f"{path} is unreadable ({e}); delete it (training writes it again on "
+                      "its next start; infer.py then uses the dataset's current columns)."
+                      ) from None
+  return info

@@ -10,13 +10,15 @@ from typing import Mapping, Optional
 import numpy as np
 from tensorboardX import SummaryWriter
 
-from a2i_jax import files
+from a2i_jax import distributed, files
 
 METRICS_FILE = "metrics.jsonl"
 
 
 class MetricWriter:
   """Writes scalars to `workdir/tensorboard` and `workdir/metrics.jsonl`, images to the first.
+
+  In a multi-host run only process 0 writes; on the others every method does nothing.
 
   Args:
     workdir: the run's directory.
@@ -26,6 +28,9 @@ class MetricWriter:
   """
 
   def __init__(self, workdir: str, resumed_from: Optional[int] = None):
+    self._active = distributed.is_main()
+    if not self._active:
+      return
     path = os.path.join(workdir, METRICS_FILE)
     purge = None
     if resumed_from is not None:
@@ -43,6 +48,8 @@ class MetricWriter:
       step: the training step.
       scalars: {name: value}, e.g. {"train/loss": 1234.5}.
     """
+    if not self._active:
+      return
     row = {"step": int(step)}
     for name, value in scalars.items():
       value = float(value)
@@ -59,10 +66,14 @@ class MetricWriter:
       name: the image's tag, e.g. "samples".
       image: uint8 [H, W, 3].
     """
+    if not self._active:
+      return
     self._tb.add_image(name, np.asarray(image), int(step), dataformats="HWC")
 
   def close(self) -> None:
     """Flushes and closes both outputs (both, even when the first fails)."""
+    if not self._active:
+      return
     try:
       self._tb.close()
     finally:

@@ -20,7 +20,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from a2i_jax import checkpoints, parallel, visualize
+from a2i_jax import checkpoints, distributed, parallel, visualize
 from a2i_jax.data import Dataset, pipeline
 from a2i_jax.errors import TrainingDivergedError
 from a2i_jax.metrics import MetricWriter
@@ -53,7 +53,7 @@ def evaluate(eval_step: Callable, variables: dict, split: Any, config: ml_collec
     if split.masks is not None:
       batch["masks"] = split.masks[idx]
     batch, weights = parallel.put_batch((batch, weights), mesh)
-    sums = jax.device_get(eval_step(variables, batch, weights, jax.random.fold_in(key, i)))
+    sums = parallel.fetch(eval_step(variables, batch, weights, jax.random.fold_in(key, i)))
     for k, v in sums.items():
       totals[k] = totals.get(k, 0.0) + float(v)
   count = totals.pop("count")
@@ -87,14 +87,21 @@ def write_samples(model: flax.linen.Module, sample_fn: Callable, variables: dict
   real = np.asarray((real_x + 1) / 2)
   y = jnp.asarray(split.attributes[:rows])
   if model.image_layers:
-    out = jax.device_get(sample_fn(variables, y, key))
+    out = parallel.fetch(sample_fn(variables, y, key))
     cols = [out[name] for name in model.image_layers] + [out["image"], real]
-    return visualize.save_grid(visualize.stack_columns(cols), path, ncols=len(cols))
+    return _save_grid(visualize.stack_columns(cols), path, len(cols))
   k = config.num_sample_cols
-  out = jax.device_get(sample_fn(variables, jnp.repeat(y, k, axis=0), key))["image"]
+  out = parallel.fetch(sample_fn(variables, jnp.repeat(y, k, axis=0), key))["image"]
   out = out.reshape((rows, k) + out.shape[1:])
   grid = np.concatenate([out, real[:, None]], axis=1).reshape((-1,) + out.shape[2:])
-  return visualize.save_grid(grid, path, ncols=k + 1)
+  return _save_grid(grid, path, k + 1)
+
+
+def _save_grid(images: np.ndarray, path: str, ncols: int) -> np.ndarray:
+  """The grid as uint8; written to `path` by process 0 only (every process computes it)."""
+  if distributed.is_main():
+    return visualize.save_grid(images, path, ncols=ncols)
+  return visualize.make_grid(images, ncols, scale=2)
 
 
 def describe_divergence(report: dict) -> str:

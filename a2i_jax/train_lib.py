@@ -25,10 +25,10 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from a2i_jax import (checkpoints, config_lib, files, models, objectives, parallel, sampling,
-                     train_eval)
+from a2i_jax import (checkpoints, config_lib, distributed, files, models, objectives, parallel,
+                     sampling, train_eval)
 from a2i_jax.data import load_dataset, pipeline
-from a2i_jax.data.base import validate_split
+from a2i_jax.data.base import validate_split, warn_small_train_split
 from a2i_jax.errors import ConfigError, TrainingInterrupted, WorkdirError
 from a2i_jax.metrics import MetricWriter
 from a2i_jax.train_state import (TrainState, abstract_train_state, clip_by_global_norm,
@@ -286,6 +286,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     validate_split(dataset[split_name], image_size=config.data.image_size,
                    num_attributes=config.model.y_dim, where=f"{dataset.name} {split_name}",
                    need_masks=model.needs_masks)
+  warn_small_train_split(dataset, config.batch_size)
   train = dataset["train"]
   data = {"images": train.images, "attributes": train.attributes.astype(np.float32)}
   if model.needs_masks:
@@ -372,7 +373,8 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
       writer.write(step, evaluate())
     if config.progress_bar and step < last:
       from tqdm import tqdm  # pylint: disable=import-outside-toplevel
-      progress = tqdm(total=last, initial=start, desc="train", unit="step", dynamic_ncols=True)
+      progress = tqdm(total=last, initial=start, desc="train", unit="step", dynamic_ncols=True,
+                      disable=not distributed.is_main())
     row, window, window_steps, t_window = {}, [], 0, time.perf_counter()
     with train_eval.StopRequest() as stop:
       while step < last:
@@ -387,10 +389,10 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
           logging.info("train step compiled in %.1f s", row["compile_time_s"])
           t_window = time.perf_counter()
         state, metrics = compiled[n](state, data, k_train)
-        metrics = jax.device_get(metrics)
+        metrics = parallel.fetch(metrics)
         if not metrics["finite"].all():
           # The state is the one before the failed step (a failed step changes nothing).
-          report = jax.device_get(make_term_report(model, config, mesh)(state, data, k_train))
+          report = parallel.fetch(make_term_report(model, config, mesh)(state, data, k_train))
           ckpt.wait()
           raise train_eval.divergence_error(
               report, step + 1 + int(np.argmin(metrics["finite"])), writer, ckpt.latest_step(),
