@@ -6,6 +6,7 @@ The processes meet at a free localhost port and run XLA:CPU's cross-process coll
 compilation cache.
 """
 
+import json
 import os
 import socket
 import subprocess
@@ -188,9 +189,11 @@ def test_other_processes_log_warnings_only_with_their_id(monkeypatch):
 # ----------------------------------------------------------------------------------------------
 # The entry points themselves, as a user runs them on every host.
 
-def _train_py(workdir: str, flags: list, num_processes: int, fault: str = "") -> list:
-  """train.py (through faults_lib when a fault is injected) in `num_processes` processes of
-  4 / n CPU devices each; returns [(returncode, stdout, stderr)] per process."""
+def _train_py(workdir: str, flags: list, num_processes: int, fault: str = "",
+              script: str = "") -> list:
+  """train.py (through faults_lib when a fault is injected; or `script`, e.g. infer.py) in
+  `num_processes` processes of 4 / n CPU devices each; returns [(returncode, stdout, stderr)]
+  per process."""
   import faults_lib  # pylint: disable=import-outside-toplevel
   env = faults_lib.environment(fault)
   xla = [f for f in env.get("XLA_FLAGS", "").split()
@@ -198,6 +201,9 @@ def _train_py(workdir: str, flags: list, num_processes: int, fault: str = "") ->
   env["XLA_FLAGS"] = " ".join(xla + [f"--xla_force_host_platform_device_count={4 // num_processes}"])
   env["JAX_PLATFORMS"] = "cpu"
   command = faults_lib.command(workdir, *flags, fault=fault)
+  if script:
+    command = [sys.executable, os.path.join(faults_lib.ROOT, script), f"--workdir={workdir}",
+               *flags]
   extra = []
   if num_processes > 1:
     extra = [f"--coordinator_address=localhost:{_free_port()}", f"--num_processes={num_processes}"]
@@ -238,3 +244,18 @@ def test_train_py_in_two_processes_resumes_after_both_are_killed(tmp_path, data_
   for x, y in zip(jax.tree_util.tree_leaves(final_one.params),
                   jax.tree_util.tree_leaves(final_two.params)):
     np.testing.assert_allclose(np.asarray(y), np.asarray(x), atol=2 * 6 * 3e-4)
+
+  # infer.py in 2 processes writes what 1 process writes (process 0 writes, the numbers agree).
+  outs = {}
+  for n in (1, 2):
+    outs[n] = str(tmp_path / f"complete{n}")
+    for rc, _, err in _train_py(two, ["--mode=complete", "--num_images=6", "--steps=3",
+                                      f"--out={outs[n]}"], n, script="infer.py"):
+      assert rc == 0, err[-3000:]
+  assert sorted(os.listdir(outs[1])) == sorted(os.listdir(outs[2]))
+  with open(os.path.join(outs[1], "complete.json")) as f1, \
+       open(os.path.join(outs[2], "complete.json")) as f2:
+    a, b = json.load(f1), json.load(f2)
+  assert a["images"] == b["images"] and a["hidden_pixel_mse"].keys() == b["hidden_pixel_mse"].keys()
+  for name, values in a["hidden_pixel_mse"].items():
+    np.testing.assert_allclose(b["hidden_pixel_mse"][name], values, rtol=1e-5)
