@@ -1,4 +1,5 @@
-"""The evaluation table (docs/reference.md §6, the layout of the paper's Table 1) and attribute fidelity.
+"""The evaluation table (docs/reference.md §6, the layout of the paper's Table 1) and attribute
+fidelity.
 
 Errors are per-pixel squared errors on [0, 1] images, averaged over each test image's region
 of interest (every pixel, the foreground pixels, or the hidden pixels of an occlusion), then
@@ -99,7 +100,8 @@ def evaluate_model(trained: inference.TrainedModel, dataset: Dataset, *,
   for method, opts in methods.items():
     row = rows.setdefault(method, {})
     out = inference.reconstruct(trained, images, attrs, key=key, options=opts)
-    row[RECON_FULL] = mean_sem(region_errors(x01, out["reconstruction"], np.ones_like(x01[..., :1])))
+    everywhere = np.ones_like(x01[..., :1])
+    row[RECON_FULL] = mean_sem(region_errors(x01, out["reconstruction"], everywhere))
     if fg is not None:
       row[RECON_FG] = mean_sem(region_errors(x01, out["reconstruction"], fg))
     for name, observed in masks.items():

@@ -198,7 +198,8 @@ def _train_py(workdir: str, flags: list, num_processes: int, fault: str = "",
   env = faults_lib.environment(fault)
   xla = [f for f in env.get("XLA_FLAGS", "").split()
          if not f.startswith("--xla_force_host_platform_device_count")]
-  env["XLA_FLAGS"] = " ".join(xla + [f"--xla_force_host_platform_device_count={4 // num_processes}"])
+  devices = f"--xla_force_host_platform_device_count={4 // num_processes}"
+  env["XLA_FLAGS"] = " ".join(xla + [devices])
   env["JAX_PLATFORMS"] = "cpu"
   command = faults_lib.command(workdir, *flags, fault=fault)
   if script:
