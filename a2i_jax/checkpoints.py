@@ -229,13 +229,15 @@ class Checkpointer:
       where = ""
       if quarantine:
         target = os.path.join(self.workdir, CORRUPT_DIR, str(bad))
-        shutil.rmtree(target, ignore_errors=True)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        os.replace(os.path.join(self.directory, str(bad)), target)
+        if distributed.is_main():  # Every process found it; one moves it (shared workdir).
+          shutil.rmtree(target, ignore_errors=True)
+          os.makedirs(os.path.dirname(target), exist_ok=True)
+          os.replace(os.path.join(self.directory, str(bad)), target)
         where = f" and was moved to {target}"
       logging.warning("checkpoint %d is corrupt (%s)%s; %s step %d", bad, problem, where,
                       "resuming from" if quarantine else "using", step)
     if corrupt and quarantine:
+      distributed.barrier("a2i_quarantine")  # The others wait until process 0 has moved it.
       self._manager.reload()
     return step
 
