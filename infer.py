@@ -58,13 +58,8 @@ _FIDELITY = flags.DEFINE_bool("attribute_fidelity", True, "evaluate: also score 
                               "fidelity with an attribute predictor (trained on first use and "
                               "saved in the first workdir).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of latent draws, restarts and random occlusions.")
-# Many hosts (README "Many hosts"): detected on TPU pods and under SLURM, else given here.
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "Multi-process: host:port of "
-                                   "process 0 (or A2I_COORDINATOR).")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process: how many "
-                                      "processes (or A2I_NUM_PROCESSES).")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process: this process's index "
-                                   "(or A2I_PROCESS_ID).")
+# Many hosts (README "Many hosts"): --coordinator_address, --num_processes, --process_id.
+_JOIN_PROCESSES = distributed.define_flags()
 flags.mark_flags_as_required(["workdir"])
 
 # What modes need, checked for every requested mode before any of them runs.
@@ -426,7 +421,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.WARNING)  # Orbax logs every restore at INFO.
   try:
-    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    _JOIN_PROCESSES()
     distributed.configure_logging()
     if not distributed.is_main():  # Process 0 speaks for the run; errors still reach stderr.
       sys.stdout = open(os.devnull, "w")  # pylint: disable=consider-using-with

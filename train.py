@@ -25,13 +25,8 @@ from a2i_jax.errors import A2IError, ConfigError, TrainingInterrupted
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples.")
-# Many hosts (README "Many hosts"): detected on TPU pods and under SLURM, else given here.
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "Multi-process: host:port of "
-                                   "process 0 (or A2I_COORDINATOR).")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process: how many "
-                                      "processes (or A2I_NUM_PROCESSES).")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process: this process's index "
-                                   "(or A2I_PROCESS_ID).")
+# Many hosts (README "Many hosts"): --coordinator_address, --num_processes, --process_id.
+_JOIN_PROCESSES = distributed.define_flags()
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -104,7 +99,7 @@ def main(argv):
   files.enable_compilation_cache(_CONFIG.value.compilation_cache_dir)
   sys.unraisablehook = _unraisable_hook
   try:
-    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    _JOIN_PROCESSES()
     distributed.configure_logging()
     with distributed.peers_checked():
       train_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value)

@@ -190,6 +190,26 @@ def process_count() -> int:
   return jax.process_count() if _client() is not None else 1
 
 
+def define_flags() -> Callable[[], int]:
+  """Defines the entry points' multi-process flags; returns the function that joins with them.
+
+  --coordinator_address, --num_processes and --process_id (absl flags), each falling back to
+  its environment variable and then to cluster detection (`initialize`).
+
+  Returns:
+    A function of no arguments that calls `initialize` with the flags' values and returns
+    the number of processes.
+  """
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  coordinator = flags.DEFINE_string("coordinator_address", None, "Multi-process: host:port of "
+                                    "process 0 (or A2I_COORDINATOR).")
+  num_processes = flags.DEFINE_integer("num_processes", None, "Multi-process: how many "
+                                       "processes (or A2I_NUM_PROCESSES).")
+  process_id = flags.DEFINE_integer("process_id", None, "Multi-process: this process's index "
+                                    "(or A2I_PROCESS_ID).")
+  return lambda: initialize(coordinator.value, num_processes.value, process_id.value)
+
+
 def is_main() -> bool:
   """Whether this is process 0: the one that writes logs, configs, metrics and images.
 
