@@ -62,8 +62,9 @@ def test_output_shapes(name, size):
     assert out["gate"].shape == (2, size, size, 3)
     assert float(out["gate"].min()) >= 0.0 and float(out["gate"].max()) <= 1.0
     assert float(jnp.abs(out["foreground"]).max()) <= 1.0
-    np.testing.assert_allclose(out["mean"], out["foreground"] + out["gate"] * out["background"],
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        out["mean"], models.compose(out["foreground"], out["gate"], out["background"],
+                                    cfg.model.composition), rtol=1e-6, atol=1e-6)
   else:
     assert float(jnp.abs(out["mean"]).max()) <= 1.0  # tanh head
     assert out["x_logvar"].shape == (2, size, size, 3)
