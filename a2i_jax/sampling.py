@@ -7,11 +7,12 @@ here tests which model it is. Images come out in [0, 1].
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
+
+from a2i_jax.inputs import from_signed
 
 Array = jax.Array
 # Decoder outputs that are already probabilities in [0, 1]; the other images are in [-1, 1].
@@ -52,9 +53,9 @@ def decode_images(model: nn.Module, variables: Mapping, latents: Mapping[str, Ar
     "gate", "background"), all in [0, 1].
   """
   out = model.apply(variables, dict(latents), y, method="decode_latents")
-  images = {"image": (out["mean"] + 1.0) / 2.0}
+  images = {"image": from_signed(out["mean"])}
   for name in model.image_layers:
-    images[name] = out[name] if name in _UNIT_OUTPUTS else (out[name] + 1.0) / 2.0
+    images[name] = out[name] if name in _UNIT_OUTPUTS else from_signed(out[name])
   return images
 
 
@@ -69,17 +70,3 @@ def make_sample_fn(model: nn.Module) -> Callable:
   def sample(variables: Mapping, y: Array, key: Array) -> dict[str, Array]:
     return decode_images(model, variables, prior_latents(model, y.shape[0], key), y)
   return sample
-
-
-def sample_images(model: nn.Module, variables: Mapping, y: Any, key: Array) -> dict[str, Array]:
-  """Draws images for attribute vectors: z ~ N(0, I), decoder mean (docs/reference.md §1.4).
-
-  Args:
-    model: a model from `models.create_model`.
-    variables: its variables.
-    y: [N, y_dim] attributes.
-    key: PRNG key of the latents.
-  Returns:
-    `decode_images`' dict for the drawn latents.
-  """
-  return make_sample_fn(model)(variables, jnp.asarray(y, jnp.float32), key)

@@ -23,6 +23,7 @@ from jax.sharding import Mesh
 from a2i_jax import checkpoints, distributed, parallel, visualize
 from a2i_jax.data import Dataset, pipeline
 from a2i_jax.errors import TrainingDivergedError
+from a2i_jax.inputs import from_signed
 from a2i_jax.metrics import MetricWriter
 
 Array = jax.Array
@@ -84,7 +85,7 @@ def write_samples(model: flax.linen.Module, sample_fn: Callable, variables: dict
   rows = min(config.num_sample_rows, len(split))
   real_x, _ = pipeline.preprocess_eval(jnp.asarray(split.images[:rows]), None,
                                        config.data.augment)
-  real = np.asarray((real_x + 1) / 2)
+  real = np.asarray(from_signed(real_x))
   y = jnp.asarray(split.attributes[:rows])
   if model.image_layers:
     out = parallel.fetch(sample_fn(variables, y, key))
