@@ -41,7 +41,8 @@ _ORBAX_DIR = os.path.dirname(os.path.dirname(os.path.abspath(ocp.__file__))) + o
 class QuietOrbaxFilter(logging.Filter):
   """A logging filter that keeps only Orbax's warnings: not its INFO lines (a few dozen per
   save), nor its ERROR records, whose tracebacks repeat, thread by thread, a failure that
-  reaches the caller as an exception anyway (a full disk: hundreds of lines).
+  reaches the caller as an exception anyway (a full disk: hundreds of lines), nor asyncio's
+  reports of Orbax tasks that failed in the same way.
 
   Orbax logs through absl, so its records come from the logger "absl" like everyone else's;
   they are told apart by the file that logged them. Add it to a handler (e.g. absl's
@@ -57,6 +58,10 @@ class QuietOrbaxFilter(logging.Filter):
     Returns:
       False for records logged from inside the orbax package, except warnings.
     """
+    if record.name == "asyncio" and _ORBAX_DIR in record.getMessage():
+      # Older Orbax (0.12) leaves a failed restore's sibling reads to asyncio's shutdown,
+      # which logs each one's traceback at ERROR; the failure itself reaches the caller.
+      return False
     return (not record.pathname.startswith(_ORBAX_DIR)
             or logging.WARNING <= record.levelno < logging.ERROR)
 

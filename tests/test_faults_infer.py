@@ -159,6 +159,20 @@ def test_out_that_is_a_file_or_read_only(trained, tmp_path):
   assert not os.path.exists(os.path.join(trained, "infer"))
 
 
+def test_a_checkpoint_that_does_not_fit_the_config_is_one_line(trained, tmp_path):
+  """A config.json edited to another width: one error line, and no asyncio traceback from
+  the restore's cancelled reads (Orbax 0.12 logs one per array at its shutdown)."""
+  workdir = tmp_path / "w"
+  shutil.copytree(trained, workdir)
+  config = json.loads((workdir / "config.json").read_text())
+  config["model"]["width"] *= 2
+  (workdir / "config.json").write_text(json.dumps(config))
+  out = str(tmp_path / "out")
+  _refused(_infer(f"--workdir={workdir}", f"--out={out}", "--num_images=1",
+                  "--samples_per_attribute=1"), "could not be restored")
+  assert _no_files(out)
+
+
 # --------------------------------------------------------------------------- --input
 
 
