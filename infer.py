@@ -420,7 +420,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.WARNING)  # Orbax logs every restore at INFO.
-  logging.get_absl_handler().addFilter(checkpoints.QuietOrbaxFilter())
+  checkpoints.quiet_orbax(logging.get_absl_handler())
   try:
     _JOIN_PROCESSES()
     distributed.configure_logging()

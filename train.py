@@ -42,16 +42,6 @@ def _fail(message: str, at_once: bool = False) -> None:
   sys.exit(1)
 
 
-def _unraisable_hook(unraisable) -> None:
-  # After a failed save (a full disk) Orbax closes its event loop while tensorstore writes are
-  # still pending; their completion callbacks then fail, and tensorstore reports each as an
-  # unraisable exception. The failure itself reaches main as an error; these add nothing.
-  value = unraisable.exc_value
-  if isinstance(value, RuntimeError) and str(value) == "Event loop is closed":
-    return
-  sys.__unraisablehook__(unraisable)
-
-
 def _explain_flag_error(argv: list[str], error: Exception) -> str:
   """The one line for a command line that ml_collections' config flags could not parse."""
   if isinstance(error, flags.Error):  # absl's own: a missing required flag, a bad value.
@@ -94,10 +84,9 @@ def main(argv):
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.INFO)
   if logging.get_verbosity() < logging.DEBUG:
-    logging.get_absl_handler().addFilter(checkpoints.QuietOrbaxFilter())
+    checkpoints.quiet_orbax(logging.get_absl_handler())
     std_logging.getLogger("jax").setLevel(std_logging.WARNING)  # "Unable to initialize TPU".
   files.enable_compilation_cache(_CONFIG.value.compilation_cache_dir)
-  sys.unraisablehook = _unraisable_hook
   try:
     _JOIN_PROCESSES()
     distributed.configure_logging()

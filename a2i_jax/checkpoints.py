@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 from typing import Any, Optional
 
 import numpy as np
@@ -64,6 +65,25 @@ class QuietOrbaxFilter(logging.Filter):
       return False
     return (not record.pathname.startswith(_ORBAX_DIR)
             or logging.WARNING <= record.levelno < logging.ERROR)
+
+
+def _unraisable_hook(unraisable) -> None:
+  """Drops "Event loop is closed": after a failed save (a full disk) or restore (a shape that
+  does not fit), Orbax closes its event loop while tensorstore reads or writes are still
+  pending; their completion callbacks then fail, and tensorstore reports each as an
+  unraisable exception. The failure itself reaches the caller as an exception."""
+  value = unraisable.exc_value
+  if isinstance(value, RuntimeError) and str(value) == "Event loop is closed":
+    return
+  sys.__unraisablehook__(unraisable)
+
+
+def quiet_orbax(absl_handler: logging.Handler) -> None:
+  """Keeps Orbax's noise off the console of an entry point: `QuietOrbaxFilter` on absl's
+  handler, and the tracebacks its pending tensorstore callbacks print after a failure."""
+  if not any(isinstance(f, QuietOrbaxFilter) for f in absl_handler.filters):
+    absl_handler.addFilter(QuietOrbaxFilter())
+  sys.unraisablehook = _unraisable_hook
 
 
 def _file_digests(folder: str) -> dict[str, str]:
