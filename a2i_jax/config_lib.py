@@ -191,6 +191,7 @@ def _check_model(mc: ml_collections.ConfigDict, data_name: str) -> bool:
   _check_positive(mc, "model", ("z_dim", "zf_dim", "zb_dim"))
   _check_above(mc, "model.width", 0.0)
   _check_above(mc, "model.gate_loss_weight", 0.0, inclusive=True)
+  _check_above(mc, "model.recon_weight", 0.0)
   if mc.upsample_mode not in models.UPSAMPLE_MODES:
     raise ConfigError(f"model.upsample_mode={mc.upsample_mode!r} is not one of "
                       f"{', '.join(models.UPSAMPLE_MODES)}.")

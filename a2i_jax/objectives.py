@@ -120,11 +120,12 @@ def cvae_terms(outputs: Mapping[str, Array], x: Array) -> dict[str, Array]:
 
 
 def discvae_terms(outputs: Mapping[str, Array], x: Array, mask: Array,
-                  gate_weight: float, composition: str = "reference") -> dict[str, Array]:
+                  gate_weight: float, composition: str = "reference",
+                  recon_weight: float = 1.0) -> dict[str, Array]:
   """Per-example terms of the disCVAE loss (docs/reference.md §1.3, §1.3.1).
 
-  loss = recon_fg + SmoothL1(h_im, x) + KL_F + KL_B + gate_weight * BCE(g, 1 - m), where the
-  foreground term depends on the composition:
+  loss = w (recon_fg + SmoothL1(h_im, x)) + KL_F + KL_B + gate_weight * BCE(g, 1 - m), where
+  w = recon_weight (1 in the reference) and the foreground term depends on the composition:
   - "reference": SmoothL1(h_fg, x_fg), x_fg the image with its background set to -1, as the
     reference code does (its composite h_fg + g h_bg needs h_fg = -1 under the background);
   - "layered": SmoothL1 of h_fg against x on the foreground pixels only (weighted by m). The
@@ -140,6 +141,9 @@ def discvae_terms(outputs: Mapping[str, Array], x: Array, mask: Array,
       broadcast to the gate's 3 channels.
     gate_weight: alpha (0.3 in the paper configs).
     composition: "reference" or "layered" (the model's `composition`).
+    recon_weight: w. SmoothL1 is a unit-variance Gaussian's log-likelihood for small errors,
+      a weak pull against the KL on images in [-1, 1]; w > 1 is a smaller variance (w = 1 /
+      sigma^2). The reported recon terms stay unweighted, comparable across w.
   Returns:
     dict of [B] arrays: loss, recon_fg, recon, kl_fg, kl_bg, gate_bce, kl.
   """
@@ -153,7 +157,7 @@ def discvae_terms(outputs: Mapping[str, Array], x: Array, mask: Array,
   logits = outputs["gate_logits"]
   gate_bce = binary_cross_entropy_with_logits(logits,
                                               jnp.broadcast_to(1.0 - mask, logits.shape))
-  loss = recon_fg + recon + kl_fg + kl_bg + gate_weight * gate_bce
+  loss = recon_weight * (recon_fg + recon) + kl_fg + kl_bg + gate_weight * gate_bce
   return {"loss": loss, "recon_fg": recon_fg, "recon": recon, "kl_fg": kl_fg, "kl_bg": kl_bg,
           "kl": kl_fg + kl_bg, "gate_bce": gate_bce}
 

@@ -39,6 +39,9 @@ def get_config() -> ml_collections.ConfigDict:
   # background behind a dark foreground) | "layered" = (1 - g) h_fg + g h_bg (the paper's
   # layers). docs/reference.md §1.3.1; the choice per dataset is in its config.
   config.model.composition = "reference"
+  # disCVAE: weight of both SmoothL1 terms against the KLs; 1 = the reference (RESULTS.md,
+  # "disCVAE: the reconstruction weight").
+  config.model.recon_weight = 1.0
   config.model.block_kl_bg_grad_to_fg = True  # Reference: d KL_B / d zF not back-propagated.
 
   config.data = ml_collections.ConfigDict()

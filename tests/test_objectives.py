@@ -182,3 +182,9 @@ def test_discvae_layered_foreground_target_is_the_image_on_the_foreground():
   np.testing.assert_allclose(t2["recon_fg"], t["recon_fg"], rtol=1e-6)
   ref = objectives.discvae_terms(out, jnp.asarray(x), jnp.asarray(mask), 0.3, "reference")
   assert not np.allclose(ref["recon_fg"], t["recon_fg"])
+  # recon_weight scales both reconstruction terms in the loss; the reported terms do not move.
+  t3 = objectives.discvae_terms(out, jnp.asarray(x), jnp.asarray(mask), 0.3, "layered", 4.0)
+  np.testing.assert_allclose(t3["loss"] - t["loss"], 3.0 * (t["recon_fg"] + t["recon"]),
+                             rtol=1e-5)
+  for name in ("recon_fg", "recon", "kl", "gate_bce"):
+    np.testing.assert_allclose(t3[name], t[name], rtol=1e-6)

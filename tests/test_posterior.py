@@ -193,3 +193,19 @@ def test_bad_inputs(cvae, discvae):
   dis, _ = discvae
   with pytest.raises(ConfigError, match="energy='gaussian' is not available for DisCVAE"):
     inference.reconstruct(dis, x, y, key=key, options=inference.options_for(dis, energy="gaussian"))
+
+
+def test_the_energy_carries_the_models_recon_weight(discvae):
+  """A disCVAE trained with recon_weight w has the MAP energy w SmoothL1 + |z|^2 / 2: the
+  energy at the same latents (zero steps) with prior weight w is w times the w = 1 one."""
+  trained, ds = discvae
+  x, y = _test_batch(ds, 4)
+  key = jax.random.key(0)
+  base = inference.reconstruct(trained, x, y, key=key,
+                               options=inference.options_for(trained, steps=0))
+  heavy = inference.TrainedModel.from_variables(
+      trained.config, trained.variables, trained.step,
+      model=trained.model.clone(recon_weight=3.0))
+  out = inference.reconstruct(heavy, x, y, key=key,
+                              options=inference.options_for(heavy, steps=0, prior_weight=3.0))
+  np.testing.assert_allclose(out["energy"], 3.0 * base["energy"], rtol=1e-4)

@@ -9,8 +9,8 @@ dropout off):
 
 D is the model's default energy (`model.default_energy`): its own negative log-likelihood on
 the observed pixels O where it has one (the (C)VAE's learned per-pixel variance, "gaussian"),
-its training reconstruction loss otherwise (disCVAE: "smooth_l1", the reference's SmoothL1),
-or a plain squared error ("l2"). With lambda = 1 and the model's likelihood, E is
+its training reconstruction loss otherwise (disCVAE: "smooth_l1", the reference's SmoothL1,
+times the model's `recon_weight`), or a plain squared error ("l2", times the same weight). With lambda = 1 and the model's likelihood, E is
 -log p(x_O, z | y) up to a constant: the minimiser is the MAP latent.
 
 Several restarts per image run as an extra batch axis and the lowest final energy wins; the
@@ -239,6 +239,8 @@ def make_inference_fns(model: nn.Module, options: InferenceOptions) -> dict[str,
       per_pixel = jnp.where(d < 1.0, 0.5 * jnp.square(d), d - 0.5)
     else:
       per_pixel = 0.5 * jnp.square(mean - x)
+    if energy_kind != "gaussian":  # The weight the model's reconstruction was trained with.
+      per_pixel = model.recon_weight * per_pixel
     data = (per_pixel * observed).reshape(x.shape[0], -1).sum(-1)
     z_sq = sum(jnp.square(latents[n]).sum(-1) for n in dims)
     energy = data + 0.5 * hyper["prior_weight"] * z_sq

@@ -58,7 +58,8 @@ def create_model(model_config: Any) -> nn.Module:
   Args:
     model_config: the `config.model` ConfigDict (name, y_dim, z_dim, zf_dim, zb_dim,
       image_size, width, dtype, upsample_mode, conv_weight_grad, block_kl_bg_grad_to_fg,
-      gate_loss_weight, composition); `config_lib.validate_config` has checked its values.
+      gate_loss_weight, composition, recon_weight); `config_lib.validate_config` has checked
+      its values.
   Returns:
     An unbound Linen module that answers for itself: `latent_dims`, `uses_attributes`,
     `needs_masks`, `image_layers`, `energies`, `default_energy`, `loss_terms`,
@@ -79,7 +80,8 @@ def create_model(model_config: Any) -> nn.Module:
     return DisCVAE(zf_dim=model_config.zf_dim, zb_dim=model_config.zb_dim,
                    block_kl_bg_grad_to_fg=model_config.block_kl_bg_grad_to_fg,
                    gate_loss_weight=model_config.gate_loss_weight,
-                   composition=model_config.get("composition", "reference"), **common)
+                   composition=model_config.get("composition", "reference"),
+                   recon_weight=model_config.get("recon_weight", 1.0), **common)
   raise ConfigError(f"unknown model.name={name!r}; choose one of {', '.join(MODEL_NAMES)}.")
 
 

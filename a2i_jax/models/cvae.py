@@ -45,6 +45,7 @@ class CVAE(nn.Module):
   image_layers = ()  # No separate layers beside the image ("mean").
   energies = ("gaussian", "smooth_l1", "l2")  # Posterior-inference energies it supports.
   default_energy = "gaussian"  # Its own likelihood (the learned per-pixel variance).
+  recon_weight = 1.0  # Weight of the "smooth_l1" / "l2" energies' data term (DisCVAE: trained).
 
   @property
   def uses_attributes(self) -> bool:

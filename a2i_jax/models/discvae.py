@@ -114,6 +114,8 @@ class DisCVAE(nn.Module):
     gate_loss_weight: alpha, the weight of the gate's BCE in the loss (0.3 in the paper).
     composition: "reference" or "layered" (`compose`); it also sets the foreground's target
       in the loss (`objectives.discvae_terms`).
+    recon_weight: the weight of both SmoothL1 terms in the loss (1 in the reference); the
+      posterior energy's data term carries it too, so that prior weight 1 stays the MAP.
   """
   y_dim: int
   zf_dim: int = 192
@@ -123,6 +125,7 @@ class DisCVAE(nn.Module):
   block_kl_bg_grad_to_fg: bool = True
   gate_loss_weight: float = 0.3
   composition: str = "reference"
+  recon_weight: float = 1.0
   dtype: Dtype = jnp.float32
   upsample_mode: str = "polyphase"
   conv_weight_grad: str = "xla"
@@ -151,9 +154,11 @@ class DisCVAE(nn.Module):
       x: [B, S, S, 3] targets in [-1, 1].
       mask: [B, S, S, 1] foreground masks in [0, 1].
     Returns:
-      `objectives.discvae_terms` with this model's `gate_loss_weight` and `composition`.
+      `objectives.discvae_terms` with this model's `gate_loss_weight`, `composition` and
+      `recon_weight`.
     """
-    return objectives.discvae_terms(outputs, x, mask, self.gate_loss_weight, self.composition)
+    return objectives.discvae_terms(outputs, x, mask, self.gate_loss_weight, self.composition,
+                                    self.recon_weight)
 
   def encode_latents(self, x: Array, y: Array, mask: Optional[Array] = None,
                      train: bool = False) -> dict[str, tuple[Array, Array]]:
