@@ -48,8 +48,9 @@ _ATTRIBUTE = flags.DEFINE_string("attribute", None, "Attribute name (progression
                                  "all; edit: required).")
 _VALUE = flags.DEFINE_float("value", None, "edit: the new value (default: the other end of "
                             "the attribute's training range).")
-_OCCLUSION = flags.DEFINE_list("occlusion", None, "complete / evaluate: occlusion names "
-                               "(default: all that suit the dataset).")
+_OCCLUSION = flags.DEFINE_list("occlusion", None, "complete / evaluate / tune: occlusion "
+                               "names (default: all that suit the dataset); evaluate / tune: "
+                               "'none' for the reconstruction columns only.")
 _STEPS = flags.DEFINE_integer("steps", None, "Inference steps (default: config.inference.steps).")
 _RESTARTS = flags.DEFINE_integer("restarts", None, "Restarts per image (default: config).")
 _NUM_EXAMPLES = flags.DEFINE_integer("num_examples", -1, "evaluate / tune: first N test "
@@ -97,6 +98,12 @@ class Options:
                restarts=_RESTARTS.value, num_examples=_NUM_EXAMPLES.value,
                attribute_fidelity=_FIDELITY.value, seed=_SEED.value)
 
+  def occlusion_names(self, default: Optional[list[str]] = None) -> Optional[list[str]]:
+    """--occlusion as a list: `default` when not given, [] for "none" (no completions)."""
+    if self.occlusions is None:
+      return default
+    return [] if self.occlusions == ["none"] else list(self.occlusions)
+
   def check(self) -> None:
     """Range-checks every count and size, and the modes, before anything is read or written.
 
@@ -118,6 +125,13 @@ class Options:
     if self.num_examples == 0 or self.num_examples < -1:
       raise InputError(f"--num_examples={self.num_examples}; pass a positive count, or -1 for "
                        "all.")
+    if self.occlusions is not None and "none" in self.occlusions:
+      if len(self.occlusions) > 1:
+        raise InputError(f"--occlusion={','.join(self.occlusions)}: 'none' stands alone; pass "
+                         "either none or a list of occlusion names.")
+      if "complete" in self.modes:
+        raise InputError("--occlusion=none leaves --mode=complete nothing to fill; pass "
+                         "occlusion names, or use --mode=reconstruct.")
     if self.value is not None and not math.isfinite(self.value):
       raise InputError(f"--value={self.value}; pass a finite number.")
     for flag, users in _FLAG_USERS.items():
@@ -236,8 +250,8 @@ def _check_modes(opts: Options, model, config) -> None:
                        f"latents); this workdir holds a {config.model.name}.")
     if mode == "edit" and not opts.attribute:
       raise InputError("--mode=edit needs --attribute (the name of the attribute to change).")
-  if opts.occlusions and {"complete", "evaluate", "tune"} & set(opts.modes):
-    occlusions.make_masks(opts.occlusions, config.model.image_size, 1, seed=opts.seed,
+  if opts.occlusion_names() and {"complete", "evaluate", "tune"} & set(opts.modes):
+    occlusions.make_masks(opts.occlusion_names(), config.model.image_size, 1, seed=opts.seed,
                           dataset=config.data.name)
 
 
@@ -292,7 +306,7 @@ def reconstruct(run: _Run) -> None:
 def complete(run: _Run) -> None:
   images, attrs, labels, x01 = run.known_attributes()
   opts = run.options()
-  names = run.opts.occlusions or list(occlusions.occlusions_for(run.dataset.name))
+  names = run.opts.occlusion_names(list(occlusions.occlusions_for(run.dataset.name)))
   result = {"images": labels, "steps": opts.steps, "hidden_pixel_mse": {}}
   masks = occlusions.make_masks(names, run.size, len(images), seed=run.opts.seed,
                                 dataset=run.dataset.name)
@@ -335,7 +349,7 @@ def infer_attributes(run: _Run) -> None:
 def tune(run: _Run) -> None:
   grid = [{"prior_weight": w, "learning_rate": lr} for w in (0.3, 1.0, 3.0)
           for lr in (0.01, 0.05, 0.2)]
-  names = run.opts.occlusions or ["lower_half", "random_rect"]
+  names = run.opts.occlusion_names(["lower_half", "random_rect"])
   n = 256 if run.opts.num_examples < 0 else run.opts.num_examples
   rows = evaluation.tune_inference(run.trained, run.dataset, grid=grid, occlusion_names=names,
                                    num_examples=n, key=run.key, seed=run.opts.seed)
@@ -371,7 +385,7 @@ def evaluate(opts: Options) -> None:
     print(f"evaluating {workdir} ({run.trained.config.model.name}, step {run.trained.step})")
     options = run.options()
     results.append(evaluation.evaluate_model(
-        run.trained, run.dataset, occlusion_names=opts.occlusions,
+        run.trained, run.dataset, occlusion_names=opts.occlusion_names(),
         num_examples=opts.num_examples, key=run.key, options=options, seed=opts.seed))
     if opts.attribute_fidelity:
       if predictor is None:
@@ -382,7 +396,7 @@ def evaluate(opts: Options) -> None:
       reports.append(evaluation.attribute_report(
           run.trained, run.dataset, predictor, key=run.key, num_examples=opts.num_examples,
           options=options))
-  results.append(evaluation.evaluate_mean_image(dataset, occlusion_names=opts.occlusions,
+  results.append(evaluation.evaluate_mean_image(dataset, occlusion_names=opts.occlusion_names(),
                                                 num_examples=opts.num_examples,
                                                 seed=opts.seed))
   text = evaluation.markdown_table(results)

@@ -80,7 +80,8 @@ def evaluate_model(trained: inference.TrainedModel, dataset: Dataset, *,
   Args:
     trained: from `inference.load_trained`.
     dataset: the dataset it was trained on (its test split is used).
-    occlusion_names: completion masks (default: all that suit the dataset).
+    occlusion_names: completion masks (None: all that suit the dataset; []: none, the
+      reconstruction columns only).
     num_examples: the first N test images; -1 = all.
     key: PRNG key of the inference.
     options: the optimisation settings (default: the run's `config.inference`).
@@ -91,7 +92,8 @@ def evaluate_model(trained: inference.TrainedModel, dataset: Dataset, *,
   images, attrs, fg = _test_examples(dataset, num_examples)
   x01 = to_unit(images)
   n, s = images.shape[0], images.shape[1]
-  names = list(occlusion_names or occlusions.occlusions_for(dataset.name))
+  names = list(occlusions.occlusions_for(dataset.name) if occlusion_names is None
+               else occlusion_names)
   options = options or inference.options_for(trained)
   methods = {"optimisation": options,
              "recognition": dataclasses.replace(options, steps=0, restarts=1)}
@@ -152,7 +154,7 @@ def evaluate_mean_image(dataset: Dataset, *, occlusion_names: Optional[Sequence[
 
   Args:
     dataset: the dataset (mean of its training images; errors on its test split).
-    occlusion_names: the completions to score; default `occlusions.occlusions_for(dataset)`.
+    occlusion_names: the completions to score; None: `occlusions.occlusions_for(dataset)`.
     num_examples: test images to use; -1 for all.
     seed: seeds the random occlusions (as in `evaluate_model`).
   Returns:
@@ -167,7 +169,7 @@ def evaluate_mean_image(dataset: Dataset, *, occlusion_names: Optional[Sequence[
   row = {RECON_FULL: mean_sem(region_errors(x01, est, np.ones_like(x01[..., :1])))}
   if fg is not None:
     row[RECON_FG] = mean_sem(region_errors(x01, est, fg))
-  names = occlusion_names or occlusions.occlusions_for(dataset.name)
+  names = occlusions.occlusions_for(dataset.name) if occlusion_names is None else occlusion_names
   for name, observed in occlusions.make_masks(names, s, n, seed=seed,
                                               dataset=dataset.name).items():
     row[name] = mean_sem(region_errors(x01, est, 1.0 - observed))

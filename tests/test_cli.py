@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from a2i_jax.errors import InputError
+from a2i_jax.occlusions import OCCLUSION_NAMES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -72,6 +73,13 @@ def test_train_then_sample(tmp_path, data_cache):
   with open(os.path.join(out, "evaluation.json")) as f:
     rows = json.load(f)["results"][0]["rows"]
   assert rows["optimisation"]["mouth"]["n"] == 4
+  r = _run("infer.py", f"--workdir={workdir}", "--mode=evaluate", f"--out={out}",
+           "--num_examples=4", "--steps=2", "--occlusion=none", "--noattribute_fidelity")
+  assert r.returncode == 0, r.stderr[-3000:]
+  with open(os.path.join(out, "evaluation.json")) as f:
+    results = json.load(f)["results"]
+  for row in (results[0]["rows"]["optimisation"], results[1]["rows"]["fill"]):  # Mean image too.
+    assert "reconstruction" in row and not set(row) & set(OCCLUSION_NAMES)  # No completions.
 
 
 def test_infer_input_checks(tmp_path):

@@ -117,6 +117,8 @@ _BAD_FLAGS = [
     (dict(value=2.0), "--value is used by --mode=edit only"),
     (dict(input="x.png"), "--input is used by --mode=reconstruct, complete, edit"),
     (dict(modes=["smaple"]), "unknown --mode 'smaple'"),
+    (dict(modes=["evaluate"], occlusions=["none", "eyes"]), "'none' stands alone"),
+    (dict(modes=["complete"], occlusions=["none"]), "leaves --mode=complete nothing to fill"),
     (dict(workdirs=[]), "--workdir is empty"),
 ]
 
