@@ -1,0 +1,144 @@
+"""XLA:CPU compile options side by side in one process: compile time against step time.
+
+  python benchmarks/compile_options.py                                  # paper CVAE and disCVAE
+  python benchmarks/compile_options.py --models=discvae --rounds=5
+  python benchmarks/compile_options.py --config=configs/synthetic.py    # the synthetic models
+  python benchmarks/compile_options.py --smoke
+
+For each model, the library's train step (as `bench.py` builds it) is lowered once and compiled
+once per option set, with `compiled = lowered.compile(compiler_options=...)`, the persistent
+cache off; then the compiled variants are timed in alternating rounds (one step each per round,
+after a warm-up), so that every variant sees the same machine load. The same for one posterior
+inference step (decoder forward and backward to z, the Adam update: `make_inference_fns`'s
+"run"), compiled for 1 and for 10 steps per call (`--infer_steps_per_call`; the steps are
+unrolled), its time divided by the steps. Prints one JSON object per (model, program, option set) and a
+table of compile seconds and median step seconds, with their ratios to the default.
+
+Option sets: default (XLA's); O1 (`xla_backend_optimization_level=1`); O0 (level 0 and LLVM's
+expensive passes off, the library's CHEAP_COMPILE).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+OPTION_SETS = {
+    "default": None,
+    "O1": {"xla_backend_optimization_level": 1},
+    "O0": {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True},
+}
+
+
+def _programs(model_name: str, args: argparse.Namespace) -> dict:
+  """{program: (lowered, a function giving its arguments, steps per call)} for one model."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import bench  # pylint: disable=import-outside-toplevel
+  from a2i_jax import config_lib, inference, models, parallel, train_lib, train_state  # pylint: disable=import-outside-toplevel
+
+  overrides = dict(kv.split("=", 1) for kv in args.overrides.split(",") if kv)
+  if args.smoke:
+    overrides = {"model.image_size": "32", "model.width": "0.0625", **overrides}
+  case = bench.Case(model_name, args.batch, "float32")
+  if args.config:
+    config = config_lib.get_config(f"{args.config}:{model_name}")
+    config.batch_size = args.batch
+    config.steps_per_dispatch = 1
+  else:
+    config = bench.make_config(case, overrides)
+  mesh = parallel.make_mesh(jax.devices()[:1])
+  model = models.create_model(config.model)
+  tx = train_state.make_optimizer(config)
+  state = parallel.put_replicated(
+      train_state.create_train_state(model, config, tx, jax.random.key(0)), mesh)
+  data = parallel.put_replicated(bench.random_data(config, 2 * args.batch), mesh)
+  steps = train_lib.make_multi_step(train_lib.make_train_step(model, tx, config), config, mesh)
+  key = jax.random.key(1)
+  train = jax.jit(steps).lower(state, data, key)
+  rnd = bench.random_data(config, args.batch)
+  x = jnp.asarray(rnd["images"], jnp.float32) / 127.5 - 1.0
+  y = jnp.asarray(rnd["attributes"])
+  obs = jnp.ones(x.shape[:3] + (1,), jnp.float32)
+  prior = (jnp.zeros(y.shape[1]), jnp.eye(y.shape[1]))  # Unused: y is given.
+  variables = state.variables
+  out = {"train": (train, lambda: (state, data, key), 1)}
+  for k in (int(v) for v in args.infer_steps_per_call.split(",")):
+    options = inference.InferenceOptions.from_config(config.inference, steps=k, restarts=1,
+                                                     steps_per_call=k)
+    fns = inference.make_inference_fns(model, options)
+    carry = fns["init"](variables, x, y, obs, None, key, prior)
+    hyper = inference.posterior._hyper(options)  # pylint: disable=protected-access
+    # "run" donates its carry: a fresh copy per call.
+    fresh = (lambda carry=carry, hyper=hyper: (
+        variables, x, y, obs, jax.tree_util.tree_map(jnp.copy, carry), prior, hyper))
+    out[f"infer_k{k}"] = (fns["run"].lower(*fresh()), fresh, k)
+  return out
+
+
+def main(argv=None) -> None:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--models", default="cvae,discvae")
+  p.add_argument("--options", default="default,O1,O0")
+  p.add_argument("--batch", type=int, default=32)
+  p.add_argument("--rounds", type=int, default=5, help="Timed rounds (one call per variant).")
+  p.add_argument("--config", default="", help="A config file instead of configs/lfw.py, e.g. "
+                 "configs/synthetic.py (its model sizes).")
+  p.add_argument("--overrides", default="", help="Comma list of key=value (configs/lfw.py).")
+  p.add_argument("--infer_steps_per_call", default="1,10",
+                 help="Inference programs: Adam steps per call (unrolled), a comma list.")
+  p.add_argument("--smoke", action="store_true", help="Tiny models, 2 rounds.")
+  args = p.parse_args(argv)
+  if args.smoke:
+    args.rounds = 2
+  import jax  # pylint: disable=import-outside-toplevel
+  jax.config.update("jax_enable_compilation_cache", False)
+  names = args.options.split(",")
+  for name in names:
+    if name not in OPTION_SETS:
+      raise SystemExit(f"error: unknown option set {name!r}; choose from {', '.join(OPTION_SETS)}.")
+  rows = []
+  for model_name in args.models.split(","):
+    for program, (lowered, call_args, per_call) in _programs(model_name, args).items():
+      compiled, compile_s = {}, {}
+      for name in names:
+        t0 = time.perf_counter()
+        compiled[name] = lowered.compile(compiler_options=OPTION_SETS[name])
+        compile_s[name] = time.perf_counter() - t0
+      times = {name: [] for name in names}
+      for name in names:  # Warm-up.
+        jax.block_until_ready(compiled[name](*call_args()))
+      for _ in range(args.rounds):
+        for name in names:
+          fresh = jax.block_until_ready(call_args())
+          t0 = time.perf_counter()
+          jax.block_until_ready(compiled[name](*fresh))
+          times[name].append((time.perf_counter() - t0) / per_call)
+      base_c, base_t = compile_s[names[0]], statistics.median(times[names[0]])
+      for name in names:
+        med = statistics.median(times[name])
+        row = {"model": model_name, "program": program, "options": name,
+               "compile_s": round(compile_s[name], 2), "step_s_median": round(med, 4),
+               "step_s_all": [round(t, 4) for t in times[name]],
+               "compile_vs_first": round(compile_s[name] / base_c, 2),
+               "step_vs_first": round(med / base_t, 3)}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+  print(f"\n| model | program | options | compile (s) | step (s, median of {args.rounds}) | "
+        f"compile / {names[0]} | step / {names[0]} |")
+  print("|" + " --- |" * 7)
+  for r in rows:
+    print(f"| {r['model']} | {r['program']} | {r['options']} | {r['compile_s']} | "
+          f"{r['step_s_median']} | {r['compile_vs_first']} | {r['step_vs_first']} |")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,202 @@
+"""Where the cold compile time goes: the paper models' train step and the first inference call.
+
+  python benchmarks/compile_profile.py                          # cvae and discvae, the defaults
+  python benchmarks/compile_profile.py --models=discvae --variants=default,xla_wgrad,direct
+  python benchmarks/compile_profile.py --smoke                  # tiny models: checks the script
+
+Every (model, variant) runs in a fresh Python process with the persistent compilation cache
+off, so each figure is a first start. The train step is the one `train.py` runs (as in
+`bench.py`); its time to first step is split into
+
+* trace: Python tracing the step into a jaxpr (`jax.jit(...).trace`), Flax and the custom
+  gradient rules included;
+* lower: the jaxpr to StableHLO (`.lower()`);
+* compile: XLA (`.compile()`), itself split, from XLA's own log
+  (`TF_CPP_VMODULE=cpu_compiler=1,ir_compiler=1`), into the HLO passes and LLVM's compile of
+  each kernel (fusion) XLA emits: how many, their summed time, and the kinds that cost most.
+
+The first inference call is `a2i_jax.inference.infer_latents` on `--infer_images` images for
+`--infer_steps` steps, the first call (compiling the init, step and finish programs) against
+the median of the next calls. Prints one JSON object per line and a table.
+
+Variants (a comma list): default (the library's CPU defaults: per-tap weight gradients,
+polyphase upsampling); xla_wgrad (`model.conv_weight_grad=xla`); direct
+(`model.upsample_mode=direct`); opt0 (XLA's backend optimisation level 0, LLVM's expensive
+passes off); opt1 (level 1); no_expensive (LLVM's expensive passes off, the level kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+VARIANTS = {
+    "default": ({}, ""),
+    "xla_wgrad": ({"model.conv_weight_grad": "xla"}, ""),
+    "direct": ({"model.upsample_mode": "direct"}, ""),
+    "opt0": ({}, "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"),
+    "opt1": ({}, "--xla_backend_optimization_level=1"),
+    "no_expensive": ({}, "--xla_llvm_disable_expensive_passes=true"),
+}
+_HLO = re.compile(r"Running HLO passes on \[[^\]]*\] for CPU time: [^(]*\((\d+) us\)")
+_LLVM = re.compile(r"Compiled LLVM module: (\S+) time: [^(]*\((\d+) us\)")
+
+
+def _child(args: argparse.Namespace) -> dict:
+  """Runs in the fresh process: times trace / lower / compile and the first inference call."""
+  import jax  # pylint: disable=import-outside-toplevel
+  jax.config.update("jax_enable_compilation_cache", False)
+  import bench  # pylint: disable=import-outside-toplevel
+  from a2i_jax import inference, models, parallel, train_lib, train_state  # pylint: disable=import-outside-toplevel
+
+  overrides = dict(kv.split("=", 1) for kv in args.overrides.split(",") if kv)
+  case = bench.Case(args.models, args.batch, "float32")
+  config = bench.make_config(case, overrides)
+  out = {}
+  mesh = parallel.make_mesh(jax.devices()[:1])
+  model = models.create_model(config.model)
+  variables = models.init_variables(model, config.model, jax.random.key(0))
+  if args.train:
+    t0 = time.perf_counter()
+    tx = train_state.make_optimizer(config)
+    state = parallel.put_replicated(
+        train_state.create_train_state(model, config, tx, jax.random.key(0)), mesh)
+    data = parallel.put_replicated(bench.random_data(config, 2 * args.batch), mesh)
+    out["setup_s"] = time.perf_counter() - t0
+    steps = train_lib.make_multi_step(train_lib.make_train_step(model, tx, config), config,
+                                      mesh)
+    fn = jax.jit(steps, donate_argnums=(0,))
+    key = jax.random.key(1)
+    t0 = time.perf_counter()
+    traced = fn.trace(state, data, key)
+    out["trace_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    lowered = traced.lower()
+    out["lower_s"] = time.perf_counter() - t0
+    print("@@compile-start", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    compiled = lowered.compile()
+    out["compile_s"] = time.perf_counter() - t0
+    print("@@compile-end", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    state, _ = jax.block_until_ready(compiled(state, data, key))  # The old state was donated.
+    out["first_step_s"] = time.perf_counter() - t0
+    variables = state.variables
+  if args.infer_images:
+    trained = inference.TrainedModel.from_variables(config, variables, model=model)
+    options = inference.InferenceOptions.from_config(
+        config.inference, steps=args.infer_steps, restarts=1,
+        steps_per_call=args.steps_per_call)
+    rnd = bench.random_data(config, args.infer_images)
+    x = jax.numpy.asarray(rnd["images"], jax.numpy.float32) / 127.5 - 1.0
+    y = jax.numpy.asarray(rnd["attributes"])
+
+    fns = inference.make_inference_fns(model, options)  # Built once, as the library's uses do.
+
+    def call():
+      r = inference.infer_latents(trained, x, y, None, key=jax.random.key(2), options=options,
+                                  mesh=mesh, fns=fns)
+      return jax.block_until_ready(r["energy"])
+
+    t0 = time.perf_counter()
+    call()
+    out["infer_first_call_s"] = time.perf_counter() - t0
+    times = []
+    for _ in range(2):
+      t0 = time.perf_counter()
+      call()
+      times.append(time.perf_counter() - t0)
+    out["infer_call_s"] = statistics.median(times)
+    out["infer_compile_s"] = max(out["infer_first_call_s"] - out["infer_call_s"], 0.0)
+  return {k: round(v, 2) if isinstance(v, float) else v for k, v in out.items()}
+
+
+def _compile_log(stderr: str) -> dict:
+  """XLA's log of the train step's compile (between the markers): the HLO passes' seconds, and
+  the kernels LLVM compiled, with their summed seconds (several threads may compile at once,
+  so the sum can pass the wall time), grouped by kind (the fusion's name without its number)."""
+  text = stderr.split("@@compile-start", 1)[-1].split("@@compile-end", 1)[0]
+  kinds, counts = collections.Counter(), collections.Counter()
+  for name, us in _LLVM.findall(text):
+    kind = re.sub(r"(\.\d+)?(_kernel_module)?$", "", re.sub(r"^(__compute_module_)+", "", name))
+    kinds[kind] += int(us) / 1e6
+    counts[kind] += 1
+  return {"compile_hlo_passes_s": round(sum(int(us) for us in _HLO.findall(text)) / 1e6, 2),
+          "llvm_kernels": sum(counts.values()),
+          "llvm_kernels_s": round(sum(kinds.values()), 2),
+          "top_kernel_kinds": [(k, counts[k], round(t, 2)) for k, t in kinds.most_common(8)]}
+
+
+def run_variant(model: str, variant: str, args: argparse.Namespace) -> dict:
+  overrides, flags = VARIANTS[variant]
+  if args.smoke:
+    overrides = {"model.image_size": "32", "model.width": "0.0625", **overrides}
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="0", TF_CPP_VMODULE="cpu_compiler=1,ir_compiler=1",
+             XLA_FLAGS=" ".join([os.environ.get("XLA_FLAGS", ""), flags]).strip())
+  cmd = [sys.executable, os.path.abspath(__file__), "--child", f"--models={model}",
+         f"--batch={args.batch}", f"--infer_images={args.infer_images}",
+         f"--infer_steps={args.infer_steps}", f"--steps_per_call={args.steps_per_call}",
+         f"--train={args.train}",
+         "--overrides=" + ",".join(f"{k}={v}" for k, v in overrides.items())]
+  t0 = time.perf_counter()
+  r = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT, check=False)
+  wall = time.perf_counter() - t0
+  if r.returncode:
+    raise SystemExit(f"error: {model}/{variant} failed:\n{r.stderr[-3000:]}")
+  row = {"model": model, "variant": variant, "process_s": round(wall, 2),
+         **json.loads(r.stdout.strip().splitlines()[-1])}
+  if "compile_s" in row:
+    row.update(_compile_log(r.stderr))
+  return row
+
+
+def main(argv=None) -> None:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--models", default="cvae,discvae")
+  p.add_argument("--variants", default="default")
+  p.add_argument("--batch", type=int, default=32)
+  p.add_argument("--infer_images", type=int, default=32, help="0: skip the inference call.")
+  p.add_argument("--infer_steps", type=int, default=10)
+  p.add_argument("--steps_per_call", type=int, default=0,
+                 help="Inference steps per jitted call (0: the library's default).")
+  p.add_argument("--train", type=int, default=1, help="0: skip the train step.")
+  p.add_argument("--rounds", type=int, default=1, help="Repeat the whole set, alternating.")
+  p.add_argument("--smoke", action="store_true")
+  p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+  p.add_argument("--overrides", default="", help=argparse.SUPPRESS)
+  args = p.parse_args(argv)
+  if args.child:
+    print(json.dumps(_child(args)))
+    return
+  for name in args.variants.split(","):
+    if name not in VARIANTS:
+      raise SystemExit(f"error: unknown variant {name!r}; choose from {', '.join(VARIANTS)}.")
+  rows = []
+  for _ in range(args.rounds):
+    for model in args.models.split(","):
+      for variant in args.variants.split(","):
+        row = run_variant(model, variant, args)
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+  cols = ("trace_s", "lower_s", "compile_s", "compile_hlo_passes_s", "llvm_kernels",
+          "llvm_kernels_s", "infer_compile_s", "infer_call_s")
+  print("\n| model | variant | " + " | ".join(cols) + " |")
+  print("|" + " --- |" * (len(cols) + 2))
+  for row in rows:
+    print(f"| {row['model']} | {row['variant']} | "
+          + " | ".join(str(row.get(c, "")) for c in cols) + " |")
+
+
+if __name__ == "__main__":
+  main()
