@@ -63,14 +63,14 @@ def _programs(model_name: str, args: argparse.Namespace) -> dict:
   data = parallel.put_replicated(bench.random_data(config, 2 * args.batch), mesh)
   steps = train_lib.make_multi_step(train_lib.make_train_step(model, tx, config), config, mesh)
   key = jax.random.key(1)
-  train = jax.jit(steps).lower(state, data, key)
+  train = jax.jit(steps).lower(state, data, key) if args.train else None
   rnd = bench.random_data(config, args.batch)
   x = jnp.asarray(rnd["images"], jnp.float32) / 127.5 - 1.0
   y = jnp.asarray(rnd["attributes"])
   obs = jnp.ones(x.shape[:3] + (1,), jnp.float32)
   prior = (jnp.zeros(y.shape[1]), jnp.eye(y.shape[1]))  # Unused: y is given.
   variables = state.variables
-  out = {"train": (train, lambda: (state, data, key), 1)}
+  out = {"train": (train, lambda: (state, data, key), 1)} if args.train else {}
   for k in (int(v) for v in args.infer_steps_per_call.split(",")):
     options = inference.InferenceOptions.from_config(config.inference, steps=k, restarts=1,
                                                      steps_per_call=k)
@@ -95,6 +95,7 @@ def main(argv=None) -> None:
   p.add_argument("--overrides", default="", help="Comma list of key=value (configs/lfw.py).")
   p.add_argument("--infer_steps_per_call", default="1,10",
                  help="Inference programs: Adam steps per call (unrolled), a comma list.")
+  p.add_argument("--train", type=int, default=1, help="0: the inference programs only.")
   p.add_argument("--smoke", action="store_true", help="Tiny models, 2 rounds.")
   args = p.parse_args(argv)
   if args.smoke:
