@@ -80,7 +80,12 @@ def _unraisable_hook(unraisable) -> None:
 
 def quiet_orbax(absl_handler: logging.Handler) -> None:
   """Keeps Orbax's noise off the console of an entry point: `QuietOrbaxFilter` on absl's
-  handler, and the tracebacks its pending tensorstore callbacks print after a failure."""
+  handler, and the tracebacks its pending tensorstore callbacks print after a failure.
+
+  Args:
+    absl_handler: absl's logging handler (`absl.logging.get_absl_handler()`); the filter is
+      added once, however often this is called.
+  """
   if not any(isinstance(f, QuietOrbaxFilter) for f in absl_handler.filters):
     absl_handler.addFilter(QuietOrbaxFilter())
   sys.unraisablehook = _unraisable_hook
