@@ -1,7 +1,11 @@
 """Test set-up: 4 fake CPU devices (so every test exercises the multi-device code path) and
 tiny configs. The flag must be set before JAX initialises its backend."""
 
+import fcntl
+import json
 import os
+import pathlib
+import shutil
 
 # Tiny models run in milliseconds but XLA:CPU spends seconds optimising each program with
 # LLVM; the tests trade run time for compile time.
@@ -16,6 +20,7 @@ import pytest  # noqa: E402
 from a2i_jax import config_lib  # noqa: E402
 
 NUM_DEVICES = 4
+TRAIN_PY_STEPS = 6  # train_py_reference's run: checkpoints at 2, 4, 6 (2 kept), evaluation at 6.
 
 
 def tiny_config(model: str = "cvae", tmp_cache: str = "", image_size: int = 32):
@@ -49,16 +54,104 @@ def tiny_config(model: str = "cvae", tmp_cache: str = "", image_size: int = 32):
   return config
 
 
+def shared_dir(tmp_path_factory) -> pathlib.Path:
+  """The session's folder that every pytest-xdist worker sees (their base folders' parent)."""
+  root = tmp_path_factory.getbasetemp()
+  return root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+
+
+def build_once(tmp_path_factory, name: str, build) -> str:
+  """`build(folder)` once per session for all xdist workers, under a file lock.
+
+  The first worker to ask builds `name` in a temporary folder and renames it into place;
+  the others wait for it, then reuse it. Returns the folder, which callers treat as read-only
+  (copy it to change it).
+  """
+  root = shared_dir(tmp_path_factory)
+  done = root / name
+  with open(root / f"{name}.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not done.exists():
+      tmp = root / f"{name}.incomplete"
+      shutil.rmtree(tmp, ignore_errors=True)
+      tmp.mkdir()
+      build(str(tmp))
+      os.replace(tmp, done)
+  return str(done)
+
+
 @pytest.fixture(scope="session")
 def data_cache(tmp_path_factory):
-  """One synthetic-data cache for the session (generation happens once)."""
-  return str(tmp_path_factory.mktemp("a2i_cache"))
+  """One synthetic-data cache for the session and all its workers (generation happens once;
+  the cache files are written atomically)."""
+  path = shared_dir(tmp_path_factory) / "a2i_cache"
+  path.mkdir(exist_ok=True)
+  return str(path)
+
+
+@pytest.fixture(scope="session")
+def xla_cache(tmp_path_factory):
+  """The persistent compilation cache of the session: every worker and every subprocess
+  (train.py, infer.py, the notebook's kernel) reads and writes it."""
+  path = shared_dir(tmp_path_factory) / "xla_cache"
+  path.mkdir(exist_ok=True)
+  return str(path)
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _four_devices_and_compile_cache(tmp_path_factory):
-  # Many tests compile the same tiny programs; the persistent cache makes repeats cheap.
-  jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla_cache")))
+def _four_devices_and_compile_cache(xla_cache):
+  # Many tests compile the same tiny programs, in this process and in the subprocesses they
+  # start; the persistent cache makes repeats cheap. Subprocesses find it through the
+  # environment (JAX reads JAX_* variables at import; an entry point's own
+  # config.compilation_cache_dir, where set, takes precedence).
+  jax.config.update("jax_compilation_cache_dir", xla_cache)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = xla_cache
+  # A subprocess compiles every program afresh: the tiny ones, which compile in under a
+  # second, are worth caching for it too.
+  os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
   assert jax.device_count() == NUM_DEVICES, (
       f"expected {NUM_DEVICES} fake CPU devices, got {jax.devices()}")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, data_cache):
+  """tiny_run(name) -> (workdir, step): `train_lib.train_and_evaluate(tiny_config(name))`
+  run once per session for all workers; `step` is the step of the state it returned.
+
+  Treat the workdir as read-only: copy it (shutil.copytree) to resume or damage it.
+  """
+  from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
+
+  def build(name, folder):
+    state = train_lib.train_and_evaluate(tiny_config(name, data_cache),
+                                         os.path.join(folder, "w"))
+    with open(os.path.join(folder, "returned.json"), "w") as f:
+      json.dump({"step": int(state.step)}, f)
+
+  def run(name: str) -> tuple[str, int]:
+    folder = build_once(tmp_path_factory, f"tiny_run_{name}",
+                        lambda folder: build(name, folder))
+    with open(os.path.join(folder, "returned.json")) as f:
+      return os.path.join(folder, "w"), json.load(f)["step"]
+  return run
+
+
+@pytest.fixture(scope="session")
+def train_py_flags(data_cache, xla_cache):
+  """faults_lib.tiny_flags for TRAIN_PY_STEPS steps, with the session's caches."""
+  import faults_lib  # pylint: disable=import-outside-toplevel
+  return faults_lib.tiny_flags(data_cache, xla_cache, steps=TRAIN_PY_STEPS)
+
+
+@pytest.fixture(scope="session")
+def train_py_reference(tmp_path_factory, train_py_flags):
+  """`python train.py` with `train_py_flags`, uninterrupted, once per session for all workers:
+  the run every interrupted or multi-process one must end like. Read-only; copy it to change
+  it."""
+  import faults_lib  # pylint: disable=import-outside-toplevel
+
+  def build(folder):
+    r = faults_lib.train(os.path.join(folder, "w"), *train_py_flags)
+    assert r.returncode == 0, r.stderr[-3000:]
+  return os.path.join(build_once(tmp_path_factory, "train_py_reference", build), "w")

@@ -54,18 +54,17 @@ def test_train_then_sample(tmp_path, data_cache):
   r = _run("train.py", "--config=configs/synthetic.py", f"--workdir={workdir}", *tiny)
   assert r.returncode == 0, r.stderr[-3000:]
   assert os.path.isdir(os.path.join(workdir, "checkpoints", "2"))
-  r = _run("infer.py", f"--workdir={workdir}", "--mode=sample", "--num_images=2",
-           "--samples_per_attribute=3")
+  # Two modes in one call (one process start, one restore), into the default --out.
+  r = _run("infer.py", f"--workdir={workdir}", "--mode=sample,complete", "--num_images=3",
+           "--samples_per_attribute=3", "--steps=2", "--occlusion=eyes,block8")
   assert r.returncode == 0, r.stderr[-3000:]
-  assert os.path.exists(os.path.join(workdir, "infer", "sample_step2.png"))
-  out = str(tmp_path / "o")
-  r = _run("infer.py", f"--workdir={workdir}", "--mode=complete", f"--out={out}",
-           "--num_images=3", "--steps=2", "--occlusion=eyes,block8")
-  assert r.returncode == 0, r.stderr[-3000:]
-  with open(os.path.join(out, "complete.json")) as f:
+  default_out = os.path.join(workdir, "infer")
+  assert os.path.exists(os.path.join(default_out, "sample_step2.png"))
+  with open(os.path.join(default_out, "complete.json")) as f:
     errors = json.load(f)["hidden_pixel_mse"]
   assert set(errors) == {"eyes", "block8"} and len(errors["eyes"]) == 3
-  assert os.path.exists(os.path.join(out, "complete_eyes.png"))
+  assert os.path.exists(os.path.join(default_out, "complete_eyes.png"))
+  out = str(tmp_path / "o")
   r = _run("infer.py", f"--workdir={workdir}", "--mode=evaluate", f"--out={out}",
            "--num_examples=4", "--steps=2", "--occlusion=mouth", "--noattribute_fidelity")
   assert r.returncode == 0, r.stderr[-3000:]

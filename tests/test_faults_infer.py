@@ -6,7 +6,6 @@ that names the problem, no traceback, and no output file written. The image read
 driven in-process over every PIL mode (docs: `a2i_jax/inputs.py`).
 """
 
-import fcntl
 import io
 import json
 import os
@@ -47,22 +46,9 @@ runpy.run_path("infer.py", run_name="__main__")
 
 
 @pytest.fixture(scope="session")
-def trained(tmp_path_factory, data_cache):
-  """One tiny trained CVAE workdir for every worker of the session (trained under a lock)."""
-  from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
-  from conftest import tiny_config  # pylint: disable=import-outside-toplevel
-  root = tmp_path_factory.getbasetemp()
-  if os.environ.get("PYTEST_XDIST_WORKER"):
-    root = root.parent  # Shared by the xdist workers.
-  workdir = root / "faults_infer_cvae"
-  with open(root / "faults_infer_cvae.lock", "w") as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    if not workdir.exists():
-      tmp = root / "faults_infer_cvae.incomplete"
-      shutil.rmtree(tmp, ignore_errors=True)
-      train_lib.train_and_evaluate(tiny_config("cvae", data_cache), str(tmp))
-      os.replace(tmp, workdir)
-  return str(workdir)
+def trained(tiny_run):
+  """One tiny trained CVAE workdir for every worker of the session (conftest's tiny_run)."""
+  return tiny_run("cvae")[0]
 
 
 @pytest.fixture()

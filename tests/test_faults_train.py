@@ -18,31 +18,18 @@ import pytest
 
 import faults_lib as F
 from a2i_jax import checkpoints, files
-
-STEPS = 6  # Checkpoints at 2, 4, 6 (2 kept); evaluation at 6.
-
-
-@pytest.fixture(scope="session")
-def xla_cache(tmp_path_factory):
-  # One compilation cache for every subprocess of the session, across xdist workers (their
-  # base folders share a parent): the tiny programs compile once.
-  path = tmp_path_factory.getbasetemp().parent / "fault_xla_cache"
-  path.mkdir(exist_ok=True)
-  return str(path)
+from conftest import TRAIN_PY_STEPS as STEPS  # Checkpoints at 2, 4, 6 (2 kept); eval at 6.
 
 
 @pytest.fixture(scope="session")
-def flags(data_cache, xla_cache):
-  return F.tiny_flags(data_cache, xla_cache, STEPS)
+def flags(train_py_flags):
+  return train_py_flags  # conftest: the tiny config, 6 steps, the session's compilation cache.
 
 
 @pytest.fixture(scope="session")
-def reference(tmp_path_factory, flags):
-  """An uninterrupted run: the state every interrupted one must end with."""
-  workdir = str(tmp_path_factory.mktemp("reference") / "w")
-  r = F.train(workdir, *flags)
-  assert r.returncode == 0, r.stderr[-3000:]
-  return workdir
+def reference(train_py_reference):
+  """An uninterrupted run: the state every interrupted one must end with (conftest)."""
+  return train_py_reference
 
 
 def _copy(reference, tmp_path):
@@ -271,16 +258,18 @@ def test_a_failed_restore_leaves_the_record_alone(tmp_path, flags, reference):
 
 
 def test_steps_per_dispatch_that_does_not_divide_the_steps(tmp_path, flags):
-  """Item 1: 6 steps by 4: one dispatch of 4, then single steps; the final state is saved."""
+  """Item 1: 5 steps by 3: one dispatch of 3, then single steps (at step 3 a dispatch would pass
+  the end; step 4 is off the grid of 3); the final state is saved. (A dispatch is unrolled:
+  a short one keeps its compilation short.)"""
   workdir = str(tmp_path / "w")
-  r = F.train(workdir, *flags, "--config.steps_per_dispatch=4",
-              "--config.checkpoint_every_steps=4", "--config.log_every_steps=4",
-              "--config.eval_every_steps=4")
+  r = F.train(workdir, *flags, "--config.num_train_steps=5", "--config.steps_per_dispatch=3",
+              "--config.checkpoint_every_steps=3", "--config.log_every_steps=3",
+              "--config.eval_every_steps=3")
   assert r.returncode == 0, r.stderr[-3000:]
-  assert _steps(workdir) == [4, 6]
-  assert int(F.final_state(workdir).step) == 6
+  assert _steps(workdir) == [3, 5]
+  assert int(F.final_state(workdir).step) == 5
   rows = F.read_rows(workdir)
-  assert [row["step"] for row in rows] == [4, 6] and "val/loss" in rows[-1]
+  assert [row["step"] for row in rows] == [3, 5] and "val/loss" in rows[-1]
 
 
 def test_storage_errors_are_recognised():

@@ -9,16 +9,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from a2i_jax import config_lib, inference, inputs, train_lib
+from a2i_jax import config_lib, inference, inputs
 from a2i_jax.errors import CheckpointError, InputError
-from conftest import tiny_config
 
 
 @pytest.fixture(scope="module")
-def discvae_workdir(tmp_path_factory, data_cache):
-  workdir = str(tmp_path_factory.mktemp("discvae"))
-  train_lib.train_and_evaluate(tiny_config("discvae", data_cache), workdir)
-  return workdir
+def discvae_workdir(tiny_run):
+  return tiny_run("discvae")[0]  # The tiny disCVAE trained for 2 steps (conftest).
 
 
 def test_sample_after_training(discvae_workdir):

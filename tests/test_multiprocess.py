@@ -19,6 +19,7 @@ import pytest
 
 from a2i_jax import distributed, parallel
 from a2i_jax.errors import ConfigError
+from conftest import TRAIN_PY_STEPS
 
 DRIVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "multiprocess_driver.py")
 # Compiling the tiny step on a busy 2-core machine takes tens of seconds per process.
@@ -68,8 +69,8 @@ def _finish(procs: list) -> list:
 
 
 @pytest.fixture(scope="module")
-def compile_cache(tmp_path_factory):
-  return str(tmp_path_factory.mktemp("mp_xla_cache"))
+def compile_cache(xla_cache):
+  return xla_cache  # The session's, shared by every worker (conftest).
 
 
 def test_two_processes_compute_what_one_process_computes(tmp_path, compile_cache):
@@ -214,9 +215,11 @@ def _train_py(workdir: str, flags: list, num_processes: int, fault: str = "",
   return _finish(procs)
 
 
-def test_train_py_in_two_processes_resumes_after_both_are_killed(tmp_path, data_cache):
+def test_train_py_in_two_processes_resumes_after_both_are_killed(tmp_path, train_py_flags,
+                                                                  train_py_reference):
   """train.py in 2 processes x 2 devices, both killed at step 3 and started again, ends where
-  1 process x 4 devices ends uninterrupted: the same losses per step and the same parameters.
+  1 process x 4 devices ends uninterrupted (the session's train.py reference run, conftest):
+  the same losses per step and the same parameters.
 
   The tolerances are Adam's, not the 1e-5 of the SGD comparison above: the two programs sum
   in another order, and Adam turns a rounding-sized difference in a near-zero gradient into a
@@ -225,10 +228,8 @@ def test_train_py_in_two_processes_resumes_after_both_are_killed(tmp_path, data_
   """
   _require_cpu_collectives()
   import faults_lib  # pylint: disable=import-outside-toplevel
-  flags = faults_lib.tiny_flags(data_cache, "", steps=6)
-  one, two = str(tmp_path / "one"), str(tmp_path / "two")
-  [(rc, _, err)] = _train_py(one, flags, 1)
-  assert rc == 0, err[-3000:]
+  flags = train_py_flags
+  one, two = train_py_reference, str(tmp_path / "two")
   killed = _train_py(two, flags, 2, fault="kill_after_step:3")
   assert all(rc != 0 for rc, _, _ in killed)
   assert faults_lib.read_rows(two)[-1]["step"] == 3  # Killed between checkpoints 2 and 4.
@@ -241,10 +242,10 @@ def test_train_py_in_two_processes_resumes_after_both_are_killed(tmp_path, data_
       if key in a:
         np.testing.assert_allclose(b[key], a[key], rtol=1e-4)
   final_one, final_two = faults_lib.final_state(one), faults_lib.final_state(two)
-  assert int(final_one.step) == int(final_two.step) == 6
+  assert int(final_one.step) == int(final_two.step) == TRAIN_PY_STEPS
   for x, y in zip(jax.tree_util.tree_leaves(final_one.params),
                   jax.tree_util.tree_leaves(final_two.params)):
-    np.testing.assert_allclose(np.asarray(y), np.asarray(x), atol=2 * 6 * 3e-4)
+    np.testing.assert_allclose(np.asarray(y), np.asarray(x), atol=2 * TRAIN_PY_STEPS * 3e-4)
 
   # infer.py in 2 processes writes what 1 process writes (process 0 writes, the numbers agree).
   outs = {}

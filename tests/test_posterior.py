@@ -7,12 +7,13 @@ import pytest
 from a2i_jax import inference, parallel, train_lib
 from a2i_jax.data import load_dataset
 from a2i_jax.errors import ConfigError, InputError
-from conftest import tiny_config
+from conftest import build_once, tiny_config
 
 
 @pytest.fixture(scope="module")
 def cvae(tmp_path_factory, data_cache):
-  """A tiny CVAE trained long enough (200 steps) for its decoder to use the attributes."""
+  """A tiny CVAE trained long enough (200 steps) for its decoder to use the attributes; trained
+  once per session for all workers (conftest.build_once)."""
   config = tiny_config("cvae", data_cache)
   config.data.synthetic.num_train = 512
   config.data.synthetic.num_test = 64
@@ -24,19 +25,17 @@ def cvae(tmp_path_factory, data_cache):
   config.data.augment.max_sharpen = 0.0
   config.inference.steps = 20
   config.inference.batch_size = 32
-  workdir = str(tmp_path_factory.mktemp("cvae"))
-  train_lib.train_and_evaluate(config, workdir)
+  workdir = build_once(tmp_path_factory, "posterior_cvae",
+                       lambda folder: train_lib.train_and_evaluate(config, folder))
   trained = inference.load_trained(workdir)
   return trained, load_dataset(trained.config.data)
 
 
 @pytest.fixture(scope="module")
-def discvae(tmp_path_factory, data_cache):
-  config = tiny_config("discvae", data_cache)
-  config.inference.steps = 4
-  workdir = str(tmp_path_factory.mktemp("discvae"))
-  train_lib.train_and_evaluate(config, workdir)
-  trained = inference.load_trained(workdir)
+def discvae(tiny_run):
+  """The tiny disCVAE (conftest), its inference cut to 4 steps."""
+  trained = inference.load_trained(tiny_run("discvae")[0])
+  trained.config.inference.steps = 4
   return trained, load_dataset(trained.config.data)
 
 

@@ -3,6 +3,8 @@ errors a user can hit."""
 
 import json
 import os
+import pathlib
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -23,12 +25,18 @@ def _leaves_close(a, b, atol):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=0, atol=atol)
 
 
+def _copy_of(workdir, tmp_path):
+  """A copy of a shared run's workdir (conftest's tiny_run), to resume or damage."""
+  copy = str(tmp_path / "copy")
+  shutil.copytree(workdir, copy)
+  return copy
+
+
 @pytest.mark.parametrize("name", ["vae", "cvae", "discvae"])
-def test_one_training_run_writes_everything(name, tmp_path, data_cache):
+def test_one_training_run_writes_everything(name, data_cache, tiny_run):
   cfg = tiny_config(name, data_cache)
-  workdir = str(tmp_path / "w")
-  state = train_lib.train_and_evaluate(cfg, workdir)
-  assert int(state.step) == 2
+  workdir, returned_step = tiny_run(name)  # train_and_evaluate(cfg, workdir) (conftest).
+  assert returned_step == 2
   assert checkpoints.Checkpointer(workdir).all_steps() == [2]
   assert checkpoints.load_config(workdir).model.name == name
   rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
@@ -89,26 +97,25 @@ def test_four_devices_equal_one_device(name, data_cache):
   assert sum(moved) > len(moved) // 2
 
 
-def test_resume_equals_uninterrupted(tmp_path, data_cache):
+def test_resume_equals_uninterrupted(tmp_path, data_cache, tiny_run):
   cfg = tiny_config("cvae", data_cache)
   cfg.num_train_steps = 4
   full = train_lib.train_and_evaluate(cfg, str(tmp_path / "full"))
-  half = cfg.copy_and_resolve_references()
-  half.num_train_steps = 2
-  train_lib.train_and_evaluate(half, str(tmp_path / "resumed"))
-  assert checkpoints.Checkpointer(str(tmp_path / "resumed")).latest_step() == 2
-  resumed = train_lib.train_and_evaluate(cfg, str(tmp_path / "resumed"))
+  # The first half: the same config with num_train_steps = 2 (conftest's tiny run).
+  half = _copy_of(tiny_run("cvae")[0], tmp_path)
+  assert checkpoints.Checkpointer(half).latest_step() == 2
+  resumed = train_lib.train_and_evaluate(cfg, half)
   assert int(resumed.step) == 4
   _leaves_close(full.params, resumed.params, atol=1e-6)
   _leaves_close(full.opt_state, resumed.opt_state, atol=1e-6)
-  steps = [json.loads(l).get("step") for l in open(tmp_path / "resumed" / "metrics.jsonl")
+  steps = [json.loads(l).get("step") for l in open(os.path.join(half, "metrics.jsonl"))
            if "train/loss" in l]
   assert steps == [1, 2, 3, 4]
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_cache, monkeypatch):
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_cache, monkeypatch,
+                                                       tiny_run):
   cfg = tiny_config("cvae", data_cache)
-  workdir = str(tmp_path / "w")
   good = load_dataset(cfg.data)
   poisoned = Dataset(good.name, good.attribute_names, good.attribute_kinds, {
       **good.splits, "train": Split(good["train"].images,
@@ -119,7 +126,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_cache, mon
     with pytest.raises(TrainingDivergedError, match="at step 1 .*There is no checkpoint yet: "
                                                     "rerunning starts from scratch"):
       train_lib.train_and_evaluate(cfg, str(tmp_path / "early"))
-  train_lib.train_and_evaluate(cfg, workdir)
+  workdir = _copy_of(tiny_run("cvae")[0], tmp_path)  # Trained to step 2 with good data.
   monkeypatch.setattr(train_lib, "load_dataset", lambda _: poisoned)
   cfg.num_train_steps = 4
   with pytest.raises(TrainingDivergedError,
@@ -201,27 +208,26 @@ def test_wrong_attribute_length_in_data(tmp_path, data_cache):
     train_lib.train_and_evaluate(cfg, str(tmp_path))
 
 
-def test_changed_model_in_existing_workdir(tmp_path, data_cache):
+def test_changed_model_in_existing_workdir(tmp_path, data_cache, tiny_run):
   cfg = tiny_config("cvae", data_cache)
-  train_lib.train_and_evaluate(cfg, str(tmp_path))
+  workdir = _copy_of(tiny_run("cvae")[0], tmp_path)  # train_and_evaluate(cfg, workdir).
   cfg.model.z_dim = 12
   with pytest.raises(ConfigError, match="different config.model"):
-    train_lib.train_and_evaluate(cfg, str(tmp_path))
+    train_lib.train_and_evaluate(cfg, workdir)
   cfg.model.z_dim = 8
   cfg.data.synthetic.seed = 1
   with pytest.raises(ConfigError, match="different config.data.synthetic"):
-    train_lib.train_and_evaluate(cfg, str(tmp_path))
+    train_lib.train_and_evaluate(cfg, workdir)
   # Keys that neither shape the checkpoint nor change the data may differ on resume.
   cfg.data.synthetic.seed = 0
   cfg.data.augment.max_sharpen = 0.5
   cfg.num_train_steps = 4
-  assert int(train_lib.train_and_evaluate(cfg, str(tmp_path)).step) == 4
+  assert int(train_lib.train_and_evaluate(cfg, workdir).step) == 4
 
 
-def test_corrupt_checkpoint_is_a_clear_error(tmp_path, data_cache):
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path, data_cache, tiny_run):
   cfg = tiny_config("cvae", data_cache)
-  workdir = tmp_path / "w"
-  train_lib.train_and_evaluate(cfg, str(workdir))
+  workdir = pathlib.Path(_copy_of(tiny_run("cvae")[0], tmp_path))  # train_and_evaluate(cfg, ...)
   for root, _, files in os.walk(workdir / "checkpoints" / "2"):
     for f in files:
       if f != checkpoints.CHECKSUM_FILE:
@@ -296,12 +302,20 @@ def test_gradient_clipping_is_off_by_default_and_clips_when_set(data_cache):
     config_lib.validate_config(on)
 
 
-def test_finished_run_returns_without_training(tmp_path, data_cache):
+def test_finished_run_returns_without_training(tmp_path, data_cache, tiny_run):
   cfg = tiny_config("cvae", data_cache)
-  first = train_lib.train_and_evaluate(cfg, str(tmp_path))
-  again = train_lib.train_and_evaluate(cfg, str(tmp_path))
+  workdir = _copy_of(tiny_run("cvae")[0], tmp_path)  # train_and_evaluate(cfg, workdir) ran.
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    rows = f.read()
+  again = train_lib.train_and_evaluate(cfg, workdir)
   assert int(again.step) == 2
-  _leaves_close(first.params, again.params, atol=0)
+  # It returns the finished run's state (its last checkpoint) and trains nothing more.
+  model = models.create_model(cfg.model)
+  saved = checkpoints.Checkpointer(workdir).restore(
+      train_state.abstract_train_state(model, cfg, train_state.make_optimizer(cfg)))
+  _leaves_close(saved.params, again.params, atol=0)
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    assert f.read() == rows
 
 
 def test_bfloat16_compute_trains(tmp_path, data_cache):
