@@ -200,11 +200,10 @@ def test_the_energy_carries_the_models_recon_weight(discvae):
   trained, ds = discvae
   x, y = _test_batch(ds, 4)
   key = jax.random.key(0)
-  base = inference.reconstruct(trained, x, y, key=key,
-                               options=inference.options_for(trained, steps=0))
-  heavy = inference.TrainedModel.from_variables(
-      trained.config, trained.variables, trained.step,
-      model=trained.model.clone(recon_weight=3.0))
-  out = inference.reconstruct(heavy, x, y, key=key,
-                              options=inference.options_for(heavy, steps=0, prior_weight=3.0))
+  with_weight = lambda w: inference.TrainedModel.from_variables(
+      trained.config, trained.variables, trained.step, model=trained.model.clone(recon_weight=w))
+  one, three = with_weight(1.0), with_weight(3.0)
+  base = inference.reconstruct(one, x, y, key=key, options=inference.options_for(one, steps=0))
+  out = inference.reconstruct(three, x, y, key=key,
+                              options=inference.options_for(three, steps=0, prior_weight=3.0))
   np.testing.assert_allclose(out["energy"], 3.0 * base["energy"], rtol=1e-4)
