@@ -68,12 +68,16 @@ class QuietOrbaxFilter(logging.Filter):
 
 
 def _unraisable_hook(unraisable) -> None:
-  """Drops "Event loop is closed": after a failed save (a full disk) or restore (a shape that
-  does not fit), Orbax closes its event loop while tensorstore reads or writes are still
-  pending; their completion callbacks then fail, and tensorstore reports each as an
-  unraisable exception. The failure itself reaches the caller as an exception."""
+  """Drops the unraisable exceptions a failed save (a full disk) or restore (a shape that does
+  not fit) leaves behind: Orbax closes its event loop while tensorstore reads or writes are
+  still pending, so their completion callbacks fail ("Event loop is closed"), and its read
+  coroutines that are collected unfinished raise from inside Orbax. The failure itself reaches
+  the caller as an exception. Anything else goes to Python's own hook."""
   value = unraisable.exc_value
   if isinstance(value, RuntimeError) and str(value) == "Event loop is closed":
+    return
+  code = getattr(unraisable.object, "cr_code", None)  # An Orbax coroutine's own failure.
+  if code is not None and code.co_filename.startswith(_ORBAX_DIR):
     return
   sys.__unraisablehook__(unraisable)
 

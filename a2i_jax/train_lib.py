@@ -26,7 +26,7 @@ import optax
 from jax.sharding import Mesh
 
 from a2i_jax import (checkpoints, config_lib, distributed, files, models, objectives, parallel,
-                     sampling, train_eval)
+                     perf, sampling, train_eval)
 from a2i_jax.data import load_dataset, pipeline
 from a2i_jax.data.base import validate_split, warn_small_train_split
 from a2i_jax.errors import ConfigError, TrainingInterrupted, WorkdirError
@@ -146,7 +146,7 @@ def make_term_report(model: flax.linen.Module, config: ml_collections.ConfigDict
       out[name] = (terms[name] / x.shape[0], optax.tree.norm(grads))
     return out
 
-  return jax.jit(report)
+  return perf.jit(report)
 
 
 def make_multi_step(train_step: Callable, config: ml_collections.ConfigDict,
@@ -351,10 +351,10 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
     logging.info("nothing to do: step %d >= num_train_steps=%d", start, last)
     ckpt.close()
     return state
-  make = lambda n: jax.jit(make_multi_step(make_train_step(model, tx, config), config, mesh, n),
+  make = lambda n: perf.jit(make_multi_step(make_train_step(model, tx, config), config, mesh, n),
                            donate_argnums=(0,))
-  eval_step = jax.jit(make_eval_step(model, config))
-  sample_fn = jax.jit(sampling.make_sample_fn(model))
+  eval_step = perf.jit(make_eval_step(model, config))
+  sample_fn = perf.jit(sampling.make_sample_fn(model))
   summary = train_eval.RunSummary(workdir)
 
   def evaluate() -> dict:

@@ -221,7 +221,7 @@ def bench_train(case: Case, config: Any, repeats: int, peak: Optional[float],
   With `compile_only`, only tracing / lowering and compiling are timed (time to first step).
   """
   import jax  # pylint: disable=import-outside-toplevel
-  from a2i_jax import models, parallel, train_lib, train_state  # pylint: disable=import-outside-toplevel
+  from a2i_jax import models, parallel, perf, train_lib, train_state  # pylint: disable=import-outside-toplevel
 
   mesh = parallel.make_mesh(jax.devices()[:1])
   model = models.create_model(config.model)
@@ -230,7 +230,7 @@ def bench_train(case: Case, config: Any, repeats: int, peak: Optional[float],
       train_state.create_train_state(model, config, tx, jax.random.key(0)), mesh)
   data = parallel.put_replicated(random_data(config, max(512, 2 * case.batch)), mesh)
   steps = train_lib.make_multi_step(train_lib.make_train_step(model, tx, config), config, mesh)
-  fn = jax.jit(steps, donate_argnums=(0,))
+  fn = perf.jit(steps, donate_argnums=(0,))  # The library's compile options.
   key = jax.random.key(1)
   t0 = time.perf_counter()
   lowered = fn.lower(state, data, key)
@@ -289,7 +289,7 @@ def _standin_inference(model: Any, variables: dict, config: Any, steps: int,
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import optax  # pylint: disable=import-outside-toplevel
-  from a2i_jax import objectives  # pylint: disable=import-outside-toplevel
+  from a2i_jax import objectives, perf  # pylint: disable=import-outside-toplevel
 
   mc = config.model
   tx = optax.adam(learning_rate)
@@ -328,7 +328,7 @@ def _standin_inference(model: Any, variables: dict, config: Any, steps: int,
     carry, energies = jax.lax.scan(lambda c, _: one(c, x, y), carry, None, length=steps)
     return carry[0], energies
 
-  return jax.jit(run)
+  return perf.jit(run)
 
 
 def bench_infer(case: Case, config: Any, n_images: int, steps: int, repeats: int,

@@ -15,7 +15,9 @@ unrolled), its time divided by the steps. Prints one JSON object per (model, pro
 table of compile seconds and median step seconds, with their ratios to the default.
 
 Option sets: default (XLA's); O1 (`xla_backend_optimization_level=1`); O0 (level 0 and LLVM's
-expensive passes off, the library's CHEAP_COMPILE).
+expensive passes off, the library's CHEAP_COMPILE); classic (`xla_cpu_use_fusion_emitters=false`:
+XLA:CPU's older loop emitters for fusions instead of the MLIR fusion emitters); classic_O1
+(both).
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ OPTION_SETS = {
     "default": None,
     "O1": {"xla_backend_optimization_level": 1},
     "O0": {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True},
+    # XLA:CPU's classic (pre-MLIR) loop emitters for fusions instead of the fusion emitters.
+    "classic": {"xla_cpu_use_fusion_emitters": False},
+    "classic_O1": {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 1},
 }
 
 

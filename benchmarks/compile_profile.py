@@ -20,7 +20,10 @@ The first inference call is `a2i_jax.inference.infer_latents` on `--infer_images
 the median of the next calls. Prints one JSON object per line and a table.
 
 Variants (a comma list): default (the library's CPU defaults: per-tap weight gradients,
-polyphase upsampling); xla_wgrad (`model.conv_weight_grad=xla`); direct
+polyphase upsampling, the compile options of `a2i_jax.perf.compiler_options`: XLA:CPU's
+classic emitters, LLVM level 1); xla_defaults (XLA's own: the MLIR fusion emitters, level 3,
+as the library compiled before); fusion_emitters (only the emitters back to XLA's);
+split8 / split2 (`xla_cpu_parallel_codegen_split_count`); xla_wgrad (`model.conv_weight_grad=xla`); direct
 (`model.upsample_mode=direct`); opt0 (XLA's backend optimisation level 0, LLVM's expensive
 passes off); opt1 (level 1); no_expensive (LLVM's expensive passes off, the level kept).
 """
@@ -48,6 +51,10 @@ VARIANTS = {
     "opt0": ({}, "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"),
     "opt1": ({}, "--xla_backend_optimization_level=1"),
     "no_expensive": ({}, "--xla_llvm_disable_expensive_passes=true"),
+    "fusion_emitters": ({}, "--xla_cpu_use_fusion_emitters=true"),
+    "xla_defaults": ({}, "--xla_cpu_use_fusion_emitters=true --xla_backend_optimization_level=3"),
+    "split8": ({}, "--xla_cpu_parallel_codegen_split_count=8"),
+    "split2": ({}, "--xla_cpu_parallel_codegen_split_count=2"),
 }
 _HLO = re.compile(r"Running HLO passes on \[[^\]]*\] for CPU time: [^(]*\((\d+) us\)")
 _LLVM = re.compile(r"Compiled LLVM module: (\S+) time: [^(]*\((\d+) us\)")
@@ -58,7 +65,7 @@ def _child(args: argparse.Namespace) -> dict:
   import jax  # pylint: disable=import-outside-toplevel
   jax.config.update("jax_enable_compilation_cache", False)
   import bench  # pylint: disable=import-outside-toplevel
-  from a2i_jax import inference, models, parallel, train_lib, train_state  # pylint: disable=import-outside-toplevel
+  from a2i_jax import inference, models, parallel, perf, train_lib, train_state  # pylint: disable=import-outside-toplevel
 
   overrides = dict(kv.split("=", 1) for kv in args.overrides.split(",") if kv)
   case = bench.Case(args.models, args.batch, "float32")
@@ -76,7 +83,7 @@ def _child(args: argparse.Namespace) -> dict:
     out["setup_s"] = time.perf_counter() - t0
     steps = train_lib.make_multi_step(train_lib.make_train_step(model, tx, config), config,
                                       mesh)
-    fn = jax.jit(steps, donate_argnums=(0,))
+    fn = perf.jit(steps, donate_argnums=(0,))
     key = jax.random.key(1)
     t0 = time.perf_counter()
     traced = fn.trace(state, data, key)

@@ -8,7 +8,8 @@
 # the 1,000-step time at that rate); the paper's "direct" upsample + conv form side by side with
 # the default polyphase form; 4 train steps fused per dispatch; batch 32.
 # Writes $OUT/bench_gpu_<part>.json (after every case, so a part cut short keeps what it
-# measured) and the merged $OUT/bench_gpu.json (else ./). The limits add up to 570 s.
+# measured) and the merged $OUT/bench_gpu.json (else ./); the profile parts write
+# $OUT/profile_<model>.json. The first-tier limits add up to 550 s.
 #
 #   bash benchmarks/gpu.sh                    # on the GPU machine, from the repository root
 #   A2I_GPU_SMOKE=1 PYTHON=/work/venv-new/bin/python bash benchmarks/gpu.sh   # CPU dry run, tiny
@@ -58,14 +59,19 @@ echo "=== benchmark"
 #   name | limit (s) | bench.py flags
 infer=(--what=train,infer --infer_images=1000 --infer_steps=50 --infer_repeats=2)
 direct=--model_overrides=model.upsample_mode=direct
+# A part whose flags start with "profile:" runs benchmarks/profile_step.py instead: a profiler
+# trace of the train step, attributed to kernel categories, layers and host gaps, written to
+# $OUT/<part>.json (e.g. profile_cvae.json).
 parts=(
   "cvae_bf16|130|--models=cvae --batches=256 --dtypes=bfloat16 --repeats=5 ${infer[*]}"
-  "cvae_bf16_direct|70|--models=cvae --batches=256 --dtypes=bfloat16 --repeats=5 --what=train $direct"
   "discvae_bf16|150|--models=discvae --batches=256 --dtypes=bfloat16 --repeats=5 ${infer[*]}"
-  "discvae_bf16_direct|80|--models=discvae --batches=256 --dtypes=bfloat16 --repeats=5 --what=train $direct"
+  "profile_cvae|60|profile: --model=cvae --batch=256 --dtype=bfloat16 --steps=5"
+  "profile_discvae|70|profile: --model=discvae --batch=256 --dtype=bfloat16 --steps=5"
   "fused4|70|--models=cvae --batches=256 --dtypes=bfloat16 --repeats=5 --what=train --model_overrides=steps_per_dispatch=4,scan_unroll=false"
-  "b32|70|--models=cvae,discvae --batches=32 --dtypes=bfloat16 --repeats=5 --what=train"
+  "cvae_bf16_direct|70|--models=cvae --batches=256 --dtypes=bfloat16 --repeats=5 --what=train $direct"
   # Second-tier cases (run them with PARTS=... when time is left).
+  "discvae_bf16_direct|80|--models=discvae --batches=256 --dtypes=bfloat16 --repeats=5 --what=train $direct"
+  "b32|70|--models=cvae,discvae --batches=32 --dtypes=bfloat16 --repeats=5 --what=train"
   "discvae_fused4|80|--models=discvae --batches=256 --dtypes=bfloat16 --repeats=5 --what=train --model_overrides=steps_per_dispatch=4,scan_unroll=false"
   "discvae_b32|70|--models=discvae --batches=32 --dtypes=bfloat16 --repeats=5 --what=train"
   "cvae_f32|100|--models=cvae --batches=256 --dtypes=float32 --repeats=5 ${infer[*]}"
@@ -77,8 +83,10 @@ if [ "$SMOKE" = 1 ]; then
   for p in "${parts[@]}"; do
     IFS='|' read -r name limit flags <<<"$p"
     flags=${flags//--batches=256/--batches=8}; flags=${flags//--batches=32/--batches=4}
+    flags=${flags//--batch=256/--batch=8}
     flags=${flags//--infer_images=1000/--infer_images=16}
-    smoke+=("$name|600|--smoke $flags")
+    if [[ $flags == profile:* ]]; then smoke+=("$name|600|profile: --smoke ${flags#profile: }")
+    else smoke+=("$name|600|--smoke $flags"); fi
   done
   parts=("${smoke[@]}")
 fi
@@ -88,6 +96,14 @@ for p in "${parts[@]}"; do
   names+=("$name")
   if [ -n "${PARTS:-}" ] && [[ " $PARTS " != *" $name "* ]]; then continue; fi
   echo "--- part $name (limit ${limit} s)"
+  if [[ $flags == profile:* ]]; then
+    # shellcheck disable=SC2086
+    timeout "$limit" "$PYTHON" benchmarks/profile_step.py --out="$out_dir/$name.json" \
+      ${flags#profile: } > "$out_dir/$name.log" 2>&1 \
+      || echo "gpu.sh: part $name stopped (exit $?)"
+    head -1 "$out_dir/$name.log"
+    continue
+  fi
   # shellcheck disable=SC2086
   timeout "$limit" "$PYTHON" benchmarks/bench.py --no_results_copy \
     --out="$out_dir/bench_gpu_$name.json" $flags > "$out_dir/bench_gpu_$name.log" 2>&1 \

@@ -1,10 +1,29 @@
-"""Where a train step's time goes on XLA:CPU: per-op totals from a JAX profiler trace.
+"""Where a train step's time goes: a JAX profiler trace, attributed to kernels and layers.
 
-  python benchmarks/profile_step.py --model=cvae --batch=8 --top=25
+  python benchmarks/profile_step.py --model=cvae --batch=8 --top=25          # XLA:CPU
+  python benchmarks/profile_step.py --model=discvae --batch=256 --dtype=bfloat16 --out=p.json  # GPU
+  python benchmarks/profile_step.py --smoke                                  # tiny, checks it
 
-Runs the library's train step (as bench.py does) a few times under `jax.profiler.trace` with
-XLA:CPU's per-thunk trace events on, reads the Perfetto JSON the profiler writes and prints the
-ops that took the most time, summed over the traced steps, with their share of the total.
+Runs the library's train step (as bench.py builds it, with the library's compile options) a
+few times under `jax.profiler.trace`, reads the Perfetto JSON the profiler writes, and
+attributes each kernel's time, summed over the traced steps, to
+
+* a category: convolution (forward, and backward: split into input and weight gradients
+  where the kernel names say so, as cuDNN's do), matmul (on XLA:CPU also the per-tap weight
+  gradients), BatchNorm,
+  the optimiser update (what runs after the gradients: Adam, the finiteness guard), other
+  forward / backward work (elementwise fusions, reductions, the losses), layout copies and
+  transposes, collectives, host-device copies;
+* a layer: the Flax module path in the op's name stack (e.g. `decoder/Conv_3`), so the
+  convolutions can be read layer by layer;
+* host gaps: the traced wall time when no kernel was running on the device (dispatch,
+  Python, synchronisation).
+
+The kernels are told apart by the HLO instruction each one runs (on GPU the kernel event's
+`hlo_op` argument, on XLA:CPU, with `--xla_cpu_enable_xprof_traceme`, the event's own name),
+looked up in the compiled program's HLO text, whose metadata carries the JAX name stack.
+Prints the categories, the layers and the top kernels, and with `--out` writes them as JSON.
+`--what=infer` profiles bench.py's stand-in posterior step instead.
 """
 
 import argparse
@@ -13,73 +32,224 @@ import glob
 import gzip
 import json
 import os
+import re
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+# `%name = type op(...), ..., metadata={op_name="..."}` in the compiled HLO text.
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(.*)$")
+_OP_NAME = re.compile(r'op_name="([^"]*)"')
+_OPCODE = re.compile(r"\)?\s*([a-z][\w\-]*)\(")
+_CUSTOM_TARGET = re.compile(r'custom_call_target="([^"]*)"')
+_FUSION_KIND = re.compile(r"kind=(k\w+)")
+_CALLS = re.compile(r"calls=%?([\w.\-]+)")
+# Flax module scopes in a name stack: capitalised components or the model's own blocks.
+_MODULE = re.compile(r"^(?:[A-Z]\w*|encoder|decoder|trunk|head|mix|y_embed|fg\w*|bg\w*|gate\w*|"
+                     r"background\w*|foreground\w*|mu|logvar)(?:_\d+)?$")
 
-def main():
-  p = argparse.ArgumentParser()
+
+def hlo_metadata(hlo_text: str) -> dict:
+  """{instruction name: (opcode, op_name, what it calls)} for every instruction of the
+  compiled HLO; a fusion's op_name is completed from its fused computation when it has none."""
+  info, computations, current = {}, collections.defaultdict(list), None
+  for line in hlo_text.splitlines():
+    if line and not line.startswith(" ") and "{" in line and "=" not in line.split("{")[0]:
+      current = line.split()[1 if line.startswith("ENTRY") else 0].lstrip("%").split("(")[0]
+      continue
+    m = _INSTRUCTION.match(line)
+    if not m:
+      continue
+    name, rest = m.group(1), m.group(2)
+    op = _OPCODE.search(rest.split("metadata=")[0])
+    opcode = op.group(1) if op else ""
+    if opcode == "custom-call":
+      target = _CUSTOM_TARGET.search(rest)
+      opcode = f"custom-call:{target.group(1) if target else ''}"
+    op_name = _OP_NAME.search(rest)
+    calls = _CALLS.search(rest)
+    info[name] = (opcode, op_name.group(1) if op_name else "", calls.group(1) if calls else "")
+    if current:
+      computations[current].append(name)
+  for name, (opcode, op_name, calls) in list(info.items()):
+    if calls and calls in computations:
+      inner = [info[i] for i in computations[calls]]
+      if not op_name:  # The fused computation's first named op stands for the fusion.
+        op_name = next((o for _, o, _ in inner if o), "")
+      if any("convolution" in o or "conv" in o.split(":")[-1] for o, _, _ in inner):
+        opcode = "convolution"
+      elif opcode == "fusion" and any(o == "dot" for o, _, _ in inner):
+        opcode = "dot"
+      info[name] = (opcode, op_name, calls)
+  return info
+
+
+def layer_of(op_name: str) -> str:
+  """The Flax module path in a name stack, e.g. "decoder/Conv_3" ("" if none)."""
+  parts = [p for p in op_name.split("/") if _MODULE.match(p)]
+  return "/".join(parts)
+
+
+def category_of(opcode: str, op_name: str, kernel: str) -> str:
+  """The kind of work one kernel does (see the module docstring)."""
+  k, o = kernel.lower(), op_name
+  backward = "transpose(" in o
+  if "convolution" in opcode or "conv" in opcode.split(":")[-1] or re.search(
+      r"conv|cudnn|xmma|fprop|dgrad|wgrad|implicit_gemm", k):
+    if "wgrad" in k:  # cuDNN's kernel names say which gradient; XLA:CPU's do not.
+      return "convolution: weight gradient"
+    if "dgrad" in k:
+      return "convolution: input gradient"
+    return "convolution: backward (input or weight gradient)" if backward else \
+        "convolution: forward"
+  if opcode in ("dot", "custom-call:__cublas$gemm", "custom-call:__cublas$lt$matmul") or \
+     re.search(r"gemm|cublas|matmul", k):
+    return "matmul"
+  if re.search(r"all-reduce|all-gather|reduce-scatter|collective|nccl", k + opcode):
+    return "collectives"
+  if re.search(r"memcpy|memset|copy-start|copy-done|htod|dtoh", k):
+    return "host-device copies"
+  if "BatchNorm" in o or "batch_norm" in o:
+    return "BatchNorm"
+  if opcode in ("copy", "transpose") or re.search(r"^(copy|transpose)", k):
+    return "layout: copies and transposes"
+  if o and "jvp(" not in o and "transpose(" not in o and not layer_of(o):
+    return "optimiser update and step bookkeeping"
+  return "backward: other" if backward else "forward: other"
+
+
+def _device_events(trace: dict) -> tuple[list, str]:
+  """The kernel events: on a GPU those of its streams, on XLA:CPU the per-thunk events."""
+  events = trace["traceEvents"] if isinstance(trace, dict) else trace
+  process = {e["pid"]: e.get("args", {}).get("name", "") for e in events
+             if e.get("ph") == "M" and e.get("name") == "process_name"}
+  device_pids = {pid for pid, name in process.items() if "/device:" in name}
+  spans = [e for e in events if e.get("ph") == "X" and "dur" in e]
+  if device_pids:
+    return [e for e in spans if e["pid"] in device_pids], "device"
+  return spans, "host"
+
+
+def _busy_us(events: list) -> float:
+  """The union of the events' intervals, in microseconds."""
+  total, end = 0.0, float("-inf")
+  for start, stop in sorted((e["ts"], e["ts"] + e["dur"]) for e in events):
+    if stop <= end:
+      continue
+    total += stop - max(start, end)
+    end = stop
+  return total
+
+
+def attribute(trace: dict, hlo: dict, steps: int, wall_s: float, top: int = 25) -> dict:
+  """Sums the kernels' time per category, per layer and per kernel (ms per step)."""
+  events, where = _device_events(trace)
+  known = [e for e in events if (e.get("args", {}).get("hlo_op") or e["name"]) in hlo]
+  by_cat, by_layer, by_kernel = (collections.Counter() for _ in range(3))
+  if where == "device":  # Kernels not matched to the HLO: by their own names.
+    for e in events:
+      if (e.get("args", {}).get("hlo_op") or e["name"]) not in hlo:
+        by_cat[category_of("", "", e["name"]) + " (by kernel name)"] += e["dur"] / 1e3 / steps
+  for e in known:
+    key = e.get("args", {}).get("hlo_op") or e["name"]
+    opcode, op_name, _ = hlo[key]
+    cat = category_of(opcode, op_name, e["name"])
+    ms = e["dur"] / 1e3 / steps
+    by_cat[cat] += ms
+    if cat.startswith("convolution") or cat == "BatchNorm":
+      by_layer[f"{layer_of(op_name) or '?'} | {cat}"] += ms
+    by_kernel[f"{key} | {cat} | {layer_of(op_name)}"] += ms
+  busy_ms = _busy_us(events if where == "device" else known) / 1e3 / steps
+  arg_keys = collections.Counter(k for e in events[:2000] for k in e.get("args", {}))
+  step_ms = wall_s * 1e3 / steps
+  return {"events": where, "kernels_matched": len(known), "kernel_events": len(events),
+          "step_ms": round(step_ms, 2), "kernel_busy_ms": round(busy_ms, 2),
+          "host_gap_ms": round(max(step_ms - busy_ms, 0.0), 2),
+          "event_arg_keys": dict(arg_keys.most_common(12)),  # To check the matching on a new backend.
+          "categories_ms": {k: round(v, 3) for k, v in by_cat.most_common()},
+          "layers_ms": {k: round(v, 3) for k, v in by_layer.most_common(top)},
+          "top_kernels_ms": {k: round(v, 3) for k, v in by_kernel.most_common(top)}}
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--model", default="cvae")
   p.add_argument("--batch", type=int, default=8)
-  p.add_argument("--steps", type=int, default=2)
+  p.add_argument("--dtype", default="float32")
+  p.add_argument("--steps", type=int, default=3, help="Traced steps (after a warm-up).")
   p.add_argument("--top", type=int, default=25)
   p.add_argument("--model_overrides", default="")
   p.add_argument("--what", default="train", help="train or infer (stand-in decoder step).")
-  args = p.parse_args()
+  p.add_argument("--out", default="", help="Also write the attribution as JSON here.")
+  p.add_argument("--smoke", action="store_true", help="Tiny model (32x32, width 1/16).")
+  args = p.parse_args(argv)
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                              + " --xla_cpu_enable_xprof_traceme=true").strip()
-  import jax
+  import time  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
   import bench  # pylint: disable=import-outside-toplevel
-  from a2i_jax import models, parallel, train_lib
+  from a2i_jax import models, parallel, perf, train_lib  # pylint: disable=import-outside-toplevel
 
   overrides = dict(kv.split("=", 1) for kv in args.model_overrides.split(",") if kv)
-  config = bench.make_config(bench.Case(args.model, args.batch, "float32"), overrides)
+  if args.smoke:
+    overrides = {"model.image_size": "32", "model.width": "0.0625", **overrides}
+  config = bench.make_config(bench.Case(args.model, args.batch, args.dtype), overrides)
   mesh = parallel.make_mesh(jax.devices()[:1])
   model = models.create_model(config.model)
   if args.what == "train":
     tx = train_lib.make_optimizer(config)
     state = parallel.put_replicated(
         train_lib.create_train_state(model, config, tx, jax.random.key(0)), mesh)
-    data = parallel.put_replicated(bench.random_data(config, 512), mesh)
-    fn = jax.jit(train_lib.make_multi_step(train_lib.make_train_step(model, tx, config), config,
+    data = parallel.put_replicated(bench.random_data(config, max(512, 2 * args.batch)), mesh)
+    fn = perf.jit(train_lib.make_multi_step(train_lib.make_train_step(model, tx, config), config,
                                            mesh), donate_argnums=(0,))
     key = jax.random.key(1)
+    compiled = fn.lower(state, data, key).compile()
     holder = [state]
 
     def step():
-      holder[0], m = fn(holder[0], data, key)
+      holder[0], m = compiled(holder[0], data, key)
       jax.block_until_ready(m)
   else:
-    import jax.numpy as jnp
+    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
     variables = models.init_variables(model, config.model, jax.random.key(0))
     d = bench.random_data(config, args.batch)
     x = jnp.asarray(d["images"], jnp.float32) / 127.5 - 1.0
     y = jnp.asarray(d["attributes"])
     run = bench._standin_inference(model, variables, config, 1, 0.01)  # pylint: disable=protected-access
+    compiled = run.lower(x, y, jax.random.key(0)).compile()
 
     def step():
-      jax.block_until_ready(run(x, y, jax.random.key(0)))
+      jax.block_until_ready(compiled(x, y, jax.random.key(0)))
   step()
+  step()
+  hlo = hlo_metadata(compiled.as_text())
   trace_dir = tempfile.mkdtemp(prefix="a2i_trace_")
   with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+    t0 = time.perf_counter()
     for _ in range(args.steps):
       step()
+    wall = time.perf_counter() - t0
   path = glob.glob(os.path.join(trace_dir, "**", "perfetto_trace.json.gz"), recursive=True)[0]
   with gzip.open(path) as f:
     trace = json.load(f)
-  events = trace["traceEvents"] if isinstance(trace, dict) else trace
-  totals = collections.Counter()
-  counts = collections.Counter()
-  for e in events:
-    if e.get("ph") == "X" and "dur" in e:
-      totals[e["name"]] += e["dur"]
-      counts[e["name"]] += 1
-  # The outermost events (the whole program) dwarf the rest; show the biggest leaves too.
-  grand = max(totals.values())
-  for name, us in totals.most_common(args.top):
-    print(f"{us / 1e3 / args.steps:10.1f} ms/step {100 * us / grand:5.1f}%  x{counts[name] // args.steps:<4d} {name[:110]}")
+  result = {"model": args.model, "batch": args.batch, "dtype": args.dtype, "what": args.what,
+            "backend": jax.default_backend(), "device": str(jax.devices()[0]),
+            "jax": jax.__version__, "steps": args.steps,
+            **attribute(trace, hlo, args.steps, wall, args.top)}
+  print(f"{args.model} b{args.batch} {args.dtype} on {result['device']}: "
+        f"{result['step_ms']} ms/step traced, kernels busy {result['kernel_busy_ms']} ms, "
+        f"host gaps {result['host_gap_ms']} ms ({result['kernels_matched']} of "
+        f"{result['kernel_events']} {result['events']} events matched to the HLO)")
+  for title, key in (("category", "categories_ms"), ("layer (convolutions, BatchNorm)",
+                                                      "layers_ms"), ("kernel", "top_kernels_ms")):
+    print(f"\n| {title} | ms / step |\n|---|---|")
+    for name, ms in result[key].items():
+      print(f"| {name} | {ms} |")
+  if args.out:
+    with open(args.out, "w") as f:
+      json.dump(result, f, indent=1)
 
 
 if __name__ == "__main__":

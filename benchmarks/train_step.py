@@ -22,7 +22,7 @@ from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from a2i_jax import models, parallel, train_lib  # noqa: E402
+from a2i_jax import models, parallel, perf, train_lib  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/synthetic.py", "Config file.")
 _BATCH = flags.DEFINE_integer("batch_size", None, "Global batch (default: the config's).")
@@ -37,7 +37,7 @@ def _measure(config, mesh, data):
   tx = train_lib.make_optimizer(config)
   state = parallel.put_replicated(
       train_lib.create_train_state(model, config, tx, jax.random.key(0)), mesh)
-  fn = jax.jit(train_lib.make_multi_step(train_lib.make_train_step(model, tx, config), config,
+  fn = perf.jit(train_lib.make_multi_step(train_lib.make_train_step(model, tx, config), config,
                                          mesh), donate_argnums=(0,))
   key = jax.random.key(1)
   t0 = time.perf_counter()

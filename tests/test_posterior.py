@@ -1,6 +1,7 @@
 """Posterior inference by optimisation (a2i_jax/inference/) on tiny trained models."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -96,6 +97,30 @@ def test_four_devices_equal_one(cvae):
   assert parallel.make_mesh().devices.size == 4
   for k in ("z", "energy", "reconstruction"):
     np.testing.assert_allclose(four[k], one[k], rtol=1e-4, atol=1e-4)
+
+
+def test_steps_per_call_changes_nothing_and_one_step_has_no_loop(cvae):
+  """1, 2 or 4 Adam steps per jitted call: the same latents. A one-step call has no loop in
+  it: a `lax.scan` of length 1 stays a while loop, which XLA:CPU ran 3x slower per step
+  (paper CVAE, BENCHMARKS.md "Inference steps per call")."""
+  trained, ds = cvae
+  x, y = _test_batch(ds, 4)
+  xs = inference.check_images(x, 32)
+  out = {}
+  for k in (1, 2, 4):
+    opts = inference.options_for(trained, init="zeros", steps=4, steps_per_call=k)
+    out[k] = inference.infer_latents(trained, xs, y, key=jax.random.key(1), options=opts)
+    np.testing.assert_allclose(out[k]["z"], out[1]["z"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out[k]["energy_trace"], out[1]["energy_trace"], rtol=1e-5)
+  opts = inference.options_for(trained, init="zeros", steps=4, steps_per_call=1)
+  fns = inference.make_inference_fns(trained.model, opts)
+  prior = (jnp.zeros(y.shape[1]), jnp.eye(y.shape[1]))
+  obs = jnp.ones(xs.shape[:3] + (1,))
+  yj = jnp.asarray(y, jnp.float32)
+  carry = fns["init"](trained.variables, xs, yj, obs, None, jax.random.key(0), prior)
+  text = fns["run"].lower(trained.variables, xs, yj, obs, carry, prior,
+                          inference.posterior._hyper(opts)).as_text()  # pylint: disable=protected-access
+  assert "while" not in text
 
 
 def test_ragged_last_batch_reuses_the_compiled_program(cvae):

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from a2i_jax import models
+from a2i_jax import models, perf
 from a2i_jax.errors import InputError
 from a2i_jax.inputs import check_images
 
@@ -96,7 +96,7 @@ class Predictor:
 @functools.lru_cache(maxsize=8)
 def _apply_fn(num_outputs: int, width: int) -> Any:
   model = AttributeNet(num_outputs=num_outputs, width=width)
-  return jax.jit(lambda variables, x: model.apply(variables, x, train=False))
+  return perf.jit(lambda variables, x: model.apply(variables, x, train=False))
 
 
 def _to_attribute_scale(outputs: np.ndarray, meta: PredictorMeta) -> np.ndarray:

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from a2i_jax import config_lib, models
+from a2i_jax import config_lib, models, perf
 from a2i_jax.attribute_predictor.network import AttributeNet, Predictor, PredictorMeta, predict
 from a2i_jax.attribute_predictor.scoring import _json_safe, score
 from a2i_jax.data.base import Dataset
@@ -73,14 +73,14 @@ _FULL_OPTIMISATION = {"xla_backend_optimization_level": 3,
 def _jitted_train_step(backend: str) -> Any:
   return jax.jit(_train_step, static_argnames=("model", "batch_size"),
                  donate_argnames=("variables", "opt_state"),
-                 compiler_options=_FULL_OPTIMISATION if backend == "cpu" else None)
+                 compiler_options=perf.compiler_options(_FULL_OPTIMISATION, backend))
 
 
 def _init_variables(model: AttributeNet, image_size: int, key: jax.Array) -> dict:
   x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
   # Runs once: compile it cheaply on CPU, as models.init_variables does.
-  options = models.CHEAP_COMPILE if jax.default_backend() == "cpu" else None
-  init = jax.jit(model.init).lower(key, x).compile(compiler_options=options)
+  init = jax.jit(model.init).lower(key, x).compile(
+      compiler_options=perf.compiler_options(models.CHEAP_COMPILE))
   return init(key, x)
 
 

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from a2i_jax import config_lib, parallel, sampling
+from a2i_jax import config_lib, parallel, perf, sampling
 from a2i_jax.errors import ConfigError, InputError
 from a2i_jax.inference.restore import TrainedModel
 from a2i_jax.inputs import check_attributes, check_mask
@@ -69,7 +69,8 @@ class InferenceOptions:
       training attributes (see `AttributePrior`); the given attributes are then ignored.
     attribute_prior_weight: w, the weight of the attribute prior's quadratic form.
     steps_per_call: Adam steps per jitted call; 0 chooses: all of them in one `lax.scan`
-      on GPU / TPU, chunks of up to 10 unrolled steps on CPU.
+      on GPU / TPU, chunks of up to 10 unrolled steps on CPU (the largest divisor of `steps`
+      up to 10; a one-step call runs the step without a loop).
   """
   steps: int
   learning_rate: float
@@ -284,6 +285,9 @@ def make_inference_fns(model: nn.Module, options: InferenceOptions) -> dict[str,
 
   def run(variables, x, y, observed, carry, prior, hyper):
     body = lambda c, _: one_step(variables, x, y, observed, prior, hyper, c)
+    if k == 1:  # No loop: a scan of length 1 stays a while loop, which XLA:CPU runs slower.
+      carry, e = body(carry, None)
+      return carry, e[None]
     return jax.lax.scan(body, carry, None, length=k, unroll=k if unroll else 1)
 
   def finish(variables, x, y, observed, carry, prior, hyper):
@@ -304,8 +308,8 @@ def make_inference_fns(model: nn.Module, options: InferenceOptions) -> dict[str,
     result.update({name: pick(v) for name, v in images.items()})
     return result
 
-  return {"init": jax.jit(init), "run": jax.jit(run, donate_argnums=(4,)),
-          "finish": jax.jit(finish), "steps_per_call": k}
+  return {"init": perf.jit(init), "run": perf.jit(run, donate_argnums=(4,)),
+          "finish": perf.jit(finish), "steps_per_call": k}
 
 
 def _pad_to(n: int, multiple: int) -> int:

@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import ml_collections
 
-from a2i_jax import checkpoints, config_lib, models, parallel, sampling
+from a2i_jax import checkpoints, config_lib, models, parallel, perf, sampling
 
 _VARIABLE_COLLECTIONS = ("params", "batch_stats")
 
@@ -50,7 +50,7 @@ class TrainedModel:
       The `TrainedModel`.
     """
     model = model or models.create_model(config.model)
-    return cls(config, model, variables, int(step), jax.jit(sampling.make_sample_fn(model)))
+    return cls(config, model, variables, int(step), perf.jit(sampling.make_sample_fn(model)))
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from a2i_jax import parallel, sampling
+from a2i_jax import parallel, perf, sampling
 from a2i_jax.errors import InputError
 from a2i_jax.inference.posterior import (AttributePrior, InferenceOptions, _static,
                                          infer_latents, make_inference_fns)
@@ -163,7 +163,7 @@ def decode(trained: TrainedModel, latents: Mapping[str, Any], attributes: Any
       raise InputError(f"latents[{name!r}] has shape {np.shape(latents[name])}; expected "
                        f"[{y.shape[0]}, {dim}].")
   fn = _cached(trained, "decode",
-               lambda: jax.jit(lambda v, lat, y: sampling.decode_images(trained.model, v, lat, y)))
+               lambda: perf.jit(lambda v, lat, y: sampling.decode_images(trained.model, v, lat, y)))
   lat = {n: jnp.asarray(latents[n], jnp.float32) for n in dims}
   return parallel.fetch(fn(trained.variables, lat, y))
 

@@ -136,7 +136,7 @@ def init_variables(model: nn.Module, model_config: Any, key: Array) -> dict:
 
   # Jitted (op-by-op initialisation compiles every primitive separately), and on CPU without
   # LLVM optimisation, since it runs once.
-  options = CHEAP_COMPILE if jax.default_backend() == "cpu" else None
+  options = perf.compiler_options(CHEAP_COMPILE)
   return jax.jit(init).lower(key).compile(compiler_options=options)(key)
 
 
