@@ -153,12 +153,14 @@ def test_library_compile_options_are_known_and_keep_the_numbers(data_cache):
   BatchNorm have a zero gradient, and Adam turns its rounding noise, which any change in
   fusion reorders, into learning-rate-sized steps (see the test above). Step two's loss
   depends on every other parameter after step one's update."""
-  options = perf.compiler_options()
-  # This jaxlib knows them all (both CI pin sets); those the suite's XLA_FLAGS name are left.
+  # This jaxlib knows them all (both CI pin sets); those the suite's XLA_FLAGS name are left
+  # as the suite set them.
   named = {f.split("=", 1)[0].lstrip("-") for f in os.environ["XLA_FLAGS"].split()}
-  assert options == {k: v for k, v in perf.CPU_COMPILER_OPTIONS.items() if k not in named}
-  assert options  # The emitters are not among the suite's flags.
+  assert perf.compiler_options() == (
+      {k: v for k, v in perf.CPU_COMPILER_OPTIONS.items() if k not in named} or None)
+  assert all(perf._option_known(k, v) for k, v in perf.CPU_COMPILER_OPTIONS.items())  # pylint: disable=protected-access
   assert perf.compiler_options(backend="gpu") is None
+  xla_defaults = {"xla_cpu_use_fusion_emitters": True, "xla_backend_optimization_level": 3}
   cfg = tiny_config("cvae", data_cache)
   train = load_dataset(cfg.data)["train"]
   mesh = parallel.make_mesh(jax.devices()[:1])
@@ -171,7 +173,8 @@ def test_library_compile_options_are_known_and_keep_the_numbers(data_cache):
   lowered = jax.jit(train_lib.make_multi_step(train_lib.make_train_step(model, tx, cfg), cfg,
                                               mesh)).lower(state0, data, jax.random.key(3))
   runs = []
-  for compiled in (lowered.compile(), lowered.compile(compiler_options=options)):
+  for compiled in (lowered.compile(compiler_options=xla_defaults),
+                   lowered.compile(compiler_options=perf.CPU_COMPILER_OPTIONS)):
     state, metrics = state0, []
     for _ in range(2):
       state, m = compiled(state, data, jax.random.key(3))
