@@ -26,8 +26,9 @@ RECOMMENDED_CPU_FLAGS: tuple[str, ...] = ()
 # XLA:CPU compile options for every program the library jits (`jit`, `compiler_options`): the
 # classic loop emitters for fused elementwise kernels instead of the newer MLIR fusion emitters
 # (fewer, larger LLVM modules), and LLVM's optimisation level 1 instead of 3. Together they
-# compile the paper disCVAE's train step in 0.6x the time at the same step time, measured on
-# the paper and the synthetic models, train and inference (BENCHMARKS.md, "Cold compile").
+# compile the paper train steps in 0.54x (CVAE) to 0.73x (disCVAE) the time at the same step
+# time, measured on the paper and the synthetic models, train and inference (BENCHMARKS.md,
+# "Cold compile with this round's compile options").
 # Options this XLA does not know are dropped; an option the user names in XLA_FLAGS is left
 # as the user set it.
 CPU_COMPILER_OPTIONS: dict[str, Any] = {"xla_cpu_use_fusion_emitters": False,
