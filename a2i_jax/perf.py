@@ -66,6 +66,16 @@ def _resolve(key: str, what: str, name: str, choices: tuple[str, ...], backend: 
   return cpu if (backend or jax.default_backend()) == "cpu" else accelerator
 
 
+def _flag_name(flag: str) -> str:
+  """The name of an XLA flag: --xla_foo=1 -> xla_foo."""
+  return flag.split("=", 1)[0].lstrip("-")
+
+
+def _xla_flag_names() -> set[str]:
+  """The names of the flags set in the XLA_FLAGS environment variable."""
+  return {_flag_name(f) for f in os.environ.get("XLA_FLAGS", "").split()}
+
+
 def set_recommended_xla_flags(flags: tuple[str, ...] = RECOMMENDED_CPU_FLAGS) -> str:
   """Appends `flags` to the XLA_FLAGS environment variable, keeping flags already set.
 
@@ -81,8 +91,8 @@ def set_recommended_xla_flags(flags: tuple[str, ...] = RECOMMENDED_CPU_FLAGS) ->
     The resulting XLA_FLAGS (also set in `os.environ`), stripped of outer spaces.
   """
   current = os.environ.get("XLA_FLAGS", "")
-  names = {f.split("=", 1)[0] for f in current.split()}
-  extra = [f for f in flags if f.split("=", 1)[0] not in names]
+  names = _xla_flag_names()
+  extra = [f for f in flags if _flag_name(f) not in names]
   value = " ".join([current] + extra).strip()
   os.environ["XLA_FLAGS"] = value
   return value
@@ -115,7 +125,7 @@ def compiler_options(extra: Optional[Mapping[str, Any]] = None,
   """
   if (backend or jax.default_backend()) != "cpu":
     return None
-  user = {f.split("=", 1)[0].lstrip("-") for f in os.environ.get("XLA_FLAGS", "").split()}
+  user = _xla_flag_names()
   options = {name: value for name, value in CPU_COMPILER_OPTIONS.items()
              if name not in user and _option_known(name, value)}
   options.update(extra or {})

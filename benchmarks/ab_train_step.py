@@ -27,8 +27,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 def _variants(spec: str) -> list[tuple[str, dict]]:
   out = []
   for part in (p for p in spec.split(";") if p.strip()):
-    name, _, kvs = part.partition(":")
-    out.append((name.strip(), dict(kv.split("=", 1) for kv in kvs.split(",") if kv.strip())))
+    name, colon, kvs = part.partition(":")
+    pairs = [kv.split("=", 1) for kv in kvs.split(",") if kv.strip()]
+    if not colon or not name.strip() or any(len(kv) != 2 for kv in pairs):
+      raise SystemExit(f"error: --variants part {part!r} is not name:key=value,...; e.g. "
+                       "\"taps:model.conv_weight_grad=auto;xla:model.conv_weight_grad=xla\".")
+    out.append((name.strip(), dict(pairs)))
+  if not out:
+    raise SystemExit("error: --variants names no variant; give name:key=value,...;name:...")
   return out
 
 
@@ -42,7 +48,7 @@ def main(argv=None) -> None:
   args = p.parse_args(argv)
   import jax  # pylint: disable=import-outside-toplevel
   import bench  # pylint: disable=import-outside-toplevel
-  from a2i_jax import models, parallel, perf, train_lib  # pylint: disable=import-outside-toplevel
+  from a2i_jax import perf  # pylint: disable=import-outside-toplevel
   variants = _variants(args.variants)
   if args.smoke:
     args.rounds = 2
@@ -52,14 +58,8 @@ def main(argv=None) -> None:
       if args.smoke:
         overrides = {"model.image_size": "32", "model.width": "0.0625", **overrides}
       config = bench.make_config(bench.Case(model_name, args.batch, "float32"), overrides)
-      mesh = parallel.make_mesh(jax.devices()[:1])
-      data = parallel.put_replicated(bench.random_data(config, 2 * args.batch), mesh)
-      model = models.create_model(config.model)
-      tx = train_lib.make_optimizer(config)
-      state = parallel.put_replicated(
-          train_lib.create_train_state(model, config, tx, jax.random.key(0)), mesh)
-      fn = perf.jit(train_lib.make_multi_step(train_lib.make_train_step(model, tx, config),
-                                              config, mesh))
+      steps, state, data, _ = bench.train_program(config, 2 * args.batch)
+      fn = perf.jit(steps)
       t0 = time.perf_counter()
       step = fn.lower(state, data, jax.random.key(1)).compile()
       compiled[name] = (step, state, data, time.perf_counter() - t0)

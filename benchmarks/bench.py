@@ -187,10 +187,16 @@ def make_config(case: Case, overrides: dict) -> Any:
   for key, value in overrides.items():
     node = config
     *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    old = node[leaf]
-    node[leaf] = (value.lower() in ("1", "true") if isinstance(old, bool) else type(old)(value))
+    try:
+      for p in parents:
+        node = node[p]
+      old = node[leaf]
+      node[leaf] = (value.lower() in ("1", "true") if isinstance(old, bool)
+                    else type(old)(value))
+    except (KeyError, TypeError, ValueError) as e:
+      msg = " ".join(str(e.args[0] if e.args else e).replace("'", "").split())
+      raise SystemExit(f"error: the override {key}={value} does not fit configs/lfw.py "
+                       f"({msg}); name an existing key with a value of its type.") from None
   config.data.image_size = config.model.image_size
   return config
 
@@ -201,6 +207,24 @@ def direct_config(config: Any) -> Any:
   direct = config.copy_and_resolve_references()
   direct.model.upsample_mode = "direct"
   return direct
+
+
+def train_program(config: Any, num_images: int) -> tuple[Any, Any, dict, Any]:
+  """The library's train step as `train.py` runs it, on one device, unjitted: (steps, state,
+  data, mesh), where `steps(state, data, key)` is `train_lib.make_multi_step` of
+  `make_train_step`, `state` a fresh train state and `data` `num_images` random images, both
+  placed on the one-device mesh. Callers jit it (`perf.jit` for the library's compile options,
+  `jax.jit` to name XLA's options themselves)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from a2i_jax import models, parallel, train_lib  # pylint: disable=import-outside-toplevel
+  mesh = parallel.make_mesh(jax.devices()[:1])
+  model = models.create_model(config.model)
+  tx = train_lib.make_optimizer(config)
+  state = parallel.put_replicated(
+      train_lib.create_train_state(model, config, tx, jax.random.key(0)), mesh)
+  data = parallel.put_replicated(random_data(config, num_images), mesh)
+  steps = train_lib.make_multi_step(train_lib.make_train_step(model, tx, config), config, mesh)
+  return steps, state, data, mesh
 
 
 def random_data(config: Any, n: int) -> dict:
@@ -221,15 +245,10 @@ def bench_train(case: Case, config: Any, repeats: int, peak: Optional[float],
   With `compile_only`, only tracing / lowering and compiling are timed (time to first step).
   """
   import jax  # pylint: disable=import-outside-toplevel
-  from a2i_jax import models, parallel, perf, train_lib, train_state  # pylint: disable=import-outside-toplevel
+  from a2i_jax import models, perf, train_lib, train_state  # pylint: disable=import-outside-toplevel
 
-  mesh = parallel.make_mesh(jax.devices()[:1])
-  model = models.create_model(config.model)
+  steps, state, data, mesh = train_program(config, max(512, 2 * case.batch))
   tx = train_state.make_optimizer(config)
-  state = parallel.put_replicated(
-      train_state.create_train_state(model, config, tx, jax.random.key(0)), mesh)
-  data = parallel.put_replicated(random_data(config, max(512, 2 * case.batch)), mesh)
-  steps = train_lib.make_multi_step(train_lib.make_train_step(model, tx, config), config, mesh)
   fn = perf.jit(steps, donate_argnums=(0,))  # The library's compile options.
   key = jax.random.key(1)
   t0 = time.perf_counter()

@@ -11,8 +11,9 @@ cache off; then the compiled variants are timed in alternating rounds (one step 
 after a warm-up), so that every variant sees the same machine load. The same for one posterior
 inference step (decoder forward and backward to z, the Adam update: `make_inference_fns`'s
 "run"), compiled for 1 and for 10 steps per call (`--infer_steps_per_call`; the steps are
-unrolled), its time divided by the steps. Prints one JSON object per (model, program, option set) and a
-table of compile seconds and median step seconds, with their ratios to the default.
+unrolled), its time divided by the steps. Prints one JSON object per (model, program, option
+set) and a table of compile seconds and median step seconds, with their ratios to the first
+option set.
 
 Option sets: default (XLA's); O1 (`xla_backend_optimization_level=1`); O0 (level 0 and LLVM's
 expensive passes off, the library's CHEAP_COMPILE); classic (`xla_cpu_use_fusion_emitters=false`:
@@ -48,7 +49,7 @@ def _programs(model_name: str, args: argparse.Namespace) -> dict:
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import bench  # pylint: disable=import-outside-toplevel
-  from a2i_jax import config_lib, inference, models, parallel, train_lib, train_state  # pylint: disable=import-outside-toplevel
+  from a2i_jax import config_lib, inference, models  # pylint: disable=import-outside-toplevel
 
   overrides = dict(kv.split("=", 1) for kv in args.overrides.split(",") if kv)
   if args.smoke:
@@ -60,14 +61,10 @@ def _programs(model_name: str, args: argparse.Namespace) -> dict:
     config.steps_per_dispatch = 1
   else:
     config = bench.make_config(case, overrides)
-  mesh = parallel.make_mesh(jax.devices()[:1])
+  steps, state, data, _ = bench.train_program(config, 2 * args.batch)
   model = models.create_model(config.model)
-  tx = train_state.make_optimizer(config)
-  state = parallel.put_replicated(
-      train_state.create_train_state(model, config, tx, jax.random.key(0)), mesh)
-  data = parallel.put_replicated(bench.random_data(config, 2 * args.batch), mesh)
-  steps = train_lib.make_multi_step(train_lib.make_train_step(model, tx, config), config, mesh)
   key = jax.random.key(1)
+  # jax.jit, not perf.jit: the option sets below name every option themselves.
   train = jax.jit(steps).lower(state, data, key) if args.train else None
   rnd = bench.random_data(config, args.batch)
   x = jnp.asarray(rnd["images"], jnp.float32) / 127.5 - 1.0

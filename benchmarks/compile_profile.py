@@ -23,8 +23,8 @@ Variants (a comma list): default (the library's CPU defaults: per-tap weight gra
 polyphase upsampling, the compile options of `a2i_jax.perf.compiler_options`: XLA:CPU's
 classic emitters, LLVM level 1); xla_defaults (XLA's own: the MLIR fusion emitters, level 3,
 as the library compiled before); fusion_emitters (only the emitters back to XLA's);
-split8 / split2 (`xla_cpu_parallel_codegen_split_count`); xla_wgrad (`model.conv_weight_grad=xla`); direct
-(`model.upsample_mode=direct`); opt0 (XLA's backend optimisation level 0, LLVM's expensive
+split8 / split2 (`xla_cpu_parallel_codegen_split_count`); xla_wgrad
+(`model.conv_weight_grad=xla`); direct (`model.upsample_mode=direct`); opt0 (XLA's backend optimisation level 0, LLVM's expensive
 passes off); opt1 (level 1); no_expensive (LLVM's expensive passes off, the level kept).
 """
 
@@ -65,7 +65,7 @@ def _child(args: argparse.Namespace) -> dict:
   import jax  # pylint: disable=import-outside-toplevel
   jax.config.update("jax_enable_compilation_cache", False)
   import bench  # pylint: disable=import-outside-toplevel
-  from a2i_jax import inference, models, parallel, perf, train_lib, train_state  # pylint: disable=import-outside-toplevel
+  from a2i_jax import inference, models, parallel, perf  # pylint: disable=import-outside-toplevel
 
   overrides = dict(kv.split("=", 1) for kv in args.overrides.split(",") if kv)
   case = bench.Case(args.models, args.batch, "float32")
@@ -76,13 +76,8 @@ def _child(args: argparse.Namespace) -> dict:
   variables = models.init_variables(model, config.model, jax.random.key(0))
   if args.train:
     t0 = time.perf_counter()
-    tx = train_state.make_optimizer(config)
-    state = parallel.put_replicated(
-        train_state.create_train_state(model, config, tx, jax.random.key(0)), mesh)
-    data = parallel.put_replicated(bench.random_data(config, 2 * args.batch), mesh)
+    steps, state, data, _ = bench.train_program(config, 2 * args.batch)
     out["setup_s"] = time.perf_counter() - t0
-    steps = train_lib.make_multi_step(train_lib.make_train_step(model, tx, config), config,
-                                      mesh)
     fn = perf.jit(steps, donate_argnums=(0,))
     key = jax.random.key(1)
     t0 = time.perf_counter()

@@ -166,7 +166,8 @@ def attribute(trace: dict, hlo: dict, steps: int, wall_s: float, top: int = 25) 
   return {"events": where, "kernels_matched": len(known), "kernel_events": len(events),
           "step_ms": round(step_ms, 2), "kernel_busy_ms": round(busy_ms, 2),
           "host_gap_ms": round(max(step_ms - busy_ms, 0.0), 2),
-          "event_arg_keys": dict(arg_keys.most_common(12)),  # To check the matching on a new backend.
+          # The events' argument names: how to check the matching on a new backend.
+          "event_arg_keys": dict(arg_keys.most_common(12)),
           "categories_ms": {k: round(v, 3) for k, v in by_cat.most_common()},
           "layers_ms": {k: round(v, 3) for k, v in by_layer.most_common(top)},
           "top_kernels_ms": {k: round(v, 3) for k, v in by_kernel.most_common(top)}}
@@ -189,21 +190,15 @@ def main(argv=None):
   import time  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
   import bench  # pylint: disable=import-outside-toplevel
-  from a2i_jax import models, parallel, perf, train_lib  # pylint: disable=import-outside-toplevel
+  from a2i_jax import models, perf  # pylint: disable=import-outside-toplevel
 
   overrides = dict(kv.split("=", 1) for kv in args.model_overrides.split(",") if kv)
   if args.smoke:
     overrides = {"model.image_size": "32", "model.width": "0.0625", **overrides}
   config = bench.make_config(bench.Case(args.model, args.batch, args.dtype), overrides)
-  mesh = parallel.make_mesh(jax.devices()[:1])
-  model = models.create_model(config.model)
   if args.what == "train":
-    tx = train_lib.make_optimizer(config)
-    state = parallel.put_replicated(
-        train_lib.create_train_state(model, config, tx, jax.random.key(0)), mesh)
-    data = parallel.put_replicated(bench.random_data(config, max(512, 2 * args.batch)), mesh)
-    fn = perf.jit(train_lib.make_multi_step(train_lib.make_train_step(model, tx, config), config,
-                                           mesh), donate_argnums=(0,))
+    steps, state, data, _ = bench.train_program(config, max(512, 2 * args.batch))
+    fn = perf.jit(steps, donate_argnums=(0,))
     key = jax.random.key(1)
     compiled = fn.lower(state, data, key).compile()
     holder = [state]
@@ -213,6 +208,7 @@ def main(argv=None):
       jax.block_until_ready(m)
   else:
     import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+    model = models.create_model(config.model)
     variables = models.init_variables(model, config.model, jax.random.key(0))
     d = bench.random_data(config, args.batch)
     x = jnp.asarray(d["images"], jnp.float32) / 127.5 - 1.0

@@ -7,7 +7,6 @@ there is exactly one `error:` line and the files on disk are intact.
 
 import errno
 import glob
-import json
 import os
 import shutil
 import subprocess

@@ -83,9 +83,10 @@ def test_optimised_step_equals_plain_step(data_cache):
 
   Adam turns the rounding-noise gradients of the biases in front of BatchNorm into
   learning-rate-sized steps, so any different summation order (the fused two-step program is
-  fused differently) moves those biases by up to 4 lr in two steps (measured: 1.1e-3 with lr 3e-4, every other
-  parameter within 1e-6): those are held to Adam's bound, the rest to 1e-5. Both use the default
-  model.conv_weight_grad. test_models.test_taps_weight_grad_is_xlas compares the gradients instead."""
+  fused differently) moves those biases by up to 4 lr in two steps (measured: 1.1e-3 with lr
+  3e-4, every other parameter within 1e-6): those are held to Adam's bound, the rest to 1e-5.
+  Both use the default model.conv_weight_grad; test_models.test_taps_weight_grad_is_xlas
+  compares the gradients instead."""
   plain_cfg = tiny_config("cvae", data_cache)
   plain_cfg.model.dtype = "float32"
   fast_cfg = tiny_config("cvae", data_cache)
@@ -146,8 +147,9 @@ def test_perf_jit_also_runs_inside_a_callers_transformations():
 
 
 def test_library_compile_options_are_known_and_keep_the_numbers(data_cache):
-  """`perf.compiler_options()` (XLA:CPU's classic emitters) changes how XLA compiles, not what:
-  the same losses and gradient norms over two train steps as XLA's default options.
+  """`perf.CPU_COMPILER_OPTIONS` (XLA:CPU's classic emitters, LLVM level 1) change how XLA
+  compiles, not what: the same losses and gradient norms over two train steps as XLA's own
+  defaults (the MLIR fusion emitters, level 3).
 
   The parameters themselves are not compared: the biases of convolutions that feed a
   BatchNorm have a zero gradient, and Adam turns its rounding noise, which any change in
@@ -158,7 +160,8 @@ def test_library_compile_options_are_known_and_keep_the_numbers(data_cache):
   named = {f.split("=", 1)[0].lstrip("-") for f in os.environ["XLA_FLAGS"].split()}
   assert perf.compiler_options() == (
       {k: v for k, v in perf.CPU_COMPILER_OPTIONS.items() if k not in named} or None)
-  assert all(perf._option_known(k, v) for k, v in perf.CPU_COMPILER_OPTIONS.items())  # pylint: disable=protected-access
+  known = perf._option_known  # pylint: disable=protected-access
+  assert all(known(k, v) for k, v in perf.CPU_COMPILER_OPTIONS.items())
   assert perf.compiler_options(backend="gpu") is None
   xla_defaults = {"xla_cpu_use_fusion_emitters": True, "xla_backend_optimization_level": 3}
   cfg = tiny_config("cvae", data_cache)

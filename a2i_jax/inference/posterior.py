@@ -10,8 +10,9 @@ dropout off):
 D is the model's default energy (`model.default_energy`): its own negative log-likelihood on
 the observed pixels O where it has one (the (C)VAE's learned per-pixel variance, "gaussian"),
 its training reconstruction loss otherwise (disCVAE: "smooth_l1", the reference's SmoothL1,
-times the model's `recon_weight`), or a plain squared error ("l2", times the same weight). With lambda = 1 and the model's likelihood, E is
--log p(x_O, z | y) up to a constant: the minimiser is the MAP latent.
+times the model's `recon_weight`), or a plain squared error ("l2", times the same weight).
+With lambda = 1 and the model's likelihood, E is -log p(x_O, z | y) up to a constant: the
+minimiser is the MAP latent.
 
 Several restarts per image run as an extra batch axis and the lowest final energy wins; the
 batch (images x restarts) is split over all devices of the mesh, one code path for 1..N

@@ -11,10 +11,9 @@ code (docs/design.md §2.2).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import flax.linen as nn
-import jax
 import ml_collections
 
 from a2i_jax import checkpoints, config_lib, models, parallel, perf, sampling
