@@ -201,6 +201,7 @@ def _check_model(mc: ml_collections.ConfigDict, data_name: str) -> bool:
   # Checked as perf resolves them; backend="cpu" only so that checking starts no backend.
   perf.compute_dtype(mc.dtype, backend="cpu")
   perf.conv_weight_grad(mc.conv_weight_grad, backend="cpu")
+  perf.decoder_tail(mc.get("decoder_tail", "auto"), backend="cpu")
   return models.create_model(mc).needs_masks
 
 

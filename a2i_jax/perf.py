@@ -178,6 +178,7 @@ def jit(fun: Callable[..., Any], **kwargs: Any) -> Any:
 
 # The convolutions' weight gradients: "taps" is `models.conv_grad.taps_conv_general_dilated`.
 CONV_WEIGHT_GRADS = ("auto", "xla", "taps")
+DECODER_TAILS = ("auto", "full", "phase")
 
 
 def conv_weight_grad(name: str, backend: str | None = None) -> str:
@@ -197,3 +198,23 @@ def conv_weight_grad(name: str, backend: str | None = None) -> str:
   """
   return _resolve("model.conv_weight_grad", "a weight-gradient method", name,
                   CONV_WEIGHT_GRADS, backend, cpu="taps", accelerator="xla")
+
+
+def decoder_tail(name: str, backend: str | None = None) -> str:
+  """The form of the decoders' last layer and heads for `config.model.decoder_tail`.
+
+  "auto" is "full" on CPU and "phase" elsewhere: on an H200 the heads' 3-channel convolutions
+  and the full-resolution shuffle took a quarter of a train step and 40 % of an inference step,
+  which the phase form removes for 1.44x the heads' multiply-adds, which a CPU pays in full
+  (`models.decoder_tail`; BENCHMARKS.md, "The decoders' output heads").
+
+  Args:
+    name: "auto", "full" or "phase".
+    backend: the JAX backend; default `jax.default_backend()`.
+  Returns:
+    "full" or "phase".
+  Raises:
+    ConfigError: an unknown name.
+  """
+  return _resolve("model.decoder_tail", "a decoder tail form", name, DECODER_TAILS, backend,
+                  cpu="full", accelerator="phase")

@@ -201,11 +201,23 @@ def make_config(case: Case, overrides: dict) -> Any:
   return config
 
 
+def _forms(config: Any) -> dict:
+  """The resolved layer forms a timed program ran with."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from a2i_jax import perf  # pylint: disable=import-outside-toplevel
+  from a2i_jax.models import layers  # pylint: disable=import-outside-toplevel
+  pool = layers.MAX_POOL_FORM or ("window" if jax.default_backend() == "cpu" else "blocks")
+  return {"decoder_tail": perf.decoder_tail(config.model.get("decoder_tail", "auto")),
+          "max_pool": pool}
+
+
 def direct_config(config: Any) -> Any:
-  """A copy of `config` whose model computes upsample + conv as written (model.upsample_mode
-  "direct"): the form whose FLOPs are the model FLOPs of MFU."""
+  """A copy of `config` whose model computes upsample + conv and the decoders' heads as written
+  (model.upsample_mode "direct", model.decoder_tail "full"): the form whose FLOPs are the
+  model FLOPs of MFU."""
   direct = config.copy_and_resolve_references()
   direct.model.upsample_mode = "direct"
+  direct.model.decoder_tail = "full"
   return direct
 
 
@@ -288,6 +300,7 @@ def bench_train(case: Case, config: Any, repeats: int, peak: Optional[float],
           "step_s_all": [round(t / config.steps_per_dispatch, 4) for t in times],
           "images_per_s": round(ips, 2),
           "upsample_mode": config.model.get("upsample_mode", "polyphase"),
+          **_forms(config),
           "gflop_per_image": round(flops_jaxpr / 1e9, 3),
           "gflop_per_image_executed": round(flops_exec / 1e9, 3),
           "gflop_per_image_xla": None if flops_xla is None else round(flops_xla / 1e9, 3),
@@ -407,6 +420,7 @@ def bench_infer(case: Case, config: Any, n_images: int, steps: int, repeats: int
           "image_iterations_per_s": round(rate, 2),
           "infer_extrapolated_s_1000x1000": round(1e6 / rate, 2),
           "upsample_mode": config.model.get("upsample_mode", "polyphase"),
+          **_forms(config),
           "gflop_per_image_iteration": round(flops / 1e9, 3),
           "gflop_per_image_iteration_executed": round(flops_exec / 1e9, 3),
           "mfu": None if not peak else round(flops * rate / peak, 4),
@@ -449,6 +463,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                  help="'recommended' (a2i_jax.perf.RECOMMENDED_CPU_FLAGS), 'none', or flags.")
   p.add_argument("--compilation_cache_dir", default="",
                  help="Persistent XLA cache dir ('' = off, so compile times are real).")
+  p.add_argument("--max_pool", default="auto", choices=("auto", "window", "blocks"),
+                 help="The max-pooling form (models.max_pool); auto: the library's choice.")
   p.add_argument("--out", default="", help="Also write the JSON here.")
   p.add_argument("--no_results_copy", action="store_true",
                  help="Do not update benchmarks/results/<device>.json.")
@@ -478,6 +494,9 @@ def main(argv=None) -> dict:
     jax.config.update("jax_enable_compilation_cache", False)
 
   overrides = dict(kv.split("=", 1) for kv in args.model_overrides.split(",") if kv)
+  if args.max_pool != "auto":
+    from a2i_jax.models import layers  # pylint: disable=import-outside-toplevel
+    layers.MAX_POOL_FORM = args.max_pool
   device = jax.devices()[0]
   import flax  # pylint: disable=import-outside-toplevel
   info = {"device_kind": device.device_kind, "platform": device.platform,

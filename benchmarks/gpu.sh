@@ -9,11 +9,12 @@
 # the default polyphase form; 4 train steps fused per dispatch; batch 32.
 # Writes $OUT/bench_gpu_<part>.json (after every case, so a part cut short keeps what it
 # measured) and the merged $OUT/bench_gpu.json (else ./); the profile parts write
-# $OUT/profile_<model>.json. The first-tier limits add up to 550 s.
+# $OUT/profile_<model>.json. The first-tier limits (the first six parts) add up to 620 s.
 #
 #   bash benchmarks/gpu.sh                    # on the GPU machine, from the repository root
 #   A2I_GPU_SMOKE=1 PYTHON=/work/venv-new/bin/python bash benchmarks/gpu.sh   # CPU dry run, tiny
-#   PARTS="cvae_bf16 b32" bash benchmarks/gpu.sh                  # only the named parts
+#   PARTS="cvae_bf16 b32" bash benchmarks/gpu.sh                  # only these parts, in this order
+#   A2I_TAR=$OUT/res.tgz ...      # also archive the output folder after every part
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -65,8 +66,8 @@ direct=--model_overrides=model.upsample_mode=direct
 parts=(
   "cvae_bf16|130|--models=cvae --batches=256 --dtypes=bfloat16 --repeats=5 ${infer[*]}"
   "discvae_bf16|150|--models=discvae --batches=256 --dtypes=bfloat16 --repeats=5 ${infer[*]}"
-  "profile_cvae|60|profile: --model=cvae --batch=256 --dtype=bfloat16 --steps=5"
-  "profile_discvae|70|profile: --model=discvae --batch=256 --dtype=bfloat16 --steps=5"
+  "profile_cvae|90|profile: --model=cvae --batch=256 --dtype=bfloat16 --steps=5"
+  "profile_discvae|110|profile: --model=discvae --batch=256 --dtype=bfloat16 --steps=5"
   "fused4|70|--models=cvae --batches=256 --dtypes=bfloat16 --repeats=5 --what=train --model_overrides=steps_per_dispatch=4,scan_unroll=false"
   "cvae_bf16_direct|70|--models=cvae --batches=256 --dtypes=bfloat16 --repeats=5 --what=train $direct"
   # Second-tier cases (run them with PARTS=... when time is left).
@@ -75,6 +76,16 @@ parts=(
   "discvae_fused4|80|--models=discvae --batches=256 --dtypes=bfloat16 --repeats=5 --what=train --model_overrides=steps_per_dispatch=4,scan_unroll=false"
   "discvae_b32|70|--models=discvae --batches=32 --dtypes=bfloat16 --repeats=5 --what=train"
   "cvae_f32|100|--models=cvae --batches=256 --dtypes=float32 --repeats=5 ${infer[*]}"
+  # Diagnosis: where inference time goes, and the batch per device.
+  "profile_cvae_infer|100|profile: --what=infer --model=cvae --batch=1000 --dtype=bfloat16 --steps=2 --infer_steps=50"
+  "profile_discvae_infer|120|profile: --what=infer --model=discvae --batch=1000 --dtype=bfloat16 --steps=2 --infer_steps=50"
+  "cvae_b1024|90|--models=cvae --batches=1024 --dtypes=bfloat16 --repeats=5 --what=train"
+  "discvae_b1024|110|--models=discvae --batches=1024 --dtypes=bfloat16 --repeats=5 --what=train"
+  # The profile's two fixes (decoder_tail "phase", max_pool "blocks": the GPU defaults since)
+  # against the forms before them, side by side.
+  "cvae_before|100|--models=cvae --batches=256 --dtypes=bfloat16 --repeats=5 ${infer[*]} --model_overrides=model.decoder_tail=full --max_pool=window"
+  "discvae_before|100|--models=discvae --batches=256 --dtypes=bfloat16 --repeats=5 --what=train --model_overrides=model.decoder_tail=full --max_pool=window"
+  "cvae_tail_only|70|--models=cvae --batches=256 --dtypes=bfloat16 --repeats=5 --what=train --max_pool=window"
 )
 if [ "$SMOKE" = 1 ]; then
   # CPU dry run of the same parts at a tiny size: checks this script end to end.
@@ -83,31 +94,50 @@ if [ "$SMOKE" = 1 ]; then
   for p in "${parts[@]}"; do
     IFS='|' read -r name limit flags <<<"$p"
     flags=${flags//--batches=256/--batches=8}; flags=${flags//--batches=32/--batches=4}
-    flags=${flags//--batch=256/--batch=8}
+    flags=${flags//--batch=256/--batch=8}; flags=${flags//--batch=1000/--batch=8}
+    flags=${flags//--batches=1024/--batches=8}; flags=${flags//--infer_steps=50/--infer_steps=5}
     flags=${flags//--infer_images=1000/--infer_images=16}
     if [[ $flags == profile:* ]]; then smoke+=("$name|600|profile: --smoke ${flags#profile: }")
     else smoke+=("$name|600|--smoke $flags"); fi
   done
   parts=("${smoke[@]}")
 fi
+# PARTS="a b c" runs the named parts in that order; without it, the first tier in table order.
 names=()
+declare -A table
 for p in "${parts[@]}"; do
   IFS='|' read -r name limit flags <<<"$p"
-  names+=("$name")
-  if [ -n "${PARTS:-}" ] && [[ " $PARTS " != *" $name "* ]]; then continue; fi
+  names+=("$name"); table[$name]=$p
+done
+if [ -n "${PARTS:-}" ]; then
+  run_parts=()
+  for name in $PARTS; do
+    [ -n "${table[$name]:-}" ] || { echo "gpu.sh: no part named $name" >&2; exit 1; }
+    run_parts+=("${table[$name]}")
+  done
+else
+  run_parts=("${parts[@]:0:6}")
+fi
+for p in "${run_parts[@]}"; do
+  IFS='|' read -r name limit flags <<<"$p"
   echo "--- part $name (limit ${limit} s)"
   if [[ $flags == profile:* ]]; then
     # shellcheck disable=SC2086
     timeout "$limit" "$PYTHON" benchmarks/profile_step.py --out="$out_dir/$name.json" \
+      --raw_dir="$out_dir/raw" --compilation_cache_dir="$site/xla_cache" \
       ${flags#profile: } > "$out_dir/$name.log" 2>&1 \
       || echo "gpu.sh: part $name stopped (exit $?)"
-    head -1 "$out_dir/$name.log"
+    grep -v "^[WI][0-9]" "$out_dir/$name.log" | head -1
+    if [ -n "${A2I_TAR:-}" ]; then tar czf "$A2I_TAR" -C "$out_dir" .; fi
     continue
   fi
   # shellcheck disable=SC2086
   timeout "$limit" "$PYTHON" benchmarks/bench.py --no_results_copy \
     --out="$out_dir/bench_gpu_$name.json" $flags > "$out_dir/bench_gpu_$name.log" 2>&1 \
     || echo "gpu.sh: part $name stopped (exit $?)"
+  # A2I_TAR=file: everything so far in one archive after every part (a lease that ends
+  # mid-run still returns the parts done).
+  if [ -n "${A2I_TAR:-}" ]; then tar czf "$A2I_TAR" -C "$out_dir" .; fi
 done
 "$PYTHON" - "$out_dir" "${names[@]}" <<'PY'
 import json, os, sys
@@ -123,6 +153,7 @@ json.dump(merged, open(os.path.join(out, "bench_gpu.json"), "w"), indent=2)
 for c in merged["cases"]:
   t, i = c.get("train", {}), c.get("infer", {})
   print(f"{c['model']:8s} b{c['batch']:<4d} {c['dtype']:9s} {t.get('upsample_mode')} "
+        f"{t.get('decoder_tail') or i.get('decoder_tail')} {t.get('max_pool')} "
         f"x{t.get('steps_per_dispatch')} train {t.get('images_per_s')} img/s "
         f"MFU {t.get('mfu')} HFU {t.get('hfu')} compile {t.get('compile_s')} s | infer "
         f"{i.get('image_iterations_per_s')} img-it/s, 1000x1000 in "

@@ -23,7 +23,9 @@ The kernels are told apart by the HLO instruction each one runs (on GPU the kern
 `hlo_op` argument, on XLA:CPU, with `--xla_cpu_enable_xprof_traceme`, the event's own name),
 looked up in the compiled program's HLO text, whose metadata carries the JAX name stack.
 Prints the categories, the layers and the top kernels, and with `--out` writes them as JSON.
-`--what=infer` profiles bench.py's stand-in posterior step instead.
+`--what=infer` profiles the library's posterior inference instead (`infer_latents` on
+`--batch` images, `--infer_steps` Adam steps in one call; the attribution is of the loop's
+program, the kernels of its init and finish programs are left out).
 """
 
 import argparse
@@ -33,6 +35,7 @@ import gzip
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 
@@ -77,12 +80,18 @@ def hlo_metadata(hlo_text: str) -> dict:
       inner = [info[i] for i in computations[calls]]
       if not op_name:  # The fused computation's first named op stands for the fusion.
         op_name = next((o for _, o, _ in inner if o), "")
-      if any("convolution" in o or "conv" in o.split(":")[-1] for o, _, _ in inner):
+      if any(_is_conv(o) for o, _, _ in inner):
         opcode = "convolution"
       elif opcode == "fusion" and any(o == "dot" for o, _, _ in inner):
         opcode = "dot"
       info[name] = (opcode, op_name, calls)
   return info
+
+
+def _is_conv(opcode: str) -> bool:
+  """A convolution: XLA's own, or a custom call to cuDNN's (not a `convert`)."""
+  return opcode == "convolution" or (opcode.startswith("custom-call:") and
+                                     "conv" in opcode.split(":", 1)[1].lower())
 
 
 def layer_of(op_name: str) -> str:
@@ -95,8 +104,8 @@ def category_of(opcode: str, op_name: str, kernel: str) -> str:
   """The kind of work one kernel does (see the module docstring)."""
   k, o = kernel.lower(), op_name
   backward = "transpose(" in o
-  if "convolution" in opcode or "conv" in opcode.split(":")[-1] or re.search(
-      r"conv|cudnn|xmma|fprop|dgrad|wgrad|implicit_gemm", k):
+  if _is_conv(opcode) or re.search(
+      r"(?<![a-z])conv(?!ert)|cudnn|xmma|fprop|dgrad|wgrad|implicit_gemm", k):
     if "wgrad" in k:  # cuDNN's kernel names say which gradient; XLA:CPU's do not.
       return "convolution: weight gradient"
     if "dgrad" in k:
@@ -142,17 +151,35 @@ def _busy_us(events: list) -> float:
   return total
 
 
-def attribute(trace: dict, hlo: dict, steps: int, wall_s: float, top: int = 25) -> dict:
-  """Sums the kernels' time per category, per layer and per kernel (ms per step)."""
+def _hlo_key(event: dict, hlo: dict) -> str:
+  """The HLO instruction a kernel event runs ("" if not found). A kernel inside a CUDA graph
+  (XLA's command buffers) carries the command buffer as its `hlo_op`, and the fusion's name
+  with "_<n>" for ".<n>" as its own."""
+  for key in (event.get("args", {}).get("hlo_op"), event["name"],
+              re.sub(r"_(\d+)$", r".\1", event["name"])):
+    if key and key in hlo:
+      return key
+  return ""
+
+
+def attribute(trace: dict, hlo: dict, steps: int, wall_s: float, top: int = 25,
+              module: str = "") -> dict:
+  """Sums the kernels' time per category, per layer and per kernel (ms per step).
+
+  With `module`, the device kernels of other programs (events whose `hlo_module` argument
+  does not contain it) count only towards the busy time."""
   events, where = _device_events(trace)
-  known = [e for e in events if (e.get("args", {}).get("hlo_op") or e["name"]) in hlo]
+  all_events = events
+  if module and where == "device":
+    events = [e for e in events if module in str(e.get("args", {}).get("hlo_module", module))]
+  keys = [_hlo_key(e, hlo) for e in events]
+  known = [(k, e) for k, e in zip(keys, events) if k]
   by_cat, by_layer, by_kernel = (collections.Counter() for _ in range(3))
   if where == "device":  # Kernels not matched to the HLO: by their own names.
-    for e in events:
-      if (e.get("args", {}).get("hlo_op") or e["name"]) not in hlo:
+    for k, e in zip(keys, events):
+      if not k:
         by_cat[category_of("", "", e["name"]) + " (by kernel name)"] += e["dur"] / 1e3 / steps
-  for e in known:
-    key = e.get("args", {}).get("hlo_op") or e["name"]
+  for key, e in known:
     opcode, op_name, _ = hlo[key]
     cat = category_of(opcode, op_name, e["name"])
     ms = e["dur"] / 1e3 / steps
@@ -160,8 +187,8 @@ def attribute(trace: dict, hlo: dict, steps: int, wall_s: float, top: int = 25) 
     if cat.startswith("convolution") or cat == "BatchNorm":
       by_layer[f"{layer_of(op_name) or '?'} | {cat}"] += ms
     by_kernel[f"{key} | {cat} | {layer_of(op_name)}"] += ms
-  busy_ms = _busy_us(events if where == "device" else known) / 1e3 / steps
-  arg_keys = collections.Counter(k for e in events[:2000] for k in e.get("args", {}))
+  busy_ms = _busy_us(all_events if where == "device" else [e for _, e in known]) / 1e3 / steps
+  arg_keys = collections.Counter(k for e in all_events[:2000] for k in e.get("args", {}))
   step_ms = wall_s * 1e3 / steps
   return {"events": where, "kernels_matched": len(known), "kernel_events": len(events),
           "step_ms": round(step_ms, 2), "kernel_busy_ms": round(busy_ms, 2),
@@ -181,8 +208,14 @@ def main(argv=None):
   p.add_argument("--steps", type=int, default=3, help="Traced steps (after a warm-up).")
   p.add_argument("--top", type=int, default=25)
   p.add_argument("--model_overrides", default="")
-  p.add_argument("--what", default="train", help="train or infer (stand-in decoder step).")
+  p.add_argument("--what", default="train",
+                 help="train, or infer: the library's posterior inference (`--batch` images).")
+  p.add_argument("--infer_steps", type=int, default=50, help="Inference steps per call.")
+  p.add_argument("--raw_dir", default="",
+                 help="Also keep the raw trace and the compiled HLO (gzipped) in this folder.")
   p.add_argument("--out", default="", help="Also write the attribution as JSON here.")
+  p.add_argument("--compilation_cache_dir", default="",
+                 help="Persistent XLA cache (reading the loop's HLO compiles it a second time).")
   p.add_argument("--smoke", action="store_true", help="Tiny model (32x32, width 1/16).")
   args = p.parse_args(argv)
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
@@ -190,6 +223,8 @@ def main(argv=None):
   import time  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
   import bench  # pylint: disable=import-outside-toplevel
+  if args.compilation_cache_dir:
+    jax.config.update("jax_compilation_cache_dir", args.compilation_cache_dir)
   from a2i_jax import models, perf  # pylint: disable=import-outside-toplevel
 
   overrides = dict(kv.split("=", 1) for kv in args.model_overrides.split(",") if kv)
@@ -206,18 +241,34 @@ def main(argv=None):
     def step():
       holder[0], m = compiled(holder[0], data, key)
       jax.block_until_ready(m)
-  else:
+  else:  # The library's posterior inference: infer_latents, `--infer_steps` steps per call.
     import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+    from a2i_jax import inference, parallel  # pylint: disable=import-outside-toplevel
     model = models.create_model(config.model)
-    variables = models.init_variables(model, config.model, jax.random.key(0))
+    variables = jax.device_put(models.init_variables(model, config.model, jax.random.key(0)))
     d = bench.random_data(config, args.batch)
     x = jnp.asarray(d["images"], jnp.float32) / 127.5 - 1.0
     y = jnp.asarray(d["attributes"])
-    run = bench._standin_inference(model, variables, config, 1, 0.01)  # pylint: disable=protected-access
-    compiled = run.lower(x, y, jax.random.key(0)).compile()
+    options = inference.InferenceOptions.from_config(config.inference, steps=args.infer_steps,
+                                                     restarts=1)
+    fns = dict(inference.make_inference_fns(model, options))
+    trained = inference.TrainedModel.from_variables(config, variables, model=model)
+    mesh = parallel.make_mesh(jax.devices()[:1])
+    run, run_args = fns["run"], []
+
+    def recording_run(*a):  # Keeps the shapes of the loop's arguments, to read its HLO.
+      if not run_args:
+        run_args.append(jax.tree_util.tree_map(
+            lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=v.sharding), a))
+      return run(*a)
+    fns["run"] = recording_run
 
     def step():
-      jax.block_until_ready(compiled(x, y, jax.random.key(0)))
+      inference.infer_latents(trained, x, y, None, key=jax.random.key(2), options=options,
+                              mesh=mesh, fns=fns)
+
+    step()
+    compiled = run.lower(*run_args[0]).compile()
   step()
   step()
   hlo = hlo_metadata(compiled.as_text())
@@ -227,13 +278,24 @@ def main(argv=None):
     for _ in range(args.steps):
       step()
     wall = time.perf_counter() - t0
+  per = args.steps * (args.infer_steps if args.what == "infer" else 1)
   path = glob.glob(os.path.join(trace_dir, "**", "perfetto_trace.json.gz"), recursive=True)[0]
   with gzip.open(path) as f:
     trace = json.load(f)
+  if args.raw_dir:
+    os.makedirs(args.raw_dir, exist_ok=True)
+    stem = os.path.join(args.raw_dir, f"{args.model}_{args.what}_b{args.batch}")
+    shutil.copy(path, f"{stem}_trace.json.gz")
+    with gzip.open(f"{stem}_hlo.txt.gz", "wt") as f:
+      f.write(compiled.as_text())
   result = {"model": args.model, "batch": args.batch, "dtype": args.dtype, "what": args.what,
             "backend": jax.default_backend(), "device": str(jax.devices()[0]),
             "jax": jax.__version__, "steps": args.steps,
-            **attribute(trace, hlo, args.steps, wall, args.top)}
+            # Inference: per Adam step (each traced call runs `infer_steps` of them).
+            **({"infer_steps": args.infer_steps, "ms_per": "Adam step"} if args.what == "infer"
+               else {"ms_per": "train step"}),
+            **attribute(trace, hlo, per, wall, args.top,
+                        module="run" if args.what == "infer" else "")}
   print(f"{args.model} b{args.batch} {args.dtype} on {result['device']}: "
         f"{result['step_ms']} ms/step traced, kernels busy {result['kernel_busy_ms']} ms, "
         f"host gaps {result['host_gap_ms']} ms ({result['kernels_matched']} of "

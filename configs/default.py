@@ -34,6 +34,12 @@ def get_config() -> ml_collections.ConfigDict:
   # paper models "taps" is the faster on CPU (BENCHMARKS.md, "Weight gradients as matrix
   # products"). Same values, parameters and checkpoints either way.
   config.model.conv_weight_grad = "auto"
+  # How the decoders' last upsampling layer and 5x5 output heads are computed: "full" (as
+  # written: the layer's output at full resolution, one convolution per 3-channel head),
+  # "phase" (the same function and parameters, with that output kept in 2x2 phase blocks and
+  # the heads as one convolution over them; models.decoder_tail) or "auto" ("phase" on GPU /
+  # TPU, where it is the faster, "full" on CPU). BENCHMARKS.md, "The decoders' output heads".
+  config.model.decoder_tail = "auto"
   config.model.gate_loss_weight = 0.3  # alpha on BCE(gate, 1 - mask) (opts.alpha).
   # disCVAE composite: "reference" = h_fg + g * h_bg (the authors' code; cannot draw a bright
   # background behind a dark foreground) | "layered" = (1 - g) h_fg + g h_bg (the paper's

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from a2i_jax import config_lib, models
+from a2i_jax import config_lib, models, perf
 from a2i_jax.errors import ConfigError, InputError
 from conftest import tiny_config
 
@@ -236,6 +236,89 @@ def test_polyphase_upsample_conv_is_the_direct_form():
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     return float(cost["flops"])
   assert flops(poly_fn) < 0.8 * flops(direct_fn)
+
+
+def test_phase_decoder_tail_is_the_full_form():
+  """model.decoder_tail="phase" (the GPU default) keeps the decoders' last layer in 2x2 phase
+  blocks and runs the heads as one convolution over them: the same parameters (names, shapes,
+  initial values), outputs, BatchNorm statistics and gradients as "full"."""
+  cfg, phase_model, full_model, variables = _two_forms("cvae", "decoder_tail", "phase", "full")
+  _assert_same_loss_and_grads(_compiled_loss_grad(phase_model, variables, cfg),
+                              _compiled_loss_grad(full_model, variables, cfg),
+                              variables["params"], rtol=1e-4)
+  for name in ("cvae", "discvae"):
+    cfg, phase_model, full_model, variables = _two_forms(name, "decoder_tail", "phase", "full")
+    inputs = models.dummy_inputs(cfg.model, batch=3)
+    inputs = (jax.random.uniform(jax.random.key(2), inputs[0].shape, minval=-1.0),
+              *inputs[1:])
+    outs = [jax.jit(lambda v, model=model: model.apply(
+        v, *inputs, train=True, rngs={"reparam": jax.random.key(1), "dropout": jax.random.key(4)},
+        mutable=["batch_stats"]))(variables) for model in (phase_model, full_model)]
+    (out, stats), (ref, ref_stats) = outs
+    assert set(out) == set(ref)
+    for key in ref:  # Every head: the image, the CVAE's log-variance, the gate, the background.
+      np.testing.assert_allclose(out[key], ref[key], rtol=1e-4, atol=1e-5, err_msg=key)
+    for a, b in zip(jax.tree_util.tree_leaves(stats), jax.tree_util.tree_leaves(ref_stats)):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_decoder_tail_heads_each_get_their_gradient():
+  """`decoder_tail` with several heads of different widths: each head's output and its
+  kernel's gradient are the full form's, so no head reads another's weights."""
+  x = jax.random.normal(jax.random.key(0), (2, 4, 4, 6))
+  weights = [jax.random.normal(jax.random.key(i), (2, 8, 8, c)) for i, c in ((1, 3), (2, 1))]
+
+  class Tail(nn.Module):
+    tail: str
+
+    @nn.compact
+    def __call__(self, x):
+      return models.decoder_tail(x, 5, 5, (3, 1), 5, train=True, dtype=jnp.float32,
+                                 tail=self.tail)
+
+  results = []
+  for tail in ("phase", "full"):
+    module = Tail(tail)
+    variables = module.init(jax.random.key(3), x)
+
+    def loss(params, module=module, variables=variables):
+      heads, _ = module.apply({**variables, "params": params}, x, mutable=["batch_stats"])
+      assert [h.shape for h in heads] == [(2, 8, 8, 3), (2, 8, 8, 1)]
+      return sum(jnp.sum(h * w) for h, w in zip(heads, weights))
+    results.append((variables["params"], jax.value_and_grad(loss)(variables["params"])))
+  (params, (value, grads)), (ref_params, (ref_value, ref_grads)) = results
+  assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(ref_params)
+  np.testing.assert_allclose(value, ref_value, rtol=1e-5)
+  flat, ref = (np.concatenate([np.ravel(a) for a in jax.tree_util.tree_leaves(t)])
+               for t in (grads, ref_grads))
+  # One scale for all: the bias in front of BatchNorm gets gradients of pure rounding noise.
+  np.testing.assert_allclose(flat, ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
+  for head in ("Conv_1", "Conv_2"):  # The heads' kernels: each its own, and not zero.
+    assert np.abs(grads[head]["kernel"]).max() > 1e-3
+
+
+def test_decoder_tail_auto_is_phase_off_cpu_and_a_bad_name_is_one_error():
+  assert perf.decoder_tail("auto", backend="cpu") == "full"
+  assert perf.decoder_tail("auto", backend="gpu") == "phase"
+  assert perf.decoder_tail("auto", backend="tpu") == "phase"
+  cfg = tiny_config("cvae")
+  cfg.model.decoder_tail = "phased"
+  with pytest.raises(ConfigError, match="model.decoder_tail='phased'.*full, phase"):
+    config_lib.validate_config(cfg)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_block_max_pool_is_the_window_form_with_ties(dtype):
+  """max_pool's "blocks" form (the GPU default) gives the reduce-window form's values and
+  gradients, also where a window holds several maxima (the first one gets the gradient)."""
+  x = jnp.asarray(np.random.default_rng(0).integers(0, 3, (2, 8, 6, 5)), dtype)  # Many ties.
+  g = jnp.asarray(np.random.default_rng(1).normal(size=(2, 4, 3, 5)), dtype)
+  (y, vjp), (ref_y, ref_vjp) = (jax.vjp(lambda a, f=form: models.max_pool(a, f), x)
+                                for form in ("blocks", "window"))
+  np.testing.assert_array_equal(y, ref_y)
+  np.testing.assert_array_equal(vjp(g)[0], ref_vjp(g)[0])
+  odd = jnp.ones((1, 5, 5, 2), dtype)  # Odd sizes fall back to the window form.
+  np.testing.assert_array_equal(models.max_pool(odd, "blocks"), models.max_pool(odd, "window"))
 
 
 def test_taps_weight_grad_is_xlas():

@@ -34,8 +34,9 @@ from a2i_jax.models.cvae import CVAE
 from a2i_jax.models.discvae import (COMPOSITIONS, BackgroundDecoder, BackgroundHead,
                                     BackgroundTrunk, DisCVAE, compose)
 from a2i_jax.models.initializers import normal, torch_default, uniform, zeros
-from a2i_jax.models.layers import (UPSAMPLE_MODES, BatchNorm, UpsampleConv, batch_norm, conv,
-                                   dense, max_pool, reparametrize, scaled, upsample)
+from a2i_jax.models.layers import (DECODER_TAILS, UPSAMPLE_MODES, BatchNorm, ConvParams,
+                                   UpsampleConv, batch_norm, conv, decoder_tail, dense, max_pool,
+                                   reparametrize, scaled, upsample)
 
 Array = jax.Array
 MODEL_NAMES = ("vae", "cvae", "discvae")
@@ -44,10 +45,10 @@ CHEAP_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensiv
 
 __all__ = [
     "BackgroundDecoder", "BackgroundHead", "BackgroundTrunk", "BatchNorm", "CHEAP_COMPILE",
-    "COMPOSITIONS", "CVAE", "DisCVAE", "GaussianHead", "ImageDecoder", "ImageEncoder",
-    "ImageTrunk", "LinearMix", "MODEL_NAMES", "UPSAMPLE_MODES", "UpsampleConv",
-    "abstract_variables", "batch_norm", "compose", "conv", "count_params", "create_model",
-    "dense", "dummy_inputs", "init_variables", "max_pool", "normal", "reparametrize", "scaled",
+    "COMPOSITIONS", "CVAE", "ConvParams", "DECODER_TAILS", "DisCVAE", "GaussianHead",
+    "ImageDecoder", "ImageEncoder", "ImageTrunk", "LinearMix", "MODEL_NAMES", "UPSAMPLE_MODES",
+    "UpsampleConv", "abstract_variables", "batch_norm", "compose", "conv", "count_params",
+    "create_model", "decoder_tail", "dense", "dummy_inputs", "init_variables", "max_pool", "normal", "reparametrize", "scaled",
     "torch_default", "uniform", "upsample", "zeros",
 ]
 
@@ -57,7 +58,8 @@ def create_model(model_config: Any) -> nn.Module:
 
   Args:
     model_config: the `config.model` ConfigDict (name, y_dim, z_dim, zf_dim, zb_dim,
-      image_size, width, dtype, upsample_mode, conv_weight_grad, block_kl_bg_grad_to_fg,
+      image_size, width, dtype, upsample_mode, conv_weight_grad, decoder_tail,
+      block_kl_bg_grad_to_fg,
       gate_loss_weight, composition, recon_weight); `config_lib.validate_config` has checked
       its values.
   Returns:
@@ -73,7 +75,9 @@ def create_model(model_config: Any) -> nn.Module:
   common = dict(y_dim=model_config.y_dim, image_size=model_config.image_size,
                 width=model_config.width, dtype=dtype,
                 upsample_mode=model_config.get("upsample_mode", "polyphase"),
-                conv_weight_grad=conv_weight_grad)
+                conv_weight_grad=conv_weight_grad,
+                # "auto": "phase" on GPU / TPU, "full" on CPU (perf.decoder_tail).
+                decoder_tail=perf.decoder_tail(model_config.get("decoder_tail", "auto")))
   if name in ("vae", "cvae"):
     return CVAE(z_dim=model_config.z_dim, conditional=(name == "cvae"), **common)
   if name == "discvae":

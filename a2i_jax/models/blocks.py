@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from a2i_jax.models.initializers import normal, uniform, zeros
-from a2i_jax.models.layers import batch_norm, conv, dense, max_pool, scaled
+from a2i_jax.models.layers import batch_norm, conv, decoder_tail, dense, max_pool, scaled
 
 Array = jax.Array
 Dtype = Any
@@ -121,6 +121,7 @@ class ImageDecoder(nn.Module):
   dtype: Dtype = jnp.float32
   upsample_mode: str = "polyphase"
   conv_weight_grad: str = "xla"
+  tail: str = "full"  # The last layer and heads: "full" or "phase" (`decoder_tail`).
 
   @nn.compact
   def __call__(self, z: Array, y: Optional[Array], train: bool) -> tuple[Array, Array]:
@@ -135,7 +136,10 @@ class ImageDecoder(nn.Module):
     s0, c0 = self.image_size // 8, scaled(256, w)
     h = nn.relu(dense(h, c0 * s0 * s0, d)).reshape(-1, s0, s0, c0)
     h = nn.relu(batch_norm(cv(h, c0, 3), train, d))
-    for c in (256, 128, 64):
+    for c in (256, 128):
       h = nn.relu(batch_norm(cv(h, scaled(c, w), 5, upsample_first=True), train, d))
-    return jnp.tanh(cv(h, 3, 5)), cv(h, 3, 5)
+    image, second = decoder_tail(h, scaled(64, w), 5, (3, 3), 5, train=train, dtype=d,
+                                 upsample_mode=self.upsample_mode,
+                                 conv_weight_grad=self.conv_weight_grad, tail=self.tail)
+    return jnp.tanh(image), second
 

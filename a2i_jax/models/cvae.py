@@ -30,6 +30,8 @@ class CVAE(nn.Module):
       layers are computed; the same function and parameters either way (`UpsampleConv`).
     conv_weight_grad: "xla" (default), "taps" or "auto": how the convolutions' kernel
       gradients are computed (`conv`); the same function and parameters either way.
+    decoder_tail: "full" (default) or "phase": how the decoder's last layer and heads are
+      computed (`decoder_tail`); the same function and parameters either way.
   """
   y_dim: int
   z_dim: int = 256
@@ -39,6 +41,7 @@ class CVAE(nn.Module):
   dtype: Dtype = jnp.float32
   upsample_mode: str = "polyphase"
   conv_weight_grad: str = "xla"
+  decoder_tail: str = "full"
 
   # What callers ask of a model (docs/design.md): they never test its name.
   needs_masks = False  # Training and encoding need no foreground masks.
@@ -107,7 +110,7 @@ class CVAE(nn.Module):
     self.encoder = ImageEncoder(self.z_dim, self.width, self.conditional, self.dtype,
                                 self.conv_weight_grad)
     self.decoder = ImageDecoder(self.image_size, self.width, self.conditional, self.dtype,
-                                self.upsample_mode, self.conv_weight_grad)
+                                self.upsample_mode, self.conv_weight_grad, self.decoder_tail)
 
   def _y(self, y: Optional[Array]) -> Optional[Array]:
     return y if self.conditional else None

@@ -13,8 +13,8 @@ import jax.numpy as jnp
 from a2i_jax import objectives
 from a2i_jax.errors import ConfigError, InputError
 from a2i_jax.models.blocks import ImageDecoder, ImageEncoder, ImageTrunk
-from a2i_jax.models.layers import (batch_norm, check_image_size, check_inputs, conv, dense,
-                                   reparametrize, scaled)
+from a2i_jax.models.layers import (batch_norm, check_image_size, check_inputs, conv,
+                                   decoder_tail, dense, reparametrize, scaled)
 
 Array = jax.Array
 Dtype = Any
@@ -82,6 +82,7 @@ class BackgroundDecoder(nn.Module):
   dtype: Dtype = jnp.float32
   upsample_mode: str = "polyphase"
   conv_weight_grad: str = "xla"
+  tail: str = "full"  # The last layer and head: "full" or "phase" (`decoder_tail`).
 
   @nn.compact
   def __call__(self, z: Array, train: bool) -> Array:
@@ -91,11 +92,15 @@ class BackgroundDecoder(nn.Module):
     s0, c0 = self.image_size // 32, scaled(256, w)
     h = nn.relu(dense(z, c0 * s0 * s0, d).reshape(-1, s0, s0, c0))
     # (upsample first?, channels, kernel) for steps a-g of docs/reference.md §2.5.
+    # The last, (True, 32, 5), with the head: `decoder_tail`.
     plan = ((True, 128, 3), (True, 128, 3), (True, 64, 3), (False, 64, 3), (True, 64, 3),
-            (False, 64, 3), (True, 32, 5))
+            (False, 64, 3))
     for up, c, k in plan:
       h = nn.relu(batch_norm(cv(h, scaled(c, w), k, upsample_first=up), train, d))
-    return jnp.tanh(cv(h, 3, 5))
+    image, = decoder_tail(h, scaled(32, w), 5, (3,), 5, train=train, dtype=d,
+                          upsample_mode=self.upsample_mode,
+                          conv_weight_grad=self.conv_weight_grad, tail=self.tail)
+    return jnp.tanh(image)
 
 
 class DisCVAE(nn.Module):
@@ -108,7 +113,7 @@ class DisCVAE(nn.Module):
   Attributes:
     y_dim: attribute vector length.
     zf_dim, zb_dim: foreground / background latent sizes (LFW 192 / 64, CUB 128 / 128).
-    image_size, width, dtype, upsample_mode, conv_weight_grad: as for `CVAE`.
+    image_size, width, dtype, upsample_mode, conv_weight_grad, decoder_tail: as for `CVAE`.
     block_kl_bg_grad_to_fg: the reference back-propagates the background KL separately,
       so d KL_B / d zF never reaches the foreground encoder; True reproduces that.
     gate_loss_weight: alpha, the weight of the gate's BCE in the loss (0.3 in the paper).
@@ -129,6 +134,7 @@ class DisCVAE(nn.Module):
   dtype: Dtype = jnp.float32
   upsample_mode: str = "polyphase"
   conv_weight_grad: str = "xla"
+  decoder_tail: str = "full"
 
   needs_masks = True  # Foreground masks: the gate's target and the foreground encoder's input.
   uses_attributes = True
@@ -203,9 +209,9 @@ class DisCVAE(nn.Module):
     self.encoder_bg_trunk = BackgroundTrunk(self.width, self.dtype, cwg)
     self.encoder_bg_head = BackgroundHead(self.zb_dim, self.width, self.dtype)
     self.decoder_fg = ImageDecoder(self.image_size, self.width, True, self.dtype,
-                                   self.upsample_mode, cwg)
+                                   self.upsample_mode, cwg, self.decoder_tail)
     self.decoder_bg = BackgroundDecoder(self.image_size, self.width, self.dtype,
-                                        self.upsample_mode, cwg)
+                                        self.upsample_mode, cwg, self.decoder_tail)
 
   def decode(self, z_fg: Array, z_bg: Array, y: Array,
              train: bool = False) -> dict[str, Array]:

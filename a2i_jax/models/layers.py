@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from a2i_jax import perf
 from a2i_jax.errors import ConfigError, InputError
 from a2i_jax.models import conv_grad, initializers
 from a2i_jax.numerics import bounded_exp
@@ -22,6 +23,7 @@ from a2i_jax.numerics import bounded_exp
 Array = jax.Array
 Dtype = Any
 UPSAMPLE_MODES = ("polyphase", "direct")
+DECODER_TAILS = perf.DECODER_TAILS
 
 
 def scaled(n: int, width: float) -> int:
@@ -126,8 +128,11 @@ class UpsampleConv(nn.Conv):
   the decoders' 5x5 layers. The class is named like nn.Conv's subclass so that Flax's automatic
   names (Conv_0, Conv_1, ...) stay those of the direct form; see `conv`. nn.Conv's
   `conv_general_dilated` field, if set, replaces `jax.lax.conv_general_dilated` for the
-  low-resolution convolution (as in nn.Conv).
+  low-resolution convolution (as in nn.Conv). With `phase_layout` the shuffle is left out: the
+  output is [B, H, W, 2, 2, F], element [b, i, j, a, c, f] being pixel (2i + a, 2j + c) of the
+  full-resolution output (`decoder_tail`'s "phase" form).
   """
+  phase_layout: bool = False
 
   @nn.compact
   def __call__(self, inputs: Array) -> Array:
@@ -151,11 +156,117 @@ class UpsampleConv(nn.Conv):
     conv_fn = self.conv_general_dilated or jax.lax.conv_general_dilated
     y = conv_fn(x, phases, (1, 1), ((half, half), (half, half)),
                 dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=self.precision)
+    if self.phase_layout:
+      return y.reshape(b, h, w, 2, 2, self.features) + bias
     y = y.reshape(b, h, w, 2, 2, self.features).transpose(0, 1, 3, 2, 4, 5)
     return y.reshape(b, 2 * h, 2 * w, self.features) + bias
 
 
 UpsampleConv.__name__ = "Conv"  # Flax names submodules by class name: keep Conv_<n>.
+
+
+class ConvParams(nn.Module):
+  """The parameters of a k x k `conv` layer alone (`kernel` [k, k, C, F], `bias` [F], with
+  nn.Conv's names, order and Torch default initialisation), for layers computed another way
+  (`decoder_tail`). Named like nn.Conv so that Flax's automatic names stay Conv_<n>."""
+  features: int
+  kernel_size: int
+  in_features: int
+
+  @nn.compact
+  def __call__(self) -> tuple[Array, Array]:
+    k, c = self.kernel_size, self.in_features
+    init = initializers.torch_default(k * k * c)
+    kernel = self.param("kernel", init, (k, k, c, self.features), jnp.float32)
+    return kernel, self.param("bias", init, (self.features,), jnp.float32)
+
+
+ConvParams.__name__ = "Conv"
+
+
+def _phase_block_taps(kernel: int) -> np.ndarray:
+  """0/1 matrix M[p, u, a, d]: tap d of a k-tap "same" filter, for output phase p (pixel
+  2i + p), reads input phase a of the 2x2 block at low-resolution offset u - T
+  (T = ceil((k // 2) / 2)): 2i + p + d - k // 2 = 2 (i + u - T) + a.
+
+  Args:
+    kernel: the (odd) kernel side k.
+  Returns:
+    float32 [2, 2T + 1, 2, k].
+  """
+  r = kernel // 2
+  half = (r + 1) // 2
+  m = np.zeros((2, 2 * half + 1, 2, kernel), np.float32)
+  for p in range(2):
+    for d in range(kernel):
+      v = p + d - r
+      m[p, v // 2 + half, v % 2, d] = 1.0
+  return m
+
+
+def decoder_tail(x: Array, features: int, kernel: int, heads: tuple[int, ...], head_kernel: int,
+                 *, train: bool, dtype: Dtype, upsample_mode: str = "polyphase",
+                 conv_weight_grad: str = "xla", tail: str = "full") -> list[Array]:
+  """A decoder's last upsampling layer and its output heads: h = ReLU(BN(conv(upsample(x))))
+  with `features` channels and a `kernel` x `kernel` kernel, then one `head_kernel` convolution
+  of h per entry of `heads` (its output channels), all "same" at stride 1.
+
+  `tail` = "full" computes it as written (`conv`, `batch_norm`, `conv` per head). "phase" (with
+  the polyphase upsample form and an odd `kernel` >= 5) computes the same function with the
+  same parameters without ever laying h out at full resolution: h stays in 2x2 phase blocks
+  at the input's size ([B, H, W, 2, 2, F]: `UpsampleConv(phase_layout=True)`; BatchNorm's
+  per-channel statistics are the same over the blocks), and all heads together are one
+  convolution over the blocks ((2T+1)^2 taps, 4F inputs, 4 x sum(heads) outputs, whose kernel is
+  the heads' taps rearranged, `_phase_block_taps`), shuffled to full resolution only at the
+  small output. That saves the shuffle of h (forward and backward) and replaces the heads'
+  convolutions with few outputs (3), which GPUs run far below their rate, with one of 4 x
+  sum(heads) outputs; it costs 4 (2T+1)^2 / k^2 the heads' multiply-adds (1.44 for 5x5).
+  BENCHMARKS.md, "The decoders' output heads".
+
+  Args:
+    x: [B, H, W, C] inputs.
+    features: channels F of h.
+    kernel: the upsampling layer's kernel side.
+    heads: output channels of each head.
+    head_kernel: the heads' kernel side.
+    train: BatchNorm mode.
+    dtype: computation dtype.
+    upsample_mode, conv_weight_grad: as for `conv`.
+    tail: "full" or "phase" (resolved from "auto" by `perf.decoder_tail`).
+  Returns:
+    One [B, 2H, 2W, heads[i]] array per head, before any output non-linearity.
+  """
+  if tail not in DECODER_TAILS[1:]:
+    raise ConfigError(f"model.decoder_tail={tail!r} is not one of {', '.join(DECODER_TAILS)}.")
+  b, h, w, _ = x.shape
+  taps = 2 * ((kernel // 2 + 1) // 2) + 1
+  if tail == "full" or upsample_mode != "polyphase" or not kernel % 2 or taps >= kernel:
+    x = nn.relu(batch_norm(conv(x, features, kernel, dtype=dtype, upsample_first=True,
+                                upsample_mode=upsample_mode, conv_weight_grad=conv_weight_grad),
+                           train, dtype))
+    return [conv(x, f, head_kernel, dtype=dtype, conv_weight_grad=conv_weight_grad)
+            for f in heads]
+  conv_fn = conv_grad.conv_general_dilated_fn(conv_weight_grad)
+  init = initializers.torch_default(kernel * kernel * x.shape[-1])
+  pad = kernel // 2
+  x = UpsampleConv(features, (kernel, kernel), padding=((pad, pad), (pad, pad)),
+                   kernel_init=init, bias_init=init, dtype=dtype, conv_general_dilated=conv_fn,
+                   phase_layout=True)(x)
+  x = nn.relu(batch_norm(x, train, dtype)).reshape(b, h, w, 4 * features)
+  params = [ConvParams(f, head_kernel, features)() for f in heads]
+  head_w = jnp.concatenate([k for k, _ in params], axis=-1)  # [k, k, F, O]
+  head_b = jnp.concatenate([bias for _, bias in params])
+  m = jnp.asarray(_phase_block_taps(head_kernel))
+  t = m.shape[1]
+  n_out = head_w.shape[-1]
+  block_w = jnp.einsum("puad,qvbe,defo->uvabfpqo", m, m, head_w).reshape(
+      t, t, 4 * features, 4 * n_out)
+  x, block_w, head_b = nn.dtypes.promote_dtype(x, block_w, head_b, dtype=dtype)
+  y = conv_fn(x, block_w, (1, 1), ((t // 2, t // 2), (t // 2, t // 2)),
+              dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  y = y.reshape(b, h, w, 2, 2, n_out).transpose(0, 1, 3, 2, 4, 5).reshape(b, 2 * h, 2 * w, n_out)
+  y = y + head_b
+  return list(jnp.split(y, np.cumsum(heads)[:-1], axis=-1))
 
 
 class BatchNorm(nn.Module):
@@ -230,15 +341,58 @@ def batch_norm(x: Array, train: bool, dtype: Dtype) -> Array:
   return BatchNorm(use_running_average=not train, dtype=dtype)(x)
 
 
-def max_pool(x: Array) -> Array:
+# `max_pool`'s form when none is given; None: by backend. Set by benchmarks/bench.py --max_pool.
+MAX_POOL_FORM: Optional[str] = None
+
+
+def max_pool(x: Array, form: Optional[str] = None) -> Array:
   """2x2 max pooling with stride 2 (SpatialMaxPooling(2, 2)).
+
+  Two forms of the same function and gradient (the gradient goes to the first maximum of each
+  window in row-major order, as Torch's and XLA's `select_and_scatter` give it): "window"
+  (`nn.max_pool`: a reduce-window, whose gradient XLA computes as a scatter) and "blocks" (a
+  max over 2x2 blocks with an elementwise gradient, `_block_max_pool`). On an H200 the
+  scatters took 4 % of the CVAE's train step; XLA:CPU runs both alike.
 
   Args:
     x: [B, H, W, C].
+    form: "window" or "blocks"; None: "window" on CPU, "blocks" elsewhere (odd sizes:
+      "window").
   Returns:
     [B, H/2, W/2, C].
   """
+  form = form or MAX_POOL_FORM or ("window" if jax.default_backend() == "cpu" else "blocks")
+  if form == "blocks" and x.shape[1] % 2 == 0 and x.shape[2] % 2 == 0:
+    return _block_max_pool(x)
   return nn.max_pool(x, (2, 2), strides=(2, 2))
+
+
+@jax.custom_vjp
+def _block_max_pool(x: Array) -> Array:
+  """`max_pool` of even-sized x as a max over 2x2 blocks."""
+  b, h, w, c = x.shape
+  return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+def _block_max_pool_fwd(x: Array) -> tuple[Array, tuple[Array, Array]]:
+  y = _block_max_pool(x)
+  return y, (x, y)
+
+
+def _block_max_pool_bwd(res: tuple[Array, Array], g: Array) -> tuple[Array]:
+  x, y = res
+  b, h, w, c = x.shape
+  # [B, H/2, W/2, C, 4]: the window's elements in row-major order.
+  blocks = x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 5, 2, 4).reshape(
+      b, h // 2, w // 2, c, 4)
+  is_max = blocks == y[..., None]
+  first = is_max & (jnp.cumsum(is_max, axis=-1) == 1)  # Ties: the first maximum only.
+  dx = jnp.where(first, g[..., None], jnp.zeros((), g.dtype))
+  dx = dx.reshape(b, h // 2, w // 2, c, 2, 2).transpose(0, 1, 4, 2, 5, 3)
+  return (dx.reshape(b, h, w, c),)
+
+
+_block_max_pool.defvjp(_block_max_pool_fwd, _block_max_pool_bwd)
 
 
 def upsample(x: Array) -> Array:
