@@ -377,21 +377,43 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
                       disable=not distributed.is_main())
     row, window, window_steps, t_window = {}, [], 0, time.perf_counter()
     with train_eval.StopRequest() as stop:
+      # The next dispatch goes out before the last one's metrics are read (one in flight), so
+      # the device does not idle while the host reads them (a GPU did for 1.5-2.5 ms a step;
+      # BENCHMARKS.md, "One NVIDIA H200: a profile"). Where the state itself is needed (a
+      # checkpoint, an evaluation, the end, a stop) the loop reads the metrics first. A failed
+      # step leaves the state and step counter as they were, so a step dispatched behind it
+      # repeats it on the same batch and key: the state in hand is still the one before the
+      # failure.
+      ahead = config.get("dispatch_ahead", True)  # False: read every dispatch's metrics first.
+      pending = []  # (n, metrics, needs_state) of dispatches not yet read, oldest first.
+      frontier = step  # The step the newest dispatch reaches.
       while step < last:
-        # Whole dispatches of k steps, except where k would pass num_train_steps or the run
-        # resumed off the k grid: single steps there, so that the run ends exactly at
-        # num_train_steps and every interval (a multiple of k) is met.
-        n = k if step % k == 0 and step + k <= last else 1
-        if n not in compiled:
-          t0 = time.perf_counter()
-          compiled[n] = make(n).lower(state, data, k_train).compile()
-          row["compile_time_s"] = time.perf_counter() - t0
-          logging.info("train step compiled in %.1f s", row["compile_time_s"])
-          t_window = time.perf_counter()
-        state, metrics = compiled[n](state, data, k_train)
+        # Nothing goes out behind a dispatch whose state is needed, or once a stop is asked.
+        if frontier < last and (not pending or (len(pending) == 1 and not pending[0][2]
+                                                and not stop.requested and ahead)):
+          # Whole dispatches of k steps, except where k would pass num_train_steps or the run
+          # resumed off the k grid: single steps there, so that the run ends exactly at
+          # num_train_steps and every interval (a multiple of k) is met.
+          n = k if frontier % k == 0 and frontier + k <= last else 1
+          if n not in compiled:
+            t0 = time.perf_counter()
+            compiled[n] = make(n).lower(state, data, k_train).compile()
+            row["compile_time_s"] = time.perf_counter() - t0
+            logging.info("train step compiled in %.1f s", row["compile_time_s"])
+            t_window = time.perf_counter()
+          state, metrics = compiled[n](state, data, k_train)
+          frontier += n
+          needs_state = frontier == last or stop.requested or any(
+              frontier % every == 0 for every in (config.checkpoint_every_steps,
+                                                   config.eval_every_steps))
+          pending.append((n, metrics, needs_state))
+          if len(pending) == 1 and not needs_state and ahead:
+            continue  # Dispatch one more before reading this one.
+        n, metrics, _ = pending.pop(0)
         metrics = parallel.fetch(metrics)
         if not metrics["finite"].all():
-          # The state is the one before the failed step (a failed step changes nothing).
+          # The state is the one before the failed step (a failed step changes nothing, and
+          # a dispatch behind it repeated it).
           report = parallel.fetch(make_term_report(model, config, mesh)(state, data, k_train))
           ckpt.wait()
           raise train_eval.divergence_error(
@@ -411,6 +433,11 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
             progress.set_postfix(loss=f"{row['train/loss']:.1f}",
                                  img_s=f"{row['train/images_per_s']:.1f}")
           window, window_steps = [], 0
+        if pending:  # The state is a dispatch ahead: nothing below is due at this step.
+          if due(config.log_every_steps):
+            writer.write(step, row)
+            row, t_window = {}, time.perf_counter()
+          continue
         # The checkpoint comes before evaluation and samples, so a failure there loses no steps.
         if due(config.checkpoint_every_steps):
           ckpt.save(step, state)

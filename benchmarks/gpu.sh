@@ -60,6 +60,11 @@ echo "=== benchmark"
 #   name | limit (s) | bench.py flags
 infer=(--what=train,infer --infer_images=1000 --infer_steps=50 --infer_repeats=2)
 direct=--model_overrides=model.upsample_mode=direct
+loop=(--config=configs/synthetic.py --config.model.image_size=64 --config.data.image_size=64
+      --config.model.width=1.0 --config.batch_size=256 --config.num_train_steps=300
+      --config.log_every_steps=50 --config.eval_every_steps=300
+      --config.checkpoint_every_steps=300 --config.progress_bar=False
+      --config.compilation_cache_dir=)
 # A part whose flags start with "profile:" runs benchmarks/profile_step.py instead: a profiler
 # trace of the train step, attributed to kernel categories, layers and host gaps, written to
 # $OUT/<part>.json (e.g. profile_cvae.json).
@@ -86,6 +91,10 @@ parts=(
   "cvae_before|100|--models=cvae --batches=256 --dtypes=bfloat16 --repeats=5 ${infer[*]} --model_overrides=model.decoder_tail=full --max_pool=window"
   "discvae_before|100|--models=discvae --batches=256 --dtypes=bfloat16 --repeats=5 --what=train --model_overrides=model.decoder_tail=full --max_pool=window"
   "cvae_tail_only|70|--models=cvae --batches=256 --dtypes=bfloat16 --repeats=5 --what=train --max_pool=window"
+  # train.py's own loop (synthetic data at the paper's size), with and without the next
+  # dispatch going out before the last one's metrics are read (config.dispatch_ahead).
+  "loop_ahead|90|train: ${loop[*]}"
+  "loop_sync|90|train: ${loop[*]} --config.dispatch_ahead=False"
 )
 if [ "$SMOKE" = 1 ]; then
   # CPU dry run of the same parts at a tiny size: checks this script end to end.
@@ -97,7 +106,12 @@ if [ "$SMOKE" = 1 ]; then
     flags=${flags//--batch=256/--batch=8}; flags=${flags//--batch=1000/--batch=8}
     flags=${flags//--batches=1024/--batches=8}; flags=${flags//--infer_steps=50/--infer_steps=5}
     flags=${flags//--infer_images=1000/--infer_images=16}
-    if [[ $flags == profile:* ]]; then smoke+=("$name|600|profile: --smoke ${flags#profile: }")
+    if [[ $flags == train:* ]]; then
+      flags=${flags//image_size=64/image_size=32}; flags=${flags//width=1.0/width=0.0625}
+      flags=${flags//batch_size=256/batch_size=8}; flags=${flags//=300/=20}
+      flags=${flags//every_steps=50/every_steps=10}
+      smoke+=("$name|600|$flags")
+    elif [[ $flags == profile:* ]]; then smoke+=("$name|600|profile: --smoke ${flags#profile: }")
     else smoke+=("$name|600|--smoke $flags"); fi
   done
   parts=("${smoke[@]}")
@@ -121,6 +135,22 @@ fi
 for p in "${run_parts[@]}"; do
   IFS='|' read -r name limit flags <<<"$p"
   echo "--- part $name (limit ${limit} s)"
+  if [[ $flags == train:* ]]; then
+    # train.py as a user runs it; the workdir (checkpoints) stays out of $OUT.
+    rm -rf "/tmp/a2i_$name"
+    # shellcheck disable=SC2086
+    timeout "$limit" "$PYTHON" train.py --workdir="/tmp/a2i_$name" ${flags#train: } \
+      > "$out_dir/$name.log" 2>&1 || echo "gpu.sh: part $name stopped (exit $?)"
+    cp "/tmp/a2i_$name/metrics.jsonl" "$out_dir/$name.metrics.jsonl" 2>/dev/null || true
+    "$PYTHON" - "$out_dir/$name.metrics.jsonl" <<'PY' || true
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+print("train.py images/s per log window:",
+      [round(r["train/images_per_s"]) for r in rows if "train/images_per_s" in r])
+PY
+    if [ -n "${A2I_TAR:-}" ]; then tar czf "$A2I_TAR" -C "$out_dir" .; fi
+    continue
+  fi
   if [[ $flags == profile:* ]]; then
     # shellcheck disable=SC2086
     timeout "$limit" "$PYTHON" benchmarks/profile_step.py --out="$out_dir/$name.json" \

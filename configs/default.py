@@ -102,6 +102,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.num_train_steps = 26_600  # 100 epochs x 266 iterations (demo_lfw_trainCVAE.sh).
   config.steps_per_dispatch = 1  # Train steps fused into one jitted call (lax.scan).
   config.scan_unroll = True  # Unroll it: XLA:CPU runs while-loop bodies slowly (BENCHMARKS.md).
+  # Dispatch the next train step before reading the last one's metrics, so that an accelerator
+  # does not idle while the host reads them; the results are the same either way.
+  config.dispatch_ahead = True
   config.log_every_steps = 50
   config.eval_every_steps = 2_660  # Every 10 epochs of 266 iterations.
   config.checkpoint_every_steps = 2_660
@@ -126,6 +129,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.inference.restarts = 1  # Starts per image; the lowest energy wins.
   config.inference.infer_attributes = False  # Optimise y too (attribute inference).
   config.inference.attribute_prior_weight = 1.0  # Weight of the fitted Gaussian prior on y.
-  config.inference.steps_per_call = 0  # 0: one lax.scan on GPU/TPU, 10-step chunks on CPU.
+  # 0: one lax.scan on GPU/TPU; on CPU unrolled chunks of 10 steps (disCVAE, two decoders: 5).
+  config.inference.steps_per_call = 0
   config.inference.batch_size = 256  # Images per inference batch (infer.py, evaluation).
   return config

@@ -79,10 +79,19 @@ def test_ctrl_c_saves_and_says_where(tmp_path, flags, reference):
   workdir = str(tmp_path / "w")
   r = F.train(workdir, *flags, fault="sigint_at_step:3")
   assert r.returncode == 130 and not F.error_lines(r.stderr), r.stderr[-3000:]
-  assert r.stderr.strip().splitlines()[-1] == ("interrupted at step 3; run the same command to "
+  # Step 4 was already dispatched when step 3's row was written (the loop keeps one dispatch
+  # in flight), so the run stops after it, with step 4's state: the first one in hand.
+  assert r.stderr.strip().splitlines()[-1] == ("interrupted at step 4; run the same command to "
                                                "resume.")
-  assert _steps(workdir)[-1] == 3  # The state at the interruption is on disk.
+  assert _steps(workdir)[-1] == 4  # The state at the interruption is on disk.
   _resume_and_compare(workdir, reference, flags)
+
+
+def test_dispatching_ahead_changes_nothing(tmp_path, flags, reference):
+  """config.dispatch_ahead=False (every step's metrics read before the next step goes out)
+  ends with the default's state, bit for bit, and the same rows."""
+  workdir = str(tmp_path / "w")
+  _resume_and_compare(workdir, reference, [*flags, "--config.dispatch_ahead=False"])
 
 
 @pytest.mark.parametrize("damage", ["zeros", "truncate"])

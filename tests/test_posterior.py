@@ -99,6 +99,19 @@ def test_four_devices_equal_one(cvae):
     np.testing.assert_allclose(four[k], one[k], rtol=1e-4, atol=1e-4)
 
 
+def test_cpu_steps_per_call_holds_about_ten_decoder_passes():
+  """steps_per_call=0 on CPU: 10 unrolled steps for a one-decoder model, 5 for the disCVAE's
+  two (its 10-step program compiled 1.5x longer for no faster step; BENCHMARKS.md), always a
+  divisor of `steps`."""
+  from a2i_jax import models  # pylint: disable=import-outside-toplevel
+  for name, steps, expected in (("cvae", 300, 10), ("discvae", 300, 5), ("discvae", 12, 4),
+                                ("cvae", 3, 3)):
+    cfg = tiny_config(name)
+    opts = inference.InferenceOptions.from_config(cfg.inference, steps=steps, steps_per_call=0)
+    fns = inference.make_inference_fns(models.create_model(cfg.model), opts)
+    assert fns["steps_per_call"] == expected, (name, steps)
+
+
 def test_steps_per_call_changes_nothing_and_one_step_has_no_loop(cvae):
   """1, 2 or 4 Adam steps per jitted call: the same latents. A one-step call has no loop in
   it: a `lax.scan` of length 1 stays a while loop, which XLA:CPU ran 3x slower per step

@@ -70,8 +70,9 @@ class InferenceOptions:
       training attributes (see `AttributePrior`); the given attributes are then ignored.
     attribute_prior_weight: w, the weight of the attribute prior's quadratic form.
     steps_per_call: Adam steps per jitted call; 0 chooses: all of them in one `lax.scan`
-      on GPU / TPU, chunks of up to 10 unrolled steps on CPU (the largest divisor of `steps`
-      up to 10; a one-step call runs the step without a loop).
+      on GPU / TPU, chunks of unrolled steps on CPU holding about 10 decoder passes (10 steps
+      for a model with one latent and decoder, 5 for the disCVAE's two; the largest divisor
+      of `steps` up to that; a one-step call runs the step without a loop).
   """
   steps: int
   learning_rate: float
@@ -154,14 +155,17 @@ def _resolve_energy(options: InferenceOptions, model: nn.Module) -> str:
   return energy
 
 
-def _steps_per_call(options: InferenceOptions) -> int:
-  """How many Adam steps one jitted call runs (a divisor of `steps`)."""
+def _steps_per_call(options: InferenceOptions, decoders: int = 1) -> int:
+  """How many Adam steps one jitted call runs (a divisor of `steps`); `decoders`: the model's
+  decoders (one per latent)."""
   if options.steps == 0:
     return 0
   if options.steps_per_call:
     k = min(options.steps_per_call, options.steps)
   elif jax.default_backend() == "cpu":
-    k = 10
+    # About 10 decoder passes unrolled: compile time grows with the unrolled program, and the
+    # step time stops falling well before (BENCHMARKS.md, "Inference steps per call").
+    k = min(max(1, 10 // decoders), options.steps)
   else:
     return options.steps
   while options.steps % k:
@@ -226,7 +230,7 @@ def make_inference_fns(model: nn.Module, options: InferenceOptions) -> dict[str,
   dims = model.latent_dims
   restarts = options.restarts
   infer_y = options.infer_attributes
-  k = _steps_per_call(options)
+  k = _steps_per_call(options, len(model.latent_dims))
   unroll = jax.default_backend() == "cpu"
 
   def energy_terms(variables, latents, x, y, observed, prior, hyper):
