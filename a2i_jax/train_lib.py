@@ -30,6 +30,7 @@ from a2i_jax import (checkpoints, config_lib, distributed, files, models, object
 from a2i_jax.data import load_dataset, pipeline
 from a2i_jax.data.base import validate_split, warn_small_train_split
 from a2i_jax.errors import ConfigError, TrainingInterrupted, WorkdirError
+from a2i_jax import metrics as metrics_lib
 from a2i_jax.metrics import MetricWriter
 from a2i_jax.train_state import (TrainState, abstract_train_state, clip_by_global_norm,
                                  create_train_state, make_optimizer)
@@ -334,6 +335,14 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
                (k_train, k_eval, k_sample))
 
 
+def _evaluated_row(workdir: str, step: int) -> bool:
+  """Whether `workdir/metrics.jsonl` holds step `step`'s row with its validation scalars."""
+  if not os.path.exists(os.path.join(workdir, metrics_lib.METRICS_FILE)):
+    return False
+  return any(row.get("step") == step and any(k.startswith("val/") for k in row)
+             for row in metrics_lib.read_metrics(workdir))
+
+
 def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
           model: flax.linen.Module, tx: optax.GradientTransformation, dataset: Any, data: dict,
           ckpt: checkpoints.Checkpointer, state: TrainState, keys: tuple) -> TrainState:
@@ -344,9 +353,10 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
   due = lambda every: step % every == 0 or step == last
   samples_at = lambda s: os.path.join(workdir, "samples", f"step_{s:07d}.png")
   # A run stopped between a checkpoint and its evaluation (the checkpoint comes first) has
-  # the evaluation still to do.
-  evaluate_first = 0 < start <= last and due(config.eval_every_steps) and not os.path.exists(
-      samples_at(start))
+  # the evaluation still to do; so has one stopped after the evaluation's samples were written
+  # but before its row was.
+  evaluate_first = 0 < start <= last and due(config.eval_every_steps) and not (
+      os.path.exists(samples_at(start)) and _evaluated_row(workdir, start))
   if start >= last and not evaluate_first:
     logging.info("nothing to do: step %d >= num_train_steps=%d", start, last)
     ckpt.close()

@@ -8,6 +8,8 @@ environment variable `A2I_FAULT` names ("kind:step"):
   kill_after_step:N   SIGKILL once step N's metrics row is written (between checkpoints)
   kill_in_save:N      SIGKILL right after the checkpoint save of step N has started (Orbax is
                       writing it in the background)
+  kill_after_samples:N  SIGKILL once the evaluation's sample grid of step N is written and step
+                      N's checkpoint is finished, before the step's metrics row
   kill_in_delete:N    SIGKILL in the middle of deleting an old checkpoint (max_to_keep), after
                       the save of step N: one of its files is gone, the rest are not
   sigint_at_step:N    a real SIGINT (Ctrl-C) to itself once step N's row is written
@@ -176,6 +178,29 @@ def _install(kind: str, at: int, workdir: str) -> None:
         _die()
       return out
     ocp.CheckpointManager.save = save_then
+  elif kind == "kill_after_samples":
+    from a2i_jax import train_eval  # pylint: disable=import-outside-toplevel
+    write_samples = train_eval.write_samples
+
+    def write_samples_then(*args):
+      out = write_samples(*args)
+      if f"step_{at:07d}" in os.fspath(args[-2]):
+        # Once step N's checkpoint is finished and the old one it replaces deleted (Orbax does
+        # both in the background): a resume starts from step N with the samples on disk and
+        # the row not.
+        ckpt_dir = os.path.join(workdir, "checkpoints")
+        seen, still = None, 0
+        for _ in range(600):
+          names = sorted(os.listdir(ckpt_dir)) if os.path.isdir(ckpt_dir) else []
+          done = str(at) in names and not any("tmp" in n for n in names)
+          still = still + 1 if done and names == seen else 0
+          if still >= 10:  # Unchanged for 0.5 s.
+            break
+          seen = names
+          time.sleep(0.05)
+        _die()
+      return out
+    train_eval.write_samples = write_samples_then
   elif kind == "kill_in_delete":
     from orbax.checkpoint._src.path import deleter  # pylint: disable=import-outside-toplevel
     deleter_class = deleter.StandardCheckpointDeleter
