@@ -204,9 +204,9 @@ def decoder_tail(name: str, backend: str | None = None) -> str:
   """The form of the decoders' last layer and heads for `config.model.decoder_tail`.
 
   "auto" is "full" on CPU and "phase" elsewhere: on an H200 the heads' 3-channel convolutions
-  and the full-resolution shuffle took a quarter of a train step and 40 % of an inference step,
+  and the full-resolution shuffle took a quarter of a train step and half of an inference step,
   which the phase form removes for 1.44x the heads' multiply-adds, which a CPU pays in full
-  (`models.decoder_tail`; BENCHMARKS.md, "The decoders' output heads").
+  (`models.decoder_tail`; BENCHMARKS.md, "One NVIDIA H200: a profile").
 
   Args:
     name: "auto", "full" or "phase".

@@ -38,7 +38,7 @@ def get_config() -> ml_collections.ConfigDict:
   # written: the layer's output at full resolution, one convolution per 3-channel head),
   # "phase" (the same function and parameters, with that output kept in 2x2 phase blocks and
   # the heads as one convolution over them; models.decoder_tail) or "auto" ("phase" on GPU /
-  # TPU, where it is the faster, "full" on CPU). BENCHMARKS.md, "The decoders' output heads".
+  # TPU, where it is the faster, "full" on CPU). BENCHMARKS.md, "One NVIDIA H200: a profile".
   config.model.decoder_tail = "auto"
   config.model.gate_loss_weight = 0.3  # alpha on BCE(gate, 1 - mask) (opts.alpha).
   # disCVAE composite: "reference" = h_fg + g * h_bg (the authors' code; cannot draw a bright

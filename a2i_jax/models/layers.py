@@ -221,7 +221,7 @@ def decoder_tail(x: Array, features: int, kernel: int, heads: tuple[int, ...], h
   small output. That saves the shuffle of h (forward and backward) and replaces the heads'
   convolutions with few outputs (3), which GPUs run far below their rate, with one of 4 x
   sum(heads) outputs; it costs 4 (2T+1)^2 / k^2 the heads' multiply-adds (1.44 for 5x5).
-  BENCHMARKS.md, "The decoders' output heads".
+  BENCHMARKS.md, "One NVIDIA H200: a profile".
 
   Args:
     x: [B, H, W, C] inputs.
