@@ -203,12 +203,10 @@ def make_config(case: Case, overrides: dict) -> Any:
 
 def _forms(config: Any) -> dict:
   """The resolved layer forms a timed program ran with."""
-  import jax  # pylint: disable=import-outside-toplevel
   from a2i_jax import perf  # pylint: disable=import-outside-toplevel
   from a2i_jax.models import layers  # pylint: disable=import-outside-toplevel
-  pool = layers.MAX_POOL_FORM or ("window" if jax.default_backend() == "cpu" else "blocks")
   return {"decoder_tail": perf.decoder_tail(config.model.get("decoder_tail", "auto")),
-          "max_pool": pool}
+          "max_pool": perf.max_pool_form(layers.MAX_POOL_FORM or "auto")}
 
 
 def direct_config(config: Any) -> Any:

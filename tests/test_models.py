@@ -326,6 +326,10 @@ def test_block_max_pool_is_the_window_form_with_ties(dtype):
   np.testing.assert_array_equal(vjp(g)[0], ref_vjp(g)[0])
   odd = jnp.ones((1, 5, 5, 2), dtype)  # Odd sizes fall back to the window form.
   np.testing.assert_array_equal(models.max_pool(odd, "blocks"), models.max_pool(odd, "window"))
+  assert perf.max_pool_form("auto", backend="cpu") == "window"
+  assert perf.max_pool_form("auto", backend="gpu") == "blocks"
+  with pytest.raises(ConfigError, match="max_pool='block' is not a max-pooling form"):
+    models.max_pool(x, "block")
 
 
 def test_taps_weight_grad_is_xlas():
