@@ -55,7 +55,8 @@ def dense(x: Array, features: int, dtype: Dtype, name: Optional[str] = None) -> 
 
 def conv(x: Array, features: int, kernel: int, *, stride: int = 1,
          padding: Optional[int] = None, dtype: Dtype, upsample_first: bool = False,
-         upsample_mode: str = "polyphase", conv_weight_grad: str = "xla") -> Array:
+         upsample_mode: str = "polyphase", conv_weight_grad: str = "xla",
+         phase_layout: bool = False) -> Array:
   """nn.SpatialConvolution (k x k, explicit zero padding) with the Torch default init.
 
   The reference's SpatialFullConvolution(5, stride 1, pad 2) is the same function as a 5x5
@@ -75,6 +76,8 @@ def conv(x: Array, features: int, kernel: int, *, stride: int = 1,
     conv_weight_grad: how the kernel's gradient is computed: "xla", "taps" (per-tap matrix
       products, faster on XLA:CPU; `conv_grad.taps_conv_general_dilated`) or "auto". The value
       and the parameters are the same either way.
+    phase_layout: with an upsample computed in polyphase form (`polyphase_applies`), return
+      the output in 2x2 phase blocks, [B, H, W, 2, 2, F] (`UpsampleConv`).
   Returns:
     [B, H', W', F], H' = 2H when `upsample_first`.
   """
@@ -84,18 +87,35 @@ def conv(x: Array, features: int, kernel: int, *, stride: int = 1,
     if upsample_mode not in UPSAMPLE_MODES:
       raise ConfigError(f"model.upsample_mode={upsample_mode!r} is not one of "
                         f"{', '.join(UPSAMPLE_MODES)}.")
-    taps = 2 * ((kernel // 2 + 1) // 2) + 1  # Low-resolution taps per side (UpsampleConv).
-    if (upsample_mode == "polyphase" and stride == 1 and pad == kernel // 2 and kernel % 2
-        and taps < kernel):  # 5x5 and larger: fewer multiply-adds; 3x3 would gain nothing.
+    if polyphase_applies(kernel, upsample_mode, stride, pad):
       init = initializers.torch_default(kernel * kernel * x.shape[-1])
       return UpsampleConv(features, (kernel, kernel), padding=((pad, pad), (pad, pad)),
                           kernel_init=init, bias_init=init, dtype=dtype,
-                          conv_general_dilated=conv_fn)(x)
+                          conv_general_dilated=conv_fn, phase_layout=phase_layout)(x)
     x = upsample(x)
   init = initializers.torch_default(kernel * kernel * x.shape[-1])
   return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
                  padding=((pad, pad), (pad, pad)), kernel_init=init, bias_init=init,
                  dtype=dtype, conv_general_dilated=conv_fn)(x)
+
+
+def polyphase_applies(kernel: int, upsample_mode: str, stride: int = 1,
+                      padding: Optional[int] = None) -> bool:
+  """Whether `conv` computes an upsample + k x k convolution in polyphase form.
+
+  Args:
+    kernel: the kernel side k.
+    upsample_mode: `config.model.upsample_mode`.
+    stride: the stride.
+    padding: zero padding per side; None for k // 2.
+  Returns:
+    True in "polyphase" mode for a "same" convolution at stride 1 with odd k of 5 and more
+    (fewer multiply-adds; 3x3 would gain nothing).
+  """
+  taps = 2 * ((kernel // 2 + 1) // 2) + 1  # Low-resolution taps per side (UpsampleConv).
+  pad = kernel // 2 if padding is None else padding
+  return (upsample_mode == "polyphase" and stride == 1 and pad == kernel // 2
+          and kernel % 2 == 1 and taps < kernel)
 
 
 def _polyphase_taps(kernel: int) -> np.ndarray:
@@ -239,20 +259,15 @@ def decoder_tail(x: Array, features: int, kernel: int, heads: tuple[int, ...], h
   if tail not in DECODER_TAILS[1:]:
     raise ConfigError(f"model.decoder_tail={tail!r} is not one of {', '.join(DECODER_TAILS)}.")
   b, h, w, _ = x.shape
-  taps = 2 * ((kernel // 2 + 1) // 2) + 1
-  if tail == "full" or upsample_mode != "polyphase" or not kernel % 2 or taps >= kernel:
-    x = nn.relu(batch_norm(conv(x, features, kernel, dtype=dtype, upsample_first=True,
-                                upsample_mode=upsample_mode, conv_weight_grad=conv_weight_grad),
-                           train, dtype))
+  phase = tail == "phase" and polyphase_applies(kernel, upsample_mode)
+  x = nn.relu(batch_norm(conv(x, features, kernel, dtype=dtype, upsample_first=True,
+                              upsample_mode=upsample_mode, conv_weight_grad=conv_weight_grad,
+                              phase_layout=phase), train, dtype))
+  if not phase:
     return [conv(x, f, head_kernel, dtype=dtype, conv_weight_grad=conv_weight_grad)
             for f in heads]
   conv_fn = conv_grad.conv_general_dilated_fn(conv_weight_grad)
-  init = initializers.torch_default(kernel * kernel * x.shape[-1])
-  pad = kernel // 2
-  x = UpsampleConv(features, (kernel, kernel), padding=((pad, pad), (pad, pad)),
-                   kernel_init=init, bias_init=init, dtype=dtype, conv_general_dilated=conv_fn,
-                   phase_layout=True)(x)
-  x = nn.relu(batch_norm(x, train, dtype)).reshape(b, h, w, 4 * features)
+  x = x.reshape(b, h, w, 4 * features)
   params = [ConvParams(f, head_kernel, features)() for f in heads]
   head_w = jnp.concatenate([k for k, _ in params], axis=-1)  # [k, k, F, O]
   head_b = jnp.concatenate([bias for _, bias in params])
