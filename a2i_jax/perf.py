@@ -158,7 +158,8 @@ class _JitWithOptions:
     return getattr(self._top, name)
 
 
-def jit(fun: Callable[..., Any], **kwargs: Any) -> Any:
+def jit(fun: Callable[..., Any], extra_options: Optional[Mapping[str, Any]] = None,
+        **kwargs: Any) -> Any:
   """`jax.jit(fun, **kwargs)` with the library's `compiler_options()`.
 
   Called inside another transformation (a caller's own `jax.jit`, `jax.grad`, ...), it runs
@@ -166,11 +167,13 @@ def jit(fun: Callable[..., Any], **kwargs: Any) -> Any:
 
   Args:
     fun: the function to compile.
+    extra_options: more XLA:CPU options for this program (`compiler_options`' `extra`, e.g.
+      `models.CHEAP_COMPILE` for a program that runs once per call).
     **kwargs: `jax.jit`'s other arguments (donate_argnums, static_argnames, ...).
   Returns:
     The jitted function (`jax.jit`'s own where there are no options, e.g. on GPU).
   """
-  options = compiler_options()
+  options = compiler_options(extra_options)
   if not options:
     return jax.jit(fun, **kwargs)
   return _JitWithOptions(fun, options, **kwargs)

@@ -11,14 +11,17 @@ cache off; then the compiled variants are timed in alternating rounds (one step 
 after a warm-up), so that every variant sees the same machine load. The same for one posterior
 inference step (decoder forward and backward to z, the Adam update: `make_inference_fns`'s
 "run"), compiled for 1 and for 10 steps per call (`--infer_steps_per_call`; the steps are
-unrolled), its time divided by the steps. Prints one JSON object per (model, program, option
+unrolled), its time divided by the steps; with `--infer_ends=1` also the programs that run
+once per inference call, before and after the steps ("init": the encoders' start, "finish":
+the energies and images). Prints one JSON object per (model, program, option
 set) and a table of compile seconds and median step seconds, with their ratios to the first
 option set.
 
 Option sets: default (XLA's); O1 (`xla_backend_optimization_level=1`); O0 (level 0 and LLVM's
 expensive passes off, the library's CHEAP_COMPILE); classic (`xla_cpu_use_fusion_emitters=false`:
 XLA:CPU's older loop emitters for fusions instead of the MLIR fusion emitters); classic_O1
-(both).
+(both); classic_O0 (classic emitters with CHEAP_COMPILE: what the library compiles inference's
+init and finish with).
 """
 
 from __future__ import annotations
@@ -41,6 +44,10 @@ OPTION_SETS = {
     # XLA:CPU's classic (pre-MLIR) loop emitters for fusions instead of the fusion emitters.
     "classic": {"xla_cpu_use_fusion_emitters": False},
     "classic_O1": {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 1},
+    # The library's programs that run once per call (inference's init and finish): classic
+    # emitters, level 0, LLVM's expensive passes off.
+    "classic_O0": {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 0,
+                   "xla_llvm_disable_expensive_passes": True},
 }
 
 
@@ -83,6 +90,10 @@ def _programs(model_name: str, args: argparse.Namespace) -> dict:
     fresh = (lambda carry=carry, hyper=hyper: (
         variables, x, y, obs, jax.tree_util.tree_map(jnp.copy, carry), prior, hyper))
     out[f"infer_k{k}"] = (fns["run"].lower(*fresh()), fresh, k)
+    if args.infer_ends:  # The programs before and after the steps, once per call.
+      init_args = lambda: (variables, x, y, obs, None, key, prior)
+      out["infer_init"] = (fns["init"].lower(*init_args()), init_args, 1)
+      out["infer_finish"] = (fns["finish"].lower(*fresh()), fresh, 1)
   return out
 
 
@@ -98,6 +109,8 @@ def main(argv=None) -> None:
   p.add_argument("--infer_steps_per_call", default="1,10",
                  help="Inference programs: Adam steps per call (unrolled), a comma list.")
   p.add_argument("--train", type=int, default=1, help="0: the inference programs only.")
+  p.add_argument("--infer_ends", type=int, default=0,
+                 help="1: also inference's init and finish programs (once per call).")
   p.add_argument("--smoke", action="store_true", help="Tiny models, 2 rounds.")
   args = p.parse_args(argv)
   if args.smoke:

@@ -12,7 +12,7 @@ import numpy as np
 import optax
 import pytest
 
-from a2i_jax import (checkpoints, config_lib, models, parallel, train_eval, train_lib,
+from a2i_jax import (checkpoints, config_lib, models, parallel, perf, train_eval, train_lib,
                      train_state)
 from a2i_jax.data import Dataset, Split, load_dataset
 from a2i_jax.errors import (CheckpointError, ConfigError, DataError, DatasetNotPreparedError,
@@ -160,8 +160,9 @@ def test_divergence_report_names_the_overflowed_term(data_cache):
       params["decoder_fg"][gate_head]["bias"], jnp.inf)
   state = state.replace(params=params)
   split = load_dataset(cfg.data)["train"]
-  data = {"images": split.images, "attributes": split.attributes, "masks": split.masks}
-  data = parallel.put_replicated(data, mesh)
+  data = {"images": split.images, "attributes": split.attributes.astype(np.float32),
+          "masks": split.masks}
+  data, state = parallel.put_replicated((data, state), mesh)  # As train_lib places them.
   report = jax.device_get(train_lib.make_term_report(model, cfg, mesh)(
       state, data, jax.random.key(1)))
   bad = {n for n, (v, g) in report.items() if not (np.isfinite(v) and np.isfinite(g))}
@@ -169,8 +170,10 @@ def test_divergence_report_names_the_overflowed_term(data_cache):
   message = train_eval.describe_divergence(report)
   assert message.startswith("term gate_bce (value nan") and message.endswith("is not finite")
   # And the train step itself reports which term's value is not finite, and refuses the step.
-  step = jax.jit(train_lib.make_multi_step(train_lib.make_train_step(model, tx, cfg), cfg,
-                                           mesh))
+  # Jitted as train_lib jits it, so that it is the program of the session's tiny disCVAE run
+  # (conftest.tiny_run), compiled once for both through the persistent cache.
+  step = perf.jit(train_lib.make_multi_step(train_lib.make_train_step(model, tx, cfg), cfg,
+                                            mesh), donate_argnums=(0,))
   new_state, metrics = step(state, data, jax.random.key(1))
   metrics = jax.device_get(metrics)
   assert not metrics["finite"][0] and int(new_state.step) == 0

@@ -37,6 +37,7 @@ from a2i_jax import config_lib, parallel, perf, sampling
 from a2i_jax.errors import ConfigError, InputError
 from a2i_jax.inference.restore import TrainedModel
 from a2i_jax.inputs import check_attributes, check_mask
+from a2i_jax.models import CHEAP_COMPILE
 from a2i_jax.numerics import bounded_exp
 
 Array = jax.Array
@@ -313,8 +314,20 @@ def make_inference_fns(model: nn.Module, options: InferenceOptions) -> dict[str,
     result.update({name: pick(v) for name, v in images.items()})
     return result
 
-  return {"init": perf.jit(init), "run": perf.jit(run, donate_argnums=(4,)),
-          "finish": perf.jit(finish), "steps_per_call": k}
+  # `init` and `finish` run once per call, the steps hundreds of times: on CPU those two
+  # compile without LLVM's optimisations, which takes a third off the first call's compile
+  # (BENCHMARKS.md, "The first inference call").
+  return {"init": perf.jit(init, CHEAP_COMPILE), "run": perf.jit(run, donate_argnums=(4,)),
+          "finish": perf.jit(finish, CHEAP_COMPILE), "steps_per_call": k}
+
+
+def _as_run_takes_it(carry: Any, batch: jax.sharding.NamedSharding) -> Any:
+  """The carry batch-sharded like the images and its step counter replicated, as `run` leaves
+  it, whatever sharding `init` left it in: otherwise, on several devices, the first call
+  compiles `run` twice, once for `init`'s output and once for its own (a no-op on one)."""
+  whole = parallel.replicated(batch.mesh)
+  return jax.device_put(carry, jax.tree_util.tree_map(lambda a: batch if a.ndim else whole,
+                                                      carry))
 
 
 def _pad_to(n: int, multiple: int) -> int:
@@ -395,9 +408,10 @@ def infer_latents(trained: TrainedModel, images: Array, attributes: Optional[Arr
   prior = parallel.put_replicated(prior, mesh)
 
   hyper = parallel.put_replicated(_hyper(options), mesh)
-  carry = fns["init"](variables, x_r, y_r, o_r, m_r, key, prior)
-  traces = []
   k = fns["steps_per_call"]
+  carry = _as_run_takes_it(fns["init"](variables, x_r, y_r, o_r, m_r, key, prior),
+                           x_r.sharding)
+  traces = []
   for _ in range(options.steps // k if k else 0):
     carry, trace = fns["run"](variables, x_r, y_r, o_r, carry, prior, hyper)
     traces.append(trace)
