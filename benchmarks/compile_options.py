@@ -13,7 +13,8 @@ inference step (decoder forward and backward to z, the Adam update: `make_infere
 "run"), compiled for 1 and for 10 steps per call (`--infer_steps_per_call`; the steps are
 unrolled), its time divided by the steps; with `--infer_ends=1` also the programs that run
 once per inference call, before and after the steps ("init": the encoders' start, "finish":
-the energies and images). Prints one JSON object per (model, program, option
+the energies and images), and with `--report=1` the divergence report a failed train step
+runs (`train_lib.make_term_report`). Prints one JSON object per (model, program, option
 set) and a table of compile seconds and median step seconds, with their ratios to the first
 option set.
 
@@ -80,6 +81,10 @@ def _programs(model_name: str, args: argparse.Namespace) -> dict:
   prior = (jnp.zeros(y.shape[1]), jnp.eye(y.shape[1]))  # Unused: y is given.
   variables = state.variables
   out = {"train": (train, lambda: (state, data, key), 1)} if args.train else {}
+  if args.report:  # The divergence report, run once after a failed step.
+    from a2i_jax import parallel, train_lib  # pylint: disable=import-outside-toplevel
+    report = train_lib.make_term_report(model, config, parallel.make_mesh(jax.devices()[:1]))
+    out["term_report"] = (report.lower(state, data, key), lambda: (state, data, key), 1)
   for k in (int(v) for v in args.infer_steps_per_call.split(",")):
     options = inference.InferenceOptions.from_config(config.inference, steps=k, restarts=1,
                                                      steps_per_call=k)
@@ -109,6 +114,8 @@ def main(argv=None) -> None:
   p.add_argument("--infer_steps_per_call", default="1,10",
                  help="Inference programs: Adam steps per call (unrolled), a comma list.")
   p.add_argument("--train", type=int, default=1, help="0: the inference programs only.")
+  p.add_argument("--report", type=int, default=0,
+                 help="1: also the divergence report (train_lib.make_term_report).")
   p.add_argument("--infer_ends", type=int, default=0,
                  help="1: also inference's init and finish programs (once per call).")
   p.add_argument("--smoke", action="store_true", help="Tiny models, 2 rounds.")

@@ -316,7 +316,7 @@ def make_inference_fns(model: nn.Module, options: InferenceOptions) -> dict[str,
 
   # `init` and `finish` run once per call, the steps hundreds of times: on CPU those two
   # compile without LLVM's optimisations, which takes a third off the first call's compile
-  # (BENCHMARKS.md, "The first inference call").
+  # (BENCHMARKS.md, "Programs that run once").
   return {"init": perf.jit(init, CHEAP_COMPILE), "run": perf.jit(run, donate_argnums=(4,)),
           "finish": perf.jit(finish, CHEAP_COMPILE), "steps_per_call": k}
 
