@@ -113,8 +113,8 @@ def compiler_options(extra: Optional[Mapping[str, Any]] = None,
                      backend: str | None = None) -> dict[str, Any] | None:
   """The compile options the library's programs are compiled with on this backend.
 
-  On CPU: `CPU_COMPILER_OPTIONS` (those this XLA knows, less any the user sets in XLA_FLAGS)
-  and then `extra`. Elsewhere: None, XLA's defaults.
+  On CPU: `CPU_COMPILER_OPTIONS` (those this XLA knows) and then `extra`, less any option the
+  user sets in XLA_FLAGS, which stays as the user set it. Elsewhere: None, XLA's defaults.
 
   Args:
     extra: more XLA:CPU options for this program (e.g. `models.CHEAP_COMPILE`).
@@ -128,7 +128,7 @@ def compiler_options(extra: Optional[Mapping[str, Any]] = None,
   user = _xla_flag_names()
   options = {name: value for name, value in CPU_COMPILER_OPTIONS.items()
              if name not in user and _option_known(name, value)}
-  options.update(extra or {})
+  options.update({name: value for name, value in (extra or {}).items() if name not in user})
   return options or None
 
 

@@ -148,7 +148,7 @@ def make_term_report(model: flax.linen.Module, config: ml_collections.ConfigDict
     return out
 
   # It runs once, after a failure: compiled without LLVM's optimisations, the paper disCVAE's
-  # report compiles in 7.2 s instead of 11.8 and runs in 8.1 s instead of 5.9 (BENCHMARKS.md,
+  # report compiles in 6.3 s instead of 9.9 and runs in 7.1 s instead of 5.3 (BENCHMARKS.md,
   # "Programs that run once").
   return perf.jit(report, models.CHEAP_COMPILE)
 

@@ -72,7 +72,12 @@ def _programs(model_name: str, args: argparse.Namespace) -> dict:
   steps, state, data, _ = bench.train_program(config, 2 * args.batch)
   model = models.create_model(config.model)
   key = jax.random.key(1)
-  # jax.jit, not perf.jit: the option sets below name every option themselves.
+  # Plain jits throughout: the option sets below are each the whole set of options. The
+  # library's own programs (inference, the report) are built with `perf.jit`, which would
+  # carry the library's options into every compile (`Lowered.compile` merges its
+  # `compiler_options` into the jit's own), so here it gets none to add.
+  from a2i_jax import perf  # pylint: disable=import-outside-toplevel
+  perf.compiler_options = lambda extra=None, backend=None: None
   train = jax.jit(steps).lower(state, data, key) if args.train else None
   rnd = bench.random_data(config, args.batch)
   x = jnp.asarray(rnd["images"], jnp.float32) / 127.5 - 1.0
@@ -95,7 +100,7 @@ def _programs(model_name: str, args: argparse.Namespace) -> dict:
     fresh = (lambda carry=carry, hyper=hyper: (
         variables, x, y, obs, jax.tree_util.tree_map(jnp.copy, carry), prior, hyper))
     out[f"infer_k{k}"] = (fns["run"].lower(*fresh()), fresh, k)
-    if args.infer_ends:  # The programs before and after the steps, once per call.
+    if args.infer_ends and "infer_init" not in out:  # Before and after the steps, once.
       init_args = lambda: (variables, x, y, obs, None, key, prior)
       out["infer_init"] = (fns["init"].lower(*init_args()), init_args, 1)
       out["infer_finish"] = (fns["finish"].lower(*fresh()), fresh, 1)

@@ -163,6 +163,10 @@ def test_library_compile_options_are_known_and_keep_the_numbers(data_cache):
   known = perf._option_known  # pylint: disable=protected-access
   assert all(known(k, v) for k, v in perf.CPU_COMPILER_OPTIONS.items())
   assert perf.compiler_options(backend="gpu") is None
+  # A program's own extra options yield to XLA_FLAGS too: the suite names both of
+  # CHEAP_COMPILE's there.
+  assert set(models.CHEAP_COMPILE) <= named
+  assert perf.compiler_options(models.CHEAP_COMPILE) == perf.compiler_options()
   xla_defaults = {"xla_cpu_use_fusion_emitters": True, "xla_backend_optimization_level": 3}
   cfg = tiny_config("cvae", data_cache)
   train = load_dataset(cfg.data)["train"]

@@ -94,7 +94,9 @@ def test_restarts_never_worse_than_one_start(cvae):
 def test_four_devices_equal_one(cvae):
   trained, ds = cvae
   x, y = _test_batch(ds, 6)  # Not a multiple of 4: padding is exercised too.
-  opts = inference.options_for(trained, init="zeros", restarts=2, steps=4)
+  # One step per call: the steps' program is called 4 times per mesh, with the carry from
+  # `init` and then from itself.
+  opts = inference.options_for(trained, init="zeros", restarts=2, steps=4, steps_per_call=1)
   xs = inference.check_images(x, 32)
   fns = dict(inference.make_inference_fns(trained.model, inference.posterior._static(opts)))
   carries = []  # The carry's sharding in each call of the Adam steps.
@@ -110,13 +112,14 @@ def test_four_devices_equal_one(cvae):
   assert parallel.make_mesh().devices.size == 4
   for k in ("z", "energy", "reconstruction"):
     np.testing.assert_allclose(four[k], one[k], rtol=1e-4, atol=1e-4)
-  # Every call gets the carry split over the devices as the steps leave it (Adam's moments
-  # too, which `init` left replicated), so the steps compile once and no device updates
-  # another's moments.
+  # Every call gets the carry split over the devices (Adam's moments too, which `init` leaves
+  # replicated, and which the steps leave replicated on one device), so the steps compile
+  # once per mesh, not again for each sharding the carry arrives in.
   batch = {"latents": {"z": P("data")}, "mu": {"z": P("data")}, "nu": {"z": P("data")},
            "t": P()}
-  assert len(carries) == 2 * opts.steps // fns["steps_per_call"] and all(
-      c == batch for c in carries), carries
+  assert len(carries) == 8 and all(c == batch for c in carries), carries
+  if hasattr(run_steps, "_cache_size"):  # Private jit method, present in jax 0.7.2 .. 0.10.x.
+    assert run_steps._cache_size() == 2
 
 
 def test_cpu_steps_per_call_holds_about_ten_decoder_passes():
