@@ -224,7 +224,8 @@ class RunSummary:
 
 class StopRequest:
   """Ctrl-C (SIGINT) inside the block sets `requested` instead of raising; the loop then
-  finishes its dispatches in flight, saves and stops. A second Ctrl-C raises KeyboardInterrupt at once.
+  finishes its dispatches in flight, saves and stops. A second Ctrl-C raises
+  KeyboardInterrupt at once.
 
   Raising KeyboardInterrupt at an arbitrary point could land between a dispatch that donated
   the state's buffers and the assignment of its result, losing the state. Outside the main

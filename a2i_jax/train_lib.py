@@ -150,7 +150,26 @@ def make_term_report(model: flax.linen.Module, config: ml_collections.ConfigDict
   # It runs once, after a failure: compiled without LLVM's optimisations, the paper disCVAE's
   # report compiles in 6.3 s instead of 9.9 and runs in 7.1 s instead of 5.3 (BENCHMARKS.md,
   # "Programs that run once").
-  return perf.jit(report, models.CHEAP_COMPILE)
+  return perf.jit(report, extra_options=models.CHEAP_COMPILE)
+
+
+def jit_train_steps(model: flax.linen.Module, tx: optax.GradientTransformation,
+                    config: ml_collections.ConfigDict, mesh: Mesh,
+                    steps: Optional[int] = None) -> Callable:
+  """The train dispatch `train.py` runs: `make_multi_step(make_train_step(...))` through
+  `perf.jit` (the library's compile options), the state (argument 0) donated.
+
+  Args:
+    model: from `models.create_model`.
+    tx: from `make_optimizer`.
+    config: the experiment config.
+    mesh: from `parallel.make_mesh`.
+    steps: train steps per call; default `config.steps_per_dispatch`.
+  Returns:
+    The jitted `steps(state, data, key) -> (state, metrics)`.
+  """
+  return perf.jit(make_multi_step(make_train_step(model, tx, config), config, mesh, steps),
+                  donate_argnums=(0,))
 
 
 def make_multi_step(train_step: Callable, config: ml_collections.ConfigDict,
@@ -364,8 +383,7 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
     logging.info("nothing to do: step %d >= num_train_steps=%d", start, last)
     ckpt.close()
     return state
-  make = lambda n: perf.jit(make_multi_step(make_train_step(model, tx, config), config, mesh, n),
-                           donate_argnums=(0,))
+  make = lambda n: jit_train_steps(model, tx, config, mesh, n)
   eval_step = perf.jit(make_eval_step(model, config))
   sample_fn = perf.jit(sampling.make_sample_fn(model))
   summary = train_eval.RunSummary(workdir)

@@ -12,7 +12,7 @@ import numpy as np
 import optax
 import pytest
 
-from a2i_jax import (checkpoints, config_lib, models, parallel, perf, train_eval, train_lib,
+from a2i_jax import (checkpoints, config_lib, models, parallel, train_eval, train_lib,
                      train_state)
 from a2i_jax.data import Dataset, Split, load_dataset
 from a2i_jax.errors import (CheckpointError, ConfigError, DataError, DatasetNotPreparedError,
@@ -170,10 +170,9 @@ def test_divergence_report_names_the_overflowed_term(data_cache):
   message = train_eval.describe_divergence(report)
   assert message.startswith("term gate_bce (value nan") and message.endswith("is not finite")
   # And the train step itself reports which term's value is not finite, and refuses the step.
-  # Jitted as train_lib jits it, so that it is the program of the session's tiny disCVAE run
+  # train.py's own dispatch, so that it is the program of the session's tiny disCVAE run
   # (conftest.tiny_run), compiled once for both through the persistent cache.
-  step = perf.jit(train_lib.make_multi_step(train_lib.make_train_step(model, tx, cfg), cfg,
-                                            mesh), donate_argnums=(0,))
+  step = train_lib.jit_train_steps(model, tx, cfg, mesh)
   new_state, metrics = step(state, data, jax.random.key(1))
   metrics = jax.device_get(metrics)
   assert not metrics["finite"][0] and int(new_state.step) == 0

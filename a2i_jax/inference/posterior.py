@@ -317,8 +317,9 @@ def make_inference_fns(model: nn.Module, options: InferenceOptions) -> dict[str,
   # `init` and `finish` run once per call, the steps hundreds of times: on CPU those two
   # compile without LLVM's optimisations, in about half the time, 0.12 s (CVAE) to 0.31 s
   # (disCVAE) off the first call (BENCHMARKS.md, "Programs that run once").
-  return {"init": perf.jit(init, CHEAP_COMPILE), "run": perf.jit(run, donate_argnums=(4,)),
-          "finish": perf.jit(finish, CHEAP_COMPILE), "steps_per_call": k}
+  return {"init": perf.jit(init, extra_options=CHEAP_COMPILE),
+          "run": perf.jit(run, donate_argnums=(4,)),
+          "finish": perf.jit(finish, extra_options=CHEAP_COMPILE), "steps_per_call": k}
 
 
 def _one_sharding(carry: Any, batch: jax.sharding.NamedSharding) -> Any:
