@@ -25,6 +25,11 @@ LAYERS = [
     ("dec2 5x5 32px 256->128", 32, 256, 128, 5, 1),
     ("dec3 5x5 64px 128->64", 64, 128, 64, 5, 1),
     ("head 5x5 64px 64->3", 64, 64, 3, 5, 1),
+    # The "full" decoder tail's forms of the heads (models.decoder_tail): the CVAE's two heads
+    # as one convolution, and the disCVAE background's one head, as is and zero-padded to 4.
+    ("heads merged 5x5 64px 64->6", 64, 64, 6, 5, 1),
+    ("bg head 5x5 64px 32->3", 64, 32, 3, 5, 1),
+    ("bg head padded 5x5 64px 32->4", 64, 32, 4, 5, 1),
 ]
 
 

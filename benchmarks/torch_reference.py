@@ -9,8 +9,14 @@ the library and not a dependency: run it from a separate virtual environment.
 
 Prints one JSON object: train images/s (one Adam step on a random batch drawn from an
 in-memory uint8 dataset, flip + colour gain + sharpening on the fly as the JAX step does) and
-posterior-inference image-iterations/s (Adam on z through the frozen decoder, eval-mode
-BatchNorm, Gaussian NLL + standard normal prior). Medians over `--repeats` after a warm-up.
+posterior-inference image-iterations/s: one call as `a2i_jax.inference.infer_latents` makes
+it with the library's defaults (`--infer_ends=encoder`): z starts at the encoder's mean (the
+disCVAE, given no masks, first estimates the foreground from a pass with the whole image as
+foreground), then Adam on z through the frozen decoder (eval-mode BatchNorm, cosine learning
+rate from 0.05, the model's own energy: Gaussian NLL for the CVAE, SmoothL1 for the disCVAE,
+plus the standard normal prior), then the final decode and energy. `--infer_ends=none` times
+the Adam steps alone from random z (the measurements before 2026-11-30). Medians over
+`--repeats` after a warm-up.
 """
 
 from __future__ import annotations
@@ -137,9 +143,17 @@ class CVAE(nn.Module):
     mean, xlv = self.decoder(reparam(mu, lv), y)
     return gaussian_nll(x, mean, xlv) + kl(mu, lv)
 
-  def energy(self, zs, x, y):
-    mean, xlv = self.decoder(zs[0], y)
+  def energy(self, zs, x, y, out=None, smooth_l1=None):
+    del smooth_l1  # The CVAE's energy is its own likelihood.
+    mean, xlv = out or self.decode(zs, y)
     return gaussian_nll(x, mean, xlv) + 0.5 * zs[0].square().sum()
+
+  def init_latents(self, x, y):
+    return [self.encoder(x, y)[0]]
+
+  def decode(self, zs, y):
+    """(image, log-variance)."""
+    return self.decoder(zs[0], y)
 
 
 class DisCVAE(nn.Module):
@@ -173,10 +187,26 @@ class DisCVAE(nn.Module):
     return (F.smooth_l1_loss(fg, x_fg, reduction="sum") + F.smooth_l1_loss(mean, x, reduction="sum")
             + kl(mu_f, lv_f) + kl(mu_b, lv_b) + 0.3 * bce)
 
-  def energy(self, zs, x, y):
+  def energy(self, zs, x, y, out=None, smooth_l1=True):
+    mean = out[0] if out else self.decode(zs, y)[0]
+    data = (F.smooth_l1_loss(mean, x, reduction="sum") if smooth_l1
+            else (0.5 * (x - mean).square()).sum())
+    return data + sum(0.5 * z.square().sum() for z in zs)
+
+  def init_latents(self, x, y):
+    """The encoder's means; without masks, the foreground is estimated first: the whole
+    image as foreground, decoded, 1 - gate (the library's `encode_latents`)."""
+    h = self.trunk_bg(x)
+    mu_f, _ = self.encoder_fg(x, y)
+    _, gate = self.decoder_fg(mu_f, y)
+    mask = 1 - gate.mean(1, keepdim=True)
+    mu_f, _ = self.encoder_fg((x + 1) * mask - 1, y)
+    return [mu_f, self._bg_head(h, y, mu_f)[0]]
+
+  def decode(self, zs, y):
+    """(the composite,)."""
     fg, gate = self.decoder_fg(zs[0], y)
-    mean = fg + gate * self.decoder_bg(zs[1])
-    return (0.5 * (x - mean).square()).sum() + sum(0.5 * z.square().sum() for z in zs)
+    return (fg + gate * self.decoder_bg(zs[1]),)
 
 
 def augment(images_u8, masks_u8, box):
@@ -205,6 +235,9 @@ def main():
   p.add_argument("--infer_images", type=int, default=0)
   p.add_argument("--infer_steps", type=int, default=10)
   p.add_argument("--what", default="train,infer")
+  p.add_argument("--infer_ends", default="encoder", choices=("encoder", "none"),
+                 help="encoder: the library's call (encoder start, final decode); none: the "
+                      "Adam steps alone from random z.")
   p.add_argument("--threads", type=int, default=0, help="0 = torch's default.")
   p.add_argument("--channels_last", action="store_true")
   args = p.parse_args()
@@ -249,15 +282,32 @@ def main():
     y = attrs[:k]
 
     def run():
-      zs = [torch.randn(k, d, requires_grad=True) for d in model.z_dims]
-      opt = torch.optim.Adam(zs, lr=0.01)
-      for _ in range(args.infer_steps):
+      if args.infer_ends == "none":
+        zs = [torch.randn(k, d, requires_grad=True) for d in model.z_dims]
+        opt = torch.optim.Adam(zs, lr=0.01)
+        for _ in range(args.infer_steps):
+          opt.zero_grad(set_to_none=True)
+          model.energy(zs, x, y, smooth_l1=False).backward()  # As measured before.
+          opt.step()
+        return
+      with torch.no_grad():
+        zs = [z.clone().requires_grad_(True) for z in model.init_latents(x, y)]
+      opt = torch.optim.Adam(zs, lr=0.05)
+      for t in range(args.infer_steps):  # Cosine from 0.05 to 0.005, as the library's default.
+        opt.param_groups[0]["lr"] = 0.05 * (0.1 + 0.45 * (1 + math.cos(math.pi * t /
+                                                                       args.infer_steps)))
         opt.zero_grad(set_to_none=True)
         model.energy(zs, x, y).backward()
         opt.step()
+      with torch.no_grad():  # The outputs: the reconstruction and each image's energy.
+        out = model.decode(zs, y)
+        images = (out[0] + 1) / 2
+        energy = model.energy(zs, x, y, out)
+      return images, energy
 
     med, times = median_time(run, args.repeats)
-    out["infer"] = {"images": k, "steps": args.infer_steps, "run_s_median": round(med, 4),
+    out["infer"] = {"images": k, "steps": args.infer_steps, "ends": args.infer_ends,
+                    "run_s_median": round(med, 4),
                     "run_s_all": [round(t, 4) for t in times],
                     "image_iterations_per_s": round(k * args.infer_steps / med, 2)}
   print(json.dumps(out))

@@ -34,8 +34,8 @@ def get_config() -> ml_collections.ConfigDict:
   # paper models "taps" is the faster on CPU (BENCHMARKS.md, "Weight gradients as matrix
   # products"). Same values, parameters and checkpoints either way.
   config.model.conv_weight_grad = "auto"
-  # How the decoders' last upsampling layer and 5x5 output heads are computed: "full" (as
-  # written: the layer's output at full resolution, one convolution per 3-channel head),
+  # How the decoders' last upsampling layer and 5x5 output heads are computed: "full" (the
+  # layer's output at full resolution, all of a decoder's heads as one convolution),
   # "phase" (the same function and parameters, with that output kept in 2x2 phase blocks and
   # the heads as one convolution over them; models.decoder_tail) or "auto" ("phase" on GPU /
   # TPU, where it is the faster, "full" on CPU). BENCHMARKS.md, "One NVIDIA H200: a profile".

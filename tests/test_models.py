@@ -251,14 +251,15 @@ def test_phase_decoder_tail_is_the_full_form():
     fns = [lambda v, model=model: model.apply(
         v, *inputs, train=True, rngs={"reparam": jax.random.key(1), "dropout": jax.random.key(4)},
         mutable=["batch_stats"]) for model in (phase_model, full_model)]
-    # The convolutions' output channels: the full form's 3-channel heads (two per image
-    # decoder, one for the background), the phase form's one convolution with 4 x (3 + 3)
-    # outputs per image decoder (background: 4 x 3) instead.
+    # The convolutions' output channels. Each decoder's heads are one convolution in either
+    # form: at full resolution with the heads' channels side by side, 3 + 3 per image decoder
+    # and the background's 3 zero-padded to 4 (the last convolution); over the 2x2 blocks
+    # with 4 x (3 + 3) (background: 4 x 3). No 3-channel convolution is left.
     phase_outs, full_outs = (re.findall(r"\w+\[[\d,]+,(\d+)\] = conv_general_dilated",
                                         str(jax.make_jaxpr(f)(variables))) for f in fns)
-    heads = 2 if name == "cvae" else 3
-    assert full_outs.count("3") == heads and "3" not in phase_outs
-    assert phase_outs.count("24") == 1 and phase_outs.count("12") == heads - 2
+    assert "3" not in full_outs and "3" not in phase_outs
+    assert full_outs.count("6") == 1 and phase_outs.count("24") == 1
+    assert (full_outs[-1], phase_outs[-1]) == (("6", "24") if name == "cvae" else ("4", "12"))
     if name == "cvae":
       continue
     (out, stats), (ref, ref_stats) = (jax.jit(f)(variables) for f in fns)
@@ -269,39 +270,49 @@ def test_phase_decoder_tail_is_the_full_form():
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_decoder_tail_heads_each_get_their_gradient():
-  """`decoder_tail` with several heads of different widths: each head's output and its
-  kernel's gradient are the full form's, so no head reads another's weights."""
+@pytest.mark.parametrize("heads,weight_grad", [((3, 1), "xla"), ((3,), "taps")])
+def test_decoder_tail_forms_are_the_written_heads(heads, weight_grad):
+  """Both forms of `decoder_tail` against the tail as written here (a convolution per head on
+  the full-resolution h): the same parameter tree, each head's output and every gradient, so
+  no head reads another's weights. One head of 3 channels takes the zero-padded path; the
+  per-tap weight gradients its padded kernel."""
   x = jax.random.normal(jax.random.key(0), (2, 4, 4, 6))
-  weights = [jax.random.normal(jax.random.key(i), (2, 8, 8, c)) for i, c in ((1, 3), (2, 1))]
+  weights = [jax.random.normal(jax.random.key(i + 1), (2, 8, 8, c)) for i, c in enumerate(heads)]
 
   class Tail(nn.Module):
     tail: str
 
     @nn.compact
     def __call__(self, x):
-      return models.decoder_tail(x, 5, 5, (3, 1), 5, train=True, dtype=jnp.float32,
-                                 tail=self.tail)
+      if self.tail != "written":
+        return models.decoder_tail(x, 5, 5, heads, 5, train=True, dtype=jnp.float32,
+                                   conv_weight_grad=weight_grad, tail=self.tail)
+      h = nn.relu(models.batch_norm(models.conv(x, 5, 5, dtype=jnp.float32,
+                                                upsample_first=True), True, jnp.float32))
+      return [models.conv(h, f, 5, dtype=jnp.float32) for f in heads]
 
   results = []
-  for tail in ("phase", "full"):
+  for tail in ("written", "phase", "full"):
     module = Tail(tail)
     variables = module.init(jax.random.key(3), x)
 
     def loss(params, module=module, variables=variables):
-      heads, _ = module.apply({**variables, "params": params}, x, mutable=["batch_stats"])
-      assert [h.shape for h in heads] == [(2, 8, 8, 3), (2, 8, 8, 1)]
-      return sum(jnp.sum(h * w) for h, w in zip(heads, weights))
+      outs, _ = module.apply({**variables, "params": params}, x, mutable=["batch_stats"])
+      assert [o.shape for o in outs] == [(2, 8, 8, c) for c in heads]
+      return sum(jnp.sum(o * w) for o, w in zip(outs, weights))
     results.append((variables["params"], jax.value_and_grad(loss)(variables["params"])))
-  (params, (value, grads)), (ref_params, (ref_value, ref_grads)) = results
-  assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(ref_params)
-  np.testing.assert_allclose(value, ref_value, rtol=1e-5)
-  flat, ref = (np.concatenate([np.ravel(a) for a in jax.tree_util.tree_leaves(t)])
-               for t in (grads, ref_grads))
-  # One scale for all: the bias in front of BatchNorm gets gradients of pure rounding noise.
-  np.testing.assert_allclose(flat, ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
-  for head in ("Conv_1", "Conv_2"):  # The heads' kernels: each its own, and not zero.
-    assert np.abs(grads[head]["kernel"]).max() > 1e-3
+  ref_params, (ref_value, ref_grads) = results[0]
+  for params, (value, grads) in results[1:]:
+    assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(ref_params)
+    for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(ref_params)):
+      np.testing.assert_array_equal(a, b)  # The same initial values.
+    np.testing.assert_allclose(value, ref_value, rtol=1e-5)
+    flat, ref = (np.concatenate([np.ravel(a) for a in jax.tree_util.tree_leaves(t)])
+                 for t in (grads, ref_grads))
+    # One scale for all: the bias in front of BatchNorm gets gradients of pure rounding noise.
+    np.testing.assert_allclose(flat, ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
+    for i in range(len(heads)):  # The heads' kernels: each its own, and not zero.
+      assert np.abs(grads[f"Conv_{i + 1}"]["kernel"]).max() > 1e-3
 
 
 def test_decoder_tail_auto_is_phase_off_cpu_and_a_bad_name_is_one_error():

@@ -24,6 +24,10 @@ Array = jax.Array
 Dtype = Any
 UPSAMPLE_MODES = ("polyphase", "direct")
 DECODER_TAILS = perf.DECODER_TAILS
+# The fewest output channels the "full" decoder tail's head convolution computes (zero-padded
+# up to it): XLA:CPU's input gradient of a 5x5 convolution to 3 channels ran 4x slower than to
+# 4 (BENCHMARKS.md, "The decoders' output heads on CPU").
+_MIN_HEAD_OUTPUTS = 4
 
 
 def scaled(n: int, width: float) -> int:
@@ -231,7 +235,13 @@ def decoder_tail(x: Array, features: int, kernel: int, heads: tuple[int, ...], h
   with `features` channels and a `kernel` x `kernel` kernel, then one `head_kernel` convolution
   of h per entry of `heads` (its output channels), all "same" at stride 1.
 
-  `tail` = "full" computes it as written (`conv`, `batch_norm`, `conv` per head). "phase" (with
+  `tail` = "full" computes h as written (`conv`, `batch_norm`) and all heads as one "same"
+  convolution of h whose kernel is the heads' kernels side by side, zero-padded to at least
+  `_MIN_HEAD_OUTPUTS` outputs, then split: the function of a convolution per head, with the
+  same parameters. On XLA:CPU one 6-output convolution (the CVAE's image and log-variance, the
+  disCVAE's image and gate) ran its forward and input gradient in 0.70x the time of two
+  3-output ones, and a background head padded from 3 to 4 outputs its input gradient in 0.23x
+  (BENCHMARKS.md, "The decoders' output heads on CPU"). "phase" (with
   the polyphase upsample form and an odd `kernel` >= 5) computes the same function with the
   same parameters without ever laying h out at full resolution: h stays in 2x2 phase blocks
   at the input's size ([B, H, W, 2, 2, F]: `UpsampleConv(phase_layout=True)`; BatchNorm's
@@ -263,17 +273,23 @@ def decoder_tail(x: Array, features: int, kernel: int, heads: tuple[int, ...], h
   x = nn.relu(batch_norm(conv(x, features, kernel, dtype=dtype, upsample_first=True,
                               upsample_mode=upsample_mode, conv_weight_grad=conv_weight_grad,
                               phase_layout=phase), train, dtype))
-  if not phase:
-    return [conv(x, f, head_kernel, dtype=dtype, conv_weight_grad=conv_weight_grad)
-            for f in heads]
   conv_fn = conv_grad.conv_general_dilated_fn(conv_weight_grad)
-  x = x.reshape(b, h, w, 4 * features)
   params = [ConvParams(f, head_kernel, features)() for f in heads]
   head_w = jnp.concatenate([k for k, _ in params], axis=-1)  # [k, k, F, O]
   head_b = jnp.concatenate([bias for _, bias in params])
+  n_out = head_w.shape[-1]
+  if not phase:
+    # All heads in one convolution, its outputs zero-padded to at least _MIN_HEAD_OUTPUTS.
+    pad = max(0, _MIN_HEAD_OUTPUTS - n_out)
+    head_w = jnp.pad(head_w, ((0, 0), (0, 0), (0, 0), (0, pad)))
+    x, head_w, head_b = nn.dtypes.promote_dtype(x, head_w, head_b, dtype=dtype)
+    p = head_kernel // 2
+    y = conv_fn(x, head_w, (1, 1), ((p, p), (p, p)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = y[..., :n_out] + head_b
+    return list(jnp.split(y, np.cumsum(heads)[:-1], axis=-1))
+  x = x.reshape(b, h, w, 4 * features)
   m = jnp.asarray(_phase_block_taps(head_kernel))
   t = m.shape[1]
-  n_out = head_w.shape[-1]
   block_w = jnp.einsum("puad,qvbe,defo->uvabfpqo", m, m, head_w).reshape(
       t, t, 4 * features, 4 * n_out)
   x, block_w, head_b = nn.dtypes.promote_dtype(x, block_w, head_b, dtype=dtype)
