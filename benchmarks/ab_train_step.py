@@ -1,14 +1,22 @@
-"""Config variants of the paper train step side by side: compiled in one process, timed in
-alternating rounds so that every variant sees the same machine load.
+"""Config variants of the paper train step, or of posterior inference's step, side by side:
+compiled in one process, timed in alternating rounds so that every variant sees the same
+machine load.
 
   python benchmarks/ab_train_step.py --models=cvae,discvae \
       --variants="taps:model.conv_weight_grad=auto;xla:model.conv_weight_grad=xla"
+  python benchmarks/ab_train_step.py --what=infer --models=discvae \
+      --variants="full:model.decoder_tail=full;phase:model.decoder_tail=phase"
   python benchmarks/ab_train_step.py --smoke --variants="a:;b:model.conv_weight_grad=xla"
 
 Each variant is `name:key=value,key=value` over `bench.py`'s paper config (64x64, width 1,
-float32, `--batch`); the step is the library's (`perf.jit` of `train_lib.make_multi_step`).
-Prints one JSON line per (model, variant): compile seconds, images/s (the median of `--rounds`
-timed steps after a warm-up) and every step's time, and the ratio to the first variant.
+float32, `--batch`), or over `--config` (e.g. configs/synthetic.py). `--what=train` times the library's train step (`perf.jit` of
+`train_lib.make_multi_step`) and prints images/s; `--what=infer` times one call of
+inference's Adam loop (`make_inference_fns`' `run`: the steps one call runs, 5 or 10 on
+CPU, on `--batch` images, the encoders' start and the final decode left out) and prints ms per
+Adam step and image-iterations/s. One JSON line per (model, variant): compile seconds, the
+median of `--rounds` timed calls after a warm-up and every call's time, and the speed ratio to
+the first variant. Fresh processes could not resolve a 5 % change on a machine whose speed
+drifts by 10 % within minutes; alternated calls in one process can.
 """
 
 from __future__ import annotations
@@ -44,11 +52,13 @@ def main(argv=None) -> None:
   p.add_argument("--variants", required=True, help="name:key=value,...;name:...")
   p.add_argument("--batch", type=int, default=32)
   p.add_argument("--rounds", type=int, default=5)
+  p.add_argument("--config", default="lfw", help="The config the variants change: lfw (the "
+                 "paper models) or a config file, e.g. configs/synthetic.py.")
+  p.add_argument("--what", default="train", choices=("train", "infer"),
+                 help="train: the train step; infer: one call of inference's Adam loop.")
   p.add_argument("--smoke", action="store_true", help="Tiny models, 2 rounds.")
   args = p.parse_args(argv)
-  import jax  # pylint: disable=import-outside-toplevel
   import bench  # pylint: disable=import-outside-toplevel
-  from a2i_jax import perf  # pylint: disable=import-outside-toplevel
   variants = _variants(args.variants)
   if args.smoke:
     args.rounds = 2
@@ -57,27 +67,73 @@ def main(argv=None) -> None:
     for name, overrides in variants:
       if args.smoke:
         overrides = {"model.image_size": "32", "model.width": "0.0625", **overrides}
-      config = bench.make_config(bench.Case(model_name, args.batch, "float32"), overrides)
-      steps, state, data, _ = bench.train_program(config, 2 * args.batch)
-      fn = perf.jit(steps)
+      config = bench.make_config(bench.Case(model_name, args.batch, "float32"), overrides,
+                                 args.config)
+      program = _infer_program if args.what == "infer" else _train_program
       t0 = time.perf_counter()
-      step = fn.lower(state, data, jax.random.key(1)).compile()
-      compiled[name] = (step, state, data, time.perf_counter() - t0)
+      call, per_call = program(config, args.batch)
+      compiled[name] = (call, per_call, time.perf_counter() - t0)
     times = {name: [] for name in compiled}
-    for step, state, data, _ in compiled.values():  # Warm-up.
-      jax.block_until_ready(step(state, data, jax.random.key(1)))
+    for call, _, _ in compiled.values():  # Warm-up.
+      call()
     for _ in range(args.rounds):
-      for name, (step, state, data, _) in compiled.items():
-        t0 = time.perf_counter()
-        jax.block_until_ready(step(state, data, jax.random.key(1)))
-        times[name].append(time.perf_counter() - t0)
+      for name, (call, _, _) in compiled.items():
+        times[name].append(call())
     first = statistics.median(times[variants[0][0]])
-    for name, (_, _, _, compile_s) in compiled.items():
+    for name, (_, per_call, compile_s) in compiled.items():
       med = statistics.median(times[name])
-      print(json.dumps({"model": model_name, "variant": name, "compile_s": round(compile_s, 2),
-                        "images_per_s": round(args.batch / med, 2),
-                        "speed_vs_first": round(first / med, 3),
-                        "step_s_all": [round(t, 3) for t in times[name]]}), flush=True)
+      row = {"model": model_name, "variant": name, "compile_s": round(compile_s, 2)}
+      if args.what == "infer":
+        row.update(adam_steps_per_call=per_call, ms_per_step=round(1e3 * med / per_call, 1),
+                   image_iterations_per_s=round(args.batch * per_call / med, 2))
+      else:
+        row["images_per_s"] = round(args.batch / med, 2)
+      print(json.dumps({**row, "speed_vs_first": round(first / med, 3),
+                        "call_s_all": [round(t, 3) for t in times[name]]}), flush=True)
+
+
+def _train_program(config, batch: int):
+  """(a function running one timed train step and returning its seconds, 1)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import bench  # pylint: disable=import-outside-toplevel
+  from a2i_jax import perf  # pylint: disable=import-outside-toplevel
+  steps, state, data, _ = bench.train_program(config, 2 * batch)
+  key = jax.random.key(1)
+  step = perf.jit(steps).lower(state, data, key).compile()
+
+  def call():
+    t0 = time.perf_counter()
+    jax.block_until_ready(step(state, data, key))
+    return time.perf_counter() - t0
+  return call, 1
+
+
+def _infer_program(config, batch: int):
+  """(a function running one timed call of inference's Adam loop and returning its seconds,
+  the Adam steps per call)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import bench  # pylint: disable=import-outside-toplevel
+  from a2i_jax import inference, models  # pylint: disable=import-outside-toplevel
+  model = models.create_model(config.model)
+  variables = jax.device_put(models.init_variables(model, config.model, jax.random.key(0)))
+  rnd = bench.random_data(config, batch)
+  x = jnp.asarray(rnd["images"], jnp.float32) / 127.5 - 1.0
+  y = jnp.asarray(rnd["attributes"])
+  obs = jnp.ones(x.shape[:3] + (1,), jnp.float32)
+  prior = (jnp.zeros(y.shape[1]), jnp.eye(y.shape[1]))  # Unused: y is given.
+  options = inference.InferenceOptions.from_config(config.inference, restarts=1)
+  fns = inference.make_inference_fns(model, options)
+  hyper = inference.posterior._hyper(options)  # pylint: disable=protected-access
+  carry = fns["init"](variables, x, y, obs, None, jax.random.key(2), prior)
+  run = fns["run"].lower(variables, x, y, obs, carry, prior, hyper).compile()
+
+  def call():
+    fresh = jax.block_until_ready(jax.tree_util.tree_map(jnp.copy, carry))  # `run` donates it.
+    t0 = time.perf_counter()
+    jax.block_until_ready(run(variables, x, y, obs, fresh, prior, hyper))
+    return time.perf_counter() - t0
+  return call, fns["steps_per_call"] or options.steps
 
 
 if __name__ == "__main__":

@@ -178,9 +178,10 @@ def _time_calls(fn: Callable[[], Any], repeats: int) -> list[float]:
   return times
 
 
-def make_config(case: Case, overrides: dict) -> Any:
+def make_config(case: Case, overrides: dict, base: str = "lfw") -> Any:
+  """`base` (configs/lfw.py, the paper models, or another config file) for one case."""
   from a2i_jax import config_lib  # pylint: disable=import-outside-toplevel
-  config = config_lib.get_config(f"lfw:{case.model}")
+  config = config_lib.get_config(f"{base}:{case.model}")
   config.batch_size = case.batch
   config.model.dtype = case.dtype
   config.steps_per_dispatch = 1
@@ -210,9 +211,10 @@ def _forms(config: Any) -> dict:
 
 
 def direct_config(config: Any) -> Any:
-  """A copy of `config` whose model computes upsample + conv and the decoders' heads as written
-  (model.upsample_mode "direct", model.decoder_tail "full"): the form whose FLOPs are the
-  model FLOPs of MFU."""
+  """A copy of `config` whose model computes upsample + conv and the decoders' last layer as
+  written (model.upsample_mode "direct", model.decoder_tail "full"): the form whose FLOPs are
+  the model FLOPs of MFU. (Its heads are one convolution, the background's padded from 3 to 4
+  outputs: about 0.1 % more FLOPs for the disCVAE, counted.)"""
   direct = config.copy_and_resolve_references()
   direct.model.upsample_mode = "direct"
   direct.model.decoder_tail = "full"

@@ -87,7 +87,9 @@ parts=(
   "cvae_b1024|90|--models=cvae --batches=1024 --dtypes=bfloat16 --repeats=5 --what=train"
   "discvae_b1024|110|--models=discvae --batches=1024 --dtypes=bfloat16 --repeats=5 --what=train"
   # The profile's two fixes (decoder_tail "phase", max_pool "blocks": the GPU defaults since)
-  # against the forms before them, side by side.
+  # against the forms before them, side by side. Since 2026-11-30 (third session) "full" runs a
+  # decoder's heads as one convolution (padded to 4 outputs), not one per head, so a rerun's
+  # "before" is that form, not the one in BENCHMARKS.md's H200 table.
   "cvae_before|100|--models=cvae --batches=256 --dtypes=bfloat16 --repeats=5 ${infer[*]} --model_overrides=model.decoder_tail=full --max_pool=window"
   "discvae_before|100|--models=discvae --batches=256 --dtypes=bfloat16 --repeats=5 --what=train --model_overrides=model.decoder_tail=full --max_pool=window"
   "cvae_tail_only|70|--models=cvae --batches=256 --dtypes=bfloat16 --repeats=5 --what=train --max_pool=window"

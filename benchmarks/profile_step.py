@@ -172,8 +172,9 @@ def attribute(trace: dict, hlo: dict, steps: int, wall_s: float, top: int = 25,
   instruction of that name)."""
   events, where = _device_events(trace)
   all_events = events
-  if module:
-    events = [e for e in events if module in str(e.get("args", {}).get("hlo_module", module))]
+  if module:  # On XLA:CPU an event must name its program; GPU kernel events may not.
+    unnamed = module if where == "device" else ""
+    events = [e for e in events if module in str(e.get("args", {}).get("hlo_module", unnamed))]
   keys = [_hlo_key(e, hlo) for e in events]
   known = [(k, e) for k, e in zip(keys, events) if k]
   by_cat, by_layer, by_kernel = (collections.Counter() for _ in range(3))

@@ -299,11 +299,9 @@ def main():
         opt.zero_grad(set_to_none=True)
         model.energy(zs, x, y).backward()
         opt.step()
-      with torch.no_grad():  # The outputs: the reconstruction and each image's energy.
-        out = model.decode(zs, y)
-        images = (out[0] + 1) / 2
-        energy = model.energy(zs, x, y, out)
-      return images, energy
+      with torch.no_grad():  # The outputs: the reconstruction and the energy (summed here).
+        decoded = model.decode(zs, y)
+        return (decoded[0] + 1) / 2, model.energy(zs, x, y, decoded)
 
     med, times = median_time(run, args.repeats)
     out["infer"] = {"images": k, "steps": args.infer_steps, "ends": args.infer_ends,

@@ -270,12 +270,14 @@ def test_phase_decoder_tail_is_the_full_form():
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("heads,weight_grad", [((3, 1), "xla"), ((3,), "taps")])
-def test_decoder_tail_forms_are_the_written_heads(heads, weight_grad):
+@pytest.mark.parametrize("heads,weight_grad,upsample_mode", [
+    ((3, 1), "xla", "polyphase"), ((3,), "taps", "polyphase"), ((3, 3), "taps", "direct")])
+def test_decoder_tail_forms_are_the_written_heads(heads, weight_grad, upsample_mode):
   """Both forms of `decoder_tail` against the tail as written here (a convolution per head on
   the full-resolution h): the same parameter tree, each head's output and every gradient, so
-  no head reads another's weights. One head of 3 channels takes the zero-padded path; the
-  per-tap weight gradients its padded kernel."""
+  no head reads another's weights. One head of 3 channels takes the zero-padded path, and
+  the per-tap weight gradient takes its padded kernel; with the direct upsample the phase
+  form does not apply and both take the full one."""
   x = jax.random.normal(jax.random.key(0), (2, 4, 4, 6))
   weights = [jax.random.normal(jax.random.key(i + 1), (2, 8, 8, c)) for i, c in enumerate(heads)]
 
@@ -286,9 +288,10 @@ def test_decoder_tail_forms_are_the_written_heads(heads, weight_grad):
     def __call__(self, x):
       if self.tail != "written":
         return models.decoder_tail(x, 5, 5, heads, 5, train=True, dtype=jnp.float32,
-                                   conv_weight_grad=weight_grad, tail=self.tail)
-      h = nn.relu(models.batch_norm(models.conv(x, 5, 5, dtype=jnp.float32,
-                                                upsample_first=True), True, jnp.float32))
+                                   upsample_mode=upsample_mode, conv_weight_grad=weight_grad,
+                                   tail=self.tail)
+      h = nn.relu(models.batch_norm(models.conv(x, 5, 5, dtype=jnp.float32, upsample_first=True,
+                                                upsample_mode=upsample_mode), True, jnp.float32))
       return [models.conv(h, f, 5, dtype=jnp.float32) for f in heads]
 
   results = []

@@ -131,8 +131,9 @@ def _weight_grad_method(x_shape: tuple, kernel_shape: tuple, out_shape: tuple,
   * 3x3 with many channels (the polyphase decoder layers, the encoder's third layer): one
     product per tap ("x").
   * 5x5 with many channels (the encoders' second layer): 25 thin products lose: XLA's.
-  * few output channels (the image heads, 5x5 64->3): dy's shifted copies side by side, one
-    product ("dy_stacked"); three-column products run far below the CPU's rate.
+  * few output channels (the decoders' heads, 5x5 64->6 and 32->4 as `decoder_tail` merges
+    them): dy's shifted copies side by side, one product ("dy_stacked"); products with a few
+    columns run far below the CPU's rate.
   * few input channels (the first layer, 5x5 3->64): x's shifted copies side by side
     (im2col, "x_stacked").
   The whole step with every layer on the per-tap form was no faster than XLA's (the heads).
