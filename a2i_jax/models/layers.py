@@ -278,25 +278,23 @@ def decoder_tail(x: Array, features: int, kernel: int, heads: tuple[int, ...], h
   head_w = jnp.concatenate([k for k, _ in params], axis=-1)  # [k, k, F, O]
   head_b = jnp.concatenate([bias for _, bias in params])
   n_out = head_w.shape[-1]
-  if not phase:
-    # All heads in one convolution, its outputs zero-padded to at least _MIN_HEAD_OUTPUTS.
-    pad = max(0, _MIN_HEAD_OUTPUTS - n_out)
-    head_w = jnp.pad(head_w, ((0, 0), (0, 0), (0, 0), (0, pad)))
-    x, head_w, head_b = nn.dtypes.promote_dtype(x, head_w, head_b, dtype=dtype)
-    p = head_kernel // 2
-    y = conv_fn(x, head_w, (1, 1), ((p, p), (p, p)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    y = y[..., :n_out] + head_b
-    return list(jnp.split(y, np.cumsum(heads)[:-1], axis=-1))
-  x = x.reshape(b, h, w, 4 * features)
-  m = jnp.asarray(_phase_block_taps(head_kernel))
-  t = m.shape[1]
-  block_w = jnp.einsum("puad,qvbe,defo->uvabfpqo", m, m, head_w).reshape(
-      t, t, 4 * features, 4 * n_out)
-  x, block_w, head_b = nn.dtypes.promote_dtype(x, block_w, head_b, dtype=dtype)
-  y = conv_fn(x, block_w, (1, 1), ((t // 2, t // 2), (t // 2, t // 2)),
+  if phase:  # One convolution over the 2x2 blocks, its kernel the heads' taps rearranged.
+    x = x.reshape(b, h, w, 4 * features)
+    m = jnp.asarray(_phase_block_taps(head_kernel))
+    t = m.shape[1]
+    kernel_w = jnp.einsum("puad,qvbe,defo->uvabfpqo", m, m, head_w).reshape(
+        t, t, 4 * features, 4 * n_out)
+    pad = t // 2
+  else:  # One convolution at full resolution, its outputs zero-padded to _MIN_HEAD_OUTPUTS.
+    kernel_w = jnp.pad(head_w, ((0, 0), (0, 0), (0, 0), (0, max(0, _MIN_HEAD_OUTPUTS - n_out))))
+    pad = head_kernel // 2
+  x, kernel_w, head_b = nn.dtypes.promote_dtype(x, kernel_w, head_b, dtype=dtype)
+  y = conv_fn(x, kernel_w, (1, 1), ((pad, pad), (pad, pad)),
               dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  y = y.reshape(b, h, w, 2, 2, n_out).transpose(0, 1, 3, 2, 4, 5).reshape(b, 2 * h, 2 * w, n_out)
-  y = y + head_b
+  if phase:  # The blocks to full resolution, at the few output channels.
+    y = y.reshape(b, h, w, 2, 2, n_out).transpose(0, 1, 3, 2, 4, 5).reshape(
+        b, 2 * h, 2 * w, n_out)
+  y = y[..., :n_out] + head_b
   return list(jnp.split(y, np.cumsum(heads)[:-1], axis=-1))
 
 
