@@ -183,6 +183,7 @@ def jit(fun: Callable[..., Any], extra_options: Optional[Mapping[str, Any]] = No
 CONV_WEIGHT_GRADS = ("auto", "xla", "taps")
 DECODER_TAILS = ("auto", "full", "phase")
 MAX_POOL_FORMS = ("auto", "window", "blocks")
+CONV_OUTPUT_SPLITS = ("auto", "whole", "split")
 
 
 def conv_weight_grad(name: str, backend: str | None = None) -> str:
@@ -222,6 +223,29 @@ def decoder_tail(name: str, backend: str | None = None) -> str:
   """
   return _resolve("model.decoder_tail", "a decoder tail form", name, DECODER_TAILS, backend,
                   cpu="full", accelerator="phase")
+
+
+def conv_output_split(name: str = "auto", backend: str | None = None) -> str:
+  """Whether a convolution with many outputs runs as one or as several over blocks of them.
+
+  "split" computes a convolution with more than `models.conv_grad.SPLIT_OUTPUTS` (512)
+  outputs as one convolution per block of at most that many outputs, concatenated: the same
+  values and parameters; its input gradient becomes a sum of the blocks' (the same sum in
+  another order). "auto" is "split" on CPU and "whole" elsewhere: XLA:CPU ran the input
+  gradient of the decoders' polyphase 3x3 layer with 1,024 outputs (256 inputs, 8x8, batch
+  32) at 118 GFLOP/s whole and 201 split in two, while the forward kept its speed
+  (BENCHMARKS.md, "Wide convolutions in blocks of outputs").
+
+  Args:
+    name: "auto", "whole" or "split".
+    backend: the JAX backend; default `jax.default_backend()`.
+  Returns:
+    "whole" or "split".
+  Raises:
+    ConfigError: an unknown name.
+  """
+  return _resolve("conv_output_split", "a convolution output form", name, CONV_OUTPUT_SPLITS,
+                  backend, cpu="split", accelerator="whole")
 
 
 def max_pool_form(name: str = "auto", backend: str | None = None) -> str:

@@ -9,8 +9,12 @@ machine load.
   python benchmarks/ab_train_step.py --smoke --variants="a:;b:model.conv_weight_grad=xla"
 
 Each variant is `name:key=value,key=value` over `bench.py`'s paper config (64x64, width 1,
-float32, `--batch`), or over `--config` (e.g. configs/synthetic.py). `--what=train` times the library's train step (`perf.jit` of
-`train_lib.make_multi_step`) and prints images/s; `--what=infer` times one call of
+float32, `--batch`), or over `--config` (e.g. configs/synthetic.py). Two keys are not
+config keys but the library's module-level forms, set while that variant is traced:
+`max_pool` (`layers.MAX_POOL_FORM`) and `conv_output_split` (`conv_grad.CONV_OUTPUT_SPLIT`),
+e.g. --variants="whole:conv_output_split=whole;split:conv_output_split=split".
+`--what=train` times the library's train step (`perf.jit` of `train_lib.make_multi_step`)
+and prints images/s; `--what=infer` times one call of
 inference's Adam loop (`make_inference_fns`' `run`: the steps one call runs, 5 or 10 on
 CPU, on `--batch` images, the encoders' start and the final decode left out) and prints ms per
 Adam step and image-iterations/s. One JSON line per (model, variant): compile seconds, the
@@ -22,6 +26,7 @@ drifts by 10 % within minutes; alternated calls in one process can.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -67,11 +72,14 @@ def main(argv=None) -> None:
     for name, overrides in variants:
       if args.smoke:
         overrides = {"model.image_size": "32", "model.width": "0.0625", **overrides}
+      overrides = dict(overrides)
+      forms = {key: overrides.pop(key) for key in _FORMS if key in overrides}
       config = bench.make_config(bench.Case(model_name, args.batch, "float32"), overrides,
                                  args.config)
       program = _infer_program if args.what == "infer" else _train_program
       t0 = time.perf_counter()
-      call, per_call = program(config, args.batch)
+      with _forms(forms):
+        call, per_call = program(config, args.batch)
       compiled[name] = (call, per_call, time.perf_counter() - t0)
     times = {name: [] for name in compiled}
     for call, _, _ in compiled.values():  # Warm-up.
@@ -90,6 +98,28 @@ def main(argv=None) -> None:
         row["images_per_s"] = round(args.batch / med, 2)
       print(json.dumps({**row, "speed_vs_first": round(first / med, 3),
                         "call_s_all": [round(t, 3) for t in times[name]]}), flush=True)
+
+
+# Variant keys that are not config keys: the library's module-level form settings, set while
+# the variant is traced (module, attribute).
+_FORMS = {"max_pool": ("a2i_jax.models.layers", "MAX_POOL_FORM"),
+          "conv_output_split": ("a2i_jax.models.conv_grad", "CONV_OUTPUT_SPLIT")}
+
+
+@contextlib.contextmanager
+def _forms(forms: dict):
+  """Sets the module-level forms `forms` names (`_FORMS`) while a variant is traced."""
+  import importlib  # pylint: disable=import-outside-toplevel
+  saved = []
+  try:
+    for key, value in forms.items():
+      module = importlib.import_module(_FORMS[key][0])
+      saved.append((module, _FORMS[key][1], getattr(module, _FORMS[key][1])))
+      setattr(module, _FORMS[key][1], value)
+    yield
+  finally:
+    for module, attr, value in reversed(saved):
+      setattr(module, attr, value)
 
 
 def _train_program(config, batch: int):

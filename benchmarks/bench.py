@@ -205,9 +205,10 @@ def make_config(case: Case, overrides: dict, base: str = "lfw") -> Any:
 def _forms(config: Any) -> dict:
   """The resolved layer forms a timed program ran with."""
   from a2i_jax import perf  # pylint: disable=import-outside-toplevel
-  from a2i_jax.models import layers  # pylint: disable=import-outside-toplevel
+  from a2i_jax.models import conv_grad, layers  # pylint: disable=import-outside-toplevel
   return {"decoder_tail": perf.decoder_tail(config.model.get("decoder_tail", "auto")),
-          "max_pool": perf.max_pool_form(layers.MAX_POOL_FORM or "auto")}
+          "max_pool": perf.max_pool_form(layers.MAX_POOL_FORM or "auto"),
+          "conv_output_split": perf.conv_output_split(conv_grad.CONV_OUTPUT_SPLIT or "auto")}
 
 
 def direct_config(config: Any) -> Any:
@@ -465,6 +466,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                  help="Persistent XLA cache dir ('' = off, so compile times are real).")
   p.add_argument("--max_pool", default="auto", choices=("auto", "window", "blocks"),
                  help="The max-pooling form (models.max_pool); auto: the library's choice.")
+  p.add_argument("--conv_output_split", default="auto", choices=("auto", "whole", "split"),
+                 help="Wide convolutions as one or in blocks of outputs "
+                 "(perf.conv_output_split); auto: the library's choice.")
   p.add_argument("--out", default="", help="Also write the JSON here.")
   p.add_argument("--no_results_copy", action="store_true",
                  help="Do not update benchmarks/results/<device>.json.")
@@ -497,6 +501,9 @@ def main(argv=None) -> dict:
   if args.max_pool != "auto":
     from a2i_jax.models import layers  # pylint: disable=import-outside-toplevel
     layers.MAX_POOL_FORM = args.max_pool
+  if args.conv_output_split != "auto":
+    from a2i_jax.models import conv_grad  # pylint: disable=import-outside-toplevel
+    conv_grad.CONV_OUTPUT_SPLIT = args.conv_output_split
   device = jax.devices()[0]
   import flax  # pylint: disable=import-outside-toplevel
   info = {"device_kind": device.device_kind, "platform": device.platform,

@@ -3,6 +3,7 @@ weight gradient of each, in GFLOP/s; prints JSON lines.
 
   python benchmarks/conv_layers.py --batch=8
   XLA_FLAGS=--xla_cpu_use_onednn=true python benchmarks/conv_layers.py --batch=8
+  python benchmarks/conv_layers.py --batch=32 --only=poly --blocks=1,2,4   # wide layers split
   /work/venv-torch/bin/python benchmarks/conv_layers.py --torch --batch=8   # the same in PyTorch
 
 Where the train step's time goes: the 5x5 convolutions at 16x16 to 64x64 hold most of the
@@ -30,35 +31,52 @@ LAYERS = [
     ("heads merged 5x5 64px 64->6", 64, 64, 6, 5, 1),
     ("bg head 5x5 64px 32->3", 64, 32, 3, 5, 1),
     ("bg head padded 5x5 64px 32->4", 64, 32, 4, 5, 1),
+    # The polyphase form's convolutions (model.upsample_mode "polyphase"): 3x3 at the input's
+    # size with 4 x F outputs, for the CVAE decoder's (and disCVAE foreground's) 5x5 layers.
+    ("poly1 3x3 8px 256->1024", 8, 256, 1024, 3, 1),
+    ("poly2 3x3 16px 256->512", 16, 256, 512, 3, 1),
+    ("poly3 3x3 32px 128->256", 32, 128, 256, 3, 1),
 ]
 
 
 def run_jax(args):
   import jax
   import jax.numpy as jnp
+  from a2i_jax.models import conv_grad
   dtype = jnp.dtype(args.dtype)
+  blocks = [int(b) for b in args.blocks.split(",")]
   for name, s, cin, cout, k, stride in LAYERS:
     if args.only and args.only not in name:
       continue
     pad = k // 2
     x = jnp.ones((args.batch, s, s, cin), dtype)
     w = jnp.ones((k, k, cin, cout), dtype) * 0.01
+    for n in blocks:
+      if cout % n:
+        continue
+      # n > 1: the outputs in n blocks (conv_grad.split_outputs, the CPU form of wide layers).
+      lax_conv = (conv_grad.split_outputs(jax.lax.conv_general_dilated) if n > 1
+                  else jax.lax.conv_general_dilated)
 
-    def conv(x, w):
-      return jax.lax.conv_general_dilated(x, w, (stride, stride), ((pad, pad), (pad, pad)),
-                                          dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    y = conv(x, w)
-    flops = 2.0 * y.size * cin * k * k
-    fwd = jax.jit(conv)
-    dx = jax.jit(lambda x, w, g: jax.vjp(lambda a: conv(a, w), x)[1](g)[0])
-    dw = jax.jit(lambda x, w, g: jax.vjp(lambda b: conv(x, b), w)[1](g)[0])
-    g = jnp.ones_like(y)
-    row = {"layer": name, "batch": args.batch, "gflop": round(flops / 1e9, 3)}
-    for label, fn, a in (("fwd", fwd, (x, w)), ("dx", dx, (x, w, g)), ("dw", dw, (x, w, g))):
-      t = median_time(lambda: jax.block_until_ready(fn(*a)), args.repeats)[0]
-      row[f"{label}_ms"] = round(1e3 * t, 2)
-      row[f"{label}_gflop_s"] = round(flops / t / 1e9, 1)
-    print(json.dumps(row), flush=True)
+      def conv(x, w, lax_conv=lax_conv):
+        return lax_conv(x, w, (stride, stride), ((pad, pad), (pad, pad)),
+                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      conv_grad.SPLIT_OUTPUTS = cout // n  # Read when `conv` is traced, below.
+      y = conv(x, w)
+      flops = 2.0 * y.size * cin * k * k
+      fwd = jax.jit(conv)
+      dx = jax.jit(lambda x, w, g, conv=conv: jax.vjp(lambda a: conv(a, w), x)[1](g)[0])
+      dw = jax.jit(lambda x, w, g, conv=conv: jax.vjp(lambda b: conv(x, b), w)[1](g)[0])
+      g = jnp.ones_like(y)
+      row = {"layer": name, "batch": args.batch, "gflop": round(flops / 1e9, 3)}
+      if len(blocks) > 1:
+        row["output_blocks"] = n
+      for label, fn, a in (("fwd", fwd, (x, w)), ("dx", dx, (x, w, g)), ("dw", dw, (x, w, g))):
+        jax.block_until_ready(fn(*a))  # Compiled before SPLIT_OUTPUTS changes again.
+        t = median_time(lambda: jax.block_until_ready(fn(*a)), args.repeats)[0]
+        row[f"{label}_ms"] = round(1e3 * t, 2)
+        row[f"{label}_gflop_s"] = round(flops / t / 1e9, 1)
+      print(json.dumps(row), flush=True)
 
 
 def run_torch(args):
@@ -94,6 +112,8 @@ def main():
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--dtype", default="float32")
   p.add_argument("--only", default="", help="Run only layers whose name contains this.")
+  p.add_argument("--blocks", default="1", help="JAX: comma-separated counts of output blocks "
+                 "to time each layer in (conv_grad.split_outputs), e.g. 1,2,4.")
   p.add_argument("--torch", action="store_true", help="Time PyTorch instead of JAX.")
   args = p.parse_args()
   (run_torch if args.torch else run_jax)(args)

@@ -20,7 +20,7 @@ def dataset(data_cache):
 
 @pytest.fixture(scope="module")
 def predictor(dataset):
-  return ap.train_predictor(dataset, steps=400, batch_size=32, learning_rate=2e-3, width=16,
+  return ap.train_predictor(dataset, steps=250, batch_size=32, learning_rate=3e-3, width=16,
                             seed=0)
 
 

@@ -361,6 +361,27 @@ def test_taps_weight_grad_is_xlas():
     assert ("custom_vjp" in str(jaxpr(variables))) == expected
 
 
+def test_split_outputs_model_is_the_whole_model(monkeypatch):
+  """The wide convolutions in blocks of outputs (the CPU default, `conv_grad.split_outputs`)
+  give the whole model's loss and gradients: with the limit lowered to 48 outputs, the tiny
+  CVAE's polyphase layers (4 x 32 = 128 outputs) and the encoder's 64-output layer split."""
+  from a2i_jax.models import conv_grad  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(conv_grad, "SPLIT_OUTPUTS", 48)
+  cfg = tiny_config("cvae")
+  model = models.create_model(cfg.model)
+  variables = models.init_variables(model, cfg.model, jax.random.key(0))
+  fns = {}
+  for form in ("split", "whole"):  # The form is read when the model is traced.
+    monkeypatch.setattr(conv_grad, "CONV_OUTPUT_SPLIT", form)
+    fns[form] = _compiled_loss_grad(model, variables, cfg)
+    text = str(jax.make_jaxpr(lambda v: model.apply(
+        v, *models.dummy_inputs(cfg.model), train=False,
+        rngs={"reparam": jax.random.key(1)}))(variables))
+    fns[form + "_convs"] = text.count("conv_general_dilated[")
+  assert fns["split_convs"] > fns["whole_convs"] + 4
+  _assert_same_loss_and_grads(fns["split"], fns["whole"], variables["params"], rtol=1e-5)
+
+
 def test_discvae_convolutions_take_the_taps_path():
   """Every stride-1 convolution of the disCVAE (both encoders and decoders) goes through the
   per-tap rule when asked, none when not: the setting reaches all its modules. (The rule's

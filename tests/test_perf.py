@@ -197,9 +197,11 @@ _NHWC = ("NHWC", "HWIO", "NHWC")
 
 
 def _conv_value_and_grads(conv_fn, x, w, pads):
-  """The value of a nonlinear loss of one convolution and its gradients w.r.t. input and kernel."""
+  """The value of a nonlinear loss of one convolution and its gradients w.r.t. input and kernel;
+  each output channel weighted differently, so that outputs in the wrong order do not pass."""
   def loss(x, w):
-    return jnp.sum(jnp.sin(conv_fn(x, w, (1, 1), pads, dimension_numbers=_NHWC)))
+    y = conv_fn(x, w, (1, 1), pads, dimension_numbers=_NHWC)
+    return jnp.sum(jnp.sin(y) * (1.0 + jnp.arange(y.shape[-1]) / y.shape[-1]))
   return jax.jit(jax.value_and_grad(loss, (0, 1)))(x, w)
 
 
@@ -265,11 +267,12 @@ def test_taps_conv_falls_back_to_xla(kwargs):
   assert jaxpr == str(jax.make_jaxpr(jax.grad(loss(jax.lax.conv_general_dilated)))(kernel))
 
 
-def test_conv_weight_grad_setting():
+def test_conv_weight_grad_setting(monkeypatch):
   assert perf.conv_weight_grad("auto", "cpu") == "taps"
   assert perf.conv_weight_grad("auto", "gpu") == "xla"
   assert perf.conv_weight_grad("xla", "cpu") == "xla"
   assert perf.conv_weight_grad("taps", "gpu") == "taps"
+  monkeypatch.setattr(conv_grad, "CONV_OUTPUT_SPLIT", "whole")
   assert conv_grad.conv_general_dilated_fn("taps") is conv_grad.taps_conv_general_dilated
   assert conv_grad.conv_general_dilated_fn("xla") is jax.lax.conv_general_dilated
   with pytest.raises(ConfigError, match="model.conv_weight_grad='fast'.*auto, xla, taps"):
@@ -278,3 +281,57 @@ def test_conv_weight_grad_setting():
   cfg.model.conv_weight_grad = "fast"
   with pytest.raises(ConfigError, match="conv_weight_grad='fast'"):
     models.create_model(cfg.model)
+
+
+def _count_convs(conv_fn, x, kernel):
+  jaxpr = jax.make_jaxpr(lambda x, w: conv_fn(x, w, (1, 1), ((1, 1), (1, 1)),
+                                              dimension_numbers=_NHWC))(x, kernel)
+  return str(jaxpr).count("conv_general_dilated[")
+
+
+@pytest.mark.parametrize("inner", ["xla", "taps"])
+def test_split_outputs_equals_one_convolution(inner, monkeypatch):
+  """A convolution in blocks of outputs (`conv_grad.split_outputs`) has one convolution's value
+  and gradients, with blocks of unequal size (10 outputs in blocks of at most 4: 3, 3, 4); at
+  or under the limit, or in another layout, it is the convolution itself."""
+  monkeypatch.setattr(conv_grad, "SPLIT_OUTPUTS", 4)
+  conv_fn = {"xla": jax.lax.conv_general_dilated,
+             "taps": conv_grad.taps_conv_general_dilated}[inner]
+  split = conv_grad.split_outputs(conv_fn)
+  x = jax.random.normal(jax.random.key(0), (2, 7, 6, 5))
+  kernel = jax.random.normal(jax.random.key(1), (3, 3, 5, 10)) / np.sqrt(45)
+  pads = ((1, 1), (1, 1))
+  value, grads = _conv_value_and_grads(split, x, kernel, pads)
+  ref_value, ref_grads = _conv_value_and_grads(conv_fn, x, kernel, pads)
+  np.testing.assert_allclose(value, ref_value, rtol=1e-6)
+  for g, ref in zip(grads, ref_grads):
+    assert g.shape == ref.shape and g.dtype == ref.dtype
+    np.testing.assert_allclose(g, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+  if inner == "xla":  # (The taps rule's own program holds convolutions of its own.)
+    assert _count_convs(split, x, kernel) == 3
+    assert _count_convs(split, x, kernel[..., :4]) == 1
+    oihw = jnp.transpose(kernel, (3, 2, 0, 1))  # Another layout: not split.
+    out = split(x, oihw, (1, 1), pads, dimension_numbers=("NHWC", "OIHW", "NHWC"))
+    np.testing.assert_allclose(out, conv_fn(x, kernel, (1, 1), pads, dimension_numbers=_NHWC),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_conv_output_split_setting(monkeypatch):
+  """"auto" splits on CPU only; the library's convolutions take the form set."""
+  assert perf.conv_output_split("auto", "cpu") == "split"
+  assert perf.conv_output_split("auto", "gpu") == "whole"
+  assert perf.conv_output_split("whole", "cpu") == "whole"
+  with pytest.raises(ConfigError, match="conv_output_split='blocks'.*auto, whole, split"):
+    perf.conv_output_split("blocks")
+  monkeypatch.setattr(conv_grad, "SPLIT_OUTPUTS", 4)
+  x = jnp.ones((1, 4, 4, 2))
+  kernel = jnp.ones((3, 3, 2, 8))
+  for form, expected in (("split", 2), ("whole", 1)):
+    monkeypatch.setattr(conv_grad, "CONV_OUTPUT_SPLIT", form)
+    for name in ("xla", "taps"):
+      fn = conv_grad.conv_general_dilated_fn(name)
+      jaxpr = str(jax.make_jaxpr(lambda x, w, fn=fn: fn(
+          x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=_NHWC))(x, kernel))
+      assert jaxpr.count("custom_vjp_call") == (expected if name == "taps" else 0)
+      if name == "xla":
+        assert jaxpr.count("conv_general_dilated[") == expected

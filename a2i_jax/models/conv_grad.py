@@ -5,12 +5,16 @@
 the same value, input gradient and parameters, the kernel gradient computed another way,
 because XLA:CPU's own is slow (BENCHMARKS.md, "Weight gradients as matrix products").
 Correctness-critical: tests/test_perf.py compares every formulation with XLA's gradients.
+
+It also holds the other CPU-tuned form of a convolution: one with more than `SPLIT_OUTPUTS`
+outputs computed as one convolution per block of outputs (`split_outputs`; "auto" on CPU,
+`perf.conv_output_split`).
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -20,19 +24,64 @@ from a2i_jax import perf
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
 
+# The output form every model convolution takes (`perf.conv_output_split`): None resolves
+# "auto" by backend; benchmarks set "whole" or "split" to compare the two, before tracing.
+CONV_OUTPUT_SPLIT: Optional[str] = None
+# The most outputs one convolution computes in the "split" form.
+SPLIT_OUTPUTS = 512
+
+
 def conv_general_dilated_fn(name: str) -> Callable[..., Any]:
   """The `conv_general_dilated` for `config.model.conv_weight_grad` (as `nn.Conv` takes it).
 
   Args:
     name: "auto", "xla" or "taps" (resolved by `perf.conv_weight_grad`).
   Returns:
-    `jax.lax.conv_general_dilated` for "xla", `taps_conv_general_dilated` for "taps".
+    `jax.lax.conv_general_dilated` for "xla", `taps_conv_general_dilated` for "taps"; each
+    through `split_outputs` where `perf.conv_output_split` resolves to "split" (on CPU).
   Raises:
     ConfigError: an unknown name.
   """
-  if perf.conv_weight_grad(name) == "taps":
-    return taps_conv_general_dilated
-  return jax.lax.conv_general_dilated
+  taps = perf.conv_weight_grad(name) == "taps"
+  if perf.conv_output_split(CONV_OUTPUT_SPLIT or "auto") == "split":
+    return _split_taps if taps else _split_xla
+  return taps_conv_general_dilated if taps else jax.lax.conv_general_dilated
+
+
+def split_outputs(conv_fn: Callable[..., Any]) -> Callable[..., Any]:
+  """`conv_fn` (a `jax.lax.conv_general_dilated` drop-in) computing a convolution with more
+  than `SPLIT_OUTPUTS` outputs as one convolution per block of them, concatenated.
+
+  The value and the parameters are the same; the input gradient is the sum of the blocks'
+  input gradients, the same sum in another order. Each block's reduction is a fraction of the
+  whole one's: XLA:CPU ran the input gradient of a 3x3 convolution from 256 to 1,024 channels
+  (the decoders' first polyphase layer) at 118 GFLOP/s as one and 201 as two blocks of 512,
+  the forward at the same speed either way (BENCHMARKS.md, "Wide convolutions in blocks of
+  outputs"). Only NHWC / HWIO / NHWC with one feature and batch group is split; anything else
+  is `conv_fn` as it is.
+
+  Args:
+    conv_fn: the convolution to split, with `jax.lax.conv_general_dilated`'s arguments.
+  Returns:
+    A function with the same arguments.
+  """
+  def conv(lhs: Any, rhs: Any, window_strides: Sequence[int], padding: Any, *args: Any,
+           dimension_numbers: Any = None, feature_group_count: int = 1,
+           batch_group_count: int = 1, **kwargs: Any) -> Any:
+    def one(kernel):
+      return conv_fn(lhs, kernel, window_strides, padding, *args,
+                     dimension_numbers=dimension_numbers,
+                     feature_group_count=feature_group_count,
+                     batch_group_count=batch_group_count, **kwargs)
+    n_out = rhs.shape[-1] if len(rhs.shape) == 4 else 0
+    if (n_out <= SPLIT_OUTPUTS or feature_group_count != 1 or batch_group_count != 1
+        or not _is_nhwc(lhs.shape, rhs.shape, dimension_numbers)):
+      return one(rhs)
+    blocks = -(-n_out // SPLIT_OUTPUTS)
+    bounds = [n_out * i // blocks for i in range(1, blocks)]  # Blocks of (nearly) equal size.
+    return jnp.concatenate([one(part) for part in jnp.split(rhs, bounds, axis=-1)], axis=-1)
+  conv.__doc__ = f"{getattr(conv_fn, '__name__', 'conv')} in blocks of outputs (split_outputs)."
+  return conv
 
 
 def _explicit_padding(padding: Any) -> tuple[tuple[int, int], ...] | None:
@@ -210,3 +259,5 @@ def _make_taps_conv():
 
 
 _taps_conv = _make_taps_conv()
+_split_xla = split_outputs(jax.lax.conv_general_dilated)
+_split_taps = split_outputs(taps_conv_general_dilated)
