@@ -284,3 +284,31 @@ def test_storage_errors_are_recognised():
                        "[os_error_code='28']")
   assert files.storage_error(wrapped).errno == errno.ENOSPC
   assert files.storage_error(ValueError("shapes differ")) is None
+
+
+def test_a_save_is_not_changed_by_the_next_step_donating_the_state(tmp_path):
+  """Orbax saves a state replicated over the 4 CPU devices from its first device's buffers
+  (`checkpoints._on_one_device`: Orbax would otherwise slice every array among the replicas).
+  The train step donates the state right after `save` returns, while the checkpoint is still
+  being written: the checkpoint must hold the saved values."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from a2i_jax import parallel  # pylint: disable=import-outside-toplevel
+  mesh = parallel.make_mesh()
+  host = {"w": np.arange(1 << 20, dtype=np.float32).reshape(1024, 1024), "step": np.int32(3)}
+  state = parallel.put_replicated(host, mesh)
+  one = checkpoints._on_one_device(state)  # pylint: disable=protected-access
+  assert all(len(a.sharding.device_set) == 1 for a in jax.tree_util.tree_leaves(one))
+  assert checkpoints._on_one_device(one) is one  # pylint: disable=protected-access
+  ckpt = checkpoints.Checkpointer(str(tmp_path / "w"))
+  ckpt.save(3, state)
+  overwrite = jax.jit(lambda s: jax.tree_util.tree_map(lambda a: a * 0 - 1, s),
+                      donate_argnums=0)
+  state = overwrite(state)  # The next step, donating the saved state, before the save ends.
+  ckpt.wait()
+  assert float(state["w"][0, 0]) == -1.0
+  target = checkpoints.with_sharding(jax.tree_util.tree_map(
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), host), parallel.replicated(mesh))
+  restored = jax.device_get(ckpt.restore(target, 3))
+  np.testing.assert_array_equal(restored["w"], host["w"])
+  assert int(restored["step"]) == 3
