@@ -139,18 +139,20 @@ def remove_temporary(workdir: str) -> list[str]:
 
 def _on_one_device(state: Any) -> Any:
   """`state` as Orbax should save it: on CPU, in one process, a state replicated over several
-  devices is handed over as its copy on one device; anything else is `state` itself.
+  devices is handed over as its arrays on the first device; anything else is `state` itself.
 
   Orbax splits every replicated array among its replicas when it saves ("replica-parallel"
-  saving, its default off GPU), one eager slice per array and device. On CPU the devices share
-  host memory, so that gains nothing, and the slices cost more than the save: a tiny disCVAE
-  state (354 arrays) on 4 CPU devices took 0.4-0.8 s to hand over and 1.2-1.7 s to save, and
-  0.15-0.4 s and 0.7-1.1 s from one device (BENCHMARKS.md, "The test suite's wall time").
-  Nothing is copied: Orbax reads the first device's buffers, as it does for a state on one
-  device, and takes its host view before `save` returns; JAX then refuses to donate those
-  buffers to the next train step while the view lives (tests/test_faults_train.py checks that
-  the checkpoint keeps the saved values). Restores name their target sharding, so the saved
-  one does not matter.
+  saving, its default unless JAX_PLATFORMS names gpu or cuda), one eager slice per array and
+  device. On CPU the devices share host memory, so that gains nothing, and the slices cost
+  more than the save: a tiny disCVAE state (354 arrays) on 4 CPU devices blocked the save for
+  0.41-0.59 s and took 1.08-1.34 s to write, and from one device 0.12-0.20 s and 0.64-0.91 s
+  (BENCHMARKS.md, "The test suite's wall time"). Nothing is copied: Orbax reads the first
+  device's buffers and takes a host view of them before `save` returns. The next train step
+  donates the state, and XLA:CPU copies a donated buffer that has such a view rather than
+  reuse it: the path a state on one device has always taken (tests/test_faults_train.py checks
+  that the checkpoint keeps the saved values). The saved sharding is then that one device's;
+  `Checkpointer.restore` lays a leaf out replicated over all devices where its target names
+  no sharding, as the saved sharding did before.
   """
   leaves = jax.tree_util.tree_leaves(state)
   if (jax.process_count() != 1 or not leaves
@@ -304,9 +306,10 @@ class Checkpointer:
     """Restores the checkpoint at `step` (default: the newest intact one), checksums first.
 
     Args:
-      abstract_state: a pytree of `jax.ShapeDtypeStruct` (with shardings) like the state; with
-        `partial`, a dict holding some of the saved state's top-level entries (e.g. the model
-        variables {"params", "batch_stats"} of a saved train state).
+      abstract_state: a pytree of `jax.ShapeDtypeStruct` like the state, with the shardings to
+        restore to (`with_sharding`); a leaf without one is restored replicated over all
+        devices. With `partial`, a dict holding some of the saved state's top-level entries
+        (e.g. the model variables {"params", "batch_stats"} of a saved train state).
       step: which step; None for the newest one whose checksums match (a corrupt newer one
         gets one warning line).
       partial: read only the entries of `abstract_state`; the rest of the checkpoint (e.g.
@@ -332,6 +335,7 @@ class Checkpointer:
               else "no checkpoint there is intact")
       raise CheckpointError(f"checkpoint {step} in {self.directory} is corrupt ({problem}); "
                             f"{hint}.")
+    abstract_state = jax.tree_util.tree_map(_with_a_sharding, abstract_state)
     if partial:
       restore_args = jax.tree_util.tree_map(
           lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding, global_shape=a.shape,
@@ -389,6 +393,16 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   except json.JSONDecodeError as e:
     raise ConfigError(f"the config at {path} is not valid JSON ({e}); delete it and pass "
                       "--config again.") from None
+
+
+def _with_a_sharding(leaf: Any) -> Any:
+  """A restore target leaf with a sharding: its own, or replicated over all devices (the
+  layout training saves from; `_on_one_device` saves a CPU state from one device)."""
+  if getattr(leaf, "sharding", None) is not None:
+    return leaf
+  mesh = jax.sharding.Mesh(np.array(jax.devices()), ("devices",))
+  return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=jax.sharding.NamedSharding(
+      mesh, jax.sharding.PartitionSpec()))
 
 
 def with_sharding(abstract_tree: Any, sharding: jax.sharding.Sharding) -> Any:

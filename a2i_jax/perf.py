@@ -1,6 +1,6 @@
 """Backend-dependent choices: the compute dtype, the convolutions' weight-gradient method and
-the recommended XLA:CPU flags; "auto" settings resolve here, in one function (docs/design.md
-§3.13).
+output blocks, the decoders' tail, the max-pooling form and the XLA:CPU compile options;
+"auto" settings resolve here, in one function (docs/design.md §3.13).
 
 None of them changes the function or the parameters, only how they are computed. The per-tap
 weight gradient itself lives in `models/conv_grad.py`. Measured in benchmarks/ (BENCHMARKS.md
@@ -233,8 +233,9 @@ def conv_output_split(name: str = "auto", backend: str | None = None) -> str:
   values and parameters; its input gradient becomes a sum of the blocks' (the same sum in
   another order). "auto" is "split" on CPU and "whole" elsewhere: XLA:CPU ran the input
   gradient of the decoders' polyphase 3x3 layer with 1,024 outputs (256 inputs, 8x8, batch
-  32) at 118 GFLOP/s whole and 201 split in two, while the forward kept its speed
-  (BENCHMARKS.md, "Wide convolutions in blocks of outputs").
+  32) at 99 GFLOP/s whole and 194 split in two, the forward about a tenth slower; posterior
+  inference ran 1.04x faster, training 1.00-1.02x (BENCHMARKS.md, "Wide convolutions in
+  blocks of outputs").
 
   Args:
     name: "auto", "whole" or "split".

@@ -15,7 +15,8 @@ import json
 
 from timing import median_time  # benchmarks/timing.py
 
-# (name, spatial size, in channels, out channels, kernel, stride) of the CVAE at width 1, 64x64.
+# (name, spatial size, in channels, out channels, kernel, stride[, padding]) of the CVAE at
+# width 1, 64x64; padding k // 2 unless given.
 LAYERS = [
     ("enc1 5x5 64px 3->64", 64, 3, 64, 5, 1),
     ("enc2 5x5 32px 64->128", 32, 64, 128, 5, 1),
@@ -36,6 +37,8 @@ LAYERS = [
     ("poly1 3x3 8px 256->1024", 8, 256, 1024, 3, 1),
     ("poly2 3x3 16px 256->512", 16, 256, 512, 3, 1),
     ("poly3 3x3 32px 128->256", 32, 128, 256, 3, 1),
+    # The encoders' top layer: 4x4, no padding, 4 px to 1 px (blocks.ImageTrunk).
+    ("enc top 4x4 valid 4px 256->1024", 4, 256, 1024, 4, 1, 0),
 ]
 
 
@@ -45,10 +48,10 @@ def run_jax(args):
   from a2i_jax.models import conv_grad
   dtype = jnp.dtype(args.dtype)
   blocks = [int(b) for b in args.blocks.split(",")]
-  for name, s, cin, cout, k, stride in LAYERS:
+  for name, s, cin, cout, k, stride, *padding in LAYERS:
     if args.only and args.only not in name:
       continue
-    pad = k // 2
+    pad = padding[0] if padding else k // 2
     x = jnp.ones((args.batch, s, s, cin), dtype)
     w = jnp.ones((k, k, cin, cout), dtype) * 0.01
     for n in blocks:
@@ -82,21 +85,22 @@ def run_jax(args):
 def run_torch(args):
   import torch
   import torch.nn.functional as F
-  for name, s, cin, cout, k, stride in LAYERS:
+  for name, s, cin, cout, k, stride, *padding in LAYERS:
     if args.only and args.only not in name:
       continue
+    pad = padding[0] if padding else k // 2
     x = torch.ones(args.batch, cin, s, s, requires_grad=True)
     w = (torch.ones(cout, cin, k, k) * 0.01).requires_grad_(True)
-    y = F.conv2d(x, w, stride=stride, padding=k // 2)
+    y = F.conv2d(x, w, stride=stride, padding=pad)
     flops = 2.0 * y.numel() * cin * k * k
     g = torch.ones_like(y)
 
     def fwd():
       with torch.no_grad():
-        F.conv2d(x, w, stride=stride, padding=k // 2)
+        F.conv2d(x, w, stride=stride, padding=pad)
 
     def both():
-      out = F.conv2d(x, w, stride=stride, padding=k // 2)
+      out = F.conv2d(x, w, stride=stride, padding=pad)
       torch.autograd.grad(out, (x, w), g)
     row = {"layer": name, "batch": args.batch, "gflop": round(flops / 1e9, 3)}
     t = median_time(fwd, args.repeats)[0]

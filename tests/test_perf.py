@@ -293,7 +293,8 @@ def _count_convs(conv_fn, x, kernel):
 def test_split_outputs_equals_one_convolution(inner, monkeypatch):
   """A convolution in blocks of outputs (`conv_grad.split_outputs`) has one convolution's value
   and gradients, with blocks of unequal size (10 outputs in blocks of at most 4: 3, 3, 4); at
-  or under the limit, or in another layout, it is the convolution itself."""
+  or under the limit, without "same" padding, or in another layout, it is the convolution
+  itself."""
   monkeypatch.setattr(conv_grad, "SPLIT_OUTPUTS", 4)
   conv_fn = {"xla": jax.lax.conv_general_dilated,
              "taps": conv_grad.taps_conv_general_dilated}[inner]
@@ -307,9 +308,19 @@ def test_split_outputs_equals_one_convolution(inner, monkeypatch):
   for g, ref in zip(grads, ref_grads):
     assert g.shape == ref.shape and g.dtype == ref.dtype
     np.testing.assert_allclose(g, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+  # Every argument by position, as jax.lax.conv_general_dilated takes them.
+  positional = split(x, kernel, (1, 1), pads, None, None, _NHWC, 1, 1, None, None)
+  np.testing.assert_allclose(positional, conv_fn(x, kernel, (1, 1), pads,
+                                                 dimension_numbers=_NHWC), rtol=1e-5, atol=1e-5)
   if inner == "xla":  # (The taps rule's own program holds convolutions of its own.)
     assert _count_convs(split, x, kernel) == 3
     assert _count_convs(split, x, kernel[..., :4]) == 1
+    valid = split(x, kernel, (1, 1), ((0, 0), (0, 0)), dimension_numbers=_NHWC)
+    assert str(jax.make_jaxpr(lambda x, w: split(x, w, (1, 1), ((0, 0), (0, 0)),
+                                                 dimension_numbers=_NHWC))(x, kernel)).count(
+        "conv_general_dilated[") == 1  # Not "same": not split.
+    np.testing.assert_allclose(valid, conv_fn(x, kernel, (1, 1), ((0, 0), (0, 0)),
+                                              dimension_numbers=_NHWC), rtol=1e-5, atol=1e-5)
     oihw = jnp.transpose(kernel, (3, 2, 0, 1))  # Another layout: not split.
     out = split(x, oihw, (1, 1), pads, dimension_numbers=("NHWC", "OIHW", "NHWC"))
     np.testing.assert_allclose(out, conv_fn(x, kernel, (1, 1), pads, dimension_numbers=_NHWC),

@@ -25,7 +25,9 @@ _NHWC = ("NHWC", "HWIO", "NHWC")
 
 
 # The output form every model convolution takes (`perf.conv_output_split`): None resolves
-# "auto" by backend; benchmarks set "whole" or "split" to compare the two, before tracing.
+# "auto" by backend; benchmarks set "whole" or "split" to compare the two. Both this and
+# SPLIT_OUTPUTS are read when a model is traced: a function jitted before a change keeps the
+# form it was traced with.
 CONV_OUTPUT_SPLIT: Optional[str] = None
 # The most outputs one convolution computes in the "split" form.
 SPLIT_OUTPUTS = 512
@@ -49,38 +51,50 @@ def conv_general_dilated_fn(name: str) -> Callable[..., Any]:
 
 
 def split_outputs(conv_fn: Callable[..., Any]) -> Callable[..., Any]:
-  """`conv_fn` (a `jax.lax.conv_general_dilated` drop-in) computing a convolution with more
-  than `SPLIT_OUTPUTS` outputs as one convolution per block of them, concatenated.
+  """`conv_fn` (a `jax.lax.conv_general_dilated` drop-in) computing a "same" convolution at
+  stride 1 with more than `SPLIT_OUTPUTS` outputs as one convolution per block of them,
+  concatenated.
 
   The value and the parameters are the same; the input gradient is the sum of the blocks'
   input gradients, the same sum in another order. Each block's reduction is a fraction of the
   whole one's: XLA:CPU ran the input gradient of a 3x3 convolution from 256 to 1,024 channels
-  (the decoders' first polyphase layer) at 118 GFLOP/s as one and 201 as two blocks of 512,
-  the forward at the same speed either way (BENCHMARKS.md, "Wide convolutions in blocks of
-  outputs"). Only NHWC / HWIO / NHWC with one feature and batch group is split; anything else
-  is `conv_fn` as it is.
+  at 8x8 (the decoders' first polyphase layer) at 99 GFLOP/s as one and 194 as two blocks of
+  512, the forward about a tenth slower (BENCHMARKS.md, "Wide convolutions in blocks of
+  outputs"). The encoders' top layer, 4x4 without padding to 1x1 and 1,024 outputs, lost in
+  blocks (its forward took twice as long), so only "same" convolutions at stride 1 without
+  dilation, NHWC / HWIO / NHWC with one feature and batch group, are split; anything else is
+  `conv_fn` as it is. `SPLIT_OUTPUTS` is read when the call is traced.
 
   Args:
     conv_fn: the convolution to split, with `jax.lax.conv_general_dilated`'s arguments.
   Returns:
     A function with the same arguments.
   """
-  def conv(lhs: Any, rhs: Any, window_strides: Sequence[int], padding: Any, *args: Any,
-           dimension_numbers: Any = None, feature_group_count: int = 1,
-           batch_group_count: int = 1, **kwargs: Any) -> Any:
+  def conv(lhs: Any, rhs: Any, window_strides: Sequence[int], padding: Any,
+           lhs_dilation: Sequence[int] | None = None,
+           rhs_dilation: Sequence[int] | None = None, dimension_numbers: Any = None,
+           feature_group_count: int = 1, batch_group_count: int = 1, precision: Any = None,
+           preferred_element_type: Any = None) -> Any:
     def one(kernel):
-      return conv_fn(lhs, kernel, window_strides, padding, *args,
-                     dimension_numbers=dimension_numbers,
+      return conv_fn(lhs, kernel, window_strides, padding, lhs_dilation=lhs_dilation,
+                     rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
                      feature_group_count=feature_group_count,
-                     batch_group_count=batch_group_count, **kwargs)
+                     batch_group_count=batch_group_count, precision=precision,
+                     preferred_element_type=preferred_element_type)
     n_out = rhs.shape[-1] if len(rhs.shape) == 4 else 0
+    pads = _explicit_padding(padding)
     if (n_out <= SPLIT_OUTPUTS or feature_group_count != 1 or batch_group_count != 1
-        or not _is_nhwc(lhs.shape, rhs.shape, dimension_numbers)):
+        or not _is_nhwc(lhs.shape, rhs.shape, dimension_numbers) or pads is None
+        or tuple(window_strides) != (1, 1) or not _ones(lhs_dilation)
+        or not _ones(rhs_dilation)
+        or any(lo + hi != k - 1 for (lo, hi), k in zip(pads, rhs.shape[:2]))):
       return one(rhs)
     blocks = -(-n_out // SPLIT_OUTPUTS)
     bounds = [n_out * i // blocks for i in range(1, blocks)]  # Blocks of (nearly) equal size.
     return jnp.concatenate([one(part) for part in jnp.split(rhs, bounds, axis=-1)], axis=-1)
-  conv.__doc__ = f"{getattr(conv_fn, '__name__', 'conv')} in blocks of outputs (split_outputs)."
+  name = getattr(conv_fn, "__name__", "conv")
+  conv.__name__ = conv.__qualname__ = f"split_outputs({name})"
+  conv.__doc__ = f"{name} in blocks of outputs (split_outputs)."
   return conv
 
 
