@@ -4,6 +4,7 @@ weight gradient of each, in GFLOP/s; prints JSON lines.
   python benchmarks/conv_layers.py --batch=8
   XLA_FLAGS=--xla_cpu_use_onednn=true python benchmarks/conv_layers.py --batch=8
   python benchmarks/conv_layers.py --batch=32 --only=poly --blocks=1,2,4   # wide layers split
+  python benchmarks/conv_layers.py --batch=32 --only="enc top"   # and as a matrix product
   /work/venv-torch/bin/python benchmarks/conv_layers.py --torch --batch=8   # the same in PyTorch
 
 Where the train step's time goes: the 5x5 convolutions at 16x16 to 64x64 hold most of the
@@ -54,17 +55,23 @@ def run_jax(args):
     pad = padding[0] if padding else k // 2
     x = jnp.ones((args.batch, s, s, cin), dtype)
     w = jnp.ones((k, k, cin, cout), dtype) * 0.01
-    for n in blocks:
-      if cout % n:
+    forms = list(blocks)
+    if pad == 0 and k == s and stride == 1:
+      forms.append("product")  # The whole-map window as one matrix product (window_conv).
+    for n in forms:
+      if n != "product" and cout % n:
         continue
       # n > 1: the outputs in n blocks (conv_grad.split_outputs, the CPU form of wide layers).
-      lax_conv = (conv_grad.split_outputs(jax.lax.conv_general_dilated) if n > 1
-                  else jax.lax.conv_general_dilated)
+      lax_conv = (conv_grad.split_outputs(jax.lax.conv_general_dilated)
+                  if n != "product" and n > 1 else jax.lax.conv_general_dilated)
 
-      def conv(x, w, lax_conv=lax_conv):
+      def conv(x, w, lax_conv=lax_conv, n=n):
+        if n == "product":
+          return (x.reshape(x.shape[0], -1) @ w.reshape(-1, w.shape[-1])).reshape(
+              x.shape[0], 1, 1, -1)
         return lax_conv(x, w, (stride, stride), ((pad, pad), (pad, pad)),
                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
-      conv_grad.SPLIT_OUTPUTS = cout // n  # Read when `conv` is traced, below.
+      conv_grad.SPLIT_OUTPUTS = cout // (1 if n == "product" else n)  # Read when traced.
       y = conv(x, w)
       flops = 2.0 * y.size * cin * k * k
       fwd = jax.jit(conv)
@@ -72,8 +79,8 @@ def run_jax(args):
       dw = jax.jit(lambda x, w, g, conv=conv: jax.vjp(lambda b: conv(x, b), w)[1](g)[0])
       g = jnp.ones_like(y)
       row = {"layer": name, "batch": args.batch, "gflop": round(flops / 1e9, 3)}
-      if len(blocks) > 1:
-        row["output_blocks"] = n
+      if len(forms) > 1:
+        row["form"] = n if n == "product" else f"{n} output blocks"
       for label, fn, a in (("fwd", fwd, (x, w)), ("dx", dx, (x, w, g)), ("dw", dw, (x, w, g))):
         jax.block_until_ready(fn(*a))  # Compiled before SPLIT_OUTPUTS changes again.
         t = median_time(lambda: jax.block_until_ready(fn(*a)), args.repeats)[0]

@@ -361,6 +361,42 @@ def test_taps_weight_grad_is_xlas():
     assert ("custom_vjp" in str(jaxpr(variables))) == expected
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_window_conv_is_the_convolution(dtype):
+  """The encoders' top layer as a matrix product (`window_conv`) is the unpadded k x k
+  convolution over the whole k x k map: the same parameters (names, shapes, initial values),
+  outputs and gradients (input and parameters)."""
+  class Top(nn.Module):
+    as_product: bool
+
+    @nn.compact
+    def __call__(self, x):
+      if self.as_product:
+        return models.window_conv(x, 12, dtype)
+      return models.conv(x, 12, x.shape[1], padding=0, dtype=dtype)
+
+  x = jax.random.normal(jax.random.key(0), (3, 4, 4, 5))
+  product, convolution = Top(True), Top(False)
+  variables = product.init(jax.random.key(1), x)
+  ref_vars = convolution.init(jax.random.key(1), x)
+  assert jax.tree_util.tree_structure(variables) == jax.tree_util.tree_structure(ref_vars)
+  for a, b in zip(jax.tree_util.tree_leaves(variables), jax.tree_util.tree_leaves(ref_vars)):
+    np.testing.assert_array_equal(a, b)
+  weights = jax.random.normal(jax.random.key(2), (3, 1, 1, 12))
+
+  def loss(module):
+    return jax.jit(jax.value_and_grad(lambda v, x: jnp.sum(
+        jnp.sin(module.apply(v, x).astype(jnp.float32)) * weights), (0, 1)))
+  (value, grads), (ref_value, ref_grads) = loss(product)(variables, x), loss(convolution)(
+      variables, x)
+  tol = 1e-5 if dtype == jnp.float32 else 3e-2
+  np.testing.assert_allclose(value, ref_value, rtol=tol, atol=tol)
+  for g, ref in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(ref_grads)):
+    assert g.shape == ref.shape and g.dtype == ref.dtype
+    np.testing.assert_allclose(np.asarray(g, np.float32), np.asarray(ref, np.float32),
+                               rtol=tol, atol=tol * np.abs(np.asarray(ref, np.float32)).max())
+
+
 def test_split_outputs_model_is_the_whole_model(monkeypatch):
   """The wide convolutions in blocks of outputs (the CPU default, `conv_grad.split_outputs`)
   give the whole model's loss and gradients: with the limit lowered to 48 outputs, the tiny

@@ -36,7 +36,7 @@ from a2i_jax.models.discvae import (COMPOSITIONS, BackgroundDecoder, BackgroundH
 from a2i_jax.models.initializers import normal, torch_default, uniform, zeros
 from a2i_jax.models.layers import (DECODER_TAILS, UPSAMPLE_MODES, BatchNorm, ConvParams,
                                    UpsampleConv, batch_norm, conv, decoder_tail, dense, max_pool,
-                                   reparametrize, scaled, upsample)
+                                   reparametrize, scaled, upsample, window_conv)
 
 Array = jax.Array
 MODEL_NAMES = ("vae", "cvae", "discvae")
@@ -49,7 +49,7 @@ __all__ = [
     "ImageDecoder", "ImageEncoder", "ImageTrunk", "LinearMix", "MODEL_NAMES", "UPSAMPLE_MODES",
     "UpsampleConv", "abstract_variables", "batch_norm", "compose", "conv", "count_params",
     "create_model", "decoder_tail", "dense", "dummy_inputs", "init_variables", "max_pool", "normal", "reparametrize", "scaled",
-    "torch_default", "uniform", "upsample", "zeros",
+    "torch_default", "uniform", "upsample", "window_conv", "zeros",
 ]
 
 

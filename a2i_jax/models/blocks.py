@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 
 from a2i_jax.models.initializers import normal, uniform, zeros
-from a2i_jax.models.layers import batch_norm, conv, decoder_tail, dense, max_pool, scaled
+from a2i_jax.models.layers import (batch_norm, conv, decoder_tail, dense, max_pool, scaled,
+                                   window_conv)
 
 Array = jax.Array
 Dtype = Any
@@ -42,8 +43,9 @@ class ImageTrunk(nn.Module):
     x = max_pool(nn.relu(batch_norm(cv(x, c1, 5), train, d)))
     x = max_pool(nn.relu(batch_norm(cv(x, c2, 3), train, d)))
     x = nn.relu(batch_norm(cv(x, c3, 3, stride=2, padding=1), train, d))
-    # 4x4 at 64x64 input (2x2 at 32x32): a valid conv over the whole map is a dense layer.
-    x = nn.relu(cv(x, self.top, x.shape[1], padding=0))
+    # 4x4 at 64x64 input (2x2 at 32x32): a valid conv over the whole map is a dense layer,
+    # and computed as one (the convolution's parameters; `window_conv`).
+    x = nn.relu(window_conv(x, self.top, d))
     x = x.reshape(x.shape[0], -1)
     x = nn.relu(dense(x, self.top, self.dtype))
     return nn.Dropout(0.5, deterministic=not train)(x)
