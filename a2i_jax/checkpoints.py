@@ -335,7 +335,7 @@ class Checkpointer:
               else "no checkpoint there is intact")
       raise CheckpointError(f"checkpoint {step} in {self.directory} is corrupt ({problem}); "
                             f"{hint}.")
-    abstract_state = jax.tree_util.tree_map(_with_a_sharding, abstract_state)
+    abstract_state = _with_shardings(abstract_state)
     if partial:
       restore_args = jax.tree_util.tree_map(
           lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding, global_shape=a.shape,
@@ -395,14 +395,18 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
                       "--config again.") from None
 
 
-def _with_a_sharding(leaf: Any) -> Any:
-  """A restore target leaf with a sharding: its own, or replicated over all devices (the
-  layout training saves from; `_on_one_device` saves a CPU state from one device)."""
-  if getattr(leaf, "sharding", None) is not None:
-    return leaf
-  mesh = jax.sharding.Mesh(np.array(jax.devices()), ("devices",))
-  return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=jax.sharding.NamedSharding(
-      mesh, jax.sharding.PartitionSpec()))
+def _with_shardings(abstract_tree: Any) -> Any:
+  """A restore target whose leaves all have a sharding: their own, or, where a leaf has none,
+  replicated over all devices (the layout training saves from; `_on_one_device` hands Orbax a
+  CPU state on one device, so the saved sharding is not the one to restore to)."""
+  leaves = jax.tree_util.tree_leaves(abstract_tree)
+  if all(getattr(a, "sharding", None) is not None for a in leaves):
+    return abstract_tree
+  replicated = jax.sharding.NamedSharding(jax.sharding.Mesh(np.array(jax.devices()), ("d",)),
+                                          jax.sharding.PartitionSpec())
+  return jax.tree_util.tree_map(
+      lambda a: a if getattr(a, "sharding", None) is not None
+      else jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated), abstract_tree)
 
 
 def with_sharding(abstract_tree: Any, sharding: jax.sharding.Sharding) -> Any:

@@ -81,13 +81,11 @@ def split_outputs(conv_fn: Callable[..., Any]) -> Callable[..., Any]:
                      feature_group_count=feature_group_count,
                      batch_group_count=batch_group_count, precision=precision,
                      preferred_element_type=preferred_element_type)
-    n_out = rhs.shape[-1] if len(rhs.shape) == 4 else 0
-    pads = _explicit_padding(padding)
-    if (n_out <= SPLIT_OUTPUTS or feature_group_count != 1 or batch_group_count != 1
-        or not _is_nhwc(lhs.shape, rhs.shape, dimension_numbers) or pads is None
-        or tuple(window_strides) != (1, 1) or not _ones(lhs_dilation)
-        or not _ones(rhs_dilation)
-        or any(lo + hi != k - 1 for (lo, hi), k in zip(pads, rhs.shape[:2]))):
+    pads = _stride1_nhwc_pads(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                              dimension_numbers, feature_group_count, batch_group_count)
+    n_out = rhs.shape[-1]
+    if (pads is None or n_out <= SPLIT_OUTPUTS
+        or any(lo + hi != k - 1 for (lo, hi), k in zip(pads, rhs.shape[:2]))):  # Not "same".
       return one(rhs)
     blocks = -(-n_out // SPLIT_OUTPUTS)
     bounds = [n_out * i // blocks for i in range(1, blocks)]  # Blocks of (nearly) equal size.
@@ -107,6 +105,21 @@ def _explicit_padding(padding: Any) -> tuple[tuple[int, int], ...] | None:
   except (TypeError, ValueError):
     return None
   return pads if all(lo >= 0 and hi >= 0 for lo, hi in pads) else None
+
+
+def _stride1_nhwc_pads(lhs: Any, rhs: Any, window_strides: Sequence[int], padding: Any,
+                       lhs_dilation: Any, rhs_dilation: Any, dimension_numbers: Any,
+                       feature_group_count: int, batch_group_count: int
+                       ) -> tuple[tuple[int, int], ...] | None:
+  """The explicit ((lo, hi), (lo, hi)) padding of a 2-D NHWC / HWIO / NHWC convolution at
+  stride 1, without dilation, with one feature and batch group (the only kind the CPU forms
+  here rewrite); None for any other convolution."""
+  pads = _explicit_padding(padding)
+  if (pads is None or len(pads) != 2 or tuple(window_strides) != (1, 1)
+      or not _ones(lhs_dilation) or not _ones(rhs_dilation) or feature_group_count != 1
+      or batch_group_count != 1 or not _is_nhwc(lhs.shape, rhs.shape, dimension_numbers)):
+    return None
+  return pads
 
 
 def _is_nhwc(lhs_shape, rhs_shape, dimension_numbers) -> bool:
@@ -162,11 +175,9 @@ def taps_conv_general_dilated(lhs: Any, rhs: Any, window_strides: Sequence[int],
   Returns:
     The convolution's output, as `jax.lax.conv_general_dilated` gives it.
   """
-  pads = _explicit_padding(padding)
-  if (pads is None or len(pads) != 2 or tuple(window_strides) != (1, 1)
-      or not _ones(lhs_dilation) or not _ones(rhs_dilation) or feature_group_count != 1
-      or batch_group_count != 1 or preferred_element_type is not None
-      or not _is_nhwc(lhs.shape, rhs.shape, dimension_numbers)):
+  pads = _stride1_nhwc_pads(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                            dimension_numbers, feature_group_count, batch_group_count)
+  if pads is None or preferred_element_type is not None:
     return jax.lax.conv_general_dilated(
         lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
         rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,

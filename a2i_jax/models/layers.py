@@ -215,8 +215,8 @@ def window_conv(x: Array, features: int, dtype: Dtype) -> Array:
 
   The parameters are a k x k `conv` layer's (`ConvParams`: nn.Conv's names, shapes and
   initial values), so checkpoints are unchanged. XLA:CPU ran the encoders' top layer (4x4,
-  256 -> 1,024, batch 32) as a convolution in 5.2 ms forward and 27.5 ms for the input and
-  per-tap weight gradients, and as a product in 3.0 and 4.4 ms (BENCHMARKS.md, "Wide
+  256 -> 1,024, batch 32) as a convolution in 5.35 ms forward, 27.6 ms input gradient and
+  11.2 ms weight gradient, and as a product in 3.44, 1.81 and 2.50 ms (BENCHMARKS.md, "Wide
   convolutions in blocks of outputs").
 
   Args:
