@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from a2i_jax import models
+from a2i_jax import models, perf
 
 Array = jax.Array
 PyTree = Any
@@ -91,7 +91,12 @@ def create_train_state(model: flax.linen.Module, config: ml_collections.ConfigDi
   Returns:
     A `TrainState` at step 0.
   """
-  return _state_from_variables(models.init_variables(model, config.model, key), tx)
+  variables = models.init_variables(model, config.model, key)
+  # Jitted: `tx.init` op by op runs an eager zeros program per parameter shape (22 for the
+  # tiny CVAE), each compiled, or fetched from the persistent cache, in every new process.
+  # Not in `init_variables`' program: its host draws keep it out of the persistent cache.
+  return perf.jit(functools.partial(_state_from_variables, tx=tx),
+                  extra_options=models.CHEAP_COMPILE)(variables)
 
 
 def abstract_train_state(model: flax.linen.Module, config: ml_collections.ConfigDict,

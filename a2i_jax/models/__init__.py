@@ -105,9 +105,10 @@ def dummy_inputs(model_config: Any, batch: int = 1) -> tuple[Array, Array, Array
 
 
 def _init_fn(model: nn.Module, model_config: Any) -> Callable:
-  x, y, m = dummy_inputs(model_config)
-
   def init(key):
+    # The dummy inputs inside the trace: made outside it, each would be an eager program of
+    # its own (compiled, or fetched from the persistent cache, in every new process).
+    x, y, m = dummy_inputs(model_config)
     k_params, k_reparam, k_drop = jax.random.split(key, 3)
     return model.init({"params": k_params, "reparam": k_reparam, "dropout": k_drop}, x, y, m,
                       train=False)
@@ -139,7 +140,8 @@ def init_variables(model: nn.Module, model_config: Any, key: Array) -> dict:
   init = _init_fn(model, model_config)
 
   # Jitted (op-by-op initialisation compiles every primitive separately), and on CPU without
-  # LLVM optimisation, since it runs once.
+  # LLVM optimisation, since it runs once. Its host draws (`initializers`) keep it out of the
+  # persistent compilation cache: every process compiles it.
   options = perf.compiler_options(CHEAP_COMPILE)
   return jax.jit(init).lower(key).compile(compiler_options=options)(key)
 
