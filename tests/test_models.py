@@ -93,6 +93,49 @@ def test_torch_initialisers():
   assert float(jnp.abs(conv["kernel"]).max()) > 0.8 * bound
 
 
+@pytest.mark.parametrize("name", ["cvae", "discvae"])
+def test_initial_values_are_drawn_after_a_program_without_callbacks(name, monkeypatch):
+  """init_variables draws on the host after its program (which therefore has no host
+  callbacks, so the persistent cache keeps it) the very values of the draws as callbacks
+  inside the program. The disCVAE reuses its background head, whose second call makes Flax
+  check the parameters' shapes by calling the initialisers again (draws that are dropped)."""
+  from a2i_jax.models import initializers  # pylint: disable=import-outside-toplevel
+  cfg = tiny_config(name)
+  model = models.create_model(cfg.model)
+  init = lambda key: model.init({"params": key, "reparam": key, "dropout": key},
+                                *models.dummy_inputs(cfg.model), train=False)
+  inside = jax.jit(init)(jax.random.key(5))  # The draws as callbacks.
+
+  def no_callbacks(*args, **kwargs):
+    raise AssertionError("a host callback in the init program")
+  monkeypatch.setattr(jax, "pure_callback", no_callbacks)
+  after = initializers.draw_after(init, jax.random.key(5))
+  a, tree_a = jax.tree_util.tree_flatten(after)
+  b, tree_b = jax.tree_util.tree_flatten(inside)
+  assert tree_a == tree_b
+  for x, y in zip(a, b):
+    assert x.dtype == y.dtype
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  assert any(float(jnp.abs(x).max()) > 0 for x in a)  # Drawn, not placeholders or zeros.
+
+
+def test_a_drawn_value_changed_inside_init_is_drawn_inside_the_program():
+  """A leaf computed from a draw cannot be drawn after the program; its NaN placeholder
+  shows it, and draw_after runs init with the draws inside instead: the same values."""
+  from a2i_jax.models import initializers  # pylint: disable=import-outside-toplevel
+
+  def init(key):
+    k1, k2 = jax.random.split(key)
+    return {"scaled": 2.0 * initializers.normal(1.0)(k1, (3, 4)),
+            "as_drawn": initializers.uniform(0.0, 1.0)(k2, (5,)), "zeros": jnp.zeros((2,))}
+  after = initializers.draw_after(init, jax.random.key(1))
+  inside = jax.jit(init)(jax.random.key(1))
+  for k in inside:
+    np.testing.assert_array_equal(np.asarray(after[k]), np.asarray(inside[k]))
+  assert np.isfinite(np.asarray(after["scaled"])).all()
+  assert float(jnp.abs(after["scaled"]).max()) > 0
+
+
 def test_wrong_attribute_length_is_a_clear_error():
   cfg = tiny_config("cvae")
   model = models.create_model(cfg.model)

@@ -18,6 +18,7 @@ from a2i_jax.attribute_predictor.scoring import _json_safe, score
 from a2i_jax.data.base import Dataset
 from a2i_jax.errors import InputError
 from a2i_jax.inputs import to_signed
+from a2i_jax.models import initializers
 
 
 def _target_stats(attributes: np.ndarray, kinds: Sequence[str]) -> dict[str, np.ndarray]:
@@ -78,10 +79,10 @@ def _jitted_train_step(backend: str) -> Any:
 
 def _init_variables(model: AttributeNet, image_size: int, key: jax.Array) -> dict:
   x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
-  # Runs once: compile it cheaply on CPU, as models.init_variables does.
-  init = jax.jit(model.init).lower(key, x).compile(
-      compiler_options=perf.compiler_options(models.CHEAP_COMPILE))
-  return init(key, x)
+  # Runs once: compile it cheaply on CPU, and draw on the host after it (a program the
+  # persistent cache can keep), as models.init_variables does.
+  return initializers.draw_after(model.init, key, x,
+                                 compiler_options=perf.compiler_options(models.CHEAP_COMPILE))
 
 
 _SETTINGS = ("steps", "batch_size", "learning_rate", "width")

@@ -33,6 +33,7 @@ from a2i_jax.models.blocks import GaussianHead, ImageDecoder, ImageEncoder, Imag
 from a2i_jax.models.cvae import CVAE
 from a2i_jax.models.discvae import (COMPOSITIONS, BackgroundDecoder, BackgroundHead,
                                     BackgroundTrunk, DisCVAE, compose)
+from a2i_jax.models import initializers
 from a2i_jax.models.initializers import normal, torch_default, uniform, zeros
 from a2i_jax.models.layers import (DECODER_TAILS, UPSAMPLE_MODES, BatchNorm, ConvParams,
                                    UpsampleConv, batch_norm, conv, decoder_tail, dense, max_pool,
@@ -140,10 +141,10 @@ def init_variables(model: nn.Module, model_config: Any, key: Array) -> dict:
   init = _init_fn(model, model_config)
 
   # Jitted (op-by-op initialisation compiles every primitive separately), and on CPU without
-  # LLVM optimisation, since it runs once. Its host draws (`initializers`) keep it out of the
-  # persistent compilation cache: every process compiles it.
-  options = perf.compiler_options(CHEAP_COMPILE)
-  return jax.jit(init).lower(key).compile(compiler_options=options)(key)
+  # LLVM optimisation, since it runs once; the host draws after the program, so that the
+  # persistent compilation cache can keep it (`initializers.draw_after`).
+  return initializers.draw_after(init, key,
+                                 compiler_options=perf.compiler_options(CHEAP_COMPILE))
 
 
 def count_params(params: Any) -> int:
