@@ -98,7 +98,9 @@ def draw_after(init: Callable[..., Any], *args: Any,
              if jnp.issubdtype(leaf.dtype, jnp.inexact)):  # A placeholder reached a leaf.
     return jax.jit(init).lower(*args).compile(compiler_options=compiler_options)(*args)
   kept, keys = iter(kept), iter(np.asarray(keys) if keys is not None else ())
-  leaves = [next(kept) if d is None else jnp.asarray(d.draw(next(keys))) for d in found["drawn"]]
+  # device_put, not jnp.asarray: that compiles a copy program per shape (jax 0.10).
+  leaves = [next(kept) if d is None else jax.device_put(d.draw(next(keys)))
+            for d in found["drawn"]]
   return jax.tree_util.tree_unflatten(found["tree"], leaves)
 
 

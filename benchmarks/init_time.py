@@ -1,0 +1,90 @@
+"""Initial variables in a new process: `models.init_variables` of the paper models, with the
+persistent compilation cache warm (a second start) and off (a first start); prints JSON lines.
+
+  python benchmarks/init_time.py                                  # this checkout
+  python benchmarks/init_time.py --roots=.,/tmp/old --rounds=3    # two checkouts, alternated
+
+Each (root, cache, round) runs in a fresh Python process that imports `a2i_jax` from that
+root and times two calls per model: the process's first (JAX's own start-up included) and a
+second one (new jitted function, same process). "warm" uses a cache folder that a discarded
+run of the same root filled first; "off" turns the cache off. Comparing roots side by side
+(`--roots`) is how BENCHMARKS.md compares a change with the code before it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _child(args: argparse.Namespace) -> None:
+  sys.path[:0] = [args.root, os.path.join(args.root, "benchmarks")]  # That root's bench.py too.
+  import jax  # pylint: disable=import-outside-toplevel
+  if args.cache_dir:
+    jax.config.update("jax_compilation_cache_dir", args.cache_dir)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  else:
+    jax.config.update("jax_enable_compilation_cache", False)
+  import bench  # pylint: disable=import-outside-toplevel
+  from a2i_jax import models  # pylint: disable=import-outside-toplevel
+  assert models.__file__.startswith(args.root + os.sep), (models.__file__, args.root)
+  out = {}
+  for name in args.models.split(","):
+    cfg = bench.make_config(bench.Case(name, 32, "float32"), {})
+    model = models.create_model(cfg.model)
+    for call in ("first", "second"):
+      t0 = time.perf_counter()
+      jax.block_until_ready(models.init_variables(model, cfg.model, jax.random.key(0)))
+      out[f"{name}_{call}_s"] = round(time.perf_counter() - t0, 3)
+  print(json.dumps(out))
+
+
+def main(argv=None) -> None:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--models", default="cvae,discvae")
+  p.add_argument("--roots", default=os.path.dirname(HERE),
+                 help="Comma list of checkouts to import a2i_jax from.")
+  p.add_argument("--rounds", type=int, default=2)
+  p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+  p.add_argument("--root", help=argparse.SUPPRESS)
+  p.add_argument("--cache_dir", default="", help=argparse.SUPPRESS)
+  args = p.parse_args(argv)
+  if args.child:
+    _child(args)
+    return
+  roots = [os.path.abspath(r) for r in args.roots.split(",")]
+  results = {}
+  with tempfile.TemporaryDirectory() as tmp:
+    caches = {r: os.path.join(tmp, f"cache{i}") for i, r in enumerate(roots)}
+
+    def run(root: str, cache: str) -> dict:
+      cmd = [sys.executable, os.path.abspath(__file__), "--child", f"--root={root}",
+             f"--models={args.models}", f"--cache_dir={cache}"]
+      r = subprocess.run(cmd, capture_output=True, text=True, check=True,
+                         env=dict(os.environ, JAX_PLATFORMS="cpu"))
+      return json.loads(r.stdout.strip().splitlines()[-1])
+
+    for root in roots:
+      run(root, caches[root])  # Fills the root's cache; discarded.
+    for i in range(args.rounds):
+      for root in roots:
+        for cache in ("warm", "off"):
+          row = run(root, caches[root] if cache == "warm" else "")
+          row.update(root=root, cache=cache, round=i)
+          print(json.dumps(row), flush=True)
+          results.setdefault((root, cache), []).append(row)
+  for (root, cache), rows in results.items():
+    med = {k: statistics.median(r[k] for r in rows) for k in rows[0] if k.endswith("_s")}
+    print(f"{root} cache={cache}: " + ", ".join(f"{k} {v:.2f}" for k, v in med.items()))
+
+
+if __name__ == "__main__":
+  main()
