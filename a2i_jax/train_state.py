@@ -92,11 +92,12 @@ def create_train_state(model: flax.linen.Module, config: ml_collections.ConfigDi
     A `TrainState` at step 0.
   """
   variables = models.init_variables(model, config.model, key)
-  # Jitted: `tx.init` op by op runs an eager zeros program per parameter shape (22 for the
-  # tiny CVAE), each compiled, or fetched from the persistent cache, in every new process.
-  # Not in `init_variables`' program: its host draws keep it out of the persistent cache.
-  return perf.jit(functools.partial(_state_from_variables, tx=tx),
-                  extra_options=models.CHEAP_COMPILE)(variables)
+  # The optimiser's state jitted: `tx.init` op by op runs an eager zeros program per parameter
+  # shape (22 for the tiny CVAE), each compiled, or read from the persistent cache, in every
+  # new process. The parameters stay out of that program, which would copy them.
+  fresh = perf.jit(lambda p: _state_from_variables({"params": p}, tx).replace(params=None),
+                   extra_options=models.CHEAP_COMPILE)(variables["params"])
+  return fresh.replace(params=variables["params"], batch_stats=variables.get("batch_stats", {}))
 
 
 def abstract_train_state(model: flax.linen.Module, config: ml_collections.ConfigDict,

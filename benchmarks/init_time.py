@@ -4,11 +4,13 @@ persistent compilation cache warm (a second start) and off (a first start); prin
   python benchmarks/init_time.py                                  # this checkout
   python benchmarks/init_time.py --roots=.,/tmp/old --rounds=3    # two checkouts, alternated
 
-Each (root, cache, round) runs in a fresh Python process that imports `a2i_jax` from that
-root and times two calls per model: the process's first (JAX's own start-up included) and a
-second one (new jitted function, same process). "warm" uses a cache folder that a discarded
-run of the same root filled first; "off" turns the cache off. Comparing roots side by side
-(`--roots`) is how BENCHMARKS.md compares a change with the code before it.
+Each (root, cache, round) runs in a fresh CPU process (JAX_PLATFORMS=cpu) that imports
+`a2i_jax` from that root, starts JAX's backend (one tiny jitted call, untimed), and times two
+calls per model: the first for that model in the process, and a second one (a new jitted
+function, same process). "warm" turns the cache on as train.py does
+(`files.enable_compilation_cache`, in a folder that a discarded run of the same root filled
+first); "off" turns it off. Each row names the root's commit and the jax version. Comparing
+roots side by side (`--roots`) is how BENCHMARKS.md compares a change with the code before it.
 """
 
 from __future__ import annotations
@@ -28,15 +30,18 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def _child(args: argparse.Namespace) -> None:
   sys.path[:0] = [args.root, os.path.join(args.root, "benchmarks")]  # That root's bench.py too.
   import jax  # pylint: disable=import-outside-toplevel
+  from a2i_jax import files  # pylint: disable=import-outside-toplevel
   if args.cache_dir:
-    jax.config.update("jax_compilation_cache_dir", args.cache_dir)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    files.enable_compilation_cache(args.cache_dir)  # As train.py and infer.py do.
   else:
     jax.config.update("jax_enable_compilation_cache", False)
+  jax.block_until_ready(jax.jit(lambda x: x + 1)(1.0))  # The backend's start-up, untimed.
   import bench  # pylint: disable=import-outside-toplevel
   from a2i_jax import models  # pylint: disable=import-outside-toplevel
   assert models.__file__.startswith(args.root + os.sep), (models.__file__, args.root)
-  out = {}
+  commit = subprocess.run(["git", "-C", args.root, "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True, check=False).stdout.strip()
+  out = {"commit": commit or "?", "jax": jax.__version__}
   for name in args.models.split(","):
     cfg = bench.make_config(bench.Case(name, 32, "float32"), {})
     model = models.create_model(cfg.model)
@@ -83,7 +88,7 @@ def main(argv=None) -> None:
           results.setdefault((root, cache), []).append(row)
   for (root, cache), rows in results.items():
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0] if k.endswith("_s")}
-    print(f"{root} cache={cache}: " + ", ".join(f"{k} {v:.2f}" for k, v in med.items()))
+    print(f"{root} ({rows[0]['commit']}) cache={cache}: " + ", ".join(f"{k} {v:.2f}" for k, v in med.items()))
 
 
 if __name__ == "__main__":

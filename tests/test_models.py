@@ -95,45 +95,63 @@ def test_torch_initialisers():
 
 @pytest.mark.parametrize("name", ["cvae", "discvae"])
 def test_initial_values_are_drawn_after_a_program_without_callbacks(name, monkeypatch):
-  """init_variables draws on the host after its program (which therefore has no host
+  """models.init_variables draws on the host after its program (which therefore has no host
   callbacks, so the persistent cache keeps it) the very values of the draws as callbacks
   inside the program. The disCVAE reuses its background head, whose second call makes Flax
-  check the parameters' shapes by calling the initialisers again (draws that are dropped)."""
-  from a2i_jax.models import initializers  # pylint: disable=import-outside-toplevel
+  check the parameters' shapes by calling the initialisers again under eval_shape."""
   cfg = tiny_config(name)
   model = models.create_model(cfg.model)
-  init = lambda key: model.init({"params": key, "reparam": key, "dropout": key},
-                                *models.dummy_inputs(cfg.model), train=False)
-  inside = jax.jit(init)(jax.random.key(5))  # The draws as callbacks.
+  k_params, k_reparam, k_drop = jax.random.split(jax.random.key(5), 3)
+  inside = jax.jit(lambda: model.init(  # The draws as callbacks, init_variables' keys.
+      {"params": k_params, "reparam": k_reparam, "dropout": k_drop},
+      *models.dummy_inputs(cfg.model), train=False))()
 
-  def no_callbacks(*args, **kwargs):
-    raise AssertionError("a host callback in the init program")
-  monkeypatch.setattr(jax, "pure_callback", no_callbacks)
-  after = initializers.draw_after(init, jax.random.key(5))
+  compiled = []  # The text of every program init_variables compiles.
+  real_compile = jax.stages.Lowered.compile
+  monkeypatch.setattr(jax.stages.Lowered, "compile",
+                      lambda self, *a, **k: compiled.append(self.as_text()) or real_compile(
+                          self, *a, **k))
+  after = models.init_variables(model, cfg.model, jax.random.key(5))
+  assert len(compiled) == 1 and "callback" not in compiled[0]
   a, tree_a = jax.tree_util.tree_flatten(after)
   b, tree_b = jax.tree_util.tree_flatten(inside)
   assert tree_a == tree_b
   for x, y in zip(a, b):
-    assert x.dtype == y.dtype
+    assert x.dtype == y.dtype and x.sharding == y.sharding
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   assert any(float(jnp.abs(x).max()) > 0 for x in a)  # Drawn, not placeholders or zeros.
 
 
-def test_a_drawn_value_changed_inside_init_is_drawn_inside_the_program():
-  """A leaf computed from a draw cannot be drawn after the program; its NaN placeholder
-  shows it, and draw_after runs init with the draws inside instead: the same values."""
+def test_draws_that_cannot_wait_are_drawn_inside_the_program():
+  """A leaf computed from a draw (here a boolean one: NaN would not show) makes draw_after
+  draw inside the program; so does a draw inside a nested jit, whose trace JAX caches: the
+  same values as jit(init), and the nested function still draws properly afterwards."""
   from a2i_jax.models import initializers  # pylint: disable=import-outside-toplevel
 
+  @jax.jit
+  def nested(key):
+    return initializers.normal(1.0)(key, (4,))
+
   def init(key):
-    k1, k2 = jax.random.split(key)
-    return {"scaled": 2.0 * initializers.normal(1.0)(k1, (3, 4)),
-            "as_drawn": initializers.uniform(0.0, 1.0)(k2, (5,)), "zeros": jnp.zeros((2,))}
+    k1, k2, k3 = jax.random.split(key, 3)
+    w = initializers.normal(1.0)(k1, (6,))
+    return {"w": w, "positive": w > 0, "as_drawn": initializers.uniform(0.0, 1.0)(k2, (5,)),
+            "nested": nested(k3), "zeros": jnp.zeros((2,))}
   after = initializers.draw_after(init, jax.random.key(1))
   inside = jax.jit(init)(jax.random.key(1))
   for k in inside:
     np.testing.assert_array_equal(np.asarray(after[k]), np.asarray(inside[k]))
-  assert np.isfinite(np.asarray(after["scaled"])).all()
-  assert float(jnp.abs(after["scaled"]).max()) > 0
+  assert 0 < int(np.sum(after["positive"])) < 6
+  assert np.isfinite(np.asarray(nested(jax.random.key(2)))).all()
+
+  # Without the dependent leaf, the other draws wait, and the nested one stays a callback.
+  def init_waiting(key):
+    out = init(key)
+    del out["positive"]
+    return out
+  waited = initializers.draw_after(init_waiting, jax.random.key(1))
+  for k in waited:
+    np.testing.assert_array_equal(np.asarray(waited[k]), np.asarray(inside[k]))
 
 
 def test_wrong_attribute_length_is_a_clear_error():

@@ -187,6 +187,24 @@ def test_batch_not_divisible_by_devices(tmp_path, data_cache):
     train_lib.train_and_evaluate(cfg, str(tmp_path))
 
 
+def test_the_entry_points_cache_programs_of_a_quarter_second(monkeypatch):
+  """files.enable_compilation_cache keeps programs that compile in 0.25 s or more (a model's
+  init program, 0.5-2 s, missed JAX's default of 1 s), unless the user's environment says."""
+  from a2i_jax import files  # pylint: disable=import-outside-toplevel
+  folder = jax.config.jax_compilation_cache_dir  # The session's: the same folder again.
+  before = jax.config.jax_persistent_cache_min_compile_time_secs
+  try:
+    monkeypatch.delenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", raising=False)
+    files.enable_compilation_cache(folder)
+    assert jax.config.jax_persistent_cache_min_compile_time_secs == files.MIN_CACHED_COMPILE_S
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 3.0)
+    monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "3")
+    files.enable_compilation_cache(folder)
+    assert jax.config.jax_persistent_cache_min_compile_time_secs == 3.0
+  finally:
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", before)
+
+
 def test_unknown_config_key_and_bad_values(tmp_path, data_cache):
   cfg = tiny_config("cvae", data_cache)
   cfg.unlock()

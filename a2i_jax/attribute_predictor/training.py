@@ -78,11 +78,11 @@ def _jitted_train_step(backend: str) -> Any:
 
 
 def _init_variables(model: AttributeNet, image_size: int, key: jax.Array) -> dict:
-  x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
   # Runs once: compile it cheaply on CPU, and draw on the host after it (a program the
   # persistent cache can keep), as models.init_variables does.
-  return initializers.draw_after(model.init, key, x,
-                                 compiler_options=perf.compiler_options(models.CHEAP_COMPILE))
+  return initializers.draw_after(
+      lambda k: model.init(k, jnp.zeros((1, image_size, image_size, 3), jnp.float32)), key,
+      compiler_options=perf.compiler_options(models.CHEAP_COMPILE))
 
 
 _SETTINGS = ("steps", "batch_size", "learning_rate", "width")

@@ -9,6 +9,7 @@ the host (docs/design.md §3.14). Each function returns a Flax initialiser
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import threading
 from typing import Any, Callable, Optional, Sequence
@@ -29,7 +30,15 @@ class _Deferred:
   draw: Callable[[Any], np.ndarray]
 
 
-_DEFERRED = threading.local()  # .draws: the list `draw_after` collects into, while it traces.
+@dataclasses.dataclass
+class _Deferring:
+  """What `draw_after` collects while it traces: the draws, and the trace they must belong to
+  (the fill value's, the program's own top-level trace) and the fill."""
+  fill: Any
+  draws: list
+
+
+_DEFERRING = threading.local()  # .state: a _Deferring while `draw_after` traces, else None.
 
 
 def _host_draw(key: Array, shape: Sequence[int], dtype: Dtype,
@@ -39,8 +48,9 @@ def _host_draw(key: Array, shape: Sequence[int], dtype: Dtype,
   Through `jax.pure_callback`, so it works eagerly, under `jit` and under `eval_shape`, and
   gives the same values everywhere. Why not `jax.random`: every initialiser becomes its own
   threefry kernel, and XLA:CPU takes seconds to compile each one (docs/design.md §3.14); the
-  parameters take milliseconds to draw. While `draw_after` traces, the draw is deferred
-  instead: a NaN placeholder goes into the program and the key's data comes out of it.
+  parameters take milliseconds to draw. While `draw_after` traces, a draw in its own
+  top-level trace is deferred instead: a placeholder (the program's fill argument) goes into
+  the program and the key's data comes out of it.
   """
   shape = tuple(shape)
 
@@ -48,12 +58,28 @@ def _host_draw(key: Array, shape: Sequence[int], dtype: Dtype,
     seed = np.asarray(key_data, dtype=np.uint32).ravel().tolist()
     return np.asarray(sample(np.random.default_rng(seed), shape), dtype=dtype)
 
-  deferred = getattr(_DEFERRED, "draws", None)
-  if deferred is not None:
-    placeholder = jnp.full(shape, jnp.nan, dtype)
-    deferred.append(_Deferred(placeholder, jax.random.key_data(key), draw))
+  state = getattr(_DEFERRING, "state", None)
+  # Only in draw_after's own trace: not in a nested jit, scan or eval_shape (Flax calls the
+  # initialisers under eval_shape to check a reused parameter's shape), whose traces JAX
+  # may cache and reuse outside draw_after. (`_trace` is the tracer's trace in jax 0.7 to
+  # 0.10; where it is missing, nothing is deferred.)
+  trace = getattr(state.fill, "_trace", None) if state is not None else None
+  if trace is not None and getattr(key, "_trace", None) is trace:
+    placeholder = jnp.zeros(shape, dtype) + state.fill.astype(dtype)  # A new tracer each.
+    state.draws.append(_Deferred(placeholder, jax.random.key_data(key), draw))
     return placeholder
   return jax.pure_callback(draw, jax.ShapeDtypeStruct(shape, dtype), jax.random.key_data(key))
+
+
+def _depends_on_first_input(jaxpr: Any) -> list[bool]:
+  """For each output of `jaxpr` (a `jax.core.Jaxpr`), whether it may depend on its first
+  input: an equation's outputs depend on it if any of the equation's inputs does (so a
+  sub-program counts as a whole, which can only over-count)."""
+  tainted = {id(jaxpr.invars[0])}
+  for eqn in jaxpr.eqns:
+    if any(id(v) in tainted for v in eqn.invars):
+      tainted.update(id(v) for v in eqn.outvars)
+  return [id(v) in tainted for v in jaxpr.outvars]
 
 
 def draw_after(init: Callable[..., Any], *args: Any,
@@ -64,43 +90,54 @@ def draw_after(init: Callable[..., Any], *args: Any,
   caches one with host callbacks, so every process compiled a model's `init` again: 1-2 s
   for the paper models on CPU).
 
-  The program returns every leaf that is not drawn, and the key data of every one that is;
-  the draws then run on the host with those keys, as the callbacks would have. In the
-  program a deferred draw is a NaN placeholder: should `init` return a value computed from
-  one (no layer here does), that leaf comes out NaN, and `init` runs again with the draws as
-  callbacks inside the program. (Draws that never reach the result, such as those of Flax's
-  shape check of a reused parameter, are dropped.)
+  While the program is traced, each draw puts a placeholder in it (a scalar argument of the
+  program, broadcast) and hands out its key's data; the program returns the leaves that are
+  not drawn and those keys, and the draws run on the host after it with the same keys, as
+  the callbacks would have. If a returned leaf other than a draw itself depends on a
+  placeholder (found from the program's jaxpr; no layer here does that), `init` runs with the
+  callbacks inside the program instead, with a warning. Draws in a nested trace (a jit, scan
+  or eval_shape inside `init`) stay callbacks; those that never reach the result are dropped.
 
   Args:
     init: a function whose drawn leaves come straight from this module's initialisers.
     *args: its arguments (a PRNG key first, as Flax's `init`).
     compiler_options: for `Lowered.compile` (e.g. `perf.compiler_options(CHEAP_COMPILE)`).
   Returns:
-    `init(*args)`'s tree of arrays.
+    `init(*args)`'s tree of arrays, placed as the program places its results.
   """
   found = {}
 
-  def program(*a):
-    _DEFERRED.draws = draws = []
+  def init_program(fill, *a):
+    before = getattr(_DEFERRING, "state", None)
+    _DEFERRING.state = state = _Deferring(fill, [])
     try:
       out = init(*a)
     finally:
-      _DEFERRED.draws = None
+      _DEFERRING.state = before
     leaves, found["tree"] = jax.tree_util.tree_flatten(out)
-    by_id = {id(d.placeholder): d for d in draws}
-    found["drawn"] = drawn = [by_id.get(id(leaf)) for leaf in leaves]
+    by_id = {id(d.placeholder): d for d in state.draws}
+    drawn = [by_id.get(id(leaf)) for leaf in leaves]
+    found["draw"] = [d and d.draw for d in drawn]  # No tracers kept past the trace.
     keys = [d.key_data for d in drawn if d is not None]
     return ([leaf for leaf, d in zip(leaves, drawn) if d is None],
             jnp.stack(keys) if keys else None)
 
-  kept, keys = jax.jit(program).lower(*args).compile(compiler_options=compiler_options)(*args)
-  if not all(np.isfinite(np.asarray(leaf, np.float32)).all() for leaf in kept
-             if jnp.issubdtype(leaf.dtype, jnp.inexact)):  # A placeholder reached a leaf.
+  traced = jax.jit(init_program).trace(np.float32(np.nan), *args)
+  n_kept = len(found["draw"]) - sum(d is not None for d in found["draw"])
+  if any(_depends_on_first_input(traced.jaxpr.jaxpr)[:n_kept]):
+    logging.warning("draw_after: init returns a value computed from an initialiser's draw; "
+                    "drawing inside the program, which the compilation cache cannot keep.")
     return jax.jit(init).lower(*args).compile(compiler_options=compiler_options)(*args)
-  kept, keys = iter(kept), iter(np.asarray(keys) if keys is not None else ())
-  # device_put, not jnp.asarray: that compiles a copy program per shape (jax 0.10).
-  leaves = [next(kept) if d is None else jax.device_put(d.draw(next(keys)))
-            for d in found["drawn"]]
+  kept, keys = traced.lower().compile(compiler_options=compiler_options)(np.float32(np.nan),
+                                                                        *args)
+  if keys is None:
+    return jax.tree_util.tree_unflatten(found["tree"], kept)
+  # Where the program put its results: committed where its inputs were (device_put, not
+  # jnp.asarray, which in jax 0.10 compiles a copy program per shape).
+  where = keys.sharding if keys.committed and keys.sharding.is_fully_replicated else None
+  kept, keys = iter(kept), iter(np.asarray(keys))
+  leaves = [next(kept) if d is None else jax.device_put(d(next(keys)), where)
+            for d in found["draw"]]
   return jax.tree_util.tree_unflatten(found["tree"], leaves)
 
 
