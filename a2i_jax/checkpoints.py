@@ -27,7 +27,7 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from a2i_jax import distributed, files
+from a2i_jax import distributed, files, parallel
 from a2i_jax.errors import CheckpointError, ConfigError
 
 CONFIG_FILE = "config.json"
@@ -402,8 +402,7 @@ def _with_shardings(abstract_tree: Any) -> Any:
   leaves = jax.tree_util.tree_leaves(abstract_tree)
   if all(getattr(a, "sharding", None) is not None for a in leaves):
     return abstract_tree
-  replicated = jax.sharding.NamedSharding(jax.sharding.Mesh(np.array(jax.devices()), ("d",)),
-                                          jax.sharding.PartitionSpec())
+  replicated = parallel.replicated(parallel.make_mesh())
   return jax.tree_util.tree_map(
       lambda a: a if getattr(a, "sharding", None) is not None
       else jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated), abstract_tree)

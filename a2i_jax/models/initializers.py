@@ -32,8 +32,8 @@ class _Deferred:
 
 @dataclasses.dataclass
 class _Deferring:
-  """What `draw_after` collects while it traces: the draws, and the trace they must belong to
-  (the fill value's, the program's own top-level trace) and the fill."""
+  """`draw_after`'s state while it traces: the program's fill argument (whose trace a draw's
+  key must share to be deferred) and the draws deferred so far."""
   fill: Any
   draws: list
 
