@@ -8,6 +8,7 @@ compilation cache.
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -111,9 +112,16 @@ def test_a_dead_process_stops_the_other_with_an_error(tmp_path, compile_cache):
       if p.poll() is None:
         p.kill()
   assert time.monotonic() - died < 60
-  assert survivor.returncode == 1, err[-3000:]
-  assert "error: process 0: another process stopped answering" in err
   assert not (tmp_path / "never.npz").exists()
+  # Two ways out, whichever comes first: the survivor's next collective fails and it prints
+  # one line (distributed.peers_checked), or JAX's coordination service, having seen the
+  # peer's connection drop, aborts it from its own thread (once in eleven suite runs on the
+  # 2-core machine, 2026-11-30; docs/design.md §3.6).
+  if survivor.returncode == -signal.SIGABRT:
+    assert "JAX distributed service detected fatal errors" in err, err[-3000:]
+  else:
+    assert survivor.returncode == 1, err[-3000:]
+    assert "error: process 0: another process stopped answering" in err
 
 
 def test_a_failed_preparation_on_process_0_stops_every_process(tmp_path):
