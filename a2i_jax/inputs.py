@@ -28,7 +28,6 @@ import os
 import tempfile
 from typing import Any, Sequence
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
@@ -88,14 +87,15 @@ def to_uint8(x: Any) -> np.ndarray:
   return (np.clip(x, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def check_attributes(attributes: Any, y_dim: int) -> jax.Array:
+def check_attributes(attributes: Any, y_dim: int) -> np.ndarray:
   """Validates an attribute batch [N, y_dim] (or one vector) and returns it as float32.
 
   Args:
     attributes: [N, y_dim] or [y_dim], anything numpy converts.
     y_dim: the model's attribute count.
   Returns:
-    float32 [N, y_dim].
+    float32 [N, y_dim], a NumPy array (the checks return host arrays: placing them on the
+    devices is the caller's step, and no eager device program is compiled for it).
   Raises:
     InputError: wrong shape or non-finite values.
   """
@@ -107,10 +107,10 @@ def check_attributes(attributes: Any, y_dim: int) -> jax.Array:
                      f"(one value per attribute, y_dim={y_dim}).")
   if not np.all(np.isfinite(y)):
     raise InputError("attributes contain NaN or infinity.")
-  return jnp.asarray(y)
+  return y
 
 
-def check_images(images: Any, image_size: int) -> jax.Array:
+def check_images(images: Any, image_size: int) -> np.ndarray:
   """Validates an image batch and returns it as float32 in [-1, 1], NHWC.
 
   Accepts uint8 in [0, 255] or floats in [0, 1]; anything else is an `InputError`.
@@ -119,7 +119,7 @@ def check_images(images: Any, image_size: int) -> jax.Array:
     images: [N, S, S, 3] (or one [S, S, 3] image).
     image_size: the model's S.
   Returns:
-    float32 [N, S, S, 3] in [-1, 1].
+    float32 [N, S, S, 3] in [-1, 1], a NumPy array.
   Raises:
     InputError: wrong shape or dtype, or floats outside [0, 1].
   """
@@ -137,10 +137,10 @@ def check_images(images: Any, image_size: int) -> jax.Array:
     if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0.0 or hi > 1.0:
       raise InputError(f"float images must lie in [0, 1]; these range over [{lo:g}, {hi:g}] "
                        "(divide uint8 images by 255, or pass them as uint8).")
-  return to_signed(jnp.asarray(x))
+  return to_signed(x)
 
 
-def check_mask(mask: Any, num: int, image_size: int, what: str) -> jax.Array:
+def check_mask(mask: Any, num: int, image_size: int, what: str) -> np.ndarray:
   """Validates a per-pixel mask [N, S, S] or [N, S, S, 1] (or one [S, S]) in [0, 1].
 
   uint8 masks are read as 255 = 1.
@@ -151,7 +151,7 @@ def check_mask(mask: Any, num: int, image_size: int, what: str) -> jax.Array:
     image_size: S.
     what: the argument's name, for the error message.
   Returns:
-    float32 [N, S, S, 1].
+    float32 [N, S, S, 1], a NumPy array.
   Raises:
     InputError: wrong shape or values outside [0, 1].
   """
@@ -165,7 +165,7 @@ def check_mask(mask: Any, num: int, image_size: int, what: str) -> jax.Array:
                      f"{image_size}, {image_size}] (or with a trailing 1), one per image.")
   if not np.all((m >= 0.0) & (m <= 1.0)):
     raise InputError(f"{what} values must lie in [0, 1] (or uint8 0/255).")
-  return jnp.asarray(m)
+  return m
 
 
 # ------------------------------------------------------------------------------- image files

@@ -33,7 +33,7 @@ from a2i_jax.errors import ConfigError, TrainingInterrupted, WorkdirError
 from a2i_jax import metrics as metrics_lib
 from a2i_jax.metrics import MetricWriter
 from a2i_jax.train_state import (TrainState, abstract_train_state, clip_by_global_norm,
-                                 create_train_state, make_optimizer)
+                                 create_train_state, global_norm, make_optimizer)
 
 Array = jax.Array
 PyTree = Any
@@ -144,7 +144,7 @@ def make_term_report(model: flax.linen.Module, config: ml_collections.ConfigDict
     for name in terms:
       grads = jax.grad(lambda p, n=name: loss_fn(p, state.batch_stats, x, y, m, rngs)[0][n])(
           state.params)
-      out[name] = (terms[name] / x.shape[0], optax.tree.norm(grads))
+      out[name] = (terms[name] / x.shape[0], global_norm(grads, concat_below=1 << 16))
     return out
 
   # It runs once, after a failure: compiled without LLVM's optimisations, the paper disCVAE's

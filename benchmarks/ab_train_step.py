@@ -11,7 +11,8 @@ machine load.
 Each variant is `name:key=value,key=value` over `bench.py`'s paper config (64x64, width 1,
 float32, `--batch`), or over `--config` (e.g. configs/synthetic.py). Two keys are not
 config keys but the library's module-level forms, set while that variant is traced:
-`max_pool` (`layers.MAX_POOL_FORM`) and `conv_output_split` (`conv_grad.CONV_OUTPUT_SPLIT`),
+`max_pool` (`layers.MAX_POOL_FORM`), `conv_output_split` (`conv_grad.CONV_OUTPUT_SPLIT`)
+and `norm_concat_below` (`train_state.NORM_CONCAT_BELOW`; 0 reduces every leaf on its own),
 e.g. --variants="whole:conv_output_split=whole;split:conv_output_split=split".
 `--what=train` times the library's train step (`perf.jit` of `train_lib.make_multi_step`)
 and prints images/s; `--what=infer` times one call of
@@ -103,7 +104,8 @@ def main(argv=None) -> None:
 # Variant keys that are not config keys: the library's module-level form settings, set while
 # the variant is traced (module, attribute).
 _FORMS = {"max_pool": ("a2i_jax.models.layers", "MAX_POOL_FORM"),
-          "conv_output_split": ("a2i_jax.models.conv_grad", "CONV_OUTPUT_SPLIT")}
+          "conv_output_split": ("a2i_jax.models.conv_grad", "CONV_OUTPUT_SPLIT"),
+          "norm_concat_below": ("a2i_jax.train_state", "NORM_CONCAT_BELOW")}
 
 
 @contextlib.contextmanager
@@ -115,7 +117,7 @@ def _forms(forms: dict):
     for key, value in forms.items():
       module = importlib.import_module(_FORMS[key][0])
       saved.append((module, _FORMS[key][1], getattr(module, _FORMS[key][1])))
-      setattr(module, _FORMS[key][1], value)
+      setattr(module, _FORMS[key][1], int(value) if value.isdigit() else value)
     yield
   finally:
     for module, attr, value in reversed(saved):

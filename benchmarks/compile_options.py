@@ -90,7 +90,7 @@ def _programs(model_name: str, args: argparse.Namespace) -> dict:
     from a2i_jax import parallel, train_lib  # pylint: disable=import-outside-toplevel
     report = train_lib.make_term_report(model, config, parallel.make_mesh(jax.devices()[:1]))
     out["term_report"] = (report.lower(state, data, key), lambda: (state, data, key), 1)
-  for k in (int(v) for v in args.infer_steps_per_call.split(",")):
+  for k in (int(v) for v in args.infer_steps_per_call.split(",") if v.strip()):
     options = inference.InferenceOptions.from_config(config.inference, steps=k, restarts=1,
                                                      steps_per_call=k)
     fns = inference.make_inference_fns(model, options)

@@ -297,6 +297,30 @@ def test_optimizer_matches_reference_update():
   np.testing.assert_allclose(updates, expected, rtol=1e-5)
 
 
+def test_the_global_norm_can_sum_the_small_leaves_as_one_vector():
+  """`global_norm` is optax's norm; with `concat_below` the small leaves are reduced once,
+  together (on XLA:CPU each small leaf's own reduction compiles into kernels of its own: the
+  divergence report does this; the train step, whose step it slowed, does not)."""
+  rng = np.random.default_rng(0)
+  tree = {"conv": rng.normal(size=(3, 3, 64, 128)).astype(np.float32),  # 73,728 elements.
+          "bias": [rng.normal(size=(n,)).astype(np.float32) for n in (1, 64, 300)],
+          "bn": {"scale": rng.normal(size=(64,)).astype(np.float32)},
+          "big": rng.normal(size=(1 << 16,)).astype(np.float32)}
+  norm = lambda t, below=None: train_state.global_norm(t, concat_below=below)
+  for below in (None, 0, 1 << 16):
+    np.testing.assert_allclose(norm(tree, below), optax.tree.norm(tree), rtol=1e-6)
+  count = lambda jaxpr, name: sum(e.primitive.name == name for e in jaxpr.jaxpr.eqns)
+  whole = jax.make_jaxpr(norm)(tree)  # The train step's: one reduction per leaf.
+  assert count(whole, "reduce_sum") == 6 and count(whole, "concatenate") == 0
+  joined = jax.make_jaxpr(lambda t: norm(t, 1 << 16))(tree)
+  concats = [e for e in joined.jaxpr.eqns if e.primitive.name == "concatenate"]
+  assert count(joined, "reduce_sum") == 3  # "conv", "big", and the four small together.
+  assert len(concats) == 1 and concats[0].outvars[0].aval.shape == (1 + 64 + 300 + 64,)
+  assert float(norm({})) == 0.0 and float(norm({}, 1 << 16)) == 0.0
+  nan = dict(tree, bias=[np.array([np.nan], np.float32)])
+  assert not np.isfinite(float(norm(nan))) and not np.isfinite(float(norm(nan, 1 << 16)))
+
+
 def test_gradient_clipping_is_off_by_default_and_clips_when_set(data_cache):
   grads = {"a": jnp.array([-3e4, 0.0]), "b": jnp.array([[4e4]])}  # Global norm 5e4.
   same, norm = train_state.clip_by_global_norm(grads, 0.0)

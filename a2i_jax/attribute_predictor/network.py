@@ -9,7 +9,6 @@ from typing import Any, Mapping
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from a2i_jax import models, perf
@@ -133,7 +132,7 @@ def predict(predictor: Predictor, images: Any, *, batch_size: int = 256) -> np.n
     chunk = x[start:start + size]
     m = chunk.shape[0]
     if m < size:
-      chunk = jnp.concatenate([chunk, jnp.zeros((size - m,) + chunk.shape[1:], chunk.dtype)])
+      chunk = np.concatenate([chunk, np.zeros((size - m,) + chunk.shape[1:], chunk.dtype)])
     outs.append(np.asarray(fn(predictor.variables, chunk))[:m])
   out = np.concatenate(outs) if outs else np.zeros((0, len(meta.attribute_names)), np.float32)
   return _to_attribute_scale(out, meta)

@@ -197,11 +197,11 @@ def _adam_direction(grads: Any, mu: Any, nu: Any, count: Array) -> tuple[Any, An
   return direction, mu, nu
 
 
-def _hyper(options: InferenceOptions) -> dict[str, Array]:
+def _hyper(options: InferenceOptions) -> dict[str, np.float32]:
   """The options that enter as traced values, so changing them does not recompile."""
-  return {"learning_rate": jnp.float32(options.learning_rate),
-          "prior_weight": jnp.float32(options.prior_weight),
-          "attribute_prior_weight": jnp.float32(options.attribute_prior_weight)}
+  return {"learning_rate": np.float32(options.learning_rate),
+          "prior_weight": np.float32(options.prior_weight),
+          "attribute_prior_weight": np.float32(options.attribute_prior_weight)}
 
 
 def _static(options: InferenceOptions) -> InferenceOptions:
@@ -373,7 +373,10 @@ def infer_latents(trained: TrainedModel, images: Array, attributes: Optional[Arr
   options = options or InferenceOptions.from_config(trained.config.inference)
   mesh = mesh or parallel.make_mesh()
   s, y_dim = trained.config.model.image_size, trained.config.model.y_dim
-  x = jnp.asarray(images, jnp.float32)
+  # The batch is checked, padded and repeated on the host and placed once: done with jnp,
+  # each of those steps compiled an eager program per shape, 15 of them, 0.3 s of the first
+  # call (BENCHMARKS.md, "The first inference call without eager programs").
+  x = np.asarray(images, np.float32)
   if x.ndim != 4 or x.shape[1:] != (s, s, 3):
     raise InputError(f"images have shape {x.shape}; expected [N, {s}, {s}, 3] in [-1, 1].")
   n = x.shape[0]
@@ -385,14 +388,14 @@ def infer_latents(trained: TrainedModel, images: Array, attributes: Optional[Arr
   y = check_attributes(attributes, y_dim)
   if y.shape[0] != n:
     raise InputError(f"{y.shape[0]} attribute vectors for {n} images; pass one per image.")
-  obs = (jnp.ones((n, s, s, 1), jnp.float32) if observed is None
+  obs = (np.ones((n, s, s, 1), np.float32) if observed is None
          else check_mask(observed, n, s, "observed"))
   if options.infer_attributes and attribute_prior is None:
     raise InputError("infer_attributes=True needs an attribute_prior "
                      "(AttributePrior.fit(training attributes)).")
   prior = attribute_prior or AttributePrior(np.zeros(y_dim, np.float32),
                                             np.eye(y_dim, dtype=np.float32))
-  prior = (jnp.asarray(prior.mean), jnp.asarray(prior.precision))
+  prior = (np.asarray(prior.mean, np.float32), np.asarray(prior.precision, np.float32))
   if fg_masks is not None:
     fg_masks = check_mask(fg_masks, n, s, "fg_masks")
   fns = fns or make_inference_fns(model, _static(options))
@@ -401,8 +404,9 @@ def infer_latents(trained: TrainedModel, images: Array, attributes: Optional[Arr
   # then repeat each image for its restarts, image-major so restarts share a device.
   r = options.restarts
   n_pad = _pad_to(max(n, pad_to), mesh.devices.size)
-  pad = lambda a: jnp.concatenate([a, jnp.zeros((n_pad - n,) + a.shape[1:], a.dtype)])
-  rep = lambda a: jnp.repeat(pad(a), r, axis=0)
+  pad = lambda a: a if n_pad == n else np.concatenate(
+      [a, np.zeros((n_pad - n,) + a.shape[1:], a.dtype)])
+  rep = lambda a: np.repeat(pad(a), r, axis=0) if r > 1 else pad(a)
   x_r, y_r, o_r = rep(x), rep(y), rep(obs)
   m_r = None if fg_masks is None else rep(fg_masks)
   x_r, y_r, o_r, m_r = parallel.put_batch((x_r, y_r, o_r, m_r), mesh)

@@ -14,7 +14,6 @@ import dataclasses
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from a2i_jax import parallel, perf, sampling
@@ -164,7 +163,7 @@ def decode(trained: TrainedModel, latents: Mapping[str, Any], attributes: Any
                        f"[{y.shape[0]}, {dim}].")
   fn = _cached(trained, "decode",
                lambda: perf.jit(lambda v, lat, y: sampling.decode_images(trained.model, v, lat, y)))
-  lat = {n: jnp.asarray(latents[n], jnp.float32) for n in dims}
+  lat = {n: np.asarray(latents[n], np.float32) for n in dims}
   return parallel.fetch(fn(trained.variables, lat, y))
 
 
