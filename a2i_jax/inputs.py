@@ -99,7 +99,7 @@ def check_attributes(attributes: Any, y_dim: int) -> np.ndarray:
   Raises:
     InputError: wrong shape or non-finite values.
   """
-  y = np.asarray(attributes, dtype=np.float32)
+  y = np.array(attributes, dtype=np.float32)  # A copy: the caller's array is never shared.
   if y.ndim == 1:
     y = y[None]
   if y.ndim != 2 or y.shape[1] != y_dim:

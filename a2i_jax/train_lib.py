@@ -148,8 +148,9 @@ def make_term_report(model: flax.linen.Module, config: ml_collections.ConfigDict
     return out
 
   # It runs once, after a failure: compiled without LLVM's optimisations, the paper disCVAE's
-  # report compiles in 6.3 s instead of 9.9 and runs in 7.1 s instead of 5.3 (BENCHMARKS.md,
-  # "Programs that run once").
+  # report compiled in 6.3 s instead of 9.9 and ran in 7.1 s instead of 5.3 (BENCHMARKS.md,
+  # "Programs that run once"); each term's norm with the small leaves as one vector then took
+  # its compile to 4.5-4.8 s (BENCHMARKS.md, "... the gradient norm's small leaves").
   return perf.jit(report, extra_options=models.CHEAP_COMPILE)
 
 

@@ -60,7 +60,9 @@ NORM_CONCAT_BELOW = 0
 
 
 def global_norm(tree: Any, concat_below: Optional[int] = None) -> Array:
-  """The L2 norm of all the leaves of `tree` together, in float32 (`optax.tree.norm`'s value).
+  """The L2 norm of all the leaves of `tree` together, accumulated in float32.
+
+  For float32 leaves it is `optax.tree.norm`'s value (bfloat16 leaves are summed in float32).
 
   Leaves with fewer than `concat_below` elements are summed as one concatenated vector, the
   others each on its own. On XLA:CPU the reduction of each small leaf (a bias, a BatchNorm
@@ -78,7 +80,7 @@ def global_norm(tree: Any, concat_below: Optional[int] = None) -> Array:
     A float32 scalar.
   """
   below = NORM_CONCAT_BELOW if concat_below is None else concat_below
-  leaves = [x.astype(jnp.float32) for x in jax.tree_util.tree_leaves(tree)]
+  leaves = [jnp.asarray(x, jnp.float32) for x in jax.tree_util.tree_leaves(tree)]
   small = [x.ravel() for x in leaves if x.size < below]
   sums = [jnp.sum(jnp.square(x)) for x in leaves if x.size >= below]
   if small:

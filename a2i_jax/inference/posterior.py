@@ -348,7 +348,9 @@ def infer_latents(trained: TrainedModel, images: Array, attributes: Optional[Arr
 
   Args:
     trained: the generator (`load_trained`, or `TrainedModel.from_variables`).
-    images: [N, S, S, 3] float32 in [-1, 1] (see `inputs.check_images`).
+    images: [N, S, S, 3] float32 in [-1, 1] (see `inputs.check_images`), read to the host
+      (a NumPy array, or a jax array this process holds whole; with several processes each
+      passes the whole batch).
     attributes: [N, y_dim]; may be None for models that do not use attributes or with
       `options.infer_attributes`.
     observed: [N, S, S, 1] with 1 = observed pixel, 0 = hidden; None = all observed.
