@@ -12,7 +12,8 @@ Each variant is `name:key=value,key=value` over `bench.py`'s paper config (64x64
 float32, `--batch`), or over `--config` (e.g. configs/synthetic.py). Two keys are not
 config keys but the library's module-level forms, set while that variant is traced:
 `max_pool` (`layers.MAX_POOL_FORM`), `conv_output_split` (`conv_grad.CONV_OUTPUT_SPLIT`)
-and `norm_concat_below` (`train_state.NORM_CONCAT_BELOW`; 0 reduces every leaf on its own),
+`norm_concat_below` (`train_state.NORM_CONCAT_BELOW`; 0 reduces every leaf on its own) and
+`cpu_scheduler` (bfs or dfs: XLA:CPU's instruction order, added to `perf.CPU_COMPILER_OPTIONS`),
 e.g. --variants="whole:conv_output_split=whole;split:conv_output_split=split".
 `--what=train` times the library's train step (`perf.jit` of `train_lib.make_multi_step`)
 and prints images/s; `--what=infer` times one call of
@@ -105,7 +106,8 @@ def main(argv=None) -> None:
 # the variant is traced (module, attribute).
 _FORMS = {"max_pool": ("a2i_jax.models.layers", "MAX_POOL_FORM"),
           "conv_output_split": ("a2i_jax.models.conv_grad", "CONV_OUTPUT_SPLIT"),
-          "norm_concat_below": ("a2i_jax.train_state", "NORM_CONCAT_BELOW")}
+          "norm_concat_below": ("a2i_jax.train_state", "NORM_CONCAT_BELOW"),
+          "cpu_scheduler": ("a2i_jax.perf", "CPU_COMPILER_OPTIONS")}
 
 
 @contextlib.contextmanager
@@ -117,7 +119,12 @@ def _forms(forms: dict):
     for key, value in forms.items():
       module = importlib.import_module(_FORMS[key][0])
       saved.append((module, _FORMS[key][1], getattr(module, _FORMS[key][1])))
-      setattr(module, _FORMS[key][1], int(value) if value.isdigit() else value)
+      if key == "cpu_scheduler":  # The library's CPU compile options with XLA's scheduler.
+        if value not in ("bfs", "dfs"):
+          raise SystemExit(f"error: cpu_scheduler={value!r}; use bfs or dfs.")
+        value = {**module.CPU_COMPILER_OPTIONS,
+                 "xla_cpu_enable_concurrency_optimized_scheduler": value == "bfs"}
+      setattr(module, _FORMS[key][1], int(value) if str(value).isdigit() else value)
     yield
   finally:
     for module, attr, value in reversed(saved):

@@ -45,6 +45,10 @@ OPTION_SETS = {
     # XLA:CPU's classic (pre-MLIR) loop emitters for fusions instead of the fusion emitters.
     "classic": {"xla_cpu_use_fusion_emitters": False},
     "classic_O1": {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 1},
+    # The library's CPU options with XLA:CPU's depth-first (memory-saving) instruction order
+    # instead of its default breadth-first, concurrency-optimised one.
+    "classic_O1_dfs": {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 1,
+                       "xla_cpu_enable_concurrency_optimized_scheduler": False},
     # The library's programs that run once per call (inference's init and finish): classic
     # emitters, level 0, LLVM's expensive passes off.
     "classic_O0": {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 0,
