@@ -9,9 +9,9 @@ machine load.
   python benchmarks/ab_train_step.py --smoke --variants="a:;b:model.conv_weight_grad=xla"
 
 Each variant is `name:key=value,key=value` over `bench.py`'s paper config (64x64, width 1,
-float32, `--batch`), or over `--config` (e.g. configs/synthetic.py). Two keys are not
+float32, `--batch`), or over `--config` (e.g. configs/synthetic.py). Four keys are not
 config keys but the library's module-level forms, set while that variant is traced:
-`max_pool` (`layers.MAX_POOL_FORM`), `conv_output_split` (`conv_grad.CONV_OUTPUT_SPLIT`)
+`max_pool` (`layers.MAX_POOL_FORM`), `conv_output_split` (`conv_grad.CONV_OUTPUT_SPLIT`),
 `norm_concat_below` (`train_state.NORM_CONCAT_BELOW`; 0 reduces every leaf on its own) and
 `cpu_scheduler` (bfs or dfs: XLA:CPU's instruction order, added to `perf.CPU_COMPILER_OPTIONS`),
 e.g. --variants="whole:conv_output_split=whole;split:conv_output_split=split".
