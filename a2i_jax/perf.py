@@ -252,9 +252,12 @@ def conv_output_split(name: str = "auto", backend: str | None = None) -> str:
 def max_pool_form(name: str = "auto", backend: str | None = None) -> str:
   """How `models.max_pool` computes 2x2 max pooling (the same values and gradients either way).
 
-  "auto" is "window" (a reduce-window) on CPU and "blocks" (a max over 2x2 blocks with an
-  elementwise gradient) elsewhere: XLA:GPU computes the reduce-window's gradient as a scatter,
-  0.8 ms of the CVAE's 9 ms train step on an H200; XLA:CPU runs both alike.
+  "auto" is "blocks" (a max over 2x2 blocks with an elementwise gradient) on every backend.
+  XLA:GPU computes the reduce-window's ("window") gradient as a scatter, 0.8 ms of the CVAE's
+  9 ms train step on an H200. XLA:CPU (jax 0.10) computes it from a variadic reduce-window
+  that also carries four int32 index arrays the size of the input, each filled by its own
+  iota: on a 2-core AMD EPYC the paper disCVAE's train step ran 1.33x faster with the blocks,
+  the CVAE's 1.0-1.2x (BENCHMARKS.md, "An AMD EPYC, and max pooling as blocks on CPU too").
 
   Args:
     name: "auto", "window" or "blocks".
@@ -265,4 +268,4 @@ def max_pool_form(name: str = "auto", backend: str | None = None) -> str:
     ConfigError: an unknown name.
   """
   return _resolve("max_pool", "a max-pooling form", name, MAX_POOL_FORMS, backend,
-                  cpu="window", accelerator="blocks")
+                  cpu="blocks", accelerator="blocks")

@@ -73,11 +73,12 @@ def cpu_peak() -> dict[str, Any]:
 
   FLOP per cycle per core: 2 FMA units x (8 lanes AVX2 | 16 lanes AVX-512) x 2 (multiply and
   add). Two figures are given: AVX2-FMA (the issue's yardstick) and the widest vector unit the
-  CPU reports, which MFU uses (`device_peak`). The clock is the nominal one (`cpu MHz`); turbo
-  may exceed it.
+  CPU reports, which MFU uses (`device_peak`). AMD's family 19h (Zen 3, Zen 4) runs an
+  AVX-512 instruction as two 256-bit halves, so its widest figure is the AVX2 one. The clock
+  is the nominal one (`cpu MHz`); turbo may exceed it, and MFU then exceeds its true share.
   """
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-  mhz, flags = None, ""
+  mhz, flags, text = None, "", ""
   try:
     with open("/proc/cpuinfo") as f:
       text = f.read()
@@ -89,9 +90,12 @@ def cpu_peak() -> dict[str, Any]:
     pass
   ghz = (mhz or 2000.0) / 1000.0
   avx2 = cores * ghz * 1e9 * 2 * 8 * 2
-  widest = avx2 * 2 if " avx512f" in flags else avx2
-  return {"cores": cores, "ghz": ghz, "avx512": " avx512f" in flags, "peak_f32_avx2_fma": avx2,
-          "peak_f32_widest": widest}
+  family = re.search(r"^cpu family\s*:\s*(\d+)", text, re.M)
+  halves = "AuthenticAMD" in text and family is not None and int(family.group(1)) == 0x19
+  full_avx512 = " avx512f" in flags and not halves
+  return {"cores": cores, "ghz": ghz, "avx512": " avx512f" in flags,
+          "avx512_full_width": full_avx512, "peak_f32_avx2_fma": avx2,
+          "peak_f32_widest": avx2 * 2 if full_avx512 else avx2}
 
 
 def device_peak(device: Any, dtype: str) -> tuple[Optional[float], str]:
@@ -101,9 +105,10 @@ def device_peak(device: Any, dtype: str) -> tuple[Optional[float], str]:
     # bf16 on CPU has no faster FMA path in XLA:CPU (it is converted to f32): same peak. The
     # widest vector unit: XLA:CPU's YNNPACK kernels use AVX-512 where the CPU has it (measured
     # here: above the AVX2 peak), so the AVX2 figure would overstate the utilisation.
-    lanes = 16 if p["avx512"] else 8
-    return p["peak_f32_widest"], (f"CPU {'AVX-512' if p['avx512'] else 'AVX2'} FMA: "
-                                  f"{p['cores']} cores x {p['ghz']:.2f} GHz x "
+    lanes = 16 if p["avx512_full_width"] else 8
+    unit = ("AVX-512" if p["avx512_full_width"] else
+            "AVX-512 as 256-bit halves" if p["avx512"] else "AVX2")
+    return p["peak_f32_widest"], (f"CPU {unit} FMA: {p['cores']} cores x {p['ghz']:.2f} GHz x "
                                   f"{4 * lanes} FLOP/cycle")
   kind = device.device_kind.lower()
   for name, peaks in PEAKS.items():

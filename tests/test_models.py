@@ -391,7 +391,7 @@ def test_decoder_tail_auto_is_phase_off_cpu_and_a_bad_name_is_one_error():
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_block_max_pool_is_the_window_form_with_ties(dtype):
-  """max_pool's "blocks" form (the GPU default) gives the reduce-window form's values and
+  """max_pool's "blocks" form (the default) gives the reduce-window form's values and
   gradients, also where a window holds several maxima (the first one gets the gradient)."""
   x = jnp.asarray(np.random.default_rng(0).integers(0, 3, (2, 8, 6, 5)), dtype)  # Many ties.
   g = jnp.asarray(np.random.default_rng(1).normal(size=(2, 4, 3, 5)), dtype)
@@ -399,18 +399,28 @@ def test_block_max_pool_is_the_window_form_with_ties(dtype):
                                 for form in ("blocks", "window"))
   np.testing.assert_array_equal(y, ref_y)
   np.testing.assert_array_equal(vjp(g)[0], ref_vjp(g)[0])
+  # Each window passes its gradient whole to one element, x computed inside the program.
+  # (Comparing x with the stored maximum lost some windows' gradients in a whole model, where
+  # XLA recomputed x with other rounding: test_polyphase_upsample_conv_is_the_direct_form.)
+  scale = jnp.asarray(1.1, dtype)
+  dx = jax.jit(jax.grad(lambda a: jnp.sum(models.max_pool(a * scale + 0.3, "blocks") * g)))(x)
+  windows = (np.asarray(dx, np.float32) / float(scale)).reshape(2, 4, 2, 3, 2, 5)
+  np.testing.assert_allclose(windows.sum(axis=(2, 4)), np.asarray(g, np.float32), rtol=1e-2)
+  assert ((windows != 0).sum(axis=(2, 4)) <= 1).all()
   odd = jnp.ones((1, 5, 5, 2), dtype)  # Odd sizes fall back to the window form.
   np.testing.assert_array_equal(models.max_pool(odd, "blocks"), models.max_pool(odd, "window"))
-  assert perf.max_pool_form("auto", backend="cpu") == "window"
+  assert perf.max_pool_form("auto", backend="cpu") == "blocks"
   assert perf.max_pool_form("auto", backend="gpu") == "blocks"
   with pytest.raises(ConfigError, match="max_pool='block' is not a max-pooling form"):
     models.max_pool(x, "block")
 
 
-def test_taps_weight_grad_is_xlas():
+def test_taps_weight_grad_is_xlas(monkeypatch):
   """model.conv_weight_grad="taps" changes only how the kernels' gradients are computed: the
   same parameters, outputs and loss gradients as "xla". (The disCVAE's modules:
   test_discvae_convolutions_take_the_taps_path.)"""
+  # The reduce-window max pool, so that the convolutions hold the only custom_vjp rules.
+  monkeypatch.setattr(models.layers, "MAX_POOL_FORM", "window")
   cfg, taps_model, xla_model, variables = _two_forms("cvae", "conv_weight_grad", "taps", "xla")
   taps_fn = _compiled_loss_grad(taps_model, variables, cfg)
   _assert_same_loss_and_grads(taps_fn, _compiled_loss_grad(xla_model, variables, cfg),
@@ -479,10 +489,12 @@ def test_split_outputs_model_is_the_whole_model(monkeypatch):
   _assert_same_loss_and_grads(fns["split"], fns["whole"], variables["params"], rtol=1e-5)
 
 
-def test_discvae_convolutions_take_the_taps_path():
+def test_discvae_convolutions_take_the_taps_path(monkeypatch):
   """Every stride-1 convolution of the disCVAE (both encoders and decoders) goes through the
   per-tap rule when asked, none when not: the setting reaches all its modules. (The rule's
   values and gradients: tests/test_perf.py; a whole model's: the CVAE test above.)"""
+  # The reduce-window max pool, so that the convolutions hold the only custom_vjp rules.
+  monkeypatch.setattr(models.layers, "MAX_POOL_FORM", "window")
   counts = {}
   for mode in ("taps", "xla"):
     cfg = tiny_config("discvae")
