@@ -187,7 +187,11 @@ def test_library_compile_options_are_known_and_keep_the_numbers(data_cache):
       state, m = compiled(state, data, jax.random.key(3))
       metrics.append(jax.device_get((m["loss"], m["grad_norm"])))
     runs.append(np.asarray(metrics, np.float64))
-  np.testing.assert_allclose(runs[1], runs[0], rtol=1e-5)
+  np.testing.assert_allclose(runs[1][:, 0], runs[0][:, 0], rtol=1e-5)  # The losses.
+  # The gradient norms, a sum over every parameter of BatchNorm-fed gradients whose reductions
+  # each emitter orders its own way: 1.7e-5 and 7.3e-5 apart (steps one and two) under jax
+  # 0.7.2 on a 2-core AMD EPYC, both forms of max pooling alike; under 1e-5 elsewhere.
+  np.testing.assert_allclose(runs[1][:, 1], runs[0][:, 1], rtol=2e-4)
 
 
 # ----------------------------------------------------------------------------------------------
