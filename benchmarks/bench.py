@@ -73,8 +73,9 @@ def cpu_peak() -> dict[str, Any]:
 
   FLOP per cycle per core: 2 FMA units x (8 lanes AVX2 | 16 lanes AVX-512) x 2 (multiply and
   add). Two figures are given: AVX2-FMA (the issue's yardstick) and the widest vector unit the
-  CPU reports, which MFU uses (`device_peak`). AMD's family 19h (Zen 3, Zen 4) runs an
-  AVX-512 instruction as two 256-bit halves, so its widest figure is the AVX2 one. The clock
+  CPU reports, which MFU uses (`device_peak`). AMD's family 19h with AVX-512 (Zen 4) runs an
+  AVX-512 instruction as two 256-bit halves, so its widest figure is the AVX2 one (Zen 5's
+  mobile parts, family 1Ah, do too and are not told apart here). The clock
   is the nominal one (`cpu MHz`); turbo may exceed it, and MFU then exceeds its true share.
   """
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -104,7 +105,8 @@ def device_peak(device: Any, dtype: str) -> tuple[Optional[float], str]:
     p = cpu_peak()
     # bf16 on CPU has no faster FMA path in XLA:CPU (it is converted to f32): same peak. The
     # widest vector unit: XLA:CPU's YNNPACK kernels use AVX-512 where the CPU has it (measured
-    # here: above the AVX2 peak), so the AVX2 figure would overstate the utilisation.
+    # on an Intel Xeon: above the AVX2 peak), so the AVX2 figure would overstate the
+    # utilisation there; where AVX-512 runs as 256-bit halves (AMD Zen 4) the peak is AVX2's.
     lanes = 16 if p["avx512_full_width"] else 8
     unit = ("AVX-512" if p["avx512_full_width"] else
             "AVX-512 as 256-bit halves" if p["avx512"] else "AVX2")

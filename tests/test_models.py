@@ -419,13 +419,13 @@ def test_taps_weight_grad_is_xlas(monkeypatch):
   """model.conv_weight_grad="taps" changes only how the kernels' gradients are computed: the
   same parameters, outputs and loss gradients as "xla". (The disCVAE's modules:
   test_discvae_convolutions_take_the_taps_path.)"""
-  # The reduce-window max pool, so that the convolutions hold the only custom_vjp rules.
-  monkeypatch.setattr(models.layers, "MAX_POOL_FORM", "window")
   cfg, taps_model, xla_model, variables = _two_forms("cvae", "conv_weight_grad", "taps", "xla")
   taps_fn = _compiled_loss_grad(taps_model, variables, cfg)
   _assert_same_loss_and_grads(taps_fn, _compiled_loss_grad(xla_model, variables, cfg),
                               variables["params"], rtol=1e-5)
-  # ... and the taps path is really taken: the convolutions carry custom_vjp rules.
+  # ... and the taps path is really taken: the convolutions carry custom_vjp rules (with the
+  # reduce-window max pool, so that they hold the only ones).
+  monkeypatch.setattr(models.layers, "MAX_POOL_FORM", "window")
   for model, expected in ((taps_model, True), (xla_model, False)):
     jaxpr = jax.make_jaxpr(lambda v, model=model: model.apply(
         v, *models.dummy_inputs(cfg.model), train=False, rngs={"reparam": jax.random.key(1)}))
