@@ -19,6 +19,7 @@ import logging
 import os
 import shutil
 import sys
+import warnings
 from typing import Any, Optional
 
 import numpy as np
@@ -59,12 +60,25 @@ class QuietOrbaxFilter(logging.Filter):
     Returns:
       False for records logged from inside the orbax package, except warnings.
     """
-    if record.name == "asyncio" and _ORBAX_DIR in record.getMessage():
-      # Older Orbax (0.12) leaves a failed restore's sibling reads to asyncio's shutdown,
-      # which logs each one's traceback at ERROR; the failure itself reaches the caller.
+    if record.name == "asyncio" and (_ORBAX_DIR in record.getMessage()
+                                     or _raised_in_orbax(record.exc_info)):
+      # Orbax leaves a failed restore's sibling reads to asyncio's shutdown, which logs each
+      # one's traceback at ERROR (Orbax 0.12 in the message; newer ones, now and then, as a
+      # "_GatheringFuture exception was never retrieved" whose exception holds it). The
+      # failure itself reaches the caller.
       return False
     return (not record.pathname.startswith(_ORBAX_DIR)
             or logging.WARNING <= record.levelno < logging.ERROR)
+
+
+def _raised_in_orbax(exc_info: Any) -> bool:
+  """Whether a log record's exception passed through Orbax's code."""
+  tb = getattr(exc_info[1], "__traceback__", None) if isinstance(exc_info, tuple) else None
+  while tb is not None:
+    if tb.tb_frame.f_code.co_filename.startswith(_ORBAX_DIR):
+      return True
+    tb = tb.tb_next
+  return False
 
 
 def _unraisable_hook(unraisable) -> None:
@@ -93,6 +107,10 @@ def quiet_orbax(absl_handler: logging.Handler) -> None:
   if not any(isinstance(f, QuietOrbaxFilter) for f in absl_handler.filters):
     absl_handler.addFilter(QuietOrbaxFilter())
   sys.unraisablehook = _unraisable_hook
+  # ... and the warnings for the read coroutines it leaves unawaited when a restore fails
+  # (the library has no coroutines of its own).
+  warnings.filterwarnings("ignore", message=r"coroutine '.*' was never awaited",
+                          category=RuntimeWarning)
 
 
 def _file_digests(folder: str) -> dict[str, str]:

@@ -481,3 +481,22 @@ def test_folder_y_dim_zero_is_the_csv_column_count(tmp_path, caplog):
   assert len(warnings) == 1 and "attribute header changed" in warnings[0].getMessage()
   assert checkpoints.load_dataset_info(workdir)["header"][1] == "red"  # The record is kept.
   assert checkpoints.load_dataset_info(str(tmp_path / "none")) is None
+
+
+def test_quiet_orbax_drops_asyncio_reports_of_orbax_failures_only():
+  """A failed restore's sibling reads reach asyncio's shutdown, which logs "_GatheringFuture
+  exception was never retrieved" with the exception (and its traceback) attached, not in the
+  message: dropped when the traceback passes through Orbax, kept otherwise."""
+  import logging  # pylint: disable=import-outside-toplevel
+
+  def record_of(filename):
+    try:
+      exec(compile("raise ValueError('Requested shape')", filename, "exec"))  # pylint: disable=exec-used
+    except ValueError as e:
+      exc_info = (ValueError, e, e.__traceback__)
+    return logging.LogRecord("asyncio", logging.ERROR, "base_events.py", 1, "_GatheringFuture "
+                             "exception was never retrieved", None, exc_info)
+  orbax_file = os.path.join(checkpoints._ORBAX_DIR, "orbax", "serialization.py")  # pylint: disable=protected-access
+  quiet = checkpoints.QuietOrbaxFilter()
+  assert not quiet.filter(record_of(orbax_file))
+  assert quiet.filter(record_of(os.path.join(os.path.dirname(__file__), "elsewhere.py")))
