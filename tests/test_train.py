@@ -500,3 +500,17 @@ def test_quiet_orbax_drops_asyncio_reports_of_orbax_failures_only():
   quiet = checkpoints.QuietOrbaxFilter()
   assert not quiet.filter(record_of(orbax_file))
   assert quiet.filter(record_of(os.path.join(os.path.dirname(__file__), "elsewhere.py")))
+  # quiet_orbax also silences the warnings for the read coroutines such a restore leaves
+  # unawaited, and only those (the filters and the hook are restored afterwards).
+  import sys  # pylint: disable=import-outside-toplevel
+  import warnings  # pylint: disable=import-outside-toplevel
+  hook = sys.unraisablehook
+  try:
+    with warnings.catch_warnings(record=True) as seen:
+      warnings.simplefilter("always")
+      checkpoints.quiet_orbax(logging.Handler())
+      warnings.warn("coroutine '_read_array' was never awaited", RuntimeWarning)
+      warnings.warn("something else", RuntimeWarning)
+    assert [str(w.message) for w in seen] == ["something else"]
+  finally:
+    sys.unraisablehook = hook
