@@ -9,8 +9,9 @@ machine load.
   python benchmarks/ab_train_step.py --smoke --variants="a:;b:model.conv_weight_grad=xla"
 
 Each variant is `name:key=value,key=value` over `bench.py`'s paper config (64x64, width 1,
-float32, `--batch`), or over `--config` (e.g. configs/synthetic.py). Four keys are not
+float32, `--batch`), or over `--config` (e.g. configs/synthetic.py). Five keys are not
 config keys but the library's module-level forms, set while that variant is traced:
+`polyphase_offset` (`layers.POLYPHASE_OFFSET`, 0 or 1),
 `max_pool` (`layers.MAX_POOL_FORM`), `conv_output_split` (`conv_grad.CONV_OUTPUT_SPLIT`),
 `norm_concat_below` (`train_state.NORM_CONCAT_BELOW`; 0 reduces every leaf on its own) and
 `cpu_scheduler` (bfs or dfs: XLA:CPU's instruction order, added to `perf.CPU_COMPILER_OPTIONS`),
@@ -107,7 +108,8 @@ def main(argv=None) -> None:
 _FORMS = {"max_pool": ("a2i_jax.models.layers", "MAX_POOL_FORM"),
           "conv_output_split": ("a2i_jax.models.conv_grad", "CONV_OUTPUT_SPLIT"),
           "norm_concat_below": ("a2i_jax.train_state", "NORM_CONCAT_BELOW"),
-          "cpu_scheduler": ("a2i_jax.perf", "CPU_COMPILER_OPTIONS")}
+          "cpu_scheduler": ("a2i_jax.perf", "CPU_COMPILER_OPTIONS"),
+          "polyphase_offset": ("a2i_jax.models.layers", "POLYPHASE_OFFSET")}
 
 
 @contextlib.contextmanager

@@ -38,6 +38,13 @@ LAYERS = [
     ("poly1 3x3 8px 256->1024", 8, 256, 1024, 3, 1),
     ("poly2 3x3 16px 256->512", 16, 256, 512, 3, 1),
     ("poly3 3x3 32px 128->256", 32, 128, 256, 3, 1),
+    # The disCVAE background decoder's 3x3 upsampling layers (16 -> 32 px, 8 -> 16 px): as
+    # written, 3x3 at the output's size, and in the "offset" polyphase form (layers.
+    # polyphase_form): 2x2 over the input padded by one ring, 4 x F outputs at (H+1) x (W+1).
+    ("bg up 3x3 32px 64->64", 32, 64, 64, 3, 1),
+    ("bg up offset 2x2 valid 18px 64->256", 18, 64, 256, 2, 1, 0),
+    ("bg up 3x3 16px 128->64", 16, 128, 64, 3, 1),
+    ("bg up offset 2x2 valid 10px 128->256", 10, 128, 256, 2, 1, 0),
     # The encoders' top layer: 4x4, no padding, 4 px to 1 px (blocks.ImageTrunk).
     ("enc top 4x4 valid 4px 256->1024", 4, 256, 1024, 4, 1, 0),
 ]

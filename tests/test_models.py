@@ -1,5 +1,6 @@
 """Architecture: the reference's parameter counts, output shapes, initialisers, bad inputs."""
 
+import functools
 import re
 
 import flax.linen as nn
@@ -329,6 +330,46 @@ def test_phase_decoder_tail_is_the_full_form():
       np.testing.assert_allclose(out[key], ref[key], rtol=1e-4, atol=1e-5, err_msg=key)
     for a, b in zip(jax.tree_util.tree_leaves(stats), jax.tree_util.tree_leaves(ref_stats)):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kernel,size,form", [
+    (3, (8, 8), "offset"), (3, (8, 6), "offset"), (3, (16, 16), "offset"), (3, (4, 4), None),
+    (3, (2, 2), None), (7, (8, 8), "offset"), (7, (2, 2), "centred"), (5, (8, 8), "centred")])
+def test_upsample_conv_forms_are_the_direct_form(kernel, size, form):
+  """Every polyphase form `conv` picks for an upsample + k x k layer (3x3 from 8x8 up: the
+  "offset" form, one ring of blocks past the image, cropped; 5x5: "centred") computes the
+  direct form's output and gradients (input, kernel, bias) with the same parameters, with
+  XLA's weight gradient and with the per-tap one; where the offset form would not save enough
+  (3x3 at 4x4 and 2x2) the layer is the direct one."""
+  assert models.layers.polyphase_form(kernel, "polyphase", size=size) == form
+  assert models.layers.polyphase_form(kernel, "direct", size=size) is None
+  x = jax.random.normal(jax.random.key(0), (2,) + size + (3,))
+  weights = jax.random.normal(jax.random.key(1), (2, 2 * size[0], 2 * size[1], 4))
+
+  class Layer(nn.Module):
+    mode: str
+    weight_grad: str
+
+    @nn.compact
+    def __call__(self, x):
+      return models.conv(x, 4, kernel, dtype=jnp.float32, upsample_first=True,
+                         upsample_mode=self.mode, conv_weight_grad=self.weight_grad)
+
+  variables = Layer("direct", "xla").init(jax.random.key(2), x)
+  for weight_grad in ("xla", "taps"):
+    def loss(v, x, mode, weight_grad=weight_grad):
+      return jnp.sum(jnp.tanh(Layer(mode, weight_grad).apply(v, x)) * weights)
+    (value, grads), (ref, ref_grads) = (jax.jit(jax.value_and_grad(
+        functools.partial(loss, mode=mode), argnums=(0, 1)))(variables, x)
+        for mode in ("polyphase", "direct"))
+    np.testing.assert_allclose(value, ref, rtol=1e-5)
+    for a, b in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(ref_grads)):
+      # Sums over 2 x 32 x 32 pixels in another order: compared on the gradient's scale.
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(b).max())
+    # The polyphase program convolves at the input's size; the direct one at twice it.
+    jaxpr = str(jax.make_jaxpr(functools.partial(loss, mode="polyphase"))(variables, x))
+    low = re.findall(rf"f32\[2,{size[0] + 1},{size[1] + 1},16\] = conv_general_dilated", jaxpr)
+    assert bool(low) == (form == "offset")
 
 
 @pytest.mark.parametrize("heads,weight_grad,upsample_mode", [

@@ -80,8 +80,8 @@ def conv(x: Array, features: int, kernel: int, *, stride: int = 1,
     conv_weight_grad: how the kernel's gradient is computed: "xla", "taps" (per-tap matrix
       products, faster on XLA:CPU; `conv_grad.taps_conv_general_dilated`) or "auto". The value
       and the parameters are the same either way.
-    phase_layout: with an upsample computed in polyphase form (`polyphase_applies`), return
-      the output in 2x2 phase blocks, [B, H, W, 2, 2, F] (`UpsampleConv`).
+    phase_layout: with an upsample computed in the centred polyphase form (`polyphase_form`),
+      return the output in 2x2 phase blocks, [B, H, W, 2, 2, F] (`UpsampleConv`).
   Returns:
     [B, H', W', F], H' = 2H when `upsample_first`.
   """
@@ -91,7 +91,8 @@ def conv(x: Array, features: int, kernel: int, *, stride: int = 1,
     if upsample_mode not in UPSAMPLE_MODES:
       raise ConfigError(f"model.upsample_mode={upsample_mode!r} is not one of "
                         f"{', '.join(UPSAMPLE_MODES)}.")
-    if polyphase_applies(kernel, upsample_mode, stride, pad):
+    size = None if phase_layout else x.shape[1:3]  # The phase layout is the centred form's.
+    if polyphase_applies(kernel, upsample_mode, stride, pad, size):
       init = initializers.torch_default(kernel * kernel * x.shape[-1])
       return UpsampleConv(features, (kernel, kernel), padding=((pad, pad), (pad, pad)),
                           kernel_init=init, bias_init=init, dtype=dtype,
@@ -103,23 +104,66 @@ def conv(x: Array, features: int, kernel: int, *, stride: int = 1,
                  dtype=dtype, conv_general_dilated=conv_fn)(x)
 
 
-def polyphase_applies(kernel: int, upsample_mode: str, stride: int = 1,
-                      padding: Optional[int] = None) -> bool:
-  """Whether `conv` computes an upsample + k x k convolution in polyphase form.
+# Whether `polyphase_form` may choose the "offset" form; set by benchmarks/ab_train_step.py
+# (polyphase_offset=0) to time the layers without it.
+POLYPHASE_OFFSET = True
+
+
+def polyphase_form(kernel: int, upsample_mode: str, stride: int = 1,
+                   padding: Optional[int] = None,
+                   size: Optional[tuple[int, int]] = None) -> Optional[str]:
+  """How `conv` computes an upsample + k x k convolution: "centred", "offset" or None (direct).
+
+  Both polyphase forms compute the same function at the input's size (`UpsampleConv`).
+  "centred" convolves with (2T+1)^2 taps (T = ceil((k // 2) / 2)) and suits k = 5, 9, ...:
+  4 x 9 / 25 of the direct form's multiply-adds for 5x5, whatever the size. "offset"
+  convolves the input padded by one with n^2 taps (n = (k + 1) / 2) to (H+1) x (W+1) outputs,
+  each holding pixels 2j - 1 and 2j of the full-resolution output, and drops the outer ring;
+  it suits k = 3, 7, ... (3x3: 4 (H+1)(W+1) x 4 multiply-adds against 4 H W x 9, 0.56 of them
+  at 8x8, 0.50 at 16x16). With `size` the form of fewest multiply-adds is taken, the offset
+  one only where it needs under 0.6 of the direct form's: on the 2-core AMD EPYC the two ran
+  alike at 4x4 (0.69) and the direct form was faster at 2x2 (BENCHMARKS.md, "3x3 upsampling
+  layers at the low resolution").
 
   Args:
     kernel: the kernel side k.
     upsample_mode: `config.model.upsample_mode`.
     stride: the stride.
     padding: zero padding per side; None for k // 2.
+    size: the input's (H, W); None: only "centred" can be chosen.
   Returns:
-    True in "polyphase" mode for a "same" convolution at stride 1 with odd k of 5 and more
-    (fewer multiply-adds; 3x3 would gain nothing).
+    "centred", "offset" or None: polyphase only in "polyphase" mode, for a "same"
+    convolution at stride 1 with odd k.
   """
-  taps = 2 * ((kernel // 2 + 1) // 2) + 1  # Low-resolution taps per side (UpsampleConv).
   pad = kernel // 2 if padding is None else padding
-  return (upsample_mode == "polyphase" and stride == 1 and pad == kernel // 2
-          and kernel % 2 == 1 and taps < kernel)
+  if not (upsample_mode == "polyphase" and stride == 1 and pad == kernel // 2
+          and kernel % 2 == 1 and kernel > 1):
+    return None
+  centred_taps = _polyphase_taps(kernel).shape[1]
+  centred = "centred" if centred_taps < kernel else None
+  if size is None or not POLYPHASE_OFFSET:
+    return centred
+  h, w = size
+  # Multiply-adds per input and output channel pair, 4 output phases each.
+  macs = {"offset": (h + 1) * (w + 1) * _offset_taps(kernel).shape[1] ** 2}
+  if centred:
+    macs["centred"] = h * w * centred_taps ** 2
+  best = min(macs, key=macs.get)
+  return best if macs[best] < 0.6 * h * w * kernel ** 2 else centred
+
+
+def polyphase_applies(kernel: int, upsample_mode: str, stride: int = 1,
+                      padding: Optional[int] = None,
+                      size: Optional[tuple[int, int]] = None) -> bool:
+  """Whether `conv` computes an upsample + k x k convolution in a polyphase form
+  (`polyphase_form`; without `size`, the "centred" form only).
+
+  Args:
+    kernel, upsample_mode, stride, padding, size: as for `polyphase_form`.
+  Returns:
+    True where `polyphase_form` is not None.
+  """
+  return polyphase_form(kernel, upsample_mode, stride, padding, size) is not None
 
 
 def _polyphase_taps(kernel: int) -> np.ndarray:
@@ -140,21 +184,45 @@ def _polyphase_taps(kernel: int) -> np.ndarray:
   return m
 
 
+def _offset_taps(kernel: int) -> np.ndarray:
+  """0/1 matrix M[q, t, d] of the "offset" polyphase form: tap d of a k-tap "same" filter
+  applied after nearest x2 upsampling, for full-resolution pixel 2j - 1 + q, reads the input
+  padded by P = ceil((k // 2 + 1) / 2) at offset j + t (low-resolution pixel j + t - P).
+
+  Args:
+    kernel: the (odd) kernel side k.
+  Returns:
+    float32 [2, n, k], n = (k // 2) // 2 + P + 1 taps.
+  """
+  r = kernel // 2
+  first = (-1 - r) // 2  # -P: the lowest low-resolution offset read.
+  m = np.zeros((2, r // 2 - first + 1, kernel), np.float32)
+  for q in range(2):
+    for d in range(kernel):
+      m[q, (q - 1 + d - r) // 2 - first, d] = 1.0
+  return m
+
+
 class UpsampleConv(nn.Conv):
   """Nearest x2 upsampling followed by a k x k "same" convolution, computed at the input's size.
 
-  Output pixel (2i + a, 2j + b) of conv(upsample(x), W) reads only a (2T+1) x (2T+1) window of
-  x around (i, j), with phase (a, b)'s kernel made of sums of W's taps (`_polyphase_taps`).
-  So the layer is one convolution of x with the four phase kernels stacked on the output axis
-  (4F outputs, (2T+1)^2 taps), then a depth-to-space shuffle: the same function with the same
-  parameters (`kernel` [k, k, C, F], `bias` [F], created in nn.Conv's order, so checkpoints
-  and initial values are unchanged), at 4 (2T+1)^2 / k^2 of the multiply-adds: 36 / 100 for
-  the decoders' 5x5 layers. The class is named like nn.Conv's subclass so that Flax's automatic
-  names (Conv_0, Conv_1, ...) stay those of the direct form; see `conv`. nn.Conv's
-  `conv_general_dilated` field, if set, replaces `jax.lax.conv_general_dilated` for the
-  low-resolution convolution (as in nn.Conv). With `phase_layout` the shuffle is left out: the
-  output is [B, H, W, 2, 2, F], element [b, i, j, a, c, f] being pixel (2i + a, 2j + c) of the
-  full-resolution output (`decoder_tail`'s "phase" form).
+  "centred" form (k = 5, 9, ...; `polyphase_form`): output pixel (2i + a, 2j + b) of
+  conv(upsample(x), W) reads only a (2T+1) x (2T+1) window of x around (i, j), with phase
+  (a, b)'s kernel made of sums of W's taps (`_polyphase_taps`). So the layer is one
+  convolution of x with the four phase kernels stacked on the output axis (4F outputs,
+  (2T+1)^2 taps), then a depth-to-space shuffle: the same function with the same parameters
+  (`kernel` [k, k, C, F], `bias` [F], created in nn.Conv's order, so checkpoints and initial
+  values are unchanged), at 4 (2T+1)^2 / k^2 of the multiply-adds: 36 / 100 for the decoders'
+  5x5 layers. "offset" form (k = 3, 7, ...): for odd k / 2 the two phases of a centred
+  window read different sets of taps, but pixels 2j - 1 and 2j read the same n = (k + 1) / 2
+  inputs; so x, zero-padded (one ring for 3x3), is convolved with the pairs' kernels
+  (`_offset_taps`) to (H+1) x (W+1) blocks, shuffled, and the outer ring of the result
+  dropped: 4 x 4 (H+1)(W+1) multiply-adds for 3x3 against 9 x 4 H W. The class is named like nn.Conv's subclass so that
+  Flax's automatic names (Conv_0, Conv_1, ...) stay those of the direct form; see `conv`.
+  nn.Conv's `conv_general_dilated` field, if set, replaces `jax.lax.conv_general_dilated` for
+  the low-resolution convolution (as in nn.Conv). With `phase_layout` (centred form only) the
+  shuffle is left out: the output is [B, H, W, 2, 2, F], element [b, i, j, a, c, f] being
+  pixel (2i + a, 2j + c) of the full-resolution output (`decoder_tail`'s "phase" form).
   """
   phase_layout: bool = False
 
@@ -171,19 +239,36 @@ class UpsampleConv(nn.Conv):
     b, h, w, c = inputs.shape
     kernel = self.param("kernel", self.kernel_init, (k, k, c, self.features), self.param_dtype)
     bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
-    taps = jnp.asarray(_polyphase_taps(k), kernel.dtype)
-    half = (taps.shape[1] - 1) // 2
+    form = polyphase_form(k, "polyphase", size=None if self.phase_layout else (h, w))
+    if form is None or (self.phase_layout and form != "centred"):
+      raise ValueError(f"UpsampleConv: no polyphase form of a {k}x{k} kernel at {h}x{w}"
+                       f"{' in phase layout' if self.phase_layout else ''}.")
+    if form == "centred":
+      taps = jnp.asarray(_polyphase_taps(k), kernel.dtype)
+      half = (taps.shape[1] - 1) // 2
+      pads, out_h, out_w = ((half, half), (half, half)), h, w
+    else:
+      taps = jnp.asarray(_offset_taps(k), kernel.dtype)
+      left, right = -((-1 - k // 2) // 2), k // 2 // 2 + 1  # P, and j = H's last read.
+      # Padded here rather than by the convolution: XLA:CPU ran the input gradient of the
+      # 3x3 form faster so (BENCHMARKS.md, "3x3 upsampling layers at the low resolution").
+      inputs = jnp.pad(inputs, ((0, 0), (left, right), (left, right), (0, 0)))
+      pads, out_h, out_w = ((0, 0), (0, 0)), h + 1, w + 1
+    n = taps.shape[1]
     # [t, s, C, a, b, F]: the phase kernels, summed in the parameters' dtype before any cast.
     phases = jnp.einsum("atd,bse,deio->tsiabo", taps, taps, kernel)
-    phases = phases.reshape(2 * half + 1, 2 * half + 1, c, 4 * self.features)
+    phases = phases.reshape(n, n, c, 4 * self.features)
     x, phases, bias = nn.dtypes.promote_dtype(inputs, phases, bias, dtype=self.dtype)
     conv_fn = self.conv_general_dilated or jax.lax.conv_general_dilated
-    y = conv_fn(x, phases, (1, 1), ((half, half), (half, half)),
-                dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=self.precision)
+    y = conv_fn(x, phases, (1, 1), pads, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                precision=self.precision)
     if self.phase_layout:
       return y.reshape(b, h, w, 2, 2, self.features) + bias
-    y = y.reshape(b, h, w, 2, 2, self.features).transpose(0, 1, 3, 2, 4, 5)
-    return y.reshape(b, 2 * h, 2 * w, self.features) + bias
+    y = y.reshape(b, out_h, out_w, 2, 2, self.features).transpose(0, 1, 3, 2, 4, 5)
+    y = y.reshape(b, 2 * out_h, 2 * out_w, self.features)
+    if form == "offset":  # Pixels -1 and 2H (2W) of the blocks: outside the image.
+      y = y[:, 1:-1, 1:-1]
+    return y + bias
 
 
 UpsampleConv.__name__ = "Conv"  # Flax names submodules by class name: keep Conv_<n>.
@@ -296,7 +381,7 @@ def decoder_tail(x: Array, features: int, kernel: int, heads: tuple[int, ...], h
   if tail not in DECODER_TAILS[1:]:
     raise ConfigError(f"model.decoder_tail={tail!r} is not one of {', '.join(DECODER_TAILS)}.")
   b, h, w, _ = x.shape
-  phase = tail == "phase" and polyphase_applies(kernel, upsample_mode)
+  phase = tail == "phase" and polyphase_form(kernel, upsample_mode) == "centred"
   x = nn.relu(batch_norm(conv(x, features, kernel, dtype=dtype, upsample_first=True,
                               upsample_mode=upsample_mode, conv_weight_grad=conv_weight_grad,
                               phase_layout=phase), train, dtype))
