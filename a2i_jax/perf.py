@@ -183,6 +183,7 @@ def jit(fun: Callable[..., Any], extra_options: Optional[Mapping[str, Any]] = No
 CONV_WEIGHT_GRADS = ("auto", "xla", "taps")
 DECODER_TAILS = ("auto", "full", "phase")
 MAX_POOL_FORMS = ("auto", "window", "blocks")
+OFFSET_POLYPHASE_FORMS = ("auto", "on", "off")
 CONV_OUTPUT_SPLITS = ("auto", "whole", "split")
 
 
@@ -269,3 +270,24 @@ def max_pool_form(name: str = "auto", backend: str | None = None) -> str:
   """
   return _resolve("max_pool", "a max-pooling form", name, MAX_POOL_FORMS, backend,
                   cpu="blocks", accelerator="blocks")
+
+
+def offset_polyphase(name: str = "auto", backend: str | None = None) -> bool:
+  """Whether `models.polyphase_form` may compute an upsample + 3x3 layer in the "offset"
+  polyphase form (the same function, about half the multiply-adds from 8x8 inputs up).
+
+  "auto" is on on CPU, where it made the paper disCVAE's inference step 1.05-1.09x and its
+  train step 1.03-1.04x faster on a 2-core AMD EPYC (BENCHMARKS.md, "3x3 upsampling layers at
+  the low resolution"), and off on GPU and TPU until measured there: the layers it serves are
+  small (4x4 to 32x32), where an accelerator's time goes to launches more than to FLOPs.
+
+  Args:
+    name: "auto", "on" or "off".
+    backend: the JAX backend; default `jax.default_backend()`.
+  Returns:
+    True where the offset form may be taken.
+  Raises:
+    ConfigError: an unknown name.
+  """
+  return _resolve("offset_polyphase", "an offset-polyphase setting", name,
+                  OFFSET_POLYPHASE_FORMS, backend, cpu="on", accelerator="off") == "on"

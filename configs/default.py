@@ -24,9 +24,10 @@ def get_config() -> ml_collections.ConfigDict:
   # Compute dtype: "auto" = bfloat16 on GPU / TPU, float32 on CPU (a2i_jax/perf.py); or
   # "float32" / "bfloat16". Parameters and optimiser state are float32 whatever it says.
   config.model.dtype = "auto"
-  # The decoders' nearest-x2-upsample + 5x5 conv layers: "polyphase" computes the same function
-  # at the low resolution (36/100 of the multiply-adds, models.UpsampleConv); "direct" upsamples
-  # then convolves, as written in the reference. Same parameters and checkpoints either way.
+  # The decoders' nearest-x2-upsample + conv layers: "polyphase" computes the same function
+  # at the low resolution (5x5: 36/100 of the multiply-adds; on CPU the disCVAE background's
+  # 3x3 ones from 8x8 inputs up: about half; models.UpsampleConv); "direct" upsamples then convolves, as
+  # written in the reference. Same parameters and checkpoints either way.
   config.model.upsample_mode = "polyphase"
   # How the convolutions' kernel gradients are computed: "xla" (XLA's own), "taps" (matrix
   # products over the kernel taps, perf.taps_conv_general_dilated: XLA:CPU's own runs at a third

@@ -336,14 +336,15 @@ def test_phase_decoder_tail_is_the_full_form():
     (3, (8, 8), "offset"), (3, (8, 6), "offset"), (3, (16, 16), "offset"), (3, (4, 4), None),
     (3, (2, 2), None), (7, (8, 8), "offset"), (7, (2, 2), "centred"), (5, (8, 8), "centred")])
 def test_upsample_conv_forms_are_the_direct_form(kernel, size, form):
-  """Every polyphase form `conv` picks for an upsample + k x k layer (3x3 from 8x8 up: the
-  "offset" form, one ring of blocks past the image, cropped; 5x5: "centred") computes the
+  """Every polyphase form `conv` picks for an upsample + k x k layer (3x3 from 8x8 inputs up:
+  the "offset" form, one ring of blocks past the image, cropped; 5x5: "centred") computes the
   direct form's output and gradients (input, kernel, bias) with the same parameters, with
   XLA's weight gradient and with the per-tap one; where the offset form would not save enough
   (3x3 at 4x4 and 2x2) the layer is the direct one."""
   assert models.layers.polyphase_form(kernel, "polyphase", size=size) == form
   assert models.layers.polyphase_form(kernel, "direct", size=size) is None
-  x = jax.random.normal(jax.random.key(0), (2,) + size + (3,))
+  # 12 channels: the per-tap weight gradient's per-tap path, as in the models' layers.
+  x = jax.random.normal(jax.random.key(0), (2,) + size + (12,))
   weights = jax.random.normal(jax.random.key(1), (2, 2 * size[0], 2 * size[1], 4))
 
   class Layer(nn.Module):
@@ -366,10 +367,16 @@ def test_upsample_conv_forms_are_the_direct_form(kernel, size, form):
     for a, b in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(ref_grads)):
       # Sums over 2 x 32 x 32 pixels in another order: compared on the gradient's scale.
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(b).max())
-    # The polyphase program convolves at the input's size; the direct one at twice it.
+    # The program's forward convolution: offset, at the input's size plus one ring with the
+    # 4 x 4 phase outputs; centred, at the input's size; direct, at twice it with 4 outputs.
+    h, w = size
+    expected = {"offset": (h + 1, w + 1, 16), "centred": (h, w, 16), None: (2 * h, 2 * w, 4)}
     jaxpr = str(jax.make_jaxpr(functools.partial(loss, mode="polyphase"))(variables, x))
-    low = re.findall(rf"f32\[2,{size[0] + 1},{size[1] + 1},16\] = conv_general_dilated", jaxpr)
-    assert bool(low) == (form == "offset")
+    shapes = set(re.findall(r"f32\[2,(\d+),(\d+),(\d+)\] = conv_general_dilated", jaxpr))
+    assert tuple(str(n) for n in expected[form]) in shapes
+    for other, shape in expected.items():
+      if other != form and shape != expected[form]:
+        assert tuple(str(n) for n in shape) not in shapes
 
 
 @pytest.mark.parametrize("heads,weight_grad,upsample_mode", [

@@ -350,3 +350,27 @@ def test_conv_output_split_setting(monkeypatch):
       assert jaxpr.count("custom_vjp_call") == (expected if name == "taps" else 0)
       if name == "xla":
         assert jaxpr.count("conv_general_dilated[") == expected
+
+
+def test_offset_polyphase_setting(monkeypatch):
+  """The offset polyphase form is "auto"-on on CPU only; off (by backend or by the benchmark
+  knob), a 3x3 upsampling layer at 8x8 is the direct form, and a layer still builds."""
+  assert perf.offset_polyphase("auto", "cpu") is True
+  assert perf.offset_polyphase("auto", "gpu") is False
+  assert perf.offset_polyphase("on", "tpu") is True
+  assert perf.offset_polyphase("off", "cpu") is False
+  with pytest.raises(ConfigError, match="offset_polyphase='yes'.*auto, on, off"):
+    perf.offset_polyphase("yes")
+  layers = models.layers
+  assert layers.polyphase_form(3, "polyphase", size=(8, 8)) == "offset"  # The CPU default.
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  assert layers.polyphase_form(3, "polyphase", size=(8, 8)) is None
+  assert layers.polyphase_form(5, "polyphase", size=(8, 8)) == "centred"
+  monkeypatch.setattr(layers, "POLYPHASE_OFFSET", True)  # The knob overrides the backend.
+  assert layers.polyphase_form(3, "polyphase", size=(8, 8)) == "offset"
+  monkeypatch.setattr(layers, "POLYPHASE_OFFSET", False)
+  assert layers.polyphase_form(3, "polyphase", size=(8, 8)) is None
+  # UpsampleConv alone computes any odd kernel (3x3 centred where offset is off).
+  x = jnp.ones((1, 4, 4, 2))
+  out, _ = models.UpsampleConv(3, (3, 3)).init_with_output(jax.random.key(0), x)
+  assert out.shape == (1, 8, 8, 3)

@@ -91,7 +91,11 @@ def conv(x: Array, features: int, kernel: int, *, stride: int = 1,
     if upsample_mode not in UPSAMPLE_MODES:
       raise ConfigError(f"model.upsample_mode={upsample_mode!r} is not one of "
                         f"{', '.join(UPSAMPLE_MODES)}.")
-    size = None if phase_layout else x.shape[1:3]  # The phase layout is the centred form's.
+    if phase_layout and polyphase_form(kernel, upsample_mode, stride, pad) != "centred":
+      raise ValueError(f"conv: phase_layout needs the centred polyphase form; a {kernel}x"
+                       f"{kernel} layer in {upsample_mode!r} mode has none.")
+    # The phase layout is the centred form's; otherwise the form can depend on the size.
+    size = None if phase_layout else x.shape[1:3]
     if polyphase_applies(kernel, upsample_mode, stride, pad, size):
       init = initializers.torch_default(kernel * kernel * x.shape[-1])
       return UpsampleConv(features, (kernel, kernel), padding=((pad, pad), (pad, pad)),
@@ -104,9 +108,9 @@ def conv(x: Array, features: int, kernel: int, *, stride: int = 1,
                  dtype=dtype, conv_general_dilated=conv_fn)(x)
 
 
-# Whether `polyphase_form` may choose the "offset" form; set by benchmarks/ab_train_step.py
-# (polyphase_offset=0) to time the layers without it.
-POLYPHASE_OFFSET = True
+# Whether `polyphase_form` may choose the "offset" form; None: `perf.offset_polyphase()` (on on
+# CPU). Set by benchmarks/ab_train_step.py (polyphase_offset=0 or 1) to time the layers.
+POLYPHASE_OFFSET: Optional[bool] = None
 
 
 def polyphase_form(kernel: int, upsample_mode: str, stride: int = 1,
@@ -116,14 +120,15 @@ def polyphase_form(kernel: int, upsample_mode: str, stride: int = 1,
 
   Both polyphase forms compute the same function at the input's size (`UpsampleConv`).
   "centred" convolves with (2T+1)^2 taps (T = ceil((k // 2) / 2)) and suits k = 5, 9, ...:
-  4 x 9 / 25 of the direct form's multiply-adds for 5x5, whatever the size. "offset"
-  convolves the input padded by one with n^2 taps (n = (k + 1) / 2) to (H+1) x (W+1) outputs,
-  each holding pixels 2j - 1 and 2j of the full-resolution output, and drops the outer ring;
-  it suits k = 3, 7, ... (3x3: 4 (H+1)(W+1) x 4 multiply-adds against 4 H W x 9, 0.56 of them
-  at 8x8, 0.50 at 16x16). With `size` the form of fewest multiply-adds is taken, the offset
-  one only where it needs under 0.6 of the direct form's: on the 2-core AMD EPYC the two ran
-  alike at 4x4 (0.69) and the direct form was faster at 2x2 (BENCHMARKS.md, "3x3 upsampling
-  layers at the low resolution").
+  9 / 25 of the direct form's multiply-adds for 5x5, whatever the size. "offset" convolves
+  the input, zero-padded (one ring for 3x3), with n^2 taps (n = (k + 1) / 2) to (H+1) x (W+1)
+  outputs, each holding pixels 2j - 1 and 2j of the full-resolution output, and drops the
+  outer ring; it suits k = 3, 7, ... (k // 2 odd; 3x3: 4 (H+1)(W+1) x 4 multiply-adds against
+  4 H W x 9, 0.56 of them at 8x8 inputs, 0.50 at 16x16). With `size` the form of fewest
+  multiply-adds is taken, the offset one only where it needs under 0.6 of the direct form's
+  and `perf.offset_polyphase()` allows it (CPU): on the 2-core AMD EPYC the two ran alike at
+  4x4 (0.69) and the direct form was faster at 2x2 (BENCHMARKS.md, "3x3 upsampling layers at
+  the low resolution").
 
   Args:
     kernel: the kernel side k.
@@ -141,7 +146,9 @@ def polyphase_form(kernel: int, upsample_mode: str, stride: int = 1,
     return None
   centred_taps = _polyphase_taps(kernel).shape[1]
   centred = "centred" if centred_taps < kernel else None
-  if size is None or not POLYPHASE_OFFSET:
+  offset_allowed = (perf.offset_polyphase() if POLYPHASE_OFFSET is None
+                    else bool(POLYPHASE_OFFSET))
+  if size is None or not offset_allowed:
     return centred
   h, w = size
   # Multiply-adds per input and output channel pair, 4 output phases each.
@@ -212,13 +219,14 @@ class UpsampleConv(nn.Conv):
   convolution of x with the four phase kernels stacked on the output axis (4F outputs,
   (2T+1)^2 taps), then a depth-to-space shuffle: the same function with the same parameters
   (`kernel` [k, k, C, F], `bias` [F], created in nn.Conv's order, so checkpoints and initial
-  values are unchanged), at 4 (2T+1)^2 / k^2 of the multiply-adds: 36 / 100 for the decoders'
-  5x5 layers. "offset" form (k = 3, 7, ...): for odd k / 2 the two phases of a centred
+  values are unchanged), at (2T+1)^2 / k^2 of the multiply-adds: 36 / 100 for the decoders'
+  5x5 layers. "offset" form (k = 3, 7, ...): for odd k // 2 the two phases of a centred
   window read different sets of taps, but pixels 2j - 1 and 2j read the same n = (k + 1) / 2
   inputs; so x, zero-padded (one ring for 3x3), is convolved with the pairs' kernels
   (`_offset_taps`) to (H+1) x (W+1) blocks, shuffled, and the outer ring of the result
-  dropped: 4 x 4 (H+1)(W+1) multiply-adds for 3x3 against 9 x 4 H W. The class is named like nn.Conv's subclass so that
-  Flax's automatic names (Conv_0, Conv_1, ...) stay those of the direct form; see `conv`.
+  dropped: 4 x 4 (H+1)(W+1) multiply-adds for 3x3 against 9 x 4 H W. The class is named
+  like nn.Conv's subclass so that Flax's automatic names (Conv_0, Conv_1, ...) stay those of
+  the direct form; see `conv`.
   nn.Conv's `conv_general_dilated` field, if set, replaces `jax.lax.conv_general_dilated` for
   the low-resolution convolution (as in nn.Conv). With `phase_layout` (centred form only) the
   shuffle is left out: the output is [B, H, W, 2, 2, F], element [b, i, j, a, c, f] being
@@ -239,10 +247,12 @@ class UpsampleConv(nn.Conv):
     b, h, w, c = inputs.shape
     kernel = self.param("kernel", self.kernel_init, (k, k, c, self.features), self.param_dtype)
     bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
-    form = polyphase_form(k, "polyphase", size=None if self.phase_layout else (h, w))
-    if form is None or (self.phase_layout and form != "centred"):
-      raise ValueError(f"UpsampleConv: no polyphase form of a {k}x{k} kernel at {h}x{w}"
-                       f"{' in phase layout' if self.phase_layout else ''}.")
+    if k % 2 == 0:
+      raise ValueError(f"UpsampleConv needs an odd kernel side, got {k}.")
+    # The centred form computes any odd k (for 3x3 at no saving) and is the phase layout's;
+    # the offset form where `polyphase_form` takes it.
+    form = "centred" if self.phase_layout else (
+        polyphase_form(k, "polyphase", size=(h, w)) or "centred")
     if form == "centred":
       taps = jnp.asarray(_polyphase_taps(k), kernel.dtype)
       half = (taps.shape[1] - 1) // 2
