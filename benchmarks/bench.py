@@ -215,7 +215,9 @@ def _forms(config: Any) -> dict:
   from a2i_jax.models import conv_grad, layers  # pylint: disable=import-outside-toplevel
   return {"decoder_tail": perf.decoder_tail(config.model.get("decoder_tail", "auto")),
           "max_pool": perf.max_pool_form(layers.MAX_POOL_FORM or "auto"),
-          "conv_output_split": perf.conv_output_split(conv_grad.CONV_OUTPUT_SPLIT or "auto")}
+          "conv_output_split": perf.conv_output_split(conv_grad.CONV_OUTPUT_SPLIT or "auto"),
+          "offset_polyphase": (perf.offset_polyphase() if layers.POLYPHASE_OFFSET is None
+                               else bool(layers.POLYPHASE_OFFSET))}
 
 
 def direct_config(config: Any) -> Any:
@@ -478,6 +480,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--conv_output_split", default="auto", choices=("auto", "whole", "split"),
                  help="Wide convolutions as one or in blocks of outputs "
                  "(perf.conv_output_split); auto: the library's choice.")
+  p.add_argument("--offset_polyphase", default="auto", choices=("auto", "on", "off"),
+                 help="The offset polyphase form of upsample + 3x3 layers "
+                 "(perf.offset_polyphase); auto: the library's choice (on on CPU only).")
   p.add_argument("--out", default="", help="Also write the JSON here.")
   p.add_argument("--no_results_copy", action="store_true",
                  help="Do not update benchmarks/results/<device>.json.")
@@ -513,6 +518,9 @@ def main(argv=None) -> dict:
   if args.conv_output_split != "auto":
     from a2i_jax.models import conv_grad  # pylint: disable=import-outside-toplevel
     conv_grad.CONV_OUTPUT_SPLIT = args.conv_output_split
+  if args.offset_polyphase != "auto":
+    from a2i_jax.models import layers  # pylint: disable=import-outside-toplevel
+    layers.POLYPHASE_OFFSET = args.offset_polyphase == "on"
   device = jax.devices()[0]
   import flax  # pylint: disable=import-outside-toplevel
   info = {"device_kind": device.device_kind, "platform": device.platform,

@@ -93,6 +93,9 @@ parts=(
   "cvae_before|100|--models=cvae --batches=256 --dtypes=bfloat16 --repeats=5 ${infer[*]} --model_overrides=model.decoder_tail=full --max_pool=window"
   "discvae_before|100|--models=discvae --batches=256 --dtypes=bfloat16 --repeats=5 --what=train --model_overrides=model.decoder_tail=full --max_pool=window"
   "cvae_tail_only|70|--models=cvae --batches=256 --dtypes=bfloat16 --repeats=5 --what=train --max_pool=window"
+  # The offset polyphase form of the disCVAE background's 3x3 upsampling layers (on on CPU
+  # only, "auto" off on GPU until measured): against discvae_bf16 in the same lease.
+  "discvae_offset_on|150|--models=discvae --batches=256 --dtypes=bfloat16 --repeats=5 ${infer[*]} --offset_polyphase=on"
   # train.py's own loop (synthetic data at the paper's size), with and without the next
   # dispatch going out before the last one's metrics are read (config.dispatch_ahead).
   "loop_ahead|90|train: ${loop[*]}"
