@@ -11,7 +11,7 @@ machine load.
 Each variant is `name:key=value,key=value` over `bench.py`'s paper config (64x64, width 1,
 float32, `--batch`), or over `--config` (e.g. configs/synthetic.py). Five keys are not
 config keys but the library's module-level forms, set while that variant is traced:
-`polyphase_offset` (`layers.POLYPHASE_OFFSET`, 0 or 1; unset: `perf.offset_polyphase`),
+`polyphase_offset` (`layers.POLYPHASE_OFFSET`: on or off; unset: `perf.offset_polyphase`),
 `max_pool` (`layers.MAX_POOL_FORM`), `conv_output_split` (`conv_grad.CONV_OUTPUT_SPLIT`),
 `norm_concat_below` (`train_state.NORM_CONCAT_BELOW`; 0 reduces every leaf on its own) and
 `cpu_scheduler` (bfs or dfs: XLA:CPU's instruction order, added to `perf.CPU_COMPILER_OPTIONS`),

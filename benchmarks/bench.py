@@ -216,8 +216,7 @@ def _forms(config: Any) -> dict:
   return {"decoder_tail": perf.decoder_tail(config.model.get("decoder_tail", "auto")),
           "max_pool": perf.max_pool_form(layers.MAX_POOL_FORM or "auto"),
           "conv_output_split": perf.conv_output_split(conv_grad.CONV_OUTPUT_SPLIT or "auto"),
-          "offset_polyphase": (perf.offset_polyphase() if layers.POLYPHASE_OFFSET is None
-                               else bool(layers.POLYPHASE_OFFSET))}
+          "offset_polyphase": perf.offset_polyphase(layers.POLYPHASE_OFFSET or "auto")}
 
 
 def direct_config(config: Any) -> Any:
@@ -520,7 +519,7 @@ def main(argv=None) -> dict:
     conv_grad.CONV_OUTPUT_SPLIT = args.conv_output_split
   if args.offset_polyphase != "auto":
     from a2i_jax.models import layers  # pylint: disable=import-outside-toplevel
-    layers.POLYPHASE_OFFSET = args.offset_polyphase == "on"
+    layers.POLYPHASE_OFFSET = args.offset_polyphase
   device = jax.devices()[0]
   import flax  # pylint: disable=import-outside-toplevel
   info = {"device_kind": device.device_kind, "platform": device.platform,

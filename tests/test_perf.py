@@ -3,6 +3,7 @@ XLA:CPU flags, donation and fused dispatches against the plain step."""
 
 import os
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -366,11 +367,27 @@ def test_offset_polyphase_setting(monkeypatch):
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
   assert layers.polyphase_form(3, "polyphase", size=(8, 8)) is None
   assert layers.polyphase_form(5, "polyphase", size=(8, 8)) == "centred"
-  monkeypatch.setattr(layers, "POLYPHASE_OFFSET", True)  # The knob overrides the backend.
+  monkeypatch.setattr(layers, "POLYPHASE_OFFSET", "on")  # The knob overrides the backend.
   assert layers.polyphase_form(3, "polyphase", size=(8, 8)) == "offset"
-  monkeypatch.setattr(layers, "POLYPHASE_OFFSET", False)
+  monkeypatch.setattr(layers, "POLYPHASE_OFFSET", "off")
   assert layers.polyphase_form(3, "polyphase", size=(8, 8)) is None
-  # UpsampleConv alone computes any odd kernel (3x3 centred where offset is off).
-  x = jnp.ones((1, 4, 4, 2))
-  out, _ = models.UpsampleConv(3, (3, 3)).init_with_output(jax.random.key(0), x)
-  assert out.shape == (1, 8, 8, 3)
+  # UpsampleConv on its own computes any odd kernel: 3x3 in the centred form where the offset
+  # one is off, in the offset form when told, both the upsample-then-convolve function.
+  x = jax.random.normal(jax.random.key(1), (1, 8, 8, 2))
+  variables = models.UpsampleConv(3, (3, 3)).init(jax.random.key(0), x)
+  kernel, bias = variables["params"]["kernel"], variables["params"]["bias"]
+  up = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+  ref = jax.lax.conv_general_dilated(up, kernel, (1, 1), ((1, 1), (1, 1)),
+                                     dimension_numbers=_NHWC) + bias
+  for form in (None, "offset"):
+    out = models.UpsampleConv(3, (3, 3), form=form).apply(variables, x)
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match="phase layout is the centred form's"):
+    models.UpsampleConv(3, (3, 3), form="offset", phase_layout=True).init(jax.random.key(0), x)
+
+  class PhaseLayer(nn.Module):  # A 3x3 layer asked for the phase layout, which it has not.
+    @nn.compact
+    def __call__(self, x):
+      return models.conv(x, 3, 3, dtype=jnp.float32, upsample_first=True, phase_layout=True)
+  with pytest.raises(ValueError, match="phase_layout needs the centred polyphase form"):
+    PhaseLayer().init(jax.random.key(0), x)

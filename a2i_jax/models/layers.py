@@ -91,16 +91,18 @@ def conv(x: Array, features: int, kernel: int, *, stride: int = 1,
     if upsample_mode not in UPSAMPLE_MODES:
       raise ConfigError(f"model.upsample_mode={upsample_mode!r} is not one of "
                         f"{', '.join(UPSAMPLE_MODES)}.")
-    if phase_layout and polyphase_form(kernel, upsample_mode, stride, pad) != "centred":
+    # The phase layout is the centred form's; otherwise the form can depend on the size.
+    form = polyphase_form(kernel, upsample_mode, stride, pad,
+                          None if phase_layout else x.shape[1:3])
+    if phase_layout and form != "centred":
       raise ValueError(f"conv: phase_layout needs the centred polyphase form; a {kernel}x"
                        f"{kernel} layer in {upsample_mode!r} mode has none.")
-    # The phase layout is the centred form's; otherwise the form can depend on the size.
-    size = None if phase_layout else x.shape[1:3]
-    if polyphase_applies(kernel, upsample_mode, stride, pad, size):
+    if form:
       init = initializers.torch_default(kernel * kernel * x.shape[-1])
       return UpsampleConv(features, (kernel, kernel), padding=((pad, pad), (pad, pad)),
                           kernel_init=init, bias_init=init, dtype=dtype,
-                          conv_general_dilated=conv_fn, phase_layout=phase_layout)(x)
+                          conv_general_dilated=conv_fn, phase_layout=phase_layout,
+                          form=form)(x)
     x = upsample(x)
   init = initializers.torch_default(kernel * kernel * x.shape[-1])
   return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
@@ -108,9 +110,10 @@ def conv(x: Array, features: int, kernel: int, *, stride: int = 1,
                  dtype=dtype, conv_general_dilated=conv_fn)(x)
 
 
-# Whether `polyphase_form` may choose the "offset" form; None: `perf.offset_polyphase()` (on on
-# CPU). Set by benchmarks/ab_train_step.py (polyphase_offset=0 or 1) to time the layers.
-POLYPHASE_OFFSET: Optional[bool] = None
+# Whether `polyphase_form` may choose the "offset" form: "on", "off", or None for "auto"
+# (`perf.offset_polyphase`: on on CPU). Set by benchmarks (bench.py --offset_polyphase,
+# ab_train_step.py's polyphase_offset key) to time the layers either way.
+POLYPHASE_OFFSET: Optional[str] = None
 
 
 def polyphase_form(kernel: int, upsample_mode: str, stride: int = 1,
@@ -146,9 +149,7 @@ def polyphase_form(kernel: int, upsample_mode: str, stride: int = 1,
     return None
   centred_taps = _polyphase_taps(kernel).shape[1]
   centred = "centred" if centred_taps < kernel else None
-  offset_allowed = (perf.offset_polyphase() if POLYPHASE_OFFSET is None
-                    else bool(POLYPHASE_OFFSET))
-  if size is None or not offset_allowed:
+  if size is None or not perf.offset_polyphase(POLYPHASE_OFFSET or "auto"):
     return centred
   h, w = size
   # Multiply-adds per input and output channel pair, 4 output phases each.
@@ -157,20 +158,6 @@ def polyphase_form(kernel: int, upsample_mode: str, stride: int = 1,
     macs["centred"] = h * w * centred_taps ** 2
   best = min(macs, key=macs.get)
   return best if macs[best] < 0.6 * h * w * kernel ** 2 else centred
-
-
-def polyphase_applies(kernel: int, upsample_mode: str, stride: int = 1,
-                      padding: Optional[int] = None,
-                      size: Optional[tuple[int, int]] = None) -> bool:
-  """Whether `conv` computes an upsample + k x k convolution in a polyphase form
-  (`polyphase_form`; without `size`, the "centred" form only).
-
-  Args:
-    kernel, upsample_mode, stride, padding, size: as for `polyphase_form`.
-  Returns:
-    True where `polyphase_form` is not None.
-  """
-  return polyphase_form(kernel, upsample_mode, stride, padding, size) is not None
 
 
 def _polyphase_taps(kernel: int) -> np.ndarray:
@@ -233,6 +220,7 @@ class UpsampleConv(nn.Conv):
   pixel (2i + a, 2j + c) of the full-resolution output (`decoder_tail`'s "phase" form).
   """
   phase_layout: bool = False
+  form: Optional[str] = None  # "centred" or "offset"; None: `polyphase_form`'s for the input.
 
   @nn.compact
   def __call__(self, inputs: Array) -> Array:
@@ -250,9 +238,13 @@ class UpsampleConv(nn.Conv):
     if k % 2 == 0:
       raise ValueError(f"UpsampleConv needs an odd kernel side, got {k}.")
     # The centred form computes any odd k (for 3x3 at no saving) and is the phase layout's;
-    # the offset form where `polyphase_form` takes it.
-    form = "centred" if self.phase_layout else (
-        polyphase_form(k, "polyphase", size=(h, w)) or "centred")
+    # the offset form where `polyphase_form` takes it (`conv` passes the form it chose).
+    form = self.form or ("centred" if self.phase_layout else
+                         polyphase_form(k, "polyphase", size=(h, w)) or "centred")
+    if form not in ("centred", "offset") or (self.phase_layout and form != "centred"):
+      raise ValueError(f"UpsampleConv: form={form!r} with phase_layout={self.phase_layout}; "
+                       "the form is 'centred' or 'offset', and the phase layout is the "
+                       "centred form's.")
     if form == "centred":
       taps = jnp.asarray(_polyphase_taps(k), kernel.dtype)
       half = (taps.shape[1] - 1) // 2
