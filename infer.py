@@ -14,6 +14,10 @@ Modes (PNG grids and JSON go to --out, default WORKDIR/infer):
   evaluate     the reconstruction / completion table; --workdir may list several runs
 """
 
+if __name__ == "__main__":  # First, before any import: it may start the command over.
+  from a2i_jax import hugepages  # pylint: disable=g-import-not-at-top
+  hugepages.reexec_with_huge_pages()  # Huge pages for malloc on Linux (the module says).
+
 import dataclasses
 import math
 import os

@@ -11,6 +11,10 @@ be used) is one `error:` line and exit code 1; Ctrl-C saves the state, says at w
 and exits with 130.
 """
 
+if __name__ == "__main__":  # First, before any import: it may start the command over.
+  from a2i_jax import hugepages  # pylint: disable=g-import-not-at-top
+  hugepages.reexec_with_huge_pages()  # Huge pages for malloc on Linux (the module says).
+
 import difflib
 import logging as std_logging
 import os

@@ -51,6 +51,8 @@ from typing import Any, Callable, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import timing  # noqa: E402  (benchmarks/timing.py)
 
 # Peak dense FLOP/s per device kind (matched against `device.device_kind`, lower case, first
 # match wins): {compute dtype: FLOP/s}. Vendor data sheets, dense (no sparsity) figures.
@@ -176,13 +178,9 @@ class Case:
 
 
 def _time_calls(fn: Callable[[], Any], repeats: int) -> list[float]:
+  """`timing.timed_calls` of `fn`, waited for (turn-taking included)."""
   import jax  # pylint: disable=import-outside-toplevel
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - t0)
-  return times
+  return timing.timed_calls(lambda: jax.block_until_ready(fn()), repeats)
 
 
 def make_config(case: Case, overrides: dict, base: str = "lfw") -> Any:
@@ -482,6 +480,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--offset_polyphase", default="auto", choices=("auto", "on", "off"),
                  help="The offset polyphase form of upsample + 3x3 layers "
                  "(perf.offset_polyphase); auto: the library's choice (on on CPU only).")
+  p.add_argument("--huge_pages", default="auto", choices=("auto", "off"),
+                 help="auto: as train.py and infer.py, re-execute with glibc.malloc.hugetlb=1 "
+                 "where it helps (a2i_jax/hugepages.py); off: as the process was started.")
   p.add_argument("--out", default="", help="Also write the JSON here.")
   p.add_argument("--no_results_copy", action="store_true",
                  help="Do not update benchmarks/results/<device>.json.")
@@ -498,6 +499,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
   args = parse_args(argv)
+  if args.huge_pages == "auto" and argv is None:  # The library's entry points do the same.
+    from a2i_jax import hugepages  # pylint: disable=import-outside-toplevel
+    hugepages.reexec_with_huge_pages()
+  timing.start_turns()  # Under compare_cpu.sh's turn-taking: all work in this process's turns.
   # XLA flags must be in place before the backend starts: nothing above touched jax.
   from a2i_jax import perf  # pylint: disable=import-outside-toplevel
   if args.xla_cpu_flags == "recommended":
@@ -525,6 +530,7 @@ def main(argv=None) -> dict:
   info = {"device_kind": device.device_kind, "platform": device.platform,
           "num_devices_used": 1, "jax": jax.__version__, "flax": flax.__version__,
           "python": platform.python_version(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
+          "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
           "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
           "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
   if device.platform == "cpu":

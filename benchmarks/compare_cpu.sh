@@ -9,6 +9,13 @@
 #   INFER_ENDS=none            # the port times the Adam steps alone (before 2026-11-30); the
 #                              # default, encoder, times the call the library makes: encoder
 #                              # start, steps, final decode (benchmarks/torch_reference.py)
+#   INTERLEAVE=1               # the port and each JAX mode side by side, taking strict turns
+#                              # (benchmarks/timing.py): their timed calls alternate one by one
+#                              # and the port runs once per mode. Not the default: a call right
+#                              # after the other side's ran slower, JAX's by a fifth to a half
+#                              # (BENCHMARKS.md, "Page faults"). The default, 0: each side's
+#                              # calls in a row, the port then JAX, model by model.
+# benchmarks/compare_summary.py reads the output: the ratios per model, and per pair of calls.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -19,18 +26,58 @@ REPEATS=${REPEATS:-3}
 INFER_STEPS=${INFER_STEPS:-10}
 MODES=${MODES:-polyphase direct}
 INFER_ENDS=${INFER_ENDS:-encoder}
+INTERLEAVE=${INTERLEAVE:-0}
 out=${OUT_FILE:-benchmarks/results/cpu_vs_torch.json}
 mkdir -p "$(dirname "$out")"
 : > "$out.tmp"
+work=$(mktemp -d)
+# No benchmark outlives the script (e.g. one side left waiting for a turn after an error).
+trap 'jobs -p | xargs -r kill 2>/dev/null; rm -rf "$work"' EXIT
+
+torch_run() {  # model
+  "$TORCH_PYTHON" benchmarks/torch_reference.py --model="$1" --batch="$BATCH" \
+    --repeats="$REPEATS" --infer_steps="$INFER_STEPS" --infer_ends="$INFER_ENDS"
+}
+jax_run() {  # model mode
+  "$PYTHON" benchmarks/bench.py --models="$1" --batches="$BATCH" --dtypes=float32 \
+    --repeats="$REPEATS" --infer_steps="$INFER_STEPS" --no_results_copy \
+    --model_overrides="model.upsample_mode=$2" ${BENCH_ARGS:-} \
+    | "$PYTHON" -c "import json,sys; print(json.dumps(json.load(sys.stdin)))"
+}
+
 for model in $MODELS; do
-  "$TORCH_PYTHON" benchmarks/torch_reference.py --model="$model" --batch="$BATCH" \
-    --repeats="$REPEATS" --infer_steps="$INFER_STEPS" --infer_ends="$INFER_ENDS" >> "$out.tmp"
-  for mode in $MODES; do
-    "$PYTHON" benchmarks/bench.py --models="$model" --batches="$BATCH" --dtypes=float32 \
-      --repeats="$REPEATS" --infer_steps="$INFER_STEPS" --no_results_copy \
-      --model_overrides="model.upsample_mode=$mode" ${BENCH_ARGS:-} \
-      | "$PYTHON" -c "import json,sys; print(json.dumps(json.load(sys.stdin)))" >> "$out.tmp"
-  done
+  if [ "$INTERLEAVE" = 1 ]; then
+    for mode in $MODES; do
+      turns="$work/turns_${model}_$mode"
+      mkdir "$turns"
+      mkfifo "$turns/turn0" "$turns/turn1"  # The pipes benchmarks/timing.py's Turns reads.
+      exec 3<>"$turns/turn0" 4<>"$turns/turn1"  # Held open here: a "d" below always lands.
+      A2I_BENCH_TURNS="$turns:0:2" torch_run "$model" > "$work/torch.json" &
+      pids=($!)
+      A2I_BENCH_TURNS="$turns:1:2" jax_run "$model" "$mode" > "$work/jax.json" &
+      pids+=($!)
+      rc=0
+      wait -n -p first "${pids[@]}" || rc=$?  # bash >= 5.1
+      # Whichever ended first (finished, failed or killed), the other never waits for it.
+      printf d >&3
+      printf d >&4
+      for pid in "${pids[@]}"; do
+        [ "$pid" = "$first" ] || wait "$pid" || rc=$?
+      done
+      exec 3>&- 4>&-
+      if [ "$rc" != 0 ]; then
+        echo "error: a benchmark of $model ($mode) failed (exit $rc); see its output above." >&2
+        exit 1
+      fi
+      cat "$work/torch.json" "$work/jax.json" >> "$out.tmp"
+    done
+  else
+    torch_run "$model" >> "$out.tmp"
+    for mode in $MODES; do
+      jax_run "$model" "$mode" >> "$out.tmp"
+    done
+  fi
 done
 mv "$out.tmp" "$out"
 cat "$out"
+"$PYTHON" benchmarks/compare_summary.py "$out"

@@ -1,7 +1,107 @@
-"""Wall-clock timing shared by the benchmark scripts (PyTorch and JAX alike)."""
+"""Wall-clock timing shared by the benchmark scripts (PyTorch and JAX alike).
 
+Turn-taking (`A2I_BENCH_TURNS`): two benchmark processes started side by side (as
+`benchmarks/compare_cpu.sh` starts the JAX and PyTorch ones) take strict turns, so that their
+timed calls alternate one by one and each pair of calls sees the same machine. On a shared VM
+whose speed drifts by a quarter over minutes, timing one side's calls and then the other's
+compares two different machines. Each process holds its turn from `start_turns` on, runs all
+its other work (compiling, warm-ups) inside it, and passes the turn after each timed
+call (`timed_calls`); a process that exits leaves the other to run alone. It is an option of
+compare_cpu.sh (INTERLEAVE=1), not its default: on the 2-core VM a call right after the
+other process's ran slower than in a row, JAX's train steps by a fifth to a half, more than
+the port's (BENCHMARKS.md, "Page faults: the temporaries of every call"), so alternating call
+by call is not neutral either.
+
+The waiting process blocks in a read of a named pipe: it takes no CPU time while the other
+runs. (A first version polled a file every 2 ms; on two cores those wake-ups preempted the
+other process's worker threads, and JAX's parallel kernels, which wait for all their threads,
+ran slower still while the port was waiting.)
+"""
+
+import atexit
+import os
 import statistics
 import time
+
+TURNS_ENV = "A2I_BENCH_TURNS"  # "<folder>:<this process's index, 0 or 1>:2"
+
+
+class Turns:
+  """Strict alternation between two processes through two named pipes in `folder`.
+
+  Process i reads one byte from its pipe `turn<i>` to wait for its turn: b"t" is the turn,
+  b"d" says the other process is done (every later wait returns at once). Process 0 starts
+  with the turn. `create` makes the pipes; each process opens both read-write (which never
+  blocks, and keeps a pipe open while the other process starts or ends).
+  """
+
+  def __init__(self, folder: str, index: int, parties: int = 2):
+    if parties != 2 or index not in (0, 1):
+      raise ValueError(f"{TURNS_ENV}: two processes, index 0 or 1; got {index} of {parties}.")
+    self.index, self.other_done = index, False
+    self._mine = os.open(os.path.join(folder, f"turn{index}"), os.O_RDWR)
+    self._theirs = os.open(os.path.join(folder, f"turn{1 - index}"), os.O_RDWR)
+
+  @staticmethod
+  def create(folder: str, parties: int = 2) -> None:
+    """Makes the two named pipes in `folder` (an existing, empty folder)."""
+    if parties != 2:
+      raise ValueError("turn-taking is between two processes.")
+    for i in range(parties):
+      os.mkfifo(os.path.join(folder, f"turn{i}"))
+
+  def take(self) -> None:
+    """Blocks until it is this process's turn (or the other process is done)."""
+    while not self.other_done:
+      byte = os.read(self._mine, 1)
+      if byte == b"d":
+        self.other_done = True
+      if byte == b"t":
+        return
+
+  def give(self) -> None:
+    """Passes the turn to the other process."""
+    if not self.other_done:
+      os.write(self._theirs, b"t")
+
+  def finish(self) -> None:
+    """Tells the other process this one is done, so that it never waits for it again."""
+    os.write(self._theirs, b"d")
+
+
+_turns = []  # The process's Turns, once `start_turns` has found A2I_BENCH_TURNS set.
+
+
+def start_turns() -> bool:
+  """Joins the turn-taking named by A2I_BENCH_TURNS, if set: waits for this process's first
+  turn and marks it done at exit. Returns whether turns are taken. Idempotent."""
+  if _turns:
+    return True
+  spec = os.environ.get(TURNS_ENV, "")
+  if not spec:
+    return False
+  folder, index, parties = spec.rsplit(":", 2)
+  turns = Turns(folder, int(index), int(parties))
+  if turns.index != 0:  # Process 0 starts with the turn.
+    turns.take()
+  atexit.register(turns.finish)
+  _turns.append(turns)
+  return True
+
+
+def timed_calls(fn, repeats):
+  """Times `repeats` calls of `fn` (which must block until its work is done); returns the
+  seconds of each. Under turn-taking the turn passes after each call and is waited for
+  again, so the calls of the processes alternate."""
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t0)
+    if _turns:
+      _turns[0].give()
+      _turns[0].take()
+  return times
 
 
 def median_time(fn, repeats):
@@ -10,9 +110,5 @@ def median_time(fn, repeats):
   `fn` must block until its work is done (e.g. `jax.block_until_ready` inside it).
   """
   fn()
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t0)
+  times = timed_calls(fn, repeats)
   return statistics.median(times), times

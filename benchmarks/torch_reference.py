@@ -24,8 +24,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 
-from timing import median_time  # benchmarks/timing.py
+from timing import median_time, start_turns  # benchmarks/timing.py
 
 import torch
 from torch import nn
@@ -241,6 +242,7 @@ def main():
   p.add_argument("--threads", type=int, default=0, help="0 = torch's default.")
   p.add_argument("--channels_last", action="store_true")
   args = p.parse_args()
+  start_turns()  # Under compare_cpu.sh's turn-taking: all work in this process's turns.
   if args.threads:
     torch.set_num_threads(args.threads)
   torch.manual_seed(0)
@@ -255,6 +257,7 @@ def main():
   masks = torch.randint(0, 256, (n, s, s), dtype=torch.uint8) if args.model == "discvae" else None
   box = torch.full((3, 1, 5, 5), 1 / 25)
   out = {"framework": "torch", "torch": torch.__version__, "threads": torch.get_num_threads(),
+         "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
          "model": args.model, "batch": b, "width": args.width, "image_size": s,
          "channels_last": args.channels_last}
   what = set(args.what.split(","))

@@ -61,6 +61,9 @@ def environment(fault: str = "") -> dict:
   env = os.environ.copy()
   env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
   env.pop("A2I_FAULT", None)
+  # The entry points would start over once with huge pages (a2i_jax/hugepages.py), importing
+  # jax twice in every fault subprocess; tests/test_hugepages.py covers that path.
+  env["A2I_HUGE_PAGES"] = "0"
   if fault:
     env["A2I_FAULT"] = fault
   # The persistent cache skips programs that compile in under a second by default; the tiny

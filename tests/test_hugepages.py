@@ -1,0 +1,75 @@
+"""The entry points' re-execution with glibc's huge-page tunable (a2i_jax/hugepages.py)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from a2i_jax import hugepages
+
+_HERE = {"GLIBC_TUNABLES": ""}
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize("platform,env,glibc,thp,expected", [
+    ("linux", {}, (2, 36), "madvise", "glibc.malloc.hugetlb=1"),
+    ("linux", {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, (2, 35), "madvise",
+     "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"),
+    # The user's own setting stands, and the re-executed process does not go round again.
+    ("linux", {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, (2, 36), "madvise", None),
+    ("linux", {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}, (2, 36), "madvise", None),
+    ("linux", {hugepages.OPT_OUT_ENV: "0"}, (2, 36), "madvise", None),
+    ("linux", {}, (2, 34), "madvise", None),  # No such tunable before glibc 2.35.
+    ("linux", {}, None, "madvise", None),  # musl and other C libraries.
+    ("linux", {}, (2, 36), "always", None),  # Large blocks get huge pages already.
+    ("linux", {}, (2, 36), "never", None),
+    ("linux", {}, (2, 36), None, None),
+    ("darwin", {}, None, None, None),
+])
+def test_when_it_reexecutes(platform, env, glibc, thp, expected):
+  assert hugepages.tunables_with_huge_pages(platform, env, glibc, thp) == expected
+
+
+def test_thp_mode_and_glibc_version(tmp_path):
+  path = tmp_path / "enabled"
+  path.write_text("always [madvise] never\n")
+  assert hugepages.thp_mode(str(path)) == "madvise"
+  path.write_text("[always] madvise never\n")
+  assert hugepages.thp_mode(str(path)) == "always"
+  assert hugepages.thp_mode(str(tmp_path / "missing")) is None
+  version = hugepages.glibc_version()
+  assert version is None or (len(version) == 2 and version >= (2, 0))
+
+
+def _run(tmp_path, extra_env):
+  script = tmp_path / "entry.py"
+  script.write_text(
+      "import os, sys\n"
+      "print('started', os.environ.get('GLIBC_TUNABLES', ''), flush=True)\n"
+      "from a2i_jax import hugepages\n"
+      "hugepages.reexec_with_huge_pages()\n"
+      "print('running', os.environ.get('GLIBC_TUNABLES', ''), sys.argv[1:], flush=True)\n")
+  env = {k: v for k, v in os.environ.items()
+         if k not in ("GLIBC_TUNABLES", hugepages.OPT_OUT_ENV)}
+  env["PYTHONPATH"] = os.pathsep.join([_ROOT, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+  env.update(extra_env)
+  out = subprocess.run([sys.executable, str(script), "--flag=1", "two words"], env=env,
+                       capture_output=True, text=True, check=True, timeout=60)
+  return out.stdout.splitlines()
+
+
+def test_reexecutes_the_same_command_once(tmp_path):
+  expected = hugepages.tunables_with_huge_pages(sys.platform, _HERE, hugepages.glibc_version(),
+                                                hugepages.thp_mode())
+  lines = _run(tmp_path, {})
+  if expected is None:  # Not on this machine: the command runs once, as it was started.
+    assert lines == ["started ", "running  ['--flag=1', 'two words']"]
+  else:  # Started over once, with the tunable, the same arguments, and not again.
+    assert lines == ["started ", f"started {expected}",
+                     f"running {expected} ['--flag=1', 'two words']"]
+
+
+def test_opt_out(tmp_path):
+  lines = _run(tmp_path, {hugepages.OPT_OUT_ENV: "0"})
+  assert lines == ["started ", "running  ['--flag=1', 'two words']"]
