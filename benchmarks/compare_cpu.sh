@@ -52,9 +52,9 @@ for model in $MODELS; do
       mkdir "$turns"
       mkfifo "$turns/turn0" "$turns/turn1"  # The pipes benchmarks/timing.py's Turns reads.
       exec 3<>"$turns/turn0" 4<>"$turns/turn1"  # Held open here: a "d" below always lands.
-      A2I_BENCH_TURNS="$turns:0:2" torch_run "$model" > "$work/torch.json" &
+      A2I_BENCH_TURNS="$turns:0" torch_run "$model" > "$work/torch.json" &
       pids=($!)
-      A2I_BENCH_TURNS="$turns:1:2" jax_run "$model" "$mode" > "$work/jax.json" &
+      A2I_BENCH_TURNS="$turns:1" jax_run "$model" "$mode" > "$work/jax.json" &
       pids+=($!)
       rc=0
       wait -n -p first "${pids[@]}" || rc=$?  # bash >= 5.1

@@ -23,7 +23,7 @@ import os
 import statistics
 import time
 
-TURNS_ENV = "A2I_BENCH_TURNS"  # "<folder>:<this process's index, 0 or 1>:2"
+TURNS_ENV = "A2I_BENCH_TURNS"  # "<folder>:<this process's index, 0 or 1>"
 
 
 class Turns:
@@ -31,24 +31,17 @@ class Turns:
 
   Process i reads one byte from its pipe `turn<i>` to wait for its turn: b"t" is the turn,
   b"d" says the other process is done (every later wait returns at once). Process 0 starts
-  with the turn. `create` makes the pipes; each process opens both read-write (which never
-  blocks, and keeps a pipe open while the other process starts or ends).
+  with the turn. The caller makes the pipes (compare_cpu.sh: `mkfifo`); each process opens
+  both read-write (which never blocks, and keeps a pipe open while the other process starts
+  or ends).
   """
 
-  def __init__(self, folder: str, index: int, parties: int = 2):
-    if parties != 2 or index not in (0, 1):
-      raise ValueError(f"{TURNS_ENV}: two processes, index 0 or 1; got {index} of {parties}.")
+  def __init__(self, folder: str, index: int):
+    if index not in (0, 1):
+      raise ValueError(f"{TURNS_ENV}: the index is 0 or 1, not {index}.")
     self.index, self.other_done = index, False
     self._mine = os.open(os.path.join(folder, f"turn{index}"), os.O_RDWR)
     self._theirs = os.open(os.path.join(folder, f"turn{1 - index}"), os.O_RDWR)
-
-  @staticmethod
-  def create(folder: str, parties: int = 2) -> None:
-    """Makes the two named pipes in `folder` (an existing, empty folder)."""
-    if parties != 2:
-      raise ValueError("turn-taking is between two processes.")
-    for i in range(parties):
-      os.mkfifo(os.path.join(folder, f"turn{i}"))
 
   def take(self) -> None:
     """Blocks until it is this process's turn (or the other process is done)."""
@@ -80,8 +73,8 @@ def start_turns() -> bool:
   spec = os.environ.get(TURNS_ENV, "")
   if not spec:
     return False
-  folder, index, parties = spec.rsplit(":", 2)
-  turns = Turns(folder, int(index), int(parties))
+  folder, index = spec.rsplit(":", 1)
+  turns = Turns(folder, int(index))
   if turns.index != 0:  # Process 0 starts with the turn.
     turns.take()
   atexit.register(turns.finish)
