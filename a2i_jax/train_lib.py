@@ -29,11 +29,12 @@ from a2i_jax import (checkpoints, config_lib, distributed, files, models, object
                      perf, sampling, train_eval)
 from a2i_jax.data import load_dataset, pipeline
 from a2i_jax.data.base import validate_split, warn_small_train_split
-from a2i_jax.errors import ConfigError, TrainingInterrupted, WorkdirError
+from a2i_jax.errors import CheckpointError, ConfigError, TrainingInterrupted, WorkdirError
 from a2i_jax import metrics as metrics_lib
 from a2i_jax.metrics import MetricWriter
 from a2i_jax.train_state import (TrainState, abstract_train_state, clip_by_global_norm,
-                                 create_train_state, global_norm, make_optimizer)
+                                 create_train_state, flat_opt_state, global_norm,
+                                 legacy_optimizer, make_optimizer)
 
 Array = jax.Array
 PyTree = Any
@@ -144,7 +145,7 @@ def make_term_report(model: flax.linen.Module, config: ml_collections.ConfigDict
     for name in terms:
       grads = jax.grad(lambda p, n=name: loss_fn(p, state.batch_stats, x, y, m, rngs)[0][n])(
           state.params)
-      out[name] = (terms[name] / x.shape[0], global_norm(grads, concat_below=1 << 16))
+      out[name] = (terms[name] / x.shape[0], global_norm(grads))
     return out
 
   # It runs once, after a failure: compiled without LLVM's optimisations, the paper disCVAE's
@@ -346,8 +347,7 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
     if good is None:
       state = parallel.put_replicated(create_train_state(model, config, tx, k_init), mesh)
     else:
-      state = ckpt.restore(checkpoints.with_sharding(abstract_state,
-                                                     parallel.replicated(mesh)), good)
+      state = _restore_train_state(ckpt, config, abstract_state, mesh, good)
       logging.info("resumed from step %d in %s", int(state.step), ckpt.directory)
     checkpoints.save_config(workdir, config)
     train_eval.record_dataset(workdir, dataset, config.data.path, resumed=good is not None)
@@ -356,6 +356,28 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
     raise
   return _loop(config, workdir, mesh, model, tx, dataset, data, ckpt, state,
                (k_train, k_eval, k_sample))
+
+
+def _restore_train_state(ckpt: checkpoints.Checkpointer, config: ml_collections.ConfigDict,
+                         abstract_state: TrainState, mesh: Mesh, step: int) -> TrainState:
+  """Checkpoint `step`, replicated over `mesh`. One saved before the optimiser's state became
+  one vector per moment (`train_state.legacy_optimizer`'s layout) is read in that layout and
+  converted, with one warning line; a checkpoint that fits neither raises the error of the
+  first."""
+  replicated = parallel.replicated(mesh)
+  try:
+    return ckpt.restore(checkpoints.with_sharding(abstract_state, replicated), step)
+  except CheckpointError as error:
+    legacy = abstract_state.replace(opt_state=jax.eval_shape(
+        legacy_optimizer(config).init, abstract_state.params))
+    try:
+      state = ckpt.restore(checkpoints.with_sharding(legacy, replicated), step)
+    except CheckpointError:
+      raise error from None
+  logging.warning("checkpoint %d keeps the optimiser state per parameter (saved by an older "
+                  "version); converted to one vector per moment, and saved so from now on", step)
+  convert = perf.jit(flat_opt_state, extra_options=models.CHEAP_COMPILE)
+  return state.replace(opt_state=convert(state.opt_state))
 
 
 def _evaluated_row(workdir: str, step: int) -> bool:

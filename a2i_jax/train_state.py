@@ -7,6 +7,7 @@ imports training), so only `train_lib`, the tests and the benchmarks import this
 from __future__ import annotations
 
 import functools
+import sys
 from typing import Any, Optional
 
 import flax
@@ -42,8 +43,33 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
   Adam, for every parameter. (The reference also switches bias correction off after 10k steps;
   optax keeps it on, a negligible difference.)
 
+  Adam runs on all the parameters as one float32 vector (`optax.flatten`; the decay is added
+  leaf by leaf before, where it fuses into the concatenation), so its state holds two vectors,
+  not two trees. The arithmetic is `legacy_optimizer`'s, element for element. On XLA:CPU each
+  output of a per-leaf update compiled into kernels of its own, three per parameter tensor:
+  with the gradient norm's reductions, about 600 of the paper disCVAE's train step's 1,029
+  kernels. Flat, with the norm over one vector (`global_norm`), its cold compile took 7.1-7.9 s
+  instead of 9.9-10.4 s at the same step time (BENCHMARKS.md, "The optimiser as one vector").
+
   Args:
     config: the experiment config (learning_rate, weight_decay, adam_b1, adam_b2, adam_eps).
+  Returns:
+    The optax transformation.
+  """
+  return optax.chain(
+      optax.add_decayed_weights(config.weight_decay),
+      optax.flatten(optax.chain(
+          optax.scale_by_adam(b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps),
+          optax.scale(-config.learning_rate))))
+
+
+def legacy_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """`make_optimizer`'s transformation with Adam's moments kept per parameter leaf, as the
+  library saved them before 2026-12-01; only `flat_opt_state` reads it, to resume such a
+  checkpoint.
+
+  Args:
+    config: the experiment config.
   Returns:
     The optax transformation.
   """
@@ -53,10 +79,26 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
       optax.scale(-config.learning_rate))
 
 
-# `global_norm`'s default `concat_below`: 0, every leaf reduced on its own, as
-# `optax.tree.norm`. The train step uses it; benchmarks/ab_train_step.py's
-# `norm_concat_below` variant key sets it.
-NORM_CONCAT_BELOW = 0
+def flat_opt_state(legacy_state: Any) -> Any:
+  """`legacy_optimizer`'s state as `make_optimizer`'s: the same step count, each moment's
+  leaves concatenated in tree order (which is the order `optax.flatten` uses).
+
+  Args:
+    legacy_state: the state of `legacy_optimizer` (restored from an older checkpoint).
+  Returns:
+    The equal state of `make_optimizer`.
+  """
+  decay, adam, scale = legacy_state
+  ravel = lambda tree: jnp.concatenate(
+      [jnp.reshape(x, (-1,)) for x in jax.tree_util.tree_leaves(tree)])
+  return (decay, (adam._replace(mu=ravel(adam.mu), nu=ravel(adam.nu)), scale))
+
+
+# `global_norm`'s default `concat_below`: every leaf joins one concatenated vector. (Before
+# the optimiser became one vector, the train step reduced each leaf on its own, because the
+# concatenation made the step 4-6 % slower; with the flat optimiser it costs nothing.)
+# benchmarks/ab_train_step.py's `norm_concat_below` variant key sets it (0: leaf by leaf).
+NORM_CONCAT_BELOW = sys.maxsize
 
 
 def global_norm(tree: Any, concat_below: Optional[int] = None) -> Array:
@@ -65,12 +107,9 @@ def global_norm(tree: Any, concat_below: Optional[int] = None) -> Array:
   For float32 leaves it is `optax.tree.norm`'s value (bfloat16 leaves are summed in float32).
 
   Leaves with fewer than `concat_below` elements are summed as one concatenated vector, the
-  others each on its own. On XLA:CPU the reduction of each small leaf (a bias, a BatchNorm
-  scale) compiles into kernels of its own: with `concat_below=65536` the paper disCVAE's
-  train step compiled 156 LLVM modules instead of 314, 1.3 s faster, but its step ran 4-6 %
-  slower (BENCHMARKS.md, "... the gradient norm's small leaves"). So the train step keeps one
-  reduction per leaf, and programs that run once, where compile time is what counts (the
-  divergence report, `train_lib.make_term_report`), concatenate.
+  others each on its own. On XLA:CPU the reduction of each leaf compiles into kernels of its
+  own (a square, a partial and a final sum: about 190 of the paper disCVAE's train step), so
+  by default every leaf joins the vector (`NORM_CONCAT_BELOW`).
 
   Args:
     tree: a pytree of arrays.

@@ -9,12 +9,14 @@ machine load.
   python benchmarks/ab_train_step.py --smoke --variants="a:;b:model.conv_weight_grad=xla"
 
 Each variant is `name:key=value,key=value` over `bench.py`'s paper config (64x64, width 1,
-float32, `--batch`), or over `--config` (e.g. configs/synthetic.py). Five keys are not
+float32, `--batch`), or over `--config` (e.g. configs/synthetic.py). Six keys are not
 config keys but the library's module-level forms, set while that variant is traced:
 `polyphase_offset` (`layers.POLYPHASE_OFFSET`: on or off; unset: `perf.offset_polyphase`),
 `max_pool` (`layers.MAX_POOL_FORM`), `conv_output_split` (`conv_grad.CONV_OUTPUT_SPLIT`),
-`norm_concat_below` (`train_state.NORM_CONCAT_BELOW`; 0 reduces every leaf on its own) and
-`cpu_scheduler` (bfs or dfs: XLA:CPU's instruction order, added to `perf.CPU_COMPILER_OPTIONS`),
+`norm_concat_below` (`train_state.NORM_CONCAT_BELOW`; 0 reduces every leaf on its own),
+`optimizer` (flat, the library's Adam on one vector, or per_leaf, `train_state.legacy_optimizer`)
+and `cpu_scheduler` (bfs or dfs: XLA:CPU's instruction order, added to
+`perf.CPU_COMPILER_OPTIONS`),
 e.g. --variants="whole:conv_output_split=whole;split:conv_output_split=split".
 `--what=train` times the library's train step (`perf.jit` of `train_lib.make_multi_step`)
 and prints images/s; `--what=infer` times one call of
@@ -76,12 +78,12 @@ def main(argv=None) -> None:
       if args.smoke:
         overrides = {"model.image_size": "32", "model.width": "0.0625", **overrides}
       overrides = dict(overrides)
-      forms = {key: overrides.pop(key) for key in _FORMS if key in overrides}
+      variant_forms = {key: overrides.pop(key) for key in FORMS if key in overrides}
       config = bench.make_config(bench.Case(model_name, args.batch, "float32"), overrides,
                                  args.config)
       program = _infer_program if args.what == "infer" else _train_program
       t0 = time.perf_counter()
-      with _forms(forms):
+      with forms(variant_forms):
         call, per_call = program(config, args.batch)
       compiled[name] = (call, per_call, time.perf_counter() - t0)
     times = {name: [] for name in compiled}
@@ -105,28 +107,35 @@ def main(argv=None) -> None:
 
 # Variant keys that are not config keys: the library's module-level form settings, set while
 # the variant is traced (module, attribute).
-_FORMS = {"max_pool": ("a2i_jax.models.layers", "MAX_POOL_FORM"),
+FORMS = {"max_pool": ("a2i_jax.models.layers", "MAX_POOL_FORM"),
           "conv_output_split": ("a2i_jax.models.conv_grad", "CONV_OUTPUT_SPLIT"),
           "norm_concat_below": ("a2i_jax.train_state", "NORM_CONCAT_BELOW"),
           "cpu_scheduler": ("a2i_jax.perf", "CPU_COMPILER_OPTIONS"),
-          "polyphase_offset": ("a2i_jax.models.layers", "POLYPHASE_OFFSET")}
+          "polyphase_offset": ("a2i_jax.models.layers", "POLYPHASE_OFFSET"),
+          "optimizer": ("a2i_jax.train_lib", "make_optimizer")}
 
 
 @contextlib.contextmanager
-def _forms(forms: dict):
-  """Sets the module-level forms `forms` names (`_FORMS`) while a variant is traced."""
+def forms(settings: dict):
+  """Sets the module-level forms `settings` names (`FORMS`) while a variant is traced."""
   import importlib  # pylint: disable=import-outside-toplevel
   saved = []
   try:
-    for key, value in forms.items():
-      module = importlib.import_module(_FORMS[key][0])
-      saved.append((module, _FORMS[key][1], getattr(module, _FORMS[key][1])))
+    for key, value in settings.items():
+      module = importlib.import_module(FORMS[key][0])
+      saved.append((module, FORMS[key][1], getattr(module, FORMS[key][1])))
       if key == "cpu_scheduler":  # The library's CPU compile options with XLA's scheduler.
         if value not in ("bfs", "dfs"):
           raise SystemExit(f"error: cpu_scheduler={value!r}; use bfs or dfs.")
         value = {**module.CPU_COMPILER_OPTIONS,
                  "xla_cpu_enable_concurrency_optimized_scheduler": value == "bfs"}
-      setattr(module, _FORMS[key][1], int(value) if str(value).isdigit() else value)
+      if key == "optimizer":  # flat: the library's; per_leaf: Adam's moments as trees.
+        state = importlib.import_module("a2i_jax.train_state")
+        choices = {"flat": state.make_optimizer, "per_leaf": state.legacy_optimizer}
+        if value not in choices:
+          raise SystemExit(f"error: optimizer={value!r}; use flat or per_leaf.")
+        value = choices[value]
+      setattr(module, FORMS[key][1], int(value) if str(value).isdigit() else value)
     yield
   finally:
     for module, attr, value in reversed(saved):
@@ -140,11 +149,15 @@ def _train_program(config, batch: int):
   from a2i_jax import perf  # pylint: disable=import-outside-toplevel
   steps, state, data, _ = bench.train_program(config, 2 * batch)
   key = jax.random.key(1)
-  step = perf.jit(steps).lower(state, data, key).compile()
+  # The state donated and carried from step to step, as train.py and bench.py run it: without
+  # donation every call writes a fresh copy of the parameters and Adam's moments, which timed
+  # the optimiser as one vector 12-14 % slower than per leaf, and the same with it.
+  step = perf.jit(steps, donate_argnums=(0,)).lower(state, data, key).compile()
+  carried = [state]
 
   def call():
     t0 = time.perf_counter()
-    jax.block_until_ready(step(state, data, key))
+    carried[0] = jax.block_until_ready(step(carried[0], data, key))[0]
     return time.perf_counter() - t0
   return call, 1
 

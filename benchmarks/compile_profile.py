@@ -24,7 +24,9 @@ polyphase upsampling, the compile options of `a2i_jax.perf.compiler_options`: XL
 classic emitters, LLVM level 1); xla_defaults (XLA's own: the MLIR fusion emitters, level 3,
 as the library compiled before); fusion_emitters (only the emitters back to XLA's);
 split8 / split2 (`xla_cpu_parallel_codegen_split_count`); xla_wgrad
-(`model.conv_weight_grad=xla`); direct (`model.upsample_mode=direct`); opt0 (XLA's backend optimisation level 0, LLVM's expensive
+(`model.conv_weight_grad=xla`); direct (`model.upsample_mode=direct`); per_leaf (Adam's
+moments per parameter tensor and the gradient norm reduced leaf by leaf, as before
+2026-12-01: `ab_train_step.py`'s optimizer and norm_concat_below forms); opt0 (XLA's backend optimisation level 0, LLVM's expensive
 passes off); opt1 (level 1); no_expensive (LLVM's expensive passes off, the level kept).
 """
 
@@ -55,6 +57,7 @@ VARIANTS = {
     "xla_defaults": ({}, "--xla_cpu_use_fusion_emitters=true --xla_backend_optimization_level=3"),
     "split8": ({}, "--xla_cpu_parallel_codegen_split_count=8"),
     "split2": ({}, "--xla_cpu_parallel_codegen_split_count=2"),
+    "per_leaf": ({"optimizer": "per_leaf", "norm_concat_below": "0"}, ""),
 }
 _HLO = re.compile(r"Running HLO passes on \[[^\]]*\] for CPU time: [^(]*\((\d+) us\)")
 _LLVM = re.compile(r"Compiled LLVM module: (\S+) time: [^(]*\((\d+) us\)")
@@ -64,12 +67,21 @@ def _child(args: argparse.Namespace) -> dict:
   """Runs in the fresh process: times trace / lower / compile and the first inference call."""
   import jax  # pylint: disable=import-outside-toplevel
   jax.config.update("jax_enable_compilation_cache", False)
+  import ab_train_step  # pylint: disable=import-outside-toplevel
   import bench  # pylint: disable=import-outside-toplevel
-  from a2i_jax import inference, models, parallel, perf  # pylint: disable=import-outside-toplevel
-
   overrides = dict(kv.split("=", 1) for kv in args.overrides.split(",") if kv)
+  forms = {k: overrides.pop(k) for k in list(overrides) if k in ab_train_step.FORMS}
   case = bench.Case(args.models, args.batch, "float32")
   config = bench.make_config(case, overrides)
+  with ab_train_step.forms(forms):
+    return _timed(args, config)
+
+
+def _timed(args: argparse.Namespace, config) -> dict:
+  """The child's measurements, with the variant's config and forms in place."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import bench  # pylint: disable=import-outside-toplevel
+  from a2i_jax import inference, models, parallel, perf  # pylint: disable=import-outside-toplevel
   out = {}
   mesh = parallel.make_mesh(jax.devices()[:1])
   model = models.create_model(config.model)

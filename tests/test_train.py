@@ -97,20 +97,75 @@ def test_four_devices_equal_one_device(name, data_cache):
   assert sum(moved) > len(moved) // 2
 
 
-def test_resume_equals_uninterrupted(tmp_path, data_cache, tiny_run):
+def _as_legacy_checkpoint(workdir, cfg, step):
+  """Rewrites checkpoint `step` of `workdir` with the optimiser state laid out per parameter
+  leaf, as versions before 2026-12-01 saved it (`train_state.legacy_optimizer`)."""
+  model = models.create_model(cfg.model)
+  abstract = train_state.abstract_train_state(model, cfg, train_state.make_optimizer(cfg))
+  ckpt = checkpoints.Checkpointer(workdir)
+  state = ckpt.restore(abstract, step)
+  decay, (adam, scale) = state.opt_state
+  params = state.params
+  sizes = np.cumsum([x.size for x in jax.tree_util.tree_leaves(params)])[:-1]
+  unravel = lambda v: jax.tree_util.tree_unflatten(
+      jax.tree_util.tree_structure(params),
+      [a.reshape(x.shape) for a, x in zip(np.split(np.asarray(v), sizes),
+                                          jax.tree_util.tree_leaves(params))])
+  legacy = (decay, adam._replace(mu=unravel(adam.mu), nu=unravel(adam.nu)), scale)
+  shutil.rmtree(os.path.join(workdir, "checkpoints", str(step)))
+  ckpt = checkpoints.Checkpointer(workdir)
+  ckpt.save(step, state.replace(opt_state=legacy))
+  ckpt.close()
+  return legacy
+
+
+def test_resume_equals_uninterrupted(tmp_path, data_cache, tiny_run, caplog):
   cfg = tiny_config("cvae", data_cache)
   cfg.num_train_steps = 4
   full = train_lib.train_and_evaluate(cfg, str(tmp_path / "full"))
   # The first half: the same config with num_train_steps = 2 (conftest's tiny run).
   half = _copy_of(tiny_run("cvae")[0], tmp_path)
   assert checkpoints.Checkpointer(half).latest_step() == 2
+  # Saved with the optimiser state per leaf, as before it became one vector per moment: the
+  # resume converts it and goes on exactly as the run that never stopped.
+  legacy = _as_legacy_checkpoint(half, cfg, 2)
+  assert len(jax.tree_util.tree_leaves(legacy)) > 5
   resumed = train_lib.train_and_evaluate(cfg, half)
+  assert "keeps the optimiser state per parameter" in caplog.text
   assert int(resumed.step) == 4
   _leaves_close(full.params, resumed.params, atol=1e-6)
   _leaves_close(full.opt_state, resumed.opt_state, atol=1e-6)
   steps = [json.loads(l).get("step") for l in open(os.path.join(half, "metrics.jsonl"))
            if "train/loss" in l]
   assert steps == [1, 2, 3, 4]
+
+
+def test_the_optimiser_is_the_per_leaf_adam_on_one_vector():
+  """`make_optimizer` runs Adam on all parameters as one vector; its updates are those of
+  the per-leaf chain (`legacy_optimizer`) to the last bit or two (XLA fuses the same
+  arithmetic differently for one vector), and `flat_opt_state` maps one state to the other."""
+  cfg = tiny_config()
+  tx, old = train_state.make_optimizer(cfg), train_state.legacy_optimizer(cfg)
+  rng = np.random.default_rng(0)
+  shapes = {"conv": (3, 3, 4, 8), "bias": (8,), "bn": {"scale": (5,), "bias": (5,)}, "one": ()}
+  params = jax.tree_util.tree_map(lambda s: jnp.asarray(rng.normal(size=s), jnp.float32),
+                                  shapes, is_leaf=lambda s: isinstance(s, tuple))
+  n = sum(x.size for x in jax.tree_util.tree_leaves(params))
+  s_new, s_old = tx.init(params), old.init(params)
+  assert sorted(x.shape for x in jax.tree_util.tree_leaves(s_new)) == [(), (n,), (n,)]
+  update_new, update_old = jax.jit(tx.update), jax.jit(old.update)
+  for _ in range(3):
+    g = jax.tree_util.tree_map(lambda p: jnp.asarray(rng.normal(size=p.shape), p.dtype), params)
+    u_new, s_new = update_new(g, s_new, params)
+    u_old, s_old = update_old(g, s_old, params)
+    for a, b in zip(jax.tree_util.tree_leaves(u_new), jax.tree_util.tree_leaves(u_old)):
+      assert a.shape == b.shape
+      np.testing.assert_allclose(a, b, rtol=3e-7, atol=0)
+    params = optax.apply_updates(params, u_new)
+  converted = train_state.flat_opt_state(s_old)
+  assert jax.tree_util.tree_structure(converted) == jax.tree_util.tree_structure(s_new)
+  for a, b in zip(jax.tree_util.tree_leaves(converted), jax.tree_util.tree_leaves(s_new)):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=0)
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_cache, monkeypatch,
@@ -297,10 +352,10 @@ def test_optimizer_matches_reference_update():
   np.testing.assert_allclose(updates, expected, rtol=1e-5)
 
 
-def test_the_global_norm_can_sum_the_small_leaves_as_one_vector():
-  """`global_norm` is optax's norm; with `concat_below` the small leaves are reduced once,
-  together (on XLA:CPU each small leaf's own reduction compiles into kernels of its own: the
-  divergence report does this; the train step, whose step it slowed, does not)."""
+def test_the_global_norm_sums_the_leaves_as_one_vector():
+  """`global_norm` is optax's norm. By default every leaf joins one concatenated vector (on
+  XLA:CPU each leaf's own reduction compiles into kernels of its own); with `concat_below`
+  only the leaves under that size do, and 0 reduces every leaf on its own."""
   rng = np.random.default_rng(0)
   tree = {"conv": rng.normal(size=(3, 3, 64, 128)).astype(np.float32),  # 73,728 elements.
           "bias": [rng.normal(size=(n,)).astype(np.float32) for n in (1, 64, 300)],
@@ -310,12 +365,16 @@ def test_the_global_norm_can_sum_the_small_leaves_as_one_vector():
   for below in (None, 0, 1 << 16):
     np.testing.assert_allclose(norm(tree, below), optax.tree.norm(tree), rtol=1e-6)
   count = lambda jaxpr, name: sum(e.primitive.name == name for e in jaxpr.jaxpr.eqns)
-  whole = jax.make_jaxpr(norm)(tree)  # The train step's: one reduction per leaf.
-  assert count(whole, "reduce_sum") == 6 and count(whole, "concatenate") == 0
+  concats = lambda jaxpr: [e.outvars[0].aval.shape for e in jaxpr.jaxpr.eqns
+                           if e.primitive.name == "concatenate"]
+  default = jax.make_jaxpr(norm)(tree)  # The train step's: one vector, one reduction.
+  assert count(default, "reduce_sum") == 1
+  assert concats(default) == [(73728 + 1 + 64 + 300 + 64 + (1 << 16),)]
+  apart = jax.make_jaxpr(lambda t: norm(t, 0))(tree)
+  assert count(apart, "reduce_sum") == 6 and not concats(apart)
   joined = jax.make_jaxpr(lambda t: norm(t, 1 << 16))(tree)
-  concats = [e for e in joined.jaxpr.eqns if e.primitive.name == "concatenate"]
   assert count(joined, "reduce_sum") == 3  # "conv", "big", and the four small together.
-  assert len(concats) == 1 and concats[0].outvars[0].aval.shape == (1 + 64 + 300 + 64,)
+  assert concats(joined) == [(1 + 64 + 300 + 64,)]
   assert float(norm({})) == 0.0 and float(norm({}, 1 << 16)) == 0.0
   nan = dict(tree, bias=[np.array([np.nan], np.float32)])
   assert not np.isfinite(float(norm(nan))) and not np.isfinite(float(norm(nan, 1 << 16)))
