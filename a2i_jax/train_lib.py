@@ -363,7 +363,7 @@ def _restore_train_state(ckpt: checkpoints.Checkpointer, config: ml_collections.
   """Checkpoint `step`, replicated over `mesh`. One saved before the optimiser's state became
   one vector per moment (`train_state.legacy_optimizer`'s layout) is read in that layout and
   converted, with one warning line; a checkpoint that fits neither raises the error of the
-  first."""
+  first (so a damaged checkpoint in the old layout is reported as not matching the new one)."""
   replicated = parallel.replicated(mesh)
   try:
     return ckpt.restore(checkpoints.with_sharding(abstract_state, replicated), step)
@@ -375,8 +375,10 @@ def _restore_train_state(ckpt: checkpoints.Checkpointer, config: ml_collections.
     except CheckpointError:
       raise error from None
   logging.warning("checkpoint %d keeps the optimiser state per parameter (saved by an older "
-                  "version); converted to one vector per moment, and saved so from now on", step)
-  convert = perf.jit(flat_opt_state, extra_options=models.CHEAP_COMPILE)
+                  "version); converted to one vector per moment, as new checkpoints save it",
+                  step)
+  convert = perf.jit(flat_opt_state, extra_options=models.CHEAP_COMPILE,
+                     out_shardings=replicated)
   return state.replace(opt_state=convert(state.opt_state))
 
 

@@ -45,11 +45,12 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
 
   Adam runs on all the parameters as one float32 vector (`optax.flatten`; the decay is added
   leaf by leaf before, where it fuses into the concatenation), so its state holds two vectors,
-  not two trees. The arithmetic is `legacy_optimizer`'s, element for element. On XLA:CPU each
-  output of a per-leaf update compiled into kernels of its own, three per parameter tensor:
-  with the gradient norm's reductions, about 600 of the paper disCVAE's train step's 1,029
-  kernels. Flat, with the norm over one vector (`global_norm`), its cold compile took 7.1-7.9 s
-  instead of 9.9-10.4 s at the same step time (BENCHMARKS.md, "The optimiser as one vector").
+  not two trees. The arithmetic is `legacy_optimizer`'s, element for element (the results
+  agree to a unit or two in the last place). On XLA:CPU each output of a per-leaf update
+  compiled into kernels of its own, three per parameter tensor: with the gradient norm's
+  reductions, at most about 540 of the paper disCVAE's train step's 1,029 kernels. Flat, with
+  the norm over one vector (`global_norm`), its cold compile took 7.1-7.9 s instead of
+  9.9-10.4 s at the same step time (BENCHMARKS.md, "The optimiser as one vector").
 
   Args:
     config: the experiment config (learning_rate, weight_decay, adam_b1, adam_b2, adam_eps).
@@ -65,8 +66,9 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
 
 def legacy_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """`make_optimizer`'s transformation with Adam's moments kept per parameter leaf, as the
-  library saved them before 2026-12-01; only `flat_opt_state` reads it, to resume such a
-  checkpoint.
+  library saved them before 2026-12-01. Training uses it only for the shape of such a
+  checkpoint's state, to restore it and convert it with `flat_opt_state`; the benchmarks
+  compare the two forms with it.
 
   Args:
     config: the experiment config.
@@ -96,7 +98,8 @@ def flat_opt_state(legacy_state: Any) -> Any:
 
 # `global_norm`'s default `concat_below`: every leaf joins one concatenated vector. (Before
 # the optimiser became one vector, the train step reduced each leaf on its own, because the
-# concatenation made the step 4-6 % slower; with the flat optimiser it costs nothing.)
+# concatenation made the step 4-6 % slower; with the flat optimiser and the state donated,
+# the step with it ran 1-5 % faster than with a norm per leaf: BENCHMARKS.md.)
 # benchmarks/ab_train_step.py's `norm_concat_below` variant key sets it (0: leaf by leaf).
 NORM_CONCAT_BELOW = sys.maxsize
 

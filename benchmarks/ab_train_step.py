@@ -108,16 +108,22 @@ def main(argv=None) -> None:
 # Variant keys that are not config keys: the library's module-level form settings, set while
 # the variant is traced (module, attribute).
 FORMS = {"max_pool": ("a2i_jax.models.layers", "MAX_POOL_FORM"),
-          "conv_output_split": ("a2i_jax.models.conv_grad", "CONV_OUTPUT_SPLIT"),
-          "norm_concat_below": ("a2i_jax.train_state", "NORM_CONCAT_BELOW"),
-          "cpu_scheduler": ("a2i_jax.perf", "CPU_COMPILER_OPTIONS"),
-          "polyphase_offset": ("a2i_jax.models.layers", "POLYPHASE_OFFSET"),
-          "optimizer": ("a2i_jax.train_lib", "make_optimizer")}
+         "conv_output_split": ("a2i_jax.models.conv_grad", "CONV_OUTPUT_SPLIT"),
+         "norm_concat_below": ("a2i_jax.train_state", "NORM_CONCAT_BELOW"),
+         "cpu_scheduler": ("a2i_jax.perf", "CPU_COMPILER_OPTIONS"),
+         "polyphase_offset": ("a2i_jax.models.layers", "POLYPHASE_OFFSET"),
+         "optimizer": ("a2i_jax.train_lib", "make_optimizer")}
 
 
 @contextlib.contextmanager
 def forms(settings: dict):
-  """Sets the module-level forms `settings` names (`FORMS`) while a variant is traced."""
+  """Sets the module-level forms `settings` names (`FORMS`) while a variant is traced.
+
+  Args:
+    settings: {form key: value as given on the command line}.
+  Yields:
+    Nothing; the forms are restored on exit.
+  """
   import importlib  # pylint: disable=import-outside-toplevel
   saved = []
   try:

@@ -17,7 +17,9 @@ off, so each figure is a first start. The train step is the one `train.py` runs 
 
 The first inference call is `a2i_jax.inference.infer_latents` on `--infer_images` images for
 `--infer_steps` steps, the first call (compiling the init, step and finish programs) against
-the median of the next calls. Prints one JSON object per line and a table.
+the median of the next calls; and each program's trace, lower and compile seconds in the first
+call (`infer_programs`, summed in `infer_programs_s`: the first call's own compile time,
+without the noise of a difference of two calls). Prints one JSON object per line and a table.
 
 Variants (a comma list): default (the library's CPU defaults: per-tap weight gradients,
 polyphase upsampling, the compile options of `a2i_jax.perf.compiler_options`: XLA:CPU's
@@ -26,8 +28,9 @@ as the library compiled before); fusion_emitters (only the emitters back to XLA'
 split8 / split2 (`xla_cpu_parallel_codegen_split_count`); xla_wgrad
 (`model.conv_weight_grad=xla`); direct (`model.upsample_mode=direct`); per_leaf (Adam's
 moments per parameter tensor and the gradient norm reduced leaf by leaf, as before
-2026-12-01: `ab_train_step.py`'s optimizer and norm_concat_below forms); opt0 (XLA's backend optimisation level 0, LLVM's expensive
-passes off); opt1 (level 1); no_expensive (LLVM's expensive passes off, the level kept).
+2026-12-01: `ab_train_step.py`'s optimizer and norm_concat_below forms); opt0 (XLA's backend
+optimisation level 0, LLVM's expensive passes off); opt1 (level 1); no_expensive (LLVM's
+expensive passes off, the level kept).
 """
 
 from __future__ import annotations
@@ -117,6 +120,9 @@ def _timed(args: argparse.Namespace, config) -> dict:
     y = jax.numpy.asarray(rnd["attributes"])
 
     fns = inference.make_inference_fns(model, options)  # Built once, as the library's uses do.
+    programs = {}
+    for name in ("init", "run", "finish"):  # Each program's trace, lower and compile, timed.
+      fns[name] = _TimedProgram(fns[name], programs.setdefault(name, {}))
 
     def call():
       r = inference.infer_latents(trained, x, y, None, key=jax.random.key(2), options=options,
@@ -132,8 +138,31 @@ def _timed(args: argparse.Namespace, config) -> dict:
       call()
       times.append(time.perf_counter() - t0)
     out["infer_call_s"] = statistics.median(times)
+    out["infer_programs"] = programs
+    out["infer_programs_s"] = round(sum(sum(p.values()) for p in programs.values()), 2)
     out["infer_compile_s"] = max(out["infer_first_call_s"] - out["infer_call_s"], 0.0)
   return {k: round(v, 2) if isinstance(v, float) else v for k, v in out.items()}
+
+
+class _TimedProgram:
+  """A jitted function whose first call is traced, lowered and compiled step by step, each
+  step's seconds written into `times`; later calls run the compiled program."""
+
+  def __init__(self, fn, times: dict):
+    self._fn, self._times, self._compiled = fn, times, None
+
+  def __call__(self, *args):
+    if self._compiled is None:
+      t0 = time.perf_counter()
+      traced = self._fn.trace(*args)
+      t1 = time.perf_counter()
+      lowered = traced.lower()
+      t2 = time.perf_counter()
+      self._compiled = lowered.compile()
+      t3 = time.perf_counter()
+      self._times.update(trace=round(t1 - t0, 3), lower=round(t2 - t1, 3),
+                         compile=round(t3 - t2, 3))
+    return self._compiled(*args)
 
 
 def _compile_log(stderr: str) -> dict:
@@ -204,7 +233,7 @@ def main(argv=None) -> None:
         print(json.dumps(row), flush=True)
         rows.append(row)
   cols = ("trace_s", "lower_s", "compile_s", "compile_hlo_passes_s", "llvm_kernels",
-          "llvm_kernels_s", "infer_compile_s", "infer_call_s")
+          "llvm_kernels_s", "infer_compile_s", "infer_programs_s", "infer_call_s")
   print("\n| model | variant | " + " | ".join(cols) + " |")
   print("|" + " --- |" * (len(cols) + 2))
   for row in rows:
