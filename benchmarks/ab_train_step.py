@@ -174,16 +174,11 @@ def _infer_program(config, batch: int):
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import bench  # pylint: disable=import-outside-toplevel
-  from a2i_jax import inference, models  # pylint: disable=import-outside-toplevel
-  model = models.create_model(config.model)
-  variables = jax.device_put(models.init_variables(model, config.model, jax.random.key(0)))
-  rnd = bench.random_data(config, batch)
-  x = jnp.asarray(rnd["images"], jnp.float32) / 127.5 - 1.0
-  y = jnp.asarray(rnd["attributes"])
+  from a2i_jax import inference  # pylint: disable=import-outside-toplevel
+  setup = bench.inference_call(config, batch)
+  variables, x, y, options, fns = setup.variables, setup.x, setup.y, setup.options, setup.fns
   obs = jnp.ones(x.shape[:3] + (1,), jnp.float32)
   prior = (jnp.zeros(y.shape[1]), jnp.eye(y.shape[1]))  # Unused: y is given.
-  options = inference.InferenceOptions.from_config(config.inference, restarts=1)
-  fns = inference.make_inference_fns(model, options)
   hyper = inference.posterior._hyper(options)  # pylint: disable=protected-access
   carry = fns["init"](variables, x, y, obs, None, jax.random.key(2), prior)
   run = fns["run"].lower(variables, x, y, obs, carry, prior, hyper).compile()

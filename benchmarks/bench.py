@@ -325,7 +325,7 @@ def _standin_inference(model: Any, variables: dict, config: Any, steps: int,
 
   Energy per image: Gaussian NLL of the image under the decoder (CVAE: its own variance;
   disCVAE: unit variance on the composite) + 0.5 |z|^2. Returns a jitted `run(x, y, key)`.
-  Used only until `a2i_jax.inference.infer_latents` exists.
+  `bench_infer` counts the FLOPs of its one-step program; it times the library's own loop.
   """
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
@@ -372,6 +372,55 @@ def _standin_inference(model: Any, variables: dict, config: Any, steps: int,
   return perf.jit(run)
 
 
+@dataclasses.dataclass
+class InferenceCall:
+  """Posterior inference on random images, set up as the library's callers set it up: the
+  model with fresh variables, images `x` in [-1, 1] with attributes `y`, the options, the
+  programs `fns` (built once, as `run_inference` builds them, so repeated calls do not
+  retrace; a dict, so a caller may wrap an entry to time or record it), the trained model and
+  a one-device mesh. Calling it runs `inference.infer_latents` and waits for its output."""
+  model: Any
+  variables: Any
+  x: Any
+  y: Any
+  key: Any
+  options: Any
+  fns: dict
+  trained: Any
+  mesh: Any
+
+  def __call__(self) -> dict:
+    import jax  # pylint: disable=import-outside-toplevel
+    from a2i_jax import inference  # pylint: disable=import-outside-toplevel
+    return jax.block_until_ready(inference.infer_latents(
+        self.trained, self.x, self.y, None, key=self.key, options=self.options,
+        mesh=self.mesh, fns=self.fns))
+
+
+def inference_call(config: Any, n_images: int, variables: Any = None,
+                   **options: Any) -> InferenceCall:
+  """An `InferenceCall` on `n_images` of `random_data`, one restart unless `options` (fields
+  of `inference.InferenceOptions`, over the config's) say otherwise; `variables`: the model's,
+  e.g. after a train step (default: freshly initialised)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from a2i_jax import inference, models, parallel  # pylint: disable=import-outside-toplevel
+  model = models.create_model(config.model)
+  if variables is None:
+    variables = models.init_variables(model, config.model, jax.random.key(0))
+  variables = jax.device_put(variables)
+  data = random_data(config, n_images)
+  options.setdefault("restarts", 1)
+  opts = inference.InferenceOptions.from_config(config.inference, **options)
+  return InferenceCall(
+      model=model, variables=variables,
+      x=jnp.asarray(data["images"], jnp.float32) / 127.5 - 1.0,
+      y=jnp.asarray(data["attributes"]), key=jax.random.key(2), options=opts,
+      fns=dict(inference.make_inference_fns(model, opts)),
+      trained=inference.TrainedModel.from_variables(config, variables, model=model),
+      mesh=parallel.make_mesh(jax.devices()[:1]))
+
+
 def bench_infer(case: Case, config: Any, n_images: int, steps: int, repeats: int,
                 peak: Optional[float]) -> dict:
   """Times posterior inference on `n_images` images for `steps` steps (one call)."""
@@ -379,35 +428,12 @@ def bench_infer(case: Case, config: Any, n_images: int, steps: int, repeats: int
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from a2i_jax import models  # pylint: disable=import-outside-toplevel
 
-  model = models.create_model(config.model)
-  variables = jax.device_put(models.init_variables(model, config.model, jax.random.key(0)))
-  data = random_data(config, n_images)
-  x = jnp.asarray(data["images"], jnp.float32) / 127.5 - 1.0
-  y = jnp.asarray(data["attributes"])
-  key = jax.random.key(2)
-  try:
-    from a2i_jax import inference  # pylint: disable=import-outside-toplevel
-    infer_latents = getattr(inference, "infer_latents", None)
-  except ImportError:
-    infer_latents = None
-  if infer_latents is not None:
-    from a2i_jax import parallel  # pylint: disable=import-outside-toplevel
-    options = inference.InferenceOptions.from_config(config.inference, steps=steps, restarts=1)
-    # Built once and passed in, as `run_inference` does, so repeated calls do not retrace.
-    fns = inference.make_inference_fns(model, options)
-    trained = inference.TrainedModel.from_variables(config, variables, model=model)
-    mesh = parallel.make_mesh(jax.devices()[:1])
-    path = "a2i_jax.inference.infer_latents"
+  infer = inference_call(config, n_images, steps=steps)
+  model, variables, x, y, key = infer.model, infer.variables, infer.x, infer.y, infer.key
 
-    def call():
-      return infer_latents(trained, x, y, None, key=key,
-                           options=options, mesh=mesh, fns=fns)["energy_trace"]
-  else:
-    run = _standin_inference(model, variables, config, steps, 0.01)
-    path = "benchmarks/bench.py stand-in (Adam on z, frozen decoder)"
+  def call():
+    return infer()["energy_trace"]
 
-    def call():
-      return run(x, y, key)[1]
   t0 = time.perf_counter()
   energies = jax.device_get(call())
   first_s = time.perf_counter() - t0
@@ -422,7 +448,7 @@ def bench_infer(case: Case, config: Any, n_images: int, steps: int, repeats: int
   one = _standin_inference(models.create_model(direct.model), variables, direct, 1, 0.01)
   flops = jaxpr_flops(jax.make_jaxpr(one)(x, y, key)) / n_images
   energies = jnp.asarray(energies).reshape(-1)
-  return {"path": path, "images": n_images, "steps": steps,
+  return {"path": "a2i_jax.inference.infer_latents", "images": n_images, "steps": steps,
           "first_call_s": round(first_s, 2),
           "compile_s_estimate": round(max(first_s - run_s, 0.0), 2),
           "run_s_median": round(run_s, 4), "run_s_all": [round(t, 4) for t in times],

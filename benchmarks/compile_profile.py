@@ -84,11 +84,9 @@ def _timed(args: argparse.Namespace, config) -> dict:
   """The child's measurements, with the variant's config and forms in place."""
   import jax  # pylint: disable=import-outside-toplevel
   import bench  # pylint: disable=import-outside-toplevel
-  from a2i_jax import inference, models, parallel, perf  # pylint: disable=import-outside-toplevel
+  from a2i_jax import perf  # pylint: disable=import-outside-toplevel
   out = {}
-  mesh = parallel.make_mesh(jax.devices()[:1])
-  model = models.create_model(config.model)
-  variables = models.init_variables(model, config.model, jax.random.key(0))
+  variables = None  # Fresh ones for inference, unless a train step ran.
   if args.train:
     t0 = time.perf_counter()
     steps, state, data, _ = bench.train_program(config, 2 * args.batch)
@@ -111,24 +109,11 @@ def _timed(args: argparse.Namespace, config) -> dict:
     out["first_step_s"] = time.perf_counter() - t0
     variables = state.variables
   if args.infer_images:
-    trained = inference.TrainedModel.from_variables(config, variables, model=model)
-    options = inference.InferenceOptions.from_config(
-        config.inference, steps=args.infer_steps, restarts=1,
-        steps_per_call=args.steps_per_call)
-    rnd = bench.random_data(config, args.infer_images)
-    x = jax.numpy.asarray(rnd["images"], jax.numpy.float32) / 127.5 - 1.0
-    y = jax.numpy.asarray(rnd["attributes"])
-
-    fns = inference.make_inference_fns(model, options)  # Built once, as the library's uses do.
+    call = bench.inference_call(config, args.infer_images, variables, steps=args.infer_steps,
+                                steps_per_call=args.steps_per_call)
     programs = {}
     for name in ("init", "run", "finish"):  # Each program's trace, lower and compile, timed.
-      fns[name] = _TimedProgram(fns[name], programs.setdefault(name, {}))
-
-    def call():
-      r = inference.infer_latents(trained, x, y, None, key=jax.random.key(2), options=options,
-                                  mesh=mesh, fns=fns)
-      return jax.block_until_ready(r["energy"])
-
+      call.fns[name] = _TimedProgram(call.fns[name], programs.setdefault(name, {}))
     t0 = time.perf_counter()
     call()
     out["infer_first_call_s"] = time.perf_counter() - t0

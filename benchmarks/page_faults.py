@@ -60,22 +60,7 @@ def measure(model: str, what: str, calls: int, smoke: bool, churn_mb: int = 0) -
       holder[0], metrics = compiled(holder[0], data, jax.random.key(1))
       jax.block_until_ready(metrics)
   else:
-    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-    from a2i_jax import inference, models, parallel  # pylint: disable=import-outside-toplevel
-    model_ = models.create_model(config.model)
-    variables = jax.device_put(models.init_variables(model_, config.model, jax.random.key(0)))
-    d = bench.random_data(config, batch)
-    x = jnp.asarray(d["images"], jnp.float32) / 127.5 - 1.0
-    y = jnp.asarray(d["attributes"])
-    options = inference.InferenceOptions.from_config(config.inference, steps=10, restarts=1)
-    fns = inference.make_inference_fns(model_, options)
-    trained = inference.TrainedModel.from_variables(config, variables, model=model_)
-    mesh = parallel.make_mesh(jax.devices()[:1])
-
-    def call():
-      out = inference.infer_latents(trained, x, y, None, key=jax.random.key(2),
-                                    options=options, mesh=mesh, fns=fns)
-      jax.block_until_ready(out["energy_trace"])
+    call = bench.inference_call(config, batch, steps=10)  # Waits for its output.
   call()
   rows = []
   for _ in range(calls):

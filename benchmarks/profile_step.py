@@ -229,7 +229,7 @@ def main(argv=None):
   import bench  # pylint: disable=import-outside-toplevel
   if args.compilation_cache_dir:
     jax.config.update("jax_compilation_cache_dir", args.compilation_cache_dir)
-  from a2i_jax import models, perf  # pylint: disable=import-outside-toplevel
+  from a2i_jax import perf  # pylint: disable=import-outside-toplevel
 
   overrides = dict(kv.split("=", 1) for kv in args.model_overrides.split(",") if kv)
   if args.smoke:
@@ -247,19 +247,8 @@ def main(argv=None):
       holder[0], m = compiled(holder[0], data, key)
       jax.block_until_ready(m)
   else:  # The library's posterior inference: infer_latents, `--infer_steps` steps per call.
-    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-    from a2i_jax import inference, parallel  # pylint: disable=import-outside-toplevel
-    model = models.create_model(config.model)
-    variables = jax.device_put(models.init_variables(model, config.model, jax.random.key(0)))
-    d = bench.random_data(config, args.batch)
-    x = jnp.asarray(d["images"], jnp.float32) / 127.5 - 1.0
-    y = jnp.asarray(d["attributes"])
-    options = inference.InferenceOptions.from_config(config.inference, steps=args.infer_steps,
-                                                     restarts=1)
-    fns = dict(inference.make_inference_fns(model, options))
-    trained = inference.TrainedModel.from_variables(config, variables, model=model)
-    mesh = parallel.make_mesh(jax.devices()[:1])
-    run, run_args = fns["run"], []
+    step = bench.inference_call(config, args.batch, steps=args.infer_steps)
+    run, run_args = step.fns["run"], []
 
     def recording_run(*a):
       # Keeps the shapes of the loop's arguments, to read its HLO, and times each loop call
@@ -272,12 +261,7 @@ def main(argv=None):
       out = jax.block_until_ready(run(*a))
       loop_s[0] += time.perf_counter() - t0
       return out
-    fns["run"] = recording_run
-
-    def step():
-      inference.infer_latents(trained, x, y, None, key=jax.random.key(2), options=options,
-                              mesh=mesh, fns=fns)
-
+    step.fns["run"] = recording_run
     step()
     compiled = run.lower(*run_args[0]).compile()
   step()

@@ -158,24 +158,16 @@ def heads(args):
 
 def infer_parts(args):
   import jax  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import bench  # pylint: disable=import-outside-toplevel
-  from a2i_jax import inference, models, parallel  # pylint: disable=import-outside-toplevel
+  from a2i_jax import inference  # pylint: disable=import-outside-toplevel
   from a2i_jax.inference import posterior  # pylint: disable=import-outside-toplevel
   config = bench.make_config(bench.Case(args.model, args.batch, "float32"), {})
-  model = models.create_model(config.model)
-  variables = jax.device_put(models.init_variables(model, config.model, jax.random.key(0)))
-  d = bench.random_data(config, args.batch)
-  x = jnp.asarray(d["images"], jnp.float32) / 127.5 - 1.0
-  y = jnp.asarray(d["attributes"])
-  options = inference.InferenceOptions.from_config(config.inference, steps=10, restarts=1)
-  trained = inference.TrainedModel.from_variables(config, variables, model=model)
-  mesh = parallel.make_mesh(jax.devices()[:1])
+  infer = bench.inference_call(config, args.batch, steps=10)
   saved = posterior.CHEAP_COMPILE
   try:
     for variant in ("cheap", "optimised", "cheap", "optimised"):
       posterior.CHEAP_COMPILE = saved if variant == "cheap" else {}
-      fns = dict(inference.make_inference_fns(model, options))
+      fns = infer.fns = dict(inference.make_inference_fns(infer.model, infer.options))
       times = {}
       for name in ("init", "run", "finish"):
         def timed(*a, f=fns[name], name=name):
@@ -184,14 +176,11 @@ def infer_parts(args):
           times.setdefault(name, []).append(time.perf_counter() - t)
           return out
         fns[name] = timed
-      def call(fns=fns):
-        inference.infer_latents(trained, x, y, None, key=jax.random.key(2), options=options,
-                                mesh=mesh, fns=fns)
-      call()
+      infer()
       first = {k: round(v[0], 2) for k, v in times.items()}
       times.clear()
       for _ in range(args.repeats):
-        call()
+        infer()
       print(json.dumps({"model": args.model, "init_finish": variant, "first_call_s": first,
                         "median_ms": {k: round(1e3 * float(np.median(v)), 1)
                                       for k, v in times.items()}}), flush=True)
