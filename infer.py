@@ -29,7 +29,7 @@ import jax
 import numpy as np
 
 from a2i_jax import (checkpoints, distributed, evaluation, files, inference, models, occlusions,
-                     visualize)
+                     perf, visualize)
 from a2i_jax.data import load_dataset
 from a2i_jax.data.base import as_trained
 from a2i_jax.errors import A2IError, InputError
@@ -437,6 +437,7 @@ def run_modes(opts: Options) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  perf.set_recommended_xla_flags()  # Before JAX starts its backend (the function says).
   logging.set_verbosity(logging.WARNING)  # Orbax logs every restore at INFO.
   checkpoints.quiet_orbax(logging.get_absl_handler())
   try:

@@ -23,7 +23,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from a2i_jax import checkpoints, config_lib, distributed, files, train_lib
+from a2i_jax import checkpoints, config_lib, distributed, files, perf, train_lib
 from a2i_jax.errors import A2IError, ConfigError, TrainingInterrupted
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).",
@@ -85,6 +85,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
 def main(argv):
   if len(argv) > 1:
     _fail(f"unexpected arguments: {' '.join(argv[1:])}; flags are written --name=value.")
+  perf.set_recommended_xla_flags()  # Before JAX starts its backend (the function says).
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.INFO)
   if logging.get_verbosity() < logging.DEBUG:

@@ -18,10 +18,18 @@ import jax.numpy as jnp
 
 from a2i_jax.errors import ConfigError
 
-# XLA:CPU options that measurably speed up the paper-size train step on CPU (BENCHMARKS.md,
-# "XLA:CPU options": none did, so it is empty). Appended to XLA_FLAGS by
-# `set_recommended_xla_flags`.
-RECOMMENDED_CPU_FLAGS: tuple[str, ...] = ()
+# XLA:CPU flags that measurably speed up the paper models on CPU and have no compile-option
+# form, by CPU vendor (`recommended_cpu_flags`), appended to XLA_FLAGS by
+# `set_recommended_xla_flags` (train.py, infer.py and benchmarks/bench.py call it before JAX
+# starts its backend). jaxlib 0.10 hands convolutions and matrix products to YNNPACK; the
+# flag takes the convolutions back to XLA's own kernels (Eigen's). On a 2-core Intel Xeon
+# (AVX-512) that ran posterior inference's steps 1.07-1.17x faster and the paper disCVAE's
+# train step about 1.1x, the CVAE's within the noise (BENCHMARKS.md, "Convolutions without
+# YNNPACK"). It was measured on Intel only, so other CPUs keep YNNPACK's convolutions until
+# measured there. (The compile option of that name takes a single kind, not the list less
+# one, and "matrix products only" that way ran the train steps 0.75-0.85x.)
+RECOMMENDED_CPU_FLAGS: dict[str, tuple[str, ...]] = {
+    "GenuineIntel": ("--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",)}
 
 # XLA:CPU compile options for every program the library jits (`jit`, `compiler_options`): the
 # classic loop emitters for fused elementwise kernels instead of the newer MLIR fusion emitters
@@ -76,26 +84,126 @@ def _xla_flag_names() -> set[str]:
   return {_flag_name(f) for f in os.environ.get("XLA_FLAGS", "").split()}
 
 
-def set_recommended_xla_flags(flags: tuple[str, ...] = RECOMMENDED_CPU_FLAGS) -> str:
+def cpu_vendor(cpuinfo: str = "/proc/cpuinfo") -> str:
+  """The CPU's vendor as the kernel names it ("GenuineIntel", "AuthenticAMD", ...).
+
+  Args:
+    cpuinfo: the file to read it from (Linux's).
+  Returns:
+    The first `vendor_id`; "" where the file cannot be read or names none.
+  """
+  try:
+    with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+      for line in f:
+        if line.startswith("vendor_id"):
+          return line.split(":", 1)[-1].strip()
+  except OSError:
+    pass
+  return ""
+
+
+def recommended_cpu_flags(vendor: Optional[str] = None) -> tuple[str, ...]:
+  """The XLA flags `set_recommended_xla_flags` adds on this CPU (`RECOMMENDED_CPU_FLAGS`).
+
+  Args:
+    vendor: a `cpu_vendor()` value; default this machine's.
+  Returns:
+    The flags measured to help on CPUs of that vendor; () for others.
+  """
+  return RECOMMENDED_CPU_FLAGS.get(cpu_vendor() if vendor is None else vendor, ())
+
+
+def set_recommended_xla_flags(flags: Optional[tuple[str, ...]] = None,
+                              cache_file: Optional[str] = None) -> str:
   """Appends `flags` to the XLA_FLAGS environment variable, keeping flags already set.
 
   Takes effect only if called before JAX starts its backend (before the first computation
-  or `jax.devices()`); benchmarks/bench.py calls it first thing (its default
-  `--xla_cpu_flags=recommended`). A flag the user already set (by name, the part before
-  "=") is left as the user set it. The flags are XLA:CPU ones: other backends ignore them.
+  or `jax.devices()`); train.py, infer.py and benchmarks/bench.py call it first thing. A flag
+  the user already set (by name, the part before "=") is left as the user set it. A flag this
+  jaxlib's XLA does not know is left out (`accepted_xla_flags`): XLA would abort the process.
+  The flags are XLA:CPU ones: other backends ignore them.
 
   Args:
-    flags: XLA flags such as "--xla_cpu_use_onednn=true"; default `RECOMMENDED_CPU_FLAGS`,
-      empty at present, so the default call adds nothing.
+    flags: XLA flags such as "--xla_cpu_use_onednn=true"; default `recommended_cpu_flags()`.
+    cache_file: `accepted_xla_flags`' answers file; None for its default.
   Returns:
     The resulting XLA_FLAGS (also set in `os.environ`), stripped of outer spaces.
   """
+  flags = recommended_cpu_flags() if flags is None else flags
   current = os.environ.get("XLA_FLAGS", "")
   names = _xla_flag_names()
   extra = [f for f in flags if _flag_name(f) not in names]
+  if extra:
+    extra = list(accepted_xla_flags(tuple(extra), cache_file))
   value = " ".join([current] + extra).strip()
   os.environ["XLA_FLAGS"] = value
   return value
+
+
+def _default_flag_cache() -> str:
+  return os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                      "a2i_jax", "xla_flags.json")
+
+
+def accepted_xla_flags(flags: tuple[str, ...], cache_file: Optional[str] = None,
+                       timeout_s: float = 120.0) -> tuple[str, ...]:
+  """The flags of `flags` that this jaxlib's XLA accepts in XLA_FLAGS.
+
+  XLA aborts the whole process at backend start on a flag it does not know (jaxlib 0.7.2 has
+  no YNNPACK flags, 0.10.2 has them), and there is no asking it beforehand. So each flag is
+  tried once in a child process (`import jax; jax.devices("cpu")` with that flag alone, a
+  few seconds) and the answer kept per jaxlib version in `cache_file`, a small JSON file. A
+  cache that cannot be read or written is ignored (the flags are tried again); a child that
+  times out counts as a refusal and is not remembered.
+
+  Args:
+    flags: XLA flags, e.g. ("--xla_cpu_use_onednn=true",).
+    cache_file: the answers file; None: $XDG_CACHE_HOME (or ~/.cache)/a2i_jax/xla_flags.json;
+      "" keeps no answers.
+    timeout_s: how long a child may take.
+  Returns:
+    The accepted flags, in their order in `flags`.
+  """
+  import json  # pylint: disable=import-outside-toplevel
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  cache_file = _default_flag_cache() if cache_file is None else cache_file
+  import importlib.metadata  # pylint: disable=import-outside-toplevel
+  try:
+    version = "jaxlib " + importlib.metadata.version("jaxlib")
+  except importlib.metadata.PackageNotFoundError:
+    version = "jax " + jax.__version__
+  cache: dict[str, Any] = {}
+  if cache_file:
+    try:
+      with open(cache_file, encoding="utf-8") as f:
+        cache = json.load(f)
+      if not isinstance(cache, dict) or not isinstance(cache.get(version, {}), dict):
+        cache = {}
+    except (OSError, ValueError):
+      cache = {}
+  known = dict(cache.get(version, {}))
+  changed = False
+  for flag in flags:
+    if isinstance(known.get(flag), bool):
+      continue
+    env = {**os.environ, "XLA_FLAGS": flag, "JAX_PLATFORMS": "cpu"}
+    try:
+      done = subprocess.run([sys.executable, "-c", "import jax; jax.devices('cpu')"], env=env,
+                            capture_output=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+      continue
+    known[flag] = done.returncode == 0
+    changed = True
+  if changed and cache_file:
+    from a2i_jax import files  # pylint: disable=import-outside-toplevel
+    cache[version] = known
+    try:
+      os.makedirs(os.path.dirname(cache_file) or ".", exist_ok=True)
+      files.atomic_write(cache_file, json.dumps(cache, indent=1, sort_keys=True))
+    except OSError:
+      pass
+  return tuple(f for f in flags if known.get(f) is True)
 
 
 @functools.lru_cache(maxsize=None)

@@ -9,14 +9,15 @@ machine load.
   python benchmarks/ab_train_step.py --smoke --variants="a:;b:model.conv_weight_grad=xla"
 
 Each variant is `name:key=value,key=value` over `bench.py`'s paper config (64x64, width 1,
-float32, `--batch`), or over `--config` (e.g. configs/synthetic.py). Six keys are not
+float32, `--batch`), or over `--config` (e.g. configs/synthetic.py). Seven keys are not
 config keys but the library's module-level forms, set while that variant is traced:
 `polyphase_offset` (`layers.POLYPHASE_OFFSET`: on or off; unset: `perf.offset_polyphase`),
 `max_pool` (`layers.MAX_POOL_FORM`), `conv_output_split` (`conv_grad.CONV_OUTPUT_SPLIT`),
 `norm_concat_below` (`train_state.NORM_CONCAT_BELOW`; 0 reduces every leaf on its own),
 `optimizer` (flat, the library's Adam on one vector, or per_leaf, `train_state.legacy_optimizer`)
-and `cpu_scheduler` (bfs or dfs: XLA:CPU's instruction order, added to
-`perf.CPU_COMPILER_OPTIONS`),
+`cpu_scheduler` (bfs or dfs: XLA:CPU's instruction order, added to
+`perf.CPU_COMPILER_OPTIONS`) and `ynn` (xla, dot, conv or none: the operations XLA:CPU hands
+to YNNPACK, `YNN_FUSION_TYPES`, in place of the library's choice),
 e.g. --variants="whole:conv_output_split=whole;split:conv_output_split=split".
 `--what=train` times the library's train step (`perf.jit` of `train_lib.make_multi_step`)
 and prints images/s; `--what=infer` times one call of
@@ -112,7 +113,14 @@ FORMS = {"max_pool": ("a2i_jax.models.layers", "MAX_POOL_FORM"),
          "norm_concat_below": ("a2i_jax.train_state", "NORM_CONCAT_BELOW"),
          "cpu_scheduler": ("a2i_jax.perf", "CPU_COMPILER_OPTIONS"),
          "polyphase_offset": ("a2i_jax.models.layers", "POLYPHASE_OFFSET"),
-         "optimizer": ("a2i_jax.train_lib", "make_optimizer")}
+         "optimizer": ("a2i_jax.train_lib", "make_optimizer"),
+         "ynn": ("a2i_jax.perf", "CPU_COMPILER_OPTIONS")}
+
+# ynn=...: which operations XLA:CPU hands to YNNPACK (`xla_cpu_experimental_ynn_fusion_type`):
+# xla: XLA's default (convolutions and matrix products); dot: matrix products only; conv:
+# convolutions only; none: neither (XLA's own kernels, Eigen's convolution).
+YNN_FUSION_TYPES = {"xla": None, "dot": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",
+                    "conv": "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION", "none": ""}
 
 
 @contextlib.contextmanager
@@ -135,6 +143,13 @@ def forms(settings: dict):
           raise SystemExit(f"error: cpu_scheduler={value!r}; use bfs or dfs.")
         value = {**module.CPU_COMPILER_OPTIONS,
                  "xla_cpu_enable_concurrency_optimized_scheduler": value == "bfs"}
+      if key == "ynn":
+        if value not in YNN_FUSION_TYPES:
+          raise SystemExit(f"error: ynn={value!r}; use one of {', '.join(YNN_FUSION_TYPES)}.")
+        name = "xla_cpu_experimental_ynn_fusion_type"
+        value = {k: v for k, v in module.CPU_COMPILER_OPTIONS.items() if k != name}
+        if YNN_FUSION_TYPES[settings[key]] is not None:
+          value[name] = YNN_FUSION_TYPES[settings[key]]
       if key == "optimizer":  # flat: the library's; per_leaf: Adam's moments as trees.
         state = importlib.import_module("a2i_jax.train_state")
         choices = {"flat": state.make_optimizer, "per_leaf": state.legacy_optimizer}

@@ -495,7 +495,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--model_overrides", default="",
                  help="Comma list of key=value on the config, e.g. model.width=0.25.")
   p.add_argument("--xla_cpu_flags", default="recommended",
-                 help="'recommended' (a2i_jax.perf.RECOMMENDED_CPU_FLAGS), 'none', or flags.")
+                 help="'recommended' (a2i_jax.perf.recommended_cpu_flags()), 'none', or flags.")
   p.add_argument("--compilation_cache_dir", default="",
                  help="Persistent XLA cache dir ('' = off, so compile times are real).")
   p.add_argument("--max_pool", default="auto", choices=("auto", "window", "blocks"),

@@ -6,25 +6,25 @@ import json
 import os
 import pathlib
 import shutil
-import subprocess
-import sys
+
+from a2i_jax import perf  # noqa: E402  (imports jax, which does not start its backend)
 
 # XLA:CPU's classic emitters instead of the MLIR fusion emitters, where this XLA has the switch:
 # the library compiles its own programs so (perf.jit); the flag extends it to the tests' own
-# jitted functions, which compile a tiny train step 3-4 times faster with it. An unknown flag
-# aborts XLA, so whether this jaxlib knows it is probed once, in a subprocess, and handed down
-# to the workers and subprocesses.
+# jitted functions, which compile a tiny train step 3-4 times faster with it. And the flags
+# train.py and infer.py add on this CPU (`perf.recommended_cpu_flags`), so that the tests run the
+# convolutions as the entry points do, and the entry points they start find them set and probe
+# nothing. An unknown flag aborts XLA, so which of them this jaxlib knows is probed once
+# (`perf.accepted_xla_flags`, in subprocesses) and handed down to the workers and subprocesses.
 _CLASSIC_EMITTERS = "--xla_cpu_use_fusion_emitters=false"
-_CLASSIC_EMITTERS_PROBED = "A2I_TESTS_XLA_CLASSIC_EMITTERS"
+_ACCEPTED_FLAGS = "A2I_TESTS_XLA_FLAGS"
 
 
-def _xla_knows_classic_emitters() -> bool:
-  if _CLASSIC_EMITTERS_PROBED not in os.environ:
-    probe = subprocess.run(
-        [sys.executable, "-c", "import jax; jax.jit(lambda x: x + 1)(1)"], capture_output=True,
-        timeout=300, env=dict(os.environ, XLA_FLAGS=_CLASSIC_EMITTERS, JAX_PLATFORMS="cpu"))
-    os.environ[_CLASSIC_EMITTERS_PROBED] = str(int(probe.returncode == 0))
-  return os.environ[_CLASSIC_EMITTERS_PROBED] == "1"
+def _accepted_flags() -> list[str]:
+  if _ACCEPTED_FLAGS not in os.environ:
+    os.environ[_ACCEPTED_FLAGS] = " ".join(perf.accepted_xla_flags(
+        (_CLASSIC_EMITTERS, *perf.recommended_cpu_flags()), cache_file=""))
+  return os.environ[_ACCEPTED_FLAGS].split()
 
 
 # Tiny models run in milliseconds but XLA:CPU spends seconds optimising each program with
@@ -32,7 +32,7 @@ def _xla_knows_classic_emitters() -> bool:
 os.environ["XLA_FLAGS"] = " ".join([
     os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=4",
     "--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true",
-    *([_CLASSIC_EMITTERS] if _xla_knows_classic_emitters() else [])]).strip()
+    *_accepted_flags()]).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402

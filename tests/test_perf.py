@@ -1,7 +1,9 @@
 """The performance defaults change speed, not results: the precision policy, the recommended
 XLA:CPU flags, donation and fused dispatches against the plain step."""
 
+import json
 import os
+import subprocess
 
 import flax.linen as nn
 import jax
@@ -37,10 +39,55 @@ def test_auto_dtype_keeps_the_parameter_structure():
   assert shapes[0] == shapes[1] == shapes[2]
 
 
-def test_recommended_flags_keep_user_flags(monkeypatch):
+def test_recommended_flags_keep_user_flags_and_leave_out_unknown_ones(monkeypatch):
+  asked = []
+
+  def accepted(flags, cache_file=None):
+    asked.append(flags)
+    return tuple(f for f in flags if f != "--xla_d=5")
+  monkeypatch.setattr(perf, "accepted_xla_flags", accepted)
   monkeypatch.setenv("XLA_FLAGS", "--xla_a=1 --xla_b=2")
-  value = perf.set_recommended_xla_flags(("--xla_b=3", "--xla_c=4"))
+  value = perf.set_recommended_xla_flags(("--xla_b=3", "--xla_c=4", "--xla_d=5"))
   assert value == "--xla_a=1 --xla_b=2 --xla_c=4" == os.environ["XLA_FLAGS"]
+  assert asked == [("--xla_c=4", "--xla_d=5")]  # The user's own flags are not even asked.
+  assert perf.set_recommended_xla_flags(("--xla_a=0",)) == value and len(asked) == 1
+
+
+def test_recommended_cpu_flags_by_vendor(tmp_path):
+  intel, amd = tmp_path / "intel", tmp_path / "amd"
+  intel.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\n")
+  amd.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n")
+  assert perf.cpu_vendor(str(intel)) == "GenuineIntel"
+  assert perf.cpu_vendor(str(amd)) == "AuthenticAMD"
+  assert perf.cpu_vendor(str(tmp_path / "missing")) == ""
+  assert perf.recommended_cpu_flags("GenuineIntel") == perf.RECOMMENDED_CPU_FLAGS["GenuineIntel"]
+  assert any("ynn_fusion_type" in f for f in perf.recommended_cpu_flags("GenuineIntel"))
+  assert perf.recommended_cpu_flags("AuthenticAMD") == perf.recommended_cpu_flags("") == ()
+
+
+def test_accepted_xla_flags_asks_xla_once_per_jaxlib(tmp_path, monkeypatch):
+  """A flag XLA does not know would abort the process; the child process finds out, and the
+  answers are kept (a corrupt answers file is not trusted)."""
+  known, unknown = "--xla_cpu_use_fusion_emitters=false", "--xla_a2i_no_such_flag=1"
+  cache = str(tmp_path / "flags.json")
+  assert perf.accepted_xla_flags((unknown, known), cache_file=cache) == (known,)
+  with open(cache, encoding="utf-8") as f:
+    answers = json.load(f)
+  assert list(answers.values()) == [{known: True, unknown: False}]
+
+  def no_child(*args, **kwargs):
+    raise AssertionError("asked XLA again")
+  monkeypatch.setattr(subprocess, "run", no_child)
+  assert perf.accepted_xla_flags((known, unknown), cache_file=cache) == (known,)
+
+  calls = []
+  monkeypatch.setattr(subprocess, "run",
+                      lambda cmd, **kw: calls.append(kw["env"]["XLA_FLAGS"]) or
+                      subprocess.CompletedProcess(cmd, 0))
+  with open(cache, "w", encoding="utf-8") as f:
+    f.write('{"jaxlib')  # Cut short.
+  assert perf.accepted_xla_flags((known, unknown), cache_file=cache) == (known, unknown)
+  assert calls == [known, unknown]
 
 
 def test_resume_accepts_a_changed_compute_dtype_or_weight_grad_only(tmp_path):
@@ -77,10 +124,14 @@ def _zero_gradient_leaves(cfg, data) -> list[bool]:
 
 
 def test_optimised_step_equals_plain_step(data_cache):
-  """Plain: float32, one step per jitted call, no donation, no recommended XLA:CPU flags.
-  Optimised (the defaults): dtype "auto", state donated, the recommended XLA:CPU flags, and
-  two steps fused into one unrolled dispatch. Same parameters after two steps. Both compile
-  with the library's compile options (`perf.jit`); the next test compares those with XLA's.
+  """Plain: float32, one step per jitted call, no donation, the convolutions in XLA's own
+  kernels (as `perf.RECOMMENDED_CPU_FLAGS` has them on Intel). Optimised (the defaults):
+  dtype "auto", state donated, the convolutions in YNNPACK's kernels (XLA's default), and two
+  steps fused into one unrolled dispatch. Same parameters after two steps. Both compile with
+  the library's compile options (`perf.jit`); the next test compares those with XLA's. (The
+  recommended flag itself lives in XLA_FLAGS, for the whole process; the compile option of
+  that name picks one kind of YNNPACK fusion, which is enough to swap the convolutions'
+  kernels within one process. A jaxlib without YNNPACK compiles both alike.)
 
   Adam turns the rounding-noise gradients of the biases in front of BatchNorm into
   learning-rate-sized steps, so any different summation order (the fused two-step program is
@@ -99,17 +150,17 @@ def test_optimised_step_equals_plain_step(data_cache):
                                   "attributes": train.attributes.astype(np.float32)}, mesh)
   key = jax.random.key(3)
   results = []
-  for cfg, options, donate in ((plain_cfg, None, ()), (fast_cfg, "recommended", (0,))):
+  for cfg, options, donate in ((plain_cfg, None, ()), (fast_cfg, "defaults", (0,))):
     model = models.create_model(cfg.model)
     tx = train_lib.make_optimizer(cfg)
     state = parallel.put_replicated(
         train_lib.create_train_state(model, cfg, tx, jax.random.key(0)), mesh)
     fn = perf.jit(train_lib.make_multi_step(train_lib.make_train_step(model, tx, cfg), cfg,
                                             mesh), donate_argnums=donate)
-    compile_options = None
-    if options:
-      compile_options = dict(f.lstrip("-").split("=", 1) for f in perf.RECOMMENDED_CPU_FLAGS)
-    compiled = fn.lower(state, data, key).compile(compiler_options=compile_options or None)
+    ynn = "xla_cpu_experimental_ynn_fusion_type"
+    kinds = "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION" if options else ""  # "": none.
+    known = perf._option_known(ynn, kinds)  # pylint: disable=protected-access
+    compiled = fn.lower(state, data, key).compile(compiler_options={ynn: kinds} if known else None)
     metrics = []
     for _ in range(2 // cfg.steps_per_dispatch):
       state, m = compiled(state, data, key)
