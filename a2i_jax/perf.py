@@ -10,7 +10,11 @@ says what each choice bought and on what machine).
 from __future__ import annotations
 
 import functools
+import importlib.metadata
+import json
 import os
+import subprocess
+import sys
 from typing import Any, Callable, Mapping, Optional
 
 import jax
@@ -151,8 +155,8 @@ def accepted_xla_flags(flags: tuple[str, ...], cache_file: Optional[str] = None,
 
   XLA aborts the whole process at backend start on a flag it does not know (jaxlib 0.7.2 has
   no YNNPACK flags, 0.10.2 has them), and there is no asking it beforehand. So each flag is
-  tried once in a child process (`import jax; jax.devices("cpu")` with that flag alone, a
-  few seconds) and the answer kept per jaxlib version in `cache_file`, a small JSON file. A
+  tried once in a child process (`import jax; jax.devices("cpu")` with that flag alone, about
+  a second) and the answer kept per jaxlib version in `cache_file`, a small JSON file. A
   cache that cannot be read or written is ignored (the flags are tried again); a child that
   times out counts as a refusal and is not remembered.
 
@@ -164,11 +168,7 @@ def accepted_xla_flags(flags: tuple[str, ...], cache_file: Optional[str] = None,
   Returns:
     The accepted flags, in their order in `flags`.
   """
-  import json  # pylint: disable=import-outside-toplevel
-  import subprocess  # pylint: disable=import-outside-toplevel
-  import sys  # pylint: disable=import-outside-toplevel
   cache_file = _default_flag_cache() if cache_file is None else cache_file
-  import importlib.metadata  # pylint: disable=import-outside-toplevel
   try:
     version = "jaxlib " + importlib.metadata.version("jaxlib")
   except importlib.metadata.PackageNotFoundError:
