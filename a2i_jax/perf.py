@@ -20,6 +20,7 @@ from typing import Any, Callable, Mapping, Optional
 import jax
 import jax.numpy as jnp
 
+from a2i_jax import files
 from a2i_jax.errors import ConfigError
 
 # XLA:CPU flags that measurably speed up the paper models on CPU and have no compile-option
@@ -31,7 +32,7 @@ from a2i_jax.errors import ConfigError
 # train step about 1.1x, the CVAE's within the noise (BENCHMARKS.md, "Convolutions without
 # YNNPACK"). It was measured on Intel only, so other CPUs keep YNNPACK's convolutions until
 # measured there. (The compile option of that name takes a single kind, not the list less
-# one, and "matrix products only" that way ran the train steps 0.75-0.85x.)
+# one, and "matrix products only" that way ran the train steps at 0.77-0.85x.)
 RECOMMENDED_CPU_FLAGS: dict[str, tuple[str, ...]] = {
     "GenuineIntel": ("--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",)}
 
@@ -125,7 +126,8 @@ def set_recommended_xla_flags(flags: Optional[tuple[str, ...]] = None,
   or `jax.devices()`); train.py, infer.py and benchmarks/bench.py call it first thing. A flag
   the user already set (by name, the part before "=") is left as the user set it. A flag this
   jaxlib's XLA does not know is left out (`accepted_xla_flags`): XLA would abort the process.
-  The flags are XLA:CPU ones: other backends ignore them.
+  The default flags are XLA:CPU ones, and none are added where a GPU or TPU plugin is
+  installed (its XLA reads XLA_FLAGS too, and the probe does not ask it).
 
   Args:
     flags: XLA flags such as "--xla_cpu_use_onednn=true"; default `recommended_cpu_flags()`.
@@ -133,7 +135,10 @@ def set_recommended_xla_flags(flags: Optional[tuple[str, ...]] = None,
   Returns:
     The resulting XLA_FLAGS (also set in `os.environ`), stripped of outer spaces.
   """
-  flags = recommended_cpu_flags() if flags is None else flags
+  if flags is None:
+    # A GPU or TPU plugin parses XLA_FLAGS with its own XLA, which the probe (CPU) does not
+    # ask; and there the convolutions do not run on the CPU anyway.
+    flags = () if _accelerator_plugin_installed() else recommended_cpu_flags()
   current = os.environ.get("XLA_FLAGS", "")
   names = _xla_flag_names()
   extra = [f for f in flags if _flag_name(f) not in names]
@@ -142,6 +147,13 @@ def set_recommended_xla_flags(flags: Optional[tuple[str, ...]] = None,
   value = " ".join([current] + extra).strip()
   os.environ["XLA_FLAGS"] = value
   return value
+
+
+def _accelerator_plugin_installed() -> bool:
+  """Whether a JAX plugin for GPUs or TPUs is installed (libtpu, or a jax_plugins package)."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  return any(importlib.util.find_spec(name) is not None
+             for name in ("libtpu", "jax_plugins", "jax_cuda12_plugin", "jax_cuda13_plugin"))
 
 
 def _default_flag_cache() -> str:
@@ -157,8 +169,9 @@ def accepted_xla_flags(flags: tuple[str, ...], cache_file: Optional[str] = None,
   no YNNPACK flags, 0.10.2 has them), and there is no asking it beforehand. So each flag is
   tried once in a child process (`import jax; jax.devices("cpu")` with that flag alone, about
   a second) and the answer kept per jaxlib version in `cache_file`, a small JSON file. A
-  cache that cannot be read or written is ignored (the flags are tried again); a child that
-  times out counts as a refusal and is not remembered.
+  cache that cannot be read or written is ignored (the flags are tried again). Only XLA's
+  own "Unknown flag" is remembered as a refusal: a child that fails otherwise, times out or
+  cannot start counts as a refusal this time only.
 
   Args:
     flags: XLA flags, e.g. ("--xla_cpu_use_onednn=true",).
@@ -191,12 +204,16 @@ def accepted_xla_flags(flags: tuple[str, ...], cache_file: Optional[str] = None,
     try:
       done = subprocess.run([sys.executable, "-c", "import jax; jax.devices('cpu')"], env=env,
                             capture_output=True, timeout=timeout_s, check=False)
-    except subprocess.TimeoutExpired:
+    except (OSError, subprocess.TimeoutExpired):  # No child (embedded Python), or too slow.
       continue
-    known[flag] = done.returncode == 0
+    if done.returncode == 0:
+      known[flag] = True
+    elif b"Unknown flag" in done.stderr:  # XLA's own refusal; any other failure is not.
+      known[flag] = False
+    else:
+      continue
     changed = True
   if changed and cache_file:
-    from a2i_jax import files  # pylint: disable=import-outside-toplevel
     cache[version] = known
     try:
       os.makedirs(os.path.dirname(cache_file) or ".", exist_ok=True)

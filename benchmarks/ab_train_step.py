@@ -26,7 +26,8 @@ CPU, on `--batch` images, the encoders' start and the final decode left out) and
 Adam step and image-iterations/s. One JSON line per (model, variant): compile seconds, the
 median of `--rounds` timed calls after a warm-up and every call's time, and the speed ratio to
 the first variant. Fresh processes could not resolve a 5 % change on a machine whose speed
-drifts by 10 % within minutes; alternated calls in one process can.
+drifts by 10 % within minutes; alternated calls in one process can. XLA_FLAGS is as the
+caller sets it: unlike train.py, this script adds no `perf.recommended_cpu_flags()`.
 """
 
 from __future__ import annotations

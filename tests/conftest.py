@@ -6,6 +6,13 @@ import json
 import os
 import pathlib
 import shutil
+import tempfile
+
+# Before anything imports jax, which reads JAX_PLATFORMS when imported (XLA_FLAGS only when
+# its backend starts). The answers of `perf.accepted_xla_flags` go to a folder of the tests'
+# own, for the whole session and the train.py / infer.py processes it starts, not the user's.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ["XDG_CACHE_HOME"] = os.path.join(tempfile.gettempdir(), f"a2i_jax_tests_{os.getuid()}")
 
 from a2i_jax import perf  # noqa: E402  (imports jax, which does not start its backend)
 
@@ -13,8 +20,8 @@ from a2i_jax import perf  # noqa: E402  (imports jax, which does not start its b
 # the library compiles its own programs so (perf.jit); the flag extends it to the tests' own
 # jitted functions, which compile a tiny train step 3-4 times faster with it. And the flags
 # train.py and infer.py add on this CPU (`perf.recommended_cpu_flags`), so that the tests run the
-# convolutions as the entry points do, and the entry points they start find them set and probe
-# nothing. An unknown flag aborts XLA, so which of them this jaxlib knows is probed once
+# convolutions as the entry points do, and the entry points they start find them set. An
+# unknown flag aborts XLA, so which of them this jaxlib knows is probed once
 # (`perf.accepted_xla_flags`, in subprocesses) and handed down to the workers and subprocesses.
 _CLASSIC_EMITTERS = "--xla_cpu_use_fusion_emitters=false"
 _ACCEPTED_FLAGS = "A2I_TESTS_XLA_FLAGS"
@@ -23,7 +30,7 @@ _ACCEPTED_FLAGS = "A2I_TESTS_XLA_FLAGS"
 def _accepted_flags() -> list[str]:
   if _ACCEPTED_FLAGS not in os.environ:
     os.environ[_ACCEPTED_FLAGS] = " ".join(perf.accepted_xla_flags(
-        (_CLASSIC_EMITTERS, *perf.recommended_cpu_flags()), cache_file=""))
+        (_CLASSIC_EMITTERS, *perf.recommended_cpu_flags())))
   return os.environ[_ACCEPTED_FLAGS].split()
 
 
@@ -33,7 +40,6 @@ os.environ["XLA_FLAGS"] = " ".join([
     os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=4",
     "--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true",
     *_accepted_flags()]).strip()
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
