@@ -85,9 +85,9 @@ def _parse_flags(argv: list[str]) -> list[str]:
 def main(argv):
   if len(argv) > 1:
     _fail(f"unexpected arguments: {' '.join(argv[1:])}; flags are written --name=value.")
-  perf.set_recommended_xla_flags()  # Before JAX starts its backend (the function says).
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.INFO)
+  perf.set_recommended_xla_flags()  # Before JAX starts its backend (the function says).
   if logging.get_verbosity() < logging.DEBUG:
     checkpoints.quiet_orbax(logging.get_absl_handler())
     std_logging.getLogger("jax").setLevel(std_logging.WARNING)  # "Unable to initialize TPU".

@@ -17,24 +17,32 @@ import subprocess
 import sys
 from typing import Any, Callable, Mapping, Optional
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 
 from a2i_jax import files
 from a2i_jax.errors import ConfigError
 
-# XLA:CPU flags that measurably speed up the paper models on CPU and have no compile-option
-# form, by CPU vendor (`recommended_cpu_flags`), appended to XLA_FLAGS by
-# `set_recommended_xla_flags` (train.py, infer.py and benchmarks/bench.py call it before JAX
-# starts its backend). jaxlib 0.10 hands convolutions and matrix products to YNNPACK; the
-# flag takes the convolutions back to XLA's own kernels (Eigen's). On a 2-core Intel Xeon
-# (AVX-512) that ran posterior inference's steps 1.07-1.17x faster and the paper disCVAE's
-# train step about 1.1x, the CVAE's within the noise (BENCHMARKS.md, "Convolutions without
-# YNNPACK"). It was measured on Intel only, so other CPUs keep YNNPACK's convolutions until
-# measured there. (The compile option of that name takes a single kind, not the list less
-# one, and "matrix products only" that way ran the train steps at 0.77-0.85x.)
-RECOMMENDED_CPU_FLAGS: dict[str, tuple[str, ...]] = {
-    "GenuineIntel": ("--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",)}
+# The XLA:CPU flag that takes convolutions back from YNNPACK (to which jaxlib 0.10 hands every
+# convolution and matrix product) to XLA's own kernels (Eigen's); it has no compile-option form
+# (the option of that name takes a single kind, not the list less one, and "matrix products
+# only" that way ran the train steps at 0.77-0.85x). Which kernels are faster depends on the
+# CPU: on a 2-core Intel Xeon (AVX-512) XLA's ran posterior inference's steps 1.07-1.17x faster,
+# the paper disCVAE's train step about 1.1x and the synthetic CVAE's 1.56x (BENCHMARKS.md,
+# "Convolutions without YNNPACK"). So `recommended_cpu_flags` times both on the machine itself,
+# once per CPU model and jaxlib (`convolution_kernel_timing`), and adds the flag where XLA's
+# are at least `XLA_CONVOLUTIONS_MIN_GAIN` times as fast.
+XLA_CONVOLUTIONS_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
+XLA_CONVOLUTIONS_MIN_GAIN = 1.05
+
+# The convolutions `time_convolution_kernels` times, forward and input gradient, as
+# (size, input channels, output channels, kernel), NHWC / HWIO with SAME padding: the paper
+# models' kinds at width 1 (BENCHMARKS.md's benchmarks/conv_layers.py): the polyphase 3x3
+# layers at 8, 16 and 32 px, the background decoder's 3x3, an encoder's 5x5 and the merged
+# 5x5 heads (the one kind that ran faster in YNNPACK's kernels on the Intel Xeon).
+TIMED_CONVOLUTIONS = ((8, 256, 1024, 3), (16, 256, 512, 3), (32, 128, 256, 3), (32, 64, 64, 3),
+                      (32, 64, 128, 5), (64, 64, 6, 5))
 
 # XLA:CPU compile options for every program the library jits (`jit`, `compiler_options`): the
 # classic loop emitters for fused elementwise kernels instead of the newer MLIR fusion emitters
@@ -89,33 +97,166 @@ def _xla_flag_names() -> set[str]:
   return {_flag_name(f) for f in os.environ.get("XLA_FLAGS", "").split()}
 
 
-def cpu_vendor(cpuinfo: str = "/proc/cpuinfo") -> str:
-  """The CPU's vendor as the kernel names it ("GenuineIntel", "AuthenticAMD", ...).
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
+  """The CPU's model as the kernel describes it: its name, family and model numbers.
 
   Args:
     cpuinfo: the file to read it from (Linux's).
   Returns:
-    The first `vendor_id`; "" where the file cannot be read or names none.
+    e.g. "AMD EPYC 9B14 (family 25, model 17)"; "" where the file cannot be read.
   """
+  fields: dict[str, str] = {}
   try:
     with open(cpuinfo, encoding="utf-8", errors="replace") as f:
       for line in f:
-        if line.startswith("vendor_id"):
-          return line.split(":", 1)[-1].strip()
+        key, _, value = line.partition(":")
+        if not key.strip():  # The first processor's block ends at a blank line.
+          break
+        fields.setdefault(key.strip(), value.strip())
   except OSError:
-    pass
-  return ""
+    return ""
+  name = fields.get("model name") or fields.get("vendor_id", "")
+  if not name:
+    return ""
+  return f"{name} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')})"
 
 
-def recommended_cpu_flags(vendor: Optional[str] = None) -> tuple[str, ...]:
-  """The XLA flags `set_recommended_xla_flags` adds on this CPU (`RECOMMENDED_CPU_FLAGS`).
+def convolution_kernel_programs(batch: int = 4) -> Optional[dict[str, list]]:
+  """`TIMED_CONVOLUTIONS`' forward and input gradient, compiled for YNNPACK and for XLA.
+
+  Each program is compiled twice, with the compile option `xla_cpu_experimental_ynn_fusion_type`
+  naming convolutions alone (YNNPACK's kernels) or matrix products alone (XLA's own), which for
+  these programs is what XLA_FLAGS' `XLA_CONVOLUTIONS_FLAG` does to a whole model.
 
   Args:
-    vendor: a `cpu_vendor()` value; default this machine's.
+    batch: images per convolution.
   Returns:
-    The flags measured to help on CPUs of that vendor; () for others.
+    {"ynnpack_ms": [(compiled, x, w), ...], "xla_ms": [...]}, one entry per convolution,
+    warmed up; None where this XLA has no YNNPACK (jaxlib 0.7.2).
   """
-  return RECOMMENDED_CPU_FLAGS.get(cpu_vendor() if vendor is None else vendor, ())
+  name = "xla_cpu_experimental_ynn_fusion_type"
+  kinds = {"ynnpack_ms": "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION",
+           "xla_ms": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+  if not all(_option_known(name, kind) for kind in kinds.values()):
+    return None
+
+  def forward_and_input_grad(x, w):
+    y, vjp = jax.vjp(lambda x: jax.lax.conv_general_dilated(
+        x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")), x)
+    return vjp(y)[0]
+  cpu = jax.devices("cpu")[0]
+  programs: dict[str, list] = {key: [] for key in kinds}
+  for size, cin, cout, k in TIMED_CONVOLUTIONS:
+    x = jax.device_put(jnp.full((batch, size, size, cin), 0.5, jnp.float32), cpu)
+    w = jax.device_put(jnp.full((k, k, cin, cout), 0.01, jnp.float32), cpu)
+    lowered = jax.jit(forward_and_input_grad).lower(x, w)
+    for key, kind in kinds.items():
+      compiled = lowered.compile(compiler_options={**(compiler_options(backend="cpu") or {}),
+                                                   name: kind})
+      jax.block_until_ready(compiled(x, w))  # The warm-up.
+      programs[key].append((compiled, x, w))
+  return programs
+
+
+def time_convolution_kernels(batch: int = 4, rounds: int = 5) -> Optional[dict[str, float]]:
+  """Times `convolution_kernel_programs` (YNNPACK's kernels against XLA's) in this process.
+
+  The two sets run in alternating rounds, so that both see the same machine load. About 4 s
+  at the defaults on a 2-core machine, 2 of them compiling.
+
+  Args:
+    batch: images per convolution.
+    rounds: timed rounds of each set; the medians are compared.
+  Returns:
+    {"ynnpack_ms": ..., "xla_ms": ...}: each set's median round; None where this XLA has no
+    YNNPACK (jaxlib 0.7.2).
+  """
+  import statistics  # pylint: disable=import-outside-toplevel
+  import time  # pylint: disable=import-outside-toplevel
+  programs = convolution_kernel_programs(batch)
+  if programs is None:
+    return None
+  times: dict[str, list[float]] = {key: [] for key in programs}
+  for _ in range(rounds):
+    for key, calls in programs.items():
+      start = time.perf_counter()
+      for compiled, x, w in calls:
+        jax.block_until_ready(compiled(x, w))
+      times[key].append(time.perf_counter() - start)
+  return {key: round(1e3 * statistics.median(t), 2) for key, t in times.items()}
+
+
+def convolution_kernel_timing(cache_file: Optional[str] = None,
+                              timeout_s: float = 120.0) -> Optional[dict[str, float]]:
+  """`time_convolution_kernels` on this machine, measured once per CPU model and jaxlib.
+
+  It runs in a child process (a few seconds, mostly JAX's import): XLA reads XLA_FLAGS when
+  its backend starts, so the answer must come before this process starts its own. The
+  answer is kept in `cache_file` under "convolution kernels", keyed by `cpu_model()`, the
+  number of CPUs and the jaxlib version; delete the entry to measure again. A child that
+  fails or times out gives None and nothing is kept.
+
+  Args:
+    cache_file: the answers file (`accepted_xla_flags`' too); None: its default; "" keeps none.
+    timeout_s: how long the child may take.
+  Returns:
+    {"ynnpack_ms": ..., "xla_ms": ...}, or None where it could not be measured.
+  """
+  cache_file = _default_flag_cache() if cache_file is None else cache_file
+  key = f"{cpu_model()}, {os.cpu_count()} CPUs, {_jaxlib_version()}"
+  cache = _read_cache(cache_file)
+  timings = cache.get("convolution kernels")
+  timings = timings if isinstance(timings, dict) else {}
+  if _valid_timing(timings.get(key)):
+    return timings[key]
+  package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": os.pathsep.join(
+      p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)}
+  code = "import json; from a2i_jax import perf; print(json.dumps(perf.time_convolution_kernels()))"
+  logging.info("Timing this CPU's convolution kernels, YNNPACK's against XLA's (once per CPU "
+               "model; kept in %s).", cache_file or "no file")
+  try:
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          timeout=timeout_s, check=False)
+    measured = json.loads(done.stdout.decode().strip().splitlines()[-1])
+  except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
+    return None
+  if not _valid_timing(measured):
+    return None
+  logging.info("Convolutions: YNNPACK's %.0f ms, XLA's %.0f ms.", measured["ynnpack_ms"],
+               measured["xla_ms"])
+  if cache_file:
+    cache["convolution kernels"] = {**timings, key: measured}
+    _write_cache(cache_file, cache)
+  return measured
+
+
+def _valid_timing(timing: Any) -> bool:
+  return (isinstance(timing, dict) and set(timing) == {"ynnpack_ms", "xla_ms"} and all(
+      isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in timing.values()))
+
+
+def recommended_cpu_flags(cache_file: Optional[str] = None) -> tuple[str, ...]:
+  """The XLA flags `set_recommended_xla_flags` adds on this CPU, chosen by measurement.
+
+  Today one: `XLA_CONVOLUTIONS_FLAG`, where this jaxlib knows it (`accepted_xla_flags`) and
+  XLA's own convolutions ran at least `XLA_CONVOLUTIONS_MIN_GAIN` times as fast as YNNPACK's
+  on this CPU (`convolution_kernel_timing`, measured once per CPU model). Nothing is measured
+  where the user's XLA_FLAGS already names the flag.
+
+  Args:
+    cache_file: the answers file of both; None: their default.
+  Returns:
+    The flags; () where none helps, or the measurement failed.
+  """
+  if _flag_name(XLA_CONVOLUTIONS_FLAG) in _xla_flag_names():
+    return ()
+  if not accepted_xla_flags((XLA_CONVOLUTIONS_FLAG,), cache_file):
+    return ()
+  timing = convolution_kernel_timing(cache_file)
+  if timing and timing["ynnpack_ms"] >= XLA_CONVOLUTIONS_MIN_GAIN * timing["xla_ms"]:
+    return (XLA_CONVOLUTIONS_FLAG,)
+  return ()
 
 
 def set_recommended_xla_flags(flags: Optional[tuple[str, ...]] = None,
@@ -138,7 +279,7 @@ def set_recommended_xla_flags(flags: Optional[tuple[str, ...]] = None,
   if flags is None:
     # A GPU or TPU plugin parses XLA_FLAGS with its own XLA, which the probe (CPU) does not
     # ask; and there the convolutions do not run on the CPU anyway.
-    flags = () if _accelerator_plugin_installed() else recommended_cpu_flags()
+    flags = () if _accelerator_plugin_installed() else recommended_cpu_flags(cache_file)
   current = os.environ.get("XLA_FLAGS", "")
   names = _xla_flag_names()
   extra = [f for f in flags if _flag_name(f) not in names]
@@ -154,6 +295,34 @@ def _accelerator_plugin_installed() -> bool:
   import importlib.util  # pylint: disable=import-outside-toplevel
   return any(importlib.util.find_spec(name) is not None
              for name in ("libtpu", "jax_plugins", "jax_cuda12_plugin", "jax_cuda13_plugin"))
+
+
+def _jaxlib_version() -> str:
+  try:
+    return "jaxlib " + importlib.metadata.version("jaxlib")
+  except importlib.metadata.PackageNotFoundError:
+    return "jax " + jax.__version__
+
+
+def _read_cache(cache_file: str) -> dict[str, Any]:
+  """The answers file as a dict; {} where it is off (""), missing, unreadable or not a dict."""
+  if not cache_file:
+    return {}
+  try:
+    with open(cache_file, encoding="utf-8") as f:
+      cache = json.load(f)
+  except (OSError, ValueError):
+    return {}
+  return cache if isinstance(cache, dict) else {}
+
+
+def _write_cache(cache_file: str, cache: dict[str, Any]) -> None:
+  """Writes the answers file atomically; a folder that cannot be written is ignored."""
+  try:
+    os.makedirs(os.path.dirname(cache_file) or ".", exist_ok=True)
+    files.atomic_write(cache_file, json.dumps(cache, indent=1, sort_keys=True))
+  except OSError:
+    pass
 
 
 def _default_flag_cache() -> str:
@@ -182,20 +351,10 @@ def accepted_xla_flags(flags: tuple[str, ...], cache_file: Optional[str] = None,
     The accepted flags, in their order in `flags`.
   """
   cache_file = _default_flag_cache() if cache_file is None else cache_file
-  try:
-    version = "jaxlib " + importlib.metadata.version("jaxlib")
-  except importlib.metadata.PackageNotFoundError:
-    version = "jax " + jax.__version__
-  cache: dict[str, Any] = {}
-  if cache_file:
-    try:
-      with open(cache_file, encoding="utf-8") as f:
-        cache = json.load(f)
-      if not isinstance(cache, dict) or not isinstance(cache.get(version, {}), dict):
-        cache = {}
-    except (OSError, ValueError):
-      cache = {}
-  known = dict(cache.get(version, {}))
+  version = _jaxlib_version()
+  cache = _read_cache(cache_file)
+  known = cache.get(version)
+  known = dict(known) if isinstance(known, dict) else {}
   changed = False
   for flag in flags:
     if isinstance(known.get(flag), bool):
@@ -215,11 +374,7 @@ def accepted_xla_flags(flags: tuple[str, ...], cache_file: Optional[str] = None,
     changed = True
   if changed and cache_file:
     cache[version] = known
-    try:
-      os.makedirs(os.path.dirname(cache_file) or ".", exist_ok=True)
-      files.atomic_write(cache_file, json.dumps(cache, indent=1, sort_keys=True))
-    except OSError:
-      pass
+    _write_cache(cache_file, cache)
   return tuple(f for f in flags if known.get(f) is True)
 
 

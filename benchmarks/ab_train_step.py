@@ -107,21 +107,60 @@ def main(argv=None) -> None:
                         "call_s_all": [round(t, 3) for t in times[name]]}), flush=True)
 
 
-# Variant keys that are not config keys: the library's module-level form settings, set while
-# the variant is traced (module, attribute).
-FORMS = {"max_pool": ("a2i_jax.models.layers", "MAX_POOL_FORM"),
-         "conv_output_split": ("a2i_jax.models.conv_grad", "CONV_OUTPUT_SPLIT"),
-         "norm_concat_below": ("a2i_jax.train_state", "NORM_CONCAT_BELOW"),
-         "cpu_scheduler": ("a2i_jax.perf", "CPU_COMPILER_OPTIONS"),
-         "polyphase_offset": ("a2i_jax.models.layers", "POLYPHASE_OFFSET"),
-         "optimizer": ("a2i_jax.train_lib", "make_optimizer"),
-         "ynn": ("a2i_jax.perf", "CPU_COMPILER_OPTIONS")}
-
 # ynn=...: which operations XLA:CPU hands to YNNPACK (`xla_cpu_experimental_ynn_fusion_type`):
 # xla: XLA's default (convolutions and matrix products); dot: matrix products only; conv:
 # convolutions only; none: neither (XLA's own kernels, Eigen's convolution).
 YNN_FUSION_TYPES = {"xla": None, "dot": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",
                     "conv": "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION", "none": ""}
+
+
+def _choice(key: str, value: str, choices) -> None:
+  if value not in choices:
+    raise SystemExit(f"error: {key}={value!r}; use one of {', '.join(choices)}.")
+
+
+def _number(key, value, module, attr):
+  """A plain form setting: digits become an int, anything else stays a string."""
+  del key, module, attr
+  return int(value) if value.isdigit() else value
+
+
+def _cpu_scheduler(key, value, module, attr):
+  """The library's CPU compile options with XLA's bfs or dfs instruction scheduler."""
+  _choice(key, value, ("bfs", "dfs"))
+  return {**getattr(module, attr),
+          "xla_cpu_enable_concurrency_optimized_scheduler": value == "bfs"}
+
+
+def _ynn(key, value, module, attr):
+  """The library's CPU compile options with one `YNN_FUSION_TYPES` kind (or XLA's default)."""
+  _choice(key, value, YNN_FUSION_TYPES)
+  name = "xla_cpu_experimental_ynn_fusion_type"
+  options = {k: v for k, v in getattr(module, attr).items() if k != name}
+  if YNN_FUSION_TYPES[value] is not None:
+    options[name] = YNN_FUSION_TYPES[value]
+  return options
+
+
+def _optimizer(key, value, module, attr):
+  """flat: the library's optimiser (Adam on one vector); per_leaf: Adam's moments as trees."""
+  del module, attr
+  import importlib  # pylint: disable=import-outside-toplevel
+  state = importlib.import_module("a2i_jax.train_state")
+  choices = {"flat": state.make_optimizer, "per_leaf": state.legacy_optimizer}
+  _choice(key, value, choices)
+  return choices[value]
+
+
+# Variant keys that are not config keys: the library's module-level form settings, set while
+# the variant is traced: key -> (module, attribute, value(key, text, module, attribute)).
+FORMS = {"max_pool": ("a2i_jax.models.layers", "MAX_POOL_FORM", _number),
+         "conv_output_split": ("a2i_jax.models.conv_grad", "CONV_OUTPUT_SPLIT", _number),
+         "norm_concat_below": ("a2i_jax.train_state", "NORM_CONCAT_BELOW", _number),
+         "cpu_scheduler": ("a2i_jax.perf", "CPU_COMPILER_OPTIONS", _cpu_scheduler),
+         "polyphase_offset": ("a2i_jax.models.layers", "POLYPHASE_OFFSET", _number),
+         "optimizer": ("a2i_jax.train_lib", "make_optimizer", _optimizer),
+         "ynn": ("a2i_jax.perf", "CPU_COMPILER_OPTIONS", _ynn)}
 
 
 @contextlib.contextmanager
@@ -136,28 +175,12 @@ def forms(settings: dict):
   import importlib  # pylint: disable=import-outside-toplevel
   saved = []
   try:
-    for key, value in settings.items():
-      module = importlib.import_module(FORMS[key][0])
-      saved.append((module, FORMS[key][1], getattr(module, FORMS[key][1])))
-      if key == "cpu_scheduler":  # The library's CPU compile options with XLA's scheduler.
-        if value not in ("bfs", "dfs"):
-          raise SystemExit(f"error: cpu_scheduler={value!r}; use bfs or dfs.")
-        value = {**module.CPU_COMPILER_OPTIONS,
-                 "xla_cpu_enable_concurrency_optimized_scheduler": value == "bfs"}
-      if key == "ynn":
-        if value not in YNN_FUSION_TYPES:
-          raise SystemExit(f"error: ynn={value!r}; use one of {', '.join(YNN_FUSION_TYPES)}.")
-        name = "xla_cpu_experimental_ynn_fusion_type"
-        value = {k: v for k, v in module.CPU_COMPILER_OPTIONS.items() if k != name}
-        if YNN_FUSION_TYPES[settings[key]] is not None:
-          value[name] = YNN_FUSION_TYPES[settings[key]]
-      if key == "optimizer":  # flat: the library's; per_leaf: Adam's moments as trees.
-        state = importlib.import_module("a2i_jax.train_state")
-        choices = {"flat": state.make_optimizer, "per_leaf": state.legacy_optimizer}
-        if value not in choices:
-          raise SystemExit(f"error: optimizer={value!r}; use flat or per_leaf.")
-        value = choices[value]
-      setattr(module, FORMS[key][1], int(value) if str(value).isdigit() else value)
+    for key, text in settings.items():
+      module_name, attr, value = FORMS[key]
+      module = importlib.import_module(module_name)
+      new = value(key, str(text), module, attr)
+      saved.append((module, attr, getattr(module, attr)))
+      setattr(module, attr, new)
     yield
   finally:
     for module, attr, value in reversed(saved):

@@ -21,25 +21,17 @@ from a2i_jax import perf  # noqa: E402  (imports jax, which does not start its b
 # jitted functions, which compile a tiny train step 3-4 times faster with it. And the flags
 # train.py and infer.py add on this CPU (`perf.recommended_cpu_flags`), so that the tests run the
 # convolutions as the entry points do, and the entry points they start find them set. An
-# unknown flag aborts XLA, so which of them this jaxlib knows is probed once
-# (`perf.accepted_xla_flags`, in subprocesses) and handed down to the workers and subprocesses.
+# unknown flag aborts XLA, so which of them this jaxlib knows is probed once per jaxlib
+# (`perf.accepted_xla_flags`, in subprocesses) and kept in the tests' cache folder above,
+# where the xdist workers find the answers the first process wrote.
 _CLASSIC_EMITTERS = "--xla_cpu_use_fusion_emitters=false"
-_ACCEPTED_FLAGS = "A2I_TESTS_XLA_FLAGS"
-
-
-def _accepted_flags() -> list[str]:
-  if _ACCEPTED_FLAGS not in os.environ:
-    os.environ[_ACCEPTED_FLAGS] = " ".join(perf.accepted_xla_flags(
-        (_CLASSIC_EMITTERS, *perf.recommended_cpu_flags())))
-  return os.environ[_ACCEPTED_FLAGS].split()
-
 
 # Tiny models run in milliseconds but XLA:CPU spends seconds optimising each program with
 # LLVM; the tests trade run time for compile time.
 os.environ["XLA_FLAGS"] = " ".join([
     os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=4",
     "--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true",
-    *_accepted_flags()]).strip()
+    *perf.accepted_xla_flags((_CLASSIC_EMITTERS, *perf.recommended_cpu_flags()))]).strip()
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

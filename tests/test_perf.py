@@ -1,5 +1,5 @@
 """The performance defaults change speed, not results: the precision policy, the recommended
-XLA:CPU flags, donation and fused dispatches against the plain step."""
+XLA:CPU flags (chosen by measurement), donation and fused dispatches against the plain step."""
 
 import json
 import os
@@ -53,16 +53,87 @@ def test_recommended_flags_keep_user_flags_and_leave_out_unknown_ones(monkeypatc
   assert perf.set_recommended_xla_flags(("--xla_a=0",)) == value and len(asked) == 1
 
 
-def test_recommended_cpu_flags_by_vendor(tmp_path):
-  intel, amd = tmp_path / "intel", tmp_path / "amd"
-  intel.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\n")
-  amd.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n")
-  assert perf.cpu_vendor(str(intel)) == "GenuineIntel"
-  assert perf.cpu_vendor(str(amd)) == "AuthenticAMD"
-  assert perf.cpu_vendor(str(tmp_path / "missing")) == ""
-  assert perf.recommended_cpu_flags("GenuineIntel") == perf.RECOMMENDED_CPU_FLAGS["GenuineIntel"]
-  assert any("ynn_fusion_type" in f for f in perf.recommended_cpu_flags("GenuineIntel"))
-  assert perf.recommended_cpu_flags("AuthenticAMD") == perf.recommended_cpu_flags("") == ()
+def test_cpu_model(tmp_path):
+  intel, amd, bare = tmp_path / "intel", tmp_path / "amd", tmp_path / "bare"
+  intel.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 167\n"
+                   "model name\t: Intel(R) Xeon(R) Processor\n\nprocessor\t: 1\n"
+                   "model name\t: Other\n")
+  amd.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+                 "model name\t: AMD EPYC 9B14\n")
+  bare.write_text("processor\t: 0\nvendor_id\t: SomeVendor\n")
+  assert perf.cpu_model(str(intel)) == "Intel(R) Xeon(R) Processor (family 6, model 167)"
+  assert perf.cpu_model(str(amd)) == "AMD EPYC 9B14 (family 25, model 17)"
+  assert perf.cpu_model(str(bare)) == "SomeVendor (family ?, model ?)"
+  assert perf.cpu_model(str(tmp_path / "missing")) == ""
+
+
+def test_convolution_kernel_programs_compare_ynnpack_with_xla():
+  """The timed sets are what they say: YNNPACK's kernels in one, XLA's own in the other."""
+  programs = perf.convolution_kernel_programs(batch=1)
+  import importlib.metadata  # pylint: disable=import-outside-toplevel
+  if programs is None:  # No YNNPACK in this XLA: jaxlib 0.7.2 (the oldest pins), not 0.10.
+    assert tuple(int(v) for v in importlib.metadata.version("jaxlib").split(".")[:2]) < (0, 10)
+    return
+  assert [len(v) for v in programs.values()] == [len(perf.TIMED_CONVOLUTIONS)] * 2
+  for compiled, _, _ in programs["ynnpack_ms"]:
+    assert "ynn_fusion" in compiled.as_text()
+  for compiled, _, _ in programs["xla_ms"]:
+    assert "ynn_fusion" not in compiled.as_text() and "convolution(" in compiled.as_text()
+  # Both give the same numbers.
+  for (a, x, w), (b, _, _) in zip(*programs.values()):
+    np.testing.assert_allclose(np.asarray(a(x, w)), np.asarray(b(x, w)), rtol=1e-4)
+
+
+def test_recommended_cpu_flags_are_measured_once_per_cpu_model(tmp_path, monkeypatch):
+  flag = perf.XLA_CONVOLUTIONS_FLAG
+  cache = str(tmp_path / "answers.json")
+  monkeypatch.delenv("XLA_FLAGS", raising=False)
+  monkeypatch.setattr(perf, "accepted_xla_flags", lambda flags, cache_file=None: flags)
+  children = []
+
+  def child(ynnpack_ms, xla_ms, rc=0):
+    def run(cmd, **kwargs):
+      children.append(kwargs["env"]["JAX_PLATFORMS"])
+      out = json.dumps({"ynnpack_ms": ynnpack_ms, "xla_ms": xla_ms}).encode() if rc == 0 else b""
+      return subprocess.CompletedProcess(cmd, rc, b"compiling\n" + out, b"")
+    monkeypatch.setattr(subprocess, "run", run)
+
+  def no_child(*args, **kwargs):
+    raise AssertionError("measured again")
+
+  # XLA's convolutions 1.2x as fast: the flag, and the timing kept for this CPU model.
+  monkeypatch.setattr(perf, "cpu_model", lambda: "CPU A")
+  child(120.0, 100.0)
+  assert perf.recommended_cpu_flags(cache) == (flag,) and children == ["cpu"]
+  with open(cache, encoding="utf-8") as f:
+    kept = json.load(f)["convolution kernels"]
+  assert list(kept.values()) == [{"ynnpack_ms": 120.0, "xla_ms": 100.0}]
+  assert next(iter(kept)).startswith("CPU A, ")
+  monkeypatch.setattr(subprocess, "run", no_child)
+  assert perf.recommended_cpu_flags(cache) == (flag,)
+  # Another CPU model is measured on its own: there XLA's are not faster enough, no flag.
+  monkeypatch.setattr(perf, "cpu_model", lambda: "CPU B")
+  child(103.0, 100.0)
+  assert perf.recommended_cpu_flags(cache) == () and len(children) == 2
+  with open(cache, encoding="utf-8") as f:
+    assert len(json.load(f)["convolution kernels"]) == 2
+  # A damaged entry is not trusted; a failed child gives no flag and is not kept.
+  with open(cache, encoding="utf-8") as f:
+    answers = json.load(f)
+  answers["convolution kernels"] = {k: {"ynnpack_ms": "fast"} for k in answers["convolution kernels"]}
+  with open(cache, "w", encoding="utf-8") as f:
+    json.dump(answers, f)
+  child(0, 0, rc=1)
+  assert perf.recommended_cpu_flags(cache) == () and len(children) == 3
+  child(130.0, 100.0)
+  assert perf.recommended_cpu_flags(cache) == (flag,) and len(children) == 4
+  # A user who names the flag in XLA_FLAGS decides; an XLA without it is not measured.
+  monkeypatch.setattr(subprocess, "run", no_child)
+  monkeypatch.setenv("XLA_FLAGS", flag.split("=")[0] + "=")
+  assert perf.recommended_cpu_flags(str(tmp_path / "other.json")) == ()
+  monkeypatch.delenv("XLA_FLAGS")
+  monkeypatch.setattr(perf, "accepted_xla_flags", lambda flags, cache_file=None: ())
+  assert perf.recommended_cpu_flags(str(tmp_path / "other.json")) == ()
 
 
 def test_no_recommended_flags_beside_an_accelerator_plugin(monkeypatch):
@@ -140,9 +211,9 @@ def _zero_gradient_leaves(cfg, data) -> list[bool]:
 
 def test_optimised_step_equals_plain_step(data_cache):
   """Plain: float32, one step per jitted call, no donation, nothing in YNNPACK's kernels (the
-  convolutions in XLA's own, as `perf.RECOMMENDED_CPU_FLAGS` has them on Intel). Optimised:
-  dtype "auto", state donated, the convolutions in YNNPACK's kernels (XLA's default
-  elsewhere), and two steps fused into one unrolled dispatch. Same parameters after two
+  convolutions in XLA's own, as `perf.recommended_cpu_flags` has them where those measured
+  faster). Optimised: dtype "auto", state donated, the convolutions in YNNPACK's kernels (XLA's
+  default elsewhere), and two steps fused into one unrolled dispatch. Same parameters after two
   steps. Both compile with the library's compile options (`perf.jit`); the next test
   compares those with XLA's. (The recommended flag itself lives in XLA_FLAGS, for the whole
   process; the compile option of that name picks one kind of YNNPACK fusion, which is enough
