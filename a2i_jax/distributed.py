@@ -207,7 +207,18 @@ def define_flags() -> Callable[[], int]:
                                        "processes (or A2I_NUM_PROCESSES).")
   process_id = flags.DEFINE_integer("process_id", None, "Multi-process: this process's index "
                                     "(or A2I_PROCESS_ID).")
-  return lambda: initialize(coordinator.value, num_processes.value, process_id.value)
+
+  def join() -> int:
+    count = initialize(coordinator.value, num_processes.value, process_id.value)
+    # The CPU's "auto" model forms follow the convolution kernels each process's timing chose
+    # (perf.recommended_cpu_flags); processes that chose differently would build different
+    # programs, so they stop here instead of at a mismatched collective.
+    from a2i_jax import perf  # pylint: disable=import-outside-toplevel
+    same_on_every_process(
+        "the convolution kernels", "XLA's own" if perf.xla_convolutions() else "YNNPACK's",
+        f"set XLA_FLAGS the same on every host, e.g. {perf.XLA_CONVOLUTIONS_FLAG}")
+    return count
+  return join
 
 
 def is_main() -> bool:
@@ -285,6 +296,40 @@ def main_first(name: str, fn: Callable[[], T], timeout_s: float = DATA_TIMEOUT_S
     raise DataError(f"process 0 failed at '{name}' ({status}); process {process_index()} "
                     "stops too.")
   return fn()
+
+
+def same_on_every_process(name: str, value: str, fix: str,
+                          timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+  """Stops with an error on a process whose `value` differs from process 0's.
+
+  A no-op in a single process. Every process calls it with the same `name`, in the same order.
+
+  Args:
+    name: what is compared (in the message).
+    value: this process's value.
+    fix: what the user should do, for the message.
+    timeout_s: how long to wait for process 0's value.
+  Raises:
+    ConfigError: this process's value differs from process 0's.
+    DataError: process 0 did not give its value in time.
+  """
+  client = _client()
+  if client is None:
+    return
+  global _barrier_count
+  _barrier_count += 1
+  key = f"a2i/{_barrier_count}/{name}/value"
+  if is_main():
+    client.key_value_set(key, value)
+    return
+  try:
+    theirs = client.blocking_key_value_get(key, int(timeout_s * 1000))
+  except Exception as e:  # pylint: disable=broad-except
+    raise DataError(f"process {process_index()}: process 0 did not say which {name} it uses "
+                    f"within {timeout_s:.0f} s ({str(e).splitlines()[0]}).") from None
+  if theirs != value:
+    raise ConfigError(f"process {process_index()}: {name}: {value} here, {theirs} on process 0; "
+                      f"{fix}.")
 
 
 @contextlib.contextmanager

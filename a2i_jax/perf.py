@@ -9,6 +9,7 @@ says what each choice bought and on what machine).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.metadata
 import json
@@ -103,7 +104,8 @@ def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
   Args:
     cpuinfo: the file to read it from (Linux's).
   Returns:
-    e.g. "AMD EPYC 9B14 (family 25, model 17)"; "" where the file cannot be read.
+    e.g. "AMD EPYC 9B14 (family 25, model 17)", or an Arm CPU's implementer and part;
+    "" where the file cannot be read or names none of them.
   """
   fields: dict[str, str] = {}
   try:
@@ -115,6 +117,9 @@ def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
         fields.setdefault(key.strip(), value.strip())
   except OSError:
     return ""
+  if "CPU implementer" in fields:  # Arm: no model name; the implementer and part numbers.
+    return (f"Arm implementer {fields['CPU implementer']}, part {fields.get('CPU part', '?')}, "
+            f"variant {fields.get('CPU variant', '?')}")
   name = fields.get("model name") or fields.get("vendor_id", "")
   if not name:
     return ""
@@ -161,8 +166,9 @@ def convolution_kernel_programs(batch: int = 4) -> Optional[dict[str, list]]:
 def time_convolution_kernels(batch: int = 4, rounds: int = 5) -> Optional[dict[str, float]]:
   """Times `convolution_kernel_programs` (YNNPACK's kernels against XLA's) in this process.
 
-  The two sets run in alternating rounds, so that both see the same machine load. About 4 s
-  at the defaults on a 2-core machine, 2 of them compiling.
+  Each convolution runs in both forms back to back, so that both see the same machine load;
+  a round sums each form's times over the convolutions. About 4 s at the defaults on a
+  2-core machine, 2 of them compiling.
 
   Args:
     batch: images per convolution.
@@ -178,23 +184,30 @@ def time_convolution_kernels(batch: int = 4, rounds: int = 5) -> Optional[dict[s
     return None
   times: dict[str, list[float]] = {key: [] for key in programs}
   for _ in range(rounds):
-    for key, calls in programs.items():
-      start = time.perf_counter()
-      for compiled, x, w in calls:
+    spent = dict.fromkeys(programs, 0.0)
+    for i in range(len(TIMED_CONVOLUTIONS)):
+      for key, calls in programs.items():  # Each convolution in both forms, back to back.
+        compiled, x, w = calls[i]
+        start = time.perf_counter()
         jax.block_until_ready(compiled(x, w))
-      times[key].append(time.perf_counter() - start)
+        spent[key] += time.perf_counter() - start
+    for key, seconds in spent.items():
+      times[key].append(seconds)
   return {key: round(1e3 * statistics.median(t), 2) for key, t in times.items()}
 
 
 def convolution_kernel_timing(cache_file: Optional[str] = None,
-                              timeout_s: float = 120.0) -> Optional[dict[str, float]]:
+                              timeout_s: float = 60.0) -> Optional[dict[str, float]]:
   """`time_convolution_kernels` on this machine, measured once per CPU model and jaxlib.
 
-  It runs in a child process (a few seconds, mostly JAX's import): XLA reads XLA_FLAGS when
-  its backend starts, so the answer must come before this process starts its own. The
-  answer is kept in `cache_file` under "convolution kernels", keyed by `cpu_model()`, the
-  number of CPUs and the jaxlib version; delete the entry to measure again. A child that
-  fails or times out gives None and nothing is kept.
+  It runs in a child process (about 5 s, most of it compiling and timing): XLA reads
+  XLA_FLAGS when its backend starts, so the answer must come before this process starts its
+  own. The child runs with XLA's defaults (no XLA_FLAGS), so that the answer depends on the
+  machine alone. It is kept in `cache_file` under "convolution kernels", keyed by
+  `cpu_model()`, the CPUs this process may use and the jaxlib version; delete the entry to
+  measure again. Processes that start together on one machine wait for one measurement (a
+  lock beside the file). A child that fails or times out gives None, and is kept as a
+  failure for a day, so that each start does not wait for another.
 
   Args:
     cache_file: the answers file (`accepted_xla_flags`' too); None: its default; "" keeps none.
@@ -202,33 +215,80 @@ def convolution_kernel_timing(cache_file: Optional[str] = None,
   Returns:
     {"ynnpack_ms": ..., "xla_ms": ...}, or None where it could not be measured.
   """
+  import time  # pylint: disable=import-outside-toplevel
   cache_file = _default_flag_cache() if cache_file is None else cache_file
-  key = f"{cpu_model()}, {os.cpu_count()} CPUs, {_jaxlib_version()}"
-  cache = _read_cache(cache_file)
-  timings = cache.get("convolution kernels")
-  timings = timings if isinstance(timings, dict) else {}
-  if _valid_timing(timings.get(key)):
-    return timings[key]
+  cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  key = f"{cpu_model()}, {cpus} CPUs, {_jaxlib_version()}"
+
+  def kept() -> Any:
+    timings = _read_cache(cache_file).get("convolution kernels")
+    return timings.get(key) if isinstance(timings, dict) else None
+
+  with _cache_lock(cache_file):
+    known = kept()
+    if _valid_timing(known):
+      return known
+    if (isinstance(known, dict) and isinstance(known.get("failed_at"), (int, float))
+        and 0 <= time.time() - known["failed_at"] < 86400):
+      return None
+    measured = _measure_in_child(timeout_s)
+    if cache_file:
+      cache = _read_cache(cache_file)  # Again: others may have written meanwhile.
+      timings = cache.get("convolution kernels")
+      timings = timings if isinstance(timings, dict) else {}
+      cache["convolution kernels"] = {
+          **timings, key: measured if measured else {"failed_at": round(time.time())}}
+      _write_cache(cache_file, cache)
+  return measured
+
+
+def _measure_in_child(timeout_s: float) -> Optional[dict[str, float]]:
+  """`time_convolution_kernels()` in a child process with XLA's defaults; None on failure."""
   package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": os.pathsep.join(
-      p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)}
-  code = "import json; from a2i_jax import perf; print(json.dumps(perf.time_convolution_kernels()))"
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env["JAX_PLATFORMS"] = "cpu"
+  # The child runs with -P (no current folder on its path), so it imports the a2i_jax this
+  # process imported: from its own path, or, for a checkout run as a script, its folder.
+  if not any(os.path.abspath(p or ".") == package_root for p in sys.path[1:]):
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+  code = ("import json; from a2i_jax import perf; "
+          "print(json.dumps(perf.time_convolution_kernels()))")
   logging.info("Timing this CPU's convolution kernels, YNNPACK's against XLA's (once per CPU "
-               "model; kept in %s).", cache_file or "no file")
+               "model, about 5 s).")
   try:
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+    done = subprocess.run([sys.executable, "-P", "-c", code], env=env, capture_output=True,
                           timeout=timeout_s, check=False)
     measured = json.loads(done.stdout.decode().strip().splitlines()[-1])
   except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
-    return None
+    measured = None
   if not _valid_timing(measured):
+    logging.warning("Could not time this CPU's convolution kernels; XLA's defaults it is.")
     return None
   logging.info("Convolutions: YNNPACK's %.0f ms, XLA's %.0f ms.", measured["ynnpack_ms"],
                measured["xla_ms"])
-  if cache_file:
-    cache["convolution kernels"] = {**timings, key: measured}
-    _write_cache(cache_file, cache)
   return measured
+
+
+@contextlib.contextmanager
+def _cache_lock(cache_file: str):
+  """An exclusive lock on `cache_file` + ".lock" while held; nothing where it cannot be had."""
+  lock = None
+  if cache_file:
+    try:
+      import fcntl  # pylint: disable=import-outside-toplevel  # POSIX only.
+      os.makedirs(os.path.dirname(cache_file) or ".", exist_ok=True)
+      lock = open(  # pylint: disable=consider-using-with
+          cache_file + ".lock", "a", encoding="utf-8")
+      fcntl.flock(lock, fcntl.LOCK_EX)
+    except (ImportError, OSError):
+      if lock is not None:
+        lock.close()
+      lock = None
+  try:
+    yield
+  finally:
+    if lock is not None:
+      lock.close()  # Closing releases the lock.
 
 
 def _valid_timing(timing: Any) -> bool:
@@ -257,6 +317,34 @@ def recommended_cpu_flags(cache_file: Optional[str] = None) -> tuple[str, ...]:
   if timing and timing["ynnpack_ms"] >= XLA_CONVOLUTIONS_MIN_GAIN * timing["xla_ms"]:
     return (XLA_CONVOLUTIONS_FLAG,)
   return ()
+
+
+def xla_convolutions() -> bool:
+  """Whether this process's XLA_FLAGS take the convolutions from YNNPACK to XLA:CPU's own kernels.
+
+  That is `XLA_CONVOLUTIONS_FLAG` (which `recommended_cpu_flags` adds where those time faster),
+  or any setting of that flag that leaves "individual_convolution" out of XLA's list. XLA
+  reads every copy of the flag in order: a list of kinds replaces the list, "+kind" / "-kind"
+  entries change it; kinds are read without case and with or without the
+  "LIBRARY_FUSION_TYPE_" prefix. The CPU forms `conv_weight_grad` and `decoder_tail` choose
+  depend on it. (On jaxlib 0.7.2, which has no YNNPACK, nothing adds the flag.)
+
+  Returns:
+    True where the flags leave the convolutions to XLA's own kernels; False where they leave
+    them to YNNPACK's (XLA's default) or do not say.
+  """
+  name = _flag_name(XLA_CONVOLUTIONS_FLAG)
+  in_ynnpack = True  # XLA's default list holds the convolutions.
+  for flag in os.environ.get("XLA_FLAGS", "").split():
+    if "=" not in flag or _flag_name(flag) != name:
+      continue
+    for i, entry in enumerate(e.strip() for e in flag.split("=", 1)[1].split(",")):
+      kind = entry.lstrip("+-").upper().removeprefix("LIBRARY_FUSION_TYPE_")
+      if not entry.startswith(("+", "-")) and i == 0:
+        in_ynnpack = False  # A list of its own replaces the list.
+      if kind == "INDIVIDUAL_CONVOLUTION":
+        in_ynnpack = not entry.startswith("-")
+  return not in_ynnpack
 
 
 def set_recommended_xla_flags(flags: Optional[tuple[str, ...]] = None,
@@ -472,7 +560,10 @@ def conv_weight_grad(name: str, backend: str | None = None) -> str:
 
   "auto" is "taps" on CPU (XLA:CPU's own weight gradient is slow; BENCHMARKS.md, "Weight
   gradients as matrix products") and "xla" elsewhere (GPUs run XLA's weight gradient through
-  cuDNN, which has no such slow path).
+  cuDNN, which has no such slow path). On a CPU whose convolutions run in XLA's own kernels
+  (`xla_convolutions`) it is "xla" too: with the "phase" tail that ran the paper train steps
+  1.06-1.10x faster than "taps" with the "full" tail, and compiled the disCVAE's in 2-5 s less
+  (BENCHMARKS.md, "The convolution kernels chosen on the machine").
 
   Args:
     name: "auto", "xla" or "taps".
@@ -483,7 +574,8 @@ def conv_weight_grad(name: str, backend: str | None = None) -> str:
     ConfigError: an unknown name.
   """
   return _resolve("model.conv_weight_grad", "a weight-gradient method", name,
-                  CONV_WEIGHT_GRADS, backend, cpu="taps", accelerator="xla")
+                  CONV_WEIGHT_GRADS, backend, cpu="xla" if xla_convolutions() else "taps",
+                  accelerator="xla")
 
 
 def decoder_tail(name: str, backend: str | None = None) -> str:
@@ -492,7 +584,10 @@ def decoder_tail(name: str, backend: str | None = None) -> str:
   "auto" is "full" on CPU and "phase" elsewhere: on an H200 the heads' 3-channel convolutions
   and the full-resolution shuffle took a quarter of a train step and half of an inference step,
   which the phase form removes for 1.44x the heads' multiply-adds, which a CPU pays in full
-  (`models.decoder_tail`; BENCHMARKS.md, "One NVIDIA H200: a profile").
+  (`models.decoder_tail`; BENCHMARKS.md, "One NVIDIA H200: a profile"). On a CPU whose
+  convolutions run in XLA's own kernels (`xla_convolutions`) it is "phase" too: there the
+  merged heads ran at half YNNPACK's speed, and "phase" ran the inference steps 1.03-1.09x
+  faster (BENCHMARKS.md, "The convolution kernels chosen on the machine").
 
   Args:
     name: "auto", "full" or "phase".
@@ -503,7 +598,7 @@ def decoder_tail(name: str, backend: str | None = None) -> str:
     ConfigError: an unknown name.
   """
   return _resolve("model.decoder_tail", "a decoder tail form", name, DECODER_TAILS, backend,
-                  cpu="full", accelerator="phase")
+                  cpu="phase" if xla_convolutions() else "full", accelerator="phase")
 
 
 def conv_output_split(name: str = "auto", backend: str | None = None) -> str:

@@ -244,7 +244,7 @@ def make_eval_step(model: flax.linen.Module, config: ml_collections.ConfigDict) 
 
 # config.model keys that change how the model is computed, not its function or parameters: a
 # run may resume with other values (and from configs saved before the key existed).
-COMPUTE_ONLY_MODEL_KEYS = ("dtype", "upsample_mode", "conv_weight_grad")
+COMPUTE_ONLY_MODEL_KEYS = ("dtype", "upsample_mode", "conv_weight_grad", "decoder_tail")
 
 
 def _check_resume_compatible(workdir: str, config: ml_collections.ConfigDict) -> None:

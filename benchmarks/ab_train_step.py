@@ -3,7 +3,7 @@ compiled in one process, timed in alternating rounds so that every variant sees 
 machine load.
 
   python benchmarks/ab_train_step.py --models=cvae,discvae \
-      --variants="taps:model.conv_weight_grad=auto;xla:model.conv_weight_grad=xla"
+      --variants="taps:model.conv_weight_grad=taps;xla:model.conv_weight_grad=xla"
   python benchmarks/ab_train_step.py --what=infer --models=discvae \
       --variants="full:model.decoder_tail=full;phase:model.decoder_tail=phase"
   python benchmarks/ab_train_step.py --smoke --variants="a:;b:model.conv_weight_grad=xla"
@@ -51,7 +51,7 @@ def _variants(spec: str) -> list[tuple[str, dict]]:
     pairs = [kv.split("=", 1) for kv in kvs.split(",") if kv.strip()]
     if not colon or not name.strip() or any(len(kv) != 2 for kv in pairs):
       raise SystemExit(f"error: --variants part {part!r} is not name:key=value,...; e.g. "
-                       "\"taps:model.conv_weight_grad=auto;xla:model.conv_weight_grad=xla\".")
+                       "\"taps:model.conv_weight_grad=taps;xla:model.conv_weight_grad=xla\".")
     out.append((name.strip(), dict(pairs)))
   if not out:
     raise SystemExit("error: --variants names no variant; give name:key=value,...;name:...")

@@ -31,15 +31,18 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.upsample_mode = "polyphase"
   # How the convolutions' kernel gradients are computed: "xla" (XLA's own), "taps" (matrix
   # products over the kernel taps, perf.taps_conv_general_dilated: XLA:CPU's own runs at a third
-  # of the forward convolution's rate) or "auto" ("taps" on CPU, "xla" on GPU / TPU): on the
-  # paper models "taps" is the faster on CPU (BENCHMARKS.md, "Weight gradients as matrix
-  # products"). Same values, parameters and checkpoints either way.
+  # of the forward convolution's rate) or "auto" ("taps" on CPU, "xla" on GPU / TPU and on a
+  # CPU whose convolutions run in XLA's own kernels, perf.xla_convolutions): on the paper
+  # models "taps" is the faster with YNNPACK's convolutions (BENCHMARKS.md, "Weight gradients
+  # as matrix products"). Same values, parameters and checkpoints either way.
   config.model.conv_weight_grad = "auto"
   # How the decoders' last upsampling layer and 5x5 output heads are computed: "full" (the
   # layer's output at full resolution, all of a decoder's heads as one convolution),
   # "phase" (the same function and parameters, with that output kept in 2x2 phase blocks and
   # the heads as one convolution over them; models.decoder_tail) or "auto" ("phase" on GPU /
-  # TPU, where it is the faster, "full" on CPU). BENCHMARKS.md, "One NVIDIA H200: a profile".
+  # TPU, where it is the faster, and on a CPU whose convolutions run in XLA's own kernels;
+  # "full" on a CPU whose convolutions run in YNNPACK's). BENCHMARKS.md, "One NVIDIA H200: a
+  # profile" and "The convolution kernels chosen on the machine".
   config.model.decoder_tail = "auto"
   config.model.gate_loss_weight = 0.3  # alpha on BCE(gate, 1 - mask) (opts.alpha).
   # disCVAE composite: "reference" = h_fg + g * h_bg (the authors' code; cannot draw a bright

@@ -51,11 +51,14 @@ def tiny_config(model: str = "cvae", tmp_cache: str = "", image_size: int = 32):
   config.model.z_dim = 8
   config.model.zf_dim = 6
   config.model.zb_dim = 4
-  # XLA's own weight gradients: the CPU default ("auto": per-tap matrix products) adds 2-4 s
-  # of compilation to every tiny train step, and the suite compiles dozens. The default path
-  # is tested where it matters: tests/test_perf.py (every form, per layer),
-  # tests/test_models.py (a whole CVAE), and the 4-device and bf16 training tests.
+  # XLA's own weight gradients: the per-tap matrix products ("auto" on a CPU whose convolutions
+  # run in YNNPACK's kernels) add 2-4 s of compilation to every tiny train step, and the suite
+  # compiles dozens. That path is tested where it matters: tests/test_perf.py (every form, per
+  # layer), tests/test_models.py (a whole CVAE), and the 4-device and bf16 training tests.
   config.model.conv_weight_grad = "xla"
+  # And one decoder tail on every machine ("auto" follows the convolution kernels the machine's
+  # timing chose, perf.recommended_cpu_flags); "phase" is tested in tests/test_models.py.
+  config.model.decoder_tail = "full"
   config.data.synthetic.num_train = 64
   config.data.synthetic.num_validation = 16
   config.data.synthetic.num_test = 16

@@ -195,6 +195,35 @@ def test_other_processes_log_warnings_only_with_their_id(monkeypatch):
   assert stream.getvalue() == "[process 3] disk full\n"
 
 
+def test_processes_that_chose_other_convolution_kernels_stop(monkeypatch):
+  """Each process times its CPU's kernels (perf.recommended_cpu_flags) and the CPU's "auto"
+  forms follow the choice; processes that chose differently would build different programs.
+  The join compares them through the coordinator's key-value store (a dict here)."""
+  store = {}
+
+  class Client:
+    def key_value_set(self, key, value):
+      store[key] = value
+
+    def blocking_key_value_get(self, key, timeout_ms):
+      del timeout_ms
+      return store[key]
+  monkeypatch.setattr(distributed, "_client", Client)
+  monkeypatch.setattr(distributed, "_barrier_count", 0)
+  monkeypatch.setattr(distributed, "process_index", lambda: 0)
+  distributed.same_on_every_process("the convolution kernels", "XLA's own", "set XLA_FLAGS")
+  assert list(store.values()) == ["XLA's own"]
+  monkeypatch.setattr(distributed, "process_index", lambda: 1)
+  monkeypatch.setattr(distributed, "_barrier_count", 0)  # The same call on process 1.
+  distributed.same_on_every_process("the convolution kernels", "XLA's own", "set XLA_FLAGS")
+  monkeypatch.setattr(distributed, "_barrier_count", 0)
+  with pytest.raises(ConfigError, match=r"process 1: the convolution kernels: YNNPACK's here, "
+                     r"XLA's own on process 0; set XLA_FLAGS"):
+    distributed.same_on_every_process("the convolution kernels", "YNNPACK's", "set XLA_FLAGS")
+  monkeypatch.setattr(distributed, "_client", lambda: None)  # One process: nothing to compare.
+  distributed.same_on_every_process("the convolution kernels", "anything", "")
+
+
 # ----------------------------------------------------------------------------------------------
 # The entry points themselves, as a user runs them on every host.
 

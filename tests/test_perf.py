@@ -117,14 +117,24 @@ def test_recommended_cpu_flags_are_measured_once_per_cpu_model(tmp_path, monkeyp
   assert perf.recommended_cpu_flags(cache) == () and len(children) == 2
   with open(cache, encoding="utf-8") as f:
     assert len(json.load(f)["convolution kernels"]) == 2
-  # A damaged entry is not trusted; a failed child gives no flag and is not kept.
+  # A damaged entry is not trusted. A failed child gives no flag, and is kept for a day, so
+  # that each start does not wait for another child; after that it is measured again.
   with open(cache, encoding="utf-8") as f:
     answers = json.load(f)
-  answers["convolution kernels"] = {k: {"ynnpack_ms": "fast"} for k in answers["convolution kernels"]}
+  answers["convolution kernels"] = {
+      k: {"ynnpack_ms": "fast"} for k in answers["convolution kernels"]}
   with open(cache, "w", encoding="utf-8") as f:
     json.dump(answers, f)
   child(0, 0, rc=1)
   assert perf.recommended_cpu_flags(cache) == () and len(children) == 3
+  monkeypatch.setattr(subprocess, "run", no_child)
+  assert perf.recommended_cpu_flags(cache) == ()
+  with open(cache, encoding="utf-8") as f:
+    answers = json.load(f)
+  (failed,) = [v for v in answers["convolution kernels"].values() if "failed_at" in v]
+  failed["failed_at"] -= 2 * 86400
+  with open(cache, "w", encoding="utf-8") as f:
+    json.dump(answers, f)
   child(130.0, 100.0)
   assert perf.recommended_cpu_flags(cache) == (flag,) and len(children) == 4
   # A user who names the flag in XLA_FLAGS decides; an XLA without it is not measured.
@@ -134,6 +144,23 @@ def test_recommended_cpu_flags_are_measured_once_per_cpu_model(tmp_path, monkeyp
   monkeypatch.delenv("XLA_FLAGS")
   monkeypatch.setattr(perf, "accepted_xla_flags", lambda flags, cache_file=None: ())
   assert perf.recommended_cpu_flags(str(tmp_path / "other.json")) == ()
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ("", False), ("--xla_a=1", False), (perf.XLA_CONVOLUTIONS_FLAG, True),
+    ("--xla_cpu_experimental_ynn_fusion_type=individual_dot", True),  # A list without them.
+    ("--xla_cpu_experimental_ynn_fusion_type=individual_dot,individual_convolution", False),
+    ("--xla_cpu_experimental_ynn_fusion_type=-individual_dot", False),
+    (perf.XLA_CONVOLUTIONS_FLAG + " --xla_cpu_experimental_ynn_fusion_type=+individual_dot",
+     True),  # Every copy counts, in order.
+    (perf.XLA_CONVOLUTIONS_FLAG + " --xla_cpu_experimental_ynn_fusion_type=+INDIVIDUAL_CONVOLUTION",
+     False),
+    ("--xla_cpu_experimental_ynn_fusion_type=-LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION", True),
+    ("--xla_cpu_experimental_ynn_fusion_type=", True),  # An empty list: nothing in YNNPACK.
+])
+def test_xla_convolutions_reads_the_flag(monkeypatch, flags, expected):
+  monkeypatch.setenv("XLA_FLAGS", flags)
+  assert perf.xla_convolutions() is expected
 
 
 def test_no_recommended_flags_beside_an_accelerator_plugin(monkeypatch):
@@ -176,7 +203,7 @@ def test_accepted_xla_flags_asks_xla_once_per_jaxlib(tmp_path, monkeypatch):
     assert other not in next(iter(json.load(f).values()))
 
 
-def test_resume_accepts_a_changed_compute_dtype_or_weight_grad_only(tmp_path):
+def test_resume_accepts_a_changed_compute_dtype_weight_grad_or_tail_only(tmp_path):
   cfg = tiny_config("cvae")
   cfg.model.dtype = "float32"
   del cfg.model["upsample_mode"]  # As saved before the key existed.
@@ -188,6 +215,8 @@ def test_resume_accepts_a_changed_compute_dtype_or_weight_grad_only(tmp_path):
   cfg.model.conv_weight_grad = "taps"  # Nor does the weight-gradient method ...
   train_lib._check_resume_compatible(str(tmp_path), cfg)  # pylint: disable=protected-access
   del cfg.model["conv_weight_grad"]  # ... nor its absence (a run saved before the key existed).
+  train_lib._check_resume_compatible(str(tmp_path), cfg)  # pylint: disable=protected-access
+  cfg.model.decoder_tail = "phase"  # Nor the decoders' tail form ("auto" resolves by machine).
   train_lib._check_resume_compatible(str(tmp_path), cfg)  # pylint: disable=protected-access
   cfg.model.z_dim += 1
   with pytest.raises(ConfigError, match="different config.model"):
@@ -412,7 +441,10 @@ def test_taps_conv_falls_back_to_xla(kwargs):
 
 
 def test_conv_weight_grad_setting(monkeypatch):
+  monkeypatch.setenv("XLA_FLAGS", "")  # The convolutions in YNNPACK's kernels (jaxlib 0.10).
   assert perf.conv_weight_grad("auto", "cpu") == "taps"
+  monkeypatch.setenv("XLA_FLAGS", perf.XLA_CONVOLUTIONS_FLAG)  # In XLA's own.
+  assert perf.conv_weight_grad("auto", "cpu") == "xla"
   assert perf.conv_weight_grad("auto", "gpu") == "xla"
   assert perf.conv_weight_grad("xla", "cpu") == "xla"
   assert perf.conv_weight_grad("taps", "gpu") == "taps"

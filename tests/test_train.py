@@ -70,7 +70,9 @@ def test_four_devices_equal_one_device(name, data_cache):
   a 3e-4 update. Everything before the optimiser is the train step under test.
   """
   cfg = tiny_config(name, data_cache)
-  cfg.model.conv_weight_grad = "auto"  # The CPU default: per-tap weight gradients, sharded.
+  # The per-tap weight gradients, sharded ("auto" on a CPU whose convolutions run in YNNPACK's
+  # kernels), and the "full" decoder tail: the forms "auto" gives on such a CPU.
+  cfg.model.conv_weight_grad, cfg.model.decoder_tail = "taps", "full"
   train = load_dataset(cfg.data)["train"]
   batch = {"images": train.images[:8], "attributes": train.attributes[:8]}
   if name == "discvae":
@@ -432,7 +434,7 @@ def test_bfloat16_compute_trains(tmp_path, data_cache):
   """The precision policy for TPU / GPU: bf16 compute, float32 parameters and optimiser."""
   cfg = tiny_config("discvae", data_cache)
   cfg.model.dtype = "bfloat16"
-  cfg.model.conv_weight_grad = "auto"  # bf16 through the per-tap weight gradients on CPU.
+  cfg.model.conv_weight_grad = "taps"  # bf16 through the per-tap weight gradients.
   state = train_lib.train_and_evaluate(cfg, str(tmp_path))
   leaves = jax.tree_util.tree_leaves((state.params, state.opt_state))
   assert all(a.dtype in (jnp.float32, jnp.int32) for a in leaves)

@@ -71,13 +71,14 @@ def create_model(model_config: Any) -> nn.Module:
   name = model_config.name
   # "auto": bf16 compute on GPU / TPU, f32 on CPU (perf.compute_dtype); params stay f32.
   dtype = perf.compute_dtype(model_config.get("dtype", "float32"))
-  # "auto": the per-tap weight gradient on CPU, XLA's elsewhere (perf.conv_weight_grad).
+  # "auto": the per-tap weight gradient on CPU with YNNPACK's convolutions, XLA's elsewhere
+  # (perf.conv_weight_grad).
   conv_weight_grad = perf.conv_weight_grad(model_config.get("conv_weight_grad", "xla"))
   common = dict(y_dim=model_config.y_dim, image_size=model_config.image_size,
                 width=model_config.width, dtype=dtype,
                 upsample_mode=model_config.get("upsample_mode", "polyphase"),
                 conv_weight_grad=conv_weight_grad,
-                # "auto": "phase" on GPU / TPU, "full" on CPU (perf.decoder_tail).
+                # "auto": "full" on CPU with YNNPACK's convolutions, else "phase" (perf.decoder_tail).
                 decoder_tail=perf.decoder_tail(model_config.get("decoder_tail", "auto")))
   if name in ("vae", "cvae"):
     return CVAE(z_dim=model_config.z_dim, conditional=(name == "cvae"), **common)
