@@ -237,7 +237,7 @@ def convolution_kernel_timing(cache_file: Optional[str] = None,
       timings = cache.get("convolution kernels")
       timings = timings if isinstance(timings, dict) else {}
       cache["convolution kernels"] = {
-          **timings, key: measured if measured else {"failed_at": round(time.time())}}
+          **timings, key: measured if measured else {"failed_at": int(time.time())}}
       _write_cache(cache_file, cache)
   return measured
 
@@ -262,7 +262,8 @@ def _measure_in_child(timeout_s: float) -> Optional[dict[str, float]]:
   except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
     measured = None
   if not _valid_timing(measured):
-    logging.warning("Could not time this CPU's convolution kernels; XLA's defaults it is.")
+    logging.warning("Could not time this CPU's convolution kernels; keeping XLA's default "
+                    "kernels (timed again in a day).")
     return None
   logging.info("Convolutions: YNNPACK's %.0f ms, XLA's %.0f ms.", measured["ynnpack_ms"],
                measured["xla_ms"])
