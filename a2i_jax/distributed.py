@@ -246,10 +246,8 @@ def barrier(name: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
   client = _client()
   if client is None:
     return
-  global _barrier_count
-  _barrier_count += 1
   try:
-    client.wait_at_barrier(f"a2i/{_barrier_count}/{name}", int(timeout_s * 1000))
+    client.wait_at_barrier(_next_key(name, "barrier"), int(timeout_s * 1000))
   except Exception as e:  # pylint: disable=broad-except
     raise DataError(f"process {process_index()}: not every process reached '{name}' within "
                     f"{timeout_s:.0f} s ({str(e).splitlines()[0]}); see the other processes' "
@@ -276,9 +274,7 @@ def main_first(name: str, fn: Callable[[], T], timeout_s: float = DATA_TIMEOUT_S
   client = _client()
   if client is None:
     return fn()
-  global _barrier_count
-  _barrier_count += 1
-  key = f"a2i/{_barrier_count}/{name}/status"
+  key = _next_key(name, "status")
   if is_main():
     try:
       result = fn()
@@ -287,11 +283,7 @@ def main_first(name: str, fn: Callable[[], T], timeout_s: float = DATA_TIMEOUT_S
       raise
     client.key_value_set(key, "ok")
     return result
-  try:
-    status = client.blocking_key_value_get(key, int(timeout_s * 1000))
-  except Exception as e:  # pylint: disable=broad-except
-    raise DataError(f"process {process_index()}: process 0 did not finish '{name}' within "
-                    f"{timeout_s:.0f} s ({str(e).splitlines()[0]}).") from None
+  status = _value_of_process_0(client, key, timeout_s, f"did not finish '{name}'")
   if status != "ok":
     raise DataError(f"process 0 failed at '{name}' ({status}); process {process_index()} "
                     "stops too.")
@@ -316,20 +308,30 @@ def same_on_every_process(name: str, value: str, fix: str,
   client = _client()
   if client is None:
     return
-  global _barrier_count
-  _barrier_count += 1
-  key = f"a2i/{_barrier_count}/{name}/value"
+  key = _next_key(name, "value")
   if is_main():
     client.key_value_set(key, value)
     return
-  try:
-    theirs = client.blocking_key_value_get(key, int(timeout_s * 1000))
-  except Exception as e:  # pylint: disable=broad-except
-    raise DataError(f"process {process_index()}: process 0 did not say which {name} it uses "
-                    f"within {timeout_s:.0f} s ({str(e).splitlines()[0]}).") from None
+  theirs = _value_of_process_0(client, key, timeout_s, f"did not say which {name} it uses")
   if theirs != value:
     raise ConfigError(f"process {process_index()}: {name}: {value} here, {theirs} on process 0; "
                       f"{fix}.")
+
+
+def _next_key(name: str, kind: str) -> str:
+  """A key of the coordinator's store, new in this process's sequence of shared steps."""
+  global _barrier_count
+  _barrier_count += 1
+  return f"a2i/{_barrier_count}/{name}/{kind}"
+
+
+def _value_of_process_0(client: Any, key: str, timeout_s: float, failure: str) -> str:
+  """Waits for process 0 to set `key`; a `DataError` saying `failure` where it does not."""
+  try:
+    return client.blocking_key_value_get(key, int(timeout_s * 1000))
+  except Exception as e:  # pylint: disable=broad-except
+    raise DataError(f"process {process_index()}: process 0 {failure} within {timeout_s:.0f} s "
+                    f"({str(e).splitlines()[0]}).") from None
 
 
 @contextlib.contextmanager

@@ -14,8 +14,10 @@ import functools
 import importlib.metadata
 import json
 import os
+import statistics
 import subprocess
 import sys
+import time
 from typing import Any, Callable, Mapping, Optional
 
 from absl import logging
@@ -177,8 +179,6 @@ def time_convolution_kernels(batch: int = 4, rounds: int = 5) -> Optional[dict[s
     {"ynnpack_ms": ..., "xla_ms": ...}: each set's median round; None where this XLA has no
     YNNPACK (jaxlib 0.7.2).
   """
-  import statistics  # pylint: disable=import-outside-toplevel
-  import time  # pylint: disable=import-outside-toplevel
   programs = convolution_kernel_programs(batch)
   if programs is None:
     return None
@@ -215,30 +215,20 @@ def convolution_kernel_timing(cache_file: Optional[str] = None,
   Returns:
     {"ynnpack_ms": ..., "xla_ms": ...}, or None where it could not be measured.
   """
-  import time  # pylint: disable=import-outside-toplevel
   cache_file = _default_flag_cache() if cache_file is None else cache_file
   cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
   key = f"{cpu_model()}, {cpus} CPUs, {_jaxlib_version()}"
 
-  def kept() -> Any:
-    timings = _read_cache(cache_file).get("convolution kernels")
-    return timings.get(key) if isinstance(timings, dict) else None
-
   with _cache_lock(cache_file):
-    known = kept()
+    known = _cache_section(_read_cache(cache_file), "convolution kernels").get(key)
     if _valid_timing(known):
       return known
     if (isinstance(known, dict) and isinstance(known.get("failed_at"), (int, float))
         and 0 <= time.time() - known["failed_at"] < 86400):
       return None
     measured = _measure_in_child(timeout_s)
-    if cache_file:
-      cache = _read_cache(cache_file)  # Again: others may have written meanwhile.
-      timings = cache.get("convolution kernels")
-      timings = timings if isinstance(timings, dict) else {}
-      cache["convolution kernels"] = {
-          **timings, key: measured if measured else {"failed_at": int(time.time())}}
-      _write_cache(cache_file, cache)
+    _merge_into_cache(cache_file, "convolution kernels",
+                      {key: measured or {"failed_at": int(time.time())}})
   return measured
 
 
@@ -405,6 +395,24 @@ def _read_cache(cache_file: str) -> dict[str, Any]:
   return cache if isinstance(cache, dict) else {}
 
 
+def _cache_section(cache: dict[str, Any], name: str) -> dict[str, Any]:
+  """A copy of the answers file's section `name`; {} where it is missing or not a dict."""
+  section = cache.get(name)
+  return dict(section) if isinstance(section, dict) else {}
+
+
+def _merge_into_cache(cache_file: str, name: str, entries: dict[str, Any]) -> None:
+  """Adds `entries` to the answers file's section `name`, keeping what others wrote meanwhile.
+
+  The caller holds `_cache_lock(cache_file)`; "" keeps no answers.
+  """
+  if not cache_file:
+    return
+  cache = _read_cache(cache_file)
+  cache[name] = {**_cache_section(cache, name), **entries}
+  _write_cache(cache_file, cache)
+
+
 def _write_cache(cache_file: str, cache: dict[str, Any]) -> None:
   """Writes the answers file atomically; a folder that cannot be written is ignored."""
   try:
@@ -429,7 +437,8 @@ def accepted_xla_flags(flags: tuple[str, ...], cache_file: Optional[str] = None,
   a second) and the answer kept per jaxlib version in `cache_file`, a small JSON file. A
   cache that cannot be read or written is ignored (the flags are tried again). Only XLA's
   own "Unknown flag" is remembered as a refusal: a child that fails otherwise, times out or
-  cannot start counts as a refusal this time only.
+  cannot start counts as a refusal this time only. Processes that start together on one
+  machine probe once (a lock beside the file).
 
   Args:
     flags: XLA flags, e.g. ("--xla_cpu_use_onednn=true",).
@@ -441,29 +450,25 @@ def accepted_xla_flags(flags: tuple[str, ...], cache_file: Optional[str] = None,
   """
   cache_file = _default_flag_cache() if cache_file is None else cache_file
   version = _jaxlib_version()
-  cache = _read_cache(cache_file)
-  known = cache.get(version)
-  known = dict(known) if isinstance(known, dict) else {}
-  changed = False
-  for flag in flags:
-    if isinstance(known.get(flag), bool):
-      continue
-    env = {**os.environ, "XLA_FLAGS": flag, "JAX_PLATFORMS": "cpu"}
-    try:
-      done = subprocess.run([sys.executable, "-c", "import jax; jax.devices('cpu')"], env=env,
-                            capture_output=True, timeout=timeout_s, check=False)
-    except (OSError, subprocess.TimeoutExpired):  # No child (embedded Python), or too slow.
-      continue
-    if done.returncode == 0:
-      known[flag] = True
-    elif b"Unknown flag" in done.stderr:  # XLA's own refusal; any other failure is not.
-      known[flag] = False
-    else:
-      continue
-    changed = True
-  if changed and cache_file:
-    cache[version] = known
-    _write_cache(cache_file, cache)
+  with _cache_lock(cache_file):
+    known = _cache_section(_read_cache(cache_file), version)
+    answers: dict[str, bool] = {}
+    for flag in flags:
+      if isinstance(known.get(flag), bool):
+        continue
+      env = {**os.environ, "XLA_FLAGS": flag, "JAX_PLATFORMS": "cpu"}
+      try:
+        done = subprocess.run([sys.executable, "-c", "import jax; jax.devices('cpu')"],
+                              env=env, capture_output=True, timeout=timeout_s, check=False)
+      except (OSError, subprocess.TimeoutExpired):  # No child (embedded Python), or too slow.
+        continue
+      if done.returncode == 0:
+        answers[flag] = True
+      elif b"Unknown flag" in done.stderr:  # XLA's own refusal; any other failure is not.
+        answers[flag] = False
+    if answers:
+      _merge_into_cache(cache_file, version, answers)
+  known.update(answers)
   return tuple(f for f in flags if known.get(f) is True)
 
 
