@@ -177,3 +177,21 @@ def train_py_reference(tmp_path_factory, train_py_flags):
     r = faults_lib.train(os.path.join(folder, "w"), *train_py_flags)
     assert r.returncode == 0, r.stderr[-3000:]
   return os.path.join(build_once(tmp_path_factory, "train_py_reference", build), "w")
+
+
+# The files whose tests take longest, first (a suite run's --durations, 2026-12-01). The suite
+# runs with pytest-xdist's "worksteal" scheduling (pyproject.toml's addopts): each worker starts
+# on one half of this order, and one that runs out takes half of the other's queue. A single
+# test cannot be split, so a long one that starts late keeps the other worker idle for its
+# length; with these first, both workers end on quick tests. A file's tests stay together, so
+# that its module-scoped fixtures are set up once per worker; files not named keep their order,
+# after these.
+_LONGEST_FIRST = ("test_multiprocess.py", "test_notebook.py", "test_faults_train.py",
+                  "test_train.py", "test_cli.py", "test_datasets.py", "test_posterior.py",
+                  "test_attribute_predictor.py", "test_perf.py", "test_faults_infer.py",
+                  "test_models.py", "test_inference.py")
+
+
+def pytest_collection_modifyitems(items):
+  rank = {name: i for i, name in enumerate(_LONGEST_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # Stable: keeps file order.

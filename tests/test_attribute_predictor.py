@@ -20,7 +20,10 @@ def dataset(data_cache):
 
 @pytest.fixture(scope="module")
 def predictor(dataset):
-  return ap.train_predictor(dataset, steps=250, batch_size=32, learning_rate=3e-3, width=16,
+  # 120 steps at 1e-2 (2026-12-01, jax 0.10.2): binary accuracy 0.165 above chance (the test
+  # asks 0.1), correlation 0.80 (asks 0.5); 250 steps at 3e-3 gave 0.188 and 0.77 in twice
+  # the time, and 120 steps at 3e-3 only 0.11 above chance.
+  return ap.train_predictor(dataset, steps=120, batch_size=32, learning_rate=1e-2, width=16,
                             seed=0)
 
 
