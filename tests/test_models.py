@@ -94,33 +94,72 @@ def test_torch_initialisers():
   assert float(jnp.abs(conv["kernel"]).max()) > 0.8 * bound
 
 
-@pytest.mark.parametrize("name", ["cvae", "discvae"])
-def test_initial_values_are_drawn_after_a_program_without_callbacks(name, monkeypatch):
-  """models.init_variables draws on the host after its program (which therefore has no host
-  callbacks, so the persistent cache keeps it) the very values of the draws as callbacks
-  inside the program. The disCVAE reuses its background head, whose second call makes Flax
-  check the parameters' shapes by calling the initialisers again under eval_shape."""
+@pytest.mark.parametrize("name, where, path", [
+    ("cvae", "default", "host"), ("discvae", "default", "host"),
+    ("discvae", "replicated", "host"), ("discvae", "default", "program"),
+    ("cvae", "replicated", "program")])
+def test_initial_values_are_the_callbacks_values_to_the_bit(name, where, path, monkeypatch):
+  """models.init_variables gives the very values, dtypes and placement of the draws as
+  callbacks inside Flax's init. Its key derivations and constant leaves are computed with
+  NumPy ("host": no XLA program at all), or, where that cannot be done, by a program without
+  host callbacks (so the persistent cache keeps it) before the draws. With the key committed
+  and replicated over the devices, as a multi-device run's may be, so are the variables. The
+  disCVAE reuses its background head, whose second call makes Flax check the parameters'
+  shapes by calling the initialisers again under eval_shape."""
+  from a2i_jax.models import initializers  # pylint: disable=import-outside-toplevel
   cfg = tiny_config(name)
   model = models.create_model(cfg.model)
-  k_params, k_reparam, k_drop = jax.random.split(jax.random.key(5), 3)
-  inside = jax.jit(lambda: model.init(  # The draws as callbacks, init_variables' keys.
-      {"params": k_params, "reparam": k_reparam, "dropout": k_drop},
-      *models.dummy_inputs(cfg.model), train=False))()
+  key = jax.random.key(5)
+  if where == "replicated":
+    mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
+    key = jax.device_put(key, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+  k_params, k_reparam, k_drop = jax.random.split(key, 3)
+  inside = jax.jit(lambda kp, kr, kd: model.init(  # The draws as callbacks, the same keys.
+      {"params": kp, "reparam": kr, "dropout": kd},
+      *models.dummy_inputs(cfg.model), train=False))(k_params, k_reparam, k_drop)
 
+  if path == "program":
+    def not_on_host(*_):
+      raise initializers._NotOnHost("forced")  # pylint: disable=protected-access
+    monkeypatch.setattr(initializers, "_evaluate_on_host", not_on_host)
   compiled = []  # The text of every program init_variables compiles.
   real_compile = jax.stages.Lowered.compile
   monkeypatch.setattr(jax.stages.Lowered, "compile",
                       lambda self, *a, **k: compiled.append(self.as_text()) or real_compile(
                           self, *a, **k))
-  after = models.init_variables(model, cfg.model, jax.random.key(5))
-  assert len(compiled) == 1 and "callback" not in compiled[0]
+  after = models.init_variables(model, cfg.model, key)
+  if path == "host":
+    assert not compiled
+  else:
+    assert len(compiled) == 1 and "callback" not in compiled[0]
   a, tree_a = jax.tree_util.tree_flatten(after)
   b, tree_b = jax.tree_util.tree_flatten(inside)
   assert tree_a == tree_b
   for x, y in zip(a, b):
-    assert x.dtype == y.dtype and x.sharding == y.sharding
+    assert x.dtype == y.dtype and x.sharding.is_equivalent_to(y.sharding, x.ndim)
+    assert len(x.sharding.device_set) == (jax.device_count() if where == "replicated" else 1)
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   assert any(float(jnp.abs(x).max()) > 0 for x in a)  # Drawn, not placeholders or zeros.
+
+
+@pytest.mark.parametrize("partitionable", [True, False])
+def test_numpy_threefry_derives_jax_keys(partitionable):
+  """The host evaluation's fold-in and split (NumPy's Threefry-2x32) give JAX's keys to the
+  bit, for batches of keys and for either setting of jax_threefry_partitionable."""
+  from a2i_jax.models import initializers  # pylint: disable=import-outside-toplevel
+  before = jax.config.jax_threefry_partitionable
+  jax.config.update("jax_threefry_partitionable", partitionable)
+  try:
+    keys = jax.random.split(jax.random.key(2**31 - 1), (2, 3))
+    data = np.asarray(jax.random.key_data(keys))
+    for d in (0, 7, 0xFFFFFFFF):
+      want = jax.random.key_data(jax.vmap(jax.vmap(lambda k: jax.random.fold_in(k, d)))(keys))
+      np.testing.assert_array_equal(initializers._fold_in(data, np.uint32(d)), want)  # pylint: disable=protected-access
+    for shape in ((3,), (2, 5), (1,)):
+      want = jax.random.key_data(jax.vmap(jax.vmap(lambda k: jax.random.split(k, shape)))(keys))  # pylint: disable=cell-var-from-loop
+      np.testing.assert_array_equal(initializers._split(data, shape), want)  # pylint: disable=protected-access
+  finally:
+    jax.config.update("jax_threefry_partitionable", before)
 
 
 def test_draws_that_cannot_wait_are_drawn_inside_the_program():

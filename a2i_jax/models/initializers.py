@@ -9,12 +9,14 @@ the host (docs/design.md §3.14). Each function returns a Flax initialiser
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import threading
 from typing import Any, Callable, Optional, Sequence
 
 import jax
+from jax.extend import core as jax_core
 import jax.numpy as jnp
 import numpy as np
 
@@ -82,6 +84,190 @@ def _depends_on_first_input(jaxpr: Any) -> list[bool]:
   return [id(v) in tainted for v in jaxpr.outvars]
 
 
+# Threefry-2x32 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC 2011) with
+# 20 rounds, as JAX's default PRNG computes it: the rotation constants of the two alternating
+# groups of four rounds and the key schedule's parity constant.
+_THREEFRY_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+_THREEFRY_PARITY = np.uint32(0x1BD11BDA)
+
+
+def _threefry2x32(k1: np.ndarray, k2: np.ndarray, x1: np.ndarray,
+                 x2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """The Threefry-2x32 block function in NumPy: the two output words for the key (k1, k2) and
+  the counter words (x1, x2), bit for bit JAX's `threefry2x32_p` (all uint32, broadcast)."""
+  k1, k2, x1, x2 = (np.asarray(v, np.uint32) for v in (k1, k2, x1, x2))
+  schedule = (k1, k2, k1 ^ k2 ^ _THREEFRY_PARITY)
+  with np.errstate(over="ignore"):
+    x = [x1 + schedule[0], x2 + schedule[1]]
+    for group in range(5):
+      for r in _THREEFRY_ROTATIONS[group % 2]:
+        x[0] = x[0] + x[1]
+        x[1] = (x[1] << np.uint32(r)) | (x[1] >> np.uint32(32 - r))
+        x[1] = x[0] ^ x[1]
+      x[0] = x[0] + schedule[(group + 1) % 3]
+      x[1] = x[1] + schedule[(group + 2) % 3] + np.uint32(group + 1)
+  return x[0], x[1]
+
+
+def _fold_in(keys: np.ndarray, data: np.ndarray) -> np.ndarray:
+  """`jax.random.fold_in` on key data [..., 2]: the hash of the counter (0, data)."""
+  data = np.asarray(data, np.uint32)
+  y1, y2 = _threefry2x32(keys[..., 0], keys[..., 1], np.zeros_like(data), data)
+  return np.stack([y1, y2], axis=-1)
+
+
+def _split(keys: np.ndarray, shape: tuple) -> np.ndarray:
+  """`jax.random.split(key, shape)` on key data [..., 2] -> [..., *shape, 2], under either
+  setting of `jax_threefry_partitionable`."""
+  num = math.prod(shape)
+  k1, k2 = (keys[..., i][..., None] for i in (0, 1))
+  if jax.config.jax_threefry_partitionable:
+    # Key i hashes the flat index i as a 64-bit counter in two words (jax's iota_2x32_shape).
+    index = np.arange(num, dtype=np.uint64)
+    y1, y2 = _threefry2x32(k1, k2, (index >> np.uint64(32)).astype(np.uint32),
+                          index.astype(np.uint32))
+    words = np.stack([y1, y2], axis=-1)
+  else:
+    # The counters 0 .. 2n-1 hashed as the pairs (i, n + i); the 2n words in order are the keys.
+    count = np.arange(2 * num, dtype=np.uint32)
+    y1, y2 = _threefry2x32(k1, k2, count[:num], count[num:])
+    words = np.concatenate([y1, y2], axis=-1)
+  return words.reshape(keys.shape[:-1] + tuple(shape) + (2,))
+
+
+class _NotOnHost(Exception):
+  """Raised inside `_evaluate_on_host` for an equation it does not evaluate."""
+
+
+@functools.cache
+def _threefry_key_dtype() -> Any:
+  # Abstractly: a key made here would start JAX's backend, which must wait for the caller
+  # (XLA_FLAGS, jax.distributed.initialize).
+  return jax.eval_shape(lambda: jax.random.key(0, impl="threefry2x32")).dtype
+
+
+def _is_key(aval: Any) -> bool:
+  """Whether an abstract value (or array) holds typed PRNG keys; `_NotOnHost` for keys of
+  another implementation than threefry2x32."""
+  if not jax.dtypes.issubdtype(aval.dtype, jax.dtypes.prng_key):
+    return False
+  if aval.dtype != _threefry_key_dtype():
+    raise _NotOnHost(f"PRNG implementation {aval.dtype}")
+  return True
+
+
+def _structural(name: str, params: dict, key: bool) -> Optional[Callable]:
+  """NumPy for a shape-only primitive; on key data (`key`), the words are a last axis."""
+  extra = (2,) if key else ()
+  if name == "broadcast_in_dim" and params.get("sharding") is None:
+    shape, dims = tuple(params["shape"]), tuple(params["broadcast_dimensions"])
+
+    def broadcast(x):
+      rank = len(shape)
+      spread = [1] * rank
+      for d, n in zip(dims, x.shape[:x.ndim - len(extra)]):
+        spread[d] = n
+      return np.broadcast_to(x.reshape(tuple(spread) + extra), shape + extra)
+    return broadcast
+  if name == "reshape" and params.get("dimensions") is None and params.get("sharding") is None:
+    return lambda x: x.reshape(tuple(params["new_sizes"]) + extra)
+  if name == "squeeze":
+    return lambda x: np.squeeze(x, axis=tuple(params["dimensions"]))
+  if name == "slice":
+    strides = params.get("strides") or (1,) * len(params["start_indices"])
+    return lambda x: x[tuple(slice(a, b, c) for a, b, c in zip(
+        params["start_indices"], params["limit_indices"], strides))]
+  if name == "concatenate":
+    return lambda *xs: np.concatenate(xs, axis=params["dimension"])
+  if name == "stack":
+    return lambda *xs: np.stack(xs, axis=params["axis"])
+  if name in ("copy", "copy_p"):
+    return np.array
+  return None
+
+
+def _evaluate_on_host(closed_jaxpr: Any, args: Sequence[Any]) -> list[np.ndarray]:
+  """The outputs of `closed_jaxpr` computed with NumPy, or `_NotOnHost`.
+
+  What an initial-variables program computes once XLA would have dropped the model's forward
+  pass: key derivations (Flax folds each module's and parameter's name into the key) and
+  constant leaves (zeros, ones). Equations that no output needs are skipped, as XLA drops
+  them. Only threefry2x32 keys, the key operations, shape operations and dtype conversions
+  are evaluated; anything else raises `_NotOnHost`, and the caller compiles the program.
+  """
+  jaxpr = closed_jaxpr.jaxpr
+  if jaxpr.effects:
+    raise _NotOnHost("effects")
+  needed = {id(v) for v in jaxpr.outvars}
+  live = []
+  for eqn in reversed(jaxpr.eqns):
+    if any(id(v) in needed for v in eqn.outvars):
+      live.append(eqn)
+      needed.update(id(v) for v in eqn.invars)
+  env = {}
+
+  def read(v):
+    if isinstance(v, jax_core.Literal):
+      return np.asarray(v.val)
+    return env[id(v)]
+
+  def write(v, value, key):
+    value = np.asarray(value)
+    aval = v.aval
+    want = tuple(aval.shape) + ((2,) if key else ())
+    if value.shape != want:
+      raise _NotOnHost(f"shape {value.shape} for {want}")
+    env[id(v)] = value if key else value.astype(aval.dtype, copy=False)
+
+  for v, x in zip(jaxpr.constvars, closed_jaxpr.consts):
+    key = _is_key(v.aval)
+    write(v, jax.random.key_data(x) if key else x, key)
+  for v, x in zip(jaxpr.invars, args):
+    write(v, x, _is_key(v.aval))
+  for eqn in reversed(live):
+    name = eqn.primitive.name
+    if eqn.effects or len(eqn.outvars) != 1:
+      raise _NotOnHost(name)
+    out = eqn.outvars[0]
+    key = _is_key(out.aval)
+    ins = [read(v) for v in eqn.invars]
+    if name in ("random_wrap", "random_unwrap"):  # A wrapped key's type is checked above.
+      value = ins[0].astype(np.uint32)
+    elif name == "random_fold_in":
+      value = _fold_in(ins[0], ins[1])
+    elif name == "random_split":
+      value = _split(ins[0], tuple(eqn.params["shape"]))
+    elif name == "convert_element_type" and not key and not _is_key(eqn.invars[0].aval):
+      if eqn.params.get("sharding") is not None:
+        raise _NotOnHost(name)
+      value = ins[0].astype(eqn.params["new_dtype"])
+    else:
+      fn = _structural(name, eqn.params, key)
+      if fn is None or any(_is_key(v.aval) != key for v in eqn.invars
+                           if not isinstance(v, jax_core.Literal)):
+        raise _NotOnHost(name)
+      value = fn(*ins)
+    write(out, value, key)
+  return [read(v) for v in jaxpr.outvars]
+
+
+def _host_arguments(args: Sequence[Any]) -> tuple[list[np.ndarray], Any]:
+  """The program's flat arguments as NumPy (keys as their data), and where its results would
+  be placed: the arguments' sharding if one is committed and fully replicated, else None (the
+  default device). Raises `_NotOnHost` for an argument placed otherwise."""
+  flat, where = [], None
+  for x in jax.tree_util.tree_leaves(args):
+    if isinstance(x, jax.Array):
+      if getattr(x, "committed", False):
+        if not x.sharding.is_fully_replicated:
+          raise _NotOnHost("a sharded argument")
+        where = x.sharding
+      if _is_key(x):
+        x = jax.random.key_data(x)
+    flat.append(np.asarray(x))
+  return flat, where
+
+
 def draw_after(init: Callable[..., Any], *args: Any,
                compiler_options: Optional[dict] = None) -> Any:
   """`init(*args)` (a Flax `init`, whose initialisers are this module's) compiled as one
@@ -98,12 +284,17 @@ def draw_after(init: Callable[..., Any], *args: Any,
   callbacks inside the program instead, with a warning. Draws in a nested trace (a jit, scan
   or eval_shape inside `init`) stay callbacks; those that never reach the result are dropped.
 
+  The program itself is usually not compiled: what its results need of it (key derivations,
+  constant leaves) is evaluated with NumPy, to the same bits (`_evaluate_on_host`). Only a
+  program with other operations, keys of another PRNG implementation than threefry2x32, or
+  arguments sharded across devices is compiled.
+
   Args:
     init: a function whose drawn leaves come straight from this module's initialisers.
     *args: its arguments (a PRNG key first, as Flax's `init`).
     compiler_options: for `Lowered.compile` (e.g. `perf.compiler_options(CHEAP_COMPILE)`).
   Returns:
-    `init(*args)`'s tree of arrays, placed as the program places its results.
+    `init(*args)`'s tree of arrays, placed as the program would place its results.
   """
   found = {}
 
@@ -128,13 +319,22 @@ def draw_after(init: Callable[..., Any], *args: Any,
     logging.warning("draw_after: init returns a value computed from an initialiser's draw; "
                     "drawing inside the program, which the compilation cache cannot keep.")
     return jax.jit(init).lower(*args).compile(compiler_options=compiler_options)(*args)
-  kept, keys = traced.lower().compile(compiler_options=compiler_options)(np.float32(np.nan),
-                                                                        *args)
+  try:
+    # Usually the program is key derivations and constants, which NumPy computes in
+    # milliseconds: no XLA program to compile, or to read from the persistent cache.
+    flat_args, where = _host_arguments((np.float32(np.nan), *args))
+    outs = _evaluate_on_host(traced.jaxpr, flat_args)
+    keys = outs[n_kept] if len(outs) > n_kept else None
+    # device_put, not jnp.asarray, which in jax 0.10 compiles a copy program per shape.
+    kept = [jax.device_put(x, where) for x in outs[:n_kept]]
+  except _NotOnHost:
+    kept, keys = traced.lower().compile(compiler_options=compiler_options)(
+        np.float32(np.nan), *args)
+    # Where the program put its results: committed where its inputs were.
+    if keys is not None:
+      where = keys.sharding if keys.committed and keys.sharding.is_fully_replicated else None
   if keys is None:
     return jax.tree_util.tree_unflatten(found["tree"], kept)
-  # Where the program put its results: committed where its inputs were (device_put, not
-  # jnp.asarray, which in jax 0.10 compiles a copy program per shape).
-  where = keys.sharding if keys.committed and keys.sharding.is_fully_replicated else None
   kept, keys = iter(kept), iter(np.asarray(keys))
   leaves = [next(kept) if d is None else jax.device_put(d(next(keys)), where)
             for d in found["draw"]]
