@@ -257,6 +257,8 @@ def _host_arguments(args: Sequence[Any]) -> tuple[list[np.ndarray], Any]:
   default device). Raises `_NotOnHost` for an argument placed otherwise."""
   flat, where = [], None
   for x in jax.tree_util.tree_leaves(args):
+    if isinstance(x, jax.core.Tracer):  # Called inside a caller's own transformation.
+      raise _NotOnHost("a traced argument")
     if isinstance(x, jax.Array):
       if getattr(x, "committed", False):
         if not x.sharding.is_fully_replicated:
