@@ -115,10 +115,11 @@ def test_a_dead_process_stops_the_other_with_an_error(tmp_path, compile_cache):
   assert not (tmp_path / "never.npz").exists()
   # Two ways out, whichever comes first: the survivor's next collective fails and it prints
   # one line (distributed.peers_checked), or JAX's coordination service, having seen the
-  # peer's connection drop, aborts it from its own thread (once in eleven suite runs on the
-  # 2-core machine, 2026-11-30; docs/design.md §3.6).
-  if survivor.returncode == -signal.SIGABRT:
-    assert "JAX distributed service detected fatal errors" in err, err[-3000:]
+  # peer's connection drop, ends it from its own thread (once in eleven suite runs on the
+  # 2-core machine, 2026-11-30; docs/design.md §3.6): with SIGABRT on jaxlib 0.10, with
+  # status 1 on jaxlib 0.7.2, whose fatal log is the quiet kind (CI, 2026-12-01).
+  if "JAX distributed service detected fatal errors" in err:
+    assert survivor.returncode in (-signal.SIGABRT, 1), (survivor.returncode, err[-3000:])
   else:
     assert survivor.returncode == 1, err[-3000:]
     assert "error: process 0: another process stopped answering" in err
