@@ -1,5 +1,6 @@
 """Architecture: the reference's parameter counts, output shapes, initialisers, bad inputs."""
 
+import contextlib
 import functools
 import re
 
@@ -150,16 +151,42 @@ def test_numpy_threefry_derives_jax_keys(partitionable):
   before = jax.config.jax_threefry_partitionable
   jax.config.update("jax_threefry_partitionable", partitionable)
   try:
-    keys = jax.random.split(jax.random.key(2**31 - 1), (2, 3))
-    data = np.asarray(jax.random.key_data(keys))
+    one = jax.random.key(2**31 - 1)
+    batch = jax.random.split(one, (2, 3))
     for d in (0, 7, 0xFFFFFFFF):
-      want = jax.random.key_data(jax.vmap(jax.vmap(lambda k: jax.random.fold_in(k, d)))(keys))
-      np.testing.assert_array_equal(initializers._fold_in(data, np.uint32(d)), want)  # pylint: disable=protected-access
-    for shape in ((3,), (2, 5), (1,)):
-      want = jax.random.key_data(jax.vmap(jax.vmap(lambda k: jax.random.split(k, shape)))(keys))  # pylint: disable=cell-var-from-loop
-      np.testing.assert_array_equal(initializers._split(data, shape), want)  # pylint: disable=protected-access
+      want = jax.random.key_data(jax.vmap(jax.vmap(lambda k: jax.random.fold_in(k, d)))(batch))
+      got = initializers._fold_in(np.asarray(jax.random.key_data(batch)), np.uint32(d))  # pylint: disable=protected-access
+      np.testing.assert_array_equal(got, want)
+    for shape in ((3,), (2, 5), (1,), (0,)):
+      for keys, split in ((batch, jax.vmap(jax.vmap(lambda k: jax.random.split(k, shape)))),  # pylint: disable=cell-var-from-loop
+                          (one, lambda k: jax.random.split(k, shape))):  # pylint: disable=cell-var-from-loop
+        got = initializers._split(np.asarray(jax.random.key_data(keys)), shape)  # pylint: disable=protected-access
+        np.testing.assert_array_equal(got, jax.random.key_data(split(keys)))
   finally:
     jax.config.update("jax_threefry_partitionable", before)
+
+
+def test_what_numpy_would_compute_otherwise_comes_from_the_program():
+  """draw_after evaluates with NumPy only what NumPy computes as XLA does. A float-to-integer
+  conversion (XLA maps NaN to 0 and clamps), a weakly typed result (a Python scalar) and a
+  mesh set for jit (which places results on it) make it compile the program: the results
+  equal jit(init)'s in value, dtype, weak type and placement."""
+  from a2i_jax.models import initializers  # pylint: disable=import-outside-toplevel
+
+  def init(key):
+    return {"w": initializers.normal(1.0)(key, (3,)),
+            "int": jnp.array([-1.5, np.nan, 1e10], jnp.float32).astype(jnp.int32),
+            "weak": 0.5, "ones": jnp.ones((2,))}
+  mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
+  for where in ("default", "mesh"):
+    with jax.set_mesh(mesh) if where == "mesh" else contextlib.nullcontext():
+      after = initializers.draw_after(init, jax.random.key(3))
+      inside = jax.jit(init)(jax.random.key(3))
+    for k in inside:
+      assert after[k].dtype == inside[k].dtype and after[k].weak_type == inside[k].weak_type, k
+      assert after[k].sharding.is_equivalent_to(inside[k].sharding, after[k].ndim), (where, k)
+      np.testing.assert_array_equal(np.asarray(after[k]), np.asarray(inside[k]))
+  assert np.asarray(after["int"])[1] == 0  # NaN, as XLA converts it (NumPy: INT_MIN).
 
 
 def test_draws_that_cannot_wait_are_drawn_inside_the_program():

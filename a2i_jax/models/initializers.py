@@ -156,10 +156,11 @@ def _is_key(aval: Any) -> bool:
   return True
 
 
-def _structural(name: str, params: dict, key: bool) -> Optional[Callable]:
-  """NumPy for a shape-only primitive; on key data (`key`), the words are a last axis."""
+def _structural(name: str, params: dict, key: bool, num_inputs: int) -> Optional[Callable]:
+  """NumPy for a shape-only primitive; on key data (`key`), the words are a last axis. (A
+  broadcast or reshape with more inputs than its operand has dynamic shapes: refused.)"""
   extra = (2,) if key else ()
-  if name == "broadcast_in_dim" and params.get("sharding") is None:
+  if name == "broadcast_in_dim" and params.get("sharding") is None and num_inputs == 1:
     shape, dims = tuple(params["shape"]), tuple(params["broadcast_dimensions"])
 
     def broadcast(x):
@@ -169,7 +170,8 @@ def _structural(name: str, params: dict, key: bool) -> Optional[Callable]:
         spread[d] = n
       return np.broadcast_to(x.reshape(tuple(spread) + extra), shape + extra)
     return broadcast
-  if name == "reshape" and params.get("dimensions") is None and params.get("sharding") is None:
+  if (name == "reshape" and params.get("dimensions") is None and params.get("sharding") is None
+      and num_inputs == 1):
     return lambda x: x.reshape(tuple(params["new_sizes"]) + extra)
   if name == "squeeze":
     return lambda x: np.squeeze(x, axis=tuple(params["dimensions"]))
@@ -181,7 +183,7 @@ def _structural(name: str, params: dict, key: bool) -> Optional[Callable]:
     return lambda *xs: np.concatenate(xs, axis=params["dimension"])
   if name == "stack":
     return lambda *xs: np.stack(xs, axis=params["axis"])
-  if name in ("copy", "copy_p"):
+  if name == "copy":
     return np.array
   return None
 
@@ -198,6 +200,10 @@ def _evaluate_on_host(closed_jaxpr: Any, args: Sequence[Any]) -> list[np.ndarray
   jaxpr = closed_jaxpr.jaxpr
   if jaxpr.effects:
     raise _NotOnHost("effects")
+  # NumPy arrays placed on a device are strongly typed; a weakly typed result (a Python scalar
+  # in the tree) would promote differently downstream.
+  if any(getattr(v.aval, "weak_type", False) for v in jaxpr.outvars):
+    raise _NotOnHost("a weakly typed result")
   needed = {id(v) for v in jaxpr.outvars}
   live = []
   for eqn in reversed(jaxpr.eqns):
@@ -208,7 +214,7 @@ def _evaluate_on_host(closed_jaxpr: Any, args: Sequence[Any]) -> list[np.ndarray
 
   def read(v):
     if isinstance(v, jax_core.Literal):
-      return np.asarray(v.val)
+      return np.asarray(v.val, v.aval.dtype)
     return env[id(v)]
 
   def write(v, value, key):
@@ -238,11 +244,16 @@ def _evaluate_on_host(closed_jaxpr: Any, args: Sequence[Any]) -> list[np.ndarray
     elif name == "random_split":
       value = _split(ins[0], tuple(eqn.params["shape"]))
     elif name == "convert_element_type" and not key and not _is_key(eqn.invars[0].aval):
-      if eqn.params.get("sharding") is not None:
+      new = np.dtype(eqn.params["new_dtype"])
+      if eqn.params.get("sharding") is not None or (
+          not np.issubdtype(ins[0].dtype, np.integer) and ins[0].dtype != np.bool_
+          and (np.issubdtype(new, np.integer) or new == np.bool_)):
+        # XLA's float-to-integer conversion (NaN to 0, out-of-range values clamped) is not
+        # NumPy's.
         raise _NotOnHost(name)
-      value = ins[0].astype(eqn.params["new_dtype"])
+      value = ins[0].astype(new)
     else:
-      fn = _structural(name, eqn.params, key)
+      fn = _structural(name, eqn.params, key, len(eqn.invars))
       if fn is None or any(_is_key(v.aval) != key for v in eqn.invars
                            if not isinstance(v, jax_core.Literal)):
         raise _NotOnHost(name)
@@ -255,6 +266,8 @@ def _host_arguments(args: Sequence[Any]) -> tuple[list[np.ndarray], Any]:
   """The program's flat arguments as NumPy (keys as their data), and where its results would
   be placed: the arguments' sharding if one is committed and fully replicated, else None (the
   default device). Raises `_NotOnHost` for an argument placed otherwise."""
+  if not jax.sharding.get_abstract_mesh().empty:
+    raise _NotOnHost("a mesh set for jit")  # Which places uncommitted results on the mesh.
   flat, where = [], None
   for x in jax.tree_util.tree_leaves(args):
     if isinstance(x, jax.core.Tracer):  # Called inside a caller's own transformation.
@@ -263,6 +276,8 @@ def _host_arguments(args: Sequence[Any]) -> tuple[list[np.ndarray], Any]:
       if getattr(x, "committed", False):
         if not x.sharding.is_fully_replicated:
           raise _NotOnHost("a sharded argument")
+        if where is not None and not where.is_equivalent_to(x.sharding, x.ndim):
+          raise _NotOnHost("arguments committed to different devices")
         where = x.sharding
       if _is_key(x):
         x = jax.random.key_data(x)
@@ -287,9 +302,10 @@ def draw_after(init: Callable[..., Any], *args: Any,
   or eval_shape inside `init`) stay callbacks; those that never reach the result are dropped.
 
   The program itself is usually not compiled: what its results need of it (key derivations,
-  constant leaves) is evaluated with NumPy, to the same bits (`_evaluate_on_host`). Only a
-  program with other operations, keys of another PRNG implementation than threefry2x32, or
-  arguments sharded across devices is compiled.
+  constant leaves) is evaluated with NumPy, to the same bits (`_evaluate_on_host`). It is
+  compiled where NumPy could answer otherwise: other operations, float-to-integer
+  conversions, weakly typed results, keys of another PRNG implementation than threefry2x32,
+  arguments sharded across devices or committed to different ones, or a mesh set for jit.
 
   Args:
     init: a function whose drawn leaves come straight from this module's initialisers.
