@@ -345,7 +345,12 @@ def draw_after(init: Callable[..., Any], *args: Any,
     keys = outs[n_kept] if len(outs) > n_kept else None
     # device_put, not jnp.asarray, which in jax 0.10 compiles a copy program per shape.
     kept = [jax.device_put(x, where) for x in outs[:n_kept]]
-  except _NotOnHost:
+  except Exception as e:  # pylint: disable=broad-except
+    # `_NotOnHost`, or the shortcut failing otherwise (a primitive's parameters renamed in a
+    # later jax, say): the program gives the answer.
+    if not isinstance(e, _NotOnHost):
+      logging.debug("draw_after: host evaluation failed (%s: %s); compiling the program.",
+                    type(e).__name__, e)
     kept, keys = traced.lower().compile(compiler_options=compiler_options)(
         np.float32(np.nan), *args)
     # Where the program put its results: committed where its inputs were.
