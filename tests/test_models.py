@@ -95,6 +95,12 @@ def test_torch_initialisers():
   assert float(jnp.abs(conv["kernel"]).max()) > 0.8 * bound
 
 
+# The variables of `test_initial_values_are_the_callbacks_values_to_the_bit`'s reference, the
+# draws as host callbacks inside Flax's init, by (model, key placement): computed once per
+# worker for both of its paths.
+_CALLBACK_VALUES = {}
+
+
 @pytest.mark.parametrize("name, where, path", [
     ("cvae", "default", "host"), ("discvae", "default", "host"),
     ("discvae", "replicated", "host"), ("discvae", "default", "program"),
@@ -105,8 +111,8 @@ def test_initial_values_are_the_callbacks_values_to_the_bit(name, where, path, m
   NumPy ("host": no XLA program at all), or, where that cannot be done, by a program without
   host callbacks (so the persistent cache keeps it) before the draws; so also where the host
   evaluation fails unexpectedly. With the key committed and replicated over the devices, as a
-  multi-device run's may be, so are the variables. The disCVAE reuses its background head, whose second call makes Flax check the parameters'
-  shapes by calling the initialisers again under eval_shape."""
+  multi-device run's may be, so are the variables. The disCVAE reuses its background head,
+  whose second call reads the parameters the first one drew (layers.ParamsReadDirectly)."""
   from a2i_jax.models import initializers  # pylint: disable=import-outside-toplevel
   cfg = tiny_config(name)
   model = models.create_model(cfg.model)
@@ -114,10 +120,12 @@ def test_initial_values_are_the_callbacks_values_to_the_bit(name, where, path, m
   if where == "replicated":
     mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
     key = jax.device_put(key, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-  k_params, k_reparam, k_drop = jax.random.split(key, 3)
-  inside = jax.jit(lambda kp, kr, kd: model.init(  # The draws as callbacks, the same keys.
-      {"params": kp, "reparam": kr, "dropout": kd},
-      *models.dummy_inputs(cfg.model), train=False))(k_params, k_reparam, k_drop)
+  if (name, where) not in _CALLBACK_VALUES:  # Its program cannot be cached: 2-6 s a compile.
+    k_params, k_reparam, k_drop = jax.random.split(key, 3)
+    _CALLBACK_VALUES[name, where] = jax.jit(lambda kp, kr, kd: model.init(  # The draws as
+        {"params": kp, "reparam": kr, "dropout": kd},  # callbacks, the same keys.
+        *models.dummy_inputs(cfg.model), train=False))(k_params, k_reparam, k_drop)
+  inside = _CALLBACK_VALUES[name, where]
 
   if path == "program":  # The host evaluation failing as it might under a later jax.
     def not_on_host(*_):
@@ -583,6 +591,51 @@ def test_window_conv_is_the_convolution(dtype):
     assert g.shape == ref.shape and g.dtype == ref.dtype
     np.testing.assert_allclose(np.asarray(g, np.float32), np.asarray(ref, np.float32),
                                rtol=tol, atol=tol * np.abs(np.asarray(ref, np.float32)).max())
+
+
+def test_parameters_are_read_without_tracing_their_initialisers(monkeypatch):
+  """layers.ParamsReadDirectly: applying a model reads each parameter without Flax's shape
+  check by tracing its initialiser again under eval_shape, into the very program Flax's own
+  `param` gives, and a parameter of the wrong shape still fails with Flax's error naming it
+  (a Dense, a Conv, an upsampling Conv and a BatchNorm parameter)."""
+  from a2i_jax.models import layers  # pylint: disable=import-outside-toplevel
+  import flax  # pylint: disable=import-outside-toplevel
+  cfg = tiny_config("discvae")
+  model = models.create_model(cfg.model)
+  variables = models.init_variables(model, cfg.model, jax.random.key(0))
+  x, y, m = models.dummy_inputs(cfg.model, batch=2)
+
+  def program(v):
+    return str(jax.make_jaxpr(lambda v: model.apply(v, x, y, m, train=True, rngs={
+        "reparam": jax.random.key(1), "dropout": jax.random.key(2)}, mutable="batch_stats"))(v))
+  shape_checks = []
+  real_eval_shape = jax.eval_shape
+  monkeypatch.setattr(jax, "eval_shape",
+                      lambda *a, **k: shape_checks.append(1) or real_eval_shape(*a, **k))
+  direct = program(variables)
+  assert not shape_checks
+  with monkeypatch.context() as patch:  # Flax's own param, as before.
+    patch.setattr(layers.ParamsReadDirectly, "param", nn.nowrap(
+        lambda self, name, fn, *a, unbox=True, **k: nn.Module.param(self, name, fn, *a,
+                                                                     unbox=unbox, **k)))
+    assert program(variables) == direct
+  # One check per parameter read (the background head's, called twice, are read twice).
+  assert len(shape_checks) >= len(jax.tree_util.tree_leaves(variables["params"]))
+
+  params = variables["params"]
+  for path in (("encoder_fg", "head", "mu", "kernel"), ("decoder_bg", "Conv_0", "kernel"),
+               ("decoder_fg", "Conv_1", "kernel"), ("encoder_fg", "trunk", "BatchNorm_0",
+                                                    "scale")):
+    node = params
+    for name in path[:-1]:
+      node = node[name]
+    assert isinstance(node[path[-1]], jax.Array), path
+    good = node[path[-1]]
+    node[path[-1]] = jnp.zeros(good.shape[:-1] + (good.shape[-1] + 1,))
+    with pytest.raises(flax.errors.ScopeParamShapeError,
+                       match=f"{path[-1]}.*/{'/'.join(path[:-1])}"):
+      program(variables)
+    node[path[-1]] = good
 
 
 def test_split_outputs_model_is_the_whole_model(monkeypatch):

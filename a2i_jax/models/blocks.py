@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 
 from a2i_jax.models.initializers import normal, uniform, zeros
-from a2i_jax.models.layers import (batch_norm, conv, decoder_tail, dense, max_pool, scaled,
-                                   window_conv)
+from a2i_jax.models.layers import (Dense, batch_norm, conv, decoder_tail, dense, max_pool,
+                                   scaled, window_conv)
 
 Array = jax.Array
 Dtype = Any
@@ -64,9 +64,9 @@ class GaussianHead(nn.Module):
   def __call__(self, h_x: Array, h_y: Optional[Array]) -> tuple[Array, Array]:
     h = h_x if h_y is None else jnp.concatenate([h_x, h_y], axis=-1)
     std = 1.0 / math.sqrt(h.shape[-1])
-    mu = nn.Dense(self.z_dim, kernel_init=normal(std), bias_init=normal(std),
+    mu = Dense(self.z_dim, kernel_init=normal(std), bias_init=normal(std),
                   dtype=self.dtype, name="mu")(h)
-    logvar = nn.Dense(self.z_dim, kernel_init=zeros, bias_init=zeros, dtype=self.dtype,
+    logvar = Dense(self.z_dim, kernel_init=zeros, bias_init=zeros, dtype=self.dtype,
                       name="logvar")(h_x)
     return mu, logvar
 
@@ -106,7 +106,7 @@ class LinearMix(nn.Module):
   @nn.compact
   def __call__(self, h: Array) -> Array:
     fan_in = h.shape[-1]
-    return nn.relu(nn.Dense(self.features, kernel_init=uniform(0.0, 1.0 / math.sqrt(fan_in)),
+    return nn.relu(Dense(self.features, kernel_init=uniform(0.0, 1.0 / math.sqrt(fan_in)),
                             bias_init=normal(1.0 / math.sqrt(fan_in)), dtype=self.dtype)(h))
 
 

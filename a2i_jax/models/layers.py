@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Optional
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -28,6 +29,56 @@ DECODER_TAILS = perf.DECODER_TAILS
 # up to it): XLA:CPU's input gradient of a 5x5 convolution to 3 channels ran 4x slower than to
 # 4 (BENCHMARKS.md, "The decoders' output heads on CPU").
 _MIN_HEAD_OUTPUTS = 4
+
+
+class ParamsReadDirectly:
+  """A mixin for Flax modules: a parameter that exists is read, not checked by tracing its
+  initialiser again.
+
+  Flax's `Module.param` compares an existing parameter's shape with that of its initialiser's
+  output, and finds the latter by tracing the initialiser under `jax.eval_shape` (with a
+  fresh key), for every parameter on every application of the model. That was a tenth to a
+  quarter of the time to trace the models' programs (BENCHMARKS.md, "Tracing the models").
+  Here, where the initialiser takes its shape as its first argument (every layer in this
+  package: nn.Dense's and nn.Conv's, Torch's, BatchNorm's), the parameter is read and its
+  shape compared with that argument, raising Flax's own `ScopeParamShapeError`; otherwise,
+  and whenever the parameter does not exist yet (`init`), Flax's `param` runs as before.
+  """
+
+  @nn.nowrap
+  def param(self, name: str, init_fn: Callable[..., Any], *init_args: Any, unbox: bool = True,
+            **init_kwargs: Any) -> Any:
+    """`nn.Module.param`, reading an existing parameter directly (see the class).
+
+    Args:
+      name: the parameter's name.
+      init_fn: its initialiser, `init_fn(key, shape, dtype)` here.
+      *init_args: the initialiser's arguments after the key (the shape first).
+      unbox: replace Flax's `AxisMetadata` boxes by their values.
+      **init_kwargs: the initialiser's keyword arguments.
+    Returns:
+      The parameter's value.
+    """
+    shape = init_args[0] if init_args else None
+    if (isinstance(shape, tuple) and self.scope is not None
+        and self.has_variable("params", name)):
+      self.scope.reserve(name, "params")  # Two parameters of one name still fail.
+      value = self.get_variable("params", name)
+      value = flax.core.meta.unbox(value) if unbox else value
+      if np.shape(value) != tuple(shape):
+        raise flax.errors.ScopeParamShapeError(name, self.scope.path_text, np.shape(value),
+                                               tuple(shape))
+      return value
+    return super().param(name, init_fn, *init_args, unbox=unbox,  # type: ignore[misc]
+                         **init_kwargs)
+
+
+class Dense(ParamsReadDirectly, nn.Dense):
+  """nn.Dense, its parameters read directly (`ParamsReadDirectly`); named Dense_<n> alike."""
+
+
+class Conv(ParamsReadDirectly, nn.Conv):
+  """nn.Conv, its parameters read directly (`ParamsReadDirectly`); named Conv_<n> alike."""
 
 
 def scaled(n: int, width: float) -> int:
@@ -54,7 +105,7 @@ def dense(x: Array, features: int, dtype: Dtype, name: Optional[str] = None) -> 
     [B, F].
   """
   init = initializers.torch_default(x.shape[-1])
-  return nn.Dense(features, kernel_init=init, bias_init=init, dtype=dtype, name=name)(x)
+  return Dense(features, kernel_init=init, bias_init=init, dtype=dtype, name=name)(x)
 
 
 def conv(x: Array, features: int, kernel: int, *, stride: int = 1,
@@ -105,7 +156,7 @@ def conv(x: Array, features: int, kernel: int, *, stride: int = 1,
                           form=form)(x)
     x = upsample(x)
   init = initializers.torch_default(kernel * kernel * x.shape[-1])
-  return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
+  return Conv(features, (kernel, kernel), strides=(stride, stride),
                  padding=((pad, pad), (pad, pad)), kernel_init=init, bias_init=init,
                  dtype=dtype, conv_general_dilated=conv_fn)(x)
 
@@ -197,7 +248,7 @@ def _offset_taps(kernel: int) -> np.ndarray:
   return m
 
 
-class UpsampleConv(nn.Conv):
+class UpsampleConv(Conv):
   """Nearest x2 upsampling followed by a k x k "same" convolution, computed at the input's size.
 
   "centred" form (k = 5, 9, ...; `polyphase_form`): output pixel (2i + a, 2j + b) of
@@ -276,7 +327,7 @@ class UpsampleConv(nn.Conv):
 UpsampleConv.__name__ = "Conv"  # Flax names submodules by class name: keep Conv_<n>.
 
 
-class ConvParams(nn.Module):
+class ConvParams(ParamsReadDirectly, nn.Module):
   """The parameters of a k x k `conv` layer alone (`kernel` [k, k, C, F], `bias` [F], with
   nn.Conv's names, order and Torch default initialisation), for layers computed another way
   (`decoder_tail`). Named like nn.Conv so that Flax's automatic names stay Conv_<n>."""
@@ -412,7 +463,7 @@ def decoder_tail(x: Array, features: int, kernel: int, heads: tuple[int, ...], h
   return list(jnp.split(y, np.cumsum(heads)[:-1], axis=-1))
 
 
-class BatchNorm(nn.Module):
+class BatchNorm(ParamsReadDirectly, nn.Module):
   """Torch's (Spatial)BatchNormalization (docs/reference.md §2.8), over all axes but the last.
 
   Train mode normalises with the batch's biased variance, as Torch and `nn.BatchNorm` do, and
