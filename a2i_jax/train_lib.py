@@ -331,9 +331,6 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
   tx = make_optimizer(config)
   root = jax.random.key(config.seed)
   k_init, k_train, k_eval, k_sample = jax.random.split(root, 4)
-  abstract_state = abstract_train_state(model, config, tx)
-  logging.info("model %s: %d parameters", config.model.name,
-               models.count_params(abstract_state.params))
 
   # Stage 4: checkpoint. Resume from the newest intact one if there is one; only then is the
   # run's record (config.json, dataset.json) written.
@@ -346,8 +343,11 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
     good = ckpt.newest_intact_step(quarantine=True)
     if good is None:
       state = parallel.put_replicated(create_train_state(model, config, tx, k_init), mesh)
-    else:
-      state = _restore_train_state(ckpt, config, abstract_state, mesh, good)
+    else:  # The restore target only here: its `eval_shape` traces the model's init again.
+      state = _restore_train_state(ckpt, config, abstract_train_state(model, config, tx), mesh,
+                                   good)
+    logging.info("model %s: %d parameters", config.model.name, models.count_params(state.params))
+    if good is not None:
       logging.info("resumed from step %d in %s", int(state.step), ckpt.directory)
     checkpoints.save_config(workdir, config)
     train_eval.record_dataset(workdir, dataset, config.data.path, resumed=good is not None)
