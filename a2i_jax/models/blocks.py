@@ -64,10 +64,10 @@ class GaussianHead(nn.Module):
   def __call__(self, h_x: Array, h_y: Optional[Array]) -> tuple[Array, Array]:
     h = h_x if h_y is None else jnp.concatenate([h_x, h_y], axis=-1)
     std = 1.0 / math.sqrt(h.shape[-1])
-    mu = Dense(self.z_dim, kernel_init=normal(std), bias_init=normal(std),
-                  dtype=self.dtype, name="mu")(h)
+    mu = Dense(self.z_dim, kernel_init=normal(std), bias_init=normal(std), dtype=self.dtype,
+               name="mu")(h)
     logvar = Dense(self.z_dim, kernel_init=zeros, bias_init=zeros, dtype=self.dtype,
-                      name="logvar")(h_x)
+                   name="logvar")(h_x)
     return mu, logvar
 
 
@@ -107,7 +107,7 @@ class LinearMix(nn.Module):
   def __call__(self, h: Array) -> Array:
     fan_in = h.shape[-1]
     return nn.relu(Dense(self.features, kernel_init=uniform(0.0, 1.0 / math.sqrt(fan_in)),
-                            bias_init=normal(1.0 / math.sqrt(fan_in)), dtype=self.dtype)(h))
+                         bias_init=normal(1.0 / math.sqrt(fan_in)), dtype=self.dtype)(h))
 
 
 class ImageDecoder(nn.Module):

@@ -37,8 +37,8 @@ class ParamsReadDirectly:
 
   Flax's `Module.param` compares an existing parameter's shape with that of its initialiser's
   output, and finds the latter by tracing the initialiser under `jax.eval_shape` (with a
-  fresh key), for every parameter on every application of the model. That was a tenth to a
-  quarter of the time to trace the models' programs (BENCHMARKS.md, "Tracing the models").
+  fresh key), for every parameter on every application of the model: 12-29 % of the time to
+  trace the paper models' train step (BENCHMARKS.md, "Tracing the models").
   Here, where the initialiser takes its shape as its first argument (every layer in this
   package: nn.Dense's and nn.Conv's, Torch's, BatchNorm's), the parameter is read and its
   shape compared with that argument, raising Flax's own `ScopeParamShapeError`; otherwise,
@@ -64,11 +64,11 @@ class ParamsReadDirectly:
         and self.has_variable("params", name)):
       self.scope.reserve(name, "params")  # Two parameters of one name still fail.
       value = self.get_variable("params", name)
-      value = flax.core.meta.unbox(value) if unbox else value
-      if np.shape(value) != tuple(shape):
-        raise flax.errors.ScopeParamShapeError(name, self.scope.path_text, np.shape(value),
+      unboxed = flax.core.meta.unbox(value)
+      if np.shape(unboxed) != tuple(shape):
+        raise flax.errors.ScopeParamShapeError(name, self.scope.path_text, np.shape(unboxed),
                                                tuple(shape))
-      return value
+      return unboxed if unbox else value
     return super().param(name, init_fn, *init_args, unbox=unbox,  # type: ignore[misc]
                          **init_kwargs)
 
@@ -157,8 +157,8 @@ def conv(x: Array, features: int, kernel: int, *, stride: int = 1,
     x = upsample(x)
   init = initializers.torch_default(kernel * kernel * x.shape[-1])
   return Conv(features, (kernel, kernel), strides=(stride, stride),
-                 padding=((pad, pad), (pad, pad)), kernel_init=init, bias_init=init,
-                 dtype=dtype, conv_general_dilated=conv_fn)(x)
+              padding=((pad, pad), (pad, pad)), kernel_init=init, bias_init=init, dtype=dtype,
+              conv_general_dilated=conv_fn)(x)
 
 
 # Whether `polyphase_form` may choose the "offset" form: "on", "off", or None for "auto"
