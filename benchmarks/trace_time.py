@@ -152,6 +152,9 @@ def main() -> None:
   p.add_argument("--root", default="", help=argparse.SUPPRESS)
   p.add_argument("--model", default="", help=argparse.SUPPRESS)
   args = p.parse_args()
+  if args.config and os.path.normpath(args.config) != os.path.join("configs", "synthetic.py"):
+    raise SystemExit(f"error: --config={args.config}: only configs/synthetic.py (the tiny "
+                     "models) is measured here; leave --config out for the paper models.")
   if args.child:
     print(json.dumps(_child(args)))
     return
