@@ -125,6 +125,12 @@ def make_term_report(model: flax.linen.Module, config: ml_collections.ConfigDict
   `key` by `state.step` as `make_multi_step`) and differentiates each loss term on its own,
   so a divergence can be traced to the term whose value or gradient is not finite.
 
+  The model runs forward once (`jax.linearize`), and each term's gradient is the transpose of
+  that linear map restricted to the term (`jax.linear_transpose`): the other terms' paths get
+  no cotangent at all, not a zero one, so an infinite partial derivative in one term cannot
+  turn another's gradient into NaN (0 x inf), as it could through `jax.vjp` with a one-hot
+  cotangent.
+
   Args:
     model: from `models.create_model`.
     config: the experiment config.
@@ -140,18 +146,21 @@ def make_term_report(model: flax.linen.Module, config: ml_collections.ConfigDict
     batch = jax.lax.with_sharding_constraint(
         pipeline.sample_batch(k_batch, data, config.batch_size), batch_sharding)
     x, y, m, rngs = _step_inputs(batch, k_step, config)
-    terms, _, _ = loss_fn(state.params, state.batch_stats, x, y, m, rngs)
+    terms, linear = jax.linearize(
+        lambda p: loss_fn(p, state.batch_stats, x, y, m, rngs)[0], state.params)
     out = {}
     for name in terms:
-      grads = jax.grad(lambda p, n=name: loss_fn(p, state.batch_stats, x, y, m, rngs)[0][n])(
-          state.params)
+      (grads,) = jax.linear_transpose(lambda t, n=name: linear(t)[n], state.params)(
+          jnp.ones_like(terms[name]))
       out[name] = (terms[name] / x.shape[0], global_norm(grads))
     return out
 
   # It runs once, after a failure: compiled without LLVM's optimisations, the paper disCVAE's
   # report compiled in 6.3 s instead of 9.9 and ran in 7.1 s instead of 5.3 (BENCHMARKS.md,
   # "Programs that run once"); each term's norm with the small leaves as one vector then took
-  # its compile to 4.5-4.8 s (BENCHMARKS.md, "... the gradient norm's small leaves").
+  # its compile to 4.5-4.8 s (BENCHMARKS.md, "... the gradient norm's small leaves"). One
+  # forward pass instead of a forward and backward per term took its trace, compile and run
+  # to 2/3 or less (BENCHMARKS.md, "The divergence report's one forward pass").
   return perf.jit(report, extra_options=models.CHEAP_COMPILE)
 
 

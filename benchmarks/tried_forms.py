@@ -5,11 +5,22 @@ upsampling layers at the low resolution", "Tried here and not changed"); prints 
   python benchmarks/tried_forms.py --what=bdot       # Winograd's 16 products, five ways
   python benchmarks/tried_forms.py --what=heads      # 5x5 few-output heads, several ways
   python benchmarks/tried_forms.py --what=infer_parts --model=discvae   # init / run / finish
+  python benchmarks/tried_forms.py --what=term_report --model=discvae --repeats=3
+  python benchmarks/tried_forms.py --what=tiered_chunk --model=discvae --repeats=2
 
 Kept so that the figures can be measured again on another machine: where one of these wins
 there, it is the place to start. `infer_parts` times the three programs of one
 `infer_latents` call (32 images, 10 steps) with `init` and `finish` compiled with
-`models.CHEAP_COMPILE` (the library's choice) and without it.
+`models.CHEAP_COMPILE` (the library's choice) and without it. `term_report` times the
+divergence report (`train_lib.make_term_report`, the paper model at `--batch` on one device)
+against its form before 2026-12-02, a forward and backward pass per loss term (`jax.grad` of
+each): trace, lower, compile and one run, a fresh jit per round, the forms alternated, the
+persistent cache off, each compiled program run twice; and the largest relative difference
+of their numbers. `tiered_chunk` times the first `infer_latents` call (32 images, 10 steps)
+with the library's step chunk against a tiered one: the chunk compiled at LLVM level 0
+(`models.CHEAP_COMPILE`) to start at once while the level-1 program compiles in a thread,
+taken over at the first chunk after it is ready; and whether one chunk's outputs from the two
+compiles are the same to the bit.
 """
 
 import argparse
@@ -188,12 +199,135 @@ def infer_parts(args):
     posterior.CHEAP_COMPILE = saved
 
 
+def term_report(args):
+  """The divergence report: the library's (one forward pass, each term's gradient a transpose
+  of its linearisation) against a `jax.grad` per term, as it was before 2026-12-02."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import bench  # pylint: disable=import-outside-toplevel
+  from a2i_jax import models, parallel, perf, train_lib  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data import pipeline  # pylint: disable=import-outside-toplevel
+  jax.config.update("jax_enable_compilation_cache", False)
+  config = bench.make_config(bench.Case(args.model, args.batch, "float32"), {})
+  _, state, data, mesh = bench.train_program(config, 2 * args.batch)
+  model = models.create_model(config.model)
+  loss_fn = train_lib._make_loss_fn(model, config)  # pylint: disable=protected-access
+
+  def per_term_grad():
+    def report(state, data, key):  # train_lib.make_term_report before 2026-12-02.
+      k_batch, k_step = jax.random.split(jax.random.fold_in(key, state.step))
+      batch = jax.lax.with_sharding_constraint(
+          pipeline.sample_batch(k_batch, data, config.batch_size), parallel.batch_sharded(mesh))
+      x, y, m, rngs = train_lib._step_inputs(batch, k_step, config)  # pylint: disable=protected-access
+      terms, _, _ = loss_fn(state.params, state.batch_stats, x, y, m, rngs)
+      return {n: (terms[n] / x.shape[0], train_lib.global_norm(jax.grad(
+          lambda p, n=n: loss_fn(p, state.batch_stats, x, y, m, rngs)[0][n])(state.params)))
+              for n in terms}
+    return perf.jit(report, extra_options=models.CHEAP_COMPILE)
+
+  forms = {"linearize": lambda: train_lib.make_term_report(model, config, mesh),
+           "grad_per_term": per_term_grad}
+  key, values = jax.random.key(1), {}
+  for _ in range(args.repeats):
+    for name, make in forms.items():
+      t = [time.perf_counter()]
+      traced = make().trace(state, data, key)
+      t.append(time.perf_counter())
+      lowered = traced.lower()
+      t.append(time.perf_counter())
+      compiled = lowered.compile()
+      t.append(time.perf_counter())
+      values[name] = jax.device_get(compiled(state, data, key))
+      t.append(time.perf_counter())
+      jax.block_until_ready(compiled(state, data, key))
+      t.append(time.perf_counter())
+      print(json.dumps({"model": args.model, "batch": args.batch, "form": name, **{
+          f"{stage}_s": round(b - a, 2) for stage, a, b in zip(
+              ("trace", "lower", "compile", "run", "run_again"), t, t[1:])}}), flush=True)
+  a, b = values["linearize"], values["grad_per_term"]
+  print(json.dumps({"model": args.model, "max_relative_difference": float(max(
+      abs(float(x) - float(y)) / max(abs(float(y)), 1e-30)
+      for n in b for x, y in zip(a[n], b[n])))}), flush=True)
+
+
+class _TieredChunk:
+  """A step chunk that starts at LLVM level 0 and switches to the level-1 program (compiled in
+  a thread meanwhile) at the first call after that compile ends. It waits for each level-0
+  chunk before the next call: dispatched asynchronously, every chunk would be queued at level 0
+  before the switch could happen."""
+
+  def __init__(self, fn):
+    self.fn, self.fast, self.best, self.thread, self.used = fn, None, None, None, []
+    self.times = {}
+
+  def __call__(self, *args):
+    import threading  # pylint: disable=import-outside-toplevel
+    import jax  # pylint: disable=import-outside-toplevel
+    from a2i_jax import models  # pylint: disable=import-outside-toplevel
+    if self.fast is None:
+      lowered = self.fn.lower(*args)
+
+      def optimised():
+        t = time.perf_counter()
+        self.times["level1"] = (lowered.compile(), round(time.perf_counter() - t, 2))
+      self.thread = threading.Thread(target=optimised, daemon=True)
+      self.thread.start()
+      t = time.perf_counter()
+      self.fast = lowered.compile(compiler_options=models.CHEAP_COMPILE)
+      self.times["level0_s"] = round(time.perf_counter() - t, 2)
+    elif self.best is None:
+      jax.block_until_ready(args)
+    if self.best is None and not self.thread.is_alive():
+      self.best = self.times["level1"][0]
+    self.used.append(1 if self.best is not None else 0)
+    return (self.best or self.fast)(*args)
+
+
+def tiered_chunk(args):
+  import jax  # pylint: disable=import-outside-toplevel
+  import bench  # pylint: disable=import-outside-toplevel
+  from a2i_jax import inference, models  # pylint: disable=import-outside-toplevel
+  jax.config.update("jax_enable_compilation_cache", False)
+  config = bench.make_config(bench.Case(args.model, args.batch, "float32"), {})
+  infer = bench.inference_call(config, args.batch, steps=10)
+  for _ in range(args.repeats):
+    for form in ("library", "tiered"):
+      fns = infer.fns = dict(inference.make_inference_fns(infer.model, infer.options))
+      if form == "tiered":
+        fns["run"] = _TieredChunk(fns["run"])
+      t = time.perf_counter()
+      infer()
+      first = time.perf_counter() - t
+      t = time.perf_counter()
+      infer()
+      row = {"model": args.model, "form": form, "first_call_s": round(first, 2),
+             "second_call_s": round(time.perf_counter() - t, 2)}
+      if form == "tiered":
+        row.update(chunk_levels="".join(map(str, fns["run"].used)),
+                   level0_compile_s=fns["run"].times["level0_s"],
+                   level1_compile_s=fns["run"].times["level1"][1])
+      print(json.dumps(row), flush=True)
+  # One chunk from the same inputs, compiled at each level: the same bits?
+  run = infer.fns["run"].fn
+  captured = []
+  infer.fns["run"] = lambda *a: captured.append(jax.device_get(a)) or run(*a)
+  infer()
+  lowered = run.lower(*captured[0])
+  outs = [jax.device_get(lowered.compile(compiler_options=options)(*captured[0]))
+          for options in (None, models.CHEAP_COMPILE)]
+  pairs = list(zip(jax.tree_util.tree_leaves(outs[0]), jax.tree_util.tree_leaves(outs[1])))
+  print(json.dumps({"model": args.model, "chunk_bitwise_equal": all(
+      np.array_equal(a, b) for a, b in pairs), "max_relative_difference": max(
+          float(np.max(np.abs(a.astype(np.float64) - b) / np.maximum(np.abs(a), 1e-30)))
+          for a, b in pairs if a.size and a.dtype.kind == "f")}), flush=True)
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--what", required=True, choices=("winograd", "bdot", "heads", "infer_parts"))
+  p.add_argument("--what", required=True, choices=("winograd", "bdot", "heads", "infer_parts",
+                                                     "term_report", "tiered_chunk"))
   p.add_argument("--batch", type=int, default=32)
   p.add_argument("--repeats", type=int, default=5)
-  p.add_argument("--model", default="discvae", help="infer_parts: cvae or discvae.")
+  p.add_argument("--model", default="discvae", help="infer_parts, term_report, tiered_chunk: cvae or discvae.")
   args = p.parse_args()
   globals()[args.what](args)
 

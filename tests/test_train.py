@@ -241,6 +241,9 @@ def test_divergence_report_names_the_overflowed_term(data_cache):
   metrics = jax.device_get(metrics)
   assert not metrics["finite"][0] and int(new_state.step) == 0
   assert {n for n, f in metrics["term_finite"].items() if not f[0]} == {"loss", "gate_bce"}
+  # The report's gradients are the step's: the total's norm is the step's (before clipping),
+  # from the same batch and noise.
+  np.testing.assert_allclose(report["loss"][1], metrics["grad_norm"][0], rtol=1e-5)
   assert np.isinf(metrics["max_abs/gate_logits"][0])
 
 
