@@ -208,9 +208,12 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_cache, mon
   assert all(np.isfinite(np.asarray(a)).all() for a in jax.tree_util.tree_leaves(restored))
 
 
-def test_divergence_report_names_the_overflowed_term(data_cache):
+def test_divergence_report_names_the_overflowed_term(data_cache, monkeypatch):
   # Inject an overflow into one term: the gate head's bias at +inf (the gate's logits
   # overflowed). The composite stays finite (gate = 1), so only the gate's BCE may be named.
+  # And, for the report only, a term whose partial derivative is infinite at an output the
+  # other terms share (the square root of mu_fg - mu_fg = 0): its gradient is NaN, and it must
+  # not reach the other terms' gradients, as a zero cotangent through it would (0 x inf).
   cfg = tiny_config("discvae", data_cache)
   mesh = parallel.make_mesh()
   model = models.create_model(cfg.model)
@@ -227,8 +230,15 @@ def test_divergence_report_names_the_overflowed_term(data_cache):
   data = {"images": split.images, "attributes": split.attributes.astype(np.float32),
           "masks": split.masks}
   data, state = parallel.put_replicated((data, state), mesh)  # As train_lib places them.
-  report = jax.device_get(train_lib.make_term_report(model, cfg, mesh)(
-      state, data, jax.random.key(1)))
+  loss_terms = type(model).loss_terms
+  with monkeypatch.context() as patch:
+    patch.setattr(type(model), "loss_terms", lambda self, outputs, x, m: {
+        **loss_terms(self, outputs, x, m),
+        "kink": jnp.sqrt(outputs["mu_fg"] - outputs["mu_fg"]).sum(axis=-1)})
+    report = jax.device_get(train_lib.make_term_report(model, cfg, mesh)(
+        state, data, jax.random.key(1)))
+  assert report["kink"][0] == 0 and np.isnan(report["kink"][1])
+  report.pop("kink")
   bad = {n for n, (v, g) in report.items() if not (np.isfinite(v) and np.isfinite(g))}
   assert bad == {"loss", "gate_bce"}
   message = train_eval.describe_divergence(report)
