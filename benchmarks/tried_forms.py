@@ -327,7 +327,8 @@ def main():
                                                      "term_report", "tiered_chunk"))
   p.add_argument("--batch", type=int, default=32)
   p.add_argument("--repeats", type=int, default=5)
-  p.add_argument("--model", default="discvae", help="infer_parts, term_report, tiered_chunk: cvae or discvae.")
+  p.add_argument("--model", default="discvae",
+                 help="infer_parts, term_report, tiered_chunk: cvae or discvae.")
   args = p.parse_args()
   globals()[args.what](args)
 
