@@ -160,8 +160,8 @@ def make_term_report(model: flax.linen.Module, config: ml_collections.ConfigDict
   # "Programs that run once"); each term's norm with the small leaves as one vector then took
   # its compile to 4.5-4.8 s (BENCHMARKS.md, "... the gradient norm's small leaves"). One
   # forward pass instead of a forward and backward per term halved its trace, kept its compile
-  # the same or shorter and its run about the same: the paper disCVAE's report in all 24.6 s
-  # instead of 29.3 (BENCHMARKS.md, "The divergence report in one forward pass").
+  # the same or shorter and its run about the same: the paper disCVAE's report in all 24.6-31.2 s
+  # instead of 29.3-32.0 (BENCHMARKS.md, "The divergence report in one forward pass").
   return perf.jit(report, extra_options=models.CHEAP_COMPILE)
 
 

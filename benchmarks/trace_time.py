@@ -152,7 +152,8 @@ def main() -> None:
   p.add_argument("--root", default="", help=argparse.SUPPRESS)
   p.add_argument("--model", default="", help=argparse.SUPPRESS)
   args = p.parse_args()
-  if args.config and os.path.normpath(args.config) != os.path.join("configs", "synthetic.py"):
+  synthetic = os.path.join("configs", "synthetic.py")  # Relative, or any checkout's, absolute.
+  if args.config and not (os.sep + os.path.normpath(args.config)).endswith(os.sep + synthetic):
     raise SystemExit(f"error: --config={args.config}: only configs/synthetic.py (the tiny "
                      "models) is measured here; leave --config out for the paper models.")
   if args.child:

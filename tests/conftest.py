@@ -47,9 +47,9 @@ TRAIN_PY_STEPS = 6  # train_py_reference's run: checkpoints at 2, 4, 6 (2 kept),
 def library_optimisation_level():
   """Inside: the library's programs take its own CPU optimisation level, not the suite's level
   0 above. For fixtures that run a hundred steps or more, where level 0 costs more run time
-  than it saves compile time: the posterior tests' 100-step CVAE trained in 12-16 s instead of
-  18-26 s (0.054 s a step at level 1 against 0.127 s at level 0, 1.2 s more to compile;
-  BENCHMARKS.md, "... two fixtures at the library's level").
+  than it saves compile time: the posterior fixture's setup took 15 s instead of 22-25 s, the
+  attribute predictor's 7 s instead of 13 (BENCHMARKS.md, "... two fixtures at the library's
+  level").
 
   `perf.compiler_options` leaves out the options XLA_FLAGS names, as a user's; XLA read
   XLA_FLAGS when its backend started, so without the level there the library's own options
