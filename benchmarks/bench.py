@@ -54,6 +54,23 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import timing  # noqa: E402  (benchmarks/timing.py)
 
+XLA_CPU_FLAGS_HELP = ("'recommended': the XLA flags train.py and infer.py add on this CPU "
+                      "(a2i_jax.perf.recommended_cpu_flags(), measured once per CPU model); "
+                      "'none': XLA_FLAGS as it is; or flags to add.")
+
+
+def set_xla_cpu_flags(value: str) -> str:
+  """Adds to XLA_FLAGS what `--xla_cpu_flags` names (`XLA_CPU_FLAGS_HELP`), before JAX starts
+  its backend; the scripts' processes (and the children they start) then compile as the entry
+  points do on this CPU. Returns the resulting XLA_FLAGS."""
+  from a2i_jax import perf  # pylint: disable=import-outside-toplevel  # Imports jax: no backend.
+  if value == "recommended":
+    perf.set_recommended_xla_flags()
+  elif value != "none":
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + value).strip()
+  return os.environ.get("XLA_FLAGS", "")
+
+
 # Peak dense FLOP/s per device kind (matched against `device.device_kind`, lower case, first
 # match wins): {compute dtype: FLOP/s}. Vendor data sheets, dense (no sparsity) figures.
 # float32 on NVIDIA runs convolutions and matmuls on tensor cores as TF32 under JAX's default
@@ -494,8 +511,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                  help="Timed inference calls after the first (default: --repeats).")
   p.add_argument("--model_overrides", default="",
                  help="Comma list of key=value on the config, e.g. model.width=0.25.")
-  p.add_argument("--xla_cpu_flags", default="recommended",
-                 help="'recommended' (a2i_jax.perf.recommended_cpu_flags()), 'none', or flags.")
+  p.add_argument("--xla_cpu_flags", default="recommended", help=XLA_CPU_FLAGS_HELP)
   p.add_argument("--compilation_cache_dir", default="",
                  help="Persistent XLA cache dir ('' = off, so compile times are real).")
   p.add_argument("--max_pool", default="auto", choices=("auto", "window", "blocks"),
@@ -530,12 +546,9 @@ def main(argv=None) -> dict:
     hugepages.reexec_with_huge_pages()
   timing.start_turns()  # Under compare_cpu.sh's turn-taking: all work in this process's turns.
   # XLA flags must be in place before the backend starts: nothing above touched jax.
-  from a2i_jax import perf  # pylint: disable=import-outside-toplevel
-  if args.xla_cpu_flags == "recommended":
-    perf.set_recommended_xla_flags()
-  elif args.xla_cpu_flags != "none":
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + args.xla_cpu_flags).strip()
+  set_xla_cpu_flags(args.xla_cpu_flags)
   import jax  # pylint: disable=import-outside-toplevel
+  from a2i_jax import perf  # pylint: disable=import-outside-toplevel
   if args.compilation_cache_dir:
     jax.config.update("jax_compilation_cache_dir", args.compilation_cache_dir)
   else:

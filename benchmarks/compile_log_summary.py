@@ -6,11 +6,26 @@ cache key already compiled earlier in the run; tracing and lowering seconds; per
 
 "Finished XLA compilation" is logged for cache hits too (then it is the time to read and load
 the cached program); each is matched with the hit or miss line before it in its process.
+
+With `--timeline=DIR` (the folder `benchmarks/suite_timeline.py` wrote in the same run, both
+plugins on):
+
+  A2I_TIMELINE_DIR=/tmp/t A2I_JAXLOG_DIR=/tmp/log \
+      PYTHONPATH=$PWD/benchmarks/compile_log:$PWD/benchmarks python -m pytest -n 2 -q \
+      -p suite_timeline
+  python benchmarks/compile_log_summary.py /tmp/log --timeline=/tmp/t
+
+it also prints those seconds per test file: each xdist worker's own, and those of the
+processes it started (train.py, infer.py, drivers, notebook kernels: a process belongs to the
+worker its parent chain leads to), each second given to the test the worker was running when
+the log line was written. The paths must be absolute for processes that start in another
+folder (the notebook test's kernel starts in a temporary folder).
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
 import collections
 import glob
 import os
@@ -46,10 +61,77 @@ def read(folder: str) -> tuple[list[tuple], dict]:
   return rows, per_process
 
 
+_PPID = re.compile(r"^# ppid (\d+)")
+
+
+def timed_events(folder: str) -> tuple[dict, dict]:
+  """({pid: [(time, kind, seconds)]}, {pid: parent pid}) of the logs in `folder`; kind is
+  "miss" or "hit" (XLA compiles), "trace" or "lower"."""
+  events, parents = collections.defaultdict(list), {}
+  for path in glob.glob(os.path.join(folder, "*.log")):
+    pid = os.path.basename(path)[:-4]
+    hit = None
+    with open(path, errors="replace") as f:
+      for line in f:
+        if m := _PPID.match(line):
+          parents[pid] = m.group(1)
+          continue
+        if m := _CACHE.search(line):
+          hit = m.group(1).startswith("Persistent")
+          continue
+        for kind, pattern in (("xla", _COMPILED), ("trace", _TRACED), ("lower", _LOWERED)):
+          if m := pattern.search(line):
+            if kind == "xla":
+              kind, hit = ("hit" if hit else "miss"), None
+            events[pid].append((float(line.split()[0]), kind, float(m.groups()[-1])))
+            break
+  return events, parents
+
+
+def by_test_file(folder: str, timeline: str) -> dict:
+  """{test file: {"worker"|"started": {kind: seconds}}}: `timed_events` given to the test its
+  xdist worker was running (the timeline's "pid" rows name each worker's process)."""
+  workers, tests = {}, {}
+  for path in glob.glob(os.path.join(timeline, "*.tsv")):
+    starts, spans = {}, []
+    with open(path, encoding="utf-8") as f:
+      for row in f:
+        kind, value, nodeid = row.rstrip("\n").split("\t", 2)
+        if kind == "pid":
+          workers[value] = path
+        elif kind == "start":
+          starts[nodeid] = float(value)
+        elif nodeid in starts:
+          spans.append((starts[nodeid], float(value), nodeid.split("::")[0]))
+    tests[path] = sorted(spans)
+  if not workers:
+    raise SystemExit(f"error: {timeline} has no worker pids; was it written by this version of "
+                     "benchmarks/suite_timeline.py, in the same run as the logs?")
+  events, parents = timed_events(folder)
+  out = collections.defaultdict(lambda: {"worker": collections.Counter(),
+                                         "started": collections.Counter()})
+  for pid, rows in events.items():
+    worker, seen = pid, set()
+    while worker not in workers and worker in parents and worker not in seen:
+      seen.add(worker)
+      worker = parents[worker]
+    if worker not in workers:
+      continue  # The controller, or a process no worker started.
+    spans = tests[workers[worker]]
+    starts = [a for a, _, _ in spans]
+    for t, kind, seconds in rows:
+      i = bisect.bisect_right(starts, t) - 1
+      name = spans[i][2] if i >= 0 and t <= spans[i][1] + 1.0 else "(between tests)"
+      out[name]["worker" if pid == worker else "started"][kind] += seconds
+  return out
+
+
 def main(argv=None) -> None:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("folder")
   p.add_argument("--top", type=int, default=25)
+  p.add_argument("--timeline", default="",
+                 help="suite_timeline.py's folder of the same run: also per test file.")
   args = p.parse_args(argv)
   rows, per_process = read(args.folder)
   if not rows:
@@ -78,6 +160,17 @@ def main(argv=None) -> None:
         f"{'repeat s':>8s}")
   for program, e in sorted(by_program.items(), key=lambda kv: -kv[1][1] - kv[1][3])[:args.top]:
     print(f"{program[:40]:40s} {e[0]:6d} {e[1]:7.1f} {e[2]:5d} {e[3]:6.1f} {e[4]:8.1f}")
+  if args.timeline:
+    kinds = ("miss", "hit", "trace", "lower")
+    print("\nseconds per test file: in the xdist worker | in the processes it started")
+    print(f"{'test file':36s} {'all':>6s} " + " ".join(f"{k:>6s}" for k in kinds) + " | "
+          + " ".join(f"{k:>6s}" for k in kinds))
+    files = by_test_file(args.folder, args.timeline)
+    for name, c in sorted(files.items(), key=lambda kv: -sum(map(sum, (
+        kv[1]["worker"].values(), kv[1]["started"].values())))):
+      total = sum(c["worker"].values()) + sum(c["started"].values())
+      print(f"{name[-36:]:36s} {total:6.1f} " + " ".join(f"{c['worker'][k]:6.1f}" for k in kinds)
+            + " | " + " ".join(f"{c['started'][k]:6.1f}" for k in kinds))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,10 @@ runs (`train_lib.make_term_report`). Prints one JSON object per (model, program,
 set) and a table of compile seconds and median step seconds, with their ratios to the first
 option set.
 
+The process starts with the XLA flags train.py and infer.py add on this CPU (`--xla_cpu_flags`;
+before 2026-12-02 it added none, so on a CPU whose timing chose XLA's own convolution kernels
+its figures were YNNPACK's path); each row names them (`xla_flags`).
+
 Option sets: default (XLA's); O1 (`xla_backend_optimization_level=1`); O0 (level 0 and LLVM's
 expensive passes off, the library's CHEAP_COMPILE); classic (`xla_cpu_use_fusion_emitters=false`:
 XLA:CPU's older loop emitters for fusions instead of the MLIR fusion emitters); classic_O1
@@ -37,6 +41,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench  # noqa: E402  (benchmarks/bench.py; imports no jax at module level)
 
 OPTION_SETS = {
     "default": None,
@@ -60,7 +65,6 @@ def _programs(model_name: str, args: argparse.Namespace) -> dict:
   """{program: (lowered, a function giving its arguments, steps per call)} for one model."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  import bench  # pylint: disable=import-outside-toplevel
   from a2i_jax import config_lib, inference, models  # pylint: disable=import-outside-toplevel
 
   overrides = dict(kv.split("=", 1) for kv in args.overrides.split(",") if kv)
@@ -128,9 +132,12 @@ def main(argv=None) -> None:
   p.add_argument("--infer_ends", type=int, default=0,
                  help="1: also inference's init and finish programs (once per call).")
   p.add_argument("--smoke", action="store_true", help="Tiny models, 2 rounds.")
+  p.add_argument("--xla_cpu_flags", default="recommended",
+                 help=bench.XLA_CPU_FLAGS_HELP + " The option sets add to them.")
   args = p.parse_args(argv)
   if args.smoke:
     args.rounds = 2
+  xla_flags = bench.set_xla_cpu_flags(args.xla_cpu_flags)  # Before JAX starts its backend.
   import jax  # pylint: disable=import-outside-toplevel
   jax.config.update("jax_enable_compilation_cache", False)
   names = args.options.split(",")
@@ -161,7 +168,7 @@ def main(argv=None) -> None:
                "compile_s": round(compile_s[name], 2), "step_s_median": round(med, 4),
                "step_s_all": [round(t, 4) for t in times[name]],
                "compile_vs_first": round(compile_s[name] / base_c, 2),
-               "step_vs_first": round(med / base_t, 3)}
+               "step_vs_first": round(med / base_t, 3), "xla_flags": xla_flags}
         print(json.dumps(row), flush=True)
         rows.append(row)
   print(f"\n| model | program | options | compile (s) | step (s, median of {args.rounds}) | "

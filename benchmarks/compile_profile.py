@@ -21,16 +21,23 @@ the median of the next calls; and each program's trace, lower and compile second
 call (`infer_programs`, summed in `infer_programs_s`: the first call's own compile time,
 without the noise of a difference of two calls). Prints one JSON object per line and a table.
 
-Variants (a comma list): default (the library's CPU defaults: per-tap weight gradients,
-polyphase upsampling, the compile options of `a2i_jax.perf.compiler_options`: XLA:CPU's
-classic emitters, LLVM level 1); xla_defaults (XLA's own: the MLIR fusion emitters, level 3,
-as the library compiled before); fusion_emitters (only the emitters back to XLA's);
-split8 / split2 (`xla_cpu_parallel_codegen_split_count`); xla_wgrad
-(`model.conv_weight_grad=xla`); direct (`model.upsample_mode=direct`); per_leaf (Adam's
-moments per parameter tensor and the gradient norm reduced leaf by leaf, as before
-2026-12-01: `ab_train_step.py`'s optimizer and norm_concat_below forms); opt0 (XLA's backend
-optimisation level 0, LLVM's expensive passes off); opt1 (level 1); no_expensive (LLVM's
-expensive passes off, the level kept).
+Every process starts with the XLA flags `train.py` and `infer.py` add on this CPU
+(`--xla_cpu_flags=recommended`, the default: on a CPU whose timing chose XLA's own convolution
+kernels, the flag that takes them from YNNPACK, and with it the "auto" forms that go with
+them); before 2026-12-02 this script added none, so its figures since the twelfth session's
+timing were YNNPACK's path on a machine whose entry points take XLA's (each row now names its
+`xla_flags`; `--xla_cpu_flags=none` is that path).
+
+Variants (a comma list): default (the library's CPU defaults with those flags: polyphase
+upsampling, the "auto" weight gradients and decoder tail, the compile options of
+`a2i_jax.perf.compiler_options`: XLA:CPU's classic emitters, LLVM level 1); xla_defaults (XLA's
+own: the MLIR fusion emitters, level 3, as the library compiled before); fusion_emitters (only
+the emitters back to XLA's); split8 / split2 (`xla_cpu_parallel_codegen_split_count`); xla_wgrad
+(`model.conv_weight_grad=xla`); direct (`model.upsample_mode=direct`); per_leaf (Adam's moments
+per parameter tensor and the gradient norm reduced leaf by leaf, as before 2026-12-01:
+`ab_train_step.py`'s optimizer and norm_concat_below forms); opt0 (XLA's backend optimisation
+level 0, LLVM's expensive passes off); opt1 (level 1); no_expensive (LLVM's expensive passes
+off, the level kept).
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench  # noqa: E402  (benchmarks/bench.py; imports no jax at module level)
 
 VARIANTS = {
     "default": ({}, ""),
@@ -183,7 +191,7 @@ def run_variant(model: str, variant: str, args: argparse.Namespace) -> dict:
   if r.returncode:
     raise SystemExit(f"error: {model}/{variant} failed:\n{r.stderr[-3000:]}")
   row = {"model": model, "variant": variant, "process_s": round(wall, 2),
-         **json.loads(r.stdout.strip().splitlines()[-1])}
+         "xla_flags": env["XLA_FLAGS"], **json.loads(r.stdout.strip().splitlines()[-1])}
   if "compile_s" in row:
     row.update(_compile_log(r.stderr))
   return row
@@ -201,6 +209,8 @@ def main(argv=None) -> None:
   p.add_argument("--train", type=int, default=1, help="0: skip the train step.")
   p.add_argument("--rounds", type=int, default=1, help="Repeat the whole set, alternating.")
   p.add_argument("--smoke", action="store_true")
+  p.add_argument("--xla_cpu_flags", default="recommended", help=bench.XLA_CPU_FLAGS_HELP
+                 + " Every variant's process starts with them.")
   p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
   p.add_argument("--overrides", default="", help=argparse.SUPPRESS)
   args = p.parse_args(argv)
@@ -210,6 +220,7 @@ def main(argv=None) -> None:
   for name in args.variants.split(","):
     if name not in VARIANTS:
       raise SystemExit(f"error: unknown variant {name!r}; choose from {', '.join(VARIANTS)}.")
+  bench.set_xla_cpu_flags(args.xla_cpu_flags)  # In the environment the children inherit.
   rows = []
   for _ in range(args.rounds):
     for model in args.models.split(","):

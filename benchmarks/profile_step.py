@@ -221,12 +221,16 @@ def main(argv=None):
   p.add_argument("--compilation_cache_dir", default="",
                  help="Persistent XLA cache (reading the loop's HLO compiles it a second time).")
   p.add_argument("--smoke", action="store_true", help="Tiny model (32x32, width 1/16).")
+  p.add_argument("--xla_cpu_flags", default="recommended",
+                 help="As bench.py's: 'recommended' (the flags the entry points add on this "
+                 "CPU; none on a GPU or TPU), 'none', or flags.")
   args = p.parse_args(argv)
+  import bench  # pylint: disable=import-outside-toplevel
+  bench.set_xla_cpu_flags(args.xla_cpu_flags)  # Before JAX starts its backend.
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                              + " --xla_cpu_enable_xprof_traceme=true").strip()
   import time  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
-  import bench  # pylint: disable=import-outside-toplevel
   if args.compilation_cache_dir:
     jax.config.update("jax_compilation_cache_dir", args.compilation_cache_dir)
   from a2i_jax import perf  # pylint: disable=import-outside-toplevel

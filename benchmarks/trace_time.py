@@ -20,6 +20,9 @@ the library's direct parameter reads (`layers.ParamsReadDirectly`) with Flax's o
 (which traces each initialiser again to check its shape): the warm traces, whose spread is
 far smaller than a fresh process's.
 
+Every process starts with the XLA flags train.py adds on this CPU (`--xla_cpu_flags`; before
+2026-12-02 none), which decide the "auto" forms, and so what is traced.
+
 The first trace in a process also pays JAX's own warm-up (its caches of the jnp functions'
 traces fill), as every new process does. Prints one JSON object per measurement and a table
 of medians with each root's ratio to the first. BENCHMARKS.md, "Tracing the models".
@@ -148,6 +151,9 @@ def main() -> None:
   p.add_argument("--rounds", type=int, default=3)
   p.add_argument("--param_read_ab", action="store_true",
                  help="Direct parameter reads against Flax's param, in this process.")
+  p.add_argument("--xla_cpu_flags", default="recommended",
+                 help="As bench.py's: 'recommended' (the flags the entry points add on this "
+                 "CPU), 'none', or flags. They decide the \"auto\" forms traced.")
   p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
   p.add_argument("--root", default="", help=argparse.SUPPRESS)
   p.add_argument("--model", default="", help=argparse.SUPPRESS)
@@ -156,9 +162,12 @@ def main() -> None:
   if args.config and not (os.sep + os.path.normpath(args.config)).endswith(os.sep + synthetic):
     raise SystemExit(f"error: --config={args.config}: only configs/synthetic.py (the tiny "
                      "models) is measured here; leave --config out for the paper models.")
-  if args.child:
+  if args.child:  # Its XLA_FLAGS came from the parent.
     print(json.dumps(_child(args)))
     return
+  # Not at the top: a child imports the bench.py of the checkout it measures.
+  import bench  # pylint: disable=import-outside-toplevel
+  bench.set_xla_cpu_flags(args.xla_cpu_flags)  # This process's, and its children's.
   if args.param_read_ab:
     if args.rounds < 2:
       raise SystemExit("error: --param_read_ab needs --rounds of 2 or more (the first is "

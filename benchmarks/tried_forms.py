@@ -8,19 +8,20 @@ upsampling layers at the low resolution", "Tried here and not changed"); prints 
   python benchmarks/tried_forms.py --what=term_report --model=discvae --repeats=3
   python benchmarks/tried_forms.py --what=tiered_chunk --model=discvae --repeats=2
 
-Kept so that the figures can be measured again on another machine: where one of these wins
-there, it is the place to start. `infer_parts` times the three programs of one
-`infer_latents` call (32 images, 10 steps) with `init` and `finish` compiled with
-`models.CHEAP_COMPILE` (the library's choice) and without it. `term_report` times the
+The process starts with the XLA flags the entry points add on this CPU (`--xla_cpu_flags`;
+before 2026-12-02 it added none). Kept so that the figures can be measured again on another
+machine: where one of these wins there, it is the place to start. `infer_parts` times the three
+programs of one `infer_latents` call (32 images, 10 steps) with `init` and `finish` compiled
+with `models.CHEAP_COMPILE` (the library's choice) and without it. `term_report` times the
 divergence report (`train_lib.make_term_report`, the paper model at `--batch` on one device)
 against its form before 2026-12-02, a forward and backward pass per loss term (`jax.grad` of
 each): trace, lower, compile and one run, a fresh jit per round, the forms alternated, the
-persistent cache off, each compiled program run twice; and the largest relative difference
-of their numbers. `tiered_chunk` times the first `infer_latents` call (32 images, 10 steps)
-with the library's step chunk against a tiered one: the chunk compiled at LLVM level 0
-(`models.CHEAP_COMPILE`) to start at once while the level-1 program compiles in a thread,
-taken over at the first chunk after it is ready; and whether one chunk's outputs from the two
-compiles are the same to the bit.
+persistent cache off, each compiled program run twice; and the largest relative difference of
+their numbers. `tiered_chunk` times the first `infer_latents` call (32 images, 10 steps) with
+the library's step chunk against a tiered one: the chunk compiled at LLVM level 0
+(`models.CHEAP_COMPILE`) to start at once while the level-1 program compiles in a thread, taken
+over at the first chunk after it is ready; and whether one chunk's outputs from the two compiles
+are the same to the bit.
 """
 
 import argparse
@@ -34,6 +35,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from timing import median_time  # noqa: E402  (benchmarks/timing.py)
+import bench  # noqa: E402  (benchmarks/bench.py; imports no jax at module level)
 
 # Winograd F(2x2, 3x3): Y = A^T [(G g G^T) * (B^T d B)] A on 4x4 input tiles.
 _BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float32)
@@ -169,7 +171,6 @@ def heads(args):
 
 def infer_parts(args):
   import jax  # pylint: disable=import-outside-toplevel
-  import bench  # pylint: disable=import-outside-toplevel
   from a2i_jax import inference  # pylint: disable=import-outside-toplevel
   from a2i_jax.inference import posterior  # pylint: disable=import-outside-toplevel
   config = bench.make_config(bench.Case(args.model, args.batch, "float32"), {})
@@ -203,7 +204,6 @@ def term_report(args):
   """The divergence report: the library's (one forward pass, each term's gradient a transpose
   of its linearisation) against a `jax.grad` per term, as it was before 2026-12-02."""
   import jax  # pylint: disable=import-outside-toplevel
-  import bench  # pylint: disable=import-outside-toplevel
   from a2i_jax import models, parallel, perf, train_lib  # pylint: disable=import-outside-toplevel
   from a2i_jax.data import pipeline  # pylint: disable=import-outside-toplevel
   jax.config.update("jax_enable_compilation_cache", False)
@@ -284,7 +284,6 @@ class _TieredChunk:
 
 def tiered_chunk(args):
   import jax  # pylint: disable=import-outside-toplevel
-  import bench  # pylint: disable=import-outside-toplevel
   from a2i_jax import inference, models  # pylint: disable=import-outside-toplevel
   jax.config.update("jax_enable_compilation_cache", False)
   config = bench.make_config(bench.Case(args.model, args.batch, "float32"), {})
@@ -329,7 +328,9 @@ def main():
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--model", default="discvae",
                  help="infer_parts, term_report, tiered_chunk: cvae or discvae.")
+  p.add_argument("--xla_cpu_flags", default="recommended", help=bench.XLA_CPU_FLAGS_HELP)
   args = p.parse_args()
+  print(json.dumps({"xla_flags": bench.set_xla_cpu_flags(args.xla_cpu_flags)}), flush=True)
   globals()[args.what](args)
 
 
