@@ -7,11 +7,11 @@ time": the scheduling table).
       python -m pytest -n 2 -q -p suite_timeline
   python benchmarks/suite_timeline.py /tmp/suite_timeline
 
-Without A2I_TIMELINE_DIR the files go to a2i_suite_timeline in the temporary folder. Each
-file's first row names its worker's process ("pid"), for `compile_log_summary.py --timeline`. The
-summary prints, per worker, its test count, the seconds it spent in tests and its last
-three tests with their durations; then the gap between the workers' last ends (the time one
-worker sat idle at the end) and the span from the first start to the last end.
+Without A2I_TIMELINE_DIR the files go to a2i_suite_timeline in the temporary folder. Each file's
+first row names its worker's process ("pid"), for `compile_log_summary.py --timeline`. The
+summary prints, per worker, its test count, the seconds it spent in tests and its last three
+tests with their durations; then the gap between the workers' last ends (the time one worker sat
+idle at the end) and the span from the first start to the last end.
 """
 
 from __future__ import annotations
