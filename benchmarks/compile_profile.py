@@ -37,7 +37,9 @@ the emitters back to XLA's); split8 / split2 (`xla_cpu_parallel_codegen_split_co
 per parameter tensor and the gradient norm reduced leaf by leaf, as before 2026-12-01:
 `ab_train_step.py`'s optimizer and norm_concat_below forms); opt0 (XLA's backend optimisation
 level 0, LLVM's expensive passes off); opt1 (level 1); no_expensive (LLVM's expensive passes
-off, the level kept).
+off, the level kept); no_unroll, for_size, no_slp (XLA:CPU's LLVM options
+`xla_cpu_disable_loop_unrolling`, `xla_cpu_optimize_for_size`, `xla_cpu_disable_slp_vectorizer`,
+which are not compile options: `--xla_backend_extra_options=...` in XLA_FLAGS).
 """
 
 from __future__ import annotations
@@ -69,6 +71,10 @@ VARIANTS = {
     "split8": ({}, "--xla_cpu_parallel_codegen_split_count=8"),
     "split2": ({}, "--xla_cpu_parallel_codegen_split_count=2"),
     "per_leaf": ({"optimizer": "per_leaf", "norm_concat_below": "0"}, ""),
+    # XLA:CPU's LLVM options that are not compile options (xla_backend_extra_options).
+    "no_unroll": ({}, "--xla_backend_extra_options=xla_cpu_disable_loop_unrolling"),
+    "for_size": ({}, "--xla_backend_extra_options=xla_cpu_optimize_for_size"),
+    "no_slp": ({}, "--xla_backend_extra_options=xla_cpu_disable_slp_vectorizer"),
 }
 _HLO = re.compile(r"Running HLO passes on \[[^\]]*\] for CPU time: [^(]*\((\d+) us\)")
 _LLVM = re.compile(r"Compiled LLVM module: (\S+) time: [^(]*\((\d+) us\)")
