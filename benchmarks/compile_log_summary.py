@@ -39,58 +39,55 @@ _TRACED = re.compile(r"Finished tracing .* in ([0-9.]+) sec")
 _LOWERED = re.compile(r"Finished jaxpr to MLIR module conversion .* in ([0-9.]+) sec")
 
 
-def read(folder: str) -> tuple[list[tuple], dict]:
-  """(time, pid, program, key, hit, seconds) per compile, and {pid: [trace_s, lower_s]}."""
-  rows, per_process = [], collections.defaultdict(lambda: [0.0, 0.0])
-  for path in glob.glob(os.path.join(folder, "*.log")):
-    pid = os.path.basename(path)[:-4]
-    key = hit = None
-    with open(path, errors="replace") as f:
-      for line in f:
-        if m := _CACHE.search(line):
-          key, hit = m.group(2), m.group(1).startswith("Persistent")
-        elif m := _COMPILED.search(line):
-          rows.append((float(line.split()[0]), pid, m.group(1), key, bool(hit),
-                       float(m.group(2))))
-          key = hit = None
-        elif m := _TRACED.search(line):
-          per_process[pid][0] += float(m.group(1))
-        elif m := _LOWERED.search(line):
-          per_process[pid][1] += float(m.group(1))
-  rows.sort()
-  return rows, per_process
-
-
 _PPID = re.compile(r"^# ppid (\d+)")
 
 
-def timed_events(folder: str) -> tuple[dict, dict]:
-  """({pid: [(time, kind, seconds)]}, {pid: parent pid}) of the logs in `folder`; kind is
-  "miss" or "hit" (XLA compiles), "trace" or "lower"."""
-  events, parents = collections.defaultdict(list), {}
-  for path in glob.glob(os.path.join(folder, "*.log")):
-    pid = os.path.basename(path)[:-4]
-    hit = None
-    with open(path, errors="replace") as f:
-      for line in f:
-        if m := _PPID.match(line):
-          parents[pid] = m.group(1)
-          continue
-        if m := _CACHE.search(line):
-          hit = m.group(1).startswith("Persistent")
-          continue
-        for kind, pattern in (("xla", _COMPILED), ("trace", _TRACED), ("lower", _LOWERED)):
-          if m := pattern.search(line):
-            if kind == "xla":
-              kind, hit = ("hit" if hit else "miss"), None
-            events[pid].append((float(line.split()[0]), kind, float(m.groups()[-1])))
-            break
-  return events, parents
+class Logs:
+  """The logs in a folder, read once.
+
+  Attributes:
+    compiles: (time, pid, program, key, hit, seconds) per XLA compile, in time order.
+    passes: {pid: [(time, "trace" or "lower", seconds)]}.
+    parents: {pid: parent pid} (the first line `sitecustomize.py` writes).
+  """
+
+  def __init__(self, folder: str):
+    self.compiles, self.passes, self.parents = [], collections.defaultdict(list), {}
+    for path in glob.glob(os.path.join(folder, "*.log")):
+      pid = os.path.basename(path)[:-4]
+      key = hit = None
+      with open(path, errors="replace") as f:
+        for line in f:
+          if m := _PPID.match(line):
+            self.parents[pid] = m.group(1)
+          elif m := _CACHE.search(line):
+            key, hit = m.group(2), m.group(1).startswith("Persistent")
+          elif m := _COMPILED.search(line):
+            self.compiles.append((float(line.split()[0]), pid, m.group(1), key, bool(hit),
+                                  float(m.group(2))))
+            key = hit = None
+          elif m := _TRACED.search(line):
+            self.passes[pid].append((float(line.split()[0]), "trace", float(m.group(1))))
+          elif m := _LOWERED.search(line):
+            self.passes[pid].append((float(line.split()[0]), "lower", float(m.group(1))))
+    self.compiles.sort()
+
+  def seconds(self, kind: str) -> float:
+    """Tracing ("trace") or lowering ("lower") seconds over every process."""
+    return sum(s for p in self.passes.values() for _, k, s in p if k == kind)
+
+  def events(self) -> dict:
+    """{pid: [(time, kind, seconds)]}: kind "miss" or "hit" (XLA compiles), "trace", "lower"."""
+    out = collections.defaultdict(list, {pid: list(p) for pid, p in self.passes.items()})
+    for t, pid, _, _, hit, seconds in self.compiles:
+      out[pid].append((t, "hit" if hit else "miss", seconds))
+    return out
 
 
-def by_test_file(folder: str, timeline: str) -> dict:
-  """{test file: {"worker"|"started": {kind: seconds}}}: `timed_events` given to the test its
-  xdist worker was running (the timeline's "pid" rows name each worker's process)."""
+def by_test_file(logs: Logs, timeline: str) -> dict:
+  """{test file: {"worker"|"started": {kind: seconds}}}: `logs.events()` given to the test its
+  xdist worker was running (the timeline's "pid" rows name each worker's process). A line
+  written up to 1 s after a test's end still counts for it."""
   workers, tests = {}, {}
   for path in glob.glob(os.path.join(timeline, "*.tsv")):
     starts, spans = {}, []
@@ -107,7 +104,7 @@ def by_test_file(folder: str, timeline: str) -> dict:
   if not workers:
     raise SystemExit(f"error: {timeline} has no worker pids; was it written by this version of "
                      "benchmarks/suite_timeline.py, in the same run as the logs?")
-  events, parents = timed_events(folder)
+  events, parents = logs.events(), logs.parents
   out = collections.defaultdict(lambda: {"worker": collections.Counter(),
                                          "started": collections.Counter()})
   for pid, rows in events.items():
@@ -133,7 +130,8 @@ def main(argv=None) -> None:
   p.add_argument("--timeline", default="",
                  help="suite_timeline.py's folder of the same run: also per test file.")
   args = p.parse_args(argv)
-  rows, per_process = read(args.folder)
+  logs = Logs(args.folder)
+  rows = logs.compiles
   if not rows:
     print(f"error: no compile lines in {args.folder}/*.log; was the suite run with "
           "A2I_JAXLOG_DIR and PYTHONPATH=benchmarks/compile_log?", file=sys.stderr)
@@ -153,9 +151,9 @@ def main(argv=None) -> None:
     if key:
       seen.add(key)
   misses = sum(r[5] for r in rows if not r[4])
-  print(f"{len(per_process)} processes, {len(rows)} compiles: XLA {sum(r[5] for r in rows):.1f} s "
-        f"({misses:.1f} s of misses), tracing {sum(v[0] for v in per_process.values()):.1f} s, "
-        f"lowering {sum(v[1] for v in per_process.values()):.1f} s")
+  print(f"{len(logs.passes)} processes, {len(rows)} compiles: XLA {sum(r[5] for r in rows):.1f} s "
+        f"({misses:.1f} s of misses), tracing {logs.seconds('trace'):.1f} s, "
+        f"lowering {logs.seconds('lower'):.1f} s")
   print(f"{'program':40s} {'misses':>6s} {'miss s':>7s} {'hits':>5s} {'hit s':>6s} "
         f"{'repeat s':>8s}")
   for program, e in sorted(by_program.items(), key=lambda kv: -kv[1][1] - kv[1][3])[:args.top]:
@@ -165,7 +163,7 @@ def main(argv=None) -> None:
     print("\nseconds per test file: in the xdist worker | in the processes it started")
     print(f"{'test file':36s} {'all':>6s} " + " ".join(f"{k:>6s}" for k in kinds) + " | "
           + " ".join(f"{k:>6s}" for k in kinds))
-    files = by_test_file(args.folder, args.timeline)
+    files = by_test_file(logs, args.timeline)
     for name, c in sorted(files.items(), key=lambda kv: -sum(map(sum, (
         kv[1]["worker"].values(), kv[1]["started"].values())))):
       total = sum(c["worker"].values()) + sum(c["started"].values())

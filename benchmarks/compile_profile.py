@@ -85,7 +85,6 @@ def _child(args: argparse.Namespace) -> dict:
   import jax  # pylint: disable=import-outside-toplevel
   jax.config.update("jax_enable_compilation_cache", False)
   import ab_train_step  # pylint: disable=import-outside-toplevel
-  import bench  # pylint: disable=import-outside-toplevel
   overrides = dict(kv.split("=", 1) for kv in args.overrides.split(",") if kv)
   forms = {k: overrides.pop(k) for k in list(overrides) if k in ab_train_step.FORMS}
   case = bench.Case(args.models, args.batch, "float32")
@@ -97,7 +96,6 @@ def _child(args: argparse.Namespace) -> dict:
 def _timed(args: argparse.Namespace, config) -> dict:
   """The child's measurements, with the variant's config and forms in place."""
   import jax  # pylint: disable=import-outside-toplevel
-  import bench  # pylint: disable=import-outside-toplevel
   from a2i_jax import perf  # pylint: disable=import-outside-toplevel
   out = {}
   variables = None  # Fresh ones for inference, unless a train step ran.

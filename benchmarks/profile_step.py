@@ -41,6 +41,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench  # noqa: E402  (benchmarks/bench.py; imports no jax at module level)
 
 # `%name = type op(...), ..., metadata={op_name="..."}` in the compiled HLO text.
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(.*)$")
@@ -221,11 +222,8 @@ def main(argv=None):
   p.add_argument("--compilation_cache_dir", default="",
                  help="Persistent XLA cache (reading the loop's HLO compiles it a second time).")
   p.add_argument("--smoke", action="store_true", help="Tiny model (32x32, width 1/16).")
-  p.add_argument("--xla_cpu_flags", default="recommended",
-                 help="As bench.py's: 'recommended' (the flags the entry points add on this "
-                 "CPU; none on a GPU or TPU), 'none', or flags.")
+  p.add_argument("--xla_cpu_flags", default="recommended", help=bench.XLA_CPU_FLAGS_HELP)
   args = p.parse_args(argv)
-  import bench  # pylint: disable=import-outside-toplevel
   bench.set_xla_cpu_flags(args.xla_cpu_flags)  # Before JAX starts its backend.
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                              + " --xla_cpu_enable_xprof_traceme=true").strip()
