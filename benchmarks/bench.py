@@ -67,6 +67,12 @@ def set_xla_cpu_flags(value: str) -> str:
   if value == "recommended":
     perf.set_recommended_xla_flags()
   elif value != "none":
+    # XLA would abort at backend start on a flag it does not know, with its own fatal line.
+    flags = tuple(value.split())
+    unknown = [f for f in flags if f not in perf.accepted_xla_flags(flags)]
+    if unknown:
+      raise SystemExit(f"error: --xla_cpu_flags: this jaxlib's XLA does not know "
+                       f"{' '.join(unknown)}; drop it, or check its spelling.")
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + value).strip()
   return os.environ.get("XLA_FLAGS", "")
 

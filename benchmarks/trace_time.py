@@ -83,6 +83,7 @@ def _child(args: argparse.Namespace) -> dict:
                                               traced.out_info)
         return self.zeros
 
+    call.fns.pop("compile_ahead", None)  # It would compile them (a checkout before has none).
     for name in ("init", "run", "finish"):
       call.fns[name] = Traced(call.fns[name], name)
     call()

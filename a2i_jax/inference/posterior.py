@@ -24,8 +24,10 @@ so that serving needs no optimiser library (docs/design.md §2.2).
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import math
+import time
 from typing import Any, Mapping, Optional
 
 import flax.linen as nn
@@ -225,7 +227,9 @@ def make_inference_fns(model: nn.Module, options: InferenceOptions) -> dict[str,
     model: a model from `models.create_model`.
     options: the inference options.
   Returns:
-    dict with "init", "run", "finish" (jitted) and "steps_per_call".
+    dict with "init", "run", "finish" (jitted), "steps_per_call" and "compile_ahead"
+    (`_compile_ahead_fn`: the three compiled side by side before a call's first use; a
+    caller that replaces one of the three drops it).
   """
   energy_kind = _resolve_energy(options, model)
   dims = model.latent_dims
@@ -317,9 +321,74 @@ def make_inference_fns(model: nn.Module, options: InferenceOptions) -> dict[str,
   # `init` and `finish` run once per call, the steps hundreds of times: on CPU those two
   # compile without LLVM's optimisations, in about half the time, 0.12 s (CVAE) to 0.31 s
   # (disCVAE) off the first call (BENCHMARKS.md, "Programs that run once").
-  return {"init": perf.jit(init, extra_options=CHEAP_COMPILE),
-          "run": perf.jit(run, donate_argnums=(4,)),
-          "finish": perf.jit(finish, extra_options=CHEAP_COMPILE), "steps_per_call": k}
+  programs = {"init": perf.jit(init, extra_options=CHEAP_COMPILE),
+              "run": perf.jit(run, donate_argnums=(4,)),
+              "finish": perf.jit(finish, extra_options=CHEAP_COMPILE)}
+  return {**programs, "steps_per_call": k,
+          "compile_ahead": _compile_ahead_fn(programs, run_steps=k > 0)}
+
+
+def _compile_ahead_fn(programs: Mapping[str, Any], run_steps: bool) -> Any:
+  """`compile_ahead(variables, x, y, observed, fg_mask, key, prior, hyper) -> seconds`: compiles
+  the programs an `infer_latents` call with these (placed) inputs will run, before it runs
+  them, XLA compiling each in a thread of its own while Python traces the next.
+
+  Called in turn, each program's tracing waited for the compile of the one before; here the
+  three compile side by side: in fresh processes on 2 cores the paper disCVAE's first call
+  spent 5.0-6.7 s on its programs instead of 6.8-9.0 (BENCHMARKS.md, "Inference's three
+  programs compiled side by side"). The compiled programs land in the jitted functions' own
+  caches, so the call's programs find them. Inputs whose shapes and shardings were compiled
+  for return at once, without tracing. `run`'s and `finish`'s carry is described from
+  `init`'s output: the shapes and shardings `_one_sharding` gives it.
+
+  Returns:
+    {program: {"trace": s, "lower": s, "compile": s}} of what it compiled ({} when nothing).
+  """
+  done = set()
+
+  def compile_ahead(variables, x, y, observed, fg_mask, key, prior, hyper):
+    args = (variables, x, y, observed, fg_mask, key, prior, hyper)
+    leaves, tree = jax.tree_util.tree_flatten(args)
+    signature = (tree, tuple((a.shape, a.dtype, getattr(a, "sharding", None)) for a in leaves))
+    if signature in done:
+      return {}
+    seconds = {}
+
+    def lowered(name, *inputs):
+      t0 = time.perf_counter()
+      traced = programs[name].trace(*inputs)
+      t1 = time.perf_counter()
+      out = traced.lower()
+      seconds[name] = {"trace": t1 - t0, "lower": time.perf_counter() - t1}
+      return out
+
+    def compiled(name, lowering):
+      t0 = time.perf_counter()
+      lowering.compile()
+      seconds[name]["compile"] = time.perf_counter() - t0
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+      init = lowered("init", variables, x, y, observed, fg_mask, key, prior)
+      pending = [pool.submit(compiled, "init", init)]
+      carry = jax.tree_util.tree_map(
+          lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), init.out_info,
+          _carry_shardings(init.out_info, x.sharding))
+      rest = (variables, x, y, observed, carry, prior, hyper)
+      for name in ("run", "finish") if run_steps else ("finish",):
+        pending.append(pool.submit(compiled, name, lowered(name, *rest)))
+      for future in pending:
+        future.result()
+    done.add(signature)
+    return seconds
+
+  return compile_ahead
+
+
+def _carry_shardings(carry: Any, batch: jax.sharding.NamedSharding) -> Any:
+  """The carry's shardings between programs: batch-split like the images, the step counter
+  replicated."""
+  whole = parallel.replicated(batch.mesh)
+  return jax.tree_util.tree_map(lambda a: batch if a.ndim else whole, carry)
 
 
 def _one_sharding(carry: Any, batch: jax.sharding.NamedSharding) -> Any:
@@ -327,9 +396,7 @@ def _one_sharding(carry: Any, batch: jax.sharding.NamedSharding) -> Any:
   every call of `run` and `finish`, whatever the program before left it in. `init` leaves
   Adam's zero moments replicated and `run` returns them batch-split on several devices and
   replicated on one, and a jitted function compiles again for each new input sharding."""
-  whole = parallel.replicated(batch.mesh)
-  return jax.device_put(carry, jax.tree_util.tree_map(lambda a: batch if a.ndim else whole,
-                                                      carry))
+  return jax.device_put(carry, _carry_shardings(carry, batch))
 
 
 def _pad_to(n: int, multiple: int) -> int:
@@ -416,6 +483,8 @@ def infer_latents(trained: TrainedModel, images: Array, attributes: Optional[Arr
   prior = parallel.put_replicated(prior, mesh)
 
   hyper = parallel.put_replicated(_hyper(options), mesh)
+  if fns.get("compile_ahead") is not None:
+    fns["compile_ahead"](variables, x_r, y_r, o_r, m_r, key, prior, hyper)
   k = fns["steps_per_call"]
   carry = fns["init"](variables, x_r, y_r, o_r, m_r, key, prior)
   traces = []
