@@ -15,7 +15,6 @@ from typing import Any, Callable, Optional
 
 import flax
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from jax.sharding import Mesh
@@ -83,16 +82,19 @@ def write_samples(model: flax.linen.Module, sample_fn: Callable, variables: dict
   """
   split = dataset["validation"]
   rows = min(config.num_sample_rows, len(split))
-  real_x, _ = pipeline.preprocess_eval(jnp.asarray(split.images[:rows]), None,
+  # On the host, in NumPy: done with jnp, each step compiled an eager program per shape in
+  # every new process, nine of them in a train.py run, 0.3-0.6 s of its start
+  # (BENCHMARKS.md, "Eager programs at the first evaluation").
+  real_x, _ = pipeline.preprocess_eval(np.asarray(split.images[:rows]), None,
                                        config.data.augment)
-  real = np.asarray(from_signed(real_x))
-  y = jnp.asarray(split.attributes[:rows])
+  real = from_signed(real_x)
+  y = np.asarray(split.attributes[:rows], np.float32)
   if model.image_layers:
     out = parallel.fetch(sample_fn(variables, y, key))
     cols = [out[name] for name in model.image_layers] + [out["image"], real]
     return _save_grid(visualize.stack_columns(cols), path, len(cols))
   k = config.num_sample_cols
-  out = parallel.fetch(sample_fn(variables, jnp.repeat(y, k, axis=0), key))["image"]
+  out = parallel.fetch(sample_fn(variables, np.repeat(y, k, axis=0), key))["image"]
   out = out.reshape((rows, k) + out.shape[1:])
   grid = np.concatenate([out, real[:, None]], axis=1).reshape((-1,) + out.shape[2:])
   return _save_grid(grid, path, k + 1)

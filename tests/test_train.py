@@ -595,3 +595,25 @@ def test_quiet_orbax_drops_asyncio_reports_of_orbax_failures_only():
     assert [str(w.message) for w in seen] == ["something else"]
   finally:
     sys.unraisablehook = hook
+
+
+def test_sample_grid_compiles_the_sampler_and_nothing_eager(data_cache, tmp_path, caplog):
+  """The evaluation's sample grid prepares the validation images and attributes on the host:
+  done with jnp, each step compiled an eager program per shape in every train.py process,
+  nine of them (BENCHMARKS.md, "Eager programs at the first evaluation")."""
+  from a2i_jax import perf, sampling  # pylint: disable=import-outside-toplevel
+  cfg = tiny_config("cvae", data_cache)
+  # 3 rows and 3 columns, sizes no other test uses: JAX keeps an eager program for the rest
+  # of the process, so one compiled earlier for the same shapes would not be logged here.
+  cfg.num_sample_rows = cfg.num_sample_cols = 3
+  dataset = load_dataset(cfg.data)
+  model = models.create_model(cfg.model)
+  variables = models.init_variables(model, cfg.model, jax.random.key(0))
+  sample_fn = perf.jit(sampling.make_sample_fn(model))
+  caplog.set_level("WARNING")
+  with jax.log_compiles(True):
+    grid = train_eval.write_samples(model, sample_fn, variables, dataset, cfg,
+                                    str(tmp_path / "grid.png"), jax.random.key(1))
+  compiled = [m.split()[1] for m in caplog.messages if m.startswith("Compiling ")]
+  assert compiled == ["jit(sample)"], compiled
+  assert grid.dtype == np.uint8 and (tmp_path / "grid.png").exists()
