@@ -18,11 +18,14 @@ off, so each figure is a first start. The train step is the one `train.py` runs 
 The first inference call is `a2i_jax.inference.infer_latents` on `--infer_images` images for
 `--infer_steps` steps, the first call (compiling the init, step and finish programs) against
 the median of the next calls; and each program's trace, lower and compile seconds in the first
-call (`infer_programs`), with `infer_programs_s` the wall seconds the call spent on them: the
-first call's own compile time, without the noise of a difference of two calls. The library
-compiles the three side by side before running them (`make_inference_fns`' compile_ahead; the
-`in_turn` variant is the way before, each compiled when the call reaches it, whose seconds
-sum). Prints one JSON object per line and a table.
+call (`infer_programs`), with `infer_programs_s` the wall seconds from the first compile's
+start to the last one's end. The library compiles the three side by side in threads and waits
+for each only before its first use (`make_inference_fns`' compile_ahead), so the programs
+before it run meanwhile, and `infer_compile_s` (the first call less the median of the later
+ones) is what the call lost to them. The `wait_all` variant waits for all three before running
+any (the eighteenth session's form); `in_turn` compiles each when the call reaches it (the way
+before 2026-12-02), and its `infer_programs_s` is the sum of the steps' seconds. Prints one
+JSON object per line and a table.
 
 Every process starts with the XLA flags `train.py` and `infer.py` add on this CPU
 (`--xla_cpu_flags=recommended`, the default: on a CPU whose timing chose XLA's own convolution
@@ -42,8 +45,8 @@ per parameter tensor and the gradient norm reduced leaf by leaf, as before 2026-
 level 0, LLVM's expensive passes off); opt1 (level 1); no_expensive (LLVM's expensive passes
 off, the level kept); no_unroll, for_size, no_slp (XLA:CPU's LLVM options
 `xla_cpu_disable_loop_unrolling`, `xla_cpu_optimize_for_size`, `xla_cpu_disable_slp_vectorizer`,
-which are not compile options: `--xla_backend_extra_options=...` in XLA_FLAGS); in_turn
-(inference's programs compiled one after another, as above).
+which are not compile options: `--xla_backend_extra_options=...` in XLA_FLAGS); in_turn and
+wait_all (inference's programs, as above).
 """
 
 from __future__ import annotations
@@ -80,8 +83,11 @@ VARIANTS = {
     "for_size": ({}, "--xla_backend_extra_options=xla_cpu_optimize_for_size"),
     "no_slp": ({}, "--xla_backend_extra_options=xla_cpu_disable_slp_vectorizer"),
     # Inference's three programs compiled in turn as the call reaches each (before
-    # 2026-12-02), not side by side ahead of it (`make_inference_fns`' compile_ahead).
+    # 2026-12-02), not side by side in threads (`make_inference_fns`' compile_ahead).
     "in_turn": ({"compile_ahead": "off"}, ""),
+    # Side by side, but all three waited for before the first runs (the eighteenth session's
+    # form), not each before its own first use.
+    "wait_all": ({"compile_ahead": "wait_all"}, ""),
 }
 _HLO = re.compile(r"Running HLO passes on \[[^\]]*\] for CPU time: [^(]*\((\d+) us\)")
 _LLVM = re.compile(r"Compiled LLVM module: (\S+) time: [^(]*\((\d+) us\)")
@@ -94,7 +100,7 @@ def _child(args: argparse.Namespace) -> dict:
   import ab_train_step  # pylint: disable=import-outside-toplevel
   overrides = dict(kv.split("=", 1) for kv in args.overrides.split(",") if kv)
   forms = {k: overrides.pop(k) for k in list(overrides) if k in ab_train_step.FORMS}
-  args.ahead = overrides.pop("compile_ahead", "on") == "on"
+  args.ahead = overrides.pop("compile_ahead", "on")
   case = bench.Case(args.models, args.batch, "float32")
   config = bench.make_config(case, overrides)
   with ab_train_step.forms(forms):
@@ -131,12 +137,17 @@ def _timed(args: argparse.Namespace, config) -> dict:
   if args.infer_images:
     call = bench.inference_call(config, args.infer_images, variables, steps=args.infer_steps,
                                 steps_per_call=args.steps_per_call)
-    programs, ahead = {}, call.fns.pop("compile_ahead")
-    if args.ahead:  # The library's way: the three compiled side by side before the call.
+    programs, ahead, first = {}, call.fns.pop("compile_ahead"), []
+    if args.ahead != "off":  # The library's way: the three compiled side by side in threads.
       def timed_ahead(*inputs):
         t0 = time.perf_counter()
-        programs.update(ahead(*inputs))
-        out.setdefault("infer_ahead_s", time.perf_counter() - t0)  # The first call's.
+        handle = ahead(*inputs)
+        if args.ahead == "wait_all":
+          handle.wait_all()
+        if not first:  # The first call's: the seconds it waited here, and when it began.
+          first.append((handle, t0))
+          out["infer_ahead_s"] = time.perf_counter() - t0
+        return handle
       call.fns["compile_ahead"] = timed_ahead
     else:  # Each program's trace, lower and compile, in turn as the call reaches it, timed.
       for name in ("init", "run", "finish"):
@@ -150,10 +161,15 @@ def _timed(args: argparse.Namespace, config) -> dict:
       call()
       times.append(time.perf_counter() - t0)
     out["infer_call_s"] = statistics.median(times)
+    if first:
+      handle, t0 = first[0]
+      programs = handle.wait_all()
     out["infer_programs"] = {n: {k: round(v, 3) for k, v in p.items()}
                              for n, p in programs.items()}
-    # The first call's seconds on its programs: in turn, their sum; side by side, the wall.
-    out["infer_programs_s"] = round(out["infer_ahead_s"] if args.ahead else
+    # The first call's seconds on its programs: in turn, their sum; side by side, from
+    # compile_ahead's start until its last compile ended (in the default variant the programs
+    # before it may run meanwhile; infer_compile_s is what the call lost to them).
+    out["infer_programs_s"] = round(handle.ended - t0 if first else
                                     sum(sum(p.values()) for p in programs.values()), 2)
     out["infer_compile_s"] = max(out["infer_first_call_s"] - out["infer_call_s"], 0.0)
   return {k: round(v, 2) if isinstance(v, float) else v for k, v in out.items()}

@@ -170,9 +170,10 @@ def test_a_call_compiles_its_three_programs_and_nothing_eager(cvae, caplog):
   the host: done with jnp, each compiled an eager program per shape, 15 of them, 0.3 s of
   the paper disCVAE's first call (BENCHMARKS.md).
 
-  The three programs are compiled side by side before the call runs them
-  (`compile_ahead`), each once: the call's own programs find them compiled, and a second
-  call compiles nothing."""
+  The three programs are compiled side by side in threads (`compile_ahead`), each once and
+  each waited for before its first use: the call's own programs find them compiled (a
+  program called before its compile ended would log a second "Compiling" line), and a
+  second call compiles nothing."""
   trained, ds = cvae
   # 7 images, a batch size no other test uses: JAX keeps an eager program for the rest of
   # the process, so one compiled earlier for the same shapes would not be logged here.
@@ -181,7 +182,11 @@ def test_a_call_compiles_its_three_programs_and_nothing_eager(cvae, caplog):
   opts = inference.options_for(trained, restarts=3, steps=2, steps_per_call=2)
   fns = dict(inference.make_inference_fns(trained.model, inference.posterior._static(opts)))
   ahead, compiled_ahead = fns["compile_ahead"], []
-  fns["compile_ahead"] = lambda *args: compiled_ahead.append(ahead(*args))
+
+  def recorded(*args):
+    compiled_ahead.append(ahead(*args))
+    return compiled_ahead[-1]
+  fns["compile_ahead"] = recorded
   xs = inference.check_images(x, 32)
   assert isinstance(xs, np.ndarray) and xs.dtype == np.float32
   key = jax.random.key(3)
@@ -193,8 +198,9 @@ def test_a_call_compiles_its_three_programs_and_nothing_eager(cvae, caplog):
     compiled = [m.split()[1] for m in caplog.messages if m.startswith("Compiling ")]
     names = sorted(c[len("jit("):-1] if c.startswith("jit(") else c for c in compiled)
     assert names == (["finish", "init", "run"] if len(compiled_ahead) == 1 else []), compiled
-  assert sorted(compiled_ahead[0]) == ["finish", "init", "run"] and compiled_ahead[1] == {}
-  assert all(t["compile"] > 0 for t in compiled_ahead[0].values())
+  first, second = (handle.wait_all() for handle in compiled_ahead)
+  assert sorted(first) == ["finish", "init", "run"] and second == {}
+  assert all(t["compile"] > 0 for t in first.values())
   assert out["z"].shape == (7, trained.model.latent_dims["z"])
   assert out["restart_energies"].shape == (7, 3)
 

@@ -228,8 +228,8 @@ def make_inference_fns(model: nn.Module, options: InferenceOptions) -> dict[str,
     options: the inference options.
   Returns:
     dict with "init", "run", "finish" (jitted), "steps_per_call" and "compile_ahead"
-    (`_compile_ahead_fn`: the three compiled side by side before a call's first use; a
-    caller that replaces one of the three drops it).
+    (`_compile_ahead_fn`: the three compiled side by side in threads, each waited for
+    before its first use; a caller that replaces one of the three drops it).
   """
   energy_kind = _resolve_energy(options, model)
   dims = model.latent_dims
@@ -328,58 +328,96 @@ def make_inference_fns(model: nn.Module, options: InferenceOptions) -> dict[str,
           "compile_ahead": _compile_ahead_fn(programs, run_steps=k > 0)}
 
 
-def _compile_ahead_fn(programs: Mapping[str, Any], run_steps: bool) -> Any:
-  """`compile_ahead(variables, x, y, observed, fg_mask, key, prior, hyper) -> seconds`: compiles
-  the programs an `infer_latents` call with these (placed) inputs will run, before it runs
-  them, XLA compiling each in a thread of its own while Python traces the next.
+class _Compiling:
+  """The programs `compile_ahead` started compiling for one set of inputs: `wait(name)`
+  before a program's first call returns once it is compiled (re-raising a failed compile),
+  `wait_all()` once all are, with each one's {"trace", "lower", "compile"} seconds;
+  `ended` is when the last compile ended (`time.perf_counter()`)."""
 
-  Called in turn, each program's tracing waited for the compile of the one before; here the
-  three compile side by side: in fresh processes on 2 cores the paper disCVAE's first call
-  spent 5.0-6.7 s on its programs instead of 6.8-9.0 (BENCHMARKS.md, "Inference's three
-  programs compiled side by side"). The compiled programs land in the jitted functions' own
-  caches, so the call's programs find them. Inputs whose shapes and shardings were compiled
-  for return at once, without tracing. `run`'s and `finish`'s carry is described from
-  `init`'s output: the shapes and shardings `_one_sharding` gives it.
+  def __init__(self):
+    self.futures: dict[str, concurrent.futures.Future] = {}
+    self.seconds: dict[str, dict[str, float]] = {}
+    self.ended = 0.0
+
+  def wait(self, name: str) -> None:
+    future = self.futures.get(name)
+    if future is not None:
+      future.result()
+
+  def wait_all(self) -> dict[str, dict[str, float]]:
+    for name in self.futures:
+      self.wait(name)
+    return self.seconds
+
+  def succeeded(self) -> bool:
+    return all(f.done() and f.exception() is None for f in self.futures.values())
+
+
+def _compile_ahead_fn(programs: Mapping[str, Any], run_steps: bool) -> Any:
+  """`compile_ahead(variables, x, y, observed, fg_mask, key, prior, hyper) -> _Compiling`:
+  starts compiling the programs an `infer_latents` call with these (placed) inputs will run,
+  XLA compiling each in a thread of its own while Python traces the next, and returns once
+  all three are traced; the call waits for each program only before its first use.
+
+  Called in turn, each program's tracing waited for the compile of the one before. Compiled
+  side by side, the paper disCVAE's first call lost 4.9 s to its programs instead of 6.5 on a
+  2-core Intel Xeon (medians over a later call, fresh processes). Waiting for each program
+  only before its first use, not for all three before `init`, never waits for a program the
+  call does not need yet: `init` and the first steps run while `finish` (and on an
+  accelerator, where they run on the device, the rest) still compile. On a 2-core AMD EPYC
+  (Zen 5), which compiles the chunk in about half the Intel's time, the three ways were
+  within a few per cent of each other (BENCHMARKS.md, "A Zen 5 EPYC: ... inference's
+  programs waited for late"). The compiled programs land in the jitted functions' own caches,
+  where the call's programs find them. Inputs whose shapes and shardings were compiled for
+  return a handle with nothing to wait for, without tracing. `run`'s and `finish`'s carry is
+  described from `init`'s output: the shapes and shardings `_one_sharding` gives it.
 
   Returns:
-    {program: {"trace": s, "lower": s, "compile": s}} of what it compiled ({} when nothing).
+    A `_Compiling`; its `seconds` fill in as the compiles end (empty when nothing was
+    compiled).
   """
-  done = set()
+  started: dict[Any, _Compiling] = {}
 
   def compile_ahead(variables, x, y, observed, fg_mask, key, prior, hyper):
     args = (variables, x, y, observed, fg_mask, key, prior, hyper)
     leaves, tree = jax.tree_util.tree_flatten(args)
     signature = (tree, tuple((a.shape, a.dtype, getattr(a, "sharding", None)) for a in leaves))
-    if signature in done:
-      return {}
-    seconds = {}
+    earlier = started.get(signature)
+    if earlier is not None:  # In flight (a call that failed midway), or done: nothing new.
+      return _Compiling() if earlier.succeeded() else earlier
+    handle = _Compiling()
 
     def lowered(name, *inputs):
       t0 = time.perf_counter()
       traced = programs[name].trace(*inputs)
       t1 = time.perf_counter()
       out = traced.lower()
-      seconds[name] = {"trace": t1 - t0, "lower": time.perf_counter() - t1}
+      handle.seconds[name] = {"trace": t1 - t0, "lower": time.perf_counter() - t1}
       return out
 
     def compiled(name, lowering):
       t0 = time.perf_counter()
       lowering.compile()
-      seconds[name]["compile"] = time.perf_counter() - t0
+      end = time.perf_counter()
+      handle.seconds[name]["compile"] = end - t0
+      handle.ended = max(handle.ended, end)
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+    # The threads end with their compiles; nothing here waits for them.
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=3,
+                                                 thread_name_prefix="a2i_compile_ahead")
+    try:
       init = lowered("init", variables, x, y, observed, fg_mask, key, prior)
-      pending = [pool.submit(compiled, "init", init)]
+      handle.futures["init"] = pool.submit(compiled, "init", init)
       carry = jax.tree_util.tree_map(
           lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), init.out_info,
           _carry_shardings(init.out_info, x.sharding))
       rest = (variables, x, y, observed, carry, prior, hyper)
       for name in ("run", "finish") if run_steps else ("finish",):
-        pending.append(pool.submit(compiled, name, lowered(name, *rest)))
-      for future in pending:
-        future.result()
-    done.add(signature)
-    return seconds
+        handle.futures[name] = pool.submit(compiled, name, lowered(name, *rest))
+    finally:
+      pool.shutdown(wait=False)
+    started[signature] = handle
+    return handle
 
   return compile_ahead
 
@@ -483,15 +521,21 @@ def infer_latents(trained: TrainedModel, images: Array, attributes: Optional[Arr
   prior = parallel.put_replicated(prior, mesh)
 
   hyper = parallel.put_replicated(_hyper(options), mesh)
-  if fns.get("compile_ahead") is not None:
-    fns["compile_ahead"](variables, x_r, y_r, o_r, m_r, key, prior, hyper)
+  # The three programs compile in threads from here on; each is waited for only before its
+  # first use, so that the ones before it can run meanwhile.
+  ready = (fns["compile_ahead"](variables, x_r, y_r, o_r, m_r, key, prior, hyper)
+           if fns.get("compile_ahead") is not None else _Compiling())
   k = fns["steps_per_call"]
+  ready.wait("init")
   carry = fns["init"](variables, x_r, y_r, o_r, m_r, key, prior)
   traces = []
-  for _ in range(options.steps // k if k else 0):
+  for i in range(options.steps // k if k else 0):
+    if i == 0:
+      ready.wait("run")
     carry, trace = fns["run"](variables, x_r, y_r, o_r, _one_sharding(carry, x_r.sharding),
                               prior, hyper)
     traces.append(trace)
+  ready.wait("finish")
   result = parallel.fetch(fns["finish"](variables, x_r, y_r, o_r,
                                         _one_sharding(carry, x_r.sharding), prior, hyper))
   result = {name: np.asarray(v)[:n] for name, v in result.items()}
