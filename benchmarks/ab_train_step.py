@@ -26,8 +26,12 @@ CPU, on `--batch` images, the encoders' start and the final decode left out) and
 Adam step and image-iterations/s. One JSON line per (model, variant): compile seconds, the
 median of `--rounds` timed calls after a warm-up and every call's time, and the speed ratio to
 the first variant. Fresh processes could not resolve a 5 % change on a machine whose speed
-drifts by 10 % within minutes; alternated calls in one process can. XLA_FLAGS is as the
-caller sets it: unlike train.py, this script adds no `perf.recommended_cpu_flags()`.
+drifts by 10 % within minutes; alternated calls in one process can. The process starts with
+the XLA flags the entry points add on this CPU (`--xla_cpu_flags`, default "recommended", as
+`bench.py`'s; each row names them). Before 2026-12-02 this script added none: on a machine
+whose timing chose XLA's own convolution kernels its rows measured YNNPACK's path, with the
+"auto" forms that go with it, unless the caller set XLA_FLAGS. A variant's `ynn=` compile
+option still overrides the flag for that variant's programs.
 """
 
 from __future__ import annotations
@@ -69,8 +73,10 @@ def main(argv=None) -> None:
   p.add_argument("--what", default="train", choices=("train", "infer"),
                  help="train: the train step; infer: one call of inference's Adam loop.")
   p.add_argument("--smoke", action="store_true", help="Tiny models, 2 rounds.")
-  args = p.parse_args(argv)
   import bench  # pylint: disable=import-outside-toplevel
+  p.add_argument("--xla_cpu_flags", default="recommended", help=bench.XLA_CPU_FLAGS_HELP)
+  args = p.parse_args(argv)
+  xla_flags = bench.set_xla_cpu_flags(args.xla_cpu_flags)
   variants = _variants(args.variants)
   if args.smoke:
     args.rounds = 2
@@ -97,7 +103,8 @@ def main(argv=None) -> None:
     first = statistics.median(times[variants[0][0]])
     for name, (_, per_call, compile_s) in compiled.items():
       med = statistics.median(times[name])
-      row = {"model": model_name, "variant": name, "compile_s": round(compile_s, 2)}
+      row = {"model": model_name, "variant": name, "xla_flags": xla_flags,
+             "compile_s": round(compile_s, 2)}
       if args.what == "infer":
         row.update(adam_steps_per_call=per_call, ms_per_step=round(1e3 * med / per_call, 1),
                    image_iterations_per_s=round(args.batch * per_call / med, 2))

@@ -12,6 +12,8 @@ malloc arena, no mmap, no trimming; the latter with huge pages too). A process t
 train steps (`bench.py`'s program) or `infer_latents` calls (32 images x 10 steps), after a warm-up, and reports for each the
 wall time, the minor page faults and the kernel (system) CPU time (`getrusage`), and the
 process's peak resident memory. Prints one JSON object per process and a table of medians.
+The processes start with the XLA flags the entry points add on this CPU (`--xla_cpu_flags`,
+default "recommended"); before 2026-12-02 they started with none.
 """
 
 import argparse
@@ -71,7 +73,8 @@ def measure(model: str, what: str, calls: int, smoke: bool, churn_mb: int = 0) -
     t1, r1 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
     rows.append({"s": round(t1 - t0, 4), "minor_faults": r1.ru_minflt - r0.ru_minflt,
                  "sys_s": round(r1.ru_stime - r0.ru_stime, 3)})
-  return {"model": model, "what": what, "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+  return {"model": model, "what": what, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+          "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
           "calls": rows, "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}
 
 
@@ -86,6 +89,8 @@ def main(argv=None) -> int:
   p.add_argument("--churn_mb", type=int, default=0,
                  help="Before each timed call another process touches this much memory.")
   p.add_argument("--smoke", action="store_true", help="Tiny model (32x32, width 1/16, batch 4).")
+  import bench  # pylint: disable=import-outside-toplevel
+  p.add_argument("--xla_cpu_flags", default="recommended", help=bench.XLA_CPU_FLAGS_HELP)
   p.add_argument("--child", default="", help=argparse.SUPPRESS)  # "model,what"
   args = p.parse_args(argv)
   if args.child:
@@ -98,6 +103,7 @@ def main(argv=None) -> int:
     print(f"error: --settings: unknown {', '.join(unknown)}; choose from {', '.join(SETTINGS)}.",
           file=sys.stderr)
     return 1
+  bench.set_xla_cpu_flags(args.xla_cpu_flags)  # In os.environ: the children start with them.
   results = []
   for r in range(args.rounds):
     for name in (settings if r % 2 == 0 else settings[::-1]):

@@ -5,6 +5,8 @@ fully unrolled) against a Python loop over one jitted step. Prints JSON.
 
 The carry is only z, so the difference is the loop itself, not copies of a large state; this
 is the shape of posterior inference by optimisation. Medians over `--repeats`.
+The process starts with the XLA flags the entry points add on this CPU (`--xla_cpu_flags`,
+default "recommended"; the output names them); before 2026-12-02 it added none.
 """
 
 import json
@@ -19,13 +21,17 @@ import numpy as np
 from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from a2i_jax import models  # noqa: E402
+import bench  # noqa: E402  (benchmarks/bench.py; imports no jax at module level)
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/synthetic.py", "Config file.")
 _STEPS = flags.DEFINE_integer("steps", 16, "Gradient steps per call.")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Images per step.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls per variant.")
+_XLA_CPU_FLAGS = flags.DEFINE_string("xla_cpu_flags", "recommended",
+                                      bench.XLA_CPU_FLAGS_HELP)
 
 
 def _timed(fn, z, repeats):
@@ -42,6 +48,7 @@ def _timed(fn, z, repeats):
 
 def main(argv):
   del argv
+  xla_flags = bench.set_xla_cpu_flags(_XLA_CPU_FLAGS.value)  # Before the backend starts.
   config = _CONFIG.value
   if config.model.name == "discvae":
     raise app.UsageError("use a CVAE or VAE config (one latent).")
@@ -72,7 +79,7 @@ def main(argv):
 
   variants["python_loop"] = python_loop
   out = {"device": jax.devices()[0].device_kind, "jax": jax.__version__,
-         "batch_size": _BATCH.value, "steps": n, "variants": {}}
+         "batch_size": _BATCH.value, "steps": n, "xla_flags": xla_flags, "variants": {}}
   for name, fn in variants.items():
     first, median = _timed(fn, z0, _REPEATS.value)
     out["variants"][name] = {"first_call_s": round(first, 2),

@@ -7,6 +7,8 @@ Each variant is compiled ahead of time (compile seconds reported), warmed up onc
 `--repeats` times; the median is reported. Data are random uint8 images held on the device, so
 no dataset is needed. Variants: one step per dispatch; `--fuse` steps in a `lax.scan`, rolled
 and unrolled (XLA:CPU runs a while-loop body much slower; docs/design.md §3.13).
+The process starts with the XLA flags the entry points add on this CPU (`--xla_cpu_flags`,
+default "recommended"; the output names them); before 2026-12-02 it added none.
 """
 
 import json
@@ -21,8 +23,10 @@ import numpy as np
 from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from a2i_jax import models, parallel, perf, train_lib  # noqa: E402
+import bench  # noqa: E402  (benchmarks/bench.py; imports no jax at module level)
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/synthetic.py", "Config file.")
 _BATCH = flags.DEFINE_integer("batch_size", None, "Global batch (default: the config's).")
@@ -30,6 +34,8 @@ _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed dispatches per variant.")
 _FUSE = flags.DEFINE_integer("fuse", 4, "Steps per dispatch of the fused variants.")
 _VARIANTS = flags.DEFINE_list("variants", "single,scan_unrolled,scan_rolled",
                               "Which variants to run.")
+_XLA_CPU_FLAGS = flags.DEFINE_string("xla_cpu_flags", "recommended",
+                                      bench.XLA_CPU_FLAGS_HELP)
 
 
 def _measure(config, mesh, data):
@@ -64,6 +70,7 @@ def _measure(config, mesh, data):
 
 def main(argv):
   del argv
+  xla_flags = bench.set_xla_cpu_flags(_XLA_CPU_FLAGS.value)  # Before the backend starts.
   base = _CONFIG.value
   base.unlock()
   if _BATCH.value:
@@ -79,7 +86,7 @@ def main(argv):
   results = {"device": str(jax.devices()[0].device_kind), "num_devices": jax.device_count(),
              "jax": jax.__version__, "model": base.model.name, "width": base.model.width,
              "image_size": base.model.image_size, "batch_size": base.batch_size,
-             "variants": {}}
+             "xla_flags": xla_flags, "variants": {}}
   for name in _VARIANTS.value:
     config = base.copy_and_resolve_references()
     config.steps_per_dispatch = 1 if name == "single" else _FUSE.value

@@ -205,6 +205,33 @@ def test_a_call_compiles_its_three_programs_and_nothing_eager(cvae, caplog):
   assert out["restart_energies"].shape == (7, 3)
 
 
+def test_a_failed_compile_is_tried_again_by_the_next_call(cvae, monkeypatch):
+  """A program whose compile fails in `compile_ahead`'s thread (out of memory, say) stops the
+  call with that error, and the next call with the same programs and shapes compiles again:
+  `run_inference` keeps the programs for the trained model's life, so a failure kept and
+  re-raised would stop every later call too."""
+  trained, ds = cvae
+  x, y = _test_batch(ds, 5)
+  opts = inference.options_for(trained, steps=2, steps_per_call=2, init="zeros")
+  fns = dict(inference.make_inference_fns(trained.model, inference.posterior._static(opts)))
+  real, compiles = jax.stages.Lowered.compile, []
+
+  def fails_once(self, *args, **kwargs):
+    compiles.append(1)
+    if len(compiles) == 1:
+      raise MemoryError("out of memory while compiling (injected)")
+    return real(self, *args, **kwargs)
+  monkeypatch.setattr(jax.stages.Lowered, "compile", fails_once)
+  call = lambda: inference.infer_latents(trained, x, y, key=jax.random.key(0), options=opts,
+                                         fns=fns)
+  with pytest.raises(MemoryError, match="injected"):
+    call()
+  out = call()
+  assert len(compiles) > 3  # The second call compiled again.
+  assert out["z"].shape == (5, trained.model.latent_dims["z"])
+  assert np.isfinite(out["energy"]).all()
+
+
 def test_ragged_last_batch_reuses_the_compiled_program(cvae):
   trained, ds = cvae
   x, y = _test_batch(ds, 6)

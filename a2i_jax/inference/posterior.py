@@ -349,8 +349,11 @@ class _Compiling:
       self.wait(name)
     return self.seconds
 
-  def succeeded(self) -> bool:
-    return all(f.done() and f.exception() is None for f in self.futures.values())
+  def in_flight(self) -> bool:
+    return not all(f.done() for f in self.futures.values())
+
+  def failed(self) -> bool:
+    return any(f.done() and f.exception() is not None for f in self.futures.values())
 
 
 def _compile_ahead_fn(programs: Mapping[str, Any], run_steps: bool) -> Any:
@@ -369,7 +372,8 @@ def _compile_ahead_fn(programs: Mapping[str, Any], run_steps: bool) -> Any:
   within a few per cent of each other (BENCHMARKS.md, "A Zen 5 EPYC: ... inference's
   programs waited for late"). The compiled programs land in the jitted functions' own caches,
   where the call's programs find them. Inputs whose shapes and shardings were compiled for
-  return a handle with nothing to wait for, without tracing. `run`'s and `finish`'s carry is
+  return a handle with nothing to wait for, without tracing; after a failed compile (out of
+  memory, say) the next call compiles again, since `run_inference` keeps the programs. `run`'s and `finish`'s carry is
   described from `init`'s output: the shapes and shardings `_one_sharding` gives it.
 
   Returns:
@@ -383,8 +387,9 @@ def _compile_ahead_fn(programs: Mapping[str, Any], run_steps: bool) -> Any:
     leaves, tree = jax.tree_util.tree_flatten(args)
     signature = (tree, tuple((a.shape, a.dtype, getattr(a, "sharding", None)) for a in leaves))
     earlier = started.get(signature)
-    if earlier is not None:  # In flight (a call that failed midway), or done: nothing new.
-      return _Compiling() if earlier.succeeded() else earlier
+    if earlier is not None and not earlier.failed():  # A failed compile is tried again.
+      # Still compiling (a call before this one stopped midway), or compiled: nothing new.
+      return earlier if earlier.in_flight() else _Compiling()
     handle = _Compiling()
 
     def lowered(name, *inputs):
