@@ -373,8 +373,9 @@ def _compile_ahead_fn(programs: Mapping[str, Any], run_steps: bool) -> Any:
   programs waited for late"). The compiled programs land in the jitted functions' own caches,
   where the call's programs find them. Inputs whose shapes and shardings were compiled for
   return a handle with nothing to wait for, without tracing; after a failed compile (out of
-  memory, say) the next call compiles again, since `run_inference` keeps the programs. `run`'s and `finish`'s carry is
-  described from `init`'s output: the shapes and shardings `_one_sharding` gives it.
+  memory, say) the next call compiles again, since `run_inference` keeps the programs.
+  `run`'s and `finish`'s carry is described from `init`'s output: the shapes and shardings
+  `_one_sharding` gives it.
 
   Returns:
     A `_Compiling`; its `seconds` fill in as the compiles end (empty when nothing was
