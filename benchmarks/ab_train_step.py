@@ -84,7 +84,7 @@ def main(argv=None) -> None:
     compiled = {}
     for name, overrides in variants:
       if args.smoke:
-        overrides = {"model.image_size": "32", "model.width": "0.0625", **overrides}
+        overrides = {**bench.SMOKE_OVERRIDES, **overrides}
       overrides = dict(overrides)
       variant_forms = {key: overrides.pop(key) for key in FORMS if key in overrides}
       config = bench.make_config(bench.Case(model_name, args.batch, "float32"), overrides,

@@ -54,6 +54,9 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import timing  # noqa: E402  (benchmarks/timing.py)
 
+# The scripts' --smoke model: 32x32 at width 1/16 (config overrides, as `make_config` takes them).
+SMOKE_OVERRIDES = {"model.image_size": "32", "model.width": "0.0625"}
+
 XLA_CPU_FLAGS_HELP = ("'recommended': the XLA flags train.py and infer.py add on this CPU "
                       "(a2i_jax.perf.recommended_cpu_flags(), measured once per CPU model); "
                       "'none': XLA_FLAGS as it is; or flags to add.")
@@ -444,6 +447,27 @@ def inference_call(config: Any, n_images: int, variables: Any = None,
       mesh=parallel.make_mesh(jax.devices()[:1]))
 
 
+# How inference's three programs compile (`set_compile_way`): the library's way, waiting for all
+# three before the first runs (the eighteenth session's), or each when the call reaches it.
+COMPILE_WAYS = ("default", "wait_all", "in_turn")
+
+
+def set_compile_way(fns: dict, way: str) -> None:
+  """Makes an `InferenceCall`'s `fns` compile its programs `way` (one of `COMPILE_WAYS`):
+  "default" leaves `compile_ahead` as the library builds it, "wait_all" waits for all three
+  of its compiles before returning, "in_turn" drops it."""
+  ahead = fns.pop("compile_ahead")
+  if way == "in_turn":
+    return
+
+  def compile_ahead(*inputs):
+    handle = ahead(*inputs)
+    if way == "wait_all":
+      handle.wait_all()
+    return handle
+  fns["compile_ahead"] = compile_ahead
+
+
 def bench_infer(case: Case, config: Any, n_images: int, steps: int, repeats: int,
                 peak: Optional[float]) -> dict:
   """Times posterior inference on `n_images` images for `steps` steps (one call)."""
@@ -539,7 +563,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   args = p.parse_args(argv)
   if args.smoke:
     args.model_overrides = ",".join(filter(None, [
-        "model.image_size=32", "model.width=0.0625", args.model_overrides]))
+        *(f"{k}={v}" for k, v in SMOKE_OVERRIDES.items()), args.model_overrides]))
     args.repeats, args.infer_steps = 1, 2
     args.no_results_copy = True
   return args

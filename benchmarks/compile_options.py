@@ -69,7 +69,7 @@ def _programs(model_name: str, args: argparse.Namespace) -> dict:
 
   overrides = dict(kv.split("=", 1) for kv in args.overrides.split(",") if kv)
   if args.smoke:
-    overrides = {"model.image_size": "32", "model.width": "0.0625", **overrides}
+    overrides = {**bench.SMOKE_OVERRIDES, **overrides}
   case = bench.Case(model_name, args.batch, "float32")
   if args.config:
     config = config_lib.get_config(f"{args.config}:{model_name}")

@@ -84,7 +84,7 @@ VARIANTS = {
     "no_slp": ({}, "--xla_backend_extra_options=xla_cpu_disable_slp_vectorizer"),
     # Inference's three programs compiled in turn as the call reaches each (before
     # 2026-12-02), not side by side in threads (`make_inference_fns`' compile_ahead).
-    "in_turn": ({"compile_ahead": "off"}, ""),
+    "in_turn": ({"compile_ahead": "in_turn"}, ""),
     # Side by side, but all three waited for before the first runs (the eighteenth session's
     # form), not each before its own first use.
     "wait_all": ({"compile_ahead": "wait_all"}, ""),
@@ -100,7 +100,7 @@ def _child(args: argparse.Namespace) -> dict:
   import ab_train_step  # pylint: disable=import-outside-toplevel
   overrides = dict(kv.split("=", 1) for kv in args.overrides.split(",") if kv)
   forms = {k: overrides.pop(k) for k in list(overrides) if k in ab_train_step.FORMS}
-  args.ahead = overrides.pop("compile_ahead", "on")
+  args.ahead = overrides.pop("compile_ahead", "default")  # One of bench.COMPILE_WAYS.
   case = bench.Case(args.models, args.batch, "float32")
   config = bench.make_config(case, overrides)
   with ab_train_step.forms(forms):
@@ -137,13 +137,14 @@ def _timed(args: argparse.Namespace, config) -> dict:
   if args.infer_images:
     call = bench.inference_call(config, args.infer_images, variables, steps=args.infer_steps,
                                 steps_per_call=args.steps_per_call)
-    programs, ahead, first = {}, call.fns.pop("compile_ahead"), []
-    if args.ahead != "off":  # The library's way: the three compiled side by side in threads.
+    programs, first = {}, []
+    bench.set_compile_way(call.fns, args.ahead)
+    if args.ahead != "in_turn":  # Side by side in threads (the library's way, or wait_all).
+      ahead = call.fns["compile_ahead"]
+
       def timed_ahead(*inputs):
         t0 = time.perf_counter()
         handle = ahead(*inputs)
-        if args.ahead == "wait_all":
-          handle.wait_all()
         if not first:  # The first call's: the seconds it waited here, and when it began.
           first.append((handle, t0))
           out["infer_ahead_s"] = time.perf_counter() - t0
@@ -215,7 +216,7 @@ def _compile_log(stderr: str) -> dict:
 def run_variant(model: str, variant: str, args: argparse.Namespace) -> dict:
   overrides, flags = VARIANTS[variant]
   if args.smoke:
-    overrides = {"model.image_size": "32", "model.width": "0.0625", **overrides}
+    overrides = {**bench.SMOKE_OVERRIDES, **overrides}
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="0", TF_CPP_VMODULE="cpu_compiler=1,ir_compiler=1",
              XLA_FLAGS=" ".join([os.environ.get("XLA_FLAGS", ""), flags]).strip())
   cmd = [sys.executable, os.path.abspath(__file__), "--child", f"--models={model}",

@@ -4,7 +4,7 @@ the ways alternated in one process; prints JSON lines, then the medians.
   python benchmarks/first_call.py --models=discvae,cvae --rounds=6
   python benchmarks/first_call.py --smoke     # tiny models, two rounds: checks the script
 
-The ways (`--ways`, a comma list):
+The ways (`--ways`, a comma list; `bench.set_compile_way`):
 * default: the library's. `compile_ahead` compiles the three programs side by side in threads,
   and the call waits for each only before its first use, so `init` and the first steps run
   while the later ones still compile.
@@ -36,27 +36,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402  (benchmarks/bench.py; imports no jax at module level)
 
-WAYS = ("default", "wait_all", "in_turn")
-
-
-def _call(config, n, variables, steps, way):
-  """An `InferenceCall` on `n` images whose programs compile the given way."""
-  call = bench.inference_call(config, n, variables=variables, steps=steps)
-  ahead = call.fns.pop("compile_ahead")
-  if way != "in_turn":
-    def compile_ahead(*inputs):
-      handle = ahead(*inputs)
-      if way == "wait_all":
-        handle.wait_all()
-      return handle
-    call.fns["compile_ahead"] = compile_ahead
-  return call
-
-
 def main():
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--models", default="discvae,cvae")
-  p.add_argument("--ways", default=",".join(WAYS))
+  p.add_argument("--ways", default=",".join(bench.COMPILE_WAYS))
   p.add_argument("--rounds", type=int, default=6)
   p.add_argument("--images", type=int, default=28, help="The first round's batch size.")
   p.add_argument("--steps", type=int, default=5, help="Inference steps per call.")
@@ -67,12 +50,13 @@ def main():
   import jax  # pylint: disable=import-outside-toplevel
   jax.config.update("jax_enable_compilation_cache", False)
   ways = [w for w in args.ways.split(",") if w]
-  unknown = sorted(set(ways) - set(WAYS))
+  unknown = sorted(set(ways) - set(bench.COMPILE_WAYS))
   if unknown:
-    sys.exit(f"error: unknown --ways {', '.join(unknown)}; choose from {', '.join(WAYS)}.")
+    sys.exit(f"error: unknown --ways {', '.join(unknown)}; choose from "
+             f"{', '.join(bench.COMPILE_WAYS)}.")
   rounds, images, overrides = args.rounds, args.images, {}
   if args.smoke:
-    rounds, images, overrides = 2, 4, {"model.image_size": "32", "model.width": "0.0625"}
+    rounds, images, overrides = 2, 4, bench.SMOKE_OVERRIDES
   for model in [m for m in args.models.split(",") if m]:
     config = bench.make_config(bench.Case(model, 32, "float32"), overrides)
     warm = bench.inference_call(config, 2, steps=args.steps)
@@ -80,7 +64,9 @@ def main():
     seconds = {w: [] for w in ways}
     for r in range(rounds):
       for way in ways[r % len(ways):] + ways[:r % len(ways)]:
-        call = _call(config, images + r, warm.variables, args.steps, way)
+        call = bench.inference_call(config, images + r, variables=warm.variables,
+                                    steps=args.steps)
+        bench.set_compile_way(call.fns, way)
         t0 = time.perf_counter()
         call()
         t1 = time.perf_counter()

@@ -49,7 +49,7 @@ def measure(model: str, what: str, calls: int, smoke: bool, churn_mb: int = 0) -
   import jax  # pylint: disable=import-outside-toplevel
   import bench  # pylint: disable=import-outside-toplevel
   from a2i_jax import perf  # pylint: disable=import-outside-toplevel
-  overrides = {"model.image_size": "32", "model.width": "0.0625"} if smoke else {}
+  overrides = bench.SMOKE_OVERRIDES if smoke else {}
   batch = 4 if smoke else 32
   config = bench.make_config(bench.Case(model, batch, "float32"), overrides)
   if what == "train":

@@ -235,7 +235,7 @@ def main(argv=None):
 
   overrides = dict(kv.split("=", 1) for kv in args.model_overrides.split(",") if kv)
   if args.smoke:
-    overrides = {"model.image_size": "32", "model.width": "0.0625", **overrides}
+    overrides = {**bench.SMOKE_OVERRIDES, **overrides}
   config = bench.make_config(bench.Case(args.model, args.batch, args.dtype), overrides)
   loop_s = [0.0]  # Inference: the loop programs' own wall time while traced.
   if args.what == "train":
