@@ -57,6 +57,20 @@ import timing  # noqa: E402  (benchmarks/timing.py)
 # The scripts' --smoke model: 32x32 at width 1/16 (config overrides, as `make_config` takes them).
 SMOKE_OVERRIDES = {"model.image_size": "32", "model.width": "0.0625"}
 
+HUGE_PAGES_HELP = ("auto: as train.py and infer.py, re-execute with glibc.malloc.hugetlb=1 where "
+                   "it helps (a2i_jax/hugepages.py); off: as the process was started.")
+
+
+def huge_pages(value: str) -> None:
+  """`--huge_pages=auto` (`HUGE_PAGES_HELP`): re-executes this script as the entry points
+  re-execute themselves, so that its step times are theirs (the huge pages ran the paper train
+  step 1.06-1.18x faster in the ninth session). Call it first, before anything starts threads
+  or imports jax."""
+  if value == "auto":
+    from a2i_jax import hugepages  # pylint: disable=import-outside-toplevel
+    hugepages.reexec_with_huge_pages()
+
+
 XLA_CPU_FLAGS_HELP = ("'recommended': the XLA flags train.py and infer.py add on this CPU "
                       "(a2i_jax.perf.recommended_cpu_flags(), measured once per CPU model); "
                       "'none': XLA_FLAGS as it is; or flags to add.")
@@ -552,9 +566,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--offset_polyphase", default="auto", choices=("auto", "on", "off"),
                  help="The offset polyphase form of upsample + 3x3 layers "
                  "(perf.offset_polyphase); auto: the library's choice (on on CPU only).")
-  p.add_argument("--huge_pages", default="auto", choices=("auto", "off"),
-                 help="auto: as train.py and infer.py, re-execute with glibc.malloc.hugetlb=1 "
-                 "where it helps (a2i_jax/hugepages.py); off: as the process was started.")
+  p.add_argument("--huge_pages", default="auto", choices=("auto", "off"), help=HUGE_PAGES_HELP)
   p.add_argument("--out", default="", help="Also write the JSON here.")
   p.add_argument("--no_results_copy", action="store_true",
                  help="Do not update benchmarks/results/<device>.json.")
@@ -571,9 +583,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
   args = parse_args(argv)
-  if args.huge_pages == "auto" and argv is None:  # The library's entry points do the same.
-    from a2i_jax import hugepages  # pylint: disable=import-outside-toplevel
-    hugepages.reexec_with_huge_pages()
+  if argv is None:  # A command line (not a caller in this process) can be re-executed.
+    huge_pages(args.huge_pages)
   timing.start_turns()  # Under compare_cpu.sh's turn-taking: all work in this process's turns.
   # XLA flags must be in place before the backend starts: nothing above touched jax.
   set_xla_cpu_flags(args.xla_cpu_flags)
@@ -600,6 +611,9 @@ def main(argv=None) -> dict:
           "num_devices_used": 1, "jax": jax.__version__, "flax": flax.__version__,
           "python": platform.python_version(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
           "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+          # Caps oneDNN's instruction set, and so XLA's own convolutions' (their matrix
+          # product is oneDNN's); compare_cpu.sh ISA=avx2 sets it.
+          "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", ""),
           "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
           "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
   if device.platform == "cpu":
