@@ -28,11 +28,11 @@ from a2i_jax import files
 from a2i_jax.errors import ConfigError
 
 # The XLA:CPU flag that takes convolutions back from YNNPACK (to which jaxlib 0.10 hands every
-# convolution and matrix product) to XLA's own kernels (Eigen's convolution, whose matrix
-# product is oneDNN's sgemm, its instruction set chosen at run time; ONEDNN_MAX_CPU_ISA caps
-# it, BENCHMARKS.md "The AVX2 judge, emulated"); it has no compile-option form
+# convolution and matrix product) to XLA's own kernels; the flag has no compile-option form
 # (the option of that name takes a single kind, not the list less one, and "matrix products
-# only" that way ran the train steps at 0.77-0.85x). Which kernels are faster depends on the
+# only" that way ran the train steps at 0.77-0.85x). XLA's own convolution is Eigen's, whose
+# matrix product is oneDNN's sgemm, its instruction set chosen at run time (ONEDNN_MAX_CPU_ISA
+# caps it; BENCHMARKS.md, "The AVX2 judge, emulated"). Which kernels are faster depends on the
 # CPU: on a 2-core Intel Xeon (AVX-512) XLA's ran posterior inference's steps 1.07-1.17x faster,
 # the paper disCVAE's train step about 1.1x and the synthetic CVAE's 1.56x (BENCHMARKS.md,
 # "Convolutions without YNNPACK"). So `recommended_cpu_flags` times both on the machine itself,

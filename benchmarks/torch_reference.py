@@ -260,7 +260,7 @@ def main():
          "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
          # The instruction sets ATen's kernels and oneDNN's may use: the widest the CPU has
          # unless ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA hold them lower.
-         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+         "cpu_capability": getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")(),
          "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", ""),
          "model": args.model, "batch": b, "width": args.width, "image_size": s,
          "channels_last": args.channels_last}
