@@ -149,11 +149,17 @@ def device_peak(device: Any, dtype: str) -> tuple[Optional[float], str]:
     # widest vector unit: XLA:CPU's YNNPACK kernels use AVX-512 where the CPU has it (measured
     # on an Intel Xeon: above the AVX2 peak), so the AVX2 figure would overstate the
     # utilisation there; where AVX-512 runs as 256-bit halves (AMD Zen 4) the peak is AVX2's.
-    lanes = 16 if p["avx512_full_width"] else 8
-    unit = ("AVX-512" if p["avx512_full_width"] else
+    # Under `compare_cpu.sh ISA=avx2` (oneDNN, and with it XLA's own convolutions, held to
+    # AVX2 or lower) the kernels cannot use the wider unit: the peak is AVX2's.
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    capped = bool(isa) and not isa.startswith(("AVX512", "AVX10", "ALL", "DEFAULT"))
+    wide = p["avx512_full_width"] and not capped
+    lanes = 16 if wide else 8
+    unit = ("AVX-512" if wide else
+            f"AVX2 (ONEDNN_MAX_CPU_ISA={isa})" if capped else
             "AVX-512 as 256-bit halves" if p["avx512"] else "AVX2")
-    return p["peak_f32_widest"], (f"CPU {unit} FMA: {p['cores']} cores x {p['ghz']:.2f} GHz x "
-                                  f"{4 * lanes} FLOP/cycle")
+    return (p["peak_f32_widest"] if wide else p["peak_f32_avx2_fma"]), (
+        f"CPU {unit} FMA: {p['cores']} cores x {p['ghz']:.2f} GHz x {4 * lanes} FLOP/cycle")
   kind = device.device_kind.lower()
   for name, peaks in PEAKS.items():
     if name in kind:
