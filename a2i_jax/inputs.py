@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import jax.numpy as jnp
 import numpy as np
@@ -87,63 +87,131 @@ def to_uint8(x: Any) -> np.ndarray:
   return (np.clip(x, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def check_attributes(attributes: Any, y_dim: int) -> np.ndarray:
+def check_attributes(attributes: Any, y_dim: int, num: Optional[int] = None) -> np.ndarray:
   """Validates an attribute batch [N, y_dim] (or one vector) and returns it as float32.
 
   Args:
-    attributes: [N, y_dim] or [y_dim], anything numpy converts.
+    attributes: [N, y_dim] or [y_dim] (one row), anything numpy converts to numbers.
     y_dim: the model's attribute count.
+    num: the number of images the rows go with (one row each); None: any number.
   Returns:
     float32 [N, y_dim], a NumPy array (the checks return host arrays: placing them on the
     devices is the caller's step, and no eager device program is compiled for it).
   Raises:
-    InputError: wrong shape or non-finite values.
+    InputError: missing (None), not numbers, wrong shape, a row count other than `num`, or
+      non-finite values.
   """
-  y = np.array(attributes, dtype=np.float32)  # A copy: the caller's array is never shared.
+  if attributes is None:
+    raise InputError(f"attributes are missing (None); pass [N, {y_dim}] values, one row per "
+                     f"image (a model that ignores them still takes them: np.zeros((N, {y_dim}))).")
+  try:
+    y = np.array(attributes, dtype=np.float32)  # A copy: the caller's array is never shared.
+  except (TypeError, ValueError) as e:
+    raise InputError(f"attributes must be numbers, [N, {y_dim}]; these are not ({e}).") from None
   if y.ndim == 1:
     y = y[None]
   if y.ndim != 2 or y.shape[1] != y_dim:
     raise InputError(f"attributes have shape {y.shape}; this model expects [N, {y_dim}] "
                      f"(one value per attribute, y_dim={y_dim}).")
+  if num is not None and y.shape[0] != num:
+    raise InputError(f"{y.shape[0]} attribute vectors for {num} images; pass one per image "
+                     f"([{num}, {y_dim}]).")
   if not np.all(np.isfinite(y)):
     raise InputError("attributes contain NaN or infinity.")
   return y
 
 
-def check_images(images: Any, image_size: int) -> np.ndarray:
+# Rounding of conversions a user may have done (float16, (x + 1) / 2 and back): a little past
+# [-1, 1] is that, not another convention.
+_SIGNED_SLACK = 1e-3
+
+
+def check_images(images: Any, image_size: int, signed: bool = False) -> np.ndarray:
   """Validates an image batch and returns it as float32 in [-1, 1], NHWC.
 
-  Accepts uint8 in [0, 255] or floats in [0, 1]; anything else is an `InputError`.
+  Accepts uint8 in [0, 255] or floats in [0, 1] (with `signed`: floats in [-1, 1] only, the
+  models' convention); anything else is an `InputError`. One pass over the values on the host
+  (a JAX array is read back first).
 
   Args:
     images: [N, S, S, 3] (or one [S, S, 3] image).
     image_size: the model's S.
+    signed: the images are already in [-1, 1] (`posterior.infer_latents`' input). Floats in
+      [0, 1] lie in [-1, 1] too and cannot be told apart: they pass, and are read as [-1, 1].
   Returns:
     float32 [N, S, S, 3] in [-1, 1], a NumPy array.
   Raises:
-    InputError: wrong shape or dtype, or floats outside [0, 1].
+    InputError: wrong shape or dtype, non-finite values, or floats outside [0, 1] (outside
+      [-1, 1] with `signed`).
   """
   x = np.asarray(images)
+  shape = x.shape
   if x.ndim == 3:
     x = x[None]
   if x.ndim != 4 or x.shape[1:] != (image_size, image_size, 3):
-    raise InputError(f"images have shape {x.shape}; this model expects [N, {image_size}, "
+    raise InputError(f"images have shape {shape}; this model expects [N, {image_size}, "
                      f"{image_size}, 3] RGB (resize or crop to {image_size}x{image_size}).")
+  if signed:  # Only the models' convention: any other is a caller's slip, not a choice.
+    fix = ("inputs.to_signed converts uint8 or [0, 1]; reconstruct, complete and "
+           "run_inference take uint8 or [0, 1] as they are")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+      raise InputError(f"images have dtype {x.dtype}; infer_latents takes floats in [-1, 1] "
+                       f"({fix}).")
+    _check_range(x, -1.0 - _SIGNED_SLACK, 1.0 + _SIGNED_SLACK,
+                 "infer_latents takes images in [-1, 1]", fix)
+    return np.asarray(x, np.float32)
   if x.dtype != np.uint8:
     if not np.issubdtype(x.dtype, np.floating):
       raise InputError(f"images have dtype {x.dtype}; pass uint8 in [0, 255] or floats in "
                        "[0, 1].")
-    lo, hi = float(np.min(x)), float(np.max(x))
-    if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0.0 or hi > 1.0:
-      raise InputError(f"float images must lie in [0, 1]; these range over [{lo:g}, {hi:g}] "
-                       "(divide uint8 images by 255, or pass them as uint8).")
+    _check_range(x, 0.0, 1.0, "float images must lie in [0, 1]",
+                 "divide uint8 images by 255, or pass them as uint8")
   return to_signed(x)
+
+
+def _check_range(x: np.ndarray, low: float, high: float, rule: str, fix: str) -> None:
+  """Raises `InputError` ("{rule}; these range over [lo, hi] ({fix}).") for values outside
+  [low, high] or not finite; one pass over the values."""
+  lo, hi = (float(np.min(x)), float(np.max(x))) if x.size else (low, high)
+  if not (np.isfinite(lo) and np.isfinite(hi)):
+    raise InputError(f"{rule}; these hold NaN or infinity.")
+  if lo < low or hi > high:
+    raise InputError(f"{rule}; these range over [{lo:g}, {hi:g}] ({fix}).")
+
+
+def mask_to_unit(mask: Any, what: str = "mask") -> np.ndarray:
+  """A per-pixel mask to float32 in [0, 1], read by the one rule every mask argument follows.
+
+  bool and floats are read as they are (0 .. 1); uint8 as 0 .. 255 (255 = 1), the way mask
+  files and the datasets hold them. A uint8 mask holding only 0 and 1 is refused: read as
+  0 .. 255 it would be almost all 0.
+
+  Args:
+    mask: any shape, bool, integer or float.
+    what: the argument's name, for the messages.
+  Returns:
+    float32, the same shape, a NumPy array.
+  Raises:
+    InputError: a uint8 mask of 0 and 1, or values outside [0, 1] (NaN included).
+  """
+  raw = np.asarray(mask)
+  if raw.dtype == np.uint8 and raw.size and int(raw.max()) == 1:
+    raise InputError(f"{what} is uint8 with values 0 and 1, but uint8 masks are read as "
+                     "0 .. 255 (255 = 1); multiply it by 255, or pass it as bool or floats "
+                     "0 .. 1.")
+  if not (raw.dtype == np.bool_ or np.issubdtype(raw.dtype, np.number)):
+    raise InputError(f"{what} has dtype {raw.dtype}; pass bool, floats in [0, 1] or uint8 "
+                     "0 .. 255.")
+  m = to_unit(raw)
+  _check_range(m, 0.0, 1.0, f"{what} values must lie in [0, 1]",
+               "pass bool, floats in [0, 1] or uint8 0 .. 255")
+  return m
 
 
 def check_mask(mask: Any, num: int, image_size: int, what: str) -> np.ndarray:
   """Validates a per-pixel mask [N, S, S] or [N, S, S, 1] (or one [S, S]) in [0, 1].
 
-  uint8 masks are read as 255 = 1.
+  Values are read by `mask_to_unit`: bool and floats as they are, uint8 as 255 = 1.
 
   Args:
     mask: the mask(s).
@@ -153,19 +221,38 @@ def check_mask(mask: Any, num: int, image_size: int, what: str) -> np.ndarray:
   Returns:
     float32 [N, S, S, 1], a NumPy array.
   Raises:
-    InputError: wrong shape or values outside [0, 1].
+    InputError: wrong shape, a uint8 mask of 0 and 1, or values outside [0, 1].
   """
-  m = to_unit(np.asarray(mask))
-  if m.ndim == 2:
-    m = m[None]
+  raw = np.asarray(mask)
+  m = raw[None] if raw.ndim == 2 else raw
   if m.ndim == 3:
     m = m[..., None]
   if m.shape != (num, image_size, image_size, 1):
-    raise InputError(f"{what} has shape {np.asarray(mask).shape}; expected [{num}, "
+    raise InputError(f"{what} has shape {raw.shape}; expected [{num}, "
                      f"{image_size}, {image_size}] (or with a trailing 1), one per image.")
-  if not np.all((m >= 0.0) & (m <= 1.0)):
-    raise InputError(f"{what} values must lie in [0, 1] (or uint8 0/255).")
-  return m
+  return mask_to_unit(m, what)
+
+
+def check_int(value: Any, what: str, minimum: Optional[int] = None,
+              error: type = InputError) -> int:
+  """Validates a count, size or index given as an argument: an integer (not a bool, not a
+  float or string that looks like one), at least `minimum`.
+
+  Args:
+    value: the argument.
+    what: its name, for the message.
+    minimum: the smallest value allowed; None: any.
+    error: the `A2IError` subclass to raise (`ConfigError` for options).
+  Returns:
+    The value as a Python int.
+  Raises:
+    error: "{what}={value!r} is not valid; pass an integer (of at least `minimum`)."
+  """
+  if (isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer))
+      or minimum is not None and value < minimum):
+    at_least = "" if minimum is None else f" of at least {minimum}"
+    raise error(f"{what}={value!r} is not valid; pass an integer{at_least}.")
+  return int(value)
 
 
 # ------------------------------------------------------------------------------- image files

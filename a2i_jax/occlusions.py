@@ -31,7 +31,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from a2i_jax.errors import InputError
-from a2i_jax.inputs import to_unit
+from a2i_jax.inputs import check_int, mask_to_unit, to_unit
 
 Box = tuple[int, int, int, int]  # (top, left, bottom, right) in pixels; bottom, right exclusive
 
@@ -186,10 +186,8 @@ def make_mask(name: str, image_size: int, num: int, *, seed: int = 0,
       non-positive size or count.
   """
   _check_name(name)
-  if not isinstance(image_size, (int, np.integer)) or image_size < 4:
-    raise InputError(f"image_size={image_size!r}; masks need an integer size of at least 4.")
-  if not isinstance(num, (int, np.integer)) or num < 0:
-    raise InputError(f"num={num!r}; ask for a non-negative number of masks.")
+  image_size = check_int(image_size, "image_size", 4)
+  num = check_int(num, "num", 0)
   if name in HALVES:
     return _box_mask(scale_box(HALVES[name], image_size), image_size, num)
   if name in FACE_OCCLUSIONS:
@@ -267,12 +265,15 @@ def overlay(images: np.ndarray, masks: np.ndarray,
 
   Args:
     images: [N, S, S, 3], uint8 or floats in [0, 1].
-    masks: [N, S, S, 1] (or [1, S, S, 1]) with 1 = observed.
+    masks: [N, S, S, 1] (or [1, S, S, 1]) with 1 = observed, read as every mask argument is
+      (`inputs.mask_to_unit`: bool or floats in [0, 1], or uint8 0 .. 255).
     colour: the tint of the hidden pixels, RGB in [0, 1].
   Returns:
     float32 [N, S, S, 3] in [0, 1].
+  Raises:
+    InputError: masks of a uint8 0 and 1, or with values outside [0, 1].
   """
   x = to_unit(np.asarray(images))
-  m = np.asarray(masks, np.float32)
+  m = mask_to_unit(masks, "masks")
   tinted = 0.45 * x + 0.55 * np.asarray(colour, np.float32)
   return m * x + (1.0 - m) * tinted

@@ -212,6 +212,7 @@ def test_a_failed_compile_is_tried_again_by_the_next_call(cvae, monkeypatch):
   re-raised would stop every later call too."""
   trained, ds = cvae
   x, y = _test_batch(ds, 5)
+  x = inference.check_images(x, 32)  # infer_latents takes [-1, 1].
   opts = inference.options_for(trained, steps=2, steps_per_call=2, init="zeros")
   fns = dict(inference.make_inference_fns(trained.model, inference.posterior._static(opts)))
   real, compiles = jax.stages.Lowered.compile, []

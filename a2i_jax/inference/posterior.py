@@ -38,7 +38,7 @@ import numpy as np
 from a2i_jax import config_lib, parallel, perf, sampling
 from a2i_jax.errors import ConfigError, InputError
 from a2i_jax.inference.restore import TrainedModel
-from a2i_jax.inputs import check_attributes, check_mask
+from a2i_jax.inputs import check_attributes, check_images, check_int, check_mask
 from a2i_jax.models import CHEAP_COMPILE
 from a2i_jax.numerics import bounded_exp
 
@@ -89,6 +89,17 @@ class InferenceOptions:
   steps_per_call: int
 
   def __post_init__(self):
+    # Types first: `check_inference` compares values (and their finiteness), and a float
+    # count or a string would pass its comparisons and fail deep inside JAX.
+    for name in ("steps", "restarts", "steps_per_call"):
+      check_int(getattr(self, name), f"inference.{name}", error=ConfigError)
+    for name in ("learning_rate", "prior_weight", "attribute_prior_weight"):
+      value = getattr(self, name)
+      if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+        raise ConfigError(f"inference.{name}={value!r} is not valid; pass a number.")
+    if not isinstance(self.infer_attributes, (bool, np.bool_)):
+      raise ConfigError(f"inference.infer_attributes={self.infer_attributes!r} is not valid; "
+                        "pass True or False.")
     config_lib.check_inference(dataclasses.asdict(self))
 
   @classmethod
@@ -134,10 +145,15 @@ class AttributePrior:
         for correlated or constant columns.
     Returns:
       The prior: mean [A], precision [A, A] (float32).
+    Raises:
+      InputError: not [N >= 2, A] finite numbers.
     """
     y = np.asarray(attributes, np.float64)
     if y.ndim != 2 or y.shape[0] < 2:
       raise InputError(f"fitting an attribute prior needs [N >= 2, A] attributes; got {y.shape}.")
+    if not np.all(np.isfinite(y)):
+      raise InputError("the attributes to fit an attribute prior to contain NaN or infinity; "
+                       "drop or fill those rows first.")
     mean = y.mean(axis=0)
     cov = np.cov(y, rowvar=False).reshape(y.shape[1], y.shape[1])
     cov = (1.0 - shrinkage) * cov + shrinkage * np.diag(np.diag(cov))
@@ -447,6 +463,99 @@ def _pad_to(n: int, multiple: int) -> int:
   return -(-n // multiple) * multiple
 
 
+def _needs_attributes(trained: TrainedModel, consequence: str) -> None:
+  """Refuses a request that only makes sense for a model that uses attributes.
+
+  Args:
+    trained: the model.
+    consequence: what goes wrong without them, e.g. "they cannot be inferred from it".
+  Raises:
+    InputError: the model does not use attributes (the VAE).
+  """
+  if not trained.model.uses_attributes:
+    raise InputError(f"this {trained.config.model.name} does not use attributes, so "
+                     f"{consequence}; use a CVAE or disCVAE workdir.")
+
+
+def _check_options(trained: TrainedModel, options: Any) -> InferenceOptions:
+  """The options of an inference call: given, or the run's `config.inference`.
+
+  Args:
+    trained: the model.
+    options: `InferenceOptions` or None.
+  Returns:
+    The options.
+  Raises:
+    InputError: not `InferenceOptions` (a dict, say), or attributes to infer for a model that
+      does not use them.
+  """
+  if options is None:
+    options = InferenceOptions.from_config(trained.config.inference)
+  elif not isinstance(options, InferenceOptions):
+    raise InputError(f"options must be InferenceOptions, not {type(options).__name__}; build "
+                     "them with inference.options_for(trained, steps=..., ...).")
+  if options.infer_attributes:
+    _needs_attributes(trained, "they cannot be inferred from it")
+  return options
+
+
+def _check_prior(prior: Any, y_dim: int) -> tuple[np.ndarray, np.ndarray]:
+  """(mean [A], precision [A, A]) of an `AttributePrior` fitted to this model's attributes."""
+  if not isinstance(prior, AttributePrior):
+    raise InputError(f"attribute_prior must be an AttributePrior, not {type(prior).__name__}; "
+                     "fit one with AttributePrior.fit(training attributes).")
+  mean, precision = np.asarray(prior.mean, np.float32), np.asarray(prior.precision, np.float32)
+  if mean.shape != (y_dim,) or precision.shape != (y_dim, y_dim):
+    raise InputError(f"the attribute prior has mean {mean.shape} and precision "
+                     f"{precision.shape}; this model has {y_dim} attributes. Fit it to this "
+                     f"model's training attributes, [N, {y_dim}].")
+  if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(precision))):
+    raise InputError("the attribute prior holds NaN or infinity; fit it to finite attributes.")
+  return mean, precision
+
+
+def _check_batch(trained: TrainedModel, x: np.ndarray, attributes: Any, observed: Any,
+                fg_masks: Any, options: InferenceOptions, attribute_prior: Any
+                ) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray],
+                           tuple[np.ndarray, np.ndarray]]:
+  """Checks what goes with N checked images, on the host, once per call, before anything
+  compiles: `infer_latents` checks its batch with it, `run_inference` the whole input first.
+
+  Args:
+    trained: the model.
+    x: the images, checked (`inputs.check_images`): [N, S, S, 3].
+    attributes, observed, fg_masks, attribute_prior: as for `infer_latents`.
+    options: checked (`_check_options`).
+  Returns:
+    (attributes [N, y_dim] (zeros where the model or `infer_attributes` needs none), observed
+    [N, S, S, 1] (ones when None), fg_masks [N, S, S, 1] or None, (prior mean [y_dim],
+    precision [y_dim, y_dim]) (a standard normal when none is given)), NumPy arrays.
+  Raises:
+    InputError: no images; missing, misshapen or non-finite attributes; misshapen masks or
+      mask values outside [0, 1]; a missing or misfitted attribute prior.
+  """
+  s, y_dim = trained.config.model.image_size, trained.config.model.y_dim
+  n = x.shape[0]
+  if n == 0:
+    raise InputError("no images were given; pass at least one.")
+  if attributes is None:
+    if trained.model.uses_attributes and not options.infer_attributes:
+      raise InputError("attributes are needed for this conditional model; pass them, or set "
+                       "infer_attributes=True (with an attribute_prior) to infer them.")
+    y = np.zeros((n, y_dim), np.float32)
+  else:
+    y = check_attributes(attributes, y_dim, n)
+  obs = (np.ones((n, s, s, 1), np.float32) if observed is None
+         else check_mask(observed, n, s, "observed"))
+  masks = None if fg_masks is None else check_mask(fg_masks, n, s, "fg_masks")
+  if options.infer_attributes and attribute_prior is None:
+    raise InputError("infer_attributes=True needs an attribute_prior "
+                     "(AttributePrior.fit(training attributes)).")
+  prior = ((np.zeros(y_dim, np.float32), np.eye(y_dim, dtype=np.float32))
+           if attribute_prior is None else _check_prior(attribute_prior, y_dim))
+  return y, obs, masks, prior
+
+
 def infer_latents(trained: TrainedModel, images: Array, attributes: Optional[Array],
                   observed: Optional[Array] = None, *, key: Array,
                   options: Optional[InferenceOptions] = None,
@@ -459,9 +568,12 @@ def infer_latents(trained: TrainedModel, images: Array, attributes: Optional[Arr
 
   Args:
     trained: the generator (`load_trained`, or `TrainedModel.from_variables`).
-    images: [N, S, S, 3] float32 in [-1, 1] (see `inputs.check_images`), read to the host
-      (a NumPy array, or a jax array this process holds whole; with several processes each
-      passes the whole batch).
+    images: [N, S, S, 3] floats in [-1, 1], the models' convention (`inputs.to_signed`
+      converts uint8 or [0, 1]; `reconstruct`, `complete` and `run_inference` take those as
+      they are), read to the host (a NumPy array, or a jax array this process holds whole;
+      with several processes each passes the whole batch). Other dtypes, values outside
+      [-1, 1] and NaN are refused; images in [0, 1] lie in [-1, 1] too and cannot be told
+      apart, so they are read as [-1, 1] (a washed-out image): convert them first.
     attributes: [N, y_dim]; may be None for models that do not use attributes or with
       `options.infer_attributes`.
     observed: [N, S, S, 1] with 1 = observed pixel, 0 = hidden; None = all observed.
@@ -481,36 +593,21 @@ def infer_latents(trained: TrainedModel, images: Array, attributes: Optional[Arr
     "energy" [N] (final, of the kept restart), "restart_energies" [N, restarts],
     "energy_trace" [steps] (mean energy per image before each step, over the kept and other
     restarts alike).
+  Raises:
+    InputError: images, attributes, masks, options or an attribute prior that do not fit the
+      model (checked on the host before anything compiles).
+    ConfigError: an energy the model does not have.
   """
   model, variables = trained.model, trained.variables
-  options = options or InferenceOptions.from_config(trained.config.inference)
+  options = _check_options(trained, options)
   mesh = mesh or parallel.make_mesh()
-  s, y_dim = trained.config.model.image_size, trained.config.model.y_dim
   # The batch is checked, padded and repeated on the host and placed once: done with jnp,
   # each of those steps compiled an eager program per shape, 15 of them, 0.3 s of the first
   # call (BENCHMARKS.md, "The first inference call without eager programs").
-  x = np.asarray(images, np.float32)
-  if x.ndim != 4 or x.shape[1:] != (s, s, 3):
-    raise InputError(f"images have shape {x.shape}; expected [N, {s}, {s}, 3] in [-1, 1].")
+  x = check_images(images, trained.config.model.image_size, signed=True)
   n = x.shape[0]
-  if attributes is None:
-    if model.uses_attributes and not options.infer_attributes:
-      raise InputError("attributes are needed for this conditional model; pass them, or set "
-                       "infer_attributes=True (with an attribute_prior) to infer them.")
-    attributes = np.zeros((n, y_dim), np.float32)
-  y = check_attributes(attributes, y_dim)
-  if y.shape[0] != n:
-    raise InputError(f"{y.shape[0]} attribute vectors for {n} images; pass one per image.")
-  obs = (np.ones((n, s, s, 1), np.float32) if observed is None
-         else check_mask(observed, n, s, "observed"))
-  if options.infer_attributes and attribute_prior is None:
-    raise InputError("infer_attributes=True needs an attribute_prior "
-                     "(AttributePrior.fit(training attributes)).")
-  prior = attribute_prior or AttributePrior(np.zeros(y_dim, np.float32),
-                                            np.eye(y_dim, dtype=np.float32))
-  prior = (np.asarray(prior.mean, np.float32), np.asarray(prior.precision, np.float32))
-  if fg_masks is not None:
-    fg_masks = check_mask(fg_masks, n, s, "fg_masks")
+  y, obs, fg_masks, prior = _check_batch(trained, x, attributes, observed, fg_masks, options,
+                                        attribute_prior)
   fns = fns or make_inference_fns(model, _static(options))
 
   # Pad to a multiple of the device count (padding: nothing observed, dropped at the end),

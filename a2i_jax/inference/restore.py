@@ -11,12 +11,15 @@ code (docs/design.md §2.2).
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Callable, Optional
 
 import flax.linen as nn
 import ml_collections
 
 from a2i_jax import checkpoints, config_lib, models, parallel, perf, sampling
+from a2i_jax.errors import ConfigError
+from a2i_jax.inputs import check_int
 
 _VARIABLE_COLLECTIONS = ("params", "batch_stats")
 
@@ -63,8 +66,11 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   Returns:
     The config; keys the run predates (e.g. `inference`) take their default values.
   Raises:
-    ConfigError: the workdir has no (readable) config.json.
+    ConfigError: the workdir is a file, or has no (readable) config.json.
   """
+  if os.path.isfile(workdir):
+    raise ConfigError(f"{workdir} is a file; pass the workdir, the folder train.py's --workdir "
+                      "named (it holds config.json and checkpoints/).")
   return config_lib.with_defaults(checkpoints.load_config(workdir))
 
 
@@ -73,13 +79,17 @@ def load_trained(workdir: str, step: Optional[int] = None) -> TrainedModel:
 
   Args:
     workdir: the `--workdir` of train.py.
-    step: which checkpoint; None for the newest.
+    step: which checkpoint (an integer); None for the newest.
   Returns:
     A `TrainedModel` with the variables replicated over all devices. Config keys added to
     the library after the run was trained (e.g. `inference`) take their default values.
   Raises:
-    ConfigError / CheckpointError: the workdir has no config or no (readable) checkpoint.
+    ConfigError / CheckpointError: the workdir is a file, or has no config or no (readable)
+      checkpoint.
+    InputError: a step that is not an integer.
   """
+  if step is not None:
+    step = check_int(step, "step")
   config = load_run_config(workdir)
   model = models.create_model(config.model)
   abstract = models.abstract_variables(model, config.model)

@@ -18,10 +18,11 @@ import numpy as np
 
 from a2i_jax import parallel, perf, sampling
 from a2i_jax.errors import InputError
-from a2i_jax.inference.posterior import (AttributePrior, InferenceOptions, _static,
+from a2i_jax.inference.posterior import (AttributePrior, InferenceOptions, _check_batch,
+                                         _check_options, _needs_attributes, _static,
                                          infer_latents, make_inference_fns)
 from a2i_jax.inference.restore import TrainedModel
-from a2i_jax.inputs import check_attributes, check_images, check_mask, to_unit
+from a2i_jax.inputs import check_attributes, check_images, check_int, check_mask, to_unit
 
 Array = jax.Array
 
@@ -44,6 +45,35 @@ def _cached(trained: TrainedModel, key: Any, build: Callable[[], Any]) -> Any:
   return trained.cache[key]
 
 
+def _attribute_index(index: Any, y_dim: int, usage: str) -> int:
+  """An attribute's index: an integer in [0, y_dim) (a bool is not an index)."""
+  if (isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer))
+      or not 0 <= index < y_dim):
+    raise InputError(f"attribute index {index!r} is not an integer in [0, {y_dim}); {usage}.")
+  return int(index)
+
+
+def _numbers(values: Any, what: str) -> np.ndarray:
+  """float32 of finite numbers, or an `InputError` that names `what`."""
+  try:
+    v = np.asarray(values, np.float32)
+  except (TypeError, ValueError):
+    raise InputError(f"{what}: {str(values)[:40]!r} is not a number; pass numbers.") from None
+  if not np.all(np.isfinite(v)):
+    raise InputError(f"{what}: NaN or infinity; pass finite numbers.")
+  return v
+
+
+def _one_vector(trained: TrainedModel, attributes: Any, what: str) -> np.ndarray:
+  """One attribute vector, [1, y_dim], for the modes that vary something else around it."""
+  y_dim = trained.config.model.y_dim
+  y = check_attributes(attributes, y_dim)
+  if y.shape[0] != 1:
+    raise InputError(f"{what} takes one attribute vector [{y_dim}]; got {y.shape[0]} "
+                     f"(attributes of shape {np.shape(attributes)}).")
+  return y
+
+
 def run_inference(trained: TrainedModel, images: Any, attributes: Any = None,
                   observed: Any = None, *, key: Array,
                   options: Optional[InferenceOptions] = None, fg_masks: Any = None,
@@ -54,8 +84,10 @@ def run_inference(trained: TrainedModel, images: Any, attributes: Any = None,
   Args:
     trained: from `load_trained`.
     images: [N, S, S, 3] uint8 or floats in [0, 1].
-    attributes: [N, y_dim] (None for models without attributes, or when inferring them).
-    observed: [N, S, S(, 1)] observed-pixel mask (1 = observed); None = all observed.
+    attributes: [N, y_dim], one row per image ([y_dim] with one image); None for models
+      without attributes, or when inferring them.
+    observed: [N, S, S(, 1)] observed-pixel mask (1 = observed; bool, floats in [0, 1] or
+      uint8 0 / 255); None = all observed.
     key: PRNG key.
     options: default `options_for(trained)`.
     fg_masks: foreground masks for the encoder init of models that take them (optional).
@@ -64,21 +96,26 @@ def run_inference(trained: TrainedModel, images: Any, attributes: Any = None,
   Returns:
     `infer_latents`' outputs for all N images ("energy_trace" averaged over batches); the
     images ("reconstruction" and the model's image layers) in [0, 1].
+  Raises:
+    InputError: inputs that do not fit the model or each other (every array is checked whole,
+      against the N images, before the first batch), no images, or a batch size below 1.
   """
-  options = options or options_for(trained)
+  options = _check_options(trained, options)
   x = check_images(images, trained.config.model.image_size)
+  y, obs, masks, _ = _check_batch(trained, x, attributes, observed, fg_masks, options,
+                                  attribute_prior)
+  batch = (int(trained.config.inference.batch_size) if batch_size is None
+           else check_int(batch_size, "batch_size", 1))
   n = x.shape[0]
-  batch = int(batch_size or trained.config.inference.batch_size)
   fns = _cached(trained, ("infer", _static(options)),
                 lambda: make_inference_fns(trained.model, _static(options)))
-  take = lambda a, sl: None if a is None else np.asarray(a)[sl]
   parts = []
   for i, start in enumerate(range(0, n, batch)):
     sl = slice(start, min(start + batch, n))
     parts.append(infer_latents(
-        trained, x[sl], take(attributes, sl), take(observed, sl),
-        key=jax.random.fold_in(key, i), options=options, fg_masks=take(fg_masks, sl),
-        attribute_prior=attribute_prior, fns=fns, pad_to=batch if n > batch else 0))
+        trained, x[sl], y[sl], obs[sl], key=jax.random.fold_in(key, i), options=options,
+        fg_masks=None if masks is None else masks[sl], attribute_prior=attribute_prior,
+        fns=fns, pad_to=batch if n > batch else 0))
   out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != "energy_trace"}
   out["energy_trace"] = np.mean([p["energy_trace"] for p in parts], axis=0)
   return out
@@ -108,8 +145,9 @@ def complete(trained: TrainedModel, images: Any, attributes: Any, observed: Any,
     `run_inference`'s dict plus "completion" [N, S, S, 3] in [0, 1]: the observed pixels of
     the input and the generator's pixels in the hole.
   """
-  n = np.asarray(images).shape[0] if np.asarray(images).ndim == 4 else 1
-  obs = np.asarray(check_mask(observed, n, trained.config.model.image_size, "observed"))
+  # The images first, so that a wrong image shape is blamed on the images, not on the mask.
+  n = check_images(images, trained.config.model.image_size).shape[0]
+  obs = check_mask(observed, n, trained.config.model.image_size, "observed")
   out = run_inference(trained, images, attributes, obs, key=key, options=options, **kwargs)
   x01 = to_unit(np.asarray(images)).reshape(out["reconstruction"].shape)
   out["completion"] = obs * x01 + (1.0 - obs) * out["reconstruction"]
@@ -131,10 +169,8 @@ def infer_attributes(trained: TrainedModel, images: Any, attribute_prior: Attrib
   Raises:
     InputError: the model does not use attributes (the VAE).
   """
-  if not trained.model.uses_attributes:
-    raise InputError(f"this {trained.config.model.name} does not use attributes, so they "
-                     "cannot be inferred from it; use a CVAE or disCVAE workdir.")
-  options = dataclasses.replace(options or options_for(trained), infer_attributes=True)
+  # run_inference refuses a model without attributes (`_check_options`).
+  options = dataclasses.replace(_check_options(trained, options), infer_attributes=True)
   return run_inference(trained, images, None, observed, key=key, options=options,
                        attribute_prior=attribute_prior, **kwargs)
 
@@ -176,6 +212,8 @@ def prior_latents(trained: TrainedModel, num: int, key: Array) -> dict[str, np.n
     key: PRNG key (split once per latent).
   Returns:
     {"z": [N, z_dim]}, or for disCVAE {"z_fg": [N, zf_dim], "z_bg": [N, zb_dim]}.
+  Raises:
+    InputError: `num` is not an integer >= 0.
   """
   latents = sampling.prior_latents(trained.model, num, key, always_split=True)
   return {name: np.asarray(v) for name, v in latents.items()}
@@ -189,21 +227,28 @@ def progression(trained: TrainedModel, attributes: Any, index: int, values: Sequ
     trained: from `load_trained`.
     attributes: the base attribute vector [y_dim].
     index: which attribute to sweep.
-    values: its K values, e.g. `np.linspace(train_min, train_max, K)`.
+    values: its K values, e.g. `np.linspace(train_min, train_max, K)` (K >= 1).
     key: PRNG key of the `num_latents` latent draws (one per row).
-    num_latents: how many latent draws (rows).
+    num_latents: how many latent draws (rows), at least 1.
   Returns:
-    [num_latents, K, S, S, 3] images in [0, 1].
+    [num_latents, K, S, S, 3] images in [0, 1]. A model that does not use attributes (the
+    VAE) gives the same image along each row: `evaluation.attribute_report` sweeps it as the
+    control whose progression score must be 0 (`infer.py --mode=progression` refuses it).
+  Raises:
+    InputError: not one base vector, an index out of range, or values or a count that are
+      not what they say.
   """
   y_dim = trained.config.model.y_dim
-  y = np.asarray(check_attributes(attributes, y_dim))
-  if y.shape[0] != 1:
-    raise InputError(f"progression takes one base attribute vector; got {y.shape[0]}.")
-  if not 0 <= index < y_dim:
-    raise InputError(f"attribute index {index} is out of range [0, {y_dim}).")
+  y = _one_vector(trained, attributes, "progression")
+  index = _attribute_index(index, y_dim, "progression sweeps the attribute at that index")
+  values = _numbers(values, "progression values")
+  if values.ndim != 1 or not values.size:
+    raise InputError(f"progression values must be a 1-D sequence of K >= 1 numbers (e.g. "
+                     f"np.linspace(lo, hi, 8)); got shape {values.shape}.")
+  num_latents = check_int(num_latents, "num_latents", 1)
   k = len(values)
   ys = np.repeat(y, num_latents * k, axis=0)
-  ys[:, index] = np.tile(np.asarray(values, np.float32), num_latents)
+  ys[:, index] = np.tile(values, num_latents)
   lat = {n: np.repeat(v, k, axis=0) for n, v in prior_latents(trained, num_latents, key).items()}
   images = decode(trained, lat, ys)["image"]
   return images.reshape((num_latents, k) + images.shape[1:])
@@ -220,15 +265,18 @@ def swap(trained: TrainedModel, attributes: Any, *, key: Array, num: int = 6
     trained: a model with separate foreground and background latents (disCVAE).
     attributes: [y_dim].
     key: PRNG key of the `num` foreground and `num` background latents.
-    num: how many of each.
+    num: how many of each, at least 1.
   Returns:
     "grid" [num, num, S, S, 3] in [0, 1]: row i has foreground latent i, column j background
     latent j (so along a row the foreground stays and the background changes).
+  Raises:
+    InputError: not a disCVAE, not one attribute vector, or `num` below 1.
   """
   if tuple(trained.model.latent_dims) != SWAP_LATENTS:
     raise InputError(f"swap needs a disCVAE (separate foreground and background latents); this "
                      f"workdir holds a {trained.config.model.name}.")
-  y = np.asarray(check_attributes(attributes, trained.config.model.y_dim))
+  y = _one_vector(trained, attributes, "swap")
+  num = check_int(num, "num", 1)
   lat = prior_latents(trained, num, key)
   z_fg = np.repeat(lat["z_fg"], num, axis=0)
   z_bg = np.tile(lat["z_bg"], (num, 1))
@@ -245,20 +293,31 @@ def edit(trained: TrainedModel, images: Any, attributes: Any, changes: Mapping[i
 
   Args:
     trained, images, attributes, key, options, kwargs: as for `run_inference`.
-    changes: {attribute index: new value}, applied to every image.
+    changes: {attribute index: new value (a number)}, applied to every image.
   Returns:
     "reconstruction" and "edited" [N, S, S, 3] in [0, 1], the latents, "y" (given) and
     "edited_y".
+  Raises:
+    InputError: a model without attributes, a change that is not {index: number}, or inputs
+      `run_inference` refuses.
   """
+  _needs_attributes(trained, "editing them changes nothing")
   y_dim = trained.config.model.y_dim
-  for index in changes:
-    if not isinstance(index, (int, np.integer)) or not 0 <= index < y_dim:
-      raise InputError(f"attribute index {index!r} is not an integer in [0, {y_dim}); "
-                       "edit takes {attribute index: new value}.")
+  usage = "edit takes {attribute index: new value}"
+  if not isinstance(changes, Mapping):
+    raise InputError(f"changes is a {type(changes).__name__}; {usage}, e.g. {{2: 1.0}}.")
+  new_values = {}
+  for index, value in changes.items():
+    index = _attribute_index(index, y_dim, usage)
+    value = _numbers(value, f"the new value of attribute {index}")
+    if value.ndim:
+      raise InputError(f"the new value of attribute {index} must be one number (applied to "
+                       f"every image); got shape {value.shape}.")
+    new_values[index] = value
   out = run_inference(trained, images, attributes, None, key=key, options=options, **kwargs)
   y_new = np.array(out["y"], np.float32)
-  for index, value in changes.items():
-    y_new[:, int(index)] = value
+  for index, value in new_values.items():
+    y_new[:, index] = value
   lat = {n: out[n] for n in trained.model.latent_dims}
   out["edited"] = decode(trained, lat, y_new)["image"]
   out["edited_y"] = y_new

@@ -1,0 +1,261 @@
+"""Fault suite, Python side: wrong arguments to the inference API are refused with one plain
+`A2IError` that names the problem and the fix, before anything compiles (docs/design.md §3.15).
+
+Every refusal here happens in the host-side checks, so most tests use untrained models
+(`TrainedModel.from_variables` without variables): nothing is restored, traced or compiled.
+One test runs the accepted path through a tiny trained CVAE (conftest's `tiny_run`).
+"""
+
+import jax
+import numpy as np
+import pytest
+
+from a2i_jax import inference, inputs, occlusions, sampling
+from a2i_jax.errors import ConfigError, InputError
+from conftest import tiny_config
+
+S, Y = 32, 10  # tiny_config's image size and the synthetic data's attribute count.
+
+
+@pytest.fixture(scope="module")
+def untrained():
+  """{"cvae", "vae", "discvae"}: models without variables, for checks that must refuse first."""
+  return {name: inference.TrainedModel.from_variables(tiny_config(name), {})
+          for name in ("cvae", "vae", "discvae")}
+
+
+@pytest.fixture(scope="module")
+def cvae(untrained):
+  return untrained["cvae"]
+
+
+@pytest.fixture(scope="module")
+def key():
+  return jax.random.key(0)
+
+
+def _images(n=4):
+  return np.random.default_rng(0).integers(0, 256, (n, S, S, 3), dtype=np.uint8)
+
+
+def _attrs(n=4):
+  return np.zeros((n, Y), np.float32)
+
+
+def _eyes(n=4):
+  return occlusions.make_mask("eyes", S, n, dataset="synthetic")  # float32 0 / 1
+
+
+# ------------------------------------------------------------------------------------- masks
+
+def test_uint8_masks_of_zeros_and_ones_are_refused_everywhere(untrained, cvae, key):
+  m = _eyes()
+  with pytest.raises(InputError, match=r"observed is uint8 with values 0 and 1.*multiply it by "
+                     r"255, or pass it as bool"):
+    inference.complete(cvae, _images(), _attrs(), m.astype(np.uint8), key=key)
+  prior = inference.AttributePrior(np.zeros(Y, np.float32), np.eye(Y, dtype=np.float32))
+  with pytest.raises(InputError, match="observed is uint8 with values 0 and 1"):
+    inference.infer_attributes(cvae, _images(), prior, m.astype(np.uint8), key=key)
+  with pytest.raises(InputError, match="fg_masks is uint8 with values 0 and 1"):
+    inference.reconstruct(untrained["discvae"], _images(), _attrs(), key=key,
+                          fg_masks=m[..., 0].astype(np.uint8))
+  # The formats that are accepted all read the same.
+  for same in ((m * 255).astype(np.uint8), m.astype(bool), m.astype(np.float64)):
+    np.testing.assert_array_equal(inputs.check_mask(same, 4, S, "observed"), m)
+  with pytest.raises(InputError, match=r"observed values must lie in \[0, 1\]; these hold NaN"):
+    inputs.check_mask(np.full((4, S, S), np.nan), 4, S, "observed")
+
+
+def test_overlay_reads_masks_as_the_inference_does():
+  images, m = _images(), _eyes()
+  shown = occlusions.overlay(images, (m * 255).astype(np.uint8))
+  np.testing.assert_allclose(shown, occlusions.overlay(images, m))
+  assert 0.0 <= shown.min() and shown.max() <= 1.0
+  with pytest.raises(InputError, match="masks is uint8 with values 0 and 1"):
+    occlusions.overlay(images, m.astype(np.uint8))
+  with pytest.raises(InputError, match=r"masks values must lie in \[0, 1\]"):
+    occlusions.overlay(images, m * 255)
+
+
+# ------------------------------------------------------------------------------------ images
+
+def test_infer_latents_takes_only_images_in_minus_one_one(cvae, key):
+  signed = inputs.to_signed(_images())
+  call = lambda x: inference.infer_latents(cvae, x, _attrs(), key=key)
+  with pytest.raises(InputError, match=r"dtype uint8; infer_latents takes floats in \[-1, 1\] "
+                     r"\(inputs.to_signed converts"):
+    call(_images())
+  with pytest.raises(InputError, match=r"dtype uint8"):
+    call(jax.numpy.asarray(_images()))  # A device array is read back and checked the same.
+  with pytest.raises(InputError, match=r"takes images in \[-1, 1\]; these range over \[0, 255\]"
+                     r".*reconstruct, complete and run_inference take uint8 or \[0, 1\]"):
+    call(_images().astype(np.float32))
+  with pytest.raises(InputError, match="NaN or infinity"):
+    call(np.full_like(signed, np.nan))
+  with pytest.raises(InputError, match=r"expects \[N, 32, 32, 3\]"):
+    call(signed[..., 0])
+  # The check itself: [-1, 1] (and a little rounding past it) pass, as do [0, 1] floats, which
+  # no range can tell apart (the docstring says so).
+  np.testing.assert_array_equal(inputs.check_images(signed, S, signed=True), signed)
+  inputs.check_images(np.clip(signed * 1.0005, -1.0005, 1.0005), S, signed=True)
+  inputs.check_images(jax.numpy.asarray(signed), S, signed=True)
+
+
+# -------------------------------------------------------------- whole arrays before batching
+
+def test_run_inference_checks_whole_arrays_against_the_images(untrained, cvae, key):
+  images, attrs = _images(), _attrs(5)
+  for batch in (None, 2):
+    with pytest.raises(InputError, match=r"5 attribute vectors for 4 images"):
+      inference.reconstruct(cvae, images, attrs, key=key, batch_size=batch)
+    with pytest.raises(InputError, match=r"3 attribute vectors for 4 images"):
+      inference.reconstruct(cvae, images, attrs[:3], key=key, batch_size=batch)
+  with pytest.raises(InputError, match=r"1 attribute vectors for 4 images"):
+    inference.reconstruct(cvae, images, attrs[0], key=key)
+  with pytest.raises(InputError, match=r"fg_masks has shape \(5, 32, 32, 1\); expected \[4"):
+    inference.reconstruct(untrained["discvae"], images, attrs[:4], key=key,
+                          fg_masks=np.ones((5, S, S, 1)), batch_size=2)
+  prior = inference.AttributePrior(np.zeros(Y, np.float32), np.eye(Y, dtype=np.float32))
+  with pytest.raises(InputError, match=r"observed has shape \(5, 32, 32, 1\)"):
+    inference.infer_attributes(cvae, images, prior, np.ones((5, S, S, 1)), key=key,
+                               batch_size=2)
+  # A grey batch is blamed on the images, not on the mask that goes with it.
+  with pytest.raises(InputError, match=r"images have shape \(4, 32, 32\); this model expects"):
+    inference.complete(cvae, images[..., 0], attrs[:4], _eyes(), key=key)
+  with pytest.raises(InputError, match="attributes must be numbers"):
+    inference.reconstruct(cvae, images, [["a"] * Y] * 4, key=key)
+
+
+def test_no_images_and_bad_batch_sizes_are_refused(cvae, key):
+  with pytest.raises(InputError, match="no images were given"):
+    inference.reconstruct(cvae, _images(0), _attrs(0), key=key)
+  with pytest.raises(InputError, match="no images were given"):
+    inference.complete(cvae, _images(0), _attrs(0), _eyes(0), key=key)
+  for bad in (0, -1, 2.5, True):
+    with pytest.raises(InputError, match=f"batch_size={bad!r} is not valid; pass an integer "
+                       "of at least 1"):
+      inference.reconstruct(cvae, _images(), _attrs(), key=key, batch_size=bad)
+
+
+def test_one_image_one_vector_and_a_uint8_mask_run(tiny_run, key):
+  """The accepted path: one [S, S, 3] image, one [y_dim] vector, a uint8 0 / 255 mask."""
+  trained = inference.load_trained(tiny_run("cvae")[0])
+  image, m = _images(1)[0], _eyes(1)[0, ..., 0]
+  out = inference.complete(trained, image, _attrs(1)[0], (m * 255).astype(np.uint8), key=key,
+                           options=inference.options_for(trained, steps=1, restarts=1))
+  assert out["completion"].shape == (1, S, S, 3) and out["y"].shape == (1, Y)
+  observed = m.astype(bool)
+  np.testing.assert_allclose(out["completion"][0][observed], image[observed] / 255.0,
+                             atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------- options
+
+def test_options_of_the_wrong_type_or_not_finite_are_refused(cvae, key):
+  for name, bad in (("steps", 2.5), ("steps", "3"), ("steps", None), ("restarts", 1.5),
+                    ("steps_per_call", True)):
+    with pytest.raises(ConfigError, match=f"inference.{name}={bad!r} is not valid; pass an "
+                       "integer"):
+      inference.options_for(cvae, **{name: bad})
+  for name, bad in (("learning_rate", "1"), ("attribute_prior_weight", None)):
+    with pytest.raises(ConfigError, match=f"inference.{name}={bad!r} is not valid; pass a "
+                       "number"):
+      inference.options_for(cvae, **{name: bad})
+  for name, bad in (("learning_rate", float("inf")), ("prior_weight", float("nan"))):
+    with pytest.raises(ConfigError, match=f"inference.{name}={bad!r} is not valid; .*finite"):
+      inference.options_for(cvae, **{name: bad})
+  with pytest.raises(ConfigError, match="infer_attributes='yes' is not valid; pass True or"):
+    inference.options_for(cvae, infer_attributes="yes")
+  assert inference.options_for(cvae, steps=np.int64(3), learning_rate=1).steps == 3
+  with pytest.raises(InputError, match=r"options must be InferenceOptions, not dict; build them "
+                     r"with inference.options_for"):
+    inference.reconstruct(cvae, _images(), _attrs(), key=key, options={"steps": 2})
+  with pytest.raises(InputError, match="options must be InferenceOptions"):
+    inference.infer_attributes(cvae, _images(), None, key=key, options={"steps": 2})
+
+
+def test_attribute_priors_that_do_not_fit_are_refused(cvae, key):
+  rng = np.random.default_rng(0)
+  train = rng.normal(size=(32, Y))
+  with pytest.raises(InputError, match="contain NaN or infinity"):
+    inference.AttributePrior.fit(np.where(np.arange(Y) == 3, np.nan, train))
+  with pytest.raises(InputError, match=r"mean \(5,\) and precision \(5, 5\); this model has 10 "
+                     "attributes"):
+    inference.infer_attributes(cvae, _images(), inference.AttributePrior.fit(train[:, :5]),
+                               key=key)
+  with pytest.raises(InputError, match="attribute_prior must be an AttributePrior, not ndarray"):
+    inference.infer_attributes(cvae, _images(), train, key=key)
+
+
+def test_a_model_without_attributes_refuses_attribute_requests(untrained, key):
+  vae = untrained["vae"]
+  prior = inference.AttributePrior(np.zeros(Y, np.float32), np.eye(Y, dtype=np.float32))
+  with pytest.raises(InputError, match="vae does not use attributes, so they cannot be inferred"):
+    inference.reconstruct(vae, _images(), key=key, attribute_prior=prior,
+                          options=inference.options_for(vae, infer_attributes=True))
+  with pytest.raises(InputError, match="vae does not use attributes, so they cannot be inferred"):
+    inference.infer_attributes(vae, _images(), prior, key=key)
+  with pytest.raises(InputError, match="vae does not use attributes, so editing them changes"):
+    inference.edit(vae, _images(), None, {0: 1.0}, key=key)
+  with pytest.raises(InputError, match=r"attributes are missing \(None\); pass \[N, 10\]"):
+    inference.sample(vae, None, key)
+
+
+# ------------------------------------------------------- progression, edit, swap, counts
+
+def test_progression_arguments(cvae, key):
+  y = _attrs(1)[0]
+  for index in (1.5, True, -1, Y):
+    with pytest.raises(InputError, match=f"attribute index {index!r} is not an integer in "
+                       r"\[0, 10\)"):
+      inference.progression(cvae, y, index, [0.0, 1.0], key=key)
+  for values in (1.0, [], [[0.0, 1.0]]):
+    with pytest.raises(InputError, match="progression values must be a 1-D sequence"):
+      inference.progression(cvae, y, 0, values, key=key)
+  with pytest.raises(InputError, match="progression values: NaN or infinity"):
+    inference.progression(cvae, y, 0, [0.0, np.nan], key=key)
+  for num in (-2, 0, 2.0):
+    with pytest.raises(InputError, match=f"num_latents={num!r} is not valid"):
+      inference.progression(cvae, y, 0, [0.0, 1.0], key=key, num_latents=num)
+  with pytest.raises(InputError, match=r"progression takes one attribute vector \[10\]; got 2"):
+    inference.progression(cvae, _attrs(2), 0, [0.0, 1.0], key=key)
+
+
+def test_edit_arguments(cvae, key):
+  edit = lambda changes: inference.edit(cvae, _images(), _attrs(), changes, key=key)
+  with pytest.raises(InputError, match=r"attribute index True is not an integer in \[0, 10\)"):
+    edit({True: 5.0})
+  with pytest.raises(InputError, match=r"attribute 0: 'high' is not a number"):
+    edit({0: "high"})
+  with pytest.raises(InputError, match="attribute 0: NaN or infinity"):
+    edit({0: float("inf")})
+  with pytest.raises(InputError, match=r"attribute 0 must be one number .*shape \(4,\)"):
+    edit({0: np.arange(4.0)})
+  with pytest.raises(InputError, match=r"changes is a list; edit takes \{attribute index"):
+    edit([(0, 1.0)])
+
+
+def test_swap_and_latent_counts(untrained, cvae, key):
+  dis = untrained["discvae"]
+  with pytest.raises(InputError, match=r"swap takes one attribute vector \[10\]; got 2"):
+    inference.swap(dis, _attrs(2), key=key)
+  with pytest.raises(InputError, match="num=0 is not valid; pass an integer of at least 1"):
+    inference.swap(dis, _attrs(1)[0], key=key, num=0)
+  with pytest.raises(InputError, match="num=-1 is not valid; pass an integer of at least 0"):
+    inference.prior_latents(cvae, -1, key)
+  with pytest.raises(InputError, match="num=-1 is not valid"):
+    sampling.prior_latents(cvae.model, -1, key)
+  with pytest.raises(InputError, match="num=2.0 is not valid"):
+    occlusions.make_mask("eyes", S, 2.0)
+
+
+# ------------------------------------------------------------------------------ load_trained
+
+def test_load_trained_arguments(tmp_path):
+  not_a_workdir = tmp_path / "run.sh"
+  not_a_workdir.write_text("echo\n")
+  with pytest.raises(ConfigError, match="run.sh is a file; pass the workdir"):
+    inference.load_trained(str(not_a_workdir))
+  for step in ("4", 4.0, True):
+    with pytest.raises(InputError, match=f"step={step!r} is not valid; pass an integer"):
+      inference.load_trained(str(tmp_path), step)
