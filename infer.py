@@ -2,7 +2,9 @@
 
   python infer.py --workdir=runs/synthetic --mode=complete --out=runs/synthetic/infer
 
-Modes (PNG grids and JSON go to --out, default WORKDIR/infer):
+Modes (PNG grids and JSON go to --out, default WORKDIR/infer; each mode's files there are
+replaced together, so they always come from one call, and Ctrl-C leaves a mode's earlier files
+as they were):
   sample       images for test attribute vectors, several latents each
   progression  one attribute swept from its training minimum to maximum, z fixed
   swap         disCVAE: fixed foreground latent with varied backgrounds, and the reverse
@@ -17,22 +19,34 @@ Modes (PNG grids and JSON go to --out, default WORKDIR/infer):
 if __name__ == "__main__":  # First, before any import: it may start the command over.
   from a2i_jax import hugepages  # pylint: disable=g-import-not-at-top
   hugepages.reexec_with_huge_pages()  # Huge pages for malloc on Linux (the module says).
+  import os as _os, signal as _signal, sys as _sys  # pylint: disable=g-import-not-at-top
 
+  def _interrupted_early(*_):  # Ctrl-C during the imports, before `main` takes it over.
+    print("interrupted; nothing was written.", file=_sys.stderr)
+    _os._exit(130)  # pylint: disable=protected-access
+  _signal.signal(_signal.SIGINT, _interrupted_early)
+
+import contextlib
 import dataclasses
+import fnmatch
+import json
 import math
 import os
+import shutil
+import signal
 import sys
-from typing import Callable, Optional
+import tempfile
+from typing import Callable, Iterator, Optional
 
 from absl import app, flags, logging
 import jax
 import numpy as np
 
-from a2i_jax import (checkpoints, distributed, evaluation, files, inference, models, occlusions,
-                     perf, visualize)
+from a2i_jax import (checkpoints, config_lib, distributed, evaluation, files, inference, models,
+                     occlusions, perf, visualize)
 from a2i_jax.data import load_dataset
 from a2i_jax.data.base import as_trained
-from a2i_jax.errors import A2IError, InputError
+from a2i_jax.errors import A2IError, ConfigError, InputError
 from a2i_jax.inputs import check_output_folder, image_files, read_images, to_unit
 
 MODES = ["sample", "progression", "swap", "reconstruct", "complete", "edit", "infer_attributes",
@@ -62,7 +76,8 @@ _NUM_EXAMPLES = flags.DEFINE_integer("num_examples", -1, "evaluate / tune: first
 _FIDELITY = flags.DEFINE_bool("attribute_fidelity", True, "evaluate: also score attribute "
                               "fidelity with an attribute predictor (trained on first use and "
                               "saved in the first workdir).")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of latent draws, restarts and random occlusions.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of latent draws, restarts and random occlusions "
+                            "(0 to 2**31 - 1).")
 # Many hosts (README "Many hosts"): --coordinator_address, --num_processes, --process_id.
 _JOIN_PROCESSES = distributed.define_flags()
 flags.mark_flags_as_required(["workdir"])
@@ -71,6 +86,13 @@ flags.mark_flags_as_required(["workdir"])
 _NEEDS_ATTRIBUTES = ("progression", "edit", "infer_attributes")  # The model must use them.
 _FLAG_USERS = {"input": ("reconstruct", "complete", "edit", "infer_attributes"),
                "attribute": ("progression", "edit"), "value": ("edit",)}
+_MAX_SEED = 2**31 - 1  # Every consumer takes it: jax.random.key, numpy's Generator, fold_in.
+# A mode's new files replace those of the same names in --out, all at once when it ends. Where
+# one JSON describes a set of files whose names depend on the flags, the whole earlier set goes
+# too: complete.json lists the occlusions, and a complete_<name>.png it does not list would
+# look like part of it (README "Inference"). Other modes' files, e.g. a sample of another step
+# or an edit of another attribute, are results of their own and stay.
+MODE_SETS = {"complete": ("complete_*.png", "complete.json")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,9 +138,16 @@ class Options:
     """
     if not self.workdirs:
       raise InputError("--workdir is empty; pass the folder train.py wrote.")
+    if not self.modes:
+      raise InputError(f"--mode is empty; pass one or more of {', '.join(MODES)}.")
     for mode in self.modes:
       if mode not in MODES:
         raise InputError(f"unknown --mode {mode!r}; choose from {', '.join(MODES)}.")
+      if self.modes.count(mode) > 1:
+        raise InputError(f"--mode={','.join(self.modes)} names {mode} twice; give each mode "
+                         "once.")
+    if not 0 <= self.seed <= _MAX_SEED:
+      raise InputError(f"--seed={self.seed}; pass a whole number from 0 to {_MAX_SEED}.")
     at_least = {"num_images": (self.num_images, 1),
                 "samples_per_attribute": (self.samples_per_attribute, 1),
                 "step": (self.step, 0), "steps": (self.steps, 0),
@@ -129,6 +158,10 @@ class Options:
     if self.num_examples == 0 or self.num_examples < -1:
       raise InputError(f"--num_examples={self.num_examples}; pass a positive count, or -1 for "
                        "all.")
+    if self.occlusions is not None and not self.occlusions:
+      raise InputError("--occlusion is empty; pass occlusion names (docs/occlusions.md), "
+                       "'none' for the reconstruction columns only, or leave the flag out "
+                       "for all that suit the dataset.")
     if self.occlusions is not None and "none" in self.occlusions:
       if len(self.occlusions) > 1:
         raise InputError(f"--occlusion={','.join(self.occlusions)}: 'none' stands alone; pass "
@@ -156,6 +189,18 @@ def _check_workdir(workdir: str) -> None:
     raise InputError(f"--workdir {workdir} is a file; pass the folder train.py wrote.")
 
 
+def _run_config(workdir: str):
+  """The run's config (`inference.load_run_config`), its invalid JSON named for infer.py."""
+  try:
+    return inference.load_run_config(workdir)
+  except ConfigError as e:
+    if not isinstance(e.__context__, json.JSONDecodeError):
+      raise
+    raise InputError(f"{os.path.join(workdir, checkpoints.CONFIG_FILE)} is not valid JSON "
+                     f"({e.__context__}); infer.py needs the config train.py wrote there: "
+                     "restore the file, or train the run again.") from None
+
+
 def _attribute_index(names, name: str) -> int:
   if name not in names:
     raise InputError(f"no attribute {name!r}; this dataset's attributes are: {', '.join(names)}.")
@@ -166,11 +211,12 @@ class _Run:
   """What every mode needs: the options, the model, its dataset, the output folder."""
 
   def __init__(self, workdir: str, opts: Options):
+    self.workdir = workdir
     self.opts = opts
     self.out = opts.out or os.path.join(workdir, "infer")
     # Every check that needs no restore comes first, so a mistake costs no waiting and
     # leaves nothing written.
-    config = inference.load_run_config(workdir)
+    config = _run_config(workdir)
     self.size = config.model.image_size
     _check_modes(opts, models.create_model(config.model), config)
     check_output_folder(self.out, "--out")
@@ -183,7 +229,13 @@ class _Run:
     self.names = list(self.dataset.attribute_names)
     self.ranges = info.get("attribute_ranges") if info else None
     if opts.attribute:
-      _attribute_index(self.names, opts.attribute)
+      j = _attribute_index(self.names, opts.attribute)
+      lo, hi = self.value_range(j)
+      if opts.value is not None and not lo <= opts.value <= hi:
+        logging.warning("--value=%g lies outside %s's training range [%.3g, %.3g]; the model "
+                        "has not seen such values, so the edit may not mean what it says.",
+                        opts.value, opts.attribute, lo, hi)
+    self.stage = self.out  # The folder the running mode writes to (`_staged`).
     self.key = jax.random.key(opts.seed)
     self.prior = inference.AttributePrior.fit(self.dataset["train"].attributes)
 
@@ -202,13 +254,18 @@ class _Run:
     n = min(self.opts.num_images, len(test))
     return test.images[:n], test.attributes[:n], [f"test[{i}]" for i in range(n)]
 
-  def known_attributes(self):
-    """(images, attributes, labels, [0, 1] images): unknown attributes inferred jointly with z."""
-    images, attrs, labels = self.images()
+  def known_attributes(self, images, attrs, observed=None):
+    """`attrs`, or for --input images the attributes inferred jointly with z from the
+    `observed` pixels (None: all), so that hidden pixels never inform them."""
     if attrs is None and self.trained.model.uses_attributes:
-      attrs = inference.infer_attributes(self.trained, images, self.prior, key=self.key,
-                                         options=self.options())["y"]
-    return images, attrs, labels, to_unit(images)
+      attrs = inference.infer_attributes(self.trained, images, self.prior, observed,
+                                         key=self.key, options=self.options())["y"]
+    return attrs
+
+  def images_and_attributes(self):
+    """(images, attributes, labels, [0, 1] images), attributes inferred from whole images."""
+    images, attrs, labels = self.images()
+    return images, self.known_attributes(images, attrs), labels, to_unit(images)
 
   def value_range(self, j: int) -> tuple[float, float]:
     """The training minimum and maximum of attribute `j` (as stored at training if it was)."""
@@ -218,18 +275,23 @@ class _Run:
     return float(col.min()), float(col.max())
 
   def save(self, images, name, ncols):
-    """Writes a PNG grid of `images` to the output folder."""
-    path = os.path.join(self.out, name)
+    """Writes a PNG grid of `images` to the running mode's folder."""
+    path = os.path.join(self.stage, name)
     _write(path, lambda p: visualize.save_grid(
         np.asarray(images).reshape((-1,) + np.shape(images)[-3:]), p, ncols))
     return path
 
   def save_json(self, obj, name):
-    """Writes `obj` as JSON to the output folder."""
-    _write(os.path.join(self.out, name), lambda p: evaluation.write_json(obj, p))
+    """Writes `obj` as JSON to the running mode's folder."""
+    _write(os.path.join(self.stage, name), lambda p: evaluation.write_json(obj, p))
 
 
-def _write(path: str, write: Callable[[str], None], quiet: bool = False) -> None:
+def _write_error(path: str, e: OSError) -> InputError:
+  return InputError(f"could not write {path} ({e.strerror or e}); free some space or pass "
+                    "--out=a folder you can write to.")
+
+
+def _write(path: str, write: Callable[[str], None]) -> None:
   """Runs `write(path)` in process 0 only; a failed write (disk full, permissions) is one
   plain error. Every process computes what is written, so their results are the same."""
   if not distributed.is_main():
@@ -237,10 +299,50 @@ def _write(path: str, write: Callable[[str], None], quiet: bool = False) -> None
   try:
     write(path)
   except OSError as e:
-    raise InputError(f"could not write {path} ({e.strerror or e}); free some space or pass "
-                     "--out=a folder you can write to.") from None
-  if not quiet:
-    print(f"wrote {path}")
+    raise _write_error(path, e) from None
+
+
+@contextlib.contextmanager
+def _staged(out: str, mode: str, done: list[str], quiet: bool = False) -> Iterator[str]:
+  """A new folder inside `out` for one mode's files. When the mode ends well, its earlier
+  set in `out` (`MODE_SETS`) is removed, the new files moved in over any of the same names,
+  and `mode` appended to `done`; when it fails or is interrupted, the folder goes and `out` is left as it was (no
+  folder if it held nothing).
+
+  Yields:
+    The folder to write to (process 0; the others write nothing and get `out`).
+  """
+  if not distributed.is_main():
+    yield out
+    done.append(mode)
+    return
+  made = not os.path.isdir(out)
+  try:
+    os.makedirs(out, exist_ok=True)
+    stage = tempfile.mkdtemp(prefix=f".{mode}-unfinished-", dir=out)
+  except OSError as e:
+    raise _write_error(out, e) from None
+  try:
+    yield stage
+    # Ctrl-C waits for the swap to end, so that it cannot leave old and new files mixed.
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+      for name in sorted(os.listdir(out)):
+        if any(fnmatch.fnmatchcase(name, p) for p in MODE_SETS.get(mode, ())):
+          os.remove(os.path.join(out, name))
+      for name in sorted(os.listdir(stage)):
+        os.replace(os.path.join(stage, name), os.path.join(out, name))
+        if not quiet:
+          print(f"wrote {os.path.join(out, name)}")
+      done.append(mode)
+    except OSError as e:
+      raise _write_error(out, e) from None
+    finally:
+      signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+  finally:
+    shutil.rmtree(stage, ignore_errors=True)
+    if made and not os.listdir(out):
+      os.rmdir(out)
 
 
 def _check_modes(opts: Options, model, config) -> None:
@@ -291,7 +393,7 @@ def swap(run: _Run) -> None:
 
 
 def reconstruct(run: _Run) -> None:
-  images, attrs, labels, x01 = run.known_attributes()
+  images, attrs, labels, x01 = run.images_and_attributes()
   opts = run.options()
   full = np.ones(x01.shape[:3] + (1,), np.float32)
   rec = inference.reconstruct(run.trained, images, attrs, key=run.key,
@@ -308,13 +410,17 @@ def reconstruct(run: _Run) -> None:
 
 
 def complete(run: _Run) -> None:
-  images, attrs, labels, x01 = run.known_attributes()
+  images, given, labels = run.images()
+  x01 = to_unit(images)
   opts = run.options()
   names = run.opts.occlusion_names(list(occlusions.occlusions_for(run.dataset.name)))
   result = {"images": labels, "steps": opts.steps, "hidden_pixel_mse": {}}
+  if given is None and run.trained.model.uses_attributes:
+    result["attributes"] = "inferred from the observed pixels of each occlusion"
   masks = occlusions.make_masks(names, run.size, len(images), seed=run.opts.seed,
                                 dataset=run.dataset.name)
   for name, observed in masks.items():
+    attrs = run.known_attributes(images, given, observed)
     out = inference.complete(run.trained, images, attrs, observed, key=run.key, options=opts)
     shown = x01 * observed + 0.5 * (1 - observed)
     run.save(np.stack([shown, out["completion"], x01], 1), f"complete_{name}.png", 3)
@@ -325,7 +431,7 @@ def complete(run: _Run) -> None:
 
 def edit(run: _Run) -> None:
   j = _attribute_index(run.names, run.opts.attribute)
-  images, attrs, labels, x01 = run.known_attributes()
+  images, attrs, labels, x01 = run.images_and_attributes()
   lo, hi = run.value_range(j)
   attrs = np.asarray(attrs, np.float32)
   value = run.opts.value
@@ -356,7 +462,8 @@ def tune(run: _Run) -> None:
   names = run.opts.occlusion_names(["lower_half", "random_rect"])
   n = 256 if run.opts.num_examples < 0 else run.opts.num_examples
   rows = evaluation.tune_inference(run.trained, run.dataset, grid=grid, occlusion_names=names,
-                                   num_examples=n, key=run.key, seed=run.opts.seed)
+                                   num_examples=n, key=run.key, options=run.options(),
+                                   seed=run.opts.seed)
   cols = [evaluation.RECON_FULL] + names
   lines = ["| prior_weight | learning_rate | " + " | ".join(cols) + " |",
            "|" + " --- |" * (len(cols) + 2)]
@@ -366,7 +473,7 @@ def tune(run: _Run) -> None:
         f"{100 * r[c]['mean']:.3f}" for c in cols) + " |")
   print("Validation per-pixel squared error x 100 (completion: hidden pixels)\n")
   print("\n".join(lines))
-  run.save_json({"steps": run.options().steps, "rows": rows}, "tune.json")
+  run.save_json({"rows": rows}, "tune.json")  # Each row holds every setting it ran with.
 
 
 # Every mode of MODES but "evaluate", which compares several workdirs and runs alone.
@@ -374,67 +481,125 @@ RUN_MODES: dict[str, Callable[[_Run], None]] = {
     "sample": sample, "progression": progression, "swap": swap, "reconstruct": reconstruct,
     "complete": complete, "edit": edit, "infer_attributes": infer_attributes, "tune": tune}
 
-def evaluate(opts: Options) -> None:
+# Data config keys that never change the test images, left out of the refusal's reasons.
+_NOT_TEST_IMAGES = ("augment.", "masks", "mask_net.", "cache_dir", "download")
+
+
+def _check_same_test_examples(runs: list[_Run], num_examples: int) -> None:
+  """Refuses runs whose evaluated test examples differ: their rows would not compare."""
+  first = runs[0]
+  for run in runs[1:]:
+    if run.dataset.name != first.dataset.name:
+      raise InputError(f"{run.workdir} was trained on {run.dataset.name!r}, {first.workdir} on "
+                       f"{first.dataset.name!r}; one table compares runs on one dataset.")
+    if evaluation.same_test_examples(first.dataset, run.dataset, num_examples):
+      continue
+    a, b = first.trained.config.data, run.trained.config.data
+    differ = [f"data.{k} {_get(b, k)!r} against {_get(a, k)!r}"
+              for k in config_lib.leaf_paths(a)
+              if not k.startswith(_NOT_TEST_IMAGES) and _get(a, k) != _get(b, k)]
+    why = "; ".join(differ) if differ else "the same data config, but the data changed since"
+    raise InputError(f"{run.workdir} is tested on other images than {first.workdir} ({why}); "
+                     "one table compares runs on the same test images: evaluate them in "
+                     "separate calls.")
+
+
+def _get(config, dotted: str):
+  """The value at a dotted path of a config section (None where a key is missing)."""
+  for part in dotted.split("."):
+    config = config.get(part) if hasattr(config, "get") else None
+  return config
+
+
+def _row_labels(runs: list[_Run]) -> list[str]:
+  """Each run's name in the tables: its model, and its workdir where a model kind repeats."""
+  kinds = [run.trained.model.label for run in runs]
+  base = [os.path.basename(os.path.normpath(run.workdir)) for run in runs]
+  names = base if len(set(base)) == len(base) else [run.workdir for run in runs]
+  return [k if kinds.count(k) == 1 else f"{k} ({name})" for k, name in zip(kinds, names)]
+
+
+def evaluate(opts: Options, done: list[str]) -> None:
   out = opts.out or os.path.join(opts.workdirs[0], "infer")
   opts = dataclasses.replace(opts, out=out)  # One table, in the first run's folder.
-  for workdir in opts.workdirs:  # Every run's config is read before the first is evaluated.
-    inference.load_run_config(workdir)
-  results, reports, dataset, predictor = [], [], None, None
-  for workdir in opts.workdirs:
-    run = _Run(workdir, opts)
-    if dataset is not None and run.dataset.name != dataset.name:
-      raise InputError(f"{workdir} was trained on {run.dataset.name!r}, the first workdir on "
-                       f"{dataset.name!r}; one table compares runs on one dataset.")
-    dataset = dataset or run.dataset
-    print(f"evaluating {workdir} ({run.trained.config.model.name}, step {run.trained.step})")
+  for workdir in opts.workdirs:  # Every run's config is read before the first is restored.
+    _run_config(workdir)
+  runs = [_Run(workdir, opts) for workdir in opts.workdirs]
+  _check_same_test_examples(runs, opts.num_examples)
+  results, reports, predictor = [], [], None
+  for run, label in zip(runs, _row_labels(runs)):
+    print(f"evaluating {run.workdir} ({run.trained.config.model.name}, step {run.trained.step})")
     options = run.options()
-    results.append(evaluation.evaluate_model(
+    results.append({**evaluation.evaluate_model(
         run.trained, run.dataset, occlusion_names=opts.occlusion_names(),
-        num_examples=opts.num_examples, key=run.key, options=options, seed=opts.seed))
+        num_examples=opts.num_examples, key=run.key, options=options, seed=opts.seed),
+                    "model": label, "workdir": run.workdir})
     if opts.attribute_fidelity:
       if predictor is None:
         from a2i_jax import attribute_predictor  # pylint: disable=import-outside-toplevel
         predictor = attribute_predictor.load_or_train(
             run.trained.config.attribute_predictor, run.dataset, opts.workdirs[0],
             seed=opts.seed)
-      reports.append(evaluation.attribute_report(
+      reports.append({**evaluation.attribute_report(
           run.trained, run.dataset, predictor, key=run.key, num_examples=opts.num_examples,
-          options=options))
-  results.append(evaluation.evaluate_mean_image(dataset, occlusion_names=opts.occlusion_names(),
+          options=options), "model": label})
+  results.append(evaluation.evaluate_mean_image(runs[0].dataset,
+                                                occlusion_names=opts.occlusion_names(),
                                                 num_examples=opts.num_examples,
                                                 seed=opts.seed))
   text = evaluation.markdown_table(results)
-  if not distributed.is_main():
-    return
   if reports:
     text += "\nAttribute fidelity (attribute predictor trained on the real training images)\n\n"
     text += evaluation.attribute_table(reports)
-  _write(os.path.join(out, "evaluation.json"), lambda p: evaluation.write_json(
-      {"workdirs": opts.workdirs, "results": results, "attributes": reports}, p), quiet=True)
-  _write(os.path.join(out, "evaluation.md"), lambda p: files.atomic_write(p, text), quiet=True)
+  with _staged(out, "evaluate", done, quiet=True) as stage:
+    _write(os.path.join(stage, "evaluation.json"), lambda p: evaluation.write_json(
+        {"workdirs": opts.workdirs, "results": results, "attributes": reports}, p))
+    _write(os.path.join(stage, "evaluation.md"), lambda p: files.atomic_write(p, text))
   print(text)
   print(f"wrote {os.path.join(out, 'evaluation.md')} and evaluation.json")
 
 
+def _interrupted(out: str, done: list[str], mode: Optional[str]) -> str:
+  """The line Ctrl-C prints: what was finished and kept."""
+  kept = f"finished and written to {out}: {', '.join(done)}; " if done else ""
+  if mode is None or mode in done:
+    return f"interrupted; {kept or 'nothing was written; '}run the command again."
+  return (f"interrupted during --mode={mode}; {kept}its earlier files in {out}, if any, are "
+          "as they were. Run the command again for the rest.")
+
+
 def run_modes(opts: Options) -> None:
-  """Checks the flags, the modes and the workdirs, then runs the modes."""
+  """Checks the flags, the modes and the workdirs, then runs the modes.
+
+  Raises:
+    A2IError: a mistake in the flags or the inputs, before anything is written.
+    KeyboardInterrupt: Ctrl-C, its message saying what was finished and kept.
+  """
   opts.check()
   for workdir in opts.workdirs:
     _check_workdir(workdir)
-  if opts.modes == ["evaluate"]:
-    evaluate(opts)
-  elif "evaluate" in opts.modes:
+  if "evaluate" in opts.modes and opts.modes != ["evaluate"]:
     raise InputError("--mode=evaluate runs alone; give the other modes in another call.")
-  elif len(opts.workdirs) != 1:
+  if opts.modes != ["evaluate"] and len(opts.workdirs) != 1:
     raise InputError(f"--mode={','.join(opts.modes)} takes one --workdir; got "
                      f"{len(opts.workdirs)}.")
-  else:
+  out = opts.out or os.path.join(opts.workdirs[0], "infer")
+  done, mode = [], None
+  try:
+    if opts.modes == ["evaluate"]:
+      mode = "evaluate"
+      evaluate(opts, done)
+      return
     one = _Run(opts.workdirs[0], opts)
     for mode in opts.modes:
-      RUN_MODES[mode](one)
+      with _staged(one.out, mode, done) as one.stage:
+        RUN_MODES[mode](one)
+  except KeyboardInterrupt:
+    raise KeyboardInterrupt(_interrupted(out, done, mode)) from None
 
 
 def main(argv):
+  signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: `run_modes` says what is kept.
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   perf.set_recommended_xla_flags()  # Before JAX starts its backend (the function says).
@@ -448,6 +613,9 @@ def main(argv):
     opts = Options.from_flags()
     with distributed.peers_checked():
       run_modes(opts)
+    # Every file is written. Python's shutdown puts back the default action of Ctrl-C (killed,
+    # status -2), but leaves "ignore" in place.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
   except distributed.PeerError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.stderr.flush()
@@ -455,6 +623,10 @@ def main(argv):
   except A2IError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
+  except KeyboardInterrupt as e:  # As train.py: one line, exit code 130.
+    print(str(e) or "interrupted; nothing was written.", file=sys.stderr)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # A second one while exiting adds nothing.
+    sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -62,6 +62,9 @@ def mean_sem(values: np.ndarray) -> dict[str, float]:
 
 
 def _test_examples(dataset: Dataset, num_examples: int, split: str = "test"):
+  if num_examples == 0 or num_examples < -1:
+    raise InputError(f"num_examples={num_examples}; pass a positive count of {split} images, "
+                     "or -1 for all of them.")
   test = dataset[split]
   n = len(test) if num_examples < 0 else min(num_examples, len(test))
   if n == 0:
@@ -69,6 +72,22 @@ def _test_examples(dataset: Dataset, num_examples: int, split: str = "test"):
   images = test.images[:n]
   fg = None if test.masks is None else (test.masks[:n, ..., None] > 127).astype(np.float32)
   return images, test.attributes[:n], fg
+
+
+def same_test_examples(a: Dataset, b: Dataset, num_examples: int = -1) -> bool:
+  """Whether two datasets give `evaluate_model` the same test examples, so that rows compare.
+
+  Args:
+    a, b: datasets (e.g. those of two runs).
+    num_examples: the first N test examples; -1 = all.
+  Returns:
+    True when the images and attributes of those examples are equal, and their foreground
+    masks too where both have them (a disCVAE's data loads masks, a CVAE's on the same
+    images may not).
+  """
+  (xa, ya, fa), (xb, yb, fb) = _test_examples(a, num_examples), _test_examples(b, num_examples)
+  return (np.array_equal(xa, xb) and np.array_equal(ya, yb)
+          and (fa is None or fb is None or np.array_equal(fa, fb)))
 
 
 def evaluate_model(trained: inference.TrainedModel, dataset: Dataset, *,
@@ -115,7 +134,8 @@ def evaluate_model(trained: inference.TrainedModel, dataset: Dataset, *,
 
 def tune_inference(trained: inference.TrainedModel, dataset: Dataset, *,
                    grid: Sequence[Mapping[str, Any]], occlusion_names: Sequence[str],
-                   num_examples: int = 256, key: jax.Array, seed: int = 0
+                   num_examples: int = 256, key: jax.Array,
+                   options: Optional[inference.InferenceOptions] = None, seed: int = 0
                    ) -> list[dict[str, Any]]:
   """Validation-split errors for a grid of inference settings (how the defaults were chosen).
 
@@ -126,19 +146,23 @@ def tune_inference(trained: inference.TrainedModel, dataset: Dataset, *,
     occlusion_names: the completions to score (hidden-pixel error), besides reconstruction.
     num_examples: validation images.
     key: PRNG key.
+    options: the settings each grid point overrides (default: the run's `config.inference`),
+      so that e.g. `steps` and `restarts` hold for every row.
     seed: seed of the random occlusions.
   Returns:
-    One dict per setting: the overrides and an error (mean_sem) per column.
+    One dict per setting: "options" (every setting it ran with) and an error (mean_sem) per
+    column.
   """
   images, attrs, _ = _test_examples(dataset, num_examples, "validation")
   x01 = to_unit(images)
   n, s = images.shape[0], images.shape[1]
   masks = occlusions.make_masks(occlusion_names, s, n, seed=seed, dataset=dataset.name)
   rows = []
+  base = options or inference.options_for(trained)
   for overrides in grid:
-    opts = inference.options_for(trained, **overrides)
+    opts = dataclasses.replace(base, **overrides)
     out = inference.reconstruct(trained, images, attrs, key=key, options=opts)
-    row = {"options": dict(overrides),
+    row = {"options": dataclasses.asdict(opts),
            RECON_FULL: mean_sem(region_errors(x01, out["reconstruction"],
                                               np.ones_like(x01[..., :1])))}
     for name, observed in masks.items():

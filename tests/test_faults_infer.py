@@ -2,7 +2,8 @@
 
 Each CLI case runs `infer.py` as a user does (a subprocess) against one tiny trained workdir,
 shared by the whole session, and asserts the outcome: exit code 1, exactly one `error:` line
-that names the problem, no traceback, and no output file written. The image reader is also
+that names the problem, no traceback, and no output file written; Ctrl-C is one line and
+status 130, and a mode's files in --out always come from one call. The image reader is also
 driven in-process over every PIL mode (docs: `a2i_jax/inputs.py`).
 """
 
@@ -11,8 +12,11 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
+import types
 
 import numpy as np
 import pytest
@@ -106,6 +110,11 @@ _BAD_FLAGS = [
     (dict(modes=["evaluate"], occlusions=["none", "eyes"]), "'none' stands alone"),
     (dict(modes=["complete"], occlusions=["none"]), "leaves --mode=complete nothing to fill"),
     (dict(workdirs=[]), "--workdir is empty"),
+    (dict(modes=[]), "--mode is empty; pass one or more of sample"),  # Ran nothing, exit 0.
+    (dict(modes=["sample", "sample"]), "names sample twice; give each mode once"),
+    (dict(modes=["complete"], occlusions=[]), "--occlusion is empty"),  # Wrote no occlusions.
+    (dict(seed=-20), "--seed=-20; pass a whole number from 0 to 2147483647"),  # numpy's crash.
+    (dict(seed=10**20), f"--seed={10**20}; pass a whole number"),  # An OverflowError.
 ]
 
 
@@ -340,3 +349,138 @@ def test_attribute_predictor_unsaved_in_a_read_only_workdir_is_a_warning(tmp_pat
   assert storage.load_or_train(None, None, str(tmp_path)) == "trained"
   assert "could not save the attribute predictor" in caplog.text
   assert "Permission denied" in caplog.text
+
+
+# ------------------------------------------------------- results, Ctrl-C, several runs
+
+
+def test_library_counts_and_an_invalid_config_name_their_fix(tmp_path):
+  import infer  # pylint: disable=import-outside-toplevel
+  from a2i_jax import evaluation  # pylint: disable=import-outside-toplevel
+  with pytest.raises(InputError, match=re.escape("num_examples=0; pass a positive count")):
+    evaluation.evaluate_model(None, None, num_examples=0, key=None)  # Said "split is empty".
+  (tmp_path / "config.json").write_text("{bad")
+  with pytest.raises(InputError, match="config.json is not valid JSON .*; infer.py needs the "
+                     "config train.py wrote there: restore the file, or train the run again"):
+    infer._run_config(str(tmp_path))  # Said "pass --config again", a flag infer.py lacks.
+
+
+def test_complete_infers_attributes_from_the_observed_pixels_only(monkeypatch, tmp_path):
+  """--input images: y of each occlusion comes from its observed pixels, never the hidden."""
+  import infer  # pylint: disable=import-outside-toplevel
+  images = np.zeros((2, 32, 32, 3), np.uint8)
+  calls = []
+
+  def infer_attributes(trained, x, prior, observed=None, **kwargs):
+    calls.append(observed)
+    return {"y": np.full((2, 10), len(calls), np.float32)}
+
+  def complete(trained, x, attrs, observed, **kwargs):
+    assert observed is calls[-1] and (attrs == len(calls)).all()  # That occlusion's own y.
+    return {"completion": np.zeros((2, 32, 32, 3), np.float32)}
+  monkeypatch.setattr(infer.inference, "infer_attributes", infer_attributes)
+  monkeypatch.setattr(infer.inference, "complete", complete)
+  run = object.__new__(infer._Run)
+  run.opts = types.SimpleNamespace(occlusion_names=lambda default: ["eyes", "mouth"], seed=0,
+                                   num_images=2)
+  run.inputs, run.size, run.key, run.prior = (images, ["a.png", "b.png"]), 32, None, None
+  run.trained = types.SimpleNamespace(model=types.SimpleNamespace(uses_attributes=True))
+  run.dataset, run.stage = types.SimpleNamespace(name="synthetic"), str(tmp_path)
+  run.options = lambda: types.SimpleNamespace(steps=1)
+  infer.complete(run)
+  assert len(calls) == 2 and all(m is not None and 0 < m.mean() < 1 for m in calls)
+  assert "observed pixels" in json.loads((tmp_path / "complete.json").read_text())["attributes"]
+
+
+def test_rows_of_one_model_kind_are_told_apart():
+  import infer  # pylint: disable=import-outside-toplevel
+  run = lambda label, workdir: types.SimpleNamespace(
+      trained=types.SimpleNamespace(model=types.SimpleNamespace(label=label)), workdir=workdir)
+  assert infer._row_labels([run("cvae", "a/run"), run("cvae", "b/run_s5"), run("vae", "c")]) == [
+      "cvae (run)", "cvae (run_s5)", "vae"]
+  assert infer._row_labels([run("cvae", "a/run"), run("cvae", "b/run")]) == [
+      "cvae (a/run)", "cvae (b/run)"]
+
+
+def test_test_examples_compare_images_and_attributes_and_masks_where_both_have_them():
+  from a2i_jax import evaluation  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data.base import Dataset, Split  # pylint: disable=import-outside-toplevel
+  x, y = np.zeros((4, 8, 8, 3), np.uint8), np.zeros((4, 2), np.float32)
+  masks = np.full((4, 8, 8), 255, np.uint8)
+  data = lambda *test: Dataset("synthetic", ("a", "b"), ("binary",) * 2, {"test": Split(*test)})
+  same = evaluation.same_test_examples
+  assert same(data(x, y), data(x, y, masks))  # A CVAE's data beside a disCVAE's masks.
+  assert not same(data(x, y, masks), data(x, y, 255 - masks))
+  assert not same(data(x, y), data(x + 1, y)) and not same(data(x, y), data(x, y + 1))
+  assert not same(data(x, y), data(x[:3], y[:3])) and same(data(x, y), data(x[:3], y[:3]), 3)
+
+
+def test_evaluate_refuses_runs_tested_on_other_images(trained, tmp_path):
+  """Was: one table of rows on different test sets, the baseline from the first one's."""
+  other = tmp_path / "seed5"
+  shutil.copytree(trained, other)
+  config = json.loads((other / "config.json").read_text())
+  config["data"]["synthetic"]["seed"] += 5
+  (other / "config.json").write_text(json.dumps(config))
+  out = str(tmp_path / "out")
+  _refused(_infer(f"--workdir={trained},{other}", "--mode=evaluate", f"--out={out}",
+                  "--steps=1", "--occlusion=none", "--noattribute_fidelity"),
+           "is tested on other images than", "data.synthetic.seed", "separate calls")
+  assert _no_files(out)
+
+
+def _old_results(out):
+  """An --out holding an earlier run's files, and one file of the user's."""
+  os.makedirs(out)
+  for name in ("complete.json", "complete_mouth.png", "complete_eyes.png", "sample_step9.png",
+               "edit_hat.png", "notes.txt"):
+    with open(os.path.join(out, name), "w") as f:
+      f.write("old")
+
+
+def test_a_mode_replaces_its_earlier_files_as_one_set(trained, tmp_path):
+  """Was: old complete_*.png beside a new complete.json that did not list them; --steps and
+  --restarts ignored by tune but recorded; an edit far outside the training range silent."""
+  out = str(tmp_path / "out")
+  _old_results(out)
+  r = _infer(f"--workdir={trained}", "--mode=complete,tune,edit", f"--out={out}",
+             "--occlusion=eyes", "--num_images=2", "--num_examples=2", "--steps=1",
+             "--restarts=2", "--attribute=smile", "--value=100")
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert sorted(os.listdir(out)) == ["complete.json", "complete_eyes.png", "edit_hat.png",
+                                     "edit_smile.json", "edit_smile.png", "notes.txt",
+                                     "sample_step9.png", "tune.json"]  # No complete_mouth.png,
+  # no staging folder; another attribute's edit stays.
+  assert list(json.load(open(os.path.join(out, "complete.json")))["hidden_pixel_mse"]) == [
+      "eyes"]
+  assert open(os.path.join(out, "sample_step9.png")).read() == "old"  # Another mode's.
+  assert open(os.path.join(out, "edit_hat.png")).read() == "old"
+  for row in json.load(open(os.path.join(out, "tune.json")))["rows"]:
+    assert (row["options"]["steps"], row["options"]["restarts"]) == (1, 2)
+  assert len([l for l in r.stderr.splitlines() if "--value=100 lies outside smile's training "
+              "range" in l]) == 1
+
+
+def test_ctrl_c_is_one_line_and_keeps_the_earlier_set(trained, tmp_path):
+  """Was: a 20-line traceback, status -2, and a new complete_eyes.png among the old files."""
+  out = str(tmp_path / "out")
+  _old_results(out)
+  p = subprocess.Popen([sys.executable, "infer.py", f"--workdir={trained}", f"--out={out}",
+                        "--mode=sample,complete", "--num_images=4", "--steps=60",
+                        "--samples_per_attribute=1"], cwd=ROOT, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+  deadline = time.time() + 240
+  while not any(n.startswith(".complete-") for n in os.listdir(out)):  # complete has begun.
+    assert p.poll() is None and time.time() < deadline, p.communicate()[1][-3000:]
+    time.sleep(0.01)
+  p.send_signal(signal.SIGINT)
+  _, stderr = p.communicate(timeout=120)
+  lines = [l for l in stderr.splitlines() if l.strip()]
+  assert p.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
+  assert lines[-1].startswith("interrupted during --mode=complete; finished and written to "
+                              f"{out}: sample; its earlier files"), lines
+  names = sorted(os.listdir(out))
+  assert [n for n in names if n.startswith("sample_step") and n != "sample_step9.png"]
+  assert [n for n in names if not n.startswith("sample_step")] == [
+      "complete.json", "complete_eyes.png", "complete_mouth.png", "edit_hat.png", "notes.txt"]
+  assert all(open(os.path.join(out, n)).read() == "old" for n in names if "complete" in n)
