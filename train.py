@@ -74,6 +74,10 @@ def _explain_flag_error(argv: list[str], error: Exception) -> str:
 def _parse_flags(argv: list[str]) -> list[str]:
   # config_flags loads the config file and applies the --config.* overrides while parsing,
   # before main: its failures (an unknown key, a missing file) must be caught here.
+  given = [a for a in argv[1:] if a == "--config" or a.startswith("--config=")]
+  if len(given) > 1:  # absl would let the last win, or blame the overrides as defined twice.
+    _fail(f"--config given {len(given)} times; pass it once (then --config.<key>=<value> "
+          "for each override).")
   try:
     rest = flags.FLAGS(argv)
     _CONFIG.value.get("seed")  # A deferred load error (a missing file) surfaces here.

@@ -4,16 +4,28 @@ dataset's description (dataset.json) beside it.
 Orbax writes each step to a temporary directory and renames it when complete, so a run killed
 mid-save never leaves a half-written checkpoint that looks finished; the newest finished one
 is what a restart resumes from. Bytes that change after the save (a bad disk, a stray write)
-are caught by checksums: once a save has finished, the SHA-256 of every file of the step's
-folder goes into `CHECKSUM_FILE` inside it, and every restore checks them first. A checkpoint
-without that file (saved before checksums existed, or killed between the save and the
-checksums) is trusted as before.
+are caught by checksums: the SHA-256 of every file of the step's folder goes into
+`CHECKSUM_FILE` inside it, and every restore checks them first. They are written from Orbax's
+own background thread as soon as its save has written and finalised the array files, before
+it renames the temporary folder to the step's name (`ocp.AsyncOptions.post_finalization_callback`),
+so a checkpoint that is there under its step's name has the checksums of all its arrays,
+however the process ends afterwards; a kill before the rename leaves a temporary folder that
+the next run deletes. The two small files Orbax writes when it commits the save after that
+(`_COMMIT_FILES`: the step's metadata with its commit time, the marker of a finished save) are
+added by the next `save` or `wait`.
+
+The window that remains: a kill between Orbax's commit and the next `save`/`wait` leaves those
+two files without checksums (damage there makes Orbax's restore fail, rather than read wrong
+values); a checkpoint saved by an older version, killed between its save and the checksums,
+has none at all. Such a checkpoint is neither taken for verified nor given checksums later: if
+Orbax cannot restore it, training treats it as corrupt (`mark_corrupt`): it is moved to
+`CORRUPT_DIR` and the run resumes from the newest intact one, as for a checksum mismatch.
+Bytes changed in an unsummed file that Orbax still reads without an error go undetected.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 import os
@@ -37,6 +49,9 @@ CHECKPOINT_DIR = "checkpoints"
 CHECKSUM_FILE = "a2i_sha256.json"  # Inside each step's folder.
 CORRUPT_DIR = "corrupt_checkpoints"  # Where training moves corrupt checkpoints, for a look.
 _TMP_MARK = ".orbax-checkpoint-tmp"  # Orbax's suffix of a save in progress.
+# Files Orbax writes or rewrites when it commits a save, after its post-finalisation callback
+# (the commit time in the step's metadata, the marker of a finished save).
+_COMMIT_FILES = ("_CHECKPOINT_METADATA", "commit_success.txt")
 _ORBAX_DIR = os.path.dirname(os.path.dirname(os.path.abspath(ocp.__file__))) + os.sep
 
 
@@ -115,19 +130,34 @@ def quiet_orbax(absl_handler: logging.Handler) -> None:
 
 def _file_digests(folder: str) -> dict[str, str]:
   """{path relative to `folder`: SHA-256} of every file below it but the checksum file."""
-  out = {}
-  for root, _, names in os.walk(folder):
-    for name in names:
-      path = os.path.join(root, name)
-      rel = os.path.relpath(path, folder)
-      if rel == CHECKSUM_FILE or name.startswith("." + CHECKSUM_FILE):  # Or its temporary.
-        continue
-      digest = hashlib.sha256()
-      with open(path, "rb") as f:
-        for chunk in iter(lambda f=f: f.read(1 << 20), b""):
-          digest.update(chunk)
-      out[rel] = digest.hexdigest()
-  return out
+  return files.file_digests(folder, CHECKSUM_FILE)
+
+
+def _read_checksums(folder: str) -> dict[str, str]:
+  """The digests in `folder/CHECKSUM_FILE`: {} when it is missing or unreadable."""
+  try:
+    with open(os.path.join(folder, CHECKSUM_FILE), encoding="utf-8") as f:
+      sums = json.load(f)["sha256"]
+    return {str(k): str(v) for k, v in sums.items()}
+  except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    return {}
+
+
+def _write_checksums(folder: str, committed: bool = True) -> None:
+  """Writes `folder/CHECKSUM_FILE`: the digests it holds already, plus those of the files it
+  does not list yet.
+
+  Args:
+    folder: a step's folder.
+    committed: False while Orbax has still to commit the save: the files it rewrites then
+      (`_COMMIT_FILES`) are left for a later call.
+  """
+  sums = _read_checksums(folder)
+  sums.update(files.file_digests(folder, CHECKSUM_FILE, known=sums))
+  if not committed:
+    sums = {k: v for k, v in sums.items() if k not in _COMMIT_FILES}
+  files.atomic_write(os.path.join(folder, CHECKSUM_FILE),
+                     json.dumps({"sha256": sums}, indent=0))
 
 
 def remove_temporary(workdir: str) -> list[str]:
@@ -181,6 +211,14 @@ def _on_one_device(state: Any) -> Any:
   return jax.device_put(state, min(leaves[0].sharding.device_set, key=lambda d: d.id))
 
 
+class RestoreError(CheckpointError):
+  """Orbax could not restore a checkpoint; `reason` is its exception's type and first line."""
+
+  def __init__(self, message: str, reason: str):
+    super().__init__(message)
+    self.reason = reason
+
+
 class Checkpointer:
   """Saves and restores train states (any pytree) of one workdir, with checksums.
 
@@ -193,10 +231,27 @@ class Checkpointer:
   def __init__(self, workdir: str, max_to_keep: int = 3, create: bool = True):
     self.workdir = os.path.abspath(os.path.expanduser(workdir))
     self.directory = os.path.join(self.workdir, CHECKPOINT_DIR)
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, create=create,
+        async_options=ocp.AsyncOptions(post_finalization_callback=self._sum_finished_save))
     self._manager = ocp.CheckpointManager(self.directory, options=options)
-    self._unsummed: list[int] = []  # Saved steps whose checksums are not written yet.
+    self._unsummed: list[int] = []  # Saved steps whose checksums may not be written yet.
+    self._saving: Optional[int] = None  # The step of the save in progress.
     self._checked: dict[int, Optional[str]] = {}  # step -> problem (None: intact).
+
+  def _sum_finished_save(self) -> None:
+    """Orbax's post-finalisation callback (its save thread): the checksums of the step being
+    saved, written into its folder before Orbax renames it from temporary to final."""
+    step = self._saving
+    if step is None or jax.process_index() != 0:  # One process writes (shared folder).
+      return
+    final = os.path.join(self.directory, str(step))
+    temporary = [os.path.join(self.directory, name) for name in os.listdir(self.directory)
+                 if name.startswith(f"{step}{_TMP_MARK}")]
+    # A file system without renames (Orbax's commit-file strategy) writes the final folder.
+    for folder in temporary or [final]:
+      if os.path.isdir(folder):
+        _write_checksums(folder, committed=False)
 
   def latest_step(self) -> Optional[int]:
     """The newest saved step.
@@ -227,22 +282,44 @@ class Checkpointer:
     self.wait()
     if step in self._manager.all_steps():
       return
+    self._saving = step
     self._manager.save(step, args=ocp.args.StandardSave(_on_one_device(state)))
     self._unsummed.append(step)
 
   def wait(self) -> None:
-    """Waits for the save in progress, then writes the checksums of every finished save."""
+    """Waits for the save in progress; writes the checksums of any finished save that has
+    none yet (its save thread writes them before the folder gets its step's name)."""
     self._manager.wait_until_finished()
+    self._saving = None
     saved = set(self._manager.all_steps())
     if jax.process_index() != 0:  # One process writes the checksums of the shared folder.
       self._unsummed = []
     for step in self._unsummed:
       folder = os.path.join(self.directory, str(step))
       if step in saved and os.path.isdir(folder):  # Old ones may be gone (max_to_keep).
-        files.atomic_write(os.path.join(folder, CHECKSUM_FILE),
-                           json.dumps({"sha256": _file_digests(folder)}, indent=0))
+        _write_checksums(folder)  # Adds the files of the commit (all, if the callback failed).
         self._checked[step] = None
     self._unsummed = []
+
+  def summed(self, step: int) -> bool:
+    """Whether checkpoint `step` has its checksum file.
+
+    Args:
+      step: a saved step.
+    Returns:
+      True when `CHECKSUM_FILE` is in its folder (then `check` compares every file).
+    """
+    return os.path.isfile(os.path.join(self.directory, str(step), CHECKSUM_FILE))
+
+  def mark_corrupt(self, step: int, problem: str) -> None:
+    """Records that checkpoint `step` is corrupt, for `check` and `newest_intact_step`: the
+    caller found a checkpoint without checksums that Orbax could not restore.
+
+    Args:
+      step: a saved step.
+      problem: what is wrong, e.g. "it has no checksums and could not be restored (...)".
+    """
+    self._checked[step] = problem
 
   def check(self, step: int) -> Optional[str]:
     """Compares the files of checkpoint `step` with the checksums written after its save.
@@ -250,31 +327,23 @@ class Checkpointer:
     Args:
       step: a saved step.
     Returns:
-      None when the files are intact or the checkpoint has no checksums (saved before they
-      existed); otherwise what is wrong, e.g. "file default/d/3f2a changed since it was
-      saved".
+      None when the files are intact or the checkpoint has no checksums (saved by an older
+      version; see the module docstring) and has not been `mark_corrupt`ed; otherwise what is
+      wrong, e.g. "file default/d/3f2a changed since it was saved".
     """
     if step not in self._checked:
       folder = os.path.join(self.directory, str(step))
       try:
         with open(os.path.join(folder, CHECKSUM_FILE)) as f:
           expected = json.load(f)["sha256"]
+        expected = {str(k): str(v) for k, v in expected.items()}
       except FileNotFoundError:
         self._checked[step] = None
         return None
-      except (ValueError, KeyError, TypeError, OSError):
+      except (ValueError, KeyError, TypeError, AttributeError, OSError):
         self._checked[step] = f"its checksum file {CHECKSUM_FILE} is unreadable"
         return self._checked[step]
-      actual = _file_digests(folder)
-      problem = None
-      for rel, digest in sorted(expected.items()):
-        if rel not in actual:
-          problem = f"file {rel} is missing"
-        elif actual[rel] != digest:
-          problem = f"file {rel} changed since it was saved"
-        if problem:
-          break
-      self._checked[step] = problem
+      self._checked[step] = files.compare_digests(expected, _file_digests(folder), "saved")
     return self._checked[step]
 
   def newest_intact_step(self, quarantine: bool = False) -> Optional[int]:
@@ -365,11 +434,11 @@ class Checkpointer:
     try:
       return self._manager.restore(step, args=args)
     except Exception as e:  # Orbax raises many types for unreadable or mismatched files.
-      raise CheckpointError(
+      reason = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+      raise RestoreError(
           f"the checkpoint at {os.path.join(self.directory, str(step))} could not be restored "
-          f"({type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}). If it is "
-          "corrupt, delete that folder to resume from the previous one; if the config changed "
-          "the model's shape, use a new --workdir.") from None
+          f"({reason}). If it is corrupt, delete that folder to resume from the previous one; "
+          "if the config changed the model's shape, use a new --workdir.", reason) from None
 
   def close(self) -> None:
     """Waits for pending saves (and writes their checksums), then releases the manager."""
@@ -404,7 +473,12 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   path = os.path.join(workdir, CONFIG_FILE)
   try:
     with open(path) as f:
-      return ml_collections.ConfigDict(json.load(f))
+      saved = json.load(f)
+    if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict):
+      raise ConfigError(f"the config at {path} is damaged (not a config: it holds "
+                        f"{type(saved).__name__} {str(saved)[:60]}); delete it and pass "
+                        "--config again.")
+    return ml_collections.ConfigDict(saved)
   except FileNotFoundError:
     raise ConfigError(f"no config at {path}: this workdir was not written by train.py, or "
                       "training has not started there yet.") from None

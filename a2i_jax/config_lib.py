@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import math
 import os
 from types import ModuleType
 from typing import Any, Iterator, Optional
@@ -168,10 +169,19 @@ def _check_positive(section: Any, prefix: str, keys: tuple[str, ...]) -> None:
                         "positive integer.")
 
 
-def _check_above(section: Any, path: str, low: float, inclusive: bool = False) -> None:
+def _check_above(section: Any, path: str, low: float, inclusive: bool = False,
+                 high: Optional[float] = None) -> None:
+  """Refuses a value that is not a finite number above `low` (and, if given, below `high`).
+
+  Infinity is refused too: it would pass a bare comparison and end as a NaN loss later.
+  """
   value = float(section[path.rsplit(".", 1)[-1]])
+  if not math.isfinite(value):
+    raise ConfigError(f"config.{path}={value} must be a finite number.")
   if not (value >= low if inclusive else value > low):
     raise ConfigError(f"config.{path}={value} must be {'>=' if inclusive else '>'} {low}.")
+  if high is not None and not value < high:
+    raise ConfigError(f"config.{path}={value} must be below {high}.")
 
 
 def _check_model(mc: ml_collections.ConfigDict, data_name: str) -> bool:
@@ -222,8 +232,10 @@ def _check_data(config: ml_collections.ConfigDict, needs_masks: bool) -> None:
   data_base.check_choice("data.cub_attributes", dc.cub_attributes, data_base.CUB_ATTRIBUTES)
   face_masks.MaskNetConfig.from_config(dc.mask_net)
   aug = dc.augment
-  for key in ("max_rotation", "color_gain", "max_sharpen"):
+  for key in ("max_rotation", "max_sharpen"):
     _check_above(aug, f"data.augment.{key}", 0.0, inclusive=True)
+  # Gains are drawn from U[1 - color_gain, 1 + color_gain): 1 or more allows a gain <= 0.
+  _check_above(aug, "data.augment.color_gain", 0.0, inclusive=True, high=1.0)
   if not 0 <= aug.crop_size <= dc.image_size:
     raise ConfigError(f"config.data.augment.crop_size={aug.crop_size} must be 0 (no crop) or "
                       f"at most data.image_size={dc.image_size}.")
@@ -272,13 +284,13 @@ def check_inference(values: Any) -> None:
     raise ConfigError(f"inference.{key}={v[key]!r} is not valid; {allowed}.")
   if "steps" in v and int(v["steps"]) < 0:
     bad("steps", "use 0 or more steps")
-  if "learning_rate" in v and not float(v["learning_rate"]) > 0:
-    bad("learning_rate", "use a positive learning rate")
+  if "learning_rate" in v and not 0 < float(v["learning_rate"]) < math.inf:
+    bad("learning_rate", "use a positive, finite learning rate")
   if "schedule" in v and v["schedule"] not in INFERENCE_SCHEDULES:
     bad("schedule", f"choose one of {INFERENCE_SCHEDULES}")
   for key in ("prior_weight", "attribute_prior_weight"):
-    if key in v and float(v[key]) < 0:
-      bad(key, "weights must be >= 0")
+    if key in v and not 0 <= float(v[key]) < math.inf:
+      bad(key, "weights must be finite and >= 0")
   if "energy" in v and v["energy"] not in INFERENCE_ENERGIES:
     bad("energy", f"choose one of {INFERENCE_ENERGIES}")
   if "init" in v and v["init"] not in INFERENCE_INITS:

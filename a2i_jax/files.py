@@ -12,10 +12,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import os
 import socket
 import tempfile
-from typing import Iterator, Optional, Union
+from typing import Iterable, Iterator, Optional, Union
 
 import jax
 
@@ -111,6 +112,52 @@ def describe_storage_error(error: OSError) -> str:
     The words.
   """
   return _STORAGE_ERRNOS.get(error.errno, error.strerror or str(error))
+
+
+def file_digests(folder: str, skip: str, known: Iterable[str] = ()) -> dict[str, str]:
+  """The SHA-256 of every file below `folder` but the checksum file `skip` (and its
+  temporaries), for a checksum file that says what a finished folder held.
+
+  Args:
+    folder: a directory.
+    skip: the checksum file's name (it and files named "." + it + "..." are left out).
+    known: relative paths to leave out as well (files whose digests are known already).
+  Returns:
+    {path relative to `folder`, as os.path.relpath gives it: hex SHA-256}.
+  """
+  out, known = {}, set(known)
+  for root, _, names in os.walk(folder):
+    for name in names:
+      path = os.path.join(root, name)
+      rel = os.path.relpath(path, folder)
+      if rel == skip or name.startswith("." + skip) or rel in known:
+        continue
+      digest = hashlib.sha256()
+      with open(path, "rb") as f:
+        for chunk in iter(lambda f=f: f.read(1 << 20), b""):
+          digest.update(chunk)
+      out[rel] = digest.hexdigest()
+  return out
+
+
+def compare_digests(expected: dict[str, str], actual: dict[str, str],
+                    since: str) -> Optional[str]:
+  """What differs between a checksum file's digests and a folder's (`file_digests`).
+
+  Args:
+    expected: the recorded digests.
+    actual: the folder's digests now.
+    since: the words after "changed since it was", e.g. "saved".
+  Returns:
+    None when every recorded file is there unchanged (files added since are not checked);
+    otherwise e.g. "file default/d/3f2a changed since it was saved".
+  """
+  for rel, digest in sorted(expected.items()):
+    if rel not in actual:
+      return f"file {rel} is missing"
+    if actual[rel] != digest:
+      return f"file {rel} changed since it was {since}"
+  return None
 
 
 def check_workdir(workdir: str) -> None:

@@ -4,6 +4,7 @@ lines."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Mapping, Optional
 
@@ -13,6 +14,10 @@ from tensorboardX import SummaryWriter
 from a2i_jax import distributed, files
 
 METRICS_FILE = "metrics.jsonl"
+# tensorboardX warns "NaN or Inf found in input tensor" for every such scalar; a step that is
+# not finite is reported by the loop's own error line (train_eval.divergence_error), and the
+# eval scalars that may be infinite are recorded as they are on purpose.
+_X2NUM_LOGGER = logging.getLogger("tensorboardX.x2num")
 
 
 class MetricWriter:
@@ -51,10 +56,14 @@ class MetricWriter:
     if not self._active:
       return
     row = {"step": int(step)}
-    for name, value in scalars.items():
-      value = float(value)
-      self._tb.add_scalar(name, value, int(step))
-      row[name] = value
+    was_disabled, _X2NUM_LOGGER.disabled = _X2NUM_LOGGER.disabled, True
+    try:
+      for name, value in scalars.items():
+        value = float(value)
+        self._tb.add_scalar(name, value, int(step))
+        row[name] = value
+    finally:
+      _X2NUM_LOGGER.disabled = was_disabled
     self._jsonl.write(json.dumps(row) + "\n")
     self._jsonl.flush()
 

@@ -21,6 +21,7 @@ from jax.sharding import Mesh
 
 from a2i_jax import checkpoints, distributed, parallel, visualize
 from a2i_jax.data import Dataset, pipeline
+from a2i_jax.data.base import with_attribute_order
 from a2i_jax.errors import TrainingDivergedError
 from a2i_jax.inputs import from_signed
 from a2i_jax.metrics import MetricWriter
@@ -167,7 +168,8 @@ def last_checkpoint_words(step: Optional[int], directory: str) -> str:
 
 def record_dataset(workdir: str, dataset: Dataset, data_path: str, resumed: bool) -> None:
   """Writes workdir/dataset.json for a new run (or one trained before it existed); on resume,
-  warns in one line when the dataset's attribute header is not the one trained on.
+  logs an INFO line when the dataset's header moved (`align_with_record` has then realigned
+  its attributes by name).
 
   Args:
     workdir: the run's directory.
@@ -179,10 +181,36 @@ def record_dataset(workdir: str, dataset: Dataset, data_path: str, resumed: bool
   now = checkpoints.dataset_info(dataset, data_path)
   if stored is None:
     checkpoints.save_dataset_info(workdir, dataset, data_path)
-  elif stored.get("header") != now["header"]:
-    logging.warning("the dataset's attribute header changed since this run started (%s then, "
-                    "%s now); the model reads attributes by position, so check the columns",
-                    stored.get("header"), now["header"])
+  elif stored.get("header") != now["header"]:  # `align_with_record` matched them by name.
+    logging.info("the dataset's columns moved since this run started (%s then, %s now); "
+                 "its attributes are taken by name, in the trained order",
+                 stored.get("header"), now["header"])
+
+
+def align_with_record(workdir: str, dataset: Dataset) -> Dataset:
+  """The dataset with its attributes in the order the run in `workdir` was trained with.
+
+  A folder dataset's attribute columns follow attributes.csv as it is now; a resumed run must
+  feed them in the order its model learnt them (`dataset.json`, written at the run's start).
+
+  Args:
+    workdir: the run's directory (absolute).
+    dataset: the dataset as loaded now.
+  Returns:
+    `dataset` itself for a run with no checkpoint (or no dataset.json) or the same order, else
+    a copy with the attribute columns reordered by name (`data.base.with_attribute_order`).
+  Raises:
+    DataError: the attribute names are not the ones trained with (a column renamed, added or
+      removed).
+    ConfigError: dataset.json is unreadable.
+  """
+  directory = os.path.join(workdir, checkpoints.CHECKPOINT_DIR)
+  if not (os.path.isdir(directory) and any(n.isdigit() for n in os.listdir(directory))):
+    return dataset
+  stored = checkpoints.load_dataset_info(workdir)
+  if stored is None or list(stored["attribute_names"]) == list(dataset.attribute_names):
+    return dataset
+  return with_attribute_order(dataset, [str(n) for n in stored["attribute_names"]])
 
 
 class RunSummary:

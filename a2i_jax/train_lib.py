@@ -275,9 +275,15 @@ def _check_resume_compatible(workdir: str, config: ml_collections.ConfigDict) ->
       old, new = ({k: v for k, v in d.items() if k not in COMPUTE_ONLY_MODEL_KEYS}
                   if isinstance(d, dict) else d for d in (old, new))
     if old != new:
+      if isinstance(old, dict) and isinstance(new, dict):
+        differ = "; ".join(f"{key}.{k}: {old.get(k, '(unset)')!r} there, "
+                           f"{new.get(k, '(unset)')!r} now"
+                           for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
+      else:
+        differ = f"{key}: {old!r} there, {new!r} now"
       raise ConfigError(
-          f"{workdir} holds a run trained with a different config.{key} ({old} there, "
-          f"{new} now); resume it with the same values or pass a new --workdir.")
+          f"{workdir} holds a run trained with a different config.{key} ({differ}); resume "
+          "it with the same values or pass a new --workdir.")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -308,13 +314,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """
   # Stage 1: config, workdir and mesh. Nothing is written.
   config_lib.validate_config(config)
+  if not str(workdir or "").strip():  # abspath("") would be the current directory.
+    raise WorkdirError("--workdir is empty; pass the run's directory, e.g. "
+                       "--workdir=runs/<name> (it is created if missing).")
   workdir = os.path.abspath(os.path.expanduser(workdir))
   files.check_workdir(workdir)
   mesh = parallel.make_mesh(devices)
   parallel.check_batch_divisible(config.batch_size, mesh)
 
   # Stage 2: input. The whole training split goes to the devices once.
-  dataset = load_dataset(config.data)
+  dataset = load_dataset(config.data, config.progress_bar)
+  dataset = train_eval.align_with_record(workdir, dataset)  # A resumed run's column order.
   config = train_eval.resolve_config(config, dataset)
   model = models.create_model(config.model)
   for split_name in ("train", "validation"):
@@ -350,12 +360,22 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
   try:
     if ckpt.all_steps():
       _check_resume_compatible(workdir, config)
-    good = ckpt.newest_intact_step(quarantine=True)
-    if good is None:
-      state = parallel.put_replicated(create_train_state(model, config, tx, k_init), mesh)
-    else:  # The restore target only here: its `eval_shape` traces the model's init again.
-      state = _restore_train_state(ckpt, config, abstract_train_state(model, config, tx), mesh,
-                                   good)
+    state, good, abstract = None, None, None
+    while state is None:
+      good = ckpt.newest_intact_step(quarantine=True)
+      if good is None:
+        state = parallel.put_replicated(create_train_state(model, config, tx, k_init), mesh)
+        break
+      # The restore target only here: its `eval_shape` traces the model's init again.
+      abstract = abstract or abstract_train_state(model, config, tx)
+      try:
+        state = _restore_train_state(ckpt, config, abstract, mesh, good)
+      except checkpoints.RestoreError as e:
+        if ckpt.summed(good):  # Its bytes are as saved: the config, not the file, differs.
+          raise
+        # Without checksums (an older version's save), a checkpoint Orbax cannot read is
+        # taken for corrupt: moved aside for the newest intact one, as a checksum mismatch is.
+        ckpt.mark_corrupt(good, f"it has no checksums and could not be restored: {e.reason}")
     logging.info("model %s: %d parameters", config.model.name, models.count_params(state.params))
     if good is not None:
       logging.info("resumed from step %d in %s", int(state.step), ckpt.directory)

@@ -407,6 +407,21 @@ def test_folder_errors_name_the_file(tmp_path):
     f.write(good.replace("img_03.png,1,3.5", "img_03.png,yes,3.5"))
   with pytest.raises(DataError, match=r"img_03.png\): column 'smile' holds 'yes'"):
     folder.scan(path, masks=False)
+  with open(csv_path, "w") as f:  # Finite for Python, infinite as float32.
+    f.write(good.replace("img_03.png,1,3.5", "img_03.png,1,1e39"))
+  with pytest.raises(DataError, match=r"line 5 \(img_03.png\): column 'age' holds '1e39', "
+                     "too large for float32"):
+    folder.scan(path, masks=False)
+  os.makedirs(os.path.join(path, "images", "sub"))
+  os.replace(os.path.join(path, "images", "img_02.png"),
+             os.path.join(path, "images", "sub", "img_02.png"))
+  with open(csv_path, "w") as f:
+    f.write(good.replace("img_02.png", "sub/img_02.png"))
+  with pytest.raises(DataError, match="line 4: sub/img_02.png is in a sub-folder of images/, "
+                     "and sub-folders are not supported"):
+    folder.scan(path, masks=False)
+  os.replace(os.path.join(path, "images", "sub", "img_02.png"),
+             os.path.join(path, "images", "img_02.png"))
   with open(csv_path, "w") as f:
     f.write(good)
   from PIL import Image  # pylint: disable=import-outside-toplevel
@@ -422,6 +437,59 @@ def test_folder_errors_name_the_file(tmp_path):
     folder.scan(nomasks, masks=True)
   with pytest.raises(DatasetNotPreparedError, match="empty.images does not exist"):
     folder.scan(str(tmp_path / "empty"), masks=False)
+
+
+@pytest.mark.parametrize("damage", ["cut", "zero", "delete", "garbage_info"])
+@pytest.mark.parametrize("summed", [True, False])
+def test_damaged_prepared_copy_is_one_error(damage, summed, tmp_path, capsys):
+  """A prepared copy whose files changed is refused by its checksums or, prepared before they
+  existed, by the failure to read it: one DataError naming the folder, never a partial read."""
+  import glob  # pylint: disable=import-outside-toplevel
+  import shutil  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data import folder, tfds_lib  # pylint: disable=import-outside-toplevel
+  path = str(tmp_path / "f")
+  fx.make_folder(path, masks=False)
+  load = lambda: folder.load(path=path, data_dir=str(tmp_path / "data"), image_size=32,
+                             progress=False)
+  load()
+  assert not capsys.readouterr().out  # TFDS's "Downloading and preparing ..." is kept out.
+  (copy,) = glob.glob(str(tmp_path / "data" / "folder" / "*" / "a2i_folder" / "1.0.0"))
+  checksums = os.path.join(copy, tfds_lib.CHECKSUM_FILE)
+  assert os.path.exists(checksums)
+  if not summed:
+    os.remove(checksums)
+    assert len(load()["train"]) == 10 and os.path.exists(checksums)  # Summed after a read.
+    os.remove(checksums)
+  (train,) = glob.glob(os.path.join(copy, "*train.array_record*"))
+  if damage == "cut":
+    os.truncate(train, os.path.getsize(train) // 2)
+  elif damage == "zero":
+    with open(train, "r+b") as f:
+      f.seek(1000)
+      f.write(bytes(200))
+  elif damage == "delete":
+    os.remove(train)
+  else:
+    with open(os.path.join(copy, "dataset_info.json"), "w") as f:
+      f.write("{garbage")
+  with pytest.raises(DataError, match=f"the prepared copy of the dataset at {copy} is damaged "
+                     r"\(.*\); delete that folder"):
+    load()
+  shutil.rmtree(copy)  # As the message says: the next load prepares it again.
+  assert len(load()["train"]) == 10
+
+
+def test_data_dir_below_a_file_is_one_error(tmp_path):
+  from a2i_jax.data import check_folder  # pylint: disable=import-outside-toplevel
+  (tmp_path / "file").write_text("mine")
+  cfg = tiny_config("cvae").data
+  cfg.name, cfg.path, cfg.data_dir = "folder", str(tmp_path / "f"), str(tmp_path / "file" / "d")
+  with pytest.raises(DataError, match=r"config.data.data_dir=.*file/d is below .*file, which "
+                     "is a file, not a folder"):
+    load_dataset(cfg)
+  with pytest.raises(DataError, match="config.data.cache_dir is empty"):
+    check_folder("data.cache_dir", " ")
+  assert (tmp_path / "file").read_text() == "mine"
 
 
 def test_folder_header_names_match_in_any_case(tmp_path):

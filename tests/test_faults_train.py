@@ -71,6 +71,17 @@ def test_kill_9_then_resume_is_bit_identical(fault, tmp_path, flags, reference):
   assert r.returncode == -9, r.stderr[-3000:]
   if fault.startswith("kill_in_save"):
     assert _temporaries(workdir)  # It died mid-save, so the test tests something.
+  if fault.startswith("kill_after_samples"):
+    # Killed after Orbax finished step 6 and before any wait(): its checksums are there,
+    # written by the save thread, and cover every array file.
+    ckpt = checkpoints.Checkpointer(workdir, create=False)
+    folder = os.path.join(workdir, "checkpoints", "6")
+    with open(os.path.join(folder, checkpoints.CHECKSUM_FILE)) as f:
+      summed = set(__import__("json").load(f)["sha256"])
+    arrays = {os.path.relpath(os.path.join(r, n), folder) for r, _, ns in os.walk(folder)
+              for n in ns if r != folder}
+    assert arrays and arrays <= summed and ckpt.check(6) is None
+    ckpt.close()
   # One resume reads every step's metrics before dispatching the next
   # (config.dispatch_ahead=False): that changes nothing either, bit for bit.
   ahead = ["--config.dispatch_ahead=False"] if fault == "kill_after_step:3" else []
@@ -129,6 +140,38 @@ def test_corrupt_newest_checkpoint_is_caught_and_skipped(damage, tmp_path, flags
   assert (f"checkpoint 6 is corrupt (file {name} changed since it was saved) and was moved to "
           f"{workdir}/corrupt_checkpoints/6; resuming from step 4") in warnings[0]
   F.assert_same_state(F.final_state(workdir), F.final_state(reference))
+
+
+def test_unsummed_checkpoint_that_fails_to_restore_is_set_aside(tmp_path, flags, reference):
+  """A checkpoint without checksums (an older version's) is not trusted as verified: one that
+  Orbax cannot read takes the corrupt path, set aside for the newest intact one."""
+  workdir = _copy(reference, tmp_path)
+  folder = os.path.join(workdir, "checkpoints", "6")
+  os.remove(os.path.join(folder, checkpoints.CHECKSUM_FILE))
+  for root, _, names in os.walk(os.path.join(folder, "default")):
+    for name in names:  # Every array file cut: Orbax's restore fails.
+      path = os.path.join(root, name)
+      os.truncate(path, os.path.getsize(path) // 2)
+  r = F.train(workdir, *flags)
+  assert r.returncode == 0 and not F.error_lines(r.stderr), r.stderr[-3000:]
+  warnings = F.warning_lines(r.stderr)
+  assert len(warnings) == 1, r.stderr
+  assert ("checkpoint 6 is corrupt (it has no checksums and could not be restored: "
+          in warnings[0] and f"moved to {workdir}/corrupt_checkpoints/6; resuming from step 4"
+          in warnings[0]), warnings[0]
+  F.assert_same_state(F.final_state(workdir), F.final_state(reference))
+
+
+def test_config_twice_and_empty_workdir(tmp_path, flags):
+  absolute = [f"--config={os.path.join(F.ROOT, f.split('=', 1)[1])}"
+              if f.startswith("--config=") else f for f in flags]
+  run = lambda workdir, *more: subprocess.run(
+      F.command(workdir, *absolute, *more), cwd=str(tmp_path), capture_output=True, text=True,
+      timeout=120, env=F.environment())
+  _one_error(run(str(tmp_path / "w"), absolute[0], "--config.model.width=0.25"),
+             "--config given 2 times; pass it once")
+  _one_error(run(""), "--workdir is empty")
+  assert os.listdir(tmp_path) == [], os.listdir(tmp_path)  # Nothing written in the cwd.
 
 
 def test_disk_full_is_one_line_and_keeps_the_last_checkpoint(tmp_path, flags, reference):
@@ -226,7 +269,11 @@ def test_read_only_workdir(tmp_path, flags):
 ])
 def test_config_mistakes_are_one_line_and_write_nothing(override, words, tmp_path, flags):
   workdir = str(tmp_path / "w")
-  r = F.train(workdir, *flags, override)
+  if override.startswith("--config="):  # In place of the file's own: twice is an error.
+    flags = [override] + [f for f in flags if not f.startswith("--config=")]
+  else:
+    flags = [*flags, override]
+  r = F.train(workdir, *flags)
   _one_error(r, *words)
   assert not os.path.exists(workdir)
 
@@ -320,3 +367,29 @@ def test_a_save_is_not_changed_by_the_next_step_donating_the_state(tmp_path):
   assert all(a.is_fully_replicated and len(a.sharding.device_set) == jax.device_count()
              for a in jax.tree_util.tree_leaves(again))
   np.testing.assert_array_equal(np.asarray(again["w"]), host["w"])
+
+
+@pytest.mark.parametrize("key,value,words", [
+    ("learning_rate", float("inf"), "config.learning_rate=inf must be a finite number"),
+    ("data.augment.max_sharpen", float("inf"), "max_sharpen=inf must be a finite number"),
+    ("model.gate_loss_weight", float("inf"), "gate_loss_weight=inf must be a finite number"),
+    ("data.augment.color_gain", 5.0, "color_gain=5.0 must be below 1.0"),
+])
+def test_infinite_or_out_of_range_values_are_refused(key, value, words):
+  """Checked in process: the same `validate_config` train.py runs before writing anything."""
+  from a2i_jax import config_lib  # pylint: disable=import-outside-toplevel
+  from conftest import tiny_config  # pylint: disable=import-outside-toplevel
+  config = tiny_config("cvae")
+  section = config
+  for part in key.split(".")[:-1]:
+    section = section[part]
+  section[key.rsplit(".", 1)[-1]] = value
+  with pytest.raises(config_lib.ConfigError, match=words):
+    config_lib.validate_config(config)
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", '"str"', "{}", "null"])
+def test_config_json_that_is_not_a_config(content, tmp_path):
+  (tmp_path / checkpoints.CONFIG_FILE).write_text(content)
+  with pytest.raises(checkpoints.ConfigError, match="is damaged \\(not a config"):
+    checkpoints.load_config(str(tmp_path))

@@ -186,12 +186,12 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_cache, mon
                                     np.full_like(good["train"].attributes, 3e38),
                                     good["train"].masks)})
   with monkeypatch.context() as patch:  # Before the first checkpoint: no "step None".
-    patch.setattr(train_lib, "load_dataset", lambda _: poisoned)
+    patch.setattr(train_lib, "load_dataset", lambda *_: poisoned)
     with pytest.raises(TrainingDivergedError, match="at step 1 .*There is no checkpoint yet: "
                                                     "rerunning starts from scratch"):
       train_lib.train_and_evaluate(cfg, str(tmp_path / "early"))
   workdir = _copy_of(tiny_run("cvae")[0], tmp_path)  # Trained to step 2 with good data.
-  monkeypatch.setattr(train_lib, "load_dataset", lambda _: poisoned)
+  monkeypatch.setattr(train_lib, "load_dataset", lambda *_: poisoned)
   cfg.num_train_steps = 4
   with pytest.raises(TrainingDivergedError,
                      match=r"at step 3 \(terms .*kl .* are not finite\).*last good checkpoint is "
@@ -336,10 +336,13 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path, data_cache, tiny_run):
                                             "was saved.* no older checkpoint is intact"):
     train_lib.train_and_evaluate(cfg, str(workdir))
   assert checkpoints.Checkpointer(str(workdir)).all_steps() == [2]
-  # Without checksums (a checkpoint from before they existed), Orbax's failure is the error.
+  # Without checksums (a checkpoint from before they existed), Orbax's failure marks it
+  # corrupt: the only one, so an error, and nothing is moved.
   os.remove(workdir / "checkpoints" / "2" / checkpoints.CHECKSUM_FILE)
-  with pytest.raises(CheckpointError, match="could not be restored.*delete that folder"):
+  with pytest.raises(CheckpointError, match="checkpoint 2 in .* is corrupt \\(it has no "
+                     "checksums and could not be restored: .* no older checkpoint is intact"):
     train_lib.train_and_evaluate(cfg, str(workdir))
+  assert checkpoints.Checkpointer(str(workdir)).all_steps() == [2]
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
@@ -548,7 +551,7 @@ def test_folder_y_dim_zero_is_the_csv_column_count(tmp_path, caplog):
                     {"train": split, "validation": split, "test": split})
   resolved = train_eval.resolve_config(cfg, dataset)
   assert resolved.model.y_dim == 3 and cfg.model.y_dim == 0
-  # dataset.json: written for a new run; on resume a changed header is one warning line.
+  # dataset.json: written for a new run; on resume the attributes are realigned by name.
   (tmp_path / "attributes.csv").write_text("filename,red,round,size,split\n")
   workdir = str(tmp_path / "w")
   train_eval.record_dataset(workdir, dataset, str(tmp_path), resumed=False)
@@ -558,9 +561,19 @@ def test_folder_y_dim_zero_is_the_csv_column_count(tmp_path, caplog):
   (tmp_path / "attributes.csv").write_text("filename,round,red,size,split\n")
   with caplog.at_level("WARNING"):
     train_eval.record_dataset(workdir, dataset, str(tmp_path), resumed=True)
-  warnings = [r for r in caplog.records if r.levelname == "WARNING"]
-  assert len(warnings) == 1 and "attribute header changed" in warnings[0].getMessage()
+  assert not [r for r in caplog.records if r.levelname == "WARNING"]
   assert checkpoints.load_dataset_info(workdir)["header"][1] == "red"  # The record is kept.
+  swapped = Dataset("folder", ("round", "red", "size"), ("binary", "binary", "continuous"),
+                    {k: Split(split.images, split.attributes[:, [1, 0, 2]])
+                     for k in ("train", "validation", "test")})
+  assert train_eval.align_with_record(workdir, swapped) is swapped  # No checkpoint yet.
+  os.makedirs(os.path.join(workdir, "checkpoints", "2"))
+  aligned = train_eval.align_with_record(workdir, swapped)
+  assert aligned.attribute_names == ("red", "round", "size")
+  np.testing.assert_array_equal(aligned["train"].attributes, split.attributes)
+  renamed = Dataset("folder", ("red", "blue", "size"), dataset.attribute_kinds, dataset.splits)
+  with pytest.raises(DataError, match="not those the model was trained with"):
+    train_eval.align_with_record(workdir, renamed)
   assert checkpoints.load_dataset_info(str(tmp_path / "none")) is None
 
 

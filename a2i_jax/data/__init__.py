@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from a2i_jax import distributed
+from a2i_jax import distributed, files
 from a2i_jax.data.base import (DATASET_NAMES, DataError, Dataset, DatasetNotPreparedError, Split,
                                SPLITS, check_choice)
 
 
-def load_dataset(data_config: Any) -> Dataset:
+def load_dataset(data_config: Any, progress: bool = True) -> Dataset:
   """Loads (generating or reading the cache as needed) the dataset `data_config.name` names.
 
   With several processes each reads the whole dataset, but only process 0 prepares it (a TFDS
@@ -20,12 +20,56 @@ def load_dataset(data_config: Any) -> Dataset:
 
   Args:
     data_config: `config.data`.
+    progress: progress bars while a real dataset is prepared and read (`config.progress_bar`).
   Returns:
     A `Dataset` with train / validation / test splits.
   """
   name = data_config.name
   check_choice("data.name", name, DATASET_NAMES)
   cache_dir = os.path.expanduser(data_config.cache_dir) if data_config.cache_dir else None
+  if cache_dir is not None:
+    check_folder("data.cache_dir", data_config.cache_dir)
+  if name != "synthetic":
+    check_folder("data.data_dir", data_config.data_dir)
+  try:
+    return _load(name, data_config, cache_dir, progress)
+  except DataError:
+    raise
+  except OSError as e:  # Most often a full disk or a folder that is not ours to write.
+    error = files.storage_error(e)
+    if error is None:
+      raise
+    raise DataError(f"preparing the {name} dataset failed: {files.describe_storage_error(error)}"
+                    f"{' at ' + e.filename if getattr(e, 'filename', None) else ''}; free some "
+                    "space or fix the permissions (or point config.data.data_dir / cache_dir "
+                    "at another folder), then run the same command again.") from None
+
+
+def check_folder(key: str, value: str) -> None:
+  """Refuses a data folder setting that cannot be a folder: empty, a file, or below a file.
+
+  Writes nothing; a folder that does not exist yet is fine (it is created when needed).
+
+  Args:
+    key: the config key, e.g. "data.data_dir", for the message.
+    value: its value (`~` is expanded).
+  Raises:
+    DataError: naming the key, the path in the way and the fix.
+  """
+  if not str(value).strip():
+    raise DataError(f"config.{key} is empty; pass --config.{key}=<a folder>.")
+  path = os.path.abspath(os.path.expanduser(value))
+  existing = path
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    where = "is a file" if existing == path else f"is below {existing}, which is a file"
+    raise DataError(f"config.{key}={value} {where}, not a folder; pass "
+                    f"--config.{key}=<a folder> (it is created if missing).")
+
+
+def _load(name: str, data_config: Any, cache_dir: Any, progress: bool) -> Dataset:
+  """`load_dataset` once its folders are known to be usable."""
   if name == "synthetic":
     from a2i_jax.data import synthetic  # pylint: disable=import-outside-toplevel
     s = data_config.synthetic
@@ -33,14 +77,15 @@ def load_dataset(data_config: Any) -> Dataset:
                           num_validation=s.num_validation, num_test=s.num_test, seed=s.seed,
                           cache_dir=cache_dir)
   return distributed.main_first(f"prepare {name} in {data_config.data_dir}",
-                                lambda: _load_real(data_config))
+                                lambda: _load_real(data_config, progress))
 
 
-def _load_real(data_config: Any) -> Dataset:
+def _load_real(data_config: Any, progress: bool) -> Dataset:
   """LFW, CUB or a folder: prepared once by a TFDS builder under data_dir, then read."""
   # Imported here: these modules import tensorflow_datasets, which `import a2i_jax` must not.
   name = data_config.name
-  common = dict(data_dir=data_config.data_dir, image_size=data_config.image_size)
+  common = dict(data_dir=data_config.data_dir, image_size=data_config.image_size,
+                progress=progress)
   if name == "lfw":
     from a2i_jax.data import face_masks, lfw  # pylint: disable=import-outside-toplevel
     return lfw.load(masks=data_config.masks, allow_download=data_config.download,
@@ -56,4 +101,4 @@ def _load_real(data_config: Any) -> Dataset:
 
 
 __all__ = ["DATASET_NAMES", "DataError", "Dataset", "DatasetNotPreparedError", "Split", "SPLITS",
-           "load_dataset"]
+           "check_folder", "load_dataset"]

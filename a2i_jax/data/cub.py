@@ -301,8 +301,8 @@ def load(*, data_dir: str, masks: bool = True, image_size: int = 72,
   check_choice("data.cub_attributes", attributes, CUB_ATTRIBUTES)
   data_dir = os.path.expanduser(data_dir)
   manual_dir = os.path.join(data_dir, "manual", "cub")
-  builder = A2iCub(data_dir=data_dir, file_format="array_record", manual_dir=manual_dir,
-                   allow_download=allow_download, progress=progress)
+  builder = tfds_lib.open_builder(A2iCub, data_dir=data_dir, manual_dir=manual_dir,
+                                  allow_download=allow_download, progress=progress)
   ds = tfds_lib.load(builder, manual_dir=manual_dir,
                      download_dir=os.path.join(data_dir, "downloads"), image_size=image_size,
                      attribute_key=ATTRIBUTE_OPTIONS[attributes], progress=progress)

@@ -2,7 +2,8 @@
 
 Layout:
 
-  <path>/images/<file>          any size, any format PIL reads (JPEG, PNG, ...)
+  <path>/images/<file>          any size, any format PIL reads (JPEG, PNG, ...); directly in
+                                images/ (sub-folders are not supported)
   <path>/attributes.csv         a `filename` column (file names inside images/), one numeric
                                 column per attribute (the header names it, each name once),
                                 and optionally a `split` column (train / validation / test,
@@ -18,7 +19,8 @@ Rules:
 
 - Every CSV row needs its image; a row without one is an error naming the file. Images
   that no row names are skipped, and the count (with a few names) is logged.
-- Attribute cells must be finite numbers (an error names the file, column and value).
+- Attribute cells must be finite numbers within float32's range (an error names the file,
+  line, column and value).
   Columns holding only 0 and 1 are "binary", others "continuous".
 - With masks/ present (and `config.data.masks` True), every image needs a mask of its size.
 - Without a `split` column, rows go round-robin in file order: the 9th of every 10 to
@@ -146,6 +148,10 @@ def scan(path: str, masks: bool) -> Table:
     if fname in seen:
       raise DataError(f"{csv_path}, line {line}: {fname} is listed twice.")
     seen.add(fname)
+    if fname not in present and os.path.isfile(os.path.join(images_dir, fname)):
+      raise DataError(f"{csv_path}, line {line}: {fname} is in a sub-folder of images/, and "
+                      "sub-folders are not supported; move the image into images/ itself and "
+                      "name it there.")
     if fname not in present:
       raise DataError(f"{csv_path}, line {line}: the image {os.path.join(images_dir, fname)} "
                       "does not exist. Add it or delete the row.")
@@ -158,6 +164,9 @@ def scan(path: str, masks: bool) -> Table:
       if not math.isfinite(v):
         raise DataError(f"{csv_path}, line {line} ({fname}): column {header[i]!r} holds "
                         f"{r[i]!r}, not a finite number.")
+      if abs(v) > float(np.finfo(np.float32).max):  # Attributes are float32: 1e39 overflows.
+        raise DataError(f"{csv_path}, line {line} ({fname}): column {header[i]!r} holds "
+                        f"{r[i]!r}, too large for float32 (at most about 3.4e38).")
       values.append(v)
     if scol is None:
       slot = len(rows) % 10
@@ -349,8 +358,8 @@ def load(*, path: str, data_dir: str, image_size: int, masks: bool = False,
   key = _fingerprint(path, table, image_size, resize)
   prepared = os.path.join(os.path.expanduser(data_dir), "folder",
                           f"{os.path.basename(path)}-{key}")
-  builder = A2iFolder(folder=path, table=table, image_size=image_size, resize=resize,
-                      data_dir=prepared, file_format="array_record", progress=progress)
+  builder = tfds_lib.open_builder(A2iFolder, data_dir=prepared, folder=path, table=table,
+                                  image_size=image_size, resize=resize, progress=progress)
   ds = tfds_lib.load(builder, manual_dir=path, download_dir=os.path.join(prepared, "downloads"),
                      image_size=image_size, progress=progress)
   return dataclasses.replace(ds, name="folder")

@@ -371,11 +371,11 @@ def load(*, data_dir: str, masks: bool, image_size: int = IMAGE_SIZE,
   manual_dir = os.path.join(data_dir, "manual", "lfw")
   config = "masks"
   if not masks:
-    with_masks = A2iLfw(data_dir=data_dir, config="masks", file_format="array_record")
+    with_masks = tfds_lib.open_builder(A2iLfw, data_dir=data_dir, config="masks")
     config = "masks" if with_masks.is_prepared() else "no_masks"
-  builder = A2iLfw(data_dir=data_dir, config=config, file_format="array_record",
-                   manual_dir=manual_dir, allow_download=allow_download, mask_net=mask_net,
-                   progress=progress)
+  builder = tfds_lib.open_builder(A2iLfw, data_dir=data_dir, config=config,
+                                  manual_dir=manual_dir, allow_download=allow_download,
+                                  mask_net=mask_net, progress=progress)
   ds = tfds_lib.load(builder, manual_dir=manual_dir,
                      download_dir=os.path.join(data_dir, "downloads"), image_size=image_size,
                      progress=progress)

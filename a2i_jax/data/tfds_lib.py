@@ -18,8 +18,12 @@ module that imports it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import io
+import json
+import logging as std_logging
 import os
 import shutil
 import tarfile
@@ -28,8 +32,14 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 import numpy as np
 from absl import logging
 
+from a2i_jax import files
 from a2i_jax.data.base import (DataError, Dataset, DatasetNotPreparedError, Split, SPLITS,
                                check_attribute_names)
+from a2i_jax.errors import A2IError
+
+# Inside a prepared copy's folder (<data_dir>/<name>/[<config>/]<version>): the SHA-256 of
+# every file there, written once the copy is prepared and checked before every read.
+CHECKSUM_FILE = "a2i_sha256.json"
 
 
 def import_tfds() -> Any:
@@ -369,6 +379,135 @@ class BuilderMixin:
     super().__init__(**kwargs)
 
 
+def damaged(where: str, why: str) -> DataError:
+  """The error for a prepared copy that cannot be read as it was written.
+
+  Args:
+    where: the copy's folder.
+    why: what is wrong, in a few words.
+  Returns:
+    A `DataError` saying to delete the folder, so that the next run prepares it again.
+  """
+  return DataError(f"the prepared copy of the dataset at {where} is damaged ({why}); delete "
+                   "that folder and run the same command again to prepare it anew.")
+
+
+@contextlib.contextmanager
+def damage_is_an_error(where: str) -> Any:
+  """Turns any failure inside the block, but this project's own errors, into `damaged`.
+
+  For code that reads a copy already prepared: TFDS, ArrayRecord and PIL then fail with
+  their own exceptions (a JSON or protobuf parse error, "Corrupted Riegeli/records file",
+  a missing file, an image PIL cannot identify), all of which mean the copy is damaged.
+
+  Args:
+    where: the copy's folder, for the message.
+  Yields:
+    Nothing.
+  Raises:
+    DataError: from `damaged`, naming the original exception's type and first line.
+  """
+  try:
+    yield
+  except A2IError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+    raise damaged(where, f"{type(e).__name__}: {first}" if first else type(e).__name__
+                  ) from None
+
+
+def open_builder(cls: Any, *, data_dir: str, config: Optional[str] = None,
+                 **kwargs: Any) -> Any:
+  """`cls(data_dir=..., config=..., file_format="array_record", **kwargs)`, where a damaged
+  prepared copy (TFDS reads its dataset_info.json in the constructor) is one `DataError`.
+
+  Args:
+    cls: an `a2i_jax` builder class.
+    data_dir: TFDS's data_dir for it.
+    config: the builder config's name, if the builder has configs.
+    **kwargs: the builder's other arguments.
+  Returns:
+    The builder.
+  Raises:
+    DataError: the prepared copy's metadata cannot be read.
+  """
+  where = os.path.join(data_dir, cls.name, config or "", str(cls.VERSION))
+  guard = damage_is_an_error(where) if os.path.isdir(where) else contextlib.nullcontext()
+  if config is not None:
+    kwargs["config"] = config
+  with guard, quiet_tfds():
+    return cls(data_dir=data_dir, file_format="array_record", **kwargs)
+
+
+def _check_copy(where: str) -> bool:
+  """Compares a prepared copy with its checksum file; False when it has none yet."""
+  try:
+    with open(os.path.join(where, CHECKSUM_FILE), encoding="utf-8") as f:
+      expected = json.load(f)["sha256"]
+    expected = {str(k): str(v) for k, v in expected.items()}
+  except FileNotFoundError:
+    return False
+  except (ValueError, KeyError, TypeError, AttributeError, OSError):
+    raise damaged(where, f"its checksum file {CHECKSUM_FILE} is unreadable") from None
+  problem = files.compare_digests(expected, files.file_digests(where, CHECKSUM_FILE),
+                                  "prepared")
+  if problem:
+    raise damaged(where, problem)
+  return True
+
+
+def _write_checksums(where: str) -> None:
+  """Writes the copy's checksum file; a read-only data_dir is left without one."""
+  try:
+    files.atomic_write(os.path.join(where, CHECKSUM_FILE),
+                       json.dumps({"sha256": files.file_digests(where, CHECKSUM_FILE)},
+                                  indent=0))
+  except OSError as e:
+    logging.warning("could not write checksums into %s (%s); its damage will not be detected",
+                    where, e.strerror or e)
+
+
+class _QuietTfdsFilter(std_logging.Filter):
+  """Drops TFDS's INFO lines ("Generating dataset ...", "Done writing ...") and its advice to
+  install OpenCV (PIL decodes the images; the speed does not matter for a one-off read)."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    if f"{os.sep}tensorflow_datasets{os.sep}" not in record.pathname:
+      return True
+    return (record.levelno >= std_logging.WARNING
+            and "OpenCV is not installed" not in record.getMessage())
+
+
+@contextlib.contextmanager
+def quiet_tfds() -> Any:
+  """Keeps TFDS's own console output out of the block: its progress bars
+  (`tfds.display_progress_bar`), its absl INFO lines, and the lines it prints to stdout
+  ("Downloading and preparing dataset ...", "Dataset ... downloaded and prepared to ...").
+  The project's own lines stay; with absl's verbosity at debug (--verbosity=1) nothing is
+  hidden.
+
+  Yields:
+    Nothing.
+  """
+  if logging.get_verbosity() >= logging.DEBUG:
+    yield
+    return
+  from tensorflow_datasets.core.utils import tqdm_utils  # pylint: disable=import-outside-toplevel
+  tfds = import_tfds()
+  shown = getattr(tqdm_utils, "_active", True)  # Private: TFDS has no getter for it.
+  tfds.display_progress_bar(False)
+  noise = _QuietTfdsFilter()
+  absl_logger = std_logging.getLogger("absl")
+  absl_logger.addFilter(noise)
+  try:
+    with contextlib.redirect_stdout(io.StringIO()):
+      yield
+  finally:
+    absl_logger.removeFilter(noise)
+    tfds.display_progress_bar(shown)
+
+
 def prepare(builder: Any, manual_dir: str, download_dir: str) -> None:
   """Runs `download_and_prepare` (a no-op once the dataset is prepared).
 
@@ -438,15 +577,30 @@ def load(builder: Any, *, manual_dir: str, download_dir: str, image_size: int,
   Returns:
     The `Dataset`.
   """
-  prepare(builder, manual_dir, download_dir)
-  meta = dict(builder.info.metadata or {})
+  where = os.fspath(builder.data_dir)
+  # A copy prepared before has checksums (or, prepared by an older version, none yet): they
+  # are compared first, and anything that fails while it is read means it is damaged.
+  was_prepared = os.path.isdir(where)
+  summed = was_prepared and _check_copy(where)
+  if not was_prepared:
+    logging.info("preparing %s in %s (once)", builder.name, where)
+    with quiet_tfds():
+      prepare(builder, manual_dir, download_dir)
+    _write_checksums(where)
+    summed = True
+  with damage_is_an_error(where), quiet_tfds():
+    if was_prepared:
+      prepare(builder, manual_dir, download_dir)  # A no-op that reads its metadata.
+    meta = dict(builder.info.metadata or {})
+    splits = {name: read_split(builder, name, attribute_key, progress=progress)
+              for name in SPLITS}
+  if not summed:  # Read whole: from now on its damage is detected.
+    _write_checksums(where)
   # Builders record names and kinds per attribute feature: "<feature>_names", "_kinds".
   names = tuple(meta.get(f"{attribute_key}_names", ()))
   kinds = tuple(meta.get(f"{attribute_key}_kinds", ()))
   check_attribute_names(names, kinds)
-  splits = {}
-  for name in SPLITS:
-    sp = read_split(builder, name, attribute_key, progress=progress)
+  for name, sp in splits.items():
     if sp.images.shape[1] != image_size:
       sp = dataclasses.replace(
           sp, images=resize_array(sp.images, image_size),
