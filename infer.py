@@ -304,10 +304,10 @@ def _write(path: str, write: Callable[[str], None]) -> None:
 
 @contextlib.contextmanager
 def _staged(out: str, mode: str, done: list[str], quiet: bool = False) -> Iterator[str]:
-  """A new folder inside `out` for one mode's files. When the mode ends well, its earlier
-  set in `out` (`MODE_SETS`) is removed, the new files moved in over any of the same names,
-  and `mode` appended to `done`; when it fails or is interrupted, the folder goes and `out` is left as it was (no
-  folder if it held nothing).
+  """A new folder inside `out` for one mode's files. When the mode ends well, its files are
+  moved in over any of the same names, then what is left of its earlier set (`MODE_SETS`)
+  removed, and `mode` appended to `done`; when it fails or is interrupted, the folder goes and
+  `out` is left as it was (no folder if it held nothing).
 
   Yields:
     The folder to write to (process 0; the others write nothing and get `out`).
@@ -324,25 +324,39 @@ def _staged(out: str, mode: str, done: list[str], quiet: bool = False) -> Iterat
     raise _write_error(out, e) from None
   try:
     yield stage
-    # Ctrl-C waits for the swap to end, so that it cannot leave old and new files mixed.
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-      for name in sorted(os.listdir(out)):
-        if any(fnmatch.fnmatchcase(name, p) for p in MODE_SETS.get(mode, ())):
-          os.remove(os.path.join(out, name))
-      for name in sorted(os.listdir(stage)):
-        os.replace(os.path.join(stage, name), os.path.join(out, name))
-        if not quiet:
-          print(f"wrote {os.path.join(out, name)}")
+    new = sorted(os.listdir(stage), key=lambda n: (n.endswith(".json"), n))  # JSON last.
+    with _ctrl_c_deferred():  # So that it cannot leave old and new files mixed.
+      try:
+        for name in new:
+          os.replace(os.path.join(stage, name), os.path.join(out, name))
+        for name in sorted(os.listdir(out)):
+          if name not in new and any(fnmatch.fnmatchcase(name, p)
+                                     for p in MODE_SETS.get(mode, ())):
+            os.remove(os.path.join(out, name))
+      except OSError as e:
+        raise _write_error(out, e) from None
       done.append(mode)
-    except OSError as e:
-      raise _write_error(out, e) from None
-    finally:
-      signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    for name in new if not quiet else ():
+      print(f"wrote {os.path.join(out, name)}")
   finally:
     shutil.rmtree(stage, ignore_errors=True)
     if made and not os.listdir(out):
       os.rmdir(out)
+
+
+@contextlib.contextmanager
+def _ctrl_c_deferred() -> Iterator[None]:
+  """Holds a Ctrl-C until the block ends, then raises it. A Python handler, not a blocked
+  signal: the kernel hands a signal blocked in the main thread to another thread (XLA's),
+  and Python raises KeyboardInterrupt in the main thread all the same."""
+  caught = []
+  previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGINT, previous)
+  if caught:
+    raise KeyboardInterrupt
 
 
 def _check_modes(opts: Options, model, config) -> None:

@@ -136,10 +136,8 @@ def _file_digests(folder: str) -> dict[str, str]:
 def _read_checksums(folder: str) -> dict[str, str]:
   """The digests in `folder/CHECKSUM_FILE`: {} when it is missing or unreadable."""
   try:
-    with open(os.path.join(folder, CHECKSUM_FILE), encoding="utf-8") as f:
-      sums = json.load(f)["sha256"]
-    return {str(k): str(v) for k, v in sums.items()}
-  except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    return files.read_digests(os.path.join(folder, CHECKSUM_FILE)) or {}
+  except ValueError:
     return {}
 
 
@@ -156,8 +154,7 @@ def _write_checksums(folder: str, committed: bool = True) -> None:
   sums.update(files.file_digests(folder, CHECKSUM_FILE, known=sums))
   if not committed:
     sums = {k: v for k, v in sums.items() if k not in _COMMIT_FILES}
-  files.atomic_write(os.path.join(folder, CHECKSUM_FILE),
-                     json.dumps({"sha256": sums}, indent=0))
+  files.write_digests(os.path.join(folder, CHECKSUM_FILE), sums)
 
 
 def remove_temporary(workdir: str) -> list[str]:
@@ -334,17 +331,30 @@ class Checkpointer:
     if step not in self._checked:
       folder = os.path.join(self.directory, str(step))
       try:
-        with open(os.path.join(folder, CHECKSUM_FILE)) as f:
-          expected = json.load(f)["sha256"]
-        expected = {str(k): str(v) for k, v in expected.items()}
-      except FileNotFoundError:
-        self._checked[step] = None
-        return None
-      except (ValueError, KeyError, TypeError, AttributeError, OSError):
+        expected = files.read_digests(os.path.join(folder, CHECKSUM_FILE))
+      except ValueError:
         self._checked[step] = f"its checksum file {CHECKSUM_FILE} is unreadable"
         return self._checked[step]
+      if expected is None:
+        self._checked[step] = None
+        return None
       self._checked[step] = files.compare_digests(expected, _file_digests(folder), "saved")
     return self._checked[step]
+
+  def find_intact(self) -> tuple[Optional[int], list[tuple[int, str]]]:
+    """The newest checkpoint that passes `check`, and the corrupt ones newer than it; logs
+    and moves nothing.
+
+    Returns:
+      (step or None when none is intact, [(step, problem)] newest first).
+    """
+    corrupt = []
+    for step in reversed(self.all_steps()):
+      problem = self.check(step)
+      if problem is None:
+        return step, corrupt
+      corrupt.append((step, problem))
+    return None, corrupt
 
   def newest_intact_step(self, quarantine: bool = False) -> Optional[int]:
     """The newest checkpoint whose files pass `check`; logs one warning per corrupt one.
@@ -358,13 +368,8 @@ class Checkpointer:
     Raises:
       CheckpointError: there are checkpoints but none is intact (nothing is moved then).
     """
-    corrupt = []
-    for step in reversed(self.all_steps()):
-      problem = self.check(step)
-      if problem is None:
-        break
-      corrupt.append((step, problem))
-    else:
+    step, corrupt = self.find_intact()
+    if step is None:
       if corrupt:
         step, problem = corrupt[0]
         raise CheckpointError(
@@ -376,8 +381,11 @@ class Checkpointer:
       where = ""
       if quarantine:
         target = os.path.join(self.workdir, CORRUPT_DIR, str(bad))
+        n = 1
+        while os.path.exists(target):  # One set aside before, of an earlier save of the step.
+          n += 1
+          target = os.path.join(self.workdir, CORRUPT_DIR, f"{bad}.{n}")
         if distributed.is_main():  # Every process found it; one moves it (shared workdir).
-          shutil.rmtree(target, ignore_errors=True)
           os.makedirs(os.path.dirname(target), exist_ok=True)
           os.replace(os.path.join(self.directory, str(bad)), target)
         where = f" and was moved to {target}"

@@ -160,7 +160,7 @@ def tune_inference(trained: inference.TrainedModel, dataset: Dataset, *,
   rows = []
   base = options or inference.options_for(trained)
   for overrides in grid:
-    opts = dataclasses.replace(base, **overrides)
+    opts = inference.InferenceOptions.from_config(dataclasses.asdict(base), **overrides)
     out = inference.reconstruct(trained, images, attrs, key=key, options=opts)
     row = {"options": dataclasses.asdict(opts),
            RECON_FULL: mean_sem(region_errors(x01, out["reconstruction"],

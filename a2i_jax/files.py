@@ -13,6 +13,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import json
 import os
 import socket
 import tempfile
@@ -138,6 +139,36 @@ def file_digests(folder: str, skip: str, known: Iterable[str] = ()) -> dict[str,
           digest.update(chunk)
       out[rel] = digest.hexdigest()
   return out
+
+
+def read_digests(path: str) -> Optional[dict[str, str]]:
+  """The digests in a checksum file (`write_digests`).
+
+  Args:
+    path: the checksum file.
+  Returns:
+    {relative path: hex SHA-256}, or None when there is no such file.
+  Raises:
+    ValueError: the file is there but unreadable or not a checksum file.
+  """
+  try:
+    with open(path, encoding="utf-8") as f:
+      sums = json.load(f)["sha256"]
+    return {str(k): str(v) for k, v in sums.items()}
+  except FileNotFoundError:
+    return None
+  except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+    raise ValueError(f"{path} is unreadable ({type(e).__name__})") from None
+
+
+def write_digests(path: str, digests: dict[str, str]) -> None:
+  """Writes a checksum file atomically (`read_digests` reads it).
+
+  Args:
+    path: the checksum file.
+    digests: {relative path: hex SHA-256}.
+  """
+  atomic_write(path, json.dumps({"sha256": digests}, indent=0))
 
 
 def compare_digests(expected: dict[str, str], actual: dict[str, str],

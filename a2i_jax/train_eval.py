@@ -197,8 +197,9 @@ def align_with_record(workdir: str, dataset: Dataset) -> Dataset:
     workdir: the run's directory (absolute).
     dataset: the dataset as loaded now.
   Returns:
-    `dataset` itself for a run with no checkpoint (or no dataset.json) or the same order, else
-    a copy with the attribute columns reordered by name (`data.base.with_attribute_order`).
+    `dataset` itself for a run with no checkpoint (or no dataset.json), another dataset (the
+    resume check then names the config key) or the same order, else a copy with the attribute
+    columns reordered by name (`data.base.with_attribute_order`).
   Raises:
     DataError: the attribute names are not the ones trained with (a column renamed, added or
       removed).
@@ -208,7 +209,8 @@ def align_with_record(workdir: str, dataset: Dataset) -> Dataset:
   if not (os.path.isdir(directory) and any(n.isdigit() for n in os.listdir(directory))):
     return dataset
   stored = checkpoints.load_dataset_info(workdir)
-  if stored is None or list(stored["attribute_names"]) == list(dataset.attribute_names):
+  if (stored is None or stored.get("name", dataset.name) != dataset.name
+      or list(stored["attribute_names"]) == list(dataset.attribute_names)):
     return dataset
   return with_attribute_order(dataset, [str(n) for n in stored["attribute_names"]])
 

@@ -361,9 +361,13 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
     if ckpt.all_steps():
       _check_resume_compatible(workdir, config)
     state, good, abstract = None, None, None
+    unreadable = []  # RestoreErrors of checkpoints without checksums, newest first.
     while state is None:
-      good = ckpt.newest_intact_step(quarantine=True)
+      good, _ = ckpt.find_intact()
       if good is None:
+        if unreadable:  # None of them restored: the cause is not in their bytes (the config,
+          raise unreadable[0]  # the memory), so nothing is taken for corrupt or moved.
+        good = ckpt.newest_intact_step(quarantine=True)  # None, or the error if all corrupt.
         state = parallel.put_replicated(create_train_state(model, config, tx, k_init), mesh)
         break
       # The restore target only here: its `eval_shape` traces the model's init again.
@@ -374,8 +378,12 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
         if ckpt.summed(good):  # Its bytes are as saved: the config, not the file, differs.
           raise
         # Without checksums (an older version's save), a checkpoint Orbax cannot read is
-        # taken for corrupt: moved aside for the newest intact one, as a checksum mismatch is.
+        # taken for corrupt if an older one then restores: moved aside as a checksum
+        # mismatch is.
+        unreadable.append(e)
         ckpt.mark_corrupt(good, f"it has no checksums and could not be restored: {e.reason}")
+    if good is not None:
+      ckpt.newest_intact_step(quarantine=True)  # Moves the corrupt ones newer than `good`.
     logging.info("model %s: %d parameters", config.model.name, models.count_params(state.params))
     if good is not None:
       logging.info("resumed from step %d in %s", int(state.step), ckpt.directory)

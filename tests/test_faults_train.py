@@ -142,16 +142,29 @@ def test_corrupt_newest_checkpoint_is_caught_and_skipped(damage, tmp_path, flags
   F.assert_same_state(F.final_state(workdir), F.final_state(reference))
 
 
-def test_unsummed_checkpoint_that_fails_to_restore_is_set_aside(tmp_path, flags, reference):
-  """A checkpoint without checksums (an older version's) is not trusted as verified: one that
-  Orbax cannot read takes the corrupt path, set aside for the newest intact one."""
-  workdir = _copy(reference, tmp_path)
-  folder = os.path.join(workdir, "checkpoints", "6")
+def _unsummed_and_unreadable(workdir, step):
+  """Checkpoint `step` as an older version left it (no checksums), with its arrays cut."""
+  folder = os.path.join(workdir, "checkpoints", str(step))
   os.remove(os.path.join(folder, checkpoints.CHECKSUM_FILE))
   for root, _, names in os.walk(os.path.join(folder, "default")):
     for name in names:  # Every array file cut: Orbax's restore fails.
       path = os.path.join(root, name)
       os.truncate(path, os.path.getsize(path) // 2)
+
+
+def test_unsummed_checkpoint_that_fails_to_restore_is_set_aside(tmp_path, flags, reference):
+  """A checkpoint without checksums (an older version's) is not trusted as verified: one that
+  Orbax cannot read takes the corrupt path, set aside for the newest intact one; but only once
+  an older one has restored. Was: each unreadable one was moved away in turn before the last
+  failed too, so a cause outside the files (a changed layout, memory) emptied the folder."""
+  workdir = _copy(reference, tmp_path)
+  both = _copy(reference, tmp_path / "both")
+  _unsummed_and_unreadable(workdir, 6)
+  for step in (4, 6):
+    _unsummed_and_unreadable(both, step)
+  _one_error(F.train(both, *flags), "checkpoints/6 could not be restored",
+             "If it is corrupt, delete that folder")
+  assert _steps(both) == [4, 6] and not os.path.exists(os.path.join(both, "corrupt_checkpoints"))
   r = F.train(workdir, *flags)
   assert r.returncode == 0 and not F.error_lines(r.stderr), r.stderr[-3000:]
   warnings = F.warning_lines(r.stderr)

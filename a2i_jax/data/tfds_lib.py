@@ -11,9 +11,10 @@ is read back with a TFDS data source, so TensorFlow is never imported:
 - reading uses `builder.as_data_source()`, which decodes PNGs with PIL.
 
 `tensorflow_datasets` itself is imported only here and only when a real dataset is asked
-for, so `import a2i_jax` stays fast and works without it. That is also why this module is at
-the house limit (~450 lines) rather than split: everything that touches TFDS stays in the one
-module that imports it.
+for, so `import a2i_jax` stays fast and works without it. That is also why this module runs
+past the house's usual ~450 lines rather than being split: everything that touches TFDS (its
+builders' base, preparing, quieting and reading a copy, checking a copy for damage) stays in
+the one module that imports it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import contextlib
 import dataclasses
 import hashlib
 import io
-import json
 import logging as std_logging
 import os
 import shutil
@@ -409,21 +409,25 @@ def damage_is_an_error(where: str) -> Any:
   """
   try:
     yield
-  except A2IError:
+  except (A2IError, MemoryError):  # Not the copy's fault.
     raise
   except Exception as e:  # pylint: disable=broad-except
+    stored = files.storage_error(e)  # Permissions or the disk, not the bytes.
+    if stored is not None:
+      raise DataError(f"could not read the prepared copy of the dataset at {where} "
+                      f"({files.describe_storage_error(stored)}); make it readable.") from None
     first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
     raise damaged(where, f"{type(e).__name__}: {first}" if first else type(e).__name__
                   ) from None
 
 
-def open_builder(cls: Any, *, data_dir: str, config: Optional[str] = None,
+def open_builder(builder_class: Any, *, data_dir: str, config: Optional[str] = None,
                  **kwargs: Any) -> Any:
-  """`cls(data_dir=..., config=..., file_format="array_record", **kwargs)`, where a damaged
+  """`builder_class(data_dir=..., config=..., file_format="array_record", **kwargs)`, where a damaged
   prepared copy (TFDS reads its dataset_info.json in the constructor) is one `DataError`.
 
   Args:
-    cls: an `a2i_jax` builder class.
+    builder_class: an `a2i_jax` builder class.
     data_dir: TFDS's data_dir for it.
     config: the builder config's name, if the builder has configs.
     **kwargs: the builder's other arguments.
@@ -432,24 +436,23 @@ def open_builder(cls: Any, *, data_dir: str, config: Optional[str] = None,
   Raises:
     DataError: the prepared copy's metadata cannot be read.
   """
-  where = os.path.join(data_dir, cls.name, config or "", str(cls.VERSION))
+  where = os.path.join(data_dir, builder_class.name, config or "",
+                       str(builder_class.VERSION))
   guard = damage_is_an_error(where) if os.path.isdir(where) else contextlib.nullcontext()
   if config is not None:
     kwargs["config"] = config
   with guard, quiet_tfds():
-    return cls(data_dir=data_dir, file_format="array_record", **kwargs)
+    return builder_class(data_dir=data_dir, file_format="array_record", **kwargs)
 
 
 def _check_copy(where: str) -> bool:
   """Compares a prepared copy with its checksum file; False when it has none yet."""
   try:
-    with open(os.path.join(where, CHECKSUM_FILE), encoding="utf-8") as f:
-      expected = json.load(f)["sha256"]
-    expected = {str(k): str(v) for k, v in expected.items()}
-  except FileNotFoundError:
-    return False
-  except (ValueError, KeyError, TypeError, AttributeError, OSError):
+    expected = files.read_digests(os.path.join(where, CHECKSUM_FILE))
+  except ValueError:
     raise damaged(where, f"its checksum file {CHECKSUM_FILE} is unreadable") from None
+  if expected is None:
+    return False
   problem = files.compare_digests(expected, files.file_digests(where, CHECKSUM_FILE),
                                   "prepared")
   if problem:
@@ -460,9 +463,8 @@ def _check_copy(where: str) -> bool:
 def _write_checksums(where: str) -> None:
   """Writes the copy's checksum file; a read-only data_dir is left without one."""
   try:
-    files.atomic_write(os.path.join(where, CHECKSUM_FILE),
-                       json.dumps({"sha256": files.file_digests(where, CHECKSUM_FILE)},
-                                  indent=0))
+    files.write_digests(os.path.join(where, CHECKSUM_FILE),
+                        files.file_digests(where, CHECKSUM_FILE))
   except OSError as e:
     logging.warning("could not write checksums into %s (%s); its damage will not be detected",
                     where, e.strerror or e)
@@ -588,7 +590,9 @@ def load(builder: Any, *, manual_dir: str, download_dir: str, image_size: int,
       prepare(builder, manual_dir, download_dir)
     _write_checksums(where)
     summed = True
-  with damage_is_an_error(where), quiet_tfds():
+  # Bytes that match their checksums are not damaged: a failure then is raised as it is.
+  guard = contextlib.nullcontext() if summed and was_prepared else damage_is_an_error(where)
+  with guard, quiet_tfds():
     if was_prepared:
       prepare(builder, manual_dir, download_dir)  # A no-op that reads its metadata.
     meta = dict(builder.info.metadata or {})
