@@ -306,8 +306,10 @@ def _write(path: str, write: Callable[[str], None]) -> None:
 def _staged(out: str, mode: str, done: list[str], quiet: bool = False) -> Iterator[str]:
   """A new folder inside `out` for one mode's files. When the mode ends well, its files are
   moved in over any of the same names, then what is left of its earlier set (`MODE_SETS`)
-  removed, and `mode` appended to `done`; when it fails or is interrupted, the folder goes and
-  `out` is left as it was (no folder if it held nothing).
+  removed, and `mode` appended to `done`; when the mode fails or is interrupted, the folder
+  goes and `out` is left as it was (no folder if it held nothing). A Ctrl-C during the move
+  waits for it; a rename that fails midway (a failing disk) is reported, and may leave part
+  of the new set in.
 
   Yields:
     The folder to write to (process 0; the others write nothing and get `out`).

@@ -18,8 +18,10 @@ The window that remains: a kill between Orbax's commit and the next `save`/`wait
 two files without checksums (damage there makes Orbax's restore fail, rather than read wrong
 values); a checkpoint saved by an older version, killed between its save and the checksums,
 has none at all. Such a checkpoint is neither taken for verified nor given checksums later: if
-Orbax cannot restore it, training treats it as corrupt (`mark_corrupt`): it is moved to
-`CORRUPT_DIR` and the run resumes from the newest intact one, as for a checksum mismatch.
+Orbax cannot restore it but an older checkpoint restores, training treats it as corrupt
+(`mark_corrupt`): it is moved to `CORRUPT_DIR` and the run resumes from that older one, as for a
+checksum mismatch; if none restores, the cause is taken to lie outside the files (a changed
+layout, memory) and the run stops, moving nothing.
 Bytes changed in an unsummed file that Orbax still reads without an error go undetected.
 """
 
@@ -137,7 +139,7 @@ def _read_checksums(folder: str) -> dict[str, str]:
   """The digests in `folder/CHECKSUM_FILE`: {} when it is missing or unreadable."""
   try:
     return files.read_digests(os.path.join(folder, CHECKSUM_FILE)) or {}
-  except ValueError:
+  except (ValueError, OSError):
     return {}
 
 
@@ -330,11 +332,15 @@ class Checkpointer:
     """
     if step not in self._checked:
       folder = os.path.join(self.directory, str(step))
+      path = os.path.join(folder, CHECKSUM_FILE)
       try:
-        expected = files.read_digests(os.path.join(folder, CHECKSUM_FILE))
+        expected = files.read_digests(path)
       except ValueError:
         self._checked[step] = f"its checksum file {CHECKSUM_FILE} is unreadable"
         return self._checked[step]
+      except OSError as e:  # Permissions or the disk: not the checkpoint's bytes.
+        raise CheckpointError(f"could not read {path} ({files.describe_storage_error(e)}); "
+                              "make the workdir readable.") from None
       if expected is None:
         self._checked[step] = None
         return None

@@ -149,7 +149,9 @@ def read_digests(path: str) -> Optional[dict[str, str]]:
   Returns:
     {relative path: hex SHA-256}, or None when there is no such file.
   Raises:
-    ValueError: the file is there but unreadable or not a checksum file.
+    ValueError: the file is there but damaged or not a checksum file.
+    OSError: it cannot be read for a reason outside its bytes (`storage_error`: permissions,
+      the disk).
   """
   try:
     with open(path, encoding="utf-8") as f:
@@ -157,7 +159,11 @@ def read_digests(path: str) -> Optional[dict[str, str]]:
     return {str(k): str(v) for k, v in sums.items()}
   except FileNotFoundError:
     return None
-  except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+  except OSError as e:
+    if storage_error(e) is not None:
+      raise
+    raise ValueError(f"{path} is unreadable ({type(e).__name__})") from None
+  except (ValueError, KeyError, TypeError, AttributeError) as e:
     raise ValueError(f"{path} is unreadable ({type(e).__name__})") from None
 
 

@@ -361,12 +361,12 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
     if ckpt.all_steps():
       _check_resume_compatible(workdir, config)
     state, good, abstract = None, None, None
-    unreadable = []  # RestoreErrors of checkpoints without checksums, newest first.
+    unreadable = []  # (step, RestoreError) of checkpoints without checksums, newest first.
     while state is None:
       good, _ = ckpt.find_intact()
       if good is None:
         if unreadable:  # None of them restored: the cause is not in their bytes (the config,
-          raise unreadable[0]  # the memory), so nothing is taken for corrupt or moved.
+          raise _none_restored(ckpt, unreadable)  # the memory): nothing is moved.
         good = ckpt.newest_intact_step(quarantine=True)  # None, or the error if all corrupt.
         state = parallel.put_replicated(create_train_state(model, config, tx, k_init), mesh)
         break
@@ -380,7 +380,7 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
         # Without checksums (an older version's save), a checkpoint Orbax cannot read is
         # taken for corrupt if an older one then restores: moved aside as a checksum
         # mismatch is.
-        unreadable.append(e)
+        unreadable.append((good, e))
         ckpt.mark_corrupt(good, f"it has no checksums and could not be restored: {e.reason}")
     if good is not None:
       ckpt.newest_intact_step(quarantine=True)  # Moves the corrupt ones newer than `good`.
@@ -394,6 +394,19 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
     raise
   return _loop(config, workdir, mesh, model, tx, dataset, data, ckpt, state,
                (k_train, k_eval, k_sample))
+
+
+def _none_restored(ckpt: checkpoints.Checkpointer,
+                   unreadable: list[tuple[int, checkpoints.RestoreError]]
+                   ) -> checkpoints.RestoreError:
+  """The error when no checkpoint restored, those without checksums having failed first."""
+  steps = ", ".join(str(step) for step, _ in unreadable)
+  reason = unreadable[0][1].reason
+  return checkpoints.RestoreError(
+      f"no checkpoint in {ckpt.directory} could be restored: step(s) {steps}, saved without "
+      f"checksums, failed (the newest: {reason}), and no older one is intact. If the library "
+      "or the config changed the model's layout, use a new --workdir; if the files are "
+      "damaged, move those folders away to start from scratch.", reason)
 
 
 def _restore_train_state(ckpt: checkpoints.Checkpointer, config: ml_collections.ConfigDict,

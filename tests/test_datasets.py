@@ -690,3 +690,19 @@ def test_lfw_downloads_missing_sources_by_itself(tmp_path, monkeypatch):
   assert len(ds["train"]) == 8 and "tensorflow" not in sys.modules
   assert not os.path.exists(tmp_path / "data" / "manual")  # nothing came from a manual folder
   assert os.path.isdir(tmp_path / "data" / "downloads" / "unpacked")
+
+
+def test_only_damage_is_called_damage(tmp_path):
+  """A failure while reading an unverified copy is "damaged, delete it" only when it can be the
+  bytes: memory runs out as it is, and permissions say to make the copy readable."""
+  from a2i_jax.data import tfds_lib  # pylint: disable=import-outside-toplevel
+  with pytest.raises(MemoryError):
+    with tfds_lib.damage_is_an_error(str(tmp_path)):
+      raise MemoryError
+  with pytest.raises(DataError, match="could not read .* \\(permission denied\\); make it "
+                                      "readable"):
+    with tfds_lib.damage_is_an_error(str(tmp_path)):
+      raise PermissionError(13, "Permission denied")
+  with pytest.raises(DataError, match="is damaged \\(RuntimeError: Corrupted Riegeli"):
+    with tfds_lib.damage_is_an_error(str(tmp_path)):
+      raise RuntimeError("Corrupted Riegeli/records file: chunk header hash mismatch")

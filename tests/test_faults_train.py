@@ -162,8 +162,8 @@ def test_unsummed_checkpoint_that_fails_to_restore_is_set_aside(tmp_path, flags,
   _unsummed_and_unreadable(workdir, 6)
   for step in (4, 6):
     _unsummed_and_unreadable(both, step)
-  _one_error(F.train(both, *flags), "checkpoints/6 could not be restored",
-             "If it is corrupt, delete that folder")
+  _one_error(F.train(both, *flags), "could be restored: step(s) 6, 4, saved without checksums",
+             "use a new --workdir")
   assert _steps(both) == [4, 6] and not os.path.exists(os.path.join(both, "corrupt_checkpoints"))
   r = F.train(workdir, *flags)
   assert r.returncode == 0 and not F.error_lines(r.stderr), r.stderr[-3000:]

@@ -339,8 +339,8 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path, data_cache, tiny_run):
   # Without checksums (a checkpoint from before they existed), Orbax's failure is the error
   # when no older checkpoint restores either, and nothing is moved.
   os.remove(workdir / "checkpoints" / "2" / checkpoints.CHECKSUM_FILE)
-  with pytest.raises(checkpoints.RestoreError, match="checkpoints/2 could not be restored .*If "
-                     "it is corrupt, delete that folder"):
+  with pytest.raises(checkpoints.RestoreError, match="no checkpoint in .* could be restored: "
+                     "step\\(s\\) 2, saved without checksums, failed"):
     train_lib.train_and_evaluate(cfg, str(workdir))
   assert checkpoints.Checkpointer(str(workdir)).all_steps() == [2]
 

@@ -394,7 +394,9 @@ def damaged(where: str, why: str) -> DataError:
 
 @contextlib.contextmanager
 def damage_is_an_error(where: str) -> Any:
-  """Turns any failure inside the block, but this project's own errors, into `damaged`.
+  """Turns a failure inside the block into `damaged`, but this project's own errors and
+  `MemoryError` (raised as they are) and permission or disk errors (`files.storage_error`: a
+  `DataError` saying to make the copy readable).
 
   For code that reads a copy already prepared: TFDS, ArrayRecord and PIL then fail with
   their own exceptions (a JSON or protobuf parse error, "Corrupted Riegeli/records file",
@@ -451,6 +453,9 @@ def _check_copy(where: str) -> bool:
     expected = files.read_digests(os.path.join(where, CHECKSUM_FILE))
   except ValueError:
     raise damaged(where, f"its checksum file {CHECKSUM_FILE} is unreadable") from None
+  except OSError as e:  # Permissions or the disk: not the copy's bytes.
+    raise DataError(f"could not read the prepared copy of the dataset at {where} "
+                    f"({files.describe_storage_error(e)}); make it readable.") from None
   if expected is None:
     return False
   problem = files.compare_digests(expected, files.file_digests(where, CHECKSUM_FILE),
@@ -591,7 +596,8 @@ def load(builder: Any, *, manual_dir: str, download_dir: str, image_size: int,
     _write_checksums(where)
     summed = True
   # Bytes that match their checksums are not damaged: a failure then is raised as it is.
-  guard = contextlib.nullcontext() if summed and was_prepared else damage_is_an_error(where)
+  # A copy prepared just now that fails is a fault of its preparing, not damage to delete.
+  guard = damage_is_an_error(where) if was_prepared and not summed else contextlib.nullcontext()
   with guard, quiet_tfds():
     if was_prepared:
       prepare(builder, manual_dir, download_dir)  # A no-op that reads its metadata.
