@@ -307,8 +307,8 @@ def _staged(out: str, mode: str, done: list[str], quiet: bool = False) -> Iterat
   """A new folder inside `out` for one mode's files. When the mode ends well, its files are
   moved in over any of the same names, then what is left of its earlier set (`MODE_SETS`)
   removed, and `mode` appended to `done`; when the mode fails or is interrupted, the folder
-  goes and `out` is left as it was (no folder if it held nothing). A Ctrl-C during the move
-  waits for it; a rename that fails midway (a failing disk) is reported, and may leave part
+  goes and `out` is left as it was (no folder if it held nothing). A Ctrl-C while the folder
+  is made or during the move waits for it; a rename that fails midway (a failing disk) is reported, and may leave part
   of the new set in.
 
   Yields:
@@ -319,12 +319,14 @@ def _staged(out: str, mode: str, done: list[str], quiet: bool = False) -> Iterat
     done.append(mode)
     return
   made = not os.path.isdir(out)
+  stage = None
   try:
-    os.makedirs(out, exist_ok=True)
-    stage = tempfile.mkdtemp(prefix=f".{mode}-unfinished-", dir=out)
-  except OSError as e:
-    raise _write_error(out, e) from None
-  try:
+    with _ctrl_c_deferred():  # A Ctrl-C just after the folder is made still removes it.
+      try:
+        os.makedirs(out, exist_ok=True)
+        stage = tempfile.mkdtemp(prefix=f".{mode}-unfinished-", dir=out)
+      except OSError as e:
+        raise _write_error(out, e) from None
     yield stage
     new = sorted(os.listdir(stage), key=lambda n: (n.endswith(".json"), n))  # JSON last.
     with _ctrl_c_deferred():  # So that it cannot leave old and new files mixed.
@@ -338,11 +340,12 @@ def _staged(out: str, mode: str, done: list[str], quiet: bool = False) -> Iterat
       except OSError as e:
         raise _write_error(out, e) from None
       done.append(mode)
-    for name in new if not quiet else ():
-      print(f"wrote {os.path.join(out, name)}")
+      for name in new if not quiet else ():  # Inside: a held Ctrl-C still lists what is in.
+        print(f"wrote {os.path.join(out, name)}")
   finally:
-    shutil.rmtree(stage, ignore_errors=True)
-    if made and not os.listdir(out):
+    if stage is not None:
+      shutil.rmtree(stage, ignore_errors=True)
+    if made and os.path.isdir(out) and not os.listdir(out):
       os.rmdir(out)
 
 

@@ -484,3 +484,27 @@ def test_ctrl_c_is_one_line_and_keeps_the_earlier_set(trained, tmp_path):
   assert [n for n in names if not n.startswith("sample_step")] == [
       "complete.json", "complete_eyes.png", "complete_mouth.png", "edit_hat.png", "notes.txt"]
   assert all(open(os.path.join(out, n)).read() == "old" for n in names if "complete" in n)
+
+
+@pytest.mark.parametrize("fresh", [False, True])
+def test_ctrl_c_just_after_the_stage_is_made_removes_it(monkeypatch, tmp_path, fresh):
+  """Was (CI, once under load): a Ctrl-C between mkdtemp and the try that cleans up left a
+  hidden .complete-unfinished-* folder in --out."""
+  import infer  # pylint: disable=import-outside-toplevel
+  out = tmp_path / "out"
+  if not fresh:
+    out.mkdir()
+    (out / "complete.json").write_text("old")
+  real = infer.tempfile.mkdtemp
+
+  def mkdtemp(**kwargs):
+    made = real(**kwargs)
+    os.kill(os.getpid(), signal.SIGINT)  # Lands before mkdtemp has returned.
+    return made
+  monkeypatch.setattr(infer.tempfile, "mkdtemp", mkdtemp)
+  done = []
+  with pytest.raises(KeyboardInterrupt):
+    with infer._staged(str(out), "complete", done):
+      raise AssertionError("the mode must not start")
+  assert done == [] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+  assert (sorted(os.listdir(out)) == ["complete.json"]) if not fresh else not out.exists()
