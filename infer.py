@@ -46,7 +46,7 @@ from a2i_jax import (checkpoints, config_lib, distributed, evaluation, files, in
                      occlusions, perf, visualize)
 from a2i_jax.data import load_dataset
 from a2i_jax.data.base import as_trained
-from a2i_jax.errors import A2IError, ConfigError, InputError
+from a2i_jax.errors import A2IError, ConfigError, InputError, keep_ctrl_c
 from a2i_jax.inputs import check_output_folder, image_files, read_images, to_unit
 
 MODES = ["sample", "progression", "swap", "reconstruct", "complete", "edit", "infer_attributes",
@@ -619,6 +619,7 @@ def run_modes(opts: Options) -> None:
 
 def main(argv):
   signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: `run_modes` says what is kept.
+  keep_ctrl_c()  # Not lost inside a garbage-collector callback.
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   perf.set_recommended_xla_flags()  # Before JAX starts its backend (the function says).
