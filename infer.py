@@ -308,8 +308,8 @@ def _staged(out: str, mode: str, done: list[str], quiet: bool = False) -> Iterat
   moved in over any of the same names, then what is left of its earlier set (`MODE_SETS`)
   removed, and `mode` appended to `done`; when the mode fails or is interrupted, the folder
   goes and `out` is left as it was (no folder if it held nothing). A Ctrl-C while the folder
-  is made or during the move waits for it; a rename that fails midway (a failing disk) is reported, and may leave part
-  of the new set in.
+  is made or during the move waits for it; a rename that fails midway (a failing disk) is
+  reported, and may leave part of the new set in.
 
   Yields:
     The folder to write to (process 0; the others write nothing and get `out`).

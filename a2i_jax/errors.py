@@ -60,8 +60,9 @@ def keep_ctrl_c() -> None:
   `__del__` or a weakref callback cannot propagate: Python prints "Exception ignored in ..."
   with a traceback and goes on, and the run finished as if never interrupted (exit status 0;
   seen in CI). This hook, `sys.unraisablehook`, drops that message for a KeyboardInterrupt
-  and sends the process SIGINT again from a short-lived thread once the hook has returned, so that the handler raises
-  once the main thread is out of the callback (again if it is not, until it is). Other
+  and, once the hook has returned, sends the process SIGINT again from a short-lived thread,
+  so that the handler raises once the main thread is out of the callback (again if it is
+  not, until it is). Other
   unraisable exceptions go to the hook that was there before. Idempotent; the entry points
   call it first thing.
   """
@@ -71,7 +72,8 @@ def keep_ctrl_c() -> None:
 
   def again(main: int) -> None:
     # Only once the main thread has left the hook: a handler raising inside it is lost too.
-    while _in_code(sys._current_frames().get(main), hook.__code__):  # pylint: disable=protected-access
+    frames = sys._current_frames  # pylint: disable=protected-access
+    while _in_code(frames().get(main), hook.__code__):
       time.sleep(0.001)
     os.kill(os.getpid(), signal.SIGINT)
 

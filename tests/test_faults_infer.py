@@ -546,3 +546,22 @@ def test_ctrl_c_just_after_the_stage_is_made_removes_it(monkeypatch, tmp_path, f
       raise AssertionError("the mode must not start")
   assert done == [] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
   assert (sorted(os.listdir(out)) == ["complete.json"]) if not fresh else not out.exists()
+
+
+def test_a_ctrl_c_held_during_the_move_still_lists_what_was_written(monkeypatch, tmp_path,
+                                                                     capsys):
+  """Was: the held Ctrl-C was raised before the "wrote" lines, so files moved in went unlisted."""
+  import infer  # pylint: disable=import-outside-toplevel
+  out = tmp_path / "out"
+  real = infer.os.replace
+
+  def replace(src, dst):
+    os.kill(os.getpid(), signal.SIGINT)  # Held until the move has ended.
+    return real(src, dst)
+  done = []
+  with pytest.raises(KeyboardInterrupt):
+    with infer._staged(str(out), "sample", done) as stage:
+      open(os.path.join(stage, "sample_step9.png"), "w").close()
+      monkeypatch.setattr(infer.os, "replace", replace)
+  assert done == ["sample"] and sorted(os.listdir(out)) == ["sample_step9.png"]
+  assert capsys.readouterr().out == f"wrote {out / 'sample_step9.png'}\n"
