@@ -42,11 +42,11 @@ from absl import app, flags, logging
 import jax
 import numpy as np
 
-from a2i_jax import (checkpoints, config_lib, distributed, evaluation, files, inference, models,
-                     occlusions, perf, visualize)
+from a2i_jax import (checkpoints, config_lib, distributed, evaluation, files, inference,
+                     interrupts, models, occlusions, perf, visualize)
 from a2i_jax.data import load_dataset
 from a2i_jax.data.base import as_trained
-from a2i_jax.errors import A2IError, ConfigError, InputError, keep_ctrl_c
+from a2i_jax.errors import A2IError, ConfigError, InputError
 from a2i_jax.inputs import check_output_folder, image_files, read_images, to_unit
 
 MODES = ["sample", "progression", "swap", "reconstruct", "complete", "edit", "infer_attributes",
@@ -201,6 +201,15 @@ def _run_config(workdir: str):
                      "restore the file, or train the run again.") from None
 
 
+def _checked_config(workdir: str, opts: Options, out: str):
+  """The run's config, once every check that needs no restore passed (the modes it can do,
+  their flags, --out), so that a mistake costs no waiting and leaves nothing written."""
+  config = _run_config(workdir)
+  _check_modes(opts, models.create_model(config.model), config)
+  check_output_folder(out, "--out")
+  return config
+
+
 def _attribute_index(names, name: str) -> int:
   if name not in names:
     raise InputError(f"no attribute {name!r}; this dataset's attributes are: {', '.join(names)}.")
@@ -214,12 +223,7 @@ class _Run:
     self.workdir = workdir
     self.opts = opts
     self.out = opts.out or os.path.join(workdir, "infer")
-    # Every check that needs no restore comes first, so a mistake costs no waiting and
-    # leaves nothing written.
-    config = _run_config(workdir)
-    self.size = config.model.image_size
-    _check_modes(opts, models.create_model(config.model), config)
-    check_output_folder(self.out, "--out")
+    self.size = _checked_config(workdir, opts, self.out).model.image_size
     self.inputs = _read_images(opts.input, self.size) if opts.input else None
     info = checkpoints.load_dataset_info(workdir)
     self.trained = inference.load_trained(workdir, opts.step)
@@ -321,7 +325,7 @@ def _staged(out: str, mode: str, done: list[str], quiet: bool = False) -> Iterat
   made = not os.path.isdir(out)
   stage = None
   try:
-    with _ctrl_c_deferred():  # A Ctrl-C just after the folder is made still removes it.
+    with interrupts.held():  # A Ctrl-C just after the folder is made still removes it.
       try:
         os.makedirs(out, exist_ok=True)
         stage = tempfile.mkdtemp(prefix=f".{mode}-unfinished-", dir=out)
@@ -329,7 +333,7 @@ def _staged(out: str, mode: str, done: list[str], quiet: bool = False) -> Iterat
         raise _write_error(out, e) from None
     yield stage
     new = sorted(os.listdir(stage), key=lambda n: (n.endswith(".json"), n))  # JSON last.
-    with _ctrl_c_deferred():  # So that it cannot leave old and new files mixed.
+    with interrupts.held():  # So that it cannot leave old and new files mixed.
       try:
         for name in new:
           os.replace(os.path.join(stage, name), os.path.join(out, name))
@@ -347,21 +351,6 @@ def _staged(out: str, mode: str, done: list[str], quiet: bool = False) -> Iterat
       shutil.rmtree(stage, ignore_errors=True)
     if made and os.path.isdir(out) and not os.listdir(out):
       os.rmdir(out)
-
-
-@contextlib.contextmanager
-def _ctrl_c_deferred() -> Iterator[None]:
-  """Holds a Ctrl-C until the block ends, then raises it. A Python handler, not a blocked
-  signal: the kernel hands a signal blocked in the main thread to another thread (XLA's),
-  and Python raises KeyboardInterrupt in the main thread all the same."""
-  caught = []
-  previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
-  try:
-    yield
-  finally:
-    signal.signal(signal.SIGINT, previous)
-  if caught:
-    raise KeyboardInterrupt
 
 
 def _check_modes(opts: Options, model, config) -> None:
@@ -504,23 +493,54 @@ RUN_MODES: dict[str, Callable[[_Run], None]] = {
 _NOT_TEST_IMAGES = ("augment.", "masks", "mask_net.", "cache_dir", "download")
 
 
-def _check_same_test_examples(runs: list[_Run], num_examples: int) -> None:
-  """Refuses runs whose evaluated test examples differ: their rows would not compare."""
-  first = runs[0]
-  for run in runs[1:]:
-    if run.dataset.name != first.dataset.name:
-      raise InputError(f"{run.workdir} was trained on {run.dataset.name!r}, {first.workdir} on "
-                       f"{first.dataset.name!r}; one table compares runs on one dataset.")
-    if evaluation.same_test_examples(first.dataset, run.dataset, num_examples):
-      continue
-    a, b = first.trained.config.data, run.trained.config.data
-    differ = [f"data.{k} {_get(b, k)!r} against {_get(a, k)!r}"
-              for k in config_lib.leaf_paths(a)
+def _check_same_test_examples(workdirs: list[str], configs: list, infos: list) -> None:
+  """Refuses runs whose test examples differ, from their files alone (before any is built):
+  their rows would not compare. Runs whose data configs agree load the same test images now;
+  their attributes follow each run's training order (`as_trained`), which must agree too,
+  since one attribute predictor scores them all.
+
+  Args:
+    workdirs: the runs.
+    configs: their configs (`_run_config`).
+    infos: their `checkpoints.load_dataset_info` (None for runs that predate dataset.json).
+  Raises:
+    InputError: another dataset, a data config that changes the test images, or the
+      attributes in another order.
+  """
+  first, a = workdirs[0], configs[0].data
+  for workdir, config, info in zip(workdirs[1:], configs[1:], infos[1:]):
+    b = config.data
+    if b.name != a.name:
+      raise InputError(f"{workdir} was trained on {b.name!r}, {first} on {a.name!r}; one table "
+                       "compares runs on one dataset.")
+    paths = dict.fromkeys([*config_lib.leaf_paths(a), *config_lib.leaf_paths(b)])
+    differ = [f"data.{k} {_get(b, k)!r} against {_get(a, k)!r}" for k in paths
               if not k.startswith(_NOT_TEST_IMAGES) and _get(a, k) != _get(b, k)]
-    why = "; ".join(differ) if differ else "the same data config, but the data changed since"
-    raise InputError(f"{run.workdir} is tested on other images than {first.workdir} ({why}); "
-                     "one table compares runs on the same test images: evaluate them in "
-                     "separate calls.")
+    if differ:
+      raise InputError(f"{workdir} is tested on other images than {first} "
+                       f"({'; '.join(differ)}); one table compares runs on the same test "
+                       "images: evaluate them in separate calls.")
+    names = [i["attribute_names"] if i else None for i in (infos[0], info)]
+    if None not in names and names[0] != names[1]:
+      raise InputError(f"{workdir} was trained on the attributes in the order "
+                       f"{', '.join(names[1])}, {first} in the order {', '.join(names[0])} "
+                       "(their dataset.json); one table compares runs on the same test "
+                       "attributes: evaluate them in separate calls.")
+
+
+def _check_checkpoint(workdir: str, step: Optional[int]) -> None:
+  """Refuses a run without a checkpoint (of --step) before any run is restored."""
+  ckpt = checkpoints.Checkpointer(workdir, create=False)
+  try:
+    steps = ckpt.all_steps()
+  finally:
+    ckpt.close()
+  if not steps:
+    raise InputError(f"--workdir {workdir} holds no checkpoint; train it first with "
+                     f"python train.py --config=... --workdir={workdir}.")
+  if step is not None and step not in steps:
+    raise InputError(f"--step={step}: {workdir} has no checkpoint of that step; its steps are "
+                     f"{steps}.")
 
 
 def _get(config, dotted: str):
@@ -530,23 +550,29 @@ def _get(config, dotted: str):
   return config
 
 
-def _row_labels(runs: list[_Run]) -> list[str]:
-  """Each run's name in the tables: its model, and its workdir where a model kind repeats."""
-  kinds = [run.trained.model.label for run in runs]
-  base = [os.path.basename(os.path.normpath(run.workdir)) for run in runs]
-  names = base if len(set(base)) == len(base) else [run.workdir for run in runs]
+def _row_labels(kinds: list[str], workdirs: list[str]) -> list[str]:
+  """Each run's name in the tables: its model kind (`model.label`), and its workdir where a
+  kind repeats."""
+  base = [os.path.basename(os.path.normpath(w)) for w in workdirs]
+  names = base if len(set(base)) == len(base) else list(workdirs)
   return [k if kinds.count(k) == 1 else f"{k} ({name})" for k, name in zip(kinds, names)]
 
 
 def evaluate(opts: Options, done: list[str]) -> None:
   out = opts.out or os.path.join(opts.workdirs[0], "infer")
   opts = dataclasses.replace(opts, out=out)  # One table, in the first run's folder.
-  for workdir in opts.workdirs:  # Every run's config is read before the first is restored.
-    _run_config(workdir)
-  runs = [_Run(workdir, opts) for workdir in opts.workdirs]
-  _check_same_test_examples(runs, opts.num_examples)
-  results, reports, predictor = [], [], None
-  for run, label in zip(runs, _row_labels(runs)):
+  # Every check that compares the runs reads their files only, before the first is restored;
+  # then one run at a time is built, evaluated and let go, so that one dataset (and one
+  # model) is held at a time.
+  configs = [_checked_config(workdir, opts, out) for workdir in opts.workdirs]
+  infos = [checkpoints.load_dataset_info(workdir) for workdir in opts.workdirs]
+  for workdir in opts.workdirs:
+    _check_checkpoint(workdir, opts.step)
+  _check_same_test_examples(opts.workdirs, configs, infos)
+  labels = _row_labels([models.create_model(c.model).label for c in configs], opts.workdirs)
+  results, reports, predictor, baseline = [], [], None, None
+  for workdir, label in zip(opts.workdirs, labels):
+    run = _Run(workdir, opts)
     print(f"evaluating {run.workdir} ({run.trained.config.model.name}, step {run.trained.step})")
     options = run.options()
     results.append({**evaluation.evaluate_model(
@@ -562,10 +588,12 @@ def evaluate(opts: Options, done: list[str]) -> None:
       reports.append({**evaluation.attribute_report(
           run.trained, run.dataset, predictor, key=run.key, num_examples=opts.num_examples,
           options=options), "model": label})
-  results.append(evaluation.evaluate_mean_image(runs[0].dataset,
+    if baseline is None:  # The same test images for every run.
+      baseline = evaluation.evaluate_mean_image(run.dataset,
                                                 occlusion_names=opts.occlusion_names(),
-                                                num_examples=opts.num_examples,
-                                                seed=opts.seed))
+                                                num_examples=opts.num_examples, seed=opts.seed)
+    del run  # Before the next is built.
+  results.append(baseline)
   text = evaluation.markdown_table(results)
   if reports:
     text += "\nAttribute fidelity (attribute predictor trained on the real training images)\n\n"
@@ -619,7 +647,7 @@ def run_modes(opts: Options) -> None:
 
 def main(argv):
   signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: `run_modes` says what is kept.
-  keep_ctrl_c()  # Not lost inside a garbage-collector callback.
+  interrupts.keep_ctrl_c()  # Not lost inside a garbage-collector callback.
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   perf.set_recommended_xla_flags()  # Before JAX starts its backend (the function says).

@@ -23,8 +23,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from a2i_jax import checkpoints, config_lib, distributed, files, perf, train_lib
-from a2i_jax.errors import A2IError, ConfigError, TrainingInterrupted, keep_ctrl_c
+from a2i_jax import checkpoints, config_lib, distributed, files, interrupts, perf, train_lib
+from a2i_jax.errors import A2IError, ConfigError, TrainingInterrupted
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).",
                                           lock_config=True)
@@ -87,7 +87,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 
 def main(argv):
-  keep_ctrl_c()  # Not lost inside a garbage-collector callback.
+  interrupts.keep_ctrl_c()  # Not lost inside a garbage-collector callback.
   if len(argv) > 1:
     _fail(f"unexpected arguments: {' '.join(argv[1:])}; flags are written --name=value.")
   if not flags.FLAGS["verbosity"].present:

@@ -184,6 +184,19 @@ def remove_temporary(workdir: str) -> list[str]:
   return removed
 
 
+def has_checkpoints(workdir: str) -> bool:
+  """Whether `workdir` holds a finished checkpoint, seen from its folder names alone (no Orbax
+  manager is opened; the temporary folder of a save in progress is not one).
+
+  Args:
+    workdir: the run's directory.
+  Returns:
+    True when `workdir/checkpoints` has a step's folder.
+  """
+  directory = os.path.join(workdir, CHECKPOINT_DIR)
+  return os.path.isdir(directory) and any(n.isdigit() for n in os.listdir(directory))
+
+
 def _on_one_device(state: Any) -> Any:
   """`state` as Orbax should save it: on CPU, in one process, a state replicated over several
   devices is handed over as its arrays on the first device; anything else is `state` itself.

@@ -23,8 +23,8 @@ import numpy as np
 
 from a2i_jax import files, inference, occlusions
 from a2i_jax.data.base import Dataset
-from a2i_jax.errors import InputError
-from a2i_jax.inputs import to_unit
+from a2i_jax.errors import ConfigError, InputError
+from a2i_jax.inputs import check_key, to_unit
 
 RECON_FULL = "reconstruction"
 RECON_FG = "reconstruction (foreground)"
@@ -107,7 +107,11 @@ def evaluate_model(trained: inference.TrainedModel, dataset: Dataset, *,
     seed: seed of the random occlusions (the same for every model, so rows compare).
   Returns:
     {"model", "step", "num_examples", "options", "rows": {row: {column: mean_sem}}}.
+  Raises:
+    InputError: a count that is not one, an empty test split, or a key that is not a PRNG
+      key.
   """
+  check_key(key)
   images, attrs, fg = _test_examples(dataset, num_examples)
   x01 = to_unit(images)
   n, s = images.shape[0], images.shape[1]
@@ -152,15 +156,21 @@ def tune_inference(trained: inference.TrainedModel, dataset: Dataset, *,
   Returns:
     One dict per setting: "options" (every setting it ran with) and an error (mean_sem) per
     column.
+  Raises:
+    ConfigError: a setting with an unknown option or an invalid value (every setting is
+      checked before the first runs).
+    InputError: an empty grid or a setting that is not a mapping, a count that is not one, an
+      empty validation split, or a key that is not a PRNG key.
   """
+  check_key(key)
+  base = options or inference.options_for(trained)
+  settings = _grid_options(grid, base)
   images, attrs, _ = _test_examples(dataset, num_examples, "validation")
   x01 = to_unit(images)
   n, s = images.shape[0], images.shape[1]
   masks = occlusions.make_masks(occlusion_names, s, n, seed=seed, dataset=dataset.name)
   rows = []
-  base = options or inference.options_for(trained)
-  for overrides in grid:
-    opts = inference.InferenceOptions.from_config(dataclasses.asdict(base), **overrides)
+  for opts in settings:
     out = inference.reconstruct(trained, images, attrs, key=key, options=opts)
     row = {"options": dataclasses.asdict(opts),
            RECON_FULL: mean_sem(region_errors(x01, out["reconstruction"],
@@ -170,6 +180,28 @@ def tune_inference(trained: inference.TrainedModel, dataset: Dataset, *,
       row[name] = mean_sem(region_errors(x01, out["completion"], 1.0 - observed))
     rows.append(row)
   return rows
+
+
+def _grid_options(grid: Sequence[Mapping[str, Any]], base: inference.InferenceOptions
+                  ) -> list[inference.InferenceOptions]:
+  """Every setting of a tuning grid as options, `base` overridden by it, checked up front."""
+  example = "[{'prior_weight': 1.0}, {'prior_weight': 3.0}]"
+  if not isinstance(grid, Sequence) or isinstance(grid, str):
+    raise InputError(f"grid is a {type(grid).__name__}; pass a list of option overrides, one "
+                     f"dict per setting, e.g. {example}.")
+  if not grid:
+    raise InputError(f"grid is empty; pass a list of option overrides, e.g. {example}.")
+  settings = []
+  for i, overrides in enumerate(grid):
+    if not isinstance(overrides, Mapping):
+      raise InputError(f"grid[{i}] is a {type(overrides).__name__}; each setting is a dict of "
+                       "option overrides, e.g. {'prior_weight': 1.0}.")
+    try:
+      settings.append(inference.InferenceOptions.from_config(dataclasses.asdict(base),
+                                                             **overrides))
+    except ConfigError as e:
+      raise ConfigError(f"grid[{i}] {dict(overrides)}: {e}") from None
+  return settings
 
 
 def evaluate_mean_image(dataset: Dataset, *, occlusion_names: Optional[Sequence[str]] = None,
@@ -281,8 +313,12 @@ def attribute_report(trained: inference.TrainedModel, dataset: Dataset, predicto
     {"model", "samples": score dict, "progression": {name: sweep summary},
      "progression_mean_spearman", "inference": score dict or None, "ceiling": the
      predictor's own test scores}.
+  Raises:
+    InputError: a count that is not one, an empty test split, or a key that is not a PRNG
+      key.
   """
   from a2i_jax import attribute_predictor as ap  # pylint: disable=import-outside-toplevel
+  check_key(key)
   images, attrs, _ = _test_examples(dataset, num_examples)
   train_y = dataset["train"].attributes
   k_sample, k_prog, k_inf = jax.random.split(key, 3)

@@ -24,10 +24,12 @@ names it, never a traceback.
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from typing import Any, Optional, Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
@@ -234,25 +236,71 @@ def check_mask(mask: Any, num: int, image_size: int, what: str) -> np.ndarray:
 
 
 def check_int(value: Any, what: str, minimum: Optional[int] = None,
-              error: type = InputError) -> int:
+              error: type = InputError, *, below: Optional[int] = None,
+              usage: str = "") -> int:
   """Validates a count, size or index given as an argument: an integer (not a bool, not a
-  float or string that looks like one), at least `minimum`.
+  float or string that looks like one), at least `minimum` and below `below`.
 
   Args:
     value: the argument.
     what: its name, for the message.
     minimum: the smallest value allowed; None: any.
     error: the `A2IError` subclass to raise (`ConfigError` for options).
+    below: one past the largest value allowed (an index's count); None: any.
+    usage: what the value is for, added to the message (e.g. "edit takes {index: value}").
   Returns:
     The value as a Python int.
   Raises:
-    error: "{what}={value!r} is not valid; pass an integer (of at least `minimum`)."
+    error: "{what}={value!r} is not valid; pass an integer of at least `minimum`" (or "in
+      [`minimum`, `below`)"), then `usage`.
   """
   if (isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer))
-      or minimum is not None and value < minimum):
-    at_least = "" if minimum is None else f" of at least {minimum}"
-    raise error(f"{what}={value!r} is not valid; pass an integer{at_least}.")
+      or minimum is not None and value < minimum or below is not None and value >= below):
+    if below is not None:
+      bounds = f" below {below}" if minimum is None else f" in [{minimum}, {below})"
+    else:
+      bounds = "" if minimum is None else f" of at least {minimum}"
+    raise error(f"{what}={value!r} is not valid; pass an integer{bounds}"
+                f"{'; ' + usage if usage else ''}.")
   return int(value)
+
+
+@functools.cache
+def _raw_key_shape() -> tuple:
+  """The shape of an old-style key: (2,) unless JAX is set to another PRNG implementation."""
+  return tuple(jax.eval_shape(lambda: jax.random.PRNGKey(0)).shape)
+
+
+def check_key(key: Any, what: str = "key") -> Any:
+  """Validates a PRNG key: a new-style typed key (`jax.random.key(seed)`) or an old-style
+  uint32 one (`jax.random.PRNGKey(seed)`). Only its dtype and shape are read, so it checks a
+  traced key under `jit` too.
+
+  Args:
+    key: the argument.
+    what: its name, for the message.
+  Returns:
+    The key, as given.
+  Raises:
+    InputError: anything else: an integer seed, several keys (a `jax.random.split` not
+      unpacked), another array.
+  """
+  make = "jax.random.key(seed) (or the older jax.random.PRNGKey(seed))"
+  if isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_)):
+    raise InputError(f"{what}={int(key)} is a seed, not a PRNG key; pass "
+                     f"{what}=jax.random.key({key}) (or jax.random.PRNGKey({key})).")
+  dtype, shape = getattr(key, "dtype", None), getattr(key, "shape", None)
+  if dtype is None or shape is None:
+    raise InputError(f"{what} is a {type(key).__name__}, not a PRNG key; pass {make}.")
+  shape, typed = tuple(shape), jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+  raw = _raw_key_shape()
+  if shape == (() if typed else raw) and (typed or dtype == np.uint32):
+    return key
+  if typed or dtype == np.uint32 and len(shape) > len(raw) and shape[-len(raw):] == raw:
+    raise InputError(f"{what} holds several PRNG keys (shape {shape}); pass one, e.g. "
+                     f"{what}=keys[0] of keys = jax.random.split(key).")
+  raise InputError(f"{what} is an array of dtype {dtype} and shape {shape}, not a PRNG key; "
+                   f"pass {make}.")
 
 
 # ------------------------------------------------------------------------------- image files

@@ -12,7 +12,7 @@ from typing import Callable, Mapping
 import flax.linen as nn
 import jax
 
-from a2i_jax.inputs import check_int, from_signed
+from a2i_jax.inputs import check_int, check_key, from_signed
 
 Array = jax.Array
 # Decoder outputs that are already probabilities in [0, 1]; the other images are in [-1, 1].
@@ -34,9 +34,10 @@ def prior_latents(model: nn.Module, num: int, key: Array,
   Returns:
     {latent name: [N, size]} float32.
   Raises:
-    InputError: `num` is not an integer >= 0.
+    InputError: `num` is not an integer >= 0, or `key` is not a PRNG key.
   """
   num = check_int(num, "num", 0)  # A Python int under `jit` too: the batch's static size.
+  check_key(key)
   dims = model.latent_dims
   keys = [key] if len(dims) == 1 and not always_split else jax.random.split(key, len(dims))
   return {name: jax.random.normal(k, (num, d)) for (name, d), k in zip(dims.items(), keys)}

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import threading
 from typing import Any, Callable, Optional
 
 import flax
@@ -205,8 +203,7 @@ def align_with_record(workdir: str, dataset: Dataset) -> Dataset:
       removed).
     ConfigError: dataset.json is unreadable.
   """
-  directory = os.path.join(workdir, checkpoints.CHECKPOINT_DIR)
-  if not (os.path.isdir(directory) and any(n.isdigit() for n in os.listdir(directory))):
+  if not checkpoints.has_checkpoints(workdir):
     return dataset
   stored = checkpoints.load_dataset_info(workdir)
   if (stored is None or stored.get("name", dataset.name) != dataset.name
@@ -252,36 +249,6 @@ class RunSummary:
       logging.info("checkpoint: %s", os.path.join(self.workdir, checkpoints.CHECKPOINT_DIR,
                                                   str(checkpoint)))
     logging.info("next: python infer.py --workdir=%s --mode=sample", self.workdir)
-
-
-class StopRequest:
-  """Ctrl-C (SIGINT) inside the block sets `requested` instead of raising; the loop then
-  finishes its dispatches in flight, saves and stops. A second Ctrl-C raises
-  KeyboardInterrupt at once.
-
-  Raising KeyboardInterrupt at an arbitrary point could land between a dispatch that donated
-  the state's buffers and the assignment of its result, losing the state. Outside the main
-  thread (where signal handlers cannot be set) it does nothing.
-  """
-
-  def __init__(self):
-    self.requested = False
-    self._previous = None
-
-  def _handle(self, signum, frame):
-    del signum, frame
-    if self.requested:
-      raise KeyboardInterrupt
-    self.requested = True
-
-  def __enter__(self) -> "StopRequest":
-    if threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGINT, self._handle)
-    return self
-
-  def __exit__(self, *exc) -> None:
-    if self._previous is not None:
-      signal.signal(signal.SIGINT, self._previous)
 
 
 def resolve_config(config: ml_collections.ConfigDict,

@@ -25,8 +25,8 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from a2i_jax import (checkpoints, config_lib, distributed, files, models, objectives, parallel,
-                     perf, sampling, train_eval)
+from a2i_jax import (checkpoints, config_lib, distributed, files, interrupts, models,
+                     objectives, parallel, perf, sampling, train_eval)
 from a2i_jax.data import load_dataset, pipeline
 from a2i_jax.data.base import validate_split, warn_small_train_split
 from a2i_jax.errors import CheckpointError, ConfigError, TrainingInterrupted, WorkdirError
@@ -257,15 +257,31 @@ def make_eval_step(model: flax.linen.Module, config: ml_collections.ConfigDict) 
 COMPUTE_ONLY_MODEL_KEYS = ("dtype", "upsample_mode", "conv_weight_grad", "decoder_tail")
 
 
-def _check_resume_compatible(workdir: str, config: ml_collections.ConfigDict) -> None:
-  """Refuses a config that does not fit the checkpoints in `workdir` (call when it has some)."""
+# config.data keys that say which data a run trains on, with the source a source-specific one
+# applies to; paths (the data may move), augmentation and schedule keys may change between
+# runs. Compared before the data load, so that a resume into another run's workdir is refused
+# before a dataset is prepared or downloaded.
+DATA_IDENTITY_KEYS = {"data.name": None, "data.image_size": None, "data.synthetic": "synthetic",
+                      "data.cub_attributes": "cub"}
+
+
+def _check_resume_compatible(workdir: str, config: ml_collections.ConfigDict,
+                             keys: tuple[str, ...] = ("model", *DATA_IDENTITY_KEYS)) -> None:
+  """Refuses a config that does not fit the checkpoints in `workdir` (call when it has some).
+
+  Each of `keys` must be as in the run's config.json: "model" but for its
+  `COMPUTE_ONLY_MODEL_KEYS`, and the `DATA_IDENTITY_KEYS`, a source's own only when the run
+  trains on that source.
+  """
   path = os.path.join(workdir, checkpoints.CONFIG_FILE)
   if not os.path.exists(path):
     return  # The restore itself then says whether the shapes fit.
   saved = checkpoints.load_config(workdir)
-  # What the checkpoint's shapes and the training data depend on; paths, augmentation and
-  # schedule keys may change between runs.
-  for key in ("model", "data.name", "data.image_size", "data.synthetic"):
+  # What the checkpoint's shapes and the training data depend on.
+  for key in keys:
+    source = DATA_IDENTITY_KEYS.get(key)
+    if source is not None and config.data.name != source:
+      continue
     old, new = saved, config
     for part in key.split("."):
       old, new = old.get(part), new.get(part)
@@ -293,10 +309,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   Writes to `workdir`: config.json, dataset.json, checkpoints/, metrics.jsonl, tensorboard/
   and samples/step_XXXXXXX.png at each evaluation. Nothing is written before the config has
   passed `config_lib.validate_config` and the data are known to fit it; config.json is
-  (re)written only once the state is restored. One process at a time may train in a workdir
-  (`files.workdir_lock`). A corrupt newest checkpoint is moved to corrupt_checkpoints/ and
-  the run resumes from the newest intact one. Ctrl-C saves the state and raises
-  `TrainingInterrupted`.
+  (re)written only once the state is restored; a resume whose config names other data than
+  the run's (`DATA_IDENTITY_KEYS`) stops before any is loaded. One process at a time may train
+  in a workdir (`files.workdir_lock`). A corrupt newest checkpoint is moved to
+  corrupt_checkpoints/ and the run resumes from the newest intact one. Ctrl-C saves the state
+  and raises `TrainingInterrupted`.
 
   The persistent compilation cache (`config.compilation_cache_dir`) is the caller's choice and
   is not switched on here: train.py calls `files.enable_compilation_cache` with it, and a
@@ -319,6 +336,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        "--workdir=runs/<name> (it is created if missing).")
   workdir = os.path.abspath(os.path.expanduser(workdir))
   files.check_workdir(workdir)
+  if checkpoints.has_checkpoints(workdir):  # A resume: its data are checked before they load.
+    _check_resume_compatible(workdir, config, tuple(DATA_IDENTITY_KEYS))
   mesh = parallel.make_mesh(devices)
   parallel.check_batch_divisible(config.batch_size, mesh)
 
@@ -483,7 +502,7 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
       progress = tqdm(total=last, initial=start, desc="train", unit="step", dynamic_ncols=True,
                       disable=not distributed.is_main())
     row, window, window_steps, t_window = {}, [], 0, time.perf_counter()
-    with train_eval.StopRequest() as stop:
+    with interrupts.StopRequest() as stop:
       # The next dispatch goes out before the last one's metrics are read (one in flight), so
       # the device does not idle while the host reads them (a GPU did for 1.5-2.5 ms a step;
       # BENCHMARKS.md, "One NVIDIA H200: a profile"). Where the state itself is needed (a

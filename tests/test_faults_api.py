@@ -2,15 +2,17 @@
 `A2IError` that names the problem and the fix, before anything compiles (docs/design.md §3.15).
 
 Every refusal here happens in the host-side checks, so most tests use untrained models
-(`TrainedModel.from_variables` without variables): nothing is restored, traced or compiled.
-One test runs the accepted path through a tiny trained CVAE (conftest's `tiny_run`).
+(`TrainedModel.from_variables` given only the shapes of the variables,
+`models.abstract_variables`): nothing is restored, computed or compiled. One test runs the
+accepted path through a tiny trained CVAE (conftest's `tiny_run`).
 """
 
 import jax
 import numpy as np
 import pytest
 
-from a2i_jax import inference, inputs, occlusions, sampling
+from a2i_jax import evaluation, inference, inputs, models, occlusions, sampling
+from a2i_jax.data.base import Dataset, Split
 from a2i_jax.errors import ConfigError, InputError
 from conftest import tiny_config
 
@@ -19,9 +21,16 @@ S, Y = 32, 10  # tiny_config's image size and the synthetic data's attribute cou
 
 @pytest.fixture(scope="module")
 def untrained():
-  """{"cvae", "vae", "discvae"}: models without variables, for checks that must refuse first."""
-  return {name: inference.TrainedModel.from_variables(tiny_config(name), {})
+  """{"cvae", "vae", "discvae"}: models with the shapes of their variables only, for checks
+  that must refuse first."""
+  return {name: inference.TrainedModel.from_variables(tiny_config(name),
+                                                      _shapes(tiny_config(name)))
           for name in ("cvae", "vae", "discvae")}
+
+
+def _shapes(config):
+  """The model's variables as `jax.ShapeDtypeStruct` (`jax.eval_shape`: nothing computed)."""
+  return models.abstract_variables(models.create_model(config.model), config.model)
 
 
 @pytest.fixture(scope="module")
@@ -206,8 +215,8 @@ def test_a_model_without_attributes_refuses_attribute_requests(untrained, key):
 def test_progression_arguments(cvae, key):
   y = _attrs(1)[0]
   for index in (1.5, True, -1, Y):
-    with pytest.raises(InputError, match=f"attribute index {index!r} is not an integer in "
-                       r"\[0, 10\)"):
+    with pytest.raises(InputError, match=f"attribute index={index!r} is not valid; pass an "
+                       r"integer in \[0, 10\); progression sweeps the attribute at that"):
       inference.progression(cvae, y, index, [0.0, 1.0], key=key)
   for values in (1.0, [], [[0.0, 1.0]]):
     with pytest.raises(InputError, match="progression values must be a 1-D sequence"):
@@ -223,7 +232,8 @@ def test_progression_arguments(cvae, key):
 
 def test_edit_arguments(cvae, key):
   edit = lambda changes: inference.edit(cvae, _images(), _attrs(), changes, key=key)
-  with pytest.raises(InputError, match=r"attribute index True is not an integer in \[0, 10\)"):
+  with pytest.raises(InputError, match=r"attribute index=True is not valid; pass an integer in "
+                     r"\[0, 10\); edit takes \{attribute index: new value\}"):
     edit({True: 5.0})
   with pytest.raises(InputError, match=r"attribute 0: 'high' is not a number"):
     edit({0: "high"})
@@ -247,6 +257,149 @@ def test_swap_and_latent_counts(untrained, cvae, key):
     sampling.prior_latents(cvae.model, -1, key)
   with pytest.raises(InputError, match="num=2.0 is not valid"):
     occlusions.make_mask("eyes", S, 2.0)
+
+
+# -------------------------------------------------------------------------------------- keys
+
+def _every_key_taker(untrained, cvae):
+  """{name: call(key)} of every public function that takes a PRNG key."""
+  dis, prior = untrained["discvae"], inference.AttributePrior.fit(np.eye(Y))
+  return {
+      "sample": lambda k: inference.sample(cvae, _attrs(), k),
+      "prior_latents": lambda k: inference.prior_latents(cvae, 2, k),
+      "sampling.prior_latents": lambda k: sampling.prior_latents(cvae.model, 2, k),
+      "progression": lambda k: inference.progression(cvae, _attrs(1)[0], 0, [0.0], key=k),
+      "swap": lambda k: inference.swap(dis, _attrs(1)[0], key=k),
+      "run_inference": lambda k: inference.run_inference(cvae, _images(), _attrs(), key=k),
+      "infer_latents": lambda k: inference.infer_latents(cvae, inputs.to_signed(_images()),
+                                                         _attrs(), key=k),
+      "reconstruct": lambda k: inference.reconstruct(cvae, _images(), _attrs(), key=k),
+      "complete": lambda k: inference.complete(cvae, _images(), _attrs(), _eyes(), key=k),
+      "infer_attributes": lambda k: inference.infer_attributes(cvae, _images(), prior, key=k),
+      "edit": lambda k: inference.edit(cvae, _images(), _attrs(), {0: 1.0}, key=k),
+      "evaluate_model": lambda k: evaluation.evaluate_model(cvae, None, key=k),
+      "tune_inference": lambda k: evaluation.tune_inference(cvae, None, grid=[{}],
+                                                            occlusion_names=[], key=k),
+      "attribute_report": lambda k: evaluation.attribute_report(cvae, None, None, key=k),
+  }
+
+
+def test_a_seed_or_several_keys_are_not_a_key(untrained, cvae):
+  """Was JAX's TypeError ("invalid PRNG key data") from deep inside, or a wrong answer."""
+  for name, call in _every_key_taker(untrained, cvae).items():
+    with pytest.raises(InputError, match=r"key=0 is a seed, not a PRNG key; pass "
+                       r"key=jax.random.key\(0\) \(or jax.random.PRNGKey\(0\)\)"):
+      call(0)
+    with pytest.raises(InputError, match=r"key holds several PRNG keys \(shape \(2,\)\); pass "
+                       "one, e.g. key=keys\\[0\\]"):
+      call(jax.random.split(jax.random.key(0)))
+  for bad, needle in ((np.int64(3), r"key=3 is a seed, not a PRNG key; pass key=jax.random"),
+                      (jax.random.split(jax.random.PRNGKey(0)), r"several PRNG keys \(shape "
+                       r"\(2, 2\)\)"),
+                      (np.zeros(2, np.int32), r"dtype int32 and shape \(2,\), not a PRNG key"),
+                      (np.array(7, np.uint32), r"dtype uint32 and shape \(\), not a PRNG key"),
+                      (None, r"key is a NoneType, not a PRNG key; pass jax.random.key\(seed\)"),
+                      ("0", r"key is a str, not a PRNG key")):
+    with pytest.raises(InputError, match=needle):
+      inference.sample(cvae, _attrs(), bad)
+
+
+def test_new_and_old_style_keys_are_both_keys(cvae):
+  for key in (jax.random.key(0), jax.random.PRNGKey(0), np.array([0, 0], np.uint32)):
+    assert inputs.check_key(key) is key
+    assert jax.jit(inputs.check_key)(key).shape == np.shape(key)  # Traced keys too.
+  old = sampling.prior_latents(cvae.model, 2, jax.random.PRNGKey(0))["z"]
+  new = sampling.prior_latents(cvae.model, 2, jax.random.key(0))["z"]
+  np.testing.assert_array_equal(old, new)  # The same key either way.
+
+
+# --------------------------------------------------------------------------------- variables
+
+def test_variables_of_another_model_are_refused_when_wrapped(cvae):
+  """Was: wrapped without a word; Flax's ScopeParamShapeError or a KeyError at the first
+  sample or inference."""
+  config = tiny_config("cvae")
+  wrap = lambda variables: inference.TrainedModel.from_variables(config, variables)
+  wider = tiny_config("cvae")
+  wider.model.width = 0.25
+  with pytest.raises(InputError, match=r"the variables do not fit this config's cvae: of its "
+                     r"\d+ arrays, [1-9]\d* have other shapes and 0 are missing, and 0 given "
+                     r"are not in it \(params/\S+: expected \([\d, ]+\), got \([\d, ]+\); .*; "
+                     r"and \d+ more\). They belong to another config \(model kind, width"):
+    wrap(_shapes(wider))
+  with pytest.raises(InputError, match=r"do not fit this config's cvae: of its \d+ arrays, \d+ "
+                     r"have other shapes and [1-9]\d* are missing, and [1-9]\d* given are not in "
+                     r"it \(params/\S+: expected"):
+    wrap(_shapes(tiny_config("discvae")))
+  smaller_z = tiny_config("cvae")
+  smaller_z.model.z_dim = 4
+  with pytest.raises(InputError, match=r"expected \(\d+, 16\), got \(\d+, 8\)|expected "
+                     r"\(\d+, 8\), got \(\d+, 4\)"):  # mu and logvar: 2 z_dim outputs.
+    wrap(_shapes(smaller_z))
+  params_only = {"params": _shapes(config)["params"]}
+  with pytest.raises(InputError, match=r"variables hold the collections \['params'\]; this cvae "
+                     r"has \['params', 'batch_stats'\]. Pass all of them: .*'batch_stats': "
+                     r"state.batch_stats"):
+    wrap(params_only)
+  with pytest.raises(InputError, match="variables is a list, not a dict of the collections"):
+    wrap([params_only])
+  missing = _shapes(config)
+  missing["params"] = dict(missing["params"])
+  gone = sorted(missing["params"])[0]
+  del missing["params"][gone]
+  with pytest.raises(InputError, match=f"params/{gone}/\\S+: expected .*, got nothing"):
+    wrap(missing)
+  zeros = jax.tree_util.tree_map(lambda a: np.zeros(a.shape, a.dtype), _shapes(config))
+  assert wrap(zeros).step == 0  # Arrays of the model's shapes fit.
+
+
+# ------------------------------------------------------------------------ foreground masks
+
+def test_foreground_masks_are_refused_by_models_without_a_foreground(untrained, key):
+  """Was: ignored without a word by the (C)VAE."""
+  prior = inference.AttributePrior.fit(np.eye(Y))
+  fg = np.ones((4, S, S, 1), np.float32)
+  for name in ("cvae", "vae"):
+    trained = untrained[name]
+    calls = (
+        lambda: inference.reconstruct(trained, _images(), _attrs(), key=key, fg_masks=fg),
+        lambda: inference.run_inference(trained, _images(), _attrs(), key=key, fg_masks=fg),
+        lambda: inference.infer_latents(trained, inputs.to_signed(_images()), _attrs(),
+                                        key=key, fg_masks=fg),
+        lambda: inference.complete(trained, _images(), _attrs(), _eyes(), key=key,
+                                   fg_masks=fg),
+        lambda: inference.edit(trained, _images(), _attrs(), {0: 1.0}, key=key, fg_masks=fg),
+        lambda: inference.infer_attributes(trained, _images(), prior, key=key, fg_masks=fg))
+    for call in calls[:-2] if name == "vae" else calls:  # The VAE refuses attributes first.
+      with pytest.raises(InputError, match=f"fg_masks were given, but this {name} has no "
+                         "foreground / background split and would ignore them; only a disCVAE "
+                         "uses them. Drop fg_masks."):
+        call()
+
+
+# ------------------------------------------------------------------------------- tuning grid
+
+def test_a_tuning_grid_is_checked_whole_before_the_first_setting_runs(cvae, key, monkeypatch):
+  """Was: an unknown option in the last setting found after every other one had run."""
+  def never(*args, **kwargs):
+    raise AssertionError("a setting ran before the grid was checked")
+  monkeypatch.setattr(inference, "reconstruct", never)
+  x, y = _images(2), _attrs(2)
+  data = Dataset("synthetic", tuple(f"a{i}" for i in range(Y)), ("binary",) * Y,
+                 {"validation": Split(x, y)})
+  tune = lambda grid: evaluation.tune_inference(cvae, data, grid=grid, occlusion_names=[],
+                                                num_examples=2, key=key)
+  with pytest.raises(ConfigError, match=r"grid\[1\] \{'prior_wieght': 3.0\}: unknown inference "
+                     r"option\(s\) \['prior_wieght'\]; known: \["):
+    tune([{"prior_weight": 1.0}, {"prior_wieght": 3.0}])
+  with pytest.raises(ConfigError, match=r"grid\[0\] \{'steps': -1\}: inference.steps"):
+    tune([{"steps": -1}])
+  with pytest.raises(InputError, match="grid is empty; pass a list of option overrides"):
+    tune([])
+  with pytest.raises(InputError, match="grid is a dict; pass a list of option overrides"):
+    tune({"prior_weight": 1.0})
+  with pytest.raises(InputError, match=r"grid\[0\] is a float; each setting is a dict"):
+    tune([1.0])
 
 
 # ------------------------------------------------------------------------------ load_trained

@@ -17,12 +17,14 @@ import subprocess
 import sys
 import time
 import types
+import weakref
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
 
-from a2i_jax import inputs
+from a2i_jax import inference, inputs
 from a2i_jax.errors import InputError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -358,7 +360,8 @@ def test_library_counts_and_an_invalid_config_name_their_fix(tmp_path):
   import infer  # pylint: disable=import-outside-toplevel
   from a2i_jax import evaluation  # pylint: disable=import-outside-toplevel
   with pytest.raises(InputError, match=re.escape("num_examples=0; pass a positive count")):
-    evaluation.evaluate_model(None, None, num_examples=0, key=None)  # Said "split is empty".
+    evaluation.evaluate_model(None, None, num_examples=0,  # Said "split is empty".
+                              key=jax.random.key(0))
   (tmp_path / "config.json").write_text("{bad")
   with pytest.raises(InputError, match="config.json is not valid JSON .*; infer.py needs the "
                      "config train.py wrote there: restore the file, or train the run again"):
@@ -394,12 +397,84 @@ def test_complete_infers_attributes_from_the_observed_pixels_only(monkeypatch, t
 
 def test_rows_of_one_model_kind_are_told_apart():
   import infer  # pylint: disable=import-outside-toplevel
-  run = lambda label, workdir: types.SimpleNamespace(
-      trained=types.SimpleNamespace(model=types.SimpleNamespace(label=label)), workdir=workdir)
-  assert infer._row_labels([run("cvae", "a/run"), run("cvae", "b/run_s5"), run("vae", "c")]) == [
+  assert infer._row_labels(["cvae", "cvae", "vae"], ["a/run", "b/run_s5", "c"]) == [
       "cvae (run)", "cvae (run_s5)", "vae"]
-  assert infer._row_labels([run("cvae", "a/run"), run("cvae", "b/run")]) == [
+  assert infer._row_labels(["cvae", "cvae"], ["a/run", "b/run"]) == [
       "cvae (a/run)", "cvae (b/run)"]
+
+
+def _evaluate_options(workdirs, out, step=None):
+  import infer  # pylint: disable=import-outside-toplevel
+  return infer.Options(workdirs=workdirs, modes=["evaluate"], out=out, step=step, input=None,
+                       num_images=8, samples_per_attribute=8, attribute=None, value=None,
+                       occlusions=["none"], steps=1, restarts=1, num_examples=2,
+                       attribute_fidelity=False, seed=0)
+
+
+def test_evaluate_builds_evaluates_and_lets_go_of_one_run_at_a_time(trained, tmp_path,
+                                                                     monkeypatch):
+  """Was: every run, its dataset included, built before the first was evaluated."""
+  import infer  # pylint: disable=import-outside-toplevel
+  again = str(tmp_path / "again")
+  shutil.copytree(trained, again)
+  built, evaluated = [], []
+
+  class Run(infer._Run):  # pylint: disable=protected-access
+    def __init__(self, workdir, opts):
+      # Let go of at once, not at the next garbage collection: nothing holds them in a cycle.
+      assert all(r() is None for r in built), "an earlier run's model or dataset is still held"
+      super().__init__(workdir, opts)
+      built.extend([weakref.ref(self.trained), weakref.ref(self.dataset)])
+
+  def evaluate_model(trained, dataset, **kwargs):
+    evaluated.append(len(built) // 2)
+    inference.decode(trained, inference.prior_latents(trained, 1, jax.random.key(0)),
+                     np.zeros((1, 10)))  # Caches a jitted function on the model.
+    return {"model": "", "step": trained.step, "num_examples": 2, "rows": {"optimisation": {}}}
+  monkeypatch.setattr(infer, "_Run", Run)
+  monkeypatch.setattr(infer.evaluation, "evaluate_model", evaluate_model)
+  infer.evaluate(_evaluate_options([trained, again], str(tmp_path / "out")), [])
+  assert evaluated == [1, 2]  # Each run evaluated once built, before the next.
+  results = json.loads((tmp_path / "out" / "evaluation.json").read_text())["results"]
+  assert [r["model"] for r in results] == ["cvae (w)", "cvae (again)", "mean training image"]
+
+
+def test_evaluate_compares_the_runs_before_building_any(trained, tmp_path, monkeypatch):
+  """Was: every run restored and its dataset loaded before the runs were compared."""
+  import infer  # pylint: disable=import-outside-toplevel
+
+  def never(*args):
+    raise AssertionError("a run was built before the runs were compared")
+  monkeypatch.setattr(infer, "_Run", never)
+  out = str(tmp_path / "out")
+  evaluate = lambda *workdirs, step=None: infer.evaluate(
+      _evaluate_options([trained, *map(str, workdirs)], out, step), [])
+
+  def copy(name, change=None, files=None):
+    other = tmp_path / name
+    shutil.copytree(trained, other, ignore=None if files is None else (
+        lambda folder, names: [n for n in names if n not in files]))
+    for file, edit in (change or {}).items():
+      content = json.loads((other / file).read_text())
+      edit(content)
+      (other / file).write_text(json.dumps(content))
+    return other
+  seed = copy("seed5", {"config.json": lambda c: c["data"]["synthetic"].update(seed=5)})
+  with pytest.raises(InputError, match=r"seed5 is tested on other images than .*w "
+                     r"\(data.synthetic.seed 5 against 0\); .*evaluate them in separate calls"):
+    evaluate(seed)
+  order = copy("order", {"dataset.json": lambda d: d["attribute_names"].reverse()})
+  with pytest.raises(InputError, match=r"order was trained on the attributes in the order bangs, "
+                     r"beard, .*w in the order smile, face_width, .* evaluate them in separate"):
+    evaluate(order)
+  untrained = copy("untrained", files={"config.json", "dataset.json"})
+  with pytest.raises(InputError, match=r"--workdir .*untrained holds no checkpoint; train it "
+                     r"first with python train.py"):
+    evaluate(untrained)
+  with pytest.raises(InputError, match=r"--step=7: .*w has no checkpoint of that step; its "
+                     r"steps are \[2\]"):
+    evaluate(step=7)
+  assert _no_files(out)
 
 
 def test_test_examples_compare_images_and_attributes_and_masks_where_both_have_them():
@@ -461,6 +536,33 @@ def test_a_mode_replaces_its_earlier_files_as_one_set(trained, tmp_path):
               "range" in l]) == 1
 
 
+# Runs infer.py with an unknown option added to the end of --mode=tune's grid, and any
+# inference refused, so that the grid must be checked whole before its first setting runs.
+_TUNE_TYPO_DRIVER = """
+import runpy, sys
+from a2i_jax import evaluation, inference
+tune = evaluation.tune_inference
+def with_a_typo(*args, grid, **kwargs):
+  return tune(*args, grid=list(grid) + [{"prior_wieght": 1.0}], **kwargs)
+def never(*args, **kwargs):
+  raise AssertionError("a setting ran before the grid was checked")
+evaluation.tune_inference, inference.reconstruct = with_a_typo, never
+sys.argv[0] = "infer.py"
+runpy.run_path("infer.py", run_name="__main__")
+"""
+
+
+def test_tune_refuses_an_unknown_grid_option_before_any_setting_runs(trained, tmp_path):
+  """Was: found only once the nine settings before it had run. (infer.py's grid is fixed; the
+  driver adds the unknown option to it.)"""
+  out = str(tmp_path / "out")
+  _refused(_infer(f"--workdir={trained}", "--mode=tune", f"--out={out}", "--num_examples=2",
+                  driver=_TUNE_TYPO_DRIVER),
+           "grid[9] {'prior_wieght': 1.0}: unknown inference option(s) ['prior_wieght']; "
+           "known: [")
+  assert _no_files(out)
+
+
 def test_ctrl_c_is_one_line_and_keeps_the_earlier_set(trained, tmp_path):
   """Was: a 20-line traceback, status -2, and a new complete_eyes.png among the old files."""
   out = str(tmp_path / "out")
@@ -488,11 +590,11 @@ def test_ctrl_c_is_one_line_and_keeps_the_earlier_set(trained, tmp_path):
 
 _CTRL_C_IN_GC = """
 import gc, os, signal, sys, time
-from a2i_jax import errors
+from a2i_jax import interrupts
 signal.signal(signal.SIGINT, signal.default_int_handler)
 if sys.argv[1] == "keep":
-  errors.keep_ctrl_c()
-  errors.keep_ctrl_c()  # Twice: the hook is not stacked on itself.
+  interrupts.keep_ctrl_c()
+  interrupts.keep_ctrl_c()  # Twice: the hook is not stacked on itself.
 def callback(phase, info):
   if phase == "start" and not fired:
     fired.append(1)

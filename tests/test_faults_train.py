@@ -322,6 +322,43 @@ def test_a_failed_restore_leaves_the_record_alone(tmp_path, flags, reference):
   assert checkpoints.load_config(workdir).model.width == 0.125
 
 
+def test_a_resume_naming_other_data_stops_before_loading_them(tmp_path, monkeypatch):
+  """The data a run was trained on are compared with the config's before any is loaded: a
+  resume into another run's workdir must not first prepare (or download) a dataset. Checked in
+  process, the loader replaced. Was: refused only after `load_dataset`."""
+  from a2i_jax import config_lib, train_lib  # pylint: disable=import-outside-toplevel
+  from conftest import tiny_config  # pylint: disable=import-outside-toplevel
+
+  class Loaded(Exception):
+    pass
+
+  def load(*args, **kwargs):
+    raise Loaded
+
+  monkeypatch.setattr(train_lib, "load_dataset", load)
+  workdir = str(tmp_path / "w")
+  saved = tiny_config("cvae")
+  checkpoints.save_config(workdir, saved)
+  os.makedirs(os.path.join(workdir, "checkpoints", "2"))
+  before = sorted(os.listdir(workdir))
+  config = tiny_config("cvae")
+  config.data.name = "lfw"
+  with pytest.raises(config_lib.ConfigError, match="different config.data.name \\(data.name: "
+                     "'synthetic' there, 'lfw' now\\); resume it with the same values"):
+    train_lib.train_and_evaluate(config, workdir)
+  saved.data.name = config.data.name = "cub"  # A source's own key counts for that source.
+  config.data.cub_attributes = "class_continuous"
+  checkpoints.save_config(workdir, saved)
+  with pytest.raises(config_lib.ConfigError, match="different config.data.cub_attributes"):
+    train_lib.train_and_evaluate(config, workdir)
+  config.data.cub_attributes = saved.data.cub_attributes
+  config.data.synthetic.seed += 1  # The synthetic source's keys: not this run's data.
+  config.model.z_dim += 1  # The model is compared once the data have resolved model.y_dim.
+  with pytest.raises(Loaded):
+    train_lib.train_and_evaluate(config, workdir)
+  assert sorted(os.listdir(workdir)) == before
+
+
 def test_steps_per_dispatch_that_does_not_divide_the_steps(tmp_path, flags):
   """Item 1: 5 steps by 3: one dispatch of 3, then single steps (at step 3 a dispatch would pass
   the end; step 4 is off the grid of 3); the final state is saved. (A dispatch is unrolled:
@@ -380,6 +417,39 @@ def test_a_save_is_not_changed_by_the_next_step_donating_the_state(tmp_path):
   assert all(a.is_fully_replicated and len(a.sharding.device_set) == jax.device_count()
              for a in jax.tree_util.tree_leaves(again))
   np.testing.assert_array_equal(np.asarray(again["w"]), host["w"])
+
+
+def test_a_step_set_aside_twice_keeps_both_copies(tmp_path, caplog):
+  """A corrupt checkpoint moved to corrupt_checkpoints/<step>, then the same step saved again
+  and found corrupt again: the second goes to <step>.2 and the first copy is kept, for a look."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  workdir = str(tmp_path / "w")
+  folder = os.path.join(workdir, "checkpoints", "4")
+  sums = []
+  for value in (1.0, 2.0):  # Two saves of step 4 with different bytes.
+    ckpt = checkpoints.Checkpointer(workdir)
+    for step in (2, 4):
+      ckpt.save(step, {"w": jnp.full((4096,), value)})  # Step 2: saved once, then a no-op.
+    ckpt.close()
+    sums.append(open(os.path.join(folder, checkpoints.CHECKSUM_FILE)).read())
+    biggest = max((os.path.join(r, f) for r, _, fs in os.walk(folder) for f in fs
+                   if f != checkpoints.CHECKSUM_FILE), key=os.path.getsize)
+    data = bytearray(open(biggest, "rb").read())
+    data[:8] = bytes(b ^ 0xFF for b in data[:8])
+    open(biggest, "wb").write(bytes(data))
+    ckpt = checkpoints.Checkpointer(workdir)  # The next run finds it corrupt.
+    with caplog.at_level("WARNING"):
+      assert ckpt.newest_intact_step(quarantine=True) == 2
+    assert ckpt.all_steps() == [2] and not os.path.exists(folder)
+    ckpt.close()
+  corrupt = os.path.join(workdir, checkpoints.CORRUPT_DIR)
+  assert sorted(os.listdir(corrupt)) == ["4", "4.2"]
+  assert sums[0] != sums[1]
+  for name, summed in zip(("4", "4.2"), sums):
+    assert open(os.path.join(corrupt, name, checkpoints.CHECKSUM_FILE)).read() == summed
+  message = caplog.records[-1].getMessage()
+  assert "changed since it was saved" in message, message
+  assert f"was moved to {corrupt}/4.2; resuming from step 2" in message, message
 
 
 @pytest.mark.parametrize("key,value,words", [

@@ -81,3 +81,11 @@ def test_eval_centre_crop():
   x, mm = pipeline.preprocess_eval(im, m, _cfg(crop_size=64))
   np.testing.assert_allclose(x, np.asarray(im)[:, 4:68, 4:68] / 255.0 * 2 - 1, atol=1e-6)
   assert mm.shape == (2, 64, 64, 1)
+
+
+def test_stored_masks_become_a_unit_channel():
+  m = jnp.asarray(np.array([[[0, 255], [51, 255]]], np.uint8))
+  out = pipeline.uint8_masks_to_channel(m)
+  assert out.shape == (1, 2, 2, 1) and out.dtype == jnp.float32
+  np.testing.assert_allclose(out[..., 0], [[[0.0, 1.0], [0.2, 1.0]]], atol=1e-7)
+  assert pipeline.uint8_masks_to_channel(None) is None

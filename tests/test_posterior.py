@@ -314,9 +314,9 @@ def test_bad_inputs(cvae, discvae):
                           options=inference.options_for(trained, infer_attributes=True))
   with pytest.raises(InputError, match="attributes are needed"):
     inference.reconstruct(trained, x, None, key=key)
-  with pytest.raises(InputError, match=r"index 10 is not an integer in \[0, 10\)"):
+  with pytest.raises(InputError, match=r"index=10 is not valid; pass an integer in \[0, 10\)"):
     inference.edit(trained, x, y, {10: 1.0}, key=key)
-  with pytest.raises(InputError, match=r"index 'hat' is not an integer"):
+  with pytest.raises(InputError, match=r"index='hat' is not valid; pass an integer"):
     inference.edit(trained, x, y, {"hat": 1.0}, key=key)
   with pytest.raises(InputError, match="swap needs a disCVAE"):
     inference.swap(trained, y[0], key=key)

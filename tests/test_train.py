@@ -577,6 +577,34 @@ def test_folder_y_dim_zero_is_the_csv_column_count(tmp_path, caplog):
   assert checkpoints.load_dataset_info(str(tmp_path / "none")) is None
 
 
+def test_the_record_is_left_alone_where_it_does_not_apply(tmp_path, caplog):
+  """`align_with_record` returns the dataset itself for a run without dataset.json (trained
+  before it existed) or trained on another dataset (the resume check names the key); a resume
+  whose header moved logs one INFO line naming both headers and keeps the record."""
+  split = Split(np.zeros((2, 4, 4, 3), np.uint8), np.array([[0, 1, 5], [1, 0, 7]], np.float32))
+  kinds = ("binary", "binary", "continuous")
+  make = lambda name, names, header: Dataset(name, names, kinds, {k: split for k in (
+      "train", "validation", "test")}, {"header": header})
+  dataset = make("folder", ("red", "round", "size"), ["file", "red", "round", "size"])
+  workdir = str(tmp_path / "w")
+  os.makedirs(os.path.join(workdir, "checkpoints", "2"))
+  swapped = make("folder", ("round", "red", "size"), ["file", "round", "red", "size"])
+  assert train_eval.align_with_record(workdir, swapped) is swapped  # No dataset.json.
+  train_eval.record_dataset(workdir, dataset, "", resumed=True)  # Written when missing.
+  assert checkpoints.load_dataset_info(workdir)["header"] == ["file", "red", "round", "size"]
+  other = make("synthetic", ("a", "b", "c"), ["a", "b", "c"])
+  assert train_eval.align_with_record(workdir, other) is other
+  assert train_eval.align_with_record(workdir, swapped).attribute_names == dataset.attribute_names
+  with caplog.at_level("INFO"):
+    train_eval.record_dataset(workdir, dataset, "", resumed=True)
+    assert not caplog.records  # The same header: nothing to say.
+    train_eval.record_dataset(workdir, swapped, "", resumed=True)
+  (line,) = [r.getMessage() for r in caplog.records]
+  assert line.startswith("the dataset's columns moved since this run started (['file', 'red', "
+                         "'round', 'size'] then, ['file', 'round', 'red', 'size'] now)"), line
+  assert checkpoints.load_dataset_info(workdir)["header"] == ["file", "red", "round", "size"]
+
+
 def test_quiet_orbax_drops_asyncio_reports_of_orbax_failures_only():
   """A failed restore's sibling reads reach asyncio's shutdown, which logs "_GatheringFuture
   exception was never retrieved" with the exception (and its traceback) attached, not in the

@@ -27,8 +27,11 @@ def to_unit(images_u8: Array) -> Array:
   return images_u8.astype(jnp.float32) / 255.0
 
 
-def mask_to_unit(masks_u8: Optional[Array]) -> Optional[Array]:
+def uint8_masks_to_channel(masks_u8: Optional[Array]) -> Optional[Array]:
   """uint8 [B,H,W] (255 = foreground) to float [B,H,W,1] in [0,1].
+
+  The stored masks inside the jitted steps, unchecked; a user's mask goes through
+  `inputs.mask_to_unit`, which checks it.
 
   Args:
     masks_u8: uint8 [B, H, W], or None.
@@ -105,7 +108,7 @@ def augment(key: Array, images: Array, masks: Optional[Array], cfg: Any
   b = images.shape[0]
   k_flip, k_crop, k_rot, k_gain, k_sharp = jax.random.split(key, 5)
   x = to_unit(images)
-  m = mask_to_unit(masks)
+  m = uint8_masks_to_channel(masks)
   # Image and mask travel together through the geometric steps.
   xm = x if m is None else jnp.concatenate([x, m], axis=-1)
   if cfg.flip:
@@ -141,7 +144,7 @@ def preprocess_eval(images: Array, masks: Optional[Array], cfg: Any
     images float32 [B, S, S, 3] in [-1, 1]; masks float32 [B, S, S, 1] in [0, 1] or None.
   """
   x = to_unit(images)
-  m = mask_to_unit(masks)
+  m = uint8_masks_to_channel(masks)
   if cfg.crop_size and cfg.crop_size < x.shape[1]:
     x = centre_crop(x, cfg.crop_size)
     m = None if m is None else centre_crop(m, cfg.crop_size)

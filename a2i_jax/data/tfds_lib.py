@@ -425,8 +425,9 @@ def damage_is_an_error(where: str) -> Any:
 
 def open_builder(builder_class: Any, *, data_dir: str, config: Optional[str] = None,
                  **kwargs: Any) -> Any:
-  """`builder_class(data_dir=..., config=..., file_format="array_record", **kwargs)`, where a damaged
-  prepared copy (TFDS reads its dataset_info.json in the constructor) is one `DataError`.
+  """`builder_class(data_dir=..., config=..., file_format="array_record", **kwargs)`, where a
+  damaged prepared copy (TFDS reads its dataset_info.json in the constructor) is one
+  `DataError`.
 
   Args:
     builder_class: an `a2i_jax` builder class.

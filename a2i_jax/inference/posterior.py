@@ -38,7 +38,7 @@ import numpy as np
 from a2i_jax import config_lib, parallel, perf, sampling
 from a2i_jax.errors import ConfigError, InputError
 from a2i_jax.inference.restore import TrainedModel
-from a2i_jax.inputs import check_attributes, check_images, check_int, check_mask
+from a2i_jax.inputs import check_attributes, check_images, check_int, check_key, check_mask
 from a2i_jax.models import CHEAP_COMPILE
 from a2i_jax.numerics import bounded_exp
 
@@ -532,12 +532,17 @@ def _check_batch(trained: TrainedModel, x: np.ndarray, attributes: Any, observed
     precision [y_dim, y_dim]) (a standard normal when none is given)), NumPy arrays.
   Raises:
     InputError: no images; missing, misshapen or non-finite attributes; misshapen masks or
-      mask values outside [0, 1]; a missing or misfitted attribute prior.
+      mask values outside [0, 1]; foreground masks for a model without a foreground (the
+      (C)VAE); a missing or misfitted attribute prior.
   """
   s, y_dim = trained.config.model.image_size, trained.config.model.y_dim
   n = x.shape[0]
   if n == 0:
     raise InputError("no images were given; pass at least one.")
+  if fg_masks is not None and not trained.model.needs_masks:
+    raise InputError(f"fg_masks were given, but this {trained.config.model.name} has no "
+                     "foreground / background split and would ignore them; only a disCVAE "
+                     "uses them. Drop fg_masks.")
   if attributes is None:
     if trained.model.uses_attributes and not options.infer_attributes:
       raise InputError("attributes are needed for this conditional model; pass them, or set "
@@ -580,7 +585,8 @@ def infer_latents(trained: TrainedModel, images: Array, attributes: Optional[Arr
     key: PRNG key (restart noise, prior init).
     options: `InferenceOptions`; default: the run's `config.inference`.
     fg_masks: foreground masks [N, S, S, 1] for the encoder init of models that take them
-      (disCVAE); without them the model estimates the foreground itself.
+      (disCVAE); without them the model estimates the foreground itself. Other models
+      refuse them.
     attribute_prior: required with `options.infer_attributes`.
     mesh: devices to split the batch over; default all devices.
     fns: prebuilt `make_inference_fns` output (reused across calls to avoid re-tracing).
@@ -595,10 +601,11 @@ def infer_latents(trained: TrainedModel, images: Array, attributes: Optional[Arr
     restarts alike).
   Raises:
     InputError: images, attributes, masks, options or an attribute prior that do not fit the
-      model (checked on the host before anything compiles).
+      model, or a key that is not a PRNG key (checked on the host before anything compiles).
     ConfigError: an energy the model does not have.
   """
   model, variables = trained.model, trained.variables
+  check_key(key)
   options = _check_options(trained, options)
   mesh = mesh or parallel.make_mesh()
   # The batch is checked, padded and repeated on the host and placed once: done with jnp,

@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import flax.linen as nn
+import jax
 import ml_collections
+import numpy as np
 
 from a2i_jax import checkpoints, config_lib, models, parallel, perf, sampling
-from a2i_jax.errors import ConfigError
+from a2i_jax.errors import ConfigError, InputError
 from a2i_jax.inputs import check_int
 
 _VARIABLE_COLLECTIONS = ("params", "batch_stats")
+_SHOWN_DIFFERENCES = 3  # How many differing paths an error names.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,14 +48,67 @@ class TrainedModel:
 
     Args:
       config: the experiment config the variables belong to.
-      variables: {"params", "batch_stats"}.
+      variables: {"params", "batch_stats"}, e.g. `models.init_variables`' output or a train
+        state's {"params": state.params, "batch_stats": state.batch_stats}.
       step: the training step they come from.
       model: the module (default: `models.create_model(config.model)`).
     Returns:
       The `TrainedModel`.
+    Raises:
+      InputError: variables whose collections, paths or shapes are not the model's
+        (`jax.eval_shape` of its initialisation; nothing is computed): they belong to another
+        config (model kind, width, latent or attribute sizes, image size).
     """
     model = model or models.create_model(config.model)
+    _check_variables(variables, models.abstract_variables(model, config.model), config)
     return cls(config, model, variables, int(step), perf.jit(sampling.make_sample_fn(model)))
+
+
+def _shape(leaf: Any) -> tuple:
+  return tuple(leaf.shape) if hasattr(leaf, "shape") else np.shape(leaf)
+
+
+def _check_variables(variables: Any, abstract: Mapping, config: ml_collections.ConfigDict
+                     ) -> None:
+  """Refuses variables that do not fit the model, naming the first few differing paths.
+
+  Args:
+    variables: what `TrainedModel.from_variables` was given.
+    abstract: the model's variables as `jax.ShapeDtypeStruct` (`models.abstract_variables`).
+    config: the config the model was built from, for the message.
+  Raises:
+    InputError: not a mapping, other collections, or leaves missing, extra or of other
+      shapes.
+  """
+  name = config.model.name
+  wanted = [k for k in _VARIABLE_COLLECTIONS if k in abstract]  # Parameters first.
+  fix = ("models.init_variables' output, or a train state's {'params': state.params, "
+         "'batch_stats': state.batch_stats}")
+  if not isinstance(variables, Mapping):
+    raise InputError(f"variables is a {type(variables).__name__}, not a dict of the "
+                     f"collections {wanted}; pass {fix}.")
+  if sorted(variables) != sorted(wanted):
+    raise InputError(f"variables hold the collections {sorted(variables)}; this {name} has "
+                     f"{wanted}. Pass all of them: {fix}.")
+  flat = lambda tree: {f"{k}/" + jax.tree_util.keystr(path, simple=True, separator="/"):
+                       _shape(leaf) for k in wanted
+                       for path, leaf in jax.tree_util.tree_flatten_with_path(tree[k])[0]}
+  expected, got = flat(abstract), flat(variables)
+  reshaped = [p for p in expected if p in got and got[p] != expected[p]]
+  missing = [p for p in expected if p not in got]
+  extra = [p for p in got if p not in expected]
+  if reshaped or missing or extra:
+    differ = ([f"{p}: expected {expected[p]}, got {got[p]}" for p in reshaped]
+              + [f"{p}: expected {expected[p]}, got nothing" for p in missing]
+              + [f"{p}: not in this {name} (got {got[p]})" for p in extra])
+    more = len(differ) - _SHOWN_DIFFERENCES
+    shown = "; ".join(differ[:_SHOWN_DIFFERENCES]) + (f"; and {more} more" if more > 0 else "")
+    raise InputError(f"the variables do not fit this config's {name}: of its {len(expected)} "
+                     f"arrays, {len(reshaped)} have other shapes and {len(missing)} are "
+                     f"missing, and {len(extra)} given are not in it ({shown}). They belong to "
+                     "another config (model kind, width, latent or attribute sizes, image "
+                     "size): pass the config they were made with (a run's config.json: "
+                     "inference.load_run_config(workdir)).")
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:

@@ -22,7 +22,8 @@ from a2i_jax.inference.posterior import (AttributePrior, InferenceOptions, _chec
                                          _check_options, _needs_attributes, _static,
                                          infer_latents, make_inference_fns)
 from a2i_jax.inference.restore import TrainedModel
-from a2i_jax.inputs import check_attributes, check_images, check_int, check_mask, to_unit
+from a2i_jax.inputs import (check_attributes, check_images, check_int, check_key, check_mask,
+                            to_unit)
 
 Array = jax.Array
 
@@ -40,6 +41,8 @@ def options_for(trained: TrainedModel, **overrides) -> InferenceOptions:
 
 
 def _cached(trained: TrainedModel, key: Any, build: Callable[[], Any]) -> Any:
+  """`build()`, once per model and key. What it builds must not hold `trained` (a cycle that
+  only the garbage collector would free, and with it the model's variables)."""
   if key not in trained.cache:
     trained.cache[key] = build()
   return trained.cache[key]
@@ -47,10 +50,7 @@ def _cached(trained: TrainedModel, key: Any, build: Callable[[], Any]) -> Any:
 
 def _attribute_index(index: Any, y_dim: int, usage: str) -> int:
   """An attribute's index: an integer in [0, y_dim) (a bool is not an index)."""
-  if (isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer))
-      or not 0 <= index < y_dim):
-    raise InputError(f"attribute index {index!r} is not an integer in [0, {y_dim}); {usage}.")
-  return int(index)
+  return check_int(index, "attribute index", 0, below=y_dim, usage=usage)
 
 
 def _numbers(values: Any, what: str) -> np.ndarray:
@@ -90,7 +90,8 @@ def run_inference(trained: TrainedModel, images: Any, attributes: Any = None,
       uint8 0 / 255); None = all observed.
     key: PRNG key.
     options: default `options_for(trained)`.
-    fg_masks: foreground masks for the encoder init of models that take them (optional).
+    fg_masks: foreground masks for the encoder init of models that take them (optional;
+      disCVAE only: other models refuse them).
     attribute_prior: needed with `options.infer_attributes`.
     batch_size: images per batch; default `config.inference.batch_size`.
   Returns:
@@ -98,8 +99,10 @@ def run_inference(trained: TrainedModel, images: Any, attributes: Any = None,
     images ("reconstruction" and the model's image layers) in [0, 1].
   Raises:
     InputError: inputs that do not fit the model or each other (every array is checked whole,
-      against the N images, before the first batch), no images, or a batch size below 1.
+      against the N images, before the first batch), no images, a batch size below 1, or a
+      key that is not a PRNG key.
   """
+  check_key(key)
   options = _check_options(trained, options)
   x = check_images(images, trained.config.model.image_size)
   y, obs, masks, _ = _check_batch(trained, x, attributes, observed, fg_masks, options,
@@ -197,8 +200,9 @@ def decode(trained: TrainedModel, latents: Mapping[str, Any], attributes: Any
     if np.shape(latents[name]) != (y.shape[0], dim):
       raise InputError(f"latents[{name!r}] has shape {np.shape(latents[name])}; expected "
                        f"[{y.shape[0]}, {dim}].")
+  model = trained.model  # Not `trained`: its cache holding it would keep it from being freed.
   fn = _cached(trained, "decode",
-               lambda: perf.jit(lambda v, lat, y: sampling.decode_images(trained.model, v, lat, y)))
+               lambda: perf.jit(lambda v, lat, y: sampling.decode_images(model, v, lat, y)))
   lat = {n: np.asarray(latents[n], np.float32) for n in dims}
   return parallel.fetch(fn(trained.variables, lat, y))
 
@@ -213,7 +217,7 @@ def prior_latents(trained: TrainedModel, num: int, key: Array) -> dict[str, np.n
   Returns:
     {"z": [N, z_dim]}, or for disCVAE {"z_fg": [N, zf_dim], "z_bg": [N, zb_dim]}.
   Raises:
-    InputError: `num` is not an integer >= 0.
+    InputError: `num` is not an integer >= 0, or `key` is not a PRNG key.
   """
   latents = sampling.prior_latents(trained.model, num, key, always_split=True)
   return {name: np.asarray(v) for name, v in latents.items()}
@@ -235,8 +239,8 @@ def progression(trained: TrainedModel, attributes: Any, index: int, values: Sequ
     VAE) gives the same image along each row: `evaluation.attribute_report` sweeps it as the
     control whose progression score must be 0 (`infer.py --mode=progression` refuses it).
   Raises:
-    InputError: not one base vector, an index out of range, or values or a count that are
-      not what they say.
+    InputError: not one base vector, an index out of range, values or a count that are not
+      what they say, or a key that is not a PRNG key.
   """
   y_dim = trained.config.model.y_dim
   y = _one_vector(trained, attributes, "progression")
@@ -270,7 +274,8 @@ def swap(trained: TrainedModel, attributes: Any, *, key: Array, num: int = 6
     "grid" [num, num, S, S, 3] in [0, 1]: row i has foreground latent i, column j background
     latent j (so along a row the foreground stays and the background changes).
   Raises:
-    InputError: not a disCVAE, not one attribute vector, or `num` below 1.
+    InputError: not a disCVAE, not one attribute vector, `num` below 1, or a key that is not
+      a PRNG key.
   """
   if tuple(trained.model.latent_dims) != SWAP_LATENTS:
     raise InputError(f"swap needs a disCVAE (separate foreground and background latents); this "
@@ -334,6 +339,9 @@ def sample(trained: TrainedModel, attributes: Any, key: Array) -> dict[str, np.n
   Returns:
     dict of float arrays in [0, 1], [N, S, S, 3]: "image"; for disCVAE also "foreground",
     "gate" and "background".
+  Raises:
+    InputError: attributes that do not fit the model, or a key that is not a PRNG key.
   """
+  check_key(key)
   y = check_attributes(attributes, trained.config.model.y_dim)
   return parallel.fetch(trained.sample_fn(trained.variables, y, key))

@@ -1,0 +1,116 @@
+"""Ctrl-C (SIGINT), in one place: how the library keeps one from landing where it would lose
+work or be lost itself.
+
+- `StopRequest`: the training loop's. A Ctrl-C asks the loop to stop; it finishes what is in
+  flight, saves and stops. A second one stops at once.
+- `held`: infer.py's. A Ctrl-C inside the block waits until the block ends (a folder made, a
+  set of files moved in), then raises.
+- `keep_ctrl_c`: the entry points'. A Ctrl-C that Python would swallow (inside a garbage
+  collector callback) is delivered again.
+
+Signal handlers can be set in the main thread only; `StopRequest` does nothing elsewhere, and
+`held` is used only from the entry points' main thread.
+"""
+
+import _thread
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Iterator
+
+
+class StopRequest:
+  """Ctrl-C (SIGINT) inside the block sets `requested` instead of raising; the loop then
+  finishes its dispatches in flight, saves and stops. A second Ctrl-C raises
+  KeyboardInterrupt at once.
+
+  Raising KeyboardInterrupt at an arbitrary point could land between a dispatch that donated
+  the state's buffers and the assignment of its result, losing the state. Outside the main
+  thread (where signal handlers cannot be set) it does nothing.
+  """
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    if self.requested:
+      raise KeyboardInterrupt
+    self.requested = True
+
+  def __enter__(self) -> "StopRequest":
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGINT, self._handle)
+    return self
+
+  def __exit__(self, *exc) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGINT, self._previous)
+
+
+@contextlib.contextmanager
+def held() -> Iterator[None]:
+  """Holds a Ctrl-C until the block ends, then raises KeyboardInterrupt (once, however many
+  came). Main thread only.
+
+  A Python handler, not a blocked signal: the kernel hands a signal blocked in the main
+  thread to another thread (XLA's), and Python raises KeyboardInterrupt in the main thread
+  all the same.
+
+  Yields:
+    None, once the handler that holds a Ctrl-C is in place.
+  """
+  caught = []
+  previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGINT, previous)
+  if caught:
+    raise KeyboardInterrupt
+
+
+def keep_ctrl_c() -> None:
+  """Makes a Ctrl-C that Python would swallow arrive again, a moment later.
+
+  A KeyboardInterrupt raised inside a garbage-collector callback (JAX registers one), a
+  `__del__` or a weakref callback cannot propagate: Python prints "Exception ignored in ..."
+  with a traceback and goes on, and the run finished as if never interrupted (exit status 0;
+  seen in CI). This hook, `sys.unraisablehook`, drops that message for a KeyboardInterrupt
+  and, once the hook has returned, sends the process SIGINT again from a short-lived thread,
+  so that the handler raises once the main thread is out of the callback (again if it is
+  not, until it is). Other unraisable exceptions go to the hook that was there before.
+  Idempotent; the entry points call it first thing.
+  """
+  if getattr(sys.unraisablehook, "keeps_ctrl_c", False):
+    return
+  previous = sys.unraisablehook
+
+  def again(main: int) -> None:
+    # Only once the main thread has left the hook: a handler raising inside it is lost too.
+    frames = sys._current_frames  # pylint: disable=protected-access
+    while _in_code(frames().get(main), hook.__code__):
+      time.sleep(0.001)
+    os.kill(os.getpid(), signal.SIGINT)
+
+  def hook(unraisable):
+    if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+      # Not threading.Thread: its start() waits in Python code, where the handler would run.
+      _thread.start_new_thread(again, (threading.get_ident(),))
+      return
+    previous(unraisable)
+  hook.keeps_ctrl_c = True
+  sys.unraisablehook = hook
+
+
+def _in_code(frame, code) -> bool:
+  """Whether `code` runs in `frame` or a frame below it."""
+  while frame is not None:
+    if frame.f_code is code:
+      return True
+    frame = frame.f_back
+  return False
