@@ -46,7 +46,7 @@ from a2i_jax import (checkpoints, config_lib, distributed, evaluation, files, in
                      interrupts, models, occlusions, perf, visualize)
 from a2i_jax.data import load_dataset
 from a2i_jax.data.base import as_trained
-from a2i_jax.errors import A2IError, ConfigError, InputError
+from a2i_jax.errors import A2IError, CheckpointError, ConfigError, InputError
 from a2i_jax.inputs import check_output_folder, image_files, read_images, to_unit
 
 MODES = ["sample", "progression", "swap", "reconstruct", "complete", "edit", "infer_attributes",
@@ -489,22 +489,26 @@ RUN_MODES: dict[str, Callable[[_Run], None]] = {
     "sample": sample, "progression": progression, "swap": swap, "reconstruct": reconstruct,
     "complete": complete, "edit": edit, "infer_attributes": infer_attributes, "tune": tune}
 
-# Data config keys that never change the test images, left out of the refusal's reasons.
-_NOT_TEST_IMAGES = ("augment.", "masks", "mask_net.", "cache_dir", "download")
+# Data config keys whose difference surely changes the test examples, with the source each
+# applies to (None: every source): refused from the runs' files, before any run is built. Any
+# other difference is found by comparing the examples once each run's data are loaded.
+_TEST_IMAGE_KEYS = {"image_size": None, "synthetic.seed": "synthetic", "cub_attributes": "cub"}
+# Data config keys that never change the test examples, left out of a refusal's reasons.
+_NOT_TEST_IMAGES = ("augment.", "cache_dir", "download")
 
 
 def _check_same_test_examples(workdirs: list[str], configs: list, infos: list) -> None:
-  """Refuses runs whose test examples differ, from their files alone (before any is built):
-  their rows would not compare. Runs whose data configs agree load the same test images now;
-  their attributes follow each run's training order (`as_trained`), which must agree too,
-  since one attribute predictor scores them all.
+  """Refuses, from their files alone (before any is built), runs whose test examples surely
+  differ: their rows would not compare. Their attributes follow each run's training order
+  (`as_trained`), which must agree too, since one attribute predictor scores them all.
+  `_check_loaded_examples` compares the examples themselves as each run is built.
 
   Args:
     workdirs: the runs.
     configs: their configs (`_run_config`).
     infos: their `checkpoints.load_dataset_info` (None for runs that predate dataset.json).
   Raises:
-    InputError: another dataset, a data config that changes the test images, or the
+    InputError: another dataset, a data key of `_TEST_IMAGE_KEYS` that differs, or the
       attributes in another order.
   """
   first, a = workdirs[0], configs[0].data
@@ -513,9 +517,9 @@ def _check_same_test_examples(workdirs: list[str], configs: list, infos: list) -
     if b.name != a.name:
       raise InputError(f"{workdir} was trained on {b.name!r}, {first} on {a.name!r}; one table "
                        "compares runs on one dataset.")
-    paths = dict.fromkeys([*config_lib.leaf_paths(a), *config_lib.leaf_paths(b)])
-    differ = [f"data.{k} {_get(b, k)!r} against {_get(a, k)!r}" for k in paths
-              if not k.startswith(_NOT_TEST_IMAGES) and _get(a, k) != _get(b, k)]
+    differ = [f"data.{k} {_get(b, k)!r} against {_get(a, k)!r}"
+              for k, source in _TEST_IMAGE_KEYS.items()
+              if source in (None, a.name) and _get(a, k) != _get(b, k)]
     if differ:
       raise InputError(f"{workdir} is tested on other images than {first} "
                        f"({'; '.join(differ)}); one table compares runs on the same test "
@@ -528,6 +532,27 @@ def _check_same_test_examples(workdirs: list[str], configs: list, infos: list) -
                        "attributes: evaluate them in separate calls.")
 
 
+def _check_loaded_examples(run: _Run, first: str, first_config, examples: tuple,
+                           num_examples: int) -> None:
+  """Refuses a run whose test examples (images, attributes, foreground masks where both have
+  them) are not those of the first run, `examples`; called once its data are loaded, before
+  it is evaluated (nothing has been written yet).
+
+  Raises:
+    InputError: the examples differ; the message names the data keys that differ.
+  """
+  if evaluation.same_examples(examples, evaluation.test_examples(run.dataset, num_examples)):
+    return
+  a, b = first_config.data, run.trained.config.data
+  paths = dict.fromkeys([*config_lib.leaf_paths(a), *config_lib.leaf_paths(b)])
+  differ = [f"data.{k} {_get(b, k)!r} against {_get(a, k)!r}" for k in paths
+            if not k.startswith(_NOT_TEST_IMAGES) and _get(a, k) != _get(b, k)]
+  why = "; ".join(differ) if differ else "the same data config, but other data"
+  raise InputError(f"{run.workdir} is tested on other images than {first} ({why}); one table "
+                   "compares runs on the same test images: evaluate them in separate calls "
+                   "(nothing was written).")
+
+
 def _check_checkpoint(workdir: str, step: Optional[int]) -> None:
   """Refuses a run without a checkpoint (of --step) before any run is restored."""
   ckpt = checkpoints.Checkpointer(workdir, create=False)
@@ -536,11 +561,11 @@ def _check_checkpoint(workdir: str, step: Optional[int]) -> None:
   finally:
     ckpt.close()
   if not steps:
-    raise InputError(f"--workdir {workdir} holds no checkpoint; train it first with "
+    raise CheckpointError(f"--workdir {workdir} holds no checkpoint; train it first with "
                      f"python train.py --config=... --workdir={workdir}.")
   if step is not None and step not in steps:
-    raise InputError(f"--step={step}: {workdir} has no checkpoint of that step; its steps are "
-                     f"{steps}.")
+    raise CheckpointError(f"--step={step}: {workdir} has no checkpoint of that step; its steps "
+                          f"are {steps}.")
 
 
 def _get(config, dotted: str):
@@ -561,18 +586,22 @@ def _row_labels(kinds: list[str], workdirs: list[str]) -> list[str]:
 def evaluate(opts: Options, done: list[str]) -> None:
   out = opts.out or os.path.join(opts.workdirs[0], "infer")
   opts = dataclasses.replace(opts, out=out)  # One table, in the first run's folder.
-  # Every check that compares the runs reads their files only, before the first is restored;
-  # then one run at a time is built, evaluated and let go, so that one dataset (and one
-  # model) is held at a time.
+  # The checks that compare the runs read their files only, before the first is restored;
+  # then one run at a time is built, its test examples compared with the first's, evaluated
+  # and let go, so that one dataset (and one model) is held at a time.
   configs = [_checked_config(workdir, opts, out) for workdir in opts.workdirs]
   infos = [checkpoints.load_dataset_info(workdir) for workdir in opts.workdirs]
   for workdir in opts.workdirs:
     _check_checkpoint(workdir, opts.step)
   _check_same_test_examples(opts.workdirs, configs, infos)
   labels = _row_labels([models.create_model(c.model).label for c in configs], opts.workdirs)
-  results, reports, predictor, baseline = [], [], None, None
+  results, reports, predictor, baseline, examples = [], [], None, None, None
   for workdir, label in zip(opts.workdirs, labels):
     run = _Run(workdir, opts)
+    if examples is None:  # The first run's test examples, which every other must share.
+      examples = evaluation.test_examples(run.dataset, opts.num_examples)
+    else:
+      _check_loaded_examples(run, opts.workdirs[0], configs[0], examples, opts.num_examples)
     print(f"evaluating {run.workdir} ({run.trained.config.model.name}, step {run.trained.step})")
     options = run.options()
     results.append({**evaluation.evaluate_model(

@@ -32,7 +32,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import warnings
 from typing import Any, Optional
 
@@ -43,7 +42,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from a2i_jax import distributed, files, parallel
-from a2i_jax.errors import CheckpointError, ConfigError
+from a2i_jax.errors import CheckpointError, ConfigError, add_unraisable_handler
 
 CONFIG_FILE = "config.json"
 DATASET_FILE = "dataset.json"
@@ -98,19 +97,17 @@ def _raised_in_orbax(exc_info: Any) -> bool:
   return False
 
 
-def _unraisable_hook(unraisable) -> None:
-  """Drops the unraisable exceptions a failed save (a full disk) or restore (a shape that does
-  not fit) leaves behind: Orbax closes its event loop while tensorstore reads or writes are
-  still pending, so their completion callbacks fail ("Event loop is closed"), and its read
-  coroutines that are collected unfinished raise from inside Orbax. The failure itself reaches
-  the caller as an exception. Anything else goes to Python's own hook."""
+def _orbax_leftover(unraisable) -> bool:
+  """Whether an unraisable exception is one a failed save (a full disk) or restore (a shape
+  that does not fit) leaves behind: Orbax closes its event loop while tensorstore reads or
+  writes are still pending, so their completion callbacks fail ("Event loop is closed"), and
+  its read coroutines that are collected unfinished raise from inside Orbax. The failure
+  itself reaches the caller as an exception; these are dropped, anything else goes on."""
   value = unraisable.exc_value
   if isinstance(value, RuntimeError) and str(value) == "Event loop is closed":
-    return
+    return True
   code = getattr(unraisable.object, "cr_code", None)  # An Orbax coroutine's own failure.
-  if code is not None and code.co_filename.startswith(_ORBAX_DIR):
-    return
-  sys.__unraisablehook__(unraisable)
+  return code is not None and code.co_filename.startswith(_ORBAX_DIR)
 
 
 def quiet_orbax(absl_handler: logging.Handler) -> None:
@@ -123,7 +120,7 @@ def quiet_orbax(absl_handler: logging.Handler) -> None:
   """
   if not any(isinstance(f, QuietOrbaxFilter) for f in absl_handler.filters):
     absl_handler.addFilter(QuietOrbaxFilter())
-  sys.unraisablehook = _unraisable_hook
+  add_unraisable_handler("quiet_orbax", _orbax_leftover)  # Keeps the others (keep_ctrl_c).
   # ... and the warnings for the read coroutines it leaves unawaited when a restore fails
   # (the library has no coroutines of its own).
   warnings.filterwarnings("ignore", message=r"coroutine '.*' was never awaited",
@@ -501,7 +498,8 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   try:
     with open(path) as f:
       saved = json.load(f)
-    if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict):
+    if not isinstance(saved, dict) or not all(isinstance(saved.get(k), dict)
+                                               for k in ("model", "data")):
       raise ConfigError(f"the config at {path} is damaged (not a config: it holds "
                         f"{type(saved).__name__} {str(saved)[:60]}); delete it and pass "
                         "--config again.")

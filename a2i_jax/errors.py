@@ -1,5 +1,10 @@
 """Error types. Each carries one plain message that names the problem and the fix; the entry
-points print it without a traceback. (Ctrl-C itself: `interrupts`.)"""
+points print it without a traceback. (Ctrl-C itself: `interrupts`.) Also
+`add_unraisable_handler`, which puts a handler in front of `sys.unraisablehook` without
+displacing the others."""
+
+import sys
+from typing import Any, Callable
 
 
 class A2IError(ValueError):
@@ -43,3 +48,41 @@ class TrainingInterrupted(KeyboardInterrupt):
   def __init__(self, step: int):
     super().__init__(f"interrupted at step {step}; run the same command to resume.")
     self.step = step
+
+
+
+class _Chained:
+  """One link of the `add_unraisable_handler` chain: its handler, then the hook before it."""
+
+  def __init__(self, name: str, handled: Callable[[Any], bool], previous: Callable):
+    self.name, self.handled, self.previous = name, handled, previous
+
+  def __call__(self, unraisable) -> None:
+    if not self.handled(unraisable):
+      self.previous(unraisable)
+
+
+# The code every link runs: while a thread runs it, that thread is inside the hook.
+UNRAISABLE_HOOK_CODE = _Chained.__call__.__code__
+
+
+def add_unraisable_handler(name: str, handled: Callable[[Any], bool]) -> None:
+  """Puts `handled` in front of `sys.unraisablehook`: an unraisable exception (one raised in
+  a garbage-collector callback, a `__del__`, a callback of a closed event loop) goes to it
+  first, and to the hook that was there before unless it returns True.
+
+  Each handler keeps the one before it, so that several stack in any order (the entry points
+  add Orbax's filter, `checkpoints.quiet_orbax`, and `interrupts.keep_ctrl_c`). A hook that
+  replaced the one before it would lose it: Orbax's filter once displaced the Ctrl-C one, and
+  a Ctrl-C was lost again. Adding a name already in the chain does nothing.
+
+  Args:
+    name: the handler's name in the chain.
+    handled: called with Python's `UnraisableHookArgs`; True when it dealt with it.
+  """
+  hook = sys.unraisablehook
+  while isinstance(hook, _Chained):
+    if hook.name == name:
+      return
+    hook = hook.previous
+  sys.unraisablehook = _Chained(name, handled, sys.unraisablehook)

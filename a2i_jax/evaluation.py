@@ -74,20 +74,46 @@ def _test_examples(dataset: Dataset, num_examples: int, split: str = "test"):
   return images, test.attributes[:n], fg
 
 
+def test_examples(dataset: Dataset, num_examples: int = -1) -> tuple:
+  """The test examples `evaluate_model` scores a model on.
+
+  Args:
+    dataset: the loaded dataset.
+    num_examples: the first N test examples; -1 = all.
+  Returns:
+    (images uint8 [N, S, S, 3], attributes [N, y_dim], foreground masks float32
+    [N, S, S, 1] in {0, 1} or None where the data have none).
+  Raises:
+    InputError: a count that is neither positive nor -1, or an empty test split.
+  """
+  return _test_examples(dataset, num_examples)
+
+
+def same_examples(a: tuple, b: tuple) -> bool:
+  """Whether two `test_examples` are the same, so that rows scored on them compare.
+
+  Args:
+    a, b: `test_examples` outputs (e.g. of two runs' datasets).
+  Returns:
+    True when the images and attributes are equal, and the foreground masks too where both
+    have them (a disCVAE's data load masks, a CVAE's on the same images may not).
+  """
+  (xa, ya, fa), (xb, yb, fb) = a, b
+  return (np.array_equal(xa, xb) and np.array_equal(ya, yb)
+          and (fa is None or fb is None or np.array_equal(fa, fb)))
+
+
 def same_test_examples(a: Dataset, b: Dataset, num_examples: int = -1) -> bool:
-  """Whether two datasets give `evaluate_model` the same test examples, so that rows compare.
+  """Whether two datasets give `evaluate_model` the same test examples (`same_examples`).
 
   Args:
     a, b: datasets (e.g. those of two runs).
     num_examples: the first N test examples; -1 = all.
   Returns:
     True when the images and attributes of those examples are equal, and their foreground
-    masks too where both have them (a disCVAE's data loads masks, a CVAE's on the same
-    images may not).
+    masks too where both have them.
   """
-  (xa, ya, fa), (xb, yb, fb) = _test_examples(a, num_examples), _test_examples(b, num_examples)
-  return (np.array_equal(xa, xb) and np.array_equal(ya, yb)
-          and (fa is None or fb is None or np.array_equal(fa, fb)))
+  return same_examples(test_examples(a, num_examples), test_examples(b, num_examples))
 
 
 def evaluate_model(trained: inference.TrainedModel, dataset: Dataset, *,
@@ -186,9 +212,10 @@ def _grid_options(grid: Sequence[Mapping[str, Any]], base: inference.InferenceOp
                   ) -> list[inference.InferenceOptions]:
   """Every setting of a tuning grid as options, `base` overridden by it, checked up front."""
   example = "[{'prior_weight': 1.0}, {'prior_weight': 3.0}]"
-  if not isinstance(grid, Sequence) or isinstance(grid, str):
+  if isinstance(grid, (str, bytes, Mapping)) or not isinstance(grid, Iterable):
     raise InputError(f"grid is a {type(grid).__name__}; pass a list of option overrides, one "
                      f"dict per setting, e.g. {example}.")
+  grid = list(grid)  # A generator is read once.
   if not grid:
     raise InputError(f"grid is empty; pass a list of option overrides, e.g. {example}.")
   settings = []

@@ -293,6 +293,9 @@ def check_key(key: Any, what: str = "key") -> Any:
   if dtype is None or shape is None:
     raise InputError(f"{what} is a {type(key).__name__}, not a PRNG key; pass {make}.")
   shape, typed = tuple(shape), jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+  if shape == () and not typed and np.issubdtype(dtype, np.integer):  # A 0-d or traced seed.
+    raise InputError(f"{what} is an integer scalar (a seed), not a PRNG key; pass "
+                     f"{what}=jax.random.key(seed) (or jax.random.PRNGKey(seed)).")
   raw = _raw_key_shape()
   if shape == (() if typed else raw) and (typed or dtype == np.uint32):
     return key

@@ -21,6 +21,8 @@ import threading
 import time
 from typing import Iterator
 
+from a2i_jax import errors
+
 
 class StopRequest:
   """Ctrl-C (SIGINT) inside the block sets `requested` instead of raising; the loop then
@@ -80,31 +82,31 @@ def keep_ctrl_c() -> None:
   A KeyboardInterrupt raised inside a garbage-collector callback (JAX registers one), a
   `__del__` or a weakref callback cannot propagate: Python prints "Exception ignored in ..."
   with a traceback and goes on, and the run finished as if never interrupted (exit status 0;
-  seen in CI). This hook, `sys.unraisablehook`, drops that message for a KeyboardInterrupt
-  and, once the hook has returned, sends the process SIGINT again from a short-lived thread,
-  so that the handler raises once the main thread is out of the callback (again if it is
-  not, until it is). Other unraisable exceptions go to the hook that was there before.
-  Idempotent; the entry points call it first thing.
+  seen in CI). This handler in `sys.unraisablehook` (`errors.add_unraisable_handler`, which
+  keeps the other handlers) drops that message for a KeyboardInterrupt and, once the hook
+  has returned, sends the process SIGINT again from a short-lived thread, so that the
+  handler raises once the main thread is out of the callback (again if it is not, until it
+  is). Other unraisable exceptions go on down the chain. Idempotent; the entry points call
+  it first thing.
   """
-  if getattr(sys.unraisablehook, "keeps_ctrl_c", False):
-    return
-  previous = sys.unraisablehook
+  errors.add_unraisable_handler("keep_ctrl_c", _deliver_again)
 
-  def again(main: int) -> None:
-    # Only once the main thread has left the hook: a handler raising inside it is lost too.
-    frames = sys._current_frames  # pylint: disable=protected-access
-    while _in_code(frames().get(main), hook.__code__):
-      time.sleep(0.001)
-    os.kill(os.getpid(), signal.SIGINT)
 
-  def hook(unraisable):
-    if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
-      # Not threading.Thread: its start() waits in Python code, where the handler would run.
-      _thread.start_new_thread(again, (threading.get_ident(),))
-      return
-    previous(unraisable)
-  hook.keeps_ctrl_c = True
-  sys.unraisablehook = hook
+def _deliver_again(unraisable) -> bool:
+  """`keep_ctrl_c`'s handler: True for a KeyboardInterrupt, which arrives again."""
+  if unraisable.exc_type is None or not issubclass(unraisable.exc_type, KeyboardInterrupt):
+    return False
+  # Not threading.Thread: its start() waits in Python code, where the handler would run.
+  _thread.start_new_thread(_send_again, (threading.get_ident(),))
+  return True
+
+
+def _send_again(main: int) -> None:
+  # Only once the main thread has left the hook: a handler raising inside it is lost too.
+  frames = sys._current_frames  # pylint: disable=protected-access
+  while _in_code(frames().get(main), errors.UNRAISABLE_HOOK_CODE):
+    time.sleep(0.001)
+  os.kill(os.getpid(), signal.SIGINT)
 
 
 def _in_code(frame, code) -> bool:

@@ -297,11 +297,15 @@ def test_a_seed_or_several_keys_are_not_a_key(untrained, cvae):
                       (jax.random.split(jax.random.PRNGKey(0)), r"several PRNG keys \(shape "
                        r"\(2, 2\)\)"),
                       (np.zeros(2, np.int32), r"dtype int32 and shape \(2,\), not a PRNG key"),
-                      (np.array(7, np.uint32), r"dtype uint32 and shape \(\), not a PRNG key"),
+                      (np.array(7, np.uint32), r"key is an integer scalar \(a seed\), not a "
+                       r"PRNG key; pass key=jax.random.key\(seed\)"),
+                      (jax.numpy.int32(3), r"key is an integer scalar \(a seed\)"),
                       (None, r"key is a NoneType, not a PRNG key; pass jax.random.key\(seed\)"),
                       ("0", r"key is a str, not a PRNG key")):
     with pytest.raises(InputError, match=needle):
       inference.sample(cvae, _attrs(), bad)
+  with pytest.raises(InputError, match=r"key is an integer scalar \(a seed\)"):
+    jax.jit(inputs.check_key)(5)  # A seed traced under jit.
 
 
 def test_new_and_old_style_keys_are_both_keys(cvae):
@@ -343,6 +347,9 @@ def test_variables_of_another_model_are_refused_when_wrapped(cvae):
     wrap(params_only)
   with pytest.raises(InputError, match="variables is a list, not a dict of the collections"):
     wrap([params_only])
+  with pytest.raises(InputError, match=r"variables hold the collections \['1', 'batch_stats', "
+                     r"'params'\]; this cvae has"):  # Was: TypeError from sorting 1 and 'params'.
+    wrap({**_shapes(config), 1: 2})
   missing = _shapes(config)
   missing["params"] = dict(missing["params"])
   gone = sorted(missing["params"])[0]
@@ -400,6 +407,10 @@ def test_a_tuning_grid_is_checked_whole_before_the_first_setting_runs(cvae, key,
     tune({"prior_weight": 1.0})
   with pytest.raises(InputError, match=r"grid\[0\] is a float; each setting is a dict"):
     tune([1.0])
+  with pytest.raises(InputError, match="grid is a str; pass a list"):
+    tune("prior_weight")
+  with pytest.raises(ConfigError, match=r"grid\[1\] \{'prior_wieght': 3.0\}"):  # A generator,
+    tune(s for s in ({"prior_weight": 1.0}, {"prior_wieght": 3.0}))  # read once, as a list.
 
 
 # ------------------------------------------------------------------------------ load_trained

@@ -7,6 +7,7 @@ status 130, and a mode's files in --out always come from one call. The image rea
 driven in-process over every PIL mode (docs: `a2i_jax/inputs.py`).
 """
 
+import dataclasses
 import io
 import json
 import os
@@ -25,7 +26,7 @@ import pytest
 from PIL import Image
 
 from a2i_jax import inference, inputs
-from a2i_jax.errors import InputError
+from a2i_jax.errors import CheckpointError, InputError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -439,6 +440,46 @@ def test_evaluate_builds_evaluates_and_lets_go_of_one_run_at_a_time(trained, tmp
   assert [r["model"] for r in results] == ["cvae (w)", "cvae (again)", "mean training image"]
 
 
+def test_evaluate_compares_each_runs_loaded_examples_with_the_firsts(trained, tmp_path,
+                                                                     monkeypatch):
+  """Was (in the first one-run-at-a-time form): any data key that differs refused up front,
+  even one that leaves the test images as they are (data.data_dir), and a difference that the
+  config alone does not show (other masks, data that changed) accepted."""
+  import infer  # pylint: disable=import-outside-toplevel
+
+  def copy(name):
+    other = tmp_path / name
+    shutil.copytree(trained, other)
+    config = json.loads((other / "config.json").read_text())
+    config["data"]["data_dir"] = "/elsewhere"
+    (other / "config.json").write_text(json.dumps(config))
+    return str(other)
+  moved, changed = copy("moved"), copy("changed")
+
+  class Run(infer._Run):  # pylint: disable=protected-access
+    def __init__(self, workdir, opts):
+      super().__init__(workdir, opts)
+      if workdir == changed:  # Its data hold other test images than the first run's.
+        test = self.dataset["test"]
+        splits = {**self.dataset.splits,
+                  "test": dataclasses.replace(test, images=255 - test.images)}
+        self.dataset = dataclasses.replace(self.dataset, splits=splits)
+  evaluated = []
+
+  def evaluate_model(trained, dataset, **kwargs):
+    evaluated.append(trained)
+    return {"model": "", "step": trained.step, "num_examples": 2, "rows": {"optimisation": {}}}
+  monkeypatch.setattr(infer, "_Run", Run)
+  monkeypatch.setattr(infer.evaluation, "evaluate_model", evaluate_model)
+  out = str(tmp_path / "out")
+  with pytest.raises(InputError, match=r"changed is tested on other images than .*w "
+                     r"\(data.data_dir '/elsewhere' against '.*'\); one table compares runs on "
+                     r"the same test images: evaluate them in separate calls \(nothing was "
+                     r"written\)"):
+    infer.evaluate(_evaluate_options([trained, moved, changed], out), [])
+  assert len(evaluated) == 2 and _no_files(out)  # The moved data were taken as the same.
+
+
 def test_evaluate_compares_the_runs_before_building_any(trained, tmp_path, monkeypatch):
   """Was: every run restored and its dataset loaded before the runs were compared."""
   import infer  # pylint: disable=import-outside-toplevel
@@ -468,10 +509,10 @@ def test_evaluate_compares_the_runs_before_building_any(trained, tmp_path, monke
                      r"beard, .*w in the order smile, face_width, .* evaluate them in separate"):
     evaluate(order)
   untrained = copy("untrained", files={"config.json", "dataset.json"})
-  with pytest.raises(InputError, match=r"--workdir .*untrained holds no checkpoint; train it "
+  with pytest.raises(CheckpointError, match=r"--workdir .*untrained holds no checkpoint; train it "
                      r"first with python train.py"):
     evaluate(untrained)
-  with pytest.raises(InputError, match=r"--step=7: .*w has no checkpoint of that step; its "
+  with pytest.raises(CheckpointError, match=r"--step=7: .*w has no checkpoint of that step; its "
                      r"steps are \[2\]"):
     evaluate(step=7)
   assert _no_files(out)
@@ -538,6 +579,38 @@ def test_a_mode_replaces_its_earlier_files_as_one_set(trained, tmp_path):
 
 # Runs infer.py with an unknown option added to the end of --mode=tune's grid, and any
 # inference refused, so that the grid must be checked whole before its first setting runs.
+_GC_CTRL_C_DRIVER = """
+import gc, os, runpy, signal, sys, time
+from a2i_jax import inference
+sample = inference.sample
+def interrupted_in_a_gc_callback(*args, **kwargs):
+  def callback(phase, info):
+    if phase == "start" and callback in gc.callbacks:
+      gc.callbacks.remove(callback)
+      os.kill(os.getpid(), signal.SIGINT)  # The handler runs inside this callback.
+      sum(range(1000))
+  gc.callbacks.append(callback)
+  gc.collect()
+  time.sleep(2)  # Where the interrupt arrives again.
+  return sample(*args, **kwargs)
+inference.sample = interrupted_in_a_gc_callback
+sys.argv[0] = "infer.py"
+runpy.run_path("infer.py", run_name="__main__")
+"""
+
+
+def test_infer_py_keeps_a_ctrl_c_that_lands_in_a_gc_callback(trained, tmp_path):
+  """Was (CI, under load): "Exception ignored in: <function _xla_gc_callback ...>
+  KeyboardInterrupt", and the run went on to finish with status 0: infer.py's Orbax filter
+  had replaced the hook that delivers such a Ctrl-C again."""
+  out = tmp_path / "out"
+  r = _infer(f"--workdir={trained}", "--mode=sample", f"--out={out}", "--num_images=2",
+             "--samples_per_attribute=1", driver=_GC_CTRL_C_DRIVER)
+  assert r.returncode == 130 and "Exception ignored" not in r.stderr, r.stderr
+  assert r.stderr.splitlines()[-1].startswith("interrupted during --mode=sample"), r.stderr
+  assert _no_files(out)
+
+
 _TUNE_TYPO_DRIVER = """
 import runpy, sys
 from a2i_jax import evaluation, inference
@@ -589,12 +662,15 @@ def test_ctrl_c_is_one_line_and_keeps_the_earlier_set(trained, tmp_path):
 
 
 _CTRL_C_IN_GC = """
-import gc, os, signal, sys, time
-from a2i_jax import interrupts
+import gc, logging, os, signal, sys, time
+from a2i_jax import checkpoints, interrupts
 signal.signal(signal.SIGINT, signal.default_int_handler)
-if sys.argv[1] == "keep":
-  interrupts.keep_ctrl_c()
-  interrupts.keep_ctrl_c()  # Twice: the hook is not stacked on itself.
+for step in sys.argv[1].split("+"):  # The entry points add both, keep_ctrl_c first.
+  if step == "keep":
+    interrupts.keep_ctrl_c()
+    interrupts.keep_ctrl_c()  # Twice: the hook is not stacked on itself.
+  elif step == "orbax":
+    checkpoints.quiet_orbax(logging.Handler())
 def callback(phase, info):
   if phase == "start" and not fired:
     fired.append(1)
@@ -613,12 +689,14 @@ except KeyboardInterrupt:
 """
 
 
-@pytest.mark.parametrize("keep", [True, False])
-def test_a_ctrl_c_inside_a_gc_callback_is_not_lost(keep):
+@pytest.mark.parametrize("hooks", ["keep", "keep+orbax", "orbax+keep", "plain", "orbax"])
+def test_a_ctrl_c_inside_a_gc_callback_is_not_lost(hooks):
   """Was (CI, once): infer.py's Ctrl-C landed in JAX's garbage-collector callback, Python
   printed "Exception ignored in ..." and the run finished with status 0. Without the hook the
-  script shows the loss; with it, the interrupt arrives again and nothing is printed."""
-  p = subprocess.run([sys.executable, "-c", _CTRL_C_IN_GC, "keep" if keep else "plain"],
+  script shows the loss; with it, the interrupt arrives again and nothing is printed. Was
+  too: Orbax's filter, added after it, replaced it (keep+orbax)."""
+  keep = "keep" in hooks
+  p = subprocess.run([sys.executable, "-c", _CTRL_C_IN_GC, hooks],
                      cwd=ROOT, capture_output=True, text=True, timeout=60)
   if keep:
     assert p.returncode == 130 and p.stderr == "", p.stderr

@@ -471,7 +471,7 @@ def test_infinite_or_out_of_range_values_are_refused(key, value, words):
     config_lib.validate_config(config)
 
 
-@pytest.mark.parametrize("content", ["[1, 2]", '"str"', "{}", "null"])
+@pytest.mark.parametrize("content", ["[1, 2]", '"str"', "{}", "null", '{"model": {}}'])
 def test_config_json_that_is_not_a_config(content, tmp_path):
   (tmp_path / checkpoints.CONFIG_FILE).write_text(content)
   with pytest.raises(checkpoints.ConfigError, match="is damaged \\(not a config"):

@@ -6,6 +6,7 @@ import ml_collections
 import numpy as np
 
 from a2i_jax.data import pipeline
+from a2i_jax.inputs import to_unit
 
 
 def _cfg(**kw):
@@ -72,7 +73,7 @@ def test_crop_and_rotation_shapes_and_mask_alignment():
 
 def test_zero_rotation_is_identity():
   im, _ = _images(n=1, s=8)
-  x = pipeline.to_unit(im)[0]
+  x = to_unit(im)[0]
   np.testing.assert_allclose(pipeline._rotate(x, jnp.float32(0.0)), x, atol=1e-6)
 
 

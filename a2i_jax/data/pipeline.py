@@ -13,18 +13,9 @@ from typing import Any, Optional
 import jax
 import jax.numpy as jnp
 
+from a2i_jax.inputs import to_unit
+
 Array = jax.Array
-
-
-def to_unit(images_u8: Array) -> Array:
-  """uint8 images to floats in [0, 1].
-
-  Args:
-    images_u8: uint8 [B, H, W, 3].
-  Returns:
-    float32 [B, H, W, 3].
-  """
-  return images_u8.astype(jnp.float32) / 255.0
 
 
 def uint8_masks_to_channel(masks_u8: Optional[Array]) -> Optional[Array]:

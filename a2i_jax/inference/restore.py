@@ -87,9 +87,9 @@ def _check_variables(variables: Any, abstract: Mapping, config: ml_collections.C
   if not isinstance(variables, Mapping):
     raise InputError(f"variables is a {type(variables).__name__}, not a dict of the "
                      f"collections {wanted}; pass {fix}.")
-  if sorted(variables) != sorted(wanted):
-    raise InputError(f"variables hold the collections {sorted(variables)}; this {name} has "
-                     f"{wanted}. Pass all of them: {fix}.")
+  if set(variables) != set(wanted):
+    raise InputError(f"variables hold the collections {sorted(map(str, variables))}; this "
+                     f"{name} has {wanted}. Pass all of them: {fix}.")
   flat = lambda tree: {f"{k}/" + jax.tree_util.keystr(path, simple=True, separator="/"):
                        _shape(leaf) for k in wanted
                        for path, leaf in jax.tree_util.tree_flatten_with_path(tree[k])[0]}
@@ -157,4 +157,6 @@ def load_trained(workdir: str, step: Optional[int] = None) -> TrainedModel:
     variables = ckpt.restore(target, step, partial=True)  # The optimiser state stays unread.
   finally:
     ckpt.close()
-  return TrainedModel.from_variables(config, dict(variables), int(step), model)
+  # Not `from_variables`: the restore has already matched every array to `abstract`.
+  return TrainedModel(config, model, dict(variables), int(step),
+                      perf.jit(sampling.make_sample_fn(model)))
