@@ -533,16 +533,20 @@ def _check_same_test_examples(workdirs: list[str], configs: list, infos: list) -
 
 
 def _check_loaded_examples(run: _Run, first: str, first_config, examples: tuple,
-                           num_examples: int) -> None:
+                           num_examples: int) -> tuple:
   """Refuses a run whose test examples (images, attributes, foreground masks where both have
-  them) are not those of the first run, `examples`; called once its data are loaded, before
-  it is evaluated (nothing has been written yet).
+  them) are not `examples`, those of the runs before it; called once its data are loaded,
+  before it is evaluated (no table has been written yet).
 
+  Returns:
+    `examples`, with this run's masks where the runs before it had none (a CVAE's data), so
+    that the masks of the later runs are compared with them.
   Raises:
     InputError: the examples differ; the message names the data keys that differ.
   """
-  if evaluation.same_examples(examples, evaluation.test_examples(run.dataset, num_examples)):
-    return
+  mine = evaluation.test_examples(run.dataset, num_examples)
+  if evaluation.same_examples(examples, mine):
+    return examples if examples[2] is not None else (*examples[:2], mine[2])
   a, b = first_config.data, run.trained.config.data
   paths = dict.fromkeys([*config_lib.leaf_paths(a), *config_lib.leaf_paths(b)])
   differ = [f"data.{k} {_get(b, k)!r} against {_get(a, k)!r}" for k in paths
@@ -550,22 +554,25 @@ def _check_loaded_examples(run: _Run, first: str, first_config, examples: tuple,
   why = "; ".join(differ) if differ else "the same data config, but other data"
   raise InputError(f"{run.workdir} is tested on other images than {first} ({why}); one table "
                    "compares runs on the same test images: evaluate them in separate calls "
-                   "(nothing was written).")
+                   "(no table was written).")
 
 
 def _check_checkpoint(workdir: str, step: Optional[int]) -> None:
-  """Refuses a run without a checkpoint (of --step) before any run is restored."""
+  """Refuses a run without a checkpoint (of --step), or whose checkpoint is corrupt, before
+  any run is restored (its checksums are compared; the restore does so again)."""
   ckpt = checkpoints.Checkpointer(workdir, create=False)
   try:
     steps = ckpt.all_steps()
+    if not steps:
+      raise CheckpointError(f"--workdir {workdir} holds no checkpoint; train it first with "
+                            f"python train.py --config=... --workdir={workdir}.")
+    if step is not None and step not in steps:
+      raise CheckpointError(f"--step={step}: {workdir} has no checkpoint of that step; its "
+                            f"steps are {steps}.")
+    # As `inference.load_trained` picks it: --step, or the newest (corrupt or not).
+    ckpt.restorable_step(steps[-1] if step is None else step, quiet=True)
   finally:
     ckpt.close()
-  if not steps:
-    raise CheckpointError(f"--workdir {workdir} holds no checkpoint; train it first with "
-                     f"python train.py --config=... --workdir={workdir}.")
-  if step is not None and step not in steps:
-    raise CheckpointError(f"--step={step}: {workdir} has no checkpoint of that step; its steps "
-                          f"are {steps}.")
 
 
 def _get(config, dotted: str):
@@ -591,9 +598,9 @@ def evaluate(opts: Options, done: list[str]) -> None:
   # and let go, so that one dataset (and one model) is held at a time.
   configs = [_checked_config(workdir, opts, out) for workdir in opts.workdirs]
   infos = [checkpoints.load_dataset_info(workdir) for workdir in opts.workdirs]
-  for workdir in opts.workdirs:
-    _check_checkpoint(workdir, opts.step)
   _check_same_test_examples(opts.workdirs, configs, infos)
+  for workdir in opts.workdirs:  # After the comparison, which reads no checkpoint.
+    _check_checkpoint(workdir, opts.step)
   labels = _row_labels([models.create_model(c.model).label for c in configs], opts.workdirs)
   results, reports, predictor, baseline, examples = [], [], None, None, None
   for workdir, label in zip(opts.workdirs, labels):
@@ -601,7 +608,8 @@ def evaluate(opts: Options, done: list[str]) -> None:
     if examples is None:  # The first run's test examples, which every other must share.
       examples = evaluation.test_examples(run.dataset, opts.num_examples)
     else:
-      _check_loaded_examples(run, opts.workdirs[0], configs[0], examples, opts.num_examples)
+      examples = _check_loaded_examples(run, opts.workdirs[0], configs[0], examples,
+                                        opts.num_examples)
     print(f"evaluating {run.workdir} ({run.trained.config.model.name}, step {run.trained.step})")
     options = run.options()
     results.append({**evaluation.evaluate_model(

@@ -372,13 +372,15 @@ class Checkpointer:
       corrupt.append((step, problem))
     return None, corrupt
 
-  def newest_intact_step(self, quarantine: bool = False) -> Optional[int]:
+  def newest_intact_step(self, quarantine: bool = False, quiet: bool = False
+                         ) -> Optional[int]:
     """The newest checkpoint whose files pass `check`; logs one warning per corrupt one.
 
     Args:
       quarantine: move each corrupt checkpoint newer than the intact one out of the way, to
         `workdir/corrupt_checkpoints/<step>` (training does, so that its steps are saved
         afresh; serving only reads).
+      quiet: no warnings (a check ahead of a restore, which gives them).
     Returns:
       The step, or None when there is no checkpoint.
     Raises:
@@ -405,11 +407,42 @@ class Checkpointer:
           os.makedirs(os.path.dirname(target), exist_ok=True)
           os.replace(os.path.join(self.directory, str(bad)), target)
         where = f" and was moved to {target}"
-      logging.warning("checkpoint %d is corrupt (%s)%s; %s step %d", bad, problem, where,
-                      "resuming from" if quarantine else "using", step)
+      if not quiet:
+        logging.warning("checkpoint %d is corrupt (%s)%s; %s step %d", bad, problem, where,
+                        "resuming from" if quarantine else "using", step)
     if corrupt and quarantine:
       distributed.barrier("a2i_quarantine")  # The others wait until process 0 has moved it.
       self._manager.reload()
+    return step
+
+  def restorable_step(self, step: Optional[int] = None, quiet: bool = False) -> int:
+    """The step `restore` reads, its checksums checked: `step`, or the newest intact one.
+
+    Args:
+      step: a step; None for the newest one whose checksums match (a corrupt newer one gets
+        one warning line).
+      quiet: no warnings (a check ahead of the restore, which gives them).
+    Returns:
+      The step.
+    Raises:
+      CheckpointError: no checkpoint (of `step`), or `step` corrupt, or none intact.
+    """
+    steps = self.all_steps()
+    if step is None:
+      if not steps:
+        raise CheckpointError(f"no checkpoint in {self.directory}; train first with "
+                              "python train.py --config=... --workdir=<this workdir>.")
+      return self.newest_intact_step(quiet=quiet)
+    if step not in steps:
+      raise CheckpointError(f"no checkpoint for step {step} in {self.directory}; the steps "
+                            f"there are {steps or 'none'}.")
+    problem = self.check(step)
+    if problem is not None:
+      intact = [s for s in steps if s != step and self.check(s) is None]
+      hint = (f"the newest intact checkpoint is step {intact[-1]}" if intact
+              else "no checkpoint there is intact")
+      raise CheckpointError(f"checkpoint {step} in {self.directory} is corrupt ({problem}); "
+                            f"{hint}.")
     return step
 
   def restore(self, abstract_state: Any, step: Optional[int] = None,
@@ -430,22 +463,7 @@ class Checkpointer:
     Raises:
       CheckpointError: no such checkpoint, a corrupt one, or files Orbax cannot read.
     """
-    steps = self.all_steps()
-    if step is None:
-      if not steps:
-        raise CheckpointError(f"no checkpoint in {self.directory}; train first with "
-                              "python train.py --config=... --workdir=<this workdir>.")
-      step = self.newest_intact_step()
-    elif step not in steps:
-      raise CheckpointError(f"no checkpoint for step {step} in {self.directory}; the steps "
-                            f"there are {steps or 'none'}.")
-    problem = self.check(step)
-    if problem is not None:
-      intact = [s for s in steps if s != step and self.check(s) is None]
-      hint = (f"the newest intact checkpoint is step {intact[-1]}" if intact
-              else "no checkpoint there is intact")
-      raise CheckpointError(f"checkpoint {step} in {self.directory} is corrupt ({problem}); "
-                            f"{hint}.")
+    step = self.restorable_step(step)
     abstract_state = _with_shardings(abstract_state)
     if partial:
       restore_args = jax.tree_util.tree_map(

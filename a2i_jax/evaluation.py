@@ -163,7 +163,7 @@ def evaluate_model(trained: inference.TrainedModel, dataset: Dataset, *,
 
 
 def tune_inference(trained: inference.TrainedModel, dataset: Dataset, *,
-                   grid: Sequence[Mapping[str, Any]], occlusion_names: Sequence[str],
+                   grid: Iterable[Mapping[str, Any]], occlusion_names: Sequence[str],
                    num_examples: int = 256, key: jax.Array,
                    options: Optional[inference.InferenceOptions] = None, seed: int = 0
                    ) -> list[dict[str, Any]]:
@@ -208,7 +208,7 @@ def tune_inference(trained: inference.TrainedModel, dataset: Dataset, *,
   return rows
 
 
-def _grid_options(grid: Sequence[Mapping[str, Any]], base: inference.InferenceOptions
+def _grid_options(grid: Iterable[Mapping[str, Any]], base: inference.InferenceOptions
                   ) -> list[inference.InferenceOptions]:
   """Every setting of a tuning grid as options, `base` overridden by it, checked up front."""
   example = "[{'prior_weight': 1.0}, {'prior_weight': 3.0}]"

@@ -96,23 +96,28 @@ def _deliver_again(unraisable) -> bool:
   """`keep_ctrl_c`'s handler: True for a KeyboardInterrupt, which arrives again."""
   if unraisable.exc_type is None or not issubclass(unraisable.exc_type, KeyboardInterrupt):
     return False
+  # The hook's code: the chain's links, and a hook set above them that called them.
+  top = sys.unraisablehook
+  top = getattr(top, "func", top)  # A functools.partial (pytest's).
+  codes = {errors.UNRAISABLE_HOOK_CODE, getattr(top, "__code__", None),
+           getattr(getattr(type(top), "__call__", None), "__code__", None)} - {None}
   # Not threading.Thread: its start() waits in Python code, where the handler would run.
-  _thread.start_new_thread(_send_again, (threading.get_ident(),))
+  _thread.start_new_thread(_send_again, (threading.get_ident(), frozenset(codes)))
   return True
 
 
-def _send_again(main: int) -> None:
+def _send_again(main: int, codes: frozenset) -> None:
   # Only once the main thread has left the hook: a handler raising inside it is lost too.
   frames = sys._current_frames  # pylint: disable=protected-access
-  while _in_code(frames().get(main), errors.UNRAISABLE_HOOK_CODE):
+  while _in_code(frames().get(main), codes):
     time.sleep(0.001)
   os.kill(os.getpid(), signal.SIGINT)
 
 
-def _in_code(frame, code) -> bool:
-  """Whether `code` runs in `frame` or a frame below it."""
+def _in_code(frame, codes: frozenset) -> bool:
+  """Whether one of `codes` runs in `frame` or a frame below it."""
   while frame is not None:
-    if frame.f_code is code:
+    if frame.f_code in codes:
       return True
     frame = frame.f_back
   return False

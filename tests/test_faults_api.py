@@ -358,6 +358,10 @@ def test_variables_of_another_model_are_refused_when_wrapped(cvae):
     wrap(missing)
   zeros = jax.tree_util.tree_map(lambda a: np.zeros(a.shape, a.dtype), _shapes(config))
   assert wrap(zeros).step == 0  # Arrays of the model's shapes fit.
+  integers = jax.tree_util.tree_map(lambda a: np.zeros(a.shape, np.int32), _shapes(config))
+  with pytest.raises(InputError, match=r"the variable params/\S+ is of dtype int32; a model's "
+                     "variables are floats"):
+    wrap(integers)
 
 
 # ------------------------------------------------------------------------ foreground masks

@@ -474,7 +474,7 @@ def test_evaluate_compares_each_runs_loaded_examples_with_the_firsts(trained, tm
   out = str(tmp_path / "out")
   with pytest.raises(InputError, match=r"changed is tested on other images than .*w "
                      r"\(data.data_dir '/elsewhere' against '.*'\); one table compares runs on "
-                     r"the same test images: evaluate them in separate calls \(nothing was "
+                     r"the same test images: evaluate them in separate calls \(no table was "
                      r"written\)"):
     infer.evaluate(_evaluate_options([trained, moved, changed], out), [])
   assert len(evaluated) == 2 and _no_files(out)  # The moved data were taken as the same.
@@ -515,6 +515,12 @@ def test_evaluate_compares_the_runs_before_building_any(trained, tmp_path, monke
   with pytest.raises(CheckpointError, match=r"--step=7: .*w has no checkpoint of that step; its "
                      r"steps are \[2\]"):
     evaluate(step=7)
+  damaged = copy("damaged")  # Was: found only once the runs before it had been evaluated.
+  largest = max((p for p in (damaged / "checkpoints").rglob("*") if p.is_file()),
+                key=lambda p: p.stat().st_size)
+  largest.write_bytes(bytes(largest.stat().st_size))
+  with pytest.raises(CheckpointError, match=r"checkpoint 2 in .*damaged.* is corrupt \(file "):
+    evaluate(damaged)
   assert _no_files(out)
 
 
@@ -671,6 +677,12 @@ for step in sys.argv[1].split("+"):  # The entry points add both, keep_ctrl_c fi
     interrupts.keep_ctrl_c()  # Twice: the hook is not stacked on itself.
   elif step == "orbax":
     checkpoints.quiet_orbax(logging.Handler())
+  elif step == "wrap":  # Another library's hook above the chain, still busy after it returns.
+    below = sys.unraisablehook
+    def wrapper(unraisable):
+      below(unraisable)
+      time.sleep(0.2)
+    sys.unraisablehook = wrapper
 def callback(phase, info):
   if phase == "start" and not fired:
     fired.append(1)
@@ -689,12 +701,13 @@ except KeyboardInterrupt:
 """
 
 
-@pytest.mark.parametrize("hooks", ["keep", "keep+orbax", "orbax+keep", "plain", "orbax"])
+@pytest.mark.parametrize("hooks", ["keep+orbax", "orbax+keep+wrap", "plain"])
 def test_a_ctrl_c_inside_a_gc_callback_is_not_lost(hooks):
   """Was (CI, once): infer.py's Ctrl-C landed in JAX's garbage-collector callback, Python
   printed "Exception ignored in ..." and the run finished with status 0. Without the hook the
   script shows the loss; with it, the interrupt arrives again and nothing is printed. Was
-  too: Orbax's filter, added after it, replaced it (keep+orbax)."""
+  too: Orbax's filter, added after it, replaced it (keep+orbax); and a hook set above the
+  chain was still running when the interrupt came again, and lost it (wrap)."""
   keep = "keep" in hooks
   p = subprocess.run([sys.executable, "-c", _CTRL_C_IN_GC, hooks],
                      cwd=ROOT, capture_output=True, text=True, timeout=60)

@@ -77,8 +77,8 @@ def _check_variables(variables: Any, abstract: Mapping, config: ml_collections.C
     abstract: the model's variables as `jax.ShapeDtypeStruct` (`models.abstract_variables`).
     config: the config the model was built from, for the message.
   Raises:
-    InputError: not a mapping, other collections, or leaves missing, extra or of other
-      shapes.
+    InputError: not a mapping, other collections, or leaves missing, extra, of other
+      shapes or not floats.
   """
   name = config.model.name
   wanted = [k for k in _VARIABLE_COLLECTIONS if k in abstract]  # Parameters first.
@@ -109,6 +109,14 @@ def _check_variables(variables: Any, abstract: Mapping, config: ml_collections.C
                      "another config (model kind, width, latent or attribute sizes, image "
                      "size): pass the config they were made with (a run's config.json: "
                      "inference.load_run_config(workdir)).")
+  for k in wanted:
+    for path, leaf in jax.tree_util.tree_flatten_with_path(variables[k])[0]:
+      dtype = leaf.dtype if hasattr(leaf, "dtype") else np.asarray(leaf).dtype
+      if not jax.numpy.issubdtype(dtype, jax.numpy.floating):
+        raise InputError(f"the variable {k}/"
+                         f"{jax.tree_util.keystr(path, simple=True, separator='/')} is of dtype "
+                         f"{dtype}; a model's variables are floats (float32 as initialised or "
+                         "restored).")
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
