@@ -138,6 +138,11 @@ class Options:
     """
     if not self.workdirs:
       raise InputError("--workdir is empty; pass the folder train.py wrote.")
+    runs = [os.path.abspath(os.path.expanduser(w)) for w in self.workdirs]
+    for workdir, run in zip(self.workdirs, runs):
+      if runs.count(run) > 1:  # Was: the same rows twice in one evaluate table.
+        raise InputError(f"--workdir={','.join(self.workdirs)} names {workdir} twice; give "
+                         "each run once.")
     if not self.modes:
       raise InputError(f"--mode is empty; pass one or more of {', '.join(MODES)}.")
     for mode in self.modes:

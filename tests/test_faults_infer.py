@@ -113,6 +113,8 @@ _BAD_FLAGS = [
     (dict(modes=["evaluate"], occlusions=["none", "eyes"]), "'none' stands alone"),
     (dict(modes=["complete"], occlusions=["none"]), "leaves --mode=complete nothing to fill"),
     (dict(workdirs=[]), "--workdir is empty"),
+    (dict(modes=["evaluate"], workdirs=["w", "v", "w/"]), "--workdir=w,v,w/ names w twice; give "
+     "each run once"),
     (dict(modes=[]), "--mode is empty; pass one or more of sample"),  # Ran nothing, exit 0.
     (dict(modes=["sample", "sample"]), "names sample twice; give each mode once"),
     (dict(modes=["complete"], occlusions=[]), "--occlusion is empty"),  # Wrote no occlusions.
