@@ -234,7 +234,7 @@ class _Run:
     self.trained = inference.load_trained(workdir, opts.step)
     # The run's persistent XLA cache: a second call starts without compiling.
     files.enable_compilation_cache(self.trained.config.compilation_cache_dir)
-    self.dataset = as_trained(load_dataset(self.trained.config.data), info)
+    self.dataset = _load_data(self.trained.config, info)
     self.names = list(self.dataset.attribute_names)
     self.ranges = info.get("attribute_ranges") if info else None
     if opts.attribute:
@@ -495,8 +495,8 @@ RUN_MODES: dict[str, Callable[[_Run], None]] = {
     "complete": complete, "edit": edit, "infer_attributes": infer_attributes, "tune": tune}
 
 # Data config keys whose difference surely changes the test examples, with the source each
-# applies to (None: every source): refused from the runs' files, before any run is built. Any
-# other difference is found by comparing the examples once each run's data are loaded.
+# applies to (None: every source): refused from the runs' files, before any data are loaded.
+# Any other difference is found by comparing the loaded examples (`_check_loaded_examples`).
 _TEST_IMAGE_KEYS = {"image_size": None, "synthetic.seed": "synthetic", "cub_attributes": "cub"}
 # Data config keys that never change the test examples, left out of a refusal's reasons.
 _NOT_TEST_IMAGES = ("augment.", "cache_dir", "download")
@@ -506,7 +506,7 @@ def _check_same_test_examples(workdirs: list[str], configs: list, infos: list) -
   """Refuses, from their files alone (before any is built), runs whose test examples surely
   differ: their rows would not compare. Their attributes follow each run's training order
   (`as_trained`), which must agree too, since one attribute predictor scores them all.
-  `_check_loaded_examples` compares the examples themselves as each run is built.
+  `_check_loaded_examples` then compares the examples themselves.
 
   Args:
     workdirs: the runs.
@@ -537,29 +537,48 @@ def _check_same_test_examples(workdirs: list[str], configs: list, infos: list) -
                        "attributes: evaluate them in separate calls.")
 
 
-def _check_loaded_examples(run: _Run, first: str, first_config, examples: tuple,
-                           num_examples: int) -> tuple:
-  """Refuses a run whose test examples (images, attributes, foreground masks where both have
-  them) are not `examples`, those of the runs before it; called once its data are loaded,
-  before it is evaluated (no table has been written yet).
+def _load_data(config, info: Optional[dict]):
+  """A run's dataset, its attributes in the trained order (`as_trained`)."""
+  return as_trained(load_dataset(config.data), info)
 
-  Returns:
-    `examples`, with this run's masks where the runs before it had none (a CVAE's data), so
-    that the masks of the later runs are compared with them.
+
+def _check_loaded_examples(workdirs: list[str], configs: list, infos: list,
+                           num_examples: int) -> None:
+  """Refuses runs whose test examples (images, attributes, foreground masks where both have
+  them) differ in a way their configs do not show (data changed on disk, masks from another
+  mask network), before any run is built or evaluated.
+
+  Runs whose data configs agree (up to keys that never change the test examples) load the
+  same examples, so nothing is loaded when all agree; otherwise one run's data of each config
+  are loaded, compared with the first's, and let go, one dataset at a time.
+
   Raises:
     InputError: the examples differ; the message names the data keys that differ.
   """
-  mine = evaluation.test_examples(run.dataset, num_examples)
-  if evaluation.same_examples(examples, mine):
-    return examples if examples[2] is not None else (*examples[:2], mine[2])
-  a, b = first_config.data, run.trained.config.data
-  paths = dict.fromkeys([*config_lib.leaf_paths(a), *config_lib.leaf_paths(b)])
-  differ = [f"data.{k} {_get(b, k)!r} against {_get(a, k)!r}" for k in paths
-            if not k.startswith(_NOT_TEST_IMAGES) and _get(a, k) != _get(b, k)]
-  why = "; ".join(differ) if differ else "the same data config, but other data"
-  raise InputError(f"{run.workdir} is tested on other images than {first} ({why}); one table "
-                   "compares runs on the same test images: evaluate them in separate calls "
-                   "(no table was written).")
+  def same_data(i: int) -> tuple:
+    keys = config_lib.leaf_paths(configs[i].data)
+    return (json.dumps({k: _get(configs[i].data, k) for k in keys
+                        if not k.startswith(_NOT_TEST_IMAGES)}, sort_keys=True, default=str),
+            json.dumps((infos[i] or {}).get("attribute_names")))
+  keys = [same_data(i) for i in range(len(workdirs))]
+  groups = [i for i, key in enumerate(keys) if key not in keys[:i]]
+  if len(groups) < 2:
+    return
+  print(f"comparing the test examples of {len(groups)} data configs")
+  examples = None  # The first's, with masks from the first run that has them.
+  for i in groups:
+    mine = evaluation.test_examples(_load_data(configs[i], infos[i]), num_examples)
+    if examples is None or evaluation.same_examples(examples, mine):
+      examples = mine if examples is None or examples[2] is None else examples
+      continue
+    a, b = configs[0].data, configs[i].data
+    paths = dict.fromkeys([*config_lib.leaf_paths(a), *config_lib.leaf_paths(b)])
+    differ = [f"data.{k} {_get(b, k)!r} against {_get(a, k)!r}" for k in paths
+              if not k.startswith(_NOT_TEST_IMAGES) and _get(a, k) != _get(b, k)]
+    why = "; ".join(differ) if differ else "the same data config, but other data"
+    raise InputError(f"{workdirs[i]} is tested on other images than {workdirs[0]} ({why}); "
+                     "one table compares runs on the same test images: evaluate them in "
+                     "separate calls.")
 
 
 def _check_checkpoint(workdir: str, step: Optional[int]) -> None:
@@ -598,23 +617,20 @@ def _row_labels(kinds: list[str], workdirs: list[str]) -> list[str]:
 def evaluate(opts: Options, done: list[str]) -> None:
   out = opts.out or os.path.join(opts.workdirs[0], "infer")
   opts = dataclasses.replace(opts, out=out)  # One table, in the first run's folder.
-  # The checks that compare the runs read their files only, before the first is restored;
-  # then one run at a time is built, its test examples compared with the first's, evaluated
-  # and let go, so that one dataset (and one model) is held at a time.
+  # Every check comes before the first run is evaluated: those that compare the runs' files,
+  # their checkpoints, and their test examples where their data configs differ. Then one run
+  # at a time is built, evaluated and let go, so that one dataset (and one model) is held at
+  # a time.
   configs = [_checked_config(workdir, opts, out) for workdir in opts.workdirs]
   infos = [checkpoints.load_dataset_info(workdir) for workdir in opts.workdirs]
   _check_same_test_examples(opts.workdirs, configs, infos)
   for workdir in opts.workdirs:  # After the comparison, which reads no checkpoint.
     _check_checkpoint(workdir, opts.step)
+  _check_loaded_examples(opts.workdirs, configs, infos, opts.num_examples)
   labels = _row_labels([models.create_model(c.model).label for c in configs], opts.workdirs)
-  results, reports, predictor, baseline, examples = [], [], None, None, None
+  results, reports, predictor, baseline = [], [], None, None
   for workdir, label in zip(opts.workdirs, labels):
     run = _Run(workdir, opts)
-    if examples is None:  # The first run's test examples, which every other must share.
-      examples = evaluation.test_examples(run.dataset, opts.num_examples)
-    else:
-      examples = _check_loaded_examples(run, opts.workdirs[0], configs[0], examples,
-                                        opts.num_examples)
     print(f"evaluating {run.workdir} ({run.trained.config.model.name}, step {run.trained.step})")
     options = run.options()
     results.append({**evaluation.evaluate_model(

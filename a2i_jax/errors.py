@@ -4,6 +4,7 @@ points print it without a traceback. (Ctrl-C itself: `interrupts`.) Also
 displacing the others."""
 
 import sys
+import types
 from typing import Any, Callable
 
 
@@ -58,8 +59,16 @@ class _Chained:
     self.name, self.handled, self.previous = name, handled, previous
 
   def __call__(self, unraisable) -> None:
-    if not self.handled(unraisable):
-      self.previous(unraisable)
+    try:
+      if not self.handled(unraisable):
+        self.previous(unraisable)
+    except KeyboardInterrupt as e:
+      # A Ctrl-C that lands while a link runs would escape the hook, where Python prints
+      # "Exception ignored in sys.unraisablehook" and drops it: the hook gets it instead, as
+      # an unraisable of its own (`interrupts.keep_ctrl_c`'s link delivers it again).
+      sys.unraisablehook(types.SimpleNamespace(
+          exc_type=type(e), exc_value=e, exc_traceback=e.__traceback__,
+          err_msg="Exception ignored in sys.unraisablehook", object=self))
 
 
 # The code every link runs: while a thread runs it, that thread is inside the hook.
@@ -74,7 +83,10 @@ def add_unraisable_handler(name: str, handled: Callable[[Any], bool]) -> None:
   Each handler keeps the one before it, so that several stack in any order (the entry points
   add Orbax's filter, `checkpoints.quiet_orbax`, and `interrupts.keep_ctrl_c`). A hook that
   replaced the one before it would lose it: Orbax's filter once displaced the Ctrl-C one, and
-  a Ctrl-C was lost again. Adding a name already in the chain does nothing.
+  a Ctrl-C was lost again. Adding a name already in the chain does nothing. A
+  KeyboardInterrupt raised while a link runs (a second Ctrl-C) would escape the hook and be
+  lost with what it interrupted; the link hands it to `sys.unraisablehook` instead, in place of
+  the unraisable it was handling.
 
   Args:
     name: the handler's name in the chain.

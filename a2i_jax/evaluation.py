@@ -103,19 +103,6 @@ def same_examples(a: tuple, b: tuple) -> bool:
           and (fa is None or fb is None or np.array_equal(fa, fb)))
 
 
-def same_test_examples(a: Dataset, b: Dataset, num_examples: int = -1) -> bool:
-  """Whether two datasets give `evaluate_model` the same test examples (`same_examples`).
-
-  Args:
-    a, b: datasets (e.g. those of two runs).
-    num_examples: the first N test examples; -1 = all.
-  Returns:
-    True when the images and attributes of those examples are equal, and their foreground
-    masks too where both have them.
-  """
-  return same_examples(test_examples(a, num_examples), test_examples(b, num_examples))
-
-
 def evaluate_model(trained: inference.TrainedModel, dataset: Dataset, *,
                    occlusion_names: Optional[Sequence[str]] = None, num_examples: int = -1,
                    key: jax.Array, options: Optional[inference.InferenceOptions] = None,

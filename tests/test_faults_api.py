@@ -7,6 +7,8 @@ Every refusal here happens in the host-side checks, so most tests use untrained 
 accepted path through a tiny trained CVAE (conftest's `tiny_run`).
 """
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -386,6 +388,20 @@ def test_foreground_masks_are_refused_by_models_without_a_foreground(untrained, 
                          "foreground / background split and would ignore them; only a disCVAE "
                          "uses them. Drop fg_masks."):
         call()
+
+
+@pytest.mark.parametrize("init", ["zeros", "prior"])
+def test_foreground_masks_are_refused_where_the_encoder_does_not_start(untrained, key, init):
+  """Was: a disCVAE started from zeros or the prior ignored them without a word (only the
+  encoder's start reads them)."""
+  trained = untrained["discvae"]
+  options = dataclasses.replace(inference.options_for(trained), init=init)
+  fg = np.ones((4, S, S, 1), np.float32)
+  with pytest.raises(InputError, match=f"fg_masks were given with init='{init}'; they only set "
+                     "the encoder's start \\(init='encoder'\\) and would be ignored. Drop "
+                     "fg_masks, or start from the encoder."):
+    inference.complete(trained, _images(), _attrs(), _eyes(), key=key, options=options,
+                       fg_masks=fg)
 
 
 # ------------------------------------------------------------------------------- tuning grid

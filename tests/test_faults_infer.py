@@ -442,44 +442,54 @@ def test_evaluate_builds_evaluates_and_lets_go_of_one_run_at_a_time(trained, tmp
   assert [r["model"] for r in results] == ["cvae (w)", "cvae (again)", "mean training image"]
 
 
-def test_evaluate_compares_each_runs_loaded_examples_with_the_firsts(trained, tmp_path,
-                                                                     monkeypatch):
+def test_evaluate_compares_the_runs_loaded_examples_before_evaluating_any(trained, tmp_path,
+                                                                          monkeypatch):
   """Was (in the first one-run-at-a-time form): any data key that differs refused up front,
   even one that leaves the test images as they are (data.data_dir), and a difference that the
-  config alone does not show (other masks, data that changed) accepted."""
+  config alone does not show (other masks, data that changed) accepted. Was then: such a
+  difference refused only once the runs before it had been evaluated."""
   import infer  # pylint: disable=import-outside-toplevel
 
-  def copy(name):
+  def copy(name, data_dir):
     other = tmp_path / name
     shutil.copytree(trained, other)
     config = json.loads((other / "config.json").read_text())
-    config["data"]["data_dir"] = "/elsewhere"
+    config["data"]["data_dir"] = data_dir
     (other / "config.json").write_text(json.dumps(config))
     return str(other)
-  moved, changed = copy("moved"), copy("changed")
+  moved, again, changed = copy("moved", "/a"), copy("again", "/a"), copy("changed", "/b")
+  real, loads = infer._load_data, []  # pylint: disable=protected-access
 
-  class Run(infer._Run):  # pylint: disable=protected-access
-    def __init__(self, workdir, opts):
-      super().__init__(workdir, opts)
-      if workdir == changed:  # Its data hold other test images than the first run's.
-        test = self.dataset["test"]
-        splits = {**self.dataset.splits,
-                  "test": dataclasses.replace(test, images=255 - test.images)}
-        self.dataset = dataclasses.replace(self.dataset, splits=splits)
+  def load_data(config, info):
+    loads.append(config.data.data_dir)
+    data = real(config, info)
+    if config.data.data_dir == "/b":  # Its data hold other test images than the first run's.
+      test = data["test"]
+      splits = {**data.splits, "test": dataclasses.replace(test, images=255 - test.images)}
+      data = dataclasses.replace(data, splits=splits)
+    return data
   evaluated = []
 
   def evaluate_model(trained, dataset, **kwargs):
     evaluated.append(trained)
     return {"model": "", "step": trained.step, "num_examples": 2, "rows": {"optimisation": {}}}
-  monkeypatch.setattr(infer, "_Run", Run)
+  monkeypatch.setattr(infer, "_load_data", load_data)
   monkeypatch.setattr(infer.evaluation, "evaluate_model", evaluate_model)
   out = str(tmp_path / "out")
   with pytest.raises(InputError, match=r"changed is tested on other images than .*w "
-                     r"\(data.data_dir '/elsewhere' against '.*'\); one table compares runs on "
-                     r"the same test images: evaluate them in separate calls \(no table was "
-                     r"written\)"):
-    infer.evaluate(_evaluate_options([trained, moved, changed], out), [])
-  assert len(evaluated) == 2 and _no_files(out)  # The moved data were taken as the same.
+                     r"\(data.data_dir '/b' against '.*'\); one table compares runs on the same "
+                     r"test images: evaluate them in separate calls.$"):
+    infer.evaluate(_evaluate_options([trained, moved, again, changed], out), [])
+  assert not evaluated and _no_files(out)
+  first = loads[0]
+  assert loads == [first, "/a", "/b"]  # One load per data config.
+  loads.clear()
+  infer.evaluate(_evaluate_options([trained, moved, again], out), [])
+  assert len(evaluated) == 3  # The moved data were taken as the same.
+  assert loads == [first, "/a", first, "/a", "/a"]  # The comparison's, then each run's.
+  loads.clear()
+  infer.evaluate(_evaluate_options([moved, again], out), [])
+  assert loads == ["/a", "/a"]  # One data config: nothing loaded to compare.
 
 
 def test_evaluate_compares_the_runs_before_building_any(trained, tmp_path, monkeypatch):
@@ -532,7 +542,8 @@ def test_test_examples_compare_images_and_attributes_and_masks_where_both_have_t
   x, y = np.zeros((4, 8, 8, 3), np.uint8), np.zeros((4, 2), np.float32)
   masks = np.full((4, 8, 8), 255, np.uint8)
   data = lambda *test: Dataset("synthetic", ("a", "b"), ("binary",) * 2, {"test": Split(*test)})
-  same = evaluation.same_test_examples
+  same = lambda a, b, n=-1: evaluation.same_examples(evaluation.test_examples(a, n),
+                                                     evaluation.test_examples(b, n))
   assert same(data(x, y), data(x, y, masks))  # A CVAE's data beside a disCVAE's masks.
   assert not same(data(x, y, masks), data(x, y, 255 - masks))
   assert not same(data(x, y), data(x + 1, y)) and not same(data(x, y), data(x, y + 1))
@@ -671,7 +682,7 @@ def test_ctrl_c_is_one_line_and_keeps_the_earlier_set(trained, tmp_path):
 
 _CTRL_C_IN_GC = """
 import gc, logging, os, signal, sys, time
-from a2i_jax import checkpoints, interrupts
+from a2i_jax import checkpoints, errors, interrupts
 signal.signal(signal.SIGINT, signal.default_int_handler)
 for step in sys.argv[1].split("+"):  # The entry points add both, keep_ctrl_c first.
   if step == "keep":
@@ -679,6 +690,14 @@ for step in sys.argv[1].split("+"):  # The entry points add both, keep_ctrl_c fi
     interrupts.keep_ctrl_c()  # Twice: the hook is not stacked on itself.
   elif step == "orbax":
     checkpoints.quiet_orbax(logging.Handler())
+  elif step == "second":  # A link that a second Ctrl-C interrupts while it runs.
+    def second(unraisable, sent=[]):
+      if not sent:
+        sent.append(1)
+        os.kill(os.getpid(), signal.SIGINT)
+        sum(range(1000))
+      return False
+    errors.add_unraisable_handler("second", second)
   elif step == "wrap":  # Another library's hook above the chain, still busy after it returns.
     below = sys.unraisablehook
     def wrapper(unraisable):
@@ -703,13 +722,15 @@ except KeyboardInterrupt:
 """
 
 
-@pytest.mark.parametrize("hooks", ["keep+orbax", "orbax+keep+wrap", "plain"])
+@pytest.mark.parametrize("hooks", ["keep+orbax", "orbax+keep+wrap", "keep+orbax+second",
+                                   "plain"])
 def test_a_ctrl_c_inside_a_gc_callback_is_not_lost(hooks):
   """Was (CI, once): infer.py's Ctrl-C landed in JAX's garbage-collector callback, Python
   printed "Exception ignored in ..." and the run finished with status 0. Without the hook the
   script shows the loss; with it, the interrupt arrives again and nothing is printed. Was
   too: Orbax's filter, added after it, replaced it (keep+orbax); and a hook set above the
-  chain was still running when the interrupt came again, and lost it (wrap)."""
+  chain was still running when the interrupt came again, and lost it (wrap); and a second
+  Ctrl-C that landed inside a link escaped the hook, and both were lost (second)."""
   keep = "keep" in hooks
   p = subprocess.run([sys.executable, "-c", _CTRL_C_IN_GC, hooks],
                      cwd=ROOT, capture_output=True, text=True, timeout=60)

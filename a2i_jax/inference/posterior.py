@@ -533,7 +533,8 @@ def _check_batch(trained: TrainedModel, x: np.ndarray, attributes: Any, observed
   Raises:
     InputError: no images; missing, misshapen or non-finite attributes; misshapen masks or
       mask values outside [0, 1]; foreground masks for a model without a foreground (the
-      (C)VAE); a missing or misfitted attribute prior.
+      (C)VAE) or with an init that does not read them; a missing or misfitted attribute
+      prior.
   """
   s, y_dim = trained.config.model.image_size, trained.config.model.y_dim
   n = x.shape[0]
@@ -543,6 +544,10 @@ def _check_batch(trained: TrainedModel, x: np.ndarray, attributes: Any, observed
     raise InputError(f"fg_masks were given, but this {trained.config.model.name} has no "
                      "foreground / background split and would ignore them; only a disCVAE "
                      "uses them. Drop fg_masks.")
+  if fg_masks is not None and options.init != "encoder":
+    raise InputError(f"fg_masks were given with init={options.init!r}; they only set the "
+                     "encoder's start (init='encoder') and would be ignored. Drop fg_masks, or "
+                     "start from the encoder.")
   if attributes is None:
     if trained.model.uses_attributes and not options.infer_attributes:
       raise InputError("attributes are needed for this conditional model; pass them, or set "
@@ -585,8 +590,8 @@ def infer_latents(trained: TrainedModel, images: Array, attributes: Optional[Arr
     key: PRNG key (restart noise, prior init).
     options: `InferenceOptions`; default: the run's `config.inference`.
     fg_masks: foreground masks [N, S, S, 1] for the encoder init of models that take them
-      (disCVAE); without them the model estimates the foreground itself. Other models
-      refuse them.
+      (disCVAE); without them the model estimates the foreground itself. Other models,
+      and an `options.init` other than "encoder", refuse them.
     attribute_prior: required with `options.infer_attributes`.
     mesh: devices to split the batch over; default all devices.
     fns: prebuilt `make_inference_fns` output (reused across calls to avoid re-tracing).

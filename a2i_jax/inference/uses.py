@@ -91,7 +91,7 @@ def run_inference(trained: TrainedModel, images: Any, attributes: Any = None,
     key: PRNG key.
     options: default `options_for(trained)`.
     fg_masks: foreground masks for the encoder init of models that take them (optional;
-      disCVAE only: other models refuse them).
+      disCVAE only, with `options.init` "encoder": otherwise they are refused).
     attribute_prior: needed with `options.infer_attributes`.
     batch_size: images per batch; default `config.inference.batch_size`.
   Returns:
