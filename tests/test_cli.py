@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ import pytest
 
 from a2i_jax.errors import InputError
 from a2i_jax.occlusions import OCCLUSION_NAMES
+from conftest import TRAIN_PY_STEPS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -42,24 +44,18 @@ def test_infer_without_checkpoint(tmp_path):
   assert "error: no config at" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_train_then_sample(tmp_path, data_cache):
+def test_train_then_sample(tmp_path, train_py_reference):
+  """The README's path: a train.py run (the session's reference run, conftest, copied), then
+  infer.py on it."""
   workdir = str(tmp_path / "w")
-  tiny = ["--config.model.width=0.125", "--config.model.z_dim=8", "--config.batch_size=8",
-          "--config.num_train_steps=2", "--config.log_every_steps=1",
-          "--config.eval_every_steps=2", "--config.checkpoint_every_steps=2",
-          "--config.num_eval_examples=8", "--config.num_sample_rows=2",
-          "--config.num_sample_cols=2", "--config.data.synthetic.num_train=32",
-          "--config.data.synthetic.num_validation=8", "--config.data.synthetic.num_test=8",
-          f"--config.data.cache_dir={data_cache}", "--config.compilation_cache_dir="]
-  r = _run("train.py", "--config=configs/synthetic.py", f"--workdir={workdir}", *tiny)
-  assert r.returncode == 0, r.stderr[-3000:]
-  assert os.path.isdir(os.path.join(workdir, "checkpoints", "2"))
+  shutil.copytree(train_py_reference, workdir)
+  assert os.path.isdir(os.path.join(workdir, "checkpoints", str(TRAIN_PY_STEPS)))
   # Two modes in one call (one process start, one restore), into the default --out.
   r = _run("infer.py", f"--workdir={workdir}", "--mode=sample,complete", "--num_images=3",
            "--samples_per_attribute=3", "--steps=2", "--occlusion=eyes,block8")
   assert r.returncode == 0, r.stderr[-3000:]
   default_out = os.path.join(workdir, "infer")
-  assert os.path.exists(os.path.join(default_out, "sample_step2.png"))
+  assert os.path.exists(os.path.join(default_out, f"sample_step{TRAIN_PY_STEPS}.png"))
   with open(os.path.join(default_out, "complete.json")) as f:
     errors = json.load(f)["hidden_pixel_mse"]
   assert set(errors) == {"eyes", "block8"} and len(errors["eyes"]) == 3
