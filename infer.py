@@ -45,7 +45,7 @@ import numpy as np
 from a2i_jax import (checkpoints, config_lib, distributed, evaluation, files, inference,
                      interrupts, models, occlusions, perf, visualize)
 from a2i_jax.data import load_dataset
-from a2i_jax.data.base import as_trained
+from a2i_jax.data.base import as_trained, centre_cropped
 from a2i_jax.errors import A2IError, CheckpointError, ConfigError, InputError
 from a2i_jax.inputs import check_output_folder, image_files, read_images, to_unit
 
@@ -497,7 +497,9 @@ RUN_MODES: dict[str, Callable[[_Run], None]] = {
 # Data config keys whose difference surely changes the test examples, with the source each
 # applies to (None: every source): refused from the runs' files, before any data are loaded.
 # Any other difference is found by comparing the loaded examples (`_check_loaded_examples`).
-_TEST_IMAGE_KEYS = {"image_size": None, "synthetic.seed": "synthetic", "cub_attributes": "cub"}
+# (augment.crop_size: the test images are centre cropped to it, `_load_data`.)
+_TEST_IMAGE_KEYS = {"image_size": None, "augment.crop_size": None, "synthetic.seed": "synthetic",
+                    "cub_attributes": "cub"}
 # Data config keys that never change the test examples, left out of a refusal's reasons.
 _NOT_TEST_IMAGES = ("augment.", "cache_dir", "download")
 
@@ -538,8 +540,11 @@ def _check_same_test_examples(workdirs: list[str], configs: list, infos: list) -
 
 
 def _load_data(config, info: Optional[dict]):
-  """A run's dataset, its attributes in the trained order (`as_trained`)."""
-  return as_trained(load_dataset(config.data), info)
+  """A run's dataset as its model sees it: its attributes in the trained order
+  (`as_trained`), its images and masks centre cropped where training cropped
+  (`centre_cropped`: CUB's 64 of 72)."""
+  return centre_cropped(as_trained(load_dataset(config.data), info),
+                        config.data.augment.crop_size)
 
 
 def _check_loaded_examples(workdirs: list[str], configs: list, infos: list,

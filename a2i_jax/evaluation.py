@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from a2i_jax import files, inference, occlusions
-from a2i_jax.data.base import Dataset
+from a2i_jax.data.base import Dataset, centre_cropped
 from a2i_jax.errors import ConfigError, InputError
 from a2i_jax.inputs import check_key, to_unit
 
@@ -111,7 +111,9 @@ def evaluate_model(trained: inference.TrainedModel, dataset: Dataset, *,
 
   Args:
     trained: from `inference.load_trained`.
-    dataset: the dataset it was trained on (its test split is used).
+    dataset: the dataset it was trained on (its test split is used), as loaded or as the
+      model sees it (`data.base.centre_cropped`: a run whose training cropped is scored on the
+      centre crops).
     occlusion_names: completion masks (None: all that suit the dataset; []: none, the
       reconstruction columns only).
     num_examples: the first N test images; -1 = all.
@@ -125,6 +127,7 @@ def evaluate_model(trained: inference.TrainedModel, dataset: Dataset, *,
       key.
   """
   check_key(key)
+  dataset = centre_cropped(dataset, trained.config.data.augment.crop_size)
   images, attrs, fg = _test_examples(dataset, num_examples)
   x01 = to_unit(images)
   n, s = images.shape[0], images.shape[1]
@@ -158,7 +161,8 @@ def tune_inference(trained: inference.TrainedModel, dataset: Dataset, *,
 
   Args:
     trained: from `inference.load_trained`.
-    dataset: its dataset; the validation split is used, never the test split.
+    dataset: its dataset (centre cropped as in `evaluate_model`); the validation split is
+      used, never the test split.
     grid: option overrides to compare, e.g. [{"prior_weight": 1.0, "learning_rate": 0.05}].
     occlusion_names: the completions to score (hidden-pixel error), besides reconstruction.
     num_examples: validation images.
@@ -178,6 +182,7 @@ def tune_inference(trained: inference.TrainedModel, dataset: Dataset, *,
   check_key(key)
   base = options or inference.options_for(trained)
   settings = _grid_options(grid, base)
+  dataset = centre_cropped(dataset, trained.config.data.augment.crop_size)
   images, attrs, _ = _test_examples(dataset, num_examples, "validation")
   x01 = to_unit(images)
   n, s = images.shape[0], images.shape[1]
@@ -219,11 +224,14 @@ def _grid_options(grid: Iterable[Mapping[str, Any]], base: inference.InferenceOp
 
 
 def evaluate_mean_image(dataset: Dataset, *, occlusion_names: Optional[Sequence[str]] = None,
-                        num_examples: int = -1, seed: int = 0) -> dict[str, Any]:
+                        num_examples: int = -1, seed: int = 0, crop_size: int = 0
+                        ) -> dict[str, Any]:
   """The model-free baseline: every estimate is the mean training image.
 
   Args:
     dataset: the dataset (mean of its training images; errors on its test split).
+    crop_size: the runs' `config.data.augment.crop_size`: scored on the same centre crops as
+      `evaluate_model` scores them (0: the images as they are).
     occlusion_names: the completions to score; None: `occlusions.occlusions_for(dataset)`.
     num_examples: test images to use; -1 for all.
     seed: seeds the random occlusions (as in `evaluate_model`).
@@ -231,6 +239,7 @@ def evaluate_mean_image(dataset: Dataset, *, occlusion_names: Optional[Sequence[
     {"model", "step", "num_examples", "rows": {"fill": {column: mean_sem dict}}}, the same
     layout as `evaluate_model`.
   """
+  dataset = centre_cropped(dataset, crop_size)
   images, _, fg = _test_examples(dataset, num_examples)
   x01 = to_unit(images)
   n, s = images.shape[0], images.shape[1]
@@ -317,8 +326,8 @@ def attribute_report(trained: inference.TrainedModel, dataset: Dataset, predicto
 
   Args:
     trained: from `inference.load_trained`.
-    dataset: its dataset.
-    predictor: an `attribute_predictor.Predictor` for the dataset.
+    dataset: its dataset (centre cropped as in `evaluate_model`).
+    predictor: an `attribute_predictor.Predictor` for the dataset as the model sees it.
     key: PRNG key.
     num_examples: first N test examples (-1 = all).
     options: inference settings for attribute inference (default: the run's).
@@ -333,6 +342,7 @@ def attribute_report(trained: inference.TrainedModel, dataset: Dataset, predicto
   """
   from a2i_jax import attribute_predictor as ap  # pylint: disable=import-outside-toplevel
   check_key(key)
+  dataset = centre_cropped(dataset, trained.config.data.augment.crop_size)
   images, attrs, _ = _test_examples(dataset, num_examples)
   train_y = dataset["train"].attributes
   k_sample, k_prog, k_inf = jax.random.split(key, 3)

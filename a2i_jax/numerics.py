@@ -5,7 +5,8 @@ likelihood, the reparametrisation), and float32 `exp` overflows to infinity abov
 (bfloat16's range is the same). One overflowed element turns a summed loss into inf and its
 gradient into NaN. `bounded_exp` is `exp` inside [-LOG_LIMIT, LOG_LIMIT], bit for bit, and
 stays finite outside it; its gradient keeps pointing back into the range, so an optimiser that
-strays out is pulled back rather than stalled.
+strays out is pulled back rather than stalled, where the loss pulls back at all (not the
+Gaussian NLL at a pixel its mean fits exactly: `objectives.gaussian_nll`).
 """
 
 from __future__ import annotations

@@ -46,6 +46,12 @@ def gaussian_nll(x: Array, mean: Array, logvar: Array) -> Array:
     x: [B, S, S, 3] targets.
     mean: [B, S, S, 3] predicted means.
     logvar: [B, S, S, 3] predicted log-variances.
+  Where the mean equals the target exactly (a target of -1 under a saturated tanh), the term
+  is 0.5 logvar + const: its gradient on that log-variance is +0.5 however low it is, so
+  nothing pulls it back up, as in the reference, which turns it into NaN once exp(-logvar)
+  overflows. `bounded_exp` keeps it finite; the decoder's heads are float32, where tanh
+  saturates only past |x| = 9 (bf16: 3.5), to keep such pixels rare.
+
   Returns:
     [B] negative log-likelihoods in nats (`exp(-logvar)` bounded as in `gaussian_kl`).
   """

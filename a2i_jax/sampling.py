@@ -11,6 +11,7 @@ from typing import Callable, Mapping
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from a2i_jax.inputs import check_int, check_key, from_signed
 
@@ -54,10 +55,12 @@ def decode_images(model: nn.Module, variables: Mapping, latents: Mapping[str, Ar
     y: [N, y_dim] attributes (ignored by models that do not use them).
   Returns:
     "image" [N, S, S, 3], plus each of `model.image_layers` (e.g. disCVAE's "foreground",
-    "gate", "background"), all in [0, 1].
+    "gate", "background"), all in [0, 1]. The image is clipped to it: the reference's disCVAE
+    composite h_fg + g h_bg spans [-2, 2] (`models.compose`), and what is shown, saved and
+    scored is the image as a picture holds it.
   """
   out = model.apply(variables, dict(latents), y, method="decode_latents")
-  images = {"image": from_signed(out["mean"])}
+  images = {"image": jnp.clip(from_signed(out["mean"]), 0.0, 1.0)}
   for name in model.image_layers:
     images[name] = out[name] if name in _UNIT_OUTPUTS else from_signed(out[name])
   return images

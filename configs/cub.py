@@ -21,9 +21,10 @@ def get_config(arg: str = "discvae") -> ml_collections.ConfigDict:
   config.model.y_dim = 312  # CUB attributes (train_cub_disCVAE.lua:31).
   config.model.zf_dim = 128  # (train_cub_disCVAE.lua:32)
   config.model.zb_dim = 128  # (train_cub_disCVAE.lua:33)
-  # The paper's layered composite (1 - g) h_fg + g h_bg, not the reference code's
-  # h_fg + g h_bg: chosen by measurement on the synthetic test set (RESULTS.md, "disCVAE:
-  # the composition").
+  # A departure: the layered composite (1 - g) h_fg + g h_bg that the paper first describes
+  # (docs/reference.md §1.3), not the reference code's h_fg + g h_bg, whose background
+  # stays mid-grey; chosen by measurement on the synthetic test set (RESULTS.md,
+  # "disCVAE: the composition"; not yet measured on this dataset).
   # --config.model.composition=reference gives the authors' code.
   config.model.composition = "layered"
   config.data.name = "cub"

@@ -22,9 +22,10 @@ def get_config(arg: str = "cvae") -> ml_collections.ConfigDict:
   config.data.masks = arg == "discvae"  # Part-label masks + the mask network's predictions.
   if arg == "discvae":
     config.num_train_steps = 21_280  # 80 epochs x 266 (demo_lfw_trainDisCVAE.sh).
-    # The paper's layered composite (1 - g) h_fg + g h_bg, not the reference code's
-    # h_fg + g h_bg: chosen by measurement on the synthetic test set (RESULTS.md, "disCVAE:
-    # the composition").
+    # A departure: the layered composite (1 - g) h_fg + g h_bg that the paper first describes
+    # (docs/reference.md §1.3), not the reference code's h_fg + g h_bg, whose background
+    # stays mid-grey; chosen by measurement on the synthetic test set (RESULTS.md,
+    # "disCVAE: the composition"; not yet measured on this dataset).
     # --config.model.composition=reference gives the authors' code.
     config.model.composition = "layered"
   return config

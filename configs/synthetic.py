@@ -23,9 +23,10 @@ def get_config(arg: str = "cvae") -> ml_collections.ConfigDict:
   config.model.zb_dim = 8
   config.model.image_size = 32
   config.model.width = 0.25
-  # The paper's layered composite (1 - g) h_fg + g h_bg, not the reference code's
-  # h_fg + g h_bg: chosen by measurement on the synthetic test set (RESULTS.md, "disCVAE:
-  # the composition").
+  # A departure: the layered composite (1 - g) h_fg + g h_bg that the paper first describes
+  # (docs/reference.md §1.3), not the reference code's h_fg + g h_bg, whose background
+  # stays mid-grey; chosen by measurement on the synthetic test set (RESULTS.md,
+  # "disCVAE: the composition").
   # --config.model.composition=reference gives the authors' code.
   config.model.composition = "layered"
   # disCVAE: SmoothL1 x 10 against the KLs, not the reference's x 1 (a unit-variance Gaussian on

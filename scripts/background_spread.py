@@ -23,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from a2i_jax import inference, sampling  # noqa: E402
 from a2i_jax.data import load_dataset  # noqa: E402
+from a2i_jax.data.base import centre_cropped  # noqa: E402
 
 
 def generated_spread(trained, y: np.ndarray, draws: int, key) -> float:
@@ -65,7 +66,8 @@ def main() -> None:
   if "z_bg" not in trained.model.latent_dims:
     sys.exit(f"error: {args.workdir} holds a model without a background latent; pass a "
              "disCVAE workdir.")
-  test = load_dataset(trained.config.data)["test"]
+  test = centre_cropped(load_dataset(trained.config.data),
+                        trained.config.data.augment.crop_size)["test"]
   y = np.asarray(test.attributes[:args.rows], np.float32)
   result = {"workdir": args.workdir, "step": trained.step,
             "composition": trained.config.model.get("composition", "reference"),

@@ -726,6 +726,50 @@ def test_discvae_decode_composes_its_layers(composition):
     assert np.all(np.abs(np.asarray(out["mean"])) <= 1.0 + 1e-6)  # A convex blend.
 
 
+@pytest.mark.parametrize("name", ["cvae", "discvae"])
+def test_image_heads_run_in_float32_under_bf16_compute(name):
+  """Was: tanh (and the log-variance head) in bf16, whose tanh is exactly +-1 from 3.5 on; a
+  mean equal to a saturated target gives that pixel's log-variance a pull down only (the
+  Gaussian NLL), where float32's tanh saturates only past 9."""
+  cfg = tiny_config(name)
+  cfg.model.dtype = "bfloat16"
+  model = models.create_model(cfg.model)
+  variables = models.init_variables(model, cfg.model, jax.random.key(0))
+  lat = {n: jnp.zeros((2, d)) for n, d in model.latent_dims.items()}
+  y = jnp.zeros((2, cfg.model.y_dim))
+  jaxpr = jax.make_jaxpr(lambda v: model.apply(v, lat, y, method="decode_latents"))(variables)
+
+  def tanh_inputs(jaxpr):
+    for eqn in jaxpr.eqns:
+      if eqn.primitive.name == "tanh":
+        yield eqn.invars[0].aval.dtype
+      for param in eqn.params.values():  # Inner jaxprs (pjit, custom_jvp, remat, ...).
+        for sub in param if isinstance(param, (list, tuple)) else [param]:
+          sub = getattr(sub, "jaxpr", sub)  # A ClosedJaxpr's.
+          if hasattr(sub, "eqns"):
+            yield from tanh_inputs(sub)
+  dtypes = list(tanh_inputs(jaxpr.jaxpr))
+  assert dtypes and all(d == jnp.float32 for d in dtypes), dtypes
+  out = model.apply(variables, lat, y, method="decode_latents")
+  assert all(v.dtype == jnp.float32 for v in out.values())
+
+
+def test_decoded_images_are_clipped_to_the_picture_range():
+  """Was: the reference disCVAE composite, which spans [-2, 2], decoded to [-0.5, 1.5] and was
+  scored so, though the docstring said [0, 1] and a saved PNG clips."""
+  from a2i_jax import sampling  # pylint: disable=import-outside-toplevel
+
+  class Composite:  # What a reference disCVAE's decoder can return.
+    image_layers = ("foreground", "gate", "background")
+
+    def apply(self, variables, latents, y, method):
+      one = jnp.ones((1, 2, 2, 3))
+      return {"mean": jnp.array([-2.0, -0.5, 0.5, 2.0]).reshape(1, 2, 2, 1) * one,
+              "foreground": one, "gate": one, "background": one}
+  images = sampling.decode_images(Composite(), {}, {}, None)
+  np.testing.assert_allclose(images["image"][0, :, :, 0], [[0.0, 0.25], [0.75, 1.0]])
+
+
 # ----------------------------------------------------------------------------------------------
 # BatchNorm: Torch's (docs/reference.md §2.8).
 

@@ -84,6 +84,24 @@ def test_eval_centre_crop():
   assert mm.shape == (2, 64, 64, 1)
 
 
+def test_centre_cropped_dataset_is_what_the_training_evaluation_sees():
+  """Was: infer.py and evaluation fed a CUB model its 72x72 test images (it takes the 64x64
+  centre crops its training evaluation used), so every mode on the test split stopped."""
+  from a2i_jax.data.base import (  # pylint: disable=import-outside-toplevel
+      Dataset, Split, centre_cropped)
+  im, m = _images(n=2, s=72)
+  im, m = np.asarray(im), np.asarray(m)
+  y = np.zeros((2, 1), np.float32)
+  data = Dataset("cub", ("a",), ("binary",), {"train": Split(im, y, m), "test": Split(im, y)})
+  cropped = centre_cropped(data, 64)
+  x, mm = pipeline.preprocess_eval(im, m, _cfg(crop_size=64))
+  for split in ("train", "test"):
+    np.testing.assert_allclose(to_unit(cropped[split].images) * 2 - 1, x, atol=1e-6)
+  np.testing.assert_allclose(cropped["train"].masks / 255.0, np.asarray(mm)[..., 0], atol=1e-6)
+  assert cropped["test"].masks is None and cropped.image_size == 64
+  assert centre_cropped(data, 0) is data and centre_cropped(cropped, 64) is cropped
+
+
 def test_stored_masks_become_a_unit_channel():
   m = jnp.asarray(np.array([[[0, 255], [51, 255]]], np.uint8))
   out = pipeline.uint8_masks_to_channel(m)

@@ -173,6 +173,34 @@ def as_trained(dataset: Dataset, info: Optional[Mapping[str, Any]]) -> Dataset:
   return with_attribute_order(dataset, info["attribute_names"], info.get("attribute_kinds"))
 
 
+def centre_cropped(dataset: Dataset, crop_size: int) -> Dataset:
+  """The dataset as a trained model sees it at test time: where training crops at random
+  (`config.data.augment.crop_size`, CUB's 64 of 72), every split's images and masks centre
+  cropped to that size, as the training loop's own evaluation does (`pipeline.preprocess_eval`).
+
+  Inference and evaluation take images of the model's size; pass them this view
+  (`infer.py` and `evaluation` do so themselves).
+
+  Args:
+    dataset: the dataset as loaded (`load_dataset`).
+    crop_size: the run's `config.data.augment.crop_size` (0: no crop).
+  Returns:
+    `dataset` itself where `crop_size` is 0 or its images are that size already, else a copy
+    whose splits hold the centre crops (views of the loaded arrays, no copy of the pixels).
+  """
+  if not crop_size or all(s.images.shape[1] <= crop_size for s in dataset.splits.values()):
+    return dataset
+
+  def crop(x):
+    if x is None or x.shape[1] <= crop_size:
+      return x
+    a = (x.shape[1] - crop_size) // 2  # As `pipeline.centre_crop`.
+    return x[:, a:a + crop_size, a:a + crop_size]
+  splits = {k: dataclasses.replace(s, images=crop(s.images), masks=crop(s.masks))
+            for k, s in dataset.splits.items()}
+  return dataclasses.replace(dataset, splits=splits)
+
+
 def with_attribute_order(dataset: Dataset, names: Sequence[str],
                          kinds: Optional[Sequence[str]] = None) -> Dataset:
   """The dataset with its attribute columns in the order `names` gives (the training order).

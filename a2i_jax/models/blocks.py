@@ -113,7 +113,7 @@ class LinearMix(nn.Module):
 class ImageDecoder(nn.Module):
   """p(x | y, z): the CVAE decoder and the disCVAE foreground decoder (docs/reference.md §2.3).
 
-  Returns two 3-channel maps: the tanh image head, and the linear second head: the
+  Returns two float32 3-channel maps: the tanh image head, and the linear second head: the
   log-variance for the CVAE/VAE, the gate's logits for disCVAE (the model applies the sigmoid,
   and the gate's loss reads the logits; see `objectives.binary_cross_entropy_with_logits`).
   """
@@ -143,5 +143,8 @@ class ImageDecoder(nn.Module):
     image, second = decoder_tail(h, scaled(64, w), 5, (3, 3), 5, train=train, dtype=d,
                                  upsample_mode=self.upsample_mode,
                                  conv_weight_grad=self.conv_weight_grad, tail=self.tail)
-    return jnp.tanh(image), second
+    # The heads in float32 whatever the compute dtype: bf16's tanh is exactly +-1 from
+    # |image| = 3.5 on (float32's from about 9), and a mean equal to a saturated target leaves
+    # the Gaussian NLL no pull on that pixel's log-variance but down (`objectives.gaussian_nll`).
+    return jnp.tanh(image.astype(jnp.float32)), second.astype(jnp.float32)
 

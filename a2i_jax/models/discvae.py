@@ -100,7 +100,7 @@ class BackgroundDecoder(nn.Module):
     image, = decoder_tail(h, scaled(32, w), 5, (3,), 5, train=train, dtype=d,
                           upsample_mode=self.upsample_mode,
                           conv_weight_grad=self.conv_weight_grad, tail=self.tail)
-    return jnp.tanh(image)
+    return jnp.tanh(image.astype(jnp.float32))  # In float32, as `ImageDecoder`'s heads.
 
 
 class DisCVAE(nn.Module):
@@ -116,7 +116,8 @@ class DisCVAE(nn.Module):
     image_size, width, dtype, upsample_mode, conv_weight_grad, decoder_tail: as for `CVAE`.
     block_kl_bg_grad_to_fg: the reference back-propagates the background KL separately,
       so d KL_B / d zF never reaches the foreground encoder; True reproduces that.
-    gate_loss_weight: alpha, the weight of the gate's BCE in the loss (0.3 in the paper).
+    gate_loss_weight: alpha, the weight of the gate's BCE in the loss (0.3, the reference
+      code's `opts.alpha`).
     composition: "reference" or "layered" (`compose`); it also sets the foreground's target
       in the loss (`objectives.discvae_terms`).
     recon_weight: the weight of both SmoothL1 terms in the loss (1 in the reference); the
