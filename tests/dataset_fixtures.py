@@ -194,3 +194,18 @@ def make_folder(path: str, masks: bool = True) -> None:
     rows.append(f"{name},{i % 2},{i + 0.5}")
   with open(os.path.join(path, "attributes.csv"), "w") as f:
     f.write("\n".join(rows) + "\n")
+
+
+def rewrite_tar(path: str, edit) -> None:
+  """Rewrites the .tgz at `path` member by member: `edit(name, data)` returns the new bytes,
+  or None to leave the member out; a (new name, bytes) tuple renames it."""
+  with tarfile.open(path) as src:
+    members = [(m.name, src.extractfile(m).read()) for m in src.getmembers() if m.isfile()]
+  with tarfile.open(path, "w:gz") as dst:
+    for name, data in members:
+      out = edit(name, data)
+      if out is None:
+        continue
+      if isinstance(out, tuple):
+        name, out = out
+      _add(dst, name, out)

@@ -152,10 +152,13 @@ def test_lfw_attribute_header_shift(tmp_path):
 
 def _fake_mask_net(monkeypatch, test_iou=0.5):
   """Replaces the mask network's training and prediction (no JAX): `train_and_evaluate`
-  returns a report with `test_iou`, `predict` all-background masks."""
+  returns a report with the settings and `test_iou`, `predict` all-background masks."""
+  import dataclasses  # pylint: disable=import-outside-toplevel
+
   def fake_train(train_x, train_m, test_x, test_m, cfg, progress=False):
     n = 0 if test_x is None else len(test_x)
-    return {}, {"num_train": len(train_x), "num_test": n, "test_iou": test_iou}
+    return {}, {"num_train": len(train_x), **dataclasses.asdict(cfg), "num_test": n,
+                "test_iou": test_iou}
   monkeypatch.setattr(face_masks, "train_and_evaluate", fake_train)
   monkeypatch.setattr(face_masks, "predict",
                       lambda net, images: np.zeros(images.shape[:3], np.uint8))
@@ -174,6 +177,78 @@ def _unpacked_lfw(tmp_path):
                       False), "parts_lfw_funneled_gt_images", "")
   paths = {s.filename: os.path.join(manual, s.filename) for s in lfw.SOURCES}
   return images_root, labels_root, paths
+
+
+def _attributes_file(tmp_path, first_lines, row):
+  path = tmp_path / "lfw_attributes.txt"
+  header = "\t".join(["#", "person", "imagenum"] + fx.LFW_ATTRIBUTE_NAMES)
+  path.write_text("\n".join(first_lines + [header, "\t".join(row)]) + "\n")
+  return str(path)
+
+
+def test_lfw_header_is_the_line_with_a_person_field(tmp_path):
+  """A comment line that says "person" in its prose is not the header (it was, and
+  `fields.index("person")` raised ValueError)."""
+  from a2i_jax.data import lfw  # pylint: disable=import-outside-toplevel
+  path = _attributes_file(tmp_path, ["# attribute scores per person and image"],
+                          ["Ann Doe", "1"] + ["0.5"] * 73)
+  names, rows = lfw.parse_attributes(path)
+  assert names[0] == "Attr 0" and rows[("Ann_Doe", 1)].shape == (73,)
+  path = str(tmp_path / "no_header.txt")
+  _write(path, "# person scores\n" + "\t".join(["Ann Doe", "1"] + ["0.5"] * 73) + "\n")
+  with pytest.raises(DataError, match="no '#<TAB>person<TAB>imagenum<TAB>...' header line"):
+    lfw.parse_attributes(path)
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "-Infinity"])
+def test_lfw_scores_that_are_not_finite_are_refused(tmp_path, bad):
+  from a2i_jax.data import lfw  # pylint: disable=import-outside-toplevel
+  path = _attributes_file(tmp_path, ["# scores"], ["Ann Doe", "1", "0.5", bad] + ["0.5"] * 71)
+  with pytest.raises(DataError, match=f"{path}, line 3: the score of 'Attr 1' is '{bad}', not "
+                     "a finite number"):
+    lfw.parse_attributes(path)
+
+
+def test_lfw_damaged_image_names_the_file_and_the_unpacked_folder(tmp_path):
+  """A truncated JPEG in lfw-funneled.tgz is one DataError naming it, the archive and its
+  unpacked folder (it was PIL's OSError); the same again on the next run."""
+  from a2i_jax.data import lfw  # pylint: disable=import-outside-toplevel
+  manual = tmp_path / "manual" / "lfw"
+  fx.make_lfw(str(manual), with_parts=False)
+  fx.rewrite_tar(str(manual / "lfw-funneled.tgz"),
+                 lambda n, d: d[:len(d) // 3] if n.endswith("Alice_Smith_0002.jpg") else d)
+  unpacked = tmp_path / "downloads" / "unpacked" / "lfw-funneled.tgz.d"
+  for _ in range(2):
+    with pytest.raises(DataError) as e:
+      lfw.load(data_dir=str(tmp_path), masks=False, allow_download=False, progress=False)
+    msg = str(e.value)
+    assert "Alice_Smith_0002.jpg could not be decoded" in msg and "\n" not in msg
+    assert f"delete {manual / 'lfw-funneled.tgz'} and its unpacked folder {unpacked}" in msg
+
+
+def test_lfw_changed_mask_net_settings_are_refused(tmp_path, monkeypatch):
+  """Masks made with other data.mask_net settings were read silently; now the run stops,
+  naming the settings and the folder to delete."""
+  import dataclasses  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data import lfw  # pylint: disable=import-outside-toplevel
+  _fake_mask_net(monkeypatch)
+  root = str(tmp_path)
+  fx.make_lfw(os.path.join(root, "manual", "lfw"))
+  kw = dict(data_dir=root, allow_download=False, progress=False)
+  assert lfw.load(masks=True, mask_net=TINY_NET, **kw).has_masks
+  other = dataclasses.replace(TINY_NET, steps=3, width=8)
+  masks_dir = os.path.join(root, "a2i_lfw", "masks")
+  with pytest.raises(DataError) as e:
+    lfw.load(masks=True, mask_net=other, **kw)
+  msg = str(e.value)
+  assert ("were made with data.mask_net steps=2, width=4, but this run asks for steps=3, "
+          f"width=8; delete {masks_dir} to make them again") in msg
+  assert "--config.data.mask_net.steps=2 --config.data.mask_net.width=4" in msg
+  assert lfw.load(masks=True, mask_net=TINY_NET, **kw).has_masks  # the same settings: fine
+  assert not lfw.load(masks=False, mask_net=other, **kw).has_masks  # no masks: no matter
+  import shutil  # pylint: disable=import-outside-toplevel
+  shutil.rmtree(masks_dir)  # As the message says: made again with the new settings.
+  assert lfw.load(masks=True, mask_net=other, **kw).metadata["mask_net"]["steps"] == 3
 
 
 @pytest.mark.parametrize("test_iou", [0.0, None])
@@ -371,6 +446,95 @@ def test_cub_attribute_names_message_says_what_is_wrong(tmp_path):
   assert "outside" not in str(e.value)
 
 
+def _cub_variant(tmp_path, edit):
+  """A data_dir whose CUB_200_2011.tgz is the fixture's with `edit` applied (`rewrite_tar`)."""
+  manual = tmp_path / "manual" / "cub"
+  fx.make_cub(str(manual))
+  fx.rewrite_tar(str(manual / "CUB_200_2011.tgz"), edit)
+  return str(tmp_path)
+
+
+def _replace_in(suffix, old, new):
+  return lambda n, d: d.replace(old, new, 1) if n.endswith(suffix) else d
+
+
+_CUB_DAMAGE = {
+    "truncated_jpeg": (lambda n, d: d[:len(d) // 3] if n.endswith("Bird_0003.jpg") else d,
+                       r"Bird_0003.jpg could not be decoded \(OSError"),
+    "missing_jpeg": (lambda n, d: None if n.endswith("Bird_0003.jpg") else d,
+                     r"Bird_0003.jpg \(id 3 in images.txt\) is not there"),
+    "bbox_text": (_replace_in("bounding_boxes.txt", b"\n3 30.0", b"\n3 x30.0"),
+                  r"bounding_boxes.txt, line 3: expected `<image id> <x> <y>"),
+    "bbox_zero": (_replace_in("bounding_boxes.txt", b"3 30.0 20.0 40.0 32.0",
+                              b"3 30.0 20.0 0.0 0.0"),
+                  r"bounding_boxes.txt, line 3: .*width and height above 0\), got "
+                  r"'30.0 20.0 0.0 0.0'"),
+    "class_0": (_replace_in("image_class_labels.txt", b"\n3 1\n", b"\n3 0\n"),
+                r"image_class_labels.txt, line 3: expected `<image id> <class id 1..200>`, "
+                "got '0'"),
+    "class_201": (_replace_in("image_class_labels.txt", b"\n3 1\n", b"\n3 201\n"),
+                  r"image_class_labels.txt, line 3: .* got '201'"),
+    "split_2": (_replace_in("train_test_split.txt", b"\n3 1\n", b"\n3 2\n"),
+                r"train_test_split.txt, line 3: expected `<image id> <1 = train, 0 = test>`"),
+    "continuous_text": (_replace_in("continuous.txt", b"7.0000", b"x"),
+                        r"continuous.txt, line 1: could not convert string to float: 'x'"),
+    "continuous_nan": (_replace_in("continuous.txt", b"7.0000", b"nan"),
+                       r"continuous.txt, line 1: value 1 is nan, not a percentage in 0..100"),
+    "continuous_short": (lambda n, d: d[:d.rindex(b"\n", 0, -1) + 1]
+                         if n.endswith("continuous.txt") else d,
+                         r"continuous.txt: 199 lines of values, expected one per class \(200\)"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(_CUB_DAMAGE))
+def test_cub_damaged_sources_are_one_error_naming_file_and_line(damage, tmp_path):
+  """Each was a traceback (OSError, FileNotFoundError, ValueError, IndexError, TFDS's
+  AssertionError) or loaded silently (class 0 took class 200's attributes, a box of size 0
+  cropped nothing). Now one DataError naming the file (and line) and what to download again;
+  the next run says the same (nothing half-prepared is left to trust)."""
+  import re  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data import cub  # pylint: disable=import-outside-toplevel
+  edit, expected = _CUB_DAMAGE[damage]
+  root = _cub_variant(tmp_path, edit)
+  for _ in range(2):
+    with pytest.raises(DataError, match=expected) as e:
+      cub.load(data_dir=root, allow_download=False, progress=False)
+    assert "\n" not in str(e.value)
+    assert re.search(r"download (it|CUB_200_2011.tgz) again", str(e.value))
+  if damage in ("truncated_jpeg", "missing_jpeg"):  # The paths of both, to delete.
+    assert (f"delete {tmp_path / 'manual' / 'cub' / 'CUB_200_2011.tgz'} and its unpacked "
+            f"folder {tmp_path / 'downloads' / 'unpacked' / 'CUB_200_2011.tgz.d'}"
+            in str(e.value))
+
+
+def test_cub_empty_split_is_one_error(tmp_path):
+  """Every training image declared test: TFDS raised AssertionError ("No examples were
+  yielded") for the empty validation split."""
+  from a2i_jax.data import cub  # pylint: disable=import-outside-toplevel
+  root = _cub_variant(tmp_path, lambda n, d: b"".join(
+      line.split(b" ")[0] + b" 0\n" for line in d.splitlines())
+      if n.endswith("train_test_split.txt") else d)
+  with pytest.raises(DataError, match=r"CUB: a split is empty \(\{'train': 0, 'validation': "
+                     r"0, 'test': 12\}\)"):
+    cub.load(data_dir=root, allow_download=False, progress=False)
+
+
+def test_cub_splits_are_stored_in_image_id_order(tmp_path):
+  """Ids whose text order differs from their number order ("10" < "4") stay in id order."""
+  from a2i_jax.data import cub  # pylint: disable=import-outside-toplevel
+  test_ids = (2, 3)
+  root = _cub_variant(tmp_path, lambda n, d: "".join(
+      f"{i} {int(i not in test_ids)}\n" for i in range(1, 13)).encode()
+      if n.endswith("train_test_split.txt") else d)
+  ds = cub.load(data_dir=root, image_size=80, allow_download=False, progress=False)
+  train = [1, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+  expected = {"train": train[:9], "validation": train[9:], "test": list(test_ids)}
+  for split, ids in expected.items():
+    got = [int(np.argmax([_close(im[40, 20], fx.colour(i)) for i in range(1, 13)])) + 1
+           for im in ds[split].images]
+    assert got == ids, split
+
+
 # --------------------------------------------------------------------------------- folder
 
 
@@ -437,6 +601,76 @@ def test_folder_errors_name_the_file(tmp_path):
     folder.scan(nomasks, masks=True)
   with pytest.raises(DatasetNotPreparedError, match="empty.images does not exist"):
     folder.scan(str(tmp_path / "empty"), masks=False)
+
+
+def test_folder_masks_of_0_and_1_are_refused(tmp_path):
+  """Masks saved as 0/1 labels read as all background (255 = foreground); they are refused,
+  as masks with any pixel above 1 are not."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data import folder  # pylint: disable=import-outside-toplevel
+  path = str(tmp_path / "f")
+  fx.make_folder(path)
+  masks_dir = os.path.join(path, "masks")
+  for name in sorted(os.listdir(masks_dir)):
+    m = np.asarray(Image.open(os.path.join(masks_dir, name)))
+    Image.fromarray((m > 0).astype(np.uint8)).save(os.path.join(masks_dir, name))
+  with pytest.raises(DataError, match=f"{masks_dir}: no mask has a pixel above 1.*look like "
+                     "0/1 labels. Save the foreground as 255"):
+    folder.load(path=path, data_dir=str(tmp_path / "data"), image_size=32, masks=True,
+                progress=False)
+  assert not os.path.exists(tmp_path / "data")  # refused before anything is written
+  assert len(folder.scan(path, masks=False).rows) == 12  # masks not used: no matter
+  m = np.zeros((36, 48), np.uint8)
+  m[18:] = 255
+  Image.fromarray(m).save(os.path.join(masks_dir, "img_11.png"))  # one real mask is enough
+  assert len(folder.scan(path, masks=True).rows) == 12
+
+
+def test_folder_broken_links_and_unlisted_files(tmp_path, caplog):
+  """A broken link in images/ that no row names is skipped like any unlisted file (the
+  fingerprint crashed on it with FileNotFoundError); one a row names is a DataError."""
+  from a2i_jax.data import folder  # pylint: disable=import-outside-toplevel
+  path = str(tmp_path / "f")
+  fx.make_folder(path, masks=False)
+  load = lambda: folder.load(path=path, data_dir=str(tmp_path / "data"), image_size=32,
+                             progress=False)
+  first = load()
+  os.symlink(str(tmp_path / "nowhere.jpg"), os.path.join(path, "images", "zz_old_link.jpg"))
+  again = load()
+  assert "1 file(s) in images/ have no row" in caplog.text
+  np.testing.assert_array_equal(again["train"].images, first["train"].images)
+  # Unlisted files are not part of the prepared copy's key: it was reused, not made again.
+  assert len(os.listdir(tmp_path / "data" / "folder")) == 1
+  csv_path = os.path.join(path, "attributes.csv")
+  _write(csv_path, open(csv_path).read() + "zz_old_link.jpg,1,2\n")
+  with pytest.raises(DataError, match=r"line 14: .*zz_old_link.jpg is not an image file \(a "
+                     r"folder or a link to nothing\)"):
+    load()
+
+
+def test_folder_dot_slash_names_and_names_spelled_otherwise(tmp_path, monkeypatch):
+  """`./img_00.png` names images/img_00.png (it was called "in a sub-folder of images/"); a
+  name that a case-insensitive file system finds under another spelling is told so, not
+  called a sub-folder."""
+  from a2i_jax.data import folder  # pylint: disable=import-outside-toplevel
+  path = str(tmp_path / "f")
+  fx.make_folder(path, masks=False)
+  csv_path = os.path.join(path, "attributes.csv")
+  good = open(csv_path).read()
+  _write(csv_path, good.replace("\nimg_", "\n./img_"))
+  table = folder.scan(path, masks=False)
+  assert [r[0] for r in table.rows] == [f"img_{i:02d}.png" for i in range(12)]
+  _write(csv_path, good.replace("\nimg_", "\n./img_").replace("./img_05", "img_03"))
+  with pytest.raises(DataError, match="line 7: img_03.png is listed twice"):
+    folder.scan(path, masks=False)
+  # As on macOS or Windows: images/IMG_04.png opens img_04.png.
+  _write(csv_path, good.replace("img_04.png", "IMG_04.png"))
+  wanted = os.path.join(path, "images", "IMG_04.png")
+  isfile = os.path.isfile
+  monkeypatch.setattr(os.path, "isfile", lambda p: p == wanted or isfile(p))
+  with pytest.raises(DataError, match="line 6: the image 'IMG_04.png' is named 'img_04.png' on "
+                     "disk; names are matched exactly"):
+    folder.scan(path, masks=False)
 
 
 @pytest.mark.parametrize("damage", ["cut", "zero", "delete", "garbage_info"])
@@ -607,6 +841,67 @@ def test_read_lines_splits_on_newline_only(tmp_path):
   for encoding in ("utf-8-sig", "utf-16"):
     bom.write_bytes("Jos\xe9\nb\n".encode(encoding))
     assert tfds_lib.read_lines(str(bom)) == ["Jos\xe9", "b"]
+
+
+def _tar(path, members):
+  import io  # pylint: disable=import-outside-toplevel
+  import tarfile  # pylint: disable=import-outside-toplevel
+  with tarfile.open(path, "w:gz") as tar:
+    for name, data in members.items():
+      info = tarfile.TarInfo(name)
+      info.size = len(data)
+      tar.addfile(info, io.BytesIO(data))
+
+
+def test_unpack_again_when_the_archive_changes(tmp_path):
+  """An unpacked folder was trusted whenever it existed, so replacing a wrong archive with the
+  right one changed nothing. Now it is unpacked again unless its marker records this file;
+  a folder without the marker (an older version's, or one not finished) is not trusted."""
+  from a2i_jax.data import tfds_lib  # pylint: disable=import-outside-toplevel
+  archive, root = str(tmp_path / "a.tgz"), str(tmp_path / "unpacked")
+  _tar(archive, {"top/wrong.txt": b"1"})
+  dest = tfds_lib.unpack(archive, root, progress=False)
+  assert dest == tfds_lib.unpacked_dir(archive, root) == os.path.join(root, "a.tgz.d")
+  assert os.listdir(os.path.join(dest, "top")) == ["wrong.txt"]
+  marker = os.path.join(dest, tfds_lib.UNPACKED_MARKER)
+  before = os.stat(marker).st_mtime_ns
+  assert tfds_lib.unpack(archive, root, progress=False) == dest  # the same file: reused
+  assert os.stat(marker).st_mtime_ns == before
+  _tar(archive, {"top/right.txt": b"22"})  # replaced by the right archive
+  assert tfds_lib.unpack(archive, root, progress=False) == dest
+  assert os.listdir(os.path.join(dest, "top")) == ["right.txt"]
+  assert sorted(os.listdir(root)) == ["a.tgz.d"]  # no temporary folder left
+  os.remove(marker)
+  os.remove(os.path.join(dest, "top", "right.txt"))  # as an interrupted older unpack left it
+  tfds_lib.unpack(archive, root, progress=False)
+  assert os.listdir(os.path.join(dest, "top")) == ["right.txt"]
+  msg = tfds_lib.redownload("a.tgz", os.path.join(dest, "top"))
+  assert msg == f"delete {archive} and its unpacked folder {dest}, then download a.tgz again."
+  # A manual folder holding the unpacked folder instead of the archive: that folder.
+  own = str(tmp_path / "manual" / "top")
+  assert tfds_lib.redownload("a.tgz", own) == (
+      f"delete the folder {own} and put a fresh download of a.tgz in {tmp_path / 'manual'} "
+      "instead.")
+
+
+def test_lfw_right_archive_after_a_wrong_one(tmp_path):
+  """The reviewer's case end to end: lfw-deepfunneled's layout under lfw-funneled.tgz's name,
+  refused naming the unpacked folder, then the right archive in its place loads."""
+  import shutil  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data import lfw  # pylint: disable=import-outside-toplevel
+  manual = tmp_path / "manual" / "lfw"
+  fx.make_lfw(str(manual), with_parts=False)
+  archive = str(manual / "lfw-funneled.tgz")
+  shutil.copy(archive, tmp_path / "good.tgz")
+  fx.rewrite_tar(archive, lambda n, d: (n.replace("lfw_funneled/", "lfw-deepfunneled/"), d))
+  kw = dict(data_dir=str(tmp_path), masks=False, allow_download=False, progress=False)
+  with pytest.raises(DataError, match="no folder lfw_funneled/") as e:
+    lfw.load(**kw)
+  os.replace(tmp_path / "good.tgz", archive)
+  assert len(lfw.load(**kw)["train"]) == 8  # was the same error: the old unpacking reused
+  unpacked = tmp_path / "downloads" / "unpacked" / "lfw-funneled.tgz.d"
+  assert (f"the archive is not the published one: delete {archive} and its unpacked folder "
+          f"{unpacked}, then download lfw-funneled.tgz again.") in str(e.value)
 
 
 def test_resize_array_shapes_and_copy():

@@ -26,17 +26,21 @@ Preparation:
   continuous values divided by 100 are stored; `config.data.cub_attributes` picks one at
   load time.
 - Splits: the official train / test split (`train_test_split.txt`); validation = every
-  10th training image (1-based i % 10 == 0 in image-id order), as the reference.
+  10th training image (1-based i % 10 == 0 in image-id order), as the reference. Each split
+  is stored in image-id order.
+- Checks, before anything is written: every line of the tables parses, class ids are
+  1..200, bounding boxes are finite with a width and height above 0, and every image and
+  segmentation is there; an image that does not decode stops the preparation. Each is a
+  `DataError` naming the file (and line).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
-from PIL import Image
 
 from a2i_jax.data import tfds_lib
 from a2i_jax.data.base import CUB_ATTRIBUTES, DataError, check_choice
@@ -48,6 +52,7 @@ IMAGE_SIZE = 80
 BOX_SCALE = 1.25  # Crop side / longer bounding-box side.
 VALIDATION_EVERY = 10  # Every 10th training image validates (scaled_margin_cub.lua).
 NUM_ATTRIBUTES = 312
+NUM_CLASSES = 200  # Class ids 1..200; one row each in class_attribute_labels_continuous.txt.
 # config.data.cub_attributes -> the feature that holds those attributes.
 ATTRIBUTE_OPTIONS = dict(zip(CUB_ATTRIBUTES, ("attributes", "attributes_class")))
 
@@ -65,6 +70,11 @@ _REDOWNLOAD = ("the file is damaged or not CUB-200-2011's. Delete CUB_200_2011.t
 def _table(path: str, columns: int) -> dict[int, list[str]]:
   """`<id> <values...>` lines -> {id: the next `columns` tokens}; a DataError names the file
   and line of a line without an id and `columns` values, a non-integer id or a repeated id."""
+  return {key: values for key, (_, values) in _numbered_table(path, columns).items()}
+
+
+def _numbered_table(path: str, columns: int) -> dict[int, tuple[int, list[str]]]:
+  """`_table` with each id's line number: {id: (line number, the next `columns` tokens)}."""
   out: dict[int, list[str]] = {}
   first_line: dict[int, int] = {}
   for number, line in tfds_lib.numbered_lines(path):
@@ -81,7 +91,81 @@ def _table(path: str, columns: int) -> dict[int, list[str]]:
       raise DataError(f"{path}, line {number}: id {key} already appears on line "
                       f"{first_line[key]}; {_REDOWNLOAD}")
     out[key], first_line[key] = parts[1:columns + 1], number
+  return {key: (first_line[key], values) for key, values in out.items()}
+
+
+def _column(path: str, columns: int, parse: Callable[[list[str]], Any], what: str
+            ) -> dict[int, Any]:
+  """{id: parse(the id's `columns` tokens)} of an `<id> <values...>` file; `parse` raises
+  ValueError for a bad line, which becomes a DataError naming the file, line and `what`."""
+  out = {}
+  for key, (number, values) in _numbered_table(path, columns).items():
+    try:
+      out[key] = parse(values)
+    except ValueError:
+      raise DataError(f"{path}, line {number}: expected {what}, got "
+                      f"{' '.join(values)!r}; {_REDOWNLOAD}") from None
   return out
+
+
+def _is_training(values: list[str]) -> bool:
+  """train_test_split.txt's is_training_image: "1" or "0", anything else a ValueError."""
+  if values[0] not in ("0", "1"):
+    raise ValueError(values[0])
+  return values[0] == "1"
+
+
+def _class_id(values: list[str]) -> int:
+  """image_class_labels.txt's class id, 1..NUM_CLASSES (0 would silently index the last
+  class's row of the class attributes)."""
+  c = int(values[0])
+  if not 1 <= c <= NUM_CLASSES:
+    raise ValueError(values[0])
+  return c
+
+
+def _box(values: list[str]) -> tuple[float, ...]:
+  """bounding_boxes.txt's (x, y, w, h): finite, with a width and height above 0 (a box of
+  size 0 would crop nothing)."""
+  box = tuple(float(t) for t in values)
+  if not all(np.isfinite(box)) or box[2] <= 0 or box[3] <= 0:
+    raise ValueError(values)
+  return box
+
+
+def parse_class_attributes(path: str) -> np.ndarray:
+  """class_attribute_labels_continuous.txt -> float32 [200, 312] in [0, 1] (row = class id - 1).
+
+  Args:
+    path: CUB_200_2011/attributes/class_attribute_labels_continuous.txt: one line per class
+      (in class id order) of 312 space-separated percentages.
+  Returns:
+    float32 [NUM_CLASSES, 312]: the percentages divided by 100.
+  Raises:
+    DataError: naming the file (and line) of a line without 312 numbers, a value that is
+      not a number or not within 0..100, or other than 200 lines.
+  """
+  rows = []
+  for number, line in tfds_lib.numbered_lines(path):
+    parts = line.split()
+    problem = ""
+    if len(parts) != NUM_ATTRIBUTES:
+      problem = f"{len(parts)} values, expected {NUM_ATTRIBUTES}"
+    else:
+      try:
+        values = np.asarray([float(v) for v in parts], np.float32)
+      except ValueError as e:
+        values, problem = None, str(e)
+      if values is not None and not ((values >= 0) & (values <= 100)).all():
+        j = int(np.flatnonzero(~((values >= 0) & (values <= 100)))[0])
+        problem = f"value {j + 1} is {parts[j]}, not a percentage in 0..100"
+    if problem:
+      raise DataError(f"{path}, line {number}: {problem}; {_REDOWNLOAD}")
+    rows.append(values)
+  if len(rows) != NUM_CLASSES:
+    raise DataError(f"{path}: {len(rows)} lines of values, expected one per class "
+                    f"({NUM_CLASSES}); {_REDOWNLOAD}")
+  return np.stack(rows) / np.float32(100.0)
 
 
 def _id_list(ids: list[int]) -> str:
@@ -196,7 +280,9 @@ class A2iCub(tfds_lib.BuilderMixin, tfds.core.GeneratorBasedBuilder, skip_regist
         features=tfds_lib.feature_dict(tfds, IMAGE_SIZE, NUM_ATTRIBUTES, True, extra),
         metadata=tfds.core.MetadataDict(),
         homepage="https://www.vision.caltech.edu/datasets/cub_200_2011/",
-        disable_shuffling=True)  # Image-id order defines the validation split; keep it.
+        # Each split is stored in image-id order: with shuffling off TFDS orders examples by
+        # their keys when those are integers, and the image id is the key.
+        disable_shuffling=True)
 
   def _split_generators(self, dl_manager: Any) -> dict[str, Iterator]:
     paths = tfds_lib.fetch_sources(dl_manager, SOURCES, self._manual_dir,
@@ -207,43 +293,53 @@ class A2iCub(tfds_lib.BuilderMixin, tfds.core.GeneratorBasedBuilder, skip_regist
     cub = tfds_lib.find_file(root, "CUB_200_2011", "CUB_200_2011.tgz")
     seg = tfds_lib.find_file(seg_root, "segmentations", "segmentations.tgz")
     what = "CUB_200_2011.tgz"
+    fix = tfds_lib.redownload(what, cub)
     images = {i: v[0] for i, v in
               _table(tfds_lib.find_file(cub, "images.txt", what), 1).items()}
-    is_train = {i: v[0] == "1" for i, v in
-                _table(tfds_lib.find_file(cub, "train_test_split.txt", what), 1).items()}
-    classes = {i: int(v[0]) for i, v in
-               _table(tfds_lib.find_file(cub, "image_class_labels.txt", what), 1).items()}
-    boxes = {i: tuple(float(t) for t in v) for i, v in
-             _table(tfds_lib.find_file(cub, "bounding_boxes.txt", what), 4).items()}
+    is_train = _column(tfds_lib.find_file(cub, "train_test_split.txt", what), 1,
+                       _is_training, "`<image id> <1 = train, 0 = test>`")
+    classes = _column(tfds_lib.find_file(cub, "image_class_labels.txt", what), 1, _class_id,
+                      f"`<image id> <class id 1..{NUM_CLASSES}>`")
+    boxes = _column(tfds_lib.find_file(cub, "bounding_boxes.txt", what), 4, _box,
+                    "`<image id> <x> <y> <width> <height>` (numbers, width and height above 0)")
     names_path = next((p for p in (os.path.join(root, "attributes.txt"),
                                    os.path.join(cub, "attributes", "attributes.txt"),
                                    os.path.join(cub, "attributes.txt")) if os.path.exists(p)),
                       None)
     if names_path is None:
       raise DataError(f"CUB_200_2011.tgz: attributes.txt is neither at the archive's root "
-                      f"({root}) nor in CUB_200_2011/attributes/; download it again.")
+                      f"({root}) nor in CUB_200_2011/attributes/: {fix}")
     names = parse_attribute_names(names_path)
     present = parse_image_attributes(
         tfds_lib.find_file(cub, "attributes/image_attribute_labels.txt", what), max(images))
-    per_class = np.loadtxt(
-        tfds_lib.find_file(cub, "attributes/class_attribute_labels_continuous.txt", what),
-        dtype=np.float32, ndmin=2) / 100.0
-    if per_class.shape[1] != NUM_ATTRIBUTES:
-      raise DataError(f"class_attribute_labels_continuous.txt has {per_class.shape[1]} "
-                      f"columns, expected {NUM_ATTRIBUTES}.")
+    per_class = parse_class_attributes(
+        tfds_lib.find_file(cub, "attributes/class_attribute_labels_continuous.txt", what))
     ids = sorted(images)
     for table, label in ((is_train, "train_test_split.txt"),
                          (classes, "image_class_labels.txt"), (boxes, "bounding_boxes.txt")):
       missing = [i for i in ids if i not in table]
       if missing:
         raise DataError(f"CUB: image id {missing[0]} ({images[missing[0]]}) has no line in "
-                        f"{label}; the archive is damaged. Download it again.")
+                        f"{label}; the archive is damaged: {fix}")
+    # Every file is checked before anything is written (decoding happens while writing).
+    for i in ids:
+      if not os.path.isfile(os.path.join(cub, "images", images[i])):
+        raise DataError(f"CUB: image {os.path.join(cub, 'images', images[i])} (id {i} in "
+                        f"images.txt) is not there; the archive is incomplete: {fix}")
+      seg_path = os.path.join(seg, os.path.splitext(images[i])[0] + ".png")
+      if not os.path.isfile(seg_path):
+        raise DataError(f"CUB: no segmentation {seg_path} for image {images[i]}; "
+                        "segmentations.tgz is incomplete: "
+                        f"{tfds_lib.redownload('segmentations.tgz', seg)}")
     train = [i for i in ids if is_train[i]]
     split_ids = {
         "train": [i for n, i in enumerate(train, 1) if n % VALIDATION_EVERY],
         "validation": [i for n, i in enumerate(train, 1) if not n % VALIDATION_EVERY],
         "test": [i for i in ids if not is_train[i]],
     }
+    if min(len(v) for v in split_ids.values()) == 0:
+      raise DataError(f"CUB: a split is empty ({ {k: len(v) for k, v in split_ids.items()} }) "
+                      f"after reading train_test_split.txt; {fix}")
     self.info.metadata["attributes_names"] = names
     self.info.metadata["attributes_kinds"] = ["binary"] * NUM_ATTRIBUTES
     self.info.metadata["attributes_class_names"] = names
@@ -251,29 +347,26 @@ class A2iCub(tfds_lib.BuilderMixin, tfds.core.GeneratorBasedBuilder, skip_regist
     self.info.metadata["box_scale"] = BOX_SCALE
     self.info.metadata["counts"] = {k: len(v) for k, v in split_ids.items()}
     ctx = dict(cub=cub, seg=seg, images=images, boxes=boxes, classes=classes,
-               present=present, per_class=per_class)
+               present=present, per_class=per_class, fix=fix,
+               fix_seg=tfds_lib.redownload("segmentations.tgz", seg))
     return {split: self._generate_examples(i, ctx) for split, i in split_ids.items()}
 
-  def _generate_examples(self, ids: list[int], ctx: dict) -> Iterator[tuple[str, dict]]:
+  def _generate_examples(self, ids: list[int], ctx: dict) -> Iterator[tuple[int, dict]]:
     for i in ids:
       rel = ctx["images"][i]
       path = os.path.join(ctx["cub"], "images", rel)
       seg_path = os.path.join(ctx["seg"], os.path.splitext(rel)[0] + ".png")
-      if not os.path.exists(seg_path):
-        raise DataError(f"CUB: no segmentation {seg_path} for image {rel}; "
-                        "segmentations.tgz is incomplete. Download it again.")
-      with Image.open(path) as im:
-        image = im.convert("RGB")
-      with Image.open(seg_path) as sm:
-        # L or LA: the grey level is the annotators' agreement; alpha is dropped.
-        fg = np.asarray(sm.convert("L"), np.float32) / 255.0 > 0.5
+      image = tfds_lib.read_source_image(path, "RGB", ctx["fix"])
+      # L or LA: the grey level is the annotators' agreement; alpha is dropped.
+      fg = np.asarray(tfds_lib.read_source_image(seg_path, "L", ctx["fix_seg"]),
+                      np.float32) / 255.0 > 0.5
       if fg.shape != (image.height, image.width):
         raise DataError(f"CUB: segmentation {seg_path} is {fg.shape[::-1]}, image {rel} is "
                         f"{image.size}; the archives do not match.")
       box = crop_box(ctx["boxes"][i], image.width, image.height)
       mask = tfds_lib.crop_resize(tfds_lib.pil_mask(fg.astype(np.uint8) * 255), box,
                                   IMAGE_SIZE)
-      yield str(i), {
+      yield i, {  # An integer key: TFDS stores the split in key order (see `_info`).
           "id": rel,
           "image": tfds_lib.crop_resize(image, box, IMAGE_SIZE),
           "attributes": ctx["present"][i],

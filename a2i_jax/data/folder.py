@@ -12,13 +12,16 @@ Layout:
                                 every other column is an attribute. UTF-8 (with or without a
                                 BOM) or UTF-16 with a BOM; other bytes are read as
                                 Windows-1252 (else Latin-1), with a warning
-  <path>/masks/<file>           optional, same file names as images/, white = foreground,
-                                the same size as the image
+  <path>/masks/<file>           optional, same file names as images/, white (255) =
+                                foreground, black (0) = background, the same size as the
+                                image; masks of only 0 and 1 are refused
 
 Rules:
 
-- Every CSV row needs its image; a row without one is an error naming the file. Images
-  that no row names are skipped, and the count (with a few names) is logged.
+- Every CSV row needs its image; a row without one is an error naming the file. A name
+  is matched exactly (case included) against the files directly in images/; a leading `./`
+  is dropped. Images that no row names are skipped, and the count (with a few names) is
+  logged.
 - Attribute cells must be finite numbers within float32's range (an error names the file,
   line, column and value).
   Columns holding only 0 and 1 are "binary", others "continuous".
@@ -32,8 +35,8 @@ Rules:
   opens, values scaled to 8 bits, transparency over black, EXIF orientation applied.
 
 The prepared copy lives in `<data_dir>/folder/<folder name>-<fingerprint>/`; the
-fingerprint covers the CSV, every image's and mask's name, size and modification time, the
-image size and the resize mode, so editing the folder prepares it again.
+fingerprint covers the CSV, the name, size and modification time of every image (and mask)
+a row names, the image size and the resize mode, so editing the folder prepares it again.
 """
 
 from __future__ import annotations
@@ -97,8 +100,10 @@ def scan(path: str, masks: bool) -> Table:
   Raises:
     DatasetNotPreparedError: the folder, images/ or attributes.csv is missing.
     DataError: naming the file (and row, column) of any other problem, including a header
-      with no `filename` column, two columns that both match `filename` or `split`, or an
-      attribute name that is empty or used twice.
+      with no `filename` column, two columns that both match `filename` or `split`, an
+      attribute name that is empty or used twice, a row naming an image not directly in
+      images/ under that exact name (a leading "./" aside), or masks with no pixel above 1
+      (0/1 labels).
   """
   path = os.path.expanduser(path)
   csv_path = os.path.join(path, "attributes.csv")
@@ -144,17 +149,11 @@ def scan(path: str, masks: bool) -> Table:
     if len(r) != len(header):
       raise DataError(f"{csv_path}, line {line}: {len(r)} cells, the header has "
                       f"{len(header)}.")
-    fname = r[fcol].strip()
+    fname = _file_name(r[fcol])
     if fname in seen:
       raise DataError(f"{csv_path}, line {line}: {fname} is listed twice.")
     seen.add(fname)
-    if fname not in present and os.path.isfile(os.path.join(images_dir, fname)):
-      raise DataError(f"{csv_path}, line {line}: {fname} is in a sub-folder of images/, and "
-                      "sub-folders are not supported; move the image into images/ itself and "
-                      "name it there.")
-    if fname not in present:
-      raise DataError(f"{csv_path}, line {line}: the image {os.path.join(images_dir, fname)} "
-                      "does not exist. Add it or delete the row.")
+    _check_listed(csv_path, line, images_dir, fname, present)
     values = []
     for i in acols:
       try:
@@ -181,6 +180,7 @@ def scan(path: str, masks: bool) -> Table:
   if masks:
     for fname, _, _ in rows:
       _check_mask(os.path.join(images_dir, fname), os.path.join(masks_dir, fname))
+    _check_mask_values(masks_dir, [r[0] for r in rows])
   extra = sorted(present - seen)
   if extra:
     logging.warning("folder %s: %d file(s) in images/ have no row in attributes.csv and are "
@@ -196,6 +196,50 @@ def scan(path: str, masks: bool) -> Table:
   kinds = tuple("binary" if np.isin(table[:, j], (0.0, 1.0)).all() else "continuous"
                 for j in range(table.shape[1]))
   return Table(names, kinds, tuple(rows), masks_dir if masks else None, tuple(header))
+
+
+def _file_name(cell: str) -> str:
+  """A CSV cell's image name as it is matched against images/: without surrounding spaces
+  and leading "./" (which names the same file)."""
+  name = cell.strip()
+  while name.startswith("./"):
+    name = name[2:]
+  return name
+
+
+def _check_listed(csv_path: str, line: int, images_dir: str, fname: str,
+                  present: set[str]) -> None:
+  """A listed image must be a file directly in images/, named exactly as on disk."""
+  path = os.path.join(images_dir, fname)
+  where = f"{csv_path}, line {line}:"
+  if fname in present:
+    if not os.path.isfile(path):
+      raise DataError(f"{where} {path} is not an image file (a folder or a link to nothing); "
+                      "replace it with the image or delete the row.")
+    return
+  if os.path.isfile(path):  # Found, but not by its name in images/ itself.
+    if "/" in fname or os.sep in fname:
+      raise DataError(f"{where} {fname} is in a sub-folder of images/, and sub-folders are not "
+                      "supported; move the image into images/ itself and name it there.")
+    # A case-insensitive file system finds "IMG.png" as "img.png"; names match exactly.
+    spelled = sorted(p for p in present if p.lower() == fname.lower())
+    on_disk = f"is named {spelled[0]!r} on disk" if spelled else "is named differently on disk"
+    raise DataError(f"{where} the image {fname!r} {on_disk}; names are matched exactly (case "
+                    "included), so write the name as it is in images/.")
+  raise DataError(f"{where} the image {path} does not exist. Add it or delete the row.")
+
+
+def _check_mask_values(masks_dir: str, names: list[str]) -> None:
+  """Masks are 0 (background) to 255 (foreground, >127 after resizing): masks saved as 0/1
+  labels would all read as background. Stops at the first mask with a pixel above 1."""
+  for name in names:
+    mask = np.asarray(Image.fromarray(read_image(os.path.join(masks_dir, name),
+                                                 DataError)).convert("L"))
+    if mask.max() > 1:
+      return
+  raise DataError(f"{masks_dir}: no mask has a pixel above 1, so every image would have no "
+                  "foreground; the masks look like 0/1 labels. Save the foreground as 255 "
+                  "(white) and the background as 0.")
 
 
 def _read_csv(csv_path: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
@@ -251,13 +295,22 @@ def _shown_size(image: Any) -> tuple[int, int]:
 
 
 def _fingerprint(path: str, table: Table, image_size: int, resize: str) -> str:
+  """What the prepared copy is made of: the CSV and the images (and masks) its rows name.
+
+  Files no row names are skipped by the preparation, so they are left out here too: adding or
+  removing one (or a broken link among them) changes nothing.
+  """
   stats = []
-  for sub in ("images", "masks"):
-    d = os.path.join(path, sub)
-    if os.path.isdir(d):
-      for name in sorted(os.listdir(d)):
-        st = os.stat(os.path.join(d, name))
-        stats.append((sub, name, st.st_size, st.st_mtime_ns))
+  subs = ("images", "masks") if table.masks_dir is not None else ("images",)
+  for sub in subs:
+    for name in sorted(r[0] for r in table.rows):
+      file = os.path.join(path, sub, name)
+      try:
+        st = os.stat(file)
+      except OSError as e:  # Checked by scan(), so only when the folder changed meanwhile.
+        raise DataError(f"cannot read {file} ({e.strerror or e}); make it readable or delete "
+                        "its row in attributes.csv.") from None
+      stats.append((sub, name, st.st_size, st.st_mtime_ns))
   with open(os.path.join(path, "attributes.csv"), "rb") as f:
     csv_bytes = f.read()
   return tfds_lib.fingerprint([csv_bytes, stats, image_size, resize,

@@ -100,18 +100,24 @@ def parse_attributes(path: str) -> tuple[tuple[str, ...], dict[Key, np.ndarray]]
     (the 73 attribute names in file order, {(Name_With_Underscores, n): float32 [73]}); a
     (name, n) listed twice keeps its last row.
   Raises:
-    DataError: no `#<TAB>person<TAB>imagenum...` header in the first three lines, a header
-      naming other than 73 attributes, or a data line without 75 tab-separated fields or
-      with a value that is not a number.
+    DataError: no `#<TAB>person<TAB>imagenum...` header in the first three lines (a `#` line
+      whose tab-separated fields hold `person` then `imagenum`), a header naming other than
+      73 attributes, or a data line without 75 tab-separated fields, with a value that is not
+      a number, or with a score that is not finite (nan, inf).
   """
   lines = tfds_lib.numbered_lines(path)
-  header = next((l for _, l in lines[:3] if l.startswith("#") and "person" in l), None)
-  if header is None:
+  fields, start = [], 0
+  for _, line in lines[:3]:
+    # Fields, not a substring: a comment line may say "person" in its prose.
+    cells = [f.strip() for f in line.split("\t")]
+    at = cells.index("person") if line.startswith("#") and "person" in cells else -1
+    if at >= 0 and cells[at + 1:at + 2] == ["imagenum"]:
+      # The header's first field is the "#", so the names start after person and imagenum.
+      fields, start = cells, at + 2
+      break
+  if not fields:
     raise DataError(f"{path}: no '#<TAB>person<TAB>imagenum<TAB>...' header line in the "
                     "first lines; this is not Kumar et al.'s lfw_attributes.txt.")
-  fields = [f.strip() for f in header.split("\t")]
-  # The header's first field is the "#", so the names start after person and imagenum.
-  start = fields.index("person") + 2
   names = tuple(f for f in fields[start:] if f)
   if len(names) != NUM_ATTRIBUTES:
     raise DataError(f"{path}: the header names {len(names)} attributes, expected "
@@ -126,9 +132,16 @@ def parse_attributes(path: str) -> tuple[tuple[str, ...], dict[Key, np.ndarray]]
                       f"{NUM_ATTRIBUTES + 2} (person, imagenum, {NUM_ATTRIBUTES} scores).")
     try:
       key = (parts[0].strip().replace(" ", "_"), int(parts[1]))
-      rows[key] = np.asarray([float(v) for v in parts[2:]], np.float32)
+      values = np.asarray([float(v) for v in parts[2:]], np.float32)
     except ValueError as e:
       raise DataError(f"{path}, line {number}: {e}.") from e
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:  # Python's float() takes "nan" and "inf"; no split may hold them.
+      j = int(bad[0])
+      raise DataError(f"{path}, line {number}: the score of {names[j]!r} is "
+                      f"{parts[2 + j].strip()!r}, not a finite number; this is not the "
+                      "published lfw_attributes.txt. Download it again.")
+    rows[key] = values
   return names, rows
 
 
@@ -183,14 +196,17 @@ def load_image(images_root: str, key: Key) -> np.ndarray:
   Returns:
     uint8 [64, 64, 3] RGB, CROP_BOX resized with PIL's antialiased bilinear filter.
   Raises:
-    DataError: the image file does not exist.
+    DataError: the image file does not exist, or is truncated or not an image (the message
+      names the archive and its unpacked folder to delete).
   """
   path = os.path.join(images_root, key[0], image_name(key) + ".jpg")
+  # Built only on failure: this runs once per image.
+  fix = lambda: tfds_lib.redownload("lfw-funneled.tgz", images_root)
   if not os.path.exists(path):
     raise DataError(f"LFW: {path} is listed (View 1 or part labels) but not in "
-                    "lfw-funneled.tgz; the archive is incomplete. Download it again.")
-  with Image.open(path) as im:
-    return np.asarray(tfds_lib.crop_resize(im.convert("RGB"), CROP_BOX, IMAGE_SIZE))
+                    f"lfw-funneled.tgz; the archive is incomplete: {fix()}")
+  image = tfds_lib.read_source_image(path, "RGB", fix)
+  return np.asarray(tfds_lib.crop_resize(image, CROP_BOX, IMAGE_SIZE))
 
 
 def load_part_mask(labels_root: str, key: Key) -> np.ndarray:
@@ -231,7 +247,7 @@ def _find_dir(root: str, name: str, what: str) -> str:
     if os.path.isdir(sub):
       return sub
   raise DataError(f"{what}: no folder {name}/ inside {root}; the archive is not the published "
-                  "one. Download it again.")
+                  f"one: {tfds_lib.redownload(what, root)}")
 
 
 # ------------------------------------------------------------------------------- builder
@@ -349,6 +365,34 @@ class A2iLfw(tfds_lib.BuilderMixin, tfds.core.GeneratorBasedBuilder, skip_regist
       yield name, ex
 
 
+def check_mask_net(report: Any, wanted: face_masks.MaskNetConfig, masks_dir: str) -> None:
+  """Refuses prepared masks made with other `data.mask_net` settings than `wanted`.
+
+  The masks are made once, when LFW is prepared; a changed setting would otherwise be
+  silently ignored.
+
+  Args:
+    report: the prepared copy's metadata "mask_net" (`face_masks.train_and_evaluate`'s
+      report: every `MaskNetConfig` field as it was).
+    wanted: the settings this run asks for.
+    masks_dir: the prepared masks copy (`<data_dir>/a2i_lfw/masks`), for the message.
+  Raises:
+    DataError: naming each setting that differs (a setting the report lacks counts as
+      differing), the folder to delete and the values to set back.
+  """
+  report = report if isinstance(report, dict) else {}
+  differ = [(k, report.get(k, "unknown"), v) for k, v in dataclasses.asdict(wanted).items()
+            if k not in report or report[k] != v]
+  if differ:
+    made = ", ".join(f"{k}={old}" for k, old, _ in differ)
+    asked = ", ".join(f"{k}={new}" for k, _, new in differ)
+    back = " ".join(f"--config.data.mask_net.{k}={old}" for k, old, _ in differ
+                    if old != "unknown")
+    raise DataError(f"LFW's prepared masks in {masks_dir} were made with data.mask_net {made}, "
+                    f"but this run asks for {asked}; delete {masks_dir} to make them again "
+                    "with these settings" + (f", or set them back ({back})." if back else "."))
+
+
 def load(*, data_dir: str, masks: bool, image_size: int = IMAGE_SIZE,
          allow_download: bool = True, mask_net: Optional[face_masks.MaskNetConfig] = None,
          progress: bool = True) -> Any:
@@ -362,10 +406,14 @@ def load(*, data_dir: str, masks: bool, image_size: int = IMAGE_SIZE,
       "no_masks" config is prepared, which needs neither the part labels nor the network.
     image_size: the size training wants (stored at 64; other sizes are resized at load).
     allow_download: fetch missing source files from the network.
-    mask_net: the mask network's training settings.
+    mask_net: the mask network's training settings (default: configs/default.py's). With
+      `masks`, a copy prepared with other settings is refused (`check_mask_net`).
     progress: progress bars.
   Returns:
     A `Dataset` named "lfw".
+  Raises:
+    DataError: a source file is damaged, or (with `masks`) the prepared masks were made with
+      other `mask_net` settings.
   """
   data_dir = os.path.expanduser(data_dir)
   manual_dir = os.path.join(data_dir, "manual", "lfw")
@@ -373,12 +421,17 @@ def load(*, data_dir: str, masks: bool, image_size: int = IMAGE_SIZE,
   if not masks:
     with_masks = tfds_lib.open_builder(A2iLfw, data_dir=data_dir, config="masks")
     config = "masks" if with_masks.is_prepared() else "no_masks"
+  builder_mask_net = mask_net or face_masks.MaskNetConfig.from_config()
   builder = tfds_lib.open_builder(A2iLfw, data_dir=data_dir, config=config,
                                   manual_dir=manual_dir, allow_download=allow_download,
-                                  mask_net=mask_net, progress=progress)
+                                  mask_net=builder_mask_net, progress=progress)
+  check = None
+  if masks:
+    wanted, masks_dir = builder_mask_net, os.path.join(data_dir, A2iLfw.name, "masks")
+    check = lambda meta: check_mask_net(meta.get("mask_net"), wanted, masks_dir)
   ds = tfds_lib.load(builder, manual_dir=manual_dir,
                      download_dir=os.path.join(data_dir, "downloads"), image_size=image_size,
-                     progress=progress)
+                     progress=progress, check_metadata=check)
   splits = ds.splits if masks else {
       k: dataclasses.replace(v, masks=None, mask_predicted=None) for k, v in ds.splits.items()}
   return dataclasses.replace(ds, name="lfw", splits=splits)

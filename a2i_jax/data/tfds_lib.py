@@ -23,11 +23,12 @@ import contextlib
 import dataclasses
 import hashlib
 import io
+import json
 import logging as std_logging
 import os
 import shutil
 import tarfile
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 import numpy as np
 from absl import logging
@@ -40,6 +41,9 @@ from a2i_jax.errors import A2IError
 # Inside a prepared copy's folder (<data_dir>/<name>/[<config>/]<version>): the SHA-256 of
 # every file there, written once the copy is prepared and checked before every read.
 CHECKSUM_FILE = "a2i_sha256.json"
+# Inside an unpacked archive's folder (<archive>.d): which archive file it was unpacked from.
+UNPACKED_MARKER = ".a2i_unpacked_from.json"
+_IDENTITY_BYTES = 1 << 20  # Read from each end of an archive for its identity.
 
 
 def import_tfds() -> Any:
@@ -136,12 +140,59 @@ def fetch_sources(dl_manager: Any, sources: Sequence[Source], manual_dir: str,
   return found
 
 
+def unpacked_dir(archive: str, dest_root: str) -> str:
+  """The folder `unpack` unpacks `archive` into: `dest_root/<archive name>.d`.
+
+  Args:
+    archive: path of the archive.
+    dest_root: where unpacked archives live.
+  Returns:
+    The folder's path (it may not exist yet).
+  """
+  return os.path.join(dest_root, os.path.basename(archive) + ".d")
+
+
+def _archive_identity(archive: str) -> dict:
+  """What tells one archive file from another without reading all of it: its size, its
+  modification time and the SHA-256 of its first and last MiB (a replaced file of the same
+  size and time still differs there)."""
+  st = os.stat(archive)
+  h = hashlib.sha256()
+  with open(archive, "rb") as f:
+    h.update(f.read(_IDENTITY_BYTES))
+    if st.st_size > 2 * _IDENTITY_BYTES:
+      f.seek(st.st_size - _IDENTITY_BYTES)
+      h.update(f.read(_IDENTITY_BYTES))
+  return {"archive": os.path.abspath(archive), "size": st.st_size,
+          "mtime_ns": st.st_mtime_ns, "head_tail_sha256": h.hexdigest()}
+
+
+def _read_marker(folder: str) -> Optional[dict]:
+  """The identity recorded in an unpacked folder's marker, or None (none, or unreadable)."""
+  try:
+    with open(os.path.join(folder, UNPACKED_MARKER), encoding="utf-8") as f:
+      marker = json.load(f)
+    return marker if isinstance(marker, dict) else None
+  except (OSError, ValueError):
+    return None
+
+
+def _same_archive(recorded: Optional[dict], current: dict) -> bool:
+  # The path is left out: the same file moved from downloads/ to the manual folder is the
+  # same archive.
+  keys = ("size", "mtime_ns", "head_tail_sha256")
+  return recorded is not None and all(recorded.get(k) == current[k] for k in keys)
+
+
 def unpack(archive: str, dest_root: str, progress: bool = True) -> str:
-  """Unpacks a .tgz/.tar once into `dest_root/<archive name>/` and returns that folder.
+  """Unpacks a .tgz/.tar into `dest_root/<archive name>.d/` and returns that folder.
 
   An already unpacked folder (a manual folder may hold one instead of the archive) is
-  returned as is. Unpacking goes to a temporary folder that is renamed at the end, so an
-  interrupted run never leaves a half-unpacked tree that looks complete.
+  returned as is. An archive is unpacked again unless the folder's marker (`UNPACKED_MARKER`)
+  records this very file (size, modification time, first and last MiB): replacing a wrong or
+  damaged archive with the right one is enough. Unpacking goes to a temporary folder that gets
+  the marker last and is renamed at the end, so an interrupted run never leaves a
+  half-unpacked tree that is trusted.
 
   Args:
     archive: path of the archive or of an unpacked folder.
@@ -149,14 +200,22 @@ def unpack(archive: str, dest_root: str, progress: bool = True) -> str:
     progress: show a progress bar over the archive's members.
   Returns:
     The folder holding the archive's contents.
+  Raises:
+    DataError: the archive cannot be unpacked (damaged or incomplete).
   """
   if os.path.isdir(archive):
     # A folder named like the archive's top-level directory: its parent plays the root.
     return os.path.dirname(os.path.abspath(archive))
   name = os.path.basename(archive)
-  dest = os.path.join(dest_root, name + ".d")
+  dest = unpacked_dir(archive, dest_root)
+  identity = _archive_identity(archive)
+  stale = dest + ".stale"
+  shutil.rmtree(stale, ignore_errors=True)  # Left by a run stopped while swapping folders.
   if os.path.isdir(dest):
-    return dest
+    if _same_archive(_read_marker(dest), identity):
+      return dest
+    logging.info("%s is not the archive %s was unpacked from (or that is unknown); unpacking "
+                 "it again", archive, dest)
   os.makedirs(dest_root, exist_ok=True)
   tmp = dest + ".incomplete"
   shutil.rmtree(tmp, ignore_errors=True)
@@ -174,10 +233,44 @@ def unpack(archive: str, dest_root: str, progress: bool = True) -> str:
           tar.extract(m, tmp)  # noqa: S202
   except (tarfile.TarError, OSError, EOFError) as e:
     shutil.rmtree(tmp, ignore_errors=True)
+    if isinstance(e, OSError) and files.storage_error(e) is not None:
+      raise  # A full disk or permissions: load_dataset says so, the archive is fine.
     raise DataError(f"could not unpack {archive} ({e}); the file is damaged or incomplete. "
                     "Delete it and download it again.") from e
-  os.replace(tmp, dest)  # A folder, so not files.atomic_path (which renames one file).
+  # The marker goes in last: a folder without it is never trusted.
+  files.atomic_write(os.path.join(tmp, UNPACKED_MARKER), json.dumps(identity))
+  # A folder, so not files.atomic_path (which renames one file); a non-empty folder cannot
+  # be replaced in one rename, so the old one steps aside first.
+  if os.path.isdir(dest):
+    os.replace(dest, stale)
+  os.replace(tmp, dest)
+  shutil.rmtree(stale, ignore_errors=True)
   return dest
+
+
+def redownload(archive: str, inside: str) -> str:
+  """The fix for an archive found damaged or wrong after unpacking, naming its unpacked folder.
+
+  Args:
+    archive: the archive's file name (e.g. "CUB_200_2011.tgz"), for the message.
+    inside: any path inside the folder it was unpacked to (or inside the unpacked folder a
+      manual folder holds instead of the archive).
+  Returns:
+    A sentence ending the `DataError`: which files to delete (the archive's own path and its
+    `<archive>.d` folder when `unpack` made it), and to download it again.
+  """
+  folder = os.path.abspath(inside)
+  while True:
+    marker = _read_marker(folder) if folder.endswith(".d") else None
+    if marker is not None:
+      return (f"delete {marker.get('archive', archive)} and its unpacked folder {folder}, "
+              f"then download {archive} again.")
+    parent = os.path.dirname(folder)
+    if parent == folder:  # Not unpacked here: a manual folder holds the unpacked folder.
+      inside = os.path.abspath(inside)
+      return (f"delete the folder {inside} and put a fresh download of {archive} in "
+              f"{os.path.dirname(inside)} instead.")
+    folder = parent
 
 
 def find_file(root: str, relative: str, what: str) -> str:
@@ -190,13 +283,46 @@ def find_file(root: str, relative: str, what: str) -> str:
   Returns:
     os.path.join(root, relative), which exists.
   Raises:
-    DataError: it does not exist.
+    DataError: it does not exist (the message says which files to delete, `redownload`).
   """
   path = os.path.join(root, relative)
   if not os.path.exists(path):
     raise DataError(f"{what}: expected {relative} under {root}, but it is not there; the "
-                    "archive is not the published one (or is incomplete). Download it again.")
+                    f"archive is not the published one (or is incomplete): "
+                    f"{redownload(what, root)}")
   return path
+
+
+def read_source_image(path: str, mode: str, fix: Union[str, Callable[[], str]]) -> Any:
+  """Opens an image of an unpacked source archive, converted to `mode`; damage is a DataError.
+
+  Args:
+    path: the image file.
+    mode: the PIL mode to convert to ("RGB", "L").
+    fix: the sentence that ends the error (`redownload`), or a function that returns it
+      (called only on failure, so that a loop over many images does not build it each time).
+  Returns:
+    The decoded PIL image in `mode`.
+  Raises:
+    DataError: the file is missing, truncated or not an image PIL can read, naming it.
+    OSError: it cannot be read for a reason outside its bytes (`files.storage_error`:
+      permissions, the disk), for `load_dataset` to report.
+  """
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  fix_text = fix if isinstance(fix, str) else None
+  if not os.path.isfile(path):
+    raise DataError(f"{path} is not there; the archive is incomplete: {fix_text or fix()}")
+  try:
+    with Image.open(path) as im:
+      return im.convert(mode)
+  except MemoryError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    # PIL's decoders raise many types for damaged files (OSError, SyntaxError, ...).
+    if isinstance(e, OSError) and files.storage_error(e) is not None:
+      raise
+    raise DataError(f"{path} could not be decoded ({type(e).__name__}: {e}); the file is "
+                    f"damaged or incomplete: {fix_text or fix()}") from None
 
 
 def decode_text(raw: bytes) -> tuple[str, str]:
@@ -572,7 +698,8 @@ def read_split(builder: Any, split: str, attribute_key: str = "attributes",
 
 
 def load(builder: Any, *, manual_dir: str, download_dir: str, image_size: int,
-         attribute_key: str = "attributes", progress: bool = True) -> Dataset:
+         attribute_key: str = "attributes", progress: bool = True,
+         check_metadata: Optional[Callable[[dict], None]] = None) -> Dataset:
   """Prepares `builder` if needed and returns its splits at `image_size`.
 
   Args:
@@ -582,6 +709,8 @@ def load(builder: Any, *, manual_dir: str, download_dir: str, image_size: int,
     image_size: the size training wants; stored images of another size are resized.
     attribute_key: the feature holding the attribute vectors.
     progress: progress bars while reading.
+    check_metadata: called with the metadata of a copy prepared before (once its checksums
+      passed), before the splits are read; it raises to refuse the copy.
   Returns:
     The `Dataset`.
   """
@@ -603,6 +732,8 @@ def load(builder: Any, *, manual_dir: str, download_dir: str, image_size: int,
     if was_prepared:
       prepare(builder, manual_dir, download_dir)  # A no-op that reads its metadata.
     meta = dict(builder.info.metadata or {})
+    if was_prepared and check_metadata is not None:
+      check_metadata(meta)
     splits = {name: read_split(builder, name, attribute_key, progress=progress)
               for name in SPLITS}
   if not summed:  # Read whole: from now on its damage is detected.
