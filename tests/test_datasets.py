@@ -2,6 +2,7 @@
 without TensorFlow: the join, crop geometry, mask polarity, splits, error messages, and a
 two-step training run on each."""
 
+import json
 import os
 import sys
 
@@ -948,6 +949,22 @@ def test_tiny_training_run(name, request, tmp_path):
   state = train_lib.train_and_evaluate(cfg, str(tmp_path / "w"))
   assert int(state.step) == 2
   assert os.path.exists(tmp_path / "w" / "samples" / "step_0000002.png")
+  if name == "cub":
+    _infer_on_the_test_split(str(tmp_path / "w"), str(tmp_path / "out"))
+
+
+def _infer_on_the_test_split(workdir: str, out: str):
+  """Was: every infer.py mode on the test split, evaluate among them, refused a CUB model's
+  36x36 test images (it takes the 32x32 centre crops its training evaluation used)."""
+  import infer  # pylint: disable=import-outside-toplevel
+  opts = lambda modes: infer.Options(
+      workdirs=[workdir], modes=modes, out=out, step=None, input=None, num_images=2,
+      samples_per_attribute=1, attribute=None, value=None, occlusions=["none"], steps=1,
+      restarts=1, num_examples=2, attribute_fidelity=False, seed=0)
+  infer.run_modes(opts(["evaluate"]))
+  with open(os.path.join(out, "evaluation.json")) as f:
+    rows = json.load(f)["results"][0]["rows"]
+  assert rows["optimisation"]["reconstruction"]["n"] == 2
 
 
 def test_load_dataset_routes_and_discvae_needs_masks(folder_path, tmp_path):
