@@ -176,10 +176,25 @@ class Options:
                          "occlusion names, or use --mode=reconstruct.")
     if self.value is not None and not math.isfinite(self.value):
       raise InputError(f"--value={self.value}; pass a finite number.")
+    if self.value is not None and abs(self.value) > _FLOAT32_MAX:
+      raise InputError(f"--value={self.value:g} is beyond float32's range "
+                       f"(+-{_FLOAT32_MAX:.4g}), which the model computes in; pass a value "
+                       "within the attribute's range.")
     for flag, users in _FLAG_USERS.items():
       if getattr(self, flag) is not None and not set(users) & set(self.modes):
         raise InputError(f"--{flag} is used by --mode={', '.join(users)} only; drop it or "
                          "add one of those modes.")
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _file_part(name: str) -> str:
+  """An attribute name as part of a file name: a folder dataset's CSV header may hold a path
+  separator ("hair/color"), which would put the file in a sub-folder of --out."""
+  for sep in {"/", "\\", os.sep, os.altsep} - {None}:
+    name = name.replace(sep, "_")
+  return name
 
 
 def _read_images(path: str, size: int) -> tuple[np.ndarray, list[str]]:
@@ -249,10 +264,16 @@ class _Run:
     self.prior = inference.AttributePrior.fit(self.dataset["train"].attributes)
 
   def options(self, **overrides) -> inference.InferenceOptions:
-    """The run's inference options with --steps / --restarts (and `overrides`) applied."""
+    """The run's inference options with --steps / --restarts (and `overrides`) applied.
+
+    `infer_attributes` is off whatever the run's config says: each mode gives the known
+    attributes (the test split's), and where they are unknown it infers them itself
+    (`known_attributes`, `inference.infer_attributes`), with the training attributes' prior.
+    """
     given = {"steps": self.opts.steps, "restarts": self.opts.restarts}
     given = {k: v for k, v in given.items() if v is not None}
-    return inference.options_for(self.trained, **{**given, **overrides})
+    return inference.options_for(self.trained,
+                                 **{"infer_attributes": False, **given, **overrides})
 
   def images(self):
     """(images, attributes or None when they must be inferred, labels)."""
@@ -395,7 +416,7 @@ def progression(run: _Run) -> None:
     lo, hi = run.value_range(j)
     grid = inference.progression(run.trained, base, j, np.linspace(lo, hi, 8), key=run.key,
                                  num_latents=4)
-    run.save(grid, f"progression_{run.names[j]}.png", 8)
+    run.save(grid, f"progression_{_file_part(run.names[j])}.png", 8)
 
 
 def swap(run: _Run) -> None:
@@ -410,7 +431,8 @@ def reconstruct(run: _Run) -> None:
   opts = run.options()
   full = np.ones(x01.shape[:3] + (1,), np.float32)
   rec = inference.reconstruct(run.trained, images, attrs, key=run.key,
-                              options=inference.options_for(run.trained, steps=0))
+                              options=inference.options_for(run.trained, steps=0,
+                                                            infer_attributes=False))
   opt = inference.reconstruct(run.trained, images, attrs, key=run.key, options=opts)
   run.save(np.stack([x01, rec["reconstruction"], opt["reconstruction"]], 1),
            "reconstruct.png", 3)
@@ -453,10 +475,10 @@ def edit(run: _Run) -> None:
   out = inference.edit(run.trained, images, attrs, {j: value}, key=run.key,
                        options=run.options())
   run.save(np.stack([x01, out["reconstruction"], out["edited"]], 1),
-           f"edit_{run.names[j]}.png", 3)
+           f"edit_{_file_part(run.names[j])}.png", 3)
   run.save_json({"columns": ["input", "reconstruction", f"{run.names[j]} = {value:g}"],
                  "images": labels, "attribute": run.names[j], "value": value},
-                f"edit_{run.names[j]}.json")
+                f"edit_{_file_part(run.names[j])}.json")
 
 
 def infer_attributes(run: _Run) -> None:

@@ -83,7 +83,29 @@ def _parse_flags(argv: list[str]) -> list[str]:
     _CONFIG.value.get("seed")  # A deferred load error (a missing file) surfaces here.
   except Exception as e:  # pylint: disable=broad-except
     _fail(_explain_flag_error(argv, e))
+  try:
+    config_lib.check_is_config(_CONFIG.value,
+                               config_flags.get_config_filename(flags.FLAGS["config"]))
+  except ConfigError as e:
+    _fail(str(e))
+  _refuse_ignored_overrides(argv, _CONFIG.value)
   return rest
+
+
+def _refuse_ignored_overrides(argv: list[str], config) -> None:
+  """An override the user typed of a config.model key the chosen model ignores (a CVAE's
+  zf_dim) would be taken and do nothing: refused. The config file's own values are not
+  checked: configs/default.py sets every key for every model."""
+  model = config.get("model")
+  name = model.get("name") if hasattr(model, "get") else None
+  unused = config_lib.unused_model_keys(name) if isinstance(name, str) else ()
+  for arg in argv[1:]:
+    key = arg.split("=", 1)[0]
+    for prefix in ("--config.model.", "--noconfig.model."):
+      if key.startswith(prefix) and key[len(prefix):] in unused:
+        users = " or ".join(config_lib.MODEL_KEY_USERS[key[len(prefix):]])
+        _fail(f"{key} has no effect on model.name={name!r} (it is read by {users} only); "
+              "remove it, or choose that model with --config.model.name.")
 
 
 def main(argv):

@@ -240,10 +240,10 @@ class Checkpointer:
   def __init__(self, workdir: str, max_to_keep: int = 3, create: bool = True):
     self.workdir = os.path.abspath(os.path.expanduser(workdir))
     self.directory = os.path.join(self.workdir, CHECKPOINT_DIR)
-    options = ocp.CheckpointManagerOptions(
+    self._options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, create=create,
         async_options=ocp.AsyncOptions(post_finalization_callback=self._sum_finished_save))
-    self._manager = ocp.CheckpointManager(self.directory, options=options)
+    self._manager = ocp.CheckpointManager(self.directory, options=self._options)
     self._unsummed: list[int] = []  # Saved steps whose checksums may not be written yet.
     self._saving: Optional[int] = None  # The step of the save in progress.
     self._checked: dict[int, Optional[str]] = {}  # step -> problem (None: intact).
@@ -477,10 +477,20 @@ class Checkpointer:
       return self._manager.restore(step, args=args)
     except Exception as e:  # Orbax raises many types for unreadable or mismatched files.
       reason = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+      self._reopen()
       raise RestoreError(
           f"the checkpoint at {os.path.join(self.directory, str(step))} could not be restored "
           f"({reason}). If it is corrupt, delete that folder to resume from the previous one; "
           "if the config changed the model's shape, use a new --workdir.", reason) from None
+
+  def _reopen(self) -> None:
+    """A fresh Orbax manager in place of one whose restore failed. Orbax fixes a manager's
+    single- or multi-item mode on its first save or restore, from the step's folder (one with
+    no `default/` inside, e.g. an empty one, makes it multi-item), and every later restore of
+    a single item then fails: one unreadable checkpoint must not fail the intact ones."""
+    self.wait()
+    self._manager.close()
+    self._manager = ocp.CheckpointManager(self.directory, options=self._options)
 
   def close(self) -> None:
     """Waits for pending saves (and writes their checksums), then releases the manager."""
@@ -488,6 +498,13 @@ class Checkpointer:
       self.wait()
     finally:
       self._manager.close()
+
+
+# Deleting config.json turns off the checks of a resume against the run's config (train_lib's
+# `_check_resume_compatible`): restoring it comes first.
+_DAMAGED_CONFIG_FIX = ("restore it from a copy if you have one; deleting it lets training "
+                       "rewrite it from --config, but a resume is then not checked against the "
+                       "model and data the checkpoints were trained with.")
 
 
 def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
@@ -519,15 +536,14 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     if not isinstance(saved, dict) or not all(isinstance(saved.get(k), dict)
                                                for k in ("model", "data")):
       raise ConfigError(f"the config at {path} is damaged (not a config: it holds "
-                        f"{type(saved).__name__} {str(saved)[:60]}); delete it and pass "
-                        "--config again.")
+                        f"{type(saved).__name__} {str(saved)[:60]}); {_DAMAGED_CONFIG_FIX}")
     return ml_collections.ConfigDict(saved)
   except FileNotFoundError:
     raise ConfigError(f"no config at {path}: this workdir was not written by train.py, or "
                       "training has not started there yet.") from None
   except json.JSONDecodeError as e:
-    raise ConfigError(f"the config at {path} is not valid JSON ({e}); delete it and pass "
-                      "--config again.") from None
+    raise ConfigError(f"the config at {path} is not valid JSON ({e}); {_DAMAGED_CONFIG_FIX}"
+                      ) from None
 
 
 def _with_shardings(abstract_tree: Any) -> Any:

@@ -17,6 +17,7 @@ from types import ModuleType
 from typing import Any, Iterator, Optional
 
 import ml_collections
+import numpy as np
 
 from a2i_jax import models, perf
 from a2i_jax.data import base as data_base
@@ -29,6 +30,26 @@ DATASETS = data_base.DATASET_NAMES
 INFERENCE_ENERGIES = ("auto", "gaussian", "smooth_l1", "l2")
 INFERENCE_INITS = ("encoder", "zeros", "prior")
 INFERENCE_SCHEDULES = ("constant", "cosine")
+# The largest config.seed: jax.random.key keeps the low 32 bits only (2**32 would be seed 0),
+# and infer.py's --seed has the same range.
+MAX_SEED = 2**31 - 1
+# config.model keys that only some models read (`models.create_model`); the others ignore them.
+MODEL_KEY_USERS = {"z_dim": ("vae", "cvae"), "zf_dim": ("discvae",), "zb_dim": ("discvae",),
+                   "block_kl_bg_grad_to_fg": ("discvae",), "gate_loss_weight": ("discvae",),
+                   "composition": ("discvae",), "recon_weight": ("discvae",)}
+
+
+def unused_model_keys(name: str) -> tuple[str, ...]:
+  """The config.model keys that model `name` ignores (`MODEL_KEY_USERS`).
+
+  Args:
+    name: config.model.name.
+  Returns:
+    The keys; () for a name that is not a model's (validate_config refuses it).
+  """
+  if name not in MODEL_NAMES:
+    return ()
+  return tuple(k for k, users in MODEL_KEY_USERS.items() if name not in users)
 
 
 def leaf_paths(cfg: Any, prefix: str = "") -> Iterator[str]:
@@ -120,7 +141,26 @@ def get_config(spec: str) -> ml_collections.ConfigDict:
     bare = os.path.basename(path)
     path = os.path.join(configs_dir(), bare if bare.endswith(".py") else bare + ".py")
   module = load_config_module(path)
-  return module.get_config(arg) if arg else module.get_config()
+  config = module.get_config(arg) if arg else module.get_config()
+  check_is_config(config, path)
+  return config
+
+
+def check_is_config(config: Any, path: str = "") -> None:
+  """Refuses anything but a ConfigDict (a config file's `get_config` that returns None or a
+  dict), which the checks and the training loop would fail on with a traceback.
+
+  Args:
+    config: what a config file's `get_config` returned.
+    path: the config file, for the message ("" if not known).
+  Raises:
+    ConfigError: `config` is not an `ml_collections.ConfigDict`.
+  """
+  if not isinstance(config, ml_collections.ConfigDict):
+    where = f" of {path}" if path else ""
+    raise ConfigError(f"the get_config{where} returned a {type(config).__name__}, not an "
+                      "ml_collections.ConfigDict; make it return one (build it on "
+                      "configs/default.py, as configs/synthetic.py does).")
 
 
 def reference_config() -> ml_collections.ConfigDict:
@@ -144,14 +184,24 @@ def validate_config(config: ml_collections.ConfigDict,
     config: the experiment config.
     reference: the config whose keys are the valid ones (default: configs/default.py).
   """
+  check_is_config(config)
   reference = reference_config() if reference is None else reference
   known = set(leaf_paths(reference))
-  for path in leaf_paths(config):
+  given = list(leaf_paths(config))
+  for path in given:
     if path not in known:
       close = difflib.get_close_matches(path, sorted(known), n=1)
       hint = f" Did you mean {close[0]!r}?" if close else ""
       raise ConfigError(f"config key {path!r} does not exist.{hint} The valid keys are in "
                         "configs/default.py.")
+  # Refused rather than filled in: training would fail on the first one it reads, after the
+  # data load, having written the run's record.
+  missing = sorted(known - set(given))
+  if missing:
+    more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
+    raise ConfigError(f"the config lacks the key(s) {', '.join(missing[:3])}{more}; build it on "
+                      "configs/default.py (config_lib.load_sibling(__file__, \"default\")), "
+                      "which sets every key, and change what differs.")
   needs_masks = _check_model(config.model, config.data.name)
   _check_data(config, needs_masks)
   _check_loop(config)
@@ -247,7 +297,8 @@ def _check_data(config: ml_collections.ConfigDict, needs_masks: bool) -> None:
 
 
 def _check_loop(config: ml_collections.ConfigDict) -> None:
-  """The training loop's counts: steps, intervals, batch, evaluation and sample grid."""
+  """The training loop's counts (steps, intervals, batch, evaluation and sample grid) and
+  its seed."""
   _check_positive(config, "", ("num_train_steps", "log_every_steps", "eval_every_steps",
                                "checkpoint_every_steps", "steps_per_dispatch", "batch_size",
                                "max_checkpoints_to_keep", "num_sample_rows", "num_sample_cols"))
@@ -256,6 +307,10 @@ def _check_loop(config: ml_collections.ConfigDict) -> None:
     if config[key] % k:
       raise ConfigError(f"config.{key}={config[key]} is not a multiple of "
                         f"steps_per_dispatch={k}; make it one.")
+  seed = config.seed
+  if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not (
+      0 <= seed <= MAX_SEED):
+    raise ConfigError(f"config.seed={seed!r}; pass a whole number from 0 to {MAX_SEED}.")
   if config.num_eval_examples == 0 or config.num_eval_examples < -1:
     raise ConfigError(f"config.num_eval_examples={config.num_eval_examples}; use a positive "
                       "count or -1 (the whole validation split).")

@@ -61,10 +61,14 @@ def mean_sem(values: np.ndarray) -> dict[str, float]:
   return {"mean": float(v.mean()), "sem": sem, "n": int(v.size)}
 
 
-def _test_examples(dataset: Dataset, num_examples: int, split: str = "test"):
+def _check_count(num_examples: int, split: str = "test") -> None:
   if num_examples == 0 or num_examples < -1:
     raise InputError(f"num_examples={num_examples}; pass a positive count of {split} images, "
                      "or -1 for all of them.")
+
+
+def _test_examples(dataset: Dataset, num_examples: int, split: str = "test"):
+  _check_count(num_examples, split)
   test = dataset[split]
   n = len(test) if num_examples < 0 else min(num_examples, len(test))
   if n == 0:
@@ -118,7 +122,8 @@ def evaluate_model(trained: inference.TrainedModel, dataset: Dataset, *,
       reconstruction columns only).
     num_examples: the first N test images; -1 = all.
     key: PRNG key of the inference.
-    options: the optimisation settings (default: the run's `config.inference`).
+    options: the optimisation settings (default: the run's `config.inference`, with the
+      test attributes given: `infer_attributes` off).
     seed: seed of the random occlusions (the same for every model, so rows compare).
   Returns:
     {"model", "step", "num_examples", "options", "rows": {row: {column: mean_sem}}}.
@@ -127,13 +132,15 @@ def evaluate_model(trained: inference.TrainedModel, dataset: Dataset, *,
       key.
   """
   check_key(key)
+  _check_count(num_examples)  # Before anything else is read.
   dataset = centre_cropped(dataset, trained.config.data.augment.crop_size)
   images, attrs, fg = _test_examples(dataset, num_examples)
   x01 = to_unit(images)
   n, s = images.shape[0], images.shape[1]
   names = list(occlusions.occlusions_for(dataset.name) if occlusion_names is None
                else occlusion_names)
-  options = options or inference.options_for(trained)
+  # Known attributes, whatever the run's config.inference.infer_attributes says.
+  options = options or inference.options_for(trained, infer_attributes=False)
   methods = {"optimisation": options,
              "recognition": dataclasses.replace(options, steps=0, restarts=1)}
   masks = occlusions.make_masks(names, s, n, seed=seed, dataset=dataset.name)
@@ -180,7 +187,7 @@ def tune_inference(trained: inference.TrainedModel, dataset: Dataset, *,
       empty validation split, or a key that is not a PRNG key.
   """
   check_key(key)
-  base = options or inference.options_for(trained)
+  base = options or inference.options_for(trained, infer_attributes=False)
   settings = _grid_options(grid, base)
   dataset = centre_cropped(dataset, trained.config.data.augment.crop_size)
   images, attrs, _ = _test_examples(dataset, num_examples, "validation")
@@ -342,6 +349,7 @@ def attribute_report(trained: inference.TrainedModel, dataset: Dataset, predicto
   """
   from a2i_jax import attribute_predictor as ap  # pylint: disable=import-outside-toplevel
   check_key(key)
+  _check_count(num_examples)  # Before anything else is read.
   dataset = centre_cropped(dataset, trained.config.data.augment.crop_size)
   images, attrs, _ = _test_examples(dataset, num_examples)
   train_y = dataset["train"].attributes

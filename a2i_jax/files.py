@@ -211,6 +211,9 @@ def check_workdir(workdir: str) -> None:
   existing = workdir
   while not os.path.exists(existing):
     existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):  # Not a permission problem: no folder can be made there.
+    raise WorkdirError(f"--workdir={workdir} is inside {existing}, which is a file, not a "
+                       "directory; pass a path whose parents are directories.")
   if not os.access(existing, os.W_OK | os.X_OK):
     raise WorkdirError(f"cannot write to {existing} (permission denied or a read-only file "
                        "system); pass a --workdir you can write to.")

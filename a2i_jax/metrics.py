@@ -29,25 +29,34 @@ class MetricWriter:
     workdir: the run's directory.
     resumed_from: the step a resumed run restarts from: the rows (and TensorBoard events) of
       later steps, written before the previous run stopped, are dropped, so each step has one
-      row. None for a fresh run.
+      row; so are lines that are not rows (cut short by a kill, or damaged), with a warning.
+      None for a fresh run.
   """
 
   def __init__(self, workdir: str, resumed_from: Optional[int] = None):
     self._active = distributed.is_main()
     if not self._active:
       return
-    path = os.path.join(workdir, METRICS_FILE)
-    purge = None
+    self._path = path = os.path.join(workdir, METRICS_FILE)
+    purge, self._last = None, None  # The file's last row, for `write` to merge into.
     if resumed_from is not None:
       purge = resumed_from + 1  # TensorBoard drops events from this step on.
       if os.path.exists(path):
-        kept = [r for r in _read_rows(path) if r.get("step", 0) <= resumed_from]
+        rows, dropped = _read_rows(path)
+        if dropped:
+          logging.warning("dropped %d line(s) of %s that are not metrics rows (cut short by a "
+                          "kill, or damaged)", dropped, path)
+        kept = [r for r in rows if r["step"] <= resumed_from]
         files.atomic_write(path, "".join(json.dumps(r) + "\n" for r in kept))
+        self._last = kept[-1] if kept else None
     self._tb = SummaryWriter(logdir=os.path.join(workdir, "tensorboard"), purge_step=purge)
-    self._jsonl = open(path, "a")
+    self._jsonl = open(path, "a", encoding="utf-8")
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
     """Appends one row: every scalar to TensorBoard and one JSON line {"step", name: value}.
+
+    A step that is the file's last row already (a resumed run's first evaluation, at the step
+    a previous run logged) is merged into that row, so that each step keeps one row.
 
     Args:
       step: the training step.
@@ -64,8 +73,17 @@ class MetricWriter:
         row[name] = value
     finally:
       _X2NUM_LOGGER.disabled = was_disabled
-    self._jsonl.write(json.dumps(row) + "\n")
-    self._jsonl.flush()
+    if self._last is not None and self._last["step"] == row["step"]:
+      row = {**self._last, **row}
+      self._jsonl.close()
+      rows, _ = _read_rows(self._path)
+      rows[-1:] = [row]  # The last row is this step's (this writer wrote or kept it).
+      files.atomic_write(self._path, "".join(json.dumps(r) + "\n" for r in rows))
+      self._jsonl = open(self._path, "a", encoding="utf-8")
+    else:
+      self._jsonl.write(json.dumps(row) + "\n")
+      self._jsonl.flush()
+    self._last = row
 
   def write_image(self, step: int, name: str, image: np.ndarray) -> None:
     """Adds an image (e.g. a sample grid) to TensorBoard, beside the scalars.
@@ -89,15 +107,22 @@ class MetricWriter:
       self._jsonl.close()
 
 
-def _read_rows(path: str) -> list[dict]:
-  rows = []
-  with open(path) as f:
+def _read_rows(path: str) -> tuple[list[dict], int]:
+  """The rows of a metrics file, and how many non-blank lines were not rows: cut short by a
+  kill, not UTF-8, or JSON that is not an object with an integer "step"."""
+  rows, dropped = [], 0
+  with open(path, "rb") as f:
     for line in f:
       try:
-        rows.append(json.loads(line))
-      except ValueError:  # A line cut short by a kill: dropped.
-        continue
-  return rows
+        row = json.loads(line.decode("utf-8"))
+      except ValueError:  # UnicodeDecodeError included.
+        row = None
+      step = row.get("step") if isinstance(row, dict) else None
+      if isinstance(step, int) and not isinstance(step, bool):
+        rows.append(row)
+      elif line.strip():
+        dropped += 1
+  return rows, dropped
 
 
 def read_metrics(workdir: str) -> list[dict]:
@@ -106,6 +131,7 @@ def read_metrics(workdir: str) -> list[dict]:
   Args:
     workdir: the run's directory.
   Returns:
-    One dict per logged row, in order: "step" and the scalars written at that step.
+    One dict per logged row, in order: "step" and the scalars written at that step. Lines
+    that are not rows (cut short by a kill, or damaged) are left out.
   """
-  return _read_rows(os.path.join(workdir, METRICS_FILE))
+  return _read_rows(os.path.join(workdir, METRICS_FILE))[0]

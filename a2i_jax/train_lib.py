@@ -270,8 +270,8 @@ def _check_resume_compatible(workdir: str, config: ml_collections.ConfigDict,
   """Refuses a config that does not fit the checkpoints in `workdir` (call when it has some).
 
   Each of `keys` must be as in the run's config.json: "model" but for its
-  `COMPUTE_ONLY_MODEL_KEYS`, and the `DATA_IDENTITY_KEYS`, a source's own only when the run
-  trains on that source.
+  `COMPUTE_ONLY_MODEL_KEYS` and the keys the model ignores (`config_lib.unused_model_keys`),
+  and the `DATA_IDENTITY_KEYS`, a source's own only when the run trains on that source.
   """
   path = os.path.join(workdir, checkpoints.CONFIG_FILE)
   if not os.path.exists(path):
@@ -287,8 +287,10 @@ def _check_resume_compatible(workdir: str, config: ml_collections.ConfigDict,
       old, new = old.get(part), new.get(part)
     as_dict = lambda c: c.to_dict() if hasattr(c, "to_dict") else c
     old, new = as_dict(old), as_dict(new)
-    if key == "model":  # How the model computes does not shape the checkpoint: it may change.
-      old, new = ({k: v for k, v in d.items() if k not in COMPUTE_ONLY_MODEL_KEYS}
+    if key == "model":  # How the model computes does not shape the checkpoint: it may change;
+      # nor do the keys of the other model family, which the model ignores.
+      skip = {*COMPUTE_ONLY_MODEL_KEYS, *config_lib.unused_model_keys(config.model.name)}
+      old, new = ({k: v for k, v in d.items() if k not in skip}
                   if isinstance(d, dict) else d for d in (old, new))
     if old != new:
       if isinstance(old, dict) and isinstance(new, dict):
@@ -337,6 +339,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   workdir = os.path.abspath(os.path.expanduser(workdir))
   files.check_workdir(workdir)
   if checkpoints.has_checkpoints(workdir):  # A resume: its data are checked before they load.
+    if not os.path.exists(os.path.join(workdir, checkpoints.CONFIG_FILE)):
+      logging.warning("%s has checkpoints but no %s: this resume is not checked against the "
+                      "model and data they were trained with; %s is written from this "
+                      "run's config", workdir, checkpoints.CONFIG_FILE, checkpoints.CONFIG_FILE)
     _check_resume_compatible(workdir, config, tuple(DATA_IDENTITY_KEYS))
   mesh = parallel.make_mesh(devices)
   parallel.check_batch_divisible(config.batch_size, mesh)
@@ -539,21 +545,27 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
         metrics = parallel.fetch(metrics)
         if not metrics["finite"].all():
           # The state is the one before the failed step (a failed step changes nothing, and
-          # a dispatch behind it repeated it).
+          # a dispatch behind it repeated it): the last good state, saved unless it is the
+          # newest checkpoint already, so that the steps since that checkpoint are not lost.
+          good = step + int(np.argmin(metrics["finite"]))
           report = parallel.fetch(make_term_report(model, config, mesh)(state, data, k_train))
+          if good > (ckpt.latest_step() or 0):
+            ckpt.save(good, state)
           ckpt.wait()
-          raise train_eval.divergence_error(
-              report, step + 1 + int(np.argmin(metrics["finite"])), writer, ckpt.latest_step(),
-              ckpt.directory)
+          raise train_eval.divergence_error(report, good + 1, writer, ckpt.latest_step(),
+                                            ckpt.directory)
         step += n
         window_steps += n
-        window.append({name: float(v.mean()) for name, v in metrics.items()
+        # Sums over the dispatch's steps: the logged means weigh each step once, whether it
+        # came in a dispatch of k steps or of one.
+        window.append({name: float(np.sum(v, dtype=np.float64)) for name, v in metrics.items()
                        if name not in ("finite", "term_finite")})
         if progress is not None:
           progress.update(n)
         if due(config.log_every_steps):
           dt = time.perf_counter() - t_window
-          row.update({f"train/{name}": np.mean([w[name] for w in window]) for name in window[0]})
+          row.update({f"train/{name}": sum(w[name] for w in window) / window_steps
+                      for name in window[0]})
           row["train/images_per_s"] = window_steps * config.batch_size / dt
           if progress is not None:
             progress.set_postfix(loss=f"{row['train/loss']:.1f}",

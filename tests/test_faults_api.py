@@ -404,6 +404,20 @@ def test_foreground_masks_are_refused_where_the_encoder_does_not_start(untrained
                        fg_masks=fg)
 
 
+def test_inference_functions_built_for_other_options_are_refused(cvae, key):
+  """Was: used anyway: fns built for 1 restart given options with 3 returned another image's
+  restarts as results, and fns of 10 steps ran 10 of 15 steps, silently."""
+  base = inference.options_for(cvae)
+  fns = inference.make_inference_fns(cvae.model, dataclasses.replace(base, restarts=1))
+  for changes in ({"restarts": 3}, {"steps": base.steps + 5}):
+    with pytest.raises(InputError, match=r"fns were built for other inference options than "
+                       r"these .*; build them for these with make_inference_fns\(model, "
+                       r"options\), or leave fns out."):
+      inference.infer_latents(cvae, inputs.to_signed(_images()), _attrs(), key=key,
+                              options=dataclasses.replace(base, **{"restarts": 1, **changes}),
+                              fns=fns)
+
+
 # ------------------------------------------------------------------------------- tuning grid
 
 def test_a_tuning_grid_is_checked_whole_before_the_first_setting_runs(cvae, key, monkeypatch):

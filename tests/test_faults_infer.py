@@ -120,6 +120,8 @@ _BAD_FLAGS = [
     (dict(modes=["complete"], occlusions=[]), "--occlusion is empty"),  # Wrote no occlusions.
     (dict(seed=-20), "--seed=-20; pass a whole number from 0 to 2147483647"),  # numpy's crash.
     (dict(seed=10**20), f"--seed={10**20}; pass a whole number"),  # An OverflowError.
+    # Was: "the new value of attribute 3: NaN or infinity", of a finite number.
+    (dict(modes=["edit"], attribute="a", value=1e39), "--value=1e+39 is beyond float32's"),
 ]
 
 
@@ -141,6 +143,34 @@ def test_counts_are_refused_up_front_by_the_cli(trained, tmp_path, flag, needle)
   out = str(tmp_path / "out")
   _refused(_infer(f"--workdir={trained}", f"--out={out}", flag), needle)
   assert _no_files(out)
+
+
+def test_a_run_whose_config_infers_attributes_still_reconstructs(trained, tmp_path):
+  """Was: config.inference.infer_attributes=True (accepted by the config check) made every
+  mode that gives the test attributes stop with "infer_attributes=True needs an
+  attribute_prior (AttributePrior.fit(training attributes))", which a user of infer.py cannot
+  act on."""
+  import infer  # pylint: disable=import-outside-toplevel
+  workdir = tmp_path / "w"
+  shutil.copytree(trained, workdir)
+  config = json.loads((workdir / "config.json").read_text())
+  config["inference"]["infer_attributes"] = True
+  (workdir / "config.json").write_text(json.dumps(config))
+  out = str(tmp_path / "out")
+  infer.run_modes(infer.Options(
+      workdirs=[str(workdir)], modes=["reconstruct"], out=out, step=None, input=None,
+      num_images=2, samples_per_attribute=1, attribute=None, value=None, occlusions=None,
+      steps=1, restarts=1, num_examples=-1, attribute_fidelity=False, seed=0))
+  assert os.path.exists(os.path.join(out, "reconstruct.json"))
+
+
+def test_attribute_names_are_made_file_names():
+  """Was: a folder dataset's attribute "hair/color" wrote progression_hair/color.png, a
+  sub-folder of --out."""
+  import infer  # pylint: disable=import-outside-toplevel
+  assert infer._file_part("hair/color") == "hair_color"  # pylint: disable=protected-access
+  assert infer._file_part("a\\b") == "a_b"  # pylint: disable=protected-access
+  assert infer._file_part("Wearing Hat") == "Wearing Hat"  # pylint: disable=protected-access
 
 
 def test_workdir_missing_or_a_file(tmp_path):

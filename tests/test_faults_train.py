@@ -7,6 +7,7 @@ there is exactly one `error:` line and the files on disk are intact.
 
 import errno
 import glob
+import json
 import os
 import shutil
 import subprocess
@@ -175,6 +176,20 @@ def test_unsummed_checkpoint_that_fails_to_restore_is_set_aside(tmp_path, flags,
   F.assert_same_state(F.final_state(workdir), F.final_state(reference))
 
 
+def test_an_empty_newest_step_folder_does_not_fail_the_intact_one(tmp_path, flags, reference):
+  """A step folder with nothing in it (no checksums, no default/): Orbax fails to read it and
+  fixes its manager's item mode from it; the intact checkpoint before it must still restore.
+  Was: step 6 failed too, and the error said to delete it."""
+  workdir = _copy(reference, tmp_path)
+  os.makedirs(os.path.join(workdir, "checkpoints", "8"))
+  r = F.train(workdir, *flags)
+  assert r.returncode == 0 and not F.error_lines(r.stderr), r.stderr[-3000:]
+  assert [w for w in F.warning_lines(r.stderr) if "checkpoints.py" in w and
+          f"checkpoint 8 is corrupt (it has no checksums and could not be restored" in w and
+          f"moved to {workdir}/corrupt_checkpoints/8; resuming from step 6" in w], r.stderr
+  assert _steps(workdir) == [4, 6]
+
+
 def test_config_twice_and_empty_workdir(tmp_path, flags):
   absolute = [f"--config={os.path.join(F.ROOT, f.split('=', 1)[1])}"
               if f.startswith("--config=") else f for f in flags]
@@ -279,6 +294,9 @@ def test_read_only_workdir(tmp_path, flags):
     ("--config.model.z_dim=0", ["config.model.z_dim=0 must be a positive integer"]),
     ("--config.model.image_size=48", ["model.image_size=48 is not supported"]),
     ("--config.num_eval_examples=0", ["num_eval_examples=0; use a positive count or -1"]),
+    # A key of the other model family, typed by the user: it would do nothing (was taken).
+    ("--config.model.zf_dim=3", ["--config.model.zf_dim has no effect on model.name='cvae' "
+                                 "(it is read by discvae only)"]),
 ])
 def test_config_mistakes_are_one_line_and_write_nothing(override, words, tmp_path, flags):
   workdir = str(tmp_path / "w")
@@ -296,6 +314,30 @@ def test_workdir_that_is_a_file(tmp_path, flags):
   path.write_text("mine")
   _one_error(F.train(str(path), *flags), "is a file, not a directory")
   assert path.read_text() == "mine"
+  # A workdir below it (checked in process: the same check): was "permission denied".
+  with pytest.raises(files.WorkdirError, match=f"--workdir={path}/sub/w is inside {path}, "
+                     "which is a file, not a directory"):
+    files.check_workdir(str(path / "sub" / "w"))
+
+
+@pytest.mark.parametrize("body,words", [
+    ("return default.get_config().to_dict()", "returned a dict, not an ml_collections"),
+    ("return None", "returned a NoneType, not an ml_collections"),
+    ("c = default.get_config()\n  del c['scan_unroll']\n  return c",
+     "the config lacks the key(s) scan_unroll; build it on configs/default.py"),
+])
+def test_a_config_file_that_returns_no_whole_config(body, words, tmp_path, flags):
+  """A get_config that returns a dict or None, or a ConfigDict without a key: one line, and
+  nothing written. Was: a traceback (the missing key's after config.json and metrics.jsonl
+  were written)."""
+  path = tmp_path / "mine.py"
+  path.write_text("from a2i_jax import config_lib\n"
+                  f"default = config_lib.load_sibling({os.path.join(F.ROOT, 'configs', 'x')!r},"
+                  " 'default')\n\n"
+                  f"def get_config():\n  {body}\n")
+  workdir = str(tmp_path / "w")
+  _one_error(F.train(workdir, f"--config={path}", *flags[1:]), words)
+  assert not os.path.exists(workdir)
 
 
 def test_a_workdir_without_checkpoints_takes_a_new_config(tmp_path, flags, reference):
@@ -311,11 +353,14 @@ def test_a_workdir_without_checkpoints_takes_a_new_config(tmp_path, flags, refer
 
 
 def test_a_failed_restore_leaves_the_record_alone(tmp_path, flags, reference):
-  """config.json is written only after the restore succeeded (item 3)."""
+  """config.json is written only after the restore succeeded (item 3). A resume without it
+  cannot be checked against the run's config, and says so (was: silently unchecked)."""
   workdir = _copy(reference, tmp_path)
   os.remove(os.path.join(workdir, checkpoints.CONFIG_FILE))
   r = F.train(workdir, *flags, "--config.model.width=0.25")
   _one_error(r, "could not be restored")
+  assert [w for w in F.warning_lines(r.stderr) if "has checkpoints but no config.json: this "
+          "resume is not checked against the model and data" in w], r.stderr
   assert not os.path.exists(os.path.join(workdir, checkpoints.CONFIG_FILE))
   r = F.train(workdir, *flags)  # The original command still works, and restores the record.
   assert r.returncode == 0, r.stderr[-3000:]
@@ -457,6 +502,9 @@ def test_a_step_set_aside_twice_keeps_both_copies(tmp_path, caplog):
     ("data.augment.max_sharpen", float("inf"), "max_sharpen=inf must be a finite number"),
     ("model.gate_loss_weight", float("inf"), "gate_loss_weight=inf must be a finite number"),
     ("data.augment.color_gain", 5.0, "color_gain=5.0 must be below 1.0"),
+    # jax.random.key keeps the low 32 bits: 2**32 would silently be seed 0 (was accepted).
+    ("seed", 2**32, "config.seed=4294967296; pass a whole number from 0 to 2147483647"),
+    ("seed", -1, "config.seed=-1; pass a whole number from 0 to 2147483647"),
 ])
 def test_infinite_or_out_of_range_values_are_refused(key, value, words):
   """Checked in process: the same `validate_config` train.py runs before writing anything."""
@@ -474,5 +522,58 @@ def test_infinite_or_out_of_range_values_are_refused(key, value, words):
 @pytest.mark.parametrize("content", ["[1, 2]", '"str"', "{}", "null", '{"model": {}}'])
 def test_config_json_that_is_not_a_config(content, tmp_path):
   (tmp_path / checkpoints.CONFIG_FILE).write_text(content)
-  with pytest.raises(checkpoints.ConfigError, match="is damaged \\(not a config"):
+  # Deleting the file is not the first fix: it turns off the checks of a resume.
+  with pytest.raises(checkpoints.ConfigError, match="is damaged \\(not a config.*restore it "
+                     "from a copy.*a resume is then not checked against the model and data"):
     checkpoints.load_config(str(tmp_path))
+
+
+def test_keys_the_model_ignores_are_left_out_of_the_resume_check(tmp_path):
+  """A CVAE run resumed with another zf_dim (a disCVAE key it ignores) is the same run; its
+  z_dim is not. Was: refused for the zf_dim."""
+  from a2i_jax import config_lib, train_lib  # pylint: disable=import-outside-toplevel
+  from conftest import tiny_config  # pylint: disable=import-outside-toplevel
+  workdir = str(tmp_path)
+  checkpoints.save_config(workdir, tiny_config("cvae"))
+  config = tiny_config("cvae")
+  config.model.zf_dim += 1
+  config.model.composition = "reference"
+  train_lib._check_resume_compatible(workdir, config)  # pylint: disable=protected-access
+  config.model.z_dim += 1
+  with pytest.raises(config_lib.ConfigError, match="different config.model \\(model.z_dim: 8 "
+                     "there, 9 now\\)"):
+    train_lib._check_resume_compatible(workdir, config)  # pylint: disable=protected-access
+
+
+def test_damaged_metrics_lines_are_dropped_with_a_warning(tmp_path, caplog):
+  """Lines of metrics.jsonl that are not rows (bytes that are not UTF-8, a JSON null, a row
+  without an integer step, one cut short by a kill) are left out, and a resume that rewrites
+  the file says how many it dropped. Was: a traceback on the first two."""
+  from a2i_jax import metrics  # pylint: disable=import-outside-toplevel
+  path = tmp_path / metrics.METRICS_FILE
+  rows = [{"step": 1, "train/loss": 3.0}, {"step": 2, "train/loss": 2.0}]
+  path.write_bytes(b"".join([
+      json.dumps(rows[0]).encode() + b"\n", b"\xff\xfe garbage\n", b"null\n",
+      b'{"step": "2"}\n', b"[1]\n", b"\n", json.dumps(rows[1]).encode() + b"\n",
+      b'{"step": 3, "train/lo']))
+  assert metrics.read_metrics(str(tmp_path)) == rows
+  with caplog.at_level("WARNING"):
+    writer = metrics.MetricWriter(str(tmp_path), resumed_from=2)
+  writer.close()
+  assert "dropped 5 line(s) of" in caplog.text and "not metrics rows" in caplog.text
+  assert path.read_text() == "".join(json.dumps(r) + "\n" for r in rows)
+
+
+def test_a_resume_evaluating_at_a_logged_step_keeps_one_row(tmp_path, flags, reference):
+  """Resumed at step 4 (step 6's checkpoint gone) with evaluations every 4 steps: step 4's
+  evaluation goes into the row its training scalars are in already. Was: two rows for step
+  4, one (train) and one (val)."""
+  workdir = _copy(reference, tmp_path)
+  shutil.rmtree(os.path.join(workdir, "checkpoints", "6"))
+  r = F.train(workdir, *flags, "--config.eval_every_steps=4")
+  assert r.returncode == 0 and not F.error_lines(r.stderr), r.stderr[-3000:]
+  rows = F.read_rows(workdir)
+  assert [row["step"] for row in rows] == list(range(1, STEPS + 1))
+  assert "train/loss" in rows[3] and "val/loss" in rows[3]
+  assert os.path.exists(os.path.join(workdir, "samples", "step_0000004.png"))
+  F.assert_same_state(F.final_state(workdir), F.final_state(reference))

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from a2i_jax import config_lib, inference, inputs
+from a2i_jax.data import load_dataset
 from a2i_jax.errors import CheckpointError, InputError
 
 
@@ -42,6 +43,27 @@ def test_sample_rejects_wrong_attribute_length(discvae_workdir):
     inference.sample(trained, np.zeros((2, 7)), jax.random.key(0))
   with pytest.raises(InputError, match="NaN"):
     inference.sample(trained, np.full((1, 10), np.nan), jax.random.key(0))
+
+
+def test_results_do_not_depend_on_the_batch_size_and_diverged_images_are_named(
+    discvae_workdir, caplog):
+  """Was: each batch's key was the call's folded with the batch's index, so an image's
+  restart noise, and the restart kept, changed with `inference.batch_size`; and the energy
+  trace averaged the batches' means unweighted."""
+  trained = inference.load_trained(discvae_workdir)
+  data = load_dataset(trained.config.data)["test"]
+  x, y = data.images[:5], data.attributes[:5]
+  options = inference.options_for(trained, steps=2, restarts=2)
+  key = jax.random.key(0)
+  whole, split = (inference.reconstruct(trained, x, y, key=key, options=options, batch_size=b)
+                  for b in (5, 2))
+  np.testing.assert_allclose(split["restart_energies"], whole["restart_energies"], rtol=1e-5)
+  np.testing.assert_allclose(split["energy_trace"], whole["energy_trace"], rtol=1e-5)
+  assert not caplog.records
+  wild = inference.options_for(trained, steps=2, restarts=2, learning_rate=1e30)
+  inference.reconstruct(trained, x, y, key=key, options=wild, batch_size=5)
+  assert any("posterior inference diverged for 5 of 5 images" in r.getMessage()
+             for r in caplog.records)
 
 
 def test_restore_missing_step(discvae_workdir):

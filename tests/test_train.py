@@ -14,7 +14,7 @@ import pytest
 
 from a2i_jax import (checkpoints, config_lib, models, parallel, train_eval, train_lib,
                      train_state)
-from a2i_jax.data import Dataset, Split, load_dataset
+from a2i_jax.data import Dataset, Split, load_dataset, pipeline
 from a2i_jax.errors import (CheckpointError, ConfigError, DataError, DatasetNotPreparedError,
                             TrainingDivergedError)
 from conftest import NUM_DEVICES, tiny_config
@@ -205,6 +205,40 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_cache, mon
   model = models.create_model(cfg.model)
   abstract = train_state.abstract_train_state(model, cfg, train_state.make_optimizer(cfg))
   restored = ckpt.restore(abstract)
+  assert all(np.isfinite(np.asarray(a)).all() for a in jax.tree_util.tree_leaves(restored))
+
+
+def test_a_divergence_between_checkpoints_saves_the_last_good_state(tmp_path, data_cache,
+                                                                    monkeypatch, tiny_run):
+  """Resumed at step 2 (its checkpoint), step 3 trains on clean rows, step 4 on poisoned ones:
+  the state after step 3, the last good one, is saved before the error names it. Was: the
+  run stopped without saving, and step 3 was lost."""
+  cfg = tiny_config("cvae", data_cache)
+  cfg.num_train_steps, cfg.checkpoint_every_steps = 6, 6
+  good = load_dataset(cfg.data)
+  # The rows step 3 draws, as the loop draws them: from the state at step 2
+  # (train_lib.make_multi_step).
+  k_train = jax.random.split(jax.random.key(cfg.seed), 4)[1]
+  k_batch = jax.random.split(jax.random.fold_in(k_train, 2))[0]
+  n = len(good["train"].attributes)
+  clean = np.asarray(pipeline.sample_batch(k_batch, {"images": jnp.arange(n)},
+                                           cfg.batch_size)["images"])
+  attributes = np.full_like(good["train"].attributes, 3e38)
+  attributes[clean] = good["train"].attributes[clean]
+  poisoned = Dataset(good.name, good.attribute_names, good.attribute_kinds, {
+      **good.splits, "train": Split(good["train"].images, attributes, good["train"].masks)})
+  workdir = _copy_of(tiny_run("cvae")[0], tmp_path)  # Trained to step 2 with good data.
+  monkeypatch.setattr(train_lib, "load_dataset", lambda *_: poisoned)
+  with pytest.raises(TrainingDivergedError,
+                     match=r"at step 4 \(.*last good checkpoint is step 3 in "):
+    train_lib.train_and_evaluate(cfg, workdir)
+  ckpt = checkpoints.Checkpointer(workdir)
+  assert ckpt.all_steps() == [2, 3]
+  model = models.create_model(cfg.model)
+  abstract = train_state.abstract_train_state(model, cfg, train_state.make_optimizer(cfg))
+  restored = ckpt.restore(abstract)
+  ckpt.close()
+  assert int(restored.step) == 3
   assert all(np.isfinite(np.asarray(a)).all() for a in jax.tree_util.tree_leaves(restored))
 
 
@@ -444,6 +478,34 @@ def test_finished_run_returns_without_training(tmp_path, data_cache, tiny_run):
   _leaves_close(saved.params, again.params, atol=0)
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     assert f.read() == rows
+
+
+def test_logged_means_weigh_every_step_once(tmp_path, data_cache, monkeypatch, tiny_run):
+  """A log window of one 2-step dispatch and one single step (the end of a run that 2 does
+  not divide): the logged loss is the mean over its 3 steps. A stand-in train dispatch
+  reports each step's number as its loss and leaves the model alone. Was: the mean of the
+  dispatches' means, 6.25 for steps 5-7."""
+  def fake_steps(model, tx, config, mesh, steps=None):
+    del model, tx, mesh
+    n = config.steps_per_dispatch if steps is None else steps
+
+    def run(state, data, key):
+      del data, key
+      loss = (state.step + 1 + jnp.arange(n)).astype(jnp.float32)
+      ok = jnp.ones(n, bool)
+      return state.replace(step=state.step + n), {"loss": loss, "finite": ok,
+                                                  "term_finite": {"loss": ok}}
+    return jax.jit(run)
+
+  monkeypatch.setattr(train_lib, "jit_train_steps", fake_steps)
+  cfg = tiny_config("cvae", data_cache)
+  cfg.num_train_steps, cfg.steps_per_dispatch = 7, 2
+  cfg.log_every_steps, cfg.eval_every_steps, cfg.checkpoint_every_steps = 4, 8, 8
+  workdir = _copy_of(tiny_run("cvae")[0], tmp_path)  # Resumed at step 2: 3-4, 5-6, then 7.
+  train_lib.train_and_evaluate(cfg, workdir)
+  rows = {r["step"]: r for r in [json.loads(l) for l in open(os.path.join(workdir,
+                                                                           "metrics.jsonl"))]}
+  assert rows[4]["train/loss"] == 3.5 and rows[7]["train/loss"] == 6.0
 
 
 def test_bfloat16_compute_trains(tmp_path, data_cache):

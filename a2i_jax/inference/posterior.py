@@ -30,6 +30,7 @@ import math
 import time
 from typing import Any, Mapping, Optional
 
+from absl import logging
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -228,24 +229,42 @@ def _static(options: InferenceOptions) -> InferenceOptions:
                              attribute_prior_weight=1.0)
 
 
+def _start_noise(dims: Mapping[str, int], key: Array, first_index: Any, m: int,
+                 restarts: int) -> dict[str, Array]:
+  """N(0, I) noise per row (image-major, `restarts` rows per image), drawn from the key folded
+  with the image's index among all the images of a call (`first_index` + its row in this
+  batch) and then with its restart: an image starts from the same noise whatever batch it
+  lands in (`run_inference` splits its images by `config.inference.batch_size`)."""
+  rows = jnp.arange(m)
+
+  def draw(image, restart):
+    keys = jax.random.split(jax.random.fold_in(jax.random.fold_in(key, image), restart),
+                            len(dims))
+    return {name: jax.random.normal(k, (d,)) for (name, d), k in zip(dims.items(), keys)}
+  return jax.vmap(draw)(first_index + rows // restarts, rows % restarts)
+
+
 def make_inference_fns(model: nn.Module, options: InferenceOptions) -> dict[str, Any]:
   """Builds the jitted pieces of posterior inference for one model and set of options.
 
   Three functions, called in turn by `infer_latents`:
-    init(variables, x, y, observed, fg_mask, key, prior) -> carry
+    init(variables, x, y, observed, fg_mask, key, prior, first_index=0) -> carry
     run(variables, x, y, observed, carry, prior, hyper) -> (carry, energy trace [k, M])
     finish(variables, x, y, observed, carry, prior, hyper) -> outputs (restarts reduced)
   where M = N x restarts, x [M,S,S,3] in [-1,1], y [M,A], observed and fg_mask [M,S,S,1],
   prior = (mean [A], precision [A,A]) and hyper = the learning rate and weights as arrays
-  (`_hyper(options)`), so settings that differ only in those share the compiled code.
+  (`_hyper(options)`), so settings that differ only in those share the compiled code;
+  first_index, the index of the batch's first image among all of a call's (`_start_noise`).
 
   Args:
     model: a model from `models.create_model`.
     options: the inference options.
   Returns:
-    dict with "init", "run", "finish" (jitted), "steps_per_call" and "compile_ahead"
+    dict with "init", "run", "finish" (jitted), "steps_per_call", "compile_ahead"
     (`_compile_ahead_fn`: the three compiled side by side in threads, each waited for
-    before its first use; a caller that replaces one of the three drops it).
+    before its first use; a caller that replaces one of the three drops it) and "options"
+    (the settings they were built for, less the traced ones: `infer_latents` refuses them
+    for other settings).
   """
   energy_kind = _resolve_energy(options, model)
   dims = model.latent_dims
@@ -281,10 +300,10 @@ def make_inference_fns(model: nn.Module, options: InferenceOptions) -> dict[str,
     e = energy_terms(variables, latents, x, y, observed, prior, hyper)
     return e.sum(), e
 
-  def init(variables, x, y, observed, fg_mask, key, prior):
+  def init(variables, x, y, observed, fg_mask, key, prior, first_index=0):
     m = x.shape[0]
     y_used = jnp.broadcast_to(prior[0], y.shape) if infer_y else y
-    noise = sampling.prior_latents(model, m, key, always_split=True)
+    noise = _start_noise(dims, key, first_index, m, restarts)
     first = (jnp.arange(m) % restarts == 0)[:, None]  # Restart 0 of each image.
     x_filled = x * observed  # Hidden pixels -> 0, mid-grey in [-1, 1].
     if options.init == "encoder":
@@ -323,7 +342,9 @@ def make_inference_fns(model: nn.Module, options: InferenceOptions) -> dict[str,
                                     latents["y"] if infer_y else y)
     m = x.shape[0]
     n = m // restarts
-    best = jnp.argmin(energy.reshape(n, restarts), axis=1)
+    # A restart whose energy is NaN or infinite never wins (argmin takes NaN as smallest).
+    finite = jnp.where(jnp.isfinite(energy), energy, jnp.inf)
+    best = jnp.argmin(finite.reshape(n, restarts), axis=1)
     pick = lambda a: a.reshape((n, restarts) + a.shape[1:])[jnp.arange(n), best]
     result = {name: pick(v) for name, v in latents.items()}
     if not infer_y:
@@ -340,7 +361,7 @@ def make_inference_fns(model: nn.Module, options: InferenceOptions) -> dict[str,
   programs = {"init": perf.jit(init, extra_options=CHEAP_COMPILE),
               "run": perf.jit(run, donate_argnums=(4,)),
               "finish": perf.jit(finish, extra_options=CHEAP_COMPILE)}
-  return {**programs, "steps_per_call": k,
+  return {**programs, "steps_per_call": k, "options": _static(options),
           "compile_ahead": _compile_ahead_fn(programs, run_steps=k > 0)}
 
 
@@ -373,7 +394,8 @@ class _Compiling:
 
 
 def _compile_ahead_fn(programs: Mapping[str, Any], run_steps: bool) -> Any:
-  """`compile_ahead(variables, x, y, observed, fg_mask, key, prior, hyper) -> _Compiling`:
+  """`compile_ahead(variables, x, y, observed, fg_mask, key, prior, hyper, first_index)
+  -> _Compiling`:
   starts compiling the programs an `infer_latents` call with these (placed) inputs will run,
   XLA compiling each in a thread of its own while Python traces the next, and returns once
   all three are traced; the call waits for each program only before its first use.
@@ -399,8 +421,8 @@ def _compile_ahead_fn(programs: Mapping[str, Any], run_steps: bool) -> Any:
   """
   started: dict[Any, _Compiling] = {}
 
-  def compile_ahead(variables, x, y, observed, fg_mask, key, prior, hyper):
-    args = (variables, x, y, observed, fg_mask, key, prior, hyper)
+  def compile_ahead(variables, x, y, observed, fg_mask, key, prior, hyper, first_index):
+    args = (variables, x, y, observed, fg_mask, key, prior, hyper, first_index)
     leaves, tree = jax.tree_util.tree_flatten(args)
     signature = (tree, tuple((a.shape, a.dtype, getattr(a, "sharding", None)) for a in leaves))
     earlier = started.get(signature)
@@ -428,7 +450,7 @@ def _compile_ahead_fn(programs: Mapping[str, Any], run_steps: bool) -> Any:
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=3,
                                                  thread_name_prefix="a2i_compile_ahead")
     try:
-      init = lowered("init", variables, x, y, observed, fg_mask, key, prior)
+      init = lowered("init", variables, x, y, observed, fg_mask, key, prior, first_index)
       handle.futures["init"] = pool.submit(compiled, "init", init)
       carry = jax.tree_util.tree_map(
           lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), init.out_info,
@@ -573,7 +595,7 @@ def infer_latents(trained: TrainedModel, images: Array, attributes: Optional[Arr
                   attribute_prior: Optional[AttributePrior] = None,
                   mesh: Optional[jax.sharding.Mesh] = None,
                   fns: Optional[Mapping[str, Any]] = None,
-                  pad_to: int = 0) -> dict[str, np.ndarray]:
+                  pad_to: int = 0, first_index: int = 0) -> dict[str, np.ndarray]:
   """Posterior inference by optimisation for a batch of images.
 
   Args:
@@ -594,14 +616,20 @@ def infer_latents(trained: TrainedModel, images: Array, attributes: Optional[Arr
       and an `options.init` other than "encoder", refuse them.
     attribute_prior: required with `options.infer_attributes`.
     mesh: devices to split the batch over; default all devices.
-    fns: prebuilt `make_inference_fns` output (reused across calls to avoid re-tracing).
+    fns: prebuilt `make_inference_fns` output (reused across calls to avoid re-tracing),
+      built for these `options` (those that differ only in the learning rate and weights
+      share them; others are refused).
     pad_to: pad the batch to at least this many images, so that a ragged last batch reuses
       the compiled program of the full ones.
+    first_index: where these images start among a larger set split into batches
+      (`run_inference`): each image's start noise follows from `key` and its index there,
+      so that it does not depend on the batching.
   Returns:
     dict of numpy arrays: the latents ("z" [N, z_dim], or disCVAE's "z_fg", "z_bg"), "y"
     [N, y_dim] (the given or inferred attributes), "reconstruction" [N, S, S, 3] in [0, 1]
     (and each of `model.image_layers`, e.g. "foreground", "gate", "background", in [0, 1]),
-    "energy" [N] (final, of the kept restart), "restart_energies" [N, restarts],
+    "energy" [N] (final, of the kept restart: the lowest finite one; a warning names images
+    with none), "restart_energies" [N, restarts],
     "energy_trace" [steps] (mean energy per image before each step, over the kept and other
     restarts alike).
   Raises:
@@ -620,6 +648,11 @@ def infer_latents(trained: TrainedModel, images: Array, attributes: Optional[Arr
   n = x.shape[0]
   y, obs, fg_masks, prior = _check_batch(trained, x, attributes, observed, fg_masks, options,
                                         attribute_prior)
+  if fns is not None and fns.get("options") != _static(options):
+    raise InputError("fns were built for other inference options than these (restarts, steps, "
+                     "schedule, energy, init or infer_attributes differ); build them for these "
+                     "with make_inference_fns(model, options), or leave fns out.")
+  first_index = check_int(first_index, "first_index", 0, below=2**31)
   fns = fns or make_inference_fns(model, _static(options))
 
   # Pad to a multiple of the device count (padding: nothing observed, dropped at the end),
@@ -636,13 +669,14 @@ def infer_latents(trained: TrainedModel, images: Array, attributes: Optional[Arr
   prior = parallel.put_replicated(prior, mesh)
 
   hyper = parallel.put_replicated(_hyper(options), mesh)
+  start = parallel.put_replicated(np.int32(first_index), mesh)
   # The three programs compile in threads from here on; each is waited for only before its
   # first use, so that the ones before it can run meanwhile.
-  ready = (fns["compile_ahead"](variables, x_r, y_r, o_r, m_r, key, prior, hyper)
+  ready = (fns["compile_ahead"](variables, x_r, y_r, o_r, m_r, key, prior, hyper, start)
            if fns.get("compile_ahead") is not None else _Compiling())
   k = fns["steps_per_call"]
   ready.wait("init")
-  carry = fns["init"](variables, x_r, y_r, o_r, m_r, key, prior)
+  carry = fns["init"](variables, x_r, y_r, o_r, m_r, key, prior, start)
   traces = []
   for i in range(options.steps // k if k else 0):
     if i == 0:
@@ -654,6 +688,11 @@ def infer_latents(trained: TrainedModel, images: Array, attributes: Optional[Arr
   result = parallel.fetch(fns["finish"](variables, x_r, y_r, o_r,
                                         _one_sharding(carry, x_r.sharding), prior, hyper))
   result = {name: np.asarray(v)[:n] for name, v in result.items()}
+  diverged = int((~np.isfinite(result["energy"])).sum())
+  if diverged:
+    logging.warning("posterior inference diverged for %d of %d images (no restart ended with "
+                    "a finite energy); their outputs mean nothing: lower the learning rate "
+                    "(now %g).", diverged, n, options.learning_rate)
   if traces:
     trace = np.concatenate([np.asarray(t) for t in parallel.fetch(traces)])  # [steps, M]
     real = np.repeat(np.arange(n_pad) < n, r)

@@ -112,15 +112,18 @@ def run_inference(trained: TrainedModel, images: Any, attributes: Any = None,
   n = x.shape[0]
   fns = _cached(trained, ("infer", _static(options)),
                 lambda: make_inference_fns(trained.model, _static(options)))
-  parts = []
-  for i, start in enumerate(range(0, n, batch)):
+  parts, sizes = [], []
+  for start in range(0, n, batch):
     sl = slice(start, min(start + batch, n))
+    # One key and each image's index: its start noise does not depend on the batch size.
     parts.append(infer_latents(
-        trained, x[sl], y[sl], obs[sl], key=jax.random.fold_in(key, i), options=options,
+        trained, x[sl], y[sl], obs[sl], key=key, options=options,
         fg_masks=None if masks is None else masks[sl], attribute_prior=attribute_prior,
-        fns=fns, pad_to=batch if n > batch else 0))
+        fns=fns, pad_to=batch if n > batch else 0, first_index=start))
+    sizes.append(sl.stop - start)
   out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != "energy_trace"}
-  out["energy_trace"] = np.mean([p["energy_trace"] for p in parts], axis=0)
+  # The mean per image over all N: a ragged last batch weighs by its images.
+  out["energy_trace"] = np.average([p["energy_trace"] for p in parts], axis=0, weights=sizes)
   return out
 
 
