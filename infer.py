@@ -749,17 +749,15 @@ def main(argv):
     # Every file is written. Python's shutdown puts back the default action of Ctrl-C (killed,
     # status -2), but leaves "ignore" in place.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-  except distributed.PeerError as e:
+  except A2IError as e:  # PeerError included: with peers, `leave` leaves at once.
     print(f"error: {e}", file=sys.stderr)
-    sys.stderr.flush()
-    os._exit(1)  # The normal exit would wait for the dead process at the shutdown barrier.
-  except A2IError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+    distributed.leave(1)
   except KeyboardInterrupt as e:  # As train.py: one line, exit code 130.
     print(str(e) or "interrupted; nothing was written.", file=sys.stderr)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # A second one while exiting adds nothing.
-    sys.exit(130)
+    distributed.leave(130)
+  except BaseException as e:  # pylint: disable=broad-except
+    distributed.leave_after(e)
 
 
 if __name__ == "__main__":

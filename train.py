@@ -128,11 +128,13 @@ def main(argv):
     _fail(str(e), at_once=True)
   except TrainingInterrupted as e:
     print(str(e), file=sys.stderr)
-    sys.exit(130)
+    distributed.leave(130)
   except KeyboardInterrupt:
     print("interrupted; run the same command to resume from the newest checkpoint.",
           file=sys.stderr)
-    sys.exit(130)
+    distributed.leave(130)
+  except BaseException as e:  # pylint: disable=broad-except
+    distributed.leave_after(e)
 
 
 if __name__ == "__main__":

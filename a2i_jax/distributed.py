@@ -18,7 +18,9 @@ program that runs inside a SLURM job of several tasks to itself.
 
 A dead peer must stop the others with an error, not a hang: the runtime's heartbeat timeout
 (`heartbeat_timeout_s`) makes the survivors exit, and `initialize` gives up after `timeout_s`
-when not every process arrives.
+when not every process arrives. A process that stops on its own leaves through `exit_now`, not
+Python's normal exit: that waits at JAX's shutdown barrier for peers that sit in a collective
+waiting for it, until JAX aborts them all.
 """
 
 from __future__ import annotations
@@ -26,7 +28,13 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import math
 import os
+import socket
+import sys
+import threading
+import time
+import traceback
 from typing import Any, Callable, Iterator, Optional, TypeVar
 
 import jax
@@ -46,6 +54,9 @@ DEFAULT_HEARTBEAT_TIMEOUT_S = 60
 # Waiting for process 0 to prepare a dataset: LFW's preparation trains a mask network, which
 # takes long on a CPU. A dead process 0 is caught by the heartbeat sooner.
 DATA_TIMEOUT_S = 6 * 3600
+# Seconds JAX's own join deadline is given past `initialize`'s: JAX ends a process that misses
+# it with a C++ fatal log, so `initialize`'s watchdog has to say it first.
+_JOIN_GRACE_S = 10
 
 _barrier_count = 0
 # What the runtime's errors say when another process has gone (gloo, the coordination
@@ -104,12 +115,16 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
       1 means no distribution).
     process_id: this process's index in [0, num_processes) (default: `A2I_PROCESS_ID`, else
       detected).
-    timeout_s: how long to wait for every process to join.
+    timeout_s: how long to wait for every process to join. Where they have not all joined by
+      then, this prints one `error:` line and ends the process with status 1 (JAX's join
+      cannot be interrupted, and JAX itself would end it a little later with a C++ fatal log).
     heartbeat_timeout_s: how long a peer may be silent before the others stop with an error.
   Returns:
     The number of processes (1 when nothing was initialised).
   Raises:
-    ConfigError: incomplete or inconsistent settings, or the processes did not all join.
+    ConfigError: incomplete or inconsistent settings, nothing answering at the coordinator
+      address (checked before joining, on every process but 0), or a process count that
+      differs from process 0's.
   """
   if _client() is not None:
     return jax.process_count()
@@ -147,24 +162,171 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
     # gloo is the default of every supported JAX version, but a user setting may have
     # switched it off.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  if coordinator_address is not None:
+    _split_address(coordinator_address)  # JAX's own error for a bad one is an IndexError.
+  deadline = time.monotonic() + timeout_s
+  if coordinator_address is not None and process_id not in (None, 0):
+    # JAX gives up on an address where nothing answers with a C++ abort, not an exception.
+    _wait_for_coordinator(coordinator_address, process_id, deadline, timeout_s)
+  left_s = max(1, math.ceil(deadline - time.monotonic()))
   kwargs = dict(coordinator_address=coordinator_address, num_processes=num_processes,
-                process_id=process_id, initialization_timeout=int(timeout_s),
+                process_id=process_id, initialization_timeout=left_s + _JOIN_GRACE_S,
                 heartbeat_timeout_seconds=int(heartbeat_timeout_s))
   if "shutdown_timeout_seconds" in inspect.signature(jax.distributed.initialize).parameters:
     # At exit every process waits for the others; a dead one must not hold it for long.
     kwargs["shutdown_timeout_seconds"] = int(heartbeat_timeout_s)
+  who = f"process {process_id}" if process_id is not None else "this process"
+  where = coordinator_address or "the detected coordinator"
+  fix = ("start the same command on every host with the same --coordinator_address and "
+         "--num_processes and a distinct --process_id")
   try:
-    jax.distributed.initialize(**kwargs)
+    with _join_watchdog(left_s, f"{who}: not all {num_processes} processes joined at {where} "
+                        f"within {timeout_s} s; {fix}."):
+      jax.distributed.initialize(**kwargs)
   except (ValueError, TypeError) as e:
     raise ConfigError(f"could not start {num_processes} processes: {e}") from None
   except Exception as e:  # pylint: disable=broad-except
     # XlaRuntimeError (DEADLINE_EXCEEDED, UNAVAILABLE): someone did not arrive in time.
-    raise ConfigError(
-        f"process {process_id} could not join the other {num_processes - 1} processes at "
-        f"{coordinator_address or 'the detected coordinator'} within {timeout_s} s "
-        f"({str(e).splitlines()[0]}); start the same command on every host with the same "
-        "coordinator address, process count and a distinct process id.") from None
+    raise ConfigError(f"{who}: not all {num_processes} processes joined at {where} within "
+                      f"{timeout_s} s ({str(e).splitlines()[0]}); {fix}.") from None
+  _check_process_count(num_processes, timeout_s)
   return jax.process_count()
+
+
+def _split_address(address: str) -> tuple[str, int]:
+  """("host", port) of "host:port" or "[v6 address]:port"; a `ConfigError` for anything else."""
+  host, _, port = address.rpartition(":")
+  host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+  if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    raise ConfigError(f"coordinator address {address!r} is not HOST:PORT; pass "
+                      "--coordinator_address=HOST:PORT with process 0's host and a free port.")
+  return host, int(port)
+
+
+def _wait_for_coordinator(address: str, process_id: int, deadline: float,
+                          timeout_s: float) -> None:
+  """Returns once something accepts a TCP connection at `address` (process 0's service).
+
+  Process 0 may start later than this one, so a refused or timed-out connection is tried again
+  until `deadline` (time.monotonic()).
+
+  Raises:
+    ConfigError: nothing answered at `address` before the deadline.
+  """
+  host, port = _split_address(address)
+  last = "no attempt"
+  while True:
+    wait_s = min(5.0, max(0.1, deadline - time.monotonic()))
+    try:
+      with socket.create_connection((host, port), timeout=wait_s):
+        return
+    except socket.timeout:
+      last = "timed out"
+    except OSError as e:  # Refused, no route, unknown host: maybe not yet, so again.
+      last = e.strerror or str(e) or type(e).__name__
+    if time.monotonic() + 1 > deadline:
+      break
+    time.sleep(1)
+  raise ConfigError(
+      f"process {process_id}: nothing answered at the coordinator address {address} within "
+      f"{timeout_s:.0f} s (last try: {last}); start process 0 with the same "
+      "--coordinator_address (it listens there), and pass its host and port to every other "
+      "process.")
+
+
+@contextlib.contextmanager
+def _join_watchdog(seconds: float, message: str) -> Iterator[None]:
+  """Prints `error: message` and ends the process if the block is still running after `seconds`.
+
+  `jax.distributed.initialize` cannot be interrupted, and where not every process joins in time
+  JAX ends the process from its own thread with a C++ fatal log; this speaks first, with the
+  one line every other mistake gets.
+  """
+  def expire():
+    print(f"error: {message}", file=sys.stderr)
+    exit_now(1)
+  timer = threading.Timer(seconds, expire)
+  timer.daemon = True
+  timer.start()
+  try:
+    yield
+  finally:
+    timer.cancel()
+
+
+def _check_process_count(given: int, timeout_s: float) -> None:
+  """Stops processes that were given another process count than process 0.
+
+  JAX lets a process given more processes than process 0 join the smaller run, where it and
+  process 0 would later wait for each other; every process says what it was given, and
+  process 0 compares.
+
+  Raises:
+    ConfigError: this process (or, on process 0, one of the others) was given another count.
+  """
+  client, index, joined = _client(), jax.process_index(), jax.process_count()
+  client.key_value_set(f"a2i/join/num_processes/{index}", str(given))
+  fix = "pass the same --num_processes (or A2I_NUM_PROCESSES) to every process"
+  if given != joined:
+    raise ConfigError(f"process {index} was given {given} processes, but process 0 was given "
+                      f"{joined}; {fix}.")
+  if index != 0:
+    return
+  for other in range(1, joined):
+    theirs = _value_of_process(client, other, f"a2i/join/num_processes/{other}", timeout_s,
+                               "did not say how many processes it was given")
+    if theirs != str(given):
+      raise ConfigError(f"process {other} was given {theirs} processes, but process 0 was "
+                        f"given {given}; {fix}.")
+
+
+def exit_now(code: int) -> None:
+  """Ends this process with status `code` at once: stdout and stderr flushed, no exit hooks.
+
+  In a multi-host run a process that leaves through Python's normal exit waits at JAX's
+  shutdown barrier, while its peers sit in a collective that waits for it: all of them hang
+  until JAX aborts them. Leaving at once closes its connections, so the peers' collectives
+  fail (`peers_checked`) and they stop with an error line too.
+
+  Args:
+    code: the exit status.
+  """
+  for stream in (sys.stdout, sys.stderr):
+    try:
+      stream.flush()
+    except Exception:  # pylint: disable=broad-except
+      pass  # A closed or broken stream: nothing more can be said there.
+  os._exit(code)  # pylint: disable=protected-access
+
+
+def leave(code: int) -> None:
+  """`sys.exit(code)`; with peers at once (`exit_now`), not at JAX's shutdown barrier.
+
+  Args:
+    code: the exit status.
+  """
+  if process_count() > 1:
+    exit_now(code)
+  sys.exit(code)
+
+
+def leave_after(e: BaseException) -> None:
+  """An entry point's last word on an exception no other clause took: alone, it is raised
+  again (absl prints it, as ever); with peers, what Python would print (a traceback, or the
+  message of `sys.exit("message")`) goes to stderr and the process leaves at once, since
+  Python's exit would wait at JAX's shutdown barrier while they wait for it in a collective.
+
+  Args:
+    e: the exception being handled.
+  """
+  if process_count() == 1:
+    raise e
+  if isinstance(e, SystemExit):
+    if e.code is not None and not isinstance(e.code, int):
+      print(e.code, file=sys.stderr)
+    exit_now(e.code if isinstance(e.code, int) else int(e.code is not None))
+  traceback.print_exception(type(e), e, e.__traceback__)
+  exit_now(1)
 
 
 def _backends_ready() -> bool:
@@ -327,11 +489,16 @@ def _next_key(name: str, kind: str) -> str:
 
 def _value_of_process_0(client: Any, key: str, timeout_s: float, failure: str) -> str:
   """Waits for process 0 to set `key`; a `DataError` saying `failure` where it does not."""
+  return _value_of_process(client, 0, key, timeout_s, failure)
+
+
+def _value_of_process(client: Any, other: int, key: str, timeout_s: float, failure: str) -> str:
+  """Waits for process `other` to set `key`; a `DataError` saying `failure` where it does not."""
   try:
     return client.blocking_key_value_get(key, int(timeout_s * 1000))
   except Exception as e:  # pylint: disable=broad-except
-    raise DataError(f"process {process_index()}: process 0 {failure} within {timeout_s:.0f} s "
-                    f"({str(e).splitlines()[0]}).") from None
+    raise DataError(f"process {process_index()}: process {other} {failure} within "
+                    f"{timeout_s:.0f} s ({str(e).splitlines()[0]}).") from None
 
 
 @contextlib.contextmanager
@@ -341,7 +508,7 @@ def peers_checked() -> Iterator[None]:
   With several processes, a computation that needs a peer that has died fails with a runtime
   error deep in XLA (or, when it hangs, the heartbeat timeout ends the process). Entry points
   wrap their work in this and print the `PeerError` as one line; they should then leave with
-  `os._exit(1)`, because the normal exit waits at a shutdown barrier that the dead process
+  `exit_now(1)`, because the normal exit waits at a shutdown barrier that the dead process
   never reaches. In a single process errors pass through unchanged.
 
   Yields:

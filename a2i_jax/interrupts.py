@@ -2,7 +2,9 @@
 work or be lost itself.
 
 - `StopRequest`: the training loop's. A Ctrl-C asks the loop to stop; it finishes what is in
-  flight, saves and stops. A second one stops at once.
+  flight, saves and stops. A second one stops at once. A SIGTERM (a scheduler's notice) does
+  the same. With several processes, they agree on the step to stop at
+  (`StopRequest.agreed`), whichever of them was asked.
 - `held`: infer.py's. A Ctrl-C inside the block waits until the block ends (a folder made, a
   set of files moved in), then raises.
 - `keep_ctrl_c`: the entry points'. A Ctrl-C that Python would swallow (inside a garbage
@@ -19,24 +21,38 @@ import signal
 import sys
 import threading
 import time
-from typing import Iterator
+from typing import Any, Iterator
 
-from a2i_jax import errors
+from a2i_jax import distributed, errors
 
 
 class StopRequest:
-  """Ctrl-C (SIGINT) inside the block sets `requested` instead of raising; the loop then
-  finishes its dispatches in flight, saves and stops. A second Ctrl-C raises
-  KeyboardInterrupt at once.
+  """Ctrl-C (SIGINT) or SIGTERM inside the block sets `requested` instead of raising (or, for
+  SIGTERM, ending the process); the loop then finishes its dispatches in flight, saves and
+  stops. A second one raises KeyboardInterrupt at once.
 
   Raising KeyboardInterrupt at an arbitrary point could land between a dispatch that donated
-  the state's buffers and the assignment of its result, losing the state. Outside the main
-  thread (where signal handlers cannot be set) it does nothing.
+  the state's buffers and the assignment of its result, losing the state. SIGTERM is how
+  schedulers (SLURM, Kubernetes, a TPU's maintenance) ask a job to end before they kill it.
+  Outside the main thread (where signal handlers cannot be set) it does nothing.
+
+  The loop acts on `agreed(step)`, not on `requested`: with several processes each must stop
+  at the same step, or one waits forever in a collective (or a save) that the others never
+  join. A process asked to stop announces a step a few dispatches ahead in the coordinator's
+  store, and every process stops at the first read at or past the earliest step announced:
+  `margin_steps` is more than any process can run past a read of the announcing one before
+  its own next read sees it (the dispatches are collectives, which keep the processes within
+  a dispatch or two of each other).
   """
 
-  def __init__(self):
+  def __init__(self, margin_steps: int = 1):
     self.requested = False
-    self._previous = None
+    self._margin = int(margin_steps)
+    self._previous: dict[int, Any] = {}
+    self._client = None
+    self._key = ""
+    self._announced = False
+    self._agreed = False
 
   def _handle(self, signum, frame):
     del signum, frame
@@ -45,13 +61,40 @@ class StopRequest:
     self.requested = True
 
   def __enter__(self) -> "StopRequest":
+    if distributed.process_count() > 1:
+      self._client = distributed._client()  # pylint: disable=protected-access
+      # The same key on every process: each enters its loops in the same order.
+      self._key = distributed._next_key("stop", "at")  # pylint: disable=protected-access
     if threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGINT, self._handle)
+      for signum in (signal.SIGINT, signal.SIGTERM):
+        self._previous[signum] = signal.signal(signum, self._handle)
     return self
 
   def __exit__(self, *exc) -> None:
-    if self._previous is not None:
-      signal.signal(signal.SIGINT, self._previous)
+    for signum, previous in self._previous.items():
+      # None: the handler was not Python's (JAX's preemption notifier takes SIGTERM).
+      signal.signal(signum, signal.SIG_DFL if previous is None else previous)
+
+  def agreed(self, step: int) -> bool:
+    """Whether to stop at this read: once True, True from then on; with several processes,
+    the same at the same read on every one. Call it at every read of the loop, with the step
+    the read reached.
+
+    Args:
+      step: the step the loop has reached.
+    Returns:
+      True where the loop must save and stop now.
+    """
+    if self._agreed or self._client is None:
+      self._agreed = self._agreed or self.requested
+      return self._agreed
+    if self.requested and not self._announced:
+      self._client.key_value_set(f"{self._key}/{distributed.process_index()}",
+                                 str(step + self._margin))
+      self._announced = True
+    announced = [int(v) for _, v in self._client.key_value_dir_get(self._key)]
+    self._agreed = bool(announced) and step >= min(announced)
+    return self._agreed
 
 
 @contextlib.contextmanager

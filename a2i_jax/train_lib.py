@@ -508,7 +508,8 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
       progress = tqdm(total=last, initial=start, desc="train", unit="step", dynamic_ncols=True,
                       disable=not distributed.is_main())
     row, window, window_steps, t_window = {}, [], 0, time.perf_counter()
-    with interrupts.StopRequest() as stop:
+    # With several processes, a stop is agreed 3 dispatches ahead (`StopRequest.agreed`).
+    with interrupts.StopRequest(margin_steps=3 * k) as stop:
       # The next dispatch goes out before the last one's metrics are read (one in flight), so
       # the device does not idle while the host reads them (a GPU did for 1.5-2.5 ms a step;
       # BENCHMARKS.md, "One NVIDIA H200: a profile"). Where the state itself is needed (a
@@ -519,10 +520,13 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
       ahead = config.get("dispatch_ahead", True)  # False: read every dispatch's metrics first.
       pending = []  # (n, metrics, needs_state) of dispatches not yet read, oldest first.
       frontier = step  # The step the newest dispatch reaches.
+      # Whether to stop (`stop.agreed`, read once per read of a dispatch's metrics): the same
+      # on every process at the same read, so that all dispatch, save and stop alike.
+      stopping = False
       while step < last:
         # Nothing goes out behind a dispatch whose state is needed, or once a stop is asked.
         if frontier < last and (not pending or (len(pending) == 1 and not pending[0][2]
-                                                and not stop.requested and ahead)):
+                                                and not stopping and ahead)):
           # Whole dispatches of k steps, except where k would pass num_train_steps or the run
           # resumed off the k grid: single steps there, so that the run ends exactly at
           # num_train_steps and every interval (a multiple of k) is met.
@@ -535,7 +539,7 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
             t_window = time.perf_counter()
           state, metrics = compiled[n](state, data, k_train)
           frontier += n
-          needs_state = frontier == last or stop.requested or any(
+          needs_state = frontier == last or stopping or any(
               frontier % every == 0 for every in (config.checkpoint_every_steps,
                                                    config.eval_every_steps))
           pending.append((n, metrics, needs_state))
@@ -555,6 +559,7 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
           raise train_eval.divergence_error(report, good + 1, writer, ckpt.latest_step(),
                                             ckpt.directory)
         step += n
+        stopping = stop.agreed(step)
         window_steps += n
         # Sums over the dispatch's steps: the logged means weigh each step once, whether it
         # came in a dispatch of k steps or of one.
@@ -584,7 +589,7 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
         if due(config.log_every_steps) or due(config.eval_every_steps):
           writer.write(step, row)  # One row per step: its training and validation scalars.
           row, t_window = {}, time.perf_counter()  # Evaluation time is not training time.
-        if stop.requested:
+        if stopping:
           ckpt.save(step, state)  # A no-op if this step was just saved.
           ckpt.wait()
           raise TrainingInterrupted(step)

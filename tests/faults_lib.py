@@ -3,7 +3,8 @@ with a fault injected at a chosen point, and reading back a run's final state.
 
 Run as a script, this module is the subprocess: `python tests/faults_lib.py train.py ARGS`
 runs train.py as `python train.py ARGS` would, after installing the fault that the
-environment variable `A2I_FAULT` names ("kind:step"):
+environment variable `A2I_FAULT` names ("kind:step"; in a multi-process run,
+`A2I_FAULT_PROCESS` may name the one process that injects a step's fault):
 
   kill_after_step:N   SIGKILL once step N's metrics row is written (between checkpoints)
   kill_in_save:N      SIGKILL right after the checkpoint save of step N has started (Orbax is
@@ -13,6 +14,7 @@ environment variable `A2I_FAULT` names ("kind:step"):
   kill_in_delete:N    SIGKILL in the middle of deleting an old checkpoint (max_to_keep), after
                       the save of step N: one of its files is gone, the rest are not
   sigint_at_step:N    a real SIGINT (Ctrl-C) to itself once step N's row is written
+  sigterm_at_step:N   a real SIGTERM (a scheduler's notice) to itself, likewise
   disk_full_at_save:N the checkpoint save of step N fails with ENOSPC, as Orbax's would
   hold_at_step:N      at step N, create WORKDIR/holding and wait until WORKDIR/release exists
   read_only:0         WORKDIR behaves as a read-only folder (for root, who writes anywhere,
@@ -27,6 +29,8 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# In a multi-process run, the one process whose write injects a step's fault (default: all).
+FAULT_PROCESS_ENV = "A2I_FAULT_PROCESS"
 
 
 def tiny_flags(data_cache: str, xla_cache: str, steps: int = 6) -> list[str]:
@@ -57,10 +61,15 @@ def command(workdir: str, *flags: str, fault: str = "") -> list[str]:
 
 
 def environment(fault: str = "") -> dict:
-  """The subprocess environment: this one (PYTHONPATH, the fake devices) plus the fault."""
+  """The subprocess environment: this one (PYTHONPATH, the fake devices) plus the fault
+  ("kind:step", or "kind:step@P" for process P only of a multi-process run)."""
   env = os.environ.copy()
   env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
   env.pop("A2I_FAULT", None)
+  env.pop(FAULT_PROCESS_ENV, None)
+  fault, _, process = fault.partition("@")
+  if process:
+    env[FAULT_PROCESS_ENV] = process
   # The entry points would start over once with huge pages (a2i_jax/hugepages.py), importing
   # jax twice in every fault subprocess; tests/test_hugepages.py covers that path.
   env["A2I_HUGE_PAGES"] = "0"
@@ -148,21 +157,32 @@ def _die(sig=signal.SIGKILL) -> None:
   time.sleep(30)  # SIGKILL never returns; a handled signal lands here.
 
 
+def _chosen_process() -> bool:
+  """Whether the fault is this process's: `FAULT_PROCESS_ENV` names one process of a
+  multi-process run (default: every process)."""
+  only = os.environ.get(FAULT_PROCESS_ENV)
+  if only is None:
+    return True
+  from a2i_jax import distributed  # pylint: disable=import-outside-toplevel
+  return distributed.process_index() == int(only)
+
+
 def _install(kind: str, at: int, workdir: str) -> None:
   from a2i_jax import checkpoints, metrics  # pylint: disable=import-outside-toplevel
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
 
-  if kind in ("kill_after_step", "sigint_at_step", "hold_at_step"):
+  if kind in ("kill_after_step", "sigint_at_step", "sigterm_at_step", "hold_at_step"):
     write = metrics.MetricWriter.write
 
     def write_then(self, step, scalars):
       write(self, step, scalars)
-      if step != at:
+      if step != at or not _chosen_process():
         return
       if kind == "kill_after_step":
         _die()
-      elif kind == "sigint_at_step":
-        os.kill(os.getpid(), signal.SIGINT)  # The handler notes it; the loop then stops.
+      elif kind in ("sigint_at_step", "sigterm_at_step"):
+        # The handler notes it; the loop then stops.
+        os.kill(os.getpid(), signal.SIGINT if kind == "sigint_at_step" else signal.SIGTERM)
       else:
         open(os.path.join(workdir, "holding"), "w").close()
         for _ in range(1200):

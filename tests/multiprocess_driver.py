@@ -10,14 +10,42 @@ put with `parallel.put_batch`, and the final parameters to `--out` (.npz). `--di
 makes process `--dying_process` kill itself after K steps while the other keeps
 stepping: the survivor must
 stop with an error, not hang. `--fail_preparing` fails process 0's data preparation: every
-process must stop with an error.
+process must stop with an error. A join that fails (`--timeout_s`) is one `error:` line and
+exit code 1, as in the entry points.
+
+  python tests/multiprocess_driver.py --raise_at=PROCESS:STEP train.py ARGS
+
+runs an entry point (train.py, infer.py) with ARGS instead, and makes process PROCESS raise a
+RuntimeError, a bug's exception, once its metrics row of step STEP is written.
 """
 
 import argparse
 import os
+import runpy
 import signal
 import sys
 import time
+
+
+def _run_entry_point_raising(raise_at: str, script: str, argv: list) -> None:
+  """Runs `script` as `python script argv` would, with the exception `raise_at` asks for."""
+  from a2i_jax import distributed, metrics  # pylint: disable=import-outside-toplevel
+  process, at_step = (int(x) for x in raise_at.split(":"))
+  write = metrics.MetricWriter.write
+
+  def write_then_raise(self, step, scalars):
+    write(self, step, scalars)
+    if step == at_step and distributed.process_index() == process:
+      print(f"raising at {time.time()}", file=sys.stderr, flush=True)  # For the test's clock.
+      raise RuntimeError(f"injected on process {process} at step {step}")
+  metrics.MetricWriter.write = write_then_raise
+  sys.argv = [script, *argv]
+  runpy.run_path(script, run_name="__main__")
+
+
+if len(sys.argv) > 2 and sys.argv[1].startswith("--raise_at="):
+  _run_entry_point_raising(sys.argv[1].split("=", 1)[1], sys.argv[2], sys.argv[3:])
+  sys.exit(0)
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--out", required=True)
@@ -28,6 +56,7 @@ parser.add_argument("--coordinator", default=None)
 parser.add_argument("--num_processes", type=int, default=None)
 parser.add_argument("--process_id", type=int, default=None)
 parser.add_argument("--heartbeat_timeout_s", type=int, default=10)
+parser.add_argument("--timeout_s", type=int, default=60)
 parser.add_argument("--steps", type=int, default=3)
 parser.add_argument("--die_after", type=int, default=0)
 parser.add_argument("--dying_process", type=int, default=1)
@@ -47,14 +76,18 @@ import optax  # noqa: E402
 
 from a2i_jax import distributed, models, parallel, train_lib  # noqa: E402
 from a2i_jax.data import load_dataset  # noqa: E402
-from a2i_jax.errors import DataError  # noqa: E402
+from a2i_jax.errors import A2IError, DataError  # noqa: E402
 from a2i_jax.train_state import create_train_state  # noqa: E402
 
 if args.compile_cache:
   jax.config.update("jax_compilation_cache_dir", args.compile_cache)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-distributed.initialize(args.coordinator, args.num_processes, args.process_id,
-                       timeout_s=60, heartbeat_timeout_s=args.heartbeat_timeout_s)
+try:
+  distributed.initialize(args.coordinator, args.num_processes, args.process_id,
+                         timeout_s=args.timeout_s, heartbeat_timeout_s=args.heartbeat_timeout_s)
+except A2IError as e:  # As the entry points do: one line, and no wait at the shutdown barrier.
+  print(f"error: {e}", file=sys.stderr, flush=True)
+  os._exit(1)  # pylint: disable=protected-access
 distributed.configure_logging()
 if args.fail_preparing:  # Process 0 fails to prepare the data: everyone stops, no one waits.
   def prepare():

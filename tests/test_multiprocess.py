@@ -44,29 +44,38 @@ def _free_port() -> int:
 
 def _launch(out: str, num_processes: int, *extra: str) -> list:
   """Starts the driver as 1 process of 4 devices or as `num_processes` of 4 / n devices."""
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1",
-             PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]))
-  command = [sys.executable, DRIVER, f"--out={out}", f"--local_devices={4 // num_processes}",
-             *extra]
+  command = [f"--out={out}", f"--local_devices={4 // num_processes}", *extra]
   if num_processes > 1:
     port = _free_port()
     command += [f"--coordinator=localhost:{port}", f"--num_processes={num_processes}"]
-  return [subprocess.Popen(command + ([f"--process_id={i}"] if num_processes > 1 else []),
-                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-          for i in range(num_processes)]
+  return _launch_each([command + ([f"--process_id={i}"] if num_processes > 1 else [])
+                       for i in range(num_processes)])
 
 
-def _finish(procs: list) -> list:
+def _launch_each(argvs: list) -> list:
+  """Starts the driver once per argument list of `argvs`."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1",
+             PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]))
+  return [subprocess.Popen([sys.executable, DRIVER, *argv], env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+          for argv in argvs]
+
+
+def _finish(procs: list, timeout_s: float = START_TIMEOUT_S) -> list:
   results = []
   for p in procs:
     try:
-      out, err = p.communicate(timeout=START_TIMEOUT_S)
+      out, err = p.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
       for q in procs:
         q.kill()
       raise
     results.append((p.returncode, out, err))
   return results
+
+
+def _error_lines(err: str) -> list:
+  return [line for line in err.splitlines() if line.startswith("error:")]
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +141,39 @@ def test_a_failed_preparation_on_process_0_stops_every_process(tmp_path):
   assert "error: no images in /nowhere" in results[0][2]
   assert ("error: process 0 failed at 'prepare the data' (DataError: no images in /nowhere"
           in results[1][2]), results[1][2]
+
+
+def test_processes_that_find_no_one_stop_with_one_line(tmp_path):
+  """Each of 2 processes alone at its own address (a wrong --coordinator_address): process 1
+  finds nothing listening there, process 0 waits for a process 1 that never comes. Both end
+  with one line and status 1 after the join timeout, not JAX's C++ abort (status 134 on jaxlib
+  0.10, 1 with a fatal log on 0.7.2) when its own deadline passes."""
+  started = time.monotonic()
+  results = _finish(_launch_each([
+      [f"--out={tmp_path / 'never.npz'}", f"--coordinator=localhost:{_free_port()}",
+       "--num_processes=2", f"--process_id={i}", "--timeout_s=3"] for i in (0, 1)]), 60)
+  assert time.monotonic() - started < 45  # Start-up, 3 s of waiting, and a busy machine.
+  for rc, _, err in results:
+    assert rc == 1 and len(_error_lines(err)) == 1, err[-3000:]
+    assert "Terminating process" not in err, err[-3000:]
+  assert "error: process 0: not all 2 processes joined at localhost:" in results[0][2]
+  assert ("error: process 1: nothing answered at the coordinator address localhost:"
+          in results[1][2]), results[1][2]
+
+
+def test_processes_given_other_process_counts_stop(tmp_path):
+  """--num_processes=2 on process 0 and 3 on process 1: JAX lets process 1 join a run of 2."""
+  port = _free_port()
+  results = _finish(_launch_each([
+      [f"--out={tmp_path / 'never.npz'}", f"--coordinator=localhost:{port}",
+       f"--num_processes={n}", f"--process_id={i}", "--timeout_s=30", "--local_devices=2"]
+      for i, n in ((0, 2), (1, 3))]), 90)
+  for rc, _, err in results:
+    assert rc == 1, err[-3000:]
+    assert _error_lines(err) == ["error: process 1 was given 3 processes, but process 0 was "
+                                 "given 2; pass the same --num_processes (or A2I_NUM_PROCESSES) "
+                                 "to every process."], err[-3000:]
+  assert not (tmp_path / "never.npz").exists()
 
 
 def test_one_process_initialises_nothing(monkeypatch):
@@ -299,3 +341,60 @@ def test_train_py_in_two_processes_resumes_after_both_are_killed(tmp_path, train
   assert a["images"] == b["images"] and a["hidden_pixel_mse"].keys() == b["hidden_pixel_mse"].keys()
   for name, values in a["hidden_pixel_mse"].items():
     np.testing.assert_allclose(b["hidden_pixel_mse"][name], values, rtol=1e-5)
+
+
+def test_a_bug_on_one_process_of_train_py_stops_both_at_once(tmp_path, train_py_flags):
+  """An exception that is no A2IError (a bug) on process 1 at step 2: it prints its traceback
+  and leaves at once, and process 0, in the next step's collective, stops too. Python's normal
+  exit would wait at JAX's shutdown barrier (60 s here, 300 s on jaxlib 0.7.2) while process
+  0 waited for it, and JAX would then abort both."""
+  _require_cpu_collectives()
+  import faults_lib  # pylint: disable=import-outside-toplevel
+  env = faults_lib.environment()
+  env["XLA_FLAGS"] = " ".join(
+      [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
+      + ["--xla_force_host_platform_device_count=2"])
+  env["JAX_PLATFORMS"] = "cpu"
+  port = _free_port()
+  procs = [subprocess.Popen(
+      [sys.executable, DRIVER, "--raise_at=1:2", os.path.join(faults_lib.ROOT, "train.py"),
+       f"--workdir={tmp_path / 'w'}", *train_py_flags, f"--coordinator_address=localhost:{port}",
+       "--num_processes=2", f"--process_id={i}"], env=env, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True) for i in (0, 1)]
+  (rc0, _, err0), (rc1, _, err1) = _finish(procs, 150)
+  ended = time.time()
+  raised = [float(line.split()[-1]) for line in err1.splitlines() if line.startswith("raising at")]
+  assert len(raised) == 1, err1[-3000:]
+  assert ended - raised[0] < 30, (ended - raised[0], err0[-2000:], err1[-2000:])
+  assert rc1 == 1, err1[-3000:]
+  assert "RuntimeError: injected on process 1 at step 2" in err1
+  assert "Terminating process" not in err1, err1[-3000:]
+  # Process 0: as a dead peer stops it (test_a_dead_process_stops_the_other_with_an_error).
+  if "JAX distributed service detected fatal errors" in err0:
+    assert rc0 in (-signal.SIGABRT, 1), (rc0, err0[-3000:])
+  else:
+    assert rc0 == 1, err0[-3000:]
+    assert "error: process 0: another process stopped answering" in err0, err0[-3000:]
+
+
+@pytest.mark.parametrize("fault", ["sigint_at_step:3@1", "sigterm_at_step:3"])
+def test_a_stop_asked_of_one_or_every_process_stops_all_at_one_step(tmp_path, train_py_flags,
+                                                                    fault):
+  """Was: Ctrl-C reaching process 1 of 2 hung both for good, nothing saved (each decided
+  alone whether to dispatch ahead, save and stop, and one waited in a collective or a save
+  the other never joined); and a SIGTERM (a scheduler's notice), which JAX's preemption
+  notifier caught, was ignored: training went on. Now every process stops at the step agreed
+  through the coordinator, saved, with the one interrupted line and status 130."""
+  _require_cpu_collectives()
+  import faults_lib  # pylint: disable=import-outside-toplevel
+  workdir = str(tmp_path / "w")
+  results = _train_py(workdir, [*train_py_flags, "--config.num_train_steps=40"], 2,
+                      fault=fault)
+  lines = set()
+  for rc, _, err in results:
+    assert rc == 130 and "Traceback" not in err, err[-3000:]
+    lines.add(err.strip().splitlines()[-1])
+  assert len(lines) == 1, lines  # The same step on both.
+  (line,) = lines
+  step = int(line.split("interrupted at step ")[1].split(";")[0])
+  assert 3 < step < 40 and faults_lib.final_state(workdir).step == step, line
