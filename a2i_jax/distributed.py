@@ -454,7 +454,8 @@ def main_first(name: str, fn: Callable[[], T], timeout_s: float = DATA_TIMEOUT_S
 
 def same_on_every_process(name: str, value: str, fix: str,
                           timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
-  """Stops with an error on a process whose `value` differs from process 0's.
+  """Stops with an error every process whose `value` differs from process 0's, and process 0
+  too where any does (so that none goes on alone to wait for the others in a collective).
 
   A no-op in a single process. Every process calls it with the same `name`, in the same order.
 
@@ -462,22 +463,28 @@ def same_on_every_process(name: str, value: str, fix: str,
     name: what is compared (in the message).
     value: this process's value.
     fix: what the user should do, for the message.
-    timeout_s: how long to wait for process 0's value.
+    timeout_s: how long to wait for the other values.
   Raises:
-    ConfigError: this process's value differs from process 0's.
-    DataError: process 0 did not give its value in time.
+    ConfigError: this process's value differs from process 0's (on process 0: another's does).
+    DataError: a process did not give its value in time.
   """
   client = _client()
   if client is None:
     return
-  key = _next_key(name, "value")
-  if is_main():
-    client.key_value_set(key, value)
-    return
-  theirs = _value_of_process_0(client, key, timeout_s, f"did not say which {name} it uses")
-  if theirs != value:
-    raise ConfigError(f"process {process_index()}: {name}: {value} here, {theirs} on process 0; "
-                      f"{fix}.")
+  key, index = _next_key(name, "value"), process_index()
+  client.key_value_set(f"{key}/{index}", value)
+  values = [_value_of_process(client, other, f"{key}/{other}", timeout_s,
+                              f"did not say which {name} it uses")
+            for other in range(process_count())]
+  # Every process reads every value and comes to the same verdict; none leaves before all
+  # have read them, since process 0's leaving takes the coordinator down, and JAX then ends
+  # the others with its fatal log before they can say why.
+  barrier(f"{name} compared", timeout_s)
+  differ = [other for other, theirs in enumerate(values) if theirs != values[0]]
+  if differ:
+    other = 0 if values[index] != values[0] else differ[0]
+    raise ConfigError(f"process {index}: {name}: {values[index]} here, {values[other]} on "
+                      f"process {other}; {fix}.")
 
 
 def _next_key(name: str, kind: str) -> str:

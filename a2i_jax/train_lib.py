@@ -12,6 +12,8 @@ and noise an uninterrupted run would.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import os
 import time
@@ -304,6 +306,31 @@ def _check_resume_compatible(workdir: str, config: ml_collections.ConfigDict,
           "it with the same values or pass a new --workdir.")
 
 
+# Config keys a host may set its own way in a multi-process run: where it caches, and its
+# console.
+HOST_LOCAL_KEYS = ("compilation_cache_dir", "progress_bar", "data.cache_dir")
+
+
+def config_fingerprint(config: ml_collections.ConfigDict) -> str:
+  """A short hash of the config but for `HOST_LOCAL_KEYS`: equal on processes that train the
+  same run.
+
+  Args:
+    config: a validated config.
+  Returns:
+    16 hex digits.
+  """
+  def value(path: str) -> Any:
+    node = config
+    for part in path.split("."):
+      node = node[part]
+    return node
+  values = {path: value(path) for path in config_lib.leaf_paths(config)
+            if path not in HOST_LOCAL_KEYS}
+  text = json.dumps(values, sort_keys=True, default=repr)
+  return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        devices: Optional[list] = None) -> TrainState:
   """Trains `config.model` on `config.data`, resuming from the newest checkpoint in `workdir`.
@@ -338,6 +365,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        "--workdir=runs/<name> (it is created if missing).")
   workdir = os.path.abspath(os.path.expanduser(workdir))
   files.check_workdir(workdir)
+  # Every process trains one run: a config that differs (another seed, step count or model)
+  # would train out of step without a word, or leave a process waiting in a collective.
+  distributed.same_on_every_process(
+      "the config's fingerprint", config_fingerprint(config),
+      "start every process with the same --config and overrides (only "
+      f"{', '.join(HOST_LOCAL_KEYS)} may differ)")
   if checkpoints.has_checkpoints(workdir):  # A resume: its data are checked before they load.
     if not os.path.exists(os.path.join(workdir, checkpoints.CONFIG_FILE)):
       logging.warning("%s has checkpoints but no %s: this resume is not checked against the "

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from typing import Callable
 
 import jax
 import numpy as np
@@ -251,18 +252,30 @@ def test_processes_that_chose_other_convolution_kernels_stop(monkeypatch):
     def blocking_key_value_get(self, key, timeout_ms):
       del timeout_ms
       return store[key]
+
+    def wait_at_barrier(self, key, timeout_ms):
+      del key, timeout_ms
   monkeypatch.setattr(distributed, "_client", Client)
-  monkeypatch.setattr(distributed, "_barrier_count", 0)
-  monkeypatch.setattr(distributed, "process_index", lambda: 0)
-  distributed.same_on_every_process("the convolution kernels", "XLA's own", "set XLA_FLAGS")
-  assert list(store.values()) == ["XLA's own"]
-  monkeypatch.setattr(distributed, "process_index", lambda: 1)
-  monkeypatch.setattr(distributed, "_barrier_count", 0)  # The same call on process 1.
-  distributed.same_on_every_process("the convolution kernels", "XLA's own", "set XLA_FLAGS")
-  monkeypatch.setattr(distributed, "_barrier_count", 0)
+  monkeypatch.setattr(distributed, "process_count", lambda: 2)
+  kernels = lambda value: distributed.same_on_every_process("the convolution kernels", value,
+                                                            "set XLA_FLAGS")
+
+  def on_process(index, value):  # The same call, as process `index` makes it.
+    monkeypatch.setattr(distributed, "process_index", lambda: index)
+    monkeypatch.setattr(distributed, "_barrier_count", 0)
+    kernels(value)
+  store["a2i/1/the convolution kernels/value/1"] = "XLA's own"  # Process 1 said its value.
+  on_process(0, "XLA's own")
+  assert store["a2i/1/the convolution kernels/value/0"] == "XLA's own"
+  on_process(1, "XLA's own")
   with pytest.raises(ConfigError, match=r"process 1: the convolution kernels: YNNPACK's here, "
                      r"XLA's own on process 0; set XLA_FLAGS"):
-    distributed.same_on_every_process("the convolution kernels", "YNNPACK's", "set XLA_FLAGS")
+    on_process(1, "YNNPACK's")
+  # Process 0 stops too where another process's value differs.
+  store["a2i/1/the convolution kernels/value/1"] = "YNNPACK's"
+  with pytest.raises(ConfigError, match=r"process 0: the convolution kernels: XLA's own here, "
+                     r"YNNPACK's on process 1; set XLA_FLAGS"):
+    on_process(0, "XLA's own")
   monkeypatch.setattr(distributed, "_client", lambda: None)  # One process: nothing to compare.
   distributed.same_on_every_process("the convolution kernels", "anything", "")
 
@@ -293,6 +306,21 @@ def _train_py(workdir: str, flags: list, num_processes: int, fault: str = "",
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
            for i in range(num_processes)]
   return _finish(procs)
+
+
+def _two_processes(argv: Callable[[int], list]) -> list:
+  """`argv(i)` started as process i of a two-process job of 2 CPU devices each."""
+  import faults_lib  # pylint: disable=import-outside-toplevel
+  env = faults_lib.environment()
+  env["XLA_FLAGS"] = " ".join(
+      [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
+      + ["--xla_force_host_platform_device_count=2"])
+  env["JAX_PLATFORMS"] = "cpu"
+  port = _free_port()
+  return [subprocess.Popen([*argv(i), f"--coordinator_address=localhost:{port}",
+                            "--num_processes=2", f"--process_id={i}"], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+          for i in (0, 1)]
 
 
 def test_train_py_in_two_processes_resumes_after_both_are_killed(tmp_path, train_py_flags,
@@ -350,17 +378,9 @@ def test_a_bug_on_one_process_of_train_py_stops_both_at_once(tmp_path, train_py_
   0 waited for it, and JAX would then abort both."""
   _require_cpu_collectives()
   import faults_lib  # pylint: disable=import-outside-toplevel
-  env = faults_lib.environment()
-  env["XLA_FLAGS"] = " ".join(
-      [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
-      + ["--xla_force_host_platform_device_count=2"])
-  env["JAX_PLATFORMS"] = "cpu"
-  port = _free_port()
-  procs = [subprocess.Popen(
-      [sys.executable, DRIVER, "--raise_at=1:2", os.path.join(faults_lib.ROOT, "train.py"),
-       f"--workdir={tmp_path / 'w'}", *train_py_flags, f"--coordinator_address=localhost:{port}",
-       "--num_processes=2", f"--process_id={i}"], env=env, stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE, text=True) for i in (0, 1)]
+  procs = _two_processes(lambda i: [
+      sys.executable, DRIVER, "--raise_at=1:2", os.path.join(faults_lib.ROOT, "train.py"),
+      f"--workdir={tmp_path / 'w'}", *train_py_flags])
   (rc0, _, err0), (rc1, _, err1) = _finish(procs, 150)
   ended = time.time()
   raised = [float(line.split()[-1]) for line in err1.splitlines() if line.startswith("raising at")]
@@ -388,8 +408,10 @@ def test_a_stop_asked_of_one_or_every_process_stops_all_at_one_step(tmp_path, tr
   _require_cpu_collectives()
   import faults_lib  # pylint: disable=import-outside-toplevel
   workdir = str(tmp_path / "w")
-  results = _train_py(workdir, [*train_py_flags, "--config.num_train_steps=40"], 2,
-                      fault=fault)
+  # No checkpoint or evaluation on the way (each is a barrier of both): only the stop's save.
+  results = _train_py(workdir, [*train_py_flags, "--config.num_train_steps=40",
+                                "--config.checkpoint_every_steps=40",
+                                "--config.eval_every_steps=40"], 2, fault=fault)
   lines = set()
   for rc, _, err in results:
     assert rc == 130 and "Traceback" not in err, err[-3000:]
@@ -398,3 +420,19 @@ def test_a_stop_asked_of_one_or_every_process_stops_all_at_one_step(tmp_path, tr
   (line,) = lines
   step = int(line.split("interrupted at step ")[1].split(";")[0])
   assert 3 < step < 40 and faults_lib.final_state(workdir).step == step, line
+
+
+def test_processes_given_other_configs_stop(tmp_path, train_py_flags):
+  """Was: processes launched with different configs (here another seed on process 1) trained
+  together without a word, their "replicated" states apart and one of them checkpointed."""
+  _require_cpu_collectives()
+  import faults_lib  # pylint: disable=import-outside-toplevel
+  procs = _two_processes(lambda i: [
+      sys.executable, os.path.join(faults_lib.ROOT, "train.py"), f"--workdir={tmp_path / 'w'}",
+      *train_py_flags, *([f"--config.seed={i}"] if i else [])])
+  for index, (rc, _, err) in enumerate(_finish(procs, 150)):
+    lines = _error_lines(err)
+    assert rc == 1 and len(lines) == 1 and "Traceback" not in err, err[-3000:]
+    assert lines[0].startswith(f"error: process {index}: the config's fingerprint: "), lines
+    assert "start every process with the same --config" in lines[0], lines
+  assert not (tmp_path / "w").exists()  # Refused before anything was written.
