@@ -276,8 +276,15 @@ def _check_process_count(given: int, timeout_s: float) -> None:
     theirs = _value_of_process(client, other, f"a2i/join/num_processes/{other}", timeout_s,
                                "did not say how many processes it was given")
     if theirs != str(given):
+      time.sleep(COORDINATOR_GRACE_S)  # So that process `other` says why first.
       raise ConfigError(f"process {other} was given {theirs} processes, but process 0 was "
                         f"given {given}; {fix}.")
+
+
+# How long process 0, which holds the coordinator, waits before it raises a refusal that the
+# other processes raise too: JAX ends a process whose coordinator is gone with its fatal log
+# before it can print its own line (seen in CI).
+COORDINATOR_GRACE_S = 1.0
 
 
 def exit_now(code: int) -> None:
@@ -287,6 +294,7 @@ def exit_now(code: int) -> None:
   shutdown barrier, while its peers sit in a collective that waits for it: all of them hang
   until JAX aborts them. Leaving at once closes its connections, so the peers' collectives
   fail (`peers_checked`) and they stop with an error line too.
+
 
   Args:
     code: the exit status.
@@ -482,6 +490,8 @@ def same_on_every_process(name: str, value: str, fix: str,
   barrier(f"{name} compared", timeout_s)
   differ = [other for other, theirs in enumerate(values) if theirs != values[0]]
   if differ:
+    if index == 0:
+      time.sleep(COORDINATOR_GRACE_S)  # So that the others say why first.
     other = 0 if values[index] != values[0] else differ[0]
     raise ConfigError(f"process {index}: {name}: {values[index]} here, {values[other]} on "
                       f"process {other}; {fix}.")
