@@ -546,9 +546,8 @@ def _check_same_test_examples(workdirs: list[str], configs: list, infos: list) -
     if b.name != a.name:
       raise InputError(f"{workdir} was trained on {b.name!r}, {first} on {a.name!r}; one table "
                        "compares runs on one dataset.")
-    differ = [f"data.{k} {_get(b, k)!r} against {_get(a, k)!r}"
-              for k, source in _TEST_IMAGE_KEYS.items()
-              if source in (None, a.name) and _get(a, k) != _get(b, k)]
+    differ = _differences(a, b, [k for k, source in _TEST_IMAGE_KEYS.items()
+                                 if source in (None, a.name)])
     if differ:
       raise InputError(f"{workdir} is tested on other images than {first} "
                        f"({'; '.join(differ)}); one table compares runs on the same test "
@@ -559,6 +558,13 @@ def _check_same_test_examples(workdirs: list[str], configs: list, infos: list) -
                        f"{', '.join(names[1])}, {first} in the order {', '.join(names[0])} "
                        "(their dataset.json); one table compares runs on the same test "
                        "attributes: evaluate them in separate calls.")
+
+
+def _differences(a, b, keys: list[str]) -> list[str]:
+  """"data.KEY <b's value> against <a's value>" for each of `keys` where two data sections
+  differ."""
+  get = config_lib.value_at
+  return [f"data.{k} {get(b, k)!r} against {get(a, k)!r}" for k in keys if get(a, k) != get(b, k)]
 
 
 def _load_data(config, info: Optional[dict]):
@@ -584,7 +590,7 @@ def _check_loaded_examples(workdirs: list[str], configs: list, infos: list,
   """
   def same_data(i: int) -> tuple:
     keys = config_lib.leaf_paths(configs[i].data)
-    return (json.dumps({k: _get(configs[i].data, k) for k in keys
+    return (json.dumps({k: config_lib.value_at(configs[i].data, k) for k in keys
                         if not k.startswith(_NOT_TEST_IMAGES)}, sort_keys=True, default=str),
             json.dumps((infos[i] or {}).get("attribute_names")))
   keys = [same_data(i) for i in range(len(workdirs))]
@@ -600,8 +606,7 @@ def _check_loaded_examples(workdirs: list[str], configs: list, infos: list,
       continue
     a, b = configs[0].data, configs[i].data
     paths = dict.fromkeys([*config_lib.leaf_paths(a), *config_lib.leaf_paths(b)])
-    differ = [f"data.{k} {_get(b, k)!r} against {_get(a, k)!r}" for k in paths
-              if not k.startswith(_NOT_TEST_IMAGES) and _get(a, k) != _get(b, k)]
+    differ = _differences(a, b, [k for k in paths if not k.startswith(_NOT_TEST_IMAGES)])
     why = "; ".join(differ) if differ else "the same data config, but other data"
     raise InputError(f"{workdirs[i]} is tested on other images than {workdirs[0]} ({why}); "
                      "one table compares runs on the same test images: evaluate them in "
@@ -624,13 +629,6 @@ def _check_checkpoint(workdir: str, step: Optional[int]) -> None:
     ckpt.restorable_step(steps[-1] if step is None else step, quiet=True)
   finally:
     ckpt.close()
-
-
-def _get(config, dotted: str):
-  """The value at a dotted path of a config section (None where a key is missing)."""
-  for part in dotted.split("."):
-    config = config.get(part) if hasattr(config, "get") else None
-  return config
 
 
 def _row_labels(kinds: list[str], workdirs: list[str]) -> list[str]:

@@ -52,6 +52,21 @@ def unused_model_keys(name: str) -> tuple[str, ...]:
   return tuple(k for k, users in MODEL_KEY_USERS.items() if name not in users)
 
 
+def value_at(cfg: Any, dotted: str) -> Any:
+  """The value at a dotted path of a config (or section), e.g. "data.augment.flip"; None where
+  a key is missing.
+
+  Args:
+    cfg: a ConfigDict or dict.
+    dotted: the path.
+  Returns:
+    The value, or None.
+  """
+  for part in dotted.split("."):
+    cfg = cfg.get(part) if hasattr(cfg, "get") else None
+  return cfg
+
+
 def leaf_paths(cfg: Any, prefix: str = "") -> Iterator[str]:
   """The dotted paths of every value of a config (not of its sections).
 

@@ -295,7 +295,6 @@ def exit_now(code: int) -> None:
   until JAX aborts them. Leaving at once closes its connections, so the peers' collectives
   fail (`peers_checked`) and they stop with an error line too.
 
-
   Args:
     code: the exit status.
   """

@@ -320,12 +320,7 @@ def config_fingerprint(config: ml_collections.ConfigDict) -> str:
   Returns:
     16 hex digits.
   """
-  def value(path: str) -> Any:
-    node = config
-    for part in path.split("."):
-      node = node[part]
-    return node
-  values = {path: value(path) for path in config_lib.leaf_paths(config)
+  values = {path: config_lib.value_at(config, path) for path in config_lib.leaf_paths(config)
             if path not in HOST_LOCAL_KEYS}
   text = json.dumps(values, sort_keys=True, default=repr)
   return hashlib.sha256(text.encode()).hexdigest()[:16]
