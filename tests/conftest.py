@@ -7,6 +7,7 @@ import json
 import os
 import pathlib
 import shutil
+import signal
 import tempfile
 
 # Before anything imports jax, which reads JAX_PLATFORMS when imported (XLA_FLAGS only when
@@ -155,6 +156,17 @@ def _four_devices_and_compile_cache(xla_cache):
   os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
   assert jax.device_count() == NUM_DEVICES, (
       f"expected {NUM_DEVICES} fake CPU devices, got {jax.devices()}")
+
+
+@pytest.fixture
+def ctrl_c_raises():
+  """Inside the test, SIGINT raises KeyboardInterrupt, as in a Python started from a terminal.
+  A Python started with SIGINT ignored (a background job of a shell, as CI may start the suite)
+  keeps it ignored, and a test that compares the handler it finds afterwards with Python's own
+  would fail there."""
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+  yield
+  signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture(scope="session")

@@ -14,11 +14,7 @@ def _ctrl_c():
   os.kill(os.getpid(), signal.SIGINT)  # The handler runs at the next bytecode boundary.
 
 
-@pytest.fixture(autouse=True)
-def _default_handler():
-  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-  yield
-  signal.signal(signal.SIGINT, previous)
+pytestmark = pytest.mark.usefixtures("ctrl_c_raises")  # conftest.py
 
 
 def test_held_raises_once_when_the_block_ends_and_restores_the_handler():
