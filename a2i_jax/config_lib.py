@@ -263,14 +263,19 @@ def _check_model(mc: ml_collections.ConfigDict, data_name: str) -> bool:
       raise ConfigError(f"config.model.y_dim={mc.y_dim} must be 0 (the number of attribute "
                         "columns of attributes.csv) or a positive integer.")
     _check_positive(mc, "model", ("y_dim",))
-  _check_positive(mc, "model", ("z_dim", "zf_dim", "zb_dim"))
+  # Only the keys this model reads: another model's (a CVAE config's zf_dim) change nothing.
+  unused = unused_model_keys(mc.name)
+  _check_positive(mc, "model", tuple(k for k in ("z_dim", "zf_dim", "zb_dim")
+                                     if k not in unused))
   _check_above(mc, "model.width", 0.0)
-  _check_above(mc, "model.gate_loss_weight", 0.0, inclusive=True)
-  _check_above(mc, "model.recon_weight", 0.0)
+  if "gate_loss_weight" not in unused:
+    _check_above(mc, "model.gate_loss_weight", 0.0, inclusive=True)
+  if "recon_weight" not in unused:
+    _check_above(mc, "model.recon_weight", 0.0)
   if mc.upsample_mode not in models.UPSAMPLE_MODES:
     raise ConfigError(f"model.upsample_mode={mc.upsample_mode!r} is not one of "
                       f"{', '.join(models.UPSAMPLE_MODES)}.")
-  if mc.composition not in models.COMPOSITIONS:
+  if "composition" not in unused and mc.composition not in models.COMPOSITIONS:
     raise ConfigError(f"model.composition={mc.composition!r} is not one of "
                       f"{', '.join(models.COMPOSITIONS)}.")
   # Checked as perf resolves them; backend="cpu" only so that checking starts no backend.

@@ -496,6 +496,43 @@ def same_on_every_process(name: str, value: str, fix: str,
                       f"process {other}; {fix}.")
 
 
+class Board:
+  """A place in the coordinator's store where each process of the job posts a value once,
+  which every process can read without waiting: `post` this process's value, `values` those
+  posted so far, by any process. Made in the same order on every process, so that all name
+  the same place (as every shared step here is). With one process it keeps the values
+  itself.
+
+  `interrupts.StopRequest` announces its stop step on one.
+  """
+
+  def __init__(self, name: str):
+    self._client = _client()
+    self._key = _next_key(name, "board") if self._client is not None else ""
+    self._own: list[str] = []
+
+  def post(self, value: str) -> None:
+    """Posts this process's value (once: the store refuses a second).
+
+    Args:
+      value: what the other processes will read.
+    """
+    if self._client is None:
+      self._own.append(value)
+    else:
+      self._client.key_value_set(f"{self._key}/{process_index()}", value)
+
+  def values(self) -> list[str]:
+    """The values posted so far, this process's included.
+
+    Returns:
+      The values, in no particular order.
+    """
+    if self._client is None:
+      return list(self._own)
+    return [v for _, v in self._client.key_value_dir_get(self._key)]
+
+
 def _next_key(name: str, kind: str) -> str:
   """A key of the coordinator's store, new in this process's sequence of shared steps."""
   global _barrier_count

@@ -49,8 +49,7 @@ class StopRequest:
     self.requested = False
     self._margin = int(margin_steps)
     self._previous: dict[int, Any] = {}
-    self._client = None
-    self._key = ""
+    self._board = None
     self._announced = False
     self._agreed = False
 
@@ -62,9 +61,8 @@ class StopRequest:
 
   def __enter__(self) -> "StopRequest":
     if distributed.process_count() > 1:
-      self._client = distributed._client()  # pylint: disable=protected-access
-      # The same key on every process: each enters its loops in the same order.
-      self._key = distributed._next_key("stop", "at")  # pylint: disable=protected-access
+      # The same place on every process: each enters its loops in the same order.
+      self._board = distributed.Board("stop at")
     if threading.current_thread() is threading.main_thread():
       for signum in (signal.SIGINT, signal.SIGTERM):
         self._previous[signum] = signal.signal(signum, self._handle)
@@ -85,14 +83,13 @@ class StopRequest:
     Returns:
       True where the loop must save and stop now.
     """
-    if self._agreed or self._client is None:
+    if self._agreed or self._board is None:
       self._agreed = self._agreed or self.requested
       return self._agreed
     if self.requested and not self._announced:
-      self._client.key_value_set(f"{self._key}/{distributed.process_index()}",
-                                 str(step + self._margin))
+      self._board.post(str(step + self._margin))
       self._announced = True
-    announced = [int(v) for _, v in self._client.key_value_dir_get(self._key)]
+    announced = [int(v) for v in self._board.values()]
     self._agreed = bool(announced) and step >= min(announced)
     return self._agreed
 

@@ -507,10 +507,11 @@ def test_a_step_set_aside_twice_keeps_both_copies(tmp_path, caplog):
     ("seed", -1, "config.seed=-1; pass a whole number from 0 to 2147483647"),
 ])
 def test_infinite_or_out_of_range_values_are_refused(key, value, words):
-  """Checked in process: the same `validate_config` train.py runs before writing anything."""
+  """Checked in process: the same `validate_config` train.py runs before writing anything.
+  (A disCVAE's config: gate_loss_weight is one of the keys a CVAE does not read.)"""
   from a2i_jax import config_lib  # pylint: disable=import-outside-toplevel
   from conftest import tiny_config  # pylint: disable=import-outside-toplevel
-  config = tiny_config("cvae")
+  config = tiny_config("discvae")
   section = config
   for part in key.split(".")[:-1]:
     section = section[part]

@@ -189,6 +189,10 @@ def test_one_process_initialises_nothing(monkeypatch):
   assert distributed.main_first("work", lambda: 42) == 42
   with distributed.peers_checked():
     pass
+  board = distributed.Board("stop at")  # What StopRequest announces its step on.
+  assert board.values() == []
+  board.post("7")
+  assert board.values() == ["7"]
 
 
 @pytest.mark.parametrize("env, message", [

@@ -523,7 +523,7 @@ def test_bfloat16_compute_trains(tmp_path, data_cache):
 @pytest.mark.parametrize("key,value,match", [
     ("model.width", 0.0, r"model.width=0.0 must be > 0"),
     ("model.z_dim", 0, r"model.z_dim=0 must be a positive integer"),
-    ("model.zb_dim", -1, r"model.zb_dim=-1 must be a positive integer"),
+    ("discvae:model.zb_dim", -1, r"model.zb_dim=-1 must be a positive integer"),
     ("model.image_size", 48, r"model.image_size=48 is not supported"),
     ("model.upsample_mode", "bilinear", r"model.upsample_mode='bilinear' is not one of"),
     ("model.dtype", "float64", r"model.dtype='float64' is not a compute dtype"),
@@ -535,6 +535,7 @@ def test_bfloat16_compute_trains(tmp_path, data_cache):
     ("data.cub_attributes", "certainty", r"data.cub_attributes='certainty'"),
     ("data.mask_net.depth", 6, r"mask_net.resolution=32 does not divide by 2\*\*depth"),
     ("data.mask_net.steps", 0, r"mask_net.steps=0 must be a positive integer"),
+    ("data.mask_net.seed", 2**31, r"mask_net.seed=2147483648; pass a whole number from 0"),
     ("data.augment.crop_size", 40, r"crop_size=40 must be 0 \(no crop\) or at most"),
     ("batch_size", 0, r"config.batch_size=0 must be a positive integer"),
     ("num_eval_examples", 0, r"num_eval_examples=0; use a positive count or -1"),
@@ -548,7 +549,8 @@ def test_bfloat16_compute_trains(tmp_path, data_cache):
     ("inference.restarts", 0, r"inference.restarts=0 is not valid"),
 ])
 def test_bad_config_values_fail_before_anything_is_written(key, value, match, tmp_path):
-  cfg = tiny_config("cvae", str(tmp_path / "cache"))
+  model, _, key = key.rpartition(":")  # "discvae:model.zb_dim": a key only that model reads.
+  cfg = tiny_config(model or "cvae", str(tmp_path / "cache"))
   section = cfg
   *parents, leaf = key.split(".")
   for part in parents:
@@ -560,6 +562,21 @@ def test_bad_config_values_fail_before_anything_is_written(key, value, match, tm
   with pytest.raises(ConfigError, match=match):
     train_lib.train_and_evaluate(cfg, str(workdir))
   assert not workdir.exists() and not (tmp_path / "cache").exists()
+
+
+def test_keys_the_model_does_not_read_are_not_checked():
+  """A CVAE config's disCVAE keys change nothing (`config_lib.MODEL_KEY_USERS`); resuming and
+  train.py's overrides pass them over too. Was: zf_dim=0 refused a CVAE."""
+  cfg = tiny_config("cvae")
+  cfg.model.zf_dim, cfg.model.zb_dim, cfg.model.gate_loss_weight = 0, -1, -1.0
+  cfg.model.recon_weight, cfg.model.composition = 0.0, "none"
+  config_lib.validate_config(cfg)
+  cfg = tiny_config("discvae")
+  cfg.model.z_dim = 0
+  config_lib.validate_config(cfg)
+  cfg.model.composition = "none"
+  with pytest.raises(ConfigError, match="model.composition='none' is not one of"):
+    config_lib.validate_config(cfg)
 
 
 def test_same_config_mistake_same_error_everywhere(tmp_path, data_cache):

@@ -58,6 +58,11 @@ class MaskNetConfig:
     if not float(self.learning_rate) > 0:
       raise ConfigError(f"config.data.mask_net.learning_rate={self.learning_rate} must be "
                         "positive.")
+    seed = self.seed  # A jitted int32 argument: 2**31 was a traceback from JAX.
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not (
+        0 <= seed <= 2**31 - 1):
+      raise ConfigError(f"config.data.mask_net.seed={seed!r}; pass a whole number from 0 to "
+                        f"{2**31 - 1}.")
     if int(self.depth) < 0 or int(self.resolution) % 2 ** int(self.depth):
       raise ConfigError(f"config.data.mask_net.resolution={self.resolution} does not divide by "
                         f"2**depth (depth={self.depth}); use a depth >= 0 whose power of two "
