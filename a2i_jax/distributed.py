@@ -26,6 +26,7 @@ waiting for it, until JAX aborts them all.
 from __future__ import annotations
 
 import contextlib
+import errno
 import inspect
 import logging
 import math
@@ -154,6 +155,10 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
   if process_id is not None and not 0 <= process_id < num_processes:
     raise ConfigError(f"process_id={process_id} is outside [0, {num_processes}); give each of "
                       f"the {num_processes} processes its own id from 0 to {num_processes - 1}.")
+  if coordinator_address is not None:
+    _split_address(coordinator_address)  # JAX's own error for a bad one is an IndexError.
+    if process_id == 0:
+      _check_port_free(coordinator_address)
   if _backends_ready():
     raise ConfigError("distributed.initialize must run before anything uses JAX; call it "
                       "first in the program.")
@@ -162,8 +167,6 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
     # gloo is the default of every supported JAX version, but a user setting may have
     # switched it off.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  if coordinator_address is not None:
-    _split_address(coordinator_address)  # JAX's own error for a bad one is an IndexError.
   deadline = time.monotonic() + timeout_s
   if coordinator_address is not None and process_id not in (None, 0):
     # JAX gives up on an address where nothing answers with a C++ abort, not an exception.
@@ -201,6 +204,32 @@ def _split_address(address: str) -> tuple[str, int]:
     raise ConfigError(f"coordinator address {address!r} is not HOST:PORT; pass "
                       "--coordinator_address=HOST:PORT with process 0's host and a free port.")
   return host, int(port)
+
+
+def _check_port_free(address: str) -> None:
+  """Refuses a coordinator port that something on this host already listens on: process 0's
+  service listens on it on every interface, and where it cannot, JAX ends the process with a
+  segmentation fault (jaxlib 0.10.2; a second process given --process_id=0, or another
+  program on the port)."""
+  _, port = _split_address(address)
+  for family, host in ((socket.AF_INET6, "::"), (socket.AF_INET, "0.0.0.0")):
+    try:
+      probe = socket.socket(family, socket.SOCK_STREAM)
+    except OSError:  # No IPv6 here: the IPv4 wildcard instead.
+      continue
+    with probe:
+      # As gRPC binds: a port left in TIME_WAIT by an earlier run is free; a listener is not.
+      probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+      try:
+        probe.bind((host, port))
+      except OSError as e:
+        if e.errno != errno.EADDRINUSE:
+          continue  # An address family this host cannot bind: the next one, or JAX, decides.
+        raise ConfigError(
+            f"process 0: port {port} of --coordinator_address={address} is in use on this "
+            "host (another program, or a second process given --process_id=0); pass a free "
+            "port to every process, and give each its own --process_id.") from None
+    return
 
 
 def _wait_for_coordinator(address: str, process_id: int, deadline: float,

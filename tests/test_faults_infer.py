@@ -1,10 +1,13 @@
 """Fault suite, serving side: bad flags, workdirs, outputs and images fed to `infer.py`.
 
-Each CLI case runs `infer.py` as a user does (a subprocess) against one tiny trained workdir,
-shared by the whole session, and asserts the outcome: exit code 1, exactly one `error:` line
-that names the problem, no traceback, and no output file written; Ctrl-C is one line and
-status 130, and a mode's files in --out always come from one call. The image reader is also
-driven in-process over every PIL mode (docs: `a2i_jax/inputs.py`).
+The CLI cases run against one tiny trained workdir, shared by the whole session, and assert
+the outcome: exit code 1, exactly one `error:` line that names the problem, no traceback, and
+no output file written; Ctrl-C is one line and status 130, and a mode's files in --out always
+come from one call. Some run `infer.py` as a user does (a subprocess); the refusals that differ
+only in what `infer.run_modes` raises run in this process, on the command line parsed by
+infer.py's own flags (`_refused_here`: a one-line A2IError, which `main` prints as that line
+with status 1). The image reader is also driven in-process over every PIL mode (docs:
+`a2i_jax/inputs.py`).
 """
 
 import dataclasses
@@ -97,6 +100,7 @@ def _refused_here(*argv: str, needles: tuple[str, ...]) -> None:
   import infer  # pylint: disable=import-outside-toplevel
   with pytest.raises(A2IError) as e:
     infer.run_modes(_options(*argv))
+  assert "\n" not in str(e.value), str(e.value)  # One line.
   for needle in needles:
     assert needle in str(e.value), str(e.value)
 

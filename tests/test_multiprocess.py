@@ -195,6 +195,19 @@ def test_one_process_initialises_nothing(monkeypatch):
   assert board.values() == ["7"]
 
 
+def test_a_coordinator_port_in_use_is_one_line():
+  """Was: process 0 ended in a segmentation fault (gRPC could not listen on the port) when
+  another program, or a second process given --process_id=0, held the port."""
+  with socket.socket() as taken:
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    with pytest.raises(ConfigError, match=f"process 0: port {port} of --coordinator_address="
+                       f"localhost:{port} is in use on this host"):
+      distributed.initialize(f"localhost:{port}", num_processes=2, process_id=0)
+  assert distributed.process_count() == 1  # Nothing was joined.
+
+
 @pytest.mark.parametrize("env, message", [
     ({"A2I_NUM_PROCESSES": "2"}, "need the coordinator address"),
     ({"A2I_NUM_PROCESSES": "two"}, "is not an integer"),
