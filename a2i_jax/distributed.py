@@ -207,10 +207,10 @@ def _split_address(address: str) -> tuple[str, int]:
 
 
 def _check_port_free(address: str) -> None:
-  """Refuses a coordinator port that something on this host already listens on: process 0's
-  service listens on it on every interface, and where it cannot, JAX ends the process with a
-  segmentation fault (jaxlib 0.10.2; a second process given --process_id=0, or another
-  program on the port)."""
+  """Refuses a coordinator port that something on this host already listens on, or that this
+  process may not listen on: process 0's service listens on it on every interface, and where
+  it cannot, JAX ends the process with a segmentation fault (jaxlib 0.10.2; a second process
+  given --process_id=0, another program on the port, a port below 1024 without privileges)."""
   _, port = _split_address(address)
   for family, host in ((socket.AF_INET6, "::"), (socket.AF_INET, "0.0.0.0")):
     try:
@@ -223,12 +223,17 @@ def _check_port_free(address: str) -> None:
       try:
         probe.bind((host, port))
       except OSError as e:
-        if e.errno != errno.EADDRINUSE:
-          continue  # An address family this host cannot bind: the next one, or JAX, decides.
-        raise ConfigError(
-            f"process 0: port {port} of --coordinator_address={address} is in use on this "
-            "host (another program, or a second process given --process_id=0); pass a free "
-            "port to every process, and give each its own --process_id.") from None
+        if e.errno == errno.EADDRINUSE:
+          raise ConfigError(
+              f"process 0: port {port} of --coordinator_address={address} is in use on this "
+              "host (another program, or a second process given --process_id=0); pass a free "
+              "port to every process, and give each its own --process_id.") from None
+        if e.errno == errno.EACCES:
+          raise ConfigError(
+              f"process 0 may not listen on port {port} of --coordinator_address={address} "
+              "(permission denied: ports below 1024 need privileges); pass a free port from "
+              "1024 to 65535 to every process.") from None
+        continue  # An address family this host cannot bind: the next one, or JAX, decides.
     return
 
 

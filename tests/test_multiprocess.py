@@ -6,6 +6,7 @@ The processes meet at a free localhost port and run XLA:CPU's cross-process coll
 compilation cache.
 """
 
+import errno
 import json
 import os
 import signal
@@ -206,6 +207,18 @@ def test_a_coordinator_port_in_use_is_one_line():
                        f"localhost:{port} is in use on this host"):
       distributed.initialize(f"localhost:{port}", num_processes=2, process_id=0)
   assert distributed.process_count() == 1  # Nothing was joined.
+
+
+
+def test_a_coordinator_port_without_permission_is_one_line(monkeypatch):
+  """A port below 1024 for a user without privileges (the bind refused as such; the suite
+  may run as root, which may listen there)."""
+  def refuse(self, address):
+    raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+  monkeypatch.setattr(socket.socket, "bind", refuse)
+  with pytest.raises(ConfigError, match="process 0 may not listen on port 80 of "
+                     "--coordinator_address=localhost:80 .permission denied"):
+    distributed.initialize("localhost:80", num_processes=2, process_id=0)
 
 
 @pytest.mark.parametrize("env, message", [
