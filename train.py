@@ -17,7 +17,6 @@ if __name__ == "__main__":  # First, before any import: it may start the command
 
 import difflib
 import logging as std_logging
-import os
 import sys
 
 from absl import app, flags, logging
@@ -40,9 +39,7 @@ def _fail(message: str, at_once: bool = False) -> None:
     # After a failed run the library has closed what it could. Skip the exit hooks: those of
     # its libraries (tensorboardX's flush, Orbax's background threads) retry writes to a full
     # disk and print tracebacks over the one line.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(1)  # pylint: disable=protected-access
+    distributed.exit_now(1)
   sys.exit(1)
 
 

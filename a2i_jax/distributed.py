@@ -156,9 +156,9 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
     raise ConfigError(f"process_id={process_id} is outside [0, {num_processes}); give each of "
                       f"the {num_processes} processes its own id from 0 to {num_processes - 1}.")
   if coordinator_address is not None:
-    _split_address(coordinator_address)  # JAX's own error for a bad one is an IndexError.
+    _, port = _split_address(coordinator_address)  # JAX's own error is an IndexError.
     if process_id == 0:
-      _check_port_free(coordinator_address)
+      _check_port_free(coordinator_address, port)
   if _backends_ready():
     raise ConfigError("distributed.initialize must run before anything uses JAX; call it "
                       "first in the program.")
@@ -206,12 +206,11 @@ def _split_address(address: str) -> tuple[str, int]:
   return host, int(port)
 
 
-def _check_port_free(address: str) -> None:
+def _check_port_free(address: str, port: int) -> None:
   """Refuses a coordinator port that something on this host already listens on, or that this
   process may not listen on: process 0's service listens on it on every interface, and where
   it cannot, JAX ends the process with a segmentation fault (jaxlib 0.10.2; a second process
   given --process_id=0, another program on the port, a port below 1024 without privileges)."""
-  _, port = _split_address(address)
   for family, host in ((socket.AF_INET6, "::"), (socket.AF_INET, "0.0.0.0")):
     try:
       probe = socket.socket(family, socket.SOCK_STREAM)
@@ -486,7 +485,7 @@ def main_first(name: str, fn: Callable[[], T], timeout_s: float = DATA_TIMEOUT_S
       raise
     client.key_value_set(key, "ok")
     return result
-  status = _value_of_process_0(client, key, timeout_s, f"did not finish '{name}'")
+  status = _value_of_process(client, 0, key, timeout_s, f"did not finish '{name}'")
   if status != "ok":
     raise DataError(f"process 0 failed at '{name}' ({status}); process {process_index()} "
                     "stops too.")
@@ -572,11 +571,6 @@ def _next_key(name: str, kind: str) -> str:
   global _barrier_count
   _barrier_count += 1
   return f"a2i/{_barrier_count}/{name}/{kind}"
-
-
-def _value_of_process_0(client: Any, key: str, timeout_s: float, failure: str) -> str:
-  """Waits for process 0 to set `key`; a `DataError` saying `failure` where it does not."""
-  return _value_of_process(client, 0, key, timeout_s, failure)
 
 
 def _value_of_process(client: Any, other: int, key: str, timeout_s: float, failure: str) -> str:

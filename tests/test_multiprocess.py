@@ -319,12 +319,7 @@ def _train_py(workdir: str, flags: list, num_processes: int, fault: str = "",
   `num_processes` processes of 4 / n CPU devices each; returns [(returncode, stdout, stderr)]
   per process."""
   import faults_lib  # pylint: disable=import-outside-toplevel
-  env = faults_lib.environment(fault)
-  xla = [f for f in env.get("XLA_FLAGS", "").split()
-         if not f.startswith("--xla_force_host_platform_device_count")]
-  devices = f"--xla_force_host_platform_device_count={4 // num_processes}"
-  env["XLA_FLAGS"] = " ".join(xla + [devices])
-  env["JAX_PLATFORMS"] = "cpu"
+  env = _entry_point_env(4 // num_processes, fault)
   command = faults_lib.command(workdir, *flags, fault=fault)
   if script:
     command = [sys.executable, os.path.join(faults_lib.ROOT, script), f"--workdir={workdir}",
@@ -338,14 +333,20 @@ def _train_py(workdir: str, flags: list, num_processes: int, fault: str = "",
   return _finish(procs)
 
 
-def _two_processes(argv: Callable[[int], list]) -> list:
-  """`argv(i)` started as process i of a two-process job of 2 CPU devices each."""
+def _entry_point_env(local_devices: int, fault: str = "") -> dict:
+  """faults_lib's subprocess environment, with `local_devices` CPU devices per process."""
   import faults_lib  # pylint: disable=import-outside-toplevel
-  env = faults_lib.environment()
+  env = faults_lib.environment(fault)
   env["XLA_FLAGS"] = " ".join(
       [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
-      + ["--xla_force_host_platform_device_count=2"])
+      + [f"--xla_force_host_platform_device_count={local_devices}"])
   env["JAX_PLATFORMS"] = "cpu"
+  return env
+
+
+def _two_processes(argv: Callable[[int], list]) -> list:
+  """`argv(i)` started as process i of a two-process job of 2 CPU devices each."""
+  env = _entry_point_env(2)
   port = _free_port()
   return [subprocess.Popen([*argv(i), f"--coordinator_address=localhost:{port}",
                             "--num_processes=2", f"--process_id={i}"], env=env,
