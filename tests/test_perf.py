@@ -223,21 +223,6 @@ def test_resume_accepts_a_changed_compute_dtype_weight_grad_or_tail_only(tmp_pat
     train_lib._check_resume_compatible(str(tmp_path), cfg)  # pylint: disable=protected-access
 
 
-def _zero_gradient_leaves(cfg, data) -> list[bool]:
-  """Per parameter leaf: whether its first-step loss gradient is zero up to rounding (the
-  biases of convolutions that feed a BatchNorm, which subtracts them with the batch mean)."""
-  model = models.create_model(cfg.model)
-  state = train_lib.create_train_state(model, cfg, train_lib.make_optimizer(cfg),
-                                       jax.random.key(0))
-  loss_fn = train_lib._make_loss_fn(model, cfg)  # pylint: disable=protected-access
-  x, y, m, rngs = train_lib._step_inputs(  # pylint: disable=protected-access
-      jax.tree_util.tree_map(lambda a: a[:cfg.batch_size], data), jax.random.key(3), cfg)
-  grads = jax.jit(jax.grad(lambda p: loss_fn(p, state.batch_stats, x, y, m, rngs)[0]["loss"]))(
-      state.params)
-  largest = [float(jnp.max(jnp.abs(g))) for g in jax.tree_util.tree_leaves(grads)]
-  return [g < 1e-5 * max(largest) for g in largest]
-
-
 def test_optimised_step_equals_plain_step(data_cache):
   """Plain: float32, one step per jitted call, no donation, nothing in YNNPACK's kernels (the
   convolutions in XLA's own, as `perf.recommended_cpu_flags` has them where those measured
@@ -249,16 +234,21 @@ def test_optimised_step_equals_plain_step(data_cache):
   to swap the convolutions' kernels within one process. jaxlib 0.7.2 has no YNNPACK and
   compiles both alike.)
 
-  Adam turns the rounding-noise gradients of the biases in front of BatchNorm into
-  learning-rate-sized steps, so any different summation order (the fused two-step program is
-  fused differently) moves those biases by up to 4 lr in two steps (measured: 1.1e-3 with lr
-  3e-4, every other parameter within 1e-6): those are held to Adam's bound, the rest to 1e-5.
-  Both use the default model.conv_weight_grad; test_models.test_taps_weight_grad_is_xlas
+  Adam's epsilon is raised to 1e3 (the scale of the summed loss's gradients here) so that an
+  update is a smooth function of its gradient. At the default 1e-8 Adam's first step is lr x
+  the gradient's sign, so gradients that are rounding noise move parameters by lr either way,
+  and another kernel's summation order flips them: the biases in front of BatchNorm (whose
+  gradient is zero up to rounding), and on an AVX2-only AMD EPYC (Zen 3), where YNNPACK's
+  kernels round differently, single kernel elements whose gradient is near zero too; their
+  second step then moved thousands of parameters by up to 1e-3 (lr 3e-4) although each
+  program's gradients agree to 1e-6 for the same parameters. With the raised epsilon every
+  parameter agrees within 2.3e-6 there, against moves of up to 4.6e-4. Both use the default model.conv_weight_grad; test_models.test_taps_weight_grad_is_xlas
   compares the gradients instead."""
   plain_cfg = tiny_config("cvae", data_cache)
   plain_cfg.model.dtype = "float32"
   fast_cfg = tiny_config("cvae", data_cache)
   fast_cfg.model.dtype = "auto"
+  plain_cfg.adam_eps = fast_cfg.adam_eps = 1e3
   fast_cfg.steps_per_dispatch, fast_cfg.scan_unroll = 2, True
   train = load_dataset(plain_cfg.data)["train"]
   mesh = parallel.make_mesh(jax.devices()[:1])
@@ -269,8 +259,9 @@ def test_optimised_step_equals_plain_step(data_cache):
   for cfg, options, donate in ((plain_cfg, None, ()), (fast_cfg, "defaults", (0,))):
     model = models.create_model(cfg.model)
     tx = train_lib.make_optimizer(cfg)
-    state = parallel.put_replicated(
-        train_lib.create_train_state(model, cfg, tx, jax.random.key(0)), mesh)
+    state = train_lib.create_train_state(model, cfg, tx, jax.random.key(0))
+    initial_params = jax.tree_util.tree_map(np.array, state.params)  # Copies: state is donated.
+    state = parallel.put_replicated(state, mesh)
     fn = perf.jit(train_lib.make_multi_step(train_lib.make_train_step(model, tx, cfg), cfg,
                                             mesh), donate_argnums=donate)
     ynn = "xla_cpu_experimental_ynn_fusion_type"
@@ -286,19 +277,14 @@ def test_optimised_step_equals_plain_step(data_cache):
   (plain, plain_loss), (fast, fast_loss) = results
   assert int(plain.step) == int(fast.step) == 2
   np.testing.assert_allclose(plain_loss, fast_loss, rtol=1e-5)
-  zero_grad = _zero_gradient_leaves(plain_cfg, data)
-  assert 0 < sum(zero_grad) < len(zero_grad) / 4  # The BatchNorm-fed biases, and only those.
-  lr = plain_cfg.learning_rate
-  for a, b, noise_only in zip(jax.tree_util.tree_leaves(plain.params),
-                              jax.tree_util.tree_leaves(fast.params), zero_grad):
-    # Adam moves a parameter by at most lr per step whatever the gradient (b1^2 < b2), so two
-    # runs that follow different rounding noise for two steps end at most 4 lr apart.
-    np.testing.assert_allclose(a, b, rtol=0, atol=4 * lr + 1e-6 if noise_only else 1e-5)
-  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(plain.batch_stats),
-                          jax.tree_util.tree_leaves(fast.batch_stats)):
-    # A running mean takes in those biases' drift (times 1 - momentum); the variance does not.
-    is_mean = jax.tree_util.keystr(path).endswith("['mean']")
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=4 * lr + 1e-5 if is_mean else 1e-5)
+  moved = max(float(np.abs(np.asarray(a) - b).max()) for a, b in zip(
+      jax.tree_util.tree_leaves(initial_params), jax.tree_util.tree_leaves(plain.params)))
+  assert moved > plain_cfg.learning_rate  # Two real steps, far beyond the tolerance below.
+  for a, b in zip(jax.tree_util.tree_leaves(plain.params), jax.tree_util.tree_leaves(fast.params)):
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+  for a, b in zip(jax.tree_util.tree_leaves(plain.batch_stats),
+                  jax.tree_util.tree_leaves(fast.batch_stats)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_perf_jit_also_runs_inside_a_callers_transformations():
