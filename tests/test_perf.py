@@ -242,8 +242,9 @@ def test_optimised_step_equals_plain_step(data_cache):
   kernels round differently, single kernel elements whose gradient is near zero too; their
   second step then moved thousands of parameters by up to 1e-3 (lr 3e-4) although each
   program's gradients agree to 1e-6 for the same parameters. With the raised epsilon every
-  parameter agrees within 2.3e-6 there, against moves of up to 4.6e-4. Both use the default model.conv_weight_grad; test_models.test_taps_weight_grad_is_xlas
-  compares the gradients instead."""
+  parameter agrees within 2.3e-6 there, against moves of up to 4.6e-4. Both use the default
+  model.conv_weight_grad; test_models.test_taps_weight_grad_is_xlas compares the gradients
+  instead."""
   plain_cfg = tiny_config("cvae", data_cache)
   plain_cfg.model.dtype = "float32"
   fast_cfg = tiny_config("cvae", data_cache)
