@@ -209,7 +209,6 @@ def test_a_coordinator_port_in_use_is_one_line():
   assert distributed.process_count() == 1  # Nothing was joined.
 
 
-
 def test_a_coordinator_port_without_permission_is_one_line(monkeypatch):
   """A port below 1024 for a user without privileges (the bind refused as such; the suite
   may run as root, which may listen there)."""

@@ -261,7 +261,8 @@ def test_optimised_step_equals_plain_step(data_cache):
     model = models.create_model(cfg.model)
     tx = train_lib.make_optimizer(cfg)
     state = train_lib.create_train_state(model, cfg, tx, jax.random.key(0))
-    initial_params = jax.tree_util.tree_map(np.array, state.params)  # Copies: state is donated.
+    if not donate:  # The plain run's starting point (the fast one's state is donated).
+      initial_params = jax.tree_util.tree_map(np.array, state.params)
     state = parallel.put_replicated(state, mesh)
     fn = perf.jit(train_lib.make_multi_step(train_lib.make_train_step(model, tx, cfg), cfg,
                                             mesh), donate_argnums=donate)
