@@ -561,6 +561,7 @@ DECODER_TAILS = ("auto", "full", "phase")
 MAX_POOL_FORMS = ("auto", "window", "blocks")
 OFFSET_POLYPHASE_FORMS = ("auto", "on", "off")
 CONV_OUTPUT_SPLITS = ("auto", "whole", "split")
+CONV_INPUT_GRADS = ("auto", "canonical", "xla")
 
 
 def conv_weight_grad(name: str, backend: str | None = None) -> str:
@@ -631,6 +632,32 @@ def conv_output_split(name: str = "auto", backend: str | None = None) -> str:
   """
   return _resolve("conv_output_split", "a convolution output form", name, CONV_OUTPUT_SPLITS,
                   backend, cpu="split", accelerator="whole")
+
+
+def conv_input_grad(name: str = "auto", backend: str | None = None) -> str:
+  """How a stride-1 convolution's input gradient is written into the program.
+
+  "xla" is JAX's own rule: a convolution of the output gradient with the kernel flipped in
+  space, its input and output channels swapped through the dimension numbers (HLO
+  `dim_labels=..._01oi->...`). XLA:CPU runs a convolution in its fast library kernels only
+  in the canonical NHWC / HWIO layout, and rewrites the others into it only in a program's
+  entry computation, not inside a loop: in a `lax.scan` body the input gradient ran as a
+  naive elementwise loop, and a rolled loop of posterior steps 2.4-5.5x slower than the same
+  steps unrolled. "canonical" swaps the kernel's channels with an explicit transpose (of
+  the small kernel, not the activations) and keeps the convolution canonical, so a rolled
+  loop runs as fast as an unrolled one (BENCHMARKS.md, "Convolutions in a loop on CPU").
+  "auto" is "canonical" on CPU and "xla" elsewhere (GPU libraries take either layout).
+
+  Args:
+    name: "auto", "canonical" or "xla".
+    backend: the JAX backend; default `jax.default_backend()`.
+  Returns:
+    "canonical" or "xla".
+  Raises:
+    ConfigError: an unknown name.
+  """
+  return _resolve("conv_input_grad", "a convolution input-gradient form", name,
+                  CONV_INPUT_GRADS, backend, cpu="canonical", accelerator="xla")
 
 
 def max_pool_form(name: str = "auto", backend: str | None = None) -> str:

@@ -9,10 +9,13 @@ machine load.
   python benchmarks/ab_train_step.py --smoke --variants="a:;b:model.conv_weight_grad=xla"
 
 Each variant is `name:key=value,key=value` over `bench.py`'s paper config (64x64, width 1,
-float32, `--batch`), or over `--config` (e.g. configs/synthetic.py). Seven keys are not
+float32, `--batch`), or over `--config` (e.g. configs/synthetic.py). Nine keys are not
 config keys but the library's module-level forms, set while that variant is traced:
 `polyphase_offset` (`layers.POLYPHASE_OFFSET`: on or off; unset: `perf.offset_polyphase`),
 `max_pool` (`layers.MAX_POOL_FORM`), `conv_output_split` (`conv_grad.CONV_OUTPUT_SPLIT`),
+`conv_input_grad` (`conv_grad.CONV_INPUT_GRAD`: canonical or xla), `scan_unroll`
+(`posterior.SCAN_UNROLL`: steps per iteration of inference's Adam loop; set it to
+`inference.steps_per_call` with `conv_input_grad=xla` for CPU's form before 2026-12-03),
 `norm_concat_below` (`train_state.NORM_CONCAT_BELOW`; 0 reduces every leaf on its own),
 `optimizer` (flat, the library's Adam on one vector, or per_leaf, `train_state.legacy_optimizer`)
 `cpu_scheduler` (bfs or dfs: XLA:CPU's instruction order, added to
@@ -173,6 +176,8 @@ def _optimizer(key, value, module, attr):
 # the variant is traced: key -> (module, attribute, value(key, text, module, attribute)).
 FORMS = {"max_pool": ("a2i_jax.models.layers", "MAX_POOL_FORM", _number),
          "conv_output_split": ("a2i_jax.models.conv_grad", "CONV_OUTPUT_SPLIT", _number),
+         "conv_input_grad": ("a2i_jax.models.conv_grad", "CONV_INPUT_GRAD", _number),
+         "scan_unroll": ("a2i_jax.inference.posterior", "SCAN_UNROLL", _number),
          "norm_concat_below": ("a2i_jax.train_state", "NORM_CONCAT_BELOW", _number),
          "cpu_scheduler": ("a2i_jax.perf", "CPU_COMPILER_OPTIONS", _cpu_scheduler),
          "polyphase_offset": ("a2i_jax.models.layers", "POLYPHASE_OFFSET", _number),

@@ -406,7 +406,8 @@ def _standin_inference(model: Any, variables: dict, config: Any, steps: int,
       z = {"z": jax.random.normal(key, (n, mc.z_dim))}
     carry = (z, tx.init(z))
     if jax.default_backend() == "cpu":
-      # XLA:CPU runs while-loop bodies around convolutions ~9x slower (BENCHMARKS.md): unroll.
+      # A Python loop, unrolled (`bench_infer` builds it for one step and counts the FLOPs of
+      # that step's program, without a while loop; the library's CPU form before 2026-12-03).
       energies = []
       for _ in range(steps):
         carry, e = one(carry, x, y)

@@ -11,7 +11,8 @@ cache off; then the compiled variants are timed in alternating rounds (one step 
 after a warm-up), so that every variant sees the same machine load. The same for one posterior
 inference step (decoder forward and backward to z, the Adam update: `make_inference_fns`'s
 "run"), compiled for 1 and for 10 steps per call (`--infer_steps_per_call`; the steps are
-unrolled), its time divided by the steps; with `--infer_ends=1` also the programs that run
+unrolled on CPU until 2026-12-03, one rolled `lax.scan` since), its time divided by the
+steps; with `--infer_ends=1` also the programs that run
 once per inference call, before and after the steps ("init": the encoders' start, "finish":
 the energies and images), and with `--report=1` the divergence report a failed train step
 runs (`train_lib.make_term_report`). Prints one JSON object per (model, program, option
@@ -125,7 +126,7 @@ def main(argv=None) -> None:
                  "configs/synthetic.py (its model sizes).")
   p.add_argument("--overrides", default="", help="Comma list of key=value (configs/lfw.py).")
   p.add_argument("--infer_steps_per_call", default="1,10",
-                 help="Inference programs: Adam steps per call (unrolled), a comma list.")
+                 help="Inference programs: Adam steps per call, a comma list.")
   p.add_argument("--train", type=int, default=1, help="0: the inference programs only.")
   p.add_argument("--report", type=int, default=0,
                  help="1: also the divergence report (train_lib.make_term_report).")

@@ -2,9 +2,14 @@
 fully unrolled) against a Python loop over one jitted step. Prints JSON.
 
   python benchmarks/scan_vs_loop.py                 # synthetic CVAE decoder, batch 32, 16 steps
+  python benchmarks/scan_vs_loop.py --conv_input_grad=xla   # JAX's own input gradients
 
 The carry is only z, so the difference is the loop itself, not copies of a large state; this
 is the shape of posterior inference by optimisation. Medians over `--repeats`.
+`--conv_input_grad` sets the convolutions' input-gradient form (`perf.conv_input_grad`; "auto"
+is "canonical" on CPU): with JAX's own ("xla"), XLA:CPU ran a loop body's input gradients as
+naive loops, and the rolled scans about 5x slower than the unrolled one (BENCHMARKS.md,
+"Convolutions in a loop on CPU").
 The process starts with the XLA flags the entry points add on this CPU (`--xla_cpu_flags`,
 default "recommended"; the output names them); before 2026-12-02 it added none.
 """
@@ -24,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from a2i_jax import models  # noqa: E402
+from a2i_jax.models import conv_grad  # noqa: E402
 import bench  # noqa: E402  (benchmarks/bench.py; imports no jax at module level)
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/synthetic.py", "Config file.")
@@ -32,6 +38,8 @@ _BATCH = flags.DEFINE_integer("batch_size", 32, "Images per step.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls per variant.")
 _XLA_CPU_FLAGS = flags.DEFINE_string("xla_cpu_flags", "recommended",
                                       bench.XLA_CPU_FLAGS_HELP)
+_INPUT_GRAD = flags.DEFINE_enum("conv_input_grad", "auto", ["auto", "canonical", "xla"],
+                                "The convolutions' input-gradient form (perf.conv_input_grad).")
 
 
 def _timed(fn, z, repeats):
@@ -49,6 +57,7 @@ def _timed(fn, z, repeats):
 def main(argv):
   del argv
   xla_flags = bench.set_xla_cpu_flags(_XLA_CPU_FLAGS.value)  # Before the backend starts.
+  conv_grad.CONV_INPUT_GRAD = _INPUT_GRAD.value
   config = _CONFIG.value
   if config.model.name == "discvae":
     raise app.UsageError("use a CVAE or VAE config (one latent).")
@@ -79,7 +88,8 @@ def main(argv):
 
   variants["python_loop"] = python_loop
   out = {"device": jax.devices()[0].device_kind, "jax": jax.__version__,
-         "batch_size": _BATCH.value, "steps": n, "xla_flags": xla_flags, "variants": {}}
+         "batch_size": _BATCH.value, "steps": n, "xla_flags": xla_flags,
+         "conv_input_grad": _INPUT_GRAD.value, "variants": {}}
   for name, fn in variants.items():
     first, median = _timed(fn, z0, _REPEATS.value)
     out["variants"][name] = {"first_call_s": round(first, 2),

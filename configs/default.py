@@ -133,10 +133,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.inference.restarts = 1  # Starts per image; the lowest energy wins.
   config.inference.infer_attributes = False  # Optimise y too (attribute inference).
   config.inference.attribute_prior_weight = 1.0  # Weight of the fitted Gaussian prior on y.
-  # 0: one lax.scan on GPU/TPU; on CPU unrolled chunks of 10 steps (disCVAE, two decoders: 5).
-  # A short CPU run of the disCVAE (tens of steps) starts sooner with 2: its chunk compiled in
-  # a third to two thirds of the time, each step 0-4 % slower (BENCHMARKS.md, "Steps per
-  # inference call").
+  # 0: all the steps in one call, one rolled lax.scan on every backend (its program compiles
+  # one step, whatever the steps); a count caps the steps per call (BENCHMARKS.md,
+  # "Convolutions in a loop on CPU").
   config.inference.steps_per_call = 0
   config.inference.batch_size = 256  # Images per inference batch (infer.py, evaluation).
   return config

@@ -549,8 +549,9 @@ def test_taps_weight_grad_is_xlas(monkeypatch):
   _assert_same_loss_and_grads(taps_fn, _compiled_loss_grad(xla_model, variables, cfg),
                               variables["params"], rtol=1e-5)
   # ... and the taps path is really taken: the convolutions carry custom_vjp rules (with the
-  # reduce-window max pool, so that they hold the only ones).
+  # reduce-window max pool and JAX's own input gradients, so that they hold the only ones).
   monkeypatch.setattr(models.layers, "MAX_POOL_FORM", "window")
+  monkeypatch.setattr(models.conv_grad, "CONV_INPUT_GRAD", "xla")
   for model, expected in ((taps_model, True), (xla_model, False)):
     jaxpr = jax.make_jaxpr(lambda v, model=model: model.apply(
         v, *models.dummy_inputs(cfg.model), train=False, rngs={"reparam": jax.random.key(1)}))
@@ -661,14 +662,18 @@ def test_split_outputs_model_is_the_whole_model(monkeypatch):
 
 def test_discvae_convolutions_take_the_taps_path(monkeypatch):
   """Every stride-1 convolution of the disCVAE (both encoders and decoders) goes through the
-  per-tap rule when asked, none when not: the setting reaches all its modules. (The rule's
-  values and gradients: tests/test_perf.py; a whole model's: the CVAE test above.)"""
+  per-tap rule when asked, or through the canonical input gradient's (CPU's "auto", with
+  XLA's weight gradient), none with XLA's own gradients: the settings reach all its modules.
+  (The rules' values and gradients: tests/test_perf.py; a whole model's: the CVAE test
+  above.)"""
   # The reduce-window max pool, so that the convolutions hold the only custom_vjp rules.
   monkeypatch.setattr(models.layers, "MAX_POOL_FORM", "window")
   counts = {}
-  for mode in ("taps", "xla"):
+  for mode, input_grad in (("taps", None), ("xla", None), ("xla", "xla")):
+    monkeypatch.setattr(models.conv_grad, "CONV_INPUT_GRAD", input_grad)
+    mode = f"{mode}/{input_grad or 'auto'}"
     cfg = tiny_config("discvae")
-    cfg.model.conv_weight_grad = mode
+    cfg.model.conv_weight_grad = mode.split("/")[0]
     model = models.create_model(cfg.model)
     x, y, m = models.dummy_inputs(cfg.model, batch=2)
     variables = models.abstract_variables(model, cfg.model)
@@ -678,9 +683,10 @@ def test_discvae_convolutions_take_the_taps_path(monkeypatch):
     text = str(jaxpr)
     counts[mode] = (len(re.findall(r"custom_vjp_call(?:_jaxpr)?\[", text)),
                     len(re.findall(r"window_strides=\(1, 1\)", text)))
-  n_custom, n_stride1 = counts["taps"]
-  assert n_custom == n_stride1 > 10
-  assert counts["xla"][0] == 0
+  for mode in ("taps/auto", "xla/auto"):
+    n_custom, n_stride1 = counts[mode]
+    assert n_custom == n_stride1 > 10, (mode, counts)
+  assert counts["xla/xla"][0] == 0
 
 
 def test_unknown_upsample_mode_and_composition():

@@ -3,6 +3,7 @@ XLA:CPU flags (chosen by measurement), donation and fused dispatches against the
 
 import json
 import os
+import re
 import subprocess
 
 import flax.linen as nn
@@ -366,6 +367,16 @@ def _conv_value_and_grads(conv_fn, x, w, pads):
   return jax.jit(jax.value_and_grad(loss, (0, 1)))(x, w)
 
 
+def _assert_same_value_and_grads(conv_fn, ref_fn, x, w, pads):
+  """`conv_fn` gives `ref_fn`'s value and gradients (input and kernel), float32, to rounding."""
+  value, grads = _conv_value_and_grads(conv_fn, x, w, pads)
+  ref_value, ref_grads = _conv_value_and_grads(ref_fn, x, w, pads)
+  np.testing.assert_allclose(value, ref_value, rtol=1e-6)
+  for g, ref in zip(grads, ref_grads):
+    assert g.shape == ref.shape and g.dtype == ref.dtype
+    np.testing.assert_allclose(g, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
 # (N, H, W, C_in, C_out, k, pad): 3x3 and 5x5, "same" and valid, odd and non-square sizes,
 # three input channels (the images), three output channels (the image heads).
 CONV_SHAPES = [(2, 9, 7, 16, 12, 3, 1), (2, 8, 8, 3, 16, 5, 2), (3, 7, 9, 16, 3, 5, 2),
@@ -389,12 +400,8 @@ def test_taps_conv_equals_xla_conv(shape, method, monkeypatch):
     monkeypatch.setattr(conv_grad, "_weight_grad_method", lambda *_: method)
   x = jax.random.normal(jax.random.key(0), (n, h, w, cin))
   kernel = jax.random.normal(jax.random.key(1), (k, k, cin, cout)) / np.sqrt(k * k * cin)
-  value, grads = _conv_value_and_grads(conv_grad.taps_conv_general_dilated, x, kernel, pads)
-  ref_value, ref_grads = _conv_value_and_grads(jax.lax.conv_general_dilated, x, kernel, pads)
-  np.testing.assert_allclose(value, ref_value, rtol=1e-6)
-  for g, ref in zip(grads, ref_grads):
-    assert g.shape == ref.shape and g.dtype == ref.dtype
-    np.testing.assert_allclose(g, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+  _assert_same_value_and_grads(conv_grad.taps_conv_general_dilated,
+                               jax.lax.conv_general_dilated, x, kernel, pads)
 
 
 def test_taps_conv_bfloat16():
@@ -428,6 +435,75 @@ def test_taps_conv_falls_back_to_xla(kwargs):
   assert jaxpr == str(jax.make_jaxpr(jax.grad(loss(jax.lax.conv_general_dilated)))(kernel))
 
 
+@pytest.mark.parametrize("shape", CONV_SHAPES)
+def test_canonical_input_grad_conv_equals_xla_conv(shape):
+  """`canonical_conv_general_dilated` (the input gradient as a canonical convolution of the
+  explicitly transposed kernel) gives XLA's value and gradients, float32, to rounding."""
+  n, h, w, cin, cout, k, p = shape
+  pads = ((p, p), (p, p))
+  x = jax.random.normal(jax.random.key(0), (n, h, w, cin))
+  kernel = jax.random.normal(jax.random.key(1), (k, k, cin, cout)) / np.sqrt(k * k * cin)
+  _assert_same_value_and_grads(conv_grad.canonical_conv_general_dilated,
+                               jax.lax.conv_general_dilated, x, kernel, pads)
+
+
+def test_canonical_input_grad_uneven_pads_bfloat16_and_fallbacks():
+  """Uneven pads take the canonical form too; bf16 gradients come back in bf16; pads beyond
+  the kernel's size less one, strides and string padding are plain XLA."""
+  x = jax.random.normal(jax.random.key(0), (2, 7, 6, 5))
+  kernel = jax.random.normal(jax.random.key(1), (3, 3, 5, 4)) / np.sqrt(45)
+  fn = conv_grad.canonical_conv_general_dilated
+  _assert_same_value_and_grads(fn, jax.lax.conv_general_dilated, x, kernel, ((0, 2), (2, 1)))
+  _, grads = _conv_value_and_grads(fn, x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16),
+                                   ((1, 1), (1, 1)))
+  _, ref_grads = _conv_value_and_grads(jax.lax.conv_general_dilated, x, kernel,
+                                       ((1, 1), (1, 1)))
+  for g, ref in zip(grads, ref_grads):
+    assert g.dtype == jnp.bfloat16
+    np.testing.assert_allclose(g.astype(np.float32), ref, rtol=0.05,
+                               atol=0.02 * np.abs(ref).max())
+  for kwargs in (dict(window_strides=(1, 1), padding=((3, 3), (1, 1))),
+                 dict(window_strides=(2, 2), padding=((1, 1), (1, 1))),
+                 dict(window_strides=(1, 1), padding="SAME")):
+    loss = lambda conv, kw=kwargs: lambda w: jnp.sum(
+        conv(x, w, dimension_numbers=_NHWC, **kw) ** 2)
+    jaxpr = str(jax.make_jaxpr(jax.grad(loss(fn)))(kernel))
+    assert "custom_vjp" not in jaxpr, kwargs
+    assert jaxpr == str(jax.make_jaxpr(jax.grad(loss(jax.lax.conv_general_dilated)))(kernel))
+
+
+def test_a_loop_of_input_gradients_keeps_every_convolution_canonical():
+  """Why the form exists: XLA:CPU runs a convolution in its library kernels only in the
+  canonical NHWC / HWIO layout (`dim_labels=b01f_01io->b01f`) and rewrites the others into it
+  only outside loops; JAX's input gradient inside a `lax.scan` body stayed in another layout
+  and ran as a naive loop (BENCHMARKS.md, "Convolutions in a loop on CPU"). Gradient steps
+  on the input of two convolutions in a rolled scan: with the canonical form every
+  convolution of the optimised program is canonical, and the steps end where JAX's end."""
+  k1 = jax.random.normal(jax.random.key(1), (3, 3, 4, 6)) / 6
+  k2 = jax.random.normal(jax.random.key(2), (3, 3, 6, 4)) / 7
+  z0 = jax.random.normal(jax.random.key(0), (2, 8, 8, 4))
+  pads = ((1, 1), (1, 1))
+
+  def steps(conv):
+    def energy(z):
+      h = jax.nn.relu(conv(z, k1, (1, 1), pads, dimension_numbers=_NHWC))
+      return jnp.sum(jnp.square(conv(h, k2, (1, 1), pads, dimension_numbers=_NHWC)))
+    step = lambda z, _: (z - 0.05 * jax.grad(energy)(z), None)
+    return jax.jit(lambda z: jax.lax.scan(step, z, None, length=3)[0])
+
+  canonical = steps(conv_grad.canonical_conv_general_dilated)
+  text = canonical.lower(z0).compile().as_text()
+  assert "while" in text
+  labels = re.findall(r"dim_labels=([^,\s}]+)", text)
+  assert len(labels) >= 3 and set(labels) == {"b01f_01io->b01f"}, labels
+  np.testing.assert_allclose(canonical(z0), steps(jax.lax.conv_general_dilated)(z0),
+                             rtol=1e-5, atol=1e-5)
+  assert perf.conv_input_grad("auto", "cpu") == "canonical"
+  assert perf.conv_input_grad("auto", "gpu") == "xla"
+  with pytest.raises(ConfigError, match="conv_input_grad='flip'.*auto, canonical, xla"):
+    perf.conv_input_grad("flip")
+
+
 def test_conv_weight_grad_setting(monkeypatch):
   monkeypatch.setenv("XLA_FLAGS", "")  # The convolutions in YNNPACK's kernels (jaxlib 0.10).
   assert perf.conv_weight_grad("auto", "cpu") == "taps"
@@ -438,6 +514,9 @@ def test_conv_weight_grad_setting(monkeypatch):
   assert perf.conv_weight_grad("taps", "gpu") == "taps"
   monkeypatch.setattr(conv_grad, "CONV_OUTPUT_SPLIT", "whole")
   assert conv_grad.conv_general_dilated_fn("taps") is conv_grad.taps_conv_general_dilated
+  # XLA's weight gradient: with the canonical input gradient on CPU ("auto"), or JAX's own.
+  assert conv_grad.conv_general_dilated_fn("xla") is conv_grad.canonical_conv_general_dilated
+  monkeypatch.setattr(conv_grad, "CONV_INPUT_GRAD", "xla")
   assert conv_grad.conv_general_dilated_fn("xla") is jax.lax.conv_general_dilated
   with pytest.raises(ConfigError, match="model.conv_weight_grad='fast'.*auto, xla, taps"):
     perf.conv_weight_grad("fast")
@@ -466,12 +545,7 @@ def test_split_outputs_equals_one_convolution(inner, monkeypatch):
   x = jax.random.normal(jax.random.key(0), (2, 7, 6, 5))
   kernel = jax.random.normal(jax.random.key(1), (3, 3, 5, 10)) / np.sqrt(45)
   pads = ((1, 1), (1, 1))
-  value, grads = _conv_value_and_grads(split, x, kernel, pads)
-  ref_value, ref_grads = _conv_value_and_grads(conv_fn, x, kernel, pads)
-  np.testing.assert_allclose(value, ref_value, rtol=1e-6)
-  for g, ref in zip(grads, ref_grads):
-    assert g.shape == ref.shape and g.dtype == ref.dtype
-    np.testing.assert_allclose(g, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+  _assert_same_value_and_grads(split, conv_fn, x, kernel, pads)
   # Every argument by position, as jax.lax.conv_general_dilated takes them.
   positional = split(x, kernel, (1, 1), pads, None, None, _NHWC, 1, 1, None, None)
   np.testing.assert_allclose(positional, conv_fn(x, kernel, (1, 1), pads,
@@ -499,6 +573,7 @@ def test_conv_output_split_setting(monkeypatch):
   with pytest.raises(ConfigError, match="conv_output_split='blocks'.*auto, whole, split"):
     perf.conv_output_split("blocks")
   monkeypatch.setattr(conv_grad, "SPLIT_OUTPUTS", 4)
+  monkeypatch.setattr(conv_grad, "CONV_INPUT_GRAD", "xla")  # "xla": plain convolutions.
   x = jnp.ones((1, 4, 4, 2))
   kernel = jnp.ones((3, 3, 2, 8))
   for form, expected in (("split", 2), ("whole", 1)):

@@ -1,5 +1,7 @@
 """Posterior inference by optimisation (a2i_jax/inference/) on tiny trained models."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -127,17 +129,38 @@ def test_four_devices_equal_one(cvae):
     assert run_steps._cache_size() == 2
 
 
-def test_cpu_steps_per_call_holds_about_ten_decoder_passes():
-  """steps_per_call=0 on CPU: 10 unrolled steps for a one-decoder model, 5 for the disCVAE's
-  two (its 10-step program compiled 1.5x longer for no faster step; BENCHMARKS.md), always a
-  divisor of `steps`."""
+def test_steps_per_call_zero_runs_every_step_in_one_rolled_loop(cvae):
+  """steps_per_call=0, on CPU as elsewhere: all the steps in one call, one rolled `lax.scan`
+  (its program compiles one step, whatever the steps), whose convolutions are all in the
+  layout XLA:CPU runs in its library kernels (`perf.conv_input_grad`; the chunks of unrolled
+  steps CPU used before compiled 2-3x longer, BENCHMARKS.md "Convolutions in a loop on
+  CPU"). A count divides `steps`."""
   from a2i_jax import models  # pylint: disable=import-outside-toplevel
-  for name, steps, expected in (("cvae", 300, 10), ("discvae", 300, 5), ("discvae", 12, 4),
-                                ("cvae", 3, 3)):
+  for name, steps, per_call, expected in (("cvae", 300, 0, 300), ("discvae", 300, 0, 300),
+                                          ("discvae", 12, 5, 4), ("cvae", 3, 10, 3)):
     cfg = tiny_config(name)
-    opts = inference.InferenceOptions.from_config(cfg.inference, steps=steps, steps_per_call=0)
+    opts = inference.InferenceOptions.from_config(cfg.inference, steps=steps,
+                                                  steps_per_call=per_call)
     fns = inference.make_inference_fns(models.create_model(cfg.model), opts)
     assert fns["steps_per_call"] == expected, (name, steps)
+  text = _lowered_run(cvae, steps=3, steps_per_call=0).compile().as_text()
+  labels = re.findall(r"dim_labels=([^,\s}]+)", text)
+  assert "while" in text and labels and set(labels) == {"b01f_01io->b01f"}, set(labels)
+
+
+def _lowered_run(cvae, steps: int, steps_per_call: int):
+  """The trained CVAE's `run` program for 4 test images, lowered."""
+  trained, ds = cvae
+  x, y = _test_batch(ds, 4)
+  xs = inference.check_images(x, 32)
+  opts = inference.options_for(trained, init="zeros", steps=steps, steps_per_call=steps_per_call)
+  fns = inference.make_inference_fns(trained.model, opts)
+  prior = (jnp.zeros(y.shape[1]), jnp.eye(y.shape[1]))
+  obs = jnp.ones(xs.shape[:3] + (1,))
+  yj = jnp.asarray(y, jnp.float32)
+  carry = fns["init"](trained.variables, xs, yj, obs, None, jax.random.key(0), prior)
+  hyper = inference.posterior._hyper(opts)  # pylint: disable=protected-access
+  return fns["run"].lower(trained.variables, xs, yj, obs, carry, prior, hyper)
 
 
 def test_steps_per_call_changes_nothing_and_one_step_has_no_loop(cvae):
@@ -154,15 +177,7 @@ def test_steps_per_call_changes_nothing_and_one_step_has_no_loop(cvae):
   for k in (2, 4):
     np.testing.assert_allclose(out[k]["z"], out[1]["z"], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(out[k]["energy_trace"], out[1]["energy_trace"], rtol=1e-5)
-  opts = inference.options_for(trained, init="zeros", steps=4, steps_per_call=1)
-  fns = inference.make_inference_fns(trained.model, opts)
-  prior = (jnp.zeros(y.shape[1]), jnp.eye(y.shape[1]))
-  obs = jnp.ones(xs.shape[:3] + (1,))
-  yj = jnp.asarray(y, jnp.float32)
-  carry = fns["init"](trained.variables, xs, yj, obs, None, jax.random.key(0), prior)
-  hyper = inference.posterior._hyper(opts)  # pylint: disable=protected-access
-  text = fns["run"].lower(trained.variables, xs, yj, obs, carry, prior, hyper).as_text()
-  assert "while" not in text
+  assert "while" not in _lowered_run(cvae, steps=4, steps_per_call=1).as_text()
 
 
 def test_a_call_compiles_its_three_programs_and_nothing_eager(cvae, caplog):

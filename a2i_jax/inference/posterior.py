@@ -16,10 +16,11 @@ minimiser is the MAP latent.
 
 Several restarts per image run as an extra batch axis and the lowest final energy wins; the
 batch (images x restarts) is split over all devices of the mesh, one code path for 1..N
-devices. The Adam loop is `lax.scan` over the steps; on XLA:CPU, where a rolled loop around
-convolutions runs far slower (BENCHMARKS.md), the steps run as a host loop over jitted, fully
-unrolled chunks instead. Both compute the same thing. Adam is written out below (a few lines)
-so that serving needs no optimiser library (docs/design.md §2.2).
+devices. The Adam loop is one rolled `lax.scan` over the steps on every backend (on CPU too,
+since the convolutions' input gradients are written in the layout XLA:CPU runs fast inside a
+loop: `perf.conv_input_grad`), so its program compiles one step whatever the number of steps.
+Adam is written out below (a few lines) so that serving needs no optimiser library
+(docs/design.md §2.2).
 """
 
 from __future__ import annotations
@@ -73,10 +74,9 @@ class InferenceOptions:
     infer_attributes: optimise y together with z under a Gaussian prior fitted to the
       training attributes (see `AttributePrior`); the given attributes are then ignored.
     attribute_prior_weight: w, the weight of the attribute prior's quadratic form.
-    steps_per_call: Adam steps per jitted call; 0 chooses: all of them in one `lax.scan`
-      on GPU / TPU, chunks of unrolled steps on CPU holding about 10 decoder passes (10 steps
-      for a model with one latent and decoder, 5 for the disCVAE's two; the largest divisor
-      of `steps` up to that; a one-step call runs the step without a loop).
+    steps_per_call: Adam steps per jitted call (the largest divisor of `steps` up to it);
+      0: all of them in one call. A call runs its steps in one rolled `lax.scan`, a one-step
+      call the step without a loop.
   """
   steps: int
   learning_rate: float
@@ -175,19 +175,16 @@ def _resolve_energy(options: InferenceOptions, model: nn.Module) -> str:
   return energy
 
 
-def _steps_per_call(options: InferenceOptions, decoders: int = 1) -> int:
-  """How many Adam steps one jitted call runs (a divisor of `steps`); `decoders`: the model's
-  decoders (one per latent)."""
-  if options.steps == 0:
-    return 0
-  if options.steps_per_call:
-    k = min(options.steps_per_call, options.steps)
-  elif jax.default_backend() == "cpu":
-    # About 10 decoder passes unrolled: compile time grows with the unrolled program, and the
-    # step time stops falling well before (BENCHMARKS.md, "Inference steps per call").
-    k = min(max(1, 10 // decoders), options.steps)
-  else:
+# Steps per iteration of the Adam loop (`lax.scan`'s unroll): 1, a rolled loop. Benchmarks
+# set it to the steps per call to compare fully unrolled calls, CPU's form before 2026-12-03.
+SCAN_UNROLL = 1
+
+
+def _steps_per_call(options: InferenceOptions) -> int:
+  """How many Adam steps one jitted call runs (a divisor of `steps`)."""
+  if options.steps == 0 or not options.steps_per_call:
     return options.steps
+  k = min(options.steps_per_call, options.steps)
   while options.steps % k:
     k -= 1
   return k
@@ -270,8 +267,7 @@ def make_inference_fns(model: nn.Module, options: InferenceOptions) -> dict[str,
   dims = model.latent_dims
   restarts = options.restarts
   infer_y = options.infer_attributes
-  k = _steps_per_call(options, len(model.latent_dims))
-  unroll = jax.default_backend() == "cpu"
+  k = _steps_per_call(options)
 
   def energy_terms(variables, latents, x, y, observed, prior, hyper):
     y = latents["y"] if infer_y else y
@@ -333,7 +329,7 @@ def make_inference_fns(model: nn.Module, options: InferenceOptions) -> dict[str,
     if k == 1:  # No loop: a scan of length 1 stays a while loop, which XLA:CPU runs slower.
       carry, e = body(carry, None)
       return carry, e[None]
-    return jax.lax.scan(body, carry, None, length=k, unroll=k if unroll else 1)
+    return jax.lax.scan(body, carry, None, length=k, unroll=min(SCAN_UNROLL, k))
 
   def finish(variables, x, y, observed, carry, prior, hyper):
     latents = carry["latents"]

@@ -6,9 +6,12 @@ the same value, input gradient and parameters, the kernel gradient computed anot
 because XLA:CPU's own is slow (BENCHMARKS.md, "Weight gradients as matrix products").
 Correctness-critical: tests/test_perf.py compares every formulation with XLA's gradients.
 
-It also holds the other CPU-tuned form of a convolution: one with more than `SPLIT_OUTPUTS`
+It also holds the other CPU-tuned forms of a convolution: one with more than `SPLIT_OUTPUTS`
 outputs computed as one convolution per block of outputs (`split_outputs`; "auto" on CPU,
-`perf.conv_output_split`).
+`perf.conv_output_split`); and the input gradient written as a convolution in the canonical
+NHWC / HWIO layout, its kernel transposed explicitly (`canonical_conv_general_dilated`;
+"auto" on CPU, `perf.conv_input_grad`), which XLA:CPU runs in its fast kernels inside loops
+too.
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ _NHWC = ("NHWC", "HWIO", "NHWC")
 CONV_OUTPUT_SPLIT: Optional[str] = None
 # The most outputs one convolution computes in the "split" form.
 SPLIT_OUTPUTS = 512
+# The input gradient's form (`perf.conv_input_grad`): None resolves "auto" by backend;
+# benchmarks set "canonical" or "xla" to compare the two. Read when a model is traced.
+CONV_INPUT_GRAD: Optional[str] = None
 
 
 def conv_general_dilated_fn(name: str) -> Callable[..., Any]:
@@ -39,15 +45,23 @@ def conv_general_dilated_fn(name: str) -> Callable[..., Any]:
   Args:
     name: "auto", "xla" or "taps" (resolved by `perf.conv_weight_grad`).
   Returns:
-    `jax.lax.conv_general_dilated` for "xla", `taps_conv_general_dilated` for "taps"; each
-    through `split_outputs` where `perf.conv_output_split` resolves to "split" (on CPU).
+    For "xla", `canonical_conv_general_dilated` where `perf.conv_input_grad` resolves to
+    "canonical" (on CPU), else `jax.lax.conv_general_dilated`; `taps_conv_general_dilated` for
+    "taps"; each through `split_outputs` where `perf.conv_output_split` resolves to "split"
+    (on CPU).
   Raises:
     ConfigError: an unknown name.
   """
-  taps = perf.conv_weight_grad(name) == "taps"
-  if perf.conv_output_split(CONV_OUTPUT_SPLIT or "auto") == "split":
-    return _split_taps if taps else _split_xla
-  return taps_conv_general_dilated if taps else jax.lax.conv_general_dilated
+  if perf.conv_weight_grad(name) == "taps":
+    kind = "taps"
+  else:
+    kind = "canonical" if _input_grad_form() == "canonical" else "xla"
+  split = perf.conv_output_split(CONV_OUTPUT_SPLIT or "auto") == "split"
+  return (_SPLIT if split else _WHOLE)[kind]
+
+
+def _input_grad_form() -> str:
+  return perf.conv_input_grad(CONV_INPUT_GRAD or "auto")
 
 
 def split_outputs(conv_fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -152,7 +166,8 @@ def taps_conv_general_dilated(lhs: Any, rhs: Any, window_strides: Sequence[int],
   input or output channels stack the taps into one product instead, and 5x5 layers with many
   channels keep XLA's weight gradient, which measured faster there (`_weight_grad_method`).
   Gradients nobody asks for (the images' input gradient, the kernels' in posterior inference)
-  are not computed.
+  are not computed. The input gradient takes `perf.conv_input_grad`'s form (see
+  `canonical_conv_general_dilated`).
 
   Only stride 1, no dilation, one feature group, NHWC / HWIO / NHWC, explicit non-negative
   padding, and no `preferred_element_type` take that path; anything else is plain
@@ -185,14 +200,82 @@ def taps_conv_general_dilated(lhs: Any, rhs: Any, window_strides: Sequence[int],
         precision=precision, preferred_element_type=preferred_element_type)
   out_shape = jax.eval_shape(lambda: _plain_conv(lhs, rhs, pads, precision)).shape
   method = _weight_grad_method(lhs.shape, rhs.shape, out_shape, pads)
-  if method == "xla":
-    return _plain_conv(lhs, rhs, pads, precision)
-  return _taps_conv(lhs, rhs, pads, method, precision)
+  return _conv(lhs, rhs, pads, method, _input_grad_form(), precision)
+
+
+def canonical_conv_general_dilated(lhs: Any, rhs: Any, window_strides: Sequence[int],
+                                   padding: Any, lhs_dilation: Sequence[int] | None = None,
+                                   rhs_dilation: Sequence[int] | None = None,
+                                   dimension_numbers: Any = None, feature_group_count: int = 1,
+                                   batch_group_count: int = 1, precision: Any = None,
+                                   preferred_element_type: Any = None) -> Any:
+  """`jax.lax.conv_general_dilated` whose input gradient is a canonical convolution.
+
+  JAX writes the input gradient of a convolution as a convolution of the output gradient
+  with the kernel flipped in space and its input and output channels swapped in the
+  dimension numbers. XLA:CPU runs a convolution in its library kernels only in the canonical
+  NHWC / HWIO layout, and rewrites other layouts into it only in a program's entry
+  computation: inside a `lax.scan` or `fori_loop` body that gradient ran as a naive loop
+  (`perf.conv_input_grad`). Here the swap is an explicit transpose of the kernel, so the
+  convolution is canonical wherever it is. The value, the input gradient (the same sums)
+  and the kernel gradient (XLA's own) are those of `jax.lax.conv_general_dilated`.
+
+  Stride-1 NHWC / HWIO / NHWC convolutions without dilation, with one feature group and
+  padding of at most the kernel's size less one, and without `preferred_element_type`, take
+  this path; anything else is plain `jax.lax.conv_general_dilated`. A drop-in
+  `nn.Conv(conv_general_dilated=...)`. Reverse-mode only (no jvp rule; `jax.grad` and
+  `jax.linearize` work).
+
+  Args:
+    lhs: the input, [N, H, W, C] on this path.
+    rhs: the kernel, [kh, kw, C, F] on this path.
+    window_strides: the strides.
+    padding: ((lo, hi), (lo, hi)) or a padding string.
+    lhs_dilation: input dilation (None or ones on this path).
+    rhs_dilation: kernel dilation (None or ones on this path).
+    dimension_numbers: as for `jax.lax.conv_general_dilated`.
+    feature_group_count: feature groups (1 on this path).
+    batch_group_count: batch groups (1 on this path).
+    precision: passed to the convolutions.
+    preferred_element_type: as for `jax.lax.conv_general_dilated` (None on this path).
+  Returns:
+    The convolution's output, as `jax.lax.conv_general_dilated` gives it.
+  """
+  pads = _stride1_nhwc_pads(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                            dimension_numbers, feature_group_count, batch_group_count)
+  if pads is None or preferred_element_type is not None or not _fits(pads, rhs.shape):
+    return jax.lax.conv_general_dilated(
+        lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
+        rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+        feature_group_count=feature_group_count, batch_group_count=batch_group_count,
+        precision=precision, preferred_element_type=preferred_element_type)
+  return _conv(lhs, rhs, pads, "xla", "canonical", precision)
+
+
+def _fits(pads: tuple, kernel_shape: tuple) -> bool:
+  """Whether every pad is at most the kernel's extent less one (the input gradient's own
+  padding, k - 1 - pad, is then not negative)."""
+  return all(lo <= k - 1 and hi <= k - 1 for (lo, hi), k in zip(pads, kernel_shape[:2]))
 
 
 def _plain_conv(x: Any, w: Any, pads: tuple, precision: Any) -> Any:
   return jax.lax.conv_general_dilated(x, w, (1, 1), pads, dimension_numbers=_NHWC,
                                       precision=precision)
+
+
+def _input_grad(x: Any, w: Any, dy: Any, pads: tuple, form: str, precision: Any) -> Any:
+  """dx of the stride-1 NHWC / HWIO convolution `_plain_conv(x, w, pads)` given dy.
+
+  "canonical" (where the pads fit the kernel): dy, padded by k - 1 - pad, convolved with the
+  kernel flipped in space and transposed to [kh, kw, F, C] (an explicit transpose), as an
+  NHWC / HWIO convolution. "xla": JAX's own transpose of the convolution.
+  """
+  if form != "canonical" or not _fits(pads, w.shape):
+    (dx,) = jax.linear_transpose(lambda x_: _plain_conv(x_, w, pads, precision), x)(dy)
+    return dx
+  back = tuple((k - 1 - lo, k - 1 - hi) for (lo, hi), k in zip(pads, w.shape[:2]))
+  w_t = jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2).astype(dy.dtype)
+  return _plain_conv(dy, w_t, back, precision).astype(x.dtype)
 
 
 def _weight_grad_method(x_shape: tuple, kernel_shape: tuple, out_shape: tuple,
@@ -253,36 +336,42 @@ def _taps_weight_grad(x: Any, dy: Any, kernel_shape: tuple, pads: tuple, method:
   return jnp.stack([mm(a.T, dy2) for a in shifted]).reshape(kernel_shape).astype(dtype)
 
 
-def _make_taps_conv():
-  @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-  def taps_conv(x, w, pads, method, precision):
-    del method
+def _make_conv():
+  """The stride-1 NHWC / HWIO convolution with its own gradients: `conv(x, w, pads, method,
+  input_grad, precision)`, method a `_weight_grad_method` name ("xla": XLA's own kernel
+  gradient) and input_grad a `perf.conv_input_grad` form."""
+  @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+  def conv(x, w, pads, method, input_grad, precision):
+    del method, input_grad
     return _plain_conv(x, w, pads, precision)
 
   # symbolic_zeros: a gradient nobody asked for (the images' dx, the kernels' dW in posterior
   # inference) is not computed, and does not appear in the program at all.
-  def fwd(x, w, pads, method, precision):
-    del method
+  def fwd(x, w, pads, method, input_grad, precision):
+    del method, input_grad
     out = _plain_conv(x.value, w.value, pads, precision)
     # The "perturbed" bits travel as the residuals' structure: () for True, None for False.
     return out, (x.value, w.value, () if x.perturbed else None, () if w.perturbed else None)
 
-  def bwd(pads, method, precision, res, dy):
+  def bwd(pads, method, input_grad, precision, res, dy):
     x, w, need_dx, need_dw = res
     if isinstance(dy, jax.custom_derivatives.SymbolicZero):
       return None, None
     dx = dw = None
-    if need_dx is not None:
-      # The transpose of the (linear in x) convolution: XLA's input gradient, no forward pass.
-      (dx,) = jax.linear_transpose(lambda x_: _plain_conv(x_, w, pads, precision), x)(dy)
+    if need_dx is not None:  # No forward pass: the convolution is linear in x.
+      dx = _input_grad(x, w, dy, pads, input_grad, precision)
     if need_dw is not None:
-      dw = _taps_weight_grad(x, dy, w.shape, pads, method, precision, w.dtype)
+      if method == "xla":
+        (dw,) = jax.linear_transpose(lambda w_: _plain_conv(x, w_, pads, precision), w)(dy)
+      else:
+        dw = _taps_weight_grad(x, dy, w.shape, pads, method, precision, w.dtype)
     return dx, dw
 
-  taps_conv.defvjp(fwd, bwd, symbolic_zeros=True)
-  return taps_conv
+  conv.defvjp(fwd, bwd, symbolic_zeros=True)
+  return conv
 
 
-_taps_conv = _make_taps_conv()
-_split_xla = split_outputs(jax.lax.conv_general_dilated)
-_split_taps = split_outputs(taps_conv_general_dilated)
+_conv = _make_conv()
+_WHOLE = {"xla": jax.lax.conv_general_dilated, "canonical": canonical_conv_general_dilated,
+          "taps": taps_conv_general_dilated}
+_SPLIT = {kind: split_outputs(fn) for kind, fn in _WHOLE.items()}
