@@ -297,8 +297,7 @@ def _weight_grad_method(x_shape: tuple, kernel_shape: tuple, out_shape: tuple,
   """
   kh, kw, cin, cout = kernel_shape
   same = tuple(out_shape[1:3]) == tuple(x_shape[1:3])
-  fits = all(lo <= k - 1 and hi <= k - 1 for (lo, hi), k in zip(pads, (kh, kw)))
-  if cout <= 8 and same and fits:
+  if cout <= 8 and same and _fits(pads, kernel_shape):
     return "dy_stacked"
   if cin <= 8:
     return "x_stacked"
