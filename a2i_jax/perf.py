@@ -562,6 +562,7 @@ MAX_POOL_FORMS = ("auto", "window", "blocks")
 OFFSET_POLYPHASE_FORMS = ("auto", "on", "off")
 CONV_OUTPUT_SPLITS = ("auto", "whole", "split")
 CONV_INPUT_GRADS = ("auto", "canonical", "xla")
+CONV_WEIGHT_GRAD_LAYOUTS = ("auto", "canonical", "xla")
 
 
 def conv_weight_grad(name: str, backend: str | None = None) -> str:
@@ -635,7 +636,8 @@ def conv_output_split(name: str = "auto", backend: str | None = None) -> str:
 
 
 def conv_input_grad(name: str = "auto", backend: str | None = None) -> str:
-  """How a stride-1 convolution's input gradient is written into the program.
+  """How a convolution's input gradient is written into the program (NHWC / HWIO, any stride,
+  no dilation, one group).
 
   "xla" is JAX's own rule: a convolution of the output gradient with the kernel flipped in
   space, its input and output channels swapped through the dimension numbers (HLO
@@ -658,6 +660,34 @@ def conv_input_grad(name: str = "auto", backend: str | None = None) -> str:
   """
   return _resolve("conv_input_grad", "a convolution input-gradient form", name,
                   CONV_INPUT_GRADS, backend, cpu="canonical", accelerator="xla")
+
+
+def conv_weight_grad_layout(name: str = "auto", backend: str | None = None) -> str:
+  """How XLA's weight gradient of a convolution (`conv_weight_grad` "xla", and the layers the
+  "taps" form leaves to XLA; NHWC / HWIO, any stride, no dilation, one group) is written into
+  the program.
+
+  "xla" is JAX's own rule: a convolution of the input with the output gradient as its kernel,
+  the batch and feature dimensions of both exchanged through the dimension numbers. As with
+  the input gradient (`conv_input_grad`), XLA:CPU rewrites that into its canonical layout only
+  in a program's entry computation: in a `lax.scan` of train steps (`steps_per_dispatch` > 1
+  with `scan_unroll=False`) every weight gradient ran as a naive loop, and the synthetic
+  CVAE's rolled scan 19-23x slower per step than one step per dispatch. "canonical" writes the
+  same convolution with explicit transposes (the input to [C, H, W, N], the output gradient
+  to [Ho, Wo, N, F], the result back to [kh, kw, C, F]), as XLA's rewrite does outside loops,
+  so a rolled scan of train steps runs as fast as single steps (BENCHMARKS.md, "Train steps
+  in a rolled loop on CPU"). "auto" is "canonical" on CPU and "xla" elsewhere.
+
+  Args:
+    name: "auto", "canonical" or "xla".
+    backend: the JAX backend; default `jax.default_backend()`.
+  Returns:
+    "canonical" or "xla".
+  Raises:
+    ConfigError: an unknown name.
+  """
+  return _resolve("conv_weight_grad_layout", "a convolution weight-gradient layout", name,
+                  CONV_WEIGHT_GRAD_LAYOUTS, backend, cpu="canonical", accelerator="xla")
 
 
 def max_pool_form(name: str = "auto", backend: str | None = None) -> str:

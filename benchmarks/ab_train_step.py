@@ -13,22 +13,26 @@ float32, `--batch`), or over `--config` (e.g. configs/synthetic.py). Nine keys a
 config keys but the library's module-level forms, set while that variant is traced:
 `polyphase_offset` (`layers.POLYPHASE_OFFSET`: on or off; unset: `perf.offset_polyphase`),
 `max_pool` (`layers.MAX_POOL_FORM`), `conv_output_split` (`conv_grad.CONV_OUTPUT_SPLIT`),
-`conv_input_grad` (`conv_grad.CONV_INPUT_GRAD`: canonical or xla), `scan_unroll`
-(`posterior.SCAN_UNROLL`: steps per iteration of inference's Adam loop; set it to
-`inference.steps_per_call` with `conv_input_grad=xla` for CPU's form before 2026-12-03),
+`conv_input_grad` (`conv_grad.CONV_INPUT_GRAD`: canonical or xla),
+`conv_weight_grad_layout` (`conv_grad.CONV_WEIGHT_GRAD_LAYOUT`: canonical or xla), `scan_unroll`
+(with `--what=infer`, `posterior.SCAN_UNROLL`: steps per iteration of inference's Adam loop;
+set it to `inference.steps_per_call` with `conv_input_grad=xla` for CPU's form before
+2026-12-03; with `--what=train` it is the config's own `scan_unroll`, which with
+`steps_per_dispatch` sets the train steps one call runs),
 `norm_concat_below` (`train_state.NORM_CONCAT_BELOW`; 0 reduces every leaf on its own),
 `optimizer` (flat, the library's Adam on one vector, or per_leaf, `train_state.legacy_optimizer`)
 `cpu_scheduler` (bfs or dfs: XLA:CPU's instruction order, added to
 `perf.CPU_COMPILER_OPTIONS`) and `ynn` (xla, dot, conv or none: the operations XLA:CPU hands
 to YNNPACK, `YNN_FUSION_TYPES`, in place of the library's choice),
 e.g. --variants="whole:conv_output_split=whole;split:conv_output_split=split".
-`--what=train` times the library's train step (`perf.jit` of `train_lib.make_multi_step`)
-and prints images/s; `--what=infer` times one call of
-inference's Adam loop (`make_inference_fns`' `run`: the steps one call runs, 5 or 10 on
-CPU, on `--batch` images, the encoders' start and the final decode left out) and prints ms per
-Adam step and image-iterations/s. One JSON line per (model, variant): compile seconds, the
-median of `--rounds` timed calls after a warm-up and every call's time, and the speed ratio to
-the first variant. Fresh processes could not resolve a 5 % change on a machine whose speed
+`--what=train` times the library's train step (`perf.jit` of `train_lib.make_multi_step`:
+`steps_per_dispatch` steps per call, 1 unless a variant sets it) and prints images/s;
+`--what=infer` times one call of inference's Adam loop (`make_inference_fns`' `run`: the
+steps one call runs, all of them by default, on `--batch` images, the encoders' start and
+the final decode left out) and prints ms per Adam step and image-iterations/s. One JSON line
+per (model, variant): compile seconds, the median of `--rounds` timed calls after a warm-up
+and every call's time, and the speed per step relative to the first variant. Fresh
+processes could not resolve a 5 % change on a machine whose speed
 drifts by 10 % within minutes; alternated calls in one process can. The process starts with
 the XLA flags the entry points add on this CPU (`--xla_cpu_flags`, default "recommended", as
 `bench.py`'s; each row names them). Before 2026-12-02 this script added none: on a machine
@@ -97,7 +101,8 @@ def main(argv=None) -> None:
       if args.smoke:
         overrides = {**bench.SMOKE_OVERRIDES, **overrides}
       overrides = dict(overrides)
-      variant_forms = {key: overrides.pop(key) for key in FORMS if key in overrides}
+      variant_forms = {key: overrides.pop(key) for key in FORMS if key in overrides
+                       and not (key == "scan_unroll" and args.what == "train")}
       config = bench.make_config(bench.Case(model_name, args.batch, "float32"), overrides,
                                  args.config)
       program = _infer_program if args.what == "infer" else _train_program
@@ -111,7 +116,9 @@ def main(argv=None) -> None:
     for _ in range(args.rounds):
       for name, (call, _, _) in compiled.items():
         times[name].append(call())
-    first = statistics.median(times[variants[0][0]])
+    # Seconds per step (per Adam step of inference, per train step of training), so that
+    # variants running different numbers of steps per call compare.
+    first = statistics.median(times[variants[0][0]]) / compiled[variants[0][0]][1]
     for name, (_, per_call, compile_s) in compiled.items():
       med = statistics.median(times[name])
       row = {"model": model_name, "variant": name, "xla_flags": xla_flags,
@@ -121,8 +128,8 @@ def main(argv=None) -> None:
         row.update(adam_steps_per_call=per_call, ms_per_step=round(1e3 * med / per_call, 1),
                    image_iterations_per_s=round(args.batch * per_call / med, 2))
       else:
-        row["images_per_s"] = round(args.batch / med, 2)
-      print(json.dumps({**row, "speed_vs_first": round(first / med, 3),
+        row.update(steps_per_call=per_call, images_per_s=round(args.batch * per_call / med, 2))
+      print(json.dumps({**row, "speed_vs_first": round(first * per_call / med, 3),
                         "call_s_all": [round(t, 3) for t in times[name]]}), flush=True)
 
 
@@ -177,6 +184,8 @@ def _optimizer(key, value, module, attr):
 FORMS = {"max_pool": ("a2i_jax.models.layers", "MAX_POOL_FORM", _number),
          "conv_output_split": ("a2i_jax.models.conv_grad", "CONV_OUTPUT_SPLIT", _number),
          "conv_input_grad": ("a2i_jax.models.conv_grad", "CONV_INPUT_GRAD", _number),
+         "conv_weight_grad_layout": ("a2i_jax.models.conv_grad", "CONV_WEIGHT_GRAD_LAYOUT",
+                                     _number),
          "scan_unroll": ("a2i_jax.inference.posterior", "SCAN_UNROLL", _number),
          "norm_concat_below": ("a2i_jax.train_state", "NORM_CONCAT_BELOW", _number),
          "cpu_scheduler": ("a2i_jax.perf", "CPU_COMPILER_OPTIONS", _cpu_scheduler),
@@ -210,7 +219,8 @@ def forms(settings: dict):
 
 
 def _train_program(config, batch: int):
-  """(a function running one timed train step and returning its seconds, 1)."""
+  """(a function running one timed call of `config.steps_per_dispatch` train steps and
+  returning its seconds, the steps per call)."""
   import jax  # pylint: disable=import-outside-toplevel
   import bench  # pylint: disable=import-outside-toplevel
   from a2i_jax import perf  # pylint: disable=import-outside-toplevel
@@ -226,7 +236,7 @@ def _train_program(config, batch: int):
     t0 = time.perf_counter()
     carried[0] = jax.block_until_ready(step(carried[0], data, key))[0]
     return time.perf_counter() - t0
-  return call, 1
+  return call, config.steps_per_dispatch
 
 
 def _infer_program(config, batch: int):

@@ -6,7 +6,9 @@
 Each variant is compiled ahead of time (compile seconds reported), warmed up once, then timed
 `--repeats` times; the median is reported. Data are random uint8 images held on the device, so
 no dataset is needed. Variants: one step per dispatch; `--fuse` steps in a `lax.scan`, rolled
-and unrolled (XLA:CPU runs a while-loop body much slower; docs/design.md §3.13).
+and unrolled (XLA:CPU ran a rolled body 19-23x slower until the gradients were written in the
+layout it runs fast in a loop; docs/design.md §3.13). For variants timed in alternating
+rounds, and the gradients' forms as variants: benchmarks/ab_train_step.py.
 The process starts with the XLA flags the entry points add on this CPU (`--xla_cpu_flags`,
 default "recommended"; the output names them); before 2026-12-02 it added none.
 """

@@ -407,9 +407,9 @@ def test_a_resume_naming_other_data_stops_before_loading_them(tmp_path, monkeypa
 def test_steps_per_dispatch_that_does_not_divide_the_steps(tmp_path, flags):
   """Item 1: 3 steps by 2: one dispatch of 2, then a single step (at step 2 a dispatch would
   pass the end); the final state is saved. The dispatch's loop is rolled
-  (`config.scan_unroll=False`, tested nowhere else): compiled once, its body is one step, where
-  the default unrolled dispatch compiles every step of it (5 steps by 3, unrolled, took 12-14 s
-  of the suite)."""
+  (`config.scan_unroll=False`, the default, named here as well): compiled once, its body is one
+  step, where an unrolled dispatch compiles every step of it (5 steps by 3, unrolled, took
+  12-14 s of the suite)."""
   workdir = str(tmp_path / "w")
   r = F.train(workdir, *flags, "--config.num_train_steps=3", "--config.steps_per_dispatch=2",
               "--config.checkpoint_every_steps=2", "--config.log_every_steps=2",

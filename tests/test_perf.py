@@ -228,8 +228,10 @@ def test_optimised_step_equals_plain_step(data_cache):
   """Plain: float32, one step per jitted call, no donation, nothing in YNNPACK's kernels (the
   convolutions in XLA's own, as `perf.recommended_cpu_flags` has them where those measured
   faster). Optimised: dtype "auto", state donated, the convolutions in YNNPACK's kernels (XLA's
-  default elsewhere), and two steps fused into one unrolled dispatch. Same parameters after two
-  steps. Both compile with the library's compile options (`perf.jit`); the next test
+  default elsewhere), and two steps fused into one rolled dispatch (a `lax.scan`, whose body
+  must hold every convolution, gradients included, in the canonical layout that XLA:CPU runs
+  in its kernels: `perf.conv_input_grad`, `perf.conv_weight_grad_layout`). Same parameters
+  after two steps. Both compile with the library's compile options (`perf.jit`); the next test
   compares those with XLA's. (The recommended flag itself lives in XLA_FLAGS, for the whole
   process; the compile option of that name picks one kind of YNNPACK fusion, which is enough
   to swap the convolutions' kernels within one process. jaxlib 0.7.2 has no YNNPACK and
@@ -246,12 +248,15 @@ def test_optimised_step_equals_plain_step(data_cache):
   parameter agrees within 2.3e-6 there, against moves of up to 4.6e-4. Both use the default
   model.conv_weight_grad; test_models.test_taps_weight_grad_is_xlas compares the gradients
   instead."""
-  plain_cfg = tiny_config("cvae", data_cache)
+  # 64x64: at 32x32 the strided encoder layer's input-gradient convolution has fewer pixels
+  # (2x2) than its kernel (3x3), and XLA swaps the operands of such a convolution, out of the
+  # canonical layout.
+  plain_cfg = tiny_config("cvae", data_cache, image_size=64)
   plain_cfg.model.dtype = "float32"
-  fast_cfg = tiny_config("cvae", data_cache)
+  fast_cfg = tiny_config("cvae", data_cache, image_size=64)
   fast_cfg.model.dtype = "auto"
   plain_cfg.adam_eps = fast_cfg.adam_eps = 1e3
-  fast_cfg.steps_per_dispatch, fast_cfg.scan_unroll = 2, True
+  fast_cfg.steps_per_dispatch, fast_cfg.scan_unroll = 2, False
   train = load_dataset(plain_cfg.data)["train"]
   mesh = parallel.make_mesh(jax.devices()[:1])
   data = parallel.put_replicated({"images": train.images,
@@ -272,6 +277,11 @@ def test_optimised_step_equals_plain_step(data_cache):
     known = perf._option_known(ynn, kinds)  # pylint: disable=protected-access
     assert known or tuple(map(int, jax.__version__.split(".")[:2])) < (0, 10)
     compiled = fn.lower(state, data, key).compile(compiler_options={ynn: kinds} if known else None)
+    if cfg is fast_cfg:  # The strided encoder layers' gradients included.
+      text = compiled.as_text()
+      labels = re.findall(r"dim_labels=([^,\s}]+)", text)
+      assert "while" in text and len(labels) > 20, len(labels)
+      assert set(labels) == {"b01f_01io->b01f"}, sorted(set(labels))
     metrics = []
     for _ in range(2 // cfg.steps_per_dispatch):
       state, m = compiled(state, data, key)
@@ -358,19 +368,19 @@ def test_library_compile_options_are_known_and_keep_the_numbers(data_cache):
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
 
-def _conv_value_and_grads(conv_fn, x, w, pads):
+def _conv_value_and_grads(conv_fn, x, w, pads, strides=(1, 1)):
   """The value of a nonlinear loss of one convolution and its gradients w.r.t. input and kernel;
   each output channel weighted differently, so that outputs in the wrong order do not pass."""
   def loss(x, w):
-    y = conv_fn(x, w, (1, 1), pads, dimension_numbers=_NHWC)
+    y = conv_fn(x, w, strides, pads, dimension_numbers=_NHWC)
     return jnp.sum(jnp.sin(y) * (1.0 + jnp.arange(y.shape[-1]) / y.shape[-1]))
   return jax.jit(jax.value_and_grad(loss, (0, 1)))(x, w)
 
 
-def _assert_same_value_and_grads(conv_fn, ref_fn, x, w, pads):
+def _assert_same_value_and_grads(conv_fn, ref_fn, x, w, pads, strides=(1, 1)):
   """`conv_fn` gives `ref_fn`'s value and gradients (input and kernel), float32, to rounding."""
-  value, grads = _conv_value_and_grads(conv_fn, x, w, pads)
-  ref_value, ref_grads = _conv_value_and_grads(ref_fn, x, w, pads)
+  value, grads = _conv_value_and_grads(conv_fn, x, w, pads, strides)
+  ref_value, ref_grads = _conv_value_and_grads(ref_fn, x, w, pads, strides)
   np.testing.assert_allclose(value, ref_value, rtol=1e-6)
   for g, ref in zip(grads, ref_grads):
     assert g.shape == ref.shape and g.dtype == ref.dtype
@@ -419,12 +429,12 @@ def test_taps_conv_bfloat16():
 
 
 @pytest.mark.parametrize("kwargs", [
-    dict(window_strides=(2, 2), padding=((1, 1), (1, 1))),
     dict(window_strides=(1, 1), padding="SAME"),
     dict(window_strides=(1, 1), padding=((1, 1), (1, 1)), rhs_dilation=(2, 2)),
 ])
 def test_taps_conv_falls_back_to_xla(kwargs):
-  """Strided, dilated or string-padded convolutions are plain lax.conv_general_dilated."""
+  """Dilated or string-padded convolutions are plain lax.conv_general_dilated. (Strided ones
+  take the canonical gradients: the next tests.)"""
   x = jax.random.normal(jax.random.key(0), (2, 8, 8, 4))
   kernel = jax.random.normal(jax.random.key(1), (3, 3, 4, 5))
 
@@ -435,10 +445,19 @@ def test_taps_conv_falls_back_to_xla(kwargs):
   assert jaxpr == str(jax.make_jaxpr(jax.grad(loss(jax.lax.conv_general_dilated)))(kernel))
 
 
-@pytest.mark.parametrize("shape", CONV_SHAPES)
-def test_canonical_input_grad_conv_equals_xla_conv(shape):
+# Both gradients canonical (CPU's "auto") on every shape; one of them JAX's on two.
+CANONICAL_CASES = ([(shape, "canonical", "canonical") for shape in CONV_SHAPES]
+                   + [(CONV_SHAPES[i], "canonical", "xla") for i in (0, 4)]
+                   + [(CONV_SHAPES[i], "xla", "canonical") for i in (0, 4)])
+
+
+@pytest.mark.parametrize("shape, input_grad, weight_grad", CANONICAL_CASES)
+def test_canonical_conv_equals_xla_conv(shape, input_grad, weight_grad, monkeypatch):
   """`canonical_conv_general_dilated` (the input gradient as a canonical convolution of the
-  explicitly transposed kernel) gives XLA's value and gradients, float32, to rounding."""
+  explicitly transposed kernel, the kernel gradient as one of the transposed input and output
+  gradient) gives XLA's value and gradients, float32, to rounding."""
+  monkeypatch.setattr(conv_grad, "CONV_INPUT_GRAD", input_grad)
+  monkeypatch.setattr(conv_grad, "CONV_WEIGHT_GRAD_LAYOUT", weight_grad)
   n, h, w, cin, cout, k, p = shape
   pads = ((p, p), (p, p))
   x = jax.random.normal(jax.random.key(0), (n, h, w, cin))
@@ -447,9 +466,31 @@ def test_canonical_input_grad_conv_equals_xla_conv(shape):
                                jax.lax.conv_general_dilated, x, kernel, pads)
 
 
+# (H, W, k, strides, pads): the encoders' 3x3 at stride 2 ("same", an input of even size: the
+# last padded row unread); odd sizes, uneven pads, a 4x4 kernel, stride 3, no padding, and
+# unread rows beyond the padding (cut from the input for the kernel gradient).
+STRIDED_CASES = [(8, 8, 3, (2, 2), ((1, 1), (1, 1))), (9, 7, 3, (2, 2), ((1, 0), (0, 1))),
+                 (8, 8, 4, (2, 2), ((1, 1), (1, 1))), (10, 9, 5, (3, 2), ((2, 2), (1, 2))),
+                 (9, 8, 3, (2, 3), ((0, 0), (0, 0)))]
+
+
+@pytest.mark.parametrize("size_h, size_w, k, strides, pads", STRIDED_CASES)
+def test_strided_convs_take_the_canonical_gradients(size_h, size_w, k, strides, pads):
+  """A strided convolution, through `canonical_conv_general_dilated` or the per-tap rule
+  (which leaves it to the canonical gradients), gives XLA's value and gradients, and carries
+  the custom rule."""
+  x = jax.random.normal(jax.random.key(0), (2, size_h, size_w, 5))
+  kernel = jax.random.normal(jax.random.key(1), (k, k, 5, 6)) / np.sqrt(k * k * 5)
+  for fn in (conv_grad.canonical_conv_general_dilated, conv_grad.taps_conv_general_dilated):
+    _assert_same_value_and_grads(fn, jax.lax.conv_general_dilated, x, kernel, pads, strides)
+    jaxpr = jax.make_jaxpr(lambda x, w, fn=fn: fn(x, w, strides, pads,
+                                                  dimension_numbers=_NHWC))(x, kernel)
+    assert "custom_vjp" in str(jaxpr)
+
+
 def test_canonical_input_grad_uneven_pads_bfloat16_and_fallbacks():
   """Uneven pads take the canonical form too; bf16 gradients come back in bf16; pads beyond
-  the kernel's size less one, strides and string padding are plain XLA."""
+  the kernel's size less one, dilation and string padding are plain XLA."""
   x = jax.random.normal(jax.random.key(0), (2, 7, 6, 5))
   kernel = jax.random.normal(jax.random.key(1), (3, 3, 5, 4)) / np.sqrt(45)
   fn = conv_grad.canonical_conv_general_dilated
@@ -463,7 +504,7 @@ def test_canonical_input_grad_uneven_pads_bfloat16_and_fallbacks():
     np.testing.assert_allclose(g.astype(np.float32), ref, rtol=0.05,
                                atol=0.02 * np.abs(ref).max())
   for kwargs in (dict(window_strides=(1, 1), padding=((3, 3), (1, 1))),
-                 dict(window_strides=(2, 2), padding=((1, 1), (1, 1))),
+                 dict(window_strides=(1, 1), padding=((1, 1), (1, 1)), rhs_dilation=(2, 2)),
                  dict(window_strides=(1, 1), padding="SAME")):
     loss = lambda conv, kw=kwargs: lambda w: jnp.sum(
         conv(x, w, dimension_numbers=_NHWC, **kw) ** 2)
@@ -472,36 +513,52 @@ def test_canonical_input_grad_uneven_pads_bfloat16_and_fallbacks():
     assert jaxpr == str(jax.make_jaxpr(jax.grad(loss(jax.lax.conv_general_dilated)))(kernel))
 
 
-def test_a_loop_of_input_gradients_keeps_every_convolution_canonical():
-  """Why the form exists: XLA:CPU runs a convolution in its library kernels only in the
+@pytest.mark.parametrize("wrt", ["input", "input_and_kernels"])
+def test_a_loop_of_gradients_keeps_every_convolution_canonical(wrt):
+  """Why the forms exist: XLA:CPU runs a convolution in its library kernels only in the
   canonical NHWC / HWIO layout (`dim_labels=b01f_01io->b01f`) and rewrites the others into it
-  only outside loops; JAX's input gradient inside a `lax.scan` body stayed in another layout
-  and ran as a naive loop (BENCHMARKS.md, "Convolutions in a loop on CPU"). Gradient steps
-  on the input of two convolutions in a rolled scan: with the canonical form every
-  convolution of the optimised program is canonical, and the steps end where JAX's end."""
+  only outside loops; JAX's input and kernel gradients inside a `lax.scan` body stayed in
+  other layouts and ran as naive loops (BENCHMARKS.md, "Convolutions in a loop on CPU",
+  "Train steps in a rolled loop on CPU"). Gradient steps on the input of two convolutions
+  (posterior inference's shape), or on the input and both kernels (a rolled scan of train
+  steps), one "same" and one without padding: with the canonical forms every convolution of
+  the optimised program is canonical, and the steps end where JAX's end."""
   k1 = jax.random.normal(jax.random.key(1), (3, 3, 4, 6)) / 6
   k2 = jax.random.normal(jax.random.key(2), (3, 3, 6, 4)) / 7
   z0 = jax.random.normal(jax.random.key(0), (2, 8, 8, 4))
-  pads = ((1, 1), (1, 1))
+  argnums = (0,) if wrt == "input" else (0, 1, 2)
 
   def steps(conv):
-    def energy(z):
-      h = jax.nn.relu(conv(z, k1, (1, 1), pads, dimension_numbers=_NHWC))
-      return jnp.sum(jnp.square(conv(h, k2, (1, 1), pads, dimension_numbers=_NHWC)))
-    step = lambda z, _: (z - 0.05 * jax.grad(energy)(z), None)
-    return jax.jit(lambda z: jax.lax.scan(step, z, None, length=3)[0])
+    def energy(z, a, b):
+      h = jax.nn.relu(conv(z, a, (1, 1), ((1, 1), (1, 1)), dimension_numbers=_NHWC))
+      return jnp.sum(jnp.square(conv(h, b, (1, 1), ((0, 0), (0, 0)), dimension_numbers=_NHWC)))
+
+    def step(params, _):
+      grads = jax.grad(energy, argnums)(*params)
+      return tuple(p - 0.002 * g for p, g in zip(params, grads)) + params[len(argnums):], None
+    return jax.jit(lambda *params: jax.lax.scan(step, params, None, length=3)[0])
 
   canonical = steps(conv_grad.canonical_conv_general_dilated)
-  text = canonical.lower(z0).compile().as_text()
+  text = canonical.lower(z0, k1, k2).compile().as_text()
   assert "while" in text
   labels = re.findall(r"dim_labels=([^,\s}]+)", text)
-  assert len(labels) >= 3 and set(labels) == {"b01f_01io->b01f"}, labels
-  np.testing.assert_allclose(canonical(z0), steps(jax.lax.conv_general_dilated)(z0),
-                             rtol=1e-5, atol=1e-5)
+  # Two forward convolutions and two input gradients, and two kernel gradients.
+  assert len(labels) >= (4 if wrt == "input" else 6), labels
+  assert set(labels) == {"b01f_01io->b01f"}, labels
+  for a, b in zip(canonical(z0, k1, k2), steps(jax.lax.conv_general_dilated)(z0, k1, k2)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_gradient_layout_settings():
   assert perf.conv_input_grad("auto", "cpu") == "canonical"
   assert perf.conv_input_grad("auto", "gpu") == "xla"
   with pytest.raises(ConfigError, match="conv_input_grad='flip'.*auto, canonical, xla"):
     perf.conv_input_grad("flip")
+  assert perf.conv_weight_grad_layout("auto", "cpu") == "canonical"
+  assert perf.conv_weight_grad_layout("auto", "tpu") == "xla"
+  assert perf.conv_weight_grad_layout("xla", "cpu") == "xla"
+  with pytest.raises(ConfigError, match="conv_weight_grad_layout='nchw'.*auto, canonical, xla"):
+    perf.conv_weight_grad_layout("nchw")
 
 
 def test_conv_weight_grad_setting(monkeypatch):
@@ -514,9 +571,11 @@ def test_conv_weight_grad_setting(monkeypatch):
   assert perf.conv_weight_grad("taps", "gpu") == "taps"
   monkeypatch.setattr(conv_grad, "CONV_OUTPUT_SPLIT", "whole")
   assert conv_grad.conv_general_dilated_fn("taps") is conv_grad.taps_conv_general_dilated
-  # XLA's weight gradient: with the canonical input gradient on CPU ("auto"), or JAX's own.
+  # XLA's weight gradient: with the canonical gradients on CPU ("auto"), or JAX's own.
   assert conv_grad.conv_general_dilated_fn("xla") is conv_grad.canonical_conv_general_dilated
-  monkeypatch.setattr(conv_grad, "CONV_INPUT_GRAD", "xla")
+  monkeypatch.setattr(conv_grad, "CONV_INPUT_GRAD", "xla")  # Either gradient canonical: ...
+  assert conv_grad.conv_general_dilated_fn("xla") is conv_grad.canonical_conv_general_dilated
+  monkeypatch.setattr(conv_grad, "CONV_WEIGHT_GRAD_LAYOUT", "xla")  # ... neither: plain.
   assert conv_grad.conv_general_dilated_fn("xla") is jax.lax.conv_general_dilated
   with pytest.raises(ConfigError, match="model.conv_weight_grad='fast'.*auto, xla, taps"):
     perf.conv_weight_grad("fast")
@@ -573,7 +632,8 @@ def test_conv_output_split_setting(monkeypatch):
   with pytest.raises(ConfigError, match="conv_output_split='blocks'.*auto, whole, split"):
     perf.conv_output_split("blocks")
   monkeypatch.setattr(conv_grad, "SPLIT_OUTPUTS", 4)
-  monkeypatch.setattr(conv_grad, "CONV_INPUT_GRAD", "xla")  # "xla": plain convolutions.
+  monkeypatch.setattr(conv_grad, "CONV_INPUT_GRAD", "xla")  # "xla" both: plain convolutions.
+  monkeypatch.setattr(conv_grad, "CONV_WEIGHT_GRAD_LAYOUT", "xla")
   x = jnp.ones((1, 4, 4, 2))
   kernel = jnp.ones((3, 3, 2, 8))
   for form, expected in (("split", 2), ("whole", 1)):

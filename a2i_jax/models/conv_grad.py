@@ -8,10 +8,10 @@ Correctness-critical: tests/test_perf.py compares every formulation with XLA's g
 
 It also holds the other CPU-tuned forms of a convolution: one with more than `SPLIT_OUTPUTS`
 outputs computed as one convolution per block of outputs (`split_outputs`; "auto" on CPU,
-`perf.conv_output_split`); and the input gradient written as a convolution in the canonical
-NHWC / HWIO layout, its kernel transposed explicitly (`canonical_conv_general_dilated`;
-"auto" on CPU, `perf.conv_input_grad`), which XLA:CPU runs in its fast kernels inside loops
-too.
+`perf.conv_output_split`); and the gradients written as convolutions in the canonical
+NHWC / HWIO layout, with explicit transposes (`canonical_conv_general_dilated`; "auto" on CPU,
+`perf.conv_input_grad` and `perf.conv_weight_grad_layout`), which XLA:CPU runs in its fast
+kernels inside loops too.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ SPLIT_OUTPUTS = 512
 # The input gradient's form (`perf.conv_input_grad`): None resolves "auto" by backend;
 # benchmarks set "canonical" or "xla" to compare the two. Read when a model is traced.
 CONV_INPUT_GRAD: Optional[str] = None
+# XLA's weight gradient's layout (`perf.conv_weight_grad_layout`), likewise.
+CONV_WEIGHT_GRAD_LAYOUT: Optional[str] = None
 
 
 def conv_general_dilated_fn(name: str) -> Callable[..., Any]:
@@ -45,8 +47,9 @@ def conv_general_dilated_fn(name: str) -> Callable[..., Any]:
   Args:
     name: "auto", "xla" or "taps" (resolved by `perf.conv_weight_grad`).
   Returns:
-    For "xla", `canonical_conv_general_dilated` where `perf.conv_input_grad` resolves to
-    "canonical" (on CPU), else `jax.lax.conv_general_dilated`; `taps_conv_general_dilated` for
+    For "xla", `canonical_conv_general_dilated` where `perf.conv_input_grad` or
+    `perf.conv_weight_grad_layout` resolves to "canonical" (on CPU), else
+    `jax.lax.conv_general_dilated`; `taps_conv_general_dilated` for
     "taps"; each through `split_outputs` where `perf.conv_output_split` resolves to "split"
     (on CPU).
   Raises:
@@ -55,13 +58,19 @@ def conv_general_dilated_fn(name: str) -> Callable[..., Any]:
   if perf.conv_weight_grad(name) == "taps":
     kind = "taps"
   else:
-    kind = "canonical" if _input_grad_form() == "canonical" else "xla"
+    canonical = _input_grad_form() == "canonical" or _xla_weight_grad() == "canonical"
+    kind = "canonical" if canonical else "xla"
   split = perf.conv_output_split(CONV_OUTPUT_SPLIT or "auto") == "split"
   return (_SPLIT if split else _WHOLE)[kind]
 
 
 def _input_grad_form() -> str:
   return perf.conv_input_grad(CONV_INPUT_GRAD or "auto")
+
+
+def _xla_weight_grad() -> str:
+  """The `_conv` method of XLA's weight gradient: "canonical" or "xla" (JAX's own rule)."""
+  return perf.conv_weight_grad_layout(CONV_WEIGHT_GRAD_LAYOUT or "auto")
 
 
 def split_outputs(conv_fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -121,19 +130,33 @@ def _explicit_padding(padding: Any) -> tuple[tuple[int, int], ...] | None:
   return pads if all(lo >= 0 and hi >= 0 for lo, hi in pads) else None
 
 
+def _nhwc_strides_pads(lhs: Any, rhs: Any, window_strides: Sequence[int], padding: Any,
+                       lhs_dilation: Any, rhs_dilation: Any, dimension_numbers: Any,
+                       feature_group_count: int, batch_group_count: int
+                       ) -> tuple[tuple[int, int], tuple[tuple[int, int], ...]] | None:
+  """(strides, explicit ((lo, hi), (lo, hi)) padding) of a 2-D NHWC / HWIO / NHWC
+  convolution without dilation, with one feature and batch group (the only kind the CPU
+  forms here rewrite); None for any other convolution."""
+  pads = _explicit_padding(padding)
+  try:
+    strides = tuple(int(s) for s in window_strides)
+  except (TypeError, ValueError):
+    return None
+  if (pads is None or len(pads) != 2 or len(strides) != 2 or min(strides) < 1
+      or not _ones(lhs_dilation) or not _ones(rhs_dilation) or feature_group_count != 1
+      or batch_group_count != 1 or not _is_nhwc(lhs.shape, rhs.shape, dimension_numbers)):
+    return None
+  return strides, pads
+
+
 def _stride1_nhwc_pads(lhs: Any, rhs: Any, window_strides: Sequence[int], padding: Any,
                        lhs_dilation: Any, rhs_dilation: Any, dimension_numbers: Any,
                        feature_group_count: int, batch_group_count: int
                        ) -> tuple[tuple[int, int], ...] | None:
-  """The explicit ((lo, hi), (lo, hi)) padding of a 2-D NHWC / HWIO / NHWC convolution at
-  stride 1, without dilation, with one feature and batch group (the only kind the CPU forms
-  here rewrite); None for any other convolution."""
-  pads = _explicit_padding(padding)
-  if (pads is None or len(pads) != 2 or tuple(window_strides) != (1, 1)
-      or not _ones(lhs_dilation) or not _ones(rhs_dilation) or feature_group_count != 1
-      or batch_group_count != 1 or not _is_nhwc(lhs.shape, rhs.shape, dimension_numbers)):
-    return None
-  return pads
+  """The padding `_nhwc_strides_pads` finds, for a convolution at stride 1 only."""
+  found = _nhwc_strides_pads(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                             dimension_numbers, feature_group_count, batch_group_count)
+  return found[1] if found is not None and found[0] == (1, 1) else None
 
 
 def _is_nhwc(lhs_shape, rhs_shape, dimension_numbers) -> bool:
@@ -166,14 +189,16 @@ def taps_conv_general_dilated(lhs: Any, rhs: Any, window_strides: Sequence[int],
   input or output channels stack the taps into one product instead, and 5x5 layers with many
   channels keep XLA's weight gradient, which measured faster there (`_weight_grad_method`).
   Gradients nobody asks for (the images' input gradient, the kernels' in posterior inference)
-  are not computed. The input gradient takes `perf.conv_input_grad`'s form (see
+  are not computed. The input gradient takes `perf.conv_input_grad`'s form, and the layers
+  left to XLA's weight gradient `perf.conv_weight_grad_layout`'s (see
   `canonical_conv_general_dilated`).
 
   Only stride 1, no dilation, one feature group, NHWC / HWIO / NHWC, explicit non-negative
-  padding, and no `preferred_element_type` take that path; anything else is plain
-  `jax.lax.conv_general_dilated`. The arguments are those of `jax.lax.conv_general_dilated`,
-  so this is a drop-in `nn.Conv(conv_general_dilated=...)`. Reverse-mode only: the taps path
-  has no forward-mode (jvp) rule.
+  padding, and no `preferred_element_type` take that path; a strided convolution takes
+  `canonical_conv_general_dilated`'s, anything else is plain `jax.lax.conv_general_dilated`.
+  The arguments are those of `jax.lax.conv_general_dilated`, so this is a drop-in
+  `nn.Conv(conv_general_dilated=...)`. Reverse-mode only: the taps path has no forward-mode
+  (jvp) rule.
 
   Args:
     lhs: the input, [N, H, W, C] on the taps path.
@@ -190,17 +215,24 @@ def taps_conv_general_dilated(lhs: Any, rhs: Any, window_strides: Sequence[int],
   Returns:
     The convolution's output, as `jax.lax.conv_general_dilated` gives it.
   """
-  pads = _stride1_nhwc_pads(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                            dimension_numbers, feature_group_count, batch_group_count)
-  if pads is None or preferred_element_type is not None:
+  found = _nhwc_strides_pads(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                             dimension_numbers, feature_group_count, batch_group_count)
+  if found is None or preferred_element_type is not None:
     return jax.lax.conv_general_dilated(
         lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
         rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
         feature_group_count=feature_group_count, batch_group_count=batch_group_count,
         precision=precision, preferred_element_type=preferred_element_type)
-  out_shape = jax.eval_shape(lambda: _plain_conv(lhs, rhs, pads, precision)).shape
+  strides, pads = found
+  if strides != (1, 1):
+    return canonical_conv_general_dilated(lhs, rhs, strides, pads,
+                                          dimension_numbers=dimension_numbers,
+                                          precision=precision)
+  out_shape = jax.eval_shape(lambda: _plain_conv(lhs, rhs, strides, pads, precision)).shape
   method = _weight_grad_method(lhs.shape, rhs.shape, out_shape, pads)
-  return _conv(lhs, rhs, pads, method, _input_grad_form(), precision)
+  if method == "xla":
+    method = _xla_weight_grad()
+  return _conv(lhs, rhs, strides, pads, method, _input_grad_form(), precision)
 
 
 def canonical_conv_general_dilated(lhs: Any, rhs: Any, window_strides: Sequence[int],
@@ -209,20 +241,25 @@ def canonical_conv_general_dilated(lhs: Any, rhs: Any, window_strides: Sequence[
                                    dimension_numbers: Any = None, feature_group_count: int = 1,
                                    batch_group_count: int = 1, precision: Any = None,
                                    preferred_element_type: Any = None) -> Any:
-  """`jax.lax.conv_general_dilated` whose input gradient is a canonical convolution.
+  """`jax.lax.conv_general_dilated` whose gradients are canonical convolutions.
 
   JAX writes the input gradient of a convolution as a convolution of the output gradient
   with the kernel flipped in space and its input and output channels swapped in the
-  dimension numbers. XLA:CPU runs a convolution in its library kernels only in the canonical
-  NHWC / HWIO layout, and rewrites other layouts into it only in a program's entry
-  computation: inside a `lax.scan` or `fori_loop` body that gradient ran as a naive loop
-  (`perf.conv_input_grad`). Here the swap is an explicit transpose of the kernel, so the
-  convolution is canonical wherever it is. The value, the input gradient (the same sums)
-  and the kernel gradient (XLA's own) are those of `jax.lax.conv_general_dilated`.
+  dimension numbers, and the kernel gradient as a convolution of the input with the output
+  gradient, the batch and feature dimensions exchanged in the dimension numbers. XLA:CPU runs
+  a convolution in its library kernels only in the canonical NHWC / HWIO layout, and rewrites
+  other layouts into it only in a program's entry computation: inside a `lax.scan` or
+  `fori_loop` body those gradients ran as naive loops. Here the swaps are explicit transposes
+  (the kernel's channels for the input gradient, `perf.conv_input_grad`; the input's and the
+  output gradient's batch and channels for the kernel gradient,
+  `perf.conv_weight_grad_layout`), so the convolutions are canonical wherever they are. The
+  value and both gradients (the same sums) are those of `jax.lax.conv_general_dilated`.
 
-  Stride-1 NHWC / HWIO / NHWC convolutions without dilation, with one feature group and
+  NHWC / HWIO / NHWC convolutions at any stride, without dilation, with one feature group and
   padding of at most the kernel's size less one, and without `preferred_element_type`, take
-  this path; anything else is plain `jax.lax.conv_general_dilated`. A drop-in
+  this path; anything else is plain `jax.lax.conv_general_dilated`. A strided convolution's
+  input gradient convolves the output gradient dilated by the stride, and its kernel gradient
+  takes the output gradient dilated by the stride as its kernel, as JAX's rules do. A drop-in
   `nn.Conv(conv_general_dilated=...)`. Reverse-mode only (no jvp rule; `jax.grad` and
   `jax.linearize` work).
 
@@ -241,15 +278,16 @@ def canonical_conv_general_dilated(lhs: Any, rhs: Any, window_strides: Sequence[
   Returns:
     The convolution's output, as `jax.lax.conv_general_dilated` gives it.
   """
-  pads = _stride1_nhwc_pads(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                            dimension_numbers, feature_group_count, batch_group_count)
-  if pads is None or preferred_element_type is not None or not _fits(pads, rhs.shape):
+  found = _nhwc_strides_pads(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                             dimension_numbers, feature_group_count, batch_group_count)
+  if found is None or preferred_element_type is not None or not _fits(found[1], rhs.shape):
     return jax.lax.conv_general_dilated(
         lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
         rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
         feature_group_count=feature_group_count, batch_group_count=batch_group_count,
         precision=precision, preferred_element_type=preferred_element_type)
-  return _conv(lhs, rhs, pads, "xla", "canonical", precision)
+  strides, pads = found
+  return _conv(lhs, rhs, strides, pads, _xla_weight_grad(), _input_grad_form(), precision)
 
 
 def _fits(pads: tuple, kernel_shape: tuple) -> bool:
@@ -258,24 +296,56 @@ def _fits(pads: tuple, kernel_shape: tuple) -> bool:
   return all(lo <= k - 1 and hi <= k - 1 for (lo, hi), k in zip(pads, kernel_shape[:2]))
 
 
-def _plain_conv(x: Any, w: Any, pads: tuple, precision: Any) -> Any:
-  return jax.lax.conv_general_dilated(x, w, (1, 1), pads, dimension_numbers=_NHWC,
+def _plain_conv(x: Any, w: Any, strides: tuple, pads: tuple, precision: Any,
+                lhs_dilation: tuple | None = None, rhs_dilation: tuple | None = None) -> Any:
+  return jax.lax.conv_general_dilated(x, w, strides, pads, lhs_dilation=lhs_dilation,
+                                      rhs_dilation=rhs_dilation, dimension_numbers=_NHWC,
                                       precision=precision)
 
 
-def _input_grad(x: Any, w: Any, dy: Any, pads: tuple, form: str, precision: Any) -> Any:
-  """dx of the stride-1 NHWC / HWIO convolution `_plain_conv(x, w, pads)` given dy.
+def _unused_rows(x_shape: tuple, kernel_shape: tuple, strides: tuple, pads: tuple) -> tuple:
+  """Per spatial dimension, the rows at the padded input's high end that no output reads:
+  (H + lo + hi - k) mod stride (0 at stride 1)."""
+  return tuple((n + lo + hi - k) % s for n, k, s, (lo, hi)
+               in zip(x_shape[1:3], kernel_shape[:2], strides, pads))
 
-  "canonical" (where the pads fit the kernel): dy, padded by k - 1 - pad, convolved with the
-  kernel flipped in space and transposed to [kh, kw, F, C] (an explicit transpose), as an
-  NHWC / HWIO convolution. "xla": JAX's own transpose of the convolution.
+
+def _input_grad(x: Any, w: Any, dy: Any, strides: tuple, pads: tuple, form: str,
+                precision: Any) -> Any:
+  """dx of the NHWC / HWIO convolution `_plain_conv(x, w, strides, pads)` given dy.
+
+  "canonical" (where the pads fit the kernel): dy, dilated by the stride and padded by
+  k - 1 - lo before and k - 1 - hi + the unused rows after, convolved with the kernel flipped
+  in space and transposed to [kh, kw, F, C] (an explicit transpose), as an NHWC / HWIO
+  convolution. "xla": JAX's own transpose of the convolution.
   """
   if form != "canonical" or not _fits(pads, w.shape):
-    (dx,) = jax.linear_transpose(lambda x_: _plain_conv(x_, w, pads, precision), x)(dy)
+    (dx,) = jax.linear_transpose(lambda x_: _plain_conv(x_, w, strides, pads, precision),
+                                 x)(dy)
     return dx
-  back = tuple((k - 1 - lo, k - 1 - hi) for (lo, hi), k in zip(pads, w.shape[:2]))
+  unused = _unused_rows(x.shape, w.shape, strides, pads)
+  back = tuple((k - 1 - lo, k - 1 - hi + r)
+               for (lo, hi), k, r in zip(pads, w.shape[:2], unused))
   w_t = jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2).astype(dy.dtype)
-  return _plain_conv(dy, w_t, back, precision).astype(x.dtype)
+  return _plain_conv(dy, w_t, (1, 1), back, precision, lhs_dilation=strides).astype(x.dtype)
+
+
+def _canonical_weight_grad(x: Any, dy: Any, kernel_shape: tuple, strides: tuple, pads: tuple,
+                           precision: Any, dtype: Any) -> Any:
+  """dW of the NHWC / HWIO convolution `_plain_conv(x, w, strides, pads)` given dy, as one
+  canonical convolution: dW[t, s, c, f] = sum over n, i, j of x_pad[n, i sh + t, j sw + s, c]
+  * dy[n, i, j, f] is the NHWC / HWIO convolution of x as [C, H, W, N] (channels as the
+  batch, the batch as the features) with dy as the kernel [Ho, Wo, N, F], dilated by the
+  stride, padded as the forward convolution was less the input's rows no output reads (cut
+  from x where they exceed the padding); its output [C, kh, kw, F] is transposed to the
+  kernel's layout."""
+  unused = _unused_rows(x.shape, kernel_shape, strides, pads)
+  cut = [max(0, r - hi) for r, (_, hi) in zip(unused, pads)]
+  x = x[:, :x.shape[1] - cut[0], :x.shape[2] - cut[1], :]
+  pads = tuple((lo, max(0, hi - r)) for (lo, hi), r in zip(pads, unused))
+  dw = _plain_conv(x.transpose(3, 1, 2, 0), dy.transpose(1, 2, 0, 3).astype(x.dtype), (1, 1),
+                   pads, precision, rhs_dilation=strides)
+  return dw.transpose(1, 2, 0, 3).astype(dtype)
 
 
 def _weight_grad_method(x_shape: tuple, kernel_shape: tuple, out_shape: tuple,
@@ -336,32 +406,36 @@ def _taps_weight_grad(x: Any, dy: Any, kernel_shape: tuple, pads: tuple, method:
 
 
 def _make_conv():
-  """The stride-1 NHWC / HWIO convolution with its own gradients: `conv(x, w, pads, method,
-  input_grad, precision)`, method a `_weight_grad_method` name ("xla": XLA's own kernel
-  gradient) and input_grad a `perf.conv_input_grad` form."""
-  @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
-  def conv(x, w, pads, method, input_grad, precision):
+  """The NHWC / HWIO convolution with its own gradients: `conv(x, w, strides, pads, method,
+  input_grad, precision)`, method a `_weight_grad_method` name (stride 1 only), "xla" (JAX's
+  rule for the kernel gradient) or "canonical" (`_canonical_weight_grad`), and input_grad a
+  `perf.conv_input_grad` form."""
+  @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6))
+  def conv(x, w, strides, pads, method, input_grad, precision):
     del method, input_grad
-    return _plain_conv(x, w, pads, precision)
+    return _plain_conv(x, w, strides, pads, precision)
 
   # symbolic_zeros: a gradient nobody asked for (the images' dx, the kernels' dW in posterior
   # inference) is not computed, and does not appear in the program at all.
-  def fwd(x, w, pads, method, input_grad, precision):
+  def fwd(x, w, strides, pads, method, input_grad, precision):
     del method, input_grad
-    out = _plain_conv(x.value, w.value, pads, precision)
+    out = _plain_conv(x.value, w.value, strides, pads, precision)
     # The "perturbed" bits travel as the residuals' structure: () for True, None for False.
     return out, (x.value, w.value, () if x.perturbed else None, () if w.perturbed else None)
 
-  def bwd(pads, method, input_grad, precision, res, dy):
+  def bwd(strides, pads, method, input_grad, precision, res, dy):
     x, w, need_dx, need_dw = res
     if isinstance(dy, jax.custom_derivatives.SymbolicZero):
       return None, None
     dx = dw = None
     if need_dx is not None:  # No forward pass: the convolution is linear in x.
-      dx = _input_grad(x, w, dy, pads, input_grad, precision)
+      dx = _input_grad(x, w, dy, strides, pads, input_grad, precision)
     if need_dw is not None:
       if method == "xla":
-        (dw,) = jax.linear_transpose(lambda w_: _plain_conv(x, w_, pads, precision), w)(dy)
+        (dw,) = jax.linear_transpose(lambda w_: _plain_conv(x, w_, strides, pads, precision),
+                                     w)(dy)
+      elif method == "canonical":
+        dw = _canonical_weight_grad(x, dy, w.shape, strides, pads, precision, w.dtype)
       else:
         dw = _taps_weight_grad(x, dy, w.shape, pads, method, precision, w.dtype)
     return dx, dw
