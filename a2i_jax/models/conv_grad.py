@@ -318,6 +318,12 @@ def _input_grad(x: Any, w: Any, dy: Any, strides: tuple, pads: tuple, form: str,
   k - 1 - lo before and k - 1 - hi + the unused rows after, convolved with the kernel flipped
   in space and transposed to [kh, kw, F, C] (an explicit transpose), as an NHWC / HWIO
   convolution. "xla": JAX's own transpose of the convolution.
+
+  A dy with fewer pixels than the kernel is dilated explicitly (zeros between its rows and
+  columns), not by the convolution's `lhs_dilation`: XLA's simplifier swaps the operands of a
+  convolution whose (undilated) input is smaller than its kernel, out of the canonical layout,
+  and leaves the swapped one alone in a loop body (a 2x2 dy of the encoders' stride-2 layer
+  at 32x32 images).
   """
   if form != "canonical" or not _fits(pads, w.shape):
     (dx,) = jax.linear_transpose(lambda x_: _plain_conv(x_, w, strides, pads, precision),
@@ -327,6 +333,11 @@ def _input_grad(x: Any, w: Any, dy: Any, strides: tuple, pads: tuple, form: str,
   back = tuple((k - 1 - lo, k - 1 - hi + r)
                for (lo, hi), k, r in zip(pads, w.shape[:2], unused))
   w_t = jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2).astype(dy.dtype)
+  if strides != (1, 1) and dy.shape[1] * dy.shape[2] < w.shape[0] * w.shape[1]:
+    zero = jnp.zeros((), dy.dtype)
+    dy = jax.lax.pad(dy, zero, ((0, 0, 0), (0, 0, strides[0] - 1), (0, 0, strides[1] - 1),
+                                (0, 0, 0)))
+    strides = (1, 1)
   return _plain_conv(dy, w_t, (1, 1), back, precision, lhs_dilation=strides).astype(x.dtype)
 
 
