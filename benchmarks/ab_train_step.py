@@ -9,7 +9,7 @@ machine load.
   python benchmarks/ab_train_step.py --smoke --variants="a:;b:model.conv_weight_grad=xla"
 
 Each variant is `name:key=value,key=value` over `bench.py`'s paper config (64x64, width 1,
-float32, `--batch`), or over `--config` (e.g. configs/synthetic.py). Nine keys are not
+float32, `--batch`), or over `--config` (e.g. configs/synthetic.py). Ten keys are not
 config keys but the library's module-level forms, set while that variant is traced:
 `polyphase_offset` (`layers.POLYPHASE_OFFSET`: on or off; unset: `perf.offset_polyphase`),
 `max_pool` (`layers.MAX_POOL_FORM`), `conv_output_split` (`conv_grad.CONV_OUTPUT_SPLIT`),
