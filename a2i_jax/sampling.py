@@ -59,7 +59,19 @@ def decode_images(model: nn.Module, variables: Mapping, latents: Mapping[str, Ar
     composite h_fg + g h_bg spans [-2, 2] (`models.compose`), and what is shown, saved and
     scored is the image as a picture holds it.
   """
-  out = model.apply(variables, dict(latents), y, method="decode_latents")
+  return images_from_outputs(model, model.apply(variables, dict(latents), y,
+                                                method="decode_latents"))
+
+
+def images_from_outputs(model: nn.Module, out: Mapping[str, Array]) -> dict[str, Array]:
+  """`decode_images`' dict from the outputs of `model.decode_latents` already computed.
+
+  Args:
+    model: a model from `models.create_model`.
+    out: what its `decode_latents` returned ("mean" and each of `model.image_layers`).
+  Returns:
+    As `decode_images`.
+  """
   images = {"image": jnp.clip(from_signed(out["mean"]), 0.0, 1.0)}
   for name in model.image_layers:
     images[name] = out[name] if name in _UNIT_OUTPUTS else from_signed(out[name])

@@ -269,9 +269,13 @@ def make_inference_fns(model: nn.Module, options: InferenceOptions) -> dict[str,
   infer_y = options.infer_attributes
   k = _steps_per_call(options)
 
-  def energy_terms(variables, latents, x, y, observed, prior, hyper):
+  def decode(variables, latents, y):
     y = latents["y"] if infer_y else y
-    out = model.apply(variables, {n: latents[n] for n in dims}, y, method="decode_latents")
+    return model.apply(variables, {n: latents[n] for n in dims}, y, method="decode_latents")
+
+  def energy_terms(variables, latents, x, y, observed, prior, hyper, out=None):
+    """Each row's energy; `out`, the decoder's outputs for `latents` when already computed."""
+    out = decode(variables, latents, y) if out is None else out
     mean = out["mean"]
     if energy_kind == "gaussian":
       lv = out["logvar"]
@@ -333,9 +337,9 @@ def make_inference_fns(model: nn.Module, options: InferenceOptions) -> dict[str,
 
   def finish(variables, x, y, observed, carry, prior, hyper):
     latents = carry["latents"]
-    energy = energy_terms(variables, latents, x, y, observed, prior, hyper)
-    images = sampling.decode_images(model, variables, {n: latents[n] for n in dims},
-                                    latents["y"] if infer_y else y)
+    out = decode(variables, latents, y)  # Once, for the energy and the images both.
+    energy = energy_terms(variables, latents, x, y, observed, prior, hyper, out)
+    images = sampling.images_from_outputs(model, out)
     m = x.shape[0]
     n = m // restarts
     # A restart whose energy is NaN or infinite never wins (argmin takes NaN as smallest).
