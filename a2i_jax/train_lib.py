@@ -216,10 +216,10 @@ def make_multi_step(train_step: Callable, config: ml_collections.ConfigDict,
 
   def run(state: TrainState, data: dict, key: Array) -> tuple[TrainState, dict]:
     if length == 1:
-      # No loop for one step (a scan of length 1 stays a while loop). Before the gradients
-      # were written in the canonical layout (`perf.conv_weight_grad_layout`), XLA:CPU ran a
-      # loop body of train steps many times slower (BENCHMARKS.md, "Train step: one step per
-      # dispatch vs fused steps").
+      # No loop for one step: the plain step, traced as such (XLA removes a loop of one trip
+      # as well, on jax 0.7.2 and 0.10). Before the gradients were written in the canonical
+      # layout (`perf.conv_weight_grad_layout`), XLA:CPU ran a loop body of train steps many
+      # times slower (BENCHMARKS.md, "Train step: one step per dispatch vs fused steps").
       state, metrics = one(state, data, key)
       return state, jax.tree_util.tree_map(lambda a: a[None], metrics)
     return jax.lax.scan(lambda s, _: one(s, data, key), state, None,

@@ -330,7 +330,7 @@ def make_inference_fns(model: nn.Module, options: InferenceOptions) -> dict[str,
 
   def run(variables, x, y, observed, carry, prior, hyper):
     body = lambda c, _: one_step(variables, x, y, observed, prior, hyper, c)
-    if k == 1:  # No loop: a scan of length 1 stays a while loop, which XLA:CPU runs slower.
+    if k == 1:  # No loop: the plain step (XLA removes a loop of one trip too, jax 0.7.2-0.10).
       carry, e = body(carry, None)
       return carry, e[None]
     return jax.lax.scan(body, carry, None, length=k, unroll=min(SCAN_UNROLL, k))
