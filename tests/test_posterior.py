@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from a2i_jax import inference, parallel, sampling, train_lib
+from a2i_jax import inference, parallel, train_lib
 from a2i_jax.data import load_dataset
 from a2i_jax.errors import ConfigError, InputError
 from conftest import build_once, library_optimisation_level, tiny_config
@@ -308,9 +308,7 @@ def test_discvae_uses(discvae):
   out = inference.reconstruct(trained, x, y, key=jax.random.key(0),
                               options=inference.options_for(trained, init="prior", restarts=3))
   assert (out["restart_energies"].argmin(axis=1) != 0).any()
-  decoded = jax.jit(lambda lat, a: sampling.decode_images(trained.model, trained.variables,
-                                                          lat, a))(
-      {"z_fg": out["z_fg"], "z_bg": out["z_bg"]}, out["y"])
+  decoded = inference.decode(trained, {"z_fg": out["z_fg"], "z_bg": out["z_bg"]}, out["y"])
   for name in ("foreground", "gate", "background"):
     np.testing.assert_allclose(out[name], decoded[name], atol=1e-5)
   np.testing.assert_allclose(out["reconstruction"], decoded["image"], atol=1e-5)

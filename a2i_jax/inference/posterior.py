@@ -273,9 +273,8 @@ def make_inference_fns(model: nn.Module, options: InferenceOptions) -> dict[str,
     y = latents["y"] if infer_y else y
     return model.apply(variables, {n: latents[n] for n in dims}, y, method="decode_latents")
 
-  def energy_terms(variables, latents, x, y, observed, prior, hyper, out=None):
-    """Each row's energy; `out`, the decoder's outputs for `latents` when already computed."""
-    out = decode(variables, latents, y) if out is None else out
+  def energy_terms(out, latents, x, observed, prior, hyper):
+    """Each row's energy, from `out`, the decoder's outputs for `latents` (`decode`)."""
     mean = out["mean"]
     if energy_kind == "gaussian":
       lv = out["logvar"]
@@ -297,7 +296,7 @@ def make_inference_fns(model: nn.Module, options: InferenceOptions) -> dict[str,
     return energy
 
   def total_energy(latents, variables, x, y, observed, prior, hyper):
-    e = energy_terms(variables, latents, x, y, observed, prior, hyper)
+    e = energy_terms(decode(variables, latents, y), latents, x, observed, prior, hyper)
     return e.sum(), e
 
   def init(variables, x, y, observed, fg_mask, key, prior, first_index=0):
@@ -338,7 +337,7 @@ def make_inference_fns(model: nn.Module, options: InferenceOptions) -> dict[str,
   def finish(variables, x, y, observed, carry, prior, hyper):
     latents = carry["latents"]
     out = decode(variables, latents, y)  # Once, for the energy and the images both.
-    energy = energy_terms(variables, latents, x, y, observed, prior, hyper, out)
+    energy = energy_terms(out, latents, x, observed, prior, hyper)
     images = sampling.images_from_outputs(model, out)
     m = x.shape[0]
     n = m // restarts
