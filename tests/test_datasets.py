@@ -5,6 +5,7 @@ two-step training run on each."""
 import json
 import os
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -60,6 +61,25 @@ def folder_path(tmp_path_factory):
 
 def test_no_tensorflow_anywhere(lfw_ds, cub_ds):
   assert "tensorflow" not in sys.modules
+
+
+def test_builders_leave_nothing_in_the_temporary_folder(folder_path, tmp_path, monkeypatch):
+  """Opening a builder whose copy is not prepared (LFW, CUB) and preparing one (a folder)
+  leave the system's temporary folder as they found it. TFDS's own look for the dataset on
+  its bucket left an empty tmp...tfds folder there per builder opened (72 per suite run)."""
+  from a2i_jax.data import cub, folder, lfw, tfds_lib  # pylint: disable=import-outside-toplevel
+  temp = tmp_path / "temp"
+  temp.mkdir()
+  monkeypatch.setattr(tempfile, "tempdir", str(temp))
+  for builder_class, config in ((lfw.A2iLfw, "masks"), (lfw.A2iLfw, "no_masks"),
+                                (cub.A2iCub, None)):
+    builder = tfds_lib.open_builder(builder_class, data_dir=str(tmp_path / "data"),
+                                    config=config)
+    assert not builder.is_prepared()
+  ds = folder.load(path=folder_path, data_dir=str(tmp_path / "data"), image_size=32,
+                   masks=False, progress=False)
+  assert ds["train"].images.shape[1:] == (32, 32, 3)
+  assert not list(temp.iterdir())
 
 
 # ------------------------------------------------------------------------------------ LFW

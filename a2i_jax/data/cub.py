@@ -275,8 +275,8 @@ class A2iCub(tfds_lib.BuilderMixin, tfds.core.GeneratorBasedBuilder, skip_regist
   def _info(self) -> Any:
     extra = {"attributes_class": tfds.features.Tensor(shape=(NUM_ATTRIBUTES,),
                                                       dtype=np.float32)}
-    return tfds.core.DatasetInfo(
-        builder=self, description=__doc__.split("\n", 1)[0],
+    return tfds_lib.dataset_info(
+        tfds, builder=self, description=__doc__.split("\n", 1)[0],
         features=tfds_lib.feature_dict(tfds, IMAGE_SIZE, NUM_ATTRIBUTES, True, extra),
         metadata=tfds.core.MetadataDict(),
         homepage="https://www.vision.caltech.edu/datasets/cub_200_2011/",

@@ -349,8 +349,8 @@ class A2iFolder(tfds_lib.BuilderMixin, tfds.core.GeneratorBasedBuilder,
     super().__init__(**kwargs)
 
   def _info(self) -> Any:
-    return tfds.core.DatasetInfo(
-        builder=self, description="An own folder dataset.",
+    return tfds_lib.dataset_info(
+        tfds, builder=self, description="An own folder dataset.",
         features=tfds_lib.feature_dict(tfds, self._image_size, len(self._table.names),
                                        self._table.masks_dir is not None),
         metadata=tfds.core.MetadataDict(),

@@ -274,8 +274,8 @@ class A2iLfw(tfds_lib.BuilderMixin, tfds.core.GeneratorBasedBuilder, skip_regist
     return self.builder_config.name == "masks"
 
   def _info(self) -> Any:
-    return tfds.core.DatasetInfo(
-        builder=self, description=__doc__.split("\n", 1)[0],
+    return tfds_lib.dataset_info(
+        tfds, builder=self, description=__doc__.split("\n", 1)[0],
         features=tfds_lib.feature_dict(tfds, IMAGE_SIZE, NUM_ATTRIBUTES, self._with_masks),
         metadata=tfds.core.MetadataDict(),
         homepage="http://vis-www.cs.umass.edu/lfw/",

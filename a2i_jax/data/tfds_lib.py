@@ -488,6 +488,37 @@ def pil_mask(mask: np.ndarray) -> Any:
   return Image.fromarray(np.ascontiguousarray(mask, np.uint8), mode="L")
 
 
+def dataset_info(tfds: Any, **kwargs: Any) -> Any:
+  """`tfds.core.DatasetInfo(**kwargs)`, for a builder's `_info`, less TFDS's look on its own
+  bucket of prepared datasets.
+
+  A builder whose copy is not prepared yet asks its info to `initialize_from_bucket`, which
+  makes a temporary folder (`tempfile.mkdtemp("tfds")`) for files to fetch, returns at once
+  while TFDS's bucket is switched off (its default) or does not hold the dataset, and never
+  removes the folder: an empty `/tmp/tmp...tfds` is left behind every time a builder is opened
+  before its copy is prepared. These datasets are never on that bucket, so the look is skipped.
+
+  Args:
+    tfds: the `tensorflow_datasets` module (from `import_tfds`).
+    **kwargs: `tfds.core.DatasetInfo`'s arguments.
+  Returns:
+    The `DatasetInfo`.
+  """
+  global _local_info_class  # pylint: disable=global-statement
+  if _local_info_class is None:
+    class LocalDatasetInfo(tfds.core.DatasetInfo):
+      """A `DatasetInfo` that never looks for its dataset on TFDS's bucket (`dataset_info`)."""
+
+      def initialize_from_bucket(self) -> None:
+        """Nothing: the dataset is not on TFDS's bucket."""
+
+    _local_info_class = LocalDatasetInfo
+  return _local_info_class(**kwargs)
+
+
+_local_info_class = None  # dataset_info's subclass, made once tensorflow_datasets is imported.
+
+
 class BuilderMixin:
   """Put before `tfds.core.GeneratorBasedBuilder` in a builder's bases.
 
