@@ -84,8 +84,11 @@ flags.mark_flags_as_required(["workdir"])
 
 # What modes need, checked for every requested mode before any of them runs.
 _NEEDS_ATTRIBUTES = ("progression", "edit", "infer_attributes")  # The model must use them.
+_INFERS = ("reconstruct", "complete", "edit", "infer_attributes", "tune", "evaluate")
 _FLAG_USERS = {"input": ("reconstruct", "complete", "edit", "infer_attributes"),
-               "attribute": ("progression", "edit"), "value": ("edit",)}
+               "attribute": ("progression", "edit"), "value": ("edit",),
+               "occlusions": ("complete", "tune", "evaluate"), "steps": _INFERS,
+               "restarts": _INFERS}
 _MAX_SEED = 2**31 - 1  # Every consumer takes it: jax.random.key, numpy's Generator, fold_in.
 # A mode's new files replace those of the same names in --out, all at once when it ends. Where
 # one JSON describes a set of files whose names depend on the flags, the whole earlier set goes
@@ -124,6 +127,15 @@ class Options:
                restarts=_RESTARTS.value, num_examples=_NUM_EXAMPLES.value,
                attribute_fidelity=_FIDELITY.value, seed=_SEED.value)
 
+  def expanded(self) -> "Options":
+    """The options with `~` expanded in --workdir, --out and --input, which no shell does in
+    `--out=~/x`: each path then names one folder wherever it is used (was: --out=~/x checked
+    as the home folder's, written to a folder named "~" in the current one)."""
+    user = os.path.expanduser
+    return dataclasses.replace(self, workdirs=[user(w) for w in self.workdirs],
+                               out=user(self.out) if self.out else self.out,
+                               input=user(self.input) if self.input else self.input)
+
   def occlusion_names(self, default: Optional[list[str]] = None) -> Optional[list[str]]:
     """--occlusion as a list: `default` when not given, [] for "none" (no completions)."""
     if self.occlusions is None:
@@ -138,6 +150,13 @@ class Options:
     """
     if not self.workdirs:
       raise InputError("--workdir is empty; pass the folder train.py wrote.")
+    empty = {"out": "a folder, or leave the flag out for WORKDIR/infer",
+             "input": "an image file or a folder of images, or leave the flag out for the "
+                      "test images",
+             "attribute": "an attribute's name"}
+    for flag, fix in empty.items():
+      if getattr(self, flag) is not None and not getattr(self, flag).strip():
+        raise InputError(f"--{flag} is empty; pass {fix}.")
     runs = [os.path.abspath(os.path.expanduser(w)) for w in self.workdirs]
     for workdir, run in zip(self.workdirs, runs):
       if runs.count(run) > 1:  # Was: the same rows twice in one evaluate table.
@@ -180,9 +199,12 @@ class Options:
       raise InputError(f"--value={self.value:g} is beyond float32's range "
                        f"(+-{_FLOAT32_MAX:.4g}), which the model computes in; pass a value "
                        "within the attribute's range.")
-    for flag, users in _FLAG_USERS.items():
-      if getattr(self, flag) is not None and not set(users) & set(self.modes):
-        raise InputError(f"--{flag} is used by --mode={', '.join(users)} only; drop it or "
+    given = {flag: getattr(self, flag) is not None for flag in _FLAG_USERS}
+    given["num_examples"] = self.num_examples != -1
+    for flag, users in {**_FLAG_USERS, "num_examples": ("tune", "evaluate")}.items():
+      if given[flag] and not set(users) & set(self.modes):
+        name = "occlusion" if flag == "occlusions" else flag
+        raise InputError(f"--{name} is used by --mode={', '.join(users)} only; drop it or "
                          "add one of those modes.")
 
 
@@ -227,7 +249,21 @@ def _checked_config(workdir: str, opts: Options, out: str):
   config = _run_config(workdir)
   _check_modes(opts, models.create_model(config.model), config)
   check_output_folder(out, "--out")
+  _check_out_of_checkpoints(out, workdir)
   return config
+
+
+def _check_out_of_checkpoints(out: str, workdir: str) -> None:
+  """Refuses an --out inside the run's checkpoint folders: training and infer.py take every
+  folder there for a checkpoint (was: --out=WORKDIR/checkpoints/8 written, after which every
+  restore of the run failed and training moved the results aside as a corrupt step)."""
+  full = os.path.realpath(out)
+  for name in (checkpoints.CHECKPOINT_DIR, checkpoints.CORRUPT_DIR):
+    folder = os.path.realpath(os.path.join(workdir, name))
+    if full == folder or full.startswith(folder + os.sep):
+      raise InputError(f"--out {out} lies in {folder}, where every folder is taken for a "
+                       "checkpoint; pass --out=a folder outside it (the default is "
+                       f"{os.path.join(workdir, 'infer')}).")
 
 
 def _attribute_index(names, name: str) -> int:
@@ -689,12 +725,21 @@ def evaluate(opts: Options, done: list[str]) -> None:
   print(f"wrote {os.path.join(out, 'evaluation.md')} and evaluation.json")
 
 
-def _interrupted(out: str, done: list[str], mode: Optional[str]) -> str:
-  """The line Ctrl-C prints: what was finished and kept."""
+class _Terminated(KeyboardInterrupt):
+  """SIGTERM (`kill`, a scheduler's notice): stops as Ctrl-C does, with exit status 143."""
+
+
+def _terminate(*_) -> None:
+  raise _Terminated
+
+
+def _interrupted(out: str, done: list[str], mode: Optional[str],
+                 what: str = "interrupted") -> str:
+  """The line Ctrl-C (or SIGTERM, `what`) prints: what was finished and kept."""
   kept = f"finished and written to {out}: {', '.join(done)}; " if done else ""
   if mode is None or mode in done:
-    return f"interrupted; {kept or 'nothing was written; '}run the command again."
-  return (f"interrupted during --mode={mode}; {kept}its earlier files in {out}, if any, are "
+    return f"{what}; {kept or 'nothing was written; '}run the command again."
+  return (f"{what} during --mode={mode}; {kept}its earlier files in {out}, if any, are "
           "as they were. Run the command again for the rest.")
 
 
@@ -705,6 +750,7 @@ def run_modes(opts: Options) -> None:
     A2IError: a mistake in the flags or the inputs, before anything is written.
     KeyboardInterrupt: Ctrl-C, its message saying what was finished and kept.
   """
+  opts = opts.expanded()
   opts.check()
   for workdir in opts.workdirs:
     _check_workdir(workdir)
@@ -724,15 +770,17 @@ def run_modes(opts: Options) -> None:
     for mode in opts.modes:
       with _staged(one.out, mode, done) as one.stage:
         RUN_MODES[mode](one)
-  except KeyboardInterrupt:
-    raise KeyboardInterrupt(_interrupted(out, done, mode)) from None
+  except KeyboardInterrupt as e:
+    what = "stopped by SIGTERM" if isinstance(e, _Terminated) else "interrupted"
+    raise type(e)(_interrupted(out, done, mode, what)) from None
 
 
 def main(argv):
   signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: `run_modes` says what is kept.
+  signal.signal(signal.SIGTERM, _terminate)  # Was: killed, its unfinished folder left in --out.
   interrupts.keep_ctrl_c()  # Not lost inside a garbage-collector callback.
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if len(argv) > 1:  # Was: absl's usage error, the whole --help after it.
+    _fail(f"unexpected arguments: {' '.join(argv[1:])}; flags are written --name=value.")
   perf.set_recommended_xla_flags()  # Before JAX starts its backend (the function says).
   logging.set_verbosity(logging.WARNING)  # Orbax logs every restore at INFO.
   checkpoints.quiet_orbax(logging.get_absl_handler())
@@ -753,10 +801,26 @@ def main(argv):
   except KeyboardInterrupt as e:  # As train.py: one line, exit code 130.
     print(str(e) or "interrupted; nothing was written.", file=sys.stderr)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # A second one while exiting adds nothing.
-    distributed.leave(130)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    distributed.leave(143 if isinstance(e, _Terminated) else 130)
   except BaseException as e:  # pylint: disable=broad-except
     distributed.leave_after(e)
 
 
+def _fail(message: str) -> None:
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(1)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's parse of the command line, whose errors (an unknown flag, a value that is no
+  number, a missing --workdir) are one `error:` line instead of absl's two-line FATAL."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    _fail(f"{str(e).rstrip('.')}; see python infer.py --helpfull.")
+  return []  # Not reached.
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import os
 import shutil
 import warnings
@@ -627,15 +628,20 @@ def load_dataset_info(workdir: str) -> Optional[dict]:
     The dict, or None for runs trained before dataset.json existed.
   Raises:
     ConfigError: the file exists but is not valid JSON, or lacks the attribute names, or has
-      ranges that are not [min, max] pairs.
+      ranges that are not one [min, max] pair of numbers per name.
   """
   path = os.path.join(workdir, DATASET_FILE)
   try:
     with open(path, encoding="utf-8") as f:
       info = json.load(f)
     names = [str(n) for n in info["attribute_names"]]
-    if any(len(r) != 2 for r in info.get("attribute_ranges", [[0, 0]] * len(names))):
-      raise ValueError("attribute_ranges must hold [min, max] pairs")
+    ranges = info.get("attribute_ranges", [[0.0, 0.0]] * len(names))
+    if len(ranges) != len(names):
+      raise ValueError(f"{len(ranges)} attribute_ranges for {len(names)} attribute_names")
+    for r in ranges:
+      if len(r) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                and math.isfinite(v) for v in r) or r[0] > r[1]:
+        raise ValueError(f"attribute_ranges must hold [min, max] pairs of numbers, not {r}")
   except FileNotFoundError:
     return None
   except (ValueError, UnicodeDecodeError, KeyError, TypeError) as e:

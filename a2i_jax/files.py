@@ -197,17 +197,29 @@ def compare_digests(expected: dict[str, str], actual: dict[str, str],
   return None
 
 
-def check_workdir(workdir: str) -> None:
-  """Raises `WorkdirError` unless `workdir` is (or can be made) a writable directory.
+def check_workdir(workdir: str, folders: Iterable[str] = (),
+                  plain_files: Iterable[str] = ()) -> None:
+  """Raises `WorkdirError` unless `workdir` is (or can be made) a writable directory whose
+  entries named in `folders` and `plain_files`, where they exist, are folders and files.
 
   Writes nothing: run before anything else, so that a bad --workdir fails at once.
 
   Args:
     workdir: an absolute path.
+    folders: names of entries the run keeps as folders (a file of that name would stop it
+      when it first writes there, after training: was a traceback).
+    plain_files: names of entries the run keeps as files.
   """
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise WorkdirError(f"--workdir={workdir} is a file, not a directory; pass a directory "
                        "(it is created if missing).")
+  for names, is_kind, kind in ((folders, os.path.isdir, "folder"),
+                               (plain_files, os.path.isfile, "file")):
+    for name in names:
+      path = os.path.join(workdir, name)
+      if os.path.lexists(path) and not is_kind(path):
+        raise WorkdirError(f"{path} is not a {kind}, and the run keeps its {name} there as "
+                           f"a {kind}; move it away, or pass another --workdir.")
   existing = workdir
   while not os.path.exists(existing):
     existing = os.path.dirname(existing)

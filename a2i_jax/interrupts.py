@@ -96,22 +96,31 @@ class StopRequest:
 
 @contextlib.contextmanager
 def held() -> Iterator[None]:
-  """Holds a Ctrl-C until the block ends, then raises KeyboardInterrupt (once, however many
-  came). Main thread only.
+  """Holds a Ctrl-C, and a SIGTERM where a Python handler takes it (infer.py's), until the
+  block ends; then hands a held SIGTERM to that handler and raises KeyboardInterrupt for a
+  held Ctrl-C (once, however many came). Main thread only.
 
   A Python handler, not a blocked signal: the kernel hands a signal blocked in the main
   thread to another thread (XLA's), and Python raises KeyboardInterrupt in the main thread
   all the same.
 
   Yields:
-    None, once the handler that holds a Ctrl-C is in place.
+    None, once the handlers that hold the signals are in place.
   """
   caught = []
-  previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
+  term = signal.getsignal(signal.SIGTERM)
+  hold_term = callable(term)  # Not SIG_DFL, SIG_IGN, or a handler outside Python (None).
+  previous = signal.signal(signal.SIGINT, lambda *_: caught.append(signal.SIGINT))
+  if hold_term:
+    signal.signal(signal.SIGTERM, lambda *_: caught.append(signal.SIGTERM))
   try:
     yield
   finally:
     signal.signal(signal.SIGINT, previous)
+    if hold_term:
+      signal.signal(signal.SIGTERM, term)
+  if signal.SIGTERM in caught:
+    term(signal.SIGTERM, None)
   if caught:
     raise KeyboardInterrupt
 

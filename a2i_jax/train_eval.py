@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 from typing import Any, Callable, Optional
 
 import flax
@@ -248,7 +249,8 @@ class RunSummary:
     if checkpoint is not None:
       logging.info("checkpoint: %s", os.path.join(self.workdir, checkpoints.CHECKPOINT_DIR,
                                                   str(checkpoint)))
-    logging.info("next: python infer.py --workdir=%s --mode=sample", self.workdir)
+    logging.info("next: python infer.py --workdir=%s --mode=sample",
+                 shlex.quote(self.workdir))  # A path with a space stays one argument.
 
 
 def resolve_config(config: ml_collections.ConfigDict,

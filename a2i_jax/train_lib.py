@@ -334,11 +334,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   Writes to `workdir`: config.json, dataset.json, checkpoints/, metrics.jsonl, tensorboard/
   and samples/step_XXXXXXX.png at each evaluation. Nothing is written before the config has
   passed `config_lib.validate_config` and the data are known to fit it; config.json is
-  (re)written only once the state is restored; a resume whose config names other data than
-  the run's (`DATA_IDENTITY_KEYS`) stops before any is loaded. One process at a time may train
-  in a workdir (`files.workdir_lock`). A corrupt newest checkpoint is moved to
-  corrupt_checkpoints/ and the run resumes from the newest intact one. Ctrl-C saves the state
-  and raises `TrainingInterrupted`.
+  (re)written only once the state is restored, and not by a call that trains no step; a
+  resume whose config names other data than the run's (`DATA_IDENTITY_KEYS`) stops before any
+  is loaded. One process at a time may train in a workdir (`files.workdir_lock`). A corrupt
+  newest checkpoint is moved to corrupt_checkpoints/ and the run resumes from the newest intact
+  one. Ctrl-C saves the state and raises `TrainingInterrupted`.
 
   The persistent compilation cache (`config.compilation_cache_dir`) is the caller's choice and
   is not switched on here: train.py calls `files.enable_compilation_cache` with it, and a
@@ -360,7 +360,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     raise WorkdirError("--workdir is empty; pass the run's directory, e.g. "
                        "--workdir=runs/<name> (it is created if missing).")
   workdir = os.path.abspath(os.path.expanduser(workdir))
-  files.check_workdir(workdir)
+  files.check_workdir(workdir, folders=(checkpoints.CHECKPOINT_DIR, checkpoints.CORRUPT_DIR,
+                                        "samples", "tensorboard"),
+                      plain_files=(checkpoints.CONFIG_FILE, checkpoints.DATASET_FILE,
+                                   metrics_lib.METRICS_FILE))
   # Every process trains one run: a config that differs (another seed, step count or model)
   # would train out of step without a word, or leave a process waiting in a collective.
   distributed.same_on_every_process(
@@ -441,7 +444,12 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
     logging.info("model %s: %d parameters", config.model.name, models.count_params(state.params))
     if good is not None:
       logging.info("resumed from step %d in %s", int(state.step), ckpt.directory)
-    checkpoints.save_config(workdir, config)
+    recorded = os.path.exists(os.path.join(workdir, checkpoints.CONFIG_FILE))
+    if good is None or int(state.step) < config.num_train_steps or not recorded:
+      # Not where this call trains nothing (num_train_steps at or below the step reached):
+      # the record stays that of the config that trained the checkpoints (was: rewritten
+      # with this call's learning rate, seed and step count).
+      checkpoints.save_config(workdir, config)
     train_eval.record_dataset(workdir, dataset, config.data.path, resumed=good is not None)
   except BaseException:
     ckpt.close()

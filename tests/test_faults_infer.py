@@ -151,6 +151,16 @@ _BAD_FLAGS = [
     (dict(seed=10**20), f"--seed={10**20}; pass a whole number"),  # An OverflowError.
     # Was: "the new value of attribute 3: NaN or infinity", of a finite number.
     (dict(modes=["edit"], attribute="a", value=1e39), "--value=1e+39 is beyond float32's"),
+    # Were ignored without a word: the modes that do not run inference, or take no occlusion
+    # or example count; an empty path or name was taken for the flag left out.
+    (dict(steps=3), "--steps is used by --mode=reconstruct, complete, edit, infer_attributes"),
+    (dict(modes=["swap"], restarts=2), "--restarts is used by --mode=reconstruct"),
+    (dict(modes=["reconstruct"], occlusions=["eyes"]), "--occlusion is used by --mode=complete, "
+     "tune, evaluate only"),
+    (dict(modes=["complete"], num_examples=1), "--num_examples is used by --mode=tune, evaluate"),
+    (dict(modes=["reconstruct"], input=""), "--input is empty; pass an image file or a folder"),
+    (dict(modes=["edit"], attribute=" "), "--attribute is empty; pass an attribute's name"),
+    (dict(out=""), "--out is empty; pass a folder, or leave the flag out"),
 ]
 
 
@@ -172,6 +182,52 @@ def test_counts_are_refused_up_front_by_the_cli(trained, tmp_path):
   _refused(_infer(f"--workdir={trained}", f"--out={out}", "--num_images=-3"),
            "--num_images=-3; it must be at least 1")
   assert _no_files(out)
+
+
+def test_flag_mistakes_are_one_line(trained):
+  """Was: absl's two-line FATAL for a value it cannot parse, and its whole --help after a
+  stray argument."""
+  _refused(_infer(f"--workdir={trained}", "--num_images=abc"), "--num_images=abc",
+           "see python infer.py --helpfull")
+  _refused(_infer(f"--workdir={trained}", "extra"), "unexpected arguments: extra")
+
+
+def test_a_tilde_is_the_home_folder_and_checkpoints_are_no_out(trained, tmp_path, monkeypatch):
+  """Was: --out=~/o (no shell expands it inside a flag) passed the checks as the home folder's
+  and was written to a folder named "~" in the current one, and nothing moved in: exit 0, no
+  output. And an --out inside the run's checkpoints/ was written, after which no restore of
+  the run worked and training moved the results aside as a corrupt step."""
+  import infer  # pylint: disable=import-outside-toplevel
+  home, cwd = tmp_path / "home", tmp_path / "cwd"
+  cwd.mkdir()
+  shutil.copytree(trained, home / "w")
+  monkeypatch.setenv("HOME", str(home))
+  monkeypatch.chdir(cwd)
+  infer.run_modes(_options("--workdir=~/w", "--out=~/o", "--num_images=1",
+                           "--samples_per_attribute=1"))
+  written = os.listdir(home / "o")
+  assert len(written) == 1 and written[0].startswith("sample_step"), written
+  assert not os.listdir(cwd)  # No folder named "~".
+  workdir = home / "w"
+  steps = sorted(os.listdir(workdir / "checkpoints"))
+  for inside in ("checkpoints/99", "checkpoints", "corrupt_checkpoints/5"):
+    _refused_here(f"--workdir={workdir}", f"--out={workdir}/{inside}",
+                  needles=("where every folder is taken for a checkpoint", "pass --out="))
+  assert sorted(os.listdir(workdir / "checkpoints")) == steps
+  assert not (workdir / "corrupt_checkpoints").exists()
+
+
+@pytest.mark.parametrize("ranges", [[[0.0, 1.0]], [["a", "b"], [0, 1]], [[1.0, 0.0], [0, 1]],
+                                    [[0, 1], [0, float("nan")]]])
+def test_a_damaged_dataset_record_is_one_error(tmp_path, ranges):
+  """Was: fewer ranges than names an IndexError of --mode=progression, a range of strings a
+  ValueError, both tracebacks."""
+  from a2i_jax import checkpoints  # pylint: disable=import-outside-toplevel
+  from a2i_jax.errors import ConfigError  # pylint: disable=import-outside-toplevel
+  (tmp_path / "dataset.json").write_text(json.dumps({"attribute_names": ["a", "b"],
+                                                     "attribute_ranges": ranges}))
+  with pytest.raises(ConfigError, match="dataset.json is unreadable .*attribute_ranges"):
+    checkpoints.load_dataset_info(str(tmp_path))
 
 
 def test_a_run_whose_config_infers_attributes_still_reconstructs(trained, tmp_path):
@@ -714,8 +770,13 @@ def test_tune_refuses_an_unknown_grid_option_before_any_setting_runs(trained, tm
   assert _no_files(out)
 
 
-def test_ctrl_c_is_one_line_and_keeps_the_earlier_set(trained, tmp_path):
+@pytest.mark.parametrize("signum,status,what", [
+    (signal.SIGINT, 130, "interrupted"),
+    # Was: killed with status 143 and no word, its .complete-unfinished-* folder left in --out.
+    (signal.SIGTERM, 143, "stopped by SIGTERM")])
+def test_ctrl_c_is_one_line_and_keeps_the_earlier_set(trained, tmp_path, signum, status, what):
   """Was: a 20-line traceback, status -2, and a new complete_eyes.png among the old files.
+  A SIGTERM (`kill`, a scheduler) stops the same way.
 
   The completion is given far more steps than the test needs (10 per call on a CPU, each
   call a point where the Ctrl-C is seen): with 60, it could end in the second or so between
@@ -732,17 +793,42 @@ def test_ctrl_c_is_one_line_and_keeps_the_earlier_set(trained, tmp_path):
   while not any(n.startswith(".complete-") for n in os.listdir(out)):  # complete has begun.
     assert p.poll() is None and time.time() < deadline, p.communicate()[1][-3000:]
     time.sleep(0.01)
-  p.send_signal(signal.SIGINT)
+  p.send_signal(signum)
   _, stderr = p.communicate(timeout=120)
   lines = [l for l in stderr.splitlines() if l.strip()]
-  assert p.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
-  assert lines[-1].startswith("interrupted during --mode=complete; finished and written to "
+  assert p.returncode == status and "Traceback" not in stderr, stderr[-3000:]
+  assert lines[-1].startswith(f"{what} during --mode=complete; finished and written to "
                               f"{out}: sample; its earlier files"), lines
   names = sorted(os.listdir(out))
   assert [n for n in names if n.startswith("sample_step") and n != "sample_step9.png"]
   assert [n for n in names if not n.startswith("sample_step")] == [
       "complete.json", "complete_eyes.png", "complete_mouth.png", "edit_hat.png", "notes.txt"]
   assert all(open(os.path.join(out, n)).read() == "old" for n in names if "complete" in n)
+
+
+def test_a_sigterm_held_during_the_move_comes_after_it(monkeypatch, tmp_path, capsys):
+  """A SIGTERM during the move into --out waits for its end, as a Ctrl-C does (infer.py
+  takes SIGTERM with `_terminate`)."""
+  import infer  # pylint: disable=import-outside-toplevel
+  out = tmp_path / "out"
+  real = infer.os.replace
+
+  def replace(src, dst):
+    os.kill(os.getpid(), signal.SIGTERM)  # Held until the move has ended.
+    return real(src, dst)
+  previous = signal.signal(signal.SIGTERM, infer._terminate)  # pylint: disable=protected-access
+  try:
+    done = []
+    with pytest.raises(infer._Terminated):  # pylint: disable=protected-access
+      with infer._staged(str(out), "sample", done) as stage:  # pylint: disable=protected-access
+        open(os.path.join(stage, "sample_step9.png"), "w").close()
+        open(os.path.join(stage, "sample.json"), "w").close()
+        monkeypatch.setattr(infer.os, "replace", replace)
+    assert signal.getsignal(signal.SIGTERM) is infer._terminate  # pylint: disable=protected-access
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+  assert done == ["sample"] and sorted(os.listdir(out)) == ["sample.json", "sample_step9.png"]
+  assert capsys.readouterr().out.count("wrote") == 2
 
 
 _CTRL_C_IN_GC = """

@@ -352,6 +352,43 @@ def test_a_workdir_without_checkpoints_takes_a_new_config(tmp_path, flags, refer
   assert checkpoints.load_config(workdir).model.width == 0.125
 
 
+def test_a_call_that_trains_nothing_leaves_the_record_alone(tmp_path, reference):
+  """num_train_steps at or below the step reached: nothing to do, and config.json still says
+  what trained the checkpoints (was: rewritten with this call's learning rate, seed and step
+  count). In process: no step is compiled."""
+  from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
+  workdir = _copy(reference, tmp_path)
+  path = os.path.join(workdir, checkpoints.CONFIG_FILE)
+  with open(path, encoding="utf-8") as f:
+    before = f.read()
+  config = checkpoints.load_config(workdir)
+  config.num_train_steps, config.learning_rate, config.seed = STEPS - 4, 0.5, 7
+  state = train_lib.train_and_evaluate(config, workdir)
+  assert int(state.step) == STEPS
+  with open(path, encoding="utf-8") as f:
+    assert f.read() == before
+
+
+def test_entries_of_the_wrong_kind_in_the_workdir_are_one_line(tmp_path):
+  """A file where the run keeps a folder (samples/, tensorboard/), or a folder where it keeps
+  a file (metrics.jsonl), stops before anything is written. Was: a traceback when training
+  first wrote there (after training, at the evaluation)."""
+  workdir = tmp_path / "w"
+  workdir.mkdir()
+  (workdir / "samples").write_text("mine")
+  kinds = dict(folders=("checkpoints", "samples"), plain_files=("metrics.jsonl",))
+  with pytest.raises(files.WorkdirError, match=f"{workdir}/samples is not a folder, and the "
+                     "run keeps its samples there as a folder; move it away"):
+    files.check_workdir(str(workdir), **kinds)
+  (workdir / "samples").unlink()
+  (workdir / "metrics.jsonl").mkdir()
+  with pytest.raises(files.WorkdirError, match="metrics.jsonl is not a file"):
+    files.check_workdir(str(workdir), **kinds)
+  (workdir / "metrics.jsonl").rmdir()
+  (workdir / "checkpoints").mkdir()
+  files.check_workdir(str(workdir), **kinds)  # The right kinds, or absent.
+
+
 def test_a_failed_restore_leaves_the_record_alone(tmp_path, flags, reference):
   """config.json is written only after the restore succeeded (item 3). A resume without it
   cannot be checked against the run's config, and says so (was: silently unchecked)."""
