@@ -126,10 +126,12 @@ def main(argv):
   except TrainingInterrupted as e:
     print(str(e), file=sys.stderr)
     distributed.leave(130)
-  except KeyboardInterrupt:
+  except KeyboardInterrupt:  # Outside the loop (which saves, then raises the one above).
     print("interrupted; run the same command to resume from the newest checkpoint.",
           file=sys.stderr)
-    distributed.leave(130)
+    # At once: Python's exit would first wait for the threads of a dataset download that
+    # is under way (TFDS's), for minutes. Nothing is being saved here.
+    distributed.exit_now(130)
   except BaseException as e:  # pylint: disable=broad-except
     distributed.leave_after(e)
 

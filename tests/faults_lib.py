@@ -17,6 +17,8 @@ environment variable `A2I_FAULT` names ("kind:step"; in a multi-process run,
   sigterm_at_step:N   a real SIGTERM (a scheduler's notice) to itself, likewise
   disk_full_at_save:N the checkpoint save of step N fails with ENOSPC, as Orbax's would
   hold_at_step:N      at step N, create WORKDIR/holding and wait until WORKDIR/release exists
+  sigint_in_download:0  a real SIGINT while the dataset loads, with a thread still busy (as
+                      TFDS's download threads are, for minutes) that Python's exit would wait for
   read_only:0         WORKDIR behaves as a read-only folder (for root, who writes anywhere,
                       where no read-only file system can be mounted)
 """
@@ -244,6 +246,17 @@ def _install(kind: str, at: int, workdir: str) -> None:
       delete(self, step, target)
     checkpoints.Checkpointer.save = note
     deleter_class._delete_step_permanently = delete_half  # pylint: disable=protected-access
+  elif kind == "sigint_in_download":
+    from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
+    load = train_lib.load_dataset
+
+    def load_while_downloading(*args, **kwargs):
+      import threading  # pylint: disable=import-outside-toplevel
+      threading.Thread(target=time.sleep, args=(600,)).start()  # Not a daemon, as TFDS's.
+      os.kill(os.getpid(), signal.SIGINT)
+      time.sleep(30)  # The KeyboardInterrupt lands here.
+      return load(*args, **kwargs)
+    train_lib.load_dataset = load_while_downloading
   elif kind == "read_only":
     inside = lambda path: os.path.abspath(os.fsdecode(path)).startswith(
         os.path.abspath(workdir))

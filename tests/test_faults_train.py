@@ -352,6 +352,17 @@ def test_a_workdir_without_checkpoints_takes_a_new_config(tmp_path, flags, refer
   assert checkpoints.load_config(workdir).model.width == 0.125
 
 
+def test_ctrl_c_while_a_download_runs_stops_at_once(tmp_path, flags):
+  """Ctrl-C before training (a dataset being prepared) prints its line and exits 130 at once.
+  Was: Python's exit waited for TFDS's download threads, minutes after the line."""
+  started = time.time()
+  r = F.train(str(tmp_path / "w"), *flags, fault="sigint_in_download:0", timeout=120)
+  assert r.returncode == 130 and "Traceback" not in r.stderr, r.stderr[-3000:]
+  assert r.stderr.rstrip().endswith("interrupted; run the same command to resume from the "
+                                    "newest checkpoint."), r.stderr[-3000:]
+  assert time.time() - started < 60
+
+
 def test_a_call_that_trains_nothing_leaves_the_record_alone(tmp_path, reference):
   """num_train_steps at or below the step reached: nothing to do, and config.json still says
   what trained the checkpoints (was: rewritten with this call's learning rate, seed and step
