@@ -137,8 +137,8 @@ def evaluate_model(trained: inference.TrainedModel, dataset: Dataset, *,
   images, attrs, fg = _test_examples(dataset, num_examples)
   x01 = to_unit(images)
   n, s = images.shape[0], images.shape[1]
-  names = list(occlusions.occlusions_for(dataset.name) if occlusion_names is None
-               else occlusion_names)
+  names = occlusions.check_names(occlusions.occlusions_for(dataset.name)
+                                 if occlusion_names is None else occlusion_names)
   # Known attributes, whatever the run's config.inference.infer_attributes says.
   options = options or inference.options_for(trained, infer_attributes=False)
   methods = {"optimisation": options,

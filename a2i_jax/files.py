@@ -20,6 +20,7 @@ import tempfile
 from typing import Iterable, Iterator, Optional, Union
 
 import jax
+from absl import logging
 
 from a2i_jax.errors import WorkdirError
 
@@ -279,10 +280,24 @@ def enable_compilation_cache(directory: str) -> None:
   `MIN_CACHED_COMPILE_S` are kept (JAX's default is 1 s, and a paper model's `init` program
   compiles in 0.5-2 s on CPU); JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS, where set, wins.
 
+  A folder that cannot be made (it lies under a file, or where this user may not write)
+  leaves the cache off with one warning line (were JAX's warnings, two lines each, per
+  program).
+
   Args:
     directory: the cache directory (`~` is expanded); "" for none.
   """
   if directory:
-    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(directory))
+    path = os.path.abspath(os.path.expanduser(directory))
+    existing = path  # Checked, not made: JAX makes it at the first program it keeps.
+    while not os.path.exists(existing):
+      existing = os.path.dirname(existing)
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+      why = "is a file" if not os.path.isdir(existing) else "cannot be written"
+      logging.warning("the compilation cache folder %s cannot be used (%s %s); every program "
+                      "is compiled anew. Set config.compilation_cache_dir to a folder you can "
+                      "write to, or to \"\" to turn the cache off.", path, existing, why)
+      return
+    jax.config.update("jax_compilation_cache_dir", path)
     if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
       jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_CACHED_COMPILE_S)

@@ -166,8 +166,15 @@ def check_images(images: Any, image_size: int, signed: bool = False) -> np.ndarr
     if not np.issubdtype(x.dtype, np.floating):
       raise InputError(f"images have dtype {x.dtype}; pass uint8 in [0, 255] or floats in "
                        "[0, 1].")
-    _check_range(x, 0.0, 1.0, "float images must lie in [0, 1]",
-                 "divide uint8 images by 255, or pass them as uint8")
+    rule = "float images must lie in [0, 1]"
+    try:
+      _check_range(x, 0.0, 1.0, rule, "divide uint8 images by 255, or pass them as uint8")
+    except InputError:
+      lo, hi = float(np.min(x)), float(np.max(x))
+      if -1.0 - _SIGNED_SLACK <= lo < 0.0 and hi <= 1.0 + _SIGNED_SLACK:  # The models' range.
+        raise InputError(f"{rule}; these range over [{lo:g}, {hi:g}], the models' own [-1, 1] "
+                         "(pass (x + 1) / 2).") from None
+      raise
   return to_signed(x)
 
 

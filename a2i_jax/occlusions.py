@@ -120,6 +120,26 @@ def _check_name(name: str) -> None:
     raise InputError(f"unknown occlusion {name!r}; choose one of {', '.join(OCCLUSION_NAMES)}.")
 
 
+def check_names(names: Sequence[str]) -> list[str]:
+  """`names` as a list, each one of `OCCLUSION_NAMES`.
+
+  Args:
+    names: occlusion names.
+  Returns:
+    The list.
+  Raises:
+    InputError: one string instead of a list (its letters were taken for names: "unknown
+      occlusion 'e'" for "eyes"), or an unknown name.
+  """
+  if isinstance(names, str):
+    raise InputError(f"occlusion names {names!r} is one string; pass a list of names, e.g. "
+                     f"[{names!r}].")
+  names = list(names)
+  for name in names:
+    _check_name(name)
+  return names
+
+
 def occlusions_for(dataset: str) -> tuple[str, ...]:
   """The occlusion names that make sense for a dataset.
 
@@ -221,8 +241,7 @@ def make_masks(names: Sequence[str], image_size: int, num: int, *, seed: int = 0
   Returns:
     {name: float32 [N, S, S, 1] observed-pixel mask}.
   """
-  for name in names:
-    _check_name(name)
+  names = check_names(names)
   return {name: make_mask(name, image_size, num, seed=seed + OCCLUSION_NAMES.index(name),
                           dataset=dataset) for name in names}
 

@@ -36,8 +36,15 @@ def make_mesh(devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
     devices: the devices to use; None for `jax.devices()`.
   Returns:
     A `Mesh` of shape [len(devices)] with the axis named "data".
+  Raises:
+    ConfigError: `devices` is empty, holds something that is not a `jax.Device`, or names a
+      device twice (were JAX's IndexError, AttributeError or bare AssertionError).
   """
   devices = list(jax.devices() if devices is None else devices)
+  if (not devices or not all(isinstance(d, jax.Device) for d in devices)
+      or len(set(devices)) != len(devices)):
+    raise ConfigError(f"devices={devices!r}: pass a non-empty list of distinct jax.Device "
+                      "objects, e.g. jax.devices() or jax.devices()[:2] (None: all).")
   return jax.make_mesh((len(devices),), (DATA_AXIS,), axis_types=(AxisType.Auto,),
                        devices=devices)
 

@@ -618,6 +618,12 @@ def test_folder_errors_name_the_file(tmp_path):
     f.write(good + "ghost.png,1,2\n")
   with pytest.raises(DataError, match=r"line 14: the image .*ghost.png does not exist"):
     folder.scan(path, masks=False)
+  for sep, name in ((";", "semicolons"), ("\t", "tabs")):  # Was: "has no 'filename' column".
+    with open(csv_path, "w") as f:
+      f.write(good.replace(",", sep))
+    with pytest.raises(DataError, match=f"attributes.csv separates its columns with {name}; "
+                       "save it with commas"):
+      folder.scan(path, masks=False)
   with open(csv_path, "w") as f:
     f.write(good.replace("img_03.png,1,3.5", "img_03.png,yes,3.5"))
   with pytest.raises(DataError, match=r"img_03.png\): column 'smile' holds 'yes'"):

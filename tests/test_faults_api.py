@@ -457,3 +457,59 @@ def test_load_trained_arguments(tmp_path):
   for step in ("4", 4.0, True):
     with pytest.raises(InputError, match=f"step={step!r} is not valid; pass an integer"):
       inference.load_trained(str(tmp_path), step)
+
+
+# ------------------------------------------------- found by the thirtieth session's review
+
+def test_devices_that_are_no_devices_are_refused():
+  """Were JAX's IndexError (none), AttributeError (a string) and bare AssertionError (one
+  device twice), from `train_and_evaluate(..., devices=...)` and `parallel.make_mesh`."""
+  from a2i_jax import parallel  # pylint: disable=import-outside-toplevel
+  one = jax.devices()[0]
+  for devices in ([], ["cpu"], [one, one]):
+    with pytest.raises(ConfigError, match="pass a non-empty list of distinct jax.Device"):
+      parallel.make_mesh(devices)
+  assert parallel.make_mesh([one]).devices.shape == (1,)
+
+
+@pytest.mark.parametrize("shrinkage", [-1.0, 2.0, float("nan"), "0.1"])
+def test_an_attribute_prior_shrinkage_outside_zero_one_is_refused(shrinkage):
+  """Was accepted: an indefinite precision, and inferred attributes far off their range (a
+  NaN: numpy's LinAlgError)."""
+  y = np.random.default_rng(0).normal(size=(20, 3))
+  with pytest.raises(InputError, match="pass a number from 0 .* to 1"):
+    inference.AttributePrior.fit(y, shrinkage=shrinkage)
+  assert inference.AttributePrior.fit(y, shrinkage=1).precision.shape == (3, 3)
+
+
+def test_one_occlusion_name_as_a_string_is_refused():
+  """Was: "unknown occlusion 'e'" for "eyes", its letters taken for names."""
+  with pytest.raises(InputError, match="occlusion names 'eyes' is one string; pass a list of "
+                     r"names, e.g. \['eyes'\]"):
+    occlusions.make_masks("eyes", S, 1, dataset="synthetic")
+  with pytest.raises(InputError, match="is one string"):
+    occlusions.check_names("eyes")
+  assert occlusions.check_names(("eyes",)) == ["eyes"]
+
+
+def test_latents_that_are_not_finite_are_refused_by_decode(untrained):
+  """Was: all-NaN images, without a word."""
+  for name, trained in untrained.items():
+    latents = {n: np.zeros((2, d), np.float32) for n, d in trained.model.latent_dims.items()}
+    first = sorted(latents)[0]
+    latents[first][1, 0] = np.nan
+    with pytest.raises(InputError, match=f"latents\\['{first}'\\] holds NaN or infinity"):
+      inference.decode(trained, latents, _attrs(2))
+    latents[first] = [["a"] * latents[first].shape[1]] * 2
+    with pytest.raises(InputError, match="the latents are not numbers"):
+      inference.decode(trained, latents, _attrs(2))
+
+
+def test_images_in_the_models_range_name_their_own_fix():
+  """Images in [-1, 1] where [0, 1] is taken: the fix is (x + 1) / 2, not "divide by 255"."""
+  x = _images(2).astype(np.float32) / 127.5 - 1.0
+  with pytest.raises(InputError, match=r"the models' own \[-1, 1\] \(pass \(x \+ 1\) / 2\)"):
+    inputs.check_images(x, S)
+  with pytest.raises(InputError, match="divide uint8 images by 255"):
+    inputs.check_images(x * 127.5, S)
+  assert inputs.check_images((x + 1) / 2, S).shape == (2, S, S, 3)

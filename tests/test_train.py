@@ -316,6 +316,20 @@ def test_the_entry_points_cache_programs_of_a_quarter_second(monkeypatch):
     jax.config.update("jax_persistent_cache_min_compile_time_secs", before)
 
 
+def test_a_cache_folder_that_cannot_be_made_leaves_the_cache_off(tmp_path, caplog):
+  """One warning line, the cache left as it was, nothing made. Were JAX's two-line Python
+  warnings for every program, the run going on without the cache."""
+  from a2i_jax import files  # pylint: disable=import-outside-toplevel
+  folder = jax.config.jax_compilation_cache_dir
+  blocker = tmp_path / "file"
+  blocker.write_text("mine")
+  files.enable_compilation_cache(str(blocker / "xla"))
+  assert jax.config.jax_compilation_cache_dir == folder
+  warned = [r for r in caplog.records if "cannot be used" in r.getMessage()]
+  assert len(warned) == 1 and f"{blocker} is a file" in warned[0].getMessage()
+  assert blocker.read_text() == "mine"
+
+
 def test_unknown_config_key_and_bad_values(tmp_path, data_cache):
   cfg = tiny_config("cvae", data_cache)
   cfg.unlock()

@@ -135,6 +135,10 @@ def scan(path: str, masks: bool) -> Table:
                       f"({', '.join(repr(header[i]) for i in cols)}; names match in any "
                       "case); keep one and rename the others.")
   if not reserved["filename"]:
+    for sep, name in ((";", "semicolons"), ("\t", "tabs")):
+      if len(header) == 1 and sep in header[0]:  # Excel's CSV in many locales.
+        raise DataError(f"{csv_path} separates its columns with {name}; save it with commas "
+                        "(\"CSV UTF-8\" in Excel), with '.' as the decimal point.")
     raise DataError(f"{csv_path}: the header {header} has no 'filename' column (any case).")
   fcol = reserved["filename"][0]
   scol = reserved["split"][0] if reserved["split"] else None

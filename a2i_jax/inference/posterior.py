@@ -147,8 +147,12 @@ class AttributePrior:
     Returns:
       The prior: mean [A], precision [A, A] (float32).
     Raises:
-      InputError: not [N >= 2, A] finite numbers.
+      InputError: not [N >= 2, A] finite numbers, or a shrinkage outside [0, 1] (which makes
+        the precision indefinite: no Gaussian, and attributes inferred far off their range).
     """
+    if not (isinstance(shrinkage, (int, float, np.floating)) and 0.0 <= shrinkage <= 1.0):
+      raise InputError(f"shrinkage={shrinkage!r}: pass a number from 0 (the sample covariance) "
+                       "to 1 (its diagonal alone); 0.1 is the default.")
     y = np.asarray(attributes, np.float64)
     if y.ndim != 2 or y.shape[0] < 2:
       raise InputError(f"fitting an attribute prior needs [N >= 2, A] attributes; got {y.shape}.")

@@ -193,6 +193,8 @@ def decode(trained: TrainedModel, latents: Mapping[str, Any], attributes: Any
   Returns:
     "image" [N, S, S, 3] in [0, 1], plus each of the model's image layers (disCVAE:
     "foreground", "gate", "background").
+  Raises:
+    InputError: attributes or latents of the wrong shape, not numbers, or not finite.
   """
   dims = trained.model.latent_dims
   y = check_attributes(attributes, trained.config.model.y_dim)
@@ -203,10 +205,17 @@ def decode(trained: TrainedModel, latents: Mapping[str, Any], attributes: Any
     if np.shape(latents[name]) != (y.shape[0], dim):
       raise InputError(f"latents[{name!r}] has shape {np.shape(latents[name])}; expected "
                        f"[{y.shape[0]}, {dim}].")
+  try:
+    lat = {n: np.asarray(latents[n], np.float32) for n in dims}
+  except (TypeError, ValueError) as e:
+    raise InputError(f"the latents are not numbers ({e}); pass float arrays.") from None
+  for name, value in lat.items():
+    if not np.all(np.isfinite(value)):  # Was: all-NaN images, without a word.
+      raise InputError(f"latents[{name!r}] holds NaN or infinity; pass finite latents (e.g. "
+                       "from infer_latents or prior_latents).")
   model = trained.model  # Not `trained`: its cache holding it would keep it from being freed.
   fn = _cached(trained, "decode",
                lambda: perf.jit(lambda v, lat, y: sampling.decode_images(model, v, lat, y)))
-  lat = {n: np.asarray(latents[n], np.float32) for n in dims}
   return parallel.fetch(fn(trained.variables, lat, y))
 
 
