@@ -725,14 +725,6 @@ def evaluate(opts: Options, done: list[str]) -> None:
   print(f"wrote {os.path.join(out, 'evaluation.md')} and evaluation.json")
 
 
-class _Terminated(KeyboardInterrupt):
-  """SIGTERM (`kill`, a scheduler's notice): stops as Ctrl-C does, with exit status 143."""
-
-
-def _terminate(*_) -> None:
-  raise _Terminated
-
-
 def _interrupted(out: str, done: list[str], mode: Optional[str],
                  what: str = "interrupted") -> str:
   """The line Ctrl-C (or SIGTERM, `what`) prints: what was finished and kept."""
@@ -748,7 +740,9 @@ def run_modes(opts: Options) -> None:
 
   Raises:
     A2IError: a mistake in the flags or the inputs, before anything is written.
-    KeyboardInterrupt: Ctrl-C, its message saying what was finished and kept.
+    KeyboardInterrupt: Ctrl-C (`interrupts.Terminated`: SIGTERM), also one that came out of
+      a callback from C as another exception (`interrupts.interrupt_in`), its message saying
+      what was finished and kept.
   """
   opts = opts.expanded()
   opts.check()
@@ -770,14 +764,18 @@ def run_modes(opts: Options) -> None:
     for mode in opts.modes:
       with _staged(one.out, mode, done) as one.stage:
         RUN_MODES[mode](one)
-  except KeyboardInterrupt as e:
-    what = "stopped by SIGTERM" if isinstance(e, _Terminated) else "interrupted"
-    raise type(e)(_interrupted(out, done, mode, what)) from None
+  except BaseException as e:  # pylint: disable=broad-except
+    stop = interrupts.interrupt_in(e)  # Also one raised inside a callback from C.
+    if stop is None:
+      raise
+    what = "stopped by SIGTERM" if isinstance(stop, interrupts.Terminated) else "interrupted"
+    raise type(stop)(_interrupted(out, done, mode, what)) from None
 
 
 def main(argv):
   signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: `run_modes` says what is kept.
-  signal.signal(signal.SIGTERM, _terminate)  # Was: killed, its unfinished folder left in --out.
+  # SIGTERM as Ctrl-C, exit 143 (was: killed, its unfinished folder left in --out).
+  signal.signal(signal.SIGTERM, interrupts.raise_terminated)
   interrupts.keep_ctrl_c()  # Not lost inside a garbage-collector callback.
   if len(argv) > 1:  # Was: absl's usage error, the whole --help after it.
     _fail(f"unexpected arguments: {' '.join(argv[1:])}; flags are written --name=value.")
@@ -802,8 +800,12 @@ def main(argv):
     print(str(e) or "interrupted; nothing was written.", file=sys.stderr)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # A second one while exiting adds nothing.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    distributed.leave(143 if isinstance(e, _Terminated) else 130)
+    distributed.leave(143 if isinstance(e, interrupts.Terminated) else 130)
   except BaseException as e:  # pylint: disable=broad-except
+    stop = interrupts.interrupt_in(e)  # Raised inside a callback from C, before run_modes.
+    if stop is not None:
+      print("interrupted; nothing was written.", file=sys.stderr)
+      distributed.leave(143 if isinstance(stop, interrupts.Terminated) else 130)
     distributed.leave_after(e)
 
 

@@ -133,6 +133,10 @@ def main(argv):
     # is under way (TFDS's), for minutes. Nothing is being saved here.
     distributed.exit_now(130)
   except BaseException as e:  # pylint: disable=broad-except
+    if interrupts.interrupt_in(e) is not None:  # A Ctrl-C raised inside a callback from C.
+      print("interrupted; run the same command to resume from the newest checkpoint.",
+            file=sys.stderr)
+      distributed.exit_now(130)
     distributed.leave_after(e)
 
 

@@ -530,6 +530,9 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   Raises:
     ConfigError: no or unreadable config.json.
   """
+  if not isinstance(workdir, (str, os.PathLike)):  # Was: a TypeError from os.path.
+    raise ConfigError(f"workdir={workdir!r}: pass the run's folder (a path) that train.py "
+                      "wrote.")
   path = os.path.join(workdir, CONFIG_FILE)
   try:
     with open(path) as f:
@@ -540,6 +543,10 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
                         f"{type(saved).__name__} {str(saved)[:60]}); {_DAMAGED_CONFIG_FIX}")
     return ml_collections.ConfigDict(saved)
   except FileNotFoundError:
+    parent = os.path.dirname(os.path.abspath(workdir))
+    if os.path.exists(os.path.join(parent, CONFIG_FILE)):  # Its checkpoints/ or samples/.
+      raise ConfigError(f"no config at {path}: {workdir} is inside the run's folder; pass "
+                        f"that folder, {parent}.") from None
     raise ConfigError(f"no config at {path}: this workdir was not written by train.py, or "
                       "training has not started there yet.") from None
   except json.JSONDecodeError as e:

@@ -21,7 +21,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 from a2i_jax import distributed, errors
 
@@ -125,6 +125,44 @@ def held() -> Iterator[None]:
     raise KeyboardInterrupt
 
 
+class Terminated(KeyboardInterrupt):
+  """SIGTERM (`kill`, a scheduler's notice) where it stops a program as Ctrl-C does (infer.py,
+  `raise_terminated`); the program exits with 143 instead of 130."""
+
+
+def raise_terminated(*_: Any) -> None:
+  """A SIGTERM handler (`signal.signal(signal.SIGTERM, raise_terminated)`).
+
+  Args:
+    *_: the signal number and frame, unused.
+  Raises:
+    Terminated: where the main thread is.
+  """
+  raise Terminated
+
+
+def interrupt_in(error: BaseException) -> Optional[KeyboardInterrupt]:
+  """The KeyboardInterrupt (Ctrl-C, or infer.py's SIGTERM) that `error` is, or is caused by.
+
+  A signal handler that raises runs at the next bytecode, which may be Python code that C
+  calls back (NumPy asking a JAX scalar type for its hash): the exception then leaves the C
+  function as a SystemError ("... returned a result with an exception set") whose cause is
+  the interrupt (seen in CI: a SIGTERM during `to_signed`, a traceback and exit status 1).
+
+  Args:
+    error: an exception that reached an entry point.
+  Returns:
+    The interrupt, or None.
+  """
+  seen = set()
+  while error is not None and id(error) not in seen:
+    if isinstance(error, KeyboardInterrupt):
+      return error
+    seen.add(id(error))
+    error = error.__cause__ or error.__context__
+  return None
+
+
 def keep_ctrl_c() -> None:
   """Makes a Ctrl-C that Python would swallow arrive again, a moment later.
 
@@ -150,17 +188,19 @@ def _deliver_again(unraisable) -> bool:
   top = getattr(top, "func", top)  # A functools.partial (pytest's).
   codes = {errors.UNRAISABLE_HOOK_CODE, getattr(top, "__code__", None),
            getattr(getattr(type(top), "__call__", None), "__code__", None)} - {None}
+  # The same signal again: a lost SIGTERM must not come back as a Ctrl-C (exit 130, not 143).
+  signum = signal.SIGTERM if issubclass(unraisable.exc_type, Terminated) else signal.SIGINT
   # Not threading.Thread: its start() waits in Python code, where the handler would run.
-  _thread.start_new_thread(_send_again, (threading.get_ident(), frozenset(codes)))
+  _thread.start_new_thread(_send_again, (threading.get_ident(), frozenset(codes), signum))
   return True
 
 
-def _send_again(main: int, codes: frozenset) -> None:
+def _send_again(main: int, codes: frozenset, signum: int = signal.SIGINT) -> None:
   # Only once the main thread has left the hook: a handler raising inside it is lost too.
   frames = sys._current_frames  # pylint: disable=protected-access
   while _in_code(frames().get(main), codes):
     time.sleep(0.001)
-  os.kill(os.getpid(), signal.SIGINT)
+  os.kill(os.getpid(), signum)
 
 
 def _in_code(frame, codes: frozenset) -> bool:

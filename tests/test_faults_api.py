@@ -513,3 +513,39 @@ def test_images_in_the_models_range_name_their_own_fix():
   with pytest.raises(InputError, match="divide uint8 images by 255"):
     inputs.check_images(x * 127.5, S)
   assert inputs.check_images((x + 1) / 2, S).shape == (2, S, S, 3)
+
+
+def test_inference_functions_built_for_another_model_are_refused(untrained, cvae, key):
+  """Was: Flax's ScopeParamNotFoundError from inside the first program."""
+  other = tiny_config("cvae")
+  other.model.width = 0.25
+  wider = models.create_model(other.model)
+  options = inference.options_for(cvae)
+  for model in (untrained["discvae"].model, wider):
+    with pytest.raises(InputError, match=r"fns were built for another model than this run's .*"
+                       r"make_inference_fns\(trained.model, options\)"):
+      inference.infer_latents(cvae, inputs.to_signed(_images()), _attrs(), key=key,
+                              options=options,
+                              fns=inference.make_inference_fns(model, options))
+
+
+def test_more_arguments_a_notebook_gets_wrong(cvae, key, tmp_path):
+  """complete without its mask (was: "observed has shape ()"); a run's checkpoints/ folder
+  for its workdir (was: "not written by train.py"); no workdir at all (was: os.path's
+  TypeError); a negative centre crop (was: "image_size=0 is not valid")."""
+  from a2i_jax.data.base import centre_cropped  # pylint: disable=import-outside-toplevel
+  with pytest.raises(InputError, match="complete needs the observed-pixel mask .* use "
+                     "reconstruct"):
+    inference.complete(cvae, _images(), _attrs(), None, key=key)
+  (tmp_path / "config.json").write_text("{}")
+  (tmp_path / "checkpoints").mkdir()
+  with pytest.raises(ConfigError, match=f"is inside the run's folder; pass that folder, "
+                     f"{tmp_path}"):
+    inference.load_trained(str(tmp_path / "checkpoints"))
+  with pytest.raises(ConfigError, match="workdir=None: pass the run's folder"):
+    inference.load_trained(None)
+  data = Dataset("synthetic", ("a",), ("binary",), {"test": Split(_images(2), _attrs(2)[:, :1])})
+  for crop in (-3, 2.5, True):
+    with pytest.raises(ConfigError, match=f"crop_size={crop!r}: pass 0 .no crop."):
+      centre_cropped(data, crop)
+  assert centre_cropped(data, 0) is data

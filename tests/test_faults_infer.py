@@ -808,7 +808,7 @@ def test_ctrl_c_is_one_line_and_keeps_the_earlier_set(trained, tmp_path, signum,
 
 def test_a_sigterm_held_during_the_move_comes_after_it(monkeypatch, tmp_path, capsys):
   """A SIGTERM during the move into --out waits for its end, as a Ctrl-C does (infer.py
-  takes SIGTERM with `_terminate`)."""
+  takes SIGTERM with `interrupts.raise_terminated`)."""
   import infer  # pylint: disable=import-outside-toplevel
   out = tmp_path / "out"
   real = infer.os.replace
@@ -816,15 +816,16 @@ def test_a_sigterm_held_during_the_move_comes_after_it(monkeypatch, tmp_path, ca
   def replace(src, dst):
     os.kill(os.getpid(), signal.SIGTERM)  # Held until the move has ended.
     return real(src, dst)
-  previous = signal.signal(signal.SIGTERM, infer._terminate)  # pylint: disable=protected-access
+  from a2i_jax import interrupts  # pylint: disable=import-outside-toplevel
+  previous = signal.signal(signal.SIGTERM, interrupts.raise_terminated)
   try:
     done = []
-    with pytest.raises(infer._Terminated):  # pylint: disable=protected-access
+    with pytest.raises(interrupts.Terminated):
       with infer._staged(str(out), "sample", done) as stage:  # pylint: disable=protected-access
         open(os.path.join(stage, "sample_step9.png"), "w").close()
         open(os.path.join(stage, "sample.json"), "w").close()
         monkeypatch.setattr(infer.os, "replace", replace)
-    assert signal.getsignal(signal.SIGTERM) is infer._terminate  # pylint: disable=protected-access
+    assert signal.getsignal(signal.SIGTERM) is interrupts.raise_terminated
   finally:
     signal.signal(signal.SIGTERM, previous)
   assert done == ["sample"] and sorted(os.listdir(out)) == ["sample.json", "sample_step9.png"]
@@ -933,3 +934,44 @@ def test_a_ctrl_c_held_during_the_move_still_lists_what_was_written(monkeypatch,
       monkeypatch.setattr(infer.os, "replace", replace)
   assert done == ["sample"] and sorted(os.listdir(out)) == ["sample_step9.png"]
   assert capsys.readouterr().out == f"wrote {out / 'sample_step9.png'}\n"
+
+
+@pytest.mark.parametrize("stop,status_line", [
+    (KeyboardInterrupt, "interrupted during --mode=sample"),
+    ("terminated", "stopped by SIGTERM during --mode=sample")])
+def test_an_interrupt_that_leaves_c_as_another_error_is_still_an_interrupt(
+    trained, tmp_path, monkeypatch, stop, status_line):
+  """A signal handler that raises inside a callback from C (NumPy hashing a JAX scalar type)
+  comes out as SystemError caused by the interrupt. Was (CI): a traceback and exit status 1
+  for a SIGTERM, the mode's unfinished folder still removed."""
+  import infer  # pylint: disable=import-outside-toplevel
+  from a2i_jax import interrupts  # pylint: disable=import-outside-toplevel
+  stop = interrupts.Terminated if stop == "terminated" else stop
+
+  def sample(run):
+    try:
+      raise stop
+    except KeyboardInterrupt as e:
+      raise SystemError("<function> returned a result with an exception set") from e
+  monkeypatch.setitem(infer.RUN_MODES, "sample", sample)
+  out = tmp_path / "out"
+  with pytest.raises(stop) as e:
+    infer.run_modes(_options(f"--workdir={trained}", f"--out={out}", "--mode=sample"))
+  assert str(e.value).startswith(status_line), str(e.value)
+  assert not out.exists()
+  assert interrupts.interrupt_in(ValueError("no")) is None
+
+
+def test_a_lost_sigterm_comes_back_as_a_sigterm(monkeypatch):
+  """`keep_ctrl_c` sends an interrupt that Python swallowed (raised inside a garbage-collector
+  callback) again: a SIGTERM as SIGTERM, so that it still ends with 143, not as a Ctrl-C."""
+  import types  # pylint: disable=import-outside-toplevel
+  from a2i_jax import interrupts  # pylint: disable=import-outside-toplevel
+  sent = []
+  monkeypatch.setattr(interrupts._thread, "start_new_thread",  # pylint: disable=protected-access
+                      lambda fn, args: sent.append(args[-1]))
+  for exc_type in (interrupts.Terminated, KeyboardInterrupt, ValueError):
+    handled = interrupts._deliver_again(  # pylint: disable=protected-access
+        types.SimpleNamespace(exc_type=exc_type))
+    assert handled == (exc_type is not ValueError)
+  assert sent == [signal.SIGTERM, signal.SIGINT]

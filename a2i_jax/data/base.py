@@ -187,7 +187,14 @@ def centre_cropped(dataset: Dataset, crop_size: int) -> Dataset:
   Returns:
     `dataset` itself where `crop_size` is 0 or its images are that size already, else a copy
     whose splits hold the centre crops (views of the loaded arrays, no copy of the pixels).
+  Raises:
+    ConfigError: `crop_size` is not a whole number >= 0 (was: "image_size=0 is not valid"
+      from the scoring, for crop_size=-3).
   """
+  if (isinstance(crop_size, bool) or not isinstance(crop_size, (int, np.integer))
+      or crop_size < 0):
+    raise ConfigError(f"crop_size={crop_size!r}: pass 0 (no crop) or the side of the centre "
+                      "crop, as the run's config.data.augment.crop_size.")
   if not crop_size or all(s.images.shape[1] <= crop_size for s in dataset.splits.values()):
     return dataset
 

@@ -263,9 +263,9 @@ def make_inference_fns(model: nn.Module, options: InferenceOptions) -> dict[str,
   Returns:
     dict with "init", "run", "finish" (jitted), "steps_per_call", "compile_ahead"
     (`_compile_ahead_fn`: the three compiled side by side in threads, each waited for
-    before its first use; a caller that replaces one of the three drops it) and "options"
+    before its first use; a caller that replaces one of the three drops it), "options"
     (the settings they were built for, less the traced ones: `infer_latents` refuses them
-    for other settings).
+    for other settings) and "model" (`infer_latents` refuses them for another model).
   """
   energy_kind = _resolve_energy(options, model)
   dims = model.latent_dims
@@ -364,7 +364,7 @@ def make_inference_fns(model: nn.Module, options: InferenceOptions) -> dict[str,
   programs = {"init": perf.jit(init, extra_options=CHEAP_COMPILE),
               "run": perf.jit(run, donate_argnums=(4,)),
               "finish": perf.jit(finish, extra_options=CHEAP_COMPILE)}
-  return {**programs, "steps_per_call": k, "options": _static(options),
+  return {**programs, "steps_per_call": k, "options": _static(options), "model": model,
           "compile_ahead": _compile_ahead_fn(programs, run_steps=k > 0)}
 
 
@@ -651,6 +651,10 @@ def infer_latents(trained: TrainedModel, images: Array, attributes: Optional[Arr
   n = x.shape[0]
   y, obs, fg_masks, prior = _check_batch(trained, x, attributes, observed, fg_masks, options,
                                         attribute_prior)
+  if fns is not None and fns.get("model", model) != model:  # Was: Flax's ScopeParamNotFound.
+    raise InputError("fns were built for another model than this run's (another kind, width "
+                     "or size); build them with make_inference_fns(trained.model, options), "
+                     "or leave fns out.")
   if fns is not None and fns.get("options") != _static(options):
     raise InputError("fns were built for other inference options than these (restarts, steps, "
                      "schedule, energy, init or infer_attributes differ); build them for these "

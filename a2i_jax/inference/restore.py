@@ -132,7 +132,7 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   Raises:
     ConfigError: the workdir is a file, or has no (readable) config.json.
   """
-  if os.path.isfile(workdir):
+  if isinstance(workdir, (str, os.PathLike)) and os.path.isfile(workdir):
     raise ConfigError(f"{workdir} is a file; pass the workdir, the folder train.py's --workdir "
                       "named (it holds config.json and checkpoints/).")
   return config_lib.with_defaults(checkpoints.load_config(workdir))

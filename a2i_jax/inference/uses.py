@@ -153,6 +153,9 @@ def complete(trained: TrainedModel, images: Any, attributes: Any, observed: Any,
   """
   # The images first, so that a wrong image shape is blamed on the images, not on the mask.
   n = check_images(images, trained.config.model.image_size).shape[0]
+  if observed is None:  # Was: "observed has shape ()".
+    raise InputError("complete needs the observed-pixel mask (observed, 1 = kept); for whole "
+                     "images use reconstruct.")
   obs = check_mask(observed, n, trained.config.model.image_size, "observed")
   out = run_inference(trained, images, attributes, obs, key=key, options=options, **kwargs)
   x01 = to_unit(np.asarray(images)).reshape(out["reconstruction"].shape)
