@@ -796,17 +796,16 @@ def main(argv):
   except A2IError as e:  # PeerError included: with peers, `leave` leaves at once.
     print(f"error: {e}", file=sys.stderr)
     distributed.leave(1)
-  except KeyboardInterrupt as e:  # As train.py: one line, exit code 130.
-    print(str(e) or "interrupted; nothing was written.", file=sys.stderr)
+  except BaseException as e:  # pylint: disable=broad-except
+    # Ctrl-C or SIGTERM, also one raised inside a callback from C: as train.py, one line and
+    # exit code 130 (SIGTERM: 143).
+    stop = interrupts.interrupt_in(e)
+    if stop is None:
+      distributed.leave_after(e)
+    print(str(stop) or "interrupted; nothing was written.", file=sys.stderr)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # A second one while exiting adds nothing.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    distributed.leave(143 if isinstance(e, interrupts.Terminated) else 130)
-  except BaseException as e:  # pylint: disable=broad-except
-    stop = interrupts.interrupt_in(e)  # Raised inside a callback from C, before run_modes.
-    if stop is not None:
-      print("interrupted; nothing was written.", file=sys.stderr)
-      distributed.leave(143 if isinstance(stop, interrupts.Terminated) else 130)
-    distributed.leave_after(e)
+    distributed.leave(143 if isinstance(stop, interrupts.Terminated) else 130)
 
 
 def _fail(message: str) -> None:

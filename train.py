@@ -126,18 +126,15 @@ def main(argv):
   except TrainingInterrupted as e:
     print(str(e), file=sys.stderr)
     distributed.leave(130)
-  except KeyboardInterrupt:  # Outside the loop (which saves, then raises the one above).
+  except BaseException as e:  # pylint: disable=broad-except
+    if interrupts.interrupt_in(e) is None:
+      distributed.leave_after(e)
+    # A Ctrl-C outside the loop (which saves, then raises the one above), also one raised
+    # inside a callback from C. At once: Python's exit would first wait for the threads of a
+    # dataset download under way (TFDS's), for minutes. Nothing is being saved here.
     print("interrupted; run the same command to resume from the newest checkpoint.",
           file=sys.stderr)
-    # At once: Python's exit would first wait for the threads of a dataset download that
-    # is under way (TFDS's), for minutes. Nothing is being saved here.
     distributed.exit_now(130)
-  except BaseException as e:  # pylint: disable=broad-except
-    if interrupts.interrupt_in(e) is not None:  # A Ctrl-C raised inside a callback from C.
-      print("interrupted; run the same command to resume from the newest checkpoint.",
-            file=sys.stderr)
-      distributed.exit_now(130)
-    distributed.leave_after(e)
 
 
 if __name__ == "__main__":

@@ -198,6 +198,19 @@ def compare_digests(expected: dict[str, str], actual: dict[str, str],
   return None
 
 
+def nearest_existing(path: str) -> str:
+  """`path`, or the nearest of its parents that exists: where a folder at `path` would be made.
+
+  Args:
+    path: an absolute path.
+  Returns:
+    An existing path (a folder, or a file that blocks the rest of `path`).
+  """
+  while not os.path.exists(path):
+    path = os.path.dirname(path)
+  return path
+
+
 def check_workdir(workdir: str, folders: Iterable[str] = (),
                   plain_files: Iterable[str] = ()) -> None:
   """Raises `WorkdirError` unless `workdir` is (or can be made) a writable directory whose
@@ -221,9 +234,7 @@ def check_workdir(workdir: str, folders: Iterable[str] = (),
       if os.path.lexists(path) and not is_kind(path):
         raise WorkdirError(f"{path} is not a {kind}, and the run keeps its {name} there as "
                            f"a {kind}; move it away, or pass another --workdir.")
-  existing = workdir
-  while not os.path.exists(existing):
-    existing = os.path.dirname(existing)
+  existing = nearest_existing(workdir)
   if not os.path.isdir(existing):  # Not a permission problem: no folder can be made there.
     raise WorkdirError(f"--workdir={workdir} is inside {existing}, which is a file, not a "
                        "directory; pass a path whose parents are directories.")
@@ -289,9 +300,7 @@ def enable_compilation_cache(directory: str) -> None:
   """
   if directory:
     path = os.path.abspath(os.path.expanduser(directory))
-    existing = path  # Checked, not made: JAX makes it at the first program it keeps.
-    while not os.path.exists(existing):
-      existing = os.path.dirname(existing)
+    existing = nearest_existing(path)  # Checked, not made: JAX makes it when it first keeps one.
     if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
       why = "is a file" if not os.path.isdir(existing) else "cannot be written"
       logging.warning("the compilation cache folder %s cannot be used (%s %s); every program "

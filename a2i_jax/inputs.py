@@ -35,6 +35,7 @@ import numpy as np
 from absl import logging
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from a2i_jax import files
 from a2i_jax.errors import A2IError, InputError
 
 
@@ -505,9 +506,7 @@ def check_output_folder(path: str, what: str = "--out") -> None:
   full = os.path.abspath(os.path.expanduser(path))
   if os.path.exists(full) and not os.path.isdir(full):
     raise InputError(f"{what} {path} is a file; pass a folder (it is created if missing).")
-  existing = full
-  while not os.path.exists(existing):
-    existing = os.path.dirname(existing)
+  existing = files.nearest_existing(full)
   if not os.path.isdir(existing):
     raise InputError(f"{what} {path}: {existing} is a file, so the folder cannot be made "
                      f"there; pass another {what}.")

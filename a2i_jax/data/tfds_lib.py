@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -547,19 +548,19 @@ def dataset_info(tfds: Any, **kwargs: Any) -> Any:
   Returns:
     The `DatasetInfo`.
   """
-  global _local_info_class  # pylint: disable=global-statement
-  if _local_info_class is None:
-    class LocalDatasetInfo(tfds.core.DatasetInfo):
-      """A `DatasetInfo` that never looks for its dataset on TFDS's bucket (`dataset_info`)."""
-
-      def initialize_from_bucket(self) -> None:
-        """Nothing: the dataset is not on TFDS's bucket."""
-
-    _local_info_class = LocalDatasetInfo
-  return _local_info_class(**kwargs)
+  return _local_info_class(tfds)(**kwargs)
 
 
-_local_info_class = None  # dataset_info's subclass, made once tensorflow_datasets is imported.
+@functools.cache
+def _local_info_class(tfds: Any) -> type:
+  """`dataset_info`'s subclass of `tfds.core.DatasetInfo`, made once TFDS is imported."""
+
+  class LocalDatasetInfo(tfds.core.DatasetInfo):
+    """A `DatasetInfo` that never looks for its dataset on TFDS's bucket (`dataset_info`)."""
+
+    def initialize_from_bucket(self) -> None:
+      """Nothing: the dataset is not on TFDS's bucket."""
+  return LocalDatasetInfo
 
 
 class BuilderMixin:
