@@ -33,6 +33,7 @@ import logging
 import math
 import os
 import shutil
+import threading
 import warnings
 from typing import Any, Optional
 
@@ -247,6 +248,7 @@ class Checkpointer:
     self._manager = ocp.CheckpointManager(self.directory, options=self._options)
     self._unsummed: list[int] = []  # Saved steps whose checksums may not be written yet.
     self._saving: Optional[int] = None  # The step of the save in progress.
+    self._waiter: Optional[_Waiter] = None  # A wait given a timeout that has not ended.
     self._checked: dict[int, Optional[str]] = {}  # step -> problem (None: intact).
 
   def _sum_finished_save(self) -> None:
@@ -296,9 +298,42 @@ class Checkpointer:
     self._manager.save(step, args=ocp.args.StandardSave(_on_one_device(state)))
     self._unsummed.append(step)
 
-  def wait(self) -> None:
+  def wait(self, timeout_s: Optional[float] = None) -> bool:
     """Waits for the save in progress; writes the checksums of any finished save that has
-    none yet (its save thread writes them before the folder gets its step's name)."""
+    none yet (its save thread writes them before the folder gets its step's name).
+
+    Args:
+      timeout_s: stop waiting after this many seconds (None: wait for it). A process of a
+        multi-host run that leaves on an error passes a bound: its save finishes only when
+        every process reaches Orbax's barrier, and a peer can be held in a collective that
+        waits for this one (on jaxlib 0.7.2 the peer's own save waits behind that collective
+        too), so an unbounded wait would hang every process.
+    Returns:
+      True when nothing is pending; False when the save is still in progress after
+      `timeout_s` (one warning says so; a save that never finishes stays in a temporary
+      folder, which no restore reads).
+    Raises:
+      Exception: what the save raised.
+    """
+    if self._waiter is None and (timeout_s is None or self._saving is None):
+      self._finish_saves()
+      return True
+    if self._waiter is None:
+      self._waiter = _Waiter(self._finish_saves)
+    elif self._waiter.late and timeout_s is not None:
+      return False  # Given its time once already (and said so).
+    if not self._waiter.finished(timeout_s):
+      self._waiter.late = True
+      logging.warning("stopped waiting for the checkpoint of step %d after %.0f s (it needs "
+                      "every process); if it stays unfinished, a new start resumes from the "
+                      "one before it", self._saving, timeout_s)
+      return False
+    waiter, self._waiter = self._waiter, None
+    waiter.result()
+    return True
+
+  def _finish_saves(self) -> None:
+    """`wait`'s work: Orbax's wait, then the checksums."""
     self._manager.wait_until_finished()
     self._saving = None
     saved = set(self._manager.all_steps())
@@ -493,12 +528,46 @@ class Checkpointer:
     self._manager.close()
     self._manager = ocp.CheckpointManager(self.directory, options=self._options)
 
-  def close(self) -> None:
-    """Waits for pending saves (and writes their checksums), then releases the manager."""
+  def close(self, timeout_s: Optional[float] = None) -> None:
+    """Waits for pending saves (and writes their checksums), then releases the manager.
+
+    Args:
+      timeout_s: as `wait`'s; a save still in progress after it keeps the manager open.
+    """
     try:
-      self.wait()
-    finally:
+      if not self.wait(timeout_s):
+        return
+    except BaseException:
       self._manager.close()
+      raise
+    self._manager.close()
+
+
+class _Waiter:
+  """Runs `fn` on a daemon thread, so that a caller can stop waiting for it (and a process
+  that leaves at once does not wait for it either)."""
+
+  def __init__(self, fn: Any):
+    self._error: Optional[BaseException] = None
+    self.late = False  # A timed wait for it has ended before it did.
+
+    def run():
+      try:
+        fn()
+      except BaseException as e:  # pylint: disable=broad-except
+        self._error = e
+    self._thread = threading.Thread(target=run, name="a2i_checkpoint_wait", daemon=True)
+    self._thread.start()
+
+  def finished(self, timeout_s: Optional[float]) -> bool:
+    """Whether `fn` has returned or raised, waiting up to `timeout_s` (None: until it has)."""
+    self._thread.join(timeout_s)
+    return not self._thread.is_alive()
+
+  def result(self) -> None:
+    """Raises what `fn` raised, if anything."""
+    if self._error is not None:
+      raise self._error
 
 
 # Deleting config.json turns off the checks of a resume against the run's config (train_lib's

@@ -257,6 +257,10 @@ def make_eval_step(model: flax.linen.Module, config: ml_collections.ConfigDict) 
 
 # config.model keys that change how the model is computed, not its function or parameters: a
 # run may resume with other values (and from configs saved before the key existed).
+# Seconds a process of a multi-host run that leaves on an error waits for its pending
+# checkpoint (which needs every process) before giving it up.
+PENDING_SAVE_GRACE_S = 10.0
+
 COMPUTE_ONLY_MODEL_KEYS = ("dtype", "upsample_mode", "conv_weight_grad", "decoder_tail")
 
 
@@ -643,10 +647,11 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
   finally:
     if progress is not None:
       progress.close()
-    for closing in (writer, ckpt):
+    for close in (writer.close if writer is not None else None,
+                  lambda: ckpt.close(_grace_on_error(failed))):
       try:
-        if closing is not None:
-          closing.close()
+        if close is not None:
+          close()
       except Exception:  # pylint: disable=broad-except
         if not failed:
           raise
@@ -654,10 +659,17 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
   return state
 
 
+def _grace_on_error(failed: bool) -> Optional[float]:
+  """How long to wait for a pending save: leaving on an error with peers, a grace period (the
+  save needs every process at Orbax's barrier, and a peer may sit in a collective that waits
+  for this one: `checkpoints.Checkpointer.wait`); otherwise until it ends."""
+  return PENDING_SAVE_GRACE_S if failed and distributed.process_count() > 1 else None
+
+
 def _last_intact(ckpt: checkpoints.Checkpointer) -> Optional[int]:
   """The newest checkpoint that is whole after a failed write (the failed one is not)."""
   try:
-    ckpt.wait()
+    ckpt.wait(_grace_on_error(True))
   except Exception:  # pylint: disable=broad-except
     pass  # The failed save: Orbax drops it from its steps.
   return ckpt.newest_intact_step()

@@ -628,3 +628,32 @@ def test_a_resume_evaluating_at_a_logged_step_keeps_one_row(tmp_path, flags, ref
   assert "train/loss" in rows[3] and "val/loss" in rows[3]
   assert os.path.exists(os.path.join(workdir, "samples", "step_0000004.png"))
   F.assert_same_state(F.final_state(workdir), F.final_state(reference))
+
+
+def test_a_timed_wait_for_a_save_that_cannot_finish_returns(tmp_path, caplog):
+  """A process of a multi-host run leaving on an error waited for its pending save with no
+  bound; the save waits at Orbax's barrier for a peer that can sit in a collective waiting for
+  this process (seen with jaxlib 0.7.2: both hung). `wait(timeout_s)` / `close(timeout_s)`
+  return after the bound with one warning, and the save ends normally if it can after all."""
+  import threading  # pylint: disable=import-outside-toplevel
+  import time  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  ckpt = checkpoints.Checkpointer(str(tmp_path / "w"))
+  release = threading.Event()
+  orbax_wait = ckpt._manager.wait_until_finished  # pylint: disable=protected-access
+
+  def held():  # The barrier that a peer never reaches, until `release`.
+    release.wait(60)
+    orbax_wait()
+  ckpt.save(2, {"w": jnp.ones((64,))})
+  ckpt._manager.wait_until_finished = held  # pylint: disable=protected-access
+  t0 = time.monotonic()
+  with caplog.at_level("WARNING"):
+    assert ckpt.wait(timeout_s=0.3) is False
+    ckpt.close(timeout_s=0.3)  # Given its time once: returns at once, no second warning.
+  assert time.monotonic() - t0 < 5
+  warnings = [r.getMessage() for r in caplog.records if "checkpoint of step 2" in r.getMessage()]
+  assert len(warnings) == 1 and "needs every process" in warnings[0], warnings
+  release.set()
+  ckpt.close()  # Unbounded: the save finishes, with its checksums.
+  assert ckpt.all_steps() == [2] and ckpt.summed(2) and ckpt.newest_intact_step() == 2

@@ -20,7 +20,7 @@ import jax
 import numpy as np
 import pytest
 
-from a2i_jax import distributed, parallel
+from a2i_jax import checkpoints, distributed, parallel
 from a2i_jax.errors import ConfigError
 from conftest import TRAIN_PY_STEPS
 
@@ -71,7 +71,9 @@ def _finish(procs: list, timeout_s: float = START_TIMEOUT_S) -> list:
     except subprocess.TimeoutExpired:
       for q in procs:
         q.kill()
-      raise
+      # Every process's last words: the one that hangs is often not the one that caused it.
+      tails = [f"process {i}:\n{q.communicate()[1][-2000:]}" for i, q in enumerate(procs)]
+      pytest.fail(f"no end within {timeout_s} s; killed.\n" + "\n".join(tails))
     results.append((p.returncode, out, err))
   return results
 
@@ -410,7 +412,12 @@ def test_a_bug_on_one_process_of_train_py_stops_both_at_once(tmp_path, train_py_
   """An exception that is no A2IError (a bug) on process 1 at step 2: it prints its traceback
   and leaves at once, and process 0, in the next step's collective, stops too. Python's normal
   exit would wait at JAX's shutdown barrier (60 s here, 300 s on jaxlib 0.7.2) while process
-  0 waited for it, and JAX would then abort both."""
+  0 waited for it, and JAX would then abort both.
+
+  Was also (jaxlib 0.7.2, CI 2026-12-04): process 1 closed its checkpointer on the way out and
+  waited for its step-2 save, which waits at Orbax's barrier for process 0's; process 0's
+  save waited behind its step-3 collective, which waited for process 1: both hung. A process
+  leaving on an error now gives its pending save `PENDING_SAVE_GRACE_S`."""
   _require_cpu_collectives()
   import faults_lib  # pylint: disable=import-outside-toplevel
   procs = _two_processes(lambda i: [
@@ -430,6 +437,10 @@ def test_a_bug_on_one_process_of_train_py_stops_both_at_once(tmp_path, train_py_
   else:
     assert rc0 == 1, err0[-3000:]
     assert "error: process 0: another process stopped answering" in err0, err0[-3000:]
+  # What was saved is whole: a save that was given up stays a temporary folder.
+  ckpt = checkpoints.Checkpointer(str(tmp_path / "w"), create=False)
+  assert all(ckpt.summed(step) for step in ckpt.all_steps())
+  ckpt.newest_intact_step()
 
 
 @pytest.mark.parametrize("fault", ["sigint_at_step:3@1", "sigterm_at_step:3"])
