@@ -60,7 +60,8 @@ _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest
 _INPUT = flags.DEFINE_string("input", None, "An image file or a folder of images to use "
                              "instead of the test split (reconstruct, complete, edit, "
                              "infer_attributes); they must have the model's size.")
-_NUM = flags.DEFINE_integer("num_images", 8, "How many test images / attribute vectors.")
+_NUM = flags.DEFINE_integer("num_images", None, "How many test images / attribute vectors "
+                           "(default 8), or the first N images of --input (default all).")
 _SAMPLES = flags.DEFINE_integer("samples_per_attribute", 8, "Latent draws per vector.")
 _ATTRIBUTE = flags.DEFINE_string("attribute", None, "Attribute name (progression: default "
                                  "all; edit: required).")
@@ -86,9 +87,11 @@ flags.mark_flags_as_required(["workdir"])
 _NEEDS_ATTRIBUTES = ("progression", "edit", "infer_attributes")  # The model must use them.
 _INFERS = ("reconstruct", "complete", "edit", "infer_attributes", "tune", "evaluate")
 _FLAG_USERS = {"input": ("reconstruct", "complete", "edit", "infer_attributes"),
+               "num_images": ("sample", "reconstruct", "complete", "edit", "infer_attributes"),
                "attribute": ("progression", "edit"), "value": ("edit",),
                "occlusions": ("complete", "tune", "evaluate"), "steps": _INFERS,
                "restarts": _INFERS}
+DEFAULT_NUM_IMAGES = 8  # Test images or attribute vectors without --num_images.
 _MAX_SEED = 2**31 - 1  # Every consumer takes it: jax.random.key, numpy's Generator, fold_in.
 # A mode's new files replace those of the same names in --out, all at once when it ends. Where
 # one JSON describes a set of files whose names depend on the flags, the whole earlier set goes
@@ -106,7 +109,7 @@ class Options:
   out: Optional[str]
   step: Optional[int]
   input: Optional[str]
-  num_images: int
+  num_images: Optional[int]  # None: DEFAULT_NUM_IMAGES test images, or all of --input.
   samples_per_attribute: int
   attribute: Optional[str]
   value: Optional[float]
@@ -211,6 +214,18 @@ class Options:
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
+def _image_count(num_images: Optional[int], available: int, source: str,
+                 default: Optional[int]) -> int:
+  """How many of the `available` images or attribute vectors of `source` to use: --num_images
+  (with a warning when there are fewer), or `default` (None: all)."""
+  if num_images is None:
+    return available if default is None else min(default, available)
+  if num_images > available:  # Was: capped without a word.
+    logging.warning("--num_images=%d, but %s holds %d; using all %d", num_images, source,
+                    available, available)
+  return min(num_images, available)
+
+
 def _file_part(name: str) -> str:
   """An attribute name as part of a file name: a folder dataset's CSV header may hold a path
   separator ("hair/color"), which would put the file in a sub-folder of --out."""
@@ -219,8 +234,11 @@ def _file_part(name: str) -> str:
   return name
 
 
-def _read_images(path: str, size: int) -> tuple[np.ndarray, list[str]]:
+def _read_images(path: str, size: int, num_images: Optional[int] = None
+                 ) -> tuple[np.ndarray, list[str]]:
+  """The --input images (the first `num_images` of them, if given) and their file names."""
   names = image_files(path, "--input")
+  names = names[:_image_count(num_images, len(names), f"--input {path}", None)]
   return read_images(names, size), names
 
 
@@ -280,12 +298,13 @@ class _Run:
     self.opts = opts
     self.out = opts.out or os.path.join(workdir, "infer")
     self.size = _checked_config(workdir, opts, self.out).model.image_size
-    self.inputs = _read_images(opts.input, self.size) if opts.input else None
+    self.inputs = (_read_images(opts.input, self.size, opts.num_images) if opts.input
+                   else None)
     info = checkpoints.load_dataset_info(workdir)
     self.trained = inference.load_trained(workdir, opts.step)
     # The run's persistent XLA cache: a second call starts without compiling.
     files.enable_compilation_cache(self.trained.config.compilation_cache_dir)
-    self.dataset = _load_data(self.trained.config, info)
+    self.dataset = _load_data(self.trained.config, info, workdir)
     self.names = list(self.dataset.attribute_names)
     self.ranges = info.get("attribute_ranges") if info else None
     if opts.attribute:
@@ -317,7 +336,7 @@ class _Run:
       images, names = self.inputs
       return images, None, [os.path.basename(f) for f in names]
     test = self.dataset["test"]
-    n = min(self.opts.num_images, len(test))
+    n = _image_count(self.opts.num_images, len(test), "the test split", DEFAULT_NUM_IMAGES)
     return test.images[:n], test.attributes[:n], [f"test[{i}]" for i in range(n)]
 
   def known_attributes(self, images, attrs, observed=None):
@@ -438,7 +457,8 @@ def _attribute_rows(labels, names, values):
 
 def sample(run: _Run) -> None:
   test = run.dataset["test"]
-  n, k = min(run.opts.num_images, len(test)), run.opts.samples_per_attribute
+  n = _image_count(run.opts.num_images, len(test), "the test split", DEFAULT_NUM_IMAGES)
+  k = run.opts.samples_per_attribute
   images = inference.sample(run.trained, np.repeat(test.attributes[:n], k, axis=0),
                             run.key)["image"]
   run.save(images, f"sample_step{run.trained.step}.png", k)
@@ -531,7 +551,7 @@ def tune(run: _Run) -> None:
   grid = [{"prior_weight": w, "learning_rate": lr} for w in (0.3, 1.0, 3.0)
           for lr in (0.01, 0.05, 0.2)]
   names = run.opts.occlusion_names(["lower_half", "random_rect"])
-  n = 256 if run.opts.num_examples < 0 else run.opts.num_examples
+  n = None if run.opts.num_examples < 0 else run.opts.num_examples
   rows = evaluation.tune_inference(run.trained, run.dataset, grid=grid, occlusion_names=names,
                                    num_examples=n, key=run.key, options=run.options(),
                                    seed=run.opts.seed)
@@ -603,10 +623,18 @@ def _differences(a, b, keys: list[str]) -> list[str]:
   return [f"data.{k} {get(b, k)!r} against {get(a, k)!r}" for k in keys if get(a, k) != get(b, k)]
 
 
-def _load_data(config, info: Optional[dict]):
+def _load_data(config, info: Optional[dict], workdir: str):
   """A run's dataset as its model sees it: its attributes in the trained order
   (`as_trained`), its images and masks centre cropped where training cropped
   (`centre_cropped`: CUB's 64 of 72)."""
+  path = os.path.abspath(os.path.expanduser(config.data.path or ""))
+  if config.data.name == "folder" and config.data.path and not os.path.exists(path):
+    # Was: the folder layout explained, as if the user had pointed at the wrong folder.
+    raise InputError(
+        f"this run was trained on the folder dataset {path} (data.path in "
+        f"{os.path.join(workdir, checkpoints.CONFIG_FILE)}), which no longer exists; infer.py "
+        "needs its test split and training attributes. Move the folder back, or set data.path "
+        "in that file to where it is now.")
   return centre_cropped(as_trained(load_dataset(config.data), info),
                         config.data.augment.crop_size)
 
@@ -636,7 +664,8 @@ def _check_loaded_examples(workdirs: list[str], configs: list, infos: list,
   print(f"comparing the test examples of {len(groups)} data configs")
   examples = None  # The first's, with masks from the first run that has them.
   for i in groups:
-    mine = evaluation.test_examples(_load_data(configs[i], infos[i]), num_examples)
+    mine = evaluation.test_examples(_load_data(configs[i], infos[i], workdirs[i]),
+                                    num_examples)
     if examples is None or evaluation.same_examples(examples, mine):
       examples = mine if examples is None or examples[2] is None else examples
       continue

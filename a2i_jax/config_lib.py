@@ -166,14 +166,18 @@ def check_is_config(config: Any, path: str = "") -> None:
   dict), which the checks and the training loop would fail on with a traceback.
 
   Args:
-    config: what a config file's `get_config` returned.
-    path: the config file, for the message ("" if not known).
+    config: what a config file's `get_config` returned, or a config given to the Python API.
+    path: the config file, for the message ("": a config given to the Python API).
   Raises:
     ConfigError: `config` is not an `ml_collections.ConfigDict`.
   """
   if not isinstance(config, ml_collections.ConfigDict):
-    where = f" of {path}" if path else ""
-    raise ConfigError(f"the get_config{where} returned a {type(config).__name__}, not an "
+    if not path:  # A caller of the Python API passed it.
+      raise ConfigError(f"the config is a {type(config).__name__}, not an "
+                        "ml_collections.ConfigDict; build it with a2i_jax.config_lib.get_config"
+                        "(\"configs/synthetic.py\") (or another config file) and change its "
+                        "keys there.")
+    raise ConfigError(f"the get_config of {path} returned a {type(config).__name__}, not an "
                       "ml_collections.ConfigDict; make it return one (build it on "
                       "configs/default.py, as configs/synthetic.py does).")
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
@@ -61,6 +62,10 @@ def mean_sem(values: np.ndarray) -> dict[str, float]:
   return {"mean": float(v.mean()), "sem": sem, "n": int(v.size)}
 
 
+# How many validation images `tune_inference` scores by default.
+TUNE_EXAMPLES = 256
+
+
 def _check_count(num_examples: int, split: str = "test") -> None:
   if num_examples == 0 or num_examples < -1:
     raise InputError(f"num_examples={num_examples}; pass a positive count of {split} images, "
@@ -73,6 +78,9 @@ def _test_examples(dataset: Dataset, num_examples: int, split: str = "test"):
   n = len(test) if num_examples < 0 else min(num_examples, len(test))
   if n == 0:
     raise InputError(f"the {split} split is empty; nothing to evaluate.")
+  if n < num_examples:  # Was: capped without a word (the results' `n` said it).
+    logging.warning("num_examples=%d, but the %s split holds %d images; using all %d",
+                    num_examples, split, n, n)
   images = test.images[:n]
   fg = None if test.masks is None else (test.masks[:n, ..., None] > 127).astype(np.float32)
   return images, test.attributes[:n], fg
@@ -161,7 +169,7 @@ def evaluate_model(trained: inference.TrainedModel, dataset: Dataset, *,
 
 def tune_inference(trained: inference.TrainedModel, dataset: Dataset, *,
                    grid: Iterable[Mapping[str, Any]], occlusion_names: Sequence[str],
-                   num_examples: int = 256, key: jax.Array,
+                   num_examples: Optional[int] = None, key: jax.Array,
                    options: Optional[inference.InferenceOptions] = None, seed: int = 0
                    ) -> list[dict[str, Any]]:
   """Validation-split errors for a grid of inference settings (how the defaults were chosen).
@@ -172,7 +180,8 @@ def tune_inference(trained: inference.TrainedModel, dataset: Dataset, *,
       used, never the test split.
     grid: option overrides to compare, e.g. [{"prior_weight": 1.0, "learning_rate": 0.05}].
     occlusion_names: the completions to score (hidden-pixel error), besides reconstruction.
-    num_examples: validation images.
+    num_examples: the first N validation images; -1 = all; None = the first 256, or all when
+      there are fewer.
     key: PRNG key.
     options: the settings each grid point overrides (default: the run's `config.inference`),
       so that e.g. `steps` and `restarts` hold for every row.
@@ -190,6 +199,8 @@ def tune_inference(trained: inference.TrainedModel, dataset: Dataset, *,
   base = options or inference.options_for(trained, infer_attributes=False)
   settings = _grid_options(grid, base)
   dataset = centre_cropped(dataset, trained.config.data.augment.crop_size)
+  if num_examples is None:
+    num_examples = min(TUNE_EXAMPLES, len(dataset["validation"])) or -1
   images, attrs, _ = _test_examples(dataset, num_examples, "validation")
   x01 = to_unit(images)
   n, s = images.shape[0], images.shape[1]

@@ -361,8 +361,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # Stage 1: config, workdir and mesh. Nothing is written.
   config_lib.validate_config(config)
   if not str(workdir or "").strip():  # abspath("") would be the current directory.
-    raise WorkdirError("--workdir is empty; pass the run's directory, e.g. "
-                       "--workdir=runs/<name> (it is created if missing).")
+    raise WorkdirError("the workdir (--workdir) is empty; pass the run's directory, e.g. "
+                       "runs/<name> (it is created if missing).")
   workdir = os.path.abspath(os.path.expanduser(workdir))
   files.check_workdir(workdir, folders=(checkpoints.CHECKPOINT_DIR, checkpoints.CORRUPT_DIR,
                                         "samples", "tensorboard"),
@@ -448,6 +448,8 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
     logging.info("model %s: %d parameters", config.model.name, models.count_params(state.params))
     if good is not None:
       logging.info("resumed from step %d in %s", int(state.step), ckpt.directory)
+    else:
+      _set_aside_an_earlier_run(workdir)
     recorded = os.path.exists(os.path.join(workdir, checkpoints.CONFIG_FILE))
     if good is None or int(state.step) < config.num_train_steps or not recorded:
       # Not where this call trains nothing (num_train_steps at or below the step reached):
@@ -460,6 +462,40 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
     raise
   return _loop(config, workdir, mesh, model, tx, dataset, data, ckpt, state,
                (k_train, k_eval, k_sample))
+
+
+def _set_aside_an_earlier_run(workdir: str) -> Optional[str]:
+  """Moves an earlier run's results out of the way of a run that starts from step 0 in the
+  same workdir: its checkpoints are gone (deleted), but samples/ holds its images (evaluation,
+  which writes them, comes after a checkpoint). Was: its images stayed among the new run's,
+  and its config, metrics rows and TensorBoard events were overwritten or dropped.
+
+  A run killed before its first checkpoint has no samples yet and is simply started again.
+
+  Returns:
+    The folder they went to (WORKDIR/earlier_run_<UTC time>), or None.
+  """
+  folder = os.path.join(workdir, "samples")
+  if not distributed.is_main() or not os.path.isdir(folder) or not any(
+      n.endswith(".png") for n in os.listdir(folder)):
+    return None
+  stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+  dest = os.path.join(workdir, f"earlier_run_{stamp}")
+  n = 1
+  while os.path.exists(dest):
+    n += 1
+    dest = os.path.join(workdir, f"earlier_run_{stamp}.{n}")
+  os.makedirs(dest)
+  moved = []
+  for name in ("samples", "tensorboard", metrics_lib.METRICS_FILE, checkpoints.CONFIG_FILE,
+               checkpoints.DATASET_FILE):
+    if os.path.exists(os.path.join(workdir, name)):
+      os.replace(os.path.join(workdir, name), os.path.join(dest, name))
+      moved.append(name)
+  logging.warning("%s holds an earlier run's results but no checkpoint to resume it from: "
+                  "moved them (%s) to %s; training starts at step 0", workdir, ", ".join(moved),
+                  dest)
+  return dest
 
 
 def _none_restored(ckpt: checkpoints.Checkpointer,

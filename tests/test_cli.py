@@ -72,7 +72,7 @@ def test_train_then_sample(tmp_path, train_py_reference):
   # `run_modes`, and an infer.py start costs seconds of the suite.
   import infer  # pylint: disable=import-outside-toplevel
   infer.run_modes(infer.Options(
-      workdirs=[workdir], modes=["evaluate"], out=out, step=None, input=None, num_images=8,
+      workdirs=[workdir], modes=["evaluate"], out=out, step=None, input=None, num_images=None,
       samples_per_attribute=8, attribute=None, value=None, occlusions=["none"], steps=2,
       restarts=None, num_examples=4, attribute_fidelity=False, seed=0))
   with open(os.path.join(out, "evaluation.json")) as f:

@@ -13,7 +13,7 @@ import pytest
 import dataset_fixtures as fx
 from a2i_jax import train_lib
 from a2i_jax.data import face_masks, load_dataset
-from a2i_jax.errors import ConfigError, DataError, DatasetNotPreparedError
+from a2i_jax.errors import ConfigError, DataError, DatasetNotPreparedError, InputError
 from conftest import tiny_config
 
 TINY_NET = face_masks.MaskNetConfig.from_config(steps=2, batch_size=4, width=4, resolution=16,
@@ -730,6 +730,32 @@ def test_folder_dot_slash_names_and_names_spelled_otherwise(tmp_path, monkeypatc
     folder.scan(path, masks=False)
 
 
+def test_folder_names_with_accents_written_another_way_name_the_file(tmp_path):
+  """Was: "does not exist" for an image whose accents the CSV writes composed (U+00E9) and the
+  file system holds decomposed ("e" + U+0301, as macOS writes them), or the other way round.
+  A mask named in the other form than its image is told so."""
+  from a2i_jax.data import folder  # pylint: disable=import-outside-toplevel
+  import unicodedata  # pylint: disable=import-outside-toplevel
+  path = str(tmp_path / "f")
+  fx.make_folder(path)
+  composed, decomposed = "caf\u00e9.png", unicodedata.normalize("NFD", "caf\u00e9.png")
+  assert composed != decomposed
+  for sub in ("images", "masks"):
+    os.rename(os.path.join(path, sub, "img_03.png"), os.path.join(path, sub, decomposed))
+  csv_path = os.path.join(path, "attributes.csv")
+  good = open(csv_path, encoding="utf-8").read()
+  with open(csv_path, "w", encoding="utf-8") as f:
+    f.write(good.replace("img_03.png", composed))
+  table = folder.scan(path, masks=True)
+  assert table.rows[3][0] == decomposed  # The name on disk, which the reader opens.
+  assert len(folder.load(path=path, data_dir=str(tmp_path / "data"), image_size=32, masks=True,
+                         progress=False)["train"]) == 10
+  os.rename(os.path.join(path, "masks", decomposed), os.path.join(path, "masks", composed))
+  with pytest.raises(DataError, match=f"masks/{decomposed} does not exist, but '{composed}' in "
+                     "masks/ is the same name with its accents written another way"):
+    folder.scan(path, masks=True)
+
+
 @pytest.mark.parametrize("damage", ["cut", "zero", "delete", "garbage_info"])
 @pytest.mark.parametrize("summed", [True, False])
 def test_damaged_prepared_copy_is_one_error(damage, summed, tmp_path, capsys):
@@ -1007,6 +1033,26 @@ def test_tiny_training_run(name, request, tmp_path):
   assert os.path.exists(tmp_path / "w" / "samples" / "step_0000002.png")
   if name == "cub":
     _infer_on_the_test_split(str(tmp_path / "w"), str(tmp_path / "out"))
+  if name == "folder":
+    _infer_after_the_folder_moved(str(tmp_path / "w"), str(tmp_path / "gone"))
+
+
+def _infer_after_the_folder_moved(workdir: str, gone: str):
+  """Was: infer.py on a run whose folder dataset had moved explained the folder layout, as if
+  the user had pointed at the wrong folder."""
+  import infer  # pylint: disable=import-outside-toplevel
+  record = os.path.join(workdir, "config.json")
+  with open(record) as f:
+    config = json.load(f)
+  config["data"]["path"] = gone  # The folder as seen after a move: not there.
+  with open(record, "w") as f:
+    json.dump(config, f)
+  with pytest.raises(InputError, match=f"trained on the folder dataset {gone} .*no longer "
+                     "exists.* Move the folder back, or set data.path in that file"):
+    infer.run_modes(infer.Options(
+        workdirs=[workdir], modes=["sample"], out=None, step=None, input=None, num_images=None,
+        samples_per_attribute=1, attribute=None, value=None, occlusions=None, steps=None,
+        restarts=None, num_examples=-1, attribute_fidelity=False, seed=0))
 
 
 def _infer_on_the_test_split(workdir: str, out: str):
@@ -1014,7 +1060,7 @@ def _infer_on_the_test_split(workdir: str, out: str):
   36x36 test images (it takes the 32x32 centre crops its training evaluation used)."""
   import infer  # pylint: disable=import-outside-toplevel
   opts = lambda modes: infer.Options(
-      workdirs=[workdir], modes=modes, out=out, step=None, input=None, num_images=2,
+      workdirs=[workdir], modes=modes, out=out, step=None, input=None, num_images=None,
       samples_per_attribute=1, attribute=None, value=None, occlusions=["none"], steps=1,
       restarts=1, num_examples=2, attribute_fidelity=False, seed=0)
   infer.run_modes(opts(["evaluate"]))

@@ -8,6 +8,7 @@ accepted path through a tiny trained CVAE (conftest's `tiny_run`).
 """
 
 import dataclasses
+import os
 
 import jax
 import numpy as np
@@ -457,6 +458,20 @@ def test_load_trained_arguments(tmp_path):
   for step in ("4", 4.0, True):
     with pytest.raises(InputError, match=f"step={step!r} is not valid; pass an integer"):
       inference.load_trained(str(tmp_path), step)
+
+
+def test_train_and_evaluate_words_its_errors_for_a_python_caller(tmp_path):
+  """Were worded for the command line: "the get_config returned a dict" for a dict passed as
+  the config, and "--workdir is empty"."""
+  from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
+  from a2i_jax.errors import WorkdirError  # pylint: disable=import-outside-toplevel
+  config = tiny_config()
+  with pytest.raises(ConfigError, match=r"the config is a dict, not an ml_collections.ConfigDict;"
+                     r" build it with a2i_jax.config_lib.get_config\("):
+    train_lib.train_and_evaluate(config.to_dict(), str(tmp_path / "w"))
+  with pytest.raises(WorkdirError, match=r"the workdir \(--workdir\) is empty; pass the run's"):
+    train_lib.train_and_evaluate(config, " ")
+  assert os.listdir(tmp_path) == []
 
 
 # ------------------------------------------------- found by the thirtieth session's review

@@ -154,13 +154,16 @@ _BAD_FLAGS = [
     # Were ignored without a word: the modes that do not run inference, or take no occlusion
     # or example count; an empty path or name was taken for the flag left out.
     (dict(steps=3), "--steps is used by --mode=reconstruct, complete, edit, infer_attributes"),
-    (dict(modes=["swap"], restarts=2), "--restarts is used by --mode=reconstruct"),
+    (dict(modes=["swap"], restarts=2, num_images=None),
+     "--restarts is used by --mode=reconstruct"),
     (dict(modes=["reconstruct"], occlusions=["eyes"]), "--occlusion is used by --mode=complete, "
      "tune, evaluate only"),
     (dict(modes=["complete"], num_examples=1), "--num_examples is used by --mode=tune, evaluate"),
     (dict(modes=["reconstruct"], input=""), "--input is empty; pass an image file or a folder"),
     (dict(modes=["edit"], attribute=" "), "--attribute is empty; pass an attribute's name"),
     (dict(out=""), "--out is empty; pass a folder, or leave the flag out"),
+    (dict(modes=["progression", "swap"], num_images=3),
+     "--num_images is used by --mode=sample, reconstruct, complete, edit, infer_attributes"),
 ]
 
 
@@ -367,6 +370,39 @@ def test_input_folder_reads_every_format_a_file_does(tmp_path, caplog):
     assert (infer._read_images(name, 32)[0] == 90).all()
 
 
+def test_num_images_takes_the_first_inputs_and_a_count_beyond_all_is_a_warning(tmp_path,
+                                                                               caplog):
+  """Was: --num_images ignored with --input (every file was used), and a count beyond the
+  test split (or --num_examples beyond it) capped without a word."""
+  import infer  # pylint: disable=import-outside-toplevel
+  from a2i_jax import evaluation  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data.base import Dataset, Split  # pylint: disable=import-outside-toplevel
+  folder = tmp_path / "in"
+  folder.mkdir()
+  for i, name in enumerate(("c.png", "a.png", "b.png")):
+    Image.fromarray(np.full((32, 32, 3), 10 * i, np.uint8)).save(folder / name)
+  with caplog.at_level("WARNING"):
+    images, names = infer._read_images(str(folder), 32, 2)
+    assert [os.path.basename(n) for n in names] == ["a.png", "b.png"] and len(images) == 2
+    assert not caplog.records
+    assert len(infer._read_images(str(folder), 32)[1]) == 3  # All without --num_images.
+    assert len(infer._read_images(str(folder), 32, 5)[1]) == 3
+    assert f"--num_images=5, but --input {folder} holds 3; using all 3" in caplog.text
+    caplog.clear()
+    count = infer._image_count  # pylint: disable=protected-access
+    assert count(None, 20, "the test split", 8) == 8 and count(None, 3, "x", 8) == 3
+    assert count(5, 20, "the test split", 8) == 5 and not caplog.records
+    assert count(50, 20, "the test split", 8) == 20
+    assert "--num_images=50, but the test split holds 20; using all 20" in caplog.text
+    caplog.clear()
+    x, y = np.zeros((4, 8, 8, 3), np.uint8), np.zeros((4, 2), np.float32)
+    data = Dataset("synthetic", ("a", "b"), ("binary",) * 2, {"test": Split(x, y)})
+    assert len(evaluation.test_examples(data, 3)[0]) == 3 and not caplog.records
+    assert len(evaluation.test_examples(data, -1)[0]) == 4 and not caplog.records
+    assert len(evaluation.test_examples(data, 9)[0]) == 4
+    assert "num_examples=9, but the test split holds 4 images; using all 4" in caplog.text
+
+
 # --------------------------------------------------------------------- the image reader
 
 
@@ -524,7 +560,7 @@ def test_rows_of_one_model_kind_are_told_apart():
 def _evaluate_options(workdirs, out, step=None):
   import infer  # pylint: disable=import-outside-toplevel
   return infer.Options(workdirs=workdirs, modes=["evaluate"], out=out, step=step, input=None,
-                       num_images=8, samples_per_attribute=8, attribute=None, value=None,
+                       num_images=None, samples_per_attribute=8, attribute=None, value=None,
                        occlusions=["none"], steps=1, restarts=1, num_examples=2,
                        attribute_fidelity=False, seed=0)
 
@@ -575,9 +611,9 @@ def test_evaluate_compares_the_runs_loaded_examples_before_evaluating_any(traine
   moved, again, changed = copy("moved", "/a"), copy("again", "/a"), copy("changed", "/b")
   real, loads = infer._load_data, []  # pylint: disable=protected-access
 
-  def load_data(config, info):
+  def load_data(config, info, workdir):
     loads.append(config.data.data_dir)
-    data = real(config, info)
+    data = real(config, info, workdir)
     if config.data.data_dir == "/b":  # Its data hold other test images than the first run's.
       test = data["test"]
       splits = {**data.splits, "test": dataclasses.replace(test, images=255 - test.images)}

@@ -198,7 +198,7 @@ def test_config_twice_and_empty_workdir(tmp_path, flags):
       timeout=120, env=F.environment())
   _one_error(run(str(tmp_path / "w"), absolute[0], "--config.model.width=0.25"),
              "--config given 2 times; pass it once")
-  _one_error(run(""), "--workdir is empty")
+  _one_error(run(""), "the workdir (--workdir) is empty")
   assert os.listdir(tmp_path) == [], os.listdir(tmp_path)  # Nothing written in the cwd.
 
 
@@ -657,3 +657,33 @@ def test_a_timed_wait_for_a_save_that_cannot_finish_returns(tmp_path, caplog):
   release.set()
   ckpt.close()  # Unbounded: the save finishes, with its checksums.
   assert ckpt.all_steps() == [2] and ckpt.summed(2) and ckpt.newest_intact_step() == 2
+
+
+def test_a_run_started_over_a_finished_one_without_checkpoints_moves_it_aside(tmp_path,
+                                                                              reference, caplog):
+  """Was: training in a workdir whose checkpoints had been deleted started from step 0 without
+  a word, left the earlier run's sample images among its own, and overwrote or dropped its
+  config, metrics rows and TensorBoard events. A run killed before its first checkpoint (no
+  samples yet) is started again in place."""
+  from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
+  workdir = _copy(reference, tmp_path)
+  before = {name: sorted(os.listdir(os.path.join(workdir, name)))
+            for name in ("samples", "tensorboard")}
+  metrics = open(os.path.join(workdir, "metrics.jsonl")).read()
+  shutil.rmtree(os.path.join(workdir, "checkpoints"))
+  with caplog.at_level("WARNING"):
+    dest = train_lib._set_aside_an_earlier_run(workdir)  # pylint: disable=protected-access
+  assert os.path.dirname(dest) == workdir and os.path.basename(dest).startswith("earlier_run_")
+  assert sorted(os.listdir(workdir)) == [".lock", os.path.basename(dest)]
+  for name, listing in before.items():
+    assert sorted(os.listdir(os.path.join(dest, name))) == listing
+  assert open(os.path.join(dest, "metrics.jsonl")).read() == metrics
+  assert {"config.json", "dataset.json"} <= set(os.listdir(dest))
+  assert f"moved them (samples, tensorboard, metrics.jsonl, config.json, dataset.json) to {dest}" \
+      in caplog.text
+  # Killed before its first checkpoint: metrics rows, no samples. Nothing moves.
+  os.makedirs(os.path.join(workdir, "samples"))
+  open(os.path.join(workdir, "metrics.jsonl"), "w").write('{"step": 1}\n')
+  assert train_lib._set_aside_an_earlier_run(workdir) is None  # pylint: disable=protected-access
+  assert sorted(os.listdir(workdir)) == sorted([".lock", os.path.basename(dest),
+                                                "metrics.jsonl", "samples"])

@@ -46,6 +46,7 @@ import dataclasses
 import io
 import math
 import os
+import unicodedata
 from typing import Any, Iterator, Optional
 
 import numpy as np
@@ -148,12 +149,17 @@ def scan(path: str, masks: bool) -> Table:
   names = tuple(header[i] for i in acols)
   _check_names(csv_path, header, names)
   present = set(os.listdir(images_dir))
+  composed = _by_composed_name(present)
   rows, seen = [], set()
   for line, r in body:
     if len(r) != len(header):
       raise DataError(f"{csv_path}, line {line}: {len(r)} cells, the header has "
                       f"{len(header)}.")
+    # A name typed on one system and the file made on another (macOS writes decomposed
+    # accents, "e" + U+0301; most editors composed ones, U+00E9) name the same file: the row
+    # takes the name on disk (was: "does not exist").
     fname = _file_name(r[fcol])
+    fname = fname if fname in present else composed.get(_composed(fname), fname)
     if fname in seen:
       raise DataError(f"{csv_path}, line {line}: {fname} is listed twice.")
     seen.add(fname)
@@ -182,8 +188,10 @@ def scan(path: str, masks: bool) -> Table:
                         f"of {', '.join(SPLIT_ALIASES)} (any case).")
     rows.append((fname, np.asarray(values, np.float32), split))
   if masks:
+    mask_names = _by_composed_name(os.listdir(masks_dir))
     for fname, _, _ in rows:
-      _check_mask(os.path.join(images_dir, fname), os.path.join(masks_dir, fname))
+      _check_mask(os.path.join(images_dir, fname), os.path.join(masks_dir, fname),
+                  mask_names.get(_composed(fname)))
     _check_mask_values(masks_dir, [r[0] for r in rows])
   extra = sorted(present - seen)
   if extra:
@@ -200,6 +208,16 @@ def scan(path: str, masks: bool) -> Table:
   kinds = tuple("binary" if np.isin(table[:, j], (0.0, 1.0)).all() else "continuous"
                 for j in range(table.shape[1]))
   return Table(names, kinds, tuple(rows), masks_dir if masks else None, tuple(header))
+
+
+def _composed(name: str) -> str:
+  """`name` with its accents composed (Unicode NFC), as most systems but macOS write them."""
+  return unicodedata.normalize("NFC", name)
+
+
+def _by_composed_name(names: Any) -> dict[str, str]:
+  """File names on disk by their composed form (`_composed`)."""
+  return {_composed(n): n for n in names}
 
 
 def _file_name(cell: str) -> str:
@@ -277,8 +295,13 @@ def _check_names(csv_path: str, header: list[str], names: tuple[str, ...]) -> No
                     "name.")
 
 
-def _check_mask(image_path: str, mask_path: str) -> None:
-  """A mask must exist and match its image's size (PIL reads only the headers here)."""
+def _check_mask(image_path: str, mask_path: str, on_disk: Optional[str] = None) -> None:
+  """A mask must exist and match its image's size (PIL reads only the headers here).
+  `on_disk`: the masks/ file whose name composes to the image's, if any."""
+  if not os.path.exists(mask_path) and on_disk is not None:
+    raise DataError(f"{mask_path} does not exist, but {on_disk!r} in masks/ is the same name "
+                    "with its accents written another way (Unicode composed against "
+                    "decomposed); rename the mask to its image's name exactly.")
   if not os.path.exists(mask_path):
     raise DataError(f"{mask_path} does not exist: with masks/ in use every image needs a "
                     "mask of the same file name (white = foreground).")
