@@ -466,11 +466,12 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
 
 def _set_aside_an_earlier_run(workdir: str) -> Optional[str]:
   """Moves an earlier run's results out of the way of a run that starts from step 0 in the
-  same workdir: its checkpoints are gone (deleted), but samples/ holds its images (evaluation,
-  which writes them, comes after a checkpoint). Was: its images stayed among the new run's,
-  and its config, metrics rows and TensorBoard events were overwritten or dropped.
+  same workdir: no checkpoint resumes it (deleted, or none saved before an evaluation wrote
+  samples), but samples/ holds its images. Was: its images stayed among the new run's, and
+  its config, metrics rows and TensorBoard events were overwritten or dropped.
 
-  A run killed before its first checkpoint has no samples yet and is simply started again.
+  A run killed before its first checkpoint and evaluation has no samples and is simply
+  started again in place.
 
   Returns:
     The folder they went to (WORKDIR/earlier_run_<UTC time>), or None.

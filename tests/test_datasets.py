@@ -63,6 +63,23 @@ def test_no_tensorflow_anywhere(lfw_ds, cub_ds):
   assert "tensorflow" not in sys.modules
 
 
+def test_tfds_look_at_a_copy_not_prepared_says_nothing(tmp_path, caplog):
+  """Was: "W... Variant folder .../masks/1.0.0 has no dataset_info.json", TFDS's own line, when
+  LFW looked whether its masks copy was prepared on a first start."""
+  import pathlib  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data import tfds_lib  # pylint: disable=import-outside-toplevel
+  from tensorflow_datasets.core.utils import file_utils  # pylint: disable=import-outside-toplevel
+  variant = tmp_path / "a2i_lfw" / "masks" / "1.0.0"
+  variant.mkdir(parents=True)
+  with caplog.at_level("INFO"):
+    assert not file_utils.is_valid_variant_dir(pathlib.Path(variant))
+    assert "Variant folder" in caplog.text  # TFDS says it outside the project's reads.
+    caplog.clear()
+    with tfds_lib.quiet_tfds():
+      assert not file_utils.is_valid_variant_dir(pathlib.Path(variant))
+  assert not caplog.records
+
+
 def test_builders_leave_nothing_in_the_temporary_folder(folder_path, tmp_path, monkeypatch):
   """Opening a builder whose copy is not prepared (LFW, CUB) and preparing one (a folder)
   leave the system's temporary folder as they found it. TFDS's own look for the dataset on

@@ -420,7 +420,8 @@ def load(*, data_dir: str, masks: bool, image_size: int = IMAGE_SIZE,
   config = "masks"
   if not masks:
     with_masks = tfds_lib.open_builder(A2iLfw, data_dir=data_dir, config="masks")
-    config = "masks" if with_masks.is_prepared() else "no_masks"
+    with tfds_lib.quiet_tfds():
+      config = "masks" if with_masks.is_prepared() else "no_masks"
   builder_mask_net = mask_net or face_masks.MaskNetConfig.from_config()
   builder = tfds_lib.open_builder(A2iLfw, data_dir=data_dir, config=config,
                                   manual_dir=manual_dir, allow_download=allow_download,

@@ -678,14 +678,18 @@ def _write_checksums(where: str) -> None:
 
 
 class _QuietTfdsFilter(std_logging.Filter):
-  """Drops TFDS's INFO lines ("Generating dataset ...", "Done writing ...") and its advice to
-  install OpenCV (PIL decodes the images; the speed does not matter for a one-off read)."""
+  """Drops TFDS's INFO lines ("Generating dataset ...", "Done writing ..."), its advice to
+  install OpenCV (PIL decodes the images; the speed does not matter for a one-off read), and
+  its "Variant folder ... has no dataset_info.json" from a look at a copy not prepared yet
+  (LFW's look for its masks copy printed it on a first start; the project says itself what is
+  unprepared or damaged)."""
 
   def filter(self, record: std_logging.LogRecord) -> bool:
     if f"{os.sep}tensorflow_datasets{os.sep}" not in record.pathname:
       return True
-    return (record.levelno >= std_logging.WARNING
-            and "OpenCV is not installed" not in record.getMessage())
+    message = record.getMessage()
+    return (record.levelno >= std_logging.WARNING and "OpenCV is not installed" not in message
+            and not message.startswith("Variant folder "))
 
 
 @contextlib.contextmanager
