@@ -247,6 +247,10 @@ def _check_workdir(workdir: str) -> None:
     raise InputError(f"--workdir {workdir} does not exist; pass the folder train.py wrote.")
   if not os.path.isdir(workdir):
     raise InputError(f"--workdir {workdir} is a file; pass the folder train.py wrote.")
+  run = checkpoints.enclosing_run(workdir)
+  if run is not None:  # Was: a run trained inside its checkpoints/ by mistake served instead.
+    raise InputError(f"--workdir {workdir} is inside the run {run}, in one of the folders it "
+                     f"manages; pass {run}.")
 
 
 def _run_config(workdir: str):
@@ -819,6 +823,7 @@ def main(argv):
     opts = Options.from_flags()
     with distributed.peers_checked():
       run_modes(opts)
+    distributed.finish()  # With peers: not held at JAX's exit by one that has left.
     # Every file is written. Python's shutdown puts back the default action of Ctrl-C (killed,
     # status -2), but leaves "ignore" in place.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

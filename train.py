@@ -17,6 +17,7 @@ if __name__ == "__main__":  # First, before any import: it may start the command
 
 import difflib
 import logging as std_logging
+import signal
 import sys
 
 from absl import app, flags, logging
@@ -106,6 +107,9 @@ def _refuse_ignored_overrides(argv: list[str], config) -> None:
 
 
 def main(argv):
+  # SIGTERM outside the loop as Ctrl-C there (was: killed alone; with peers, swallowed by
+  # JAX's preemption notifier). Inside the loop `interrupts.StopRequest` takes both.
+  signal.signal(signal.SIGTERM, interrupts.raise_terminated)
   interrupts.keep_ctrl_c()  # Not lost inside a garbage-collector callback.
   if len(argv) > 1:
     _fail(f"unexpected arguments: {' '.join(argv[1:])}; flags are written --name=value.")
@@ -121,6 +125,7 @@ def main(argv):
     distributed.configure_logging()
     with distributed.peers_checked():
       train_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    distributed.finish()  # With peers: not held at JAX's exit by one that has left.
   except A2IError as e:  # PeerError included: leave at once, not at the shutdown barrier.
     _fail(str(e), at_once=True)
   except TrainingInterrupted as e:
@@ -129,8 +134,8 @@ def main(argv):
   except BaseException as e:  # pylint: disable=broad-except
     if interrupts.interrupt_in(e) is None:
       distributed.leave_after(e)
-    # A Ctrl-C outside the loop (which saves, then raises the one above), also one raised
-    # inside a callback from C. At once: Python's exit would first wait for the threads of a
+    # A Ctrl-C or SIGTERM outside the loop (which saves, then raises the one above), also one
+    # raised inside a callback from C. At once: Python's exit would first wait for the threads of a
     # dataset download under way (TFDS's), for minutes. Nothing is being saved here.
     print("interrupted; run the same command to resume from the newest checkpoint.",
           file=sys.stderr)

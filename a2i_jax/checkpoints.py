@@ -249,6 +249,7 @@ class Checkpointer:
     self._unsummed: list[int] = []  # Saved steps whose checksums may not be written yet.
     self._saving: Optional[int] = None  # The step of the save in progress.
     self._waiter: Optional[_Waiter] = None  # A wait given a timeout that has not ended.
+    self._unverified_said: set[int] = set()  # Steps restored without checksums, warned of.
     self._checked: dict[int, Optional[str]] = {}  # step -> problem (None: intact).
 
   def _sum_finished_save(self) -> None:
@@ -510,14 +511,28 @@ class Checkpointer:
     else:
       args = ocp.args.StandardRestore(abstract_state)
     try:
-      return self._manager.restore(step, args=args)
+      restored = self._manager.restore(step, args=args)
     except Exception as e:  # Orbax raises many types for unreadable or mismatched files.
       reason = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
       self._reopen()
-      raise RestoreError(
-          f"the checkpoint at {os.path.join(self.directory, str(step))} could not be restored "
-          f"({reason}). If it is corrupt, delete that folder to resume from the previous one; "
-          "if the config changed the model's shape, use a new --workdir.", reason) from None
+      folder = os.path.join(self.directory, str(step))
+      if self.summed(step):  # Its bytes are as saved: advice to delete it would lose it.
+        fix = ("Its files match their checksums, so the config differs from the one that "
+               "saved it (the model's shape): use the config it was trained with, or a new "
+               "--workdir.")
+      else:
+        fix = ("If it is corrupt, delete that folder to resume from the previous one; if the "
+               "config changed the model's shape, use a new --workdir.")
+      raise RestoreError(f"the checkpoint at {folder} could not be restored ({reason}). {fix}",
+                         reason) from None
+    if not self.summed(step) and step not in self._unverified_said:
+      # Was: used without a word, and the next save's checksums then vouched for its values.
+      self._unverified_said.add(step)
+      logging.warning("checkpoint %d in %s has no checksum file (%s), so its arrays are not "
+                      "verified: saved by a version before checksums, or the file was "
+                      "deleted (this version writes it with every save)", step,
+                      self.directory, CHECKSUM_FILE)
+    return restored
 
   def _reopen(self) -> None:
     """A fresh Orbax manager in place of one whose restore failed. Orbax fixes a manager's
@@ -568,6 +583,28 @@ class _Waiter:
     """Raises what `fn` raised, if anything."""
     if self._error is not None:
       raise self._error
+
+
+# A run's own folders: a workdir inside one of them is part of that run, never a run.
+RUN_FOLDERS = (CHECKPOINT_DIR, CORRUPT_DIR, "samples", "tensorboard")
+
+
+def enclosing_run(path: str) -> Optional[str]:
+  """The run (a folder with config.json) whose own folders (`RUN_FOLDERS`) hold `path`.
+
+  Args:
+    path: a folder, e.g. a workdir given to train.py.
+  Returns:
+    The run's folder, or None where `path` is in none (a folder beside a run's is not in it).
+  """
+  child = os.path.abspath(os.path.expanduser(path))
+  parent = os.path.dirname(child)
+  while parent != child:
+    if (os.path.basename(child) in RUN_FOLDERS
+        and os.path.isfile(os.path.join(parent, CONFIG_FILE))):
+      return parent
+    child, parent = parent, os.path.dirname(parent)
+  return None
 
 
 # Deleting config.json turns off the checks of a resume against the run's config (train_lib's

@@ -20,7 +20,8 @@ A dead peer must stop the others with an error, not a hang: the runtime's heartb
 (`heartbeat_timeout_s`) makes the survivors exit, and `initialize` gives up after `timeout_s`
 when not every process arrives. A process that stops on its own leaves through `exit_now`, not
 Python's normal exit: that waits at JAX's shutdown barrier for peers that sit in a collective
-waiting for it, until JAX aborts them all.
+waiting for it, until JAX aborts them all. One that has done its work ends through `finish`,
+which does not wait at that barrier for a peer that has left.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import inspect
 import logging
 import math
 import os
+import signal
 import socket
 import sys
 import threading
@@ -182,6 +184,11 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
   where = coordinator_address or "the detected coordinator"
   fix = ("start the same command on every host with the same --coordinator_address and "
          "--num_processes and a distinct --process_id")
+  # JAX's preemption notifier takes SIGTERM from here on, in C++: a Python handler installed
+  # before (the entry points' `interrupts.raise_terminated`) would never run again, and a
+  # SIGTERM would be swallowed (was: infer.py in two processes finished as if never asked to
+  # stop; train.py's notice before its loop was lost). Only a Python handler is put back.
+  term = signal.getsignal(signal.SIGTERM) if _on_main_thread() else None
   try:
     with _join_watchdog(left_s, f"{who}: not all {num_processes} processes joined at {where} "
                         f"within {timeout_s} s; {fix}."):
@@ -192,8 +199,15 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
     # XlaRuntimeError (DEADLINE_EXCEEDED, UNAVAILABLE): someone did not arrive in time.
     raise ConfigError(f"{who}: not all {num_processes} processes joined at {where} within "
                       f"{timeout_s} s ({str(e).splitlines()[0]}); {fix}.") from None
+  if callable(term):
+    signal.signal(signal.SIGTERM, term)
   _check_process_count(num_processes, timeout_s)
   return jax.process_count()
+
+
+def _on_main_thread() -> bool:
+  """Whether this is the main thread, the only one that may set signal handlers."""
+  return threading.current_thread() is threading.main_thread()
 
 
 def _split_address(address: str) -> tuple[str, int]:
@@ -320,6 +334,58 @@ def _check_process_count(given: int, timeout_s: float) -> None:
 COORDINATOR_GRACE_S = 1.0
 
 
+_END_KEY = "a2i/end"  # a2i/end/<process>: "done" (finished its work) or "left:<status>".
+_ended = False  # This process has said how it ends.
+
+
+def _joined() -> bool:
+  """Whether this process has joined a multi-host run (not merely started to: a client that
+  has not connected aborts the process on its first request)."""
+  return _client() is not None and _backends_ready() and jax.process_count() > 1
+
+
+def _say_how_this_ends(how: str) -> None:
+  """Records in the coordinator's store that this process is done or leaving (once)."""
+  global _ended
+  client = _client() if not _ended and _joined() else None
+  _ended = True
+  if client is None:
+    return
+  try:
+    client.key_value_set(f"{_END_KEY}/{process_index()}", how)
+  except Exception:  # pylint: disable=broad-except
+    pass  # The coordinator is gone: nothing to tell.
+
+
+def finish(timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+  """An entry point's end after its work is done: with peers, waits until each of them is
+  done too or has left, and leaves at once where one has left.
+
+  Python's normal exit waits at JAX's shutdown barrier for every process; a peer that left
+  on its own (`exit_now`: an error after the last collective) never reaches it, and JAX then
+  ended this process, whose work was all done, after its shutdown timeout (60 s) with a fatal
+  log and status 1 or SIGABRT (was, e.g., a bug raised on process 1 after the last step).
+
+  Args:
+    timeout_s: how long to wait for a peer that neither says it is done nor leaves (one that
+      was killed, which the heartbeat timeout catches); then the normal exit goes on.
+  """
+  if not _joined():
+    return
+  _say_how_this_ends("done")
+  client, left = _client(), False
+  for other in range(process_count()):
+    if other == process_index():
+      continue
+    try:
+      how = client.blocking_key_value_get(f"{_END_KEY}/{other}", int(timeout_s * 1000))
+    except Exception:  # pylint: disable=broad-except
+      return  # Not heard of in time, or the coordinator is gone: JAX's own exit decides.
+    left = left or how.startswith("left")
+  if left:
+    exit_now(0)
+
+
 def exit_now(code: int) -> None:
   """Ends this process with status `code` at once: stdout and stderr flushed, no exit hooks.
 
@@ -336,6 +402,13 @@ def exit_now(code: int) -> None:
       stream.flush()
     except Exception:  # pylint: disable=broad-except
       pass  # A closed or broken stream: nothing more can be said there.
+  _say_how_this_ends(f"left:{code}")
+  if _joined() and jax.process_index() == 0:
+    # Process 0 hosts the coordination service, whose end aborts every process still running
+    # (JAX's fatal log, no line of ours): where all leave together (an agreed stop, an error
+    # every process meets), the others get to print their line and leave first. Was: one
+    # process of two killed before its line in 3 of 5 stops agreed near the run's end.
+    time.sleep(COORDINATOR_GRACE_S)
   os._exit(code)  # pylint: disable=protected-access
 
 

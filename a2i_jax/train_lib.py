@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from typing import Any, Callable, Optional
@@ -31,7 +32,8 @@ from a2i_jax import (checkpoints, config_lib, distributed, files, interrupts, mo
                      objectives, parallel, perf, sampling, train_eval)
 from a2i_jax.data import load_dataset, pipeline
 from a2i_jax.data.base import validate_split, warn_small_train_split
-from a2i_jax.errors import CheckpointError, ConfigError, TrainingInterrupted, WorkdirError
+from a2i_jax.errors import (CheckpointError, ConfigError, TrainingDivergedError,
+                            TrainingInterrupted, WorkdirError)
 from a2i_jax import metrics as metrics_lib
 from a2i_jax.metrics import MetricWriter
 from a2i_jax.train_state import (TrainState, abstract_train_state, clip_by_global_norm,
@@ -364,6 +366,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     raise WorkdirError("the workdir (--workdir) is empty; pass the run's directory, e.g. "
                        "runs/<name> (it is created if missing).")
   workdir = os.path.abspath(os.path.expanduser(workdir))
+  run = checkpoints.enclosing_run(workdir)
+  if run is not None:  # Was: a new run trained inside the old one's checkpoints or samples.
+    raise WorkdirError(f"the workdir {workdir} is inside the run {run}, in one of the folders "
+                       f"it manages ({', '.join(checkpoints.RUN_FOLDERS)}); pass {run} to "
+                       "resume that run, or a new folder for a new run.")
   files.check_workdir(workdir, folders=(checkpoints.CHECKPOINT_DIR, checkpoints.CORRUPT_DIR,
                                         "samples", "tensorboard"),
                       plain_files=(checkpoints.CONFIG_FILE, checkpoints.DATASET_FILE,
@@ -448,6 +455,7 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
     logging.info("model %s: %d parameters", config.model.name, models.count_params(state.params))
     if good is not None:
       logging.info("resumed from step %d in %s", int(state.step), ckpt.directory)
+      _drop_samples_after(workdir, int(state.step))
     else:
       _set_aside_an_earlier_run(workdir)
     recorded = os.path.exists(os.path.join(workdir, checkpoints.CONFIG_FILE))
@@ -455,6 +463,8 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
       # Not where this call trains nothing (num_train_steps at or below the step reached):
       # the record stays that of the config that trained the checkpoints (was: rewritten
       # with this call's learning rate, seed and step count).
+      if good is not None and recorded:
+        _keep_a_changed_config(workdir, config, int(state.step))
       checkpoints.save_config(workdir, config)
     train_eval.record_dataset(workdir, dataset, config.data.path, resumed=good is not None)
   except BaseException:
@@ -462,6 +472,85 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
     raise
   return _loop(config, workdir, mesh, model, tx, dataset, data, ckpt, state,
                (k_train, k_eval, k_sample))
+
+
+# Keys whose change on a resume is no change to what it trains: how long, where it caches,
+# how often it logs and saves, its console.
+_RESUME_NEUTRAL_KEYS = (*HOST_LOCAL_KEYS, "num_train_steps", "log_every_steps",
+                        "checkpoint_every_steps", "max_checkpoints_to_keep")
+
+
+def _keep_a_changed_config(workdir: str, config: ml_collections.ConfigDict, step: int
+                           ) -> Optional[str]:
+  """On a resume whose config differs from config.json (a new seed, batch size, learning
+  rate: what `_check_resume_compatible` lets change): one warning naming each change, and the
+  earlier config kept as WORKDIR/config_history/step_<N>.json, since config.json is then
+  rewritten. Was: rewritten without a word, and nothing said that steps 1..N ran otherwise.
+
+  Returns:
+    The kept copy's path, or None where nothing but `_RESUME_NEUTRAL_KEYS` changed.
+  """
+  # Both as JSON has them (a tuple in the config file is a list in config.json).
+  saved = json.loads(checkpoints.load_config(workdir).to_json())
+  now = json.loads(config.to_json())
+  keys = dict.fromkeys([*config_lib.leaf_paths(saved), *config_lib.leaf_paths(now)])
+  changed = [(k, config_lib.value_at(saved, k), config_lib.value_at(now, k)) for k in keys
+             if k not in _RESUME_NEUTRAL_KEYS
+             and config_lib.value_at(saved, k) != config_lib.value_at(now, k)]
+  if not changed or not distributed.is_main():
+    return None
+  folder = os.path.join(workdir, "config_history")
+  os.makedirs(folder, exist_ok=True)
+  kept = os.path.join(folder, f"step_{step:07d}.json")
+  files.atomic_write(kept, json.dumps(saved, indent=2, sort_keys=True))
+  logging.warning("resuming at step %d with %s; config.json now records the new values, and "
+                  "the config of steps 1-%d is kept in %s", step,
+                  ", ".join(f"{k} {old!r} -> {new!r}" for k, old, new in changed), step, kept)
+  return kept
+
+
+def _check_validation_finite(ev: dict, step: int, directory: str) -> None:
+  """Stops a run whose validation is NaN or infinite: its training loss is finite (a step
+  that is not stops the run first), so the state only evaluation reads is broken (BatchNorm's
+  running statistics, e.g. from a damaged checkpoint without checksums). Was: the run went on
+  and ended with status 0, "validation bound nan" in its last line.
+
+  Raises:
+    TrainingDivergedError: naming the values and the checkpoint that holds the state.
+  """
+  bad = sorted(name for name, v in ev.items() if not math.isfinite(float(v)))
+  if bad:
+    raise TrainingDivergedError(
+        f"validation at step {step} is not finite ({', '.join(f'val/{n}' for n in bad)}) "
+        "while the training loss is: the state only evaluation uses (BatchNorm's running "
+        f"statistics) holds NaN or infinity, and so does checkpoint {step} in {directory}. "
+        "Move that checkpoint (and any newer) aside to resume from an earlier one, or start a "
+        "new --workdir.")
+
+
+def _drop_samples_after(workdir: str, step: int) -> list[str]:
+  """Removes the sample grids of steps after `step`, the one a run resumes from: those steps
+  are trained again, and their metrics rows and TensorBoard events are dropped too
+  (`metrics.MetricWriter`). Was: e.g. step_0000006.png kept beside a resumed run's
+  step_0000005.png, from steps the run no longer has.
+
+  Returns:
+    The removed files' names.
+  """
+  folder = os.path.join(workdir, "samples")
+  if not distributed.is_main() or not os.path.isdir(folder):
+    return []
+  removed = []
+  for name in sorted(os.listdir(folder)):
+    stem = name[len("step_"):-len(".png")] if (name.startswith("step_")
+                                                and name.endswith(".png")) else ""
+    if stem.isdigit() and int(stem) > step:
+      os.remove(os.path.join(folder, name))
+      removed.append(name)
+  if removed:
+    logging.info("removed %d sample grid(s) of steps after %d (%s), which the resumed run "
+                 "trains again", len(removed), step, ", ".join(removed[:3]))
+  return removed
 
 
 def _set_aside_an_earlier_run(workdir: str) -> Optional[str]:
@@ -574,6 +663,7 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
                                     samples_at(step), jax.random.fold_in(k_sample, step))
     writer.write_image(step, "samples", grid)
     summary.evaluated(ev, samples_at(step))
+    _check_validation_finite(ev, step, ckpt.directory)
     return {f"val/{name}": v for name, v in ev.items()}
 
   progress, writer, failed, compiled = None, None, True, {}

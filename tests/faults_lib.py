@@ -19,6 +19,7 @@ environment variable `A2I_FAULT` names ("kind:step"; in a multi-process run,
   hold_at_step:N      at step N, create WORKDIR/holding and wait until WORKDIR/release exists
   sigint_in_download:0  a real SIGINT while the dataset loads, with a thread still busy (as
                       TFDS's download threads are, for minutes) that Python's exit would wait for
+  sigterm_in_download:0  the same with a SIGTERM
   read_only:0         WORKDIR behaves as a read-only folder (for root, who writes anywhere,
                       where no read-only file system can be mounted)
 """
@@ -246,14 +247,14 @@ def _install(kind: str, at: int, workdir: str) -> None:
       delete(self, step, target)
     checkpoints.Checkpointer.save = note
     deleter_class._delete_step_permanently = delete_half  # pylint: disable=protected-access
-  elif kind == "sigint_in_download":
+  elif kind in ("sigint_in_download", "sigterm_in_download"):
     from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
     load = train_lib.load_dataset
 
     def load_while_downloading(*args, **kwargs):
       import threading  # pylint: disable=import-outside-toplevel
       threading.Thread(target=time.sleep, args=(600,)).start()  # Not a daemon, as TFDS's.
-      os.kill(os.getpid(), signal.SIGINT)
+      os.kill(os.getpid(), signal.SIGINT if kind == "sigint_in_download" else signal.SIGTERM)
       time.sleep(30)  # The KeyboardInterrupt lands here.
       return load(*args, **kwargs)
     train_lib.load_dataset = load_while_downloading

@@ -82,6 +82,11 @@ from a2i_jax.train_state import create_train_state  # noqa: E402
 if args.compile_cache:
   jax.config.update("jax_compilation_cache_dir", args.compile_cache)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+def on_sigterm(*_):  # The entry points' kind of handler: must survive the join.
+  raise KeyboardInterrupt
+
+
+signal.signal(signal.SIGTERM, on_sigterm)
 try:
   distributed.initialize(args.coordinator, args.num_processes, args.process_id,
                          timeout_s=args.timeout_s, heartbeat_timeout_s=args.heartbeat_timeout_s)
@@ -144,9 +149,18 @@ ev = parallel.fetch(jax.jit(train_lib.make_eval_step(model, config))(
     state.variables, batch, weights, jax.random.key(2)))
 assert np.array_equal(parallel.fetch(batch["images"]), val.images[:8])
 
+# Whether a SIGTERM still reaches the handler set before the join (JAX's preemption notifier
+# takes the signal in C++ at the join; `distributed.initialize` puts the handler back).
+sigterm_kept = False
+try:
+  os.kill(os.getpid(), signal.SIGTERM)
+  time.sleep(1)  # A Python handler runs here, in the main thread.
+except KeyboardInterrupt:
+  sigterm_kept = True
 params = parallel.fetch(state.params)
 if distributed.is_main():
   flat = {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v)
           for path, v in jax.tree_util.tree_leaves_with_path(params)}
   np.savez(args.out, loss=np.array(losses), grad_norm=np.array(grad_norms), step_s=np.array(step_s),
+           sigterm_kept=sigterm_kept,
            eval_loss=np.array(ev["loss"]), **{"param/" + k: v for k, v in flat.items()})
