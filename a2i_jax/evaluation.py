@@ -62,6 +62,19 @@ def mean_sem(values: np.ndarray) -> dict[str, float]:
   return {"mean": float(v.mean()), "sem": sem, "n": int(v.size)}
 
 
+def _check_outputs_finite(trained: inference.TrainedModel, images: np.ndarray,
+                          method: str) -> None:
+  """Refuses to score a model whose reconstructions are NaN or infinite. Was: their errors
+  were left out as if the pixels were not scored (cells "–", n 0) and the attribute scores
+  of its NaN samples still published, status 0."""
+  bad = int(np.sum(~np.isfinite(np.asarray(images)).reshape(len(images), -1).all(-1)))
+  if bad:
+    raise InputError(
+        f"the model of step {trained.step} reconstructs {bad} of {len(images)} test images as "
+        f"NaN or infinity ({method}): its checkpoint is damaged or its training diverged; "
+        "evaluate an earlier checkpoint (infer.py --step), or train again.")
+
+
 # How many validation images `tune_inference` scores by default.
 TUNE_EXAMPLES = 256
 
@@ -156,6 +169,7 @@ def evaluate_model(trained: inference.TrainedModel, dataset: Dataset, *,
   for method, opts in methods.items():
     row = rows.setdefault(method, {})
     out = inference.reconstruct(trained, images, attrs, key=key, options=opts)
+    _check_outputs_finite(trained, out["reconstruction"], method)
     everywhere = np.ones_like(x01[..., :1])
     row[RECON_FULL] = mean_sem(region_errors(x01, out["reconstruction"], everywhere))
     if fg is not None:

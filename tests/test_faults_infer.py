@@ -1011,3 +1011,18 @@ def test_a_lost_sigterm_comes_back_as_a_sigterm(monkeypatch):
         types.SimpleNamespace(exc_type=exc_type))
     assert handled == (exc_type is not ValueError)
   assert sent == [signal.SIGTERM, signal.SIGINT]
+
+
+def test_a_model_that_reconstructs_nan_is_not_scored():
+  """Was: `evaluate` of a model whose outputs were NaN (a damaged checkpoint without
+  checksums) left their errors out as if unscored (cells "-", n 0), published the attribute
+  scores of its NaN samples, and exited 0. Checked by hand on such a run: one error line."""
+  from a2i_jax import evaluation  # pylint: disable=import-outside-toplevel
+  check = evaluation._check_outputs_finite  # pylint: disable=protected-access
+  trained = types.SimpleNamespace(step=7)
+  images = np.zeros((4, 8, 8, 3), np.float32)
+  check(trained, images, "optimisation")
+  images[1, 2, 3, 0], images[3, 0, 0, 2] = np.nan, np.inf
+  with pytest.raises(InputError, match=r"the model of step 7 reconstructs 2 of 4 test images as "
+                     r"NaN or infinity \(recognition\): its checkpoint is damaged"):
+    check(trained, images, "recognition")
