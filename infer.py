@@ -631,14 +631,21 @@ def _load_data(config, info: Optional[dict], workdir: str):
   """A run's dataset as its model sees it: its attributes in the trained order
   (`as_trained`), its images and masks centre cropped where training cropped
   (`centre_cropped`: CUB's 64 of 72)."""
-  path = os.path.abspath(os.path.expanduser(config.data.path or ""))
-  if config.data.name == "folder" and config.data.path and not os.path.exists(path):
+  given = os.path.expanduser(config.data.path or "")
+  path = os.path.abspath(given)
+  if config.data.name == "folder" and given and not os.path.exists(path):
     # Was: the folder layout explained, as if the user had pointed at the wrong folder.
+    record = os.path.join(workdir, checkpoints.CONFIG_FILE)
+    if not os.path.isabs(given):  # Read from the folder infer.py runs in.
+      raise InputError(
+          f"this run's folder dataset is data.path={config.data.path!r} in {record}, a path "
+          f"relative to the folder a program runs in, and from here it is {path}, which does "
+          "not exist; run infer.py from the folder train.py ran in, or set data.path in that "
+          "file to the dataset's absolute path.")
     raise InputError(
-        f"this run was trained on the folder dataset {path} (data.path in "
-        f"{os.path.join(workdir, checkpoints.CONFIG_FILE)}), which no longer exists; infer.py "
-        "needs its test split and training attributes. Move the folder back, or set data.path "
-        "in that file to where it is now.")
+        f"this run was trained on the folder dataset {path} (data.path in {record}), which "
+        "no longer exists; infer.py needs its test split and training attributes. Move the "
+        "folder back, or set data.path in that file to where it is now.")
   return centre_cropped(as_trained(load_dataset(config.data), info),
                         config.data.augment.crop_size)
 

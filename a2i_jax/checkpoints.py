@@ -320,14 +320,14 @@ class Checkpointer:
       self._finish_saves()
       return True
     if self._waiter is None:
-      self._waiter = _Waiter(self._finish_saves)
+      self._waiter = _Waiter(self._finish_saves, self._saving)
     elif self._waiter.late and timeout_s is not None:
       return False  # Given its time once already (and said so).
     if not self._waiter.finished(timeout_s):
       self._waiter.late = True
-      logging.warning("stopped waiting for the checkpoint of step %d after %.0f s (it needs "
+      logging.warning("stopped waiting for the checkpoint of step %s after %.0f s (it needs "
                       "every process); if it stays unfinished, a new start resumes from the "
-                      "one before it", self._saving, timeout_s)
+                      "one before it", self._waiter.step, timeout_s)
       return False
     waiter, self._waiter = self._waiter, None
     waiter.result()
@@ -562,9 +562,10 @@ class _Waiter:
   """Runs `fn` on a daemon thread, so that a caller can stop waiting for it (and a process
   that leaves at once does not wait for it either)."""
 
-  def __init__(self, fn: Any):
+  def __init__(self, fn: Any, step: Optional[int]):
     self._error: Optional[BaseException] = None
     self.late = False  # A timed wait for it has ended before it did.
+    self.step = step  # The save it finishes (`fn` forgets it on the way).
 
     def run():
       try:
@@ -597,13 +598,17 @@ def enclosing_run(path: str) -> Optional[str]:
   Returns:
     The run's folder, or None where `path` is in none (a folder beside a run's is not in it).
   """
-  child = os.path.abspath(os.path.expanduser(path))
-  parent = os.path.dirname(child)
-  while parent != child:
-    if (os.path.basename(child) in RUN_FOLDERS
-        and os.path.isfile(os.path.join(parent, CONFIG_FILE))):
-      return parent
-    child, parent = parent, os.path.dirname(parent)
+  for spelled in (os.path.abspath(os.path.expanduser(path)),
+                  os.path.realpath(os.path.expanduser(path))):  # Through a link, too.
+    child, parent = spelled, os.path.dirname(spelled)
+    while parent != child:
+      # A run's folder holds its config and checkpoints/ (a folder merely named so beside
+      # some config.json is no run's).
+      if (os.path.basename(child) in RUN_FOLDERS
+          and os.path.isfile(os.path.join(parent, CONFIG_FILE))
+          and os.path.isdir(os.path.join(parent, CHECKPOINT_DIR))):
+        return parent
+      child, parent = parent, os.path.dirname(parent)
   return None
 
 

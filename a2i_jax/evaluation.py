@@ -85,13 +85,19 @@ def _check_count(num_examples: int, split: str = "test") -> None:
                      "or -1 for all of them.")
 
 
+_CAPS_SAID: set[tuple[int, str, int]] = set()  # (asked, split, held) warned of.
+
+
 def _test_examples(dataset: Dataset, num_examples: int, split: str = "test"):
   _check_count(num_examples, split)
   test = dataset[split]
   n = len(test) if num_examples < 0 else min(num_examples, len(test))
   if n == 0:
     raise InputError(f"the {split} split is empty; nothing to evaluate.")
-  if n < num_examples:  # Was: capped without a word (the results' `n` said it).
+  if n < num_examples and (num_examples, split, n) not in _CAPS_SAID:
+    # Was: capped without a word (the results' `n` said it). Once per process: one
+    # `evaluate` reads the examples for each run and for its comparisons.
+    _CAPS_SAID.add((num_examples, split, n))
     logging.warning("num_examples=%d, but the %s split holds %d images; using all %d",
                     num_examples, split, n, n)
   images = test.images[:n]

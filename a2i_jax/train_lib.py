@@ -455,7 +455,8 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
     logging.info("model %s: %d parameters", config.model.name, models.count_params(state.params))
     if good is not None:
       logging.info("resumed from step %d in %s", int(state.step), ckpt.directory)
-      _drop_samples_after(workdir, int(state.step))
+      if int(state.step) < config.num_train_steps:  # Not where this call trains nothing.
+        _drop_samples_after(workdir, int(state.step))
     else:
       _set_aside_an_earlier_run(workdir)
     recorded = os.path.exists(os.path.join(workdir, checkpoints.CONFIG_FILE))
@@ -475,9 +476,11 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
 
 
 # Keys whose change on a resume is no change to what it trains: how long, where it caches,
-# how often it logs and saves, its console.
+# how often it logs, saves and evaluates, what evaluation and inference do, its console.
 _RESUME_NEUTRAL_KEYS = (*HOST_LOCAL_KEYS, "num_train_steps", "log_every_steps",
-                        "checkpoint_every_steps", "max_checkpoints_to_keep")
+                        "checkpoint_every_steps", "max_checkpoints_to_keep", "eval_every_steps",
+                        "num_eval_examples", "num_sample_rows", "num_sample_cols")
+_RESUME_NEUTRAL_SECTIONS = ("inference.",)
 
 
 def _keep_a_changed_config(workdir: str, config: ml_collections.ConfigDict, step: int
@@ -494,22 +497,30 @@ def _keep_a_changed_config(workdir: str, config: ml_collections.ConfigDict, step
   saved = json.loads(checkpoints.load_config(workdir).to_json())
   now = json.loads(config.to_json())
   keys = dict.fromkeys([*config_lib.leaf_paths(saved), *config_lib.leaf_paths(now)])
+  # A key the earlier config lacks (added to the library since) took its default: no change.
   changed = [(k, config_lib.value_at(saved, k), config_lib.value_at(now, k)) for k in keys
-             if k not in _RESUME_NEUTRAL_KEYS
+             if k not in _RESUME_NEUTRAL_KEYS and not k.startswith(_RESUME_NEUTRAL_SECTIONS)
+             and config_lib.value_at(saved, k) is not None
              and config_lib.value_at(saved, k) != config_lib.value_at(now, k)]
   if not changed or not distributed.is_main():
     return None
   folder = os.path.join(workdir, "config_history")
   os.makedirs(folder, exist_ok=True)
-  kept = os.path.join(folder, f"step_{step:07d}.json")
+  # A second resume from the same step (the first diverged, say) keeps the first's record,
+  # which describes the steps up to it (was: overwritten with the config that diverged).
+  kept, n = os.path.join(folder, f"step_{step:07d}.json"), 1
+  while os.path.exists(kept):
+    n += 1
+    kept = os.path.join(folder, f"step_{step:07d}.{n}.json")
   files.atomic_write(kept, json.dumps(saved, indent=2, sort_keys=True))
   logging.warning("resuming at step %d with %s; config.json now records the new values, and "
-                  "the config of steps 1-%d is kept in %s", step,
-                  ", ".join(f"{k} {old!r} -> {new!r}" for k, old, new in changed), step, kept)
+                  "the config it replaces is kept in %s", step,
+                  ", ".join(f"{k} {old!r} -> {new!r}" for k, old, new in changed), kept)
   return kept
 
 
-def _check_validation_finite(ev: dict, step: int, directory: str) -> None:
+def _check_validation_finite(ev: dict, step: int, newest: Optional[int], directory: str
+                             ) -> None:
   """Stops a run whose validation is NaN or infinite: its training loss is finite (a step
   that is not stops the run first), so the state only evaluation reads is broken (BatchNorm's
   running statistics, e.g. from a damaged checkpoint without checksums). Was: the run went on
@@ -520,12 +531,13 @@ def _check_validation_finite(ev: dict, step: int, directory: str) -> None:
   """
   bad = sorted(name for name, v in ev.items() if not math.isfinite(float(v)))
   if bad:
+    where = (f"the newest checkpoint, {newest} in {directory}, may hold it too (older ones "
+             "may as well): move it aside to resume from an earlier one, or start a new "
+             "--workdir." if newest is not None else "no checkpoint holds it yet.")
     raise TrainingDivergedError(
         f"validation at step {step} is not finite ({', '.join(f'val/{n}' for n in bad)}) "
         "while the training loss is: the state only evaluation uses (BatchNorm's running "
-        f"statistics) holds NaN or infinity, and so does checkpoint {step} in {directory}. "
-        "Move that checkpoint (and any newer) aside to resume from an earlier one, or start a "
-        "new --workdir.")
+        f"statistics) holds NaN or infinity; {where}")
 
 
 def _drop_samples_after(workdir: str, step: int) -> list[str]:
@@ -578,7 +590,7 @@ def _set_aside_an_earlier_run(workdir: str) -> Optional[str]:
   os.makedirs(dest)
   moved = []
   for name in ("samples", "tensorboard", metrics_lib.METRICS_FILE, checkpoints.CONFIG_FILE,
-               checkpoints.DATASET_FILE):
+               checkpoints.DATASET_FILE, "config_history", "infer"):
     if os.path.exists(os.path.join(workdir, name)):
       os.replace(os.path.join(workdir, name), os.path.join(dest, name))
       moved.append(name)
@@ -663,7 +675,7 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
                                     samples_at(step), jax.random.fold_in(k_sample, step))
     writer.write_image(step, "samples", grid)
     summary.evaluated(ev, samples_at(step))
-    _check_validation_finite(ev, step, ckpt.directory)
+    _check_validation_finite(ev, step, ckpt.latest_step(), ckpt.directory)
     return {f"val/{name}": v for name, v in ev.items()}
 
   progress, writer, failed, compiled = None, None, True, {}

@@ -1064,12 +1064,20 @@ def _infer_after_the_folder_moved(workdir: str, gone: str):
   config["data"]["path"] = gone  # The folder as seen after a move: not there.
   with open(record, "w") as f:
     json.dump(config, f)
+  options = lambda: infer.Options(
+      workdirs=[workdir], modes=["sample"], out=None, step=None, input=None, num_images=None,
+      samples_per_attribute=1, attribute=None, value=None, occlusions=None, steps=None,
+      restarts=None, num_examples=-1, attribute_fidelity=False, seed=0)
   with pytest.raises(InputError, match=f"trained on the folder dataset {gone} .*no longer "
                      "exists.* Move the folder back, or set data.path in that file"):
-    infer.run_modes(infer.Options(
-        workdirs=[workdir], modes=["sample"], out=None, step=None, input=None, num_images=None,
-        samples_per_attribute=1, attribute=None, value=None, occlusions=None, steps=None,
-        restarts=None, num_examples=-1, attribute_fidelity=False, seed=0))
+    infer.run_modes(options())
+  config["data"]["path"] = "relative/mine"  # As given to train.py in another folder.
+  with open(record, "w") as f:
+    json.dump(config, f)
+  with pytest.raises(InputError, match="data.path='relative/mine' in .*, a path relative to "
+                     "the folder a program runs in.* run infer.py from the folder train.py "
+                     "ran in"):
+    infer.run_modes(options())
 
 
 def _infer_on_the_test_split(workdir: str, out: str):

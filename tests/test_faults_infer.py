@@ -401,6 +401,9 @@ def test_num_images_takes_the_first_inputs_and_a_count_beyond_all_is_a_warning(t
     assert len(evaluation.test_examples(data, -1)[0]) == 4 and not caplog.records
     assert len(evaluation.test_examples(data, 9)[0]) == 4
     assert "num_examples=9, but the test split holds 4 images; using all 4" in caplog.text
+    caplog.clear()
+    assert len(evaluation.test_examples(data, 9)[0]) == 4  # One `evaluate` reads them often.
+    assert not caplog.records
 
 
 # --------------------------------------------------------------------- the image reader

@@ -378,10 +378,17 @@ def test_a_call_that_trains_nothing_leaves_the_record_alone(tmp_path, reference)
     before = f.read()
   config = checkpoints.load_config(workdir)
   config.num_train_steps, config.learning_rate, config.seed = STEPS - 4, 0.5, 7
+  grids = sorted(os.listdir(os.path.join(workdir, "samples")))
+  future = os.path.join(workdir, "samples", f"step_{STEPS + 2:07d}.png")
+  shutil.copy(os.path.join(workdir, "samples", grids[-1]), future)  # Beyond the step reached.
   state = train_lib.train_and_evaluate(config, workdir)
   assert int(state.step) == STEPS
   with open(path, encoding="utf-8") as f:
     assert f.read() == before
+  # Nor are sample grids dropped by a call that trains nothing (a resume drops those beyond
+  # its step, which it trains again).
+  assert os.path.exists(future) and len(os.listdir(os.path.join(workdir, "samples"))) == \
+      len(grids) + 1
 
 
 def test_entries_of_the_wrong_kind_in_the_workdir_are_one_line(tmp_path):
@@ -776,7 +783,24 @@ def test_a_resume_that_changes_settings_says_so_and_keeps_the_earlier_config(tmp
   assert message.startswith("resuming at step 6 with "), message
   assert f"learning_rate {before.learning_rate!r} -> 0.1" in message, message
   assert f"seed {before.seed!r} -> {before.seed + 5!r}" in message, message
-  assert f"the config of steps 1-6 is kept in {kept}" in message
+  assert f"the config it replaces is kept in {kept}" in message
+  # A second resume from step 6 (the first diverged): the first record stays.
+  caplog.clear()
+  again = checkpoints.load_config(workdir)
+  again.seed = before.seed + 9
+  checkpoints.save_config(workdir, changed)  # As the first resume left it.
+  with caplog.at_level("WARNING"):
+    second = keep(workdir, again, 6)
+  assert second == os.path.join(workdir, "config_history", "step_0000006.2.json")
+  with open(kept) as f:
+    assert json.load(f) == json.loads(before.to_json())
+  # What the resume checks do not see: evaluation settings, a key config.json lacks.
+  caplog.clear()
+  checkpoints.save_config(workdir, before)
+  other = checkpoints.load_config(workdir)
+  other.eval_every_steps, other.num_sample_rows = 3, 1
+  other.inference.steps = 7
+  assert keep(workdir, other, 6) is None and not caplog.records
 
 
 def test_a_resume_drops_the_sample_grids_of_the_steps_it_trains_again(tmp_path):
@@ -801,8 +825,11 @@ def test_a_validation_that_is_not_finite_stops_the_run():
   from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
   from a2i_jax.errors import TrainingDivergedError  # pylint: disable=import-outside-toplevel
   check = train_lib._check_validation_finite  # pylint: disable=protected-access
-  check({"loss": 3.0, "kl": 0.5}, 7, "/w/checkpoints")
+  check({"loss": 3.0, "kl": 0.5}, 7, 6, "/w/checkpoints")
+  bad = {"loss": float("nan"), "kl": float("inf"), "nll": 1.0}
   with pytest.raises(TrainingDivergedError, match=r"validation at step 7 is not finite "
-                     r"\(val/kl, val/loss\) while the training loss is: .* checkpoint 7 in "
-                     r"/w/checkpoints\. Move that checkpoint"):
-    check({"loss": float("nan"), "kl": float("inf"), "nll": 1.0}, 7, "/w/checkpoints")
+                     r"\(val/kl, val/loss\) while the training loss is: .*; the newest "
+                     r"checkpoint, 6 in /w/checkpoints, may hold it too"):
+    check(bad, 7, 6, "/w/checkpoints")  # Step 7 was no checkpoint's.
+  with pytest.raises(TrainingDivergedError, match="no checkpoint holds it yet"):
+    check(bad, 3, None, "/w/checkpoints")
