@@ -476,11 +476,14 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
 
 
 # Keys whose change on a resume is no change to what it trains: how long, where it caches,
-# how often it logs, saves and evaluates, what evaluation and inference do, its console.
+# how often it logs, saves and evaluates, what evaluation and inference do, its console, and
+# the forms of the same computation (steps per dispatch, the model's compute-only forms).
 _RESUME_NEUTRAL_KEYS = (*HOST_LOCAL_KEYS, "num_train_steps", "log_every_steps",
                         "checkpoint_every_steps", "max_checkpoints_to_keep", "eval_every_steps",
-                        "num_eval_examples", "num_sample_rows", "num_sample_cols")
-_RESUME_NEUTRAL_SECTIONS = ("inference.",)
+                        "num_eval_examples", "num_sample_rows", "num_sample_cols",
+                        "dispatch_ahead", "steps_per_dispatch", "scan_unroll",
+                        *(f"model.{k}" for k in COMPUTE_ONLY_MODEL_KEYS if k != "dtype"))
+_RESUME_NEUTRAL_SECTIONS = ("inference.", "attribute_predictor.")
 
 
 def _keep_a_changed_config(workdir: str, config: ml_collections.ConfigDict, step: int
