@@ -647,12 +647,18 @@ def _next_key(name: str, kind: str) -> str:
 
 
 def _value_of_process(client: Any, other: int, key: str, timeout_s: float, failure: str) -> str:
-  """Waits for process `other` to set `key`; a `DataError` saying `failure` where it does not."""
+  """Waits for process `other` to set `key`; a `DataError` saying `failure` where it does not,
+  and whether the wait ran out or ended early (the coordinator gone: a process stopped)."""
+  started = time.monotonic()
   try:
     return client.blocking_key_value_get(key, int(timeout_s * 1000))
   except Exception as e:  # pylint: disable=broad-except
-    raise DataError(f"process {process_index()}: process {other} {failure} within "
-                    f"{timeout_s:.0f} s ({str(e).splitlines()[0]}).") from None
+    waited = time.monotonic() - started
+    # Was "within 21600 s" for a wait that ended after a second, the coordinator gone.
+    when = (f"within {timeout_s:.0f} s" if waited >= 0.9 * timeout_s else
+            f"(the wait ended after {waited:.0f} s: a process stopped, whose log says why)")
+    raise DataError(f"process {process_index()}: process {other} {failure} {when} "
+                    f"({str(e).splitlines()[0]}).") from None
 
 
 @contextlib.contextmanager

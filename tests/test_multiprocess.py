@@ -533,3 +533,23 @@ def test_processes_given_other_configs_stop(tmp_path, train_py_flags):
     assert lines[0].startswith(f"error: process {index}: the config's fingerprint: "), lines
     assert "start every process with the same --config" in lines[0], lines
   assert not (tmp_path / "w").exists()  # Refused before anything was written.
+
+
+def test_a_wait_on_another_process_says_whether_it_ran_out():
+  """Was: "process 0 did not finish 'synthetic data ...' within 21600 s (UNAVAILABLE: Socket
+  closed)" for a wait that the coordinator's end had cut after a second."""
+  class Client:  # The coordinator's store as the runtime's client answers.
+    def __init__(self, delay_s):
+      self.delay_s = delay_s
+
+    def blocking_key_value_get(self, key, timeout_ms):
+      time.sleep(self.delay_s)
+      raise RuntimeError("UNAVAILABLE: Socket closed\nmore")
+  wait = distributed._value_of_process  # pylint: disable=protected-access
+  with pytest.raises(distributed.DataError, match=r"process 0 did not finish 'x' \(the wait "
+                     r"ended after 0 s: a process stopped, whose log says why\) \(UNAVAILABLE: "
+                     r"Socket closed\)\.$"):
+    wait(Client(0.0), 0, "k", 600, "did not finish 'x'")
+  with pytest.raises(distributed.DataError, match=r"process 0 did not finish 'x' within 0 s "
+                     r"\(UNAVAILABLE"):
+    wait(Client(0.2), 0, "k", 0.2, "did not finish 'x'")
