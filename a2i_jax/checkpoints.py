@@ -435,11 +435,8 @@ class Checkpointer:
     for bad, problem in corrupt:
       where = ""
       if quarantine:
-        target = os.path.join(self.workdir, CORRUPT_DIR, str(bad))
-        n = 1
-        while os.path.exists(target):  # One set aside before, of an earlier save of the step.
-          n += 1
-          target = os.path.join(self.workdir, CORRUPT_DIR, f"{bad}.{n}")
+        # Not over one set aside before, of an earlier save of the step.
+        target = files.unused_path(os.path.join(self.workdir, CORRUPT_DIR), str(bad))
         if distributed.is_main():  # Every process found it; one moves it (shared workdir).
           os.makedirs(os.path.dirname(target), exist_ok=True)
           os.replace(os.path.join(self.directory, str(bad)), target)

@@ -198,6 +198,25 @@ def compare_digests(expected: dict[str, str], actual: dict[str, str],
   return None
 
 
+def unused_path(folder: str, stem: str, extension: str = "") -> str:
+  """`folder/stem+extension`, or where that exists `folder/stem.2+extension`, `.3`, ...: a
+  name for a copy that must not replace an earlier one (a checkpoint set aside twice, a
+  config kept twice).
+
+  Args:
+    folder: where the name goes.
+    stem: the name without `extension`.
+    extension: e.g. ".json"; "" for a folder.
+  Returns:
+    A path that does not exist yet.
+  """
+  path, n = os.path.join(folder, stem + extension), 1
+  while os.path.exists(path):
+    n += 1
+    path = os.path.join(folder, f"{stem}.{n}{extension}")
+  return path
+
+
 def nearest_existing(path: str) -> str:
   """`path`, or the nearest of its parents that exists: where a folder at `path` would be made.
 

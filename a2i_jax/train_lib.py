@@ -511,10 +511,7 @@ def _keep_a_changed_config(workdir: str, config: ml_collections.ConfigDict, step
   os.makedirs(folder, exist_ok=True)
   # A second resume from the same step (the first diverged, say) keeps the first's record,
   # which describes the steps up to it (was: overwritten with the config that diverged).
-  kept, n = os.path.join(folder, f"step_{step:07d}.json"), 1
-  while os.path.exists(kept):
-    n += 1
-    kept = os.path.join(folder, f"step_{step:07d}.{n}.json")
+  kept = files.unused_path(folder, f"step_{step:07d}", ".json")
   files.atomic_write(kept, json.dumps(saved, indent=2, sort_keys=True))
   logging.warning("resuming at step %d with %s; config.json now records the new values, and "
                   "the config it replaces is kept in %s", step,
@@ -585,11 +582,7 @@ def _set_aside_an_earlier_run(workdir: str) -> Optional[str]:
       n.endswith(".png") for n in os.listdir(folder)):
     return None
   stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-  dest = os.path.join(workdir, f"earlier_run_{stamp}")
-  n = 1
-  while os.path.exists(dest):
-    n += 1
-    dest = os.path.join(workdir, f"earlier_run_{stamp}.{n}")
+  dest = files.unused_path(workdir, f"earlier_run_{stamp}")
   os.makedirs(dest)
   moved = []
   for name in ("samples", "tensorboard", metrics_lib.METRICS_FILE, checkpoints.CONFIG_FILE,
