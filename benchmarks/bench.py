@@ -304,10 +304,14 @@ def random_data(config: Any, n: int) -> dict:
 
 
 def bench_train(case: Case, config: Any, repeats: int, peak: Optional[float],
-                compile_only: bool = False) -> dict:
+                compile_only: bool = False, pipelined: int = 0) -> dict:
   """Times one train step (the library's) per dispatch on one device.
 
   With `compile_only`, only tracing / lowering and compiling are timed (time to first step).
+  With `pipelined` = N > 0, also N dispatches issued back to back and waited for once, three
+  times (`*_pipelined`): the device never waits for the host between steps, as in `train.py`'s
+  loop with `config.dispatch_ahead`, where the next step is dispatched before the last one's
+  metrics are read. The blocked figures include each dispatch's latency.
   """
   import jax  # pylint: disable=import-outside-toplevel
   from a2i_jax import models, perf, train_lib, train_state  # pylint: disable=import-outside-toplevel
@@ -349,6 +353,19 @@ def bench_train(case: Case, config: Any, repeats: int, peak: Optional[float],
   times = _time_calls(step, repeats)
   step_s = statistics.median(times)
   ips = per_dispatch / step_s
+  piped = {}
+  if pipelined > 0:
+    def many():
+      for _ in range(pipelined - 1):
+        step()
+      return step()
+    runs = [t / pipelined for t in _time_calls(many, 3)]
+    ips_piped = per_dispatch / statistics.median(runs)
+    piped = {"dispatches_pipelined": pipelined,
+             "step_s_pipelined_all": [round(t / config.steps_per_dispatch, 5) for t in runs],
+             "images_per_s_pipelined": round(ips_piped, 2),
+             "mfu_pipelined": None if not peak else round(flops_jaxpr * ips_piped / peak, 4),
+             "hfu_pipelined": None if not peak else round(flops_exec * ips_piped / peak, 4)}
   return {"lower_s": round(lower_s, 2), "compile_s": round(compile_s, 2),
           "steps_per_dispatch": config.steps_per_dispatch,
           "step_s_median": round(step_s / config.steps_per_dispatch, 4),
@@ -362,7 +379,8 @@ def bench_train(case: Case, config: Any, repeats: int, peak: Optional[float],
           "model_tflop_per_s": round(flops_jaxpr * ips / 1e12, 4),
           "mfu": None if not peak else round(flops_jaxpr * ips / peak, 4),
           "hfu": None if not peak else round(flops_exec * ips / peak, 4),
-          "mfu_xla_flops": None if not (peak and flops_xla) else round(flops_xla * ips / peak, 4)}
+          "mfu_xla_flops": None if not (peak and flops_xla) else round(flops_xla * ips / peak, 4),
+          **piped}
 
 
 def _standin_inference(model: Any, variables: dict, config: Any, steps: int,
@@ -558,6 +576,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                  help="Images per inference call. 0: the batch size, timed for every batch; "
                  "N > 0: N images, timed once per (model, dtype), with the first batch.")
   p.add_argument("--infer_steps", type=int, default=10, help="Inference steps per call.")
+  p.add_argument("--pipelined", type=int, default=0,
+                 help="N > 0: also time N train dispatches back to back, waited for once "
+                 "(the device never idle between steps, as in train.py's dispatch-ahead loop).")
   p.add_argument("--infer_repeats", type=int, default=0,
                  help="Timed inference calls after the first (default: --repeats).")
   p.add_argument("--model_overrides", default="",
@@ -641,7 +662,8 @@ def main(argv=None) -> dict:
                "peak_flop_per_s": peak, "peak_source": peak_source}
         if "train" in what or "compile" in what:
           row["train"] = bench_train(case, config, args.repeats, peak,
-                                     compile_only="train" not in what)
+                                     compile_only="train" not in what,
+                                     pipelined=args.pipelined)
           print(json.dumps({"case": [model_name, batch, dtype], "train": row["train"]}),
                 file=sys.stderr, flush=True)
         if "infer" in what and (not args.infer_images or batch == batches[0]):

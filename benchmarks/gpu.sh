@@ -14,7 +14,8 @@
 #   bash benchmarks/gpu.sh                    # on the GPU machine, from the repository root
 #   A2I_GPU_SMOKE=1 PYTHON=/work/venv-new/bin/python bash benchmarks/gpu.sh   # CPU dry run, tiny
 #   PARTS="cvae_bf16 b32" bash benchmarks/gpu.sh                  # only these parts, in this order
-#   A2I_TAR=$OUT/res.tgz ...      # also archive the output folder after every part
+#   A2I_TAR=$OUT/res.tgz ...      # also archive the output folder (less the profiles' raw
+#                                 # traces) after every part
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -69,8 +70,8 @@ loop=(--config=configs/synthetic.py --config.model.image_size=64 --config.data.i
 # trace of the train step, attributed to kernel categories, layers and host gaps, written to
 # $OUT/<part>.json (e.g. profile_cvae.json).
 parts=(
-  "cvae_bf16|130|--models=cvae --batches=256 --dtypes=bfloat16 --repeats=5 ${infer[*]}"
-  "discvae_bf16|150|--models=discvae --batches=256 --dtypes=bfloat16 --repeats=5 ${infer[*]}"
+  "cvae_bf16|130|--models=cvae --batches=256 --dtypes=bfloat16 --repeats=5 --pipelined=20 ${infer[*]}"
+  "discvae_bf16|150|--models=discvae --batches=256 --dtypes=bfloat16 --repeats=5 --pipelined=20 ${infer[*]}"
   "profile_cvae|90|profile: --model=cvae --batch=256 --dtype=bfloat16 --steps=5"
   "profile_discvae|110|profile: --model=discvae --batch=256 --dtype=bfloat16 --steps=5"
   "fused4|70|--models=cvae --batches=256 --dtypes=bfloat16 --repeats=5 --what=train --model_overrides=steps_per_dispatch=4,scan_unroll=false"
@@ -100,6 +101,10 @@ parts=(
   # dispatch going out before the last one's metrics are read (config.dispatch_ahead).
   "loop_ahead|90|train: ${loop[*]}"
   "loop_sync|90|train: ${loop[*]} --config.dispatch_ahead=False"
+  # Inference's Adam loop rolled (one step per iteration, every backend's form since
+  # 2026-12-03, after the last lease) against 5 steps per iteration, 1,000 images, side by
+  # side in one process (benchmarks/ab_train_step.py: alternated rounds).
+  "infer_unroll|150|ab: --what=infer --models=discvae,cvae --batch=1000 --rounds=3 --variants=rolled:model.dtype=bfloat16,inference.steps=50;unroll5:model.dtype=bfloat16,inference.steps=50,scan_unroll=5"
 )
 if [ "$SMOKE" = 1 ]; then
   # CPU dry run of the same parts at a tiny size: checks this script end to end.
@@ -117,6 +122,7 @@ if [ "$SMOKE" = 1 ]; then
       flags=${flags//every_steps=50/every_steps=10}
       smoke+=("$name|600|$flags")
     elif [[ $flags == profile:* ]]; then smoke+=("$name|600|profile: --smoke ${flags#profile: }")
+    elif [[ $flags == ab:* ]]; then smoke+=("$name|600|ab: --smoke ${flags#ab: }")
     else smoke+=("$name|600|--smoke $flags"); fi
   done
   parts=("${smoke[@]}")
@@ -137,6 +143,13 @@ if [ -n "${PARTS:-}" ]; then
 else
   run_parts=("${parts[@]:0:6}")
 fi
+# A2I_TAR=file: everything so far (less the profiles' raw traces) in one archive after every
+# part, written whole and then renamed, so that a lease that ends mid-run returns the parts done.
+archive() {
+  if [ -n "${A2I_TAR:-}" ]; then
+    tar czf "$A2I_TAR.part" --exclude=./raw -C "$out_dir" . && mv "$A2I_TAR.part" "$A2I_TAR"
+  fi
+}
 for p in "${run_parts[@]}"; do
   IFS='|' read -r name limit flags <<<"$p"
   echo "--- part $name (limit ${limit} s)"
@@ -153,7 +166,15 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 print("train.py images/s per log window:",
       [round(r["train/images_per_s"]) for r in rows if "train/images_per_s" in r])
 PY
-    if [ -n "${A2I_TAR:-}" ]; then tar czf "$A2I_TAR" -C "$out_dir" .; fi
+    archive
+    continue
+  fi
+  if [[ $flags == ab:* ]]; then
+    # shellcheck disable=SC2086
+    timeout "$limit" "$PYTHON" benchmarks/ab_train_step.py ${flags#ab: } \
+      > "$out_dir/$name.jsonl" 2> "$out_dir/$name.log" || echo "gpu.sh: part $name stopped (exit $?)"
+    cat "$out_dir/$name.jsonl"
+    archive
     continue
   fi
   if [[ $flags == profile:* ]]; then
@@ -163,16 +184,14 @@ PY
       ${flags#profile: } > "$out_dir/$name.log" 2>&1 \
       || echo "gpu.sh: part $name stopped (exit $?)"
     grep -v "^[WI][0-9]" "$out_dir/$name.log" | head -1
-    if [ -n "${A2I_TAR:-}" ]; then tar czf "$A2I_TAR" -C "$out_dir" .; fi
+    archive
     continue
   fi
   # shellcheck disable=SC2086
   timeout "$limit" "$PYTHON" benchmarks/bench.py --no_results_copy \
     --out="$out_dir/bench_gpu_$name.json" $flags > "$out_dir/bench_gpu_$name.log" 2>&1 \
     || echo "gpu.sh: part $name stopped (exit $?)"
-  # A2I_TAR=file: everything so far in one archive after every part (a lease that ends
-  # mid-run still returns the parts done).
-  if [ -n "${A2I_TAR:-}" ]; then tar czf "$A2I_TAR" -C "$out_dir" .; fi
+  archive
 done
 "$PYTHON" - "$out_dir" "${names[@]}" <<'PY'
 import json, os, sys
