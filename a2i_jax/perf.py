@@ -712,6 +712,22 @@ def max_pool_form(name: str = "auto", backend: str | None = None) -> str:
                   cpu="blocks", accelerator="blocks")
 
 
+def inference_scan_unroll(backend: str | None = None) -> int:
+  """Adam steps per iteration of posterior inference's loop (`lax.scan`'s unroll).
+
+  1 (a rolled loop) on CPU, whose program then compiles one step whatever the number of steps
+  (the first inference call's compile is issue 15's goal 3); 5 on GPU and TPU, where on an H200
+  (bf16, 1,000 images) 5 steps per iteration ran 1.045x (disCVAE) and 1.049x (CVAE) the rolled
+  loop's speed, side by side in one process (BENCHMARKS.md, "One NVIDIA H200 at the head").
+
+  Args:
+    backend: the JAX backend; default `jax.default_backend()`.
+  Returns:
+    The steps per iteration (a loop of fewer steps unrolls them all).
+  """
+  return 1 if (backend or jax.default_backend()) == "cpu" else 5
+
+
 def offset_polyphase(name: str = "auto", backend: str | None = None) -> bool:
   """Whether `models.polyphase_form` may compute an upsample + 3x3 layer in the "offset"
   polyphase form (the same function, about half the multiply-adds from 8x8 inputs up).

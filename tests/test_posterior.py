@@ -180,6 +180,32 @@ def test_steps_per_call_changes_nothing_and_one_step_has_no_loop(cvae):
   assert "while" not in _lowered_run(cvae, steps=4, steps_per_call=1).as_text()
 
 
+def test_gpu_and_tpu_unroll_the_adam_loop_by_five_to_the_same_latents(cvae, monkeypatch):
+  """The loop's steps per iteration by backend (`perf.inference_scan_unroll`): rolled on CPU,
+  5 steps on GPU and TPU (1.045-1.049x on an H200). Unrolled, 7 steps (a remainder of 2) end
+  where the rolled loop does, and the program's loop body holds 5 steps' convolutions."""
+  from a2i_jax import perf  # pylint: disable=import-outside-toplevel
+  from a2i_jax.inference import posterior  # pylint: disable=import-outside-toplevel
+  assert perf.inference_scan_unroll("cpu") == 1
+  assert perf.inference_scan_unroll("gpu") == perf.inference_scan_unroll("tpu") == 5
+  assert posterior.SCAN_UNROLL is None  # The backend's, unless a benchmark sets it.
+  trained, ds = cvae
+  x, y = _test_batch(ds, 4)
+  xs = inference.check_images(x, 32)
+  opts = inference.options_for(trained, init="zeros", steps=7)
+  out, convolutions = {}, {}
+  for backend in ("cpu", "gpu"):
+    monkeypatch.setattr(perf, "inference_scan_unroll",
+                        lambda b=backend, real=perf.inference_scan_unroll: real(b))
+    out[backend] = inference.infer_latents(trained, xs, y, key=jax.random.key(1), options=opts)
+    text = _lowered_run(cvae, steps=7, steps_per_call=0).compile().as_text()
+    convolutions[backend] = len(re.findall(r"= \S+ convolution\(", text))
+  np.testing.assert_allclose(out["gpu"]["z"], out["cpu"]["z"], rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(out["gpu"]["energy_trace"], out["cpu"]["energy_trace"], rtol=1e-5)
+  # 5 steps in the body plus the remainder's 2 after it: 7 steps' convolutions, against 1.
+  assert convolutions["gpu"] == 7 * convolutions["cpu"], convolutions
+
+
 def test_a_call_compiles_its_three_programs_and_nothing_eager(cvae, caplog):
   """Checking, padding (7 images on 4 devices) and repeating (3 restarts) the batch happen on
   the host: done with jnp, each compiled an eager program per shape, 15 of them, 0.3 s of

@@ -16,9 +16,10 @@ minimiser is the MAP latent.
 
 Several restarts per image run as an extra batch axis and the lowest final energy wins; the
 batch (images x restarts) is split over all devices of the mesh, one code path for 1..N
-devices. The Adam loop is one rolled `lax.scan` over the steps on every backend (on CPU too,
-since the convolutions' input gradients are written in the layout XLA:CPU runs fast inside a
-loop: `perf.conv_input_grad`), so its program compiles one step whatever the number of steps.
+devices. The Adam loop is one `lax.scan` over the steps on every backend, rolled on CPU (the
+convolutions' input gradients are written in the layout XLA:CPU runs fast inside a loop:
+`perf.conv_input_grad`), so that its program compiles one step whatever the number of steps,
+and 5 steps per iteration on GPU and TPU (`perf.inference_scan_unroll`).
 Adam is written out below (a few lines) so that serving needs no optimiser library
 (docs/design.md §2.2).
 """
@@ -75,8 +76,9 @@ class InferenceOptions:
       training attributes (see `AttributePrior`); the given attributes are then ignored.
     attribute_prior_weight: w, the weight of the attribute prior's quadratic form.
     steps_per_call: Adam steps per jitted call (the largest divisor of `steps` up to it);
-      0: all of them in one call. A call runs its steps in one rolled `lax.scan`, a one-step
-      call the step without a loop.
+      0: all of them in one call. A call runs its steps in one `lax.scan` (rolled on CPU, 5
+      steps per iteration on GPU and TPU: `perf.inference_scan_unroll`), a one-step call the
+      step without a loop.
   """
   steps: int
   learning_rate: float
@@ -179,9 +181,10 @@ def _resolve_energy(options: InferenceOptions, model: nn.Module) -> str:
   return energy
 
 
-# Steps per iteration of the Adam loop (`lax.scan`'s unroll): 1, a rolled loop. Benchmarks
-# set it to the steps per call to compare fully unrolled calls, CPU's form before 2026-12-03.
-SCAN_UNROLL = 1
+# Steps per iteration of the Adam loop (`lax.scan`'s unroll); None: the backend's
+# (`perf.inference_scan_unroll`: a rolled loop on CPU, 5 steps on GPU and TPU). Benchmarks set
+# it, e.g. to the steps per call to compare fully unrolled calls, CPU's form before 2026-12-03.
+SCAN_UNROLL: Optional[int] = None
 
 
 def _steps_per_call(options: InferenceOptions) -> int:
@@ -336,7 +339,8 @@ def make_inference_fns(model: nn.Module, options: InferenceOptions) -> dict[str,
     if k == 1:  # No loop: the plain step (XLA removes a loop of one trip too, jax 0.7.2-0.10).
       carry, e = body(carry, None)
       return carry, e[None]
-    return jax.lax.scan(body, carry, None, length=k, unroll=min(SCAN_UNROLL, k))
+    unroll = SCAN_UNROLL or perf.inference_scan_unroll()
+    return jax.lax.scan(body, carry, None, length=k, unroll=min(unroll, k))
 
   def finish(variables, x, y, observed, carry, prior, hyper):
     latents = carry["latents"]
