@@ -40,8 +40,12 @@ from a2i_jax.errors import ConfigError
 # are at least `XLA_CONVOLUTIONS_MIN_GAIN` times as fast.
 XLA_CONVOLUTIONS_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
 XLA_CONVOLUTIONS_MIN_GAIN = 1.05
+# What `convolution_kernel_timing` measures, in its answers' keys: a machine measures again
+# when it changes. 2 (2026-12-04): the weight gradient timed too, each kernel library with the
+# layer forms that go with it, at batch 8 (was 4).
+KERNEL_PROBE_VERSION = 2
 
-# The convolutions `time_convolution_kernels` times, forward and input gradient, as
+# The convolutions `time_convolution_kernels` times, forward and both gradients, as
 # (size, input channels, output channels, kernel), NHWC / HWIO with SAME padding: the paper
 # models' kinds at width 1 (BENCHMARKS.md's benchmarks/conv_layers.py): the polyphase 3x3
 # layers at 8, 16 and 32 px, the background decoder's 3x3, an encoder's 5x5 and the merged
@@ -130,12 +134,20 @@ def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
   return f"{name} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')})"
 
 
-def convolution_kernel_programs(batch: int = 4) -> Optional[dict[str, list]]:
-  """`TIMED_CONVOLUTIONS`' forward and input gradient, compiled for YNNPACK and for XLA.
+def convolution_kernel_programs(batch: int = 8) -> Optional[dict[str, list]]:
+  """`TIMED_CONVOLUTIONS`' forward, input gradient and weight gradient, compiled for YNNPACK's
+  kernels and for XLA's own, each in the forms the library runs with those kernels.
 
-  Each program is compiled twice, with the compile option `xla_cpu_experimental_ynn_fusion_type`
-  naming convolutions alone (YNNPACK's kernels) or matrix products alone (XLA's own), which for
-  these programs is what XLA_FLAGS' `XLA_CONVOLUTIONS_FLAG` does to a whole model.
+  "ynnpack_ms" is compiled with convolutions and matrix products on the list of operations
+  XLA:CPU hands to YNNPACK (XLA's default), the layers in the CPU forms that go with YNNPACK's
+  kernels (the weight gradient as per-tap matrix products); "xla_ms" with matrix products alone,
+  which for these programs is what XLA_FLAGS' `XLA_CONVOLUTIONS_FLAG` does to a whole model,
+  the layers in the forms that go with XLA's kernels (`conv_grad.cpu_conv_general_dilated`).
+  Until 2026-12-04 the probe timed forward and input gradient at batch 4 in XLA's plain forms:
+  on an Intel Xeon (family 6, model 167) it timed the two 4 % apart and kept YNNPACK's, and the
+  paper disCVAE trained at 1.25-1.49x the PyTorch port's speed against 2.07x with XLA's
+  kernels (BENCHMARKS.md, "A 2-core Intel Xeon with AVX-512 and AMX"). There the whole set at
+  batch 4 still times 1.04-1.07x apart, at batch 8 1.34x, at 16 and 32 1.38x and 1.36x.
 
   Args:
     batch: images per convolution.
@@ -143,36 +155,39 @@ def convolution_kernel_programs(batch: int = 4) -> Optional[dict[str, list]]:
     {"ynnpack_ms": [(compiled, x, w), ...], "xla_ms": [...]}, one entry per convolution,
     warmed up; None where this XLA has no YNNPACK (jaxlib 0.7.2).
   """
+  from a2i_jax.models import conv_grad  # pylint: disable=import-outside-toplevel  # Imports perf.
   name = "xla_cpu_experimental_ynn_fusion_type"
-  kinds = {"ynnpack_ms": "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION",
-           "xla_ms": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
-  if not all(_option_known(name, kind) for kind in kinds.values()):
+  conv, dot = "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION", "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
+  if not all(_option_known(name, kind) for kind in (conv, dot)):
     return None
-
-  def forward_and_input_grad(x, w):
-    y, vjp = jax.vjp(lambda x: jax.lax.conv_general_dilated(
-        x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")), x)
-    return vjp(y)[0]
+  # Named in full, whatever this process's XLA_FLAGS say (a list replaces XLA's).
+  kinds = {"ynnpack_ms": (False, {name: f"{conv},{dot}"}), "xla_ms": (True, {name: dot})}
   cpu = jax.devices("cpu")[0]
   programs: dict[str, list] = {key: [] for key in kinds}
   for size, cin, cout, k in TIMED_CONVOLUTIONS:
     x = jax.device_put(jnp.full((batch, size, size, cin), 0.5, jnp.float32), cpu)
     w = jax.device_put(jnp.full((k, k, cin, cout), 0.01, jnp.float32), cpu)
-    lowered = jax.jit(forward_and_input_grad).lower(x, w)
-    for key, kind in kinds.items():
-      compiled = lowered.compile(compiler_options={**(compiler_options(backend="cpu") or {}),
-                                                   name: kind})
+    for key, (xla_kernels, option) in kinds.items():
+      conv_fn = conv_grad.cpu_conv_general_dilated(xla_kernels)
+
+      def gradients(x, w, conv_fn=conv_fn, pad=k // 2):
+        y, vjp = jax.vjp(lambda x, w: conv_fn(
+            x, w, (1, 1), ((pad, pad), (pad, pad)), dimension_numbers=("NHWC", "HWIO", "NHWC")),
+                         x, w)
+        return vjp(y)
+      compiled = jax.jit(gradients).lower(x, w).compile(
+          compiler_options={**(compiler_options(backend="cpu") or {}), **option})
       jax.block_until_ready(compiled(x, w))  # The warm-up.
       programs[key].append((compiled, x, w))
   return programs
 
 
-def time_convolution_kernels(batch: int = 4, rounds: int = 5) -> Optional[dict[str, float]]:
+def time_convolution_kernels(batch: int = 8, rounds: int = 5) -> Optional[dict[str, float]]:
   """Times `convolution_kernel_programs` (YNNPACK's kernels against XLA's) in this process.
 
   Each convolution runs in both forms back to back, so that both see the same machine load;
-  a round sums each form's times over the convolutions. About 4 s at the defaults on a
-  2-core machine, 2 of them compiling.
+  a round sums each form's times over the convolutions. About 6 s at the defaults on a
+  2-core machine, most of it compiling.
 
   Args:
     batch: images per convolution.
@@ -202,14 +217,15 @@ def convolution_kernel_timing(cache_file: Optional[str] = None,
                               timeout_s: float = 60.0) -> Optional[dict[str, float]]:
   """`time_convolution_kernels` on this machine, measured once per CPU model and jaxlib.
 
-  It runs in a child process (about 5 s, most of it compiling and timing): XLA reads
+  It runs in a child process (about 6 s, most of it compiling and timing): XLA reads
   XLA_FLAGS when its backend starts, so the answer must come before this process starts its
   own. The child runs with XLA's defaults (no XLA_FLAGS), so that the answer depends on the
   machine alone. It is kept in `cache_file` under "convolution kernels", keyed by
-  `cpu_model()`, the CPUs this process may use and the jaxlib version; delete the entry to
-  measure again. Processes that start together on one machine wait for one measurement (a
-  lock beside the file). A child that fails or times out gives None, and is kept as a
-  failure for a day, so that each start does not wait for another.
+  `cpu_model()`, the CPUs this process may use, the jaxlib version and
+  `KERNEL_PROBE_VERSION`; delete the entry to measure again. Processes that start together
+  on one machine wait for one measurement (a lock beside the file). A child that fails or
+  times out gives None, and is kept as a failure for a day, so that each start does not wait
+  for another.
 
   Args:
     cache_file: the answers file (`accepted_xla_flags`' too); None: its default; "" keeps none.
@@ -219,7 +235,7 @@ def convolution_kernel_timing(cache_file: Optional[str] = None,
   """
   cache_file = _default_flag_cache() if cache_file is None else cache_file
   cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-  key = f"{cpu_model()}, {cpus} CPUs, {_jaxlib_version()}"
+  key = f"{cpu_model()}, {cpus} CPUs, {_jaxlib_version()}, probe {KERNEL_PROBE_VERSION}"
 
   with _cache_lock(cache_file):
     known = _cache_section(_read_cache(cache_file), "convolution kernels").get(key)
@@ -246,7 +262,7 @@ def _measure_in_child(timeout_s: float) -> Optional[dict[str, float]]:
   code = ("import json; from a2i_jax import perf; "
           "print(json.dumps(perf.time_convolution_kernels()))")
   logging.info("Timing this CPU's convolution kernels, YNNPACK's against XLA's (once per CPU "
-               "model, about 5 s).")
+               "model, about 6 s).")
   try:
     done = subprocess.run([sys.executable, "-P", "-c", code], env=env, capture_output=True,
                           timeout=timeout_s, check=False)

@@ -64,6 +64,29 @@ def conv_general_dilated_fn(name: str) -> Callable[..., Any]:
   return (_SPLIT if split else _WHOLE)[kind]
 
 
+def cpu_conv_general_dilated(xla_kernels: bool) -> Callable[..., Any]:
+  """The `conv_general_dilated` that the CPU's "auto" forms give a layer, with XLA's own
+  convolution kernels (`perf.xla_convolutions`) or with YNNPACK's.
+
+  With YNNPACK's the weight gradient is `taps_conv_general_dilated`'s per-tap matrix products;
+  with XLA's it is XLA's own, in `perf.conv_weight_grad_layout`'s layout. Wide layers go
+  through `split_outputs` as on CPU. `perf.time_convolution_kernels` times each choice of
+  kernels with the forms that go with it.
+
+  Args:
+    xla_kernels: the forms for XLA's own convolution kernels (True) or YNNPACK's (False).
+  Returns:
+    The function, a drop-in `jax.lax.conv_general_dilated`.
+  """
+  if xla_kernels:
+    canonical = (perf.conv_input_grad("auto", "cpu") == "canonical"
+                 or perf.conv_weight_grad_layout("auto", "cpu") == "canonical")
+    kind = "canonical" if canonical else "xla"
+  else:
+    kind = "taps"
+  return (_SPLIT if perf.conv_output_split("auto", "cpu") == "split" else _WHOLE)[kind]
+
+
 def _input_grad_form() -> str:
   return perf.conv_input_grad(CONV_INPUT_GRAD or "auto")
 
