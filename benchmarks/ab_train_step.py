@@ -9,9 +9,10 @@ machine load.
   python benchmarks/ab_train_step.py --smoke --variants="a:;b:model.conv_weight_grad=xla"
 
 Each variant is `name:key=value,key=value` over `bench.py`'s paper config (64x64, width 1,
-float32, `--batch`), or over `--config` (e.g. configs/synthetic.py). Ten keys are not
+float32, `--batch`), or over `--config` (e.g. configs/synthetic.py). Eleven keys are not
 config keys but the library's module-level forms, set while that variant is traced:
 `polyphase_offset` (`layers.POLYPHASE_OFFSET`: on or off; unset: `perf.offset_polyphase`),
+`fold_batchnorm` (`layers.FOLD_BATCHNORM`: on or off; unset: `perf.fold_batchnorm`),
 `max_pool` (`layers.MAX_POOL_FORM`), `conv_output_split` (`conv_grad.CONV_OUTPUT_SPLIT`),
 `conv_input_grad` (`conv_grad.CONV_INPUT_GRAD`: canonical or xla),
 `conv_weight_grad_layout` (`conv_grad.CONV_WEIGHT_GRAD_LAYOUT`: canonical or xla), `scan_unroll`
@@ -190,6 +191,7 @@ FORMS = {"max_pool": ("a2i_jax.models.layers", "MAX_POOL_FORM", _number),
          "norm_concat_below": ("a2i_jax.train_state", "NORM_CONCAT_BELOW", _number),
          "cpu_scheduler": ("a2i_jax.perf", "CPU_COMPILER_OPTIONS", _cpu_scheduler),
          "polyphase_offset": ("a2i_jax.models.layers", "POLYPHASE_OFFSET", _number),
+         "fold_batchnorm": ("a2i_jax.models.layers", "FOLD_BATCHNORM", _number),
          "optimizer": ("a2i_jax.train_lib", "make_optimizer", _optimizer),
          "ynn": ("a2i_jax.perf", "CPU_COMPILER_OPTIONS", _ynn)}
 

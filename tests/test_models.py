@@ -855,3 +855,73 @@ def test_model_batch_norms_keep_flax_names():
   assert {"BatchNorm_0", "BatchNorm_1", "BatchNorm_2"} <= set(trunk)
   assert set(trunk["BatchNorm_0"]) == {"scale", "bias"}
   assert set(variables["batch_stats"]["encoder"]["trunk"]["BatchNorm_0"]) == {"mean", "var"}
+
+
+@pytest.mark.parametrize("name,tail,mode", [("cvae", "phase", "polyphase"),
+                                            ("cvae", "full", "direct"),
+                                            ("discvae", "phase", "polyphase"),
+                                            ("discvae", "full", "polyphase")])
+def test_eval_mode_folds_batchnorm_into_the_convolutions_to_the_same_function(
+    name, tail, mode, monkeypatch):
+  """`layers.conv_bn_relu` in eval mode with the BatchNorm folded into the convolution (the
+  default, `perf.fold_batchnorm`): the same variables (names, shapes, initial values),
+  outputs, and gradients with respect to the latents (posterior inference's) as the
+  BatchNorm applied after it, with running statistics and BatchNorm parameters far from their
+  initial values; and the folded program has fewer multiplications over feature maps."""
+  assert all(perf.fold_batchnorm("auto", b) is True for b in ("cpu", "gpu", "tpu"))
+  assert perf.fold_batchnorm("off", "gpu") is False
+  with pytest.raises(ConfigError, match="fold_batchnorm='yes'"):
+    perf.fold_batchnorm("yes")
+  cfg = tiny_config(name)
+  cfg.model.decoder_tail, cfg.model.upsample_mode = tail, mode
+  model = models.create_model(cfg.model)
+  init = {}
+  for fold in ("off", "on"):
+    monkeypatch.setattr(models.layers, "FOLD_BATCHNORM", fold)
+    init[fold] = models.init_variables(model, cfg.model, jax.random.key(0))
+  assert jax.tree_util.tree_structure(init["on"]) == jax.tree_util.tree_structure(init["off"])
+  for a, b in zip(jax.tree_util.tree_leaves(init["on"]), jax.tree_util.tree_leaves(init["off"])):
+    np.testing.assert_array_equal(a, b)
+  # Statistics and BatchNorm parameters away from 0 and 1, so that a wrong fold shows.
+  keys = iter(jax.random.split(jax.random.key(7), 1000))
+
+  def moved(path, leaf):
+    names = [getattr(p, "key", "") for p in path]
+    if not any(str(n).startswith("BatchNorm") for n in names):
+      return leaf
+    if names[-1] == "var":
+      return jax.random.uniform(next(keys), leaf.shape, minval=0.3, maxval=3.0)
+    return leaf + 0.5 * jax.random.normal(next(keys), leaf.shape)
+  variables = jax.tree_util.tree_map_with_path(moved, init["off"])
+  x, y, m = models.dummy_inputs(cfg.model, batch=6)  # 6: no kernel's first dimension.
+  x = jax.random.uniform(jax.random.key(2), x.shape, minval=-1.0, maxval=1.0)
+  y = jax.random.uniform(jax.random.key(5), y.shape)
+  rngs = {"reparam": jax.random.key(1), "dropout": jax.random.key(4)}
+  latents = {n: mu for n, (mu, _) in model.apply(
+      variables, x, y, m, method="encode_latents").items()}
+
+  out, grads, muls = {}, {}, {}
+  for fold in ("off", "on"):
+    monkeypatch.setattr(models.layers, "FOLD_BATCHNORM", fold)
+
+    # New functions for each setting: JAX's trace caches key on the function, not on the
+    # module-level setting read while tracing.
+    def forward(v):
+      return model.apply(v, x, y, m, train=False, rngs=rngs)
+
+    def latent_grads(v):
+      return jax.grad(lambda lat: jnp.sum(model.apply(
+          v, lat, y, method="decode_latents")["mean"] ** 2))(latents)
+    out[fold], grads[fold] = jax.jit(forward)(variables), jax.jit(latent_grads)(variables)
+    # Multiplications whose result is a feature map (the batch's 6 first, 4 or more
+    # dimensions), nested ones too.
+    muls[fold] = len(re.findall(r"\w+:f32\[6(?:,\d+){3,}\] = mul ",
+                                str(jax.make_jaxpr(forward)(variables))))
+  assert set(out["on"]) == set(out["off"])
+  for key in out["off"]:
+    np.testing.assert_allclose(out["on"][key], out["off"][key], rtol=1e-4, atol=1e-5,
+                               err_msg=key)
+  for key in grads["off"]:
+    np.testing.assert_allclose(grads["on"][key], grads["off"][key], rtol=1e-4,
+                               atol=1e-5 * float(np.abs(grads["off"][key]).max()), err_msg=key)
+  assert muls["on"] < muls["off"], muls

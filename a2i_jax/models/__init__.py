@@ -36,8 +36,9 @@ from a2i_jax.models.discvae import (COMPOSITIONS, BackgroundDecoder, BackgroundH
 from a2i_jax.models import initializers
 from a2i_jax.models.initializers import normal, torch_default, uniform, zeros
 from a2i_jax.models.layers import (DECODER_TAILS, UPSAMPLE_MODES, BatchNorm, ConvParams,
-                                   UpsampleConv, batch_norm, conv, decoder_tail, dense, max_pool,
-                                   reparametrize, scaled, upsample, window_conv)
+                                   UpsampleConv, batch_norm, conv, conv_bn_relu, decoder_tail,
+                                   dense, max_pool, reparametrize, scaled, upsample,
+                                   window_conv)
 
 Array = jax.Array
 MODEL_NAMES = ("vae", "cvae", "discvae")
@@ -48,9 +49,10 @@ __all__ = [
     "BackgroundDecoder", "BackgroundHead", "BackgroundTrunk", "BatchNorm", "CHEAP_COMPILE",
     "COMPOSITIONS", "CVAE", "ConvParams", "DECODER_TAILS", "DisCVAE", "GaussianHead",
     "ImageDecoder", "ImageEncoder", "ImageTrunk", "LinearMix", "MODEL_NAMES", "UPSAMPLE_MODES",
-    "UpsampleConv", "abstract_variables", "batch_norm", "compose", "conv", "count_params",
-    "create_model", "decoder_tail", "dense", "dummy_inputs", "init_variables", "max_pool", "normal", "reparametrize", "scaled",
-    "torch_default", "uniform", "upsample", "window_conv", "zeros",
+    "UpsampleConv", "abstract_variables", "batch_norm", "compose", "conv", "conv_bn_relu",
+    "count_params", "create_model", "decoder_tail", "dense", "dummy_inputs", "init_variables",
+    "max_pool", "normal", "reparametrize", "scaled", "torch_default", "uniform", "upsample",
+    "window_conv", "zeros",
 ]
 
 

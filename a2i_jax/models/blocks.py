@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from a2i_jax.models.initializers import normal, uniform, zeros
-from a2i_jax.models.layers import (Dense, batch_norm, conv, decoder_tail, dense, max_pool,
+from a2i_jax.models.layers import (Dense, conv, conv_bn_relu, decoder_tail, dense, max_pool,
                                    scaled, window_conv)
 
 Array = jax.Array
@@ -39,10 +39,12 @@ class ImageTrunk(nn.Module):
     c0, c1, c2, c3 = self.channels
     d = self.dtype
     cv = functools.partial(conv, dtype=d, conv_weight_grad=self.conv_weight_grad)
+    cbr = functools.partial(conv_bn_relu, train=train, dtype=d,
+                            conv_weight_grad=self.conv_weight_grad)
     x = max_pool(nn.relu(cv(x, c0, 5)))
-    x = max_pool(nn.relu(batch_norm(cv(x, c1, 5), train, d)))
-    x = max_pool(nn.relu(batch_norm(cv(x, c2, 3), train, d)))
-    x = nn.relu(batch_norm(cv(x, c3, 3, stride=2, padding=1), train, d))
+    x = max_pool(cbr(x, c1, 5))
+    x = max_pool(cbr(x, c2, 3))
+    x = cbr(x, c3, 3, stride=2, padding=1)
     # 4x4 at 64x64 input (2x2 at 32x32): a valid conv over the whole map is a dense layer,
     # and computed as one (the convolution's parameters; `window_conv`).
     x = nn.relu(window_conv(x, self.top, d))
@@ -128,8 +130,9 @@ class ImageDecoder(nn.Module):
   @nn.compact
   def __call__(self, z: Array, y: Optional[Array], train: bool) -> tuple[Array, Array]:
     w, d = self.width, self.dtype
-    cv = functools.partial(conv, dtype=d, upsample_mode=self.upsample_mode,
-                           conv_weight_grad=self.conv_weight_grad)
+    cbr = functools.partial(conv_bn_relu, train=train, dtype=d,
+                            upsample_mode=self.upsample_mode,
+                            conv_weight_grad=self.conv_weight_grad)
     h = z
     if self.conditional:
       h_y = nn.relu(dense(y, 2 * z.shape[-1], d, name="y_embed"))
@@ -137,9 +140,9 @@ class ImageDecoder(nn.Module):
     h = LinearMix(scaled(256, w), d, name="mix")(h)
     s0, c0 = self.image_size // 8, scaled(256, w)
     h = nn.relu(dense(h, c0 * s0 * s0, d)).reshape(-1, s0, s0, c0)
-    h = nn.relu(batch_norm(cv(h, c0, 3), train, d))
+    h = cbr(h, c0, 3)
     for c in (256, 128):
-      h = nn.relu(batch_norm(cv(h, scaled(c, w), 5, upsample_first=True), train, d))
+      h = cbr(h, scaled(c, w), 5, upsample_first=True)
     image, second = decoder_tail(h, scaled(64, w), 5, (3, 3), 5, train=train, dtype=d,
                                  upsample_mode=self.upsample_mode,
                                  conv_weight_grad=self.conv_weight_grad, tail=self.tail)

@@ -13,8 +13,8 @@ import jax.numpy as jnp
 from a2i_jax import objectives
 from a2i_jax.errors import ConfigError, InputError
 from a2i_jax.models.blocks import ImageDecoder, ImageEncoder, ImageTrunk
-from a2i_jax.models.layers import (batch_norm, check_image_size, check_inputs, conv,
-                                   decoder_tail, dense, reparametrize, scaled)
+from a2i_jax.models.layers import (check_image_size, check_inputs, conv_bn_relu, decoder_tail,
+                                   dense, reparametrize, scaled)
 
 Array = jax.Array
 Dtype = Any
@@ -87,8 +87,9 @@ class BackgroundDecoder(nn.Module):
   @nn.compact
   def __call__(self, z: Array, train: bool) -> Array:
     w, d = self.width, self.dtype
-    cv = functools.partial(conv, dtype=d, upsample_mode=self.upsample_mode,
-                           conv_weight_grad=self.conv_weight_grad)
+    cbr = functools.partial(conv_bn_relu, train=train, dtype=d,
+                            upsample_mode=self.upsample_mode,
+                            conv_weight_grad=self.conv_weight_grad)
     s0, c0 = self.image_size // 32, scaled(256, w)
     h = nn.relu(dense(z, c0 * s0 * s0, d).reshape(-1, s0, s0, c0))
     # (upsample first?, channels, kernel) for steps a-g of docs/reference.md §2.5.
@@ -96,7 +97,7 @@ class BackgroundDecoder(nn.Module):
     plan = ((True, 128, 3), (True, 128, 3), (True, 64, 3), (False, 64, 3), (True, 64, 3),
             (False, 64, 3))
     for up, c, k in plan:
-      h = nn.relu(batch_norm(cv(h, scaled(c, w), k, upsample_first=up), train, d))
+      h = cbr(h, scaled(c, w), k, upsample_first=up)
     image, = decoder_tail(h, scaled(32, w), 5, (3,), 5, train=train, dtype=d,
                           upsample_mode=self.upsample_mode,
                           conv_weight_grad=self.conv_weight_grad, tail=self.tail)

@@ -78,7 +78,37 @@ class Dense(ParamsReadDirectly, nn.Dense):
 
 
 class Conv(ParamsReadDirectly, nn.Conv):
-  """nn.Conv, its parameters read directly (`ParamsReadDirectly`); named Conv_<n> alike."""
+  """nn.Conv, its parameters read directly (`ParamsReadDirectly`); named Conv_<n> alike.
+
+  With `out_affine` = (m, t), per output channel, the layer computes m * conv(x) + t: its
+  kernel is read as kernel * m and its bias as bias * m + t (a following BatchNorm in eval
+  mode, folded in: `conv_bn_relu`). The stored parameters are unchanged.
+  """
+  out_affine: Optional[tuple[Array, Array]] = None
+
+  @nn.nowrap
+  def param(self, name: str, init_fn: Callable[..., Any], *init_args: Any, unbox: bool = True,
+            **init_kwargs: Any) -> Any:
+    """`ParamsReadDirectly.param`, with `out_affine` applied to the kernel and the bias.
+
+    Args:
+      name: the parameter's name.
+      init_fn: its initialiser.
+      *init_args: the initialiser's arguments after the key (the shape first).
+      unbox: replace Flax's `AxisMetadata` boxes by their values.
+      **init_kwargs: the initialiser's keyword arguments.
+    Returns:
+      The parameter's value; the kernel and bias as the folded map reads them.
+    """
+    value = super().param(name, init_fn, *init_args, unbox=unbox, **init_kwargs)
+    if self.out_affine is None:
+      return value
+    m, t = self.out_affine
+    if name == "kernel":
+      return value * m
+    if name == "bias":
+      return value * m + t
+    return value
 
 
 def scaled(n: int, width: float) -> int:
@@ -111,7 +141,8 @@ def dense(x: Array, features: int, dtype: Dtype, name: Optional[str] = None) -> 
 def conv(x: Array, features: int, kernel: int, *, stride: int = 1,
          padding: Optional[int] = None, dtype: Dtype, upsample_first: bool = False,
          upsample_mode: str = "polyphase", conv_weight_grad: str = "xla",
-         phase_layout: bool = False) -> Array:
+         phase_layout: bool = False, out_affine: Optional[tuple[Array, Array]] = None,
+         relu: bool = False) -> Array:
   """nn.SpatialConvolution (k x k, explicit zero padding) with the Torch default init.
 
   The reference's SpatialFullConvolution(5, stride 1, pad 2) is the same function as a 5x5
@@ -133,6 +164,10 @@ def conv(x: Array, features: int, kernel: int, *, stride: int = 1,
       and the parameters are the same either way.
     phase_layout: with an upsample computed in the centred polyphase form (`polyphase_form`),
       return the output in 2x2 phase blocks, [B, H, W, 2, 2, F] (`UpsampleConv`).
+    out_affine: (m, t), [F] each: compute m * conv(x) + t, folded into the kernel and bias
+      (`Conv`; a BatchNorm in eval mode, `conv_bn_relu`).
+    relu: apply ReLU to the output (in `UpsampleConv` before its shuffle, so that it can
+      fuse with the convolution).
   Returns:
     [B, H', W', F], H' = 2H when `upsample_first`.
   """
@@ -153,12 +188,13 @@ def conv(x: Array, features: int, kernel: int, *, stride: int = 1,
       return UpsampleConv(features, (kernel, kernel), padding=((pad, pad), (pad, pad)),
                           kernel_init=init, bias_init=init, dtype=dtype,
                           conv_general_dilated=conv_fn, phase_layout=phase_layout,
-                          form=form)(x)
+                          form=form, out_affine=out_affine, relu=relu)(x)
     x = upsample(x)
   init = initializers.torch_default(kernel * kernel * x.shape[-1])
-  return Conv(features, (kernel, kernel), strides=(stride, stride),
-              padding=((pad, pad), (pad, pad)), kernel_init=init, bias_init=init, dtype=dtype,
-              conv_general_dilated=conv_fn)(x)
+  y = Conv(features, (kernel, kernel), strides=(stride, stride),
+           padding=((pad, pad), (pad, pad)), kernel_init=init, bias_init=init, dtype=dtype,
+           conv_general_dilated=conv_fn, out_affine=out_affine)(x)
+  return nn.relu(y) if relu else y
 
 
 # Whether `polyphase_form` may choose the "offset" form: "on", "off", or None for "auto"
@@ -272,6 +308,7 @@ class UpsampleConv(Conv):
   """
   phase_layout: bool = False
   form: Optional[str] = None  # "centred" or "offset"; None: `polyphase_form`'s for the input.
+  relu: bool = False  # ReLU on the output, applied (with the bias) before the shuffle.
 
   @nn.compact
   def __call__(self, inputs: Array) -> Array:
@@ -315,13 +352,17 @@ class UpsampleConv(Conv):
     conv_fn = self.conv_general_dilated or jax.lax.conv_general_dilated
     y = conv_fn(x, phases, (1, 1), pads, dimension_numbers=("NHWC", "HWIO", "NHWC"),
                 precision=self.precision)
-    if self.phase_layout:
+    if self.relu:  # Bias and ReLU on the convolution's own output: cuDNN fuses them into it.
+      y = nn.relu(y + jnp.tile(bias, 4))
+    elif self.phase_layout:
       return y.reshape(b, h, w, 2, 2, self.features) + bias
+    if self.phase_layout:
+      return y.reshape(b, h, w, 2, 2, self.features)
     y = y.reshape(b, out_h, out_w, 2, 2, self.features).transpose(0, 1, 3, 2, 4, 5)
     y = y.reshape(b, 2 * out_h, 2 * out_w, self.features)
     if form == "offset":  # Pixels -1 and 2H (2W) of the blocks: outside the image.
       y = y[:, 1:-1, 1:-1]
-    return y + bias
+    return y if self.relu else y + bias
 
 
 UpsampleConv.__name__ = "Conv"  # Flax names submodules by class name: keep Conv_<n>.
@@ -435,9 +476,9 @@ def decoder_tail(x: Array, features: int, kernel: int, heads: tuple[int, ...], h
     raise ConfigError(f"model.decoder_tail={tail!r} is not one of {', '.join(DECODER_TAILS)}.")
   b, h, w, _ = x.shape
   phase = tail == "phase" and polyphase_form(kernel, upsample_mode) == "centred"
-  x = nn.relu(batch_norm(conv(x, features, kernel, dtype=dtype, upsample_first=True,
-                              upsample_mode=upsample_mode, conv_weight_grad=conv_weight_grad,
-                              phase_layout=phase), train, dtype))
+  x = conv_bn_relu(x, features, kernel, train=train, dtype=dtype, upsample_first=True,
+                   upsample_mode=upsample_mode, conv_weight_grad=conv_weight_grad,
+                   phase_layout=phase)
   conv_fn = conv_grad.conv_general_dilated_fn(conv_weight_grad)
   params = [ConvParams(f, head_kernel, features)() for f in heads]
   head_w = jnp.concatenate([k for k, _ in params], axis=-1)  # [k, k, F, O]
@@ -490,14 +531,26 @@ class BatchNorm(ParamsReadDirectly, nn.Module):
   bias_init: Callable = initializers.zeros
 
   @nn.compact
-  def __call__(self, x: Array) -> Array:
-    """Normalises x.
+  def __call__(self, x: Optional[Array] = None,
+               features: Optional[int] = None) -> Array | tuple[Array, Array]:
+    """Normalises x; or, with x None, gives the eval-mode map itself.
 
     Args:
-      x: [..., C].
+      x: [..., C]; None (with `use_running_average` and `features`) for the map.
+      features: C where x is None.
     Returns:
-      The normalised x, the same shape, in `dtype`.
+      The normalised x, the same shape, in `dtype`; for x None, (m, t), float32 [C] each:
+      the layer computes m * x + t (`conv_bn_relu` folds them into a convolution).
     """
+    if x is None:
+      if not self.use_running_average or features is None:
+        raise ValueError("BatchNorm's map alone is its eval mode's, for a given size.")
+      ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), jnp.float32)
+      ra_var = self.variable("batch_stats", "var", jnp.ones, (features,), jnp.float32)
+      scale = self.param("scale", self.scale_init, (features,), jnp.float32)
+      bias = self.param("bias", self.bias_init, (features,), jnp.float32)
+      m = jax.lax.rsqrt(ra_var.value + self.epsilon) * scale
+      return m, bias - ra_mean.value * m
     axes = tuple(range(x.ndim - 1))
     features = (x.shape[-1],)
     # Variables in nn.BatchNorm's order (the params' random streams depend on it).
@@ -533,6 +586,39 @@ def batch_norm(x: Array, train: bool, dtype: Dtype) -> Array:
     Normalised x, the same shape.
   """
   return BatchNorm(use_running_average=not train, dtype=dtype)(x)
+
+
+# Whether eval mode folds each BatchNorm into the convolution before it (`conv_bn_relu`): "on",
+# "off", or None for "auto" (`perf.fold_batchnorm`). Set by benchmarks (ab_train_step.py's
+# fold_batchnorm key) to time both forms.
+FOLD_BATCHNORM: Optional[str] = None
+
+
+def conv_bn_relu(x: Array, features: int, kernel: int, *, train: bool, dtype: Dtype,
+                 **conv_args: Any) -> Array:
+  """ReLU(BatchNorm(conv(x))), the models' pattern, with `conv`'s arguments.
+
+  In eval mode (running statistics) the BatchNorm is a fixed map per channel, m * h + t,
+  which (where `perf.fold_batchnorm` says so) is folded into the convolution: kernel * m,
+  bias * m + t, then the ReLU, so that the convolution, its bias and the ReLU can run as one
+  kernel (cuDNN's) and no pass over the output is left for the BatchNorm. The same function
+  and the same variables (names, order, initial values); posterior inference, sampling and
+  validation run in eval mode.
+
+  Args:
+    x: [B, H, W, C] inputs.
+    features: output channels F.
+    kernel: the kernel side.
+    train: BatchNorm mode.
+    dtype: computation dtype.
+    **conv_args: `conv`'s other arguments.
+  Returns:
+    As `conv`, after BatchNorm and ReLU.
+  """
+  if train or not perf.fold_batchnorm(FOLD_BATCHNORM or "auto"):
+    return nn.relu(batch_norm(conv(x, features, kernel, dtype=dtype, **conv_args), train, dtype))
+  affine = BatchNorm(use_running_average=True, dtype=dtype)(None, features)
+  return conv(x, features, kernel, dtype=dtype, out_affine=affine, relu=True, **conv_args)
 
 
 # `max_pool`'s form when none is given; None: "auto". Set by benchmarks/bench.py --max_pool.
