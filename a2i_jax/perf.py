@@ -42,16 +42,20 @@ XLA_CONVOLUTIONS_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_conv
 XLA_CONVOLUTIONS_MIN_GAIN = 1.05
 # What `convolution_kernel_timing` measures, in its answers' keys: a machine measures again
 # when it changes. 2 (2026-12-04): the weight gradient timed too, each kernel library with the
-# layer forms that go with it, at batch 8 (was 4).
+# layer forms and output heads that go with it, at batch 8 (was 4).
 KERNEL_PROBE_VERSION = 2
 
 # The convolutions `time_convolution_kernels` times, forward and both gradients, as
 # (size, input channels, output channels, kernel), NHWC / HWIO with SAME padding: the paper
 # models' kinds at width 1 (BENCHMARKS.md's benchmarks/conv_layers.py): the polyphase 3x3
-# layers at 8, 16 and 32 px, the background decoder's 3x3, an encoder's 5x5 and the merged
-# 5x5 heads (the one kind that ran faster in YNNPACK's kernels on the Intel Xeon).
+# layers at 8, 16 and 32 px, the background decoder's 3x3, an encoder's 5x5; then the CVAE's
+# output heads in the form the decoder tail takes with each kind of kernel (`decoder_tail`):
+# with YNNPACK's the heads merged at full resolution (5x5, 64 -> 6 at 64 px: the one kind that
+# ran faster in YNNPACK's kernels on an Intel Xeon), with XLA's one 3x3 convolution over the
+# 2x2 phase blocks (4 x 64 -> 4 x 6 at 32 px).
 TIMED_CONVOLUTIONS = ((8, 256, 1024, 3), (16, 256, 512, 3), (32, 128, 256, 3), (32, 64, 64, 3),
-                      (32, 64, 128, 5), (64, 64, 6, 5))
+                      (32, 64, 128, 5))
+TIMED_HEADS = {"ynnpack_ms": (64, 64, 6, 5), "xla_ms": (32, 256, 24, 3)}
 
 # XLA:CPU compile options for every program the library jits (`jit`, `compiler_options`): the
 # classic loop emitters for fused elementwise kernels instead of the newer MLIR fusion emitters
@@ -139,10 +143,12 @@ def convolution_kernel_programs(batch: int = 8) -> Optional[dict[str, list]]:
   kernels and for XLA's own, each in the forms the library runs with those kernels.
 
   "ynnpack_ms" is compiled with convolutions and matrix products on the list of operations
-  XLA:CPU hands to YNNPACK (XLA's default), the layers in the CPU forms that go with YNNPACK's
-  kernels (the weight gradient as per-tap matrix products); "xla_ms" with matrix products alone,
-  which for these programs is what XLA_FLAGS' `XLA_CONVOLUTIONS_FLAG` does to a whole model,
-  the layers in the forms that go with XLA's kernels (`conv_grad.cpu_conv_general_dilated`).
+  XLA:CPU hands to YNNPACK (XLA's default list, less the reductions these programs lack), the
+  layers in the CPU forms that go with YNNPACK's kernels (the weight gradient as per-tap
+  matrix products); "xla_ms" with matrix products alone, which for these programs is what
+  XLA_FLAGS' `XLA_CONVOLUTIONS_FLAG` does to a whole model, the layers in the forms that go
+  with XLA's kernels (`conv_grad.cpu_conv_general_dilated`); each with its decoder tail's
+  heads (`TIMED_HEADS`).
   Until 2026-12-04 the probe timed forward and input gradient at batch 4 in XLA's plain forms:
   on an Intel Xeon (family 6, model 167) it timed the two 4 % apart and kept YNNPACK's, and the
   paper disCVAE trained at 1.25-1.49x the PyTorch port's speed against 2.07x with XLA's
@@ -152,8 +158,9 @@ def convolution_kernel_programs(batch: int = 8) -> Optional[dict[str, list]]:
   Args:
     batch: images per convolution.
   Returns:
-    {"ynnpack_ms": [(compiled, x, w), ...], "xla_ms": [...]}, one entry per convolution,
-    warmed up; None where this XLA has no YNNPACK (jaxlib 0.7.2).
+    {"ynnpack_ms": [(compiled, x, w), ...], "xla_ms": [...]}, one entry per convolution
+    (`TIMED_CONVOLUTIONS`, then the heads), warmed up; None where this XLA has no YNNPACK
+    (jaxlib 0.7.2).
   """
   from a2i_jax.models import conv_grad  # pylint: disable=import-outside-toplevel  # Imports perf.
   name = "xla_cpu_experimental_ynn_fusion_type"
@@ -164,10 +171,11 @@ def convolution_kernel_programs(batch: int = 8) -> Optional[dict[str, list]]:
   kinds = {"ynnpack_ms": (False, {name: f"{conv},{dot}"}), "xla_ms": (True, {name: dot})}
   cpu = jax.devices("cpu")[0]
   programs: dict[str, list] = {key: [] for key in kinds}
-  for size, cin, cout, k in TIMED_CONVOLUTIONS:
-    x = jax.device_put(jnp.full((batch, size, size, cin), 0.5, jnp.float32), cpu)
-    w = jax.device_put(jnp.full((k, k, cin, cout), 0.01, jnp.float32), cpu)
+  for i in range(len(TIMED_CONVOLUTIONS) + 1):
     for key, (xla_kernels, option) in kinds.items():
+      size, cin, cout, k = (TIMED_CONVOLUTIONS + (TIMED_HEADS[key],))[i]
+      x = jax.device_put(jnp.full((batch, size, size, cin), 0.5, jnp.float32), cpu)
+      w = jax.device_put(jnp.full((k, k, cin, cout), 0.01, jnp.float32), cpu)
       conv_fn = conv_grad.cpu_conv_general_dilated(xla_kernels)
 
       def gradients(x, w, conv_fn=conv_fn, pad=k // 2):
@@ -202,7 +210,7 @@ def time_convolution_kernels(batch: int = 8, rounds: int = 5) -> Optional[dict[s
   times: dict[str, list[float]] = {key: [] for key in programs}
   for _ in range(rounds):
     spent = dict.fromkeys(programs, 0.0)
-    for i in range(len(TIMED_CONVOLUTIONS)):
+    for i in range(len(TIMED_CONVOLUTIONS) + 1):
       for key, calls in programs.items():  # Each convolution in both forms, back to back.
         compiled, x, w = calls[i]
         start = time.perf_counter()

@@ -101,10 +101,12 @@ parts=(
   # dispatch going out before the last one's metrics are read (config.dispatch_ahead).
   "loop_ahead|90|train: ${loop[*]}"
   "loop_sync|90|train: ${loop[*]} --config.dispatch_ahead=False"
-  # Inference's Adam loop rolled (one step per iteration, every backend's form since
-  # 2026-12-03, after the last lease) against 5 steps per iteration, 1,000 images, side by
-  # side in one process (benchmarks/ab_train_step.py: alternated rounds).
-  "infer_unroll|150|ab: --what=infer --models=discvae,cvae --batch=1000 --rounds=3 --variants=rolled:model.dtype=bfloat16,inference.steps=50;unroll5:model.dtype=bfloat16,inference.steps=50,scan_unroll=5"
+  # Inference's Adam loop rolled (one step per iteration, CPU's form) against 5 steps per
+  # iteration (GPU's and TPU's since 2026-12-04), 1,000 images, side by side in one process
+  # (benchmarks/ab_train_step.py: alternated rounds); and with and without the BatchNorms
+  # folded into the convolutions (eval mode; on on every backend since 2026-12-04).
+  "infer_unroll|150|ab: --what=infer --models=discvae,cvae --batch=1000 --rounds=3 --variants=rolled:model.dtype=bfloat16,inference.steps=50,scan_unroll=1;unroll5:model.dtype=bfloat16,inference.steps=50,scan_unroll=5"
+  "infer_fold|150|ab: --what=infer --models=discvae,cvae --batch=1000 --rounds=3 --variants=unfolded:model.dtype=bfloat16,inference.steps=50,fold_batchnorm=off;folded:model.dtype=bfloat16,inference.steps=50,fold_batchnorm=on"
 )
 if [ "$SMOKE" = 1 ]; then
   # CPU dry run of the same parts at a tiny size: checks this script end to end.
@@ -145,9 +147,16 @@ else
 fi
 # A2I_TAR=file: everything so far (less the profiles' raw traces) in one archive after every
 # part, written whole and then renamed, so that a lease that ends mid-run returns the parts done.
+# The part file lies outside the folder archived, and the archive itself (A2I_TAR may lie in
+# that folder) is left out of it; tar's status 1 (a file changed while read) still archives.
 archive() {
   if [ -n "${A2I_TAR:-}" ]; then
-    tar czf "$A2I_TAR.part" --exclude=./raw -C "$out_dir" . && mv "$A2I_TAR.part" "$A2I_TAR"
+    local part rc=0
+    part=$(mktemp "${TMPDIR:-/tmp}/a2i_archive.XXXXXX")
+    tar czf "$part" --exclude=./raw --exclude="./$(basename "$A2I_TAR")" -C "$out_dir" . \
+      || rc=$?
+    if [ "$rc" -le 1 ]; then mv "$part" "$A2I_TAR"; else rm -f "$part"
+      echo "gpu.sh: could not archive $out_dir (tar exit $rc)" >&2; fi
   fi
 }
 for p in "${run_parts[@]}"; do
