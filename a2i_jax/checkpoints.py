@@ -62,7 +62,8 @@ class QuietOrbaxFilter(logging.Filter):
   """A logging filter that keeps only Orbax's warnings: not its INFO lines (a few dozen per
   save), nor its ERROR records, whose tracebacks repeat, thread by thread, a failure that
   reaches the caller as an exception anyway (a full disk: hundreds of lines), nor asyncio's
-  reports of Orbax tasks that failed in the same way.
+  reports of Orbax tasks that failed in the same way, nor its warning for a step folder
+  without its metadata file, which `Checkpointer.check` reports in the library's words.
 
   Orbax logs through absl, so its records come from the logger "absl" like everyone else's;
   they are told apart by the file that logged them. Add it to a handler (e.g. absl's
@@ -84,6 +85,11 @@ class QuietOrbaxFilter(logging.Filter):
       # one's traceback at ERROR (Orbax 0.12 in the message; newer ones, now and then, as a
       # "_GatheringFuture exception was never retrieved" whose exception holds it). The
       # failure itself reaches the caller.
+      return False
+    if record.pathname.startswith(_ORBAX_DIR) and record.getMessage().startswith(
+        "Metadata file does not exist"):
+      # A step folder without Orbax's metadata (an empty one: `Checkpointer.check` reports
+      # it in the library's words), once per reader thread.
       return False
     return (not record.pathname.startswith(_ORBAX_DIR)
             or logging.WARNING <= record.levelno < logging.ERROR)
@@ -380,6 +386,11 @@ class Checkpointer:
     if step not in self._checked:
       folder = os.path.join(self.directory, str(step))
       path = os.path.join(folder, CHECKSUM_FILE)
+      if os.path.isdir(folder) and not any(names for _, _, names in os.walk(folder)):
+        # A step's folder and nothing in it (a save that wrote nothing, a folder made by
+        # hand): was restored, and Orbax's complaint about multiple items named the cause.
+        self._checked[step] = "its folder holds no files"
+        return self._checked[step]
       try:
         expected = files.read_digests(path)
       except ValueError:

@@ -12,6 +12,7 @@ and noise an uninterrupted run would.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -540,6 +541,18 @@ def _check_validation_finite(ev: dict, step: int, newest: Optional[int], directo
         f"statistics) holds NaN or infinity; {where}")
 
 
+def _samples_file(workdir: str, step: int) -> str:
+  """The sample grid of `step` (an evaluation's), WORKDIR/samples/step_<7 digits>.png."""
+  return os.path.join(workdir, "samples", f"step_{step:07d}.png")
+
+
+def _samples_step(name: str) -> Optional[int]:
+  """The step of a sample grid's file name (`_samples_file`'s); None for other names."""
+  stem = name[len("step_"):-len(".png")] if (name.startswith("step_")
+                                              and name.endswith(".png")) else ""
+  return int(stem) if stem.isdigit() else None
+
+
 def _drop_samples_after(workdir: str, step: int) -> list[str]:
   """Removes the sample grids of steps after `step`, the one a run resumes from: those steps
   are trained again, and their metrics rows and TensorBoard events are dropped too
@@ -554,9 +567,7 @@ def _drop_samples_after(workdir: str, step: int) -> list[str]:
     return []
   removed = []
   for name in sorted(os.listdir(folder)):
-    stem = name[len("step_"):-len(".png")] if (name.startswith("step_")
-                                                and name.endswith(".png")) else ""
-    if stem.isdigit() and int(stem) > step:
+    if (_samples_step(name) or 0) > step:
       os.remove(os.path.join(folder, name))
       removed.append(name)
   if removed:
@@ -649,7 +660,7 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
   start = step = int(state.step)
   k, last = config.steps_per_dispatch, config.num_train_steps
   due = lambda every: step % every == 0 or step == last
-  samples_at = lambda s: os.path.join(workdir, "samples", f"step_{s:07d}.png")
+  samples_at = functools.partial(_samples_file, workdir)
   # A run stopped between a checkpoint and its evaluation (the checkpoint comes first) has
   # the evaluation still to do; so has one stopped after the evaluation's samples were written
   # but before its row was.

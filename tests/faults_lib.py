@@ -197,10 +197,11 @@ def _install(kind: str, at: int, workdir: str) -> None:
     save = ocp.CheckpointManager.save
 
     def save_then(self, step, *args, **kwargs):
-      if step == at and kind == "disk_full_at_save":
+      chosen = step == at and _chosen_process()  # Was: every process, whatever it named.
+      if chosen and kind == "disk_full_at_save":
         raise OSError(28, "No space left on device", os.path.join(workdir, "checkpoints"))
       out = save(self, step, *args, **kwargs)
-      if step == at:
+      if chosen:
         _die()
       return out
     ocp.CheckpointManager.save = save_then
