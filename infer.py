@@ -551,6 +551,14 @@ def infer_attributes(run: _Run) -> None:
   run.save_json(result, "infer_attributes.json")
 
 
+def _tuning_text(cell: dict) -> str:
+  """A tuning table's cell: the error x 100, or how many images diverged (NaN or infinity;
+  was "nan", or the mean of the others)."""
+  if cell.get("diverged"):
+    return f"diverged ({cell['diverged']} of {cell['n'] + cell['diverged']})"
+  return f"{100 * cell['mean']:.3f}"
+
+
 def tune(run: _Run) -> None:
   grid = [{"prior_weight": w, "learning_rate": lr} for w in (0.3, 1.0, 3.0)
           for lr in (0.01, 0.05, 0.2)]
@@ -565,7 +573,7 @@ def tune(run: _Run) -> None:
   for r in rows:
     o = r["options"]
     lines.append(f"| {o['prior_weight']:g} | {o['learning_rate']:g} | " + " | ".join(
-        f"{100 * r[c]['mean']:.3f}" for c in cols) + " |")
+        _tuning_text(r[c]) for c in cols) + " |")
   print("Validation per-pixel squared error x 100 (completion: hidden pixels)\n")
   print("\n".join(lines))
   run.save_json({"rows": rows}, "tune.json")  # Each row holds every setting it ran with.

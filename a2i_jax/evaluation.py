@@ -63,20 +63,34 @@ def mean_sem(values: np.ndarray) -> dict[str, float]:
 
 
 def _check_outputs_finite(trained: inference.TrainedModel, images: np.ndarray,
-                          method: str) -> None:
-  """Refuses to score a model whose reconstructions are NaN or infinite. Was: their errors
-  were left out as if the pixels were not scored (cells "–", n 0) and the attribute scores
-  of its NaN samples still published, status 0."""
+                          method: str, made: str = "reconstructs", what: str = "test images"
+                          ) -> None:
+  """Refuses to score a model whose reconstructions (or samples) are NaN or infinite. Was:
+  their errors were left out as if the pixels were not scored (cells "–", n 0) and the
+  attribute scores of its NaN samples still published, status 0."""
   bad = int(np.sum(~np.isfinite(np.asarray(images)).reshape(len(images), -1).all(-1)))
   if bad:
     raise InputError(
-        f"the model of step {trained.step} reconstructs {bad} of {len(images)} test images as "
-        f"NaN or infinity ({method}): its checkpoint is damaged or its training diverged; "
-        "evaluate an earlier checkpoint (infer.py --step), or train again.")
+        f"the model of step {trained.step} {made} {bad} of {len(images)} {what} as NaN or "
+        f"infinity ({method}): its checkpoint is damaged or its training diverged; evaluate "
+        "an earlier checkpoint (infer.py --step), or train again.")
 
 
 # How many validation images `tune_inference` scores by default.
 TUNE_EXAMPLES = 256
+
+
+def _tuning_cell(target: np.ndarray, estimate: np.ndarray, region: np.ndarray
+                 ) -> dict[str, float]:
+  """`mean_sem` of one tuning column, and "diverged": the images whose estimate holds NaN or
+  infinity. Where any did, the mean and s.e. are NaN: the images that converged alone would
+  give a setting that diverges on some a better error than one that does not. Was: their
+  errors left out as if those pixels were not scored."""
+  diverged = int(np.sum(~np.isfinite(np.asarray(estimate)).reshape(len(estimate), -1).all(-1)))
+  cell = {**mean_sem(region_errors(target, estimate, region)), "diverged": diverged}
+  if diverged:
+    cell["mean"] = cell["sem"] = float("nan")
+  return cell
 
 
 def _check_count(num_examples: int, split: str = "test") -> None:
@@ -207,8 +221,9 @@ def tune_inference(trained: inference.TrainedModel, dataset: Dataset, *,
       so that e.g. `steps` and `restarts` hold for every row.
     seed: seed of the random occlusions.
   Returns:
-    One dict per setting: "options" (every setting it ran with) and an error (mean_sem) per
-    column.
+    One dict per setting: "options" (every setting it ran with) and an error per column
+    (`mean_sem`, plus "diverged": the images whose inference gave NaN or infinity; where any
+    did, the column's mean and s.e. are NaN).
   Raises:
     ConfigError: a setting with an unknown option or an invalid value (every setting is
       checked before the first runs).
@@ -229,11 +244,10 @@ def tune_inference(trained: inference.TrainedModel, dataset: Dataset, *,
   for opts in settings:
     out = inference.reconstruct(trained, images, attrs, key=key, options=opts)
     row = {"options": dataclasses.asdict(opts),
-           RECON_FULL: mean_sem(region_errors(x01, out["reconstruction"],
-                                              np.ones_like(x01[..., :1])))}
+           RECON_FULL: _tuning_cell(x01, out["reconstruction"], np.ones_like(x01[..., :1]))}
     for name, observed in masks.items():
       out = inference.complete(trained, images, attrs, observed, key=key, options=opts)
-      row[name] = mean_sem(region_errors(x01, out["completion"], 1.0 - observed))
+      row[name] = _tuning_cell(x01, out["completion"], 1.0 - observed)
     rows.append(row)
   return rows
 
@@ -375,8 +389,8 @@ def attribute_report(trained: inference.TrainedModel, dataset: Dataset, predicto
      "progression_mean_spearman", "inference": score dict or None, "ceiling": the
      predictor's own test scores}.
   Raises:
-    InputError: a count that is not one, an empty test split, or a key that is not a PRNG
-      key.
+    InputError: a count that is not one, an empty test split, a key that is not a PRNG key,
+      or samples that are NaN or infinite (a damaged or diverged model).
   """
   from a2i_jax import attribute_predictor as ap  # pylint: disable=import-outside-toplevel
   check_key(key)
@@ -386,6 +400,9 @@ def attribute_report(trained: inference.TrainedModel, dataset: Dataset, predicto
   train_y = dataset["train"].attributes
   k_sample, k_prog, k_inf = jax.random.split(key, 3)
   samples = inference.sample(trained, attrs, k_sample)["image"]
+  # The predictor would score NaN images as some class (was: published, status 0).
+  _check_outputs_finite(trained, samples, "sampling", "generates",
+                        "images for the test attributes")
   report: dict[str, Any] = {"model": trained.model.label,
                             "samples": ap.fidelity(predictor, samples, attrs)}
   report["ceiling"] = report["samples"].pop("ceiling")

@@ -448,6 +448,32 @@ def test_a_tuning_grid_is_checked_whole_before_the_first_setting_runs(cvae, key,
     tune(s for s in ({"prior_weight": 1.0}, {"prior_wieght": 3.0}))  # read once, as a list.
 
 
+def test_a_tuning_setting_that_diverges_on_some_images_says_so(cvae, key, monkeypatch):
+  """A setting whose inference gives NaN for some validation images: the column says how many
+  diverged and has no mean (the images that converged alone would rank it better than one
+  that does not diverge). Was: their errors left out, the mean of the others published, and
+  a setting that diverged on all of them printed as "nan"."""
+  def reconstruct(trained, images, attrs, *, key, options):
+    del trained, attrs, key
+    out = np.full(images.shape, 0.5, np.float32)
+    if options.learning_rate > 0.1:  # This setting's inference diverges on image 0.
+      out[0, 3, 4, 1] = np.nan
+    return {"reconstruction": out}
+  monkeypatch.setattr(inference, "reconstruct", reconstruct)
+  x, y = _images(3), _attrs(3)
+  data = Dataset("synthetic", tuple(f"a{i}" for i in range(Y)), ("binary",) * Y,
+                 {"validation": Split(x, y)})
+  rows = evaluation.tune_inference(cvae, data, grid=[{"learning_rate": 0.05},
+                                                     {"learning_rate": 0.2}],
+                                   occlusion_names=[], num_examples=3, key=key)
+  fine, diverged = (r[evaluation.RECON_FULL] for r in rows)
+  assert fine["diverged"] == 0 and fine["n"] == 3 and np.isfinite(fine["mean"])
+  assert diverged["diverged"] == 1 and diverged["n"] == 2 and np.isnan(diverged["mean"])
+  import infer  # pylint: disable=import-outside-toplevel
+  assert infer._tuning_text(diverged) == "diverged (1 of 3)"  # pylint: disable=protected-access
+  assert infer._tuning_text(fine) == f"{100 * fine['mean']:.3f}"  # pylint: disable=protected-access
+
+
 # ------------------------------------------------------------------------------ load_trained
 
 def test_load_trained_arguments(tmp_path):

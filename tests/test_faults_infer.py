@@ -1016,7 +1016,7 @@ def test_a_lost_sigterm_comes_back_as_a_sigterm(monkeypatch):
   assert sent == [signal.SIGTERM, signal.SIGINT]
 
 
-def test_a_model_that_reconstructs_nan_is_not_scored():
+def test_a_model_that_reconstructs_nan_is_not_scored(monkeypatch):
   """Was: `evaluate` of a model whose outputs were NaN (a damaged checkpoint without
   checksums) left their errors out as if unscored (cells "-", n 0), published the attribute
   scores of its NaN samples, and exited 0. Checked by hand on such a run: one error line."""
@@ -1029,3 +1029,17 @@ def test_a_model_that_reconstructs_nan_is_not_scored():
   with pytest.raises(InputError, match=r"the model of step 7 reconstructs 2 of 4 test images as "
                      r"NaN or infinity \(recognition\): its checkpoint is damaged"):
     check(trained, images, "recognition")
+  # `attribute_report` on its own (the Python API) refuses NaN samples the same way: the
+  # predictor would score them as some class.
+  monkeypatch.setattr(evaluation.inference, "sample", lambda trained, attrs, key: {
+      "image": images})
+  data = type("Data", (dict,), {"attribute_names": ("a",)})(
+      train=types.SimpleNamespace(attributes=np.zeros((4, 1), np.float32)))
+  monkeypatch.setattr(evaluation, "centre_cropped", lambda dataset, crop: dataset)
+  monkeypatch.setattr(evaluation, "_test_examples", lambda dataset, n: (
+      images, np.zeros((4, 1), np.float32), None))
+  trained.config = types.SimpleNamespace(data=types.SimpleNamespace(
+      augment=types.SimpleNamespace(crop_size=0)))
+  with pytest.raises(InputError, match=r"the model of step 7 generates 2 of 4 images for the "
+                     r"test attributes as NaN or infinity \(sampling\)"):
+    evaluation.attribute_report(trained, data, predictor=None, key=jax.random.key(0))
