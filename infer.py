@@ -555,7 +555,7 @@ def _tuning_text(cell: dict) -> str:
   """A tuning table's cell: the error x 100, or how many images diverged (NaN or infinity;
   was "nan", or the mean of the others)."""
   if cell.get("diverged"):
-    return f"diverged ({cell['diverged']} of {cell['n'] + cell['diverged']})"
+    return f"diverged ({cell['diverged']} of {cell['images']})"
   return f"{100 * cell['mean']:.3f}"
 
 

@@ -86,7 +86,7 @@ class QuietOrbaxFilter(logging.Filter):
       # "_GatheringFuture exception was never retrieved" whose exception holds it). The
       # failure itself reaches the caller.
       return False
-    if record.pathname.startswith(_ORBAX_DIR) and record.getMessage().startswith(
+    if record.pathname.startswith(_ORBAX_DIR) and str(record.msg).startswith(
         "Metadata file does not exist"):
       # A step folder without Orbax's metadata (an empty one: `Checkpointer.check` reports
       # it in the library's words), once per reader thread.
@@ -133,6 +133,11 @@ def quiet_orbax(absl_handler: logging.Handler) -> None:
   # (the library has no coroutines of its own).
   warnings.filterwarnings("ignore", message=r"coroutine '.*' was never awaited",
                           category=RuntimeWarning)
+
+
+def _raise(error: OSError) -> None:
+  """`os.walk`'s onerror: a folder that cannot be listed is an error, not an empty folder."""
+  raise error
 
 
 def _file_digests(folder: str) -> dict[str, str]:
@@ -386,19 +391,23 @@ class Checkpointer:
     if step not in self._checked:
       folder = os.path.join(self.directory, str(step))
       path = os.path.join(folder, CHECKSUM_FILE)
-      if os.path.isdir(folder) and not any(names for _, _, names in os.walk(folder)):
-        # A step's folder and nothing in it (a save that wrote nothing, a folder made by
-        # hand): was restored, and Orbax's complaint about multiple items named the cause.
-        self._checked[step] = "its folder holds no files"
-        return self._checked[step]
       try:
         expected = files.read_digests(path)
+        # A step's folder and nothing in it (a save that wrote nothing, a folder made by
+        # hand): was restored, and Orbax's complaint about multiple items named the cause.
+        # A folder that cannot be listed raises (os.walk would skip it as empty).
+        empty = expected is None and os.path.isdir(folder) and not any(
+            names for _, _, names in os.walk(folder, onerror=_raise))
       except ValueError:
         self._checked[step] = f"its checksum file {CHECKSUM_FILE} is unreadable"
         return self._checked[step]
       except OSError as e:  # Permissions or the disk: not the checkpoint's bytes.
-        raise CheckpointError(f"could not read {path} ({files.describe_storage_error(e)}); "
-                              "make the workdir readable.") from None
+        raise CheckpointError(f"could not read {e.filename or path} "
+                              f"({files.describe_storage_error(e)}); make the workdir "
+                              "readable.") from None
+      if empty:
+        self._checked[step] = "its folder holds no files"
+        return self._checked[step]
       if expected is None:
         self._checked[step] = None
         return None

@@ -40,9 +40,9 @@ def region_errors(target: np.ndarray, estimate: np.ndarray, region: np.ndarray) 
   Returns:
     [N] float64; NaN for an image whose region is empty.
   """
-  sq = np.square(target.astype(np.float64) - estimate.astype(np.float64)) * region
   count = 3.0 * region.reshape(region.shape[0], -1).sum(-1)
-  with np.errstate(invalid="ignore", divide="ignore"):
+  with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # NaN / inf estimates.
+    sq = np.square(target.astype(np.float64) - estimate.astype(np.float64)) * region
     return np.where(count > 0, sq.reshape(sq.shape[0], -1).sum(-1) / count, np.nan)
 
 
@@ -87,7 +87,8 @@ def _tuning_cell(target: np.ndarray, estimate: np.ndarray, region: np.ndarray
   give a setting that diverges on some a better error than one that does not. Was: their
   errors left out as if those pixels were not scored."""
   diverged = int(np.sum(~np.isfinite(np.asarray(estimate)).reshape(len(estimate), -1).all(-1)))
-  cell = {**mean_sem(region_errors(target, estimate, region)), "diverged": diverged}
+  cell = {**mean_sem(region_errors(target, estimate, region)), "diverged": diverged,
+          "images": len(estimate)}
   if diverged:
     cell["mean"] = cell["sem"] = float("nan")
   return cell
@@ -222,8 +223,8 @@ def tune_inference(trained: inference.TrainedModel, dataset: Dataset, *,
     seed: seed of the random occlusions.
   Returns:
     One dict per setting: "options" (every setting it ran with) and an error per column
-    (`mean_sem`, plus "diverged": the images whose inference gave NaN or infinity; where any
-    did, the column's mean and s.e. are NaN).
+    (`mean_sem`, plus "diverged": the images whose inference gave NaN or infinity, of
+    "images"; where any did, the column's mean and s.e. are NaN).
   Raises:
     ConfigError: a setting with an unknown option or an invalid value (every setting is
       checked before the first runs).

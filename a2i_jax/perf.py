@@ -42,8 +42,9 @@ XLA_CONVOLUTIONS_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_conv
 XLA_CONVOLUTIONS_MIN_GAIN = 1.05
 # What `convolution_kernel_timing` measures, in its answers' keys: a machine measures again
 # when it changes. 2 (2026-12-04): the weight gradient timed too, each kernel library with the
-# layer forms and output heads that go with it, at batch 8 (was 4).
-KERNEL_PROBE_VERSION = 2
+# layer forms that go with it, at batch 8 (was 4); 3 (the same day): and the output heads in
+# each decoder tail's form (`TIMED_HEADS`).
+KERNEL_PROBE_VERSION = 3
 
 # The convolutions `time_convolution_kernels` times, forward and both gradients, as
 # (size, input channels, output channels, kernel), NHWC / HWIO with SAME padding: the paper

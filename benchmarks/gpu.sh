@@ -147,15 +147,16 @@ else
 fi
 # A2I_TAR=file: everything so far (less the profiles' raw traces) in one archive after every
 # part, written whole and then renamed, so that a lease that ends mid-run returns the parts done.
-# The part file lies outside the folder archived, and the archive itself (A2I_TAR may lie in
-# that folder) is left out of it; tar's status 1 (a file changed while read) still archives.
+# The part file lies beside the archive (one file system: the rename is atomic), and both are
+# left out of what is archived (A2I_TAR may lie in that folder); tar's status 1 (a file changed
+# while read) still archives.
 archive() {
   if [ -n "${A2I_TAR:-}" ]; then
     local part rc=0
-    part=$(mktemp "${TMPDIR:-/tmp}/a2i_archive.XXXXXX")
-    tar czf "$part" --exclude=./raw --exclude="./$(basename "$A2I_TAR")" -C "$out_dir" . \
-      || rc=$?
-    if [ "$rc" -le 1 ]; then mv "$part" "$A2I_TAR"; else rm -f "$part"
+    part=$(mktemp "$(dirname "$A2I_TAR")/.a2i_archive.XXXXXX")
+    tar czf "$part" --exclude=./raw --exclude="./$(basename "$A2I_TAR")" \
+      --exclude="./$(basename "$part")" -C "$out_dir" . || rc=$?
+    if [ "$rc" -le 1 ]; then chmod 644 "$part"; mv "$part" "$A2I_TAR"; else rm -f "$part"
       echo "gpu.sh: could not archive $out_dir (tar exit $rc)" >&2; fi
   fi
 }

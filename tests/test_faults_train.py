@@ -197,6 +197,32 @@ def test_an_empty_newest_step_folder_does_not_fail_the_intact_one(inside, tmp_pa
   assert _steps(workdir) == [4, 6]
 
 
+def test_a_step_folder_that_cannot_be_listed_is_not_called_empty(tmp_path, reference,
+                                                                 monkeypatch):
+  """`os.walk` skips a folder it cannot list, as if it were empty: such a step (permissions,
+  a network file system's passing error) must be a storage error to fix, not a corrupt
+  checkpoint to move aside (review finding: as another user, a good checkpoint was called
+  "corrupt (its folder holds no files)", and training tried to move it)."""
+  workdir = _copy(reference, tmp_path)
+  os.makedirs(os.path.join(workdir, "checkpoints", "8"))
+  walk = os.walk
+
+  def unlistable(top, *args, onerror=None, **kwargs):
+    if os.path.basename(top) == "8":
+      if onerror is not None:
+        onerror(PermissionError(13, "Permission denied", top))
+      return iter(())
+    return walk(top, *args, onerror=onerror, **kwargs)
+  monkeypatch.setattr(os, "walk", unlistable)
+  ckpt = checkpoints.Checkpointer(workdir, create=False)
+  try:
+    with pytest.raises(checkpoints.CheckpointError, match=r"could not read \S*/checkpoints/8 "
+                       r"\(permission denied\); make the workdir readable"):
+      ckpt.check(8)
+  finally:
+    ckpt.close()
+
+
 def test_config_twice_and_empty_workdir(tmp_path, flags):
   absolute = [f"--config={os.path.join(F.ROOT, f.split('=', 1)[1])}"
               if f.startswith("--config=") else f for f in flags]
