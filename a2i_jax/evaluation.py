@@ -62,13 +62,18 @@ def mean_sem(values: np.ndarray) -> dict[str, float]:
   return {"mean": float(v.mean()), "sem": sem, "n": int(v.size)}
 
 
+def _nonfinite_images(images: np.ndarray) -> int:
+  """How many of `images` ([N, ...]) hold NaN or infinity."""
+  return int(np.sum(~np.isfinite(np.asarray(images)).reshape(len(images), -1).all(-1)))
+
+
 def _check_outputs_finite(trained: inference.TrainedModel, images: np.ndarray,
                           method: str, made: str = "reconstructs", what: str = "test images"
                           ) -> None:
   """Refuses to score a model whose reconstructions (or samples) are NaN or infinite. Was:
   their errors were left out as if the pixels were not scored (cells "–", n 0) and the
   attribute scores of its NaN samples still published, status 0."""
-  bad = int(np.sum(~np.isfinite(np.asarray(images)).reshape(len(images), -1).all(-1)))
+  bad = _nonfinite_images(images)
   if bad:
     raise InputError(
         f"the model of step {trained.step} {made} {bad} of {len(images)} {what} as NaN or "
@@ -86,7 +91,7 @@ def _tuning_cell(target: np.ndarray, estimate: np.ndarray, region: np.ndarray
   infinity. Where any did, the mean and s.e. are NaN: the images that converged alone would
   give a setting that diverges on some a better error than one that does not. Was: their
   errors left out as if those pixels were not scored."""
-  diverged = int(np.sum(~np.isfinite(np.asarray(estimate)).reshape(len(estimate), -1).all(-1)))
+  diverged = _nonfinite_images(estimate)
   cell = {**mean_sem(region_errors(target, estimate, region)), "diverged": diverged,
           "images": len(estimate)}
   if diverged:

@@ -372,8 +372,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     raise WorkdirError(f"the workdir {workdir} is inside the run {run}, in one of the folders "
                        f"it manages ({', '.join(checkpoints.RUN_FOLDERS)}); pass {run} to "
                        "resume that run, or a new folder for a new run.")
-  files.check_workdir(workdir, folders=(checkpoints.CHECKPOINT_DIR, checkpoints.CORRUPT_DIR,
-                                        "samples", "tensorboard"),
+  files.check_workdir(workdir, folders=checkpoints.RUN_FOLDERS,
                       plain_files=(checkpoints.CONFIG_FILE, checkpoints.DATASET_FILE,
                                    metrics_lib.METRICS_FILE))
   # Every process trains one run: a config that differs (another seed, step count or model)

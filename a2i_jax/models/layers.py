@@ -354,10 +354,9 @@ class UpsampleConv(Conv):
                 precision=self.precision)
     if self.relu:  # Bias and ReLU on the convolution's own output: cuDNN fuses them into it.
       y = nn.relu(y + jnp.tile(bias, 4))
-    elif self.phase_layout:
-      return y.reshape(b, h, w, 2, 2, self.features) + bias
     if self.phase_layout:
-      return y.reshape(b, h, w, 2, 2, self.features)
+      y = y.reshape(b, h, w, 2, 2, self.features)
+      return y if self.relu else y + bias
     y = y.reshape(b, out_h, out_w, 2, 2, self.features).transpose(0, 1, 3, 2, 4, 5)
     y = y.reshape(b, 2 * out_h, 2 * out_w, self.features)
     if form == "offset":  # Pixels -1 and 2H (2W) of the blocks: outside the image.
@@ -542,20 +541,18 @@ class BatchNorm(ParamsReadDirectly, nn.Module):
       The normalised x, the same shape, in `dtype`; for x None, (m, t), float32 [C] each:
       the layer computes m * x + t (`conv_bn_relu` folds them into a convolution).
     """
+    if x is None and (not self.use_running_average or features is None):
+      raise ValueError("BatchNorm's map alone is its eval mode's, for a given size.")
+    shape = (features,) if x is None else (x.shape[-1],)
+    # Variables in nn.BatchNorm's order (the params' random streams depend on it).
+    ra_mean = self.variable("batch_stats", "mean", jnp.zeros, shape, jnp.float32)
+    ra_var = self.variable("batch_stats", "var", jnp.ones, shape, jnp.float32)
+    scale = self.param("scale", self.scale_init, shape, jnp.float32)
+    bias = self.param("bias", self.bias_init, shape, jnp.float32)
     if x is None:
-      if not self.use_running_average or features is None:
-        raise ValueError("BatchNorm's map alone is its eval mode's, for a given size.")
-      ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), jnp.float32)
-      ra_var = self.variable("batch_stats", "var", jnp.ones, (features,), jnp.float32)
-      scale = self.param("scale", self.scale_init, (features,), jnp.float32)
-      bias = self.param("bias", self.bias_init, (features,), jnp.float32)
       m = jax.lax.rsqrt(ra_var.value + self.epsilon) * scale
       return m, bias - ra_mean.value * m
     axes = tuple(range(x.ndim - 1))
-    features = (x.shape[-1],)
-    # Variables in nn.BatchNorm's order (the params' random streams depend on it).
-    ra_mean = self.variable("batch_stats", "mean", jnp.zeros, features, jnp.float32)
-    ra_var = self.variable("batch_stats", "var", jnp.ones, features, jnp.float32)
     if self.use_running_average:
       mean, var = ra_mean.value, ra_var.value
     else:
@@ -569,8 +566,6 @@ class BatchNorm(ParamsReadDirectly, nn.Module):
         unbiased = var * (n / max(n - 1, 1))
         ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
         ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * unbiased
-    scale = self.param("scale", self.scale_init, features, jnp.float32)
-    bias = self.param("bias", self.bias_init, features, jnp.float32)
     y = (x - mean) * (jax.lax.rsqrt(var + self.epsilon) * scale) + bias
     return jnp.asarray(y, self.dtype)
 
