@@ -422,6 +422,8 @@ def read_image(path: str, error: type = InputError) -> np.ndarray:
   except UnidentifiedImageError:
     raise error(f"{path} is not an image PIL can read (it has no known image format); "
                 "replace or remove it.") from None
+  except Image.DecompressionBombError as e:  # An intact image, over PIL's size guard.
+    raise error(too_many_pixels(path, e)) from None
   except OSError as e:
     if e.strerror:  # The file system's refusal (permissions, I/O), not PIL's.
       raise error(f"cannot read {path} ({e.strerror}).") from None
@@ -431,6 +433,19 @@ def read_image(path: str, error: type = InputError) -> np.ndarray:
     # PIL's decoders raise many types for damaged files (SyntaxError, struct.error, ...).
     raise error(f"{path} could not be decoded ({type(e).__name__}: {e}); the file is damaged "
                 "or incomplete. Replace or remove it.") from None
+
+
+def too_many_pixels(path: str, e: Exception) -> str:
+  """The message for an image PIL refuses to decode for its size (`DecompressionBombError`).
+
+  Args:
+    path: the file.
+    e: PIL's error (its text gives the pixel count and the limit).
+  Returns:
+    One line naming the file, the sizes and the fixes.
+  """
+  return (f"{path} is too large for PIL to decode ({e}); shrink it (any image editor), or, if "
+          "you trust the file, raise PIL.Image.MAX_IMAGE_PIXELS before reading it.")
 
 
 def image_files(path: str, what: str = "--input") -> list[str]:

@@ -369,6 +369,39 @@ def test_lfw_missing_or_bad_part_label_names_the_archive(tmp_path):
     lfw.load_part_mask(str(tmp_path), ("Ann_Doe", 7))
 
 
+def test_lfw_sources_that_were_read_silently_or_as_a_traceback(tmp_path, monkeypatch):
+  """A people file cut short was read as it was; a funneled image or part label that is not
+  250x250 raised PIL's ValueError; a part label that parts_*.txt lists but the archive lacks
+  became a predicted mask. Each is now one DataError naming the file."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data import lfw  # pylint: disable=import-outside-toplevel
+  path = _write(tmp_path / "people.txt", "3\nAnn_Doe\t2\nBob_Roe\t1\n")
+  with pytest.raises(DataError, match="people.txt: its first line announces 3 people but it "
+                     "lists 2; the file is cut short"):
+    lfw.parse_people(path)
+  path = _write(tmp_path / "people_ok.txt", "2\nAnn_Doe\t2\nBob_Roe\t1\n")
+  assert lfw.parse_people(path) == [("Ann_Doe", 1), ("Ann_Doe", 2), ("Bob_Roe", 1)]
+  os.makedirs(tmp_path / "img" / "Ann_Doe")
+  Image.new("RGB", (100, 100)).save(tmp_path / "img" / "Ann_Doe" / "Ann_Doe_0001.jpg")
+  with pytest.raises(DataError, match=r"Ann_Doe_0001.jpg is 100x100, not 250x250 .* "
+                     "lfw-funneled.tgz"):
+    lfw.load_image(str(tmp_path / "img"), ("Ann_Doe", 1))
+  Image.new("RGB", (250, 200)).save(tmp_path / "Ann_Doe_0001.ppm")
+  with pytest.raises(DataError, match=r"Ann_Doe_0001.ppm is 250x200, not 250x250 .* "
+                     "parts_lfw_funneled_gt_images.tgz is incomplete"):
+    lfw.load_part_mask(str(tmp_path), ("Ann_Doe", 1))
+  _fake_mask_net(monkeypatch)
+  manual = tmp_path / "data" / "manual" / "lfw"
+  fx.make_lfw(str(manual))
+  label = "{}_{:04d}.ppm".format(*fx.LFW_PARTS["train"][0])
+  fx.rewrite_tar(str(manual / "parts_lfw_funneled_gt_images.tgz"),
+                 lambda n, d: None if n.endswith(label) else d)
+  with pytest.raises(DataError, match=f"no part-label image .*{label}; "
+                     "parts_lfw_funneled_gt_images.tgz is incomplete"):
+    lfw.load(data_dir=str(tmp_path / "data"), masks=True, allow_download=False,
+             progress=False)
+
+
 def test_mask_net_needs_test_masks_with_test_images(monkeypatch):
   """Checked before training: `train` must not run."""
   def no_training(*args, **kwargs):
@@ -551,6 +584,11 @@ _CUB_DAMAGE = {
     "continuous_short": (lambda n, d: d[:d.rindex(b"\n", 0, -1) + 1]
                          if n.endswith("continuous.txt") else d,
                          r"continuous.txt: 199 lines of values, expected one per class \(200\)"),
+    # Cut at a line break: the unlisted pairs read as absent attributes, silently.
+    "attributes_cut": (lambda n, d: d[:d.rindex(b"\n", 0, 2 * len(d) // 3) + 1]
+                       if n.endswith("image_attribute_labels.txt") else d,
+                       r"image_attribute_labels.txt lists \d+ of the 312 attributes of image "
+                       r"id \d+ \(\d+ image\(s\) incomplete\): the file is damaged"),
 }
 
 
@@ -698,6 +736,84 @@ def test_folder_masks_of_0_and_1_are_refused(tmp_path):
   m[18:] = 255
   Image.fromarray(m).save(os.path.join(masks_dir, "img_11.png"))  # one real mask is enough
   assert len(folder.scan(path, masks=True).rows) == 12
+
+
+def test_folder_masks_that_would_read_as_something_else_are_refused(tmp_path):
+  """Each mask is checked as it is prepared (the scan's check stops at the first mask with a
+  pixel above 1): a 0/1 label mask among real ones, a class map and a coloured mask each read
+  as background, silently; now one error naming the mask, and the half-prepared copy is
+  deleted. A grey mask with JPEG's small channel noise is kept."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data import folder  # pylint: disable=import-outside-toplevel
+  path = str(tmp_path / "f")
+  fx.make_folder(path)
+  data = tmp_path / "data"
+  load = lambda: folder.load(path=path, data_dir=str(data), image_size=32, masks=True,
+                             progress=False)
+  mask_path = os.path.join(path, "masks", "img_03.png")
+  m = np.asarray(Image.open(mask_path))
+  zero = np.zeros_like(m)
+  for bad, expected in (((m > 0).astype(np.uint8), "its brightest pixel is 1, so it has no "
+                         "foreground"),
+                        ((m > 0).astype(np.uint8) * 20, "its brightest pixel is 20"),
+                        (np.stack([m, zero, zero], -1), r"is coloured \(pixel \(0, 18\) is "
+                         r"RGB \(255, 0, 0\)\); masks are black")):
+    Image.fromarray(bad).save(mask_path)
+    with pytest.raises(DataError, match=f"img_03.png.*{expected}"):
+      load()
+    assert not os.listdir(data / "folder")  # No half-made copy left behind.
+  noisy = np.stack([m, np.clip(m.astype(np.int16) + 3, 0, 255).astype(np.uint8), m], -1)
+  Image.fromarray(noisy).save(mask_path)
+  ds = load()
+  assert {sp.masks.max() for sp in ds.splits.values()} == {255}
+
+
+def test_folder_rows_naming_a_path_and_images_over_pils_limit(tmp_path, monkeypatch):
+  """A row naming its image by a path (absolute, or from the dataset folder) was told the
+  image is in a sub-folder; an unreadable mask was "the image or its mask"; an intact image
+  over PIL's pixel limit was called damaged (images) or raised DecompressionBombError
+  (masks). Each is now its own message."""
+  import re  # pylint: disable=import-outside-toplevel
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  from a2i_jax import inputs  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data import folder  # pylint: disable=import-outside-toplevel
+  path = str(tmp_path / "f")
+  fx.make_folder(path)
+  csv_path = os.path.join(path, "attributes.csv")
+  good = open(csv_path).read()
+  for written in (os.path.join(path, "images", "img_02.png"), "images/img_02.png"):
+    with open(csv_path, "w") as f:
+      f.write(good.replace("img_02.png", written))
+    with pytest.raises(DataError, match=f"line 4: '{re.escape(written)}' names the image by a "
+                       "path; .* write 'img_02.png'"):
+      folder.scan(path, masks=False)
+  with open(csv_path, "w") as f:
+    f.write(good)
+  mask_path = os.path.join(path, "masks", "img_05.png")
+  with open(mask_path, "wb") as f:  # Was: "images/img_05.png or its mask is not an image".
+    f.write(b"not an image")
+  with pytest.raises(DataError, match=f"^{re.escape(mask_path)} is not an image PIL can read"):
+    folder.scan(path, masks=True)
+  fx.make_folder(path)
+  monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 48x36 images: over twice the limit.
+  with pytest.raises(DataError, match=r"img_00.png is too large for PIL to decode .* shrink "
+                     "it"):
+    folder.scan(path, masks=True)
+  with pytest.raises(DataError, match=r"img_00.png is too large for PIL to decode"):
+    inputs.read_image(os.path.join(path, "images", "img_00.png"), DataError)
+
+
+def test_folder_copies_of_other_preparation_rules_are_prepared_again(tmp_path, monkeypatch):
+  """A copy prepared by code that read images otherwise was reused (the fingerprint held the
+  files alone): `PREPARATION_VERSION` is part of it."""
+  from a2i_jax.data import folder  # pylint: disable=import-outside-toplevel
+  path = str(tmp_path / "f")
+  fx.make_folder(path, masks=False)
+  data = tmp_path / "data"
+  for version in (folder.PREPARATION_VERSION, folder.PREPARATION_VERSION + 1):
+    monkeypatch.setattr(folder, "PREPARATION_VERSION", version)
+    folder.load(path=path, data_dir=str(data), image_size=32, progress=False)
+  assert len(os.listdir(data / "folder")) == 2
 
 
 def test_folder_broken_links_and_unlisted_files(tmp_path, caplog):

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
@@ -199,7 +199,8 @@ def parse_attribute_names(path: str) -> list[str]:
   return [rows[i][0] for i in range(1, NUM_ATTRIBUTES + 1)]
 
 
-def parse_image_attributes(path: str, num_images: int) -> np.ndarray:
+def parse_image_attributes(path: str, num_images: int,
+                           ids: Optional[Iterable[int]] = None) -> np.ndarray:
   """image_attribute_labels.txt -> float32 [num_images + 1, 312] of is_present (row = id).
 
   Only the first three tokens of a line are read, so lines with extra tokens (a known quirk
@@ -209,15 +210,20 @@ def parse_image_attributes(path: str, num_images: int) -> np.ndarray:
     path: CUB_200_2011/attributes/image_attribute_labels.txt: `<image id> <attribute id>
       <is_present> <certainty> <time>` per line, both ids 1-based.
     num_images: the largest image id.
+    ids: the image ids that must each have all 312 pairs listed (those of images.txt); None
+      checks none.
   Returns:
     float32 [num_images + 1, 312]: row i holds image id i's is_present values (0 or 1),
     column j attribute id j + 1. Row 0, and any pair the file does not list, stay 0.
   Raises:
     DataError: naming the file and line, for a line with fewer than three tokens or a
       non-integer among them, an image id outside 1..num_images, an attribute id outside
-      1..312, or an is_present other than 0 or 1.
+      1..312, or an is_present other than 0 or 1; naming the file and an image id, for an
+      image of `ids` whose pairs are not all listed (a file cut short: its attributes would
+      read as absent).
   """
   out = np.zeros((num_images + 1, NUM_ATTRIBUTES), np.float32)
+  listed = np.zeros((num_images + 1, NUM_ATTRIBUTES), bool)
   with open(path, "rb") as f:
     for number, line in enumerate(f, 1):
       parts = line.split(None, 3)
@@ -232,6 +238,7 @@ def parse_image_attributes(path: str, num_images: int) -> np.ndarray:
       else:
         if 1 <= image <= num_images and 1 <= attribute <= NUM_ATTRIBUTES and present in (0, 1):
           out[image, attribute - 1] = present
+          listed[image, attribute - 1] = True
           continue
         problem = (f"image id {image} is outside 1..{num_images} (the ids of images.txt)"
                    if not 1 <= image <= num_images else
@@ -239,6 +246,13 @@ def parse_image_attributes(path: str, num_images: int) -> np.ndarray:
                    if not 1 <= attribute <= NUM_ATTRIBUTES else
                    f"is_present is {present}, not 0 or 1")
       raise DataError(f"{path}, line {number}: {problem}; {_REDOWNLOAD}")
+  wanted = np.asarray(sorted(ids) if ids is not None else [], np.int64)
+  missing = wanted[~listed[wanted].all(axis=1)] if wanted.size else wanted
+  if missing.size:
+    first = int(missing[0])
+    raise DataError(f"{path} lists {int(listed[first].sum())} of the {NUM_ATTRIBUTES} "
+                    f"attributes of image id {first} ({missing.size} image(s) incomplete): "
+                    f"{_REDOWNLOAD}")
   return out
 
 
@@ -311,7 +325,8 @@ class A2iCub(tfds_lib.BuilderMixin, tfds.core.GeneratorBasedBuilder, skip_regist
                       f"({root}) nor in CUB_200_2011/attributes/: {fix}")
     names = parse_attribute_names(names_path)
     present = parse_image_attributes(
-        tfds_lib.find_file(cub, "attributes/image_attribute_labels.txt", what), max(images))
+        tfds_lib.find_file(cub, "attributes/image_attribute_labels.txt", what), max(images),
+        ids=images)
     per_class = parse_class_attributes(
         tfds_lib.find_file(cub, "attributes/class_attribute_labels_continuous.txt", what))
     ids = sorted(images)

@@ -14,7 +14,8 @@ Layout:
                                 Windows-1252 (else Latin-1), with a warning
   <path>/masks/<file>           optional, same file names as images/, white (255) =
                                 foreground, black (0) = background, the same size as the
-                                image; masks of only 0 and 1 are refused
+                                image; coloured masks and label maps (a brightest value of
+                                1..127, e.g. 0/1 labels) are refused
 
 Rules:
 
@@ -36,7 +37,10 @@ Rules:
 
 The prepared copy lives in `<data_dir>/folder/<folder name>-<fingerprint>/`; the
 fingerprint covers the CSV, the name, size and modification time of every image (and mask)
-a row names, the image size and the resize mode, so editing the folder prepares it again.
+a row names, the image size, the resize mode and `PREPARATION_VERSION`, so editing the folder
+(or a release that reads images otherwise) prepares it again. A file replaced by one of the
+same size and modification time (as `cp -p` or `rsync -a` can leave it) is not noticed:
+delete the prepared copy then. A preparation that stops on an error leaves no copy behind.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ import dataclasses
 import io
 import math
 import os
+import shutil
 import unicodedata
 from typing import Any, Iterator, Optional
 
@@ -56,7 +61,7 @@ from PIL import Image
 from a2i_jax.data import tfds_lib
 from a2i_jax.data.base import (DataError, DatasetNotPreparedError, RESIZE_MODES, SPLITS,
                                check_choice)
-from a2i_jax.inputs import read_image
+from a2i_jax.inputs import read_image, too_many_pixels
 
 tfds = tfds_lib.import_tfds()
 
@@ -66,6 +71,11 @@ SPLIT_ALIASES = {"train": "train", "training": "train", "validation": "validatio
                  "val": "validation", "valid": "validation", "dev": "validation",
                  "test": "test", "testing": "test"}
 MAX_UPSCALE = 4  # Images enlarged more than this many times are counted in a warning.
+# Part of every prepared copy's fingerprint: raise it whenever the preparation would write
+# other pixels or values from the same files (how images are read, cropped or resized), so
+# that copies prepared by older code are prepared again, not reused. 2: `read_image`'s rules
+# for transparency and 16-bit images (copies of 1 read them otherwise).
+PREPARATION_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,6 +249,13 @@ def _check_listed(csv_path: str, line: int, images_dir: str, fname: str,
       raise DataError(f"{where} {path} is not an image file (a folder or a link to nothing); "
                       "replace it with the image or delete the row.")
     return
+  base = os.path.basename(fname)
+  # "/data/mine/images/a.png" or "images/a.png" (from the dataset folder) for images/a.png.
+  named = os.path.join(os.path.dirname(images_dir), fname)
+  if (base != fname and base in present and os.path.isfile(named)
+      and os.path.samefile(named, os.path.join(images_dir, base))):
+    raise DataError(f"{where} {fname!r} names the image by a path; the filename column holds "
+                    f"names of files in images/: write {base!r}.")
   if os.path.isfile(path):  # Found, but not by its name in images/ itself.
     if "/" in fname or os.sep in fname:
       raise DataError(f"{where} {fname} is in a sub-folder of images/, and sub-folders are not "
@@ -262,6 +279,44 @@ def _check_mask_values(masks_dir: str, names: list[str]) -> None:
   raise DataError(f"{masks_dir}: no mask has a pixel above 1, so every image would have no "
                   "foreground; the masks look like 0/1 labels. Save the foreground as 255 "
                   "(white) and the background as 0.")
+
+
+# Masks are grey: a pixel whose channels differ by more than this is a colour (JPEG's rounding
+# of a black-and-white mask stays far below it).
+MASK_COLOUR_SPREAD = 48
+
+
+def _mask_pixels(path: str, rgb: np.ndarray) -> np.ndarray:
+  """A mask's grey levels, refusing masks that would silently read as something else.
+
+  A mask is black (background) to white (foreground; above 127 counts as foreground). Coloured
+  masks (red on black, palette class maps) and label maps whose brightest value is 1..127
+  (0/1 labels, class indices) would read as mostly or wholly background, so each is an error
+  naming the file; an all-black mask (no foreground) is kept.
+
+  Args:
+    path: the mask file, for the messages.
+    rgb: its pixels, uint8 [H, W, 3] (`read_image`).
+  Returns:
+    uint8 [H, W], the grey levels (PIL's "L" conversion).
+  Raises:
+    DataError: a coloured mask, or one with no pixel above 127 but some above 0.
+  """
+  channels = rgb.astype(np.int16)
+  spread = channels.max(-1) - channels.min(-1)
+  if spread.max() > MASK_COLOUR_SPREAD:
+    y, x = np.unravel_index(int(spread.argmax()), spread.shape)
+    colour = tuple(int(v) for v in rgb[y, x])
+    raise DataError(f"{path} is coloured (pixel ({x}, {y}) is RGB {colour}); masks are black "
+                    "(background) and white (foreground). Save it as a black-and-white "
+                    "(greyscale) image.")
+  grey = np.asarray(Image.fromarray(rgb).convert("L"))
+  top = int(grey.max())
+  if 0 < top <= 127:
+    raise DataError(f"{path}: its brightest pixel is {top}, so it has no foreground (white, "
+                    "above 127) at all; it looks like a label map (0/1 or class numbers). "
+                    "Save the foreground as 255 (white) and the background as 0.")
+  return grey
 
 
 def _read_csv(csv_path: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
@@ -305,14 +360,21 @@ def _check_mask(image_path: str, mask_path: str, on_disk: Optional[str] = None) 
   if not os.path.exists(mask_path):
     raise DataError(f"{mask_path} does not exist: with masks/ in use every image needs a "
                     "mask of the same file name (white = foreground).")
+  (iw, ih), (mw, mh) = _header_size(image_path), _header_size(mask_path)
+  if (mw, mh) != (iw, ih):
+    raise DataError(f"{mask_path} is {mw}x{mh} but its image {image_path} is {iw}x{ih}; "
+                    "masks must match their images.")
+
+
+def _header_size(path: str) -> tuple[int, int]:
+  """An image file's (width, height) as shown (`_shown_size`), from its header alone."""
   try:
-    with Image.open(image_path) as im, Image.open(mask_path) as m:
-      (iw, ih), (mw, mh) = _shown_size(im), _shown_size(m)
-      if (mw, mh) != (iw, ih):
-        raise DataError(f"{mask_path} is {mw}x{mh} but its image {image_path} is {iw}x{ih}; "
-                        "masks must match their images.")
+    with Image.open(path) as im:
+      return _shown_size(im)
+  except Image.DecompressionBombError as e:
+    raise DataError(too_many_pixels(path, e)) from None
   except OSError as e:
-    raise DataError(f"{image_path} or its mask is not an image PIL can read ({e}).") from e
+    raise DataError(f"{path} is not an image PIL can read ({e}); replace or remove it.") from e
 
 
 def _shown_size(image: Any) -> tuple[int, int]:
@@ -340,7 +402,7 @@ def _fingerprint(path: str, table: Table, image_size: int, resize: str) -> str:
       stats.append((sub, name, st.st_size, st.st_mtime_ns))
   with open(os.path.join(path, "attributes.csv"), "rb") as f:
     csv_bytes = f.read()
-  return tfds_lib.fingerprint([csv_bytes, stats, image_size, resize,
+  return tfds_lib.fingerprint([PREPARATION_VERSION, csv_bytes, stats, image_size, resize,
                                table.masks_dir is not None])
 
 
@@ -406,8 +468,8 @@ class A2iFolder(tfds_lib.BuilderMixin, tfds.core.GeneratorBasedBuilder,
             "image": tfds_lib.crop_resize(image, box, self._image_size)}
       if self._table.masks_dir is not None:
         # scan() checked that the mask exists and has the image's size.
-        mask = Image.fromarray(read_image(os.path.join(self._table.masks_dir, fname),
-                                          DataError)).convert("L")
+        mask_path = os.path.join(self._table.masks_dir, fname)
+        mask = Image.fromarray(_mask_pixels(mask_path, read_image(mask_path, DataError)))
         ex["mask"] = tfds_lib.crop_resize(mask, box, self._image_size)
         ex["mask_predicted"] = False
       yield fname, ex
@@ -438,8 +500,15 @@ def load(*, path: str, data_dir: str, image_size: int, masks: bool = False,
   key = _fingerprint(path, table, image_size, resize)
   prepared = os.path.join(os.path.expanduser(data_dir), "folder",
                           f"{os.path.basename(path)}-{key}")
-  builder = tfds_lib.open_builder(A2iFolder, data_dir=prepared, folder=path, table=table,
-                                  image_size=image_size, resize=resize, progress=progress)
-  ds = tfds_lib.load(builder, manual_dir=path, download_dir=os.path.join(prepared, "downloads"),
-                     image_size=image_size, progress=progress)
+  new = not os.path.exists(prepared)
+  try:
+    builder = tfds_lib.open_builder(A2iFolder, data_dir=prepared, folder=path, table=table,
+                                    image_size=image_size, resize=resize, progress=progress)
+    ds = tfds_lib.load(builder, manual_dir=path,
+                       download_dir=os.path.join(prepared, "downloads"), image_size=image_size,
+                       progress=progress)
+  except DataError:
+    if new:  # A file of the folder stopped the preparation: leave no half-made copy.
+      shutil.rmtree(prepared, ignore_errors=True)
+    raise
   return dataclasses.replace(ds, name="folder")

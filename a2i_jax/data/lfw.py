@@ -51,6 +51,7 @@ from a2i_jax.data.tfds_lib import Source
 tfds = tfds_lib.import_tfds()
 
 IMAGE_SIZE = 64
+SOURCE_SIZE = 250  # The funneled images' and the part labels' side.
 CROP_BOX = (50, 50, 200, 200)  # left, top, right, bottom in the 250x250 funneled image.
 VALIDATION_FRACTION = 0.1  # The reference trains on floor(0.9 N) and validates on the rest.
 NUM_ATTRIBUTES = 73
@@ -149,21 +150,27 @@ def parse_people(path: str) -> list[Key]:
   """Reads a View 1 people file: every (name, n) for n in 1..count, in file order.
 
   Args:
-    path: peopleDevTrain.txt or peopleDevTest.txt: a count line, then
-      `<Name><TAB><number of images>` per person; lines of another form (such as the count
-      line) are skipped.
+    path: peopleDevTrain.txt or peopleDevTest.txt: a count line (the number of people),
+      then `<Name><TAB><number of images>` per person; lines of another form are skipped.
   Returns:
     (name, n) for n in 1..count of each person, people in file order.
   Raises:
-    DataError: the file has no `<Name> <count>` line.
+    DataError: the file has no `<Name> <count>` line, or lists another number of people
+      than its count line says (cut short).
   """
-  keys = []
+  keys, people, announced = [], 0, None
   for line in tfds_lib.read_lines(path):
     parts = line.split()
     if len(parts) == 2 and parts[1].isdigit():
       keys.extend((parts[0], n) for n in range(1, int(parts[1]) + 1))
+      people += 1
+    elif len(parts) == 1 and parts[0].isdigit() and announced is None and not people:
+      announced = int(parts[0])
   if not keys:
     raise DataError(f"{path}: no '<Name> <count>' lines; this is not an LFW people file.")
+  if announced is not None and announced != people:
+    raise DataError(f"{path}: its first line announces {announced} people but it lists "
+                    f"{people}; the file is cut short or edited. Download it again.")
   return keys
 
 
@@ -196,8 +203,8 @@ def load_image(images_root: str, key: Key) -> np.ndarray:
   Returns:
     uint8 [64, 64, 3] RGB, CROP_BOX resized with PIL's antialiased bilinear filter.
   Raises:
-    DataError: the image file does not exist, or is truncated or not an image (the message
-      names the archive and its unpacked folder to delete).
+    DataError: the image file does not exist, is truncated, not an image or not 250x250 (the
+      message names the archive and its unpacked folder to delete).
   """
   path = os.path.join(images_root, key[0], image_name(key) + ".jpg")
   # Built only on failure: this runs once per image.
@@ -206,7 +213,16 @@ def load_image(images_root: str, key: Key) -> np.ndarray:
     raise DataError(f"LFW: {path} is listed (View 1 or part labels) but not in "
                     f"lfw-funneled.tgz; the archive is incomplete: {fix()}")
   image = tfds_lib.read_source_image(path, "RGB", fix)
+  _check_source_size(path, image.size, fix)
   return np.asarray(tfds_lib.crop_resize(image, CROP_BOX, IMAGE_SIZE))
+
+
+def _check_source_size(path: str, size: tuple[int, int], fix: Any) -> None:
+  """The funneled images and their part labels are 250x250 (CROP_BOX is placed in them)."""
+  if tuple(size) != (SOURCE_SIZE, SOURCE_SIZE):
+    raise DataError(f"LFW: {path} is {size[0]}x{size[1]}, not {SOURCE_SIZE}x{SOURCE_SIZE} as "
+                    "every published funneled image and part label; the file is not the "
+                    f"published one: {fix() if callable(fix) else fix}")
 
 
 def load_part_mask(labels_root: str, key: Key) -> np.ndarray:
@@ -220,8 +236,8 @@ def load_part_mask(labels_root: str, key: Key) -> np.ndarray:
   Returns:
     uint8 [64, 64], 255 = hair or face; CROP_BOX resized like `load_image` (soft edges).
   Raises:
-    DataError: the label image does not exist or PIL cannot read it (the message says
-      which archive to download again, and from where).
+    DataError: the label image does not exist, PIL cannot read it or it is not 250x250 (the
+      message says which archive to download again, and from where).
   """
   path = os.path.join(labels_root, image_name(key) + ".ppm")
   again = ("parts_lfw_funneled_gt_images.tgz is incomplete or damaged. Delete it (and its "
@@ -234,6 +250,7 @@ def load_part_mask(labels_root: str, key: Key) -> np.ndarray:
       fg = 255 - np.asarray(im.convert("RGB"))[..., 2]
   except OSError as e:
     raise DataError(f"LFW: {path} is not an image PIL can read ({e}); {again}") from e
+  _check_source_size(path, fg.shape[::-1], again)
   return np.asarray(tfds_lib.crop_resize(tfds_lib.pil_mask(fg), CROP_BOX, IMAGE_SIZE))
 
 
@@ -326,9 +343,10 @@ class A2iLfw(tfds_lib.BuilderMixin, tfds.core.GeneratorBasedBuilder, skip_regist
   def _masks(self, paths: dict, images_root: str, labels_root: str, wanted: list[Key],
              bar: Any) -> tuple[dict, set, dict]:
     """Ground-truth masks where labelled, network masks elsewhere, and the IoU report."""
-    lists = {s: [k for k in parse_parts_list(paths[f"parts_{s}.txt"])
-                 if os.path.exists(os.path.join(labels_root, image_name(k) + ".ppm"))]
-             for s in ("train", "validation", "test")}
+    # Every listed image has its label image in the published archive (2,927 in all): one
+    # missing is an incomplete archive (`load_part_mask` says so), not an image to predict.
+    lists = {s: parse_parts_list(paths[f"parts_{s}.txt"]) for s in ("train", "validation",
+                                                                     "test")}
     labelled = {k for keys in lists.values() for k in keys}
     gt = {k: load_part_mask(labels_root, k) for k in bar(sorted(labelled), "part labels")}
     if not lists["train"]:
