@@ -91,6 +91,10 @@ _FLAG_USERS = {"input": ("reconstruct", "complete", "edit", "infer_attributes"),
                "attribute": ("progression", "edit"), "value": ("edit",),
                "occlusions": ("complete", "tune", "evaluate"), "steps": _INFERS,
                "restarts": _INFERS}
+# The same for flags whose default is a value, not None: refused where named on the command
+# line (`Options.given`) for no mode that reads them (were: ignored without a word).
+_VALUED_FLAG_USERS = {"samples_per_attribute": ("sample",), "attribute_fidelity": ("evaluate",),
+                      "num_examples": ("tune", "evaluate")}
 DEFAULT_NUM_IMAGES = 8  # Test images or attribute vectors without --num_images.
 _MAX_SEED = 2**31 - 1  # Every consumer takes it: jax.random.key, numpy's Generator, fold_in.
 # A mode's new files replace those of the same names in --out, all at once when it ends. Where
@@ -119,6 +123,7 @@ class Options:
   num_examples: int
   attribute_fidelity: bool
   seed: int
+  given: frozenset = frozenset()  # Of `_VALUED_FLAG_USERS`, those the command line names.
 
   @classmethod
   def from_flags(cls) -> "Options":
@@ -128,7 +133,8 @@ class Options:
                samples_per_attribute=_SAMPLES.value, attribute=_ATTRIBUTE.value,
                value=_VALUE.value, occlusions=_OCCLUSION.value, steps=_STEPS.value,
                restarts=_RESTARTS.value, num_examples=_NUM_EXAMPLES.value,
-               attribute_fidelity=_FIDELITY.value, seed=_SEED.value)
+               attribute_fidelity=_FIDELITY.value, seed=_SEED.value,
+               given=frozenset(f for f in _VALUED_FLAG_USERS if flags.FLAGS[f].present))
 
   def expanded(self) -> "Options":
     """The options with `~` expanded in --workdir, --out and --input, which no shell does in
@@ -160,7 +166,8 @@ class Options:
     for flag, fix in empty.items():
       if getattr(self, flag) is not None and not getattr(self, flag).strip():
         raise InputError(f"--{flag} is empty; pass {fix}.")
-    runs = [os.path.abspath(os.path.expanduser(w)) for w in self.workdirs]
+    # Through links too (a review found a linked copy's rows beside the run's own).
+    runs = [os.path.realpath(os.path.expanduser(w)) for w in self.workdirs]
     for workdir, run in zip(self.workdirs, runs):
       if runs.count(run) > 1:  # Was: the same rows twice in one evaluate table.
         raise InputError(f"--workdir={','.join(self.workdirs)} names {workdir} twice; give "
@@ -203,8 +210,9 @@ class Options:
                        f"(+-{_FLOAT32_MAX:.4g}), which the model computes in; pass a value "
                        "within the attribute's range.")
     given = {flag: getattr(self, flag) is not None for flag in _FLAG_USERS}
-    given["num_examples"] = self.num_examples != -1
-    for flag, users in {**_FLAG_USERS, "num_examples": ("tune", "evaluate")}.items():
+    given.update({flag: flag in self.given for flag in _VALUED_FLAG_USERS})
+    given["num_examples"] = given["num_examples"] or self.num_examples != -1
+    for flag, users in {**_FLAG_USERS, **_VALUED_FLAG_USERS}.items():
       if given[flag] and not set(users) & set(self.modes):
         name = "occlusion" if flag == "occlusions" else flag
         raise InputError(f"--{name} is used by --mode={', '.join(users)} only; drop it or "
@@ -276,16 +284,20 @@ def _checked_config(workdir: str, opts: Options, out: str):
 
 
 def _check_out_of_checkpoints(out: str, workdir: str) -> None:
-  """Refuses an --out inside the run's checkpoint folders: training and infer.py take every
-  folder there for a checkpoint (was: --out=WORKDIR/checkpoints/8 written, after which every
-  restore of the run failed and training moved the results aside as a corrupt step)."""
+  """Refuses an --out inside a run's checkpoint folders (this run's or another's): training
+  and infer.py take every folder there for a checkpoint (was: --out=WORKDIR/checkpoints/8
+  written, after which every restore of the run failed and training moved the results aside
+  as a corrupt step)."""
   full = os.path.realpath(out)
-  for name in (checkpoints.CHECKPOINT_DIR, checkpoints.CORRUPT_DIR):
-    folder = os.path.realpath(os.path.join(workdir, name))
-    if full == folder or full.startswith(folder + os.sep):
-      raise InputError(f"--out {out} lies in {folder}, where every folder is taken for a "
-                       "checkpoint; pass --out=a folder outside it (the default is "
-                       f"{os.path.join(workdir, 'infer')}).")
+  # This run's, and any other's (was: --out=OTHER_RUN/checkpoints/50 accepted, after which
+  # that run's checkpoint 50 "could not be restored"; review finding).
+  for run in dict.fromkeys((workdir, checkpoints.enclosing_run(out) or workdir)):
+    for name in (checkpoints.CHECKPOINT_DIR, checkpoints.CORRUPT_DIR):
+      folder = os.path.realpath(os.path.join(run, name))
+      if full == folder or full.startswith(folder + os.sep):
+        raise InputError(f"--out {out} lies in {folder}, where every folder is taken for a "
+                         "checkpoint; pass --out=a folder outside it (the default is "
+                         f"{os.path.join(workdir, 'infer')}).")
 
 
 def _attribute_index(names, name: str) -> int:

@@ -14,9 +14,16 @@ and exits with 130.
 if __name__ == "__main__":  # First, before any import: it may start the command over.
   from a2i_jax import hugepages  # pylint: disable=g-import-not-at-top
   hugepages.reexec_with_huge_pages()  # Huge pages for malloc on Linux (the module says).
+  import os as _os, signal as _signal, sys as _sys  # pylint: disable=g-import-not-at-top
+
+  def _interrupted_early(*_):  # Ctrl-C during the imports (was: a 47-line traceback).
+    print("interrupted; nothing was written.", file=_sys.stderr)
+    _os._exit(130)  # pylint: disable=protected-access
+  _signal.signal(_signal.SIGINT, _interrupted_early)
 
 import difflib
 import logging as std_logging
+import os
 import signal
 import sys
 
@@ -110,6 +117,7 @@ def main(argv):
   # SIGTERM outside the loop as Ctrl-C there (was: killed alone; with peers, swallowed by
   # JAX's preemption notifier). Inside the loop `interrupts.StopRequest` takes both.
   signal.signal(signal.SIGTERM, interrupts.raise_terminated)
+  signal.signal(signal.SIGINT, signal.default_int_handler)  # The imports' handler is done.
   interrupts.keep_ctrl_c()  # Not lost inside a garbage-collector callback.
   if len(argv) > 1:
     _fail(f"unexpected arguments: {' '.join(argv[1:])}; flags are written --name=value.")
@@ -137,8 +145,12 @@ def main(argv):
     # A Ctrl-C or SIGTERM outside the loop (which saves, then raises the one above), also one
     # raised inside a callback from C. At once: Python's exit would first wait for the threads of a
     # dataset download under way (TFDS's), for minutes. Nothing is being saved here.
-    print("interrupted; run the same command to resume from the newest checkpoint.",
-          file=sys.stderr)
+    step = (checkpoints.newest_saved_step(os.path.expanduser(_WORKDIR.value))
+            if _WORKDIR.value else None)
+    print("interrupted; " + ("no checkpoint is saved yet, so the same command starts over."
+                             if step is None else
+                             f"run the same command to resume from step {step}, the newest "
+                             "checkpoint."), file=sys.stderr)
     distributed.exit_now(130)
 
 

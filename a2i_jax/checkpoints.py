@@ -207,6 +207,26 @@ def has_checkpoints(workdir: str) -> bool:
   return os.path.isdir(directory) and any(n.isdigit() for n in os.listdir(directory))
 
 
+def newest_saved_step(workdir: str) -> Optional[int]:
+  """The newest step whose save finished (its folder holds the checksum file written after
+  it), from the folders alone: for a message where no manager is open (train.py's, after a
+  second Ctrl-C stopped a save). Its bytes are not checked.
+
+  Args:
+    workdir: the run's directory.
+  Returns:
+    The step, or None where there is none.
+  """
+  directory = os.path.join(workdir, CHECKPOINT_DIR)
+  try:
+    names = os.listdir(directory)
+  except OSError:
+    return None
+  steps = [int(n) for n in names
+           if n.isdigit() and os.path.isfile(os.path.join(directory, n, CHECKSUM_FILE))]
+  return max(steps, default=None)
+
+
 def _on_one_device(state: Any) -> Any:
   """`state` as Orbax should save it: on CPU, in one process, a state replicated over several
   devices is handed over as its arrays on the first device; anything else is `state` itself.

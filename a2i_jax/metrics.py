@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from typing import Mapping, Optional
 
@@ -47,13 +48,14 @@ class MetricWriter:
           logging.warning("dropped %d line(s) of %s that are not metrics rows (cut short by a "
                           "kill, or damaged)", dropped, path)
         kept = [r for r in rows if r["step"] <= resumed_from]
-        files.atomic_write(path, "".join(json.dumps(r) + "\n" for r in kept))
+        files.atomic_write(path, "".join(_line(r) for r in kept))
         self._last = kept[-1] if kept else None
     self._tb = SummaryWriter(logdir=os.path.join(workdir, "tensorboard"), purge_step=purge)
     self._jsonl = open(path, "a", encoding="utf-8")
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
-    """Appends one row: every scalar to TensorBoard and one JSON line {"step", name: value}.
+    """Appends one row: every scalar to TensorBoard and one JSON line {"step", name: value},
+    a value that is NaN or infinite as null (strict JSON; TensorBoard keeps the value).
 
     A step that is the file's last row already (a resumed run's first evaluation, at the step
     a previous run logged) is merged into that row, so that each step keeps one row.
@@ -70,7 +72,9 @@ class MetricWriter:
       for name, value in scalars.items():
         value = float(value)
         self._tb.add_scalar(name, value, int(step))
-        row[name] = value
+        # JSON has no NaN or infinity: Python's "NaN" / "Infinity" made lines that other
+        # readers (jq, JavaScript, pandas' strict modes) refuse or misread.
+        row[name] = value if math.isfinite(value) else None
     finally:
       _X2NUM_LOGGER.disabled = was_disabled
     if self._last is not None and self._last["step"] == row["step"]:
@@ -78,10 +82,10 @@ class MetricWriter:
       self._jsonl.close()
       rows, _ = _read_rows(self._path)
       rows[-1:] = [row]  # The last row is this step's (this writer wrote or kept it).
-      files.atomic_write(self._path, "".join(json.dumps(r) + "\n" for r in rows))
+      files.atomic_write(self._path, "".join(_line(r) for r in rows))
       self._jsonl = open(self._path, "a", encoding="utf-8")
     else:
-      self._jsonl.write(json.dumps(row) + "\n")
+      self._jsonl.write(_line(row))
       self._jsonl.flush()
     self._last = row
 
@@ -105,6 +109,13 @@ class MetricWriter:
       self._tb.close()
     finally:
       self._jsonl.close()
+
+
+def _line(row: dict) -> str:
+  """A row as one line of strict JSON: NaN and infinities (read from a file an older version
+  wrote) as null."""
+  return json.dumps({k: None if isinstance(v, float) and not math.isfinite(v) else v
+                     for k, v in row.items()}, allow_nan=False) + "\n"
 
 
 def _read_rows(path: str) -> tuple[list[dict], int]:
@@ -131,7 +142,8 @@ def read_metrics(workdir: str) -> list[dict]:
   Args:
     workdir: the run's directory.
   Returns:
-    One dict per logged row, in order: "step" and the scalars written at that step. Lines
-    that are not rows (cut short by a kill, or damaged) are left out.
+    One dict per logged row, in order: "step" and the scalars written at that step (None for
+    one that was NaN or infinite). Lines that are not rows (cut short by a kill, or damaged)
+    are left out.
   """
   return _read_rows(os.path.join(workdir, METRICS_FILE))[0]

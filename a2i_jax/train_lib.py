@@ -412,6 +412,43 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     return _train_in_workdir(config, workdir, mesh, model, dataset, data)
 
 
+class _TrainWindow:
+  """The training scalars of the steps since the last logged row: their means, and the images
+  per second of training time (time spent compiling or evaluating is `exclude`d: a window
+  with an evaluation in it counted only the time after it, for all its steps, and logged
+  about twice the rate).
+
+  Args:
+    batch_size: images per step.
+    clock: seconds now (`time.perf_counter`; tests pass their own).
+  """
+
+  def __init__(self, batch_size: int, clock: Callable[[], float] = time.perf_counter):
+    self._batch, self._clock = batch_size, clock
+    self._sums: dict[str, float] = {}
+    self._steps, self._start, self._excluded = 0, clock(), 0.0
+
+  def add(self, n: int, metrics: dict) -> None:
+    """Adds a read dispatch of `n` steps: sums over its steps, so that the means weigh each
+    step once, whether it came in a dispatch of k steps or of one."""
+    self._steps += n
+    for name, v in metrics.items():
+      if name not in ("finite", "term_finite"):
+        self._sums[name] = self._sums.get(name, 0.0) + float(np.sum(v, dtype=np.float64))
+
+  def exclude(self, seconds: float) -> None:
+    """Leaves `seconds` of this window (a compile, an evaluation) out of its training time."""
+    self._excluded += seconds
+
+  def read(self) -> dict[str, float]:
+    """The window's row ("train/<metric>" means, "train/images_per_s"); starts the next."""
+    seconds = max(self._clock() - self._start - self._excluded, 1e-9)
+    row = {f"train/{name}": total / self._steps for name, total in self._sums.items()}
+    row["train/images_per_s"] = self._steps * self._batch / seconds
+    self._sums, self._steps, self._start, self._excluded = {}, 0, self._clock(), 0.0
+    return row
+
+
 def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
                       model: flax.linen.Module, dataset: Any, data: dict) -> TrainState:
   """Stages 3-5 of `train_and_evaluate`, with the workdir locked."""
@@ -450,6 +487,12 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
         # mismatch is.
         unreadable.append((good, e))
         ckpt.mark_corrupt(good, f"it has no checksums and could not be restored: {e.reason}")
+        continue
+      if int(state.step) != good:  # A copied or renamed folder: its state is another step's,
+        # and a save of step `good` would be skipped as already there (the work lost).
+        ckpt.mark_corrupt(good, f"its folder is named step {good} but it holds the state of "
+                          f"step {int(state.step)}")
+        state = None
     if good is not None:
       ckpt.newest_intact_step(quarantine=True)  # Moves the corrupt ones newer than `good`.
     logging.info("model %s: %d parameters", config.model.name, models.count_params(state.params))
@@ -475,12 +518,14 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
                (k_train, k_eval, k_sample))
 
 
-# Keys whose change on a resume is no change to what it trains: how long, where it caches,
-# how often it logs, saves and evaluates, what evaluation and inference do, its console, and
-# the forms of the same computation (steps per dispatch, the model's compute-only forms).
+# Keys whose change on a resume is no change to what it trains or to what its logged curves
+# mean: how long, where it caches, how often it logs, saves and evaluates, inference, its
+# console, and the forms of the same computation (steps per dispatch, the model's compute-only
+# forms). Not `num_eval_examples`: the validation rows after it would score another subset
+# than those before (a review found the curve mixing them without a word).
 _RESUME_NEUTRAL_KEYS = (*HOST_LOCAL_KEYS, "num_train_steps", "log_every_steps",
                         "checkpoint_every_steps", "max_checkpoints_to_keep", "eval_every_steps",
-                        "num_eval_examples", "num_sample_rows", "num_sample_cols",
+                        "num_sample_rows", "num_sample_cols",
                         "dispatch_ahead", "steps_per_dispatch", "scan_unroll",
                         *(f"model.{k}" for k in COMPUTE_ONLY_MODEL_KEYS if k != "dtype"))
 _RESUME_NEUTRAL_SECTIONS = ("inference.", "attribute_predictor.")
@@ -693,7 +738,7 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
       from tqdm import tqdm  # pylint: disable=import-outside-toplevel
       progress = tqdm(total=last, initial=start, desc="train", unit="step", dynamic_ncols=True,
                       disable=not distributed.is_main())
-    row, window, window_steps, t_window = {}, [], 0, time.perf_counter()
+    row, window = {}, _TrainWindow(config.batch_size)
     # With several processes, a stop is agreed 3 dispatches ahead (`StopRequest.agreed`).
     with interrupts.StopRequest(margin_steps=3 * k) as stop:
       # The next dispatch goes out before the last one's metrics are read (one in flight), so
@@ -722,7 +767,7 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
             compiled[n] = make(n).lower(state, data, k_train).compile()
             row["compile_time_s"] = time.perf_counter() - t0
             logging.info("train step compiled in %.1f s", row["compile_time_s"])
-            t_window = time.perf_counter()
+            window.exclude(row["compile_time_s"])
           state, metrics = compiled[n](state, data, k_train)
           frontier += n
           needs_state = frontier == last or stopping or any(
@@ -746,35 +791,29 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
                                             ckpt.directory)
         step += n
         stopping = stop.agreed(step)
-        window_steps += n
-        # Sums over the dispatch's steps: the logged means weigh each step once, whether it
-        # came in a dispatch of k steps or of one.
-        window.append({name: float(np.sum(v, dtype=np.float64)) for name, v in metrics.items()
-                       if name not in ("finite", "term_finite")})
+        window.add(n, metrics)
         if progress is not None:
           progress.update(n)
         if due(config.log_every_steps):
-          dt = time.perf_counter() - t_window
-          row.update({f"train/{name}": sum(w[name] for w in window) / window_steps
-                      for name in window[0]})
-          row["train/images_per_s"] = window_steps * config.batch_size / dt
+          row.update(window.read())
           if progress is not None:
             progress.set_postfix(loss=f"{row['train/loss']:.1f}",
                                  img_s=f"{row['train/images_per_s']:.1f}")
-          window, window_steps = [], 0
         if pending:  # The state is a dispatch ahead: nothing below is due at this step.
           if due(config.log_every_steps):
             writer.write(step, row)
-            row, t_window = {}, time.perf_counter()
+            row = {}
           continue
         # The checkpoint comes before evaluation and samples, so a failure there loses no steps.
         if due(config.checkpoint_every_steps):
           ckpt.save(step, state)
         if due(config.eval_every_steps):
+          t0 = time.perf_counter()
           row.update(evaluate())
+          window.exclude(time.perf_counter() - t0)  # Evaluation time is not training time.
         if due(config.log_every_steps) or due(config.eval_every_steps):
           writer.write(step, row)  # One row per step: its training and validation scalars.
-          row, t_window = {}, time.perf_counter()  # Evaluation time is not training time.
+          row = {}
         if stopping:
           ckpt.save(step, state)  # A no-op if this step was just saved.
           ckpt.wait()

@@ -174,7 +174,8 @@ def _install(kind: str, at: int, workdir: str) -> None:
   from a2i_jax import checkpoints, metrics  # pylint: disable=import-outside-toplevel
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
 
-  if kind in ("kill_after_step", "sigint_at_step", "sigterm_at_step", "hold_at_step"):
+  if kind in ("kill_after_step", "sigint_at_step", "sigterm_at_step", "hold_at_step",
+              "sigint_twice_at_step"):
     write = metrics.MetricWriter.write
 
     def write_then(self, step, scalars):
@@ -186,6 +187,9 @@ def _install(kind: str, at: int, workdir: str) -> None:
       elif kind in ("sigint_at_step", "sigterm_at_step"):
         # The handler notes it; the loop then stops.
         os.kill(os.getpid(), signal.SIGINT if kind == "sigint_at_step" else signal.SIGTERM)
+      elif kind == "sigint_twice_at_step":  # The second before the stop's save is done.
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
       else:
         open(os.path.join(workdir, "holding"), "w").close()
         for _ in range(1200):

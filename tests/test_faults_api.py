@@ -16,7 +16,7 @@ import pytest
 
 from a2i_jax import evaluation, inference, inputs, models, occlusions, sampling
 from a2i_jax.data.base import Dataset, Split
-from a2i_jax.errors import ConfigError, InputError
+from a2i_jax.errors import CheckpointError, ConfigError, InputError
 from conftest import tiny_config
 
 S, Y = 32, 10  # tiny_config's image size and the synthetic data's attribute count.
@@ -544,6 +544,37 @@ def test_latents_that_are_not_finite_are_refused_by_decode(untrained):
     latents[first] = [["a"] * latents[first].shape[1]] * 2
     with pytest.raises(InputError, match="the latents are not numbers"):
       inference.decode(trained, latents, _attrs(2))
+
+
+def test_variables_that_are_not_finite_are_refused(tiny_run, tmp_path):
+  """A checkpoint (or variables in memory) with NaN weights gave black images, null scores
+  and a misleading "lower the learning rate" in every mode but evaluate (review finding):
+  refused where they are restored or wrapped, naming an array and the other checkpoints."""
+  import shutil  # pylint: disable=import-outside-toplevel
+  import faults_lib as F  # pylint: disable=import-outside-toplevel
+  from a2i_jax import checkpoints  # pylint: disable=import-outside-toplevel
+  workdir = str(tmp_path / "w")
+  shutil.copytree(tiny_run("cvae")[0], workdir)
+  config = inference.load_run_config(workdir)
+  state = F.final_state(workdir)
+  steps = checkpoints.Checkpointer(workdir, create=False)
+  saved = steps.all_steps()
+  steps.close()
+  params = jax.tree_util.tree_map(np.array, state.params)
+  params["decoder"]["mix"]["Dense_0"]["kernel"][0, 0] = np.nan
+  variables = {"params": params, "batch_stats": state.batch_stats}
+  with pytest.raises(InputError, match=r"variables hold NaN or infinite values in 1 arrays "
+                     r"\(e.g. params/decoder/mix/Dense_0/kernel\)"):
+    inference.TrainedModel.from_variables(config, variables)
+  ckpt = checkpoints.Checkpointer(workdir)
+  ckpt.save(saved[-1] + 10, state.replace(step=saved[-1] + 10, params=params))
+  ckpt.wait()
+  ckpt.close()
+  with pytest.raises(CheckpointError, match=f"checkpoint {saved[-1] + 10} in {workdir} holds "
+                     "NaN or infinite values in 1 of its arrays .*saved: "
+                     f"{', '.join(map(str, saved))}" r"\)"):
+    inference.load_trained(workdir)
+  assert inference.load_trained(workdir, saved[-1]).step == saved[-1]
 
 
 def test_images_in_the_models_range_name_their_own_fix():

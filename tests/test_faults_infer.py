@@ -164,7 +164,26 @@ _BAD_FLAGS = [
     (dict(out=""), "--out is empty; pass a folder, or leave the flag out"),
     (dict(modes=["progression", "swap"], num_images=3),
      "--num_images is used by --mode=sample, reconstruct, complete, edit, infer_attributes"),
+    # Flags with a value for a default, named on the command line (review finding: ignored).
+    (dict(modes=["reconstruct"], given=frozenset({"samples_per_attribute"})),
+     "--samples_per_attribute is used by --mode=sample only"),
+    (dict(given=frozenset({"attribute_fidelity"})),
+     "--attribute_fidelity is used by --mode=evaluate only"),
+    (dict(given=frozenset({"num_examples"})), "--num_examples is used by --mode=tune, evaluate"),
 ]
+
+
+def test_a_run_named_twice_through_a_link_is_refused(tmp_path):
+  """Review finding: a run and a link to it were evaluated as two runs (identical rows)."""
+  import infer  # pylint: disable=import-outside-toplevel
+  (tmp_path / "run").mkdir()
+  os.symlink(tmp_path / "run", tmp_path / "link")
+  opts = dict(workdirs=[str(tmp_path / "run"), str(tmp_path / "link")], modes=["evaluate"],
+              out=None, step=None, input=None, num_images=None, samples_per_attribute=8,
+              attribute=None, value=None, occlusions=None, steps=None, restarts=None,
+              num_examples=-1, attribute_fidelity=True, seed=0)
+  with pytest.raises(InputError, match=f"names {re.escape(str(tmp_path / 'run'))} twice"):
+    infer.Options(**opts).check()
 
 
 @pytest.mark.parametrize("changes, needle", _BAD_FLAGS)
@@ -218,6 +237,13 @@ def test_a_tilde_is_the_home_folder_and_checkpoints_are_no_out(trained, tmp_path
                   needles=("where every folder is taken for a checkpoint", "pass --out="))
   assert sorted(os.listdir(workdir / "checkpoints")) == steps
   assert not (workdir / "corrupt_checkpoints").exists()
+  # Another run's checkpoints (review finding: written, and that run's restore then failed).
+  other = home / "other"
+  shutil.copytree(trained, other)
+  _refused_here(f"--workdir={workdir}", f"--out={other}/checkpoints/50",
+                needles=(f"lies in {other}/checkpoints, where every folder is taken for a "
+                         "checkpoint", "pass --out="))
+  assert sorted(os.listdir(other / "checkpoints")) == steps
 
 
 @pytest.mark.parametrize("ranges", [[[0.0, 1.0]], [["a", "b"], [0, 1]], [[1.0, 0.0], [0, 1]],

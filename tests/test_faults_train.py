@@ -11,6 +11,7 @@ import json
 import re
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -101,6 +102,24 @@ def test_ctrl_c_saves_and_says_where(tmp_path, flags, reference):
   assert r.stderr.strip().splitlines()[-1] == ("interrupted at step 4; run the same command to "
                                                "resume.")
   assert _steps(workdir)[-1] == 4  # The state at the interruption is on disk.
+  _resume_and_compare(workdir, reference, flags)
+
+
+def test_a_second_ctrl_c_quits_at_once_and_names_the_step_to_resume_from(tmp_path, flags,
+                                                                          reference):
+  """The first Ctrl-C said nothing until the save ended, which invited a second; that one
+  quits at once (the save under way is lost) and said "resume from the newest checkpoint"
+  (review finding). Now the first says at once what happens and what a second would cost,
+  and the last line names the step a rerun resumes from."""
+  workdir = str(tmp_path / "w")
+  r = F.train(workdir, *flags, fault="sigint_twice_at_step:3")
+  assert r.returncode == 130 and not F.error_lines(r.stderr), r.stderr[-3000:]
+  lines = r.stderr.strip().splitlines()
+  assert ("stopping: the steps under way finish and are saved (another Ctrl-C quits at once, "
+          "losing the steps since the last checkpoint)") in lines, r.stderr[-3000:]
+  assert lines[-1] == ("interrupted; run the same command to resume from step 2, the newest "
+                       "checkpoint."), lines[-1]
+  assert _steps(workdir)[-1] == 2
   _resume_and_compare(workdir, reference, flags)
 
 
@@ -221,6 +240,39 @@ def test_a_step_folder_that_cannot_be_listed_is_not_called_empty(tmp_path, refer
       ckpt.check(8)
   finally:
     ckpt.close()
+
+
+def test_a_step_folder_holding_another_steps_state_is_set_aside(tmp_path, flags, reference):
+  """Checkpoint 6's folder replaced by a copy of checkpoint 4 (intact checksums): it was
+  trusted, the run "resumed from step 4", trained to 6 and skipped the save of step 6 as
+  already there, leaving step 4's state under the name 6 (review finding). Now it is moved
+  aside, and the run resumes from 4 and ends as the uninterrupted one."""
+  workdir = _copy(reference, tmp_path)
+  folder = os.path.join(workdir, "checkpoints")
+  shutil.rmtree(os.path.join(folder, "6"))
+  shutil.copytree(os.path.join(folder, "4"), os.path.join(folder, "6"))
+  r = F.train(workdir, *flags)
+  assert r.returncode == 0 and not F.error_lines(r.stderr), r.stderr[-3000:]
+  warnings = F.warning_lines(r.stderr)
+  assert len(warnings) == 1, r.stderr
+  assert ("checkpoint 6 is corrupt (its folder is named step 6 but it holds the state of step "
+          f"4) and was moved to {workdir}/corrupt_checkpoints/6; resuming from step 4"
+          in warnings[0]), warnings
+  F.assert_same_state(F.final_state(workdir), F.final_state(reference))
+
+
+def test_ctrl_c_while_train_py_imports_is_one_line(tmp_path, flags):
+  """Ctrl-C in train.py's first seconds (its imports, before `main` takes Ctrl-C over) was a
+  47-line traceback (review finding); now one line and exit status 130, as infer.py's."""
+  workdir = str(tmp_path / "w")
+  p = subprocess.Popen(F.command(workdir, *flags), cwd=F.ROOT, env=F.environment(),
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  time.sleep(0.5)  # Its imports (JAX's among them) take seconds.
+  p.send_signal(signal.SIGINT)
+  _, err = p.communicate(timeout=120)
+  assert p.returncode == 130 and "Traceback" not in err, err[-3000:]
+  assert err.strip().splitlines()[-1] == "interrupted; nothing was written.", err[-3000:]
+  assert not os.path.exists(workdir)
 
 
 def test_config_twice_and_empty_workdir(tmp_path, flags):
@@ -394,8 +446,8 @@ def test_ctrl_c_while_a_download_runs_stops_at_once(tmp_path, flags, signal_name
   started = time.time()
   r = F.train(str(tmp_path / "w"), *flags, fault=f"{signal_name}_in_download:0", timeout=120)
   assert r.returncode == 130 and "Traceback" not in r.stderr, r.stderr[-3000:]
-  assert r.stderr.rstrip().endswith("interrupted; run the same command to resume from the "
-                                    "newest checkpoint."), r.stderr[-3000:]
+  assert r.stderr.rstrip().endswith("interrupted; no checkpoint is saved yet, so the same "
+                                    "command starts over."), r.stderr[-3000:]
   assert time.time() - started < 60
 
 
@@ -658,6 +710,25 @@ def test_damaged_metrics_lines_are_dropped_with_a_warning(tmp_path, caplog):
   assert path.read_text() == "".join(json.dumps(r) + "\n" for r in rows)
 
 
+def test_metrics_lines_are_strict_json_when_a_value_is_not_finite(tmp_path):
+  """A diverged step's NaN and an infinite validation score were written as NaN / Infinity,
+  which jq and JavaScript refuse or misread (review finding): now null, in new rows and in
+  rows an older version wrote, rewritten on a resume; TensorBoard keeps the values."""
+  from a2i_jax import metrics  # pylint: disable=import-outside-toplevel
+  path = tmp_path / metrics.METRICS_FILE
+  path.write_text('{"step": 1, "train/loss": NaN}\n{"step": 2, "train/loss": 2.0}\n')
+  writer = metrics.MetricWriter(str(tmp_path), resumed_from=2)
+  writer.write(3, {"train/loss": float("nan"), "val/loss": float("inf"), "val/kl": 1.5})
+  writer.close()
+
+  def refuse(constant):
+    raise ValueError(f"not strict JSON: {constant}")
+  rows = [json.loads(line, parse_constant=refuse) for line in path.read_text().splitlines()]
+  assert rows == [{"step": 1, "train/loss": None}, {"step": 2, "train/loss": 2.0},
+                  {"step": 3, "train/loss": None, "val/loss": None, "val/kl": 1.5}]
+  assert metrics.read_metrics(str(tmp_path)) == rows
+
+
 def test_a_resume_evaluating_at_a_logged_step_keeps_one_row(tmp_path, flags, reference):
   """Resumed at step 4 (step 6's checkpoint gone) with evaluations every 4 steps: step 4's
   evaluation goes into the row its training scalars are in already. Was: two rows for step
@@ -832,6 +903,12 @@ def test_a_resume_that_changes_settings_says_so_and_keeps_the_earlier_config(tmp
   other.eval_every_steps, other.num_sample_rows = 3, 1
   other.inference.steps = 7
   assert keep(workdir, other, 6) is None and not caplog.records
+  # The validation subset is what the logged val/ rows mean: said and kept (was neutral).
+  other.num_eval_examples = before.num_eval_examples * 4
+  with caplog.at_level("WARNING"):
+    assert keep(workdir, other, 6) is not None
+  assert (f"num_eval_examples {before.num_eval_examples!r} -> {before.num_eval_examples * 4!r}"
+          in caplog.records[-1].getMessage())
 
 
 def test_a_resume_drops_the_sample_grids_of_the_steps_it_trains_again(tmp_path):

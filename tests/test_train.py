@@ -522,6 +522,26 @@ def test_logged_means_weigh_every_step_once(tmp_path, data_cache, monkeypatch, t
   assert rows[4]["train/loss"] == 3.5 and rows[7]["train/loss"] == 6.0
 
 
+def test_logged_images_per_second_leave_out_evaluation_and_compile_time():
+  """A log window with an evaluation inside it counted only the time after the evaluation for
+  all of its steps: about twice the rate (review finding: 550 against 116-317 images/s). The
+  window's clock now leaves the evaluation (and a compile) out, and nothing else."""
+  now = [0.0]
+  window = train_lib._TrainWindow(batch_size=8, clock=lambda: now[0])
+  ones = lambda n: {"loss": np.ones(n), "finite": np.ones(n, bool)}
+  now[0] = 2.0
+  window.add(2, ones(2))  # Steps 1-2 in 2 s.
+  now[0] = 102.0
+  window.exclude(100.0)  # An evaluation at step 2, 100 s.
+  now[0] = 104.0
+  window.add(2, ones(2))  # Steps 3-4 in 2 s.
+  row = window.read()
+  assert row == {"train/loss": 1.0, "train/images_per_s": 4 * 8 / 4.0}
+  now[0] = 110.0  # The next window starts at the read: 6 s, one step.
+  window.add(1, ones(1))
+  assert window.read()["train/images_per_s"] == 8 / 6.0
+
+
 def test_bfloat16_compute_trains(tmp_path, data_cache):
   """The precision policy for TPU / GPU: bf16 compute, float32 parameters and optimiser."""
   cfg = tiny_config("discvae", data_cache)

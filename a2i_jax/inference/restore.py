@@ -20,7 +20,7 @@ import ml_collections
 import numpy as np
 
 from a2i_jax import checkpoints, config_lib, models, parallel, perf, sampling
-from a2i_jax.errors import ConfigError, InputError
+from a2i_jax.errors import CheckpointError, ConfigError, InputError
 from a2i_jax.inputs import check_int
 
 _VARIABLE_COLLECTIONS = ("params", "batch_stats")
@@ -56,11 +56,16 @@ class TrainedModel:
       The `TrainedModel`.
     Raises:
       InputError: variables whose collections, paths or shapes are not the model's
-        (`jax.eval_shape` of its initialisation; nothing is computed): they belong to another
-        config (model kind, width, latent or attribute sizes, image size).
+        (`jax.eval_shape` of its initialisation): they belong to another config (model kind,
+        width, latent or attribute sizes, image size); or that hold NaN or infinities.
     """
     model = model or models.create_model(config.model)
     _check_variables(variables, models.abstract_variables(model, config.model), config)
+    bad = _nonfinite_variables(variables)
+    if bad:
+      raise InputError(f"the variables hold NaN or infinite values in {len(bad)} arrays (e.g. "
+                       f"{bad[0]}): a model that generates only NaN. Pass the variables of a "
+                       "state before the training diverged.")
     return cls(config, model, variables, int(step), perf.jit(sampling.make_sample_fn(model)))
 
 
@@ -119,6 +124,23 @@ def _check_variables(variables: Any, abstract: Mapping, config: ml_collections.C
                          "restored).")
 
 
+def _nonfinite_variables(variables: Mapping) -> list[str]:
+  """The paths ("params/decoder/Conv_0/kernel") of the arrays holding a NaN or an infinity.
+
+  On the host, in NumPy: no program to compile before the first call (issue 15's cold start);
+  tens of milliseconds for the paper models' weights."""
+  leaves = jax.tree_util.tree_flatten_with_path(dict(variables))[0]
+  return [jax.tree_util.keystr(path, simple=True, separator="/") for path, leaf in leaves
+          if not isinstance(leaf, jax.ShapeDtypeStruct)  # Shapes alone: nothing to test.
+          and not np.isfinite(np.asarray(_first_copy(leaf), np.float32)).all()]
+
+
+def _first_copy(leaf: Any) -> Any:
+  """A replicated array's copy on this process's first device (the whole array, also where
+  the others are on other hosts); anything else as it is."""
+  return leaf.addressable_data(0) if isinstance(leaf, jax.Array) else leaf
+
+
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a run was trained with, with the keys added to the library since filled in.
 
@@ -149,7 +171,7 @@ def load_trained(workdir: str, step: Optional[int] = None) -> TrainedModel:
     the library after the run was trained (e.g. `inference`) take their default values.
   Raises:
     ConfigError / CheckpointError: the workdir is a file, or has no config or no (readable)
-      checkpoint.
+      checkpoint, or the checkpoint's variables hold NaN or infinities.
     InputError: a step that is not an integer.
   """
   if step is not None:
@@ -163,8 +185,17 @@ def load_trained(workdir: str, step: Optional[int] = None) -> TrainedModel:
   try:
     step = ckpt.latest_step() if step is None else step
     variables = ckpt.restore(target, step, partial=True)  # The optimiser state stays unread.
+    saved = ckpt.all_steps()
   finally:
     ckpt.close()
+  bad = _nonfinite_variables(variables)
+  if bad:
+    others = [s for s in saved if s != step]
+    raise CheckpointError(
+        f"checkpoint {step} in {workdir} holds NaN or infinite values in {len(bad)} of its "
+        f"arrays (e.g. {bad[0]}): a model that generates only NaN. Use another checkpoint "
+        f"(infer.py --step, load_trained's step; saved: "
+        f"{', '.join(map(str, others)) or 'none other'}) or train again from an earlier one.")
   # Not `from_variables`: the restore has already matched every array to `abstract`.
   return TrainedModel(config, model, dict(variables), int(step),
                       perf.jit(sampling.make_sample_fn(model)))
