@@ -383,7 +383,9 @@ class _Run:
     return path
 
   def save_json(self, obj, name):
-    """Writes `obj` as JSON to the running mode's folder."""
+    """Writes `obj` as JSON to the running mode's folder, with the run and checkpoint that
+    made it ("workdir", "step": outputs of several runs or steps may share one --out)."""
+    obj = {"workdir": os.path.abspath(self.workdir), "step": self.trained.step, **obj}
     _write(os.path.join(self.stage, name), lambda p: evaluation.write_json(obj, p))
 
 
@@ -542,14 +544,18 @@ def edit(run: _Run) -> None:
   lo, hi = run.value_range(j)
   attrs = np.asarray(attrs, np.float32)
   value = run.opts.value
-  if value is None:  # The far end of the range from the images' own value.
-    value = hi if float(np.mean(attrs[:, j])) < (lo + hi) / 2 else lo
+  if value is None:
+    # Each image to the far end of the range from its own value (was: one value for the batch,
+    # from the batch's mean, so images already there were "edited" to what they had).
+    value = np.where(attrs[:, j] < (lo + hi) / 2, hi, lo).astype(np.float32)
   out = inference.edit(run.trained, images, attrs, {j: value}, key=run.key,
                        options=run.options())
   run.save(np.stack([x01, out["reconstruction"], out["edited"]], 1),
            f"edit_{_file_part(run.names[j])}.png", 3)
-  run.save_json({"columns": ["input", "reconstruction", f"{run.names[j]} = {value:g}"],
-                 "images": labels, "attribute": run.names[j], "value": value},
+  edited = (f"{run.names[j]} = {value:g}" if np.ndim(value) == 0 else
+            f"{run.names[j]} at the other end of its range")
+  run.save_json({"columns": ["input", "reconstruction", edited], "images": labels,
+                 "attribute": run.names[j], "value": np.asarray(value).tolist()},
                 f"edit_{_file_part(run.names[j])}.json")
 
 
@@ -751,38 +757,57 @@ def evaluate(opts: Options, done: list[str]) -> None:
   labels = _row_labels([models.create_model(c.model).label for c in configs], opts.workdirs)
   results, reports, predictor, baseline = [], [], None, None
   for workdir, label in zip(opts.workdirs, labels):
-    run = _Run(workdir, opts)
-    print(f"evaluating {run.workdir} ({run.trained.config.model.name}, step {run.trained.step})")
-    options = run.options()
-    results.append({**evaluation.evaluate_model(
-        run.trained, run.dataset, occlusion_names=opts.occlusion_names(),
-        num_examples=opts.num_examples, key=run.key, options=options, seed=opts.seed),
-                    "model": label, "workdir": run.workdir})
-    if opts.attribute_fidelity:
-      if predictor is None:
-        from a2i_jax import attribute_predictor  # pylint: disable=import-outside-toplevel
-        predictor = attribute_predictor.load_or_train(
-            run.trained.config.attribute_predictor, run.dataset, opts.workdirs[0],
-            seed=opts.seed)
-      reports.append({**evaluation.attribute_report(
-          run.trained, run.dataset, predictor, key=run.key, num_examples=opts.num_examples,
-          options=options), "model": label})
-    if baseline is None:  # The same test images for every run.
-      baseline = evaluation.evaluate_mean_image(run.dataset,
-                                                occlusion_names=opts.occlusion_names(),
-                                                num_examples=opts.num_examples, seed=opts.seed)
-    del run  # Before the next is built.
-  results.append(baseline)
+    try:
+      run = _Run(workdir, opts)
+      print(f"evaluating {run.workdir} ({run.trained.config.model.name}, step "
+            f"{run.trained.step})")
+      options = run.options()
+      result = {**evaluation.evaluate_model(
+          run.trained, run.dataset, occlusion_names=opts.occlusion_names(),
+          num_examples=opts.num_examples, key=run.key, options=options, seed=opts.seed),
+                "model": label, "workdir": run.workdir, "step": run.trained.step}
+      if opts.attribute_fidelity:
+        if predictor is None:
+          from a2i_jax import attribute_predictor  # pylint: disable=import-outside-toplevel
+          predictor = attribute_predictor.load_or_train(
+              run.trained.config.attribute_predictor, run.dataset, opts.workdirs[0],
+              seed=opts.seed)
+        reports.append({**evaluation.attribute_report(
+            run.trained, run.dataset, predictor, key=run.key, num_examples=opts.num_examples,
+            options=options), "model": label})
+      results.append(result)
+      if baseline is None:  # The same test images for every run.
+        baseline = evaluation.evaluate_mean_image(run.dataset,
+                                                  occlusion_names=opts.occlusion_names(),
+                                                  num_examples=opts.num_examples,
+                                                  seed=opts.seed)
+      del run  # Before the next is built.
+    except A2IError as e:
+      if not results:
+        raise
+      # The runs evaluated before it are kept, under a name of their own (was: lost with the
+      # error, which did not say which run failed; review finding).
+      _write_evaluation(out, "evaluation_partial", opts.workdirs[:len(results)],
+                        results + [baseline], reports[:len(results)], done, "evaluate_partial")
+      raise A2IError(f"evaluating {workdir}: {e} The run(s) evaluated before it are in "
+                     f"{os.path.join(out, 'evaluation_partial.md')}.") from None
+  _write_evaluation(out, "evaluation", opts.workdirs, results + [baseline], reports, done,
+                    "evaluate")
+
+
+def _write_evaluation(out: str, name: str, workdirs: list[str], results: list[dict],
+                      reports: list[dict], done: list[str], mode: str) -> None:
+  """Writes `name`.md (the tables, also printed) and `name`.json into `out`."""
   text = evaluation.markdown_table(results)
   if reports:
     text += "\nAttribute fidelity (attribute predictor trained on the real training images)\n\n"
     text += evaluation.attribute_table(reports)
-  with _staged(out, "evaluate", done, quiet=True) as stage:
-    _write(os.path.join(stage, "evaluation.json"), lambda p: evaluation.write_json(
-        {"workdirs": opts.workdirs, "results": results, "attributes": reports}, p))
-    _write(os.path.join(stage, "evaluation.md"), lambda p: files.atomic_write(p, text))
+  with _staged(out, mode, done, quiet=True) as stage:
+    _write(os.path.join(stage, f"{name}.json"), lambda p: evaluation.write_json(
+        {"workdirs": workdirs, "results": results, "attributes": reports}, p))
+    _write(os.path.join(stage, f"{name}.md"), lambda p: files.atomic_write(p, text))
   print(text)
-  print(f"wrote {os.path.join(out, 'evaluation.md')} and evaluation.json")
+  print(f"wrote {os.path.join(out, name + '.md')} and {name}.json")
 
 
 def _interrupted(out: str, done: list[str], mode: Optional[str],

@@ -91,6 +91,9 @@ def _parse_flags(argv: list[str]) -> list[str]:
   try:
     config_lib.check_is_config(_CONFIG.value,
                                config_flags.get_config_filename(flags.FLAGS["config"]))
+    # Its keys first (one it lacks), then the overrides it would ignore; the values are
+    # checked in train_and_evaluate (some need JAX, which must wait for the processes to join).
+    config_lib.check_keys(_CONFIG.value)
   except ConfigError as e:
     _fail(str(e))
   _refuse_ignored_overrides(argv, _CONFIG.value)
@@ -99,18 +102,23 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 def _refuse_ignored_overrides(argv: list[str], config) -> None:
   """An override the user typed of a config.model key the chosen model ignores (a CVAE's
-  zf_dim) would be taken and do nothing: refused. The config file's own values are not
-  checked: configs/default.py sets every key for every model."""
-  model = config.get("model")
-  name = model.get("name") if hasattr(model, "get") else None
-  unused = config_lib.unused_model_keys(name) if isinstance(name, str) else ()
-  for arg in argv[1:]:
-    key = arg.split("=", 1)[0]
-    for prefix in ("--config.model.", "--noconfig.model."):
-      if key.startswith(prefix) and key[len(prefix):] in unused:
-        users = " or ".join(config_lib.MODEL_KEY_USERS[key[len(prefix):]])
-        _fail(f"{key} has no effect on model.name={name!r} (it is read by {users} only); "
-              "remove it, or choose that model with --config.model.name.")
+  zf_dim), or of a config.data key the chosen dataset ignores (data.path for the synthetic
+  data), would be taken and do nothing: refused. The config file's own values are not
+  checked: configs/default.py sets every key for every model and dataset."""
+  for section, what, unused_keys, users_of in (
+      ("model", "model", config_lib.unused_model_keys, config_lib.MODEL_KEY_USERS),
+      ("data", "dataset", config_lib.unused_data_keys, config_lib.DATA_KEY_USERS)):
+    node = config.get(section)
+    name = node.get("name") if hasattr(node, "get") else None
+    unused = unused_keys(name) if isinstance(name, str) else ()
+    for arg in argv[1:]:
+      key = arg.split("=", 1)[0]
+      for prefix in (f"--config.{section}.", f"--noconfig.{section}."):
+        first = key[len(prefix):].split(".")[0]  # A section's keys: data.mask_net.steps.
+        if key.startswith(prefix) and first in unused:
+          users = " or ".join(users_of[first])
+          _fail(f"{key} has no effect on {section}.name={name!r} (it is read by {users} "
+                f"only); remove it, or choose that {what} with --config.{section}.name.")
 
 
 def main(argv):

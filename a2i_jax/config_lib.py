@@ -39,6 +39,27 @@ MODEL_KEY_USERS = {"z_dim": ("vae", "cvae"), "zf_dim": ("discvae",), "zb_dim": (
                    "composition": ("discvae",), "recon_weight": ("discvae",)}
 
 
+# config.data keys (and sections) read by some datasets only (data.name): an override of one
+# for another dataset would be taken and do nothing (a review found --config.data.path=...
+# training on the synthetic data without a word).
+DATA_KEY_USERS = {"path": ("folder",), "resize": ("folder",), "cub_attributes": ("cub",),
+                  "mask_net": ("lfw",), "download": ("lfw", "cub"),
+                  "data_dir": ("lfw", "cub", "folder"), "synthetic": ("synthetic",)}
+
+
+def unused_data_keys(name: str) -> tuple[str, ...]:
+  """The config.data keys (or sections) that dataset `name` ignores (`DATA_KEY_USERS`).
+
+  Args:
+    name: config.data.name.
+  Returns:
+    The keys; () for a name that is not a dataset's (validate_config refuses it).
+  """
+  if name not in {n for users in DATA_KEY_USERS.values() for n in users}:
+    return ()
+  return tuple(k for k, users in DATA_KEY_USERS.items() if name not in users)
+
+
 def unused_model_keys(name: str) -> tuple[str, ...]:
   """The config.model keys that model `name` ignores (`MODEL_KEY_USERS`).
 
@@ -191,17 +212,17 @@ def reference_config() -> ml_collections.ConfigDict:
   return load_config_module(os.path.join(configs_dir(), "default.py")).get_config()
 
 
-def validate_config(config: ml_collections.ConfigDict,
-                    reference: Optional[ml_collections.ConfigDict] = None) -> None:
-  """Every check of a training config, run once before any data loads or file is written.
-
-  Raises `ConfigError` for a key the defaults do not have or a value that cannot work. The
-  one check left to its caller is that `batch_size` splits over the devices
-  (`parallel.check_batch_divisible`), which needs the device mesh.
+def check_keys(config: ml_collections.ConfigDict,
+               reference: Optional[ml_collections.ConfigDict] = None) -> None:
+  """The first of `validate_config`'s checks, in Python alone (no JAX): a config whose keys
+  are those of configs/default.py, no more and no fewer.
 
   Args:
     config: the experiment config.
     reference: the config whose keys are the valid ones (default: configs/default.py).
+  Raises:
+    ConfigError: not a ConfigDict, a key the defaults lack (with the nearest valid one), or
+      a key the config lacks.
   """
   check_is_config(config)
   reference = reference_config() if reference is None else reference
@@ -221,6 +242,21 @@ def validate_config(config: ml_collections.ConfigDict,
     raise ConfigError(f"the config lacks the key(s) {', '.join(missing[:3])}{more}; build it on "
                       "configs/default.py (config_lib.load_sibling(__file__, \"default\")), "
                       "which sets every key, and change what differs.")
+
+
+def validate_config(config: ml_collections.ConfigDict,
+                    reference: Optional[ml_collections.ConfigDict] = None) -> None:
+  """Every check of a training config, run once before any data loads or file is written.
+
+  Raises `ConfigError` for a key the defaults do not have or a value that cannot work. The
+  one check left to its caller is that `batch_size` splits over the devices
+  (`parallel.check_batch_divisible`), which needs the device mesh.
+
+  Args:
+    config: the experiment config.
+    reference: the config whose keys are the valid ones (default: configs/default.py).
+  """
+  check_keys(config, reference)
   needs_masks = _check_model(config.model, config.data.name)
   _check_data(config, needs_masks)
   _check_loop(config)

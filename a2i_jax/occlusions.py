@@ -202,12 +202,13 @@ def make_mask(name: str, image_size: int, num: int, *, seed: int = 0,
   Returns:
     float32 [N, S, S, 1]: 1 = observed pixel, 0 = hidden (to be filled by the generator).
   Raises:
-    InputError: an unknown name, a face region for a dataset without a face table, or a
-      non-positive size or count.
+    InputError: an unknown name, a face region for a dataset without a face table, a
+      non-positive size or count, or a seed that is not an integer of at least 0.
   """
   _check_name(name)
   image_size = check_int(image_size, "image_size", 4)
   num = check_int(num, "num", 0)
+  seed = check_int(seed, "seed", 0)  # Was numpy's ValueError (-1) or a TypeError (1.5).
   if name in HALVES:
     return _box_mask(scale_box(HALVES[name], image_size), image_size, num)
   if name in FACE_OCCLUSIONS:
@@ -290,9 +291,14 @@ def overlay(images: np.ndarray, masks: np.ndarray,
   Returns:
     float32 [N, S, S, 3] in [0, 1].
   Raises:
-    InputError: masks of a uint8 0 and 1, or with values outside [0, 1].
+    InputError: masks of a uint8 0 and 1, or with values outside [0, 1]; shapes that do not
+      match.
   """
   x = to_unit(np.asarray(images))
   m = mask_to_unit(masks, "masks")
+  if (x.ndim != 4 or x.shape[-1] != 3 or m.ndim != 4 or m.shape[-1] != 1
+      or m.shape[1:3] != x.shape[1:3] or m.shape[0] not in (1, x.shape[0])):
+    raise InputError(f"overlay takes images [N, S, S, 3] and masks [N, S, S, 1] (or [1, S, S, "
+                     f"1]); got {x.shape} and {m.shape}.")  # Was numpy's broadcast error.
   tinted = 0.45 * x + 0.55 * np.asarray(colour, np.float32)
   return m * x + (1.0 - m) * tinted

@@ -33,7 +33,7 @@ from a2i_jax import (checkpoints, config_lib, distributed, files, interrupts, mo
                      objectives, parallel, perf, sampling, train_eval)
 from a2i_jax.data import load_dataset, pipeline
 from a2i_jax.data.base import validate_split, warn_small_train_split
-from a2i_jax.errors import (CheckpointError, ConfigError, TrainingDivergedError,
+from a2i_jax.errors import (A2IError, CheckpointError, ConfigError, TrainingDivergedError,
                             TrainingInterrupted, WorkdirError)
 from a2i_jax import metrics as metrics_lib
 from a2i_jax.metrics import MetricWriter
@@ -408,8 +408,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   # The workdir is shared by the processes of a multi-host run: the first one holds it.
   primary = jax.process_index() == 0
-  with files.workdir_lock(workdir) if primary else contextlib.nullcontext():
-    return _train_in_workdir(config, workdir, mesh, model, dataset, data)
+  try:
+    with files.workdir_lock(workdir) if primary else contextlib.nullcontext():
+      return _train_in_workdir(config, workdir, mesh, model, dataset, data)
+  except A2IError:
+    raise  # The loop's own storage errors among them, which name the step.
+  except Exception as e:  # pylint: disable=broad-except
+    # A full disk or a read-only folder while the lock, the record, the config's history or
+    # the samples are written, before the loop (was: a traceback; review finding).
+    error = files.storage_error(e)
+    if error is None:
+      raise
+    where = f" ({error.filename})" if getattr(error, "filename", None) else ""
+    raise WorkdirError(f"writing to {workdir} failed before training started"
+                       f"{where}: {files.describe_storage_error(error)}. Free some space (or "
+                       "fix the permissions), then run the same command again.") from None
 
 
 class _TrainWindow:
@@ -501,7 +514,7 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
       if int(state.step) < config.num_train_steps:  # Not where this call trains nothing.
         _drop_samples_after(workdir, int(state.step))
     else:
-      _set_aside_an_earlier_run(workdir)
+      _set_aside_an_earlier_run(workdir, config)
     recorded = os.path.exists(os.path.join(workdir, checkpoints.CONFIG_FILE))
     if good is None or int(state.step) < config.num_train_steps or not recorded:
       # Not where this call trains nothing (num_train_steps at or below the step reached):
@@ -531,6 +544,22 @@ _RESUME_NEUTRAL_KEYS = (*HOST_LOCAL_KEYS, "num_train_steps", "log_every_steps",
 _RESUME_NEUTRAL_SECTIONS = ("inference.", "attribute_predictor.")
 
 
+def _changes_from_record(workdir: str, config: ml_collections.ConfigDict
+                         ) -> tuple[dict, list[tuple[str, Any, Any]]]:
+  """config.json as JSON, and (key, recorded, now) for each key `config` changes beyond
+  `_RESUME_NEUTRAL_KEYS`."""
+  # Both as JSON has them (a tuple in the config file is a list in config.json).
+  saved = json.loads(checkpoints.load_config(workdir).to_json())
+  now = json.loads(config.to_json())
+  keys = dict.fromkeys([*config_lib.leaf_paths(saved), *config_lib.leaf_paths(now)])
+  # A key the earlier config lacks (added to the library since) took its default: no change.
+  return saved, [(k, config_lib.value_at(saved, k), config_lib.value_at(now, k)) for k in keys
+                 if k not in _RESUME_NEUTRAL_KEYS
+                 and not k.startswith(_RESUME_NEUTRAL_SECTIONS)
+                 and config_lib.value_at(saved, k) is not None
+                 and config_lib.value_at(saved, k) != config_lib.value_at(now, k)]
+
+
 def _keep_a_changed_config(workdir: str, config: ml_collections.ConfigDict, step: int
                            ) -> Optional[str]:
   """On a resume whose config differs from config.json (a new seed, batch size, learning
@@ -541,15 +570,7 @@ def _keep_a_changed_config(workdir: str, config: ml_collections.ConfigDict, step
   Returns:
     The kept copy's path, or None where nothing but `_RESUME_NEUTRAL_KEYS` changed.
   """
-  # Both as JSON has them (a tuple in the config file is a list in config.json).
-  saved = json.loads(checkpoints.load_config(workdir).to_json())
-  now = json.loads(config.to_json())
-  keys = dict.fromkeys([*config_lib.leaf_paths(saved), *config_lib.leaf_paths(now)])
-  # A key the earlier config lacks (added to the library since) took its default: no change.
-  changed = [(k, config_lib.value_at(saved, k), config_lib.value_at(now, k)) for k in keys
-             if k not in _RESUME_NEUTRAL_KEYS and not k.startswith(_RESUME_NEUTRAL_SECTIONS)
-             and config_lib.value_at(saved, k) is not None
-             and config_lib.value_at(saved, k) != config_lib.value_at(now, k)]
+  saved, changed = _changes_from_record(workdir, config)
   if not changed or not distributed.is_main():
     return None
   folder = os.path.join(workdir, "config_history")
@@ -620,21 +641,35 @@ def _drop_samples_after(workdir: str, step: int) -> list[str]:
   return removed
 
 
-def _set_aside_an_earlier_run(workdir: str) -> Optional[str]:
+def _set_aside_an_earlier_run(workdir: str,
+                              config: Optional[ml_collections.ConfigDict] = None
+                              ) -> Optional[str]:
   """Moves an earlier run's results out of the way of a run that starts from step 0 in the
   same workdir: no checkpoint resumes it (deleted, or none saved before an evaluation wrote
-  samples), but samples/ holds its images. Was: its images stayed among the new run's, and
-  its config, metrics rows and TensorBoard events were overwritten or dropped.
+  samples), but samples/ holds its images; or its metrics.jsonl holds rows and its
+  config.json is not `config` (another run's files; a review found them replaced without a
+  word). Was: its images stayed among the new run's, and its config, metrics rows and
+  TensorBoard events were overwritten or dropped.
 
-  A run killed before its first checkpoint and evaluation has no samples and is simply
-  started again in place.
+  The same run killed before its first checkpoint and evaluation (no samples; rows, if any,
+  of the config it restarts with) is simply started again in place.
 
+  Args:
+    workdir: the run's directory.
+    config: the config the new run starts with; None: any rows count as another run's.
   Returns:
     The folder they went to (WORKDIR/earlier_run_<UTC time>), or None.
   """
   folder = os.path.join(workdir, "samples")
-  if not distributed.is_main() or not os.path.isdir(folder) or not any(
-      n.endswith(".png") for n in os.listdir(folder)):
+  samples = os.path.isdir(folder) and any(n.endswith(".png") for n in os.listdir(folder))
+  logged = (os.path.isfile(os.path.join(workdir, metrics_lib.METRICS_FILE))
+            and bool(metrics_lib.read_metrics(workdir)))
+  if logged and not samples and config is not None:
+    try:
+      logged = bool(_changes_from_record(workdir, config)[1])  # Its own rows: not moved.
+    except ConfigError:  # No readable config.json beside the rows: not this run's.
+      pass
+  if not distributed.is_main() or not (samples or logged):
     return None
   stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
   dest = files.unused_path(workdir, f"earlier_run_{stamp}")

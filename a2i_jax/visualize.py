@@ -8,7 +8,8 @@ import numpy as np
 from PIL import Image
 
 from a2i_jax import files
-from a2i_jax.inputs import to_uint8
+from a2i_jax.errors import InputError
+from a2i_jax.inputs import _SIGNED_SLACK, _check_range, check_int, to_uint8
 
 
 def make_grid(images: np.ndarray, ncols: int, pad: int = 1, scale: int = 1) -> np.ndarray:
@@ -21,10 +22,28 @@ def make_grid(images: np.ndarray, ncols: int, pad: int = 1, scale: int = 1) -> n
     scale: integer nearest-neighbour magnification.
   Returns:
     uint8 [rows*(H+pad)+pad, ncols*(W+pad)+pad, 3].
+  Raises:
+    InputError: another shape (e.g. channels first), dtype or value range (floats outside
+      [0, 1], NaN), or a count below 1.
   """
+  ncols, scale, pad = (check_int(v, name, low) for v, name, low in
+                       ((ncols, "ncols", 1), (scale, "scale", 1), (pad, "pad", 0)))
   images = np.asarray(images)
+  shape = images.shape
   if images.ndim == 3:
     images = np.repeat(images[..., None], 3, axis=-1)
+  if images.ndim != 4 or images.shape[-1] != 3:
+    hint = (f" (channels first? pass images.transpose(0, 2, 3, 1))"
+            if images.ndim == 4 and images.shape[1] == 3 else "")
+    raise InputError(f"images have shape {shape}; a grid takes [N, H, W, 3] RGB (or [N, H, W] "
+                     f"grey){hint}.")
+  if images.dtype != np.uint8:
+    if not np.issubdtype(images.dtype, np.floating):
+      raise InputError(f"images have dtype {images.dtype}; pass uint8 in [0, 255] or floats "
+                       "in [0, 1].")
+    # Rounding's slack only: [-1, 1] or 0 .. 255 floats would be clipped to another picture.
+    _check_range(images, -_SIGNED_SLACK, 1.0 + _SIGNED_SLACK, "float images must lie in "
+                 "[0, 1]", "pass (x + 1) / 2 for the models' [-1, 1], x / 255 for 0 .. 255")
   images = to_uint8(images)
   if scale > 1:
     images = images.repeat(scale, axis=1).repeat(scale, axis=2)
@@ -44,7 +63,11 @@ def save_png(array: np.ndarray, path: str) -> None:
   Args:
     array: uint8 [H, W, 3] (or [H, W]).
     path: the PNG file; its folder is created.
+  Raises:
+    InputError: a path not ending in .png (its bytes would be PNG's under another name).
   """
+  if not str(path).lower().endswith(".png"):
+    raise InputError(f"{path}: the grid is written as PNG; name the file .png.")
   with files.atomic_path(path, suffix=".png") as tmp:
     Image.fromarray(array).save(tmp)
 
@@ -59,6 +82,8 @@ def save_grid(images: np.ndarray, path: str, ncols: int, scale: int = 2) -> np.n
     scale: integer nearest-neighbour magnification.
   Returns:
     The grid written, uint8 [H', W', 3].
+  Raises:
+    InputError: as `make_grid` and `save_png`.
   """
   grid = make_grid(images, ncols, scale=scale)
   save_png(grid, path)

@@ -232,6 +232,10 @@ def _install(kind: str, at: int, workdir: str) -> None:
         _die()
       return out
     train_eval.write_samples = write_samples_then
+  elif kind == "disk_full_in_record":  # Before the loop: dataset.json's write fails.
+    def full(*args, **kwargs):
+      raise OSError(28, "No space left on device", os.path.join(workdir, "dataset.json"))
+    checkpoints.save_dataset_info = full
   elif kind == "kill_in_delete":
     from orbax.checkpoint._src.path import deleter  # pylint: disable=import-outside-toplevel
     deleter_class = deleter.StandardCheckpointDeleter

@@ -242,8 +242,11 @@ def test_edit_arguments(cvae, key):
     edit({0: "high"})
   with pytest.raises(InputError, match="attribute 0: NaN or infinity"):
     edit({0: float("inf")})
-  with pytest.raises(InputError, match=r"attribute 0 must be one number .*shape \(4,\)"):
-    edit({0: np.arange(4.0)})
+  with pytest.raises(InputError, match=r"attribute 0 must be one number \(applied to every "
+                     r"image\) or one per image \(\[4\]\); got shape \(3,\)"):
+    edit({0: np.arange(3.0)})
+  with pytest.raises(InputError, match=r"attribute 0 must be one number .*shape \(4, 1\)"):
+    edit({0: np.ones((4, 1))})
   with pytest.raises(InputError, match=r"changes is a list; edit takes \{attribute index"):
     edit([(0, 1.0)])
 
@@ -513,7 +516,7 @@ def test_devices_that_are_no_devices_are_refused():
   assert parallel.make_mesh([one]).devices.shape == (1,)
 
 
-@pytest.mark.parametrize("shrinkage", [-1.0, 2.0, float("nan"), "0.1"])
+@pytest.mark.parametrize("shrinkage", [-1.0, 2.0, float("nan"), "0.1", True])
 def test_an_attribute_prior_shrinkage_outside_zero_one_is_refused(shrinkage):
   """Was accepted: an indefinite precision, and inferred attributes far off their range (a
   NaN: numpy's LinAlgError)."""
@@ -544,6 +547,38 @@ def test_latents_that_are_not_finite_are_refused_by_decode(untrained):
     latents[first] = [["a"] * latents[first].shape[1]] * 2
     with pytest.raises(InputError, match="the latents are not numbers"):
       inference.decode(trained, latents, _attrs(2))
+
+
+def test_grids_masks_and_overlays_refuse_what_they_would_get_wrong(tmp_path):
+  """Review findings, each was a traceback or a silent wrong picture: make_mask(seed=-1)
+  (numpy's ValueError) or seed=1.5 (TypeError); overlay with masks of another size (a
+  broadcast error); save_grid with ncols=0 (ZeroDivisionError), channels first (ValueError),
+  [-1, 1] or 0 .. 255 floats (clipped), NaN (black), a .jpg path (PNG bytes in it)."""
+  from a2i_jax import visualize  # pylint: disable=import-outside-toplevel
+  for seed, needle in ((-1, "seed=-1 is not valid"), (1.5, "seed=1.5 is not valid")):
+    with pytest.raises(InputError, match=needle):
+      occlusions.make_mask("block8", S, 2, seed=seed)
+  images = np.full((2, S, S, 3), 0.25, np.float32)
+  with pytest.raises(InputError, match=r"overlay takes images \[N, S, S, 3\] and masks"):
+    occlusions.overlay(images, np.ones((2, S // 2, S // 2, 1), np.float32))
+  with pytest.raises(InputError, match=r"overlay takes"):
+    occlusions.overlay(images, np.ones((3, S, S, 1), np.float32))
+  path = str(tmp_path / "g.png")
+  cases = [(dict(ncols=0), r"ncols=0 is not valid"),
+           (dict(images=images.transpose(0, 3, 1, 2)), r"channels first\? pass "
+            r"images.transpose\(0, 2, 3, 1\)"),
+           (dict(images=images * 2 - 1), r"float images must lie in \[0, 1\]; these range "
+            r"over \[-0.5, -0.5\].*\(x \+ 1\) / 2"),
+           (dict(images=images * 255), r"these range over \[63.75, 63.75\]"),
+           (dict(images=np.full_like(images, np.nan)), "these hold NaN or infinity"),
+           (dict(path=str(tmp_path / "g.jpg")), r"g.jpg: the grid is written as PNG")]
+  for changes, needle in cases:
+    args = {"images": images, "path": path, "ncols": 2, **changes}
+    with pytest.raises(InputError, match=needle):
+      visualize.save_grid(**args)
+  assert not os.listdir(tmp_path)
+  assert visualize.save_grid(images, path, 2).shape == (2 * S + 2, 2 * (2 * S + 1) + 1, 3)
+  assert os.listdir(tmp_path) == ["g.png"]
 
 
 def test_variables_that_are_not_finite_are_refused(tiny_run, tmp_path):

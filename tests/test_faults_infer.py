@@ -570,8 +570,9 @@ def test_complete_infers_attributes_from_the_observed_pixels_only(monkeypatch, t
   run.opts = types.SimpleNamespace(occlusion_names=lambda default: ["eyes", "mouth"], seed=0,
                                    num_images=2)
   run.inputs, run.size, run.key, run.prior = (images, ["a.png", "b.png"]), 32, None, None
-  run.trained = types.SimpleNamespace(model=types.SimpleNamespace(uses_attributes=True))
+  run.trained = types.SimpleNamespace(model=types.SimpleNamespace(uses_attributes=True), step=3)
   run.dataset, run.stage = types.SimpleNamespace(name="synthetic"), str(tmp_path)
+  run.workdir = str(tmp_path / "w")
   run.options = lambda: types.SimpleNamespace(steps=1)
   infer.complete(run)
   assert len(calls) == 2 and all(m is not None and 0 < m.mean() < 1 for m in calls)
@@ -744,6 +745,50 @@ def test_evaluate_refuses_runs_tested_on_other_images(trained, tmp_path):
   assert _no_files(out)
 
 
+def test_a_run_failing_in_evaluate_keeps_the_runs_before_it(trained, tmp_path):
+  """Review finding: with --workdir=A,B, B's failure (here NaN weights, found when it is
+  restored) lost A's finished evaluation, and the error did not say which run failed. Now A's
+  rows are written as evaluation_partial.* and the line names B."""
+  import faults_lib as F  # pylint: disable=import-outside-toplevel
+  from a2i_jax import checkpoints  # pylint: disable=import-outside-toplevel
+  bad = tmp_path / "nan"
+  shutil.copytree(trained, bad)
+  state = F.final_state(str(bad))
+  ckpt = checkpoints.Checkpointer(str(bad))
+  step = ckpt.latest_step() + 10
+  ckpt.save(step, state.replace(step=step, params=jax.tree_util.tree_map(
+      lambda a: np.full(a.shape, np.nan, a.dtype), state.params)))
+  ckpt.wait()
+  ckpt.close()
+  out = tmp_path / "out"
+  _refused(_infer(f"--workdir={trained},{bad}", "--mode=evaluate", f"--out={out}", "--steps=1",
+                  "--num_examples=2", "--occlusion=none", "--noattribute_fidelity"),
+           f"evaluating {bad}: checkpoint {step} in {bad} holds NaN",
+           f"evaluated before it are in {out}/evaluation_partial.md")
+  assert sorted(os.listdir(out)) == ["evaluation_partial.json", "evaluation_partial.md"]
+  rows = json.load(open(out / "evaluation_partial.json"))["results"]
+  assert [r.get("workdir") for r in rows] == [str(trained), None]  # The run, the baseline.
+
+
+def test_edit_by_default_takes_each_image_to_the_other_end(trained, tmp_path):
+  """Review finding: the default value came from the batch's mean, so images already at that
+  end were "edited" to the value they had. Each image now goes to the end away from its own
+  value, and the JSON lists the values."""
+  import infer  # pylint: disable=import-outside-toplevel
+  out = tmp_path / "out"
+  infer.run_modes(_options(f"--workdir={trained}", "--mode=edit", "--attribute=smile",
+                           "--num_images=8", "--steps=1", f"--out={out}"))
+  made = json.load(open(out / "edit_smile.json"))
+  run = infer._Run(str(trained), _options(f"--workdir={trained}", "--mode=edit",
+                                          "--attribute=smile"))
+  j = run.names.index("smile")
+  own = run.dataset["test"].attributes[:8, j]
+  lo, hi = run.value_range(j)
+  assert made["value"] == [hi if v < (lo + hi) / 2 else lo for v in own]
+  assert len(set(made["value"])) == 2  # The test images hold both ends.
+  assert made["columns"][-1] == "smile at the other end of its range"
+
+
 def _old_results(out):
   """An --out holding an earlier run's files, and one file of the user's."""
   os.makedirs(out)
@@ -768,6 +813,11 @@ def test_a_mode_replaces_its_earlier_files_as_one_set(trained, tmp_path):
   # no staging folder; another attribute's edit stays.
   assert list(json.load(open(os.path.join(out, "complete.json")))["hidden_pixel_mse"]) == [
       "eyes"]
+  # Each JSON names the run and checkpoint that made it (review finding: none did).
+  newest = max(int(n) for n in os.listdir(os.path.join(trained, "checkpoints")) if n.isdigit())
+  for name in ("complete.json", "tune.json", "edit_smile.json"):
+    made = json.load(open(os.path.join(out, name)))
+    assert (made["workdir"], made["step"]) == (os.path.abspath(trained), newest), name
   assert open(os.path.join(out, "sample_step9.png")).read() == "old"  # Another mode's.
   assert open(os.path.join(out, "edit_hat.png")).read() == "old"
   for row in json.load(open(os.path.join(out, "tune.json")))["rows"]:

@@ -295,6 +295,18 @@ def test_disk_full_is_one_line_and_keeps_the_last_checkpoint(tmp_path, flags, re
   _resume_and_compare(workdir, reference, flags)
 
 
+def test_disk_full_before_the_loop_is_one_line(tmp_path, flags, reference):
+  """A full disk while the run's record is written (or the lock, the config's history, the
+  samples cleared on a resume), before the loop: was a traceback of 22-32 lines (review
+  finding, on a tmpfs); now the one line, naming the file."""
+  workdir = str(tmp_path / "w")
+  r = F.train(workdir, *flags, fault="disk_full_in_record:0")
+  _one_error(r, f"writing to {workdir} failed before training started "
+             f"({workdir}/dataset.json): no space left on the device", "Free some space")
+  assert not _steps(workdir)
+  _resume_and_compare(workdir, reference, flags)
+
+
 def _can_mount_tmpfs():
   probe = tempfile.mkdtemp()
   try:
@@ -382,6 +394,12 @@ def test_read_only_workdir(tmp_path, flags):
     # A key of the other model family, typed by the user: it would do nothing (was taken).
     ("--config.model.zf_dim=3", ["--config.model.zf_dim has no effect on model.name='cvae' "
                                  "(it is read by discvae only)"]),
+    # A key of another dataset: trained on the synthetic data without a word (review finding).
+    ("--config.data.path=/nowhere", ["--config.data.path has no effect on "
+                                     "data.name='synthetic' (it is read by folder only)",
+                                     "--config.data.name"]),
+    ("--config.data.mask_net.steps=5", ["--config.data.mask_net.steps has no effect on "
+                                        "data.name='synthetic' (it is read by lfw only)"]),
 ])
 def test_config_mistakes_are_one_line_and_write_nothing(override, words, tmp_path, flags):
   workdir = str(tmp_path / "w")
@@ -777,8 +795,8 @@ def test_a_run_started_over_a_finished_one_without_checkpoints_moves_it_aside(tm
                                                                               reference, caplog):
   """Was: training in a workdir whose checkpoints had been deleted started from step 0 without
   a word, left the earlier run's sample images among its own, and overwrote or dropped its
-  config, metrics rows and TensorBoard events. A run killed before its first checkpoint (no
-  samples yet) is started again in place."""
+  config, metrics rows and TensorBoard events. The same run killed before its first
+  checkpoint (no samples yet) is started again in place."""
   from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
   workdir = _copy(reference, tmp_path)
   before = {name: sorted(os.listdir(os.path.join(workdir, name)))
@@ -795,12 +813,26 @@ def test_a_run_started_over_a_finished_one_without_checkpoints_moves_it_aside(tm
   assert {"config.json", "dataset.json"} <= set(os.listdir(dest))
   assert f"moved them (samples, tensorboard, metrics.jsonl, config.json, dataset.json) to {dest}" \
       in caplog.text
-  # Killed before its first checkpoint: metrics rows, no samples. Nothing moves.
+  # Metrics rows, no samples: the same run killed before its first checkpoint is started
+  # again in place; another config's rows (another run's files) are moved aside too (were
+  # replaced without a word; review finding), as are rows beside no readable config.
+  config = checkpoints.load_config(reference)
   os.makedirs(os.path.join(workdir, "samples"))
   open(os.path.join(workdir, "metrics.jsonl"), "w").write('{"step": 1}\n')
-  assert train_lib._set_aside_an_earlier_run(workdir) is None  # pylint: disable=protected-access
+  checkpoints.save_config(workdir, config)
+  set_aside = train_lib._set_aside_an_earlier_run  # pylint: disable=protected-access
+  assert set_aside(workdir, config) is None
+  other = checkpoints.load_config(reference)
+  other.learning_rate *= 3
+  second = set_aside(workdir, other)
+  assert sorted(os.listdir(second)) == ["config.json", "metrics.jsonl", "samples"]
+  os.makedirs(os.path.join(workdir, "samples"))
+  open(os.path.join(workdir, "metrics.jsonl"), "w").write('{"step": 100}\n')
+  third = set_aside(workdir, config)  # No config.json beside them.
+  assert sorted(os.listdir(third)) == ["metrics.jsonl", "samples"]
   assert sorted(os.listdir(workdir)) == sorted([".lock", os.path.basename(dest),
-                                                "metrics.jsonl", "samples"])
+                                                os.path.basename(second),
+                                                os.path.basename(third)])
 
 
 def test_a_workdir_inside_a_runs_own_folders_is_refused(tmp_path, reference):

@@ -152,7 +152,8 @@ class AttributePrior:
       InputError: not [N >= 2, A] finite numbers, or a shrinkage outside [0, 1] (which makes
         the precision indefinite: no Gaussian, and attributes inferred far off their range).
     """
-    if not (isinstance(shrinkage, (int, float, np.floating)) and 0.0 <= shrinkage <= 1.0):
+    if (isinstance(shrinkage, (bool, np.bool_))  # True is 1 to Python: not a weight given.
+        or not (isinstance(shrinkage, (int, float, np.floating)) and 0.0 <= shrinkage <= 1.0)):
       raise InputError(f"shrinkage={shrinkage!r}: pass a number from 0 (the sample covariance) "
                        "to 1 (its diagonal alone); 0.1 is the default.")
     y = np.asarray(attributes, np.float64)

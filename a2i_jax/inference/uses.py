@@ -313,7 +313,7 @@ def edit(trained: TrainedModel, images: Any, attributes: Any, changes: Mapping[i
 
   Args:
     trained, images, attributes, key, options, kwargs: as for `run_inference`.
-    changes: {attribute index: new value (a number)}, applied to every image.
+    changes: {attribute index: new value}: a number for every image, or one per image ([N]).
   Returns:
     "reconstruction" and "edited" [N, S, S, 3] in [0, 1], the latents, "y" (given) and
     "edited_y".
@@ -327,12 +327,13 @@ def edit(trained: TrainedModel, images: Any, attributes: Any, changes: Mapping[i
   if not isinstance(changes, Mapping):
     raise InputError(f"changes is a {type(changes).__name__}; {usage}, e.g. {{2: 1.0}}.")
   new_values = {}
+  n = np.shape(images)[0] if np.ndim(images) == 4 else 1
   for index, value in changes.items():
     index = _attribute_index(index, y_dim, usage)
     value = _numbers(value, f"the new value of attribute {index}")
-    if value.ndim:
+    if value.ndim > 1 or value.ndim == 1 and value.shape[0] != n:
       raise InputError(f"the new value of attribute {index} must be one number (applied to "
-                       f"every image); got shape {value.shape}.")
+                       f"every image) or one per image ([{n}]); got shape {value.shape}.")
     new_values[index] = value
   out = run_inference(trained, images, attributes, None, key=key, options=options, **kwargs)
   y_new = np.array(out["y"], np.float32)
