@@ -32,8 +32,10 @@ import fnmatch
 import json
 import math
 import os
+import re
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 from typing import Callable, Iterator, Optional
@@ -427,7 +429,8 @@ def _staged(out: str, mode: str, done: list[str], quiet: bool = False) -> Iterat
     with interrupts.held():  # A Ctrl-C just after the folder is made still removes it.
       try:
         os.makedirs(out, exist_ok=True)
-        stage = tempfile.mkdtemp(prefix=f".{mode}-unfinished-", dir=out)
+        _remove_dead_stages(out)
+        stage = tempfile.mkdtemp(prefix=f".{mode}-unfinished-{os.getpid()}@{_HOST}-", dir=out)
       except OSError as e:
         raise _write_error(out, e) from None
     yield stage
@@ -450,6 +453,36 @@ def _staged(out: str, mode: str, done: list[str], quiet: bool = False) -> Iterat
       shutil.rmtree(stage, ignore_errors=True)
     if made and os.path.isdir(out) and not os.listdir(out):
       os.rmdir(out)
+
+
+_HOST = socket.gethostname()
+# A staging folder's name: the mode, the process that made it and its host, tempfile's suffix.
+_STAGE_NAME = re.compile(r"^\.[a-z_]+-unfinished-(\d+)@(.*)-[a-z0-9_]+$")
+
+
+def _remove_dead_stages(out: str) -> list[str]:
+  """Removes the staging folders in `out` that processes of this host left when they were
+  killed (SIGKILL, a scheduler past its grace period: `_staged` could not clean up; a review
+  found them piling up). A live process's, or another host's, are left alone.
+
+  Returns:
+    The folders removed.
+  """
+  removed = []
+  for name in os.listdir(out):
+    found = _STAGE_NAME.match(name)
+    if not found or found.group(2) != _HOST or int(found.group(1)) == os.getpid():
+      continue
+    try:
+      os.kill(int(found.group(1)), 0)
+      continue  # Alive (ours or another user's: PermissionError below).
+    except ProcessLookupError:
+      pass
+    except PermissionError:
+      continue
+    shutil.rmtree(os.path.join(out, name), ignore_errors=True)
+    removed.append(name)
+  return removed
 
 
 def _check_modes(opts: Options, model, config) -> None:

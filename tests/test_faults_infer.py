@@ -770,6 +770,26 @@ def test_a_run_failing_in_evaluate_keeps_the_runs_before_it(trained, tmp_path):
   assert [r.get("workdir") for r in rows] == [str(trained), None]  # The run, the baseline.
 
 
+def test_staging_folders_of_killed_processes_are_removed(trained, tmp_path):
+  """A process killed past Ctrl-C's reach (SIGKILL) leaves its mode's staging folder in --out,
+  and they piled up (review finding). The next call removes those of dead processes of this
+  host, and leaves a live process's and another host's alone."""
+  import infer  # pylint: disable=import-outside-toplevel
+  out = tmp_path / "out"
+  dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                        capture_output=True, text=True).stdout.strip()
+  host = infer._HOST  # pylint: disable=protected-access
+  names = {"dead": f".reconstruct-unfinished-{dead}@{host}-abc123",
+           "live": f".complete-unfinished-{os.getppid()}@{host}-def456",
+           "elsewhere": f".sample-unfinished-{dead}@not-{host}-ghi789"}
+  for name in names.values():
+    os.makedirs(out / name / "inside")
+  infer.run_modes(_options(f"--workdir={trained}", "--mode=sample", "--num_images=1",
+                           "--samples_per_attribute=1", f"--out={out}"))
+  left = sorted(n for n in os.listdir(out) if n.startswith("."))
+  assert left == sorted([names["live"], names["elsewhere"]]), left
+
+
 def test_edit_by_default_takes_each_image_to_the_other_end(trained, tmp_path):
   """Review finding: the default value came from the batch's mean, so images already at that
   end were "edited" to the value they had. Each image now goes to the end away from its own
