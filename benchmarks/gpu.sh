@@ -107,6 +107,12 @@ parts=(
   # folded into the convolutions (eval mode; on on every backend since 2026-12-04).
   "infer_unroll|150|ab: --what=infer --models=discvae,cvae --batch=1000 --rounds=3 --variants=rolled:model.dtype=bfloat16,inference.steps=50,scan_unroll=1;unroll5:model.dtype=bfloat16,inference.steps=50,scan_unroll=5"
   "infer_fold|150|ab: --what=infer --models=discvae,cvae --batch=1000 --rounds=3 --variants=unfolded:model.dtype=bfloat16,inference.steps=50,fold_batchnorm=off;folded:model.dtype=bfloat16,inference.steps=50,fold_batchnorm=on"
+  # The upsampling layers as stride-2 transposed convolutions (model.upsample_mode
+  # "transposed": no depth-to-space shuffle forward or backward, cuDNN's backward-data
+  # kernels; 3.7x slower on CPU, whose kernels compute the dilation's zeros) against the
+  # polyphase default, inference and training, side by side (2026-12-04, thirty-third session).
+  "infer_transposed|150|ab: --what=infer --models=discvae,cvae --batch=1000 --rounds=3 --variants=polyphase:model.dtype=bfloat16,inference.steps=50;transposed:model.dtype=bfloat16,inference.steps=50,model.upsample_mode=transposed"
+  "train_transposed|120|ab: --what=train --models=discvae,cvae --batch=256 --rounds=3 --variants=polyphase:model.dtype=bfloat16;transposed:model.dtype=bfloat16,model.upsample_mode=transposed"
 )
 if [ "$SMOKE" = 1 ]; then
   # CPU dry run of the same parts at a tiny size: checks this script end to end.

@@ -406,16 +406,22 @@ def test_phase_decoder_tail_is_the_full_form():
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("kernel,size,form", [
-    (3, (8, 8), "offset"), (3, (8, 6), "offset"), (3, (16, 16), "offset"), (3, (4, 4), None),
-    (3, (2, 2), None), (7, (8, 8), "offset"), (7, (2, 2), "centred"), (5, (8, 8), "centred")])
-def test_upsample_conv_forms_are_the_direct_form(kernel, size, form):
-  """Every polyphase form `conv` picks for an upsample + k x k layer (3x3 from 8x8 inputs up:
-  the "offset" form, one ring of blocks past the image, cropped; 5x5: "centred") computes the
-  direct form's output and gradients (input, kernel, bias) with the same parameters, with
-  XLA's weight gradient and with the per-tap one; where the offset form would not save enough
-  (3x3 at 4x4 and 2x2) the layer is the direct one."""
-  assert models.layers.polyphase_form(kernel, "polyphase", size=size) == form
+@pytest.mark.parametrize("mode,kernel,size,form", [
+    ("polyphase", 3, (8, 8), "offset"), ("polyphase", 3, (8, 6), "offset"),
+    ("polyphase", 3, (16, 16), "offset"), ("polyphase", 3, (4, 4), None),
+    ("polyphase", 3, (2, 2), None), ("polyphase", 7, (8, 8), "offset"),
+    ("polyphase", 7, (2, 2), "centred"), ("polyphase", 5, (8, 8), "centred"),
+    ("transposed", 3, (2, 2), "transposed"), ("transposed", 3, (8, 6), "transposed"),
+    ("transposed", 5, (4, 4), "transposed"), ("transposed", 7, (2, 2), "transposed")])
+def test_upsample_conv_forms_are_the_direct_form(mode, kernel, size, form):
+  """Every form `conv` picks for an upsample + k x k layer (3x3 from 8x8 inputs up: the
+  "offset" form, one ring of blocks past the image, cropped; 5x5: "centred"; in "transposed"
+  mode one stride-2 transposed convolution, the input dilated by 2 and a (k+1)^2 kernel of
+  summed taps, writing the full-resolution output) computes the direct form's output and
+  gradients (input, kernel, bias) with the same parameters, with XLA's weight gradient and
+  with the per-tap one; where the offset form would not save enough (3x3 at 4x4 and 2x2) the
+  layer is the direct one."""
+  assert models.layers.polyphase_form(kernel, mode, size=size) == form
   assert models.layers.polyphase_form(kernel, "direct", size=size) is None
   # 12 channels: the per-tap weight gradient's per-tap path, as in the models' layers.
   x = jax.random.normal(jax.random.key(0), (2,) + size + (12,))
@@ -435,22 +441,46 @@ def test_upsample_conv_forms_are_the_direct_form(kernel, size, form):
     def loss(v, x, mode, weight_grad=weight_grad):
       return jnp.sum(jnp.tanh(Layer(mode, weight_grad).apply(v, x)) * weights)
     (value, grads), (ref, ref_grads) = (jax.jit(jax.value_and_grad(
-        functools.partial(loss, mode=mode), argnums=(0, 1)))(variables, x)
-        for mode in ("polyphase", "direct"))
+        functools.partial(loss, mode=m), argnums=(0, 1)))(variables, x)
+        for m in (mode, "direct"))
     np.testing.assert_allclose(value, ref, rtol=1e-5)
     for a, b in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(ref_grads)):
       # Sums over 2 x 32 x 32 pixels in another order: compared on the gradient's scale.
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(b).max())
+    jaxpr = str(jax.make_jaxpr(functools.partial(loss, mode=mode))(variables, x))
+    if form == "transposed":  # One convolution, no upsample before it.
+      assert re.search(r"lhs_dilation=\(2, 2\)", jaxpr)
+      assert "broadcast_in_dim" not in jaxpr.split("conv_general_dilated")[0]
+      continue
     # The program's forward convolution: offset, at the input's size plus one ring with the
     # 4 x 4 phase outputs; centred, at the input's size; direct, at twice it with 4 outputs.
     h, w = size
     expected = {"offset": (h + 1, w + 1, 16), "centred": (h, w, 16), None: (2 * h, 2 * w, 4)}
-    jaxpr = str(jax.make_jaxpr(functools.partial(loss, mode="polyphase"))(variables, x))
     shapes = set(re.findall(r"f32\[2,(\d+),(\d+),(\d+)\] = conv_general_dilated", jaxpr))
     assert tuple(str(n) for n in expected[form]) in shapes
     for other, shape in expected.items():
       if other != form and shape != expected[form]:
         assert tuple(str(n) for n in shape) not in shapes
+
+
+def test_transposed_mode_keeps_the_phase_tail_and_the_composite():
+  """The disCVAE in "transposed" mode: the same composite and layers as "polyphase" from the
+  same variables, its decoders' last layer still in the phase layout with the 24- and
+  12-output head convolutions (only the layers before it change form)."""
+  cfg, t_model, p_model, variables = _two_forms("discvae", "upsample_mode", "transposed",
+                                                "polyphase")
+  t_model, p_model = (m.clone(decoder_tail="phase") for m in (t_model, p_model))
+  z_fg = jax.random.normal(jax.random.key(2), (3, cfg.model.zf_dim))
+  z_bg = jax.random.normal(jax.random.key(3), (3, cfg.model.zb_dim))
+  y = jax.random.normal(jax.random.key(4), (3, cfg.model.y_dim))
+  fns = [lambda v, model=model: model.apply(v, z_fg, z_bg, y, method="decode")
+         for model in (t_model, p_model)]
+  outs = [jax.jit(f)(variables) for f in fns]
+  for key in outs[0]:
+    np.testing.assert_allclose(outs[0][key], outs[1][key], rtol=1e-4, atol=1e-5, err_msg=key)
+  jaxpr = str(jax.make_jaxpr(fns[0])(variables))
+  heads = re.findall(r"\w+\[[\d,]+,(\d+)\] = conv_general_dilated", jaxpr)
+  assert "24" in heads and "12" in heads and "lhs_dilation=(2, 2)" in jaxpr
 
 
 @pytest.mark.parametrize("heads,weight_grad,upsample_mode", [

@@ -23,7 +23,7 @@ from a2i_jax.numerics import bounded_exp
 
 Array = jax.Array
 Dtype = Any
-UPSAMPLE_MODES = ("polyphase", "direct")
+UPSAMPLE_MODES = ("polyphase", "direct", "transposed")
 DECODER_TAILS = perf.DECODER_TAILS
 # The fewest output channels the "full" decoder tail's head convolution computes (zero-padded
 # up to it): XLA:CPU's input gradient of a 5x5 convolution to 3 channels ran 4x slower than to
@@ -157,8 +157,10 @@ def conv(x: Array, features: int, kernel: int, *, stride: int = 1,
     dtype: computation dtype.
     upsample_first: apply SpatialUpSamplingNearest(2) to x first (the decoders' pattern).
     upsample_mode: how an upsample-then-convolve is computed (`upsample_first` only):
-      "direct" (upsample, then convolve at 2H x 2W) or "polyphase" (the same function, computed
-      at H x W; see `UpsampleConv`).
+      "direct" (upsample, then convolve at 2H x 2W), "polyphase" (the same function, computed
+      at H x W; see `UpsampleConv`) or "transposed" (the same function as one stride-2
+      transposed convolution, `UpsampleConv`'s "transposed" form; a layer in the phase layout
+      takes the centred polyphase form).
     conv_weight_grad: how the kernel's gradient is computed: "xla", "taps" (per-tap matrix
       products, faster on XLA:CPU; `conv_grad.taps_conv_general_dilated`) or "auto". The value
       and the parameters are the same either way.
@@ -178,8 +180,8 @@ def conv(x: Array, features: int, kernel: int, *, stride: int = 1,
       raise ConfigError(f"model.upsample_mode={upsample_mode!r} is not one of "
                         f"{', '.join(UPSAMPLE_MODES)}.")
     # The phase layout is the centred form's; otherwise the form can depend on the size.
-    form = polyphase_form(kernel, upsample_mode, stride, pad,
-                          None if phase_layout else x.shape[1:3])
+    mode = "polyphase" if phase_layout and upsample_mode == "transposed" else upsample_mode
+    form = polyphase_form(kernel, mode, stride, pad, None if phase_layout else x.shape[1:3])
     if phase_layout and form != "centred":
       raise ValueError(f"conv: phase_layout needs the centred polyphase form; a {kernel}x"
                        f"{kernel} layer in {upsample_mode!r} mode has none.")
@@ -206,7 +208,8 @@ POLYPHASE_OFFSET: Optional[str] = None
 def polyphase_form(kernel: int, upsample_mode: str, stride: int = 1,
                    padding: Optional[int] = None,
                    size: Optional[tuple[int, int]] = None) -> Optional[str]:
-  """How `conv` computes an upsample + k x k convolution: "centred", "offset" or None (direct).
+  """How `conv` computes an upsample + k x k convolution: "centred", "offset", "transposed"
+  (`upsample_mode` "transposed": every odd k) or None (direct).
 
   Both polyphase forms compute the same function at the input's size (`UpsampleConv`).
   "centred" convolves with (2T+1)^2 taps (T = ceil((k // 2) / 2)) and suits k = 5, 9, ...:
@@ -227,13 +230,16 @@ def polyphase_form(kernel: int, upsample_mode: str, stride: int = 1,
     padding: zero padding per side; None for k // 2.
     size: the input's (H, W); None: only "centred" can be chosen.
   Returns:
-    "centred", "offset" or None: polyphase only in "polyphase" mode, for a "same"
-    convolution at stride 1 with odd k.
+    "centred", "offset", "transposed" or None: one of the first two only in "polyphase" mode,
+    "transposed" only in "transposed" mode, each for a "same" convolution at stride 1 with
+    odd k.
   """
   pad = kernel // 2 if padding is None else padding
-  if not (upsample_mode == "polyphase" and stride == 1 and pad == kernel // 2
+  if not (upsample_mode in ("polyphase", "transposed") and stride == 1 and pad == kernel // 2
           and kernel % 2 == 1 and kernel > 1):
     return None
+  if upsample_mode == "transposed":
+    return "transposed"
   centred_taps = _polyphase_taps(kernel).shape[1]
   centred = "centred" if centred_taps < kernel else None
   if size is None or not perf.offset_polyphase(POLYPHASE_OFFSET or "auto"):
@@ -298,7 +304,12 @@ class UpsampleConv(Conv):
   window read different sets of taps, but pixels 2j - 1 and 2j read the same n = (k + 1) / 2
   inputs; so x, zero-padded (one ring for 3x3), is convolved with the pairs' kernels
   (`_offset_taps`) to (H+1) x (W+1) blocks, shuffled, and the outer ring of the result
-  dropped: 4 x 4 (H+1)(W+1) multiply-adds for 3x3 against 9 x 4 H W. The class is named
+  dropped: 4 x 4 (H+1)(W+1) multiply-adds for 3x3 against 9 x 4 H W. "transposed" form (any
+  odd k; `upsample_mode` "transposed"): one stride-2 transposed convolution of x (x dilated by
+  2, `lhs_dilation`) with the (k+1) x (k+1) kernel of K's taps summed over a 2x2 box, which
+  writes the full-resolution output directly: no shuffle, forward or backward. Libraries
+  that skip the dilation's zeros (cuDNN's backward-data kernels, which XLA:GPU uses for it)
+  do the centred form's multiply-adds; XLA:CPU's do not skip them. The class is named
   like nn.Conv's subclass so that Flax's automatic names (Conv_0, Conv_1, ...) stay those of
   the direct form; see `conv`.
   nn.Conv's `conv_general_dilated` field, if set, replaces `jax.lax.conv_general_dilated` for
@@ -307,7 +318,8 @@ class UpsampleConv(Conv):
   pixel (2i + a, 2j + c) of the full-resolution output (`decoder_tail`'s "phase" form).
   """
   phase_layout: bool = False
-  form: Optional[str] = None  # "centred" or "offset"; None: `polyphase_form`'s for the input.
+  # "centred", "offset" or "transposed"; None: `polyphase_form`'s for the input.
+  form: Optional[str] = None
   relu: bool = False  # ReLU on the output, applied (with the bias) before the shuffle.
 
   @nn.compact
@@ -329,10 +341,23 @@ class UpsampleConv(Conv):
     # the offset form where `polyphase_form` takes it (`conv` passes the form it chose).
     form = self.form or ("centred" if self.phase_layout else
                          polyphase_form(k, "polyphase", size=(h, w)) or "centred")
-    if form not in ("centred", "offset") or (self.phase_layout and form != "centred"):
+    if (form not in ("centred", "offset", "transposed")
+        or (self.phase_layout and form != "centred")):
       raise ValueError(f"UpsampleConv: form={form!r} with phase_layout={self.phase_layout}; "
-                       "the form is 'centred' or 'offset', and the phase layout is the "
-                       "centred form's.")
+                       "the form is 'centred', 'offset' or 'transposed', and the phase layout "
+                       "is the centred form's.")
+    conv_fn = self.conv_general_dilated or jax.lax.conv_general_dilated
+    if form == "transposed":
+      # Output pixel p of conv(upsample(x), K) sums K[d] x[(p + d) // 2]: a stride-2
+      # transposed convolution of x whose (k+1)-tap kernel is K convolved with a 2-tap box,
+      # F[t] = K[t] + K[t - 1] per axis, over x dilated by 2 and padded by k // 2 + 1.
+      kp = jnp.pad(kernel, ((1, 1), (1, 1), (0, 0), (0, 0)))
+      taps = kp[1:, 1:] + kp[:-1, 1:] + kp[1:, :-1] + kp[:-1, :-1]  # [k + 1, k + 1, C, F]
+      x, taps, bias = nn.dtypes.promote_dtype(inputs, taps, bias, dtype=self.dtype)
+      edge = k // 2 + 1
+      y = conv_fn(x, taps, (1, 1), ((edge, edge), (edge, edge)), lhs_dilation=(2, 2),
+                  dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=self.precision)
+      return nn.relu(y + bias) if self.relu else y + bias
     if form == "centred":
       taps = jnp.asarray(_polyphase_taps(k), kernel.dtype)
       half = (taps.shape[1] - 1) // 2
@@ -349,7 +374,6 @@ class UpsampleConv(Conv):
     phases = jnp.einsum("atd,bse,deio->tsiabo", taps, taps, kernel)
     phases = phases.reshape(n, n, c, 4 * self.features)
     x, phases, bias = nn.dtypes.promote_dtype(inputs, phases, bias, dtype=self.dtype)
-    conv_fn = self.conv_general_dilated or jax.lax.conv_general_dilated
     y = conv_fn(x, phases, (1, 1), pads, dimension_numbers=("NHWC", "HWIO", "NHWC"),
                 precision=self.precision)
     if self.relu:  # Bias and ReLU on the convolution's own output: cuDNN fuses them into it.
@@ -474,7 +498,9 @@ def decoder_tail(x: Array, features: int, kernel: int, heads: tuple[int, ...], h
   if tail not in DECODER_TAILS[1:]:
     raise ConfigError(f"model.decoder_tail={tail!r} is not one of {', '.join(DECODER_TAILS)}.")
   b, h, w, _ = x.shape
-  phase = tail == "phase" and polyphase_form(kernel, upsample_mode) == "centred"
+  # The "transposed" mode's layers have a phase layout too: the centred form's (`conv`).
+  centred_mode = "polyphase" if upsample_mode == "transposed" else upsample_mode
+  phase = tail == "phase" and polyphase_form(kernel, centred_mode) == "centred"
   x = conv_bn_relu(x, features, kernel, train=train, dtype=dtype, upsample_first=True,
                    upsample_mode=upsample_mode, conv_weight_grad=conv_weight_grad,
                    phase_layout=phase)
