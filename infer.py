@@ -815,13 +815,16 @@ def evaluate(opts: Options, done: list[str]) -> None:
                                                   num_examples=opts.num_examples,
                                                   seed=opts.seed)
       del run  # Before the next is built.
-    except A2IError as e:
+    except BaseException as e:  # A mistake, Ctrl-C, a device out of memory: all the same.
       if not results:
         raise
       # The runs evaluated before it are kept, under a name of their own (was: lost with the
       # error, which did not say which run failed; review finding).
       _write_evaluation(out, "evaluation_partial", opts.workdirs[:len(results)],
-                        results + [baseline], reports[:len(results)], done, "evaluate_partial")
+                        results + [b for b in (baseline,) if b is not None],
+                        reports[:len(results)], done, "evaluate_partial")
+      if not isinstance(e, A2IError):
+        raise
       raise A2IError(f"evaluating {workdir}: {e} The run(s) evaluated before it are in "
                      f"{os.path.join(out, 'evaluation_partial.md')}.") from None
   _write_evaluation(out, "evaluation", opts.workdirs, results + [baseline], reports, done,

@@ -290,8 +290,12 @@ def workdir_lock(workdir: str) -> Iterator[None]:
       holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
       raise WorkdirError(f"{workdir} is in use by another run ({holder}); wait for it to "
                          "finish or stop it, or pass another --workdir.") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
+    try:  # A full disk (review finding: a traceback).
+      os.ftruncate(fd, 0)
+      os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
+    except OSError as e:
+      raise WorkdirError(f"cannot write to {workdir} ({describe_storage_error(e)}); free some "
+                         "space or pass a --workdir you can write to.") from None
     yield
   finally:
     os.close(fd)  # Releases the lock.

@@ -29,8 +29,9 @@ from a2i_jax import distributed, errors
 class StopRequest:
   """Ctrl-C (SIGINT) or SIGTERM inside the block sets `requested` instead of raising (or, for
   SIGTERM, ending the process), and says so on stderr at once; the loop then finishes its
-  dispatches in flight, saves and stops. A second one raises KeyboardInterrupt at once (the
-  save under way is lost; train.py names the checkpoint a rerun resumes from).
+  dispatches in flight, saves and stops. A second one raises KeyboardInterrupt at once (a
+  save not yet started is skipped; one under way finishes as the loop closes its
+  checkpointer; train.py names the checkpoint a rerun resumes from).
 
   Raising KeyboardInterrupt at an arbitrary point could land between a dispatch that donated
   the state's buffers and the assignment of its result, losing the state. SIGTERM is how
@@ -61,7 +62,8 @@ class StopRequest:
     self.requested = True
     if distributed.is_main():  # At once (the save can take a while); os.write: no reentry.
       os.write(2, b"\nstopping: the steps under way finish and are saved (another Ctrl-C "
-                  b"quits at once, losing the steps since the last checkpoint)\n")
+                  b"quits sooner, without a save not yet under way; the last line names the "
+                  b"checkpoint to resume from)\n")
 
   def __enter__(self) -> "StopRequest":
     if distributed.process_count() > 1:

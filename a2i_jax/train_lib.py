@@ -408,21 +408,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   # The workdir is shared by the processes of a multi-host run: the first one holds it.
   primary = jax.process_index() == 0
-  try:
-    with files.workdir_lock(workdir) if primary else contextlib.nullcontext():
-      return _train_in_workdir(config, workdir, mesh, model, dataset, data)
-  except A2IError:
-    raise  # The loop's own storage errors among them, which name the step.
-  except Exception as e:  # pylint: disable=broad-except
-    # A full disk or a read-only folder while the lock, the record, the config's history or
-    # the samples are written, before the loop (was: a traceback; review finding).
-    error = files.storage_error(e)
-    if error is None:
-      raise
-    where = f" ({error.filename})" if getattr(error, "filename", None) else ""
-    raise WorkdirError(f"writing to {workdir} failed before training started"
-                       f"{where}: {files.describe_storage_error(error)}. Free some space (or "
-                       "fix the permissions), then run the same command again.") from None
+  with files.workdir_lock(workdir) if primary else contextlib.nullcontext():
+    return _train_in_workdir(config, workdir, mesh, model, dataset, data)
 
 
 class _TrainWindow:
@@ -503,8 +490,9 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
         continue
       if int(state.step) != good:  # A copied or renamed folder: its state is another step's,
         # and a save of step `good` would be skipped as already there (the work lost).
+        held = int(state.step)
         ckpt.mark_corrupt(good, f"its folder is named step {good} but it holds the state of "
-                          f"step {int(state.step)}")
+                          f"step {held}; to use that state, rename the folder to {held}")
         state = None
     if good is not None:
       ckpt.newest_intact_step(quarantine=True)  # Moves the corrupt ones newer than `good`.
@@ -524,9 +512,18 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
         _keep_a_changed_config(workdir, config, int(state.step))
       checkpoints.save_config(workdir, config)
     train_eval.record_dataset(workdir, dataset, config.data.path, resumed=good is not None)
-  except BaseException:
+  except BaseException as e:
     ckpt.close()
-    raise
+    # A full disk or a folder that cannot be read or written while the run's record, its
+    # config's history or its samples are read or written, before the loop (was: a traceback;
+    # review finding). The loop names its own, with the step.
+    error = files.storage_error(e) if isinstance(e, Exception) else None
+    if error is None or isinstance(e, A2IError):
+      raise
+    where = f"{error.filename}: " if getattr(error, "filename", None) else ""
+    raise WorkdirError(f"the workdir {workdir} could not be used before training started "
+                       f"({where}{files.describe_storage_error(error)}). Free some space (or "
+                       "fix the permissions), then run the same command again.") from None
   return _loop(config, workdir, mesh, model, tx, dataset, data, ckpt, state,
                (k_train, k_eval, k_sample))
 
@@ -757,11 +754,13 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
   def evaluate() -> dict:
     ev = train_eval.evaluate(eval_step, state.variables, dataset["validation"], config, mesh,
                              jax.random.fold_in(k_eval, step))
+    # Before the samples: a state whose evaluation is not finite draws NaN images, which the
+    # grid refuses with a message about the caller's images (a review found it hiding this).
+    _check_validation_finite(ev, step, ckpt.latest_step(), ckpt.directory)
     grid = train_eval.write_samples(model, sample_fn, state.variables, dataset, config,
                                     samples_at(step), jax.random.fold_in(k_sample, step))
     writer.write_image(step, "samples", grid)
     summary.evaluated(ev, samples_at(step))
-    _check_validation_finite(ev, step, ckpt.latest_step(), ckpt.directory)
     return {f"val/{name}": v for name, v in ev.items()}
 
   progress, writer, failed, compiled = None, None, True, {}
@@ -841,7 +840,9 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
           continue
         # The checkpoint comes before evaluation and samples, so a failure there loses no steps.
         if due(config.checkpoint_every_steps):
+          t0 = time.perf_counter()
           ckpt.save(step, state)
+          window.exclude(time.perf_counter() - t0)  # Its host part: not training time.
         if due(config.eval_every_steps):
           t0 = time.perf_counter()
           row.update(evaluate())

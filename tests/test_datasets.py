@@ -753,8 +753,8 @@ def test_folder_masks_that_would_read_as_something_else_are_refused(tmp_path):
   mask_path = os.path.join(path, "masks", "img_03.png")
   m = np.asarray(Image.open(mask_path))
   zero = np.zeros_like(m)
-  for bad, expected in (((m > 0).astype(np.uint8), "its brightest pixel is 1, so it has no "
-                         "foreground"),
+  for bad, expected in (((m > 0).astype(np.uint8), r"its brightest pixel is 1 \(of 255\), so "
+                         "it has no foreground"),
                         ((m > 0).astype(np.uint8) * 20, "its brightest pixel is 20"),
                         (np.stack([m, zero, zero], -1), r"is coloured \(pixel \(0, 18\) is "
                          r"RGB \(255, 0, 0\)\); masks are black")):
@@ -762,6 +762,12 @@ def test_folder_masks_that_would_read_as_something_else_are_refused(tmp_path):
     with pytest.raises(DataError, match=f"img_03.png.*{expected}"):
       load()
     assert not os.listdir(data / "folder")  # No half-made copy left behind.
+  # What an earlier attempt stopped by Ctrl-C left: the next one that fails removes it too.
+  key = folder._fingerprint(path, folder.scan(path, True), 32, "centre_crop")
+  os.makedirs(data / "folder" / f"f-{key}" / "a2i_folder")
+  with pytest.raises(DataError, match="img_03.png is coloured"):
+    load()
+  assert not os.listdir(data / "folder")
   noisy = np.stack([m, np.clip(m.astype(np.int16) + 3, 0, 255).astype(np.uint8), m], -1)
   Image.fromarray(noisy).save(mask_path)
   ds = load()

@@ -770,6 +770,30 @@ def test_a_run_failing_in_evaluate_keeps_the_runs_before_it(trained, tmp_path):
   assert [r.get("workdir") for r in rows] == [str(trained), None]  # The run, the baseline.
 
 
+def test_evaluate_keeps_the_runs_before_a_crash_or_ctrl_c(trained, tmp_path, monkeypatch):
+  """The same for what is no user's mistake (a device out of memory, Ctrl-C): the runs
+  evaluated before are written, and the exception goes on as it was (review finding)."""
+  import infer  # pylint: disable=import-outside-toplevel
+  evaluate_model = infer.evaluation.evaluate_model
+  calls = []
+
+  def second_fails(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 2:
+      raise MemoryError("device out of memory")
+    return evaluate_model(*args, **kwargs)
+  monkeypatch.setattr(infer.evaluation, "evaluate_model", second_fails)
+  other = tmp_path / "again"
+  shutil.copytree(trained, other)
+  out = tmp_path / "out"
+  with pytest.raises(MemoryError):
+    infer.run_modes(_options(f"--workdir={trained},{other}", "--mode=evaluate", f"--out={out}",
+                             "--steps=1", "--num_examples=2", "--occlusion=none",
+                             "--noattribute_fidelity"))
+  rows = json.load(open(out / "evaluation_partial.json"))["results"]
+  assert [r.get("workdir") for r in rows] == [os.path.abspath(trained), None]
+
+
 def test_staging_folders_of_killed_processes_are_removed(trained, tmp_path):
   """A process killed past Ctrl-C's reach (SIGKILL) leaves its mode's staging folder in --out,
   and they piled up (review finding). The next call removes those of dead processes of this

@@ -108,15 +108,16 @@ def test_ctrl_c_saves_and_says_where(tmp_path, flags, reference):
 def test_a_second_ctrl_c_quits_at_once_and_names_the_step_to_resume_from(tmp_path, flags,
                                                                           reference):
   """The first Ctrl-C said nothing until the save ended, which invited a second; that one
-  quits at once (the save under way is lost) and said "resume from the newest checkpoint"
-  (review finding). Now the first says at once what happens and what a second would cost,
-  and the last line names the step a rerun resumes from."""
+  quits at once (a save not yet started is skipped) and said "resume from the newest
+  checkpoint" (review finding). Now the first says at once what happens and what a second
+  does, and the last line names the step a rerun resumes from."""
   workdir = str(tmp_path / "w")
   r = F.train(workdir, *flags, fault="sigint_twice_at_step:3")
   assert r.returncode == 130 and not F.error_lines(r.stderr), r.stderr[-3000:]
   lines = r.stderr.strip().splitlines()
-  assert ("stopping: the steps under way finish and are saved (another Ctrl-C quits at once, "
-          "losing the steps since the last checkpoint)") in lines, r.stderr[-3000:]
+  assert ("stopping: the steps under way finish and are saved (another Ctrl-C quits sooner, "
+          "without a save not yet under way; the last line names the checkpoint to resume "
+          "from)") in lines, r.stderr[-3000:]
   assert lines[-1] == ("interrupted; run the same command to resume from step 2, the newest "
                        "checkpoint."), lines[-1]
   assert _steps(workdir)[-1] == 2
@@ -256,9 +257,30 @@ def test_a_step_folder_holding_another_steps_state_is_set_aside(tmp_path, flags,
   warnings = F.warning_lines(r.stderr)
   assert len(warnings) == 1, r.stderr
   assert ("checkpoint 6 is corrupt (its folder is named step 6 but it holds the state of step "
-          f"4) and was moved to {workdir}/corrupt_checkpoints/6; resuming from step 4"
+          "4; to use that state, rename the folder to 4) and was moved to "
+          f"{workdir}/corrupt_checkpoints/6; resuming from step 4"
           in warnings[0]), warnings
   F.assert_same_state(F.final_state(workdir), F.final_state(reference))
+
+
+def test_a_state_whose_evaluation_is_not_finite_is_named_before_its_samples(tmp_path, flags,
+                                                                             reference):
+  """Checkpoint 6 with NaN BatchNorm statistics (intact checksums): training's loss stays
+  finite, its evaluation does not. The sample grid, drawn from the same state, came first and
+  stopped the run with "float images must lie in [0, 1]" (review finding); the run must stop
+  on the validation, naming the checkpoint."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  workdir = _copy(reference, tmp_path)
+  state = F.final_state(workdir)
+  shutil.rmtree(os.path.join(workdir, "checkpoints", "6"))
+  ckpt = checkpoints.Checkpointer(workdir)
+  ckpt.save(6, state.replace(batch_stats=jax.tree_util.tree_map(
+      lambda a: np.full(a.shape, np.nan, a.dtype), state.batch_stats)))
+  ckpt.wait()
+  ckpt.close()
+  r = F.train(workdir, *flags, "--config.num_train_steps=8", "--config.eval_every_steps=8")
+  _one_error(r, "validation at step 8 is not finite", "the newest checkpoint, 8")
 
 
 def test_ctrl_c_while_train_py_imports_is_one_line(tmp_path, flags):
@@ -301,8 +323,8 @@ def test_disk_full_before_the_loop_is_one_line(tmp_path, flags, reference):
   finding, on a tmpfs); now the one line, naming the file."""
   workdir = str(tmp_path / "w")
   r = F.train(workdir, *flags, fault="disk_full_in_record:0")
-  _one_error(r, f"writing to {workdir} failed before training started "
-             f"({workdir}/dataset.json): no space left on the device", "Free some space")
+  _one_error(r, f"the workdir {workdir} could not be used before training started "
+             f"({workdir}/dataset.json: no space left on the device)", "Free some space")
   assert not _steps(workdir)
   _resume_and_compare(workdir, reference, flags)
 

@@ -313,9 +313,10 @@ def _mask_pixels(path: str, rgb: np.ndarray) -> np.ndarray:
   grey = np.asarray(Image.fromarray(rgb).convert("L"))
   top = int(grey.max())
   if 0 < top <= 127:
-    raise DataError(f"{path}: its brightest pixel is {top}, so it has no foreground (white, "
-                    "above 127) at all; it looks like a label map (0/1 or class numbers). "
-                    "Save the foreground as 255 (white) and the background as 0.")
+    raise DataError(f"{path}: its brightest pixel is {top} (of 255), so it has no foreground "
+                    "(white, above 127) at all; it looks like a label map (0/1 or class "
+                    "numbers). Save the foreground as white (255; 65535 in a 16-bit image) and "
+                    "the background as black (0).")
   return grey
 
 
@@ -500,15 +501,19 @@ def load(*, path: str, data_dir: str, image_size: int, masks: bool = False,
   key = _fingerprint(path, table, image_size, resize)
   prepared = os.path.join(os.path.expanduser(data_dir), "folder",
                           f"{os.path.basename(path)}-{key}")
-  new = not os.path.exists(prepared)
+  # A copy is finished once TFDS has written its dataset_info.json (last, by a rename).
+  finished = os.path.isfile(os.path.join(prepared, A2iFolder.name, str(A2iFolder.VERSION),
+                                         "dataset_info.json"))
   try:
     builder = tfds_lib.open_builder(A2iFolder, data_dir=prepared, folder=path, table=table,
                                     image_size=image_size, resize=resize, progress=progress)
     ds = tfds_lib.load(builder, manual_dir=path,
                        download_dir=os.path.join(prepared, "downloads"), image_size=image_size,
                        progress=progress)
-  except DataError:
-    if new:  # A file of the folder stopped the preparation: leave no half-made copy.
+  except BaseException:
+    # A file of the folder, a full disk or Ctrl-C stopped the preparation: leave no half-made
+    # copy (nor one an earlier stopped attempt left). A finished copy is the damage checks'.
+    if not finished:
       shutil.rmtree(prepared, ignore_errors=True)
     raise
   return dataclasses.replace(ds, name="folder")

@@ -194,8 +194,8 @@ def load_trained(workdir: str, step: Optional[int] = None) -> TrainedModel:
     raise CheckpointError(
         f"checkpoint {step} in {workdir} holds NaN or infinite values in {len(bad)} of its "
         f"arrays (e.g. {bad[0]}): a model that generates only NaN. Use another checkpoint "
-        f"(infer.py --step, load_trained's step; saved: "
-        f"{', '.join(map(str, others)) or 'none other'}) or train again from an earlier one.")
+        f"(infer.py --step, load_trained's step; the others saved, not checked: "
+        f"{', '.join(map(str, others)) or 'none'}) or train again from an earlier one.")
   # Not `from_variables`: the restore has already matched every array to `abstract`.
   return TrainedModel(config, model, dict(variables), int(step),
                       perf.jit(sampling.make_sample_fn(model)))
