@@ -109,7 +109,7 @@ parts=(
   "infer_fold|150|ab: --what=infer --models=discvae,cvae --batch=1000 --rounds=3 --variants=unfolded:model.dtype=bfloat16,inference.steps=50,fold_batchnorm=off;folded:model.dtype=bfloat16,inference.steps=50,fold_batchnorm=on"
   # The upsampling layers as stride-2 transposed convolutions (model.upsample_mode
   # "transposed": no depth-to-space shuffle forward or backward, cuDNN's backward-data
-  # kernels; 3.7x slower on CPU, whose kernels compute the dilation's zeros) against the
+  # kernels; 5-17x slower on CPU, whose kernels compute the dilation's zeros) against the
   # polyphase default, inference and training, side by side (2026-12-04, thirty-third session).
   "infer_transposed|150|ab: --what=infer --models=discvae,cvae --batch=1000 --rounds=3 --variants=polyphase:model.dtype=bfloat16,inference.steps=50;transposed:model.dtype=bfloat16,inference.steps=50,model.upsample_mode=transposed"
   "train_transposed|120|ab: --what=train --models=discvae,cvae --batch=256 --rounds=3 --variants=polyphase:model.dtype=bfloat16;transposed:model.dtype=bfloat16,model.upsample_mode=transposed"

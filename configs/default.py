@@ -28,7 +28,7 @@ def get_config() -> ml_collections.ConfigDict:
   # at the low resolution (5x5: 36/100 of the multiply-adds; on CPU the disCVAE background's
   # 3x3 ones from 8x8 inputs up: about half; models.UpsampleConv); "direct" upsamples then convolves, as
   # written in the reference; "transposed" computes it as one stride-2 transposed convolution
-  # (no shuffle; for GPUs, not measured yet; 3.7x slower on CPU). Same parameters and
+  # (no shuffle; for GPUs, not measured yet; 5-17x slower on CPU). Same parameters and
   # checkpoints either way.
   config.model.upsample_mode = "polyphase"
   # How the convolutions' kernel gradients are computed: "xla" (XLA's own), "taps" (matrix
