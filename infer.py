@@ -28,14 +28,13 @@ if __name__ == "__main__":  # First, before any import: it may start the command
 
 import contextlib
 import dataclasses
+import fcntl
 import fnmatch
 import json
 import math
 import os
-import re
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 from typing import Callable, Iterator, Optional
@@ -424,17 +423,24 @@ def _staged(out: str, mode: str, done: list[str], quiet: bool = False) -> Iterat
     done.append(mode)
     return
   made = not os.path.isdir(out)
-  stage = None
+  stage, owner = None, None
   try:
     with interrupts.held():  # A Ctrl-C just after the folder is made still removes it.
       try:
         os.makedirs(out, exist_ok=True)
         _remove_dead_stages(out)
-        stage = tempfile.mkdtemp(prefix=f".{mode}-unfinished-{os.getpid()}@{_HOST}-", dir=out)
+        stage = tempfile.mkdtemp(prefix=f".{mode}-unfinished-", dir=out)
+        # Held while this process lives: the kernel lets go of it however the process ends.
+        # Locked under another name, then renamed: no other process finds it unlocked.
+        owner = os.open(os.path.join(stage, _STAGE_OWNER + ".new"), os.O_RDWR | os.O_CREAT,
+                        0o644)
+        fcntl.flock(owner, fcntl.LOCK_EX)
+        os.rename(os.path.join(stage, _STAGE_OWNER + ".new"), os.path.join(stage, _STAGE_OWNER))
       except OSError as e:
         raise _write_error(out, e) from None
     yield stage
-    new = sorted(os.listdir(stage), key=lambda n: (n.endswith(".json"), n))  # JSON last.
+    new = sorted((n for n in os.listdir(stage) if not n.startswith(_STAGE_OWNER)),
+                 key=lambda n: (n.endswith(".json"), n))  # JSON last.
     with interrupts.held():  # So that it cannot leave old and new files mixed.
       try:
         for name in new:
@@ -451,36 +457,42 @@ def _staged(out: str, mode: str, done: list[str], quiet: bool = False) -> Iterat
   finally:
     if stage is not None:
       shutil.rmtree(stage, ignore_errors=True)
+    if owner is not None:
+      os.close(owner)
     if made and os.path.isdir(out) and not os.listdir(out):
       os.rmdir(out)
 
 
-_HOST = socket.gethostname()
-# A staging folder's name: the mode, the process that made it and its host, tempfile's suffix.
-_STAGE_NAME = re.compile(r"^\.[a-z_]+-unfinished-(\d+)@(.*)-[a-z0-9_]+$")
+# Inside each staging folder: the file its process holds an exclusive `flock` on.
+_STAGE_OWNER = ".owner"
 
 
 def _remove_dead_stages(out: str) -> list[str]:
-  """Removes the staging folders in `out` that processes of this host left when they were
-  killed (SIGKILL, a scheduler past its grace period: `_staged` could not clean up; a review
-  found them piling up). A live process's, or another host's, are left alone.
+  """Removes the staging folders in `out` whose process is gone (SIGKILL, a scheduler past its
+  grace period: `_staged` could not clean up; a review found them piling up): those whose
+  owner file no process holds a lock on any more. The kernel drops a process's locks however
+  it ends, so a live process's folder (in any PID namespace, on this kernel) is never taken;
+  one without an owner file (an older version's, or made a moment ago) is left alone.
 
   Returns:
     The folders removed.
   """
   removed = []
   for name in os.listdir(out):
-    found = _STAGE_NAME.match(name)
-    if not found or found.group(2) != _HOST or int(found.group(1)) == os.getpid():
+    folder = os.path.join(out, name)
+    if not (name.startswith(".") and "-unfinished-" in name and os.path.isdir(folder)):
       continue
     try:
-      os.kill(int(found.group(1)), 0)
-      continue  # Alive (ours or another user's: PermissionError below).
-    except ProcessLookupError:
-      pass
-    except PermissionError:
+      fd = os.open(os.path.join(folder, _STAGE_OWNER), os.O_RDWR)
+    except OSError:
       continue
-    shutil.rmtree(os.path.join(out, name), ignore_errors=True)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      continue  # Held: its process is alive.
+    finally:
+      os.close(fd)
+    shutil.rmtree(folder, ignore_errors=True)
     removed.append(name)
   return removed
 
@@ -799,30 +811,36 @@ def evaluate(opts: Options, done: list[str]) -> None:
           run.trained, run.dataset, occlusion_names=opts.occlusion_names(),
           num_examples=opts.num_examples, key=run.key, options=options, seed=opts.seed),
                 "model": label, "workdir": run.workdir, "step": run.trained.step}
+      report = None
       if opts.attribute_fidelity:
         if predictor is None:
           from a2i_jax import attribute_predictor  # pylint: disable=import-outside-toplevel
           predictor = attribute_predictor.load_or_train(
               run.trained.config.attribute_predictor, run.dataset, opts.workdirs[0],
               seed=opts.seed)
-        reports.append({**evaluation.attribute_report(
+        report = {**evaluation.attribute_report(
             run.trained, run.dataset, predictor, key=run.key, num_examples=opts.num_examples,
-            options=options), "model": label})
-      results.append(result)
+            options=options), "model": label}
       if baseline is None:  # The same test images for every run.
         baseline = evaluation.evaluate_mean_image(run.dataset,
                                                   occlusion_names=opts.occlusion_names(),
                                                   num_examples=opts.num_examples,
                                                   seed=opts.seed)
+      # A run counts as evaluated only once all of its parts are done.
+      results.append(result)
+      reports.extend([report] if report is not None else [])
       del run  # Before the next is built.
     except BaseException as e:  # A mistake, Ctrl-C, a device out of memory: all the same.
       if not results:
         raise
       # The runs evaluated before it are kept, under a name of their own (was: lost with the
-      # error, which did not say which run failed; review finding).
-      _write_evaluation(out, "evaluation_partial", opts.workdirs[:len(results)],
-                        results + [b for b in (baseline,) if b is not None],
-                        reports[:len(results)], done, "evaluate_partial")
+      # error, which did not say which run failed; review finding). A failure to write them
+      # is a warning: the error that stopped the call is the one to see.
+      try:
+        _write_evaluation(out, "evaluation_partial", opts.workdirs[:len(results)],
+                          results + [baseline], reports, done, "evaluate_partial")
+      except Exception as failed:  # pylint: disable=broad-except
+        logging.warning("could not keep the runs evaluated so far: %s", failed)
       if not isinstance(e, A2IError):
         raise
       raise A2IError(f"evaluating {workdir}: {e} The run(s) evaluated before it are in "

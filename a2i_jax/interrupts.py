@@ -31,7 +31,8 @@ class StopRequest:
   SIGTERM, ending the process), and says so on stderr at once; the loop then finishes its
   dispatches in flight, saves and stops. A second one raises KeyboardInterrupt at once (a
   save not yet started is skipped; one under way finishes as the loop closes its
-  checkpointer; train.py names the checkpoint a rerun resumes from).
+  checkpointer, with peers within `train_lib.PENDING_SAVE_GRACE_S`; train.py names the
+  checkpoint a rerun resumes from).
 
   Raising KeyboardInterrupt at an arbitrary point could land between a dispatch that donated
   the state's buffers and the assignment of its result, losing the state. SIGTERM is how

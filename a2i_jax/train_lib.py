@@ -459,10 +459,11 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
 
   # Stage 4: checkpoint. Resume from the newest intact one if there is one; only then is the
   # run's record (config.json, dataset.json) written.
-  for path in checkpoints.remove_temporary(workdir) if jax.process_index() == 0 else ():
-    logging.info("removed %s, a save that never finished", path)
-  ckpt = checkpoints.Checkpointer(workdir, config.max_checkpoints_to_keep)
+  ckpt = None
   try:
+    for path in checkpoints.remove_temporary(workdir) if jax.process_index() == 0 else ():
+      logging.info("removed %s, a save that never finished", path)
+    ckpt = checkpoints.Checkpointer(workdir, config.max_checkpoints_to_keep)
     if ckpt.all_steps():
       _check_resume_compatible(workdir, config)
     state, good, abstract = None, None, None
@@ -513,7 +514,8 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
       checkpoints.save_config(workdir, config)
     train_eval.record_dataset(workdir, dataset, config.data.path, resumed=good is not None)
   except BaseException as e:
-    ckpt.close()
+    if ckpt is not None:
+      ckpt.close()
     # A full disk or a folder that cannot be read or written while the run's record, its
     # config's history or its samples are read or written, before the loop (was: a traceback;
     # review finding). The loop names its own, with the step.

@@ -756,6 +756,9 @@ def test_folder_masks_that_would_read_as_something_else_are_refused(tmp_path):
   for bad, expected in (((m > 0).astype(np.uint8), r"its brightest pixel is 1 \(of 255\), so "
                          "it has no foreground"),
                         ((m > 0).astype(np.uint8) * 20, "its brightest pixel is 20"),
+                        # 16-bit: 0/1 read as all black and was kept (a third review).
+                        ((m > 0).astype(np.uint16), r"its brightest pixel is 1 \(of 65535\)"),
+                        ((m > 0).astype(np.uint16) * 200, r"is 200 \(of 65535\)"),
                         (np.stack([m, zero, zero], -1), r"is coloured \(pixel \(0, 18\) is "
                          r"RGB \(255, 0, 0\)\); masks are black")):
     Image.fromarray(bad).save(mask_path)

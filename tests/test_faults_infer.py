@@ -792,26 +792,43 @@ def test_evaluate_keeps_the_runs_before_a_crash_or_ctrl_c(trained, tmp_path, mon
                              "--noattribute_fidelity"))
   rows = json.load(open(out / "evaluation_partial.json"))["results"]
   assert [r.get("workdir") for r in rows] == [os.path.abspath(trained), None]
+  # The first run's baseline failing: that run is not "evaluated before it" (a third review).
+  def no_baseline(*args, **kwargs):
+    raise MemoryError("host out of memory")
+  monkeypatch.setattr(infer.evaluation, "evaluate_model", evaluate_model)
+  monkeypatch.setattr(infer.evaluation, "evaluate_mean_image", no_baseline)
+  out2 = tmp_path / "out2"
+  with pytest.raises(MemoryError):
+    infer.run_modes(_options(f"--workdir={trained},{other}", "--mode=evaluate", f"--out={out2}",
+                             "--steps=1", "--num_examples=2", "--occlusion=none",
+                             "--noattribute_fidelity"))
+  assert not out2.exists()
 
 
 def test_staging_folders_of_killed_processes_are_removed(trained, tmp_path):
   """A process killed past Ctrl-C's reach (SIGKILL) leaves its mode's staging folder in --out,
-  and they piled up (review finding). The next call removes those of dead processes of this
-  host, and leaves a live process's and another host's alone."""
+  and they piled up (review finding). The next call removes those whose owner file no process
+  holds a lock on; a live process's (locked), and one without an owner file, stay."""
+  import fcntl  # pylint: disable=import-outside-toplevel
   import infer  # pylint: disable=import-outside-toplevel
   out = tmp_path / "out"
-  dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                        capture_output=True, text=True).stdout.strip()
-  host = infer._HOST  # pylint: disable=protected-access
-  names = {"dead": f".reconstruct-unfinished-{dead}@{host}-abc123",
-           "live": f".complete-unfinished-{os.getppid()}@{host}-def456",
-           "elsewhere": f".sample-unfinished-{dead}@not-{host}-ghi789"}
-  for name in names.values():
+  for name in (".reconstruct-unfinished-dead", ".complete-unfinished-live",
+               ".sample-unfinished-old"):
     os.makedirs(out / name / "inside")
-  infer.run_modes(_options(f"--workdir={trained}", "--mode=sample", "--num_images=1",
-                           "--samples_per_attribute=1", f"--out={out}"))
+  for name in (".reconstruct-unfinished-dead", ".complete-unfinished-live"):
+    (out / name / ".owner").write_text("")
+  held = os.open(out / ".complete-unfinished-live" / ".owner", os.O_RDWR)
+  fcntl.flock(held, fcntl.LOCK_EX)  # A live process's.
+  try:
+    infer.run_modes(_options(f"--workdir={trained}", "--mode=sample", "--num_images=1",
+                             "--samples_per_attribute=1", f"--out={out}"))
+  finally:
+    os.close(held)
   left = sorted(n for n in os.listdir(out) if n.startswith("."))
-  assert left == sorted([names["live"], names["elsewhere"]]), left
+  assert left == [".complete-unfinished-live", ".sample-unfinished-old"], left
+  written = [n for n in os.listdir(out) if not n.startswith(".")]
+  assert len(written) == 1 and written[0].startswith("sample_step"), written  # No .owner.
+  assert not os.path.exists(out / ".owner")
 
 
 def test_edit_by_default_takes_each_image_to_the_other_end(trained, tmp_path):

@@ -40,7 +40,8 @@ fingerprint covers the CSV, the name, size and modification time of every image 
 a row names, the image size, the resize mode and `PREPARATION_VERSION`, so editing the folder
 (or a release that reads images otherwise) prepares it again. A file replaced by one of the
 same size and modification time (as `cp -p` or `rsync -a` can leave it) is not noticed:
-delete the prepared copy then. A preparation that stops on an error leaves no copy behind.
+delete the prepared copy then. A preparation that one of the folder's files stops leaves no
+copy behind.
 """
 
 from __future__ import annotations
@@ -291,8 +292,8 @@ def _mask_pixels(path: str, rgb: np.ndarray) -> np.ndarray:
 
   A mask is black (background) to white (foreground; above 127 counts as foreground). Coloured
   masks (red on black, palette class maps) and label maps whose brightest value is 1..127
-  (0/1 labels, class indices) would read as mostly or wholly background, so each is an error
-  naming the file; an all-black mask (no foreground) is kept.
+  (0/1 labels, class indices; 1..32767 in a 16-bit image) would read as mostly or wholly
+  background, so each is an error naming the file; an all-black mask (no foreground) is kept.
 
   Args:
     path: the mask file, for the messages.
@@ -311,12 +312,16 @@ def _mask_pixels(path: str, rgb: np.ndarray) -> np.ndarray:
                     "(background) and white (foreground). Save it as a black-and-white "
                     "(greyscale) image.")
   grey = np.asarray(Image.fromarray(rgb).convert("L"))
-  top = int(grey.max())
-  if 0 < top <= 127:
-    raise DataError(f"{path}: its brightest pixel is {top} (of 255), so it has no foreground "
-                    "(white, above 127) at all; it looks like a label map (0/1 or class "
-                    "numbers). Save the foreground as white (255; 65535 in a 16-bit image) and "
-                    "the background as black (0).")
+  top, scale = int(grey.max()), 255
+  if top <= 127:  # A 16-bit label map reads as black (0/1) or nearly (0/200): its own values.
+    with Image.open(path) as im:
+      if im.mode.startswith("I"):
+        top, scale = int(np.asarray(im).max()), 65535
+  if 0 < top <= scale // 2:
+    raise DataError(f"{path}: its brightest pixel is {top} (of {scale}), so it has no "
+                    "foreground (white, above half) at all; it looks like a label map (0/1 or "
+                    f"class numbers). Save the foreground as white ({scale}) and the background "
+                    "as black (0).")
   return grey
 
 
@@ -501,19 +506,20 @@ def load(*, path: str, data_dir: str, image_size: int, masks: bool = False,
   key = _fingerprint(path, table, image_size, resize)
   prepared = os.path.join(os.path.expanduser(data_dir), "folder",
                           f"{os.path.basename(path)}-{key}")
-  # A copy is finished once TFDS has written its dataset_info.json (last, by a rename).
-  finished = os.path.isfile(os.path.join(prepared, A2iFolder.name, str(A2iFolder.VERSION),
-                                         "dataset_info.json"))
   try:
     builder = tfds_lib.open_builder(A2iFolder, data_dir=prepared, folder=path, table=table,
                                     image_size=image_size, resize=resize, progress=progress)
     ds = tfds_lib.load(builder, manual_dir=path,
                        download_dir=os.path.join(prepared, "downloads"), image_size=image_size,
                        progress=progress)
-  except BaseException:
-    # A file of the folder, a full disk or Ctrl-C stopped the preparation: leave no half-made
-    # copy (nor one an earlier stopped attempt left). A finished copy is the damage checks'.
-    if not finished:
+  except DataError:
+    # A file of the folder stopped the preparation (every attempt on these files stops so):
+    # leave no half-made copy, nor one an earlier stopped attempt left. A copy finished by
+    # now (TFDS writes its dataset_info.json last, by a rename) is the damage checks' to judge.
+    # Other failures (Ctrl-C, a full disk) leave TFDS's unfinished folder for the next attempt,
+    # which may be another process's preparing the same copy now.
+    if not os.path.isfile(os.path.join(prepared, A2iFolder.name, str(A2iFolder.VERSION),
+                                       "dataset_info.json")):
       shutil.rmtree(prepared, ignore_errors=True)
     raise
   return dataclasses.replace(ds, name="folder")
