@@ -35,6 +35,7 @@ import math
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 from typing import Callable, Iterator, Optional
@@ -429,20 +430,15 @@ def _staged(out: str, mode: str, done: list[str], quiet: bool = False) -> Iterat
       try:
         os.makedirs(out, exist_ok=True)
         _remove_dead_stages(out)
-        stage = tempfile.mkdtemp(prefix=f".{mode}-unfinished-", dir=out)
-        # Held while this process lives: the kernel lets go of it however the process ends.
-        # Locked under another name, then renamed: no other process finds it unlocked.
-        owner = os.open(os.path.join(stage, _STAGE_OWNER + ".new"), os.O_RDWR | os.O_CREAT,
-                        0o644)
-        fcntl.flock(owner, fcntl.LOCK_EX)
-        os.rename(os.path.join(stage, _STAGE_OWNER + ".new"), os.path.join(stage, _STAGE_OWNER))
+        stage = tempfile.mkdtemp(prefix=f".{mode}-unfinished-{_HOST}-", dir=out)
+        owner = _own(stage)
       except OSError as e:
         raise _write_error(out, e) from None
     yield stage
-    new = sorted((n for n in os.listdir(stage) if not n.startswith(_STAGE_OWNER)),
-                 key=lambda n: (n.endswith(".json"), n))  # JSON last.
     with interrupts.held():  # So that it cannot leave old and new files mixed.
       try:
+        new = sorted((n for n in os.listdir(stage) if not n.startswith(_STAGE_OWNER)),
+                     key=lambda n: (n.endswith(".json"), n))  # JSON last.
         for name in new:
           os.replace(os.path.join(stage, name), os.path.join(out, name))
         for name in sorted(os.listdir(out)):
@@ -455,22 +451,46 @@ def _staged(out: str, mode: str, done: list[str], quiet: bool = False) -> Iterat
       for name in new if not quiet else ():  # Inside: a held Ctrl-C still lists what is in.
         print(f"wrote {os.path.join(out, name)}")
   finally:
+    if owner is not None:  # First: NFS keeps an open file's name (.nfs...), and the folder.
+      os.close(owner)
     if stage is not None:
       shutil.rmtree(stage, ignore_errors=True)
-    if owner is not None:
-      os.close(owner)
     if made and os.path.isdir(out) and not os.listdir(out):
       os.rmdir(out)
 
 
 # Inside each staging folder: the file its process holds an exclusive `flock` on.
 _STAGE_OWNER = ".owner"
+# In each staging folder's name: only this host's are cleaned (a network file system may
+# keep flock locks per host).
+_HOST = socket.gethostname()
+
+
+def _own(stage: str) -> Optional[int]:
+  """Creates `stage`'s owner file and holds an exclusive lock on it while this process lives
+  (the kernel lets go of it however the process ends): locked under another name, then
+  renamed, so that no other process finds it unlocked. Where the file system has no locks
+  (ENOLCK, ENOSYS), the folder goes without an owner file, which no cleanup takes.
+
+  Returns:
+    The open file's descriptor, to close once the folder is removed; None without a lock.
+  """
+  path = os.path.join(stage, _STAGE_OWNER + ".new")
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX)
+  except OSError:
+    os.close(fd)
+    os.remove(path)
+    return None
+  os.rename(path, os.path.join(stage, _STAGE_OWNER))
+  return fd
 
 
 def _remove_dead_stages(out: str) -> list[str]:
   """Removes the staging folders in `out` whose process is gone (SIGKILL, a scheduler past its
-  grace period: `_staged` could not clean up; a review found them piling up): those whose
-  owner file no process holds a lock on any more. The kernel drops a process's locks however
+  grace period: `_staged` could not clean up; a review found them piling up): this host's
+  whose owner file no process holds a lock on any more. The kernel drops a process's locks however
   it ends, so a live process's folder (in any PID namespace, on this kernel) is never taken;
   one without an owner file (an older version's, or made a moment ago) is left alone.
 
@@ -480,7 +500,8 @@ def _remove_dead_stages(out: str) -> list[str]:
   removed = []
   for name in os.listdir(out):
     folder = os.path.join(out, name)
-    if not (name.startswith(".") and "-unfinished-" in name and os.path.isdir(folder)):
+    if not (name.startswith(".") and f"-unfinished-{_HOST}-" in name
+            and os.path.isdir(folder)):
       continue
     try:
       fd = os.open(os.path.join(folder, _STAGE_OWNER), os.O_RDWR)
@@ -836,15 +857,16 @@ def evaluate(opts: Options, done: list[str]) -> None:
       # The runs evaluated before it are kept, under a name of their own (was: lost with the
       # error, which did not say which run failed; review finding). A failure to write them
       # is a warning: the error that stopped the call is the one to see.
+      kept = f"The run(s) evaluated before it are in {os.path.join(out, 'evaluation_partial.md')}."
       try:
         _write_evaluation(out, "evaluation_partial", opts.workdirs[:len(results)],
                           results + [baseline], reports, done, "evaluate_partial")
       except Exception as failed:  # pylint: disable=broad-except
         logging.warning("could not keep the runs evaluated so far: %s", failed)
+        kept = "The run(s) evaluated before it could not be written either (see the warning)."
       if not isinstance(e, A2IError):
         raise
-      raise A2IError(f"evaluating {workdir}: {e} The run(s) evaluated before it are in "
-                     f"{os.path.join(out, 'evaluation_partial.md')}.") from None
+      raise A2IError(f"evaluating {workdir}: {e} {kept}") from None
   _write_evaluation(out, "evaluation", opts.workdirs, results + [baseline], reports, done,
                     "evaluate")
 

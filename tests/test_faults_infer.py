@@ -792,6 +792,28 @@ def test_evaluate_keeps_the_runs_before_a_crash_or_ctrl_c(trained, tmp_path, mon
                              "--noattribute_fidelity"))
   rows = json.load(open(out / "evaluation_partial.json"))["results"]
   assert [r.get("workdir") for r in rows] == [os.path.abspath(trained), None]
+  # The partial table's write failing too: the line does not point at a file that is not
+  # this call's (a fifth review).
+  def refused_second(*args, **kwargs):
+    calls.append(1)
+    if len(calls) % 2 == 0:
+      raise A2IError("the second run is refused")
+    return evaluate_model(*args, **kwargs)
+  write = infer._write_evaluation  # pylint: disable=protected-access
+
+  def full_disk(out, name, *args):
+    if name == "evaluation_partial":
+      raise InputError(f"could not write {out} (No space left on device)")
+    return write(out, name, *args)
+  monkeypatch.setattr(infer.evaluation, "evaluate_model", refused_second)
+  monkeypatch.setattr(infer, "_write_evaluation", full_disk)
+  calls.clear()
+  with pytest.raises(A2IError, match="the second run is refused The run.s. evaluated before "
+                     "it could not be written either"):
+    infer.run_modes(_options(f"--workdir={trained},{other}", "--mode=evaluate",
+                             f"--out={tmp_path / 'out3'}", "--steps=1", "--num_examples=2",
+                             "--occlusion=none", "--noattribute_fidelity"))
+  monkeypatch.setattr(infer, "_write_evaluation", write)
   # The first run's baseline failing: that run is not "evaluated before it" (a third review).
   def no_baseline(*args, **kwargs):
     raise MemoryError("host out of memory")
@@ -807,17 +829,21 @@ def test_evaluate_keeps_the_runs_before_a_crash_or_ctrl_c(trained, tmp_path, mon
 
 def test_staging_folders_of_killed_processes_are_removed(trained, tmp_path):
   """A process killed past Ctrl-C's reach (SIGKILL) leaves its mode's staging folder in --out,
-  and they piled up (review finding). The next call removes those whose owner file no process
-  holds a lock on; a live process's (locked), and one without an owner file, stay."""
+  and they piled up (review finding). The next call removes this host's whose owner file no
+  process holds a lock on; a live process's (locked), one without an owner file and another
+  host's stay."""
   import fcntl  # pylint: disable=import-outside-toplevel
   import infer  # pylint: disable=import-outside-toplevel
   out = tmp_path / "out"
-  for name in (".reconstruct-unfinished-dead", ".complete-unfinished-live",
-               ".sample-unfinished-old"):
+  host = infer._HOST  # pylint: disable=protected-access
+  dead, live, old, elsewhere = (f".reconstruct-unfinished-{host}-dead",
+                                f".complete-unfinished-{host}-live",
+                                f".sample-unfinished-{host}-old", ".tune-unfinished-otherhost-x")
+  for name in (dead, live, old, elsewhere):
     os.makedirs(out / name / "inside")
-  for name in (".reconstruct-unfinished-dead", ".complete-unfinished-live"):
+  for name in (dead, live, elsewhere):  # `old`: no owner file (made a moment ago, say).
     (out / name / ".owner").write_text("")
-  held = os.open(out / ".complete-unfinished-live" / ".owner", os.O_RDWR)
+  held = os.open(out / live / ".owner", os.O_RDWR)
   fcntl.flock(held, fcntl.LOCK_EX)  # A live process's.
   try:
     infer.run_modes(_options(f"--workdir={trained}", "--mode=sample", "--num_images=1",
@@ -825,7 +851,7 @@ def test_staging_folders_of_killed_processes_are_removed(trained, tmp_path):
   finally:
     os.close(held)
   left = sorted(n for n in os.listdir(out) if n.startswith("."))
-  assert left == [".complete-unfinished-live", ".sample-unfinished-old"], left
+  assert left == sorted([live, old, elsewhere]), left  # Another host's locks may not show.
   written = [n for n in os.listdir(out) if not n.startswith(".")]
   assert len(written) == 1 and written[0].startswith("sample_step"), written  # No .owner.
   assert not os.path.exists(out / ".owner")
