@@ -351,17 +351,7 @@ def write_json(obj: Any, path: str) -> None:
     obj: dicts, lists, numbers (numpy scalars included) and strings.
     path: the file; its folder is created.
   """
-  def clean(o):
-    if isinstance(o, float) and not math.isfinite(o):
-      return None
-    if isinstance(o, dict):
-      return {k: clean(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-      return [clean(v) for v in o]
-    if isinstance(o, (np.floating, np.integer)):
-      return clean(o.item())
-    return o
-  files.atomic_write(path, json.dumps(clean(obj), indent=2))
+  files.atomic_write(path, json.dumps(files.strict_json(obj), indent=2, allow_nan=False))
 
 
 # ----------------------------------------------------------------------------------------------

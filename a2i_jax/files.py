@@ -14,12 +14,14 @@ import errno
 import fcntl
 import hashlib
 import json
+import math
 import os
 import socket
 import tempfile
-from typing import Iterable, Iterator, Optional, Union
+from typing import Any, Iterable, Iterator, Optional, Union
 
 import jax
+import numpy as np
 from absl import logging
 
 from a2i_jax.errors import WorkdirError
@@ -63,6 +65,26 @@ def atomic_path(path: str, suffix: Optional[str] = None) -> Iterator[str]:
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
+
+
+def strict_json(obj: Any) -> Any:
+  """`obj` as strict JSON can hold it: NaN and infinities as None (null; Python's json writes
+  NaN / Infinity, which other readers refuse), NumPy scalars as Python numbers, tuples as lists.
+
+  Args:
+    obj: dicts, lists, tuples, numbers (NumPy scalars included), strings, None.
+  Returns:
+    The same structure, ready for `json.dumps(..., allow_nan=False)`.
+  """
+  if isinstance(obj, (np.floating, np.integer)):
+    obj = obj.item()
+  if isinstance(obj, float) and not math.isfinite(obj):
+    return None
+  if isinstance(obj, dict):
+    return {k: strict_json(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [strict_json(v) for v in obj]
+  return obj
 
 
 def atomic_write(path: str, data: Union[str, bytes]) -> None:

@@ -126,7 +126,7 @@ def check_attributes(attributes: Any, y_dim: int, num: Optional[int] = None) -> 
 
 # Rounding of conversions a user may have done (float16, (x + 1) / 2 and back): a little past
 # [-1, 1] is that, not another convention.
-_SIGNED_SLACK = 1e-3
+SIGNED_SLACK = 1e-3
 
 
 def check_images(images: Any, image_size: int, signed: bool = False) -> np.ndarray:
@@ -160,7 +160,7 @@ def check_images(images: Any, image_size: int, signed: bool = False) -> np.ndarr
     if not jnp.issubdtype(x.dtype, jnp.floating):
       raise InputError(f"images have dtype {x.dtype}; infer_latents takes floats in [-1, 1] "
                        f"({fix}).")
-    _check_range(x, -1.0 - _SIGNED_SLACK, 1.0 + _SIGNED_SLACK,
+    check_range(x, -1.0 - SIGNED_SLACK, 1.0 + SIGNED_SLACK,
                  "infer_latents takes images in [-1, 1]", fix)
     return np.asarray(x, np.float32)
   if x.dtype != np.uint8:
@@ -169,19 +169,29 @@ def check_images(images: Any, image_size: int, signed: bool = False) -> np.ndarr
                        "[0, 1].")
     rule = "float images must lie in [0, 1]"
     try:
-      _check_range(x, 0.0, 1.0, rule, "divide uint8 images by 255, or pass them as uint8")
+      check_range(x, 0.0, 1.0, rule, "divide uint8 images by 255, or pass them as uint8")
     except InputError:
       lo, hi = float(np.min(x)), float(np.max(x))
-      if -1.0 - _SIGNED_SLACK <= lo < 0.0 and hi <= 1.0 + _SIGNED_SLACK:  # The models' range.
+      if -1.0 - SIGNED_SLACK <= lo < 0.0 and hi <= 1.0 + SIGNED_SLACK:  # The models' range.
         raise InputError(f"{rule}; these range over [{lo:g}, {hi:g}], the models' own [-1, 1] "
                          "(pass (x + 1) / 2).") from None
       raise
   return to_signed(x)
 
 
-def _check_range(x: np.ndarray, low: float, high: float, rule: str, fix: str) -> None:
-  """Raises `InputError` ("{rule}; these range over [lo, hi] ({fix}).") for values outside
-  [low, high] or not finite; one pass over the values."""
+def check_range(x: np.ndarray, low: float, high: float, rule: str, fix: str) -> None:
+  """Refuses values outside [low, high] or not finite, in one pass over them.
+
+  Args:
+    x: the values.
+    low, high: the range allowed.
+    rule: what the values must be, the message's start (e.g. "float images must lie in
+      [0, 1]").
+    fix: what to do instead, the message's end.
+  Raises:
+    InputError: "{rule}; these range over [lo, hi] ({fix})." or "{rule}; these hold NaN or
+      infinity."
+  """
   lo, hi = (float(np.min(x)), float(np.max(x))) if x.size else (low, high)
   if not (np.isfinite(lo) and np.isfinite(hi)):
     raise InputError(f"{rule}; these hold NaN or infinity.")
@@ -213,7 +223,7 @@ def mask_to_unit(mask: Any, what: str = "mask") -> np.ndarray:
     raise InputError(f"{what} has dtype {raw.dtype}; pass bool, floats in [0, 1] or uint8 "
                      "0 .. 255.")
   m = to_unit(raw)
-  _check_range(m, 0.0, 1.0, f"{what} values must lie in [0, 1]",
+  check_range(m, 0.0, 1.0, f"{what} values must lie in [0, 1]",
                "pass bool, floats in [0, 1] or uint8 0 .. 255")
   return m
 

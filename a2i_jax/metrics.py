@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from typing import Mapping, Optional
 
@@ -72,9 +71,7 @@ class MetricWriter:
       for name, value in scalars.items():
         value = float(value)
         self._tb.add_scalar(name, value, int(step))
-        # JSON has no NaN or infinity: Python's "NaN" / "Infinity" made lines that other
-        # readers (jq, JavaScript, pandas' strict modes) refuse or misread.
-        row[name] = value if math.isfinite(value) else None
+        row[name] = value
     finally:
       _X2NUM_LOGGER.disabled = was_disabled
     if self._last is not None and self._last["step"] == row["step"]:
@@ -112,10 +109,9 @@ class MetricWriter:
 
 
 def _line(row: dict) -> str:
-  """A row as one line of strict JSON: NaN and infinities (read from a file an older version
-  wrote) as null."""
-  return json.dumps({k: None if isinstance(v, float) and not math.isfinite(v) else v
-                     for k, v in row.items()}, allow_nan=False) + "\n"
+  """A row as one line of strict JSON (`files.strict_json`: NaN and infinities as null, which
+  jq, JavaScript and pandas' strict modes read; also in rows an older version wrote)."""
+  return json.dumps(files.strict_json(row), allow_nan=False) + "\n"
 
 
 def _read_rows(path: str) -> tuple[list[dict], int]:

@@ -659,6 +659,8 @@ def _set_aside_an_earlier_run(workdir: str,
   Returns:
     The folder they went to (WORKDIR/earlier_run_<UTC time>), or None.
   """
+  if not distributed.is_main():
+    return None
   folder = os.path.join(workdir, "samples")
   samples = os.path.isdir(folder) and any(n.endswith(".png") for n in os.listdir(folder))
   logged = (os.path.isfile(os.path.join(workdir, metrics_lib.METRICS_FILE))
@@ -668,7 +670,7 @@ def _set_aside_an_earlier_run(workdir: str,
       logged = bool(_changes_from_record(workdir, config)[1])  # Its own rows: not moved.
     except ConfigError:  # No readable config.json beside the rows: not this run's.
       pass
-  if not distributed.is_main() or not (samples or logged):
+  if not (samples or logged):
     return None
   stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
   dest = files.unused_path(workdir, f"earlier_run_{stamp}")

@@ -9,7 +9,7 @@ from PIL import Image
 
 from a2i_jax import files
 from a2i_jax.errors import InputError
-from a2i_jax.inputs import _SIGNED_SLACK, _check_range, check_int, to_uint8
+from a2i_jax.inputs import SIGNED_SLACK, check_int, check_range, to_uint8
 
 
 def make_grid(images: np.ndarray, ncols: int, pad: int = 1, scale: int = 1) -> np.ndarray:
@@ -42,7 +42,7 @@ def make_grid(images: np.ndarray, ncols: int, pad: int = 1, scale: int = 1) -> n
       raise InputError(f"images have dtype {images.dtype}; pass uint8 in [0, 255] or floats "
                        "in [0, 1].")
     # Rounding's slack only: [-1, 1] or 0 .. 255 floats would be clipped to another picture.
-    _check_range(images, -_SIGNED_SLACK, 1.0 + _SIGNED_SLACK, "float images must lie in "
+    check_range(images, -SIGNED_SLACK, 1.0 + SIGNED_SLACK, "float images must lie in "
                  "[0, 1]", "pass (x + 1) / 2 for the models' [-1, 1], x / 255 for 0 .. 255")
   images = to_uint8(images)
   if scale > 1:

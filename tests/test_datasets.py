@@ -663,6 +663,7 @@ def test_folder_round_robin_split_crop_and_masks(folder_path, tmp_path):
 
 
 def test_folder_errors_name_the_file(tmp_path):
+  import re  # pylint: disable=import-outside-toplevel
   from a2i_jax.data import folder  # pylint: disable=import-outside-toplevel
   path = str(tmp_path / "f")
   fx.make_folder(path)
@@ -696,8 +697,15 @@ def test_folder_errors_name_the_file(tmp_path):
   with pytest.raises(DataError, match="line 4: sub/img_02.png is in a sub-folder of images/, "
                      "and sub-folders are not supported"):
     folder.scan(path, masks=False)
+  # Named by a path to the file in images/ (was: "in a sub-folder", a review found).
   os.replace(os.path.join(path, "images", "sub", "img_02.png"),
              os.path.join(path, "images", "img_02.png"))
+  for written in (os.path.join(path, "images", "img_02.png"), "images/img_02.png"):
+    with open(csv_path, "w") as f:
+      f.write(good.replace("img_02.png", written))
+    with pytest.raises(DataError, match=f"line 4: '{re.escape(written)}' names the image by a "
+                       "path; .* write 'img_02.png'"):
+      folder.scan(path, masks=False)
   with open(csv_path, "w") as f:
     f.write(good)
   from PIL import Image  # pylint: disable=import-outside-toplevel
@@ -777,27 +785,16 @@ def test_folder_masks_that_would_read_as_something_else_are_refused(tmp_path):
   assert {sp.masks.max() for sp in ds.splits.values()} == {255}
 
 
-def test_folder_rows_naming_a_path_and_images_over_pils_limit(tmp_path, monkeypatch):
-  """A row naming its image by a path (absolute, or from the dataset folder) was told the
-  image is in a sub-folder; an unreadable mask was "the image or its mask"; an intact image
-  over PIL's pixel limit was called damaged (images) or raised DecompressionBombError
-  (masks). Each is now its own message."""
+def test_folder_unreadable_masks_and_images_over_pils_limit(tmp_path, monkeypatch):
+  """An unreadable mask was "the image or its mask"; an intact image over PIL's pixel limit
+  was called damaged (images) or raised DecompressionBombError (masks). Each is now its own
+  message."""
   import re  # pylint: disable=import-outside-toplevel
   from PIL import Image  # pylint: disable=import-outside-toplevel
   from a2i_jax import inputs  # pylint: disable=import-outside-toplevel
   from a2i_jax.data import folder  # pylint: disable=import-outside-toplevel
   path = str(tmp_path / "f")
   fx.make_folder(path)
-  csv_path = os.path.join(path, "attributes.csv")
-  good = open(csv_path).read()
-  for written in (os.path.join(path, "images", "img_02.png"), "images/img_02.png"):
-    with open(csv_path, "w") as f:
-      f.write(good.replace("img_02.png", written))
-    with pytest.raises(DataError, match=f"line 4: '{re.escape(written)}' names the image by a "
-                       "path; .* write 'img_02.png'"):
-      folder.scan(path, masks=False)
-  with open(csv_path, "w") as f:
-    f.write(good)
   mask_path = os.path.join(path, "masks", "img_05.png")
   with open(mask_path, "wb") as f:  # Was: "images/img_05.png or its mask is not an image".
     f.write(b"not an image")
