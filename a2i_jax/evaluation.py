@@ -62,23 +62,33 @@ def mean_sem(values: np.ndarray) -> dict[str, float]:
   return {"mean": float(v.mean()), "sem": sem, "n": int(v.size)}
 
 
-def _nonfinite_images(images: np.ndarray) -> int:
-  """How many of `images` ([N, ...]) hold NaN or infinity."""
-  return int(np.sum(~np.isfinite(np.asarray(images)).reshape(len(images), -1).all(-1)))
+def _nonfinite_images(images: np.ndarray, energy: Optional[np.ndarray] = None) -> int:
+  """How many of `images` ([N, ...]) hold NaN or infinity, or have a non-finite `energy` [N]
+  (inference that diverged on every restart: its output means nothing, even where finite)."""
+  bad = ~np.isfinite(np.asarray(images)).reshape(len(images), -1).all(-1)
+  if energy is not None:
+    bad |= ~np.isfinite(np.asarray(energy))
+  return int(np.sum(bad))
 
 
 def _check_outputs_finite(trained: inference.TrainedModel, images: np.ndarray,
-                          method: str, made: str = "reconstructs", what: str = "test images"
+                          method: str, made: str = "reconstructs", what: str = "test images",
+                          optimised: bool = False, energy: Optional[np.ndarray] = None
                           ) -> None:
-  """Refuses to score a model whose reconstructions (or samples) are NaN or infinite. Was:
-  their errors were left out as if the pixels were not scored (cells "–", n 0) and the
-  attribute scores of its NaN samples still published, status 0."""
-  bad = _nonfinite_images(images)
+  """Refuses to score a model whose reconstructions (or samples, completions, inferred
+  attributes) are NaN or infinite. Was: their errors were left out as if the pixels were not
+  scored (cells "–", n 0) and the attribute scores of its NaN samples still published, status
+  0. `optimised`: the outputs come from posterior inference, which can diverge by itself;
+  `energy`: its final energy per image, non-finite where it did (a warning only, before)."""
+  bad = _nonfinite_images(images, energy)
   if bad:
+    cause = ("posterior inference diverged for them (the run's config.inference.learning_rate "
+             "is too high for this model; `infer.py --mode=tune` compares settings) or "
+             if optimised else "")
     raise InputError(
         f"the model of step {trained.step} {made} {bad} of {len(images)} {what} as NaN or "
-        f"infinity ({method}): its checkpoint is damaged or its training diverged; evaluate "
-        "an earlier checkpoint (infer.py --step), or train again.")
+        f"infinity ({method}): {cause}its checkpoint is damaged or its training diverged; "
+        "evaluate an earlier checkpoint (infer.py --step), or train again.")
 
 
 # How many validation images `tune_inference` scores by default.
@@ -188,20 +198,26 @@ def evaluate_model(trained: inference.TrainedModel, dataset: Dataset, *,
                                  if occlusion_names is None else occlusion_names)
   # Known attributes, whatever the run's config.inference.infer_attributes says.
   options = options or inference.options_for(trained, infer_attributes=False)
+  # The recognition row is the encoder's mean decoded, whatever `init` the run's options name
+  # (was: with init "zeros" or "prior" it decoded z = 0 or a prior draw under that label).
   methods = {"optimisation": options,
-             "recognition": dataclasses.replace(options, steps=0, restarts=1)}
+             "recognition": dataclasses.replace(options, steps=0, restarts=1, init="encoder")}
   masks = occlusions.make_masks(names, s, n, seed=seed, dataset=dataset.name)
   rows: dict[str, dict[str, Any]] = {}
   for method, opts in methods.items():
     row = rows.setdefault(method, {})
     out = inference.reconstruct(trained, images, attrs, key=key, options=opts)
-    _check_outputs_finite(trained, out["reconstruction"], method)
+    _check_outputs_finite(trained, out["reconstruction"], method, optimised=opts.steps > 0,
+                          energy=out.get("energy"))
     everywhere = np.ones_like(x01[..., :1])
     row[RECON_FULL] = mean_sem(region_errors(x01, out["reconstruction"], everywhere))
     if fg is not None:
       row[RECON_FG] = mean_sem(region_errors(x01, out["reconstruction"], fg))
     for name, observed in masks.items():
       out = inference.complete(trained, images, attrs, observed, key=key, options=opts)
+      # Was: NaN completions were left out of the mean (`mean_sem` skips them), status 0.
+      _check_outputs_finite(trained, out["completion"], f"{method}, {name}", "completes",
+                            optimised=opts.steps > 0, energy=out.get("energy"))
       row[name] = mean_sem(region_errors(x01, out["completion"], 1.0 - observed))
   return {"model": trained.model.label, "step": trained.step, "num_examples": n,
           "options": dataclasses.asdict(options), "rows": rows}
@@ -417,6 +433,9 @@ def attribute_report(trained: inference.TrainedModel, dataset: Dataset, predicto
   if trained.model.uses_attributes:
     prior = inference.AttributePrior.fit(train_y)
     y = inference.infer_attributes(trained, images, prior, key=k_inf, options=options)["y"]
+    # Was: a NaN attribute scored as the low class of every binary column, status 0.
+    _check_outputs_finite(trained, y, "attribute inference", "infers the attributes of",
+                          "test images", optimised=True)
     report["inference"] = ap.score(predictor, y, attrs)
   return report
 

@@ -1,5 +1,6 @@
 """The attribute predictor: learns better than chance, saves and loads, scores fidelity."""
 
+import dataclasses
 import json
 import os
 
@@ -67,12 +68,31 @@ def test_missing_or_corrupt_predictor(predictor, tmp_path):
     ap.load_predictor(str(tmp_path))
 
 
-def test_load_or_train_reuses_a_saved_predictor(predictor, dataset, tmp_path):
+def test_load_or_train_reuses_only_a_matching_predictor(predictor, dataset, tmp_path,
+                                                       monkeypatch, caplog):
   ap.save_predictor(predictor, str(tmp_path))
   settings = ml_collections.ConfigDict(
-      {"steps": 1, "batch_size": 8, "learning_rate": 1e-3, "width": 8})
+      {"steps": 120, "batch_size": 32, "learning_rate": 1e-2, "width": 16})
   got = ap.load_or_train(settings, dataset, str(tmp_path))
-  assert got.meta == predictor.meta  # loaded, not retrained with width 8
+  assert got.meta == predictor.meta  # loaded, not retrained
+  # Was: reused whenever the dataset's name, image size and attribute names matched, so
+  # other images, another seed or other settings were scored by a stale predictor.
+  from a2i_jax.attribute_predictor import storage  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(storage, "train_predictor", lambda *a, **k: "retrained")
+  monkeypatch.setattr(storage, "save_predictor", lambda *a: None)
+  test = dataset["test"]
+  images = test.images.copy()
+  images[0, 0, 0, 0] ^= 1
+  other_data = dataclasses.replace(
+      dataset, splits={**dataset.splits, "test": dataclasses.replace(test, images=images)})
+  for args, kwargs, named in ((other_data,), {}, "data_fingerprint"), \
+                             ((dataset,), {"seed": 1}, "seed"):
+    caplog.clear()
+    assert ap.load_or_train(settings, *args, str(tmp_path), **kwargs) == "retrained"
+    assert f"trained with another {named}" in caplog.text
+  settings.width = 8
+  assert ap.load_or_train(settings, dataset, str(tmp_path)) == "retrained"
+  assert "another width" in caplog.text
 
 
 def test_fidelity_real_beats_shuffled(predictor, dataset):
@@ -87,6 +107,10 @@ def test_fidelity_real_beats_shuffled(predictor, dataset):
   json.dumps(ap._json_safe(real))  # the evaluation writes it as JSON
   with pytest.raises(InputError, match="target attributes have shape"):
     ap.fidelity(predictor, test.images[:4], test.attributes[:3])
+  nan = ap.predict(predictor, test.images[:4])
+  nan[2, 0] = np.nan
+  with pytest.raises(InputError, match="1 of 4 predictions hold NaN"):
+    ap.score(predictor, nan, test.attributes[:4])
 
 
 def test_sweep_response_follows_the_swept_attribute(predictor):

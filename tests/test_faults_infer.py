@@ -28,7 +28,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from a2i_jax import inference, inputs
+from a2i_jax import config_lib, inference, inputs
+from a2i_jax.data.base import Dataset, Split
 from a2i_jax.errors import A2IError, CheckpointError, InputError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -259,23 +260,29 @@ def test_a_damaged_dataset_record_is_one_error(tmp_path, ranges):
     checkpoints.load_dataset_info(str(tmp_path))
 
 
-def test_a_run_whose_config_infers_attributes_still_reconstructs(trained, tmp_path):
+def test_a_run_whose_config_infers_attributes_still_reconstructs(trained, tmp_path,
+                                                                 monkeypatch):
   """Was: config.inference.infer_attributes=True (accepted by the config check) made every
   mode that gives the test attributes stop with "infer_attributes=True needs an
   attribute_prior (AttributePrior.fit(training attributes))", which a user of infer.py cannot
-  act on."""
+  act on. And the "recognition model" column decoded z = 0 (init "zeros") with the config's
+  restarts."""
   import infer  # pylint: disable=import-outside-toplevel
   workdir = tmp_path / "w"
   shutil.copytree(trained, workdir)
   config = json.loads((workdir / "config.json").read_text())
-  config["inference"]["infer_attributes"] = True
+  config["inference"].update(infer_attributes=True, init="zeros", restarts=2)
   (workdir / "config.json").write_text(json.dumps(config))
   out = str(tmp_path / "out")
+  seen, reconstruct = [], inference.reconstruct
+  monkeypatch.setattr(infer.inference, "reconstruct", lambda *a, options, **k: (
+      seen.append(options) or reconstruct(*a, options=options, **k)))
   infer.run_modes(infer.Options(
       workdirs=[str(workdir)], modes=["reconstruct"], out=out, step=None, input=None,
       num_images=2, samples_per_attribute=1, attribute=None, value=None, occlusions=None,
-      steps=1, restarts=1, num_examples=-1, attribute_fidelity=False, seed=0))
+      steps=1, restarts=None, num_examples=-1, attribute_fidelity=False, seed=0))
   assert os.path.exists(os.path.join(out, "reconstruct.json"))
+  assert [(o.steps, o.init, o.restarts) for o in seen] == [(0, "encoder", 1), (1, "zeros", 2)]
 
 
 def test_attribute_names_are_made_file_names():
@@ -531,7 +538,9 @@ def test_attribute_predictor_unsaved_in_a_read_only_workdir_is_a_warning(tmp_pat
     raise PermissionError(13, "Permission denied", workdir)
   monkeypatch.setattr(storage, "train_predictor", lambda *a, **k: "trained")
   monkeypatch.setattr(storage, "save_predictor", refuse)
-  assert storage.load_or_train(None, None, str(tmp_path)) == "trained"
+  split = Split(np.zeros((2, 8, 8, 3), np.uint8), np.zeros((2, 1), np.float32))
+  dataset = Dataset("synthetic", ("a",), ("binary",), {"train": split, "test": split})
+  assert storage.load_or_train(None, dataset, str(tmp_path)) == "trained"
   assert "could not save the attribute predictor" in caplog.text
   assert "Permission denied" in caplog.text
 
@@ -1162,6 +1171,66 @@ def test_an_interrupt_that_leaves_c_as_another_error_is_still_an_interrupt(
   assert str(e.value).startswith(status_line), str(e.value)
   assert not out.exists()
   assert interrupts.interrupt_in(ValueError("no")) is None
+
+
+def _stub_evaluation(monkeypatch, images):
+  """`evaluation` reading `images` as a 1-attribute test split, with a stub model."""
+  from a2i_jax import evaluation  # pylint: disable=import-outside-toplevel
+  data = type("Data", (dict,), {"attribute_names": ("a",), "name": "synthetic"})(
+      train=types.SimpleNamespace(attributes=np.array([[0.0], [1.0]], np.float32)))
+  monkeypatch.setattr(evaluation, "centre_cropped", lambda dataset, crop: dataset)
+  monkeypatch.setattr(evaluation, "_test_examples", lambda dataset, n: (
+      images, np.zeros((len(images), 1), np.float32), None))
+  trained = types.SimpleNamespace(step=7, model=types.SimpleNamespace(
+      label="CVAE", uses_attributes=True), config=types.SimpleNamespace(
+          data=types.SimpleNamespace(augment=types.SimpleNamespace(crop_size=0))))
+  return evaluation, trained, data
+
+
+def test_evaluate_refuses_nan_completions_and_inferred_attributes(monkeypatch):
+  """Was: completions that came out NaN were left out of the table's mean (n 12 of 16, not
+  shown), and NaN inferred attributes scored as the low class of every binary column; both
+  status 0. The recognition row decoded z = 0 or a prior draw when the run's
+  config.inference.init was "zeros" or "prior"."""
+  images = np.full((4, 8, 8, 3), 0.5, np.float32)
+  evaluation, trained, data = _stub_evaluation(monkeypatch, images)
+  nan = images.copy()
+  nan[2] = np.nan
+  seen = []
+  monkeypatch.setattr(evaluation.inference, "reconstruct", lambda *a, options, **k: (
+      seen.append(options) or {"reconstruction": images}))
+  monkeypatch.setattr(evaluation.inference, "complete", lambda *a, **k: {"completion": nan})
+  options = inference.InferenceOptions.from_config(
+      config_lib.reference_config().inference, steps=3, init="zeros", infer_attributes=False)
+  with pytest.raises(InputError, match=r"the model of step 7 completes 1 of 4 test images as "
+                     r"NaN or infinity \(optimisation, left_half\): posterior inference "
+                     r"diverged"):
+    evaluation.evaluate_model(trained, data, occlusion_names=["left_half"],
+                              key=jax.random.key(0), options=options)
+  # Finite pixels, but no restart ended with a finite energy: the output means nothing.
+  monkeypatch.setattr(evaluation.inference, "complete", lambda *a, **k: {
+      "completion": images, "energy": np.array([0.0, np.inf, 0.0, 0.0], np.float32)})
+  with pytest.raises(InputError, match=r"completes 1 of 4 test images as NaN or infinity"):
+    evaluation.evaluate_model(trained, data, occlusion_names=["left_half"],
+                              key=jax.random.key(0), options=options)
+  monkeypatch.setattr(evaluation.inference, "complete", lambda *a, **k: {"completion": images})
+  evaluation.evaluate_model(trained, data, occlusion_names=["left_half"],
+                            key=jax.random.key(0), options=options)
+  assert [(o.steps, o.init) for o in seen][-2:] == [(3, "zeros"), (0, "encoder")]
+  # Attribute inference: finite samples, NaN attributes for one image.
+  from a2i_jax import attribute_predictor as ap  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(evaluation.inference, "sample", lambda *a, **k: {"image": images})
+  monkeypatch.setattr(evaluation.inference, "progression", lambda *a, **k: images[:1])
+  monkeypatch.setattr(ap, "fidelity", lambda *a: {"ceiling": {}})
+  monkeypatch.setattr(ap, "sweep_response", lambda *a: {
+      "spearman": 1.0, "mean_by_step": [], "swept_values": []})
+  y = np.zeros((4, 1), np.float32)
+  y[1] = np.nan
+  monkeypatch.setattr(evaluation.inference, "infer_attributes", lambda *a, **k: {"y": y})
+  with pytest.raises(InputError, match=r"infers the attributes of 1 of 4 test images as NaN or "
+                     r"infinity \(attribute inference\): posterior inference diverged"):
+    evaluation.attribute_report(trained, data, predictor=None, key=jax.random.key(0),
+                                num_bases=1, num_values=2)
 
 
 def test_a_lost_sigterm_comes_back_as_a_sigterm(monkeypatch):

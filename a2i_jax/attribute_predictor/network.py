@@ -56,6 +56,8 @@ class PredictorMeta:
     low, high: per column: the two values of a binary column (min and max in the training
       split; high = low + 1 if the column is constant); unused for continuous columns.
     steps, batch_size, learning_rate, seed: how it was trained.
+    data_fingerprint: `training.data_fingerprint` of the dataset it was trained and scored
+      on, so that a saved predictor is reused only for the same images and attributes.
     test_metrics: `score` of the predictor on the dataset's real test images (the ceiling).
   """
   dataset: str
@@ -71,6 +73,7 @@ class PredictorMeta:
   batch_size: int
   learning_rate: float
   seed: int
+  data_fingerprint: str = ""
   test_metrics: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
   @property

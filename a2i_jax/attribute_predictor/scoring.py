@@ -79,10 +79,16 @@ def score(predictor: Predictor, predictions: np.ndarray, targets: Any, *,
     permuted across images. Continuous: score = Pearson correlation, chance = 0, shuffled =
     correlation against permuted targets. Means skip NaN (constant columns) and are NaN
     where a kind is absent.
+  Raises:
+    InputError: targets of another shape, or predictions that hold NaN or infinity.
   """
   meta = predictor.meta
   p = np.asarray(predictions, np.float32)
   t = _check_targets(p, targets, meta)
+  bad = int((~np.isfinite(p)).any(axis=-1).sum())
+  if bad:  # Was: scored as the low class of each binary column (NaN >= threshold is False).
+    raise InputError(f"{bad} of {len(p)} predictions hold NaN or infinity; score only finite "
+                     "predictions (of finite images).")
   perm = np.random.default_rng(seed).permutation(t.shape[0])
   thr = meta.threshold
   per, groups = {}, {"binary": ([], [], []), "continuous": ([], [], [])}

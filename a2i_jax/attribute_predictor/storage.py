@@ -14,17 +14,17 @@ import numpy as np
 from absl import logging
 from flax import serialization
 
-from a2i_jax import distributed, files
+from a2i_jax import config_lib, distributed, files
 from a2i_jax.attribute_predictor.network import AttributeNet, Predictor, PredictorMeta
 from a2i_jax.attribute_predictor.scoring import _json_safe
-from a2i_jax.attribute_predictor.training import train_predictor
+from a2i_jax.attribute_predictor.training import data_fingerprint, train_predictor
 from a2i_jax.data.base import Dataset
 from a2i_jax.errors import CheckpointError
 
 PREDICTOR_DIR = "attribute_predictor"
 _WEIGHTS_FILE = "variables.msgpack"
 _META_FILE = "meta.json"
-_FORMAT = 1  # bump when the saved layout changes
+_FORMAT = 2  # bump when the saved layout changes (2: data_fingerprint)
 
 
 def predictor_dir(workdir: str) -> str:
@@ -106,8 +106,8 @@ def load_predictor(workdir: str) -> Predictor:
 
 def load_or_train(settings: Any, dataset: Dataset, workdir: str, *,
                   seed: int = 0) -> Predictor:
-  """Loads the workdir's predictor, or trains and saves one when there is none (or it was
-  trained on another dataset or image size).
+  """Loads the workdir's predictor, or trains and saves one when there is none, or when the
+  saved one was trained on other data or with other settings or seed.
 
   Args:
     settings: `config.attribute_predictor` (steps, batch_size, learning_rate, width).
@@ -115,13 +115,26 @@ def load_or_train(settings: Any, dataset: Dataset, workdir: str, *,
     workdir: the generator's workdir.
     seed: the training seed.
   Returns:
-    The predictor.
+    The predictor: a function of (dataset, settings, seed) alone, whatever was saved before.
   """
+  if settings is None:
+    settings = config_lib.reference_config().attribute_predictor
+  want = {"dataset": dataset.name, "attribute_names": tuple(dataset.attribute_names),
+          "attribute_kinds": tuple(dataset.attribute_kinds),
+          "image_size": int(dataset["train"].images.shape[1]),
+          "data_fingerprint": data_fingerprint(dataset),
+          "steps": settings["steps"], "batch_size": settings["batch_size"],
+          "learning_rate": float(settings["learning_rate"]), "width": settings["width"],
+          "seed": int(seed)}
   try:
     p = load_predictor(workdir)
-    if (p.meta.dataset == dataset.name and p.meta.image_size == dataset.image_size
-        and p.meta.attribute_names == tuple(dataset.attribute_names)):
+    differ = [k for k, v in want.items() if getattr(p.meta, k) != v]
+    if not differ:
       return p
+    # Was: reused when the dataset's name, image size and attribute names matched, so other
+    # images (another synthetic seed, an edited folder) or another --seed were scored by it.
+    logging.warning("the attribute predictor in %s was trained with another %s; training a "
+                    "new one in its place.", predictor_dir(workdir), ", ".join(differ))
   except CheckpointError:
     pass
   p = train_predictor(dataset, settings, seed=seed)

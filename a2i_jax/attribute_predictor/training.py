@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import json
 from typing import Any, Optional, Sequence
 
 import jax
@@ -88,6 +90,26 @@ def _init_variables(model: AttributeNet, image_size: int, key: jax.Array) -> dic
 _SETTINGS = ("steps", "batch_size", "learning_rate", "width")
 
 
+def data_fingerprint(dataset: Dataset, evaluate_split: Optional[str] = "test") -> str:
+  """A SHA-256 of what a predictor learns from and is scored on.
+
+  Args:
+    dataset: the `Dataset`.
+    evaluate_split: the split whose real images give the predictor's ceiling (None: none).
+  Returns:
+    Hex digest over the dataset's name, attribute names and kinds, and the images and
+    attributes of its training split and of `evaluate_split`.
+  """
+  h = hashlib.sha256(json.dumps([dataset.name, list(dataset.attribute_names),
+                                 list(dataset.attribute_kinds), evaluate_split]).encode())
+  for name in ("train",) + ((evaluate_split,) if evaluate_split else ()):
+    split = dataset[name]
+    for a in (np.asarray(split.images), np.asarray(split.attributes, np.float32)):
+      h.update(f"{a.dtype}{a.shape}".encode())
+      h.update(np.ascontiguousarray(a).data)
+  return h.hexdigest()
+
+
 def train_predictor(dataset: Dataset, settings: Any = None, *, seed: int = 0,
                     evaluate_split: Optional[str] = "test", **overrides) -> Predictor:
   """Trains the predictor on `dataset["train"]`.
@@ -148,7 +170,7 @@ def train_predictor(dataset: Dataset, settings: Any = None, *, seed: int = 0,
       mean=tuple(map(float, stats["mean"])), std=tuple(map(float, stats["std"])),
       low=tuple(map(float, stats["low"])), high=tuple(map(float, stats["high"])),
       steps=int(steps), batch_size=int(batch_size), learning_rate=float(learning_rate),
-      seed=int(seed))
+      seed=int(seed), data_fingerprint=data_fingerprint(dataset, evaluate_split))
   predictor = Predictor(jax.device_get(variables), meta)
   if evaluate_split is not None:
     split = dataset[evaluate_split]
