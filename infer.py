@@ -268,7 +268,7 @@ def _run_config(workdir: str):
   try:
     return inference.load_run_config(workdir)
   except ConfigError as e:
-    if not isinstance(e.__context__, json.JSONDecodeError):
+    if not isinstance(e.__context__, (json.JSONDecodeError, UnicodeDecodeError)):
       raise
     raise InputError(f"{os.path.join(workdir, checkpoints.CONFIG_FILE)} is not valid JSON "
                      f"({e.__context__}); infer.py needs the config train.py wrote there: "

@@ -28,6 +28,7 @@ Bytes changed in an unsummed file that Orbax still reads without an error go und
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import logging
 import math
@@ -431,7 +432,20 @@ class Checkpointer:
       if expected is None:
         self._checked[step] = None
         return None
-      self._checked[step] = files.compare_digests(expected, _file_digests(folder), "saved")
+      if not expected:  # Was: verified, as no listed file differed (a file emptied by hand?).
+        self._checked[step] = f"its checksum file {CHECKSUM_FILE} lists no files"
+        return self._checked[step]
+      try:
+        got = _file_digests(folder)
+      except OSError as e:  # Was: a traceback (a dangling link, a file removed mid-walk).
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EIO):  # The disk or permissions.
+          raise CheckpointError(f"could not read {e.filename or folder} "
+                                f"({files.describe_storage_error(e)}); make the workdir "
+                                "readable.") from None
+        rel = os.path.relpath(e.filename, folder) if e.filename else "?"
+        self._checked[step] = f"file {rel} cannot be read ({e.strerror or e})"
+        return self._checked[step]
+      self._checked[step] = files.compare_digests(expected, got, "saved")
     return self._checked[step]
 
   def find_intact(self) -> tuple[Optional[int], list[tuple[int, str]]]:
@@ -651,7 +665,8 @@ def enclosing_run(path: str) -> Optional[str]:
 
 # Deleting config.json turns off the checks of a resume against the run's config (train_lib's
 # `_check_resume_compatible`): restoring it comes first.
-_DAMAGED_CONFIG_FIX = ("restore it from a copy if you have one; deleting it lets training "
+# What to do about a damaged config.json (also inference.load_run_config's advice).
+DAMAGED_CONFIG_FIX = ("restore it from a copy if you have one; deleting it lets training "
                        "rewrite it from --config, but a resume is then not checked against the "
                        "model and data the checkpoints were trained with.")
 
@@ -683,22 +698,28 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
                       "wrote.")
   path = os.path.join(workdir, CONFIG_FILE)
   try:
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
       saved = json.load(f)
     if not isinstance(saved, dict) or not all(isinstance(saved.get(k), dict)
                                                for k in ("model", "data")):
       raise ConfigError(f"the config at {path} is damaged (not a config: it holds "
-                        f"{type(saved).__name__} {str(saved)[:60]}); {_DAMAGED_CONFIG_FIX}")
+                        f"{type(saved).__name__} {str(saved)[:60]}); {DAMAGED_CONFIG_FIX}")
     return ml_collections.ConfigDict(saved)
   except FileNotFoundError:
     parent = os.path.dirname(os.path.abspath(workdir))
     if os.path.exists(os.path.join(parent, CONFIG_FILE)):  # Its checkpoints/ or samples/.
       raise ConfigError(f"no config at {path}: {workdir} is inside the run's folder; pass "
                         f"that folder, {parent}.") from None
+    if has_checkpoints(workdir):  # Was: "not written by train.py" beside its checkpoints.
+      raise ConfigError(f"no config at {path}, beside the run's checkpoints: it was deleted or "
+                        f"moved; {DAMAGED_CONFIG_FIX}") from None
     raise ConfigError(f"no config at {path}: this workdir was not written by train.py, or "
                       "training has not started there yet.") from None
-  except json.JSONDecodeError as e:
-    raise ConfigError(f"the config at {path} is not valid JSON ({e}); {_DAMAGED_CONFIG_FIX}"
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:  # Was: a UnicodeDecodeError.
+    raise ConfigError(f"the config at {path} is not valid JSON ({e}); {DAMAGED_CONFIG_FIX}"
+                      ) from None
+  except IsADirectoryError:
+    raise ConfigError(f"the config at {path} is a folder, not a file; {DAMAGED_CONFIG_FIX}"
                       ) from None
 
 
@@ -790,6 +811,14 @@ def load_dataset_info(workdir: str) -> Optional[dict]:
     with open(path, encoding="utf-8") as f:
       info = json.load(f)
     names = [str(n) for n in info["attribute_names"]]
+    # Was: a header or kinds that are not lists of names were a traceback where read.
+    for key, want in (("header", None), ("attribute_kinds", len(names))):
+      value = info.get(key)
+      if value is not None and (not isinstance(value, list)
+                                or not all(isinstance(v, str) for v in value)
+                                or want is not None and len(value) != want):
+        raise ValueError(f"{key} must be a list of {want or ''}{' ' if want else ''}names, "
+                         f"not {str(value)[:60]}")
     ranges = info.get("attribute_ranges", [[0.0, 0.0]] * len(names))
     if len(ranges) != len(names):
       raise ValueError(f"{len(ranges)} attribute_ranges for {len(names)} attribute_names")

@@ -257,6 +257,20 @@ def validate_config(config: ml_collections.ConfigDict,
     reference: the config whose keys are the valid ones (default: configs/default.py).
   """
   check_keys(config, reference)
+  check_values(config)
+
+
+def check_values(config: ml_collections.ConfigDict) -> None:
+  """`validate_config`'s checks of the values alone (not of which keys there are): for a run's
+  saved config, which may hold keys a later version dropped.
+
+  Args:
+    config: the experiment config.
+  Raises:
+    ConfigError: a value that cannot work. (A value of the wrong type, e.g. a width "abc" in
+      a hand-edited file, may raise TypeError or ValueError instead.)
+  """
+  _check_types(config)
   needs_masks = _check_model(config.model, config.data.name)
   _check_data(config, needs_masks)
   _check_loop(config)
@@ -265,6 +279,31 @@ def validate_config(config: ml_collections.ConfigDict,
                                                                       "width"))
   _check_above(config.attribute_predictor, "attribute_predictor.learning_rate", 0.0)
   check_inference(config.inference)
+
+
+def _kind(value: Any) -> Optional[str]:
+  """"a bool", "an integer", "a number" or "a string": what a key of that default takes."""
+  for kind, test in (("a bool", lambda v: isinstance(v, bool)),
+                     ("an integer", lambda v: isinstance(v, int)),
+                     ("a number", lambda v: isinstance(v, float)),
+                     ("a string", lambda v: isinstance(v, str))):
+    if test(value):
+      return kind
+  return None
+
+
+def _check_types(config: ml_collections.ConfigDict) -> None:
+  """Each value of the kind its default has (an integer also where a number is taken). A
+  ConfigDict built on configs/default.py enforces this itself; a run's config.json, read back
+  as plain JSON, does not (was: e.g. model.width "abc" a traceback from the model's code)."""
+  reference = reference_config()
+  for path in leaf_paths(reference):
+    want, got = _kind(value_at(reference, path)), value_at(config, path)
+    if want is None or got is None:
+      continue
+    ok = _kind(got) == want or want == "a number" and _kind(got) == "an integer"
+    if not ok:
+      raise ConfigError(f"config.{path}={got!r} must be {want}.")
 
 
 def _check_positive(section: Any, prefix: str, keys: tuple[str, ...]) -> None:

@@ -286,7 +286,10 @@ def _check_resume_compatible(workdir: str, config: ml_collections.ConfigDict,
   path = os.path.join(workdir, checkpoints.CONFIG_FILE)
   if not os.path.exists(path):
     return  # The restore itself then says whether the shapes fit.
-  saved = checkpoints.load_config(workdir)
+  # Keys the run predates read as their defaults, as inference and `_changes_from_record`
+  # take them (was: "(unset)" there, so a disCVAE from before model.composition could never
+  # be resumed: no value matched).
+  saved = config_lib.with_defaults(checkpoints.load_config(workdir))
   # What the checkpoint's shapes and the training data depend on.
   for key in keys:
     source = DATA_IDENTITY_KEYS.get(key)

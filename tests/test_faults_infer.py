@@ -14,6 +14,7 @@ import dataclasses
 import io
 import json
 import os
+import pathlib
 import re
 import shutil
 import signal
@@ -247,6 +248,36 @@ def test_a_tilde_is_the_home_folder_and_checkpoints_are_no_out(trained, tmp_path
   assert sorted(os.listdir(other / "checkpoints")) == steps
 
 
+def test_a_step_folder_holding_another_steps_state_is_refused(trained, tmp_path):
+  """A checkpoint folder copied or renamed to another step's name: training sets it aside,
+  inference served its weights under the folder's step (in file names and JSON; review
+  finding)."""
+  workdir = tmp_path / "w"
+  shutil.copytree(trained, workdir)
+  (step,) = [int(n) for n in os.listdir(workdir / "checkpoints") if n.isdigit()]
+  shutil.copytree(workdir / "checkpoints" / str(step), workdir / "checkpoints" / "50")
+  with pytest.raises(CheckpointError, match=f"the checkpoint folder 50 in {workdir} holds the "
+                     f"state of step {step} \\(a copied or renamed folder\\): rename it to "
+                     f"{step}"):
+    inference.load_trained(str(workdir))
+  assert inference.load_trained(str(workdir), step=step).step == step
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"width": "abc"}, "width"), ({"z_dim": -1}, "z_dim"), ({"name": "gan"}, "model.name")])
+def test_a_config_json_with_values_that_cannot_work_is_damaged(trained, tmp_path, change,
+                                                               words):
+  """Was: trusted; a width "abc" was a TypeError from the model's code, a z_dim of -1 a
+  reshape error, both tracebacks (review finding)."""
+  from a2i_jax.errors import ConfigError  # pylint: disable=import-outside-toplevel
+  config = json.loads((pathlib.Path(trained) / "config.json").read_text())
+  config["model"].update(change)
+  (tmp_path / "config.json").write_text(json.dumps(config))
+  with pytest.raises(ConfigError, match=f"the config at {tmp_path}/config.json is damaged "
+                     f"\\(.*{words}.*\\); restore it from a copy"):
+    inference.load_run_config(str(tmp_path))
+
+
 @pytest.mark.parametrize("ranges", [[[0.0, 1.0]], [["a", "b"], [0, 1]], [[1.0, 0.0], [0, 1]],
                                     [[0, 1], [0, float("nan")]]])
 def test_a_damaged_dataset_record_is_one_error(tmp_path, ranges):
@@ -258,6 +289,12 @@ def test_a_damaged_dataset_record_is_one_error(tmp_path, ranges):
                                                      "attribute_ranges": ranges}))
   with pytest.raises(ConfigError, match="dataset.json is unreadable .*attribute_ranges"):
     checkpoints.load_dataset_info(str(tmp_path))
+  # A header or kinds that are not lists of names: a TypeError where read (review finding).
+  for key, value in (("header", 5), ("attribute_kinds", 5), ("attribute_kinds", ["binary"])):
+    (tmp_path / "dataset.json").write_text(json.dumps({"attribute_names": ["a", "b"],
+                                                       key: value}))
+    with pytest.raises(ConfigError, match=f"dataset.json is unreadable \\({key} must be"):
+      checkpoints.load_dataset_info(str(tmp_path))
 
 
 def test_a_run_whose_config_infers_attributes_still_reconstructs(trained, tmp_path,

@@ -243,6 +243,30 @@ def test_a_step_folder_that_cannot_be_listed_is_not_called_empty(tmp_path, refer
     ckpt.close()
 
 
+def test_an_unopenable_file_or_an_empty_checksum_list_is_corrupt(tmp_path, reference):
+  """A step file replaced by a dangling link (or removed while the folder was walked): a
+  FileNotFoundError traceback in train.py and infer.py. A checksum file listing no files:
+  every file counted as verified (review findings). Both are corrupt now."""
+  workdir = _copy(reference, tmp_path)
+  six = os.path.join(workdir, "checkpoints", "6")
+  data = sorted(os.path.join(root, n) for root, _, names in os.walk(six) for n in names
+                if n != checkpoints.CHECKSUM_FILE and n not in checkpoints._COMMIT_FILES)  # pylint: disable=protected-access
+  os.remove(data[0])
+  os.symlink(os.path.join(tmp_path, "nowhere"), data[0])
+  four = os.path.join(workdir, "checkpoints", "4", checkpoints.CHECKSUM_FILE)
+  with open(four) as f:
+    listing = json.load(f)
+  with open(four, "w") as f:
+    json.dump({**listing, "sha256": {}}, f)
+  ckpt = checkpoints.Checkpointer(workdir, create=False)
+  try:
+    assert ckpt.check(6) == (f"file {os.path.relpath(data[0], six)} cannot be read (No such "
+                             "file or directory)")
+    assert ckpt.check(4) == f"its checksum file {checkpoints.CHECKSUM_FILE} lists no files"
+  finally:
+    ckpt.close()
+
+
 def test_a_step_folder_holding_another_steps_state_is_set_aside(tmp_path, flags, reference):
   """Checkpoint 6's folder replaced by a copy of checkpoint 4 (intact checksums): it was
   trusted, the run "resumed from step 4", trained to 6 and skipped the save of step 6 as
@@ -712,6 +736,42 @@ def test_config_json_that_is_not_a_config(content, tmp_path):
   with pytest.raises(checkpoints.ConfigError, match="is damaged \\(not a config.*restore it "
                      "from a copy.*a resume is then not checked against the model and data"):
     checkpoints.load_config(str(tmp_path))
+
+
+def test_config_json_that_is_unreadable_or_missing_beside_checkpoints(tmp_path):
+  """Was: bytes that are not UTF-8 a UnicodeDecodeError, a folder an IsADirectoryError (both
+  tracebacks in train.py and infer.py), and a config.json deleted beside the run's
+  checkpoints "not written by train.py"."""
+  path = tmp_path / checkpoints.CONFIG_FILE
+  path.write_bytes(b"\xff\xfe{}")
+  with pytest.raises(checkpoints.ConfigError, match="is not valid JSON .*restore it from a"):
+    checkpoints.load_config(str(tmp_path))
+  path.unlink()
+  path.mkdir()
+  with pytest.raises(checkpoints.ConfigError, match="is a folder, not a file; restore it"):
+    checkpoints.load_config(str(tmp_path))
+  path.rmdir()
+  (tmp_path / "checkpoints" / "4").mkdir(parents=True)
+  with pytest.raises(checkpoints.ConfigError, match="beside the run's checkpoints: it was "
+                     "deleted or moved; restore it from a copy"):
+    checkpoints.load_config(str(tmp_path))
+
+
+def test_keys_a_run_predates_take_their_defaults_in_the_resume_check(tmp_path):
+  """A disCVAE's config.json from before model.composition and model.recon_weight existed:
+  each read as "(unset)", so no value could resume the run (review finding)."""
+  from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
+  from conftest import tiny_config  # pylint: disable=import-outside-toplevel
+  config = tiny_config("discvae")
+  saved = config.to_dict()
+  for key in ("composition", "recon_weight"):
+    del saved["model"][key]
+  (tmp_path / checkpoints.CONFIG_FILE).write_text(json.dumps(saved))
+  with pytest.raises(checkpoints.ConfigError, match="model.composition: 'reference' there, "
+                     "'layered' now; model.recon_weight: 1.0 there, 10.0 now"):
+    train_lib._check_resume_compatible(str(tmp_path), config)  # pylint: disable=protected-access
+  config.model.composition, config.model.recon_weight = "reference", 1.0  # What it ran with.
+  train_lib._check_resume_compatible(str(tmp_path), config)  # pylint: disable=protected-access
 
 
 def test_keys_the_model_ignores_are_left_out_of_the_resume_check(tmp_path):

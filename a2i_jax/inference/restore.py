@@ -152,12 +152,19 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   Returns:
     The config; keys the run predates (e.g. `inference`) take their default values.
   Raises:
-    ConfigError: the workdir is a file, or has no (readable) config.json.
+    ConfigError: the workdir is a file, or has no (readable) config.json, or one whose values
+      cannot work (a file edited by hand).
   """
   if isinstance(workdir, (str, os.PathLike)) and os.path.isfile(workdir):
     raise ConfigError(f"{workdir} is a file; pass the workdir, the folder train.py's --workdir "
                       "named (it holds config.json and checkpoints/).")
-  return config_lib.with_defaults(checkpoints.load_config(workdir))
+  config = config_lib.with_defaults(checkpoints.load_config(workdir))
+  try:  # Was: trusted, and e.g. a width "abc" was a traceback from the model's code.
+    config_lib.check_values(config)
+  except (ConfigError, TypeError, ValueError) as e:
+    raise ConfigError(f"the config at {os.path.join(workdir, checkpoints.CONFIG_FILE)} is "
+                      f"damaged ({e}); {checkpoints.DAMAGED_CONFIG_FIX}") from None
+  return config
 
 
 def load_trained(workdir: str, step: Optional[int] = None) -> TrainedModel:
@@ -180,6 +187,9 @@ def load_trained(workdir: str, step: Optional[int] = None) -> TrainedModel:
   model = models.create_model(config.model)
   abstract = models.abstract_variables(model, config.model)
   abstract = {k: abstract[k] for k in _VARIABLE_COLLECTIONS if k in abstract}
+  # The train state's step too: a folder copied or renamed to another step's name holds
+  # that step's weights (was: served as the folder's step, and so named in every output).
+  abstract["step"] = jax.ShapeDtypeStruct((), np.int32)
   target = checkpoints.with_sharding(abstract, parallel.replicated(parallel.make_mesh()))
   ckpt = checkpoints.Checkpointer(workdir, create=False)
   try:
@@ -188,6 +198,12 @@ def load_trained(workdir: str, step: Optional[int] = None) -> TrainedModel:
     saved = ckpt.all_steps()
   finally:
     ckpt.close()
+  held = int(np.asarray(_first_copy(variables.pop("step"))))
+  if held != step:
+    raise CheckpointError(
+        f"the checkpoint folder {step} in {workdir} holds the state of step {held} (a copied "
+        f"or renamed folder): rename it to {held}, or use another checkpoint (infer.py "
+        "--step, load_trained's step).")
   bad = _nonfinite_variables(variables)
   if bad:
     others = [s for s in saved if s != step]
