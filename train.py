@@ -53,8 +53,10 @@ def _fail(message: str, at_once: bool = False) -> None:
 
 def _explain_flag_error(argv: list[str], error: Exception) -> str:
   """The one line for a command line that ml_collections' config flags could not parse."""
-  if isinstance(error, flags.Error):  # absl's own: a missing required flag, a bad value.
-    return f"{str(error).rstrip('.')}; see python train.py --helpfull."
+  # ml_collections wraps an exception of a config file's get_config in a flag error holding
+  # the whole traceback (was: printed in the error line): the load below names it instead.
+  if isinstance(error, flags.Error) and "Error whilst parsing config file" not in str(error):
+    return f"{str(error).rstrip('.')}; see python train.py --helpfull."  # Absl's own.
   specs = [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
   spec = specs[-1] if specs else ""  # The last one counts, as for any flag.
   try:
@@ -79,6 +81,10 @@ def _explain_flag_error(argv: list[str], error: Exception) -> str:
 def _parse_flags(argv: list[str]) -> list[str]:
   # config_flags loads the config file and applies the --config.* overrides while parsing,
   # before main: its failures (an unknown key, a missing file) must be caught here.
+  try:
+    argv = config_lib.normalised_command_line(argv)
+  except ConfigError as e:
+    _fail(str(e))
   given = [a for a in argv[1:] if a == "--config" or a.startswith("--config=")]
   if len(given) > 1:  # absl would let the last win, or blame the overrides as defined twice.
     _fail(f"--config given {len(given)} times; pass it once (then --config.<key>=<value> "

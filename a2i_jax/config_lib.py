@@ -114,9 +114,15 @@ def configs_dir() -> str:
   Returns:
     An absolute path.
   Raises:
-    ConfigError: none of these exists.
+    ConfigError: none of these exists, or A2I_JAX_CONFIGS is set to a folder without
+      default.py.
   """
-  candidates = [os.environ.get("A2I_JAX_CONFIGS", ""),
+  chosen = os.environ.get("A2I_JAX_CONFIGS", "")
+  if chosen and not os.path.isfile(os.path.join(chosen, "default.py")):
+    # Was: passed over without a word, and the repository's files were used instead.
+    raise ConfigError(f"A2I_JAX_CONFIGS={chosen} holds no default.py; set it to a configs/ "
+                      "folder (one with default.py), or unset it.")
+  candidates = [chosen,
                 os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                              "configs"),
                 os.path.join(os.getcwd(), "configs")]
@@ -161,6 +167,59 @@ def load_sibling(file: str, name: str) -> ModuleType:
   return load_config_module(os.path.join(os.path.dirname(os.path.abspath(file)), name + ".py"))
 
 
+def resolve_spec(spec: str) -> str:
+  """A `--config` spec with its file found: the path as given where it is a file, else the
+  file of that name in `configs_dir()` ("synthetic", "lfw.py", or "configs/lfw.py" given from
+  another folder), else the path as given (its load then names it as missing).
+
+  Args:
+    spec: "path[:arg]".
+  Returns:
+    "path[:arg]" with the path that `get_config` loads.
+  Raises:
+    ConfigError: the lookup in `configs_dir()` was needed and no configs/ folder is found.
+  """
+  path, colon, arg = spec.partition(":")
+  if not os.path.isfile(os.path.expanduser(path)):
+    bare = os.path.basename(path)
+    found = os.path.join(configs_dir(), bare if bare.endswith(".py") else bare + ".py")
+    path = found if bare and os.path.isfile(found) else path
+  return path + colon + arg
+
+
+def normalised_command_line(argv: list[str]) -> list[str]:
+  """train.py's command line in the one form its checks read: "--name" for absl's "-name",
+  and "--config=SPEC" for "--config SPEC", SPEC's file found as `resolve_spec` finds it
+  ("--config=synthetic" as configs/synthetic.py, also from another folder).
+
+  Was: a single-dash override passed the checks of ignored keys, and a bare name or the
+  space form ended in "could not be parsed" or named the wrong file.
+
+  Args:
+    argv: sys.argv (the program first).
+  Returns:
+    The arguments with the same meaning to absl.
+  Raises:
+    ConfigError: A2I_JAX_CONFIGS names a folder without default.py.
+  """
+  out, i = list(argv[:1]), 1
+  while i < len(argv):
+    arg = argv[i]
+    if arg == "--":
+      out += argv[i:]
+      break
+    if arg.startswith("-") and not arg.startswith("--") and arg[1:2].isalpha():  # Not -1.
+      arg = "-" + arg
+    if arg == "--config" and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+      i += 1
+      arg = "--config=" + argv[i]
+    if arg.startswith("--config="):
+      arg = "--config=" + resolve_spec(arg.split("=", 1)[1])
+    out.append(arg)
+    i += 1
+  return out
+
+
 def get_config(spec: str) -> ml_collections.ConfigDict:
   """A config from a file, as `--config=` takes it: "configs/lfw.py:discvae", "synthetic".
 
@@ -170,14 +229,17 @@ def get_config(spec: str) -> ml_collections.ConfigDict:
   Returns:
     The ConfigDict.
   Raises:
-    ConfigError: no such file.
+    ConfigError: no such file, or an argument given to a get_config that takes none.
   """
-  path, _, arg = spec.partition(":")
-  if not os.path.isfile(os.path.expanduser(path)):
-    bare = os.path.basename(path)
-    path = os.path.join(configs_dir(), bare if bare.endswith(".py") else bare + ".py")
+  path, _, arg = resolve_spec(spec).partition(":")
   module = load_config_module(path)
-  config = module.get_config(arg) if arg else module.get_config()
+  try:
+    config = module.get_config(arg) if arg else module.get_config()
+  except TypeError as e:
+    if arg and "positional argument" in str(e):  # Was: the TypeError's traceback.
+      raise ConfigError(f"the config file {path} takes no argument (its get_config has no "
+                        f"parameter); drop ':{arg}' from --config.") from None
+    raise
   check_is_config(config, path)
   return config
 

@@ -323,6 +323,35 @@ def workdir_lock(workdir: str) -> Iterator[None]:
     os.close(fd)  # Releases the lock.
 
 
+@contextlib.contextmanager
+def waiting_lock(path: str, what: str) -> Iterator[None]:
+  """Holds an exclusive `flock` on the file `path` for the block, waiting for any other
+  process that holds it: for work two runs must not do at once on shared files (unpacking
+  one archive, preparing one dataset). The kernel releases it when a process ends, however
+  it ends. Where the file system has no locks, the block runs unlocked.
+
+  Args:
+    path: the lock file; created (with its folder) if missing, never removed.
+    what: the work, for the waiting line, e.g. "unpacking lfw.tgz".
+  Yields:
+    Nothing; the lock is held until the block ends.
+  """
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      logging.info("waiting for another process %s (lock %s)", what, path)
+      fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError as e:
+      if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+        raise
+    yield
+  finally:
+    os.close(fd)  # Releases the lock.
+
+
 # The shortest compile worth a cache entry (`enable_compilation_cache`): reading an entry
 # takes tens of milliseconds.
 MIN_CACHED_COMPILE_S = 0.25

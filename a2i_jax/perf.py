@@ -262,7 +262,9 @@ def convolution_kernel_timing(cache_file: Optional[str] = None,
 def _measure_in_child(timeout_s: float) -> Optional[dict[str, float]]:
   """`time_convolution_kernels()` in a child process with XLA's defaults; None on failure."""
   package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  # oneDNN's ISA cap too (was inherited: a run under ONEDNN_MAX_CPU_ISA=AVX2, as
+  # BENCHMARKS.md's emulation, cached its answer for the uncapped machine).
+  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "ONEDNN_MAX_CPU_ISA")}
   env["JAX_PLATFORMS"] = "cpu"
   # The child runs with -P (no current folder on its path), so it imports the a2i_jax this
   # process imported: from its own path, or, for a checkout run as a script, its folder.

@@ -2,6 +2,7 @@
 without TensorFlow: the join, crop geometry, mask polarity, splits, error messages, and a
 two-step training run on each."""
 
+import contextlib
 import json
 import os
 import sys
@@ -1092,7 +1093,7 @@ def test_unpack_again_when_the_archive_changes(tmp_path):
   _tar(archive, {"top/right.txt": b"22"})  # replaced by the right archive
   assert tfds_lib.unpack(archive, root, progress=False) == dest
   assert os.listdir(os.path.join(dest, "top")) == ["right.txt"]
-  assert sorted(os.listdir(root)) == ["a.tgz.d"]  # no temporary folder left
+  assert sorted(os.listdir(root)) == [".a.tgz.d.lock", "a.tgz.d"]  # no temporary folder left
   os.remove(marker)
   os.remove(os.path.join(dest, "top", "right.txt"))  # as an interrupted older unpack left it
   tfds_lib.unpack(archive, root, progress=False)
@@ -1104,6 +1105,49 @@ def test_unpack_again_when_the_archive_changes(tmp_path):
   assert tfds_lib.redownload("a.tgz", own) == (
       f"delete the folder {own} and put a fresh download of a.tgz in {tmp_path / 'manual'} "
       "instead.")
+
+
+def test_unpacking_and_preparing_wait_for_another_process(tmp_path, folder_path, monkeypatch):
+  """Two runs started together on one data_dir: the two unpacks of an archive shared the
+  temporary folder, and one's swap left the other's half-unpacked tree marked finished (905 of
+  3,001 files, trusted by every later run); the second preparation of one dataset ended with
+  TFDS's FileExistsError, a traceback (review findings). Each is done under a lock now."""
+  import threading  # pylint: disable=import-outside-toplevel
+  from a2i_jax import files  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data import folder, tfds_lib  # pylint: disable=import-outside-toplevel
+  held, waiting_lock = [], files.waiting_lock
+
+  @contextlib.contextmanager
+  def recording(path, what):
+    with waiting_lock(path, what):
+      held.append(os.path.basename(path))
+      yield
+      held.remove(os.path.basename(path))
+  monkeypatch.setattr(files, "waiting_lock", recording)
+  seen = []
+  for module, name in ((tfds_lib.tarfile.TarFile, "extract"), (tfds_lib, "prepare")):
+    monkeypatch.setattr(module, name, lambda *a, f=getattr(module, name), n=name, **k: (
+        seen.append((n, list(held))), f(*a, **k))[1])
+  archive, root = str(tmp_path / "a.tgz"), str(tmp_path / "unpacked")
+  _tar(archive, {"top/a.txt": b"1"})
+  tfds_lib.unpack(archive, root, progress=False)
+  folder.load(path=folder_path, data_dir=str(tmp_path / "data"), image_size=32, masks=False,
+              progress=False)
+  assert seen[0] == ("extract", [".a.tgz.d.lock"])
+  assert ("prepare", [".a2i_folder-1.0.0.lock"]) in seen
+  # The lock itself: a second holder waits until the first lets go.
+  path, order = str(tmp_path / "l" / ".x.lock"), []
+
+  def take():
+    with waiting_lock(path, "testing"):
+      order.append("second")
+  with waiting_lock(path, "testing"):
+    second = threading.Thread(target=take)
+    second.start()
+    second.join(0.3)
+    order.append("first done")
+  second.join()
+  assert order == ["first done", "second"]
 
 
 def test_lfw_right_archive_after_a_wrong_one(tmp_path):

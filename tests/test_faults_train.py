@@ -446,6 +446,13 @@ def test_read_only_workdir(tmp_path, flags):
                                      "--config.data.name"]),
     ("--config.data.mask_net.steps=5", ["--config.data.mask_net.steps has no effect on "
                                         "data.name='synthetic' (it is read by lfw only)"]),
+    # absl's single-dash form passed the check above (review finding).
+    ("-config.data.path=/nowhere", ["--config.data.path has no effect on "
+                                    "data.name='synthetic'"]),
+    # An argument to a get_config that takes none: the TypeError's traceback was printed in
+    # the error line (ml_collections wraps it in a flag error).
+    ("--config=configs/default.py:x", ["the config file", "default.py takes no argument",
+                                       "drop ':x' from --config"]),
 ])
 def test_config_mistakes_are_one_line_and_write_nothing(override, words, tmp_path, flags):
   workdir = str(tmp_path / "w")
@@ -456,6 +463,27 @@ def test_config_mistakes_are_one_line_and_write_nothing(override, words, tmp_pat
   r = F.train(workdir, *flags)
   _one_error(r, *words)
   assert not os.path.exists(workdir)
+
+
+def test_the_command_line_is_read_in_one_form(tmp_path, monkeypatch):
+  """What train.py's checks read (`config_lib.normalised_command_line`): a bare config name,
+  the space form and absl's single dash (review findings: "could not be parsed", a wrong
+  file named, an ignored override let through). A2I_JAX_CONFIGS naming a folder without
+  default.py was passed over without a word."""
+  from a2i_jax import config_lib  # pylint: disable=import-outside-toplevel
+  synthetic = os.path.join(config_lib.configs_dir(), "synthetic.py")
+  monkeypatch.chdir(tmp_path)  # Another folder: configs/synthetic.py is not here.
+  assert config_lib.normalised_command_line(
+      ["train.py", "--config", "synthetic:cvae", "-config.seed", "-1", "--workdir=w", "--",
+       "-x"]) == ["train.py", f"--config={synthetic}:cvae", "--config.seed", "-1",
+                  "--workdir=w", "--", "-x"]
+  for spec in ("configs/synthetic.py", "synthetic.py", "synthetic"):
+    assert config_lib.resolve_spec(spec) == synthetic
+  assert config_lib.resolve_spec("mine.py:a") == "mine.py:a"  # Named as missing when loaded.
+  monkeypatch.setenv("A2I_JAX_CONFIGS", str(tmp_path))
+  with pytest.raises(config_lib.ConfigError, match=f"A2I_JAX_CONFIGS={tmp_path} holds no "
+                     "default.py; set it to a configs/ folder"):
+    config_lib.normalised_command_line(["train.py", "--config=synthetic"])
 
 
 def test_workdir_that_is_a_file(tmp_path, flags):
@@ -714,6 +742,9 @@ def test_a_step_set_aside_twice_keeps_both_copies(tmp_path, caplog):
     # jax.random.key keeps the low 32 bits: 2**32 would silently be seed 0 (was accepted).
     ("seed", 2**32, "config.seed=4294967296; pass a whole number from 0 to 2147483647"),
     ("seed", -1, "config.seed=-1; pass a whole number from 0 to 2147483647"),
+    # Was accepted: the mask network's weights became NaN and every predicted mask 0.
+    ("data.mask_net.learning_rate", float("inf"),
+     "config.data.mask_net.learning_rate=inf must be a positive finite number"),
 ])
 def test_infinite_or_out_of_range_values_are_refused(key, value, words):
   """Checked in process: the same `validate_config` train.py runs before writing anything.

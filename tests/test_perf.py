@@ -201,6 +201,15 @@ def test_accepted_xla_flags_asks_xla_once_per_jaxlib(tmp_path, monkeypatch):
   monkeypatch.setattr(subprocess, "run", no_child)
   assert perf.accepted_xla_flags((known, unknown), cache_file=cache) == (known,)
 
+  # The kernel probe's child runs with XLA's and oneDNN's defaults: its answer is the
+  # machine's, kept per CPU model (ONEDNN_MAX_CPU_ISA was inherited; review finding).
+  envs = []
+  monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+  monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: envs.append(kw["env"]) or
+                      subprocess.CompletedProcess(cmd, 0, b"", b""))
+  assert perf._measure_in_child(5.0) is None  # pylint: disable=protected-access
+  assert [("XLA_FLAGS" in e, "ONEDNN_MAX_CPU_ISA" in e) for e in envs] == [(False, False)]
+
   calls = []
   monkeypatch.setattr(subprocess, "run",
                       lambda cmd, **kw: calls.append(kw["env"]["XLA_FLAGS"]) or

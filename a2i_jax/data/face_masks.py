@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Any, Optional
 
 import flax.linen as nn
@@ -55,9 +56,9 @@ class MaskNetConfig:
       if int(getattr(self, key)) < 1:
         raise ConfigError(f"config.data.mask_net.{key}={getattr(self, key)} must be a "
                           "positive integer.")
-    if not float(self.learning_rate) > 0:
+    if not 0 < float(self.learning_rate) < math.inf:  # Was: inf accepted, every mask 0.
       raise ConfigError(f"config.data.mask_net.learning_rate={self.learning_rate} must be "
-                        "positive.")
+                        "a positive finite number.")
     seed = self.seed  # A jitted int32 argument: 2**31 was a traceback from JAX.
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not (
         0 <= seed <= 2**31 - 1):

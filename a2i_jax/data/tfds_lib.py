@@ -250,8 +250,17 @@ def unpack(archive: str, dest_root: str, progress: bool = True) -> str:
   if os.path.isdir(archive):
     # A folder named like the archive's top-level directory: its parent plays the root.
     return os.path.dirname(os.path.abspath(archive))
-  name = os.path.basename(archive)
   dest = unpacked_dir(archive, dest_root)
+  # One process at a time per archive (was: two runs started together shared the temporary
+  # folder, and one's swap left the other's half-unpacked tree, marked finished).
+  lock = os.path.join(dest_root, f".{os.path.basename(dest)}.lock")
+  with files.waiting_lock(lock, f"unpacking {os.path.basename(archive)}"):
+    return _unpack_locked(archive, dest, dest_root, progress)
+
+
+def _unpack_locked(archive: str, dest: str, dest_root: str, progress: bool) -> str:
+  """`unpack`'s work, under the archive's lock."""
+  name = os.path.basename(archive)
   identity = _archive_identity(archive)
   stale = dest + ".stale"
   shutil.rmtree(stale, ignore_errors=True)  # Left by a run stopped while swapping folders.
@@ -794,16 +803,22 @@ def load(builder: Any, *, manual_dir: str, download_dir: str, image_size: int,
     The `Dataset`.
   """
   where = os.fspath(builder.data_dir)
-  # A copy prepared before has checksums (or, prepared by an older version, none yet): they
-  # are compared first, and anything that fails while it is read means it is damaged.
-  was_prepared = os.path.isdir(where)
-  summed = was_prepared and _check_copy(where)
-  if not was_prepared:
-    logging.info("preparing %s in %s (once)", builder.name, where)
-    with quiet_tfds():
-      prepare(builder, manual_dir, download_dir)
-    _write_checksums(where)
-    summed = True
+  # One process prepares at a time; the others wait and then read its copy (was: a second
+  # run started beside the first ended with TFDS's FileExistsError on the rename of its own
+  # copy, a traceback). Next to the builder's folder, not in it (TFDS lists that).
+  lock = os.path.join(os.path.dirname(os.path.dirname(where)),
+                      f".{builder.name}-{os.path.basename(where)}.lock")
+  with files.waiting_lock(lock, f"preparing {builder.name}"):
+    # A copy prepared before has checksums (or, prepared by an older version, none yet): they
+    # are compared first, and anything that fails while it is read means it is damaged.
+    was_prepared = os.path.isdir(where)
+    summed = was_prepared and _check_copy(where)
+    if not was_prepared:
+      logging.info("preparing %s in %s (once)", builder.name, where)
+      with quiet_tfds():
+        prepare(builder, manual_dir, download_dir)
+      _write_checksums(where)
+      summed = True
   # Bytes that match their checksums are not damaged: a failure then is raised as it is.
   # A copy prepared just now that fails is a fault of its preparing, not damage to delete.
   guard = damage_is_an_error(where) if was_prepared and not summed else contextlib.nullcontext()
