@@ -77,6 +77,27 @@ def test_zero_rotation_is_identity():
   np.testing.assert_allclose(pipeline._rotate(x, jnp.float32(0.0)), x, atol=1e-6)
 
 
+def test_rotation_border_follows_torch():
+  """torch's rotateBilinear: a sample point under half a pixel outside takes the edge pixel,
+  one further out is 0, so an image of ones rotates to ones and zeros only. Was: the edge ring
+  blended toward 0 (up to 0.5 off, 112-120 pixels of a 64x64 image; review finding). Inside,
+  plain bilinear interpolation."""
+  ones = jnp.ones((64, 64, 1), jnp.float32)
+  for angle in (0.03, -0.08):
+    r = np.round(np.asarray(pipeline._rotate(ones, jnp.float32(angle))), 5)
+    assert set(np.unique(r)) == {0.0, 1.0}
+    assert 0 < (r == 0).sum() < 200
+  x = jax.random.uniform(jax.random.key(0), (64, 64, 2))
+  r = pipeline._rotate(x, jnp.float32(0.05))
+  c = (64 - 1) / 2
+  yy, xx = np.meshgrid(np.arange(64.0), np.arange(64.0), indexing="ij")
+  src = [np.sin(0.05) * (xx - c) + np.cos(0.05) * (yy - c) + c,
+         np.cos(0.05) * (xx - c) - np.sin(0.05) * (yy - c) + c]
+  want = np.stack([jax.scipy.ndimage.map_coordinates(x[..., k], src, order=1)
+                   for k in range(2)], -1)
+  np.testing.assert_allclose(r[4:-4, 4:-4], want[4:-4, 4:-4], atol=1e-5)
+
+
 def test_eval_centre_crop():
   im, m = _images(n=2, s=72)
   x, mm = pipeline.preprocess_eval(im, m, _cfg(crop_size=64))

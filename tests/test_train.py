@@ -646,6 +646,14 @@ def test_mask_net_options_come_from_the_config():
   assert face_masks.MaskNetConfig.from_config(defaults, steps=5).steps == 5
 
 
+def test_every_dataset_configs_discvae_composes_in_layers():
+  """docs/design.md §3.12: the dataset configs turn on the layered composition for every
+  disCVAE (configs/folder.py kept the reference's mid-grey background; review finding)."""
+  for name in ("synthetic", "lfw", "cub", "folder"):
+    assert config_lib.get_config(f"{name}:discvae").model.composition == "layered", name
+  assert config_lib.reference_config().model.composition == "reference"
+
+
 def test_folder_y_dim_zero_is_the_csv_column_count(tmp_path, caplog):
   cfg = config_lib.get_config("folder")
   cfg.data.path = str(tmp_path)

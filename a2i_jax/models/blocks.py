@@ -146,8 +146,10 @@ class ImageDecoder(nn.Module):
     image, second = decoder_tail(h, scaled(64, w), 5, (3, 3), 5, train=train, dtype=d,
                                  upsample_mode=self.upsample_mode,
                                  conv_weight_grad=self.conv_weight_grad, tail=self.tail)
-    # The heads in float32 whatever the compute dtype: bf16's tanh is exactly +-1 from
-    # |image| = 3.5 on (float32's from about 9), and a mean equal to a saturated target leaves
-    # the Gaussian NLL no pull on that pixel's log-variance but down (`objectives.gaussian_nll`).
+    # tanh in float32 whatever the compute dtype: bf16's tanh is exactly +-1 from |image| =
+    # 3.5 on (float32's from about 9), and a mean equal to a saturated target leaves the
+    # Gaussian NLL no pull on that pixel's log-variance but down (`objectives.gaussian_nll`).
+    # The head convolution before it computes in the compute dtype: under bf16 its outputs,
+    # the log-variance too, carry bf16's precision.
     return jnp.tanh(image.astype(jnp.float32)), second.astype(jnp.float32)
 
