@@ -138,6 +138,13 @@ class Options:
                attribute_fidelity=_FIDELITY.value, seed=_SEED.value,
                given=frozenset(f for f in _VALUED_FLAG_USERS if flags.FLAGS[f].present))
 
+  def fingerprint(self) -> str:
+    """The options but for paths, which may differ between hosts (the same folder mounted
+    elsewhere): equal on processes that run the same command."""
+    paths = ("workdirs", "out", "input")
+    return json.dumps({k: v for k, v in dataclasses.asdict(self).items() if k not in paths},
+                      sort_keys=True, default=sorted)
+
   def expanded(self) -> "Options":
     """The options with `~` expanded in --workdir, --out and --input, which no shell does in
     `--out=~/x`: each path then names one folder wherever it is used (was: --out=~/x checked
@@ -950,6 +957,10 @@ def main(argv):
     if not distributed.is_main():  # Process 0 speaks for the run; errors still reach stderr.
       sys.stdout = open(os.devnull, "w")  # pylint: disable=consider-using-with
     opts = Options.from_flags()
+    # Was unchecked: processes given other flags (--step, --num_images) wrote a mix of both.
+    distributed.same_on_every_process(
+        "infer.py's flags", opts.fingerprint(), "start every process with the same flags (only "
+        "--workdir, --out and --input may name their folders otherwise)")
     with distributed.peers_checked():
       run_modes(opts)
     distributed.finish()  # With peers: not held at JAX's exit by one that has left.

@@ -491,6 +491,10 @@ class Checkpointer:
       if quarantine:
         # Not over one set aside before, of an earlier save of the step.
         target = files.unused_path(os.path.join(self.workdir, CORRUPT_DIR), str(bad))
+        # Process 0's name for it on every process (was: the next free name where process 0
+        # had moved it already, so another process's warning named a folder not there).
+        target = os.path.join(os.path.dirname(target), distributed.value_of_process_0(
+            "where a corrupt checkpoint goes", os.path.basename(target)))
         if distributed.is_main():  # Every process found it; one moves it (shared workdir).
           os.makedirs(os.path.dirname(target), exist_ok=True)
           os.replace(os.path.join(self.directory, str(bad)), target)

@@ -125,14 +125,16 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
   Returns:
     The number of processes (1 when nothing was initialised).
   Raises:
-    ConfigError: incomplete or inconsistent settings, nothing answering at the coordinator
+    ConfigError: incomplete or inconsistent settings (a coordinator address or process id
+      without a process count among them), nothing answering at the coordinator
       address (checked before joining, on every process but 0), or a process count that
       differs from process 0's.
   """
   if _client() is not None:
     return jax.process_count()
-  coordinator_address = (coordinator_address or os.environ.get(ENV_COORDINATOR)
-                         or os.environ.get("JAX_COORDINATOR_ADDRESS") or None)
+  # Ours alone, not JAX's variable (a cluster's environment may set it for one process).
+  given = coordinator_address or os.environ.get(ENV_COORDINATOR) or None
+  coordinator_address = given or os.environ.get("JAX_COORDINATOR_ADDRESS") or None
   if num_processes is None:
     num_processes = _env_int(ENV_NUM_PROCESSES)
   if process_id is None:
@@ -140,6 +142,12 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
   detected = None
   if num_processes is None:
     detected = _detected_process_count()
+    if detected is None and (given is not None or process_id is not None):
+      # Was: taken for one process without a word; two such processes trained apart.
+      named = " and ".join(n for n, v in (("a coordinator address", given),
+                                          ("a process id", process_id)) if v is not None)
+      raise ConfigError(f"{named} given, but no process count: pass --num_processes (or set "
+                        f"{ENV_NUM_PROCESSES}) on every process, or drop them for one process.")
     num_processes = detected if detected is not None else 1
     if num_processes > 1:
       logging.info("JAX detected a cluster of %d processes", num_processes)
@@ -587,7 +595,7 @@ def same_on_every_process(name: str, value: str, fix: str,
   key, index = _next_key(name, "value"), process_index()
   client.key_value_set(f"{key}/{index}", value)
   values = [_value_of_process(client, other, f"{key}/{other}", timeout_s,
-                              f"did not say which {name} it uses")
+                              f"did not give {name}")
             for other in range(process_count())]
   # Every process reads every value and comes to the same verdict; none leaves before all
   # have read them, since process 0's leaving takes the coordinator down, and JAX then ends
@@ -646,19 +654,114 @@ def _next_key(name: str, kind: str) -> str:
   return f"a2i/{_barrier_count}/{name}/{kind}"
 
 
-def _value_of_process(client: Any, other: int, key: str, timeout_s: float, failure: str) -> str:
-  """Waits for process `other` to set `key`; a `DataError` saying `failure` where it does not,
-  and whether the wait ran out or ended early (the coordinator gone: a process stopped)."""
-  started = time.monotonic()
+# How often a wait for another process's value looks whether that process has left.
+_POLL_S = 2.0
+
+
+def _how_it_ended(client: Any, other: int) -> Optional[str]:
+  """What process `other` recorded when it finished or left (`_say_how_this_ends`), or None."""
   try:
-    return client.blocking_key_value_get(key, int(timeout_s * 1000))
-  except Exception as e:  # pylint: disable=broad-except
-    waited = time.monotonic() - started
-    # Was "within 21600 s" for a wait that ended after a second, the coordinator gone.
-    when = (f"within {timeout_s:.0f} s" if waited >= 0.9 * timeout_s else
-            f"(the wait ended after {waited:.0f} s: a process stopped, whose log says why)")
-    raise DataError(f"process {process_index()}: process {other} {failure} {when} "
-                    f"({str(e).splitlines()[0]}).") from None
+    return client.key_value_try_get(f"{_END_KEY}/{other}")
+  except Exception:  # pylint: disable=broad-except
+    return None  # Not recorded (the store answers "not found"), or the coordinator is gone.
+
+
+def _value_of_process(client: Any, other: int, key: str, timeout_s: float, failure: str) -> str:
+  """Waits for process `other` to set `key`; a `DataError` saying `failure` where it does not:
+  at once where that process has left (it records so as it leaves), else whether the wait ran
+  out or ended early (the coordinator gone: a process stopped).
+
+  Was: one wait for the whole time, so a peer that left with an error before it set its value
+  (a workdir that is a file, say) kept the others waiting until JAX's own heartbeat ended them
+  with a fatal log and no line of ours."""
+  started = time.monotonic()
+  deadline = started + timeout_s
+  while True:
+    part = max(min(_POLL_S, deadline - time.monotonic()), 0.001)
+    asked = time.monotonic()
+    try:
+      return client.blocking_key_value_get(key, max(int(part * 1000), 1))
+    except Exception as e:  # pylint: disable=broad-except
+      ended = _how_it_ended(client, other)
+      if ended is not None and ended.startswith("left"):
+        raise DataError(f"process {process_index()}: process {other} {failure}: it stopped "
+                        f"first (exit status {ended.partition(':')[2] or '?'}), and its log says "
+                        "why.") from None
+      now = time.monotonic()
+      if now < deadline and now - asked >= 0.5 * part:  # This slice ran out: wait on.
+        continue
+      waited = now - started
+      # Was "within 21600 s" for a wait that ended after a second, the coordinator gone.
+      when = (f"within {timeout_s:.0f} s" if waited >= 0.9 * timeout_s else
+              f"(the wait ended after {waited:.0f} s: a process stopped, whose log says why)")
+      raise DataError(f"process {process_index()}: process {other} {failure} {when} "
+                      f"({str(e).splitlines()[0]}).") from None
+
+
+def value_of_process_0(name: str, value: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> str:
+  """Process 0's `value` on every process: for a choice each process could make otherwise
+  (the newest checkpoint, while training may save another). `value` itself in one process.
+
+  Args:
+    name: what is chosen (in messages); every process passes the same names in the same order.
+    value: this process's choice; only process 0's counts.
+    timeout_s: how long the others wait for it.
+  Returns:
+    Process 0's value.
+  Raises:
+    DataError: process 0 did not give it in time, or left first.
+  """
+  client = _client()
+  if client is None:
+    return value
+  key = _next_key(name, "chosen")
+  if is_main():
+    client.key_value_set(key, value)
+    return value
+  return _value_of_process(client, 0, key, timeout_s, f"did not say {name}")
+
+
+def check_shared_folder(path: str, what: str, fix: str,
+                        timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+  """Stops every process where any does not see the folder process 0 writes at `path` (a
+  folder on each host's own disk, or another path given to one process). A no-op in one
+  process.
+
+  Process 0 puts a file of a random name in `path`; each process looks for it. Was: a
+  workdir the hosts did not share hung every process at the first checkpoint save, without
+  a line, as Orbax waited for files no other host could see.
+
+  Args:
+    path: the folder, as this process names it (hosts may mount it at other paths).
+    what: the folder, for the message, e.g. "the workdir".
+    fix: what the user should do, for the message.
+    timeout_s: how long to wait for the other processes.
+  Raises:
+    ConfigError: this process (on process 0: another) does not see process 0's file.
+    DataError: a process did not answer in time, or left first.
+  """
+  client = _client()
+  if client is None:
+    return
+  key = _next_key(what, "marker")
+  if is_main():
+    name = f".a2i-shared-{os.getpid()}-{time.time_ns()}"
+    marker = os.path.join(path, name)
+    with open(marker, "w", encoding="utf-8") as f:
+      f.write("process 0 checks that every process sees this folder; deleted at once\n")
+    client.key_value_set(key, name)
+  else:
+    name = _value_of_process(client, 0, key, timeout_s, f"did not mark {what}")
+    marker = os.path.join(path, name)
+  try:
+    same_on_every_process(f"whether it sees {what} of process 0",
+                          "yes" if os.path.exists(marker) else f"no ({path})", fix, timeout_s)
+  finally:
+    if is_main():
+      try:
+        os.remove(marker)
+      except OSError:
+        pass  # Gone already: nothing to tidy.
 
 
 @contextlib.contextmanager

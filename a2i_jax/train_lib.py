@@ -32,7 +32,7 @@ from jax.sharding import Mesh
 from a2i_jax import (checkpoints, config_lib, distributed, files, interrupts, models,
                      objectives, parallel, perf, sampling, train_eval)
 from a2i_jax.data import load_dataset, pipeline
-from a2i_jax.data.base import validate_split, warn_small_train_split
+from a2i_jax.data.base import data_fingerprint, validate_split, warn_small_train_split
 from a2i_jax.errors import (A2IError, CheckpointError, ConfigError, TrainingDivergedError,
                             TrainingInterrupted, WorkdirError)
 from a2i_jax import metrics as metrics_lib
@@ -396,6 +396,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # Stage 2: input. The whole training split goes to the devices once.
   dataset = load_dataset(config.data, config.progress_bar)
   dataset = train_eval.align_with_record(workdir, dataset)  # A resumed run's column order.
+  if distributed.process_count() > 1:  # Was unchecked: a local copy per host that differs
+    # (a folder of the same path) trained each host's devices on its own data.
+    distributed.same_on_every_process(
+        "the training data", data_fingerprint(dataset, ("train", "validation")),
+        "give every process the same data (config.data.path and data_dir on shared storage, "
+        "or identical copies)")
   config = train_eval.resolve_config(config, dataset)
   model = models.create_model(config.model)
   for split_name in ("train", "validation"):
@@ -464,6 +470,9 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
   # run's record (config.json, dataset.json) written.
   ckpt = None
   try:
+    distributed.check_shared_folder(
+        workdir, "the workdir", "put --workdir on storage that every host mounts (a network "
+        "file system), and give every process that folder")
     for path in checkpoints.remove_temporary(workdir) if jax.process_index() == 0 else ():
       logging.info("removed %s, a save that never finished", path)
     ckpt = checkpoints.Checkpointer(workdir, config.max_checkpoints_to_keep)

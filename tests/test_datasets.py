@@ -1107,6 +1107,26 @@ def test_unpack_again_when_the_archive_changes(tmp_path):
       "instead.")
 
 
+def test_data_fingerprint_follows_the_contents():
+  """What processes of a multi-host run compare before training (was unchecked: a local
+  copy per host that differs trained each host's devices on its own data; review finding),
+  and what a saved attribute predictor is keyed by."""
+  import dataclasses  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data import base  # pylint: disable=import-outside-toplevel
+  split = base.Split(np.zeros((2, 4, 4, 3), np.uint8), np.zeros((2, 1), np.float32),
+                     np.zeros((2, 4, 4), np.uint8))
+  ds = base.Dataset("folder", ("a",), ("binary",), {"train": split, "validation": split})
+  first = base.data_fingerprint(ds, ("train", "validation"))
+  masks = split.masks.copy()
+  masks[1, 2, 2] = 255
+  other = dataclasses.replace(ds, splits={**ds.splits, "validation": dataclasses.replace(
+      split, masks=masks)})
+  assert base.data_fingerprint(other, ("train",)) == base.data_fingerprint(ds, ("train",))
+  assert base.data_fingerprint(other, ("train", "validation")) != first
+  assert base.data_fingerprint(dataclasses.replace(ds, attribute_names=("b",)),
+                               ("train", "validation")) != first
+
+
 def test_unpacking_and_preparing_wait_for_another_process(tmp_path, folder_path, monkeypatch):
   """Two runs started together on one data_dir: the two unpacks of an archive shared the
   temporary folder, and one's swap left the other's half-unpacked tree marked finished (905 of

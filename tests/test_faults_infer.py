@@ -93,6 +93,17 @@ def _options(*argv: str):
     flags.FLAGS.unparse_flags()
 
 
+def test_processes_compare_their_flags_but_not_their_paths():
+  """infer.py's processes compare `Options.fingerprint` (was: unchecked, and processes given
+  another --step wrote half the images from another checkpoint; review finding). Paths may
+  differ: hosts may mount one folder at other places."""
+  one = _options("--workdir=/a/w", "--out=/a/o", "--mode=sample", "--num_images=4")
+  assert one.fingerprint() == _options("--workdir=/b/w", "--out=/b/o", "--mode=sample",
+                                       "--num_images=4").fingerprint()
+  assert one.fingerprint() != _options("--workdir=/a/w", "--out=/a/o", "--mode=sample",
+                                       "--num_images=4", "--step=2").fingerprint()
+
+
 def _refused_here(*argv: str, needles: tuple[str, ...]) -> None:
   """`infer.run_modes` on the command line `argv` refuses it with an A2IError holding every
   needle: what infer.py prints as its one `error:` line, with status 1 (its `main` does that

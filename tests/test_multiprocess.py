@@ -9,6 +9,7 @@ compilation cache.
 import errno
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -553,3 +554,102 @@ def test_a_wait_on_another_process_says_whether_it_ran_out():
   with pytest.raises(distributed.DataError, match=r"process 0 did not finish 'x' within 0 s "
                      r"\(UNAVAILABLE"):
     wait(Client(0.2), 0, "k", 0.2, "did not finish 'x'")
+
+
+class _Store:
+  """The coordinator's store as the runtime's client answers, for one process of two whose
+  peer's values come from `peer(key)` (None: never set)."""
+
+  def __init__(self, peer: Callable, ended: str = ""):
+    self.own, self.peer, self.ended = {}, peer, ended
+
+  def key_value_set(self, key, value):
+    self.own[key] = value
+
+  def blocking_key_value_get(self, key, timeout_ms):
+    value = self.own.get(key, self.peer(key))
+    if value is None:
+      time.sleep(timeout_ms / 1000)
+      raise RuntimeError("DEADLINE_EXCEEDED: timed out")
+    return value
+
+  def key_value_try_get(self, key):
+    if key.startswith("a2i/end/") and self.ended:
+      return self.ended
+    raise RuntimeError("NOT_FOUND")
+
+  def wait_at_barrier(self, key, timeout_ms):
+    pass
+
+
+def _as_process(monkeypatch, index: int, store: _Store) -> None:
+  monkeypatch.setattr(distributed, "_client", lambda: store)
+  monkeypatch.setattr(distributed, "process_index", lambda: index)
+  monkeypatch.setattr(distributed, "process_count", lambda: 2)
+  monkeypatch.setattr(distributed, "COORDINATOR_GRACE_S", 0.0)
+
+
+def test_a_workdir_the_hosts_do_not_share_is_refused(tmp_path, monkeypatch):
+  """Was: a workdir on each host's own disk (or another --workdir per process) hung every
+  process at the first checkpoint save, without a line (review finding). Process 0 marks
+  the folder; each process says whether it sees the mark, and all stop where one does not."""
+  fix = "put --workdir on shared storage"
+  shared = tmp_path / "shared"
+  shared.mkdir()
+  (shared / ".mark").write_text("")
+  seen = {"yes": "yes", "no": f"no ({tmp_path})"}
+  for answer in ("yes", "no"):
+    # Process 1: process 0 put ".mark" in its folder.
+    _as_process(monkeypatch, 1, _Store(lambda k: ".mark" if k.endswith("/marker")
+                                       else "yes" if k.endswith("/value/0") else None))
+    folder = shared if answer == "yes" else tmp_path
+    if answer == "yes":
+      distributed.check_shared_folder(str(folder), "the workdir", fix)
+    else:
+      with pytest.raises(ConfigError, match=re.escape(
+          f"process 1: whether it sees the workdir of process 0: {seen['no']} here, yes on "
+          f"process 0; {fix}.")):
+        distributed.check_shared_folder(str(folder), "the workdir", fix)
+    # Process 0: its mark goes again, whatever process 1 answers.
+    _as_process(monkeypatch, 0, _Store(lambda k, a=answer: seen[a] if k.endswith("/value/1")
+                                       else None))
+    if answer == "yes":
+      distributed.check_shared_folder(str(shared), "the workdir", fix)
+    else:
+      with pytest.raises(ConfigError, match=re.escape(
+          f"process 0: whether it sees the workdir of process 0: yes here, {seen['no']} on "
+          "process 1")):
+        distributed.check_shared_folder(str(shared), "the workdir", fix)
+    assert sorted(os.listdir(shared)) == [".mark"]
+
+
+def test_process_0_chooses_and_a_peer_that_left_is_named(monkeypatch):
+  """`value_of_process_0`: what infer.py's processes restore (was: each its own newest
+  checkpoint, so a save in between mixed two models' images; review finding). A wait on a
+  peer that left first (an error before the first shared step) says so at once; it waited
+  for JAX's heartbeat to end it with a fatal log."""
+  _as_process(monkeypatch, 1, _Store(lambda k: "6" if k.endswith("/chosen") else None))
+  assert distributed.value_of_process_0("the newest checkpoint", "8") == "6"
+  _as_process(monkeypatch, 0, _Store(lambda k: None))
+  assert distributed.value_of_process_0("the newest checkpoint", "8") == "8"
+  monkeypatch.setattr(distributed, "_POLL_S", 0.05)
+  _as_process(monkeypatch, 0, _Store(lambda k: None, ended="left:1"))
+  started = time.monotonic()
+  with pytest.raises(distributed.DataError, match=r"process 0: process 1 did not give "
+                     r"config: it stopped first \(exit status 1\), and its log says"):
+    distributed.same_on_every_process("config", "a", "fix it", timeout_s=60)
+  assert time.monotonic() - started < 5
+
+
+def test_a_coordinator_or_process_id_without_a_count_is_refused(monkeypatch):
+  """Was: taken for one process without a word; two processes so started trained apart."""
+  for name in (distributed.ENV_COORDINATOR, distributed.ENV_NUM_PROCESSES,
+               distributed.ENV_PROCESS_ID):
+    monkeypatch.delenv(name, raising=False)
+  monkeypatch.setattr(distributed, "_detected_process_count", lambda: None)
+  with pytest.raises(ConfigError, match="a coordinator address and a process id given, but no "
+                     "process count: pass --num_processes"):
+    distributed.initialize("localhost:1234", None, 1)
+  with pytest.raises(ConfigError, match="^a process id given"):
+    distributed.initialize(None, None, 0)
+  assert distributed.initialize() == 1

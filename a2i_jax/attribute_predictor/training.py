@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import json
 from typing import Any, Optional, Sequence
 
 import jax
@@ -17,6 +15,7 @@ import optax
 from a2i_jax import config_lib, models, perf
 from a2i_jax.attribute_predictor.network import AttributeNet, Predictor, PredictorMeta, predict
 from a2i_jax.attribute_predictor.scoring import _json_safe, score
+from a2i_jax.data import base
 from a2i_jax.data.base import Dataset
 from a2i_jax.errors import InputError
 from a2i_jax.inputs import to_signed
@@ -91,23 +90,16 @@ _SETTINGS = ("steps", "batch_size", "learning_rate", "width")
 
 
 def data_fingerprint(dataset: Dataset, evaluate_split: Optional[str] = "test") -> str:
-  """A SHA-256 of what a predictor learns from and is scored on.
+  """What a predictor learns from and is scored on (`data.base.data_fingerprint`).
 
   Args:
     dataset: the `Dataset`.
     evaluate_split: the split whose real images give the predictor's ceiling (None: none).
   Returns:
-    Hex digest over the dataset's name, attribute names and kinds, and the images and
-    attributes of its training split and of `evaluate_split`.
+    The hex digest of its training split and of `evaluate_split`.
   """
-  h = hashlib.sha256(json.dumps([dataset.name, list(dataset.attribute_names),
-                                 list(dataset.attribute_kinds), evaluate_split]).encode())
-  for name in ("train",) + ((evaluate_split,) if evaluate_split else ()):
-    split = dataset[name]
-    for a in (np.asarray(split.images), np.asarray(split.attributes, np.float32)):
-      h.update(f"{a.dtype}{a.shape}".encode())
-      h.update(np.ascontiguousarray(a).data)
-  return h.hexdigest()
+  return base.data_fingerprint(dataset, ("train",) + ((evaluate_split,) if evaluate_split
+                                                      else ()))
 
 
 def train_predictor(dataset: Dataset, settings: Any = None, *, seed: int = 0,

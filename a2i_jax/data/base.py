@@ -8,6 +8,8 @@ past this point.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
@@ -21,6 +23,27 @@ DATASET_NAMES = ("synthetic", "lfw", "cub", "folder")  # config.data.name.
 # config (config_lib.validate_config) needs no tensorflow_datasets.
 RESIZE_MODES = ("centre_crop", "stretch")  # data.resize (folder.py).
 CUB_ATTRIBUTES = ("is_present", "class_continuous")  # data.cub_attributes (cub.py).
+
+
+def data_fingerprint(dataset: "Dataset", splits: Sequence[str] = SPLITS) -> str:
+  """A SHA-256 of a dataset's contents: equal for the same images and attributes.
+
+  Args:
+    dataset: the `Dataset`.
+    splits: the splits whose images, attributes and masks count.
+  Returns:
+    Hex digest over the name, attribute names and kinds, and each split's arrays.
+  """
+  h = hashlib.sha256(json.dumps([dataset.name, list(dataset.attribute_names),
+                                 list(dataset.attribute_kinds), list(splits)]).encode())
+  for name in splits:
+    split = dataset[name]
+    for a in (split.images, np.asarray(split.attributes, np.float32), split.masks):
+      if a is not None:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(a.data)
+  return h.hexdigest()
 
 
 def check_choice(key: str, value: Any, choices: Sequence[str]) -> None:

@@ -19,7 +19,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from a2i_jax import checkpoints, config_lib, models, parallel, perf, sampling
+from a2i_jax import checkpoints, config_lib, distributed, models, parallel, perf, sampling
 from a2i_jax.errors import CheckpointError, ConfigError, InputError
 from a2i_jax.inputs import check_int
 
@@ -193,7 +193,10 @@ def load_trained(workdir: str, step: Optional[int] = None) -> TrainedModel:
   target = checkpoints.with_sharding(abstract, parallel.replicated(parallel.make_mesh()))
   ckpt = checkpoints.Checkpointer(workdir, create=False)
   try:
-    step = ckpt.latest_step() if step is None else step
+    if step is None:  # Process 0's newest for every process (was: each its own, so a save
+      # between two processes' looks served half the images from another checkpoint).
+      chosen = distributed.value_of_process_0("the newest checkpoint", str(ckpt.latest_step()))
+      step = None if chosen == "None" else int(chosen)
     variables = ckpt.restore(target, step, partial=True)  # The optimiser state stays unread.
     saved = ckpt.all_steps()
   finally:
