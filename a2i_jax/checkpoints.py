@@ -438,10 +438,12 @@ class Checkpointer:
       try:
         got = _file_digests(folder)
       except OSError as e:  # Was: a traceback (a dangling link, a file removed mid-walk).
-        if e.errno in (errno.EACCES, errno.EPERM, errno.EIO):  # The disk or permissions.
+        if e.errno not in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
+          # Permissions, the disk, a network file system's passing error: not the
+          # checkpoint's bytes, so nothing is moved (and nothing kept: it is asked again).
           raise CheckpointError(f"could not read {e.filename or folder} "
                                 f"({files.describe_storage_error(e)}); make the workdir "
-                                "readable.") from None
+                                "readable, or try again.") from None
         rel = os.path.relpath(e.filename, folder) if e.filename else "?"
         self._checked[step] = f"file {rel} cannot be read ({e.strerror or e})"
         return self._checked[step]
@@ -716,7 +718,9 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
                         f"that folder, {parent}.") from None
     if has_checkpoints(workdir):  # Was: "not written by train.py" beside its checkpoints.
       raise ConfigError(f"no config at {path}, beside the run's checkpoints: it was deleted or "
-                        f"moved; {DAMAGED_CONFIG_FIX}") from None
+                        "moved; put it back from a copy if you have one (infer.py needs it), "
+                        "or resume training with the config it was trained with, which writes "
+                        "it again.") from None
     raise ConfigError(f"no config at {path}: this workdir was not written by train.py, or "
                       "training has not started there yet.") from None
   except (json.JSONDecodeError, UnicodeDecodeError) as e:  # Was: a UnicodeDecodeError.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import inspect
 import math
 import os
 from types import ModuleType
@@ -168,9 +169,10 @@ def load_sibling(file: str, name: str) -> ModuleType:
 
 
 def resolve_spec(spec: str) -> str:
-  """A `--config` spec with its file found: the path as given where it is a file, else the
-  file of that name in `configs_dir()` ("synthetic", "lfw.py", or "configs/lfw.py" given from
-  another folder), else the path as given (its load then names it as missing).
+  """A `--config` spec with its file found: the path as given where it is a file, else, for a
+  bare name or a relative "configs/NAME", the file of that name in `configs_dir()`
+  ("synthetic", "lfw.py", or "configs/lfw.py" given from another folder), else the path as
+  given (its load then names it as missing).
 
   Args:
     spec: "path[:arg]".
@@ -180,7 +182,9 @@ def resolve_spec(spec: str) -> str:
     ConfigError: the lookup in `configs_dir()` was needed and no configs/ folder is found.
   """
   path, colon, arg = spec.partition(":")
-  if not os.path.isfile(os.path.expanduser(path)):
+  # Only a bare name, or one under a relative "configs/": another folder's missing file is
+  # named as missing (was: /tmp/exp/lfw.py, mistyped, trained configs/lfw.py without a word).
+  if not os.path.isfile(os.path.expanduser(path)) and os.path.dirname(path) in ("", "configs"):
     bare = os.path.basename(path)
     found = os.path.join(configs_dir(), bare if bare.endswith(".py") else bare + ".py")
     path = found if bare and os.path.isfile(found) else path
@@ -188,8 +192,8 @@ def resolve_spec(spec: str) -> str:
 
 
 def normalised_command_line(argv: list[str]) -> list[str]:
-  """train.py's command line in the one form its checks read: "--name" for absl's "-name",
-  and "--config=SPEC" for "--config SPEC", SPEC's file found as `resolve_spec` finds it
+  """train.py's command line in the one form its checks read: "--config..." for absl's
+  "-config..." (and "-noconfig..."), and "--config=SPEC" for "--config SPEC", SPEC's file found as `resolve_spec` finds it
   ("--config=synthetic" as configs/synthetic.py, also from another folder).
 
   Was: a single-dash override passed the checks of ignored keys, and a bare name or the
@@ -208,8 +212,8 @@ def normalised_command_line(argv: list[str]) -> list[str]:
     if arg == "--":
       out += argv[i:]
       break
-    if arg.startswith("-") and not arg.startswith("--") and arg[1:2].isalpha():  # Not -1.
-      arg = "-" + arg
+    if arg.startswith(("-config", "-noconfig")):  # Absl's one-dash form of a config flag;
+      arg = "-" + arg  # no other argument (a value "-runs" after --workdir stays as it is).
     if arg == "--config" and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
       i += 1
       arg = "--config=" + argv[i]
@@ -233,13 +237,11 @@ def get_config(spec: str) -> ml_collections.ConfigDict:
   """
   path, _, arg = resolve_spec(spec).partition(":")
   module = load_config_module(path)
-  try:
-    config = module.get_config(arg) if arg else module.get_config()
-  except TypeError as e:
-    if arg and "positional argument" in str(e):  # Was: the TypeError's traceback.
-      raise ConfigError(f"the config file {path} takes no argument (its get_config has no "
-                        f"parameter); drop ':{arg}' from --config.") from None
-    raise
+  if arg and not inspect.signature(module.get_config).parameters:  # Was: a TypeError's
+    # traceback printed inside train.py's error line.
+    raise ConfigError(f"the config file {path} takes no argument (its get_config has no "
+                      f"parameter); drop ':{arg}' from --config.")
+  config = module.get_config(arg) if arg else module.get_config()
   check_is_config(config, path)
   return config
 
@@ -322,9 +324,24 @@ def validate_config(config: ml_collections.ConfigDict,
   check_values(config)
 
 
+def check_served_values(config: ml_collections.ConfigDict) -> None:
+  """The checks of what serving a trained run reads of its saved config: the kind of every
+  value, the model and the inference settings. Not the training-only ranges, which later
+  versions tightened: a run trained before a check existed stays usable.
+
+  Args:
+    config: a run's config (`with_defaults` of its config.json).
+  Raises:
+    ConfigError: a value that cannot work (a file edited by hand). (A value that passes the
+      type check but not a conversion may raise TypeError or ValueError instead.)
+  """
+  _check_types(config)
+  _check_model(config.model, config.data.name)
+  check_inference(config.inference)
+
+
 def check_values(config: ml_collections.ConfigDict) -> None:
-  """`validate_config`'s checks of the values alone (not of which keys there are): for a run's
-  saved config, which may hold keys a later version dropped.
+  """`validate_config`'s checks of the values alone (not of which keys there are).
 
   Args:
     config: the experiment config.
@@ -360,11 +377,17 @@ def _check_types(config: ml_collections.ConfigDict) -> None:
   as plain JSON, does not (was: e.g. model.width "abc" a traceback from the model's code)."""
   reference = reference_config()
   for path in leaf_paths(reference):
-    want, got = _kind(value_at(reference, path)), value_at(config, path)
-    if want is None or got is None:
-      continue
-    ok = _kind(got) == want or want == "a number" and _kind(got) == "an integer"
-    if not ok:
+    section, parts = config, path.split(".")
+    for i, part in enumerate(parts[:-1]):  # Was: "'int' object is not iterable" for one.
+      section = section.get(part) if hasattr(section, "get") else None
+      if section is not None and not hasattr(section, "get"):
+        raise ConfigError(f"config.{'.'.join(parts[:i + 1])}={section!r} must be a section (a "
+                          "mapping of keys).")
+    if section is None or parts[-1] not in section:
+      continue  # A key the config lacks: `check_keys`'s to name, or a default fills it.
+    want, got = _kind(value_at(reference, path)), section[parts[-1]]
+    ok = want is None or _kind(got) == want or want == "a number" and _kind(got) == "an integer"
+    if not ok:  # None too (a JSON null): no default is None.
       raise ConfigError(f"config.{path}={got!r} must be {want}.")
 
 

@@ -432,10 +432,11 @@ def attribute_report(trained: inference.TrainedModel, dataset: Dataset, predicto
   report["inference"] = None
   if trained.model.uses_attributes:
     prior = inference.AttributePrior.fit(train_y)
-    y = inference.infer_attributes(trained, images, prior, key=k_inf, options=options)["y"]
+    out = inference.infer_attributes(trained, images, prior, key=k_inf, options=options)
+    y = out["y"]
     # Was: a NaN attribute scored as the low class of every binary column, status 0.
     _check_outputs_finite(trained, y, "attribute inference", "infers the attributes of",
-                          "test images", optimised=True)
+                          "test images", optimised=True, energy=out.get("energy"))
     report["inference"] = ap.score(predictor, y, attrs)
   return report
 

@@ -150,7 +150,10 @@ def file_digests(folder: str, skip: str, known: Iterable[str] = ()) -> dict[str,
     {path relative to `folder`, as os.path.relpath gives it: hex SHA-256}.
   """
   out, known = {}, set(known)
-  for root, _, names in os.walk(folder):
+
+  def unlistable(error: OSError) -> None:  # Was skipped: its files then read as "missing".
+    raise error
+  for root, _, names in os.walk(folder, onerror=unlistable):
     for name in names:
       path = os.path.join(root, name)
       rel = os.path.relpath(path, folder)
@@ -328,7 +331,8 @@ def waiting_lock(path: str, what: str) -> Iterator[None]:
   """Holds an exclusive `flock` on the file `path` for the block, waiting for any other
   process that holds it: for work two runs must not do at once on shared files (unpacking
   one archive, preparing one dataset). The kernel releases it when a process ends, however
-  it ends. Where the file system has no locks, the block runs unlocked.
+  it ends. Where the file system has no locks, or the lock file cannot be made (a folder
+  this user may not write, read-only storage), the block runs unlocked.
 
   Args:
     path: the lock file; created (with its folder) if missing, never removed.
@@ -336,8 +340,19 @@ def waiting_lock(path: str, what: str) -> Iterator[None]:
   Yields:
     Nothing; the lock is held until the block ends.
   """
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:  # Read-only where it exists (flock needs no write access): a second user's too.
+    if os.path.exists(path):
+      fd = os.open(path, os.O_RDONLY)
+    else:
+      os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+      fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+  except OSError as e:
+    if storage_error(e) is None:
+      raise
+    fd = None  # A folder this user may not write: the work itself will say what it needs.
+  if fd is None:
+    yield
+    return
   try:
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

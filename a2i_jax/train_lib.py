@@ -307,14 +307,19 @@ def _check_resume_compatible(workdir: str, config: ml_collections.ConfigDict,
                   if isinstance(d, dict) else d for d in (old, new))
     if old != new:
       if isinstance(old, dict) and isinstance(new, dict):
+        keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
         differ = "; ".join(f"{key}.{k}: {old.get(k, '(unset)')!r} there, "
-                           f"{new.get(k, '(unset)')!r} now"
-                           for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
+                           f"{new.get(k, '(unset)')!r} now" for k in keys)
+        same = [(f"{key}.{k}", old[k]) for k in keys if k in old]
       else:
-        differ = f"{key}: {old!r} there, {new!r} now"
+        differ, same = f"{key}: {old!r} there, {new!r} now", [(key, old)]
+      # The overrides that resume it (was: "the same values" alone; a config file's default
+      # that changed since, as folder.py's disCVAE composition, left the user to find them).
+      flags = " ".join(f"--config.{k}={v}" for k, v in same
+                       if isinstance(v, (str, int, float, bool)))
       raise ConfigError(
           f"{workdir} holds a run trained with a different config.{key} ({differ}); resume "
-          "it with the same values or pass a new --workdir.")
+          f"it with the same values{f' ({flags})' if flags else ''} or pass a new --workdir.")
 
 
 # Config keys a host may set its own way in a multi-process run: where it caches, and its

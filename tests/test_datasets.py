@@ -1155,6 +1155,20 @@ def test_unpacking_and_preparing_wait_for_another_process(tmp_path, folder_path,
               progress=False)
   assert seen[0] == ("extract", [".a.tgz.d.lock"])
   assert ("prepare", [".a2i_folder-1.0.0.lock"]) in seen
+  # What is there already is read without a lock: a read-only data_dir, another user's
+  # (review finding: the lock file's creation refused them, though the data were readable).
+  def no_lock(path, what):
+    raise AssertionError(f"locked {path}")
+  monkeypatch.setattr(files, "waiting_lock", no_lock)
+  tfds_lib.unpack(archive, root, progress=False)
+  folder.load(path=folder_path, data_dir=str(tmp_path / "data"), image_size=32, masks=False,
+              progress=False)
+  # A lock file that cannot be made: the work runs unlocked.
+  monkeypatch.setattr(files.os, "open", lambda *a, **k: (_ for _ in ()).throw(
+      PermissionError(13, "Permission denied")))
+  with waiting_lock(str(tmp_path / "ro" / ".y.lock"), "testing"):
+    pass
+  monkeypatch.undo()
   # The lock itself: a second holder waits until the first lets go.
   path, order = str(tmp_path / "l" / ".x.lock"), []
 

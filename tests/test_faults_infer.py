@@ -268,22 +268,31 @@ def test_a_step_folder_holding_another_steps_state_is_refused(trained, tmp_path)
   (step,) = [int(n) for n in os.listdir(workdir / "checkpoints") if n.isdigit()]
   shutil.copytree(workdir / "checkpoints" / str(step), workdir / "checkpoints" / "50")
   with pytest.raises(CheckpointError, match=f"the checkpoint folder 50 in {workdir} holds the "
-                     f"state of step {step} \\(a copied or renamed folder\\): rename it to "
-                     f"{step}"):
+                     f"state of step {step} \\(a copied or renamed folder\\): checkpoint "
+                     f"{step} is there too: delete this copy, or pass --step={step}"):
     inference.load_trained(str(workdir))
   assert inference.load_trained(str(workdir), step=step).step == step
 
 
-@pytest.mark.parametrize("change, words", [
-    ({"width": "abc"}, "width"), ({"z_dim": -1}, "z_dim"), ({"name": "gan"}, "model.name")])
-def test_a_config_json_with_values_that_cannot_work_is_damaged(trained, tmp_path, change,
-                                                               words):
+@pytest.mark.parametrize("section, change, words", [
+    ("model", {"width": "abc"}, "width"), ("model", {"z_dim": -1}, "z_dim"),
+    ("model", {"name": "gan"}, "model.name"), ("inference", {"steps": None}, "inference.steps"),
+    (None, {"inference": 5}, "config.inference=5 must be a section"),
+    # Training-only ranges tightened after runs were trained: such a run is still served
+    # (review finding: refused as "damaged").
+    ("data", {"augment": {"color_gain": 1.0}}, None), (None, {"seed": -1}, None),
+    (None, {"num_eval_examples": 0}, None)])
+def test_a_config_json_with_values_that_cannot_work_is_damaged(trained, tmp_path, section,
+                                                               change, words):
   """Was: trusted; a width "abc" was a TypeError from the model's code, a z_dim of -1 a
   reshape error, both tracebacks (review finding)."""
   from a2i_jax.errors import ConfigError  # pylint: disable=import-outside-toplevel
   config = json.loads((pathlib.Path(trained) / "config.json").read_text())
-  config["model"].update(change)
+  (config[section] if section else config).update(change)
   (tmp_path / "config.json").write_text(json.dumps(config))
+  if words is None:
+    inference.load_run_config(str(tmp_path))
+    return
   with pytest.raises(ConfigError, match=f"the config at {tmp_path}/config.json is damaged "
                      f"\\(.*{words}.*\\); restore it from a copy"):
     inference.load_run_config(str(tmp_path))
@@ -1274,11 +1283,12 @@ def test_evaluate_refuses_nan_completions_and_inferred_attributes(monkeypatch):
       "spearman": 1.0, "mean_by_step": [], "swept_values": []})
   y = np.zeros((4, 1), np.float32)
   y[1] = np.nan
-  monkeypatch.setattr(evaluation.inference, "infer_attributes", lambda *a, **k: {"y": y})
-  with pytest.raises(InputError, match=r"infers the attributes of 1 of 4 test images as NaN or "
-                     r"infinity \(attribute inference\): posterior inference diverged"):
-    evaluation.attribute_report(trained, data, predictor=None, key=jax.random.key(0),
-                                num_bases=1, num_values=2)
+  for out in ({"y": y}, {"y": np.zeros_like(y), "energy": np.array([0, 0, np.inf, 0])}):
+    monkeypatch.setattr(evaluation.inference, "infer_attributes", lambda *a, o=out, **k: o)
+    with pytest.raises(InputError, match=r"infers the attributes of 1 of 4 test images as NaN "
+                       r"or infinity \(attribute inference\): posterior inference diverged"):
+      evaluation.attribute_report(trained, data, predictor=None, key=jax.random.key(0),
+                                  num_bases=1, num_values=2)
 
 
 def test_a_lost_sigterm_comes_back_as_a_sigterm(monkeypatch):

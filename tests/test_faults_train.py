@@ -265,6 +265,28 @@ def test_an_unopenable_file_or_an_empty_checksum_list_is_corrupt(tmp_path, refer
     assert ckpt.check(4) == f"its checksum file {checkpoints.CHECKSUM_FILE} lists no files"
   finally:
     ckpt.close()
+  # A network file system's passing error, or a folder that cannot be listed, is not the
+  # checkpoint's bytes: an error, nothing kept (review finding: called corrupt and moved).
+  workdir = _copy(reference, tmp_path / "again")
+  digests = files.file_digests
+  for error in (OSError(errno.ESTALE, "Stale file handle", "x"),
+                PermissionError(errno.EACCES, "Permission denied", "d")):
+    def failing(folder, *args, e=error, **kwargs):
+      if folder.endswith(os.sep + "6"):
+        raise e
+      return digests(folder, *args, **kwargs)
+    files.file_digests = failing
+    ckpt = checkpoints.Checkpointer(workdir, create=False)
+    try:
+      with pytest.raises(checkpoints.CheckpointError, match="could not read .*make the workdir "
+                         "readable, or try again"):
+        ckpt.check(6)
+    finally:
+      ckpt.close()
+      files.file_digests = digests
+  assert _steps(workdir) == [4, 6]
+  with pytest.raises(FileNotFoundError):  # A folder it cannot list is not an empty one.
+    files.file_digests(str(tmp_path / "nowhere"), checkpoints.CHECKSUM_FILE)
 
 
 def test_a_step_folder_holding_another_steps_state_is_set_aside(tmp_path, flags, reference):
@@ -474,12 +496,22 @@ def test_the_command_line_is_read_in_one_form(tmp_path, monkeypatch):
   synthetic = os.path.join(config_lib.configs_dir(), "synthetic.py")
   monkeypatch.chdir(tmp_path)  # Another folder: configs/synthetic.py is not here.
   assert config_lib.normalised_command_line(
-      ["train.py", "--config", "synthetic:cvae", "-config.seed", "-1", "--workdir=w", "--",
-       "-x"]) == ["train.py", f"--config={synthetic}:cvae", "--config.seed", "-1",
-                  "--workdir=w", "--", "-x"]
+      ["train.py", "--config", "synthetic:cvae", "-config.seed", "-1", "--workdir", "-runs",
+       "--", "-x"]) == ["train.py", f"--config={synthetic}:cvae", "--config.seed", "-1",
+                        "--workdir", "-runs", "--", "-x"]
   for spec in ("configs/synthetic.py", "synthetic.py", "synthetic"):
     assert config_lib.resolve_spec(spec) == synthetic
-  assert config_lib.resolve_spec("mine.py:a") == "mine.py:a"  # Named as missing when loaded.
+  # Named as missing when loaded; a path elsewhere is not taken for the repository's file of
+  # that name (review finding: a mistyped /tmp/exp/synthetic.py trained configs/synthetic.py).
+  for spec in ("mine.py:a", f"{tmp_path}/synthetic.py", "~/nowhere/synthetic.py:cvae"):
+    assert config_lib.resolve_spec(spec) == spec
+  # A TypeError inside a get_config that takes an argument is the file's own, not ':arg'.
+  (tmp_path / "mine.py").write_text("def get_config(arg):\n  return len(arg, 1)\n")
+  with pytest.raises(TypeError, match="len"):
+    config_lib.get_config(f"{tmp_path}/mine.py:x")
+  (tmp_path / "none.py").write_text("def get_config():\n  return None\n")
+  with pytest.raises(config_lib.ConfigError, match="none.py takes no argument"):
+    config_lib.get_config(f"{tmp_path}/none.py:x")
   monkeypatch.setenv("A2I_JAX_CONFIGS", str(tmp_path))
   with pytest.raises(config_lib.ConfigError, match=f"A2I_JAX_CONFIGS={tmp_path} holds no "
                      "default.py; set it to a configs/ folder"):
@@ -784,7 +816,8 @@ def test_config_json_that_is_unreadable_or_missing_beside_checkpoints(tmp_path):
   path.rmdir()
   (tmp_path / "checkpoints" / "4").mkdir(parents=True)
   with pytest.raises(checkpoints.ConfigError, match="beside the run's checkpoints: it was "
-                     "deleted or moved; restore it from a copy"):
+                     "deleted or moved; put it back from a copy .*or resume training with the "
+                     "config it was trained with"):
     checkpoints.load_config(str(tmp_path))
 
 
@@ -799,7 +832,9 @@ def test_keys_a_run_predates_take_their_defaults_in_the_resume_check(tmp_path):
     del saved["model"][key]
   (tmp_path / checkpoints.CONFIG_FILE).write_text(json.dumps(saved))
   with pytest.raises(checkpoints.ConfigError, match="model.composition: 'reference' there, "
-                     "'layered' now; model.recon_weight: 1.0 there, 10.0 now"):
+                     "'layered' now; model.recon_weight: 1.0 there, 10.0 now\\); resume it "
+                     "with the same values \\(--config.model.composition=reference "
+                     "--config.model.recon_weight=1.0\\)"):
     train_lib._check_resume_compatible(str(tmp_path), config)  # pylint: disable=protected-access
   config.model.composition, config.model.recon_weight = "reference", 1.0  # What it ran with.
   train_lib._check_resume_compatible(str(tmp_path), config)  # pylint: disable=protected-access

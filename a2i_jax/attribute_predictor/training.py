@@ -118,7 +118,8 @@ def train_predictor(dataset: Dataset, settings: Any = None, *, seed: int = 0,
   Returns:
     The trained `Predictor` (on the default device).
   Raises:
-    InputError: an unknown setting, or a count that is not a positive integer.
+    InputError: an unknown setting, a count that is not a positive integer, or a training
+      that diverged.
   """
   if settings is None:
     settings = config_lib.reference_config().attribute_predictor
@@ -163,7 +164,13 @@ def train_predictor(dataset: Dataset, settings: Any = None, *, seed: int = 0,
       low=tuple(map(float, stats["low"])), high=tuple(map(float, stats["high"])),
       steps=int(steps), batch_size=int(batch_size), learning_rate=float(learning_rate),
       seed=int(seed), data_fingerprint=data_fingerprint(dataset, evaluate_split))
-  predictor = Predictor(jax.device_get(variables), meta)
+  host = jax.device_get(variables)
+  if not all(np.isfinite(a).all() for a in jax.tree_util.tree_leaves(host)):
+    # Was: scored, and its NaN predictions blamed on the images scored.
+    raise InputError(f"the attribute predictor's training diverged (its weights hold NaN or "
+                     f"infinity after {steps} steps at learning rate {learning_rate:g}); lower "
+                     "config.attribute_predictor.learning_rate.")
+  predictor = Predictor(host, meta)
   if evaluate_split is not None:
     split = dataset[evaluate_split]
     metrics = score(predictor, predict(predictor, split.images), split.attributes)

@@ -253,6 +253,8 @@ def unpack(archive: str, dest_root: str, progress: bool = True) -> str:
   dest = unpacked_dir(archive, dest_root)
   # One process at a time per archive (was: two runs started together shared the temporary
   # folder, and one's swap left the other's half-unpacked tree, marked finished).
+  if os.path.isdir(dest) and _same_archive(_read_marker(dest), _archive_identity(archive)):
+    return dest  # Unpacked before: read without the lock (a read-only data_dir too).
   lock = os.path.join(dest_root, f".{os.path.basename(dest)}.lock")
   with files.waiting_lock(lock, f"unpacking {os.path.basename(archive)}"):
     return _unpack_locked(archive, dest, dest_root, progress)
@@ -805,10 +807,14 @@ def load(builder: Any, *, manual_dir: str, download_dir: str, image_size: int,
   where = os.fspath(builder.data_dir)
   # One process prepares at a time; the others wait and then read its copy (was: a second
   # run started beside the first ended with TFDS's FileExistsError on the rename of its own
-  # copy, a traceback). Next to the builder's folder, not in it (TFDS lists that).
+  # copy, a traceback). The lock file sits two levels above the version folder, whose
+  # siblings TFDS reads as versions.
+  # TFDS renames a finished copy into place, so one that is there is whole: no lock to read
+  # it (a read-only data_dir, another user's), and copies are checked in parallel.
   lock = os.path.join(os.path.dirname(os.path.dirname(where)),
                       f".{builder.name}-{os.path.basename(where)}.lock")
-  with files.waiting_lock(lock, f"preparing {builder.name}"):
+  with (contextlib.nullcontext() if os.path.isdir(where)
+        else files.waiting_lock(lock, f"preparing {builder.name}")):
     # A copy prepared before has checksums (or, prepared by an older version, none yet): they
     # are compared first, and anything that fails while it is read means it is damaged.
     was_prepared = os.path.isdir(where)

@@ -160,7 +160,7 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
                       "named (it holds config.json and checkpoints/).")
   config = config_lib.with_defaults(checkpoints.load_config(workdir))
   try:  # Was: trusted, and e.g. a width "abc" was a traceback from the model's code.
-    config_lib.check_values(config)
+    config_lib.check_served_values(config)
   except (ConfigError, TypeError, ValueError) as e:
     raise ConfigError(f"the config at {os.path.join(workdir, checkpoints.CONFIG_FILE)} is "
                       f"damaged ({e}); {checkpoints.DAMAGED_CONFIG_FIX}") from None
@@ -203,10 +203,11 @@ def load_trained(workdir: str, step: Optional[int] = None) -> TrainedModel:
     ckpt.close()
   held = int(np.asarray(_first_copy(variables.pop("step"))))
   if held != step:
+    fix = (f"checkpoint {held} is there too: delete this copy, or pass --step={held}"
+           if held in saved else f"rename it to {held}, or use another checkpoint (--step)")
     raise CheckpointError(
         f"the checkpoint folder {step} in {workdir} holds the state of step {held} (a copied "
-        f"or renamed folder): rename it to {held}, or use another checkpoint (infer.py "
-        "--step, load_trained's step).")
+        f"or renamed folder): {fix} (infer.py's flag, load_trained's step).")
   bad = _nonfinite_variables(variables)
   if bad:
     others = [s for s in saved if s != step]
