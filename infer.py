@@ -30,6 +30,7 @@ import contextlib
 import dataclasses
 import fcntl
 import fnmatch
+import hashlib
 import json
 import math
 import os
@@ -142,8 +143,10 @@ class Options:
     """The options but for paths, which may differ between hosts (the same folder mounted
     elsewhere): equal on processes that run the same command."""
     paths = ("workdirs", "out", "input")
-    return json.dumps({k: v for k, v in dataclasses.asdict(self).items() if k not in paths},
-                      sort_keys=True, default=sorted)
+    kept = {k: v for k, v in dataclasses.asdict(self).items() if k not in paths}
+    # How many runs, and whether images are read: a difference hung or crashed the processes.
+    kept.update(runs=len(self.workdirs), reads_input=self.input is not None)
+    return json.dumps(kept, sort_keys=True, default=sorted)
 
   def expanded(self) -> "Options":
     """The options with `~` expanded in --workdir, --out and --input, which no shell does in
@@ -325,6 +328,10 @@ class _Run:
     self.size = _checked_config(workdir, opts, self.out).model.image_size
     self.inputs = (_read_images(opts.input, self.size, opts.num_images) if opts.input
                    else None)
+    if self.inputs is not None:  # Was unchecked: another folder per host mixed the images.
+      distributed.same_on_every_process(
+          "the --input images", hashlib.sha256(self.inputs[0].tobytes()).hexdigest()[:16],
+          "give every process the same --input images")
     info = checkpoints.load_dataset_info(workdir)
     self.trained = inference.load_trained(workdir, opts.step)
     # The run's persistent XLA cache: a second call starts without compiling.

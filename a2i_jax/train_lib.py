@@ -406,7 +406,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     distributed.same_on_every_process(
         "the training data", data_fingerprint(dataset, ("train", "validation")),
         "give every process the same data (config.data.path and data_dir on shared storage, "
-        "or identical copies)")
+        "or identical copies)", timeout_s=distributed.DATA_TIMEOUT_S)  # A host's own copy
+    # may be prepared only now, after process 0's (`main_first`): hours for LFW's masks.
   config = train_eval.resolve_config(config, dataset)
   model = models.create_model(config.model)
   for split_name in ("train", "validation"):

@@ -100,8 +100,27 @@ def test_processes_compare_their_flags_but_not_their_paths():
   one = _options("--workdir=/a/w", "--out=/a/o", "--mode=sample", "--num_images=4")
   assert one.fingerprint() == _options("--workdir=/b/w", "--out=/b/o", "--mode=sample",
                                        "--num_images=4").fingerprint()
-  assert one.fingerprint() != _options("--workdir=/a/w", "--out=/a/o", "--mode=sample",
-                                       "--num_images=4", "--step=2").fingerprint()
+  for other in (("--step=2",), ("--workdir=/a/w,/a/v",), ("--input=/a/i",)):
+    # How many runs, and whether images are read, count (a difference hung or crashed them).
+    assert one.fingerprint() != _options("--workdir=/a/w", "--out=/a/o", "--mode=sample",
+                                         "--num_images=4", *other).fingerprint(), other
+
+
+def test_processes_compare_the_run_they_serve(trained, tmp_path):
+  """`load_trained`'s processes compare the run's config and checkpoint (was unchecked:
+  another --workdir per process mixed two models' outputs; review finding): a copy of the run
+  elsewhere is the same, a run with another config is not."""
+  from a2i_jax.inference import restore  # pylint: disable=import-outside-toplevel
+  copy = tmp_path / "copy"
+  shutil.copytree(trained, copy)
+  (step,) = [int(n) for n in os.listdir(copy / "checkpoints") if n.isdigit()]
+  ours = restore._run_identity(trained, step)  # pylint: disable=protected-access
+  assert ours.startswith(f"step {step}, ")
+  assert restore._run_identity(str(copy), step) == ours  # pylint: disable=protected-access
+  config = json.loads((copy / "config.json").read_text())
+  config["seed"] += 1
+  (copy / "config.json").write_text(json.dumps(config))
+  assert restore._run_identity(str(copy), step) != ours  # pylint: disable=protected-access
 
 
 def _refused_here(*argv: str, needles: tuple[str, ...]) -> None:

@@ -594,6 +594,7 @@ def test_a_workdir_the_hosts_do_not_share_is_refused(tmp_path, monkeypatch):
   process at the first checkpoint save, without a line (review finding). Process 0 marks
   the folder; each process says whether it sees the mark, and all stop where one does not."""
   fix = "put --workdir on shared storage"
+  monkeypatch.setattr(distributed, "SHARED_FOLDER_WAIT_S", 0.2)  # A "no" is asked again.
   shared = tmp_path / "shared"
   shared.mkdir()
   (shared / ".mark").write_text("")
@@ -653,3 +654,17 @@ def test_a_coordinator_or_process_id_without_a_count_is_refused(monkeypatch):
   with pytest.raises(ConfigError, match="^a process id given"):
     distributed.initialize(None, None, 0)
   assert distributed.initialize() == 1
+
+
+def test_a_failed_gloo_collective_names_the_peer(monkeypatch):
+  """jaxlib 0.10 raises a collective that lost its peer as a ValueError ("UNKNOWN: Gloo
+  AllGather failed"): it passed `peers_checked` as a traceback (review finding). The
+  project's own errors, ValueErrors too, pass as they are."""
+  monkeypatch.setattr(distributed, "process_count", lambda: 2)
+  with pytest.raises(distributed.PeerError, match="another process stopped answering "
+                     r"\(UNKNOWN: Gloo AllGather failed\)"):
+    with distributed.peers_checked():
+      raise ValueError("UNKNOWN: Gloo AllGather failed\nmore")
+  with pytest.raises(ConfigError, match="barrier"):
+    with distributed.peers_checked():
+      raise ConfigError("a barrier of ours")

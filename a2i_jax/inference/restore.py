@@ -11,6 +11,7 @@ code (docs/design.md §2.2).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from typing import Any, Callable, Mapping, Optional
 
@@ -167,6 +168,21 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   return config
 
 
+def _run_identity(workdir: str, step: Optional[int]) -> str:
+  """A short hash of a run's config.json and of checkpoint `step`'s checksum file (what
+  processes compare before they serve one run together), and the step."""
+  digest = hashlib.sha256()
+  for path in (os.path.join(workdir, checkpoints.CONFIG_FILE),
+               os.path.join(workdir, checkpoints.CHECKPOINT_DIR, str(step),
+                            checkpoints.CHECKSUM_FILE)):
+    try:
+      with open(path, "rb") as f:
+        digest.update(f.read())
+    except OSError:
+      digest.update(b"-")  # Missing: the restore says so, on every process alike.
+  return f"step {step}, {digest.hexdigest()[:16]}"
+
+
 def load_trained(workdir: str, step: Optional[int] = None) -> TrainedModel:
   """Restores the config and the newest (or `step`'s) checkpoint of a training run.
 
@@ -197,6 +213,11 @@ def load_trained(workdir: str, step: Optional[int] = None) -> TrainedModel:
       # between two processes' looks served half the images from another checkpoint).
       chosen = distributed.value_of_process_0("the newest checkpoint", str(ckpt.latest_step()))
       step = None if chosen == "None" else int(chosen)
+    # The same run on every process (was unchecked: another --workdir per process mixed two
+    # models' outputs): its config and the checkpoint's checksums, wherever it is mounted.
+    distributed.same_on_every_process(
+        "the run and checkpoint it serves", _run_identity(workdir, step),
+        "give every process the same --workdir (each host may mount it at its own path)")
     variables = ckpt.restore(target, step, partial=True)  # The optimiser state stays unread.
     saved = ckpt.all_steps()
   finally:
