@@ -125,6 +125,13 @@ def _refuse_ignored_overrides(argv: list[str], config) -> None:
           users = " or ".join(users_of[first])
           _fail(f"{key} has no effect on {section}.name={name!r} (it is read by {users} "
                 f"only); remove it, or choose that {what} with --config.{section}.name.")
+  model = config.get("model")
+  name = model.get("name") if hasattr(model, "get") else None
+  for key, users in config_lib.TOP_KEY_USERS.items():
+    typed = any(a.split("=", 1)[0] in (f"--config.{key}", f"--noconfig.{key}") for a in argv[1:])
+    if typed and isinstance(name, str) and name not in users:
+      _fail(f"--config.{key} has no effect on model.name={name!r} (it is read for "
+            f"{' or '.join(users)} only); remove it.")
 
 
 def main(argv):

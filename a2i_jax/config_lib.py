@@ -40,6 +40,12 @@ MODEL_KEY_USERS = {"z_dim": ("vae", "cvae"), "zf_dim": ("discvae",), "zb_dim": (
                    "composition": ("discvae",), "recon_weight": ("discvae",)}
 
 
+# Top-level keys read for some models only (model.name): the disCVAE's sample grid shows one
+# draw per attribute row, its layers beside the composite (`train_eval.write_samples`), so an
+# override of num_sample_cols did nothing there without a word.
+TOP_KEY_USERS = {"num_sample_cols": ("vae", "cvae")}
+
+
 # config.data keys (and sections) read by some datasets only (data.name): an override of one
 # for another dataset would be taken and do nothing (a review found --config.data.path=...
 # training on the synthetic data without a word).
