@@ -147,7 +147,7 @@ def check_images(images: Any, image_size: int, signed: bool = False) -> np.ndarr
     InputError: wrong shape or dtype, non-finite values, or floats outside [0, 1] (outside
       [-1, 1] with `signed`).
   """
-  x = np.asarray(images)
+  x = as_array(images, "images")
   shape = x.shape
   if x.ndim == 3:
     x = x[None]
@@ -164,19 +164,47 @@ def check_images(images: Any, image_size: int, signed: bool = False) -> np.ndarr
                  "infer_latents takes images in [-1, 1]", fix)
     return np.asarray(x, np.float32)
   if x.dtype != np.uint8:
-    if not np.issubdtype(x.dtype, np.floating):
+    if not jnp.issubdtype(x.dtype, jnp.floating):  # bfloat16 too (NumPy's test says no).
       raise InputError(f"images have dtype {x.dtype}; pass uint8 in [0, 255] or floats in "
                        "[0, 1].")
     rule = "float images must lie in [0, 1]"
-    try:
-      check_range(x, 0.0, 1.0, rule, "divide uint8 images by 255, or pass them as uint8")
+    try:  # Rounding's overshoot (a resize) passes, clipped: it was refused as out of range.
+      check_range(x, -SIGNED_SLACK, 1.0 + SIGNED_SLACK, rule,
+                  "divide uint8 images by 255, or pass them as uint8")
     except InputError:
       lo, hi = float(np.min(x)), float(np.max(x))
-      if -1.0 - SIGNED_SLACK <= lo < 0.0 and hi <= 1.0 + SIGNED_SLACK:  # The models' range.
-        raise InputError(f"{rule}; these range over [{lo:g}, {hi:g}], the models' own [-1, 1] "
-                         "(pass (x + 1) / 2).") from None
+      if -1.0 - SIGNED_SLACK <= lo < -0.5 and hi <= 1.0 + SIGNED_SLACK:  # The models' range.
+        raise InputError(f"{rule}; these range over [{lo:.7g}, {hi:.7g}], the models' own "
+                         "[-1, 1] (pass (x + 1) / 2).") from None
+      if np.isfinite(lo) and np.isfinite(hi) and lo > -0.5 and hi < 1.5:
+        # Was told to pass (x + 1) / 2 for a [0, 1] image a cubic resize took below 0: that
+        # washes it out without a word.
+        raise InputError(f"{rule}; these range over [{lo:.7g}, {hi:.7g}], a little outside "
+                         "(a resize's overshoot?): pass np.clip(x, 0, 1).") from None
       raise
+    x = np.clip(np.asarray(x, np.float32), 0.0, 1.0)
   return to_signed(x)
+
+
+def as_array(value: Any, what: str) -> np.ndarray:
+  """`np.asarray(value)`, or an `InputError` naming `what` for a ragged list (items of other
+  shapes), which NumPy refuses with its own ValueError.
+
+  Args:
+    value: an array or nested list.
+    what: the argument's name, for the message.
+  Returns:
+    The array.
+  Raises:
+    InputError: `value` is a list whose items differ in shape.
+  """
+  try:
+    return np.asarray(value)
+  except ValueError:
+    shapes = sorted({str(np.shape(v)) for v in value}) if isinstance(value, (list, tuple)) else []
+    raise InputError(f"{what} is a list of items of different shapes "
+                     f"({', '.join(shapes[:3]) or 'ragged'}); pass items of one shape (one "
+                     "array [N, ...]).") from None
 
 
 def check_range(x: np.ndarray, low: float, high: float, rule: str, fix: str) -> None:
@@ -195,8 +223,8 @@ def check_range(x: np.ndarray, low: float, high: float, rule: str, fix: str) -> 
   lo, hi = (float(np.min(x)), float(np.max(x))) if x.size else (low, high)
   if not (np.isfinite(lo) and np.isfinite(hi)):
     raise InputError(f"{rule}; these hold NaN or infinity.")
-  if lo < low or hi > high:
-    raise InputError(f"{rule}; these range over [{lo:g}, {hi:g}] ({fix}).")
+  if lo < low or hi > high:  # Seven digits: "[0, 1]" hid an overshoot of 2e-7.
+    raise InputError(f"{rule}; these range over [{lo:.7g}, {hi:.7g}] ({fix}).")
 
 
 def mask_to_unit(mask: Any, what: str = "mask") -> np.ndarray:
@@ -214,7 +242,7 @@ def mask_to_unit(mask: Any, what: str = "mask") -> np.ndarray:
   Raises:
     InputError: a uint8 mask of 0 and 1, or values outside [0, 1] (NaN included).
   """
-  raw = np.asarray(mask)
+  raw = as_array(mask, what)
   if raw.dtype == np.uint8 and raw.size and int(raw.max()) == 1:
     raise InputError(f"{what} is uint8 with values 0 and 1, but uint8 masks are read as "
                      "0 .. 255 (255 = 1); multiply it by 255, or pass it as bool or floats "
@@ -243,7 +271,7 @@ def check_mask(mask: Any, num: int, image_size: int, what: str) -> np.ndarray:
   Raises:
     InputError: wrong shape, a uint8 mask of 0 and 1, or values outside [0, 1].
   """
-  raw = np.asarray(mask)
+  raw = as_array(mask, what)
   m = raw[None] if raw.ndim == 2 else raw
   if m.ndim == 3:
     m = m[..., None]

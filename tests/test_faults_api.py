@@ -656,3 +656,45 @@ def test_more_arguments_a_notebook_gets_wrong(cvae, key, tmp_path):
     with pytest.raises(ConfigError, match=f"crop_size={crop!r}: pass 0 .no crop."):
       centre_cropped(data, crop)
   assert centre_cropped(data, 0) is data
+
+
+def test_odd_inputs_from_a_notebook(cvae, key):
+  """Review findings on the API's inputs: a ragged list was NumPy's ValueError; a [0, 1] image
+  that a resize took 2e-7 over 1 was refused as "[0, 1]"; one a cubic resize took to -0.04
+  was told to pass (x + 1) / 2, which washes it out; bfloat16 images were "not floats";
+  pad_to=2.5 was taken and 13.5 a TypeError; observed= to reconstruct or edit a TypeError;
+  from_variables(step=1.5) kept step 1."""
+  x = _images(2)
+  with pytest.raises(InputError, match=r"images is a list of items of different shapes "
+                     r"\(\(16, 16, 3\), \(32, 32, 3\)\)"):
+    inference.reconstruct(cvae, [x[0], x[1][:16, :16]], _attrs(2), key=key)
+  with pytest.raises(InputError, match="observed is a list of items of different shapes"):
+    inference.complete(cvae, x, _attrs(2), [np.ones((S, S)), np.ones((16, 16))], key=key)
+  for bad in ([[1.0, 2.0], [3.0]], [["a", "b"], ["c", "d"]]):
+    with pytest.raises(InputError, match="attribute prior"):
+      inference.AttributePrior.fit(bad)
+  unit = x / 255.0
+  over = unit.copy()
+  over[0, 0, 0, 0] = 1.0000002
+  signed = inputs.check_images(over, S)
+  assert signed.max() == 1.0 and signed.dtype == np.float32
+  np.testing.assert_allclose(inputs.check_images(unit.astype(jax.numpy.bfloat16), S),
+                             inputs.check_images(unit, S), atol=1e-2)
+  under = unit.copy()
+  under[0, 0, 0, 0] = -0.038
+  with pytest.raises(InputError, match=r"range over \[-0.038, 1\], a little outside .*np.clip"):
+    inputs.check_images(under, S)
+  with pytest.raises(InputError, match=r"the models' own \[-1, 1\] \(pass \(x \+ 1\) / 2\)"):
+    inputs.check_images(unit * 2 - 1, S)
+  for pad_to in (2.5, -1, 13.5):
+    with pytest.raises(InputError, match="pad_to"):
+      inference.infer_latents(cvae, inputs.to_signed(x), _attrs(2), key=key, pad_to=pad_to)
+  for use in (inference.reconstruct, lambda *a, **k: inference.edit(*a, {0: 1.0}, **k)):
+    with pytest.raises(InputError, match="takes fully observed images; for partly observed "
+                       "ones use complete"):
+      use(cvae, x, _attrs(2), key=key, observed=np.ones((2, S, S)))
+  config = tiny_config("cvae")
+  with pytest.raises(InputError, match="step=1.5"):
+    inference.TrainedModel.from_variables(config, _shapes(config), step=1.5)
+  assert inference.TrainedModel.from_variables(config, _shapes(config),
+                                               step=jax.numpy.int32(3)).step == 3

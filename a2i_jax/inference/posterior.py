@@ -41,7 +41,8 @@ import numpy as np
 from a2i_jax import config_lib, parallel, perf, sampling
 from a2i_jax.errors import ConfigError, InputError
 from a2i_jax.inference.restore import TrainedModel
-from a2i_jax.inputs import check_attributes, check_images, check_int, check_key, check_mask
+from a2i_jax.inputs import (as_array, check_attributes, check_images, check_int, check_key,
+                            check_mask)
 from a2i_jax.models import CHEAP_COMPILE
 from a2i_jax.numerics import bounded_exp
 
@@ -156,7 +157,14 @@ class AttributePrior:
         or not (isinstance(shrinkage, (int, float, np.floating)) and 0.0 <= shrinkage <= 1.0)):
       raise InputError(f"shrinkage={shrinkage!r}: pass a number from 0 (the sample covariance) "
                        "to 1 (its diagonal alone); 0.1 is the default.")
-    y = np.asarray(attributes, np.float64)
+    try:  # Was: NumPy's ValueError for a ragged list or strings.
+      y = np.asarray(as_array(attributes, "the attributes to fit an attribute prior to"),
+                     np.float64)
+    except (TypeError, ValueError) as e:
+      if isinstance(e, InputError):
+        raise
+      raise InputError("the attributes to fit an attribute prior to are not numbers; pass "
+                       "[N, A] numbers.") from None
     if y.ndim != 2 or y.shape[0] < 2:
       raise InputError(f"fitting an attribute prior needs [N >= 2, A] attributes; got {y.shape}.")
     if not np.all(np.isfinite(y)):
@@ -665,6 +673,7 @@ def infer_latents(trained: TrainedModel, images: Array, attributes: Optional[Arr
                      "schedule, energy, init or infer_attributes differ); build them for these "
                      "with make_inference_fns(model, options), or leave fns out.")
   first_index = check_int(first_index, "first_index", 0, below=2**31)
+  pad_to = check_int(pad_to, "pad_to", 0)  # Was: 2.5 or -1 taken, 13.5 a TypeError.
   fns = fns or make_inference_fns(model, _static(options))
 
   # Pad to a multiple of the device count (padding: nothing observed, dropped at the end),

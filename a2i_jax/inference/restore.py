@@ -67,7 +67,10 @@ class TrainedModel:
       raise InputError(f"the variables hold NaN or infinite values in {len(bad)} arrays (e.g. "
                        f"{bad[0]}): a model that generates only NaN. Pass the variables of a "
                        "state before the training diverged.")
-    return cls(config, model, variables, int(step), perf.jit(sampling.make_sample_fn(model)))
+    if np.shape(step) == () and np.issubdtype(np.asarray(step).dtype, np.integer):
+      step = int(np.asarray(step))  # A train state's step (a 0-d array) as it is.
+    step = check_int(step, "step", 0)  # Was: 1.5 kept as 1 without a word.
+    return cls(config, model, variables, step, perf.jit(sampling.make_sample_fn(model)))
 
 
 def _shape(leaf: Any) -> tuple:

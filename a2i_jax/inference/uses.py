@@ -81,6 +81,10 @@ def run_inference(trained: TrainedModel, images: Any, attributes: Any = None,
                   batch_size: Optional[int] = None) -> dict[str, np.ndarray]:
   """`infer_latents` over any number of images, in batches of `config.inference.batch_size`.
 
+  Each image's start noise (`init` "prior", or restarts past the first) follows from `key`
+  and the image's place in this call, not from the batching: image i gives the same result
+  in any batch size, but another one where it sits at another place (a call of it alone).
+
   Args:
     trained: from `load_trained`.
     images: [N, S, S, 3] uint8 or floats in [0, 1].
@@ -135,8 +139,19 @@ def reconstruct(trained: TrainedModel, images: Any, attributes: Any = None, *, k
     trained, images, attributes, key, options, kwargs: as for `run_inference`.
   Returns:
     `run_inference`'s dict; "reconstruction" [N, S, S, 3] in [0, 1].
+  Raises:
+    InputError: an `observed` mask (use `complete`), or inputs `run_inference` refuses.
   """
+  _no_observed(kwargs, "reconstruct")
   return run_inference(trained, images, attributes, None, key=key, options=options, **kwargs)
+
+
+def _no_observed(kwargs: Mapping, mode: str) -> None:
+  """Refuses `observed` given to a use of fully observed images (was: a TypeError, "got
+  multiple values for argument 'observed'")."""
+  if "observed" in kwargs:
+    raise InputError(f"{mode} takes fully observed images; for partly observed ones use "
+                     "complete(trained, images, attributes, observed, key=...).")
 
 
 def complete(trained: TrainedModel, images: Any, attributes: Any, observed: Any, *,
@@ -322,6 +337,7 @@ def edit(trained: TrainedModel, images: Any, attributes: Any, changes: Mapping[i
       `run_inference` refuses.
   """
   _needs_attributes(trained, "editing them changes nothing")
+  _no_observed(kwargs, "edit")
   y_dim = trained.config.model.y_dim
   usage = "edit takes {attribute index: new value}"
   if not isinstance(changes, Mapping):
