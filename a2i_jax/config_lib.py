@@ -51,7 +51,9 @@ TOP_KEY_USERS = {"num_sample_cols": ("vae", "cvae")}
 # training on the synthetic data without a word).
 DATA_KEY_USERS = {"path": ("folder",), "resize": ("folder",), "cub_attributes": ("cub",),
                   "mask_net": ("lfw",), "download": ("lfw", "cub"),
-                  "data_dir": ("lfw", "cub", "folder"), "synthetic": ("synthetic",)}
+                  "data_dir": ("lfw", "cub", "folder"), "synthetic": ("synthetic",),
+                  # The synthetic data always carry their masks (was: masks=False taken).
+                  "masks": ("lfw", "cub", "folder")}
 
 
 def unused_data_keys(name: str) -> tuple[str, ...]:

@@ -37,6 +37,9 @@ def public_members(module: Any) -> list[tuple[str, Any]]:
   """(name, object) of the functions and classes `module` defines, without private ones."""
   out = []
   for name, obj in vars(module).items():
+    inner = getattr(obj, "fun", None)  # A jax.custom_jvp / custom_vjp: the function it wraps
+    if inspect.isfunction(inner) and not inspect.isclass(obj):  # (numerics.bounded_exp
+      obj = inner  # was left out).
     if name.startswith("_") or not (inspect.isfunction(obj) or inspect.isclass(obj)):
       continue
     if getattr(obj, "__module__", None) == module.__name__:

@@ -468,6 +468,9 @@ def test_read_only_workdir(tmp_path, flags):
                                      "--config.data.name"]),
     ("--config.data.mask_net.steps=5", ["--config.data.mask_net.steps has no effect on "
                                         "data.name='synthetic' (it is read by lfw only)"]),
+    # The synthetic data always carry masks: masks=False trained a disCVAE without a word.
+    ("--config.data.masks=False", ["--config.data.masks has no effect on data.name='synthetic' "
+                                   "(it is read by lfw or cub or folder only)"]),
     # The disCVAE's grid shows one draw per row: the override did nothing (found in s33).
     ("--config.model.name=discvae --config.num_sample_cols=3", [
         "--config.num_sample_cols has no effect on "
