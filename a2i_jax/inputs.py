@@ -168,15 +168,17 @@ def check_images(images: Any, image_size: int, signed: bool = False) -> np.ndarr
       raise InputError(f"images have dtype {x.dtype}; pass uint8 in [0, 255] or floats in "
                        "[0, 1].")
     rule = "float images must lie in [0, 1]"
+    # The slack in the images' own precision: float32's 1.001 lies just above float64's.
+    slack = float(np.asarray(SIGNED_SLACK, x.dtype))
     try:  # Rounding's overshoot (a resize) passes, clipped: it was refused as out of range.
-      check_range(x, -SIGNED_SLACK, 1.0 + SIGNED_SLACK, rule,
+      check_range(x, -slack, float(np.asarray(1.0 + SIGNED_SLACK, x.dtype)), rule,
                   "divide uint8 images by 255, or pass them as uint8")
     except InputError:
       lo, hi = float(np.min(x)), float(np.max(x))
-      if -1.0 - SIGNED_SLACK <= lo < -0.5 and hi <= 1.0 + SIGNED_SLACK:  # The models' range.
+      if -1.0 - SIGNED_SLACK <= lo < -0.15 and hi <= 1.0 + SIGNED_SLACK:  # The models' range.
         raise InputError(f"{rule}; these range over [{lo:.7g}, {hi:.7g}], the models' own "
                          "[-1, 1] (pass (x + 1) / 2).") from None
-      if np.isfinite(lo) and np.isfinite(hi) and lo > -0.5 and hi < 1.5:
+      if -0.15 <= lo and hi <= 1.15:  # NaN fails both tests: check_range's line stands.
         # Was told to pass (x + 1) / 2 for a [0, 1] image a cubic resize took below 0: that
         # washes it out without a word.
         raise InputError(f"{rule}; these range over [{lo:.7g}, {hi:.7g}], a little outside "
@@ -201,7 +203,11 @@ def as_array(value: Any, what: str) -> np.ndarray:
   try:
     return np.asarray(value)
   except ValueError:
-    shapes = sorted({str(np.shape(v)) for v in value}) if isinstance(value, (list, tuple)) else []
+    try:
+      shapes = (sorted({str(np.shape(v)) for v in value}) if isinstance(value, (list, tuple))
+                else [])
+    except ValueError:  # An item ragged itself.
+      shapes = []
     raise InputError(f"{what} is a list of items of different shapes "
                      f"({', '.join(shapes[:3]) or 'ragged'}); pass items of one shape (one "
                      "array [N, ...]).") from None

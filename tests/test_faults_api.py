@@ -680,6 +680,13 @@ def test_odd_inputs_from_a_notebook(cvae, key):
   assert signed.max() == 1.0 and signed.dtype == np.float32
   np.testing.assert_allclose(inputs.check_images(unit.astype(jax.numpy.bfloat16), S),
                              inputs.check_images(unit, S), atol=1e-2)
+  over[0, 0, 0, 1] = np.float32(1.001)  # Float32's 1.001 is just above float64's.
+  assert inputs.check_images(over.astype(np.float32), S).max() == 1.0
+  with pytest.raises(InputError, match=r"the models' own \[-1, 1\]"):  # A bright signed one.
+    inputs.check_images(unit * 1.4 - 0.4, S)
+  with pytest.raises(InputError, match="images is a list of items of different shapes "
+                     r"\(ragged\)"):  # An item ragged itself.
+    inputs.check_images([x[0].tolist(), [x[1][0].tolist(), [1, 2]]], S)
   under = unit.copy()
   under[0, 0, 0, 0] = -0.038
   with pytest.raises(InputError, match=r"range over \[-0.038, 1\], a little outside .*np.clip"):
