@@ -12,7 +12,7 @@
 # $OUT/profile_<model>.json. The first-tier limits (the first six parts) add up to 620 s.
 #
 #   bash benchmarks/gpu.sh                    # on the GPU machine, from the repository root
-#   A2I_GPU_SMOKE=1 PYTHON=/work/venv-new/bin/python bash benchmarks/gpu.sh   # CPU dry run, tiny
+#   A2I_GPU_SMOKE=1 PYTHON=.venv/bin/python bash benchmarks/gpu.sh   # CPU dry run, tiny
 #   PARTS="cvae_bf16 b32" bash benchmarks/gpu.sh                  # only these parts, in this order
 #   A2I_TAR=$OUT/res.tgz ...      # also archive the output folder (less the profiles' raw
 #                                 # traces) after every part
