@@ -585,9 +585,8 @@ def reconstruct(run: _Run) -> None:
   opts = run.options()
   full = np.ones(x01.shape[:3] + (1,), np.float32)
   rec = inference.reconstruct(run.trained, images, attrs, key=run.key,
-                              options=inference.options_for(run.trained, steps=0,
-                                                            infer_attributes=False,
-                                                            init="encoder", restarts=1))
+                              options=inference.recognition_options(
+                                  inference.options_for(run.trained, infer_attributes=False)))
   opt = inference.reconstruct(run.trained, images, attrs, key=run.key, options=opts)
   run.save(np.stack([x01, rec["reconstruction"], opt["reconstruction"]], 1),
            "reconstruct.png", 3)

@@ -107,31 +107,26 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 
 def _refuse_ignored_overrides(argv: list[str], config) -> None:
-  """An override the user typed of a config.model key the chosen model ignores (a CVAE's
-  zf_dim), or of a config.data key the chosen dataset ignores (data.path for the synthetic
-  data), would be taken and do nothing: refused. The config file's own values are not
-  checked: configs/default.py sets every key for every model and dataset."""
-  for section, what, unused_keys, users_of in (
-      ("model", "model", config_lib.unused_model_keys, config_lib.MODEL_KEY_USERS),
-      ("data", "dataset", config_lib.unused_data_keys, config_lib.DATA_KEY_USERS)):
-    node = config.get(section)
+  """An override the user typed of a key the chosen model or dataset ignores (a CVAE's
+  zf_dim, data.path for the synthetic data, a disCVAE's num_sample_cols) would be taken and
+  do nothing: refused. The config file's own values are not checked: configs/default.py sets
+  every key for every model and dataset."""
+  for keys, chooser, what, users_of, names in (  # Keys under "--config.{keys}".
+      ("model.", "model", "model", config_lib.MODEL_KEY_USERS, config_lib.MODEL_NAMES),
+      ("data.", "data", "dataset", config_lib.DATA_KEY_USERS, config_lib.DATASETS),
+      ("", "model", "model", config_lib.TOP_KEY_USERS, config_lib.MODEL_NAMES)):
+    node = config.get(chooser)
     name = node.get("name") if hasattr(node, "get") else None
-    unused = unused_keys(name) if isinstance(name, str) else ()
+    if name not in names:
+      continue  # An unknown name: validate_config says so.
     for arg in argv[1:]:
       key = arg.split("=", 1)[0]
-      for prefix in (f"--config.{section}.", f"--noconfig.{section}."):
+      for prefix in (f"--config.{keys}", f"--noconfig.{keys}"):
         first = key[len(prefix):].split(".")[0]  # A section's keys: data.mask_net.steps.
-        if key.startswith(prefix) and first in unused:
-          users = " or ".join(users_of[first])
-          _fail(f"{key} has no effect on {section}.name={name!r} (it is read by {users} "
-                f"only); remove it, or choose that {what} with --config.{section}.name.")
-  model = config.get("model")
-  name = model.get("name") if hasattr(model, "get") else None
-  for key, users in config_lib.TOP_KEY_USERS.items():
-    typed = any(a.split("=", 1)[0] in (f"--config.{key}", f"--noconfig.{key}") for a in argv[1:])
-    if typed and isinstance(name, str) and name not in users:
-      _fail(f"--config.{key} has no effect on model.name={name!r} (it is read for "
-            f"{' or '.join(users)} only); remove it.")
+        if key.startswith(prefix) and name not in users_of.get(first, (name,)):
+          _fail(f"{key} has no effect on {chooser}.name={name!r} (it is read by "
+                f"{' or '.join(users_of[first])} only); remove it, or choose that {what} "
+                f"with --config.{chooser}.name.")
 
 
 def main(argv):

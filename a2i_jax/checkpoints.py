@@ -825,8 +825,8 @@ def load_dataset_info(workdir: str) -> Optional[dict]:
       if value is not None and (not isinstance(value, list)
                                 or not all(isinstance(v, str) for v in value)
                                 or want is not None and len(value) != want):
-        raise ValueError(f"{key} must be a list of {want or ''}{' ' if want else ''}names, "
-                         f"not {str(value)[:60]}")
+        count = "" if want is None else f"{want} "
+        raise ValueError(f"{key} must be a list of {count}names, not {str(value)[:60]}")
     ranges = info.get("attribute_ranges", [[0.0, 0.0]] * len(names))
     if len(ranges) != len(names):
       raise ValueError(f"{len(ranges)} attribute_ranges for {len(names)} attribute_names")

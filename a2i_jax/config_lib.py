@@ -56,19 +56,6 @@ DATA_KEY_USERS = {"path": ("folder",), "resize": ("folder",), "cub_attributes": 
                   "masks": ("lfw", "cub", "folder")}
 
 
-def unused_data_keys(name: str) -> tuple[str, ...]:
-  """The config.data keys (or sections) that dataset `name` ignores (`DATA_KEY_USERS`).
-
-  Args:
-    name: config.data.name.
-  Returns:
-    The keys; () for a name that is not a dataset's (validate_config refuses it).
-  """
-  if name not in {n for users in DATA_KEY_USERS.values() for n in users}:
-    return ()
-  return tuple(k for k, users in DATA_KEY_USERS.items() if name not in users)
-
-
 def unused_model_keys(name: str) -> tuple[str, ...]:
   """The config.model keys that model `name` ignores (`MODEL_KEY_USERS`).
 
@@ -201,8 +188,9 @@ def resolve_spec(spec: str) -> str:
 
 def normalised_command_line(argv: list[str]) -> list[str]:
   """train.py's command line in the one form its checks read: "--config..." for absl's
-  "-config..." (and "-noconfig..."), and "--config=SPEC" for "--config SPEC", SPEC's file found as `resolve_spec` finds it
-  ("--config=synthetic" as configs/synthetic.py, also from another folder).
+  "-config..." (and "-noconfig..."), and "--config=SPEC" for "--config SPEC", SPEC's file
+  found as `resolve_spec` finds it ("--config=synthetic" as configs/synthetic.py, also from
+  another folder).
 
   Was: a single-dash override passed the checks of ignored keys, and a bare name or the
   space form ended in "could not be parsed" or named the wrong file.
@@ -370,11 +358,9 @@ def check_values(config: ml_collections.ConfigDict) -> None:
 
 def _kind(value: Any) -> Optional[str]:
   """"a bool", "an integer", "a number" or "a string": what a key of that default takes."""
-  for kind, test in (("a bool", lambda v: isinstance(v, bool)),
-                     ("an integer", lambda v: isinstance(v, int)),
-                     ("a number", lambda v: isinstance(v, float)),
-                     ("a string", lambda v: isinstance(v, str))):
-    if test(value):
+  for kind, type_ in (("a bool", bool), ("an integer", int), ("a number", float),
+                      ("a string", str)):  # bool first: True is an int too.
+    if isinstance(value, type_):
       return kind
   return None
 
@@ -387,7 +373,7 @@ def _check_types(config: ml_collections.ConfigDict) -> None:
   for path in leaf_paths(reference):
     section, parts = config, path.split(".")
     for i, part in enumerate(parts[:-1]):  # Was: "'int' object is not iterable" for one.
-      section = section.get(part) if hasattr(section, "get") else None
+      section = section.get(part)
       if section is not None and not hasattr(section, "get"):
         raise ConfigError(f"config.{'.'.join(parts[:i + 1])}={section!r} must be a section (a "
                           "mapping of keys).")

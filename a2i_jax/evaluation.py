@@ -200,8 +200,7 @@ def evaluate_model(trained: inference.TrainedModel, dataset: Dataset, *,
   options = options or inference.options_for(trained, infer_attributes=False)
   # The recognition row is the encoder's mean decoded, whatever `init` the run's options name
   # (was: with init "zeros" or "prior" it decoded z = 0 or a prior draw under that label).
-  methods = {"optimisation": options,
-             "recognition": dataclasses.replace(options, steps=0, restarts=1, init="encoder")}
+  methods = {"optimisation": options, "recognition": inference.recognition_options(options)}
   masks = occlusions.make_masks(names, s, n, seed=seed, dataset=dataset.name)
   rows: dict[str, dict[str, Any]] = {}
   for method, opts in methods.items():

@@ -332,7 +332,8 @@ def waiting_lock(path: str, what: str) -> Iterator[None]:
   process that holds it: for work two runs must not do at once on shared files (unpacking
   one archive, preparing one dataset). The kernel releases it when a process ends, however
   it ends. Where the file system has no locks, or the lock file cannot be made (a folder
-  this user may not write, read-only storage), the block runs unlocked.
+  this user may not write, read-only storage, a path under a file), the block runs
+  unlocked.
 
   Args:
     path: the lock file; created (with its folder) if missing, never removed.
@@ -346,10 +347,8 @@ def waiting_lock(path: str, what: str) -> Iterator[None]:
     else:
       os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
       fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
-  except OSError as e:
-    if storage_error(e) is None:
-      raise
-    fd = None  # A folder this user may not write: the work itself will say what it needs.
+  except OSError:  # A folder this user may not write, or under a file: the work itself
+    fd = None  # will say what it needs.
   if fd is None:
     yield
     return

@@ -289,26 +289,12 @@ def _measure_in_child(timeout_s: float) -> Optional[dict[str, float]]:
   return measured
 
 
-@contextlib.contextmanager
 def _cache_lock(cache_file: str):
-  """An exclusive lock on `cache_file` + ".lock" while held; nothing where it cannot be had."""
-  lock = None
-  if cache_file:
-    try:
-      import fcntl  # pylint: disable=import-outside-toplevel  # POSIX only.
-      os.makedirs(os.path.dirname(cache_file) or ".", exist_ok=True)
-      lock = open(  # pylint: disable=consider-using-with
-          cache_file + ".lock", "a", encoding="utf-8")
-      fcntl.flock(lock, fcntl.LOCK_EX)
-    except (ImportError, OSError):
-      if lock is not None:
-        lock.close()
-      lock = None
-  try:
-    yield
-  finally:
-    if lock is not None:
-      lock.close()  # Closing releases the lock.
+  """An exclusive lock on `cache_file` + ".lock" while held (`files.waiting_lock`); nothing
+  for "" (no cache)."""
+  if not cache_file:
+    return contextlib.nullcontext()
+  return files.waiting_lock(cache_file + ".lock", f"measuring this machine for {cache_file}")
 
 
 def _valid_timing(timing: Any) -> bool:

@@ -474,7 +474,7 @@ def test_read_only_workdir(tmp_path, flags):
     # The disCVAE's grid shows one draw per row: the override did nothing (found in s33).
     ("--config.model.name=discvae --config.num_sample_cols=3", [
         "--config.num_sample_cols has no effect on "
-                                    "model.name='discvae' (it is read for vae or cvae only)"]),
+                                    "model.name='discvae' (it is read by vae or cvae only)"]),
     # absl's single-dash form passed the check above (review finding).
     ("-config.data.path=/nowhere", ["--config.data.path has no effect on "
                                     "data.name='synthetic'"]),

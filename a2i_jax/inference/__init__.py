@@ -13,13 +13,13 @@ from a2i_jax.inference.posterior import (AttributePrior, InferenceOptions, infer
                                          make_inference_fns)
 from a2i_jax.inference.restore import TrainedModel, load_run_config, load_trained
 from a2i_jax.inference.uses import (complete, decode, edit, infer_attributes, options_for,
-                                    prior_latents, progression, reconstruct, run_inference,
-                                    sample, swap)
+                                    prior_latents, progression, recognition_options,
+                                    reconstruct, run_inference, sample, swap)
 from a2i_jax.inputs import check_attributes, check_images, check_mask
 
 __all__ = [
     "AttributePrior", "InferenceOptions", "TrainedModel", "check_attributes", "check_images",
     "check_mask", "complete", "decode", "edit", "infer_attributes", "infer_latents",
     "load_run_config", "load_trained", "make_inference_fns", "options_for", "prior_latents",
-    "progression", "reconstruct", "run_inference", "sample", "swap",
+    "progression", "recognition_options", "reconstruct", "run_inference", "sample", "swap",
 ]

@@ -218,9 +218,10 @@ def load_trained(workdir: str, step: Optional[int] = None) -> TrainedModel:
       step = None if chosen == "None" else int(chosen)
     # The same run on every process (was unchecked: another --workdir per process mixed two
     # models' outputs): its config and the checkpoint's checksums, wherever it is mounted.
-    distributed.same_on_every_process(
-        "the run and checkpoint it serves", _run_identity(workdir, step),
-        "give every process the same --workdir (each host may mount it at its own path)")
+    if distributed.process_count() > 1:  # Nothing to read for one process.
+      distributed.same_on_every_process(
+          "the run and checkpoint it serves", _run_identity(workdir, step),
+          "give every process the same --workdir (each host may mount it at its own path)")
     variables = ckpt.restore(target, step, partial=True)  # The optimiser state stays unread.
     saved = ckpt.all_steps()
   finally:

@@ -40,6 +40,18 @@ def options_for(trained: TrainedModel, **overrides) -> InferenceOptions:
   return InferenceOptions.from_config(trained.config.inference, **overrides)
 
 
+def recognition_options(options: InferenceOptions) -> InferenceOptions:
+  """The options under which inference returns the recognition model's answer: the encoder's
+  mean, decoded, with no optimisation (whatever `init` and `restarts` `options` name).
+
+  Args:
+    options: any inference options.
+  Returns:
+    `options` with steps 0, one restart and init "encoder".
+  """
+  return dataclasses.replace(options, steps=0, restarts=1, init="encoder")
+
+
 def _cached(trained: TrainedModel, key: Any, build: Callable[[], Any]) -> Any:
   """`build()`, once per model and key. What it builds must not hold `trained` (a cycle that
   only the garbage collector would free, and with it the model's variables)."""
