@@ -340,12 +340,12 @@ class _Run:
     self.names = list(self.dataset.attribute_names)
     self.ranges = info.get("attribute_ranges") if info else None
     if opts.attribute:
-      j = _attribute_index(self.names, opts.attribute)
-      lo, hi = self.value_range(j)
-      if opts.value is not None and not lo <= opts.value <= hi:
-        logging.warning("--value=%g lies outside %s's training range [%.3g, %.3g]; the model "
-                        "has not seen such values, so the edit may not mean what it says.",
-                        opts.value, opts.attribute, lo, hi)
+      _attribute_index(self.names, opts.attribute)
+    if (self.trained.attribute_ranges is None
+        and len(self.names) == self.trained.config.model.y_dim):  # Stored by older runs: none.
+      self.trained = dataclasses.replace(  # So that `edit` warns of a --value outside them.
+          self.trained, attribute_names=tuple(self.names),
+          attribute_ranges=tuple(self.value_range(j) for j in range(len(self.names))))
     self.stage = self.out  # The folder the running mode writes to (`_staged`).
     self.key = jax.random.key(opts.seed)
     self.prior = inference.AttributePrior.fit(self.dataset["train"].attributes)

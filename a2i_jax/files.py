@@ -39,7 +39,8 @@ _STORAGE_ERRNOS = {errno.ENOSPC: "no space left on the device",
 
 @contextlib.contextmanager
 def atomic_path(path: str, suffix: Optional[str] = None) -> Iterator[str]:
-  """A temporary path to write to; renamed to `path` when the block ends without error.
+  """A temporary path to write to; synced to the disk and renamed to `path` when the block
+  ends without error.
 
   For writers that take a file name (PIL's `save`, `np.save`). The directory is created. On
   an exception the temporary file is removed and `path` is left as it was.
@@ -61,10 +62,28 @@ def atomic_path(path: str, suffix: Optional[str] = None) -> Iterator[str]:
   os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's file is private (0600); the target is not.
   try:
     yield tmp
+    # On the disk before the name is (was: only `atomic_write` synced; a PNG renamed but not
+    # written when the machine stopped was an empty file under the final name, which
+    # training takes as an evaluation done).
+    _fsync(tmp, os.O_RDONLY)
     os.replace(tmp, path)
+    _fsync(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
+
+
+def _fsync(path: str, flags: int) -> None:
+  """Flushes `path` (a file or a folder) to the disk; where the file system cannot sync a
+  folder (EINVAL), its entries stay as the file system keeps them."""
+  fd = os.open(path, flags)
+  try:
+    os.fsync(fd)
+  except OSError as e:
+    if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+      raise
+  finally:
+    os.close(fd)
 
 
 def strict_json(obj: Any) -> Any:
@@ -99,8 +118,6 @@ def atomic_write(path: str, data: Union[str, bytes]) -> None:
   with atomic_path(path) as tmp:
     with open(tmp, "wb") as f:
       f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
 
 
 def storage_error(exc: BaseException) -> Optional[OSError]:
@@ -336,23 +353,24 @@ def waiting_lock(path: str, what: str) -> Iterator[None]:
   unlocked.
 
   Args:
-    path: the lock file; created (with its folder) if missing, never removed.
+    path: the lock file; created (with its folder) if missing. The block may remove it (or
+      its folder): a process waiting then takes a fresh one.
     what: the work, for the waiting line, e.g. "unpacking lfw.tgz".
   Yields:
     Nothing; the lock is held until the block ends.
   """
-  try:  # Read-only where it exists (flock needs no write access): a second user's too.
-    if os.path.exists(path):
-      fd = os.open(path, os.O_RDONLY)
-    else:
-      os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-      fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
-  except OSError:  # A folder this user may not write, or under a file: the work itself
-    fd = None  # will say what it needs.
-  if fd is None:
-    yield
-    return
-  try:
+  while True:
+    try:  # Read-only where it exists (flock needs no write access): a second user's too.
+      if os.path.exists(path):
+        fd = os.open(path, os.O_RDONLY)
+      else:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+    except OSError:  # A folder this user may not write, or under a file: the work itself
+      fd = None  # will say what it needs.
+    if fd is None:
+      yield
+      return
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -360,10 +378,26 @@ def waiting_lock(path: str, what: str) -> Iterator[None]:
       fcntl.flock(fd, fcntl.LOCK_EX)
     except OSError as e:
       if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+        os.close(fd)
         raise
+    # The holder before may have removed the lock file with its folder (a preparation that
+    # failed discards its copy): a lock on a removed file excludes no one who comes later.
+    if _same_file(fd, path):
+      break
+    os.close(fd)
+  try:
     yield
   finally:
     os.close(fd)  # Releases the lock.
+
+
+def _same_file(fd: int, path: str) -> bool:
+  """Whether the open file `fd` is still the file at `path`."""
+  try:
+    here, there = os.fstat(fd), os.stat(path)
+  except OSError:
+    return False
+  return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
 # The shortest compile worth a cache entry (`enable_compilation_cache`): reading an entry

@@ -12,6 +12,7 @@ import numpy as np
 from tensorboardX import SummaryWriter
 
 from a2i_jax import distributed, files
+from a2i_jax.errors import WorkdirError
 
 METRICS_FILE = "metrics.jsonl"
 # tensorboardX warns "NaN or Inf found in input tensor" for every such scalar; a step that is
@@ -29,8 +30,8 @@ class MetricWriter:
     workdir: the run's directory.
     resumed_from: the step a resumed run restarts from: the rows (and TensorBoard events) of
       later steps, written before the previous run stopped, are dropped, so each step has one
-      row; so are lines that are not rows (cut short by a kill, or damaged), with a warning.
-      None for a fresh run.
+      row. None for a fresh run, or to append to the rows there. Either way, lines that are
+      not rows (cut short by a kill, or damaged) are dropped, with a warning.
   """
 
   def __init__(self, workdir: str, resumed_from: Optional[int] = None):
@@ -41,14 +42,14 @@ class MetricWriter:
     purge, self._last = None, None  # The file's last row, for `write` to merge into.
     if resumed_from is not None:
       purge = resumed_from + 1  # TensorBoard drops events from this step on.
-      if os.path.exists(path):
-        rows, dropped = _read_rows(path)
-        if dropped:
-          logging.warning("dropped %d line(s) of %s that are not metrics rows (cut short by a "
-                          "kill, or damaged)", dropped, path)
-        kept = [r for r in rows if r["step"] <= resumed_from]
-        files.atomic_write(path, "".join(_line(r) for r in kept))
-        self._last = kept[-1] if kept else None
+    if os.path.exists(path):  # Also without `resumed_from` (was: the first new row was
+      rows, dropped = _read_rows(path)  # appended to a line cut short, and so lost).
+      if dropped:
+        logging.warning("dropped %d line(s) of %s that are not metrics rows (cut short by a "
+                        "kill, or damaged)", dropped, path)
+      kept = [r for r in rows if resumed_from is None or r["step"] <= resumed_from]
+      files.atomic_write(path, "".join(_line(r) for r in kept))  # Older NaNs as null too.
+      self._last = kept[-1] if kept else None
     self._tb = SummaryWriter(logdir=os.path.join(workdir, "tensorboard"), purge_step=purge)
     self._jsonl = open(path, "a", encoding="utf-8")
 
@@ -141,5 +142,12 @@ def read_metrics(workdir: str) -> list[dict]:
     One dict per logged row, in order: "step" and the scalars written at that step (None for
     one that was NaN or infinite). Lines that are not rows (cut short by a kill, or damaged)
     are left out.
+  Raises:
+    WorkdirError: the file is missing or not a file (was Python's FileNotFoundError).
   """
-  return _read_rows(os.path.join(workdir, METRICS_FILE))[0]
+  path = os.path.join(workdir, METRICS_FILE)
+  if not os.path.isfile(path):
+    raise WorkdirError(f"{path} does not exist (or is not a file): {workdir} is not a "
+                       "training run's folder, or its run has not logged a step yet; pass "
+                       "the --workdir of train.py.")
+  return _read_rows(path)[0]

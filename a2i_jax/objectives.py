@@ -174,10 +174,12 @@ def weighted_sums(terms: Mapping[str, Array], weights: Optional[Array] = None
 
   Args:
     terms: dict of [B] arrays.
-    weights: [B] example weights, or None for all ones.
+    weights: [B] example weights, or None for all ones. An example of weight 0 counts for
+      nothing, even where its terms are not finite.
   Returns:
     dict of scalars, the same keys.
   """
   if weights is None:
     return {k: v.sum() for k, v in terms.items()}
-  return {k: (v * weights).sum() for k, v in terms.items()}
+  # Was v * weights: a padding row's infinity times 0 made the sum NaN.
+  return {k: jnp.where(weights > 0, v * weights, 0.0).sum() for k, v in terms.items()}

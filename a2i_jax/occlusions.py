@@ -31,7 +31,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from a2i_jax.errors import InputError
-from a2i_jax.inputs import check_int, mask_to_unit, to_unit
+from a2i_jax.inputs import SIGNED_SLACK, check_int, check_range, mask_to_unit, to_unit
 
 Box = tuple[int, int, int, int]  # (top, left, bottom, right) in pixels; bottom, right exclusive
 
@@ -116,7 +116,7 @@ def scale_box(box: Box, image_size: int) -> Box:
 
 
 def _check_name(name: str) -> None:
-  if name not in OCCLUSION_NAMES:
+  if not isinstance(name, str) or name not in OCCLUSION_NAMES:
     raise InputError(f"unknown occlusion {name!r}; choose one of {', '.join(OCCLUSION_NAMES)}.")
 
 
@@ -129,12 +129,17 @@ def check_names(names: Sequence[str]) -> list[str]:
     The list.
   Raises:
     InputError: one string instead of a list (its letters were taken for names: "unknown
-      occlusion 'e'" for "eyes"), or an unknown name.
+      occlusion 'e'" for "eyes"), something that is not a list, or an unknown name.
   """
-  if isinstance(names, str):
+  if isinstance(names, (str, bytes)):
+    text = names if isinstance(names, str) else names.decode("utf-8", "replace")
     raise InputError(f"occlusion names {names!r} is one string; pass a list of names, e.g. "
-                     f"[{names!r}].")
-  names = list(names)
+                     f"[{text!r}].")
+  try:  # Was a TypeError for None or a number.
+    names = list(names)
+  except TypeError:
+    raise InputError(f"occlusion names {names!r} is not a list; pass a list of names, e.g. "
+                     "['eyes'].") from None
   for name in names:
     _check_name(name)
   return names
@@ -179,14 +184,21 @@ def _box_mask(box: Box, image_size: int, num: int) -> np.ndarray:
   return np.broadcast_to(m[None, :, :, None], (num, image_size, image_size, 1)).copy()
 
 
-def _random_boxes(rng: np.random.Generator, image_size: int, num: int, lo_h: int, hi_h: int,
-                  lo_w: int, hi_w: int) -> np.ndarray:
-  """num boxes with height in [lo_h, hi_h], width in [lo_w, hi_w], placed fully inside."""
-  h = rng.integers(lo_h, hi_h + 1, num)
-  w = rng.integers(lo_w, hi_w + 1, num)
-  top = rng.integers(0, image_size - h + 1)
-  left = rng.integers(0, image_size - w + 1)
-  return np.stack([top, left, top + h, left + w], axis=1)
+def _random_boxes(seed: int, image_size: int, num: int, lo_h: int, hi_h: int, lo_w: int,
+                  hi_w: int) -> np.ndarray:
+  """num boxes with height in [lo_h, hi_h], width in [lo_w, hi_w], placed fully inside.
+
+  Box i comes from its own stream, seeded by (seed, i): the same image gets the same box
+  however many are asked for (was: one stream for all, so image 0's box changed with `num`,
+  and `complete --num_images`, `evaluate` and `tune` hid other pixels of one test image).
+  """
+  boxes = np.empty((num, 4), np.int64)
+  for i in range(num):
+    rng = np.random.default_rng([seed, i])
+    h, w = rng.integers(lo_h, hi_h + 1), rng.integers(lo_w, hi_w + 1)
+    top, left = rng.integers(0, image_size - h + 1), rng.integers(0, image_size - w + 1)
+    boxes[i] = top, left, top + h, left + w
+  return boxes
 
 
 def make_mask(name: str, image_size: int, num: int, *, seed: int = 0,
@@ -198,6 +210,7 @@ def make_mask(name: str, image_size: int, num: int, *, seed: int = 0,
     image_size: S, the image height and width.
     num: N, how many masks (one per image).
     seed: seeds the random regions (block8, block16, random_rect); the named boxes ignore it.
+      Mask i depends on (seed, i) only, not on `num`.
     dataset: selects the face table for eyes / mouth / face ("lfw" or "synthetic").
   Returns:
     float32 [N, S, S, 1]: 1 = observed pixel, 0 = hidden (to be filled by the generator).
@@ -213,13 +226,12 @@ def make_mask(name: str, image_size: int, num: int, *, seed: int = 0,
     return _box_mask(scale_box(HALVES[name], image_size), image_size, num)
   if name in FACE_OCCLUSIONS:
     return _box_mask(regions_for(dataset, image_size)[name], image_size, num)
-  rng = np.random.default_rng(seed)
   if name in _BLOCK_SIDES:
     side = max(1, _scale_edge(_BLOCK_SIDES[name], image_size))
-    boxes = _random_boxes(rng, image_size, num, side, side, side, side)
+    boxes = _random_boxes(seed, image_size, num, side, side, side, side)
   else:  # random_rect
     lo, hi = -(-image_size // 4), image_size // 2
-    boxes = _random_boxes(rng, image_size, num, lo, hi, lo, hi)
+    boxes = _random_boxes(seed, image_size, num, lo, hi, lo, hi)
   # Vectorised box test: pixel (i, j) is hidden when top <= i < bottom and left <= j < right.
   idx = np.arange(image_size)
   rows = (idx[None] >= boxes[:, 0:1]) & (idx[None] < boxes[:, 2:3])
@@ -251,11 +263,20 @@ def hidden_fraction(mask: np.ndarray) -> np.ndarray:
   """Fraction of hidden pixels per mask.
 
   Args:
-    mask: [N, S, S, 1] (or [N, S, S]) with 1 = observed.
+    mask: [N, S, S, 1] (or [N, S, S]) with 1 = observed, read as every mask argument is
+      (`inputs.mask_to_unit`: bool or floats in [0, 1], or uint8 0 .. 255).
   Returns:
     float32 [N].
+  Raises:
+    InputError: another shape (one [S, S] mask: pass mask[None]), or values `mask_to_unit`
+      refuses.
   """
-  m = np.asarray(mask, np.float32)
+  m = mask_to_unit(mask, "mask")  # Was: a uint8 0 / 255 mask read as 0 .. 255 (-222.6).
+  if m.ndim not in (3, 4) or m.ndim == 4 and m.shape[-1] != 1:
+    raise InputError(f"mask has shape {m.shape}; hidden_fraction takes [N, S, S, 1] or "
+                     "[N, S, S] (one mask: mask[None]).")
+  if not m.shape[0]:
+    return np.zeros((0,), np.float32)
   return (1.0 - m.reshape(m.shape[0], -1).mean(axis=1)).astype(np.float32)
 
 
@@ -291,14 +312,26 @@ def overlay(images: np.ndarray, masks: np.ndarray,
   Returns:
     float32 [N, S, S, 3] in [0, 1].
   Raises:
-    InputError: masks of a uint8 0 and 1, or with values outside [0, 1]; shapes that do not
-      match.
+    InputError: float images outside [0, 1] (or NaN); masks of a uint8 0 and 1, or with
+      values outside [0, 1]; shapes that do not match; a colour that is not 3 values in
+      [0, 1].
   """
-  x = to_unit(np.asarray(images))
+  images = np.asarray(images)
+  if images.dtype != np.uint8:  # Was: [-1, 1] or 0 .. 255 floats tinted into nonsense.
+    check_range(images.astype(np.float32), -SIGNED_SLACK, 1.0 + SIGNED_SLACK, "overlay's "
+                "float images must lie in [0, 1]", "pass (x + 1) / 2 for the models' [-1, 1], "
+                "x / 255 for 0 .. 255")
+  try:
+    tint = np.asarray(colour, np.float32)
+  except (TypeError, ValueError):
+    tint = np.zeros(0, np.float32)
+  if tint.shape != (3,) or not np.all((tint >= 0) & (tint <= 1)):  # NaN too.
+    raise InputError(f"colour {colour!r} is not an RGB triple in [0, 1]; e.g. (1.0, 0.0, 1.0).")
+  x = np.clip(to_unit(images), 0.0, 1.0)  # Rounding's slack only.
   m = mask_to_unit(masks, "masks")
   if (x.ndim != 4 or x.shape[-1] != 3 or m.ndim != 4 or m.shape[-1] != 1
       or m.shape[1:3] != x.shape[1:3] or m.shape[0] not in (1, x.shape[0])):
     raise InputError(f"overlay takes images [N, S, S, 3] and masks [N, S, S, 1] (or [1, S, S, "
                      f"1]); got {x.shape} and {m.shape}.")  # Was numpy's broadcast error.
-  tinted = 0.45 * x + 0.55 * np.asarray(colour, np.float32)
+  tinted = 0.45 * x + 0.55 * tint
   return m * x + (1.0 - m) * tinted

@@ -113,8 +113,8 @@ def describe_divergence(report: dict) -> str:
   Args:
     report: the output of `train_lib.make_term_report`'s function, fetched to the host.
   Returns:
-    e.g. "term gate_bce is not finite (value nan, gradient norm nan); the other terms are
-    finite". The total "loss" is named only when no single term is at fault.
+    e.g. "term gate_bce (value nan, gradient norm nan) is not finite". The total "loss" is
+    named only when no single term is at fault.
   """
   bad = [n for n, (v, g) in report.items()
          if n != "loss" and not (np.isfinite(v) and np.isfinite(g))]

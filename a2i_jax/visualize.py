@@ -30,6 +30,11 @@ def make_grid(images: np.ndarray, ncols: int, pad: int = 1, scale: int = 1) -> n
                        ((ncols, "ncols", 1), (scale, "scale", 1), (pad, "pad", 0)))
   images = np.asarray(images)
   shape = images.shape
+  if images.dtype.name == "bfloat16":  # NumPy counts it as no float kind.
+    images = images.astype(np.float32)
+  if images.ndim == 3 and shape[-1] == 3:  # Was tiled as H grey images W x 3.
+    raise InputError(f"images have shape {shape}: one RGB image? A grid takes [N, H, W, 3] "
+                     "(pass images[None]) or grey [N, H, W].")
   if images.ndim == 3:
     images = np.repeat(images[..., None], 3, axis=-1)
   if images.ndim != 4 or images.shape[-1] != 3:
@@ -44,6 +49,8 @@ def make_grid(images: np.ndarray, ncols: int, pad: int = 1, scale: int = 1) -> n
     # Rounding's slack only: [-1, 1] or 0 .. 255 floats would be clipped to another picture.
     check_range(images, -SIGNED_SLACK, 1.0 + SIGNED_SLACK, "float images must lie in "
                  "[0, 1]", "pass (x + 1) / 2 for the models' [-1, 1], x / 255 for 0 .. 255")
+  if not images.shape[0]:  # Was a blank strip written as the grid.
+    raise InputError("no images to tile (N = 0); a grid needs at least one.")
   images = to_uint8(images)
   if scale > 1:
     images = images.repeat(scale, axis=1).repeat(scale, axis=2)
@@ -64,10 +71,16 @@ def save_png(array: np.ndarray, path: str) -> None:
     array: uint8 [H, W, 3] (or [H, W]).
     path: the PNG file; its folder is created.
   Raises:
-    InputError: a path not ending in .png (its bytes would be PNG's under another name).
+    InputError: a path not ending in .png (its bytes would be PNG's under another name), or
+      an array that is not uint8 [H, W, 3] or [H, W] with H, W >= 1.
   """
   if not str(path).lower().endswith(".png"):
     raise InputError(f"{path}: the grid is written as PNG; name the file .png.")
+  array = np.asarray(array)  # Was PIL's TypeError or ValueError, after the folder was made.
+  if (array.dtype != np.uint8 or array.ndim not in (2, 3) or array.ndim == 3
+      and array.shape[-1] != 3 or not array.size):
+    raise InputError(f"save_png takes uint8 [H, W, 3] or [H, W]; got {array.dtype} "
+                     f"{array.shape} (make_grid makes one from images).")
   with files.atomic_path(path, suffix=".png") as tmp:
     Image.fromarray(array).save(tmp)
 

@@ -35,7 +35,8 @@ the halves and the random regions only (`occlusions_for(name)`).
 """
 
 _TAIL = """
-Random regions, any dataset, one per image, fully inside the image, reproducible from `seed`:
+Random regions, any dataset, one per image, fully inside the image. Image i's region depends
+on `seed` and i alone, not on how many images are asked for:
 
 | name | hidden region at S x S |
 |---|---|

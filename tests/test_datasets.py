@@ -5,6 +5,7 @@ two-step training run on each."""
 import contextlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 
@@ -1182,6 +1183,69 @@ def test_unpacking_and_preparing_wait_for_another_process(tmp_path, folder_path,
     order.append("first done")
   second.join()
   assert order == ["first done", "second"]
+
+
+def test_a_failed_preparation_is_discarded_under_its_lock(tmp_path, monkeypatch):
+  """A folder's file that stops the preparation: its half-made copy (and the lock file in
+  it) was removed after the lock was let go, so a second run could start preparing in the
+  folder being removed; a run waiting on the removed lock file then held a lock that
+  excluded no one (review finding, session 34). Now the copy goes under the lock, and a
+  waiter whose lock file was removed takes a fresh one."""
+  import threading  # pylint: disable=import-outside-toplevel
+  import time  # pylint: disable=import-outside-toplevel
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  from a2i_jax import files  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data import folder, tfds_lib  # pylint: disable=import-outside-toplevel
+  path = str(tmp_path / "f")
+  fx.make_folder(path)
+  mask_path = os.path.join(path, "masks", "img_03.png")
+  Image.fromarray((np.asarray(Image.open(mask_path)) > 0).astype(np.uint8)).save(mask_path)
+  held, waiting_lock, rmtree = [], files.waiting_lock, tfds_lib.shutil.rmtree
+
+  @contextlib.contextmanager
+  def recording(lock, what):
+    with waiting_lock(lock, what):
+      held.append(lock)
+      try:
+        yield
+      finally:
+        held.remove(lock)
+  monkeypatch.setattr(files, "waiting_lock", recording)
+  removed = []
+  monkeypatch.setattr(tfds_lib.shutil, "rmtree", lambda p, **k: (
+      removed.append((os.path.basename(p), len(held))), rmtree(p, **k)))
+  with pytest.raises(DataError, match="img_03.png.*its brightest pixel is 1"):
+    folder.load(path=path, data_dir=str(tmp_path / "data"), image_size=32, masks=True,
+                progress=False)
+  assert [n for name, n in removed if name.startswith("f-")] == [1]  # TFDS's own are others.
+  assert not os.listdir(tmp_path / "data" / "folder")
+  monkeypatch.undo()
+  # The lock file removed by its holder while a second process waits on it, and a third
+  # takes a fresh one meanwhile: the second must wait for the third.
+  lock, order = str(tmp_path / "l" / ".x.lock"), []
+
+  def second():
+    with waiting_lock(lock, "testing"):
+      order.append("second in")
+
+  def third(inside):
+    with waiting_lock(lock, "testing"):
+      order.append("third in")
+      inside.set()
+      time.sleep(0.3)
+      order.append("third out")
+  inside = threading.Event()
+  with waiting_lock(lock, "testing"):
+    waiter = threading.Thread(target=second)
+    waiter.start()
+    waiter.join(0.2)
+    shutil.rmtree(tmp_path / "l")
+    later = threading.Thread(target=third, args=(inside,))
+    later.start()
+    assert inside.wait(5)
+  waiter.join()
+  later.join()
+  assert order == ["third in", "third out", "second in"]
 
 
 def test_lfw_right_archive_after_a_wrong_one(tmp_path):

@@ -8,6 +8,7 @@ accepted path through a tiny trained CVAE (conftest's `tiny_run`).
 """
 
 import dataclasses
+import json
 import os
 
 import jax
@@ -159,6 +160,28 @@ def test_one_image_one_vector_and_a_uint8_mask_run(tiny_run, key):
   observed = m.astype(bool)
   np.testing.assert_allclose(out["completion"][0][observed], image[observed] / 255.0,
                              atol=1e-6)
+
+
+def test_edit_warns_of_a_value_outside_the_training_range(tiny_run, cvae, key, caplog):
+  """infer.py warned of an edit value the model never saw; `edit` from Python did not (left
+  in session 34). The restored model now carries dataset.json's names and ranges."""
+  workdir = tiny_run("cvae")[0]
+  trained = inference.load_trained(workdir)
+  info = json.load(open(os.path.join(workdir, "dataset.json")))
+  assert trained.attribute_names == tuple(info["attribute_names"])
+  assert trained.attribute_ranges == tuple(map(tuple, info["attribute_ranges"]))
+  lo, hi = trained.attribute_ranges[2]
+  options = inference.options_for(trained, steps=1, restarts=1)
+  for value, shown in ((hi + 5, f"{hi + 5:g}"), (np.array([lo, lo, lo, lo - 1]),
+                                                 f"from {lo - 1:g} to {lo:g}")):
+    caplog.clear()
+    inference.edit(trained, _images(), _attrs(), {2: value}, key=key, options=options)
+    assert (f"the new value of attribute 2 ({trained.attribute_names[2]}), {shown}, lies "
+            "outside its training range" in caplog.text)
+  caplog.clear()
+  inference.edit(trained, _images(), _attrs(), {2: (lo + hi) / 2}, key=key, options=options)
+  assert "outside" not in caplog.text
+  assert cvae.attribute_ranges is None  # Variables in memory: nothing known, nothing said.
 
 
 # ----------------------------------------------------------------------------------- options

@@ -994,8 +994,8 @@ def test_a_mode_replaces_its_earlier_files_as_one_set(trained, tmp_path):
   assert open(os.path.join(out, "edit_hat.png")).read() == "old"
   for row in json.load(open(os.path.join(out, "tune.json")))["rows"]:
     assert (row["options"]["steps"], row["options"]["restarts"]) == (1, 2)
-  assert len([l for l in r.stderr.splitlines() if "--value=100 lies outside smile's training "
-              "range" in l]) == 1
+  assert len([l for l in r.stderr.splitlines() if "the new value of attribute 0 (smile), 100, "
+              "lies outside its training range [" in l]) == 1
 
 
 # Runs infer.py with an unknown option added to the end of --mode=tune's grid, and any

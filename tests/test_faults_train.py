@@ -884,6 +884,24 @@ def test_damaged_metrics_lines_are_dropped_with_a_warning(tmp_path, caplog):
   assert path.read_text() == "".join(json.dumps(r) + "\n" for r in rows)
 
 
+def test_a_writer_without_a_resume_step_keeps_its_first_row(tmp_path, caplog):
+  """`MetricWriter(workdir)` (no `resumed_from`, the Python API's default) appended its first
+  row to a line cut short, and so lost it; `read_metrics` of a folder without the file was
+  Python's FileNotFoundError (review findings)."""
+  from a2i_jax import metrics  # pylint: disable=import-outside-toplevel
+  from a2i_jax.errors import WorkdirError  # pylint: disable=import-outside-toplevel
+  with pytest.raises(WorkdirError, match=r"metrics.jsonl does not exist .*pass the --workdir"):
+    metrics.read_metrics(str(tmp_path))
+  path = tmp_path / metrics.METRICS_FILE
+  path.write_text('{"step": 1, "a": 1.0}\n{"step": 2, "a')
+  with caplog.at_level("WARNING"):
+    writer = metrics.MetricWriter(str(tmp_path))
+  writer.write(3, {"a": 3.0})
+  writer.close()
+  assert "dropped 1 line(s)" in caplog.text
+  assert metrics.read_metrics(str(tmp_path)) == [{"step": 1, "a": 1.0}, {"step": 3, "a": 3.0}]
+
+
 def test_metrics_lines_are_strict_json_when_a_value_is_not_finite(tmp_path):
   """A diverged step's NaN and an infinite validation score were written as NaN / Infinity,
   which jq and JavaScript refuse or misread (review finding): now null, in new rows and in

@@ -109,6 +109,10 @@ def test_weighted_sums_ignore_padding():
   terms = {"loss": jnp.array([1.0, 2.0, 100.0])}
   assert float(objectives.weighted_sums(terms, jnp.array([1.0, 1.0, 0.0]))["loss"]) == 3.0
   assert float(objectives.weighted_sums(terms)["loss"]) == 103.0
+  # A padding row that is not finite counts for nothing too (review finding: inf * 0 = NaN).
+  for bad in (np.inf, np.nan):
+    terms = {"loss": jnp.array([1.0, 2.0, bad])}
+    assert float(objectives.weighted_sums(terms, jnp.array([1.0, 1.0, 0.0]))["loss"]) == 3.0
 
 
 def test_bce_with_logits_matches_probability_form_unsaturated():

@@ -122,3 +122,71 @@ def test_make_masks_seed_does_not_depend_on_the_other_names():
                             occlusions.make_mask("block8", 32, 5, seed=3, dataset="synthetic"))
   with pytest.raises(InputError, match="unknown occlusion 'nose'"):
     occlusions.make_masks(["eyes", "nose"], 32, 5)
+
+
+def test_a_random_mask_does_not_depend_on_how_many_are_asked_for():
+  """All heights were drawn, then all widths, then the places: image 0's block8 box moved
+  with the count, so `complete --num_images`, `evaluate` and `tune` hid other pixels of one
+  test image (review finding)."""
+  for name in occlusions.GENERIC_OCCLUSIONS:
+    many = occlusions.make_mask(name, 32, 9, seed=4)
+    for num in (1, 3):
+      np.testing.assert_array_equal(occlusions.make_mask(name, 32, num, seed=4), many[:num])
+    assert len({m.tobytes() for m in many}) > 5  # Still one box per image, not one for all.
+
+
+def test_hidden_fraction_and_overlay_read_what_they_are_given():
+  """hidden_fraction read a uint8 0 / 255 mask as 0 .. 255 (-222.6 hidden), took one [S, S]
+  mask for S masks and failed on none; overlay tinted [-1, 1] or 0 .. 255 float images into
+  nonsense and took any colour; occlusion names None or b"eyes" were a TypeError or
+  "unknown occlusion 101" (review findings)."""
+  m = occlusions.make_mask("eyes", 32, 2, dataset="synthetic")
+  want = occlusions.hidden_fraction(m)
+  assert 0 < want[0] < 1
+  np.testing.assert_allclose(occlusions.hidden_fraction((m * 255).astype(np.uint8)), want)
+  np.testing.assert_allclose(occlusions.hidden_fraction(m[..., 0] > 0), want)
+  assert occlusions.hidden_fraction(m[:0]).shape == (0,)
+  with pytest.raises(InputError, match=r"hidden_fraction takes \[N, S, S, 1\].*mask\[None\]"):
+    occlusions.hidden_fraction(m[0, ..., 0])
+  images = np.full((2, 32, 32, 3), 0.5, np.float32)
+  rule = r"overlay's float images must lie in \[0, 1\]; these "
+  for bad, needle in ((images * 2 - 1.5, r"range over \[-0.5, -0.5\].*\(x \+ 1\) / 2"),
+                      (images * 255, r"range over \[127.5, 127.5\]"),
+                      (images * np.nan, "hold NaN or infinity")):
+    with pytest.raises(InputError, match=rule + needle):
+      occlusions.overlay(bad, m)
+  for colour in ((255, 0, 255), (1.0, 0.0), "red", (np.nan, 0, 0)):
+    with pytest.raises(InputError, match=r"is not an RGB triple in \[0, 1\]"):
+      occlusions.overlay(images, m, colour=colour)
+  shown = occlusions.overlay(images, m, colour=(0.0, 0.0, 0.0))
+  assert shown.min() >= 0 and shown.max() <= 1
+  for names, needle in ((None, "None is not a list"), (5, "5 is not a list"),
+                        (b"eyes", "is one string; pass a list of names, e.g. \\['eyes'\\]")):
+    with pytest.raises(InputError, match=needle):
+      occlusions.make_masks(names, 32, 1)
+
+
+def test_grids_refuse_nothing_to_show_and_write_synced_pngs(tmp_path, monkeypatch):
+  """save_grid of no images wrote a blank strip; one [H, W, 3] image was tiled as H grey
+  images; save_png of floats or a 4-D array was PIL's traceback; a PNG was renamed into
+  place before its bytes were on the disk (review findings)."""
+  from a2i_jax import files, visualize  # pylint: disable=import-outside-toplevel
+  images = np.full((2, 8, 8, 3), 0.5, np.float32)
+  path = str(tmp_path / "g.png")
+  for bad, needle in ((images[:0], r"no images to tile \(N = 0\)"),
+                      (images[0], r"shape \(8, 8, 3\): one RGB image\? .*images\[None\]")):
+    with pytest.raises(InputError, match=needle):
+      visualize.save_grid(bad, path, 2)
+  for bad in (images[0], np.zeros((1, 8, 8, 3), np.uint8), np.zeros((8, 8, 1), np.uint8),
+              np.zeros((0, 8, 3), np.uint8)):
+    with pytest.raises(InputError, match=r"save_png takes uint8 \[H, W, 3\] or \[H, W\]"):
+      visualize.save_png(bad, path)
+  assert not os.listdir(tmp_path)
+  import ml_dtypes  # pylint: disable=import-outside-toplevel
+  grey = visualize.make_grid(images[..., 0].astype(ml_dtypes.bfloat16), 2)
+  assert grey.shape == (10, 19, 3) and grey[1, 1, 0] == 128
+  synced = []
+  real = os.fsync
+  monkeypatch.setattr(files.os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
+  visualize.save_grid(images, path, 2)
+  assert len(synced) == 2 and os.listdir(tmp_path) == ["g.png"]  # The file, then its folder.

@@ -51,7 +51,6 @@ import dataclasses
 import io
 import math
 import os
-import shutil
 import unicodedata
 from typing import Any, Iterator, Optional
 
@@ -506,20 +505,10 @@ def load(*, path: str, data_dir: str, image_size: int, masks: bool = False,
   key = _fingerprint(path, table, image_size, resize)
   prepared = os.path.join(os.path.expanduser(data_dir), "folder",
                           f"{os.path.basename(path)}-{key}")
-  try:
-    builder = tfds_lib.open_builder(A2iFolder, data_dir=prepared, folder=path, table=table,
-                                    image_size=image_size, resize=resize, progress=progress)
-    ds = tfds_lib.load(builder, manual_dir=path,
-                       download_dir=os.path.join(prepared, "downloads"), image_size=image_size,
-                       progress=progress)
-  except DataError:
-    # A file of the folder stopped the preparation (every attempt on these files stops so):
-    # leave no half-made copy, nor one an earlier stopped attempt left. A copy finished by
-    # now (TFDS writes its dataset_info.json last, by a rename) is the damage checks' to judge.
-    # Other failures (Ctrl-C, a full disk) leave TFDS's unfinished folder for the next attempt,
-    # which may be another process's preparing the same copy now.
-    if not os.path.isfile(os.path.join(prepared, A2iFolder.name, str(A2iFolder.VERSION),
-                                       "dataset_info.json")):
-      shutil.rmtree(prepared, ignore_errors=True)
-    raise
+  builder = tfds_lib.open_builder(A2iFolder, data_dir=prepared, folder=path, table=table,
+                                  image_size=image_size, resize=resize, progress=progress)
+  # A file of the folder that stops the preparation stops every attempt on these files: no
+  # half-made copy is left, nor one an earlier stopped attempt left.
+  ds = tfds_lib.load(builder, manual_dir=path, download_dir=os.path.join(prepared, "downloads"),
+                     image_size=image_size, progress=progress, discard_on_data_error=prepared)
   return dataclasses.replace(ds, name="folder")

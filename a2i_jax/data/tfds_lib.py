@@ -789,7 +789,8 @@ def read_split(builder: Any, split: str, attribute_key: str = "attributes",
 
 def load(builder: Any, *, manual_dir: str, download_dir: str, image_size: int,
          attribute_key: str = "attributes", progress: bool = True,
-         check_metadata: Optional[Callable[[dict], None]] = None) -> Dataset:
+         check_metadata: Optional[Callable[[dict], None]] = None,
+         discard_on_data_error: str = "") -> Dataset:
   """Prepares `builder` if needed and returns its splits at `image_size`.
 
   Args:
@@ -801,6 +802,10 @@ def load(builder: Any, *, manual_dir: str, download_dir: str, image_size: int,
     progress: progress bars while reading.
     check_metadata: called with the metadata of a copy prepared before (once its checksums
       passed), before the splits are read; it raises to refuse the copy.
+    discard_on_data_error: a folder (holding `builder`'s) to remove, with what an earlier
+      stopped attempt left in it, when preparing stops with a `DataError`: one that every
+      attempt on the same files meets. Removed under the preparation's lock, so that no other
+      process prepares in it meanwhile. "" keeps everything.
   Returns:
     The `Dataset`.
   """
@@ -821,8 +826,15 @@ def load(builder: Any, *, manual_dir: str, download_dir: str, image_size: int,
     summed = was_prepared and _check_copy(where)
     if not was_prepared:
       logging.info("preparing %s in %s (once)", builder.name, where)
-      with quiet_tfds():
-        prepare(builder, manual_dir, download_dir)
+      try:
+        with quiet_tfds():
+          prepare(builder, manual_dir, download_dir)
+      except DataError:
+        # Other failures (Ctrl-C, a full disk) leave TFDS's unfinished folder for the next
+        # attempt.
+        if discard_on_data_error:
+          shutil.rmtree(discard_on_data_error, ignore_errors=True)
+        raise
       _write_checksums(where)
       summed = True
   # Bytes that match their checksums are not damaged: a failure then is raised as it is.

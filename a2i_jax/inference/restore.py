@@ -34,6 +34,9 @@ class TrainedModel:
 
   `sample_fn` is the jitted generator, built once here so repeated calls do not recompile;
   `cache` keeps the jitted inference functions built for it, keyed by their options.
+  `attribute_names` and `attribute_ranges` ([min, max] of each attribute over the training
+  split) are the run's `dataset.json`'s, where it has one; None otherwise (`edit` then cannot
+  say that a new value lies outside what the model saw).
   """
   config: ml_collections.ConfigDict
   model: nn.Module
@@ -41,6 +44,9 @@ class TrainedModel:
   step: int
   sample_fn: Callable
   cache: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
+  attribute_names: Optional[tuple[str, ...]] = dataclasses.field(default=None, compare=False)
+  attribute_ranges: Optional[tuple[tuple[float, float], ...]] = dataclasses.field(
+      default=None, compare=False)
 
   @classmethod
   def from_variables(cls, config: ml_collections.ConfigDict, variables: dict,
@@ -203,6 +209,7 @@ def load_trained(workdir: str, step: Optional[int] = None) -> TrainedModel:
   if step is not None:
     step = check_int(step, "step")
   config = load_run_config(workdir)
+  info = checkpoints.load_dataset_info(workdir)
   model = models.create_model(config.model)
   abstract = models.abstract_variables(model, config.model)
   abstract = {k: abstract[k] for k in _VARIABLE_COLLECTIONS if k in abstract}
@@ -242,5 +249,11 @@ def load_trained(workdir: str, step: Optional[int] = None) -> TrainedModel:
         f"(infer.py --step, load_trained's step; the others saved, not checked: "
         f"{', '.join(map(str, others)) or 'none'}) or train again from an earlier one.")
   # Not `from_variables`: the restore has already matched every array to `abstract`.
+  names = ranges = None
+  if info and len(info["attribute_names"]) == config.model.y_dim:
+    names = tuple(info["attribute_names"])
+    ranges = (tuple((float(lo), float(hi)) for lo, hi in info["attribute_ranges"])
+              if "attribute_ranges" in info else None)  # Older runs stored no ranges.
   return TrainedModel(config, model, dict(variables), int(step),
-                      perf.jit(sampling.make_sample_fn(model)))
+                      perf.jit(sampling.make_sample_fn(model)), attribute_names=names,
+                      attribute_ranges=ranges)
