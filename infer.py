@@ -328,7 +328,8 @@ class _Run:
     self.size = _checked_config(workdir, opts, self.out).model.image_size
     self.inputs = (_read_images(opts.input, self.size, opts.num_images) if opts.input
                    else None)
-    if self.inputs is not None:  # Was unchecked: another folder per host mixed the images.
+    if self.inputs is not None and distributed.process_count() > 1:  # Was unchecked: another
+      # folder per host mixed the images.
       distributed.same_on_every_process(
           "the --input images", hashlib.sha256(self.inputs[0].tobytes()).hexdigest()[:16],
           "give every process the same --input images")
@@ -606,8 +607,11 @@ def complete(run: _Run) -> None:
   result = {"images": labels, "steps": opts.steps, "hidden_pixel_mse": {}}
   if given is None and run.trained.model.uses_attributes:
     result["attributes"] = "inferred from the observed pixels of each occlusion"
+  # Test images are centre crops (`_load_data`): the face boxes lie where they are in the
+  # whole image. --input images are whole.
+  whole = run.trained.config.data.image_size if run.inputs is None else 0
   masks = occlusions.make_masks(names, run.size, len(images), seed=run.opts.seed,
-                                dataset=run.dataset.name)
+                                dataset=run.dataset.name, crop_from=whole)
   for name, observed in masks.items():
     attrs = run.known_attributes(images, given, observed)
     out = inference.complete(run.trained, images, attrs, observed, key=run.key, options=opts)

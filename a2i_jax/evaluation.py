@@ -190,6 +190,7 @@ def evaluate_model(trained: inference.TrainedModel, dataset: Dataset, *,
   """
   check_key(key)
   _check_count(num_examples)  # Before anything else is read.
+  whole = dataset["test"].images.shape[1]  # The face boxes' frame (`make_mask`'s crop_from).
   dataset = centre_cropped(dataset, trained.config.data.augment.crop_size)
   images, attrs, fg = _test_examples(dataset, num_examples)
   x01 = to_unit(images)
@@ -201,7 +202,7 @@ def evaluate_model(trained: inference.TrainedModel, dataset: Dataset, *,
   # The recognition row is the encoder's mean decoded, whatever `init` the run's options name
   # (was: with init "zeros" or "prior" it decoded z = 0 or a prior draw under that label).
   methods = {"optimisation": options, "recognition": inference.recognition_options(options)}
-  masks = occlusions.make_masks(names, s, n, seed=seed, dataset=dataset.name)
+  masks = occlusions.make_masks(names, s, n, seed=seed, dataset=dataset.name, crop_from=whole)
   rows: dict[str, dict[str, Any]] = {}
   for method, opts in methods.items():
     row = rows.setdefault(method, {})
@@ -254,13 +255,15 @@ def tune_inference(trained: inference.TrainedModel, dataset: Dataset, *,
   check_key(key)
   base = options or inference.options_for(trained, infer_attributes=False)
   settings = _grid_options(grid, base)
+  whole = dataset["validation"].images.shape[1]
   dataset = centre_cropped(dataset, trained.config.data.augment.crop_size)
   if num_examples is None:
     num_examples = min(TUNE_EXAMPLES, len(dataset["validation"])) or -1
   images, attrs, _ = _test_examples(dataset, num_examples, "validation")
   x01 = to_unit(images)
   n, s = images.shape[0], images.shape[1]
-  masks = occlusions.make_masks(occlusion_names, s, n, seed=seed, dataset=dataset.name)
+  masks = occlusions.make_masks(occlusion_names, s, n, seed=seed, dataset=dataset.name,
+                                crop_from=whole)
   rows = []
   for opts in settings:
     out = inference.reconstruct(trained, images, attrs, key=key, options=opts)
@@ -312,6 +315,7 @@ def evaluate_mean_image(dataset: Dataset, *, occlusion_names: Optional[Sequence[
     {"model", "step", "num_examples", "rows": {"fill": {column: mean_sem dict}}}, the same
     layout as `evaluate_model`.
   """
+  whole = dataset["test"].images.shape[1]
   dataset = centre_cropped(dataset, crop_size)
   images, _, fg = _test_examples(dataset, num_examples)
   x01 = to_unit(images)
@@ -322,8 +326,8 @@ def evaluate_mean_image(dataset: Dataset, *, occlusion_names: Optional[Sequence[
   if fg is not None:
     row[RECON_FG] = mean_sem(region_errors(x01, est, fg))
   names = occlusions.occlusions_for(dataset.name) if occlusion_names is None else occlusion_names
-  for name, observed in occlusions.make_masks(names, s, n, seed=seed,
-                                              dataset=dataset.name).items():
+  for name, observed in occlusions.make_masks(names, s, n, seed=seed, dataset=dataset.name,
+                                              crop_from=whole).items():
     row[name] = mean_sem(region_errors(x01, est, 1.0 - observed))
   return {"model": "mean training image", "step": 0, "num_examples": n, "rows": {"fill": row}}
 

@@ -202,7 +202,7 @@ def _random_boxes(seed: int, image_size: int, num: int, lo_h: int, hi_h: int, lo
 
 
 def make_mask(name: str, image_size: int, num: int, *, seed: int = 0,
-              dataset: str = "lfw") -> np.ndarray:
+              dataset: str = "lfw", crop_from: int = 0) -> np.ndarray:
   """Observed-pixel masks for one occlusion type.
 
   Args:
@@ -212,20 +212,30 @@ def make_mask(name: str, image_size: int, num: int, *, seed: int = 0,
     seed: seeds the random regions (block8, block16, random_rect); the named boxes ignore it.
       Mask i depends on (seed, i) only, not on `num`.
     dataset: selects the face table for eyes / mouth / face ("lfw" or "synthetic").
+    crop_from: the side of the images that S x S centre crops were taken from
+      (`config.data.image_size` where `config.data.augment.crop_size` crops); 0 or S: the
+      images are whole. Eyes, mouth and face lie where they are in the whole image, cropped
+      with it; the halves and the random regions are the crop's.
   Returns:
     float32 [N, S, S, 1]: 1 = observed pixel, 0 = hidden (to be filled by the generator).
   Raises:
     InputError: an unknown name, a face region for a dataset without a face table, a
-      non-positive size or count, or a seed that is not an integer of at least 0.
+      non-positive size or count, or a seed or crop_from that is not an integer of at
+      least 0.
   """
   _check_name(name)
   image_size = check_int(image_size, "image_size", 4)
   num = check_int(num, "num", 0)
   seed = check_int(seed, "seed", 0)  # Was numpy's ValueError (-1) or a TypeError (1.5).
+  crop_from = check_int(crop_from, "crop_from", 0)
   if name in HALVES:
     return _box_mask(scale_box(HALVES[name], image_size), image_size, num)
   if name in FACE_OCCLUSIONS:
-    return _box_mask(regions_for(dataset, image_size)[name], image_size, num)
+    whole = max(image_size, crop_from)
+    t, l, b, r = regions_for(dataset, whole)[name]  # Was placed as if the crop were whole:
+    a = (whole - image_size) // 2  # 3-4 pixels off on a 64 of 72 (as `centre_cropped`).
+    box = tuple(min(max(v - a, 0), image_size) for v in (t, l, b, r))
+    return _box_mask(box, image_size, num)
   if name in _BLOCK_SIDES:
     side = max(1, _scale_edge(_BLOCK_SIDES[name], image_size))
     boxes = _random_boxes(seed, image_size, num, side, side, side, side)
@@ -241,7 +251,7 @@ def make_mask(name: str, image_size: int, num: int, *, seed: int = 0,
 
 
 def make_masks(names: Sequence[str], image_size: int, num: int, *, seed: int = 0,
-               dataset: str = "lfw") -> dict[str, np.ndarray]:
+               dataset: str = "lfw", crop_from: int = 0) -> dict[str, np.ndarray]:
   """`make_mask` for several occlusions, each seeded by its place in `OCCLUSION_NAMES`.
 
   The seed of a name does not depend on which other names are asked for, so every model,
@@ -249,14 +259,14 @@ def make_masks(names: Sequence[str], image_size: int, num: int, *, seed: int = 0
 
   Args:
     names: occlusion names (each one of `OCCLUSION_NAMES`).
-    image_size, num, dataset: as for `make_mask`.
+    image_size, num, dataset, crop_from: as for `make_mask`.
     seed: the base seed.
   Returns:
     {name: float32 [N, S, S, 1] observed-pixel mask}.
   """
   names = check_names(names)
   return {name: make_mask(name, image_size, num, seed=seed + OCCLUSION_NAMES.index(name),
-                          dataset=dataset) for name in names}
+                          dataset=dataset, crop_from=crop_from) for name in names}
 
 
 def hidden_fraction(mask: np.ndarray) -> np.ndarray:

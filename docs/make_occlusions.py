@@ -30,7 +30,10 @@ Named boxes (top, left, bottom, right; bottom and right exclusive) are written i
 have one table per face dataset: `lfw` (the default; derived from where funnelled LFW faces
 put their features under the LFW builder's 150x150 centre crop of the 250x250 images) and
 `synthetic` (measured on rendered faces; they sit lower). Datasets other than these two get
-the halves and the random regions only (`occlusions_for(name)`).
+the halves and the random regions only (`occlusions_for(name)`). A run that trains on centre
+crops (`config.data.augment.crop_size` below `config.data.image_size`) is scored on centre crops:
+`eyes`, `mouth` and `face` are then the whole image's boxes, cropped with it (`crop_from`); the
+halves and the random regions are the crop's.
 
 """
 

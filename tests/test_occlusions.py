@@ -190,3 +190,34 @@ def test_grids_refuse_nothing_to_show_and_write_synced_pngs(tmp_path, monkeypatc
   monkeypatch.setattr(files.os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
   visualize.save_grid(images, path, 2)
   assert len(synced) == 2 and os.listdir(tmp_path) == ["g.png"]  # The file, then its folder.
+
+
+def test_face_boxes_on_centre_crops_lie_where_the_face_is():
+  """A face dataset trained on centre crops (data.augment.crop_size 64 of 72) was scored with
+  the eyes, mouth and face boxes placed as if the crop were the whole image: 3-4 pixels off
+  (review finding). They are now the whole image's boxes, cropped with it; the halves and
+  random regions stay the crop's."""
+  from a2i_jax import evaluation  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data.base import Dataset, Split  # pylint: disable=import-outside-toplevel
+  for name in ("eyes", "mouth", "face"):
+    whole = occlusions.make_mask(name, 72, 2, dataset="synthetic")
+    crop = occlusions.make_mask(name, 64, 2, dataset="synthetic", crop_from=72)
+    np.testing.assert_array_equal(crop, whole[:, 4:68, 4:68])
+    assert not np.array_equal(crop, occlusions.make_mask(name, 64, 2, dataset="synthetic"))
+  for name in ("upper_half", "block8"):
+    np.testing.assert_array_equal(occlusions.make_mask(name, 64, 2, crop_from=72),
+                                  occlusions.make_mask(name, 64, 2))
+  with pytest.raises(InputError, match="crop_from=-1 is not valid"):
+    occlusions.make_mask("eyes", 64, 1, crop_from=-1)
+  # The baseline scores on crops with the whole image's boxes.
+  rng = np.random.default_rng(0)
+  split = lambda n: Split(images=rng.integers(0, 256, (n, 72, 72, 3), np.uint8),
+                          attributes=np.zeros((n, 1), np.float32))
+  ds = Dataset(name="synthetic", splits={k: split(3) for k in ("train", "validation", "test")},
+               attribute_names=("a",), attribute_kinds=("binary",))
+  got = evaluation.evaluate_mean_image(ds, occlusion_names=["eyes"], crop_size=64)
+  x = ds["test"].images[:, 4:68, 4:68] / 255.0
+  est = ds["train"].images.mean(axis=0)[4:68, 4:68] / 255.0
+  hidden = 1.0 - occlusions.make_mask("eyes", 64, 3, dataset="synthetic", crop_from=72)
+  want = evaluation.region_errors(x, np.broadcast_to(est, x.shape), hidden).mean()
+  np.testing.assert_allclose(got["rows"]["fill"]["eyes"]["mean"], want, rtol=1e-5)
