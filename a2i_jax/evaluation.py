@@ -190,8 +190,10 @@ def evaluate_model(trained: inference.TrainedModel, dataset: Dataset, *,
   """
   check_key(key)
   _check_count(num_examples)  # Before anything else is read.
-  whole = dataset["test"].images.shape[1]  # The face boxes' frame (`make_mask`'s crop_from).
-  dataset = centre_cropped(dataset, trained.config.data.augment.crop_size)
+  cropped = centre_cropped(dataset, trained.config.data.augment.crop_size)
+  # The face boxes' frame (`make_mask`'s crop_from): the whole image where it was cropped.
+  whole = dataset["test"].images.shape[1] if cropped is not dataset else 0
+  dataset = cropped
   images, attrs, fg = _test_examples(dataset, num_examples)
   x01 = to_unit(images)
   n, s = images.shape[0], images.shape[1]
@@ -255,8 +257,9 @@ def tune_inference(trained: inference.TrainedModel, dataset: Dataset, *,
   check_key(key)
   base = options or inference.options_for(trained, infer_attributes=False)
   settings = _grid_options(grid, base)
-  whole = dataset["validation"].images.shape[1]
-  dataset = centre_cropped(dataset, trained.config.data.augment.crop_size)
+  cropped = centre_cropped(dataset, trained.config.data.augment.crop_size)
+  whole = dataset["validation"].images.shape[1] if cropped is not dataset else 0
+  dataset = cropped
   if num_examples is None:
     num_examples = min(TUNE_EXAMPLES, len(dataset["validation"])) or -1
   images, attrs, _ = _test_examples(dataset, num_examples, "validation")
@@ -315,8 +318,9 @@ def evaluate_mean_image(dataset: Dataset, *, occlusion_names: Optional[Sequence[
     {"model", "step", "num_examples", "rows": {"fill": {column: mean_sem dict}}}, the same
     layout as `evaluate_model`.
   """
-  whole = dataset["test"].images.shape[1]
-  dataset = centre_cropped(dataset, crop_size)
+  cropped = centre_cropped(dataset, crop_size)
+  whole = dataset["test"].images.shape[1] if cropped is not dataset else 0
+  dataset = cropped
   images, _, fg = _test_examples(dataset, num_examples)
   x01 = to_unit(images)
   n, s = images.shape[0], images.shape[1]

@@ -174,7 +174,9 @@ def jit_train_steps(model: flax.linen.Module, tx: optax.GradientTransformation,
                     config: ml_collections.ConfigDict, mesh: Mesh,
                     steps: Optional[int] = None) -> Callable:
   """The train dispatch `train.py` runs: `make_multi_step(make_train_step(...))` through
-  `perf.jit` (the library's compile options), the state (argument 0) donated.
+  `perf.jit` (the library's compile options), the state (argument 0) donated: the state
+  passed in is deleted by the call (on one device, also the arrays it was made from), so
+  keep only the one returned.
 
   Args:
     model: from `models.create_model`.

@@ -237,19 +237,13 @@ def load_part_mask(labels_root: str, key: Key) -> np.ndarray:
     uint8 [64, 64], 255 = hair or face; CROP_BOX resized like `load_image` (soft edges).
   Raises:
     DataError: the label image does not exist, PIL cannot read it or it is not 250x250 (the
-      message says which archive to download again, and from where).
+      message says what to delete and which archive to download again).
   """
   path = os.path.join(labels_root, image_name(key) + ".ppm")
-  again = ("parts_lfw_funneled_gt_images.tgz is incomplete or damaged. Delete it (and its "
-           "unpacked folder under <data_dir>/downloads/unpacked/) and download it again:\n"
-           + tfds_lib.instructions(MASK_SOURCES[:1], "<data_dir>/manual/lfw"))
-  if not os.path.exists(path):
-    raise DataError(f"LFW: no part-label image {path}; {again}")
-  try:
-    with Image.open(path) as im:
-      fg = 255 - np.asarray(im.convert("RGB"))[..., 2]
-  except OSError as e:
-    raise DataError(f"LFW: {path} is not an image PIL can read ({e}); {again}") from e
+  # One line, naming the unpacked folder (was: several lines with a literal <data_dir>, and
+  # a damaged header PIL's ValueError, a traceback).
+  again = lambda: tfds_lib.redownload("parts_lfw_funneled_gt_images.tgz", labels_root)
+  fg = 255 - np.asarray(tfds_lib.read_source_image(path, "RGB", again))[..., 2]
   _check_source_size(path, fg.shape[::-1], again)
   return np.asarray(tfds_lib.crop_resize(tfds_lib.pil_mask(fg), CROP_BOX, IMAGE_SIZE))
 
