@@ -681,6 +681,9 @@ def _set_aside_an_earlier_run(workdir: str,
   """
   if not distributed.is_main():
     return None
+  finished = _finish_setting_aside(workdir)
+  if finished:
+    return finished
   folder = os.path.join(workdir, "samples")
   samples = os.path.isdir(folder) and any(n.endswith(".png") for n in os.listdir(folder))
   logged = (os.path.isfile(os.path.join(workdir, metrics_lib.METRICS_FILE))
@@ -693,18 +696,46 @@ def _set_aside_an_earlier_run(workdir: str,
   if not (samples or logged):
     return None
   stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-  dest = files.unused_path(workdir, f"earlier_run_{stamp}")
+  # Filled under a name that says so, renamed when whole: a run stopped partway finishes
+  # the move on its next start (was: the rest stayed, and the rerun took the old config for
+  # its own and overwrote it, or dropped the old rows).
+  dest = files.unused_path(workdir, f"earlier_run_{stamp}", _UNFINISHED)
   os.makedirs(dest)
+  return _move_earlier_results(workdir, dest)
+
+
+# The suffix of an earlier run's folder while its results are being moved in.
+_UNFINISHED = ".unfinished"
+_EARLIER_RESULTS = ("samples", "tensorboard", metrics_lib.METRICS_FILE,
+                    checkpoints.CONFIG_FILE, checkpoints.DATASET_FILE, "config_history", "infer")
+
+
+def _move_earlier_results(workdir: str, dest: str) -> str:
+  """Moves an earlier run's results from `workdir` into `dest` (named `_UNFINISHED`), then
+  gives `dest` its final name, which it returns."""
   moved = []
-  for name in ("samples", "tensorboard", metrics_lib.METRICS_FILE, checkpoints.CONFIG_FILE,
-               checkpoints.DATASET_FILE, "config_history", "infer"):
+  for name in _EARLIER_RESULTS:
     if os.path.exists(os.path.join(workdir, name)):
       os.replace(os.path.join(workdir, name), os.path.join(dest, name))
       moved.append(name)
+  final = files.unused_path(workdir, os.path.basename(dest)[:-len(_UNFINISHED)])
+  os.replace(dest, final)
   logging.warning("%s holds an earlier run's results but no checkpoint to resume it from: "
-                  "moved them (%s) to %s; training starts at step 0", workdir, ", ".join(moved),
-                  dest)
-  return dest
+                  "moved them (%s) to %s; training starts at step 0", workdir,
+                  ", ".join(moved) or "the rest", final)
+  return final
+
+
+def _finish_setting_aside(workdir: str) -> Optional[str]:
+  """Finishes a move of an earlier run's results that a stop interrupted (its folder still
+  named `_UNFINISHED`); returns the folder, or None when there was none. Nothing of the new
+  run is written before the move, so what is left in `workdir` is the earlier run's."""
+  unfinished = sorted(n for n in os.listdir(workdir)
+                      if n.startswith("earlier_run_") and n.endswith(_UNFINISHED))
+  final = None
+  for name in unfinished:
+    final = _move_earlier_results(workdir, os.path.join(workdir, name))
+  return final
 
 
 def _none_restored(ckpt: checkpoints.Checkpointer,
@@ -862,6 +893,12 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
             writer.write(step, row)
             row = {}
           continue
+        # The step's training row first: a stop during the save or the evaluation then
+        # loses none of it (was written after the evaluation, so a stop there lost the
+        # window's training scalars for good; a resume from an earlier checkpoint drops it).
+        if due(config.log_every_steps):
+          writer.write(step, row)
+          row = {}
         # The checkpoint comes before evaluation and samples, so a failure there loses no steps.
         if due(config.checkpoint_every_steps):
           t0 = time.perf_counter()
@@ -871,8 +908,7 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
           t0 = time.perf_counter()
           row.update(evaluate())
           window.exclude(time.perf_counter() - t0)  # Evaluation time is not training time.
-        if due(config.log_every_steps) or due(config.eval_every_steps):
-          writer.write(step, row)  # One row per step: its training and validation scalars.
+          writer.write(step, row)  # Merged into the step's training row: one row per step.
           row = {}
         if stopping:
           ckpt.save(step, state)  # A no-op if this step was just saved.

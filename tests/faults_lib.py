@@ -10,11 +10,13 @@ environment variable `A2I_FAULT` names ("kind:step"; in a multi-process run,
   kill_in_save:N      SIGKILL right after the checkpoint save of step N has started (Orbax is
                       writing it in the background)
   kill_after_samples:N  SIGKILL once the evaluation's sample grid of step N is written and step
-                      N's checkpoint is finished, before the step's metrics row
+                      N's checkpoint is finished, before the step's validation scalars (its
+                      training row is written before the checkpoint)
   kill_in_delete:N    SIGKILL in the middle of deleting an old checkpoint (max_to_keep), after
                       the save of step N: one of its files is gone, the rest are not
   sigint_at_step:N    a real SIGINT (Ctrl-C) to itself once step N's row is written
   sigterm_at_step:N   a real SIGTERM (a scheduler's notice) to itself, likewise
+  sigint_in_report:N  sigint_at_step:N, and a second SIGINT while train.py reports the stop
   disk_full_at_save:N the checkpoint save of step N fails with ENOSPC, as Orbax's would
   hold_at_step:N      at step N, create WORKDIR/holding and wait until WORKDIR/release exists
   sigint_in_download:0  a real SIGINT while the dataset loads, with a thread still busy (as
@@ -174,6 +176,15 @@ def _install(kind: str, at: int, workdir: str) -> None:
   from a2i_jax import checkpoints, metrics  # pylint: disable=import-outside-toplevel
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
 
+  if kind == "sigint_in_report":
+    from a2i_jax import errors  # pylint: disable=import-outside-toplevel
+    text = errors.TrainingInterrupted.__str__
+
+    def text_then(self):
+      os.kill(os.getpid(), signal.SIGINT)
+      return text(self)
+    errors.TrainingInterrupted.__str__ = text_then
+    kind = "sigint_at_step"
   if kind in ("kill_after_step", "sigint_at_step", "sigterm_at_step", "hold_at_step",
               "sigint_twice_at_step"):
     write = metrics.MetricWriter.write

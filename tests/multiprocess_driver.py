@@ -13,10 +13,11 @@ stop with an error, not hang. `--fail_preparing` fails process 0's data preparat
 process must stop with an error. A join that fails (`--timeout_s`) is one `error:` line and
 exit code 1, as in the entry points.
 
-  python tests/multiprocess_driver.py --raise_at=PROCESS:STEP train.py ARGS
+  python tests/multiprocess_driver.py --raise_at=PROCESS:STEP[:val] train.py ARGS
 
 runs an entry point (train.py, infer.py) with ARGS instead, and makes process PROCESS raise a
-RuntimeError, a bug's exception, once its metrics row of step STEP is written.
+RuntimeError, a bug's exception, once its metrics row of step STEP is written (with ":val",
+once the step's validation scalars are: they go into the row after its checkpoint).
 """
 
 import argparse
@@ -30,12 +31,14 @@ import time
 def _run_entry_point_raising(raise_at: str, script: str, argv: list) -> None:
   """Runs `script` as `python script argv` would, with the exception `raise_at` asks for."""
   from a2i_jax import distributed, metrics  # pylint: disable=import-outside-toplevel
-  process, at_step = (int(x) for x in raise_at.split(":"))
+  process, at_step, *val = raise_at.split(":")
+  process, at_step = int(process), int(at_step)
   write = metrics.MetricWriter.write
 
   def write_then_raise(self, step, scalars):
     write(self, step, scalars)
-    if step == at_step and distributed.process_index() == process:
+    if (step == at_step and distributed.process_index() == process
+        and (not val or any(k.startswith("val/") for k in scalars))):
       print(f"raising at {time.time()}", file=sys.stderr, flush=True)  # For the test's clock.
       raise RuntimeError(f"injected on process {process} at step {step}")
   metrics.MetricWriter.write = write_then_raise

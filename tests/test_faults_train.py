@@ -61,8 +61,12 @@ def _resume_and_compare(workdir, reference, flags):
   r = F.train(workdir, *flags)
   assert r.returncode == 0 and not F.error_lines(r.stderr), r.stderr[-3000:]
   F.assert_same_state(F.final_state(workdir), F.final_state(reference))
-  rows = [row["step"] for row in F.read_rows(workdir)]
-  assert rows == list(range(1, STEPS + 1))  # One row per step, none repeated by the resume.
+  rows = F.read_rows(workdir)
+  assert [row["step"] for row in rows] == list(range(1, STEPS + 1))  # None repeated.
+  # None lost either (review finding: a stop between a checkpoint and the end of its
+  # evaluation lost the step's training scalars for good, as kill_after_samples did).
+  assert all("train/loss" in row for row in rows), [sorted(row) for row in rows]
+  assert "val/loss" in rows[-1]
   return r
 
 
@@ -103,6 +107,15 @@ def test_ctrl_c_saves_and_says_where(tmp_path, flags, reference):
                                                "resume.")
   assert _steps(workdir)[-1] == 4  # The state at the interruption is on disk.
   _resume_and_compare(workdir, reference, flags)
+
+
+def test_a_ctrl_c_while_the_stop_is_reported_changes_nothing(tmp_path, flags):
+  """A second Ctrl-C as train.py reported a saved stop was a 25-line traceback (or killed in
+  Python's shutdown), exit status -2 (review finding); the work is saved, so it is ignored."""
+  workdir = str(tmp_path / "w")
+  r = F.train(workdir, *flags, fault="sigint_in_report:3")
+  assert r.returncode == 130 and "Traceback" not in r.stderr, r.stderr[-3000:]
+  assert r.stderr.strip().splitlines()[-1].startswith("interrupted at step"), r.stderr[-3000:]
 
 
 def test_a_second_ctrl_c_quits_at_once_and_names_the_step_to_resume_from(tmp_path, flags,
@@ -1007,6 +1020,38 @@ def test_a_run_started_over_a_finished_one_without_checkpoints_moves_it_aside(tm
   assert sorted(os.listdir(workdir)) == sorted([".lock", os.path.basename(dest),
                                                 os.path.basename(second),
                                                 os.path.basename(third)])
+
+
+def test_a_move_aside_stopped_partway_is_finished_by_the_next_start(tmp_path, reference,
+                                                                    monkeypatch):
+  """A Ctrl-C or kill partway through moving an earlier run aside left the rest in place:
+  the rerun then took the old config.json for its own (or found no rows and overwrote it),
+  and the earlier run's folder held its rows without the config that made them (review
+  finding). The folder is named unfinished until the move is done; the next start ends it."""
+  from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
+  workdir = _copy(reference, tmp_path)
+  shutil.rmtree(os.path.join(workdir, "checkpoints"))
+  before = sorted(os.listdir(workdir))
+  replace, moves = os.replace, []
+
+  def stop_after_two(src, dst):
+    if len(moves) == 2:
+      raise KeyboardInterrupt
+    moves.append(os.path.basename(src))
+    replace(src, dst)
+  monkeypatch.setattr(train_lib.os, "replace", stop_after_two)
+  with pytest.raises(KeyboardInterrupt):
+    train_lib.train_and_evaluate(checkpoints.load_config(workdir), workdir)
+  monkeypatch.undo()
+  unfinished = [n for n in os.listdir(workdir) if n.endswith(".unfinished")]
+  assert len(unfinished) == 1 and sorted(os.listdir(os.path.join(workdir, unfinished[0]))) \
+      == sorted(moves)
+  config = checkpoints.load_config(workdir)
+  config.learning_rate *= 3  # A new run, not the earlier one.
+  dest = train_lib._set_aside_an_earlier_run(workdir, config)  # pylint: disable=protected-access
+  assert dest == os.path.join(workdir, unfinished[0][:-len(".unfinished")])
+  assert set(os.listdir(dest)) == set(before) - {".lock"}  # The whole earlier run.
+  assert set(os.listdir(workdir)) - {"checkpoints"} == {".lock", os.path.basename(dest)}
 
 
 def test_a_workdir_inside_a_runs_own_folders_is_refused(tmp_path, reference):

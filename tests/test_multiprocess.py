@@ -472,7 +472,7 @@ def test_a_bug_after_the_last_step_lets_the_finished_process_end_at_once(tmp_pat
   _require_cpu_collectives()
   import faults_lib  # pylint: disable=import-outside-toplevel
   procs = _two_processes(lambda i: [
-      sys.executable, DRIVER, f"--raise_at=1:{TRAIN_PY_STEPS}",
+      sys.executable, DRIVER, f"--raise_at=1:{TRAIN_PY_STEPS}:val",
       os.path.join(faults_lib.ROOT, "train.py"), f"--workdir={tmp_path / 'w'}", *train_py_flags])
   (rc0, _, err0), (rc1, _, err1) = _finish(procs, 150)
   ended = time.time()
