@@ -904,7 +904,9 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
           t0 = time.perf_counter()
           ckpt.save(step, state)
           window.exclude(time.perf_counter() - t0)  # Its host part: not training time.
-        if due(config.eval_every_steps):
+        # Not when stopping: a scheduler's grace period may not cover it, and the resume
+        # evaluates this step first (`evaluate_first`).
+        if due(config.eval_every_steps) and not stopping:
           t0 = time.perf_counter()
           row.update(evaluate())
           window.exclude(time.perf_counter() - t0)  # Evaluation time is not training time.

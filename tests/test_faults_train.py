@@ -109,6 +109,20 @@ def test_ctrl_c_saves_and_says_where(tmp_path, flags, reference):
   _resume_and_compare(workdir, reference, flags)
 
 
+def test_a_stop_at_an_evaluation_step_leaves_the_evaluation_to_the_resume(tmp_path, flags,
+                                                                         reference):
+  """A stop asked just before an evaluation's step ran the whole evaluation after the save,
+  which a scheduler's grace period may not cover (review finding). It is left to the resume,
+  which evaluates that step first."""
+  workdir = str(tmp_path / "w")
+  r = F.train(workdir, *flags, fault=f"sigterm_at_step:{STEPS - 1}")
+  assert r.returncode == 130, r.stderr[-3000:]
+  assert r.stderr.strip().splitlines()[-1].startswith(f"interrupted at step {STEPS}")
+  assert "val/loss" not in F.read_rows(workdir)[-1]
+  assert not os.path.exists(os.path.join(workdir, "samples", f"step_{STEPS:07d}.png"))
+  _resume_and_compare(workdir, reference, flags)
+
+
 def test_a_ctrl_c_while_the_stop_is_reported_changes_nothing(tmp_path, flags):
   """A second Ctrl-C as train.py reported a saved stop was a 25-line traceback (or killed in
   Python's shutdown), exit status -2 (review finding); the work is saved, so it is ignored."""
