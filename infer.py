@@ -32,6 +32,7 @@ import fcntl
 import fnmatch
 import hashlib
 import json
+import logging as std_logging
 import math
 import os
 import shutil
@@ -958,10 +959,13 @@ def main(argv):
   interrupts.keep_ctrl_c()  # Not lost inside a garbage-collector callback.
   if len(argv) > 1:  # Was: absl's usage error, the whole --help after it.
     _fail(f"unexpected arguments: {' '.join(argv[1:])}; flags are written --name=value.")
-  perf.set_recommended_xla_flags()  # Before JAX starts its backend (the function says).
-  logging.set_verbosity(logging.WARNING)  # Orbax logs every restore at INFO.
-  checkpoints.quiet_orbax(logging.get_absl_handler())
-  try:
+  if not flags.FLAGS["verbosity"].present:  # Was set whatever --verbosity said.
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every restore at INFO.
+  if logging.get_verbosity() < logging.DEBUG:
+    checkpoints.quiet_orbax(logging.get_absl_handler())
+    std_logging.getLogger("jax").setLevel(std_logging.WARNING)  # "Unable to initialize TPU".
+  try:  # The probe's seconds too (was: a Ctrl-C there was a traceback).
+    perf.set_recommended_xla_flags()  # Before JAX starts its backend (the function says).
     _JOIN_PROCESSES()
     distributed.configure_logging()
     if not distributed.is_main():  # Process 0 speaks for the run; errors still reach stderr.

@@ -26,6 +26,7 @@ import logging as std_logging
 import os
 import signal
 import sys
+import warnings
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -90,8 +91,12 @@ def _parse_flags(argv: list[str]) -> list[str]:
     _fail(f"--config given {len(given)} times; pass it once (then --config.<key>=<value> "
           "for each override).")
   try:
-    rest = flags.FLAGS(argv)
-    _CONFIG.value.get("seed")  # A deferred load error (a missing file) surfaces here.
+    with warnings.catch_warnings():  # ml_collections loads the file with load_module, which
+      # Python deprecates: under -W error (PYTHONWARNINGS=error) that was "the command line
+      # could not be parsed".
+      warnings.filterwarnings("ignore", message=r".*load_module\(\)", category=DeprecationWarning)
+      rest = flags.FLAGS(argv)
+      _CONFIG.value.get("seed")  # A deferred load error (a missing file) surfaces here.
   except Exception as e:  # pylint: disable=broad-except
     _fail(_explain_flag_error(argv, e))
   try:
@@ -147,12 +152,12 @@ def main(argv):
     _fail(f"unexpected arguments: {' '.join(argv[1:])}; flags are written --name=value.")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.INFO)
-  perf.set_recommended_xla_flags()  # Before JAX starts its backend (the function says).
   if logging.get_verbosity() < logging.DEBUG:
     checkpoints.quiet_orbax(logging.get_absl_handler())
     std_logging.getLogger("jax").setLevel(std_logging.WARNING)  # "Unable to initialize TPU".
-  files.enable_compilation_cache(_CONFIG.value.compilation_cache_dir)
-  try:
+  try:  # The probe's seconds too (was: a Ctrl-C there was a traceback).
+    perf.set_recommended_xla_flags()  # Before JAX starts its backend (the function says).
+    files.enable_compilation_cache(_CONFIG.value.compilation_cache_dir)
     _JOIN_PROCESSES()
     distributed.configure_logging()
     with distributed.peers_checked():

@@ -104,6 +104,26 @@ def _detected_process_count() -> Optional[int]:
   return None
 
 
+def start_backend() -> None:
+  """Starts JAX's backend (after `initialize`), so that a platform it cannot start is one
+  line, not JAX's traceback where the first array is made.
+
+  Raises:
+    ConfigError: JAX could not start it, e.g. JAX_PLATFORMS=cuda on a machine without a GPU
+      (JAX's AssertionError or RuntimeError).
+  """
+  try:
+    jax.devices()
+  except (RuntimeError, AssertionError) as e:
+    platforms = os.environ.get("JAX_PLATFORMS") or ""
+    said = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    said = said if len(said) <= 200 else said[:197] + "..."
+    raise ConfigError(
+        f"JAX could not start its backend{f' (JAX_PLATFORMS={platforms})' if platforms else ''}"
+        f": {said}. Unset JAX_PLATFORMS or name a platform this machine has (cpu), or install "
+        "the jax plugin for the one named.") from None
+
+
 def initialize(coordinator_address: Optional[str] = None, num_processes: Optional[int] = None,
                process_id: Optional[int] = None, timeout_s: int = DEFAULT_TIMEOUT_S,
                heartbeat_timeout_s: int = DEFAULT_HEARTBEAT_TIMEOUT_S) -> int:
@@ -493,6 +513,7 @@ def define_flags() -> Callable[[], int]:
 
   def join() -> int:
     count = initialize(coordinator.value, num_processes.value, process_id.value)
+    start_backend()
     # The CPU's "auto" model forms follow the convolution kernels each process's timing chose
     # (perf.recommended_cpu_flags); processes that chose differently would build different
     # programs, so they stop here instead of at a mismatched collective.

@@ -405,6 +405,21 @@ def _same_file(fd: int, path: str) -> bool:
 MIN_CACHED_COMPILE_S = 0.25
 
 
+# `config.compilation_cache_dir`'s default (configs/default.py): `enable_compilation_cache`
+# reads it as the user's environment says.
+DEFAULT_COMPILATION_CACHE_DIR = "~/.cache/a2i_jax/xla"
+
+
+def user_cache_dir() -> str:
+  """This project's folder of per-user caches: $XDG_CACHE_HOME/a2i_jax, or ~/.cache/a2i_jax.
+
+  Returns:
+    The path (not made here).
+  """
+  return os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                      "a2i_jax")
+
+
 def enable_compilation_cache(directory: str) -> None:
   """Turns on JAX's persistent compilation cache in `directory` ("" leaves it off).
 
@@ -417,9 +432,15 @@ def enable_compilation_cache(directory: str) -> None:
   leaves the cache off with one warning line (were JAX's warnings, two lines each, per
   program).
 
+  The configs' default, `DEFAULT_COMPILATION_CACHE_DIR`, stands for JAX_COMPILATION_CACHE_DIR
+  where that is set, else $XDG_CACHE_HOME/a2i_jax/xla where that is (was: both ignored).
+
   Args:
     directory: the cache directory (`~` is expanded); "" for none.
   """
+  if directory == DEFAULT_COMPILATION_CACHE_DIR:
+    directory = (os.environ.get("JAX_COMPILATION_CACHE_DIR")
+                 or os.path.join(user_cache_dir(), "xla"))
   if directory:
     path = os.path.abspath(os.path.expanduser(directory))
     existing = nearest_existing(path)  # Checked, not made: JAX makes it when it first keeps one.

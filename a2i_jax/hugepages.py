@@ -106,8 +106,11 @@ def reexec_with_huge_pages() -> None:
   """
   value = tunables_with_huge_pages(sys.platform, os.environ, glibc_version(), thp_mode())
   argv = list(getattr(sys, "orig_argv", None) or [])
-  # Not without the command line, nor for a script read from stdin (already consumed).
-  if value is None or len(argv) < 2 or "-" in argv[1:] or not sys.executable:
+  # Not without the command line, nor for a script read from stdin (already consumed), nor
+  # for a script another program runs (IPython's %run, a Jupyter kernel: its command line
+  # would start that program over, losing its session).
+  if (value is None or len(argv) < 2 or "-" in argv[1:] or not sys.executable
+      or not runs_this_script(argv, sys.argv)):
     return
   # A2I_HUGE_PAGES=0 too: whatever a launcher does to GLIBC_TUNABLES, no second round.
   env = dict(os.environ, GLIBC_TUNABLES=value, **{OPT_OUT_ENV: "0"})
@@ -118,3 +121,26 @@ def reexec_with_huge_pages() -> None:
     os.execve(sys.executable, [sys.executable] + argv[1:], env)
   except (OSError, ValueError):
     return
+
+
+def runs_this_script(orig_argv: list[str], argv: list[str]) -> bool:
+  """Whether the interpreter's command line (`sys.orig_argv`) runs the script `sys.argv`
+  names, as `python [options] script args` or `python [options] -m module args`.
+
+  Args:
+    orig_argv: the interpreter's own arguments, `sys.orig_argv`.
+    argv: the script's, `sys.argv` (its path, then its arguments).
+  Returns:
+    False for a script run by another program (IPython's %run, a notebook kernel), whose
+    command line is that program's.
+  """
+  if not argv:
+    return False
+  args, tail = list(orig_argv[1:]), list(argv[1:])
+  if len(args) <= len(tail) or (tail and args[len(args) - len(tail):] != tail):
+    return False
+  head = args[:len(args) - len(tail)]
+  script = os.path.splitext(os.path.basename(argv[0]))[0]
+  if len(head) >= 2 and head[-2] == "-m":
+    return head[-1].split(".")[-1] == script
+  return os.path.realpath(head[-1]) == os.path.realpath(argv[0])

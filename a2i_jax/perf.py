@@ -17,6 +17,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any, Callable, Mapping, Optional
 
@@ -429,17 +430,30 @@ def _merge_into_cache(cache_file: str, name: str, entries: dict[str, Any]) -> No
 
 
 def _write_cache(cache_file: str, cache: dict[str, Any]) -> None:
-  """Writes the answers file atomically; a folder that cannot be written is ignored."""
+  """Writes the answers file atomically; one that cannot be written is said once (each start
+  would measure again: was silent, 10 s a start with a read-only home)."""
   try:
     os.makedirs(os.path.dirname(cache_file) or ".", exist_ok=True)
     files.atomic_write(cache_file, json.dumps(cache, indent=1, sort_keys=True))
-  except OSError:
-    pass
+  except OSError as e:
+    if cache_file not in _UNWRITABLE:
+      _UNWRITABLE.add(cache_file)
+      logging.warning("the CPU probe's answers cannot be kept in %s (%s), so each start "
+                      "measures again (seconds); set XDG_CACHE_HOME to a folder you can "
+                      "write to.", cache_file, e.strerror or e)
+
+
+_UNWRITABLE: set[str] = set()  # Answers files `_write_cache` has said it cannot write.
 
 
 def _default_flag_cache() -> str:
-  return os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
-                      "a2i_jax", "xla_flags.json")
+  """$XDG_CACHE_HOME (or ~/.cache)/a2i_jax/xla_flags.json; where that cannot be written, a
+  per-user file in the temporary folder (kept until a reboot, not measured at every start)."""
+  path = os.path.join(files.user_cache_dir(), "xla_flags.json")
+  existing = files.nearest_existing(os.path.dirname(path))  # The file is replaced by a rename.
+  if os.path.isdir(existing) and os.access(existing, os.W_OK | os.X_OK):
+    return path
+  return os.path.join(tempfile.gettempdir(), f"a2i_jax-{os.getuid()}", "xla_flags.json")
 
 
 def accepted_xla_flags(flags: tuple[str, ...], cache_file: Optional[str] = None,

@@ -41,7 +41,8 @@ def prior_latents(model: nn.Module, num: int, key: Array,
   check_key(key)
   dims = model.latent_dims
   keys = [key] if len(dims) == 1 and not always_split else jax.random.split(key, len(dims))
-  return {name: jax.random.normal(k, (num, d)) for (name, d), k in zip(dims.items(), keys)}
+  return {name: jax.random.normal(k, (num, d), jnp.float32)  # float32 under JAX_ENABLE_X64.
+          for (name, d), k in zip(dims.items(), keys)}
 
 
 def decode_images(model: nn.Module, variables: Mapping, latents: Mapping[str, Array],

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from typing import Any, Callable, Optional
 
@@ -783,6 +784,10 @@ def _evaluated_row(workdir: str, step: int) -> bool:
              for row in metrics_lib.read_metrics(workdir))
 
 
+# Seconds between the training bar's updates where stderr is not a terminal.
+LOGGED_BAR_INTERVAL_S = 30.0
+
+
 def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
           model: flax.linen.Module, tx: optax.GradientTransformation, dataset: Any, data: dict,
           ckpt: checkpoints.Checkpointer, state: TrainState, keys: tuple) -> TrainState:
@@ -825,8 +830,12 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
       writer.write(step, evaluate())
     if config.progress_bar and step < last:
       from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+      # A bar written to a file or pipe (a job's log) updates every LOGGED_BAR_INTERVAL_S
+      # (was ten times a second: tens of thousands of updates in one line).
+      logged = not (sys.stderr is not None and sys.stderr.isatty())
       progress = tqdm(total=last, initial=start, desc="train", unit="step", dynamic_ncols=True,
-                      disable=not distributed.is_main())
+                      disable=not distributed.is_main(),
+                      mininterval=LOGGED_BAR_INTERVAL_S if logged else 0.1)
     row, window = {}, _TrainWindow(config.batch_size)
     # With several processes, a stop is agreed 3 dispatches ahead (`StopRequest.agreed`).
     with interrupts.StopRequest(margin_steps=3 * k) as stop:

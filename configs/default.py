@@ -123,7 +123,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.num_sample_cols = 8  # Latent draws per attribute vector (CVAE/VAE grids).
   config.seed = 0  # Parameter init, batches, augmentation, reparametrisation noise.
   config.progress_bar = True
-  config.compilation_cache_dir = "~/.cache/a2i_jax/xla"  # Persistent XLA cache; "" = off.
+  # Persistent XLA cache; "" = off. This default follows $JAX_COMPILATION_CACHE_DIR, else
+  # $XDG_CACHE_HOME/a2i_jax/xla, where set (`files.enable_compilation_cache`).
+  config.compilation_cache_dir = "~/.cache/a2i_jax/xla"
 
   # Posterior inference by optimisation (infer.py, a2i_jax/inference.py). The paper gives no
   # values (docs/reference.md §5); these were chosen on the synthetic validation split

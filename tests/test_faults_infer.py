@@ -970,6 +970,19 @@ def _old_results(out):
       f.write("old")
 
 
+def test_verbosity_brings_the_libraries_lines_back(trained, tmp_path):
+  """infer.py set its verbosity whatever --verbosity said, so nothing could bring the
+  libraries' lines back (review finding); by default they stay out."""
+  import re  # pylint: disable=import-outside-toplevel
+  logged = lambda r: [l for l in r.stderr.splitlines() if re.match(r"[IDW]\d{4} ", l)]
+  quiet = _infer(f"--workdir={trained}", "--mode=sample", f"--out={tmp_path / 'a'}")
+  loud = _infer(f"--workdir={trained}", "--mode=sample", f"--out={tmp_path / 'b'}",
+                "--verbosity=1")
+  assert quiet.returncode == loud.returncode == 0, (quiet.stderr[-2000:], loud.stderr[-2000:])
+  assert not logged(quiet), quiet.stderr[-2000:]
+  assert len(logged(loud)) > 10, loud.stderr[-2000:]
+
+
 def test_a_mode_replaces_its_earlier_files_as_one_set(trained, tmp_path):
   """Was: old complete_*.png beside a new complete.json that did not list them; --steps and
   --restarts ignored by tune but recorded; an edit far outside the training range silent."""

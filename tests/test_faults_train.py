@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -121,6 +122,26 @@ def test_a_stop_at_an_evaluation_step_leaves_the_evaluation_to_the_resume(tmp_pa
   assert "val/loss" not in F.read_rows(workdir)[-1]
   assert not os.path.exists(os.path.join(workdir, "samples", f"step_{STEPS:07d}.png"))
   _resume_and_compare(workdir, reference, flags)
+
+
+@pytest.mark.parametrize("kind,status", [("sigint", 130), ("sigterm", 143)])
+def test_a_stop_while_the_entry_points_probe_the_cpu_is_one_line(tmp_path, flags, kind,
+                                                                  status):
+  """A Ctrl-C in the first start's CPU probe (the console announces its seconds) was a
+  30-line traceback in train.py and infer.py; a SIGTERM in infer.py was a traceback and
+  status 1 (review finding)."""
+  workdir = str(tmp_path / "w")
+  if kind == "sigint":
+    r = F.train(workdir, *flags, fault=f"{kind}_in_probe:0")
+    assert r.returncode == 130 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert r.stderr.strip().splitlines()[-1].startswith("interrupted; no checkpoint is saved")
+    assert not os.path.exists(workdir)
+  r = subprocess.run([sys.executable, os.path.join(F.ROOT, "tests", "faults_lib.py"),
+                      os.path.join(F.ROOT, "infer.py"), f"--workdir={workdir}"],
+                     capture_output=True, text=True, timeout=120, cwd=F.ROOT,
+                     env=F.environment(f"{kind}_in_probe:0"))
+  assert r.returncode == status and "Traceback" not in r.stderr, r.stderr[-3000:]
+  assert r.stderr.strip().splitlines()[-1] == "interrupted; nothing was written."
 
 
 def test_a_ctrl_c_while_the_stop_is_reported_changes_nothing(tmp_path, flags):

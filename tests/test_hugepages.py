@@ -73,3 +73,19 @@ def test_reexecutes_the_same_command_once(tmp_path):
 def test_opt_out(tmp_path):
   lines = _run(tmp_path, {hugepages.OPT_OUT_ENV: "0"})
   assert lines == ["started ", "running  ['--flag=1', 'two words']"]
+
+
+def test_only_a_command_that_runs_the_script_is_started_over(tmp_path):
+  """IPython's `%run train.py` (and a Jupyter kernel's) re-executed the host program's command
+  line, `sys.orig_argv`: the IPython session started over, the notebook hung (review
+  finding). Only `python [options] script args` and `-m module args` are started over."""
+  script = str(tmp_path / "train.py")
+  yes = hugepages.runs_this_script
+  assert yes(["python", script, "--a=1", "b c"], [script, "--a=1", "b c"])
+  assert yes(["python", "-X", "dev", "-u", script], [script])
+  assert yes(["python", "-m", "pkg.train", "--a"], [script, "--a"])
+  assert not yes(["python", "/usr/bin/ipython"], [script])
+  assert not yes(["python", "/usr/bin/ipython", "--a"], [script, "--a"])
+  assert not yes(["python", "-m", "ipykernel_launcher", "-f", "k.json"], [script])
+  assert not yes(["python", "-c", "code"], ["-c"])
+  assert not yes(["python"], [])

@@ -5,6 +5,9 @@ import json
 import os
 import pathlib
 import shutil
+import subprocess
+import sys
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -328,6 +331,77 @@ def test_a_cache_folder_that_cannot_be_made_leaves_the_cache_off(tmp_path, caplo
   warned = [r for r in caplog.records if "cannot be used" in r.getMessage()]
   assert len(warned) == 1 and f"{blocker} is a file" in warned[0].getMessage()
   assert blocker.read_text() == "mine"
+
+
+def test_the_default_cache_folders_follow_the_users_environment(tmp_path, monkeypatch, caplog):
+  """The default compilation cache ignored JAX_COMPILATION_CACHE_DIR and XDG_CACHE_HOME; a
+  probe cache that could not be written made every start measure again (10 s) without a word
+  (review findings)."""
+  from a2i_jax import files, perf  # pylint: disable=import-outside-toplevel
+  folder = jax.config.jax_compilation_cache_dir
+  try:
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "jax_env"))
+    files.enable_compilation_cache(files.DEFAULT_COMPILATION_CACHE_DIR)
+    assert jax.config.jax_compilation_cache_dir == str(tmp_path / "jax_env")
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    files.enable_compilation_cache(files.DEFAULT_COMPILATION_CACHE_DIR)
+    assert jax.config.jax_compilation_cache_dir == str(tmp_path / "xdg" / "a2i_jax" / "xla")
+  finally:
+    jax.config.update("jax_compilation_cache_dir", folder)
+  assert perf._default_flag_cache() == str(tmp_path / "xdg" / "a2i_jax" / "xla_flags.json")
+  (tmp_path / "file").write_text("")
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))  # Nothing can be made there.
+  fallback = perf._default_flag_cache()  # pylint: disable=protected-access
+  assert fallback.startswith(tempfile.gettempdir()) and fallback.endswith("xla_flags.json")
+  target = str(tmp_path / "file" / "answers.json")
+  for _ in range(2):
+    perf._write_cache(target, {"a": 1})  # pylint: disable=protected-access
+  said = [r.getMessage() for r in caplog.records if "cannot be kept" in r.getMessage()]
+  assert len(said) == 1 and target in said[0] and "XDG_CACHE_HOME" in said[0], said
+
+
+def test_the_environment_a_user_may_set(tmp_path):
+  """JAX_PLATFORMS naming a platform this machine lacks was JAX's traceback; JAX_ENABLE_X64
+  turned the augmentation and the latents into float64 (and changed the reported bound);
+  PYTHONWARNINGS=error made train.py say "the command line could not be parsed" (review
+  findings)."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+  def run(code, **env):
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, **env}, cwd=root)
+  r = run("from a2i_jax import distributed\ntry:\n  distributed.start_backend()\n"
+          "except Exception as e:\n  print(type(e).__name__, e)", JAX_PLATFORMS="nowhere")
+  assert r.stdout.startswith("ConfigError JAX could not start its backend (JAX_PLATFORMS="
+                             "nowhere): ") and "Unset JAX_PLATFORMS" in r.stdout, r
+  r = run("import jax, jax.numpy as jnp\nfrom a2i_jax import config_lib, models, sampling\n"
+          "from a2i_jax.data import pipeline\n"
+          "cfg = config_lib.get_config('configs/synthetic.py')\n"
+          "x, _ = pipeline.augment(jax.random.key(0), jnp.zeros((2, 8, 8, 3), jnp.uint8), None,"
+          " cfg.data.augment)\n"
+          "z = sampling.prior_latents(models.create_model(cfg.model), 2, jax.random.key(0))\n"
+          "print(jax.config.jax_enable_x64, x.dtype, *[v.dtype for v in z.values()])",
+          JAX_ENABLE_X64="1")
+  assert r.stdout.split() == ["True", "float32", "float32"], r
+  r = subprocess.run([sys.executable, "train.py", "--config=configs/synthetic.py",
+                      f"--workdir={tmp_path / 'w'}", "--config.num_train_steps=0"],
+                     capture_output=True, text=True, timeout=120, cwd=root,
+                     env={**os.environ, "PYTHONWARNINGS": "error", "A2I_HUGE_PAGES": "0"})
+  assert r.stderr.strip() == "error: config.num_train_steps=0 must be a positive integer.", r
+
+
+def test_a_logged_progress_bar_updates_rarely(tmp_path, data_cache, monkeypatch):
+  """The training bar updated ten times a second into a file or pipe too: a job's log got
+  tens of thousands of updates in one line (review finding)."""
+  import tqdm  # pylint: disable=import-outside-toplevel
+  seen, real = [], tqdm.tqdm
+  monkeypatch.setattr(tqdm, "tqdm", lambda *a, **k: (seen.append(k.get("mininterval")),
+                                                     real(*a, **k))[1])
+  cfg = tiny_config("cvae", data_cache)
+  cfg.num_train_steps, cfg.progress_bar = 2, True
+  train_lib.train_and_evaluate(cfg, str(tmp_path))  # pytest's stderr is no terminal.
+  assert seen == [train_lib.LOGGED_BAR_INTERVAL_S]
 
 
 def test_unknown_config_key_and_bad_values(tmp_path, data_cache):

@@ -129,15 +129,15 @@ def augment(key: Array, images: Array, masks: Optional[Array], cfg: Any
     offs = jax.random.randint(k_crop, (b, 2), 0, span)
     xm = jax.vmap(_crop, in_axes=(0, 0, 0, None))(xm, offs[:, 0], offs[:, 1], cfg.crop_size)
   if cfg.max_rotation:
-    angles = jax.random.uniform(k_rot, (b,), minval=-cfg.max_rotation, maxval=cfg.max_rotation)
+    angles = jax.random.uniform(k_rot, (b,), jnp.float32, -cfg.max_rotation, cfg.max_rotation)
     xm = jax.vmap(_rotate)(xm, angles)
   x, m = (xm, None) if m is None else (xm[..., :3], xm[..., 3:])
   if cfg.color_gain:
-    gain = jax.random.uniform(k_gain, (b, 1, 1, 3), minval=1.0 - cfg.color_gain,
-                              maxval=1.0 + cfg.color_gain)
+    gain = jax.random.uniform(k_gain, (b, 1, 1, 3), jnp.float32, 1.0 - cfg.color_gain,
+                              1.0 + cfg.color_gain)  # float32 under JAX_ENABLE_X64 too.
     x = x * gain
   if cfg.max_sharpen:
-    s = jax.random.uniform(k_sharp, (b, 1, 1, 1), maxval=cfg.max_sharpen)
+    s = jax.random.uniform(k_sharp, (b, 1, 1, 1), jnp.float32, maxval=cfg.max_sharpen)
     x = x + s * (x - box_filter_5x5(x))
   return 2.0 * x - 1.0, m
 

@@ -253,7 +253,8 @@ def _start_noise(dims: Mapping[str, int], key: Array, first_index: Any, m: int,
   def draw(image, restart):
     keys = jax.random.split(jax.random.fold_in(jax.random.fold_in(key, image), restart),
                             len(dims))
-    return {name: jax.random.normal(k, (d,)) for (name, d), k in zip(dims.items(), keys)}
+    return {name: jax.random.normal(k, (d,), jnp.float32)
+            for (name, d), k in zip(dims.items(), keys)}
   return jax.vmap(draw)(first_index + rows // restarts, rows % restarts)
 
 
