@@ -106,7 +106,9 @@ _MAX_SEED = 2**31 - 1  # Every consumer takes it: jax.random.key, numpy's Genera
 # too: complete.json lists the occlusions, and a complete_<name>.png it does not list would
 # look like part of it (README "Inference"). Other modes' files, e.g. a sample of another step
 # or an edit of another attribute, are results of their own and stay.
-MODE_SETS = {"complete": ("complete_*.png", "complete.json")}
+MODE_SETS = {"complete": ("complete_*.png", "complete.json"),
+             # A whole table replaces the partial one an earlier call left.
+             "evaluate": ("evaluation_partial.md", "evaluation_partial.json")}
 
 
 @dataclasses.dataclass(frozen=True)

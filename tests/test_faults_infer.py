@@ -877,6 +877,13 @@ def test_evaluate_keeps_the_runs_before_a_crash_or_ctrl_c(trained, tmp_path, mon
                              "--noattribute_fidelity"))
   rows = json.load(open(out / "evaluation_partial.json"))["results"]
   assert [r.get("workdir") for r in rows] == [os.path.abspath(trained), None]
+  # A later call that evaluates them all replaces the partial table (was: left beside the
+  # whole one, nothing saying which was stale; review finding).
+  monkeypatch.setattr(infer.evaluation, "evaluate_model", evaluate_model)
+  infer.run_modes(_options(f"--workdir={trained},{other}", "--mode=evaluate", f"--out={out}",
+                           "--steps=1", "--num_examples=2", "--occlusion=none",
+                           "--noattribute_fidelity"))
+  assert sorted(os.listdir(out)) == ["evaluation.json", "evaluation.md"]
   # The partial table's write failing too: the line does not point at a file that is not
   # this call's (a fifth review).
   def refused_second(*args, **kwargs):
