@@ -612,7 +612,7 @@ def complete(run: _Run) -> None:
     result["attributes"] = "inferred from the observed pixels of each occlusion"
   # Test images are centre crops (`_load_data`): the face boxes lie where they are in the
   # whole image. --input images are whole.
-  whole = run.trained.config.data.image_size if run.inputs is None else 0
+  whole = evaluation.crop_frame(run.trained.config) if run.inputs is None else 0
   masks = occlusions.make_masks(names, run.size, len(images), seed=run.opts.seed,
                                 dataset=run.dataset.name, crop_from=whole)
   for name, observed in masks.items():
@@ -864,10 +864,10 @@ def evaluate(opts: Options, done: list[str]) -> None:
             run.trained, run.dataset, predictor, key=run.key, num_examples=opts.num_examples,
             options=options), "model": label}
       if baseline is None:  # The same test images for every run.
-        baseline = evaluation.evaluate_mean_image(run.dataset,
-                                                  occlusion_names=opts.occlusion_names(),
-                                                  num_examples=opts.num_examples,
-                                                  seed=opts.seed)
+        baseline = evaluation.evaluate_mean_image(
+            run.dataset, occlusion_names=opts.occlusion_names(),
+            num_examples=opts.num_examples, seed=opts.seed,
+            crop_from=evaluation.crop_frame(run.trained.config))  # Its data are crops.
       # A run counts as evaluated only once all of its parts are done.
       results.append(result)
       reports.extend([report] if report is not None else [])

@@ -164,6 +164,20 @@ def same_examples(a: tuple, b: tuple) -> bool:
           and (fa is None or fb is None or np.array_equal(fa, fb)))
 
 
+def crop_frame(config: Any) -> int:
+  """The side of the whole images that a run's test images are centre crops of:
+  `config.data.image_size` where `config.data.augment.crop_size` crops, else 0 (whole). The
+  face boxes lie where they are in the whole image (`occlusions.make_mask`'s crop_from).
+
+  Args:
+    config: the run's config.
+  Returns:
+    The side, or 0.
+  """
+  crop = config.data.augment.crop_size
+  return config.data.image_size if crop and crop < config.data.image_size else 0
+
+
 def evaluate_model(trained: inference.TrainedModel, dataset: Dataset, *,
                    occlusion_names: Optional[Sequence[str]] = None, num_examples: int = -1,
                    key: jax.Array, options: Optional[inference.InferenceOptions] = None,
@@ -190,10 +204,8 @@ def evaluate_model(trained: inference.TrainedModel, dataset: Dataset, *,
   """
   check_key(key)
   _check_count(num_examples)  # Before anything else is read.
-  cropped = centre_cropped(dataset, trained.config.data.augment.crop_size)
-  # The face boxes' frame (`make_mask`'s crop_from): the whole image where it was cropped.
-  whole = dataset["test"].images.shape[1] if cropped is not dataset else 0
-  dataset = cropped
+  dataset = centre_cropped(dataset, trained.config.data.augment.crop_size)
+  whole = crop_frame(trained.config)  # Also where `dataset` holds the crops already.
   images, attrs, fg = _test_examples(dataset, num_examples)
   x01 = to_unit(images)
   n, s = images.shape[0], images.shape[1]
@@ -257,9 +269,8 @@ def tune_inference(trained: inference.TrainedModel, dataset: Dataset, *,
   check_key(key)
   base = options or inference.options_for(trained, infer_attributes=False)
   settings = _grid_options(grid, base)
-  cropped = centre_cropped(dataset, trained.config.data.augment.crop_size)
-  whole = dataset["validation"].images.shape[1] if cropped is not dataset else 0
-  dataset = cropped
+  dataset = centre_cropped(dataset, trained.config.data.augment.crop_size)
+  whole = crop_frame(trained.config)
   if num_examples is None:
     num_examples = min(TUNE_EXAMPLES, len(dataset["validation"])) or -1
   images, attrs, _ = _test_examples(dataset, num_examples, "validation")
@@ -303,14 +314,16 @@ def _grid_options(grid: Iterable[Mapping[str, Any]], base: inference.InferenceOp
 
 
 def evaluate_mean_image(dataset: Dataset, *, occlusion_names: Optional[Sequence[str]] = None,
-                        num_examples: int = -1, seed: int = 0, crop_size: int = 0
-                        ) -> dict[str, Any]:
+                        num_examples: int = -1, seed: int = 0, crop_size: int = 0,
+                        crop_from: int = 0) -> dict[str, Any]:
   """The model-free baseline: every estimate is the mean training image.
 
   Args:
     dataset: the dataset (mean of its training images; errors on its test split).
     crop_size: the runs' `config.data.augment.crop_size`: scored on the same centre crops as
       `evaluate_model` scores them (0: the images as they are).
+    crop_from: where `dataset` holds the centre crops already (crop_size 0), the side of the
+      whole images, `crop_frame(config)`: the face boxes lie where they are in those.
     occlusion_names: the completions to score; None: `occlusions.occlusions_for(dataset)`.
     num_examples: test images to use; -1 for all.
     seed: seeds the random occlusions (as in `evaluate_model`).
@@ -319,7 +332,7 @@ def evaluate_mean_image(dataset: Dataset, *, occlusion_names: Optional[Sequence[
     layout as `evaluate_model`.
   """
   cropped = centre_cropped(dataset, crop_size)
-  whole = dataset["test"].images.shape[1] if cropped is not dataset else 0
+  whole = dataset["test"].images.shape[1] if cropped is not dataset else crop_from
   dataset = cropped
   images, _, fg = _test_examples(dataset, num_examples)
   x01 = to_unit(images)

@@ -359,6 +359,7 @@ def waiting_lock(path: str, what: str) -> Iterator[None]:
   Yields:
     Nothing; the lock is held until the block ends.
   """
+  vanished = 0
   while True:
     try:  # Read-only where it exists (flock needs no write access): a second user's too.
       if os.path.exists(path):
@@ -366,6 +367,11 @@ def waiting_lock(path: str, what: str) -> Iterator[None]:
       else:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+    except FileNotFoundError:  # Removed (with its folder) between the look and the open by
+      vanished += 1  # the holder: another look (was: the work ran unlocked beside the
+      if vanished < 100:  # holder's). Not forever: a link to nowhere stays missing.
+        continue
+      fd = None
     except OSError:  # A folder this user may not write, or under a file: the work itself
       fd = None  # will say what it needs.
     if fd is None:

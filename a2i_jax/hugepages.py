@@ -28,6 +28,7 @@ allocated much before the re-execution.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import Mapping, Optional
 
@@ -141,6 +142,15 @@ def runs_this_script(orig_argv: list[str], argv: list[str]) -> bool:
     return False
   head = args[:len(args) - len(tail)]
   script = os.path.splitext(os.path.basename(argv[0]))[0]
-  if len(head) >= 2 and head[-2] == "-m":
+  # -m alone, at the end of a cluster of flags (-um), or with its module attached (-mtrain).
+  attached = re.fullmatch(_MODULE_OPTION, head[-1])
+  if attached and attached.group(1):
+    return attached.group(1).split(".")[-1] == script
+  if len(head) >= 2 and re.fullmatch(_MODULE_OPTION, head[-2]):
     return head[-1].split(".")[-1] == script
   return os.path.realpath(head[-1]) == os.path.realpath(argv[0])
+
+
+# Python's -m option, alone or after options that take no value (-u, -B, ...), perhaps with
+# the module's name attached.
+_MODULE_OPTION = r"-[bBdEiIOPqsSuvVR]*m(.*)"

@@ -831,7 +831,7 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
     if config.progress_bar and step < last:
       from tqdm import tqdm  # pylint: disable=import-outside-toplevel
       # A bar written to a file or pipe (a job's log) updates every LOGGED_BAR_INTERVAL_S
-      # (was ten times a second: tens of thousands of updates in one line).
+      # (was ten times a second, and at every log step: tens of thousands of updates).
       logged = not (sys.stderr is not None and sys.stderr.isatty())
       progress = tqdm(total=last, initial=start, desc="train", unit="step", dynamic_ncols=True,
                       disable=not distributed.is_main(),
@@ -895,8 +895,9 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
         if due(config.log_every_steps):
           row.update(window.read())
           if progress is not None:
-            progress.set_postfix(loss=f"{row['train/loss']:.1f}",
-                                 img_s=f"{row['train/images_per_s']:.1f}")
+            progress.set_postfix(loss=f"{row['train/loss']:.1f}",  # Drawn at the next
+                                 img_s=f"{row['train/images_per_s']:.1f}",  # update.
+                                 refresh=False)
         if pending:  # The state is a dispatch ahead: nothing below is due at this step.
           if due(config.log_every_steps):
             writer.write(step, row)

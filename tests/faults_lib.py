@@ -182,7 +182,7 @@ def _install(kind: str, at: int, workdir: str) -> None:
     from a2i_jax import errors  # pylint: disable=import-outside-toplevel
     text = errors.TrainingInterrupted.__str__
 
-    def text_then(self):
+    def text_then(self):  # As a second Ctrl-C while train.py reports the stop would.
       os.kill(os.getpid(), signal.SIGINT)
       return text(self)
     errors.TrainingInterrupted.__str__ = text_then

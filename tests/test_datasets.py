@@ -1272,6 +1272,34 @@ def test_a_failed_preparation_is_discarded_under_its_lock(tmp_path, monkeypatch)
   waiter.join()
   later.join()
   assert order == ["third in", "third out", "second in"]
+  # Removed between the look and the open: another look, not the work unlocked (a review of
+  # the fix); a link to nowhere, missing for good, runs unlocked after a while.
+  real_open, opened = files.os.open, []
+
+  def racing_open(path, flags, *args):
+    if path == lock and not flags & os.O_CREAT and not opened:
+      opened.append(path)
+      raise FileNotFoundError(2, "No such file or directory", path)
+    return real_open(path, flags, *args)
+  entered = threading.Event()
+
+  def newcomer():
+    with waiting_lock(lock, "testing"):
+      entered.set()
+  with waiting_lock(lock, "testing"):
+    monkeypatch.setattr(files.os, "open", racing_open)
+    late = threading.Thread(target=newcomer)
+    late.start()
+    late.join(0.3)
+    assert opened and not entered.is_set()
+  late.join()
+  assert entered.is_set()
+  monkeypatch.undo()
+  nowhere = tmp_path / "links" / ".y.lock"
+  os.makedirs(nowhere.parent)
+  os.symlink(tmp_path / "missing" / "target", nowhere)
+  with waiting_lock(str(nowhere), "testing"):
+    pass
 
 
 def test_lfw_right_archive_after_a_wrong_one(tmp_path):

@@ -145,8 +145,8 @@ def test_a_stop_while_the_entry_points_probe_the_cpu_is_one_line(tmp_path, flags
 
 
 def test_a_ctrl_c_while_the_stop_is_reported_changes_nothing(tmp_path, flags):
-  """A second Ctrl-C as train.py reported a saved stop was a 25-line traceback (or killed in
-  Python's shutdown), exit status -2 (review finding); the work is saved, so it is ignored."""
+  """A second Ctrl-C as train.py reported a saved stop was a 25-line traceback, or killed it
+  in Python's shutdown with status -2 (review finding); the work is saved, so it is ignored."""
   workdir = str(tmp_path / "w")
   r = F.train(workdir, *flags, fault="sigint_in_report:3")
   assert r.returncode == 130 and "Traceback" not in r.stderr, r.stderr[-3000:]

@@ -84,6 +84,10 @@ def test_only_a_command_that_runs_the_script_is_started_over(tmp_path):
   assert yes(["python", script, "--a=1", "b c"], [script, "--a=1", "b c"])
   assert yes(["python", "-X", "dev", "-u", script], [script])
   assert yes(["python", "-m", "pkg.train", "--a"], [script, "--a"])
+  for form in (["-mtrain"], ["-um", "train"], ["-Xdev", "-mtrain"], ["-X", "dev", "-m", "train"]):
+    assert yes(["python", *form, "--a"], [script, "--a"]), form
+  assert yes(["python", "-W", "error", script], [script])
+  assert not yes(["python", "-mipykernel_launcher", "-f", "k.json"], [script, "-f", "k.json"])
   assert not yes(["python", "/usr/bin/ipython"], [script])
   assert not yes(["python", "/usr/bin/ipython", "--a"], [script, "--a"])
   assert not yes(["python", "-m", "ipykernel_launcher", "-f", "k.json"], [script])

@@ -392,16 +392,20 @@ def test_the_environment_a_user_may_set(tmp_path):
 
 
 def test_a_logged_progress_bar_updates_rarely(tmp_path, data_cache, monkeypatch):
-  """The training bar updated ten times a second into a file or pipe too: a job's log got
-  tens of thousands of updates in one line (review finding)."""
+  """The training bar updated ten times a second into a file or pipe too, and again at every
+  log step: a job's log got tens of thousands of updates in one line (review findings)."""
   import tqdm  # pylint: disable=import-outside-toplevel
-  seen, real = [], tqdm.tqdm
-  monkeypatch.setattr(tqdm, "tqdm", lambda *a, **k: (seen.append(k.get("mininterval")),
-                                                     real(*a, **k))[1])
+  drawn = []
+
+  class Counted(tqdm.tqdm):  # pylint: disable=too-many-ancestors
+    def display(self, *args, **kwargs):
+      drawn.append(self.n)
+      return super().display(*args, **kwargs)
+  monkeypatch.setattr(tqdm, "tqdm", Counted)
   cfg = tiny_config("cvae", data_cache)
-  cfg.num_train_steps, cfg.progress_bar = 2, True
+  cfg.num_train_steps, cfg.log_every_steps, cfg.progress_bar = 6, 1, True
   train_lib.train_and_evaluate(cfg, str(tmp_path))  # pytest's stderr is no terminal.
-  assert seen == [train_lib.LOGGED_BAR_INTERVAL_S]
+  assert drawn == [0, 6], drawn  # Its start and its end.
 
 
 def test_unknown_config_key_and_bad_values(tmp_path, data_cache):
