@@ -99,6 +99,9 @@ def set_xla_cpu_flags(value: str) -> str:
 # float32 on NVIDIA runs convolutions and matmuls on tensor cores as TF32 under JAX's default
 # precision, so its peak is the TF32 tensor-core one.
 PEAKS = {
+    # The NVL parts first: "h200" / "h100" alone would give them the SXM peak (a review).
+    "h200 nvl": {"bfloat16": 835.5e12, "float32": 417.5e12},  # Half the sparsity figures.
+    "h100 nvl": {"bfloat16": 835.5e12, "float32": 417.5e12},
     "h200": {"bfloat16": 989.4e12, "float32": 494.7e12},  # H200 SXM: as H100 SXM.
     "h100 pcie": {"bfloat16": 756.5e12, "float32": 378.0e12},
     "h100": {"bfloat16": 989.4e12, "float32": 494.7e12},  # H100 SXM5 data sheet.

@@ -43,7 +43,9 @@ case "$ISA" in
 esac
 out=${OUT_FILE:-benchmarks/results/cpu_vs_torch.json}
 mkdir -p "$(dirname "$out")"
-: > "$out.tmp"
+# A second run into the same file adds its records to the first's (was: replaced them, so a
+# figure quoted from the first run had no record behind it).
+if [ -s "$out" ]; then cp "$out" "$out.tmp"; else : > "$out.tmp"; fi
 work=$(mktemp -d)
 # No benchmark outlives the script (e.g. one side left waiting for a turn after an error).
 trap 'jobs -p | xargs -r kill 2>/dev/null; rm -rf "$work"' EXIT
