@@ -14,6 +14,7 @@ import functools
 import importlib.metadata
 import json
 import os
+import stat
 import statistics
 import subprocess
 import sys
@@ -448,12 +449,29 @@ _UNWRITABLE: set[str] = set()  # Answers files `_write_cache` has said it cannot
 
 def _default_flag_cache() -> str:
   """$XDG_CACHE_HOME (or ~/.cache)/a2i_jax/xla_flags.json; where that cannot be written, a
-  per-user file in the temporary folder (kept until a reboot, not measured at every start)."""
+  file in this user's private folder in the temporary folder (kept until a reboot, not
+  measured at every start); "" (no answers kept) where that folder is not this user's alone."""
   path = os.path.join(files.user_cache_dir(), "xla_flags.json")
   existing = files.nearest_existing(os.path.dirname(path))  # The file is replaced by a rename.
   if os.path.isdir(existing) and os.access(existing, os.W_OK | os.X_OK):
     return path
-  return os.path.join(tempfile.gettempdir(), f"a2i_jax-{os.getuid()}", "xla_flags.json")
+  folder = os.path.join(tempfile.gettempdir(), f"a2i_jax-{os.getuid()}")
+  try:
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    made = os.lstat(folder)
+  except OSError:
+    made = None
+  # Only this user's own private folder: another user who made it first could plant answers
+  # (a flag marked accepted that XLA refuses aborts the process).
+  if (made is None or not stat.S_ISDIR(made.st_mode) or made.st_uid != os.getuid()
+      or made.st_mode & 0o077):
+    if folder not in _UNWRITABLE:
+      _UNWRITABLE.add(folder)
+      logging.warning("the CPU probe's answers can be kept neither in %s nor in %s (not this "
+                      "user's private folder), so each start measures again (seconds); set "
+                      "XDG_CACHE_HOME to a folder you can write to.", path, folder)
+    return ""
+  return os.path.join(folder, "xla_flags.json")
 
 
 def accepted_xla_flags(flags: tuple[str, ...], cache_file: Optional[str] = None,

@@ -191,10 +191,14 @@ def _install(kind: str, at: int, workdir: str) -> None:
               "sigint_twice_at_step"):
     write = metrics.MetricWriter.write
 
+    fired = []
+
     def write_then(self, step, scalars):
       write(self, step, scalars)
-      if step != at or not _chosen_process():
+      # Once: an evaluation's step writes its row twice (training, then validation merged).
+      if step != at or not _chosen_process() or fired:
         return
+      fired.append(step)
       if kind == "kill_after_step":
         _die()
       elif kind in ("sigint_at_step", "sigterm_at_step"):

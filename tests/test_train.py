@@ -354,6 +354,13 @@ def test_the_default_cache_folders_follow_the_users_environment(tmp_path, monkey
   monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))  # Nothing can be made there.
   fallback = perf._default_flag_cache()  # pylint: disable=protected-access
   assert fallback.startswith(tempfile.gettempdir()) and fallback.endswith("xla_flags.json")
+  assert os.stat(os.path.dirname(fallback)).st_mode & 0o777 == 0o700
+  # A folder there that others may write (or another user's): no answers kept from it.
+  monkeypatch.setattr(perf.tempfile, "gettempdir", lambda: str(tmp_path / "shared"))
+  os.makedirs(tmp_path / "shared" / f"a2i_jax-{os.getuid()}")
+  os.chmod(tmp_path / "shared" / f"a2i_jax-{os.getuid()}", 0o777)
+  assert perf._default_flag_cache() == ""  # pylint: disable=protected-access
+  assert "not this user's private folder" in caplog.text
   target = str(tmp_path / "file" / "answers.json")
   for _ in range(2):
     perf._write_cache(target, {"a": 1})  # pylint: disable=protected-access
