@@ -293,8 +293,8 @@ def _checked_config(workdir: str, opts: Options, out: str):
   their flags, --out), so that a mistake costs no waiting and leaves nothing written."""
   config = _run_config(workdir)
   _check_modes(opts, models.create_model(config.model), config)
-  check_output_folder(out, "--out")
-  _check_out_of_checkpoints(out, workdir)
+  _check_out_of_checkpoints(out, workdir)  # First: the write test below writes in --out
+  check_output_folder(out, "--out")  # (was: a file made and removed inside a checkpoint).
   return config
 
 
@@ -610,9 +610,9 @@ def complete(run: _Run) -> None:
   result = {"images": labels, "steps": opts.steps, "hidden_pixel_mse": {}}
   if given is None and run.trained.model.uses_attributes:
     result["attributes"] = "inferred from the observed pixels of each occlusion"
-  # Test images are centre crops (`_load_data`): the face boxes lie where they are in the
-  # whole image. --input images are whole.
-  whole = evaluation.crop_frame(run.trained.config) if run.inputs is None else 0
+  # The model sees centre crops (`_load_data`), and --input images of its size are taken as
+  # framed like them: the face boxes lie where they are in the whole image.
+  whole = evaluation.crop_frame(run.trained.config)
   masks = occlusions.make_masks(names, run.size, len(images), seed=run.opts.seed,
                                 dataset=run.dataset.name, crop_from=whole)
   for name, observed in masks.items():

@@ -264,10 +264,15 @@ def test_a_tilde_is_the_home_folder_and_checkpoints_are_no_out(trained, tmp_path
   assert not os.listdir(cwd)  # No folder named "~".
   workdir = home / "w"
   steps = sorted(os.listdir(workdir / "checkpoints"))
-  for inside in ("checkpoints/99", "checkpoints", "corrupt_checkpoints/5"):
+  step_folder = workdir / "checkpoints" / steps[-1]
+  os.utime(step_folder, (0, 0))
+  for inside in ("checkpoints/99", "checkpoints", f"checkpoints/{steps[-1]}",
+                 "corrupt_checkpoints/5"):
     _refused_here(f"--workdir={workdir}", f"--out={workdir}/{inside}",
                   needles=("where every folder is taken for a checkpoint", "pass --out="))
   assert sorted(os.listdir(workdir / "checkpoints")) == steps
+  # Not even a write test made inside a checkpoint first (a review finding).
+  assert os.stat(step_folder).st_mtime == 0
   assert not (workdir / "corrupt_checkpoints").exists()
   # Another run's checkpoints (review finding: written, and that run's restore then failed).
   other = home / "other"

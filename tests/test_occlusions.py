@@ -228,6 +228,12 @@ def test_face_boxes_on_centre_crops_lie_where_the_face_is():
   again = evaluation.evaluate_mean_image(centre_cropped(ds, 64), occlusion_names=["eyes"],
                                          crop_from=72)
   assert again["rows"]["fill"]["eyes"] == got["rows"]["fill"]["eyes"]
+  with pytest.raises(InputError, match=r"images are 64x64, the crop size, already: pass "
+                     r"crop_from=evaluation.crop_frame\(config\)"):  # Was the crop's frame.
+    evaluation.evaluate_mean_image(centre_cropped(ds, 64), occlusion_names=["eyes"],
+                                   crop_size=64)
+  evaluation.evaluate_mean_image(centre_cropped(ds, 64), occlusion_names=["upper_half"],
+                                 crop_size=64)  # The crop's own frame: nothing to ask.
   config = config_lib.get_config("configs/cub.py")
   assert evaluation.crop_frame(config) == config.data.image_size > config.data.augment.crop_size
   config.data.augment.crop_size = 0
