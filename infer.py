@@ -549,7 +549,7 @@ def _check_modes(opts: Options, model, config) -> None:
       raise InputError("--mode=edit needs --attribute (the name of the attribute to change).")
   if opts.occlusion_names() and {"complete", "evaluate", "tune"} & set(opts.modes):
     occlusions.make_masks(opts.occlusion_names(), config.model.image_size, 1, seed=opts.seed,
-                          dataset=config.data.name)
+                          dataset=config.data.name, crop_from=evaluation.crop_frame(config))
 
 
 def _attribute_rows(labels, names, values):

@@ -219,9 +219,9 @@ def make_mask(name: str, image_size: int, num: int, *, seed: int = 0,
   Returns:
     float32 [N, S, S, 1]: 1 = observed pixel, 0 = hidden (to be filled by the generator).
   Raises:
-    InputError: an unknown name, a face region for a dataset without a face table, a
-      non-positive size or count, or a seed or crop_from that is not an integer of at
-      least 0.
+    InputError: an unknown name, a face region for a dataset without a face table (or
+      outside the crop), a non-positive size or count, or a seed or crop_from that is not an
+      integer of at least 0.
   """
   _check_name(name)
   image_size = check_int(image_size, "image_size", 4)
@@ -235,6 +235,9 @@ def make_mask(name: str, image_size: int, num: int, *, seed: int = 0,
     t, l, b, r = regions_for(dataset, whole)[name]  # Was placed as if the crop were whole:
     a = (whole - image_size) // 2  # 3-4 pixels off on a 64 of 72 (as `centre_cropped`).
     box = tuple(min(max(v - a, 0), image_size) for v in (t, l, b, r))
+    if box[0] >= box[2] or box[1] >= box[3]:  # Was a mask hiding nothing: NaN scores.
+      raise InputError(f"a {image_size}x{image_size} centre crop of {whole}x{whole} images "
+                       f"holds none of the {name!r} region; use another occlusion.")
     return _box_mask(box, image_size, num)
   if name in _BLOCK_SIDES:
     side = max(1, _scale_edge(_BLOCK_SIDES[name], image_size))

@@ -209,6 +209,9 @@ def test_face_boxes_on_centre_crops_lie_where_the_face_is():
                                   occlusions.make_mask(name, 64, 2))
   with pytest.raises(InputError, match="crop_from=-1 is not valid"):
     occlusions.make_mask("eyes", 64, 1, crop_from=-1)
+  with pytest.raises(InputError, match=r"a 32x32 centre crop of 200x200 images holds none of "
+                     "the 'mouth' region"):  # Was a mask hiding nothing, NaN scores.
+    occlusions.make_mask("mouth", 32, 1, dataset="synthetic", crop_from=200)
   # The baseline scores on crops with the whole image's boxes.
   rng = np.random.default_rng(0)
   split = lambda n: Split(images=rng.integers(0, 256, (n, 72, 72, 3), np.uint8),
