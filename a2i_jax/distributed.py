@@ -772,7 +772,8 @@ def check_shared_folder(path: str, what: str, fix: str,
     return
   key = _next_key(what, "marker")
   if is_main():
-    name = f".a2i-shared-{os.getpid()}-{time.time_ns()}"
+    _remove_stale_markers(path)
+    name = f"{_MARKER_PREFIX}{os.getpid()}-{time.time_ns()}"
     marker = os.path.join(path, name)
     with open(marker, "w", encoding="utf-8") as f:
       f.write("process 0 checks that every process sees this folder; deleted at once\n")
@@ -798,6 +799,26 @@ def check_shared_folder(path: str, what: str, fix: str,
         os.remove(marker)
       except OSError:
         pass  # Gone already: nothing to tidy.
+
+
+# `check_shared_folder`'s marker files, and how old one is when no check can be using it.
+_MARKER_PREFIX = ".a2i-shared-"
+_STALE_MARKER_S = 3600.0
+
+
+def _remove_stale_markers(path: str) -> None:
+  """Removes markers that a process killed during its check left in `path` (they stayed)."""
+  try:
+    names = [n for n in os.listdir(path) if n.startswith(_MARKER_PREFIX)]
+  except OSError:
+    return
+  for name in names:
+    marker = os.path.join(path, name)
+    try:
+      if os.path.getmtime(marker) < time.time() - _STALE_MARKER_S:
+        os.remove(marker)
+    except OSError:
+      pass  # Gone already, or not ours to remove.
 
 
 @contextlib.contextmanager

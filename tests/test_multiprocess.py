@@ -622,6 +622,15 @@ def test_a_workdir_the_hosts_do_not_share_is_refused(tmp_path, monkeypatch):
           "process 1")):
         distributed.check_shared_folder(str(shared), "the workdir", fix)
     assert sorted(os.listdir(shared)) == [".mark"]
+  # A marker a killed process 0 left an hour ago goes at the next check; a newer one (another
+  # check under way) stays.
+  old, recent = shared / ".a2i-shared-1-1", shared / ".a2i-shared-2-2"
+  for marker in (old, recent):
+    marker.write_text("")
+  os.utime(old, (time.time() - 7200,) * 2)
+  _as_process(monkeypatch, 0, _Store(lambda k: "yes" if k.endswith("/value/1") else None))
+  distributed.check_shared_folder(str(shared), "the workdir", fix)
+  assert sorted(os.listdir(shared)) == [".a2i-shared-2-2", ".mark"]
 
 
 def test_process_0_chooses_and_a_peer_that_left_is_named(monkeypatch):
