@@ -10,7 +10,8 @@ dropout off):
 D is the model's default energy (`model.default_energy`): its own negative log-likelihood on
 the observed pixels O where it has one (the (C)VAE's learned per-pixel variance, "gaussian"),
 its training reconstruction loss otherwise (disCVAE: "smooth_l1", the reference's SmoothL1,
-times the model's `recon_weight`), or a plain squared error ("l2", times the same weight).
+times the model's `recon_weight`), or half the squared error ("l2", the unit-variance
+Gaussian's, times the same weight).
 With lambda = 1 and the model's likelihood, E is -log p(x_O, z | y) up to a constant: the
 minimiser is the MAP latent.
 

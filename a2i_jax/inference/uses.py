@@ -343,7 +343,8 @@ def edit(trained: TrainedModel, images: Any, attributes: Any, changes: Mapping[i
     trained, images, attributes, key, options, kwargs: as for `run_inference`.
     changes: {attribute index: new value}: a number for every image, or one per image ([N]).
   Returns:
-    "reconstruction" and "edited" [N, S, S, 3] in [0, 1], the latents, "y" (given) and
+    "reconstruction" and "edited" [N, S, S, 3] in [0, 1], the latents, "y" (the given
+    attributes, or those inferred jointly where `options.infer_attributes`) and
     "edited_y".
   Raises:
     InputError: a model without attributes, a change that is not {index: number}, or inputs
