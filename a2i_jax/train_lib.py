@@ -898,17 +898,14 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
             progress.set_postfix(loss=f"{row['train/loss']:.1f}",  # Drawn at the next
                                  img_s=f"{row['train/images_per_s']:.1f}",  # update.
                                  refresh=False)
-        if pending:  # The state is a dispatch ahead: nothing below is due at this step.
-          if due(config.log_every_steps):
-            writer.write(step, row)
-            row = {}
-          continue
         # The step's training row first: a stop during the save or the evaluation then
         # loses none of it (was written after the evaluation, so a stop there lost the
         # window's training scalars for good; a resume from an earlier checkpoint drops it).
         if due(config.log_every_steps):
           writer.write(step, row)
           row = {}
+        if pending:  # The state is a dispatch ahead: nothing below is due at this step.
+          continue
         # The checkpoint comes before evaluation and samples, so a failure there loses no steps.
         if due(config.checkpoint_every_steps):
           t0 = time.perf_counter()
