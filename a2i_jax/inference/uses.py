@@ -379,11 +379,11 @@ def edit(trained: TrainedModel, images: Any, attributes: Any, changes: Mapping[i
 def _warn_outside_range(trained: TrainedModel, new_values: Mapping[int, np.ndarray]) -> None:
   """A warning for each new value outside its attribute's training range, where it is known
   (infer.py warned, the Python `edit` did not: a review finding)."""
+  if trained.attribute_ranges is None:
+    return
   for index, value in new_values.items():
-    if trained.attribute_ranges is None or not np.size(value):
-      return
     lo, hi = trained.attribute_ranges[index]
-    if lo <= value.min() and value.max() <= hi:
+    if not np.size(value) or lo <= value.min() and value.max() <= hi:
       continue
     name = f" ({trained.attribute_names[index]})" if trained.attribute_names else ""
     shown = (f"{float(value):g}" if value.ndim == 0
