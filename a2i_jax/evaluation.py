@@ -164,10 +164,6 @@ def same_examples(a: tuple, b: tuple) -> bool:
           and (fa is None or fb is None or np.array_equal(fa, fb)))
 
 
-# The occlusions whose place depends on the whole image's frame (the faces' boxes).
-_FRAMED = ("eyes", "mouth", "face")
-
-
 def crop_frame(config: Any) -> int:
   """The side of the whole images that a run's test images are centre crops of:
   `config.data.image_size` where `config.data.augment.crop_size` crops, else 0 (whole). The
@@ -326,8 +322,9 @@ def evaluate_mean_image(dataset: Dataset, *, occlusion_names: Optional[Sequence[
     dataset: the dataset (mean of its training images; errors on its test split).
     crop_size: the runs' `config.data.augment.crop_size`: scored on the same centre crops as
       `evaluate_model` scores them (0: the images as they are).
-    crop_from: where `dataset` holds the centre crops already, the side of the whole images,
-      `crop_frame(config)`: the face boxes lie where they are in those.
+    crop_from: where `dataset` holds the centre crops already (as infer.py's does), the side
+      of the whole images, `crop_frame(config)`, so that the face boxes lie where they are in
+      those, as `evaluate_model` places them; 0 takes the images as whole.
     occlusion_names: the completions to score; None: `occlusions.occlusions_for(dataset)`.
     num_examples: test images to use; -1 for all.
     seed: seeds the random occlusions (as in `evaluate_model`).
@@ -335,21 +332,12 @@ def evaluate_mean_image(dataset: Dataset, *, occlusion_names: Optional[Sequence[
     {"model", "step", "num_examples", "rows": {"fill": {column: mean_sem dict}}}, the same
     layout as `evaluate_model`.
   Raises:
-    InputError: a dataset cropped already with `crop_size` but no `crop_from`, where eyes,
-      mouth or face are scored (their frame is unknown); an unknown occlusion name.
+    InputError: an unknown occlusion name, or a face box the crop leaves out.
   """
   cropped = centre_cropped(dataset, crop_size)
   whole = dataset["test"].images.shape[1] if cropped is not dataset else crop_from
-  names = occlusions.occlusions_for(dataset.name) if occlusion_names is None else occlusion_names
-  if (crop_size and cropped is dataset and not crop_from
-      and set(occlusions.check_names(names)) & set(_FRAMED)):
-    # Cropped already: the frame of the face boxes is unknown (was: placed as if the crop
-    # were the whole image, a baseline that does not compare with `evaluate_model`'s rows).
-    raise InputError(f"the dataset's images are {crop_size}x{crop_size}, the crop size, "
-                     "already: pass crop_from=evaluation.crop_frame(config) (the whole "
-                     "images' side), or the dataset as loaded, so that eyes, mouth and face "
-                     "lie where they are in the whole images.")
   dataset = cropped
+  names = occlusions.occlusions_for(dataset.name) if occlusion_names is None else occlusion_names
   images, _, fg = _test_examples(dataset, num_examples)
   x01 = to_unit(images)
   n, s = images.shape[0], images.shape[1]

@@ -459,6 +459,9 @@ def _default_flag_cache() -> str:
   try:
     os.makedirs(folder, mode=0o700, exist_ok=True)
     made = os.lstat(folder)
+    if stat.S_ISDIR(made.st_mode) and made.st_uid == os.getuid() and made.st_mode & 0o077:
+      os.chmod(folder, 0o700)  # This user's own, made open (as an earlier version did).
+      made = os.lstat(folder)
   except OSError:
     made = None
   # Only this user's own private folder: another user who made it first could plant answers

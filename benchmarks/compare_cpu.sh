@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # JAX (benchmarks/bench.py) and the PyTorch port (benchmarks/torch_reference.py) side by side
 # on this CPU, alternating per model so both see the same machine load; writes
-# benchmarks/results/cpu_vs_torch.json (one JSON object per line) and prints it.
+# benchmarks/results/cpu_vs_torch.json (or OUT_FILE; one JSON object per line), prints this
+# run's records and their summary.
+#   APPEND=1                   # keep the file's earlier records before this run's (default:
+#                              # replace them)
 #
 #   TORCH_PYTHON=/work/venv-torch/bin/python bash benchmarks/compare_cpu.sh
 #   MODELS=cvae BATCH=32 REPEATS=3 INFER_STEPS=10 bash benchmarks/compare_cpu.sh
@@ -43,9 +46,7 @@ case "$ISA" in
 esac
 out=${OUT_FILE:-benchmarks/results/cpu_vs_torch.json}
 mkdir -p "$(dirname "$out")"
-# A second run into the same file adds its records to the first's (was: replaced them, so a
-# figure quoted from the first run had no record behind it).
-if [ -s "$out" ]; then cp "$out" "$out.tmp"; else : > "$out.tmp"; fi
+: > "$out.tmp"
 work=$(mktemp -d)
 # No benchmark outlives the script (e.g. one side left waiting for a turn after an error).
 trap 'jobs -p | xargs -r kill 2>/dev/null; rm -rf "$work"' EXIT
@@ -94,6 +95,14 @@ for model in $MODELS; do
     done
   fi
 done
-mv "$out.tmp" "$out"
-cat "$out"
-"$PYTHON" benchmarks/compare_summary.py "$out"
+# The summary is of this run's records. APPEND=1 keeps an existing file's records before them
+# (a second run quoted beside the first needs both kept: without it they are replaced).
+run="$work/$(basename "$out")"  # Named as the output in the summary.
+cp "$out.tmp" "$run"
+if [ "${APPEND:-0}" = 1 ] && [ -s "$out" ]; then
+  cat "$out" "$out.tmp" > "$out.all" && rm -f "$out.tmp" && mv "$out.all" "$out"
+else
+  mv "$out.tmp" "$out"
+fi
+cat "$run"
+"$PYTHON" benchmarks/compare_summary.py "$run"

@@ -2,6 +2,7 @@
 
 import os
 
+import jax
 import numpy as np
 import pytest
 
@@ -231,13 +232,31 @@ def test_face_boxes_on_centre_crops_lie_where_the_face_is():
   again = evaluation.evaluate_mean_image(centre_cropped(ds, 64), occlusion_names=["eyes"],
                                          crop_from=72)
   assert again["rows"]["fill"]["eyes"] == got["rows"]["fill"]["eyes"]
-  with pytest.raises(InputError, match=r"images are 64x64, the crop size, already: pass "
-                     r"crop_from=evaluation.crop_frame\(config\)"):  # Was the crop's frame.
-    evaluation.evaluate_mean_image(centre_cropped(ds, 64), occlusion_names=["eyes"],
-                                   crop_size=64)
-  evaluation.evaluate_mean_image(centre_cropped(ds, 64), occlusion_names=["upper_half"],
-                                 crop_size=64)  # The crop's own frame: nothing to ask.
   config = config_lib.get_config("configs/cub.py")
   assert evaluation.crop_frame(config) == config.data.image_size > config.data.augment.crop_size
-  config.data.augment.crop_size = 0
-  assert evaluation.crop_frame(config) == 0
+  for crop in (0, config.data.image_size):  # No crop, or one of the whole image.
+    config.data.augment.crop_size = crop
+    assert evaluation.crop_frame(config) == 0
+  # evaluate_model, given the crops already (infer.py's dataset) or the dataset as loaded,
+  # places the boxes in the whole images' frame: the config's (a second review).
+  import types  # pylint: disable=import-outside-toplevel
+  from a2i_jax import inference  # pylint: disable=import-outside-toplevel
+  trained = types.SimpleNamespace(step=1, model=types.SimpleNamespace(label="CVAE"),
+                                  config=types.SimpleNamespace(data=types.SimpleNamespace(
+                                      image_size=72, augment=types.SimpleNamespace(
+                                          crop_size=64))))
+  seen = []
+  x = lambda images: np.asarray(images, np.float32) / 255.0
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(inference, "reconstruct", lambda _, images, *a, **k: {
+        "reconstruction": x(images)})
+    patch.setattr(inference, "complete", lambda _, images, attrs, observed, **k: (
+        seen.append(observed), {"completion": x(images)})[1])
+    for given in (ds, centre_cropped(ds, 64)):
+      evaluation.evaluate_model(trained, given, occlusion_names=["eyes"],
+                                key=jax.random.key(0), options=inference.InferenceOptions.from_config(
+                                    config_lib.reference_config().inference))
+  want = occlusions.make_mask("eyes", 64, 3, dataset="synthetic", crop_from=72)
+  assert len(seen) == 4  # Two methods, two datasets.
+  for observed in seen:
+    np.testing.assert_array_equal(observed, want)

@@ -355,10 +355,17 @@ def test_the_default_cache_folders_follow_the_users_environment(tmp_path, monkey
   fallback = perf._default_flag_cache()  # pylint: disable=protected-access
   assert fallback.startswith(tempfile.gettempdir()) and fallback.endswith("xla_flags.json")
   assert os.stat(os.path.dirname(fallback)).st_mode & 0o777 == 0o700
-  # A folder there that others may write (or another user's): no answers kept from it.
+  # This user's folder there made open (by an earlier version) is made private; a link or a
+  # file in its place (or another user's folder) keeps no answers.
   monkeypatch.setattr(perf.tempfile, "gettempdir", lambda: str(tmp_path / "shared"))
-  os.makedirs(tmp_path / "shared" / f"a2i_jax-{os.getuid()}")
-  os.chmod(tmp_path / "shared" / f"a2i_jax-{os.getuid()}", 0o777)
+  mine = tmp_path / "shared" / f"a2i_jax-{os.getuid()}"
+  os.makedirs(mine)
+  os.chmod(mine, 0o777)
+  assert perf._default_flag_cache() == str(mine / "xla_flags.json")
+  assert os.stat(mine).st_mode & 0o777 == 0o700
+  os.rmdir(mine)
+  os.symlink(tmp_path / "elsewhere", mine)
+  os.makedirs(tmp_path / "elsewhere")
   assert perf._default_flag_cache() == ""  # pylint: disable=protected-access
   assert "not this user's private folder" in caplog.text
   target = str(tmp_path / "file" / "answers.json")
