@@ -368,11 +368,18 @@ def image_extensions() -> tuple[str, ...]:
 
   Returns:
     Sorted extensions, e.g. (".apng", ".avif", ".blp", ".bmp", ...); formats PIL can only
-    write (PDF, ...) are left out.
+    write (PDF, ...) are left out, and so are those it opens only with an add-on: its stub
+    formats (HDF5, GRIB, BUFR, WMF) and EPS without Ghostscript (was: an intact file called
+    damaged, stopping a folder that holds one; a review finding).
   """
   Image.init()
+  from PIL import EpsImagePlugin, ImageFile  # pylint: disable=import-outside-toplevel
+  addons = {fmt for fmt, (factory, _) in Image.OPEN.items()
+            if isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile)}
+  if not EpsImagePlugin.has_ghostscript():
+    addons.add("EPS")
   return tuple(sorted(e for e, fmt in Image.registered_extensions().items()
-                      if fmt in Image.OPEN))
+                      if fmt in Image.OPEN and fmt not in addons))
 
 
 def is_image_name(name: str) -> bool:
@@ -402,7 +409,11 @@ def image_to_rgb(image: Any) -> np.ndarray:
   if mode in ("L", "RGB"):
     return np.asarray(image.convert("RGB"), np.uint8)
   if mode in _SIXTEEN_BIT_MODES or mode in ("I", "F"):
-    grey = _scaled_grey(np.asarray(image), mode)
+    values = np.asarray(image)
+    grey = _scaled_grey(values, mode)
+    key = image.info.get("transparency")
+    if isinstance(key, int) and not isinstance(key, bool):  # A colour key: over black too
+      grey = np.where(values == key, 0, grey).astype(np.uint8)  # (was kept as grey).
     return np.repeat(grey[..., None], 3, axis=-1)
   if mode == "RGBA":
     rgba = np.asarray(image, np.uint16)
@@ -454,6 +465,9 @@ def read_image(path: str, error: type = InputError) -> np.ndarray:
   """
   if os.path.isdir(path):
     raise error(f"{path} is a folder, not an image file; move it out or rename it.")
+  if os.path.islink(path) and not os.path.exists(path):
+    raise error(f"{path} is a link to nothing ({os.readlink(path)}); fix the link or remove "
+                "it.")
   try:
     if os.path.getsize(path) == 0:
       raise error(f"{path} is empty (0 bytes), not an image; replace or remove it.")
@@ -516,14 +530,17 @@ def image_files(path: str, what: str = "--input") -> list[str]:
       raise InputError(f"{what} {path} is not named as an image ({hint}); rename it.")
     return [path]
   names = sorted(os.listdir(path))
-  images = [os.path.join(path, n) for n in names if is_image_name(n)]
+  # macOS's AppleDouble files ("._photo.jpg", beside every copied file) are no images.
+  taken = lambda n: is_image_name(n) and not n.startswith("._")
+  images = [os.path.join(path, n) for n in names if taken(n)]
   for f in images:
     if os.path.isdir(f):
       raise InputError(f"{what}: {f} is a folder, not an image file; move it out of {path}.")
-  skipped = [n for n in names if not is_image_name(n)]
+  skipped = [n for n in names if not taken(n)]
   if skipped:
-    logging.warning("%s %s: %d entr%s without %s skipped: %s", what, path, len(skipped),
-                    "y" if len(skipped) == 1 else "ies", hint,
+    logging.warning("%s %s: %d entr%s that %s no image (%s wanted) skipped: %s", what, path,
+                    len(skipped), "y" if len(skipped) == 1 else "ies",
+                    "is" if len(skipped) == 1 else "are", hint,
                     ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else ""))
   if not images:
     raise InputError(f"{what} {path} holds no images ({hint}).")

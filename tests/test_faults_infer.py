@@ -479,9 +479,27 @@ def test_input_folder_reads_every_format_a_file_does(tmp_path, caplog):
   images, names = infer._read_images(str(folder), 32)
   assert [os.path.basename(n) for n in names] == ["a.PNG", "b.tif", "c.webp", "d.png"]
   assert (images == 90).all()  # The 16-bit image is scaled: 90 * 257 -> 90.
-  assert "1 entry without an image extension" in caplog.text and "notes.txt" in caplog.text
+  assert "1 entry that is no image" in caplog.text and "notes.txt" in caplog.text
   for name in names:  # Each one is accepted alone too.
     assert (infer._read_images(name, 32)[0] == 90).all()
+  # A review's findings: macOS's "._" files and formats PIL opens only with an add-on (EPS
+  # without Ghostscript, HDF5) stopped the folder as "damaged"; a link to nothing named no
+  # fix; a 16-bit grey image's transparent colour was kept as grey.
+  from a2i_jax import inputs  # pylint: disable=import-outside-toplevel
+  (folder / "._a.PNG").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+  (folder / "weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n")
+  caplog.clear()
+  _, again = infer._read_images(str(folder), 32)
+  assert again == names and "._a.PNG" in caplog.text and "weights.h5" in caplog.text
+  os.symlink(tmp_path / "nowhere.png", tmp_path / "broken.png")
+  with pytest.raises(InputError, match=r"broken.png is a link to nothing \(.*nowhere.png\); "
+                     "fix the link or remove it"):
+    inputs.read_image(str(tmp_path / "broken.png"))
+  grey = np.full((32, 32), 40000, np.uint16)
+  grey[:4] = 1000
+  Image.fromarray(grey).save(tmp_path / "key.png", transparency=1000)
+  read = inputs.read_image(str(tmp_path / "key.png"))
+  assert (read[:4] == 0).all() and (read[4:] == 156).all()
 
 
 def test_num_images_takes_the_first_inputs_and_a_count_beyond_all_is_a_warning(tmp_path,
