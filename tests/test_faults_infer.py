@@ -678,7 +678,9 @@ def test_complete_infers_attributes_from_the_observed_pixels_only(monkeypatch, t
   run.opts = types.SimpleNamespace(occlusion_names=lambda default: ["eyes", "mouth"], seed=0,
                                    num_images=2)
   run.inputs, run.size, run.key, run.prior = (images, ["a.png", "b.png"]), 32, None, None
-  run.trained = types.SimpleNamespace(model=types.SimpleNamespace(uses_attributes=True), step=3)
+  run.trained = types.SimpleNamespace(
+      model=types.SimpleNamespace(uses_attributes=True), step=3, config=types.SimpleNamespace(
+          data=types.SimpleNamespace(augment=types.SimpleNamespace(crop_size=0))))
   run.dataset, run.stage = types.SimpleNamespace(name="synthetic"), str(tmp_path)
   run.workdir = str(tmp_path / "w")
   run.options = lambda: types.SimpleNamespace(steps=1)
