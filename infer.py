@@ -980,9 +980,7 @@ def main(argv):
     with distributed.peers_checked():
       run_modes(opts)
     distributed.finish()  # With peers: not held at JAX's exit by one that has left.
-    # Every file is written. Python's shutdown puts back the default action of Ctrl-C (killed,
-    # status -2), but leaves "ignore" in place.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    interrupts.ignore_stops()  # Every file is written.
   except A2IError as e:  # PeerError included: with peers, `leave` leaves at once.
     print(f"error: {e}", file=sys.stderr)
     distributed.leave(1)
@@ -992,9 +990,8 @@ def main(argv):
     stop = interrupts.interrupt_in(e)
     if stop is None:
       distributed.leave_after(e)
+    interrupts.ignore_stops()  # A second one while exiting adds nothing.
     print(str(stop) or "interrupted; nothing was written.", file=sys.stderr)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # A second one while exiting adds nothing.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     distributed.leave(143 if isinstance(stop, interrupts.Terminated) else 130)
 
 

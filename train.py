@@ -134,15 +134,6 @@ def _refuse_ignored_overrides(argv: list[str], config) -> None:
                 f"with --config.{chooser}.name.")
 
 
-def _ignore_stops() -> None:
-  """Ctrl-C and SIGTERM do nothing from here on: the work is saved, and the process is only
-  leaving (was: a traceback, or killed in Python's shutdown with status -2, which puts back
-  the default action of a handler but leaves "ignore" in place). Nothing can hang here: with
-  peers, `distributed.finish` and `leave` end the process without JAX's shutdown barrier."""
-  signal.signal(signal.SIGINT, signal.SIG_IGN)
-  signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
 def main(argv):
   # SIGTERM outside the loop as Ctrl-C there (was: killed alone; with peers, swallowed by
   # JAX's preemption notifier). Inside the loop `interrupts.StopRequest` takes both.
@@ -164,11 +155,11 @@ def main(argv):
     with distributed.peers_checked():
       train_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     distributed.finish()  # With peers: not held at JAX's exit by one that has left.
-    _ignore_stops()  # Everything is saved (a Ctrl-C was a traceback, or status -2).
+    interrupts.ignore_stops()  # Everything is saved (a Ctrl-C was a traceback, status -2).
   except A2IError as e:  # PeerError included: leave at once, not at the shutdown barrier.
     _fail(str(e), at_once=True)
   except TrainingInterrupted as e:
-    _ignore_stops()  # A second Ctrl-C while the saved stop is reported adds nothing.
+    interrupts.ignore_stops()  # A second Ctrl-C while the stop is reported adds nothing.
     print(str(e), file=sys.stderr)
     distributed.leave(130)
   except BaseException as e:  # pylint: disable=broad-except

@@ -363,6 +363,7 @@ def check_key(key: Any, what: str = "key") -> Any:
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
+@functools.cache  # Asked once per file name of a folder.
 def image_extensions() -> tuple[str, ...]:
   """The file name extensions of the formats PIL can open (lower case, with the dot).
 

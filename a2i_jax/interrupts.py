@@ -148,6 +148,17 @@ def raise_terminated(*_: Any) -> None:
   raise Terminated
 
 
+def ignore_stops() -> None:
+  """Ctrl-C and SIGTERM do nothing from here on: for an entry point whose work is saved and
+  which is only leaving. Python's shutdown puts back a handler's default action (killed,
+  status -2: a second Ctrl-C while the stop is reported), but leaves "ignore" in place.
+  Nothing can hang there: with peers, `distributed.finish` and `leave` end the process
+  without JAX's shutdown barrier.
+  """
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+  signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def interrupt_in(error: BaseException) -> Optional[KeyboardInterrupt]:
   """The KeyboardInterrupt (Ctrl-C, or infer.py's SIGTERM) that `error` is, or is caused by.
 

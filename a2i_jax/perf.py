@@ -437,14 +437,19 @@ def _write_cache(cache_file: str, cache: dict[str, Any]) -> None:
     os.makedirs(os.path.dirname(cache_file) or ".", exist_ok=True)
     files.atomic_write(cache_file, json.dumps(cache, indent=1, sort_keys=True))
   except OSError as e:
-    if cache_file not in _UNWRITABLE:
-      _UNWRITABLE.add(cache_file)
-      logging.warning("the CPU probe's answers cannot be kept in %s (%s), so each start "
-                      "measures again (seconds); set XDG_CACHE_HOME to a folder you can "
-                      "write to.", cache_file, e.strerror or e)
+    _cannot_keep_answers(cache_file, str(e.strerror or e))
 
 
-_UNWRITABLE: set[str] = set()  # Answers files `_write_cache` has said it cannot write.
+def _cannot_keep_answers(where: str, why: str) -> None:
+  """Says once per place that the probe's answers cannot be kept there."""
+  if where not in _UNWRITABLE:
+    _UNWRITABLE.add(where)
+    logging.warning("the CPU probe's answers cannot be kept in %s (%s), so each start "
+                    "measures again (seconds); set XDG_CACHE_HOME to a folder you can write "
+                    "to.", where, why)
+
+
+_UNWRITABLE: set[str] = set()  # Places `_cannot_keep_answers` has named.
 
 
 def _default_flag_cache() -> str:
@@ -468,11 +473,7 @@ def _default_flag_cache() -> str:
   # (a flag marked accepted that XLA refuses aborts the process).
   if (made is None or not stat.S_ISDIR(made.st_mode) or made.st_uid != os.getuid()
       or made.st_mode & 0o077):
-    if folder not in _UNWRITABLE:
-      _UNWRITABLE.add(folder)
-      logging.warning("the CPU probe's answers can be kept neither in %s nor in %s (not this "
-                      "user's private folder), so each start measures again (seconds); set "
-                      "XDG_CACHE_HOME to a folder you can write to.", path, folder)
+    _cannot_keep_answers(folder, f"not this user's private folder; nor can {path}")
     return ""
   return os.path.join(folder, "xla_flags.json")
 
