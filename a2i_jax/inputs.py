@@ -107,6 +107,8 @@ def check_attributes(attributes: Any, y_dim: int, num: Optional[int] = None) -> 
   if attributes is None:
     raise InputError(f"attributes are missing (None); pass [N, {y_dim}] values, one row per "
                      f"image (a model that ignores them still takes them: np.zeros((N, {y_dim}))).")
+  if np.iscomplexobj(attributes):  # Was a ComplexWarning, and the imaginary part dropped.
+    raise InputError(f"attributes are complex numbers; pass real values, [N, {y_dim}].")
   try:
     y = np.array(attributes, dtype=np.float32)  # A copy: the caller's array is never shared.
   except (TypeError, ValueError) as e:
@@ -180,9 +182,12 @@ def check_images(images: Any, image_size: int, signed: bool = False) -> np.ndarr
                          "[-1, 1] (pass (x + 1) / 2).") from None
       if -0.15 <= lo and hi <= 1.15:  # NaN fails both tests: check_range's line stands.
         # Was told to pass (x + 1) / 2 for a [0, 1] image a cubic resize took below 0: that
-        # washes it out without a word.
+        # washes it out without a word. Below -0.02 a bright [-1, 1] image is as likely, and
+        # clipping that one washes it out: both are named.
+        signed_too = ("; if they are the models' own [-1, 1] (nothing darker than mid-grey), "
+                      "pass (x + 1) / 2 instead" if lo < -0.02 and hi <= 1.0 + slack else "")
         raise InputError(f"{rule}; these range over [{lo:.7g}, {hi:.7g}], a little outside "
-                         "(a resize's overshoot?): pass np.clip(x, 0, 1).") from None
+                         f"(a resize's overshoot?): pass np.clip(x, 0, 1){signed_too}.") from None
       raise
     x = np.clip(np.asarray(x, np.float32), 0.0, 1.0)
   return to_signed(x)

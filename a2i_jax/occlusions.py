@@ -220,14 +220,17 @@ def make_mask(name: str, image_size: int, num: int, *, seed: int = 0,
     float32 [N, S, S, 1]: 1 = observed pixel, 0 = hidden (to be filled by the generator).
   Raises:
     InputError: an unknown name, a face region for a dataset without a face table (or
-      outside the crop), a non-positive size or count, or a seed or crop_from that is not an
-      integer of at least 0.
+      outside the crop), a non-positive size or count, a seed or crop_from that is not an
+      integer of at least 0, or a crop_from below S.
   """
   _check_name(name)
   image_size = check_int(image_size, "image_size", 4)
   num = check_int(num, "num", 0)
   seed = check_int(seed, "seed", 0)  # Was numpy's ValueError (-1) or a TypeError (1.5).
   crop_from = check_int(crop_from, "crop_from", 0)
+  if 0 < crop_from < image_size:  # Was taken as whole images without a word.
+    raise InputError(f"crop_from={crop_from} is smaller than the {image_size}x{image_size} "
+                     "crops taken from it; pass the whole images' side, or 0 for whole images.")
   if name in HALVES:
     return _box_mask(scale_box(HALVES[name], image_size), image_size, num)
   if name in FACE_OCCLUSIONS:
@@ -285,7 +288,8 @@ def hidden_fraction(mask: np.ndarray) -> np.ndarray:
       refuses.
   """
   m = mask_to_unit(mask, "mask")  # Was: a uint8 0 / 255 mask read as 0 .. 255 (-222.6).
-  if m.ndim not in (3, 4) or m.ndim == 4 and m.shape[-1] != 1:
+  # Square masks only: one [S, S, 1] mask was read as S masks of S x 1 pixels.
+  if m.ndim not in (3, 4) or m.ndim == 4 and m.shape[-1] != 1 or m.shape[1] != m.shape[2]:
     raise InputError(f"mask has shape {m.shape}; hidden_fraction takes [N, S, S, 1] or "
                      "[N, S, S] (one mask: mask[None]).")
   if not m.shape[0]:

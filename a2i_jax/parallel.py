@@ -90,6 +90,28 @@ def _is_key(x: Any) -> bool:
   return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
+def loose_key(key: Any) -> Any:
+  """A PRNG key that a jitted call places where its other arguments are.
+
+  A key the caller committed to one device (`jax.device_put(key, device)`, or one split from
+  such a key) made a call over several devices fail inside JAX ("incompatible devices"); its
+  host copy is placed like the call's NumPy arguments. A traced key, or one spread over
+  devices of other processes, is returned as it is.
+
+  Args:
+    key: a PRNG key that `inputs.check_key` accepts.
+  Returns:
+    The same key, uncommitted.
+  """
+  if not isinstance(key, jax.Array) or isinstance(key, jax.core.Tracer) or (
+      not key.is_fully_addressable):
+    return key
+  if _is_key(key):
+    return jax.random.wrap_key_data(np.asarray(jax.random.key_data(key)),
+                                    impl=jax.random.key_impl(key))
+  return np.asarray(key)
+
+
 def _put(tree: Any, sharding: NamedSharding) -> Any:
   if sharding.is_fully_addressable:  # One process: as it always was.
     return jax.device_put(tree, sharding)

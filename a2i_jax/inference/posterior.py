@@ -574,7 +574,7 @@ def _check_batch(trained: TrainedModel, x: np.ndarray, attributes: Any, observed
     InputError: no images; missing, misshapen or non-finite attributes; misshapen masks or
       mask values outside [0, 1]; foreground masks for a model without a foreground (the
       (C)VAE) or with an init that does not read them; a missing or misfitted attribute
-      prior.
+      prior, or one given without `options.infer_attributes`.
   """
   s, y_dim = trained.config.model.image_size, trained.config.model.y_dim
   n = x.shape[0]
@@ -598,6 +598,10 @@ def _check_batch(trained: TrainedModel, x: np.ndarray, attributes: Any, observed
   obs = (np.ones((n, s, s, 1), np.float32) if observed is None
          else check_mask(observed, n, s, "observed"))
   masks = None if fg_masks is None else check_mask(fg_masks, n, s, "fg_masks")
+  if attribute_prior is not None and not options.infer_attributes:  # Was ignored silently.
+    raise InputError("an attribute_prior was given, but infer_attributes is off, so it would "
+                     "be ignored; pass options with infer_attributes=True (or call "
+                     "infer_attributes), or drop attribute_prior.")
   if options.infer_attributes and attribute_prior is None:
     raise InputError("infer_attributes=True needs an attribute_prior "
                      "(AttributePrior.fit(training attributes)).")
@@ -656,7 +660,7 @@ def infer_latents(trained: TrainedModel, images: Array, attributes: Optional[Arr
     ConfigError: an energy the model does not have.
   """
   model, variables = trained.model, trained.variables
-  check_key(key)
+  key = parallel.loose_key(check_key(key))  # Was JAX's error for a key on one device.
   options = _check_options(trained, options)
   mesh = mesh or parallel.make_mesh()
   # The batch is checked, padded and repeated on the host and placed once: done with jnp,
