@@ -17,7 +17,9 @@ added by the next `save` or `wait`.
 The window that remains: a kill between Orbax's commit and the next `save`/`wait` leaves those
 two files without checksums (damage there makes Orbax's restore fail, rather than read wrong
 values); a checkpoint saved by an older version, killed between its save and the checksums,
-has none at all. Such a checkpoint is neither taken for verified nor given checksums later: if
+has none at all. (This version marks its saves in Orbax's metadata, `_SUMMED_MARK`, so that
+one of them without its checksum file, deleted, is corrupt, not unverified.) Such a checkpoint
+is neither taken for verified nor given checksums later: if
 Orbax cannot restore it but an older checkpoint restores, training treats it as corrupt
 (`mark_corrupt`): it is moved to `CORRUPT_DIR` and the run resumes from that older one, as for a
 checksum mismatch; if none restores, the cause is taken to lie outside the files (a changed
@@ -146,6 +148,23 @@ def _file_digests(folder: str) -> dict[str, str]:
   return files.file_digests(folder, CHECKSUM_FILE)
 
 
+# The key of the custom metadata (in Orbax's `_CHECKPOINT_METADATA`) of a save that wrote its
+# checksums.
+_SUMMED_MARK = "a2i_checksums"
+
+
+def _has_summed_mark(folder: str) -> bool:
+  """Whether the step in `folder` was saved by a version that writes `CHECKSUM_FILE`: its
+  Orbax metadata's custom part names it (an unreadable or missing metadata file: no)."""
+  try:
+    with open(os.path.join(folder, _COMMIT_FILES[0]), encoding="utf-8") as f:
+      meta = json.load(f)
+  except (OSError, ValueError):
+    return False
+  custom = meta.get("custom_metadata") if isinstance(meta, dict) else None
+  return isinstance(custom, dict) and _SUMMED_MARK in custom
+
+
 def _read_checksums(folder: str) -> dict[str, str]:
   """The digests in `folder/CHECKSUM_FILE`: {} when it is missing or unreadable."""
   try:
@@ -208,10 +227,35 @@ def has_checkpoints(workdir: str) -> bool:
   return os.path.isdir(directory) and any(n.isdigit() for n in os.listdir(directory))
 
 
+def _move_aside(source: str, target: str, problem: str) -> None:
+  """Moves a corrupt checkpoint's folder to `target` (in WORKDIR/corrupt_checkpoints).
+
+  A rename where it can; a copy and delete where checkpoints/ is on another file system than
+  the workdir (a link to, or a mount of, another disk: the rename's EXDEV was a traceback at
+  every start, so the run could not resume).
+
+  Raises:
+    CheckpointError: the folder could not be moved (the message says to move it by hand).
+  """
+  try:
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    try:
+      os.replace(source, target)
+    except OSError as e:
+      if e.errno != errno.EXDEV:
+        raise
+      shutil.move(source, target)
+  except OSError as e:
+    raise CheckpointError(
+        f"{source} is corrupt ({problem}) and could not be moved to {target} ("
+        f"{e.strerror or e}); move or delete that folder yourself, then run the same command "
+        "again to resume from the newest intact checkpoint.") from None
+
+
 def newest_saved_step(workdir: str) -> Optional[int]:
   """The newest step whose save finished (its folder holds the checksum file written after
-  it), from the folders alone: for a message where no manager is open (train.py's, after a
-  second Ctrl-C stopped a save). Its bytes are not checked.
+  it, or Orbax's commit files), from the folders alone: for a message where no manager is
+  open (train.py's, after a second Ctrl-C stopped a save). Its bytes are not checked.
 
   Args:
     workdir: the run's directory.
@@ -223,8 +267,11 @@ def newest_saved_step(workdir: str) -> Optional[int]:
     names = os.listdir(directory)
   except OSError:
     return None
-  steps = [int(n) for n in names
-           if n.isdigit() and os.path.isfile(os.path.join(directory, n, CHECKSUM_FILE))]
+  # Orbax's commit file too: a save of an older version, without checksums, resumes as well
+  # (was left out, so the message said that no checkpoint was saved).
+  steps = [int(n) for n in names if n.isdigit() and any(
+      os.path.isfile(os.path.join(directory, n, name)) for name in (CHECKSUM_FILE,
+                                                                    *_COMMIT_FILES))]
   return max(steps, default=None)
 
 
@@ -328,7 +375,10 @@ class Checkpointer:
     if step in self._manager.all_steps():
       return
     self._saving = step
-    self._manager.save(step, args=ocp.args.StandardSave(_on_one_device(state)))
+    # The marker says this version saved it, so that its checksum file must be there
+    # (`check`): deleting that file turned the verification off.
+    self._manager.save(step, args=ocp.args.StandardSave(_on_one_device(state)),
+                       custom_metadata={_SUMMED_MARK: CHECKSUM_FILE})
     self._unsummed.append(step)
 
   def wait(self, timeout_s: Optional[float] = None) -> bool:
@@ -405,8 +455,8 @@ class Checkpointer:
     Args:
       step: a saved step.
     Returns:
-      None when the files are intact or the checkpoint has no checksums (saved by an older
-      version; see the module docstring) and has not been `mark_corrupt`ed; otherwise what is
+      None when the files are intact or the checkpoint has no checksums and was saved by an
+      older version (see the module docstring) and has not been `mark_corrupt`ed; otherwise what is
       wrong, e.g. "file default/d/3f2a changed since it was saved".
     """
     if step not in self._checked:
@@ -430,8 +480,11 @@ class Checkpointer:
         self._checked[step] = "its folder holds no files"
         return self._checked[step]
       if expected is None:
-        self._checked[step] = None
-        return None
+        # Saved by this version (its metadata's marker): the file was deleted, and the
+        # checkpoint is not trusted; saved by an older one: restored with a warning.
+        self._checked[step] = (f"its checksum file {CHECKSUM_FILE} is missing"
+                               if _has_summed_mark(folder) else None)
+        return self._checked[step]
       if not expected:  # Was: verified, as no listed file differed (a file emptied by hand?).
         self._checked[step] = f"its checksum file {CHECKSUM_FILE} lists no files"
         return self._checked[step]
@@ -498,8 +551,7 @@ class Checkpointer:
         target = os.path.join(os.path.dirname(target), distributed.value_of_process_0(
             "where a corrupt checkpoint goes", os.path.basename(target)))
         if distributed.is_main():  # Every process found it; one moves it (shared workdir).
-          os.makedirs(os.path.dirname(target), exist_ok=True)
-          os.replace(os.path.join(self.directory, str(bad)), target)
+          _move_aside(os.path.join(self.directory, str(bad)), target, problem)
         where = f" and was moved to {target}"
       if not quiet:
         logging.warning("checkpoint %d is corrupt (%s)%s; %s step %d", bad, problem, where,
@@ -567,6 +619,10 @@ class Checkpointer:
                                     partial_restore=True)
     else:
       args = ocp.args.StandardRestore(abstract_state)
+    # A failed restore leaves Orbax coroutines that print their tracebacks when collected
+    # (up to 1,800 lines from a notebook's load_trained; the entry points dropped them
+    # already): dropped here for every caller. Only Orbax's own leftovers are.
+    add_unraisable_handler("quiet_orbax", _orbax_leftover)
     try:
       restored = self._manager.restore(step, args=args)
     except Exception as e:  # Orbax raises many types for unreadable or mismatched files.

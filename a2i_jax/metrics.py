@@ -145,7 +145,7 @@ def read_metrics(workdir: str) -> list[dict]:
   Raises:
     WorkdirError: the file is missing or not a file (was Python's FileNotFoundError).
   """
-  path = os.path.join(workdir, METRICS_FILE)
+  path = os.path.join(os.path.expanduser(workdir), METRICS_FILE)  # "~/runs/x" too.
   if not os.path.isfile(path):
     raise WorkdirError(f"{path} does not exist (or is not a file): {workdir} is not a "
                        "training run's folder, or its run has not logged a step yet; pass "

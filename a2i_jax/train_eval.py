@@ -166,9 +166,9 @@ def last_checkpoint_words(step: Optional[int], directory: str) -> str:
 
 
 def record_dataset(workdir: str, dataset: Dataset, data_path: str, resumed: bool) -> None:
-  """Writes workdir/dataset.json for a new run (or one trained before it existed); on resume,
-  logs an INFO line when the dataset's header moved (`align_with_record` has then realigned
-  its attributes by name).
+  """Writes workdir/dataset.json for a new run (or, with a warning, for a resumed one that has
+  none: deleted, or trained before it existed); on resume, logs an INFO line when the
+  dataset's header moved (`align_with_record` has then realigned its attributes by name).
 
   Args:
     workdir: the run's directory.
@@ -179,6 +179,13 @@ def record_dataset(workdir: str, dataset: Dataset, data_path: str, resumed: bool
   stored = checkpoints.load_dataset_info(workdir) if resumed else None
   now = checkpoints.dataset_info(dataset, data_path)
   if stored is None:
+    if resumed:  # Was silent: a folder's columns reordered since were fed in the new order.
+      logging.warning("%s has checkpoints but no %s: the attributes are taken in the order "
+                      "the data give them now (%s), which cannot be checked against the order "
+                      "the model learnt; %s is written from them", workdir,
+                      checkpoints.DATASET_FILE, ", ".join(dataset.attribute_names[:5]) +
+                      (", ..." if len(dataset.attribute_names) > 5 else ""),
+                      checkpoints.DATASET_FILE)
     checkpoints.save_dataset_info(workdir, dataset, data_path)
   elif stored.get("header") != now["header"]:  # `align_with_record` matched them by name.
     logging.info("the dataset's columns moved since this run started (%s then, %s now); "

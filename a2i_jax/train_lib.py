@@ -304,8 +304,10 @@ def _check_resume_compatible(workdir: str, config: ml_collections.ConfigDict,
     as_dict = lambda c: c.to_dict() if hasattr(c, "to_dict") else c
     old, new = as_dict(old), as_dict(new)
     if key == "model":  # How the model computes does not shape the checkpoint: it may change;
-      # nor do the keys of the other model family, which the model ignores.
-      skip = {*COMPUTE_ONLY_MODEL_KEYS, *config_lib.unused_model_keys(config.model.name)}
+      # nor do the keys of the other model family, which the model ignores; nor, before the
+      # data load, a y_dim of 0 that the data will fill in (`train_eval.resolve_config`).
+      skip = {*COMPUTE_ONLY_MODEL_KEYS, *config_lib.unused_model_keys(config.model.name),
+              *(("y_dim",) if not config.model.get("y_dim", 1) else ())}
       old, new = ({k: v for k, v in d.items() if k not in skip}
                   if isinstance(d, dict) else d for d in (old, new))
     if old != new:
@@ -397,7 +399,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       logging.warning("%s has checkpoints but no %s: this resume is not checked against the "
                       "model and data they were trained with; %s is written from this "
                       "run's config", workdir, checkpoints.CONFIG_FILE, checkpoints.CONFIG_FILE)
-    _check_resume_compatible(workdir, config, tuple(DATA_IDENTITY_KEYS))
+    # The model too (was checked only after the data load: LFW's download and mask network
+    # came before "a different config.model").
+    _check_resume_compatible(workdir, config)
   mesh = parallel.make_mesh(devices)
   parallel.check_batch_divisible(config.batch_size, mesh)
 

@@ -146,6 +146,21 @@ def final_state(workdir: str, step=None):
     ckpt.close()
 
 
+def as_an_older_version_saved_it(folder: str) -> None:
+  """A step's folder as a version before checksums left it: no checksum file, and no mark in
+  Orbax's metadata that it had one (this version's step without the file is corrupt)."""
+  import json  # pylint: disable=import-outside-toplevel
+  from a2i_jax import checkpoints  # pylint: disable=import-outside-toplevel
+  os.remove(os.path.join(folder, checkpoints.CHECKSUM_FILE))
+  path = os.path.join(folder, "_CHECKPOINT_METADATA")
+  with open(path, encoding="utf-8") as f:
+    meta = json.load(f)
+  assert meta["custom_metadata"], meta  # The mark is there to take away.
+  meta["custom_metadata"] = {}
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(meta, f)
+
+
 def assert_same_state(a, b) -> None:
   """Bit-identical train states (step, parameters, BatchNorm statistics, optimiser state)."""
   import jax  # pylint: disable=import-outside-toplevel

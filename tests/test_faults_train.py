@@ -215,7 +215,7 @@ def test_corrupt_newest_checkpoint_is_caught_and_skipped(damage, tmp_path, flags
 def _unsummed_and_unreadable(workdir, step):
   """Checkpoint `step` as an older version left it (no checksums), with its arrays cut."""
   folder = os.path.join(workdir, "checkpoints", str(step))
-  os.remove(os.path.join(folder, checkpoints.CHECKSUM_FILE))
+  F.as_an_older_version_saved_it(folder)
   for root, _, names in os.walk(os.path.join(folder, "default")):
     for name in names:  # Every array file cut: Orbax's restore fails.
       path = os.path.join(root, name)
@@ -721,10 +721,19 @@ def test_a_resume_naming_other_data_stops_before_loading_them(tmp_path, monkeypa
     train_lib.train_and_evaluate(config, workdir)
   config.data.cub_attributes = saved.data.cub_attributes
   config.data.synthetic.seed += 1  # The synthetic source's keys: not this run's data.
-  config.model.z_dim += 1  # The model is compared once the data have resolved model.y_dim.
+  config.model.z_dim += 1  # The model too (was compared only after the load: LFW's download
+  with pytest.raises(config_lib.ConfigError,  # and mask network came first).
+                     match="different config.model \\(model.z_dim: 8 there, 9 now\\)"):
+    train_lib.train_and_evaluate(config, workdir)
+  config.model.z_dim -= 1
   with pytest.raises(Loaded):
     train_lib.train_and_evaluate(config, workdir)
   assert sorted(os.listdir(workdir)) == before
+  config.model.y_dim = 0  # A folder's "the data's columns": compared once the data fill it in.
+  train_lib._check_resume_compatible(workdir, config)  # pylint: disable=protected-access
+  config.model.y_dim = saved.model.y_dim + 1
+  with pytest.raises(config_lib.ConfigError, match="model.y_dim: 10 there, 11 now"):
+    train_lib._check_resume_compatible(workdir, config)  # pylint: disable=protected-access
 
 
 def test_steps_per_dispatch_that_does_not_divide_the_steps(tmp_path, flags):
@@ -820,6 +829,83 @@ def test_a_step_set_aside_twice_keeps_both_copies(tmp_path, caplog):
   message = caplog.records[-1].getMessage()
   assert "changed since it was saved" in message, message
   assert f"was moved to {corrupt}/4.2; resuming from step 2" in message, message
+
+
+def test_a_corrupt_step_on_another_file_system_is_moved_aside_or_named(tmp_path, monkeypatch):
+  """checkpoints/ on another disk than the workdir (a link to a mount): the rename into
+  corrupt_checkpoints/ failed with EXDEV, a traceback at every start, so the run could not
+  resume (review finding). It is copied there instead; another failure is one line."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  workdir = str(tmp_path / "w")
+  ckpt = checkpoints.Checkpointer(workdir)
+  for step in (2, 4):
+    ckpt.save(step, {"w": jnp.full((4096,), float(step))})
+  ckpt.close()
+  folder = os.path.join(workdir, "checkpoints", "4")
+  metadata = checkpoints._COMMIT_FILES[0]  # pylint: disable=protected-access
+  with open(os.path.join(folder, metadata), "a") as f:
+    f.write(" ")
+  renames = []
+
+  def replace(source, target, real=os.replace):
+    if os.path.basename(os.path.dirname(target)) == checkpoints.CORRUPT_DIR:
+      renames.append(source)
+      raise OSError(errno.EXDEV if len(renames) == 1 else errno.EACCES, "refused")
+    return real(source, target)
+  monkeypatch.setattr(os, "replace", replace)
+  ckpt = checkpoints.Checkpointer(workdir)
+  assert ckpt.newest_intact_step(quarantine=True) == 2
+  corrupt = os.path.join(workdir, checkpoints.CORRUPT_DIR, "4")
+  assert renames == [folder] and os.path.isdir(corrupt) and not os.path.exists(folder)
+  assert checkpoints.CHECKSUM_FILE in os.listdir(corrupt)
+  ckpt.save(4, {"w": jnp.zeros((4096,))})
+  ckpt.close()
+  with open(os.path.join(folder, metadata), "a") as f:
+    f.write(" ")
+  ckpt = checkpoints.Checkpointer(workdir)
+  with pytest.raises(checkpoints.CheckpointError, match=f"{folder} is corrupt .*could not be "
+                     "moved to .*corrupt_checkpoints/4.2 \\(refused\\); move or delete that "
+                     "folder yourself"):
+    ckpt.newest_intact_step(quarantine=True)
+  ckpt.close()
+
+
+def test_a_resume_without_dataset_json_says_the_order_is_unchecked(tmp_path, caplog):
+  """Was silent: a folder's columns reordered since the run started were fed in the new
+  order, and a new dataset.json recorded it as the trained one (review finding)."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from a2i_jax import train_eval  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data.base import Dataset, Split  # pylint: disable=import-outside-toplevel
+  split = Split(np.zeros((2, 8, 8, 3), np.uint8), np.zeros((2, 2), np.float32))
+  data = Dataset("folder", ("smile", "age"), ("binary", "continuous"), {"train": split})
+  for resumed, said in ((False, False), (True, True)):
+    workdir = str(tmp_path / str(resumed))
+    os.makedirs(workdir)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+      train_eval.record_dataset(workdir, data, "", resumed=resumed)
+    assert any("has checkpoints but no dataset.json: the attributes are taken in the order the "
+               "data give them now (smile, age)" in r.getMessage()
+               for r in caplog.records) == said, caplog.text
+    assert os.path.exists(os.path.join(workdir, checkpoints.DATASET_FILE))
+
+
+def test_a_home_relative_workdir_and_a_quiet_failed_restore_from_python(tmp_path, reference,
+                                                                          monkeypatch):
+  """load_trained and read_metrics took "~/run" literally ("no config at ~/run/config.json")
+  where train.py and infer.py expand it; and a failed restore from Python (a notebook, no
+  entry point's handlers) could print Orbax's leftover coroutines' tracebacks, 1,800 lines:
+  the restore installs the filter of Orbax's own leftovers (review findings)."""
+  from a2i_jax import errors, inference, metrics  # pylint: disable=import-outside-toplevel
+  shutil.copytree(reference, str(tmp_path / "run"))
+  monkeypatch.setenv("HOME", str(tmp_path))
+  monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)
+  assert inference.load_trained("~/run").step == STEPS
+  assert [row["step"] for row in metrics.read_metrics("~/run")] == list(range(1, STEPS + 1))
+  names, hook = [], sys.unraisablehook
+  while isinstance(hook, errors._Chained):  # pylint: disable=protected-access
+    names, hook = names + [hook.name], hook.previous
+  assert "quiet_orbax" in names
 
 
 @pytest.mark.parametrize("key,value,words", [
@@ -1116,15 +1202,27 @@ def test_a_workdir_inside_a_runs_own_folders_is_refused(tmp_path, reference):
 
 def test_a_checkpoint_without_checksums_is_restored_with_a_warning(tmp_path, reference,
                                                                    caplog):
-  """Was: restored without a word (its checksum file deleted, or an older version's save),
-  and the next save's checksums then vouched for whatever it held. And a checkpoint whose
+  """Was: restored without a word (an older version's save), and the next save's checksums
+  then vouched for whatever it held; this version's save whose checksum file was deleted is
+  corrupt. And a checkpoint whose
   files match their checksums but do not fit the config was called possibly corrupt, with
   the advice to delete it."""
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   workdir = _copy(reference, tmp_path)
   newest = max(_steps(workdir))
-  os.remove(os.path.join(workdir, "checkpoints", str(newest), checkpoints.CHECKSUM_FILE))
+  folder = os.path.join(workdir, "checkpoints", str(newest))
+  # This version's save without its checksum file (deleted): corrupt, not unverified (was
+  # restored with the warning, so deleting the file turned the verification off).
+  os.rename(os.path.join(folder, checkpoints.CHECKSUM_FILE), str(tmp_path / "sums"))
+  ckpt = checkpoints.Checkpointer(workdir, create=False)
+  assert ckpt.check(newest) == f"its checksum file {checkpoints.CHECKSUM_FILE} is missing"
+  assert ckpt.newest_intact_step(quiet=True) == newest - 2
+  ckpt.close()
+  os.rename(str(tmp_path / "sums"), os.path.join(folder, checkpoints.CHECKSUM_FILE))
+  F.as_an_older_version_saved_it(folder)
+  # Its save finished: a second Ctrl-C's message names it (was "no checkpoint is saved yet").
+  assert checkpoints.newest_saved_step(workdir) == newest
   with caplog.at_level("WARNING"):
     F.final_state(workdir, newest)
   said = [r.getMessage() for r in caplog.records if "not verified" in r.getMessage()]

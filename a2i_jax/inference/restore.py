@@ -165,6 +165,8 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
     ConfigError: the workdir is a file, or has no (readable) config.json, or one whose values
       cannot work (a file edited by hand).
   """
+  if isinstance(workdir, (str, os.PathLike)):
+    workdir = os.path.expanduser(workdir)
   if isinstance(workdir, (str, os.PathLike)) and os.path.isfile(workdir):
     raise ConfigError(f"{workdir} is a file; pass the workdir, the folder train.py's --workdir "
                       "named (it holds config.json and checkpoints/).")
@@ -208,6 +210,8 @@ def load_trained(workdir: str, step: Optional[int] = None) -> TrainedModel:
   """
   if step is not None:
     step = check_int(step, "step")
+  if isinstance(workdir, (str, os.PathLike)):  # "~/runs/x", as train.py and infer.py take it
+    workdir = os.path.expanduser(workdir)      # (was "no config at ~/runs/x/config.json").
   config = load_run_config(workdir)
   info = checkpoints.load_dataset_info(workdir)
   model = models.create_model(config.model)
