@@ -86,7 +86,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.synthetic.num_test = 1_000
   config.data.synthetic.seed = 0  # The dataset's own seed (independent of `seed`).
 
-  # Attribute predictor that scores generated images (a2i_jax/attribute_predictor.py): a
+  # Attribute predictor that scores generated images (a2i_jax/attribute_predictor/): a
   # 4-layer CNN trained on the training split, saved in workdir/attribute_predictor/. What
   # these values reach on the synthetic data: RESULTS.md, "Attribute fidelity".
   config.attribute_predictor = ml_collections.ConfigDict()

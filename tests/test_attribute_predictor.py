@@ -146,3 +146,127 @@ def test_rank_correlation_handles_ties():
   assert ap.spearman([1, 2, 2, 3], [10, 20, 20, 30]) == pytest.approx(1.0)
   assert ap.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
   assert np.isnan(ap.pearson([1, 1, 1], [1, 2, 3]))
+
+
+def _edit_meta(d, edit, rehash=False):
+  """Applies `edit` to the saved meta.json; `rehash` writes a matching meta_sha256, as a
+  writer with a bug (not a hand edit) would, so the value checks alone must catch it."""
+  from a2i_jax.attribute_predictor import storage  # pylint: disable=import-outside-toplevel
+  path = os.path.join(d, "meta.json")
+  with open(path) as f:
+    meta = json.load(f)
+  edit(meta)
+  if rehash:
+    meta["meta_sha256"] = storage._meta_sha256(meta)  # pylint: disable=protected-access
+  with open(path, "w") as f:
+    json.dump(meta, f)
+
+
+def _set(key, value):
+  return lambda meta: meta.__setitem__(key, value(meta[key]) if callable(value) else value)
+
+
+@pytest.mark.parametrize("edit, rehashed_says", [
+    (_set("mean", lambda v: v[:-1]), "mean has 9 entries, not one per attribute \\(10\\)"),
+    (_set("low", lambda v: [None] * len(v)), "low holds None, not a finite number"),
+    (_set("attribute_kinds", lambda v: ["binary"] * len(v)), None),
+    (_set("std", lambda v: [0.0] * len(v)), "std holds 0.0, not a positive number"),
+    (_set("attribute_kinds", lambda v: ["ordinal"] + v[1:]), "attribute_kinds holds 'ordinal'"),
+    (_set("high", lambda v: [float("inf")] + v[1:]), "high holds inf, not a finite number"),
+])
+def test_an_edited_meta_json_is_refused(predictor, dataset, tmp_path, monkeypatch, caplog,
+                                        edit, rehashed_says):
+  """Was: only the weights were hashed and only their shapes checked against the metadata, so
+  an edited meta.json raised a broadcast ValueError or TypeError at predict time, or loaded
+  and scored silently wrong (all kinds "binary", std 0); load_or_train returned it (review
+  finding)."""
+  d = ap.save_predictor(predictor, str(tmp_path))
+  _edit_meta(d, edit)
+  with pytest.raises(CheckpointError, match=f"predictor in {d} is unreadable .*meta.json does "
+                     "not match its meta_sha256 .*Delete the folder"):
+    ap.load_predictor(str(tmp_path))
+  if rehashed_says:  # Values no training writes are refused even under a matching hash.
+    ap.save_predictor(predictor, str(tmp_path))
+    _edit_meta(d, edit, rehash=True)
+    with pytest.raises(CheckpointError, match=f"predictor in {d} is unreadable "
+                       f"\\({rehashed_says}.*Delete the folder"):
+      ap.load_predictor(str(tmp_path))
+  assert _retrained(dataset, str(tmp_path), monkeypatch)
+  assert "is unreadable" in caplog.text and "training a new one" in caplog.text
+
+
+def _retrained(dataset, workdir, monkeypatch) -> bool:
+  """Whether load_or_train trains a new predictor in place of the one in `workdir` (the
+  training and the save stubbed out)."""
+  from a2i_jax.attribute_predictor import storage  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(storage, "train_predictor", lambda *a, **k: "retrained")
+  monkeypatch.setattr(storage, "save_predictor", lambda *a: None)
+  settings = ml_collections.ConfigDict(
+      {"steps": 120, "batch_size": 32, "learning_rate": 1e-2, "width": 16})
+  return ap.load_or_train(settings, dataset, workdir) == "retrained"
+
+
+def test_a_predictor_of_the_previous_format_is_trained_again(predictor, dataset, tmp_path,
+                                                             monkeypatch):
+  """Format 2 had no meta_sha256: refused with a clear message, retrained by load_or_train."""
+  d = ap.save_predictor(predictor, str(tmp_path))
+  _edit_meta(d, lambda meta: (meta.pop("meta_sha256"), meta.update(format=2)))
+  with pytest.raises(CheckpointError, match="saved in format 2, this version reads format 3"):
+    ap.load_predictor(str(tmp_path))
+  assert _retrained(dataset, str(tmp_path), monkeypatch)
+
+
+def test_targets_that_are_not_finite_are_refused(predictor, dataset):
+  """Was: NaN targets scored (binary_accuracy 0.716 against all-NaN targets; review
+  finding)."""
+  test = dataset["test"]
+  p = ap.predict(predictor, test.images[:4])
+  for bad in (np.nan, np.inf):
+    t = test.attributes[:4].copy()
+    t[1, 3] = bad
+    with pytest.raises(InputError, match="1 of 4 rows of target attributes hold NaN or "
+                       "infinity; pass finite targets"):
+      ap.score(predictor, p, t)
+  with pytest.raises(InputError, match="4 of 4 rows"):
+    ap.score(predictor, p, np.full_like(test.attributes[:4], np.nan))
+  with pytest.raises(InputError, match="target attributes are not numbers"):
+    ap.score(predictor, p, [["x"] * 10] * 4)
+
+
+@pytest.mark.parametrize("kwargs, says", [
+    ({"learning_rate": 0}, "learning_rate=0 is not valid; pass a positive finite number"),
+    ({"learning_rate": -1e-2}, "learning_rate=-0.01 is not valid"),
+    ({"learning_rate": float("nan")}, "learning_rate=nan is not valid"),
+    ({"learning_rate": True}, "learning_rate=True is not valid"),
+    ({"learning_rate": "1e-3"}, "learning_rate='1e-3' is not valid"),
+    ({"seed": 2**32}, "seed=4294967296 is not valid; pass an integer in \\[0, 2147483648\\)"),
+    ({"seed": 2**64}, "seed=18446744073709551616 is not valid"),
+    ({"seed": True}, "seed=True is not valid"),
+    ({"seed": -1}, "seed=-1 is not valid"),
+    ({"seed": 1.0}, "seed=1.0 is not valid"),
+    ({"steps": True}, "steps=True is not valid; pass an integer of at least 1"),
+    ({"batch_size": 2.0}, "batch_size=2.0 is not valid"),
+    ({"width": 0}, "width=0 is not valid"),
+])
+def test_train_predictor_checks_its_overrides_and_seed(dataset, monkeypatch, kwargs, says):
+  """Was: overrides skipped the config's checks: learning_rate=0 saved an untrained
+  predictor, -1e-2 ascended, nan blamed divergence; seed=2**32 trained as seed 0, 2**64 was
+  OverflowError, seed=True, seed=-1 and steps=True were taken (review finding)."""
+  from a2i_jax.attribute_predictor import storage, training  # pylint: disable=C0415
+  monkeypatch.setattr(training, "_init_variables", lambda *a: pytest.fail("trained"))
+  with pytest.raises(InputError, match=f"attribute predictor: {says}"):
+    ap.train_predictor(dataset, **{"steps": 1, "batch_size": 2, "learning_rate": 1e-3,
+                                   "width": 4, **kwargs})
+  if "seed" in kwargs:  # load_or_train neither reuses nor trains for such a seed
+    monkeypatch.setattr(storage, "load_predictor", lambda *a: pytest.fail("loaded"))
+    with pytest.raises(InputError, match=f"attribute predictor: {says}"):
+      ap.load_or_train(None, dataset, "unused", seed=kwargs["seed"])
+
+
+def test_attribute_index_refuses_bools(predictor):
+  """Was: True taken as column 1 (a bool is an int)."""
+  assert ap.attribute_index(predictor, 1) == 1
+  assert ap.attribute_index(predictor, np.int64(2)) == 2
+  for bad in (True, np.bool_(False)):
+    with pytest.raises(InputError, match=f"unknown attribute {bad!r}"):
+      ap.attribute_index(predictor, bad)

@@ -5,6 +5,7 @@ two-step training run on each."""
 import contextlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -420,6 +421,82 @@ def test_mask_net_needs_test_masks_with_test_images(monkeypatch):
     face_masks.train_and_evaluate(x, m, x, m[:2], TINY_NET)
   with pytest.raises(DataError, match=r"3 training images but 2 training masks"):
     face_masks.train_and_evaluate(x, m[:2], None, None, TINY_NET)
+
+
+@pytest.mark.parametrize("override, says", [
+    ({"steps": 1.5}, "steps=1.5 must be a positive integer"),
+    ({"steps": "10"}, "steps='10' must be a positive integer"),
+    ({"batch_size": True}, "batch_size=True must be a positive integer"),
+    ({"width": 4.5}, "width=4.5 must be a positive integer"),
+    ({"resolution": 0}, "resolution=0 must be a positive integer"),
+    ({"depth": 3.0}, "depth=3.0 must be an integer >= 0"),
+    ({"depth": -1}, "depth=-1 must be an integer >= 0"),
+    ({"learning_rate": "x"}, "learning_rate='x' must be a positive finite number"),
+    ({"learning_rate": True}, "learning_rate=True must be a positive finite number"),
+    ({"learning_rate": float("nan")}, "learning_rate=nan must be a positive finite number"),
+    ({"seed": 1.0}, "seed=1.0; pass a whole number from 0 to 2147483647"),
+])
+def test_mask_net_config_refuses_values_of_other_types(override, says):
+  """Was: int() and float() only, so steps=1.5 built and failed in training, width=4.5 was a
+  JAX shape error, steps="10", batch_size=True and depth=3.0 were taken and
+  learning_rate="x" was a raw ValueError (review finding)."""
+  with pytest.raises(ConfigError, match=f"config.data.mask_net.{re.escape(says)}"):
+    face_masks.MaskNetConfig.from_config(**override)
+  assert face_masks.MaskNetConfig.from_config(learning_rate=1, depth=0).depth == 0
+
+
+def test_mask_net_refuses_float_images_and_masks_of_another_shape(monkeypatch):
+  """Was: predict took floats in [0, 1] as levels of 255 (an almost black image) and returned
+  a meaningless mask; train and train_and_evaluate compared only the counts of images and
+  masks (review finding). Checked before any JAX work."""
+  x = np.zeros((3, 16, 16, 3), np.uint8)
+  with pytest.raises(InputError, match=re.escape(
+      "face_masks.predict: images of dtype float32 and shape (3, 16, 16, 3); pass uint8 "
+      "[N, S, S, 3] in [0, 255] (floats x in [0, 1]: np.rint(x * 255).astype(np.uint8)).")):
+    face_masks.predict({}, x.astype(np.float32) / 255)
+  with pytest.raises(InputError, match="images of dtype uint8 and shape \\(3, 16, 16\\)"):
+    face_masks.predict({}, x[..., 0])
+  with pytest.raises(InputError, match="batch_size=0; pass a positive integer"):
+    face_masks.predict({}, x, batch_size=0)
+  monkeypatch.setattr(face_masks, "train", lambda *a, **k: pytest.fail("trained"))
+  for masks in (np.zeros((3, 8, 8), np.uint8), np.zeros((3, 16, 16), np.float32)):
+    with pytest.raises(DataError, match=re.escape(
+        f"face_masks.train_and_evaluate: masks of dtype {masks.dtype} and shape {masks.shape} "
+        "for images of shape (3, 16, 16, 3); pass uint8 [3, 16, 16], 255 = foreground")):
+      face_masks.train_and_evaluate(x, masks, None, None, TINY_NET)
+    with pytest.raises(DataError, match=re.escape(  # The test masks too.
+        f"train_and_evaluate: masks of dtype {masks.dtype} and shape {masks.shape}")):
+      face_masks.train_and_evaluate(x, x[..., 0], x, masks, TINY_NET)
+  with pytest.raises(DataError, match="face_masks.train_and_evaluate: images of dtype float"):
+    face_masks.train_and_evaluate(x / 255.0, x[..., 0], None, None, TINY_NET)
+  monkeypatch.undo()
+  with pytest.raises(DataError, match="face_masks.train: masks of dtype uint8 and shape "):
+    face_masks.train(x, np.zeros((3, 8, 8), np.uint8), TINY_NET)
+
+
+@pytest.mark.parametrize("lists, says", [
+    ({"train": ""}, "parts_train.txt lists no images \\(no '<Name> <n>' line\\); the file is "
+     "empty or not the published one. Delete it and download it again \\(http://vis-www"),
+    ({"train": "garbled\n"}, "parts_train.txt lists no images"),
+    ({"test": "Dan_Brown\n"}, "parts_test.txt lists no images"),
+    ({"validation": ""}, "parts_validation.txt lists no images"),
+    ({"test": "Dan_Brown 1\nAlice_Smith 1\n"}, "parts_train.txt and parts_test.txt both list 1 "
+     "image\\(s\\) \\(e.g. Alice_Smith_0001\\); the published lists are disjoint"),
+])
+def test_lfw_parts_lists_empty_or_overlapping_are_refused(tmp_path, monkeypatch, lists, says):
+  """Was: an empty or garbled parts_train.txt said "none of the images ... has a label
+  image", an empty parts_test.txt gave test_iou None without a word, and an image listed for
+  both training and test was trained on and scored as held out (review finding)."""
+  import types  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data import lfw, tfds_lib  # pylint: disable=import-outside-toplevel
+  images_root, labels_root, paths = _unpacked_lfw(tmp_path)
+  _fake_mask_net(monkeypatch)
+  for split, text in lists.items():
+    _write(paths[f"parts_{split}.txt"], text)
+  builder = types.SimpleNamespace(_mask_net=TINY_NET, _progress=False)
+  with pytest.raises(DataError, match=says):
+    lfw.A2iLfw._masks(builder, paths, images_root, labels_root, [("Alice_Smith", 2)],
+                      tfds_lib.progress_bar(False))
 
 
 # ------------------------------------------------------------------------------------ CUB

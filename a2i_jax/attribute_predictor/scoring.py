@@ -48,11 +48,19 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _check_targets(predictions: np.ndarray, targets: Any, meta: PredictorMeta) -> np.ndarray:
-  t = np.asarray(targets, np.float32)
+  try:
+    t = np.asarray(targets, np.float32)
+  except (TypeError, ValueError) as e:
+    raise InputError(f"target attributes are not numbers ({e}); pass a float array [N, "
+                     f"{len(meta.attribute_names)}].") from None
   if t.ndim != 2 or t.shape != predictions.shape:
     raise InputError(f"target attributes have shape {t.shape}; expected {predictions.shape} "
                      f"(one row per image, {len(meta.attribute_names)} attributes in the "
                      "predictor's order).")
+  bad = int((~np.isfinite(t)).any(axis=-1).sum())
+  if bad:  # Was: scored, NaN counted as the low class (NaN >= threshold is False).
+    raise InputError(f"{bad} of {len(t)} rows of target attributes hold NaN or infinity; pass "
+                     "finite targets (drop or fill the rows with missing attributes).")
   return t
 
 
@@ -80,7 +88,8 @@ def score(predictor: Predictor, predictions: np.ndarray, targets: Any, *,
     correlation against permuted targets. Means skip NaN (constant columns) and are NaN
     where a kind is absent.
   Raises:
-    InputError: targets of another shape, or predictions that hold NaN or infinity.
+    InputError: targets of another shape, or predictions or targets that hold NaN or
+      infinity.
   """
   meta = predictor.meta
   p = np.asarray(predictions, np.float32)
@@ -123,6 +132,8 @@ def fidelity(predictor: Predictor, images: Any, target_attributes: Any, *,
   Returns:
     `score(...)` of the predictions, plus "ceiling": the predictor's own scores on real test
     images (`meta.test_metrics`, without the per-attribute detail).
+  Raises:
+    InputError: images `predict` refuses, or targets `score` refuses.
   """
   out = score(predictor, predict(predictor, images), target_attributes, seed=seed)
   out["ceiling"] = {k: v for k, v in predictor.meta.test_metrics.items()
@@ -138,9 +149,13 @@ def attribute_index(predictor: Predictor, attribute: Any) -> int:
     attribute: a name or a column index.
   Returns:
     The column index.
+  Raises:
+    InputError: an unknown name, an index out of range, or anything else (a bool too).
   """
   names = predictor.meta.attribute_names
-  if isinstance(attribute, (int, np.integer)) and 0 <= attribute < len(names):
+  # Was: True taken as column 1 (a bool is an int).
+  if (isinstance(attribute, (int, np.integer)) and not isinstance(attribute, (bool, np.bool_))
+      and 0 <= attribute < len(names)):
     return int(attribute)
   if isinstance(attribute, str) and attribute in names:
     return names.index(attribute)

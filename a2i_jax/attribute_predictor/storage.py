@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 from typing import Any
 
@@ -17,14 +18,17 @@ from flax import serialization
 from a2i_jax import config_lib, distributed, files
 from a2i_jax.attribute_predictor.network import AttributeNet, Predictor, PredictorMeta
 from a2i_jax.attribute_predictor.scoring import _json_safe
-from a2i_jax.attribute_predictor.training import data_fingerprint, train_predictor
+from a2i_jax.attribute_predictor.training import _check_seed, data_fingerprint, train_predictor
 from a2i_jax.data.base import Dataset
 from a2i_jax.errors import CheckpointError
 
 PREDICTOR_DIR = "attribute_predictor"
 _WEIGHTS_FILE = "variables.msgpack"
 _META_FILE = "meta.json"
-_FORMAT = 2  # bump when the saved layout changes (2: data_fingerprint)
+# Bump when the saved layout changes (2: data_fingerprint; 3: meta_sha256). An older format
+# is a CheckpointError, so load_or_train trains a new predictor in its place.
+_FORMAT = 3
+_SEQUENCES = ("attribute_names", "attribute_kinds", "mean", "std", "low", "high")
 
 
 def predictor_dir(workdir: str) -> str:
@@ -38,12 +42,19 @@ def predictor_dir(workdir: str) -> str:
   return os.path.join(os.path.abspath(os.path.expanduser(workdir)), PREDICTOR_DIR)
 
 
+def _meta_sha256(meta: dict) -> str:
+  """SHA-256 of the metadata's canonical JSON (sorted keys, no spaces), `meta_sha256` aside."""
+  rest = {k: v for k, v in meta.items() if k != "meta_sha256"}
+  text = json.dumps(rest, sort_keys=True, separators=(",", ":"))
+  return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def save_predictor(predictor: Predictor, workdir: str) -> str:
   """Writes the predictor to `workdir/attribute_predictor/` and returns that path.
 
   The weights (flax msgpack) are written first and the metadata (JSON, with the weights'
-  SHA-256) last, each through a temporary file and a rename, so a reader sees either the
-  old predictor, the new one, or a mismatch that `load_predictor` reports.
+  SHA-256 and its own) last, each through a temporary file and a rename, so a reader sees
+  either the old predictor, the new one, or a mismatch that `load_predictor` reports.
 
   Args:
     predictor: from `train_predictor`.
@@ -57,8 +68,10 @@ def save_predictor(predictor: Predictor, workdir: str) -> str:
   blob = serialization.msgpack_serialize(jax.device_get(predictor.variables))
   files.atomic_write(os.path.join(d, _WEIGHTS_FILE), blob)
   meta = dataclasses.asdict(predictor.meta)
-  meta.update(format=_FORMAT, weights_sha256=hashlib.sha256(blob).hexdigest())
-  files.atomic_write(os.path.join(d, _META_FILE), json.dumps(_json_safe(meta), indent=1))
+  meta = _json_safe({**meta, "format": _FORMAT,
+                     "weights_sha256": hashlib.sha256(blob).hexdigest()})
+  meta["meta_sha256"] = _meta_sha256(meta)
+  files.atomic_write(os.path.join(d, _META_FILE), json.dumps(meta, indent=1))
   return d
 
 
@@ -70,7 +83,8 @@ def load_predictor(workdir: str) -> Predictor:
   Returns:
     The `Predictor`.
   Raises:
-    CheckpointError: it is missing, unreadable or does not match its metadata.
+    CheckpointError: it is missing or unreadable, saved by an older version, its meta.json was
+      edited or holds values no training writes, or its weights do not match the metadata.
   """
   d = predictor_dir(workdir)
   how = ("Train and save one with a2i_jax.attribute_predictor.load_or_train(config, dataset, "
@@ -83,13 +97,20 @@ def load_predictor(workdir: str) -> Predictor:
       meta = json.load(f)
     with open(wpath, "rb") as f:
       blob = f.read()
-    if meta.pop("format", None) != _FORMAT:
-      raise ValueError("unknown format version")
-    if meta.pop("weights_sha256", None) != hashlib.sha256(blob).hexdigest():
+    if not isinstance(meta, dict):
+      raise ValueError(f"{_META_FILE} holds no JSON object")
+    if meta.get("format") != _FORMAT:
+      raise ValueError(f"saved in format {meta.get('format')!r}, this version reads format "
+                       f"{_FORMAT}")
+    # Was: only the weights were hashed, so an edited meta.json (a column's mean, its kind)
+    # loaded and scored silently wrong or failed at predict time with a traceback.
+    if meta.get("meta_sha256") != _meta_sha256(meta):
+      raise ValueError(f"{_META_FILE} does not match its meta_sha256 (it was edited)")
+    if meta["weights_sha256"] != hashlib.sha256(blob).hexdigest():
       raise ValueError("the weights do not match the metadata (an interrupted save?)")
-    for key in ("attribute_names", "attribute_kinds", "mean", "std", "low", "high"):
-      meta[key] = tuple(meta[key])
-    meta = PredictorMeta(**meta)
+    for key in ("format", "weights_sha256", "meta_sha256"):
+      del meta[key]
+    meta = _check_meta(meta)
     variables = serialization.msgpack_restore(blob)
     expected = jax.eval_shape(
         lambda: AttributeNet(len(meta.attribute_names), meta.width).init(
@@ -99,9 +120,51 @@ def load_predictor(workdir: str) -> Predictor:
     if got != want:
       raise ValueError("the weights do not fit the network the metadata describes")
   except (OSError, ValueError, TypeError, KeyError) as e:
-    raise CheckpointError(f"the attribute predictor in {d} is unreadable ({e}). Delete the "
-                          f"folder and train a new one. {how}") from None
+    error = CheckpointError(f"the attribute predictor in {d} is unreadable ({e}). Delete the "
+                            f"folder and train a new one. {how}")
+    error.reason = str(e)  # For load_or_train's warning, which does the retraining itself.
+    raise error from None
   return Predictor(variables, meta)
+
+
+def _check_meta(meta: dict) -> PredictorMeta:
+  """The metadata as a `PredictorMeta`, or ValueError naming the first value that cannot be a
+  trained predictor's (the hash catches edits; this, values no training writes)."""
+  fields = {f.name for f in dataclasses.fields(PredictorMeta)}
+  if set(meta) != fields:
+    raise ValueError(f"{_META_FILE} lacks {sorted(fields - set(meta))} or has unknown "
+                     f"{sorted(set(meta) - fields)}")
+  names = meta["attribute_names"]
+  if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+    raise ValueError(f"attribute_names={names!r} is not a list of names")
+  for key in _SEQUENCES[1:]:
+    if not isinstance(meta[key], list) or len(meta[key]) != len(names):
+      raise ValueError(f"{key} has {len(meta[key]) if isinstance(meta[key], list) else 'no'} "
+                       f"entries, not one per attribute ({len(names)})")
+  bad = sorted(set(meta["attribute_kinds"]) - {"binary", "continuous"}, key=str)
+  if bad:
+    raise ValueError(f"attribute_kinds holds {bad[0]!r}, not 'binary' or 'continuous'")
+  for key in ("mean", "std", "low", "high"):
+    for v in meta[key]:
+      if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ValueError(f"{key} holds {v!r}, not a finite number")
+  if min(meta["std"]) <= 0:  # Training keeps std 1 for a constant column.
+    raise ValueError(f"std holds {min(meta['std'])!r}, not a positive number")
+  if any(h <= lo for lo, h in zip(meta["low"], meta["high"])):
+    raise ValueError("a column's high is not above its low")
+  for key in ("image_size", "width", "steps", "batch_size", "seed"):
+    v, least = meta[key], 0 if key == "seed" else 1
+    if isinstance(v, bool) or not isinstance(v, int) or v < least:
+      raise ValueError(f"{key}={v!r} is not an integer of at least {least}")
+  for key in ("dataset", "data_fingerprint"):
+    if not isinstance(meta[key], str):
+      raise ValueError(f"{key}={meta[key]!r} is not a string")
+  if not isinstance(meta["test_metrics"], dict):
+    raise ValueError(f"test_metrics={meta['test_metrics']!r} is not a mapping")
+  lr = meta["learning_rate"]
+  if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf:
+    raise ValueError(f"learning_rate={lr!r} is not a positive finite number")
+  return PredictorMeta(**{k: tuple(v) if k in _SEQUENCES else v for k, v in meta.items()})
 
 
 def load_or_train(settings: Any, dataset: Dataset, workdir: str, *,
@@ -113,12 +176,15 @@ def load_or_train(settings: Any, dataset: Dataset, workdir: str, *,
     settings: `config.attribute_predictor` (steps, batch_size, learning_rate, width).
     dataset: the generator's dataset.
     workdir: the generator's workdir.
-    seed: the training seed.
+    seed: the training seed, an integer in [0, 2**31).
   Returns:
     The predictor: a function of (dataset, settings, seed) alone, whatever was saved before.
+  Raises:
+    InputError: a seed or setting `train_predictor` refuses, or a training that diverged.
   """
   if settings is None:
     settings = config_lib.reference_config().attribute_predictor
+  seed = _check_seed(seed)  # Was: seed=True reused (or saved) the predictor of seed 1.
   want = {"dataset": dataset.name, "attribute_names": tuple(dataset.attribute_names),
           "attribute_kinds": tuple(dataset.attribute_kinds),
           "image_size": int(dataset["train"].images.shape[1]),
@@ -135,8 +201,10 @@ def load_or_train(settings: Any, dataset: Dataset, workdir: str, *,
     # images (another synthetic seed, an edited folder) or another --seed were scored by it.
     logging.warning("the attribute predictor in %s was trained with another %s; training a "
                     "new one in its place.", predictor_dir(workdir), ", ".join(differ))
-  except CheckpointError:
-    pass
+  except CheckpointError as e:
+    if os.path.exists(os.path.join(predictor_dir(workdir), _META_FILE)):
+      logging.warning("the attribute predictor in %s is unreadable (%s); training a new one "
+                      "in its place.", predictor_dir(workdir), getattr(e, "reason", e))
   p = train_predictor(dataset, settings, seed=seed)
   try:
     save_predictor(p, workdir)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Any, Optional, Sequence
 
 import jax
@@ -18,7 +19,7 @@ from a2i_jax.attribute_predictor.scoring import _json_safe, score
 from a2i_jax.data import base
 from a2i_jax.data.base import Dataset
 from a2i_jax.errors import InputError
-from a2i_jax.inputs import to_signed
+from a2i_jax.inputs import check_int, to_signed
 from a2i_jax.models import initializers
 
 
@@ -87,6 +88,26 @@ def _init_variables(model: AttributeNet, image_size: int, key: jax.Array) -> dic
 
 
 _SETTINGS = ("steps", "batch_size", "learning_rate", "width")
+_SEED_LIMIT = 2**31  # PRNGKey takes any int, but 2**32 drew seed 0's keys and 2**64 overflowed.
+
+
+def _check_seed(seed: Any) -> int:
+  """The training seed as an int; InputError unless an integer (not a bool) in [0, 2**31)."""
+  return check_int(seed, "attribute predictor: seed", 0, below=_SEED_LIMIT)
+
+
+def _check_settings(values: dict) -> tuple[int, int, float, int]:
+  """(steps, batch_size, learning_rate, width), checked as `config_lib.check_values` checks
+  the config's (was: overrides unchecked, e.g. learning_rate=0 saved an untrained predictor)."""
+  steps, batch_size, width = (check_int(values[k], f"attribute predictor: {k}", 1)
+                              for k in ("steps", "batch_size", "width"))
+  lr = values["learning_rate"]
+  if (isinstance(lr, (bool, np.bool_)) or not isinstance(lr, (int, float, np.integer,
+                                                               np.floating))
+      or not 0 < lr < math.inf):
+    raise InputError(f"attribute predictor: learning_rate={lr!r} is not valid; pass a positive "
+                     "finite number (e.g. 1e-3).")
+  return steps, batch_size, float(lr), width
 
 
 def data_fingerprint(dataset: Dataset, evaluate_split: Optional[str] = "test") -> str:
@@ -112,14 +133,15 @@ def train_predictor(dataset: Dataset, settings: Any = None, *, seed: int = 0,
       drawn with replacement; learning_rate: Adam's, cosine-decayed to zero over `steps`;
       width: `AttributeNet.width`, the channels of the first convolution). Default: the
       values of configs/default.py.
-    seed: initialisation and batch draws.
+    seed: initialisation and batch draws, an integer in [0, 2**31).
     evaluate_split: the split whose real images give `meta.test_metrics` (None: skip).
     **overrides: any of the settings, e.g. steps=100.
   Returns:
     The trained `Predictor` (on the default device).
   Raises:
-    InputError: an unknown setting, a count that is not a positive integer, or a training
-      that diverged.
+    InputError: an unknown setting, a count that is not a positive integer, a learning rate
+      that is not a positive finite number, a seed that is not an integer in [0, 2**31), or
+      a training that diverged.
   """
   if settings is None:
     settings = config_lib.reference_config().attribute_predictor
@@ -129,11 +151,8 @@ def train_predictor(dataset: Dataset, settings: Any = None, *, seed: int = 0,
     raise InputError(f"attribute predictor: unknown setting(s) {unknown}; known: "
                      f"{list(_SETTINGS)}.")
   values.update(overrides)
-  steps, batch_size, width = values["steps"], values["batch_size"], values["width"]
-  learning_rate = float(values["learning_rate"])
-  for name, v in (("steps", steps), ("batch_size", batch_size), ("width", width)):
-    if not isinstance(v, (int, np.integer)) or v <= 0:
-      raise InputError(f"attribute predictor: {name}={v!r} must be a positive integer.")
+  steps, batch_size, learning_rate, width = _check_settings(values)
+  seed = _check_seed(seed)
   train = dataset["train"]
   kinds = tuple(dataset.attribute_kinds)
   image_size = int(train.images.shape[1])

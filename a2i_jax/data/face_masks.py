@@ -24,7 +24,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from a2i_jax.errors import ConfigError, DataError
+from a2i_jax.errors import ConfigError, DataError, InputError
+
+
+def _is_int(value: Any) -> bool:
+  """An integer, not a bool (True is an int) nor a float or string that looks like one."""
+  return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,19 +57,23 @@ class MaskNetConfig:
   seed: int
 
   def __post_init__(self):
-    for key in ("steps", "batch_size", "width", "resolution"):
-      if int(getattr(self, key)) < 1:
-        raise ConfigError(f"config.data.mask_net.{key}={getattr(self, key)} must be a "
-                          "positive integer.")
-    if not 0 < float(self.learning_rate) < math.inf:  # Was: inf accepted, every mask 0.
-      raise ConfigError(f"config.data.mask_net.learning_rate={self.learning_rate} must be "
-                        "a positive finite number.")
+    # Was: int() and float() only, so steps=1.5, width=4.5, steps="10" or batch_size=True
+    # built and failed (or ran) in training, and learning_rate="x" was a raw ValueError.
+    for key in ("steps", "batch_size", "width", "resolution", "depth"):
+      value, least = getattr(self, key), 0 if key == "depth" else 1
+      if not _is_int(value) or value < least:
+        raise ConfigError(f"config.data.mask_net.{key}={value!r} must be "
+                          f"{'a positive integer' if least else 'an integer >= 0'}.")
+    lr = self.learning_rate
+    if (not isinstance(lr, (int, float, np.integer, np.floating)) or isinstance(lr, bool)
+        or not 0 < lr < math.inf):  # Was: inf accepted, every mask 0.
+      raise ConfigError(f"config.data.mask_net.learning_rate={lr!r} must be a positive finite "
+                        "number.")
     seed = self.seed  # A jitted int32 argument: 2**31 was a traceback from JAX.
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not (
-        0 <= seed <= 2**31 - 1):
+    if not _is_int(seed) or not 0 <= seed <= 2**31 - 1:
       raise ConfigError(f"config.data.mask_net.seed={seed!r}; pass a whole number from 0 to "
                         f"{2**31 - 1}.")
-    if int(self.depth) < 0 or int(self.resolution) % 2 ** int(self.depth):
+    if self.resolution % 2 ** self.depth:
       raise ConfigError(f"config.data.mask_net.resolution={self.resolution} does not divide by "
                         f"2**depth (depth={self.depth}); use a depth >= 0 whose power of two "
                         "divides the resolution.")
@@ -125,6 +134,29 @@ def _to_input(images_u8: jax.Array) -> jax.Array:
   return images_u8.astype(jnp.float32) * (2.0 / 255.0) - 1.0
 
 
+def _check_images(images: Any, what: str, error: type) -> np.ndarray:
+  """uint8 [N, S, S, 3], or `error` naming the fix. Was: floats in [0, 1] were taken as
+  levels of 255, i.e. an almost black image, and gave a meaningless mask."""
+  x = np.asarray(images)
+  if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] != 3 or x.shape[1] != x.shape[2]:
+    raise error(f"face_masks.{what}: images of dtype {x.dtype} and shape {x.shape}; pass uint8 "
+                "[N, S, S, 3] in [0, 255] (floats x in [0, 1]: np.rint(x * 255).astype("
+                "np.uint8)).")
+  return x
+
+
+def _check_masks(masks: Any, images: np.ndarray, what: str) -> np.ndarray:
+  """uint8 [N, S, S] for images [N, S, S, 3], or DataError naming the fix."""
+  m = np.asarray(masks)
+  if m.dtype != np.uint8 or m.shape != images.shape[:3]:
+    # Was: only the counts were compared; another size failed inside JAX, floats in [0, 1]
+    # trained towards an empty mask.
+    raise DataError(f"face_masks.{what}: masks of dtype {m.dtype} and shape {m.shape} for "
+                    f"images of shape {images.shape}; pass uint8 {list(images.shape[:3])}, "
+                    "255 = foreground, one mask per image.")
+  return m
+
+
 def train(images: np.ndarray, masks: np.ndarray, cfg: MaskNetConfig,
           progress: bool = False) -> dict:
   """Trains the network on labelled images.
@@ -137,7 +169,12 @@ def train(images: np.ndarray, masks: np.ndarray, cfg: MaskNetConfig,
   Returns:
     {"params", "width", "resolution", "depth"}: the trained parameters (on the host) and the
     network's shape settings, what `predict` needs.
+  Raises:
+    DataError: images that are not uint8 [N, S, S, 3], or masks that are not uint8 of shape
+      [N, S, S] to match them.
   """
+  images = _check_images(images, "train", DataError)
+  masks = _check_masks(masks, images, "train")
   # Imported here: config_lib (and through it serving) imports this module for MaskNetConfig,
   # and serving must not load the optimiser library (docs/design.md §2.2).
   import optax  # pylint: disable=import-outside-toplevel
@@ -200,7 +237,13 @@ def predict(net: dict, images: np.ndarray, batch_size: int = 128) -> np.ndarray:
     batch_size: images per device call.
   Returns:
     uint8 [N, S, S]: the foreground probability times 255, rounded; 255 = foreground.
+  Raises:
+    InputError: images that are not uint8 [N, S, S, 3] (floats in [0, 1] too: the message
+      says how to convert them), or a batch_size that is not a positive integer.
   """
+  images = _check_images(images, "predict", InputError)
+  if not _is_int(batch_size) or batch_size < 1:
+    raise InputError(f"face_masks.predict: batch_size={batch_size!r}; pass a positive integer.")
   out = np.empty(images.shape[:3], np.uint8)
   b = batch_size
   for start in range(0, images.shape[0], b):
@@ -248,12 +291,16 @@ def train_and_evaluate(train_images: np.ndarray, train_masks: np.ndarray,
     IoU as `iou` computes it; `num_test` 0 and `test_iou` None without a test set).
   Raises:
     DataError: before any training, when the training images and masks differ in number,
-      or there are test images but no test masks (or not one per image).
+      there are test images but no test masks (or not one per image), or images or masks are
+      not uint8 of shapes [N, S, S, 3] and [N, S, S].
   """
+  train_images = _check_images(train_images, "train_and_evaluate", DataError)
   if len(train_masks) != len(train_images):
     raise DataError(f"face_masks.train_and_evaluate: {len(train_images)} training images but "
                     f"{len(train_masks)} training masks; pass one mask per image.")
+  train_masks = _check_masks(train_masks, train_images, "train_and_evaluate")
   if test_images is not None and len(test_images):
+    test_images = _check_images(test_images, "train_and_evaluate", DataError)
     if test_masks is None:
       raise DataError(f"face_masks.train_and_evaluate: {len(test_images)} test images but "
                       "test_masks=None; pass their masks, or test_images=None to skip the "
@@ -261,6 +308,7 @@ def train_and_evaluate(train_images: np.ndarray, train_masks: np.ndarray,
     if len(test_masks) != len(test_images):
       raise DataError(f"face_masks.train_and_evaluate: {len(test_images)} test images but "
                       f"{len(test_masks)} test masks; pass one mask per image.")
+    test_masks = _check_masks(test_masks, test_images, "train_and_evaluate")
   net = train(train_images, train_masks, cfg, progress=progress)
   report = {"num_train": int(train_images.shape[0]), **dataclasses.asdict(cfg),
             "train_iou": iou(predict(net, train_images), train_masks)}

@@ -261,6 +261,32 @@ def _find_dir(root: str, name: str, what: str) -> str:
                   f"one: {tfds_lib.redownload(what, root)}")
 
 
+def _check_parts_lists(lists: dict[str, list[Key]], paths: dict) -> None:
+  """Refuses a parts list with no `<Name> <n>` line, and lists that share an image.
+
+  Was: an empty or garbled parts_train.txt said "none of the images ... has a label image",
+  an empty parts_test.txt gave test_iou None without a word, and an image in both
+  parts_train.txt and parts_test.txt was trained on and then scored as held out. The
+  published lists (1,500 / 500 / 927 images) are disjoint.
+  """
+  for split, keys in lists.items():
+    if not keys:
+      path = paths[f"parts_{split}.txt"]
+      url = next(src.url for src in MASK_SOURCES if src.filename == f"parts_{split}.txt")
+      raise DataError(f"LFW: {path} lists no images (no '<Name> <n>' line); the file is empty "
+                      f"or not the published one. Delete it and download it again ({url}).")
+  splits = list(lists)
+  for i, a in enumerate(splits):
+    for b in splits[i + 1:]:
+      both = sorted(set(lists[a]) & set(lists[b]))
+      if both:
+        raise DataError(f"LFW: parts_{a}.txt and parts_{b}.txt both list {len(both)} "
+                        f"image(s) (e.g. {image_name(both[0])}); the published lists are "
+                        "disjoint, so these are not the published files. Delete "
+                        f"{paths[f'parts_{a}.txt']} and {paths[f'parts_{b}.txt']} and "
+                        "download them again.")
+
+
 # ------------------------------------------------------------------------------- builder
 
 
@@ -341,11 +367,9 @@ class A2iLfw(tfds_lib.BuilderMixin, tfds.core.GeneratorBasedBuilder, skip_regist
     # missing is an incomplete archive (`load_part_mask` says so), not an image to predict.
     lists = {s: parse_parts_list(paths[f"parts_{s}.txt"]) for s in ("train", "validation",
                                                                      "test")}
+    _check_parts_lists(lists, paths)
     labelled = {k for keys in lists.values() for k in keys}
     gt = {k: load_part_mask(labels_root, k) for k in bar(sorted(labelled), "part labels")}
-    if not lists["train"]:
-      raise DataError(f"LFW: none of the images in parts_train.txt has a label image in "
-                      f"{labels_root}; the part-label files do not match.")
     stack = lambda keys: (np.stack([load_image(images_root, k) for k in keys]),
                           np.stack([gt[k] for k in keys]))
     train_x, train_m = stack(lists["train"])
