@@ -32,7 +32,7 @@ def get_config() -> ml_collections.ConfigDict:
   # checkpoints either way.
   config.model.upsample_mode = "polyphase"
   # How the convolutions' kernel gradients are computed: "xla" (XLA's own), "taps" (matrix
-  # products over the kernel taps, perf.taps_conv_general_dilated: XLA:CPU's own runs at a third
+  # products over the kernel taps, conv_grad.taps_conv_general_dilated: XLA:CPU's own runs at a third
   # of the forward convolution's rate) or "auto" ("taps" on CPU, "xla" on GPU / TPU and on a
   # CPU whose convolutions run in XLA's own kernels, perf.xla_convolutions): on the paper
   # models "taps" is the faster with YNNPACK's convolutions (BENCHMARKS.md, "Weight gradients
@@ -127,7 +127,7 @@ def get_config() -> ml_collections.ConfigDict:
   # $XDG_CACHE_HOME/a2i_jax/xla, where set (`files.enable_compilation_cache`).
   config.compilation_cache_dir = "~/.cache/a2i_jax/xla"
 
-  # Posterior inference by optimisation (infer.py, a2i_jax/inference.py). The paper gives no
+  # Posterior inference by optimisation (infer.py, a2i_jax/inference/). The paper gives no
   # values (docs/reference.md §5); these were chosen on the synthetic validation split
   # (RESULTS.md).
   config.inference = ml_collections.ConfigDict()
