@@ -1353,9 +1353,12 @@ def test_a_failed_preparation_is_discarded_under_its_lock(tmp_path, monkeypatch)
   # the fix); a link to nowhere, missing for good, runs unlocked after a while.
   real_open, opened = files.os.open, []
 
+  looked = threading.Event()
+
   def racing_open(path, flags, *args):
     if path == lock and not flags & os.O_CREAT and not opened:
       opened.append(path)
+      looked.set()
       raise FileNotFoundError(2, "No such file or directory", path)
     return real_open(path, flags, *args)
   entered = threading.Event()
@@ -1367,8 +1370,8 @@ def test_a_failed_preparation_is_discarded_under_its_lock(tmp_path, monkeypatch)
     monkeypatch.setattr(files.os, "open", racing_open)
     late = threading.Thread(target=newcomer)
     late.start()
-    late.join(0.3)
-    assert opened and not entered.is_set()
+    # An event, not a 0.3 s join: a thread not scheduled in time failed the test.
+    assert looked.wait(30) and not entered.is_set()
   late.join()
   assert entered.is_set()
   monkeypatch.undo()

@@ -35,8 +35,7 @@ def _require_cpu_collectives():
   if not hasattr(jax.config, "jax_cpu_collectives_implementation"):
     reason = (f"jax {jax.__version__} has no CPU cross-process collectives "
               "(jax_cpu_collectives_implementation); two CPU processes cannot run one program")
-    print(reason)
-    pytest.skip(reason)
+    pytest.fail(reason)  # Was a skip: a JAX that renamed the option would skip these silently.
 
 
 def _free_port() -> int:
@@ -128,8 +127,7 @@ def test_a_dead_process_stops_the_other_with_an_error(tmp_path, compile_cache):
     for p in procs:
       if p.poll() is None:
         p.kill()
-  assert time.monotonic() - died < 60
-  assert not (tmp_path / "never.npz").exists()
+  assert not (tmp_path / "never.npz").exists()  # (A hang fails communicate's 60 s timeout.)
   # Two ways out, whichever comes first: the survivor's next collective fails and it prints
   # one line (distributed.peers_checked), or JAX's coordination service, having seen the
   # peer's connection drop, ends it from its own thread (once in eleven suite runs on the
@@ -156,11 +154,9 @@ def test_processes_that_find_no_one_stop_with_one_line(tmp_path):
   finds nothing listening there, process 0 waits for a process 1 that never comes. Both end
   with one line and status 1 after the join timeout, not JAX's C++ abort (status 134 on jaxlib
   0.10, 1 with a fatal log on 0.7.2) when its own deadline passes."""
-  started = time.monotonic()
-  results = _finish(_launch_each([
+  results = _finish(_launch_each([  # Within 60 s, where JAX's own deadline is 300 s.
       [f"--out={tmp_path / 'never.npz'}", f"--coordinator=localhost:{_free_port()}",
        "--num_processes=2", f"--process_id={i}", "--timeout_s=3"] for i in (0, 1)]), 60)
-  assert time.monotonic() - started < 45  # Start-up, 3 s of waiting, and a busy machine.
   for rc, _, err in results:
     assert rc == 1 and len(_error_lines(err)) == 1, err[-3000:]
     assert "Terminating process" not in err, err[-3000:]
@@ -445,7 +441,9 @@ def test_a_bug_on_one_process_of_train_py_stops_both_at_once(tmp_path, train_py_
   ended = time.time()
   raised = [float(line.split()[-1]) for line in err1.splitlines() if line.startswith("raising at")]
   assert len(raised) == 1, err1[-3000:]
-  assert ended - raised[0] < 30, (ended - raised[0], err0[-2000:], err1[-2000:])
+  # Under JAX's shutdown barrier of 60 s, which it waited before, with room for a busy machine
+  # (a review found the 30 s this said before a flake risk).
+  assert ended - raised[0] < 50, (ended - raised[0], err0[-2000:], err1[-2000:])
   assert rc1 == 1, err1[-3000:]
   assert "RuntimeError: injected on process 1 at step 2" in err1
   assert "Terminating process" not in err1, err1[-3000:]
@@ -479,7 +477,7 @@ def test_a_bug_after_the_last_step_lets_the_finished_process_end_at_once(tmp_pat
   raised = [float(line.split()[-1]) for line in err1.splitlines() if line.startswith("raising at")]
   assert len(raised) == 1 and rc1 == 1, err1[-3000:]
   assert rc0 == 0 and "Terminating process" not in err0, err0[-3000:]
-  assert ended - raised[0] < 20, (ended - raised[0], err0[-2000:])
+  assert ended - raised[0] < 40, (ended - raised[0], err0[-2000:])  # JAX ended it at 50-60 s.
   assert faults_lib.final_state(str(tmp_path / "w")).step == TRAIN_PY_STEPS
 
 
@@ -648,7 +646,7 @@ def test_process_0_chooses_and_a_peer_that_left_is_named(monkeypatch):
   with pytest.raises(distributed.DataError, match=r"process 0: process 1 did not give "
                      r"config: it stopped first \(exit status 1\), and its log says"):
     distributed.same_on_every_process("config", "a", "fix it", timeout_s=60)
-  assert time.monotonic() - started < 5
+  assert time.monotonic() - started < 30  # Not the whole 60 s of the timeout.
 
 
 def test_a_coordinator_or_process_id_without_a_count_is_refused(monkeypatch):

@@ -260,3 +260,30 @@ def test_face_boxes_on_centre_crops_lie_where_the_face_is():
   assert len(seen) == 4  # Two methods, two datasets.
   for observed in seen:
     np.testing.assert_array_equal(observed, want)
+
+
+def test_mean_sem_and_the_tables_cells():
+  """The standard error was never checked: the wrong degrees of freedom, or 0, passed."""
+  from a2i_jax import evaluation  # pylint: disable=import-outside-toplevel
+  cell = evaluation.mean_sem(np.array([1.0, 2.0, 4.0, np.nan, np.inf]))
+  assert cell["n"] == 3 and cell["mean"] == pytest.approx(7 / 3)
+  # s.e. = the sample standard deviation (n - 1) / sqrt(n): sqrt((16 + 1 + 25) / 9 / 2 / 3).
+  assert cell["sem"] == pytest.approx(np.sqrt(7 / 9))
+  assert evaluation.mean_sem([5.0]) == {"mean": 5.0, "sem": 0.0, "n": 1}
+  empty = evaluation.mean_sem([np.nan])
+  assert empty["n"] == 0 and np.isnan(empty["mean"]) and np.isnan(empty["sem"])
+  table = evaluation.markdown_table([{"model": "cvae", "rows": {
+      "fill": {"eyes": cell, "face": empty}}}])
+  assert "| cvae | fill | 233.33 ± 88.19 | – |" in table, table
+
+
+def test_mask_iou_on_hand_made_masks():
+  """Only its range was checked: a constant 0.5 passed."""
+  from a2i_jax.data import face_masks  # pylint: disable=import-outside-toplevel
+  a = np.zeros((3, 4, 4), np.uint8)
+  b = np.zeros((3, 4, 4), np.uint8)
+  a[0, :2], b[0, :, :2] = 255, 255  # 4 pixels shared of 12: 1/3.
+  a[1, :1], b[1, 3:] = 200, 130  # Disjoint: 0.
+  a[2, 0, 0] = 127  # Both empty at the threshold of 128: 1.
+  assert face_masks.iou(a, b) == pytest.approx((1 / 3 + 0 + 1) / 3)
+  assert face_masks.iou(a[:1], a[:1]) == 1.0

@@ -125,8 +125,7 @@ def test_four_devices_equal_one(cvae):
   batch = {"latents": {"z": P("data")}, "mu": {"z": P("data")}, "nu": {"z": P("data")},
            "t": P()}
   assert len(carries) == 8 and all(c == batch for c in carries), carries
-  if hasattr(run_steps, "_cache_size"):  # Private jit method, present in jax 0.7.2 .. 0.10.x.
-    assert run_steps._cache_size() == 2
+  assert run_steps._cache_size() == 2  # A private jit method of jax 0.7.2 .. 0.10.x.
 
 
 def test_steps_per_call_zero_runs_every_step_in_one_rolled_loop(cvae):
@@ -281,8 +280,7 @@ def test_ragged_last_batch_reuses_the_compiled_program(cvae):
   batched = inference.run_inference(trained, x, y, key=jax.random.key(0), options=opts,
                                     batch_size=4)
   run = trained.cache[("infer", inference.posterior._static(opts))]["run"]
-  if hasattr(run, "_cache_size"):  # Private jit method, present in jax 0.7.2 .. 0.10.x.
-    assert run._cache_size() == 1  # Batches of 4 and 2 (padded to 4): one program.
+  assert run._cache_size() == 1  # Batches of 4 and 2 (padded to 4): one program.
   # Zero init and no restarts: the result does not depend on how images are batched.
   whole = inference.run_inference(trained, x, y, key=jax.random.key(0), options=opts,
                                   batch_size=8)
