@@ -26,6 +26,7 @@ import logging as std_logging
 import os
 import signal
 import sys
+import traceback
 import warnings
 
 from absl import app, flags, logging
@@ -52,20 +53,40 @@ def _fail(message: str, at_once: bool = False) -> None:
   sys.exit(1)
 
 
+def _config_spec(argv: list[str]) -> str:
+  """The --config value of a normalised command line ("" where there is none)."""
+  specs = [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+  return specs[-1] if specs else ""  # The last one counts, as for any flag.
+
+
+def _line_in(error: BaseException, path: str) -> str:
+  """" at line N" of the innermost frame of `error`'s traceback in the file `path`."""
+  path = os.path.abspath(os.path.expanduser(path))
+  lines = [frame.lineno for frame in traceback.extract_tb(error.__traceback__)
+           if os.path.abspath(frame.filename) == path]
+  return f" at line {lines[-1]}" if lines else ""
+
+
 def _explain_flag_error(argv: list[str], error: Exception) -> str:
   """The one line for a command line that ml_collections' config flags could not parse."""
+  spec = _config_spec(argv)
   # ml_collections wraps an exception of a config file's get_config in a flag error holding
   # the whole traceback (was: printed in the error line): the load below names it instead.
   if isinstance(error, flags.Error) and "Error whilst parsing config file" not in str(error):
-    return f"{str(error).rstrip('.')}; see python train.py --helpfull."  # Absl's own.
-  specs = [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
-  spec = specs[-1] if specs else ""  # The last one counts, as for any flag.
+    try:  # An override's value of the wrong kind: what the key takes (was absl's words only,
+      # "invalid literal for int() with base 10: '4.0'").
+      typed = config_lib.explain_override_value(str(error), config_lib.get_config(spec))
+    except Exception:  # pylint: disable=broad-except
+      typed = None
+    return typed or f"{str(error).rstrip('.')}; see python train.py --helpfull."  # Absl's own.
   try:
     config = config_lib.get_config(spec)  # Its ConfigError names a missing file.
   except ConfigError as e:
     return str(e)
   except Exception as e:  # pylint: disable=broad-except
-    return f"the config file {spec} failed to load ({type(e).__name__}: {e})."
+    path = config_lib.resolve_spec(spec).partition(":")[0]
+    return (f"the config file {spec} failed to load ({type(e).__name__}: {e}){_line_in(e, path)};"
+            " fix the error there.")
   keys = sorted(config_lib.leaf_paths(config))
   for arg in argv:
     if arg.startswith("--config.") or arg.startswith("--noconfig."):
@@ -86,6 +107,10 @@ def _parse_flags(argv: list[str]) -> list[str]:
     argv = config_lib.normalised_command_line(argv)
   except ConfigError as e:
     _fail(str(e))
+  # ml_collections reads the order of --config and its overrides from sys.argv itself: the
+  # normalised order there too (--config first: was "Found --config.x in argv before a value
+  # for --config was specified").
+  sys.argv[:] = argv
   given = [a for a in argv[1:] if a == "--config" or a.startswith("--config=")]
   if len(given) > 1:  # absl would let the last win, or blame the overrides as defined twice.
     _fail(f"--config given {len(given)} times; pass it once (then --config.<key>=<value> "
@@ -102,6 +127,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
   try:
     config_lib.check_is_config(_CONFIG.value,
                                config_flags.get_config_filename(flags.FLAGS["config"]))
+    config_lib.check_variant(_CONFIG.value, _config_spec(argv))  # "synthetic.py:dcvae".
     # Its keys first (one it lacks), then the overrides it would ignore; the values are
     # checked in train_and_evaluate (some need JAX, which must wait for the processes to join).
     config_lib.check_keys(_CONFIG.value)

@@ -14,6 +14,7 @@ import importlib.util
 import inspect
 import math
 import os
+import re
 from types import ModuleType
 from typing import Any, Iterator, Optional
 
@@ -23,7 +24,7 @@ import numpy as np
 from a2i_jax import models, perf
 from a2i_jax.data import base as data_base
 from a2i_jax.data import face_masks, synthetic
-from a2i_jax.errors import ConfigError
+from a2i_jax.errors import ConfigError, DataError
 from a2i_jax.models import MODEL_NAMES
 
 DATASETS = data_base.DATASET_NAMES
@@ -138,7 +139,7 @@ def load_config_module(path: str) -> ModuleType:
   Returns:
     The executed module (its `get_config` builds the config).
   Raises:
-    ConfigError: the file does not exist.
+    ConfigError: the file does not exist, or it (or a file it loads) has a syntax error.
   """
   path = os.path.abspath(os.path.expanduser(path))
   if not os.path.isfile(path):
@@ -147,7 +148,11 @@ def load_config_module(path: str) -> ModuleType:
   name = "a2i_jax_configs." + os.path.splitext(os.path.basename(path))[0]
   spec = importlib.util.spec_from_file_location(name, path)
   module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  try:
+    spec.loader.exec_module(module)
+  except SyntaxError as e:  # Was: "failed to load (SyntaxError: ...)" without the fix.
+    raise ConfigError(f"the config file {e.filename or path} has a syntax error at line "
+                      f"{e.lineno} ({e.msg}); fix the syntax error at line {e.lineno}.") from None
   return module
 
 
@@ -169,6 +174,9 @@ def resolve_spec(spec: str) -> str:
   ("synthetic", "lfw.py", or "configs/lfw.py" given from another folder), else the path as
   given (its load then names it as missing).
 
+  A ":" with nothing after it is dropped: the file's default, as `get_config` takes it (was:
+  train.py passed "" to the file's get_config, "unknown model.name=''").
+
   Args:
     spec: "path[:arg]".
   Returns:
@@ -176,14 +184,14 @@ def resolve_spec(spec: str) -> str:
   Raises:
     ConfigError: the lookup in `configs_dir()` was needed and no configs/ folder is found.
   """
-  path, colon, arg = spec.partition(":")
+  path, _, arg = spec.partition(":")
   # Only a bare name, or one under a relative "configs/": another folder's missing file is
   # named as missing (was: /tmp/exp/lfw.py, mistyped, trained configs/lfw.py without a word).
   if not os.path.isfile(os.path.expanduser(path)) and os.path.dirname(path) in ("", "configs"):
     bare = os.path.basename(path)
     found = os.path.join(configs_dir(), bare if bare.endswith(".py") else bare + ".py")
     path = found if bare and os.path.isfile(found) else path
-  return path + colon + arg
+  return path + (":" + arg if arg else "")
 
 
 def normalised_command_line(argv: list[str]) -> list[str]:
@@ -195,12 +203,17 @@ def normalised_command_line(argv: list[str]) -> list[str]:
   Was: a single-dash override passed the checks of ignored keys, and a bare name or the
   space form ended in "could not be parsed" or named the wrong file.
 
+  "--config=SPEC" also moves before the first --config.<key> override: absl refuses an
+  override before it ("Found --config.x in argv before a value for --config was specified").
+
   Args:
     argv: sys.argv (the program first).
   Returns:
     The arguments with the same meaning to absl.
   Raises:
-    ConfigError: A2I_JAX_CONFIGS names a folder without default.py.
+    ConfigError: A2I_JAX_CONFIGS names a folder without default.py, or there is no --config
+      (or it has no value) and no help flag or --flagfile that absl would read instead (was:
+      "Unknown command line flag 'config.x'" for an override).
   """
   out, i = list(argv[:1]), 1
   while i < len(argv):
@@ -217,7 +230,21 @@ def normalised_command_line(argv: list[str]) -> list[str]:
       arg = "--config=" + resolve_spec(arg.split("=", 1)[1])
     out.append(arg)
     i += 1
-  return out
+  end = out.index("--") if "--" in out else len(out)
+  head = out[1:end]
+  specs = [a for a in head if a.startswith("--config=")]
+  if not specs and not any(a.startswith(("--help", "-help", "--flagfile", "-flagfile"))
+                           or a in ("-h", "-?") for a in head):
+    what = "has no value" if "--config" in head else "is missing"
+    raise ConfigError(f"--config {what}; pass --config=configs/<name>.py (e.g. "
+                      "--config=configs/synthetic.py, or configs/lfw.py:discvae), then any "
+                      "--config.<key>=<value> overrides.")
+  overrides = [i for i, a in enumerate(head) if a.startswith(("--config.", "--noconfig."))]
+  if specs and overrides and overrides[0] < head.index(specs[0]):
+    rest = [a for a in head if not a.startswith("--config=")]
+    at = rest.index(head[overrides[0]])
+    head = rest[:at] + specs + rest[at:]
+  return out[:1] + head + out[end:]
 
 
 def get_config(spec: str) -> ml_collections.ConfigDict:
@@ -229,17 +256,44 @@ def get_config(spec: str) -> ml_collections.ConfigDict:
   Returns:
     The ConfigDict.
   Raises:
-    ConfigError: no such file, or an argument given to a get_config that takes none.
+    ConfigError: no such file, a syntax error in it, no get_config in it, an argument given to
+      a get_config that takes none, or an argument that is not one of its variants
+      (`check_variant`).
   """
   path, _, arg = resolve_spec(spec).partition(":")
   module = load_config_module(path)
+  if not callable(getattr(module, "get_config", None)):  # Was: "failed to load
+    # (AttributeError: ...)" without the fix.
+    raise ConfigError(f"the config file {path} has no get_config; define get_config() "
+                      "returning an ml_collections.ConfigDict (build it on configs/default.py, "
+                      "as configs/synthetic.py does).")
   if arg and not inspect.signature(module.get_config).parameters:  # Was: a TypeError's
     # traceback printed inside train.py's error line.
     raise ConfigError(f"the config file {path} takes no argument (its get_config has no "
                       f"parameter); drop ':{arg}' from --config.")
   config = module.get_config(arg) if arg else module.get_config()
   check_is_config(config, path)
+  check_variant(config, f"{path}:{arg}")
   return config
+
+
+def check_variant(config: ml_collections.ConfigDict, spec: str) -> None:
+  """Refuses a `--config` argument that the config file took for the model's name when it
+  names no model ("configs/synthetic.py:dcvae"): the file's variants are the models.
+
+  Args:
+    config: the config that `spec` gave (after any overrides).
+    spec: the `--config` value, "path[:arg]".
+  Raises:
+    ConfigError: `arg` is config.model.name and not one of `MODEL_NAMES` (was: "unknown
+      model.name='dcvae'", without a word of the suffix that set it).
+  """
+  path, _, arg = spec.partition(":")
+  if arg and value_at(config, "model.name") == arg and arg not in MODEL_NAMES:
+    variants = [f":{name}" for name in MODEL_NAMES]
+    raise ConfigError(f"the config file {path} has no variant ':{arg}' (it sets "
+                      f"model.name={arg!r}, which is no model); choose the variant with "
+                      f"{', '.join(variants[:-1])} or {variants[-1]}.")
 
 
 def check_is_config(config: Any, path: str = "") -> None:
@@ -315,9 +369,56 @@ def validate_config(config: ml_collections.ConfigDict,
   Args:
     config: the experiment config.
     reference: the config whose keys are the valid ones (default: configs/default.py).
+  Raises:
+    ConfigError: as `check_keys`, `check_values` and `check_attribute_count` say.
   """
   check_keys(config, reference)
   check_values(config)
+  check_attribute_count(config)
+
+
+# The datasets whose attribute count the config alone decides, for the messages.
+_DATASET_TITLES = {"lfw": "LFW", "cub": "CUB", "synthetic": "synthetic"}
+
+
+def known_attribute_count(data: Any) -> Optional[int]:
+  """The number of attributes the dataset `data.name` has, where the config alone decides it.
+
+  Args:
+    data: `config.data`.
+  Returns:
+    73 for LFW, 312 for CUB (either `data.cub_attributes`), the synthetic data's 10; None for
+    a folder dataset (its attributes.csv decides), or where LFW's and CUB's module cannot be
+    imported (tensorflow-datasets missing: their load says how to install it).
+  """
+  if data.name == "synthetic":
+    return len(synthetic.ATTRIBUTE_NAMES)
+  if data.name not in ("lfw", "cub"):
+    return None
+  try:  # Here, not at the top: only a config of these datasets imports them.
+    module = importlib.import_module(f"a2i_jax.data.{data.name}")
+  except DataError:
+    return None
+  return int(module.NUM_ATTRIBUTES)
+
+
+def check_attribute_count(config: ml_collections.ConfigDict) -> None:
+  """Refuses a model.y_dim other than the dataset's attribute count where the config alone
+  decides that count (`known_attribute_count`), before any data load: was found only after
+  preparing the data (for CUB, a 1.15 GB download).
+
+  Args:
+    config: the experiment config, its values checked (`check_values`).
+  Raises:
+    ConfigError: the counts differ; the message names the --config.model.y_dim to pass.
+  """
+  count = known_attribute_count(config.data)
+  if count is not None and config.model.y_dim != count:
+    which = (f" (data.cub_attributes={config.data.cub_attributes!r})"
+             if config.data.name == "cub" else "")
+    raise ConfigError(f"config.model.y_dim={config.model.y_dim}, but the "
+                      f"{_DATASET_TITLES[config.data.name]} data have {count} attributes"
+                      f"{which}; pass --config.model.y_dim={count}.")
 
 
 def check_served_values(config: ml_collections.ConfigDict) -> None:
@@ -363,6 +464,56 @@ def _kind(value: Any) -> Optional[str]:
     if isinstance(value, type_):
       return kind
   return None
+
+
+def of_default_kind(path: str, value: Any,
+                    reference: Optional[ml_collections.ConfigDict] = None) -> bool:
+  """Whether `value` is of the kind the default of `path` is (an integer also where a number
+  is taken): one that `--config.<path>=<value>` can set.
+
+  Args:
+    path: a dotted key, e.g. "model.width".
+    value: the value.
+    reference: the defaults (default: configs/default.py).
+  Returns:
+    False also for a key the defaults lack.
+  """
+  reference = reference_config() if reference is None else reference
+  want = _kind(value_at(reference, path))
+  got = _kind(value)
+  return want is not None and (got == want or want == "a number" and got == "an integer")
+
+
+# What an override of a key of each kind must be, for `explain_override_value`.
+_OVERRIDE_KINDS = {"a bool": "true or false", "an integer": "an integer",
+                   "a number": "a number", "a string": "a string"}
+
+
+def explain_override_value(message: str, config: ml_collections.ConfigDict) -> Optional[str]:
+  """The one line for absl's refusal of an override's value, which names no fix (was, e.g.,
+  "flag --config.batch_size=4.0: invalid literal for int() with base 10: '4.0'").
+
+  Args:
+    message: the text of absl's flag error.
+    config: the config the override applies to: the kind of its value at the key is the
+      kind the override must be.
+  Returns:
+    e.g. "config.batch_size must be an integer (e.g. --config.batch_size=32), not '4.0'.";
+    None for a message that names no override of a key of `config`.
+  """
+  match = re.match(r"flag --(?:no)?config\.([\w.]+)=(.*?): ", message)
+  if match is None:
+    return None
+  key, value = match.groups()
+  default = value_at(config, key)
+  kind = _kind(default)
+  if kind is None:
+    return None
+  if kind == "a bool":
+    example = f"--config.{key}=true or --config.{key}=false"
+  else:
+    example = f"e.g. --config.{key}={default}"
+  return f"config.{key} must be {_OVERRIDE_KINDS[kind]} ({example}), not {value!r}."
 
 
 def _check_types(config: ml_collections.ConfigDict) -> None:

@@ -18,6 +18,7 @@ import math
 import os
 import socket
 import tempfile
+import time
 from typing import Any, Iterable, Iterator, Optional, Union
 
 import jax
@@ -304,12 +305,53 @@ def check_workdir(workdir: str, folders: Iterable[str] = (),
                        "system); pass a --workdir you can write to.")
 
 
+# How long `workdir_lock` retries a lock it finds held before it refuses the workdir: the probe
+# of `check_workdir_free` holds its shared lock for an instant, a run for its whole training.
+_LOCK_RETRY_S = 1.0
+
+
+def _in_use(workdir: str, fd: int) -> WorkdirError:
+  """The error for `workdir`, whose lock file (open as `fd`) another process holds."""
+  holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+  return WorkdirError(f"{workdir} is in use by another run ({holder}); wait for it to "
+                      "finish or stop it, or pass another --workdir.")
+
+
+def check_workdir_free(workdir: str) -> None:
+  """Raises `WorkdirError` where another process holds `workdir_lock` on `workdir`, so that a
+  run can say so before its data load. Writes nothing: the lock file is only opened (read-only)
+  where it exists.
+
+  A probe, not a lock: the workdir may be taken after it returns, and `workdir_lock` remains
+  what keeps two runs apart. It holds a shared lock for an instant, which `workdir_lock`
+  waits out (`_LOCK_RETRY_S`) rather than refuse a run that takes the lock in that instant.
+
+  Args:
+    workdir: an absolute path.
+  Raises:
+    WorkdirError: another process holds the lock.
+  """
+  try:  # Non-blocking: a FIFO of that name would block the open.
+    fd = os.open(os.path.join(workdir, LOCK_FILE), os.O_RDONLY | os.O_NONBLOCK)
+  except OSError:  # No lock file (no run has held one), or one this user cannot read: the
+    return  # lock says what it needs.
+  try:
+    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+  except BlockingIOError:
+    raise _in_use(workdir, fd) from None
+  except OSError:  # A file system without locks: the lock decides.
+    pass
+  finally:
+    os.close(fd)  # Releases the shared lock, if taken.
+
+
 @contextlib.contextmanager
 def workdir_lock(workdir: str) -> Iterator[None]:
   """Holds `workdir/.lock` (an exclusive `flock`) for the block: one run per workdir.
 
   The lock file names its holder (pid and host); the kernel releases the lock when the
-  process ends, however it ends, so a killed run never leaves the workdir locked.
+  process ends, however it ends, so a killed run never leaves the workdir locked. A lock held
+  for an instant (the probe of `check_workdir_free`) is waited out, up to `_LOCK_RETRY_S`.
 
   Args:
     workdir: the run's directory; created if missing.
@@ -326,12 +368,15 @@ def workdir_lock(workdir: str) -> Iterator[None]:
     raise WorkdirError(f"cannot write to {workdir} ({e.strerror}); pass a --workdir you can "
                        "write to.") from None
   try:
-    try:
-      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-      holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
-      raise WorkdirError(f"{workdir} is in use by another run ({holder}); wait for it to "
-                         "finish or stop it, or pass another --workdir.") from None
+    deadline = time.monotonic() + _LOCK_RETRY_S
+    while True:
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        break
+      except BlockingIOError:  # A run holds it, or a probe for an instant: looked at again.
+        if time.monotonic() >= deadline:
+          raise _in_use(workdir, fd) from None
+        time.sleep(0.02)
     try:  # A full disk (review finding: a traceback).
       os.ftruncate(fd, 0)
       os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)

@@ -277,3 +277,21 @@ def resolve_config(config: ml_collections.ConfigDict,
     logging.info("model.y_dim = %d (the attribute columns of the dataset: %s)",
                  config.model.y_dim, ", ".join(dataset.attribute_names))
   return config
+
+
+def warn_capped_settings(config: ml_collections.ConfigDict, dataset: Any) -> None:
+  """One warning line where config.num_eval_examples or config.num_sample_rows asks for more
+  than the validation split holds, which `evaluate` and `write_samples` then use all of (was:
+  capped without a word, where infer.py's --num_images warns). `train_lib.train_and_evaluate`
+  calls it once per run, after the data load.
+
+  Args:
+    config: the validated experiment config.
+    dataset: the loaded `Dataset`.
+  """
+  n = len(dataset["validation"])
+  capped = [f"config.{key}={config[key]}" for key in ("num_eval_examples", "num_sample_rows")
+            if config[key] > n]
+  if capped:
+    logging.warning("%s, but the validation split holds %d image(s); using all %d",
+                    " and ".join(capped), n, n)

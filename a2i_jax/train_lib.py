@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import shlex
 import sys
 import time
 from typing import Any, Callable, Optional
@@ -320,11 +321,34 @@ def _check_resume_compatible(workdir: str, config: ml_collections.ConfigDict,
         differ, same = f"{key}: {old!r} there, {new!r} now", [(key, old)]
       # The overrides that resume it (was: "the same values" alone; a config file's default
       # that changed since, as folder.py's disCVAE composition, left the user to find them).
-      flags = " ".join(f"--config.{k}={v}" for k, v in same
-                       if isinstance(v, (str, int, float, bool)))
+      # Only values an override can set (was: --config.model.width=abc for a hand-edited
+      # config.json).
+      flags = " ".join(f"--config.{k}={shlex.quote(str(v))}" for k, v in same
+                       if config_lib.of_default_kind(k, v))
       raise ConfigError(
           f"{workdir} holds a run trained with a different config.{key} ({differ}); resume "
           f"it with the same values{f' ({flags})' if flags else ''} or pass a new --workdir.")
+
+
+# What a run keeps in its workdir at the top level (besides earlier_run_* folders): a folder
+# holding none of them and something else is not a run's.
+_RUN_ENTRIES = (*checkpoints.RUN_FOLDERS, checkpoints.CONFIG_FILE, checkpoints.DATASET_FILE,
+                metrics_lib.METRICS_FILE, files.LOCK_FILE, "config_history", "infer",
+                "attribute_predictor")
+
+
+def _warn_of_other_files(workdir: str) -> None:
+  """One warning where a new run starts in a folder that holds other things and nothing of a
+  run's (was accepted without a word, and checkpoints/, samples/ written among them)."""
+  try:
+    names = sorted(os.listdir(workdir))
+  except OSError:  # Missing (made later), or not listable: the lock says what it needs.
+    return
+  if names and not any(n in _RUN_ENTRIES or n.startswith("earlier_run_") for n in names):
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    logging.warning("%s already holds %s, none of it a run's: the run writes its checkpoints/, "
+                    "samples/ and logs among them (pass a new or empty --workdir to keep them "
+                    "apart)", workdir, shown)
 
 
 # Config keys a host may set its own way in a multi-process run: where it caches, and its
@@ -374,8 +398,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     ConfigError, DataError, CheckpointError, TrainingDivergedError, WorkdirError: with a
       message that says what to change. TrainingInterrupted: Ctrl-C, after saving.
   """
-  # Stage 1: config, workdir and mesh. Nothing is written.
-  config_lib.validate_config(config)
+  # Stage 1: config, workdir and mesh. Nothing is written. `config_lib.validate_config`'s
+  # checks, its attribute count (`check_attribute_count`) last and for a new run only: a
+  # resume's data and model are compared with its run's record, which names another run's
+  # workdir as such.
+  config_lib.check_keys(config)
+  config_lib.check_values(config)
   if not str(workdir or "").strip():  # abspath("") would be the current directory.
     raise WorkdirError("the workdir (--workdir) is empty; pass the run's directory, e.g. "
                        "runs/<name> (it is created if missing).")
@@ -388,20 +416,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   files.check_workdir(workdir, folders=checkpoints.RUN_FOLDERS,
                       plain_files=(checkpoints.CONFIG_FILE, checkpoints.DATASET_FILE,
                                    metrics_lib.METRICS_FILE))
+  # Another run training there: said before the data load (was: after it, for LFW a 233 MB
+  # download and the mask network). The lock itself is taken later and is the guarantee.
+  files.check_workdir_free(workdir)
+  _warn_of_other_files(workdir)
   # Every process trains one run: a config that differs (another seed, step count or model)
   # would train out of step without a word, or leave a process waiting in a collective.
   distributed.same_on_every_process(
       "the config's fingerprint", config_fingerprint(config),
       "start every process with the same --config and overrides (only "
       f"{', '.join(HOST_LOCAL_KEYS)} may differ)")
+  recorded = os.path.exists(os.path.join(workdir, checkpoints.CONFIG_FILE))
   if checkpoints.has_checkpoints(workdir):  # A resume: its data are checked before they load.
-    if not os.path.exists(os.path.join(workdir, checkpoints.CONFIG_FILE)):
+    if not recorded:
       logging.warning("%s has checkpoints but no %s: this resume is not checked against the "
                       "model and data they were trained with; %s is written from this "
                       "run's config", workdir, checkpoints.CONFIG_FILE, checkpoints.CONFIG_FILE)
     # The model too (was checked only after the data load: LFW's download and mask network
     # came before "a different config.model").
     _check_resume_compatible(workdir, config)
+  else:
+    recorded = False
+  if not recorded:  # A resume's data and y_dim are its run's, compared just above.
+    config_lib.check_attribute_count(config)  # LFW's 73, CUB's 312 (was: after the download).
   mesh = parallel.make_mesh(devices)
   parallel.check_batch_divisible(config.batch_size, mesh)
 
@@ -422,6 +459,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                    num_attributes=config.model.y_dim, where=f"{dataset.name} {split_name}",
                    need_masks=model.needs_masks)
   warn_small_train_split(dataset, config.batch_size)
+  train_eval.warn_capped_settings(config, dataset)  # Once per run, not per evaluation.
   train = dataset["train"]
   data = {"images": train.images, "attributes": train.attributes.astype(np.float32)}
   if model.needs_masks:

@@ -91,3 +91,29 @@ def test_infer_input_checks(tmp_path):
     infer._read_images(str(tmp_path / "nope"), 32)
   with pytest.raises(InputError, match="no attribute 'smiling'; .* smile, face_width"):
     infer._attribute_index(["smile", "face_width"], "smiling")
+
+
+@pytest.mark.parametrize("args,message", [
+    # No --config: was "Unknown command line flag 'config.num_train_steps'".
+    (["--config.num_train_steps=3"], "error: --config is missing; pass "
+     "--config=configs/<name>.py"),
+    # An override before --config is taken (was absl's "Found --config.model.width=0.125 in
+    # argv before a value for --config was specified"); the suffix then named.
+    (["--config.model.width=0.125", "--config=configs/synthetic.py:dcvae"],
+     "error: the config file "),
+    # A value of the wrong kind: what the key takes (was "invalid literal for int()").
+    (["--config=configs/synthetic.py", "--config.batch_size=4.0"],
+     "error: config.batch_size must be an integer (e.g. --config.batch_size=32), not '4.0'."),
+])
+def test_train_py_names_the_fix_for_a_command_line_mistake(args, message, tmp_path):
+  """train.py's wiring of `config_lib.normalised_command_line`, `check_variant` and
+  `explain_override_value` (each checked in process in tests/test_faults_train.py)."""
+  r = _run("train.py", f"--workdir={tmp_path}/w", *args, timeout=120)
+  lines = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+  assert r.returncode == 1 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+  assert lines[0].startswith(message), lines[0]
+  if ":dcvae" in args[-1]:
+    assert lines[0].endswith("synthetic.py has no variant ':dcvae' (it sets "
+                             "model.name='dcvae', which is no model); choose the variant with "
+                             ":vae, :cvae or :discvae."), lines[0]
+  assert not os.path.exists(tmp_path / "w")

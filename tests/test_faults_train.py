@@ -1325,3 +1325,193 @@ def test_a_validation_that_is_not_finite_stops_the_run():
     check(bad, 7, 6, "/w/checkpoints")  # Step 7 was no checkpoint's.
   with pytest.raises(TrainingDivergedError, match="no checkpoint holds it yet"):
     check(bad, 3, None, "/w/checkpoints")
+
+
+class _Loaded(Exception):
+  """Raised by a test's `load_dataset`: the run got as far as the data load."""
+
+
+def _no_data_load(*args, **kwargs):
+  raise _Loaded
+
+
+def test_a_workdir_in_use_is_refused_before_the_data_load(tmp_path, monkeypatch, caplog):
+  """A second run on a workdir held by another (`files.workdir_lock`) was refused only after its
+  data load: for LFW a 233 MB download and the mask network (review finding). Now in stage 1,
+  by a probe that writes nothing and leaves the lock free; the real lock waits out the probe's
+  instant. A new run in a folder of other things warns (once, one line)."""
+  import fcntl  # pylint: disable=import-outside-toplevel
+  import threading  # pylint: disable=import-outside-toplevel
+  from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
+  from conftest import tiny_config  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(train_lib, "load_dataset", _no_data_load)
+  workdir = str(tmp_path / "w")
+  with files.workdir_lock(workdir):
+    with pytest.raises(files.WorkdirError, match=f"{workdir} is in use by another run \\(pid "
+                       f"{os.getpid()} on host"):
+      train_lib.train_and_evaluate(tiny_config("cvae"), workdir)
+  with pytest.raises(_Loaded):  # Free again: the probe held nothing and wrote nothing.
+    train_lib.train_and_evaluate(tiny_config("cvae"), workdir)
+  assert os.listdir(workdir) == [files.LOCK_FILE]
+  fd = os.open(os.path.join(workdir, files.LOCK_FILE), os.O_RDONLY)
+  fcntl.flock(fd, fcntl.LOCK_SH)  # A probe's shared lock, given up 50 ms later.
+  threading.Timer(0.05, os.close, [fd]).start()
+  with files.workdir_lock(workdir):  # Was refused as "in use" by that instant's probe.
+    pass
+  files.check_workdir_free(str(tmp_path / "nowhere"))  # Nothing there: nothing to say.
+  assert not [r for r in caplog.records if r.levelname == "WARNING"]
+  other = tmp_path / "mine"
+  (other / "mydata").mkdir(parents=True)
+  (other / "notes.txt").write_text("mine")
+  with pytest.raises(_Loaded):
+    train_lib.train_and_evaluate(tiny_config("cvae"), str(other))
+  warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+  assert warnings == [f"{other} already holds mydata, notes.txt, none of it a run's: the run "
+                      "writes its checkpoints/, samples/ and logs among them (pass a new or "
+                      "empty --workdir to keep them apart)"], warnings
+  assert sorted(os.listdir(other)) == ["mydata", "notes.txt"]
+
+
+def test_y_dim_is_checked_against_the_datasets_count_before_the_data_load(tmp_path,
+                                                                           monkeypatch):
+  """--config=configs/default.py --config.data.name=cub went to preparing CUB (a 1.15 GB
+  download) before the y_dim mismatch was found (review finding). LFW's, CUB's and the
+  synthetic data's counts are known from the config; a folder's y_dim 0 is the data's."""
+  from a2i_jax import config_lib, train_lib  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data import cub, lfw  # pylint: disable=import-outside-toplevel
+  from conftest import tiny_config  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(train_lib, "load_dataset", _no_data_load)
+  config = config_lib.get_config("default")
+  config.data.name = "cub"
+  with pytest.raises(config_lib.ConfigError, match=re.escape(
+      "config.model.y_dim=73, but the CUB data have 312 attributes "
+      "(data.cub_attributes='is_present'); pass --config.model.y_dim=312.")):
+    config_lib.validate_config(config)
+  workdir = str(tmp_path / "w")
+  with pytest.raises(config_lib.ConfigError, match="pass --config.model.y_dim=312"):
+    train_lib.train_and_evaluate(config, workdir)
+  assert not os.path.exists(workdir)
+  config.data.cub_attributes = "class_continuous"
+  config.model.y_dim = cub.NUM_ATTRIBUTES
+  config_lib.validate_config(config)
+  config = config_lib.get_config("cub")
+  config.data.name = "lfw"
+  config.data.image_size, config.data.augment.crop_size = 64, 0
+  with pytest.raises(config_lib.ConfigError, match="config.model.y_dim=312, but the LFW data "
+                     f"have {lfw.NUM_ATTRIBUTES} attributes; pass --config.model.y_dim=73"):
+    config_lib.validate_config(config)
+  config = tiny_config("cvae")
+  config.model.y_dim = 11
+  with pytest.raises(config_lib.ConfigError, match="the synthetic data have 10 attributes"):
+    train_lib.train_and_evaluate(config, workdir)
+  config = config_lib.get_config("folder")
+  config.data.path = str(tmp_path)
+  config.model.y_dim = 5  # A folder's count is its attributes.csv's, found at the load.
+  config_lib.validate_config(config)
+
+
+def test_config_goes_first_and_a_missing_one_is_named(tmp_path):
+  """`train.py --workdir=W --config.num_train_steps=3` said "Unknown command line flag
+  'config.num_train_steps'", and an override before --config "Found --config.model.width=0.125
+  in argv before a value for --config was specified", with no fix (review finding); a trailing
+  ':' gave the file's get_config "" under train.py ("unknown model.name=''") but its default
+  from `get_config`."""
+  from a2i_jax import config_lib  # pylint: disable=import-outside-toplevel
+  synthetic = os.path.join(config_lib.configs_dir(), "synthetic.py")
+  for argv, what in ((["train.py", "--workdir=w", "--config.num_train_steps=3"], "is missing"),
+                     (["train.py", "--workdir=w"], "is missing"),
+                     (["train.py", "--workdir=w", "--config"], "has no value")):
+    with pytest.raises(config_lib.ConfigError, match=f"^--config {what}; pass "
+                       "--config=configs/<name>.py \\(e.g. --config=configs/synthetic.py"):
+      config_lib.normalised_command_line(argv)
+  for argv in (["train.py", "--helpfull"], ["train.py", "--flagfile=f"]):  # Absl's to read.
+    assert config_lib.normalised_command_line(argv) == argv
+  assert config_lib.normalised_command_line(
+      ["train.py", "--workdir=w", "--config.model.width=0.125", "-config.seed", "1",
+       "--config", "synthetic:", "--config.batch_size=4", "--", "--config=x"]) == [
+           "train.py", "--workdir=w", f"--config={synthetic}", "--config.model.width=0.125",
+           "--config.seed", "1", "--config.batch_size=4", "--", "--config=x"]
+  assert config_lib.resolve_spec("synthetic.py:") == synthetic
+  assert config_lib.get_config("synthetic:").model.name == "cvae"
+
+
+def test_override_values_of_the_wrong_kind_say_what_the_key_takes():
+  """absl's own words were the whole message: "invalid literal for int() with base 10:
+  '4.0'", "('Non-boolean argument to boolean flag', 'yes')" (review finding)."""
+  from a2i_jax import config_lib  # pylint: disable=import-outside-toplevel
+  config = config_lib.get_config("synthetic")
+  explain = lambda message: config_lib.explain_override_value(message, config)
+  assert explain("flag --config.batch_size=4.0: invalid literal for int() with base 10: "
+                 "'4.0'") == ("config.batch_size must be an integer (e.g. "
+                              "--config.batch_size=32), not '4.0'.")
+  assert explain("flag --config.seed=nan: invalid literal") == (
+      "config.seed must be an integer (e.g. --config.seed=0), not 'nan'.")
+  assert explain("flag --config.progress_bar=yes: ('Non-boolean argument to boolean flag', "
+                 "'yes')") == ("config.progress_bar must be true or false "
+                               "(--config.progress_bar=true or --config.progress_bar=false), "
+                               "not 'yes'.")
+  assert explain("flag --config.model.width=x: could not convert string to float: 'x'") == (
+      "config.model.width must be a number (e.g. --config.model.width=0.25), not 'x'.")
+  assert explain("flag --workdir=None: Flag --workdir must have a value") is None
+  assert explain("flag --config.nokey=1: whatever") is None
+
+
+def test_a_bad_variant_or_config_file_names_the_fix(tmp_path):
+  """configs/synthetic.py:dcvae said "unknown model.name='dcvae'" without a word of the
+  suffix; a file without get_config or with a syntax error "failed to load (AttributeError:
+  ...)" with no fix (review findings)."""
+  from a2i_jax import config_lib  # pylint: disable=import-outside-toplevel
+  with pytest.raises(config_lib.ConfigError, match="synthetic.py has no variant ':dcvae' "
+                     "\\(it sets model.name='dcvae', which is no model\\); choose the variant "
+                     "with :vae, :cvae or :discvae."):
+    config_lib.get_config("synthetic:dcvae")
+  config = config_lib.get_config("synthetic:discvae")
+  config_lib.check_variant(config, "configs/synthetic.py:discvae")
+  config.model.name = "cvae"  # An override of the name: the suffix did not set it.
+  config_lib.check_variant(config, "configs/synthetic.py:dcvae")
+  (tmp_path / "noget.py").write_text("x = 1\n")
+  with pytest.raises(config_lib.ConfigError, match="noget.py has no get_config; define "
+                     "get_config\\(\\) returning an ml_collections.ConfigDict"):
+    config_lib.get_config(str(tmp_path / "noget.py"))
+  (tmp_path / "broken.py").write_text("import ml_collections\n\ndef get_config(:\n  pass\n")
+  with pytest.raises(config_lib.ConfigError, match="broken.py has a syntax error at line 3 "
+                     "\\(.*\\); fix the syntax error at line 3."):
+    config_lib.get_config(str(tmp_path / "broken.py"))
+
+
+def test_resume_advice_offers_only_values_an_override_can_set(tmp_path):
+  """A hand-edited config.json holding "width": "abc" got the advice --config.model.width=abc,
+  which train.py refuses (review finding)."""
+  from a2i_jax import config_lib, train_lib  # pylint: disable=import-outside-toplevel
+  from conftest import tiny_config  # pylint: disable=import-outside-toplevel
+  saved = tiny_config("cvae").to_dict()
+  saved["model"].update(width="abc", z_dim=9)
+  (tmp_path / checkpoints.CONFIG_FILE).write_text(json.dumps(saved))
+  check = train_lib._check_resume_compatible  # pylint: disable=protected-access
+  with pytest.raises(config_lib.ConfigError) as error:
+    check(str(tmp_path), tiny_config("cvae"))
+  assert "model.width: 'abc' there, 0.125 now" in str(error.value)
+  assert "resume it with the same values (--config.model.z_dim=9) or" in str(error.value)
+  assert config_lib.of_default_kind("model.width", 1) and config_lib.of_default_kind("seed", 3)
+  assert not config_lib.of_default_kind("seed", True)
+  assert not config_lib.of_default_kind("model.nokey", 1)
+
+
+def test_evaluation_settings_larger_than_the_data_warn_once(caplog):
+  """num_eval_examples=5000 or num_sample_rows=500 with 16 validation images used 16 without
+  a word (review finding); now one warning per run (`train_and_evaluate` calls it once, after
+  the data load), as infer.py's --num_images warns."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from a2i_jax import train_eval  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data.base import Dataset, Split  # pylint: disable=import-outside-toplevel
+  from conftest import tiny_config  # pylint: disable=import-outside-toplevel
+  split = Split(np.zeros((16, 4, 4, 3), np.uint8), np.zeros((16, 10), np.float32))
+  dataset = Dataset("synthetic", tuple("abcdefghij"), ("binary",) * 10,
+                    {"train": split, "validation": split, "test": split})
+  config = tiny_config("cvae")
+  train_eval.warn_capped_settings(config, dataset)  # 16 examples, 2 rows: nothing to say.
+  config.num_eval_examples, config.num_sample_rows = 5000, 500
+  train_eval.warn_capped_settings(config, dataset)
+  warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+  assert warnings == ["config.num_eval_examples=5000 and config.num_sample_rows=500, but the "
+                      "validation split holds 16 image(s); using all 16"], warnings

@@ -443,10 +443,17 @@ def test_unknown_config_key_and_bad_values(tmp_path, data_cache):
 
 
 def test_wrong_attribute_length_in_data(tmp_path, data_cache):
+  """A dataset whose count the config decides is checked before the load; the loaded data of
+  any dataset (a folder's) against y_dim after it."""
+  from a2i_jax.data import base, load_dataset  # pylint: disable=import-outside-toplevel
   cfg = tiny_config("cvae", data_cache)
   cfg.model.y_dim += 3
-  with pytest.raises(DataError, match="attribute vectors have length 10.*y_dim=10"):
+  with pytest.raises(ConfigError, match="the synthetic data have 10 attributes; pass "
+                     "--config.model.y_dim=10"):
     train_lib.train_and_evaluate(cfg, str(tmp_path))
+  assert not os.listdir(tmp_path)
+  with pytest.raises(DataError, match="attribute vectors have length 10, but the model expects 13"):
+    base.validate_split(load_dataset(cfg.data)["train"], image_size=32, num_attributes=13)
 
 
 def test_changed_model_in_existing_workdir(tmp_path, data_cache, tiny_run):
