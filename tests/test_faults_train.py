@@ -6,6 +6,7 @@ there is exactly one `error:` line and the files on disk are intact.
 """
 
 import errno
+import functools
 import glob
 import json
 import re
@@ -423,7 +424,10 @@ def test_disk_full_before_the_loop_is_one_line(tmp_path, flags, reference):
   _resume_and_compare(workdir, reference, flags)
 
 
+@functools.lru_cache(maxsize=None)
 def _can_mount_tmpfs():
+  """Whether this process may mount a tmpfs (root): asked by the tests that need it, once
+  (was asked at import, in every worker, even by --collect-only)."""
   probe = tempfile.mkdtemp()
   try:
     ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", probe],
@@ -437,9 +441,10 @@ def _can_mount_tmpfs():
     os.rmdir(probe)
 
 
-@pytest.mark.skipif(not _can_mount_tmpfs(), reason="mounting a tmpfs needs root")
 def test_disk_full_on_a_real_small_disk(tmp_path, flags, reference):
   """A 1.5 MB tmpfs: Orbax's own write fails in its background threads."""
+  if not _can_mount_tmpfs():
+    pytest.skip("mounting a tmpfs needs root")
   mount = str(tmp_path / "disk")
   os.makedirs(mount)
   subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1500k", "tmpfs", mount], check=True)
@@ -623,12 +628,11 @@ def test_ctrl_c_while_a_download_runs_stops_at_once(tmp_path, flags, signal_name
   Was: Python's exit waited for TFDS's download threads, minutes after the line. And SIGTERM
   there (a scheduler's notice) killed the process without a word (JAX's preemption notifier
   swallowed it where several processes had joined): now as Ctrl-C, as in the loop."""
-  started = time.time()
   r = F.train(str(tmp_path / "w"), *flags, fault=f"{signal_name}_in_download:0", timeout=120)
   assert r.returncode == 130 and "Traceback" not in r.stderr, r.stderr[-3000:]
   assert r.stderr.rstrip().endswith("interrupted; no checkpoint is saved yet, so the same "
                                     "command starts over."), r.stderr[-3000:]
-  assert time.time() - started < 60
+  # (Waiting for the fault's 600 s thread, as Python's exit did, fails the 120 s timeout.)
 
 
 def test_a_call_that_trains_nothing_leaves_the_record_alone(tmp_path, reference):
@@ -1091,7 +1095,7 @@ def test_a_timed_wait_for_a_save_that_cannot_finish_returns(tmp_path, caplog):
   with caplog.at_level("WARNING"):
     assert ckpt.wait(timeout_s=0.3) is False
     ckpt.close(timeout_s=0.3)  # Given its time once: returns at once, no second warning.
-  assert time.monotonic() - t0 < 5
+  assert time.monotonic() - t0 < 30  # Not the 60 s the held save waits for.
   warnings = [r.getMessage() for r in caplog.records if "checkpoint of step 2" in r.getMessage()]
   assert len(warnings) == 1 and "needs every process" in warnings[0], warnings
   release.set()
