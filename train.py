@@ -75,7 +75,8 @@ def _explain_flag_error(argv: list[str], error: Exception) -> str:
   if isinstance(error, flags.Error) and "Error whilst parsing config file" not in str(error):
     try:  # An override's value of the wrong kind: what the key takes (was absl's words only,
       # "invalid literal for int() with base 10: '4.0'").
-      typed = config_lib.explain_override_value(str(error), config_lib.get_config(spec))
+      typed = config_lib.explain_override_value(str(error), config_lib.get_config(spec),
+                                                tuple(argv))
     except Exception:  # pylint: disable=broad-except
       typed = None
     return typed or f"{str(error).rstrip('.')}; see python train.py --helpfull."  # Absl's own.
@@ -85,8 +86,9 @@ def _explain_flag_error(argv: list[str], error: Exception) -> str:
     return str(e)
   except Exception as e:  # pylint: disable=broad-except
     path = config_lib.resolve_spec(spec).partition(":")[0]
-    return (f"the config file {spec} failed to load ({type(e).__name__}: {e}){_line_in(e, path)};"
-            " fix the error there.")
+    first = (str(e).strip().splitlines() or [""])[0]  # One line, whatever the file raised.
+    return (f"the config file {spec} failed to load ({type(e).__name__}: {first})"
+            f"{_line_in(e, path)}; fix the error there.")
   keys = sorted(config_lib.leaf_paths(config))
   for arg in argv:
     if arg.startswith("--config.") or arg.startswith("--noconfig."):

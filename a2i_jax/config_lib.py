@@ -24,7 +24,7 @@ import numpy as np
 from a2i_jax import models, perf
 from a2i_jax.data import base as data_base
 from a2i_jax.data import face_masks, synthetic
-from a2i_jax.errors import ConfigError, DataError
+from a2i_jax.errors import ConfigError
 from a2i_jax.models import MODEL_NAMES
 
 DATASETS = data_base.DATASET_NAMES
@@ -185,6 +185,7 @@ def resolve_spec(spec: str) -> str:
     ConfigError: the lookup in `configs_dir()` was needed and no configs/ folder is found.
   """
   path, _, arg = spec.partition(":")
+  arg = arg.rstrip(":")  # "synthetic.py:cvae:" as "synthetic.py:cvae".
   # Only a bare name, or one under a relative "configs/": another folder's missing file is
   # named as missing (was: /tmp/exp/lfw.py, mistyped, trained configs/lfw.py without a word).
   if not os.path.isfile(os.path.expanduser(path)) and os.path.dirname(path) in ("", "configs"):
@@ -203,8 +204,8 @@ def normalised_command_line(argv: list[str]) -> list[str]:
   Was: a single-dash override passed the checks of ignored keys, and a bare name or the
   space form ended in "could not be parsed" or named the wrong file.
 
-  "--config=SPEC" also moves before the first --config.<key> override: absl refuses an
-  override before it ("Found --config.x in argv before a value for --config was specified").
+  "--config=SPEC" also moves to the front: absl refuses an override before it, one in a
+  --flagfile too ("Found --config.x in argv before a value for --config was specified").
 
   Args:
     argv: sys.argv (the program first).
@@ -233,18 +234,16 @@ def normalised_command_line(argv: list[str]) -> list[str]:
   end = out.index("--") if "--" in out else len(out)
   head = out[1:end]
   specs = [a for a in head if a.startswith("--config=")]
-  if not specs and not any(a.startswith(("--help", "-help", "--flagfile", "-flagfile"))
-                           or a in ("-h", "-?") for a in head):
-    what = "has no value" if "--config" in head else "is missing"
+  if not any(s != "--config=" for s in specs) and not any(
+      a.startswith(("--help", "-help", "--flagfile", "-flagfile")) or a in ("-h", "-?")
+      for a in head):
+    what = "has no value" if "--config" in head or specs else "is missing"  # "--config=" too.
     raise ConfigError(f"--config {what}; pass --config=configs/<name>.py (e.g. "
                       "--config=configs/synthetic.py, or configs/lfw.py:discvae), then any "
                       "--config.<key>=<value> overrides.")
-  overrides = [i for i, a in enumerate(head) if a.startswith(("--config.", "--noconfig."))]
-  if specs and overrides and overrides[0] < head.index(specs[0]):
-    rest = [a for a in head if not a.startswith("--config=")]
-    at = rest.index(head[overrides[0]])
-    head = rest[:at] + specs + rest[at:]
-  return out[:1] + head + out[end:]
+  # First of all: an override before it, also one in a --flagfile, which absl expands in
+  # place, is refused ("Found --config.x in argv before a value for --config was specified").
+  return out[:1] + specs + [a for a in head if not a.startswith("--config=")] + out[end:]
 
 
 def get_config(spec: str) -> ml_collections.ConfigDict:
@@ -388,18 +387,12 @@ def known_attribute_count(data: Any) -> Optional[int]:
     data: `config.data`.
   Returns:
     73 for LFW, 312 for CUB (either `data.cub_attributes`), the synthetic data's 10; None for
-    a folder dataset (its attributes.csv decides), or where LFW's and CUB's module cannot be
-    imported (tensorflow-datasets missing: their load says how to install it).
+    a folder dataset (its attributes.csv decides).
   """
   if data.name == "synthetic":
     return len(synthetic.ATTRIBUTE_NAMES)
-  if data.name not in ("lfw", "cub"):
-    return None
-  try:  # Here, not at the top: only a config of these datasets imports them.
-    module = importlib.import_module(f"a2i_jax.data.{data.name}")
-  except DataError:
-    return None
-  return int(module.NUM_ATTRIBUTES)
+  # From data.base, not lfw.py or cub.py: their import loads tensorflow_datasets (0.24 s).
+  return data_base.ATTRIBUTE_COUNTS.get(data.name)
 
 
 def check_attribute_count(config: ml_collections.ConfigDict) -> None:
@@ -489,7 +482,8 @@ _OVERRIDE_KINDS = {"a bool": "true or false", "an integer": "an integer",
                    "a number": "a number", "a string": "a string"}
 
 
-def explain_override_value(message: str, config: ml_collections.ConfigDict) -> Optional[str]:
+def explain_override_value(message: str, config: ml_collections.ConfigDict,
+                           argv: tuple[str, ...] = ()) -> Optional[str]:
   """The one line for absl's refusal of an override's value, which names no fix (was, e.g.,
   "flag --config.batch_size=4.0: invalid literal for int() with base 10: '4.0'").
 
@@ -497,6 +491,8 @@ def explain_override_value(message: str, config: ml_collections.ConfigDict) -> O
     message: the text of absl's flag error.
     config: the config the override applies to: the kind of its value at the key is the
       kind the override must be.
+    argv: the command line, where the value is read whole (absl's message is cut at its
+      first ": ", which a value may hold).
   Returns:
     e.g. "config.batch_size must be an integer (e.g. --config.batch_size=32), not '4.0'.";
     None for a message that names no override of a key of `config`.
@@ -505,6 +501,8 @@ def explain_override_value(message: str, config: ml_collections.ConfigDict) -> O
   if match is None:
     return None
   key, value = match.groups()
+  given = [a.split("=", 1)[1] for a in argv if a.startswith(f"--config.{key}=")]
+  value = given[-1] if given else value
   default = value_at(config, key)
   kind = _kind(default)
   if kind is None:

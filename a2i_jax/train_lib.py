@@ -344,6 +344,9 @@ def _warn_of_other_files(workdir: str) -> None:
     names = sorted(os.listdir(workdir))
   except OSError:  # Missing (made later), or not listable: the lock says what it needs.
     return
+  # Hidden files, a README, a fresh disk's lost+found: kept beside runs, said nothing of.
+  names = [n for n in names if n == files.LOCK_FILE or not (
+      n.startswith(".") or n == "lost+found" or n.upper().startswith("README"))]
   if names and not any(n in _RUN_ENTRIES or n.startswith("earlier_run_") for n in names):
     shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
     logging.warning("%s already holds %s, none of it a run's: the run writes its checkpoints/, "

@@ -595,6 +595,8 @@ def test_workdir_that_is_a_file(tmp_path, flags):
     ("return None", "returned a NoneType, not an ml_collections"),
     ("c = default.get_config()\n  del c['scan_unroll']\n  return c",
      "the config lacks the key(s) scan_unroll; build it on configs/default.py"),
+    ("raise ValueError('first line\\nsecond line')",  # Was two lines (a review finding).
+     "failed to load (ValueError: first line) at line 5; fix the error there."),
 ])
 def test_a_config_file_that_returns_no_whole_config(body, words, tmp_path, flags):
   """A get_config that returns a dict or None, or a ConfigDict without a key: one line, and
@@ -606,7 +608,9 @@ def test_a_config_file_that_returns_no_whole_config(body, words, tmp_path, flags
                   " 'default')\n\n"
                   f"def get_config():\n  {body}\n")
   workdir = str(tmp_path / "w")
-  _one_error(F.train(workdir, f"--config={path}", *flags[1:]), words)
+  r = F.train(workdir, f"--config={path}", *flags[1:])
+  _one_error(r, words)
+  assert "second line" not in r.stderr, r.stderr
   assert not os.path.exists(workdir)
 
 
@@ -1374,6 +1378,13 @@ def test_a_workdir_in_use_is_refused_before_the_data_load(tmp_path, monkeypatch,
                       "writes its checkpoints/, samples/ and logs among them (pass a new or "
                       "empty --workdir to keep them apart)"], warnings
   assert sorted(os.listdir(other)) == ["mydata", "notes.txt"]
+  kept = tmp_path / "kept"  # Hidden files, a README, lost+found: nothing said (a review of
+  for name in (".git", "lost+found", "README.md", ".DS_Store"):  # the fix).
+    (kept / name).mkdir(parents=True)
+  caplog.clear()
+  with pytest.raises(_Loaded):
+    train_lib.train_and_evaluate(tiny_config("cvae"), str(kept))
+  assert not [r for r in caplog.records if r.levelname == "WARNING"], caplog.text
 
 
 def test_y_dim_is_checked_against_the_datasets_count_before_the_data_load(tmp_path,
@@ -1424,18 +1435,23 @@ def test_config_goes_first_and_a_missing_one_is_named(tmp_path):
   synthetic = os.path.join(config_lib.configs_dir(), "synthetic.py")
   for argv, what in ((["train.py", "--workdir=w", "--config.num_train_steps=3"], "is missing"),
                      (["train.py", "--workdir=w"], "is missing"),
-                     (["train.py", "--workdir=w", "--config"], "has no value")):
+                     (["train.py", "--workdir=w", "--config"], "has no value"),
+                     (["train.py", "--workdir=w", "--config="], "has no value")):
     with pytest.raises(config_lib.ConfigError, match=f"^--config {what}; pass "
                        "--config=configs/<name>.py \\(e.g. --config=configs/synthetic.py"):
       config_lib.normalised_command_line(argv)
   for argv in (["train.py", "--helpfull"], ["train.py", "--flagfile=f"]):  # Absl's to read.
     assert config_lib.normalised_command_line(argv) == argv
+  # First of all: a --flagfile's overrides, expanded in its place, come after it too (a
+  # review of the fix: moved only before the first override typed, it missed those).
   assert config_lib.normalised_command_line(
-      ["train.py", "--workdir=w", "--config.model.width=0.125", "-config.seed", "1",
-       "--config", "synthetic:", "--config.batch_size=4", "--", "--config=x"]) == [
-           "train.py", "--workdir=w", f"--config={synthetic}", "--config.model.width=0.125",
-           "--config.seed", "1", "--config.batch_size=4", "--", "--config=x"]
+      ["train.py", "--workdir=w", "--flagfile=f", "--config.model.width=0.125", "-config.seed",
+       "1", "--config", "synthetic:", "--config.batch_size=4", "--", "--config=x"]) == [
+           "train.py", f"--config={synthetic}", "--workdir=w", "--flagfile=f",
+           "--config.model.width=0.125", "--config.seed", "1", "--config.batch_size=4", "--",
+           "--config=x"]
   assert config_lib.resolve_spec("synthetic.py:") == synthetic
+  assert config_lib.resolve_spec("synthetic.py:cvae:") == synthetic + ":cvae"
   assert config_lib.get_config("synthetic:").model.name == "cvae"
 
 
@@ -1457,6 +1473,9 @@ def test_override_values_of_the_wrong_kind_say_what_the_key_takes():
   assert explain("flag --config.model.width=x: could not convert string to float: 'x'") == (
       "config.model.width must be a number (e.g. --config.model.width=0.25), not 'x'.")
   assert explain("flag --workdir=None: Flag --workdir must have a value") is None
+  assert config_lib.explain_override_value(  # The value whole, from the command line.
+      "flag --config.model.width=a: b: could not convert string to float: 'a: b'", config,
+      ("train.py", "--config.model.width=a: b")).endswith("not 'a: b'.")
   assert explain("flag --config.nokey=1: whatever") is None
 
 

@@ -22,6 +22,9 @@ DATASET_NAMES = ("synthetic", "lfw", "cub", "folder")  # config.data.name.
 # The choices of config.data keys read by the TFDS-based sources, kept here so that checking a
 # config (config_lib.validate_config) needs no tensorflow_datasets.
 RESIZE_MODES = ("centre_crop", "stretch")  # data.resize (folder.py).
+# The attribute counts of the sources whose count the config alone decides (lfw.py's and
+# cub.py's NUM_ATTRIBUTES are these).
+ATTRIBUTE_COUNTS = {"lfw": 73, "cub": 312}
 CUB_ATTRIBUTES = ("is_present", "class_continuous")  # data.cub_attributes (cub.py).
 
 

@@ -43,7 +43,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 import numpy as np
 
 from a2i_jax.data import tfds_lib
-from a2i_jax.data.base import CUB_ATTRIBUTES, DataError, check_choice
+from a2i_jax.data.base import ATTRIBUTE_COUNTS, CUB_ATTRIBUTES, DataError, check_choice
 from a2i_jax.data.tfds_lib import Source
 
 tfds = tfds_lib.import_tfds()
@@ -51,7 +51,7 @@ tfds = tfds_lib.import_tfds()
 IMAGE_SIZE = 80
 BOX_SCALE = 1.25  # Crop side / longer bounding-box side.
 VALIDATION_EVERY = 10  # Every 10th training image validates (scaled_margin_cub.lua).
-NUM_ATTRIBUTES = 312
+NUM_ATTRIBUTES = ATTRIBUTE_COUNTS["cub"]  # 312
 NUM_CLASSES = 200  # Class ids 1..200; one row each in class_attribute_labels_continuous.txt.
 # config.data.cub_attributes -> the feature that holds those attributes.
 ATTRIBUTE_OPTIONS = dict(zip(CUB_ATTRIBUTES, ("attributes", "attributes_class")))

@@ -45,7 +45,7 @@ from absl import logging
 from PIL import Image
 
 from a2i_jax.data import face_masks, tfds_lib
-from a2i_jax.data.base import DataError
+from a2i_jax.data.base import ATTRIBUTE_COUNTS, DataError
 from a2i_jax.data.tfds_lib import Source
 
 tfds = tfds_lib.import_tfds()
@@ -54,7 +54,7 @@ IMAGE_SIZE = 64
 SOURCE_SIZE = 250  # The funneled images' and the part labels' side.
 CROP_BOX = (50, 50, 200, 200)  # left, top, right, bottom in the 250x250 funneled image.
 VALIDATION_FRACTION = 0.1  # The reference trains on floor(0.9 N) and validates on the rest.
-NUM_ATTRIBUTES = 73
+NUM_ATTRIBUTES = ATTRIBUTE_COUNTS["lfw"]  # 73
 
 _UMASS = "http://vis-www.cs.umass.edu/lfw"
 IMAGE_SOURCES = (
