@@ -227,29 +227,42 @@ def has_checkpoints(workdir: str) -> bool:
   return os.path.isdir(directory) and any(n.isdigit() for n in os.listdir(directory))
 
 
-def _move_aside(source: str, target: str, problem: str) -> None:
-  """Moves a corrupt checkpoint's folder to `target` (in WORKDIR/corrupt_checkpoints).
+def _apart(a: str, b: str) -> bool:
+  """Whether folders `a` and `b` lie on different file systems (a rename between them fails)."""
+  try:
+    return os.stat(a).st_dev != os.stat(b).st_dev
+  except OSError:
+    return False
 
-  A rename where it can; a copy and delete where checkpoints/ is on another file system than
-  the workdir (a link to, or a mount of, another disk: the rename's EXDEV was a traceback at
-  every start, so the run could not resume).
+
+def _aside_name(workdir: str, directory: str, step: int) -> str:
+  """Where corrupt checkpoint `step` is set aside, relative to `workdir`:
+  corrupt_checkpoints/<step>, or, where checkpoints/ lies on another file system than the
+  workdir (a link to, or a mount of, another disk), checkpoints/<step>.corrupt, a name that
+  is no step (Orbax neither reads nor deletes it). A rename either way: a copy across file
+  systems, cut short, left a partial copy and a half-deleted step that read as an older
+  version's (a review of the first fix; before it, the rename's EXDEV was a traceback at
+  every start, so the run could not resume). Not over one set aside before."""
+  apart = _apart(directory, workdir)
+  folder = directory if apart else os.path.join(workdir, CORRUPT_DIR)
+  return os.path.relpath(files.unused_path(folder, f"{step}.corrupt" if apart else str(step)),
+                         workdir)
+
+
+def _move_aside(source: str, target: str, problem: str) -> None:
+  """Renames a corrupt checkpoint's folder to `target` (`_aside_name`).
 
   Raises:
     CheckpointError: the folder could not be moved (the message says to move it by hand).
   """
   try:
     os.makedirs(os.path.dirname(target), exist_ok=True)
-    try:
-      os.replace(source, target)
-    except OSError as e:
-      if e.errno != errno.EXDEV:
-        raise
-      shutil.move(source, target)
+    os.replace(source, target)
   except OSError as e:
     raise CheckpointError(
         f"{source} is corrupt ({problem}) and could not be moved to {target} ("
-        f"{e.strerror or e}); move or delete that folder yourself, then run the same command "
-        "again to resume from the newest intact checkpoint.") from None
+        f"{files.describe_storage_error(e)}); move or delete that folder yourself, then run "
+        "the same command again to resume from the newest intact checkpoint.") from None
 
 
 def newest_saved_step(workdir: str) -> Optional[int]:
@@ -544,12 +557,11 @@ class Checkpointer:
     for bad, problem in corrupt:
       where = ""
       if quarantine:
-        # Not over one set aside before, of an earlier save of the step.
-        target = files.unused_path(os.path.join(self.workdir, CORRUPT_DIR), str(bad))
         # Process 0's name for it on every process (was: the next free name where process 0
-        # had moved it already, so another process's warning named a folder not there).
-        target = os.path.join(os.path.dirname(target), distributed.value_of_process_0(
-            "where a corrupt checkpoint goes", os.path.basename(target)))
+        # had moved it already, so another process's warning named a folder not there),
+        # relative to the workdir, which each host may mount at its own path.
+        target = os.path.join(self.workdir, distributed.value_of_process_0(
+            "where a corrupt checkpoint goes", _aside_name(self.workdir, self.directory, bad)))
         if distributed.is_main():  # Every process found it; one moves it (shared workdir).
           _move_aside(os.path.join(self.directory, str(bad)), target, problem)
         where = f" and was moved to {target}"
@@ -619,13 +631,15 @@ class Checkpointer:
                                     partial_restore=True)
     else:
       args = ocp.args.StandardRestore(abstract_state)
-    # A failed restore leaves Orbax coroutines that print their tracebacks when collected
-    # (up to 1,800 lines from a notebook's load_trained; the entry points dropped them
-    # already): dropped here for every caller. Only Orbax's own leftovers are.
-    add_unraisable_handler("quiet_orbax", _orbax_leftover)
     try:
       restored = self._manager.restore(step, args=args)
     except Exception as e:  # Orbax raises many types for unreadable or mismatched files.
+      # A failed restore leaves Orbax coroutines that print their tracebacks when collected
+      # (up to 1,800 lines from a notebook's load_trained; the entry points dropped them
+      # already): dropped for every caller from then on, but only after a failure (the
+      # filter also drops any "Event loop is closed" error, which a notebook's own asyncio
+      # code may raise: a review of the first fix, which installed it at every restore).
+      add_unraisable_handler("quiet_orbax", _orbax_leftover)
       reason = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
       self._reopen()
       folder = os.path.join(self.directory, str(step))

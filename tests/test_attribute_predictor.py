@@ -207,13 +207,17 @@ def _retrained(dataset, workdir, monkeypatch) -> bool:
 
 
 def test_a_predictor_of_the_previous_format_is_trained_again(predictor, dataset, tmp_path,
-                                                             monkeypatch):
-  """Format 2 had no meta_sha256: refused with a clear message, retrained by load_or_train."""
+                                                             monkeypatch, caplog):
+  """Format 2 had no meta_sha256: refused with a clear message, retrained by load_or_train,
+  which says it is another version's, not unreadable (a review of the fix)."""
   d = ap.save_predictor(predictor, str(tmp_path))
   _edit_meta(d, lambda meta: (meta.pop("meta_sha256"), meta.update(format=2)))
-  with pytest.raises(CheckpointError, match="saved in format 2, this version reads format 3"):
+  with pytest.raises(CheckpointError, match="was saved by another version \\(format 2; this "
+                     "version reads format 3\\): train a new one in its place"):
     ap.load_predictor(str(tmp_path))
   assert _retrained(dataset, str(tmp_path), monkeypatch)
+  assert ("cannot be used (saved by another version, format 2); training a new one"
+          in caplog.text), caplog.text
 
 
 def test_targets_that_are_not_finite_are_refused(predictor, dataset):

@@ -839,10 +839,13 @@ def test_a_step_set_aside_twice_keeps_both_copies(tmp_path, caplog):
   assert f"was moved to {corrupt}/4.2; resuming from step 2" in message, message
 
 
-def test_a_corrupt_step_on_another_file_system_is_moved_aside_or_named(tmp_path, monkeypatch):
+def test_a_corrupt_step_on_another_file_system_is_set_aside_there_or_named(tmp_path,
+                                                                           monkeypatch):
   """checkpoints/ on another disk than the workdir (a link to a mount): the rename into
   corrupt_checkpoints/ failed with EXDEV, a traceback at every start, so the run could not
-  resume (review finding). It is copied there instead; another failure is one line."""
+  resume (review finding). It is renamed within checkpoints/ to a name that is no step (a copy
+  across, cut short, left a partial copy and a half-deleted step that read as an older
+  version's: a review of the first fix); another failure is one line."""
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   workdir = str(tmp_path / "w")
   ckpt = checkpoints.Checkpointer(workdir)
@@ -853,27 +856,29 @@ def test_a_corrupt_step_on_another_file_system_is_moved_aside_or_named(tmp_path,
   metadata = checkpoints._COMMIT_FILES[0]  # pylint: disable=protected-access
   with open(os.path.join(folder, metadata), "a") as f:
     f.write(" ")
-  renames = []
+  monkeypatch.setattr(checkpoints, "_apart", lambda a, b: True)  # As on two file systems.
+  ckpt = checkpoints.Checkpointer(workdir)
+  assert ckpt.newest_intact_step(quarantine=True) == 2
+  aside = folder + ".corrupt"
+  assert os.path.isdir(aside) and not os.path.exists(folder)
+  assert checkpoints.CHECKSUM_FILE in os.listdir(aside)
+  assert not os.path.exists(os.path.join(workdir, checkpoints.CORRUPT_DIR))
+  ckpt.save(4, {"w": jnp.zeros((4096,))})  # The name is no step: saved again, kept by Orbax.
+  ckpt.close()
+  assert checkpoints.Checkpointer(workdir, create=False).all_steps() == [2, 4]
+  monkeypatch.undo()
+  with open(os.path.join(folder, metadata), "a") as f:
+    f.write(" ")
 
   def replace(source, target, real=os.replace):
     if os.path.basename(os.path.dirname(target)) == checkpoints.CORRUPT_DIR:
-      renames.append(source)
-      raise OSError(errno.EXDEV if len(renames) == 1 else errno.EACCES, "refused")
+      raise OSError(errno.EACCES, "Permission denied")
     return real(source, target)
   monkeypatch.setattr(os, "replace", replace)
   ckpt = checkpoints.Checkpointer(workdir)
-  assert ckpt.newest_intact_step(quarantine=True) == 2
-  corrupt = os.path.join(workdir, checkpoints.CORRUPT_DIR, "4")
-  assert renames == [folder] and os.path.isdir(corrupt) and not os.path.exists(folder)
-  assert checkpoints.CHECKSUM_FILE in os.listdir(corrupt)
-  ckpt.save(4, {"w": jnp.zeros((4096,))})
-  ckpt.close()
-  with open(os.path.join(folder, metadata), "a") as f:
-    f.write(" ")
-  ckpt = checkpoints.Checkpointer(workdir)
   with pytest.raises(checkpoints.CheckpointError, match=f"{folder} is corrupt .*could not be "
-                     "moved to .*corrupt_checkpoints/4.2 \\(refused\\); move or delete that "
-                     "folder yourself"):
+                     "moved to .*corrupt_checkpoints/4 \\(permission denied\\); move or "
+                     "delete that folder yourself"):
     ckpt.newest_intact_step(quarantine=True)
   ckpt.close()
 
@@ -910,10 +915,20 @@ def test_a_home_relative_workdir_and_a_quiet_failed_restore_from_python(tmp_path
   monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)
   assert inference.load_trained("~/run").step == STEPS
   assert [row["step"] for row in metrics.read_metrics("~/run")] == list(range(1, STEPS + 1))
-  names, hook = [], sys.unraisablehook
-  while isinstance(hook, errors._Chained):  # pylint: disable=protected-access
-    names, hook = names + [hook.name], hook.previous
-  assert "quiet_orbax" in names
+
+  def chain():
+    names, hook = [], sys.unraisablehook
+    while isinstance(hook, errors._Chained):  # pylint: disable=protected-access
+      names, hook = names + [hook.name], hook.previous
+    return names
+  assert chain() == []  # Not after a restore that worked (a review of the first fix).
+
+  def mismatch(*args, **kwargs):  # As for another shape (a real one would leave Orbax's
+    raise ValueError("Requested shape (16,) does not match")  # coroutines to later tests).
+  monkeypatch.setattr(checkpoints.ocp.CheckpointManager, "restore", mismatch)
+  with pytest.raises(checkpoints.CheckpointError, match="could not be restored"):
+    inference.load_trained("~/run")
+  assert chain() == ["quiet_orbax"]
 
 
 @pytest.mark.parametrize("key,value,words", [

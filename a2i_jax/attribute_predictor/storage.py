@@ -99,9 +99,12 @@ def load_predictor(workdir: str) -> Predictor:
       blob = f.read()
     if not isinstance(meta, dict):
       raise ValueError(f"{_META_FILE} holds no JSON object")
-    if meta.get("format") != _FORMAT:
-      raise ValueError(f"saved in format {meta.get('format')!r}, this version reads format "
-                       f"{_FORMAT}")
+    if meta.get("format") != _FORMAT:  # Not damaged: another version's (a review's wording).
+      error = CheckpointError(f"the attribute predictor in {d} was saved by another version "
+                              f"(format {meta.get('format')!r}; this version reads format "
+                              f"{_FORMAT}): train a new one in its place. {how}")
+      error.reason = f"saved by another version, format {meta.get('format')!r}"
+      raise error
     # Was: only the weights were hashed, so an edited meta.json (a column's mean, its kind)
     # loaded and scored silently wrong or failed at predict time with a traceback.
     if meta.get("meta_sha256") != _meta_sha256(meta):
@@ -119,6 +122,8 @@ def load_predictor(workdir: str) -> Predictor:
     want = jax.tree_util.tree_map(lambda a: tuple(a.shape), dict(expected))
     if got != want:
       raise ValueError("the weights do not fit the network the metadata describes")
+  except CheckpointError:
+    raise  # Its own words (another version's predictor).
   except (OSError, ValueError, TypeError, KeyError) as e:
     error = CheckpointError(f"the attribute predictor in {d} is unreadable ({e}). Delete the "
                             f"folder and train a new one. {how}")
@@ -203,8 +208,10 @@ def load_or_train(settings: Any, dataset: Dataset, workdir: str, *,
                     "new one in its place.", predictor_dir(workdir), ", ".join(differ))
   except CheckpointError as e:
     if os.path.exists(os.path.join(predictor_dir(workdir), _META_FILE)):
-      logging.warning("the attribute predictor in %s is unreadable (%s); training a new one "
-                      "in its place.", predictor_dir(workdir), getattr(e, "reason", e))
+      older = str(getattr(e, "reason", "")).startswith("saved by another version")
+      logging.warning("the attribute predictor in %s %s (%s); training a new one in its place.",
+                      predictor_dir(workdir), "cannot be used" if older else "is unreadable",
+                      getattr(e, "reason", e))
   p = train_predictor(dataset, settings, seed=seed)
   try:
     save_predictor(p, workdir)
