@@ -337,12 +337,40 @@ class Checkpointer:
     self._options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, create=create,
         async_options=ocp.AsyncOptions(post_finalization_callback=self._sum_finished_save))
-    self._manager = ocp.CheckpointManager(self.directory, options=self._options)
+    self._unverified_said: set[int] = set()  # Steps restored without checksums, warned of.
+    self._checked: dict[int, Optional[str]] = {}  # step -> problem (None: intact).
+    self._manager = self._open_manager()
     self._unsummed: list[int] = []  # Saved steps whose checksums may not be written yet.
     self._saving: Optional[int] = None  # The step of the save in progress.
     self._waiter: Optional[_Waiter] = None  # A wait given a timeout that has not ended.
-    self._unverified_said: set[int] = set()  # Steps restored without checksums, warned of.
-    self._checked: dict[int, Optional[str]] = {}  # step -> problem (None: intact).
+
+  def _open_manager(self) -> Any:
+    """Orbax's manager of `self.directory`, which reads every step's metadata as it opens.
+
+    Raises:
+      CheckpointError: Orbax cannot open the folder (a step's `_CHECKPOINT_METADATA` damaged
+        into JSON it refuses was a ValueError's traceback): the message names the steps whose
+        files fail their checksums, and says to move them away.
+    """
+    try:
+      return ocp.CheckpointManager(self.directory, options=self._options)
+    except Exception as e:  # pylint: disable=broad-except
+      if isinstance(e, OSError) and files.storage_error(e) is not None:
+        raise
+      steps = sorted((int(n) for n in os.listdir(self.directory) if n.isdigit()),
+                     reverse=True) if os.path.isdir(self.directory) else []
+      bad = [(s, p) for s, p in ((s, self.check(s)) for s in steps) if p is not None]
+      reason = (str(e).splitlines() or [type(e).__name__])[0][:200]
+      if bad:
+        step, problem = bad[0]
+        raise CheckpointError(
+            f"checkpoint {step} in {self.directory} is corrupt ({problem}), and Orbax cannot "
+            f"open the folder with it ({reason}); move that folder away (to "
+            f"{os.path.join(self.workdir, CORRUPT_DIR)}) and run the same command again to "
+            "use the newest intact one.") from None
+      raise CheckpointError(f"Orbax cannot open the checkpoints in {self.directory} "
+                            f"({reason}); a step folder there is damaged or not a checkpoint: "
+                            "move it away and run the same command again.") from None
 
   def _sum_finished_save(self) -> None:
     """Orbax's post-finalisation callback (its save thread): the checksums of the step being
@@ -668,7 +696,7 @@ class Checkpointer:
     a single item then fails: one unreadable checkpoint must not fail the intact ones."""
     self.wait()
     self._manager.close()
-    self._manager = ocp.CheckpointManager(self.directory, options=self._options)
+    self._manager = self._open_manager()
 
   def close(self, timeout_s: Optional[float] = None) -> None:
     """Waits for pending saves (and writes their checksums), then releases the manager.

@@ -61,7 +61,8 @@ DATA_TIMEOUT_S = 6 * 3600
 # it with a C++ fatal log, so `initialize`'s watchdog has to say it first.
 _JOIN_GRACE_S = 10
 
-_barrier_count = 0
+# How many shared steps of each name this process has taken (`_next_key`).
+_step_counts: dict[tuple[str, str], int] = {}
 # What the runtime's errors say when another process has gone (gloo, the coordination
 # service, gRPC): the cause is in that process's log, not here.
 _PEER_FAILURE_MARKERS = ("gloo", "connection reset", "connection refused", "heartbeat",
@@ -669,10 +670,13 @@ class Board:
 
 
 def _next_key(name: str, kind: str) -> str:
-  """A key of the coordinator's store, new in this process's sequence of shared steps."""
-  global _barrier_count
-  _barrier_count += 1
-  return f"a2i/{_barrier_count}/{name}/{kind}"
+  """A key of the coordinator's store, new in this process's sequence of shared steps of
+  that name and kind. Counted per name: with one count for all, a step that one host takes and
+  another skips (a shared step behind a host-local setting, e.g. a data cache_dir that one
+  host leaves empty) shifted every later key, and both waited for keys no one would set
+  (6 hours for the data's comparison, without a line; a review finding)."""
+  count = _step_counts[(name, kind)] = _step_counts.get((name, kind), 0) + 1
+  return f"a2i/{count}/{name}/{kind}"
 
 
 # How often a wait for another process's value looks whether that process has left: well
@@ -844,8 +848,8 @@ def peers_checked() -> Iterator[None]:
     if (process_count() > 1 and not isinstance(e, A2IError)
         and any(m in first.lower() for m in _PEER_FAILURE_MARKERS)):
       raise PeerError(f"process {process_index()}: another process stopped answering "
-                      f"({first[:300]}); its log says why. Every process has to be started "
-                      "again (a run resumes from its last checkpoint).") from None
+                      f"({first[:300]}); its log says why. Start every process again (a "
+                      "training run resumes from its last checkpoint).") from None
     raise
 
 

@@ -829,6 +829,9 @@ def _evaluated_row(workdir: str, step: int) -> bool:
              for row in metrics_lib.read_metrics(workdir))
 
 
+# How long a process waits for the others to compile the train step (`_loop`).
+COMPILE_TIMEOUT_S = 3600.0
+
 # Seconds between the training bar's updates where stderr is not a terminal.
 LOGGED_BAR_INTERVAL_S = 30.0
 
@@ -908,6 +911,11 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
           if n not in compiled:
             t0 = time.perf_counter()
             compiled[n] = make(n).lower(state, data, k_train).compile()
+            # Every process compiled before any dispatches: JAX's persistent cache is written
+            # by process 0 only, so on a resume it loads the program at once while the others
+            # compile, and on CPU gloo gives up on the first collective after 30 s (a review
+            # found every resume of a slow-compiling run failing so).
+            distributed.barrier("the train step's compilation", COMPILE_TIMEOUT_S)
             row["compile_time_s"] = time.perf_counter() - t0
             logging.info("train step compiled in %.1f s", row["compile_time_s"])
             window.exclude(row["compile_time_s"])

@@ -883,6 +883,26 @@ def test_a_corrupt_step_on_another_file_system_is_set_aside_there_or_named(tmp_p
   ckpt.close()
 
 
+def test_orbax_metadata_damaged_into_other_json_is_named(tmp_path):
+  """One byte of a step's _CHECKPOINT_METADATA changed into JSON Orbax refuses ("unknown key
+  Xtem_handlers"): Orbax's manager failed to open the folder with a ValueError's traceback,
+  before any checksum was read (a review finding). The step failing its checksums is named."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  workdir = str(tmp_path / "w")
+  ckpt = checkpoints.Checkpointer(workdir)
+  for step in (2, 4):
+    ckpt.save(step, {"w": jnp.full((64,), float(step))})
+  ckpt.close()
+  path = os.path.join(workdir, "checkpoints", "4", "_CHECKPOINT_METADATA")
+  data = bytearray(open(path, "rb").read())
+  data[data.index(b'"item_handlers"') + 1] = ord("X")
+  open(path, "wb").write(bytes(data))
+  with pytest.raises(checkpoints.CheckpointError, match="checkpoint 4 in .* is corrupt \\(file "
+                     "_CHECKPOINT_METADATA changed since it was saved\\), and Orbax cannot open "
+                     "the folder with it .*move that folder away"):
+    checkpoints.Checkpointer(workdir)
+
+
 def test_a_resume_without_dataset_json_says_the_order_is_unchecked(tmp_path, caplog):
   """Was silent: a folder's columns reordered since the run started were fed in the new
   order, and a new dataset.json recorded it as the trained one (review finding)."""

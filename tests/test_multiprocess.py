@@ -293,7 +293,7 @@ def test_processes_that_chose_other_convolution_kernels_stop(monkeypatch):
 
   def on_process(index, value):  # The same call, as process `index` makes it.
     monkeypatch.setattr(distributed, "process_index", lambda: index)
-    monkeypatch.setattr(distributed, "_barrier_count", 0)
+    monkeypatch.setattr(distributed, "_step_counts", {})
     kernels(value)
   store["a2i/1/the convolution kernels/value/1"] = "XLA's own"  # Process 1 said its value.
   on_process(0, "XLA's own")
@@ -309,6 +309,37 @@ def test_processes_that_chose_other_convolution_kernels_stop(monkeypatch):
     on_process(0, "XLA's own")
   monkeypatch.setattr(distributed, "_client", lambda: None)  # One process: nothing to compare.
   distributed.same_on_every_process("the convolution kernels", "anything", "")
+
+
+def test_a_shared_step_one_process_skips_shifts_no_other_key(monkeypatch):
+  """The store's keys are counted per name: one count for all shifted every later key where
+  one host took a step another skipped (a synthetic main_first behind an empty data.cache_dir
+  on one host), and both waited 6 hours for keys no one would set (a review finding)."""
+  store = {}
+
+  class Client:
+    def key_value_set(self, key, value):
+      store[key] = value
+
+    def blocking_key_value_get(self, key, timeout_ms):
+      del timeout_ms
+      return store[key]  # A missing key: the KeyError a wait for it would end in.
+
+    def wait_at_barrier(self, key, timeout_ms):
+      del key, timeout_ms
+  monkeypatch.setattr(distributed, "_client", Client)
+  monkeypatch.setattr(distributed, "process_count", lambda: 2)
+  for index, cached in ((0, True), (1, False)):
+    monkeypatch.setattr(distributed, "process_index", lambda index=index: index)
+    monkeypatch.setattr(distributed, "is_main", lambda index=index: index == 0)
+    monkeypatch.setattr(distributed, "_step_counts", {})
+    if cached:  # Process 0's cache folder: prepared first, the others then read it.
+      distributed.main_first("synthetic data x.npz", lambda: None)
+    else:  # Process 1 reads process 0's value under the same key (was one step apart).
+      assert store.pop("a2i/1/the training data/value/0") == "abc"
+      store["a2i/1/the training data/value/0"] = "abc"
+    store.setdefault("a2i/1/the training data/value/1", "abc")  # Process 1's, for process 0.
+    distributed.same_on_every_process("the training data", "abc", "give the same data")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -420,10 +420,15 @@ def test_a_logged_progress_bar_updates_rarely(tmp_path, data_cache, monkeypatch)
   # Longer than any run: with the 30 s itself the test failed on a machine slow enough to
   # take 30 s for these 6 steps (a review found the hidden threshold).
   monkeypatch.setattr(train_lib, "LOGGED_BAR_INTERVAL_S", 1e6)
+  # And every process waits for the others' compile before the first dispatch (a review:
+  # a resume whose process 0 loaded the program from the cache met gloo's 30 s limit).
+  barriers = []
+  monkeypatch.setattr(train_lib.distributed, "barrier", lambda name, *_: barriers.append(name))
   cfg = tiny_config("cvae", data_cache)
   cfg.num_train_steps, cfg.log_every_steps, cfg.progress_bar = 6, 1, True
   train_lib.train_and_evaluate(cfg, str(tmp_path))  # pytest's stderr is no terminal.
   assert drawn == [0, 6], drawn  # Its start and its end.
+  assert barriers == ["the train step's compilation"], barriers
 
 
 def test_unknown_config_key_and_bad_values(tmp_path, data_cache):
