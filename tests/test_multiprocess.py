@@ -270,10 +270,8 @@ def test_other_processes_log_warnings_only_with_their_id(monkeypatch):
   assert stream.getvalue() == "[process 3] disk full\n"
 
 
-def test_processes_that_chose_other_convolution_kernels_stop(monkeypatch):
-  """Each process times its CPU's kernels (perf.recommended_cpu_flags) and the CPU's "auto"
-  forms follow the choice; processes that chose differently would build different programs.
-  The join compares them through the coordinator's key-value store (a dict here)."""
+def _two_processes_store(monkeypatch) -> dict:
+  """A coordinator's key-value store (the dict returned) of two processes, in this one."""
   store = {}
 
   class Client:
@@ -282,12 +280,20 @@ def test_processes_that_chose_other_convolution_kernels_stop(monkeypatch):
 
     def blocking_key_value_get(self, key, timeout_ms):
       del timeout_ms
-      return store[key]
+      return store[key]  # A missing key: the KeyError a wait for it would end in.
 
     def wait_at_barrier(self, key, timeout_ms):
       del key, timeout_ms
   monkeypatch.setattr(distributed, "_client", Client)
   monkeypatch.setattr(distributed, "process_count", lambda: 2)
+  return store
+
+
+def test_processes_that_chose_other_convolution_kernels_stop(monkeypatch):
+  """Each process times its CPU's kernels (perf.recommended_cpu_flags) and the CPU's "auto"
+  forms follow the choice; processes that chose differently would build different programs.
+  The join compares them through the coordinator's key-value store (a dict here)."""
+  store = _two_processes_store(monkeypatch)
   kernels = lambda value: distributed.same_on_every_process("the convolution kernels", value,
                                                             "set XLA_FLAGS")
 
@@ -315,20 +321,7 @@ def test_a_shared_step_one_process_skips_shifts_no_other_key(monkeypatch):
   """The store's keys are counted per name: one count for all shifted every later key where
   one host took a step another skipped (a synthetic main_first behind an empty data.cache_dir
   on one host), and both waited 6 hours for keys no one would set (a review finding)."""
-  store = {}
-
-  class Client:
-    def key_value_set(self, key, value):
-      store[key] = value
-
-    def blocking_key_value_get(self, key, timeout_ms):
-      del timeout_ms
-      return store[key]  # A missing key: the KeyError a wait for it would end in.
-
-    def wait_at_barrier(self, key, timeout_ms):
-      del key, timeout_ms
-  monkeypatch.setattr(distributed, "_client", Client)
-  monkeypatch.setattr(distributed, "process_count", lambda: 2)
+  store = _two_processes_store(monkeypatch)
   for index, cached in ((0, True), (1, False)):
     monkeypatch.setattr(distributed, "process_index", lambda index=index: index)
     monkeypatch.setattr(distributed, "is_main", lambda index=index: index == 0)
