@@ -361,13 +361,17 @@ class Checkpointer:
                      reverse=True) if os.path.isdir(self.directory) else []
       bad = [(s, p) for s, p in ((s, self.check(s)) for s in steps) if p is not None]
       reason = (str(e).splitlines() or [type(e).__name__])[0][:200]
-      if bad:
+      if bad:  # Every one, each with where it goes (another file system: within it).
         step, problem = bad[0]
+        aside = lambda s: os.path.join(self.workdir,
+                                       _aside_name(self.workdir, self.directory, s))
+        moves = "; ".join(f"mv {os.path.join(self.directory, str(s))} {aside(s)}"
+                          for s, _ in bad)
         raise CheckpointError(
-            f"checkpoint {step} in {self.directory} is corrupt ({problem}), and Orbax cannot "
-            f"open the folder with it ({reason}); move that folder away (to "
-            f"{os.path.join(self.workdir, CORRUPT_DIR)}) and run the same command again to "
-            "use the newest intact one.") from None
+            f"checkpoint(s) {', '.join(str(s) for s, _ in bad)} in {self.directory} fail their "
+            f"checksums (step {step}: {problem}), and Orbax cannot open the folder with them "
+            f"({reason}); move them away ({moves}) and run the same command again to use the "
+            "newest intact one.") from None
       raise CheckpointError(f"Orbax cannot open the checkpoints in {self.directory} "
                             f"({reason}); a step folder there is damaged or not a checkpoint: "
                             "move it away and run the same command again.") from None

@@ -897,9 +897,10 @@ def test_orbax_metadata_damaged_into_other_json_is_named(tmp_path):
   data = bytearray(open(path, "rb").read())
   data[data.index(b'"item_handlers"') + 1] = ord("X")
   open(path, "wb").write(bytes(data))
-  with pytest.raises(checkpoints.CheckpointError, match="checkpoint 4 in .* is corrupt \\(file "
-                     "_CHECKPOINT_METADATA changed since it was saved\\), and Orbax cannot open "
-                     "the folder with it .*move that folder away"):
+  with pytest.raises(checkpoints.CheckpointError, match="checkpoint\\(s\\) 4 in .* fail their "
+                     "checksums \\(step 4: file _CHECKPOINT_METADATA changed since it was saved"
+                     "\\), and Orbax cannot open the folder with them .*move them away \\(mv "
+                     f"{workdir}/checkpoints/4 {workdir}/corrupt_checkpoints/4\\)"):
     checkpoints.Checkpointer(workdir)
 
 

@@ -257,3 +257,20 @@ def test_unwritable_cache_warns_but_loads(tmp_path):
   with pytest.warns(UserWarning, match="cache"):
     ds = _small(cache_dir=str(blocker / "cache"))
   np.testing.assert_array_equal(ds["train"].images, _small()["train"].images)
+
+
+def test_every_process_takes_the_shared_step_with_or_without_a_cache(tmp_path, monkeypatch):
+  """data.cache_dir may differ by host: a host without one skipped the shared step that the
+  others took, and they waited 6 hours for it (a review; per-name keys fixed only the case
+  where process 0 had the cache)."""
+  from a2i_jax import distributed  # pylint: disable=import-outside-toplevel
+  names = []
+
+  def main_first(name, fn, *args, **kwargs):
+    names.append(name)
+    return fn()
+  monkeypatch.setattr(distributed, "main_first", main_first)
+  a = _small(cache_dir=None)
+  b = _small(cache_dir=str(tmp_path))
+  assert len(names) == 2 and names[0] == names[1], names
+  np.testing.assert_array_equal(a["train"].images, b["train"].images)

@@ -575,13 +575,18 @@ def load(*, image_size: int = 32, num_train: int = 12000, num_validation: int = 
                 num_test=num_test, seed=seed)
   sizes = {"train": num_train, "validation": num_validation, "test": num_test}
 
+  name = os.path.basename(cache_path("", image_size=image_size, num_train=num_train,
+                                     num_validation=num_validation, num_test=num_test,
+                                     seed=seed))
   if cache_dir is None:  # Every process generates the same arrays.
-    splits = _generate(sizes, seed, image_size)
+    work = lambda: _generate(sizes, seed, image_size)
   else:
     path = cache_path(cache_dir, image_size=image_size, num_train=num_train,
                       num_validation=num_validation, num_test=num_test, seed=seed)
-    # Many processes: process 0 generates and writes the cache, the others then read it.
-    splits = distributed.main_first(f"synthetic data {os.path.basename(path)}",
-                                    lambda: _cached(path, sizes, seed, image_size))
+    work = lambda: _cached(path, sizes, seed, image_size)
+  # Many processes: process 0 generates (and writes the cache), the others then read it or
+  # generate. Every process takes this step, with or without a cache (data.cache_dir may
+  # differ by host): a host without one skipped it, and the others waited 6 hours for it.
+  splits = distributed.main_first(f"synthetic data {name}", work)
   return Dataset(name="synthetic", attribute_names=ATTRIBUTE_NAMES,
                  attribute_kinds=ATTRIBUTE_KINDS, splits=splits)
