@@ -578,6 +578,13 @@ class Checkpointer:
       CheckpointError: there are checkpoints but none is intact (nothing is moved then).
     """
     step, corrupt = self.find_intact()
+    if quarantine:
+      # Process 0's findings on every process: another one that looks after process 0 has
+      # moved a corrupt step aside finds none, and was: it skipped the shared steps below,
+      # and process 0 waited at the barrier for it (review finding).
+      step, corrupt = json.loads(distributed.value_of_process_0(
+          "the corrupt checkpoints", json.dumps([step, corrupt])))
+      corrupt = [(int(bad), problem) for bad, problem in corrupt]
     if step is None:
       if corrupt:
         step, problem = corrupt[0]

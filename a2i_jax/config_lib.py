@@ -473,8 +473,14 @@ def of_default_kind(path: str, value: Any,
   """
   reference = reference_config() if reference is None else reference
   want = _kind(value_at(reference, path))
+  return want is not None and _is_kind(value, want)
+
+
+def _is_kind(value: Any, want: str) -> bool:
+  """Whether `value` is of the kind `want` (`_kind`'s words), an integer also where a number
+  is taken."""
   got = _kind(value)
-  return want is not None and (got == want or want == "a number" and got == "an integer")
+  return got == want or want == "a number" and got == "an integer"
 
 
 # What an override of a key of each kind must be, for `explain_override_value`.
@@ -529,8 +535,7 @@ def _check_types(config: ml_collections.ConfigDict) -> None:
     if section is None or parts[-1] not in section:
       continue  # A key the config lacks: `check_keys`'s to name, or a default fills it.
     want, got = _kind(value_at(reference, path)), section[parts[-1]]
-    ok = want is None or _kind(got) == want or want == "a number" and _kind(got) == "an integer"
-    if not ok:  # None too (a JSON null): no default is None.
+    if not (want is None or _is_kind(got, want)):  # None too (a JSON null): no default is.
       raise ConfigError(f"config.{path}={got!r} must be {want}.")
 
 

@@ -538,25 +538,30 @@ def is_main() -> bool:
 def barrier(name: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
   """Waits until every process has reached the barrier `name` (a no-op in a single process).
 
-  Uses the runtime's barrier, not a device collective, so it needs no cross-process
-  collectives backend and may wait for long host work (a dataset being prepared).
+  Built on the coordinator's key-value store, not a device collective, so it needs no
+  cross-process collectives backend and may wait for long host work (a dataset being
+  prepared, a compile). Each process says it is here, then waits for each other one's word,
+  and stops at once where one has left (as `_value_of_process` does). Was: the runtime's
+  barrier, one wait for the whole time, so a peer whose compile failed (out of memory) kept
+  the others at the compile's barrier for an hour without a line (review finding).
 
   Args:
     name: what is being waited for (in the error message); every process calls barriers in
       the same order.
     timeout_s: how long to wait before stopping with an error.
   Raises:
-    DataError: not every process arrived in time.
+    DataError: not every process arrived in time, or one left first.
   """
   client = _client()
   if client is None:
     return
-  try:
-    client.wait_at_barrier(_next_key(name, "barrier"), int(timeout_s * 1000))
-  except Exception as e:  # pylint: disable=broad-except
-    raise DataError(f"process {process_index()}: not every process reached '{name}' within "
-                    f"{timeout_s:.0f} s ({str(e).splitlines()[0]}); see the other processes' "
-                    "errors.") from None
+  key, index = _next_key(name, "barrier"), process_index()
+  client.key_value_set(f"{key}/{index}", "here")
+  deadline = time.monotonic() + timeout_s
+  for other in range(process_count()):
+    if other != index:
+      left_s = max(deadline - time.monotonic(), 0.001)
+      _value_of_process(client, other, f"{key}/{other}", left_s, f"did not reach '{name}'")
 
 
 def main_first(name: str, fn: Callable[[], T], timeout_s: float = DATA_TIMEOUT_S) -> T:

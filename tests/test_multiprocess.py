@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from a2i_jax import checkpoints, distributed, parallel
-from a2i_jax.errors import ConfigError
+from a2i_jax.errors import CheckpointError, ConfigError
 from conftest import TRAIN_PY_STEPS
 
 DRIVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "multiprocess_driver.py")
@@ -280,10 +280,9 @@ def _two_processes_store(monkeypatch) -> dict:
 
     def blocking_key_value_get(self, key, timeout_ms):
       del timeout_ms
+      if "/barrier/" in key:
+        return "here"  # The other process has reached every barrier.
       return store[key]  # A missing key: the KeyError a wait for it would end in.
-
-    def wait_at_barrier(self, key, timeout_ms):
-      del key, timeout_ms
   monkeypatch.setattr(distributed, "_client", Client)
   monkeypatch.setattr(distributed, "process_count", lambda: 2)
   return store
@@ -590,6 +589,8 @@ class _Store:
 
   def blocking_key_value_get(self, key, timeout_ms):
     value = self.own.get(key, self.peer(key))
+    if value is None and "/barrier/" in key and not self.ended:
+      value = "here"  # A peer that has not left reaches every barrier.
     if value is None:
       time.sleep(timeout_ms / 1000)
       raise RuntimeError("DEADLINE_EXCEEDED: timed out")
@@ -599,9 +600,6 @@ class _Store:
     if key.startswith("a2i/end/") and self.ended:
       return self.ended
     raise RuntimeError("NOT_FOUND")
-
-  def wait_at_barrier(self, key, timeout_ms):
-    pass
 
 
 def _as_process(monkeypatch, index: int, store: _Store) -> None:
@@ -671,6 +669,39 @@ def test_process_0_chooses_and_a_peer_that_left_is_named(monkeypatch):
                      r"config: it stopped first \(exit status 1\), and its log says"):
     distributed.same_on_every_process("config", "a", "fix it", timeout_s=60)
   assert time.monotonic() - started < 30  # Not the whole 60 s of the timeout.
+
+
+def test_a_barrier_a_peer_left_before_stops_at_once(monkeypatch):
+  """Was: the runtime's barrier, one wait for its whole timeout, so a peer whose compile failed
+  kept the others at the train step's compile barrier for an hour (review finding)."""
+  monkeypatch.setattr(distributed, "_POLL_S", 0.05)
+  store = _Store(lambda k: None)
+  _as_process(monkeypatch, 1, store)
+  distributed.barrier("the train step's compilation", 60)  # Process 0 got there.
+  assert [key.split("/", 2)[2] for key in store.own] == [
+      "the train step's compilation/barrier/1"]
+  _as_process(monkeypatch, 0, _Store(lambda k: None, ended="left:1"))
+  started = time.monotonic()
+  with pytest.raises(distributed.DataError, match=r"process 0: process 1 did not reach 'the "
+                     r"train step's compilation': it stopped first \(exit status 1\)"):
+    distributed.barrier("the train step's compilation", 60)
+  assert time.monotonic() - started < 30  # Not the whole 60 s of the timeout.
+
+
+def test_every_process_sets_aside_the_corrupt_steps_process_0_found(tmp_path, monkeypatch):
+  """A process that looks after process 0 has moved a corrupt step aside finds none: was, it
+  skipped the shared steps of setting it aside, and process 0 waited at their barrier for it
+  (review finding). Each takes process 0's findings."""
+  ckpt = checkpoints.Checkpointer(str(tmp_path), 3)  # Nothing here: process 0 moved step 5.
+  found = json.dumps([None, [[5, "its checksums differ"]]])
+  store = _Store(lambda k: found if k.endswith("the corrupt checkpoints/chosen") else
+                 "checkpoints/5.corrupt" if k.endswith("/chosen") else None)
+  _as_process(monkeypatch, 1, store)
+  with pytest.raises(CheckpointError, match="checkpoint 5 .* is corrupt"):
+    ckpt.newest_intact_step(quarantine=True)
+  found = json.dumps([3, [[5, "its checksums differ"]]])
+  assert ckpt.newest_intact_step(quarantine=True) == 3
+  assert any(key.endswith("/a2i_quarantine/barrier/1") for key in store.own)
 
 
 def test_a_coordinator_or_process_id_without_a_count_is_refused(monkeypatch):
