@@ -878,7 +878,8 @@ def _header(dataset: Any, data_path: str) -> list[str]:
 
 
 def dataset_info(dataset: Any, data_path: str = "") -> dict:
-  """What `dataset.json` records of a dataset: names, kinds and ranges of its attributes.
+  """What `dataset.json` records of a dataset: names, kinds and ranges of its attributes, and
+  which examples each split holds.
 
   Args:
     dataset: a `data.Dataset`.
@@ -886,16 +887,27 @@ def dataset_info(dataset: Any, data_path: str = "") -> dict:
   Returns:
     {"name", "attribute_names", "attribute_kinds", "attribute_ranges" ([min, max] per
     attribute over the training split), "header" (folder datasets: the attributes.csv column
-    names in file order; otherwise the attribute names)}.
+    names in file order; otherwise the attribute names)}, and, for the datasets that give
+    their examples ids (LFW, CUB, folders: `metadata["split_ids"]`), "split_ids": per split
+    {"count", "sha256"} of its example ids (a folder's image file names, LFW's
+    `<Name>_<NNNN>`, CUB's image paths; `data.base.ids_fingerprint`). The synthetic dataset
+    and datasets made in memory have none (their splits follow from the config, or are the
+    caller's).
   """
   attributes = np.asarray(dataset["train"].attributes, np.float64)
   if attributes.size:
     ranges = np.stack([attributes.min(axis=0), attributes.max(axis=0)], axis=1).tolist()
   else:
     ranges = [[0.0, 0.0]] * len(dataset.attribute_names)
-  return {"name": dataset.name, "attribute_names": list(dataset.attribute_names),
+  info = {"name": dataset.name, "attribute_names": list(dataset.attribute_names),
           "attribute_kinds": list(dataset.attribute_kinds), "attribute_ranges": ranges,
           "header": _header(dataset, data_path)}
+  # Was: not recorded, so a resumed run whose held-out images had moved into training (a
+  # folder's rows added or reordered) went on silently (review finding).
+  split_ids = dataset.metadata.get("split_ids")
+  if split_ids:
+    info["split_ids"] = {k: dict(v) for k, v in split_ids.items()}
+  return info
 
 
 def save_dataset_info(workdir: str, dataset: Any, data_path: str = "") -> None:

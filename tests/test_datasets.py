@@ -499,6 +499,86 @@ def test_lfw_parts_lists_empty_or_overlapping_are_refused(tmp_path, monkeypatch,
                       tfds_lib.progress_bar(False))
 
 
+def test_lfw_people_listed_twice_or_in_both_files_are_refused(tmp_path, caplog):
+  """Was: a person listed twice in peopleDevTrain.txt had the same images in training and
+  validation, and one in both peopleDevTrain.txt and peopleDevTest.txt was trained on and then
+  tested as held out (review finding); the published lists are disjoint. View 1 images
+  dropped for want of an attribute row are a warning now (was INFO)."""
+  from a2i_jax.data import lfw  # pylint: disable=import-outside-toplevel
+  path = _write(tmp_path / "peopleDevTrain.txt", "3\nAnn_Doe\t2\nBob_Roe\t1\nAnn_Doe\t2\n")
+  with pytest.raises(DataError, match=re.escape(
+      f"{path}, line 4: Ann_Doe is listed a second time (first on line 2); the published "
+      "file lists each person once. Download it again "
+      "(http://vis-www.cs.umass.edu/lfw/peopleDevTrain.txt).")):
+    lfw.parse_people(path)
+  manual = tmp_path / "data" / "manual" / "lfw"
+  fx.make_lfw(str(manual), with_parts=False)
+  good = (manual / "peopleDevTest.txt").read_text()
+  _write(manual / "peopleDevTest.txt", good.replace("2\n", "3\n", 1) + "Alice_Smith\t3\n")
+  load = lambda: lfw.load(data_dir=str(tmp_path / "data"), masks=False, allow_download=False,
+                          progress=False)
+  with pytest.raises(DataError, match=re.escape(
+      f"LFW: Alice_Smith is listed in both {manual / 'peopleDevTrain.txt'} and "
+      f"{manual / 'peopleDevTest.txt'}; the published View 1 lists are disjoint")):
+    load()
+  _write(manual / "peopleDevTest.txt", good)
+  with caplog.at_level("WARNING"):
+    assert len(load()["test"]) == 4
+  assert "LFW train: 10 View 1 images, 9 with attributes (1 dropped" in caplog.text
+
+
+def test_lfw_attribute_rows_twice_names_twice_or_numbered_from_0_are_refused(tmp_path,
+                                                                              caplog):
+  """Was: a second row for an image silently replaced the first, an attribute named twice
+  was taken, and a file numbering images from 0 put every row on the next image, the rows
+  of `_0000` only dropped (review finding). A few rows naming images the archive lacks stay
+  a warning with their count: the published file cannot be checked offline."""
+  from a2i_jax.data import lfw  # pylint: disable=import-outside-toplevel
+  row = ["Ann Doe", "1"] + ["0.5"] * 73
+  path = _attributes_file(tmp_path, ["# scores"], row)
+  with open(path, "a") as f:
+    f.write("\t".join(row[:2] + ["0.7"] * 73) + "\n")
+  with pytest.raises(DataError, match=re.escape(
+      f"{path}, line 4: Ann_Doe_0001 already has a row (line 3); the published file has one "
+      "per image.")):
+    lfw.parse_attributes(path)
+  names = ["Attr 0"] * 2 + fx.LFW_ATTRIBUTE_NAMES[2:]
+  path = _write(tmp_path / "names.txt", "# scores\n" + "\t".join(
+      ["#", "person", "imagenum"] + names) + "\n" + "\t".join(row) + "\n")
+  with pytest.raises(DataError, match=re.escape(
+      f"{path}: the header names the attribute(s) 'Attr 0' more than once")):
+    lfw.parse_attributes(path)
+  # Numbered from 0: refused before any image is read.
+  manual = tmp_path / "data" / "manual" / "lfw"
+  fx.make_lfw(str(manual), with_parts=False)
+  lines = (manual / "lfw_attributes.txt").read_text().splitlines()
+  shifted = [re.sub(r"^([^\t]*)\t(\d+)\t", lambda m: f"{m[1]}\t{int(m[2]) - 1}\t", line)
+             for line in lines]
+  _write(manual / "lfw_attributes.txt", "\n".join(shifted) + "\n")
+  with pytest.raises(DataError, match=re.escape(
+      "lfw_attributes.txt: 6 of its 15 rows name images lfw-funneled.tgz does not hold (e.g. "
+      "Alice_Smith_0000); 6 of them name image number 0, but LFW numbers each person's "
+      "images from 1, so this file's numbers start at 0 and every row would land on the "
+      "next image; this is not the published lfw_attributes.txt.")):
+    lfw.load(data_dir=str(tmp_path / "data"), masks=False, allow_download=False,
+             progress=False)
+  # Up to 1 % of the rows: counted in a warning.
+  root = tmp_path / "funneled"
+  (root / "P").mkdir(parents=True)
+  rows = {}
+  for n in range(1, 101):
+    (root / "P" / f"P_{n:04d}.jpg").touch()
+    rows[("P", n)] = np.zeros(73, np.float32)
+  rows[("Q", 1)] = np.zeros(73, np.float32)
+  with caplog.at_level("WARNING"):
+    lfw.check_rows_in_archive("attrs.txt", rows, str(root))
+  assert "LFW: 1 of the 101 rows of attrs.txt name images lfw-funneled.tgz does not hold " \
+         "(e.g. Q_0001); they are not used" in caplog.text
+  rows[("Q", 2)] = np.zeros(73, np.float32)
+  with pytest.raises(DataError, match=re.escape("attrs.txt: 2 of its 102 rows name images")):
+    lfw.check_rows_in_archive("attrs.txt", rows, str(root))
+
+
 # ------------------------------------------------------------------------------------ CUB
 
 
@@ -582,6 +662,8 @@ def test_cub_image_attributes_read_and_quirks(tmp_path):
     ("1 1 -1 3 1.0", "is_present is -1, not 0 or 1"),
     ("1 x 1 3 1.0", "expected `<image id> <attribute id> <is_present> ...`"),
     ("1 1", "expected `<image id> <attribute id> <is_present> ...`"),
+    # Was: the last line won (review finding); the published file lists each pair once.
+    ("1 2 1 3 1.0", "image id 1, attribute id 2 is listed a second time (first on line 2)"),
 ])
 def test_cub_image_attributes_bad_line_names_file_and_line(tmp_path, bad, expected):
   import re  # pylint: disable=import-outside-toplevel
@@ -804,6 +886,71 @@ def test_folder_errors_name_the_file(tmp_path):
     folder.scan(nomasks, masks=True)
   with pytest.raises(DatasetNotPreparedError, match="empty.images does not exist"):
     folder.scan(str(tmp_path / "empty"), masks=False)
+
+
+def test_folder_csv_may_start_with_blank_lines(tmp_path):
+  """Was: a CSV whose first line is blank was refused as "the header [] has no 'filename'
+  column" (review finding); blank lines are skipped as they are between rows, and the line
+  numbers in messages still count them. A CSV with no line at all says it is empty."""
+  from a2i_jax.data import folder  # pylint: disable=import-outside-toplevel
+  path = str(tmp_path / "f")
+  fx.make_folder(path, masks=False)
+  csv_path = os.path.join(path, "attributes.csv")
+  good = open(csv_path).read()
+  _write(csv_path, "\n \r\n" + good)
+  table = folder.scan(path, masks=False)
+  assert table.header == ("filename", "smile", "age") and len(table.rows) == 12
+  _write(csv_path, "\n\n" + good + "ghost.png,1,2\n")
+  with pytest.raises(DataError, match=r"line 16: the image .*ghost.png does not exist"):
+    folder.scan(path, masks=False)
+  _write(csv_path, "\n\n")
+  with pytest.raises(DataError, match=re.escape(f"{csv_path} is empty; write a header line")):
+    folder.scan(path, masks=False)
+
+
+def test_resume_refuses_splits_whose_images_moved(tmp_path, lfw_ds, cub_ds):
+  """Was: without a `split` column a folder's rows are split by position, so a row added at
+  the top moved former held-out images into training, and a resumed run went on without a
+  word: dataset.json recorded names, kinds and ranges, not which images each split held
+  (review finding). It records a fingerprint of each split's ids now (LFW and CUB too), and a
+  resume on other splits is refused; a record without it (an older run) is accepted."""
+  from a2i_jax import checkpoints, train_eval  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data import base, folder  # pylint: disable=import-outside-toplevel
+  assert base.ids_fingerprint(["b", "a"]) == base.ids_fingerprint([b"a", b"b"])
+  for ds in (lfw_ds, cub_ds):
+    assert {k: v["count"] for k, v in ds.metadata["split_ids"].items()} == {
+        k: len(v) for k, v in ds.splits.items()}
+  path = str(tmp_path / "mine")
+  fx.make_folder(path, masks=False)
+  load = lambda: folder.load(path=path, data_dir=str(tmp_path / "data"), image_size=16,
+                             progress=False)
+  ds = load()
+  workdir = str(tmp_path / "w")
+  train_eval.record_dataset(workdir, ds, path, resumed=False)
+  info = checkpoints.load_dataset_info(workdir)
+  assert {k: v["count"] for k, v in info["split_ids"].items()} == {
+      "train": 10, "validation": 1, "test": 1}
+  os.makedirs(os.path.join(workdir, "checkpoints", "2"))
+  assert train_eval.align_with_record(workdir, ds) is ds  # The same images: resumed.
+  # One image added at the top (the review's case): every later row moves on by one.
+  shutil.copy(os.path.join(path, "images", "img_00.png"), os.path.join(path, "images", "new.png"))
+  csv_path = os.path.join(path, "attributes.csv")
+  lines = open(csv_path).read().splitlines()
+  _write(csv_path, "\n".join(lines[:1] + ["new.png,0,9.5"] + lines[1:]) + "\n")
+  moved = load()
+  with pytest.raises(DataError, match=re.escape(
+      f"the train, validation and test splits' images differ from those the run in {workdir} "
+      "started with (train: 10 then, 11 now; validation: 1 then, 1 now; test: 1 then, 1 now); "
+      "without a 'split' column in attributes.csv, adding, removing or reordering rows moves "
+      "images between splits; restore the dataset as it was, or start a new --workdir.")):
+    train_eval.align_with_record(workdir, moved)
+  record = os.path.join(workdir, "dataset.json")
+  _write(record, json.dumps({**info, "split_ids": {"train": "?"}}))
+  with pytest.raises(ConfigError, match=re.escape(f"{record} is unreadable (split_ids must")):
+    train_eval.align_with_record(workdir, moved)
+  del info["split_ids"]  # As a run started before they were recorded.
+  _write(record, json.dumps(info))
+  assert train_eval.align_with_record(workdir, moved) is moved
 
 
 def test_folder_masks_of_0_and_1_are_refused(tmp_path):
@@ -1231,14 +1378,10 @@ def test_data_fingerprint_follows_the_contents():
                                ("train", "validation")) != first
 
 
-def test_unpacking_and_preparing_wait_for_another_process(tmp_path, folder_path, monkeypatch):
-  """Two runs started together on one data_dir: the two unpacks of an archive shared the
-  temporary folder, and one's swap left the other's half-unpacked tree marked finished (905 of
-  3,001 files, trusted by every later run); the second preparation of one dataset ended with
-  TFDS's FileExistsError, a traceback (review findings). Each is done under a lock now."""
-  import threading  # pylint: disable=import-outside-toplevel
+
+def _record_held_locks(monkeypatch) -> list:
+  """The names of the locks `files.waiting_lock` holds at each moment (the list returned)."""
   from a2i_jax import files  # pylint: disable=import-outside-toplevel
-  from a2i_jax.data import folder, tfds_lib  # pylint: disable=import-outside-toplevel
   held, waiting_lock = [], files.waiting_lock
 
   @contextlib.contextmanager
@@ -1248,6 +1391,17 @@ def test_unpacking_and_preparing_wait_for_another_process(tmp_path, folder_path,
       yield
       held.remove(os.path.basename(path))
   monkeypatch.setattr(files, "waiting_lock", recording)
+  return held
+
+def test_unpacking_and_preparing_wait_for_another_process(tmp_path, folder_path, monkeypatch):
+  """Two runs started together on one data_dir: the two unpacks of an archive shared the
+  temporary folder, and one's swap left the other's half-unpacked tree marked finished (905 of
+  3,001 files, trusted by every later run); the second preparation of one dataset ended with
+  TFDS's FileExistsError, a traceback (review findings). Each is done under a lock now."""
+  import threading  # pylint: disable=import-outside-toplevel
+  from a2i_jax import files  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data import folder, tfds_lib  # pylint: disable=import-outside-toplevel
+  held = _record_held_locks(monkeypatch)
   seen = []
   for module, name in ((tfds_lib.tarfile.TarFile, "extract"), (tfds_lib, "prepare")):
     monkeypatch.setattr(module, name, lambda *a, f=getattr(module, name), n=name, **k: (
@@ -1380,6 +1534,43 @@ def test_a_failed_preparation_is_discarded_under_its_lock(tmp_path, monkeypatch)
   os.symlink(tmp_path / "missing" / "target", nowhere)
   with waiting_lock(str(nowhere), "testing"):
     pass
+
+
+def test_a_killed_preparations_unfinished_copies_are_removed_under_the_lock(tmp_path,
+                                                                           monkeypatch):
+  """Was: a killed preparation left TFDS's `incomplete.XXXXXX_<version>/` beside the copy, one
+  per kill, never removed, and a comment said the next attempt reused it (review finding).
+  The next preparation removes this version's, under the lock another process preparing
+  holds; other versions' folders and the copy stay. A prepared copy is read without the lock,
+  unless such a folder is there to remove."""
+  from a2i_jax import files  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data import folder, tfds_lib  # pylint: disable=import-outside-toplevel
+  path = str(tmp_path / "mine")
+  fx.make_folder(path, masks=False)
+  data = tmp_path / "data"
+  parent = data / "a2i_folder"
+  left = [parent / "incomplete.K1LL3D_1.0.0", parent / "incomplete.AGA1N2_1.0.0"]
+  kept = [parent / "incomplete.OTHER3_2.0.0", parent / "notes_1.0.0"]
+  for d in left + kept:
+    (d / "a2i_folder-train.array_record-00000-of-00001").mkdir(parents=True)
+  held, calls = _record_held_locks(monkeypatch), []
+  remove = tfds_lib.remove_unfinished
+  monkeypatch.setattr(tfds_lib, "remove_unfinished", lambda where: (
+      calls.append(list(held)), remove(where))[1])
+  load = lambda: tfds_lib.load(
+      tfds_lib.open_builder(folder.A2iFolder, data_dir=str(data), folder=path,
+                            table=folder.scan(path, False), image_size=16,
+                            resize="centre_crop", progress=False),
+      manual_dir=path, download_dir=str(data / "downloads"), image_size=16, progress=False)
+  assert len(load()["train"]) == 10
+  assert [d.name for d in left if d.exists()] == []
+  assert all(d.is_dir() for d in kept) and (parent / "1.0.0").is_dir()
+  assert calls == [[".a2i_folder-1.0.0.lock"]]
+  load()  # Prepared: read without the lock, nothing to remove.
+  assert calls == [[".a2i_folder-1.0.0.lock"]]
+  left[0].mkdir()  # Left before the copy was prepared (by older code): removed too.
+  load()
+  assert not left[0].exists() and calls == [[".a2i_folder-1.0.0.lock"]] * 2
 
 
 def test_lfw_right_archive_after_a_wrong_one(tmp_path):

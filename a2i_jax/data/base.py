@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 from absl import logging
@@ -47,6 +47,30 @@ def data_fingerprint(dataset: "Dataset", splits: Sequence[str] = SPLITS) -> str:
         h.update(f"{a.dtype}{a.shape}".encode())
         h.update(a.data)
   return h.hexdigest()
+
+
+# `Dataset.metadata` key of the TFDS-based sources (LFW, CUB, folder): per split, the count
+# and a SHA-256 of the example ids it holds (`ids_fingerprint`); dataset.json records it, so
+# a resumed run can tell when its images moved between splits.
+SPLIT_IDS_KEY = "split_ids"
+
+
+def ids_fingerprint(ids: Iterable[Union[bytes, str]]) -> dict[str, Any]:
+  """Which examples a split holds, in a few bytes: independent of their order.
+
+  Args:
+    ids: the split's example ids (a builder's `id` feature: a folder dataset's file names,
+      LFW's `<Name>_<NNNN>`, CUB's image paths), as bytes or str (str is UTF-8 encoded).
+  Returns:
+    {"count": the number of ids, "sha256": hex SHA-256 of the sorted ids, each followed by
+    a NUL byte}.
+  """
+  encoded = sorted(i.encode("utf-8") if isinstance(i, str) else bytes(i) for i in ids)
+  h = hashlib.sha256()
+  for i in encoded:
+    h.update(i)
+    h.update(b"\0")
+  return {"count": len(encoded), "sha256": h.hexdigest()}
 
 
 def check_choice(key: str, value: Any, choices: Sequence[str]) -> None:

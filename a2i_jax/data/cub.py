@@ -218,7 +218,8 @@ def parse_image_attributes(path: str, num_images: int,
   Raises:
     DataError: naming the file and line, for a line with fewer than three tokens or a
       non-integer among them, an image id outside 1..num_images, an attribute id outside
-      1..312, or an is_present other than 0 or 1; naming the file and an image id, for an
+      1..312, an is_present other than 0 or 1, or an (image, attribute) pair listed a second
+      time (was: the last line won, review finding); naming the file and an image id, for an
       image of `ids` whose pairs are not all listed (a file cut short: its attributes would
       read as absent).
   """
@@ -236,7 +237,8 @@ def parse_image_attributes(path: str, num_images: int,
         problem = (f"expected `<image id> <attribute id> <is_present> ...` (integers), got "
                    f"{got!r}")
       else:
-        if 1 <= image <= num_images and 1 <= attribute <= NUM_ATTRIBUTES and present in (0, 1):
+        if (1 <= image <= num_images and 1 <= attribute <= NUM_ATTRIBUTES and present in (0, 1)
+            and not listed[image, attribute - 1]):
           out[image, attribute - 1] = present
           listed[image, attribute - 1] = True
           continue
@@ -244,7 +246,10 @@ def parse_image_attributes(path: str, num_images: int,
                    if not 1 <= image <= num_images else
                    f"attribute id {attribute} is outside 1..{NUM_ATTRIBUTES}"
                    if not 1 <= attribute <= NUM_ATTRIBUTES else
-                   f"is_present is {present}, not 0 or 1")
+                   f"is_present is {present}, not 0 or 1" if present not in (0, 1) else
+                   f"image id {image}, attribute id {attribute} is listed a second time "
+                   f"(first on line {_first_line(path, image, attribute)}); the published "
+                   "file lists each pair once")
       raise DataError(f"{path}, line {number}: {problem}; {_REDOWNLOAD}")
   wanted = np.asarray(sorted(ids) if ids is not None else [], np.int64)
   missing = wanted[~listed[wanted].all(axis=1)] if wanted.size else wanted
@@ -254,6 +259,20 @@ def parse_image_attributes(path: str, num_images: int,
                     f"attributes of image id {first} ({missing.size} image(s) incomplete): "
                     f"{_REDOWNLOAD}")
   return out
+
+
+def _first_line(path: str, image: int, attribute: int) -> int:
+  """The line of image_attribute_labels.txt that first lists (image, attribute), for the
+  message of a pair listed twice (read again only then: a table of the 3.7 million pairs'
+  line numbers would cost 15 MB on every preparation)."""
+  with open(path, "rb") as f:
+    for number, line in enumerate(f, 1):
+      try:
+        if [int(t) for t in line.split(None, 2)[:2]] == [image, attribute]:
+          return number
+      except ValueError:
+        continue
+  return 0
 
 
 def crop_box(bbox: tuple[float, float, float, float], width: int, height: int

@@ -28,7 +28,10 @@ Rules:
   Columns holding only 0 and 1 are "binary", others "continuous".
 - With masks/ present (and `config.data.masks` True), every image needs a mask of its size.
 - Without a `split` column, rows go round-robin in file order: the 9th of every 10 to
-  validation, the 10th to test, the rest to train (so at least 10 rows are needed).
+  validation, the 10th to test, the rest to train (so at least 10 rows are needed). Adding,
+  removing or reordering rows then moves images between splits; a resumed run refuses splits
+  that hold other images than when it started (`train_eval.check_same_splits`). A `split`
+  column keeps each image in its split.
 - Images are cut to a square and resized to `config.data.image_size`: "centre_crop" takes
   the largest centred square, "stretch" resizes the whole image (changing its aspect). Images
   upscaled more than 4x are counted in a warning.
@@ -325,7 +328,11 @@ def _mask_pixels(path: str, rgb: np.ndarray) -> np.ndarray:
 
 
 def _read_csv(csv_path: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
-  """(header, [(line number, cells)] of the non-blank rows), in any common text encoding."""
+  """(header, [(line number, cells)] of the non-blank rows), in any common text encoding.
+
+  The header is the first row that is not blank (was: the first row, so a file starting with
+  an empty line was refused as "the header [] has no 'filename' column", review finding).
+  """
   with open(csv_path, "rb") as f:
     text, encoding = tfds_lib.decode_text(f.read())
   if encoding not in ("utf-8", "utf-16"):
@@ -334,11 +341,15 @@ def _read_csv(csv_path: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
   try:
     if "\x00" in text:  # Binary, or UTF-16 without its BOM; newer `csv` takes NULs.
       raise csv.Error("it holds NUL bytes")
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = [h.strip() for h in next(reader, [])]
-    body = [(n, r) for n, r in enumerate(reader, 2) if any(c.strip() for c in r)]
+    rows = [(n, r) for n, r in enumerate(csv.reader(io.StringIO(text, newline="")), 1)
+            if any(c.strip() for c in r)]
+    header = [h.strip() for h in rows[0][1]] if rows else []
+    body = rows[1:]
   except csv.Error as e:
     raise DataError(f"{csv_path} is not a CSV text file ({e}); save it as CSV (UTF-8).") from None
+  if not header:  # Was: "the header [] has no 'filename' column".
+    raise DataError(f"{csv_path} is empty; write a header line (filename, one column per "
+                    "attribute) and one row per image.")
   return header, body
 
 

@@ -32,6 +32,10 @@ Preparation:
   `parts_train.txt` images and scored on `parts_test.txt` (IoU in the dataset's metadata,
   `mask_net`); `mask_predicted` says which is which. Config "no_masks" needs neither the
   part labels nor the network.
+- Checks, before any image is read: a person listed twice in a people file or in both, an
+  attribute row repeated or an attribute named twice, and more than `MAX_MISSING_ROWS` of the
+  attribute rows naming images the archive lacks (fewer are counted in a warning) are each a
+  `DataError` naming the file.
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ MASK_SOURCES = (
     Source("parts_test.txt", f"{_UMASS}/part_labels/parts_test.txt", ""),
 )
 SOURCES = IMAGE_SOURCES + MASK_SOURCES
+_ATTRIBUTES_URL = IMAGE_SOURCES[1].url
 
 Key = tuple[str, int]  # (Name_With_Underscores, image number)
 
@@ -98,13 +103,13 @@ def parse_attributes(path: str) -> tuple[tuple[str, ...], dict[Key, np.ndarray]]
   Args:
     path: Kumar et al.'s lfw_attributes.txt (format in the module docstring).
   Returns:
-    (the 73 attribute names in file order, {(Name_With_Underscores, n): float32 [73]}); a
-    (name, n) listed twice keeps its last row.
+    (the 73 attribute names in file order, {(Name_With_Underscores, n): float32 [73]}).
   Raises:
     DataError: no `#<TAB>person<TAB>imagenum...` header in the first three lines (a `#` line
       whose tab-separated fields hold `person` then `imagenum`), a header naming other than
-      73 attributes, or a data line without 75 tab-separated fields, with a value that is not
-      a number, or with a score that is not finite (nan, inf).
+      73 attributes or one of them twice, a data line without 75 tab-separated fields, with
+      a value that is not a number, or with a score that is not finite (nan, inf), or two
+      lines for one (name, n) (was: the last one won, review finding).
   """
   lines = tfds_lib.numbered_lines(path)
   fields, start = [], 0
@@ -123,7 +128,13 @@ def parse_attributes(path: str) -> tuple[tuple[str, ...], dict[Key, np.ndarray]]
   if len(names) != NUM_ATTRIBUTES:
     raise DataError(f"{path}: the header names {len(names)} attributes, expected "
                     f"{NUM_ATTRIBUTES}.")
+  twice = sorted({n for n in names if names.count(n) > 1})
+  if twice:  # Was taken: `--attribute` then picked the first of the two.
+    raise DataError(f"{path}: the header names the attribute(s) {', '.join(map(repr, twice))} "
+                    f"more than once; this is not the published lfw_attributes.txt. Download "
+                    f"it again ({_ATTRIBUTES_URL}).")
   rows: dict[Key, np.ndarray] = {}
+  first_line: dict[Key, int] = {}
   for number, line in lines:
     if line.startswith("#"):
       continue
@@ -136,14 +147,57 @@ def parse_attributes(path: str) -> tuple[tuple[str, ...], dict[Key, np.ndarray]]
       values = np.asarray([float(v) for v in parts[2:]], np.float32)
     except ValueError as e:
       raise DataError(f"{path}, line {number}: {e}.") from e
+    if key in rows:  # Was: the last row won without a word.
+      raise DataError(f"{path}, line {number}: {image_name(key)} already has a row (line "
+                      f"{first_line[key]}); the published file has one per image. Delete "
+                      f"one of them, or download it again ({_ATTRIBUTES_URL}).")
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:  # Python's float() takes "nan" and "inf"; no split may hold them.
       j = int(bad[0])
       raise DataError(f"{path}, line {number}: the score of {names[j]!r} is "
                       f"{parts[2 + j].strip()!r}, not a finite number; this is not the "
                       "published lfw_attributes.txt. Download it again.")
-    rows[key] = values
+    rows[key], first_line[key] = values, number
   return names, rows
+
+
+# More rows of lfw_attributes.txt than this naming images lfw-funneled.tgz lacks is not the
+# published file (or not its numbering). The published file cannot be checked offline, so a
+# few are only counted.
+MAX_MISSING_ROWS = 0.01
+
+
+def check_rows_in_archive(path: str, rows: dict[Key, np.ndarray], images_root: str) -> None:
+  """Refuses an lfw_attributes.txt whose rows do not name the archive's images.
+
+  Image numbers start at 1 (`<Name>_0001.jpg`); a file numbered from 0 moves every row onto
+  the next image, which would train on wrong attributes without a word (the rows naming
+  `_0000` and the last images' missing rows were only dropped, review finding).
+
+  Args:
+    path: lfw_attributes.txt, for the messages.
+    rows: its rows (`parse_attributes`).
+    images_root: the unpacked lfw_funneled/ folder (`<Name>/<Name>_<NNNN>.jpg`).
+  Raises:
+    DataError: more than `MAX_MISSING_ROWS` of the rows name an image the archive lacks
+      (naming how many, an example, and a numbering from 0 where that is the cause).
+  """
+  missing = [k for k in rows
+             if not os.path.isfile(os.path.join(images_root, k[0], image_name(k) + ".jpg"))]
+  if not missing:
+    return
+  if len(missing) > MAX_MISSING_ROWS * len(rows):
+    zeros = sum(k[1] == 0 for k in missing)
+    why = (f"{zeros} of them name image number 0, but LFW numbers each person's images from "
+           "1, so this file's numbers start at 0 and every row would land on the next image; "
+           if zeros else "")
+    raise DataError(f"{path}: {len(missing)} of its {len(rows)} rows name images "
+                    f"lfw-funneled.tgz does not hold (e.g. {image_name(missing[0])}); {why}"
+                    "this is not the published lfw_attributes.txt. Download it again "
+                    f"({_ATTRIBUTES_URL}).")
+  logging.warning("LFW: %d of the %d rows of %s name images lfw-funneled.tgz does not hold "
+                  "(e.g. %s); they are not used", len(missing), len(rows), path,
+                  image_name(missing[0]))
 
 
 def parse_people(path: str) -> list[Key]:
@@ -155,13 +209,20 @@ def parse_people(path: str) -> list[Key]:
   Returns:
     (name, n) for n in 1..count of each person, people in file order.
   Raises:
-    DataError: the file has no `<Name> <count>` line, or lists another number of people
-      than its count line says (cut short).
+    DataError: the file has no `<Name> <count>` line, lists another number of people than
+      its count line says (cut short), or lists a person twice (was taken: their images went
+      to training and validation both, review finding).
   """
   keys, people, announced = [], 0, None
-  for line in tfds_lib.read_lines(path):
+  first_line: dict[str, int] = {}
+  for number, line in tfds_lib.numbered_lines(path):
     parts = line.split()
     if len(parts) == 2 and parts[1].isdigit():
+      if parts[0] in first_line:
+        raise DataError(f"{path}, line {number}: {parts[0]} is listed a second time (first "
+                        f"on line {first_line[parts[0]]}); the published file lists each "
+                        f"person once. Download it again ({_people_url(path)}).")
+      first_line[parts[0]] = number
       keys.extend((parts[0], n) for n in range(1, int(parts[1]) + 1))
       people += 1
     elif len(parts) == 1 and parts[0].isdigit() and announced is None and not people:
@@ -172,6 +233,33 @@ def parse_people(path: str) -> list[Key]:
     raise DataError(f"{path}: its first line announces {announced} people but it lists "
                     f"{people}; the file is cut short or edited. Download it again.")
   return keys
+
+
+def _people_url(path: str) -> str:
+  """Where the people file `path` is published (the UMass page for a file of another name)."""
+  name = os.path.basename(path)
+  return next((s.url for s in IMAGE_SOURCES if s.filename == name), f"{_UMASS}/")
+
+
+def check_people_disjoint(train: list[Key], test: list[Key], paths: dict) -> None:
+  """Refuses View 1 people files that share a person.
+
+  Args:
+    train: `parse_people` of peopleDevTrain.txt.
+    test: `parse_people` of peopleDevTest.txt.
+    paths: filename -> path of the source files, for the message.
+  Raises:
+    DataError: naming a person in both files and both files (the published lists are
+      disjoint; was: that person's images were trained on and then tested as held out,
+      review finding).
+  """
+  both = sorted({k[0] for k in train} & {k[0] for k in test})
+  if both:
+    who = f"{both[0]} and {len(both) - 1} more are" if len(both) > 1 else f"{both[0]} is"
+    raise DataError(f"LFW: {who} listed in both {paths['peopleDevTrain.txt']} and "
+                    f"{paths['peopleDevTest.txt']}; the published View 1 lists are disjoint, "
+                    "so these are not the published files. Delete both and download them again "
+                    f"({_UMASS}/peopleDevTrain.txt, {_UMASS}/peopleDevTest.txt).")
 
 
 def parse_parts_list(path: str) -> list[Key]:
@@ -326,13 +414,18 @@ class A2iLfw(tfds_lib.BuilderMixin, tfds.core.GeneratorBasedBuilder, skip_regist
     images_root = _find_dir(tfds_lib.unpack(paths["lfw-funneled.tgz"], unpack_root,
                                             self._progress), "lfw_funneled", "lfw-funneled.tgz")
     names, rows = parse_attributes(paths["lfw_attributes.txt"])
+    check_rows_in_archive(paths["lfw_attributes.txt"], rows, images_root)
     split_keys = {}
     people_train = parse_people(paths["peopleDevTrain.txt"])
     people_test = parse_people(paths["peopleDevTest.txt"])
+    check_people_disjoint(people_train, people_test, paths)
     for split, people in (("train", people_train), ("test", people_test)):
       kept = [k for k in people if k in rows]
-      logging.info("LFW %s: %d View 1 images, %d with attributes (%d dropped)", split,
-                   len(people), len(kept), len(people) - len(kept))
+      # A warning when images are dropped (was INFO, review finding): the training data are
+      # smaller than the View 1 lists say.
+      log = logging.warning if len(kept) < len(people) else logging.info
+      log("LFW %s: %d View 1 images, %d with attributes (%d dropped: no row in %s)", split,
+          len(people), len(kept), len(people) - len(kept), "lfw_attributes.txt")
       split_keys[split] = kept
     n_train = int(np.floor((1.0 - VALIDATION_FRACTION) * len(split_keys["train"])))
     split_keys["validation"] = split_keys["train"][n_train:]

@@ -52,8 +52,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import logging
 import os
-import warnings
+import time
 from typing import Optional
 
 import numpy as np
@@ -540,16 +541,49 @@ def _generate(sizes: dict[str, int], seed: int, image_size: int) -> dict[str, Sp
   return {name: _generate_split(sq, n, image_size) for (name, n), sq in zip(sizes.items(), seqs)}
 
 
+# A temporary cache file untouched for this long is a killed writer's: a write takes seconds
+# and keeps touching its file.
+STALE_TEMPORARY_S = 3600.0
+
+
+def _remove_stale_temporaries(path: str, now: Optional[float] = None) -> None:
+  """Removes the temporary files of `path` (`.<name>.<random>.tmp.npz`, `files.atomic_path`'s)
+  that a killed writer left, those untouched for `STALE_TEMPORARY_S`.
+
+  Was: one per kill, never removed, each the size of the cache file (review finding). Newer
+  ones are left: another process may be writing the same cache file now (there is no lock).
+  """
+  directory, name = os.path.split(path)
+  try:
+    entries = os.listdir(directory)
+  except OSError:  # Not made yet: nothing left behind.
+    return
+  now = time.time() if now is None else now
+  for entry in entries:
+    if not (entry.startswith(f".{name}.") and entry.endswith(".tmp.npz")):
+      continue
+    file = os.path.join(directory, entry)
+    try:
+      if now - os.stat(file).st_mtime > STALE_TEMPORARY_S:
+        os.remove(file)
+    except OSError:  # Gone meanwhile, or not ours to remove: it costs only space.
+      pass
+
+
 def _cached(path: str, sizes: dict[str, int], seed: int, image_size: int) -> dict[str, Split]:
   """The splits from the cache file, generated and written there when it is unusable."""
   splits = _read_cache(path, sizes, image_size)
   if splits is None:
     splits = _generate(sizes, seed, image_size)
+    _remove_stale_temporaries(path)
     try:
       _write_cache(path, splits)
     except OSError as e:
-      # The data is in memory already; an unwritable cache only costs time next run.
-      warnings.warn(f"synthetic: could not write the cache file {path}: {e}")
+      # The data is in memory already; an unwritable cache only costs time next run. One log
+      # line (was Python's two-line UserWarning with its source line; review finding).
+      logging.warning("synthetic: could not write the cache file %s (%s); the data is made "
+                      "again at the next run: set --config.data.cache_dir to a writable folder",
+                      path, files.describe_storage_error(e))
   return splits
 
 

@@ -27,6 +27,7 @@ import io
 import json
 import logging as std_logging
 import os
+import re
 import shutil
 import socket
 import tarfile
@@ -40,7 +41,7 @@ from absl import logging
 
 from a2i_jax import files
 from a2i_jax.data.base import (DataError, Dataset, DatasetNotPreparedError, Split, SPLITS,
-                               check_attribute_names)
+                               SPLIT_IDS_KEY, check_attribute_names, ids_fingerprint)
 from a2i_jax.errors import A2IError
 
 # Inside a prepared copy's folder (<data_dir>/<name>/[<config>/]<version>): the SHA-256 of
@@ -755,8 +756,47 @@ def prepare(builder: Any, manual_dir: str, download_dir: str) -> None:
       download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
 
 
+def remove_unfinished(where: str) -> None:
+  """Removes the unfinished copies a killed preparation left beside the copy `where`.
+
+  TFDS prepares a copy in `incomplete.<6 random letters and digits>_<version>/` beside its
+  version folder and renames it into place when done; an exception (Ctrl-C too) removes it,
+  but a killed process (SIGKILL, the machine stopping) leaves it there, and no later attempt
+  reuses it: one folder of a dataset's size per kill (review finding). Only the folders of
+  this version's form are removed, never the copy itself nor other versions' folders.
+
+  Call it under the preparation's lock (`load` does): another process preparing the same
+  copy holds that lock, so its unfinished folder is never removed while it writes there.
+  (Where the file system takes no locks, `files.waiting_lock` runs the block unlocked, and
+  two preparations at once fail there anyway.)
+
+  Args:
+    where: the copy's folder, `<data_dir>/<name>/[<config>/]<version>`.
+  """
+  parent = os.path.dirname(os.path.normpath(where))
+  stale = _unfinished(where)
+  for name in stale:
+    shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+  if stale:
+    logging.info("removed %d unfinished copy(ies) a stopped preparation left in %s (e.g. %s)",
+                 len(stale), parent, stale[0])
+
+
+def _unfinished(where: str) -> list[str]:
+  """The names of TFDS's unfinished copies of `where`'s version beside it (`remove_unfinished`)."""
+  parent, version = os.path.split(os.path.normpath(where))
+  try:
+    entries = os.listdir(parent)
+  except OSError:  # Not made yet: nothing left behind.
+    return []
+  form = re.compile(r"incomplete\.[A-Za-z0-9]+_" + re.escape(version))
+  return sorted(e for e in entries
+                if form.fullmatch(e) and os.path.isdir(os.path.join(parent, e)))
+
+
 def read_split(builder: Any, split: str, attribute_key: str = "attributes",
-               chunk: int = 1024, progress: bool = False) -> Split:
+               chunk: int = 1024, progress: bool = False,
+               ids: Optional[list] = None) -> Split:
   """Reads one prepared split into host memory, in the order it was written.
 
   Args:
@@ -765,6 +805,8 @@ def read_split(builder: Any, split: str, attribute_key: str = "attributes",
     attribute_key: which feature holds the attribute vectors.
     chunk: examples decoded per call.
     progress: show a progress bar.
+    ids: a list that gets every example's `id` feature (bytes), in order; None: not kept.
+      (Each example is decoded whole anyway, so they cost nothing more.)
   Returns:
     The `Split` (masks and mask_predicted where the builder wrote them).
   """
@@ -787,6 +829,8 @@ def read_split(builder: Any, split: str, attribute_key: str = "attributes",
     for i, ex in zip(idx, source.__getitems__(idx)):
       images[i] = ex["image"]
       attrs[i] = ex[attribute_key]
+      if ids is not None:
+        ids.append(ex["id"])
       if has_masks:
         masks[i] = ex["mask"][..., 0]
         predicted[i] = ex["mask_predicted"]
@@ -813,7 +857,8 @@ def load(builder: Any, *, manual_dir: str, download_dir: str, image_size: int,
       attempt on the same files meets. Removed under the preparation's lock, so that no other
       process prepares in it meanwhile. "" keeps everything.
   Returns:
-    The `Dataset`.
+    The `Dataset`; its metadata is the builder's plus `SPLIT_IDS_KEY`: per split, the count
+    and SHA-256 of its examples' ids (`ids_fingerprint`).
   """
   where = os.fspath(builder.data_dir)
   # One process prepares at a time; the others wait and then read its copy (was: a second
@@ -824,6 +869,9 @@ def load(builder: Any, *, manual_dir: str, download_dir: str, image_size: int,
   # it (a read-only data_dir, another user's), and copies are checked in parallel.
   lock = os.path.join(os.path.dirname(os.path.dirname(where)),
                       f".{builder.name}-{os.path.basename(where)}.lock")
+  if os.path.isdir(where) and _unfinished(where):  # Left by a kill before it was prepared.
+    with files.waiting_lock(lock, f"preparing {builder.name}"):
+      remove_unfinished(where)
   with (contextlib.nullcontext() if os.path.isdir(where)
         else files.waiting_lock(lock, f"preparing {builder.name}")):
     # A copy prepared before has checksums (or, prepared by an older version, none yet): they
@@ -832,12 +880,16 @@ def load(builder: Any, *, manual_dir: str, download_dir: str, image_size: int,
     summed = was_prepared and _check_copy(where)
     if not was_prepared:
       logging.info("preparing %s in %s (once)", builder.name, where)
+      remove_unfinished(where)
       try:
         with quiet_tfds():
           prepare(builder, manual_dir, download_dir)
       except DataError:
-        # Other failures (Ctrl-C, a full disk) leave TFDS's unfinished folder for the next
-        # attempt.
+        # Other failures (Ctrl-C, a full disk) are raised as they are: TFDS removes its
+        # unfinished folder itself then, and what the builder unpacked is kept for the next
+        # attempt. (Was: "leave TFDS's unfinished folder for the next attempt", which never
+        # reuses it; one a killed process left stayed for good (review finding), so
+        # `remove_unfinished` above removes it.)
         if discard_on_data_error:
           shutil.rmtree(discard_on_data_error, ignore_errors=True)
         raise
@@ -852,8 +904,12 @@ def load(builder: Any, *, manual_dir: str, download_dir: str, image_size: int,
     meta = dict(builder.info.metadata or {})
     if was_prepared and check_metadata is not None:
       check_metadata(meta)
-    splits = {name: read_split(builder, name, attribute_key, progress=progress)
-              for name in SPLITS}
+    ids = {name: [] for name in SPLITS}
+    splits = {name: read_split(builder, name, attribute_key, progress=progress,
+                               ids=ids[name]) for name in SPLITS}
+  # Which examples each split holds, for dataset.json: a resumed run whose images moved
+  # between splits (a folder's rows added or reordered) is refused (`train_eval`).
+  meta[SPLIT_IDS_KEY] = {name: ids_fingerprint(v) for name, v in ids.items()}
   if not summed:  # Read whole: from now on its damage is detected.
     _write_checksums(where)
   # Builders record names and kinds per attribute feature: "<feature>_names", "_kinds".
