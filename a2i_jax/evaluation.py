@@ -52,13 +52,14 @@ def mean_sem(values: np.ndarray) -> dict[str, float]:
   Args:
     values: [N] numbers (NaN and infinities are left out).
   Returns:
-    {"mean", "sem", "n"}; NaN mean and sem when no value is finite.
+    {"mean", "sem", "n"}; NaN mean and sem when no value is finite, NaN sem for one value
+    (was 0.0, printed "± 0.00": one image says nothing of the spread; review finding).
   """
   v = np.asarray(values, np.float64)
   v = v[np.isfinite(v)]
   if v.size == 0:
     return {"mean": float("nan"), "sem": float("nan"), "n": 0}
-  sem = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else 0.0
+  sem = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else float("nan")
   return {"mean": float(v.mean()), "sem": sem, "n": int(v.size)}
 
 
@@ -352,10 +353,14 @@ def evaluate_mean_image(dataset: Dataset, *, occlusion_names: Optional[Sequence[
   return {"model": "mean training image", "step": 0, "num_examples": n, "rows": {"fill": row}}
 
 
-def _fmt(cell: Optional[Mapping[str, float]], scale: float) -> str:
+def _fmt(cell: Optional[Mapping[str, float]], scale: float, most: int) -> str:
+  """"mean ± s.e." of `cell`, and its count where it is below `most` (the table's largest):
+  a column whose region some images lack averages fewer images (was not said)."""
   if not cell or not np.isfinite(cell["mean"]):
     return "–"
-  return f"{cell['mean'] * scale:.2f} ± {cell['sem'] * scale:.2f}"
+  sem = f"{cell['sem'] * scale:.2f}" if np.isfinite(cell["sem"]) else "–"
+  fewer = f" (n = {cell['n']})" if "n" in cell and cell["n"] < most else ""
+  return f"{cell['mean'] * scale:.2f} ± {sem}{fewer}"
 
 
 def markdown_table(results: Iterable[Mapping[str, Any]], scale: float = 100.0) -> str:
@@ -372,13 +377,15 @@ def markdown_table(results: Iterable[Mapping[str, Any]], scale: float = 100.0) -
   for r in results:
     for row in r["rows"].values():
       columns += [c for c in row if c not in columns]
+  most = max((cell.get("n", 0) for r in results for row in r["rows"].values()
+              for cell in row.values() if cell), default=0)
   head = "| model | method | " + " | ".join(columns) + " |"
   lines = [f"Per-pixel squared error on [0, 1] images x {scale:g}, mean ± s.e. over test "
-           "images; completion columns count the hidden pixels only.", "", head,
-           "|" + " --- |" * (len(columns) + 2)]
+           "images; completion columns count the hidden pixels only; (n = K): a cell over "
+           "fewer images than the others.", "", head, "|" + " --- |" * (len(columns) + 2)]
   for r in results:
     for method, row in r["rows"].items():
-      cells = [_fmt(row.get(c), scale) for c in columns]
+      cells = [_fmt(row.get(c), scale, most) for c in columns]
       lines.append(f"| {r['model']} | {method} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
 

@@ -31,8 +31,14 @@ e.g. --variants="whole:conv_output_split=whole;split:conv_output_split=split".
 `--what=infer` times one call of inference's Adam loop (`make_inference_fns`' `run`: the
 steps one call runs, all of them by default, on `--batch` images, the encoders' start and
 the final decode left out) and prints ms per Adam step and image-iterations/s. One JSON line
-per (model, variant): compile seconds, the median of `--rounds` timed calls after a warm-up
-and every call's time, and the speed per step relative to the first variant. Fresh
+per (model, variant): its program's times to build (`lower_s`: trace and lower; `compile_s`:
+XLA's compile alone, each timed by itself ahead of time; `setup_s`: everything the variant
+took before its first call, the train state and data on the device, or the model's variables
+and `init`'s run, with the lowering and compile), the median of `--rounds` timed calls after a
+warm-up and every call's time, and the speed per step relative to the first variant. Until
+2026-12-05 `compile_s` was what `setup_s` is now, and the first variant's also held the
+process's first tracing and device start: the JSON files of that time keep the field, and
+BENCHMARKS.md says so where it quotes them. Fresh
 processes could not resolve a 5 % change on a machine whose speed
 drifts by 10 % within minutes; alternated calls in one process can. The process starts with
 the XLA flags the entry points add on this CPU (`--xla_cpu_flags`, default "recommended", as
@@ -109,8 +115,8 @@ def main(argv=None) -> None:
       program = _infer_program if args.what == "infer" else _train_program
       t0 = time.perf_counter()
       with forms(variant_forms):
-        call, per_call = program(config, args.batch)
-      compiled[name] = (call, per_call, time.perf_counter() - t0)
+        call, per_call, build = program(config, args.batch)
+      compiled[name] = (call, per_call, {**build, "setup_s": time.perf_counter() - t0})
     times = {name: [] for name in compiled}
     for call, _, _ in compiled.values():  # Warm-up.
       call()
@@ -120,18 +126,18 @@ def main(argv=None) -> None:
     # Seconds per step (per Adam step of inference, per train step of training), so that
     # variants running different numbers of steps per call compare.
     first = statistics.median(times[variants[0][0]]) / compiled[variants[0][0]][1]
-    for name, (_, per_call, compile_s) in compiled.items():
+    for name, (_, per_call, build) in compiled.items():
       med = statistics.median(times[name])
       row = {"model": model_name, "variant": name, "xla_flags": xla_flags,
              "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
-             "compile_s": round(compile_s, 2)}
+             **{k: round(build[k], 2) for k in ("lower_s", "compile_s", "setup_s")}}
       if args.what == "infer":
         row.update(adam_steps_per_call=per_call, ms_per_step=round(1e3 * med / per_call, 1),
                    image_iterations_per_s=round(args.batch * per_call / med, 2))
       else:
         row.update(steps_per_call=per_call, images_per_s=round(args.batch * per_call / med, 2))
       print(json.dumps({**row, "speed_vs_first": round(first * per_call / med, 3),
-                        "call_s_all": [round(t, 3) for t in times[name]]}), flush=True)
+                        "call_s_all": [round(t, 6) for t in times[name]]}), flush=True)
 
 
 # ynn=...: which operations XLA:CPU hands to YNNPACK (`xla_cpu_experimental_ynn_fusion_type`):
@@ -220,9 +226,19 @@ def forms(settings: dict):
       setattr(module, attr, value)
 
 
+def _lower_and_compile(fn, *inputs):
+  """`fn.lower(*inputs).compile()`, each half timed by itself: (the compiled program,
+  {"lower_s": trace and lower, "compile_s": XLA's compile})."""
+  t0 = time.perf_counter()
+  lowered = fn.lower(*inputs)
+  t1 = time.perf_counter()
+  compiled = lowered.compile()
+  return compiled, {"lower_s": t1 - t0, "compile_s": time.perf_counter() - t1}
+
+
 def _train_program(config, batch: int):
   """(a function running one timed call of `config.steps_per_dispatch` train steps and
-  returning its seconds, the steps per call)."""
+  returning its seconds, the steps per call, {"lower_s", "compile_s"} of its program)."""
   import jax  # pylint: disable=import-outside-toplevel
   import bench  # pylint: disable=import-outside-toplevel
   from a2i_jax import perf  # pylint: disable=import-outside-toplevel
@@ -231,19 +247,19 @@ def _train_program(config, batch: int):
   # The state donated and carried from step to step, as train.py and bench.py run it: without
   # donation every call writes a fresh copy of the parameters and Adam's moments, which timed
   # the optimiser as one vector 12-14 % slower than per leaf, and the same with it.
-  step = perf.jit(steps, donate_argnums=(0,)).lower(state, data, key).compile()
+  step, build = _lower_and_compile(perf.jit(steps, donate_argnums=(0,)), state, data, key)
   carried = [state]
 
   def call():
     t0 = time.perf_counter()
     carried[0] = jax.block_until_ready(step(carried[0], data, key))[0]
     return time.perf_counter() - t0
-  return call, config.steps_per_dispatch
+  return call, config.steps_per_dispatch, build
 
 
 def _infer_program(config, batch: int):
   """(a function running one timed call of inference's Adam loop and returning its seconds,
-  the Adam steps per call)."""
+  the Adam steps per call, {"lower_s", "compile_s"} of `run`'s program)."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import bench  # pylint: disable=import-outside-toplevel
@@ -254,14 +270,14 @@ def _infer_program(config, batch: int):
   prior = (jnp.zeros(y.shape[1]), jnp.eye(y.shape[1]))  # Unused: y is given.
   hyper = inference.posterior._hyper(options)  # pylint: disable=protected-access
   carry = fns["init"](variables, x, y, obs, None, jax.random.key(2), prior)
-  run = fns["run"].lower(variables, x, y, obs, carry, prior, hyper).compile()
+  run, build = _lower_and_compile(fns["run"], variables, x, y, obs, carry, prior, hyper)
 
   def call():
     fresh = jax.block_until_ready(jax.tree_util.tree_map(jnp.copy, carry))  # `run` donates it.
     t0 = time.perf_counter()
     jax.block_until_ready(run(variables, x, y, obs, fresh, prior, hyper))
     return time.perf_counter() - t0
-  return call, fns["steps_per_call"] or options.steps
+  return call, fns["steps_per_call"] or options.steps, build
 
 
 if __name__ == "__main__":

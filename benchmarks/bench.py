@@ -113,6 +113,25 @@ PEAKS = {
 }
 
 
+def physical_cores(cpuinfo: str, cpus: set[int]) -> Optional[int]:
+  """Physical cores among the logical CPUs `cpus`: the distinct (`physical id`, `core id`)
+  pairs of their /proc/cpuinfo blocks (`cpuinfo`, the file's text), so that two hyperthreads of
+  one core, which share its FMA units, count once. None where a block lacks either field (some
+  VMs and non-x86 kernels), for the caller to fall back on the logical count."""
+  pairs = set()
+  for block in cpuinfo.split("\n\n"):
+    fields = dict((k.strip(), v.strip()) for k, _, v in
+                  (line.partition(":") for line in block.splitlines()) if k.strip())
+    if "processor" not in fields or not fields["processor"].isdigit():
+      continue
+    if int(fields["processor"]) not in cpus:
+      continue
+    if "physical id" not in fields or "core id" not in fields:
+      return None
+    pairs.add((fields["physical id"], fields["core id"]))
+  return len(pairs) or None
+
+
 def cpu_peak() -> dict[str, Any]:
   """This CPU's fp32 peak from the OS: cores x clock x FLOP per cycle.
 
@@ -120,14 +139,24 @@ def cpu_peak() -> dict[str, Any]:
   add). Two figures are given: AVX2-FMA (the issue's yardstick) and the widest vector unit the
   CPU reports, which MFU uses (`device_peak`). AMD's family 19h with AVX-512 (Zen 4) runs an
   AVX-512 instruction as two 256-bit halves, so its widest figure is the AVX2 one (Zen 5's
-  mobile parts, family 1Ah, do too and are not told apart here). The clock
-  is the nominal one (`cpu MHz`); turbo may exceed it, and MFU then exceeds its true share.
+  mobile parts, family 1Ah, do too and are not told apart here).
+
+  The clock is the first `cpu MHz` line of /proc/cpuinfo: the first CPU's clock as the kernel
+  reports it at that moment, not a nominal figure: where the clock scales it may read low when
+  idle or high under turbo, and MFU is off by the same factor (2 GHz where the line is
+  missing). The cores
+  are the physical ones among the CPUs this process may run on (`physical_cores`; since
+  2026-12-05: before, logical CPUs, so a machine exposing hyperthreads counted each as a core
+  and its MFU read half its true share); `logical_cpus` is the count of those CPUs.
   """
-  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  cpus = (os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity")
+          else set(range(os.cpu_count() or 1)))
+  cores = len(cpus)
   mhz, flags, text = None, "", ""
   try:
     with open("/proc/cpuinfo") as f:
       text = f.read()
+    cores = physical_cores(text, cpus) or cores
     m = re.search(r"cpu MHz\s*:\s*([\d.]+)", text)
     mhz = float(m.group(1)) if m else None
     m = re.search(r"^flags\s*:(.*)$", text, re.M)
@@ -139,7 +168,7 @@ def cpu_peak() -> dict[str, Any]:
   family = re.search(r"^cpu family\s*:\s*(\d+)", text, re.M)
   halves = "AuthenticAMD" in text and family is not None and int(family.group(1)) == 0x19
   full_avx512 = " avx512f" in flags and not halves
-  return {"cores": cores, "ghz": ghz, "avx512": " avx512f" in flags,
+  return {"cores": cores, "logical_cpus": len(cpus), "ghz": ghz, "avx512": " avx512f" in flags,
           "avx512_full_width": full_avx512, "peak_f32_avx2_fma": avx2,
           "peak_f32_widest": avx2 * 2 if full_avx512 else avx2}
 
@@ -365,14 +394,15 @@ def bench_train(case: Case, config: Any, repeats: int, peak: Optional[float],
     runs = [t / pipelined for t in _time_calls(many, 3)]
     ips_piped = per_dispatch / statistics.median(runs)
     piped = {"dispatches_pipelined": pipelined,
-             "step_s_pipelined_all": [round(t / config.steps_per_dispatch, 5) for t in runs],
+             "step_s_pipelined_all": [round(t / config.steps_per_dispatch, 6) for t in runs],
              "images_per_s_pipelined": round(ips_piped, 2),
              "mfu_pipelined": None if not peak else round(flops_jaxpr * ips_piped / peak, 4),
              "hfu_pipelined": None if not peak else round(flops_exec * ips_piped / peak, 4)}
   return {"lower_s": round(lower_s, 2), "compile_s": round(compile_s, 2),
           "steps_per_dispatch": config.steps_per_dispatch,
-          "step_s_median": round(step_s / config.steps_per_dispatch, 4),
-          "step_s_all": [round(t / config.steps_per_dispatch, 4) for t in times],
+          # Microseconds: 0.1 ms, the rounding before 2026-12-05, is 1-1.5 % of an H200 step.
+          "step_s_median": round(step_s / config.steps_per_dispatch, 6),
+          "step_s_all": [round(t / config.steps_per_dispatch, 6) for t in times],
           "images_per_s": round(ips, 2),
           "upsample_mode": config.model.get("upsample_mode", "polyphase"),
           **_forms(config),

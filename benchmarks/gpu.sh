@@ -1,28 +1,37 @@
 #!/usr/bin/env bash
 # One prepared command for a bare GPU machine with no network: installs the few pure-Python
 # wheels that a2i_jax needs beyond the machine's jax/flax/optax/orbax (carried in .whl/, see
-# benchmarks/fetch_gpu_wheels.sh), prints the machine, and runs benchmarks/bench.py on the GPU
-# in time-boxed parts (the `parts` table below, most important first): paper CVAE and disCVAE
-# (64x64, full width) at batch 256 in bf16, training throughput / MFU / compile time and
-# posterior inference on 1,000 images (50 Adam steps timed; `infer_extrapolated_s_1000x1000` is
-# the 1,000-step time at that rate); the paper's "direct" upsample + conv form side by side with
-# the default polyphase form; 4 train steps fused per dispatch; batch 32.
+# benchmarks/fetch_gpu_wheels.sh), prints the machine, and runs time-boxed parts on the GPU (the
+# `parts` table below, most important first), each one process of benchmarks/bench.py,
+# profile_step.py or ab_train_step.py, or train.py: paper CVAE and disCVAE (64x64, full width)
+# at batch 256 in bf16, training throughput / MFU / compile time and posterior inference on
+# 1,000 images (50 Adam steps timed; `infer_extrapolated_s_1000x1000` is the 1,000-step time at
+# that rate); profiles of the train step; 4 train steps fused per dispatch; the paper's
+# "direct" upsample + conv form side by side with the default polyphase form; and, with PARTS,
+# batch 32 and 1,024, float32, A/B runs of forms, train.py's own loop.
 # Writes $OUT/bench_gpu_<part>.json (after every case, so a part cut short keeps what it
 # measured) and the merged $OUT/bench_gpu.json (else ./); the profile parts write
-# $OUT/profile_<model>.json. The first-tier limits (the first six parts) add up to 620 s.
+# $OUT/<part>.json, the A/B parts $OUT/<part>.jsonl. The first-tier limits (the first six
+# parts) add up to 620 s.
+# Every part runs whatever the parts before it did (a part that fails, or that its limit
+# stops, costs only itself); the merged file holds what the bench.py parts wrote, and the last
+# line names the parts that did not finish, with their exit status: the script then exits 1.
 #
 #   bash benchmarks/gpu.sh                    # on the GPU machine, from the repository root
 #   A2I_GPU_SMOKE=1 PYTHON=.venv/bin/python bash benchmarks/gpu.sh   # CPU dry run, tiny
 #   PARTS="cvae_bf16 b32" bash benchmarks/gpu.sh                  # only these parts, in this order
 #   A2I_TAR=$OUT/res.tgz ...      # also archive the output folder (less the profiles' raw
 #                                 # traces) after every part
+#   A2I_SITE, A2I_WORK            # where the wheels go (/tmp/site) and the train parts'
+#                                 # workdirs (/tmp/a2i_<part>)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 SMOKE=${A2I_GPU_SMOKE:-0}
 site=${A2I_SITE:-/tmp/site}
+work=${A2I_WORK:-/tmp}
 out_dir=${OUT:-$PWD}
-mkdir -p "$out_dir" "$site"
+mkdir -p "$out_dir" "$site" "$work"
 
 shopt -s nullglob
 wheels=(.whl/ml_collections-*.whl .whl/tensorboardx-*.whl)
@@ -166,59 +175,74 @@ archive() {
       echo "gpu.sh: could not archive $out_dir (tar exit $rc)" >&2; fi
   fi
 }
+# Under `set -e` a part's failure must not end the script: each part's status is kept in `rc`
+# (`|| rc=$?`), and the commands after it that may fail on what it left (an empty or missing
+# log or metrics file) end in `|| true`. The profile's one-line summary is read by awk, which
+# reads the whole log: `grep | head -1` stopped the script under pipefail, on an empty log
+# (grep's status 1) and on a long one (grep's SIGPIPE, status 141).
+failed=()
 for p in "${run_parts[@]}"; do
   IFS='|' read -r name limit flags <<<"$p"
   echo "--- part $name (limit ${limit} s)"
+  rc=0
   if [[ $flags == train:* ]]; then
     # train.py as a user runs it; the workdir (checkpoints) stays out of $OUT.
-    rm -rf "/tmp/a2i_$name"
+    rm -rf "$work/a2i_$name"
     # shellcheck disable=SC2086
-    timeout "$limit" "$PYTHON" train.py --workdir="/tmp/a2i_$name" ${flags#train: } \
-      > "$out_dir/$name.log" 2>&1 || echo "gpu.sh: part $name stopped (exit $?)"
-    cp "/tmp/a2i_$name/metrics.jsonl" "$out_dir/$name.metrics.jsonl" 2>/dev/null || true
+    timeout "$limit" "$PYTHON" train.py --workdir="$work/a2i_$name" ${flags#train: } \
+      > "$out_dir/$name.log" 2>&1 || rc=$?
+    cp "$work/a2i_$name/metrics.jsonl" "$out_dir/$name.metrics.jsonl" 2>/dev/null || true
     "$PYTHON" - "$out_dir/$name.metrics.jsonl" <<'PY' || true
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1])]
-print("train.py images/s per log window:",
-      [round(r["train/images_per_s"]) for r in rows if "train/images_per_s" in r])
+import json, os, sys
+if os.path.exists(sys.argv[1]):
+  rows = [json.loads(l) for l in open(sys.argv[1])]
+  print("train.py images/s per log window:",
+        [round(r["train/images_per_s"]) for r in rows if "train/images_per_s" in r])
 PY
-    archive
-    continue
-  fi
-  if [[ $flags == ab:* ]]; then
+  elif [[ $flags == ab:* ]]; then
     # shellcheck disable=SC2086
     timeout "$limit" "$PYTHON" benchmarks/ab_train_step.py ${flags#ab: } \
-      > "$out_dir/$name.jsonl" 2> "$out_dir/$name.log" || echo "gpu.sh: part $name stopped (exit $?)"
-    cat "$out_dir/$name.jsonl"
-    archive
-    continue
-  fi
-  if [[ $flags == profile:* ]]; then
+      > "$out_dir/$name.jsonl" 2> "$out_dir/$name.log" || rc=$?
+    cat "$out_dir/$name.jsonl" || true
+  elif [[ $flags == profile:* ]]; then
     # shellcheck disable=SC2086
     timeout "$limit" "$PYTHON" benchmarks/profile_step.py --out="$out_dir/$name.json" \
       --raw_dir="$out_dir/raw" --compilation_cache_dir="$site/xla_cache" \
-      ${flags#profile: } > "$out_dir/$name.log" 2>&1 \
-      || echo "gpu.sh: part $name stopped (exit $?)"
-    grep -v "^[WI][0-9]" "$out_dir/$name.log" | head -1
-    archive
-    continue
+      ${flags#profile: } > "$out_dir/$name.log" 2>&1 || rc=$?
+    # Its first line that is not absl's or XLA's W / I logging: the summary, or the error.
+    awk '!/^[WI][0-9]/ {print; exit}' "$out_dir/$name.log" || true
+  else
+    # shellcheck disable=SC2086
+    timeout "$limit" "$PYTHON" benchmarks/bench.py --no_results_copy \
+      --out="$out_dir/bench_gpu_$name.json" $flags > "$out_dir/bench_gpu_$name.log" 2>&1 \
+      || rc=$?
   fi
-  # shellcheck disable=SC2086
-  timeout "$limit" "$PYTHON" benchmarks/bench.py --no_results_copy \
-    --out="$out_dir/bench_gpu_$name.json" $flags > "$out_dir/bench_gpu_$name.log" 2>&1 \
-    || echo "gpu.sh: part $name stopped (exit $?)"
-  archive
+  if [ "$rc" -ne 0 ]; then
+    # timeout's 124: the part's limit stopped it. What it wrote before stays in $OUT.
+    echo "gpu.sh: part $name stopped (exit $rc$([ "$rc" -eq 124 ] && echo ': its time limit'))"
+    failed+=("$name ($rc)")
+  fi
+  archive || true
 done
-"$PYTHON" - "$out_dir" "${names[@]}" <<'PY'
+# The parts' JSON merged; a file that cannot be read (a part stopped while writing it) is
+# named and left out, and the merge still writes what the others hold.
+merge_rc=0
+"$PYTHON" - "$out_dir" "${names[@]}" <<'PY' || merge_rc=$?
 import json, os, sys
 out = sys.argv[1]
 merged = {"info": None, "cases": []}
+unreadable = []
 for part in sys.argv[2:]:
   path = os.path.join(out, f"bench_gpu_{part}.json")
   if os.path.exists(path):
-    r = json.load(open(path))
-    merged["info"] = merged["info"] or r["info"]
-    merged["cases"] += r["cases"]
+    try:
+      with open(path) as f:
+        r = json.load(f)
+      merged["info"] = merged["info"] or r["info"]
+      merged["cases"] += r["cases"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+      unreadable.append(part)
+      print(f"gpu.sh: {path} left out of the merge: {type(e).__name__}: {e}")
 json.dump(merged, open(os.path.join(out, "bench_gpu.json"), "w"), indent=2)
 for c in merged["cases"]:
   t, i = c.get("train", {}), c.get("infer", {})
@@ -228,5 +252,18 @@ for c in merged["cases"]:
         f"MFU {t.get('mfu')} HFU {t.get('hfu')} compile {t.get('compile_s')} s | infer "
         f"{i.get('image_iterations_per_s')} img-it/s, 1000x1000 in "
         f"{i.get('infer_extrapolated_s_1000x1000')} s")
+sys.exit(3 if unreadable else 0)
 PY
 echo "=== wrote $out_dir/bench_gpu.json"
+# One line for the whole call: which parts did not finish (their exit status), if any, and
+# whether the merge left a part's file out.
+merge_note=""
+if [ "$merge_rc" -ne 0 ]; then merge_note="; the merge left a file out (exit $merge_rc)"; fi
+if [ ${#failed[@]} -gt 0 ]; then
+  printf -v list '%s, ' "${failed[@]}"
+  echo "=== gpu.sh: ${#failed[@]} of ${#run_parts[@]} parts failed (exit status):" \
+       "${list%, }$merge_note"
+  exit 1
+fi
+echo "=== gpu.sh: all ${#run_parts[@]} parts finished$merge_note"
+if [ "$merge_rc" -ne 0 ]; then exit 1; fi

@@ -269,12 +269,14 @@ def test_mean_sem_and_the_tables_cells():
   assert cell["n"] == 3 and cell["mean"] == pytest.approx(7 / 3)
   # s.e. = the sample standard deviation (n - 1) / sqrt(n): sqrt((16 + 1 + 25) / 9 / 2 / 3).
   assert cell["sem"] == pytest.approx(np.sqrt(7 / 9))
-  assert evaluation.mean_sem([5.0]) == {"mean": 5.0, "sem": 0.0, "n": 1}
+  one = evaluation.mean_sem([5.0, np.nan])  # Was a s.e. of 0.0, printed "± 0.00".
+  assert one["mean"] == 5.0 and one["n"] == 1 and np.isnan(one["sem"])
   empty = evaluation.mean_sem([np.nan])
   assert empty["n"] == 0 and np.isnan(empty["mean"]) and np.isnan(empty["sem"])
   table = evaluation.markdown_table([{"model": "cvae", "rows": {
-      "fill": {"eyes": cell, "face": empty}}}])
-  assert "| cvae | fill | 233.33 ± 88.19 | – |" in table, table
+      "fill": {"eyes": cell, "face": empty, "mouth": one}}}])
+  # A cell over fewer images than the others says how many (was not said).
+  assert "| cvae | fill | 233.33 ± 88.19 | – | 500.00 ± – (n = 1) |" in table, table
 
 
 def test_mask_iou_on_hand_made_masks():

@@ -1,0 +1,119 @@
+"""benchmarks/gpu.sh runs every part it is given, whatever the parts before it did, and says
+which ones failed in its exit status and its last line.
+
+A GPU lease is short and is not repeated for a script fault: until 2026-12-05 a profile
+part whose log was empty (grep's status 1 under `pipefail`) or long (grep's SIGPIPE behind
+`head -1`) ended the whole script, so the later parts and the merged bench_gpu.json were lost;
+and parts that failed otherwise left the script's status 0 and a merged
+`{"info": null, "cases": []}`. The script runs here against a stand-in PYTHON that does no
+JAX work (each benchmark script it is asked to run fails or succeeds as the test says), from a
+copy of the script in a temporary repository root with stand-in wheels, so it takes about a
+second. Both tests fail against the script before 2026-12-05.
+"""
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The stand-in interpreter. gpu.sh calls PYTHON for pip (-m), import probes (-c), its own
+# heredoc scripts (-: the machine check is answered here, the merge and the metrics summary
+# run for real) and the benchmark scripts, whose behaviour depends on the part's output name.
+_STANDIN = r'''#!{python}
+import json, os, sys
+args = sys.argv[1:]
+if args[:1] in (["-m"], ["-c"]):
+  sys.exit(0)
+if args[:1] == ["-"]:
+  source = sys.stdin.read()
+  if "jax.devices()" in source:  # The machine check: no JAX here.
+    print("devices: [stand-in]")
+    sys.exit(0)
+  sys.argv = args
+  exec(compile(source, "<stdin>", "exec"), {{"__name__": "__main__"}})
+  sys.exit(0)
+script = os.path.basename(args[0])
+out = next((a.split("=", 1)[1] for a in args if a.startswith("--out=")), "")
+with open(os.environ["STANDIN_CALLS"], "a") as f:
+  f.write(f"{{script}} {{os.path.basename(out)}}\n")
+if script == "profile_step.py":
+  if out.endswith("profile_cvae.json"):
+    sys.exit(3)  # Fails before writing a line: an empty log.
+  print("W0000 a logging line first")
+  print("traced step 11.73 ms")
+  for i in range(100_000):  # A long log after the summary line: 2.5 MB that grep would pass.
+    print(f"kernel {{i}}: its category and layer")
+  json.dump({{"traced_ms": 11.73}}, open(out, "w"))
+  sys.exit(0)
+if script == "train.py":
+  print("train failing")
+  sys.exit(2)
+if script == "ab_train_step.py":
+  print(json.dumps({{"model": "cvae", "variant": "a", "ms_per_step": 7.2}}))
+  sys.exit(5)  # A row written, then a failure.
+if script == "bench.py":
+  if out.endswith("bench_gpu_fused4.json"):
+    case = {{"model": "cvae", "batch": 256, "dtype": "bfloat16",
+             "train": {{"images_per_s": 1.0, "compile_s": 1.0}}}}
+    json.dump({{"info": {{"device_kind": "stand-in"}}, "cases": [case]}}, open(out, "w"))
+    sys.exit(0)
+  sys.exit(4)
+sys.exit(99)
+'''
+
+
+def _run_gpu_sh(tmp_path, parts: str, smoke: bool = False):
+  """gpu.sh copied into a fresh repository root under `tmp_path` and run with PARTS=`parts`:
+  (the completed process, the output folder, the benchmark scripts called in order)."""
+  root = tmp_path / "repo"
+  (root / "benchmarks").mkdir(parents=True)
+  shutil.copy(os.path.join(ROOT, "benchmarks", "gpu.sh"), root / "benchmarks" / "gpu.sh")
+  (root / ".whl").mkdir()
+  for wheel in ("ml_collections-0-py3-none-any.whl", "tensorboardx-0-py3-none-any.whl"):
+    (root / ".whl" / wheel).write_bytes(b"")
+  standin = tmp_path / "python"
+  standin.write_text(_STANDIN.format(python=sys.executable))
+  standin.chmod(standin.stat().st_mode | stat.S_IXUSR)
+  out, calls = tmp_path / "out", tmp_path / "calls.txt"
+  calls.write_text("")
+  env = {**os.environ, "PYTHON": str(standin), "OUT": str(out), "PARTS": parts,
+         "A2I_SITE": str(tmp_path / "site"), "A2I_WORK": str(tmp_path / "work"),
+         "A2I_GPU_SMOKE": "1" if smoke else "0", "STANDIN_CALLS": str(calls)}
+  env.pop("A2I_TAR", None)
+  proc = subprocess.run(["bash", str(root / "benchmarks" / "gpu.sh")], env=env,
+                        capture_output=True, text=True, timeout=120, check=False)
+  return proc, out, calls.read_text().split("\n")[:-1]
+
+
+def test_gpu_sh_runs_every_part_and_names_the_failed_ones(tmp_path):
+  parts = "profile_cvae profile_discvae cvae_bf16 loop_sync infer_fold fused4"
+  proc, out, calls = _run_gpu_sh(tmp_path, parts)
+  # Every part ran, in order: the empty log and the long one stopped nothing.
+  assert calls == ["profile_step.py profile_cvae.json", "profile_step.py profile_discvae.json",
+                   "bench.py bench_gpu_cvae_bf16.json", "train.py ",
+                   "ab_train_step.py ", "bench.py bench_gpu_fused4.json"], proc.stdout
+  assert "traced step 11.73 ms" in proc.stdout  # The long log's summary line.
+  # What the parts wrote is kept: the failed A/B's row, and the merge of the one good part.
+  assert json.loads((out / "infer_fold.jsonl").read_text())["ms_per_step"] == 7.2
+  merged = json.loads((out / "bench_gpu.json").read_text())
+  assert merged["info"] == {"device_kind": "stand-in"}
+  assert [c["model"] for c in merged["cases"]] == ["cvae"]
+  # One summary line, last, names each failed part with its exit status; the status is 1.
+  assert proc.returncode == 1, (proc.stdout, proc.stderr)
+  last = proc.stdout.strip().split("\n")[-1]
+  assert last == ("=== gpu.sh: 4 of 6 parts failed (exit status): profile_cvae (3), "
+                  "cvae_bf16 (4), loop_sync (2), infer_fold (5)"), proc.stdout
+
+
+def test_gpu_sh_exits_0_when_every_part_finishes(tmp_path):
+  # The long profile log first: behind it, `grep | head -1` stopped the script (SIGPIPE).
+  # The smoke mode's rewriting of the parts' flags runs too.
+  proc, out, calls = _run_gpu_sh(tmp_path, "profile_discvae fused4", smoke=True)
+  assert calls == ["profile_step.py profile_discvae.json", "bench.py bench_gpu_fused4.json"]
+  assert proc.returncode == 0, (proc.stdout, proc.stderr)
+  assert proc.stdout.strip().split("\n")[-1] == "=== gpu.sh: all 2 parts finished"
+  assert len(json.loads((out / "bench_gpu.json").read_text())["cases"]) == 1
