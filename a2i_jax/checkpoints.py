@@ -47,10 +47,11 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from a2i_jax import distributed, files, parallel
+from a2i_jax.data import base as data_base
 from a2i_jax.errors import CheckpointError, ConfigError, add_unraisable_handler
 
 CONFIG_FILE = "config.json"
-DATASET_FILE = "dataset.json"
+DATASET_FILE = data_base.DATASET_FILE
 CHECKPOINT_DIR = "checkpoints"
 CHECKSUM_FILE = "a2i_sha256.json"  # Inside each step's folder.
 CORRUPT_DIR = "corrupt_checkpoints"  # Where training moves corrupt checkpoints, for a look.
@@ -873,7 +874,9 @@ def _header(dataset: Any, data_path: str) -> list[str]:
   csv_path = os.path.join(os.path.expanduser(data_path), "attributes.csv") if data_path else ""
   if dataset.name == "folder" and os.path.isfile(csv_path):
     with open(csv_path, newline="", encoding="utf-8-sig", errors="replace") as f:
-      return [h.strip() for h in next(csv.reader(f), [])]
+      # Its first row that is not blank, as `data.folder` reads it (was the blank row's []).
+      return [h.strip() for h in next((row for row in csv.reader(f)
+                                       if any(c.strip() for c in row)), [])]
   return list(dataset.attribute_names)
 
 

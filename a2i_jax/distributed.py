@@ -698,6 +698,25 @@ def _how_it_ended(client: Any, other: int) -> Optional[str]:
     return None  # Not recorded (the store answers "not found"), or the coordinator is gone.
 
 
+def _peer_that_left(client: Any, other: int) -> Optional[tuple[int, str]]:
+  """(process, its record) of a process that has left (`_say_how_this_ends`), `other` first:
+  with 3 or more, a wait on one process that is still working also ends where another has
+  left (was: only the awaited one was looked at, and JAX's heartbeat ended the waiting ones
+  after 60 s with its fatal log and no line of ours; review finding)."""
+  how = _how_it_ended(client, other)
+  if how is not None and how.startswith("left"):
+    return other, how
+  try:
+    ended = client.key_value_dir_get(_END_KEY)
+  except Exception:  # pylint: disable=broad-except
+    return None  # The coordinator is gone (the caller says so), or nothing recorded yet.
+  for key, how in sorted(ended):
+    process = key.rstrip("/").rpartition("/")[2]
+    if how.startswith("left") and process.isdigit():
+      return int(process), how
+  return None
+
+
 def _value_of_process(client: Any, other: int, key: str, timeout_s: float, failure: str) -> str:
   """Waits for process `other` to set `key`; a `DataError` saying `failure` where it does not:
   at once where that process has left (it records so as it leaves), else whether the wait ran
@@ -714,11 +733,14 @@ def _value_of_process(client: Any, other: int, key: str, timeout_s: float, failu
     try:
       return client.blocking_key_value_get(key, max(int(part * 1000), 1))
     except Exception as e:  # pylint: disable=broad-except
-      ended = _how_it_ended(client, other)
-      if ended is not None and ended.startswith("left"):
-        raise DataError(f"process {process_index()}: process {other} {failure}: it stopped "
-                        f"first (exit status {ended.partition(':')[2] or '?'}), and its log says "
-                        "why.") from None
+      left = _peer_that_left(client, other)
+      if left is not None:
+        who, ended = left
+        status = ended.partition(":")[2] or "?"
+        raise DataError(f"process {process_index()}: process {other} {failure}: "
+                        + (f"it stopped first (exit status {status})" if who == other else
+                           f"process {who} stopped first (exit status {status})")
+                        + ", and its log says why.") from None
       now = time.monotonic()
       if now < deadline and now - asked >= 0.5 * part:  # This slice ran out: wait on.
         continue

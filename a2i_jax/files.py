@@ -389,7 +389,7 @@ def workdir_lock(workdir: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def waiting_lock(path: str, what: str) -> Iterator[None]:
+def waiting_lock(path: str, what: str) -> Iterator[bool]:
   """Holds an exclusive `flock` on the file `path` for the block, waiting for any other
   process that holds it: for work two runs must not do at once on shared files (unpacking
   one archive, preparing one dataset). The kernel releases it when a process ends, however
@@ -402,7 +402,8 @@ def waiting_lock(path: str, what: str) -> Iterator[None]:
       its folder): a process waiting then takes a fresh one.
     what: the work, for the waiting line, e.g. "unpacking lfw.tgz".
   Yields:
-    Nothing; the lock is held until the block ends.
+    Whether the lock is held (until the block ends): False where the block runs unlocked,
+    for work that is safe only under it (removing what another process may be writing).
   """
   vanished = 0
   while True:
@@ -420,8 +421,9 @@ def waiting_lock(path: str, what: str) -> Iterator[None]:
     except OSError:  # A folder this user may not write, or under a file: the work itself
       fd = None  # will say what it needs.
     if fd is None:
-      yield
+      yield False
       return
+    locked = True
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -431,13 +433,14 @@ def waiting_lock(path: str, what: str) -> Iterator[None]:
       if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
         os.close(fd)
         raise
+      locked = False  # No locks on this file system: the block runs unlocked.
     # The holder before may have removed the lock file with its folder (a preparation that
     # failed discards its copy): a lock on a removed file excludes no one who comes later.
     if _same_file(fd, path):
       break
     os.close(fd)
   try:
-    yield
+    yield locked
   finally:
     os.close(fd)  # Releases the lock.
 

@@ -20,8 +20,8 @@ from jax.sharding import Mesh
 
 from a2i_jax import checkpoints, distributed, parallel, visualize
 from a2i_jax.data import Dataset, pipeline
-from a2i_jax.data.base import SPLIT_IDS_KEY, SPLITS, with_attribute_order
-from a2i_jax.errors import ConfigError, DataError, TrainingDivergedError
+from a2i_jax.data.base import check_same_splits, with_attribute_order
+from a2i_jax.errors import TrainingDivergedError
 from a2i_jax.inputs import from_signed
 from a2i_jax.metrics import MetricWriter
 
@@ -220,50 +220,6 @@ def align_with_record(workdir: str, dataset: Dataset) -> Dataset:
   if list(stored["attribute_names"]) == list(dataset.attribute_names):
     return dataset
   return with_attribute_order(dataset, [str(n) for n in stored["attribute_names"]])
-
-
-def check_same_splits(workdir: str, stored: dict, dataset: Dataset) -> None:
-  """Refuses to resume a run on splits that hold other examples than when it started.
-
-  A folder dataset without a `split` column splits its rows by position (every 9th of 10 to
-  validation, every 10th to test), so a row added or moved puts former held-out images into
-  training; the run went on without a word (review finding). dataset.json records each
-  split's ids (`checkpoints.dataset_info`, "split_ids"); a record without them (a run started
-  before they were recorded) or a dataset without ids (synthetic, made in memory) is not
-  checked.
-
-  Args:
-    workdir: the run's directory, for the message.
-    stored: its dataset.json (`checkpoints.load_dataset_info`).
-    dataset: the dataset as loaded now.
-  Raises:
-    DataError: naming each split (train, validation, test) whose ids differ, its counts then
-      and now, and the fix.
-    ConfigError: dataset.json's "split_ids" is not what `dataset_info` writes.
-  """
-  then, now = stored.get("split_ids"), dataset.metadata.get(SPLIT_IDS_KEY)
-  if then is None or not now:
-    return
-  differ = []
-  for split in SPLITS:
-    recorded, current = (then.get(split) if isinstance(then, dict) else None), now.get(split)
-    if not (isinstance(recorded, dict) and isinstance(recorded.get("sha256"), str)
-            and isinstance(recorded.get("count"), int)):
-      raise ConfigError(f"{os.path.join(workdir, checkpoints.DATASET_FILE)} is unreadable "
-                        f"(split_ids must hold a count and a sha256 per split, not "
-                        f"{str(then)[:60]}); restore it, or delete it (the images in each "
-                        "split are then not checked on resume).")
-    if current is not None and recorded["sha256"] != current["sha256"]:
-      differ.append(f"{split}: {recorded['count']} then, {current['count']} now")
-  if differ:
-    names = [d.split(":")[0] for d in differ]
-    which = (f"the {names[0]} split's images differ" if len(names) == 1 else
-             f"the {', '.join(names[:-1])} and {names[-1]} splits' images differ")
-    hint = ("; without a 'split' column in attributes.csv, adding, removing or reordering "
-            "rows moves images between splits" if dataset.name == "folder" else "")
-    raise DataError(f"{which} from those the run in {workdir} started with "
-                    f"({'; '.join(differ)}){hint}; restore the dataset as it was, or start a "
-                    "new --workdir.")
 
 
 class RunSummary:

@@ -562,7 +562,14 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
                           f"step {held}; to use that state, rename the folder to {held}")
         state = None
     if good is not None:
-      ckpt.newest_intact_step(quarantine=True)  # Moves the corrupt ones newer than `good`.
+      chosen = ckpt.newest_intact_step(quarantine=True)  # Moves the corrupt ones newer than
+      if chosen != good:  # `good`; process 0's choice on every process.
+        # Was: not compared, so a restore that failed on one host only (an older version's
+        # save without checksums) let the processes train on from different steps (review).
+        raise checkpoints.CheckpointError(
+            f"process {distributed.process_index()} restored step {good} from {ckpt.directory}, "
+            f"but process 0 found step {chosen} the newest intact one; give every process the "
+            "same --workdir on storage they all read alike, then run the command again.")
     logging.info("model %s: %d parameters", config.model.name, models.count_params(state.params))
     if good is not None:
       logging.info("resumed from step %d in %s", int(state.step), ckpt.directory)

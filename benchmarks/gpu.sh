@@ -181,8 +181,10 @@ archive() {
 # reads the whole log: `grep | head -1` stopped the script under pipefail, on an empty log
 # (grep's status 1) and on a long one (grep's SIGPIPE, status 141).
 failed=()
+ran=()  # The parts of this call: only their files are merged (a reused OUT may hold others').
 for p in "${run_parts[@]}"; do
   IFS='|' read -r name limit flags <<<"$p"
+  ran+=("$name")
   echo "--- part $name (limit ${limit} s)"
   rc=0
   if [[ $flags == train:* ]]; then
@@ -212,6 +214,7 @@ PY
     # Its first line that is not absl's or XLA's W / I logging: the summary, or the error.
     awk '!/^[WI][0-9]/ {print; exit}' "$out_dir/$name.log" || true
   else
+    rm -f "$out_dir/bench_gpu_$name.json"  # An earlier call's, which the merge would take.
     # shellcheck disable=SC2086
     timeout "$limit" "$PYTHON" benchmarks/bench.py --no_results_copy \
       --out="$out_dir/bench_gpu_$name.json" $flags > "$out_dir/bench_gpu_$name.log" 2>&1 \
@@ -227,7 +230,7 @@ done
 # The parts' JSON merged; a file that cannot be read (a part stopped while writing it) is
 # named and left out, and the merge still writes what the others hold.
 merge_rc=0
-"$PYTHON" - "$out_dir" "${names[@]}" <<'PY' || merge_rc=$?
+"$PYTHON" - "$out_dir" "${ran[@]}" <<'PY' || merge_rc=$?
 import json, os, sys
 out = sys.argv[1]
 merged = {"info": None, "cases": []}

@@ -80,6 +80,12 @@ def _run_gpu_sh(tmp_path, parts: str, smoke: bool = False):
   standin.chmod(standin.stat().st_mode | stat.S_IXUSR)
   out, calls = tmp_path / "out", tmp_path / "calls.txt"
   calls.write_text("")
+  out.mkdir()
+  # An earlier call's files in a reused OUT: a part not run now, and one that fails now. Was:
+  # both merged into this call's results (review finding).
+  for stale in ("b32", "cvae_bf16"):
+    (out / f"bench_gpu_{stale}.json").write_text(json.dumps(
+        {"info": {"device_kind": "earlier"}, "cases": [{"model": f"earlier {stale}"}]}))
   env = {**os.environ, "PYTHON": str(standin), "OUT": str(out), "PARTS": parts,
          "A2I_SITE": str(tmp_path / "site"), "A2I_WORK": str(tmp_path / "work"),
          "A2I_GPU_SMOKE": "1" if smoke else "0", "STANDIN_CALLS": str(calls)}

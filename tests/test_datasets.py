@@ -900,6 +900,12 @@ def test_folder_csv_may_start_with_blank_lines(tmp_path):
   _write(csv_path, "\n \r\n" + good)
   table = folder.scan(path, masks=False)
   assert table.header == ("filename", "smile", "age") and len(table.rows) == 12
+  # dataset.json's record of the header reads it alike (was the blank line's []).
+  from a2i_jax import checkpoints  # pylint: disable=import-outside-toplevel
+  import types  # pylint: disable=import-outside-toplevel
+  bare = types.SimpleNamespace(name="folder", metadata={}, attribute_names=("smile", "age"))
+  header = checkpoints._header(bare, path)  # pylint: disable=protected-access
+  assert header == ["filename", "smile", "age"]
   _write(csv_path, "\n\n" + good + "ghost.png,1,2\n")
   with pytest.raises(DataError, match=r"line 16: the image .*ghost.png does not exist"):
     folder.scan(path, masks=False)
@@ -908,7 +914,7 @@ def test_folder_csv_may_start_with_blank_lines(tmp_path):
     folder.scan(path, masks=False)
 
 
-def test_resume_refuses_splits_whose_images_moved(tmp_path, lfw_ds, cub_ds):
+def test_resume_refuses_splits_whose_images_moved(tmp_path, lfw_ds, cub_ds, caplog):
   """Was: without a `split` column a folder's rows are split by position, so a row added at
   the top moved former held-out images into training, and a resumed run went on without a
   word: dataset.json recorded names, kinds and ranges, not which images each split held
@@ -944,6 +950,16 @@ def test_resume_refuses_splits_whose_images_moved(tmp_path, lfw_ds, cub_ds):
       "without a 'split' column in attributes.csv, adding, removing or reordering rows moves "
       "images between splits; restore the dataset as it was, or start a new --workdir.")):
     train_eval.align_with_record(workdir, moved)
+  # A CSV with a split column: the hint names it (was the one for a CSV without; review).
+  with pytest.raises(DataError, match="attributes.csv's split column now puts other images"):
+    train_eval.check_same_splits(workdir, {**info, "header": ["filename", "Split", "a"]}, moved)
+  # One image appended: only the train split changes, none of it held out before, so the
+  # resume goes on and says so (was refused, and adding training images took a new run).
+  _write(csv_path, "\n".join(lines + ["new.png,0,9.5"]) + "\n")
+  appended = load()
+  assert train_eval.align_with_record(workdir, appended) is appended
+  assert "the train split's images differ from those the run in" in caplog.text
+  assert "(10 then, 11 now); the validation and test splits are unchanged" in caplog.text
   record = os.path.join(workdir, "dataset.json")
   _write(record, json.dumps({**info, "split_ids": {"train": "?"}}))
   with pytest.raises(ConfigError, match=re.escape(f"{record} is unreadable (split_ids must")):
@@ -1386,12 +1402,13 @@ def _record_held_locks(monkeypatch) -> list:
 
   @contextlib.contextmanager
   def recording(path, what):
-    with waiting_lock(path, what):
+    with waiting_lock(path, what) as locked:
       held.append(os.path.basename(path))
-      yield
+      yield locked
       held.remove(os.path.basename(path))
   monkeypatch.setattr(files, "waiting_lock", recording)
   return held
+
 
 def test_unpacking_and_preparing_wait_for_another_process(tmp_path, folder_path, monkeypatch):
   """Two runs started together on one data_dir: the two unpacks of an archive shared the
@@ -1401,6 +1418,7 @@ def test_unpacking_and_preparing_wait_for_another_process(tmp_path, folder_path,
   import threading  # pylint: disable=import-outside-toplevel
   from a2i_jax import files  # pylint: disable=import-outside-toplevel
   from a2i_jax.data import folder, tfds_lib  # pylint: disable=import-outside-toplevel
+  waiting_lock = files.waiting_lock
   held = _record_held_locks(monkeypatch)
   seen = []
   for module, name in ((tfds_lib.tarfile.TarFile, "extract"), (tfds_lib, "prepare")):
@@ -1424,8 +1442,8 @@ def test_unpacking_and_preparing_wait_for_another_process(tmp_path, folder_path,
   # A lock file that cannot be made: the work runs unlocked.
   monkeypatch.setattr(files.os, "open", lambda *a, **k: (_ for _ in ()).throw(
       PermissionError(13, "Permission denied")))
-  with waiting_lock(str(tmp_path / "ro" / ".y.lock"), "testing"):
-    pass
+  with waiting_lock(str(tmp_path / "ro" / ".y.lock"), "testing") as locked:
+    assert locked is False  # Said: what is safe only under the lock is not done.
   monkeypatch.undo()
   # The lock itself: a second holder waits until the first lets go.
   path, order = str(tmp_path / "l" / ".x.lock"), []
@@ -1543,7 +1561,8 @@ def test_a_killed_preparations_unfinished_copies_are_removed_under_the_lock(tmp_
   The next preparation removes this version's, under the lock another process preparing
   holds; other versions' folders and the copy stay. A prepared copy is read without the lock,
   unless such a folder is there to remove."""
-  from a2i_jax import files  # pylint: disable=import-outside-toplevel
+  import errno  # pylint: disable=import-outside-toplevel
+  import fcntl  # pylint: disable=import-outside-toplevel
   from a2i_jax.data import folder, tfds_lib  # pylint: disable=import-outside-toplevel
   path = str(tmp_path / "mine")
   fx.make_folder(path, masks=False)
@@ -1571,6 +1590,16 @@ def test_a_killed_preparations_unfinished_copies_are_removed_under_the_lock(tmp_
   left[0].mkdir()  # Left before the copy was prepared (by older code): removed too.
   load()
   assert not left[0].exists() and calls == [[".a2i_folder-1.0.0.lock"]] * 2
+  # Where no lock can be taken (a file system without them), the folder may be another
+  # process's preparation under way: it stays (was: removed, that run's work lost; review).
+  left[1].mkdir()
+  shutil.rmtree(parent / "1.0.0")
+
+  def no_locks(fd, operation):
+    raise OSError(errno.ENOLCK, "No locks available")
+  monkeypatch.setattr(fcntl, "flock", no_locks)
+  assert len(load()["train"]) == 10
+  assert left[1].is_dir() and len(calls) == 2
 
 
 def test_lfw_right_archive_after_a_wrong_one(tmp_path):

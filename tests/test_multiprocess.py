@@ -686,6 +686,22 @@ def test_a_barrier_a_peer_left_before_stops_at_once(monkeypatch):
                      r"train step's compilation': it stopped first \(exit status 1\)"):
     distributed.barrier("the train step's compilation", 60)
   assert time.monotonic() - started < 30  # Not the whole 60 s of the timeout.
+  # Three processes: process 0 waits on process 1, still compiling, while process 2 has left
+  # (was: not looked at, and JAX's heartbeat ended the waiting ones after 60 s, no line).
+  class Three(_Store):
+    def blocking_key_value_get(self, key, timeout_ms):
+      if key.endswith("/barrier/1"):  # Process 1 compiles on.
+        time.sleep(timeout_ms / 1000)
+        raise RuntimeError("DEADLINE_EXCEEDED: timed out")
+      return super().blocking_key_value_get(key, timeout_ms)
+
+    def key_value_dir_get(self, key):
+      return [(f"{key}/2", "left:1")]
+  _as_process(monkeypatch, 0, Three(lambda k: None))
+  monkeypatch.setattr(distributed, "process_count", lambda: 3)
+  with pytest.raises(distributed.DataError, match=r"process 0: process 1 did not reach 'the "
+                     r"train step's compilation': process 2 stopped first \(exit status 1\)"):
+    distributed.barrier("the train step's compilation", 60)
 
 
 def test_every_process_sets_aside_the_corrupt_steps_process_0_found(tmp_path, monkeypatch):

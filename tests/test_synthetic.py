@@ -298,6 +298,11 @@ def test_a_killed_writers_temporary_files_are_removed(tmp_path):
   hours_ago = time.time() - 3 * 3600  # Past `synthetic.STALE_TEMPORARY_S`, an hour.
   for f in (stale, other):
     os.utime(f, (hours_ago, hours_ago))
-  synthetic.load(image_size=16, num_train=2, num_validation=1, num_test=1, seed=3,
-                 cache_dir=str(cache))
+  load = lambda: synthetic.load(image_size=16, num_train=2, num_validation=1, num_test=1,
+                                seed=3, cache_dir=str(cache))
+  load()
   assert sorted(os.listdir(cache)) == sorted([name, fresh.name, other.name])
+  # A load that reads the cache removes them too (was: only a write, which a hit never is).
+  os.utime(fresh, (hours_ago, hours_ago))
+  load()
+  assert sorted(os.listdir(cache)) == sorted([name, other.name])

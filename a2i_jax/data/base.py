@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -71,6 +72,70 @@ def ids_fingerprint(ids: Iterable[Union[bytes, str]]) -> dict[str, Any]:
     h.update(i)
     h.update(b"\0")
   return {"count": len(encoded), "sha256": h.hexdigest()}
+
+
+# The run's record of its dataset in its workdir (`checkpoints.DATASET_FILE`'s name, here
+# for the messages of `check_same_splits`, which serving and training both call).
+DATASET_FILE = "dataset.json"
+
+
+def check_same_splits(workdir: str, stored: dict, dataset: Dataset) -> None:
+  """Refuses to resume a run whose validation or test split holds other examples than when it
+  started; warns where only the train split does (more or other training images, none of
+  them held out before).
+
+  A folder dataset without a `split` column splits its rows by position (every 9th of 10 to
+  validation, every 10th to test), so a row added or moved puts former held-out images into
+  training; the run went on without a word (review finding). dataset.json records each
+  split's ids (`checkpoints.dataset_info`, "split_ids"); a record without them (a run started
+  before they were recorded) or a dataset without ids (synthetic, made in memory) is not
+  checked.
+
+  Args:
+    workdir: the run's directory, for the message.
+    stored: its dataset.json (`checkpoints.load_dataset_info`).
+    dataset: the dataset as loaded now.
+  Raises:
+    DataError: the validation or test split's ids differ: naming each split whose ids differ,
+      its counts then and now, and the fix.
+    ConfigError: dataset.json's "split_ids" is not what `dataset_info` writes.
+  """
+  then, now = stored.get("split_ids"), dataset.metadata.get(SPLIT_IDS_KEY)
+  if then is None or not now:
+    return
+  differ = []
+  for split in SPLITS:
+    recorded, current = (then.get(split) if isinstance(then, dict) else None), now.get(split)
+    if not (isinstance(recorded, dict) and isinstance(recorded.get("sha256"), str)
+            and isinstance(recorded.get("count"), int)):
+      raise ConfigError(f"{os.path.join(workdir, DATASET_FILE)} is unreadable "
+                        f"(split_ids must hold a count and a sha256 per split, not "
+                        f"{str(then)[:60]}); restore it, or delete it (the images in each "
+                        "split are then not checked on resume).")
+    if current is not None and recorded["sha256"] != current["sha256"]:
+      differ.append(f"{split}: {recorded['count']} then, {current['count']} now")
+  if not differ:
+    return
+  names = [d.split(":")[0] for d in differ]
+  if names == ["train"]:
+    # The held-out splits are the same images: none of them moved into training (each image
+    # is in one split), so more or other training images are the user's to choose; said.
+    logging.warning("the train split's images differ from those the run in %s started with "
+                    "(%s); the validation and test splits are unchanged: a resumed run trains on "
+                    "the new training images", workdir, differ[0].partition(": ")[2])
+    return
+  which = (f"the {names[0]} split's images differ" if len(names) == 1 else
+           f"the {', '.join(names[:-1])} and {names[-1]} splits' images differ")
+  hint = ""
+  if dataset.name == "folder":
+    by_column = any(str(h).strip().lower() == "split" for h in stored.get("header", []))
+    # Was this hint for a CSV with a split column too (review finding).
+    hint = ("; attributes.csv's split column now puts other images in them" if by_column else
+            "; without a 'split' column in attributes.csv, adding, removing or reordering "
+            "rows moves images between splits")
+  raise DataError(f"{which} from those the run in {workdir} started with "
+                  f"({'; '.join(differ)}){hint}; restore the dataset as it was, or start a "
+                  "new --workdir.")
 
 
 def check_choice(key: str, value: Any, choices: Sequence[str]) -> None:

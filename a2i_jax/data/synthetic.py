@@ -572,10 +572,12 @@ def _remove_stale_temporaries(path: str, now: Optional[float] = None) -> None:
 
 def _cached(path: str, sizes: dict[str, int], seed: int, image_size: int) -> dict[str, Split]:
   """The splits from the cache file, generated and written there when it is unusable."""
+  # At every load, a cache hit too: a killed writer's file was otherwise removed only by a
+  # write more than an hour after the kill, which a cache hit never makes (review finding).
+  _remove_stale_temporaries(path)
   splits = _read_cache(path, sizes, image_size)
   if splits is None:
     splits = _generate(sizes, seed, image_size)
-    _remove_stale_temporaries(path)
     try:
       _write_cache(path, splits)
     except OSError as e:

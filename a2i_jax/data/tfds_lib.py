@@ -765,21 +765,23 @@ def remove_unfinished(where: str) -> None:
   reuses it: one folder of a dataset's size per kill (review finding). Only the folders of
   this version's form are removed, never the copy itself nor other versions' folders.
 
-  Call it under the preparation's lock (`load` does): another process preparing the same
-  copy holds that lock, so its unfinished folder is never removed while it writes there.
-  (Where the file system takes no locks, `files.waiting_lock` runs the block unlocked, and
-  two preparations at once fail there anyway.)
+  Call it only while holding the preparation's lock (`load` does): another process
+  preparing the same copy holds that lock, so its unfinished folder is never removed while it
+  writes there. Where the lock cannot be taken (`files.waiting_lock` yields False), nothing
+  is removed.
 
   Args:
     where: the copy's folder, `<data_dir>/<name>/[<config>/]<version>`.
   """
   parent = os.path.dirname(os.path.normpath(where))
-  stale = _unfinished(where)
-  for name in stale:
+  removed = []
+  for name in _unfinished(where):
     shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
-  if stale:
+    if not os.path.exists(os.path.join(parent, name)):  # A read-only data_dir keeps it.
+      removed.append(name)
+  if removed:
     logging.info("removed %d unfinished copy(ies) a stopped preparation left in %s (e.g. %s)",
-                 len(stale), parent, stale[0])
+                 len(removed), parent, removed[0])
 
 
 def _unfinished(where: str) -> list[str]:
@@ -869,18 +871,23 @@ def load(builder: Any, *, manual_dir: str, download_dir: str, image_size: int,
   # it (a read-only data_dir, another user's), and copies are checked in parallel.
   lock = os.path.join(os.path.dirname(os.path.dirname(where)),
                       f".{builder.name}-{os.path.basename(where)}.lock")
+  # Unfinished copies are removed only under the lock: where it cannot be taken, another
+  # process may be writing one (was: removed there too, the further run's work lost; review
+  # finding).
   if os.path.isdir(where) and _unfinished(where):  # Left by a kill before it was prepared.
-    with files.waiting_lock(lock, f"preparing {builder.name}"):
-      remove_unfinished(where)
-  with (contextlib.nullcontext() if os.path.isdir(where)
-        else files.waiting_lock(lock, f"preparing {builder.name}")):
+    with files.waiting_lock(lock, f"preparing {builder.name}") as locked:
+      if locked:
+        remove_unfinished(where)
+  with (contextlib.nullcontext(False) if os.path.isdir(where)
+        else files.waiting_lock(lock, f"preparing {builder.name}")) as locked:
     # A copy prepared before has checksums (or, prepared by an older version, none yet): they
     # are compared first, and anything that fails while it is read means it is damaged.
     was_prepared = os.path.isdir(where)
     summed = was_prepared and _check_copy(where)
     if not was_prepared:
       logging.info("preparing %s in %s (once)", builder.name, where)
-      remove_unfinished(where)
+      if locked:
+        remove_unfinished(where)
       try:
         with quiet_tfds():
           prepare(builder, manual_dir, download_dir)
