@@ -4,7 +4,7 @@
 
 Modes (PNG grids and JSON go to --out, default WORKDIR/infer; each mode's files there are
 replaced together, so they always come from one call, and Ctrl-C leaves a mode's earlier files
-as they were):
+as they were; what a stopped complete, tune or evaluate finished is kept as *_partial.* files):
   sample       images for test attribute vectors, several latents each
   progression  one attribute swept from its training minimum to maximum, z fixed
   swap         disCVAE: fixed foreground latent with varied backgrounds, and the reverse
@@ -17,14 +17,27 @@ as they were):
 """
 
 if __name__ == "__main__":  # First, before any import: it may start the command over.
-  from a2i_jax import hugepages  # pylint: disable=g-import-not-at-top
-  hugepages.reexec_with_huge_pages()  # Huge pages for malloc on Linux (the module says).
   import os as _os, signal as _signal, sys as _sys  # pylint: disable=g-import-not-at-top
 
-  def _interrupted_early(*_):  # Ctrl-C during the imports, before `main` takes it over.
-    print("interrupted; nothing was written.", file=_sys.stderr)
-    _os._exit(130)  # pylint: disable=protected-access
+  def _interrupted_early(signum, _):
+    """Ctrl-C or SIGTERM during the imports, before `main` takes them over (was, for a
+    SIGTERM: killed, status 143 and no word; review finding)."""
+    term = signum == _signal.SIGTERM
+    print(f"{'stopped by SIGTERM' if term else 'interrupted'}; nothing was written.",
+          file=_sys.stderr)
+    _os._exit(143 if term else 130)  # pylint: disable=protected-access
   _signal.signal(_signal.SIGINT, _interrupted_early)
+  _signal.signal(_signal.SIGTERM, _interrupted_early)
+  # Blocked across the re-execution: the new process starts with the default handlers (until
+  # it comes back here), and a blocked signal stays pending through execve, so one sent while
+  # the command starts over reaches the handler above once this unblocks it.
+  _stops = {_signal.SIGINT, _signal.SIGTERM}
+  _signal.pthread_sigmask(_signal.SIG_BLOCK, _stops)
+  try:
+    from a2i_jax import hugepages  # pylint: disable=g-import-not-at-top
+    hugepages.reexec_with_huge_pages()  # Huge pages for malloc on Linux (the module says).
+  finally:
+    _signal.pthread_sigmask(_signal.SIG_UNBLOCK, _stops)
 
 import contextlib
 import dataclasses
@@ -48,8 +61,6 @@ import numpy as np
 
 from a2i_jax import (checkpoints, config_lib, distributed, evaluation, files, inference,
                      interrupts, models, occlusions, perf, visualize)
-from a2i_jax.data import load_dataset
-from a2i_jax.data.base import as_trained, centre_cropped
 from a2i_jax.errors import A2IError, CheckpointError, ConfigError, InputError
 from a2i_jax.inputs import check_output_folder, image_files, read_images, to_unit
 
@@ -106,9 +117,18 @@ _MAX_SEED = 2**31 - 1  # Every consumer takes it: jax.random.key, numpy's Genera
 # too: complete.json lists the occlusions, and a complete_<name>.png it does not list would
 # look like part of it (README "Inference"). Other modes' files, e.g. a sample of another step
 # or an edit of another attribute, are results of their own and stay.
-MODE_SETS = {"complete": ("complete_*.png", "complete.json"),
+# A mode stopped midway (Ctrl-C, an error) keeps what it finished under names of its own
+# (`PARTIAL_FILES`: was deleted, review finding), as the set "<mode>_partial"; the mode's
+# whole set, when a later call writes it, replaces them.
+MODE_SETS = {"complete": ("complete_*.png", "complete.json", "complete_partial.json"),
+             "complete_partial": ("complete_partial_*.png", "complete_partial.json"),
+             "tune": ("tune_partial.json",),
              # A whole table replaces the partial one an earlier call left.
              "evaluate": ("evaluation_partial.md", "evaluation_partial.json")}
+_PARTIAL = "_partial"  # Of the set a mode stopped midway keeps: "complete_partial".
+PARTIAL_FILES = {"complete": "complete_partial.json and complete_partial_<occlusion>.png",
+                 "tune": "tune_partial.json",
+                 "evaluate": "evaluation_partial.md and evaluation_partial.json"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,6 +231,12 @@ class Options:
       raise InputError("--occlusion is empty; pass occlusion names (docs/occlusions.md), "
                        "'none' for the reconstruction columns only, or leave the flag out "
                        "for all that suit the dataset.")
+    # Was: --occlusion=eyes,eyes completed twice, its column twice in tune's table (review
+    # finding), where a repeated --mode was refused.
+    for name in self.occlusions or ():
+      if self.occlusions.count(name) > 1:
+        raise InputError(f"--occlusion={','.join(self.occlusions)} names {name} twice; give "
+                         "each occlusion once.")
     if self.occlusions is not None and "none" in self.occlusions:
       if len(self.occlusions) > 1:
         raise InputError(f"--occlusion={','.join(self.occlusions)}: 'none' stands alone; pass "
@@ -340,7 +366,7 @@ class _Run:
     self.trained = inference.load_trained(workdir, opts.step)
     # The run's persistent XLA cache: a second call starts without compiling.
     files.enable_compilation_cache(self.trained.config.compilation_cache_dir)
-    self.dataset = _load_data(self.trained.config, info, workdir)
+    self.dataset = _load_data(self.trained.config, workdir)
     self.names = list(self.dataset.attribute_names)
     self.ranges = info.get("attribute_ranges") if info else None
     if opts.attribute:
@@ -351,6 +377,7 @@ class _Run:
           self.trained, attribute_names=tuple(self.names),
           attribute_ranges=tuple(self.value_range(j) for j in range(len(self.names))))
     self.stage = self.out  # The folder the running mode writes to (`_staged`).
+    self.done: list[str] = []  # The sets written (`_staged`; `run_modes` passes its own).
     self.key = jax.random.key(opts.seed)
     self.prior = inference.AttributePrior.fit(self.dataset["train"].attributes)
 
@@ -399,14 +426,32 @@ class _Run:
     """Writes a PNG grid of `images` to the running mode's folder."""
     path = os.path.join(self.stage, name)
     _write(path, lambda p: visualize.save_grid(
-        np.asarray(images).reshape((-1,) + np.shape(images)[-3:]), p, ncols))
+        np.asarray(images).reshape((-1,) + np.shape(images)[-3:]), p, ncols),
+           shown=os.path.join(self.out, name))
     return path
 
-  def save_json(self, obj, name):
-    """Writes `obj` as JSON to the running mode's folder, with the run and checkpoint that
-    made it ("workdir", "step": outputs of several runs or steps may share one --out)."""
+  def save_json(self, obj, name, folder: Optional[str] = None):
+    """Writes `obj` as JSON to the running mode's folder (or `folder`), with the run and
+    checkpoint that made it ("workdir", "step": outputs of several runs or steps may share
+    one --out)."""
     obj = {"workdir": os.path.abspath(self.workdir), "step": self.trained.step, **obj}
-    _write(os.path.join(self.stage, name), lambda p: evaluation.write_json(obj, p))
+    _write(os.path.join(folder or self.stage, name), lambda p: evaluation.write_json(obj, p),
+           shown=os.path.join(self.out, name))
+
+  def keep_partial(self, mode: str, renamed: dict[str, str], obj: dict, name: str) -> None:
+    """Keeps what `mode` finished before it stopped (Ctrl-C, an error): the files `renamed`
+    names in its staging folder, under their new names, and `obj` as the JSON `name`, moved
+    into --out together (`_staged` as "<mode>_partial", which `_interrupted` reports). Was:
+    deleted with the staging folder (review finding). A failure to keep them is a warning:
+    the error that stopped the mode is the one to see."""
+    try:
+      with _staged(self.out, f"{mode}{_PARTIAL}", self.done) as stage:
+        if distributed.is_main():
+          for old, new in renamed.items():
+            os.replace(os.path.join(self.stage, old), os.path.join(stage, new))
+        self.save_json({**obj, "partial": True}, name, folder=stage)
+    except Exception as failed:  # pylint: disable=broad-except
+      logging.warning("could not keep what --mode=%s finished: %s", mode, failed)
 
 
 def _write_error(path: str, e: OSError) -> InputError:
@@ -414,15 +459,17 @@ def _write_error(path: str, e: OSError) -> InputError:
                     "--out=a folder you can write to.")
 
 
-def _write(path: str, write: Callable[[str], None]) -> None:
+def _write(path: str, write: Callable[[str], None], shown: Optional[str] = None) -> None:
   """Runs `write(path)` in process 0 only; a failed write (disk full, permissions) is one
-  plain error. Every process computes what is written, so their results are the same."""
+  plain error that names `shown` (the file in --out that `path`, in a staging folder, is
+  to become; was the hidden staging file, review finding), or `path`. Every process
+  computes what is written, so their results are the same."""
   if not distributed.is_main():
     return
   try:
     write(path)
   except OSError as e:
-    raise _write_error(path, e) from None
+    raise _write_error(shown or path, e) from None
 
 
 @contextlib.contextmanager
@@ -432,7 +479,8 @@ def _staged(out: str, mode: str, done: list[str], quiet: bool = False) -> Iterat
   removed, and `mode` appended to `done`; when the mode fails or is interrupted, the folder
   goes and `out` is left as it was (no folder if it held nothing). A Ctrl-C while the folder
   is made or during the move waits for it; a rename that fails midway (a failing disk) is
-  reported, and may leave part of the new set in.
+  reported, and may leave part of the new set in. The folders made for `out` (its missing
+  parents too) go again where the mode leaves them empty.
 
   Yields:
     The folder to write to (process 0; the others write nothing and get `out`).
@@ -441,7 +489,7 @@ def _staged(out: str, mode: str, done: list[str], quiet: bool = False) -> Iterat
     yield out
     done.append(mode)
     return
-  made = not os.path.isdir(out)
+  made = _missing_folders(out)  # Each removed again where left empty.
   stage, owner = None, None
   try:
     with interrupts.held():  # A Ctrl-C just after the folder is made still removes it.
@@ -473,8 +521,20 @@ def _staged(out: str, mode: str, done: list[str], quiet: bool = False) -> Iterat
       os.close(owner)
     if stage is not None:
       shutil.rmtree(stage, ignore_errors=True)
-    if made and os.path.isdir(out) and not os.listdir(out):
-      os.rmdir(out)
+    for folder in made:  # Was: --out=a/b removed b only, and left an empty a (review finding).
+      if not os.path.isdir(folder) or os.listdir(folder):
+        break
+      os.rmdir(folder)
+
+
+def _missing_folders(path: str) -> list[str]:
+  """`path` and those of its parents that do not exist, deepest first: what `os.makedirs`
+  would make."""
+  missing, path = [], os.path.abspath(path)
+  while not os.path.lexists(path) and os.path.dirname(path) != path:
+    missing.append(path)
+    path = os.path.dirname(path)
+  return missing
 
 
 # Inside each staging folder: the file its process holds an exclusive `flock` on.
@@ -615,13 +675,23 @@ def complete(run: _Run) -> None:
   whole = evaluation.crop_frame(run.trained.config)
   masks = occlusions.make_masks(names, run.size, len(images), seed=run.opts.seed,
                                 dataset=run.dataset.name, crop_from=whole)
-  for name, observed in masks.items():
-    attrs = run.known_attributes(images, given, observed)
-    out = inference.complete(run.trained, images, attrs, observed, key=run.key, options=opts)
-    shown = x01 * observed + 0.5 * (1 - observed)
-    run.save(np.stack([shown, out["completion"], x01], 1), f"complete_{name}.png", 3)
-    result["hidden_pixel_mse"][name] = evaluation.region_errors(
-        x01, out["completion"], 1 - observed).tolist()
+  try:
+    for name, observed in masks.items():
+      attrs = run.known_attributes(images, given, observed)
+      out = inference.complete(run.trained, images, attrs, observed, key=run.key,
+                               options=opts)
+      shown = x01 * observed + 0.5 * (1 - observed)
+      run.save(np.stack([shown, out["completion"], x01], 1), f"complete_{name}.png", 3)
+      result["hidden_pixel_mse"][name] = evaluation.region_errors(
+          x01, out["completion"], 1 - observed).tolist()
+  except BaseException:  # Ctrl-C, an error, a device out of memory: all the same.
+    finished = list(result["hidden_pixel_mse"])
+    if finished:  # Was: every completion finished lost with the staging folder.
+      run.keep_partial("complete", {f"complete_{n}.png": f"complete_partial_{n}.png"
+                                    for n in finished},
+                       {**result, "not_finished": [n for n in names if n not in finished]},
+                       "complete_partial.json")
+    raise
   run.save_json(result, "complete.json")
 
 
@@ -669,9 +739,20 @@ def tune(run: _Run) -> None:
           for lr in (0.01, 0.05, 0.2)]
   names = run.opts.occlusion_names(["lower_half", "random_rect"])
   n = None if run.opts.num_examples < 0 else run.opts.num_examples
-  rows = evaluation.tune_inference(run.trained, run.dataset, grid=grid, occlusion_names=names,
-                                   num_examples=n, key=run.key, options=run.options(),
-                                   seed=run.opts.seed)
+  settings = [run.options(**setting) for setting in grid]  # All checked before the first runs.
+  rows = []
+  try:
+    # One setting per call, each as the whole grid's call runs it (the same key, examples and
+    # masks), so that those finished can be kept (was: all lost on Ctrl-C; review finding).
+    for options in settings:
+      rows.extend(evaluation.tune_inference(
+          run.trained, run.dataset, grid=[{}], occlusion_names=names, num_examples=n,
+          key=run.key, options=options, seed=run.opts.seed))
+  except BaseException:  # Ctrl-C, an error, a device out of memory: all the same.
+    if rows:
+      run.keep_partial("tune", {}, {"rows": rows, "not_finished": grid[len(rows):]},
+                       "tune_partial.json")
+    raise
   cols = [evaluation.RECON_FULL] + names
   lines = ["| prior_weight | learning_rate | " + " | ".join(cols) + " |",
            "|" + " --- |" * (len(cols) + 2)]
@@ -740,10 +821,12 @@ def _differences(a, b, keys: list[str]) -> list[str]:
   return [f"data.{k} {get(b, k)!r} against {get(a, k)!r}" for k in keys if get(a, k) != get(b, k)]
 
 
-def _load_data(config, info: Optional[dict], workdir: str):
-  """A run's dataset as its model sees it: its attributes in the trained order
-  (`as_trained`), its images and masks centre cropped where training cropped
-  (`centre_cropped`: CUB's 64 of 72)."""
+def _load_data(config, workdir: str):
+  """A run's dataset as its model sees it (`inference.load_run_data`): its attributes in the
+  trained order, each split checked against the one it trained on (was not: a CSV changed
+  since put training images in the test split, scored without a word; review finding), its
+  images and masks centre cropped where training cropped (CUB's 64 of 72); progress bars as
+  the run's config.progress_bar says (were always shown for LFW, CUB and folders)."""
   given = os.path.expanduser(config.data.path or "")
   path = os.path.abspath(given)
   if config.data.name == "folder" and given and not os.path.exists(path):
@@ -759,8 +842,7 @@ def _load_data(config, info: Optional[dict], workdir: str):
         f"this run was trained on the folder dataset {path} (data.path in {record}), which "
         "no longer exists; infer.py needs its test split and training attributes. Move the "
         "folder back, or set data.path in that file to where it is now.")
-  return centre_cropped(as_trained(load_dataset(config.data), info),
-                        config.data.augment.crop_size)
+  return inference.load_run_data(config, workdir, progress=config.progress_bar)
 
 
 def _check_loaded_examples(workdirs: list[str], configs: list, infos: list,
@@ -788,8 +870,7 @@ def _check_loaded_examples(workdirs: list[str], configs: list, infos: list,
   print(f"comparing the test examples of {len(groups)} data configs")
   examples = None  # The first's, with masks from the first run that has them.
   for i in groups:
-    mine = evaluation.test_examples(_load_data(configs[i], infos[i], workdirs[i]),
-                                    num_examples)
+    mine = evaluation.test_examples(_load_data(configs[i], workdirs[i]), num_examples)
     if examples is None or evaluation.same_examples(examples, mine):
       examples = mine if examples is None or examples[2] is None else examples
       continue
@@ -844,6 +925,7 @@ def evaluate(opts: Options, done: list[str]) -> None:
   labels = _row_labels([models.create_model(c.model).label for c in configs], opts.workdirs)
   results, reports, predictor, baseline = [], [], None, None
   for workdir, label in zip(opts.workdirs, labels):
+    result = None  # This run's table rows, once they are done.
     try:
       run = _Run(workdir, opts)
       print(f"evaluating {run.workdir} ({run.trained.config.model.name}, step "
@@ -853,6 +935,12 @@ def evaluate(opts: Options, done: list[str]) -> None:
           run.trained, run.dataset, occlusion_names=opts.occlusion_names(),
           num_examples=opts.num_examples, key=run.key, options=options, seed=opts.seed),
                 "model": label, "workdir": run.workdir, "step": run.trained.step}
+      if baseline is None:  # The same test images for every run. Before the attribute
+        # fidelity (was after), so that a table of the rows done can be kept without it.
+        baseline = evaluation.evaluate_mean_image(
+            run.dataset, occlusion_names=opts.occlusion_names(),
+            num_examples=opts.num_examples, seed=opts.seed,
+            crop_from=evaluation.crop_frame(run.trained.config))  # Its data are crops.
       report = None
       if opts.attribute_fidelity:
         if predictor is None:
@@ -863,25 +951,27 @@ def evaluate(opts: Options, done: list[str]) -> None:
         report = {**evaluation.attribute_report(
             run.trained, run.dataset, predictor, key=run.key, num_examples=opts.num_examples,
             options=options), "model": label}
-      if baseline is None:  # The same test images for every run.
-        baseline = evaluation.evaluate_mean_image(
-            run.dataset, occlusion_names=opts.occlusion_names(),
-            num_examples=opts.num_examples, seed=opts.seed,
-            crop_from=evaluation.crop_frame(run.trained.config))  # Its data are crops.
       # A run counts as evaluated only once all of its parts are done.
       results.append(result)
       reports.extend([report] if report is not None else [])
+      result = None
       del run  # Before the next is built.
     except BaseException as e:  # A mistake, Ctrl-C, a device out of memory: all the same.
-      if not results:
+      rows = results + ([result] if result is not None else [])
+      if not rows or baseline is None:
         raise
       # The runs evaluated before it are kept, under a name of their own (was: lost with the
-      # error, which did not say which run failed; review finding). A failure to write them
-      # is a warning: the error that stopped the call is the one to see.
-      kept = f"The run(s) evaluated before it are in {os.path.join(out, 'evaluation_partial.md')}."
+      # error, which did not say which run failed; review finding), and this run's rows where
+      # only its attribute fidelity was left (was: lost, a single run's whole table; review
+      # finding). A failure to write them is a warning: the error that stopped the call is
+      # the one to see.
+      partial = os.path.join(out, "evaluation_partial.md")
+      kept = (f"The run(s) evaluated before it are in {partial}." if result is None else
+              f"Its rows{' and those of the run(s) before it' if results else ''} are in "
+              f"{partial}, without its attribute fidelity.")
       try:
-        _write_evaluation(out, "evaluation_partial", opts.workdirs[:len(results)],
-                          results + [baseline], reports, done, "evaluate_partial")
+        _write_evaluation(out, "evaluation_partial", opts.workdirs[:len(rows)],
+                          rows + [baseline], reports, done, "evaluate_partial")
       except Exception as failed:  # pylint: disable=broad-except
         logging.warning("could not keep the runs evaluated so far: %s", failed)
         kept = "The run(s) evaluated before it could not be written either (see the warning)."
@@ -901,20 +991,77 @@ def _write_evaluation(out: str, name: str, workdirs: list[str], results: list[di
     text += evaluation.attribute_table(reports)
   with _staged(out, mode, done, quiet=True) as stage:
     _write(os.path.join(stage, f"{name}.json"), lambda p: evaluation.write_json(
-        {"workdirs": workdirs, "results": results, "attributes": reports}, p))
-    _write(os.path.join(stage, f"{name}.md"), lambda p: files.atomic_write(p, text))
+        {"workdirs": workdirs, "results": results, "attributes": reports}, p),
+           shown=os.path.join(out, f"{name}.json"))
+    _write(os.path.join(stage, f"{name}.md"), lambda p: files.atomic_write(p, text),
+           shown=os.path.join(out, f"{name}.md"))
   print(text)
   print(f"wrote {os.path.join(out, name + '.md')} and {name}.json")
 
 
+def _partly_kept(done: list[str], mode: str) -> str:
+  """", and its finished part is in FILES there" where `mode` kept one (`PARTIAL_FILES`)."""
+  if mode + _PARTIAL not in done:
+    return ""
+  return f", and its finished part is in {PARTIAL_FILES[mode]} there"
+
+
 def _interrupted(out: str, done: list[str], mode: Optional[str],
-                 what: str = "interrupted") -> str:
-  """The line Ctrl-C (or SIGTERM, `what`) prints: what was finished and kept."""
-  kept = f"finished and written to {out}: {', '.join(done)}; " if done else ""
+                 what: str = "interrupted", modes: Optional[list[str]] = None) -> str:
+  """The line Ctrl-C (or SIGTERM, `what`) prints: what was finished and kept, and what a
+  rerun does (was "Run the command again for the rest", but a rerun redoes every mode, and
+  a stopped mode's finished part was lost; review finding).
+
+  Args:
+    out: --out.
+    done: the sets written (`_staged`): whole modes, and "<mode>_partial".
+    mode: the mode that was stopped, or None (before the first).
+    what: "interrupted" or "stopped by SIGTERM".
+    modes: every mode of the call, in order (default: [mode]).
+  Returns:
+    The line.
+  """
+  whole = [m for m in done if not m.endswith(_PARTIAL)]
+  kept = f"finished and written to {out}: {', '.join(whole)}; " if whole else ""
   if mode is None or mode in done:
     return f"{what}; {kept or 'nothing was written; '}run the command again."
+  rest = [m for m in modes or [mode] if m not in whole]
+  again = (f"For the rest, run the command again with --mode={','.join(rest)}" if whole
+           else "Run the command again")
+  over = f" ({mode} starts over)" if _partly_kept(done, mode) else ""
   return (f"{what} during --mode={mode}; {kept}its earlier files in {out}, if any, are "
-          "as they were. Run the command again for the rest.")
+          f"as they were{_partly_kept(done, mode)}. {again}{over}.")
+
+
+def _kept_note(out: str, done: list[str], mode: Optional[str]) -> str:
+  """What an error leaves written, a sentence for its line ("" for nothing): the modes
+  finished before it and the failed mode's finished part (was: not said; review finding)."""
+  whole = [m for m in done if not m.endswith(_PARTIAL)]
+  note = f"Finished before it and kept in {out}: {', '.join(whole)}." if whole else ""
+  part = _partly_kept(done, mode) if mode else ""
+  if part:
+    note += f" --mode={mode}'s finished part is in {PARTIAL_FILES[mode]} in {out}."
+  return note.strip()
+
+
+def _out_of_memory(e: BaseException) -> bool:
+  """Whether `e` is the host's or a device's "out of memory"."""
+  return isinstance(e, MemoryError) or (isinstance(e, jax.errors.JaxRuntimeError)
+                                        and "RESOURCE_EXHAUSTED" in str(e))
+
+
+def _out_of_memory_error(e: BaseException, mode: Optional[str], opts: Options) -> A2IError:
+  """The one line for an out-of-memory error (was: a 47-line RESOURCE_EXHAUSTED traceback;
+  review finding): which mode, what ran out, and how to ask for less at a time."""
+  first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+  counts = [f"--{flag}" for flag, users in {**_FLAG_USERS, **_VALUED_FLAG_USERS}.items()
+            if flag in ("num_images", "samples_per_attribute", "num_examples")
+            and (mode is None or mode in users)]
+  fewer = f"fewer images ({' or '.join(counts)}), or " if counts else ""
+  config = os.path.join(opts.workdirs[0], checkpoints.CONFIG_FILE)
+  return A2IError(f"out of memory{f' during --mode={mode}' if mode else ''} ({first}); ask "
+                  f"for less at a time: {fewer}a smaller inference.batch_size in {config} "
+                  "(the images each inference or sampling call takes).")
 
 
 def run_modes(opts: Options) -> None:
@@ -943,15 +1090,32 @@ def run_modes(opts: Options) -> None:
       evaluate(opts, done)
       return
     one = _Run(opts.workdirs[0], opts)
+    one.done = done  # For `_Run.keep_partial`.
     for mode in opts.modes:
       with _staged(one.out, mode, done) as one.stage:
         RUN_MODES[mode](one)
   except BaseException as e:  # pylint: disable=broad-except
     stop = interrupts.interrupt_in(e)  # Also one raised inside a callback from C.
     if stop is None:
+      kept = _kept_note(out, done, mode)
+      if _out_of_memory(e):
+        raise _with_note(_out_of_memory_error(e, mode, opts), kept) from None
+      # `evaluate`'s own errors say what it kept.
+      if kept and isinstance(e, A2IError) and opts.modes != ["evaluate"]:
+        raise _with_note(e, kept) from None
       raise
     what = "stopped by SIGTERM" if isinstance(stop, interrupts.Terminated) else "interrupted"
-    raise type(stop)(_interrupted(out, done, mode, what)) from None
+    raise type(stop)(_interrupted(out, done, mode, what, opts.modes)) from None
+
+
+def _with_note(e: A2IError, note: str) -> A2IError:
+  """`e` of its own class, `note` added to its message (an empty note: `e` itself)."""
+  if not note:
+    return e
+  try:
+    return type(e)(f"{e} {note}")
+  except TypeError:  # A class whose constructor takes other arguments.
+    return A2IError(f"{e} {note}")
 
 
 def main(argv):

@@ -146,16 +146,17 @@ def check_images(images: Any, image_size: int, signed: bool = False) -> np.ndarr
   Returns:
     float32 [N, S, S, 3] in [-1, 1], a NumPy array.
   Raises:
-    InputError: wrong shape or dtype, non-finite values, or floats outside [0, 1] (outside
-      [-1, 1] with `signed`).
+    InputError: wrong shape (grey, RGBA or channels-first images of the right size named as
+      such) or dtype, non-finite values, or floats outside [0, 1] (outside [-1, 1] with
+      `signed`).
   """
   x = as_array(images, "images")
   shape = x.shape
-  if x.ndim == 3:
+  if x.ndim == 3 and x.shape[-1] == 3:  # One image.
     x = x[None]
   if x.ndim != 4 or x.shape[1:] != (image_size, image_size, 3):
     raise InputError(f"images have shape {shape}; this model expects [N, {image_size}, "
-                     f"{image_size}, 3] RGB (resize or crop to {image_size}x{image_size}).")
+                     f"{image_size}, 3] RGB ({_image_shape_fix(shape, image_size)}).")
   if signed:  # Only the models' convention: any other is a caller's slip, not a choice.
     fix = ("inputs.to_signed converts uint8 or [0, 1]; reconstruct, complete and "
            "run_inference take uint8 or [0, 1] as they are")
@@ -191,6 +192,24 @@ def check_images(images: Any, image_size: int, signed: bool = False) -> np.ndarr
       raise
     x = np.clip(np.asarray(x, np.float32), 0.0, 1.0)
   return to_signed(x)
+
+
+def _image_shape_fix(shape: tuple, size: int) -> str:
+  """What to do with images of `shape` that are not [N, size, size, 3]: name a channel
+  problem where the side is right (was: "resize or crop to 32x32" for grey [N, 32, 32] or
+  RGBA [N, 32, 32, 4] images of the right size; review finding), else the resize."""
+  grey = "repeat the grey channel, np.repeat(x[..., None], 3, axis=-1)"
+  fixes = {1: "one channel (grey): np.repeat(x, 3, axis=-1)",
+           2: "grey and alpha: drop the alpha and repeat the grey, np.repeat(x[..., :1], 3, "
+              "axis=-1)",
+           4: "4 channels (RGBA): drop the alpha, x[..., :3], or composite onto a background"}
+  if len(shape) in (2, 3) and tuple(shape[-2:]) == (size, size):  # [S, S] or [N, S, S].
+    return f"{'one grey image' if len(shape) == 2 else 'grey, no channel axis'}: {grey}"
+  if len(shape) in (3, 4) and tuple(shape[-3:-1]) == (size, size):  # [(N,) S, S, C].
+    return fixes.get(shape[-1], f"{shape[-1]} channels; pass RGB, 3 channels")
+  if len(shape) in (3, 4) and shape[-3] in (1, 3, 4) and tuple(shape[-2:]) == (size, size):
+    return "channels first: move them last, np.moveaxis(x, -3, -1)"
+  return f"resize or crop to {size}x{size}"
 
 
 def as_array(value: Any, what: str) -> np.ndarray:

@@ -10,6 +10,7 @@ accepted path through a tiny trained CVAE (conftest's `tiny_run`).
 import dataclasses
 import json
 import os
+import re
 
 import jax
 import numpy as np
@@ -694,6 +695,24 @@ def test_images_in_the_models_range_name_their_own_fix():
   with pytest.raises(InputError, match="divide uint8 images by 255"):
     inputs.check_images(x * 127.5, S)
   assert inputs.check_images((x + 1) / 2, S).shape == (2, S, S, 3)
+
+
+@pytest.mark.parametrize("shape, fix", [
+    ((4, S, S), "grey, no channel axis: repeat the grey channel, np.repeat(x[..., None], 3, "
+                "axis=-1)"),
+    ((S, S), "one grey image: repeat the grey channel"),
+    ((4, S, S, 1), "one channel (grey): np.repeat(x, 3, axis=-1)"),
+    ((4, S, S, 2), "grey and alpha: drop the alpha and repeat the grey"),
+    ((4, S, S, 4), "4 channels (RGBA): drop the alpha, x[..., :3]"),
+    ((S, S, 4), "4 channels (RGBA)"),
+    ((4, 3, S, S), "channels first: move them last, np.moveaxis(x, -3, -1)"),
+    ((4, 2 * S, 2 * S, 3), f"resize or crop to {S}x{S}")])
+def test_images_of_the_right_size_but_other_channels_name_them(cvae, key, shape, fix):
+  """Review finding: grey or RGBA images of the right size were told to "resize or crop to
+  32x32"; the channels are named, and how to make them RGB."""
+  with pytest.raises(InputError, match=re.escape(f"images have shape {shape}; this model expects "
+                                                 f"[N, {S}, {S}, 3] RGB ({fix}")):
+    inference.reconstruct(cvae, np.zeros(shape, np.uint8), _attrs(), key=key)
 
 
 def test_inference_functions_built_for_another_model_are_refused(untrained, cvae, key):

@@ -682,7 +682,7 @@ def test_complete_infers_attributes_from_the_observed_pixels_only(monkeypatch, t
       model=types.SimpleNamespace(uses_attributes=True), step=3, config=types.SimpleNamespace(
           data=types.SimpleNamespace(augment=types.SimpleNamespace(crop_size=0))))
   run.dataset, run.stage = types.SimpleNamespace(name="synthetic"), str(tmp_path)
-  run.workdir = str(tmp_path / "w")
+  run.out, run.workdir = str(tmp_path), str(tmp_path / "w")
   run.options = lambda: types.SimpleNamespace(steps=1)
   infer.complete(run)
   assert len(calls) == 2 and all(m is not None and 0 < m.mean() < 1 for m in calls)
@@ -751,9 +751,9 @@ def test_evaluate_compares_the_runs_loaded_examples_before_evaluating_any(traine
   moved, again, changed = copy("moved", "/a"), copy("again", "/a"), copy("changed", "/b")
   real, loads = infer._load_data, []  # pylint: disable=protected-access
 
-  def load_data(config, info, workdir):
+  def load_data(config, workdir):
     loads.append(config.data.data_dir)
-    data = real(config, info, workdir)
+    data = real(config, workdir)
     if config.data.data_dir == "/b":  # Its data hold other test images than the first run's.
       test = data["test"]
       splits = {**data.splits, "test": dataclasses.replace(test, images=255 - test.images)}
@@ -882,7 +882,8 @@ def test_a_run_failing_in_evaluate_keeps_the_runs_before_it(trained, tmp_path):
 
 def test_evaluate_keeps_the_runs_before_a_crash_or_ctrl_c(trained, tmp_path, monkeypatch):
   """The same for what is no user's mistake (a device out of memory, Ctrl-C): the runs
-  evaluated before are written, and the exception goes on as it was (review finding)."""
+  evaluated before are written (review finding); out of memory is one error line that says
+  so (was: the exception as it was, a traceback; review finding)."""
   import infer  # pylint: disable=import-outside-toplevel
   evaluate_model = infer.evaluation.evaluate_model
   calls = []
@@ -896,7 +897,10 @@ def test_evaluate_keeps_the_runs_before_a_crash_or_ctrl_c(trained, tmp_path, mon
   other = tmp_path / "again"
   shutil.copytree(trained, other)
   out = tmp_path / "out"
-  with pytest.raises(MemoryError):
+  with pytest.raises(A2IError, match=r"out of memory during --mode=evaluate \(device out of "
+                     r"memory\); ask for less at a time: fewer images \(--num_examples\), or a "
+                     r"smaller inference.batch_size in .*config.json .*--mode=evaluate's "
+                     "finished part is in evaluation_partial.md and evaluation_partial.json"):
     infer.run_modes(_options(f"--workdir={trained},{other}", "--mode=evaluate", f"--out={out}",
                              "--steps=1", "--num_examples=2", "--occlusion=none",
                              "--noattribute_fidelity"))
@@ -937,7 +941,7 @@ def test_evaluate_keeps_the_runs_before_a_crash_or_ctrl_c(trained, tmp_path, mon
   monkeypatch.setattr(infer.evaluation, "evaluate_model", evaluate_model)
   monkeypatch.setattr(infer.evaluation, "evaluate_mean_image", no_baseline)
   out2 = tmp_path / "out2"
-  with pytest.raises(MemoryError):
+  with pytest.raises(A2IError, match="out of memory during --mode=evaluate"):
     infer.run_modes(_options(f"--workdir={trained},{other}", "--mode=evaluate", f"--out={out2}",
                              "--steps=1", "--num_examples=2", "--occlusion=none",
                              "--noattribute_fidelity"))
@@ -1093,12 +1097,12 @@ runpy.run_path("infer.py", run_name="__main__")
 
 def test_tune_refuses_an_unknown_grid_option_before_any_setting_runs(trained, tmp_path):
   """Was: found only once the nine settings before it had run. (infer.py's grid is fixed; the
-  driver adds the unknown option to it.)"""
+  driver adds the unknown option to the grid of each `tune_inference` call, which infer.py
+  makes once per setting, so that the finished ones can be kept.)"""
   out = str(tmp_path / "out")
   _refused(_infer(f"--workdir={trained}", "--mode=tune", f"--out={out}", "--num_examples=2",
                   driver=_TUNE_TYPO_DRIVER),
-           "grid[9] {'prior_wieght': 1.0}: unknown inference option(s) ['prior_wieght']; "
-           "known: [")
+           "{'prior_wieght': 1.0}: unknown inference option(s) ['prior_wieght']; known: [")
   assert _no_files(out)
 
 
@@ -1397,3 +1401,230 @@ def test_a_model_that_reconstructs_nan_is_not_scored(monkeypatch):
   with pytest.raises(InputError, match=r"the model of step 7 generates 2 of 4 images for the "
                      r"test attributes as NaN or infinity \(sampling\)"):
     evaluation.attribute_report(trained, data, predictor=None, key=jax.random.key(0))
+
+
+# ------------------------------------------------- the run's data as trained; finished work kept
+
+
+def _split_ids(ids):
+  """The split ids (`data.base.SPLIT_IDS_KEY`) a TFDS-based source gives for examples `ids`."""
+  from a2i_jax.data import base  # pylint: disable=import-outside-toplevel
+  return {split: base.ids_fingerprint(v) for split, v in ids.items()}
+
+
+def test_a_run_whose_splits_changed_since_training_is_refused(trained, tmp_path, monkeypatch):
+  """Review finding: infer.py and `evaluate` took the splits as they are now; once rows of a
+  folder dataset's CSV were removed, its test split held images the model trained on, scored
+  without a word. The example ids dataset.json records at training are compared, as a resume
+  compares them (`train_eval.check_same_splits`): the same ids in another order pass."""
+  import infer  # pylint: disable=import-outside-toplevel
+  from a2i_jax.errors import DataError  # pylint: disable=import-outside-toplevel
+  from a2i_jax.inference import restore  # pylint: disable=import-outside-toplevel
+  workdir = tmp_path / "w"
+  shutil.copytree(trained, workdir)
+  ids = {"train": [f"t{i}" for i in range(64)], "validation": [f"v{i}" for i in range(16)],
+         "test": [f"x{i}" for i in range(16)]}
+  record = json.loads((workdir / "dataset.json").read_text())
+  (workdir / "dataset.json").write_text(json.dumps({**record, "split_ids": _split_ids(ids)}))
+  now = {k: v[::-1] for k, v in ids.items()}  # Reordered: the same examples.
+  real = restore.load_dataset
+
+  def with_ids(data, progress=True):  # The synthetic data, as if a folder's.
+    loaded = real(data, progress)
+    return dataclasses.replace(loaded, metadata={**loaded.metadata,
+                                                 "split_ids": _split_ids(now)})
+  monkeypatch.setattr(restore, "load_dataset", with_ids)
+  model = inference.load_trained(str(workdir))
+  assert len(inference.load_data(model)["test"]) == 16
+  now.update(train=ids["train"][1:], test=ids["test"] + ids["train"][:1])  # A row moved.
+  out = tmp_path / "out"
+  _refused_here(f"--workdir={workdir}", f"--out={out}", "--mode=sample", needles=(
+      "this run's data splits changed since it was trained, so its test images may be ones it "
+      "trained on: the train and test splits' images differ", "restore the dataset as it was"))
+  assert _no_files(out)
+  with pytest.raises(DataError, match="splits changed since it was trained"):
+    inference.load_data(model)
+
+
+def test_the_library_loads_a_runs_data_as_it_trained(trained, monkeypatch):
+  """Review finding: the README's recipe and the notebook loaded a run's data with
+  `load_dataset(trained.config.data)`: a folder CSV whose columns had moved gave `edit` the
+  attributes in the new order, and a run that cropped (CUB) got its whole 72x72 images,
+  without a word. `inference.load_data` gives them in the run's order, centre cropped."""
+  from a2i_jax.data.base import with_attribute_order  # pylint: disable=import-outside-toplevel
+  from a2i_jax.inference import restore  # pylint: disable=import-outside-toplevel
+  model = inference.load_trained(trained)
+  plain = restore.load_dataset(model.config.data, False)
+  names = list(plain.attribute_names)
+  real = restore.load_dataset
+  monkeypatch.setattr(restore, "load_dataset", lambda data, progress=True: with_attribute_order(
+      real(data, progress), [names[1], names[0], *names[2:]]))  # Two columns swapped.
+  data = inference.load_data(model)
+  assert list(data.attribute_names) == names
+  np.testing.assert_array_equal(data["test"].attributes, plain["test"].attributes)
+  config = inference.load_run_config(trained)
+  config.data.augment.crop_size = 24  # As CUB's 64 of 72.
+  cropped = inference.load_run_data(config, trained)["test"]
+  np.testing.assert_array_equal(cropped.images, plain["test"].images[:, 4:28, 4:28])
+
+
+def test_the_data_load_shows_progress_bars_as_the_run_says(trained, monkeypatch):
+  """Review finding: every infer.py call on LFW, CUB or a folder printed three "reading ..."
+  progress bars, whatever the run's progress_bar said."""
+  import infer  # pylint: disable=import-outside-toplevel
+  from a2i_jax.inference import restore  # pylint: disable=import-outside-toplevel
+  asked, real = [], restore.load_dataset
+  monkeypatch.setattr(restore, "load_dataset", lambda data, progress=True: (
+      asked.append(progress), real(data, progress))[1])
+  config = inference.load_run_config(trained)
+  for shown in (False, True):
+    config.progress_bar = shown
+    infer._load_data(config, trained)  # pylint: disable=protected-access
+  assert asked == [False, True]
+
+
+def test_a_stopped_complete_tune_or_evaluate_keeps_what_it_finished(trained, tmp_path,
+                                                                    monkeypatch):
+  """Review finding: Ctrl-C in --mode=complete deleted the completions already made
+  (complete_eyes.png), in tune the settings already run, in a single run's evaluate its
+  finished table, and the line said "Run the command again for the rest", though a rerun
+  redoes every mode. What was finished is kept under names of its own, which the mode's next
+  whole set replaces, and the line says where and what a rerun does."""
+  import infer  # pylint: disable=import-outside-toplevel
+  from a2i_jax import attribute_predictor  # pylint: disable=import-outside-toplevel
+  out = tmp_path / "out"
+  flags = (f"--workdir={trained}", f"--out={out}", "--steps=1")
+  real, calls = inference.complete, []
+
+  def second_stops(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 2:
+      raise KeyboardInterrupt
+    return real(*args, **kwargs)
+  monkeypatch.setattr(inference, "complete", second_stops)
+  with pytest.raises(KeyboardInterrupt) as e:
+    infer.run_modes(_options(*flags, "--mode=sample,complete", "--occlusion=eyes,mouth",
+                             "--num_images=2", "--samples_per_attribute=1"))
+  assert str(e.value) == (
+      f"interrupted during --mode=complete; finished and written to {out}: sample; its earlier "
+      f"files in {out}, if any, are as they were, and its finished part is in "
+      "complete_partial.json and complete_partial_<occlusion>.png there. For the rest, run "
+      "the command again with --mode=complete (complete starts over).")
+  sample = [n for n in os.listdir(out) if n.startswith("sample_step")]
+  assert sorted(os.listdir(out)) == ["complete_partial.json", "complete_partial_eyes.png",
+                                     *sample]
+  kept = json.loads((out / "complete_partial.json").read_text())
+  assert kept["partial"] and list(kept["hidden_pixel_mse"]) == ["eyes"]
+  assert kept["not_finished"] == ["mouth"]
+  monkeypatch.setattr(inference, "complete", real)  # A whole set replaces the partial one.
+  infer.run_modes(_options(*flags, "--mode=complete", "--occlusion=eyes,mouth",
+                           "--num_images=2"))
+  assert sorted(os.listdir(out)) == ["complete.json", "complete_eyes.png", "complete_mouth.png",
+                                     *sample]
+  # tune: the settings run before the stop.
+  tune, calls = infer.evaluation.tune_inference, []
+
+  def third_stops(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 3:
+      raise KeyboardInterrupt
+    return tune(*args, **kwargs)
+  monkeypatch.setattr(infer.evaluation, "tune_inference", third_stops)
+  with pytest.raises(KeyboardInterrupt, match="its finished part is in tune_partial.json"):
+    infer.run_modes(_options(*flags, "--mode=tune", "--occlusion=eyes", "--num_examples=2"))
+  rows = json.loads((out / "tune_partial.json").read_text())["rows"]
+  assert [(r["options"]["prior_weight"], r["options"]["learning_rate"]) for r in rows] == [
+      (0.3, 0.01), (0.3, 0.05)]
+  # A single run's evaluate stopped in its attribute fidelity: its table rows are kept.
+  monkeypatch.setattr(attribute_predictor, "load_or_train", lambda *args, **kwargs: None)
+
+  def stop(*args, **kwargs):
+    raise KeyboardInterrupt
+  monkeypatch.setattr(infer.evaluation, "attribute_report", stop)
+  with pytest.raises(KeyboardInterrupt) as e:
+    infer.run_modes(_options(*flags, "--mode=evaluate", "--occlusion=none", "--num_examples=2"))
+  assert str(e.value).endswith(
+      "its finished part is in evaluation_partial.md and evaluation_partial.json there. Run "
+      "the command again (evaluate starts over).")
+  rows = json.loads((out / "evaluation_partial.json").read_text())["results"]
+  assert [r.get("workdir") for r in rows] == [str(trained), None]  # The run, the baseline.
+
+
+def test_out_of_memory_and_a_full_disk_are_one_line_naming_what_was_kept(trained, tmp_path,
+                                                                        monkeypatch):
+  """Review findings: a device out of memory was a 47-line RESOURCE_EXHAUSTED traceback; a
+  full disk named the hidden staging file (.reconstruct-unfinished-.../reconstruct.png), and
+  neither said that the modes finished before were kept."""
+  import errno  # pylint: disable=import-outside-toplevel
+  import infer  # pylint: disable=import-outside-toplevel
+  out = tmp_path / "out"
+  flags = (f"--workdir={trained}", f"--out={out}", "--mode=sample,reconstruct",
+           "--num_images=2", "--samples_per_attribute=1", "--steps=1")
+
+  def out_of_memory(*args, **kwargs):
+    raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 9175067712 "
+                                     "bytes.")
+  with monkeypatch.context() as patch:
+    patch.setattr(inference, "reconstruct", out_of_memory)
+    _refused_here(*flags, needles=(
+        "out of memory during --mode=reconstruct (RESOURCE_EXHAUSTED: Out of memory allocating "
+        "9175067712 bytes.); ask for less at a time: fewer images (--num_images), or a smaller "
+        f"inference.batch_size in {os.path.join(trained, 'config.json')} (",
+        f". Finished before it and kept in {out}: sample."))
+  save = infer.visualize.save_grid
+
+  def full_disk(images, path, ncols):
+    if path.endswith("reconstruct.png"):
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+    return save(images, path, ncols)
+  monkeypatch.setattr(infer.visualize, "save_grid", full_disk)
+  _refused_here(*flags, needles=(
+      f"could not write {out / 'reconstruct.png'} (No space left on device); free some space",
+      f". Finished before it and kept in {out}: sample."))
+
+
+def test_a_repeated_occlusion_is_refused(trained):
+  """Review finding: --occlusion=eyes,eyes completed the eyes twice, and tune's table had the
+  column twice (a repeated --mode was refused already)."""
+  for mode in ("complete", "tune"):
+    _refused_here(f"--workdir={trained}", f"--mode={mode}", "--occlusion=eyes,mouth,eyes",
+                  needles=("--occlusion=eyes,mouth,eyes names eyes twice; give each occlusion "
+                           "once.",))
+
+
+@pytest.mark.parametrize("fresh", ["a/b", "a/b/c"])
+def test_ctrl_c_removes_the_parents_made_for_out_and_only_those(tmp_path, fresh, ctrl_c_raises):
+  """Review finding: with --out=a/b, neither there, Ctrl-C removed b and left an empty a."""
+  import infer  # pylint: disable=import-outside-toplevel
+  there = fresh == "a/b/c"
+  if there:  # A parent that was there stays.
+    (tmp_path / "a").mkdir()
+  with pytest.raises(KeyboardInterrupt):
+    with infer._staged(str(tmp_path / fresh), "sample", []):  # pylint: disable=protected-access
+      raise KeyboardInterrupt
+  assert os.listdir(tmp_path) == (["a"] if there else [])
+  assert not there or not os.listdir(tmp_path / "a")
+
+
+# Runs infer.py and sends it a SIGTERM while it imports absl, in its first second (before
+# `main` takes the signals over).
+_EARLY_SIGTERM_DRIVER = """
+import os, runpy, signal, sys
+class StopAtAbsl:
+  def find_spec(self, name, path=None, target=None):
+    if name == "absl":
+      sys.meta_path.remove(self)
+      os.kill(os.getpid(), signal.SIGTERM)
+    return None
+sys.meta_path.insert(0, StopAtAbsl())
+sys.argv[0] = "infer.py"
+runpy.run_path("infer.py", run_name="__main__")
+"""
+
+
+def test_a_sigterm_during_the_imports_is_one_line(tmp_path):
+  """Review finding: a SIGTERM in infer.py's first second (its imports, the huge-page
+  re-execution) ended it with status 143 and no word, where a Ctrl-C printed one line."""
+  r = _infer(f"--workdir={tmp_path}", driver=_EARLY_SIGTERM_DRIVER)
+  assert r.returncode == 143 and r.stderr == "stopped by SIGTERM; nothing was written.\n", (
+      r.returncode, r.stderr[-2000:])

@@ -1,5 +1,7 @@
 """Restoring a trained model and sampling from it; input checks of the public functions."""
 
+import copy
+import dataclasses
 import os
 import subprocess
 import sys
@@ -9,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from a2i_jax import config_lib, inference, inputs
+from a2i_jax import config_lib, inference, inputs, sampling
 from a2i_jax.data import load_dataset
 from a2i_jax.errors import CheckpointError, InputError
 
@@ -64,6 +66,30 @@ def test_results_do_not_depend_on_the_batch_size_and_diverged_images_are_named(
   inference.reconstruct(trained, x, y, key=key, options=wild, batch_size=5)
   assert any("posterior inference diverged for 5 of 5 images" in r.getMessage()
              for r in caplog.records)
+
+
+def test_sample_and_decode_go_in_batches_giving_the_same_images(discvae_workdir, monkeypatch):
+  """Was: one program for all N attribute vectors (--samples_per_attribute=20000 ended in a
+  47-line RESOURCE_EXHAUSTED traceback; review finding). Now `config.inference.batch_size`
+  of them at a time, the latents drawn for all N as before: the same images."""
+  trained = inference.load_trained(discvae_workdir)
+  y = np.random.default_rng(0).random((7, trained.config.model.y_dim), np.float32)
+  whole = inference.sample(trained, y, jax.random.key(4))
+  latents = inference.prior_latents(trained, 7, jax.random.key(5))
+  decoded = inference.decode(trained, latents, y)
+  config = copy.deepcopy(trained.config)
+  config.inference.batch_size = 3
+  small = dataclasses.replace(trained, config=config, cache={})
+  traced, decode = [], sampling.decode_images
+  monkeypatch.setattr(sampling, "decode_images", lambda model, variables, lat, y: (
+      traced.append(y.shape[0]), decode(model, variables, lat, y))[1])
+  split = inference.sample(small, y, jax.random.key(4))
+  assert traced == [3]  # One program, for batches of 3 (the last one padded).
+  for name, images in whole.items():
+    np.testing.assert_allclose(split[name], images, rtol=0, atol=1e-6)
+  for name, images in decoded.items():
+    np.testing.assert_allclose(inference.decode(small, latents, y)[name], images, rtol=0,
+                               atol=1e-6)
 
 
 def test_restore_missing_step(discvae_workdir):

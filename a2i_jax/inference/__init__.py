@@ -2,16 +2,19 @@
 
   from a2i_jax import inference
   trained = inference.load_trained("runs/synthetic")
-  images = inference.sample(trained, attributes, key)["image"]
+  data = inference.load_data(trained)  # The run's dataset, as its model was trained on it.
+  images = inference.sample(trained, data["test"].attributes[:8], key)["image"]
 
 `restore` reads the model variables alone (no optimiser), `posterior` holds posterior inference
 by optimisation, and `uses` what is built on it. Nothing here imports the training code
-(docs/design.md §2.2).
+(docs/design.md §2.2), but for `load_data`'s split check, the resume's own
+(`train_eval.check_same_splits`), imported when it is called.
 """
 
 from a2i_jax.inference.posterior import (AttributePrior, InferenceOptions, infer_latents,
                                          make_inference_fns)
-from a2i_jax.inference.restore import TrainedModel, load_run_config, load_trained
+from a2i_jax.inference.restore import (TrainedModel, load_data, load_run_config,
+                                       load_run_data, load_trained)
 from a2i_jax.inference.uses import (complete, decode, edit, infer_attributes, options_for,
                                     prior_latents, progression, recognition_options,
                                     reconstruct, run_inference, sample, swap)
@@ -20,6 +23,7 @@ from a2i_jax.inputs import check_attributes, check_images, check_mask
 __all__ = [
     "AttributePrior", "InferenceOptions", "TrainedModel", "check_attributes", "check_images",
     "check_mask", "complete", "decode", "edit", "infer_attributes", "infer_latents",
-    "load_run_config", "load_trained", "make_inference_fns", "options_for", "prior_latents",
-    "progression", "recognition_options", "reconstruct", "run_inference", "sample", "swap",
+    "load_data", "load_run_config", "load_run_data", "load_trained", "make_inference_fns",
+    "options_for", "prior_latents", "progression", "recognition_options", "reconstruct",
+    "run_inference", "sample", "swap",
 ]

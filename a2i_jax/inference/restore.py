@@ -5,7 +5,7 @@ A checkpoint holds the whole train state {step, params, batch_stats, opt_state}
 they are read with Orbax's partial restore (`Checkpointer.restore(partial=True)`:
 `PyTreeRestore(partial_restore=True)`, present from orbax-checkpoint 0.12.4 on): the
 optimiser state is never read, and nothing here builds an optimiser or imports the training
-code (docs/design.md §2.2).
+code (docs/design.md §2.2). `load_data` gives the run's dataset as the model trained on it.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ import ml_collections
 import numpy as np
 
 from a2i_jax import checkpoints, config_lib, distributed, models, parallel, perf, sampling
-from a2i_jax.errors import CheckpointError, ConfigError, InputError
+from a2i_jax.data import Dataset, load_dataset
+from a2i_jax.data.base import as_trained, centre_cropped, check_same_splits
+from a2i_jax.errors import CheckpointError, ConfigError, DataError, InputError
 from a2i_jax.inputs import check_int
 
 _VARIABLE_COLLECTIONS = ("params", "batch_stats")
@@ -36,7 +38,8 @@ class TrainedModel:
   `cache` keeps the jitted inference functions built for it, keyed by their options.
   `attribute_names` and `attribute_ranges` ([min, max] of each attribute over the training
   split) are the run's `dataset.json`'s, where it has one; None otherwise (`edit` then cannot
-  say that a new value lies outside what the model saw).
+  say that a new value lies outside what the model saw). `workdir` is the run's folder where
+  `load_trained` restored it (None for `from_variables`): `load_data` reads its record there.
   """
   config: ml_collections.ConfigDict
   model: nn.Module
@@ -47,6 +50,7 @@ class TrainedModel:
   attribute_names: Optional[tuple[str, ...]] = dataclasses.field(default=None, compare=False)
   attribute_ranges: Optional[tuple[tuple[float, float], ...]] = dataclasses.field(
       default=None, compare=False)
+  workdir: Optional[str] = dataclasses.field(default=None, compare=False)
 
   @classmethod
   def from_variables(cls, config: ml_collections.ConfigDict, variables: dict,
@@ -260,4 +264,65 @@ def load_trained(workdir: str, step: Optional[int] = None) -> TrainedModel:
               if "attribute_ranges" in info else None)  # Older runs stored no ranges.
   return TrainedModel(config, model, dict(variables), int(step),
                       perf.jit(sampling.make_sample_fn(model)), attribute_names=names,
-                      attribute_ranges=ranges)
+                      attribute_ranges=ranges, workdir=str(workdir))
+
+
+def load_data(trained: TrainedModel, *, progress: Optional[bool] = None) -> Dataset:
+  """The dataset of the run `trained` was restored from, as its model was trained on it.
+
+  Was: `load_dataset(trained.config.data)` (the README's recipe, the notebook), which gave a
+  folder dataset's attributes in the CSV's order of now, not the run's (a model fed swapped
+  columns without a word), CUB's whole 72x72 images instead of the 64x64 centre crops, and
+  splits that had changed since training (review finding). See `load_run_data`.
+
+  Args:
+    trained: from `load_trained` (it knows its workdir); a model of `TrainedModel
+      .from_variables` has none: its config's dataset is taken as it loads, centre cropped.
+    progress: progress bars while a real dataset is read; None: the run's
+      `config.progress_bar`.
+  Returns:
+    The `Dataset`: attributes by name in the training order, images and masks centre cropped
+    where training cropped at random, each split checked against the one trained on.
+  Raises:
+    DataError: the dataset cannot be loaded, its attributes are not those trained with, or a
+      split holds other examples than at training.
+    ConfigError: the run's dataset.json is unreadable.
+  """
+  return load_run_data(trained.config, trained.workdir, progress=progress)
+
+
+def load_run_data(config: ml_collections.ConfigDict, workdir: Optional[str], *,
+                  progress: Optional[bool] = None) -> Dataset:
+  """`load_data` from a run's config and folder, before any checkpoint is restored.
+
+  `load_dataset(config.data)`, then: the attribute columns by name in the order the run
+  stored at training (`data.base.as_trained`, WORKDIR/dataset.json); each split's example ids
+  compared with those recorded at training (`data.base.check_same_splits`, as a resumed run
+  compares them), since a folder dataset without a split column splits its rows by position,
+  and a row added or removed since puts training images in the test split; and the images
+  and masks centre cropped where training cropped (`data.base.centre_cropped`, CUB's 64 of
+  72). A run without dataset.json (trained before it existed), or data without example ids
+  (synthetic), is taken as it loads.
+
+  Args:
+    config: the run's config (`load_run_config`).
+    workdir: the run's folder, or None: no record to follow or check.
+    progress: progress bars while a real dataset is read; None: `config.progress_bar`.
+  Returns:
+    The `Dataset`, as `load_data`'s.
+  Raises:
+    DataError: the dataset cannot be loaded, its attributes are not those trained with, or a
+      split holds other examples than at training (the message names the splits and the fix).
+    ConfigError: the run's dataset.json is unreadable.
+  """
+  if progress is None:
+    progress = bool(config.get("progress_bar", True))
+  dataset = load_dataset(config.data, bool(progress))
+  info = None if workdir is None else checkpoints.load_dataset_info(os.path.expanduser(workdir))
+  if info is not None:
+    try:  # The check a resume makes too (train_eval.align_with_record).
+      check_same_splits(workdir, info, dataset)
+    except DataError as e:  # Was: scored on images it had trained on (review finding).
+      raise DataError(f"this run's data splits changed since it was trained, so its test "
+                      f"images may be ones it trained on: {e}") from None
+  return centre_cropped(as_trained(dataset, info), config.data.augment.crop_size)

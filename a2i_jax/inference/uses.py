@@ -232,7 +232,7 @@ def decode(trained: TrainedModel, latents: Mapping[str, Any], attributes: Any
     attributes: [N, y_dim].
   Returns:
     "image" [N, S, S, 3] in [0, 1], plus each of the model's image layers (disCVAE:
-    "foreground", "gate", "background").
+    "foreground", "gate", "background"); decoded `config.inference.batch_size` at a time.
   Raises:
     InputError: attributes or latents of the wrong shape, not numbers, or not finite.
   """
@@ -256,10 +256,36 @@ def decode(trained: TrainedModel, latents: Mapping[str, Any], attributes: Any
     if not np.all(np.isfinite(value)):  # Was: all-NaN images, without a word.
       raise InputError(f"latents[{name!r}] holds NaN or infinity; pass finite latents (e.g. "
                        "from infer_latents or prior_latents).")
+  return _decode_in_batches(trained, lat, y)
+
+
+def _decode_in_batches(trained: TrainedModel, latents: Mapping[str, np.ndarray], y: np.ndarray
+                       ) -> dict[str, np.ndarray]:
+  """`sampling.decode_images` of checked latents and attributes, `config.inference.batch_size`
+  images per call (was: one program for all N, and --samples_per_attribute=20000 ended in
+  RESOURCE_EXHAUSTED; review finding). Each image depends on its own row alone (BatchNorm in
+  eval mode), so the batching changes no result; a short last batch is padded, so that one
+  program serves every call."""
   model = trained.model  # Not `trained`: its cache holding it would keep it from being freed.
   fn = _cached(trained, "decode",
                lambda: perf.jit(lambda v, lat, y: sampling.decode_images(model, v, lat, y)))
-  return parallel.fetch(fn(trained.variables, lat, y))
+  n, batch = y.shape[0], int(trained.config.inference.batch_size)
+  if n <= batch:
+    return parallel.fetch(fn(trained.variables, dict(latents), y))
+  out: dict[str, np.ndarray] = {}
+  for start in range(0, n, batch):
+    stop = min(start + batch, n)
+
+    def rows(a: np.ndarray) -> np.ndarray:
+      part = np.asarray(a[start:stop])
+      return np.concatenate([part, np.zeros((batch - len(part),) + part.shape[1:], part.dtype)])
+    images = parallel.fetch(fn(trained.variables, {k: rows(v) for k, v in latents.items()},
+                               rows(y)))
+    for k, v in images.items():  # Filled in place: no second copy of all N images.
+      if k not in out:
+        out[k] = np.empty((n,) + v.shape[1:], v.dtype)
+      out[k][start:stop] = v[:stop - start]
+  return out
 
 
 def prior_latents(trained: TrainedModel, num: int, key: Array) -> dict[str, np.ndarray]:
@@ -419,10 +445,17 @@ def sample(trained: TrainedModel, attributes: Any, key: Array) -> dict[str, np.n
     key: PRNG key for the latents.
   Returns:
     dict of float arrays in [0, 1], [N, S, S, 3]: "image"; for disCVAE also "foreground",
-    "gate" and "background".
+    "gate" and "background". More than `config.inference.batch_size` vectors are decoded that
+    many at a time, with the latents `key` gives all N at once: the same images as in one
+    batch.
   Raises:
     InputError: attributes that do not fit the model, or a key that is not a PRNG key.
   """
   key = parallel.loose_key(check_key(key))  # Was JAX's error for a key on one device.
   y = check_attributes(attributes, trained.config.model.y_dim)
-  return parallel.fetch(trained.sample_fn(trained.variables, y, key))
+  if y.shape[0] <= int(trained.config.inference.batch_size):
+    return parallel.fetch(trained.sample_fn(trained.variables, y, key))
+  # Was: one program for all N (review finding: RESOURCE_EXHAUSTED, a 47-line traceback).
+  # The latents as `sample_fn` draws them, [N, size] floats; then decoded in batches.
+  latents = parallel.fetch(sampling.prior_latents(trained.model, y.shape[0], key))
+  return _decode_in_batches(trained, latents, y)
