@@ -17,27 +17,8 @@ as they were; what a stopped complete, tune or evaluate finished is kept as *_pa
 """
 
 if __name__ == "__main__":  # First, before any import: it may start the command over.
-  import os as _os, signal as _signal, sys as _sys  # pylint: disable=g-import-not-at-top
-
-  def _interrupted_early(signum, _):
-    """Ctrl-C or SIGTERM during the imports, before `main` takes them over (was, for a
-    SIGTERM: killed, status 143 and no word; review finding)."""
-    term = signum == _signal.SIGTERM
-    print(f"{'stopped by SIGTERM' if term else 'interrupted'}; nothing was written.",
-          file=_sys.stderr)
-    _os._exit(143 if term else 130)  # pylint: disable=protected-access
-  _signal.signal(_signal.SIGINT, _interrupted_early)
-  _signal.signal(_signal.SIGTERM, _interrupted_early)
-  # Blocked across the re-execution: the new process starts with the default handlers (until
-  # it comes back here), and a blocked signal stays pending through execve, so one sent while
-  # the command starts over reaches the handler above once this unblocks it.
-  _stops = {_signal.SIGINT, _signal.SIGTERM}
-  _signal.pthread_sigmask(_signal.SIG_BLOCK, _stops)
-  try:
-    from a2i_jax import hugepages  # pylint: disable=g-import-not-at-top
-    hugepages.reexec_with_huge_pages()  # Huge pages for malloc on Linux (the module says).
-  finally:
-    _signal.pthread_sigmask(_signal.SIG_UNBLOCK, _stops)
+  from a2i_jax import startup  # pylint: disable=g-import-not-at-top
+  startup.begin("stopped by SIGTERM", 143)  # One line for a stop in the imports below.
 
 import contextlib
 import dataclasses

@@ -12,14 +12,10 @@ and exits with 130.
 """
 
 if __name__ == "__main__":  # First, before any import: it may start the command over.
-  from a2i_jax import hugepages  # pylint: disable=g-import-not-at-top
-  hugepages.reexec_with_huge_pages()  # Huge pages for malloc on Linux (the module says).
-  import os as _os, signal as _signal, sys as _sys  # pylint: disable=g-import-not-at-top
-
-  def _interrupted_early(*_):  # Ctrl-C during the imports (was: a 47-line traceback).
-    print("interrupted; nothing was written.", file=_sys.stderr)
-    _os._exit(130)  # pylint: disable=protected-access
-  _signal.signal(_signal.SIGINT, _interrupted_early)
+  from a2i_jax import startup  # pylint: disable=g-import-not-at-top
+  # One line for a stop in the imports below (was a traceback for a Ctrl-C, and no word for
+  # a SIGTERM; review finding). A SIGTERM is a Ctrl-C here, as later (status 130).
+  startup.begin("interrupted", 130)
 
 import difflib
 import logging as std_logging

@@ -264,10 +264,11 @@ def nearest_existing(path: str) -> str:
   """`path`, or the nearest of its parents that exists: where a folder at `path` would be made.
 
   Args:
-    path: an absolute path.
+    path: a path (a relative one is taken from the working directory).
   Returns:
     An existing path (a folder, or a file that blocks the rest of `path`).
   """
+  path = os.path.abspath(path)  # Was: a relative one never reached "/", a loop without end.
   while not os.path.exists(path):
     path = os.path.dirname(path)
   return path
@@ -467,11 +468,14 @@ DEFAULT_COMPILATION_CACHE_DIR = "~/.cache/a2i_jax/xla"
 def user_cache_dir() -> str:
   """This project's folder of per-user caches: $XDG_CACHE_HOME/a2i_jax, or ~/.cache/a2i_jax.
 
+  A relative XDG_CACHE_HOME (a literal "~/.cache" from a container's environment, say) is
+  ignored, as the XDG specification says (was: a start that hung without a word; review).
+
   Returns:
     The path (not made here).
   """
-  return os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
-                      "a2i_jax")
+  xdg = os.environ.get("XDG_CACHE_HOME", "")
+  return os.path.join(xdg if os.path.isabs(xdg) else os.path.expanduser("~/.cache"), "a2i_jax")
 
 
 def enable_compilation_cache(directory: str) -> None:
@@ -492,18 +496,48 @@ def enable_compilation_cache(directory: str) -> None:
   Args:
     directory: the cache directory (`~` is expanded); "" for none.
   """
+  env = os.environ.get("JAX_COMPILATION_CACHE_DIR")
+
+  def off_if_from_env() -> None:
+    # JAX takes JAX_COMPILATION_CACHE_DIR as its own setting: "" (off) or a folder that
+    # cannot be used left it on there (was: written to, with JAX's two-line warnings where
+    # it is a file; review finding). A folder a caller set before stays.
+    if env and jax.config.jax_compilation_cache_dir == env:
+      jax.config.update("jax_compilation_cache_dir", None)
   if directory == DEFAULT_COMPILATION_CACHE_DIR:
-    directory = (os.environ.get("JAX_COMPILATION_CACHE_DIR")
-                 or os.path.join(user_cache_dir(), "xla"))
-  if directory:
-    path = os.path.abspath(os.path.expanduser(directory))
-    existing = nearest_existing(path)  # Checked, not made: JAX makes it when it first keeps one.
-    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
-      why = "is a file" if not os.path.isdir(existing) else "cannot be written"
-      logging.warning("the compilation cache folder %s cannot be used (%s %s); every program "
-                      "is compiled anew. Set config.compilation_cache_dir to a folder you can "
-                      "write to, or to \"\" to turn the cache off.", path, existing, why)
-      return
-    jax.config.update("jax_compilation_cache_dir", path)
-    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
-      jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_CACHED_COMPILE_S)
+    directory = env or os.path.join(user_cache_dir(), "xla")
+  if not directory:
+    off_if_from_env()
+    return
+  path = os.path.abspath(os.path.expanduser(directory))
+  existing = nearest_existing(path)  # Checked, not made: JAX makes it when it first keeps one.
+  if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+    why = "is a file" if not os.path.isdir(existing) else "cannot be written"
+    logging.warning("the compilation cache folder %s cannot be used (%s %s); every program "
+                    "is compiled anew. Set config.compilation_cache_dir to a folder you can "
+                    "write to, or to \"\" to turn the cache off.", path, existing, why)
+    if env and os.path.abspath(os.path.expanduser(env)) == path:
+      off_if_from_env()
+    return
+  _remove_empty_cache_entries(path)
+  jax.config.update("jax_compilation_cache_dir", path)
+  if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_CACHED_COMPILE_S)
+
+
+def _remove_empty_cache_entries(path: str) -> None:
+  """Removes the empty files in the compilation cache folder `path`. JAX writes an entry in
+  place, so a full disk leaves it empty, and JAX never writes it again: every later run
+  warned of it (two lines each, "truncated stream") and compiled the program anew, also once
+  space was free (review finding). Removed, the program is compiled and kept once more."""
+  try:
+    with os.scandir(path) as entries:
+      for entry in entries:
+        try:
+          if (entry.name.endswith("-cache") and entry.is_file(follow_symlinks=False)
+              and entry.stat().st_size == 0):  # Its entries only (not a lock file, say).
+            os.remove(entry.path)
+        except OSError:  # Gone meanwhile, or not ours: JAX's warning says the rest.
+          pass
+  except OSError:  # Not made yet (JAX makes it), or not readable: nothing to do.
+    pass

@@ -16,7 +16,7 @@ command with the tunable added to GLIBC_TUNABLES, where it would help:
   already gets them; in "never" mode the tunable does nothing);
 * GLIBC_TUNABLES does not set `glibc.malloc.hugetlb` already (the user's choice stands, and
   the re-executed process does not re-execute again);
-* A2I_HUGE_PAGES is not "0" (the opt-out).
+* A2I_HUGE_PAGES is not "0" (the opt-out; "false", "no" and "off" too).
 
 The process keeps its PID, arguments and environment otherwise; the new one also carries
 A2I_HUGE_PAGES=0, and processes it starts inherit both. A notebook cannot take it this
@@ -32,7 +32,7 @@ import re
 import sys
 from typing import Mapping, Optional
 
-OPT_OUT_ENV = "A2I_HUGE_PAGES"  # "0": never re-execute.
+OPT_OUT_ENV = "A2I_HUGE_PAGES"  # "0" (or false, no, off): never re-execute.
 TUNABLE = "glibc.malloc.hugetlb"
 _THP_MODE_FILE = "/sys/kernel/mm/transparent_hugepage/enabled"
 
@@ -88,7 +88,9 @@ def tunables_with_huge_pages(platform: str, env: Mapping[str, str],
     The current GLIBC_TUNABLES with `glibc.malloc.hugetlb=1` appended, or None.
   """
   current = env.get("GLIBC_TUNABLES", "")
-  if (platform != "linux" or env.get(OPT_OUT_ENV, "") == "0" or glibc is None
+  # The usual words for "no" opt out too (was "0" alone: "false" re-executed; review finding).
+  opted_out = env.get(OPT_OUT_ENV, "").strip().lower() in ("0", "false", "no", "off")
+  if (platform != "linux" or opted_out or glibc is None
       or glibc < (2, 35) or thp != "madvise"
       or any(t.split("=", 1)[0] == TUNABLE for t in current.split(":"))):
     return None

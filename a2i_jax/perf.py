@@ -13,6 +13,7 @@ import contextlib
 import functools
 import importlib.metadata
 import json
+import math
 import os
 import stat
 import statistics
@@ -301,7 +302,8 @@ def _cache_lock(cache_file: str):
 
 def _valid_timing(timing: Any) -> bool:
   return (isinstance(timing, dict) and set(timing) == {"ynnpack_ms", "xla_ms"} and all(
-      isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in timing.values()))
+      isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+      for v in timing.values()))  # Finite: JSON's Infinity chose a form unmeasured (review).
 
 
 def recommended_cpu_flags(cache_file: Optional[str] = None) -> tuple[str, ...]:

@@ -883,14 +883,15 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
     writer = MetricWriter(workdir, resumed_from=start)
     if evaluate_first:
       writer.write(step, evaluate())
-    if config.progress_bar and step < last:
+
+    def new_bar():
       from tqdm import tqdm  # pylint: disable=import-outside-toplevel
       # A bar written to a file or pipe (a job's log) updates every LOGGED_BAR_INTERVAL_S
       # (was ten times a second, and at every log step: tens of thousands of updates).
       logged = not (sys.stderr is not None and sys.stderr.isatty())
-      progress = tqdm(total=last, initial=start, desc="train", unit="step", dynamic_ncols=True,
-                      disable=not distributed.is_main(),
-                      mininterval=LOGGED_BAR_INTERVAL_S if logged else 0.1)
+      return tqdm(total=last, initial=step, desc="train", unit="step", dynamic_ncols=True,
+                  disable=not distributed.is_main(),
+                  mininterval=LOGGED_BAR_INTERVAL_S if logged else 0.1)
     row, window = {}, _TrainWindow(config.batch_size)
     # With several processes, a stop is agreed 3 dispatches ahead (`StopRequest.agreed`).
     with interrupts.StopRequest(margin_steps=3 * k) as stop:
@@ -924,7 +925,13 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
             # compile, and on CPU gloo gives up on the first collective after 30 s (a review
             # found every resume of a slow-compiling run failing so).
             distributed.barrier("the train step's compilation", COMPILE_TIMEOUT_S)
+            if progress is not None:  # Its line apart from the bar's (was after "0%|"; review).
+              progress.clear()
             logging.info("train step compiled in %.1f s", row["compile_time_s"])
+            if progress is not None:
+              progress.refresh()
+            elif config.progress_bar:  # After the first compile's line, not under it.
+              progress = new_bar()
             window.exclude(time.perf_counter() - t0)  # The wait for the others too.
           state, metrics = compiled[n](state, data, k_train)
           frontier += n

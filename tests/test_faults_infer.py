@@ -1606,8 +1606,8 @@ def test_ctrl_c_removes_the_parents_made_for_out_and_only_those(tmp_path, fresh,
   assert not there or not os.listdir(tmp_path / "a")
 
 
-# Runs infer.py and sends it a SIGTERM while it imports absl, in its first second (before
-# `main` takes the signals over).
+# Runs an entry point (ENTRY) and sends it a SIGTERM while it imports absl, in its first
+# second (before `main` takes the signals over).
 _EARLY_SIGTERM_DRIVER = """
 import os, runpy, signal, sys
 class StopAtAbsl:
@@ -1617,14 +1617,33 @@ class StopAtAbsl:
       os.kill(os.getpid(), signal.SIGTERM)
     return None
 sys.meta_path.insert(0, StopAtAbsl())
-sys.argv[0] = "infer.py"
-runpy.run_path("infer.py", run_name="__main__")
+sys.argv[0] = "ENTRY"
+runpy.run_path("ENTRY", run_name="__main__")
 """
 
 
-def test_a_sigterm_during_the_imports_is_one_line(tmp_path):
-  """Review finding: a SIGTERM in infer.py's first second (its imports, the huge-page
-  re-execution) ended it with status 143 and no word, where a Ctrl-C printed one line."""
-  r = _infer(f"--workdir={tmp_path}", driver=_EARLY_SIGTERM_DRIVER)
-  assert r.returncode == 143 and r.stderr == "stopped by SIGTERM; nothing was written.\n", (
+@pytest.mark.parametrize("entry,status,words", [("infer.py", 143, "stopped by SIGTERM"),
+                                                ("train.py", 130, "interrupted")])
+def test_a_sigterm_during_the_imports_is_one_line(tmp_path, entry, status, words):
+  """Review findings: a SIGTERM in an entry point's first second (its imports, the huge-page
+  re-execution) ended it with status 143 and no word, where a Ctrl-C printed one line (in
+  train.py, a Ctrl-C while `hugepages` was imported was a traceback). Both share
+  `a2i_jax.startup`; train.py takes a SIGTERM for a Ctrl-C, as it does later."""
+  r = _infer(f"--workdir={tmp_path}", driver=_EARLY_SIGTERM_DRIVER.replace("ENTRY", entry))
+  assert r.returncode == status and r.stderr == f"{words}; nothing was written.\n", (
       r.returncode, r.stderr[-2000:])
+
+
+@pytest.mark.parametrize("entry", ["infer.py", "train.py"])
+def test_a_jax_variable_jax_cannot_read_is_one_line(tmp_path, entry):
+  """Review finding: JAX_ENABLE_X64=banana (or any JAX_* setting JAX cannot read) was a
+  20-line traceback from the entry point's imports."""
+  env = {**os.environ, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "banana"}
+  r = subprocess.run([sys.executable, entry, f"--workdir={tmp_path}"], cwd=ROOT, env=env,
+                     capture_output=True, text=True, timeout=120, check=False)
+  assert r.returncode == 1 and r.stderr == (
+      'error: JAX cannot start: Invalid value "banana" for JAX flag '
+      "jax_persistent_cache_min_compile_time_secs; fix or unset the environment variable "
+      "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS (JAX_* variables set JAX's options).\n"), (
+          r.returncode, r.stderr[-2000:])
+  assert not os.listdir(tmp_path)

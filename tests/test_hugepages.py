@@ -20,6 +20,10 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ("linux", {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, (2, 36), "madvise", None),
     ("linux", {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}, (2, 36), "madvise", None),
     ("linux", {hugepages.OPT_OUT_ENV: "0"}, (2, 36), "madvise", None),
+    # The usual words for "no" too (was "0" alone: "false" re-executed; review finding).
+    ("linux", {hugepages.OPT_OUT_ENV: " False"}, (2, 36), "madvise", None),
+    ("linux", {hugepages.OPT_OUT_ENV: "off"}, (2, 36), "madvise", None),
+    ("linux", {hugepages.OPT_OUT_ENV: "1"}, (2, 36), "madvise", "glibc.malloc.hugetlb=1"),
     ("linux", {}, (2, 34), "madvise", None),  # No such tunable before glibc 2.35.
     ("linux", {}, None, "madvise", None),  # musl and other C libraries.
     ("linux", {}, (2, 36), "always", None),  # Large blocks get huge pages already.

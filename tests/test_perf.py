@@ -137,8 +137,11 @@ def test_recommended_cpu_flags_are_measured_once_per_cpu_model(tmp_path, monkeyp
   # that each start does not wait for another child; after that it is measured again.
   with open(cache, encoding="utf-8") as f:
     answers = json.load(f)
+  # This CPU's (B's) an infinite timing, JSON's Infinity (was trusted: XLA's form chosen
+  # unmeasured; review finding); A's not a number.
   answers["convolution kernels"] = {
-      k: {"ynnpack_ms": "fast"} for k in answers["convolution kernels"]}
+      k: {"ynnpack_ms": float("inf"), "xla_ms": 100.0} if k.startswith("CPU B")
+      else {"ynnpack_ms": "fast"} for k in answers["convolution kernels"]}
   with open(cache, "w", encoding="utf-8") as f:
     json.dump(answers, f)
   child(0, 0, rc=1)

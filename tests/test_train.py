@@ -333,6 +333,37 @@ def test_a_cache_folder_that_cannot_be_made_leaves_the_cache_off(tmp_path, caplo
   assert blocker.read_text() == "mine"
 
 
+def test_the_cache_follows_an_off_setting_and_drops_the_entries_a_full_disk_emptied(
+    tmp_path, monkeypatch, caplog):
+  """Review findings: JAX takes JAX_COMPILATION_CACHE_DIR as its own setting, so "" (off) left
+  the cache on there, and a file there got JAX's warnings besides ours; JAX writes entries in
+  place, and one a full disk left empty warned at every later run, never written again; a
+  relative XDG_CACHE_HOME hung the start (a loop that never reached "/")."""
+  from a2i_jax import files  # pylint: disable=import-outside-toplevel
+  folder = jax.config.jax_compilation_cache_dir
+  env = tmp_path / "jax_env"
+  try:
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(env))
+    jax.config.update("jax_compilation_cache_dir", str(env))  # As JAX reads it at import.
+    files.enable_compilation_cache("")
+    assert jax.config.jax_compilation_cache_dir is None
+    env.write_text("a file")
+    jax.config.update("jax_compilation_cache_dir", str(env))
+    files.enable_compilation_cache(files.DEFAULT_COMPILATION_CACHE_DIR)
+    assert jax.config.jax_compilation_cache_dir is None and "cannot be used" in caplog.text
+    cache = tmp_path / "xla"
+    cache.mkdir()
+    for name, text in (("jit_a-1-cache", ""), ("jit_b-2-cache", "x"), (".lockfile", "")):
+      (cache / name).write_text(text)
+    files.enable_compilation_cache(str(cache))
+    assert sorted(os.listdir(cache)) == [".lockfile", "jit_b-2-cache"]
+  finally:
+    jax.config.update("jax_compilation_cache_dir", folder)
+  monkeypatch.setenv("XDG_CACHE_HOME", "~/.cache")  # Relative: ignored, as XDG says.
+  assert files.user_cache_dir() == os.path.expanduser("~/.cache/a2i_jax")
+  assert files.nearest_existing("no/such/folder") == os.getcwd()
+
+
 def test_the_default_cache_folders_follow_the_users_environment(tmp_path, monkeypatch, caplog):
   """The default compilation cache ignored JAX_COMPILATION_CACHE_DIR and XDG_CACHE_HOME; a
   probe cache that could not be written made every start measure again (10 s) without a word
@@ -410,13 +441,20 @@ def test_a_logged_progress_bar_updates_rarely(tmp_path, data_cache, monkeypatch)
   """The training bar updated ten times a second into a file or pipe too, and again at every
   log step: a job's log got tens of thousands of updates in one line (review findings)."""
   import tqdm  # pylint: disable=import-outside-toplevel
-  drawn = []
+  drawn, events, info = [], [], train_lib.logging.info
 
   class Counted(tqdm.tqdm):  # pylint: disable=too-many-ancestors
+    def __init__(self, *args, **kwargs):
+      events.append("bar")
+      super().__init__(*args, **kwargs)
+
     def display(self, *args, **kwargs):
       drawn.append(self.n)
       return super().display(*args, **kwargs)
   monkeypatch.setattr(tqdm, "tqdm", Counted)
+  # The compile's line comes before the bar (was after its "0%|", on the same line; review).
+  monkeypatch.setattr(train_lib.logging, "info", lambda message, *args: (
+      events.append(message.split(" in ")[0]), info(message, *args)))
   # Longer than any run: with the 30 s itself the test failed on a machine slow enough to
   # take 30 s for these 6 steps (a review found the hidden threshold).
   monkeypatch.setattr(train_lib, "LOGGED_BAR_INTERVAL_S", 1e6)
@@ -428,6 +466,7 @@ def test_a_logged_progress_bar_updates_rarely(tmp_path, data_cache, monkeypatch)
   cfg.num_train_steps, cfg.log_every_steps, cfg.progress_bar = 6, 1, True
   train_lib.train_and_evaluate(cfg, str(tmp_path))  # pytest's stderr is no terminal.
   assert drawn == [0, 6], drawn  # Its start and its end.
+  assert events.index("train step compiled") < events.index("bar"), events
   assert barriers == ["the train step's compilation"], barriers
 
 

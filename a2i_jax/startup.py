@@ -1,0 +1,57 @@
+"""The entry points' first lines (train.py, infer.py): a stop during their start-up is one line,
+then the command may start over with huge pages (`hugepages`).
+
+Imports only what Python has loaded already, so that the handlers are in place before anything
+slow is imported: a Ctrl-C there was a 15- to 47-line traceback, and a SIGTERM ended the
+command with status 143 and no word (review findings). The entry points take the signals over
+once their imports are done.
+"""
+
+import os
+import signal
+import sys
+
+
+def begin(term_words: str, term_status: int) -> None:
+  """Installs the start-up's handlers of Ctrl-C and SIGTERM, then re-executes the command with
+  huge pages where `hugepages` does.
+
+  Both signals are blocked across the re-execution: the new process starts with the default
+  handlers until it comes back here, and a blocked signal stays pending through `execve`, so
+  one sent while the command starts over reaches the handler once this unblocks it.
+
+  Args:
+    term_words: how the line names a SIGTERM ("stopped by SIGTERM"; a Ctrl-C is
+      "interrupted"), as the entry point says it later.
+    term_status: the exit status after a SIGTERM (a Ctrl-C's is 130).
+  """
+  def interrupted_early(signum, _):
+    term = signum == signal.SIGTERM
+    print(f"{term_words if term else 'interrupted'}; nothing was written.", file=sys.stderr)
+    os._exit(term_status if term else 130)  # pylint: disable=protected-access
+  stops = {signal.SIGINT, signal.SIGTERM}
+  for stop in stops:
+    signal.signal(stop, interrupted_early)
+  signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+  try:
+    from a2i_jax import hugepages  # pylint: disable=import-outside-toplevel
+    hugepages.reexec_with_huge_pages()  # Huge pages for malloc on Linux (the module says).
+  finally:
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
+  check_jax_environment()
+
+
+def check_jax_environment() -> None:
+  """Imports JAX, which reads its settings from JAX_* environment variables: one that it
+  cannot read (JAX_ENABLE_X64=banana) was a 20-line traceback from the entry point's imports
+  (review finding); it is one `error:` line and exit status 1.
+  """
+  try:
+    import jax  # pylint: disable=import-outside-toplevel,unused-import
+  except ValueError as e:
+    message = str(e).splitlines()[0] if str(e) else type(e).__name__
+    flag = message.rpartition("JAX flag ")[2] if "JAX flag jax_" in message else ""
+    which = f"the environment variable {flag.upper()}" if flag else "that environment variable"
+    print(f"error: JAX cannot start: {message}; fix or unset {which} (JAX_* variables set "
+          "JAX's options).", file=sys.stderr)
+    sys.exit(1)
