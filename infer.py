@@ -503,9 +503,12 @@ def _staged(out: str, mode: str, done: list[str], quiet: bool = False) -> Iterat
     if stage is not None:
       shutil.rmtree(stage, ignore_errors=True)
     for folder in made:  # Was: --out=a/b removed b only, and left an empty a (review finding).
-      if not os.path.isdir(folder) or os.listdir(folder):
+      try:
+        if not os.path.isdir(folder) or os.listdir(folder):
+          break
+        os.rmdir(folder)
+      except OSError:  # Filled or removed meanwhile by another process: it stays as it is.
         break
-      os.rmdir(folder)
 
 
 def _missing_folders(path: str) -> list[str]:
@@ -1027,8 +1030,11 @@ def _kept_note(out: str, done: list[str], mode: Optional[str]) -> str:
 
 def _out_of_memory(e: BaseException) -> bool:
   """Whether `e` is the host's or a device's "out of memory"."""
+  # RESOURCE_EXHAUSTED alone is also gRPC's "message larger than max" (review finding).
+  text = str(e).lower()
   return isinstance(e, MemoryError) or (isinstance(e, jax.errors.JaxRuntimeError)
-                                        and "RESOURCE_EXHAUSTED" in str(e))
+                                        and "resource_exhausted" in text
+                                        and ("out of memory" in text or "allocat" in text))
 
 
 def _out_of_memory_error(e: BaseException, mode: Optional[str], opts: Options) -> A2IError:

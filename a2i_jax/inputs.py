@@ -203,6 +203,11 @@ def _image_shape_fix(shape: tuple, size: int) -> str:
            2: "grey and alpha: drop the alpha and repeat the grey, np.repeat(x[..., :1], 3, "
               "axis=-1)",
            4: "4 channels (RGBA): drop the alpha, x[..., :3], or composite onto a background"}
+  if len(shape) == 3 and shape[0] in (1, 3, 4) and tuple(shape[1:]) == (size, size):
+    # [C, S, S], one image channels first (torchvision's layout), or N grey images: the grey
+    # fix alone turned one RGB image into three grey ones, accepted (review finding).
+    return (f"{shape[0]} grey images, or one image with its channels first: for the first, "
+            f"{grey}; for the second, move them last, np.moveaxis(x, 0, -1)")
   if len(shape) in (2, 3) and tuple(shape[-2:]) == (size, size):  # [S, S] or [N, S, S].
     return f"{'one grey image' if len(shape) == 2 else 'grey, no channel axis'}: {grey}"
   if len(shape) in (3, 4) and tuple(shape[-3:-1]) == (size, size):  # [(N,) S, S, C].

@@ -959,7 +959,7 @@ def test_resume_refuses_splits_whose_images_moved(tmp_path, lfw_ds, cub_ds, capl
   appended = load()
   assert train_eval.align_with_record(workdir, appended) is appended
   assert "the train split's images differ from those the run in" in caplog.text
-  assert "(10 then, 11 now); the validation and test splits are unchanged" in caplog.text
+  assert "(10 then, 11 now); the validation and test splits hold the same images" in caplog.text
   record = os.path.join(workdir, "dataset.json")
   _write(record, json.dumps({**info, "split_ids": {"train": "?"}}))
   with pytest.raises(ConfigError, match=re.escape(f"{record} is unreadable (split_ids must")):

@@ -698,7 +698,11 @@ def test_images_in_the_models_range_name_their_own_fix():
 
 
 @pytest.mark.parametrize("shape, fix", [
-    ((4, S, S), "grey, no channel axis: repeat the grey channel, np.repeat(x[..., None], 3, "
+    ((4, S, S), "4 grey images, or one image with its channels first: for the first, repeat "
+                "the grey channel, np.repeat(x[..., None], 3, axis=-1); for the second, move "
+                "them last, np.moveaxis(x, 0, -1)"),  # Was the grey fix alone (review).
+    ((3, S, S), "3 grey images, or one image with its channels first"),
+    ((5, S, S), "grey, no channel axis: repeat the grey channel, np.repeat(x[..., None], 3, "
                 "axis=-1)"),
     ((S, S), "one grey image: repeat the grey channel"),
     ((4, S, S, 1), "one channel (grey): np.repeat(x, 3, axis=-1)"),

@@ -1560,6 +1560,9 @@ def test_out_of_memory_and_a_full_disk_are_one_line_naming_what_was_kept(trained
   out = tmp_path / "out"
   flags = (f"--workdir={trained}", f"--out={out}", "--mode=sample,reconstruct",
            "--num_images=2", "--samples_per_attribute=1", "--steps=1")
+  # gRPC's RESOURCE_EXHAUSTED is no memory (was given the out-of-memory advice; review).
+  grpc = jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: received message larger than max")
+  assert not infer._out_of_memory(grpc)  # pylint: disable=protected-access
 
   def out_of_memory(*args, **kwargs):
     raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 9175067712 "

@@ -121,8 +121,8 @@ def check_same_splits(workdir: str, stored: dict, dataset: Dataset) -> None:
     # The held-out splits are the same images: none of them moved into training (each image
     # is in one split), so more or other training images are the user's to choose; said.
     logging.warning("the train split's images differ from those the run in %s started with "
-                    "(%s); the validation and test splits are unchanged: a resumed run trains on "
-                    "the new training images", workdir, differ[0].partition(": ")[2])
+                    "(%s); the validation and test splits hold the same images as then, so this "
+                    "goes on", workdir, differ[0].partition(": ")[2])
     return
   which = (f"the {names[0]} split's images differ" if len(names) == 1 else
            f"the {', '.join(names[:-1])} and {names[-1]} splits' images differ")

@@ -7,8 +7,8 @@
 
 `restore` reads the model variables alone (no optimiser), `posterior` holds posterior inference
 by optimisation, and `uses` what is built on it. Nothing here imports the training code
-(docs/design.md §2.2), but for `load_data`'s split check, the resume's own
-(`train_eval.check_same_splits`), imported when it is called.
+(docs/design.md §2.2); `load_data`'s split check is the resume's own,
+`data.base.check_same_splits`.
 """
 
 from a2i_jax.inference.posterior import (AttributePrior, InferenceOptions, infer_latents,

@@ -447,7 +447,7 @@ def sample(trained: TrainedModel, attributes: Any, key: Array) -> dict[str, np.n
     dict of float arrays in [0, 1], [N, S, S, 3]: "image"; for disCVAE also "foreground",
     "gate" and "background". More than `config.inference.batch_size` vectors are decoded that
     many at a time, with the latents `key` gives all N at once: the same images as in one
-    batch.
+    batch, up to float rounding (a pixel may differ by one step of 255 in a PNG).
   Raises:
     InputError: attributes that do not fit the model, or a key that is not a PRNG key.
   """
