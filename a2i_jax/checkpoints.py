@@ -907,9 +907,9 @@ def dataset_info(dataset: Any, data_path: str = "") -> dict:
           "header": _header(dataset, data_path)}
   # Was: not recorded, so a resumed run whose held-out images had moved into training (a
   # folder's rows added or reordered) went on silently (review finding).
-  split_ids = dataset.metadata.get("split_ids")
-  if split_ids:
-    info["split_ids"] = {k: dict(v) for k, v in split_ids.items()}
+  split_ids = dataset.metadata.get(data_base.SPLIT_IDS_KEY)
+  if split_ids:  # Under the same key in dataset.json (`data.base.check_same_splits`).
+    info[data_base.SPLIT_IDS_KEY] = {k: dict(v) for k, v in split_ids.items()}
   return info
 
 

@@ -100,7 +100,7 @@ def check_same_splits(workdir: str, stored: dict, dataset: Dataset) -> None:
       its counts then and now, and the fix.
     ConfigError: dataset.json's "split_ids" is not what `dataset_info` writes.
   """
-  then, now = stored.get("split_ids"), dataset.metadata.get(SPLIT_IDS_KEY)
+  then, now = stored.get(SPLIT_IDS_KEY), dataset.metadata.get(SPLIT_IDS_KEY)
   if then is None or not now:
     return
   differ = []
