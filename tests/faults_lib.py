@@ -8,7 +8,8 @@ environment variable `A2I_FAULT` names ("kind:step"; in a multi-process run,
 
   kill_after_step:N   SIGKILL once step N's metrics row is written (between checkpoints)
   kill_in_save:N      SIGKILL right after the checkpoint save of step N has started (Orbax is
-                      writing it in the background)
+                      writing it in the background), or when Orbax moves it into place,
+                      whichever comes first
   kill_after_samples:N  SIGKILL once the evaluation's sample grid of step N is written and step
                       N's checkpoint is finished, before the step's validation scalars (its
                       training row is written before the checkpoint)
@@ -179,6 +180,21 @@ def _die(sig=signal.SIGKILL) -> None:
   time.sleep(30)  # SIGKILL never returns; a handled signal lands here.
 
 
+def _die_at_finalising_rename(step: int) -> None:
+  """SIGKILL when Orbax renames step `step`'s temporary folder into place, should its
+  background save get there before the main thread's kill after `save` returns: a tiny
+  checkpoint finished first on a 2-core AMD EPYC, and nothing was left mid-save (2026-12-05).
+  Orbax finalises with `os.rename` (through etils' local backend) on every supported version."""
+  rename = os.rename
+  prefix = f"{step}.orbax-checkpoint-tmp"
+
+  def rename_or_die(src, dst, *args, **kwargs):
+    if os.path.basename(os.fspath(src)).startswith(prefix):
+      _die()
+    return rename(src, dst, *args, **kwargs)
+  os.rename = rename_or_die
+
+
 def _chosen_process() -> bool:
   """Whether the fault is this process's: `FAULT_PROCESS_ENV` names one process of a
   multi-process run (default: every process)."""
@@ -236,6 +252,8 @@ def _install(kind: str, at: int, workdir: str) -> None:
       chosen = step == at and _chosen_process()  # Was: every process, whatever it named.
       if chosen and kind == "disk_full_at_save":
         raise OSError(28, "No space left on device", os.path.join(workdir, "checkpoints"))
+      if chosen:
+        _die_at_finalising_rename(at)
       out = save(self, step, *args, **kwargs)
       if chosen:
         _die()
