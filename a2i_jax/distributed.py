@@ -279,6 +279,11 @@ def _check_port_free(address: str, port: int) -> None:
     return
 
 
+# Between tries at process 0's address. Process 1 usually asks before process 0 listens (was
+# 1 s: up to a second lost at every multi-process start).
+_COORDINATOR_RETRY_S = 0.2
+
+
 def _wait_for_coordinator(address: str, process_id: int, deadline: float,
                           timeout_s: float) -> None:
   """Returns once something accepts a TCP connection at `address` (process 0's service).
@@ -300,9 +305,9 @@ def _wait_for_coordinator(address: str, process_id: int, deadline: float,
       last = "timed out"
     except OSError as e:  # Refused, no route, unknown host: maybe not yet, so again.
       last = e.strerror or str(e) or type(e).__name__
-    if time.monotonic() + 1 > deadline:
+    if time.monotonic() + _COORDINATOR_RETRY_S > deadline:
       break
-    time.sleep(1)
+    time.sleep(_COORDINATOR_RETRY_S)
   raise ConfigError(
       f"process {process_id}: nothing answered at the coordinator address {address} within "
       f"{timeout_s:.0f} s (last try: {last}); start process 0 with the same "

@@ -74,13 +74,11 @@ os.environ["XLA_FLAGS"] = " ".join(
     + [f"--xla_force_host_platform_device_count={args.local_devices}"])
 
 import jax  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
 
-from a2i_jax import distributed, models, parallel, train_lib  # noqa: E402
-from a2i_jax.data import load_dataset  # noqa: E402
+# What the join and the failed preparation need; the rest after them (half a second of
+# imports in each process of the tests that end there).
+from a2i_jax import distributed  # noqa: E402
 from a2i_jax.errors import A2IError, DataError  # noqa: E402
-from a2i_jax.train_state import create_train_state  # noqa: E402
 
 if args.compile_cache:
   jax.config.update("jax_compilation_cache_dir", args.compile_cache)
@@ -109,6 +107,13 @@ if args.fail_preparing:  # Process 0 fails to prepare the data: everyone stops, 
     sys.exit(1)
   sys.exit(0)
 assert jax.device_count() == 4 and jax.local_device_count() == args.local_devices
+
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+from a2i_jax import models, parallel, train_lib  # noqa: E402
+from a2i_jax.data import load_dataset  # noqa: E402
+from a2i_jax.train_state import create_train_state  # noqa: E402
 
 config = tiny_config("cvae", tmp_cache=args.cache)
 config.steps_per_dispatch = 1

@@ -44,9 +44,14 @@ def test_infer_without_checkpoint(tmp_path):
   assert "error: no config at" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_train_then_sample(tmp_path, train_py_reference):
+def test_train_then_sample(tmp_path, train_py_reference, capsys):
   """The README's path: a train.py run (the session's reference run, conftest, copied), then
-  infer.py on it."""
+  infer.py on it.
+
+  The evaluation's command line is parsed by infer.py's own flags and run in this process
+  (`_infer_here`): was a second infer.py start, 2-3 s of the suite's two cores, though `main`
+  has nothing of its own for --mode=evaluate (`run_modes` does it all); the sample and
+  completion run is the infer.py process that covers `main`."""
   workdir = str(tmp_path / "w")
   shutil.copytree(train_py_reference, workdir)
   assert os.path.isdir(os.path.join(workdir, "checkpoints", str(TRAIN_PY_STEPS)))
@@ -61,10 +66,11 @@ def test_train_then_sample(tmp_path, train_py_reference):
   assert set(errors) == {"eyes", "block8"} and len(errors["eyes"]) == 3
   assert os.path.exists(os.path.join(default_out, "complete_eyes.png"))
   out = str(tmp_path / "o")
-  r = _run("infer.py", f"--workdir={workdir}", "--mode=evaluate", f"--out={out}",
-           "--num_examples=4", "--steps=2", "--occlusion=mouth", "--noattribute_fidelity")
-  assert r.returncode == 0, r.stderr[-3000:]
-  assert "| cvae | optimisation |" in r.stdout and "| mean training image | fill |" in r.stdout
+  capsys.readouterr()
+  _infer_here(f"--workdir={workdir}", "--mode=evaluate", f"--out={out}", "--num_examples=4",
+              "--steps=2", "--occlusion=mouth", "--noattribute_fidelity")
+  stdout = capsys.readouterr().out
+  assert "| cvae | optimisation |" in stdout and "| mean training image | fill |" in stdout
   with open(os.path.join(out, "evaluation.json")) as f:
     rows = json.load(f)["results"][0]["rows"]
   assert rows["optimisation"]["mouth"]["n"] == 4
@@ -79,6 +85,19 @@ def test_train_then_sample(tmp_path, train_py_reference):
     results = json.load(f)["results"]
   for row in (results[0]["rows"]["optimisation"], results[1]["rows"]["fill"]):  # Mean image too.
     assert "reconstruction" in row and not set(row) & set(OCCLUSION_NAMES)  # No completions.
+
+
+def _infer_here(*argv: str) -> None:
+  """`infer.run_modes` on the command line `argv`, parsed by infer.py's own absl flags in this
+  process (put back to their defaults after), as tests/test_faults_infer.py's `_options`."""
+  import infer  # pylint: disable=import-outside-toplevel
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  flags.FLAGS(["infer.py", *argv])
+  try:
+    opts = infer.Options.from_flags()
+  finally:
+    flags.FLAGS.unparse_flags()
+  infer.run_modes(opts)
 
 
 def test_infer_input_checks(tmp_path):

@@ -35,27 +35,6 @@ from a2i_jax.errors import A2IError, CheckpointError, InputError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Runs infer.py with writes under one folder refused, as on a read-only mount (tests may run
-# as root, which chmod does not stop).
-_READ_ONLY_DRIVER = """
-import errno, os, runpy, sys, tempfile
-ro = os.path.abspath(sys.argv.pop(1))
-def _refuse(path):
-  if os.path.abspath(path).startswith(ro):
-    raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
-real_mkstemp, real_makedirs = tempfile.mkstemp, os.makedirs
-def mkstemp(*args, dir=None, **kwargs):
-  _refuse(dir or tempfile.gettempdir())
-  return real_mkstemp(*args, dir=dir, **kwargs)
-def makedirs(path, *args, **kwargs):
-  if not os.path.isdir(path):
-    _refuse(path)
-  return real_makedirs(path, *args, **kwargs)
-tempfile.mkstemp, os.makedirs = mkstemp, makedirs
-sys.argv[0] = "infer.py"
-runpy.run_path("infer.py", run_name="__main__")
-"""
-
 
 @pytest.fixture(scope="session")
 def trained(tiny_run):
@@ -381,15 +360,36 @@ def test_workdir_missing_or_a_file(tmp_path):
   _refused_here(f"--workdir={tmp_path / 'file'}", needles=("is a file",))
 
 
-def test_out_that_is_a_file_or_read_only(trained, tmp_path):
+def test_out_that_is_a_file_or_read_only(trained, tmp_path, monkeypatch):
+  """The default --out (WORKDIR/infer) under a read-only workdir: writes under the run refused
+  as on a read-only mount (tests may run as root, which chmod does not stop). In this process,
+  as `_refused_here` says (was an infer.py start with a driver that refused them so)."""
   (tmp_path / "taken").write_text("keep")
   _refused_here(f"--workdir={trained}", f"--out={tmp_path / 'taken'}",
                 needles=("--out", "is a file"))
   assert (tmp_path / "taken").read_text() == "keep"
-  # The default --out (WORKDIR/infer) under a read-only workdir.
-  r = _infer(str(trained), f"--workdir={trained}", "--num_images=1",
-             "--samples_per_attribute=1", driver=_READ_ONLY_DRIVER)
-  _refused(r, "cannot write to --out", "Permission denied")
+  import errno  # pylint: disable=import-outside-toplevel
+  import tempfile  # pylint: disable=import-outside-toplevel
+  read_only = os.path.abspath(trained)
+
+  def refuse(path):
+    if os.path.abspath(path).startswith(read_only):
+      raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+  real_mkstemp, real_makedirs = tempfile.mkstemp, os.makedirs
+
+  def mkstemp(*args, dir=None, **kwargs):  # pylint: disable=redefined-builtin
+    refuse(dir or tempfile.gettempdir())
+    return real_mkstemp(*args, dir=dir, **kwargs)
+
+  def makedirs(path, *args, **kwargs):
+    if not os.path.isdir(path):
+      refuse(path)
+    return real_makedirs(path, *args, **kwargs)
+  monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+  monkeypatch.setattr(os, "makedirs", makedirs)
+  _refused_here(f"--workdir={trained}", "--num_images=1", "--samples_per_attribute=1",
+                needles=("cannot write to --out", "Permission denied"))
+  monkeypatch.undo()
   assert not os.path.exists(os.path.join(trained, "infer"))
 
 
@@ -842,23 +842,25 @@ def test_test_examples_compare_images_and_attributes_and_masks_where_both_have_t
 
 
 def test_evaluate_refuses_runs_tested_on_other_images(trained, tmp_path):
-  """Was: one table of rows on different test sets, the baseline from the first one's."""
+  """Was: one table of rows on different test sets, the baseline from the first one's. (In
+  this process, as `_refused_here` says; was an infer.py start.)"""
   other = tmp_path / "seed5"
   shutil.copytree(trained, other)
   config = json.loads((other / "config.json").read_text())
   config["data"]["synthetic"]["seed"] += 5
   (other / "config.json").write_text(json.dumps(config))
   out = str(tmp_path / "out")
-  _refused(_infer(f"--workdir={trained},{other}", "--mode=evaluate", f"--out={out}",
-                  "--steps=1", "--occlusion=none", "--noattribute_fidelity"),
-           "is tested on other images than", "data.synthetic.seed", "separate calls")
+  _refused_here(f"--workdir={trained},{other}", "--mode=evaluate", f"--out={out}", "--steps=1",
+                "--occlusion=none", "--noattribute_fidelity", needles=(
+                    "is tested on other images than", "data.synthetic.seed", "separate calls"))
   assert _no_files(out)
 
 
 def test_a_run_failing_in_evaluate_keeps_the_runs_before_it(trained, tmp_path):
   """Review finding: with --workdir=A,B, B's failure (here NaN weights, found when it is
   restored) lost A's finished evaluation, and the error did not say which run failed. Now A's
-  rows are written as evaluation_partial.* and the line names B."""
+  rows are written as evaluation_partial.* and the line names B. (In this process, as
+  `_refused_here` says; was an infer.py start.)"""
   import faults_lib as F  # pylint: disable=import-outside-toplevel
   from a2i_jax import checkpoints  # pylint: disable=import-outside-toplevel
   bad = tmp_path / "nan"
@@ -871,10 +873,10 @@ def test_a_run_failing_in_evaluate_keeps_the_runs_before_it(trained, tmp_path):
   ckpt.wait()
   ckpt.close()
   out = tmp_path / "out"
-  _refused(_infer(f"--workdir={trained},{bad}", "--mode=evaluate", f"--out={out}", "--steps=1",
-                  "--num_examples=2", "--occlusion=none", "--noattribute_fidelity"),
-           f"evaluating {bad}: checkpoint {step} in {bad} holds NaN",
-           f"evaluated before it are in {out}/evaluation_partial.md")
+  _refused_here(f"--workdir={trained},{bad}", "--mode=evaluate", f"--out={out}", "--steps=1",
+                "--num_examples=2", "--occlusion=none", "--noattribute_fidelity", needles=(
+                    f"evaluating {bad}: checkpoint {step} in {bad} holds NaN",
+                    f"evaluated before it are in {out}/evaluation_partial.md"))
   assert sorted(os.listdir(out)) == ["evaluation_partial.json", "evaluation_partial.md"]
   rows = json.load(open(out / "evaluation_partial.json"))["results"]
   assert [r.get("workdir") for r in rows] == [str(trained), None]  # The run, the baseline.
@@ -883,9 +885,17 @@ def test_a_run_failing_in_evaluate_keeps_the_runs_before_it(trained, tmp_path):
 def test_evaluate_keeps_the_runs_before_a_crash_or_ctrl_c(trained, tmp_path, monkeypatch):
   """The same for what is no user's mistake (a device out of memory, Ctrl-C): the runs
   evaluated before are written (review finding); out of memory is one error line that says
-  so (was: the exception as it was, a traceback; review finding)."""
+  so (was: the exception as it was, a traceback; review finding).
+
+  The runs are scored by a stand-in for `evaluate_model` (its rows, no inference): what is
+  kept, written and said is infer.py's, the same for any rows, and the real scoring of a run
+  before a failing one is test_a_run_failing_in_evaluate_keeps_the_runs_before_it's. (Was the
+  real `evaluate_model`, five evaluations, each tracing and compiling the inference anew.)"""
   import infer  # pylint: disable=import-outside-toplevel
-  evaluate_model = infer.evaluation.evaluate_model
+
+  def evaluate_model(trained, dataset, **kwargs):
+    del dataset, kwargs
+    return {"model": "", "step": trained.step, "num_examples": 2, "rows": {"optimisation": {}}}
   calls = []
 
   def second_fails(*args, **kwargs):
@@ -1006,27 +1016,40 @@ def _old_results(out):
       f.write("old")
 
 
-def test_verbosity_brings_the_libraries_lines_back(trained, tmp_path):
+@pytest.fixture(scope="module")
+def mode_set_call(trained, tmp_path_factory):
+  """One infer.py call of three modes, at the default verbosity, into an --out holding an
+  earlier run's files (`_old_results`): (out, the finished process). Shared by
+  test_a_mode_replaces_its_earlier_files_as_one_set and
+  test_verbosity_brings_the_libraries_lines_back (its quiet call; was an infer.py start of its
+  own)."""
+  out = str(tmp_path_factory.mktemp("mode_set") / "out")
+  _old_results(out)
+  return out, _infer(f"--workdir={trained}", "--mode=complete,tune,edit", f"--out={out}",
+                     "--occlusion=eyes", "--num_images=2", "--num_examples=2", "--steps=1",
+                     "--restarts=2", "--attribute=smile", "--value=100")
+
+
+def test_verbosity_brings_the_libraries_lines_back(trained, tmp_path, mode_set_call):
   """infer.py set its verbosity whatever --verbosity said, so nothing could bring the
-  libraries' lines back (review finding); by default they stay out."""
-  import re  # pylint: disable=import-outside-toplevel
+  libraries' lines back (review finding); by default they stay out. The quiet call is
+  `mode_set_call`'s (was a --mode=sample call of its own): its one logged line is the edit's
+  warning of a value outside the training range, infer.py's own, which
+  test_a_mode_replaces_its_earlier_files_as_one_set asks for."""
   logged = lambda r: [l for l in r.stderr.splitlines() if re.match(r"[IDW]\d{4} ", l)]
-  quiet = _infer(f"--workdir={trained}", "--mode=sample", f"--out={tmp_path / 'a'}")
+  quiet = mode_set_call[1]
   loud = _infer(f"--workdir={trained}", "--mode=sample", f"--out={tmp_path / 'b'}",
                 "--verbosity=1")
   assert quiet.returncode == loud.returncode == 0, (quiet.stderr[-2000:], loud.stderr[-2000:])
-  assert not logged(quiet), quiet.stderr[-2000:]
+  libraries = [l for l in logged(quiet) if "lies outside its training range" not in l]
+  assert not libraries, quiet.stderr[-2000:]
   assert len(logged(loud)) > 10, loud.stderr[-2000:]
 
 
-def test_a_mode_replaces_its_earlier_files_as_one_set(trained, tmp_path):
+def test_a_mode_replaces_its_earlier_files_as_one_set(trained, mode_set_call):
   """Was: old complete_*.png beside a new complete.json that did not list them; --steps and
   --restarts ignored by tune but recorded; an edit far outside the training range silent."""
-  out = str(tmp_path / "out")
-  _old_results(out)
-  r = _infer(f"--workdir={trained}", "--mode=complete,tune,edit", f"--out={out}",
-             "--occlusion=eyes", "--num_images=2", "--num_examples=2", "--steps=1",
-             "--restarts=2", "--attribute=smile", "--value=100")
+  out, r = mode_set_call
   assert r.returncode == 0, r.stderr[-3000:]
   assert sorted(os.listdir(out)) == ["complete.json", "complete_eyes.png", "edit_hat.png",
                                      "edit_smile.json", "edit_smile.png", "notes.txt",
@@ -1047,8 +1070,8 @@ def test_a_mode_replaces_its_earlier_files_as_one_set(trained, tmp_path):
               "lies outside its training range [" in l]) == 1
 
 
-# Runs infer.py with an unknown option added to the end of --mode=tune's grid, and any
-# inference refused, so that the grid must be checked whole before its first setting runs.
+# Runs infer.py with a Ctrl-C sent inside a garbage-collector callback as --mode=sample
+# starts, where Python swallows it.
 _GC_CTRL_C_DRIVER = """
 import gc, os, runpy, signal, sys, time
 from a2i_jax import inference
@@ -1081,28 +1104,26 @@ def test_infer_py_keeps_a_ctrl_c_that_lands_in_a_gc_callback(trained, tmp_path):
   assert _no_files(out)
 
 
-_TUNE_TYPO_DRIVER = """
-import runpy, sys
-from a2i_jax import evaluation, inference
-tune = evaluation.tune_inference
-def with_a_typo(*args, grid, **kwargs):
-  return tune(*args, grid=list(grid) + [{"prior_wieght": 1.0}], **kwargs)
-def never(*args, **kwargs):
-  raise AssertionError("a setting ran before the grid was checked")
-evaluation.tune_inference, inference.reconstruct = with_a_typo, never
-sys.argv[0] = "infer.py"
-runpy.run_path("infer.py", run_name="__main__")
-"""
-
-
-def test_tune_refuses_an_unknown_grid_option_before_any_setting_runs(trained, tmp_path):
+def test_tune_refuses_an_unknown_grid_option_before_any_setting_runs(trained, tmp_path,
+                                                                   monkeypatch):
   """Was: found only once the nine settings before it had run. (infer.py's grid is fixed; the
-  driver adds the unknown option to the grid of each `tune_inference` call, which infer.py
-  makes once per setting, so that the finished ones can be kept.)"""
+  unknown option is added to the grid of each `tune_inference` call, which infer.py makes once
+  per setting, so that the finished ones can be kept, and any inference is refused. In this
+  process, as `_refused_here` says; was an infer.py start with a driver that did the same.)"""
+  from a2i_jax import evaluation  # pylint: disable=import-outside-toplevel
+  tune = evaluation.tune_inference
+
+  def with_a_typo(*args, grid, **kwargs):
+    return tune(*args, grid=list(grid) + [{"prior_wieght": 1.0}], **kwargs)
+
+  def never(*args, **kwargs):
+    raise AssertionError("a setting ran before the grid was checked")
+  monkeypatch.setattr(evaluation, "tune_inference", with_a_typo)
+  monkeypatch.setattr(inference, "reconstruct", never)
   out = str(tmp_path / "out")
-  _refused(_infer(f"--workdir={trained}", "--mode=tune", f"--out={out}", "--num_examples=2",
-                  driver=_TUNE_TYPO_DRIVER),
-           "{'prior_wieght': 1.0}: unknown inference option(s) ['prior_wieght']; known: [")
+  _refused_here(f"--workdir={trained}", "--mode=tune", f"--out={out}", "--num_examples=2",
+                needles=("{'prior_wieght': 1.0}: unknown inference option(s) ['prior_wieght']; "
+                         "known: [",))
   assert _no_files(out)
 
 
@@ -1210,9 +1231,27 @@ except KeyboardInterrupt:
 """
 
 
-@pytest.mark.parametrize("hooks", ["keep+orbax", "orbax+keep+wrap", "keep+orbax+second",
-                                   "plain"])
-def test_a_ctrl_c_inside_a_gc_callback_is_not_lost(hooks):
+_GC_HOOKS = ["keep+orbax", "orbax+keep+wrap", "keep+orbax+second", "plain"]
+
+
+@pytest.fixture(scope="module")
+def ctrl_c_in_gc_scripts():
+  """{hooks: the `_CTRL_C_IN_GC` script running under them} for every case of
+  test_a_ctrl_c_inside_a_gc_callback_is_not_lost, all started at once when its first case
+  asks. A script waits up to 3 s for the interrupt to arrive again, all of it where none does
+  (plain): the four waited one after another, 9 s of the suite for 4 of work."""
+  scripts = {hooks: subprocess.Popen([sys.executable, "-c", _CTRL_C_IN_GC, hooks], cwd=ROOT,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for hooks in _GC_HOOKS}
+  yield scripts
+  for p in scripts.values():  # Those a failed case left running.
+    if p.poll() is None:
+      p.kill()
+      p.communicate()
+
+
+@pytest.mark.parametrize("hooks", _GC_HOOKS)
+def test_a_ctrl_c_inside_a_gc_callback_is_not_lost(hooks, ctrl_c_in_gc_scripts):
   """Was (CI, once): infer.py's Ctrl-C landed in JAX's garbage-collector callback, Python
   printed "Exception ignored in ..." and the run finished with status 0. Without the hook the
   script shows the loss; with it, the interrupt arrives again and nothing is printed. Was
@@ -1220,12 +1259,12 @@ def test_a_ctrl_c_inside_a_gc_callback_is_not_lost(hooks):
   chain was still running when the interrupt came again, and lost it (wrap); and a second
   Ctrl-C that landed inside a link escaped the hook, and both were lost (second)."""
   keep = "keep" in hooks
-  p = subprocess.run([sys.executable, "-c", _CTRL_C_IN_GC, hooks],
-                     cwd=ROOT, capture_output=True, text=True, timeout=60)
+  p = ctrl_c_in_gc_scripts[hooks]
+  _, stderr = p.communicate(timeout=60)
   if keep:
-    assert p.returncode == 130 and p.stderr == "", p.stderr
+    assert p.returncode == 130 and stderr == "", stderr
   else:
-    assert p.returncode == 0 and "Exception ignored" in p.stderr, (p.returncode, p.stderr)
+    assert p.returncode == 0 and "Exception ignored" in stderr, (p.returncode, stderr)
 
 
 @pytest.mark.parametrize("fresh", [False, True])

@@ -59,70 +59,145 @@ def _one_error(r, *words):
   return lines[0]
 
 
-def _resume_and_compare(workdir, reference, flags):
+def _resume_and_compare(workdir, reference, flags, what="the resume"):
   r = F.train(workdir, *flags)
-  assert r.returncode == 0 and not F.error_lines(r.stderr), r.stderr[-3000:]
-  F.assert_same_state(F.final_state(workdir), F.final_state(reference))
-  rows = F.read_rows(workdir)
-  assert [row["step"] for row in rows] == list(range(1, STEPS + 1))  # None repeated.
-  # None lost either (review finding: a stop between a checkpoint and the end of its
-  # evaluation lost the step's training scalars for good, as kill_after_samples did).
-  assert all("train/loss" in row for row in rows), [sorted(row) for row in rows]
-  assert "val/loss" in rows[-1]
+  _ends_as_the_reference(workdir, reference, r.returncode, r.stderr, what)
   return r
 
 
-@pytest.mark.parametrize("fault", ["kill_after_step:3", "kill_in_save:4", "kill_in_delete:6",
-                                   "kill_after_samples:6"])
-def test_kill_9_then_resume_is_bit_identical(fault, tmp_path, flags, reference):
-  workdir = str(tmp_path / "w")
+def _ends_as_the_reference(workdir, reference, status, stderr, what):
+  """The start `what` (its exit status and stderr given) ended as the uninterrupted run."""
+  assert status == 0 and not F.error_lines(stderr), f"{what}: {stderr[-3000:]}"
+  F.assert_same_state(F.final_state(workdir), F.final_state(reference))
+  rows = F.read_rows(workdir)
+  assert [row["step"] for row in rows] == list(range(1, STEPS + 1)), what  # None repeated.
+  # None lost either (review finding: a stop between a checkpoint and the end of its
+  # evaluation lost the step's training scalars for good, as kill_after_samples did).
+  assert all("train/loss" in row for row in rows), (what, [sorted(row) for row in rows])
+  assert "val/loss" in rows[-1], what
+
+
+def _fault(workdir, flags, fault, status):
+  """One start of a chain of faults in `workdir`, with `fault` injected; it must exit with
+  `status` (-9: killed)."""
   r = F.train(workdir, *flags, fault=fault)
-  assert r.returncode == -9, r.stderr[-3000:]
-  if fault.startswith("kill_in_save"):
-    assert _temporaries(workdir)  # It died mid-save, so the test tests something.
-  if fault.startswith("kill_after_samples"):
-    # Killed after Orbax finished step 6 and before any wait(): its checksums are there,
-    # written by the save thread, and cover every array file.
-    ckpt = checkpoints.Checkpointer(workdir, create=False)
-    folder = os.path.join(workdir, "checkpoints", "6")
-    with open(os.path.join(folder, checkpoints.CHECKSUM_FILE)) as f:
-      summed = set(__import__("json").load(f)["sha256"])
-    arrays = {os.path.relpath(os.path.join(r, n), folder) for r, _, ns in os.walk(folder)
-              for n in ns if r != folder}
-    assert arrays and arrays <= summed and ckpt.check(6) is None
-    ckpt.close()
+  assert r.returncode == status, f"{fault}: status {r.returncode}\n{r.stderr[-3000:]}"
+  return r
+
+
+# The faults below are chained: each start after the first resumes what the fault before
+# left, and runs to its own fault, where it must leave what a start on a new workdir would
+# have left there (the same checkpoints, rows and files): a fault fires in a resumed stretch
+# of steps only after that stretch has trained again what the new start would have trained.
+# Their outcomes are checked as each start's own; one resume at the end compares with the
+# uninterrupted run. Was: a test and a resume per fault, 9 starts more in the three tests below
+# and test_disk_full_before_the_loop_is_one_line (2026-12-05).
+
+
+def test_kill_9_then_resume_is_bit_identical(tmp_path, flags, reference):
+  """SIGKILL between checkpoints (after step 3's row: checkpoint 2, rows 1-3), in the save of
+  step 4 (a temporary folder of step 4 beside checkpoint 2), and after step 6's samples
+  (checkpoints 4 and 6, step 6's row without its validation), in one workdir; each resume is
+  as quiet as a start on a new workdir. (Was parametrised over the faults, each with its own
+  resume; kill_in_delete:6 is in test_ctrl_c_saves_and_says_where.)"""
+  workdir = str(tmp_path / "w")
+  _fault(workdir, flags, "kill_after_step:3", -9)
+  r = _fault(workdir, flags, "kill_in_save:4", -9)
+  assert not F.warning_lines(r.stderr), f"the resume after kill_after_step:3: {r.stderr}"
+  assert _temporaries(workdir)  # It died mid-save, so the test tests something.
   # One resume reads every step's metrics before dispatching the next
-  # (config.dispatch_ahead=False): that changes nothing either, bit for bit.
-  ahead = ["--config.dispatch_ahead=False"] if fault == "kill_after_step:3" else []
-  r = _resume_and_compare(workdir, reference, [*flags, *ahead])
+  # (config.dispatch_ahead=False): that changes nothing either, bit for bit (steps 3-6).
+  r = _fault(workdir, [*flags, "--config.dispatch_ahead=False"], "kill_after_samples:6", -9)
+  assert not F.warning_lines(r.stderr), f"the resume after kill_in_save:4: {r.stderr}"
+  assert not _temporaries(workdir), "the resume after kill_in_save:4 left step 4's temporary"
+  # Killed after Orbax finished step 6 and before any wait(): its checksums are there,
+  # written by the save thread, and cover every array file.
+  ckpt = checkpoints.Checkpointer(workdir, create=False)
+  folder = os.path.join(workdir, "checkpoints", "6")
+  with open(os.path.join(folder, checkpoints.CHECKSUM_FILE)) as f:
+    summed = set(json.load(f)["sha256"])
+  arrays = {os.path.relpath(os.path.join(r, n), folder) for r, _, ns in os.walk(folder)
+            for n in ns if r != folder}
+  assert arrays and arrays <= summed and ckpt.check(6) is None, "kill_after_samples:6"
+  ckpt.close()
+  r = _resume_and_compare(workdir, reference, flags, "the resume after kill_after_samples:6")
   assert not _temporaries(workdir)
   assert not F.warning_lines(r.stderr), r.stderr
 
 
 def test_ctrl_c_saves_and_says_where(tmp_path, flags, reference):
+  """A chain of four faults in one workdir (each held a test and a resume of its own): two
+  Ctrl-Cs at step 3 (checkpoint 2), a full disk in the save of step 4 (checkpoint 2), a
+  Ctrl-C at step 3 (checkpoints 2 and 4), a SIGKILL while checkpoint 2 is deleted after the
+  save of step 6 (was test_kill_9_then_resume_is_bit_identical[kill_in_delete:6]), that
+  start evaluating every 4 steps.
+
+  The two Ctrl-Cs (was test_a_second_ctrl_c_quits_at_once_and_names_the_step_to_resume_from):
+  the first Ctrl-C said nothing until the save ended, which invited a second; that one
+  quits at once (a save not yet started is skipped) and said "resume from the newest
+  checkpoint" (review finding). Now the first says at once what happens and what a second
+  does, and the last line names the step a rerun resumes from."""
   workdir = str(tmp_path / "w")
-  r = F.train(workdir, *flags, fault="sigint_at_step:3")
-  assert r.returncode == 130 and not F.error_lines(r.stderr), r.stderr[-3000:]
+  r = _fault(workdir, flags, "sigint_twice_at_step:3", 130)
+  assert not F.error_lines(r.stderr), r.stderr[-3000:]
+  lines = r.stderr.strip().splitlines()
+  assert ("stopping: the steps under way finish and are saved (another Ctrl-C quits sooner, "
+          "without a save not yet under way; the last line names the checkpoint to resume "
+          "from)") in lines, r.stderr[-3000:]
+  assert lines[-1] == ("interrupted; run the same command to resume from step 2, the newest "
+                       "checkpoint."), lines[-1]
+  assert _steps(workdir)[-1] == 2, "sigint_twice_at_step:3"
+
+  # (Was test_disk_full_is_one_line_and_keeps_the_last_checkpoint.)
+  r = F.train(workdir, *flags, fault="disk_full_at_save:4")
+  _one_error(r, "no space left on the device", "last good checkpoint is step 2")
+  assert _steps(workdir) == [2], "disk_full_at_save:4"
+
+  r = _fault(workdir, flags, "sigint_at_step:3", 130)
+  assert not F.error_lines(r.stderr), r.stderr[-3000:]
   # Step 4 was already dispatched when step 3's row was written (the loop keeps one dispatch
   # in flight), so the run stops after it, with step 4's state: the first one in hand.
   assert r.stderr.strip().splitlines()[-1] == ("interrupted at step 4; run the same command to "
                                                "resume.")
   assert _steps(workdir)[-1] == 4  # The state at the interruption is on disk.
-  _resume_and_compare(workdir, reference, flags)
+
+  # Resumed at step 4 with evaluations every 4 steps: step 4's evaluation goes into the row
+  # its training scalars are in already. Was: two rows for step 4, one (train) and one (val).
+  # (Was test_a_resume_evaluating_at_a_logged_step_keeps_one_row, a start of its own; the
+  # final resume below checks the rows, one per step, and the state.)
+  _fault(workdir, [*flags, "--config.eval_every_steps=4"], "kill_in_delete:6", -9)
+  r = _resume_and_compare(workdir, reference, flags, "the resume after kill_in_delete:6")
+  assert not _temporaries(workdir)
+  assert not F.warning_lines(r.stderr), r.stderr
+  rows = F.read_rows(workdir)
+  assert "train/loss" in rows[3] and "val/loss" in rows[3], rows[3]
+  assert os.path.exists(os.path.join(workdir, "samples", "step_0000004.png"))
 
 
 def test_a_stop_at_an_evaluation_step_leaves_the_evaluation_to_the_resume(tmp_path, flags,
                                                                          reference):
   """A stop asked just before an evaluation's step ran the whole evaluation after the save,
   which a scheduler's grace period may not cover (review finding). It is left to the resume,
-  which evaluates that step first."""
+  which evaluates that step first.
+
+  The chain's first start (checkpoints 2 and 4, as the stop before step 6 needs) is a Ctrl-C
+  with a second Ctrl-C while train.py reports the stop (was
+  test_a_ctrl_c_while_the_stop_is_reported_changes_nothing, a start of its own): that was a
+  25-line traceback, or killed it in Python's shutdown with status -2 (review finding); the
+  work is saved, so it is ignored. The resume finds an empty step folder 8 beside the
+  checkpoints (was test_an_empty_newest_step_folder_does_not_fail_the_intact_one[], a start
+  of its own; see that test)."""
   workdir = str(tmp_path / "w")
-  r = F.train(workdir, *flags, fault=f"sigterm_at_step:{STEPS - 1}")
-  assert r.returncode == 130, r.stderr[-3000:]
+  r = _fault(workdir, flags, "sigint_in_report:3", 130)
+  assert "Traceback" not in r.stderr, r.stderr[-3000:]
+  assert r.stderr.strip().splitlines()[-1].startswith("interrupted at step"), r.stderr[-3000:]
+  r = _fault(workdir, flags, f"sigterm_at_step:{STEPS - 1}", 130)
   assert r.stderr.strip().splitlines()[-1].startswith(f"interrupted at step {STEPS}")
   assert "val/loss" not in F.read_rows(workdir)[-1]
   assert not os.path.exists(os.path.join(workdir, "samples", f"step_{STEPS:07d}.png"))
-  _resume_and_compare(workdir, reference, flags)
+  os.makedirs(os.path.join(workdir, "checkpoints", "8"))
+  r = _resume_and_compare(workdir, reference, flags)
+  _warns_of_an_empty_step_8(workdir, r)
 
 
 @pytest.mark.parametrize("kind,status", [("sigint", 130), ("sigterm", 143)])
@@ -143,34 +218,6 @@ def test_a_stop_while_the_entry_points_probe_the_cpu_is_one_line(tmp_path, flags
                      env=F.environment(f"{kind}_in_probe:0"))
   assert r.returncode == status and "Traceback" not in r.stderr, r.stderr[-3000:]
   assert r.stderr.strip().splitlines()[-1] == "interrupted; nothing was written."
-
-
-def test_a_ctrl_c_while_the_stop_is_reported_changes_nothing(tmp_path, flags):
-  """A second Ctrl-C as train.py reported a saved stop was a 25-line traceback, or killed it
-  in Python's shutdown with status -2 (review finding); the work is saved, so it is ignored."""
-  workdir = str(tmp_path / "w")
-  r = F.train(workdir, *flags, fault="sigint_in_report:3")
-  assert r.returncode == 130 and "Traceback" not in r.stderr, r.stderr[-3000:]
-  assert r.stderr.strip().splitlines()[-1].startswith("interrupted at step"), r.stderr[-3000:]
-
-
-def test_a_second_ctrl_c_quits_at_once_and_names_the_step_to_resume_from(tmp_path, flags,
-                                                                          reference):
-  """The first Ctrl-C said nothing until the save ended, which invited a second; that one
-  quits at once (a save not yet started is skipped) and said "resume from the newest
-  checkpoint" (review finding). Now the first says at once what happens and what a second
-  does, and the last line names the step a rerun resumes from."""
-  workdir = str(tmp_path / "w")
-  r = F.train(workdir, *flags, fault="sigint_twice_at_step:3")
-  assert r.returncode == 130 and not F.error_lines(r.stderr), r.stderr[-3000:]
-  lines = r.stderr.strip().splitlines()
-  assert ("stopping: the steps under way finish and are saved (another Ctrl-C quits sooner, "
-          "without a save not yet under way; the last line names the checkpoint to resume "
-          "from)") in lines, r.stderr[-3000:]
-  assert lines[-1] == ("interrupted; run the same command to resume from step 2, the newest "
-                       "checkpoint."), lines[-1]
-  assert _steps(workdir)[-1] == 2
-  _resume_and_compare(workdir, reference, flags)
 
 
 @pytest.mark.parametrize("damage", ["zeros", "truncate"])
@@ -246,19 +293,23 @@ def test_unsummed_checkpoint_that_fails_to_restore_is_set_aside(tmp_path, flags,
   F.assert_same_state(F.final_state(workdir), F.final_state(reference))
 
 
-@pytest.mark.parametrize("inside", ["", "default"])
-def test_an_empty_newest_step_folder_does_not_fail_the_intact_one(inside, tmp_path, flags,
-                                                                  reference):
+def test_an_empty_newest_step_folder_does_not_fail_the_intact_one(tmp_path, flags, reference):
   """A step folder with no file in it (no checksums, no arrays; perhaps an empty default/):
   Orbax fails to read it and fixes its manager's item mode from it; the intact checkpoint
   before it must still restore. Was: step 6 failed too, and the error said to delete it;
   then Orbax's "Metadata file does not exist" three times, and the step called corrupt
   because it "could not be restored: ValueError: Must provide `args` of type `Composite`".
-  Now one warning that names it for what it is."""
+  Now one warning that names it for what it is. Here the empty default/; the step folder
+  empty itself is in the resume of
+  test_a_stop_at_an_evaluation_step_leaves_the_evaluation_to_the_resume (was a parameter)."""
   workdir = _copy(reference, tmp_path)
-  os.makedirs(os.path.join(workdir, "checkpoints", "8", inside))
+  os.makedirs(os.path.join(workdir, "checkpoints", "8", "default"))
   r = F.train(workdir, *flags)
   assert r.returncode == 0 and not F.error_lines(r.stderr), r.stderr[-3000:]
+  _warns_of_an_empty_step_8(workdir, r)
+
+
+def _warns_of_an_empty_step_8(workdir, r):
   warnings = F.warning_lines(r.stderr)
   assert len(warnings) == 1, r.stderr
   assert (f"checkpoint 8 is corrupt (its folder holds no files) and was moved to "
@@ -404,24 +455,40 @@ def test_config_twice_and_empty_workdir(tmp_path, flags):
   assert os.listdir(tmp_path) == [], os.listdir(tmp_path)  # Nothing written in the cwd.
 
 
-def test_disk_full_is_one_line_and_keeps_the_last_checkpoint(tmp_path, flags, reference):
-  workdir = str(tmp_path / "w")
-  r = F.train(workdir, *flags, fault="disk_full_at_save:4")
-  _one_error(r, "no space left on the device", "last good checkpoint is step 2")
-  assert _steps(workdir) == [2]
-  _resume_and_compare(workdir, reference, flags)
-
-
 def test_disk_full_before_the_loop_is_one_line(tmp_path, flags, reference):
   """A full disk while the run's record is written (or the lock, the config's history, the
   samples cleared on a resume), before the loop: was a traceback of 22-32 lines (review
-  finding, on a tmpfs); now the one line, naming the file."""
+  finding, on a tmpfs); now the one line, naming the file.
+
+  The start after it (was its resume) holds two tests that started train.py on a new workdir
+  (3 starts of their own): test_a_workdir_without_checkpoints_takes_a_new_config and
+  test_two_runs_on_one_workdir."""
   workdir = str(tmp_path / "w")
   r = F.train(workdir, *flags, fault="disk_full_in_record:0")
   _one_error(r, f"the workdir {workdir} could not be used before training started "
              f"({workdir}/dataset.json: no space left on the device)", "Free some space")
   assert not _steps(workdir)
-  _resume_and_compare(workdir, reference, flags)
+  # A run that failed before its first checkpoint does not lock its workdir (item 2): its
+  # config.json is another config's here.
+  old = checkpoints.load_config(reference)
+  old.model.width = 0.5
+  checkpoints.save_config(workdir, old)
+  # Two runs on one workdir: the second is refused, and the first ends as if alone.
+  first = subprocess.Popen(F.command(workdir, *flags, fault="hold_at_step:3"), cwd=F.ROOT,
+                           env=F.environment("hold_at_step:3"), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+  try:
+    deadline = time.time() + 180
+    while not os.path.exists(os.path.join(workdir, "holding")):
+      assert first.poll() is None and time.time() < deadline, first.communicate()[1][-3000:]
+      time.sleep(0.2)
+    second = F.train(workdir, *flags)
+    _one_error(second, f"{workdir} is in use by another run (pid {first.pid} on host")
+  finally:
+    open(os.path.join(workdir, "release"), "w").close()
+    _, err = first.communicate(timeout=180)
+  _ends_as_the_reference(workdir, reference, first.returncode, err, "the held first run")
+  assert checkpoints.load_config(workdir).model.width == 0.125
 
 
 @functools.lru_cache(maxsize=None)
@@ -461,25 +528,6 @@ def test_disk_full_on_a_real_small_disk(tmp_path, flags, reference):
     subprocess.run(["umount", mount], check=True)
   r = _resume_and_compare(moved, reference, flags)
   assert not _temporaries(moved)
-
-
-def test_two_runs_on_one_workdir(tmp_path, flags, reference):
-  workdir = str(tmp_path / "w")
-  first = subprocess.Popen(F.command(workdir, *flags, fault="hold_at_step:3"), cwd=F.ROOT,
-                           env=F.environment("hold_at_step:3"), stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
-  try:
-    deadline = time.time() + 180
-    while not os.path.exists(os.path.join(workdir, "holding")):
-      assert first.poll() is None and time.time() < deadline, first.communicate()[1][-3000:]
-      time.sleep(0.2)
-    second = F.train(workdir, *flags)
-    _one_error(second, f"{workdir} is in use by another run (pid {first.pid} on host")
-  finally:
-    open(os.path.join(workdir, "release"), "w").close()
-    _, err = first.communicate(timeout=180)
-  assert first.returncode == 0, err[-3000:]
-  F.assert_same_state(F.final_state(workdir), F.final_state(reference))
 
 
 def test_read_only_workdir(tmp_path, flags):
@@ -612,18 +660,6 @@ def test_a_config_file_that_returns_no_whole_config(body, words, tmp_path, flags
   _one_error(r, words)
   assert "second line" not in r.stderr, r.stderr
   assert not os.path.exists(workdir)
-
-
-def test_a_workdir_without_checkpoints_takes_a_new_config(tmp_path, flags, reference):
-  """A run that failed before its first checkpoint does not lock its workdir (item 2)."""
-  workdir = str(tmp_path / "w")
-  os.makedirs(workdir)
-  old = checkpoints.load_config(reference)
-  old.model.width = 0.5
-  checkpoints.save_config(workdir, old)
-  r = F.train(workdir, *flags, "--config.num_train_steps=2")
-  assert r.returncode == 0, r.stderr[-3000:]
-  assert checkpoints.load_config(workdir).model.width == 0.125
 
 
 @pytest.mark.parametrize("signal_name", ["sigint", "sigterm"])
@@ -1097,21 +1133,6 @@ def test_metrics_lines_are_strict_json_when_a_value_is_not_finite(tmp_path):
   assert rows == [{"step": 1, "train/loss": None}, {"step": 2, "train/loss": 2.0},
                   {"step": 3, "train/loss": None, "val/loss": None, "val/kl": 1.5}]
   assert metrics.read_metrics(str(tmp_path)) == rows
-
-
-def test_a_resume_evaluating_at_a_logged_step_keeps_one_row(tmp_path, flags, reference):
-  """Resumed at step 4 (step 6's checkpoint gone) with evaluations every 4 steps: step 4's
-  evaluation goes into the row its training scalars are in already. Was: two rows for step
-  4, one (train) and one (val)."""
-  workdir = _copy(reference, tmp_path)
-  shutil.rmtree(os.path.join(workdir, "checkpoints", "6"))
-  r = F.train(workdir, *flags, "--config.eval_every_steps=4")
-  assert r.returncode == 0 and not F.error_lines(r.stderr), r.stderr[-3000:]
-  rows = F.read_rows(workdir)
-  assert [row["step"] for row in rows] == list(range(1, STEPS + 1))
-  assert "train/loss" in rows[3] and "val/loss" in rows[3]
-  assert os.path.exists(os.path.join(workdir, "samples", "step_0000004.png"))
-  F.assert_same_state(F.final_state(workdir), F.final_state(reference))
 
 
 def test_a_timed_wait_for_a_save_that_cannot_finish_returns(tmp_path, caplog):

@@ -15,6 +15,17 @@ from a2i_jax.errors import ConfigError, InputError
 from conftest import tiny_config
 
 
+def _normal(seed, shape):
+  """Test data, float32, from NumPy's generator (an eager jax.random draw compiles a program
+  for each new shape)."""
+  return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def _uniform(seed, shape, minval=0.0, maxval=1.0):
+  """Like `_normal`, uniform on [minval, maxval)."""
+  return np.random.default_rng(seed).uniform(minval, maxval, shape).astype(np.float32)
+
+
 def _abstract_params(cfg):
   model = models.create_model(cfg.model)
   return models.abstract_variables(model, cfg.model)["params"]
@@ -56,19 +67,19 @@ def test_output_shapes(name, size):
   model = models.create_model(cfg.model)
   x, y, m = models.dummy_inputs(cfg.model, batch=2)
   variables = models.init_variables(model, cfg.model, jax.random.key(0))
-  out = jax.jit(lambda v: model.apply(v, x, y, m, train=False,
-                                      rngs={"reparam": jax.random.key(1)}))(variables)
+  out = jax.device_get(jax.jit(lambda v: model.apply(  # NumPy's: no eager program below.
+      v, x, y, m, train=False, rngs={"reparam": jax.random.key(1)}))(variables))
   assert out["mean"].shape == (2, size, size, 3)
-  assert float(jnp.abs(out["mean"]).max()) <= 2.0 + 1e-6
+  assert float(np.abs(out["mean"]).max()) <= 2.0 + 1e-6
   if name == "discvae":
     assert out["gate"].shape == (2, size, size, 3)
     assert float(out["gate"].min()) >= 0.0 and float(out["gate"].max()) <= 1.0
-    assert float(jnp.abs(out["foreground"]).max()) <= 1.0
+    assert float(np.abs(out["foreground"]).max()) <= 1.0
     np.testing.assert_allclose(
         out["mean"], models.compose(out["foreground"], out["gate"], out["background"],
                                     cfg.model.composition), rtol=1e-6, atol=1e-6)
   else:
-    assert float(jnp.abs(out["mean"]).max()) <= 1.0  # tanh head
+    assert float(np.abs(out["mean"]).max()) <= 1.0  # tanh head
     assert out["x_logvar"].shape == (2, size, size, 3)
 
 
@@ -76,43 +87,38 @@ def test_torch_initialisers():
   cfg = tiny_config("cvae")
   cfg.model.width = 0.5
   model = models.create_model(cfg.model)
-  p = models.init_variables(model, cfg.model, jax.random.key(0))["params"]
+  p = jax.device_get(models.init_variables(model, cfg.model, jax.random.key(0))["params"])
   head = p["encoder"]["head"]
   # LinearMix2: the log-variance layer starts at zero (unit posterior variance).
-  assert float(jnp.abs(head["logvar"]["kernel"]).max()) == 0.0
+  assert float(np.abs(head["logvar"]["kernel"]).max()) == 0.0
   # LinearMix: non-negative weights below 1/sqrt(fan_in).
   mix = p["decoder"]["mix"]["Dense_0"]["kernel"]
   assert float(mix.min()) >= 0.0 and float(mix.max()) < 1 / np.sqrt(mix.shape[0])
   # BatchNorm gamma ~ U[0, 1), beta = 0.
   bn = p["encoder"]["trunk"]["BatchNorm_0"]
   assert float(bn["scale"].min()) >= 0.0 and float(bn["scale"].max()) < 1.0
-  assert float(jnp.abs(bn["bias"]).max()) == 0.0
+  assert float(np.abs(bn["bias"]).max()) == 0.0
   # Conv: weights and biases within +-1/sqrt(k*k*c_in).
   conv = p["encoder"]["trunk"]["Conv_0"]
   bound = 1 / np.sqrt(5 * 5 * 3)
-  assert float(jnp.abs(conv["kernel"]).max()) <= bound
-  assert float(jnp.abs(conv["bias"]).max()) <= bound
-  assert float(jnp.abs(conv["kernel"]).max()) > 0.8 * bound
+  assert float(np.abs(conv["kernel"]).max()) <= bound
+  assert float(np.abs(conv["bias"]).max()) <= bound
+  assert float(np.abs(conv["kernel"]).max()) > 0.8 * bound
 
 
-# The variables of `test_initial_values_are_the_callbacks_values_to_the_bit`'s reference, the
-# draws as host callbacks inside Flax's init, by (model, key placement): computed once per
-# worker for both of its paths.
-_CALLBACK_VALUES = {}
-
-
-@pytest.mark.parametrize("name, where, path", [
-    ("cvae", "default", "host"), ("discvae", "default", "host"),
-    ("discvae", "replicated", "host"), ("discvae", "default", "program"),
-    ("cvae", "replicated", "program")])
-def test_initial_values_are_the_callbacks_values_to_the_bit(name, where, path, monkeypatch):
+@pytest.mark.parametrize("name, where, paths", [
+    ("cvae", "default", ("host",)), ("discvae", "default", ("host", "program")),
+    ("discvae", "replicated", ("host",)), ("cvae", "replicated", ("program",))])
+def test_initial_values_are_the_callbacks_values_to_the_bit(name, where, paths, monkeypatch):
   """models.init_variables gives the very values, dtypes and placement of the draws as
   callbacks inside Flax's init. Its key derivations and constant leaves are computed with
   NumPy ("host": no XLA program at all), or, where that cannot be done, by a program without
   host callbacks (so the persistent cache keeps it) before the draws; so also where the host
   evaluation fails unexpectedly. With the key committed and replicated over the devices, as a
   multi-device run's may be, so are the variables. The disCVAE reuses its background head,
-  whose second call reads the parameters the first one drew (layers.ParamsReadDirectly)."""
+  whose second call reads the parameters the first one drew (layers.ParamsReadDirectly).
+  Both paths of a (model, key placement) in one test: its reference cannot be cached, 2-6 s
+  a compile."""
   from a2i_jax.models import initializers  # pylint: disable=import-outside-toplevel
   cfg = tiny_config(name)
   model = models.create_model(cfg.model)
@@ -120,35 +126,38 @@ def test_initial_values_are_the_callbacks_values_to_the_bit(name, where, path, m
   if where == "replicated":
     mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
     key = jax.device_put(key, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-  if (name, where) not in _CALLBACK_VALUES:  # Its program cannot be cached: 2-6 s a compile.
-    k_params, k_reparam, k_drop = jax.random.split(key, 3)
-    _CALLBACK_VALUES[name, where] = jax.jit(lambda kp, kr, kd: model.init(  # The draws as
-        {"params": kp, "reparam": kr, "dropout": kd},  # callbacks, the same keys.
-        *models.dummy_inputs(cfg.model), train=False))(k_params, k_reparam, k_drop)
-  inside = _CALLBACK_VALUES[name, where]
+  k_params, k_reparam, k_drop = jax.random.split(key, 3)
+  inside = jax.jit(lambda kp, kr, kd: model.init(  # The draws as callbacks, the same keys.
+      {"params": kp, "reparam": kr, "dropout": kd},
+      *models.dummy_inputs(cfg.model), train=False))(k_params, k_reparam, k_drop)
 
-  if path == "program":  # The host evaluation failing as it might under a later jax.
-    def not_on_host(*_):
-      raise KeyError("broadcast_dimensions")
-    monkeypatch.setattr(initializers, "_evaluate_on_host", not_on_host)
   compiled = []  # The text of every program init_variables compiles.
   real_compile = jax.stages.Lowered.compile
-  monkeypatch.setattr(jax.stages.Lowered, "compile",
-                      lambda self, *a, **k: compiled.append(self.as_text()) or real_compile(
-                          self, *a, **k))
-  after = models.init_variables(model, cfg.model, key)
-  if path == "host":
-    assert not compiled
-  else:
-    assert len(compiled) == 1 and "callback" not in compiled[0]
-  a, tree_a = jax.tree_util.tree_flatten(after)
-  b, tree_b = jax.tree_util.tree_flatten(inside)
-  assert tree_a == tree_b
-  for x, y in zip(a, b):
-    assert x.dtype == y.dtype and x.sharding.is_equivalent_to(y.sharding, x.ndim)
-    assert len(x.sharding.device_set) == (jax.device_count() if where == "replicated" else 1)
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-  assert any(float(jnp.abs(x).max()) > 0 for x in a)  # Drawn, not placeholders or zeros.
+  for path in paths:
+    compiled.clear()
+    with monkeypatch.context() as patch:
+      if path == "program":  # The host evaluation failing as it might under a later jax.
+        def not_on_host(*_):
+          raise KeyError("broadcast_dimensions")
+        patch.setattr(initializers, "_evaluate_on_host", not_on_host)
+      patch.setattr(jax.stages.Lowered, "compile",
+                    lambda self, *a, **k: compiled.append(self.as_text()) or real_compile(
+                        self, *a, **k))
+      after = models.init_variables(model, cfg.model, key)
+    if path == "host":
+      assert not compiled, path
+    else:
+      assert len(compiled) == 1 and "callback" not in compiled[0], path
+    a, tree_a = jax.tree_util.tree_flatten(after)
+    b, tree_b = jax.tree_util.tree_flatten(inside)
+    assert tree_a == tree_b, path
+    for x, y in zip(a, b):
+      assert x.dtype == y.dtype and x.sharding.is_equivalent_to(y.sharding, x.ndim), path
+      assert len(x.sharding.device_set) == (jax.device_count() if where == "replicated"
+                                            else 1), path
+      np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=path)
+    # Drawn, not placeholders or zeros.
+    assert any(np.abs(np.asarray(x)).max() > 0 for x in a), path
 
 
 @pytest.mark.parametrize("partitionable", [True, False])
@@ -279,27 +288,34 @@ def test_unknown_model_name_and_size():
 def test_background_kl_gradient_does_not_reach_foreground_encoder(composition):
   """docs/reference.md §1.3.2: with blocking on, d KL_B / d(encoder_fg) is exactly zero; off,
   it is not. The same under both compositions."""
-  for block, expect_zero in ((True, True), (False, False)):
+  kl_grads = []
+  for block in (True, False):
     cfg = tiny_config("discvae")
     cfg.model.composition = composition
     cfg.model.block_kl_bg_grad_to_fg = block
     model = models.create_model(cfg.model)
     variables = models.init_variables(model, cfg.model, jax.random.key(0))
     x, y, m = models.dummy_inputs(cfg.model, batch=2)
-    x = jax.random.uniform(jax.random.key(3), x.shape, minval=-1, maxval=1)
+    x = _uniform(3, x.shape, minval=-1, maxval=1)
 
-    def kl_bg(params):
+    def kl_bg(params, model=model, variables=variables, x=x, y=y, m=m):
       out = model.apply({**variables, "params": params}, x, y, m, train=False,
                         rngs={"reparam": jax.random.key(1)})
       return (0.5 * (jnp.exp(out["logvar_bg"]) + out["mu_bg"] ** 2 - 1
                      - out["logvar_bg"])).sum()
+    kl_grads.append((jax.grad(kl_bg), variables["params"]))
+  # Both settings' gradients from one program; the norms summed on the host (an eager
+  # reduction per leaf compiled a program per shape).
+  both = jax.jit(lambda *ps: [grad(p) for (grad, _), p in zip(kl_grads, ps)])(
+      *(p for _, p in kl_grads))
 
-    g = jax.jit(jax.grad(kl_bg))(variables["params"])
-    fg_norm = float(sum(jnp.abs(a).sum() for a in jax.tree_util.tree_leaves(g["encoder_fg"])))
-    bg_norm = float(sum(jnp.abs(a).sum()
-                        for a in jax.tree_util.tree_leaves(g["encoder_bg_head"])))
-    assert bg_norm > 0
-    assert (fg_norm == 0.0) == expect_zero
+  def norm(tree):
+    return float(sum(np.abs(np.asarray(a, np.float64)).sum()
+                     for a in jax.tree_util.tree_leaves(tree)))
+  for block, g in zip((True, False), both):
+    fg_norm, bg_norm = norm(g["encoder_fg"]), norm(g["encoder_bg_head"])
+    assert bg_norm > 0, f"block={block}: no gradient reaches the background encoder"
+    assert (fg_norm == 0.0) == block, f"block={block}: |d KL_B / d encoder_fg| = {fg_norm}"
 
 
 def _two_forms(name, key, value, other):
@@ -319,9 +335,9 @@ def _two_forms(name, key, value, other):
 def _compiled_loss_grad(model, variables, cfg):
   """A compiled params -> ((loss, mean image), grads) of a train-mode reconstruction loss."""
   x, y, m = models.dummy_inputs(cfg.model, batch=3)
-  x = jax.random.uniform(jax.random.key(2), x.shape, minval=-1.0, maxval=1.0)
-  y = jax.random.uniform(jax.random.key(5), y.shape)
-  m = (jax.random.uniform(jax.random.key(3), m.shape) > 0.5).astype(m.dtype)
+  x = _uniform(2, x.shape, minval=-1.0, maxval=1.0)
+  y = _uniform(5, y.shape)
+  m = (_uniform(3, m.shape) > 0.5).astype(m.dtype)
 
   def loss(params):
     out, _ = model.apply({**variables, "params": params}, x, y, m, train=True,
@@ -348,13 +364,13 @@ def test_polyphase_discvae_has_the_direct_parameters_and_outputs():
   and initial values, and compute the same composite; gradients: the CVAE test below."""
   cfg, poly_model, direct_model, variables = _two_forms("discvae", "upsample_mode",
                                                         "polyphase", "direct")
-  z_fg = jax.random.normal(jax.random.key(2), (3, cfg.model.zf_dim))
-  z_bg = jax.random.normal(jax.random.key(3), (3, cfg.model.zb_dim))
-  y = jax.random.normal(jax.random.key(4), (3, cfg.model.y_dim))
-  outs = [jax.jit(lambda v, model=model: model.apply(v, z_fg, z_bg, y, method="decode"))(
-      variables) for model in (poly_model, direct_model)]
+  z_fg = _normal(2, (3, cfg.model.zf_dim))
+  z_bg = _normal(3, (3, cfg.model.zb_dim))
+  y = _normal(4, (3, cfg.model.y_dim))
+  outs = jax.jit(lambda v: [model.apply(v, z_fg, z_bg, y, method="decode")  # One program.
+                            for model in (poly_model, direct_model)])(variables)
   for key in outs[0]:
-    np.testing.assert_allclose(outs[0][key], outs[1][key], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(outs[0][key], outs[1][key], rtol=1e-4, atol=1e-5, err_msg=key)
 
 
 def test_polyphase_upsample_conv_is_the_direct_form():
@@ -382,7 +398,7 @@ def test_phase_decoder_tail_is_the_full_form():
   for name in ("cvae", "discvae"):
     cfg, phase_model, full_model, variables = _two_forms(name, "decoder_tail", "phase", "full")
     inputs = models.dummy_inputs(cfg.model, batch=3)
-    inputs = (jax.random.uniform(jax.random.key(2), inputs[0].shape, minval=-1.0),
+    inputs = (_uniform(2, inputs[0].shape, minval=-1.0),
               *inputs[1:])
     fns = [lambda v, model=model: model.apply(
         v, *inputs, train=True, rngs={"reparam": jax.random.key(1), "dropout": jax.random.key(4)},
@@ -398,7 +414,7 @@ def test_phase_decoder_tail_is_the_full_form():
     assert (full_outs[-1], phase_outs[-1]) == (("6", "24") if name == "cvae" else ("4", "12"))
     if name == "cvae":
       continue
-    (out, stats), (ref, ref_stats) = (jax.jit(f)(variables) for f in fns)
+    (out, stats), (ref, ref_stats) = jax.jit(lambda v, fns=fns: [f(v) for f in fns])(variables)
     assert set(out) == set(ref)
     for key in ref:  # Every head: the image, the gate, the background.
       np.testing.assert_allclose(out[key], ref[key], rtol=1e-4, atol=1e-5, err_msg=key)
@@ -424,8 +440,8 @@ def test_upsample_conv_forms_are_the_direct_form(mode, kernel, size, form):
   assert models.layers.polyphase_form(kernel, mode, size=size) == form
   assert models.layers.polyphase_form(kernel, "direct", size=size) is None
   # 12 channels: the per-tap weight gradient's per-tap path, as in the models' layers.
-  x = jax.random.normal(jax.random.key(0), (2,) + size + (12,))
-  weights = jax.random.normal(jax.random.key(1), (2, 2 * size[0], 2 * size[1], 4))
+  x = _normal(0, (2,) + size + (12,))
+  weights = _normal(1, (2, 2 * size[0], 2 * size[1], 4))
 
   class Layer(nn.Module):
     mode: str
@@ -437,17 +453,24 @@ def test_upsample_conv_forms_are_the_direct_form(mode, kernel, size, form):
                          upsample_mode=self.mode, conv_weight_grad=self.weight_grad)
 
   variables = Layer("direct", "xla").init(jax.random.key(2), x)
+
+  def loss(v, x, mode, weight_grad):
+    return jnp.sum(jnp.tanh(Layer(mode, weight_grad).apply(v, x)) * weights)
+
+  def values_and_grads(v, x):  # Both forms with both weight gradients: one program.
+    return {(g, m): jax.value_and_grad(functools.partial(loss, mode=m, weight_grad=g),
+                                       argnums=(0, 1))(v, x)
+            for g in ("xla", "taps") for m in (mode, "direct")}
+  results = jax.jit(values_and_grads)(variables, x)
   for weight_grad in ("xla", "taps"):
-    def loss(v, x, mode, weight_grad=weight_grad):
-      return jnp.sum(jnp.tanh(Layer(mode, weight_grad).apply(v, x)) * weights)
-    (value, grads), (ref, ref_grads) = (jax.jit(jax.value_and_grad(
-        functools.partial(loss, mode=m), argnums=(0, 1)))(variables, x)
-        for m in (mode, "direct"))
-    np.testing.assert_allclose(value, ref, rtol=1e-5)
+    (value, grads), (ref, ref_grads) = (results[weight_grad, m] for m in (mode, "direct"))
+    np.testing.assert_allclose(value, ref, rtol=1e-5, err_msg=weight_grad)
     for a, b in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(ref_grads)):
       # Sums over 2 x 32 x 32 pixels in another order: compared on the gradient's scale.
-      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(b).max())
-    jaxpr = str(jax.make_jaxpr(functools.partial(loss, mode=mode))(variables, x))
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(b).max(),
+                                 err_msg=weight_grad)
+    jaxpr = str(jax.make_jaxpr(functools.partial(loss, mode=mode, weight_grad=weight_grad))(
+        variables, x))
     if form == "transposed":  # One convolution, no upsample before it.
       assert re.search(r"lhs_dilation=\(2, 2\)", jaxpr)
       assert "broadcast_in_dim" not in jaxpr.split("conv_general_dilated")[0]
@@ -470,12 +493,12 @@ def test_transposed_mode_keeps_the_phase_tail_and_the_composite():
   cfg, t_model, p_model, variables = _two_forms("discvae", "upsample_mode", "transposed",
                                                 "polyphase")
   t_model, p_model = (m.clone(decoder_tail="phase") for m in (t_model, p_model))
-  z_fg = jax.random.normal(jax.random.key(2), (3, cfg.model.zf_dim))
-  z_bg = jax.random.normal(jax.random.key(3), (3, cfg.model.zb_dim))
-  y = jax.random.normal(jax.random.key(4), (3, cfg.model.y_dim))
+  z_fg = _normal(2, (3, cfg.model.zf_dim))
+  z_bg = _normal(3, (3, cfg.model.zb_dim))
+  y = _normal(4, (3, cfg.model.y_dim))
   fns = [lambda v, model=model: model.apply(v, z_fg, z_bg, y, method="decode")
          for model in (t_model, p_model)]
-  outs = [jax.jit(f)(variables) for f in fns]
+  outs = jax.jit(lambda v: [f(v) for f in fns])(variables)  # Both in one program.
   for key in outs[0]:
     np.testing.assert_allclose(outs[0][key], outs[1][key], rtol=1e-4, atol=1e-5, err_msg=key)
   jaxpr = str(jax.make_jaxpr(fns[0])(variables))
@@ -491,8 +514,8 @@ def test_decoder_tail_forms_are_the_written_heads(heads, weight_grad, upsample_m
   no head reads another's weights. One head of 3 channels takes the zero-padded path, and
   the per-tap weight gradient takes its padded kernel; with the direct upsample the phase
   form does not apply and both take the full one."""
-  x = jax.random.normal(jax.random.key(0), (2, 4, 4, 6))
-  weights = [jax.random.normal(jax.random.key(i + 1), (2, 8, 8, c)) for i, c in enumerate(heads)]
+  x = _normal(0, (2, 4, 4, 6))
+  weights = [_normal(i + 1, (2, 8, 8, c)) for i, c in enumerate(heads)]
 
   class Tail(nn.Module):
     tail: str
@@ -507,28 +530,34 @@ def test_decoder_tail_forms_are_the_written_heads(heads, weight_grad, upsample_m
                                                 upsample_mode=upsample_mode), True, jnp.float32))
       return [models.conv(h, f, 5, dtype=jnp.float32) for f in heads]
 
-  results = []
-  for tail in ("written", "phase", "full"):
+  tails, losses, inits = ("written", "phase", "full"), [], []
+  # The three tails' variables from one program (op by op, each primitive compiles its own).
+  all_variables = jax.jit(lambda key: [Tail(tail).init(key, x) for tail in tails])(
+      jax.random.key(3))
+  for tail, variables in zip(tails, all_variables):
     module = Tail(tail)
-    variables = module.init(jax.random.key(3), x)
 
     def loss(params, module=module, variables=variables):
       outs, _ = module.apply({**variables, "params": params}, x, mutable=["batch_stats"])
       assert [o.shape for o in outs] == [(2, 8, 8, c) for c in heads]
       return sum(jnp.sum(o * w) for o, w in zip(outs, weights))
-    results.append((variables["params"], jax.value_and_grad(loss)(variables["params"])))
-  ref_params, (ref_value, ref_grads) = results[0]
-  for params, (value, grads) in results[1:]:
-    assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(ref_params)
+    losses.append(loss)
+    inits.append(variables["params"])
+  # The three tails' values and gradients from one program.
+  results = jax.jit(lambda ps: [jax.value_and_grad(f)(p) for f, p in zip(losses, ps)])(inits)
+  ref_params, (ref_value, ref_grads) = inits[0], results[0]
+  for tail, params, (value, grads) in zip(tails[1:], inits[1:], results[1:]):
+    assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(ref_params), tail
     for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(ref_params)):
-      np.testing.assert_array_equal(a, b)  # The same initial values.
-    np.testing.assert_allclose(value, ref_value, rtol=1e-5)
+      np.testing.assert_array_equal(a, b, err_msg=tail)  # The same initial values.
+    np.testing.assert_allclose(value, ref_value, rtol=1e-5, err_msg=tail)
     flat, ref = (np.concatenate([np.ravel(a) for a in jax.tree_util.tree_leaves(t)])
                  for t in (grads, ref_grads))
     # One scale for all: the bias in front of BatchNorm gets gradients of pure rounding noise.
-    np.testing.assert_allclose(flat, ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
+    np.testing.assert_allclose(flat, ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max(),
+                               err_msg=tail)
     for i in range(len(heads)):  # The heads' kernels: each its own, and not zero.
-      assert np.abs(grads[f"Conv_{i + 1}"]["kernel"]).max() > 1e-3
+      assert np.abs(grads[f"Conv_{i + 1}"]["kernel"]).max() > 1e-3, (tail, i)
 
 
 def test_decoder_tail_auto_is_phase_off_cpu_and_a_bad_name_is_one_error(monkeypatch):
@@ -603,14 +632,14 @@ def test_window_conv_is_the_convolution(dtype):
         return models.window_conv(x, 12, dtype)
       return models.conv(x, 12, x.shape[1], padding=0, dtype=dtype)
 
-  x = jax.random.normal(jax.random.key(0), (3, 4, 4, 5))
+  x = _normal(0, (3, 4, 4, 5))
   product, convolution = Top(True), Top(False)
   variables = product.init(jax.random.key(1), x)
   ref_vars = convolution.init(jax.random.key(1), x)
   assert jax.tree_util.tree_structure(variables) == jax.tree_util.tree_structure(ref_vars)
   for a, b in zip(jax.tree_util.tree_leaves(variables), jax.tree_util.tree_leaves(ref_vars)):
     np.testing.assert_array_equal(a, b)
-  weights = jax.random.normal(jax.random.key(2), (3, 1, 1, 12))
+  weights = _normal(2, (3, 1, 1, 12))
 
   def loss(module):
     return jax.jit(jax.value_and_grad(lambda v, x: jnp.sum(
@@ -752,7 +781,7 @@ def test_discvae_decode_composes_its_layers(composition):
   model = models.create_model(cfg.model)
   variables = models.init_variables(model, cfg.model, jax.random.key(0))
   y = jnp.asarray(np.random.default_rng(0).uniform(size=(3, cfg.model.y_dim)), jnp.float32)
-  lat = {n: jax.random.normal(jax.random.key(i), (3, d))
+  lat = {n: _normal(i, (3, d))
          for i, (n, d) in enumerate(model.latent_dims.items())}
   out = jax.jit(lambda v, l, y: model.apply(v, l, y, method="decode_latents"))(variables, lat, y)
   fg, g, bg = (np.asarray(out[k]) for k in ("foreground", "gate", "background"))
@@ -789,8 +818,9 @@ def test_image_heads_run_in_float32_under_bf16_compute(name):
             yield from tanh_inputs(sub)
   dtypes = list(tanh_inputs(jaxpr.jaxpr))
   assert dtypes and all(d == jnp.float32 for d in dtypes), dtypes
-  out = model.apply(variables, lat, y, method="decode_latents")
-  assert all(v.dtype == jnp.float32 for v in out.values())
+  # The decoded images' dtypes, from the same trace (the trace fixes them; running the decoder
+  # op by op compiled each bf16 primitive on its own, 2.5 s a model).
+  assert all(a.dtype == jnp.float32 for a in jaxpr.out_avals), jaxpr.out_avals
 
 
 def test_decoded_images_are_clipped_to_the_picture_range():
@@ -913,40 +943,46 @@ def test_eval_mode_folds_batchnorm_into_the_convolutions_to_the_same_function(
   for a, b in zip(jax.tree_util.tree_leaves(init["on"]), jax.tree_util.tree_leaves(init["off"])):
     np.testing.assert_array_equal(a, b)
   # Statistics and BatchNorm parameters away from 0 and 1, so that a wrong fold shows.
-  keys = iter(jax.random.split(jax.random.key(7), 1000))
+  rng = np.random.default_rng(7)
 
   def moved(path, leaf):
     names = [getattr(p, "key", "") for p in path]
     if not any(str(n).startswith("BatchNorm") for n in names):
       return leaf
     if names[-1] == "var":
-      return jax.random.uniform(next(keys), leaf.shape, minval=0.3, maxval=3.0)
-    return leaf + 0.5 * jax.random.normal(next(keys), leaf.shape)
+      return rng.uniform(0.3, 3.0, leaf.shape).astype(np.float32)
+    return (np.asarray(leaf) + 0.5 * rng.standard_normal(leaf.shape)).astype(np.float32)
   variables = jax.tree_util.tree_map_with_path(moved, init["off"])
   x, y, m = models.dummy_inputs(cfg.model, batch=6)  # 6: no kernel's first dimension.
-  x = jax.random.uniform(jax.random.key(2), x.shape, minval=-1.0, maxval=1.0)
-  y = jax.random.uniform(jax.random.key(5), y.shape)
+  x = _uniform(2, x.shape, minval=-1.0, maxval=1.0)
+  y = _uniform(5, y.shape)
   rngs = {"reparam": jax.random.key(1), "dropout": jax.random.key(4)}
-  latents = {n: mu for n, (mu, _) in model.apply(
-      variables, x, y, m, method="encode_latents").items()}
+  latents = {n: mu for n, (mu, _) in jax.jit(lambda v: model.apply(
+      v, x, y, m, method="encode_latents"))(variables).items()}
 
+  def forward(v):
+    return model.apply(v, x, y, m, train=False, rngs=rngs)
+
+  def latent_grads(v):
+    return jax.grad(lambda lat: jnp.sum(model.apply(
+        v, lat, y, method="decode_latents")["mean"] ** 2))(latents)
+
+  def both_folds(v):  # One program: each half traced under its own setting.
+    results = {}
+    for fold in ("off", "on"):
+      monkeypatch.setattr(models.layers, "FOLD_BATCHNORM", fold)
+      results[fold] = forward(v), latent_grads(v)
+    return results
+  results = jax.jit(both_folds)(variables)
   out, grads, muls = {}, {}, {}
   for fold in ("off", "on"):
+    out[fold], grads[fold] = results[fold]
     monkeypatch.setattr(models.layers, "FOLD_BATCHNORM", fold)
-
-    # New functions for each setting: JAX's trace caches key on the function, not on the
-    # module-level setting read while tracing.
-    def forward(v):
-      return model.apply(v, x, y, m, train=False, rngs=rngs)
-
-    def latent_grads(v):
-      return jax.grad(lambda lat: jnp.sum(model.apply(
-          v, lat, y, method="decode_latents")["mean"] ** 2))(latents)
-    out[fold], grads[fold] = jax.jit(forward)(variables), jax.jit(latent_grads)(variables)
     # Multiplications whose result is a feature map (the batch's 6 first, 4 or more
-    # dimensions), nested ones too.
+    # dimensions), nested ones too. A new function for each setting: JAX's trace caches key
+    # on the function, not on the module-level setting read while tracing.
     muls[fold] = len(re.findall(r"\w+:f32\[6(?:,\d+){3,}\] = mul ",
-                                str(jax.make_jaxpr(forward)(variables))))
+                                str(jax.make_jaxpr(lambda v: forward(v))(variables))))
   assert set(out["on"]) == set(out["off"])
   for key in out["off"]:
     np.testing.assert_allclose(out["on"][key], out["off"][key], rtol=1e-4, atol=1e-5,

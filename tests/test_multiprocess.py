@@ -156,7 +156,7 @@ def test_processes_that_find_no_one_stop_with_one_line(tmp_path):
   0.10, 1 with a fatal log on 0.7.2) when its own deadline passes."""
   results = _finish(_launch_each([  # Within 60 s, where JAX's own deadline is 300 s.
       [f"--out={tmp_path / 'never.npz'}", f"--coordinator=localhost:{_free_port()}",
-       "--num_processes=2", f"--process_id={i}", "--timeout_s=3"] for i in (0, 1)]), 60)
+       "--num_processes=2", f"--process_id={i}", "--timeout_s=1"] for i in (0, 1)]), 60)
   for rc, _, err in results:
     assert rc == 1 and len(_error_lines(err)) == 1, err[-3000:]
     assert "Terminating process" not in err, err[-3000:]

@@ -1,6 +1,7 @@
 """The performance defaults change speed, not results: the precision policy, the recommended
 XLA:CPU flags (chosen by measurement), donation and fused dispatches against the plain step."""
 
+import functools
 import json
 import os
 import re
@@ -394,13 +395,34 @@ def test_library_compile_options_are_known_and_keep_the_numbers(data_cache):
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
 
-def _conv_value_and_grads(conv_fn, x, w, pads, strides=(1, 1)):
-  """The value of a nonlinear loss of one convolution and its gradients w.r.t. input and kernel;
-  each output channel weighted differently, so that outputs in the wrong order do not pass."""
+def _normal(seed, shape):
+  """Test data, float32, from NumPy's generator (an eager jax.random draw compiles a program
+  for each new shape)."""
+  return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def _conv_loss(conv_fn, pads, strides):
   def loss(x, w):
     y = conv_fn(x, w, strides, pads, dimension_numbers=_NHWC)
     return jnp.sum(jnp.sin(y) * (1.0 + jnp.arange(y.shape[-1]) / y.shape[-1]))
-  return jax.jit(jax.value_and_grad(loss, (0, 1)))(x, w)
+  return loss
+
+
+@functools.lru_cache(maxsize=None)
+def _xla_value_and_grads(pads, strides):
+  """`_conv_value_and_grads` of jax.lax.conv_general_dilated, jitted once per worker, so that
+  the reference of the tests below compiles once per shape, not once per test. (Only XLA's
+  own: the library's forms read module-level settings, which the tests change, when traced.)"""
+  return jax.jit(jax.value_and_grad(_conv_loss(jax.lax.conv_general_dilated, pads, strides),
+                                    (0, 1)))
+
+
+def _conv_value_and_grads(conv_fn, x, w, pads, strides=(1, 1)):
+  """The value of a nonlinear loss of one convolution and its gradients w.r.t. input and kernel;
+  each output channel weighted differently, so that outputs in the wrong order do not pass."""
+  if conv_fn is jax.lax.conv_general_dilated:
+    return _xla_value_and_grads(pads, strides)(x, w)
+  return jax.jit(jax.value_and_grad(_conv_loss(conv_fn, pads, strides), (0, 1)))(x, w)
 
 
 def _assert_same_value_and_grads(conv_fn, ref_fn, x, w, pads, strides=(1, 1)):
@@ -434,8 +456,8 @@ def test_taps_conv_equals_xla_conv(shape, method, monkeypatch):
   pads = ((p, p), (p, p))
   if method != "auto":
     monkeypatch.setattr(conv_grad, "_weight_grad_method", lambda *_: method)
-  x = jax.random.normal(jax.random.key(0), (n, h, w, cin))
-  kernel = jax.random.normal(jax.random.key(1), (k, k, cin, cout)) / np.sqrt(k * k * cin)
+  x = _normal(0, (n, h, w, cin))
+  kernel = _normal(1, (k, k, cin, cout)) / (k * k * cin) ** 0.5
   _assert_same_value_and_grads(conv_grad.taps_conv_general_dilated,
                                jax.lax.conv_general_dilated, x, kernel, pads)
 
@@ -443,8 +465,8 @@ def test_taps_conv_equals_xla_conv(shape, method, monkeypatch):
 def test_taps_conv_bfloat16():
   """bf16 compute: products accumulated in float32, the gradient returned in the kernel's dtype."""
   pads = ((1, 1), (1, 1))
-  x = jax.random.normal(jax.random.key(0), (4, 12, 12, 32)).astype(jnp.bfloat16)
-  kernel = (jax.random.normal(jax.random.key(1), (3, 3, 32, 16)) / 17).astype(jnp.bfloat16)
+  x = _normal(0, (4, 12, 12, 32)).astype(jnp.bfloat16)
+  kernel = (_normal(1, (3, 3, 32, 16)) / 17).astype(jnp.bfloat16)
   _, grads = _conv_value_and_grads(conv_grad.taps_conv_general_dilated, x, kernel, pads)
   _, ref_grads = _conv_value_and_grads(jax.lax.conv_general_dilated, x.astype(jnp.float32),
                                        kernel.astype(jnp.float32), pads)
@@ -461,8 +483,8 @@ def test_taps_conv_bfloat16():
 def test_taps_conv_falls_back_to_xla(kwargs):
   """Dilated or string-padded convolutions are plain lax.conv_general_dilated. (Strided ones
   take the canonical gradients: the next tests.)"""
-  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 4))
-  kernel = jax.random.normal(jax.random.key(1), (3, 3, 4, 5))
+  x = _normal(0, (2, 8, 8, 4))
+  kernel = _normal(1, (3, 3, 4, 5))
 
   def loss(conv_fn):
     return lambda w: jnp.sum(conv_fn(x, w, dimension_numbers=_NHWC, **kwargs) ** 2)
@@ -486,8 +508,8 @@ def test_canonical_conv_equals_xla_conv(shape, input_grad, weight_grad, monkeypa
   monkeypatch.setattr(conv_grad, "CONV_WEIGHT_GRAD_LAYOUT", weight_grad)
   n, h, w, cin, cout, k, p = shape
   pads = ((p, p), (p, p))
-  x = jax.random.normal(jax.random.key(0), (n, h, w, cin))
-  kernel = jax.random.normal(jax.random.key(1), (k, k, cin, cout)) / np.sqrt(k * k * cin)
+  x = _normal(0, (n, h, w, cin))
+  kernel = _normal(1, (k, k, cin, cout)) / (k * k * cin) ** 0.5
   _assert_same_value_and_grads(conv_grad.canonical_conv_general_dilated,
                                jax.lax.conv_general_dilated, x, kernel, pads)
 
@@ -505,8 +527,8 @@ def test_strided_convs_take_the_canonical_gradients(size_h, size_w, k, strides, 
   """A strided convolution, through `canonical_conv_general_dilated` or the per-tap rule
   (which leaves it to the canonical gradients), gives XLA's value and gradients, and carries
   the custom rule."""
-  x = jax.random.normal(jax.random.key(0), (2, size_h, size_w, 5))
-  kernel = jax.random.normal(jax.random.key(1), (k, k, 5, 6)) / np.sqrt(k * k * 5)
+  x = _normal(0, (2, size_h, size_w, 5))
+  kernel = _normal(1, (k, k, 5, 6)) / (k * k * 5) ** 0.5
   for fn in (conv_grad.canonical_conv_general_dilated, conv_grad.taps_conv_general_dilated):
     _assert_same_value_and_grads(fn, jax.lax.conv_general_dilated, x, kernel, pads, strides)
     jaxpr = jax.make_jaxpr(lambda x, w, fn=fn: fn(x, w, strides, pads,
@@ -517,8 +539,8 @@ def test_strided_convs_take_the_canonical_gradients(size_h, size_w, k, strides, 
 def test_canonical_input_grad_uneven_pads_bfloat16_and_fallbacks():
   """Uneven pads take the canonical form too; bf16 gradients come back in bf16; pads beyond
   the kernel's size less one, dilation and string padding are plain XLA."""
-  x = jax.random.normal(jax.random.key(0), (2, 7, 6, 5))
-  kernel = jax.random.normal(jax.random.key(1), (3, 3, 5, 4)) / np.sqrt(45)
+  x = _normal(0, (2, 7, 6, 5))
+  kernel = _normal(1, (3, 3, 5, 4)) / 45 ** 0.5
   fn = conv_grad.canonical_conv_general_dilated
   _assert_same_value_and_grads(fn, jax.lax.conv_general_dilated, x, kernel, ((0, 2), (2, 1)))
   _, grads = _conv_value_and_grads(fn, x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16),
@@ -549,9 +571,9 @@ def test_a_loop_of_gradients_keeps_every_convolution_canonical(wrt):
   (posterior inference's shape), or on the input and both kernels (a rolled scan of train
   steps), one "same" and one without padding: with the canonical forms every convolution of
   the optimised program is canonical, and the steps end where JAX's end."""
-  k1 = jax.random.normal(jax.random.key(1), (3, 3, 4, 6)) / 6
-  k2 = jax.random.normal(jax.random.key(2), (3, 3, 6, 4)) / 7
-  z0 = jax.random.normal(jax.random.key(0), (2, 8, 8, 4))
+  k1 = _normal(1, (3, 3, 4, 6)) / 6
+  k2 = _normal(2, (3, 3, 6, 4)) / 7
+  z0 = _normal(0, (2, 8, 8, 4))
   argnums = (0,) if wrt == "input" else (0, 1, 2)
 
   def steps(conv):
@@ -627,8 +649,8 @@ def test_split_outputs_equals_one_convolution(inner, monkeypatch):
   conv_fn = {"xla": jax.lax.conv_general_dilated,
              "taps": conv_grad.taps_conv_general_dilated}[inner]
   split = conv_grad.split_outputs(conv_fn)
-  x = jax.random.normal(jax.random.key(0), (2, 7, 6, 5))
-  kernel = jax.random.normal(jax.random.key(1), (3, 3, 5, 10)) / np.sqrt(45)
+  x = _normal(0, (2, 7, 6, 5))
+  kernel = _normal(1, (3, 3, 5, 10)) / 45 ** 0.5
   pads = ((1, 1), (1, 1))
   _assert_same_value_and_grads(split, conv_fn, x, kernel, pads)
   # Every argument by position, as jax.lax.conv_general_dilated takes them.
@@ -693,7 +715,7 @@ def test_offset_polyphase_setting(monkeypatch):
   assert layers.polyphase_form(3, "polyphase", size=(8, 8)) is None
   # UpsampleConv on its own computes any odd kernel: 3x3 in the centred form where the offset
   # one is off, in the offset form when told, both the upsample-then-convolve function.
-  x = jax.random.normal(jax.random.key(1), (1, 8, 8, 2))
+  x = _normal(1, (1, 8, 8, 2))
   variables = models.UpsampleConv(3, (3, 3)).init(jax.random.key(0), x)
   kernel, bias = variables["params"]["kernel"], variables["params"]["bias"]
   up = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)

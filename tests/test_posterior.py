@@ -128,12 +128,45 @@ def test_four_devices_equal_one(cvae):
   assert run_steps._cache_size() == 2  # A private jit method of jax 0.7.2 .. 0.10.x.
 
 
-def test_steps_per_call_zero_runs_every_step_in_one_rolled_loop(cvae):
+@pytest.fixture(scope="module")
+def adam_loops(cvae):
+  """{"cpu" | "gpu": (outputs, the text of the compiled `run`)} of one `infer_latents` call
+  on 4 test images, 7 zero-init steps in one call (steps_per_call=0), with the Adam loop as
+  `perf.inference_scan_unroll` gives it for that backend: rolled on CPU, unrolled by 5 on GPU.
+
+  The text is that of the program the call compiled itself (`Lowered.compile` recorded): was
+  a second compile of each, through `_lowered_run`, and a third of the rolled loop (3 steps)
+  in test_steps_per_call_zero_runs_every_step_in_one_rolled_loop."""
+  from a2i_jax import perf  # pylint: disable=import-outside-toplevel
+  trained, ds = cvae
+  x, y = _test_batch(ds, 4)
+  xs = inference.check_images(x, 32)
+  opts = inference.options_for(trained, init="zeros", steps=7)
+  real_compile, real_unroll = jax.stages.Lowered.compile, perf.inference_scan_unroll
+  loops = {}
+  for backend in ("cpu", "gpu"):
+    compiled = []
+
+    def recorded(self, *args, **kwargs):
+      compiled.append(real_compile(self, *args, **kwargs))
+      return compiled[-1]
+    with pytest.MonkeyPatch.context() as patch:
+      patch.setattr(jax.stages.Lowered, "compile", recorded)
+      patch.setattr(perf, "inference_scan_unroll", lambda b=backend: real_unroll(b))
+      out = inference.infer_latents(trained, xs, y, key=jax.random.key(1), options=opts)
+    runs = [c.as_text() for c in compiled if c.as_text().startswith("HloModule jit_run")]
+    assert len(runs) == 1, (backend, [c.as_text().split(",")[0] for c in compiled])
+    loops[backend] = out, runs[0]
+  return loops
+
+
+def test_steps_per_call_zero_runs_every_step_in_one_rolled_loop(adam_loops):
   """steps_per_call=0, on CPU as elsewhere: all the steps in one call, one rolled `lax.scan`
   (its program compiles one step, whatever the steps), whose convolutions are all in the
   layout XLA:CPU runs in its library kernels (`perf.conv_input_grad`; the chunks of unrolled
   steps CPU used before compiled 2-3x longer, BENCHMARKS.md "Convolutions in a loop on
-  CPU"). A count divides `steps`."""
+  CPU"). A count divides `steps`. The program: `adam_loops`' rolled one (was a compile of
+  its own, of 3 steps)."""
   from a2i_jax import models  # pylint: disable=import-outside-toplevel
   for name, steps, per_call, expected in (("cvae", 300, 0, 300), ("discvae", 300, 0, 300),
                                           ("discvae", 12, 5, 4), ("cvae", 3, 10, 3)):
@@ -142,7 +175,7 @@ def test_steps_per_call_zero_runs_every_step_in_one_rolled_loop(cvae):
                                                   steps_per_call=per_call)
     fns = inference.make_inference_fns(models.create_model(cfg.model), opts)
     assert fns["steps_per_call"] == expected, (name, steps)
-  text = _lowered_run(cvae, steps=3, steps_per_call=0).compile().as_text()
+  text = adam_loops["cpu"][1]
   labels = re.findall(r"dim_labels=([^,\s}]+)", text)
   assert "while" in text and labels and set(labels) == {"b01f_01io->b01f"}, set(labels)
 
@@ -179,25 +212,19 @@ def test_steps_per_call_changes_nothing_and_one_step_has_no_loop(cvae):
   assert "while" not in _lowered_run(cvae, steps=4, steps_per_call=1).as_text()
 
 
-def test_gpu_and_tpu_unroll_the_adam_loop_by_five_to_the_same_latents(cvae, monkeypatch):
+def test_gpu_and_tpu_unroll_the_adam_loop_by_five_to_the_same_latents(adam_loops):
   """The loop's steps per iteration by backend (`perf.inference_scan_unroll`): rolled on CPU,
   5 steps on GPU and TPU (1.045-1.049x on an H200). Unrolled, 7 steps (a remainder of 2) end
-  where the rolled loop does, and the program's loop body holds 5 steps' convolutions."""
+  where the rolled loop does, and the program's loop body holds 5 steps' convolutions (the
+  calls and their programs: `adam_loops`)."""
   from a2i_jax import perf  # pylint: disable=import-outside-toplevel
   from a2i_jax.inference import posterior  # pylint: disable=import-outside-toplevel
   assert perf.inference_scan_unroll("cpu") == 1
   assert perf.inference_scan_unroll("gpu") == perf.inference_scan_unroll("tpu") == 5
   assert posterior.SCAN_UNROLL is None  # The backend's, unless a benchmark sets it.
-  trained, ds = cvae
-  x, y = _test_batch(ds, 4)
-  xs = inference.check_images(x, 32)
-  opts = inference.options_for(trained, init="zeros", steps=7)
   out, convolutions = {}, {}
-  for backend in ("cpu", "gpu"):
-    monkeypatch.setattr(perf, "inference_scan_unroll",
-                        lambda b=backend, real=perf.inference_scan_unroll: real(b))
-    out[backend] = inference.infer_latents(trained, xs, y, key=jax.random.key(1), options=opts)
-    text = _lowered_run(cvae, steps=7, steps_per_call=0).compile().as_text()
+  for backend, (outputs, text) in adam_loops.items():
+    out[backend] = outputs
     convolutions[backend] = len(re.findall(r"= \S+ convolution\(", text))
   np.testing.assert_allclose(out["gpu"]["z"], out["cpu"]["z"], rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(out["gpu"]["energy_trace"], out["cpu"]["energy_trace"], rtol=1e-5)

@@ -125,10 +125,11 @@ def _as_legacy_checkpoint(workdir, cfg, step):
   return legacy
 
 
-def test_resume_equals_uninterrupted(tmp_path, data_cache, tiny_run, caplog):
+def test_resume_equals_uninterrupted(tmp_path, data_cache, tiny_run, watched_run, caplog):
   cfg = tiny_config("cvae", data_cache)
   cfg.num_train_steps = 4
-  full = train_lib.train_and_evaluate(cfg, str(tmp_path / "full"))
+  # The run that never stopped: this config's (its progress bar on, which changes no number).
+  full = watched_run["state"]
   # The first half: the same config with num_train_steps = 2 (conftest's tiny run); resumed
   # as saved, and saved with the optimiser state per leaf, as before it became one vector per
   # moment: the resume converts that one, and both go on exactly as the run that never
@@ -421,15 +422,20 @@ def test_the_environment_a_user_may_set(tmp_path):
           "except Exception as e:\n  print(type(e).__name__, e)", JAX_PLATFORMS="nowhere")
   assert r.stdout.startswith("ConfigError JAX could not start its backend (JAX_PLATFORMS="
                              "nowhere): ") and "Unset JAX_PLATFORMS" in r.stdout, r
-  r = run("import jax, jax.numpy as jnp\nfrom a2i_jax import config_lib, models, sampling\n"
-          "from a2i_jax.data import pipeline\n"
-          "cfg = config_lib.get_config('configs/synthetic.py')\n"
-          "x, _ = pipeline.augment(jax.random.key(0), jnp.zeros((2, 8, 8, 3), jnp.uint8), None,"
-          " cfg.data.augment)\n"
-          "z = sampling.prior_latents(models.create_model(cfg.model), 2, jax.random.key(0))\n"
-          "print(jax.config.jax_enable_x64, x.dtype, *[v.dtype for v in z.values()])",
-          JAX_ENABLE_X64="1")
-  assert r.stdout.split() == ["True", "float32", "float32"], r
+  # JAX_ENABLE_X64=1 sets this option as JAX is imported: set here in this process (was a
+  # Python started with the variable, 1.3 s of imports), and put back.
+  from a2i_jax import sampling  # pylint: disable=import-outside-toplevel
+  x64 = jax.config.jax_enable_x64
+  try:
+    jax.config.update("jax_enable_x64", True)
+    cfg = config_lib.get_config(os.path.join(root, "configs", "synthetic.py"))
+    x, _ = pipeline.augment(jax.random.key(0), jnp.zeros((2, 8, 8, 3), jnp.uint8), None,
+                            cfg.data.augment)
+    z = sampling.prior_latents(models.create_model(cfg.model), 2, jax.random.key(0))
+    seen = [jax.config.jax_enable_x64, str(x.dtype), *[str(v.dtype) for v in z.values()]]
+  finally:
+    jax.config.update("jax_enable_x64", x64)
+  assert seen == [True, "float32", "float32"], seen
   r = subprocess.run([sys.executable, "train.py", "--config=configs/synthetic.py",
                       f"--workdir={tmp_path / 'w'}", "--config.num_train_steps=0"],
                      capture_output=True, text=True, timeout=120, cwd=root,
@@ -437,11 +443,17 @@ def test_the_environment_a_user_may_set(tmp_path):
   assert r.stderr.strip() == "error: config.num_train_steps=0 must be a positive integer.", r
 
 
-def test_a_logged_progress_bar_updates_rarely(tmp_path, data_cache, monkeypatch):
-  """The training bar updated ten times a second into a file or pipe too, and again at every
-  log step: a job's log got tens of thousands of updates in one line (review findings)."""
+@pytest.fixture(scope="module")
+def watched_run(tmp_path_factory, data_cache):
+  """`train_and_evaluate` of the tiny CVAE for 4 steps from scratch, its training bar, log
+  lines and barriers recorded: {"state": the state it returned, "drawn": the bar's counts
+  where it was drawn, "events": "bar" where the bar was made among the log lines' starts,
+  "barriers": the names of the barriers it passed}. Shared by
+  test_a_logged_progress_bar_updates_rarely (the records) and
+  test_resume_equals_uninterrupted (the run that never stopped); was a run of each (the
+  progress bar's of 6 steps)."""
   import tqdm  # pylint: disable=import-outside-toplevel
-  drawn, events, info = [], [], train_lib.logging.info
+  drawn, events, barriers, info = [], [], [], train_lib.logging.info
 
   class Counted(tqdm.tqdm):  # pylint: disable=too-many-ancestors
     def __init__(self, *args, **kwargs):
@@ -451,23 +463,32 @@ def test_a_logged_progress_bar_updates_rarely(tmp_path, data_cache, monkeypatch)
     def display(self, *args, **kwargs):
       drawn.append(self.n)
       return super().display(*args, **kwargs)
-  monkeypatch.setattr(tqdm, "tqdm", Counted)
-  # The compile's line comes before the bar (was after its "0%|", on the same line; review).
-  monkeypatch.setattr(train_lib.logging, "info", lambda message, *args: (
-      events.append(message.split(" in ")[0]), info(message, *args)))
-  # Longer than any run: with the 30 s itself the test failed on a machine slow enough to
-  # take 30 s for these 6 steps (a review found the hidden threshold).
-  monkeypatch.setattr(train_lib, "LOGGED_BAR_INTERVAL_S", 1e6)
-  # And every process waits for the others' compile before the first dispatch (a review:
-  # a resume whose process 0 loaded the program from the cache met gloo's 30 s limit).
-  barriers = []
-  monkeypatch.setattr(train_lib.distributed, "barrier", lambda name, *_: barriers.append(name))
-  cfg = tiny_config("cvae", data_cache)
-  cfg.num_train_steps, cfg.log_every_steps, cfg.progress_bar = 6, 1, True
-  train_lib.train_and_evaluate(cfg, str(tmp_path))  # pytest's stderr is no terminal.
-  assert drawn == [0, 6], drawn  # Its start and its end.
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(tqdm, "tqdm", Counted)
+    # The compile's line comes before the bar (was after its "0%|", on the same line; review).
+    patch.setattr(train_lib.logging, "info", lambda message, *args: (
+        events.append(message.split(" in ")[0]), info(message, *args)))
+    # Longer than any run: with the 30 s itself the test failed on a machine slow enough to
+    # take 30 s for 6 steps (a review found the hidden threshold).
+    patch.setattr(train_lib, "LOGGED_BAR_INTERVAL_S", 1e6)
+    # And every process waits for the others' compile before the first dispatch (a review:
+    # a resume whose process 0 loaded the program from the cache met gloo's 30 s limit).
+    patch.setattr(train_lib.distributed, "barrier", lambda name, *_: barriers.append(name))
+    cfg = tiny_config("cvae", data_cache)
+    cfg.num_train_steps, cfg.log_every_steps, cfg.progress_bar = 4, 1, True
+    state = train_lib.train_and_evaluate(  # pytest's stderr is no terminal.
+        cfg, str(tmp_path_factory.mktemp("watched")))
+  return {"state": state, "drawn": drawn, "events": events, "barriers": barriers}
+
+
+def test_a_logged_progress_bar_updates_rarely(watched_run):
+  """The training bar updated ten times a second into a file or pipe too, and again at every
+  log step: a job's log got tens of thousands of updates in one line (review findings). The
+  run is `watched_run`'s: 4 steps, each logged."""
+  drawn, events = watched_run["drawn"], watched_run["events"]
+  assert drawn == [0, 4], drawn  # Its start and its end.
   assert events.index("train step compiled") < events.index("bar"), events
-  assert barriers == ["the train step's compilation"], barriers
+  assert watched_run["barriers"] == ["the train step's compilation"], watched_run["barriers"]
 
 
 def test_unknown_config_key_and_bad_values(tmp_path, data_cache):
