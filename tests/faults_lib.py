@@ -106,6 +106,19 @@ def train(workdir: str, *flags: str, fault: str = "", timeout: float = 240,
                         text=True, timeout=timeout, env=environment(fault), **popen)
 
 
+def infer_options(*argv: str):
+  """infer.py's Options for the command line `argv`, parsed by its own absl flags in this
+  process (and put back to their defaults after): for tests that run `infer.run_modes` in
+  process instead of starting infer.py."""
+  import infer  # pylint: disable=import-outside-toplevel
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  flags.FLAGS(["infer.py", *argv])
+  try:
+    return infer.Options.from_flags()
+  finally:
+    flags.FLAGS.unparse_flags()
+
+
 def error_lines(stderr: str) -> list[str]:
   """The lines of `stderr` that start with "error:"."""
   return [line for line in stderr.splitlines() if line.startswith("error:")]

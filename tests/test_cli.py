@@ -11,6 +11,7 @@ import pytest
 
 from a2i_jax.errors import InputError
 from a2i_jax.occlusions import OCCLUSION_NAMES
+import faults_lib
 from conftest import TRAIN_PY_STEPS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -88,16 +89,9 @@ def test_train_then_sample(tmp_path, train_py_reference, capsys):
 
 
 def _infer_here(*argv: str) -> None:
-  """`infer.run_modes` on the command line `argv`, parsed by infer.py's own absl flags in this
-  process (put back to their defaults after), as tests/test_faults_infer.py's `_options`."""
+  """`infer.run_modes` on the command line `argv`, parsed by infer.py's own flags here."""
   import infer  # pylint: disable=import-outside-toplevel
-  from absl import flags  # pylint: disable=import-outside-toplevel
-  flags.FLAGS(["infer.py", *argv])
-  try:
-    opts = infer.Options.from_flags()
-  finally:
-    flags.FLAGS.unparse_flags()
-  infer.run_modes(opts)
+  infer.run_modes(faults_lib.infer_options(*argv))
 
 
 def test_infer_input_checks(tmp_path):

@@ -32,6 +32,7 @@ from PIL import Image
 from a2i_jax import config_lib, inference, inputs
 from a2i_jax.data.base import Dataset, Split
 from a2i_jax.errors import A2IError, CheckpointError, InputError
+from faults_lib import infer_options as _options
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -58,18 +59,6 @@ def _infer(*args, driver=None):
   cmd = [sys.executable] + (["-c", driver] if driver else ["infer.py"]) + list(args)
   return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
                         env=os.environ.copy())
-
-
-def _options(*argv: str):
-  """infer.py's Options for the command line `argv`, parsed by its own absl flags in this
-  process (and put back to their defaults after)."""
-  import infer  # pylint: disable=import-outside-toplevel
-  from absl import flags  # pylint: disable=import-outside-toplevel
-  flags.FLAGS(["infer.py", *argv])
-  try:
-    return infer.Options.from_flags()
-  finally:
-    flags.FLAGS.unparse_flags()
 
 
 def test_processes_compare_their_flags_but_not_their_paths():

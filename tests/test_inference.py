@@ -22,7 +22,7 @@ def discvae_workdir(tiny_run):
 
 
 @pytest.fixture(scope="module")
-def discvae(discvae_workdir):
+def trained(discvae_workdir):
   """The tiny disCVAE restored once for the tests that neither check the restore nor count
   its compiled programs (a restore is 0.3 s; test_sample_after_training restores its own)."""
   return inference.load_trained(discvae_workdir)
@@ -46,8 +46,7 @@ def test_sample_after_training(discvae_workdir):
   assert trained.sample_fn._cache_size() == 1  # pylint: disable=protected-access
 
 
-def test_sample_rejects_wrong_attribute_length(discvae):
-  trained = discvae
+def test_sample_rejects_wrong_attribute_length(trained):
   with pytest.raises(InputError, match=r"expects \[N, 10\]"):
     inference.sample(trained, np.zeros((2, 7)), jax.random.key(0))
   with pytest.raises(InputError, match="NaN"):
@@ -55,11 +54,10 @@ def test_sample_rejects_wrong_attribute_length(discvae):
 
 
 def test_results_do_not_depend_on_the_batch_size_and_diverged_images_are_named(
-    discvae, caplog):
+    trained, caplog):
   """Was: each batch's key was the call's folded with the batch's index, so an image's
   restart noise, and the restart kept, changed with `inference.batch_size`; and the energy
   trace averaged the batches' means unweighted."""
-  trained = discvae
   data = load_dataset(trained.config.data)["test"]
   x, y = data.images[:5], data.attributes[:5]
   options = inference.options_for(trained, steps=2, restarts=2)
@@ -75,11 +73,10 @@ def test_results_do_not_depend_on_the_batch_size_and_diverged_images_are_named(
              for r in caplog.records)
 
 
-def test_sample_and_decode_go_in_batches_giving_the_same_images(discvae, monkeypatch):
+def test_sample_and_decode_go_in_batches_giving_the_same_images(trained, monkeypatch):
   """Was: one program for all N attribute vectors (--samples_per_attribute=20000 ended in a
   47-line RESOURCE_EXHAUSTED traceback; review finding). Now `config.inference.batch_size`
   of them at a time, the latents drawn for all N as before: the same images."""
-  trained = discvae
   y = np.random.default_rng(0).random((7, trained.config.model.y_dim), np.float32)
   whole = inference.sample(trained, y, jax.random.key(4))
   latents = inference.prior_latents(trained, 7, jax.random.key(5))
