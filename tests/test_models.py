@@ -12,18 +12,7 @@ import pytest
 
 from a2i_jax import config_lib, models, perf
 from a2i_jax.errors import ConfigError, InputError
-from conftest import tiny_config
-
-
-def _normal(seed, shape):
-  """Test data, float32, from NumPy's generator (an eager jax.random draw compiles a program
-  for each new shape)."""
-  return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-
-
-def _uniform(seed, shape, minval=0.0, maxval=1.0):
-  """Like `_normal`, uniform on [minval, maxval)."""
-  return np.random.default_rng(seed).uniform(minval, maxval, shape).astype(np.float32)
+from conftest import normal as _normal, tiny_config, uniform as _uniform
 
 
 def _abstract_params(cfg):

@@ -17,7 +17,7 @@ from a2i_jax import checkpoints, models, parallel, perf, train_lib
 from a2i_jax.data import load_dataset
 from a2i_jax.errors import ConfigError
 from a2i_jax.models import conv_grad
-from conftest import tiny_config
+from conftest import normal as _normal, tiny_config
 
 
 def test_auto_dtype_is_bf16_on_accelerators_and_f32_on_cpu():
@@ -393,12 +393,6 @@ def test_library_compile_options_are_known_and_keep_the_numbers(data_cache):
 # model.conv_weight_grad: the per-tap weight gradient (conv_grad.taps_conv_general_dilated).
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
-
-
-def _normal(seed, shape):
-  """Test data, float32, from NumPy's generator (an eager jax.random draw compiles a program
-  for each new shape)."""
-  return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
 def _conv_loss(conv_fn, pads, strides):
