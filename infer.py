@@ -30,7 +30,6 @@ import logging as std_logging
 import math
 import os
 import shutil
-import signal
 import socket
 import sys
 import tempfile
@@ -1075,12 +1074,14 @@ def run_modes(opts: Options) -> None:
     if opts.modes == ["evaluate"]:
       mode = "evaluate"
       evaluate(opts, done)
+      interrupts.check()  # An interrupt swallowed whole still stops the call.
       return
     one = _Run(opts.workdirs[0], opts)
     one.done = done  # For `_Run.keep_partial`.
     for mode in opts.modes:
       with _staged(one.out, mode, done) as one.stage:
         RUN_MODES[mode](one)
+      interrupts.check()  # An interrupt swallowed whole stops the call after this mode.
   except BaseException as e:  # pylint: disable=broad-except
     stop = interrupts.interrupt_in(e)  # Also one raised inside a callback from C.
     if stop is None:
@@ -1106,10 +1107,9 @@ def _with_note(e: A2IError, note: str) -> A2IError:
 
 
 def main(argv):
-  signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: `run_modes` says what is kept.
-  # SIGTERM as Ctrl-C, exit 143 (was: killed, its unfinished folder left in --out).
-  signal.signal(signal.SIGTERM, interrupts.raise_terminated)
-  interrupts.keep_ctrl_c()  # Not lost inside a garbage-collector callback.
+  # Ctrl-C (`run_modes` says what is kept) and SIGTERM as Ctrl-C, exit 143 (was: killed, its
+  # unfinished folder left in --out); neither lost where a library swallows it.
+  interrupts.stop_on_signals()
   if len(argv) > 1:  # Was: absl's usage error, the whole --help after it.
     _fail(f"unexpected arguments: {' '.join(argv[1:])}; flags are written --name=value.")
   if not flags.FLAGS["verbosity"].present:  # Was set whatever --verbosity said.

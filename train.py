@@ -20,7 +20,6 @@ if __name__ == "__main__":  # First, before any import: it may start the command
 import difflib
 import logging as std_logging
 import os
-import signal
 import sys
 import traceback
 import warnings
@@ -160,10 +159,9 @@ def _refuse_ignored_overrides(argv: list[str], config) -> None:
 
 def main(argv):
   # SIGTERM outside the loop as Ctrl-C there (was: killed alone; with peers, swallowed by
-  # JAX's preemption notifier). Inside the loop `interrupts.StopRequest` takes both.
-  signal.signal(signal.SIGTERM, interrupts.raise_terminated)
-  signal.signal(signal.SIGINT, signal.default_int_handler)  # The imports' handler is done.
-  interrupts.keep_ctrl_c()  # Not lost inside a garbage-collector callback.
+  # JAX's preemption notifier), neither lost where a library swallows it; the imports'
+  # handler is done. Inside the loop `interrupts.StopRequest` takes both.
+  interrupts.stop_on_signals()
   if len(argv) > 1:
     _fail(f"unexpected arguments: {' '.join(argv[1:])}; flags are written --name=value.")
   if not flags.FLAGS["verbosity"].present:
@@ -178,6 +176,7 @@ def main(argv):
     distributed.configure_logging()
     with distributed.peers_checked():
       train_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    interrupts.check()  # One swallowed whole after the loop: the resume has nothing to do.
     distributed.finish()  # With peers: not held at JAX's exit by one that has left.
     interrupts.ignore_stops()  # Everything is saved (a Ctrl-C was a traceback, status -2).
   except A2IError as e:  # PeerError included: leave at once, not at the shutdown barrier.

@@ -7,8 +7,10 @@ work or be lost itself.
   (`StopRequest.agreed`), whichever of them was asked.
 - `held`: infer.py's. A Ctrl-C inside the block waits until the block ends (a folder made, a
   set of files moved in), then raises.
-- `keep_ctrl_c`: the entry points'. A Ctrl-C that Python would swallow (inside a garbage
-  collector callback) is delivered again.
+- `stop_on_signals`: the entry points'. Ctrl-C and SIGTERM raise, and an interrupt that
+  Python or a library swallows is not lost: one swallowed inside a garbage-collector callback
+  is delivered again (`keep_ctrl_c`); an exception that takes its place is that interrupt
+  (`interrupt_in`); one that vanished is raised again at the next `check`.
 
 Signal handlers can be set in the main thread only; `StopRequest` does nothing elsewhere, and
 `held` is used only from the entry points' main thread.
@@ -50,6 +52,7 @@ class StopRequest:
 
   def __init__(self, margin_steps: int = 1):
     self.requested = False
+    self._raised = False  # The second signal's KeyboardInterrupt is out.
     self._margin = int(margin_steps)
     self._previous: dict[int, Any] = {}
     self._board = None
@@ -59,6 +62,7 @@ class StopRequest:
   def _handle(self, signum, frame):
     del signum, frame
     if self.requested:
+      self._raised = True
       raise KeyboardInterrupt
     self.requested = True
     if distributed.is_main():  # At once (the save can take a while); os.write: no reentry.
@@ -67,6 +71,7 @@ class StopRequest:
                   b"checkpoint to resume from)\n")
 
   def __enter__(self) -> "StopRequest":
+    check()  # An entry point's interrupt lost before the loop stops it here.
     if distributed.process_count() > 1:
       # The same place on every process: each enters its loops in the same order.
       self._board = distributed.Board("stop at")
@@ -75,10 +80,15 @@ class StopRequest:
         self._previous[signum] = signal.signal(signum, self._handle)
     return self
 
-  def __exit__(self, *exc) -> None:
+  def __exit__(self, exc_type, exc, traceback) -> None:
+    del traceback
     for signum, previous in self._previous.items():
       # None: the handler was not Python's (JAX's preemption notifier takes SIGTERM).
       signal.signal(signum, signal.SIG_DFL if previous is None else previous)
+    if self._raised and exc is not None and not isinstance(exc, KeyboardInterrupt):
+      # The second signal's interrupt was swallowed, and this error took its place (as
+      # `stop_on_signals` says): the stop goes on as the interrupt, the error as its cause.
+      raise KeyboardInterrupt("stopped by a second Ctrl-C or SIGTERM") from exc
 
   def agreed(self, step: int) -> bool:
     """Whether to stop at this read: once True, True from then on; with several processes,
@@ -90,6 +100,8 @@ class StopRequest:
     Returns:
       True where the loop must save and stop now.
     """
+    if self._raised:  # The second signal's interrupt was swallowed whole: it stops here.
+      raise KeyboardInterrupt
     if self._agreed or self._board is None:
       self._agreed = self._agreed or self.requested
       return self._agreed
@@ -137,15 +149,69 @@ class Terminated(KeyboardInterrupt):
   `raise_terminated`); the program exits with 143 instead of 130."""
 
 
+# The interrupt (its class) that the entry points' handlers raised last and that no
+# `interrupt_in` or `check` has seen arrive since: empty, or [KeyboardInterrupt] or
+# [Terminated]. A list: the handlers only mutate it.
+_unanswered: list = []
+
+
+def stop_on_signals() -> None:
+  """The entry points' handlers, set first thing in their `main` (main thread): Ctrl-C
+  (SIGINT) raises KeyboardInterrupt and SIGTERM `Terminated`, and an interrupt that Python
+  or a library swallows is not lost.
+
+  - Inside a garbage-collector callback, Python swallows it: `keep_ctrl_c` (set here too)
+    delivers it again.
+  - A library's bare `except:` may swallow it and raise an exception of its own that does not
+    name it: jax 0.7.2's `Primitive.bind_with_trace` does so for anything raised while it
+    reads its arguments' types, and raises `Exception("couldn't apply typeof to args")`
+    (seen in CI: a Ctrl-C while infer.py traced its posterior step was a traceback and exit
+    status 1, not one line and 130). So each handler notes the interrupt it raises, and an
+    exception that reaches `interrupt_in` while one is noted is that interrupt.
+  - Swallowed with no exception after it, the noted interrupt is raised again at the next
+    `check` (the entry points check between their parts: infer.py after each mode, train.py
+    as its loop starts and when it ends; inside the loop `StopRequest` takes the signals).
+  """
+  _unanswered.clear()
+  signal.signal(signal.SIGINT, raise_interrupt)
+  signal.signal(signal.SIGTERM, raise_terminated)
+  keep_ctrl_c()
+
+
+def raise_interrupt(*_: Any) -> None:
+  """The entry points' SIGINT handler (`stop_on_signals`): Python's own, noting what it raises.
+
+  Args:
+    *_: the signal number and frame, unused.
+  Raises:
+    KeyboardInterrupt: where the main thread is.
+  """
+  _unanswered[:] = [KeyboardInterrupt]
+  raise KeyboardInterrupt
+
+
 def raise_terminated(*_: Any) -> None:
-  """A SIGTERM handler (`signal.signal(signal.SIGTERM, raise_terminated)`).
+  """A SIGTERM handler (`signal.signal(signal.SIGTERM, raise_terminated)`; the entry points'
+  through `stop_on_signals`), noting what it raises.
 
   Args:
     *_: the signal number and frame, unused.
   Raises:
     Terminated: where the main thread is.
   """
+  _unanswered[:] = [Terminated]
   raise Terminated
+
+
+def check() -> None:
+  """Raises the entry points' interrupt that was swallowed whole (`stop_on_signals`), if any:
+  call it where the work may stop, between its parts.
+
+  Raises:
+    KeyboardInterrupt: `Terminated` for a SIGTERM; once per signal.
+  """
+  if _unanswered:
+    raise _unanswered.pop()()
 
 
 def ignore_stops() -> None:
@@ -160,12 +226,16 @@ def ignore_stops() -> None:
 
 
 def interrupt_in(error: BaseException) -> Optional[KeyboardInterrupt]:
-  """The KeyboardInterrupt (Ctrl-C, or infer.py's SIGTERM) that `error` is, or is caused by.
+  """The KeyboardInterrupt (Ctrl-C, or infer.py's SIGTERM) that `error` is, is caused by,
+  or took the place of.
 
   A signal handler that raises runs at the next bytecode, which may be Python code that C
   calls back (NumPy asking a JAX scalar type for its hash): the exception then leaves the C
   function as a SystemError ("... returned a result with an exception set") whose cause is
   the interrupt (seen in CI: a SIGTERM during `to_signed`, a traceback and exit status 1).
+  An interrupt that a library swallowed, raising an error of its own that does not name it,
+  is known by the note its handler left (`stop_on_signals`): `error` is then a new
+  interrupt of the noted class. Either way the note is cleared: the interrupt has arrived.
 
   Args:
     error: an exception that reached an entry point.
@@ -175,10 +245,11 @@ def interrupt_in(error: BaseException) -> Optional[KeyboardInterrupt]:
   seen = set()
   while error is not None and id(error) not in seen:
     if isinstance(error, KeyboardInterrupt):
+      _unanswered.clear()
       return error
     seen.add(id(error))
     error = error.__cause__ or error.__context__
-  return None
+  return _unanswered.pop()() if _unanswered else None
 
 
 def keep_ctrl_c() -> None:
@@ -208,6 +279,7 @@ def _deliver_again(unraisable) -> bool:
            getattr(getattr(type(top), "__call__", None), "__code__", None)} - {None}
   # The same signal again: a lost SIGTERM must not come back as a Ctrl-C (exit 130, not 143).
   signum = signal.SIGTERM if issubclass(unraisable.exc_type, Terminated) else signal.SIGINT
+  _unanswered.clear()  # Not raised again by `check` too: the signal comes back, noted anew.
   # Not threading.Thread: its start() waits in Python code, where the handler would run.
   _thread.start_new_thread(_send_again, (threading.get_ident(), frozenset(codes), signum))
   return True

@@ -181,6 +181,20 @@ def ctrl_c_raises():
   signal.signal(signal.SIGINT, previous)
 
 
+@pytest.fixture
+def entry_handlers():
+  """Inside the test, SIGINT and SIGTERM are handled as in train.py and infer.py
+  (`interrupts.stop_on_signals`); afterwards the handlers are put back, and an interrupt
+  noted but never answered is forgotten, as a process's would be when it ends."""
+  from a2i_jax import interrupts  # pylint: disable=import-outside-toplevel
+  previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+  interrupts.stop_on_signals()
+  yield interrupts
+  for signum, handler in previous.items():
+    signal.signal(signum, handler)
+  interrupts._unanswered.clear()  # pylint: disable=protected-access
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, data_cache):
   """tiny_run(name) -> (workdir, step): `train_lib.train_and_evaluate(tiny_config(name))`
