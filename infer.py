@@ -667,6 +667,7 @@ def complete(run: _Run) -> None:
       run.save(np.stack([shown, out["completion"], x01], 1), f"complete_{name}.png", 3)
       result["hidden_pixel_mse"][name] = evaluation.region_errors(
           x01, out["completion"], 1 - observed).tolist()
+      interrupts.check()  # One swallowed whole: the occlusions done are kept.
   except BaseException:  # Ctrl-C, an error, a device out of memory: all the same.
     finished = list(result["hidden_pixel_mse"])
     if finished:  # Was: every completion finished lost with the staging folder.
@@ -731,6 +732,7 @@ def tune(run: _Run) -> None:
       rows.extend(evaluation.tune_inference(
           run.trained, run.dataset, grid=[{}], occlusion_names=names, num_examples=n,
           key=run.key, options=options, seed=run.opts.seed))
+      interrupts.check()  # One swallowed whole: the settings done are kept.
   except BaseException:  # Ctrl-C, an error, a device out of memory: all the same.
     if rows:
       run.keep_partial("tune", {}, {"rows": rows, "not_finished": grid[len(rows):]},
@@ -939,6 +941,7 @@ def evaluate(opts: Options, done: list[str]) -> None:
       reports.extend([report] if report is not None else [])
       result = None
       del run  # Before the next is built.
+      interrupts.check()  # One swallowed whole stops the call before the next run.
     except BaseException as e:  # A mistake, Ctrl-C, a device out of memory: all the same.
       rows = results + ([result] if result is not None else [])
       if not rows or baseline is None:
@@ -1132,13 +1135,14 @@ def main(argv):
       run_modes(opts)
     distributed.finish()  # With peers: not held at JAX's exit by one that has left.
     interrupts.ignore_stops()  # Every file is written.
-  except A2IError as e:  # PeerError included: with peers, `leave` leaves at once.
-    print(f"error: {e}", file=sys.stderr)
-    distributed.leave(1)
   except BaseException as e:  # pylint: disable=broad-except
-    # Ctrl-C or SIGTERM, also one raised inside a callback from C: as train.py, one line and
-    # exit code 130 (SIGTERM: 143).
+    # Ctrl-C or SIGTERM, also one raised inside a callback from C or one that a library
+    # swallowed, its error in its place (which ours may wrap in an A2IError; review): as
+    # train.py, one line and exit code 130 (SIGTERM: 143).
     stop = interrupts.interrupt_in(e)
+    if stop is None and isinstance(e, A2IError):  # PeerError included: with peers, `leave`
+      print(f"error: {e}", file=sys.stderr)  # leaves at once.
+      distributed.leave(1)
     if stop is None:
       distributed.leave_after(e)
     interrupts.ignore_stops()  # A second one while exiting adds nothing.

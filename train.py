@@ -179,14 +179,15 @@ def main(argv):
     interrupts.check()  # One swallowed whole after the loop: the resume has nothing to do.
     distributed.finish()  # With peers: not held at JAX's exit by one that has left.
     interrupts.ignore_stops()  # Everything is saved (a Ctrl-C was a traceback, status -2).
-  except A2IError as e:  # PeerError included: leave at once, not at the shutdown barrier.
-    _fail(str(e), at_once=True)
   except TrainingInterrupted as e:
     interrupts.ignore_stops()  # A second Ctrl-C while the stop is reported adds nothing.
     print(str(e), file=sys.stderr)
     distributed.leave(130)
   except BaseException as e:  # pylint: disable=broad-except
-    if interrupts.interrupt_in(e) is None:
+    stop = interrupts.interrupt_in(e)  # First: a library may turn a Ctrl-C into its error,
+    if stop is None and isinstance(e, A2IError):  # and ours into an A2IError (review).
+      _fail(str(e), at_once=True)  # PeerError included: at once, not at the exit barrier.
+    if stop is None:
       distributed.leave_after(e)
     # A Ctrl-C or SIGTERM outside the loop (which saves, then raises the one above), also one
     # raised inside a callback from C. At once: Python's exit would first wait for the threads of a

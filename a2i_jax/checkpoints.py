@@ -46,7 +46,7 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from a2i_jax import distributed, files, parallel
+from a2i_jax import distributed, files, interrupts, parallel
 from a2i_jax.data import base as data_base
 from a2i_jax.errors import CheckpointError, ConfigError, add_unraisable_handler
 
@@ -674,6 +674,9 @@ class Checkpointer:
     try:
       restored = self._manager.restore(step, args=args)
     except Exception as e:  # Orbax raises many types for unreadable or mismatched files.
+      # An entry point's Ctrl-C that JAX swallowed, its own error in its place, is not a file
+      # that cannot be read (was: one without checksums moved aside as corrupt; review).
+      interrupts.check()
       # A failed restore leaves Orbax coroutines that print their tracebacks when collected
       # (up to 1,800 lines from a notebook's load_trained; the entry points dropped them
       # already): dropped for every caller from then on, but only after a failure (the

@@ -52,7 +52,6 @@ class StopRequest:
 
   def __init__(self, margin_steps: int = 1):
     self.requested = False
-    self._raised = False  # The second signal's KeyboardInterrupt is out.
     self._margin = int(margin_steps)
     self._previous: dict[int, Any] = {}
     self._board = None
@@ -62,7 +61,9 @@ class StopRequest:
   def _handle(self, signum, frame):
     del signum, frame
     if self.requested:
-      self._raised = True
+      # Noted as the entry points' handlers note theirs (`stop_on_signals`), and answered the
+      # same way; `keep_ctrl_c`'s delivery again clears the note, so it is raised once.
+      _unanswered[:] = [KeyboardInterrupt]
       raise KeyboardInterrupt
     self.requested = True
     if distributed.is_main():  # At once (the save can take a while); os.write: no reentry.
@@ -85,9 +86,16 @@ class StopRequest:
     for signum, previous in self._previous.items():
       # None: the handler was not Python's (JAX's preemption notifier takes SIGTERM).
       signal.signal(signum, signal.SIG_DFL if previous is None else previous)
-    if self._raised and exc is not None and not isinstance(exc, KeyboardInterrupt):
-      # The second signal's interrupt was swallowed, and this error took its place (as
-      # `stop_on_signals` says): the stop goes on as the interrupt, the error as its cause.
+    del exc_type
+    if isinstance(exc, KeyboardInterrupt) or not _unanswered:
+      _unanswered.clear()  # Arrived (or none): nothing is left for a later `check`.
+      return
+    _unanswered.clear()
+    # The second signal's interrupt was swallowed. Swallowed whole after the loop's last read,
+    # it stops the run here; in the place of a library's error (as `stop_on_signals` says),
+    # the stop goes on as the interrupt, the error as its cause. Not in the place of one of
+    # the library's own (a divergence, a full disk): that one says what went wrong.
+    if exc is None or not isinstance(exc, (errors.A2IError, OSError)):
       raise KeyboardInterrupt("stopped by a second Ctrl-C or SIGTERM") from exc
 
   def agreed(self, step: int) -> bool:
@@ -100,8 +108,7 @@ class StopRequest:
     Returns:
       True where the loop must save and stop now.
     """
-    if self._raised:  # The second signal's interrupt was swallowed whole: it stops here.
-      raise KeyboardInterrupt
+    check()  # The second signal's interrupt, swallowed whole, stops the loop here.
     if self._agreed or self._board is None:
       self._agreed = self._agreed or self.requested
       return self._agreed
@@ -167,10 +174,16 @@ def stop_on_signals() -> None:
     reads its arguments' types, and raises `Exception("couldn't apply typeof to args")`
     (seen in CI: a Ctrl-C while infer.py traced its posterior step was a traceback and exit
     status 1, not one line and 130). So each handler notes the interrupt it raises, and an
-    exception that reaches `interrupt_in` while one is noted is that interrupt.
+    exception that reaches `interrupt_in` while one is noted is that interrupt; the entry
+    points ask it first, also of an A2IError, since the library wraps errors it cannot
+    name (a restore does). `Checkpointer.restore` checks before it wraps, so that a
+    checkpoint is never taken for unreadable on the strength of such an error.
   - Swallowed with no exception after it, the noted interrupt is raised again at the next
-    `check` (the entry points check between their parts: infer.py after each mode, train.py
-    as its loop starts and when it ends; inside the loop `StopRequest` takes the signals).
+    `check`: the entry points check between their parts (infer.py after each mode, each
+    occlusion of `complete`, each setting of `tune` and each run of `evaluate`, whose
+    finished parts are then kept as a Ctrl-C keeps them; train.py as its loop starts and
+    when it ends). Inside the loop `StopRequest` takes the signals, and notes its second
+    one the same way.
   """
   _unanswered.clear()
   signal.signal(signal.SIGINT, raise_interrupt)

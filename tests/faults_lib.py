@@ -26,7 +26,8 @@ environment variable `A2I_FAULT` names ("kind:step"; in a multi-process run,
   sigint_in_probe:0   a real SIGINT while the entry point probes the CPU (the XLA flags, its
                       first seconds); also for infer.py (sigterm_in_probe: a SIGTERM;
                       swallowed_sigint_in_probe: the probe swallows the KeyboardInterrupt and
-                      raises an error of its own, as jax 0.7.2's tracing does)
+                      raises an error of its own, as jax 0.7.2's tracing does, which the
+                      library wraps in an A2IError, as its restore does)
   read_only:0         WORKDIR behaves as a read-only folder (for root, who writes anywhere,
                       where no read-only file system can be mounted)
 """
@@ -334,8 +335,13 @@ def _install(kind: str, at: int, workdir: str) -> None:
       else:
         raise AssertionError("the signal did not stop the probe")
       # As jax 0.7.2's `Primitive.bind_with_trace` does with what its `typeof` raised: an
-      # error of its own, outside the `except`, so that nothing leads back to the interrupt.
-      raise Exception("couldn't apply typeof to args")  # pylint: disable=W0719
+      # error of its own, outside the `except`, so that nothing leads back to the interrupt;
+      # then wrapped as `Checkpointer.restore` wraps what Orbax raises.
+      from a2i_jax import errors  # pylint: disable=import-outside-toplevel
+      try:
+        raise Exception("couldn't apply typeof to args")  # pylint: disable=W0719
+      except Exception as e:  # pylint: disable=broad-except
+        raise errors.CheckpointError(f"could not be restored ({e})") from None
     perf.set_recommended_xla_flags = probing
   elif kind in ("sigint_in_download", "sigterm_in_download"):
     from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel

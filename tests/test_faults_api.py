@@ -687,6 +687,35 @@ def test_variables_that_are_not_finite_are_refused(tiny_run, tmp_path):
   assert inference.load_trained(workdir, saved[-1]).step == saved[-1]
 
 
+def test_a_ctrl_c_that_jax_swallows_in_a_restore_is_not_a_bad_checkpoint(tmp_path, tiny_run,
+                                                                         monkeypatch,
+                                                                         entry_handlers):
+  """A Ctrl-C that JAX swallowed while Orbax restored, its own error in its place, came out as
+  the restore's CheckpointError ("could not be restored ... the config differs"), and
+  training then moved a checkpoint without checksums aside as corrupt (review). In the entry
+  points (their handlers here) the restore stops as the interrupt, nothing moved."""
+  import shutil  # pylint: disable=import-outside-toplevel
+  import signal  # pylint: disable=import-outside-toplevel
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  workdir = str(tmp_path / "w")
+  shutil.copytree(tiny_run("cvae")[0], workdir)
+  before = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+
+  def restore(self, *args, **kwargs):  # As jax 0.7.2's tracing does inside the restore.
+    try:
+      os.kill(os.getpid(), signal.SIGINT)
+      for _ in range(100):  # The handler's bytecode boundary.
+        pass
+    except:  # pylint: disable=bare-except
+      pass
+    raise Exception("couldn't apply typeof to args")  # pylint: disable=broad-exception-raised
+  monkeypatch.setattr(ocp.CheckpointManager, "restore", restore)
+  with pytest.raises(KeyboardInterrupt):
+    inference.load_trained(workdir)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before
+  entry_handlers.check()  # Raised once.
+
+
 def test_images_in_the_models_range_name_their_own_fix():
   """Images in [-1, 1] where [0, 1] is taken: the fix is (x + 1) / 2, not "divide by 255"."""
   x = _images(2).astype(np.float32) / 127.5 - 1.0

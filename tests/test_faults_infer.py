@@ -1433,6 +1433,7 @@ def test_a_lost_sigterm_comes_back_as_a_sigterm(monkeypatch):
   sent = []
   monkeypatch.setattr(interrupts._thread, "start_new_thread",  # pylint: disable=protected-access
                       lambda fn, args: sent.append(args[-1]))
+  monkeypatch.setattr(interrupts, "_unanswered", [])  # Not left set for the tests after it.
   for exc_type in (interrupts.Terminated, KeyboardInterrupt, ValueError):
     interrupts._unanswered[:] = [exc_type]  # pylint: disable=protected-access
     handled = interrupts._deliver_again(  # pylint: disable=protected-access
@@ -1440,7 +1441,6 @@ def test_a_lost_sigterm_comes_back_as_a_sigterm(monkeypatch):
     assert handled == (exc_type is not ValueError)
     # Not raised by `interrupts.check` as well: the signal comes back and raises on its own.
     assert interrupts._unanswered == ([] if handled else [ValueError])  # pylint: disable=W0212
-  interrupts._unanswered.clear()  # pylint: disable=protected-access
   assert sent == [signal.SIGTERM, signal.SIGINT]
 
 

@@ -200,18 +200,20 @@ def test_a_stop_at_an_evaluation_step_leaves_the_evaluation_to_the_resume(tmp_pa
   _warns_of_an_empty_step_8(workdir, r)
 
 
-@pytest.mark.parametrize("kind,status", [("swallowed_sigint", 130), ("sigterm", 143)])
+@pytest.mark.parametrize("kind,status", [("sigint", 130), ("swallowed_sigint", 130),
+                                         ("sigterm", 143)])
 def test_a_stop_while_the_entry_points_probe_the_cpu_is_one_line(tmp_path, flags, kind,
                                                                   status):
   """A Ctrl-C in the first start's CPU probe (the console announces its seconds) was a
   30-line traceback in train.py and infer.py; a SIGTERM in infer.py was a traceback and
   status 1 (review finding).
 
-  The Ctrl-C's KeyboardInterrupt is swallowed where it lands, and an error that does not
-  name it raised in its place, as jax 0.7.2 does inside a trace: that was a traceback and
-  status 1 too (CI; `interrupts.stop_on_signals`)."""
+  swallowed_sigint: the Ctrl-C's KeyboardInterrupt is swallowed where it lands, and an error
+  that does not name it raised in its place, as jax 0.7.2 does inside a trace (was: a
+  traceback and status 1, CI), then wrapped in an A2IError as a restore wraps it (was: that
+  error's line and status 1; review). `interrupts.stop_on_signals`."""
   workdir = str(tmp_path / "w")
-  if kind == "swallowed_sigint":
+  if kind != "sigterm":
     r = F.train(workdir, *flags, fault=f"{kind}_in_probe:0")
     assert r.returncode == 130 and "Traceback" not in r.stderr, r.stderr[-3000:]
     assert r.stderr.strip().splitlines()[-1].startswith("interrupted; no checkpoint is saved")
