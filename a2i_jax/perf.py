@@ -43,6 +43,13 @@ from a2i_jax.errors import ConfigError
 # are at least `XLA_CONVOLUTIONS_MIN_GAIN` times as fast.
 XLA_CONVOLUTIONS_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
 XLA_CONVOLUTIONS_MIN_GAIN = 1.05
+# `time_convolution_kernels` stops after `KERNEL_PROBE_MIN_ROUNDS` rounds (of up to its
+# `rounds`) once the medians so far are clear of `XLA_CONVOLUTIONS_MIN_GAIN` by this factor
+# either way. On an AVX2-only Zen 4, which timed the two sets 1.38-1.48x apart, the child
+# took 6.1-6.3 s instead of 7.7-8.0 s (`benchmarks/kernel_probe.py`; BENCHMARKS.md, "The
+# kernel probe stops early"). A close call still takes every round.
+KERNEL_PROBE_CLEAR_BY = 1.10
+KERNEL_PROBE_MIN_ROUNDS = 3
 # What `convolution_kernel_timing` measures, in its answers' keys: a machine measures again
 # when it changes. 2 (2026-12-04): the weight gradient timed too, each kernel library with the
 # layer forms that go with it, at batch 8 (was 4); 3 (the same day): and the output heads in
@@ -198,12 +205,14 @@ def time_convolution_kernels(batch: int = 8, rounds: int = 5) -> Optional[dict[s
   """Times `convolution_kernel_programs` (YNNPACK's kernels against XLA's) in this process.
 
   Each convolution runs in both forms back to back, so that both see the same machine load;
-  a round sums each form's times over the convolutions. About 6 s at the defaults on a
-  2-core machine, most of it compiling.
+  a round sums each form's times over the convolutions. After `KERNEL_PROBE_MIN_ROUNDS`
+  rounds it stops where the medians so far settle the choice (`_kernel_rounds_settled`).
+  About 6-7 s in all on a 2-core machine (a child's imports, 3-3.5 s compiling and warming
+  up, 0.8 s a round).
 
   Args:
     batch: images per convolution.
-    rounds: timed rounds of each set; the medians are compared.
+    rounds: timed rounds of each set at most; the medians are compared.
   Returns:
     {"ynnpack_ms": ..., "xla_ms": ...}: each set's median round; None where this XLA has no
     YNNPACK (jaxlib 0.7.2).
@@ -214,7 +223,7 @@ def time_convolution_kernels(batch: int = 8, rounds: int = 5) -> Optional[dict[s
   times: dict[str, list[float]] = {key: [] for key in programs}
   for _ in range(rounds):
     spent = dict.fromkeys(programs, 0.0)
-    for i in range(len(TIMED_CONVOLUTIONS) + 1):
+    for i in range(len(programs["xla_ms"])):
       for key, calls in programs.items():  # Each convolution in both forms, back to back.
         compiled, x, w = calls[i]
         start = time.perf_counter()
@@ -222,14 +231,27 @@ def time_convolution_kernels(batch: int = 8, rounds: int = 5) -> Optional[dict[s
         spent[key] += time.perf_counter() - start
     for key, seconds in spent.items():
       times[key].append(seconds)
+    if _kernel_rounds_settled(times):
+      break
   return {key: round(1e3 * statistics.median(t), 2) for key, t in times.items()}
+
+
+def _kernel_rounds_settled(times: dict[str, list[float]]) -> bool:
+  """Whether `time_convolution_kernels`' rounds so far settle the choice: at least
+  `KERNEL_PROBE_MIN_ROUNDS` of them, their medians' ratio (YNNPACK's over XLA's) clear of
+  `XLA_CONVOLUTIONS_MIN_GAIN` by `KERNEL_PROBE_CLEAR_BY` either way."""
+  if len(times["xla_ms"]) < KERNEL_PROBE_MIN_ROUNDS:
+    return False
+  ratio = statistics.median(times["ynnpack_ms"]) / statistics.median(times["xla_ms"])
+  line = XLA_CONVOLUTIONS_MIN_GAIN
+  return not line / KERNEL_PROBE_CLEAR_BY < ratio < line * KERNEL_PROBE_CLEAR_BY
 
 
 def convolution_kernel_timing(cache_file: Optional[str] = None,
                               timeout_s: float = 60.0) -> Optional[dict[str, float]]:
   """`time_convolution_kernels` on this machine, measured once per CPU model and jaxlib.
 
-  It runs in a child process (about 6 s, most of it compiling and timing): XLA reads
+  It runs in a child process (about 7 s, most of it compiling and timing): XLA reads
   XLA_FLAGS when its backend starts, so the answer must come before this process starts its
   own. The child runs with XLA's defaults (no XLA_FLAGS), so that the answer depends on the
   machine alone. It is kept in `cache_file` under "convolution kernels", keyed by
@@ -276,7 +298,7 @@ def _measure_in_child(timeout_s: float) -> Optional[dict[str, float]]:
   code = ("import json; from a2i_jax import perf; "
           "print(json.dumps(perf.time_convolution_kernels()))")
   logging.info("Timing this CPU's convolution kernels, YNNPACK's against XLA's (once per CPU "
-               "model, about 6 s).")
+               "model, about 7 s).")
   try:
     done = subprocess.run([sys.executable, "-P", "-c", code], env=env, capture_output=True,
                           timeout=timeout_s, check=False)

@@ -101,6 +101,32 @@ def test_convolution_kernel_programs_compare_ynnpack_with_xla():
     np.testing.assert_allclose(np.asarray(dw_a), np.asarray(dw_b), rtol=1e-4)
 
 
+@pytest.mark.parametrize("ynnpack_s,xla_s,rounds", [
+    (1.4, 1.0, 3),  # XLA's clearly faster: settled after the third round.
+    (0.8, 1.0, 3),  # YNNPACK's clearly faster.
+    (1.1, 1.0, 5),  # Near XLA_CONVOLUTIONS_MIN_GAIN: every round.
+    (1.0, 1.0, 5)])
+def test_the_kernel_probe_stops_once_its_rounds_settle_the_choice(monkeypatch, ynnpack_s,
+                                                                  xla_s, rounds):
+  """The probe's rounds (0.8 s each on a 2-core Zen 4) stop after the third where the medians
+  are clear of the line either way; a close call takes all five. The median is still what it
+  reports. Timed on a fake clock: each program advances it by its set's seconds."""
+  clock = [0.0]
+
+  def program(seconds):
+    def run(x, w):
+      clock[0] += seconds
+      return x
+    return run
+  calls = [(program(ynnpack_s), 0, 0)], [(program(xla_s), 0, 0)]
+  monkeypatch.setattr(perf, "convolution_kernel_programs", lambda batch: dict(
+      zip(("ynnpack_ms", "xla_ms"), calls)))
+  monkeypatch.setattr(perf.time, "perf_counter", lambda: clock[0])
+  timing = perf.time_convolution_kernels(rounds=5)
+  assert timing == {"ynnpack_ms": 1e3 * ynnpack_s, "xla_ms": 1e3 * xla_s}
+  assert clock[0] == pytest.approx(rounds * (ynnpack_s + xla_s))
+
+
 def test_recommended_cpu_flags_are_measured_once_per_cpu_model(tmp_path, monkeypatch):
   flag = perf.XLA_CONVOLUTIONS_FLAG
   cache = str(tmp_path / "answers.json")
