@@ -961,6 +961,8 @@ def evaluate(opts: Options, done: list[str]) -> None:
       except Exception as failed:  # pylint: disable=broad-except
         logging.warning("could not keep the runs evaluated so far: %s", failed)
         kept = "The run(s) evaluated before it could not be written either (see the warning)."
+      if _out_of_memory(e):  # This run's config named (was: the first run's, wherever).
+        e = _out_of_memory_error(e, "evaluate", opts, workdir)
       if not isinstance(e, A2IError):
         raise
       raise A2IError(f"evaluating {workdir}: {e} {kept}") from None
@@ -1039,15 +1041,17 @@ def _out_of_memory(e: BaseException) -> bool:
                                         and ("out of memory" in text or "allocat" in text))
 
 
-def _out_of_memory_error(e: BaseException, mode: Optional[str], opts: Options) -> A2IError:
+def _out_of_memory_error(e: BaseException, mode: Optional[str], opts: Options,
+                         workdir: Optional[str] = None) -> A2IError:
   """The one line for an out-of-memory error (was: a 47-line RESOURCE_EXHAUSTED traceback;
-  review finding): which mode, what ran out, and how to ask for less at a time."""
+  review finding): which mode, what ran out, and how to ask for less at a time, in the
+  config of `workdir`, the run that ran out (default: the first)."""
   first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
   counts = [f"--{flag}" for flag, users in {**_FLAG_USERS, **_VALUED_FLAG_USERS}.items()
             if flag in ("num_images", "samples_per_attribute", "num_examples")
             and (mode is None or mode in users)]
   fewer = f"fewer images ({' or '.join(counts)}), or " if counts else ""
-  config = os.path.join(opts.workdirs[0], checkpoints.CONFIG_FILE)
+  config = os.path.join(workdir or opts.workdirs[0], checkpoints.CONFIG_FILE)
   return A2IError(f"out of memory{f' during --mode={mode}' if mode else ''} ({first}); ask "
                   f"for less at a time: {fewer}a smaller inference.batch_size in {config} "
                   "(the images each inference or sampling call takes).")

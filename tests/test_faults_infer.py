@@ -896,10 +896,12 @@ def test_evaluate_keeps_the_runs_before_a_crash_or_ctrl_c(trained, tmp_path, mon
   other = tmp_path / "again"
   shutil.copytree(trained, other)
   out = tmp_path / "out"
-  with pytest.raises(A2IError, match=r"out of memory during --mode=evaluate \(device out of "
-                     r"memory\); ask for less at a time: fewer images \(--num_examples\), or a "
-                     r"smaller inference.batch_size in .*config.json .*--mode=evaluate's "
-                     "finished part is in evaluation_partial.md and evaluation_partial.json"):
+  # The config named is that of the run that ran out, the second (was: the first's).
+  with pytest.raises(A2IError, match=rf"evaluating {re.escape(str(other))}: out of memory "
+                     r"during --mode=evaluate \(device out of memory\); ask for less at a time: "
+                     r"fewer images \(--num_examples\), or a smaller inference.batch_size in "
+                     rf"{re.escape(str(other / 'config.json'))} .*The run\(s\) evaluated before "
+                     rf"it are in {re.escape(str(out / 'evaluation_partial.md'))}\.$"):
     infer.run_modes(_options(f"--workdir={trained},{other}", "--mode=evaluate", f"--out={out}",
                              "--steps=1", "--num_examples=2", "--occlusion=none",
                              "--noattribute_fidelity"))
