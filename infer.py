@@ -41,7 +41,8 @@ import numpy as np
 
 from a2i_jax import (checkpoints, config_lib, distributed, evaluation, files, inference,
                      interrupts, models, occlusions, perf, visualize)
-from a2i_jax.errors import A2IError, CheckpointError, ConfigError, InputError
+from a2i_jax.errors import (A2IError, CheckpointError, ConfigError, InputError,
+                            is_out_of_memory)
 from a2i_jax.inputs import check_output_folder, image_files, read_images, to_unit
 
 MODES = ["sample", "progression", "swap", "reconstruct", "complete", "edit", "infer_attributes",
@@ -204,6 +205,10 @@ class Options:
     for flag, (value, low) in at_least.items():
       if value is not None and value < low:
         raise InputError(f"--{flag}={value}; it must be at least {low}.")
+    for flag in ("steps", "restarts"):  # Counted in int32 (was: a traceback from JAX; review).
+      if (getattr(self, flag) or 0) > config_lib.INT32_MAX:
+        raise InputError(f"--{flag}={getattr(self, flag)}; it must be at most "
+                         f"{config_lib.INT32_MAX}.")
     if self.num_examples == 0 or self.num_examples < -1:
       raise InputError(f"--num_examples={self.num_examples}; pass a positive count, or -1 for "
                        "all.")
@@ -300,8 +305,24 @@ def _checked_config(workdir: str, opts: Options, out: str):
   config = _run_config(workdir)
   _check_modes(opts, models.create_model(config.model), config)
   _check_out_of_checkpoints(out, workdir)  # First: the write test below writes in --out
-  check_output_folder(out, "--out")  # (was: a file made and removed inside a checkpoint).
+  _check_out_apart_from_input(out, opts.input, workdir)  # (was: a file made and removed
+  check_output_folder(out, "--out")  # inside a checkpoint).
   return config
+
+
+def _check_out_apart_from_input(out: str, given: Optional[str], workdir: str) -> None:
+  """Refuses an --out that is the folder of --input (the folder itself, or a file's folder):
+  the results replaced the user's images of the same names, and a folder's next call read
+  them as inputs (review: --input=f/reconstruct.png --out=f replaced the photo with a grid of
+  196x66). A folder inside it is fine: --input reads no sub-folders."""
+  if given is None:
+    return
+  folder = os.path.realpath(given)
+  folder = folder if os.path.isdir(folder) else os.path.dirname(folder)
+  if os.path.realpath(out) == folder:
+    raise InputError(f"--out {out} is the folder of --input ({folder}), whose images the "
+                     "results would replace or join; pass --out=another folder (the default "
+                     f"is {os.path.join(workdir, 'infer')}).")
 
 
 def _check_out_of_checkpoints(out: str, workdir: str) -> None:
@@ -961,7 +982,7 @@ def evaluate(opts: Options, done: list[str]) -> None:
       except Exception as failed:  # pylint: disable=broad-except
         logging.warning("could not keep the runs evaluated so far: %s", failed)
         kept = "The run(s) evaluated before it could not be written either (see the warning)."
-      if _out_of_memory(e):  # This run's config named (was: the first run's, wherever).
+      if is_out_of_memory(e):  # This run's config named (was: the first run's, wherever).
         e = _out_of_memory_error(e, "evaluate", opts, workdir)
       if not isinstance(e, A2IError):
         raise
@@ -1032,15 +1053,6 @@ def _kept_note(out: str, done: list[str], mode: Optional[str]) -> str:
   return note.strip()
 
 
-def _out_of_memory(e: BaseException) -> bool:
-  """Whether `e` is the host's or a device's "out of memory"."""
-  # RESOURCE_EXHAUSTED alone is also gRPC's "message larger than max" (review finding).
-  text = str(e).lower()
-  return isinstance(e, MemoryError) or (isinstance(e, jax.errors.JaxRuntimeError)
-                                        and "resource_exhausted" in text
-                                        and ("out of memory" in text or "allocat" in text))
-
-
 def _out_of_memory_error(e: BaseException, mode: Optional[str], opts: Options,
                          workdir: Optional[str] = None) -> A2IError:
   """The one line for an out-of-memory error (was: a 47-line RESOURCE_EXHAUSTED traceback;
@@ -1051,6 +1063,9 @@ def _out_of_memory_error(e: BaseException, mode: Optional[str], opts: Options,
             if flag in ("num_images", "samples_per_attribute", "num_examples")
             and (mode is None or mode in users)]
   fewer = f"fewer images ({' or '.join(counts)}), or " if counts else ""
+  if opts.restarts is not None and opts.restarts > 1 and (mode is None or mode in _INFERS):
+    # Each restart is another copy of every image in the call (was not named; review).
+    fewer = f"fewer --restarts (each one more copy of every image), {fewer}"
   config = os.path.join(workdir or opts.workdirs[0], checkpoints.CONFIG_FILE)
   return A2IError(f"out of memory{f' during --mode={mode}' if mode else ''} ({first}); ask "
                   f"for less at a time: {fewer}a smaller inference.batch_size in {config} "
@@ -1093,7 +1108,7 @@ def run_modes(opts: Options) -> None:
     stop = interrupts.interrupt_in(e)  # Also one raised inside a callback from C.
     if stop is None:
       kept = _kept_note(out, done, mode)
-      if _out_of_memory(e):
+      if is_out_of_memory(e):
         raise _with_note(_out_of_memory_error(e, mode, opts), kept) from None
       # `evaluate`'s own errors say what it kept.
       if kept and isinstance(e, A2IError) and opts.modes != ["evaluate"]:

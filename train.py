@@ -28,7 +28,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from a2i_jax import checkpoints, config_lib, distributed, files, interrupts, perf, train_lib
-from a2i_jax.errors import A2IError, ConfigError, TrainingInterrupted
+from a2i_jax.errors import A2IError, ConfigError, TrainingInterrupted, is_out_of_memory
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).",
                                           lock_config=True)
@@ -46,6 +46,18 @@ def _fail(message: str, at_once: bool = False) -> None:
     # disk and print tracebacks over the one line.
     distributed.exit_now(1)
   sys.exit(1)
+
+
+def _out_of_memory_words(e: BaseException) -> str:
+  """The line for a host or device out of memory: what ran out, what to ask less of, and the
+  checkpoint a rerun resumes from."""
+  first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+  step = (checkpoints.newest_saved_step(os.path.expanduser(_WORKDIR.value))
+          if _WORKDIR.value else None)
+  kept = ("no checkpoint is saved yet." if step is None else
+          f"the checkpoints saved are kept, the newest at step {step}.")
+  return (f"out of memory ({first}); ask for less at a time: a smaller --config.batch_size "
+          f"or a narrower --config.model.width; {kept}")
 
 
 def _config_spec(argv: list[str]) -> str:
@@ -187,6 +199,8 @@ def main(argv):
     stop = interrupts.interrupt_in(e)  # First: a library may turn a Ctrl-C into its error,
     if stop is None and isinstance(e, A2IError):  # and ours into an A2IError (review).
       _fail(str(e), at_once=True)  # PeerError included: at once, not at the exit barrier.
+    if stop is None and is_out_of_memory(e):  # Was a traceback (review; infer.py's was one
+      _fail(_out_of_memory_words(e), at_once=True)  # line already).
     if stop is None:
       distributed.leave_after(e)
     # A Ctrl-C or SIGTERM outside the loop (which saves, then raises the one above), also one

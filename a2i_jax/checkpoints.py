@@ -695,6 +695,19 @@ class Checkpointer:
                "config changed the model's shape, use a new --workdir.")
       raise RestoreError(f"the checkpoint at {folder} could not be restored ({reason}). {fix}",
                          reason) from None
+    missing = [jax.tree_util.keystr(path, simple=True, separator="/") for path, leaf in
+               jax.tree_util.tree_flatten_with_path(restored)[0]
+               if isinstance(leaf, jax.ShapeDtypeStruct)]
+    if missing:
+      # A partial restore leaves what the checkpoint lacks as the target's placeholders (was:
+      # a traceback from the model's first call, for a config.json edited to another model;
+      # review). The bytes are as saved: the config differs.
+      raise RestoreError(
+          f"the checkpoint at {os.path.join(self.directory, str(step))} holds no "
+          f"{missing[0]}{f' (nor {len(missing) - 1} more arrays)' if len(missing) > 1 else ''}, "
+          "which the config's model has: the config differs from the one that saved it (the "
+          "model's kind or layers); use the config it was trained with, or a new --workdir.",
+          f"missing {missing[0]}")
     if not self.summed(step) and step not in self._unverified_said:
       # Was: used without a word, and the next save's checksums then vouched for its values.
       self._unverified_said.add(step)

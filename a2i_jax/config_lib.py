@@ -659,6 +659,9 @@ def _check_optimiser(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"config.{key}={config[key]} must be in [0, 1).")
 
 
+INT32_MAX = 2**31 - 1  # The largest count of steps or restarts inference takes.
+
+
 def check_inference(values: Any) -> None:
   """Raises `ConfigError` for an invalid posterior-inference setting (`config.inference`).
 
@@ -669,8 +672,10 @@ def check_inference(values: Any) -> None:
 
   def bad(key, allowed):
     raise ConfigError(f"inference.{key}={v[key]!r} is not valid; {allowed}.")
-  if "steps" in v and int(v["steps"]) < 0:
-    bad("steps", "use 0 or more steps")
+  # Counts the inference loop keeps in int32: a larger one overflowed deep inside JAX (a
+  # 55-line traceback; review).
+  if "steps" in v and not 0 <= int(v["steps"]) <= INT32_MAX:
+    bad("steps", f"use 0 to {INT32_MAX} steps")
   if "learning_rate" in v and not 0 < float(v["learning_rate"]) < math.inf:
     bad("learning_rate", "use a positive, finite learning rate")
   if "schedule" in v and v["schedule"] not in INFERENCE_SCHEDULES:
@@ -682,10 +687,10 @@ def check_inference(values: Any) -> None:
     bad("energy", f"choose one of {INFERENCE_ENERGIES}")
   if "init" in v and v["init"] not in INFERENCE_INITS:
     bad("init", f"choose one of {INFERENCE_INITS}")
-  if "restarts" in v and int(v["restarts"]) < 1:
-    bad("restarts", "use at least 1 restart")
-  if "steps_per_call" in v and int(v["steps_per_call"]) < 0:
-    bad("steps_per_call", "use 0 (automatic) or a positive count")
+  if "restarts" in v and not 1 <= int(v["restarts"]) <= INT32_MAX:
+    bad("restarts", f"use 1 to {INT32_MAX} restarts")
+  if "steps_per_call" in v and not 0 <= int(v["steps_per_call"]) <= INT32_MAX:
+    bad("steps_per_call", f"use 0 (automatic) or a positive count up to {INT32_MAX}")
   if "batch_size" in v and int(v["batch_size"]) < 1:
     bad("batch_size", "use at least 1 image per batch")
 

@@ -52,6 +52,24 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 
+def is_out_of_memory(e: BaseException) -> bool:
+  """Whether `e` is the host's or a device's "out of memory" (the entry points make it one
+  line naming what to ask less of).
+
+  Args:
+    e: an exception.
+  Returns:
+    True for a MemoryError, or JAX's RESOURCE_EXHAUSTED about memory (alone, it is also
+    gRPC's "message larger than max": review finding).
+  """
+  if isinstance(e, MemoryError):
+    return True
+  import jax  # pylint: disable=import-outside-toplevel  # Imported by then; not at start-up.
+  text = str(e).lower()
+  return (isinstance(e, jax.errors.JaxRuntimeError) and "resource_exhausted" in text
+          and ("out of memory" in text or "allocat" in text))
+
+
 class _Chained:
   """One link of the `add_unraisable_handler` chain: its handler, then the hook before it."""
 

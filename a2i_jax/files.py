@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import socket
 import tempfile
 import time
@@ -272,6 +273,32 @@ def nearest_existing(path: str) -> str:
   while not os.path.exists(path):
     path = os.path.dirname(path)
   return path
+
+
+# Characters of a path under which Orbax saves checkpoints that it cannot restore: it saves
+# them (its finalisation warns), and the restore finds no arrays ("NOT_FOUND: ... step/.zarray
+# does not exist"); a backslash puts the arrays in another folder (review).
+UNUSABLE_PATH_CHARACTERS = "[]\\"
+
+
+def check_workdir_path(workdir: str) -> None:
+  """Raises `WorkdirError` for a --workdir that a run cannot live in, whatever is there: a
+  URL (was: a local folder named "gs:" trained in, and a traceback at the first save, the
+  steps lost; review), or a path holding one of `UNUSABLE_PATH_CHARACTERS`.
+
+  Args:
+    workdir: the --workdir as given.
+  """
+  if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", workdir):
+    raise WorkdirError(f"--workdir={workdir} is a URL; runs are written to a local or mounted "
+                       "file system: pass a local path (for a bucket, a folder where it is "
+                       "mounted, e.g. with gcsfuse).")
+  absolute = os.path.abspath(os.path.expanduser(workdir))
+  bad = sorted({c for c in absolute if c in UNUSABLE_PATH_CHARACTERS})
+  if bad:
+    raise WorkdirError(f"the workdir {absolute} holds {' and '.join(map(repr, bad))}: Orbax "
+                       "saves checkpoints under such a path that it cannot restore; pass a "
+                       "path without [, ] or \\ (rename the folder).")
 
 
 def check_workdir(workdir: str, folders: Iterable[str] = (),

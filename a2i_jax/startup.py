@@ -44,7 +44,9 @@ def begin(term_words: str, term_status: int) -> None:
 def check_jax_environment() -> None:
   """Imports JAX, which reads its settings from JAX_* environment variables: one that it
   cannot read (JAX_ENABLE_X64=banana) was a 20-line traceback from the entry point's imports
-  (review finding); it is one `error:` line and exit status 1.
+  (review finding); it is one `error:` line and exit status 1. So is a setting the library
+  cannot run under (`_UNSUPPORTED_JAX_OPTIONS`: JAX_DISABLE_JIT, a strict dtype promotion, rank
+  promotion that raises).
   """
   try:
     import jax  # pylint: disable=import-outside-toplevel,unused-import
@@ -55,3 +57,18 @@ def check_jax_environment() -> None:
     print(f"error: JAX cannot start: {message}; fix or unset {which} (JAX_* variables set "
           "JAX's options).", file=sys.stderr)
     sys.exit(1)
+  for option, value, why in _UNSUPPORTED_JAX_OPTIONS:
+    if getattr(jax.config, option, None) == value:
+      print(f"error: {option.upper()}={os.environ.get(option.upper(), value)} is set, which "
+            f"the library does not support ({why}); unset it.", file=sys.stderr)
+      sys.exit(1)
+
+
+# JAX options, read from JAX_* environment variables, under which the entry points cannot run:
+# each was a traceback, after the run's config, dataset record and metrics file were written
+# (review).
+_UNSUPPORTED_JAX_OPTIONS = (
+    ("jax_disable_jit", True, "its steps are compiled ahead of time"),
+    ("jax_numpy_dtype_promotion", "strict", "its models mix float32 and bfloat16 arrays under "
+     "JAX's standard promotion"),
+    ("jax_numpy_rank_promotion", "raise", "its models broadcast arrays of different ranks"))

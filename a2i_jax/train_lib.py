@@ -410,6 +410,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if not str(workdir or "").strip():  # abspath("") would be the current directory.
     raise WorkdirError("the workdir (--workdir) is empty; pass the run's directory, e.g. "
                        "runs/<name> (it is created if missing).")
+  files.check_workdir_path(workdir)
   workdir = os.path.abspath(os.path.expanduser(workdir))
   run = checkpoints.enclosing_run(workdir)
   if run is not None:  # Was: a new run trained inside the old one's checkpoints or samples.

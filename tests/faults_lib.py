@@ -18,6 +18,7 @@ environment variable `A2I_FAULT` names ("kind:step"; in a multi-process run,
   sigint_at_step:N    a real SIGINT (Ctrl-C) to itself once step N's row is written
   sigterm_at_step:N   a real SIGTERM (a scheduler's notice) to itself, likewise
   sigint_in_report:N  sigint_at_step:N, and a second SIGINT while train.py reports the stop
+  oom_at_step:N       JAX's RESOURCE_EXHAUSTED "Out of memory" once step N's row is written
   disk_full_at_save:N the checkpoint save of step N fails with ENOSPC, as Orbax's would
   hold_at_step:N      at step N, create WORKDIR/holding and wait until WORKDIR/release exists
   sigint_in_download:0  a real SIGINT while the dataset loads, with a thread still busy (as
@@ -235,7 +236,7 @@ def _install(kind: str, at: int, workdir: str) -> None:
     errors.TrainingInterrupted.__str__ = text_then
     kind = "sigint_at_step"
   if kind in ("kill_after_step", "sigint_at_step", "sigterm_at_step", "hold_at_step",
-              "sigint_twice_at_step"):
+              "sigint_twice_at_step", "oom_at_step"):
     write = metrics.MetricWriter.write
 
     fired = []
@@ -248,6 +249,10 @@ def _install(kind: str, at: int, workdir: str) -> None:
       fired.append(step)
       if kind == "kill_after_step":
         _die()
+      elif kind == "oom_at_step":  # As a device whose memory the step's buffers outgrew.
+        import jax  # pylint: disable=import-outside-toplevel
+        raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating "
+                                         "395473490944 bytes.")
       elif kind in ("sigint_at_step", "sigterm_at_step"):
         # The handler notes it; the loop then stops.
         os.kill(os.getpid(), signal.SIGINT if kind == "sigint_at_step" else signal.SIGTERM)

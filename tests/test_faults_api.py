@@ -272,6 +272,14 @@ def test_attribute_priors_that_do_not_fit_are_refused(cvae, key):
                                key=key)
   with pytest.raises(InputError, match="attribute_prior must be an AttributePrior, not ndarray"):
     inference.infer_attributes(cvae, _images(), train, key=key)
+  # A precision built by hand that is no Gaussian's (review: -100 I inferred y of +-11.9 with
+  # an energy of -67,000 and no word), or not symmetric.
+  shear = np.eye(Y, dtype=np.float32)
+  shear[0, 1] = 1.0
+  for precision in (-100 * np.eye(Y, dtype=np.float32), shear):
+    with pytest.raises(InputError, match="precision is not symmetric positive semi-definite"):
+      inference.infer_attributes(cvae, _images(), inference.AttributePrior(
+          np.zeros(Y, np.float32), precision), key=key)
 
 
 def test_a_model_without_attributes_refuses_attribute_requests(untrained, key):
@@ -575,6 +583,16 @@ def test_train_and_evaluate_words_its_errors_for_a_python_caller(tmp_path):
     train_lib.train_and_evaluate(config.to_dict(), str(tmp_path / "w"))
   with pytest.raises(WorkdirError, match=r"the workdir \(--workdir\) is empty; pass the run's"):
     train_lib.train_and_evaluate(config, " ")
+  # Paths no run can live in, refused before anything is written (review): a URL (was: a local
+  # folder "gs:" trained in, then a traceback at the first save, the steps lost), and [, ] or
+  # \ (was: checkpoints saved that Orbax could not restore, "the config differs" said).
+  with pytest.raises(WorkdirError, match=r"--workdir=gs://bucket/run is a URL; .* pass a local "
+                     "path"):
+    train_lib.train_and_evaluate(config, "gs://bucket/run")
+  for name in ("exp[lr=3e-4]", "back\\slash"):
+    with pytest.raises(WorkdirError, match=r"holds '.*': Orbax saves checkpoints under such a "
+                       r"path that it cannot restore; pass a path without \[, \] or \\"):
+      train_lib.train_and_evaluate(config, str(tmp_path / name / "run"))
   assert os.listdir(tmp_path) == []
 
 
@@ -714,6 +732,26 @@ def test_a_ctrl_c_that_jax_swallows_in_a_restore_is_not_a_bad_checkpoint(tmp_pat
     inference.load_trained(workdir)
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before
   entry_handlers.check()  # Raised once.
+
+
+def test_a_config_edited_to_another_model_is_refused_at_the_restore(tmp_path, tiny_run):
+  """A config.json edited to another model kind (cvae -> discvae): serving's partial restore
+  left the weights the checkpoint lacks as placeholders, and the model's first call was a
+  50-line traceback ("ShapeDtypeStruct is not a valid JAX type"; review). The restore names
+  an array the checkpoint lacks and the fix."""
+  import shutil  # pylint: disable=import-outside-toplevel
+  workdir = str(tmp_path / "w")
+  shutil.copytree(tiny_run("cvae")[0], workdir)
+  path = os.path.join(workdir, "config.json")
+  with open(path, encoding="utf-8") as f:
+    config = json.load(f)
+  config["model"]["name"] = "discvae"
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(config, f)
+  with pytest.raises(CheckpointError, match=r"the checkpoint at .*checkpoints.\d+ holds no "
+                     r"\S+/decoder_bg/\S+ \(nor \d+ more arrays\), which the config's model "
+                     r"has: the config differs from the one that saved it"):
+    inference.load_trained(workdir)
 
 
 def test_images_in_the_models_range_name_their_own_fix():

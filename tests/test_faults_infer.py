@@ -134,6 +134,9 @@ _BAD_FLAGS = [
     (dict(modes=["tune"], num_examples=0), "--num_examples=0; pass a positive count"),
     (dict(modes=["reconstruct"], restarts=0), "--restarts=0; it must be at least 1"),
     (dict(modes=["reconstruct"], steps=-1), "--steps=-1; it must be at least 0"),
+    # Were a 55-line traceback: JAX's int32 overflow in the inference loop (review).
+    (dict(modes=["reconstruct"], steps=2**31), f"--steps={2**31}; it must be at most 2147483647"),
+    (dict(modes=["complete"], restarts=2**31), f"--restarts={2**31}; it must be at most"),
     (dict(step=-1), "--step=-1; it must be at least 0"),
     (dict(modes=["edit"], attribute="a", value=float("nan")), "--value=nan; pass a finite"),
     (dict(value=2.0), "--value is used by --mode=edit only"),
@@ -249,6 +252,21 @@ def test_a_tilde_is_the_home_folder_and_checkpoints_are_no_out(trained, tmp_path
                 needles=(f"lies in {other}/checkpoints, where every folder is taken for a "
                          "checkpoint", "pass --out="))
   assert sorted(os.listdir(other / "checkpoints")) == steps
+
+
+def test_out_in_the_folder_of_input_is_refused(trained, tmp_path):
+  """Review: --input=f/reconstruct.png --out=f replaced the user's photo with the results'
+  grid, and with --input=f --out=f the next call read that grid as an input image. An --out
+  that is the folder of --input is refused before anything is written."""
+  photos = tmp_path / "photos"
+  photos.mkdir()
+  image = _png(photos / "reconstruct.png", np.full((32, 32, 3), 128))
+  for given in (image, photos):
+    _refused_here(f"--workdir={trained}", "--mode=reconstruct", f"--input={given}",
+                  f"--out={photos}", needles=(f"--out {photos} is the folder of --input "
+                                              f"({photos}), whose images the results would",))
+  assert os.listdir(photos) == ["reconstruct.png"]
+  assert np.asarray(Image.open(image)).shape == (32, 32, 3)
 
 
 def test_a_step_folder_holding_another_steps_state_is_refused(trained, tmp_path):
@@ -1634,7 +1652,8 @@ def test_out_of_memory_and_a_full_disk_are_one_line_naming_what_was_kept(trained
            "--num_images=2", "--samples_per_attribute=1", "--steps=1")
   # gRPC's RESOURCE_EXHAUSTED is no memory (was given the out-of-memory advice; review).
   grpc = jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: received message larger than max")
-  assert not infer._out_of_memory(grpc)  # pylint: disable=protected-access
+  from a2i_jax import errors  # pylint: disable=import-outside-toplevel
+  assert not errors.is_out_of_memory(grpc)
 
   def out_of_memory(*args, **kwargs):
     raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 9175067712 "
@@ -1646,6 +1665,10 @@ def test_out_of_memory_and_a_full_disk_are_one_line_naming_what_was_kept(trained
         "9175067712 bytes.); ask for less at a time: fewer images (--num_images), or a smaller "
         f"inference.batch_size in {os.path.join(trained, 'config.json')} (",
         f". Finished before it and kept in {out}: sample."))
+    # With restarts, those are named too: each is another copy of every image (review).
+    _refused_here(*flags, "--restarts=3", needles=(
+        "ask for less at a time: fewer --restarts (each one more copy of every image), fewer "
+        "images (--num_images), or a smaller inference.batch_size",))
   save = infer.visualize.save_grid
 
   def full_disk(images, path, ncols):
@@ -1707,6 +1730,32 @@ def test_a_sigterm_during_the_imports_is_one_line(tmp_path, entry, status, words
   r = _infer(f"--workdir={tmp_path}", driver=_EARLY_SIGTERM_DRIVER.replace("ENTRY", entry))
   assert r.returncode == status and r.stderr == f"{words}; nothing was written.\n", (
       r.returncode, r.stderr[-2000:])
+
+
+@pytest.mark.parametrize("option,value,words", [
+    ("jax_disable_jit", True, "its steps are compiled ahead of time"),
+    ("jax_numpy_dtype_promotion", "strict", "its models mix float32 and bfloat16"),
+    ("jax_numpy_rank_promotion", "raise", "its models broadcast arrays of different ranks")])
+def test_a_jax_setting_the_library_cannot_run_under_is_one_line(monkeypatch, capsys, option,
+                                                                  value, words):
+  """Review: JAX_DISABLE_JIT=1, JAX_NUMPY_DTYPE_PROMOTION=strict and
+  JAX_NUMPY_RANK_PROMOTION=raise were tracebacks, after train.py had written the run's config,
+  dataset record and metrics file. The entry points' start-up check (here in this process,
+  the option set as the variable would set it) stops with one line first."""
+  from a2i_jax import startup  # pylint: disable=import-outside-toplevel
+  monkeypatch.setenv(option.upper(), "1" if value is True else value)
+  before = getattr(jax.config, option)
+  jax.config.update(option, value)
+  try:
+    with pytest.raises(SystemExit) as e:
+      startup.check_jax_environment()
+  finally:
+    jax.config.update(option, before)
+  err = capsys.readouterr().err
+  assert e.value.code == 1 and err.count("\n") == 1 and err.endswith("); unset it.\n"), err
+  shown = "1" if value is True else value
+  assert err.startswith(f"error: {option.upper()}={shown} is set, which the library does not "
+                        f"support ({words}"), err
 
 
 @pytest.mark.parametrize("entry", ["infer.py", "train.py"])

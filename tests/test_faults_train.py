@@ -126,11 +126,12 @@ def test_kill_9_then_resume_is_bit_identical(tmp_path, flags, reference):
 
 
 def test_ctrl_c_saves_and_says_where(tmp_path, flags, reference):
-  """A chain of four faults in one workdir (each held a test and a resume of its own): two
-  Ctrl-Cs at step 3 (checkpoint 2), a full disk in the save of step 4 (checkpoint 2), a
-  Ctrl-C at step 3 (checkpoints 2 and 4), a SIGKILL while checkpoint 2 is deleted after the
-  save of step 6 (was test_kill_9_then_resume_is_bit_identical[kill_in_delete:6]), that
-  start evaluating every 4 steps.
+  """A chain of five faults in one workdir (each held a test and a resume of its own): two
+  Ctrl-Cs at step 3 (checkpoint 2), a full disk in the save of step 4 (checkpoint 2), out of
+  memory at step 3 (checkpoint 2), a Ctrl-C at step 3 (checkpoints 2 and 4), a SIGKILL while
+  checkpoint 2 is deleted after the save of step 6 (was
+  test_kill_9_then_resume_is_bit_identical[kill_in_delete:6]), that start evaluating every 4
+  steps.
 
   The two Ctrl-Cs (was test_a_second_ctrl_c_quits_at_once_and_names_the_step_to_resume_from):
   the first Ctrl-C said nothing until the save ended, which invited a second; that one
@@ -152,6 +153,14 @@ def test_ctrl_c_saves_and_says_where(tmp_path, flags, reference):
   r = F.train(workdir, *flags, fault="disk_full_at_save:4")
   _one_error(r, "no space left on the device", "last good checkpoint is step 2")
   assert _steps(workdir) == [2], "disk_full_at_save:4"
+
+  # Out of memory (was a traceback; review): one line, what to ask less of, what is kept. It
+  # leaves checkpoint 2 and rows to step 3, as the full disk left them.
+  r = F.train(workdir, *flags, fault="oom_at_step:3")
+  _one_error(r, "out of memory (RESOURCE_EXHAUSTED: Out of memory allocating 395473490944 "
+             "bytes.); ask for less at a time: a smaller --config.batch_size or a narrower "
+             "--config.model.width; the checkpoints saved are kept, the newest at step 2.")
+  assert _steps(workdir) == [2], "oom_at_step:3"
 
   r = _fault(workdir, flags, "sigint_at_step:3", 130)
   assert not F.error_lines(r.stderr), r.stderr[-3000:]

@@ -13,7 +13,7 @@ import pytest
 
 from a2i_jax import config_lib, inference, inputs, sampling
 from a2i_jax.data import load_dataset
-from a2i_jax.errors import CheckpointError, InputError
+from a2i_jax.errors import CheckpointError, ConfigError, InputError
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +130,11 @@ def test_inference_options_come_from_the_config():
   assert opts.steps == 7 and opts.learning_rate == section.learning_rate
   with pytest.raises(TypeError):
     inference.InferenceOptions()  # pylint: disable=no-value-for-parameter
+  # Counts past int32 (the inference loop's) are refused here, not by JAX deep in the loop
+  # with a 55-line OverflowError (review).
+  for key in ("steps", "restarts", "steps_per_call"):
+    with pytest.raises(ConfigError, match=rf"inference.{key}={2**31} is not valid; use "):
+      inference.InferenceOptions.from_config(section, **{key: 2**31})
 
 
 def test_posterior_adam_matches_optax():
