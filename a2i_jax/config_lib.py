@@ -163,9 +163,14 @@ def load_sibling(file: str, name: str) -> ModuleType:
     file: the calling config file's `__file__`.
     name: the sibling's name without ".py", e.g. "default".
   Returns:
-    The sibling config module.
+    The sibling config module; where the calling file has none beside it (a config copied
+    out of configs/ to edit), the one in `configs_dir()`. Was: "no config file at
+    <copy's folder>/default.py", of a file the user never named (review).
   """
-  return load_config_module(os.path.join(os.path.dirname(os.path.abspath(file)), name + ".py"))
+  path = os.path.join(os.path.dirname(os.path.abspath(file)), name + ".py")
+  if not os.path.isfile(path):
+    path = os.path.join(configs_dir(), name + ".py")
+  return load_config_module(path)
 
 
 def resolve_spec(spec: str) -> str:
@@ -628,12 +633,21 @@ def _check_data(config: ml_collections.ConfigDict, needs_masks: bool) -> None:
                       " make them equal.")
 
 
+MAX_SAMPLES_PER_GRID = 10_000  # The evaluation's sample grid: rows x columns.
+
+
 def _check_loop(config: ml_collections.ConfigDict) -> None:
   """The training loop's counts (steps, intervals, batch, evaluation and sample grid) and
   its seed."""
   _check_positive(config, "", ("num_train_steps", "log_every_steps", "eval_every_steps",
                                "checkpoint_every_steps", "steps_per_dispatch", "batch_size",
                                "max_checkpoints_to_keep", "num_sample_rows", "num_sample_cols"))
+  samples = config.num_sample_rows * config.num_sample_cols
+  if samples > MAX_SAMPLES_PER_GRID:  # Was: trained, then XLA aborted the run at the first
+    # evaluation (exit 134, "Check failed: buffer_.IsConcrete()"), and every resume again.
+    raise ConfigError(f"config.num_sample_rows x num_sample_cols = {samples:,} samples per "
+                      "grid, drawn at every evaluation in one call; make it at most "
+                      f"{MAX_SAMPLES_PER_GRID:,}.")
   k = config.steps_per_dispatch
   for key in ("log_every_steps", "eval_every_steps", "checkpoint_every_steps"):
     if config[key] % k:

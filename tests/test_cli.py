@@ -29,6 +29,18 @@ def test_unknown_config_key_fails(tmp_path):
   assert "learning_rat" in r.stderr
 
 
+def test_a_config_copied_out_of_configs_builds_the_same_config(tmp_path):
+  """A user copies configs/synthetic.py elsewhere to edit it: it loads its default.py from
+  beside itself, and was refused with "no config file at <the copy's folder>/default.py",
+  a file the user never named (review). With none beside it, the library's own is used."""
+  from a2i_jax import config_lib  # pylint: disable=import-outside-toplevel
+  copy = tmp_path / "mine.py"
+  shutil.copy(os.path.join(ROOT, "configs", "synthetic.py"), copy)
+  mine = config_lib.load_config_module(str(copy)).get_config("discvae")
+  ours = config_lib.load_config_module(os.path.join(ROOT, "configs", "synthetic.py"))
+  assert mine.to_dict() == ours.get_config("discvae").to_dict()
+
+
 def test_unprepared_dataset_is_one_plain_message(tmp_path):
   r = _run("train.py", "--config=configs/lfw.py", f"--workdir={tmp_path}",
            "--config.compilation_cache_dir=", f"--config.data.data_dir={tmp_path}/data",
