@@ -586,8 +586,13 @@ def read_images(paths: Sequence[str], image_size: int) -> np.ndarray:
   Returns:
     uint8 [N, S, S, 3].
   Raises:
-    InputError: a file that cannot be read, or of another size.
+    InputError: no files, a file that cannot be read, or of another size.
   """
+  if isinstance(paths, (str, os.PathLike)):  # One path: its characters were taken for files.
+    paths = [paths]
+  if not len(paths):  # Was NumPy's "need at least one array to stack" (review).
+    raise InputError("no image files to read; pass one or more paths (e.g. "
+                     "inputs.image_files(folder)).")
   images = []
   for f in paths:
     im = read_image(f)

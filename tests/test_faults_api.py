@@ -282,6 +282,34 @@ def test_attribute_priors_that_do_not_fit_are_refused(cvae, key):
           np.zeros(Y, np.float32), precision), key=key)
 
 
+def test_read_images_takes_no_files_or_one_path_plainly(tmp_path):
+  """Review: `inputs.read_images([], S)` was NumPy's "need at least one array to stack"; one
+  path given as a string was read character by character."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  with pytest.raises(InputError, match="no image files to read; pass one or more paths"):
+    inputs.read_images([], S)
+  path = str(tmp_path / "one.png")
+  Image.fromarray(np.full((S, S, 3), 7, np.uint8)).save(path)
+  assert inputs.read_images(path, S).shape == (1, S, S, 3)
+
+
+def test_a_path_in_place_of_the_model_names_load_trained(key):
+  """Review: `inference.sample("runs/x", y, key)`, a likely first try, was an AttributeError
+  ("'str' object has no attribute 'config'"), in every function of the API."""
+  import pathlib  # pylint: disable=import-outside-toplevel
+  calls = [lambda m: inference.sample(m, _attrs(), key),
+           lambda m: inference.reconstruct(m, _images(), _attrs(), key=key),
+           lambda m: inference.options_for(m, steps=2),
+           lambda m: inference.decode(m, {}, _attrs())]
+  for model in ("runs/x", pathlib.Path("runs/x")):
+    for call in calls:
+      with pytest.raises(InputError, match=r"the model must be a TrainedModel, not \w+; load it "
+                         r"first: inference.load_trained\("):
+        call(model)
+  with pytest.raises(InputError, match="not NoneType; load one with inference.load_trained"):
+    inference.sample(None, _attrs(), key)
+
+
 def test_a_model_without_attributes_refuses_attribute_requests(untrained, key):
   vae = untrained["vae"]
   prior = inference.AttributePrior(np.zeros(Y, np.float32), np.eye(Y, dtype=np.float32))

@@ -11,6 +11,7 @@ one decoding path, and nothing here tests which model it is: the model answers f
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
@@ -29,6 +30,21 @@ from a2i_jax.inputs import (check_attributes, check_images, check_int, check_key
 Array = jax.Array
 
 
+def check_trained(trained: Any) -> None:
+  """Raises `InputError` unless `trained` is a `TrainedModel`: the API's functions take the
+  loaded model, and a workdir's path (a likely first try) was an AttributeError ("'str'
+  object has no attribute 'config'"; review).
+
+  Args:
+    trained: the first argument of an inference function.
+  """
+  if not isinstance(trained, TrainedModel):
+    hint = (f"load it first: inference.load_trained({trained!r})"
+            if isinstance(trained, (str, os.PathLike)) else
+            "load one with inference.load_trained(workdir)")
+    raise InputError(f"the model must be a TrainedModel, not {type(trained).__name__}; {hint}.")
+
+
 def options_for(trained: TrainedModel, **overrides) -> InferenceOptions:
   """The run's `config.inference` options, with keyword overrides.
 
@@ -38,6 +54,7 @@ def options_for(trained: TrainedModel, **overrides) -> InferenceOptions:
   Returns:
     An `InferenceOptions`.
   """
+  check_trained(trained)
   return InferenceOptions.from_config(trained.config.inference, **overrides)
 
 
@@ -119,6 +136,7 @@ def run_inference(trained: TrainedModel, images: Any, attributes: Any = None,
       against the N images, before the first batch), no images, a batch size below 1, or a
       key that is not a PRNG key.
   """
+  check_trained(trained)
   check_key(key)
   options = _check_options(trained, options)
   x = check_images(images, trained.config.model.image_size)
@@ -156,6 +174,7 @@ def reconstruct(trained: TrainedModel, images: Any, attributes: Any = None, *, k
   Raises:
     InputError: an `observed` mask (use `complete`), or inputs `run_inference` refuses.
   """
+  check_trained(trained)
   _no_observed(kwargs, "reconstruct")
   return run_inference(trained, images, attributes, None, key=key, options=options, **kwargs)
 
@@ -182,6 +201,7 @@ def complete(trained: TrainedModel, images: Any, attributes: Any, observed: Any,
   Raises:
     InputError: no `observed` mask, or inputs `run_inference` refuses.
   """
+  check_trained(trained)
   # The images first, so that a wrong image shape is blamed on the images, not on the mask.
   n = check_images(images, trained.config.model.image_size).shape[0]
   if observed is None:  # Was: "observed has shape ()".
@@ -212,6 +232,7 @@ def infer_attributes(trained: TrainedModel, images: Any, attribute_prior: Attrib
     InputError: the model does not use attributes (the VAE), `attributes` given, or inputs
       `run_inference` refuses.
   """
+  check_trained(trained)
   if "attributes" in kwargs:  # Was a TypeError, "got multiple values for argument".
     raise InputError("infer_attributes estimates the attributes, so it takes none; to start "
                      "from known attributes, or keep them, use reconstruct or complete.")
@@ -236,6 +257,7 @@ def decode(trained: TrainedModel, latents: Mapping[str, Any], attributes: Any
   Raises:
     InputError: attributes or latents of the wrong shape, not numbers, or not finite.
   """
+  check_trained(trained)
   dims = trained.model.latent_dims
   y = check_attributes(attributes, trained.config.model.y_dim)
   if not isinstance(latents, Mapping):  # Was "latents lack 'z'" for an array.
@@ -300,6 +322,7 @@ def prior_latents(trained: TrainedModel, num: int, key: Array) -> dict[str, np.n
   Raises:
     InputError: `num` is not an integer >= 0, or `key` is not a PRNG key.
   """
+  check_trained(trained)
   latents = sampling.prior_latents(trained.model, num, key, always_split=True)
   return {name: np.asarray(v) for name, v in latents.items()}
 
@@ -323,6 +346,7 @@ def progression(trained: TrainedModel, attributes: Any, index: int, values: Sequ
     InputError: not one base vector, an index out of range, values or a count that are not
       what they say, or a key that is not a PRNG key.
   """
+  check_trained(trained)
   y_dim = trained.config.model.y_dim
   y = _one_vector(trained, attributes, "progression")
   index = _attribute_index(index, y_dim, "progression sweeps the attribute at that index")
@@ -358,6 +382,7 @@ def swap(trained: TrainedModel, attributes: Any, *, key: Array, num: int = 6
     InputError: not a disCVAE, not one attribute vector, `num` below 1, or a key that is not
       a PRNG key.
   """
+  check_trained(trained)
   if tuple(trained.model.latent_dims) != SWAP_LATENTS:
     raise InputError(f"swap needs a disCVAE (separate foreground and background latents); this "
                      f"workdir holds a {trained.config.model.name}.")
@@ -388,6 +413,7 @@ def edit(trained: TrainedModel, images: Any, attributes: Any, changes: Mapping[i
     InputError: a model without attributes, a change that is not {index: number}, or inputs
       `run_inference` refuses.
   """
+  check_trained(trained)
   _needs_attributes(trained, "editing them changes nothing")
   _no_observed(kwargs, "edit")
   y_dim = trained.config.model.y_dim
@@ -451,6 +477,7 @@ def sample(trained: TrainedModel, attributes: Any, key: Array) -> dict[str, np.n
   Raises:
     InputError: attributes that do not fit the model, or a key that is not a PRNG key.
   """
+  check_trained(trained)
   key = parallel.loose_key(check_key(key))  # Was JAX's error for a key on one device.
   y = check_attributes(attributes, trained.config.model.y_dim)
   if y.shape[0] <= int(trained.config.inference.batch_size):
