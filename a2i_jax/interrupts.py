@@ -67,9 +67,12 @@ class StopRequest:
       raise KeyboardInterrupt
     self.requested = True
     if distributed.is_main():  # At once (the save can take a while); os.write: no reentry.
-      os.write(2, b"\nstopping: the steps under way finish and are saved (another Ctrl-C "
-                  b"quits sooner, without a save not yet under way; the last line names the "
-                  b"checkpoint to resume from)\n")
+      try:
+        os.write(2, b"\nstopping: the steps under way finish and are saved (another Ctrl-C "
+                    b"quits sooner, without a save not yet under way; the last line names the "
+                    b"checkpoint to resume from)\n")
+      except OSError:  # A console that has gone (a closed pipe): the stop goes on.
+        pass
 
   def __enter__(self) -> "StopRequest":
     check()  # An entry point's interrupt lost before the loop stops it here.

@@ -38,7 +38,48 @@ def begin(term_words: str, term_status: int) -> None:
     hugepages.reexec_with_huge_pages()  # Huge pages for malloc on Linux (the module says).
   finally:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
+  keep_going_without_a_console()
   check_jax_environment()
+
+
+class _ClosedPipeSafe:
+  """A console stream whose writes go to the null device once its reader has gone (a pipe
+  closed: `train.py ... | grep -m1 compiled`, a closed terminal's `| tee`), instead of
+  raising BrokenPipeError. Everything else is the stream's."""
+
+  def __init__(self, stream):
+    self._stream = stream
+
+  def _gone(self) -> None:
+    self._stream = open(os.devnull, "w", encoding="utf-8")  # pylint: disable=R1732
+
+  def write(self, text):
+    try:
+      return self._stream.write(text)
+    except BrokenPipeError:
+      self._gone()
+      return len(text)
+
+  def flush(self) -> None:
+    try:
+      self._stream.flush()
+    except BrokenPipeError:
+      self._gone()
+
+  def __getattr__(self, name):
+    return getattr(self._stream, name)
+
+
+def keep_going_without_a_console() -> None:
+  """Makes stdout and stderr `_ClosedPipeSafe`: a run whose console is a pipe that closes
+  goes on, its lines lost, instead of dying at the next line or progress-bar update (was:
+  `train.py ... 2>&1 | grep -m1 compiled` ended training with exit 1, no word, and every step
+  since the last checkpoint lost; review). Idempotent.
+  """
+  for name in ("stdout", "stderr"):
+    stream = getattr(sys, name)
+    if stream is not None and not isinstance(stream, _ClosedPipeSafe):
+      setattr(sys, name, _ClosedPipeSafe(stream))
 
 
 def check_jax_environment() -> None:

@@ -209,6 +209,37 @@ def test_a_stop_at_an_evaluation_step_leaves_the_evaluation_to_the_resume(tmp_pa
   _warns_of_an_empty_step_8(workdir, r)
 
 
+def test_a_console_that_closes_does_not_stop_the_run(monkeypatch):
+  """Review: `train.py ... 2>&1 | grep -m1 compiled` ended training at the next line after
+  grep left (BrokenPipeError), with exit 1, no word, and every step since the last checkpoint
+  lost. The entry points' streams (`startup.keep_going_without_a_console`, in `begin`) write to
+  the null device once their reader has gone. Checked by hand on that command: exit 0, every
+  checkpoint saved. Here on a real pipe whose reader is closed."""
+  from a2i_jax import startup  # pylint: disable=import-outside-toplevel
+  read, write = os.pipe()
+  stream = os.fdopen(write, "w", buffering=1)
+  monkeypatch.setattr(sys, "stdout", sys.stdout)  # Put back after the test, as stderr.
+  monkeypatch.setattr(sys, "stderr", stream)
+  startup.keep_going_without_a_console()
+  startup.keep_going_without_a_console()  # Not wrapped twice.
+  guarded = sys.stderr
+  assert guarded is not stream and guarded.fileno() == write and not guarded.isatty()
+  print("a line", file=sys.stderr)
+  assert os.read(read, 100) == b"a line\n"
+  os.close(read)
+  with pytest.raises(BrokenPipeError):  # What the run's next line met.
+    stream.write("x\n")
+  for _ in range(3):
+    print("steps go on", file=sys.stderr)
+    sys.stderr.flush()
+  assert sys.stderr is guarded
+  monkeypatch.setattr(sys, "stderr", sys.__stderr__)
+  try:
+    stream.close()
+  except BrokenPipeError:
+    pass
+
+
 @pytest.mark.parametrize("kind,status", [("sigint", 130), ("swallowed_sigint", 130),
                                          ("sigterm", 143)])
 def test_a_stop_while_the_entry_points_probe_the_cpu_is_one_line(tmp_path, flags, kind,
