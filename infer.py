@@ -317,12 +317,14 @@ def _check_out_apart_from_input(out: str, given: Optional[str], workdir: str) ->
   196x66). A folder inside it is fine: --input reads no sub-folders."""
   if given is None:
     return
-  folder = os.path.realpath(given)
-  folder = folder if os.path.isdir(folder) else os.path.dirname(folder)
+  # A file's own folder, not its link target's: the results replace the link (review).
+  folder = os.path.realpath(given if os.path.isdir(given)
+                            else os.path.dirname(os.path.abspath(given)))
   if os.path.realpath(out) == folder:
+    default = os.path.join(workdir, "infer")
+    named = ("" if os.path.realpath(default) == folder else f" (the default is {default})")
     raise InputError(f"--out {out} is the folder of --input ({folder}), whose images the "
-                     "results would replace or join; pass --out=another folder (the default "
-                     f"is {os.path.join(workdir, 'infer')}).")
+                     f"results would replace or join; pass --out=another folder{named}.")
 
 
 def _check_out_of_checkpoints(out: str, workdir: str) -> None:

@@ -56,6 +56,10 @@ def _out_of_memory_words(e: BaseException) -> str:
           if _WORKDIR.value else None)
   kept = ("no checkpoint is saved yet." if step is None else
           f"the checkpoints saved are kept, the newest at step {step}.")
+  if isinstance(e, MemoryError):  # The host's: also a dataset's load, which no batch size
+    # eases (review).
+    return (f"the host ran out of memory ({first}); free memory (other programs), or ask "
+            "for less: a smaller dataset or --config.batch_size; " + kept)
   return (f"out of memory ({first}); ask for less at a time: a smaller --config.batch_size "
           f"or a narrower --config.model.width; {kept}")
 

@@ -288,6 +288,8 @@ def check_workdir_path(workdir: str) -> None:
 
   Args:
     workdir: the --workdir as given.
+  Raises:
+    WorkdirError: a URL, or a path holding one of `UNUSABLE_PATH_CHARACTERS`.
   """
   if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", workdir):
     raise WorkdirError(f"--workdir={workdir} is a URL; runs are written to a local or mounted "

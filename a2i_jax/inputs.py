@@ -588,9 +588,9 @@ def read_images(paths: Sequence[str], image_size: int) -> np.ndarray:
   Raises:
     InputError: no files, a file that cannot be read, or of another size.
   """
-  if isinstance(paths, (str, os.PathLike)):  # One path: its characters were taken for files.
-    paths = [paths]
-  if not len(paths):  # Was NumPy's "need at least one array to stack" (review).
+  # One path: its characters were taken for files. Any iterable (a glob's) is taken.
+  paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+  if not paths:  # Was NumPy's "need at least one array to stack" (review).
     raise InputError("no image files to read; pass one or more paths (e.g. "
                      "inputs.image_files(folder)).")
   images = []

@@ -7,6 +7,7 @@ command with status 143 and no word (review findings). The entry points take the
 once their imports are done.
 """
 
+import errno
 import os
 import signal
 import sys
@@ -44,8 +45,8 @@ def begin(term_words: str, term_status: int) -> None:
 
 class _ClosedPipeSafe:
   """A console stream whose writes go to the null device once its reader has gone (a pipe
-  closed: `train.py ... | grep -m1 compiled`, a closed terminal's `| tee`), instead of
-  raising BrokenPipeError. Everything else is the stream's."""
+  closed: `train.py ... | grep -m1 compiled`; a terminal closed under a job left running),
+  instead of raising BrokenPipeError or EIO. Everything else is the stream's."""
 
   def __init__(self, stream):
     self._stream = stream
@@ -56,18 +57,28 @@ class _ClosedPipeSafe:
   def write(self, text):
     try:
       return self._stream.write(text)
-    except BrokenPipeError:
+    except OSError as e:
+      if e.errno not in _GONE:
+        raise
       self._gone()
       return len(text)
 
   def flush(self) -> None:
     try:
       self._stream.flush()
-    except BrokenPipeError:
+    except OSError as e:
+      if e.errno not in _GONE:
+        raise
       self._gone()
 
   def __getattr__(self, name):
+    if name == "_stream":  # Not set yet (copy.copy): not looked up in itself forever.
+      raise AttributeError(name)
     return getattr(self._stream, name)
+
+
+# A pipe whose reader has gone (EPIPE), a terminal that has closed (EIO; review).
+_GONE = (errno.EPIPE, errno.EIO)
 
 
 def keep_going_without_a_console() -> None:

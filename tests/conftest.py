@@ -8,6 +8,7 @@ import os
 import pathlib
 import shutil
 import signal
+import sys
 import tempfile
 
 # Before anything imports jax, which reads JAX_PLATFORMS when imported (XLA_FLAGS only when
@@ -185,11 +186,14 @@ def ctrl_c_raises():
 def entry_handlers():
   """Inside the test, SIGINT and SIGTERM are handled as in train.py and infer.py
   (`interrupts.stop_on_signals`); afterwards the handlers are put back, and an interrupt
-  noted but never answered is forgotten, as a process's would be when it ends."""
+  noted but never answered is forgotten, as a process's would be when it ends; so is the
+  unraisable-exception link it adds."""
   from a2i_jax import interrupts  # pylint: disable=import-outside-toplevel
   previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+  hook = sys.unraisablehook  # `keep_ctrl_c`'s link goes too (review: left for later tests).
   interrupts.stop_on_signals()
   yield interrupts
+  sys.unraisablehook = hook
   for signum, handler in previous.items():
     signal.signal(signum, handler)
   interrupts._unanswered.clear()  # pylint: disable=protected-access

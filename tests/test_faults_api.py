@@ -273,11 +273,11 @@ def test_attribute_priors_that_do_not_fit_are_refused(cvae, key):
   with pytest.raises(InputError, match="attribute_prior must be an AttributePrior, not ndarray"):
     inference.infer_attributes(cvae, _images(), train, key=key)
   # A precision built by hand that is no Gaussian's (review: -100 I inferred y of +-11.9 with
-  # an energy of -67,000 and no word), or not symmetric.
+  # an energy of -67,000 and no word), or whose symmetric part is indefinite.
   shear = np.eye(Y, dtype=np.float32)
-  shear[0, 1] = 1.0
+  shear[0, 1] = 4.0
   for precision in (-100 * np.eye(Y, dtype=np.float32), shear):
-    with pytest.raises(InputError, match="precision is not symmetric positive semi-definite"):
+    with pytest.raises(InputError, match="precision is not positive semi-definite"):
       inference.infer_attributes(cvae, _images(), inference.AttributePrior(
           np.zeros(Y, np.float32), precision), key=key)
 
@@ -291,6 +291,7 @@ def test_read_images_takes_no_files_or_one_path_plainly(tmp_path):
   path = str(tmp_path / "one.png")
   Image.fromarray(np.full((S, S, 3), 7, np.uint8)).save(path)
   assert inputs.read_images(path, S).shape == (1, S, S, 3)
+  assert inputs.read_images(iter([path, path]), S).shape == (2, S, S, 3)  # A glob's (review).
 
 
 def test_a_path_in_place_of_the_model_names_load_trained(key):

@@ -267,6 +267,22 @@ def test_out_in_the_folder_of_input_is_refused(trained, tmp_path):
                                               f"({photos}), whose images the results would",))
   assert os.listdir(photos) == ["reconstruct.png"]
   assert np.asarray(Image.open(image)).shape == (32, 32, 3)
+  # A link's own folder, not its target's (review: the grid replaced the link); and without
+  # --out, no advice to pass the default that is refused.
+  links = tmp_path / "links"
+  links.mkdir()
+  (links / "reconstruct.png").symlink_to(image)
+  _refused_here(f"--workdir={trained}", "--mode=reconstruct",
+                f"--input={links / 'reconstruct.png'}", f"--out={links}",
+                needles=(f"is the folder of --input ({links})",))
+  default = pathlib.Path(trained) / "infer"
+  default.mkdir(exist_ok=True)
+  _png(default / "mine.png", np.full((32, 32, 3), 128))
+  try:
+    _refused_here(f"--workdir={trained}", "--mode=reconstruct", f"--input={default}",
+                  needles=("pass --out=another folder.",))
+  finally:
+    os.remove(default / "mine.png")
 
 
 def test_a_step_folder_holding_another_steps_state_is_refused(trained, tmp_path):

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 
 import pytest
 
@@ -233,6 +234,17 @@ def test_a_console_that_closes_does_not_stop_the_run(monkeypatch):
     print("steps go on", file=sys.stderr)
     sys.stderr.flush()
   assert sys.stderr is guarded
+  # A terminal that has closed fails writes with EIO, not EPIPE (review): the same.
+  class ClosedTerminal:
+    def write(self, text):
+      raise OSError(errno.EIO, "Input/output error")
+    flush = write
+  monkeypatch.setattr(sys, "stderr", ClosedTerminal())
+  startup.keep_going_without_a_console()
+  print("steps go on", file=sys.stderr, flush=True)
+  with pytest.raises(OSError):  # Another error is not taken for a console gone.
+    startup._ClosedPipeSafe(types.SimpleNamespace(  # pylint: disable=protected-access
+        write=lambda text: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))).write("x")
   monkeypatch.setattr(sys, "stderr", sys.__stderr__)
   try:
     stream.close()

@@ -37,6 +37,9 @@ def check_trained(trained: Any) -> None:
 
   Args:
     trained: the first argument of an inference function.
+  Raises:
+    InputError: `trained` is no TrainedModel; for a path, the message names the call that
+      loads it.
   """
   if not isinstance(trained, TrainedModel):
     hint = (f"load it first: inference.load_trained({trained!r})"
