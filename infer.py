@@ -42,7 +42,7 @@ import numpy as np
 from a2i_jax import (checkpoints, config_lib, distributed, evaluation, files, inference,
                      interrupts, models, occlusions, perf, visualize)
 from a2i_jax.errors import (A2IError, CheckpointError, ConfigError, InputError,
-                            is_out_of_memory)
+                            first_line, is_out_of_memory)
 from a2i_jax.inputs import check_output_folder, image_files, read_images, to_unit
 
 MODES = ["sample", "progression", "swap", "reconstruct", "complete", "edit", "infer_attributes",
@@ -1060,7 +1060,7 @@ def _out_of_memory_error(e: BaseException, mode: Optional[str], opts: Options,
   """The one line for an out-of-memory error (was: a 47-line RESOURCE_EXHAUSTED traceback;
   review finding): which mode, what ran out, and how to ask for less at a time, in the
   config of `workdir`, the run that ran out (default: the first)."""
-  first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+  first = first_line(e)
   counts = [f"--{flag}" for flag, users in {**_FLAG_USERS, **_VALUED_FLAG_USERS}.items()
             if flag in ("num_images", "samples_per_attribute", "num_examples")
             and (mode is None or mode in users)]

@@ -28,7 +28,8 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from a2i_jax import checkpoints, config_lib, distributed, files, interrupts, perf, train_lib
-from a2i_jax.errors import A2IError, ConfigError, TrainingInterrupted, is_out_of_memory
+from a2i_jax.errors import (A2IError, ConfigError, TrainingInterrupted, first_line,
+                            is_out_of_memory)
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).",
                                           lock_config=True)
@@ -48,12 +49,17 @@ def _fail(message: str, at_once: bool = False) -> None:
   sys.exit(1)
 
 
+def _newest_step():
+  """The newest checkpoint's step in --workdir, the one a rerun resumes from; None if none."""
+  return (checkpoints.newest_saved_step(os.path.expanduser(_WORKDIR.value))
+          if _WORKDIR.value else None)
+
+
 def _out_of_memory_words(e: BaseException) -> str:
   """The line for a host or device out of memory: what ran out, what to ask less of, and the
   checkpoint a rerun resumes from."""
-  first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-  step = (checkpoints.newest_saved_step(os.path.expanduser(_WORKDIR.value))
-          if _WORKDIR.value else None)
+  first = first_line(e)
+  step = _newest_step()
   kept = ("no checkpoint is saved yet." if step is None else
           f"the checkpoints saved are kept, the newest at step {step}.")
   if isinstance(e, MemoryError):  # The host's: also a dataset's load, which no batch size
@@ -210,8 +216,7 @@ def main(argv):
     # A Ctrl-C or SIGTERM outside the loop (which saves, then raises the one above), also one
     # raised inside a callback from C. At once: Python's exit would first wait for the threads of a
     # dataset download under way (TFDS's), for minutes. Nothing is being saved here.
-    step = (checkpoints.newest_saved_step(os.path.expanduser(_WORKDIR.value))
-            if _WORKDIR.value else None)
+    step = _newest_step()
     print("interrupted; " + ("no checkpoint is saved yet, so the same command starts over."
                              if step is None else
                              f"run the same command to resume from step {step}, the newest "

@@ -48,7 +48,8 @@ import orbax.checkpoint as ocp
 
 from a2i_jax import distributed, files, interrupts, parallel
 from a2i_jax.data import base as data_base
-from a2i_jax.errors import CheckpointError, ConfigError, add_unraisable_handler
+from a2i_jax.errors import (CheckpointError, ConfigError, add_unraisable_handler,
+                            first_line)
 
 CONFIG_FILE = "config.json"
 DATASET_FILE = data_base.DATASET_FILE
@@ -361,7 +362,7 @@ class Checkpointer:
       steps = sorted((int(n) for n in os.listdir(self.directory) if n.isdigit()),
                      reverse=True) if os.path.isdir(self.directory) else []
       bad = [(s, p) for s, p in ((s, self.check(s)) for s in steps) if p is not None]
-      reason = (str(e).splitlines() or [type(e).__name__])[0][:200]
+      reason = first_line(e)
       if bad:  # Every one, each with where it goes (another file system: within it).
         step, problem = bad[0]
         aside = lambda s: os.path.join(self.workdir,

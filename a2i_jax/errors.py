@@ -52,6 +52,19 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 
+def first_line(e: BaseException, limit: int = 200) -> str:
+  """The first line of `e`'s message, for a one-line error that quotes it (its type's name
+  where it has none), cut to `limit` characters.
+
+  Args:
+    e: an exception.
+    limit: the most characters kept.
+  Returns:
+    The line.
+  """
+  return (str(e).strip().splitlines() or [type(e).__name__])[0][:limit]
+
+
 def is_out_of_memory(e: BaseException) -> bool:
   """Whether `e` is the host's or a device's "out of memory" (the entry points make it one
   line naming what to ask less of).

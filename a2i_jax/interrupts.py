@@ -85,11 +85,10 @@ class StopRequest:
     return self
 
   def __exit__(self, exc_type, exc, traceback) -> None:
-    del traceback
+    del exc_type, traceback
     for signum, previous in self._previous.items():
       # None: the handler was not Python's (JAX's preemption notifier takes SIGTERM).
       signal.signal(signum, signal.SIG_DFL if previous is None else previous)
-    del exc_type
     if isinstance(exc, KeyboardInterrupt) or not _unanswered:
       _unanswered.clear()  # Arrived (or none): nothing is left for a later `check`.
       return
