@@ -1065,13 +1065,12 @@ def _out_of_memory_error(e: BaseException, mode: Optional[str], opts: Options,
             if flag in ("num_images", "samples_per_attribute", "num_examples")
             and (mode is None or mode in users)]
   fewer = f"fewer images ({' or '.join(counts)}), or " if counts else ""
-  if opts.restarts is not None and opts.restarts > 1 and (mode is None or mode in _INFERS):
-    # Each restart is another copy of every image in the call (was not named; review).
-    fewer = f"fewer --restarts (each one more copy of every image), {fewer}"
+  # Not --restarts: an inference call takes at most inference.batch_size rows, images x
+  # restarts, however many (`inference.run_inference`): fewer take no less at a time.
   config = os.path.join(workdir or opts.workdirs[0], checkpoints.CONFIG_FILE)
   return A2IError(f"out of memory{f' during --mode={mode}' if mode else ''} ({first}); ask "
                   f"for less at a time: {fewer}a smaller inference.batch_size in {config} "
-                  "(the images each inference or sampling call takes).")
+                  "(the images each sampling call takes, images x restarts each inference call).")
 
 
 def run_modes(opts: Options) -> None:

@@ -25,16 +25,25 @@ Orbax cannot restore it but an older checkpoint restores, training treats it as 
 checksum mismatch; if none restores, the cause is taken to lie outside the files (a changed
 layout, memory) and the run stops, moving nothing.
 Bytes changed in an unsummed file that Orbax still reads without an error go undetected.
+
+Each step's folder also records the config's model section its state was trained with
+(`MODEL_RECORD_FILE`, sorted JSON, written with the checksums and listed in them), and a
+restore compares it with the model section in use (`Checkpointer`'s `model`): config.json is
+a plain file, and an edit to it that keeps the weights' shapes (a disCVAE's `composition`)
+restored them into another model without a word. A checkpoint without a record (saved by an
+older version) restores as before.
 """
 
 from __future__ import annotations
 
 import csv
 import errno
+import hashlib
 import json
 import logging
 import math
 import os
+import shlex
 import shutil
 import threading
 import warnings
@@ -46,7 +55,7 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from a2i_jax import distributed, files, interrupts, parallel
+from a2i_jax import config_lib, distributed, files, interrupts, parallel
 from a2i_jax.data import base as data_base
 from a2i_jax.errors import (CheckpointError, ConfigError, add_unraisable_handler,
                             first_line)
@@ -55,6 +64,9 @@ CONFIG_FILE = "config.json"
 DATASET_FILE = data_base.DATASET_FILE
 CHECKPOINT_DIR = "checkpoints"
 CHECKSUM_FILE = "a2i_sha256.json"  # Inside each step's folder.
+# Inside each step's folder too, listed in its checksum file: the config's model section the
+# state was trained with (`Checkpointer`'s `model`).
+MODEL_RECORD_FILE = "a2i_model.json"
 CORRUPT_DIR = "corrupt_checkpoints"  # Where training moves corrupt checkpoints, for a look.
 _TMP_MARK = ".orbax-checkpoint-tmp"  # Orbax's suffix of a save in progress.
 # Files Orbax writes or rewrites when it commits a save, after its post-finalisation callback
@@ -189,6 +201,105 @@ def _write_checksums(folder: str, committed: bool = True) -> None:
   if not committed:
     sums = {k: v for k, v in sums.items() if k not in _COMMIT_FILES}
   files.write_digests(os.path.join(folder, CHECKSUM_FILE), sums)
+
+
+# config.model keys that change how the model is computed, not its function or parameters: a
+# run may resume with other values, and a checkpoint's model record is compared without them.
+COMPUTE_ONLY_MODEL_KEYS = ("dtype", "upsample_mode", "conv_weight_grad", "decoder_tail")
+
+
+def _as_json(section: Any) -> dict:
+  """A config section (ConfigDict or mapping) as JSON has it: tuples as lists."""
+  if hasattr(section, "to_json"):
+    return json.loads(section.to_json())
+  return json.loads(json.dumps(dict(section), default=repr))
+
+
+def recorded_model(folder: str) -> Optional[dict]:
+  """The model section recorded with the checkpoint in `folder` (`MODEL_RECORD_FILE`), where
+  its checksum file vouches for it.
+
+  Args:
+    folder: a step's folder.
+  Returns:
+    The section as saved (keys the saving version predates absent), or None: a checkpoint
+    saved without one (by an older version, or not from training), or a record that is not
+    as its checksum file says (`Checkpointer.check` reports that as corruption).
+  """
+  digest = _read_checksums(folder).get(MODEL_RECORD_FILE)
+  try:
+    with open(os.path.join(folder, MODEL_RECORD_FILE), "rb") as f:
+      data = f.read()
+  except OSError:
+    return None
+  if digest is None or hashlib.sha256(data).hexdigest() != digest:
+    return None
+  try:
+    model = json.loads(data.decode("utf-8"))["model"]
+  except (ValueError, KeyError, TypeError):
+    return None
+  return model if isinstance(model, dict) else None
+
+
+def newest_recorded_model(workdir: str) -> Optional[tuple[int, dict]]:
+  """The model section recorded with the newest checkpoint of `workdir` that has one, from the
+  folders alone (no Orbax manager is opened; only the record's own checksum is checked).
+
+  Args:
+    workdir: the run's directory.
+  Returns:
+    (step, `recorded_model`), or None where no checkpoint has a record.
+  """
+  directory = os.path.join(workdir, CHECKPOINT_DIR)
+  try:
+    steps = sorted((int(n) for n in os.listdir(directory) if n.isdigit()), reverse=True)
+  except OSError:
+    return None
+  for step in steps:
+    model = recorded_model(os.path.join(directory, str(step)))
+    if model is not None:
+      return step, model
+  return None
+
+
+def model_differences(recorded: Any, model: Any) -> list[tuple[str, Any, Any]]:
+  """The keys whose values make a model that computes otherwise from the same weights.
+
+  Keys either side lacks (added to the library since it was written) read as their defaults
+  (`config_lib.with_defaults`); `COMPUTE_ONLY_MODEL_KEYS` and the keys the model ignores
+  (`config_lib.unused_model_keys`) are left out.
+
+  Args:
+    recorded: the model section a checkpoint records (`recorded_model`).
+    model: the config's model section in use.
+  Returns:
+    [(key, recorded value, value in use)], sorted by key; [] where they agree.
+  """
+  then, now = (_as_json(config_lib.with_defaults({"model": _as_json(m)}).model)
+               for m in (recorded, model))
+  skip = {*COMPUTE_ONLY_MODEL_KEYS, *config_lib.unused_model_keys(str(now.get("name")))}
+  return [(k, then.get(k), now.get(k)) for k in sorted(set(then) | set(now))
+          if k not in skip and then.get(k) != now.get(k)]
+
+
+def describe_model_differences(differences: list[tuple[str, Any, Any]], now: str = "now"
+                               ) -> tuple[str, str, str]:
+  """What `model_differences` found, in words, and the recorded values to put back.
+
+  Args:
+    differences: its output (not empty).
+    now: the words for the value in use, e.g. "now" or "in config.json".
+  Returns:
+    ("model.composition: 'layered' when saved, 'reference' now; ...", the recorded values as
+    config.json's model section spells them ('"composition": "layered"'), and as train.py's
+    overrides ("--config.model.composition=layered"; only values an override can set).
+  """
+  differ = "; ".join(f"model.{k}: {old!r} when saved, {new!r} {now}"
+                     for k, old, new in differences)
+  values = ", ".join(f"{json.dumps(k)}: {json.dumps(old)}" for k, old, _ in differences)
+  flags = " ".join(f"--config.model.{k}={shlex.quote(str(old))}" for k, old, _ in differences
+                   if old is not None and config_lib.of_default_kind(f"model.{k}", old))
+  return differ, values, flags
 
 
 def remove_temporary(workdir: str) -> list[str]:
@@ -331,9 +442,17 @@ class Checkpointer:
     workdir: the run's directory.
     max_to_keep: how many of the newest checkpoints to keep.
     create: create the checkpoint directory if missing (False for read-only use: serving).
+    model: the config's model section the states are of (training's, serving's), or None.
+      Each save records it in the step's folder (`MODEL_RECORD_FILE`, under the checksums),
+      and each restore compares it with the one recorded there: a model section edited in
+      config.json keeps the weights' shapes where it changes how they are used (a disCVAE's
+      `composition`), and was restored and used without a word. None: neither (a
+      checkpoint without a record, saved by an older version, restores as before).
   """
 
-  def __init__(self, workdir: str, max_to_keep: int = 3, create: bool = True):
+  def __init__(self, workdir: str, max_to_keep: int = 3, create: bool = True,
+               model: Any = None):
+    self._model = None if model is None else _as_json(model)
     self.workdir = os.path.abspath(os.path.expanduser(workdir))
     self.directory = os.path.join(self.workdir, CHECKPOINT_DIR)
     self._options = ocp.CheckpointManagerOptions(
@@ -390,7 +509,15 @@ class Checkpointer:
     # A file system without renames (Orbax's commit-file strategy) writes the final folder.
     for folder in temporary or [final]:
       if os.path.isdir(folder):
+        self._write_model_record(folder)
         _write_checksums(folder, committed=False)
+
+  def _write_model_record(self, folder: str) -> None:
+    """Writes the model section into a step's folder ahead of its checksums, where there is
+    one to record and the folder has none yet."""
+    path = os.path.join(folder, MODEL_RECORD_FILE)
+    if self._model is not None and not os.path.exists(path):
+      files.atomic_write(path, json.dumps({"model": self._model}, indent=2, sort_keys=True))
 
   def latest_step(self) -> Optional[int]:
     """The newest saved step.
@@ -472,6 +599,7 @@ class Checkpointer:
     for step in self._unsummed:
       folder = os.path.join(self.directory, str(step))
       if step in saved and os.path.isdir(folder):  # Old ones may be gone (max_to_keep).
+        self._write_model_record(folder)  # Where the callback failed before writing it.
         _write_checksums(folder)  # Adds the files of the commit (all, if the callback failed).
         self._checked[step] = None
     self._unsummed = []
@@ -661,6 +789,9 @@ class Checkpointer:
       The restored state, laid out as `abstract_state` says.
     Raises:
       CheckpointError: no such checkpoint, a corrupt one, or files Orbax cannot read.
+      ConfigError: the checkpoint records another model section than this checkpointer's
+        `model` (one that keeps the arrays' shapes: a restore that does not fit them raises
+        the CheckpointError, naming the recorded values too).
     """
     step = self.restorable_step(step)
     abstract_state = _with_shardings(abstract_state)
@@ -689,8 +820,8 @@ class Checkpointer:
       folder = os.path.join(self.directory, str(step))
       if self.summed(step):  # Its bytes are as saved: advice to delete it would lose it.
         fix = ("Its files match their checksums, so the config differs from the one that "
-               "saved it (the model's shape): use the config it was trained with, or a new "
-               "--workdir.")
+               f"saved it (the model's shape{self._model_note(step)}): use the config it was "
+               "trained with, or a new --workdir.")
       else:
         fix = ("If it is corrupt, delete that folder to resume from the previous one; if the "
                "config changed the model's shape, use a new --workdir.")
@@ -707,8 +838,10 @@ class Checkpointer:
           f"the checkpoint at {os.path.join(self.directory, str(step))} holds no "
           f"{missing[0]}{f' (nor {len(missing) - 1} more arrays)' if len(missing) > 1 else ''}, "
           "which the config's model has: the config differs from the one that saved it (the "
-          "model's kind or layers); use the config it was trained with, or a new --workdir.",
+          f"model's kind or layers{self._model_note(step)}); use the config it was trained "
+          "with, or a new --workdir.",
           f"missing {missing[0]}")
+    self._check_model(step)
     if not self.summed(step) and step not in self._unverified_said:
       # Was: used without a word, and the next save's checksums then vouched for its values.
       self._unverified_said.add(step)
@@ -717,6 +850,36 @@ class Checkpointer:
                       "deleted (this version writes it with every save)", step,
                       self.directory, CHECKSUM_FILE)
     return restored
+
+  def _model_differences(self, step: int) -> list[tuple[str, Any, Any]]:
+    """`model_differences` between checkpoint `step`'s record and `model` ([]: no record)."""
+    recorded = (None if self._model is None
+                else recorded_model(os.path.join(self.directory, str(step))))
+    return [] if recorded is None else model_differences(recorded, self._model)
+
+  def _model_note(self, step: int) -> str:
+    """"; model.width: 0.125 when saved, 0.25 now" where checkpoint `step` records another
+    model section than `model` (for the message of a restore that failed), else ""."""
+    differences = self._model_differences(step)
+    return f"; {describe_model_differences(differences)[0]}" if differences else ""
+
+  def _check_model(self, step: int) -> None:
+    """Refuses to use checkpoint `step` (restored) with a model section other than the one it
+    records (`model_differences`); one without a record passes.
+
+    Raises:
+      ConfigError: the message names each key that differs, both values, and the fix.
+    """
+    differences = self._model_differences(step)
+    if differences:
+      differ, values, flags = describe_model_differences(differences)
+      raise ConfigError(
+          f"checkpoint {step} in {self.directory} was trained as another model than the "
+          f"config's ({differ}): its weights would compute something they were not trained "
+          f"for. Put the \"model\" section of {os.path.join(self.workdir, CONFIG_FILE)} back "
+          f"to the values the checkpoint records ({values}): it was edited since the save, "
+          "or the checkpoint is another run's. To resume training, pass them too"
+          f"{f' ({flags})' if flags else ''}; or train anew in a new --workdir.")
 
   def _reopen(self) -> None:
     """A fresh Orbax manager in place of one whose restore failed. Orbax fixes a manager's

@@ -19,14 +19,20 @@ folder datasets share, so every mode and bit depth PIL opens is converted the sa
 - of an animated or multi-page file, the first frame is read.
 
 A file the reader cannot decode (empty, truncated, not an image, a folder) is an error that
-names it, never a traceback.
+names it, never a traceback. So is one over the reader's bound on pixels, PIL's own: twice
+`PIL.Image.MAX_IMAGE_PIXELS`, 178,956,970 pixels by default (a 13,377 x 13,377 image, 537 MB
+as 8-bit RGB), refused from the file's header before anything is decoded, and below it PIL's
+two-line `DecompressionBombWarning` is not shown. `read_images`, which takes images of one
+given size, reads each file's size from its header and refuses any other before decoding.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import re
 import tempfile
+import warnings
 from typing import Any, Optional, Sequence
 
 import jax
@@ -43,10 +49,20 @@ def to_signed(x: Any) -> Any:
   """uint8 in [0, 255] or floats in [0, 1] to float32 in [-1, 1].
 
   Args:
-    x: a NumPy or JAX array of images (any shape).
+    x: a NumPy or JAX array of images (any shape). Floats a little outside [0, 1] by
+      rounding (by at most `SIGNED_SLACK`) are clipped. Under `jit` the values cannot be
+      read: only the dtype is checked there.
   Returns:
     float32 in [-1, 1], the same kind of array.
+  Raises:
+    InputError: another dtype (uint16, int64, bool, ...), NaN or infinity, or floats
+      outside [0, 1] (0 .. 255, or the models' own [-1, 1]), each named with its fix.
   """
+  return _signed(_checked_unit(x, "to_signed"))
+
+
+def _signed(x: Any) -> Any:
+  """uint8 or floats in [0, 1], already checked, to float32 in [-1, 1]."""
   if x.dtype == np.uint8:
     return x.astype(jnp.float32) / 127.5 - 1.0
   return x.astype(jnp.float32) * 2.0 - 1.0
@@ -67,27 +83,68 @@ def to_unit(x: Any) -> Any:
   """uint8 in [0, 255] or floats in [0, 1] to float32 in [0, 1].
 
   Args:
-    x: a NumPy or JAX array of images.
+    x: a NumPy or JAX array of images. Floats a little outside [0, 1] by rounding (by at
+      most `SIGNED_SLACK`) are clipped. Under `jit` only the dtype is checked.
   Returns:
-    float32 in [0, 1] (floats are only cast).
+    float32 in [0, 1], the same kind of array.
+  Raises:
+    InputError: another dtype, NaN or infinity, or floats outside [0, 1], each named with
+      its fix.
   """
+  x = _checked_unit(x, "to_unit")
   if x.dtype == np.uint8:
     return x.astype(jnp.float32) / 255.0
   return x.astype(jnp.float32)
 
 
 def to_uint8(x: Any) -> np.ndarray:
-  """Floats in [0, 1] (clipped) to uint8 in [0, 255], rounding to the nearest; uint8 as is.
+  """Floats in [0, 1] to uint8 in [0, 255], rounding to the nearest; uint8 as is.
 
   Args:
-    x: an array of images.
+    x: an array of images. Floats a little outside [0, 1] by rounding (by at most
+      `SIGNED_SLACK`) are clipped.
   Returns:
     A uint8 NumPy array.
+  Raises:
+    InputError: another dtype, NaN or infinity, or floats outside [0, 1] (was: 0 .. 255
+      floats clipped to white, uint16 to 0 or 255, without a word).
   """
-  x = np.asarray(x)
+  x = _checked_unit(np.asarray(x), "to_uint8")
   if x.dtype == np.uint8:
     return x
-  return (np.clip(x, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+  return (x * 255.0 + 0.5).astype(np.uint8)
+
+
+def _checked_unit(x: Any, fn: str) -> Any:
+  """`x` if uint8; floats checked to lie in [0, 1] up to `SIGNED_SLACK`, in one min / max
+  pass (where they can be read: not under `jit`), and clipped to it; anything else refused.
+  A NumPy array stays one, a JAX array a JAX array."""
+  if not isinstance(x, (np.ndarray, jax.Array)):
+    x = as_array(x, "images")
+  takes = f"{fn} takes uint8 in [0, 255] or floats in [0, 1]"
+  if x.dtype == np.uint8:
+    return x
+  if not jnp.issubdtype(x.dtype, jnp.floating):  # bfloat16 too (NumPy's test says no).
+    fix = ("16-bit images: pass x / 65535" if x.dtype == np.uint16 else
+           "whole numbers 0 .. 255: pass x.astype(np.uint8); 0 and 1: x.astype(np.float32)"
+           if x.dtype == np.bool_ or jnp.issubdtype(x.dtype, jnp.integer) else
+           "pass numbers, as uint8 or floats")
+    raise InputError(f"{takes}; these are {x.dtype} ({fix}).")
+  xp = jnp if isinstance(x, jax.Array) else np
+  if isinstance(x, jax.core.Tracer) or not x.size:  # Traced: its values are not known yet.
+    return xp.clip(x, 0.0, 1.0)
+  lo, hi = float(x.min()), float(x.max())
+  if not (np.isfinite(lo) and np.isfinite(hi)):
+    raise InputError(f"{takes}; these hold NaN or infinity.")
+  # The slack in the images' own precision: float32's 1.001 lies just above float64's.
+  if lo < -float(np.asarray(SIGNED_SLACK, x.dtype)) or hi > float(
+      np.asarray(1.0 + SIGNED_SLACK, x.dtype)):
+    fix = ("0 .. 255? divide by 255, or pass uint8" if 0.0 <= lo and 2.0 < hi <= 255.0 else
+           "the models' own [-1, 1]? pass (x + 1) / 2, inputs.from_signed(x)"
+           if -1.0 - SIGNED_SLACK <= lo and hi <= 1.0 + SIGNED_SLACK else
+           "scale them to [0, 1] first")
+    raise InputError(f"{takes}; these floats range over [{lo:.7g}, {hi:.7g}] ({fix}).")
+  return xp.clip(x, 0.0, 1.0)
 
 
 def check_attributes(attributes: Any, y_dim: int, num: Optional[int] = None) -> np.ndarray:
@@ -191,7 +248,7 @@ def check_images(images: Any, image_size: int, signed: bool = False) -> np.ndarr
                          f"(a resize's overshoot?): pass np.clip(x, 0, 1){signed_too}.") from None
       raise
     x = np.clip(np.asarray(x, np.float32), 0.0, 1.0)
-  return to_signed(x)
+  return _signed(x)
 
 
 def _image_shape_fix(shape: tuple, size: int) -> str:
@@ -285,7 +342,9 @@ def mask_to_unit(mask: Any, what: str = "mask") -> np.ndarray:
   if not (raw.dtype == np.bool_ or np.issubdtype(raw.dtype, np.number)):
     raise InputError(f"{what} has dtype {raw.dtype}; pass bool, floats in [0, 1] or uint8 "
                      "0 .. 255.")
-  m = to_unit(raw)
+  m = raw.astype(np.float32)  # Not `to_unit`: bool and integer masks are taken too.
+  if raw.dtype == np.uint8:
+    m /= 255.0
   check_range(m, 0.0, 1.0, f"{what} values must lie in [0, 1]",
                "pass bool, floats in [0, 1] or uint8 0 .. 255")
   return m
@@ -477,7 +536,8 @@ def _scaled_grey(values: np.ndarray, mode: str) -> np.ndarray:
   return np.floor(v * (255.0 / full) + 0.5).astype(np.uint8)
 
 
-def read_image(path: str, error: type = InputError) -> np.ndarray:
+def read_image(path: str, error: type = InputError, size: Optional[int] = None
+               ) -> np.ndarray:
   """Reads one image file of any format, mode and bit depth PIL opens, as uint8 RGB.
 
   The one reader of image files (infer.py's `--input`, folder datasets); the conversion
@@ -487,11 +547,14 @@ def read_image(path: str, error: type = InputError) -> np.ndarray:
     path: the file.
     error: the `A2IError` subclass to raise (`InputError` for user inputs, `DataError`
       for datasets).
+    size: S, where only S x S images are taken: any other size is refused from the file's
+      header, before the pixels are decoded. None: any size (up to the pixel bound).
   Returns:
     uint8 [H, W, 3].
   Raises:
-    error: naming `path`: a folder, an empty, damaged or truncated file, not an image, or a
-      mode or value range that cannot be converted faithfully.
+    error: naming `path`: a folder, an empty, damaged or truncated file, not an image, a
+      mode or value range that cannot be converted faithfully, more pixels than the
+      reader's bound (`too_many_pixels`), or a size other than `size`.
   """
   if os.path.isdir(path):
     raise error(f"{path} is a folder, not an image file; move it out or rename it.")
@@ -501,17 +564,25 @@ def read_image(path: str, error: type = InputError) -> np.ndarray:
   try:
     if os.path.getsize(path) == 0:
       raise error(f"{path} is empty (0 bytes), not an image; replace or remove it.")
-    with Image.open(path) as im:
-      im.seek(0)  # Animated or multi-page: the first frame.
-      im.load()
-      return image_to_rgb(ImageOps.exif_transpose(im))
+    # PIL warns (two lines) between half its bound and the bound, then decodes all the same;
+    # over the bound it raises, which is the one line below. Not thread-safe, as no
+    # `catch_warnings` is; the readers run in one thread.
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+      with Image.open(path) as im:  # Lazy: the header only, so far.
+        if size is not None and im.size != (size, size):  # Square: EXIF turns change nothing.
+          raise error(f"{path} is {im.size[0]}x{im.size[1]}; this model takes {size}x{size} "
+                      f"images. Crop or resize it to {size}x{size} first.")
+        im.seek(0)  # Animated or multi-page: the first frame.
+        im.load()
+        return image_to_rgb(ImageOps.exif_transpose(im))
   except A2IError as e:
     raise error(str(e) if str(e).startswith(path) else f"{path}: {e}") from None
   except UnidentifiedImageError:
     raise error(f"{path} is not an image PIL can read (it has no known image format); "
                 "replace or remove it.") from None
   except Image.DecompressionBombError as e:  # An intact image, over PIL's size guard.
-    raise error(too_many_pixels(path, e)) from None
+    raise error(too_many_pixels(path, e, size)) from None
   except OSError as e:
     if e.strerror:  # The file system's refusal (permissions, I/O), not PIL's.
       raise error(f"cannot read {path} ({e.strerror}).") from None
@@ -523,17 +594,25 @@ def read_image(path: str, error: type = InputError) -> np.ndarray:
                 "or incomplete. Replace or remove it.") from None
 
 
-def too_many_pixels(path: str, e: Exception) -> str:
+def too_many_pixels(path: str, e: Exception, size: Optional[int] = None) -> str:
   """The message for an image PIL refuses to decode for its size (`DecompressionBombError`).
 
   Args:
     path: the file.
-    e: PIL's error (its text gives the pixel count and the limit).
+    e: PIL's error (its text gives the pixel count and the bound).
+    size: S, where the image is to be S x S (infer.py's `--input`); None: any size.
   Returns:
-    One line naming the file, the sizes and the fixes.
+    One line naming the file, its pixels, the bound and the fix: to shrink it (to S x S)
+    first. (Was: to raise `PIL.Image.MAX_IMAGE_PIXELS`, which decodes it all, gigabytes, to
+    resize it; a fault hunt's finding.)
   """
-  return (f"{path} is too large for PIL to decode ({e}); shrink it (any image editor), or, if "
-          "you trust the file, raise PIL.Image.MAX_IMAGE_PIXELS before reading it.")
+  numbers = re.search(r"\((\d+) pixels\) exceeds limit of (\d+) pixels", str(e))
+  what = (f"{int(numbers[1]):,} pixels, over the bound of {int(numbers[2]):,} that images are "
+          "decoded up to" if numbers else str(e).rstrip("."))
+  fix = (f"this model takes {size}x{size} images: resize it to {size}x{size} first"
+         if size else "shrink it first")
+  return (f"{path} is too large for PIL to decode ({what}: twice PIL.Image.MAX_IMAGE_PIXELS, "
+          f"a guard against decompression bombs); {fix} (any image editor does).")
 
 
 def image_files(path: str, what: str = "--input") -> list[str]:
@@ -586,22 +665,17 @@ def read_images(paths: Sequence[str], image_size: int) -> np.ndarray:
   Returns:
     uint8 [N, S, S, 3].
   Raises:
-    InputError: no files, a file that cannot be read, or of another size.
+    InputError: no files, a file that cannot be read, or of another size (from its header,
+      before the pixels are decoded).
   """
   # One path: its characters were taken for files. Any iterable (a glob's) is taken.
   paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
   if not paths:  # Was NumPy's "need at least one array to stack" (review).
     raise InputError("no image files to read; pass one or more paths (e.g. "
                      "inputs.image_files(folder)).")
-  images = []
-  for f in paths:
-    im = read_image(f)
-    if im.shape[:2] != (image_size, image_size):
-      raise InputError(f"{f} is {im.shape[1]}x{im.shape[0]}; this model takes {image_size}x"
-                       f"{image_size} images. Crop or resize it to {image_size}x{image_size} "
-                       "first.")
-    images.append(im)
-  return np.stack(images)
+  # Each file's size is read from its header and any other refused before it is decoded
+  # (was: a 10000 x 10000 PNG decoded, 300 MB, PIL's two-line warning, to be refused).
+  return np.stack([read_image(f, size=image_size) for f in paths])
 
 
 def check_output_folder(path: str, what: str = "--out") -> None:

@@ -262,13 +262,14 @@ def make_eval_step(model: flax.linen.Module, config: ml_collections.ConfigDict) 
 # ----------------------------------------------------------------------------------------------
 # The loop.
 
-# config.model keys that change how the model is computed, not its function or parameters: a
-# run may resume with other values (and from configs saved before the key existed).
 # Seconds a process of a multi-host run that leaves on an error waits for its pending
 # checkpoint (which needs every process) before giving it up.
 PENDING_SAVE_GRACE_S = 10.0
 
-COMPUTE_ONLY_MODEL_KEYS = ("dtype", "upsample_mode", "conv_weight_grad", "decoder_tail")
+# config.model keys that change how the model is computed, not its function or parameters: a
+# run may resume with other values (and from configs saved before the key existed). Defined
+# beside the checkpoints' model record, which leaves them out too.
+COMPUTE_ONLY_MODEL_KEYS = checkpoints.COMPUTE_ONLY_MODEL_KEYS
 
 
 # config.data keys that say which data a run trains on, with the source a source-specific one
@@ -285,7 +286,9 @@ def _check_resume_compatible(workdir: str, config: ml_collections.ConfigDict,
 
   Each of `keys` must be as in the run's config.json: "model" but for its
   `COMPUTE_ONLY_MODEL_KEYS` and the keys the model ignores (`config_lib.unused_model_keys`),
-  and the `DATA_IDENTITY_KEYS`, a source's own only when the run trains on that source.
+  and the `DATA_IDENTITY_KEYS`, a source's own only when the run trains on that source. With
+  "model", config.json's own model section is first compared with the one the newest
+  checkpoint records (`_check_config_json_model`).
   """
   path = os.path.join(workdir, checkpoints.CONFIG_FILE)
   if not os.path.exists(path):
@@ -294,6 +297,8 @@ def _check_resume_compatible(workdir: str, config: ml_collections.ConfigDict,
   # take them (was: "(unset)" there, so a disCVAE from before model.composition could never
   # be resumed: no value matched).
   saved = config_lib.with_defaults(checkpoints.load_config(workdir))
+  if "model" in keys:
+    _check_config_json_model(workdir, saved)
   # What the checkpoint's shapes and the training data depend on.
   for key in keys:
     source = DATA_IDENTITY_KEYS.get(key)
@@ -328,6 +333,36 @@ def _check_resume_compatible(workdir: str, config: ml_collections.ConfigDict,
       raise ConfigError(
           f"{workdir} holds a run trained with a different config.{key} ({differ}); resume "
           f"it with the same values{f' ({flags})' if flags else ''} or pass a new --workdir.")
+
+
+def _check_config_json_model(workdir: str, saved: ml_collections.ConfigDict) -> None:
+  """Refuses a config.json whose model section is not the one the newest checkpoint records
+  (`checkpoints.newest_recorded_model`): the file was edited since the save. Was: a resume
+  checked only against config.json, so an edit that keeps the weights' shapes (a disCVAE's
+  composition) went on training another model from them, and the advice to a resume that
+  differed from the edited file was to pass its edited values. The restore compares the
+  record with the config in use again (`checkpoints.Checkpointer`'s `model`).
+
+  Args:
+    workdir: the run's directory.
+    saved: its config.json, completed with the defaults (`config_lib.with_defaults`).
+  Raises:
+    ConfigError: the message names each key, the recorded value and config.json's, and the
+      fix.
+  """
+  found = checkpoints.newest_recorded_model(workdir)
+  differences = [] if found is None else checkpoints.model_differences(found[1], saved.model)
+  if differences:
+    path = os.path.join(workdir, checkpoints.CONFIG_FILE)
+    differ, values, flags = checkpoints.describe_model_differences(differences,
+                                                                   "in config.json")
+    raise ConfigError(
+        f"{path} records another model than checkpoint {found[0]} in "
+        f"{os.path.join(workdir, checkpoints.CHECKPOINT_DIR)} was trained as ({differ}): it "
+        "was edited since the save, and the checkpoint's weights would train as another "
+        f"model. Put its \"model\" section back to the values the checkpoint records "
+        f"({values}) and resume with them{f' ({flags})' if flags else ''}; or train anew in "
+        "a new --workdir.")
 
 
 # What a run keeps in its workdir at the top level (besides earlier_run_* folders): a folder
@@ -530,7 +565,9 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
         "file system), and give every process that folder")
     for path in checkpoints.remove_temporary(workdir) if jax.process_index() == 0 else ():
       logging.info("removed %s, a save that never finished", path)
-    ckpt = checkpoints.Checkpointer(workdir, config.max_checkpoints_to_keep)
+    # Each save records the model section, and each restore compares it (an edited
+    # config.json that keeps the weights' shapes trained another model from them).
+    ckpt = checkpoints.Checkpointer(workdir, config.max_checkpoints_to_keep, model=config.model)
     if ckpt.all_steps():
       _check_resume_compatible(workdir, config)
     state, good, abstract = None, None, None

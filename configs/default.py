@@ -144,5 +144,6 @@ def get_config() -> ml_collections.ConfigDict:
   # one step, whatever the steps); a count caps the steps per call (BENCHMARKS.md,
   # "Convolutions in a loop on CPU").
   config.inference.steps_per_call = 0
-  config.inference.batch_size = 256  # Images per inference batch (infer.py, evaluation).
+  # Rows per inference call, images x restarts (images per sampling call): infer.py, evaluation.
+  config.inference.batch_size = 256
   return config

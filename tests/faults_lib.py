@@ -40,6 +40,8 @@ import subprocess
 import sys
 import time
 
+import launcher
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # In a multi-process run, the one process whose write injects a step's fault (default: all).
 FAULT_PROCESS_ENV = "A2I_FAULT_PROCESS"
@@ -106,8 +108,13 @@ def train(workdir: str, *flags: str, fault: str = "", timeout: float = 240,
   Returns:
     The completed process (text stdout / stderr).
   """
-  return subprocess.run(command(workdir, *flags, fault=fault), cwd=ROOT, capture_output=True,
-                        text=True, timeout=timeout, env=environment(fault), **popen)
+  if popen:
+    return subprocess.run(command(workdir, *flags, fault=fault), cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, env=environment(fault), **popen)
+  # From a process that has imported the libraries already (tests/launcher.py says how that
+  # run is the same as a new process's): 1.2-1.4 s less per run.
+  return launcher.run(command(workdir, *flags, fault=fault), cwd=ROOT, env=environment(fault),
+                      timeout=timeout)
 
 
 def infer_options(*argv: str):

@@ -779,8 +779,9 @@ def test_a_config_edited_to_another_model_is_refused_at_the_restore(tmp_path, ti
     json.dump(config, f)
   with pytest.raises(CheckpointError, match=r"the checkpoint at .*checkpoints.\d+ holds no "
                      r"\S+/decoder_bg/\S+ \(nor \d+ more arrays\), which the config's model "
-                     r"has: the config differs from the one that saved it"):
-    inference.load_trained(workdir)
+                     r"has: the config differs from the one that saved it \(the model's kind "
+                     r"or layers; model.name: 'cvae' when saved, 'discvae' now\)"):
+    inference.load_trained(workdir)  # With the checkpoint's model record.
 
 
 def test_images_in_the_models_range_name_their_own_fix():
@@ -898,3 +899,91 @@ def test_odd_inputs_from_a_notebook(cvae, key):
     inference.TrainedModel.from_variables(config, _shapes(config), step=1.5)
   assert inference.TrainedModel.from_variables(config, _shapes(config),
                                                step=jax.numpy.int32(3)).step == 3
+
+
+def _edit_model(workdir, **values):
+  """Sets `values` in the model section of `workdir`'s config.json (an edit by hand)."""
+  path = os.path.join(workdir, "config.json")
+  with open(path, encoding="utf-8") as f:
+    config = json.load(f)
+  config["model"].update(values)
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(config, f, indent=2)
+
+
+def test_a_config_json_edited_to_another_model_of_the_same_shapes_is_refused(
+    tiny_run, tmp_path, data_cache):
+  """A disCVAE's config.json edited from composition "layered" to "reference" keeps every
+  array's shape: the checkpoint was restored into the other model and its reconstructions
+  changed without a word. Each checkpoint records its model section (under its checksums);
+  serving and training's resume compare it with the one in use, naming each key, both values
+  and the fix. An edit of a compute-only key (how the same function is computed) passes."""
+  import shutil  # pylint: disable=import-outside-toplevel
+  from a2i_jax import checkpoints, files, train_lib  # pylint: disable=import-outside-toplevel
+  workdir = str(tmp_path / "w")
+  shutil.copytree(tiny_run("discvae")[0], workdir)  # The shared run stays as it is.
+  step = inference.load_trained(workdir).step  # Unedited: served.
+  folder = os.path.join(workdir, "checkpoints", str(step))
+  with open(os.path.join(folder, checkpoints.MODEL_RECORD_FILE), encoding="utf-8") as f:
+    assert json.load(f)["model"]["composition"] == "layered"
+  assert checkpoints.MODEL_RECORD_FILE in files.read_digests(
+      os.path.join(folder, checkpoints.CHECKSUM_FILE))
+  _edit_model(workdir, upsample_mode="direct")  # The same function: still served.
+  assert inference.load_trained(workdir).step == step
+  _edit_model(workdir, composition="reference")
+  with pytest.raises(ConfigError, match=re.escape(
+      f"checkpoint {step} in {workdir}/checkpoints was trained as another model than the "
+      "config's (model.composition: 'layered' when saved, 'reference' now): its weights would "
+      "compute something they were not trained for. Put the \"model\" section of "
+      f"{workdir}/config.json back to the values the checkpoint records (\"composition\": "
+      "\"layered\"): it was edited since the save, or the checkpoint is another run's. To "
+      "resume training, pass them too (--config.model.composition=layered)")):
+    inference.load_trained(workdir)
+  # Training's resume, with the edited values (what config.json's check would advise) or
+  # the run's own: config.json is named as edited before any data load.
+  for composition in ("reference", "layered"):
+    config = tiny_config("discvae", data_cache)
+    config.model.composition = composition
+    with pytest.raises(ConfigError, match=re.escape(
+        f"{workdir}/config.json records another model than checkpoint {step} in "
+        f"{workdir}/checkpoints was trained as (model.composition: 'layered' when saved, "
+        "'reference' in config.json): it was edited since the save") + ".* Put its \"model\" "
+        "section back to the values the checkpoint records \\(\"composition\": \"layered\"\\) "
+        "and resume with them \\(--config.model.composition=layered\\)"):
+      train_lib.train_and_evaluate(config, workdir)
+  # Without config.json, the resume's restore compares the record with --config itself.
+  os.remove(os.path.join(workdir, "config.json"))
+  config.model.composition = "reference"
+  config.num_train_steps = step + 1
+  with pytest.raises(ConfigError, match=re.escape(
+      "(model.composition: 'layered' when saved, 'reference' now)")):
+    train_lib.train_and_evaluate(config, workdir)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == [str(step)]
+
+
+def test_a_checkpoint_saved_without_a_model_record_restores_as_before(tiny_run, tmp_path,
+                                                                       caplog):
+  """A checkpoint of a version before the model record (none in its folder nor its
+  checksums) is served and resumed as before: nothing to compare, no new warning."""
+  import logging  # pylint: disable=import-outside-toplevel
+  import shutil  # pylint: disable=import-outside-toplevel
+  from a2i_jax import checkpoints, files, train_lib  # pylint: disable=import-outside-toplevel
+  workdir = str(tmp_path / "w")
+  shutil.copytree(tiny_run("discvae")[0], workdir)
+  directory = os.path.join(workdir, "checkpoints")
+  for name in os.listdir(directory):  # As an older version saved them.
+    path = os.path.join(directory, name, checkpoints.CHECKSUM_FILE)
+    sums = files.read_digests(path)
+    del sums[checkpoints.MODEL_RECORD_FILE]
+    os.remove(os.path.join(directory, name, checkpoints.MODEL_RECORD_FILE))
+    files.write_digests(path, sums)
+  assert checkpoints.newest_recorded_model(workdir) is None
+  caplog.set_level(logging.WARNING)
+  trained = inference.load_trained(workdir)
+  assert trained.config.model.composition == "layered"
+  _edit_model(workdir, composition="reference")  # Not detectable without a record.
+  assert inference.load_trained(workdir).config.model.composition == "reference"
+  config = tiny_config("discvae")
+  config.model.composition = "reference"
+  train_lib._check_resume_compatible(workdir, config)  # pylint: disable=protected-access
+  assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]

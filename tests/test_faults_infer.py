@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 import types
+import warnings
 import weakref
 
 import jax
@@ -32,6 +33,7 @@ from PIL import Image
 from a2i_jax import config_lib, inference, inputs
 from a2i_jax.data.base import Dataset, Split
 from a2i_jax.errors import A2IError, CheckpointError, InputError
+import launcher
 from faults_lib import infer_options as _options
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,8 +59,10 @@ def vae(trained, tmp_path):
 
 def _infer(*args, driver=None):
   cmd = [sys.executable] + (["-c", driver] if driver else ["infer.py"]) + list(args)
-  return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                        env=os.environ.copy())
+  # infer.py from the tests' fork server (tests/launcher.py): its imports done already. And
+  # without the start over with huge pages (tests/test_hugepages.py covers it), which would
+  # import everything again, as faults_lib's train.py runs do.
+  return launcher.run(cmd, cwd=ROOT, timeout=300, env=dict(os.environ, A2I_HUGE_PAGES="0"))
 
 
 def test_processes_compare_their_flags_but_not_their_paths():
@@ -453,6 +457,55 @@ def test_bad_input_files_are_one_line_each(trained, tmp_path):
   (folder / "x.png").mkdir()
   _refused_here(f"--workdir={trained}", "--mode=reconstruct", f"--out={out}",
                 f"--input={folder}", needles=("x.png is a folder, not an image",))
+  assert _no_files(out)
+
+
+def _png_header(path, width, height):
+  """A PNG file that claims `width` x `height` RGB pixels and holds none: its header and an
+  empty image data chunk. Opening it reads the header alone; decoding it fails (truncated)."""
+  import struct  # pylint: disable=import-outside-toplevel
+  import zlib  # pylint: disable=import-outside-toplevel
+
+  def chunk(kind, data):
+    return (struct.pack(">I", len(data)) + kind + data
+            + struct.pack(">I", zlib.crc32(kind + data)))
+  header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB.
+  path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                   + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+  return str(path)
+
+
+def test_a_huge_input_image_is_one_line_from_its_header(trained, tmp_path, monkeypatch):
+  """Fault hunt: a 10000 x 10000 --input printed PIL's two-line DecompressionBombWarning
+  before its error line (it was decoded whole, 300 MB, to be refused for its size), and one
+  over PIL's bound was told to raise PIL.Image.MAX_IMAGE_PIXELS: gigabytes decoded to be
+  resized. The size is now read from the header and any but the model's refused before
+  decoding (these files' pixels are missing: a decode would call them truncated); over the
+  bound (twice MAX_IMAGE_PIXELS), the line names the pixels, the bound and the resize."""
+  big, huge = _png_header(tmp_path / "big.png", 10000, 10000), _png_header(
+      tmp_path / "huge.png", 20000, 20000)
+  out = str(tmp_path / "out")
+  with warnings.catch_warnings(record=True) as seen:
+    warnings.simplefilter("always")
+    _refused_here(f"--workdir={trained}", "--mode=reconstruct", f"--out={out}",
+                  f"--input={big}", needles=(
+                      "big.png is 10000x10000; this model takes 32x32 images. Crop or resize "
+                      "it to 32x32 first.",))
+    _refused_here(f"--workdir={trained}", "--mode=reconstruct", f"--out={out}",
+                  f"--input={huge}", needles=(
+                      "huge.png is too large for PIL to decode (400,000,000 pixels, over the "
+                      f"bound of {2 * Image.MAX_IMAGE_PIXELS:,} that images are decoded up to: "
+                      "twice PIL.Image.MAX_IMAGE_PIXELS", "this model takes 32x32 images: "
+                      "resize it to 32x32 first"))
+    # The reader of any size (folder datasets): between half PIL's bound and the bound it
+    # decodes, without PIL's warning; over it, one line that says to shrink the image.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    assert inputs.read_image(_png(tmp_path / "over_half.png", np.zeros((40, 40, 3)))).shape \
+        == (40, 40, 3)  # 1,600 pixels: PIL warns over 1,000.
+    with pytest.raises(InputError, match=r"over.png is too large for PIL to decode \(2,500 "
+                       r"pixels, over the bound of 2,000 .*\); shrink it first"):
+      inputs.read_image(_png(tmp_path / "over.png", np.zeros((50, 50, 3))))
+  assert not [w for w in seen if issubclass(w.category, Image.DecompressionBombWarning)]
   assert _no_files(out)
 
 
@@ -1684,10 +1737,11 @@ def test_out_of_memory_and_a_full_disk_are_one_line_naming_what_was_kept(trained
         "9175067712 bytes.); ask for less at a time: fewer images (--num_images), or a smaller "
         f"inference.batch_size in {os.path.join(trained, 'config.json')} (",
         f". Finished before it and kept in {out}: sample."))
-    # With restarts, those are named too: each is another copy of every image (review).
+    # Not --restarts: a call takes inference.batch_size rows, images x restarts, whatever
+    # their number (test_inference.py, test_restarts_beyond_the_batch_size_...).
     _refused_here(*flags, "--restarts=3", needles=(
-        "ask for less at a time: fewer --restarts (each one more copy of every image), fewer "
-        "images (--num_images), or a smaller inference.batch_size",))
+        "ask for less at a time: fewer images (--num_images), or a smaller "
+        "inference.batch_size",))
   save = infer.visualize.save_grid
 
   def full_disk(images, path, ncols):

@@ -22,6 +22,7 @@ import types
 import pytest
 
 import faults_lib as F
+import launcher
 from a2i_jax import checkpoints, files
 from conftest import TRAIN_PY_STEPS as STEPS  # Checkpoints at 2, 4, 6 (2 kept); eval at 6.
 
@@ -532,9 +533,9 @@ def test_disk_full_before_the_loop_is_one_line(tmp_path, flags, reference):
   old.model.width = 0.5
   checkpoints.save_config(workdir, old)
   # Two runs on one workdir: the second is refused, and the first ends as if alone.
-  first = subprocess.Popen(F.command(workdir, *flags, fault="hold_at_step:3"), cwd=F.ROOT,
-                           env=F.environment("hold_at_step:3"), stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
+  first = launcher.popen(F.command(workdir, *flags, fault="hold_at_step:3"), cwd=F.ROOT,
+                         env=F.environment("hold_at_step:3"), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
   try:
     deadline = time.time() + 180
     while not os.path.exists(os.path.join(workdir, "holding")):

@@ -73,6 +73,42 @@ def test_results_do_not_depend_on_the_batch_size_and_diverged_images_are_named(
              for r in caplog.records)
 
 
+def test_restarts_beyond_the_batch_size_run_in_shares_with_the_same_result(trained,
+                                                                           monkeypatch):
+  """Fault hunt: each restart is another copy of every image, and one call took all of them
+  (images x restarts rows: `infer.py --restarts=100000` was killed by the kernel, exit 137).
+  Now one call takes at most `batch_size` rows (at least one row per device): fewer images
+  per call, and restarts beyond even that run in equal shares over several calls, the lowest
+  energy of all kept. Each restart starts from its own noise, so the result is the one call's,
+  up to float rounding; the last share is padded (5 restarts as 2 + 2 + 1), and the padding
+  never wins. The Python API's `infer_latents` bounds its calls the same way."""
+  data = load_dataset(trained.config.data)["test"]
+  x, y = data.images[:3], data.attributes[:3]
+  options = inference.options_for(trained, steps=2, restarts=5, init="prior")
+  key = jax.random.key(0)
+  fns = trained.cache.setdefault(("infer", inference.posterior._static(options)),
+                                 inference.make_inference_fns(trained.model, options))
+  rows, init = [], fns["init"]
+  monkeypatch.setitem(fns, "init", lambda *a: rows.append(a[1].shape[0]) or init(*a))
+  whole = inference.reconstruct(trained, x, y, key=key, options=options, batch_size=64)
+  assert rows == [4 * 5]  # 3 images padded to the 4 devices, each with its 5 restarts.
+  rows.clear()
+  split = inference.reconstruct(trained, x, y, key=key, options=options, batch_size=8)
+  assert rows == [8, 8, 8], rows  # 4 images x 2 restarts, three times (2 + 2 + 1).
+  assert split["restart_energies"].shape == (3, 5)
+  for name in ("restart_energies", "energy", "energy_trace", "z_fg", "z_bg", "reconstruction"):
+    np.testing.assert_allclose(split[name], whole[name], rtol=1e-5, atol=1e-5, err_msg=name)
+  np.testing.assert_array_equal(split["energy"], split["restart_energies"].min(axis=1))
+  # The library's own entry: the same bound and the same answer, for one image.
+  signed = inputs.to_signed(x[:1])
+  rows.clear()
+  one = inference.infer_latents(trained, signed, y[:1], key=key, options=options, fns=fns,
+                                batch_size=8)
+  assert rows == [8, 8, 8]  # 1 image padded to the 4 devices, again 2 + 2 + 1 restarts.
+  np.testing.assert_allclose(one["restart_energies"], whole["restart_energies"][:1],
+                             rtol=1e-5, atol=1e-5)
+
+
 def test_sample_and_decode_go_in_batches_giving_the_same_images(trained, monkeypatch):
   """Was: one program for all N attribute vectors (--samples_per_attribute=20000 ended in a
   47-line RESOURCE_EXHAUSTED traceback; review finding). Now `config.inference.batch_size`
@@ -119,9 +155,43 @@ def test_image_conversions():
   np.testing.assert_allclose(inputs.to_signed(np.array([0.0, 0.5, 1.0])), [-1.0, 0.0, 1.0])
   np.testing.assert_allclose(inputs.to_unit(u8), [0.0, 0.2, 1.0])
   np.testing.assert_allclose(inputs.from_signed(np.array([-1.0, 0.0, 1.0])), [0.0, 0.5, 1.0])
-  np.testing.assert_array_equal(inputs.to_uint8(np.array([-0.5, 0.2, 0.999, 2.0])),
+  # Rounding's overshoot is clipped (within `inputs.SIGNED_SLACK`).
+  np.testing.assert_array_equal(inputs.to_uint8(np.array([-1e-7, 0.2, 0.999, 1.0000001])),
                                 [0, 51, 255, 255])
   assert inputs.to_signed(jnp.asarray(u8)).dtype == jnp.float32  # JAX arrays too.
+
+
+_OUT_OF_RANGE = [  # (values, what the one line says)
+    (np.array([0.0, 128.0, 255.0]), r"range over \[0, 255\] \(0 \.\. 255\? divide by 255"),
+    (np.array([-1.0, 0.0, 1.0]), r"range over \[-1, 1\] \(the models' own \[-1, 1\]\? pass "
+                                 r"\(x \+ 1\) / 2"),
+    (np.array([0.2, -0.5, 2.0]), r"range over \[-0\.5, 2\] \(scale them to \[0, 1\] first"),
+    (np.array([0.5, np.nan]), "hold NaN or infinity"),
+    (np.array([0.5, np.inf], np.float32), "hold NaN or infinity"),
+    (np.array([0, 65535], np.uint16), r"these are uint16 \(16-bit images: pass x / 65535\)"),
+    (np.array([0, 200]), r"these are int64 \(whole numbers 0 \.\. 255: pass "
+                         r"x\.astype\(np\.uint8\)"),
+    (np.array([True, False]), "these are bool"),
+]
+
+
+@pytest.mark.parametrize("convert", ["to_uint8", "to_unit", "to_signed"])
+def test_image_conversions_refuse_what_their_docstrings_do_not_take(convert):
+  """Fault hunt: 0 .. 255 floats given for [0, 1] came out white (to_uint8 clipped them),
+  [-1, 1] washed out or clipped, uint16 passed as it was, NaN went through: each is now an
+  InputError naming the values and the fix, found in one min / max pass."""
+  fn = getattr(inputs, convert)
+  for values, needle in _OUT_OF_RANGE:
+    with pytest.raises(InputError, match=f"^{convert} takes uint8 in \\[0, 255\\] or floats in "
+                       f"\\[0, 1\\]; .*{needle}"):
+      fn(values)
+  with pytest.raises(InputError, match="NaN"):  # A JAX array is read too.
+    fn(jnp.asarray([0.5, jnp.nan]))
+  # Under jit the values are not known: the dtype is checked, and they are clipped.
+  if convert != "to_uint8":
+    assert float(jax.jit(fn)(jnp.asarray([1.0001]))[0]) == 1.0
+    with pytest.raises(InputError, match="these are int32"):
+      jax.jit(fn)(jnp.asarray([3], jnp.int32))
 
 
 def test_inference_options_come_from_the_config():

@@ -23,6 +23,7 @@ import pytest
 
 from a2i_jax import checkpoints, distributed, parallel
 from a2i_jax.errors import CheckpointError, ConfigError
+import launcher
 from conftest import TRAIN_PY_STEPS
 
 DRIVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "multiprocess_driver.py")
@@ -58,7 +59,7 @@ def _launch_each(argvs: list) -> list:
   """Starts the driver once per argument list of `argvs`."""
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1",
              PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]))
-  return [subprocess.Popen([sys.executable, DRIVER, *argv], env=env, stdout=subprocess.PIPE,
+  return [launcher.popen([sys.executable, DRIVER, *argv], env=env, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)
           for argv in argvs]
 
@@ -355,14 +356,14 @@ def _train_py(workdir: str, flags: list, num_processes: int, fault: str = "",
   argv = [command + extra + ([f"--process_id={i}"] if extra else [])
           for i in range(num_processes)]
   if not logs:
-    return _finish([subprocess.Popen(a, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    return _finish([launcher.popen(a, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True) for a in argv])
   os.makedirs(logs, exist_ok=True)
   paths = [os.path.join(logs, f"process{i}.log") for i in range(num_processes)]
   procs = []
   for a, path in zip(argv, paths):
     with open(path, "w") as log:
-      procs.append(subprocess.Popen(a, env=env, stdout=log, stderr=subprocess.STDOUT))
+      procs.append(launcher.popen(a, env=env, stdout=log, stderr=subprocess.STDOUT))
   results = []
   for p, path in zip(procs, paths):
     p.wait(timeout=START_TIMEOUT_S)
@@ -386,7 +387,7 @@ def _two_processes(argv: Callable[[int], list]) -> list:
   """`argv(i)` started as process i of a two-process job of 2 CPU devices each."""
   env = _entry_point_env(2)
   port = _free_port()
-  return [subprocess.Popen([*argv(i), f"--coordinator_address=localhost:{port}",
+  return [launcher.popen([*argv(i), f"--coordinator_address=localhost:{port}",
                             "--num_processes=2", f"--process_id={i}"], env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
           for i in (0, 1)]

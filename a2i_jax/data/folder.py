@@ -55,6 +55,7 @@ import io
 import math
 import os
 import unicodedata
+import warnings
 from typing import Any, Iterator, Optional
 
 import numpy as np
@@ -385,8 +386,10 @@ def _check_mask(image_path: str, mask_path: str, on_disk: Optional[str] = None) 
 def _header_size(path: str) -> tuple[int, int]:
   """An image file's (width, height) as shown (`_shown_size`), from its header alone."""
   try:
-    with Image.open(path) as im:
-      return _shown_size(im)
+    with warnings.catch_warnings():  # PIL's two lines between half its bound and the bound.
+      warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+      with Image.open(path) as im:
+        return _shown_size(im)
   except Image.DecompressionBombError as e:
     raise DataError(too_many_pixels(path, e)) from None
   except OSError as e:

@@ -17,10 +17,14 @@ minimiser is the MAP latent.
 
 Several restarts per image run as an extra batch axis and the lowest final energy wins; the
 batch (images x restarts) is split over all devices of the mesh, one code path for 1..N
-devices. The Adam loop is one `lax.scan` over the steps on every backend, rolled on CPU (the
-convolutions' input gradients are written in the layout XLA:CPU runs fast inside a loop:
-`perf.conv_input_grad`), so that its program compiles one step whatever the number of steps,
-and 5 steps per iteration on GPU and TPU (`perf.inference_scan_unroll`).
+devices. Where images x restarts exceed `config.inference.batch_size`, an image's restarts
+run in several calls, an equal share each, and the lowest energy of all of them is kept
+(`infer_latents`): each restart is its own optimisation, from its own start (`_start_noise`),
+so how they are grouped changes no result (up to float rounding). The Adam loop is one
+`lax.scan` over the steps on every backend, rolled on CPU (the convolutions' input gradients
+are written in the layout XLA:CPU runs fast inside a loop: `perf.conv_input_grad`), so that
+its program compiles one step whatever the number of steps, and 5 steps per iteration on GPU
+and TPU (`perf.inference_scan_unroll`).
 Adam is written out below (a few lines) so that serving needs no optimiser library
 (docs/design.md §2.2).
 """
@@ -244,12 +248,20 @@ def _static(options: InferenceOptions) -> InferenceOptions:
                              attribute_prior_weight=1.0)
 
 
+def _row_restarts(restart_ids: Array, m: int) -> Array:
+  """Each of the `m` rows' restart (image-major: `len(restart_ids)` rows per image); -1 for
+  the rows that pad a call's share of the restarts (`infer_latents`)."""
+  return restart_ids[jnp.arange(m) % restart_ids.shape[0]]
+
+
 def _start_noise(dims: Mapping[str, int], key: Array, first_index: Any, m: int,
-                 restarts: int) -> dict[str, Array]:
-  """N(0, I) noise per row (image-major, `restarts` rows per image), drawn from the key folded
-  with the image's index among all the images of a call (`first_index` + its row in this
-  batch) and then with its restart: an image starts from the same noise whatever batch it
-  lands in (`run_inference` splits its images by `config.inference.batch_size`)."""
+                 restart_ids: Array) -> dict[str, Array]:
+  """N(0, I) noise per row (image-major, `len(restart_ids)` rows per image), drawn from the
+  key folded with the image's index among all the images of a call (`first_index` + its row
+  in this batch) and then with its restart (`restart_ids`, the restarts this call runs): an
+  image's restart starts from the same noise whatever batch, and whatever share of the
+  restarts, it lands in (`run_inference` splits its images, and `infer_latents` the restarts,
+  by `config.inference.batch_size`)."""
   rows = jnp.arange(m)
 
   def draw(image, restart):
@@ -257,20 +269,25 @@ def _start_noise(dims: Mapping[str, int], key: Array, first_index: Any, m: int,
                             len(dims))
     return {name: jax.random.normal(k, (d,), jnp.float32)
             for (name, d), k in zip(dims.items(), keys)}
-  return jax.vmap(draw)(first_index + rows // restarts, rows % restarts)
+  restarts = jnp.maximum(_row_restarts(restart_ids, m), 0)  # A padding row's noise is unused.
+  return jax.vmap(draw)(first_index + rows // restart_ids.shape[0], restarts)
 
 
 def make_inference_fns(model: nn.Module, options: InferenceOptions) -> dict[str, Any]:
   """Builds the jitted pieces of posterior inference for one model and set of options.
 
   Three functions, called in turn by `infer_latents`:
-    init(variables, x, y, observed, fg_mask, key, prior, first_index=0) -> carry
+    init(variables, x, y, observed, fg_mask, key, prior, first_index=0, restart_ids=None)
+      -> carry
     run(variables, x, y, observed, carry, prior, hyper) -> (carry, energy trace [k, M])
-    finish(variables, x, y, observed, carry, prior, hyper) -> outputs (restarts reduced)
-  where M = N x restarts, x [M,S,S,3] in [-1,1], y [M,A], observed and fg_mask [M,S,S,1],
+    finish(variables, x, y, observed, carry, prior, hyper, restart_ids=None) -> outputs
+      (the R restarts of each image reduced to the lowest energy's)
+  where M = N x R, x [M,S,S,3] in [-1,1], y [M,A], observed and fg_mask [M,S,S,1],
   prior = (mean [A], precision [A,A]) and hyper = the learning rate and weights as arrays
   (`_hyper(options)`), so settings that differ only in those share the compiled code;
-  first_index, the index of the batch's first image among all of a call's (`_start_noise`).
+  first_index, the index of the batch's first image among all of a call's (`_start_noise`);
+  restart_ids, int32 [R], which of each image's `options.restarts` restarts these rows run
+  (-1: a row that pads the share, never kept); None: all of them, R = `options.restarts`.
 
   Args:
     model: a model from `models.create_model`.
@@ -318,11 +335,15 @@ def make_inference_fns(model: nn.Module, options: InferenceOptions) -> dict[str,
     e = energy_terms(decode(variables, latents, y), latents, x, observed, prior, hyper)
     return e.sum(), e
 
-  def init(variables, x, y, observed, fg_mask, key, prior, first_index=0):
+  def all_restarts(restart_ids):
+    return jnp.arange(restarts, dtype=jnp.int32) if restart_ids is None else restart_ids
+
+  def init(variables, x, y, observed, fg_mask, key, prior, first_index=0, restart_ids=None):
     m = x.shape[0]
+    restart_ids = all_restarts(restart_ids)
     y_used = jnp.broadcast_to(prior[0], y.shape) if infer_y else y
-    noise = _start_noise(dims, key, first_index, m, restarts)
-    first = (jnp.arange(m) % restarts == 0)[:, None]  # Restart 0 of each image.
+    noise = _start_noise(dims, key, first_index, m, restart_ids)
+    first = (_row_restarts(restart_ids, m) == 0)[:, None]  # Restart 0 of each image.
     x_filled = x * observed  # Hidden pixels -> 0, mid-grey in [-1, 1].
     if options.init == "encoder":
       # Without foreground masks the model estimates them itself (disCVAE).
@@ -354,22 +375,26 @@ def make_inference_fns(model: nn.Module, options: InferenceOptions) -> dict[str,
     unroll = SCAN_UNROLL or perf.inference_scan_unroll()
     return jax.lax.scan(body, carry, None, length=k, unroll=min(unroll, k))
 
-  def finish(variables, x, y, observed, carry, prior, hyper):
+  def finish(variables, x, y, observed, carry, prior, hyper, restart_ids=None):
     latents = carry["latents"]
     out = decode(variables, latents, y)  # Once, for the energy and the images both.
     energy = energy_terms(out, latents, x, observed, prior, hyper)
     images = sampling.images_from_outputs(model, out)
     m = x.shape[0]
-    n = m // restarts
-    # A restart whose energy is NaN or infinite never wins (argmin takes NaN as smallest).
-    finite = jnp.where(jnp.isfinite(energy), energy, jnp.inf)
-    best = jnp.argmin(finite.reshape(n, restarts), axis=1)
-    pick = lambda a: a.reshape((n, restarts) + a.shape[1:])[jnp.arange(n), best]
+    restart_ids = all_restarts(restart_ids)
+    r = restart_ids.shape[0]
+    n = m // r
+    # A restart whose energy is NaN or infinite never wins (argmin takes NaN as smallest), nor
+    # does a row that pads the restarts; with none finite, the first restart stands.
+    finite = jnp.where(jnp.isfinite(energy) & (_row_restarts(restart_ids, m) >= 0), energy,
+                       jnp.inf)
+    best = jnp.argmin(finite.reshape(n, r), axis=1)
+    pick = lambda a: a.reshape((n, r) + a.shape[1:])[jnp.arange(n), best]
     result = {name: pick(v) for name, v in latents.items()}
     if not infer_y:
       result["y"] = pick(y)
     result["energy"] = pick(energy)
-    result["restart_energies"] = energy.reshape(n, restarts)
+    result["restart_energies"] = energy.reshape(n, r)
     result["reconstruction"] = pick(images.pop("image"))
     result.update({name: pick(v) for name, v in images.items()})
     return result
@@ -413,8 +438,8 @@ class _Compiling:
 
 
 def _compile_ahead_fn(programs: Mapping[str, Any], run_steps: bool) -> Any:
-  """`compile_ahead(variables, x, y, observed, fg_mask, key, prior, hyper, first_index)
-  -> _Compiling`:
+  """`compile_ahead(variables, x, y, observed, fg_mask, key, prior, hyper, first_index,
+  restart_ids=None) -> _Compiling`:
   starts compiling the programs an `infer_latents` call with these (placed) inputs will run,
   XLA compiling each in a thread of its own while Python traces the next, and returns once
   all three are traced; the call waits for each program only before its first use.
@@ -440,8 +465,9 @@ def _compile_ahead_fn(programs: Mapping[str, Any], run_steps: bool) -> Any:
   """
   started: dict[Any, _Compiling] = {}
 
-  def compile_ahead(variables, x, y, observed, fg_mask, key, prior, hyper, first_index):
-    args = (variables, x, y, observed, fg_mask, key, prior, hyper, first_index)
+  def compile_ahead(variables, x, y, observed, fg_mask, key, prior, hyper, first_index,
+                    restart_ids=None):
+    args = (variables, x, y, observed, fg_mask, key, prior, hyper, first_index, restart_ids)
     leaves, tree = jax.tree_util.tree_flatten(args)
     signature = (tree, tuple((a.shape, a.dtype, getattr(a, "sharding", None)) for a in leaves))
     earlier = started.get(signature)
@@ -469,14 +495,17 @@ def _compile_ahead_fn(programs: Mapping[str, Any], run_steps: bool) -> Any:
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=3,
                                                  thread_name_prefix="a2i_compile_ahead")
     try:
-      init = lowered("init", variables, x, y, observed, fg_mask, key, prior, first_index)
+      init = lowered("init", variables, x, y, observed, fg_mask, key, prior, first_index,
+                     restart_ids)
       handle.futures["init"] = pool.submit(compiled, "init", init)
       carry = jax.tree_util.tree_map(
           lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), init.out_info,
           _carry_shardings(init.out_info, x.sharding))
       rest = (variables, x, y, observed, carry, prior, hyper)
-      for name in ("run", "finish") if run_steps else ("finish",):
-        handle.futures[name] = pool.submit(compiled, name, lowered(name, *rest))
+      if run_steps:
+        handle.futures["run"] = pool.submit(compiled, "run", lowered("run", *rest))
+      handle.futures["finish"] = pool.submit(compiled, "finish",
+                                             lowered("finish", *rest, restart_ids))
     finally:
       pool.shutdown(wait=False)
     started[signature] = handle
@@ -502,6 +531,29 @@ def _one_sharding(carry: Any, batch: jax.sharding.NamedSharding) -> Any:
 
 def _pad_to(n: int, multiple: int) -> int:
   return -(-n // multiple) * multiple
+
+
+def _restarts_per_call(restarts: int, images: int, batch_size: int) -> int:
+  """How many of each image's restarts one call runs: all of them where images x restarts
+  fit in `batch_size` rows, else the smallest equal share over the fewest calls whose rows
+  fit (one each where the images alone fill the batch). The last call's share may be padded:
+  7 restarts, 3 per call, run as 3 + 3 + 1 padded to 3."""
+  fit = max(1, batch_size // images)
+  if restarts <= fit:
+    return restarts
+  calls = -(-restarts // fit)
+  return -(-restarts // calls)
+
+
+def _lower_energy(best: dict[str, np.ndarray], other: dict[str, np.ndarray]
+                  ) -> dict[str, np.ndarray]:
+  """Per image, the outputs of `best` or of `other`, whichever restart ended with the lower
+  finite energy (`best`'s on a tie, as `argmin` keeps the first restart; NaN or infinity
+  never wins)."""
+  score = lambda e: np.where(np.isfinite(e), e, np.inf)
+  better = score(other["energy"]) < score(best["energy"])
+  return {name: np.where(better.reshape((-1,) + (1,) * (v.ndim - 1)), other[name], v)
+          for name, v in best.items()}
 
 
 def _needs_attributes(trained: TrainedModel, consequence: str) -> None:
@@ -627,8 +679,15 @@ def infer_latents(trained: TrainedModel, images: Array, attributes: Optional[Arr
                   attribute_prior: Optional[AttributePrior] = None,
                   mesh: Optional[jax.sharding.Mesh] = None,
                   fns: Optional[Mapping[str, Any]] = None,
-                  pad_to: int = 0, first_index: int = 0) -> dict[str, np.ndarray]:
+                  pad_to: int = 0, first_index: int = 0,
+                  batch_size: Optional[int] = None) -> dict[str, np.ndarray]:
   """Posterior inference by optimisation for a batch of images.
+
+  Each image's `options.restarts` restarts are rows of the batch. Where images x restarts
+  exceed `batch_size`, the restarts run in several calls, an equal share of them each (as
+  many as fit beside the images, at least one), and the lowest energy of all is kept: the
+  same result as one call, since each restart is an optimisation of its own, from noise drawn
+  for its image and restart alone, up to float rounding.
 
   Args:
     trained: the generator (`load_trained`, or `TrainedModel.from_variables`).
@@ -656,6 +715,9 @@ def infer_latents(trained: TrainedModel, images: Array, attributes: Optional[Arr
     first_index: where these images start among a larger set split into batches
       (`run_inference`): each image's start noise follows from `key` and its index there,
       so that it does not depend on the batching.
+    batch_size: the most rows, images x restarts, one call of the compiled programs takes
+      (the padded images' count where that is more: at least one restart each); default
+      `config.inference.batch_size`.
   Returns:
     dict of numpy arrays: the latents ("z" [N, z_dim], or disCVAE's "z_fg", "z_bg"), "y"
     [N, y_dim] (the given or inferred attributes), "reconstruction" [N, S, S, 3] in [0, 1]
@@ -666,9 +728,38 @@ def infer_latents(trained: TrainedModel, images: Array, attributes: Optional[Arr
     restarts alike).
   Raises:
     InputError: images, attributes, masks, options or an attribute prior that do not fit the
-      model, or a key that is not a PRNG key (checked on the host before anything compiles).
+      model, a key that is not a PRNG key, or a batch size below 1 (checked on the host
+      before anything compiles).
     ConfigError: an energy the model does not have.
   """
+  result = _infer_latents(trained, images, attributes, observed, key=key, options=options,
+                          fg_masks=fg_masks, attribute_prior=attribute_prior, mesh=mesh,
+                          fns=fns, pad_to=pad_to, first_index=first_index,
+                          batch_size=batch_size)
+  _warn_diverged(result["energy"], _check_options(trained, options))
+  return result
+
+
+def _warn_diverged(energy: np.ndarray, options: InferenceOptions) -> None:
+  """One warning for the images whose inference diverged, if any: `infer_latents` gives it
+  for its batch, `run_inference` once for all its images (was: one per batch).
+
+  Args:
+    energy: [N], each image's final energy (`infer_latents`' "energy").
+    options: the options it ran with (the learning rate is named).
+  """
+  diverged = int((~np.isfinite(energy)).sum())
+  if diverged:
+    logging.warning("posterior inference diverged for %d of %d images (no restart ended with "
+                    "a finite energy); their outputs mean nothing: lower the learning rate "
+                    "(now %g).", diverged, len(energy), options.learning_rate)
+
+
+def _infer_latents(trained, images, attributes, observed, *, key, options, fg_masks,
+                   attribute_prior, mesh, fns, pad_to, first_index, batch_size
+                   ) -> dict[str, np.ndarray]:
+  """`infer_latents` without its warning for diverged images (`_warn_diverged`): every
+  argument as it takes them, all given."""
   model, variables = trained.model, trained.variables
   key = parallel.loose_key(check_key(key))  # Was JAX's error for a key on one device.
   options = _check_options(trained, options)
@@ -690,15 +781,19 @@ def infer_latents(trained: TrainedModel, images: Array, attributes: Optional[Arr
                      "with make_inference_fns(model, options), or leave fns out.")
   first_index = check_int(first_index, "first_index", 0, below=2**31)
   pad_to = check_int(pad_to, "pad_to", 0)  # Was: 2.5 or -1 taken, 13.5 a TypeError.
+  batch = (int(trained.config.inference.batch_size) if batch_size is None
+           else check_int(batch_size, "batch_size", 1))
   fns = fns or make_inference_fns(model, _static(options))
 
   # Pad to a multiple of the device count (padding: nothing observed, dropped at the end),
-  # then repeat each image for its restarts, image-major so restarts share a device.
+  # then repeat each image for the restarts one call runs, image-major so that an image's
+  # restarts share a device.
   r = options.restarts
   n_pad = _pad_to(max(n, pad_to), mesh.devices.size)
+  share = _restarts_per_call(r, n_pad, batch)
   pad = lambda a: a if n_pad == n else np.concatenate(
       [a, np.zeros((n_pad - n,) + a.shape[1:], a.dtype)])
-  rep = lambda a: np.repeat(pad(a), r, axis=0) if r > 1 else pad(a)
+  rep = lambda a: np.repeat(pad(a), share, axis=0) if share > 1 else pad(a)
   x_r, y_r, o_r = rep(x), rep(y), rep(obs)
   m_r = None if fg_masks is None else rep(fg_masks)
   x_r, y_r, o_r, m_r = parallel.put_batch((x_r, y_r, o_r, m_r), mesh)
@@ -707,33 +802,41 @@ def infer_latents(trained: TrainedModel, images: Array, attributes: Optional[Arr
 
   hyper = parallel.put_replicated(_hyper(options), mesh)
   start = parallel.put_replicated(np.int32(first_index), mesh)
-  # The three programs compile in threads from here on; each is waited for only before its
-  # first use, so that the ones before it can run meanwhile.
-  ready = (fns["compile_ahead"](variables, x_r, y_r, o_r, m_r, key, prior, hyper, start)
-           if fns.get("compile_ahead") is not None else _Compiling())
   k = fns["steps_per_call"]
-  ready.wait("init")
-  carry = fns["init"](variables, x_r, y_r, o_r, m_r, key, prior, start)
-  traces = []
-  for i in range(options.steps // k if k else 0):
-    if i == 0:
-      ready.wait("run")
-    carry, trace = fns["run"](variables, x_r, y_r, o_r, _one_sharding(carry, x_r.sharding),
-                              prior, hyper)
-    traces.append(trace)
-  ready.wait("finish")
-  result = parallel.fetch(fns["finish"](variables, x_r, y_r, o_r,
-                                        _one_sharding(carry, x_r.sharding), prior, hyper))
-  result = {name: np.asarray(v)[:n] for name, v in result.items()}
-  diverged = int((~np.isfinite(result["energy"])).sum())
-  if diverged:
-    logging.warning("posterior inference diverged for %d of %d images (no restart ended with "
-                    "a finite energy); their outputs mean nothing: lower the learning rate "
-                    "(now %g).", diverged, n, options.learning_rate)
-  if traces:
-    trace = np.concatenate([np.asarray(t) for t in parallel.fetch(traces)])  # [steps, M]
-    real = np.repeat(np.arange(n_pad) < n, r)
-    result["energy_trace"] = trace[:, real].mean(axis=1)
-  else:
-    result["energy_trace"] = np.zeros((0,), np.float32)
+  result, energies, trace_sum = None, [], None
+  for first_restart in range(0, r, share):
+    # The restarts of this share; -1 pads the last one to the same rows (one program).
+    ids = np.arange(first_restart, first_restart + share, dtype=np.int32)
+    ids[ids >= r] = -1
+    restart_ids = parallel.put_replicated(ids, mesh)
+    # The three programs compile in threads from here on; each is waited for only before its
+    # first use, so that the ones before it can run meanwhile. Later shares find them built.
+    ready = (fns["compile_ahead"](variables, x_r, y_r, o_r, m_r, key, prior, hyper, start,
+                                  restart_ids)
+             if fns.get("compile_ahead") is not None and not first_restart else _Compiling())
+    ready.wait("init")
+    carry = fns["init"](variables, x_r, y_r, o_r, m_r, key, prior, start, restart_ids)
+    traces = []
+    for i in range(options.steps // k if k else 0):
+      if i == 0:
+        ready.wait("run")
+      carry, trace = fns["run"](variables, x_r, y_r, o_r, _one_sharding(carry, x_r.sharding),
+                                prior, hyper)
+      traces.append(trace)
+    ready.wait("finish")
+    part = parallel.fetch(fns["finish"](variables, x_r, y_r, o_r,
+                                        _one_sharding(carry, x_r.sharding), prior, hyper,
+                                        restart_ids))
+    part = {name: np.asarray(v)[:n] for name, v in part.items()}
+    energies.append(part.pop("restart_energies")[:, ids >= 0])
+    result = part if result is None else _lower_energy(result, part)
+    if traces:  # Summed over the images' real restarts; the mean is taken at the end.
+      trace = np.concatenate([np.asarray(t) for t in parallel.fetch(traces)])  # [steps, M]
+      real = np.repeat(np.arange(n_pad) < n, share) & np.tile(ids >= 0, n_pad)
+      part_sum = trace[:, real].sum(axis=1, dtype=np.float64)
+      trace_sum = part_sum if trace_sum is None else trace_sum + part_sum
+  result["restart_energies"] = (energies[0] if len(energies) == 1
+                                else np.concatenate(energies, axis=1))
+  result["energy_trace"] = (np.zeros((0,), np.float32) if trace_sum is None
+                            else (trace_sum / (n * r)).astype(np.float32))
   return result

@@ -210,6 +210,8 @@ def load_trained(workdir: str, step: Optional[int] = None) -> TrainedModel:
   Raises:
     ConfigError / CheckpointError: the workdir is a file, or has no config or no (readable)
       checkpoint, or the checkpoint's variables hold NaN or infinities.
+    ConfigError: config.json's model section is not the one the checkpoint records (edited
+      since training; the message names each key, both values and the fix).
     InputError: a step that is not an integer.
   """
   if step is not None:
@@ -225,7 +227,9 @@ def load_trained(workdir: str, step: Optional[int] = None) -> TrainedModel:
   # that step's weights (was: served as the folder's step, and so named in every output).
   abstract["step"] = jax.ShapeDtypeStruct((), np.int32)
   target = checkpoints.with_sharding(abstract, parallel.replicated(parallel.make_mesh()))
-  ckpt = checkpoints.Checkpointer(workdir, create=False)
+  # The model section in use is compared with the one the checkpoint records: an edited
+  # config.json that keeps the shapes (a disCVAE's composition) served another model.
+  ckpt = checkpoints.Checkpointer(workdir, create=False, model=config.model)
   try:
     if step is None:  # Process 0's newest for every process (was: each its own, so a save
       # between two processes' looks served half the images from another checkpoint).

@@ -21,8 +21,8 @@ from absl import logging
 from a2i_jax import parallel, perf, sampling
 from a2i_jax.errors import InputError
 from a2i_jax.inference.posterior import (AttributePrior, InferenceOptions, _check_batch,
-                                         _check_options, _needs_attributes, _static,
-                                         infer_latents, make_inference_fns)
+                                         _check_options, _infer_latents, _needs_attributes,
+                                         _static, _warn_diverged, make_inference_fns)
 from a2i_jax.inference.restore import TrainedModel
 from a2i_jax.inputs import (check_attributes, check_images, check_int, check_key, check_mask,
                             to_unit)
@@ -112,11 +112,20 @@ def run_inference(trained: TrainedModel, images: Any, attributes: Any = None,
                   options: Optional[InferenceOptions] = None, fg_masks: Any = None,
                   attribute_prior: Optional[AttributePrior] = None,
                   batch_size: Optional[int] = None) -> dict[str, np.ndarray]:
-  """`infer_latents` over any number of images, in batches of `config.inference.batch_size`.
+  """`infer_latents` over any number of images, `config.inference.batch_size` rows at a time.
 
-  Each image's start noise (`init` "prior", or restarts past the first) follows from `key`
-  and the image's place in this call, not from the batching: image i gives the same result
-  in any batch size, but another one where it sits at another place (a call of it alone).
+  Each restart is another copy of every image, so a call takes as many images as fit in the
+  batch size with all their restarts (a multiple of the device count, at least one per
+  device); restarts that do not fit beside even that many images run in several calls of
+  `infer_latents`, and the lowest energy of all is kept. One call's working set is thus at
+  most `batch_size` rows, images x restarts, whatever the restarts (one row per device where
+  the devices are more), where it was all the images' restarts: `--restarts=100000` was
+  killed by the kernel.
+
+  Each image's start noise (`init` "prior", or restarts past the first) follows from `key`,
+  the image's place in this call and the restart, not from the batching: image i gives the
+  same result in any batch size (up to float rounding), but another one where it sits at
+  another place (a call of it alone).
 
   Args:
     trained: from `load_trained`.
@@ -130,7 +139,8 @@ def run_inference(trained: TrainedModel, images: Any, attributes: Any = None,
     fg_masks: foreground masks for the encoder init of models that take them (optional;
       disCVAE only, with `options.init` "encoder": otherwise they are refused).
     attribute_prior: needed with `options.infer_attributes`.
-    batch_size: images per batch; default `config.inference.batch_size`.
+    batch_size: the most rows (images x restarts) one compiled call takes; default
+      `config.inference.batch_size`.
   Returns:
     `infer_latents`' outputs for all N images ("energy_trace" averaged over batches); the
     images ("reconstruction" and the model's image layers) in [0, 1].
@@ -150,20 +160,31 @@ def run_inference(trained: TrainedModel, images: Any, attributes: Any = None,
   n = x.shape[0]
   fns = _cached(trained, ("infer", _static(options)),
                 lambda: make_inference_fns(trained.model, _static(options)))
+  mesh = parallel.make_mesh()
+  per_call = _images_per_call(options.restarts, batch, mesh.devices.size)
   parts, sizes = [], []
-  for start in range(0, n, batch):
-    sl = slice(start, min(start + batch, n))
+  for start in range(0, n, per_call):
+    sl = slice(start, min(start + per_call, n))
     # One key and each image's index: its start noise does not depend on the batch size.
-    parts.append(infer_latents(
+    parts.append(_infer_latents(
         trained, x[sl], y[sl], obs[sl], key=key, options=options,
         fg_masks=None if masks is None else masks[sl], attribute_prior=attribute_prior,
-        fns=fns, pad_to=batch if n > batch else 0, first_index=start))
+        mesh=mesh, fns=fns, pad_to=per_call if n > per_call else 0, first_index=start,
+        batch_size=batch))
     sizes.append(sl.stop - start)
   out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != "energy_trace"}
+  _warn_diverged(out["energy"], options)  # Once for all N (was: once per batch).
   # The mean per image over all N: a ragged last batch weighs by its images.
   out["energy_trace"] = np.average([p["energy_trace"] for p in parts], axis=0,
                                    weights=sizes).astype(np.float32)  # As infer_latents'.
   return out
+
+
+def _images_per_call(restarts: int, batch_size: int, devices: int) -> int:
+  """Images per `infer_latents` call: as many as fit in `batch_size` rows with all their
+  restarts, a multiple of `devices` (which `infer_latents` pads to), at least `devices`
+  (`infer_latents` splits the restarts of those that do not fit)."""
+  return max(devices, batch_size // restarts // devices * devices)
 
 
 def reconstruct(trained: TrainedModel, images: Any, attributes: Any = None, *, key: Array,
