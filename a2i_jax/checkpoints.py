@@ -1021,6 +1021,30 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
                       ) from None
 
 
+def load_checked_config(workdir: str, check: Any) -> ml_collections.ConfigDict:
+  """The config a run in `workdir` was trained with, the keys it predates filled in
+  (`config_lib.with_defaults`), its values passed through `check`: a value `check` refuses
+  says config.json is damaged (edited by hand), not that the caller's config differs.
+
+  Args:
+    workdir: the run's directory.
+    check: e.g. `config_lib.check_recorded_values` (a resume's) or
+      `config_lib.check_served_values` (serving's); raises for a value that cannot work.
+  Returns:
+    The config.
+  Raises:
+    ConfigError: no or unreadable config.json, or one `check` refuses (the message names the
+      key, its value and `DAMAGED_CONFIG_FIX`).
+  """
+  config = config_lib.with_defaults(load_config(workdir))
+  try:
+    check(config)
+  except (TypeError, ValueError) as e:  # ConfigError too; a conversion's own error.
+    raise ConfigError(f"the config at {os.path.join(workdir, CONFIG_FILE)} is damaged "
+                      f"({first_line(e).rstrip('.')}); {DAMAGED_CONFIG_FIX}") from None
+  return config
+
+
 def _with_shardings(abstract_tree: Any) -> Any:
   """A restore target whose leaves all have a sharding: their own, or, where a leaf has none,
   replicated over all devices (the layout training saves from; `_on_one_device` hands Orbax a

@@ -435,6 +435,35 @@ def check_served_values(config: ml_collections.ConfigDict) -> None:
   check_inference(config.inference)
 
 
+def check_recorded_values(config: ml_collections.ConfigDict) -> None:
+  """The checks of what a resume compares of a run's saved config (its config.json): the
+  model section as serving checks it, and the data it names (a known source, a positive
+  image size, the source's own settings). A value these refuse was written by hand or
+  damaged: a resume that differs from it must not be told to pass it as an override (was:
+  "--config.data.name=imagenet", and a width "abc" called "a different config"). Not the
+  training-only ranges, which later versions tightened.
+
+  Args:
+    config: a run's config (`with_defaults` of its config.json).
+  Raises:
+    ConfigError: a value that cannot have trained the run. (A value that passes the type
+      check but not a conversion may raise TypeError or ValueError instead.)
+  """
+  _check_types(config, sections=("model", "data"))
+  _check_model(config.model, config.data.name)
+  dc = config.data
+  if dc.name not in data_base.DATASET_NAMES:  # Not "choose one of": no other one trained it.
+    raise ConfigError(f"config.data.name={dc.name!r} is not a known source; the known ones "
+                      f"are {', '.join(data_base.DATASET_NAMES)}")
+  _check_positive(dc, "data", ("image_size",))
+  if dc.name == "cub":
+    data_base.check_choice("data.cub_attributes", dc.cub_attributes, data_base.CUB_ATTRIBUTES)
+  if dc.name == "synthetic":
+    s = dc.synthetic
+    synthetic.check_options(image_size=dc.image_size, num_train=s.num_train,
+                            num_validation=s.num_validation, num_test=s.num_test, seed=s.seed)
+
+
 def check_values(config: ml_collections.ConfigDict) -> None:
   """`validate_config`'s checks of the values alone (not of which keys there are).
 
@@ -525,12 +554,15 @@ def explain_override_value(message: str, config: ml_collections.ConfigDict,
   return f"config.{key} must be {_OVERRIDE_KINDS[kind]} ({example}), not {value!r}."
 
 
-def _check_types(config: ml_collections.ConfigDict) -> None:
+def _check_types(config: ml_collections.ConfigDict, sections: tuple[str, ...] = ()) -> None:
   """Each value of the kind its default has (an integer also where a number is taken). A
   ConfigDict built on configs/default.py enforces this itself; a run's config.json, read back
-  as plain JSON, does not (was: e.g. model.width "abc" a traceback from the model's code)."""
+  as plain JSON, does not (was: e.g. model.width "abc" a traceback from the model's code).
+  `sections`: only the keys under these top-level sections (default: every key)."""
   reference = reference_config()
   for path in leaf_paths(reference):
+    if sections and path.split(".", 1)[0] not in sections:
+      continue
     section, parts = config, path.split(".")
     for i, part in enumerate(parts[:-1]):  # Was: "'int' object is not iterable" for one.
       section = section.get(part)

@@ -315,14 +315,28 @@ def check_workdir(workdir: str, folders: Iterable[str] = (),
     folders: names of entries the run keeps as folders (a file of that name would stop it
       when it first writes there, after training: was a traceback).
     plain_files: names of entries the run keeps as files.
+  Raises:
+    WorkdirError: `workdir` or a parent is a file, or a symbolic link to nothing; an entry
+      is of the wrong kind; or no folder can be written there.
   """
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise WorkdirError(f"--workdir={workdir} is a file, not a directory; pass a directory "
                        "(it is created if missing).")
+  # Was: "cannot write to ... (File exists)" from the lock's makedirs, which names neither
+  # the link nor the fix (review finding).
+  link = _dangling_link(workdir)
+  if link is not None:
+    where, fix = _link_to_nothing(link)
+    raise WorkdirError(f"--workdir={workdir}: {link} is a symbolic link to {where}; {fix}, "
+                       "or pass another --workdir.")
   for names, is_kind, kind in ((folders, os.path.isdir, "folder"),
                                (plain_files, os.path.isfile, "file")):
     for name in names:
       path = os.path.join(workdir, name)
+      if os.path.islink(path) and not os.path.exists(path):
+        where, fix = _link_to_nothing(path, kind)
+        raise WorkdirError(f"{path} is a symbolic link to {where}, and the run keeps its "
+                           f"{name} there as a {kind}; {fix}, or pass another --workdir.")
       if os.path.lexists(path) and not is_kind(path):
         raise WorkdirError(f"{path} is not a {kind}, and the run keeps its {name} there as "
                            f"a {kind}; move it away, or pass another --workdir.")
@@ -333,6 +347,40 @@ def check_workdir(workdir: str, folders: Iterable[str] = (),
   if not os.access(existing, os.W_OK | os.X_OK):
     raise WorkdirError(f"cannot write to {existing} (permission denied or a read-only file "
                        "system); pass a --workdir you can write to.")
+
+
+def _dangling_link(path: str) -> Optional[str]:
+  """`path` or the nearest of its parents that is a symbolic link leading nowhere (to a
+  missing target, or round a loop of links), or None where there is none before the first
+  that exists."""
+  path = os.path.abspath(path)
+  while not os.path.exists(path):
+    if os.path.islink(path):
+      return path
+    parent = os.path.dirname(path)
+    if parent == path:
+      return None
+    path = parent
+  return None
+
+
+def _link_to_nothing(link: str, kind: str = "folder") -> tuple[str, str]:
+  """What the symbolic link `link`, which leads nowhere, names and how to mend it: ("X, which
+  does not exist", "create that folder (mkdir -p X) or remove the link"), or for a target
+  that is a link itself ("X, which leads nowhere (...)", "remove the link or point it at a
+  folder"). A `kind` "file" (an entry the run writes) is mended by removing the link."""
+  try:
+    target = os.readlink(link)
+  except OSError:  # Removed or replaced since.
+    return "nothing", "remove the link"
+  resolved = os.path.join(os.path.dirname(link), target)
+  if os.path.lexists(resolved):  # A link itself, to nothing or back round.
+    return (f"{target}, which leads nowhere (a loop of links, or a link to nothing)",
+            "remove the link or point it at a folder")
+  if kind != "folder":  # A file the run writes: not one to make by hand.
+    return f"{target}, which does not exist", "remove the link"
+  return (f"{target}, which does not exist",
+          f"create that folder (mkdir -p {os.path.normpath(resolved)}) or remove the link")
 
 
 # How long `workdir_lock` retries a lock it finds held before it refuses the workdir: the probe

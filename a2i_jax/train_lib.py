@@ -288,7 +288,8 @@ def _check_resume_compatible(workdir: str, config: ml_collections.ConfigDict,
   `COMPUTE_ONLY_MODEL_KEYS` and the keys the model ignores (`config_lib.unused_model_keys`),
   and the `DATA_IDENTITY_KEYS`, a source's own only when the run trains on that source. With
   "model", config.json's own model section is first compared with the one the newest
-  checkpoint records (`_check_config_json_model`).
+  checkpoint records (`_check_config_json_model`). Before all, config.json's values must be
+  ones a run can have been trained with (`config_lib.check_recorded_values`).
   """
   path = os.path.join(workdir, checkpoints.CONFIG_FILE)
   if not os.path.exists(path):
@@ -296,7 +297,9 @@ def _check_resume_compatible(workdir: str, config: ml_collections.ConfigDict,
   # Keys the run predates read as their defaults, as inference and `_changes_from_record`
   # take them (was: "(unset)" there, so a disCVAE from before model.composition could never
   # be resumed: no value matched).
-  saved = config_lib.with_defaults(checkpoints.load_config(workdir))
+  # A value that cannot have trained the run is config.json's damage, named as such (was: "a
+  # different config", and advice to pass it: --config.data.name=imagenet).
+  saved = checkpoints.load_checked_config(workdir, config_lib.check_recorded_values)
   if "model" in keys:
     _check_config_json_model(workdir, saved)
   # What the checkpoint's shapes and the training data depend on.

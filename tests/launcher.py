@@ -52,8 +52,18 @@ _PRELOAD = ("numpy", "PIL.Image", "absl.app", "absl.flags", "absl.logging",
             "a2i_jax.inputs", "a2i_jax.startup", "a2i_jax.hugepages", "a2i_jax.interrupts",
             "a2i_jax.attribute_predictor", "a2i_jax.sampling", "a2i_jax.occlusions")
 
-_outputs = tempfile.mkdtemp(prefix="a2i_launcher_")
-atexit.register(shutil.rmtree, _outputs, True)
+_outputs: list[str] = []  # The folder of the PIPE outputs' files (made at the first).
+
+
+def _output_file() -> str:
+  """A new empty file for a PIPE output, in a folder removed when the tests end (made in the
+  tests' process only: a server's children would inherit its `atexit` calls)."""
+  if not _outputs:
+    _outputs.append(tempfile.mkdtemp(prefix="a2i_launcher_"))
+    atexit.register(shutil.rmtree, _outputs[0], True)
+  fd, path = tempfile.mkstemp(dir=_outputs[0])
+  os.close(fd)
+  return path
 
 
 def _base(env: dict) -> dict:
@@ -71,7 +81,10 @@ class _Server:
     self._buffer = b""
     self.started: list[int] = []  # PIDs forked, in the order of the requests.
     self.statuses: dict[int, int] = {}  # PID -> exit status, once ended.
-    ready = self._message(timeout=120)
+    try:
+      ready = self._message(timeout=120)
+    except RuntimeError:  # It ended in its imports: the runs start as new processes.
+      ready = None
     # The variables its imports set (tensorstore's CRC32C_SW_MODE): a new process given them
     # as they set them reaches the same state.
     self.imports_set = ({k: v for k, v in ready["ready"].items() if self.env.get(k) != v}
@@ -142,9 +155,6 @@ def _stop_servers() -> None:
     _servers.pop().stop()
 
 
-atexit.register(_stop_servers)
-
-
 def _server_for(env: dict) -> Optional[_Server]:
   """A running server for environment `env`, started if none serves it yet."""
   _servers[:] = [s for s in _servers if s.alive()]
@@ -153,6 +163,9 @@ def _server_for(env: dict) -> Optional[_Server]:
       return server
   if len(_servers) >= MAX_SERVERS:
     return None
+  if not _servers:  # Registered in the tests' process only, as `_output_file`'s folder.
+    atexit.unregister(_stop_servers)
+    atexit.register(_stop_servers)
   server = _Server(env)
   if not server.alive():
     server.stop()
@@ -195,9 +208,7 @@ class Popen:
     paths = {}
     for name, target in (("stdout", stdout), ("stderr", stderr)):
       if target == "PIPE":
-        fd, self._files[name] = tempfile.mkstemp(dir=_outputs)
-        os.close(fd)
-        paths[name] = self._files[name]
+        paths[name] = self._files[name] = _output_file()
       elif target == "STDOUT":
         paths[name] = paths["stdout"]
       else:

@@ -697,6 +697,37 @@ def test_workdir_that_is_a_file(tmp_path, flags):
     files.check_workdir(str(path / "sub" / "w"))
 
 
+def test_a_workdir_that_is_a_link_to_nothing_is_named(tmp_path):
+  """A --workdir that is a symbolic link to a missing folder (or below one, or a loop of
+  links) was "cannot write to ... (File exists)", the lock's makedirs' words, which name
+  neither the link nor the fix (fault hunt). In process: `train_and_evaluate` stops at its
+  workdir checks, before any data load or write."""
+  from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
+  from conftest import tiny_config  # pylint: disable=import-outside-toplevel
+  gone, link = tmp_path / "gone", tmp_path / "w"
+  link.symlink_to(gone)
+  said = re.escape(f"{link} is a symbolic link to {gone}, which does not exist; create that "
+                   f"folder (mkdir -p {gone}) or remove the link, or pass another --workdir.")
+  with pytest.raises(files.WorkdirError, match=f"^--workdir={re.escape(str(link))}: {said}$"):
+    train_lib.train_and_evaluate(tiny_config("cvae"), str(link))
+  with pytest.raises(files.WorkdirError, match=said):  # A folder below it: the link named.
+    files.check_workdir(str(link / "runs" / "a"))
+  (tmp_path / "loop").symlink_to("loop")
+  with pytest.raises(files.WorkdirError, match="loop is a symbolic link to loop, which leads "
+                     "nowhere \\(a loop of links, or a link to nothing\\); remove the link or "
+                     "point it at a folder, or pass another --workdir."):
+    files.check_workdir(str(tmp_path / "loop"))
+  workdir = tmp_path / "run"  # An entry of the run's that is a link to nothing.
+  workdir.mkdir()
+  (workdir / "samples").symlink_to(gone)
+  with pytest.raises(files.WorkdirError, match=re.escape(
+      f"{workdir}/samples is a symbolic link to {gone}, which does not exist, and the run "
+      "keeps its samples there as a folder; create that folder")):
+    files.check_workdir(str(workdir), folders=("samples",))
+  assert sorted(os.listdir(tmp_path)) == ["loop", "run", "w"]  # Nothing made or removed.
+  assert os.listdir(workdir) == ["samples"]
+
+
 @pytest.mark.parametrize("body,words", [
     ("return default.get_config().to_dict()", "returned a dict, not an ml_collections"),
     ("return None", "returned a NoneType, not an ml_collections"),
@@ -1620,17 +1651,36 @@ def test_a_bad_variant_or_config_file_names_the_fix(tmp_path):
 
 def test_resume_advice_offers_only_values_an_override_can_set(tmp_path):
   """A hand-edited config.json holding "width": "abc" got the advice --config.model.width=abc,
-  which train.py refuses (review finding)."""
+  which train.py refuses (review finding); then it was called "a different config" (fault
+  hunt): it is config.json's damage, named with its key and value. So is a data.name no
+  source has, which was advised as --config.data.name=imagenet."""
   from a2i_jax import config_lib, train_lib  # pylint: disable=import-outside-toplevel
   from conftest import tiny_config  # pylint: disable=import-outside-toplevel
-  saved = tiny_config("cvae").to_dict()
-  saved["model"].update(width="abc", z_dim=9)
-  (tmp_path / checkpoints.CONFIG_FILE).write_text(json.dumps(saved))
   check = train_lib._check_resume_compatible  # pylint: disable=protected-access
-  with pytest.raises(config_lib.ConfigError) as error:
+  path = tmp_path / checkpoints.CONFIG_FILE
+  damaged = f"the config at {path} is damaged \\("
+  fix = "\\); restore it from a copy if you have one; deleting it lets training rewrite it"
+  for section, key, value, said in (
+      ("model", "width", "abc", "config.model.width='abc' must be a number"),
+      ("data", "name", "imagenet", "config.data.name='imagenet' is not a known source; the "
+       "known ones are synthetic, lfw, cub, folder"),
+      ("model", "name", "dcvae", "unknown model.name='dcvae'; choose one of vae, cvae, "
+       "discvae"),
+      ("data", "image_size", -32, "config.data.image_size=-32 must be a positive integer")):
+    saved = tiny_config("cvae").to_dict()
+    saved[section][key] = value
+    saved["model"]["z_dim"] = 9  # A difference the resume would advise on, were it reached.
+    path.write_text(json.dumps(saved))
+    with pytest.raises(config_lib.ConfigError, match=damaged + re.escape(said) + fix) as error:
+      check(str(tmp_path), tiny_config("cvae"))
+    assert "different config" not in str(error.value) and "--config." not in str(error.value)
+  saved = tiny_config("cvae").to_dict()
+  saved["model"]["z_dim"] = 9
+  saved["data"]["cub_attributes"] = "nonsense"  # Not the synthetic source's: not compared.
+  path.write_text(json.dumps(saved))
+  with pytest.raises(config_lib.ConfigError, match="resume it with the same values "
+                     "\\(--config.model.z_dim=9\\) or"):
     check(str(tmp_path), tiny_config("cvae"))
-  assert "model.width: 'abc' there, 0.125 now" in str(error.value)
-  assert "resume it with the same values (--config.model.z_dim=9) or" in str(error.value)
   assert config_lib.of_default_kind("model.width", 1) and config_lib.of_default_kind("seed", 3)
   assert not config_lib.of_default_kind("seed", True)
   assert not config_lib.of_default_kind("model.nokey", 1)
