@@ -284,6 +284,15 @@ def convolution_kernel_timing(cache_file: Optional[str] = None,
   return measured
 
 
+def _say_always(message: str) -> None:
+  """An INFO line that stays on a console set to warnings only (infer.py's default), as a
+  plain line on stderr: the seconds it announces passed without a word there."""
+  if logging.get_verbosity() >= logging.INFO:
+    logging.info(message)
+  else:
+    print(message, file=sys.stderr, flush=True)
+
+
 def _measure_in_child(timeout_s: float) -> Optional[dict[str, float]]:
   """`time_convolution_kernels()` in a child process with XLA's defaults; None on failure."""
   package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -297,8 +306,8 @@ def _measure_in_child(timeout_s: float) -> Optional[dict[str, float]]:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
   code = ("import json; from a2i_jax import perf; "
           "print(json.dumps(perf.time_convolution_kernels()))")
-  logging.info("Timing this CPU's convolution kernels, YNNPACK's against XLA's (once per CPU "
-               "model, about 7 s).")
+  _say_always("Timing this CPU's convolution kernels, YNNPACK's against XLA's (once per CPU "
+              "model, about 7 s).")
   try:
     done = subprocess.run([sys.executable, "-P", "-c", code], env=env, capture_output=True,
                           timeout=timeout_s, check=False)

@@ -6,7 +6,9 @@ import json
 import os
 import re
 import subprocess
+import sys
 
+from absl import logging
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -239,6 +241,16 @@ def test_accepted_xla_flags_asks_xla_once_per_jaxlib(tmp_path, monkeypatch):
                       subprocess.CompletedProcess(cmd, 0, b"", b""))
   assert perf._measure_in_child(5.0) is None  # pylint: disable=protected-access
   assert [("XLA_FLAGS" in e, "ONEDNN_MAX_CPU_ISA" in e) for e in envs] == [(False, False)]
+  # Its seconds are announced on a console set to warnings only too (infer.py's; was a
+  # silent pause of 6-7 s on a new machine): a plain line on stderr.
+  announced = []
+  monkeypatch.setattr(perf, "print", lambda *a, **kw: announced.append((a, kw["file"])),
+                      raising=False)
+  with monkeypatch.context() as patch:
+    patch.setattr(logging, "get_verbosity", lambda: logging.WARNING)
+    perf._measure_in_child(5.0)  # pylint: disable=protected-access
+  assert announced == [(("Timing this CPU's convolution kernels, YNNPACK's against XLA's "
+                         "(once per CPU model, about 7 s).",), sys.stderr)]
 
   calls = []
   monkeypatch.setattr(subprocess, "run",
