@@ -47,7 +47,7 @@ import shlex
 import shutil
 import threading
 import warnings
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -57,8 +57,8 @@ import orbax.checkpoint as ocp
 
 from a2i_jax import config_lib, distributed, files, interrupts, parallel
 from a2i_jax.data import base as data_base
-from a2i_jax.errors import (CheckpointError, ConfigError, add_unraisable_handler,
-                            first_line)
+from a2i_jax.errors import (CheckpointError, ConfigError, WorkdirError,
+                            add_unraisable_handler, first_line)
 
 CONFIG_FILE = "config.json"
 DATASET_FILE = data_base.DATASET_FILE
@@ -262,7 +262,14 @@ def newest_recorded_model(workdir: str) -> Optional[tuple[int, dict]]:
   return None
 
 
-def model_differences(recorded: Any, model: Any) -> list[tuple[str, Any, Any]]:
+# config.model keys that weigh or route the training loss alone: serving computes nothing
+# otherwise for other values (`load_trained` leaves them out of the record's comparison; a
+# resume compares them, as it trains with them).
+TRAINING_ONLY_MODEL_KEYS = ("gate_loss_weight", "block_kl_bg_grad_to_fg")
+
+
+def model_differences(recorded: Any, model: Any, ignore: Sequence[str] = ()
+                      ) -> list[tuple[str, Any, Any]]:
   """The keys whose values make a model that computes otherwise from the same weights.
 
   Keys either side lacks (added to the library since it was written) read as their defaults
@@ -272,12 +279,14 @@ def model_differences(recorded: Any, model: Any) -> list[tuple[str, Any, Any]]:
   Args:
     recorded: the model section a checkpoint records (`recorded_model`).
     model: the config's model section in use.
+    ignore: more keys to leave out (serving: `TRAINING_ONLY_MODEL_KEYS`).
   Returns:
     [(key, recorded value, value in use)], sorted by key; [] where they agree.
   """
   then, now = (_as_json(config_lib.with_defaults({"model": _as_json(m)}).model)
                for m in (recorded, model))
-  skip = {*COMPUTE_ONLY_MODEL_KEYS, *config_lib.unused_model_keys(str(now.get("name")))}
+  skip = {*COMPUTE_ONLY_MODEL_KEYS, *ignore,
+          *config_lib.unused_model_keys(str(now.get("name")))}
   return [(k, then.get(k), now.get(k)) for k in sorted(set(then) | set(now))
           if k not in skip and then.get(k) != now.get(k)]
 
@@ -337,7 +346,40 @@ def has_checkpoints(workdir: str) -> bool:
     True when `workdir/checkpoints` has a step's folder.
   """
   directory = os.path.join(workdir, CHECKPOINT_DIR)
-  return os.path.isdir(directory) and any(n.isdigit() for n in os.listdir(directory))
+  # Folders only: Orbax saves none as a file, and lists none (was: a file "8" made a run
+  # without config.json warn of checkpoints it did not have).
+  return os.path.isdir(directory) and any(
+      n.isdigit() and os.path.isdir(os.path.join(directory, n)) for n in os.listdir(directory))
+
+
+def check_step_names(workdir: str) -> None:
+  """Refuses an entry of `workdir/checkpoints` named as a step's save (8, not 08) that is not
+  a folder.
+
+  Such a file is the user's: Orbax neither lists nor restores it, and its save of that step
+  replaced it without a word (fault hunt). Refused before anything is written, as
+  `files.check_workdir` refuses entries of the wrong kind; not set aside as a corrupt
+  checkpoint is (`CORRUPT_DIR`): no save makes a file, so it is no checkpoint gone bad, and
+  where it belongs is the user's to say.
+
+  Args:
+    workdir: the run's directory.
+  Raises:
+    WorkdirError: the message names the entry and says to move it out of checkpoints/.
+  """
+  directory = os.path.join(workdir, CHECKPOINT_DIR)
+  try:
+    names = sorted(os.listdir(directory))
+  except OSError:  # Missing (made later), or not a folder: `files.check_workdir`'s to say.
+    return
+  for name in names:
+    path = os.path.join(directory, name)
+    if name.isdigit() and name == str(int(name)) and not os.path.isdir(path):
+      kind = ("a file" if os.path.isfile(path) else
+              "a symbolic link to nothing" if os.path.islink(path) else "a special file")
+      raise WorkdirError(f"{path} is {kind}, not a checkpoint, but it has a checkpoint's name: "
+                         f"a save of step {name} would replace it; move it out of "
+                         f"{directory}, or pass another --workdir.")
 
 
 def _apart(a: str, b: str) -> bool:
@@ -448,11 +490,14 @@ class Checkpointer:
       config.json keeps the weights' shapes where it changes how they are used (a disCVAE's
       `composition`), and was restored and used without a word. None: neither (a
       checkpoint without a record, saved by an older version, restores as before).
+    ignore: model keys a restore does not compare, besides those `model_differences` leaves
+      out (serving: `TRAINING_ONLY_MODEL_KEYS`).
   """
 
   def __init__(self, workdir: str, max_to_keep: int = 3, create: bool = True,
-               model: Any = None):
+               model: Any = None, ignore: Sequence[str] = ()):
     self._model = None if model is None else _as_json(model)
+    self._ignore = tuple(ignore)
     self.workdir = os.path.abspath(os.path.expanduser(workdir))
     self.directory = os.path.join(self.workdir, CHECKPOINT_DIR)
     self._options = ocp.CheckpointManagerOptions(
@@ -855,7 +900,7 @@ class Checkpointer:
     """`model_differences` between checkpoint `step`'s record and `model` ([]: no record)."""
     recorded = (None if self._model is None
                 else recorded_model(os.path.join(self.directory, str(step))))
-    return [] if recorded is None else model_differences(recorded, self._model)
+    return [] if recorded is None else model_differences(recorded, self._model, self._ignore)
 
   def _model_note(self, step: int) -> str:
     """"; model.width: 0.125 when saved, 0.25 now" where checkpoint `step` records another
@@ -1022,8 +1067,9 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
 
 
 def load_checked_config(workdir: str, check: Any) -> ml_collections.ConfigDict:
-  """The config a run in `workdir` was trained with, the keys it predates filled in
-  (`config_lib.with_defaults`), its values passed through `check`: a value `check` refuses
+  """The config a run in `workdir` was trained with, its values checked by `check`.
+
+  The keys it predates are filled in (`config_lib.with_defaults`). A value `check` refuses
   says config.json is damaged (edited by hand), not that the caller's config differs.
 
   Args:
@@ -1034,14 +1080,23 @@ def load_checked_config(workdir: str, check: Any) -> ml_collections.ConfigDict:
     The config.
   Raises:
     ConfigError: no or unreadable config.json, or one `check` refuses (the message names the
-      key, its value and `DAMAGED_CONFIG_FIX`).
+      key, its value, the model values the newest checkpoint records where config.json's
+      differ, and `DAMAGED_CONFIG_FIX`).
   """
   config = config_lib.with_defaults(load_config(workdir))
   try:
     check(config)
   except (TypeError, ValueError) as e:  # ConfigError too; a conversion's own error.
+    found = newest_recorded_model(workdir)
+    differences = [] if found is None else model_differences(found[1], config.model)
+    put_back = ""
+    if differences:  # The values the weights were trained with, known for certain.
+      values = describe_model_differences(differences)[1]
+      put_back = (f"checkpoint {found[0]} records its \"model\" section as trained: put "
+                  f"{values} back there, or ")
     raise ConfigError(f"the config at {os.path.join(workdir, CONFIG_FILE)} is damaged "
-                      f"({first_line(e).rstrip('.')}); {DAMAGED_CONFIG_FIX}") from None
+                      f"({first_line(e).rstrip('.')}); {put_back}{DAMAGED_CONFIG_FIX}"
+                      ) from None
   return config
 
 

@@ -436,8 +436,9 @@ def check_served_values(config: ml_collections.ConfigDict) -> None:
 
 
 def check_recorded_values(config: ml_collections.ConfigDict) -> None:
-  """The checks of what a resume compares of a run's saved config (its config.json): the
-  model section as serving checks it, and the data it names (a known source, a positive
+  """The checks of what a resume compares of a run's saved config (its config.json).
+
+  The model section as serving checks it, and the data it names (a known source, a positive
   image size, the source's own settings). A value these refuse was written by hand or
   damaged: a resume that differs from it must not be told to pass it as an override (was:
   "--config.data.name=imagenet", and a width "abc" called "a different config"). Not the

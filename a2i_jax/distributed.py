@@ -116,13 +116,18 @@ def start_backend() -> None:
   try:
     jax.devices()
   except (RuntimeError, AssertionError) as e:
-    platforms = os.environ.get("JAX_PLATFORMS") or ""
+    # The variable that named the platform: JAX_PLATFORMS (the platforms started), or, once
+    # those started, JAX's older JAX_PLATFORM_NAME (the default among them). Was: always
+    # JAX_PLATFORMS, also to a user who had set only JAX_PLATFORM_NAME (fault hunt).
+    variable = ("JAX_PLATFORM_NAME" if os.environ.get("JAX_PLATFORM_NAME") and _backends_ready()
+                else "JAX_PLATFORMS")
+    value = os.environ.get(variable) or ""
     said = (str(e).strip().splitlines() or [type(e).__name__])[0]
     said = said if len(said) <= 200 else said[:197] + "..."
     raise ConfigError(
-        f"JAX could not start its backend{f' (JAX_PLATFORMS={platforms})' if platforms else ''}"
-        f": {said}. Unset JAX_PLATFORMS or name a platform this machine has (cpu), or install "
-        "the jax plugin for the one named.") from None
+        f"JAX could not start its backend{f' ({variable}={value})' if value else ''}: {said}. "
+        f"Unset {variable} or name a platform this machine has (cpu), or install the jax "
+        "plugin for the one named.") from None
 
 
 def initialize(coordinator_address: Optional[str] = None, num_processes: Optional[int] = None,

@@ -323,7 +323,7 @@ def check_workdir(workdir: str, folders: Iterable[str] = (),
     raise WorkdirError(f"--workdir={workdir} is a file, not a directory; pass a directory "
                        "(it is created if missing).")
   # Was: "cannot write to ... (File exists)" from the lock's makedirs, which names neither
-  # the link nor the fix (review finding).
+  # the link nor the fix (fault hunt).
   link = _dangling_link(workdir)
   if link is not None:
     where, fix = _link_to_nothing(link)

@@ -137,14 +137,43 @@ def _checked_unit(x: Any, fn: str) -> Any:
   if not (np.isfinite(lo) and np.isfinite(hi)):
     raise InputError(f"{takes}; these hold NaN or infinity.")
   # The slack in the images' own precision: float32's 1.001 lies just above float64's.
-  if lo < -float(np.asarray(SIGNED_SLACK, x.dtype)) or hi > float(
-      np.asarray(1.0 + SIGNED_SLACK, x.dtype)):
-    fix = ("0 .. 255? divide by 255, or pass uint8" if 0.0 <= lo and 2.0 < hi <= 255.0 else
-           "the models' own [-1, 1]? pass (x + 1) / 2, inputs.from_signed(x)"
-           if -1.0 - SIGNED_SLACK <= lo and hi <= 1.0 + SIGNED_SLACK else
-           "scale them to [0, 1] first")
-    raise InputError(f"{takes}; these floats range over [{lo:.7g}, {hi:.7g}] ({fix}).")
+  slack = float(np.asarray(SIGNED_SLACK, x.dtype))
+  if lo < -slack or hi > float(np.asarray(1.0 + SIGNED_SLACK, x.dtype)):
+    fix = _unit_range_fix(lo, hi, slack) or (
+        " (0 .. 255? divide by 255, or pass uint8)." if 0.0 <= lo and 2.0 < hi <= 255.0 else
+        " (scale them to [0, 1] first).")
+    raise InputError(f"{takes}; these floats range over [{lo:.7g}, {hi:.7g}]{fix}")
   return xp.clip(x, 0.0, 1.0)
+
+
+def shown_size(image: Any) -> tuple[int, int]:
+  """An opened PIL image's (width, height) as shown: turned by its EXIF orientation, as
+  `read_image` turns it (from the header alone).
+
+  Args:
+    image: a `PIL.Image.Image` (opened; not yet loaded is fine).
+  Returns:
+    (width, height).
+  """
+  w, h = image.size
+  return (h, w) if image.getexif().get(0x0112) in (5, 6, 7, 8) else (w, h)
+
+
+def _unit_range_fix(lo: float, hi: float, slack: float) -> Optional[str]:
+  """The end of the line refusing [0, 1] images that range over [lo, hi] (beyond `slack`),
+  where the range says what they are: the models' own [-1, 1], or [0, 1] a little outside (a
+  resize's overshoot); None otherwise (NaN included)."""
+  if -1.0 - SIGNED_SLACK <= lo < -0.15 and hi <= 1.0 + SIGNED_SLACK:  # The models' range.
+    return ", the models' own [-1, 1] (pass (x + 1) / 2)."
+  if -0.15 <= lo and hi <= 1.15:
+    # Was told to pass (x + 1) / 2 for a [0, 1] image a cubic resize took below 0: that
+    # washes it out without a word. Below -0.02 a bright [-1, 1] image is as likely, and
+    # clipping that one washes it out: both are named.
+    signed_too = ("; if they are the models' own [-1, 1] (nothing darker than mid-grey), "
+                  "pass (x + 1) / 2 instead" if lo < -0.02 and hi <= 1.0 + slack else "")
+    return (", a little outside (a resize's overshoot?): pass np.clip(x, 0, 1)"
+            f"{signed_too}.")
+  return None
 
 
 def check_attributes(attributes: Any, y_dim: int, num: Optional[int] = None) -> np.ndarray:
@@ -235,18 +264,10 @@ def check_images(images: Any, image_size: int, signed: bool = False) -> np.ndarr
                   "divide uint8 images by 255, or pass them as uint8")
     except InputError:
       lo, hi = float(np.min(x)), float(np.max(x))
-      if -1.0 - SIGNED_SLACK <= lo < -0.15 and hi <= 1.0 + SIGNED_SLACK:  # The models' range.
-        raise InputError(f"{rule}; these range over [{lo:.7g}, {hi:.7g}], the models' own "
-                         "[-1, 1] (pass (x + 1) / 2).") from None
-      if -0.15 <= lo and hi <= 1.15:  # NaN fails both tests: check_range's line stands.
-        # Was told to pass (x + 1) / 2 for a [0, 1] image a cubic resize took below 0: that
-        # washes it out without a word. Below -0.02 a bright [-1, 1] image is as likely, and
-        # clipping that one washes it out: both are named.
-        signed_too = ("; if they are the models' own [-1, 1] (nothing darker than mid-grey), "
-                      "pass (x + 1) / 2 instead" if lo < -0.02 and hi <= 1.0 + slack else "")
-        raise InputError(f"{rule}; these range over [{lo:.7g}, {hi:.7g}], a little outside "
-                         f"(a resize's overshoot?): pass np.clip(x, 0, 1){signed_too}.") from None
-      raise
+      fix = _unit_range_fix(lo, hi, slack)
+      if fix is None:  # NaN: check_range's line stands.
+        raise
+      raise InputError(f"{rule}; these range over [{lo:.7g}, {hi:.7g}]{fix}") from None
     x = np.clip(np.asarray(x, np.float32), 0.0, 1.0)
   return _signed(x)
 
@@ -571,8 +592,12 @@ def read_image(path: str, error: type = InputError, size: Optional[int] = None
       warnings.simplefilter("ignore", Image.DecompressionBombWarning)
       with Image.open(path) as im:  # Lazy: the header only, so far.
         if size is not None and im.size != (size, size):  # Square: EXIF turns change nothing.
-          raise error(f"{path} is {im.size[0]}x{im.size[1]}; this model takes {size}x{size} "
-                      f"images. Crop or resize it to {size}x{size} first.")
+          try:  # As a viewer shows it (review: was the stored size).
+            w, h = shown_size(im)
+          except (OSError, ValueError):  # The EXIF block unreadable (a PNG's is at its end).
+            w, h = im.size
+          raise error(f"{path} is {w}x{h}; this model takes {size}x{size} images. Crop or "
+                      f"resize it to {size}x{size} first.")
         im.seek(0)  # Animated or multi-page: the first frame.
         im.load()
         return image_to_rgb(ImageOps.exif_transpose(im))

@@ -458,6 +458,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   files.check_workdir(workdir, folders=checkpoints.RUN_FOLDERS,
                       plain_files=(checkpoints.CONFIG_FILE, checkpoints.DATASET_FILE,
                                    metrics_lib.METRICS_FILE))
+  checkpoints.check_step_names(workdir)  # A file of the user's named as a step.
   # Another run training there: said before the data load (was: after it, for LFW a 233 MB
   # download and the mask network). The lock itself is taken later and is the guarantee.
   files.check_workdir_free(workdir)

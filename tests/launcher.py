@@ -5,9 +5,14 @@ arguments, working folder, environment, standard streams, signal handlers; JAX's
 started), less the 1.2-1.4 s of imports on the 2-core machine: most of a run that stops at a
 config mistake, a third of a tiny training run; the suite starts over a hundred.
 
-The child runs the script as Python would (`runpy`, as `__main__`, `sys.path[0]` its folder)
+The child runs the script as Python would (a `__main__` module of its own, `sys.argv` as the
+command gave it, `sys.path[0]` its folder, each signal's handler as a new process finds it,
+NumPy's global generator seeded afresh, absl's handler on the stream the entry points make)
 and ends as Python does: finalisation and `atexit` handlers, then the status of `sys.exit`, or
-1 after an uncaught exception's traceback, or the signal that killed it.
+1 after an uncaught exception's traceback, or the signal that killed it. What stays the
+server's: the modules it imported (a run imports nothing it would not have), the hash seed
+(so each process of a multi-process job forks from a server of its own: `popen`'s `slot`),
+the parent PID, /proc's command line, and a traceback's first frames (the server's).
 
 `run` answers as `subprocess.run(..., capture_output=True, text=True)` does, and `Popen` as
 `subprocess.Popen` (wait, poll, communicate, kill, send_signal; outputs through files, so
@@ -40,11 +45,15 @@ import tempfile
 import time
 from typing import Optional
 
+import numpy as np
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The variables in which a run's environment may differ from its server's, which no import
-# reads: faults_lib's fault and the process that injects it, and pytest's name of the test.
-REQUEST_KEYS = ("A2I_FAULT", "A2I_FAULT_PROCESS", "PYTEST_CURRENT_TEST")
-MAX_SERVERS = 4  # Per pytest worker (about 250 MB each).
+# reads: faults_lib's fault and the process that injects it, pytest's name of the test, and
+# XLA_FLAGS, which XLA reads when JAX starts its backend (never in the server: `_serve`
+# checks), so that runs of 1, 2 or 4 CPU devices share one server.
+REQUEST_KEYS = ("A2I_FAULT", "A2I_FAULT_PROCESS", "PYTEST_CURRENT_TEST", "XLA_FLAGS")
+MAX_SERVERS = 6  # Per pytest worker (about 250 MB each).
 # What train.py and infer.py import, less their own modules (which define absl flags).
 _PRELOAD = ("numpy", "PIL.Image", "absl.app", "absl.flags", "absl.logging",
             "ml_collections.config_flags", "jax", "jax.numpy", "flax.linen", "optax",
@@ -73,8 +82,8 @@ def _base(env: dict) -> dict:
 class _Server:
   """One server process, and what it has answered."""
 
-  def __init__(self, env: dict):
-    self.env = _base(env)
+  def __init__(self, env: dict, slot: int):
+    self.env, self.slot = _base(env), slot
     self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve"],
                                  cwd=ROOT, env=self.env, stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE)
@@ -108,13 +117,21 @@ class _Server:
       if not select.select([self.proc.stdout], [], [], left)[0]:
         return None
       chunk = os.read(self.proc.stdout.fileno(), 65536)
-      if not chunk:
+      if not chunk:  # Its runs would live on unwatched: they end too.
+        for pid in set(self.started) - set(self.statuses):
+          try:
+            os.kill(pid, signal.SIGKILL)
+          except OSError:
+            pass
         raise RuntimeError(f"the fork server (tests/launcher.py) ended, status "
                            f"{self.proc.wait()}")
       self._buffer += chunk
     line, self._buffer = self._buffer.split(b"\n", 1)
     message = json.loads(line)
     if "started" in message:
+      # A PID is reused only once its earlier child was reaped: that status is not this one's
+      # (review: a run could be taken for ended at once).
+      self.statuses.pop(message["started"], None)
       self.started.append(message["started"])
     elif "ended" in message:
       self.statuses[message["ended"]] = message["status"]
@@ -155,20 +172,24 @@ def _stop_servers() -> None:
     _servers.pop().stop()
 
 
-def _server_for(env: dict) -> Optional[_Server]:
-  """A running server for environment `env`, started if none serves it yet."""
+_failed: list[dict] = []  # Environments whose server did not start: not tried again.
+
+
+def _server_for(env: dict, slot: int) -> Optional[_Server]:
+  """A running server for environment `env` and `slot`, started if none serves them yet."""
   _servers[:] = [s for s in _servers if s.alive()]
   for server in _servers:
-    if server.serves(env):
+    if server.slot == slot and server.serves(env):
       return server
-  if len(_servers) >= MAX_SERVERS:
+  if len(_servers) >= MAX_SERVERS or _base(env) in _failed:
     return None
   if not _servers:  # Registered in the tests' process only, as `_output_file`'s folder.
     atexit.unregister(_stop_servers)
     atexit.register(_stop_servers)
-  server = _Server(env)
+  server = _Server(env, slot)
   if not server.alive():
     server.stop()
+    _failed.append(server.env)
     return None
   _servers.append(server)
   return server
@@ -259,13 +280,19 @@ class Popen:
 
 
 def popen(argv: list, *, env: dict, cwd: Optional[str] = None, stdout=None, stderr=None,
-          text: bool = False, **kwargs):
+          text: bool = False, slot: int = 0, **kwargs):
   """`subprocess.Popen(argv, env=env, cwd=cwd, stdout=..., stderr=..., text=...)`, forked by
-  a server where the fork is the same run; else that `subprocess.Popen`."""
+  a server where the fork is the same run; else that `subprocess.Popen`.
+
+  `slot`: runs of other slots fork from other servers, whose hash seeds (and the like) differ
+  as two new processes' would: give each process of a multi-process job its own (its process
+  index), so that a disagreement between processes that follows from a set's order, say, is
+  not hidden by their one seed.
+  """
   cwd = cwd or os.getcwd()
   script = _script(argv, cwd)
   out, err = _target(stdout, True), _target(stderr, False)
-  server = (_server_for(env) if script and out and err and not kwargs
+  server = (_server_for(env, slot) if script and out and err and not kwargs
             and os.environ.get("A2I_LAUNCHER", "1") != "0" else None)
   if os.environ.get("A2I_LAUNCHER_LOG"):  # A line per run: how it started (for a look).
     with open(os.environ["A2I_LAUNCHER_LOG"], "a") as log:
@@ -293,25 +320,34 @@ def run(argv: list, *, cwd: str, env: dict, timeout: float) -> subprocess.Comple
   return subprocess.CompletedProcess(argv, p.returncode, stdout=out, stderr=err)
 
 
-def _become(request: dict, keep_out: list) -> None:
+def _become(request: dict, keep_out: list, dispositions: dict) -> None:
   """In the child: the run's process state, then its script, as `python SCRIPT ARGS` would.
   Returns only by raising (SystemExit or the script's exception), out to the interpreter's
-  end."""
+  end.
+
+  Args:
+    request: the run (argv, script, cwd, outputs, the request's variables).
+    keep_out: the server's descriptors, closed here.
+    dispositions: each signal's handler as the server found it at its start: a new process's
+      (Python's own SIGINT handler, or SIG_IGN where the tests' process ignores it, as under
+      nohup).
+  """
   signal.set_wakeup_fd(-1)
-  for signum in (signal.SIGTERM, signal.SIGCHLD, signal.SIGHUP):
-    signal.signal(signum, signal.SIG_DFL)
-  signal.signal(signal.SIGINT, signal.default_int_handler)
+  for signum, handler in dispositions.items():
+    signal.signal(signum, handler)
   for fd in keep_out:  # The server's pipes.
     os.close(fd)
   null = os.open(os.devnull, os.O_RDONLY)
   os.dup2(null, 0)
   os.close(null)
-  out = os.open(request["stdout"], os.O_WRONLY | os.O_TRUNC)
+  # At the end of what the file holds, as a child given the caller's open file writes after
+  # what the caller wrote (review: was truncated).
+  out = os.open(request["stdout"], os.O_WRONLY | os.O_APPEND)
   os.dup2(out, 1)
   if request["same"]:
     os.dup2(out, 2)
   else:
-    err = os.open(request["stderr"], os.O_WRONLY | os.O_TRUNC)
+    err = os.open(request["stderr"], os.O_WRONLY | os.O_APPEND)
     os.dup2(err, 2)
     os.close(err)
   os.close(out)
@@ -319,19 +355,59 @@ def _become(request: dict, keep_out: list) -> None:
   for key in REQUEST_KEYS:
     os.environ.pop(key, None)
   os.environ.update(request["env"])
+  np.random.seed()  # From the OS, as a new process's (the `random` module reseeds itself).
+  _absl_after_the_wrap()
   argv = request["argv"]
-  sys.argv = argv[1:]
+  sys.argv = argv[1:]  # As given: argv[0] relative where the command's is (review).
   sys.orig_argv = list(argv)
-  sys.path[0] = os.path.dirname(os.path.abspath(request["script"]))
-  import runpy  # pylint: disable=import-outside-toplevel
-  runpy.run_path(request["script"], run_name="__main__")
+  path = os.path.abspath(request["script"])
+  sys.path[0] = os.path.dirname(path)
+  # `__main__` as Python makes it for a script (runpy rewrote argv[0] to the path it took).
+  import builtins  # pylint: disable=import-outside-toplevel
+  import importlib.machinery  # pylint: disable=import-outside-toplevel
+  import types  # pylint: disable=import-outside-toplevel
+  main = types.ModuleType("__main__")
+  main.__file__ = path
+  main.__builtins__ = builtins
+  main.__loader__ = importlib.machinery.SourceFileLoader("__main__", path)
+  main.__spec__ = None
+  sys.modules["__main__"] = main
+  with open(path, "rb") as f:
+    code = compile(f.read(), path, "exec")
+  exec(code, main.__dict__)  # pylint: disable=exec-used
   raise SystemExit(0)
+
+
+def _absl_after_the_wrap() -> None:
+  """absl's handler writes to the stderr it found when absl was imported: in a new train.py
+  or infer.py, the one `startup.begin` has made safe from a closed console
+  (`keep_going_without_a_console`), since they import absl after that; here the server's
+  (review). The wrap re-points the handler to the stream it makes, as that import order
+  would have."""
+  from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
+  from a2i_jax import startup  # pylint: disable=import-outside-toplevel
+  wrap = startup.keep_going_without_a_console
+  handler = absl_logging.get_absl_handler().python_handler
+
+  def wrap_then_follow():
+    before = sys.stderr
+    wrap()
+    if handler.stream is before:
+      handler.stream = sys.stderr
+  startup.keep_going_without_a_console = wrap_then_follow
 
 
 def _serve() -> None:
   """A server's loop: a fork per request and its PID, each child's status when it ends."""
   import importlib  # pylint: disable=import-outside-toplevel
   import logging  # pylint: disable=import-outside-toplevel
+  # A new process's handlers, as Python set them at its start (before the server's own).
+  dispositions = {}
+  for signum in signal.valid_signals():
+    if signum not in (signal.SIGKILL, signal.SIGSTOP):
+      handler = signal.getsignal(signum)
+      if handler is not None:  # Not Python's to set (set outside it): left as it is.
+        dispositions[signum] = handler
   for name in _PRELOAD:
     importlib.import_module(name)
   # Orbax's import logs through absl before absl's handler is in place, which adds
@@ -353,11 +429,17 @@ def _serve() -> None:
   signal.set_wakeup_fd(wake_w)
   signal.signal(signal.SIGCHLD, lambda *_: None)
 
+  children, buffer, reading = set(), b"", True
+
   def answer(message):
-    os.write(answers, json.dumps(message).encode() + b"\n")
+    try:
+      os.write(answers, json.dumps(message).encode() + b"\n")
+    except BrokenPipeError:  # The tests ended: so do the runs left (review: orphaned).
+      for pid in children:
+        os.kill(pid, signal.SIGKILL)
+      os._exit(0)  # pylint: disable=protected-access
 
   answer({"ready": dict(os.environ)})
-  children, buffer, reading = set(), b"", True
   while reading or children:
     ready = select.select([requests, wake_r] if reading else [wake_r], [], [])[0]
     if wake_r in ready:
@@ -382,7 +464,7 @@ def _serve() -> None:
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-          _become(request, [requests, answers, wake_r, wake_w])
+          _become(request, [requests, answers, wake_r, wake_w], dispositions)
         children.add(pid)
         answer({"started": pid})
 

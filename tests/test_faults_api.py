@@ -930,6 +930,13 @@ def test_a_config_json_edited_to_another_model_of_the_same_shapes_is_refused(
       os.path.join(folder, checkpoints.CHECKSUM_FILE))
   _edit_model(workdir, upsample_mode="direct")  # The same function: still served.
   assert inference.load_trained(workdir).step == step
+  # A weight of the training loss alone: serving computes nothing otherwise (review: was
+  # refused as "would compute something they were not trained for"). Put back after.
+  with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
+    weight = json.load(f)["model"]["gate_loss_weight"]
+  _edit_model(workdir, gate_loss_weight=weight + 0.5)
+  assert inference.load_trained(workdir).step == step
+  _edit_model(workdir, gate_loss_weight=weight)
   _edit_model(workdir, composition="reference")
   with pytest.raises(ConfigError, match=re.escape(
       f"checkpoint {step} in {workdir}/checkpoints was trained as another model than the "

@@ -33,6 +33,7 @@ from PIL import Image
 from a2i_jax import config_lib, inference, inputs
 from a2i_jax.data.base import Dataset, Split
 from a2i_jax.errors import A2IError, CheckpointError, InputError
+import faults_lib
 import launcher
 from faults_lib import infer_options as _options
 
@@ -59,10 +60,10 @@ def vae(trained, tmp_path):
 
 def _infer(*args, driver=None):
   cmd = [sys.executable] + (["-c", driver] if driver else ["infer.py"]) + list(args)
-  # infer.py from the tests' fork server (tests/launcher.py): its imports done already. And
-  # without the start over with huge pages (tests/test_hugepages.py covers it), which would
-  # import everything again, as faults_lib's train.py runs do.
-  return launcher.run(cmd, cwd=ROOT, timeout=300, env=dict(os.environ, A2I_HUGE_PAGES="0"))
+  # infer.py from the tests' fork server (tests/launcher.py): its imports done already. In
+  # faults_lib's environment, as its train.py runs (the same server): without the start over
+  # with huge pages (tests/test_hugepages.py covers it), which would import everything again.
+  return launcher.run(cmd, cwd=ROOT, timeout=300, env=faults_lib.environment())
 
 
 def test_processes_compare_their_flags_but_not_their_paths():
@@ -506,6 +507,14 @@ def test_a_huge_input_image_is_one_line_from_its_header(trained, tmp_path, monke
                        r"pixels, over the bound of 2,000 .*\); shrink it first"):
       inputs.read_image(_png(tmp_path / "over.png", np.zeros((50, 50, 3))))
   assert not [w for w in seen if issubclass(w.category, Image.DecompressionBombWarning)]
+  # The size named is the one a viewer shows: turned by the EXIF orientation (review: a 64 x
+  # 32 photo shown 32 x 64 was called 64x32).
+  monkeypatch.undo()  # PIL's own bound again.
+  exif = Image.Exif()
+  exif[0x0112] = 6  # Turned a quarter: stored 64 wide, shown 32 wide.
+  Image.new("RGB", (64, 32)).save(tmp_path / "turned.jpg", exif=exif)
+  with pytest.raises(InputError, match=r"turned.jpg is 32x64; this model takes 32x32"):
+    inputs.read_image(str(tmp_path / "turned.jpg"), size=32)
   assert _no_files(out)
 
 

@@ -809,6 +809,44 @@ def test_entries_of_the_wrong_kind_in_the_workdir_are_one_line(tmp_path):
   files.check_workdir(str(workdir), **kinds)  # The right kinds, or absent.
 
 
+def test_a_file_named_as_a_step_in_checkpoints_is_refused_not_replaced(tmp_path, monkeypatch):
+  """A user's file named as a step in checkpoints/ (not a folder: no save makes one) was
+  invisible to Orbax and replaced by its save of that step without a word, and made a new run
+  warn of checkpoints it did not have (fault hunt). Refused before anything is written, as an
+  entry of the wrong kind in the workdir is; not moved to corrupt_checkpoints/, which holds
+  checkpoints gone bad. In process, the loader replaced: the checks come before the load."""
+  from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
+  from conftest import tiny_config  # pylint: disable=import-outside-toplevel
+
+  class Loaded(Exception):
+    pass
+
+  def load(*args, **kwargs):
+    raise Loaded
+
+  monkeypatch.setattr(train_lib, "load_dataset", load)
+  workdir = tmp_path / "w"
+  folder = workdir / "checkpoints"
+  folder.mkdir(parents=True)
+  (folder / "2").write_text("mine")
+  assert not checkpoints.has_checkpoints(str(workdir))
+  with pytest.raises(files.WorkdirError, match=re.escape(
+      f"{folder}/2 is a file, not a checkpoint, but it has a checkpoint's name: a save of "
+      f"step 2 would replace it; move it out of {folder}, or pass another --workdir.")):
+    train_lib.train_and_evaluate(tiny_config("cvae"), str(workdir))
+  assert (folder / "2").read_text() == "mine" and os.listdir(workdir) == ["checkpoints"]
+  (folder / "2").unlink()
+  (folder / "4").symlink_to(tmp_path / "nowhere")
+  with pytest.raises(files.WorkdirError, match="/4 is a symbolic link to nothing, not a "):
+    train_lib.train_and_evaluate(tiny_config("cvae"), str(workdir))
+  (folder / "4").unlink()
+  for name in ("08", "notes"):  # Names no save takes: left alone.
+    (folder / name).write_text("mine")
+  with pytest.raises(Loaded):
+    train_lib.train_and_evaluate(tiny_config("cvae"), str(workdir))
+  assert sorted(os.listdir(folder)) == ["08", "notes"]
+
+
 def test_a_failed_restore_leaves_the_record_alone(tmp_path, flags, reference):
   """config.json is written only after the restore succeeded (item 3). A resume without it
   cannot be checked against the run's config, and says so (was: silently unchecked)."""
@@ -1684,6 +1722,26 @@ def test_resume_advice_offers_only_values_an_override_can_set(tmp_path):
   assert config_lib.of_default_kind("model.width", 1) and config_lib.of_default_kind("seed", 3)
   assert not config_lib.of_default_kind("seed", True)
   assert not config_lib.of_default_kind("model.nokey", 1)
+
+
+def test_a_damaged_config_json_names_what_the_checkpoints_record(tmp_path, reference):
+  """Beside checkpoints that record their model section, a width "abc" in config.json was
+  "records another model ... edited since the save": not a model, a damaged value. Named as
+  damaged, with the value the newest checkpoint records to put back."""
+  from a2i_jax import config_lib, train_lib  # pylint: disable=import-outside-toplevel
+  workdir = _copy(reference, tmp_path)
+  config = checkpoints.load_config(workdir)  # The run's own config.
+  path = os.path.join(workdir, checkpoints.CONFIG_FILE)
+  with open(path, encoding="utf-8") as f:
+    saved = json.load(f)
+  saved["model"]["width"] = "abc"
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(saved, f)
+  with pytest.raises(config_lib.ConfigError, match=re.escape(
+      f"the config at {path} is damaged (config.model.width='abc' must be a number); "
+      f"checkpoint {STEPS} records its \"model\" section as trained: put \"width\": 0.125 "
+      "back there, or restore it from a copy if you have one; deleting it")):
+    train_lib._check_resume_compatible(workdir, config)  # pylint: disable=protected-access
 
 
 def test_evaluation_settings_larger_than_the_data_warn_once(caplog):

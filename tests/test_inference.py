@@ -163,8 +163,13 @@ def test_image_conversions():
 
 _OUT_OF_RANGE = [  # (values, what the one line says)
     (np.array([0.0, 128.0, 255.0]), r"range over \[0, 255\] \(0 \.\. 255\? divide by 255"),
-    (np.array([-1.0, 0.0, 1.0]), r"range over \[-1, 1\] \(the models' own \[-1, 1\]\? pass "
-                                 r"\(x \+ 1\) / 2"),
+    (np.array([-1.0, 0.0, 1.0]), r"range over \[-1, 1\], the models' own \[-1, 1\] \(pass "
+                                 r"\(x \+ 1\) / 2\)"),
+    # A resize's overshoot beyond the rounding slack: clip (review: was told (x + 1) / 2,
+    # which washes the image out, or to scale it).
+    (np.array([-0.01, 0.5, 1.0]), r"range over \[-0\.01, 1\], a little outside \(a resize's "
+                                  r"overshoot\?\): pass np\.clip\(x, 0, 1\)\.$"),
+    (np.array([0.0, 1.0078]), r"a little outside \(a resize's overshoot\?\): pass np\.clip"),
     (np.array([0.2, -0.5, 2.0]), r"range over \[-0\.5, 2\] \(scale them to \[0, 1\] first"),
     (np.array([0.5, np.nan]), "hold NaN or infinity"),
     (np.array([0.5, np.inf], np.float32), "hold NaN or infinity"),

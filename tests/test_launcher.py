@@ -15,7 +15,8 @@ import launcher
 SCRIPT = """
 import json, os, signal, sys
 what = sys.argv[1]
-print(json.dumps({"argv": sys.argv, "cwd": os.getcwd(), "pid": os.getpid(), "ppid": os.getppid(),
+print(json.dumps({"argv": sys.argv, "hash": hash("a2i"), "cwd": os.getcwd(),
+                  "pid": os.getpid(), "ppid": os.getppid(),
                   "path0": sys.path[0], "fault": os.environ.get("A2I_FAULT"),
                   "main": __name__, "file": __file__,
                   "sigint": signal.getsignal(signal.SIGINT) is signal.default_int_handler,
@@ -61,15 +62,19 @@ def test_a_forked_run_sees_and_ends_as_a_new_process(script, tmp_path, what, sta
   forked, new = _both(argv, str(tmp_path), env)
   assert forked.returncode == new.returncode == status, (forked, new)
   seen, expected = (json.loads(r.stdout.splitlines()[0]) for r in (forked, new))
+  seen.pop("hash"), expected.pop("hash")
   assert seen.pop("pid") not in (os.getpid(), expected.pop("pid"))
   # Forked by the server that serves this environment; the other one by this process.
   assert expected.pop("ppid") == os.getpid()
   servers = launcher._servers  # pylint: disable=protected-access
   assert seen.pop("ppid") in [s.proc.pid for s in servers if s.serves(env)]
-  assert seen == expected == {
+  # The handlers as a new process finds them (Ctrl-C ignored where this process ignores it,
+  # as a background job's would).
+  assert seen == expected, (seen, expected)
+  assert {k: v for k, v in seen.items() if k not in ("sigint", "sigterm")} == {
       "argv": [script, what, "--flag=x"], "cwd": str(tmp_path),
       "path0": os.path.dirname(script), "fault": "kill_after_step:1", "main": "__main__",
-      "file": script, "sigint": True, "sigterm": True}, seen
+      "file": script}, seen
   assert forked.stderr.splitlines()[0] == "to stderr"
   assert (forked.stderr.splitlines()[-1] == new.stderr.splitlines()[-1]
           == {"raise": "ValueError: raised", "atexit": "atexit ran"}.get(what, "to stderr"))
@@ -103,3 +108,30 @@ def test_what_a_fork_cannot_be_starts_otherwise(script, tmp_path):
   servers = launcher._servers  # pylint: disable=protected-access
   assert [s.serves(other) for s in servers].count(True) == 1
   assert not any(s.serves(other) and s.serves(env) for s in servers)
+
+
+def test_argv_output_files_and_the_processes_of_a_job(script, tmp_path):
+  """What the review found a fork gave otherwise: argv[0] as the command gave it (runpy made
+  it the absolute path: infer.py --help named /work/main/infer.py), a file output written
+  after what the caller wrote (was truncated), and one hash seed for the processes of a
+  multi-process job (each process index forks from a server of its own: `slot`)."""
+  env = faults_lib.environment()
+  folder = os.path.dirname(script)
+  log = tmp_path / "log"
+  with open(log, "w") as f:
+    f.write("the caller's line\n")
+    f.flush()
+    p = launcher.popen([sys.executable, "probe.py", "end"], env=env, cwd=folder, stdout=f,
+                       stderr=subprocess.STDOUT)
+    assert isinstance(p, launcher.Popen) and p.wait(timeout=60) == 0
+  lines = log.read_text().splitlines()
+  assert lines[0] == "the caller's line" and lines[-1] == "to stderr", lines
+  seen = json.loads(lines[1])
+  assert seen["argv"] == ["probe.py", "end"] and seen["file"] == script
+  hashes = []
+  for slot in (0, 1):
+    r = launcher.popen([sys.executable, script, "end"], env=env, cwd=folder,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, slot=slot)
+    hashes.append(json.loads(r.communicate(timeout=60)[0].splitlines()[0])["hash"])
+  if "PYTHONHASHSEED" not in env:  # Else every process has the one seed anyway.
+    assert hashes[0] != hashes[1]

@@ -59,9 +59,10 @@ def _launch_each(argvs: list) -> list:
   """Starts the driver once per argument list of `argvs`."""
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1",
              PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]))
+  # Forked (tests/launcher.py), each process of a job from a server of its own (`slot`).
   return [launcher.popen([sys.executable, DRIVER, *argv], env=env, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
-          for argv in argvs]
+                         stderr=subprocess.PIPE, text=True, slot=i)
+          for i, argv in enumerate(argvs)]
 
 
 def _finish(procs: list, timeout_s: float = START_TIMEOUT_S) -> list:
@@ -357,13 +358,13 @@ def _train_py(workdir: str, flags: list, num_processes: int, fault: str = "",
           for i in range(num_processes)]
   if not logs:
     return _finish([launcher.popen(a, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True) for a in argv])
+                                   text=True, slot=i) for i, a in enumerate(argv)])
   os.makedirs(logs, exist_ok=True)
   paths = [os.path.join(logs, f"process{i}.log") for i in range(num_processes)]
   procs = []
-  for a, path in zip(argv, paths):
+  for i, (a, path) in enumerate(zip(argv, paths)):
     with open(path, "w") as log:
-      procs.append(launcher.popen(a, env=env, stdout=log, stderr=subprocess.STDOUT))
+      procs.append(launcher.popen(a, env=env, stdout=log, stderr=subprocess.STDOUT, slot=i))
   results = []
   for p, path in zip(procs, paths):
     p.wait(timeout=START_TIMEOUT_S)
@@ -388,8 +389,8 @@ def _two_processes(argv: Callable[[int], list]) -> list:
   env = _entry_point_env(2)
   port = _free_port()
   return [launcher.popen([*argv(i), f"--coordinator_address=localhost:{port}",
-                            "--num_processes=2", f"--process_id={i}"], env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                          "--num_processes=2", f"--process_id={i}"], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, slot=i)
           for i in (0, 1)]
 
 

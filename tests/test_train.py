@@ -408,6 +408,26 @@ def test_the_default_cache_folders_follow_the_users_environment(tmp_path, monkey
   assert len(said) == 1 and "XDG_CACHE_HOME" in said[0], said
 
 
+def test_the_variable_that_named_the_platform_is_the_one_named(monkeypatch):
+  """JAX_PLATFORM_NAME=gpu on a machine without one was told to unset JAX_PLATFORMS, which it
+  had not set (fault hunt). In process: JAX's failure stood in for, its backends started."""
+  from a2i_jax import distributed  # pylint: disable=import-outside-toplevel
+
+  def fail():
+    raise RuntimeError("Unknown backend: 'gpu' requested, but no platforms that are "
+                       "instances of gpu are present. Platforms present are: cpu.")
+  monkeypatch.setattr(distributed.jax, "devices", fail)
+  monkeypatch.setenv("JAX_PLATFORM_NAME", "gpu")
+  with pytest.raises(ConfigError, match="^JAX could not start its backend \\(JAX_PLATFORM_NAME="
+                     "gpu\\): Unknown backend: 'gpu' requested.*Unset JAX_PLATFORM_NAME or "):
+    distributed.start_backend()
+  # JAX_PLATFORMS's platforms failed to start (no backend then): that one is named.
+  monkeypatch.setattr(distributed, "_backends_ready", lambda: False)
+  monkeypatch.setenv("JAX_PLATFORMS", "cuda")
+  with pytest.raises(ConfigError, match="\\(JAX_PLATFORMS=cuda\\): .*Unset JAX_PLATFORMS or "):
+    distributed.start_backend()
+
+
 def test_the_environment_a_user_may_set(tmp_path):
   """JAX_PLATFORMS naming a platform this machine lacks was JAX's traceback; JAX_ENABLE_X64
   turned the augmentation and the latents into float64 (and changed the reported bound);

@@ -65,7 +65,7 @@ from PIL import Image
 from a2i_jax.data import tfds_lib
 from a2i_jax.data.base import (DataError, DatasetNotPreparedError, RESIZE_MODES, SPLITS,
                                check_choice)
-from a2i_jax.inputs import read_image, too_many_pixels
+from a2i_jax.inputs import read_image, shown_size, too_many_pixels
 
 tfds = tfds_lib.import_tfds()
 
@@ -384,22 +384,16 @@ def _check_mask(image_path: str, mask_path: str, on_disk: Optional[str] = None) 
 
 
 def _header_size(path: str) -> tuple[int, int]:
-  """An image file's (width, height) as shown (`_shown_size`), from its header alone."""
+  """An image file's (width, height) as shown (`inputs.shown_size`), from its header alone."""
   try:
     with warnings.catch_warnings():  # PIL's two lines between half its bound and the bound.
       warnings.simplefilter("ignore", Image.DecompressionBombWarning)
       with Image.open(path) as im:
-        return _shown_size(im)
+        return shown_size(im)
   except Image.DecompressionBombError as e:
     raise DataError(too_many_pixels(path, e)) from None
   except OSError as e:
     raise DataError(f"{path} is not an image PIL can read ({e}); replace or remove it.") from e
-
-
-def _shown_size(image: Any) -> tuple[int, int]:
-  """(width, height) once the EXIF orientation is applied, as `read_image` applies it."""
-  w, h = image.size
-  return (h, w) if image.getexif().get(0x0112) in (5, 6, 7, 8) else (w, h)
 
 
 def _fingerprint(path: str, table: Table, image_size: int, resize: str) -> str:

@@ -229,7 +229,10 @@ def load_trained(workdir: str, step: Optional[int] = None) -> TrainedModel:
   target = checkpoints.with_sharding(abstract, parallel.replicated(parallel.make_mesh()))
   # The model section in use is compared with the one the checkpoint records: an edited
   # config.json that keeps the shapes (a disCVAE's composition) served another model.
-  ckpt = checkpoints.Checkpointer(workdir, create=False, model=config.model)
+  # Not the keys that weigh the training loss alone (review: an edited gate_loss_weight
+  # stopped serving, "its weights would compute something they were not trained for").
+  ckpt = checkpoints.Checkpointer(workdir, create=False, model=config.model,
+                                  ignore=checkpoints.TRAINING_ONLY_MODEL_KEYS)
   try:
     if step is None:  # Process 0's newest for every process (was: each its own, so a save
       # between two processes' looks served half the images from another checkpoint).
