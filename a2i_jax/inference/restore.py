@@ -174,13 +174,10 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   if isinstance(workdir, (str, os.PathLike)) and os.path.isfile(workdir):
     raise ConfigError(f"{workdir} is a file; pass the workdir, the folder train.py's --workdir "
                       "named (it holds config.json and checkpoints/).")
-  config = config_lib.with_defaults(checkpoints.load_config(workdir))
-  try:  # Was: trusted, and e.g. a width "abc" was a traceback from the model's code.
-    config_lib.check_served_values(config)
-  except (ConfigError, TypeError, ValueError) as e:
-    raise ConfigError(f"the config at {os.path.join(workdir, checkpoints.CONFIG_FILE)} is "
-                      f"damaged ({e}); {checkpoints.DAMAGED_CONFIG_FIX}") from None
-  return config
+  # Its values checked (was: trusted, and e.g. a width "abc" was a traceback from the model's
+  # code), as a resume checks them: a damaged one is named so, with the model values the newest
+  # checkpoint records where they differ.
+  return checkpoints.load_checked_config(workdir, config_lib.check_served_values)
 
 
 def _run_identity(workdir: str, step: Optional[int]) -> str:
