@@ -17,6 +17,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import jax
@@ -25,7 +26,7 @@ import numpy as np
 from a2i_jax import files, inference, occlusions
 from a2i_jax.data.base import Dataset, centre_cropped
 from a2i_jax.errors import ConfigError, InputError
-from a2i_jax.inputs import check_key, to_unit
+from a2i_jax.inputs import check_int, check_key, to_unit
 
 RECON_FULL = "reconstruction"
 RECON_FG = "reconstruction (foreground)"
@@ -63,6 +64,29 @@ def mean_sem(values: np.ndarray) -> dict[str, float]:
   return {"mean": float(v.mean()), "sem": sem, "n": int(v.size)}
 
 
+# The 0-255 scale of `error_cell`'s "rmse_255".
+PIXEL_LEVELS = 255.0
+
+
+def error_cell(target: np.ndarray, estimate: np.ndarray, region: np.ndarray) -> dict[str, Any]:
+  """One table cell: `mean_sem` of the per-image squared errors over `region`, and under
+  "rmse_255" `mean_sem` of each image's root mean squared error on the 0-255 scale (255 x
+  the root of its squared error on [0, 1]), so that a paper's table in either unit can be
+  matched (docs/reference.md §6: the paper's scale is unknown). The root of the mean of the
+  squared errors is `sqrt(cell["mean"]) * 255`; the mean of the roots is what "rmse_255"
+  gives, each image's error on the scale of its pixels.
+
+  Args:
+    target, estimate: [N, S, S, 3] images in [0, 1].
+    region: [N, S, S, 1] weights, 1 = pixel counted.
+  Returns:
+    {"mean", "sem", "n", "rmse_255": {"mean", "sem", "n"}}.
+  """
+  errors = region_errors(target, estimate, region)
+  with np.errstate(invalid="ignore"):  # NaN stays NaN and is left out, as in `mean_sem`.
+    return {**mean_sem(errors), "rmse_255": mean_sem(PIXEL_LEVELS * np.sqrt(errors))}
+
+
 def _nonfinite_images(images: np.ndarray, energy: Optional[np.ndarray] = None) -> int:
   """How many of `images` ([N, ...]) hold NaN or infinity, or have a non-finite `energy` [N]
   (inference that diverged on every restart: its output means nothing, even where finite)."""
@@ -92,27 +116,62 @@ def _check_outputs_finite(trained: inference.TrainedModel, images: np.ndarray,
         "evaluate an earlier checkpoint (infer.py --step), or train again.")
 
 
+def _check_attribute_order(trained: inference.TrainedModel, dataset: Dataset) -> None:
+  """Refuses a dataset whose attributes are not in the order the run was trained with (its
+  dataset.json's, `trained.attribute_names`; None for a run without one, or a model of
+  `from_variables`): the model would read each column as another attribute. Was: scored
+  without a word, e.g. `load_dataset(config.data)` of a folder whose CSV columns moved since
+  training (`inference.load_data` puts them back in the run's order)."""
+  # getattr: the tests' stand-ins for a TrainedModel may have no such field.
+  trained_names = getattr(trained, "attribute_names", None)
+  names = tuple(dataset.attribute_names)
+  if trained_names is not None and names != tuple(trained_names):
+    raise InputError(
+        f"the dataset's attributes ({', '.join(names)}) are not in the order the model of step "
+        f"{trained.step} was trained with ({', '.join(trained_names)}); pass the run's data as "
+        "it trained: inference.load_data(trained).")
+
+
+def _attributes_given(options: Any, what: str) -> None:
+  """Refuses options that infer the attributes: the errors are those of inference with the
+  true attributes given. Was: "infer_attributes=True needs an attribute_prior", a prior these
+  functions do not take, from the first inference (in `tune_inference`, after the settings
+  before it had run)."""
+  if getattr(options, "infer_attributes", False):
+    raise InputError(f"{what} infer the attributes (infer_attributes=True), but the errors are "
+                     "scored with the true attributes given; pass options with "
+                     "infer_attributes=False, e.g. inference.options_for(trained, "
+                     "infer_attributes=False) (attribute_report scores attribute inference).")
+
+
 # How many validation images `tune_inference` scores by default.
 TUNE_EXAMPLES = 256
 
 
-def _tuning_cell(target: np.ndarray, estimate: np.ndarray, region: np.ndarray
-                 ) -> dict[str, float]:
-  """`mean_sem` of one tuning column, and "diverged": the images whose estimate holds NaN or
-  infinity. Where any did, the mean and s.e. are NaN: the images that converged alone would
-  give a setting that diverges on some a better error than one that does not. Was: their
-  errors left out as if those pixels were not scored."""
-  diverged = _nonfinite_images(estimate)
-  cell = {**mean_sem(region_errors(target, estimate, region)), "diverged": diverged,
+def _tuning_cell(target: np.ndarray, estimate: np.ndarray, region: np.ndarray,
+                 energy: Optional[np.ndarray] = None) -> dict[str, Any]:
+  """`error_cell` of one tuning column, and "diverged": the images whose estimate holds NaN or
+  infinity, or whose final `energy` does (no restart converged: the estimate, finite or not,
+  means nothing). Where any did, the mean and s.e. are NaN: the images that converged alone
+  would give a setting that diverges on some a better error than one that does not. Was: their
+  errors left out as if those pixels were not scored; and a setting whose every image
+  diverged with finite pixels (learning_rate 1e30: z near 1e30, the decoder saturated) was
+  scored as converged, "diverged" 0."""
+  diverged = _nonfinite_images(estimate, energy)
+  cell = {**error_cell(target, estimate, region), "diverged": diverged,
           "images": len(estimate)}
   if diverged:
-    cell["mean"] = cell["sem"] = float("nan")
+    for c in (cell, cell["rmse_255"]):
+      c["mean"] = c["sem"] = float("nan")
   return cell
 
 
 def _check_count(num_examples: int, split: str = "test") -> None:
-  if num_examples == 0 or num_examples < -1:
-    raise InputError(f"num_examples={num_examples}; pass a positive count of {split} images, "
+  # Was: 2.5 a TypeError of the slice, True taken as 1.
+  if (isinstance(num_examples, (bool, np.bool_))
+      or not isinstance(num_examples, (int, np.integer)) or num_examples == 0
+      or num_examples < -1):
+    raise InputError(f"num_examples={num_examples!r}; pass a positive count of {split} images, "
                      "or -1 for all of them.")
 
 
@@ -198,13 +257,16 @@ def evaluate_model(trained: inference.TrainedModel, dataset: Dataset, *,
       test attributes given: `infer_attributes` off).
     seed: seed of the random occlusions (the same for every model, so rows compare).
   Returns:
-    {"model", "step", "num_examples", "options", "rows": {row: {column: mean_sem}}}.
+    {"model", "step", "num_examples", "options", "rows": {row: {column: cell}}}, each
+    cell an `error_cell` (squared error on [0, 1], and "rmse_255").
   Raises:
-    InputError: a count that is not one, an empty test split, or a key that is not a PRNG
-      key.
+    InputError: a count that is not one, an empty test split, a key that is not a PRNG key,
+      options that infer the attributes, or a dataset whose attributes are not in the run's
+      order (`inference.load_data`).
   """
   check_key(key)
   _check_count(num_examples)  # Before anything else is read.
+  _check_attribute_order(trained, dataset)
   dataset = centre_cropped(dataset, trained.config.data.augment.crop_size)
   whole = crop_frame(trained.config)  # Also where `dataset` holds the crops already.
   images, attrs, fg = _test_examples(dataset, num_examples)
@@ -214,6 +276,7 @@ def evaluate_model(trained: inference.TrainedModel, dataset: Dataset, *,
                                  if occlusion_names is None else occlusion_names)
   # Known attributes, whatever the run's config.inference.infer_attributes says.
   options = options or inference.options_for(trained, infer_attributes=False)
+  _attributes_given(options, "the options")
   # The recognition row is the encoder's mean decoded, whatever `init` the run's options name
   # (was: with init "zeros" or "prior" it decoded z = 0 or a prior draw under that label).
   methods = {"optimisation": options, "recognition": inference.recognition_options(options)}
@@ -225,15 +288,15 @@ def evaluate_model(trained: inference.TrainedModel, dataset: Dataset, *,
     _check_outputs_finite(trained, out["reconstruction"], method, optimised=opts.steps > 0,
                           energy=out.get("energy"))
     everywhere = np.ones_like(x01[..., :1])
-    row[RECON_FULL] = mean_sem(region_errors(x01, out["reconstruction"], everywhere))
+    row[RECON_FULL] = error_cell(x01, out["reconstruction"], everywhere)
     if fg is not None:
-      row[RECON_FG] = mean_sem(region_errors(x01, out["reconstruction"], fg))
+      row[RECON_FG] = error_cell(x01, out["reconstruction"], fg)
     for name, observed in masks.items():
       out = inference.complete(trained, images, attrs, observed, key=key, options=opts)
       # Was: NaN completions were left out of the mean (`mean_sem` skips them), status 0.
       _check_outputs_finite(trained, out["completion"], f"{method}, {name}", "completes",
                             optimised=opts.steps > 0, energy=out.get("energy"))
-      row[name] = mean_sem(region_errors(x01, out["completion"], 1.0 - observed))
+      row[name] = error_cell(x01, out["completion"], 1.0 - observed)
   return {"model": trained.model.label, "step": trained.step, "num_examples": n,
           "options": dataclasses.asdict(options), "rows": rows}
 
@@ -259,17 +322,20 @@ def tune_inference(trained: inference.TrainedModel, dataset: Dataset, *,
     seed: seed of the random occlusions.
   Returns:
     One dict per setting: "options" (every setting it ran with) and an error per column
-    (`mean_sem`, plus "diverged": the images whose inference gave NaN or infinity, of
-    "images"; where any did, the column's mean and s.e. are NaN).
+    (`error_cell`, plus "diverged": the images whose inference gave NaN or infinity, or
+    ended with no finite energy, of "images"; where any did, the column's means and s.e. are
+    NaN).
   Raises:
     ConfigError: a setting with an unknown option or an invalid value (every setting is
       checked before the first runs).
-    InputError: an empty grid or a setting that is not a mapping, a count that is not one, an
-      empty validation split, or a key that is not a PRNG key.
+    InputError: an empty grid or a setting that is not a mapping or infers the attributes, a
+      count that is not one, an empty validation split, a key that is not a PRNG key, or a
+      dataset whose attributes are not in the run's order (`inference.load_data`).
   """
   check_key(key)
   base = options or inference.options_for(trained, infer_attributes=False)
   settings = _grid_options(grid, base)
+  _check_attribute_order(trained, dataset)
   dataset = centre_cropped(dataset, trained.config.data.augment.crop_size)
   whole = crop_frame(trained.config)
   if num_examples is None:
@@ -283,10 +349,11 @@ def tune_inference(trained: inference.TrainedModel, dataset: Dataset, *,
   for opts in settings:
     out = inference.reconstruct(trained, images, attrs, key=key, options=opts)
     row = {"options": dataclasses.asdict(opts),
-           RECON_FULL: _tuning_cell(x01, out["reconstruction"], np.ones_like(x01[..., :1]))}
+           RECON_FULL: _tuning_cell(x01, out["reconstruction"], np.ones_like(x01[..., :1]),
+                                    out.get("energy"))}
     for name, observed in masks.items():
       out = inference.complete(trained, images, attrs, observed, key=key, options=opts)
-      row[name] = _tuning_cell(x01, out["completion"], 1.0 - observed)
+      row[name] = _tuning_cell(x01, out["completion"], 1.0 - observed, out.get("energy"))
     rows.append(row)
   return rows
 
@@ -311,6 +378,7 @@ def _grid_options(grid: Iterable[Mapping[str, Any]], base: inference.InferenceOp
                                                              **overrides))
     except ConfigError as e:
       raise ConfigError(f"grid[{i}] {dict(overrides)}: {e}") from None
+    _attributes_given(settings[-1], f"the options of grid[{i}] {dict(overrides)}")
   return settings
 
 
@@ -330,7 +398,7 @@ def evaluate_mean_image(dataset: Dataset, *, occlusion_names: Optional[Sequence[
     num_examples: test images to use; -1 for all.
     seed: seeds the random occlusions (as in `evaluate_model`).
   Returns:
-    {"model", "step", "num_examples", "rows": {"fill": {column: mean_sem dict}}}, the same
+    {"model", "step", "num_examples", "rows": {"fill": {column: error_cell}}}, the same
     layout as `evaluate_model`.
   Raises:
     InputError: an unknown occlusion name, or a face box the crop leaves out.
@@ -344,12 +412,12 @@ def evaluate_mean_image(dataset: Dataset, *, occlusion_names: Optional[Sequence[
   n, s = images.shape[0], images.shape[1]
   mean = dataset["train"].images.astype(np.float32).mean(axis=0) / 255.0
   est = np.broadcast_to(mean, x01.shape)
-  row = {RECON_FULL: mean_sem(region_errors(x01, est, np.ones_like(x01[..., :1])))}
+  row = {RECON_FULL: error_cell(x01, est, np.ones_like(x01[..., :1]))}
   if fg is not None:
-    row[RECON_FG] = mean_sem(region_errors(x01, est, fg))
+    row[RECON_FG] = error_cell(x01, est, fg)
   for name, observed in occlusions.make_masks(names, s, n, seed=seed, dataset=dataset.name,
                                               crop_from=whole).items():
-    row[name] = mean_sem(region_errors(x01, est, 1.0 - observed))
+    row[name] = error_cell(x01, est, 1.0 - observed)
   return {"model": "mean training image", "step": 0, "num_examples": n, "rows": {"fill": row}}
 
 
@@ -364,15 +432,28 @@ def _fmt(cell: Optional[Mapping[str, float]], scale: float, most: int) -> str:
 
 
 def markdown_table(results: Iterable[Mapping[str, Any]], scale: float = 100.0) -> str:
-  """One Markdown table: a row per (model, method), a column per error.
+  """The error tables: a row per (model, method), a column per error. The first gives the
+  squared error on [0, 1] x `scale`; where the cells carry "rmse_255" (`error_cell`), a
+  second gives the root mean squared error on the 0-255 scale.
 
   Args:
     results: `evaluate_model` / `evaluate_mean_image` outputs.
-    scale: the errors are multiplied by this for display (default: x100).
+    scale: the squared errors are multiplied by this for display (default: x100).
   Returns:
-    The table, with a caption line stating the unit.
+    The tables, each with a caption line stating its unit.
   """
   results = list(results)
+  text = _table(results, f"Per-pixel squared error on [0, 1] images x {scale:g}", scale,
+                lambda cell: cell)
+  if any("rmse_255" in cell for r in results for row in r["rows"].values()
+         for cell in row.values() if cell):
+    text += "\n" + _table(results, "Root mean squared error on the 0-255 scale (each image's "
+                          "over its pixels)", 1.0, lambda cell: cell.get("rmse_255"))
+  return text
+
+
+def _table(results: list, unit: str, scale: float, pick: Any) -> str:
+  """One of `markdown_table`'s tables, of the cells `pick(cell)` (None: "–")."""
   columns: list[str] = []
   for r in results:
     for row in r["rows"].values():
@@ -380,12 +461,12 @@ def markdown_table(results: Iterable[Mapping[str, Any]], scale: float = 100.0) -
   most = max((cell.get("n", 0) for r in results for row in r["rows"].values()
               for cell in row.values() if cell), default=0)
   head = "| model | method | " + " | ".join(columns) + " |"
-  lines = [f"Per-pixel squared error on [0, 1] images x {scale:g}, mean ± s.e. over test "
-           "images; completion columns count the hidden pixels only; (n = K): a cell over "
-           "fewer images than the others.", "", head, "|" + " --- |" * (len(columns) + 2)]
+  lines = [f"{unit}, mean ± s.e. over test images; completion columns count the hidden "
+           "pixels only; (n = K): a cell over fewer images than the others.", "", head,
+           "|" + " --- |" * (len(columns) + 2)]
   for r in results:
     for method, row in r["rows"].items():
-      cells = [_fmt(row.get(c), scale, most) for c in columns]
+      cells = [_fmt(pick(row[c]) if row.get(c) else None, scale, most) for c in columns]
       lines.append(f"| {r['model']} | {method} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
 
@@ -402,6 +483,28 @@ def write_json(obj: Any, path: str) -> None:
 
 # ----------------------------------------------------------------------------------------------
 # Attribute fidelity (a predictor trained on the real training images scores generated ones).
+
+def _check_predictor(predictor: Any, dataset: Dataset) -> None:
+  """Refuses a predictor of other attributes than `dataset`'s, or of the same in another
+  order: each test attribute would be scored against another one's prediction (was: scored
+  without a word, e.g. the predictor of another run's folder dataset, `load_predictor`); and
+  a predictor's path, which was an AttributeError after the sampling. Other objects (the
+  tests' stand-ins) are taken as they are."""
+  from a2i_jax import attribute_predictor as ap  # pylint: disable=import-outside-toplevel
+  how = ("attribute_predictor.load_or_train(trained.config.attribute_predictor, "
+         "inference.load_data(trained), workdir)")
+  if isinstance(predictor, (str, os.PathLike)):
+    raise InputError(f"predictor {os.fspath(predictor)!r} is a path; pass the Predictor: "
+                     f"attribute_predictor.load_predictor(workdir), or {how}.")
+  if not isinstance(predictor, ap.Predictor):
+    return
+  theirs, names = predictor.meta.attribute_names, tuple(dataset.attribute_names)
+  if names != theirs:
+    how_differ = "in another order" if sorted(names) == sorted(theirs) else "other attributes"
+    raise InputError(f"the attribute predictor scores {', '.join(theirs)} (trained on "
+                     f"{predictor.meta.dataset!r}), the dataset has {', '.join(names)} "
+                     f"({how_differ}); score with the predictor of this dataset: {how}.")
+
 
 def attribute_report(trained: inference.TrainedModel, dataset: Dataset, predictor: Any, *,
                      key: jax.Array, num_examples: int = -1,
@@ -431,12 +534,20 @@ def attribute_report(trained: inference.TrainedModel, dataset: Dataset, predicto
      "progression_mean_spearman", "inference": score dict or None, "ceiling": the
      predictor's own test scores}.
   Raises:
-    InputError: a count that is not one, an empty test split, a key that is not a PRNG key,
-      or samples that are NaN or infinite (a damaged or diverged model).
+    InputError: a count that is not one (num_bases below 1, num_values below 2), an empty
+      test split, a key that is not a PRNG key, a dataset whose attributes are not in the
+      run's order (`inference.load_data`) or not the predictor's, or samples that are NaN or
+      infinite (a damaged or diverged model).
   """
   from a2i_jax import attribute_predictor as ap  # pylint: disable=import-outside-toplevel
   check_key(key)
   _check_count(num_examples)  # Before anything else is read.
+  # Was: num_bases=0 a ValueError from np.concatenate after the sampling; num_values=1 a
+  # Spearman of NaN for every attribute.
+  num_bases = check_int(num_bases, "num_bases", 1)
+  num_values = check_int(num_values, "num_values", 2)
+  _check_attribute_order(trained, dataset)
+  _check_predictor(predictor, dataset)
   dataset = centre_cropped(dataset, trained.config.data.augment.crop_size)
   images, attrs, _ = _test_examples(dataset, num_examples)
   train_y = dataset["train"].attributes

@@ -576,7 +576,13 @@ def test_lfw_attribute_rows_twice_names_twice_or_numbered_from_0_are_refused(tmp
   assert "LFW: 1 of the 101 rows of attrs.txt name images lfw-funneled.tgz does not hold " \
          "(e.g. Q_0001); they are not used" in caplog.text
   rows[("Q", 2)] = np.zeros(73, np.float32)
-  with pytest.raises(DataError, match=re.escape("attrs.txt: 2 of its 102 rows name images")):
+  # Images missing from a folder unpacked by hand (was: only "download lfw_attributes.txt
+  # again", which changed nothing).
+  with pytest.raises(DataError, match=re.escape(
+      "attrs.txt: 2 of its 102 rows name images lfw-funneled.tgz does not hold (e.g. "
+      "Q_0001); either this is not the published lfw_attributes.txt (download it again: "
+      f"{lfw.IMAGE_SOURCES[1].url}) or the images are incomplete: delete the folder {root} and "
+      f"put a fresh download of lfw-funneled.tgz in {tmp_path} instead.")):
     lfw.check_rows_in_archive("attrs.txt", rows, str(root))
 
 
@@ -755,6 +761,10 @@ _CUB_DAMAGE = {
                        if n.endswith("image_attribute_labels.txt") else d,
                        r"image_attribute_labels.txt lists \d+ of the 312 attributes of image "
                        r"id \d+ \(\d+ image\(s\) incomplete\): the file is damaged"),
+    # Was max()'s ValueError "max() arg is an empty sequence", a traceback.
+    "images_empty": (lambda n, d: b"" if n == "CUB_200_2011/images.txt" else d,
+                     r"images.txt lists no images \(no `<image id> <path>` line\); the file "
+                     r"is empty or cut short: delete "),
 }
 
 
@@ -828,6 +838,23 @@ def test_folder_round_robin_split_crop_and_masks(folder_path, tmp_path):
       assert (mask[:15] == 0).all() and (mask[17:] == 255).all()  # white = foreground
 
 
+def test_folder_split_past_tfds_memory_bound_is_prepared(tmp_path, monkeypatch):
+  """TFDS sorts a split past 1000 MiB (a folder of CelebA's size) in files written with
+  tf.io.gfile: without TensorFlow, "No module named 'tensorflow'" and a traceback once every
+  image was encoded. The bound is lowered to 0 here."""
+  from tensorflow_datasets.core import shuffle  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data import folder  # pylint: disable=import-outside-toplevel
+  path = str(tmp_path / "f")
+  fx.make_folder(path, masks=False)
+  monkeypatch.setattr(shuffle, "MAX_MEM_BUFFER_SIZE", 0)
+  ds = folder.load(path=path, data_dir=str(tmp_path / "data"), image_size=16, progress=False)
+  order = {s: (ds[s].attributes[:, 1] - 0.5).round().astype(int).tolist() for s in ds.splits}
+  assert order == {"train": [0, 1, 2, 3, 4, 5, 6, 7, 10, 11], "validation": [8], "test": [9]}
+  for s in ds.splits.values():
+    for image, attrs in zip(s.images, s.attributes):
+      assert _close(image[8, 8], fx.colour(int(round(attrs[1] - 0.5))), 1)
+
+
 def test_folder_errors_name_the_file(tmp_path):
   import re  # pylint: disable=import-outside-toplevel
   from a2i_jax.data import folder  # pylint: disable=import-outside-toplevel
@@ -887,6 +914,51 @@ def test_folder_errors_name_the_file(tmp_path):
     folder.scan(nomasks, masks=True)
   with pytest.raises(DatasetNotPreparedError, match="empty.images does not exist"):
     folder.scan(str(tmp_path / "empty"), masks=False)
+
+
+def test_folder_rows_naming_a_file_outside_images_or_none(tmp_path):
+  """A row naming an image elsewhere by its path (a CSV of absolute paths, "../a.png") was
+  told it "is in a sub-folder of images/"; an empty filename cell, that "<path>/images/ does
+  not exist"."""
+  from a2i_jax.data import folder  # pylint: disable=import-outside-toplevel
+  path = str(tmp_path / "f")
+  fx.make_folder(path, masks=False)
+  csv_path = os.path.join(path, "attributes.csv")
+  good = open(csv_path).read()
+  shutil.copy(os.path.join(path, "images", "img_02.png"), tmp_path / "elsewhere.png")
+  for written in (str(tmp_path / "elsewhere.png"), "../../elsewhere.png"):
+    _write(csv_path, good.replace("img_02.png", written))
+    with pytest.raises(DataError, match=re.escape(
+        f"line 4: {written} is outside images/; the filename column holds names of files in "
+        f"images/ itself: copy or link the image into {path}/images and write "
+        "'elsewhere.png'.")):
+      folder.scan(path, masks=False)
+  _write(csv_path, good.replace("img_02.png", " "))
+  with pytest.raises(DataError, match="line 4: the filename cell is empty; write the name"):
+    folder.scan(path, masks=False)
+
+
+def test_folder_layout_mistakes_are_named(tmp_path):
+  """Was only "<path>/images does not exist" for a data.path naming attributes.csv or the
+  images/ folder itself, and for a folder whose images/ or attributes.csv is spelled
+  otherwise."""
+  from a2i_jax.data import folder  # pylint: disable=import-outside-toplevel
+  path = tmp_path / "f"
+  fx.make_folder(str(path), masks=False)
+  csv_path = path / "attributes.csv"
+  for given, says in ((csv_path, f" (config.data.path={csv_path} is a file: pass the folder "),
+                      (path / "images", " is the images/ folder itself: pass the folder that "
+                       f"holds it, {path})")):
+    with pytest.raises(DatasetNotPreparedError, match=re.escape(says)):
+      folder.scan(str(given), masks=False)
+  for right, wrong in (("images", "Images"), ("attributes.csv", "Attributes.CSV")):
+    os.rename(path / right, path / wrong)
+    if not os.path.exists(path / right):  # Else a case-insensitive file system finds it.
+      with pytest.raises(DatasetNotPreparedError, match=re.escape(
+          f"{path / right} does not exist (the folder holds {wrong!r}; names are matched "
+          f"exactly, so rename it {right!r}). An own dataset")):
+        folder.scan(str(path), masks=False)
+    os.rename(path / wrong, path / right)
 
 
 def test_folder_csv_may_start_with_blank_lines(tmp_path):
@@ -1621,6 +1693,30 @@ def test_lfw_right_archive_after_a_wrong_one(tmp_path):
   unpacked = tmp_path / "downloads" / "unpacked" / "lfw-funneled.tgz.d"
   assert (f"the archive is not the published one: delete {archive} and its unpacked folder "
           f"{unpacked}, then download lfw-funneled.tgz again.") in str(e.value)
+
+
+def test_lfw_copy_made_from_other_sources_is_refused(tmp_path):
+  """A source file replaced after the preparation (a corrected lfw_attributes.txt) was never
+  read again: the copy made from the old one was used without a word. The old file put back,
+  even with a new time, is the same source."""
+  from a2i_jax.data import lfw  # pylint: disable=import-outside-toplevel
+  manual = tmp_path / "manual" / "lfw"
+  fx.make_lfw(str(manual), with_parts=False)
+  attributes = manual / "lfw_attributes.txt"
+  right = attributes.read_bytes()
+  wrong = right.replace(b"Alice Smith\t1\t0.0000", b"Alice Smith\t1\t9.0000", 1)
+  attributes.write_bytes(wrong)
+  kw = dict(data_dir=str(tmp_path), masks=False, allow_download=False, progress=False)
+  assert lfw.load(**kw)["train"].attributes[0, 0] == 9.0
+  attributes.write_bytes(right)
+  copy = tmp_path / "a2i_lfw" / "no_masks" / "1.0.0"
+  with pytest.raises(DataError, match=re.escape(
+      f"{attributes} is not the lfw_attributes.txt the prepared copy at {copy} was made from "
+      f"(the same size, other bytes); delete {copy} to prepare it again")):
+    lfw.load(**kw)
+  attributes.write_bytes(wrong)
+  os.utime(attributes, (1, 1))
+  assert lfw.load(**kw)["train"].attributes[0, 0] == 9.0
 
 
 def test_resize_array_shapes_and_copy():

@@ -88,11 +88,17 @@ def score(predictor: Predictor, predictions: np.ndarray, targets: Any, *,
     correlation against permuted targets. Means skip NaN (constant columns) and are NaN
     where a kind is absent.
   Raises:
-    InputError: targets of another shape, or predictions or targets that hold NaN or
-      infinity.
+    InputError: predictions that are not [N, A] with N >= 1 (A the predictor's attributes),
+      targets of another shape, or predictions or targets that hold NaN or infinity.
   """
   meta = predictor.meta
   p = np.asarray(predictions, np.float32)
+  a = len(meta.attribute_names)
+  if p.ndim != 2 or p.shape[1] != a:  # Was an IndexError (fewer columns), or scored (more).
+    raise InputError(f"predictions have shape {p.shape}; expected [N, {a}], a column per "
+                     "attribute of the predictor in its order (as `predict` returns them).")
+  if not p.shape[0]:  # Was: every score NaN, with NumPy's warnings of empty means.
+    raise InputError("no predictions to score (N = 0); score at least one image.")
   t = _check_targets(p, targets, meta)
   bad = int((~np.isfinite(p)).any(axis=-1).sum())
   if bad:  # Was: scored as the low class of each binary column (NaN >= threshold is False).
@@ -176,10 +182,16 @@ def sweep_response(predictor: Predictor, progressions: Any, swept_values: Any,
     {"attribute", "swept_values" [K], "predicted" [N][K] (the predicted value of the swept
     attribute), "mean_by_step" [K], "pearson" and "spearman" (all N*K pairs of swept vs
     predicted values pooled), "per_example_spearman" (mean over the N rows)}.
+  Raises:
+    InputError: an unknown attribute, progressions that are not [N, K, S, S, 3] images
+      `predict` takes, or swept values that are not finite.
   """
   j = attribute_index(predictor, attribute)
   x = np.asarray(progressions)
   v = np.asarray(swept_values, np.float64).reshape(-1)
+  if not np.all(np.isfinite(v)):  # Was: ranked as a value (NaN last), a correlation given.
+    raise InputError("swept_values hold NaN or infinity; pass the swept attribute's value at "
+                     "each step.")
   if x.ndim != 5 or x.shape[1] != v.shape[0]:
     raise InputError(f"progressions have shape {x.shape}; expected [N, K, S, S, 3] with "
                      f"K = {v.shape[0]} (one image per swept value).")

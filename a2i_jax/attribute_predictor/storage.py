@@ -18,7 +18,9 @@ from flax import serialization
 from a2i_jax import config_lib, distributed, files
 from a2i_jax.attribute_predictor.network import AttributeNet, Predictor, PredictorMeta
 from a2i_jax.attribute_predictor.scoring import _json_safe
-from a2i_jax.attribute_predictor.training import _check_seed, data_fingerprint, train_predictor
+from a2i_jax.attribute_predictor.training import (_check_seed, _check_settings,
+                                                  _setting_values, data_fingerprint,
+                                                  train_predictor)
 from a2i_jax.data.base import Dataset
 from a2i_jax.errors import CheckpointError
 
@@ -87,8 +89,9 @@ def load_predictor(workdir: str) -> Predictor:
       edited or holds values no training writes, or its weights do not match the metadata.
   """
   d = predictor_dir(workdir)
-  how = ("Train and save one with a2i_jax.attribute_predictor.load_or_train(config, dataset, "
-         "workdir) (or train_predictor + save_predictor).")
+  # Was "load_or_train(config, ...)", which with the whole config was a KeyError.
+  how = ("Train and save one with a2i_jax.attribute_predictor.load_or_train("
+         "config.attribute_predictor, dataset, workdir) (or train_predictor + save_predictor).")
   mpath, wpath = os.path.join(d, _META_FILE), os.path.join(d, _WEIGHTS_FILE)
   if not (os.path.exists(mpath) and os.path.exists(wpath)):
     raise CheckpointError(f"no attribute predictor in {d}. {how}")
@@ -185,18 +188,21 @@ def load_or_train(settings: Any, dataset: Dataset, workdir: str, *,
   Returns:
     The predictor: a function of (dataset, settings, seed) alone, whatever was saved before.
   Raises:
-    InputError: a seed or setting `train_predictor` refuses, or a training that diverged.
+    InputError: a seed or setting `train_predictor` refuses (checked before any predictor is
+      read), or a training that diverged.
   """
   if settings is None:
     settings = config_lib.reference_config().attribute_predictor
   seed = _check_seed(seed)  # Was: seed=True reused (or saved) the predictor of seed 1.
+  # Checked as training checks them (was: a KeyError for the whole config, a ValueError for
+  # learning_rate="x", before any predictor was read).
+  steps, batch_size, learning_rate, width = _check_settings(_setting_values(settings))
   want = {"dataset": dataset.name, "attribute_names": tuple(dataset.attribute_names),
           "attribute_kinds": tuple(dataset.attribute_kinds),
           "image_size": int(dataset["train"].images.shape[1]),
           "data_fingerprint": data_fingerprint(dataset),
-          "steps": settings["steps"], "batch_size": settings["batch_size"],
-          "learning_rate": float(settings["learning_rate"]), "width": settings["width"],
-          "seed": int(seed)}
+          "steps": steps, "batch_size": batch_size, "learning_rate": learning_rate,
+          "width": width, "seed": int(seed)}
   try:
     p = load_predictor(workdir)
     differ = [k for k, v in want.items() if getattr(p.meta, k) != v]

@@ -96,6 +96,25 @@ def _check_seed(seed: Any) -> int:
   return check_int(seed, "attribute predictor: seed", 0, below=_SEED_LIMIT)
 
 
+def _setting_values(settings: Any) -> dict[str, Any]:
+  """{name: value} of the settings in `settings` (`config.attribute_predictor`); InputError
+  naming those it lacks (was a KeyError: the whole config passed, or a dict without one)."""
+  values, missing = {}, []
+  for name in _SETTINGS:
+    try:
+      values[name] = settings[name]
+    except (KeyError, IndexError, TypeError, AttributeError):
+      missing.append(name)
+  if missing:
+    whole = hasattr(settings, "get") and settings.get("attribute_predictor") is not None
+    what = "the settings are the whole config" if whole else "the settings"
+    raise InputError(
+        f"attribute predictor: {what}, without {', '.join(missing)}; pass "
+        f"config.attribute_predictor (the settings {', '.join(_SETTINGS)}), or None for "
+        "configs/default.py's.")
+  return values
+
+
 def _check_settings(values: dict) -> tuple[int, int, float, int]:
   """(steps, batch_size, learning_rate, width), checked as `config_lib.check_values` checks
   the config's (was: overrides unchecked, e.g. learning_rate=0 saved an untrained predictor)."""
@@ -134,18 +153,19 @@ def train_predictor(dataset: Dataset, settings: Any = None, *, seed: int = 0,
       width: `AttributeNet.width`, the channels of the first convolution). Default: the
       values of configs/default.py.
     seed: initialisation and batch draws, an integer in [0, 2**31).
-    evaluate_split: the split whose real images give `meta.test_metrics` (None: skip).
+    evaluate_split: the split whose real images give `meta.test_metrics` (None, or an empty
+      split: skip).
     **overrides: any of the settings, e.g. steps=100.
   Returns:
     The trained `Predictor` (on the default device).
   Raises:
-    InputError: an unknown setting, a count that is not a positive integer, a learning rate
-      that is not a positive finite number, a seed that is not an integer in [0, 2**31), or
-      a training that diverged.
+    InputError: settings that lack one, an unknown setting, a count that is not a positive
+      integer, a learning rate that is not a positive finite number, a seed that is not an
+      integer in [0, 2**31), or a training that diverged.
   """
   if settings is None:
     settings = config_lib.reference_config().attribute_predictor
-  values = {k: settings[k] for k in _SETTINGS}
+  values = _setting_values(settings)
   unknown = sorted(set(overrides) - set(_SETTINGS))
   if unknown:
     raise InputError(f"attribute predictor: unknown setting(s) {unknown}; known: "
@@ -190,7 +210,7 @@ def train_predictor(dataset: Dataset, settings: Any = None, *, seed: int = 0,
                      f"infinity after {steps} steps at learning rate {learning_rate:g}); lower "
                      "config.attribute_predictor.learning_rate.")
   predictor = Predictor(host, meta)
-  if evaluate_split is not None:
+  if evaluate_split is not None and len(dataset[evaluate_split]):  # An empty one: no ceiling.
     split = dataset[evaluate_split]
     metrics = score(predictor, predict(predictor, split.images), split.attributes)
     predictor = dataclasses.replace(

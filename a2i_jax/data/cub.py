@@ -32,6 +32,8 @@ Preparation:
   1..200, bounding boxes are finite with a width and height above 0, and every image and
   segmentation is there; an image that does not decode stops the preparation. Each is a
   `DataError` naming the file (and line).
+- Reuse: the prepared copy records its source files; a later load refuses it when one of
+  them has changed since (`tfds_lib.load`).
 """
 
 from __future__ import annotations
@@ -320,6 +322,7 @@ class A2iCub(tfds_lib.BuilderMixin, tfds.core.GeneratorBasedBuilder, skip_regist
   def _split_generators(self, dl_manager: Any) -> dict[str, Iterator]:
     paths = tfds_lib.fetch_sources(dl_manager, SOURCES, self._manual_dir,
                                    self._allow_download, "CUB-200-2011")
+    self._record_sources(paths)
     unpack_root = os.path.join(os.fspath(dl_manager.download_dir), "unpacked")
     root = tfds_lib.unpack(paths["CUB_200_2011.tgz"], unpack_root, self._progress)
     seg_root = tfds_lib.unpack(paths["segmentations.tgz"], unpack_root, self._progress)
@@ -327,8 +330,11 @@ class A2iCub(tfds_lib.BuilderMixin, tfds.core.GeneratorBasedBuilder, skip_regist
     seg = tfds_lib.find_file(seg_root, "segmentations", "segmentations.tgz")
     what = "CUB_200_2011.tgz"
     fix = tfds_lib.redownload(what, cub)
-    images = {i: v[0] for i, v in
-              _table(tfds_lib.find_file(cub, "images.txt", what), 1).items()}
+    images_txt = tfds_lib.find_file(cub, "images.txt", what)
+    images = {i: v[0] for i, v in _table(images_txt, 1).items()}
+    if not images:  # Was max()'s ValueError ("arg is an empty sequence"), a traceback.
+      raise DataError(f"CUB: {images_txt} lists no images (no `<image id> <path>` line); the "
+                      f"file is empty or cut short: {fix}")
     is_train = _column(tfds_lib.find_file(cub, "train_test_split.txt", what), 1,
                        _is_training, "`<image id> <1 = train, 0 = test>`")
     classes = _column(tfds_lib.find_file(cub, "image_class_labels.txt", what), 1, _class_id,

@@ -130,9 +130,9 @@ def scan(path: str, masks: bool) -> Table:
   for p in (images_dir, csv_path):
     if not os.path.exists(p):
       raise DatasetNotPreparedError(
-          f"{p} does not exist. An own dataset is a folder with images/, attributes.csv "
-          "(a 'filename' column plus one numeric column per attribute, optional 'split') "
-          "and optional masks/ (see README, 'Datasets').")
+          f"{p} does not exist{_layout_hint(path, os.path.basename(p))}. An own dataset is a "
+          "folder with images/, attributes.csv (a 'filename' column plus one numeric column "
+          "per attribute, optional 'split') and optional masks/ (see README, 'Datasets').")
   if not os.path.isdir(images_dir) or os.path.isdir(csv_path):
     raise DataError(f"{images_dir} must be a folder and {csv_path} a file.")
   masks_dir = os.path.join(path, "masks")
@@ -224,6 +224,26 @@ def scan(path: str, masks: bool) -> Table:
   return Table(names, kinds, tuple(rows), masks_dir if masks else None, tuple(header))
 
 
+def _layout_hint(path: str, wanted: str) -> str:
+  """Why `path`/`wanted` (images or attributes.csv) is not there, where the folder shows it:
+  data.path names a file, the images/ folder itself, or a folder holding `wanted` spelled
+  otherwise ("Images", "Attributes.csv"); "" otherwise. Was only "does not exist"."""
+  if os.path.isfile(path):
+    return (f" (config.data.path={path} is a file: pass the folder that holds images/ and "
+            "attributes.csv)")
+  parent = os.path.dirname(path)
+  if (os.path.basename(path) == "images"
+      and os.path.isfile(os.path.join(parent, "attributes.csv"))):
+    return (f" (config.data.path={path} is the images/ folder itself: pass the folder that "
+            f"holds it, {parent})")
+  try:
+    spelled = sorted(e for e in os.listdir(path) if e.lower() == wanted.lower())
+  except OSError:
+    return ""
+  return (f" (the folder holds {spelled[0]!r}; names are matched exactly, so rename it "
+          f"{wanted!r})" if spelled else "")
+
+
 def _composed(name: str) -> str:
   """`name` with its accents composed (Unicode NFC), as most systems but macOS write them."""
   return unicodedata.normalize("NFC", name)
@@ -248,6 +268,9 @@ def _check_listed(csv_path: str, line: int, images_dir: str, fname: str,
   """A listed image must be a file directly in images/, named exactly as on disk."""
   path = os.path.join(images_dir, fname)
   where = f"{csv_path}, line {line}:"
+  if not fname:  # Was "the image <path>/images/ does not exist".
+    raise DataError(f"{where} the filename cell is empty; write the name of an image in "
+                    "images/, or delete the row.")
   if fname in present:
     if not os.path.isfile(path):
       raise DataError(f"{where} {path} is not an image file (a folder or a link to nothing); "
@@ -261,6 +284,12 @@ def _check_listed(csv_path: str, line: int, images_dir: str, fname: str,
     raise DataError(f"{where} {fname!r} names the image by a path; the filename column holds "
                     f"names of files in images/: write {base!r}.")
   if os.path.isfile(path):  # Found, but not by its name in images/ itself.
+    inside = os.path.abspath(images_dir)
+    if os.path.commonpath([os.path.abspath(path), inside]) != inside:
+      # "/elsewhere/a.png", "../a.png": was "is in a sub-folder of images/".
+      raise DataError(f"{where} {fname} is outside images/; the filename column holds names of "
+                      f"files in images/ itself: copy or link the image into {images_dir} and "
+                      f"write {base!r}.")
     if "/" in fname or os.sep in fname:
       raise DataError(f"{where} {fname} is in a sub-folder of images/, and sub-folders are not "
                       "supported; move the image into images/ itself and name it there.")

@@ -36,6 +36,8 @@ Preparation:
   attribute row repeated or an attribute named twice, and more than `MAX_MISSING_ROWS` of the
   attribute rows naming images the archive lacks (fewer are counted in a warning) are each a
   `DataError` naming the file.
+- Reuse: the prepared copy records its source files; a later load refuses it when one of
+  them has changed since (`tfds_lib.load`).
 """
 
 from __future__ import annotations
@@ -180,7 +182,8 @@ def check_rows_in_archive(path: str, rows: dict[Key, np.ndarray], images_root: s
     images_root: the unpacked lfw_funneled/ folder (`<Name>/<Name>_<NNNN>.jpg`).
   Raises:
     DataError: more than `MAX_MISSING_ROWS` of the rows name an image the archive lacks
-      (naming how many, an example, and a numbering from 0 where that is the cause).
+      (naming how many, an example, and a numbering from 0 where that is the cause, else
+      both files that may be wrong).
   """
   missing = [k for k in rows
              if not os.path.isfile(os.path.join(images_root, k[0], image_name(k) + ".jpg"))]
@@ -190,11 +193,15 @@ def check_rows_in_archive(path: str, rows: dict[Key, np.ndarray], images_root: s
     zeros = sum(k[1] == 0 for k in missing)
     why = (f"{zeros} of them name image number 0, but LFW numbers each person's images from "
            "1, so this file's numbers start at 0 and every row would land on the next image; "
-           if zeros else "")
+           "this is not the published lfw_attributes.txt. Download it again "
+           f"({_ATTRIBUTES_URL})." if zeros else
+           # Was always "not the published lfw_attributes.txt": where a folder unpacked by
+           # hand lacks images, downloading the attributes again changed nothing.
+           "either this is not the published lfw_attributes.txt (download it again: "
+           f"{_ATTRIBUTES_URL}) or the images are incomplete: "
+           f"{tfds_lib.redownload('lfw-funneled.tgz', images_root)}")
     raise DataError(f"{path}: {len(missing)} of its {len(rows)} rows name images "
-                    f"lfw-funneled.tgz does not hold (e.g. {image_name(missing[0])}); {why}"
-                    "this is not the published lfw_attributes.txt. Download it again "
-                    f"({_ATTRIBUTES_URL}).")
+                    f"lfw-funneled.tgz does not hold (e.g. {image_name(missing[0])}); {why}")
   logging.warning("LFW: %d of the %d rows of %s name images lfw-funneled.tgz does not hold "
                   "(e.g. %s); they are not used", len(missing), len(rows), path,
                   image_name(missing[0]))
@@ -410,6 +417,7 @@ class A2iLfw(tfds_lib.BuilderMixin, tfds.core.GeneratorBasedBuilder, skip_regist
     sources = SOURCES if self._with_masks else IMAGE_SOURCES
     paths = tfds_lib.fetch_sources(dl_manager, sources, self._manual_dir,
                                    self._allow_download, "LFW")
+    self._record_sources(paths)
     unpack_root = os.path.join(os.fspath(dl_manager.download_dir), "unpacked")
     images_root = _find_dir(tfds_lib.unpack(paths["lfw-funneled.tgz"], unpack_root,
                                             self._progress), "lfw_funneled", "lfw-funneled.tgz")

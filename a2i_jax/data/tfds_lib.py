@@ -30,6 +30,7 @@ import os
 import re
 import shutil
 import socket
+import sys
 import tarfile
 import urllib.parse
 import urllib.request
@@ -151,6 +152,76 @@ def fetch_sources(dl_manager: Any, sources: Sequence[Source], manual_dir: str,
         f"{', '.join(s.filename for s in missing)}.\n{why}"
         f"{instructions(missing, manual_dir)}\nThen run the same command again.")
   return found
+
+
+# A prepared copy's metadata key: {filename: `_source_identity`} of the source files it was
+# prepared from (LFW, CUB), compared with them at every later load (`_check_sources`).
+SOURCES_KEY = "sources"
+_WHOLE_FILE_BYTES = 64 << 20  # Files up to this size are hashed whole for their identity.
+
+
+def _source_identity(path: str) -> dict:
+  """What tells one version of a source file from another: its size and a SHA-256 of its
+  bytes (all of them up to 64 MiB, so a corrected attribute table of the same size differs;
+  of a larger archive, its first and last MiB). The time is left out: the same file copied
+  or downloaded again is the same source.
+
+  Args:
+    path: the source: a file, or an unpacked folder standing in for an archive.
+  Returns:
+    {"path": its absolute path} plus, for a file, "size" and "sha256".
+  """
+  out = {"path": os.path.abspath(path)}
+  if os.path.isfile(path):
+    size, h = os.path.getsize(path), hashlib.sha256()
+    with open(path, "rb") as f:
+      if size <= _WHOLE_FILE_BYTES:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+          h.update(chunk)
+      else:
+        h.update(f.read(_IDENTITY_BYTES))
+        f.seek(size - _IDENTITY_BYTES)
+        h.update(f.read(_IDENTITY_BYTES))
+    out.update(size=size, sha256=h.hexdigest())
+  return out
+
+
+def _check_sources(meta: dict, manual_dir: str, where: str) -> None:
+  """Refuses a prepared copy whose source files have changed since it was prepared.
+
+  The copy is prepared once and read after that; a source replaced since (a corrected
+  lfw_attributes.txt after the first one dropped images, another archive) went unused
+  without a word (fault hunt). Each source is compared where a new preparation would take
+  it (`fetch_sources`: the manual folder first), else where it was taken from. A source
+  that is gone, or an unpacked folder, is not compared; nor is anything for a copy prepared
+  before its sources were recorded.
+
+  Args:
+    meta: the copy's metadata (its `SOURCES_KEY` entry, from `BuilderMixin._record_sources`).
+    manual_dir: the dataset's manual folder.
+    where: the copy's folder, for the message.
+  Raises:
+    DataError: naming the changed file, its sizes then and now, and the fix.
+  """
+  recorded = meta.get(SOURCES_KEY)
+  if not isinstance(recorded, dict):
+    return
+  for name, then in sorted(recorded.items()):
+    if not isinstance(then, dict) or "sha256" not in then:
+      continue
+    manual = os.path.join(manual_dir, name)
+    path = manual if os.path.exists(manual) else str(then.get("path", ""))
+    try:
+      now = _source_identity(path) if os.path.isfile(path) else None
+    except OSError:  # Unreadable now: a new preparation would say so; nothing to compare.
+      now = None
+    if now is None or (now["size"], now["sha256"]) == (then.get("size"), then["sha256"]):
+      continue
+    sizes = (f"{then.get('size')} bytes then, {now['size']} now"
+             if now["size"] != then.get("size") else "the same size, other bytes")
+    raise DataError(f"{path} is not the {name} the prepared copy at {where} was made from "
+                    f"({sizes}); delete {where} to prepare it again from this file (or put "
+                    "the old file back), then run the same command again.")
 
 
 # How long `unreachable` waits for a connection.
@@ -597,6 +668,12 @@ class BuilderMixin:
     self._progress = progress
     super().__init__(**kwargs)
 
+  def _record_sources(self, paths: dict[str, str]) -> None:
+    """Records in the copy's metadata the source files it is prepared from
+    (`fetch_sources`' filename -> path), for `load` to compare with them later."""
+    self.info.metadata[SOURCES_KEY] = {name: _source_identity(path)
+                                       for name, path in paths.items()}
+
 
 def damaged(where: str, why: str) -> DataError:
   """The error for a prepared copy that cannot be read as it was written.
@@ -751,9 +828,29 @@ def prepare(builder: Any, manual_dir: str, download_dir: str) -> None:
       or not the published ones.
   """
   tfds = import_tfds()
-  builder.download_and_prepare(
-      download_dir=download_dir,
-      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+  with _sorted_in_memory():
+    builder.download_and_prepare(
+        download_dir=download_dir,
+        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+
+
+@contextlib.contextmanager
+def _sorted_in_memory() -> Any:
+  """TFDS sorts a split's examples in memory up to 1000 MiB of them and on disk past that, in
+  files written with `tf.io.gfile`: without TensorFlow a larger split (a folder of CelebA's
+  size) ended in "No module named 'tensorflow'", a traceback, once every image was encoded
+  (fault hunt). Training holds the splits in memory whole anyway, decoded, so inside this
+  block they are sorted there at any size. (A TFDS without that bound is left as it is.)"""
+  from tensorflow_datasets.core import shuffle  # pylint: disable=import-outside-toplevel
+  bound = getattr(shuffle, "MAX_MEM_BUFFER_SIZE", None)
+  if bound is None:
+    yield
+    return
+  shuffle.MAX_MEM_BUFFER_SIZE = sys.maxsize
+  try:
+    yield
+  finally:
+    shuffle.MAX_MEM_BUFFER_SIZE = bound
 
 
 def remove_unfinished(where: str) -> None:
@@ -861,6 +958,9 @@ def load(builder: Any, *, manual_dir: str, download_dir: str, image_size: int,
   Returns:
     The `Dataset`; its metadata is the builder's plus `SPLIT_IDS_KEY`: per split, the count
     and SHA-256 of its examples' ids (`ids_fingerprint`).
+  Raises:
+    DataError: among others, a copy prepared before from source files that have changed since
+      (`_check_sources`).
   """
   where = os.fspath(builder.data_dir)
   # One process prepares at a time; the others wait and then read its copy (was: a second
@@ -909,6 +1009,8 @@ def load(builder: Any, *, manual_dir: str, download_dir: str, image_size: int,
     if was_prepared:
       prepare(builder, manual_dir, download_dir)  # A no-op that reads its metadata.
     meta = dict(builder.info.metadata or {})
+    if was_prepared:
+      _check_sources(meta, manual_dir, where)
     if was_prepared and check_metadata is not None:
       check_metadata(meta)
     ids = {name: [] for name in SPLITS}
