@@ -135,7 +135,10 @@ class Options:
   @classmethod
   def from_flags(cls) -> "Options":
     """The parsed absl flags."""
-    return cls(workdirs=[w for w in _WORKDIR.value.split(",") if w], modes=list(_MODE.value),
+    # Each run stripped, as absl strips --mode's items (was: --workdir="a, b" refused, " b"
+    # does not exist; fault hunt).
+    runs = [w.strip() for w in _WORKDIR.value.split(",")]
+    return cls(workdirs=[w for w in runs if w], modes=list(_MODE.value),
                out=_OUT.value, step=_STEP.value, input=_INPUT.value, num_images=_NUM.value,
                samples_per_attribute=_SAMPLES.value, attribute=_ATTRIBUTE.value,
                value=_VALUE.value, occlusions=_OCCLUSION.value, steps=_STEPS.value,
@@ -303,7 +306,15 @@ def _checked_config(workdir: str, opts: Options, out: str):
   """The run's config, once every check that needs no restore passed (the modes it can do,
   their flags, --out), so that a mistake costs no waiting and leaves nothing written."""
   config = _run_config(workdir)
-  _check_modes(opts, models.create_model(config.model), config)
+  model = models.create_model(config.model)
+  _check_modes(opts, model, config)
+  energy = config.inference.energy
+  if set(_INFERS) & set(opts.modes) and energy not in ("auto", *model.energies):
+    # Was: found by the first inference, after the modes before it had written their files.
+    raise ConfigError(f"inference.energy={energy!r} in "
+                      f"{os.path.join(workdir, checkpoints.CONFIG_FILE)} is not one the "
+                      f"{config.model.name} has; set it to one of {', '.join(model.energies)}, "
+                      f"or 'auto' ({model.default_energy}).")
   _check_out_of_checkpoints(out, workdir)  # First: the write test below writes in --out
   _check_out_apart_from_input(out, opts.input, workdir)  # (was: a file made and removed
   check_output_folder(out, "--out")  # inside a checkpoint).
@@ -623,6 +634,23 @@ def _attribute_rows(labels, names, values):
           for lbl, vi in zip(labels, values)]
 
 
+def _diverged(labels: list[str], energy: np.ndarray) -> dict:
+  """{"diverged": the labels of the images whose inference diverged} (no restart ended with a
+  finite energy: their outputs mean nothing, as the library warns), or {} for none."""
+  bad = [label for label, e in zip(labels, np.asarray(energy)) if not np.isfinite(e)]
+  return {"diverged": bad} if bad else {}
+
+
+def _unless_diverged(values: np.ndarray, energy: np.ndarray) -> np.ndarray:
+  """`values` (one row per image) with NaN, written as null, for the images whose inference
+  diverged (was: their errors or attributes written as numbers like any other's; fault
+  hunt): JSON outlives the console's warning."""
+  bad = ~np.isfinite(np.asarray(energy))
+  values = np.array(values, np.float64)
+  values[bad] = np.nan
+  return values
+
+
 def sample(run: _Run) -> None:
   test = run.dataset["test"]
   n = _image_count(run.opts.num_images, len(test), "the test split", DEFAULT_NUM_IMAGES)
@@ -664,8 +692,9 @@ def reconstruct(run: _Run) -> None:
                  "images": labels,
                  "mse_recognition": evaluation.region_errors(
                      x01, rec["reconstruction"], full).tolist(),
-                 "mse_optimised": evaluation.region_errors(
-                     x01, opt["reconstruction"], full).tolist()}, "reconstruct.json")
+                 "mse_optimised": _unless_diverged(evaluation.region_errors(
+                     x01, opt["reconstruction"], full), opt["energy"]).tolist(),
+                 **_diverged(labels, opt["energy"])}, "reconstruct.json")
 
 
 def complete(run: _Run) -> None:
@@ -688,8 +717,10 @@ def complete(run: _Run) -> None:
                                options=opts)
       shown = x01 * observed + 0.5 * (1 - observed)
       run.save(np.stack([shown, out["completion"], x01], 1), f"complete_{name}.png", 3)
-      result["hidden_pixel_mse"][name] = evaluation.region_errors(
-          x01, out["completion"], 1 - observed).tolist()
+      result["hidden_pixel_mse"][name] = _unless_diverged(evaluation.region_errors(
+          x01, out["completion"], 1 - observed), out["energy"]).tolist()
+      if _diverged(labels, out["energy"]):  # {occlusion: labels}, as hidden_pixel_mse.
+        result.setdefault("diverged", {})[name] = _diverged(labels, out["energy"])["diverged"]
       interrupts.check()  # One swallowed whole: the occlusions done are kept.
   except BaseException:  # Ctrl-C, an error, a device out of memory: all the same.
     finished = list(result["hidden_pixel_mse"])
@@ -719,15 +750,18 @@ def edit(run: _Run) -> None:
   edited = (f"{run.names[j]} = {value:g}" if np.ndim(value) == 0 else
             f"{run.names[j]} at the other end of its range")
   run.save_json({"columns": ["input", "reconstruction", edited], "images": labels,
-                 "attribute": run.names[j], "value": np.asarray(value).tolist()},
+                 "attribute": run.names[j], "value": np.asarray(value).tolist(),
+                 **_diverged(labels, out["energy"])},
                 f"edit_{_file_part(run.names[j])}.json")
 
 
 def infer_attributes(run: _Run) -> None:
   images, attrs, labels = run.images()
-  y = inference.infer_attributes(run.trained, images, run.prior, key=run.key,
-                                 options=run.options())["y"]
-  result = {"inferred": _attribute_rows(labels, run.names, y)}
+  out = inference.infer_attributes(run.trained, images, run.prior, key=run.key,
+                                   options=run.options())
+  result = {"inferred": _attribute_rows(labels, run.names,
+                                        _unless_diverged(out["y"], out["energy"])),
+            **_diverged(labels, out["energy"])}
   if attrs is not None:
     result["true"] = _attribute_rows(labels, run.names, attrs)
   run.save_json(result, "infer_attributes.json")

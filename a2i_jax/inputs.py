@@ -710,12 +710,20 @@ def check_output_folder(path: str, what: str = "--out") -> None:
     path: the folder (it may not exist yet).
     what: the flag or argument name, for the messages.
   Raises:
-    InputError: `path` is a file, lies under a file, or its nearest existing folder refuses
-      a new file (read-only, permissions).
+    InputError: `path` is a file, lies under a file, is or lies under a symbolic link to
+      nothing, or its nearest existing folder refuses a new file (read-only, permissions).
   """
   full = os.path.abspath(os.path.expanduser(path))
   if os.path.exists(full) and not os.path.isdir(full):
     raise InputError(f"{what} {path} is a file; pass a folder (it is created if missing).")
+  # Was: passed (the link's folder writable), then, after the restore, "could not write ...
+  # (File exists); free some space" when the folder was made (fault hunt), as train.py's
+  # --workdir was before `files.check_workdir`.
+  link = files._dangling_link(full)  # pylint: disable=protected-access
+  if link is not None:
+    where, fix = files._link_to_nothing(link)  # pylint: disable=protected-access
+    raise InputError(f"{what} {path}: {link} is a symbolic link to {where}; {fix}, or pass "
+                     f"another {what}.")
   existing = files.nearest_existing(full)
   if not os.path.isdir(existing):
     raise InputError(f"{what} {path}: {existing} is a file, so the folder cannot be made "

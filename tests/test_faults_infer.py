@@ -79,6 +79,14 @@ def test_processes_compare_their_flags_but_not_their_paths():
                                          "--num_images=4", *other).fingerprint(), other
 
 
+def test_workdirs_are_stripped_as_modes_are():
+  """Was: --workdir="runs/a, runs/b" (a space after the comma, which --mode takes) refused
+  with "--workdir  runs/b does not exist" (fault hunt)."""
+  assert _options("--workdir=/a/w, /a/v ,").workdirs == ["/a/w", "/a/v"]
+  assert _options("--workdir=/a/w, /a/v", "--mode=evaluate, sample").modes == ["evaluate",
+                                                                               "sample"]
+
+
 def test_processes_compare_the_run_they_serve(trained, tmp_path):
   """`load_trained`'s processes compare the run's config and checkpoint (was unchecked:
   another --workdir per process mixed two models' outputs; review finding): a copy of the run
@@ -424,6 +432,69 @@ def test_out_that_is_a_file_or_read_only(trained, tmp_path, monkeypatch):
   assert not os.path.exists(os.path.join(trained, "infer"))
 
 
+def test_out_that_is_a_link_to_nothing_is_refused_up_front(tmp_path):
+  """Was: an --out that is, or lies under, a symbolic link to a missing folder passed the
+  check, and the call failed after the restore with "could not write ... (File exists); free
+  some space", which names neither the link nor the fix (fault hunt)."""
+  link = tmp_path / "results"
+  link.symlink_to(tmp_path / "gone")
+  for out in (link, link / "sub"):
+    with pytest.raises(InputError, match=r"^--out .*: .*results is a symbolic link to .*gone, "
+                       r"which does not exist; create that folder"):
+      inputs.check_output_folder(str(out), "--out")
+  (tmp_path / "gone").mkdir()
+  inputs.check_output_folder(str(link / "sub"), "--out")  # Mended: taken.
+
+
+def test_images_whose_inference_diverged_are_named_not_scored(trained, tmp_path,
+                                                              monkeypatch):
+  """Was: reconstruct.json, complete.json and infer_attributes.json gave the errors and
+  attributes of images whose inference diverged (no restart with a finite energy) as numbers
+  like any other's; only the console's warning said they meant nothing (fault hunt). The
+  library's results are stubbed: image 1 diverged."""
+  import infer  # pylint: disable=import-outside-toplevel
+  energy = np.array([1.0, np.inf], np.float32)
+
+  def result(images, *args, **kwargs):
+    n = len(images)
+    grey = np.full((n, 32, 32, 3), 0.5, np.float32)
+    return {"reconstruction": grey, "completion": grey, "edited": grey, "energy": energy[:n],
+            "y": np.zeros((n, 10), np.float32)}
+  for name in ("reconstruct", "complete", "edit", "infer_attributes"):
+    monkeypatch.setattr(infer.inference, name, lambda trained, images, *a, **k: result(images))
+  out = tmp_path / "out"
+  infer.run_modes(_options(f"--workdir={trained}", f"--out={out}", "--num_images=2",
+                           "--mode=reconstruct,complete,edit,infer_attributes",
+                           "--occlusion=eyes", "--attribute=smile"))
+  read = lambda name: json.loads((out / name).read_text())
+  assert read("reconstruct.json")["mse_optimised"][1] is None
+  assert read("reconstruct.json")["mse_optimised"][0] is not None
+  assert read("reconstruct.json")["diverged"] == ["test[1]"]
+  assert read("complete.json")["hidden_pixel_mse"]["eyes"][1] is None
+  assert read("complete.json")["diverged"] == {"eyes": ["test[1]"]}
+  assert read("edit_smile.json")["diverged"] == ["test[1]"]
+  rows = read("infer_attributes.json")
+  assert rows["diverged"] == ["test[1]"] and rows["inferred"][1]["smile"] is None
+  assert rows["inferred"][0]["smile"] == 0.0
+
+
+def test_an_energy_the_model_lacks_is_refused_before_any_mode_runs(trained, tmp_path):
+  """Was: config.json's inference.energy "gaussian" on a disCVAE (no variance head) was found
+  by the first inference, after --mode=sample had written its grid, and the line did not say
+  where the setting lives (fault hunt). Refused from config.json, before any restore."""
+  workdir = tmp_path / "w"
+  workdir.mkdir()
+  config = json.loads((pathlib.Path(trained) / "config.json").read_text())
+  config["model"]["name"] = "discvae"
+  config["inference"]["energy"] = "gaussian"
+  (workdir / "config.json").write_text(json.dumps(config))
+  out = tmp_path / "out"
+  _refused_here(f"--workdir={workdir}", f"--out={out}", "--mode=sample,reconstruct",
+                needles=(f"inference.energy='gaussian' in {workdir / 'config.json'} is not "
+                         "one the discvae has; set it to one of smooth_l1, l2, or 'auto'",))
+  assert not out.exists()
+
+
 def test_a_checkpoint_that_does_not_fit_the_config_is_one_line(trained, tmp_path):
   """A config.json edited to another width: one error line, and no asyncio traceback from
   the restore's cancelled reads (Orbax 0.12 logs one per array at its shutdown)."""
@@ -759,7 +830,7 @@ def test_complete_infers_attributes_from_the_observed_pixels_only(monkeypatch, t
 
   def complete(trained, x, attrs, observed, **kwargs):
     assert observed is calls[-1] and (attrs == len(calls)).all()  # That occlusion's own y.
-    return {"completion": np.zeros((2, 32, 32, 3), np.float32)}
+    return {"completion": np.zeros((2, 32, 32, 3), np.float32), "energy": np.zeros(2)}
   monkeypatch.setattr(infer.inference, "infer_attributes", infer_attributes)
   monkeypatch.setattr(infer.inference, "complete", complete)
   run = object.__new__(infer._Run)

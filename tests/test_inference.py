@@ -210,6 +210,11 @@ def test_inference_options_come_from_the_config():
   for key in ("steps", "restarts", "steps_per_call"):
     with pytest.raises(ConfigError, match=rf"inference.{key}={2**31} is not valid; use "):
       inference.InferenceOptions.from_config(section, **{key: 2**31})
+  # config.inference's batch_size is the calls' (was "unknown inference option(s)
+  # ['batch_size']", which config.inference holds; fault hunt).
+  with pytest.raises(ConfigError, match=r"batch_size=3 is how many rows each call takes, not "
+                     r"an option of the inference; pass it to the call instead"):
+    inference.InferenceOptions.from_config(section, batch_size=3)
 
 
 def test_posterior_adam_matches_optax():

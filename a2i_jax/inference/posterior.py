@@ -121,10 +121,17 @@ class InferenceOptions:
     Returns:
       The options.
     Raises:
-      ConfigError: an unknown key or an invalid value.
+      ConfigError: an unknown key, an invalid value, or a batch_size among the overrides
+        (the calls take it).
     """
     values = dict(section.to_dict() if hasattr(section, "to_dict") else section)
     values.pop("batch_size", None)  # How images are batched, not an option of one batch.
+    if "batch_size" in overrides:  # Was "unknown inference option(s) ['batch_size']", though
+      # config.inference holds it (fault hunt).
+      raise ConfigError(f"batch_size={overrides['batch_size']!r} is how many rows each call "
+                        "takes, not an option of the inference; pass it to the call instead "
+                        "(run_inference, reconstruct, complete, edit or infer_attributes: "
+                        "batch_size=...).")
     values.update(overrides)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
