@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import inspect
+import ipaddress
 import logging
 import math
 import os
@@ -179,6 +181,12 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
       logging.info("JAX detected a cluster of %d processes", num_processes)
   if num_processes < 1:
     raise ConfigError(f"num_processes={num_processes}: set it to 1 or more.")
+  if num_processes == 1 and process_id not in (None, 0):
+    # Was: run alone without a word, as another process 0 (a launcher that counted its
+    # hosts wrong started each one's own run in the same workdir).
+    raise ConfigError(f"process id {process_id} given, but a process count of 1: pass the "
+                      f"job's process count on every process (--num_processes or "
+                      f"{ENV_NUM_PROCESSES}), or drop the process id to run alone.")
   if num_processes == 1:
     return 1
   if detected is None and (coordinator_address is None or process_id is None):
@@ -216,23 +224,25 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
     kwargs["shutdown_timeout_seconds"] = int(heartbeat_timeout_s)
   who = f"process {process_id}" if process_id is not None else "this process"
   where = coordinator_address or "the detected coordinator"
-  fix = ("start the same command on every host with the same --coordinator_address and "
-         "--num_processes and a distinct --process_id")
+
+  def not_joined(detail: str = "") -> str:  # Only then looks the address up.
+    return (f"{who}: not all {num_processes} processes joined at {where} within {timeout_s} s"
+            f"{detail}; start the same command on every host with the same "
+            "--coordinator_address and --num_processes and a distinct --process_id"
+            f"{_each_host_its_own(coordinator_address)}.")
   # JAX's preemption notifier takes SIGTERM from here on, in C++: a Python handler installed
   # before (the entry points' `interrupts.raise_terminated`) would never run again, and a
   # SIGTERM would be swallowed (was: infer.py in two processes finished as if never asked to
   # stop; train.py's notice before its loop was lost). Only a Python handler is put back.
   term = signal.getsignal(signal.SIGTERM) if _on_main_thread() else None
   try:
-    with _join_watchdog(left_s, f"{who}: not all {num_processes} processes joined at {where} "
-                        f"within {timeout_s} s; {fix}."):
+    with _join_watchdog(left_s, not_joined):
       jax.distributed.initialize(**kwargs)
   except (ValueError, TypeError) as e:
     raise ConfigError(f"could not start {num_processes} processes: {e}") from None
   except Exception as e:  # pylint: disable=broad-except
     # XlaRuntimeError (DEADLINE_EXCEEDED, UNAVAILABLE): someone did not arrive in time.
-    raise ConfigError(f"{who}: not all {num_processes} processes joined at {where} within "
-                      f"{timeout_s} s ({str(e).splitlines()[0]}); {fix}.") from None
+    raise ConfigError(not_joined(f" ({str(e).splitlines()[0]})")) from None
   if callable(term):
     signal.signal(signal.SIGTERM, term)
   _check_process_count(num_processes, timeout_s)
@@ -258,7 +268,8 @@ def _check_port_free(address: str, port: int) -> None:
   """Refuses a coordinator port that something on this host already listens on, or that this
   process may not listen on: process 0's service listens on it on every interface, and where
   it cannot, JAX ends the process with a segmentation fault (jaxlib 0.10.2; a second process
-  given --process_id=0, another program on the port, a port below 1024 without privileges)."""
+  given --process_id=0, another program on the port, a port below 1024 without privileges).
+  Then refuses an address that does not lead to this host (`_check_it_leads_here`)."""
   for family, host in ((socket.AF_INET6, "::"), (socket.AF_INET, "0.0.0.0")):
     try:
       probe = socket.socket(family, socket.SOCK_STREAM)
@@ -267,6 +278,9 @@ def _check_port_free(address: str, port: int) -> None:
     with probe:
       # As gRPC binds: a port left in TIME_WAIT by an earlier run is free; a listener is not.
       probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+      if family == socket.AF_INET6:  # IPv4 too, as gRPC's "[::]" listens.
+        with contextlib.suppress(OSError):  # A system's default then.
+          probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
       try:
         probe.bind((host, port))
       except OSError as e:
@@ -281,7 +295,55 @@ def _check_port_free(address: str, port: int) -> None:
               "(permission denied: ports below 1024 need privileges); pass a free port from "
               "1024 to 65535 to every process.") from None
         continue  # An address family this host cannot bind: the next one, or JAX, decides.
+      _check_it_leads_here(address, probe)
     return
+
+
+# Seconds process 0 gives a connection to itself through the coordinator address.
+_SELF_CONNECT_S = 10.0
+
+
+def _check_it_leads_here(address: str, listener: socket.socket) -> None:
+  """Refuses a coordinator address through which process 0 does not reach `listener` (bound to
+  the address's port on every interface of this host): JAX's service listens on this host,
+  and process 0's own client connects to the address. Was: a mistyped host name, or another
+  host's address, kept every process waiting for the join's whole timeout (300 s), which then
+  said that not all processes had joined; a second process 0 on another host, which reached
+  the first one's service, ended the processes already running with JAX's fatal log.
+
+  Raises:
+    ConfigError: the address does not resolve, nothing answers there, or something else does.
+  """
+  host, port = _split_address(address)
+  # What this process sends; another's connection (a peer's look for process 0, its JAX
+  # client) sends something else or nothing.
+  token = os.urandom(16)
+  listener.listen(socket.SOMAXCONN)  # Peers may look for process 0 meanwhile, many at once.
+  listener.settimeout(_SELF_CONNECT_S)
+  try:
+    with socket.create_connection((host, port), timeout=_SELF_CONNECT_S) as client:
+      # Connected, but not to this process: another host's coordinator, another program.
+      why = "something else answers there"
+      client.sendall(token)
+      deadline = time.monotonic() + _SELF_CONNECT_S
+      while time.monotonic() < deadline:
+        try:
+          conn, _ = listener.accept()
+          with conn:
+            conn.settimeout(max(deadline - time.monotonic(), 0.01))
+            if conn.recv(len(token), socket.MSG_WAITALL) == token:
+              return
+        except OSError:  # Nothing more came in time, or a peer's look went: on to the end.
+          continue
+  except socket.timeout:
+    why = "timed out"
+  except OSError as e:  # Unknown host, refused, no route.
+    why = e.strerror or str(e) or type(e).__name__
+  raise ConfigError(
+      f"process 0: --coordinator_address={address} does not lead to this host ({why}), "
+      "where process 0 listens and connects; start process 0 on the host the address names "
+      "(one process 0 in all), or pass every process this host's name or address and the "
+      "port.")
 
 
 # Between tries at process 0's address. Process 1 usually asks before process 0 listens (was
@@ -317,19 +379,41 @@ def _wait_for_coordinator(address: str, process_id: int, deadline: float,
       f"process {process_id}: nothing answered at the coordinator address {address} within "
       f"{timeout_s:.0f} s (last try: {last}); start process 0 with the same "
       "--coordinator_address (it listens there), and pass its host and port to every other "
-      "process.")
+      f"process{_each_host_its_own(address)}.")
+
+
+def _each_host_its_own(address: Optional[str]) -> str:
+  """" (HOST is each host's own: ...)" where `address` names only loopback addresses (or
+  0.0.0.0, where a connection also stays on its host), else "".
+
+  Was: `--coordinator_address=localhost:PORT` given on several hosts waited 300 s on each and
+  then said only that nothing answered, or that not all processes joined (fault hunt).
+  """
+  if not address:
+    return ""
+  host, _ = _split_address(address)
+  try:
+    found = {info[4][0].partition("%")[0] for info in socket.getaddrinfo(host, None)}
+  except OSError:
+    return ""  # Not resolved: the error says so itself.
+  if not found or not all(ipaddress.ip_address(a).is_loopback
+                          or ipaddress.ip_address(a).is_unspecified for a in found):
+    return ""
+  return (f" ({host} is each host's own: processes on several hosts need process 0's host "
+          "name or address)")
 
 
 @contextlib.contextmanager
-def _join_watchdog(seconds: float, message: str) -> Iterator[None]:
-  """Prints `error: message` and ends the process if the block is still running after `seconds`.
+def _join_watchdog(seconds: float, message: Callable[[], str]) -> Iterator[None]:
+  """Prints `error: ` and `message()` and ends the process if the block is still running after
+  `seconds`.
 
   `jax.distributed.initialize` cannot be interrupted, and where not every process joins in time
   JAX ends the process from its own thread with a C++ fatal log; this speaks first, with the
   one line every other mistake gets.
   """
   def expire():
-    print(f"error: {message}", file=sys.stderr)
+    print(f"error: {message()}", file=sys.stderr)
     exit_now(1)
   timer = threading.Timer(seconds, expire)
   timer.daemon = True
@@ -525,15 +609,87 @@ def define_flags() -> Callable[[], int]:
   def join() -> int:
     count = initialize(coordinator.value, num_processes.value, process_id.value)
     start_backend()
-    # The CPU's "auto" model forms follow the convolution kernels each process's timing chose
-    # (perf.recommended_cpu_flags); processes that chose differently would build different
-    # programs, so they stop here instead of at a mismatched collective.
-    from a2i_jax import perf  # pylint: disable=import-outside-toplevel
-    same_on_every_process(
-        "the convolution kernels", "XLA's own" if perf.xla_convolutions() else "YNNPACK's",
-        f"set XLA_FLAGS the same on every host, e.g. {perf.XLA_CONVOLUTIONS_FLAG}")
+    _check_same_programs()
     return count
   return join
+
+
+# The packages whose versions shape the programs a process builds (`_software`).
+_PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint")
+
+
+def _software() -> str:
+  """What this process builds its programs from: a hash of the library's source files and the
+  versions of the packages it computes with.
+
+  Returns:
+    E.g. "a2i_jax 63709db56c0c, jax 0.10.2, jaxlib 0.10.2, flax 0.12.8, optax 0.2.8,
+    orbax-checkpoint 0.12.8" (a package that is not installed: "?").
+  """
+  from importlib import metadata  # pylint: disable=import-outside-toplevel
+  root = os.path.dirname(os.path.abspath(__file__))
+  digest = hashlib.sha256()
+  for folder, subfolders, names in os.walk(root):
+    subfolders[:] = sorted(n for n in subfolders if n != "__pycache__")
+    for name in sorted(n for n in names if n.endswith(".py")):
+      path = os.path.join(folder, name)
+      digest.update(os.path.relpath(path, root).encode() + b"\0")
+      with open(path, "rb") as f:
+        digest.update(hashlib.sha256(f.read()).digest())
+  versions = []
+  for package in _PACKAGES:
+    try:
+      versions.append(f"{package} {metadata.version(package)}")
+    except metadata.PackageNotFoundError:
+      versions.append(f"{package} ?")
+  return ", ".join([f"a2i_jax {digest.hexdigest()[:12]}", *versions])
+
+
+# JAX's options (JAX_* environment variables) under which the same config computes otherwise:
+# other random numbers (the initial state, the batches, the noise), dtypes or precision.
+_NUMERIC_OPTIONS = ("jax_default_prng_impl", "jax_threefry_partitionable", "jax_enable_x64",
+                    "jax_default_matmul_precision")
+
+
+def _check_same_programs() -> None:
+  """Stops every process where any would build other programs than process 0 from the same
+  config: another number or platform of devices, the convolution kernels its timing chose,
+  other library source or package versions, or other numeric options of JAX. A no-op in one
+  process; the entry points call it once joined.
+
+  Such processes stop at a mismatched collective, or worse, run on together without a word
+  while their replicated states drift apart (was: a host with another checkout of the
+  library, whose loss weighed a term otherwise, trained with the others to the end, all with
+  status 0; fault hunt).
+
+  Raises:
+    ConfigError: this process (on process 0: another) builds other programs.
+    DataError: a process did not say in time, or left first.
+  """
+  # Orbax lays the devices out as processes x devices per process: was, a host with other
+  # devices than the others stopped at the checkpointer's start with "a step folder there is
+  # damaged or not a checkpoint: move it away" (fault hunt).
+  local = jax.local_devices()
+  same_on_every_process(
+      "the devices", f"{len(local)} {local[0].platform} device{'s' * (len(local) != 1)}",
+      "give every process as many devices of one platform (CUDA_VISIBLE_DEVICES; on CPU, "
+      "XLA_FLAGS' --xla_force_host_platform_device_count; JAX_PLATFORMS)")
+  # The CPU's "auto" model forms follow the convolution kernels each process's timing chose
+  # (perf.recommended_cpu_flags).
+  from a2i_jax import perf  # pylint: disable=import-outside-toplevel
+  same_on_every_process(
+      "the convolution kernels", "XLA's own" if perf.xla_convolutions() else "YNNPACK's",
+      f"set XLA_FLAGS the same on every host, e.g. {perf.XLA_CONVOLUTIONS_FLAG}")
+  same_on_every_process(
+      "the software", _software(), "run the same on every host: one a2i-jax checkout (on "
+      "shared storage, or the same commit everywhere) and the same versions of "
+      f"{', '.join(_PACKAGES)} (pip install with the same pins)")
+  # Was: a host with JAX_DEFAULT_PRNG_IMPL=rbg drew another initial state and other batches,
+  # and trained with the others to the end, all with status 0 (fault hunt).
+  same_on_every_process(
+      "JAX's options", ", ".join(f"{o}={getattr(jax.config, o, None)}" for o in _NUMERIC_OPTIONS),
+      "set the same JAX_* environment variables on every host "
+      f"({', '.join(o.upper() for o in _NUMERIC_OPTIONS)}), or none")
 
 
 def is_main() -> bool:

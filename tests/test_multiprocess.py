@@ -224,12 +224,55 @@ def test_a_coordinator_port_without_permission_is_one_line(monkeypatch):
     distributed.initialize("localhost:80", num_processes=2, process_id=0)
 
 
+def test_a_coordinator_address_that_does_not_lead_to_process_0_is_one_line(monkeypatch):
+  """Process 0's own client connects to the coordinator address, and its service listens on
+  its host. Was: a mistyped host name, or another host's address, given to process 0 kept
+  every process waiting the join's whole timeout (300 s), then said that not all processes
+  had joined."""
+  port, connect = _free_port(), socket.create_connection
+  with pytest.raises(ConfigError, match=f"process 0: --coordinator_address=localhsot.invalid:"
+                     f"{port} does not lead to this host \\("):  # A name that never resolves.
+    distributed.initialize(f"localhsot.invalid:{port}", num_processes=2, process_id=0)
+  def elsewhere(address, timeout):  # Another host: nothing listens there.
+    raise ConnectionRefusedError(errno.ECONNREFUSED, os.strerror(errno.ECONNREFUSED))
+  monkeypatch.setattr(socket, "create_connection", elsewhere)
+  with pytest.raises(ConfigError, match="does not lead to this host .Connection refused"):
+    distributed.initialize(f"10.0.0.9:{port}", num_processes=2, process_id=0)
+  # A second process 0, on another host than the first, whose service answers (was: JAX's
+  # fatal log on the processes already running, "a different incarnation").
+  monkeypatch.setattr(distributed, "_SELF_CONNECT_S", 0.3)
+  with socket.socket() as first:
+    first.bind(("127.0.0.1", 0))
+    first.listen()
+    monkeypatch.setattr(socket, "create_connection", lambda address, timeout: connect(
+        ("127.0.0.1", first.getsockname()[1]), timeout))
+    with pytest.raises(ConfigError, match=r"does not lead to this host \(something else "
+                       r"answers there\), .* \(one process 0 in all\)"):
+      distributed.initialize(f"10.0.0.9:{port}", num_processes=2, process_id=0)
+  assert distributed.process_count() == 1  # Nothing was joined.
+
+
+def test_a_loopback_coordinator_address_is_named_as_each_hosts_own():
+  """Was: --coordinator_address=localhost:PORT on several hosts: each waited 300 s, then said
+  only that nothing answered there (process 1) or that not all processes joined (process 0)."""
+  port = _free_port()
+  with pytest.raises(ConfigError, match=re.escape(
+      f"process 1: nothing answered at the coordinator address localhost:{port} within 0 s") +
+      r".* to every other process \(localhost is each host's own: processes on several hosts "
+      r"need process 0's host name or address\)\.$"):
+    distributed._wait_for_coordinator(  # pylint: disable=protected-access
+        f"localhost:{port}", 1, time.monotonic() + 0.2, 0.2)
+  assert distributed._each_host_its_own("10.0.0.9:1") == ""  # pylint: disable=protected-access
+
+
 @pytest.mark.parametrize("env, message", [
     ({"A2I_NUM_PROCESSES": "2"}, "need the coordinator address"),
     ({"A2I_NUM_PROCESSES": "two"}, "is not an integer"),
     ({"A2I_NUM_PROCESSES": "2", "A2I_COORDINATOR": "localhost:1", "A2I_PROCESS_ID": "2"},
      "outside [0, 2)"),
     ({"A2I_NUM_PROCESSES": "0"}, "set it to 1 or more"),
+    ({"A2I_NUM_PROCESSES": "1", "A2I_PROCESS_ID": "1"},  # Was: ran alone, as a process 0.
+     "process id 1 given, but a process count of 1: pass the job's process count"),
 ])
 def test_incomplete_settings_are_config_errors(monkeypatch, env, message):
   for name in (distributed.ENV_COORDINATOR, distributed.ENV_PROCESS_ID):
@@ -316,6 +359,41 @@ def test_processes_that_chose_other_convolution_kernels_stop(monkeypatch):
     on_process(0, "XLA's own")
   monkeypatch.setattr(distributed, "_client", lambda: None)  # One process: nothing to compare.
   distributed.same_on_every_process("the convolution kernels", "anything", "")
+
+
+@pytest.mark.parametrize("what, fix", [
+    ("the devices", "give every process as many devices of one platform"),
+    ("the software", "run the same on every host: one a2i-jax checkout"),
+    ("JAX's options", r"set the same JAX_\* environment variables on every host "
+     r"\(JAX_DEFAULT_PRNG_IMPL, "),
+])
+def test_processes_that_would_build_other_programs_stop(monkeypatch, what, fix):
+  """Each was a run to its end, all with status 0, or a misleading error: a host with another
+  checkout of the library (its KL term weighed 1.2 times) or with JAX_DEFAULT_PRNG_IMPL=rbg
+  (another initial state, other batches) trained with the others, their replicated states
+  apart; one with 6 devices beside one with 2 stopped at Orbax's start with advice to move a
+  "damaged" step folder away. The join compares them through the coordinator's store."""
+  store = {f"a2i/1/{what}/value/0": "something else"}  # Process 0's, where it differs.
+
+  class Client:
+    def key_value_set(self, key, value):
+      store[key] = value
+
+    def blocking_key_value_get(self, key, timeout_ms):
+      del timeout_ms
+      if "/barrier/" in key:
+        return "here"  # Process 0 has reached every barrier.
+      return store.get(key, store.get(key[:-1] + "1"))  # Else process 0's value is ours.
+  monkeypatch.setattr(distributed, "_client", Client)
+  monkeypatch.setattr(distributed, "process_count", lambda: 2)
+  monkeypatch.setattr(distributed, "process_index", lambda: 1)
+  monkeypatch.setattr(distributed, "_step_counts", {})
+  with pytest.raises(ConfigError, match=f"^process 1: {re.escape(what)}: .+ here, something "
+                     f"else on process 0; {fix}"):
+    distributed._check_same_programs()  # pylint: disable=protected-access
+  del store[f"a2i/1/{what}/value/0"]  # The same on both.
+  monkeypatch.setattr(distributed, "_step_counts", {})
+  distributed._check_same_programs()  # pylint: disable=protected-access
 
 
 def test_a_shared_step_one_process_skips_shifts_no_other_key(monkeypatch):
