@@ -417,17 +417,29 @@ class _Run:
     return test.images[:n], test.attributes[:n], [f"test[{i}]" for i in range(n)]
 
   def known_attributes(self, images, attrs, observed=None):
-    """`attrs`, or for --input images the attributes inferred jointly with z from the
-    `observed` pixels (None: all), so that hidden pixels never inform them."""
+    """(`attrs`, None), or for --input images (the attributes inferred jointly with z from the
+    `observed` pixels (None: all), so that hidden pixels never inform them, and the final
+    energy [N] of that inference). An image whose attribute inference diverged (no finite
+    energy) gets the prior's mean, so that the mode runs on, and its results are named as
+    diverged (`_with_attributes`). Was: its NaN attributes refused as "attributes contain NaN
+    or infinity", which the user never gave, and finite ones that mean nothing scored like
+    any other's."""
     if attrs is None and self.trained.model.uses_attributes:
-      attrs = inference.infer_attributes(self.trained, images, self.prior, observed,
-                                         key=self.key, options=self.options())["y"]
-    return attrs
+      out = inference.infer_attributes(self.trained, images, self.prior, observed,
+                                       key=self.key, options=self.options())
+      attrs, energy = np.array(out["y"], np.float32), np.asarray(out["energy"])
+      diverged = ~np.isfinite(energy)
+      if diverged.any():
+        attrs[diverged] = self.prior.mean
+      return attrs, energy
+    return attrs, None
 
   def images_and_attributes(self):
-    """(images, attributes, labels, [0, 1] images), attributes inferred from whole images."""
+    """(images, attributes, labels, [0, 1] images, the energy of the attributes' inference or
+    None: `known_attributes`), attributes inferred from whole images."""
     images, attrs, labels = self.images()
-    return images, self.known_attributes(images, attrs), labels, to_unit(images)
+    attrs, energy = self.known_attributes(images, attrs)
+    return images, attrs, labels, to_unit(images), energy
 
   def value_range(self, j: int) -> tuple[float, float]:
     """The training minimum and maximum of attribute `j` (as stored at training if it was)."""
@@ -641,6 +653,16 @@ def _diverged(labels: list[str], energy: np.ndarray) -> dict:
   return {"diverged": bad} if bad else {}
 
 
+def _with_attributes(energy: np.ndarray, attribute_energy: Optional[np.ndarray]
+                     ) -> np.ndarray:
+  """`energy` [N], infinite for the images whose attributes were inferred by an inference
+  that diverged (`_Run.known_attributes`; None: attributes given): their results mean
+  nothing either."""
+  if attribute_energy is None:
+    return energy
+  return np.where(np.isfinite(np.asarray(attribute_energy)), np.asarray(energy), np.inf)
+
+
 def _unless_diverged(values: np.ndarray, energy: np.ndarray) -> np.ndarray:
   """`values` (one row per image) with NaN, written as null, for the images whose inference
   diverged (was: their errors or attributes written as numbers like any other's; fault
@@ -679,7 +701,7 @@ def swap(run: _Run) -> None:
 
 
 def reconstruct(run: _Run) -> None:
-  images, attrs, labels, x01 = run.images_and_attributes()
+  images, attrs, labels, x01, attribute_energy = run.images_and_attributes()
   opts = run.options()
   full = np.ones(x01.shape[:3] + (1,), np.float32)
   rec = inference.reconstruct(run.trained, images, attrs, key=run.key,
@@ -688,13 +710,15 @@ def reconstruct(run: _Run) -> None:
   opt = inference.reconstruct(run.trained, images, attrs, key=run.key, options=opts)
   run.save(np.stack([x01, rec["reconstruction"], opt["reconstruction"]], 1),
            "reconstruct.png", 3)
+  energy = _with_attributes(opt["energy"], attribute_energy)
   run.save_json({"columns": ["input", "recognition model", f"{opts.steps} steps"],
                  "images": labels,
-                 "mse_recognition": evaluation.region_errors(
-                     x01, rec["reconstruction"], full).tolist(),
+                 "mse_recognition": _unless_diverged(evaluation.region_errors(
+                     x01, rec["reconstruction"], full),
+                     _with_attributes(np.zeros(len(labels)), attribute_energy)).tolist(),
                  "mse_optimised": _unless_diverged(evaluation.region_errors(
-                     x01, opt["reconstruction"], full), opt["energy"]).tolist(),
-                 **_diverged(labels, opt["energy"])}, "reconstruct.json")
+                     x01, opt["reconstruction"], full), energy).tolist(),
+                 **_diverged(labels, energy)}, "reconstruct.json")
 
 
 def complete(run: _Run) -> None:
@@ -712,15 +736,16 @@ def complete(run: _Run) -> None:
                                 dataset=run.dataset.name, crop_from=whole)
   try:
     for name, observed in masks.items():
-      attrs = run.known_attributes(images, given, observed)
+      attrs, attribute_energy = run.known_attributes(images, given, observed)
       out = inference.complete(run.trained, images, attrs, observed, key=run.key,
                                options=opts)
       shown = x01 * observed + 0.5 * (1 - observed)
       run.save(np.stack([shown, out["completion"], x01], 1), f"complete_{name}.png", 3)
+      energy = _with_attributes(out["energy"], attribute_energy)
       result["hidden_pixel_mse"][name] = _unless_diverged(evaluation.region_errors(
-          x01, out["completion"], 1 - observed), out["energy"]).tolist()
-      if _diverged(labels, out["energy"]):  # {occlusion: labels}, as hidden_pixel_mse.
-        result.setdefault("diverged", {})[name] = _diverged(labels, out["energy"])["diverged"]
+          x01, out["completion"], 1 - observed), energy).tolist()
+      if _diverged(labels, energy):  # {occlusion: labels}, as hidden_pixel_mse.
+        result.setdefault("diverged", {})[name] = _diverged(labels, energy)["diverged"]
       interrupts.check()  # One swallowed whole: the occlusions done are kept.
   except BaseException:  # Ctrl-C, an error, a device out of memory: all the same.
     finished = list(result["hidden_pixel_mse"])
@@ -735,7 +760,7 @@ def complete(run: _Run) -> None:
 
 def edit(run: _Run) -> None:
   j = _attribute_index(run.names, run.opts.attribute)
-  images, attrs, labels, x01 = run.images_and_attributes()
+  images, attrs, labels, x01, attribute_energy = run.images_and_attributes()
   lo, hi = run.value_range(j)
   attrs = np.asarray(attrs, np.float32)
   value = run.opts.value
@@ -751,7 +776,7 @@ def edit(run: _Run) -> None:
             f"{run.names[j]} at the other end of its range")
   run.save_json({"columns": ["input", "reconstruction", edited], "images": labels,
                  "attribute": run.names[j], "value": np.asarray(value).tolist(),
-                 **_diverged(labels, out["energy"])},
+                 **_diverged(labels, _with_attributes(out["energy"], attribute_energy))},
                 f"edit_{_file_part(run.names[j])}.json")
 
 

@@ -3,7 +3,8 @@ fidelity.
 
 Errors are per-pixel squared errors on [0, 1] images, averaged over each test image's region
 of interest (every pixel, the foreground pixels, or the hidden pixels of an occlusion), then
-reported as mean +- standard error over test images.
+reported as mean +- standard error over test images; each cell also gives each image's root
+mean squared error on the 0-255 scale the same way (`error_cell`, "rmse_255").
 
 Rows for one trained model: posterior inference by optimisation ("optimisation", the
 `config.inference` settings) and the recognition model alone ("recognition": the encoder's

@@ -826,7 +826,7 @@ def test_complete_infers_attributes_from_the_observed_pixels_only(monkeypatch, t
 
   def infer_attributes(trained, x, prior, observed=None, **kwargs):
     calls.append(observed)
-    return {"y": np.full((2, 10), len(calls), np.float32)}
+    return {"y": np.full((2, 10), len(calls), np.float32), "energy": np.zeros(2)}
 
   def complete(trained, x, attrs, observed, **kwargs):
     assert observed is calls[-1] and (attrs == len(calls)).all()  # That occlusion's own y.
@@ -846,6 +846,50 @@ def test_complete_infers_attributes_from_the_observed_pixels_only(monkeypatch, t
   infer.complete(run)
   assert len(calls) == 2 and all(m is not None and 0 < m.mean() < 1 for m in calls)
   assert "observed pixels" in json.loads((tmp_path / "complete.json").read_text())["attributes"]
+
+
+def test_input_images_whose_attribute_inference_diverged_are_named(monkeypatch, tmp_path):
+  """--input images: where the inference of an image's attributes diverged (no finite
+  energy; here NaN attributes), reconstruct, complete and edit stopped with "attributes
+  contain NaN or infinity", attributes the user never gave (and finite ones that mean nothing
+  were scored like any other's). The mode runs on with the prior's mean for that image, and
+  names it as diverged. The library is stubbed."""
+  import infer  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(infer.inference, "infer_attributes", lambda *a, **k: {
+      "y": np.array([[0.5] * 10, [np.nan] * 10], np.float32),
+      "energy": np.array([1.0, np.inf], np.float32)})
+
+  def result(trained, images, attrs, *args, **kwargs):
+    if not np.isfinite(attrs).all():  # As the library refuses them (`check_attributes`).
+      raise InputError("attributes contain NaN or infinity.")
+    grey = np.full((2, 32, 32, 3), 0.5, np.float32)
+    return {"reconstruction": grey, "completion": grey, "edited": grey, "energy": np.zeros(2)}
+  for name in ("reconstruct", "complete", "edit"):
+    monkeypatch.setattr(infer.inference, name, result)
+  monkeypatch.setattr(infer.inference, "options_for", lambda *a, **k: None)
+  monkeypatch.setattr(infer.inference, "recognition_options", lambda options: None)
+  run = object.__new__(infer._Run)
+  run.opts = types.SimpleNamespace(occlusion_names=lambda default: ["eyes"], seed=0,
+                                   num_images=2, attribute="a0", value=None)
+  run.inputs = (np.zeros((2, 32, 32, 3), np.uint8), ["a.png", "b.png"])
+  run.size, run.key, run.ranges = 32, None, [[0.0, 1.0]] * 10
+  run.names, run.prior = [f"a{i}" for i in range(10)], types.SimpleNamespace(mean=np.zeros(10))
+  run.trained = types.SimpleNamespace(
+      model=types.SimpleNamespace(uses_attributes=True), step=3, config=types.SimpleNamespace(
+          data=types.SimpleNamespace(augment=types.SimpleNamespace(crop_size=0))))
+  run.dataset, run.stage = types.SimpleNamespace(name="synthetic"), str(tmp_path)
+  run.out, run.workdir = str(tmp_path), str(tmp_path / "w")
+  run.options = lambda **kwargs: types.SimpleNamespace(steps=1)
+  for mode in (infer.reconstruct, infer.complete, infer.edit):
+    mode(run)
+  read = lambda name: json.loads((tmp_path / name).read_text())
+  rec = read("reconstruct.json")
+  assert rec["diverged"] == ["b.png"], rec
+  assert rec["mse_optimised"][1] is None and rec["mse_recognition"][1] is None, rec
+  assert rec["mse_optimised"][0] is not None and rec["mse_recognition"][0] is not None, rec
+  assert read("complete.json")["diverged"] == {"eyes": ["b.png"]}
+  assert read("complete.json")["hidden_pixel_mse"]["eyes"][1] is None
+  assert read("edit_a0.json")["diverged"] == ["b.png"]
 
 
 def test_rows_of_one_model_kind_are_told_apart():

@@ -32,8 +32,8 @@ Preparation:
   1..200, bounding boxes are finite with a width and height above 0, and every image and
   segmentation is there; an image that does not decode stops the preparation. Each is a
   `DataError` naming the file (and line).
-- Reuse: the prepared copy records its source files; a later load refuses it when one of
-  them has changed since (`tfds_lib.load`).
+- Reuse: the prepared copy records its source files; a later load warns when one of them
+  has changed since, and reads the copy as it was prepared (`tfds_lib.load`).
 """
 
 from __future__ import annotations

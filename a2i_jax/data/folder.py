@@ -137,9 +137,11 @@ def scan(path: str, masks: bool) -> Table:
     raise DataError(f"{images_dir} must be a folder and {csv_path} a file.")
   masks_dir = os.path.join(path, "masks")
   if masks and not os.path.isdir(masks_dir):
-    raise DataError(f"config.data.masks=True but {masks_dir} does not exist; add masks "
-                    "(white = foreground, same file names as images/) or set "
-                    "--config.data.masks=False (and a model without masks, e.g. cvae).")
+    # With the hint (was: a "Masks" folder told "does not exist; add masks", as images/ was).
+    raise DataError(f"config.data.masks=True but {masks_dir} does not exist"
+                    f"{_layout_hint(path, 'masks')}; add masks (white = foreground, same "
+                    "file names as images/) or set --config.data.masks=False (and a model "
+                    "without masks, e.g. cvae).")
   header, body = _read_csv(csv_path)
   # The two reserved column names match in any case ("Filename", "SPLIT").
   reserved = {key: [i for i, h in enumerate(header) if h.lower() == key]
@@ -225,9 +227,10 @@ def scan(path: str, masks: bool) -> Table:
 
 
 def _layout_hint(path: str, wanted: str) -> str:
-  """Why `path`/`wanted` (images or attributes.csv) is not there, where the folder shows it:
-  data.path names a file, the images/ folder itself, or a folder holding `wanted` spelled
-  otherwise ("Images", "Attributes.csv"); "" otherwise. Was only "does not exist"."""
+  """Why `path`/`wanted` (images, attributes.csv or masks) is not there, where the folder
+  shows it: data.path names a file, the images/ folder itself, or a folder holding `wanted`
+  spelled otherwise ("Images", "Attributes.csv", "Masks"); "" otherwise. Was only "does not
+  exist"."""
   if os.path.isfile(path):
     return (f" (config.data.path={path} is a file: pass the folder that holds images/ and "
             "attributes.csv)")

@@ -36,8 +36,8 @@ Preparation:
   attribute row repeated or an attribute named twice, and more than `MAX_MISSING_ROWS` of the
   attribute rows naming images the archive lacks (fewer are counted in a warning) are each a
   `DataError` naming the file.
-- Reuse: the prepared copy records its source files; a later load refuses it when one of
-  them has changed since (`tfds_lib.load`).
+- Reuse: the prepared copy records its source files; a later load warns when one of them
+  has changed since, and reads the copy as it was prepared (`tfds_lib.load`).
 """
 
 from __future__ import annotations

@@ -155,7 +155,7 @@ def fetch_sources(dl_manager: Any, sources: Sequence[Source], manual_dir: str,
 
 
 # A prepared copy's metadata key: {filename: `_source_identity`} of the source files it was
-# prepared from (LFW, CUB), compared with them at every later load (`_check_sources`).
+# prepared from (LFW, CUB), compared with them at every later load (`_warn_changed_sources`).
 SOURCES_KEY = "sources"
 _WHOLE_FILE_BYTES = 64 << 20  # Files up to this size are hashed whole for their identity.
 
@@ -186,22 +186,26 @@ def _source_identity(path: str) -> dict:
   return out
 
 
-def _check_sources(meta: dict, manual_dir: str, where: str) -> None:
-  """Refuses a prepared copy whose source files have changed since it was prepared.
+def _warn_changed_sources(meta: dict, manual_dir: str, where: str) -> None:
+  """Warns where a prepared copy's source files have changed since it was prepared.
 
   The copy is prepared once and read after that; a source replaced since (a corrected
   lfw_attributes.txt after the first one dropped images, another archive) went unused
   without a word (fault hunt). Each source is compared where a new preparation would take
   it (`fetch_sources`: the manual folder first), else where it was taken from. A source
   that is gone, or an unpacked folder, is not compared; nor is anything for a copy prepared
-  before its sources were recorded.
+  before its sources were recorded. A warning, not an error: the copy is what the runs made
+  from it trained on, and a resume or `infer.py` of such a run must keep reading it (a review
+  of the first version, which refused it: deleting the copy to go on would have resumed
+  those runs on other attribute values).
 
   Args:
     meta: the copy's metadata (its `SOURCES_KEY` entry, from `BuilderMixin._record_sources`).
     manual_dir: the dataset's manual folder.
     where: the copy's folder, for the message.
-  Raises:
-    DataError: naming the changed file, its sizes then and now, and the fix.
+  Returns:
+    None; logs one warning per changed file, naming it, its sizes then and now, and what to
+    delete to prepare a copy from it.
   """
   recorded = meta.get(SOURCES_KEY)
   if not isinstance(recorded, dict):
@@ -219,9 +223,11 @@ def _check_sources(meta: dict, manual_dir: str, where: str) -> None:
       continue
     sizes = (f"{then.get('size')} bytes then, {now['size']} now"
              if now["size"] != then.get("size") else "the same size, other bytes")
-    raise DataError(f"{path} is not the {name} the prepared copy at {where} was made from "
-                    f"({sizes}); delete {where} to prepare it again from this file (or put "
-                    "the old file back), then run the same command again.")
+    logging.warning(
+        "%s is not the %s the prepared copy at %s was made from (%s); the copy is used as it "
+        "was prepared. To prepare one from this file for new runs, delete %s (runs trained on "
+        "the old copy would then resume and be served on the new data), or put the old file "
+        "back.", path, name, where, sizes, where)
 
 
 # How long `unreachable` waits for a connection.
@@ -957,10 +963,8 @@ def load(builder: Any, *, manual_dir: str, download_dir: str, image_size: int,
       process prepares in it meanwhile. "" keeps everything.
   Returns:
     The `Dataset`; its metadata is the builder's plus `SPLIT_IDS_KEY`: per split, the count
-    and SHA-256 of its examples' ids (`ids_fingerprint`).
-  Raises:
-    DataError: among others, a copy prepared before from source files that have changed since
-      (`_check_sources`).
+    and SHA-256 of its examples' ids (`ids_fingerprint`). A copy prepared from source files
+    that have changed since is read as it is, with a warning (`_warn_changed_sources`).
   """
   where = os.fspath(builder.data_dir)
   # One process prepares at a time; the others wait and then read its copy (was: a second
@@ -1010,7 +1014,7 @@ def load(builder: Any, *, manual_dir: str, download_dir: str, image_size: int,
       prepare(builder, manual_dir, download_dir)  # A no-op that reads its metadata.
     meta = dict(builder.info.metadata or {})
     if was_prepared:
-      _check_sources(meta, manual_dir, where)
+      _warn_changed_sources(meta, manual_dir, where)
     if was_prepared and check_metadata is not None:
       check_metadata(meta)
     ids = {name: [] for name in SPLITS}
