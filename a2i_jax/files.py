@@ -317,7 +317,8 @@ def check_workdir(workdir: str, folders: Iterable[str] = (),
     plain_files: names of entries the run keeps as files.
   Raises:
     WorkdirError: `workdir` or a parent is a file, or a symbolic link to nothing; an entry
-      is of the wrong kind; or no folder can be written there.
+      is of the wrong kind, or a folder of `folders` that cannot be written; or no folder can
+      be written there.
   """
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise WorkdirError(f"--workdir={workdir} is a file, not a directory; pass a directory "
@@ -340,6 +341,13 @@ def check_workdir(workdir: str, folders: Iterable[str] = (),
       if os.path.lexists(path) and not is_kind(path):
         raise WorkdirError(f"{path} is not a {kind}, and the run keeps its {name} there as "
                            f"a {kind}; move it away, or pass another --workdir.")
+      # Was found only when the run first wrote there: a checkpoints/ of another user's (a
+      # run started with sudo) or on a read-only mount failed the first save, a checkpoint
+      # interval of steps lost (fault hunt). A file is replaced by a rename in the workdir.
+      if kind == "folder" and os.path.isdir(path) and not os.access(path, os.W_OK | os.X_OK):
+        raise WorkdirError(f"cannot write to {path}, where the run keeps its {name} (permission "
+                           "denied or a read-only file system); make it writable (chown or "
+                           "chmod it, or mount it read-write), or pass another --workdir.")
   existing = nearest_existing(workdir)
   if not os.path.isdir(existing):  # Not a permission problem: no folder can be made there.
     raise WorkdirError(f"--workdir={workdir} is inside {existing}, which is a file, not a "
@@ -382,6 +390,9 @@ def _link_to_nothing(link: str, kind: str = "folder") -> tuple[str, str]:
   return (f"{target}, which does not exist",
           f"create that folder (mkdir -p {os.path.normpath(resolved)}) or remove the link")
 
+
+# What `flock` raises on a file system without locks.
+_NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)
 
 # How long `workdir_lock` retries a lock it finds held before it refuses the workdir: the probe
 # of `check_workdir_free` holds its shared lock for an instant, a run for its whole training.
@@ -429,7 +440,8 @@ def workdir_lock(workdir: str) -> Iterator[None]:
 
   The lock file names its holder (pid and host); the kernel releases the lock when the
   process ends, however it ends, so a killed run never leaves the workdir locked. A lock held
-  for an instant (the probe of `check_workdir_free`) is waited out, up to `_LOCK_RETRY_S`.
+  for an instant (the probe of `check_workdir_free`) is waited out, up to `_LOCK_RETRY_S`. On
+  a file system without locks the block runs unlocked, with one warning.
 
   Args:
     workdir: the run's directory; created if missing.
@@ -455,6 +467,13 @@ def workdir_lock(workdir: str) -> Iterator[None]:
         if time.monotonic() >= deadline:
           raise _in_use(workdir, fd) from None
         time.sleep(0.02)
+      except OSError as e:  # A file system without locks (NFS without its lock service):
+        if e.errno not in _NO_LOCKS:  # was OSError's traceback, no run possible there
+          raise  # (fault hunt); unlocked, as `waiting_lock` runs its work.
+        logging.warning("the file system of %s has no locks (%s): a second run started there "
+                        "meanwhile would not be refused; start one run per workdir", workdir,
+                        e.strerror or e)
+        break
     try:  # A full disk (review finding: a traceback).
       os.ftruncate(fd, 0)
       os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
@@ -508,7 +527,7 @@ def waiting_lock(path: str, what: str) -> Iterator[bool]:
       logging.info("waiting for another process %s (lock %s)", what, path)
       fcntl.flock(fd, fcntl.LOCK_EX)
     except OSError as e:
-      if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+      if e.errno not in _NO_LOCKS:
         os.close(fd)
         raise
       locked = False  # No locks on this file system: the block runs unlocked.

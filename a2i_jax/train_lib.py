@@ -368,10 +368,13 @@ def _check_config_json_model(workdir: str, saved: ml_collections.ConfigDict) -> 
         "a new --workdir.")
 
 
+# Where a resume that changes settings keeps the config it replaces (`_keep_a_changed_config`).
+CONFIG_HISTORY_DIR = "config_history"
+
 # What a run keeps in its workdir at the top level (besides earlier_run_* folders): a folder
 # holding none of them and something else is not a run's.
 _RUN_ENTRIES = (*checkpoints.RUN_FOLDERS, checkpoints.CONFIG_FILE, checkpoints.DATASET_FILE,
-                metrics_lib.METRICS_FILE, files.LOCK_FILE, "config_history", "infer",
+                metrics_lib.METRICS_FILE, files.LOCK_FILE, CONFIG_HISTORY_DIR, "infer",
                 "attribute_predictor")
 
 
@@ -431,7 +434,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   Args:
     config: the experiment config (see configs/default.py).
-    workdir: the run's directory.
+    workdir: the run's directory (a str or `os.PathLike`).
     devices: the devices to use (default: all).
   Returns:
     The final train state.
@@ -445,6 +448,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # workdir as such.
   config_lib.check_keys(config)
   config_lib.check_values(config)
+  if isinstance(workdir, os.PathLike):  # A notebook's pathlib.Path (was: re's TypeError).
+    workdir = os.fspath(workdir)
+  if workdir is not None and not isinstance(workdir, str):
+    raise WorkdirError(f"workdir={workdir!r}: pass the run's directory as a path (a str or "
+                       "pathlib.Path), e.g. \"runs/<name>\".")
   if not str(workdir or "").strip():  # abspath("") would be the current directory.
     raise WorkdirError("the workdir (--workdir) is empty; pass the run's directory, e.g. "
                        "runs/<name> (it is created if missing).")
@@ -455,7 +463,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     raise WorkdirError(f"the workdir {workdir} is inside the run {run}, in one of the folders "
                        f"it manages ({', '.join(checkpoints.RUN_FOLDERS)}); pass {run} to "
                        "resume that run, or a new folder for a new run.")
-  files.check_workdir(workdir, folders=checkpoints.RUN_FOLDERS,
+  # config_history/ too: a file of that name stopped a resume that changed settings with
+  # FileExistsError's traceback, after the data load (fault hunt).
+  files.check_workdir(workdir, folders=(*checkpoints.RUN_FOLDERS, CONFIG_HISTORY_DIR),
                       plain_files=(checkpoints.CONFIG_FILE, checkpoints.DATASET_FILE,
                                    metrics_lib.METRICS_FILE))
   checkpoints.check_step_names(workdir)  # A file of the user's named as a step.
@@ -516,10 +526,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
 
 class _TrainWindow:
-  """The training scalars of the steps since the last logged row: their means, and the images
-  per second of training time (time spent compiling or evaluating is `exclude`d: a window
-  with an evaluation in it counted only the time after it, for all its steps, and logged
-  about twice the rate).
+  """The training scalars of the steps since the last logged row: their means (the largest of
+  the "max_abs/" ones, each step's largest |value| of an output: their mean hid the one step
+  that came close to an overflow; fault hunt), and the images per second of training time
+  (time spent compiling or evaluating is `exclude`d: a window with an evaluation in it
+  counted only the time after it, for all its steps, and logged about twice the rate).
 
   Args:
     batch_size: images per step.
@@ -529,6 +540,7 @@ class _TrainWindow:
   def __init__(self, batch_size: int, clock: Callable[[], float] = time.perf_counter):
     self._batch, self._clock = batch_size, clock
     self._sums: dict[str, float] = {}
+    self._largest: dict[str, float] = {}  # The "max_abs/" metrics.
     self._steps, self._start, self._excluded = 0, clock(), 0.0
 
   def add(self, n: int, metrics: dict) -> None:
@@ -536,7 +548,9 @@ class _TrainWindow:
     step once, whether it came in a dispatch of k steps or of one."""
     self._steps += n
     for name, v in metrics.items():
-      if name not in ("finite", "term_finite"):
+      if name.startswith("max_abs/"):  # np.max: a NaN stays NaN.
+        self._largest[name] = float(np.max([self._largest.get(name, -np.inf), np.max(v)]))
+      elif name not in ("finite", "term_finite"):
         self._sums[name] = self._sums.get(name, 0.0) + float(np.sum(v, dtype=np.float64))
 
   def exclude(self, seconds: float) -> None:
@@ -547,8 +561,10 @@ class _TrainWindow:
     """The window's row ("train/<metric>" means, "train/images_per_s"); starts the next."""
     seconds = max(self._clock() - self._start - self._excluded, 1e-9)
     row = {f"train/{name}": total / self._steps for name, total in self._sums.items()}
+    row.update({f"train/{name}": value for name, value in self._largest.items()})
     row["train/images_per_s"] = self._steps * self._batch / seconds
-    self._sums, self._steps, self._start, self._excluded = {}, 0, self._clock(), 0.0
+    self._sums, self._largest = {}, {}
+    self._steps, self._start, self._excluded = 0, self._clock(), 0.0
     return row
 
 
@@ -687,7 +703,7 @@ def _keep_a_changed_config(workdir: str, config: ml_collections.ConfigDict, step
   saved, changed = _changes_from_record(workdir, config)
   if not changed or not distributed.is_main():
     return None
-  folder = os.path.join(workdir, "config_history")
+  folder = os.path.join(workdir, CONFIG_HISTORY_DIR)
   os.makedirs(folder, exist_ok=True)
   # A second resume from the same step (the first diverged, say) keeps the first's record,
   # which describes the steps up to it (was: overwritten with the config that diverged).
@@ -802,7 +818,7 @@ def _set_aside_an_earlier_run(workdir: str,
 # The suffix of an earlier run's folder while its results are being moved in.
 _UNFINISHED = ".unfinished"
 _EARLIER_RESULTS = ("samples", "tensorboard", metrics_lib.METRICS_FILE,
-                    checkpoints.CONFIG_FILE, checkpoints.DATASET_FILE, "config_history", "infer")
+                    checkpoints.CONFIG_FILE, checkpoints.DATASET_FILE, CONFIG_HISTORY_DIR, "infer")
 
 
 def _move_earlier_results(workdir: str, dest: str) -> str:

@@ -1762,3 +1762,96 @@ def test_evaluation_settings_larger_than_the_data_warn_once(caplog):
   warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
   assert warnings == ["config.num_eval_examples=5000 and config.num_sample_rows=500, but the "
                       "validation split holds 16 image(s); using all 16"], warnings
+
+
+# ------------------------------------------------- found by the fault hunt of 2026-12-05
+
+def test_a_pathlib_workdir_is_taken_and_a_config_history_file_refused(tmp_path, monkeypatch):
+  """A notebook's `train_and_evaluate(config, pathlib.Path(...))` was re's TypeError from the
+  workdir's first check; it is now taken as its string, and a workdir that is no path is one
+  line. A file named config_history in the workdir (where a resume that changes settings keeps
+  the config it replaces) stopped that resume after the data load with FileExistsError's
+  traceback; it is refused with the other entries of the wrong kind, before anything loads."""
+  import pathlib  # pylint: disable=import-outside-toplevel
+  from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
+  from conftest import tiny_config  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(train_lib, "load_dataset", _no_data_load)
+  workdir = tmp_path / "w"
+  assert isinstance(workdir, pathlib.Path)
+  with pytest.raises(_Loaded):  # Every check of the workdir passed.
+    train_lib.train_and_evaluate(tiny_config("cvae"), workdir)
+  with pytest.raises(files.WorkdirError, match=r"workdir=5: pass the run's directory as a path"):
+    train_lib.train_and_evaluate(tiny_config("cvae"), 5)
+  workdir.mkdir()  # Nothing was written before the data load.
+  (workdir / "config_history").write_text("mine")
+  with pytest.raises(files.WorkdirError, match=re.escape(
+      f"{workdir}/config_history is not a folder, and the run keeps its config_history there "
+      "as a folder; move it away, or pass another --workdir.")):
+    train_lib.train_and_evaluate(tiny_config("cvae"), str(workdir))
+  assert (workdir / "config_history").read_text() == "mine"
+
+
+def test_a_run_folder_that_cannot_be_written_is_refused_before_the_data_load(tmp_path,
+                                                                           monkeypatch):
+  """A resume whose checkpoints/ cannot be written (another user's, from a run started with
+  sudo, or a read-only mount) trained until its first save, then failed: a checkpoint
+  interval of steps lost (fault hunt, with a read-only bind mount). Refused up front now.
+  `os.access` answers for a user without the permission: root writes anywhere."""
+  from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
+  from conftest import tiny_config  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(train_lib, "load_dataset", _no_data_load)
+  folder = tmp_path / "w" / "checkpoints"
+  folder.mkdir(parents=True)
+  access = os.access
+  monkeypatch.setattr(os, "access", lambda path, mode, **kw: (
+      os.fspath(path) != str(folder) and access(path, mode, **kw)))
+  with pytest.raises(files.WorkdirError, match=re.escape(
+      f"cannot write to {folder}, where the run keeps its checkpoints (permission denied or a "
+      "read-only file system); make it writable")):
+    train_lib.train_and_evaluate(tiny_config("cvae"), str(tmp_path / "w"))
+  monkeypatch.setattr(os, "access", access)
+  with pytest.raises(_Loaded):
+    train_lib.train_and_evaluate(tiny_config("cvae"), str(tmp_path / "w"))
+
+
+def test_a_model_name_override_where_the_config_has_that_variant_is_refused(tmp_path):
+  """`--config=configs/lfw.py --config.model.name=discvae --config.data.masks=True` (the way
+  the line for an ignored override pointed) trained the reference's composite for the CVAE's
+  26,600 steps, where configs/lfw.py:discvae sets the layered one and 21,280 steps: refused
+  before anything is loaded, naming the variant to pass. (configs/synthetic.py's variants
+  differ in the name alone: test_config_mistakes_... passes its --config.model.name.)"""
+  workdir = str(tmp_path / "w")
+  # Without the check, nothing downloaded and nothing written outside tmp_path.
+  offline = (f"--config.data.data_dir={tmp_path / 'data'}", "--config.data.download=False")
+  r = F.train(workdir, "--config=configs/lfw.py", "--config.model.name=discvae",
+              "--config.data.masks=True", *offline)
+  _one_error(r, "--config.model.name=discvae changes the name alone: the other settings stay "
+             "those configs/lfw.py gives model.name='cvae', and its variant configs/lfw.py:"
+             "discvae sets more (model.composition: 'layered' there, 'reference' here; "
+             "num_train_steps: 21280 there, 26600 here); pass --config=configs/lfw.py:discvae "
+             "instead of --config.model.name")
+  assert not os.path.exists(workdir)
+  r = F.train(workdir, "--config=configs/lfw.py:discvae", "--config.model.name=discvae",
+              "--config.model.zf_dim=-1", *offline)  # The variant's own name: it stands.
+  _one_error(r, "config.model.zf_dim=-1 must be a positive integer")
+
+
+def test_a_workdir_on_a_file_system_without_locks_trains_with_a_warning(tmp_path,
+                                                                        monkeypatch, caplog):
+  """flock's ENOLCK (NFS without its lock service) was OSError's traceback from
+  `files.workdir_lock`, so no run could train there at all, where the probe before it
+  (`check_workdir_free`) and `files.waiting_lock` take such a file system as one without
+  locks. The run goes on unlocked, with one warning."""
+  import errno  # pylint: disable=import-outside-toplevel
+
+  def no_locks(fd, operation):
+    raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+  monkeypatch.setattr(files.fcntl, "flock", no_locks)
+  workdir = str(tmp_path / "w")
+  files.check_workdir_free(workdir)
+  with files.workdir_lock(workdir):
+    assert os.path.isfile(os.path.join(workdir, files.LOCK_FILE))
+  warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+  assert warnings == [f"the file system of {workdir} has no locks (No locks available): a "
+                      "second run started there meanwhile would not be refused; start one run "
+                      "per workdir"], warnings

@@ -699,11 +699,14 @@ def test_logged_means_weigh_every_step_once(tmp_path, data_cache, monkeypatch, t
                                                   "term_finite": {"loss": ok}}
     return jax.jit(run)
 
+  # The shared run first: built under the stand-in (where this test is the session's first
+  # to ask for it), it logged no loss terms, and test_one_training_run_writes_everything
+  # failed on it.
+  workdir = _copy_of(tiny_run("cvae")[0], tmp_path)  # Resumed at step 2: 3-4, 5-6, then 7.
   monkeypatch.setattr(train_lib, "jit_train_steps", fake_steps)
   cfg = tiny_config("cvae", data_cache)
   cfg.num_train_steps, cfg.steps_per_dispatch = 7, 2
   cfg.log_every_steps, cfg.eval_every_steps, cfg.checkpoint_every_steps = 4, 8, 8
-  workdir = _copy_of(tiny_run("cvae")[0], tmp_path)  # Resumed at step 2: 3-4, 5-6, then 7.
   train_lib.train_and_evaluate(cfg, workdir)
   rows = {r["step"]: r for r in [json.loads(l) for l in open(os.path.join(workdir,
                                                                            "metrics.jsonl"))]}
@@ -728,6 +731,22 @@ def test_logged_images_per_second_leave_out_evaluation_and_compile_time():
   now[0] = 110.0  # The next window starts at the read: 6 s, one step.
   window.add(1, ones(1))
   assert window.read()["train/images_per_s"] == 8 / 6.0
+
+
+def test_logged_max_abs_is_the_windows_largest():
+  """"train/max_abs/<output>" is the largest |value| an output reached in the log window, not
+  the mean of each step's largest (which hid the one step of fifty that came close to an
+  overflow: fault hunt); the loss stays the mean, and a NaN stays NaN."""
+  window = train_lib._TrainWindow(batch_size=8)
+  window.add(2, {"loss": np.array([1.0, 3.0]), "max_abs/logvar": np.array([2.0, 19.0]),
+                 "finite": np.ones(2, bool)})
+  window.add(1, {"loss": np.array([5.0]), "max_abs/logvar": np.array([4.0]),
+                 "finite": np.ones(1, bool)})
+  row = window.read()
+  assert row["train/loss"] == 3.0 and row["train/max_abs/logvar"] == 19.0
+  window.add(1, {"loss": np.array([1.0]), "max_abs/logvar": np.array([np.nan])})
+  window.add(1, {"loss": np.array([1.0]), "max_abs/logvar": np.array([1.0])})
+  assert np.isnan(window.read()["train/max_abs/logvar"])  # A new window, the NaN kept.
 
 
 def test_bfloat16_compute_trains(tmp_path, data_cache):
