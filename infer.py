@@ -33,7 +33,7 @@ import shutil
 import socket
 import sys
 import tempfile
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Sequence
 
 from absl import app, flags, logging
 import jax
@@ -263,12 +263,20 @@ def _image_count(num_images: Optional[int], available: int, source: str,
   return min(num_images, available)
 
 
-def _file_part(name: str) -> str:
+def _file_part(name: str, names: Sequence[str] = ()) -> str:
   """An attribute name as part of a file name: a folder dataset's CSV header may hold a path
-  separator ("hair/color"), which would put the file in a sub-folder of --out."""
-  for sep in {"/", "\\", os.sep, os.altsep} - {None}:
-    name = name.replace(sep, "_")
-  return name
+  separator ("hair/color"), which would put the file in a sub-folder of --out. Where another
+  of the dataset's `names` gives the same part (as "hair_color" beside "hair/color", or
+  "Smile" beside "smile" on a file system that ignores case), each of them also gets its
+  place in `names` ("hair_color_3"): was, `progression` of every attribute wrote both to one
+  file, the second replacing the first without a word."""
+  def part(n: str) -> str:
+    for sep in {"/", "\\", os.sep, os.altsep} - {None}:
+      n = n.replace(sep, "_")
+    return n
+  mine = part(name)
+  same = [j for j, n in enumerate(names) if part(n).lower() == mine.lower()]
+  return f"{mine}_{names.index(name)}" if len(same) > 1 and name in names else mine
 
 
 def _read_images(path: str, size: int, num_images: Optional[int] = None
@@ -690,7 +698,7 @@ def progression(run: _Run) -> None:
     lo, hi = run.value_range(j)
     grid = inference.progression(run.trained, base, j, np.linspace(lo, hi, 8), key=run.key,
                                  num_latents=4)
-    run.save(grid, f"progression_{_file_part(run.names[j])}.png", 8)
+    run.save(grid, f"progression_{_file_part(run.names[j], run.names)}.png", 8)
 
 
 def swap(run: _Run) -> None:
@@ -771,13 +779,13 @@ def edit(run: _Run) -> None:
   out = inference.edit(run.trained, images, attrs, {j: value}, key=run.key,
                        options=run.options())
   run.save(np.stack([x01, out["reconstruction"], out["edited"]], 1),
-           f"edit_{_file_part(run.names[j])}.png", 3)
+           f"edit_{_file_part(run.names[j], run.names)}.png", 3)
   edited = (f"{run.names[j]} = {value:g}" if np.ndim(value) == 0 else
             f"{run.names[j]} at the other end of its range")
   run.save_json({"columns": ["input", "reconstruction", edited], "images": labels,
                  "attribute": run.names[j], "value": np.asarray(value).tolist(),
                  **_diverged(labels, _with_attributes(out["energy"], attribute_energy))},
-                f"edit_{_file_part(run.names[j])}.json")
+                f"edit_{_file_part(run.names[j], run.names)}.json")
 
 
 def infer_attributes(run: _Run) -> None:

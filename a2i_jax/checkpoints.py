@@ -492,16 +492,32 @@ class Checkpointer:
       checkpoint without a record, saved by an older version, restores as before).
     ignore: model keys a restore does not compare, besides those `model_differences` leaves
       out (serving: `TRAINING_ONLY_MODEL_KEYS`).
+
+  Raises:
+    ConfigError: a `max_to_keep` that is not a positive integer (or None: keep them all).
+      Was: 0 deleted every checkpoint as soon as it was saved, without a word; 1.5 a
+      TypeError's traceback from Orbax.
+    WorkdirError: `workdir/checkpoints` is there but is not a folder (or a link to one).
   """
 
-  def __init__(self, workdir: str, max_to_keep: int = 3, create: bool = True,
+  def __init__(self, workdir: str, max_to_keep: Optional[int] = 3, create: bool = True,
                model: Any = None, ignore: Sequence[str] = ()):
+    if max_to_keep is not None and (isinstance(max_to_keep, bool) or not isinstance(
+        max_to_keep, (int, np.integer)) or max_to_keep < 1):
+      raise ConfigError(f"max_to_keep={max_to_keep!r}: pass how many of the newest checkpoints "
+                        "to keep, a positive integer (config.max_checkpoints_to_keep), or None "
+                        "to keep them all.")
     self._model = None if model is None else _as_json(model)
     self._ignore = tuple(ignore)
     self.workdir = os.path.abspath(os.path.expanduser(workdir))
     self.directory = os.path.join(self.workdir, CHECKPOINT_DIR)
+    if os.path.lexists(self.directory) and not os.path.isdir(self.directory):
+      # Was: listed as no checkpoint, and the first save waited 300 s for Orbax's signal of
+      # the step's folder, then raised a TimeoutError (train.py's workdir check names it).
+      raise WorkdirError(f"{self.directory} is not a folder; move it out of {self.workdir} "
+                         "(it is where the checkpoints go), or use another workdir.")
     self._options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, create=create,
+        max_to_keep=None if max_to_keep is None else int(max_to_keep), create=create,
         async_options=ocp.AsyncOptions(post_finalization_callback=self._sum_finished_save))
     self._unverified_said: set[int] = set()  # Steps restored without checksums, warned of.
     self._checked: dict[int, Optional[str]] = {}  # step -> problem (None: intact).
@@ -589,10 +605,22 @@ class Checkpointer:
     Args:
       step: the training step, the checkpoint's name.
       state: any pytree of arrays (the `TrainState`).
+    Raises:
+      CheckpointError: a newer step is saved there already. Orbax saves only steps after
+        the newest and skipped this one without a word (a notebook that restored an older
+        step and trained on from it lost every save; fault hunt).
     """
     self.wait()
-    if step in self._manager.all_steps():
+    steps = self._manager.all_steps()
+    if step in steps:
       return
+    newer = sorted(s for s in steps if s > step)
+    if newer:
+      raise CheckpointError(
+          f"cannot save step {step} in {self.directory}: it holds newer checkpoints "
+          f"({', '.join(map(str, newer))}), and a save goes after the newest; move those "
+          "step folders out of it first (to train on from this state), or save into a new "
+          "workdir.")
     self._saving = step
     # The marker says this version saved it, so that its checksum file must be there
     # (`check`): deleting that file turned the verification off.
@@ -797,9 +825,17 @@ class Checkpointer:
     Returns:
       The step.
     Raises:
-      CheckpointError: no checkpoint (of `step`), or `step` corrupt, or none intact.
+      CheckpointError: no checkpoint (of `step`), or `step` corrupt, or none intact, or a
+        `step` that is not an integer (was: a float 2000.0 "could not be restored", with the
+        advice to delete the folder, a string "2000" "no checkpoint for step 2000" beside
+        steps that held it, and True restored as step 1's folder "True").
     """
     steps = self.all_steps()
+    if step is not None and (isinstance(step, bool)
+                             or not isinstance(step, (int, np.integer))):
+      raise CheckpointError(f"step={step!r} is not a step number; pass an integer, one of the "
+                            f"steps in {self.directory}: {steps or 'none'}.")
+    step = None if step is None else int(step)  # A NumPy integer as the folder's name.
     if step is None:
       if not steps:
         raise CheckpointError(f"no checkpoint in {self.directory}; train first with "
@@ -811,8 +847,10 @@ class Checkpointer:
     problem = self.check(step)
     if problem is not None:
       intact = [s for s in steps if s != step and self.check(s) is None]
-      hint = (f"the newest intact checkpoint is step {intact[-1]}" if intact
-              else "no checkpoint there is intact")
+      # The step to pass named (was "the newest intact checkpoint is step N" alone).
+      hint = (f"the newest intact checkpoint is step {intact[-1]}: use it (infer.py "
+              f"--step={intact[-1]}, load_trained's step={intact[-1]}), or move {step} away"
+              if intact else "no checkpoint there is intact")
       raise CheckpointError(f"checkpoint {step} in {self.directory} is corrupt ({problem}); "
                             f"{hint}.")
     return step
@@ -1041,10 +1079,15 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   try:
     with open(path, encoding="utf-8") as f:
       saved = json.load(f)
-    if not isinstance(saved, dict) or not all(isinstance(saved.get(k), dict)
-                                               for k in ("model", "data")):
+    if not isinstance(saved, dict):
       raise ConfigError(f"the config at {path} is damaged (not a config: it holds "
                         f"{type(saved).__name__} {str(saved)[:60]}); {DAMAGED_CONFIG_FIX}")
+    for key in ("model", "data"):  # Was: "it holds dict {'adam_b1': ...", of the whole file.
+      if not isinstance(saved.get(key), dict):
+        what = ("has no" if key not in saved else
+                f"holds {type(saved[key]).__name__} {str(saved[key])[:60]} as its")
+        raise ConfigError(f"the config at {path} is damaged (not a config: it {what} \"{key}\" "
+                          f"section); {DAMAGED_CONFIG_FIX}")
     return ml_collections.ConfigDict(saved)
   except FileNotFoundError:
     parent = os.path.dirname(os.path.abspath(workdir))

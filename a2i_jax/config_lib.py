@@ -10,6 +10,7 @@ on another loads it with `load_sibling(__file__, "default")`.
 from __future__ import annotations
 
 import difflib
+import importlib.machinery
 import importlib.util
 import inspect
 import math
@@ -146,7 +147,10 @@ def load_config_module(path: str) -> ModuleType:
     raise ConfigError(f"no config file at {path}; pass one of the files in {configs_dir()} "
                       "(e.g. configs/synthetic.py).")
   name = "a2i_jax_configs." + os.path.splitext(os.path.basename(path))[0]
-  spec = importlib.util.spec_from_file_location(name, path)
+  # Read as Python source whatever the file's name ends in, as train.py's config flag reads it
+  # (was: a file without ".py" an AttributeError's traceback from Python, "NoneType" has no
+  # "loader", though train.py trained with it).
+  spec = importlib.util.spec_from_loader(name, importlib.machinery.SourceFileLoader(name, path))
   module = importlib.util.module_from_spec(spec)
   try:
     spec.loader.exec_module(module)
@@ -187,9 +191,20 @@ def resolve_spec(spec: str) -> str:
   Returns:
     "path[:arg]" with the path that `get_config` loads.
   Raises:
-    ConfigError: the lookup in `configs_dir()` was needed and no configs/ folder is found.
+    ConfigError: the lookup in `configs_dir()` was needed and no configs/ folder is found,
+      or the file's path holds a ":" (`--config` reads the first one as the start of the
+      argument, so the file cannot be named; was "no config file at /runs/exp_12", for a
+      file at /runs/exp_12:30/my.py).
   """
   path, _, arg = spec.partition(":")
+  if not os.path.isfile(os.path.expanduser(path)):
+    cut = [i for i, c in enumerate(spec) if c == ":"][1:] + [len(spec)]
+    whole = next((spec[:i] for i in cut if spec[:i].endswith(".py")
+                  and os.path.isfile(os.path.expanduser(spec[:i]))), None)
+    if whole is not None:
+      raise ConfigError(f"the path of the config file {whole} holds a ':', which --config "
+                        "reads as the start of the file's argument (configs/lfw.py:discvae); "
+                        "move or copy the file to a folder whose path has no ':'.")
   arg = arg.rstrip(":")  # "synthetic.py:cvae:" as "synthetic.py:cvae".
   # Only a bare name, or one under a relative "configs/": another folder's missing file is
   # named as missing (was: /tmp/exp/lfw.py, mistyped, trained configs/lfw.py without a word).
@@ -219,7 +234,8 @@ def normalised_command_line(argv: list[str]) -> list[str]:
   Raises:
     ConfigError: A2I_JAX_CONFIGS names a folder without default.py, or there is no --config
       (or it has no value) and no help flag or --flagfile that absl would read instead (was:
-      "Unknown command line flag 'config.x'" for an override).
+      "Unknown command line flag 'config.x'" for an override), or its file's path holds a
+      ":" (`resolve_spec`).
   """
   out, i = list(argv[:1]), 1
   while i < len(argv):
@@ -261,8 +277,8 @@ def get_config(spec: str) -> ml_collections.ConfigDict:
     The ConfigDict.
   Raises:
     ConfigError: no such file, a syntax error in it, no get_config in it, an argument given to
-      a get_config that takes none, or an argument that is not one of its variants
-      (`check_variant`).
+      a get_config that takes none, none given to one that needs one (or one that needs
+      more), or an argument that is not one of its variants (`check_variant`).
   """
   path, _, arg = resolve_spec(spec).partition(":")
   module = load_config_module(path)
@@ -275,6 +291,20 @@ def get_config(spec: str) -> ml_collections.ConfigDict:
     # traceback printed inside train.py's error line.
     raise ConfigError(f"the config file {path} takes no argument (its get_config has no "
                       f"parameter); drop ':{arg}' from --config.")
+  required = [p.name for p in inspect.signature(module.get_config).parameters.values()
+              if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+  if len(required) > (1 if arg else 0):  # Was: a TypeError ("missing 1 required positional
+    # argument"), and train.py's line said to fix an error at no line of the file.
+    if len(required) > 1:
+      raise ConfigError(f"the get_config of {path} needs {len(required)} arguments "
+                        f"({', '.join(required)}), but --config passes at most one (after a "
+                        f"':'); give {', '.join(required[1:])} "
+                        f"{'a default value' if len(required) == 2 else 'default values'} in "
+                        "that file.")
+    raise ConfigError(f"the get_config of {path} needs an argument ({required[0]}), but "
+                      f"--config passes none; pass one after a ':' ({path}:<value>), or give "
+                      f"{required[0]} a default value in that file (as configs/synthetic.py "
+                      "does).")
   config = module.get_config(arg) if arg else module.get_config()
   check_is_config(config, path)
   check_variant(config, f"{path}:{arg}")
@@ -430,9 +460,38 @@ def check_served_values(config: ml_collections.ConfigDict) -> None:
     ConfigError: a value that cannot work (a file edited by hand). (A value that passes the
       type check but not a conversion may raise TypeError or ValueError instead.)
   """
+  check_no_unknown_keys(config)
   _check_types(config)
   _check_model(config.model, config.data.name)
   check_inference(config.inference)
+
+
+def check_no_unknown_keys(config: Any,
+                          reference: Optional[ml_collections.ConfigDict] = None) -> None:
+  """Refuses a key that configs/default.py does not have (keys the config lacks are left to
+  `with_defaults`). For a run's config.json edited by hand: a mistyped key there
+  ("inference.stpes") was taken and ignored without a word, the default value used instead.
+  (No key has been removed from configs/default.py, so no run's own config.json has one.)
+
+  Args:
+    config: a run's config (`with_defaults` of its config.json), or any config.
+    reference: the config whose keys are the valid ones (default: configs/default.py).
+  Raises:
+    ConfigError: the message names the key, the nearest valid one, and says to rename or
+      remove it.
+  """
+  reference = reference_config() if reference is None else reference
+  known = set(leaf_paths(reference))
+  sections = {p.rsplit(".", 1)[0] for p in known if "." in p}
+  for path in leaf_paths(config):
+    # A section's name given a value, or a value given keys: _check_types's to name.
+    if path not in known and path not in sections and not any(
+        path.startswith(k + ".") for k in known):
+      close = difflib.get_close_matches(path, sorted(known), n=1)
+      fix = f"rename it to {close[0]!r} if that is the key meant, or remove it" if close \
+          else "remove it"
+      raise ConfigError(f"config key {path!r} does not exist (configs/default.py has the valid "
+                        f"ones), so its value would be ignored; {fix}.")
 
 
 def check_recorded_values(config: ml_collections.ConfigDict) -> None:
@@ -574,7 +633,9 @@ def _check_types(config: ml_collections.ConfigDict, sections: tuple[str, ...] = 
       continue  # A key the config lacks: `check_keys`'s to name, or a default fills it.
     want, got = _kind(value_at(reference, path)), section[parts[-1]]
     if not (want is None or _is_kind(got, want)):  # None too (a JSON null): no default is.
-      raise ConfigError(f"config.{path}={got!r} must be {want}.")
+      # A mapping as JSON has it (a ConfigDict's repr is YAML over lines; was cut to its first).
+      shown = got.to_dict() if hasattr(got, "to_dict") else got
+      raise ConfigError(f"config.{path}={shown!r} must be {want}.")
 
 
 def _check_positive(section: Any, prefix: str, keys: tuple[str, ...]) -> None:

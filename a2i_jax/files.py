@@ -20,7 +20,7 @@ import re
 import socket
 import tempfile
 import time
-from typing import Any, Iterable, Iterator, Optional, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
 import jax
 import numpy as np
@@ -486,7 +486,8 @@ def workdir_lock(workdir: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def waiting_lock(path: str, what: str) -> Iterator[bool]:
+def waiting_lock(path: str, what: str,
+                 say: Optional[Callable[[str], None]] = None) -> Iterator[bool]:
   """Holds an exclusive `flock` on the file `path` for the block, waiting for any other
   process that holds it: for work two runs must not do at once on shared files (unpacking
   one archive, preparing one dataset). The kernel releases it when a process ends, however
@@ -498,6 +499,8 @@ def waiting_lock(path: str, what: str) -> Iterator[bool]:
     path: the lock file; created (with its folder) if missing. The block may remove it (or
       its folder): a process waiting then takes a fresh one.
     what: the work, for the waiting line, e.g. "unpacking lfw.tgz".
+    say: how the waiting line is said; None: an INFO line (not shown on a console set to
+      warnings only).
   Yields:
     Whether the lock is held (until the block ends): False where the block runs unlocked,
     for work that is safe only under it (removing what another process may be writing).
@@ -524,7 +527,7 @@ def waiting_lock(path: str, what: str) -> Iterator[bool]:
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-      logging.info("waiting for another process %s (lock %s)", what, path)
+      (say or logging.info)(f"waiting for another process {what} (lock {path})")
       fcntl.flock(fd, fcntl.LOCK_EX)
     except OSError as e:
       if e.errno not in _NO_LOCKS:
@@ -568,10 +571,13 @@ def user_cache_dir() -> str:
   ignored, as the XDG specification says (was: a start that hung without a word; review).
 
   Returns:
-    The path (not made here).
+    The path (not made here); "" where there is no home folder to put it in (HOME unset and
+    this user not in the password database, as a container's arbitrary user: was a relative
+    "~/.cache/a2i_jax", made in the working folder as a folder named "~"; fault hunt).
   """
   xdg = os.environ.get("XDG_CACHE_HOME", "")
-  return os.path.join(xdg if os.path.isabs(xdg) else os.path.expanduser("~/.cache"), "a2i_jax")
+  base = xdg if os.path.isabs(xdg) else os.path.expanduser("~/.cache")
+  return os.path.join(base, "a2i_jax") if os.path.isabs(base) else ""
 
 
 def enable_compilation_cache(directory: str) -> None:
@@ -601,17 +607,28 @@ def enable_compilation_cache(directory: str) -> None:
     if env and jax.config.jax_compilation_cache_dir == env:
       jax.config.update("jax_compilation_cache_dir", None)
   if directory == DEFAULT_COMPILATION_CACHE_DIR:
-    directory = env or os.path.join(user_cache_dir(), "xla")
+    directory = env or (os.path.join(user_cache_dir(), "xla") if user_cache_dir() else directory)
   if not directory:
     off_if_from_env()
     return
+  if os.path.expanduser(directory).startswith("~"):  # No home folder (`user_cache_dir`).
+    logging.warning("the compilation cache folder %s cannot be used (no home folder: HOME is "
+                    "not set); every program is compiled anew. Set HOME or XDG_CACHE_HOME, "
+                    "or config.compilation_cache_dir to an absolute path.", directory)
+    return
   path = os.path.abspath(os.path.expanduser(directory))
   existing = nearest_existing(path)  # Checked, not made: JAX makes it when it first keeps one.
-  if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
-    why = "is a file" if not os.path.isdir(existing) else "cannot be written"
-    logging.warning("the compilation cache folder %s cannot be used (%s %s); every program "
-                    "is compiled anew. Set config.compilation_cache_dir to a folder you can "
-                    "write to, or to \"\" to turn the cache off.", path, existing, why)
+  # A symbolic link to nothing on the way (a cache folder's link to a disk not mounted) made
+  # JAX warn at every program, two lines each (fault hunt).
+  link = _dangling_link(path)
+  if (link is not None or not os.path.isdir(existing)
+      or not os.access(existing, os.W_OK | os.X_OK)):
+    why = (f"{link} is a symbolic link to nothing" if link is not None else
+           f"{existing} is a file" if not os.path.isdir(existing) else
+           f"{existing} cannot be written")
+    logging.warning("the compilation cache folder %s cannot be used (%s); every program is "
+                    "compiled anew. Set config.compilation_cache_dir to a folder you can "
+                    "write to, or to \"\" to turn the cache off.", path, why)
     if env and os.path.abspath(os.path.expanduser(env)) == path:
       off_if_from_env()
     return

@@ -135,7 +135,8 @@ def runs_this_script(orig_argv: list[str], argv: list[str]) -> bool:
     argv: the script's, `sys.argv` (its path, then its arguments).
   Returns:
     False for a script run by another program (IPython's %run, a notebook kernel), whose
-    command line is that program's.
+    command line is that program's, or by a module (`python -m pdb train.py`: started over,
+    the debugger lost its breakpoints and stopped at the first line again; fault hunt).
   """
   if not argv:
     return False
@@ -150,6 +151,8 @@ def runs_this_script(orig_argv: list[str], argv: list[str]) -> bool:
     return attached.group(1).split(".")[-1] == script
   if len(head) >= 2 and re.fullmatch(_MODULE_OPTION, head[-2]):
     return head[-1].split(".")[-1] == script
+  if any(re.fullmatch(_MODULE_OPTION, a) for a in head[:-1]):  # pdb, cProfile, trace: theirs.
+    return False
   return os.path.realpath(head[-1]) == os.path.realpath(argv[0])
 
 

@@ -236,6 +236,9 @@ def check_images(images: Any, image_size: int, signed: bool = False) -> np.ndarr
       such) or dtype, non-finite values, or floats outside [0, 1] (outside [-1, 1] with
       `signed`).
   """
+  if images is None:  # Was "images have shape ()".
+    raise InputError(f"images are missing (None); pass [N, {image_size}, {image_size}, 3] "
+                     "images, or one [S, S, 3] image.")
   x = as_array(images, "images")
   shape = x.shape
   if x.ndim == 3 and x.shape[-1] == 3:  # One image.
@@ -360,7 +363,9 @@ def mask_to_unit(mask: Any, what: str = "mask") -> np.ndarray:
     raise InputError(f"{what} is uint8 with values 0 and 1, but uint8 masks are read as "
                      "0 .. 255 (255 = 1); multiply it by 255, or pass it as bool or floats "
                      "0 .. 1.")
-  if not (raw.dtype == np.bool_ or np.issubdtype(raw.dtype, np.number)):
+  # bfloat16 too (NumPy's test says no: "has dtype bfloat16; pass ... floats", fault hunt).
+  if not (raw.dtype == np.bool_ or np.issubdtype(raw.dtype, np.number)
+          or jnp.issubdtype(raw.dtype, jnp.floating)):
     raise InputError(f"{what} has dtype {raw.dtype}; pass bool, floats in [0, 1] or uint8 "
                      "0 .. 255.")
   m = raw.astype(np.float32)  # Not `to_unit`: bool and integer masks are taken too.
@@ -377,7 +382,7 @@ def check_mask(mask: Any, num: int, image_size: int, what: str) -> np.ndarray:
   Values are read by `mask_to_unit`: bool and floats as they are, uint8 as 255 = 1.
 
   Args:
-    mask: the mask(s).
+    mask: the mask(s); one mask [S, S] or [S, S, 1] (`make_mask(...)[0]`) for one image.
     num: N, the number of images it goes with.
     image_size: S.
     what: the argument's name, for the error message.
@@ -387,12 +392,17 @@ def check_mask(mask: Any, num: int, image_size: int, what: str) -> np.ndarray:
     InputError: wrong shape, a uint8 mask of 0 and 1, or values outside [0, 1].
   """
   raw = as_array(mask, what)
-  m = raw[None] if raw.ndim == 2 else raw
+  # One mask: [S, S], or [S, S, 1] as `make_mask(...)[0]` gives it (was refused as shape
+  # (S, S, 1) where one [S, S, 3] image was taken).
+  m = raw[None] if raw.ndim == 2 or raw.shape == (image_size, image_size, 1) else raw
   if m.ndim == 3:
     m = m[..., None]
   if m.shape != (num, image_size, image_size, 1):
+    one = m.shape == (1, image_size, image_size, 1)  # One mask for all: the repeat named.
+    fix = (f"; for the same mask on every image, np.repeat({what}.reshape(1, {image_size}, "
+           f"{image_size}, 1), {num}, axis=0)" if one else "")
     raise InputError(f"{what} has shape {raw.shape}; expected [{num}, "
-                     f"{image_size}, {image_size}] (or with a trailing 1), one per image.")
+                     f"{image_size}, {image_size}] (or with a trailing 1), one per image{fix}.")
   return mask_to_unit(m, what)
 
 

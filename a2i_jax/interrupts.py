@@ -31,7 +31,9 @@ from a2i_jax import distributed, errors
 class StopRequest:
   """Ctrl-C (SIGINT) or SIGTERM inside the block sets `requested` instead of raising (or, for
   SIGTERM, ending the process), and says so on stderr at once; the loop then finishes its
-  dispatches in flight, saves and stops. A second one raises KeyboardInterrupt at once (a
+  dispatches in flight, saves and stops. So does SIGHUP (the terminal closed under the run: an
+  ssh connection lost), unless the process ignores it (nohup); it killed the run, every step
+  since the last checkpoint lost (fault hunt). A second one raises KeyboardInterrupt at once (a
   save not yet started is skipped; one under way finishes as the loop closes its
   checkpointer, with peers within `train_lib.PENDING_SAVE_GRACE_S`; train.py names the
   checkpoint a rerun resumes from).
@@ -82,6 +84,9 @@ class StopRequest:
     if threading.current_thread() is threading.main_thread():
       for signum in (signal.SIGINT, signal.SIGTERM):
         self._previous[signum] = signal.signal(signum, self._handle)
+      hangup = getattr(signal, "SIGHUP", None)  # Not on Windows.
+      if hangup is not None and signal.getsignal(hangup) is not signal.SIG_IGN:  # nohup's.
+        self._previous[hangup] = signal.signal(hangup, self._handle)
     return self
 
   def __exit__(self, exc_type, exc, traceback) -> None:

@@ -31,7 +31,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from a2i_jax.errors import InputError
-from a2i_jax.inputs import SIGNED_SLACK, check_int, check_range, mask_to_unit, to_unit
+from a2i_jax.inputs import (SIGNED_SLACK, as_array, check_int, check_range, mask_to_unit,
+                            to_unit)
 
 Box = tuple[int, int, int, int]  # (top, left, bottom, right) in pixels; bottom, right exclusive
 
@@ -323,8 +324,9 @@ def overlay(images: np.ndarray, masks: np.ndarray,
 
   Args:
     images: [N, S, S, 3], uint8 or floats in [0, 1].
-    masks: [N, S, S, 1] (or [1, S, S, 1]) with 1 = observed, read as every mask argument is
-      (`inputs.mask_to_unit`: bool or floats in [0, 1], or uint8 0 .. 255).
+    masks: [N, S, S, 1] or [N, S, S] (or one: [1, S, S, 1], [S, S, 1] or [S, S]) with 1 =
+      observed, read as every mask argument is (`inputs.mask_to_unit`: bool or floats in
+      [0, 1], or uint8 0 .. 255).
     colour: the tint of the hidden pixels, RGB in [0, 1].
   Returns:
     float32 [N, S, S, 3] in [0, 1].
@@ -333,7 +335,7 @@ def overlay(images: np.ndarray, masks: np.ndarray,
       values outside [0, 1]; shapes that do not match; a colour that is not 3 values in
       [0, 1].
   """
-  images = np.asarray(images)
+  images = as_array(images, "images")  # A ragged list was NumPy's ValueError.
   if images.dtype != np.uint8:  # Was: [-1, 1] or 0 .. 255 floats tinted into nonsense.
     check_range(images.astype(np.float32), -SIGNED_SLACK, 1.0 + SIGNED_SLACK, "overlay's "
                 "float images must lie in [0, 1]", "pass (x + 1) / 2 for the models' [-1, 1], "
@@ -346,9 +348,16 @@ def overlay(images: np.ndarray, masks: np.ndarray,
     raise InputError(f"colour {colour!r} is not an RGB triple in [0, 1]; e.g. (1.0, 0.0, 1.0).")
   x = np.clip(to_unit(images), 0.0, 1.0)  # Rounding's slack only.
   m = mask_to_unit(masks, "masks")
+  given = m.shape
+  # The forms the inference takes (`inputs.check_mask`): [N, S, S], one [S, S] or [S, S, 1]
+  # (were refused here, where complete had taken them).
+  if m.ndim == 2 or m.ndim == 3 and m.shape[-1] == 1 and m.shape[:2] == x.shape[1:3]:
+    m = m[None]
+  if m.ndim == 3:
+    m = m[..., None]
   if (x.ndim != 4 or x.shape[-1] != 3 or m.ndim != 4 or m.shape[-1] != 1
       or m.shape[1:3] != x.shape[1:3] or m.shape[0] not in (1, x.shape[0])):
     raise InputError(f"overlay takes images [N, S, S, 3] and masks [N, S, S, 1] (or [1, S, S, "
-                     f"1]); got {x.shape} and {m.shape}.")  # Was numpy's broadcast error.
+                     f"1]); got {x.shape} and {given}.")  # Was numpy's broadcast error.
   tinted = 0.45 * x + 0.55 * tint
   return m * x + (1.0 - m) * tinted

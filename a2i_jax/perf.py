@@ -117,8 +117,29 @@ def _flag_name(flag: str) -> str:
 
 
 def _xla_flag_names() -> set[str]:
-  """The names of the flags set in the XLA_FLAGS environment variable."""
-  return {_flag_name(f) for f in os.environ.get("XLA_FLAGS", "").split()}
+  """The names of the flags set in the XLA_FLAGS environment variable (`_xla_flags`)."""
+  return {_flag_name(f) for f in _xla_flags().split()}
+
+
+def _flag_file(value: str) -> Optional[str]:
+  """The file XLA reads its flags from where XLA_FLAGS is `value`, or None: XLA takes a value
+  whose first character other than a space is not "-" as a file's name, the whole value
+  (`--xla_a=1`: flags; `/etc/xla_flags`: a file of them)."""
+  return value if value.lstrip()[:1] not in ("", "-") else None
+
+
+def _xla_flags() -> str:
+  """The flags XLA reads from XLA_FLAGS: its value, or the contents of the file it names
+  (`_flag_file`; "" where that cannot be read, which XLA refuses with its own message)."""
+  value = os.environ.get("XLA_FLAGS", "")
+  path = _flag_file(value)
+  if path is None:
+    return value
+  try:
+    with open(path, encoding="utf-8", errors="replace") as f:
+      return f.read()
+  except OSError:
+    return ""
 
 
 def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
@@ -310,7 +331,7 @@ def _measure_in_child(timeout_s: float) -> Optional[dict[str, float]]:
               "model, about 7 s).")
   try:
     done = subprocess.run([sys.executable, "-P", "-c", code], env=env, capture_output=True,
-                          timeout=timeout_s, check=False)
+                          timeout=timeout_s, check=False, stdin=subprocess.DEVNULL)
     measured = json.loads(done.stdout.decode().strip().splitlines()[-1])
   except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
     measured = None
@@ -325,10 +346,13 @@ def _measure_in_child(timeout_s: float) -> Optional[dict[str, float]]:
 
 def _cache_lock(cache_file: str):
   """An exclusive lock on `cache_file` + ".lock" while held (`files.waiting_lock`); nothing
-  for "" (no cache)."""
+  for "" (no cache). A wait is said on a console set to warnings only too (`_say_always`):
+  infer.py started while another process measured waited its seconds without a word (up to
+  the children's timeouts; fault hunt)."""
   if not cache_file:
     return contextlib.nullcontext()
-  return files.waiting_lock(cache_file + ".lock", f"measuring this machine for {cache_file}")
+  return files.waiting_lock(cache_file + ".lock", f"measuring this machine for {cache_file}",
+                            say=_say_always)
 
 
 def _valid_timing(timing: Any) -> bool:
@@ -376,7 +400,7 @@ def xla_convolutions() -> bool:
   """
   name = _flag_name(XLA_CONVOLUTIONS_FLAG)
   in_ynnpack = True  # XLA's default list holds the convolutions.
-  for flag in os.environ.get("XLA_FLAGS", "").split():
+  for flag in _xla_flags().split():
     if "=" not in flag or _flag_name(flag) != name:
       continue
     for i, entry in enumerate(e.strip() for e in flag.split("=", 1)[1].split(",")):
@@ -397,19 +421,25 @@ def set_recommended_xla_flags(flags: Optional[tuple[str, ...]] = None,
   the user already set (by name, the part before "=") is left as the user set it. A flag this
   jaxlib's XLA does not know is left out (`accepted_xla_flags`): XLA would abort the process.
   The default flags are XLA:CPU ones, and none are added where a GPU or TPU plugin is
-  installed (its XLA reads XLA_FLAGS too, and the probe does not ask it).
+  installed (its XLA reads XLA_FLAGS too, and the probe does not ask it), nor where XLA_FLAGS
+  names a file of flags (`_flag_file`), which XLA reads instead: a flag added after its name
+  made XLA look for a file of that whole name and abort the process (was: a fatal log at the
+  first computation; fault hunt). The file's flags count as the user's.
 
   Args:
     flags: XLA flags such as "--xla_cpu_use_onednn=true"; default `recommended_cpu_flags()`.
     cache_file: `accepted_xla_flags`' answers file; None for its default.
   Returns:
-    The resulting XLA_FLAGS (also set in `os.environ`), stripped of outer spaces.
+    The resulting XLA_FLAGS (also set in `os.environ`), stripped of outer spaces; a file's
+    name as it was.
   """
+  current = os.environ.get("XLA_FLAGS", "")
+  if _flag_file(current) is not None:
+    return current
   if flags is None:
     # A GPU or TPU plugin parses XLA_FLAGS with its own XLA, which the probe (CPU) does not
     # ask; and there the convolutions do not run on the CPU anyway.
     flags = () if _accelerator_plugin_installed() else recommended_cpu_flags(cache_file)
-  current = os.environ.get("XLA_FLAGS", "")
   names = _xla_flag_names()
   extra = [f for f in flags if _flag_name(f) not in names]
   if extra:
@@ -486,13 +516,18 @@ _UNWRITABLE: set[str] = set()  # Places `_cannot_keep_answers` has named.
 
 
 def _default_flag_cache() -> str:
-  """$XDG_CACHE_HOME (or ~/.cache)/a2i_jax/xla_flags.json; where that cannot be written, a
-  file in this user's private folder in the temporary folder (kept until a reboot, not
-  measured at every start); "" (no answers kept) where that folder is not this user's alone."""
-  path = os.path.join(files.user_cache_dir(), "xla_flags.json")
-  existing = files.nearest_existing(os.path.dirname(path))  # The file is replaced by a rename.
-  if os.path.isdir(existing) and os.access(existing, os.W_OK | os.X_OK):
-    return path
+  """$XDG_CACHE_HOME (or ~/.cache)/a2i_jax/xla_flags.json; where that cannot be written (or
+  there is no home folder), a file in this user's private folder in the temporary folder
+  (kept until a reboot, not measured at every start); "" (no answers kept) where that folder
+  is not this user's alone."""
+  base = files.user_cache_dir()  # "": no home folder (HOME unset).
+  path = os.path.join(base, "xla_flags.json") if base else "~/.cache/a2i_jax (HOME is not set)"
+  existing = files.nearest_existing(os.path.dirname(path)) if base else ""
+  # Not through a symbolic link to nothing (XDG_CACHE_HOME's to a disk not mounted: was
+  # measured again at every start; fault hunt).
+  if (existing and os.path.isdir(existing) and os.access(existing, os.W_OK | os.X_OK)
+      and files._dangling_link(path) is None):  # pylint: disable=protected-access
+    return path  # The file is replaced by a rename: its folder must be writable.
   folder = os.path.join(tempfile.gettempdir(), f"a2i_jax-{os.getuid()}")
   try:
     os.makedirs(folder, mode=0o700, exist_ok=True)
@@ -542,8 +577,11 @@ def accepted_xla_flags(flags: tuple[str, ...], cache_file: Optional[str] = None,
         continue
       env = {**os.environ, "XLA_FLAGS": flag, "JAX_PLATFORMS": "cpu"}
       try:
-        done = subprocess.run([sys.executable, "-c", "import jax; jax.devices('cpu')"],
-                              env=env, capture_output=True, timeout=timeout_s, check=False)
+        # -P: not the working folder's jax.py (was: the child imported it and failed, the
+        # flags refused at every start, no word; fault hunt), as the kernel probe's child.
+        done = subprocess.run([sys.executable, "-P", "-c", "import jax; jax.devices('cpu')"],
+                              env=env, capture_output=True, timeout=timeout_s, check=False,
+                              stdin=subprocess.DEVNULL)
       except (OSError, subprocess.TimeoutExpired):  # No child (embedded Python), or too slow.
         continue
       if done.returncode == 0:

@@ -13,11 +13,29 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from a2i_jax.errors import InputError
 from a2i_jax.inputs import check_int, check_key, from_signed
 
 Array = jax.Array
 # Decoder outputs that are already probabilities in [0, 1]; the other images are in [-1, 1].
 _UNIT_OUTPUTS = ("gate",)
+
+
+def _check_module(model: object, fn: str, served: str) -> None:
+  """Refuses a TrainedModel, or anything without `apply`, as `model` (was an AttributeError,
+  "'TrainedModel' object has no attribute 'latent_dims'", for the loaded model these
+  functions do not take: they take its module)."""
+  if isinstance(model, nn.Module):
+    return
+  if hasattr(model, "variables") and isinstance(getattr(model, "model", None), nn.Module):
+    hint = (f"pass trained.model (and trained.variables), or call inference.{served}(trained, "
+            "...), which takes the TrainedModel")
+  elif not hasattr(model, "apply"):
+    hint = "models.create_model(config.model) makes one"
+  else:
+    return  # Something that decodes like a module (a test's stand-in).
+  raise InputError(f"sampling.{fn} takes the model's Flax module, not "
+                   f"{type(model).__name__}; {hint}.")
 
 
 def prior_latents(model: nn.Module, num: int, key: Array,
@@ -37,6 +55,7 @@ def prior_latents(model: nn.Module, num: int, key: Array,
   Raises:
     InputError: `num` is not an integer >= 0, or `key` is not a PRNG key.
   """
+  _check_module(model, "prior_latents", "prior_latents")
   num = check_int(num, "num", 0)  # A Python int under `jit` too: the batch's static size.
   check_key(key)
   dims = model.latent_dims
@@ -59,7 +78,26 @@ def decode_images(model: nn.Module, variables: Mapping, latents: Mapping[str, Ar
     "gate", "background"), all in [0, 1]. The image is clipped to it: the reference's disCVAE
     composite h_fg + g h_bg spans [-2, 2] (`models.compose`), and what is shown, saved and
     scored is the image as a picture holds it.
+  Raises:
+    InputError: a model that is no Flax module (a TrainedModel), latents missing one of the
+      model's, or latents and attributes of other row counts (from their shapes alone: under
+      `jit` too).
   """
+  _check_module(model, "decode_images", "decode")
+  dims = getattr(model, "latent_dims", None)
+  if dims is not None:
+    if not isinstance(latents, Mapping) or set(dims) - set(latents):
+      got = sorted(latents) if isinstance(latents, Mapping) else type(latents).__name__
+      raise InputError(f"decode_images takes latents {{name: [N, size]}} for {sorted(dims)}; "
+                       f"got {got} (prior_latents gives them).")
+    rows = {n: jnp.shape(latents[n]) for n in dims}
+    if y is not None:
+      rows["y"] = jnp.shape(y)
+    if len({shape[:1] for shape in rows.values()}) > 1:  # Was a concatenation's TypeError.
+      raise InputError(f"decode_images takes one row per image in each latent and in y; got "
+                       f"{', '.join(f'{k} {v}' for k, v in rows.items())}.")
+  if isinstance(y, (list, tuple)):  # The model reads its shape.
+    y = jnp.asarray(y)
   return images_from_outputs(model, model.apply(variables, dict(latents), y,
                                                 method="decode_latents"))
 
@@ -86,7 +124,11 @@ def make_sample_fn(model: nn.Module) -> Callable:
     model: a model from `models.create_model`.
   Returns:
     A function of (variables, y [N, y_dim], key) returning `decode_images`' dict.
+  Raises:
+    InputError: a model that is no Flax module (a TrainedModel: its `sample_fn` is this,
+      jitted).
   """
+  _check_module(model, "make_sample_fn", "sample")
   def sample(variables: Mapping, y: Array, key: Array) -> dict[str, Array]:
     return decode_images(model, variables, prior_latents(model, y.shape[0], key), y)
   return sample

@@ -86,10 +86,26 @@ def keep_going_without_a_console() -> None:
   goes on, its lines lost, instead of dying at the next line or progress-bar update (was:
   `train.py ... 2>&1 | grep -m1 compiled` ended training with exit 1, no word, and every step
   since the last checkpoint lost; review). Idempotent.
+
+  A console the process started without (its descriptor closed: `train.py ... 2>&-`, a
+  launcher that closes it) is the null device: Python's stream was None, and training ended
+  at its progress bar's first line, after the data load and the compile, with exit status 1
+  and no word (fault hunt). Its descriptor is the null device's too: the next file opened
+  took its number, and lines written there (XLA's log, the stop's notice) went into that file.
   """
+  for fd in (0, 1, 2):
+    try:
+      os.fstat(fd)
+    except OSError:  # Closed: the lowest number free, so the null device opens on it.
+      null = os.open(os.devnull, os.O_RDWR)
+      if null != fd:
+        os.dup2(null, fd)
+        os.close(null)
   for name in ("stdout", "stderr"):
     stream = getattr(sys, name)
-    if stream is not None and not isinstance(stream, _ClosedPipeSafe):
+    if stream is None:
+      stream = open(os.devnull, "w", encoding="utf-8")  # pylint: disable=R1732
+    if not isinstance(stream, _ClosedPipeSafe):
       setattr(sys, name, _ClosedPipeSafe(stream))
 
 

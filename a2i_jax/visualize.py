@@ -9,14 +9,15 @@ from PIL import Image
 
 from a2i_jax import files
 from a2i_jax.errors import InputError
-from a2i_jax.inputs import SIGNED_SLACK, check_int, check_range, to_uint8
+from a2i_jax.inputs import (SIGNED_SLACK, as_array, check_int, check_range, to_uint8,
+                            to_unit)
 
 
 def make_grid(images: np.ndarray, ncols: int, pad: int = 1, scale: int = 1) -> np.ndarray:
   """Tiles images into a grid.
 
   Args:
-    images: [N,H,W,3] (or [N,H,W]) floats in [0,1] (clipped) or uint8.
+    images: [N,H,W,3] (or grey, [N,H,W] or [N,H,W,1]) floats in [0,1] (clipped) or uint8.
     ncols: images per row.
     pad: pixels of white between images.
     scale: integer nearest-neighbour magnification.
@@ -28,18 +29,24 @@ def make_grid(images: np.ndarray, ncols: int, pad: int = 1, scale: int = 1) -> n
   """
   ncols, scale, pad = (check_int(v, name, low) for v, name, low in
                        ((ncols, "ncols", 1), (scale, "scale", 1), (pad, "pad", 0)))
-  images = np.asarray(images)
+  images = as_array(images, "images")  # A ragged list was NumPy's ValueError.
   shape = images.shape
   if images.dtype.name == "bfloat16":  # NumPy counts it as no float kind.
     images = images.astype(np.float32)
-  if images.ndim == 3 and shape[-1] == 3:  # Was tiled as H grey images W x 3.
-    raise InputError(f"images have shape {shape}: one RGB image? A grid takes [N, H, W, 3] "
-                     "(pass images[None]) or grey [N, H, W].")
+  if images.ndim == 3 and shape[-1] in (1, 3):  # Was tiled as H grey images W x 3 (or 1).
+    raise InputError(f"images have shape {shape}: one {'RGB' if shape[-1] == 3 else 'grey'} "
+                     "image? A grid takes [N, H, W, 3] (pass images[None]) or grey [N, H, W].")
+  if images.ndim == 4 and shape[-1] == 1:  # Grey with its channel: masks, gates.
+    images = images[..., 0]
   if images.ndim == 3:
     images = np.repeat(images[..., None], 3, axis=-1)
   if images.ndim != 4 or images.shape[-1] != 3:
-    hint = (f" (channels first? pass images.transpose(0, 2, 3, 1))"
-            if images.ndim == 4 and images.shape[1] == 3 else "")
+    hint = (" (channels first? pass images.transpose(0, 2, 3, 1))"
+            if images.ndim == 4 and images.shape[1] == 3 else
+            # progression's [L, K, S, S, 3] and swap's grid (was the bare refusal).
+            f" (rows of images, as progression and swap give? pass images.reshape((-1,) + "
+            f"images.shape[2:]) with ncols={shape[1]})" if images.ndim == 5 and shape[-1] == 3
+            else "")
     raise InputError(f"images have shape {shape}; a grid takes [N, H, W, 3] RGB (or [N, H, W] "
                      f"grey){hint}.")
   if images.dtype != np.uint8:
@@ -107,8 +114,28 @@ def stack_columns(columns: Sequence[np.ndarray]) -> np.ndarray:
   """Interleaves K arrays so a grid with ncols=K shows one example per row, the arrays as columns.
 
   Args:
-    columns: K arrays [N, H, W, 3] (e.g. input, reconstruction, truth).
+    columns: K arrays [N, H, W, 3] (e.g. input, reconstruction, truth), uint8 or floats in
+      [0, 1]; where their dtypes differ (uint8 inputs beside [0, 1] outputs), each is
+      converted to floats in [0, 1] first.
   Returns:
     [N*K, H, W, 3], row-major: example 0's K images first.
+  Raises:
+    InputError: no columns, columns of other shapes, or, where the dtypes differ, a column
+      that is neither uint8 nor floats in [0, 1].
   """
-  return np.stack(columns, axis=1).reshape((-1,) + columns[0].shape[1:])
+  # Were NumPy's ValueErrors, and uint8 inputs beside [0, 1] outputs stacked as 0 .. 255
+  # floats, which make_grid refused with "divide by 255": that blackened the outputs.
+  listed = isinstance(columns, Sequence) and not isinstance(columns, (str, np.ndarray))
+  if not listed or not columns:
+    got = "an empty list" if listed else f"a {type(columns).__name__}"
+    raise InputError(f"stack_columns takes a list of K arrays [N, H, W, 3], e.g. [inputs, "
+                     f"out['reconstruction']]; got {got}.")
+  arrays = [as_array(c, f"column {i}") for i, c in enumerate(columns)]
+  shapes = [a.shape for a in arrays]
+  if len(set(shapes)) > 1:
+    raise InputError(f"stack_columns takes columns of one shape [N, H, W, 3]; got "
+                     f"{', '.join(map(str, shapes))} (one image per row and column: the same N, "
+                     "size and channels).")
+  if len({a.dtype for a in arrays}) > 1:
+    arrays = [to_unit(a) for a in arrays]
+  return np.stack(arrays, axis=1).reshape((-1,) + arrays[0].shape[1:])

@@ -994,3 +994,155 @@ def test_a_checkpoint_saved_without_a_model_record_restores_as_before(tiny_run, 
   config.model.composition = "reference"
   train_lib._check_resume_compatible(workdir, config)  # pylint: disable=protected-access
   assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_grid_columns_of_uint8_inputs_beside_float_outputs():
+  """Fault hunt: stack_columns([uint8 inputs, out["completion"]]) stacked 0 .. 255 beside
+  [0, 1] as floats, which make_grid refused with "x / 255 for 0 .. 255": followed, the outputs
+  went black. Columns of other shapes, no columns, and a ragged list to make_grid or overlay
+  were NumPy's ValueErrors."""
+  from a2i_jax import visualize  # pylint: disable=import-outside-toplevel
+  x = _images(2)
+  out = np.random.default_rng(1).uniform(size=(2, S, S, 3)).astype(np.float32)
+  both = visualize.stack_columns([x, out])
+  np.testing.assert_allclose(both[0::2], x / 255.0, atol=1e-6)
+  np.testing.assert_array_equal(both[1::2], out)
+  assert visualize.make_grid(both, 2).shape == (2 * (S + 1) + 1, 2 * (S + 1) + 1, 3)
+  assert visualize.stack_columns([x, x]).dtype == np.uint8  # One dtype: as it was.
+  with pytest.raises(InputError, match=r"columns of one shape .*\(2, 32, 32, 3\), "
+                     r"\(2, 32, 32, 1\)"):
+    visualize.stack_columns([x, out[..., :1]])
+  with pytest.raises(InputError, match="got an empty list"):
+    visualize.stack_columns([])
+  with pytest.raises(InputError, match="images is a list of items of different shapes"):
+    visualize.make_grid([x[0], x[1][:16]], 2)
+  m = _eyes(2)
+  with pytest.raises(InputError, match="images is a list of items of different shapes"):
+    occlusions.overlay([x[0], x[1][:16]], m)
+  # The mask forms complete takes: [N, S, S], and one [S, S, 1] (make_mask(...)[0]).
+  np.testing.assert_array_equal(occlusions.overlay(x, m[..., 0]), occlusions.overlay(x, m))
+  np.testing.assert_array_equal(occlusions.overlay(x[:1], m[0]),
+                                occlusions.overlay(x[:1], m[:1]))
+  np.testing.assert_array_equal(inputs.check_mask(m[0], 1, S, "observed"), m[:1])
+
+
+def test_sampling_and_recognition_options_refuse_what_they_do_not_take(cvae, key):
+  """Fault hunt: a TrainedModel to sampling's functions (which take its module) was an
+  AttributeError; decode_images' latents missing one or of another row count than y were a
+  KeyError and JAX's concatenation TypeError; recognition_options(trained) a TypeError."""
+  for call, served in ((lambda m: sampling.prior_latents(m, 2, key), "prior_latents"),
+                       (lambda m: sampling.decode_images(m, cvae.variables, {}, _attrs(2)),
+                        "decode"),
+                       (lambda m: sampling.make_sample_fn(m), "sample")):
+    with pytest.raises(InputError, match=r"takes the model's Flax module, not TrainedModel; "
+                       rf"pass trained.model .* inference.{served}\(trained"):
+      call(cvae)
+  z = cvae.config.model.z_dim
+  with pytest.raises(InputError, match=r"latents \{name: \[N, size\]\} for \['z'\]; got \[\]"):
+    sampling.decode_images(cvae.model, cvae.variables, {}, _attrs(2))
+  with pytest.raises(InputError, match=r"one row per image .*z \(4, 8\), y \(1, 10\)"):
+    sampling.decode_images(cvae.model, cvae.variables, {"z": np.zeros((4, z))}, _attrs(1))
+  for bad in (cvae, {"steps": 1}):
+    with pytest.raises(InputError, match=r"recognition_options takes InferenceOptions, not "
+                       r"\w+; build them with inference.options_for"):
+      inference.recognition_options(bad)
+
+
+def test_a_mask_that_hides_every_pixel_is_refused(cvae, key):
+  """Fault hunt: an observed mask of zeros for an image (a mask that marks the hole with 1,
+  inverted; an all-black mask file) was inferred from nothing, a meaningless completion and
+  no word."""
+  m = _eyes()
+  m[2] = 0.0
+  prior = inference.AttributePrior(np.zeros(Y, np.float32), np.eye(Y, dtype=np.float32))
+  for call in (lambda o: inference.complete(cvae, _images(), _attrs(), o, key=key),
+               lambda o: inference.infer_attributes(cvae, _images(), prior, o, key=key)):
+    with pytest.raises(InputError, match=r"observed hides every pixel of 1 of the 4 images "
+                       r"\(2\).* pass 1 - mask"):
+      call(m)
+    with pytest.raises(InputError, match=r"every pixel of 4 of the 4 images \(0, 1, 2, 3\)"):
+      call(np.zeros((4, S, S), bool))
+
+
+def test_an_attribute_name_in_place_of_its_index_names_the_index(cvae, key):
+  """Fault hunt: edit(..., {"smile": 1.0}) with the run's names at hand was "attribute
+  index='smile' is not valid; pass an integer", the number left to find."""
+  names = tuple(f"a{i}" for i in range(Y))
+  named = dataclasses.replace(cvae, attribute_names=names, cache={})
+  with pytest.raises(InputError, match=re.escape("attribute index='a3' is not valid; pass an "
+                                                 "integer in [0, 10); edit takes {attribute "
+                                                 "index: new value}. 'a3' is the name of "
+                                                 "attribute 3: pass 3 (trained.attribute_names"
+                                                 ".index('a3'))")):
+    inference.edit(named, _images(), _attrs(), {"a3": 1.0}, key=key)
+  with pytest.raises(InputError, match="'hat' is a name, and this run's attributes are a0, a1"):
+    inference.progression(named, _attrs(1)[0], "hat", [0.0, 1.0], key=key)
+  with pytest.raises(InputError, match="attribute index='a3' is not valid"):  # No names.
+    inference.edit(cvae, _images(), _attrs(), {"a3": 1.0}, key=key)
+
+
+def test_one_mask_for_several_images_names_the_repeat(cvae, key):
+  """Fault hunt: one [S, S] mask for 4 images was refused as "expected [4, 32, 32], one per
+  image", without the repeat that makes one per image."""
+  for one in (_eyes(1)[0, ..., 0], _eyes(1)[0], _eyes(1)):
+    with pytest.raises(InputError, match=re.escape(
+        f"one per image; for the same mask on every image, np.repeat(observed.reshape(1, {S}, "
+        f"{S}, 1), 4, axis=0)")):
+      inference.complete(cvae, _images(), _attrs(), one, key=key)
+  with pytest.raises(InputError, match=r"\(2, 32, 32, 1\); expected .*one per image\.$"):
+    inference.complete(cvae, _images(), _attrs(), _eyes(2), key=key)
+
+
+def test_grids_of_masks_of_one_grey_image_and_of_rows_of_images():
+  """Fault hunt: one grey [H, W, 1] image was tiled as H images of W x 1 pixels, without a
+  word; masks as make_mask gives them ([N, S, S, 1]) were refused though [N, S, S] was
+  taken; progression's [L, K, S, S, 3] was refused without the reshape that shows it."""
+  from a2i_jax import visualize  # pylint: disable=import-outside-toplevel
+  m = _eyes(2)
+  np.testing.assert_array_equal(visualize.make_grid(m, 2), visualize.make_grid(m[..., 0], 2))
+  with pytest.raises(InputError, match=r"shape \(32, 32, 1\): one grey image\? .*images\[None\]"):
+    visualize.make_grid(m[0], 1)
+  with pytest.raises(InputError, match=re.escape("pass images.reshape((-1,) + images.shape[2:]) "
+                                                 "with ncols=3")):
+    visualize.make_grid(np.zeros((2, 3, S, S, 3), np.float32), 3)
+
+
+def test_inference_functions_of_a_trained_model_and_other_misplaced_arguments(cvae, key):
+  """Fault hunt: make_inference_fns(trained, options), as the other functions take the
+  model, was "'TrainedModel' object has no attribute 'default_energy'"; a dict of options
+  and a mesh that is no Mesh were AttributeErrors; images=None was "images have shape ()"."""
+  options = inference.options_for(cvae)
+  with pytest.raises(InputError, match="make_inference_fns takes the model's Flax module, not "
+                     "TrainedModel; pass trained.model"):
+    inference.make_inference_fns(cvae, options)
+  with pytest.raises(InputError, match="make_inference_fns takes InferenceOptions, not dict"):
+    inference.make_inference_fns(cvae.model, {"steps": 1})
+  with pytest.raises(InputError, match="mesh is a str, not a jax.sharding.Mesh"):
+    inference.infer_latents(cvae, inputs.to_signed(_images()), _attrs(), key=key, mesh="cpu")
+  with pytest.raises(InputError, match=r"images are missing \(None\)"):
+    inference.reconstruct(cvae, None, _attrs(), key=key)
+
+
+def test_a_progression_beyond_the_training_range_says_so(cvae, key, caplog, monkeypatch):
+  """Fault hunt: edit warned of a value the model never saw; progression, which sweeps one
+  (np.linspace(-3, 3, 7) over a 0 / 1 attribute), gave its images without a word."""
+  ranges = ((0.0, 1.0),) * Y
+  named = dataclasses.replace(cvae, attribute_ranges=ranges, cache={})
+  monkeypatch.setattr(inference.uses, "decode", lambda trained, lat, ys: {
+      "image": np.zeros((len(ys), S, S, 3), np.float32)})  # Nothing to see but the warning.
+  inference.progression(named, _attrs(1)[0], 2, np.linspace(-3, 3, 7), key=key, num_latents=1)
+  assert ("the swept value of attribute 2, from -3 to 3, lies outside its training range [0, "
+          "1]; the model has not seen such values, so the progression may" in caplog.text)
+  caplog.clear()
+  inference.progression(named, _attrs(1)[0], 2, [0.0, 1.0], key=key, num_latents=1)
+  assert "outside" not in caplog.text
+
+
+def test_bfloat16_masks_are_floats():
+  """Fault hunt: a bfloat16 mask (a JAX model's dtype) was refused as "has dtype bfloat16;
+  pass bool, floats in [0, 1] ...", though bfloat16 images are taken."""
+  m = _eyes(2)
+  half = jax.numpy.asarray(m, jax.numpy.bfloat16)
+  np.testing.assert_array_equal(inputs.check_mask(half, 2, S, "observed"), m)
+  np.testing.assert_array_equal(occlusions.hidden_fraction(np.asarray(half)),
+                                occlusions.hidden_fraction(m))

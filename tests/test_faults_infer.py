@@ -391,6 +391,12 @@ def test_attribute_names_are_made_file_names():
   assert infer._file_part("hair/color") == "hair_color"  # pylint: disable=protected-access
   assert infer._file_part("a\\b") == "a_b"  # pylint: disable=protected-access
   assert infer._file_part("Wearing Hat") == "Wearing Hat"  # pylint: disable=protected-access
+  # Names that give one part each get their place too (was: progression of every attribute
+  # wrote "hair/color" and "hair_color" to one file, the second replacing the first).
+  names = ["hair/color", "smile", "hair_color", "Smile"]
+  parts = [infer._file_part(n, names) for n in names]  # pylint: disable=protected-access
+  assert parts == ["hair_color_0", "smile_1", "hair_color_2", "Smile_3"]
+  assert infer._file_part("smile", ["smile", "age"]) == "smile"  # pylint: disable=protected-access
 
 
 def test_workdir_missing_or_a_file(tmp_path):

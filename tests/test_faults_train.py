@@ -1855,3 +1855,170 @@ def test_a_workdir_on_a_file_system_without_locks_trains_with_a_warning(tmp_path
   assert warnings == [f"the file system of {workdir} has no locks (No locks available): a "
                       "second run started there meanwhile would not be refused; start one run "
                       "per workdir"], warnings
+
+
+def test_a_key_config_json_does_not_have_is_refused_not_ignored(tmp_path):
+  """A key mistyped in a run's config.json by hand ("inference.stpes") was taken and ignored:
+  serving used the default inference.steps without a word (fault hunt). Keys the run
+  predates still take their defaults; a section's name given a value stays a type error."""
+  from a2i_jax import config_lib  # pylint: disable=import-outside-toplevel
+  config = config_lib.get_config("synthetic")
+  checkpoints.save_config(str(tmp_path), config)
+  path = tmp_path / checkpoints.CONFIG_FILE
+  saved = json.loads(path.read_text())
+  saved["inference"]["stpes"] = 5
+  path.write_text(json.dumps(saved))
+  with pytest.raises(checkpoints.ConfigError, match=re.escape(
+      "is damaged (config key 'inference.stpes' does not exist (configs/default.py has the "
+      "valid ones), so its value would be ignored; rename it to 'inference.steps' if that is "
+      "the key meant, or remove it); restore it")):
+    checkpoints.load_checked_config(str(tmp_path), config_lib.check_served_values)
+  del saved["inference"]["stpes"], saved["inference"]["steps"]  # Predates the key: default.
+  path.write_text(json.dumps(saved))
+  loaded = checkpoints.load_checked_config(str(tmp_path), config_lib.check_served_values)
+  assert loaded.inference.steps == config.inference.steps
+  saved["inference"] = 3
+  path.write_text(json.dumps(saved))
+  with pytest.raises(checkpoints.ConfigError, match="config.inference=3 must be a section"):
+    checkpoints.load_checked_config(str(tmp_path), config_lib.check_served_values)
+  saved["inference"] = {}
+  saved["model"]["width"] = {"a": 1}  # Was "config.model.width=a: 1", cut at its line's end.
+  path.write_text(json.dumps(saved))
+  with pytest.raises(checkpoints.ConfigError, match=re.escape(
+      "(config.model.width={'a': 1} must be a number); restore it")):
+    checkpoints.load_checked_config(str(tmp_path), config_lib.check_served_values)
+  saved["model"] = [1]  # Was: "it holds dict {'adam_b1': 0.9, ...", of the whole file.
+  path.write_text(json.dumps(saved))
+  with pytest.raises(checkpoints.ConfigError, match=re.escape(
+      "is damaged (not a config: it holds list [1] as its \"model\" section)")):
+    checkpoints.load_config(str(tmp_path))
+
+
+def test_a_restore_step_that_is_not_an_integer_is_named(tmp_path):
+  """A step given as 1.0 was "could not be restored" with the advice to delete the folder of
+  a checkpoint that is fine, "1" was "no checkpoint for step 1" beside [1, 2], and True
+  restored the folder "True" (fault hunt). A NumPy integer is a step."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  ckpt = checkpoints.Checkpointer(str(tmp_path))
+  for step in (1, 2):
+    ckpt.save(step, {"w": jnp.full((4,), float(step))})
+  ckpt.wait()
+  target = {"w": jax.ShapeDtypeStruct((4,), jnp.float32)}
+  try:
+    for step in (1.0, "1", True):
+      with pytest.raises(checkpoints.CheckpointError, match=re.escape(
+          f"step={step!r} is not a step number; pass an integer, one of the steps in "
+          f"{ckpt.directory}: [1, 2].")):
+        ckpt.restore(target, step)
+    assert float(ckpt.restore(target, np.int64(1))["w"][0]) == 1.0
+  finally:
+    ckpt.close()
+  assert sorted(os.listdir(ckpt.directory)) == ["1", "2"]
+
+
+def test_a_config_file_in_a_folder_with_a_colon_is_named(tmp_path):
+  """--config reads a path's first ":" as the start of the file's argument, so a config file
+  in a folder such as exp_12:30 was "no config file at .../exp_12" (fault hunt)."""
+  from a2i_jax import config_lib  # pylint: disable=import-outside-toplevel
+  folder = tmp_path / "exp_12:30"
+  folder.mkdir()
+  shutil.copy(os.path.join(config_lib.configs_dir(), "synthetic.py"), folder / "mine.py")
+  for spec in (f"{folder}/mine.py", f"{folder}/mine.py:vae"):
+    with pytest.raises(config_lib.ConfigError, match=re.escape(
+        f"the path of the config file {folder}/mine.py holds a ':', which --config reads as "
+        "the start of the file's argument")):
+      config_lib.get_config(spec)
+    with pytest.raises(config_lib.ConfigError, match="move or copy the file to a folder"):
+      config_lib.normalised_command_line(["train.py", f"--config={spec}"])
+  assert config_lib.get_config("synthetic:vae").model.name == "vae"
+
+
+def test_a_config_files_get_config_that_needs_an_argument_says_so(tmp_path):
+  """A copied config whose get_config(arg) has no default, given without ":<arg>", was a
+  TypeError's traceback from Python, and train.py said to fix an error "there" at no line of
+  the file (fault hunt)."""
+  from a2i_jax import config_lib  # pylint: disable=import-outside-toplevel
+  base = 'from a2i_jax import config_lib\ndefault = config_lib.load_sibling(__file__, "default")\n'
+  (tmp_path / "one.py").write_text(
+      base + "def get_config(arg):\n  c = default.get_config()\n  c.model.name = arg\n"
+      "  return c\n")
+  (tmp_path / "two.py").write_text(base + "def get_config(arg, other):\n"
+                                   "  return default.get_config()\n")
+  with pytest.raises(config_lib.ConfigError, match=re.escape(
+      f"the get_config of {tmp_path}/one.py needs an argument (arg), but --config passes "
+      f"none; pass one after a ':' ({tmp_path}/one.py:<value>), or give arg a default")):
+    config_lib.get_config(f"{tmp_path}/one.py")
+  assert config_lib.get_config(f"{tmp_path}/one.py:vae").model.name == "vae"
+  with pytest.raises(config_lib.ConfigError, match=re.escape(
+      "needs 2 arguments (arg, other), but --config passes at most one (after a ':'); give "
+      "other a default value in that file.")):
+    config_lib.get_config(f"{tmp_path}/two.py:x")
+
+
+def test_a_checkpointer_that_would_keep_no_checkpoint_is_refused(tmp_path):
+  """Checkpointer(workdir, 0) from Python deleted every checkpoint as soon as it was saved,
+  without a word (the work lost), and 1.5 was a TypeError's traceback from Orbax (fault
+  hunt). None keeps them all."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  for keep in (0, -1, 1.5, True):
+    with pytest.raises(checkpoints.ConfigError, match=re.escape(
+        f"max_to_keep={keep!r}: pass how many of the newest checkpoints to keep, a positive "
+        "integer (config.max_checkpoints_to_keep), or None to keep them all.")):
+      checkpoints.Checkpointer(str(tmp_path / "w"), keep)
+  assert not (tmp_path / "w").exists()
+  ckpt = checkpoints.Checkpointer(str(tmp_path / "w"), None)
+  for step in (1, 2, 3, 4):
+    ckpt.save(step, {"w": jnp.full((4,), float(step))})
+  ckpt.close()
+  assert ckpt.all_steps() == [1, 2, 3, 4]
+
+
+def test_a_config_file_not_named_py_loads_as_train_py_loads_it(tmp_path):
+  """train.py's config flag reads a config file of any name as Python; config_lib's loader
+  (the Python API, the checks) was an AttributeError's traceback for one without ".py"
+  (fault hunt)."""
+  from a2i_jax import config_lib  # pylint: disable=import-outside-toplevel
+  for name in ("mine", "mine.txt"):
+    shutil.copy(os.path.join(config_lib.configs_dir(), "synthetic.py"), tmp_path / name)
+    assert config_lib.get_config(f"{tmp_path}/{name}:vae").model.name == "vae"
+  (tmp_path / "bad").write_text("def get_config(:\n")
+  with pytest.raises(config_lib.ConfigError, match=re.escape(
+      f"the config file {tmp_path}/bad has a syntax error at line 1")):
+    config_lib.get_config(f"{tmp_path}/bad")
+
+
+def test_a_save_behind_a_newer_checkpoint_is_refused_not_skipped(tmp_path):
+  """Orbax saves only steps after the newest: a save of step 3 beside step 5 (a notebook that
+  restored an older step and trained on) was skipped without a word, and the work lost
+  (fault hunt). A save of a step that is there stays a no-op."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  ckpt = checkpoints.Checkpointer(str(tmp_path))
+  try:
+    ckpt.save(5, {"w": jnp.full((4,), 5.0)})
+    ckpt.save(5, {"w": jnp.full((4,), 6.0)})  # There already: nothing happens.
+    with pytest.raises(checkpoints.CheckpointError, match=re.escape(
+        f"cannot save step 3 in {ckpt.directory}: it holds newer checkpoints (5), and a save "
+        "goes after the newest; move those step folders out of it first")):
+      ckpt.save(3, {"w": jnp.full((4,), 3.0)})
+  finally:
+    ckpt.close()
+  assert ckpt.all_steps() == [5]
+
+
+def test_a_checkpoints_entry_that_is_no_folder_is_named_by_the_checkpointer(tmp_path):
+  """A file (or a link to nothing) named checkpoints in a workdir given to Checkpointer from
+  Python listed no checkpoint, and the first save waited 300 s for Orbax's signal of the
+  step's folder, then raised a TimeoutError (fault hunt; train.py's workdir check refuses it
+  before)."""
+  (tmp_path / "checkpoints").write_text("notes")
+  for create in (True, False):
+    with pytest.raises(checkpoints.WorkdirError, match=re.escape(
+        f"{tmp_path}/checkpoints is not a folder; move it out of {tmp_path}")):
+      checkpoints.Checkpointer(str(tmp_path), create=create)
+  (tmp_path / "checkpoints").unlink()
+  (tmp_path / "checkpoints").symlink_to(tmp_path / "nowhere")
+  with pytest.raises(checkpoints.WorkdirError, match="is not a folder"):
+    checkpoints.Checkpointer(str(tmp_path))
+  assert sorted(os.listdir(tmp_path)) == ["checkpoints"]

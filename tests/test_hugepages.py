@@ -1,4 +1,5 @@
-"""The entry points' re-execution with glibc's huge-page tunable (a2i_jax/hugepages.py)."""
+"""The entry points' start-up: the re-execution with glibc's huge-page tunable
+(a2i_jax/hugepages.py), and a console closed from the start (a2i_jax/startup.py)."""
 
 import os
 import subprocess
@@ -96,4 +97,28 @@ def test_only_a_command_that_runs_the_script_is_started_over(tmp_path):
   assert not yes(["python", "/usr/bin/ipython", "--a"], [script, "--a"])
   assert not yes(["python", "-m", "ipykernel_launcher", "-f", "k.json"], [script])
   assert not yes(["python", "-c", "code"], ["-c"])
+  # A module that runs the script (was: `python -m pdb train.py` started over, the debugger's
+  # breakpoints lost; fault hunt).
+  for form in (["-m", "pdb"], ["-mpdb"], ["-u", "-m", "cProfile", "-o", "p.out"]):
+    assert not yes(["python", *form, script, "--a"], [script, "--a"]), form
   assert not yes(["python"], [])
+
+
+def test_a_console_closed_from_the_start_is_the_null_device(tmp_path):
+  """`train.py ... 2>&-` (a launcher that closes stderr) ended training at the progress bar's
+  first line, after the data load and the compile, with exit status 1 and no word (sys.stderr
+  was None), and the next file opened took descriptor 2, where XLA's log and the stop's
+  notice go (fault hunt)."""
+  code = ("import os, sys\n"
+          "os.close(2)\n"
+          "sys.stderr = None\n"  # As Python starts with descriptor 2 closed.
+          "from a2i_jax import startup\n"
+          "startup.keep_going_without_a_console()\n"
+          f"fd = os.open({str(tmp_path / 'file')!r}, os.O_RDWR | os.O_CREAT)\n"
+          "print('a line', file=sys.stderr, flush=True)\n"
+          "os.write(2, b'a notice')\n"
+          "print(fd)\n")
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([_ROOT, os.environ.get("PYTHONPATH", "")]))
+  out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       check=True, timeout=60)
+  assert int(out.stdout) > 2 and (tmp_path / "file").read_text() == ""

@@ -68,6 +68,28 @@ def test_stop_request_asks_first_and_raises_on_the_second():
   assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_stop_request_takes_a_hangup_as_a_stop_unless_it_is_ignored():
+  """A SIGHUP (the terminal closed under a run in it: an ssh connection lost) killed training,
+  every step since the last checkpoint lost (fault hunt): it asks the loop to stop and save,
+  as SIGTERM does. Under nohup (ignored) it stays ignored."""
+  died = []
+  previous = signal.signal(signal.SIGHUP, lambda *_: died.append("killed"))
+  try:
+    with pytest.raises(KeyboardInterrupt):
+      with interrupts.StopRequest() as stop:
+        _ctrl_c(signal.SIGHUP)
+        assert stop.requested and not died
+        _ctrl_c(signal.SIGHUP)  # A second one quits at once.
+    assert not died
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    with interrupts.StopRequest() as stop:
+      _ctrl_c(signal.SIGHUP)
+      assert not stop.requested
+    assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+  finally:
+    signal.signal(signal.SIGHUP, previous)
+
+
 def test_stop_request_outside_the_main_thread_leaves_the_handler_alone():
   seen = []
 

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from a2i_jax import checkpoints, models, parallel, perf, train_lib
+from a2i_jax import checkpoints, files, models, parallel, perf, train_lib
 from a2i_jax.data import load_dataset
 from a2i_jax.errors import ConfigError
 from a2i_jax.models import conv_grad
@@ -55,6 +55,85 @@ def test_recommended_flags_keep_user_flags_and_leave_out_unknown_ones(monkeypatc
   assert value == "--xla_a=1 --xla_b=2 --xla_c=4" == os.environ["XLA_FLAGS"]
   assert asked == [("--xla_c=4", "--xla_d=5")]  # The user's own flags are not even asked.
   assert perf.set_recommended_xla_flags(("--xla_a=0",)) == value and len(asked) == 1
+
+
+def test_xla_flags_naming_a_file_of_flags_are_the_users(tmp_path, monkeypatch):
+  """XLA reads its flags from a file where XLA_FLAGS names one: a flag added after the name
+  made XLA look for a file of that whole name and abort the process (fault hunt). Nothing is
+  added, and the file's flags are the user's: a compile option there stays as set."""
+  path = tmp_path / "xla flags"
+  path.write_text(f"--xla_backend_optimization_level=3\n{perf.XLA_CONVOLUTIONS_FLAG}\n")
+  monkeypatch.setattr(perf, "recommended_cpu_flags", lambda *a: pytest.fail("probed"))
+  monkeypatch.setattr(perf, "accepted_xla_flags", lambda *a: pytest.fail("probed"))
+  monkeypatch.setenv("XLA_FLAGS", str(path))
+  assert perf.set_recommended_xla_flags() == str(path) == os.environ["XLA_FLAGS"]
+  assert perf.set_recommended_xla_flags(("--xla_c=4",)) == str(path)
+  assert perf.xla_convolutions()
+  assert "xla_backend_optimization_level" not in (perf.compiler_options(backend="cpu") or {})
+  monkeypatch.setenv("XLA_FLAGS", " --xla_a=1")  # Flags after a space: not a file.
+  assert not perf.xla_convolutions()
+
+
+def test_no_home_folder_leaves_the_working_folder_alone(tmp_path, monkeypatch, caplog):
+  """HOME unset for a user the password database does not know (a container's arbitrary
+  user): the caches' folder was a relative "~/.cache/a2i_jax", made in the working folder as
+  a folder named "~" (fault hunt). The probe's answers go to this user's private temporary
+  folder; the compilation cache is off, with one warning."""
+  import pwd  # pylint: disable=import-outside-toplevel
+
+  def unknown(uid):
+    raise KeyError(uid)
+  monkeypatch.setattr(pwd, "getpwuid", unknown)
+  for name in ("HOME", "XDG_CACHE_HOME", "JAX_COMPILATION_CACHE_DIR"):
+    monkeypatch.delenv(name, raising=False)
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.setattr(perf.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+  assert files.user_cache_dir() == ""
+  assert perf._default_flag_cache() == str(  # pylint: disable=protected-access
+      tmp_path / "tmp" / f"a2i_jax-{os.getuid()}" / "xla_flags.json")
+  folder = jax.config.jax_compilation_cache_dir
+  try:
+    files.enable_compilation_cache(files.DEFAULT_COMPILATION_CACHE_DIR)
+    files.enable_compilation_cache("~/xla")
+    assert jax.config.jax_compilation_cache_dir == folder
+  finally:
+    jax.config.update("jax_compilation_cache_dir", folder)
+  assert caplog.text.count("HOME is not set") == 2 and os.listdir(tmp_path) == ["tmp"]
+
+
+def test_a_cache_folder_behind_a_link_to_nothing_is_not_used(tmp_path, monkeypatch, caplog):
+  """XDG_CACHE_HOME a symbolic link to a folder that is not there (a disk not mounted): the
+  probe's answers could not be kept, so every start measured again, and JAX warned at every
+  program, two lines each (fault hunt)."""
+  link = tmp_path / "cache"
+  link.symlink_to(tmp_path / "not mounted")
+  monkeypatch.setenv("XDG_CACHE_HOME", str(link))
+  monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+  monkeypatch.setattr(perf.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+  assert perf._default_flag_cache() == str(  # pylint: disable=protected-access
+      tmp_path / "tmp" / f"a2i_jax-{os.getuid()}" / "xla_flags.json")
+  folder = jax.config.jax_compilation_cache_dir
+  try:
+    files.enable_compilation_cache(files.DEFAULT_COMPILATION_CACHE_DIR)
+    assert jax.config.jax_compilation_cache_dir == folder
+  finally:
+    jax.config.update("jax_compilation_cache_dir", folder)
+  assert f"{link} is a symbolic link to nothing" in caplog.text
+
+
+def test_a_wait_for_the_probes_lock_is_said_on_a_quiet_console(tmp_path, monkeypatch, capsys):
+  """infer.py (warnings only) started while another process measured this machine waited for
+  it without a word, up to the probe children's timeouts (fault hunt)."""
+  import fcntl  # pylint: disable=import-outside-toplevel
+  import threading  # pylint: disable=import-outside-toplevel
+  cache = str(tmp_path / "answers.json")
+  fd = os.open(cache + ".lock", os.O_RDONLY | os.O_CREAT)
+  fcntl.flock(fd, fcntl.LOCK_EX)  # The other process's.
+  threading.Timer(0.2, os.close, (fd,)).start()
+  monkeypatch.setattr(logging, "get_verbosity", lambda: logging.WARNING)
+  with perf._cache_lock(cache) as locked:  # pylint: disable=protected-access
+    assert locked
+  assert "waiting for another process measuring this machine" in capsys.readouterr().err
 
 
 def test_cpu_model(tmp_path):
@@ -223,6 +302,10 @@ def test_accepted_xla_flags_asks_xla_once_per_jaxlib(tmp_path, monkeypatch):
   answers are kept (a corrupt answers file is not trusted)."""
   known, unknown = "--xla_cpu_use_fusion_emitters=false", "--xla_a2i_no_such_flag=1"
   cache = str(tmp_path / "flags.json")
+  # Not the working folder's jax.py (fault hunt: the child imported it, and every flag was
+  # refused at every start).
+  (tmp_path / "jax.py").write_text("raise ImportError('not JAX')\n")
+  monkeypatch.chdir(tmp_path)
   assert perf.accepted_xla_flags((unknown, known), cache_file=cache) == (known,)
   with open(cache, encoding="utf-8") as f:
     answers = json.load(f)

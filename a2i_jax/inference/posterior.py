@@ -305,7 +305,20 @@ def make_inference_fns(model: nn.Module, options: InferenceOptions) -> dict[str,
     before its first use; a caller that replaces one of the three drops it), "options"
     (the settings they were built for, less the traced ones: `infer_latents` refuses them
     for other settings) and "model" (`infer_latents` refuses them for another model).
+  Raises:
+    InputError: `model` is no Flax module (a TrainedModel: pass its `.model`), or `options`
+      are not `InferenceOptions`.
+    ConfigError: an energy the model does not have.
   """
+  if not isinstance(model, nn.Module):  # Were AttributeErrors (review: a TrainedModel).
+    hint = ("pass trained.model" if isinstance(model, TrainedModel)
+            else "models.create_model(config.model) makes one")
+    raise InputError(f"make_inference_fns takes the model's Flax module, not "
+                     f"{type(model).__name__}; {hint}.")
+  if not isinstance(options, InferenceOptions):
+    raise InputError(f"make_inference_fns takes InferenceOptions, not "
+                     f"{type(options).__name__}; build them with inference.options_for(trained, "
+                     "steps=..., ...).")
   energy_kind = _resolve_energy(options, model)
   dims = model.latent_dims
   restarts = options.restarts
@@ -641,9 +654,10 @@ def _check_batch(trained: TrainedModel, x: np.ndarray, attributes: Any, observed
     precision [y_dim, y_dim]) (a standard normal when none is given)), NumPy arrays.
   Raises:
     InputError: no images; missing, misshapen or non-finite attributes; misshapen masks or
-      mask values outside [0, 1]; foreground masks for a model without a foreground (the
-      (C)VAE) or with an init that does not read them; a missing or misfitted attribute
-      prior, or one given without `options.infer_attributes`.
+      mask values outside [0, 1]; an observed mask that hides every pixel of an image;
+      foreground masks for a model without a foreground (the (C)VAE) or with an init that
+      does not read them; a missing or misfitted attribute prior, or one given without
+      `options.infer_attributes`.
   """
   s, y_dim = trained.config.model.image_size, trained.config.model.y_dim
   n = x.shape[0]
@@ -666,6 +680,13 @@ def _check_batch(trained: TrainedModel, x: np.ndarray, attributes: Any, observed
     y = check_attributes(attributes, y_dim, n)
   obs = (np.ones((n, s, s, 1), np.float32) if observed is None
          else check_mask(observed, n, s, "observed"))
+  blind = np.flatnonzero(obs.reshape(n, -1).max(axis=1) == 0)
+  if blind.size:  # Was inferred from nothing: a meaningless output, without a word.
+    shown = ", ".join(map(str, blind[:5])) + (", ..." if blind.size > 5 else "")
+    raise InputError(f"observed hides every pixel of {blind.size} of the {n} images ({shown}), "
+                     "so there is nothing to infer from; observed is 1 where a pixel is kept "
+                     "and 0 where it is filled. If the mask marks the hole with 1, pass 1 - "
+                     "mask; to draw images from attributes alone, use sample.")
   masks = None if fg_masks is None else check_mask(fg_masks, n, s, "fg_masks")
   if attribute_prior is not None and not options.infer_attributes:  # Was ignored silently.
     raise InputError("an attribute_prior was given, but infer_attributes is off, so it would "
@@ -770,6 +791,9 @@ def _infer_latents(trained, images, attributes, observed, *, key, options, fg_ma
   model, variables = trained.model, trained.variables
   key = parallel.loose_key(check_key(key))  # Was JAX's error for a key on one device.
   options = _check_options(trained, options)
+  if mesh is not None and not isinstance(mesh, jax.sharding.Mesh):  # Was an AttributeError.
+    raise InputError(f"mesh is a {type(mesh).__name__}, not a jax.sharding.Mesh; pass "
+                     "parallel.make_mesh(devices), or leave mesh out for all devices.")
   mesh = mesh or parallel.make_mesh()
   # The batch is checked, padded and repeated on the host and placed once: done with jnp,
   # each of those steps compiled an eager program per shape, 15 of them, 0.3 s of the first

@@ -69,7 +69,16 @@ def recognition_options(options: InferenceOptions) -> InferenceOptions:
     options: any inference options.
   Returns:
     `options` with steps 0, one restart and init "encoder".
+  Raises:
+    InputError: `options` is not `InferenceOptions` (a TrainedModel, whose options
+      `options_for` gives, or a dict).
   """
+  if not isinstance(options, InferenceOptions):  # Was dataclasses' TypeError.
+    hint = (" (the run's: recognition_options(options_for(trained)))"
+            if isinstance(options, TrainedModel) else "")
+    raise InputError(f"recognition_options takes InferenceOptions, not "
+                     f"{type(options).__name__}; build them with inference.options_for(trained, "
+                     f"...){hint}.")
   return dataclasses.replace(options, steps=0, restarts=1, init="encoder")
 
 
@@ -81,9 +90,19 @@ def _cached(trained: TrainedModel, key: Any, build: Callable[[], Any]) -> Any:
   return trained.cache[key]
 
 
-def _attribute_index(index: Any, y_dim: int, usage: str) -> int:
-  """An attribute's index: an integer in [0, y_dim) (a bool is not an index)."""
-  return check_int(index, "attribute index", 0, below=y_dim, usage=usage)
+def _attribute_index(index: Any, trained: TrainedModel, usage: str) -> int:
+  """An attribute's index: an integer in [0, y_dim) (a bool is not an index). A name is
+  refused with its index where the run knows its names (was: "attribute index='smile' is
+  not valid; pass an integer", the number left to find)."""
+  names = trained.attribute_names
+  if isinstance(index, str) and names:
+    found = (f"{index!r} is the name of attribute {names.index(index)}: pass "
+             f"{names.index(index)} (trained.attribute_names.index({index!r}))"
+             if index in names else f"{index!r} is a name, and this run's attributes are "
+             f"{', '.join(names)}")
+    raise InputError(f"attribute index={index!r} is not valid; pass an integer in [0, "
+                     f"{len(names)}); {usage}. {found}.")
+  return check_int(index, "attribute index", 0, below=trained.config.model.y_dim, usage=usage)
 
 
 def _numbers(values: Any, what: str) -> np.ndarray:
@@ -371,14 +390,14 @@ def progression(trained: TrainedModel, attributes: Any, index: int, values: Sequ
       what they say, or a key that is not a PRNG key.
   """
   check_trained(trained)
-  y_dim = trained.config.model.y_dim
   y = _one_vector(trained, attributes, "progression")
-  index = _attribute_index(index, y_dim, "progression sweeps the attribute at that index")
+  index = _attribute_index(index, trained, "progression sweeps the attribute at that index")
   values = _numbers(values, "progression values")
   if values.ndim != 1 or not values.size:
     raise InputError(f"progression values must be a 1-D sequence of K >= 1 numbers (e.g. "
                      f"np.linspace(lo, hi, 8)); got shape {values.shape}.")
   num_latents = check_int(num_latents, "num_latents", 1)
+  _warn_outside_range(trained, {index: values}, "the swept value", "progression")
   k = len(values)
   ys = np.repeat(y, num_latents * k, axis=0)
   ys[:, index] = np.tile(values, num_latents)
@@ -440,7 +459,6 @@ def edit(trained: TrainedModel, images: Any, attributes: Any, changes: Mapping[i
   check_trained(trained)
   _needs_attributes(trained, "editing them changes nothing")
   _no_observed(kwargs, "edit")
-  y_dim = trained.config.model.y_dim
   usage = "edit takes {attribute index: new value}"
   if not isinstance(changes, Mapping):
     raise InputError(f"changes is a {type(changes).__name__}; {usage}, e.g. {{2: 1.0}}.")
@@ -448,7 +466,7 @@ def edit(trained: TrainedModel, images: Any, attributes: Any, changes: Mapping[i
   # The images first: a ragged list was NumPy's error, grey images blamed on a value's shape.
   n = check_images(images, trained.config.model.image_size).shape[0]
   for index, value in changes.items():
-    index = _attribute_index(index, y_dim, usage)
+    index = _attribute_index(index, trained, usage)
     value = _numbers(value, f"the new value of attribute {index}")
     if value.ndim > 1 or value.ndim == 1 and value.shape[0] != n:
       raise InputError(f"the new value of attribute {index} must be one number (applied to "
@@ -465,9 +483,11 @@ def edit(trained: TrainedModel, images: Any, attributes: Any, changes: Mapping[i
   return out
 
 
-def _warn_outside_range(trained: TrainedModel, new_values: Mapping[int, np.ndarray]) -> None:
+def _warn_outside_range(trained: TrainedModel, new_values: Mapping[int, np.ndarray],
+                        what: str = "the new value", use: str = "edit") -> None:
   """A warning for each new value more than 1 % of the range outside its attribute's training
-  range, where it is known (infer.py warned, the Python `edit` did not: a review finding)."""
+  range, where it is known (infer.py warned, the Python `edit` did not: a review finding;
+  nor did `progression`, a fault hunt's). `what` names the values, `use` what they are for."""
   if trained.attribute_ranges is None:
     return
   for index, value in new_values.items():
@@ -481,9 +501,9 @@ def _warn_outside_range(trained: TrainedModel, new_values: Mapping[int, np.ndarr
     name = f" ({trained.attribute_names[index]})" if trained.attribute_names else ""
     shown = (f"{float(value):g}" if value.ndim == 0
              else f"from {float(value.min()):g} to {float(value.max()):g}")
-    logging.warning("the new value of attribute %d%s, %s, lies outside its training range "
-                    "[%.3g, %.3g]; the model has not seen such values, so the edit may not "
-                    "mean what it says.", index, name, shown, lo, hi)
+    logging.warning("%s of attribute %d%s, %s, lies outside its training range [%.3g, "
+                    "%.3g]; the model has not seen such values, so the %s may not mean what "
+                    "it says.", what, index, name, shown, lo, hi, use)
 
 
 def sample(trained: TrainedModel, attributes: Any, key: Array) -> dict[str, np.ndarray]:
