@@ -33,10 +33,11 @@ class StopRequest:
   SIGTERM, ending the process), and says so on stderr at once; the loop then finishes its
   dispatches in flight, saves and stops. So does SIGHUP (the terminal closed under the run: an
   ssh connection lost), unless the process ignores it (nohup); it killed the run, every step
-  since the last checkpoint lost (fault hunt). A second one raises KeyboardInterrupt at once (a
-  save not yet started is skipped; one under way finishes as the loop closes its
-  checkpointer, with peers within `train_lib.PENDING_SAVE_GRACE_S`; train.py names the
-  checkpoint a rerun resumes from).
+  since the last checkpoint lost (fault hunt). A hangup after the first request changes
+  nothing (one closed terminal sends two). A second Ctrl-C or SIGTERM raises
+  KeyboardInterrupt at once (a save not yet started is skipped; one under way finishes as the
+  loop closes its checkpointer, with peers within `train_lib.PENDING_SAVE_GRACE_S`; train.py
+  names the checkpoint a rerun resumes from).
 
   Raising KeyboardInterrupt at an arbitrary point could land between a dispatch that donated
   the state's buffers and the assignment of its result, losing the state. SIGTERM is how
@@ -61,7 +62,12 @@ class StopRequest:
     self._agreed = False
 
   def _handle(self, signum, frame):
-    del signum, frame
+    del frame
+    if self.requested and signum == getattr(signal, "SIGHUP", None):
+      # Not a wish to hurry: a closed terminal sends two (the shell passes its own on to its
+      # jobs, and the kernel sends one as the shell exits), and the second quit before the
+      # save (review).
+      return
     if self.requested:
       # Noted as the entry points' handlers note theirs (`stop_on_signals`), and answered the
       # same way; `keep_ctrl_c`'s delivery again clears the note, so it is raised once.

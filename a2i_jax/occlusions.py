@@ -221,8 +221,8 @@ def make_mask(name: str, image_size: int, num: int, *, seed: int = 0,
     float32 [N, S, S, 1]: 1 = observed pixel, 0 = hidden (to be filled by the generator).
   Raises:
     InputError: an unknown name, a face region for a dataset without a face table (or
-      outside the crop), a non-positive size or count, a seed or crop_from that is not an
-      integer of at least 0, or a crop_from below S.
+      outside the crop, or covering it whole), a non-positive size or count, a seed or
+      crop_from that is not an integer of at least 0, or a crop_from below S.
   """
   _check_name(name)
   image_size = check_int(image_size, "image_size", 4)
@@ -242,6 +242,11 @@ def make_mask(name: str, image_size: int, num: int, *, seed: int = 0,
     if box[0] >= box[2] or box[1] >= box[3]:  # Was a mask hiding nothing: NaN scores.
       raise InputError(f"a {image_size}x{image_size} centre crop of {whole}x{whole} images "
                        f"holds none of the {name!r} region; use another occlusion.")
+    if box == (0, 0, image_size, image_size):  # "face" in a 32 crop of 64: nothing observed,
+      # which the completion refuses as a mask given inverted (review).
+      raise InputError(f"a {image_size}x{image_size} centre crop of {whole}x{whole} images "
+                       f"lies inside the {name!r} region, so its mask would hide every pixel; "
+                       "use another occlusion.")
     return _box_mask(box, image_size, num)
   if name in _BLOCK_SIDES:
     side = max(1, _scale_edge(_BLOCK_SIDES[name], image_size))

@@ -1062,6 +1062,13 @@ def test_a_mask_that_hides_every_pixel_is_refused(cvae, key):
       call(m)
     with pytest.raises(InputError, match=r"every pixel of 4 of the 4 images \(0, 1, 2, 3\)"):
       call(np.zeros((4, S, S), bool))
+  # A named region that covers a whole crop (LFW's "face" in a 32 crop of 64, a valid config)
+  # is refused where the mask is made, with its own cause (review: was the completion's
+  # advice to invert a mask nobody gave).
+  with pytest.raises(InputError, match="a 32x32 centre crop of 64x64 images lies inside the "
+                     "'face' region, so its mask would hide every pixel"):
+    occlusions.make_mask("face", 32, 1, dataset="lfw", crop_from=64)
+  assert occlusions.make_mask("face", 32, 1, dataset="lfw", crop_from=48).max() == 1.0
 
 
 def test_an_attribute_name_in_place_of_its_index_names_the_index(cvae, key):
