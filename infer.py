@@ -316,13 +316,10 @@ def _checked_config(workdir: str, opts: Options, out: str):
   config = _run_config(workdir)
   model = models.create_model(config.model)
   _check_modes(opts, model, config)
-  energy = config.inference.energy
-  if set(_INFERS) & set(opts.modes) and energy not in ("auto", *model.energies):
-    # Was: found by the first inference, after the modes before it had written their files.
-    raise ConfigError(f"inference.energy={energy!r} in "
-                      f"{os.path.join(workdir, checkpoints.CONFIG_FILE)} is not one the "
-                      f"{config.model.name} has; set it to one of {', '.join(model.energies)}, "
-                      f"or 'auto' ({model.default_energy}).")
+  if set(_INFERS) & set(opts.modes):  # Was: found by the first inference, after the modes
+    # before it had written their files.
+    inference.resolve_energy(inference.InferenceOptions.from_config(config.inference), model,
+                             os.path.join(workdir, checkpoints.CONFIG_FILE))
   _check_out_of_checkpoints(out, workdir)  # First: the write test below writes in --out
   _check_out_apart_from_input(out, opts.input, workdir)  # (was: a file made and removed
   check_output_folder(out, "--out")  # inside a checkpoint).

@@ -376,12 +376,12 @@ def check_keys(config: ml_collections.ConfigDict,
   reference = reference_config() if reference is None else reference
   known = set(leaf_paths(reference))
   given = list(leaf_paths(config))
-  for path in given:
-    if path not in known:
-      close = difflib.get_close_matches(path, sorted(known), n=1)
-      hint = f" Did you mean {close[0]!r}?" if close else ""
-      raise ConfigError(f"config key {path!r} does not exist.{hint} The valid keys are in "
-                        "configs/default.py.")
+  unknown = _first_unknown_key(given, known)
+  if unknown:
+    path, close = unknown
+    hint = f" Did you mean {close!r}?" if close else ""
+    raise ConfigError(f"config key {path!r} does not exist.{hint} The valid keys are in "
+                      "configs/default.py.")
   # Refused rather than filled in: training would fail on the first one it reads, after the
   # data load, having written the run's record.
   missing = sorted(known - set(given))
@@ -481,17 +481,29 @@ def check_no_unknown_keys(config: Any,
       remove it.
   """
   reference = reference_config() if reference is None else reference
-  known = set(leaf_paths(reference))
+  # A section's name given a value, or a value given keys, is _check_types's to name.
+  unknown = _first_unknown_key(leaf_paths(config), set(leaf_paths(reference)), misshapen=False)
+  if unknown:
+    path, close = unknown
+    fix = f"rename it to {close!r} if that is the key meant, or remove it" if close \
+        else "remove it"
+    raise ConfigError(f"config key {path!r} does not exist (configs/default.py has the valid "
+                      f"ones), so its value would be ignored; {fix}.")
+
+
+def _first_unknown_key(paths: Any, known: set[str], misshapen: bool = True
+                       ) -> Optional[tuple[str, Optional[str]]]:
+  """(the first of `paths` not in `known`, the nearest known key or None), or None. Without
+  `misshapen`, a path that names a known section, or lies under a known key, is not
+  counted (a value where a section goes, or keys under a value: a type's mistake)."""
   sections = {p.rsplit(".", 1)[0] for p in known if "." in p}
-  for path in leaf_paths(config):
-    # A section's name given a value, or a value given keys: _check_types's to name.
-    if path not in known and path not in sections and not any(
-        path.startswith(k + ".") for k in known):
-      close = difflib.get_close_matches(path, sorted(known), n=1)
-      fix = f"rename it to {close[0]!r} if that is the key meant, or remove it" if close \
-          else "remove it"
-      raise ConfigError(f"config key {path!r} does not exist (configs/default.py has the valid "
-                        f"ones), so its value would be ignored; {fix}.")
+  for path in paths:
+    if path in known or not misshapen and (
+        path in sections or any(path.startswith(k + ".") for k in known)):
+      continue
+    close = difflib.get_close_matches(path, sorted(known), n=1)
+    return path, close[0] if close else None
+  return None
 
 
 def check_recorded_values(config: ml_collections.ConfigDict) -> None:

@@ -123,8 +123,7 @@ def _check_attribute_order(trained: inference.TrainedModel, dataset: Dataset) ->
   `from_variables`): the model would read each column as another attribute. Was: scored
   without a word, e.g. `load_dataset(config.data)` of a folder whose CSV columns moved since
   training (`inference.load_data` puts them back in the run's order)."""
-  # getattr: the tests' stand-ins for a TrainedModel may have no such field.
-  trained_names = getattr(trained, "attribute_names", None)
+  trained_names = trained.attribute_names
   names = tuple(dataset.attribute_names)
   if trained_names is not None and names != tuple(trained_names):
     raise InputError(

@@ -21,21 +21,29 @@ Array = jax.Array
 _UNIT_OUTPUTS = ("gate",)
 
 
-def _check_module(model: object, fn: str, served: str) -> None:
+def check_module(model: object, fn: str, served: str = "") -> None:
   """Refuses a TrainedModel, or anything without `apply`, as `model` (was an AttributeError,
   "'TrainedModel' object has no attribute 'latent_dims'", for the loaded model these
-  functions do not take: they take its module)."""
+  functions do not take: they take its module).
+
+  Args:
+    model: what was passed as the model.
+    fn: the function's name, for the message ("sampling.decode_images").
+    served: the `inference` function that takes the TrainedModel instead, if any.
+  Raises:
+    InputError: naming `trained.model` (and `inference.<served>`), or `models.create_model`.
+  """
   if isinstance(model, nn.Module):
     return
   if hasattr(model, "variables") and isinstance(getattr(model, "model", None), nn.Module):
-    hint = (f"pass trained.model (and trained.variables), or call inference.{served}(trained, "
-            "...), which takes the TrainedModel")
+    hint = "pass trained.model" + (
+        f" (and trained.variables), or call inference.{served}(trained, ...), which takes the "
+        "TrainedModel" if served else "")
   elif not hasattr(model, "apply"):
     hint = "models.create_model(config.model) makes one"
   else:
     return  # Something that decodes like a module (a test's stand-in).
-  raise InputError(f"sampling.{fn} takes the model's Flax module, not "
-                   f"{type(model).__name__}; {hint}.")
+  raise InputError(f"{fn} takes the model's Flax module, not {type(model).__name__}; {hint}.")
 
 
 def prior_latents(model: nn.Module, num: int, key: Array,
@@ -55,7 +63,7 @@ def prior_latents(model: nn.Module, num: int, key: Array,
   Raises:
     InputError: `num` is not an integer >= 0, or `key` is not a PRNG key.
   """
-  _check_module(model, "prior_latents", "prior_latents")
+  check_module(model, "sampling.prior_latents", "prior_latents")
   num = check_int(num, "num", 0)  # A Python int under `jit` too: the batch's static size.
   check_key(key)
   dims = model.latent_dims
@@ -83,7 +91,7 @@ def decode_images(model: nn.Module, variables: Mapping, latents: Mapping[str, Ar
       model's, or latents and attributes of other row counts (from their shapes alone: under
       `jit` too).
   """
-  _check_module(model, "decode_images", "decode")
+  check_module(model, "sampling.decode_images", "decode")
   dims = getattr(model, "latent_dims", None)
   if dims is not None:
     if not isinstance(latents, Mapping) or set(dims) - set(latents):
@@ -128,7 +136,7 @@ def make_sample_fn(model: nn.Module) -> Callable:
     InputError: a model that is no Flax module (a TrainedModel: its `sample_fn` is this,
       jitted).
   """
-  _check_module(model, "make_sample_fn", "sample")
+  check_module(model, "sampling.make_sample_fn", "sample")
   def sample(variables: Mapping, y: Array, key: Array) -> dict[str, Array]:
     return decode_images(model, variables, prior_latents(model, y.shape[0], key), y)
   return sample

@@ -497,7 +497,8 @@ def test_an_energy_the_model_lacks_is_refused_before_any_mode_runs(trained, tmp_
   out = tmp_path / "out"
   _refused_here(f"--workdir={workdir}", f"--out={out}", "--mode=sample,reconstruct",
                 needles=(f"inference.energy='gaussian' in {workdir / 'config.json'} is not "
-                         "one the discvae has; set it to one of smooth_l1, l2, or 'auto'",))
+                         "available for DisCVAE ('gaussian' needs a per-pixel variance head); "
+                         "use one of smooth_l1, l2 or 'auto'",))
   assert not out.exists()
 
 
@@ -1594,7 +1595,7 @@ def _stub_evaluation(monkeypatch, images):
   monkeypatch.setattr(evaluation, "centre_cropped", lambda dataset, crop: dataset)
   monkeypatch.setattr(evaluation, "_test_examples", lambda dataset, n: (
       images, np.zeros((len(images), 1), np.float32), None))
-  trained = types.SimpleNamespace(step=7, model=types.SimpleNamespace(
+  trained = types.SimpleNamespace(step=7, attribute_names=None, model=types.SimpleNamespace(
       label="CVAE", uses_attributes=True), config=types.SimpleNamespace(
           data=types.SimpleNamespace(augment=types.SimpleNamespace(crop_size=0))))
   return evaluation, trained, data
@@ -1672,7 +1673,7 @@ def test_a_model_that_reconstructs_nan_is_not_scored(monkeypatch):
   scores of its NaN samples, and exited 0. Checked by hand on such a run: one error line."""
   from a2i_jax import evaluation  # pylint: disable=import-outside-toplevel
   check = evaluation._check_outputs_finite  # pylint: disable=protected-access
-  trained = types.SimpleNamespace(step=7)
+  trained = types.SimpleNamespace(step=7, attribute_names=None)
   images = np.zeros((4, 8, 8, 3), np.float32)
   check(trained, images, "optimisation")
   images[1, 2, 3, 0], images[3, 0, 0, 2] = np.nan, np.inf

@@ -315,8 +315,9 @@ def test_other_processes_log_warnings_only_with_their_id(monkeypatch):
   assert stream.getvalue() == "[process 3] disk full\n"
 
 
-def _two_processes_store(monkeypatch) -> dict:
-  """A coordinator's key-value store (the dict returned) of two processes, in this one."""
+def _two_processes_store(monkeypatch, mirror: bool = False) -> dict:
+  """A coordinator's key-value store (the dict returned) of two processes, in this one. With
+  `mirror`, a value process 0 has not given reads as process 1's (the same on both)."""
   store = {}
 
   class Client:
@@ -327,6 +328,8 @@ def _two_processes_store(monkeypatch) -> dict:
       del timeout_ms
       if "/barrier/" in key:
         return "here"  # The other process has reached every barrier.
+      if mirror and key.endswith("/0") and key not in store:
+        return store[key[:-1] + "1"]
       return store[key]  # A missing key: the KeyError a wait for it would end in.
   monkeypatch.setattr(distributed, "_client", Client)
   monkeypatch.setattr(distributed, "process_count", lambda: 2)
@@ -373,19 +376,8 @@ def test_processes_that_would_build_other_programs_stop(monkeypatch, what, fix):
   (another initial state, other batches) trained with the others, their replicated states
   apart; one with 6 devices beside one with 2 stopped at Orbax's start with advice to move a
   "damaged" step folder away. The join compares them through the coordinator's store."""
-  store = {f"a2i/1/{what}/value/0": "something else"}  # Process 0's, where it differs.
-
-  class Client:
-    def key_value_set(self, key, value):
-      store[key] = value
-
-    def blocking_key_value_get(self, key, timeout_ms):
-      del timeout_ms
-      if "/barrier/" in key:
-        return "here"  # Process 0 has reached every barrier.
-      return store.get(key, store.get(key[:-1] + "1"))  # Else process 0's value is ours.
-  monkeypatch.setattr(distributed, "_client", Client)
-  monkeypatch.setattr(distributed, "process_count", lambda: 2)
+  store = _two_processes_store(monkeypatch, mirror=True)  # Else process 0's value is ours.
+  store[f"a2i/1/{what}/value/0"] = "something else"  # Process 0's, where it differs.
   monkeypatch.setattr(distributed, "process_index", lambda: 1)
   monkeypatch.setattr(distributed, "_step_counts", {})
   with pytest.raises(ConfigError, match=f"^process 1: {re.escape(what)}: .+ here, something "

@@ -193,13 +193,24 @@ class AttributePrior:
 # ----------------------------------------------------------------------------------------------
 # The inference functions.
 
-def _resolve_energy(options: InferenceOptions, model: nn.Module) -> str:
+def resolve_energy(options: InferenceOptions, model: nn.Module, where: str = "") -> str:
+  """The energy `options.energy` names for `model` ("auto": the model's default).
+
+  Args:
+    options: the inference options.
+    model: the model's module (`energies`, `default_energy`).
+    where: the file the setting was read from, for the message (infer.py: config.json).
+  Returns:
+    One of `model.energies`.
+  Raises:
+    ConfigError: an energy the model does not have.
+  """
   energy = model.default_energy if options.energy == "auto" else options.energy
   if energy not in model.energies:
     why = " ('gaussian' needs a per-pixel variance head)" if energy == "gaussian" else ""
-    raise ConfigError(f"inference.energy={energy!r} is not available for "
-                      f"{type(model).__name__}{why}; use one of {', '.join(model.energies)} "
-                      f"or 'auto' ({model.default_energy}).")
+    raise ConfigError(f"inference.energy={energy!r}{f' in {where}' if where else ''} is not "
+                      f"available for {type(model).__name__}{why}; use one of "
+                      f"{', '.join(model.energies)} or 'auto' ({model.default_energy}).")
   return energy
 
 
@@ -310,16 +321,12 @@ def make_inference_fns(model: nn.Module, options: InferenceOptions) -> dict[str,
       are not `InferenceOptions`.
     ConfigError: an energy the model does not have.
   """
-  if not isinstance(model, nn.Module):  # Were AttributeErrors (review: a TrainedModel).
-    hint = ("pass trained.model" if isinstance(model, TrainedModel)
-            else "models.create_model(config.model) makes one")
-    raise InputError(f"make_inference_fns takes the model's Flax module, not "
-                     f"{type(model).__name__}; {hint}.")
+  sampling.check_module(model, "make_inference_fns")  # Were AttributeErrors: a TrainedModel.
   if not isinstance(options, InferenceOptions):
     raise InputError(f"make_inference_fns takes InferenceOptions, not "
                      f"{type(options).__name__}; build them with inference.options_for(trained, "
                      "steps=..., ...).")
-  energy_kind = _resolve_energy(options, model)
+  energy_kind = resolve_energy(options, model)
   dims = model.latent_dims
   restarts = options.restarts
   infer_y = options.infer_attributes
