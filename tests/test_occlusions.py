@@ -241,7 +241,8 @@ def test_face_boxes_on_centre_crops_lie_where_the_face_is():
   # places the boxes in the whole images' frame: the config's (a second review).
   import types  # pylint: disable=import-outside-toplevel
   from a2i_jax import inference  # pylint: disable=import-outside-toplevel
-  trained = types.SimpleNamespace(step=1, model=types.SimpleNamespace(label="CVAE"),
+  trained = types.SimpleNamespace(step=1, attribute_names=None,
+                                  model=types.SimpleNamespace(label="CVAE"),
                                   config=types.SimpleNamespace(data=types.SimpleNamespace(
                                       image_size=72, augment=types.SimpleNamespace(
                                           crop_size=64))))
