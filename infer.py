@@ -9,7 +9,7 @@ as they were; what a stopped complete, tune or evaluate finished is kept as *_pa
   progression  one attribute swept from its training minimum to maximum, z fixed
   swap         disCVAE: fixed foreground latent with varied backgrounds, and the reverse
   reconstruct  posterior inference on test images (or --input images): recognition vs optimised
-  complete     fill occluded regions (--occlusion, default every one for the dataset)
+  complete     fill occluded regions (--occlusion, default all that suit the dataset and crop)
   edit         infer z of a real image, change --attribute to --value, decode
   infer_attributes  estimate the attributes of images (y inferred jointly with z)
   tune         validation errors over a grid of inference settings (prior weight x rate)
@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import fcntl
 import fnmatch
+import functools
 import hashlib
 import json
 import logging as std_logging
@@ -64,8 +65,8 @@ _ATTRIBUTE = flags.DEFINE_string("attribute", None, "Attribute name (progression
 _VALUE = flags.DEFINE_float("value", None, "edit: the new value (default: the other end of "
                             "the attribute's training range).")
 _OCCLUSION = flags.DEFINE_list("occlusion", None, "complete / evaluate / tune: occlusion "
-                               "names (default: all that suit the dataset); evaluate / tune: "
-                               "'none' for the reconstruction columns only.")
+                               "names (default: all that suit the dataset and its crop); "
+                               "evaluate / tune: 'none' for the reconstruction columns only.")
 _STEPS = flags.DEFINE_integer("steps", None, "Inference steps (default: config.inference.steps).")
 _RESTARTS = flags.DEFINE_integer("restarts", None, "Restarts per image (default: config).")
 _NUM_EXAMPLES = flags.DEFINE_integer("num_examples", -1, "evaluate / tune: first N test "
@@ -269,14 +270,29 @@ def _file_part(name: str, names: Sequence[str] = ()) -> str:
   of the dataset's `names` gives the same part (as "hair_color" beside "hair/color", or
   "Smile" beside "smile" on a file system that ignores case), each of them also gets its
   place in `names` ("hair_color_3"): was, `progression` of every attribute wrote both to one
-  file, the second replacing the first without a word."""
-  def part(n: str) -> str:
-    for sep in {"/", "\\", os.sep, os.altsep} - {None}:
-      n = n.replace(sep, "_")
-    return n
-  mine = part(name)
-  same = [j for j, n in enumerate(names) if part(n).lower() == mine.lower()]
-  return f"{mine}_{names.index(name)}" if len(same) > 1 and name in names else mine
+  file, the second replacing the first without a word). Where such a suffix meets another
+  name's own part ("x_y_1" beside "x/y" and "x_y"), every name gets its place."""
+  names = tuple(names)
+  return _file_parts(names)[name] if name in names else _plain_part(name)
+
+
+def _plain_part(name: str) -> str:
+  for sep in {"/", "\\", os.sep, os.altsep} - {None}:
+    name = name.replace(sep, "_")
+  return name
+
+
+@functools.lru_cache(maxsize=8)
+def _file_parts(names: tuple[str, ...]) -> dict[str, str]:
+  """{name: its file part} for `_file_part`, once per list of names (CUB has 312)."""
+  plain = [_plain_part(n) for n in names]
+  count: dict[str, int] = {}
+  for p in plain:
+    count[p.lower()] = count.get(p.lower(), 0) + 1
+  parts = [f"{p}_{i}" if count[p.lower()] > 1 else p for i, p in enumerate(plain)]
+  if len({p.lower() for p in parts}) < len(parts):  # A suffix met a name's own part: the
+    parts = [f"{p}_{i}" for i, p in enumerate(plain)]  # index after the last "_" tells apart.
+  return dict(zip(names, parts))
 
 
 def _read_images(path: str, size: int, num_images: Optional[int] = None
@@ -647,7 +663,13 @@ def _check_modes(opts: Options, model, config) -> None:
 
 
 def _attribute_rows(labels, names, values):
-  return [dict(image=lbl, **{nm: float(v) for nm, v in zip(names, vi)})
+  """[{"image": label, attribute: value, ...}] per image; where an attribute is itself named
+  "image" (a folder CSV's column), the label's key is the first of "image_file",
+  "image_file_", ... that none is (was: a TypeError after the inference)."""
+  key = "image"
+  while key in names:
+    key = "image_file" if key == "image" else key + "_"
+  return [{key: lbl, **{nm: float(v) for nm, v in zip(names, vi)}}
           for lbl, vi in zip(labels, values)]
 
 
@@ -730,13 +752,14 @@ def complete(run: _Run) -> None:
   images, given, labels = run.images()
   x01 = to_unit(images)
   opts = run.options()
-  names = run.opts.occlusion_names(list(occlusions.occlusions_for(run.dataset.name)))
-  result = {"images": labels, "steps": opts.steps, "hidden_pixel_mse": {}}
-  if given is None and run.trained.model.uses_attributes:
-    result["attributes"] = "inferred from the observed pixels of each occlusion"
   # The model sees centre crops (`_load_data`), and --input images of its size are taken as
   # framed like them: the face boxes lie where they are in the whole image.
   whole = evaluation.crop_frame(run.trained.config)
+  names = run.opts.occlusion_names(list(occlusions.occlusions_for(run.dataset.name, run.size,
+                                                                  whole)))
+  result = {"images": labels, "steps": opts.steps, "hidden_pixel_mse": {}}
+  if given is None and run.trained.model.uses_attributes:
+    result["attributes"] = "inferred from the observed pixels of each occlusion"
   masks = occlusions.make_masks(names, run.size, len(images), seed=run.opts.seed,
                                 dataset=run.dataset.name, crop_from=whole)
   try:
@@ -1179,7 +1202,9 @@ def run_modes(opts: Options) -> None:
       if kept and isinstance(e, A2IError) and opts.modes != ["evaluate"]:
         raise _with_note(e, kept) from None
       raise
-    what = "stopped by SIGTERM" if isinstance(stop, interrupts.Terminated) else "interrupted"
+    what = ("stopped by SIGHUP (the terminal closed)" if isinstance(stop, interrupts.HungUp)
+            else "stopped by SIGTERM" if isinstance(stop, interrupts.Terminated)
+            else "interrupted")
     raise type(stop)(_interrupted(out, done, mode, what, opts.modes)) from None
 
 
@@ -1214,7 +1239,8 @@ def main(argv):
     # Was unchecked: processes given other flags (--step, --num_images) wrote a mix of both.
     distributed.same_on_every_process(
         "infer.py's flags", opts.fingerprint(), "start every process with the same flags (only "
-        "--workdir, --out and --input may name their folders otherwise)")
+        "--workdir, --out and --input may name their folders otherwise)",
+        describe=distributed.json_differences)  # The flags that differ (was the whole JSON).
     with distributed.peers_checked():
       run_modes(opts)
     distributed.finish()  # With peers: not held at JAX's exit by one that has left.
@@ -1222,7 +1248,7 @@ def main(argv):
   except BaseException as e:  # pylint: disable=broad-except
     # Ctrl-C or SIGTERM, also one raised inside a callback from C or one that a library
     # swallowed, its error in its place (which ours may wrap in an A2IError; review): as
-    # train.py, one line and exit code 130 (SIGTERM: 143).
+    # train.py, one line and exit code 130 (SIGTERM: 143; SIGHUP: 129).
     stop = interrupts.interrupt_in(e)
     if stop is None and isinstance(e, A2IError):  # PeerError included: with peers, `leave`
       print(f"error: {e}", file=sys.stderr)  # leaves at once.
@@ -1231,7 +1257,8 @@ def main(argv):
       distributed.leave_after(e)
     interrupts.ignore_stops()  # A second one while exiting adds nothing.
     print(str(stop) or "interrupted; nothing was written.", file=sys.stderr)
-    distributed.leave(143 if isinstance(stop, interrupts.Terminated) else 130)
+    distributed.leave(129 if isinstance(stop, interrupts.HungUp) else
+                      143 if isinstance(stop, interrupts.Terminated) else 130)
 
 
 def _fail(message: str) -> None:

@@ -214,6 +214,16 @@ def _refuse_ignored_overrides(argv: list[str], config) -> None:
           _fail(f"{key} has no effect on {chooser}.name={name!r} (it is read by "
                 f"{' or '.join(users_of[first])} only); remove it, or choose that {what} "
                 f"with {how}.")
+  # LFW's mask network runs only where masks are used (was: taken, and did nothing; a CVAE on
+  # configs/lfw.py has data.masks=False).
+  data = config.get("data")
+  if hasattr(data, "get") and not data.get("masks", True):
+    for arg in argv[1:]:
+      key = arg.split("=", 1)[0]
+      if key.startswith(("--config.data.mask_net", "--noconfig.data.mask_net")):
+        _fail(f"{key} has no effect with data.masks=False (the mask network makes the masks "
+              "of the faces without part labels); remove it, or pass --config.data.masks=True "
+              "(configs/lfw.py:discvae sets it).")
 
 
 def main(argv):

@@ -47,7 +47,7 @@ import shlex
 import shutil
 import threading
 import warnings
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -469,6 +469,29 @@ def _on_one_device(state: Any) -> Any:
   return jax.device_put(state, min(leaves[0].sharding.device_set, key=lambda d: d.id))
 
 
+def _step_number(step: Any, directory: str, steps: Callable[[], list[int]],
+                 saving: bool = False) -> int:
+  """`step` as the int that names its folder: a Python or NumPy integer, or a 0-d integer
+  array (a `TrainState`'s step, on the host or a device).
+
+  Raises:
+    CheckpointError: anything else (a bool, a float, a string), or, for a save (`saving`), a
+      step below 0; the message lists `steps()`, the steps in `directory` (listed only then).
+  """
+  if (not isinstance(step, (bool, np.bool_)) and hasattr(step, "dtype")
+      and np.shape(step) == () and np.issubdtype(np.dtype(step.dtype), np.integer)):
+    step = int(np.asarray(step))  # A 0-d array as its number (was unhashable in Orbax).
+  whole = isinstance(step, (int, np.integer)) and not isinstance(step, (bool, np.bool_))
+  if saving and not (whole and step >= 0):
+    raise CheckpointError(f"step={step!r} cannot name a checkpoint; pass the training step, an "
+                          f"integer of at least 0 (the steps saved in {directory}: "
+                          f"{steps() or 'none'}).")
+  if not whole:
+    raise CheckpointError(f"step={step!r} is not a step number; pass an integer, one of the "
+                          f"steps in {directory}: {steps() or 'none'}.")
+  return int(step)  # A NumPy integer as the folder's name.
+
+
 class RestoreError(CheckpointError):
   """Orbax could not restore a checkpoint; `reason` is its exception's type and first line."""
 
@@ -497,7 +520,8 @@ class Checkpointer:
     ConfigError: a `max_to_keep` that is not a positive integer (or None: keep them all).
       Was: 0 deleted every checkpoint as soon as it was saved, without a word; 1.5 a
       TypeError's traceback from Orbax.
-    WorkdirError: `workdir/checkpoints` is there but is not a folder (or a link to one).
+    WorkdirError: `workdir/checkpoints` is there but is not a folder (or a link to one), or
+      `workdir` is not a path or is empty.
   """
 
   def __init__(self, workdir: str, max_to_keep: Optional[int] = 3, create: bool = True,
@@ -507,6 +531,11 @@ class Checkpointer:
       raise ConfigError(f"max_to_keep={max_to_keep!r}: pass how many of the newest checkpoints "
                         "to keep, a positive integer (config.max_checkpoints_to_keep), or None "
                         "to keep them all.")
+    if not isinstance(workdir, (str, os.PathLike)) or not os.fspath(workdir):
+      # Was: a TypeError's traceback from os.path (None, a number), and "" the current folder,
+      # without a word (fault hunt).
+      raise WorkdirError(f"workdir={workdir!r}: pass the run's folder, a path (str or "
+                         "pathlib.Path) that is not empty.")
     self._model = None if model is None else _as_json(model)
     self._ignore = tuple(ignore)
     self.workdir = os.path.abspath(os.path.expanduser(workdir))
@@ -525,6 +554,7 @@ class Checkpointer:
     self._unsummed: list[int] = []  # Saved steps whose checksums may not be written yet.
     self._saving: Optional[int] = None  # The step of the save in progress.
     self._waiter: Optional[_Waiter] = None  # A wait given a timeout that has not ended.
+    self._closed = False  # `close` released the manager: a save has nothing to write with.
 
   def _open_manager(self) -> Any:
     """Orbax's manager of `self.directory`, which reads every step's metadata as it opens.
@@ -603,13 +633,22 @@ class Checkpointer:
     written.
 
     Args:
-      step: the training step, the checkpoint's name.
+      step: the training step, the checkpoint's name: an integer of at least 0, or a 0-d
+        integer array (a `TrainState`'s `step`).
       state: any pytree of arrays (the `TrainState`).
     Raises:
       CheckpointError: a newer step is saved there already. Orbax saves only steps after
         the newest and skipped this one without a word (a notebook that restored an older
-        step and trained on from it lost every save; fault hunt).
+        step and trained on from it lost every save; fault hunt). Or a `step` that is not
+        a whole number of at least 0, or a checkpointer that was closed.
     """
+    if self._closed:  # Was: Orbax's RuntimeError, and a screen of its threads' tracebacks.
+      raise CheckpointError(f"this Checkpointer of {self.workdir} was closed; make a new one "
+                            "(checkpoints.Checkpointer(workdir)) to save again.")
+    # Was: `state.step` (a jax.Array) a TypeError's traceback, after Orbax had started the
+    # save, and every later call of the checkpointer (close too) the same; 2.0 saved as a
+    # folder "2.0" that no later start lists; -1 as "-1" (fault hunt).
+    step = _step_number(step, self.directory, self.all_steps, saving=True)
     self.wait()
     steps = self._manager.all_steps()
     if step in steps:
@@ -831,11 +870,7 @@ class Checkpointer:
         steps that held it, and True restored as step 1's folder "True").
     """
     steps = self.all_steps()
-    if step is not None and (isinstance(step, bool)
-                             or not isinstance(step, (int, np.integer))):
-      raise CheckpointError(f"step={step!r} is not a step number; pass an integer, one of the "
-                            f"steps in {self.directory}: {steps or 'none'}.")
-    step = None if step is None else int(step)  # A NumPy integer as the folder's name.
+    step = None if step is None else _step_number(step, self.directory, lambda: steps)
     if step is None:
       if not steps:
         raise CheckpointError(f"no checkpoint in {self.directory}; train first with "
@@ -864,8 +899,9 @@ class Checkpointer:
         restore to (`with_sharding`); a leaf without one is restored replicated over all
         devices. With `partial`, a dict holding some of the saved state's top-level entries
         (e.g. the model variables {"params", "batch_stats"} of a saved train state).
-      step: which step; None for the newest one whose checksums match (a corrupt newer one
-        gets one warning line).
+      step: which step (an integer, or a 0-d integer array such as a `TrainState`'s step);
+        None for the newest one whose checksums match (a corrupt newer one gets one warning
+        line).
       partial: read only the entries of `abstract_state`; the rest of the checkpoint (e.g.
         the optimiser state) is never read (Orbax's `partial_restore`).
     Returns:
@@ -983,8 +1019,10 @@ class Checkpointer:
       if not self.wait(timeout_s):
         return
     except BaseException:
+      self._closed = True
       self._manager.close()
       raise
+    self._closed = True
     self._manager.close()
 
 
@@ -1091,6 +1129,9 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(saved)
   except FileNotFoundError:
     parent = os.path.dirname(os.path.abspath(workdir))
+    # A step's folder (checkpoints/2) too: was "not written by train.py", of a run's own
+    # checkpoint (fault hunt).
+    parent = enclosing_run(workdir) or parent
     if os.path.exists(os.path.join(parent, CONFIG_FILE)):  # Its checkpoints/ or samples/.
       raise ConfigError(f"no config at {path}: {workdir} is inside the run's folder; pass "
                         f"that folder, {parent}.") from None

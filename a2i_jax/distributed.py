@@ -31,6 +31,7 @@ import errno
 import hashlib
 import inspect
 import ipaddress
+import json
 import logging
 import math
 import os
@@ -44,7 +45,7 @@ from typing import Any, Callable, Iterator, Optional, TypeVar
 
 import jax
 
-from a2i_jax.errors import A2IError, ConfigError, DataError
+from a2i_jax.errors import A2IError, ConfigError, DataError, WorkdirError
 
 T = TypeVar("T")
 
@@ -767,7 +768,8 @@ def main_first(name: str, fn: Callable[[], T], timeout_s: float = DATA_TIMEOUT_S
 
 
 def same_on_every_process(name: str, value: str, fix: str,
-                          timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+                          timeout_s: float = DEFAULT_TIMEOUT_S,
+                          describe: Optional[Callable[[str, str, int], str]] = None) -> None:
   """Stops with an error every process whose `value` differs from process 0's, and process 0
   too where any does (so that none goes on alone to wait for the others in a collective).
 
@@ -778,6 +780,8 @@ def same_on_every_process(name: str, value: str, fix: str,
     value: this process's value.
     fix: what the user should do, for the message.
     timeout_s: how long to wait for the other values.
+    describe: `describe(mine, theirs, other)`, the difference in words for the message (e.g.
+      `json_differences`); default "<mine> here, <theirs> on process <other>".
   Raises:
     ConfigError: this process's value differs from process 0's (on process 0: another's does).
     DataError: a process did not give its value in time.
@@ -799,8 +803,32 @@ def same_on_every_process(name: str, value: str, fix: str,
     if index == 0:
       time.sleep(COORDINATOR_GRACE_S)  # So that the others say why first.
     other = 0 if values[index] != values[0] else differ[0]
-    raise ConfigError(f"process {index}: {name}: {values[index]} here, {values[other]} on "
-                      f"process {other}; {fix}.")
+    said = (describe(values[index], values[other], other) if describe is not None else
+            f"{values[index]} here, {values[other]} on process {other}")
+    raise ConfigError(f"process {index}: {name}: {said}; {fix}.")
+
+
+def json_differences(mine: str, theirs: str, other: int, shown: int = 3) -> str:
+  """The keys in which two JSON objects (flat, as `same_on_every_process` compares them)
+  differ, with both values: "seed=1 here, 0 on process 0; ...", for `describe`.
+
+  Args:
+    mine: this process's JSON object.
+    theirs: the other process's.
+    other: the other process's index.
+    shown: how many keys to name (the count of the rest follows).
+  Returns:
+    The words.
+  """
+  a, b = json.loads(mine), json.loads(theirs)
+  # A key one side lacks is "(none)", not quoted: a string value "(none)" is (was the same).
+  shown_value = lambda obj, k: json.dumps(obj[k]) if k in obj else "(none)"
+  keys = sorted(k for k in {*a, *b} if k not in a or k not in b or a[k] != b[k])
+  words = [f"{k}={shown_value(a, k)} here, {shown_value(b, k)} on process {other}"
+           for k in keys[:shown]]
+  if len(keys) > shown:
+    words.append(f"and {len(keys) - shown} more key{'s' * (len(keys) - shown != 1)}")
+  return "; ".join(words)
 
 
 class Board:
@@ -953,7 +981,9 @@ def check_shared_folder(path: str, what: str, fix: str,
 
   Process 0 puts a file of a random name in `path`; each process looks for it. Was: a
   workdir the hosts did not share hung every process at the first checkpoint save, without
-  a line, as Orbax waited for files no other host could see.
+  a line, as Orbax waited for files no other host could see. A `path` not made yet (a new
+  run's workdir, checked before its data load) is checked at its nearest folder that is
+  there on process 0: each process looks as many levels up its own path.
 
   Args:
     path: the folder, as this process names it (hosts may mount it at other paths).
@@ -963,27 +993,42 @@ def check_shared_folder(path: str, what: str, fix: str,
   Raises:
     ConfigError: this process (on process 0: another) does not see process 0's file.
     DataError: a process did not answer in time, or left first.
+    WorkdirError: process 0 cannot write its file there (on every process).
   """
   client = _client()
   if client is None:
     return
   key = _next_key(what, "marker")
+  path = os.path.abspath(path)
   if is_main():
-    _remove_stale_markers(path)
+    up = 0  # Levels up `path` to a folder that is there.
+    while not os.path.isdir(_up(path, up)) and _up(path, up) != _up(path, up + 1):
+      up += 1
+    _remove_stale_markers(_up(path, up))
     name = f"{_MARKER_PREFIX}{os.getpid()}-{time.time_ns()}"
-    marker = os.path.join(path, name)
-    with open(marker, "w", encoding="utf-8") as f:
-      f.write("process 0 checks that every process sees this folder; deleted at once\n")
-    client.key_value_set(key, name)
+    marker = os.path.join(_up(path, up), name)
+    try:
+      with open(marker, "w", encoding="utf-8") as f:
+        f.write("process 0 checks that every process sees this folder; deleted at once\n")
+    except OSError as e:  # Was a traceback here, the others left waiting for the mark.
+      client.key_value_set(key, f"!{e.strerror or e}")
+      time.sleep(COORDINATOR_GRACE_S)  # So that the others read it and say why first.
+      raise WorkdirError(f"process 0: cannot write to {_up(path, up)} ({e.strerror or e}), "
+                         f"where {what} is checked; {fix}.") from None
+    client.key_value_set(key, f"{up}/{name}")
   else:
-    name = _value_of_process(client, 0, key, timeout_s, f"did not mark {what}")
-    marker = os.path.join(path, name)
+    mark = _value_of_process(client, 0, key, timeout_s, f"did not mark {what}")
+    if mark.startswith("!"):
+      raise WorkdirError(f"process {process_index()}: process 0 cannot write to {what} "
+                         f"({mark[1:]}); {fix}.")
+    up, name = mark.split("/")
+    marker = os.path.join(_up(path, int(up)), name)
   # A network file system may answer from a cached "no such folder" (looked up before
   # process 0 made it) for up to a minute: a "no" is asked again for a while first.
   give_up = time.monotonic() + SHARED_FOLDER_WAIT_S
   while not os.path.exists(marker) and time.monotonic() < give_up:
     try:
-      os.listdir(os.path.dirname(os.path.abspath(path)))  # Refreshes the parent's entries.
+      os.listdir(os.path.dirname(os.path.dirname(marker)))  # Refreshes the parent's entries.
     except OSError:
       pass
     time.sleep(0.5)
@@ -996,6 +1041,13 @@ def check_shared_folder(path: str, what: str, fix: str,
         os.remove(marker)
       except OSError:
         pass  # Gone already: nothing to tidy.
+
+
+def _up(path: str, levels: int) -> str:
+  """`path`'s folder `levels` levels up (0: `path`)."""
+  for _ in range(levels):
+    path = os.path.dirname(path)
+  return path
 
 
 # `check_shared_folder`'s marker files, and how old one is when no check can be using it.

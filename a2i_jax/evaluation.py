@@ -272,7 +272,7 @@ def evaluate_model(trained: inference.TrainedModel, dataset: Dataset, *,
   images, attrs, fg = _test_examples(dataset, num_examples)
   x01 = to_unit(images)
   n, s = images.shape[0], images.shape[1]
-  names = occlusions.check_names(occlusions.occlusions_for(dataset.name)
+  names = occlusions.check_names(occlusions.occlusions_for(dataset.name, s, whole)
                                  if occlusion_names is None else occlusion_names)
   # Known attributes, whatever the run's config.inference.infer_attributes says.
   options = options or inference.options_for(trained, infer_attributes=False)
@@ -394,7 +394,8 @@ def evaluate_mean_image(dataset: Dataset, *, occlusion_names: Optional[Sequence[
     crop_from: where `dataset` holds the centre crops already (as infer.py's does), the side
       of the whole images, `crop_frame(config)`, so that the face boxes lie where they are in
       those, as `evaluate_model` places them; 0 takes the images as whole.
-    occlusion_names: the completions to score; None: `occlusions.occlusions_for(dataset)`.
+    occlusion_names: the completions to score; None: those `occlusions.occlusions_for` gives
+      the dataset and its crop.
     num_examples: test images to use; -1 for all.
     seed: seeds the random occlusions (as in `evaluate_model`).
   Returns:
@@ -406,10 +407,11 @@ def evaluate_mean_image(dataset: Dataset, *, occlusion_names: Optional[Sequence[
   cropped = centre_cropped(dataset, crop_size)
   whole = dataset["test"].images.shape[1] if cropped is not dataset else crop_from
   dataset = cropped
-  names = occlusions.occlusions_for(dataset.name) if occlusion_names is None else occlusion_names
   images, _, fg = _test_examples(dataset, num_examples)
   x01 = to_unit(images)
   n, s = images.shape[0], images.shape[1]
+  names = (occlusions.occlusions_for(dataset.name, s, whole) if occlusion_names is None
+           else occlusion_names)
   mean = dataset["train"].images.astype(np.float32).mean(axis=0) / 255.0
   est = np.broadcast_to(mean, x01.shape)
   row = {RECON_FULL: error_cell(x01, est, np.ones_like(x01[..., :1]))}
@@ -488,8 +490,8 @@ def _check_predictor(predictor: Any, dataset: Dataset) -> None:
   """Refuses a predictor of other attributes than `dataset`'s, or of the same in another
   order: each test attribute would be scored against another one's prediction (was: scored
   without a word, e.g. the predictor of another run's folder dataset, `load_predictor`); and
-  a predictor's path, which was an AttributeError after the sampling. Other objects (the
-  tests' stand-ins) are taken as they are."""
+  a predictor's path, which was an AttributeError after the sampling; and anything else
+  that is not a `Predictor` (None was an AttributeError after the sampling)."""
   from a2i_jax import attribute_predictor as ap  # pylint: disable=import-outside-toplevel
   how = ("attribute_predictor.load_or_train(trained.config.attribute_predictor, "
          "inference.load_data(trained), workdir)")
@@ -497,7 +499,8 @@ def _check_predictor(predictor: Any, dataset: Dataset) -> None:
     raise InputError(f"predictor {os.fspath(predictor)!r} is a path; pass the Predictor: "
                      f"attribute_predictor.load_predictor(workdir), or {how}.")
   if not isinstance(predictor, ap.Predictor):
-    return
+    raise InputError(f"predictor={type(predictor).__name__} is not an attribute predictor; "
+                     f"pass attribute_predictor.load_predictor(workdir), or {how}.")
   theirs, names = predictor.meta.attribute_names, tuple(dataset.attribute_names)
   if names != theirs:
     how_differ = "in another order" if sorted(names) == sorted(theirs) else "other attributes"
@@ -535,9 +538,10 @@ def attribute_report(trained: inference.TrainedModel, dataset: Dataset, predicto
      predictor's own test scores}.
   Raises:
     InputError: a count that is not one (num_bases below 1, num_values below 2), an empty
-      test split, a key that is not a PRNG key, a dataset whose attributes are not in the
-      run's order (`inference.load_data`) or not the predictor's, or samples that are NaN or
-      infinite (a damaged or diverged model).
+      test split, a key that is not a PRNG key, a predictor that is not a `Predictor` (a
+      path, None), a dataset whose attributes are not in the run's order
+      (`inference.load_data`) or not the predictor's, or samples that are NaN or infinite (a
+      damaged or diverged model).
   """
   from a2i_jax import attribute_predictor as ap  # pylint: disable=import-outside-toplevel
   check_key(key)

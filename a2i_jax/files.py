@@ -612,9 +612,13 @@ def enable_compilation_cache(directory: str) -> None:
     off_if_from_env()
     return
   if os.path.expanduser(directory).startswith("~"):  # No home folder (`user_cache_dir`).
-    logging.warning("the compilation cache folder %s cannot be used (no home folder: HOME is "
-                    "not set); every program is compiled anew. Set HOME or XDG_CACHE_HOME, "
-                    "or config.compilation_cache_dir to an absolute path.", directory)
+    # "~name/...": a user the system does not know (was told "HOME is not set"; fault hunt).
+    head = directory.split("/", 1)[0]
+    why = (f"there is no user {head[1:]!r}" if head != "~" else
+           "no home folder: HOME is not set")
+    logging.warning("the compilation cache folder %s cannot be used (%s); every program is "
+                    "compiled anew. Set HOME or XDG_CACHE_HOME, or config.compilation_cache_dir "
+                    "to an absolute path.", directory, why)
     return
   path = os.path.abspath(os.path.expanduser(directory))
   existing = nearest_existing(path)  # Checked, not made: JAX makes it when it first keeps one.

@@ -16,24 +16,29 @@ folder datasets share, so every mode and bit depth PIL opens is converted the sa
   transparent pixel is black in images and background in masks (white = foreground);
 - palettes, 1-bit, greyscale, CMYK, YCbCr, LAB and HSV go through PIL's conversion to RGB;
 - the EXIF orientation is applied, so an image reads the way a viewer shows it;
-- of an animated or multi-page file, the first frame is read.
+- of an animated or multi-page file, the first frame is read (of a PSD, the merged image).
 
+PIL images passed to the checks in place of arrays follow the same rules (`image_to_rgb`).
 A file the reader cannot decode (empty, truncated, not an image, a folder) is an error that
-names it, never a traceback. So is one over the reader's bound on pixels, PIL's own: twice
+names it, never a traceback (a truncated one also where `PIL.ImageFile.LOAD_TRUNCATED_IMAGES`
+is set). So is one over the reader's bound on pixels, PIL's own: twice
 `PIL.Image.MAX_IMAGE_PIXELS`, 178,956,970 pixels by default (a 13,377 x 13,377 image, 537 MB
 as 8-bit RGB), refused from the file's header before anything is decoded, and below it PIL's
 two-line `DecompressionBombWarning` is not shown. `read_images`, which takes images of one
 given size, reads each file's size from its header and refuses any other before decoding.
+`image_files` names a file of a format PIL cannot read (HEIC, SVG, camera raw, ...) as such,
+with the fix: convert it to PNG or JPEG.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
 import tempfile
 import warnings
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -118,9 +123,10 @@ def to_uint8(x: Any) -> np.ndarray:
 def _checked_unit(x: Any, fn: str) -> Any:
   """`x` if uint8; floats checked to lie in [0, 1] up to `SIGNED_SLACK`, in one min / max
   pass (where they can be read: not under `jit`), and clipped to it; anything else refused.
-  A NumPy array stays one, a JAX array a JAX array."""
+  A NumPy array stays one, a JAX array a JAX array. A PIL image is its pixels as NumPy reads
+  them (L, LA, RGB, RGBA), or RGB by `image_to_rgb` (other modes)."""
   if not isinstance(x, (np.ndarray, jax.Array)):
-    x = as_array(x, "images")
+    x = as_array(_from_pil(x, keep=("L", "LA", "RGB", "RGBA")), "images")
   takes = f"{fn} takes uint8 in [0, 255] or floats in [0, 1]"
   if x.dtype == np.uint8:
     return x
@@ -156,6 +162,12 @@ def shown_size(image: Any) -> tuple[int, int]:
     (width, height).
   """
   w, h = image.size
+  if image.format == "TIFF" and (h, w) != (w, h) and (h, w) == (
+      image.tag_v2.get(256), image.tag_v2.get(257)):  # ImageWidth, ImageLength.
+    # PIL turned it already (its size is as shown; it turns the pixels when it loads): was
+    # turned twice, so that a turned TIFF and its mask were called of other sizes, and a
+    # folder dataset refused (a fault hunt's finding).
+    return w, h
   return (h, w) if image.getexif().get(0x0112) in (5, 6, 7, 8) else (w, h)
 
 
@@ -187,16 +199,23 @@ def check_attributes(attributes: Any, y_dim: int, num: Optional[int] = None) -> 
     float32 [N, y_dim], a NumPy array (the checks return host arrays: placing them on the
     devices is the caller's step, and no eager device program is compiled for it).
   Raises:
-    InputError: missing (None), not numbers, wrong shape, a row count other than `num`, or
-      non-finite values.
+    InputError: missing (None), not numbers, rows of other lengths, wrong shape, a row
+      count other than `num`, or non-finite values (the first one's place named).
   """
   if attributes is None:
     raise InputError(f"attributes are missing (None); pass [N, {y_dim}] values, one row per "
                      f"image (a model that ignores them still takes them: np.zeros((N, {y_dim}))).")
-  if np.iscomplexobj(attributes):  # Was a ComplexWarning, and the imaginary part dropped.
+  # Rows of other lengths: was NumPy's ValueError ("inhomogeneous shape"), from the test of
+  # complex numbers (a fault hunt's finding).
+  raw = as_array(attributes, "attributes")
+  if np.iscomplexobj(raw):  # Was a ComplexWarning, and the imaginary part dropped.
     raise InputError(f"attributes are complex numbers; pass real values, [N, {y_dim}].")
   try:
-    y = np.array(attributes, dtype=np.float32)  # A copy: the caller's array is never shared.
+    # A copy: the caller's array is never shared. Of `attributes`: NumPy names a string
+    # that is no number as 'a', not np.str_('a'). Beyond float32: infinite, named below
+    # (was NumPy's "overflow encountered in cast" warning too).
+    with np.errstate(over="ignore"):
+      y = np.array(attributes, dtype=np.float32)
   except (TypeError, ValueError) as e:
     raise InputError(f"attributes must be numbers, [N, {y_dim}]; these are not ({e}).") from None
   if y.ndim == 1:
@@ -208,8 +227,29 @@ def check_attributes(attributes: Any, y_dim: int, num: Optional[int] = None) -> 
     raise InputError(f"{y.shape[0]} attribute vectors for {num} images; pass one per image "
                      f"([{num}, {y_dim}]).")
   if not np.all(np.isfinite(y)):
-    raise InputError("attributes contain NaN or infinity.")
+    raise InputError(_non_finite_attributes(raw.reshape(y.shape), y))
   return y
+
+
+def _non_finite_attributes(raw: np.ndarray, y: np.ndarray) -> str:
+  """The line refusing attributes `y` (float32 [N, D], of the caller's `raw`) that hold NaN
+  or infinity: how many, the first's place and what it was (a None, a number beyond float32),
+  and the fix. Was "attributes contain NaN or infinity." alone: no place, no fix, and 1e40
+  or a None (a missing value) called NaN or infinity (a fault hunt's finding)."""
+  bad = np.argwhere(~np.isfinite(y))
+  i, j = (int(k) for k in bad[0])
+  given = raw[i, j]
+  if given is None:
+    what = "None, a missing value"
+  else:
+    try:
+      value = float(given)
+    except (TypeError, ValueError):
+      value = float(y[i, j])
+    what = (f"{value:g}, beyond float32's range" if np.isfinite(value) else
+            "NaN" if np.isnan(value) else f"{value:g}")
+  return (f"attributes contain NaN or infinity: {len(bad)} of {y.size} values, the first in row "
+          f"{i}, attribute {j} ({what}); pass finite numbers, one per attribute of each image.")
 
 
 # Rounding of conversions a user may have done (float16, (x + 1) / 2 and back): a little past
@@ -225,7 +265,8 @@ def check_images(images: Any, image_size: int, signed: bool = False) -> np.ndarr
   (a JAX array is read back first).
 
   Args:
-    images: [N, S, S, 3] (or one [S, S, 3] image).
+    images: [N, S, S, 3] (or one [S, S, 3] image); a PIL image, or a list of them, is
+      converted to RGB as image files are (`image_to_rgb`).
     image_size: the model's S.
     signed: the images are already in [-1, 1] (`posterior.infer_latents`' input). Floats in
       [0, 1] lie in [-1, 1] too and cannot be told apart: they pass, and are read as [-1, 1].
@@ -239,7 +280,7 @@ def check_images(images: Any, image_size: int, signed: bool = False) -> np.ndarr
   if images is None:  # Was "images have shape ()".
     raise InputError(f"images are missing (None); pass [N, {image_size}, {image_size}, 3] "
                      "images, or one [S, S, 3] image.")
-  x = as_array(images, "images")
+  x = as_array(_from_pil(images, keep=("RGB",)), "images")
   shape = x.shape
   if x.ndim == 3 and x.shape[-1] == 3:  # One image.
     x = x[None]
@@ -273,6 +314,22 @@ def check_images(images: Any, image_size: int, signed: bool = False) -> np.ndarr
       raise InputError(f"{rule}; these range over [{lo:.7g}, {hi:.7g}]{fix}") from None
     x = np.clip(np.asarray(x, np.float32), 0.0, 1.0)
   return _signed(x)
+
+
+def _from_pil(value: Any, keep: tuple[str, ...]) -> Any:
+  """`value` as it is, but a PIL image (or a list or tuple of them) as pixels: by `np.asarray`
+  where its mode is one of `keep`, else by `image_to_rgb`, as files are read.
+
+  Was: NumPy's view of any mode, which is no colour for many: a palette image's indices were
+  called "one grey image" (to repeat into three channels), CMYK's four channels "RGBA", and
+  YCbCr, LAB or HSV taken as RGB, without a word (a fault hunt's finding).
+  """
+  one = isinstance(value, Image.Image)
+  if not (one or isinstance(value, (list, tuple)) and value
+          and all(isinstance(v, Image.Image) for v in value)):
+    return value
+  pixels = lambda im: np.asarray(im) if im.mode in keep else image_to_rgb(im)
+  return pixels(value) if one else [pixels(v) for v in value]
 
 
 def _image_shape_fix(shape: tuple, size: int) -> str:
@@ -356,9 +413,13 @@ def mask_to_unit(mask: Any, what: str = "mask") -> np.ndarray:
   Returns:
     float32, the same shape, a NumPy array.
   Raises:
-    InputError: a uint8 mask of 0 and 1, or values outside [0, 1] (NaN included).
+    InputError: a uint8 mask of 0 and 1, complex numbers, or values outside [0, 1] (NaN
+      included).
   """
   raw = as_array(mask, what)
+  if np.iscomplexobj(raw):  # Was a ComplexWarning, and the imaginary part dropped.
+    raise InputError(f"{what} holds complex numbers; pass bool, floats in [0, 1] or uint8 "
+                     "0 .. 255.")
   if raw.dtype == np.uint8 and raw.size and int(raw.max()) == 1:
     raise InputError(f"{what} is uint8 with values 0 and 1, but uint8 masks are read as "
                      "0 .. 255 (255 = 1); multiply it by 255, or pass it as bool or floats "
@@ -490,7 +551,10 @@ def image_extensions() -> tuple[str, ...]:
     Sorted extensions, e.g. (".apng", ".avif", ".blp", ".bmp", ...); formats PIL can only
     write (PDF, ...) are left out, and so are those it opens only with an add-on: its stub
     formats (HDF5, GRIB, BUFR, WMF) and EPS without Ghostscript (was: an intact file called
-    damaged, stopping a folder that holds one; a review finding).
+    damaged, stopping a folder that holds one; a review finding), and MPEG, a video PIL
+    only identifies (the same, of a clip among photos; a fault hunt's). Formats PIL opens through
+    another's opener are in: MPO, a camera's multi-picture JPEG (was: ".mpo" skipped as no
+    image, and one given alone refused with "rename it"; a fault hunt's finding).
   """
   Image.init()
   from PIL import EpsImagePlugin, ImageFile  # pylint: disable=import-outside-toplevel
@@ -498,8 +562,39 @@ def image_extensions() -> tuple[str, ...]:
             if isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile)}
   if not EpsImagePlugin.has_ghostscript():
     addons.add("EPS")
+  addons |= _IDENTIFIED_ONLY
+  opens = lambda fmt: fmt in Image.OPEN or _OPENED_BY.get(fmt) in Image.OPEN
   return tuple(sorted(e for e, fmt in Image.registered_extensions().items()
-                      if fmt in Image.OPEN and fmt not in addons))
+                      if opens(fmt) and fmt not in addons))
+
+
+# Formats PIL registers no opener of their own for: the one named opens them (and says which
+# it found). MPO's `Image.open` is JPEG's.
+_OPENED_BY = {"MPO": "JPEG"}
+
+# Formats PIL opens (reads the size from the header) but has no decoder for.
+_IDENTIFIED_ONLY = {"MPEG"}
+
+# Image formats in common use that PIL cannot open (without a plug-in this library does not
+# load), by extension: a file of one is named as such, with the fix, not as a file "not named
+# as an image" to rename (was: "rename it", which makes no HEIC photo readable; a fault hunt's
+# finding). Read only where `image_extensions` leaves the extension out.
+_UNREADABLE_FORMATS = {
+    ".heic": "HEIC", ".heif": "HEIF", ".hif": "HEIF", ".jxl": "JPEG XL", ".svg": "SVG",
+    ".svgz": "SVG", ".eps": "EPS", ".ps": "PostScript", ".pdf": "PDF",
+    ".exr": "OpenEXR", ".dng": "camera raw (DNG)", ".cr2": "camera raw (CR2)",
+    ".cr3": "camera raw (CR3)", ".nef": "camera raw (NEF)", ".arw": "camera raw (ARW)",
+    ".orf": "camera raw (ORF)", ".rw2": "camera raw (RW2)", ".raf": "camera raw (RAF)",
+    ".mpg": "MPEG video", ".mpeg": "MPEG video", ".mp4": "MP4 video",
+    ".mov": "QuickTime video", ".avi": "AVI video", ".mkv": "Matroska video",
+    ".webm": "WebM video"}
+
+
+def _unreadable_format(name: str) -> Optional[str]:
+  """The format of an image file PIL cannot open here, from its name (any case); None for
+  one it opens, or a name that is no image's."""
+  ext = os.path.splitext(name)[1].lower()
+  return None if ext in image_extensions() else _UNREADABLE_FORMATS.get(ext)
 
 
 def is_image_name(name: str) -> bool:
@@ -524,7 +619,8 @@ def image_to_rgb(image: Any) -> np.ndarray:
     InputError: a mode or value range that cannot be converted faithfully.
   """
   mode = image.mode
-  if mode in ("P", "L", "RGB") and "transparency" in image.info or mode in ("PA", "LA"):
+  # 1-bit: was left out, its transparent pixels kept white (a fault hunt's finding).
+  if mode in ("P", "1", "L", "RGB") and "transparency" in image.info or mode in ("PA", "LA"):
     image, mode = image.convert("RGBA"), "RGBA"  # PIL applies the palette or colour key.
   if mode in ("L", "RGB"):
     return np.asarray(image.convert("RGB"), np.uint8)
@@ -575,7 +671,7 @@ def read_image(path: str, error: type = InputError, size: Optional[int] = None
   rules are in this module's docstring.
 
   Args:
-    path: the file.
+    path: the file (a str or a `pathlib.Path`).
     error: the `A2IError` subclass to raise (`InputError` for user inputs, `DataError`
       for datasets).
     size: S, where only S x S images are taken: any other size is refused from the file's
@@ -583,22 +679,25 @@ def read_image(path: str, error: type = InputError, size: Optional[int] = None
   Returns:
     uint8 [H, W, 3].
   Raises:
-    error: naming `path`: a folder, an empty, damaged or truncated file, not an image, a
-      mode or value range that cannot be converted faithfully, more pixels than the
-      reader's bound (`too_many_pixels`), or a size other than `size`.
+    error: naming `path`: a folder, an empty, damaged or truncated file (truncated also
+      where `PIL.ImageFile.LOAD_TRUNCATED_IMAGES` is set), not an image, a mode or value
+      range that cannot be converted faithfully, more pixels than the reader's bound
+      (`too_many_pixels`), or a size other than `size`.
   """
+  path = os.fspath(path)  # A pathlib.Path: was a TypeError in the handler of any error below.
+  name = _shown(path)
   if os.path.isdir(path):
-    raise error(f"{path} is a folder, not an image file; move it out or rename it.")
+    raise error(f"{name} is a folder, not an image file; move it out or rename it.")
   if os.path.islink(path) and not os.path.exists(path):
-    raise error(f"{path} is a link to nothing ({os.readlink(path)}); fix the link or remove "
-                "it.")
+    raise error(f"{name} is a link to nothing ({_shown(os.readlink(path))}); fix the link or "
+                "remove it.")
   try:
     if os.path.getsize(path) == 0:
-      raise error(f"{path} is empty (0 bytes), not an image; replace or remove it.")
+      raise error(f"{name} is empty (0 bytes), not an image; replace or remove it.")
     # PIL warns (two lines) between half its bound and the bound, then decodes all the same;
     # over the bound it raises, which is the one line below. Not thread-safe, as no
     # `catch_warnings` is; the readers run in one thread.
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _truncated_refused():
       warnings.simplefilter("ignore", Image.DecompressionBombWarning)
       with Image.open(path) as im:  # Lazy: the header only, so far.
         if size is not None and im.size != (size, size):  # Square: EXIF turns change nothing.
@@ -606,27 +705,63 @@ def read_image(path: str, error: type = InputError, size: Optional[int] = None
             w, h = shown_size(im)
           except (OSError, ValueError):  # The EXIF block unreadable (a PNG's is at its end).
             w, h = im.size
-          raise error(f"{path} is {w}x{h}; this model takes {size}x{size} images. Crop or "
-                      f"resize it to {size}x{size} first.")
-        im.seek(0)  # Animated or multi-page: the first frame.
+          # A crop cannot make a smaller image larger (was told "Crop or resize" all the same).
+          fix = "Resize it" if min(w, h) < size else "Crop or resize it"
+          raise error(f"{name} is {w}x{h}; this model takes {size}x{size} images. {fix} to "
+                      f"{size}x{size} first.")
+        # Animated or multi-page: the first frame, where `Image.open` leaves every format
+        # (was `im.seek(0)`, which a PSD refuses, its frames counted from 1: every Photoshop
+        # file was called damaged; a fault hunt's finding).
+        _scale_grey_key(im)
         im.load()
         return image_to_rgb(ImageOps.exif_transpose(im))
   except A2IError as e:
-    raise error(str(e) if str(e).startswith(path) else f"{path}: {e}") from None
+    raise error(str(e) if str(e).startswith(name) else f"{name}: {e}") from None
   except UnidentifiedImageError:
-    raise error(f"{path} is not an image PIL can read (it has no known image format); "
+    raise error(f"{name} is not an image PIL can read (it has no known image format); "
                 "replace or remove it.") from None
   except Image.DecompressionBombError as e:  # An intact image, over PIL's size guard.
-    raise error(too_many_pixels(path, e, size)) from None
+    raise error(too_many_pixels(name, e, size)) from None
   except OSError as e:
     if e.strerror:  # The file system's refusal (permissions, I/O), not PIL's.
-      raise error(f"cannot read {path} ({e.strerror}).") from None
-    raise error(f"{path} could not be decoded ({e}); the file is damaged or incomplete. "
+      raise error(f"cannot read {name} ({e.strerror}).") from None
+    raise error(f"{name} could not be decoded ({e}); the file is damaged or incomplete. "
                 "Replace or remove it.") from None
   except Exception as e:  # pylint: disable=broad-except
     # PIL's decoders raise many types for damaged files (SyntaxError, struct.error, ...).
-    raise error(f"{path} could not be decoded ({type(e).__name__}: {e}); the file is damaged "
+    raise error(f"{name} could not be decoded ({type(e).__name__}: {e}); the file is damaged "
                 "or incomplete. Replace or remove it.") from None
+
+
+def _scale_grey_key(im: Any) -> None:
+  """Scales the transparent grey of a 2- or 4-bit grey PNG (an opened, not yet loaded PIL
+  image) to the 8-bit pixels PIL reads: PIL keeps the file's own value (3 of 0..3), which
+  matched no pixel (its 255), so transparent pixels were kept as grey (a fault hunt's
+  finding). Any other image is left as it is."""
+  key = im.info.get("transparency")
+  if im.format != "PNG" or im.mode != "L" or not im.tile or not isinstance(key, int):
+    return
+  bits = {"L;2": 2, "L;4": 4}.get(im.tile[0][3])
+  if bits:
+    im.info["transparency"] = key * 255 // (2 ** bits - 1)
+
+
+@contextlib.contextmanager
+def _truncated_refused() -> Iterator[None]:
+  """PIL's `ImageFile.LOAD_TRUNCATED_IMAGES` off while a file is read, and as it was after.
+
+  Set (by a notebook, on the web's common advice for "image file is truncated", or by a
+  library: tensorflow_datasets' thumbnails set it for good), it has PIL fill what a truncated
+  file lacks with grey or black and say nothing: such files were read as intact images (a
+  fault hunt's finding). Not thread-safe, as `read_image` is not.
+  """
+  from PIL import ImageFile  # pylint: disable=import-outside-toplevel
+  was = ImageFile.LOAD_TRUNCATED_IMAGES
+  ImageFile.LOAD_TRUNCATED_IMAGES = False
+  try:
+    yield
+  finally:
+    ImageFile.LOAD_TRUNCATED_IMAGES = was
 
 
 def too_many_pixels(path: str, e: Exception, size: Optional[int] = None) -> str:
@@ -663,32 +798,69 @@ def image_files(path: str, what: str = "--input") -> list[str]:
   Returns:
     The image paths.
   Raises:
-    InputError: `path` does not exist, is a file with no image extension, is a folder
-      holding no images or a folder with an image's name.
+    InputError: `path` does not exist (or is a link to nothing), is a file with no image
+      extension or of a format PIL cannot read (HEIC, SVG, camera raw, ...), is a folder
+      that cannot be listed, holding no images or a folder with an image's name.
   """
   hint = "an image extension such as .png, .jpg, .tif or .webp"
+  path = os.fspath(path)
+  if os.path.islink(path) and not os.path.exists(path):  # Was: "does not exist", no more.
+    raise InputError(f"{what} {_shown(path)} is a link to nothing ({_shown(os.readlink(path))});"
+                     f" fix the link or pass another {what}.")
   if not os.path.exists(path):
-    raise InputError(f"{what} {path} does not exist.")
+    raise InputError(f"{what} {_shown(path)} does not exist.")
   if not os.path.isdir(path):
     if not is_image_name(path):
-      raise InputError(f"{what} {path} is not named as an image ({hint}); rename it.")
+      fmt = _unreadable_format(path)
+      if fmt:
+        an = ("SVG", "EPS", "MPEG", "MP4", "AVI", "OpenEXR")  # Said with a vowel first.
+        article = "an" if fmt.split()[0] in an else "a"
+        also = (" (or install Ghostscript, with which PIL reads it)"
+                if fmt in ("EPS", "PostScript") else "")
+        fix = ("save the frame you want as PNG or JPEG first" if fmt.endswith(" video") else
+               f"convert it to PNG or JPEG first{also}")
+        raise InputError(f"{what} {_shown(path)} is {article} {fmt} file, a format PIL cannot "
+                         f"read; {fix}.")
+      raise InputError(f"{what} {_shown(path)} is not named as an image ({hint}); rename it.")
     return [path]
-  names = sorted(os.listdir(path))
+  try:  # Was a PermissionError traceback for a folder one may not list (fault hunt).
+    names = sorted(os.listdir(path))
+  except OSError as e:
+    raise InputError(f"cannot list {what} {_shown(path)} ({e.strerror or e}); pass a folder "
+                     "you can read.") from None
   # macOS's AppleDouble files ("._photo.jpg", beside every copied file) are no images.
   taken = lambda n: is_image_name(n) and not n.startswith("._")
   images = [os.path.join(path, n) for n in names if taken(n)]
   for f in images:
     if os.path.isdir(f):
-      raise InputError(f"{what}: {f} is a folder, not an image file; move it out of {path}.")
+      raise InputError(f"{what}: {_shown(f)} is a folder, not an image file; move it out of "
+                       f"{_shown(path)}.")
   skipped = [n for n in names if not taken(n)]
   if skipped:
-    logging.warning("%s %s: %d entr%s that %s no image (%s wanted) skipped: %s", what, path,
-                    len(skipped), "y" if len(skipped) == 1 else "ies",
+    logging.warning("%s %s: %d entr%s that %s no image (%s wanted) skipped: %s", what,
+                    _shown(path), len(skipped), "y" if len(skipped) == 1 else "ies",
                     "is" if len(skipped) == 1 else "are", hint,
-                    ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else ""))
+                    ", ".join(map(_shown, skipped[:5])) + (", ..." if len(skipped) > 5 else ""))
   if not images:
-    raise InputError(f"{what} {path} holds no images ({hint}).")
+    unreadable = [n for n in skipped if not n.startswith("._") and _unreadable_format(n)]
+    if unreadable:  # Was: "holds no images", of a folder of HEIC photos.
+      formats = sorted({_unreadable_format(n) for n in unreadable})
+      raise InputError(f"{what} {_shown(path)} holds no images PIL can read, but "
+                       f"{len(unreadable)} {' and '.join(formats)} file"
+                       f"{'s' if len(unreadable) > 1 else ''} ("
+                       f"{', '.join(map(_shown, unreadable[:3]))}"
+                       f"{', ...' if len(unreadable) > 3 else ''}); convert "
+                       f"{'them' if len(unreadable) > 1 else 'it'} to PNG or JPEG first.")
+    raise InputError(f"{what} {_shown(path)} holds no images ({hint}).")
   return images
+
+
+def _shown(path: Any) -> str:
+  """A path as messages show it: as it is, or quoted with escapes where it holds a character
+  that prints as none (a line break would split the one `error:` line; a fault hunt's
+  finding)."""
+  path = os.fsdecode(path)
+  return path if path.isprintable() else ascii(path)
 
 
 def read_images(paths: Sequence[str], image_size: int) -> np.ndarray:
@@ -721,7 +893,8 @@ def check_output_folder(path: str, what: str = "--out") -> None:
     what: the flag or argument name, for the messages.
   Raises:
     InputError: `path` is a file, lies under a file, is or lies under a symbolic link to
-      nothing, or its nearest existing folder refuses a new file (read-only, permissions).
+      nothing, names a folder longer than the file system allows, or its nearest existing
+      folder refuses a new file (read-only, permissions).
   """
   full = os.path.abspath(os.path.expanduser(path))
   if os.path.exists(full) and not os.path.isdir(full):
@@ -738,6 +911,17 @@ def check_output_folder(path: str, what: str = "--out") -> None:
   if not os.path.isdir(existing):
     raise InputError(f"{what} {path}: {existing} is a file, so the folder cannot be made "
                      f"there; pass another {what}.")
+  # Was: passed, then, after the restore, "could not write ... (File name too long); free
+  # some space" when the folder was made (a fault hunt's finding).
+  try:
+    limit = os.pathconf(existing, "PC_NAME_MAX")
+  except (OSError, ValueError):
+    limit = 255  # What every common file system allows.
+  for part in os.path.relpath(full, existing).split(os.sep):
+    if len(os.fsencode(part)) > limit:
+      raise InputError(f"{what} {_shown(path)}: the folder name {_shown(part[:20])}... is "
+                       f"{len(os.fsencode(part))} bytes long, over the {limit} this file "
+                       f"system allows; pass a shorter {what}.")
   try:  # Root may write where permissions say no, so try rather than ask os.access.
     fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=existing)
     os.close(fd)

@@ -7,7 +7,7 @@ work or be lost itself.
   (`StopRequest.agreed`), whichever of them was asked.
 - `held`: infer.py's. A Ctrl-C inside the block waits until the block ends (a folder made, a
   set of files moved in), then raises.
-- `stop_on_signals`: the entry points'. Ctrl-C and SIGTERM raise, and an interrupt that
+- `stop_on_signals`: the entry points'. Ctrl-C, SIGTERM and SIGHUP raise, and an interrupt that
   Python or a library swallows is not lost: one swallowed inside a garbage-collector callback
   is delivered again (`keep_ctrl_c`); an exception that takes its place is that interrupt
   (`interrupt_in`); one that vanished is raised again at the next `check`.
@@ -135,9 +135,9 @@ class StopRequest:
 
 @contextlib.contextmanager
 def held() -> Iterator[None]:
-  """Holds a Ctrl-C, and a SIGTERM where a Python handler takes it (infer.py's), until the
-  block ends; then hands a held SIGTERM to that handler and raises KeyboardInterrupt for a
-  held Ctrl-C (once, however many came). Main thread only.
+  """Holds a Ctrl-C, and a SIGTERM or SIGHUP where a Python handler takes it (infer.py's),
+  until the block ends; then hands a held SIGTERM or SIGHUP to that handler and raises
+  KeyboardInterrupt for a held Ctrl-C (once, however many came). Main thread only.
 
   A Python handler, not a blocked signal: the kernel hands a signal blocked in the main
   thread to another thread (XLA's), and Python raises KeyboardInterrupt in the main thread
@@ -147,19 +147,21 @@ def held() -> Iterator[None]:
     None, once the handlers that hold the signals are in place.
   """
   caught = []
-  term = signal.getsignal(signal.SIGTERM)
-  hold_term = callable(term)  # Not SIG_DFL, SIG_IGN, or a handler outside Python (None).
+  # SIGTERM, and SIGHUP where the entry points take it (`stop_on_signals`), where a Python
+  # handler takes them: not SIG_DFL, SIG_IGN, or a handler outside Python (None).
+  held_too = {n: signal.getsignal(n) for n in _STOPS[1:] if callable(signal.getsignal(n))}
   previous = signal.signal(signal.SIGINT, lambda *_: caught.append(signal.SIGINT))
-  if hold_term:
-    signal.signal(signal.SIGTERM, lambda *_: caught.append(signal.SIGTERM))
+  for signum in held_too:
+    signal.signal(signum, lambda n, _: caught.append(n))
   try:
     yield
   finally:
     signal.signal(signal.SIGINT, previous)
-    if hold_term:
-      signal.signal(signal.SIGTERM, term)
-  if signal.SIGTERM in caught:
-    term(signal.SIGTERM, None)
+    for signum, handler in held_too.items():
+      signal.signal(signum, handler)
+  for signum, handler in held_too.items():
+    if signum in caught:
+      handler(signum, None)
   if caught:
     raise KeyboardInterrupt
 
@@ -169,16 +171,26 @@ class Terminated(KeyboardInterrupt):
   `raise_terminated`); the program exits with 143 instead of 130."""
 
 
+class HungUp(Terminated):
+  """SIGHUP (the terminal closed: an ssh connection lost) where the entry points take it as
+  SIGTERM (`stop_on_signals`); infer.py exits with 129."""
+
+
+# The signals the entry points take: Ctrl-C, SIGTERM, and SIGHUP where the system has it.
+_STOPS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None))
+               if s is not None)
+
+
 # The interrupt (its class) that the entry points' handlers raised last and that no
-# `interrupt_in` or `check` has seen arrive since: empty, or [KeyboardInterrupt] or
-# [Terminated]. A list: the handlers only mutate it.
+# `interrupt_in` or `check` has seen arrive since: empty, or [KeyboardInterrupt],
+# [Terminated] or [HungUp]. A list: the handlers only mutate it.
 _unanswered: list = []
 
 
 def stop_on_signals() -> None:
   """The entry points' handlers, set first thing in their `main` (main thread): Ctrl-C
-  (SIGINT) raises KeyboardInterrupt and SIGTERM `Terminated`, and an interrupt that Python
-  or a library swallows is not lost.
+  (SIGINT) raises KeyboardInterrupt, SIGTERM `Terminated` (SIGHUP `HungUp`), and an
+  interrupt that Python or a library swallows is not lost.
 
   - Inside a garbage-collector callback, Python swallows it: `keep_ctrl_c` (set here too)
     delivers it again.
@@ -197,10 +209,17 @@ def stop_on_signals() -> None:
     finished parts are then kept as a Ctrl-C keeps them; train.py as its loop starts and
     when it ends). Inside the loop `StopRequest` takes the signals, and notes its second
     one the same way.
+
+  SIGHUP (the terminal closed under the run: an ssh connection lost) raises `HungUp`, a
+  `Terminated`, unless the process ignores it (nohup): was, it killed infer.py, every output
+  it had finished lost with its staging folder (fault hunt).
   """
   _unanswered.clear()
   signal.signal(signal.SIGINT, raise_interrupt)
   signal.signal(signal.SIGTERM, raise_terminated)
+  hangup = getattr(signal, "SIGHUP", None)  # Not on Windows.
+  if hangup is not None and signal.getsignal(hangup) is not signal.SIG_IGN:  # nohup's.
+    signal.signal(hangup, raise_terminated)
   keep_ctrl_c()
 
 
@@ -216,17 +235,20 @@ def raise_interrupt(*_: Any) -> None:
   raise KeyboardInterrupt
 
 
-def raise_terminated(*_: Any) -> None:
+def raise_terminated(signum: Any = None, *_: Any) -> None:
   """A SIGTERM handler (`signal.signal(signal.SIGTERM, raise_terminated)`; the entry points'
-  through `stop_on_signals`), noting what it raises.
+  through `stop_on_signals`, for SIGHUP too), noting what it raises.
 
   Args:
-    *_: the signal number and frame, unused.
+    signum: the signal number: SIGHUP raises `HungUp`.
+    *_: the frame, unused.
   Raises:
-    Terminated: where the main thread is.
+    Terminated: where the main thread is (`HungUp` for SIGHUP).
   """
-  _unanswered[:] = [Terminated]
-  raise Terminated
+  raised = HungUp if signum is not None and signum == getattr(signal, "SIGHUP", None) else (
+      Terminated)
+  _unanswered[:] = [raised]
+  raise raised
 
 
 def check() -> None:
@@ -241,14 +263,14 @@ def check() -> None:
 
 
 def ignore_stops() -> None:
-  """Ctrl-C and SIGTERM do nothing from here on: for an entry point whose work is saved and
-  which is only leaving. Python's shutdown puts back a handler's default action (killed,
+  """Ctrl-C, SIGTERM and SIGHUP do nothing from here on: for an entry point whose work is
+  saved and which is only leaving. Python's shutdown puts back a handler's default action (killed,
   status -2: a second Ctrl-C while the stop is reported), but leaves "ignore" in place.
   Nothing can hang there: with peers, `distributed.finish` and `leave` end the process
   without JAX's shutdown barrier.
   """
-  signal.signal(signal.SIGINT, signal.SIG_IGN)
-  signal.signal(signal.SIGTERM, signal.SIG_IGN)
+  for signum in _STOPS:  # SIGHUP too: a terminal closed while it leaves adds nothing.
+    signal.signal(signum, signal.SIG_IGN)
 
 
 def interrupt_in(error: BaseException) -> Optional[KeyboardInterrupt]:
@@ -304,7 +326,8 @@ def _deliver_again(unraisable) -> bool:
   codes = {errors.UNRAISABLE_HOOK_CODE, getattr(top, "__code__", None),
            getattr(getattr(type(top), "__call__", None), "__code__", None)} - {None}
   # The same signal again: a lost SIGTERM must not come back as a Ctrl-C (exit 130, not 143).
-  signum = signal.SIGTERM if issubclass(unraisable.exc_type, Terminated) else signal.SIGINT
+  signum = (signal.SIGHUP if issubclass(unraisable.exc_type, HungUp) else
+            signal.SIGTERM if issubclass(unraisable.exc_type, Terminated) else signal.SIGINT)
   _unanswered.clear()  # Not raised again by `check` too: the signal comes back, noted anew.
   # Not threading.Thread: its start() waits in Python code, where the handler would run.
   _thread.start_new_thread(_send_again, (threading.get_ident(), frozenset(codes), signum))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import operator
 import os
 from typing import Mapping, Optional
 
@@ -12,7 +13,8 @@ import numpy as np
 from tensorboardX import SummaryWriter
 
 from a2i_jax import distributed, files
-from a2i_jax.errors import WorkdirError
+from a2i_jax.errors import InputError, WorkdirError
+from a2i_jax.inputs import to_uint8
 
 METRICS_FILE = "metrics.jsonl"
 # tensorboardX warns "NaN or Inf found in input tensor" for every such scalar; a step that is
@@ -27,27 +29,46 @@ class MetricWriter:
   In a multi-host run only process 0 writes; on the others every method does nothing.
 
   Args:
-    workdir: the run's directory.
+    workdir: the run's directory ("~" is the home folder, as `read_metrics` takes it).
     resumed_from: the step a resumed run restarts from: the rows (and TensorBoard events) of
       later steps, written before the previous run stopped, are dropped, so each step has one
       row. None for a fresh run, or to append to the rows there. Either way, lines that are
-      not rows (cut short by a kill, or damaged) are dropped, with a warning.
+      not rows (cut short by a kill, or damaged) are dropped, with a warning, and a row at or
+      before an earlier row's step (a restart without `resumed_from`) replaces the rows from
+      its step on, so that the steps increase (with a warning that counts them).
+  Raises:
+    WorkdirError: `workdir` cannot hold a run (a file; metrics.jsonl a folder, tensorboard a
+      file; not writable).
+    InputError: a `resumed_from` that is not an integer of at least 0.
   """
 
   def __init__(self, workdir: str, resumed_from: Optional[int] = None):
     self._active = distributed.is_main()
     if not self._active:
       return
+    # Was: "~/run" written to a folder named "~" under the current one, where `read_metrics`
+    # ("~" expanded) did not look; a metrics.jsonl folder or a tensorboard file was Python's
+    # IsADirectoryError / NotADirectoryError (fault hunt).
+    workdir = os.path.abspath(os.path.expanduser(workdir))
+    files.check_workdir(workdir, folders=("tensorboard",), plain_files=(METRICS_FILE,))
+    self._closed = False
     self._path = path = os.path.join(workdir, METRICS_FILE)
     purge, self._last = None, None  # The file's last row, for `write` to merge into.
     if resumed_from is not None:
+      resumed_from = _checked_step(resumed_from)
       purge = resumed_from + 1  # TensorBoard drops events from this step on.
     if os.path.exists(path):  # Also without `resumed_from` (was: the first new row was
       rows, dropped = _read_rows(path)  # appended to a line cut short, and so lost).
       if dropped:
         logging.warning("dropped %d line(s) of %s that are not metrics rows (cut short by a "
                         "kill, or damaged)", dropped, path)
-      kept = [r for r in rows if resumed_from is None or r["step"] <= resumed_from]
+      history = _one_row_per_step(rows)
+      if len(history) < len(rows):  # Was dropped without a word (review): said, as above.
+        logging.warning("replaced %d row(s) of %s by a later row of the same or an earlier "
+                        "step (the steps went back: a restart without resumed_from, or an "
+                        "older version's file), so that each step keeps one row",
+                        len(rows) - len(history), path)
+      kept = [r for r in history if resumed_from is None or r["step"] <= resumed_from]
       files.atomic_write(path, "".join(_line(r) for r in kept))  # Older NaNs as null too.
       self._last = kept[-1] if kept else None
     self._tb = SummaryWriter(logdir=os.path.join(workdir, "tensorboard"), purge_step=purge)
@@ -58,21 +79,34 @@ class MetricWriter:
     a value that is NaN or infinite as null (strict JSON; TensorBoard keeps the value).
 
     A step that is the file's last row already (a resumed run's first evaluation, at the step
-    a previous run logged) is merged into that row, so that each step keeps one row.
+    a previous run logged) is merged into that row, so that each step keeps one row; a step
+    before it is refused.
 
     Args:
-      step: the training step.
-      scalars: {name: value}, e.g. {"train/loss": 1234.5}.
+      step: the training step, not before the file's last row.
+      scalars: {name: value}, e.g. {"train/loss": 1234.5}; names are strings other than
+        "step", values real numbers (NumPy or JAX scalars too).
+    Raises:
+      InputError: the writer is closed, a step before the last row's, a scalar named "step"
+        or one whose value is not a single real number; nothing is written then.
     """
     if not self._active:
       return
-    row = {"step": int(step)}
+    self._check_open()
+    row = {"step": _checked_step(step)}
+    if self._last is not None and row["step"] < self._last["step"]:
+      # Was appended after the later rows: read back out of order, one step twice.
+      raise InputError(f"metrics of step {row['step']} come after those of step "
+                       f"{self._last['step']} in {self._path}; a run that restarts from step S "
+                       "makes its writer with MetricWriter(workdir, resumed_from=S), which "
+                       "drops the rows after S.")
+    for name, value in scalars.items():  # All checked before any is written.
+      row[name] = _checked_scalar(name, value)
     was_disabled, _X2NUM_LOGGER.disabled = _X2NUM_LOGGER.disabled, True
     try:
-      for name, value in scalars.items():
-        value = float(value)
-        self._tb.add_scalar(name, value, int(step))
-        row[name] = value
+      for name, value in row.items():
+        if name != "step":
+          self._tb.add_scalar(name, value, row["step"])
     finally:
       _X2NUM_LOGGER.disabled = was_disabled
     if self._last is not None and self._last["step"] == row["step"]:
@@ -93,20 +127,87 @@ class MetricWriter:
     Args:
       step: the training step.
       name: the image's tag, e.g. "samples".
-      image: uint8 [H, W, 3].
+      image: uint8 [H, W, 3] (or grey [H, W]), or floats in [0, 1].
+    Raises:
+      InputError: another shape, dtype or range (NaN, [-1, 1], 0 .. 255 floats), or a closed
+        writer.
     """
     if not self._active:
       return
-    self._tb.add_image(name, np.asarray(image), int(step), dataformats="HWC")
+    self._check_open()
+    # Was: NaN written as black and floats past 1 wrapped around (tensorboardX casts x * 255
+    # to uint8 as it is), and a grey image tensorboardX's AssertionError (fault hunt).
+    image = to_uint8(image)  # Refuses NaN, other ranges and dtypes, naming the fix.
+    if image.ndim == 2:
+      image = np.repeat(image[..., None], 3, axis=-1)
+    if image.ndim != 3 or image.shape[-1] != 3 or not image.size:
+      raise InputError(f"write_image takes one image, uint8 [H, W, 3] or [H, W]; got shape "
+                       f"{image.shape} (visualize.make_grid makes one from a batch).")
+    self._tb.add_image(name, image, _checked_step(step), dataformats="HWC")
+
+  def _check_open(self) -> None:
+    if self._closed:  # Was Python's "I/O operation on closed file", after TensorBoard's part.
+      raise InputError(f"this MetricWriter of {self._path} is closed; make a new one "
+                       "(MetricWriter(workdir)) to write more.")
 
   def close(self) -> None:
     """Flushes and closes both outputs (both, even when the first fails)."""
     if not self._active:
       return
+    self._closed = True
     try:
       self._tb.close()
     finally:
       self._jsonl.close()
+
+
+def _checked_step(step) -> int:
+  """`step` as an int: an integer (NumPy or JAX too) of at least 0, or an `InputError`."""
+  try:
+    value = operator.index(step)  # Was int(step): 2.7 logged as step 2.
+  except TypeError:
+    value = None
+  if value is None or isinstance(step, (bool, np.bool_)) or value < 0:
+    raise InputError(f"step={step!r} is not valid; pass the training step, an integer of at "
+                     "least 0.")
+  return int(value)
+
+
+def _checked_scalar(name, value) -> float:
+  """One scalar of a row as a float, or an `InputError` naming it."""
+  if not isinstance(name, str) or name == "step":
+    # Was: {"step": x} replaced the row's step with a float, and the row was then dropped as
+    # damaged when read back: lost without a word (fault hunt).
+    raise InputError(f"a scalar is named {name!r}; the row's step is the `step` argument: "
+                     "name the scalars with other strings (e.g. \"train/loss\").")
+  try:
+    array = np.asarray(value)
+  except Exception:  # pylint: disable=broad-except  # Anything NumPy cannot take.
+    array = np.asarray(None)
+  real = array.dtype.kind in "biuf" or array.dtype.name == "bfloat16"
+  if not real or array.size != 1:  # Was Python's TypeError or ValueError from float().
+    raise InputError(f"scalar {name!r}={value!r:.80} is not one real number; pass a float (of "
+                     "an array, its single value: x.item(), or x.mean()).")
+  return float(array.reshape(()))
+
+
+def _one_row_per_step(rows: list[dict]) -> list[dict]:
+  """The rows of the latest history, in increasing steps: a row at or before an earlier row's
+  step (a run that restarted from a checkpoint without `resumed_from`, or a file of an older
+  version) drops the rows after its step and is merged into its step's, as `write` merges.
+
+  Was: kept as they were, so that a resume left one step twice and the steps out of order
+  (fault hunt).
+  """
+  kept: list[dict] = []
+  for row in rows:
+    while kept and kept[-1]["step"] > row["step"]:
+      kept.pop()
+    if kept and kept[-1]["step"] == row["step"]:
+      kept[-1] = {**kept[-1], **row}
+    else:
+      kept.append(row)
+  return kept
 
 
 def _line(row: dict) -> str:

@@ -11,6 +11,8 @@ Gaussian NLL at a pixel its mean fits exactly: `objectives.gaussian_nll`).
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -32,9 +34,26 @@ def bounded_exp(x: Array) -> Array:
   Args:
     x: any array (a log-variance, or a scaled one).
   Returns:
-    An array of the same shape and dtype.
+    An array of the same shape and dtype. In a dtype whose largest value is below
+    exp(LOG_LIMIT) (float16: 65,504, exp(11.1)), the range is that dtype's (`_log_limit`):
+    was exp(30) = inf there, the very overflow this exists to prevent (fault hunt).
   """
-  return jnp.exp(jnp.clip(x, -LOG_LIMIT, LOG_LIMIT))
+  limit = _log_limit(jnp.result_type(x))
+  return jnp.exp(jnp.clip(x, -limit, limit))
+
+
+def _log_limit(dtype) -> float:
+  """The bound of `bounded_exp`'s range in `dtype`, at trace time: `LOG_LIMIT`, or for a
+  floating dtype whose exp(LOG_LIMIT) would overflow, the whole number below log(its max).
+
+  Args:
+    dtype: the dtype of `bounded_exp`'s input (an integer dtype computes in float32).
+  Returns:
+    The limit, a Python float.
+  """
+  if not jnp.issubdtype(dtype, jnp.floating):
+    return LOG_LIMIT
+  return min(LOG_LIMIT, float(math.floor(math.log(float(jnp.finfo(dtype).max)))))
 
 
 @bounded_exp.defjvp

@@ -8,11 +8,13 @@ weight examples (padding). Images are in [-1, 1].
 from __future__ import annotations
 
 import math
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from a2i_jax.errors import ConfigError, InputError
 from a2i_jax.numerics import bounded_exp
 
 Array = jax.Array
@@ -24,6 +26,26 @@ def _per_example_sum(a: Array) -> Array:
   return a.reshape(a.shape[0], -1).sum(axis=-1)
 
 
+def _same_shapes(what: str, **arrays: Array) -> None:
+  """Refuses arrays of `what` whose shapes differ, or that hold integers, at trace time
+  (nothing runs per step).
+
+  Was: broadcast against each other without a word, so a target of [S, S, 3] against
+  predictions of [B, S, S, 3], or log-variances of [1, Z] against means of [B, Z], gave
+  finite per-example values of the wrong sum (fault hunt).
+  """
+  shapes = {name: tuple(np.shape(a)) for name, a in arrays.items()}
+  if len(set(shapes.values())) > 1 or any(len(s) < 1 for s in shapes.values()):
+    given = ", ".join(f"{name} {list(s)}" for name, s in shapes.items())
+    raise InputError(f"{what} takes arrays of one shape, [B, ...], one row per example; got "
+                     f"{given}: give each its batch axis and the same sizes.")
+  for name, a in arrays.items():  # Was: uint8 images scored as values up to 255.
+    dtype = jnp.result_type(a)
+    if not (jnp.issubdtype(dtype, jnp.floating) or dtype == jnp.bool_):
+      raise InputError(f"{what}'s {name} is {dtype}; pass floats (images in [-1, 1]: "
+                       "uint8 / 127.5 - 1).")
+
+
 def gaussian_kl(mu: Array, logvar: Array) -> Array:
   """KL(N(mu, exp(logvar)) || N(0, I)) per example (KLDCriterion.lua).
 
@@ -33,7 +55,10 @@ def gaussian_kl(mu: Array, logvar: Array) -> Array:
   Returns:
     [B] KL divergences in nats. `exp(logvar)` is `numerics.bounded_exp`, so a runaway
     log-variance gives a large finite KL, never inf.
+  Raises:
+    InputError: `mu` and `logvar` of different shapes, 0-d, or of integers.
   """
+  _same_shapes("gaussian_kl", mu=mu, logvar=logvar)
   return _per_example_sum(-0.5 * (1.0 + logvar - jnp.square(mu) - bounded_exp(logvar)))
 
 
@@ -54,7 +79,10 @@ def gaussian_nll(x: Array, mean: Array, logvar: Array) -> Array:
 
   Returns:
     [B] negative log-likelihoods in nats (`exp(-logvar)` bounded as in `gaussian_kl`).
+  Raises:
+    InputError: arrays of different shapes, 0-d, or of integers (uint8 images).
   """
+  _same_shapes("gaussian_nll", x=x, mean=mean, logvar=logvar)
   return _per_example_sum(0.5 * (logvar + _LOG_2PI)
                           + 0.5 * jnp.square(x - mean) * bounded_exp(-logvar))
 
@@ -67,7 +95,10 @@ def smooth_l1(pred: Array, target: Array) -> Array:
     target: [B, ...] targets, the same shape.
   Returns:
     [B] sums over all non-batch elements.
+  Raises:
+    InputError: arrays of different shapes, 0-d, or of integers (uint8 images).
   """
+  _same_shapes("smooth_l1", pred=pred, target=target)
   return _per_example_sum(_huber(pred - target))
 
 
@@ -84,7 +115,10 @@ def binary_cross_entropy(p: Array, target: Array) -> Array:
     target: [B, ...] targets in [0, 1], the same shape.
   Returns:
     [B] sums over all non-batch elements.
+  Raises:
+    InputError: arrays of different shapes, 0-d, or of integers (uint8 images).
   """
+  _same_shapes("binary_cross_entropy", p=p, target=target)
   return _per_example_sum(-(target * jnp.log(p + _BCE_EPS)
                             + (1.0 - target) * jnp.log(1.0 - p + _BCE_EPS)))
 
@@ -104,8 +138,11 @@ def binary_cross_entropy_with_logits(logits: Array, target: Array) -> Array:
     target: [B, ...] targets in [0, 1], the same shape.
   Returns:
     [B] sums over all non-batch elements.
+  Raises:
+    InputError: arrays of different shapes, 0-d, or of integers (uint8 images).
   """
-  logits = logits.astype(jnp.float32)
+  _same_shapes("binary_cross_entropy_with_logits", logits=logits, target=target)
+  logits = jnp.asarray(logits).astype(jnp.float32)
   return _per_example_sum(-(target * jax.nn.log_sigmoid(logits)
                             + (1.0 - target) * jax.nn.log_sigmoid(-logits)))
 
@@ -126,6 +163,27 @@ def cvae_terms(outputs: Mapping[str, Array], x: Array) -> dict[str, Array]:
   kl = gaussian_kl(outputs["mu"], outputs["logvar"])
   loss = nll + kl
   return {"loss": loss, "nll": nll, "kl": kl, "bound": -loss}
+
+
+COMPOSITIONS = ("reference", "layered")  # How a disCVAE blends its layers (its loss follows).
+
+
+def _foreground_mask(mask: Any, x: Array) -> Array:
+  """`mask` as floats, after checking its shape and dtype against the images `x` (trace
+  time)."""
+  if mask is None:
+    raise InputError("discvae_terms needs the foreground masks, [B, S, S, 1] in [0, 1]; a "
+                     "disCVAE trains only on data with masks.")
+  shape, want = tuple(np.shape(mask)), tuple(np.shape(x))
+  if shape not in (want[:-1] + (1,), want):
+    raise InputError(f"the foreground mask is {list(shape)} for images {list(want)}; pass one "
+                     f"mask per image, {list(want[:-1] + (1,))}.")
+  dtype = jnp.result_type(mask)
+  if not (jnp.issubdtype(dtype, jnp.floating) or dtype == jnp.bool_):
+    raise InputError(f"the foreground mask is {dtype}; pass floats in [0, 1] (a uint8 mask of "
+                     "0/255: mask / 255).")
+  return jnp.asarray(mask).astype(jnp.result_type(x, jnp.float32) if dtype == jnp.bool_
+                                  else dtype)
 
 
 def discvae_terms(outputs: Mapping[str, Array], x: Array, mask: Array,
@@ -155,7 +213,27 @@ def discvae_terms(outputs: Mapping[str, Array], x: Array, mask: Array,
       sigma^2). The reported recon terms stay unweighted, comparable across w.
   Returns:
     dict of [B] arrays: loss, recon_fg, recon, kl_fg, kl_bg, gate_bce, kl.
+  Raises:
+    ConfigError: a `composition` that is neither (was: any other name, "layerd", computed the
+      reference's loss without a word; fault hunt), or a weight that is not finite or is out
+      of its range (gate_weight >= 0, recon_weight > 0).
+    InputError: a mask that is not [B, S, S, 1] (or x's shape) of floats or bools in [0, 1]
+      (was: uint8 0/255 made the gate's target 1 - 255, and a mask of another batch
+      broadcast over the examples, without a word).
   """
+  if composition not in COMPOSITIONS:
+    raise ConfigError(f"composition={composition!r} is not one of {COMPOSITIONS}; pass the "
+                      "model's own (config.model.composition).")
+  # As config_lib checks model.gate_loss_weight (>= 0) and model.recon_weight (> 0); a traced
+  # weight is the caller's (was: NaN or a negative weight taken without a word; fault hunt).
+  for name, weight, key, positive in (
+      ("gate_weight", gate_weight, "gate_loss_weight", False),
+      ("recon_weight", recon_weight, "recon_weight", True)):
+    if isinstance(weight, (int, float, np.integer, np.floating)) and not (
+        math.isfinite(weight) and (weight > 0 if positive else weight >= 0)):
+      raise ConfigError(f"{name}={weight!r} must be a finite number {'>' if positive else '>='}"
+                        f" 0 (config.model.{key}).")
+  mask = _foreground_mask(mask, x)
   if composition == "layered":
     recon_fg = _per_example_sum(mask * _huber(outputs["foreground"] - x))
   else:
@@ -181,7 +259,15 @@ def weighted_sums(terms: Mapping[str, Array], weights: Optional[Array] = None
       nothing, even where its terms are not finite.
   Returns:
     dict of scalars, the same keys.
+  Raises:
+    InputError: `weights` not of shape [B] (was: [B, 1] broadcast against [B] into a [B, B]
+      sum, B times too large, without a word; fault hunt).
   """
+  if weights is not None:
+    for k, v in terms.items():
+      if tuple(np.shape(weights)) != tuple(np.shape(v))[:1] or np.ndim(v) != 1:
+        raise InputError(f"weights is {list(np.shape(weights))} for the term {k!r} of "
+                         f"{list(np.shape(v))}; pass one weight per example, [B].")
   if weights is None:
     return {k: v.sum() for k, v in terms.items()}
   # Was v * weights: a padding row's infinity times 0 made the sum NaN.

@@ -26,7 +26,7 @@ writes it with `markdown_table`).
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -146,18 +146,45 @@ def check_names(names: Sequence[str]) -> list[str]:
   return names
 
 
-def occlusions_for(dataset: str) -> tuple[str, ...]:
+def occlusions_for(dataset: str, image_size: int = 0, crop_from: int = 0) -> tuple[str, ...]:
   """The occlusion names that make sense for a dataset.
 
   Args:
     dataset: a dataset name ("synthetic", "lfw", "cub", "folder", ...).
+    image_size, crop_from: as for `make_mask`, where the images are centre crops: the face
+      regions such a crop leaves out, or lies inside (`make_mask` refuses both), are left
+      out. 0: not checked.
   Returns:
-    Every name for the face datasets (`FACE_DATASETS`); the four halves and the random
-    regions for any other dataset (its images are not aligned faces).
+    Every name for the face datasets (`FACE_DATASETS`), but the face regions a centre crop
+    leaves out or lies inside; the four halves and the random regions for any other dataset
+    (its images are not aligned faces).
   """
-  if dataset in _FACE_TABLES:
+  if dataset not in _FACE_TABLES:
+    return tuple(HALVES) + GENERIC_OCCLUSIONS
+  if not image_size or crop_from <= image_size:  # Whole images hold every face region.
     return OCCLUSION_NAMES
-  return tuple(HALVES) + GENERIC_OCCLUSIONS
+  # Was: the defaults of a run whose crop lies inside the face box (LFW at 64 cropped to 32)
+  # stopped `evaluate` and `complete` with "use another occlusion" (fault hunt).
+  return tuple(n for n in OCCLUSION_NAMES if n not in FACE_OCCLUSIONS
+               or _face_box(n, image_size, crop_from, dataset)[1] is None)
+
+
+def _face_box(name: str, image_size: int, crop_from: int, dataset: str
+              ) -> tuple[tuple[int, ...], Optional[str]]:
+  """The face region `name` in an S x S centre crop of `crop_from` images (0: whole), and
+  why no mask can be made of it (None: one can)."""
+  whole = max(image_size, crop_from)
+  t, l, b, r = regions_for(dataset, whole)[name]  # Was placed as if the crop were whole:
+  a = (whole - image_size) // 2  # 3-4 pixels off on a 64 of 72 (as `centre_cropped`).
+  box = tuple(min(max(v - a, 0), image_size) for v in (t, l, b, r))
+  crop = f"a {image_size}x{image_size} centre crop of {whole}x{whole} images"
+  if box[0] >= box[2] or box[1] >= box[3]:  # Was a mask hiding nothing: NaN scores.
+    return box, f"{crop} holds none of the {name!r} region; use another occlusion."
+  if box == (0, 0, image_size, image_size):  # "face" in a 32 crop of 64: nothing observed,
+    # which the completion refuses as a mask given inverted (review).
+    return box, (f"{crop} lies inside the {name!r} region, so its mask would hide every "
+                 "pixel; use another occlusion.")
+  return box, None
 
 
 def regions_for(dataset: str = "lfw", image_size: int = _REF) -> dict[str, Box]:
@@ -235,18 +262,9 @@ def make_mask(name: str, image_size: int, num: int, *, seed: int = 0,
   if name in HALVES:
     return _box_mask(scale_box(HALVES[name], image_size), image_size, num)
   if name in FACE_OCCLUSIONS:
-    whole = max(image_size, crop_from)
-    t, l, b, r = regions_for(dataset, whole)[name]  # Was placed as if the crop were whole:
-    a = (whole - image_size) // 2  # 3-4 pixels off on a 64 of 72 (as `centre_cropped`).
-    box = tuple(min(max(v - a, 0), image_size) for v in (t, l, b, r))
-    if box[0] >= box[2] or box[1] >= box[3]:  # Was a mask hiding nothing: NaN scores.
-      raise InputError(f"a {image_size}x{image_size} centre crop of {whole}x{whole} images "
-                       f"holds none of the {name!r} region; use another occlusion.")
-    if box == (0, 0, image_size, image_size):  # "face" in a 32 crop of 64: nothing observed,
-      # which the completion refuses as a mask given inverted (review).
-      raise InputError(f"a {image_size}x{image_size} centre crop of {whole}x{whole} images "
-                       f"lies inside the {name!r} region, so its mask would hide every pixel; "
-                       "use another occlusion.")
+    box, why = _face_box(name, image_size, crop_from, dataset)
+    if why is not None:
+      raise InputError(why)
     return _box_mask(box, image_size, num)
   if name in _BLOCK_SIDES:
     side = max(1, _scale_edge(_BLOCK_SIDES[name], image_size))

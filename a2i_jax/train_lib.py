@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import logging
 import math
@@ -400,19 +399,19 @@ def _warn_of_other_files(workdir: str) -> None:
 HOST_LOCAL_KEYS = ("compilation_cache_dir", "progress_bar", "data.cache_dir")
 
 
-def config_fingerprint(config: ml_collections.ConfigDict) -> str:
-  """A short hash of the config but for `HOST_LOCAL_KEYS`: equal on processes that train the
-  same run.
+def comparable_config(config: ml_collections.ConfigDict) -> str:
+  """The config but for `HOST_LOCAL_KEYS`, as one flat JSON object ({"model.z_dim": 64,
+  ...}): equal on processes that train the same run, and `distributed.json_differences` names
+  the keys where two differ (was a hash, which named none).
 
   Args:
     config: a validated config.
   Returns:
-    16 hex digits.
+    The JSON text, keys sorted.
   """
   values = {path: config_lib.value_at(config, path) for path in config_lib.leaf_paths(config)
             if path not in HOST_LOCAL_KEYS}
-  text = json.dumps(values, sort_keys=True, default=repr)
-  return hashlib.sha256(text.encode()).hexdigest()[:16]
+  return json.dumps(values, sort_keys=True, default=repr)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -442,10 +441,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     ConfigError, DataError, CheckpointError, TrainingDivergedError, WorkdirError: with a
       message that says what to change. TrainingInterrupted: Ctrl-C, after saving.
   """
-  # Stage 1: config, workdir and mesh. Nothing is written. `config_lib.validate_config`'s
-  # checks, its attribute count (`check_attribute_count`) last and for a new run only: a
-  # resume's data and model are compared with its run's record, which names another run's
-  # workdir as such.
+  # Stage 1: config, workdir and mesh. Nothing is written (but for a multi-process run's
+  # marker, `check_shared_folder`). `config_lib.validate_config`'s checks, its attribute
+  # count (`check_attribute_count`) last and for a new run only: a resume's data and model
+  # are compared with its run's record, which names another run's workdir as such.
   config_lib.check_keys(config)
   config_lib.check_values(config)
   if isinstance(workdir, os.PathLike):  # A notebook's pathlib.Path (was: re's TypeError).
@@ -476,9 +475,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # Every process trains one run: a config that differs (another seed, step count or model)
   # would train out of step without a word, or leave a process waiting in a collective.
   distributed.same_on_every_process(
-      "the config's fingerprint", config_fingerprint(config),
+      "the config", comparable_config(config),
       "start every process with the same --config and overrides (only "
-      f"{', '.join(HOST_LOCAL_KEYS)} may differ)")
+      f"{', '.join(HOST_LOCAL_KEYS)} may differ)", describe=distributed.json_differences)
+  # Before the data load (was after it: a host given another --workdir waited out LFW's
+  # preparation, hours, before it was told; fault hunt). With several processes the one write
+  # of stage 1: process 0's marker file, deleted at once.
+  distributed.check_shared_folder(
+      workdir, "the workdir", "put --workdir on storage that every host mounts (a network "
+      "file system), and give every process that folder")
   recorded = os.path.exists(os.path.join(workdir, checkpoints.CONFIG_FILE))
   if checkpoints.has_checkpoints(workdir):  # A resume: its data are checked before they load.
     if not recorded:
@@ -580,9 +585,6 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
   # run's record (config.json, dataset.json) written.
   ckpt = None
   try:
-    distributed.check_shared_folder(
-        workdir, "the workdir", "put --workdir on storage that every host mounts (a network "
-        "file system), and give every process that folder")
     for path in checkpoints.remove_temporary(workdir) if jax.process_index() == 0 else ():
       logging.info("removed %s, a save that never finished", path)
     # Each save records the model section, and each restore compares it (an edited

@@ -7,6 +7,7 @@ imports training), so only `train_lib`, the tests and the benchmarks import this
 from __future__ import annotations
 
 import functools
+import math
 import sys
 from typing import Any, Optional
 
@@ -14,9 +15,11 @@ import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
-from a2i_jax import models, perf
+from a2i_jax import inputs, models, perf
+from a2i_jax.errors import ConfigError, InputError
 
 Array = jax.Array
 PyTree = Any
@@ -34,6 +37,53 @@ class TrainState:
   def variables(self) -> dict:
     """The model variables {"params", "batch_stats"}, as `model.apply` takes them."""
     return {"params": self.params, "batch_stats": self.batch_stats}
+
+
+# The optimiser's keys and the values each takes, as `config_lib.validate_config` checks them
+# for train.py: (key, lowest, whether the lowest is allowed, one past the highest or None).
+_OPTIMISER_RANGES = (("learning_rate", 0.0, False, None), ("adam_eps", 0.0, False, None),
+                     ("weight_decay", 0.0, True, None), ("adam_b1", 0.0, True, 1.0),
+                     ("adam_b2", 0.0, True, 1.0))
+
+
+def _number(value: Any) -> Optional[float]:
+  """`value` as a float where it is a real number (not a bool), also a 0-d array that holds
+  one (not a traced value); None otherwise."""
+  if isinstance(value, (bool, np.bool_)):
+    return None
+  if isinstance(value, (int, float, np.integer, np.floating)):
+    return float(value)
+  if (hasattr(value, "dtype") and np.shape(value) == () and not isinstance(value, jax.core.Tracer)
+      and jnp.issubdtype(value.dtype, jnp.number)):
+    return float(np.asarray(value))
+  return None
+
+
+def _check_optimiser_config(config: ml_collections.ConfigDict) -> None:
+  """Refuses optimiser settings that cannot train: `make_optimizer` from Python is not behind
+  `config_lib.validate_config` (train.py's check), and took a negative learning rate (the
+  loss climbed), 0 (nothing trained), NaN (NaN weights), a negative weight decay, or
+  adam_b1 = 1 (NaN from Adam's bias correction) without a word (fault hunt).
+
+  Args:
+    config: the experiment config (learning_rate, weight_decay, adam_b1, adam_b2, adam_eps).
+  Raises:
+    ConfigError: a key that is missing, not a number, not finite or out of its range; the
+      message names the key, the value and the range.
+  """
+  for key, low, inclusive, high in _OPTIMISER_RANGES:
+    if key not in config:
+      raise ConfigError(f"the config has no {key!r}; build it on configs/default.py "
+                        "(config_lib.get_config), which sets every key.")
+    value = _number(config[key])
+    if value is None or not math.isfinite(value):
+      fix = (" (a schedule is not supported: the learning rate is one number)"
+             if key == "learning_rate" and callable(config[key]) else "")
+      raise ConfigError(f"config.{key}={config[key]!r} must be a finite number{fix}.")
+    if not (value >= low if inclusive else value > low) or high is not None and value >= high:
+      span = (f"in [{low}, {high})" if high is not None else
+              f"{'>=' if inclusive else '>'} {low}")
+      raise ConfigError(f"config.{key}={value} must be {span}.")
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -56,7 +106,10 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
     config: the experiment config (learning_rate, weight_decay, adam_b1, adam_b2, adam_eps).
   Returns:
     The optax transformation.
+  Raises:
+    ConfigError: settings that cannot train (`_check_optimiser_config`).
   """
+  _check_optimiser_config(config)
   return optax.chain(
       optax.add_decayed_weights(config.weight_decay),
       optax.flatten(optax.chain(
@@ -74,7 +127,10 @@ def legacy_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfo
     config: the experiment config.
   Returns:
     The optax transformation.
+  Raises:
+    ConfigError: settings that cannot train (`_check_optimiser_config`).
   """
+  _check_optimiser_config(config)
   return optax.chain(
       optax.add_decayed_weights(config.weight_decay),
       optax.scale_by_adam(b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps),
@@ -140,10 +196,19 @@ def clip_by_global_norm(grads: Any, max_norm: float) -> tuple[Any, Array]:
 
   Args:
     grads: a pytree of gradients.
-    max_norm: the largest global norm allowed; 0 turns clipping off.
+    max_norm: the largest global norm allowed, a number of at least 0; 0 turns clipping off.
   Returns:
     (clipped grads, the global norm before clipping).
+  Raises:
+    ConfigError: a `max_norm` that is not a finite number of at least 0. Was: NaN made every
+      gradient NaN, a negative one turned clipping off, None a TypeError (fault hunt).
   """
+  value = _number(max_norm)
+  if value is None or not math.isfinite(value) or value < 0:
+    raise ConfigError(f"max_norm={max_norm!r} (config.grad_clip_norm) must be a finite Python "
+                      "number >= 0, known when the step is traced; pass 0 to turn clipping "
+                      "off.")
+  max_norm = value
   norm = global_norm(grads)
   if max_norm <= 0:
     return grads, norm
@@ -168,7 +233,14 @@ def create_train_state(model: flax.linen.Module, config: ml_collections.ConfigDi
     key: PRNG key of the initial parameters.
   Returns:
     A `TrainState` at step 0.
+  Raises:
+    InputError: a `key` that is no PRNG key (a seed: was JAX's TypeError "invalid PRNG key
+      data"), or a `tx` that is no optax transformation (was an AttributeError; fault hunt).
   """
+  inputs.check_key(key)
+  if not isinstance(tx, optax.GradientTransformation):
+    raise InputError(f"tx is a {type(tx).__name__}, not an optax transformation; pass "
+                     "train_state.make_optimizer(config).")
   variables = models.init_variables(model, config.model, key)
   # The optimiser's state jitted: `tx.init` op by op runs an eager zeros program per parameter
   # shape (22 for the tiny CVAE), each compiled, or read from the persistent cache, in every

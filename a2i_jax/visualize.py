@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import numpy as np
@@ -25,7 +26,7 @@ def make_grid(images: np.ndarray, ncols: int, pad: int = 1, scale: int = 1) -> n
     uint8 [rows*(H+pad)+pad, ncols*(W+pad)+pad, 3].
   Raises:
     InputError: another shape (e.g. channels first), dtype or value range (floats outside
-      [0, 1], NaN), or a count below 1.
+      [0, 1], NaN), a count below 1, or images of no pixels (H or W 0).
   """
   ncols, scale, pad = (check_int(v, name, low) for v, name, low in
                        ((ncols, "ncols", 1), (scale, "scale", 1), (pad, "pad", 0)))
@@ -58,6 +59,9 @@ def make_grid(images: np.ndarray, ncols: int, pad: int = 1, scale: int = 1) -> n
                  "[0, 1]", "pass (x + 1) / 2 for the models' [-1, 1], x / 255 for 0 .. 255")
   if not images.shape[0]:  # Was a blank strip written as the grid.
     raise InputError("no images to tile (N = 0); a grid needs at least one.")
+  if not images.size:  # Was a grid of padding alone, written without a word (fault hunt).
+    raise InputError(f"images have shape {shape}: no pixels (height or width 0); pass images "
+                     "of at least 1 x 1 pixels.")
   images = to_uint8(images)
   if scale > 1:
     images = images.repeat(scale, axis=1).repeat(scale, axis=2)
@@ -78,8 +82,9 @@ def save_png(array: np.ndarray, path: str) -> None:
     array: uint8 [H, W, 3] (or [H, W]).
     path: the PNG file; its folder is created.
   Raises:
-    InputError: a path not ending in .png (its bytes would be PNG's under another name), or
-      an array that is not uint8 [H, W, 3] or [H, W] with H, W >= 1.
+    InputError: a path not ending in .png (its bytes would be PNG's under another name), a
+      path that is a folder or lies inside a file, or an array that is not uint8 [H, W, 3]
+      or [H, W] with H, W >= 1.
   """
   if not str(path).lower().endswith(".png"):
     raise InputError(f"{path}: the grid is written as PNG; name the file .png.")
@@ -88,6 +93,15 @@ def save_png(array: np.ndarray, path: str) -> None:
       and array.shape[-1] != 3 or not array.size):
     raise InputError(f"save_png takes uint8 [H, W, 3] or [H, W]; got {array.dtype} "
                      f"{array.shape} (make_grid makes one from images).")
+  # Were Python's IsADirectoryError (after the PNG was made) and FileExistsError (fault hunt).
+  full = os.path.abspath(os.path.expanduser(path))
+  if os.path.isdir(full):
+    raise InputError(f"{path} is a folder; pass a file path for the PNG (e.g. "
+                     f"{os.path.join(path, 'grid.png')}), or move the folder away.")
+  existing = files.nearest_existing(os.path.dirname(full))
+  if not os.path.isdir(existing):
+    raise InputError(f"{path} lies inside {existing}, which is a file, not a folder; pass a "
+                     "path whose parents are folders.")
   with files.atomic_path(path, suffix=".png") as tmp:
     Image.fromarray(array).save(tmp)
 

@@ -184,12 +184,12 @@ def ctrl_c_raises():
 
 @pytest.fixture
 def entry_handlers():
-  """Inside the test, SIGINT and SIGTERM are handled as in train.py and infer.py
+  """Inside the test, SIGINT, SIGTERM and SIGHUP are handled as in train.py and infer.py
   (`interrupts.stop_on_signals`); afterwards the handlers are put back, and an interrupt
   noted but never answered is forgotten, as a process's would be when it ends; so is the
   unraisable-exception link it adds."""
   from a2i_jax import interrupts  # pylint: disable=import-outside-toplevel
-  previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+  previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
   hook = sys.unraisablehook  # `keep_ctrl_c`'s link goes too (review: left for later tests).
   interrupts.stop_on_signals()
   yield interrupts

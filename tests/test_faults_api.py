@@ -1069,6 +1069,13 @@ def test_a_mask_that_hides_every_pixel_is_refused(cvae, key):
                      "'face' region, so its mask would hide every pixel"):
     occlusions.make_mask("face", 32, 1, dataset="lfw", crop_from=64)
   assert occlusions.make_mask("face", 32, 1, dataset="lfw", crop_from=48).max() == 1.0
+  # The defaults of such a run leave the region out (were: `evaluate` and `complete` without
+  # names stopped on it, "use another occlusion"); whole images keep every region.
+  assert occlusions.occlusions_for("lfw", 32, 64) == tuple(
+      n for n in occlusions.OCCLUSION_NAMES if n != "face")
+  assert occlusions.occlusions_for("lfw", 32, 48) == occlusions.OCCLUSION_NAMES
+  assert occlusions.occlusions_for("lfw", 32) == occlusions.OCCLUSION_NAMES
+  occlusions.make_masks(occlusions.occlusions_for("lfw", 32, 64), 32, 1, crop_from=64)
 
 
 def test_an_attribute_name_in_place_of_its_index_names_the_index(cvae, key):

@@ -117,7 +117,11 @@ def test_attribute_report_refuses_a_predictor_of_other_attributes_and_bad_counts
                        ({"num_values": 1}, "num_values=1 is not valid; pass an integer of at "
                         "least 2")):
     with pytest.raises(InputError, match=says):
-      evaluation.attribute_report(trained, data, None, key=key, **kwargs)
+      evaluation.attribute_report(trained, data, _predictor(), key=key, **kwargs)
+  # Anything else that is not a Predictor: None was an AttributeError after the sampling.
+  with pytest.raises(InputError, match=r"predictor=NoneType is not an attribute predictor; "
+                     r"pass attribute_predictor.load_predictor\(workdir\), or "):
+    evaluation.attribute_report(trained, data, None, key=key)
   # Was: 2.5 a TypeError of the slice of the test images, True scored as 1.
   for bad in (2.5, True):
     with pytest.raises(InputError, match=f"num_examples={bad!r}; pass a positive count"):

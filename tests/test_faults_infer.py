@@ -397,6 +397,15 @@ def test_attribute_names_are_made_file_names():
   parts = [infer._file_part(n, names) for n in names]  # pylint: disable=protected-access
   assert parts == ["hair_color_0", "smile_1", "hair_color_2", "Smile_3"]
   assert infer._file_part("smile", ["smile", "age"]) == "smile"  # pylint: disable=protected-access
+  # A suffix that met another name's own part: "x_y_1" was the part of two names.
+  names = ["x/y", "x_y", "x_y_1", "z"]
+  parts = [infer._file_part(n, names) for n in names]  # pylint: disable=protected-access
+  assert parts == ["x_y_0", "x_y_1", "x_y_1_2", "z_3"]
+  # An attribute named "image" (a folder CSV's column) beside the rows' label: was a TypeError
+  # ("got multiple values for keyword argument 'image'") after the inference.
+  rows = infer._attribute_rows(["a.png"], ["image", "image_file", "smile"],  # pylint: disable=W0212
+                               [[1.0, 2.0, 0.5]])
+  assert rows == [{"image_file_": "a.png", "image": 1.0, "image_file": 2.0, "smile": 0.5}]
 
 
 def test_workdir_missing_or_a_file(tmp_path):
@@ -1342,7 +1351,9 @@ def test_tune_refuses_an_unknown_grid_option_before_any_setting_runs(trained, tm
 @pytest.mark.parametrize("signum,status,what", [
     (signal.SIGINT, 130, "interrupted"),
     # Was: killed with status 143 and no word, its .complete-unfinished-* folder left in --out.
-    (signal.SIGTERM, 143, "stopped by SIGTERM")])
+    (signal.SIGTERM, 143, "stopped by SIGTERM"),
+    # Was: killed by the hangup (an ssh connection lost), its finished work lost (fault hunt).
+    (signal.SIGHUP, 129, "stopped by SIGHUP (the terminal closed)")])
 def test_ctrl_c_is_one_line_and_keeps_the_earlier_set(trained, tmp_path, signum, status, what):
   """Was: a 20-line traceback, status -2, and a new complete_eyes.png among the old files.
   A SIGTERM (`kill`, a scheduler) stops the same way.
@@ -1587,6 +1598,12 @@ def test_an_interrupt_a_library_swallowed_still_stops_infer(trained, tmp_path, m
   assert interrupts.interrupt_in(ValueError("a later error")) is None
 
 
+def _predictor_of(names: tuple):
+  """A predictor of `names` without weights: the stubs below never call it."""
+  from a2i_jax import attribute_predictor as ap  # pylint: disable=import-outside-toplevel
+  return ap.Predictor({}, types.SimpleNamespace(attribute_names=names, dataset="synthetic"))
+
+
 def _stub_evaluation(monkeypatch, images):
   """`evaluation` reading `images` as a 1-attribute test split, with a stub model."""
   from a2i_jax import evaluation  # pylint: disable=import-outside-toplevel
@@ -1644,8 +1661,8 @@ def test_evaluate_refuses_nan_completions_and_inferred_attributes(monkeypatch):
     monkeypatch.setattr(evaluation.inference, "infer_attributes", lambda *a, o=out, **k: o)
     with pytest.raises(InputError, match=r"infers the attributes of 1 of 4 test images as NaN "
                        r"or infinity \(attribute inference\): posterior inference diverged"):
-      evaluation.attribute_report(trained, data, predictor=None, key=jax.random.key(0),
-                                  num_bases=1, num_values=2)
+      evaluation.attribute_report(trained, data, predictor=_predictor_of(("a",)),
+                                  key=jax.random.key(0), num_bases=1, num_values=2)
 
 
 def test_a_lost_sigterm_comes_back_as_a_sigterm(monkeypatch):
@@ -1693,7 +1710,8 @@ def test_a_model_that_reconstructs_nan_is_not_scored(monkeypatch):
       augment=types.SimpleNamespace(crop_size=0)))
   with pytest.raises(InputError, match=r"the model of step 7 generates 2 of 4 images for the "
                      r"test attributes as NaN or infinity \(sampling\)"):
-    evaluation.attribute_report(trained, data, predictor=None, key=jax.random.key(0))
+    evaluation.attribute_report(trained, data, predictor=_predictor_of(("a",)),
+                                key=jax.random.key(0))
 
 
 # ------------------------------------------------- the run's data as trained; finished work kept

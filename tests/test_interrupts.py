@@ -97,6 +97,29 @@ def test_stop_request_takes_a_hangup_as_a_stop_unless_it_is_ignored():
     signal.signal(signal.SIGHUP, previous)
 
 
+def test_the_entry_points_take_a_hangup_as_sigterm_unless_it_is_ignored(entry_handlers):
+  """Was: a SIGHUP outside train.py's loop (infer.py's modes, train.py's data load) killed the
+  process, infer.py's finished outputs lost with its staging folder (fault hunt). It raises
+  `HungUp`, a `Terminated`; `held` holds it as it holds SIGTERM; under nohup it stays ignored.
+  """
+  with pytest.raises(interrupts.HungUp) as e:
+    _ctrl_c(signal.SIGHUP)
+  assert interrupts.interrupt_in(e.value) is e.value  # As the entry points answer it.
+  interrupts.check()  # Answered: nothing is left for later.
+  ran = []
+  with pytest.raises(interrupts.HungUp) as e:
+    with interrupts.held():
+      _ctrl_c(signal.SIGHUP)
+      ran.append("the rest of the block")
+  assert ran == ["the rest of the block"]
+  assert signal.getsignal(signal.SIGHUP) is interrupts.raise_terminated
+  assert interrupts.interrupt_in(e.value) is e.value
+  interrupts.check()
+  signal.signal(signal.SIGHUP, signal.SIG_IGN)
+  interrupts.stop_on_signals()
+  assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+
+
 def test_stop_request_outside_the_main_thread_leaves_the_handler_alone():
   seen = []
 

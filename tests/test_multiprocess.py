@@ -624,9 +624,26 @@ def test_processes_given_other_configs_stop(tmp_path, train_py_flags):
   for index, (rc, _, err) in enumerate(_finish(procs, 150)):
     lines = _error_lines(err)
     assert rc == 1 and len(lines) == 1 and "Traceback" not in err, err[-3000:]
-    assert lines[0].startswith(f"error: process {index}: the config's fingerprint: "), lines
+    # The key that differs, with both values (was two hashes, which named none).
+    assert lines[0].startswith(f"error: process {index}: the config: seed={index} here, "
+                               f"{1 - index} on process {1 - index}; start every process"), lines
     assert "start every process with the same --config" in lines[0], lines
   assert not (tmp_path / "w").exists()  # Refused before anything was written.
+
+
+def test_a_difference_in_json_is_named_by_its_keys():
+  """`json_differences`: what infer.py's flags and train.py's config checks say where two
+  processes differ (were two 16-digit hashes, or the whole JSON of infer.py's flags)."""
+  a = json.dumps({"seed": 0, "model.name": "cvae", "x": [1, 2], "a": 1, "b": 2})
+  b = json.dumps({"seed": 1, "model.name": "cvae", "x": [1, 3], "c": 3})
+  assert distributed.json_differences(a, b, 0) == (
+      "a=1 here, (none) on process 0; b=2 here, (none) on process 0; c=(none) here, 3 "
+      "on process 0; and 2 more keys")
+  # A key one side lacks is told from a value "(none)" (review: both were "(none)", quoted).
+  assert distributed.json_differences(json.dumps({"k": "(none)"}), "{}", 1) == (
+      'k="(none)" here, (none) on process 1')
+  assert distributed.json_differences(a, b, 1, shown=5).endswith(
+      "seed=0 here, 1 on process 1; x=[1, 2] here, [1, 3] on process 1")
 
 
 def test_a_wait_on_another_process_says_whether_it_ran_out():
@@ -693,7 +710,7 @@ def test_a_workdir_the_hosts_do_not_share_is_refused(tmp_path, monkeypatch):
   seen = {"yes": "yes", "no": f"no ({tmp_path})"}
   for answer in ("yes", "no"):
     # Process 1: process 0 put ".mark" in its folder.
-    _as_process(monkeypatch, 1, _Store(lambda k: ".mark" if k.endswith("/marker")
+    _as_process(monkeypatch, 1, _Store(lambda k: "0/.mark" if k.endswith("/marker")
                                        else "yes" if k.endswith("/value/0") else None))
     folder = shared if answer == "yes" else tmp_path
     if answer == "yes":
@@ -723,6 +740,42 @@ def test_a_workdir_the_hosts_do_not_share_is_refused(tmp_path, monkeypatch):
   _as_process(monkeypatch, 0, _Store(lambda k: "yes" if k.endswith("/value/1") else None))
   distributed.check_shared_folder(str(shared), "the workdir", fix)
   assert sorted(os.listdir(shared)) == [".a2i-shared-2-2", ".mark"]
+  # A new run's workdir, not made yet: checked before the data load (was after it: a host
+  # given another --workdir waited out LFW's preparation first), at the nearest folder there,
+  # each process as many levels up its own path (mounted elsewhere).
+  store = _Store(lambda k: "yes" if k.endswith("/value/1") else None)
+  _as_process(monkeypatch, 0, store)
+  distributed.check_shared_folder(str(shared / "runs" / "a"), "the workdir", fix)
+  (value,) = [v for k, v in store.own.items() if k.endswith("/marker")]
+  assert value.startswith("2/.a2i-shared-") and not (shared / "runs").exists()
+  mounted = tmp_path / "elsewhere"
+  mounted.mkdir()
+  (mounted / ".mark").write_text("")
+  _as_process(monkeypatch, 1, _Store(lambda k: "2/.mark" if k.endswith("/marker")
+                                     else "yes" if k.endswith("/value/0") else None))
+  distributed.check_shared_folder(str(mounted / "runs" / "a"), "the workdir", fix)
+  # A folder process 0 cannot write to (the check now runs before the run's own storage
+  # checks): one line on every process, not a traceback on one and a wait on the others.
+  store = _Store(lambda k: None)
+  _as_process(monkeypatch, 0, store)
+  monkeypatch.setattr("builtins.open", _refuse_writes(open))
+  with pytest.raises(distributed.WorkdirError, match=f"process 0: cannot write to {shared} "
+                     r"\(Read-only file system\), where the workdir is checked; " + fix):
+    distributed.check_shared_folder(str(shared / "runs" / "a"), "the workdir", fix)
+  (mark,) = [v for k, v in store.own.items() if k.endswith("/marker")]
+  _as_process(monkeypatch, 1, _Store(lambda k: mark if k.endswith("/marker") else None))
+  with pytest.raises(distributed.WorkdirError, match=r"process 1: process 0 cannot write to "
+                     r"the workdir \(Read-only file system\); " + fix):
+    distributed.check_shared_folder(str(mounted), "the workdir", fix)
+
+
+def _refuse_writes(real_open):
+  """`open` as on a read-only file system for files opened to write."""
+  def refusing(file, mode="r", *args, **kwargs):
+    if "w" in mode:
+      raise OSError(30, "Read-only file system")
+    return real_open(file, mode, *args, **kwargs)
+  return refusing
 
 
 def test_process_0_chooses_and_a_peer_that_left_is_named(monkeypatch):

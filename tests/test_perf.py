@@ -98,9 +98,13 @@ def test_no_home_folder_leaves_the_working_folder_alone(tmp_path, monkeypatch, c
     files.enable_compilation_cache(files.DEFAULT_COMPILATION_CACHE_DIR)
     files.enable_compilation_cache("~/xla")
     assert jax.config.jax_compilation_cache_dir == folder
+    # A user the system does not know: was told "HOME is not set" (fault hunt).
+    files.enable_compilation_cache("~a2i-no-such-user/xla")
+    assert jax.config.jax_compilation_cache_dir == folder
   finally:
     jax.config.update("jax_compilation_cache_dir", folder)
   assert caplog.text.count("HOME is not set") == 2 and os.listdir(tmp_path) == ["tmp"]
+  assert "(there is no user 'a2i-no-such-user')" in caplog.text
 
 
 def test_a_cache_folder_behind_a_link_to_nothing_is_not_used(tmp_path, monkeypatch, caplog):

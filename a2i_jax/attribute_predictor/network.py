@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 from typing import Any, Mapping
 
 import flax.linen as nn
@@ -13,7 +14,7 @@ import numpy as np
 
 from a2i_jax import models, perf
 from a2i_jax.errors import InputError
-from a2i_jax.inputs import check_images
+from a2i_jax.inputs import check_images, check_int
 
 
 class AttributeNet(nn.Module):
@@ -95,6 +96,27 @@ class Predictor:
 
 
 
+def _check_predictor(predictor: Any) -> Predictor:
+  """Refuses anything but a `Predictor` (was: an AttributeError, e.g. for the workdir's path
+  passed in its place).
+
+  Args:
+    predictor: the argument.
+  Returns:
+    `predictor`.
+  Raises:
+    InputError: a path, or anything else that is not a `Predictor`.
+  """
+  how = ("attribute_predictor.load_predictor(workdir), load_or_train(config.attribute_predictor, "
+         "dataset, workdir) or train_predictor(dataset)")
+  if isinstance(predictor, (str, os.PathLike)):
+    raise InputError(f"predictor {os.fspath(predictor)!r} is a path; pass the Predictor: {how}.")
+  if not isinstance(predictor, Predictor):
+    raise InputError(f"predictor={type(predictor).__name__} is not an attribute predictor; pass "
+                     f"{how}.")
+  return predictor
+
+
 @functools.lru_cache(maxsize=8)
 def _apply_fn(num_outputs: int, width: int) -> Any:
   model = AttributeNet(num_outputs=num_outputs, width=width)
@@ -120,12 +142,15 @@ def predict(predictor: Predictor, images: Any, *, batch_size: int = 256) -> np.n
   Returns:
     float32 [N, A] in the dataset's attribute scale (continuous: the attribute's own units;
     binary: low + P(high) * (high - low), the probability of 1 for {0, 1} attributes).
+  Raises:
+    InputError: not a `Predictor`, images `inputs.check_images` refuses, or a batch size that
+      is not a positive integer.
   """
-  meta = predictor.meta
+  meta = _check_predictor(predictor).meta
+  # Was: batch_size=True taken as 1 (a bool is an int).
+  batch_size = check_int(batch_size, "batch_size", 1)
   x = check_images(images, meta.image_size)
   n = x.shape[0]
-  if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
-    raise InputError(f"batch_size={batch_size!r} must be a positive integer.")
   # Every call is padded to `batch_size`, or for fewer images to the next power of two, so
   # only a handful of shapes are ever compiled.
   size = batch_size if n > batch_size else min(batch_size, 1 << max(0, n - 1).bit_length())

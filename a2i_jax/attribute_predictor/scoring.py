@@ -7,19 +7,42 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from a2i_jax.attribute_predictor.network import Predictor, PredictorMeta, predict
+from a2i_jax.attribute_predictor.network import (Predictor, PredictorMeta, _check_predictor,
+                                                 predict)
 from a2i_jax.errors import InputError
+from a2i_jax.inputs import as_array, check_int
+
+
+def _vectors(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
+  """a and b as float64 vectors of one length; InputError otherwise (was: a broadcast
+  ValueError for other lengths, a length-1 vector broadcast against the other, matrices
+  flattened, strings a ValueError of NumPy's)."""
+  try:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  except (TypeError, ValueError) as e:
+    raise InputError(f"correlation of values that are not numbers ({e}); pass two vectors of "
+                     "numbers of one length.") from None
+  if a.ndim != 1 or a.shape != b.shape:
+    raise InputError(f"correlation of values of shapes {a.shape} and {b.shape}; pass two "
+                     "vectors [N] of one length.")
+  return a, b
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
   """Pearson correlation of two vectors; NaN when either is constant.
 
+  NaN too when either holds NaN or infinity, or has fewer than two values.
+
   Args:
     a, b: [N] values.
   Returns:
     The correlation in [-1, 1], or NaN.
+  Raises:
+    InputError: values that are not numbers, or not two vectors of one length.
   """
-  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  a, b = _vectors(a, b)
+  if a.size < 2 or not (np.isfinite(a).all() and np.isfinite(b).all()):
+    return float("nan")  # Was: NumPy's warnings of an empty mean for N = 0.
   a, b = a - a.mean(), b - b.mean()
   den = np.sqrt((a * a).sum() * (b * b).sum())
   return float((a * b).sum() / den) if den > 1e-12 else float("nan")
@@ -39,11 +62,19 @@ def _ranks(a: np.ndarray) -> np.ndarray:
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
   """Spearman rank correlation (Pearson on average ranks); NaN when either is constant.
 
+  NaN too when either holds NaN or infinity, or has fewer than two values.
+
   Args:
     a, b: [N] values.
   Returns:
     The rank correlation in [-1, 1], or NaN.
+  Raises:
+    InputError: values that are not numbers, or not two vectors of one length.
   """
+  a, b = _vectors(a, b)
+  # Was: NaN ranked as the largest value, so a vector with NaN had a finite correlation.
+  if a.size < 2 or not (np.isfinite(a).all() and np.isfinite(b).all()):
+    return float("nan")
   return pearson(_ranks(a), _ranks(b))
 
 
@@ -88,11 +119,17 @@ def score(predictor: Predictor, predictions: np.ndarray, targets: Any, *,
     correlation against permuted targets. Means skip NaN (constant columns) and are NaN
     where a kind is absent.
   Raises:
-    InputError: predictions that are not [N, A] with N >= 1 (A the predictor's attributes),
-      targets of another shape, or predictions or targets that hold NaN or infinity.
+    InputError: not a `Predictor`, predictions that are not [N, A] numbers with N >= 1 (A the
+      predictor's attributes), targets of another shape, predictions or targets that hold NaN
+      or infinity, or a seed that is not an integer of at least 0.
   """
-  meta = predictor.meta
-  p = np.asarray(predictions, np.float32)
+  meta = _check_predictor(predictor).meta
+  seed = check_int(seed, "seed", 0)  # Was: a ValueError of NumPy's for -1, True taken as 1.
+  try:
+    p = np.asarray(predictions, np.float32)
+  except (TypeError, ValueError) as e:  # Was NumPy's ValueError.
+    raise InputError(f"predictions are not numbers ({e}); pass the float array [N, "
+                     f"{len(meta.attribute_names)}] `predict` returns.") from None
   a = len(meta.attribute_names)
   if p.ndim != 2 or p.shape[1] != a:  # Was an IndexError (fewer columns), or scored (more).
     raise InputError(f"predictions have shape {p.shape}; expected [N, {a}], a column per "
@@ -139,8 +176,11 @@ def fidelity(predictor: Predictor, images: Any, target_attributes: Any, *,
     `score(...)` of the predictions, plus "ceiling": the predictor's own scores on real test
     images (`meta.test_metrics`, without the per-attribute detail).
   Raises:
-    InputError: images `predict` refuses, or targets `score` refuses.
+    InputError: images or a predictor `predict` refuses, or targets or a seed `score`
+      refuses.
   """
+  _check_predictor(predictor)
+  seed = check_int(seed, "seed", 0)  # Before the images are predicted.
   out = score(predictor, predict(predictor, images), target_attributes, seed=seed)
   out["ceiling"] = {k: v for k, v in predictor.meta.test_metrics.items()
                     if k != "per_attribute"}
@@ -156,9 +196,10 @@ def attribute_index(predictor: Predictor, attribute: Any) -> int:
   Returns:
     The column index.
   Raises:
-    InputError: an unknown name, an index out of range, or anything else (a bool too).
+    InputError: not a `Predictor`, an unknown name, an index out of range, or anything else
+      (a bool too).
   """
-  names = predictor.meta.attribute_names
+  names = _check_predictor(predictor).meta.attribute_names
   # Was: True taken as column 1 (a bool is an int).
   if (isinstance(attribute, (int, np.integer)) and not isinstance(attribute, (bool, np.bool_))
       and 0 <= attribute < len(names)):
@@ -183,12 +224,17 @@ def sweep_response(predictor: Predictor, progressions: Any, swept_values: Any,
     attribute), "mean_by_step" [K], "pearson" and "spearman" (all N*K pairs of swept vs
     predicted values pooled), "per_example_spearman" (mean over the N rows)}.
   Raises:
-    InputError: an unknown attribute, progressions that are not [N, K, S, S, 3] images
-      `predict` takes, or swept values that are not finite.
+    InputError: not a `Predictor`, an unknown attribute, progressions that are not
+      [N, K, S, S, 3] images `predict` takes (N >= 1, K >= 2), or swept values that are not
+      finite numbers.
   """
-  j = attribute_index(predictor, attribute)
-  x = np.asarray(progressions)
-  v = np.asarray(swept_values, np.float64).reshape(-1)
+  j = attribute_index(_check_predictor(predictor), attribute)
+  x = as_array(progressions, "progressions")  # Was NumPy's ValueError for a ragged list.
+  try:
+    v = np.asarray(swept_values, np.float64).reshape(-1)
+  except (TypeError, ValueError) as e:  # Was NumPy's ValueError.
+    raise InputError(f"swept_values are not numbers ({e}); pass the swept attribute's value "
+                     "at each step.") from None
   if not np.all(np.isfinite(v)):  # Was: ranked as a value (NaN last), a correlation given.
     raise InputError("swept_values hold NaN or infinity; pass the swept attribute's value at "
                      "each step.")
@@ -196,6 +242,9 @@ def sweep_response(predictor: Predictor, progressions: Any, swept_values: Any,
     raise InputError(f"progressions have shape {x.shape}; expected [N, K, S, S, 3] with "
                      f"K = {v.shape[0]} (one image per swept value).")
   n, k = x.shape[:2]
+  if n < 1 or k < 2:  # Was: NaN correlations and means, with NumPy's warnings.
+    raise InputError(f"progressions have shape {x.shape}; a sweep needs N >= 1 examples of "
+                     "K >= 2 swept values.")
   pred = predict(predictor, x.reshape((n * k,) + x.shape[2:]))[:, j].reshape(n, k)
   pooled_v = np.tile(v, n)
   return {"attribute": predictor.meta.attribute_names[j], "swept_values": v.tolist(),

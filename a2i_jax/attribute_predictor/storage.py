@@ -16,13 +16,14 @@ from absl import logging
 from flax import serialization
 
 from a2i_jax import config_lib, distributed, files
-from a2i_jax.attribute_predictor.network import AttributeNet, Predictor, PredictorMeta
+from a2i_jax.attribute_predictor.network import (AttributeNet, Predictor, PredictorMeta,
+                                                 _check_predictor)
 from a2i_jax.attribute_predictor.scoring import _json_safe
-from a2i_jax.attribute_predictor.training import (_check_seed, _check_settings,
-                                                  _setting_values, data_fingerprint,
-                                                  train_predictor)
+from a2i_jax.attribute_predictor.training import (_check_data, _check_seed,
+                                                  _check_settings, _setting_values,
+                                                  data_fingerprint, train_predictor)
 from a2i_jax.data.base import Dataset
-from a2i_jax.errors import CheckpointError
+from a2i_jax.errors import CheckpointError, InputError, WorkdirError
 
 PREDICTOR_DIR = "attribute_predictor"
 _WEIGHTS_FILE = "variables.msgpack"
@@ -40,7 +41,12 @@ def predictor_dir(workdir: str) -> str:
     workdir: the run's (or any) directory.
   Returns:
     The absolute path of `workdir/attribute_predictor`.
+  Raises:
+    InputError: a workdir that is not a path (was a TypeError of os.path's, e.g. for None).
   """
+  if not isinstance(workdir, (str, os.PathLike)):
+    raise InputError(f"workdir={workdir!r} is not a folder's path; pass the run's workdir "
+                     "(a string).")
   return os.path.join(os.path.abspath(os.path.expanduser(workdir)), PREDICTOR_DIR)
 
 
@@ -63,17 +69,38 @@ def save_predictor(predictor: Predictor, workdir: str) -> str:
     workdir: the directory to save under.
   Returns:
     The predictor's folder (written by process 0 only in a multi-host run).
+  Raises:
+    InputError: not a `Predictor`, a workdir that is not a path, or weights that hold NaN or
+      infinity (nothing is written).
+    WorkdirError: the folder cannot be written (a file in its place, a full disk, no
+      permission); a half-written predictor is refused by `load_predictor`.
   """
+  _check_predictor(predictor)
   d = predictor_dir(workdir)
   if not distributed.is_main():
     return d
-  blob = serialization.msgpack_serialize(jax.device_get(predictor.variables))
-  files.atomic_write(os.path.join(d, _WEIGHTS_FILE), blob)
+  variables = jax.device_get(predictor.variables)
+  # Was: saved and loaded, then its NaN predictions blamed on the images scored.
+  if not all(np.isfinite(a).all() for a in jax.tree_util.tree_leaves(variables)):
+    raise InputError("the attribute predictor's weights hold NaN or infinity; train it again "
+                     "(with a lower config.attribute_predictor.learning_rate) before saving.")
+  blob = serialization.msgpack_serialize(variables)
   meta = dataclasses.asdict(predictor.meta)
   meta = _json_safe({**meta, "format": _FORMAT,
                      "weights_sha256": hashlib.sha256(blob).hexdigest()})
   meta["meta_sha256"] = _meta_sha256(meta)
-  files.atomic_write(os.path.join(d, _META_FILE), json.dumps(meta, indent=1))
+  try:
+    files.atomic_write(os.path.join(d, _WEIGHTS_FILE), blob)
+    files.atomic_write(os.path.join(d, _META_FILE), json.dumps(meta, indent=1))
+  except OSError as e:  # Was the OSError itself, a traceback (NotADirectoryError for a file).
+    why = files.describe_storage_error(e) if files.storage_error(e) else (e.strerror or str(e))
+    blocked = next((p for p in (d, os.path.dirname(d)) if os.path.isfile(p)), None)
+    if blocked:  # Was "File exists" for a file named attribute_predictor.
+      why = f"{blocked} is a file, not a folder"
+    error = WorkdirError(f"could not save the attribute predictor in {d} ({why}); pass a "
+                         "workdir that is a writable folder with free space.")
+    error.strerror = why  # For load_or_train's warning.
+    raise error from e
   return d
 
 
@@ -86,7 +113,9 @@ def load_predictor(workdir: str) -> Predictor:
     The `Predictor`.
   Raises:
     CheckpointError: it is missing or unreadable, saved by an older version, its meta.json was
-      edited or holds values no training writes, or its weights do not match the metadata.
+      edited or holds values no training writes, or its weights do not match the metadata or
+      hold NaN or infinity.
+    InputError: a workdir that is not a path.
   """
   d = predictor_dir(workdir)
   # Was "load_or_train(config, ...)", which with the whole config was a KeyError.
@@ -125,6 +154,11 @@ def load_predictor(workdir: str) -> Predictor:
     want = jax.tree_util.tree_map(lambda a: tuple(a.shape), dict(expected))
     if got != want:
       raise ValueError("the weights do not fit the network the metadata describes")
+    # Was: loaded (one saved before save_predictor refused such weights), its NaN predictions
+    # then blamed on the images scored.
+    if not all(np.isfinite(np.asarray(a, np.float64)).all()
+               for a in jax.tree_util.tree_leaves(variables)):
+      raise ValueError("its weights hold NaN or infinity")
   except CheckpointError:
     raise  # Its own words (another version's predictor).
   except (OSError, ValueError, TypeError, KeyError) as e:
@@ -188,15 +222,18 @@ def load_or_train(settings: Any, dataset: Dataset, workdir: str, *,
   Returns:
     The predictor: a function of (dataset, settings, seed) alone, whatever was saved before.
   Raises:
-    InputError: a seed or setting `train_predictor` refuses (checked before any predictor is
-      read), or a training that diverged.
+    InputError: a seed, setting or dataset `train_predictor` refuses (checked before any
+      predictor is read), a workdir that is not a path, or a training that diverged.
+    DataError: a dataset `train_predictor` refuses.
   """
+  predictor_dir(workdir)  # A workdir that is not a path, before any training.
   if settings is None:
     settings = config_lib.reference_config().attribute_predictor
   seed = _check_seed(seed)  # Was: seed=True reused (or saved) the predictor of seed 1.
   # Checked as training checks them (was: a KeyError for the whole config, a ValueError for
   # learning_rate="x", before any predictor was read).
   steps, batch_size, learning_rate, width = _check_settings(_setting_values(settings))
+  _check_data(dataset, "test")  # Before its fingerprint is taken.
   want = {"dataset": dataset.name, "attribute_names": tuple(dataset.attribute_names),
           "attribute_kinds": tuple(dataset.attribute_kinds),
           "image_size": int(dataset["train"].images.shape[1]),
@@ -221,7 +258,8 @@ def load_or_train(settings: Any, dataset: Dataset, workdir: str, *,
   p = train_predictor(dataset, settings, seed=seed)
   try:
     save_predictor(p, workdir)
-  except OSError as e:  # A read-only workdir: the scores stand, the next call retrains.
+  except (OSError, WorkdirError) as e:  # A read-only workdir: the scores stand, the next
+    # call retrains.
     logging.warning("could not save the attribute predictor in %s (%s); it is trained again "
-                    "next time.", workdir, e.strerror or e)
+                    "next time.", workdir, getattr(e, "strerror", None) or e)
   return p

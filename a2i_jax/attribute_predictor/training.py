@@ -18,7 +18,7 @@ from a2i_jax.attribute_predictor.network import AttributeNet, Predictor, Predict
 from a2i_jax.attribute_predictor.scoring import _json_safe, score
 from a2i_jax.data import base
 from a2i_jax.data.base import Dataset
-from a2i_jax.errors import InputError
+from a2i_jax.errors import DataError, InputError
 from a2i_jax.inputs import check_int, to_signed
 from a2i_jax.models import initializers
 
@@ -129,6 +129,51 @@ def _check_settings(values: dict) -> tuple[int, int, float, int]:
   return steps, batch_size, float(lr), width
 
 
+def _check_data(dataset: Any, evaluate_split: Optional[str]) -> None:
+  """Refuses a dataset the predictor cannot learn from (DataError) before anything is drawn.
+
+  Was: a `Dataset` built by hand reached training unchecked: an empty training split was
+  NumPy's ValueError, NaN attributes a divergence blamed on the learning rate, fewer attribute
+  columns than names broadcast and trained, more a TypeError, float images in [0, 255]
+  trained on without a word (the training step reads only their dtype), and a name given to
+  two columns scored as one.
+  """
+  if not isinstance(dataset, Dataset):
+    raise InputError(f"dataset={type(dataset).__name__} is not a Dataset; pass one of "
+                     "a2i_jax.data's (e.g. inference.load_data(trained)).")
+  base.check_attribute_names(dataset.attribute_names, dataset.attribute_kinds)
+  names, a = list(dataset.attribute_names), dataset.num_attributes
+  twice = sorted({n for n in names if names.count(n) > 1})
+  if twice:  # Was: trained, and `score` kept one column's scores of each such name.
+    raise DataError(f"dataset {dataset.name!r} names the attribute(s) "
+                    f"{', '.join(map(repr, twice))} more than once; give every column its own "
+                    "name.")
+  for name in ("train",) + ((evaluate_split,) if evaluate_split is not None else ()):
+    split, where = dataset[name], f"dataset {dataset.name!r}, split {name!r}"
+    images, attributes = np.asarray(split.images), np.asarray(split.attributes)
+    if name == "train" and not len(images):
+      raise DataError(f"{where} is empty; the attribute predictor needs training images.")
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 \
+        or images.shape[1] != images.shape[2]:
+      raise DataError(f"{where}: images are {images.dtype} {images.shape}; the attribute "
+                      "predictor takes uint8 [N, S, S, 3] in [0, 255].")
+    size = dataset["train"].images.shape[1]
+    if images.shape[1] != size:
+      raise DataError(f"{where}: images are {images.shape[1]}x{images.shape[1]}, the training "
+                      f"split's {size}x{size}; pass splits of one image size.")
+    if attributes.shape != (len(images), a):
+      raise DataError(f"{where}: attributes have shape {attributes.shape}, expected "
+                      f"[{len(images)}, {a}] (one row per image, a column per attribute: "
+                      f"{', '.join(names)}).")
+    if attributes.dtype.kind not in "biuf":
+      raise DataError(f"{where}: attributes have dtype {attributes.dtype}; pass float32 "
+                      "numbers.")
+    if not np.isfinite(attributes).all():
+      bad = int(np.argwhere(~np.isfinite(attributes))[0, 0])
+      raise DataError(f"{where}: attribute row {bad} holds NaN or infinity; drop or fill the "
+                      "rows with missing attributes.")
+
+
 def data_fingerprint(dataset: Dataset, evaluate_split: Optional[str] = "test") -> str:
   """What a predictor learns from and is scored on (`data.base.data_fingerprint`).
 
@@ -161,7 +206,11 @@ def train_predictor(dataset: Dataset, settings: Any = None, *, seed: int = 0,
   Raises:
     InputError: settings that lack one, an unknown setting, a count that is not a positive
       integer, a learning rate that is not a positive finite number, a seed that is not an
-      integer in [0, 2**31), or a training that diverged.
+      integer in [0, 2**31), a dataset that is not a `Dataset`, or a training that diverged.
+    DataError: no training images, images that are not uint8 [N, S, S, 3] of one size,
+      attributes that are not one finite row per image and a column per attribute, attribute
+      names or kinds `data.base.check_attribute_names` refuses or a name used twice, or a
+      missing `evaluate_split`.
   """
   if settings is None:
     settings = config_lib.reference_config().attribute_predictor
@@ -173,6 +222,7 @@ def train_predictor(dataset: Dataset, settings: Any = None, *, seed: int = 0,
   values.update(overrides)
   steps, batch_size, learning_rate, width = _check_settings(values)
   seed = _check_seed(seed)
+  _check_data(dataset, evaluate_split)
   train = dataset["train"]
   kinds = tuple(dataset.attribute_kinds)
   image_size = int(train.images.shape[1])

@@ -78,8 +78,9 @@ MAX_UPSCALE = 4  # Images enlarged more than this many times are counted in a wa
 # Part of every prepared copy's fingerprint: raise it whenever the preparation would write
 # other pixels or values from the same files (how images are read, cropped or resized), so
 # that copies prepared by older code are prepared again, not reused. 2: `read_image`'s rules
-# for transparency and 16-bit images (copies of 1 read them otherwise).
-PREPARATION_VERSION = 2
+# for transparency and 16-bit images (copies of 1 read them otherwise). 3: the transparent
+# pixels of 1-, 2- and 4-bit grey PNGs read as black (were white or grey).
+PREPARATION_VERSION = 3
 
 
 @dataclasses.dataclass(frozen=True)

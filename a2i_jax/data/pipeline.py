@@ -8,12 +8,15 @@ per-example Python loop and no host round trip.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from a2i_jax.inputs import to_unit
+from a2i_jax.errors import ConfigError, DataError, InputError
+from a2i_jax.inputs import check_int, to_unit
 
 Array = jax.Array
 
@@ -28,9 +31,17 @@ def uint8_masks_to_channel(masks_u8: Optional[Array]) -> Optional[Array]:
     masks_u8: uint8 [B, H, W], or None.
   Returns:
     float32 [B, H, W, 1], or None.
+  Raises:
+    InputError: masks of another dtype (the dtype is known under `jit` too).
   """
   if masks_u8 is None:
     return None
+  if masks_u8.dtype != jnp.uint8:
+    # Was: float or bool masks divided by 255 as well, a mask of 1 taken as 1/255: the model
+    # trained on a foreground it hardly saw, without a word (fault hunt).
+    raise InputError(f"masks have dtype {masks_u8.dtype}; the pipeline takes the stored uint8 "
+                     "masks, 255 on the foreground: pass (mask * 255).astype(np.uint8) for 0/1 "
+                     "or boolean masks.")
   return (masks_u8.astype(jnp.float32) / 255.0)[..., None]
 
 
@@ -38,10 +49,15 @@ def box_filter_5x5(x: Array) -> Array:
   """5x5 mean filter with zero padding ('same'), per channel, as torch `image.convolve`.
 
   Args:
-    x: [B, H, W, C].
+    x: floats [B, H, W, C].
   Returns:
     [B, H, W, C].
+  Raises:
+    InputError: `x` is not floats (uint8 was filtered to all zeros: the 1/25 kernel in its
+      dtype is 0).
   """
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    raise InputError(f"box_filter_5x5 takes floats; got {x.dtype} (pass x.astype(jnp.float32)).")
   c = x.shape[-1]
   kernel = jnp.full((5, 5, 1, c), 1.0 / 25.0, x.dtype)
   return jax.lax.conv_general_dilated(x, kernel, (1, 1), ((2, 2), (2, 2)),
@@ -91,12 +107,44 @@ def centre_crop(x: Array, size: int) -> Array:
 
   Args:
     x: [B, H, W, C].
-    size: the output side.
+    size: the output side, from 1 to min(H, W).
   Returns:
     [B, size, size, C].
+  Raises:
+    InputError: `size` not in [1, min(H, W)], or `x` not [B, H, W, C].
   """
-  off = (x.shape[1] - size) // 2
-  return x[:, off:off + size, off:off + size]
+  if x.ndim != 4:
+    raise InputError(f"centre_crop takes images [B, H, W, C]; got shape {x.shape}.")
+  h, w = x.shape[1:3]
+  # Was: a size beyond the image sliced from a negative offset (1 x 1 pixels of a corner, for
+  # 10 of 8), and W cropped at H's offset, off centre where W != H (fault hunt).
+  if (isinstance(size, bool) or not isinstance(size, (int, np.integer))
+      or not 1 <= size <= min(h, w)):
+    raise InputError(f"centre_crop's size={size!r} does not fit images of {h} x {w}; pass an "
+                     f"integer from 1 to {min(h, w)}.")
+  top, left = (h - size) // 2, (w - size) // 2
+  return x[:, top:top + size, left:left + size]
+
+
+def _check_batch(images: Array, masks: Optional[Array], crop_size: int) -> None:
+  """Refuses images not [B, H, W, 3], masks not [B, H, W] of the same B, H, W, and a crop
+  larger than the images (shapes only: known under `jit`)."""
+  shape = tuple(images.shape)
+  if len(shape) != 4 or shape[-1] != 3:
+    raise InputError(f"images have shape {shape}; the pipeline takes a batch [B, H, W, 3] "
+                     "(one image: images[None]).")
+  if masks is not None and tuple(masks.shape) != shape[:3]:
+    raise InputError(f"masks have shape {tuple(masks.shape)} beside images {shape}; pass one "
+                     f"mask per image, [B, H, W] = {list(shape[:3])}.")
+  if (isinstance(crop_size, bool) or not isinstance(crop_size, (int, np.integer))
+      or crop_size < 0):  # Was JAX's TypeError about a slice of negative size.
+    raise ConfigError(f"data.augment.crop_size={crop_size!r} is not valid; pass an integer, "
+                      "0 for no crop.")
+  if crop_size and crop_size > min(shape[1:3]):
+    # Was: no crop at all, the images passed on at their own size without a word.
+    raise ConfigError(f"data.augment.crop_size={crop_size} is larger than the images "
+                      f"({shape[1]} x {shape[2]}); pass a crop_size of at most "
+                      f"{min(shape[1:3])}, or 0 for none.")
 
 
 def augment(key: Array, images: Array, masks: Optional[Array], cfg: Any
@@ -114,7 +162,12 @@ def augment(key: Array, images: Array, masks: Optional[Array], cfg: Any
       color_gain, max_sharpen).
   Returns:
     x in [-1,1]-ish float32 [B,S,S,3] and the mask float32 [B,S,S,1] in [0,1] (or None).
+  Raises:
+    InputError: images not [B, H, W, 3] uint8 (or floats in [0, 1]), masks not uint8
+      [B, H, W].
+    ConfigError: a crop_size that is negative, not an integer or larger than the images.
   """
+  _check_batch(images, masks, cfg.crop_size)
   b = images.shape[0]
   k_flip, k_crop, k_rot, k_gain, k_sharp = jax.random.split(key, 5)
   x = to_unit(images)
@@ -152,7 +205,10 @@ def preprocess_eval(images: Array, masks: Optional[Array], cfg: Any
     cfg: `config.data.augment` (its `crop_size`).
   Returns:
     images float32 [B, S, S, 3] in [-1, 1]; masks float32 [B, S, S, 1] in [0, 1] or None.
+  Raises:
+    InputError, ConfigError: as `augment`.
   """
+  _check_batch(images, masks, cfg.crop_size)
   x = to_unit(images)
   m = uint8_masks_to_channel(masks)
   if cfg.crop_size and cfg.crop_size < x.shape[1]:
@@ -167,10 +223,27 @@ def sample_batch(key: Array, data: dict, batch_size: int) -> dict:
   Args:
     key: PRNG key of the indices.
     data: {"images": [N, ...], "attributes": [N, A], optional "masks": [N, ...]}.
-    batch_size: B.
+    batch_size: B, at least 1 (it may exceed N: the draws are with replacement).
   Returns:
     The same keys with leading axis B.
+  Raises:
+    DataError: no "images", no examples (N = 0), or arrays of different N.
+    InputError: a batch_size that is not an integer of at least 1.
   """
-  n = data["images"].shape[0]
+  batch_size = check_int(batch_size, "batch_size", 1)  # Was JAX's TypeError.
+  if not isinstance(data, Mapping) or "images" not in data:  # Was a KeyError.
+    got = f"keys {sorted(data)}" if isinstance(data, Mapping) else f"a {type(data).__name__}"
+    raise DataError(f"data is {got}; sample_batch takes a dict with \"images\" [N, ...] (and "
+                    "\"attributes\", \"masks\" of the same N).")
+  lengths = {k: (v.shape[0] if getattr(v, "ndim", 0) else None) for k, v in data.items()}
+  n = lengths["images"]
+  if n is None or any(v != n for v in lengths.values()):
+    # Was: drawn by the images' N and gathered from each array, where JAX clamps an index
+    # past the end: images paired with another example's attributes, without a word.
+    raise DataError(f"the arrays of data differ in length ({lengths}); every one holds one "
+                    "row per example: pass arrays of the same leading size N.")
+  if not n:  # Was JAX's TypeError about a gather's slice size.
+    raise DataError("data holds no examples (N = 0); the split to sample from is empty: "
+                    "check the dataset's split sizes.")
   idx = jax.random.randint(key, (batch_size,), 0, n)
   return {k: v[idx] for k, v in data.items()}

@@ -84,8 +84,19 @@ _HAIR_RAMP = np.array([[0.07, 0.06, 0.06], [0.42, 0.24, 0.10], [0.98, 0.84, 0.42
                       np.float32)
 
 
+def _is_int(value) -> bool:
+  """An integer, Python's or NumPy's, and not a bool (which Python counts as one)."""
+  return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_rng(rng, what: str) -> None:
+  if not isinstance(rng, np.random.Generator):  # Was "'int' object has no attribute ...".
+    raise DataError(f"synthetic: {what} is {type(rng).__name__} {rng!r:.40}; pass a NumPy "
+                    "generator, np.random.default_rng(seed).")
+
+
 def _check_image_size(image_size: int) -> None:
-  if (not isinstance(image_size, (int, np.integer)) or image_size < 16
+  if (not _is_int(image_size) or image_size < 16
       or image_size % 8 != 0 or image_size > _MAX_SIZE):
     raise ConfigError(f"synthetic: data.image_size={image_size!r} is not supported; use a "
                       f"multiple of 8 from 16 to {_MAX_SIZE} (32 or 64 are the tested sizes).")
@@ -97,13 +108,17 @@ def check_options(*, image_size: int, num_train: int, num_validation: int, num_t
 
   Args:
     image_size, num_train, num_validation, num_test, seed: as for `load`.
+  Raises:
+    ConfigError: a value that is not an integer (a bool included) or out of its range.
   """
   _check_image_size(image_size)
+  # Bools were taken as integers: num_train=True a split of one image (or NumPy's TypeError,
+  # "an integer is required"), seed=True seed 1 (fault hunt).
   for name, n in (("train", num_train), ("validation", num_validation), ("test", num_test)):
-    if not isinstance(n, (int, np.integer)) or n <= 0:
+    if not _is_int(n) or n <= 0:
       raise ConfigError(f"synthetic: data.synthetic.num_{name}={n!r}; every split needs a "
                         "positive number of images.")
-  if not isinstance(seed, (int, np.integer)) or seed < 0:
+  if not _is_int(seed) or seed < 0:
     raise ConfigError(f"synthetic: data.synthetic.seed={seed!r}; use a non-negative integer.")
 
 
@@ -116,9 +131,13 @@ def sample_attributes(rng: np.random.Generator, n: int) -> np.ndarray:
 
   Returns:
     float32 [n, A]: continuous attributes uniform in [-1, 1], binary ones exactly 0 or 1.
+  Raises:
+    DataError: `rng` is not a NumPy generator, or `n` not an integer of at least 0.
   """
-  if not isinstance(n, (int, np.integer)) or n < 0:
-    raise DataError(f"synthetic: cannot sample {n!r} attribute vectors.")
+  _check_rng(rng, "rng")
+  if not _is_int(n) or n < 0:
+    raise DataError(f"synthetic: cannot sample {n!r} attribute vectors; pass an integer of "
+                    "at least 0.")
   out = np.empty((n, len(ATTRIBUTE_NAMES)), np.float32)
   for i, (name, kind) in enumerate(zip(ATTRIBUTE_NAMES, ATTRIBUTE_KINDS)):
     if kind == "continuous":
@@ -441,9 +460,18 @@ def render(attributes: np.ndarray, nuisance_rng: np.random.Generator, image_size
     (head, hair, hat, neck, shoulders) and 0 on the background; anti-aliased edges have
     values in between. With `return_background`, a third array: the background alone, uint8
     [N, S, S, 3]; wherever the mask is 0 the image equals it exactly.
+  Raises:
+    ConfigError: an image size it cannot draw.
+    DataError: attributes not [N, A] real numbers, NaN or infinite, or a `nuisance_rng` that
+      is not a NumPy generator.
   """
   _check_image_size(image_size)
-  attributes = np.asarray(attributes, np.float32)
+  _check_rng(nuisance_rng, "nuisance_rng")
+  try:
+    attributes = np.asarray(attributes, np.float32)
+  except (TypeError, ValueError):  # Was NumPy's "could not convert string to float".
+    raise DataError(f"synthetic: attributes {attributes!r:.60} are not numbers; pass floats "
+                    f"[N, {len(ATTRIBUTE_NAMES)}].") from None
   if attributes.ndim != 2 or attributes.shape[1] != len(ATTRIBUTE_NAMES):
     raise DataError(f"synthetic: attributes have shape {attributes.shape}, expected "
                     f"[N, {len(ATTRIBUTE_NAMES)}] in the order {ATTRIBUTE_NAMES}.")
@@ -516,8 +544,11 @@ def _read_cache(path: str, sizes: dict[str, int], image_size: int) -> Optional[d
       splits = {}
       for name, n in sizes.items():
         im, at, ma = z[f"{name}_images"], z[f"{name}_attributes"], z[f"{name}_masks"]
+        # Masks and attributes of another dtype, or NaN attributes, were trusted: float masks
+        # read as 1/255 of themselves by the pipeline (fault hunt).
         if (im.shape != (n, image_size, image_size, 3) or im.dtype != np.uint8
-            or at.shape != (n, len(ATTRIBUTE_NAMES)) or ma.shape != im.shape[:3]):
+            or at.shape != (n, len(ATTRIBUTE_NAMES)) or at.dtype != np.float32
+            or not np.isfinite(at).all() or ma.shape != im.shape[:3] or ma.dtype != np.uint8):
           return None
         splits[name] = Split(images=im, attributes=at.astype(np.float32), masks=ma)
       return splits
@@ -600,8 +631,8 @@ def load(*, image_size: int = 32, num_train: int = 12000, num_validation: int = 
     num_test: images in the test split.
     seed: the splits come from independent children of SeedSequence(seed), so they never
       share images and the same seed always gives identical arrays.
-    cache_dir: where to keep one .npz per (version, size, counts, seed); None disables
-      caching. "~" is expanded.
+    cache_dir: where to keep one .npz per (version, size, counts, seed); None or "" disables
+      caching (as `config.data.cache_dir` does). "~" is expanded.
 
   Returns:
     A `Dataset` named "synthetic" with train / validation / test splits holding uint8
@@ -614,7 +645,9 @@ def load(*, image_size: int = 32, num_train: int = 12000, num_validation: int = 
   name = os.path.basename(cache_path("", image_size=image_size, num_train=num_train,
                                      num_validation=num_validation, num_test=num_test,
                                      seed=seed))
-  if cache_dir is None:  # Every process generates the same arrays.
+  # No cache: every process generates the same arrays. Was: "" wrote the cache into the
+  # current folder, where `data.load` (config.data.cache_dir="") keeps none (fault hunt).
+  if not cache_dir:
     work = lambda: _generate(sizes, seed, image_size)
   else:
     path = cache_path(cache_dir, image_size=image_size, num_train=num_train,

@@ -1,0 +1,289 @@
+"""Fault hunt of the metrics log, the PNG grids, the synthetic data and the input pipeline:
+each test names what a user met before its fix ("Was: ..."). Library-level and fast: NumPy
+arrays where the pipeline's checks come before any JAX work, tiny files in tmp_path."""
+
+import json
+import os
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from a2i_jax import metrics, visualize
+from a2i_jax.data import pipeline, synthetic
+from a2i_jax.errors import ConfigError, DataError, InputError, WorkdirError
+
+SYNTHETIC = dict(image_size=16, num_train=2, num_validation=1, num_test=1, seed=0)
+
+
+def _rows(path):
+  return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _augment_cfg(crop_size=0):
+  return ml_collections.ConfigDict(dict(flip=False, crop_size=crop_size, max_rotation=0.0,
+                                        color_gain=0.0, max_sharpen=0.0))
+
+
+# ------------------------------------------------------------------------------ metrics
+
+
+def test_a_writer_of_a_home_folder_path_writes_where_read_metrics_reads(tmp_path,
+                                                                         monkeypatch):
+  """Was: `MetricWriter("~/run")` wrote to a folder named "~" under the current folder, and
+  `read_metrics("~/run")` (which expands "~") said the run had logged nothing."""
+  monkeypatch.setenv("HOME", str(tmp_path / "home"))
+  (tmp_path / "cwd").mkdir()
+  monkeypatch.chdir(tmp_path / "cwd")
+  writer = metrics.MetricWriter("~/run")
+  writer.write(1, {"train/loss": 2.5})
+  writer.close()
+  assert metrics.read_metrics("~/run") == [{"step": 1, "train/loss": 2.5}]
+  assert os.listdir(tmp_path / "cwd") == []
+
+
+def test_a_metrics_folder_or_a_tensorboard_file_is_one_workdir_error(tmp_path):
+  """Was: Python's IsADirectoryError (metrics.jsonl a folder) or NotADirectoryError (a file
+  named tensorboard) from `MetricWriter`, a traceback from the Python API."""
+  (tmp_path / "a").mkdir()
+  (tmp_path / "a" / metrics.METRICS_FILE).mkdir()
+  with pytest.raises(WorkdirError, match="metrics.jsonl is not a file.*move it away"):
+    metrics.MetricWriter(str(tmp_path / "a"))
+  (tmp_path / "b").mkdir()
+  (tmp_path / "b" / "tensorboard").write_text("not a folder")
+  with pytest.raises(WorkdirError, match="tensorboard is not a folder"):
+    metrics.MetricWriter(str(tmp_path / "b"))
+
+
+def test_a_scalar_named_step_or_not_a_number_is_refused_and_nothing_written(tmp_path):
+  """Was: a scalar named "step" replaced the row's step with a float, and `read_metrics` then
+  dropped the row as damaged: lost without a word. A value of None, a string or an array of
+  several numbers was Python's TypeError / ValueError, after TensorBoard had its part of the
+  row; a step of 2.7 was logged as step 2."""
+  writer = metrics.MetricWriter(str(tmp_path))
+  try:
+    with pytest.raises(InputError, match="scalar is named 'step'"):
+      writer.write(1, {"train/loss": 1.0, "step": 1.0})
+    for value in (None, "x", np.zeros(3)):
+      with pytest.raises(InputError, match="'val/loss'=.* is not one real number"):
+        writer.write(1, {"train/loss": 1.0, "val/loss": value})
+    with pytest.raises(InputError, match="step=2.7 is not valid"):
+      writer.write(2.7, {"train/loss": 1.0})
+    writer.write(np.int64(1), {"train/loss": np.float32(1.5), "ok": np.ones((1, 1))})
+  finally:
+    writer.close()
+  assert metrics.read_metrics(str(tmp_path)) == [{"step": 1, "train/loss": 1.5, "ok": 1.0}]
+
+
+def test_a_step_before_the_last_row_is_refused(tmp_path):
+  """Was: appended after the later rows (a notebook cell re-run with a new writer logs its
+  steps again): one step twice and the steps out of order in metrics.jsonl."""
+  writer = metrics.MetricWriter(str(tmp_path))
+  writer.write(5, {"a": 5.0})
+  writer.close()
+  writer = metrics.MetricWriter(str(tmp_path))
+  try:
+    with pytest.raises(InputError, match="step 3 come after those of step 5.*resumed_from"):
+      writer.write(3, {"a": 3.0})
+    writer.write(5, {"b": 1.0})  # The last row's step: merged, as before.
+  finally:
+    writer.close()
+  assert _rows(tmp_path / metrics.METRICS_FILE) == [{"step": 5, "a": 5.0, "b": 1.0}]
+
+
+def test_a_resume_leaves_one_row_per_step_in_order(tmp_path):
+  """Was: a file whose steps went back (a run restarted from a checkpoint without
+  `resumed_from`, or an older version's) kept every row at a resume: step 2 and 3 twice and
+  out of order. The rows after the restart's step are dropped, its step merged."""
+  path = tmp_path / metrics.METRICS_FILE
+  old = [{"step": 1, "a": 1.0}, {"step": 2, "a": 2.0}, {"step": 3, "a": 3.0},
+         {"step": 4, "a": 4.0}, {"step": 2, "val": 0.5}, {"step": 3, "a": 3.5}]
+  path.write_text("".join(json.dumps(r) + "\n" for r in old))
+  writer = metrics.MetricWriter(str(tmp_path), resumed_from=3)
+  writer.write(4, {"a": 4.5})
+  writer.close()
+  assert _rows(path) == [{"step": 1, "a": 1.0}, {"step": 2, "a": 2.0, "val": 0.5},
+                         {"step": 3, "a": 3.5}, {"step": 4, "a": 4.5}]
+
+
+def test_rows_replaced_at_the_opening_are_counted_in_a_warning(tmp_path, caplog):
+  """Review: a writer made without `resumed_from` on a file whose steps went back dropped the
+  later history (steps 100 and 200 below) without a word; damaged lines were already said."""
+  path = tmp_path / metrics.METRICS_FILE
+  path.write_text("".join(json.dumps({"step": s, "a": float(s)}) + "\n"
+                          for s in (0, 100, 200, 50)))
+  with caplog.at_level("WARNING"):
+    metrics.MetricWriter(str(tmp_path)).close()
+  assert _rows(path) == [{"step": 0, "a": 0.0}, {"step": 50, "a": 50.0}]
+  assert f"replaced 2 row(s) of {path} by a later row" in caplog.text
+  caplog.clear()
+  with caplog.at_level("WARNING"):  # Steps that increase: nothing to say.
+    metrics.MetricWriter(str(tmp_path)).close()
+  assert "replaced" not in caplog.text
+
+
+def test_write_image_refuses_nan_and_takes_grey_images(tmp_path):
+  """Was: NaN pixels written to TensorBoard as black and floats past 1 wrapped around
+  (tensorboardX casts x * 255 to uint8), a grey [H, W] image tensorboardX's AssertionError,
+  and a write after `close` Python's "I/O operation on closed file"."""
+  writer = metrics.MetricWriter(str(tmp_path))
+  image = np.full((4, 4, 3), 0.5, np.float32)
+  image[0, 0, 0] = np.nan
+  with pytest.raises(InputError, match="NaN"):
+    writer.write_image(1, "samples", image)
+  with pytest.raises(InputError, match="range over \\[0, 200\\]"):
+    writer.write_image(1, "samples", np.linspace(0, 200, 48, dtype=np.float32).reshape(4, 4, 3))
+  with pytest.raises(InputError, match="one image"):
+    writer.write_image(1, "samples", np.zeros((2, 4, 4, 3), np.uint8))
+  writer.write_image(1, "samples", np.zeros((4, 4), np.uint8))
+  writer.close()
+  with pytest.raises(InputError, match="is closed; make a new one"):
+    writer.write(2, {"a": 1.0})
+
+
+# ---------------------------------------------------------------------------- visualize
+
+
+def test_a_grid_of_images_without_pixels_is_refused():
+  """Was: images of height or width 0 tiled into a grid of white padding alone, written as the
+  picture without a word (as N = 0 was before its own fix)."""
+  for shape in ((2, 0, 4, 3), (2, 4, 0, 3), (2, 0, 4)):
+    with pytest.raises(InputError, match="no pixels"):
+      visualize.make_grid(np.zeros(shape, np.uint8), 2)
+
+
+def test_save_png_onto_a_folder_or_inside_a_file_is_one_input_error(tmp_path):
+  """Was: Python's IsADirectoryError (a folder of the PNG's name; after the PNG was made) and
+  FileExistsError (a file where a parent folder goes)."""
+  grid = np.zeros((3, 3, 3), np.uint8)
+  (tmp_path / "grid.png").mkdir()
+  with pytest.raises(InputError, match="grid.png is a folder; pass a file path"):
+    visualize.save_png(grid, str(tmp_path / "grid.png"))
+  assert os.listdir(tmp_path / "grid.png") == []
+  (tmp_path / "file").write_text("x")
+  with pytest.raises(InputError, match="inside .*file, which is a file"):
+    visualize.save_grid(grid[None], str(tmp_path / "file" / "a" / "g.png"), 1)
+  assert sorted(os.listdir(tmp_path)) == ["file", "grid.png"]  # No temporary file left.
+  visualize.save_png(grid, str(tmp_path / "new" / "g.png"))  # A missing folder is made.
+  visualize.save_png(grid + 1, str(tmp_path / "new" / "g.png"))  # And a PNG replaced.
+  assert os.listdir(tmp_path / "new") == ["g.png"]
+
+
+# ----------------------------------------------------------------------------- pipeline
+
+
+def test_sample_batch_refuses_arrays_of_other_lengths_and_empty_data():
+  """Was: arrays of different lengths sampled by the images' N, where JAX clamps an index past
+  the end of the shorter one: images paired with other examples' attributes, without a word.
+  An empty split was JAX's TypeError about a gather, no "images" a KeyError, a batch_size of
+  0 an empty batch and -1 or 2.0 JAX's TypeError."""
+  images, key = np.zeros((4, 2, 2, 3), np.uint8), jax.random.key(0)
+  on_device = jax.device_put({"images": images, "attributes": np.zeros((3, 2), np.float32)})
+  with pytest.raises(DataError, match="differ in length.*'attributes': 3"):
+    pipeline.sample_batch(key, on_device, 8)
+  with pytest.raises(DataError, match="no examples"):
+    pipeline.sample_batch(key, {"images": images[:0], "attributes": np.zeros((0, 2))}, 2)
+  with pytest.raises(DataError, match=r"keys \[.attributes.\]; sample_batch takes a dict"):
+    pipeline.sample_batch(key, {"attributes": np.zeros((3, 2))}, 2)
+  for bad in (0, -1, 2.0, True):
+    with pytest.raises(InputError, match="batch_size="):
+      pipeline.sample_batch(key, {"images": images}, bad)
+
+
+def test_centre_crop_fits_the_images_and_centres_both_axes():
+  """Was: a size beyond the image sliced from a negative offset (10 of 8 gave 1 x 1 pixels of
+  a corner), and W was cropped at H's offset, off centre where W != H."""
+  x = np.arange(8 * 12).reshape(1, 8, 12, 1)
+  np.testing.assert_array_equal(pipeline.centre_crop(x, 4), x[:, 2:6, 4:8])
+  for bad in (9, 0, 4.0):
+    with pytest.raises(InputError, match="does not fit images of 8 x 12.*from 1 to 8"):
+      pipeline.centre_crop(x, bad)
+
+
+def test_a_crop_larger_than_the_images_or_masks_of_another_shape_are_refused():
+  """Was: a crop_size larger than the images left them uncropped, at their own size, in both
+  `augment` and `preprocess_eval`; masks of another size were JAX's TypeError about a
+  concatenation, images without their channel axis JAX's ValueError, a negative or float
+  crop_size JAX's TypeError."""
+  images, masks = np.zeros((2, 8, 8, 3), np.uint8), np.zeros((2, 8, 8), np.uint8)
+  key = jax.random.key(0)
+  with pytest.raises(ConfigError, match="crop_size=10 is larger than the images \\(8 x 8\\)"):
+    pipeline.augment(key, images, masks, _augment_cfg(10))
+  with pytest.raises(ConfigError, match="crop_size=10 is larger"):
+    pipeline.preprocess_eval(images, masks, _augment_cfg(10))
+  with pytest.raises(InputError, match="masks have shape \\(2, 6, 6\\)"):
+    pipeline.augment(key, images, masks[:, :6, :6], _augment_cfg())
+  with pytest.raises(InputError, match="images have shape \\(2, 8, 8\\)"):
+    pipeline.preprocess_eval(images[..., 0], None, _augment_cfg())
+  for bad in (-3, 4.0):  # Was JAX's TypeError about a slice of negative size.
+    with pytest.raises(ConfigError, match=f"crop_size={bad} is not valid"):
+      pipeline.augment(key, images, masks, _augment_cfg(bad))
+
+
+def test_masks_that_are_not_uint8_are_refused():
+  """Was: float or boolean masks divided by 255 as the stored uint8 ones are: a mask of 1
+  taken as 1/255, the foreground all but hidden from the model, without a word."""
+  images = np.zeros((1, 4, 4, 3), np.uint8)
+  for masks in (np.ones((1, 4, 4), np.float32), np.ones((1, 4, 4), bool)):
+    with pytest.raises(InputError, match=f"masks have dtype {masks.dtype}.*255"):
+      pipeline.preprocess_eval(images, masks, _augment_cfg())
+    with pytest.raises(InputError, match="masks have dtype"):
+      pipeline.uint8_masks_to_channel(masks)
+
+
+def test_the_box_filter_refuses_integer_images():
+  """Was: uint8 images filtered to all zeros (the 1/25 kernel in their dtype is 0)."""
+  with pytest.raises(InputError, match="takes floats; got uint8"):
+    pipeline.box_filter_5x5(np.full((1, 5, 5, 3), 200, np.uint8))
+
+
+# ---------------------------------------------------------------------------- synthetic
+
+
+def test_bool_counts_and_seed_are_refused():
+  """Was: bools taken as integers: num_train=True NumPy's TypeError "an integer is required"
+  and seed=True the data of seed 1; `sample_attributes(rng, True)` the same TypeError."""
+  for key in ("num_train", "num_test", "seed", "image_size"):
+    with pytest.raises(ConfigError, match=f"{key}=True"):
+      synthetic.load(**{**SYNTHETIC, key: True})
+  with pytest.raises(DataError, match="cannot sample True attribute vectors"):
+    synthetic.sample_attributes(np.random.default_rng(0), True)
+
+
+def test_a_seed_where_a_generator_goes_and_text_attributes_are_refused():
+  """Was: `sample_attributes(0, n)` and `render(a, 0, size)` Python's AttributeError ("'int'
+  object has no attribute 'uniform'"), text attributes NumPy's ValueError."""
+  with pytest.raises(DataError, match="rng is int 0; pass a NumPy generator"):
+    synthetic.sample_attributes(0, 2)
+  with pytest.raises(DataError, match="nuisance_rng is int 7; pass a NumPy generator"):
+    synthetic.render(np.zeros((1, 10), np.float32), 7, 16)
+  with pytest.raises(DataError, match="are not numbers"):
+    synthetic.render([["a"] * 10], np.random.default_rng(0), 16)
+
+
+def test_a_cache_file_of_other_dtypes_or_nan_attributes_is_made_again(tmp_path):
+  """Was: a cache file whose masks were not uint8, or whose attributes held NaN, was trusted
+  (only the images' dtype was checked): float masks reached training, where the pipeline reads
+  them as 1/255 of themselves."""
+  ref = synthetic.load(**SYNTHETIC)
+  path = synthetic.cache_path(str(tmp_path), **SYNTHETIC)
+  for name, change in (("masks", lambda a: a.astype(np.float32)),
+                       ("attributes", lambda a: np.where(a == a.max(), np.nan, a))):
+    arrays = {f"{s}_{k}": getattr(ref[s], k) for s in ("train", "validation", "test")
+              for k in ("images", "attributes", "masks")}
+    arrays[f"train_{name}"] = change(arrays[f"train_{name}"])
+    with open(path, "wb") as f:
+      np.savez(f, **arrays)
+    got = synthetic.load(**SYNTHETIC, cache_dir=str(tmp_path))["train"]
+    assert got.masks.dtype == np.uint8, name
+    np.testing.assert_array_equal(got.masks, ref["train"].masks)
+    np.testing.assert_array_equal(got.attributes, ref["train"].attributes)
+
+
+def test_an_empty_cache_dir_keeps_no_cache(tmp_path, monkeypatch):
+  """Was: `synthetic.load(cache_dir="")` wrote its .npz into the current folder, where
+  `data.load` (config.data.cache_dir="") keeps no cache at all."""
+  monkeypatch.chdir(tmp_path)
+  synthetic.load(**SYNTHETIC, cache_dir="")
+  assert os.listdir(tmp_path) == []

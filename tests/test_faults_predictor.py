@@ -1,0 +1,253 @@
+"""Faults of the attribute predictor: its argument checks, the data it trains on, and saving
+it. Library-level and fast: the predictor here is never trained and never run (its weights are
+drawn on the host in the shapes `jax.eval_shape` gives), so nothing is compiled."""
+
+import dataclasses
+import errno
+import hashlib
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import serialization
+
+from a2i_jax import attribute_predictor as ap
+from a2i_jax.attribute_predictor import network, storage, training
+from a2i_jax.data.base import Dataset, Split
+from a2i_jax.errors import CheckpointError, DataError, InputError, WorkdirError
+
+S = 8  # Image side.
+NAMES, KINDS = ("smile", "age"), ("binary", "continuous")
+
+
+def _split(n: int, seed: int) -> Split:
+  rng = np.random.default_rng(seed)
+  attributes = np.stack([rng.integers(0, 2, n), rng.normal(size=n)], 1).astype(np.float32)
+  return Split(rng.integers(0, 256, (n, S, S, 3), dtype=np.uint8), attributes)
+
+
+def _dataset(train: Split = None) -> Dataset:
+  return Dataset("toy", NAMES, KINDS, {"train": train if train is not None else _split(6, 0),
+                                         "test": _split(4, 1)})
+
+
+@pytest.fixture(scope="module")
+def predictor() -> ap.Predictor:
+  """An untrained predictor of `NAMES` on SxS images (width 2), weights drawn on the host."""
+  shapes = jax.eval_shape(lambda: network.AttributeNet(len(NAMES), 2).init(
+      jax.random.PRNGKey(0), jnp.zeros((1, S, S, 3))))
+  rng = np.random.default_rng(0)
+  draw = lambda s: np.abs(rng.normal(size=s.shape)).astype(np.float32)  # noqa: E731
+  variables = {k: jax.tree_util.tree_map(draw, dict(shapes)[k])
+               for k in ("params", "batch_stats")}
+  meta = ap.PredictorMeta(
+      dataset="toy", attribute_names=NAMES, attribute_kinds=KINDS, image_size=S, width=2,
+      mean=(0.5, 0.0), std=(0.5, 1.0), low=(0.0, -2.0), high=(1.0, 2.0), steps=1,
+      batch_size=2, learning_rate=1e-3, seed=0)
+  return ap.Predictor(variables, meta)
+
+
+@pytest.fixture
+def nothing_trains(monkeypatch):
+  """Training stops the test: every check under test comes before it."""
+  monkeypatch.setattr(training, "_init_variables", lambda *a: pytest.fail("trained"))
+
+
+def test_predict_and_scoring_refuse_what_is_not_a_predictor_and_a_bool_batch_size(predictor):
+  """Was: a workdir's path (or None) in place of the predictor an AttributeError ("'str'
+  object has no attribute 'meta'") in predict, score, fidelity, sweep_response and
+  save_predictor; predict's batch_size=True taken as 1."""
+  images = np.zeros((2, S, S, 3), np.uint8)
+  calls = (lambda p: ap.predict(p, images), lambda p: ap.fidelity(p, images, np.zeros((2, 2))),
+           lambda p: ap.score(p, np.zeros((2, 2)), np.zeros((2, 2))),
+           lambda p: ap.sweep_response(p, images[None], [0.0, 1.0], 0),
+           lambda p: ap.attribute_index(p, 0), lambda p: ap.save_predictor(p, "unused"))
+  for call in calls:
+    with pytest.raises(InputError, match=r"predictor 'runs/x' is a path; pass the Predictor: "
+                       r"attribute_predictor.load_predictor\(workdir\)"):
+      call("runs/x")
+    with pytest.raises(InputError, match="predictor=NoneType is not an attribute predictor; "
+                       "pass attribute_predictor.load_predictor"):
+      call(None)
+  with pytest.raises(InputError, match="batch_size=True is not valid; pass an integer of at "
+                     "least 1"):
+    ap.predict(predictor, images, batch_size=True)
+
+
+def test_score_refuses_predictions_that_are_not_numbers_and_a_bad_seed(predictor):
+  """Was: predictions of strings a ValueError of NumPy's ("could not convert string to
+  float"), seed=-1 a ValueError and seed=1.5 a TypeError of NumPy's, seed=True taken as 1."""
+  t = np.zeros((4, 2), np.float32)
+  with pytest.raises(InputError, match="predictions are not numbers .*; pass the float array "
+                     r"\[N, 2\] `predict` returns"):
+    ap.score(predictor, [["x", "y"]] * 4, t)
+  for bad in (-1, 1.5, True, "0"):
+    with pytest.raises(InputError, match=f"seed={bad!r} is not valid; pass an integer of at "
+                       "least 0"):
+      ap.score(predictor, t, t, seed=bad)
+  # fidelity checks its seed before the images are predicted (no weights: predict would fail).
+  with pytest.raises(InputError, match="seed=-1 is not valid"):
+    ap.fidelity(dataclasses.replace(predictor, variables={}), np.zeros((4, S, S, 3), np.uint8),
+                t, seed=-1)
+  assert ap.score(predictor, t, t, seed=np.int64(3))["num_images"] == 4
+
+
+def test_correlations_refuse_vectors_of_other_shapes_and_give_nan_for_nan():
+  """Was: spearman ranked NaN as the largest value, so a vector holding NaN had a finite rank
+  correlation (0.316 for [1, nan, nan, 4] against [1, 2, 3, 4]); pearson of vectors of other
+  lengths was NumPy's broadcast ValueError, a vector of one value broadcast against the other
+  (NaN), matrices flattened and scored (0.8)."""
+  assert np.isnan(ap.spearman([1, np.nan, np.nan, 4], [1, 2, 3, 4]))
+  assert np.isnan(ap.spearman([1, 2, 3, 4], [1, 2, np.inf, 4]))
+  assert np.isnan(ap.pearson([], []))  # Was NaN with NumPy's warnings of an empty mean.
+  assert ap.spearman([1, 2, 2, 3], [10, 20, 20, 30]) == pytest.approx(1.0)
+  for a, b in (([1, 2, 3], [1, 2]), ([1], [1, 2, 3]), ([[1, 2], [3, 4]], [[1, 2], [4, 3]])):
+    for fn in (ap.pearson, ap.spearman):
+      with pytest.raises(InputError, match="correlation of values of shapes .*; pass two "
+                         r"vectors \[N\] of one length"):
+        fn(a, b)
+  with pytest.raises(InputError, match="correlation of values that are not numbers"):
+    ap.pearson(["a", "b"], [1, 2])
+
+
+def test_sweep_response_refuses_ragged_non_numeric_and_empty_sweeps(predictor):
+  """Was: a ragged list of progressions and swept values that are not numbers NumPy's
+  ValueError; no swept values (K = 0), one (K = 1) or no examples (N = 0) returned NaN
+  correlations and means with NumPy's warnings."""
+  x = np.zeros((1, 2, S, S, 3), np.uint8)
+  with pytest.raises(InputError, match="progressions is a list of items of different shapes"):
+    ap.sweep_response(predictor, [x[0], x[0, :1]], [0.0, 1.0], 0)
+  with pytest.raises(InputError, match="swept_values are not numbers"):
+    ap.sweep_response(predictor, x, ["low", "high"], 0)
+  for progressions, values in ((x[:, :0], []), (x[:, :1], [0.0]), (x[:0], [0.0, 1.0])):
+    with pytest.raises(InputError, match=r"progressions have shape .*; a sweep needs N >= 1 "
+                       "examples of K >= 2 swept values"):
+      ap.sweep_response(predictor, progressions, values, "smile")
+
+
+def _with_train(**changes) -> Dataset:
+  return _dataset(dataclasses.replace(_split(6, 0), **changes))
+
+
+@pytest.mark.usefixtures("nothing_trains")
+@pytest.mark.parametrize("data, says", [
+    (lambda: _with_train(images=np.zeros((0, S, S, 3), np.uint8),
+                         attributes=np.zeros((0, 2), np.float32)),
+     "split 'train' is empty; the attribute predictor needs training images"),
+    (lambda: _with_train(attributes=np.where(np.eye(6, 2, dtype=bool), np.nan, 0.5)),
+     "split 'train': attribute row 0 holds NaN or infinity; drop or fill the rows"),
+    (lambda: _with_train(attributes=np.zeros((6, 1), np.float32)),
+     r"split 'train': attributes have shape \(6, 1\), expected \[6, 2\] .*smile, age"),
+    (lambda: _with_train(attributes=np.zeros((6, 3), np.float32)),
+     r"split 'train': attributes have shape \(6, 3\), expected \[6, 2\]"),
+    (lambda: _with_train(images=np.zeros((6, S, S, 3), np.float32) + 200.0),
+     r"split 'train': images are float32 \(6, 8, 8, 3\); the attribute predictor takes uint8"),
+    (lambda: Dataset("toy", NAMES, KINDS, {"train": _split(6, 0), "test": dataclasses.replace(
+        _split(4, 1), attributes=np.full((4, 2), np.inf, np.float32))}),
+     "split 'test': attribute row 0 holds NaN or infinity"),
+    (lambda: Dataset("toy", ("smile", "smile"), KINDS, _dataset().splits),
+     "names the attribute\\(s\\) 'smile' more than once; give every column its own name"),
+], ids=["empty", "nan", "fewer_columns", "more_columns", "float_images", "nan_test", "twice"])
+def test_train_predictor_refuses_data_it_cannot_learn_from(data, says, tmp_path):
+  """Was: a `Dataset` built by hand reached training unchecked: an empty training split was
+  NumPy's ValueError ("zero-size array"), NaN attributes a divergence blamed on the learning
+  rate ("lower config.attribute_predictor.learning_rate"), one attribute column for two names
+  broadcast and trained without a word, three a TypeError, float images in [0, 255] trained
+  on as they were (the step reads only their dtype), NaN test attributes refused only after
+  the training, and two columns of one name trained and scored as one (`score`'s
+  per-attribute dict kept the last)."""
+  dataset = data()
+  kw = {"steps": 1, "batch_size": 2, "learning_rate": 1e-3, "width": 2}
+  with pytest.raises(DataError, match=f"dataset 'toy',? {says}"):
+    ap.train_predictor(dataset, **kw)
+  with pytest.raises(DataError, match=says):  # Before any predictor is read or trained.
+    ap.load_or_train(kw, dataset, str(tmp_path))
+
+
+@pytest.mark.usefixtures("nothing_trains")
+def test_train_predictor_refuses_what_is_not_a_dataset():
+  """Was: a TypeError ("string indices must be integers") for a path in place of the
+  dataset."""
+  with pytest.raises(InputError, match="dataset=str is not a Dataset; pass one of "
+                     "a2i_jax.data's"):
+    ap.train_predictor("data/lfw", steps=1, batch_size=2, learning_rate=1e-3, width=2)
+
+
+def _rewrite_weights(d: str, edit) -> None:
+  """Applies `edit` to the saved weights and writes hashes that match, as a writer without
+  the finite check did (not damage, which the hashes catch)."""
+  with open(os.path.join(d, "variables.msgpack"), "rb") as f:
+    variables = serialization.msgpack_restore(f.read())
+  blob = serialization.msgpack_serialize(jax.tree_util.tree_map(edit, variables))
+  with open(os.path.join(d, "variables.msgpack"), "wb") as f:
+    f.write(blob)
+  path = os.path.join(d, "meta.json")
+  with open(path) as f:
+    meta = json.load(f)
+  meta["weights_sha256"] = hashlib.sha256(blob).hexdigest()
+  meta["meta_sha256"] = storage._meta_sha256(meta)  # pylint: disable=protected-access
+  with open(path, "w") as f:
+    json.dump(meta, f)
+
+
+def test_weights_that_hold_nan_are_neither_saved_nor_loaded(predictor, tmp_path):
+  """Was: a predictor whose weights hold NaN was saved and loaded without a word, and its
+  NaN predictions then blamed on the images scored ("score only finite predictions (of finite
+  images)")."""
+  nan = dataclasses.replace(predictor, variables=jax.tree_util.tree_map(
+      lambda a: a * np.nan, predictor.variables))
+  with pytest.raises(InputError, match="the attribute predictor's weights hold NaN or "
+                     "infinity; train it again"):
+    ap.save_predictor(nan, str(tmp_path))
+  assert not os.path.exists(ap.predictor_dir(str(tmp_path)))  # Nothing written.
+  d = ap.save_predictor(predictor, str(tmp_path))
+  _rewrite_weights(d, lambda a: a * np.inf)
+  with pytest.raises(CheckpointError, match=f"predictor in {d} is unreadable \\(its weights "
+                     "hold NaN or infinity\\). Delete the folder"):
+    ap.load_predictor(str(tmp_path))
+
+
+def test_a_predictor_that_cannot_be_saved_is_a_workdir_error(predictor, tmp_path, monkeypatch,
+                                                             caplog):
+  """Was: save_predictor's OSError itself, a traceback (NotADirectoryError for a workdir that
+  is a file, FileExistsError for a file named attribute_predictor in it, OSError ENOSPC for a
+  full disk), and None for the workdir a TypeError of os.path's in save_predictor,
+  load_predictor and load_or_train."""
+  (tmp_path / "file").write_text("")
+  (tmp_path / "run").mkdir()
+  (tmp_path / "run" / "attribute_predictor").write_text("")
+  for workdir in (tmp_path / "file", tmp_path / "run"):
+    blocked = workdir if workdir.name == "file" else workdir / "attribute_predictor"
+    with pytest.raises(WorkdirError, match=f"could not save the attribute predictor in "
+                       f".*{workdir.name}/attribute_predictor \\({blocked} is a file, not a "
+                       "folder\\); pass a workdir that is a writable folder"):
+      ap.save_predictor(predictor, str(workdir))
+  for call in (lambda: ap.save_predictor(predictor, None), lambda: ap.load_predictor(None),
+               lambda: ap.load_or_train(None, _dataset(), None)):
+    with pytest.raises(InputError, match="workdir=None is not a folder's path"):
+      call()
+  # A disk that fills between the two files: an error, and the half-saved predictor is refused.
+  d = ap.save_predictor(predictor, str(tmp_path))
+  write = storage.files.atomic_write
+
+  def full_at_meta(path, data):
+    if path.endswith("meta.json"):
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+    write(path, data)
+  monkeypatch.setattr(storage.files, "atomic_write", full_at_meta)
+  other = dataclasses.replace(predictor, variables=jax.tree_util.tree_map(
+      lambda a: a + 1.0, predictor.variables))
+  with pytest.raises(WorkdirError, match=f"could not save the attribute predictor in {d} \\(no "
+                     "space left on the device\\)"):
+    ap.save_predictor(other, str(tmp_path))
+  with pytest.raises(CheckpointError, match="the weights do not match the metadata"):
+    ap.load_predictor(str(tmp_path))
+  # load_or_train still scores with what it trained, and says it could not keep it.
+  monkeypatch.setattr(storage, "train_predictor", lambda *a, **k: other)
+  settings = {"steps": 1, "batch_size": 2, "learning_rate": 1e-3, "width": 2}
+  assert ap.load_or_train(settings, _dataset(), str(tmp_path)) is other
+  assert "could not save the attribute predictor" in caplog.text
+  assert "no space left on the device" in caplog.text

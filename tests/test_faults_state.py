@@ -1,0 +1,193 @@
+"""Fault hunt of the state modules from Python: the Checkpointer's arguments, a run's folders
+given in the wrong place, the optimiser's settings, the loss terms' shapes and the bounded
+exponential. Library-level and fast: nothing here trains or compiles a model."""
+
+import math
+import os
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from a2i_jax import checkpoints, config_lib, models, numerics, objectives, train_state
+from a2i_jax.errors import CheckpointError, ConfigError, InputError, WorkdirError
+
+
+def test_a_save_takes_a_train_states_step_and_refuses_what_names_no_step(tmp_path):
+  """Was: `save(state.step, state)`, the step a 0-d jax.Array, a TypeError's traceback
+  (unhashable) after Orbax had started the save, and every later call of the checkpointer,
+  close too, the same; a step 2.0 saved as a folder "2.0" and -1 as "-1", which no later
+  start lists; "3" and None TypeErrors."""
+  ckpt = checkpoints.Checkpointer(str(tmp_path))
+  try:
+    ckpt.save(jnp.asarray(3, jnp.int32), {"w": jnp.ones(2)})
+    for step in (4.0, -1, "5", None, True):
+      with pytest.raises(CheckpointError, match=re.escape(
+          f"step={step!r} cannot name a checkpoint; pass the training step, an integer of at "
+          f"least 0 (the steps saved in {ckpt.directory}: [3]).")):
+        ckpt.save(step, {"w": jnp.ones(2)})
+  finally:
+    ckpt.close()
+  assert sorted(os.listdir(ckpt.directory)) == ["3"]
+  assert checkpoints.Checkpointer(str(tmp_path), create=False).all_steps() == [3]
+
+
+def test_a_closed_checkpointer_refuses_to_save(tmp_path):
+  """Was: a save after `close` (a notebook cell run again) Orbax's RuntimeError "cannot
+  schedule new futures after shutdown", after a screen of its threads' tracebacks."""
+  ckpt = checkpoints.Checkpointer(str(tmp_path))
+  ckpt.close()
+  with pytest.raises(CheckpointError, match=re.escape(
+      f"this Checkpointer of {tmp_path} was closed; make a new one")):
+    ckpt.save(1, {"w": jnp.ones(2)})
+  ckpt.close()  # Twice is no mistake.
+  assert os.listdir(ckpt.directory) == []
+
+
+@pytest.mark.parametrize("workdir", [None, 3, ""])
+def test_a_checkpointer_workdir_that_is_no_path_is_refused(workdir, tmp_path, monkeypatch):
+  """Was: None or a number a TypeError's traceback from os.path, and "" the current folder,
+  where the checkpoints then went without a word."""
+  monkeypatch.chdir(tmp_path)
+  with pytest.raises(WorkdirError, match=re.escape(
+      f"workdir={workdir!r}: pass the run's folder, a path (str or pathlib.Path) that is not "
+      "empty.")):
+    checkpoints.Checkpointer(workdir)
+  assert os.listdir(tmp_path) == []
+
+
+def test_a_step_folder_given_as_the_workdir_names_the_run(tmp_path):
+  """Was: load_trained / load_config of a run's checkpoints/<step> folder said "this workdir
+  was not written by train.py", of a run's own checkpoint (its checkpoints/ folder was named
+  right)."""
+  run = tmp_path / "run"
+  (run / "checkpoints" / "2" / "default").mkdir(parents=True)
+  (run / "config.json").write_text("{}")
+  for inside in (run / "checkpoints" / "2", run / "checkpoints" / "2" / "default"):
+    with pytest.raises(ConfigError, match=re.escape(
+        f"{inside} is inside the run's folder; pass that folder, {run}.")):
+      checkpoints.load_config(str(inside))
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("learning_rate", -1e-3, "config.learning_rate=-0.001 must be > 0.0."),
+    ("learning_rate", 0.0, "config.learning_rate=0.0 must be > 0.0."),
+    ("learning_rate", math.nan, "config.learning_rate=nan must be a finite number."),
+    ("weight_decay", -0.1, "config.weight_decay=-0.1 must be >= 0.0."),
+    ("adam_b1", 1.0, "config.adam_b1=1.0 must be in [0.0, 1.0)."),
+    ("adam_eps", 0.0, "config.adam_eps=0.0 must be > 0.0."),
+])
+def test_optimiser_settings_that_cannot_train_are_refused(key, value, words):
+  """Was: make_optimizer from Python (not behind train.py's validate_config) took a negative
+  learning rate (the loss climbed), 0 (nothing trained), NaN (NaN weights), a negative weight
+  decay or adam_b1 = 1 (NaN from the bias correction), without a word."""
+  config = config_lib.get_config("synthetic")
+  config[key] = value
+  for build in (train_state.make_optimizer, train_state.legacy_optimizer):
+    with pytest.raises(ConfigError, match=re.escape(words)):
+      build(config)
+
+
+def test_a_train_state_from_a_seed_or_without_an_optimiser_is_refused():
+  """Was: create_train_state(model, config, tx, 0) JAX's TypeError "invalid PRNG key data"
+  from inside the initialisation, and tx=None an AttributeError; nothing compiles now."""
+  config = config_lib.get_config("synthetic")
+  model = models.create_model(config.model)
+  tx = train_state.make_optimizer(config)
+  with pytest.raises(InputError, match=re.escape(
+      "key=0 is a seed, not a PRNG key; pass key=jax.random.key(0)")):
+    train_state.create_train_state(model, config, tx, 0)
+  with pytest.raises(InputError, match=re.escape(
+      "tx is a NoneType, not an optax transformation; pass train_state.make_optimizer(config).")):
+    train_state.create_train_state(model, config, None, jax.random.key(0))
+
+
+def test_a_clipping_norm_that_cannot_clip_is_refused():
+  """Was: clip_by_global_norm with max_norm NaN made every gradient NaN, a negative one
+  turned clipping off, None was a TypeError; a 0-d array of a number is a number."""
+  grads = {"w": np.ones(4, np.float32)}
+  for bad in (math.nan, -1.0, math.inf, None, "1"):
+    with pytest.raises(ConfigError, match=re.escape(
+        f"max_norm={bad!r} (config.grad_clip_norm) must be a finite Python number >= 0")):
+      train_state.clip_by_global_norm(grads, bad)
+  clipped, norm = train_state.clip_by_global_norm(grads, np.float32(1.0))
+  np.testing.assert_allclose(clipped["w"], 0.5)
+  assert float(norm) == 2.0
+
+
+def test_loss_terms_of_arrays_that_would_broadcast_are_refused():
+  """Was: the losses broadcast their arguments against each other, so targets without their
+  batch axis, or log-variances of one row for a batch, gave finite values of the wrong sum;
+  weighted_sums' weights of [B, 1] made a [B, B] sum, B times too large; uint8 images were
+  scored as values up to 255."""
+  x = np.zeros((2, 4, 4, 3), np.float32)
+  with pytest.raises(InputError, match=re.escape(
+      "gaussian_nll takes arrays of one shape, [B, ...], one row per example; got x [4, 4, 3], "
+      "mean [2, 4, 4, 3], logvar [2, 4, 4, 3]")):
+    objectives.gaussian_nll(x[0], x, x)
+  with pytest.raises(InputError, match=re.escape("got mu [2, 8], logvar [1, 8]")):
+    objectives.gaussian_kl(np.zeros((2, 8)), np.zeros((1, 8)))
+  with pytest.raises(InputError, match=re.escape("got pred [2, 4, 4, 3], target [1, 4, 4, 3]")):
+    objectives.smooth_l1(x, x[:1])
+  with pytest.raises(InputError, match=re.escape(
+      "gaussian_nll's x is uint8; pass floats (images in [-1, 1]: uint8 / 127.5 - 1).")):
+    objectives.gaussian_nll(x.astype(np.uint8), x, x)
+  terms = {"loss": np.arange(4, dtype=np.float32)}
+  for weights in (np.ones((4, 1)), np.ones(3)):
+    with pytest.raises(InputError, match=re.escape(
+        f"weights is {list(weights.shape)} for the term 'loss' of [4]; pass one weight per "
+        "example, [B].")):
+      objectives.weighted_sums(terms, weights)
+  assert float(objectives.weighted_sums(terms, np.ones(4))["loss"]) == 6.0
+
+
+def _discvae_outputs(shape=(2, 4, 4, 3)):
+  zeros = np.zeros(shape, np.float32)
+  return {"foreground": zeros, "x_fg": zeros, "mean": zeros, "gate_logits": zeros,
+          "mu_fg": np.zeros((2, 3)), "logvar_fg": np.zeros((2, 3)),
+          "mu_bg": np.zeros((2, 2)), "logvar_bg": np.zeros((2, 2))}
+
+
+def test_discvae_terms_refuse_an_unknown_composition_and_masks_that_do_not_fit():
+  """Was, each without a word: a composition "layerd" computed the reference's loss; a NaN
+  gate weight made the loss NaN and a negative reconstruction weight pushed the wrong way
+  (config_lib refuses both for a model's own); a uint8 mask of 0/255 made the gate's target
+  1 - 255; a mask of one image (or without its channel axis where the size allowed)
+  broadcast over the batch."""
+  out, x = _discvae_outputs(), np.zeros((2, 4, 4, 3), np.float32)
+  mask = np.ones((2, 4, 4, 1), np.float32)
+  with pytest.raises(ConfigError, match=re.escape(
+      "composition='layerd' is not one of ('reference', 'layered')")):
+    objectives.discvae_terms(out, x, mask, 0.3, "layerd")
+  for gate, recon, words in ((math.nan, 1.0, "gate_weight=nan must be a finite number >= 0"),
+                             (0.3, -1.0, "recon_weight=-1.0 must be a finite number > 0")):
+    with pytest.raises(ConfigError, match=re.escape(words)):
+      objectives.discvae_terms(out, x, mask, gate, "layered", recon)
+  with pytest.raises(InputError, match=re.escape(
+      "the foreground mask is uint8; pass floats in [0, 1] (a uint8 mask of 0/255: "
+      "mask / 255).")):
+    objectives.discvae_terms(out, x, (mask * 255).astype(np.uint8), 0.3, "layered")
+  for shape in ((1, 4, 4, 1), (4, 4, 1)):
+    with pytest.raises(InputError, match=re.escape(
+        f"the foreground mask is {list(shape)} for images [2, 4, 4, 3]; pass one mask per "
+        "image, [2, 4, 4, 1].")):
+      objectives.discvae_terms(out, x, np.ones(shape, np.float32), 0.3, "layered")
+  # Bools are a mask (traced only: nothing to compile).
+  loss = jax.eval_shape(lambda m: objectives.discvae_terms(out, x, m, 0.3, "layered")["loss"],
+                        mask > 0)
+  assert loss.shape == (2,)
+
+
+def test_bounded_exp_stays_finite_in_float16():
+  """Was: exp(clip(x, -30, 30)) in float16, whose largest value is 65,504 (exp(11.1)), gave
+  inf, the overflow bounded_exp exists to prevent. float32 and bfloat16 keep exp(30)."""
+  big = jnp.asarray([40.0, -40.0, 2.0], jnp.float16)
+  value = np.asarray(numerics.bounded_exp(big), np.float32)
+  assert np.isfinite(value).all()
+  np.testing.assert_allclose(value, [math.exp(11), math.exp(-11), math.exp(2)], rtol=2e-3)
+  in_bf16 = numerics.bounded_exp(jnp.asarray([40.0], jnp.bfloat16))
+  assert float(in_bf16[0]) == float(jnp.asarray(math.exp(30), jnp.bfloat16))
+  grad = jax.grad(lambda a: numerics.bounded_exp(a).sum())(big)
+  assert np.isfinite(np.asarray(grad, np.float32)).all()
