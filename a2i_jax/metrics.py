@@ -127,7 +127,7 @@ class MetricWriter:
     Args:
       step: the training step.
       name: the image's tag, e.g. "samples".
-      image: uint8 [H, W, 3] (or grey [H, W]), or floats in [0, 1].
+      image: uint8 [H, W, 3] (or grey [H, W] or [H, W, 1]), or floats in [0, 1].
     Raises:
       InputError: another shape, dtype or range (NaN, [-1, 1], 0 .. 255 floats), or a closed
         writer.
@@ -138,11 +138,14 @@ class MetricWriter:
     # Was: NaN written as black and floats past 1 wrapped around (tensorboardX casts x * 255
     # to uint8 as it is), and a grey image tensorboardX's AssertionError (fault hunt).
     image = to_uint8(image)  # Refuses NaN, other ranges and dtypes, naming the fix.
+    if image.ndim == 3 and image.shape[-1] == 1:  # Grey with its channel axis: taken before.
+      image = image[..., 0]
     if image.ndim == 2:
       image = np.repeat(image[..., None], 3, axis=-1)
     if image.ndim != 3 or image.shape[-1] != 3 or not image.size:
-      raise InputError(f"write_image takes one image, uint8 [H, W, 3] or [H, W]; got shape "
-                       f"{image.shape} (visualize.make_grid makes one from a batch).")
+      raise InputError(f"write_image takes one image, uint8 [H, W, 3], [H, W, 1] or [H, W]; "
+                       f"got shape {image.shape} (visualize.make_grid makes one from a "
+                       "batch).")
     self._tb.add_image(name, image, _checked_step(step), dataformats="HWC")
 
   def _check_open(self) -> None:

@@ -137,6 +137,7 @@ def test_write_image_refuses_nan_and_takes_grey_images(tmp_path):
   with pytest.raises(InputError, match="one image"):
     writer.write_image(1, "samples", np.zeros((2, 4, 4, 3), np.uint8))
   writer.write_image(1, "samples", np.zeros((4, 4), np.uint8))
+  writer.write_image(1, "samples", np.zeros((4, 4, 1), np.uint8))  # Taken before: still.
   writer.close()
   with pytest.raises(InputError, match="is closed; make a new one"):
     writer.write(2, {"a": 1.0})

@@ -503,10 +503,11 @@ def test_train_py_in_two_processes_resumes_after_both_are_killed(tmp_path, train
   outs = {n: str(tmp_path / f"complete{n}") for n in (1, 2)}
   infer.run_modes(infer.Options(
       workdirs=[two], modes=["complete"], out=outs[1], step=None, input=None, num_images=6,
-      samples_per_attribute=8, attribute=None, value=None, occlusions=None, steps=3,
-      restarts=None, num_examples=-1, attribute_fidelity=True, seed=0))
+      samples_per_attribute=8, attribute=None, value=None, occlusions=["eyes", "block8"],
+      steps=3, restarts=None, num_examples=-1, attribute_fidelity=True, seed=0))
   for rc, _, err in _train_py(two, ["--mode=complete", "--num_images=6", "--steps=3",
-                                    f"--out={outs[2]}"], 2, script="infer.py"):
+                                    "--occlusion=eyes,block8", f"--out={outs[2]}"], 2,
+                              script="infer.py"):
     assert rc == 0, err[-3000:]
   assert sorted(os.listdir(outs[1])) == sorted(os.listdir(outs[2]))
   with open(os.path.join(outs[1], "complete.json")) as f1, \
