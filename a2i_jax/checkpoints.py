@@ -59,6 +59,7 @@ from a2i_jax import config_lib, distributed, files, interrupts, parallel
 from a2i_jax.data import base as data_base
 from a2i_jax.errors import (CheckpointError, ConfigError, WorkdirError,
                             add_unraisable_handler, first_line)
+from a2i_jax.inputs import is_integer
 
 CONFIG_FILE = "config.json"
 DATASET_FILE = data_base.DATASET_FILE
@@ -481,7 +482,7 @@ def _step_number(step: Any, directory: str, steps: Callable[[], list[int]],
   if (not isinstance(step, (bool, np.bool_)) and hasattr(step, "dtype")
       and np.shape(step) == () and np.issubdtype(np.dtype(step.dtype), np.integer)):
     step = int(np.asarray(step))  # A 0-d array as its number (was unhashable in Orbax).
-  whole = isinstance(step, (int, np.integer)) and not isinstance(step, (bool, np.bool_))
+  whole = is_integer(step)
   if saving and not (whole and step >= 0):
     raise CheckpointError(f"step={step!r} cannot name a checkpoint; pass the training step, an "
                           f"integer of at least 0 (the steps saved in {directory}: "

@@ -549,7 +549,7 @@ def check_values(config: ml_collections.ConfigDict) -> None:
   needs_masks = _check_model(config.model, config.data.name)
   _check_data(config, needs_masks)
   _check_loop(config)
-  _check_optimiser(config)
+  check_optimiser(config)
   _check_positive(config.attribute_predictor, "attribute_predictor", ("steps", "batch_size",
                                                                       "width"))
   _check_above(config.attribute_predictor, "attribute_predictor.learning_rate", 0.0)
@@ -663,7 +663,11 @@ def _check_above(section: Any, path: str, low: float, inclusive: bool = False,
 
   Infinity is refused too: it would pass a bare comparison and end as a NaN loss later.
   """
-  value = float(section[path.rsplit(".", 1)[-1]])
+  given = section[path.rsplit(".", 1)[-1]]
+  try:
+    value = float(given)
+  except (TypeError, ValueError):  # A schedule in a config built in Python: was a TypeError.
+    raise ConfigError(f"config.{path}={given!r} must be a finite number.") from None
   if not math.isfinite(value):
     raise ConfigError(f"config.{path}={value} must be a finite number.")
   if not (value >= low if inclusive else value > low):
@@ -768,8 +772,22 @@ def _check_loop(config: ml_collections.ConfigDict) -> None:
                       "count or -1 (the whole validation split).")
 
 
-def _check_optimiser(config: ml_collections.ConfigDict) -> None:
-  """Adam's settings and gradient clipping."""
+def check_optimiser(config: ml_collections.ConfigDict) -> None:
+  """Adam's settings and gradient clipping, as `validate_config` checks them; also
+  `train_state.make_optimizer`'s own check, for callers from Python (a negative or NaN
+  learning rate, adam_b1 = 1 were taken without a word).
+
+  Args:
+    config: the experiment config (learning_rate, adam_eps, weight_decay, grad_clip_norm,
+      adam_b1, adam_b2).
+  Raises:
+    ConfigError: a key that is missing, not a finite number, or out of its range.
+  """
+  for key in ("learning_rate", "adam_eps", "weight_decay", "grad_clip_norm", "adam_b1",
+              "adam_b2"):
+    if key not in config:
+      raise ConfigError(f"the config has no {key!r}; build it on configs/default.py "
+                        "(config_lib.get_config), which sets every key.")
   _check_above(config, "learning_rate", 0.0)
   _check_above(config, "adam_eps", 0.0)
   for key in ("weight_decay", "grad_clip_norm"):  # grad_clip_norm 0 turns clipping off.

@@ -495,12 +495,7 @@ def _check_predictor(predictor: Any, dataset: Dataset) -> None:
   from a2i_jax import attribute_predictor as ap  # pylint: disable=import-outside-toplevel
   how = ("attribute_predictor.load_or_train(trained.config.attribute_predictor, "
          "inference.load_data(trained), workdir)")
-  if isinstance(predictor, (str, os.PathLike)):
-    raise InputError(f"predictor {os.fspath(predictor)!r} is a path; pass the Predictor: "
-                     f"attribute_predictor.load_predictor(workdir), or {how}.")
-  if not isinstance(predictor, ap.Predictor):
-    raise InputError(f"predictor={type(predictor).__name__} is not an attribute predictor; "
-                     f"pass attribute_predictor.load_predictor(workdir), or {how}.")
+  ap.check_predictor(predictor)  # A path, None, anything but a Predictor.
   theirs, names = predictor.meta.attribute_names, tuple(dataset.attribute_names)
   if names != theirs:
     how_differ = "in another order" if sorted(names) == sorted(theirs) else "other attributes"

@@ -467,6 +467,18 @@ def check_mask(mask: Any, num: int, image_size: int, what: str) -> np.ndarray:
   return mask_to_unit(m, what)
 
 
+def is_integer(value: Any) -> bool:
+  """Whether `value` is an integer, Python's or NumPy's, and not a bool (which Python counts
+  as one) nor a float or string that looks like one.
+
+  Args:
+    value: anything.
+  Returns:
+    The answer.
+  """
+  return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
 def check_int(value: Any, what: str, minimum: Optional[int] = None,
               error: type = InputError, *, below: Optional[int] = None,
               usage: str = "") -> int:
@@ -486,7 +498,7 @@ def check_int(value: Any, what: str, minimum: Optional[int] = None,
     error: "{what}={value!r} is not valid; pass an integer of at least `minimum`" (or "in
       [`minimum`, `below`)"), then `usage`.
   """
-  if (isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer))
+  if (not is_integer(value)
       or minimum is not None and value < minimum or below is not None and value >= below):
     if below is not None:
       bounds = f" below {below}" if minimum is None else f" in [{minimum}, {below})"

@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from a2i_jax import inputs, models, perf
+from a2i_jax import config_lib, inputs, models, perf
 from a2i_jax.errors import ConfigError, InputError
 
 Array = jax.Array
@@ -39,13 +39,6 @@ class TrainState:
     return {"params": self.params, "batch_stats": self.batch_stats}
 
 
-# The optimiser's keys and the values each takes, as `config_lib.validate_config` checks them
-# for train.py: (key, lowest, whether the lowest is allowed, one past the highest or None).
-_OPTIMISER_RANGES = (("learning_rate", 0.0, False, None), ("adam_eps", 0.0, False, None),
-                     ("weight_decay", 0.0, True, None), ("adam_b1", 0.0, True, 1.0),
-                     ("adam_b2", 0.0, True, 1.0))
-
-
 def _number(value: Any) -> Optional[float]:
   """`value` as a float where it is a real number (not a bool), also a 0-d array that holds
   one (not a traced value); None otherwise."""
@@ -57,33 +50,6 @@ def _number(value: Any) -> Optional[float]:
       and jnp.issubdtype(value.dtype, jnp.number)):
     return float(np.asarray(value))
   return None
-
-
-def _check_optimiser_config(config: ml_collections.ConfigDict) -> None:
-  """Refuses optimiser settings that cannot train: `make_optimizer` from Python is not behind
-  `config_lib.validate_config` (train.py's check), and took a negative learning rate (the
-  loss climbed), 0 (nothing trained), NaN (NaN weights), a negative weight decay, or
-  adam_b1 = 1 (NaN from Adam's bias correction) without a word (fault hunt).
-
-  Args:
-    config: the experiment config (learning_rate, weight_decay, adam_b1, adam_b2, adam_eps).
-  Raises:
-    ConfigError: a key that is missing, not a number, not finite or out of its range; the
-      message names the key, the value and the range.
-  """
-  for key, low, inclusive, high in _OPTIMISER_RANGES:
-    if key not in config:
-      raise ConfigError(f"the config has no {key!r}; build it on configs/default.py "
-                        "(config_lib.get_config), which sets every key.")
-    value = _number(config[key])
-    if value is None or not math.isfinite(value):
-      fix = (" (a schedule is not supported: the learning rate is one number)"
-             if key == "learning_rate" and callable(config[key]) else "")
-      raise ConfigError(f"config.{key}={config[key]!r} must be a finite number{fix}.")
-    if not (value >= low if inclusive else value > low) or high is not None and value >= high:
-      span = (f"in [{low}, {high})" if high is not None else
-              f"{'>=' if inclusive else '>'} {low}")
-      raise ConfigError(f"config.{key}={value} must be {span}.")
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -107,9 +73,9 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
   Returns:
     The optax transformation.
   Raises:
-    ConfigError: settings that cannot train (`_check_optimiser_config`).
+    ConfigError: settings that cannot train (`config_lib.check_optimiser`).
   """
-  _check_optimiser_config(config)
+  config_lib.check_optimiser(config)
   return optax.chain(
       optax.add_decayed_weights(config.weight_decay),
       optax.flatten(optax.chain(
@@ -128,9 +94,9 @@ def legacy_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfo
   Returns:
     The optax transformation.
   Raises:
-    ConfigError: settings that cannot train (`_check_optimiser_config`).
+    ConfigError: settings that cannot train (`config_lib.check_optimiser`).
   """
-  _check_optimiser_config(config)
+  config_lib.check_optimiser(config)
   return optax.chain(
       optax.add_decayed_weights(config.weight_decay),
       optax.scale_by_adam(b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps),

@@ -120,7 +120,7 @@ def test_attribute_report_refuses_a_predictor_of_other_attributes_and_bad_counts
       evaluation.attribute_report(trained, data, _predictor(), key=key, **kwargs)
   # Anything else that is not a Predictor: None was an AttributeError after the sampling.
   with pytest.raises(InputError, match=r"predictor=NoneType is not an attribute predictor; "
-                     r"pass attribute_predictor.load_predictor\(workdir\), or "):
+                     r"pass attribute_predictor.load_predictor\(workdir\), load_or_train\("):
     evaluation.attribute_report(trained, data, None, key=key)
   # Was: 2.5 a TypeError of the slice of the test images, True scored as 1.
   for bad in (2.5, True):

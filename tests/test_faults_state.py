@@ -76,7 +76,7 @@ def test_a_step_folder_given_as_the_workdir_names_the_run(tmp_path):
     ("learning_rate", 0.0, "config.learning_rate=0.0 must be > 0.0."),
     ("learning_rate", math.nan, "config.learning_rate=nan must be a finite number."),
     ("weight_decay", -0.1, "config.weight_decay=-0.1 must be >= 0.0."),
-    ("adam_b1", 1.0, "config.adam_b1=1.0 must be in [0.0, 1.0)."),
+    ("adam_b1", 1.0, "config.adam_b1=1.0 must be in [0, 1)."),
     ("adam_eps", 0.0, "config.adam_eps=0.0 must be > 0.0."),
 ])
 def test_optimiser_settings_that_cannot_train_are_refused(key, value, words):

@@ -21,7 +21,7 @@ The package: `network` (the CNN, `Predictor`, `predict`), `training` (`train_pre
 """
 
 from a2i_jax.attribute_predictor.network import (AttributeNet, Predictor, PredictorMeta,
-                                                 predict)
+                                                 check_predictor, predict)
 from a2i_jax.attribute_predictor.scoring import (_json_safe, attribute_index, fidelity, pearson,
                                                  score, spearman, sweep_response)
 from a2i_jax.attribute_predictor.storage import (PREDICTOR_DIR, load_or_train, load_predictor,
@@ -30,6 +30,6 @@ from a2i_jax.attribute_predictor.training import train_predictor
 
 __all__ = [
     "AttributeNet", "PREDICTOR_DIR", "Predictor", "PredictorMeta", "attribute_index",
-    "fidelity", "load_or_train", "load_predictor", "pearson", "predict", "predictor_dir",
+    "check_predictor", "fidelity", "load_or_train", "load_predictor", "pearson", "predict", "predictor_dir",
     "save_predictor", "score", "spearman", "sweep_response", "train_predictor",
 ]

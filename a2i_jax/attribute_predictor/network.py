@@ -96,7 +96,7 @@ class Predictor:
 
 
 
-def _check_predictor(predictor: Any) -> Predictor:
+def check_predictor(predictor: Any) -> Predictor:
   """Refuses anything but a `Predictor` (was: an AttributeError, e.g. for the workdir's path
   passed in its place).
 
@@ -146,7 +146,7 @@ def predict(predictor: Predictor, images: Any, *, batch_size: int = 256) -> np.n
     InputError: not a `Predictor`, images `inputs.check_images` refuses, or a batch size that
       is not a positive integer.
   """
-  meta = _check_predictor(predictor).meta
+  meta = check_predictor(predictor).meta
   # Was: batch_size=True taken as 1 (a bool is an int).
   batch_size = check_int(batch_size, "batch_size", 1)
   x = check_images(images, meta.image_size)

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from a2i_jax.attribute_predictor.network import (Predictor, PredictorMeta, _check_predictor,
+from a2i_jax.attribute_predictor.network import (Predictor, PredictorMeta, check_predictor,
                                                  predict)
 from a2i_jax.errors import InputError
 from a2i_jax.inputs import as_array, check_int
@@ -123,7 +123,7 @@ def score(predictor: Predictor, predictions: np.ndarray, targets: Any, *,
       predictor's attributes), targets of another shape, predictions or targets that hold NaN
       or infinity, or a seed that is not an integer of at least 0.
   """
-  meta = _check_predictor(predictor).meta
+  meta = check_predictor(predictor).meta
   seed = check_int(seed, "seed", 0)  # Was: a ValueError of NumPy's for -1, True taken as 1.
   try:
     p = np.asarray(predictions, np.float32)
@@ -179,7 +179,7 @@ def fidelity(predictor: Predictor, images: Any, target_attributes: Any, *,
     InputError: images or a predictor `predict` refuses, or targets or a seed `score`
       refuses.
   """
-  _check_predictor(predictor)
+  check_predictor(predictor)
   seed = check_int(seed, "seed", 0)  # Before the images are predicted.
   out = score(predictor, predict(predictor, images), target_attributes, seed=seed)
   out["ceiling"] = {k: v for k, v in predictor.meta.test_metrics.items()
@@ -199,7 +199,7 @@ def attribute_index(predictor: Predictor, attribute: Any) -> int:
     InputError: not a `Predictor`, an unknown name, an index out of range, or anything else
       (a bool too).
   """
-  names = _check_predictor(predictor).meta.attribute_names
+  names = check_predictor(predictor).meta.attribute_names
   # Was: True taken as column 1 (a bool is an int).
   if (isinstance(attribute, (int, np.integer)) and not isinstance(attribute, (bool, np.bool_))
       and 0 <= attribute < len(names)):
@@ -228,7 +228,7 @@ def sweep_response(predictor: Predictor, progressions: Any, swept_values: Any,
       [N, K, S, S, 3] images `predict` takes (N >= 1, K >= 2), or swept values that are not
       finite numbers.
   """
-  j = attribute_index(_check_predictor(predictor), attribute)
+  j = attribute_index(check_predictor(predictor), attribute)
   x = as_array(progressions, "progressions")  # Was NumPy's ValueError for a ragged list.
   try:
     v = np.asarray(swept_values, np.float64).reshape(-1)

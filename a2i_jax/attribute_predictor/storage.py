@@ -17,7 +17,7 @@ from flax import serialization
 
 from a2i_jax import config_lib, distributed, files
 from a2i_jax.attribute_predictor.network import (AttributeNet, Predictor, PredictorMeta,
-                                                 _check_predictor)
+                                                 check_predictor)
 from a2i_jax.attribute_predictor.scoring import _json_safe
 from a2i_jax.attribute_predictor.training import (_check_data, _check_seed,
                                                   _check_settings, _setting_values,
@@ -75,7 +75,7 @@ def save_predictor(predictor: Predictor, workdir: str) -> str:
     WorkdirError: the folder cannot be written (a file in its place, a full disk, no
       permission); a half-written predictor is refused by `load_predictor`.
   """
-  _check_predictor(predictor)
+  check_predictor(predictor)
   d = predictor_dir(workdir)
   if not distributed.is_main():
     return d

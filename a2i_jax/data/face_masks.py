@@ -25,11 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from a2i_jax.errors import ConfigError, DataError, InputError
-
-
-def _is_int(value: Any) -> bool:
-  """An integer, not a bool (True is an int) nor a float or string that looks like one."""
-  return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+from a2i_jax.inputs import is_integer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +57,7 @@ class MaskNetConfig:
     # built and failed (or ran) in training, and learning_rate="x" was a raw ValueError.
     for key in ("steps", "batch_size", "width", "resolution", "depth"):
       value, least = getattr(self, key), 0 if key == "depth" else 1
-      if not _is_int(value) or value < least:
+      if not is_integer(value) or value < least:
         raise ConfigError(f"config.data.mask_net.{key}={value!r} must be "
                           f"{'a positive integer' if least else 'an integer >= 0'}.")
     lr = self.learning_rate
@@ -70,7 +66,7 @@ class MaskNetConfig:
       raise ConfigError(f"config.data.mask_net.learning_rate={lr!r} must be a positive finite "
                         "number.")
     seed = self.seed  # A jitted int32 argument: 2**31 was a traceback from JAX.
-    if not _is_int(seed) or not 0 <= seed <= 2**31 - 1:
+    if not is_integer(seed) or not 0 <= seed <= 2**31 - 1:
       raise ConfigError(f"config.data.mask_net.seed={seed!r}; pass a whole number from 0 to "
                         f"{2**31 - 1}.")
     if self.resolution % 2 ** self.depth:
@@ -242,7 +238,7 @@ def predict(net: dict, images: np.ndarray, batch_size: int = 128) -> np.ndarray:
       says how to convert them), or a batch_size that is not a positive integer.
   """
   images = _check_images(images, "predict", InputError)
-  if not _is_int(batch_size) or batch_size < 1:
+  if not is_integer(batch_size) or batch_size < 1:
     raise InputError(f"face_masks.predict: batch_size={batch_size!r}; pass a positive integer.")
   out = np.empty(images.shape[:3], np.uint8)
   b = batch_size

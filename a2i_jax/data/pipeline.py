@@ -13,10 +13,9 @@ from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from a2i_jax.errors import ConfigError, DataError, InputError
-from a2i_jax.inputs import check_int, to_unit
+from a2i_jax.inputs import check_int, is_integer, to_unit
 
 Array = jax.Array
 
@@ -118,8 +117,7 @@ def centre_crop(x: Array, size: int) -> Array:
   h, w = x.shape[1:3]
   # Was: a size beyond the image sliced from a negative offset (1 x 1 pixels of a corner, for
   # 10 of 8), and W cropped at H's offset, off centre where W != H (fault hunt).
-  if (isinstance(size, bool) or not isinstance(size, (int, np.integer))
-      or not 1 <= size <= min(h, w)):
+  if not is_integer(size) or not 1 <= size <= min(h, w):
     raise InputError(f"centre_crop's size={size!r} does not fit images of {h} x {w}; pass an "
                      f"integer from 1 to {min(h, w)}.")
   top, left = (h - size) // 2, (w - size) // 2
@@ -136,8 +134,7 @@ def _check_batch(images: Array, masks: Optional[Array], crop_size: int) -> None:
   if masks is not None and tuple(masks.shape) != shape[:3]:
     raise InputError(f"masks have shape {tuple(masks.shape)} beside images {shape}; pass one "
                      f"mask per image, [B, H, W] = {list(shape[:3])}.")
-  if (isinstance(crop_size, bool) or not isinstance(crop_size, (int, np.integer))
-      or crop_size < 0):  # Was JAX's TypeError about a slice of negative size.
+  if not is_integer(crop_size) or crop_size < 0:  # Was JAX's TypeError about a slice of negative size.
     raise ConfigError(f"data.augment.crop_size={crop_size!r} is not valid; pass an integer, "
                       "0 for no crop.")
   if crop_size and crop_size > min(shape[1:3]):

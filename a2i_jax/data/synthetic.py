@@ -61,6 +61,7 @@ import numpy as np
 
 from a2i_jax import distributed, files
 from a2i_jax.data.base import ConfigError, DataError, Dataset, Split
+from a2i_jax.inputs import is_integer
 
 # Bump when the rendering changes, so old cache files are not reused.
 VERSION = 1
@@ -84,11 +85,6 @@ _HAIR_RAMP = np.array([[0.07, 0.06, 0.06], [0.42, 0.24, 0.10], [0.98, 0.84, 0.42
                       np.float32)
 
 
-def _is_int(value) -> bool:
-  """An integer, Python's or NumPy's, and not a bool (which Python counts as one)."""
-  return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
 def _check_rng(rng, what: str) -> None:
   if not isinstance(rng, np.random.Generator):  # Was "'int' object has no attribute ...".
     raise DataError(f"synthetic: {what} is {type(rng).__name__} {rng!r:.40}; pass a NumPy "
@@ -96,7 +92,7 @@ def _check_rng(rng, what: str) -> None:
 
 
 def _check_image_size(image_size: int) -> None:
-  if (not _is_int(image_size) or image_size < 16
+  if (not is_integer(image_size) or image_size < 16
       or image_size % 8 != 0 or image_size > _MAX_SIZE):
     raise ConfigError(f"synthetic: data.image_size={image_size!r} is not supported; use a "
                       f"multiple of 8 from 16 to {_MAX_SIZE} (32 or 64 are the tested sizes).")
@@ -115,10 +111,10 @@ def check_options(*, image_size: int, num_train: int, num_validation: int, num_t
   # Bools were taken as integers: num_train=True a split of one image (or NumPy's TypeError,
   # "an integer is required"), seed=True seed 1 (fault hunt).
   for name, n in (("train", num_train), ("validation", num_validation), ("test", num_test)):
-    if not _is_int(n) or n <= 0:
+    if not is_integer(n) or n <= 0:
       raise ConfigError(f"synthetic: data.synthetic.num_{name}={n!r}; every split needs a "
                         "positive number of images.")
-  if not _is_int(seed) or seed < 0:
+  if not is_integer(seed) or seed < 0:
     raise ConfigError(f"synthetic: data.synthetic.seed={seed!r}; use a non-negative integer.")
 
 
@@ -135,7 +131,7 @@ def sample_attributes(rng: np.random.Generator, n: int) -> np.ndarray:
     DataError: `rng` is not a NumPy generator, or `n` not an integer of at least 0.
   """
   _check_rng(rng, "rng")
-  if not _is_int(n) or n < 0:
+  if not is_integer(n) or n < 0:
     raise DataError(f"synthetic: cannot sample {n!r} attribute vectors; pass an integer of "
                     "at least 0.")
   out = np.empty((n, len(ATTRIBUTE_NAMES)), np.float32)
