@@ -18,7 +18,8 @@ as they were; what a stopped complete, tune or evaluate finished is kept as *_pa
 
 if __name__ == "__main__":  # First, before any import: it may start the command over.
   from a2i_jax import startup  # pylint: disable=g-import-not-at-top
-  startup.begin("stopped by SIGTERM", 143)  # One line for a stop in the imports below.
+  # One line for a stop in the imports below.
+  startup.begin("stopped by SIGTERM", 143, "stopped by SIGHUP (the terminal closed)", 129)
 
 import contextlib
 import dataclasses

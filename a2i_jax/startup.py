@@ -11,13 +11,15 @@ import errno
 import os
 import signal
 import sys
+from typing import Optional
 
 
-def begin(term_words: str, term_status: int) -> None:
-  """Installs the start-up's handlers of Ctrl-C and SIGTERM, then re-executes the command with
-  huge pages where `hugepages` does.
+def begin(term_words: str, term_status: int, hup_words: Optional[str] = None,
+          hup_status: Optional[int] = None) -> None:
+  """Installs the start-up's handlers of Ctrl-C, SIGTERM and SIGHUP (unless SIGHUP is ignored,
+  as under nohup), then re-executes the command with huge pages where `hugepages` does.
 
-  Both signals are blocked across the re-execution: the new process starts with the default
+  The signals are blocked across the re-execution: the new process starts with the default
   handlers until it comes back here, and a blocked signal stays pending through `execve`, so
   one sent while the command starts over reaches the handler once this unblocks it.
 
@@ -25,12 +27,21 @@ def begin(term_words: str, term_status: int) -> None:
     term_words: how the line names a SIGTERM ("stopped by SIGTERM"; a Ctrl-C is
       "interrupted"), as the entry point says it later.
     term_status: the exit status after a SIGTERM (a Ctrl-C's is 130).
+    hup_words: how the line names a SIGHUP (the terminal closed); None: as a SIGTERM.
+    hup_status: the exit status after a SIGHUP; None: a SIGTERM's.
   """
+  said = {signal.SIGINT: ("interrupted", 130), signal.SIGTERM: (term_words, term_status)}
+  hangup = getattr(signal, "SIGHUP", None)  # Not on Windows.
+  # Was the system's default (killed without a word) until the entry point's own handlers.
+  if hangup is not None and signal.getsignal(hangup) != signal.SIG_IGN:
+    said[hangup] = (hup_words or term_words,
+                    term_status if hup_status is None else hup_status)
+
   def interrupted_early(signum, _):
-    term = signum == signal.SIGTERM
-    print(f"{term_words if term else 'interrupted'}; nothing was written.", file=sys.stderr)
-    os._exit(term_status if term else 130)  # pylint: disable=protected-access
-  stops = {signal.SIGINT, signal.SIGTERM}
+    words, status = said[signum]
+    print(f"{words}; nothing was written.", file=sys.stderr)
+    os._exit(status)  # pylint: disable=protected-access
+  stops = set(said)
   for stop in stops:
     signal.signal(stop, interrupted_early)
   signal.pthread_sigmask(signal.SIG_BLOCK, stops)

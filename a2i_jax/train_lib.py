@@ -1036,6 +1036,7 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
         # The checkpoint comes before evaluation and samples, so a failure there loses no steps.
         if due(config.checkpoint_every_steps):
           t0 = time.perf_counter()
+          writer.sync()  # The rows up to this step on the disk before its checkpoint.
           ckpt.save(step, state)
           window.exclude(time.perf_counter() - t0)  # Its host part: not training time.
         # Not when stopping: a scheduler's grace period may not cover it, and the resume

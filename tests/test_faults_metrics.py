@@ -92,6 +92,24 @@ def test_a_step_before_the_last_row_is_refused(tmp_path):
   assert _rows(tmp_path / metrics.METRICS_FILE) == [{"step": 5, "a": 5.0, "b": 1.0}]
 
 
+def test_sync_puts_the_rows_on_the_disk(tmp_path, monkeypatch):
+  """Was: rows were flushed, never synced: a power loss could keep a checkpoint and lose the
+  rows before it (the training loop syncs at each checkpoint; test_train checks that)."""
+  synced = []
+  fsync = os.fsync
+  monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")),
+                                               fsync(fd)))
+  writer = metrics.MetricWriter(str(tmp_path))
+  writer.write(1, {"a": 1.0})
+  writer.sync()  # TensorBoard's flush syncs its own file.
+  rows = str(tmp_path / metrics.METRICS_FILE)
+  assert synced.count(rows) == 1
+  writer.close()  # Closing syncs too.
+  assert synced.count(rows) == 2
+  with pytest.raises(InputError, match="is closed"):
+    writer.sync()
+
+
 def test_a_resume_leaves_one_row_per_step_in_order(tmp_path):
   """Was: a file whose steps went back (a run restarted from a checkpoint without
   `resumed_from`, or an older version's) kept every row at a resume: step 2 and 3 twice and

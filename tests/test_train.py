@@ -15,8 +15,8 @@ import numpy as np
 import optax
 import pytest
 
-from a2i_jax import (checkpoints, config_lib, models, parallel, train_eval, train_lib,
-                     train_state)
+from a2i_jax import (checkpoints, config_lib, metrics, models, parallel, train_eval,
+                     train_lib, train_state)
 from a2i_jax.data import Dataset, Split, load_dataset, pipeline
 from a2i_jax.errors import (CheckpointError, ConfigError, DataError, DatasetNotPreparedError,
                             TrainingDivergedError)
@@ -130,9 +130,17 @@ def _as_legacy_checkpoint(workdir, cfg, step):
   return legacy
 
 
-def test_resume_equals_uninterrupted(tmp_path, data_cache, tiny_run, watched_run, caplog):
+def test_resume_equals_uninterrupted(tmp_path, data_cache, tiny_run, watched_run, caplog,
+                                    monkeypatch):
   cfg = tiny_config("cvae", data_cache)
   cfg.num_train_steps = 4
+  # Each checkpoint's rows are synced to the disk before it is saved (was: flushed only).
+  events = []
+  sync, save = metrics.MetricWriter.sync, checkpoints.Checkpointer.save
+  monkeypatch.setattr(metrics.MetricWriter, "sync", lambda self: (
+      events.append(("sync", self._last["step"])), sync(self)))  # pylint: disable=protected-access
+  monkeypatch.setattr(checkpoints.Checkpointer, "save", lambda self, step, state: (
+      events.append(("save", step)), save(self, step, state))[1])
   # The run that never stopped: this config's (its progress bar on, which changes no number).
   full = watched_run["state"]
   # The first half: the same config with num_train_steps = 2 (conftest's tiny run); resumed
@@ -156,6 +164,8 @@ def test_resume_equals_uninterrupted(tmp_path, data_cache, tiny_run, watched_run
     steps = [json.loads(l).get("step") for l in open(os.path.join(half, "metrics.jsonl"))
              if "train/loss" in l]
     assert steps == [1, 2, 3, 4]
+    assert events[events.index(("save", 4)) - 1] == ("sync", 4), events
+    events.clear()
 
 
 def test_the_optimiser_is_the_per_leaf_adam_on_one_vector():

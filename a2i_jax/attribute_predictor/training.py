@@ -141,13 +141,10 @@ def _check_data(dataset: Any, evaluate_split: Optional[str]) -> None:
   if not isinstance(dataset, Dataset):
     raise InputError(f"dataset={type(dataset).__name__} is not a Dataset; pass one of "
                      "a2i_jax.data's (e.g. inference.load_data(trained)).")
-  base.check_attribute_names(dataset.attribute_names, dataset.attribute_kinds)
+  # And a name given to two columns (was: trained, and `score` kept one column's scores).
+  base.check_attribute_names(dataset.attribute_names, dataset.attribute_kinds,
+                             f"dataset {dataset.name!r}")
   names, a = list(dataset.attribute_names), dataset.num_attributes
-  twice = sorted({n for n in names if names.count(n) > 1})
-  if twice:  # Was: trained, and `score` kept one column's scores of each such name.
-    raise DataError(f"dataset {dataset.name!r} names the attribute(s) "
-                    f"{', '.join(map(repr, twice))} more than once; give every column its own "
-                    "name.")
   for name in ("train",) + ((evaluate_split,) if evaluate_split is not None else ()):
     split, where = dataset[name], f"dataset {dataset.name!r}, split {name!r}"
     images, attributes = np.asarray(split.images), np.asarray(split.attributes)

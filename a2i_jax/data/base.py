@@ -247,15 +247,26 @@ def validate_split(split: Split, *, image_size: int, num_attributes: int,
                     f"{split.masks.dtype}, expected uint8 {im.shape[:3]}.")
 
 
-def check_attribute_names(names: Sequence[str], kinds: Sequence[str]) -> None:
-  """Raises `DataError` unless names and kinds pair up and every kind is known.
+def check_attribute_names(names: Sequence[str], kinds: Sequence[str],
+                          where: str = "the dataset") -> None:
+  """Raises `DataError` unless names and kinds pair up, every kind is known and no name is
+  given to two columns (`--attribute` and a trained model's attribute order pick columns by
+  name).
 
   Args:
     names: one name per attribute column.
     kinds: "binary" or "continuous" per column.
+    where: what holds the names, for the message (a dataset, a prepared folder).
+  Raises:
+    DataError: naming the problem.
   """
   if len(names) != len(kinds):
     raise DataError(f"{len(names)} attribute names but {len(kinds)} attribute kinds.")
+  names = list(names)
+  twice = sorted({n for n in names if names.count(n) > 1})
+  if twice:  # Was left to each source (folder CSVs, LFW, the predictor); prepared data not.
+    raise DataError(f"{where} names the attribute(s) {', '.join(map(repr, twice))} more than "
+                    "once; give every column its own name.")
   for k in kinds:
     if k not in ("binary", "continuous"):
       raise DataError(f"attribute kind {k!r} is neither 'binary' nor 'continuous'.")

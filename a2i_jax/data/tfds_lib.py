@@ -1028,7 +1028,7 @@ def load(builder: Any, *, manual_dir: str, download_dir: str, image_size: int,
   # Builders record names and kinds per attribute feature: "<feature>_names", "_kinds".
   names = tuple(meta.get(f"{attribute_key}_names", ()))
   kinds = tuple(meta.get(f"{attribute_key}_kinds", ()))
-  check_attribute_names(names, kinds)
+  check_attribute_names(names, kinds, f"the prepared copy of the dataset at {where}")
   for name, sp in splits.items():
     if sp.images.shape[1] != image_size:
       sp = dataclasses.replace(
