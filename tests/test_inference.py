@@ -31,6 +31,10 @@ def trained(discvae_workdir):
 def test_sample_after_training(discvae_workdir):
   trained = inference.load_trained(discvae_workdir)
   assert trained.step == 2 and trained.config.model.name == "discvae"
+  # A run loaded again shares its programs with every load of an equal model (was: compiled
+  # them again, the first inference call's 3-8 s).
+  assert inference.load_trained(discvae_workdir).sample_fn is trained.sample_fn
+  before = trained.sample_fn._cache_size()  # pylint: disable=protected-access
   y = np.zeros((3, trained.config.model.y_dim), np.float32)
   out = inference.sample(trained, y, jax.random.key(0))
   assert set(out) == {"image", "foreground", "gate", "background"}
@@ -40,10 +44,11 @@ def test_sample_after_training(discvae_workdir):
   # Different latent draws give different images.
   assert not np.allclose(out["image"][0], inference.sample(trained, y, jax.random.key(1))
                          ["image"][0])
-  # The generator is compiled once per loaded model, not once per call (`_cache_size`, a
+  # The generator is compiled once per model and shape, not once per call (`_cache_size`, a
   # private jit method of jax 0.7.2 .. 0.10.x: asserted, so that its loss fails here rather
-  # than skipping the check; a review found the guard skipping a compile per call).
-  assert trained.sample_fn._cache_size() == 1  # pylint: disable=protected-access
+  # than skipping the check; a review found the guard skipping a compile per call). Another
+  # test may have compiled it for these shapes already.
+  assert trained.sample_fn._cache_size() <= before + 1  # pylint: disable=protected-access
 
 
 def test_sample_rejects_wrong_attribute_length(trained):

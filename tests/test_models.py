@@ -149,6 +149,23 @@ def test_initial_values_are_the_callbacks_values_to_the_bit(name, where, paths, 
     assert any(np.abs(np.asarray(x)).max() > 0 for x in a), path
 
 
+def test_a_bounded_cache_builds_once_and_forgets_the_least_recently_used():
+  from a2i_jax import memo  # pylint: disable=import-outside-toplevel
+  cache, built = memo.BoundedCache(2), []
+  get = lambda k: cache.get(k, lambda: built.append(k) or f"value {k}")
+  assert [get("a"), get("b"), get("a")] == ["value a", "value b", "value a"]
+  assert built == ["a", "b"]
+  get("c")  # "b" is the least recently used of the two kept.
+  get("a")
+  get("b")
+  assert built == ["a", "b", "c", "b"]
+  with pytest.raises(TypeError):
+    cache.get(["not hashable"], lambda: 1)
+  cache.clear()
+  get("a")
+  assert built[-1] == "a"
+
+
 def test_variables_of_an_equal_model_reuse_the_trace_of_its_init(monkeypatch):
   """models.init_variables and abstract_variables trace a model's `init` once per process for
   equal modules of one input size (0.3-0.4 s of a tiny model's 0.5 s): later calls give the

@@ -20,7 +20,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from a2i_jax import checkpoints, config_lib, distributed, models, parallel, perf, sampling
+from a2i_jax import (checkpoints, config_lib, distributed, memo, models, parallel, perf,
+                     sampling)
 from a2i_jax.data import Dataset, load_dataset
 from a2i_jax.data.base import as_trained, centre_cropped, check_same_splits
 from a2i_jax.errors import CheckpointError, ConfigError, DataError, InputError
@@ -30,12 +31,45 @@ _VARIABLE_COLLECTIONS = ("params", "batch_stats")
 _SHOWN_DIFFERENCES = 3  # How many differing paths an error names.
 
 
+# Programs built for a module (jitted functions of it alone), shared by the TrainedModels of
+# equal modules: Linen modules of equal fields are equal and hash alike.
+_SHARED = memo.BoundedCache(32)
+
+
+def shared_programs(model: nn.Module, key: Any, build: Callable[[], Any]) -> Any:
+  """`build()` once per process for an equal module and `key`: the jitted functions a
+  TrainedModel keeps (its sampler, its inference programs by their options) come from here,
+  so that a checkpoint loaded again, or another checkpoint of the same run, finds them
+  compiled (was: compiled again, its first inference call's seconds; docs/design.md §3.14).
+  The 32 most recently used are kept.
+
+  Args:
+    model: the Flax module the programs are built for.
+    key: what else they depend on (hashable; e.g. ("infer", static options)).
+    build: makes them from `model` and `key` alone, holding no TrainedModel.
+  Returns:
+    The programs built first for an equal (model, key), or `build()` where the module does
+    not hash (a field holding a list, say).
+  """
+  try:
+    hash((model, key))
+  except TypeError:
+    return build()
+  return _SHARED.get((model, key), build)
+
+
+def _sampler(model: nn.Module) -> Callable:
+  """The jitted `sampling.make_sample_fn` of `model`, shared (`shared_programs`)."""
+  return shared_programs(model, "sample", lambda: perf.jit(sampling.make_sample_fn(model)))
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainedModel:
   """A model restored from a workdir: its config, module, variables and step.
 
   `sample_fn` is the jitted generator, built once here so repeated calls do not recompile;
-  `cache` keeps the jitted inference functions built for it, keyed by their options.
+  `cache` keeps the jitted inference functions built for it, keyed by their options. Both
+  are shared with every TrainedModel of an equal module in the process (`shared_programs`).
   `attribute_names` and `attribute_ranges` ([min, max] of each attribute over the training
   split) are the run's `dataset.json`'s, where it has one; None otherwise (`edit` then cannot
   say that a new value lies outside what the model saw). `workdir` is the run's folder where
@@ -80,7 +114,7 @@ class TrainedModel:
     if np.shape(step) == () and np.issubdtype(np.asarray(step).dtype, np.integer):
       step = int(np.asarray(step))  # A train state's step (a 0-d array) as it is.
     step = check_int(step, "step", 0)  # Was: 1.5 kept as 1 without a word.
-    return cls(config, model, variables, step, perf.jit(sampling.make_sample_fn(model)))
+    return cls(config, model, variables, step, _sampler(model))
 
 
 def _shape(leaf: Any) -> tuple:
@@ -267,7 +301,7 @@ def load_trained(workdir: str, step: Optional[int] = None) -> TrainedModel:
     ranges = (tuple((float(lo), float(hi)) for lo, hi in info["attribute_ranges"])
               if "attribute_ranges" in info else None)  # Older runs stored no ranges.
   return TrainedModel(config, model, dict(variables), int(step),
-                      perf.jit(sampling.make_sample_fn(model)), attribute_names=names,
+                      _sampler(model), attribute_names=names,
                       attribute_ranges=ranges, workdir=str(workdir))
 
 

@@ -23,7 +23,7 @@ from a2i_jax.errors import InputError
 from a2i_jax.inference.posterior import (AttributePrior, InferenceOptions, _check_batch,
                                          _check_options, _infer_latents, _needs_attributes,
                                          _static, _warn_diverged, make_inference_fns)
-from a2i_jax.inference.restore import TrainedModel
+from a2i_jax.inference.restore import TrainedModel, shared_programs
 from a2i_jax.inputs import (check_attributes, check_images, check_int, check_key, check_mask,
                             to_unit)
 
@@ -83,10 +83,13 @@ def recognition_options(options: InferenceOptions) -> InferenceOptions:
 
 
 def _cached(trained: TrainedModel, key: Any, build: Callable[[], Any]) -> Any:
-  """`build()`, once per model and key. What it builds must not hold `trained` (a cycle that
-  only the garbage collector would free, and with it the model's variables)."""
+  """`build()`, once per model and key: kept in `trained.cache`, and shared by every
+  TrainedModel of an equal module (`restore.shared_programs`: two checkpoints of one run, a
+  run loaded again) so that their calls find the programs compiled. What it builds must
+  depend on the module and `key` alone, and must not hold `trained` (a cycle that only the
+  garbage collector would free, and with it the model's variables)."""
   if key not in trained.cache:
-    trained.cache[key] = build()
+    trained.cache[key] = shared_programs(trained.model, key, build)
   return trained.cache[key]
 
 

@@ -21,14 +21,13 @@ decoders), `cvae` and `discvae`. Their public names are re-exported here.
 from __future__ import annotations
 
 import math
-import threading
 from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from a2i_jax import perf
+from a2i_jax import memo, perf
 from a2i_jax.errors import ConfigError
 from a2i_jax.models.blocks import GaussianHead, ImageDecoder, ImageEncoder, ImageTrunk, LinearMix
 from a2i_jax.models.cvae import CVAE
@@ -120,17 +119,16 @@ def _init_fn(model: nn.Module, model_config: Any) -> Callable:
   return init
 
 
-# abstract_variables' answers by `_variables_key`, oldest first (16 kept).
-_ABSTRACT: dict = {}
-_ABSTRACT_LOCK = threading.Lock()
+# abstract_variables' answers by `_variables_key`.
+_ABSTRACT = memo.BoundedCache(16)
 
 
 def _variables_key(model: nn.Module, model_config: Any) -> Optional[tuple]:
   """What a model's variables depend on: the module (Linen modules of equal fields are equal
   and hash alike) and the sizes of `dummy_inputs`; None for a module that does not hash (a
   field holding a list, say), whose variables are then traced each call. A process that makes
-  the same model's variables again (a notebook, the tests) reuses the trace of its `init`:
-  0.3-0.4 s of a tiny model's 0.5 s on the 2-core machine."""
+  the same model's variables again (a notebook, the tests) reuses the trace of its `init`
+  (docs/design.md §3.14)."""
   try:
     key = (model, int(model_config.image_size), int(model_config.y_dim))
     hash(key)
@@ -149,15 +147,8 @@ def abstract_variables(model: nn.Module, model_config: Any) -> dict:
     {"params", "batch_stats"} trees of `jax.ShapeDtypeStruct`.
   """
   key = _variables_key(model, model_config)
-  with _ABSTRACT_LOCK:
-    shapes = _ABSTRACT.get(key) if key is not None else None
-  if shapes is None:
-    shapes = jax.eval_shape(_init_fn(model, model_config), jax.random.key(0))
-    if key is not None:
-      with _ABSTRACT_LOCK:
-        _ABSTRACT[key] = shapes
-        while len(_ABSTRACT) > 16:
-          del _ABSTRACT[next(iter(_ABSTRACT))]
+  trace = lambda: jax.eval_shape(_init_fn(model, model_config), jax.random.key(0))
+  shapes = _ABSTRACT.get(key, trace) if key is not None else trace()
   # New containers each call (a caller may change them); the leaves are immutable.
   return jax.tree_util.tree_map(lambda s: s, shapes)
 

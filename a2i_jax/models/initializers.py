@@ -8,7 +8,6 @@ the host (docs/design.md §3.14). Each function returns a Flax initialiser
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import functools
 import logging
@@ -20,6 +19,8 @@ import jax
 from jax.extend import core as jax_core
 import jax.numpy as jnp
 import numpy as np
+
+from a2i_jax import memo
 
 Array = jax.Array
 Dtype = Any
@@ -286,12 +287,10 @@ def _host_arguments(args: Sequence[Any]) -> tuple[list[np.ndarray], Any]:
   return flat, where
 
 
-# draw_after's traces kept by its `cache_key` (and the arguments' types), newest last: a process
-# that makes a model's variables again (a notebook, the tests) skips the trace of the model's
-# `init`, 0.3-0.4 s of a tiny model's 0.5 s on the 2-core machine.
-_TRACES: "collections.OrderedDict[Hashable, tuple[Any, dict, bool]]" = collections.OrderedDict()
-_TRACES_KEPT = 16
-_TRACES_LOCK = threading.Lock()
+# draw_after's traces kept by its `cache_key` (and the arguments' types): a process that makes
+# a model's variables again (a notebook, the tests) skips the trace of the model's `init`
+# (docs/design.md §3.14).
+_TRACES = memo.BoundedCache(16)
 
 
 def _argument_signature(args: Sequence[Any]) -> Optional[tuple]:
@@ -350,19 +349,9 @@ def draw_after(init: Callable[..., Any], *args: Any,
     `init(*args)`'s tree of arrays, placed as the program would place its results.
   """
   signature = _argument_signature(args) if cache_key is not None else None
-  key = (cache_key, signature) if signature is not None else None
-  with _TRACES_LOCK:
-    cached = _TRACES.get(key) if key is not None else None
-    if cached is not None:
-      _TRACES.move_to_end(key)
-  if cached is None:
-    cached = _trace_draws(init, args)
-    if key is not None:
-      with _TRACES_LOCK:
-        _TRACES[key] = cached
-        while len(_TRACES) > _TRACES_KEPT:
-          _TRACES.popitem(last=False)
-  traced, found, draws_reach_leaves = cached
+  trace = lambda: _trace_draws(init, args)
+  traced, found, draws_reach_leaves = (
+      _TRACES.get((cache_key, signature), trace) if signature is not None else trace())
   if draws_reach_leaves:
     logging.warning("draw_after: init returns a value computed from an initialiser's draw; "
                     "drawing inside the program, which the compilation cache cannot keep.")
