@@ -20,12 +20,12 @@ from types import ModuleType
 from typing import Any, Iterator, Optional
 
 import ml_collections
-import numpy as np
 
 from a2i_jax import models, perf
 from a2i_jax.data import base as data_base
 from a2i_jax.data import face_masks, synthetic
 from a2i_jax.errors import ConfigError
+from a2i_jax.inputs import is_integer
 from a2i_jax.models import MODEL_NAMES
 
 DATASETS = data_base.DATASET_NAMES
@@ -764,8 +764,7 @@ def _check_loop(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"config.{key}={config[key]} is not a multiple of "
                         f"steps_per_dispatch={k}; make it one.")
   seed = config.seed
-  if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not (
-      0 <= seed <= MAX_SEED):
+  if not is_integer(seed) or not 0 <= seed <= MAX_SEED:
     raise ConfigError(f"config.seed={seed!r}; pass a whole number from 0 to {MAX_SEED}.")
   if config.num_eval_examples == 0 or config.num_eval_examples < -1:
     raise ConfigError(f"config.num_eval_examples={config.num_eval_examples}; use a positive "

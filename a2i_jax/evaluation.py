@@ -27,7 +27,7 @@ import numpy as np
 from a2i_jax import files, inference, occlusions
 from a2i_jax.data.base import Dataset, centre_cropped
 from a2i_jax.errors import ConfigError, InputError
-from a2i_jax.inputs import check_int, check_key, to_unit
+from a2i_jax.inputs import check_int, check_key, is_integer, to_unit
 
 RECON_FULL = "reconstruction"
 RECON_FG = "reconstruction (foreground)"
@@ -168,9 +168,7 @@ def _tuning_cell(target: np.ndarray, estimate: np.ndarray, region: np.ndarray,
 
 def _check_count(num_examples: int, split: str = "test") -> None:
   # Was: 2.5 a TypeError of the slice, True taken as 1.
-  if (isinstance(num_examples, (bool, np.bool_))
-      or not isinstance(num_examples, (int, np.integer)) or num_examples == 0
-      or num_examples < -1):
+  if not is_integer(num_examples) or num_examples == 0 or num_examples < -1:
     raise InputError(f"num_examples={num_examples!r}; pass a positive count of {split} images, "
                      "or -1 for all of them.")
 

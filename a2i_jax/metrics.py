@@ -7,7 +7,7 @@ import json
 import logging
 import operator
 import os
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 import numpy as np
 from tensorboardX import SummaryWriter
@@ -51,7 +51,7 @@ class MetricWriter:
     # IsADirectoryError / NotADirectoryError (fault hunt).
     workdir = os.path.abspath(os.path.expanduser(workdir))
     files.check_workdir(workdir, folders=("tensorboard",), plain_files=(METRICS_FILE,))
-    self._closed = False
+    self._closed, self._sync_failed = False, False
     self._path = path = os.path.join(workdir, METRICS_FILE)
     purge, self._last = None, None  # The file's last row, for `write` to merge into.
     if resumed_from is not None:
@@ -160,28 +160,46 @@ class MetricWriter:
     steps without a row). A crash of the process alone loses nothing written: rows are
     flushed as they are written.
 
+    A file system that cannot sync is said once in a warning, not raised.
+
     Raises:
       InputError: the writer is closed.
-      OSError: the disk refused the data (a full disk, an I/O error).
+      OSError: the disk refused the flush (a full disk).
     """
     if not self._active:
       return
     self._check_open()
-    self._tb.flush()
-    self._jsonl.flush()
-    os.fsync(self._jsonl.fileno())
+    self._jsonl.flush()  # A full disk raises here, as `write` would.
+    self._synced(self._tb.flush)  # TensorBoard's writer syncs its file as it flushes.
+    self._synced(lambda: os.fsync(self._jsonl.fileno()))
+
+  def _synced(self, sync: Callable[[], None]) -> None:
+    """`sync()`, where the file system takes it: one that cannot (some network and FUSE
+    mounts: EINVAL, ENOTSUP) or fails (EIO) is said once in a warning, not raised: the rows
+    are written either way, and the checkpoint after them must not be lost to it (review: a
+    raw OSError stopped the run before its save)."""
+    try:
+      sync()
+    except OSError as e:
+      if not self._sync_failed:
+        logging.warning("could not sync %s to the disk (%s); its rows are written, but a "
+                        "power loss may lose the last of them", self._path,
+                        os.strerror(e.errno) if e.errno else e)
+      self._sync_failed = True
 
   def close(self) -> None:
-    """Flushes, syncs (`sync`) and closes both outputs (both, even when the first fails)."""
-    if not self._active:
+    """Flushes, syncs (as `sync`) and closes both outputs (both, even when the first fails);
+    a second call does nothing."""
+    if not self._active or self._closed:
       return
     self._closed = True
     try:
-      self._tb.close()
+      self._synced(self._tb.close)  # Which syncs TensorBoard's file.
     finally:
       try:
-        self._jsonl.flush()
-        os.fsync(self._jsonl.fileno())
+        if not self._jsonl.closed:  # Closed by a merge that failed (a full disk).
+          self._jsonl.flush()
+          self._synced(lambda: os.fsync(self._jsonl.fileno()))
       finally:
         self._jsonl.close()
 

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from a2i_jax import config_lib, inference, inputs, sampling
+from a2i_jax import config_lib, inference, inputs, memo, sampling
 from a2i_jax.data import load_dataset
 from a2i_jax.errors import CheckpointError, ConfigError, InputError
 
@@ -28,13 +28,17 @@ def trained(discvae_workdir):
   return inference.load_trained(discvae_workdir)
 
 
-def test_sample_after_training(discvae_workdir):
+def test_sample_after_training(discvae_workdir, monkeypatch):
+  # Programs of its own: those shared by every TrainedModel of this module may have compiled
+  # other shapes in another test.
+  monkeypatch.setattr(inference.restore, "_SHARED", memo.BoundedCache(32))
   trained = inference.load_trained(discvae_workdir)
   assert trained.step == 2 and trained.config.model.name == "discvae"
   # A run loaded again shares its programs with every load of an equal model (was: compiled
-  # them again, the first inference call's 3-8 s).
+  # them again); `release_programs` forgets them.
   assert inference.load_trained(discvae_workdir).sample_fn is trained.sample_fn
-  before = trained.sample_fn._cache_size()  # pylint: disable=protected-access
+  inference.release_programs()
+  assert inference.load_trained(discvae_workdir).sample_fn is not trained.sample_fn
   y = np.zeros((3, trained.config.model.y_dim), np.float32)
   out = inference.sample(trained, y, jax.random.key(0))
   assert set(out) == {"image", "foreground", "gate", "background"}
@@ -44,11 +48,10 @@ def test_sample_after_training(discvae_workdir):
   # Different latent draws give different images.
   assert not np.allclose(out["image"][0], inference.sample(trained, y, jax.random.key(1))
                          ["image"][0])
-  # The generator is compiled once per model and shape, not once per call (`_cache_size`, a
+  # The generator is compiled once per loaded model, not once per call (`_cache_size`, a
   # private jit method of jax 0.7.2 .. 0.10.x: asserted, so that its loss fails here rather
-  # than skipping the check; a review found the guard skipping a compile per call). Another
-  # test may have compiled it for these shapes already.
-  assert trained.sample_fn._cache_size() <= before + 1  # pylint: disable=protected-access
+  # than skipping the check; a review found the guard skipping a compile per call).
+  assert trained.sample_fn._cache_size() == 1  # pylint: disable=protected-access
 
 
 def test_sample_rejects_wrong_attribute_length(trained):

@@ -198,6 +198,17 @@ def test_variables_of_an_equal_model_reuse_the_trace_of_its_init(monkeypatch):
     jax.tree_util.tree_map(np.testing.assert_array_equal, got, want)
   assert not np.array_equal(got["params"]["decoder"]["Dense_0"]["kernel"],
                             first["params"]["decoder"]["Dense_0"]["kernel"])
+  # A changed module-level setting (a benchmark's) is traced afresh, and every such setting
+  # of the layers is in the key (review: FOLD_BATCHNORM was not, and a test comparing the
+  # variables under both folds compared one trace with itself).
+  monkeypatch.setattr(models.layers, "FOLD_BATCHNORM", "on")
+  traces.clear()
+  models.init_variables(models.create_model(cfg.model), cfg.model, jax.random.key(1))
+  assert len(traces) == 1
+  for module in (models.layers, models.conv_grad):
+    settings = {n for n, v in vars(module).items()
+                if n.isupper() and not n.startswith("_") and not isinstance(v, tuple)}
+    assert settings <= {n for _, n, _ in models.trace_settings()}, module.__name__
   # Another size of input is another trace; the shapes are new containers each call.
   cfg.model.y_dim = 7
   traces.clear()

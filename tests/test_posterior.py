@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from a2i_jax import inference, parallel, train_lib
+from a2i_jax import inference, memo, parallel, train_lib
 from a2i_jax.data import load_dataset
 from a2i_jax.errors import ConfigError, InputError
 from conftest import build_once, library_optimisation_level, tiny_config
@@ -300,20 +300,17 @@ def test_a_failed_compile_is_tried_again_by_the_next_call(cvae, monkeypatch):
   assert np.isfinite(out["energy"]).all()
 
 
-def test_ragged_last_batch_reuses_the_compiled_program(cvae):
+def test_ragged_last_batch_reuses_the_compiled_program(cvae, monkeypatch):
   trained, ds = cvae
   x, y = _test_batch(ds, 6)
   opts = inference.options_for(trained, steps=4, init="zeros")
-  key = ("infer", inference.posterior._static(opts))
-  # The programs are shared by every TrainedModel of this module: another test's may have
-  # compiled for these shapes already.
-  run = inference.restore.shared_programs(trained.model, key, lambda: inference.make_inference_fns(
-      trained.model, key[1]))["run"]
-  before = run._cache_size()
+  # Programs of its own: those shared by the TrainedModels of this module may have compiled
+  # other shapes in another test.
+  monkeypatch.setattr(inference.restore, "_SHARED", memo.BoundedCache(32))
   batched = inference.run_inference(trained, x, y, key=jax.random.key(0), options=opts,
                                     batch_size=4)
-  assert trained.cache[key]["run"] is run
-  assert run._cache_size() <= before + 1  # Batches of 4 and 2 (padded to 4): one program.
+  run = trained.cache[("infer", inference.posterior._static(opts))]["run"]
+  assert run._cache_size() == 1  # Batches of 4 and 2 (padded to 4): one program.
   # Zero init and no restarts: the result does not depend on how images are batched.
   whole = inference.run_inference(trained, x, y, key=jax.random.key(0), options=opts,
                                   batch_size=8)

@@ -17,6 +17,7 @@ import numpy as np
 from absl import logging
 
 from a2i_jax.errors import ConfigError, DataError, DatasetNotPreparedError  # noqa: F401
+from a2i_jax.inputs import is_integer
 
 SPLITS = ("train", "validation", "test")
 DATASET_NAMES = ("synthetic", "lfw", "cub", "folder")  # config.data.name.
@@ -317,8 +318,7 @@ def centre_cropped(dataset: Dataset, crop_size: int) -> Dataset:
     ConfigError: `crop_size` is not a whole number >= 0 (was: "image_size=0 is not valid"
       from the scoring, for crop_size=-3).
   """
-  if (isinstance(crop_size, bool) or not isinstance(crop_size, (int, np.integer))
-      or crop_size < 0):
+  if not is_integer(crop_size) or crop_size < 0:
     raise ConfigError(f"crop_size={crop_size!r}: pass 0 (no crop) or the side of the centre "
                       "crop, as the run's config.data.augment.crop_size.")
   if not crop_size or all(s.images.shape[1] <= crop_size for s in dataset.splits.values()):

@@ -14,7 +14,7 @@ by optimisation, and `uses` what is built on it. Nothing here imports the traini
 from a2i_jax.inference.posterior import (AttributePrior, InferenceOptions, infer_latents,
                                          make_inference_fns, resolve_energy)
 from a2i_jax.inference.restore import (TrainedModel, load_data, load_run_config,
-                                       load_run_data, load_trained)
+                                       load_run_data, load_trained, release_programs)
 from a2i_jax.inference.uses import (complete, decode, edit, infer_attributes, options_for,
                                     prior_latents, progression, recognition_options,
                                     reconstruct, run_inference, sample, swap)
@@ -25,5 +25,5 @@ __all__ = [
     "check_mask", "complete", "decode", "edit", "infer_attributes", "infer_latents",
     "load_data", "load_run_config", "load_run_data", "load_trained", "make_inference_fns",
     "options_for", "prior_latents", "progression", "recognition_options", "reconstruct",
-    "resolve_energy", "run_inference", "sample", "swap",
+    "release_programs", "resolve_energy", "run_inference", "sample", "swap",
 ]

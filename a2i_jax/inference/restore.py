@@ -41,7 +41,8 @@ def shared_programs(model: nn.Module, key: Any, build: Callable[[], Any]) -> Any
   TrainedModel keeps (its sampler, its inference programs by their options) come from here,
   so that a checkpoint loaded again, or another checkpoint of the same run, finds them
   compiled (was: compiled again, its first inference call's seconds; docs/design.md §3.14).
-  The 32 most recently used are kept.
+  The 32 most recently used are kept (`release_programs` forgets them); a changed
+  `models.trace_settings()` builds afresh.
 
   Args:
     model: the Flax module the programs are built for.
@@ -51,11 +52,19 @@ def shared_programs(model: nn.Module, key: Any, build: Callable[[], Any]) -> Any
     The programs built first for an equal (model, key), or `build()` where the module does
     not hash (a field holding a list, say).
   """
+  entry = (model, key, models.trace_settings())  # A changed setting: built afresh.
   try:
-    hash((model, key))
+    hash(entry)
   except TypeError:
     return build()
-  return _SHARED.get((model, key), build)
+  return _SHARED.get(entry, build)
+
+
+def release_programs() -> None:
+  """Forgets the programs `shared_programs` keeps, so that their compiled code is freed once
+  no TrainedModel holds them (each keeps its own in `cache`): for a long session that has
+  loaded many models, or tuned many sets of inference options."""
+  _SHARED.clear()
 
 
 def _sampler(model: nn.Module) -> Callable:

@@ -51,8 +51,8 @@ __all__ = [
     "ImageDecoder", "ImageEncoder", "ImageTrunk", "LinearMix", "MODEL_NAMES", "UPSAMPLE_MODES",
     "UpsampleConv", "abstract_variables", "batch_norm", "compose", "conv", "conv_bn_relu",
     "count_params", "create_model", "decoder_tail", "dense", "dummy_inputs", "init_variables",
-    "max_pool", "normal", "reparametrize", "scaled", "torch_default", "uniform", "upsample",
-    "window_conv", "zeros",
+    "max_pool", "normal", "reparametrize", "scaled", "torch_default", "trace_settings",
+    "uniform", "upsample", "window_conv", "zeros",
 ]
 
 
@@ -121,16 +121,37 @@ def _init_fn(model: nn.Module, model_config: Any) -> Callable:
 
 # abstract_variables' answers by `_variables_key`.
 _ABSTRACT = memo.BoundedCache(16)
+# The module-level settings the layers read while a model is traced (the benchmarks set them
+# to time each form): every public upper-case setting of `layers` and `conv_grad` that is not
+# a tuple of choices (tests/test_models.py checks that none is missed).
+_TRACE_SETTINGS = (("layers", "POLYPHASE_OFFSET"), ("layers", "FOLD_BATCHNORM"),
+                   ("layers", "MAX_POOL_FORM"), ("conv_grad", "CONV_OUTPUT_SPLIT"),
+                   ("conv_grad", "SPLIT_OUTPUTS"), ("conv_grad", "CONV_INPUT_GRAD"),
+                   ("conv_grad", "CONV_WEIGHT_GRAD_LAYOUT"))
+
+
+def trace_settings() -> tuple:
+  """The module-level settings a model's trace reads (`layers.FOLD_BATCHNORM`, `MAX_POOL_FORM`,
+  `POLYPHASE_OFFSET`, `conv_grad.CONV_*`, `SPLIT_OUTPUTS`), with their values: part of the
+  key of every trace and program kept per module (`init_variables`, `abstract_variables`,
+  `inference.restore.shared_programs`), so that a changed setting is traced afresh.
+
+  Returns:
+    ((module, name, value), ...).
+  """
+  from a2i_jax.models import conv_grad, layers  # pylint: disable=import-outside-toplevel
+  modules = {"layers": layers, "conv_grad": conv_grad}
+  return tuple((m, n, getattr(modules[m], n)) for m, n in _TRACE_SETTINGS)
 
 
 def _variables_key(model: nn.Module, model_config: Any) -> Optional[tuple]:
   """What a model's variables depend on: the module (Linen modules of equal fields are equal
-  and hash alike) and the sizes of `dummy_inputs`; None for a module that does not hash (a
-  field holding a list, say), whose variables are then traced each call. A process that makes
-  the same model's variables again (a notebook, the tests) reuses the trace of its `init`
-  (docs/design.md §3.14)."""
+  and hash alike), the sizes of `dummy_inputs` and `trace_settings()`; None for a module that
+  does not hash (a field holding a list, say), whose variables are then traced each call. A
+  process that makes the same model's variables again (a notebook, the tests) reuses the trace
+  of its `init` (docs/design.md §3.14)."""
   try:
-    key = (model, int(model_config.image_size), int(model_config.y_dim))
+    key = (model, int(model_config.image_size), int(model_config.y_dim), trace_settings())
     hash(key)
   except (TypeError, ValueError, AttributeError):
     return None
