@@ -51,7 +51,7 @@ class MetricWriter:
     # IsADirectoryError / NotADirectoryError (fault hunt).
     workdir = os.path.abspath(os.path.expanduser(workdir))
     files.check_workdir(workdir, folders=("tensorboard",), plain_files=(METRICS_FILE,))
-    self._closed, self._sync_failed = False, False
+    self._closed, self._sync_failed, self._folder_synced = False, False, False
     self._path = path = os.path.join(workdir, METRICS_FILE)
     purge, self._last = None, None  # The file's last row, for `write` to merge into.
     if resumed_from is not None:
@@ -172,6 +172,9 @@ class MetricWriter:
     self._jsonl.flush()  # A full disk raises here, as `write` would.
     self._synced(self._tb.flush)  # TensorBoard's writer syncs its file as it flushes.
     self._synced(lambda: os.fsync(self._jsonl.fileno()))
+    if not self._folder_synced:  # The file's name in its folder, once (review).
+      self._synced(lambda: _sync_folder(os.path.dirname(self._path)))
+      self._folder_synced = True
 
   def _synced(self, sync: Callable[[], None]) -> None:
     """`sync()`, where the file system takes it: one that cannot (some network and FUSE
@@ -202,6 +205,15 @@ class MetricWriter:
           self._synced(lambda: os.fsync(self._jsonl.fileno()))
       finally:
         self._jsonl.close()
+
+
+def _sync_folder(path: str) -> None:
+  """`os.fsync` of a folder, so that the names of the files it holds survive a power loss."""
+  fd = os.open(path, os.O_RDONLY)
+  try:
+    os.fsync(fd)
+  finally:
+    os.close(fd)
 
 
 def _checked_step(step) -> int:

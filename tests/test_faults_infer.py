@@ -1365,13 +1365,17 @@ def test_ctrl_c_is_one_line_and_keeps_the_earlier_set(trained, tmp_path, signum,
   """
   out = str(tmp_path / "out")
   _old_results(out)
-  p = subprocess.Popen([sys.executable, "infer.py", f"--workdir={trained}", f"--out={out}",
-                        "--mode=sample,complete", "--num_images=4", "--steps=100000",
-                        "--samples_per_attribute=1"], cwd=ROOT, stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, text=True, env=os.environ.copy(),
-                       # SIGHUP as a terminal leaves it, also where the suite runs under
-                       # nohup (which ignores it, and a child inherits that; review).
-                       preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
+  # SIGHUP as a terminal leaves it, also where the suite runs under nohup (which ignores it,
+  # and a child inherits that; review). Set here for the start, not in a preexec_fn, which
+  # would fork this multithreaded process.
+  hangup = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+  try:
+    p = subprocess.Popen([sys.executable, "infer.py", f"--workdir={trained}", f"--out={out}",
+                          "--mode=sample,complete", "--num_images=4", "--steps=100000",
+                          "--samples_per_attribute=1"], cwd=ROOT, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+  finally:
+    signal.signal(signal.SIGHUP, hangup)
   deadline = time.time() + 240
   while not any(n.startswith(".complete-") for n in os.listdir(out)):  # complete has begun.
     assert p.poll() is None and time.time() < deadline, p.communicate()[1][-3000:]

@@ -103,9 +103,11 @@ def test_sync_puts_the_rows_on_the_disk(tmp_path, monkeypatch):
   writer.write(1, {"a": 1.0})
   writer.sync()  # TensorBoard's flush syncs its own file.
   rows = str(tmp_path / metrics.METRICS_FILE)
-  assert synced.count(rows) == 1
+  assert synced.count(rows) == 1 and synced.count(str(tmp_path)) == 1  # Its name too.
+  writer.sync()
+  assert synced.count(rows) == 2 and synced.count(str(tmp_path)) == 1  # The name once.
   writer.close()  # Closing syncs too.
-  assert synced.count(rows) == 2
+  assert synced.count(rows) == 3
   with pytest.raises(InputError, match="is closed"):
     writer.sync()
   writer.close()  # A second close does nothing (review: was "I/O operation on closed file").

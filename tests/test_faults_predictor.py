@@ -95,6 +95,25 @@ def test_score_refuses_predictions_that_are_not_numbers_and_a_bad_seed(predictor
   assert ap.score(predictor, t, t, seed=np.int64(3))["num_images"] == 4
 
 
+@pytest.mark.parametrize("value", [-1.0, 0.5, 2.0])
+def test_binary_targets_on_another_scale_are_refused(predictor, value):
+  """Was: scored without a word: -1/+1 targets for this 0/1 attribute (threshold 0.5) read
+  -1 as the low class; 0/1 targets for a -1/+1 one were all high (0 is its threshold)."""
+  t = np.zeros((4, 2), np.float32)
+  t[1, 0] = value
+  with pytest.raises(InputError, match=f"binary attribute 'smile' hold {value:g}, outside its "
+                     r"classes 0 and 1 or at the threshold between them \(0.5\)"):
+    ap.score(predictor, np.zeros((4, 2), np.float32), t)
+  t[1, 0], t[2, 1] = 1.0, 5.0  # The classes, and a continuous value past its range: scored.
+  assert ap.score(predictor, np.zeros((4, 2), np.float32), t)["num_images"] == 4
+  # A column constant (1) in training has the range [1, 2] (training's stand-in): its other
+  # class in the targets is scored, not refused.
+  constant = dataclasses.replace(predictor, meta=dataclasses.replace(
+      predictor.meta, mean=(1.0, 0.0), low=(1.0, -2.0), high=(2.0, 2.0)))
+  t[1, 0] = 0.0
+  assert ap.score(constant, np.zeros((4, 2), np.float32), t)["num_images"] == 4
+
+
 def test_correlations_refuse_vectors_of_other_shapes_and_give_nan_for_nan():
   """Was: spearman ranked NaN as the largest value, so a vector holding NaN had a finite rank
   correlation (0.316 for [1, nan, nan, 4] against [1, 2, 3, 4]); pearson of vectors of other
@@ -191,6 +210,17 @@ def _rewrite_weights(d: str, edit) -> None:
   meta["meta_sha256"] = storage._meta_sha256(meta)  # pylint: disable=protected-access
   with open(path, "w") as f:
     json.dump(meta, f)
+
+
+def test_a_meta_json_nested_too_deeply_is_unreadable_not_a_traceback(predictor, tmp_path):
+  """Was: Python's RecursionError from the JSON parser, where any other damage to meta.json
+  is a CheckpointError (which `load_or_train` answers by training again)."""
+  d = ap.save_predictor(predictor, str(tmp_path))
+  with open(os.path.join(d, "meta.json"), "w") as f:
+    f.write("[" * 100000 + "]" * 100000)
+  with pytest.raises(CheckpointError, match=f"predictor in {d} is unreadable \\(meta.json is "
+                     "nested too deeply to be a predictor's\\). Delete the folder"):
+    ap.load_predictor(str(tmp_path))
 
 
 def test_weights_that_hold_nan_are_neither_saved_nor_loaded(predictor, tmp_path):

@@ -92,6 +92,23 @@ def _check_targets(predictions: np.ndarray, targets: Any, meta: PredictorMeta) -
   if bad:  # Was: scored, NaN counted as the low class (NaN >= threshold is False).
     raise InputError(f"{bad} of {len(t)} rows of target attributes hold NaN or infinity; pass "
                      "finite targets (drop or fill the rows with missing attributes).")
+  # A binary column's targets lie between its two classes and never at the threshold between
+  # them (was: {0, 1} targets for a predictor of {-1, +1} all scored as the high class, 0 being
+  # its threshold; {-1, +1} for {0, 1} half of them below its low class, scored as low).
+  for j, (name, kind) in enumerate(zip(meta.attribute_names, meta.attribute_kinds)):
+    if kind != "binary":
+      continue
+    low, high, column = meta.low[j], meta.high[j], t[:, j]
+    odd = column == np.float32(meta.threshold[j])
+    if meta.mean[j] != low:  # Not constant in training (whose high is then low + 1).
+      slack = 1e-3 * (high - low)
+      odd |= (column < low - slack) | (column > high + slack)
+    if odd.any():
+      raise InputError(f"target attributes of the binary attribute {name!r} hold "
+                       f"{float(column[odd][0]):g}, outside its classes {low:g} and {high:g} "
+                       f"or at the threshold between them ({meta.threshold[j]:g}): pass "
+                       "targets on the scale of the predictor's dataset (e.g. not 0/1 for a "
+                       "-1/+1 attribute).")
   return t
 
 

@@ -161,7 +161,10 @@ def load_predictor(workdir: str) -> Predictor:
       raise ValueError("its weights hold NaN or infinity")
   except CheckpointError:
     raise  # Its own words (another version's predictor).
-  except (OSError, ValueError, TypeError, KeyError) as e:
+  except (OSError, ValueError, TypeError, KeyError, RecursionError) as e:
+    # RecursionError: a meta.json nested deeper than Python's parser goes (was a traceback).
+    if isinstance(e, RecursionError):
+      e = ValueError(f"{_META_FILE} is nested too deeply to be a predictor's")
     error = CheckpointError(f"the attribute predictor in {d} is unreadable ({e}). Delete the "
                             f"folder and train a new one. {how}")
     error.reason = str(e)  # For load_or_train's warning, which does the retraining itself.

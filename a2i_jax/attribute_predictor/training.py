@@ -234,15 +234,16 @@ def train_predictor(dataset: Dataset, settings: Any = None, *, seed: int = 0,
   variables = _init_variables(model, image_size, key_init)
   variables = {"params": variables["params"], "batch_stats": variables["batch_stats"]}
   opt_state = _ADAM.init(variables["params"])
-  # Cosine decay to zero (optax.cosine_decay_schedule), computed once on the host.
-  rates = learning_rate * 0.5 * (1.0 + np.cos(np.pi * np.arange(steps) / steps))
+  # Cosine decay to zero (optax.cosine_decay_schedule), on the host, step by step (was: the
+  # whole schedule at once, a MemoryError for steps=1e10 before the first step).
+  rate = lambda i: np.float32(learning_rate * 0.5 * (1.0 + np.cos(np.pi * i / steps)))
   images = jax.device_put(train.images)
   attributes = jax.device_put(np.asarray(train.attributes, np.float32))
   step_fn = _jitted_train_step(jax.default_backend())
   for i in range(int(steps)):
     variables, opt_state, _ = step_fn(
         variables, opt_state, images, attributes, jax.random.fold_in(key_data, i),
-        np.float32(rates[i]), constants, model=model, batch_size=int(batch_size))
+        rate(i), constants, model=model, batch_size=int(batch_size))
   meta = PredictorMeta(
       dataset=dataset.name, attribute_names=tuple(dataset.attribute_names),
       attribute_kinds=kinds, image_size=image_size, width=int(width),
