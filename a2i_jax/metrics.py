@@ -170,23 +170,24 @@ class MetricWriter:
       return
     self._check_open()
     self._jsonl.flush()  # A full disk raises here, as `write` would.
-    self._synced(self._tb.flush)  # TensorBoard's writer syncs its file as it flushes.
-    self._synced(lambda: os.fsync(self._jsonl.fileno()))
+    self._synced(self._tb.flush, self._tb.logdir)  # TensorBoard's writer syncs as it flushes.
+    self._synced(lambda: os.fsync(self._jsonl.fileno()), self._path)
     if not self._folder_synced:  # The file's name in its folder, once (review).
-      self._synced(lambda: _sync_folder(os.path.dirname(self._path)))
+      folder = os.path.dirname(self._path)
+      self._synced(lambda: _sync_folder(folder), folder)
       self._folder_synced = True
 
-  def _synced(self, sync: Callable[[], None]) -> None:
-    """`sync()`, where the file system takes it: one that cannot (some network and FUSE
-    mounts: EINVAL, ENOTSUP) or fails (EIO) is said once in a warning, not raised: the rows
-    are written either way, and the checkpoint after them must not be lost to it (review: a
-    raw OSError stopped the run before its save)."""
+  def _synced(self, sync: Callable[[], None], what: str) -> None:
+    """`sync()` of `what`, where the file system takes it: one that cannot (some network and
+    FUSE mounts: EINVAL, ENOTSUP) or fails (EIO) is said once in a warning, not raised: the
+    rows are written either way, and the checkpoint after them must not be lost to it
+    (review: a raw OSError stopped the run before its save)."""
     try:
       sync()
     except OSError as e:
       if not self._sync_failed:
-        logging.warning("could not sync %s to the disk (%s); its rows are written, but a "
-                        "power loss may lose the last of them", self._path,
+        logging.warning("could not sync %s to the disk (%s); what is written stays, but a "
+                        "power loss may lose its last part", what,
                         os.strerror(e.errno) if e.errno else e)
       self._sync_failed = True
 
@@ -197,12 +198,12 @@ class MetricWriter:
       return
     self._closed = True
     try:
-      self._synced(self._tb.close)  # Which syncs TensorBoard's file.
+      self._synced(self._tb.close, self._tb.logdir)  # Which syncs TensorBoard's file.
     finally:
       try:
         if not self._jsonl.closed:  # Closed by a merge that failed (a full disk).
           self._jsonl.flush()
-          self._synced(lambda: os.fsync(self._jsonl.fileno()))
+          self._synced(lambda: os.fsync(self._jsonl.fileno()), self._path)
       finally:
         self._jsonl.close()
 
