@@ -69,10 +69,23 @@ def atomic_path(path: str, suffix: Optional[str] = None) -> Iterator[str]:
     # training takes as an evaluation done).
     _fsync(tmp, os.O_RDONLY)
     os.replace(tmp, path)
-    _fsync(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    sync_folder(directory)
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
+
+
+def sync_folder(path: str) -> None:
+  """Flushes a folder's entries (the names of the files it holds) to the disk, so that a file
+  just made there survives a power loss; a file system that cannot sync a folder (EINVAL)
+  keeps them as it does.
+
+  Args:
+    path: the folder.
+  Raises:
+    OSError: it cannot be opened, or the disk failed (EIO).
+  """
+  _fsync(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
 
 
 def _fsync(path: str, flags: int) -> None:

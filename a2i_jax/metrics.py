@@ -174,7 +174,7 @@ class MetricWriter:
     self._synced(lambda: os.fsync(self._jsonl.fileno()), self._path)
     if not self._folder_synced:  # The file's name in its folder, once (review).
       folder = os.path.dirname(self._path)
-      self._synced(lambda: _sync_folder(folder), folder)
+      self._synced(lambda: files.sync_folder(folder), folder)
       self._folder_synced = True
 
   def _synced(self, sync: Callable[[], None], what: str) -> None:
@@ -206,15 +206,6 @@ class MetricWriter:
           self._synced(lambda: os.fsync(self._jsonl.fileno()), self._path)
       finally:
         self._jsonl.close()
-
-
-def _sync_folder(path: str) -> None:
-  """`os.fsync` of a folder, so that the names of the files it holds survive a power loss."""
-  fd = os.open(path, os.O_RDONLY)
-  try:
-    os.fsync(fd)
-  finally:
-    os.close(fd)
 
 
 def _checked_step(step) -> int:
