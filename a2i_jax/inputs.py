@@ -10,8 +10,10 @@ Image files are read here too, by one function (`read_image`) that `infer.py --i
 folder datasets share, so every mode and bit depth PIL opens is converted the same way:
 
 - values are scaled to 8 bits, never clipped: 16-bit images (mode "I;16*", and mode "I" with
-  values in 0..65535, as PIL reads 16-bit PGM/TIFF) map 0..65535 to 0..255; float images
-  (mode "F") must lie in [0, 1], which maps to 0..255; anything else is refused by name;
+  values in 0..65535, as PIL reads 16-bit PGM/TIFF) map 0..65535 to 0..255, and one whose
+  values all lie in 1..255 (8-bit values in a wider type, which would read nearly black) is
+  refused; float images (mode "F") must lie in [0, 1], which maps to 0..255; anything else
+  is refused by name;
 - transparency is composited over BLACK, i.e. colour x alpha (premultiplied alpha): a
   transparent pixel is black in images and background in masks (white = foreground);
 - palettes, 1-bit, greyscale, CMYK, YCbCr, LAB and HSV go through PIL's conversion to RGB;
@@ -620,11 +622,13 @@ def is_image_name(name: str) -> bool:
   return os.path.splitext(name)[1].lower() in image_extensions()
 
 
-def image_to_rgb(image: Any) -> np.ndarray:
+def image_to_rgb(image: Any, faint_ok: bool = False) -> np.ndarray:
   """A loaded PIL image of any mode to uint8 RGB, by the rules in this module's docstring.
 
   Args:
     image: a PIL image (loaded).
+    faint_ok: take a 16- or 32-bit integer image whose values all lie in 0..255 (nearly black
+      once scaled), as a mask's reader does, which names that case itself.
   Returns:
     uint8 [H, W, 3].
   Raises:
@@ -638,7 +642,7 @@ def image_to_rgb(image: Any) -> np.ndarray:
     return np.asarray(image.convert("RGB"), np.uint8)
   if mode in _SIXTEEN_BIT_MODES or mode in ("I", "F"):
     values = np.asarray(image)
-    grey = _scaled_grey(values, mode)
+    grey = _scaled_grey(values, mode, faint_ok)
     key = image.info.get("transparency")
     if isinstance(key, int) and not isinstance(key, bool):  # A colour key: over black too
       grey = np.where(values == key, 0, grey).astype(np.uint8)  # (was kept as grey).
@@ -657,8 +661,13 @@ def image_to_rgb(image: Any) -> np.ndarray:
                      "as an 8-bit RGB or greyscale PNG.") from None
 
 
-def _scaled_grey(values: np.ndarray, mode: str) -> np.ndarray:
-  """uint8 [H, W] from 16-bit, 32-bit integer or float pixel values, scaled to 0..255."""
+def _scaled_grey(values: np.ndarray, mode: str, faint_ok: bool = False) -> np.ndarray:
+  """uint8 [H, W] from 16-bit, 32-bit integer or float pixel values, scaled to 0..255.
+
+  An integer image whose values all lie in 1..255 is refused unless `faint_ok`: scaled, it
+  reads at most 1 of 255, nearly black, and such values are 8-bit ones saved in a wider type
+  far more often than a 16-bit image that dark (was: read nearly black, without a word).
+  """
   v = values.astype(np.float64)
   lo, hi = (float(v.min()), float(v.max())) if v.size else (0.0, 0.0)
   if mode == "F":
@@ -671,12 +680,18 @@ def _scaled_grey(values: np.ndarray, mode: str) -> np.ndarray:
       raise InputError(f"a 32-bit integer (PIL mode 'I') image is read as 16-bit (0..65535); "
                        f"this one ranges over [{lo:g}, {hi:g}]. Save it as an 8- or 16-bit "
                        "image.")
+    if 0 < hi <= 255 and not faint_ok:
+      wide = "16-bit" if mode in _SIXTEEN_BIT_MODES else "16- or 32-bit integer"
+      raise InputError(f"a {wide} image whose "
+                       f"values all lie in 0..{hi:g} (of 0..65535) would read nearly black; "
+                       "if they are 8-bit values, save it as an 8-bit image (or scale them "
+                       "by 257).")
     full = 65535.0
   return np.floor(v * (255.0 / full) + 0.5).astype(np.uint8)
 
 
-def read_image(path: str, error: type = InputError, size: Optional[int] = None
-               ) -> np.ndarray:
+def read_image(path: str, error: type = InputError, size: Optional[int] = None,
+               faint_ok: bool = False) -> np.ndarray:
   """Reads one image file of any format, mode and bit depth PIL opens, as uint8 RGB.
 
   The one reader of image files (infer.py's `--input`, folder datasets); the conversion
@@ -688,6 +703,7 @@ def read_image(path: str, error: type = InputError, size: Optional[int] = None
       for datasets).
     size: S, where only S x S images are taken: any other size is refused from the file's
       header, before the pixels are decoded. None: any size (up to the pixel bound).
+    faint_ok: `image_to_rgb`'s (masks: 16-bit 0/1 label maps are named by their reader).
   Returns:
     uint8 [H, W, 3].
   Raises:
@@ -726,7 +742,7 @@ def read_image(path: str, error: type = InputError, size: Optional[int] = None
         # file was called damaged; a fault hunt's finding).
         _scale_grey_key(im)
         im.load()
-        return image_to_rgb(ImageOps.exif_transpose(im))
+        return image_to_rgb(ImageOps.exif_transpose(im), faint_ok)
   except A2IError as e:
     raise error(str(e) if str(e).startswith(name) else f"{name}: {e}") from None
   except UnidentifiedImageError:

@@ -234,11 +234,12 @@ def _retrained(dataset, workdir, monkeypatch) -> bool:
 def test_a_predictor_of_the_previous_format_is_trained_again(predictor, dataset, tmp_path,
                                                              monkeypatch, caplog):
   """Format 2 had no meta_sha256: refused with a clear message, retrained by load_or_train,
-  which says it is another version's, not unreadable (a review of the fix)."""
+  which says it is another version's, not unreadable (a review of the fix). Format 3 gave a
+  binary column of one value in training another class pair (its meta.json reads as 4's)."""
   d = ap.save_predictor(predictor, str(tmp_path))
   _edit_meta(d, lambda meta: (meta.pop("meta_sha256"), meta.update(format=2)))
   with pytest.raises(CheckpointError, match="was saved by another version \\(format 2; this "
-                     "version reads format 3\\): train a new one in its place"):
+                     "version reads format 4\\): train a new one in its place"):
     ap.load_predictor(str(tmp_path))
   assert _retrained(dataset, str(tmp_path), monkeypatch)
   assert ("cannot be used (saved by another version, format 2); training a new one"

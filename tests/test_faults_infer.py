@@ -675,6 +675,14 @@ def test_input_folder_reads_every_format_a_file_does(tmp_path, caplog):
   Image.fromarray(grey).save(tmp_path / "key.png", transparency=1000)
   read = inputs.read_image(str(tmp_path / "key.png"))
   assert (read[:4] == 0).all() and (read[4:] == 156).all()
+  # 8-bit values saved as 16-bit (NumPy's uint16 of an 8-bit image): was read as 0..1 of
+  # 255, nearly black, without a word. A folder's masks keep their own message (0/1 maps).
+  Image.fromarray(rgb[..., 0].astype(np.uint16)).save(tmp_path / "wide.png")
+  with pytest.raises(InputError, match=r"wide.png: a 16-bit image whose values all lie in "
+                     r"0..90 \(of 0..65535\) would read nearly black; if they are 8-bit "
+                     r"values, save it as an 8-bit image \(or scale them by 257\)"):
+    inputs.read_image(str(tmp_path / "wide.png"))
+  assert (inputs.read_image(str(tmp_path / "wide.png"), faint_ok=True) == 0).all()
 
 
 def test_num_images_takes_the_first_inputs_and_a_count_beyond_all_is_a_warning(tmp_path,

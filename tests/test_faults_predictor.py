@@ -106,12 +106,42 @@ def test_binary_targets_on_another_scale_are_refused(predictor, value):
     ap.score(predictor, np.zeros((4, 2), np.float32), t)
   t[1, 0], t[2, 1] = 1.0, 5.0  # The classes, and a continuous value past its range: scored.
   assert ap.score(predictor, np.zeros((4, 2), np.float32), t)["num_images"] == 4
-  # A column constant (1) in training has the range [1, 2] (training's stand-in): its other
-  # class in the targets is scored, not refused.
+  # A column of one value (1) in training whose other class training took as 0: both scored;
+  # a target on another scale names the class taken (training's `_target_stats`).
   constant = dataclasses.replace(predictor, meta=dataclasses.replace(
-      predictor.meta, mean=(1.0, 0.0), low=(1.0, -2.0), high=(2.0, 2.0)))
+      predictor.meta, mean=(1.0, 0.0), low=(0.0, -2.0), high=(1.0, 2.0)))
   t[1, 0] = 0.0
   assert ap.score(constant, np.zeros((4, 2), np.float32), t)["num_images"] == 4
+  t[1, 0] = 2.0
+  with pytest.raises(InputError, match=r"hold 2, outside its classes 0 and 1 \(the predictor "
+                     r"saw only the value 1 in training and took 0 for the other\)"):
+    ap.score(constant, np.zeros((4, 2), np.float32), t)
+
+
+@pytest.mark.parametrize("value,other,pair,classes", [
+    (1.0, None, None, (0.0, 1.0)), (0.0, None, None, (0.0, 1.0)),
+    (-1.0, None, None, (-1.0, 0.0)), (2.0, None, None, (1.0, 2.0)),
+    (1.0, None, (-1.0, 1.0), (-1.0, 1.0)), (-1.0, None, (0.0, 1.0), (-1.0, 0.0)),
+    (1.0, [1.0, -1.0, -1.0], (0.0, 1.0), (-1.0, 1.0)), (2.0, [2.0, 5.0], None, (2.0, 5.0))])
+def test_a_binary_column_of_one_value_in_training_gets_its_other_class(value, other, pair,
+                                                                       classes):
+  """Was: [value, value + 1] for any value, so a {0, 1} attribute that was 1 throughout a small
+  training split had the threshold 1.5: the predictor learned "low" for it, and `score`
+  counted its targets of 1 as the low class, silently (and its 0s as the same class). Now the
+  other class comes from the evaluated split, else the class pair of the dataset's other
+  binary columns (`pair`, when the value is one of it), else the value's sign."""
+  train = np.array([[value, 0.0], [value, 1.0], [value, 3.0]])
+  kinds = ("binary", "continuous")
+  if pair is not None:
+    train = np.concatenate([train, np.array([[pair[0]], [pair[1]], [pair[1]]])], 1)
+    kinds += ("binary",)
+  stats = training._target_stats(  # pylint: disable=protected-access
+      train, kinds, None if other is None else np.array([[v, 0.0, 0.0][:len(kinds)]
+                                                         for v in other]))
+  assert (stats["low"][0], stats["high"][0]) == classes
+  if pair is not None:
+    assert (stats["low"][2], stats["high"][2]) == pair
+  assert (stats["low"][1], stats["high"][1]) == (0.0, 3.0)
 
 
 def test_correlations_refuse_vectors_of_other_shapes_and_give_nan_for_nan():

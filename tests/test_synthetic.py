@@ -41,6 +41,10 @@ def test_names_and_kinds():
   # LFW readers and the predictor, not for a prepared copy's recorded names).
   with pytest.raises(base.DataError, match=r"^copy X names the attribute\(s\) 'a', 'b' more "):
     base.check_attribute_names(("a", "b", "c", "b", "a"), ("binary",) * 5, "copy X")
+  # A name that is not a string (was: taken, a list as a column's name).
+  with pytest.raises(base.DataError, match=r"^copy X has an attribute name that is not a "
+                     r"string \(\['a'\]\); name every column with a string"):
+    base.check_attribute_names(("b", ["a"]), ("binary",) * 2, "copy X")
 
 
 @pytest.mark.parametrize("size", [32, 48, 64])

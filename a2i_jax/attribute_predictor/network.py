@@ -54,8 +54,9 @@ class PredictorMeta:
     image_size: S of the images it takes.
     width: `AttributeNet.width`.
     mean, std: per column: training mean and standard deviation (continuous standardisation).
-    low, high: per column: the two values of a binary column (min and max in the training
-      split; high = low + 1 if the column is constant); unused for continuous columns.
+    low, high: per column: the two classes of a binary column (its min and max in the
+      training split; for a column of one value there, the other class as
+      `training._target_stats` takes it); unused for continuous columns.
     steps, batch_size, learning_rate, seed: how it was trained.
     data_fingerprint: `training.data_fingerprint` of the dataset it was trained and scored
       on, so that a saved predictor is reused only for the same images and attributes.

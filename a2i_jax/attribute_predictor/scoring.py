@@ -99,16 +99,20 @@ def _check_targets(predictions: np.ndarray, targets: Any, meta: PredictorMeta) -
     if kind != "binary":
       continue
     low, high, column = meta.low[j], meta.high[j], t[:, j]
-    odd = column == np.float32(meta.threshold[j])
-    if meta.mean[j] != low:  # Not constant in training (whose high is then low + 1).
-      slack = 1e-3 * (high - low)
-      odd |= (column < low - slack) | (column > high + slack)
+    slack = 1e-3 * (high - low)
+    odd = ((column == np.float32(meta.threshold[j])) | (column < low - slack)
+           | (column > high + slack))
     if odd.any():
+      # A column of one value in training took its other class from elsewhere (training's
+      # `_target_stats`); say so, for a dataset whose classes are neither {0, 1} nor {-1, +1}.
+      taken = (" (the predictor saw only the value "
+               f"{meta.mean[j]:g} in training and took {high if meta.mean[j] == low else low:g}"
+               " for the other)") if meta.mean[j] in (low, high) else ""
       raise InputError(f"target attributes of the binary attribute {name!r} hold "
-                       f"{float(column[odd][0]):g}, outside its classes {low:g} and {high:g} "
-                       f"or at the threshold between them ({meta.threshold[j]:g}): pass "
-                       "targets on the scale of the predictor's dataset (e.g. not 0/1 for a "
-                       "-1/+1 attribute).")
+                       f"{float(column[odd][0]):g}, outside its classes {low:g} and {high:g}"
+                       f"{taken} or at the threshold between them ({meta.threshold[j]:g}): "
+                       "pass targets on the scale of the predictor's dataset (e.g. not 0/1 for "
+                       "a -1/+1 attribute).")
   return t
 
 

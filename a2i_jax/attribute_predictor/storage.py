@@ -28,9 +28,11 @@ from a2i_jax.errors import CheckpointError, InputError, WorkdirError
 PREDICTOR_DIR = "attribute_predictor"
 _WEIGHTS_FILE = "variables.msgpack"
 _META_FILE = "meta.json"
-# Bump when the saved layout changes (2: data_fingerprint; 3: meta_sha256). An older format
-# is a CheckpointError, so load_or_train trains a new predictor in its place.
-_FORMAT = 3
+# Bump when the saved layout or meaning changes (2: data_fingerprint; 3: meta_sha256; 4: a
+# binary column of one value in training has its other class as `low`/`high`, not the stand-in
+# [value, value + 1]). An older format is a CheckpointError, so load_or_train trains a new
+# predictor in its place.
+_FORMAT = 4
 _SEQUENCES = ("attribute_names", "attribute_kinds", "mean", "std", "low", "high")
 
 

@@ -23,11 +23,40 @@ from a2i_jax.inputs import check_int, to_signed
 from a2i_jax.models import initializers
 
 
-def _target_stats(attributes: np.ndarray, kinds: Sequence[str]) -> dict[str, np.ndarray]:
+def _other_class(value: float, j: int, pairs: set, other: Optional[np.ndarray]) -> float:
+  """The other class of a binary column that holds one value (`value`) in training: the value
+  the evaluated split gives it, else the other of the class pair every two-valued binary column
+  of the dataset shares (`pairs`), else the nearer of value -/+ 1 to zero (so {0, 1} and
+  {-1, +1} columns get their other class whichever of the two training holds)."""
+  if other is not None:
+    seen = [float(v) for v in np.unique(other[:, j]) if v != value]
+    if len(seen) == 1:
+      return seen[0]
+  if len(pairs) == 1 and value in next(iter(pairs)):
+    low, high = next(iter(pairs))
+    return high if value == low else low
+  return value - 1.0 if value > 0 else value + 1.0
+
+
+def _target_stats(attributes: np.ndarray, kinds: Sequence[str],
+                  other: Optional[np.ndarray] = None) -> dict[str, np.ndarray]:
+  """Per column: the mean and standard deviation (continuous standardisation), and a binary
+  column's two classes, low and high.
+
+  A binary column that holds one value in training takes its other class from `other` (the
+  evaluated split's attributes), the dataset's other binary columns or the value's sign
+  (`_other_class`). Was: [value, value + 1] whatever the value, so a {0, 1} column that was 1
+  throughout training had the threshold 1.5, and its targets of 1 were scored as the low class.
+  """
   a = np.asarray(attributes, np.float64)
   std = a.std(axis=0)
   low, high = a.min(axis=0), a.max(axis=0)
-  high = np.where(high > low, high, low + 1.0)
+  binary = [j for j, k in enumerate(kinds) if k == "binary"]
+  pairs = {(float(low[j]), float(high[j])) for j in binary if high[j] > low[j]}
+  for j in binary:
+    if high[j] == low[j]:
+      low[j], high[j] = sorted((float(low[j]), _other_class(float(low[j]), j, pairs, other)))
+  high = np.where(high > low, high, low + 1.0)  # A constant continuous column: unused.
   return {"mean": a.mean(axis=0), "std": np.where(std > 1e-6, std, 1.0), "low": low,
           "high": high}
 
@@ -223,7 +252,9 @@ def train_predictor(dataset: Dataset, settings: Any = None, *, seed: int = 0,
   train = dataset["train"]
   kinds = tuple(dataset.attribute_kinds)
   image_size = int(train.images.shape[1])
-  stats = _target_stats(train.attributes, kinds)
+  evaluated = dataset[evaluate_split] if evaluate_split is not None else None
+  stats = _target_stats(train.attributes, kinds, None if evaluated is None or not len(evaluated)
+                        else np.asarray(evaluated.attributes, np.float64))
   model = AttributeNet(num_outputs=dataset.num_attributes, width=int(width))
   binary = np.array([k == "binary" for k in kinds])
   constants = {"binary": jnp.asarray(binary),

@@ -7,6 +7,7 @@ past this point.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import json
@@ -263,8 +264,11 @@ def check_attribute_names(names: Sequence[str], kinds: Sequence[str],
   """
   if len(names) != len(kinds):
     raise DataError(f"{len(names)} attribute names but {len(kinds)} attribute kinds.")
-  names = list(names)
-  twice = sorted({n for n in names if names.count(n) > 1})
+  bad = [n for n in names if not isinstance(n, str)]
+  if bad:  # Was: taken (a list as a name), or a TypeError of the count below.
+    raise DataError(f"{where} has an attribute name that is not a string ({bad[0]!r}); name "
+                    "every column with a string.")
+  twice = sorted(n for n, count in collections.Counter(names).items() if count > 1)
   if twice:  # Was left to each source (folder CSVs, LFW, the predictor); prepared data not.
     raise DataError(f"{where} names the attribute(s) {', '.join(map(repr, twice))} more than "
                     "once; give every column its own name.")

@@ -309,8 +309,8 @@ def _check_mask_values(masks_dir: str, names: list[str]) -> None:
   """Masks are 0 (background) to 255 (foreground, >127 after resizing): masks saved as 0/1
   labels would all read as background. Stops at the first mask with a pixel above 1."""
   for name in names:
-    mask = np.asarray(Image.fromarray(read_image(os.path.join(masks_dir, name),
-                                                 DataError)).convert("L"))
+    mask = np.asarray(Image.fromarray(read_image(os.path.join(masks_dir, name), DataError,
+                                                 faint_ok=True)).convert("L"))
     if mask.max() > 1:
       return
   raise DataError(f"{masks_dir}: no mask has a pixel above 1, so every image would have no "
@@ -515,7 +515,8 @@ class A2iFolder(tfds_lib.BuilderMixin, tfds.core.GeneratorBasedBuilder,
       if self._table.masks_dir is not None:
         # scan() checked that the mask exists and has the image's size.
         mask_path = os.path.join(self._table.masks_dir, fname)
-        mask = Image.fromarray(_mask_pixels(mask_path, read_image(mask_path, DataError)))
+        mask = Image.fromarray(_mask_pixels(mask_path, read_image(mask_path, DataError,
+                                                                  faint_ok=True)))
         ex["mask"] = tfds_lib.crop_resize(mask, box, self._image_size)
         ex["mask_predicted"] = False
       yield fname, ex
