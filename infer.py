@@ -24,7 +24,6 @@ if __name__ == "__main__":  # First, before any import: it may start the command
 import contextlib
 import dataclasses
 import fcntl
-import fnmatch
 import functools
 import hashlib
 import json
@@ -103,8 +102,12 @@ _MAX_SEED = 2**31 - 1  # Every consumer takes it: jax.random.key, numpy's Genera
 # A mode stopped midway (Ctrl-C, an error) keeps what it finished under names of its own
 # (`PARTIAL_FILES`: was deleted, review finding), as the set "<mode>_partial"; the mode's
 # whole set, when a later call writes it, replaces them.
-MODE_SETS = {"complete": ("complete_*.png", "complete.json", "complete_partial.json"),
-             "complete_partial": ("complete_partial_*.png", "complete_partial.json"),
+# The PNG names are the occlusions' own (was "complete_*.png": a user's complete_holiday.png
+# or complete_partial_notes.png in --out was deleted by the next `complete`, review finding).
+_COMPLETE_PARTIAL = tuple(f"complete_partial_{n}.png" for n in occlusions.OCCLUSION_NAMES)
+MODE_SETS = {"complete": tuple(f"complete_{n}.png" for n in occlusions.OCCLUSION_NAMES)
+                         + _COMPLETE_PARTIAL + ("complete.json", "complete_partial.json"),
+             "complete_partial": _COMPLETE_PARTIAL + ("complete_partial.json",),
              "tune": ("tune_partial.json",),
              # A whole table replaces the partial one an earlier call left.
              "evaluate": ("evaluation_partial.md", "evaluation_partial.json")}
@@ -556,8 +559,7 @@ def _staged(out: str, mode: str, done: list[str], quiet: bool = False) -> Iterat
         for name in new:
           os.replace(os.path.join(stage, name), os.path.join(out, name))
         for name in sorted(os.listdir(out)):
-          if name not in new and any(fnmatch.fnmatchcase(name, p)
-                                     for p in MODE_SETS.get(mode, ())):
+          if name not in new and name in MODE_SETS.get(mode, ()):
             os.remove(os.path.join(out, name))
       except OSError as e:
         raise _write_error(out, e) from None

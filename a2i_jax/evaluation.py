@@ -22,30 +22,71 @@ import os
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from a2i_jax import files, inference, occlusions
 from a2i_jax.data.base import Dataset, centre_cropped
 from a2i_jax.errors import ConfigError, InputError
-from a2i_jax.inputs import check_int, check_key, is_integer, to_unit
+from a2i_jax.inputs import (SIGNED_SLACK, as_array, check_int, check_key, check_range,
+                            is_integer, mask_to_unit, to_unit)
 
 RECON_FULL = "reconstruction"
 RECON_FG = "reconstruction (foreground)"
+
+
+def _scored_images(images: Any, what: str, finite: bool) -> np.ndarray:
+  """`images` as float64 in [0, 1], read as the API reads images (`inputs.to_unit`): uint8 as
+  0 .. 255, floats as they are (a rounding's overshoot of `SIGNED_SLACK` clipped); with
+  `finite` False, NaN and infinities pass as they are (a diverged estimate, left out)."""
+  x = as_array(images, what)
+  if x.dtype == np.uint8:  # Was: 0 .. 255 scored against [0, 1] floats (an error of ~21562).
+    return x.astype(np.float64) / 255.0
+  if not (np.issubdtype(x.dtype, np.floating) or jnp.issubdtype(x.dtype, jnp.floating)):
+    raise InputError(f"{what} has dtype {x.dtype}; pass images as uint8 0 .. 255 or floats in "
+                     "[0, 1].")
+  x = x.astype(np.float64)
+  check_range(x if finite else x[np.isfinite(x)], -SIGNED_SLACK, 1.0 + SIGNED_SLACK,
+              f"{what} values must lie in [0, 1]", "x / 255 for 0 .. 255 floats, (x + 1) / 2 "
+              "for the models' [-1, 1]; or pass uint8")
+  return np.clip(x, 0.0, 1.0)  # NaN stays NaN.
 
 
 def region_errors(target: np.ndarray, estimate: np.ndarray, region: np.ndarray) -> np.ndarray:
   """Per-image mean squared error over a region.
 
   Args:
-    target, estimate: [N, S, S, 3] images in [0, 1].
-    region: [N, S, S, 1] weights, 1 = pixel counted.
+    target, estimate: [N, S, S, 3] images of one shape, uint8 0 .. 255 or floats in [0, 1]
+      (read as `inputs.to_unit` reads them); an estimate's NaN or infinities give its
+      image's error NaN.
+    region: [N, S, S, 1] weights, 1 = pixel counted: bool, floats in [0, 1] or uint8
+      0 .. 255 (`inputs.mask_to_unit`).
   Returns:
     [N] float64; NaN for an image whose region is empty.
+  Raises:
+    InputError: images of other shapes than one [N, S, S, 3] (one estimate for N targets
+      included), a region of another shape than [N, S, S, 1], a dtype that is not one of
+      those, a target that is not finite, or values outside [0, 1].
   """
-  count = 3.0 * region.reshape(region.shape[0], -1).sum(-1)
+  t, e = as_array(target, "target"), as_array(estimate, "estimate")
+  if t.ndim != 4 or t.shape[-1] != 3 or e.shape != t.shape:
+    # Was: one estimate [S, S, 3] broadcast over every image without a word.
+    one = (f"; to score one estimate against every image, np.broadcast_to(estimate, "
+           f"{t.shape})" if e.shape == t.shape[1:] else "")
+    raise InputError(f"target and estimate have shapes {t.shape} and {e.shape}; pass two "
+                     f"[N, S, S, 3] image batches of one shape, an estimate per target{one}.")
+  r = as_array(region, "region")
+  if r.shape != t.shape[:3] + (1,):  # Was NumPy's broadcast error, or a silent broadcast.
+    fix = "; add the channel: region[..., None]" if r.shape == t.shape[:3] else ""
+    raise InputError(f"region has shape {r.shape}; expected {t.shape[:3] + (1,)}, [N, S, S, 1] "
+                     f"as the images [N, S, S, 3]{fix}.")
+  target = _scored_images(t, "target", finite=True)
+  estimate = _scored_images(e, "estimate", finite=False)
+  region = mask_to_unit(r, "region").astype(np.float64)
+  count = 3.0 * region.sum(axis=(1, 2, 3))  # Summed by axes: no images (N = 0) give [0].
   with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # NaN / inf estimates.
-    sq = np.square(target.astype(np.float64) - estimate.astype(np.float64)) * region
-    return np.where(count > 0, sq.reshape(sq.shape[0], -1).sum(-1) / count, np.nan)
+    sq = np.square(target - estimate) * region
+    return np.where(count > 0, sq.sum(axis=(1, 2, 3)) / count, np.nan)
 
 
 def mean_sem(values: np.ndarray) -> dict[str, float]:
@@ -56,8 +97,21 @@ def mean_sem(values: np.ndarray) -> dict[str, float]:
   Returns:
     {"mean", "sem", "n"}; NaN mean and sem when no value is finite, NaN sem for one value
     (was 0.0, printed "± 0.00": one image says nothing of the spread; review finding).
+  Raises:
+    InputError: values that are not real numbers (strings, None, complex numbers), or not
+      one row of them.
   """
-  v = np.asarray(values, np.float64)
+  raw = as_array(values, "values")
+  # Was NumPy's "could not convert string to float" ("abc"), or "1.5" read as the number.
+  if not (raw.dtype == np.bool_ or np.issubdtype(raw.dtype, np.number)
+          or jnp.issubdtype(raw.dtype, jnp.floating)) or np.iscomplexobj(raw):
+    what = "are strings" if raw.dtype.kind in "US" else f"have dtype {raw.dtype}"
+    raise InputError(f"values {what}; mean_sem takes real numbers, e.g. region_errors' [N] "
+                     "errors.")
+  if raw.ndim > 1:  # Was flattened without a word.
+    raise InputError(f"values have shape {raw.shape}; mean_sem takes one row [N] of numbers "
+                     "(for one mean of them all: values.ravel()).")
+  v = raw.astype(np.float64)
   v = v[np.isfinite(v)]
   if v.size == 0:
     return {"mean": float("nan"), "sem": float("nan"), "n": 0}
@@ -78,10 +132,11 @@ def error_cell(target: np.ndarray, estimate: np.ndarray, region: np.ndarray) -> 
   gives, each image's error on the scale of its pixels.
 
   Args:
-    target, estimate: [N, S, S, 3] images in [0, 1].
-    region: [N, S, S, 1] weights, 1 = pixel counted.
+    target, estimate, region: as for `region_errors`.
   Returns:
     {"mean", "sem", "n", "rmse_255": {"mean", "sem", "n"}}.
+  Raises:
+    InputError: what `region_errors` refuses.
   """
   errors = region_errors(target, estimate, region)
   with np.errstate(invalid="ignore"):  # NaN stays NaN and is left out, as in `mean_sem`.
@@ -130,6 +185,21 @@ def _check_attribute_order(trained: inference.TrainedModel, dataset: Dataset) ->
         f"the dataset's attributes ({', '.join(names)}) are not in the order the model of step "
         f"{trained.step} was trained with ({', '.join(trained_names)}); pass the run's data as "
         "it trained: inference.load_data(trained).")
+
+
+def _check_model_and_data(trained: Any, dataset: Any) -> None:
+  """Refuses a model that is not a `TrainedModel` (a workdir's path) and a dataset that is not
+  a `Dataset` (None, a path), before anything is read. Was: an AttributeError ("'str' object
+  has no attribute 'attribute_names'", "'NoneType' ..."), from deep inside."""
+  inference.uses.check_trained(trained)
+  _check_dataset(dataset, "inference.load_data(trained)")
+
+
+def _check_dataset(dataset: Any, how: str) -> None:
+  """Refuses a `dataset` that is not a `Dataset`; `how` names the call that loads one."""
+  if not isinstance(dataset, Dataset):
+    raise InputError(f"the dataset must be a Dataset, not {type(dataset).__name__}; load the "
+                     f"run's data first: {how}.")
 
 
 def _attributes_given(options: Any, what: str) -> None:
@@ -258,12 +328,16 @@ def evaluate_model(trained: inference.TrainedModel, dataset: Dataset, *,
     {"model", "step", "num_examples", "options", "rows": {row: {column: cell}}}, each
     cell an `error_cell` (squared error on [0, 1], and "rmse_255").
   Raises:
-    InputError: a count that is not one, an empty test split, a key that is not a PRNG key,
-      options that infer the attributes, or a dataset whose attributes are not in the run's
-      order (`inference.load_data`).
+    InputError: a model that is not a `TrainedModel` (a path: `inference.load_trained`) or a
+      dataset that is not a `Dataset` (`inference.load_data`), a count that is not one, a
+      seed that is not an integer of at least 0, an empty test split, a key that is not a
+      PRNG key, options that infer the attributes, or a dataset whose attributes are not in
+      the run's order (`inference.load_data`).
   """
   check_key(key)
   _check_count(num_examples)  # Before anything else is read.
+  seed = check_int(seed, "seed", 0)  # Was named as make_masks' offset seed (9.5 for 2.5).
+  _check_model_and_data(trained, dataset)
   _check_attribute_order(trained, dataset)
   dataset = centre_cropped(dataset, trained.config.data.augment.crop_size)
   whole = crop_frame(trained.config)  # Also where `dataset` holds the crops already.
@@ -326,11 +400,15 @@ def tune_inference(trained: inference.TrainedModel, dataset: Dataset, *,
   Raises:
     ConfigError: a setting with an unknown option or an invalid value (every setting is
       checked before the first runs).
-    InputError: an empty grid or a setting that is not a mapping or infers the attributes, a
-      count that is not one, an empty validation split, a key that is not a PRNG key, or a
+    InputError: a model that is not a `TrainedModel` (a path: `inference.load_trained`) or a
+      dataset that is not a `Dataset` (`inference.load_data`), an empty grid or a setting that
+      is not a mapping or infers the attributes, a count that is not one, a seed that is not
+      an integer of at least 0, an empty validation split, a key that is not a PRNG key, or a
       dataset whose attributes are not in the run's order (`inference.load_data`).
   """
   check_key(key)
+  _check_model_and_data(trained, dataset)
+  seed = check_int(seed, "seed", 0)
   base = options or inference.options_for(trained, infer_attributes=False)
   settings = _grid_options(grid, base)
   _check_attribute_order(trained, dataset)
@@ -400,8 +478,11 @@ def evaluate_mean_image(dataset: Dataset, *, occlusion_names: Optional[Sequence[
     {"model", "step", "num_examples", "rows": {"fill": {column: error_cell}}}, the same
     layout as `evaluate_model`.
   Raises:
-    InputError: an unknown occlusion name, or a face box the crop leaves out.
+    InputError: a dataset that is not a `Dataset`, a seed that is not an integer of at least
+      0, an unknown occlusion name, or a face box the crop leaves out.
   """
+  _check_dataset(dataset, "inference.load_data(trained), or data.load_dataset(config.data)")
+  seed = check_int(seed, "seed", 0)  # Was named as make_masks' offset seed (9.5 for 2.5).
   cropped = centre_cropped(dataset, crop_size)
   whole = dataset["test"].images.shape[1] if cropped is not dataset else crop_from
   dataset = cropped
@@ -530,11 +611,12 @@ def attribute_report(trained: inference.TrainedModel, dataset: Dataset, predicto
      "progression_mean_spearman", "inference": score dict or None, "ceiling": the
      predictor's own test scores}.
   Raises:
-    InputError: a count that is not one (num_bases below 1, num_values below 2), an empty
-      test split, a key that is not a PRNG key, a predictor that is not a `Predictor` (a
-      path, None), a dataset whose attributes are not in the run's order
-      (`inference.load_data`) or not the predictor's, or samples that are NaN or infinite (a
-      damaged or diverged model).
+    InputError: a model that is not a `TrainedModel` (a path: `inference.load_trained`) or a
+      dataset that is not a `Dataset` (`inference.load_data`), a count that is not one
+      (num_bases below 1, num_values below 2), an empty test split, a key that is not a PRNG
+      key, a predictor that is not a `Predictor` (a path, None), a dataset whose attributes
+      are not in the run's order (`inference.load_data`) or not the predictor's, or samples
+      that are NaN or infinite (a damaged or diverged model).
   """
   from a2i_jax import attribute_predictor as ap  # pylint: disable=import-outside-toplevel
   check_key(key)
@@ -543,6 +625,7 @@ def attribute_report(trained: inference.TrainedModel, dataset: Dataset, predicto
   # Spearman of NaN for every attribute.
   num_bases = check_int(num_bases, "num_bases", 1)
   num_values = check_int(num_values, "num_values", 2)
+  _check_model_and_data(trained, dataset)
   _check_attribute_order(trained, dataset)
   _check_predictor(predictor, dataset)
   dataset = centre_cropped(dataset, trained.config.data.augment.crop_size)

@@ -79,10 +79,27 @@ def from_signed(x: Any) -> Any:
   """Floats in [-1, 1] (a model's images) to [0, 1].
 
   Args:
-    x: a NumPy or JAX float array.
+    x: a NumPy or JAX float array (a list or number is taken as NumPy's). NumPy values are
+      checked to lie in [-1, 1] (up to `SIGNED_SLACK`); JAX arrays are not read (a model's
+      outputs, under `jit` too, whose overshoot its callers clip), only their dtype checked.
   Returns:
     (x + 1) / 2, the same kind of array and dtype.
+  Raises:
+    InputError: not floats (uint8 images in [0, 255] say so, with `to_unit`), or NumPy
+      values outside [-1, 1], NaN or infinity.
   """
+  # Was: uint8 and values outside [-1, 1] mapped without a word ([2, -3] to [1.5, -1]).
+  if not isinstance(x, jax.Array):  # Tracers too: they are never NumPy's.
+    x = as_array(x, "from_signed's input")
+  takes = "from_signed takes floats in [-1, 1] (a model's images)"
+  if not jnp.issubdtype(x.dtype, jnp.floating):  # bfloat16 too; known under `jit` too.
+    fix = ("images in [0, 255]: to_unit(x) gives [0, 1]" if x.dtype == np.uint8 else
+           "pass x.astype(np.float32) if they are -1, 0 and 1"
+           if x.dtype == np.bool_ or jnp.issubdtype(x.dtype, jnp.integer) else "pass numbers")
+    raise InputError(f"{takes}; these are {x.dtype} ({fix}).")
+  if isinstance(x, np.ndarray):
+    check_range(x, -1.0 - SIGNED_SLACK, 1.0 + SIGNED_SLACK, takes,
+                "scale them to [-1, 1] first; images in [0, 1] need no conversion")
   return (x + 1.0) / 2.0
 
 

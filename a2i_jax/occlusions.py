@@ -26,13 +26,15 @@ writes it with `markdown_table`).
 
 from __future__ import annotations
 
+import math
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
+from PIL import Image
 
 from a2i_jax.errors import InputError
-from a2i_jax.inputs import (SIGNED_SLACK, as_array, check_int, check_range, mask_to_unit,
-                            to_unit)
+from a2i_jax.inputs import (SIGNED_SLACK, as_array, check_int, check_range, is_integer,
+                            mask_to_unit, to_unit)
 
 Box = tuple[int, int, int, int]  # (top, left, bottom, right) in pixels; bottom, right exclusive
 
@@ -94,6 +96,8 @@ OCCLUSION_NAMES: tuple[str, ...] = FACE_OCCLUSIONS + GENERIC_OCCLUSIONS
 
 _BLOCK_SIDES = {"block8": 8, "block16": 16}  # side at 64x64
 
+_PIL_MAX_IMAGE_PIXELS = 89_478_485  # PIL's default `Image.MAX_IMAGE_PIXELS`.
+
 
 def _scale_edge(e: int, image_size: int) -> int:
   # Round half up (not numpy's half-to-even) so the rule is the one the docstring states.
@@ -104,16 +108,40 @@ def scale_box(box: Box, image_size: int) -> Box:
   """Scales a (top, left, bottom, right) box from 64x64 to image_size x image_size.
 
   Args:
-    box: pixels of a 64x64 image, bottom and right exclusive.
-    image_size: the target S.
+    box: pixels of a 64x64 image, bottom and right exclusive: 4 integers with
+      0 <= top < bottom <= 64 and 0 <= left < right <= 64.
+    image_size: the target S, a positive integer.
   Returns:
     The box at size S: every edge rounded half up from e * S / 64, at least one pixel high
     and wide, and inside [0, S].
+  Raises:
+    InputError: an image size that is not a positive integer, or a box that is not 4
+      integers, is inverted or empty, or lies outside the 64x64 image.
   """
+  image_size = check_int(image_size, "image_size", 1)  # Was: 0 gave (-1, -1, 0, 0).
+  box = _check_box(box)
   t, l, b, r = (_scale_edge(e, image_size) for e in box)
   b, r = max(b, t + 1), max(r, l + 1)
   return (min(t, image_size - 1), min(l, image_size - 1), min(b, image_size),
           min(r, image_size))
+
+
+def _check_box(box: Box) -> Box:
+  """`box` as 4 ints, refused unless 0 <= top < bottom <= 64 and 0 <= left < right <= 64.
+  Was: an inverted box (10, 10, 0, 0) "fixed" to (10, 10, 11, 11) without a word."""
+  try:
+    edges = tuple(box)
+  except TypeError:
+    edges = ()
+  if len(edges) != 4 or not all(is_integer(e) for e in edges):
+    raise InputError(f"box {box!r} is not 4 integers; pass (top, left, bottom, right) in pixels "
+                     f"of a {_REF}x{_REF} image.")
+  t, l, b, r = (int(e) for e in edges)
+  if not (0 <= t < b <= _REF and 0 <= l < r <= _REF):
+    raise InputError(f"box {box!r} is inverted, empty or outside the {_REF}x{_REF} image; pass "
+                     f"(top, left, bottom, right) with 0 <= top < bottom <= {_REF} and 0 <= left "
+                     f"< right <= {_REF} (bottom and right exclusive).")
+  return t, l, b, r
 
 
 def _check_name(name: str) -> None:
@@ -158,7 +186,12 @@ def occlusions_for(dataset: str, image_size: int = 0, crop_from: int = 0) -> tup
     Every name for the face datasets (`FACE_DATASETS`), but the face regions a centre crop
     leaves out or lies inside; the four halves and the random regions for any other dataset
     (its images are not aligned faces).
+  Raises:
+    InputError: an image_size or crop_from that is not an integer of at least 0 (was: "64" a
+      TypeError of the comparison).
   """
+  image_size = check_int(image_size, "image_size", 0)
+  crop_from = check_int(crop_from, "crop_from", 0)
   if dataset not in _FACE_TABLES:
     return tuple(HALVES) + GENERIC_OCCLUSIONS
   if not image_size or crop_from <= image_size:  # Whole images hold every face region.
@@ -196,8 +229,10 @@ def regions_for(dataset: str = "lfw", image_size: int = _REF) -> dict[str, Box]:
   Returns:
     {name: (top, left, bottom, right)} in pixels of an S x S image, for `FACE_OCCLUSIONS`.
   Raises:
-    InputError: the dataset has no face table.
+    InputError: the dataset has no face table, or an image size that is not a positive
+      integer (was: 0, -8 and 2.5 gave boxes, (-1, -1, 0, 0) at 0).
   """
+  image_size = check_int(image_size, "image_size", 1)
   if dataset not in _FACE_TABLES:
     raise InputError(f"dataset {dataset!r} has no face regions (eyes, mouth, face); they are "
                      f"defined for {', '.join(FACE_DATASETS)}. Use a half or one of "
@@ -229,6 +264,14 @@ def _random_boxes(seed: int, image_size: int, num: int, lo_h: int, hi_h: int, lo
   return boxes
 
 
+def _max_image_size() -> int:
+  """The side of the largest square image this project reads, `make_mask`'s bound: PIL's
+  bound on pixels, twice `PIL.Image.MAX_IMAGE_PIXELS` (`inputs.read_image`; its default where
+  that guard is turned off): 13,377 by default."""
+  pixels = Image.MAX_IMAGE_PIXELS or _PIL_MAX_IMAGE_PIXELS
+  return math.isqrt(2 * int(pixels))
+
+
 def make_mask(name: str, image_size: int, num: int, *, seed: int = 0,
               dataset: str = "lfw", crop_from: int = 0) -> np.ndarray:
   """Observed-pixel masks for one occlusion type.
@@ -248,11 +291,17 @@ def make_mask(name: str, image_size: int, num: int, *, seed: int = 0,
     float32 [N, S, S, 1]: 1 = observed pixel, 0 = hidden (to be filled by the generator).
   Raises:
     InputError: an unknown name, a face region for a dataset without a face table (or
-      outside the crop, or covering it whole), a non-positive size or count, a seed or
-      crop_from that is not an integer of at least 0, or a crop_from below S.
+      outside the crop, or covering it whole), a non-positive size or count, a size over that
+      of the largest image the project reads (PIL's bound on pixels), a seed or crop_from
+      that is not an integer of at least 0, or a crop_from below S.
   """
   _check_name(name)
   image_size = check_int(image_size, "image_size", 4)
+  largest = _max_image_size()
+  if image_size > largest:  # Was NumPy's MemoryError (4 TiB for 2**20).
+    raise InputError(f"image_size={image_size} is larger than any image this project reads "
+                     f"({largest} x {largest}: PIL's bound on pixels, twice "
+                     "PIL.Image.MAX_IMAGE_PIXELS); pass the images' side S.")
   num = check_int(num, "num", 0)
   seed = check_int(seed, "seed", 0)  # Was numpy's ValueError (-1) or a TypeError (1.5).
   crop_from = check_int(crop_from, "crop_from", 0)
@@ -290,11 +339,17 @@ def make_masks(names: Sequence[str], image_size: int, num: int, *, seed: int = 0
   Args:
     names: occlusion names (each one of `OCCLUSION_NAMES`).
     image_size, num, dataset, crop_from: as for `make_mask`.
-    seed: the base seed.
+    seed: the base seed, an integer of at least 0.
   Returns:
     {name: float32 [N, S, S, 1] observed-pixel mask}.
+  Raises:
+    InputError: what `check_names` or `make_mask` refuses, or a seed that is not an integer
+      of at least 0.
   """
   names = check_names(names)
+  # The seed as given, before each name's offset: was -5 taken (the masks of another seed:
+  # -1 gave block16 those of seed 7), 2.5 named as "seed=9.5", True taken as 1.
+  seed = check_int(seed, "seed", 0)
   return {name: make_mask(name, image_size, num, seed=seed + OCCLUSION_NAMES.index(name),
                           dataset=dataset, crop_from=crop_from) for name in names}
 

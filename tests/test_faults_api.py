@@ -1160,3 +1160,55 @@ def test_bfloat16_masks_are_floats():
   np.testing.assert_array_equal(inputs.check_mask(half, 2, S, "observed"), m)
   np.testing.assert_array_equal(occlusions.hidden_fraction(np.asarray(half)),
                                 occlusions.hidden_fraction(m))
+
+
+def test_the_loaders_refuse_a_path_a_dict_or_the_wrong_config_section(untrained):
+  """Was an AttributeError for likely slips: load_data("/some/run") ("'str' object has no
+  attribute 'config'"), load_run_data({"data": 1}, None), from_variables(config.model, ...)
+  ("'model'") or from_variables({"model": 1}, ...), load_dataset(config) ("'name'"),
+  load_dataset({"name": "synthetic"}) or load_dataset(None), and as_trained(dataset, "x")."""
+  from a2i_jax.data import load_dataset  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data.base import as_trained  # pylint: disable=import-outside-toplevel
+  cvae = untrained["cvae"]
+  config, variables = cvae.config, cvae.variables
+  with pytest.raises(InputError, match=r"not str; load it first: "
+                     r"inference.load_trained\('/some/run'\)"):
+    inference.load_data("/some/run")
+  section = r"pass the whole experiment config, not config.model or config.data"
+  for whole, fn in ((config.data, lambda c: inference.load_run_data(c, None)),
+                    (config.model, lambda c: inference.TrainedModel.from_variables(c, variables))):
+    with pytest.raises(ConfigError, match="the config is a dict, not an ml_collections"):
+      fn({"data": 1, "model": 1})
+    with pytest.raises(ConfigError, match=f"section of a config\\?\\); {section}"):
+      fn(whole)
+  with pytest.raises(ConfigError, match="load_dataset takes the data section of a config, not "
+                     "the whole config; pass config.data"):
+    load_dataset(config)
+  for wrong, kind in (({"name": "synthetic"}, "dict"), (None, "NoneType")):
+    with pytest.raises(ConfigError, match=f"load_dataset takes config.data .*, not a {kind}"):
+      load_dataset(wrong)
+  with pytest.raises(ConfigError, match=r"has no cache_dir, data_dir \(is it config.data\?\)"):
+    load_dataset(config.model)
+  dataset = load_dataset(config.data, False)
+  with pytest.raises(InputError, match="info is a str, not the record of a run's dataset; pass "
+                     r"checkpoints.load_dataset_info\(workdir\)"):
+    as_trained(dataset, "x")
+  assert as_trained(dataset, None) is dataset
+
+
+def test_from_signed_refuses_integers_and_numpy_values_outside_minus_one_to_one():
+  """Was: from_signed(np.array([2.0, -3.0])) gave [1.5, -1.0] (outside [0, 1]) and uint8
+  images in [0, 255] were mapped to [0.5, 128] without a word. A JAX array (a model's
+  output, under jit too) is mapped as it is: its callers clip the overshoot."""
+  with pytest.raises(InputError, match=r"from_signed takes floats in \[-1, 1\] \(a model's "
+                     r"images\); these range over \[-3, 2\] \(scale them to \[-1, 1\] first"):
+    inputs.from_signed(np.array([2.0, -3.0]))
+  with pytest.raises(InputError, match=r"these are uint8 \(images in \[0, 255\]: to_unit\(x\)"):
+    inputs.from_signed(np.array([0, 255], np.uint8))
+  with pytest.raises(InputError, match="these are uint8"):
+    jax.jit(inputs.from_signed)(jax.numpy.zeros(2, jax.numpy.uint8))
+  with pytest.raises(InputError, match="these hold NaN or infinity"):
+    inputs.from_signed(np.array([0.0, np.nan]))
+  np.testing.assert_allclose(inputs.from_signed(np.array([-1.0, 0.0, 1.0005], np.float32)),
+                             [0.0, 0.5, 1.00025])  # Rounding's slack.
+  np.testing.assert_allclose(jax.jit(inputs.from_signed)(jax.numpy.array([2.0])), [1.5])

@@ -7,11 +7,13 @@ tuning cell, after) the model runs, so nothing is compiled.
 """
 
 import dataclasses
+import math
 import types
 
 import jax
 import numpy as np
 import pytest
+from PIL import Image
 
 from a2i_jax import attribute_predictor as ap
 from a2i_jax import evaluation, inference
@@ -32,9 +34,10 @@ def _data(names=NAMES, n=3) -> Dataset:
 
 
 def _trained(names=NAMES):
-  """A stand-in for a restored run that stored its attribute order (dataset.json)."""
-  return types.SimpleNamespace(config=tiny_config("cvae"), step=3, attribute_names=names,
-                               model=types.SimpleNamespace(label="CVAE", uses_attributes=True))
+  """A restored run that stored its attribute order (dataset.json), with a stand-in module and
+  no variables: a `TrainedModel`, as the evaluation functions check, that never runs."""
+  return inference.TrainedModel(tiny_config("cvae"), types.SimpleNamespace(
+      label="CVAE", uses_attributes=True), {}, 3, None, attribute_names=names)
 
 
 def _options(trained):
@@ -192,3 +195,119 @@ def test_error_cells_give_the_rmse_on_the_0_255_scale_too():
   mse, root = table.split("\n\n| model")[1:]
   assert "| m | fill | 2.50 ± 1.50 |" in mse and "| m | fill | 38.25 ± 12.75 |" in root
   assert "0-255 scale" in table.split("| model")[1]
+
+
+@pytest.mark.usefixtures("nothing_runs")
+def test_a_path_for_the_model_or_no_dataset_is_refused_first():
+  """Was: an AttributeError ("'str' object has no attribute 'attribute_names'", "'NoneType'
+  ...") for a workdir's path given as the model, or None as the dataset, of evaluate_model,
+  attribute_report and tune_inference (its path alone was refused, by `options_for`)."""
+  trained, key, data = _trained(), jax.random.key(0), _data()
+  path = (r"the model must be a TrainedModel, not str; load it first: "
+          r"inference.load_trained\('/some/run'\)")
+  none = (r"the dataset must be a Dataset, not NoneType; load the run's data first: "
+          r"inference.load_data\(trained\)")
+  calls = {
+      "evaluate_model": lambda m, d: evaluation.evaluate_model(m, d, key=key),
+      "attribute_report": lambda m, d: evaluation.attribute_report(m, d, _predictor(), key=key),
+      "tune_inference": lambda m, d: evaluation.tune_inference(
+          m, d, grid=[{}], occlusion_names=[], key=key, options=_options(trained))}
+  for name, call in calls.items():
+    with pytest.raises(InputError, match=path):
+      call("/some/run", data)
+    with pytest.raises(InputError, match=none):
+      call(trained, None)
+    with pytest.raises(InputError, match="the dataset must be a Dataset, not str"):
+      call(trained, "/some/data")
+  with pytest.raises(InputError, match=r"the dataset must be a Dataset, not NoneType; load the "
+                     r"run's data first: inference.load_data\(trained\), or data.load_dataset"):
+    evaluation.evaluate_mean_image(None)
+
+
+@pytest.mark.usefixtures("nothing_runs")
+def test_the_seed_of_the_masks_is_checked_as_given():
+  """Was: make_masks took seed=-5 (make_mask refused it) and True as 1, seed=-1 gave block16
+  the masks of make_mask(seed=7) (each name's seed is offset by its place), and
+  evaluate_mean_image(seed=2.5) said "seed=9.5 is not valid", a value never passed."""
+  from a2i_jax import occlusions  # pylint: disable=import-outside-toplevel
+  for bad in (-5, -1, 2.5, True, "3"):
+    with pytest.raises(InputError, match=f"seed={bad!r} is not valid; pass an integer of at "
+                       "least 0"):
+      occlusions.make_masks(["block16"], S, 2, seed=bad)
+    with pytest.raises(InputError, match=f"seed={bad!r} is not valid"):
+      evaluation.evaluate_mean_image(_data(), occlusion_names=["block8"], seed=bad)
+  trained, key = _trained(), jax.random.key(0)
+  with pytest.raises(InputError, match=r"seed=2.5 is not valid"):
+    evaluation.evaluate_model(trained, _data(), occlusion_names=["block8"], key=key,
+                              options=_options(trained), seed=2.5)
+  with pytest.raises(InputError, match=r"seed=-1 is not valid"):
+    evaluation.tune_inference(trained, _data(), grid=[{}], occlusion_names=["block8"], key=key,
+                              options=_options(trained), seed=-1)
+  np.testing.assert_array_equal(occlusions.make_masks(["block8"], S, 2, seed=np.int64(3))[
+      "block8"], occlusions.make_mask("block8", S, 2, seed=3 + 7))
+
+
+def test_error_cells_refuse_images_and_regions_they_would_score_wrong():
+  """Was: a uint8 target (0 .. 255) scored against [0, 1] estimates without a word (an error
+  of ~21562); one estimate [S, S, 3] broadcast over every image; a region [N, S, S] NumPy's
+  broadcast ValueError; mean_sem("abc") NumPy's "could not convert string to float"."""
+  rng = np.random.default_rng(0)
+  t, e, r = rng.random((2, 8, 8, 3)), rng.random((2, 8, 8, 3)), np.ones((2, 8, 8, 1))
+  # uint8 is read as the API reads images, 0 .. 255: the error of the floats, up to rounding.
+  np.testing.assert_allclose(evaluation.region_errors((t * 255 + 0.5).astype(np.uint8), e, r),
+                             evaluation.region_errors(t, e, r), atol=2e-3)
+  cases = [
+      ((t, e[0], r), r"target and estimate have shapes \(2, 8, 8, 3\) and \(8, 8, 3\); pass two "
+       r"\[N, S, S, 3\] image batches of one shape, an estimate per target; to score one "
+       r"estimate against every image, np.broadcast_to\(estimate, \(2, 8, 8, 3\)\)"),
+      ((t, e, r[..., 0]), r"region has shape \(2, 8, 8\); expected \(2, 8, 8, 1\), .*add the "
+       r"channel: region\[..., None\]"),
+      ((t * 255, e, r), r"target values must lie in \[0, 1\]; these range over .* \(x / 255 "
+       "for 0 .. 255 floats"),
+      ((t, e * 2 - 1, r), r"estimate values must lie in \[0, 1\].*\(x \+ 1\) / 2"),
+      ((t, e.astype(np.int64), r), "estimate has dtype int64; pass images as uint8 0 .. 255 or "
+       r"floats in \[0, 1\]"),
+      ((t, e, r * 2), r"region values must lie in \[0, 1\]"),
+      ((np.full_like(t, np.nan), e, r), "target values must lie in .* hold NaN or infinity")]
+  for args, says in cases:
+    for score in (evaluation.region_errors, evaluation.error_cell):
+      with pytest.raises(InputError, match=says):
+        score(*args)
+  for bad, says in (("abc", "are strings"), ([1 + 2j], "have dtype complex128"),
+                    ([1.0, None], "have dtype object"),
+                    (np.ones((2, 2)), r"have shape \(2, 2\)")):
+    with pytest.raises(InputError, match=f"^values {says}.*; mean_sem takes"):
+      evaluation.mean_sem(bad)
+  assert evaluation.mean_sem(np.array([1, 2, 3]))["mean"] == 2.0
+  assert evaluation.region_errors(t[:0], e[:0], r[:0]).shape == (0,)  # No images: none.
+
+
+def test_occlusion_sizes_boxes_and_crops_are_checked():
+  """Was: regions_for("synthetic", 0), (..., -8) and (..., 2.5) gave boxes (scale_box's at 0:
+  (-1, -1, 0, 0)); scale_box((10, 10, 0, 0), 64) "fixed" the inverted box to (10, 10, 11,
+  11); occlusions_for("lfw", 32, "64") was a TypeError of "<="; make_mask("eyes", 2**20, 1)
+  NumPy's MemoryError (4 TiB)."""
+  from a2i_jax import occlusions  # pylint: disable=import-outside-toplevel
+  for bad in (0, -8, 2.5, True, "64"):
+    with pytest.raises(InputError, match=f"image_size={bad!r} is not valid; pass an integer "
+                       "of at least 1"):
+      occlusions.regions_for("synthetic", bad)
+    with pytest.raises(InputError, match=f"image_size={bad!r} is not valid"):
+      occlusions.scale_box((0, 0, 10, 10), bad)
+  for box in ((10, 10, 0, 0), (0, 10, 10, 10), (-2, 0, 10, 10), (0, 0, 70, 10)):
+    with pytest.raises(InputError, match=r"box \(.*\) is inverted, empty or outside the 64x64 "
+                       r"image; pass \(top, left, bottom, right\) with 0 <= top < bottom <= 64"):
+      occlusions.scale_box(box, 64)
+  for box in ((0, 0, 10), (0, 0, 10.0, 10), None):
+    with pytest.raises(InputError, match=r"box .* is not 4 integers; pass \(top, left, "):
+      occlusions.scale_box(box, 64)
+  for size, crop, says in ((32, "64", "crop_from='64'"), (32.0, 64, "image_size=32.0"),
+                           (32, 64.0, "crop_from=64.0"), (-1, 0, "image_size=-1")):
+    with pytest.raises(InputError, match=f"{says} is not valid; pass an integer of at least 0"):
+      occlusions.occlusions_for("lfw", size, crop)
+  side = math.isqrt(2 * Image.MAX_IMAGE_PIXELS)  # PIL's bound (`inputs.read_image`): 13,377.
+  for size in (2**20, side + 1):
+    with pytest.raises(InputError, match=f"image_size={size} is larger than any image this "
+                       f"project reads \\({side} x {side}: PIL's bound on pixels"):
+      occlusions.make_mask("eyes", size, 1)
+  assert occlusions.scale_box((10, 10, 11, 11), 16) == (3, 3, 4, 4)  # Still a pixel at least.

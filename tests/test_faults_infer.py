@@ -1237,10 +1237,12 @@ def test_edit_by_default_takes_each_image_to_the_other_end(trained, tmp_path):
 
 
 def _old_results(out):
-  """An --out holding an earlier run's files, and one file of the user's."""
+  """An --out holding an earlier run's files, and three files of the user's (two whose names
+  begin as a completion's do)."""
   os.makedirs(out)
   for name in ("complete.json", "complete_mouth.png", "complete_eyes.png", "sample_step9.png",
-               "edit_hat.png", "notes.txt"):
+               "edit_hat.png", "notes.txt", "complete_holiday.png", "complete_partial_notes.png",
+               "complete_partial_face.png"):
     with open(os.path.join(out, name), "w") as f:
       f.write("old")
 
@@ -1277,13 +1279,16 @@ def test_verbosity_brings_the_libraries_lines_back(trained, tmp_path, mode_set_c
 
 def test_a_mode_replaces_its_earlier_files_as_one_set(trained, mode_set_call):
   """Was: old complete_*.png beside a new complete.json that did not list them; --steps and
-  --restarts ignored by tune but recorded; an edit far outside the training range silent."""
+  --restarts ignored by tune but recorded; an edit far outside the training range silent;
+  then (a review) the user's own complete_holiday.png and complete_partial_notes.png deleted
+  with the earlier set, whose names are the occlusions'."""
   out, r = mode_set_call
   assert r.returncode == 0, r.stderr[-3000:]
-  assert sorted(os.listdir(out)) == ["complete.json", "complete_eyes.png", "edit_hat.png",
-                                     "edit_smile.json", "edit_smile.png", "notes.txt",
-                                     "sample_step9.png", "tune.json"]  # No complete_mouth.png,
-  # no staging folder; another attribute's edit stays.
+  assert sorted(os.listdir(out)) == [
+      "complete.json", "complete_eyes.png", "complete_holiday.png",
+      "complete_partial_notes.png", "edit_hat.png", "edit_smile.json", "edit_smile.png",
+      "notes.txt", "sample_step9.png", "tune.json"]  # No complete_mouth.png nor an earlier
+  # partial set's complete_partial_face.png, no staging folder; another attribute's edit stays.
   assert list(json.load(open(os.path.join(out, "complete.json")))["hidden_pixel_mse"]) == [
       "eyes"]
   # Each JSON names the run and checkpoint that made it (review finding: none did).
@@ -1397,7 +1402,8 @@ def test_ctrl_c_is_one_line_and_keeps_the_earlier_set(trained, tmp_path, signum,
   names = sorted(os.listdir(out))
   assert [n for n in names if n.startswith("sample_step") and n != "sample_step9.png"]
   assert [n for n in names if not n.startswith("sample_step")] == [
-      "complete.json", "complete_eyes.png", "complete_mouth.png", "edit_hat.png", "notes.txt"]
+      "complete.json", "complete_eyes.png", "complete_holiday.png", "complete_mouth.png",
+      "complete_partial_face.png", "complete_partial_notes.png", "edit_hat.png", "notes.txt"]
   assert all(open(os.path.join(out, n)).read() == "old" for n in names if "complete" in n)
 
 
@@ -1622,14 +1628,14 @@ def _predictor_of(names: tuple):
 def _stub_evaluation(monkeypatch, images):
   """`evaluation` reading `images` as a 1-attribute test split, with a stub model."""
   from a2i_jax import evaluation  # pylint: disable=import-outside-toplevel
-  data = type("Data", (dict,), {"attribute_names": ("a",), "name": "synthetic"})(
-      train=types.SimpleNamespace(attributes=np.array([[0.0], [1.0]], np.float32)))
+  train = Split(np.zeros((2, 8, 8, 3), np.uint8), np.array([[0.0], [1.0]], np.float32))
+  data = Dataset("synthetic", ("a",), ("binary",), {"train": train})
   monkeypatch.setattr(evaluation, "centre_cropped", lambda dataset, crop: dataset)
   monkeypatch.setattr(evaluation, "_test_examples", lambda dataset, n: (
       images, np.zeros((len(images), 1), np.float32), None))
-  trained = types.SimpleNamespace(step=7, attribute_names=None, model=types.SimpleNamespace(
-      label="CVAE", uses_attributes=True), config=types.SimpleNamespace(
-          data=types.SimpleNamespace(augment=types.SimpleNamespace(crop_size=0))))
+  trained = inference.TrainedModel(types.SimpleNamespace(data=types.SimpleNamespace(
+      augment=types.SimpleNamespace(crop_size=0))), types.SimpleNamespace(
+          label="CVAE", uses_attributes=True), {}, 7, None)  # Never run: the stubs stand in.
   return evaluation, trained, data
 
 
@@ -1705,7 +1711,9 @@ def test_a_model_that_reconstructs_nan_is_not_scored(monkeypatch):
   scores of its NaN samples, and exited 0. Checked by hand on such a run: one error line."""
   from a2i_jax import evaluation  # pylint: disable=import-outside-toplevel
   check = evaluation._check_outputs_finite  # pylint: disable=protected-access
-  trained = types.SimpleNamespace(step=7, attribute_names=None)
+  trained = inference.TrainedModel(types.SimpleNamespace(data=types.SimpleNamespace(
+      augment=types.SimpleNamespace(crop_size=0))), types.SimpleNamespace(label="CVAE"), {}, 7,
+      None)  # Never run: `sample` is stubbed.
   images = np.zeros((4, 8, 8, 3), np.float32)
   check(trained, images, "optimisation")
   images[1, 2, 3, 0], images[3, 0, 0, 2] = np.nan, np.inf
@@ -1716,13 +1724,11 @@ def test_a_model_that_reconstructs_nan_is_not_scored(monkeypatch):
   # predictor would score them as some class.
   monkeypatch.setattr(evaluation.inference, "sample", lambda trained, attrs, key: {
       "image": images})
-  data = type("Data", (dict,), {"attribute_names": ("a",)})(
-      train=types.SimpleNamespace(attributes=np.zeros((4, 1), np.float32)))
+  data = Dataset("synthetic", ("a",), ("binary",), {"train": Split(
+      np.zeros((4, 8, 8, 3), np.uint8), np.zeros((4, 1), np.float32))})
   monkeypatch.setattr(evaluation, "centre_cropped", lambda dataset, crop: dataset)
   monkeypatch.setattr(evaluation, "_test_examples", lambda dataset, n: (
       images, np.zeros((4, 1), np.float32), None))
-  trained.config = types.SimpleNamespace(data=types.SimpleNamespace(
-      augment=types.SimpleNamespace(crop_size=0)))
   with pytest.raises(InputError, match=r"the model of step 7 generates 2 of 4 images for the "
                      r"test attributes as NaN or infinity \(sampling\)"):
     evaluation.attribute_report(trained, data, predictor=_predictor_of(("a",)),

@@ -162,6 +162,29 @@ def test_correlations_refuse_vectors_of_other_shapes_and_give_nan_for_nan():
     ap.pearson(["a", "b"], [1, 2])
 
 
+def test_pearson_is_nan_for_a_constant_vector_and_scale_free_otherwise(predictor):
+  """Was: an absolute cutoff (1e-12) on the product of the norms: a constant vector's rounding
+  leftover beside a large vector passed it, so pearson gave 0.0 (not NaN) for 0.7 or 1e8 + 0.1
+  repeated against values in millions, and score averaged that 0.0 into
+  continuous_correlation; a vector in small units failed it, so pearson(a, a) was NaN for
+  a = [1e-7, 2e-7, 3e-7] and score dropped the attribute."""
+  big = np.arange(7.0) * 1e6
+  assert np.isnan(ap.pearson(np.full(7, 0.7), big))
+  assert np.isnan(ap.pearson(big, np.full(7, 0.1 + 1e8)))
+  small = np.array([1e-7, 2e-7, 3e-7])
+  assert ap.pearson(small, small) == pytest.approx(1.0)
+  assert ap.pearson(small, -small * 1e300) == pytest.approx(-1.0)
+  assert ap.pearson([1e308, -1e308, 1e308], [1, -1, 1]) == pytest.approx(1.0)  # No overflow.
+  assert ap.pearson([1, 2, 3, 4], [2, 1, 4, 3]) == pytest.approx(0.6)
+  assert ap.spearman(small, [3, 2, 1]) == pytest.approx(-1.0)
+  t = np.stack([np.array([0, 1] * 3 + [0], np.float32), big.astype(np.float32)], 1)
+  p = np.stack([np.zeros(7, np.float32), np.full(7, 0.7, np.float32)], 1)
+  assert np.isnan(ap.score(predictor, p, t)["continuous_correlation"])
+  t[:, 1] = small.tolist() * 2 + [1e-7]
+  p[:, 1] = t[:, 1]
+  assert ap.score(predictor, p, t)["continuous_correlation"] == pytest.approx(1.0)
+
+
 def test_sweep_response_refuses_ragged_non_numeric_and_empty_sweeps(predictor):
   """Was: a ragged list of progressions and swept values that are not numbers NumPy's
   ValueError; no swept values (K = 0), one (K = 1) or no examples (N = 0) returned NaN

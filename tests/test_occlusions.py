@@ -241,11 +241,10 @@ def test_face_boxes_on_centre_crops_lie_where_the_face_is():
   # places the boxes in the whole images' frame: the config's (a second review).
   import types  # pylint: disable=import-outside-toplevel
   from a2i_jax import inference  # pylint: disable=import-outside-toplevel
-  trained = types.SimpleNamespace(step=1, attribute_names=None,
-                                  model=types.SimpleNamespace(label="CVAE"),
-                                  config=types.SimpleNamespace(data=types.SimpleNamespace(
-                                      image_size=72, augment=types.SimpleNamespace(
-                                          crop_size=64))))
+  trained = inference.TrainedModel(  # A TrainedModel, as evaluate_model checks; never run.
+      types.SimpleNamespace(data=types.SimpleNamespace(
+          image_size=72, augment=types.SimpleNamespace(crop_size=64))),
+      types.SimpleNamespace(label="CVAE"), {}, 1, None)
   seen = []
   x = lambda images: np.asarray(images, np.float32) / 255.0
   with pytest.MonkeyPatch.context() as patch:
@@ -254,9 +253,9 @@ def test_face_boxes_on_centre_crops_lie_where_the_face_is():
     patch.setattr(inference, "complete", lambda _, images, attrs, observed, **k: (
         seen.append(observed), {"completion": x(images)})[1])
     for given in (ds, centre_cropped(ds, 64)):
-      evaluation.evaluate_model(trained, given, occlusion_names=["eyes"],
-                                key=jax.random.key(0), options=inference.InferenceOptions.from_config(
-                                    config_lib.reference_config().inference))
+      evaluation.evaluate_model(
+          trained, given, occlusion_names=["eyes"], key=jax.random.key(0),
+          options=inference.InferenceOptions.from_config(config_lib.reference_config().inference))
   want = occlusions.make_mask("eyes", 64, 3, dataset="synthetic", crop_from=72)
   assert len(seen) == 4  # Two methods, two datasets.
   for observed in seen:

@@ -43,9 +43,25 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
   a, b = _vectors(a, b)
   if a.size < 2 or not (np.isfinite(a).all() and np.isfinite(b).all()):
     return float("nan")  # Was: NumPy's warnings of an empty mean for N = 0.
-  a, b = a - a.mean(), b - b.mean()
-  den = np.sqrt((a * a).sum() * (b * b).sum())
-  return float((a * b).sum() / den) if den > 1e-12 else float("nan")
+  # Was: an absolute cutoff on the product of the norms, so a constant vector's rounding
+  # leftover beside a large one gave 0.0, and a vector in small units (1e-7) NaN. Constancy is
+  # tested exactly; each vector is scaled to unit norm on its own, so the rest is scale-free.
+  if a.max() == a.min() or b.max() == b.min():
+    return float("nan")
+  a, b = _unit(a), _unit(b)
+  if a is None or b is None:  # Distinct values that rounding merged: constant after all.
+    return float("nan")
+  return float(np.clip((a * b).sum(), -1.0, 1.0))
+
+
+def _unit(v: np.ndarray) -> np.ndarray | None:
+  """v centred and scaled to norm 1 (None where centring leaves nothing). First scaled by a
+  power of two to a largest magnitude in [0.5, 1): exact, and no overflow in the mean or the
+  squares for values near the float64 limit, nor underflow for tiny ones."""
+  v = np.ldexp(v, -np.frexp(np.abs(v).max())[1])
+  v = v - v.mean()
+  norm = np.sqrt((v * v).sum())
+  return v / norm if norm > 0 else None
 
 
 def _ranks(a: np.ndarray) -> np.ndarray:

@@ -5,9 +5,18 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import ml_collections
+
 from a2i_jax import distributed, files
 from a2i_jax.data.base import (DATASET_NAMES, DataError, Dataset, DatasetNotPreparedError, Split,
                                SPLITS, check_choice)
+from a2i_jax.errors import ConfigError
+
+# The keys of config.data that `load_dataset` reads: of every source, then of each.
+_KEYS = ("name", "image_size", "cache_dir", "data_dir")
+_SOURCE_KEYS = {"synthetic": ("synthetic",), "lfw": ("masks", "download", "mask_net"),
+                "cub": ("masks", "download", "cub_attributes"),
+                "folder": ("path", "masks", "resize")}
 
 
 def load_dataset(data_config: Any, progress: bool = True) -> Dataset:
@@ -23,7 +32,12 @@ def load_dataset(data_config: Any, progress: bool = True) -> Dataset:
     progress: progress bars while a real dataset is prepared and read (`config.progress_bar`).
   Returns:
     A `Dataset` with train / validation / test splits.
+  Raises:
+    ConfigError: `data_config` is not a config's data section (the whole config, a dict,
+      None), or lacks keys it needs.
+    DataError: the dataset cannot be prepared or read.
   """
+  _check_data_config(data_config)
   name = data_config.name
   check_choice("data.name", name, DATASET_NAMES)
   cache_dir = os.path.expanduser(data_config.cache_dir) if data_config.cache_dir else None
@@ -43,6 +57,23 @@ def load_dataset(data_config: Any, progress: bool = True) -> Dataset:
                     f"{' at ' + e.filename if getattr(e, 'filename', None) else ''}; free some "
                     "space or fix the permissions (or point config.data.data_dir / cache_dir "
                     "at another folder), then run the same command again.") from None
+
+
+def _check_data_config(data_config: Any) -> None:
+  """Refuses what is not a config's data section (was an AttributeError: "'name'" for the
+  whole config, "'dict' object has no attribute 'name'" for a dict, and for None)."""
+  fix = "pass config.data of a config from a2i_jax.config_lib.get_config(\"configs/...\")"
+  if not isinstance(data_config, ml_collections.ConfigDict):
+    raise ConfigError(f"load_dataset takes config.data (an ml_collections.ConfigDict), not a "
+                      f"{type(data_config).__name__}; {fix}.")
+  if "data" in data_config:
+    raise ConfigError("load_dataset takes the data section of a config, not the whole config; "
+                      "pass config.data.")
+  name = data_config.get("name")
+  missing = [k for k in _KEYS + _SOURCE_KEYS.get(name, ()) if k not in data_config]
+  if missing:
+    raise ConfigError(f"the data config given to load_dataset has no {', '.join(missing)} "
+                      f"(is it config.data?); {fix}, which holds every key.")
 
 
 def check_folder(key: str, value: str) -> None:

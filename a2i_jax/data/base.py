@@ -292,7 +292,17 @@ def as_trained(dataset: Dataset, info: Optional[Mapping[str, Any]]) -> Dataset:
     `with_attribute_order(dataset, info["attribute_names"], info["attribute_kinds"])`.
   Raises:
     DataError: the dataset's attribute names are not the stored ones.
+    InputError: `dataset` is not a `Dataset`, or `info` is neither None nor such a record.
   """
+  from a2i_jax.errors import InputError  # pylint: disable=import-outside-toplevel
+  if not isinstance(dataset, Dataset):  # Was an AttributeError, as for `info` below.
+    raise InputError(f"as_trained takes a Dataset, not a {type(dataset).__name__}; pass "
+                     "load_dataset(config.data)'s.")
+  if info is not None and not (isinstance(info, Mapping) and "attribute_names" in info):
+    raise InputError(f"as_trained's info is a {type(info).__name__}"
+                     f"{' without attribute_names' if isinstance(info, Mapping) else ''}, not "
+                     "the record of a run's dataset; pass checkpoints.load_dataset_info(workdir) "
+                     "(None for a run without one).")
   if info is None:
     return dataset
   now = list(dataset.metadata.get("header") or dataset.attribute_names)
