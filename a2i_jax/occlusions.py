@@ -293,7 +293,8 @@ def make_mask(name: str, image_size: int, num: int, *, seed: int = 0,
     InputError: an unknown name, a face region for a dataset without a face table (or
       outside the crop, or covering it whole), a non-positive size or count, a size over that
       of the largest image the project reads (PIL's bound on pixels), a seed or crop_from
-      that is not an integer of at least 0, or a crop_from below S.
+      that is not an integer of at least 0, a crop_from below S, or more masks than memory
+      holds.
   """
   _check_name(name)
   image_size = check_int(image_size, "image_size", 4)
@@ -308,6 +309,17 @@ def make_mask(name: str, image_size: int, num: int, *, seed: int = 0,
   if 0 < crop_from < image_size:  # Was taken as whole images without a word.
     raise InputError(f"crop_from={crop_from} is smaller than the {image_size}x{image_size} "
                      "crops taken from it; pass the whole images' side, or 0 for whole images.")
+  try:
+    return _mask(name, image_size, num, seed, dataset, crop_from)
+  except MemoryError:  # Was NumPy's "Unable to allocate" traceback (num=10**12).
+    raise InputError(f"masks of {num} images of {image_size}x{image_size} take "
+                     f"{num * image_size * image_size * 4 / 2**30:,.1f} GiB, more than this "
+                     "machine can give; make them for fewer images at a time.") from None
+
+
+def _mask(name: str, image_size: int, num: int, seed: int, dataset: str,
+          crop_from: int) -> np.ndarray:
+  """`make_mask` of checked arguments."""
   if name in HALVES:
     return _box_mask(scale_box(HALVES[name], image_size), image_size, num)
   if name in FACE_OCCLUSIONS:

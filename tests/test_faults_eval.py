@@ -310,4 +310,8 @@ def test_occlusion_sizes_boxes_and_crops_are_checked():
     with pytest.raises(InputError, match=f"image_size={size} is larger than any image this "
                        f"project reads \\({side} x {side}: PIL's bound on pixels"):
       occlusions.make_mask("eyes", size, 1)
+  for name in ("eyes", "block8", "random_rect"):  # Was NumPy's "Unable to allocate" traceback.
+    with pytest.raises(InputError, match=r"masks of 1000000000000 images of 64x64 take "
+                       r"15,258,789.1 GiB, more than this machine can give; make them for "):
+      occlusions.make_mask(name, 64, 10**12)
   assert occlusions.scale_box((10, 10, 11, 11), 16) == (3, 3, 4, 4)  # Still a pixel at least.
