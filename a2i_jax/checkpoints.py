@@ -47,11 +47,13 @@ import shlex
 import shutil
 import threading
 import warnings
+from collections import abc
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
 
@@ -59,7 +61,7 @@ from a2i_jax import config_lib, distributed, files, interrupts, parallel
 from a2i_jax.data import base as data_base
 from a2i_jax.errors import (CheckpointError, ConfigError, WorkdirError,
                             add_unraisable_handler, first_line)
-from a2i_jax.inputs import is_integer
+from a2i_jax.inputs import check_int, is_integer
 
 CONFIG_FILE = "config.json"
 DATASET_FILE = data_base.DATASET_FILE
@@ -312,6 +314,22 @@ def describe_model_differences(differences: list[tuple[str, Any, Any]], now: str
   return differ, values, flags
 
 
+def check_workdir_arg(workdir: Any) -> None:
+  """Refuses a workdir argument that is no path, before any use of it.
+
+  Args:
+    workdir: a run's directory as a caller passed it.
+  Raises:
+    WorkdirError: `workdir` is not a str or `os.PathLike` (None, a number, bytes), or is
+      empty (which named the current folder without a word).
+  """
+  if not isinstance(workdir, (str, os.PathLike)) or not os.fspath(workdir):
+    # Was: a TypeError's traceback from os.path (None, a number), and "" the current folder,
+    # without a word (fault hunt).
+    raise WorkdirError(f"workdir={workdir!r}: pass the run's folder, a path (str or "
+                       "pathlib.Path) that is not empty.")
+
+
 def remove_temporary(workdir: str) -> list[str]:
   """Deletes the folders of saves that never finished (a crash or a full disk mid-save).
 
@@ -345,7 +363,10 @@ def has_checkpoints(workdir: str) -> bool:
     workdir: the run's directory.
   Returns:
     True when `workdir/checkpoints` has a step's folder.
+  Raises:
+    WorkdirError: `workdir` is not a path (was a TypeError from os.path), or is empty.
   """
+  check_workdir_arg(workdir)
   directory = os.path.join(workdir, CHECKPOINT_DIR)
   # Folders only: Orbax saves none as a file, and lists none (was: a file "8" made a run
   # without config.json warn of checkpoints it did not have).
@@ -430,7 +451,10 @@ def newest_saved_step(workdir: str) -> Optional[int]:
     workdir: the run's directory.
   Returns:
     The step, or None where there is none.
+  Raises:
+    WorkdirError: `workdir` is not a path (was a TypeError from os.path), or is empty.
   """
+  check_workdir_arg(workdir)
   directory = os.path.join(workdir, CHECKPOINT_DIR)
   try:
     names = os.listdir(directory)
@@ -493,6 +517,48 @@ def _step_number(step: Any, directory: str, steps: Callable[[], list[int]],
   return int(step)  # A NumPy integer as the folder's name.
 
 
+def _unsavable(leaf: Any) -> Optional[str]:
+  """What makes `leaf` one that Orbax cannot save (it raised inside its save, which left a
+  temporary folder behind), in words; None for one it saves: a JAX or NumPy array of numbers
+  or bools (a PRNG key too) with at least one element, or a Python number that one holds."""
+  if isinstance(leaf, jax.Array):  # Numbers, bools or keys: only the size can be wrong.
+    array = leaf
+  elif isinstance(leaf, (np.ndarray, np.generic, bool, int, float)):
+    array = np.asarray(leaf)  # A Python int past 64 bits: an array of objects.
+  else:
+    return f"a {type(leaf).__name__} ({str(leaf)[:40]!r}), not an array or a number"
+  dtype = array.dtype
+  if not (jnp.issubdtype(dtype, jnp.number) or jnp.issubdtype(dtype, jnp.bool_)
+          or jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)):
+    if isinstance(leaf, int):
+      return f"the integer {leaf}, which no 64-bit integer holds"
+    return f"an array of {dtype}, not of numbers"
+  if not array.size:
+    return f"an array of shape {array.shape}, which holds no element"
+  return None
+
+
+def _check_savable(state: Any) -> None:
+  """Refuses a state that Orbax cannot save, before its save starts.
+
+  Raises:
+    CheckpointError: `state` has no arrays, or a leaf that `_unsavable` names; the message
+      names the leaf's path in the state.
+  """
+  leaves = jax.tree_util.tree_flatten_with_path(state)[0]
+  if not leaves:
+    raise CheckpointError(f"the state to save ({str(state)[:60]}) holds no arrays; pass the "
+                          "train state, a pytree of JAX or NumPy arrays.")
+  for path, leaf in leaves:
+    problem = _unsavable(leaf)
+    if problem is not None:
+      where = jax.tree_util.keystr(path, simple=True, separator="/")
+      raise CheckpointError(
+          f"{f'the state entry {where!r}' if where else 'the state'} is {problem}: a "
+          "checkpoint holds JAX or NumPy arrays of numbers or bools, not empty, and numbers; "
+          "convert it to one, or keep it out of the state.")
+
+
 class RestoreError(CheckpointError):
   """Orbax could not restore a checkpoint; `reason` is its exception's type and first line."""
 
@@ -523,6 +589,8 @@ class Checkpointer:
       TypeError's traceback from Orbax.
     WorkdirError: `workdir/checkpoints` is there but is not a folder (or a link to one), or
       `workdir` is not a path or is empty.
+    ConfigError: a `model` that is neither a mapping (a ConfigDict, a dict) nor None (was: a
+      TypeError's traceback, "'int' object is not iterable").
   """
 
   def __init__(self, workdir: str, max_to_keep: Optional[int] = 3, create: bool = True,
@@ -532,11 +600,10 @@ class Checkpointer:
       raise ConfigError(f"max_to_keep={max_to_keep!r}: pass how many of the newest checkpoints "
                         "to keep, a positive integer (config.max_checkpoints_to_keep), or None "
                         "to keep them all.")
-    if not isinstance(workdir, (str, os.PathLike)) or not os.fspath(workdir):
-      # Was: a TypeError's traceback from os.path (None, a number), and "" the current folder,
-      # without a word (fault hunt).
-      raise WorkdirError(f"workdir={workdir!r}: pass the run's folder, a path (str or "
-                         "pathlib.Path) that is not empty.")
+    check_workdir_arg(workdir)
+    if model is not None and not isinstance(model, (ml_collections.ConfigDict, abc.Mapping)):
+      raise ConfigError(f"model={model!r:.60} is not a config section; pass the config's model "
+                        "section (config.model), or None to record and compare none.")
     self._model = None if model is None else _as_json(model)
     self._ignore = tuple(ignore)
     self.workdir = os.path.abspath(os.path.expanduser(workdir))
@@ -641,7 +708,10 @@ class Checkpointer:
       CheckpointError: a newer step is saved there already. Orbax saves only steps after
         the newest and skipped this one without a word (a notebook that restored an older
         step and trained on from it lost every save; fault hunt). Or a `step` that is not
-        a whole number of at least 0, or a checkpointer that was closed.
+        a whole number of at least 0, or a checkpointer that was closed. Or a `state` without
+        arrays, or with a leaf that is not an array or a number, or is empty (the message
+        names its path); nothing is written then (was: Orbax's ValueError, "Found empty
+        item" or "Unsupported type", from its save, which left a temporary folder behind).
     """
     if self._closed:  # Was: Orbax's RuntimeError, and a screen of its threads' tracebacks.
       raise CheckpointError(f"this Checkpointer of {self.workdir} was closed; make a new one "
@@ -650,6 +720,7 @@ class Checkpointer:
     # save, and every later call of the checkpointer (close too) the same; 2.0 saved as a
     # folder "2.0" that no later start lists; -1 as "-1" (fault hunt).
     step = _step_number(step, self.directory, self.all_steps, saving=True)
+    _check_savable(state)
     self.wait()
     steps = self._manager.all_steps()
     if step in steps:
@@ -741,14 +812,29 @@ class Checkpointer:
     """Compares the files of checkpoint `step` with the checksums written after its save.
 
     Args:
-      step: a saved step.
+      step: a saved step (an integer).
     Returns:
       None when the files are intact or the checkpoint has no checksums and was saved by an
       older version (see the module docstring) and has not been `mark_corrupt`ed; otherwise what is
       wrong, e.g. "file default/d/3f2a changed since it was saved".
+    Raises:
+      InputError: `step` is not an integer (was: "3" checked as the folder "3", 3.0 answered
+        as 3).
+      CheckpointError: no checkpoint of `step` is there (was: None, "intact"; the message
+        lists the steps there), or its files cannot be read (permissions, the disk).
     """
+    step = check_int(step, "step", usage=f"check takes a saved step of {self.directory}")
+    folder = os.path.join(self.directory, str(step))
+    if not self._known(step):
+      try:
+        names = os.listdir(self.directory)
+      except OSError:  # Missing (nothing saved yet), or unreadable: no steps to name.
+        names = []
+      steps = sorted(int(n) for n in names if n.isdigit() and n == str(int(n))
+                     and os.path.isdir(os.path.join(self.directory, n)))
+      raise CheckpointError(f"no checkpoint for step {step} in {self.directory}; the steps "
+                            f"there are {steps or 'none'}.")
     if step not in self._checked:
-      folder = os.path.join(self.directory, str(step))
       path = os.path.join(folder, CHECKSUM_FILE)
       try:
         expected = files.read_digests(path)
@@ -791,6 +877,11 @@ class Checkpointer:
       self._checked[step] = files.compare_digests(expected, got, "saved")
     return self._checked[step]
 
+  def _known(self, step: int) -> bool:
+    """Whether `check` has an answer for `step`: one given before (`mark_corrupt`'s too), or
+    its folder is there."""
+    return step in self._checked or os.path.isdir(os.path.join(self.directory, str(step)))
+
   def find_intact(self) -> tuple[Optional[int], list[tuple[int, str]]]:
     """The newest checkpoint that passes `check`, and the corrupt ones newer than it; logs
     and moves nothing.
@@ -800,6 +891,8 @@ class Checkpointer:
     """
     corrupt = []
     for step in reversed(self.all_steps()):
+      if not self._known(step):  # Gone since Orbax listed it (process 0 moved it aside).
+        continue
       problem = self.check(step)
       if problem is None:
         return step, corrupt
@@ -1095,7 +1188,13 @@ def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
   Args:
     workdir: the run's directory.
     config: the experiment config.
+  Raises:
+    ConfigError: `config` is not a ConfigDict (was: a dict an AttributeError, "'dict' object
+      has no attribute 'to_json'"); nothing is written then.
+    WorkdirError: `workdir` is not a path (a TypeError from os.path), or is empty.
   """
+  check_workdir_arg(workdir)
+  config_lib.check_is_config(config)
   if distributed.is_main():  # One writer in a multi-host run (docs/design.md §3.6).
     files.atomic_write(os.path.join(workdir, CONFIG_FILE),
                        config.to_json(indent=2, sort_keys=True))

@@ -20,6 +20,7 @@ from types import ModuleType
 from typing import Any, Iterator, Optional
 
 import ml_collections
+import numpy as np
 
 from a2i_jax import models, perf
 from a2i_jax.data import base as data_base
@@ -752,6 +753,12 @@ def _check_loop(config: ml_collections.ConfigDict) -> None:
   _check_positive(config, "", ("num_train_steps", "log_every_steps", "eval_every_steps",
                                "checkpoint_every_steps", "steps_per_dispatch", "batch_size",
                                "max_checkpoints_to_keep", "num_sample_rows", "num_sample_cols"))
+  for key in ("num_train_steps", "log_every_steps", "eval_every_steps",
+              "checkpoint_every_steps", "steps_per_dispatch"):
+    if config[key] > INT32_MAX:  # The state's step is int32: was trained past it, wrapped to
+      # negative, and every later resume refused the checkpoints as corrupt (a review).
+      raise ConfigError(f"config.{key}={config[key]:,} is past the largest step count, "
+                        f"{INT32_MAX:,} (the train state counts steps in int32); use fewer.")
   samples = config.num_sample_rows * config.num_sample_cols
   if samples > MAX_SAMPLES_PER_GRID:  # Was: trained, then XLA aborted the run at the first
     # evaluation (exit 134, "Check failed: buffer_.IsConcrete()"), and every resume again.
@@ -794,6 +801,27 @@ def check_optimiser(config: ml_collections.ConfigDict) -> None:
   for key in ("adam_b1", "adam_b2"):
     if not 0 <= config[key] < 1:
       raise ConfigError(f"config.{key}={config[key]} must be in [0, 1).")
+  # The optimiser computes in float32, where these were taken and meant something else (a
+  # review): adam_b2=0.99999999 is 1.0 (Adam's bias correction divides by 0: a NaN loss at
+  # step 2 blamed on the learning rate), weight_decay=1e300 infinity, and a positive
+  # learning_rate, adam_eps or grad_clip_norm of 1e-50 zero (no training, a division by 0,
+  # every gradient clipped to 0).
+  for key in ("learning_rate", "adam_eps", "weight_decay", "grad_clip_norm", "adam_b1",
+              "adam_b2"):
+    value = float(config[key])
+    with np.errstate(over="ignore"):
+      single = float(np.float32(value))
+    if not math.isfinite(single):
+      raise ConfigError(f"config.{key}={value} is past float32's range (about 3.4e38), in "
+                        "which the optimiser computes; use a smaller value.")
+    if key in ("adam_b1", "adam_b2") and single >= 1.0:
+      raise ConfigError(f"config.{key}={value} is 1.0 in float32, in which the optimiser "
+                        "computes (Adam's bias correction would divide by 0); use at most "
+                        "0.9999999.")
+    if value > 0 and single == 0 and key != "weight_decay":
+      off = " or 0 (no clipping)" if key == "grad_clip_norm" else ""
+      raise ConfigError(f"config.{key}={value} is 0 in float32, in which the optimiser "
+                        f"computes; use at least 1e-38{off}.")
 
 
 INT32_MAX = 2**31 - 1  # The largest count of steps or restarts inference takes.

@@ -7,16 +7,19 @@ import json
 import logging
 import operator
 import os
+from collections import abc
 from typing import Callable, Mapping, Optional
 
 import numpy as np
 from tensorboardX import SummaryWriter
 
-from a2i_jax import distributed, files
+from a2i_jax import checkpoints, distributed, files
 from a2i_jax.errors import InputError, WorkdirError
 from a2i_jax.inputs import to_uint8
 
 METRICS_FILE = "metrics.jsonl"
+# The largest step TensorBoard's event files hold (a 64-bit signed integer).
+MAX_STEP = 2 ** 63 - 1
 # tensorboardX warns "NaN or Inf found in input tensor" for every such scalar; a step that is
 # not finite is reported by the loop's own error line (train_eval.divergence_error), and the
 # eval scalars that may be infinite are recorded as they are on purpose.
@@ -37,12 +40,13 @@ class MetricWriter:
       before an earlier row's step (a restart without `resumed_from`) replaces the rows from
       its step on, so that the steps increase (with a warning that counts them).
   Raises:
-    WorkdirError: `workdir` cannot hold a run (a file; metrics.jsonl a folder, tensorboard a
-      file; not writable).
-    InputError: a `resumed_from` that is not an integer of at least 0.
+    WorkdirError: `workdir` is not a path (None, a number) or is empty, or cannot hold a
+      run (a file; metrics.jsonl a folder, tensorboard a file; not writable).
+    InputError: a `resumed_from` that is not an integer in [0, `MAX_STEP`].
   """
 
   def __init__(self, workdir: str, resumed_from: Optional[int] = None):
+    checkpoints.check_workdir_arg(workdir)  # Was: None a TypeError from os.path.
     self._active = distributed.is_main()
     if not self._active:
       return
@@ -56,7 +60,8 @@ class MetricWriter:
     purge, self._last = None, None  # The file's last row, for `write` to merge into.
     if resumed_from is not None:
       resumed_from = _checked_step(resumed_from)
-      purge = resumed_from + 1  # TensorBoard drops events from this step on.
+      # TensorBoard drops events from this step on (none can come after `MAX_STEP`).
+      purge = resumed_from + 1 if resumed_from < MAX_STEP else None
     if os.path.exists(path):  # Also without `resumed_from` (was: the first new row was
       rows, dropped = _read_rows(path)  # appended to a line cut short, and so lost).
       if dropped:
@@ -83,17 +88,21 @@ class MetricWriter:
     before it is refused.
 
     Args:
-      step: the training step, not before the file's last row.
+      step: the training step, in [0, `MAX_STEP`] and not before the file's last row.
       scalars: {name: value}, e.g. {"train/loss": 1234.5}; names are strings other than
         "step", values real numbers (NumPy or JAX scalars too).
     Raises:
-      InputError: the writer is closed, a step before the last row's, a scalar named "step"
-        or one whose value is not a single real number; nothing is written then.
+      InputError: the writer is closed, a step outside [0, `MAX_STEP`] or before the last
+        row's, `scalars` not a mapping, a scalar named "step" or one whose value is not a
+        single real number; nothing is written then.
     """
     if not self._active:
       return
     self._check_open()
     row = {"step": _checked_step(step)}
+    if not isinstance(scalars, abc.Mapping):  # Was: AttributeError "... has no 'items'".
+      raise InputError(f"scalars={scalars!r:.80} is not a mapping; pass {{name: value}}, e.g. "
+                       "{\"train/loss\": 1234.5}.")
     if self._last is not None and row["step"] < self._last["step"]:
       # Was appended after the later rows: read back out of order, one step twice.
       raise InputError(f"metrics of step {row['step']} come after those of step "
@@ -125,16 +134,20 @@ class MetricWriter:
     """Adds an image (e.g. a sample grid) to TensorBoard, beside the scalars.
 
     Args:
-      step: the training step.
+      step: the training step, in [0, `MAX_STEP`].
       name: the image's tag, e.g. "samples".
       image: uint8 [H, W, 3] (or grey [H, W] or [H, W, 1]), or floats in [0, 1].
     Raises:
-      InputError: another shape, dtype or range (NaN, [-1, 1], 0 .. 255 floats), or a closed
-        writer.
+      InputError: another shape, dtype or range (NaN, [-1, 1], 0 .. 255 floats), a step
+        outside [0, `MAX_STEP`], a `name` that is not a string, or a closed writer.
     """
     if not self._active:
       return
     self._check_open()
+    step = _checked_step(step)  # Was: protobuf's "Value out of range" for 2**70.
+    if not isinstance(name, str):  # Was: a TypeError from tensorboardX.
+      raise InputError(f"name={name!r:.80} is not a string; pass the image's tag, e.g. "
+                       "\"samples\".")
     # Was: NaN written as black and floats past 1 wrapped around (tensorboardX casts x * 255
     # to uint8 as it is), and a grey image tensorboardX's AssertionError (fault hunt).
     image = to_uint8(image)  # Refuses NaN, other ranges and dtypes, naming the fix.
@@ -146,7 +159,7 @@ class MetricWriter:
       raise InputError(f"write_image takes one image, uint8 [H, W, 3], [H, W, 1] or [H, W]; "
                        f"got shape {image.shape} (visualize.make_grid makes one from a "
                        "batch).")
-    self._tb.add_image(name, image, _checked_step(step), dataformats="HWC")
+    self._tb.add_image(name, image, step, dataformats="HWC")
 
   def _check_open(self) -> None:
     if self._closed:  # Was Python's "I/O operation on closed file", after TensorBoard's part.
@@ -209,14 +222,16 @@ class MetricWriter:
 
 
 def _checked_step(step) -> int:
-  """`step` as an int: an integer (NumPy or JAX too) of at least 0, or an `InputError`."""
+  """`step` as an int: an integer (NumPy or JAX too) in [0, `MAX_STEP`], or an `InputError`
+  (was: a step past `MAX_STEP` protobuf's "Value out of range", from inside tensorboardX)."""
   try:
     value = operator.index(step)  # Was int(step): 2.7 logged as step 2.
   except TypeError:
     value = None
-  if value is None or isinstance(step, (bool, np.bool_)) or value < 0:
+  if (value is None or isinstance(step, (bool, np.bool_)) or value < 0
+      or value > MAX_STEP):
     raise InputError(f"step={step!r} is not valid; pass the training step, an integer of at "
-                     "least 0.")
+                     f"least 0 and at most {MAX_STEP} (2**63 - 1, TensorBoard's largest).")
   return int(value)
 
 
@@ -291,8 +306,10 @@ def read_metrics(workdir: str) -> list[dict]:
     one that was NaN or infinite). Lines that are not rows (cut short by a kill, or damaged)
     are left out.
   Raises:
-    WorkdirError: the file is missing or not a file (was Python's FileNotFoundError).
+    WorkdirError: the file is missing or not a file (was Python's FileNotFoundError), or
+      `workdir` is not a path (None, a number: was a TypeError from os.path) or is empty.
   """
+  checkpoints.check_workdir_arg(workdir)
   path = os.path.join(os.path.expanduser(workdir), METRICS_FILE)  # "~/runs/x" too.
   if not os.path.isfile(path):
     raise WorkdirError(f"{path} does not exist (or is not a file): {workdir} is not a "

@@ -917,6 +917,59 @@ def test_folder_errors_name_the_file(tmp_path):
     folder.scan(str(tmp_path / "empty"), masks=False)
 
 
+def test_folder_values_too_small_for_float32_are_refused(tmp_path):
+  """Was: a cell too small for float32 (1e-50) became 0 without a word, and a column of 0, 1
+  and 1e-50 was "binary"; it is refused as a value too large is. Values float32 keeps, if
+  less exactly (1e-40), and zeros of either sign are read."""
+  from a2i_jax.data import folder  # pylint: disable=import-outside-toplevel
+  path = str(tmp_path / "f")
+  fx.make_folder(path, masks=False)
+  csv_path = os.path.join(path, "attributes.csv")
+  good = open(csv_path).read()
+  for small in ("1e-50", "-1e-46"):
+    _write(csv_path, good.replace("img_03.png,1,3.5", f"img_03.png,{small},3.5"))
+    with pytest.raises(DataError, match=re.escape(
+        f"{csv_path}, line 5 (img_03.png): column 'smile' holds {small!r}, too small for "
+        "float32 (non-zero, but it would read as 0; the smallest is about 1.4e-45): write 0, "
+        "or rescale the column")):
+      folder.scan(path, masks=False)
+  _write(csv_path, good.replace("img_03.png,1,3.5", "img_03.png,-0,1e-40"))
+  table = folder.scan(path, masks=False)
+  assert table.kinds == ("binary", "continuous")
+  assert table.rows[3][1][0] == 0 and table.rows[3][1][1] > 0
+
+
+def test_folder_image_names_with_spaces_around_them_on_disk(tmp_path):
+  """Was: images/"img_02.png " (a name on disk ending in a space) could not be used: the CSV
+  cell "img_02.png " was stripped, and the error said "the image .../img_02.png does not
+  exist". Names are matched exactly, so the cell as written names it; a cell without the
+  spaces is told that the file on disk has them."""
+  from a2i_jax.data import folder  # pylint: disable=import-outside-toplevel
+  path = str(tmp_path / "f")
+  fx.make_folder(path)
+  for sub in ("images", "masks"):
+    os.rename(os.path.join(path, sub, "img_02.png"), os.path.join(path, sub, "img_02.png "))
+  csv_path = os.path.join(path, "attributes.csv")
+  good = open(csv_path).read()
+  for written in ("img_02.png ", "./img_02.png "):
+    _write(csv_path, good.replace("img_02.png", written))
+    table = folder.scan(path, masks=True)
+    assert [r[0] for r in table.rows][2] == "img_02.png "
+  assert len(folder.load(path=path, data_dir=str(tmp_path / "data"), image_size=32, masks=True,
+                         progress=False)["train"]) == 10
+  _write(csv_path, good)
+  with pytest.raises(DataError, match=re.escape(
+      "line 4: the image 'img_02.png' is named 'img_02.png ' on disk, with spaces around it; "
+      "names are matched exactly: rename the file without the spaces, or write its name with "
+      "them")):
+    folder.scan(path, masks=False)
+  # Spaces around a name that the file on disk lacks are still dropped.
+  os.rename(os.path.join(path, "images", "img_02.png "), os.path.join(path, "images",
+                                                                      "img_02.png"))
+  _write(csv_path, good.replace("img_02.png", " img_02.png "))
+  assert folder.scan(path, masks=False).rows[2][0] == "img_02.png"
+
+
 def test_folder_rows_naming_a_file_outside_images_or_none(tmp_path):
   """A row naming an image elsewhere by its path (a CSV of absolute paths, "../a.png") was
   told it "is in a sub-folder of images/"; an empty filename cell, that "<path>/images/ does

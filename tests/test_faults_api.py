@@ -669,6 +669,13 @@ def test_latents_that_are_not_finite_are_refused_by_decode(untrained):
     latents[first] = [["a"] * latents[first].shape[1]] * 2
     with pytest.raises(InputError, match="the latents are not numbers"):
       inference.decode(trained, latents, _attrs(2))
+    # A latent of the other model kind beside its own (was: dropped without a word). Other
+    # keys, as run_inference's output holds, come along (tests/test_inference.py).
+    latents = {n: np.zeros((2, d), np.float32) for n, d in trained.model.latent_dims.items()}
+    other = "z_fg" if "z" in latents else "z"
+    with pytest.raises(InputError, match=f"latents hold '{other}', which this "
+                       f"{trained.config.model.name} has no latent of; pass "):
+      inference.decode(trained, {**latents, other: latents[first]}, _attrs(2))
 
 
 def test_grids_masks_and_overlays_refuse_what_they_would_get_wrong(tmp_path):

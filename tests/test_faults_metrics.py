@@ -4,6 +4,7 @@ arrays where the pipeline's checks come before any JAX work, tiny files in tmp_p
 
 import json
 import os
+import re
 
 import jax
 import ml_collections
@@ -181,6 +182,68 @@ def test_write_image_refuses_nan_and_takes_grey_images(tmp_path):
   writer.close()
   with pytest.raises(InputError, match="is closed; make a new one"):
     writer.write(2, {"a": 1.0})
+
+
+def test_a_step_past_tensorboards_int64_is_one_input_error(tmp_path):
+  """Was: protobuf's "ValueError: Value out of range" from inside tensorboardX for a step past
+  2**63 - 1 (`write`, `write_image`, `resumed_from`), after `write` had checked the row."""
+  words = (f"is not valid; pass the training step, an integer of at least 0 and at most "
+           f"{metrics.MAX_STEP} (2**63 - 1, TensorBoard's largest).")
+  with pytest.raises(InputError, match=re.escape(f"step={2 ** 70} {words}")):
+    metrics.MetricWriter(str(tmp_path), resumed_from=2 ** 70)
+  writer = metrics.MetricWriter(str(tmp_path))
+  try:
+    with pytest.raises(InputError, match=re.escape(f"step={2 ** 63} {words}")):
+      writer.write(2 ** 63, {"a": 1.0})
+    with pytest.raises(InputError, match=re.escape(f"step={2 ** 70} {words}")):
+      writer.write_image(2 ** 70, "samples", np.zeros((4, 4, 3), np.uint8))
+    writer.write(metrics.MAX_STEP, {"a": 1.0})  # The largest is taken.
+  finally:
+    writer.close()
+  assert metrics.read_metrics(str(tmp_path)) == [{"step": metrics.MAX_STEP, "a": 1.0}]
+  metrics.MetricWriter(str(tmp_path), resumed_from=metrics.MAX_STEP).close()
+  assert metrics.read_metrics(str(tmp_path)) == [{"step": metrics.MAX_STEP, "a": 1.0}]
+
+
+@pytest.mark.parametrize("scalars", [[("a", 1.0)], None, "a"])
+def test_scalars_that_are_no_mapping_are_one_input_error(tmp_path, scalars):
+  """Was: AttributeError "'list' object has no attribute 'items'" (None: 'NoneType')."""
+  writer = metrics.MetricWriter(str(tmp_path))
+  try:
+    with pytest.raises(InputError, match=re.escape(
+        f"scalars={scalars!r} is not a mapping; pass {{name: value}}, e.g. "
+        "{\"train/loss\": 1234.5}.")):
+      writer.write(1, scalars)
+  finally:
+    writer.close()
+  assert metrics.read_metrics(str(tmp_path)) == []
+
+
+@pytest.mark.parametrize("name", [5, None, b"samples"])
+def test_an_image_name_that_is_no_string_is_one_input_error(tmp_path, name):
+  """Was: a TypeError from tensorboardX for `write_image(1, 5, image)`."""
+  writer = metrics.MetricWriter(str(tmp_path))
+  try:
+    with pytest.raises(InputError, match=re.escape(
+        f"name={name!r} is not a string; pass the image's tag, e.g. \"samples\".")):
+      writer.write_image(1, name, np.zeros((4, 4, 3), np.uint8))
+  finally:
+    writer.close()
+
+
+@pytest.mark.parametrize("workdir", [None, 3, b"run", ""])
+def test_a_metrics_workdir_that_is_no_path_is_one_workdir_error(tmp_path, monkeypatch,
+                                                                workdir):
+  """Was: `MetricWriter(None)` and `read_metrics(None)` a TypeError from os.path (and "" the
+  current folder, without a word)."""
+  monkeypatch.chdir(tmp_path)
+  words = re.escape(f"workdir={workdir!r}: pass the run's folder, a path (str or "
+                    "pathlib.Path) that is not empty.")
+  with pytest.raises(WorkdirError, match=words):
+    metrics.MetricWriter(workdir)
+  with pytest.raises(WorkdirError, match=words):
+    metrics.read_metrics(workdir)
+  assert os.listdir(tmp_path) == []
 
 
 # ---------------------------------------------------------------------------- visualize

@@ -78,11 +78,23 @@ def test_a_step_folder_given_as_the_workdir_names_the_run(tmp_path):
     ("weight_decay", -0.1, "config.weight_decay=-0.1 must be >= 0.0."),
     ("adam_b1", 1.0, "config.adam_b1=1.0 must be in [0, 1)."),
     ("adam_eps", 0.0, "config.adam_eps=0.0 must be > 0.0."),
+    # 1.0, infinity or 0 in float32, where the optimiser computes.
+    ("adam_b2", 0.99999999, "config.adam_b2=0.99999999 is 1.0 in float32, in which the "
+     "optimiser computes (Adam's bias correction would divide by 0); use at most 0.9999999."),
+    ("weight_decay", 1e300, "config.weight_decay=1e+300 is past float32's range (about "
+     "3.4e38), in which the optimiser computes; use a smaller value."),
+    ("learning_rate", 1e-50, "config.learning_rate=1e-50 is 0 in float32, in which the "
+     "optimiser computes; use at least 1e-38."),
+    ("grad_clip_norm", 1e-300, "config.grad_clip_norm=1e-300 is 0 in float32, in which the "
+     "optimiser computes; use at least 1e-38 or 0 (no clipping)."),
 ])
 def test_optimiser_settings_that_cannot_train_are_refused(key, value, words):
   """Was: make_optimizer from Python (not behind train.py's validate_config) took a negative
   learning rate (the loss climbed), 0 (nothing trained), NaN (NaN weights), a negative weight
-  decay or adam_b1 = 1 (NaN from the bias correction), without a word."""
+  decay or adam_b1 = 1 (NaN from the bias correction), without a word; and (a review) every
+  path took adam_b2 = 0.99999999 (1.0 in float32: a NaN loss at step 2 blamed on the learning
+  rate), weight_decay = 1e300 (infinity) and a grad_clip_norm of 1e-300 (0: every gradient
+  clipped to nothing)."""
   config = config_lib.get_config("synthetic")
   config[key] = value
   for build in (train_state.make_optimizer, train_state.legacy_optimizer):
@@ -191,3 +203,104 @@ def test_bounded_exp_stays_finite_in_float16():
   assert float(in_bf16[0]) == float(jnp.asarray(math.exp(30), jnp.bfloat16))
   grad = jax.grad(lambda a: numerics.bounded_exp(a).sum())(big)
   assert np.isfinite(np.asarray(grad, np.float32)).all()
+
+
+@pytest.mark.parametrize("state, words", [
+    ({}, "the state to save ({}) holds no arrays; pass the train state, a pytree of JAX or "
+     "NumPy arrays."),
+    ({"params": {}, "opt_state": ()}, "holds no arrays"),
+    ({"a": "x"}, "the state entry 'a' is a str ('x'), not an array or a number: a checkpoint "
+     "holds JAX or NumPy arrays of numbers or bools, not empty, and numbers; convert it to "
+     "one, or keep it out of the state."),
+    ({"w": np.ones(2), "opt": [np.zeros(1), {"mu": 1j}]},
+     "the state entry 'opt/1/mu' is a complex ('1j'), not an array or a number"),
+    ({"w": np.ones(2), "names": np.array(["a", "b"])},
+     "the state entry 'names' is an array of <U1, not of numbers"),
+    ({"w": np.ones(2), "none": np.array([None], object)},
+     "the state entry 'none' is an array of object, not of numbers"),
+    ({"w": jnp.zeros((0, 3))},
+     "the state entry 'w' is an array of shape (0, 3), which holds no element"),
+    ({"count": 2 ** 70}, "the state entry 'count' is the integer 1180591620717411303424, which "
+     "no 64-bit integer holds"),
+    ("x", "the state is a str ('x'), not an array or a number"),
+])
+def test_a_state_orbax_cannot_save_is_refused_before_the_save(tmp_path, state, words):
+  """Was: Orbax's "ValueError: Found empty item." ({}) or "Unsupported type: <class 'str'>
+  for key: ('a',)" (or a dtype it cannot write, an empty array, an int past 64 bits) from
+  inside its save, a `<step>.orbax-checkpoint-tmp` folder left in checkpoints/, and its
+  threads' tracebacks at exit."""
+  ckpt = checkpoints.Checkpointer(str(tmp_path))
+  try:
+    with pytest.raises(CheckpointError, match=re.escape(words)):
+      ckpt.save(1, state)
+    assert os.listdir(ckpt.directory) == []
+    # What the library saves passes: arrays of JAX and NumPy, their scalars, Python numbers,
+    # bools, bfloat16, keys.
+    ckpt.save(2, {"w": jnp.ones(2), "b": np.zeros((1, 2), np.int8), "s": np.float32(1),
+                  "n": 3, "x": 0.5, "flag": True, "h": jnp.ones(2, jnp.bfloat16),
+                  "key": jax.random.key(0), "empty": {}})
+  finally:
+    ckpt.close()
+  assert os.listdir(ckpt.directory) == ["2"]
+
+
+def test_save_config_refuses_what_is_no_config_and_writes_nothing(tmp_path):
+  """Was: `save_config(workdir, {"a": 1})` an AttributeError, "'dict' object has no attribute
+  'to_json'", and None as the workdir a TypeError from os.path."""
+  with pytest.raises(ConfigError, match=re.escape(
+      "the config is a dict, not an ml_collections.ConfigDict")):
+    checkpoints.save_config(str(tmp_path), {"a": 1})
+  assert os.listdir(tmp_path) == []
+  with pytest.raises(WorkdirError, match=re.escape("workdir=None: pass the run's folder")):
+    checkpoints.save_config(None, config_lib.reference_config())
+
+
+@pytest.mark.parametrize("workdir", [None, 3, ""])
+def test_the_checkpoint_listings_refuse_a_workdir_that_is_no_path(workdir, tmp_path,
+                                                                  monkeypatch):
+  """Was: `newest_saved_step(None)` and `has_checkpoints(None)` a TypeError from os.path (and
+  "" the current folder's checkpoints, without a word)."""
+  monkeypatch.chdir(tmp_path)
+  (tmp_path / "checkpoints" / "4").mkdir(parents=True)
+  words = re.escape(f"workdir={workdir!r}: pass the run's folder, a path (str or "
+                    "pathlib.Path) that is not empty.")
+  with pytest.raises(WorkdirError, match=words):
+    checkpoints.newest_saved_step(workdir)
+  with pytest.raises(WorkdirError, match=words):
+    checkpoints.has_checkpoints(workdir)
+
+
+@pytest.mark.parametrize("model", [5, "cvae", ["width", 1]])
+def test_a_checkpointer_model_that_is_no_config_section_is_refused(model, tmp_path):
+  """Was: `Checkpointer(workdir, model=5)` a TypeError, "'int' object is not iterable" (a
+  string or a list of pairs: "dictionary update sequence element ...")."""
+  with pytest.raises(ConfigError, match=re.escape(
+      f"model={model!r} is not a config section; pass the config's model section "
+      "(config.model), or None to record and compare none.")):
+    checkpoints.Checkpointer(str(tmp_path), model=model)
+  assert os.listdir(tmp_path) == []
+  checkpoints.Checkpointer(str(tmp_path), model={"name": "cvae"}).close()  # A dict is one.
+
+
+def test_check_refuses_a_step_that_is_no_integer_or_has_no_checkpoint(tmp_path):
+  """Was: `check(99)`, a step with no checkpoint, and `check("3")` returned None, which says
+  "intact"."""
+  ckpt = checkpoints.Checkpointer(str(tmp_path))
+  try:
+    with pytest.raises(CheckpointError, match=re.escape(
+        f"no checkpoint for step 3 in {ckpt.directory}; the steps there are none.")):
+      ckpt.check(3)
+    ckpt.save(3, {"w": np.ones(2, np.float32)})
+    ckpt.wait()
+    for step in ("3", 3.0, None, True):
+      with pytest.raises(InputError, match=re.escape(
+          f"step={step!r} is not valid; pass an integer; check takes a saved step of "
+          f"{ckpt.directory}.")):
+        ckpt.check(step)
+    with pytest.raises(CheckpointError, match=re.escape(
+        f"no checkpoint for step 99 in {ckpt.directory}; the steps there are [3].")):
+      ckpt.check(99)
+    assert ckpt.check(3) is None and ckpt.check(np.int64(3)) is None
+    assert ckpt.find_intact() == (3, [])
+  finally:
+    ckpt.close()

@@ -124,7 +124,8 @@ def test_sample_and_decode_go_in_batches_giving_the_same_images(trained, monkeyp
   y = np.random.default_rng(0).random((7, trained.config.model.y_dim), np.float32)
   whole = inference.sample(trained, y, jax.random.key(4))
   latents = inference.prior_latents(trained, 7, jax.random.key(5))
-  decoded = inference.decode(trained, latents, y)
+  # With another key beside the latents, as run_inference's output holds them: taken.
+  decoded = inference.decode(trained, {**latents, "energy": np.zeros(7)}, y)
   config = copy.deepcopy(trained.config)
   config.inference.batch_size = 3
   small = dataclasses.replace(trained, config=config, cache={})

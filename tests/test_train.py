@@ -310,6 +310,23 @@ def test_divergence_report_names_the_overflowed_term(data_cache, monkeypatch):
   assert np.isinf(metrics["max_abs/gate_logits"][0])
 
 
+@pytest.mark.parametrize("key, value", [("z_dim", 10**7), ("z_dim", 10**8)])
+def test_a_model_past_the_hosts_memory_is_one_config_error(tmp_path, data_cache, key, value):
+  """Was: z_dim=1e7 drew for a minute, then "the host ran out of memory ... ask for less: a
+  smaller dataset or --config.batch_size"; 1e8 hung in XLA's compile of the init program (the
+  host's NumPy evaluation failing over to it), deaf to SIGTERM (a review). Now refused from the
+  trace's shapes before anything is drawn, naming the sizes to change; no checkpoint made."""
+  cfg = tiny_config("cvae", data_cache)
+  cfg.model[key] = value
+  with pytest.raises(ConfigError, match=r"^the model's [\d,]+ variables do not fit in this "
+                     r"machine's memory \(the initial values take [\d,.]+ GiB, more than this "
+                     r"machine's [\d,.]+ GiB of memory\); make the model smaller \(config."
+                     r"model.z_dim, zf_dim, zb_dim, y_dim or width\)"):
+    train_lib.train_and_evaluate(cfg, str(tmp_path / "w"))
+  assert not checkpoints.has_checkpoints(str(tmp_path / "w"))
+  assert not os.path.exists(tmp_path / "w" / checkpoints.CONFIG_FILE)
+
+
 def test_batch_not_divisible_by_devices(tmp_path, data_cache):
   cfg = tiny_config("cvae", data_cache)
   cfg.batch_size = 6
@@ -800,6 +817,12 @@ def test_bfloat16_compute_trains(tmp_path, data_cache):
     # Was: trained, then XLA aborted at the first evaluation, and at every resume (review).
     ("num_sample_cols", 10**7, r"num_sample_rows x num_sample_cols = [\d,]+ samples per grid"),
     ("max_checkpoints_to_keep", 0, r"max_checkpoints_to_keep=0 must be a positive integer"),
+    # Was: trained past 2**31 - 1 steps, the int32 step wrapped to negative, and every later
+    # resume refused the checkpoints as corrupt (a review).
+    ("num_train_steps", 2**31, r"num_train_steps=2,147,483,648 is past the largest step "
+     r"count, 2,147,483,647 \(the train state counts steps in int32\)"),
+    ("checkpoint_every_steps", 2**40, r"checkpoint_every_steps=1,099,511,627,776 is past"),
+    ("adam_b2", 0.99999999, r"adam_b2=0.99999999 is 1.0 in float32"),
     ("learning_rate", 0.0, r"learning_rate=0.0 must be > 0"),
     ("adam_b2", 1.0, r"adam_b2=1.0 must be in \[0, 1\)"),
     ("grad_clip_norm", -1.0, r"grad_clip_norm=-1.0 must be >= 0"),

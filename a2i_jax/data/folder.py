@@ -21,10 +21,10 @@ Rules:
 
 - Every CSV row needs its image; a row without one is an error naming the file. A name
   is matched exactly (case included) against the files directly in images/; a leading `./`
-  is dropped. Images that no row names are skipped, and the count (with a few names) is
-  logged.
-- Attribute cells must be finite numbers within float32's range (an error names the file,
-  line, column and value).
+  is dropped, and so are spaces around the name unless the name on disk has them. Images
+  that no row names are skipped, and the count (with a few names) is logged.
+- Attribute cells must be finite numbers within float32's range, and a non-zero one must not
+  be so small that float32 reads it as 0 (an error names the file, line, column and value).
   Columns holding only 0 and 1 are "binary", others "continuous".
 - With masks/ present (and `config.data.masks` True), every image needs a mask of its size.
 - Without a `split` column, rows go round-robin in file order: the 9th of every 10 to
@@ -118,8 +118,9 @@ def scan(path: str, masks: bool) -> Table:
     DataError: naming the file (and row, column) of any other problem, including a header
       with no `filename` column, two columns that both match `filename` or `split`, an
       attribute name that is empty or used twice, a row naming an image not directly in
-      images/ under that exact name (a leading "./" aside), or masks with no pixel above 1
-      (0/1 labels).
+      images/ under that exact name (a leading "./" and spaces around it aside, unless the
+      name on disk has them), an attribute value outside float32's range or so small that it
+      would read as 0, or masks with no pixel above 1 (0/1 labels).
   """
   path = os.path.expanduser(path)
   csv_path = os.path.join(path, "attributes.csv")
@@ -175,7 +176,7 @@ def scan(path: str, masks: bool) -> Table:
     # A name typed on one system and the file made on another (macOS writes decomposed
     # accents, "e" + U+0301; most editors composed ones, U+00E9) name the same file: the row
     # takes the name on disk (was: "does not exist").
-    fname = _file_name(r[fcol])
+    fname = _file_name(r[fcol], present)
     fname = fname if fname in present else composed.get(_composed(fname), fname)
     if fname in seen:
       raise DataError(f"{csv_path}, line {line}: {fname} is listed twice.")
@@ -193,6 +194,11 @@ def scan(path: str, masks: bool) -> Table:
       if abs(v) > float(np.finfo(np.float32).max):  # Attributes are float32: 1e39 overflows.
         raise DataError(f"{csv_path}, line {line} ({fname}): column {header[i]!r} holds "
                         f"{r[i]!r}, too large for float32 (at most about 3.4e38).")
+      if v != 0 and np.float32(v) == 0:  # 1e-50 would read as 0 (and could make a column
+        # of 0, 1 and 1e-50 "binary"); was kept as 0 without a word.
+        raise DataError(f"{csv_path}, line {line} ({fname}): column {header[i]!r} holds "
+                        f"{r[i]!r}, too small for float32 (non-zero, but it would read as 0; "
+                        "the smallest is about 1.4e-45): write 0, or rescale the column.")
       values.append(v)
     if scol is None:
       slot = len(rows) % 10
@@ -258,10 +264,17 @@ def _by_composed_name(names: Any) -> dict[str, str]:
   return {_composed(n): n for n in names}
 
 
-def _file_name(cell: str) -> str:
-  """A CSV cell's image name as it is matched against images/: without surrounding spaces
-  and leading "./" (which names the same file)."""
-  name = cell.strip()
+def _file_name(cell: str, present: Any = ()) -> str:
+  """A CSV cell's image name as it is matched against images/ (`present`, the names in it):
+  without surrounding spaces and leading "./" (which names the same file), unless only the
+  cell as written (its leading "./" dropped) is a name in images/: names are matched exactly,
+  and a name on disk may start or end with spaces (was: "does not exist", review finding)."""
+  name, exact = _without_dot_slash(cell.strip()), _without_dot_slash(cell)
+  return exact if name not in present and exact in present else name
+
+
+def _without_dot_slash(name: str) -> str:
+  """`name` without its leading "./" (any number of them)."""
   while name.startswith("./"):
     name = name[2:]
   return name
@@ -302,6 +315,12 @@ def _check_listed(csv_path: str, line: int, images_dir: str, fname: str,
     on_disk = f"is named {spelled[0]!r} on disk" if spelled else "is named differently on disk"
     raise DataError(f"{where} the image {fname!r} {on_disk}; names are matched exactly (case "
                     "included), so write the name as it is in images/.")
+  # A name on disk with spaces around it ("a.png "): was only "does not exist".
+  spaced = sorted(p for p in present if p != fname and p.strip() == fname)
+  if spaced:
+    raise DataError(f"{where} the image {fname!r} is named {spaced[0]!r} on disk, with spaces "
+                    "around it; names are matched exactly: rename the file without the spaces, "
+                    "or write its name with them in the filename cell.")
   raise DataError(f"{where} the image {path} does not exist. Add it or delete the row.")
 
 

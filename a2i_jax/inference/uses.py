@@ -301,7 +301,8 @@ def decode(trained: TrainedModel, latents: Mapping[str, Any], attributes: Any
     "image" [N, S, S, 3] in [0, 1], plus each of the model's image layers (disCVAE:
     "foreground", "gate", "background"); decoded `config.inference.batch_size` at a time.
   Raises:
-    InputError: attributes or latents of the wrong shape, not numbers, or not finite.
+    InputError: attributes or latents of the wrong shape, not numbers, or not finite, or a
+      latent the model has none of ("z" for a disCVAE).
   """
   check_trained(trained)
   dims = trained.model.latent_dims
@@ -309,6 +310,13 @@ def decode(trained: TrainedModel, latents: Mapping[str, Any], attributes: Any
   if not isinstance(latents, Mapping):  # Was "latents lack 'z'" for an array.
     raise InputError(f"latents is a {type(latents).__name__}; pass a dict of one array per "
                      f"latent, {sorted(dims)} (as prior_latents or infer_latents give).")
+  # A latent of another model's (a CVAE's "z" beside a disCVAE's two): was dropped without a
+  # word. Other keys (run_inference's "y", "energy", ...) may come along with the latents.
+  other = sorted(k for k in latents if isinstance(k, str) and k not in dims
+                 and (k == "z" or k.startswith("z_")))
+  if other:
+    raise InputError(f"latents hold {', '.join(map(repr, other))}, which this "
+                     f"{trained.config.model.name} has no latent of; pass {sorted(dims)}.")
   for name, dim in dims.items():
     if name not in latents:
       raise InputError(f"latents lack {name!r}; this {trained.config.model.name} needs "

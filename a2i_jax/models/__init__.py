@@ -183,15 +183,25 @@ def init_variables(model: nn.Module, model_config: Any, key: Array) -> dict:
     key: PRNG key.
   Returns:
     {"params", "batch_stats"} trees of arrays.
+  Raises:
+    ConfigError: variables that do not fit in the host's memory (a latent size or width
+      far past any model's).
   """
   init = _init_fn(model, model_config)
 
   # Jitted (op-by-op initialisation compiles every primitive separately), and on CPU without
   # LLVM optimisation, since it runs once; the host draws after the program, so that the
   # persistent compilation cache can keep it (`initializers.draw_after`).
-  return initializers.draw_after(init, key,
-                                 compiler_options=perf.compiler_options(CHEAP_COMPILE),
-                                 cache_key=_variables_key(model, model_config))
+  try:
+    return initializers.draw_after(init, key,
+                                   compiler_options=perf.compiler_options(CHEAP_COMPILE),
+                                   cache_key=_variables_key(model, model_config))
+  except MemoryError as e:  # Was, for z_dim=1e7, "ask for less: a smaller dataset or
+    # batch_size" after a minute of drawing; for 1e8 a hang in XLA's compile of the program.
+    n = count_params(abstract_variables(model, model_config))
+    raise ConfigError(f"the model's {n:,} variables do not fit in this machine's memory ({e}); "
+                      "make the model smaller (config.model.z_dim, zf_dim, zb_dim, y_dim or "
+                      "width).") from None
 
 
 def count_params(params: Any) -> int:

@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import logging
 import math
+import os
 import threading
 from typing import Any, Callable, Hashable, Optional, Sequence
 
@@ -347,16 +348,31 @@ def draw_after(init: Callable[..., Any], *args: Any,
       same key and types of arguments reuses it. None: traced each call.
   Returns:
     `init(*args)`'s tree of arrays, placed as the program would place its results.
+  Raises:
+    MemoryError: values that take more than the host's physical memory, before any is made.
   """
   signature = _argument_signature(args) if cache_key is not None else None
   trace = lambda: _trace_draws(init, args)
   traced, found, draws_reach_leaves = (
       _TRACES.get((cache_key, signature), trace) if signature is not None else trace())
+  memory = _host_memory()
+  if memory is not None and found["bytes"] > memory:  # Was: drawn until NumPy gave up (a
+    # minute for 400 TB), or compiled (XLA hung); the draws would not fit anyway.
+    raise MemoryError(f"the initial values take {found['bytes'] / 2**30:,.1f} GiB, more than "
+                      f"this machine's {memory / 2**30:,.1f} GiB of memory")
   if draws_reach_leaves:
     logging.warning("draw_after: init returns a value computed from an initialiser's draw; "
                     "drawing inside the program, which the compilation cache cannot keep.")
     return jax.jit(init).lower(*args).compile(compiler_options=compiler_options)(*args)
   return _run_draws(traced, found, args, compiler_options)
+
+
+def _host_memory() -> Optional[int]:
+  """The host's physical memory in bytes (None where the system does not say)."""
+  try:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  except (ValueError, OSError, AttributeError):
+    return None
 
 
 def _trace_draws(init: Callable[..., Any], args: Sequence[Any]) -> tuple[Any, dict, bool]:
@@ -376,6 +392,8 @@ def _trace_draws(init: Callable[..., Any], args: Sequence[Any]) -> tuple[Any, di
     by_id = {id(d.placeholder): d for d in state.draws}
     drawn = [by_id.get(id(leaf)) for leaf in leaves]
     found["draw"] = [d and d.draw for d in drawn]  # No tracers kept past the trace.
+    found["bytes"] = sum(math.prod(getattr(x, "shape", ())) * np.dtype(  # A Python scalar's:
+        getattr(x, "dtype", np.float64)).itemsize for x in leaves)          # 8 bytes at most.
     keys = [d.key_data for d in drawn if d is not None]
     return ([leaf for leaf, d in zip(leaves, drawn) if d is None],
             jnp.stack(keys) if keys else None)
@@ -398,6 +416,8 @@ def _run_draws(traced: Any, found: dict, args: Sequence[Any],
     keys = outs[n_kept] if len(outs) > n_kept else None
     # device_put, not jnp.asarray, which in jax 0.10 compiles a copy program per shape.
     kept = [jax.device_put(x, where) for x in outs[:n_kept]]
+  except MemoryError:  # The program would need as much (was: compiled, and XLA hung).
+    raise
   except Exception as e:  # pylint: disable=broad-except
     # `_NotOnHost`, or the shortcut failing otherwise (a primitive's parameters renamed in a
     # later jax, say): the program gives the answer.
