@@ -314,22 +314,6 @@ def describe_model_differences(differences: list[tuple[str, Any, Any]], now: str
   return differ, values, flags
 
 
-def check_workdir_arg(workdir: Any) -> None:
-  """Refuses a workdir argument that is no path, before any use of it.
-
-  Args:
-    workdir: a run's directory as a caller passed it.
-  Raises:
-    WorkdirError: `workdir` is not a str or `os.PathLike` (None, a number, bytes), or is
-      empty (which named the current folder without a word).
-  """
-  if not isinstance(workdir, (str, os.PathLike)) or not os.fspath(workdir):
-    # Was: a TypeError's traceback from os.path (None, a number), and "" the current folder,
-    # without a word (fault hunt).
-    raise WorkdirError(f"workdir={workdir!r}: pass the run's folder, a path (str or "
-                       "pathlib.Path) that is not empty.")
-
-
 def remove_temporary(workdir: str) -> list[str]:
   """Deletes the folders of saves that never finished (a crash or a full disk mid-save).
 
@@ -366,7 +350,7 @@ def has_checkpoints(workdir: str) -> bool:
   Raises:
     WorkdirError: `workdir` is not a path (was a TypeError from os.path), or is empty.
   """
-  check_workdir_arg(workdir)
+  files.check_workdir_arg(workdir)
   directory = os.path.join(workdir, CHECKPOINT_DIR)
   # Folders only: Orbax saves none as a file, and lists none (was: a file "8" made a run
   # without config.json warn of checkpoints it did not have).
@@ -454,7 +438,7 @@ def newest_saved_step(workdir: str) -> Optional[int]:
   Raises:
     WorkdirError: `workdir` is not a path (was a TypeError from os.path), or is empty.
   """
-  check_workdir_arg(workdir)
+  files.check_workdir_arg(workdir)
   directory = os.path.join(workdir, CHECKPOINT_DIR)
   try:
     names = os.listdir(directory)
@@ -600,7 +584,7 @@ class Checkpointer:
       raise ConfigError(f"max_to_keep={max_to_keep!r}: pass how many of the newest checkpoints "
                         "to keep, a positive integer (config.max_checkpoints_to_keep), or None "
                         "to keep them all.")
-    check_workdir_arg(workdir)
+    files.check_workdir_arg(workdir)
     if model is not None and not isinstance(model, (ml_collections.ConfigDict, abc.Mapping)):
       raise ConfigError(f"model={model!r:.60} is not a config section; pass the config's model "
                         "section (config.model), or None to record and compare none.")
@@ -1193,7 +1177,7 @@ def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
       has no attribute 'to_json'"); nothing is written then.
     WorkdirError: `workdir` is not a path (a TypeError from os.path), or is empty.
   """
-  check_workdir_arg(workdir)
+  files.check_workdir_arg(workdir)
   config_lib.check_is_config(config)
   if distributed.is_main():  # One writer in a multi-host run (docs/design.md §3.6).
     files.atomic_write(os.path.join(workdir, CONFIG_FILE),

@@ -28,28 +28,27 @@ import numpy as np
 from a2i_jax import files, inference, occlusions
 from a2i_jax.data.base import Dataset, centre_cropped
 from a2i_jax.errors import ConfigError, InputError
-from a2i_jax.inputs import (SIGNED_SLACK, as_array, check_int, check_key, check_range,
-                            is_integer, mask_to_unit, to_unit)
+from a2i_jax.inputs import as_array, check_int, check_key, is_integer, mask_to_unit, to_unit
 
 RECON_FULL = "reconstruction"
 RECON_FG = "reconstruction (foreground)"
 
 
-def _scored_images(images: Any, what: str, finite: bool) -> np.ndarray:
-  """`images` as float64 in [0, 1], read as the API reads images (`inputs.to_unit`): uint8 as
-  0 .. 255, floats as they are (a rounding's overshoot of `SIGNED_SLACK` clipped); with
-  `finite` False, NaN and infinities pass as they are (a diverged estimate, left out)."""
-  x = as_array(images, what)
-  if x.dtype == np.uint8:  # Was: 0 .. 255 scored against [0, 1] floats (an error of ~21562).
-    return x.astype(np.float64) / 255.0
-  if not (np.issubdtype(x.dtype, np.floating) or jnp.issubdtype(x.dtype, jnp.floating)):
-    raise InputError(f"{what} has dtype {x.dtype}; pass images as uint8 0 .. 255 or floats in "
-                     "[0, 1].")
-  x = x.astype(np.float64)
-  check_range(x if finite else x[np.isfinite(x)], -SIGNED_SLACK, 1.0 + SIGNED_SLACK,
-              f"{what} values must lie in [0, 1]", "x / 255 for 0 .. 255 floats, (x + 1) / 2 "
-              "for the models' [-1, 1]; or pass uint8")
-  return np.clip(x, 0.0, 1.0)  # NaN stays NaN.
+def _scored_images(images: np.ndarray, what: str, finite: bool) -> np.ndarray:
+  """`images` as float64 in [0, 1], read as the API reads images (`inputs.to_unit`, its
+  message prefixed with `what`); with `finite` False, NaN and infinities pass as NaN (a
+  diverged estimate, left out)."""
+  bad = None
+  if not finite and np.issubdtype(images.dtype, np.floating):
+    bad = ~np.isfinite(images)
+    images = np.where(bad, 0.0, images).astype(images.dtype)
+  try:
+    x = np.asarray(to_unit(images), np.float64)  # Was: uint8 scored against [0, 1] floats.
+  except InputError as e:
+    raise InputError(f"{what}: {e}") from None
+  if bad is not None:
+    x[bad] = np.nan
+  return x
 
 
 def region_errors(target: np.ndarray, estimate: np.ndarray, region: np.ndarray) -> np.ndarray:

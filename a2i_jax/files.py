@@ -294,6 +294,22 @@ def nearest_existing(path: str) -> str:
 UNUSABLE_PATH_CHARACTERS = "[]\\"
 
 
+def check_workdir_arg(workdir: Any) -> None:
+  """Refuses a workdir argument that is no path, before any use of it.
+
+  Args:
+    workdir: a run's directory as a caller passed it.
+  Raises:
+    WorkdirError: `workdir` is not a str or `os.PathLike` (None, a number, bytes), or is
+      empty (which named the current folder without a word).
+  """
+  if not isinstance(workdir, (str, os.PathLike)) or not os.fspath(workdir):
+    # Was: a TypeError's traceback from os.path (None, a number), and "" the current folder,
+    # without a word (fault hunt).
+    raise WorkdirError(f"workdir={workdir!r}: pass the run's folder, a path (str or "
+                       "pathlib.Path) that is not empty.")
+
+
 def check_workdir_path(workdir: str) -> None:
   """Raises `WorkdirError` for a --workdir that a run cannot live in, whatever is there: a
   URL (was: a local folder named "gs:" trained in, and a traceback at the first save, the

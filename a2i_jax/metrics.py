@@ -13,7 +13,7 @@ from typing import Callable, Mapping, Optional
 import numpy as np
 from tensorboardX import SummaryWriter
 
-from a2i_jax import checkpoints, distributed, files
+from a2i_jax import distributed, files
 from a2i_jax.errors import InputError, WorkdirError
 from a2i_jax.inputs import to_uint8
 
@@ -46,7 +46,7 @@ class MetricWriter:
   """
 
   def __init__(self, workdir: str, resumed_from: Optional[int] = None):
-    checkpoints.check_workdir_arg(workdir)  # Was: None a TypeError from os.path.
+    files.check_workdir_arg(workdir)  # Was: None a TypeError from os.path.
     self._active = distributed.is_main()
     if not self._active:
       return
@@ -309,7 +309,7 @@ def read_metrics(workdir: str) -> list[dict]:
     WorkdirError: the file is missing or not a file (was Python's FileNotFoundError), or
       `workdir` is not a path (None, a number: was a TypeError from os.path) or is empty.
   """
-  checkpoints.check_workdir_arg(workdir)
+  files.check_workdir_arg(workdir)
   path = os.path.join(os.path.expanduser(workdir), METRICS_FILE)  # "~/runs/x" too.
   if not os.path.isfile(path):
     raise WorkdirError(f"{path} does not exist (or is not a file): {workdir} is not a "

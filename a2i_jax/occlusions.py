@@ -26,11 +26,9 @@ writes it with `markdown_table`).
 
 from __future__ import annotations
 
-import math
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
-from PIL import Image
 
 from a2i_jax.errors import InputError
 from a2i_jax.inputs import (SIGNED_SLACK, as_array, check_int, check_range, is_integer,
@@ -95,8 +93,6 @@ GENERIC_OCCLUSIONS: tuple[str, ...] = ("block8", "block16", "random_rect")
 OCCLUSION_NAMES: tuple[str, ...] = FACE_OCCLUSIONS + GENERIC_OCCLUSIONS
 
 _BLOCK_SIDES = {"block8": 8, "block16": 16}  # side at 64x64
-
-_PIL_MAX_IMAGE_PIXELS = 89_478_485  # PIL's default `Image.MAX_IMAGE_PIXELS`.
 
 
 def _scale_edge(e: int, image_size: int) -> int:
@@ -264,14 +260,6 @@ def _random_boxes(seed: int, image_size: int, num: int, lo_h: int, hi_h: int, lo
   return boxes
 
 
-def _max_image_size() -> int:
-  """The side of the largest square image this project reads, `make_mask`'s bound: PIL's
-  bound on pixels, twice `PIL.Image.MAX_IMAGE_PIXELS` (`inputs.read_image`; its default where
-  that guard is turned off): 13,377 by default."""
-  pixels = Image.MAX_IMAGE_PIXELS or _PIL_MAX_IMAGE_PIXELS
-  return math.isqrt(2 * int(pixels))
-
-
 def make_mask(name: str, image_size: int, num: int, *, seed: int = 0,
               dataset: str = "lfw", crop_from: int = 0) -> np.ndarray:
   """Observed-pixel masks for one occlusion type.
@@ -291,18 +279,12 @@ def make_mask(name: str, image_size: int, num: int, *, seed: int = 0,
     float32 [N, S, S, 1]: 1 = observed pixel, 0 = hidden (to be filled by the generator).
   Raises:
     InputError: an unknown name, a face region for a dataset without a face table (or
-      outside the crop, or covering it whole), a non-positive size or count, a size over that
-      of the largest image the project reads (PIL's bound on pixels), a seed or crop_from
-      that is not an integer of at least 0, a crop_from below S, or more masks than memory
-      holds.
+      outside the crop, or covering it whole), a non-positive size or count, a seed or
+      crop_from that is not an integer of at least 0, a crop_from below S, or masks (their
+      size or count) past the memory there is.
   """
   _check_name(name)
   image_size = check_int(image_size, "image_size", 4)
-  largest = _max_image_size()
-  if image_size > largest:  # Was NumPy's MemoryError (4 TiB for 2**20).
-    raise InputError(f"image_size={image_size} is larger than any image this project reads "
-                     f"({largest} x {largest}: PIL's bound on pixels, twice "
-                     "PIL.Image.MAX_IMAGE_PIXELS); pass the images' side S.")
   num = check_int(num, "num", 0)
   seed = check_int(seed, "seed", 0)  # Was numpy's ValueError (-1) or a TypeError (1.5).
   crop_from = check_int(crop_from, "crop_from", 0)
@@ -311,7 +293,8 @@ def make_mask(name: str, image_size: int, num: int, *, seed: int = 0,
                      "crops taken from it; pass the whole images' side, or 0 for whole images.")
   try:
     return _mask(name, image_size, num, seed, dataset, crop_from)
-  except MemoryError:  # Was NumPy's "Unable to allocate" traceback (num=10**12).
+  except MemoryError:  # Was NumPy's "Unable to allocate" traceback (num=10**12, or a size
+    # of 2**20: 4 TiB for one mask).
     raise InputError(f"masks of {num} images of {image_size}x{image_size} take "
                      f"{num * image_size * image_size * 4 / 2**30:,.1f} GiB, more than this "
                      "machine can give; make them for fewer images at a time.") from None

@@ -392,8 +392,9 @@ def _trace_draws(init: Callable[..., Any], args: Sequence[Any]) -> tuple[Any, di
     by_id = {id(d.placeholder): d for d in state.draws}
     drawn = [by_id.get(id(leaf)) for leaf in leaves]
     found["draw"] = [d and d.draw for d in drawn]  # No tracers kept past the trace.
-    found["bytes"] = sum(math.prod(getattr(x, "shape", ())) * np.dtype(  # A Python scalar's:
-        getattr(x, "dtype", np.float64)).itemsize for x in leaves)          # 8 bytes at most.
+    # What the values take (a Python scalar leaf, 8 bytes at most): `draw_after`'s bound.
+    found["bytes"] = sum(math.prod(np.shape(x)) * np.dtype(getattr(x, "dtype", np.float64))
+                         .itemsize for x in leaves)
     keys = [d.key_data for d in drawn if d is not None]
     return ([leaf for leaf, d in zip(leaves, drawn) if d is None],
             jnp.stack(keys) if keys else None)
