@@ -1192,11 +1192,9 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   Returns:
     The ConfigDict read from `workdir/config.json`.
   Raises:
-    ConfigError: no or unreadable config.json.
+    ConfigError: a workdir that is no path (or is empty), or no or unreadable config.json.
   """
-  if not isinstance(workdir, (str, os.PathLike)):  # Was: a TypeError from os.path.
-    raise ConfigError(f"workdir={workdir!r}: pass the run's folder (a path) that train.py "
-                      "wrote.")
+  files.check_workdir_arg(workdir, ConfigError)  # Was: a TypeError from os.path.
   path = os.path.join(workdir, CONFIG_FILE)
   try:
     with open(path, encoding="utf-8") as f:

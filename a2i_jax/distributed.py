@@ -35,6 +35,7 @@ import json
 import logging
 import math
 import os
+import re
 import signal
 import socket
 import sys
@@ -60,6 +61,9 @@ DEFAULT_HEARTBEAT_TIMEOUT_S = 60
 # Waiting for process 0 to prepare a dataset: LFW's preparation trains a mask network, which
 # takes long on a CPU. A dead process 0 is caught by the heartbeat sooner.
 DATA_TIMEOUT_S = 6 * 3600
+# The most processes a run may have: JAX's service takes an int32 count, and sizes itself for
+# the count given (2**31 - 1 hung it).
+MAX_PROCESSES = 1 << 20
 # Seconds JAX's own join deadline is given past `initialize`'s: JAX ends a process that misses
 # it with a C++ fatal log, so `initialize`'s watchdog has to say it first.
 _JOIN_GRACE_S = 10
@@ -76,10 +80,15 @@ class PeerError(A2IError):
   """Another process of a multi-host run died or stopped answering."""
 
 
+def _jax_state() -> Any:
+  """JAX's own record of the join (`jax._src.distributed.global_state`)."""
+  from jax._src import distributed as jax_distributed  # pylint: disable=import-outside-toplevel
+  return jax_distributed.global_state
+
+
 def _client() -> Any:
   """The runtime's distributed client, or None in a single process."""
-  from jax._src import distributed as jax_distributed  # pylint: disable=import-outside-toplevel
-  return jax_distributed.global_state.client
+  return _jax_state().client
 
 
 def _env_int(name: str) -> Optional[int]:
@@ -93,13 +102,41 @@ def _env_int(name: str) -> Optional[int]:
                       "unset it.") from None
 
 
+def _detected_cluster_envs() -> Iterator[Any]:
+  """The cluster environments (JAX's `ClusterEnv` classes) that JAX would detect here."""
+  from jax._src import clusters  # pylint: disable=import-outside-toplevel
+  for env in clusters.ClusterEnv._cluster_types:  # pylint: disable=protected-access
+    if not env.opt_in_only_method and env.is_env_present():
+      yield env
+
+
+# JAX's cluster environments (its class names) in words, and how every task of one is started.
+_CLUSTERS = {
+    "SlurmCluster": ("SLURM", "under srun (one task per process)"),
+    "OmpiCluster": ("Open MPI", "under mpirun (one rank per process)"),
+    "Mpi4pyCluster": ("MPI", "under mpirun (one rank per process)"),
+    "GceTpuCluster": ("a TPU pod slice (GCE)", "on every host of the slice (--worker=all)"),
+    "GkeTpuCluster": ("a TPU pod slice (GKE)", "in every pod of the slice's job"),
+    "BaseTpuCluster": ("a TPU pod slice", "on every host of the slice (--worker=all)"),
+    "K8sCluster": ("Kubernetes", "in every pod of the job"),
+}
+
+
+def _detected_cluster() -> tuple[str, str]:
+  """(the cluster environment JAX detects, in words; how each of its tasks is started)."""
+  try:
+    name = next((env.__name__ for env in _detected_cluster_envs()), "")
+  except Exception:  # pylint: disable=broad-except
+    name = ""  # JAX's private cluster API moved.
+  return _CLUSTERS.get(name, (f"a cluster ({name or 'unknown'})",
+                              "in every task of the job"))
+
+
 def _detected_process_count() -> Optional[int]:
   """The process count of the cluster JAX detects (TPU pod slice, SLURM, ...), or None."""
   try:
-    from jax._src import clusters  # pylint: disable=import-outside-toplevel
-    for env in clusters.ClusterEnv._cluster_types:  # pylint: disable=protected-access
-      if not env.opt_in_only_method and env.is_env_present():
-        return int(env.get_process_count())
+    for env in _detected_cluster_envs():
+      return int(env.get_process_count())
   except Exception as e:  # pylint: disable=broad-except
     # JAX's private cluster API moved or a metadata query failed: fall back to one process
     # unless told otherwise, and say so.
@@ -155,9 +192,10 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
     The number of processes (1 when nothing was initialised).
   Raises:
     ConfigError: incomplete or inconsistent settings (a coordinator address or process id
-      without a process count among them), nothing answering at the coordinator
-      address (checked before joining, on every process but 0), or a process count that
-      differs from process 0's.
+      without a process count among them, a process count over `MAX_PROCESSES`, a
+      coordinator address that is not HOST:PORT or whose host name is malformed), nothing
+      answering at the coordinator address (checked before joining, on every process but
+      0), or a process count that differs from process 0's.
   """
   if _client() is not None:
     return jax.process_count()
@@ -168,7 +206,7 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
     num_processes = _env_int(ENV_NUM_PROCESSES)
   if process_id is None:
     process_id = _env_int(ENV_PROCESS_ID)
-  detected = None
+  detected, count_detected = None, False
   if num_processes is None:
     detected = _detected_process_count()
     if detected is None and (given is not None or process_id is not None):
@@ -178,10 +216,17 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
       raise ConfigError(f"{named} given, but no process count: pass --num_processes (or set "
                         f"{ENV_NUM_PROCESSES}) on every process, or drop them for one process.")
     num_processes = detected if detected is not None else 1
+    count_detected = detected is not None
     if num_processes > 1:
       logging.info("JAX detected a cluster of %d processes", num_processes)
   if num_processes < 1:
     raise ConfigError(f"num_processes={num_processes}: set it to 1 or more.")
+  if num_processes > MAX_PROCESSES:
+    # Was: past int32, JAX's "incompatible function arguments" over many lines; below, the
+    # coordination service sized itself for them all and hung (review finding).
+    raise ConfigError(f"num_processes={num_processes} is more than the {MAX_PROCESSES} "
+                      "processes a run may have; pass the job's process count "
+                      f"(--num_processes or {ENV_NUM_PROCESSES}).")
   if num_processes == 1 and process_id not in (None, 0):
     # Was: run alone without a word, as another process 0 (a launcher that counted its
     # hosts wrong started each one's own run in the same workdir).
@@ -227,6 +272,9 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
   where = coordinator_address or "the detected coordinator"
 
   def not_joined(detail: str = "") -> str:  # Only then looks the address up.
+    if detected is not None:
+      return _not_joined_in_cluster(coordinator_address, num_processes, process_id,
+                                    count_detected, f"within {timeout_s} s{detail}")
     return (f"{who}: not all {num_processes} processes joined at {where} within {timeout_s} s"
             f"{detail}; start the same command on every host with the same "
             "--coordinator_address and --num_processes and a distinct --process_id"
@@ -250,18 +298,60 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
   return jax.process_count()
 
 
+def _not_joined_in_cluster(coordinator_address: Optional[str], num_processes: int,
+                           process_id: Optional[int], count_detected: bool, when: str) -> str:
+  """The line for processes that did not all join where JAX's cluster detection gave some of
+  the settings (those given None here): which cluster it detected, what that gave (as JAX
+  recorded it at the join), and how to start every task or run alone. Was: the flags'
+  advice (same --coordinator_address, a distinct --process_id) to a user who had passed none,
+  e.g. one process started in a SLURM job of 2 tasks without srun (review finding)."""
+  state = _jax_state()
+  # JAX records the address first: before it, neither is JAX's (its process id defaults to 0).
+  address = coordinator_address or getattr(state, "coordinator_address", None)
+  index = process_id
+  if index is None and getattr(state, "coordinator_address", None) is not None:
+    index = getattr(state, "process_id", None)
+  name, start = _detected_cluster()
+  gave = [f"{num_processes} processes"] if count_detected else []
+  if coordinator_address is None:
+    gave.append(f"coordinator {address or '(none found)'}")
+  if process_id is None:
+    gave.append(f"process id {index if index is not None else '(none found)'}")
+  who = f"process {index}" if index is not None else "this process"
+  return (f"{who}: not all {num_processes} processes joined at "
+          f"{address or 'the detected coordinator'} {when}; {name} was detected from the "
+          f"environment ({', '.join(gave)}), but not every process of the job started: start "
+          f"the same command {start}, or pass --num_processes=1 (or set "
+          f"{ENV_NUM_PROCESSES}=1) to run this process alone.")
+
+
 def _on_main_thread() -> bool:
   """Whether this is the main thread, the only one that may set signal handlers."""
   return threading.current_thread() is threading.main_thread()
 
 
 def _split_address(address: str) -> tuple[str, int]:
-  """("host", port) of "host:port" or "[v6 address]:port"; a `ConfigError` for anything else."""
+  """("host", port) of "host:port" or "[v6 address]:port"; a `ConfigError` for anything else.
+
+  Was: a port of other digits than 0-9 ("²") a ValueError's traceback, and a host name with
+  an empty label ("node1..cluster") or one over 63 characters a UnicodeError's where the
+  name was looked up (the idna codec; review finding).
+  """
   host, _, port = address.rpartition(":")
   host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-  if not host or not port.isdigit() or not 0 < int(port) < 65536:
+  if not host or not re.fullmatch(r"[0-9]{1,5}", port) or not 0 < int(port) < 65536:
     raise ConfigError(f"coordinator address {address!r} is not HOST:PORT; pass "
                       "--coordinator_address=HOST:PORT with process 0's host and a free port.")
+  try:
+    host.encode("idna")  # As a name is looked up (socket.getaddrinfo).
+  except UnicodeError:
+    labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
+    why = ("an empty label between dots" if "" in labels else
+           "a label longer than 63 characters" if any(len(n) > 63 for n in labels) else
+           "not a valid host name")
+    raise ConfigError(f"coordinator address {address!r}: the host name {host!r} is malformed "
+                      f"({why}); pass --coordinator_address=HOST:PORT (or {ENV_COORDINATOR}) "
+                      "with process 0's host name or address.") from None
   return host, int(port)
 
 
@@ -395,7 +485,7 @@ def _each_host_its_own(address: Optional[str]) -> str:
   host, _ = _split_address(address)
   try:
     found = {info[4][0].partition("%")[0] for info in socket.getaddrinfo(host, None)}
-  except OSError:
+  except (OSError, UnicodeError):
     return ""  # Not resolved: the error says so itself.
   if not found or not all(ipaddress.ip_address(a).is_loopback
                           or ipaddress.ip_address(a).is_unspecified for a in found):

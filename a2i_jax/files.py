@@ -294,20 +294,23 @@ def nearest_existing(path: str) -> str:
 UNUSABLE_PATH_CHARACTERS = "[]\\"
 
 
-def check_workdir_arg(workdir: Any) -> None:
-  """Refuses a workdir argument that is no path, before any use of it.
+def check_workdir_arg(workdir: Any, error: type[Exception] = WorkdirError) -> None:
+  """Refuses a workdir argument that is no path, before any use of it: the one check of the
+  library's functions that take a run's folder (checkpoints, metrics, the run's config, the
+  attribute predictor), each raising its own documented error class.
 
   Args:
     workdir: a run's directory as a caller passed it.
+    error: the exception class to raise (the caller's; an `A2IError` subclass).
   Raises:
-    WorkdirError: `workdir` is not a str or `os.PathLike` (None, a number, bytes), or is
-      empty (which named the current folder without a word).
+    error: `workdir` is not a str or `os.PathLike` (None, a number, bytes), or is empty
+      (which named the current folder without a word).
   """
   if not isinstance(workdir, (str, os.PathLike)) or not os.fspath(workdir):
     # Was: a TypeError's traceback from os.path (None, a number), and "" the current folder,
     # without a word (fault hunt).
-    raise WorkdirError(f"workdir={workdir!r}: pass the run's folder, a path (str or "
-                       "pathlib.Path) that is not empty.")
+    raise error(f"workdir={workdir!r}: pass the run's folder, a path (str or pathlib.Path) "
+                "that is not empty.")
 
 
 def check_workdir_path(workdir: str) -> None:

@@ -374,6 +374,20 @@ def _image_shape_fix(shape: tuple, size: int) -> str:
   return f"resize or crop to {size}x{size}"
 
 
+def traced_error(what: str) -> InputError:
+  """The error for a host function's argument that is traced: the caller runs the function
+  inside its own `jax.jit`, `vmap` or `eval_shape` (was JAX's TracerArrayConversionError).
+
+  Args:
+    what: the argument's name.
+  Returns:
+    The InputError to raise.
+  """
+  return InputError(f"{what} is traced (inside jax.jit, jax.vmap or jax.eval_shape); this "
+                    "function runs its own compiled programs on the values: call it outside "
+                    "the transformation.")
+
+
 def as_array(value: Any, what: str) -> np.ndarray:
   """`np.asarray(value)`, or an `InputError` naming `what` for a ragged list (items of other
   shapes), which NumPy refuses with its own ValueError.
@@ -384,8 +398,11 @@ def as_array(value: Any, what: str) -> np.ndarray:
   Returns:
     The array.
   Raises:
-    InputError: `value` is a list whose items differ in shape.
+    InputError: `value` is a list whose items differ in shape, or a traced value (inside a
+      caller's `jax.jit`, `vmap` or `eval_shape`, where its values do not exist yet).
   """
+  if isinstance(value, jax.core.Tracer):  # Was JAX's TracerArrayConversionError traceback.
+    raise traced_error(what)
   try:
     return np.asarray(value)
   except ValueError:

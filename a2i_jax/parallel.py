@@ -21,6 +21,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from a2i_jax import inputs
 from a2i_jax.errors import ConfigError
 
 DATA_AXIS = "data"
@@ -102,13 +103,18 @@ def loose_key(key: Any) -> Any:
     key: a PRNG key that `inputs.check_key` accepts.
   Returns:
     The same key, uncommitted.
+  Raises:
+    InputError: called inside a caller's `jax.jit` or `eval_shape` (the key's data traced),
+      where a host function cannot run (was JAX's TracerArrayConversionError; a review).
   """
   if not isinstance(key, jax.Array) or isinstance(key, jax.core.Tracer) or (
       not key.is_fully_addressable):
     return key
   if _is_key(key):
-    return jax.random.wrap_key_data(np.asarray(jax.random.key_data(key)),
-                                    impl=jax.random.key_impl(key))
+    data = jax.random.key_data(key)
+    if isinstance(data, jax.core.Tracer):
+      raise inputs.traced_error("the key")
+    return jax.random.wrap_key_data(np.asarray(data), impl=jax.random.key_impl(key))
   return np.asarray(key)
 
 

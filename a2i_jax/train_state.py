@@ -204,9 +204,7 @@ def create_train_state(model: flax.linen.Module, config: ml_collections.ConfigDi
       data"), or a `tx` that is no optax transformation (was an AttributeError; fault hunt).
   """
   inputs.check_key(key)
-  if not isinstance(tx, optax.GradientTransformation):
-    raise InputError(f"tx is a {type(tx).__name__}, not an optax transformation; pass "
-                     "train_state.make_optimizer(config).")
+  _check_tx(tx)
   variables = models.init_variables(model, config.model, key)
   # The optimiser's state jitted: `tx.init` op by op runs an eager zeros program per parameter
   # shape (22 for the tiny CVAE), each compiled, or read from the persistent cache, in every
@@ -214,6 +212,13 @@ def create_train_state(model: flax.linen.Module, config: ml_collections.ConfigDi
   fresh = perf.jit(lambda p: _state_from_variables({"params": p}, tx).replace(params=None),
                    extra_options=models.CHEAP_COMPILE)(variables["params"])
   return fresh.replace(params=variables["params"], batch_stats=variables.get("batch_stats", {}))
+
+
+def _check_tx(tx: Any) -> None:
+  """Refuses a `tx` that is no optax transformation (None, a learning rate)."""
+  if not isinstance(tx, optax.GradientTransformation):
+    raise InputError(f"tx is a {type(tx).__name__}, not an optax transformation; pass "
+                     "train_state.make_optimizer(config).")
 
 
 def abstract_train_state(model: flax.linen.Module, config: ml_collections.ConfigDict,
@@ -226,6 +231,9 @@ def abstract_train_state(model: flax.linen.Module, config: ml_collections.Config
     tx: from `make_optimizer`.
   Returns:
     A `TrainState` of `jax.ShapeDtypeStruct` leaves (a checkpoint restore target).
+  Raises:
+    InputError: a `tx` that is no optax transformation (was an AttributeError; a review).
   """
+  _check_tx(tx)
   return jax.eval_shape(functools.partial(_state_from_variables, tx=tx),
                         models.abstract_variables(model, config.model))

@@ -53,6 +53,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import timing  # noqa: E402  (benchmarks/timing.py)
+from a2i_jax.errors import A2IError  # noqa: E402  (imports no jax)
 
 # The scripts' --smoke model: 32x32 at width 1/16 (config overrides, as `make_config` takes them).
 SMOKE_OVERRIDES = {"model.image_size": "32", "model.width": "0.0625"}
@@ -596,8 +597,93 @@ def write_json(obj: Any, path: str) -> None:
   os.replace(tmp, path)
 
 
+MODELS = ("cvae", "discvae", "vae")  # configs/lfw.py's models.
+DTYPES = ("float32", "bfloat16", "float16", "auto")  # perf.COMPUTE_DTYPES (no jax import here).
+WHATS = ("train", "infer", "compile")
+
+
+def comma_list(p: argparse.ArgumentParser, flag: str, value: str,
+               choices: Optional[tuple] = None) -> list[str]:
+  """The items of a comma list flag, refused (`p.error`: one `error:` line, exit status 2)
+  where it names none or, given `choices`, an item not among them.
+
+  Args:
+    p: the parser whose `error` refuses the value.
+    flag: the flag's name, e.g. "--what", for the error line.
+    value: the flag's value.
+    choices: the items allowed (None: any).
+  Returns:
+    The items, in order.
+  Raises:
+    SystemExit: (status 2, from `p.error`) an empty list or an unknown item.
+  """
+  items = [v.strip() for v in value.split(",") if v.strip()]
+  if not items:
+    p.error(f"{flag} names nothing; give a comma list"
+            + (f" of {', '.join(choices)}." if choices else "."))
+  unknown = [v for v in items if choices is not None and v not in choices]
+  if unknown:
+    p.error(f"{flag}: unknown {', '.join(map(repr, unknown))}; choose from {', '.join(choices)}.")
+  return items
+
+
+def positive_ints(p: argparse.ArgumentParser, flag: str, value: str) -> list[int]:
+  """The integers of a comma list flag such as --batches, each at least 1; refused (`p.error`)
+  otherwise.
+
+  Args:
+    p: the parser whose `error` refuses the value.
+    flag: the flag's name, for the error line.
+    value: the flag's value.
+  Returns:
+    The integers, in order.
+  Raises:
+    SystemExit: (status 2) an item that is no integer or is below 1, or an empty list.
+  """
+  out = []
+  for item in comma_list(p, flag, value):
+    try:
+      out.append(int(item))
+    except ValueError:
+      p.error(f"{flag}: {item!r} is not an integer; give a comma list of integers, e.g. 32,256.")
+    if out[-1] < 1:
+      p.error(f"{flag}: {item} is below 1; give a comma list of integers of at least 1.")
+  return out
+
+
+def overrides_of(p: argparse.ArgumentParser, value: str) -> dict[str, str]:
+  """{key: value} of a --model_overrides comma list of key=value; refused (`p.error`) where an
+  item has no "=" or no key.
+
+  Args:
+    p: the parser whose `error` refuses the value.
+    value: the flag's value.
+  Returns:
+    The overrides, in order.
+  Raises:
+    SystemExit: (status 2) an item that is not key=value.
+  """
+  out = {}
+  for kv in filter(None, value.split(",")):
+    key, eq, val = kv.partition("=")
+    if not eq or not key.strip():
+      p.error(f"--model_overrides: {kv!r} is not key=value; e.g. "
+              "--model_overrides=model.width=0.25,model.image_size=32.")
+    out[key.strip()] = val
+  return out
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  """The command line of `main`, checked before anything is compiled or measured.
+
+  Args:
+    argv: the arguments (default: sys.argv[1:]).
+  Returns:
+    The flags; `models`, `batches`, `dtypes`, `what` as lists and `overrides` as a dict.
+  Raises:
+    SystemExit: (status 2, one `error:` line) a flag value that cannot be measured.
+  """
+  p = timing.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--models", default="cvae,discvae", help="Comma list: cvae, discvae, vae.")
   p.add_argument("--batches", default="32", help="Comma list of global batch sizes.")
   p.add_argument("--dtypes", default="float32", help="Comma list of compute dtypes "
@@ -632,19 +718,45 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--no_results_copy", action="store_true",
                  help="Do not update benchmarks/results/<device>.json.")
   p.add_argument("--smoke", action="store_true",
-                 help="A tiny model (32x32, width 1/16), 1 repeat, 2 inference steps.")
+                 help="A tiny model (32x32, width 1/16), 1 repeat, 2 inference steps: it "
+                 "replaces --repeats and --infer_steps, and implies --no_results_copy.")
   args = p.parse_args(argv)
+  p.check_at_least(args, {"repeats": 1, "infer_steps": 1, "infer_images": 0, "pipelined": 0,
+                           "infer_repeats": 0})
+  args.models = comma_list(p, "--models", args.models, MODELS)
+  args.batches = positive_ints(p, "--batches", args.batches)
+  args.dtypes = comma_list(p, "--dtypes", args.dtypes, DTYPES)
+  args.what = comma_list(p, "--what", args.what, WHATS)
   if args.smoke:
     args.model_overrides = ",".join(filter(None, [
         *(f"{k}={v}" for k, v in SMOKE_OVERRIDES.items()), args.model_overrides]))
     args.repeats, args.infer_steps = 1, 2
     args.no_results_copy = True
+  args.overrides = overrides_of(p, args.model_overrides)
   return args
 
 
 def main(argv=None) -> dict:
+  """Measures what the command line asks for (see the module docstring).
+
+  Args:
+    argv: the arguments (default: sys.argv[1:]).
+  Returns:
+    The results, as printed.
+  Raises:
+    SystemExit: a flag value that cannot be measured, or the library's refusal of one (an
+      `A2IError`), as one `error:` line.
+  """
   args = parse_args(argv)
-  if argv is None:  # A command line (not a caller in this process) can be re-executed.
+  try:
+    return _run(args, from_command_line=argv is None)
+  except A2IError as e:  # The library's refusal of a value (a config, an input): one line.
+    raise SystemExit(f"error: {' '.join(str(e).split())}") from None
+
+
+def _run(args: argparse.Namespace, from_command_line: bool) -> dict:
+  """`main`'s measurements for the checked flags `args`."""
+  if from_command_line:  # A command line (not a caller in this process) can be re-executed.
     huge_pages(args.huge_pages)
   timing.start_turns()  # Under compare_cpu.sh's turn-taking: all work in this process's turns.
   # XLA flags must be in place before the backend starts: nothing above touched jax.
@@ -656,7 +768,7 @@ def main(argv=None) -> dict:
   else:
     jax.config.update("jax_enable_compilation_cache", False)
 
-  overrides = dict(kv.split("=", 1) for kv in args.model_overrides.split(",") if kv)
+  overrides = args.overrides
   if args.max_pool != "auto":
     from a2i_jax.models import layers  # pylint: disable=import-outside-toplevel
     layers.MAX_POOL_FORM = args.max_pool
@@ -680,11 +792,10 @@ def main(argv=None) -> dict:
   if device.platform == "cpu":
     info["cpu"] = cpu_peak()
   results = {"info": info, "cases": []}
-  what = set(args.what.split(","))
-  batches = [int(b) for b in args.batches.split(",")]
-  for model_name in args.models.split(","):
+  what, batches = set(args.what), args.batches
+  for model_name in args.models:
     for batch in batches:
-      for dtype in args.dtypes.split(","):
+      for dtype in args.dtypes:
         case = Case(model_name, batch, dtype)
         config = make_config(case, overrides)
         resolved = perf.compute_dtype(dtype)

@@ -20,10 +20,22 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import timing  # noqa: E402  (benchmarks/timing.py)
 
 
-def main(argv=None) -> None:
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def parse_args(argv=None) -> argparse.Namespace:
+  """The command line of `main`, checked before jax is imported.
+
+  Args:
+    argv: the arguments (default: sys.argv[1:]).
+  Returns:
+    The flags.
+  Raises:
+    SystemExit: (status 2, one `error:` line) a count below 1 (was, for --devices=0: a
+      RuntimeError from JAX).
+  """
+  p = timing.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--model", default="discvae", choices=("vae", "cvae", "discvae"))
   p.add_argument("--devices", type=int, default=4, help="Fake CPU devices.")
   p.add_argument("--saves", type=int, default=5, help="Saves per variant and round.")
@@ -32,6 +44,19 @@ def main(argv=None) -> None:
   p.add_argument("--first", default="replicated", choices=("replicated", "one_device"),
                  help="The variant of the first round's first save (a fresh process's).")
   args = p.parse_args(argv)
+  p.check_at_least(args, {"devices": 1, "saves": 1, "rounds": 1})
+  return args
+
+
+def main(argv=None) -> None:
+  """Times the saves (see the module docstring); prints JSON lines.
+
+  Args:
+    argv: the arguments (default: sys.argv[1:]).
+  Raises:
+    SystemExit: a flag value that cannot be measured, as one `error:` line.
+  """
+  args = parse_args(argv)
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                              + f" --xla_force_host_platform_device_count={args.devices}")
   os.environ.setdefault("JAX_PLATFORMS", "cpu")

@@ -36,26 +36,47 @@ def ratios(torch_times: list, jax_times: list) -> dict:
 
 
 def rows_of(path: str) -> list:
-  """One row per JAX record in a compare_cpu.sh output file."""
+  """One row per JAX record in a compare_cpu.sh output file.
+
+  Args:
+    path: the file: JSON records, one a line.
+  Returns:
+    The rows.
+  Raises:
+    SystemExit: the file cannot be read, or a line of it is not a JSON record, as one
+      `error:` line (was: a JSONDecodeError traceback).
+  """
   rows, port = [], {}
-  with open(path) as f:
-    for line in f:
-      line = line.strip()
-      if not line:
-        continue
+  try:
+    with open(path) as f:
+      lines = f.read().splitlines()
+  except (OSError, UnicodeDecodeError) as e:
+    why = getattr(e, "strerror", None) or str(e).splitlines()[0]
+    raise SystemExit(f"error: {path}: cannot read it ({why}); name an output file of "
+                     "benchmarks/compare_cpu.sh.") from None
+  for number, line in enumerate(lines, 1):
+    line = line.strip()
+    if not line:
+      continue
+    try:
       record = json.loads(line)
-      if record.get("framework") == "torch":
-        port[record["model"]] = record
+    except ValueError:
+      record = None
+    if not isinstance(record, dict):
+      raise SystemExit(f"error: {path} line {number} is not a JSON record; name an output "
+                       "file of benchmarks/compare_cpu.sh (one JSON object a line).")
+    if record.get("framework") == "torch":
+      port[record["model"]] = record
+      continue
+    for case in record.get("cases", []):
+      ref = port.get(case["model"])
+      if ref is None:
         continue
-      for case in record.get("cases", []):
-        ref = port.get(case["model"])
-        if ref is None:
-          continue
-        row = {"file": path, "model": case["model"],
-               "mode": (case.get("train") or case.get("infer") or {}).get("upsample_mode", "?")}
-        for what in ("train", "infer"):
-          row[what] = ratios(_times(ref, what), _times(case, what))
-        rows.append(row)
+      row = {"file": path, "model": case["model"],
+             "mode": (case.get("train") or case.get("infer") or {}).get("upsample_mode", "?")}
+      for what in ("train", "infer"):
+        row[what] = ratios(_times(ref, what), _times(case, what))
+      rows.append(row)
   return rows
 
 

@@ -14,7 +14,9 @@ FLOPs (BENCHMARKS.md). Layers are NHWC / HWIO as the model's `nn.Conv` builds th
 import argparse
 import json
 
-from timing import median_time  # benchmarks/timing.py
+from timing import ArgumentParser, median_time  # benchmarks/timing.py
+
+DTYPES = ("float32", "bfloat16", "float16")
 
 # (name, spatial size, in channels, out channels, kernel, stride[, padding]) of the CVAE at
 # width 1, 64x64; padding k // 2 unless given.
@@ -125,16 +127,43 @@ def run_torch(args):
     print(json.dumps(row), flush=True)
 
 
-def main():
-  p = argparse.ArgumentParser()
+def parse_args(argv=None) -> argparse.Namespace:
+  """The command line of `main`, checked before jax (or torch) is imported.
+
+  Args:
+    argv: the arguments (default: sys.argv[1:]).
+  Returns:
+    The flags.
+  Raises:
+    SystemExit: (status 2, one `error:` line) an unknown --dtype (was: a TypeError), --blocks
+      that are not integers of at least 1 (was: a ValueError), a count below 1.
+  """
+  p = ArgumentParser(description=__doc__.split("\n", 1)[0])
   p.add_argument("--batch", type=int, default=8)
   p.add_argument("--repeats", type=int, default=3)
-  p.add_argument("--dtype", default="float32")
+  p.add_argument("--dtype", default="float32", choices=DTYPES, help="JAX's compute dtype.")
   p.add_argument("--only", default="", help="Run only layers whose name contains this.")
   p.add_argument("--blocks", default="1", help="JAX: comma-separated counts of output blocks "
                  "to time each layer in (conv_grad.split_outputs), e.g. 1,2,4.")
   p.add_argument("--torch", action="store_true", help="Time PyTorch instead of JAX.")
-  args = p.parse_args()
+  args = p.parse_args(argv)
+  p.check_at_least(args, {"batch": 1, "repeats": 1})
+  for b in args.blocks.split(","):
+    if not b.strip().isdigit() or int(b) < 1:
+      p.error(f"--blocks: {b!r} is not an integer of at least 1; give a comma list such as "
+              "1,2,4.")
+  return args
+
+
+def main(argv=None):
+  """Times the layers (see the module docstring); prints JSON lines.
+
+  Args:
+    argv: the arguments (default: sys.argv[1:]).
+  Raises:
+    SystemExit: a flag value that cannot be measured, as one `error:` line.
+  """
+  args = parse_args(argv)
   (run_torch if args.torch else run_jax)(args)
 
 

@@ -20,6 +20,8 @@ import subprocess
 import sys
 import time
 
+import timing  # benchmarks/timing.py
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 _PROBE = ("import json; from a2i_jax import perf; perf.KERNEL_PROBE_MIN_ROUNDS = {min_rounds}; "
@@ -61,11 +63,33 @@ def _child(code: str) -> tuple[float, dict]:
   return time.perf_counter() - start, json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
-  p.add_argument("--repeats", type=int, default=3, help="Children of each setting.")
+def parse_args(argv=None) -> argparse.Namespace:
+  """The command line of `main`, checked before any child starts.
+
+  Args:
+    argv: the arguments (default: sys.argv[1:]).
+  Returns:
+    The flags.
+  Raises:
+    SystemExit: (status 2, one `error:` line) --repeats below 1 (was: a StatisticsError).
+  """
+  p = timing.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
+  p.add_argument("--repeats", type=int, default=3, help="Children of each setting (1 or more).")
   p.add_argument("--phases", action="store_true", help="Also one child timed in phases.")
-  args = p.parse_args()
+  args = p.parse_args(argv)
+  p.check_at_least(args, {"repeats": 1})
+  return args
+
+
+def main(argv=None) -> None:
+  """Times the probe in children (see the module docstring); prints JSON lines and medians.
+
+  Args:
+    argv: the arguments (default: sys.argv[1:]).
+  Raises:
+    SystemExit: a flag value that cannot be measured, as one `error:` line.
+  """
+  args = parse_args(argv)
   settings = {"settled": "perf.KERNEL_PROBE_MIN_ROUNDS", "all_rounds": 99}
   walls: dict[str, list[float]] = {name: [] for name in settings}
   for _ in range(args.repeats):

@@ -205,15 +205,24 @@ def attribute(trace: dict, hlo: dict, steps: int, wall_s: float, top: int = 25,
           "top_kernels_ms": {k: round(v, 3) for k, v in by_kernel.most_common(top)}}
 
 
-def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--model", default="cvae")
+def parse_args(argv=None) -> argparse.Namespace:
+  """The command line of `main`, checked before jax is imported.
+
+  Args:
+    argv: the arguments (default: sys.argv[1:]).
+  Returns:
+    The flags, `overrides` added as a dict.
+  Raises:
+    SystemExit: (status 2, one `error:` line) a flag value that cannot be profiled.
+  """
+  p = bench.timing.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--model", default="cvae", choices=bench.MODELS)
   p.add_argument("--batch", type=int, default=8)
-  p.add_argument("--dtype", default="float32")
+  p.add_argument("--dtype", default="float32", choices=bench.DTYPES)
   p.add_argument("--steps", type=int, default=3, help="Traced steps (after a warm-up).")
   p.add_argument("--top", type=int, default=25)
   p.add_argument("--model_overrides", default="")
-  p.add_argument("--what", default="train",
+  p.add_argument("--what", default="train", choices=("train", "infer"),
                  help="train, or infer: the library's posterior inference (`--batch` images).")
   p.add_argument("--infer_steps", type=int, default=50, help="Inference steps per call.")
   p.add_argument("--raw_dir", default="",
@@ -224,6 +233,20 @@ def main(argv=None):
   p.add_argument("--smoke", action="store_true", help="Tiny model (32x32, width 1/16).")
   p.add_argument("--xla_cpu_flags", default="recommended", help=bench.XLA_CPU_FLAGS_HELP)
   args = p.parse_args(argv)
+  p.check_at_least(args, {"batch": 1, "steps": 1, "top": 1, "infer_steps": 1})
+  args.overrides = bench.overrides_of(p, args.model_overrides)
+  return args
+
+
+def main(argv=None):
+  """Profiles one step (see the module docstring) and prints the attribution.
+
+  Args:
+    argv: the arguments (default: sys.argv[1:]).
+  Raises:
+    SystemExit: a flag value that cannot be profiled, as one `error:` line.
+  """
+  args = parse_args(argv)
   bench.set_xla_cpu_flags(args.xla_cpu_flags)  # Before JAX starts its backend.
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                              + " --xla_cpu_enable_xprof_traceme=true").strip()
@@ -233,7 +256,7 @@ def main(argv=None):
     jax.config.update("jax_compilation_cache_dir", args.compilation_cache_dir)
   from a2i_jax import perf  # pylint: disable=import-outside-toplevel
 
-  overrides = dict(kv.split("=", 1) for kv in args.model_overrides.split(",") if kv)
+  overrides = args.overrides
   if args.smoke:
     overrides = {**bench.SMOKE_OVERRIDES, **overrides}
   config = bench.make_config(bench.Case(args.model, args.batch, args.dtype), overrides)

@@ -18,10 +18,43 @@ other process's worker threads, and JAX's parallel kernels, which wait for all t
 ran slower still while the port was waiting.)
 """
 
+import argparse
 import atexit
 import os
 import statistics
+import sys
 import time
+from typing import NoReturn
+
+
+class ArgumentParser(argparse.ArgumentParser):
+  """argparse's parser whose refusals are the scripts' one `error:` line on stderr (exit
+  status 2, as argparse's), without argparse's usage lines before it."""
+
+  def error(self, message: str) -> NoReturn:
+    """Prints `error: <message>` on stderr and exits with status 2.
+
+    Args:
+      message: what is wrong and how to fix it.
+    Raises:
+      SystemExit: always (status 2).
+    """
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+  def check_at_least(self, args: argparse.Namespace, minimums: dict[str, int]) -> None:
+    """Refuses (`error`) an integer flag of `args` below its minimum.
+
+    Args:
+      args: the parsed flags.
+      minimums: {attribute of `args` (the flag's name): the least value it may take}.
+    Raises:
+      SystemExit: (status 2) a value below its minimum.
+    """
+    for name, minimum in minimums.items():
+      if getattr(args, name) < minimum:
+        self.error(f"--{name}={getattr(args, name)} is below {minimum}; give at least "
+                   f"{minimum}.")
 
 TURNS_ENV = "A2I_BENCH_TURNS"  # "<folder>:<this process's index, 0 or 1>"
 

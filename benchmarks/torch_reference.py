@@ -28,9 +28,16 @@ import os
 
 from timing import median_time, start_turns  # benchmarks/timing.py
 
-import torch
-from torch import nn
-import torch.nn.functional as F
+try:
+  import torch
+  from torch import nn
+  import torch.nn.functional as F
+except ModuleNotFoundError as e:  # Was a traceback, even for --help.
+  if e.name != "torch":
+    raise
+  raise SystemExit("error: PyTorch is not installed in this Python; install it (pip install "
+                   "torch numpy), or run this script from the venv of the module docstring, "
+                   "e.g. /work/venv-torch/bin/python.") from None
 
 
 def scaled(n: int, width: float) -> int:

@@ -140,11 +140,51 @@ def _synthetic(args: argparse.Namespace):
   return config
 
 
-def main() -> None:
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+class _Parser(argparse.ArgumentParser):
+  """argparse's parser, its refusals one `error:` line (exit status 2) without the usage lines
+  (as benchmarks/timing.py's, not imported here: a child imports the measured checkout's)."""
+
+  def error(self, message: str):
+    """Prints `error: <message>` on stderr and exits with status 2.
+
+    Args:
+      message: what is wrong and how to fix it.
+    Raises:
+      SystemExit: always (status 2).
+    """
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+MODELS = ("cvae", "discvae", "vae")
+WHATS = ("train", "infer")
+
+
+def _items(p: argparse.ArgumentParser, flag: str, value: str, choices: tuple) -> list[str]:
+  """The items of a comma list flag, each one of `choices`; refused (`p.error`) otherwise."""
+  items = value.split(",")
+  unknown = [v for v in items if v not in choices]
+  if unknown:
+    p.error(f"{flag}: unknown {', '.join(map(repr, unknown))}; give a comma list of "
+            f"{', '.join(choices)}.")
+  return items
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  """The command line of `main`, checked before anything is traced.
+
+  Args:
+    argv: the arguments (default: sys.argv[1:]).
+  Returns:
+    The flags (`models` and `what` still comma lists, as the children take them).
+  Raises:
+    SystemExit: (status 2, one `error:` line) an unknown model or program (was: any --what
+      but "train" traced as infer, and reported under its own name), a count below 1.
+  """
+  p = _Parser(description=__doc__.split("\n\n", 1)[0])
   p.add_argument("--roots", default=os.path.dirname(HERE), help="Comma list of checkouts.")
   p.add_argument("--models", default="cvae,discvae")
-  p.add_argument("--what", default="train,infer")
+  p.add_argument("--what", default="train,infer", help="Comma list: train, infer.")
   p.add_argument("--config", default="", help="configs/synthetic.py: the tiny models.")
   p.add_argument("--batch", type=int, default=32)
   p.add_argument("--infer_images", type=int, default=32)
@@ -158,7 +198,24 @@ def main() -> None:
   p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
   p.add_argument("--root", default="", help=argparse.SUPPRESS)
   p.add_argument("--model", default="", help=argparse.SUPPRESS)
-  args = p.parse_args()
+  args = p.parse_args(argv)
+  _items(p, "--models", args.models, MODELS)
+  _items(p, "--what", args.what, WHATS)
+  for name in ("batch", "infer_images", "infer_steps", "rounds"):
+    if getattr(args, name) < 1:
+      p.error(f"--{name}={getattr(args, name)} is below 1; give at least 1.")
+  return args
+
+
+def main(argv=None) -> None:
+  """Traces and lowers the programs (see the module docstring) and prints the times.
+
+  Args:
+    argv: the arguments (default: sys.argv[1:]).
+  Raises:
+    SystemExit: a flag value that cannot be traced, or a child that failed, as `error:`.
+  """
+  args = parse_args(argv)
   synthetic = os.path.join("configs", "synthetic.py")  # Relative, or any checkout's, absolute.
   if args.config and not (os.sep + os.path.normpath(args.config)).endswith(os.sep + synthetic):
     raise SystemExit(f"error: --config={args.config}: only configs/synthetic.py (the tiny "

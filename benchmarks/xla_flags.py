@@ -29,14 +29,44 @@ VARIANTS = {
 }
 
 
-def main():
-  p = argparse.ArgumentParser()
+def parse_args(argv=None) -> argparse.Namespace:
+  """The command line of `main`, checked before jax is imported.
+
+  Args:
+    argv: the arguments (default: sys.argv[1:]).
+  Returns:
+    The flags, `variants` as a list.
+  Raises:
+    SystemExit: (status 2, one `error:` line) an unknown variant (was: reported as a variant
+      XLA rejected, exit status 0) or a count below 1.
+  """
+  import timing  # pylint: disable=import-outside-toplevel  (benchmarks/timing.py: no jax)
+  p = timing.ArgumentParser(description=__doc__.split("\n", 1)[0])
   p.add_argument("--model", default="cvae")
   p.add_argument("--batch", type=int, default=8)
   p.add_argument("--rounds", type=int, default=3)
-  p.add_argument("--variants", default=",".join(VARIANTS))
+  p.add_argument("--variants", default=",".join(VARIANTS),
+                 help=f"Comma list of {', '.join(VARIANTS)}.")
   p.add_argument("--model_overrides", default="")
-  args = p.parse_args()
+  args = p.parse_args(argv)
+  p.check_at_least(args, {"batch": 1, "rounds": 1})
+  args.variants = args.variants.split(",")
+  unknown = [v for v in args.variants if v not in VARIANTS]
+  if unknown:
+    p.error(f"--variants: unknown {', '.join(map(repr, unknown))}; choose from "
+            f"{', '.join(VARIANTS)}.")
+  return args
+
+
+def main(argv=None):
+  """Compiles and times the variants (see the module docstring); prints JSON lines.
+
+  Args:
+    argv: the arguments (default: sys.argv[1:]).
+  Raises:
+    SystemExit: a flag value that cannot be measured, as one `error:` line.
+  """
+  args = parse_args(argv)
   import jax
   import bench  # pylint: disable=import-outside-toplevel
   from a2i_jax import models, parallel, train_lib
@@ -54,7 +84,7 @@ def main():
                                          mesh))
   lowered = fn.lower(parallel.put_replicated(state0, mesh), data, key)
   compiled, rows = {}, {}
-  for name in args.variants.split(","):
+  for name in args.variants:
     t0 = time.perf_counter()
     try:
       compiled[name] = lowered.compile(compiler_options=VARIANTS[name] or None)

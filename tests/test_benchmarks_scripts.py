@@ -123,3 +123,107 @@ def test_gpu_sh_exits_0_when_every_part_finishes(tmp_path):
   assert proc.returncode == 0, (proc.stdout, proc.stderr)
   assert proc.stdout.strip().split("\n")[-1] == "=== gpu.sh: all 2 parts finished"
   assert len(json.loads((out / "bench_gpu.json").read_text())["cases"]) == 1
+
+
+# ----------------------------------------------------------------------------------------------
+# The benchmark scripts' command lines: a value they cannot measure is one `error:` line on
+# stderr and a non-zero exit status, before anything is compiled or timed (review findings of
+# 2026-12-06: before, tracebacks, NaN in the JSON, or exit status 0 having measured nothing or
+# the wrong thing). Each test parses in this process, or runs a script only to its flag check.
+
+import importlib.util  # noqa: E402
+
+import pytest  # noqa: E402
+
+BENCHMARKS = os.path.join(ROOT, "benchmarks")
+
+
+def _script(name: str):
+  """benchmarks/`name`.py imported as a module (benchmarks/ on sys.path, as when run)."""
+  if BENCHMARKS not in sys.path:
+    sys.path.insert(0, BENCHMARKS)
+  spec = importlib.util.spec_from_file_location(f"_bench_script_{name}",
+                                                os.path.join(BENCHMARKS, f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  sys.modules[spec.name] = module  # Its dataclasses look their module up there.
+  spec.loader.exec_module(module)
+  return module
+
+
+def _refused(capsys, parse, argv, words):
+  """`parse(argv)` exits non-zero with one `error:` line on stderr holding `words`."""
+  with pytest.raises(SystemExit) as e:
+    parse(argv)
+  assert e.value.code not in (0, None)
+  err = capsys.readouterr().err.strip() or str(e.value.code)
+  assert len(err.splitlines()) == 1 and err.startswith("error:") and words in err, err
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--what=trian"], "'trian'"), (["--batches=abc"], "'abc'"), (["--batches=0"], "below 1"),
+    (["--models=foo"], "'foo'"), (["--model_overrides=model.width"], "key=value"),
+    (["--repeats=0"], "--repeats=0"), (["--dtypes=f16"], "'f16'"), (["--what="], "--what")])
+def test_bench_refuses_bad_flags(capsys, argv, words):
+  _refused(capsys, _script("bench").parse_args, ["--huge_pages=off", *argv], words)
+
+
+def test_bench_parses_lists_and_documents_smoke_repeats(capsys):
+  bench = _script("bench")
+  args = bench.parse_args(["--what=train,compile", "--batches=32,256", "--smoke", "--repeats=5",
+                           "--model_overrides=model.width=0.25"])
+  assert (args.what, args.batches, args.repeats) == (["train", "compile"], [32, 256], 1)
+  assert args.overrides["model.width"] == "0.25" and args.overrides["model.image_size"] == "32"
+  with pytest.raises(SystemExit):  # The --smoke help names what it replaces.
+    bench.parse_args(["--help"])
+  assert "replaces --repeats" in " ".join(capsys.readouterr().out.split())
+
+
+def test_bench_main_prints_library_errors_as_one_line(monkeypatch):
+  bench = _script("bench")
+
+  def refuse(*_, **__):
+    raise bench.A2IError("model.dtype='x' is not a compute dtype;\n choose float32")
+  monkeypatch.setattr(bench, "_run", refuse)
+  with pytest.raises(SystemExit) as e:
+    bench.main(["--huge_pages=off"])
+  assert e.value.code == "error: model.dtype='x' is not a compute dtype; choose float32"
+
+
+@pytest.mark.parametrize("flag,words", [("--variants=bogus", "'bogus'"),
+                                        ("--repeats=0", "--repeats=0")])  # --fuse: as --repeats.
+def test_train_step_refuses_bad_flags_before_it_compiles(flag, words):
+  """Was: an unknown variant timed as the rolled scan under its own name (exit 0), --repeats=0
+  a NaN median, --fuse=0 a ZeroDivisionError (a review)."""
+  proc = subprocess.run([sys.executable, os.path.join(BENCHMARKS, "train_step.py"), flag],
+                        capture_output=True, text=True, timeout=60, check=False, cwd=ROOT)
+  assert proc.returncode == 2, (proc.stdout, proc.stderr)
+  err = proc.stderr.strip()
+  assert len(err.splitlines()) == 1 and err.startswith("error:") and words in err, err
+
+
+@pytest.mark.parametrize("script,argv,words", [
+    ("profile_step", ["--what=bogus"], "'bogus'"), ("profile_step", ["--steps=0"], "below 1"),
+    ("trace_time", ["--what=train,bogus"], "'bogus'"), ("trace_time", ["--rounds=0"], "below"),
+    ("xla_flags", ["--variants=bogus"], "'bogus'"), ("kernel_probe", ["--repeats=-1"], "below"),
+    ("conv_layers", ["--dtype=foo"], "'foo'"), ("conv_layers", ["--blocks=abc"], "'abc'"),
+    ("checkpoint_save", ["--devices=0"], "--devices=0")])
+def test_scripts_refuse_bad_flags(capsys, script, argv, words):
+  _refused(capsys, _script(script).parse_args, argv, words)
+
+
+def test_compare_summary_refuses_a_file_that_is_not_json(capsys, tmp_path):
+  bad = tmp_path / "bad.json"
+  bad.write_text("not json\n")
+  _refused(capsys, _script("compare_summary").main, [str(bad)], "not a JSON record")
+  _refused(capsys, _script("compare_summary").main, [str(tmp_path / "none.json")],
+           "cannot read")
+
+
+def test_torch_reference_without_torch_says_to_install_it():
+  if importlib.util.find_spec("torch") is not None:
+    pytest.skip("torch is installed here")
+  proc = subprocess.run([sys.executable, os.path.join(BENCHMARKS, "torch_reference.py"),
+                         "--help"], capture_output=True, text=True, timeout=60, check=False)
+  assert proc.returncode != 0
+  err = proc.stderr.strip()
+  assert len(err.splitlines()) == 1 and "pip install torch" in err, err

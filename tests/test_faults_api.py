@@ -8,6 +8,7 @@ accepted path through a tiny trained CVAE (conftest's `tiny_run`).
 """
 
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -837,6 +838,60 @@ def test_inference_functions_built_for_another_model_are_refused(untrained, cvae
                               fns=inference.make_inference_fns(model, options))
 
 
+@pytest.mark.parametrize("key_name, value, words", [
+    ("width", 0.0, "config.model.width=0.0 must be a finite number > 0"),
+    ("width", -1.0, "config.model.width=-1.0 must be a finite number > 0"),
+    ("width", float("inf"), "config.model.width=inf must be a finite number > 0"),
+    ("z_dim", 0, "config.model.z_dim=0 is not valid; pass an integer of at least 1"),
+    ("z_dim", -3, "config.model.z_dim=-3 is not valid; pass an integer of at least 1"),
+    ("y_dim", -1, "config.model.y_dim=-1 is not valid; pass an integer of at least 0")])
+def test_a_model_of_sizes_no_model_has_is_refused_when_it_is_made(key_name, value, words):
+  """A config built in Python need not have been through validate_config: was a model of one
+  channel per layer for a width of 0 or -1 (taken), a ZeroDivisionError (z_dim=0) or JAX's
+  TypeError (z_dim=-3) at its init (a review)."""
+  config = tiny_config("cvae")
+  config.model[key_name] = value
+  with pytest.raises(ConfigError, match=re.escape(words)):
+    models.create_model(config.model)
+
+
+def test_the_variables_and_the_state_refuse_what_cannot_make_them(cvae, key):
+  """A y_dim of 0 (a folder dataset's count before training) reaching init: was a
+  ZeroDivisionError; dummy_inputs of a batch -1 or 2.5: JAX's TypeError;
+  abstract_train_state without an optimiser: an AttributeError (a review)."""
+  from a2i_jax import train_state  # pylint: disable=import-outside-toplevel
+  config = tiny_config("cvae")
+  config.model.y_dim = 0
+  model = models.create_model(config.model)  # Allowed: train.py counts a folder's columns.
+  for make in (lambda: models.init_variables(model, config.model, key),
+               lambda: models.abstract_variables(model, config.model)):
+    with pytest.raises(ConfigError, match=re.escape(
+        "config.model.y_dim=0 must be a positive integer (the number of attributes")):
+      make()
+  for batch in (-1, 2.5, True):
+    with pytest.raises(InputError, match=re.escape(f"batch={batch!r} is not valid")):
+      models.dummy_inputs(cvae.config.model, batch)
+  with pytest.raises(InputError, match="tx is a NoneType, not an optax transformation"):
+    train_state.abstract_train_state(cvae.model, cvae.config, None)
+
+
+def test_the_inference_functions_inside_a_callers_jit_and_complex_latents(cvae, key):
+  """`sample` inside the caller's jax.jit or jax.eval_shape: was JAX's
+  TracerArrayConversionError traceback (they run compiled programs of their own on host
+  values); complex latents given to `decode`: the imaginary part dropped with NumPy's
+  warning alone (a review)."""
+  words = "is traced (inside jax.jit, jax.vmap or jax.eval_shape); this function runs its own"
+  for transform in (jax.jit, lambda f: functools.partial(jax.eval_shape, f)):
+    for call in (lambda y: inference.sample(cvae, y, key)["image"],  # The key: its data.
+                 lambda y: inference.decode(cvae, {"z": y[:, :1] * 0}, y)["image"]):
+      with pytest.raises(InputError, match=re.escape(words)):
+        transform(call)(_attrs(2))
+  z = np.zeros((2, cvae.config.model.z_dim), np.complex64)
+  with pytest.raises(InputError, match=re.escape("latents['z'] holds complex numbers; pass "
+                                                 "real values.")):
+    inference.decode(cvae, {"z": z}, _attrs(2))
+
+
 def test_more_arguments_a_notebook_gets_wrong(cvae, key, tmp_path):
   """complete without its mask (was: "observed has shape ()"); a run's checkpoints/ folder
   for its workdir (was: "not written by train.py"); no workdir at all (was: os.path's
@@ -850,8 +905,9 @@ def test_more_arguments_a_notebook_gets_wrong(cvae, key, tmp_path):
   with pytest.raises(ConfigError, match=f"is inside the run's folder; pass that folder, "
                      f"{tmp_path}"):
     inference.load_trained(str(tmp_path / "checkpoints"))
-  with pytest.raises(ConfigError, match="workdir=None: pass the run's folder"):
-    inference.load_trained(None)
+  for workdir in (None, ""):  # "" was the current folder's config.json, without a word.
+    with pytest.raises(ConfigError, match=f"workdir={workdir!r}: pass the run's folder"):
+      inference.load_trained(workdir)
   data = Dataset("synthetic", ("a",), ("binary",), {"test": Split(_images(2), _attrs(2)[:, :1])})
   for crop in (-3, 2.5, True):
     with pytest.raises(ConfigError, match=f"crop_size={crop!r}: pass 0 .no crop."):

@@ -7,6 +7,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -310,8 +311,11 @@ def test_a_predictor_that_cannot_be_saved_is_a_workdir_error(predictor, tmp_path
       ap.save_predictor(predictor, str(workdir))
   for call in (lambda: ap.save_predictor(predictor, None), lambda: ap.load_predictor(None),
                lambda: ap.load_or_train(None, _dataset(), None)):
-    with pytest.raises(InputError, match="workdir=None is not a folder's path"):
+    with pytest.raises(InputError, match=re.escape("workdir=None: pass the run's folder, a "
+                                                   "path (str or pathlib.Path)")):
       call()
+  with pytest.raises(InputError, match=re.escape("workdir='': pass the run's folder")):
+    ap.load_predictor("")  # Was: the current folder's attribute_predictor, without a word.
   # A disk that fills between the two files: an error, and the half-saved predictor is refused.
   d = ap.save_predictor(predictor, str(tmp_path))
   write = storage.files.atomic_write

@@ -149,6 +149,30 @@ def test_initial_values_are_the_callbacks_values_to_the_bit(name, where, paths, 
     assert any(np.abs(np.asarray(x)).max() > 0 for x in a), path
 
 
+def test_variables_and_the_train_state_inside_a_callers_jit_and_eval_shape():
+  """`init_variables` inside a caller's `jax.jit` gives the values it gives outside, to the
+  bit, and `create_train_state` under `jax.eval_shape` the shapes of `abstract_train_state`
+  (a notebook's way to a template). Was: JAX's TypeError from compiling the host-draw
+  program for traced arguments (a review of the API under transformations)."""
+  from a2i_jax import train_state  # pylint: disable=import-outside-toplevel
+  cfg = tiny_config("cvae")
+  model, key = models.create_model(cfg.model), jax.random.key(3)
+  inside = jax.jit(lambda k: models.init_variables(model, cfg.model, k))(key)
+  outside = models.init_variables(model, cfg.model, key)
+  a, tree_a = jax.tree_util.tree_flatten(inside)
+  b, tree_b = jax.tree_util.tree_flatten(outside)
+  assert tree_a == tree_b
+  for x, y in zip(a, b):
+    assert x.dtype == y.dtype
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  tx = train_state.make_optimizer(cfg)
+  shapes = jax.eval_shape(lambda k: train_state.create_train_state(model, cfg, tx, k), key)
+  want = train_state.abstract_train_state(model, cfg, tx)
+  assert jax.tree_util.tree_structure(shapes) == jax.tree_util.tree_structure(want)
+  assert [(x.shape, x.dtype) for x in jax.tree_util.tree_leaves(shapes)] == [
+      (x.shape, x.dtype) for x in jax.tree_util.tree_leaves(want)]
+
+
 def test_a_bounded_cache_builds_once_and_forgets_the_least_recently_used():
   from a2i_jax import memo  # pylint: disable=import-outside-toplevel
   cache, built = memo.BoundedCache(2), []

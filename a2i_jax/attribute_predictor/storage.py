@@ -44,11 +44,10 @@ def predictor_dir(workdir: str) -> str:
   Returns:
     The absolute path of `workdir/attribute_predictor`.
   Raises:
-    InputError: a workdir that is not a path (was a TypeError of os.path's, e.g. for None).
+    InputError: a workdir that is not a path (was a TypeError of os.path's, e.g. for None),
+      or is empty.
   """
-  if not isinstance(workdir, (str, os.PathLike)):
-    raise InputError(f"workdir={workdir!r} is not a folder's path; pass the run's workdir "
-                     "(a string).")
+  files.check_workdir_arg(workdir, InputError)
   return os.path.join(os.path.abspath(os.path.expanduser(workdir)), PREDICTOR_DIR)
 
 

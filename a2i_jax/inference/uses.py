@@ -24,8 +24,8 @@ from a2i_jax.inference.posterior import (AttributePrior, InferenceOptions, _chec
                                          _check_options, _infer_latents, _needs_attributes,
                                          _static, _warn_diverged, make_inference_fns)
 from a2i_jax.inference.restore import TrainedModel, shared_programs
-from a2i_jax.inputs import (check_attributes, check_images, check_int, check_key, check_mask,
-                            to_unit)
+from a2i_jax.inputs import (as_array, check_attributes, check_images, check_int, check_key,
+                            check_mask, to_unit)
 
 Array = jax.Array
 
@@ -324,6 +324,9 @@ def decode(trained: TrainedModel, latents: Mapping[str, Any], attributes: Any
     if np.shape(latents[name]) != (y.shape[0], dim):
       raise InputError(f"latents[{name!r}] has shape {np.shape(latents[name])}; expected "
                        f"[{y.shape[0]}, {dim}].")
+  for name in dims:  # Was: NumPy's ComplexWarning, and the imaginary part dropped.
+    if np.iscomplexobj(as_array(latents[name], f"latents[{name!r}]")):
+      raise InputError(f"latents[{name!r}] holds complex numbers; pass real values.")
   try:
     lat = {n: np.asarray(latents[n], np.float32) for n in dims}
   except (TypeError, ValueError) as e:

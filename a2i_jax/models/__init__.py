@@ -21,13 +21,14 @@ decoders), `cvae` and `discvae`. Their public names are re-exported here.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from a2i_jax import memo, perf
+from a2i_jax import inputs, memo, perf
 from a2i_jax.errors import ConfigError
 from a2i_jax.models.blocks import GaussianHead, ImageDecoder, ImageEncoder, ImageTrunk, LinearMix
 from a2i_jax.models.cvae import CVAE
@@ -69,8 +70,13 @@ def create_model(model_config: Any) -> nn.Module:
     An unbound Linen module that answers for itself: `latent_dims`, `uses_attributes`,
     `needs_masks`, `image_layers`, `energies`, `default_energy`, `loss_terms`,
     `encode_latents` and `decode_latents` (callers never test the model's name).
+  Raises:
+    ConfigError: an unknown name, or sizes no model has (a width that is not a finite number
+      above 0, a latent size below 1, a negative y_dim): a config built in Python may not
+      have been through `validate_config`.
   """
   name = model_config.name
+  _check_sizes(model_config, name)
   # "auto": bf16 compute on GPU / TPU, f32 on CPU (perf.compute_dtype); params stay f32.
   dtype = perf.compute_dtype(model_config.get("dtype", "float32"))
   # "auto": the per-tap weight gradient on CPU with YNNPACK's convolutions, XLA's elsewhere
@@ -93,6 +99,24 @@ def create_model(model_config: Any) -> nn.Module:
   raise ConfigError(f"unknown model.name={name!r}; choose one of {', '.join(MODEL_NAMES)}.")
 
 
+def _check_sizes(model_config: Any, name: str) -> None:
+  """`create_model`'s checks of the sizes it builds from, as `config_lib.validate_config`
+  words them: was a model of one channel per layer for a width of 0 or -1, and a
+  ZeroDivisionError (z_dim=0) or JAX's TypeError (z_dim=-3) at its init (a review)."""
+  width = model_config.width
+  if (isinstance(width, bool) or not isinstance(width, numbers.Real)
+      or not math.isfinite(width) or width <= 0):
+    raise ConfigError(f"config.model.width={width!r} must be a finite number > 0 (1.0: the "
+                      "paper's channel widths).")
+  for key in {"vae": ("z_dim",), "cvae": ("z_dim",)}.get(name, ("zf_dim", "zb_dim")):
+    inputs.check_int(model_config[key], f"config.model.{key}", 1, ConfigError)
+  # 0: a folder dataset's attribute count, counted when training starts (`dummy_inputs`,
+  # which every init and shape trace goes through, asks for it).
+  inputs.check_int(model_config.y_dim, "config.model.y_dim", 0, ConfigError,
+                   usage="y_dim is the number of attributes (0: a folder dataset's, "
+                   "counted when training starts)")
+
+
 def dummy_inputs(model_config: Any, batch: int = 1) -> tuple[Array, Array, Array]:
   """Zero inputs (x, y, mask) of the right shapes, for `init` and `jax.eval_shape`.
 
@@ -101,7 +125,16 @@ def dummy_inputs(model_config: Any, batch: int = 1) -> tuple[Array, Array, Array
     batch: the batch size B.
   Returns:
     x [B, S, S, 3] zeros, y [B, y_dim] zeros, mask [B, S, S, 1] ones.
+  Raises:
+    InputError: a batch that is no integer of at least 1.
+    ConfigError: `model_config.y_dim` below 1 (a folder dataset's 0, not yet counted).
   """
+  inputs.check_int(batch, "batch", 1)  # Was JAX's TypeError for -1 or 2.5 (a review).
+  if inputs.is_integer(model_config.y_dim) and model_config.y_dim < 1:  # Was a
+    # ZeroDivisionError from the initialisers' fan-in.
+    raise ConfigError(f"config.model.y_dim={model_config.y_dim} must be a positive integer "
+                      "(the number of attributes; a folder dataset's 0 is counted when "
+                      "training starts: pass the count).")
   s = model_config.image_size
   return (jnp.zeros((batch, s, s, 3), jnp.float32),
           jnp.zeros((batch, model_config.y_dim), jnp.float32),

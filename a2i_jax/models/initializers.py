@@ -331,6 +331,8 @@ def draw_after(init: Callable[..., Any], *args: Any,
   placeholder (found from the program's jaxpr; no layer here does that), `init` runs with the
   callbacks inside the program instead, with a warning. Draws in a nested trace (a jit, scan
   or eval_shape inside `init`) stay callbacks; those that never reach the result are dropped.
+  Called inside a transformation itself (its arguments traced), it is `init(*args)`, the
+  draws callbacks in the caller's program.
 
   The program itself is usually not compiled: what its results need of it (key derivations,
   constant leaves) is evaluated with NumPy, to the same bits (`_evaluate_on_host`). It is
@@ -351,6 +353,11 @@ def draw_after(init: Callable[..., Any], *args: Any,
   Raises:
     MemoryError: values that take more than the host's physical memory, before any is made.
   """
+  if any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(args)):
+    # Inside a caller's transformation (`jax.jit`, `jax.eval_shape` of `init_variables`):
+    # the draws stay callbacks in the caller's program, the same values (was: JAX's
+    # TypeError from compiling this program for traced arguments).
+    return init(*args)
   signature = _argument_signature(args) if cache_key is not None else None
   trace = lambda: _trace_draws(init, args)
   traced, found, draws_reach_leaves = (

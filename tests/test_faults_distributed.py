@@ -1,0 +1,106 @@
+"""Fault hunt of distributed.py's start-up: a coordinator address, a process count and a
+cluster environment that a user gets wrong stop with one line. Fast: nothing here joins
+another process or waits for a timeout."""
+
+import re
+import socket
+
+from jax._src import distributed as jax_distributed
+import pytest
+
+from a2i_jax import distributed
+from a2i_jax.errors import ConfigError
+
+_SLURM = {"SLURM_JOB_ID": "1234", "SLURM_STEP_NODELIST": "localhost", "SLURM_NTASKS": "2",
+          "SLURM_PROCID": "0", "SLURM_LOCALID": "0"}
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def _no_settings(monkeypatch):
+  for name in (distributed.ENV_COORDINATOR, distributed.ENV_NUM_PROCESSES,
+               distributed.ENV_PROCESS_ID, "JAX_COORDINATOR_ADDRESS", *_SLURM):
+    monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.parametrize("host, why", [("node1..cluster", "an empty label between dots"),
+                                       ("a" * 64 + ".x", "a label longer than 63 characters")])
+@pytest.mark.parametrize("process_id", [0, 1])
+def test_a_malformed_coordinator_host_name_is_one_line(monkeypatch, host, why, process_id):
+  """Was: UnicodeError's traceback ("encoding with 'idna' codec failed") from the look-up of
+  the name, on process 0 (its self-connection) and on the others (the wait for process 0)."""
+  _no_settings(monkeypatch)
+  address = f"{host}:{_free_port()}"
+  with pytest.raises(ConfigError, match=re.escape(
+      f"coordinator address {address!r}: the host name {host!r} is malformed ({why}); pass "
+      "--coordinator_address=HOST:PORT (or A2I_COORDINATOR) with process 0's host name or "
+      "address.")):
+    distributed.initialize(address, num_processes=2, process_id=process_id, timeout_s=1)
+  monkeypatch.setenv(distributed.ENV_COORDINATOR, address)  # The variable the same.
+  monkeypatch.setenv(distributed.ENV_NUM_PROCESSES, "2")
+  monkeypatch.setenv(distributed.ENV_PROCESS_ID, str(process_id))
+  with pytest.raises(ConfigError, match="is malformed"):
+    distributed.initialize(timeout_s=1)
+  assert distributed.process_count() == 1  # Nothing was joined.
+
+
+@pytest.mark.parametrize("port", ["²", "١٢٣٤", "1" * 5000])
+def test_a_port_of_other_than_ascii_digits_is_not_host_port(port):
+  """Was: "²".isdigit() passed, and int("²") raised a ValueError's traceback; other digits
+  ("١٢٣٤") were taken for a port, and 5000 digits were int()'s ValueError too."""
+  split = distributed._split_address  # pylint: disable=protected-access
+  with pytest.raises(ConfigError, match="is not HOST:PORT; pass --coordinator_address="):
+    split(f"localhost:{port}")
+  assert split("[::1]:1234") == ("::1", 1234)
+  assert split("localhost.:80") == ("localhost.", 80)
+  assert split("10.0.0.9:65535") == ("10.0.0.9", 65535)
+
+
+@pytest.mark.parametrize("count", [1099511627776, 2**31])
+def test_a_process_count_past_what_jax_takes_is_one_line(monkeypatch, count):
+  """Was: JAX's nanobind "incompatible function arguments" over many lines past int32 (and
+  a hang of process 0 just below it, its service sized for them all)."""
+  _no_settings(monkeypatch)
+  message = re.escape(f"num_processes={count} is more than the 1048576 "
+                      "processes a run may have; pass the job's process count "
+                      "(--num_processes or A2I_NUM_PROCESSES).")
+  address = f"localhost:{_free_port()}"
+  with pytest.raises(ConfigError, match=f"^{message}$"):
+    distributed.initialize(address, num_processes=count, process_id=0, timeout_s=1)
+  monkeypatch.setenv(distributed.ENV_NUM_PROCESSES, str(count))
+  with pytest.raises(ConfigError, match=f"^{message}$"):
+    distributed.initialize(address, process_id=1, timeout_s=1)
+  assert distributed.process_count() == 1
+
+
+def test_a_detected_cluster_that_did_not_all_join_is_named(monkeypatch):
+  """One process started in a SLURM job of 2 tasks (no srun). Was: "start the same command
+  on every host with the same --coordinator_address and --num_processes and a distinct
+  --process_id", flags the user never passed. JAX's join is faked: it records what the
+  cluster gave, as JAX does, and then gives up, as JAX does when no one else arrives."""
+  _no_settings(monkeypatch)
+  for name, value in _SLURM.items():
+    monkeypatch.setenv(name, value)
+  state = jax_distributed.global_state
+
+  def join(**kwargs):
+    assert kwargs["coordinator_address"] is None and kwargs["process_id"] is None
+    monkeypatch.setattr(state, "coordinator_address", "localhost:62674")
+    monkeypatch.setattr(state, "process_id", 0)
+    raise RuntimeError("DEADLINE_EXCEEDED: Barrier timed out\nmore")
+  monkeypatch.setattr(distributed.jax.distributed, "initialize", join)
+  monkeypatch.setattr(distributed, "_backends_ready", lambda: False)
+  with pytest.raises(ConfigError) as raised:
+    distributed.initialize(timeout_s=30)
+  assert str(raised.value) == (
+      "process 0: not all 2 processes joined at localhost:62674 within 30 s (DEADLINE_EXCEEDED: "
+      "Barrier timed out); SLURM was detected from the environment (2 processes, coordinator "
+      "localhost:62674, process id 0), but not every process of the job started: start the "
+      "same command under srun (one task per process), or pass --num_processes=1 (or set "
+      "A2I_NUM_PROCESSES=1) to run this process alone.")
+  monkeypatch.setenv(distributed.ENV_NUM_PROCESSES, "1")  # What the line says runs alone.
+  assert distributed.initialize(timeout_s=30) == 1
