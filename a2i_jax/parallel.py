@@ -96,23 +96,26 @@ def loose_key(key: Any) -> Any:
 
   A key the caller committed to one device (`jax.device_put(key, device)`, or one split from
   such a key) made a call over several devices fail inside JAX ("incompatible devices"); its
-  host copy is placed like the call's NumPy arguments. A traced key, or one spread over
-  devices of other processes, is returned as it is.
+  host copy is placed like the call's NumPy arguments. One spread over devices of other
+  processes is returned as it is. For the host functions that take a key (inference), which
+  cannot run inside a caller's transformation.
 
   Args:
     key: a PRNG key that `inputs.check_key` accepts.
   Returns:
     The same key, uncommitted.
   Raises:
-    InputError: called inside a caller's `jax.jit` or `eval_shape` (the key's data traced),
-      where a host function cannot run (was JAX's TracerArrayConversionError; a review).
+    InputError: called inside a caller's `jax.jit` or `eval_shape` (the key, or its data,
+      traced), where a host function cannot run (was JAX's TracerArrayConversionError; a
+      review).
   """
-  if not isinstance(key, jax.Array) or isinstance(key, jax.core.Tracer) or (
-      not key.is_fully_addressable):
+  if isinstance(key, jax.core.Tracer):
+    raise inputs.traced_error("the key")
+  if not isinstance(key, jax.Array) or not key.is_fully_addressable:
     return key
   if _is_key(key):
     data = jax.random.key_data(key)
-    if isinstance(data, jax.core.Tracer):
+    if isinstance(data, jax.core.Tracer):  # A key closed over by the caller's function.
       raise inputs.traced_error("the key")
     return jax.random.wrap_key_data(np.asarray(data), impl=jax.random.key_impl(key))
   return np.asarray(key)

@@ -176,6 +176,10 @@ def test_bench_parses_lists_and_documents_smoke_repeats(capsys):
   with pytest.raises(SystemExit):  # The --smoke help names what it replaces.
     bench.parse_args(["--help"])
   assert "replaces --repeats" in " ".join(capsys.readouterr().out.split())
+  # Its lists of choices, kept without importing jax, are the library's.
+  from a2i_jax import models, perf  # pylint: disable=import-outside-toplevel
+  assert set(bench.MODELS) == set(models.MODEL_NAMES)
+  assert set(bench.DTYPES) == set(perf.COMPUTE_DTYPES)
 
 
 def test_bench_main_prints_library_errors_as_one_line(monkeypatch):

@@ -882,10 +882,12 @@ def test_the_inference_functions_inside_a_callers_jit_and_complex_latents(cvae, 
   warning alone (a review)."""
   words = "is traced (inside jax.jit, jax.vmap or jax.eval_shape); this function runs its own"
   for transform in (jax.jit, lambda f: functools.partial(jax.eval_shape, f)):
-    for call in (lambda y: inference.sample(cvae, y, key)["image"],  # The key: its data.
-                 lambda y: inference.decode(cvae, {"z": y[:, :1] * 0}, y)["image"]):
+    for call, arg in ((lambda y: inference.sample(cvae, y, key)["image"], _attrs(2)),
+                      (lambda k: inference.sample(cvae, _attrs(2), k)["image"], key),
+                      (lambda y: inference.decode(cvae, {"z": y[:, :1] * 0}, y)["image"],
+                       _attrs(2))):
       with pytest.raises(InputError, match=re.escape(words)):
-        transform(call)(_attrs(2))
+        transform(call)(arg)
   z = np.zeros((2, cvae.config.model.z_dim), np.complex64)
   with pytest.raises(InputError, match=re.escape("latents['z'] holds complex numbers; pass "
                                                  "real values.")):
