@@ -692,10 +692,8 @@ def _check_model(mc: ml_collections.ConfigDict, data_name: str) -> bool:
                         "columns of attributes.csv) or a positive integer.")
     _check_positive(mc, "model", ("y_dim",))
   # Only the keys this model reads: another model's (a CVAE config's zf_dim) change nothing.
+  # Its width and latent sizes: `models.create_model`'s own checks, at the end.
   unused = unused_model_keys(mc.name)
-  _check_positive(mc, "model", tuple(k for k in ("z_dim", "zf_dim", "zb_dim")
-                                     if k not in unused))
-  _check_above(mc, "model.width", 0.0)
   if "gate_loss_weight" not in unused:
     _check_above(mc, "model.gate_loss_weight", 0.0, inclusive=True)
   if "recon_weight" not in unused:

@@ -602,55 +602,6 @@ DTYPES = ("float32", "bfloat16", "float16", "auto")  # perf.COMPUTE_DTYPES (no j
 WHATS = ("train", "infer", "compile")
 
 
-def comma_list(p: argparse.ArgumentParser, flag: str, value: str,
-               choices: Optional[tuple] = None) -> list[str]:
-  """The items of a comma list flag, refused (`p.error`: one `error:` line, exit status 2)
-  where it names none or, given `choices`, an item not among them.
-
-  Args:
-    p: the parser whose `error` refuses the value.
-    flag: the flag's name, e.g. "--what", for the error line.
-    value: the flag's value.
-    choices: the items allowed (None: any).
-  Returns:
-    The items, in order.
-  Raises:
-    SystemExit: (status 2, from `p.error`) an empty list or an unknown item.
-  """
-  items = [v.strip() for v in value.split(",") if v.strip()]
-  if not items:
-    p.error(f"{flag} names nothing; give a comma list"
-            + (f" of {', '.join(choices)}." if choices else "."))
-  unknown = [v for v in items if choices is not None and v not in choices]
-  if unknown:
-    p.error(f"{flag}: unknown {', '.join(map(repr, unknown))}; choose from {', '.join(choices)}.")
-  return items
-
-
-def positive_ints(p: argparse.ArgumentParser, flag: str, value: str) -> list[int]:
-  """The integers of a comma list flag such as --batches, each at least 1; refused (`p.error`)
-  otherwise.
-
-  Args:
-    p: the parser whose `error` refuses the value.
-    flag: the flag's name, for the error line.
-    value: the flag's value.
-  Returns:
-    The integers, in order.
-  Raises:
-    SystemExit: (status 2) an item that is no integer or is below 1, or an empty list.
-  """
-  out = []
-  for item in comma_list(p, flag, value):
-    try:
-      out.append(int(item))
-    except ValueError:
-      p.error(f"{flag}: {item!r} is not an integer; give a comma list of integers, e.g. 32,256.")
-    if out[-1] < 1:
-      p.error(f"{flag}: {item} is below 1; give a comma list of integers of at least 1.")
-  return out
-
-
 def overrides_of(p: argparse.ArgumentParser, value: str) -> dict[str, str]:
   """{key: value} of a --model_overrides comma list of key=value; refused (`p.error`) where an
   item has no "=" or no key.
@@ -723,10 +674,10 @@ def parse_args(argv=None) -> argparse.Namespace:
   args = p.parse_args(argv)
   p.check_at_least(args, {"repeats": 1, "infer_steps": 1, "infer_images": 0, "pipelined": 0,
                            "infer_repeats": 0})
-  args.models = comma_list(p, "--models", args.models, MODELS)
-  args.batches = positive_ints(p, "--batches", args.batches)
-  args.dtypes = comma_list(p, "--dtypes", args.dtypes, DTYPES)
-  args.what = comma_list(p, "--what", args.what, WHATS)
+  args.models = p.comma_list("--models", args.models, MODELS)
+  args.batches = p.positive_ints("--batches", args.batches)
+  args.dtypes = p.comma_list("--dtypes", args.dtypes, DTYPES)
+  args.what = p.comma_list("--what", args.what, WHATS)
   if args.smoke:
     args.model_overrides = ",".join(filter(None, [
         *(f"{k}={v}" for k, v in SMOKE_OVERRIDES.items()), args.model_overrides]))

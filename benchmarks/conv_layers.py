@@ -57,7 +57,7 @@ def run_jax(args):
   import jax.numpy as jnp
   from a2i_jax.models import conv_grad
   dtype = jnp.dtype(args.dtype)
-  blocks = [int(b) for b in args.blocks.split(",")]
+  blocks = args.blocks
   for name, s, cin, cout, k, stride, *padding in LAYERS:
     if args.only and args.only not in name:
       continue
@@ -148,10 +148,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--torch", action="store_true", help="Time PyTorch instead of JAX.")
   args = p.parse_args(argv)
   p.check_at_least(args, {"batch": 1, "repeats": 1})
-  for b in args.blocks.split(","):
-    if not b.strip().isdigit() or int(b) < 1:
-      p.error(f"--blocks: {b!r} is not an integer of at least 1; give a comma list such as "
-              "1,2,4.")
+  args.blocks = p.positive_ints("--blocks", args.blocks)
   return args
 
 

@@ -24,7 +24,7 @@ import os
 import statistics
 import sys
 import time
-from typing import NoReturn
+from typing import NoReturn, Optional
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -55,6 +55,49 @@ class ArgumentParser(argparse.ArgumentParser):
       if getattr(args, name) < minimum:
         self.error(f"--{name}={getattr(args, name)} is below {minimum}; give at least "
                    f"{minimum}.")
+
+  def comma_list(self, flag: str, value: str, choices: Optional[tuple] = None) -> list[str]:
+    """The items of a comma list flag, refused (`error`) where it names none or, given
+    `choices`, an item not among them.
+
+    Args:
+      flag: the flag's name, e.g. "--what", for the error line.
+      value: the flag's value.
+      choices: the items allowed (None: any).
+    Returns:
+      The items, in order.
+    Raises:
+      SystemExit: (status 2) an empty list or an unknown item.
+    """
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+      self.error(f"{flag} names nothing; give a comma list"
+                 + (f" of {', '.join(choices)}." if choices else "."))
+    unknown = [v for v in items if choices is not None and v not in choices]
+    if unknown:
+      self.error(f"{flag}: unknown {', '.join(map(repr, unknown))}; choose from "
+                 f"{', '.join(choices)}.")
+    return items
+
+  def positive_ints(self, flag: str, value: str) -> list[int]:
+    """The integers of a comma list flag such as --batches, each at least 1; refused (`error`)
+    otherwise.
+
+    Args:
+      flag: the flag's name, for the error line.
+      value: the flag's value.
+    Returns:
+      The integers, in order.
+    Raises:
+      SystemExit: (status 2) an item that is no integer or is below 1, or an empty list.
+    """
+    out = []
+    for item in self.comma_list(flag, value):
+      if not item.isascii() or not item.isdigit() or int(item) < 1:
+        self.error(f"{flag}: {item!r} is not an integer of at least 1; give a comma list of "
+                   "them.")
+      out.append(int(item))
+    return out
 
 TURNS_ENV = "A2I_BENCH_TURNS"  # "<folder>:<this process's index, 0 or 1>"
 

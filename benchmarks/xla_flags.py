@@ -50,11 +50,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--model_overrides", default="")
   args = p.parse_args(argv)
   p.check_at_least(args, {"batch": 1, "rounds": 1})
-  args.variants = args.variants.split(",")
-  unknown = [v for v in args.variants if v not in VARIANTS]
-  if unknown:
-    p.error(f"--variants: unknown {', '.join(map(repr, unknown))}; choose from "
-            f"{', '.join(VARIANTS)}.")
+  args.variants = p.comma_list("--variants", args.variants, VARIANTS)
   return args
 
 

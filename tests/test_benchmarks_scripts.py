@@ -160,7 +160,8 @@ def _refused(capsys, parse, argv, words):
 
 
 @pytest.mark.parametrize("argv,words", [
-    (["--what=trian"], "'trian'"), (["--batches=abc"], "'abc'"), (["--batches=0"], "below 1"),
+    (["--what=trian"], "'trian'"), (["--batches=abc"], "'abc'"),
+    (["--batches=0"], "'0' is not an integer of at least 1"),
     (["--models=foo"], "'foo'"), (["--model_overrides=model.width"], "key=value"),
     (["--repeats=0"], "--repeats=0"), (["--dtypes=f16"], "'f16'"), (["--what="], "--what")])
 def test_bench_refuses_bad_flags(capsys, argv, words):

@@ -839,12 +839,13 @@ def test_inference_functions_built_for_another_model_are_refused(untrained, cvae
 
 
 @pytest.mark.parametrize("key_name, value, words", [
-    ("width", 0.0, "config.model.width=0.0 must be a finite number > 0"),
-    ("width", -1.0, "config.model.width=-1.0 must be a finite number > 0"),
-    ("width", float("inf"), "config.model.width=inf must be a finite number > 0"),
-    ("z_dim", 0, "config.model.z_dim=0 is not valid; pass an integer of at least 1"),
-    ("z_dim", -3, "config.model.z_dim=-3 is not valid; pass an integer of at least 1"),
-    ("y_dim", -1, "config.model.y_dim=-1 is not valid; pass an integer of at least 0")])
+    ("width", 0.0, "config.model.width=0.0 must be > 0 (1.0: the paper's widths)."),
+    ("width", -1.0, "config.model.width=-1.0 must be > 0"),
+    ("width", float("inf"), "config.model.width=inf must be a finite number."),
+    ("z_dim", 0, "config.model.z_dim=0 must be a positive integer."),
+    ("z_dim", -3, "config.model.z_dim=-3 must be a positive integer."),
+    ("y_dim", -1, "config.model.y_dim=-1 must be a positive integer (the number of attributes; "
+                  "0 for a folder dataset's")])
 def test_a_model_of_sizes_no_model_has_is_refused_when_it_is_made(key_name, value, words):
   """A config built in Python need not have been through validate_config: was a model of one
   channel per layer for a width of 0 or -1 (taken), a ZeroDivisionError (z_dim=0) or JAX's

@@ -100,21 +100,23 @@ def create_model(model_config: Any) -> nn.Module:
 
 
 def _check_sizes(model_config: Any, name: str) -> None:
-  """`create_model`'s checks of the sizes it builds from, as `config_lib.validate_config`
-  words them: was a model of one channel per layer for a width of 0 or -1, and a
+  """The checks of the sizes a model is built from: its width and the latent sizes it uses
+  (`config_lib.validate_config` leaves them to this, which it calls), and y_dim's sign (0 is
+  a folder dataset's count before training; `dummy_inputs` refuses it). Was, for a config
+  built in Python: a model of one channel per layer for a width of 0 or -1, a
   ZeroDivisionError (z_dim=0) or JAX's TypeError (z_dim=-3) at its init (a review)."""
   width = model_config.width
-  if (isinstance(width, bool) or not isinstance(width, numbers.Real)
-      or not math.isfinite(width) or width <= 0):
-    raise ConfigError(f"config.model.width={width!r} must be a finite number > 0 (1.0: the "
-                      "paper's channel widths).")
+  if isinstance(width, bool) or not isinstance(width, numbers.Real) or not math.isfinite(width):
+    raise ConfigError(f"config.model.width={width!r} must be a finite number.")
+  if width <= 0:
+    raise ConfigError(f"config.model.width={width} must be > 0 (1.0: the paper's widths).")
   for key in {"vae": ("z_dim",), "cvae": ("z_dim",)}.get(name, ("zf_dim", "zb_dim")):
-    inputs.check_int(model_config[key], f"config.model.{key}", 1, ConfigError)
-  # 0: a folder dataset's attribute count, counted when training starts (`dummy_inputs`,
-  # which every init and shape trace goes through, asks for it).
-  inputs.check_int(model_config.y_dim, "config.model.y_dim", 0, ConfigError,
-                   usage="y_dim is the number of attributes (0: a folder dataset's, "
-                   "counted when training starts)")
+    if not inputs.is_integer(model_config[key]) or model_config[key] < 1:
+      raise ConfigError(f"config.model.{key}={model_config[key]} must be a positive integer.")
+  if not inputs.is_integer(model_config.y_dim) or model_config.y_dim < 0:
+    raise ConfigError(f"config.model.y_dim={model_config.y_dim} must be a positive integer "
+                      "(the number of attributes; 0 for a folder dataset's, counted when "
+                      "training starts).")
 
 
 def dummy_inputs(model_config: Any, batch: int = 1) -> tuple[Array, Array, Array]:
