@@ -64,24 +64,44 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench  # noqa: E402  (benchmarks/bench.py; imports no jax at module level)
+import timing  # noqa: E402  (benchmarks/timing.py)
 
 
-def _variants(spec: str) -> list[tuple[str, dict]]:
+def _variants(p: argparse.ArgumentParser, spec: str) -> list[tuple[str, dict]]:
+  """[(name, {key: value})] of a --variants value; refused (`p.error`) where a part is not
+  name:key=value,..., two parts share a name, or a form key (`FORM_CHOICES`) has no such value."""
   out = []
-  for part in (p for p in spec.split(";") if p.strip()):
+  for part in (s for s in spec.split(";") if s.strip()):
     name, colon, kvs = part.partition(":")
     pairs = [kv.split("=", 1) for kv in kvs.split(",") if kv.strip()]
     if not colon or not name.strip() or any(len(kv) != 2 for kv in pairs):
-      raise SystemExit(f"error: --variants part {part!r} is not name:key=value,...; e.g. "
-                       "\"taps:model.conv_weight_grad=taps;xla:model.conv_weight_grad=xla\".")
+      p.error(f"--variants part {part!r} is not name:key=value,...; e.g. "
+              "\"taps:model.conv_weight_grad=taps;xla:model.conv_weight_grad=xla\".")
+    if name.strip() in dict(out):  # Was: the later one timed alone under the shared name.
+      p.error(f"--variants names {name.strip()!r} twice; give each variant its own name.")
+    for key, value in pairs:
+      if key in FORM_CHOICES and value not in FORM_CHOICES[key]:
+        p.error(f"--variants {name.strip()}: {key}={value!r}; use one of "
+                f"{', '.join(FORM_CHOICES[key])}.")
     out.append((name.strip(), dict(pairs)))
   if not out:
-    raise SystemExit("error: --variants names no variant; give name:key=value,...;name:...")
+    p.error("--variants names no variant; give name:key=value,...;name:...")
   return out
 
 
-def main(argv=None) -> None:
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def parse_args(argv=None) -> argparse.Namespace:
+  """The command line of `main`, checked before anything is compiled.
+
+  Args:
+    argv: the arguments (default: sys.argv[1:]).
+  Returns:
+    The flags; `models` as a list and `variants` as [(name, {key: value})].
+  Raises:
+    SystemExit: (status 2, one `error:` line) an unknown model, a malformed or repeated
+      variant or an unknown form value in one, a count below 1.
+  """
+  p = timing.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--models", default="cvae,discvae")
   p.add_argument("--variants", required=True, help="name:key=value,...;name:...")
   p.add_argument("--batch", type=int, default=32)
@@ -91,18 +111,32 @@ def main(argv=None) -> None:
   p.add_argument("--what", default="train", choices=("train", "infer"),
                  help="train: the train step; infer: one call of inference's Adam loop.")
   p.add_argument("--smoke", action="store_true", help="Tiny models, 2 rounds.")
-  import bench  # pylint: disable=import-outside-toplevel
   p.add_argument("--xla_cpu_flags", default="recommended", help=bench.XLA_CPU_FLAGS_HELP)
   p.add_argument("--huge_pages", default="auto", choices=("auto", "off"),
                  help=bench.HUGE_PAGES_HELP)
   args = p.parse_args(argv)
+  p.check_at_least(args, {"batch": 1, "rounds": 1})
+  args.models = p.comma_list("--models", args.models, bench.MODELS)
+  args.variants = _variants(p, args.variants)
+  return args
+
+
+def main(argv=None) -> None:
+  """Compiles the variants and times them in alternating rounds (see the module docstring).
+
+  Args:
+    argv: the arguments (default: sys.argv[1:]).
+  Raises:
+    SystemExit: a flag value that cannot be measured, as one `error:` line.
+  """
+  args = parse_args(argv)
   if argv is None:
     bench.huge_pages(args.huge_pages)
   xla_flags = bench.set_xla_cpu_flags(args.xla_cpu_flags)
-  variants = _variants(args.variants)
+  variants = args.variants
   if args.smoke:
     args.rounds = 2
-  for model_name in args.models.split(","):
+  for model_name in args.models:
     compiled = {}
     for name, overrides in variants:
       if args.smoke:
@@ -148,6 +182,11 @@ YNN_FUSION_TYPES = {"xla": None, "dot": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",
                     "conv": "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION", "none": ""}
 
 
+# The values of the form keys that take one of a fixed set (checked with the command line).
+FORM_CHOICES = {"cpu_scheduler": ("bfs", "dfs"), "ynn": tuple(YNN_FUSION_TYPES),
+                "optimizer": ("flat", "per_leaf")}
+
+
 def _choice(key: str, value: str, choices) -> None:
   if value not in choices:
     raise SystemExit(f"error: {key}={value!r}; use one of {', '.join(choices)}.")
@@ -161,14 +200,14 @@ def _number(key, value, module, attr):
 
 def _cpu_scheduler(key, value, module, attr):
   """The library's CPU compile options with XLA's bfs or dfs instruction scheduler."""
-  _choice(key, value, ("bfs", "dfs"))
+  _choice(key, value, FORM_CHOICES[key])
   return {**getattr(module, attr),
           "xla_cpu_enable_concurrency_optimized_scheduler": value == "bfs"}
 
 
 def _ynn(key, value, module, attr):
   """The library's CPU compile options with one `YNN_FUSION_TYPES` kind (or XLA's default)."""
-  _choice(key, value, YNN_FUSION_TYPES)
+  _choice(key, value, FORM_CHOICES[key])
   name = "xla_cpu_experimental_ynn_fusion_type"
   options = {k: v for k, v in getattr(module, attr).items() if k != name}
   if YNN_FUSION_TYPES[value] is not None:
@@ -181,9 +220,8 @@ def _optimizer(key, value, module, attr):
   del module, attr
   import importlib  # pylint: disable=import-outside-toplevel
   state = importlib.import_module("a2i_jax.train_state")
-  choices = {"flat": state.make_optimizer, "per_leaf": state.legacy_optimizer}
-  _choice(key, value, choices)
-  return choices[value]
+  _choice(key, value, FORM_CHOICES[key])
+  return {"flat": state.make_optimizer, "per_leaf": state.legacy_optimizer}[value]
 
 
 # Variant keys that are not config keys: the library's module-level form settings, set while

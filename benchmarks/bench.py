@@ -602,28 +602,6 @@ DTYPES = ("float32", "bfloat16", "float16", "auto")  # perf.COMPUTE_DTYPES (no j
 WHATS = ("train", "infer", "compile")
 
 
-def overrides_of(p: argparse.ArgumentParser, value: str) -> dict[str, str]:
-  """{key: value} of a --model_overrides comma list of key=value; refused (`p.error`) where an
-  item has no "=" or no key.
-
-  Args:
-    p: the parser whose `error` refuses the value.
-    value: the flag's value.
-  Returns:
-    The overrides, in order.
-  Raises:
-    SystemExit: (status 2) an item that is not key=value.
-  """
-  out = {}
-  for kv in filter(None, value.split(",")):
-    key, eq, val = kv.partition("=")
-    if not eq or not key.strip():
-      p.error(f"--model_overrides: {kv!r} is not key=value; e.g. "
-              "--model_overrides=model.width=0.25,model.image_size=32.")
-    out[key.strip()] = val
-  return out
-
-
 def parse_args(argv=None) -> argparse.Namespace:
   """The command line of `main`, checked before anything is compiled or measured.
 
@@ -683,7 +661,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         *(f"{k}={v}" for k, v in SMOKE_OVERRIDES.items()), args.model_overrides]))
     args.repeats, args.infer_steps = 1, 2
     args.no_results_copy = True
-  args.overrides = overrides_of(p, args.model_overrides)
+  args.overrides = p.key_values("--model_overrides", args.model_overrides)
   return args
 
 

@@ -32,6 +32,9 @@ import os
 import re
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import timing  # noqa: E402  (benchmarks/timing.py)
+
 _CACHE = re.compile(r"(Persistent compilation cache hit|PERSISTENT COMPILATION CACHE MISS) "
                     r"for '[^']*' with key '([^']*)'")
 _COMPILED = re.compile(r"Finished XLA compilation of (.*) in ([0-9.]+) sec")
@@ -123,19 +126,47 @@ def by_test_file(logs: Logs, timeline: str) -> dict:
   return out
 
 
-def main(argv=None) -> None:
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def parse_args(argv=None) -> argparse.Namespace:
+  """The command line of `main`, checked before any log is read.
+
+  Args:
+    argv: the arguments (default: sys.argv[1:]).
+  Returns:
+    The flags.
+  Raises:
+    SystemExit: (status 2, one `error:` line) a folder that does not exist, --top below 1.
+  """
+  p = timing.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("folder")
   p.add_argument("--top", type=int, default=25)
   p.add_argument("--timeline", default="",
                  help="suite_timeline.py's folder of the same run: also per test file.")
   args = p.parse_args(argv)
+  p.check_at_least(args, {"top": 1})
+  timeline = [("--timeline", args.timeline)] if args.timeline else []
+  for flag, folder in [("the log folder", args.folder), *timeline]:
+    if not os.path.isdir(folder):
+      p.error(f"{flag} {folder} is not a folder; give the folder the run wrote "
+              "(A2I_JAXLOG_DIR for the logs, A2I_TIMELINE_DIR for --timeline).")
+  return args
+
+
+def main(argv=None) -> None:
+  """Prints the compile, tracing and lowering seconds of the logs (see the module docstring).
+
+  Args:
+    argv: the arguments (default: sys.argv[1:]).
+  Raises:
+    SystemExit: (status 2, one `error:` line) a folder that does not exist or holds no compile
+      lines, --top below 1.
+  """
+  args = parse_args(argv)
   logs = Logs(args.folder)
   rows = logs.compiles
   if not rows:
     print(f"error: no compile lines in {args.folder}/*.log; was the suite run with "
           "A2I_JAXLOG_DIR and PYTHONPATH=benchmarks/compile_log?", file=sys.stderr)
-    sys.exit(1)
+    sys.exit(2)
   by_program = collections.defaultdict(lambda: [0, 0.0, 0, 0.0, 0.0])
   seen = set()
   for _, _, program, key, hit, seconds in rows:

@@ -43,6 +43,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402  (benchmarks/bench.py; imports no jax at module level)
+import timing  # noqa: E402  (benchmarks/timing.py)
 
 OPTION_SETS = {
     "default": None,
@@ -68,7 +69,7 @@ def _programs(model_name: str, args: argparse.Namespace) -> dict:
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from a2i_jax import config_lib, inference, models  # pylint: disable=import-outside-toplevel
 
-  overrides = dict(kv.split("=", 1) for kv in args.overrides.split(",") if kv)
+  overrides = dict(args.overrides)
   if args.smoke:
     overrides = {**bench.SMOKE_OVERRIDES, **overrides}
   case = bench.Case(model_name, args.batch, "float32")
@@ -99,7 +100,7 @@ def _programs(model_name: str, args: argparse.Namespace) -> dict:
     from a2i_jax import parallel, train_lib  # pylint: disable=import-outside-toplevel
     report = train_lib.make_term_report(model, config, parallel.make_mesh(jax.devices()[:1]))
     out["term_report"] = (report.lower(state, data, key), lambda: (state, data, key), 1)
-  for k in (int(v) for v in args.infer_steps_per_call.split(",") if v.strip()):
+  for k in args.infer_steps_per_call:
     options = inference.InferenceOptions.from_config(config.inference, steps=k, restarts=1,
                                                      steps_per_call=k)
     fns = inference.make_inference_fns(model, options)
@@ -116,37 +117,71 @@ def _programs(model_name: str, args: argparse.Namespace) -> dict:
   return out
 
 
-def main(argv=None) -> None:
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def parse_args(argv=None) -> argparse.Namespace:
+  """The command line of `main`, checked before anything is compiled.
+
+  Args:
+    argv: the arguments (default: sys.argv[1:]).
+  Returns:
+    The flags; `models`, `options` and `infer_steps_per_call` as lists, `overrides` as a dict.
+  Raises:
+    SystemExit: (status 2, one `error:` line) an unknown model or option set, a count below 1,
+      an override that is not key=value (or given with --config, which it does not change), or
+      no program to measure.
+  """
+  p = timing.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--models", default="cvae,discvae")
-  p.add_argument("--options", default="default,O1,O0")
+  p.add_argument("--options", default="default,O1,O0",
+                 help=f"Comma list of option sets: {', '.join(OPTION_SETS)}.")
   p.add_argument("--batch", type=int, default=32)
   p.add_argument("--rounds", type=int, default=5, help="Timed rounds (one call per variant).")
   p.add_argument("--config", default="", help="A config file instead of configs/lfw.py, e.g. "
                  "configs/synthetic.py (its model sizes).")
   p.add_argument("--overrides", default="", help="Comma list of key=value (configs/lfw.py).")
   p.add_argument("--infer_steps_per_call", default="1,10",
-                 help="Inference programs: Adam steps per call, a comma list.")
-  p.add_argument("--train", type=int, default=1, help="0: the inference programs only.")
-  p.add_argument("--report", type=int, default=0,
+                 help="Inference programs: Adam steps per call, a comma list ('': none).")
+  p.add_argument("--train", type=int, default=1, choices=(0, 1),
+                 help="0: the inference programs only.")
+  p.add_argument("--report", type=int, default=0, choices=(0, 1),
                  help="1: also the divergence report (train_lib.make_term_report).")
-  p.add_argument("--infer_ends", type=int, default=0,
+  p.add_argument("--infer_ends", type=int, default=0, choices=(0, 1),
                  help="1: also inference's init and finish programs (once per call).")
   p.add_argument("--smoke", action="store_true", help="Tiny models, 2 rounds.")
   p.add_argument("--xla_cpu_flags", default="recommended",
                  help=bench.XLA_CPU_FLAGS_HELP + " The option sets add to them.")
   args = p.parse_args(argv)
+  p.check_at_least(args, {"batch": 1, "rounds": 1})
+  args.models = p.comma_list("--models", args.models, bench.MODELS)
+  args.options = p.comma_list("--options", args.options, tuple(OPTION_SETS))
+  if args.config and args.overrides:  # Was: ignored, the config file's values measured.
+    p.error("--overrides changes configs/lfw.py only; drop --config or --overrides.")
+  args.overrides = p.key_values("--overrides", args.overrides)
+  args.infer_steps_per_call = (p.positive_ints("--infer_steps_per_call",
+                                               args.infer_steps_per_call)
+                               if args.infer_steps_per_call.strip() else [])
+  if not (args.train or args.report or args.infer_steps_per_call):
+    p.error("--train=0 with no --infer_steps_per_call and --report=0 measures nothing; give "
+            "one of them.")
+  return args
+
+
+def main(argv=None) -> None:
+  """Compiles each program with each option set and times them (see the module docstring).
+
+  Args:
+    argv: the arguments (default: sys.argv[1:]).
+  Raises:
+    SystemExit: a flag value that cannot be measured, as one `error:` line.
+  """
+  args = parse_args(argv)
   if args.smoke:
     args.rounds = 2
   xla_flags = bench.set_xla_cpu_flags(args.xla_cpu_flags)  # Before JAX starts its backend.
   import jax  # pylint: disable=import-outside-toplevel
   jax.config.update("jax_enable_compilation_cache", False)
-  names = args.options.split(",")
-  for name in names:
-    if name not in OPTION_SETS:
-      raise SystemExit(f"error: unknown option set {name!r}; choose from {', '.join(OPTION_SETS)}.")
+  names = args.options
   rows = []
-  for model_name in args.models.split(","):
+  for model_name in args.models:
     for program, (lowered, call_args, per_call) in _programs(model_name, args).items():
       compiled, compile_s = {}, {}
       for name in names:

@@ -65,6 +65,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402  (benchmarks/bench.py; imports no jax at module level)
+import timing  # noqa: E402  (benchmarks/timing.py)
 
 VARIANTS = {
     "default": ({}, ""),
@@ -236,16 +237,27 @@ def run_variant(model: str, variant: str, args: argparse.Namespace) -> dict:
   return row
 
 
-def main(argv=None) -> None:
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def parse_args(argv=None) -> argparse.Namespace:
+  """The command line of `main`, checked before any process is started.
+
+  Args:
+    argv: the arguments (default: sys.argv[1:]).
+  Returns:
+    The flags; `models` and `variants` as lists (in a child, `models` is its one model).
+  Raises:
+    SystemExit: (status 2, one `error:` line) an unknown model or variant, a count below its
+      least value, or nothing to measure (--train=0 and --infer_images=0).
+  """
+  p = timing.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--models", default="cvae,discvae")
-  p.add_argument("--variants", default="default")
+  p.add_argument("--variants", default="default",
+                 help=f"Comma list: {', '.join(VARIANTS)}.")
   p.add_argument("--batch", type=int, default=32)
   p.add_argument("--infer_images", type=int, default=32, help="0: skip the inference call.")
   p.add_argument("--infer_steps", type=int, default=10)
   p.add_argument("--steps_per_call", type=int, default=0,
                  help="Inference steps per jitted call (0: the library's default).")
-  p.add_argument("--train", type=int, default=1, help="0: skip the train step.")
+  p.add_argument("--train", type=int, default=1, choices=(0, 1), help="0: skip the train step.")
   p.add_argument("--rounds", type=int, default=1, help="Repeat the whole set, alternating.")
   p.add_argument("--smoke", action="store_true")
   p.add_argument("--xla_cpu_flags", default="recommended", help=bench.XLA_CPU_FLAGS_HELP
@@ -253,17 +265,35 @@ def main(argv=None) -> None:
   p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
   p.add_argument("--overrides", default="", help=argparse.SUPPRESS)
   args = p.parse_args(argv)
+  if args.child:  # Flags the parent checked, --models its one model.
+    return args
+  p.check_at_least(args, {"batch": 1, "infer_images": 0, "infer_steps": 1, "steps_per_call": 0,
+                          "rounds": 1})
+  args.models = p.comma_list("--models", args.models, bench.MODELS)
+  args.variants = p.comma_list("--variants", args.variants, tuple(VARIANTS))
+  if not (args.train or args.infer_images):  # Was: rows of no figures, exit status 0.
+    p.error("--train=0 with --infer_images=0 measures nothing; give either.")
+  return args
+
+
+def main(argv=None) -> None:
+  """Runs each (round, model, variant) in a fresh process and prints its figures (see the module
+  docstring).
+
+  Args:
+    argv: the arguments (default: sys.argv[1:]).
+  Raises:
+    SystemExit: a flag value that cannot be measured, or a failed process, as `error:`.
+  """
+  args = parse_args(argv)
   if args.child:
     print(json.dumps(_child(args)))
     return
-  for name in args.variants.split(","):
-    if name not in VARIANTS:
-      raise SystemExit(f"error: unknown variant {name!r}; choose from {', '.join(VARIANTS)}.")
   bench.set_xla_cpu_flags(args.xla_cpu_flags)  # In the environment the children inherit.
   rows = []
   for _ in range(args.rounds):
-    for model in args.models.split(","):
-      for variant in args.variants.split(","):
+    for model in args.models:
+      for variant in args.variants:
         row = run_variant(model, variant, args)
         print(json.dumps(row), flush=True)
         rows.append(row)

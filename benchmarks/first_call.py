@@ -35,29 +35,53 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402  (benchmarks/bench.py; imports no jax at module level)
+import timing  # noqa: E402  (benchmarks/timing.py)
 
-def main():
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+
+def parse_args(argv=None) -> argparse.Namespace:
+  """The command line of `main`, checked before anything is compiled.
+
+  Args:
+    argv: the arguments (default: sys.argv[1:]).
+  Returns:
+    The flags; `models` and `ways` as lists.
+  Raises:
+    SystemExit: (status 2, one `error:` line) an unknown model or way, a count below 1.
+  """
+  p = timing.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--models", default="discvae,cvae")
-  p.add_argument("--ways", default=",".join(bench.COMPILE_WAYS))
+  p.add_argument("--ways", default=",".join(bench.COMPILE_WAYS),
+                 help=f"Comma list: {', '.join(bench.COMPILE_WAYS)}.")
   p.add_argument("--rounds", type=int, default=6)
   p.add_argument("--images", type=int, default=28, help="The first round's batch size.")
   p.add_argument("--steps", type=int, default=5, help="Inference steps per call.")
   p.add_argument("--smoke", action="store_true")
   p.add_argument("--xla_cpu_flags", default="recommended", help=bench.XLA_CPU_FLAGS_HELP)
-  args = p.parse_args()
+  args = p.parse_args(argv)
+  p.check_at_least(args, {"rounds": 1, "images": 1, "steps": 1})
+  args.models = p.comma_list("--models", args.models, bench.MODELS)
+  # Was checked after jax's import, with exit status 1.
+  args.ways = p.comma_list("--ways", args.ways, bench.COMPILE_WAYS)
+  return args
+
+
+def main(argv=None) -> None:
+  """Times the first inference calls, the ways alternated (see the module docstring).
+
+  Args:
+    argv: the arguments (default: sys.argv[1:]).
+  Raises:
+    SystemExit: a flag value that cannot be measured, as one `error:` line.
+  """
+  args = parse_args(argv)
   bench.set_xla_cpu_flags(args.xla_cpu_flags)
   import jax  # pylint: disable=import-outside-toplevel
   jax.config.update("jax_enable_compilation_cache", False)
-  ways = [w for w in args.ways.split(",") if w]
-  unknown = sorted(set(ways) - set(bench.COMPILE_WAYS))
-  if unknown:
-    sys.exit(f"error: unknown --ways {', '.join(unknown)}; choose from "
-             f"{', '.join(bench.COMPILE_WAYS)}.")
+  ways = args.ways
   rounds, images, overrides = args.rounds, args.images, {}
   if args.smoke:
     rounds, images, overrides = 2, 4, bench.SMOKE_OVERRIDES
-  for model in [m for m in args.models.split(",") if m]:
+  for model in args.models:
     config = bench.make_config(bench.Case(model, 32, "float32"), overrides)
     warm = bench.inference_call(config, 2, steps=args.steps)
     warm()  # The model's variables, and the first trace of its parts, before any timing.

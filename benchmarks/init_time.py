@@ -25,9 +25,13 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import timing  # noqa: E402  (this checkout's benchmarks/timing.py, before any root's path)
 
 
 def _child(args: argparse.Namespace) -> None:
+  # The root's bench.py imports that root's timing.py, not the one this script's parse loaded.
+  sys.modules.pop("timing", None)
   sys.path[:0] = [args.root, os.path.join(args.root, "benchmarks")]  # That root's bench.py too.
   import jax  # pylint: disable=import-outside-toplevel
   from a2i_jax import files  # pylint: disable=import-outside-toplevel
@@ -52,9 +56,20 @@ def _child(args: argparse.Namespace) -> None:
   print(json.dumps(out))
 
 
-def main(argv=None) -> None:
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--models", default="cvae,discvae")
+def parse_args(argv=None) -> argparse.Namespace:
+  """The command line of `main`, checked before any process is started.
+
+  Args:
+    argv: the arguments (default: sys.argv[1:]).
+  Returns:
+    The flags; `roots` as a list of absolute paths (`models` a comma list, as the children
+    take it).
+  Raises:
+    SystemExit: (status 2, one `error:` line) an unknown model, a root that is no checkout of
+      a2i-jax, a count below 1.
+  """
+  p = timing.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--models", default="cvae,discvae", help="Comma list: cvae, discvae, vae.")
   p.add_argument("--roots", default=os.path.dirname(HERE),
                  help="Comma list of checkouts to import a2i_jax from.")
   p.add_argument("--rounds", type=int, default=2)
@@ -62,10 +77,32 @@ def main(argv=None) -> None:
   p.add_argument("--root", help=argparse.SUPPRESS)
   p.add_argument("--cache_dir", default="", help=argparse.SUPPRESS)
   args = p.parse_args(argv)
+  if args.child:  # Flags the parent checked. Not bench.py here: it imports this checkout's
+    return args  # a2i_jax, and the child measures the root's.
+  import bench  # pylint: disable=import-outside-toplevel  # This checkout's: its model names.
+  p.check_at_least(args, {"rounds": 1})
+  args.models = ",".join(p.comma_list("--models", args.models, bench.MODELS))
+  args.roots = [os.path.abspath(r) for r in p.comma_list("--roots", args.roots)]
+  for root in args.roots:  # Was: a child's traceback (CalledProcessError) after others ran.
+    if not os.path.isdir(os.path.join(root, "a2i_jax")):
+      p.error(f"--roots: {root} is not a checkout of a2i-jax (no a2i_jax/ in it); give "
+              "checkouts' folders.")
+  return args
+
+
+def main(argv=None) -> None:
+  """Times the models' initial variables in fresh processes (see the module docstring).
+
+  Args:
+    argv: the arguments (default: sys.argv[1:]).
+  Raises:
+    SystemExit: a flag value that cannot be measured, as one `error:` line.
+  """
+  args = parse_args(argv)
   if args.child:
     _child(args)
     return
-  roots = [os.path.abspath(r) for r in args.roots.split(",")]
+  roots = args.roots
   results = {}
   with tempfile.TemporaryDirectory() as tmp:
     caches = {r: os.path.join(tmp, f"cache{i}") for i, r in enumerate(roots)}

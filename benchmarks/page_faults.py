@@ -26,6 +26,11 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import bench  # noqa: E402  (benchmarks/bench.py; imports no jax at module level)
+import timing  # noqa: E402  (benchmarks/timing.py)
+
+WHATS = ("train", "infer")
 SETTINGS = {"huge": "glibc.malloc.hugetlb=1", "plain": "",
             # Freed memory kept: one arena, no mmap, no trimming (the heap only grows).
             "keep": "glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:"
@@ -78,8 +83,18 @@ def measure(model: str, what: str, calls: int, smoke: bool, churn_mb: int = 0) -
           "calls": rows, "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}
 
 
-def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def parse_args(argv=None) -> argparse.Namespace:
+  """The command line of `main`, checked before any process is started.
+
+  Args:
+    argv: the arguments (default: sys.argv[1:]).
+  Returns:
+    The flags; `models`, `what` and `settings` as lists.
+  Raises:
+    SystemExit: (status 2, one `error:` line) an unknown model, program or malloc setting, a
+      count below 1, a negative --churn_mb.
+  """
+  p = timing.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--models", default="cvae,discvae")
   p.add_argument("--what", default="train,infer", help="Comma list: train, infer.")
   p.add_argument("--rounds", type=int, default=2, help="Alternated rounds of both settings.")
@@ -89,20 +104,33 @@ def main(argv=None) -> int:
   p.add_argument("--churn_mb", type=int, default=0,
                  help="Before each timed call another process touches this much memory.")
   p.add_argument("--smoke", action="store_true", help="Tiny model (32x32, width 1/16, batch 4).")
-  import bench  # pylint: disable=import-outside-toplevel
   p.add_argument("--xla_cpu_flags", default="recommended", help=bench.XLA_CPU_FLAGS_HELP)
   p.add_argument("--child", default="", help=argparse.SUPPRESS)  # "model,what"
   args = p.parse_args(argv)
+  p.check_at_least(args, {"rounds": 1, "calls": 1, "churn_mb": 0})
+  args.models = p.comma_list("--models", args.models, bench.MODELS)
+  args.what = p.comma_list("--what", args.what, WHATS)
+  args.settings = p.comma_list("--settings", args.settings, tuple(SETTINGS))
+  return args
+
+
+def main(argv=None) -> int:
+  """Runs each (round, setting, model, what) in a fresh process and prints the figures (see the
+  module docstring).
+
+  Args:
+    argv: the arguments (default: sys.argv[1:]).
+  Returns:
+    The exit status: 0, or 1 where a measuring process failed.
+  Raises:
+    SystemExit: (status 2, one `error:` line) a flag value that cannot be measured.
+  """
+  args = parse_args(argv)
   if args.child:
     model, what = args.child.split(",")
     print(json.dumps(measure(model, what, args.calls, args.smoke, args.churn_mb)), flush=True)
     return 0
-  settings = args.settings.split(",")
-  unknown = [n for n in settings if n not in SETTINGS]
-  if unknown:
-    print(f"error: --settings: unknown {', '.join(unknown)}; choose from {', '.join(SETTINGS)}.",
-          file=sys.stderr)
-    return 1
+  settings = args.settings
   bench.set_xla_cpu_flags(args.xla_cpu_flags)  # In os.environ: the children start with them.
   results = []
   for r in range(args.rounds):
@@ -111,8 +139,8 @@ def main(argv=None) -> int:
       env["A2I_HUGE_PAGES"] = "0"  # Only the tunable set here, never the re-execution.
       if SETTINGS[name]:
         env["GLIBC_TUNABLES"] = SETTINGS[name]
-      for model in args.models.split(","):
-        for what in args.what.split(","):
+      for model in args.models:
+        for what in args.what:
           cmd = [sys.executable, os.path.abspath(__file__), f"--child={model},{what}",
                  f"--calls={args.calls}", f"--churn_mb={args.churn_mb}"] + (
                      ["--smoke"] if args.smoke else [])
@@ -127,8 +155,8 @@ def main(argv=None) -> int:
           results.append(row)
   print("\n| model | what | setting | s per call (median) | minor faults | sys s | peak RSS MB |\n"
         "|---|---|---|---|---|---|---|")
-  for model in args.models.split(","):
-    for what in args.what.split(","):
+  for model in args.models:
+    for what in args.what:
       for name in settings:
         sel = [r for r in results if (r["model"], r["what"], r["setting"]) == (model, what, name)]
         calls = [c for r in sel for c in r["calls"]]

@@ -234,7 +234,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--xla_cpu_flags", default="recommended", help=bench.XLA_CPU_FLAGS_HELP)
   args = p.parse_args(argv)
   p.check_at_least(args, {"batch": 1, "steps": 1, "top": 1, "infer_steps": 1})
-  args.overrides = bench.overrides_of(p, args.model_overrides)
+  args.overrides = p.key_values("--model_overrides", args.model_overrides)
   return args
 
 

@@ -99,6 +99,27 @@ class ArgumentParser(argparse.ArgumentParser):
       out.append(int(item))
     return out
 
+  def key_values(self, flag: str, value: str) -> dict[str, str]:
+    """{key: value} of a comma list flag of key=value, such as a config's overrides; refused
+    (`error`) where an item has no "=" or no key.
+
+    Args:
+      flag: the flag's name, e.g. "--overrides", for the error line.
+      value: the flag's value ("" for none).
+    Returns:
+      The pairs, in order.
+    Raises:
+      SystemExit: (status 2) an item that is not key=value.
+    """
+    out = {}
+    for item in filter(None, value.split(",")):
+      key, eq, val = item.partition("=")
+      if not eq or not key.strip():
+        self.error(f"{flag}: {item!r} is not key=value; e.g. "
+                   f"{flag}=model.width=0.25,model.image_size=32.")
+      out[key.strip()] = val
+    return out
+
 TURNS_ENV = "A2I_BENCH_TURNS"  # "<folder>:<this process's index, 0 or 1>"
 
 

@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from timing import median_time  # noqa: E402  (benchmarks/timing.py)
+from timing import ArgumentParser, median_time  # noqa: E402  (benchmarks/timing.py)
 import bench  # noqa: E402  (benchmarks/bench.py; imports no jax at module level)
 
 # Winograd F(2x2, 3x3): Y = A^T [(G g G^T) * (B^T d B)] A on 4x4 input tiles.
@@ -322,16 +322,38 @@ def tiered_chunk(args):
           for a, b in pairs if a.size and a.dtype.kind == "f")}), flush=True)
 
 
-def main():
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def parse_args(argv=None) -> argparse.Namespace:
+  """The command line of `main`, checked before anything is compiled.
+
+  Args:
+    argv: the arguments (default: sys.argv[1:]).
+  Returns:
+    The flags.
+  Raises:
+    SystemExit: (status 2, one `error:` line) an unknown --what or --model, a count below 1.
+  """
+  p = ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--what", required=True, choices=("winograd", "bdot", "heads", "infer_parts",
                                                      "term_report", "tiered_chunk"))
   p.add_argument("--batch", type=int, default=32)
   p.add_argument("--repeats", type=int, default=5)
-  p.add_argument("--model", default="discvae",
+  p.add_argument("--model", default="discvae", choices=bench.MODELS,
                  help="infer_parts, term_report, tiered_chunk: cvae or discvae.")
   p.add_argument("--xla_cpu_flags", default="recommended", help=bench.XLA_CPU_FLAGS_HELP)
-  args = p.parse_args()
+  args = p.parse_args(argv)
+  p.check_at_least(args, {"batch": 1, "repeats": 1})
+  return args
+
+
+def main(argv=None) -> None:
+  """Measures the forms `--what` names (see the module docstring) and prints JSON lines.
+
+  Args:
+    argv: the arguments (default: sys.argv[1:]).
+  Raises:
+    SystemExit: a flag value that cannot be measured, as one `error:` line.
+  """
+  args = parse_args(argv)
   print(json.dumps({"xla_flags": bench.set_xla_cpu_flags(args.xla_cpu_flags)}), flush=True)
   globals()[args.what](args)
 

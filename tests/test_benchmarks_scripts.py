@@ -151,12 +151,14 @@ def _script(name: str):
 
 
 def _refused(capsys, parse, argv, words):
-  """`parse(argv)` exits non-zero with one `error:` line on stderr holding `words`."""
+  """`parse(argv)` exits non-zero with one `error:` line on stderr holding `words`; returns its
+  exit status."""
   with pytest.raises(SystemExit) as e:
     parse(argv)
   assert e.value.code not in (0, None)
   err = capsys.readouterr().err.strip() or str(e.value.code)
   assert len(err.splitlines()) == 1 and err.startswith("error:") and words in err, err
+  return e.value.code
 
 
 @pytest.mark.parametrize("argv,words", [
@@ -211,9 +213,71 @@ def test_train_step_refuses_bad_flags_before_it_compiles(flag, words):
     ("trace_time", ["--what=train,bogus"], "'bogus'"), ("trace_time", ["--rounds=0"], "below"),
     ("xla_flags", ["--variants=bogus"], "'bogus'"), ("kernel_probe", ["--repeats=-1"], "below"),
     ("conv_layers", ["--dtype=foo"], "'foo'"), ("conv_layers", ["--blocks=abc"], "'abc'"),
-    ("checkpoint_save", ["--devices=0"], "--devices=0")])
+    ("checkpoint_save", ["--devices=0"], "--devices=0"),
+    # The scripts that printed argparse's usage lines first, or checked a value only after
+    # importing jax, compiling or starting children (a review of 2026-12-06).
+    ("ab_train_step", [], "required: --variants"),
+    ("ab_train_step", ["--variants=a:x=1;a:y=2"], "'a' twice; give each variant its own name"),
+    ("ab_train_step", ["--variants=a:ynn=bogus"], "ynn='bogus'; use one of xla, dot, conv"),
+    ("ab_train_step", ["--variants=nocolon"], "is not name:key=value"),
+    ("ab_train_step", ["--variants=a:", "--models=foo"], "'foo'; choose from cvae"),
+    ("ab_train_step", ["--variants=a:", "--rounds=0"], "--rounds=0 is below 1"),
+    ("compile_options", ["--options=O1,O9"], "'O9'; choose from default"),
+    ("compile_options", ["--infer_steps_per_call=1,0"], "'0' is not an integer of at least 1"),
+    ("compile_options", ["--train=0", "--infer_steps_per_call="], "measures nothing"),
+    ("compile_options", ["--config=configs/synthetic.py", "--overrides=model.width=1"],
+     "drop --config or --overrides"),
+    ("compile_options", ["--overrides=model.width"], "--overrides: 'model.width' is not key"),
+    ("compile_options", ["--batch=0"], "--batch=0 is below 1"),
+    ("compile_options", ["--train=2"], "invalid choice: 2"),
+    ("init_time", ["--rounds=0"], "--rounds=0 is below 1"),
+    ("init_time", ["--models=cvae,foo"], "'foo'; choose from cvae"),
+    ("init_time", ["--roots=/nonexistent/a2i"], "not a checkout of a2i-jax"),
+    ("page_faults", ["--settings=huge,bogus"], "'bogus'; choose from huge"),
+    ("page_faults", ["--what=train,eval"], "'eval'; choose from train, infer"),
+    ("page_faults", ["--calls=0"], "--calls=0 is below 1"),
+    ("page_faults", ["--churn_mb=-1"], "below 0"),
+    ("page_faults", ["--models="], "--models names nothing"),
+    ("compile_log_summary", ["/nonexistent/log"], "is not a folder"),
+    ("compile_log_summary", [ROOT, "--top=0"], "--top=0 is below 1"),
+    ("compile_log_summary", [ROOT, "--timeline=/nonexistent/t"], "--timeline /nonexistent/t"),
+    ("compile_log_summary", [], "required: folder"),
+    ("compile_profile", ["--variants=default,bogus"], "'bogus'; choose from default"),
+    ("compile_profile", ["--train=0", "--infer_images=0"], "measures nothing"),
+    ("compile_profile", ["--infer_steps=0"], "--infer_steps=0 is below 1"),
+    ("compile_profile", ["--models=vae,foo"], "'foo'"),
+    ("first_call", ["--ways=default,bogus"], "'bogus'; choose from default"),
+    ("first_call", ["--images=0"], "--images=0 is below 1"),
+    ("first_call", ["--models=foo"], "'foo'"),
+    ("tried_forms", [], "required: --what"),
+    ("tried_forms", ["--what=winograd", "--repeats=0"], "--repeats=0 is below 1"),
+    ("tried_forms", ["--what=heads", "--model=foo"], "invalid choice: 'foo'"),
+    ("tried_forms", ["--what=nope"], "invalid choice: 'nope'")])
 def test_scripts_refuse_bad_flags(capsys, script, argv, words):
-  _refused(capsys, _script(script).parse_args, argv, words)
+  assert _refused(capsys, _script(script).parse_args, argv, words) == 2
+
+
+_PARSERS_OF_2026_12_06 = ("ab_train_step", "compile_options", "init_time", "page_faults",
+                          "compile_log_summary", "compile_profile", "first_call", "tried_forms")
+
+
+@pytest.mark.parametrize("script", _PARSERS_OF_2026_12_06)
+def test_scripts_print_help(capsys, script):
+  with pytest.raises(SystemExit) as e:
+    _script(script).parse_args(["--help"])
+  assert e.value.code == 0
+  assert capsys.readouterr().out.startswith("usage:")
+
+
+@pytest.mark.parametrize("script,argv", [
+    ("ab_train_step", ["--variants=a:;b:ynn=dot,cpu_scheduler=dfs,optimizer=per_leaf"]),
+    ("compile_options", ["--train=0", "--report=1", "--infer_steps_per_call="]),
+    ("init_time", []), ("page_faults", ["--settings=keep_huge"]), ("compile_log_summary", [ROOT]),
+    ("compile_profile", ["--train=0"]), ("first_call", ["--smoke"]),
+    ("tried_forms", ["--what=bdot"])])
+def test_scripts_accept_their_defaults_and_examples(script, argv):
+  """The checks refuse no value the scripts measure."""
+  assert _script(script).parse_args(argv) is not None
 
 
 def test_compare_summary_refuses_a_file_that_is_not_json(capsys, tmp_path):
