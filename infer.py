@@ -23,6 +23,7 @@ if __name__ == "__main__":  # First, before any import: it may start the command
 
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import functools
 import hashlib
@@ -268,16 +269,25 @@ def _image_count(num_images: Optional[int], available: int, source: str,
   return min(num_images, available)
 
 
-def _file_part(name: str, names: Sequence[str] = ()) -> str:
+def _file_part(name: str, names: Sequence[str] = (), prefix: str = "",
+               suffix: str = "") -> str:
   """An attribute name as part of a file name: a folder dataset's CSV header may hold a path
   separator ("hair/color"), which would put the file in a sub-folder of --out. Where another
   of the dataset's `names` gives the same part (as "hair_color" beside "hair/color", or
   "Smile" beside "smile" on a file system that ignores case), each of them also gets its
   place in `names` ("hair_color_3"): was, `progression` of every attribute wrote both to one
   file, the second replacing the first without a word). Where such a suffix meets another
-  name's own part ("x_y_1" beside "x/y" and "x_y"), every name gets its place."""
-  names = tuple(names)
-  return _file_parts(names)[name] if name in names else _plain_part(name)
+  name's own part ("x_y_1" beside "x/y" and "x_y"), every name gets its place.
+
+  The file name `prefix` + part + `suffix` (the longest one it gets), and its temporary file
+  while it is written, fit in `files.NAME_MAX` bytes: a part that would not is cut short and ends
+  in a hash of the whole name (`_fitted`). Was the whole name, so that a 250-letter column
+  stopped progression with "File name too long" after the work, and what it had finished
+  went with it. Parts that fitted are as before.
+  """
+  names = tuple(names) if name in names else (name,)
+  around = os.fsencode(prefix + suffix + suffix)  # The temporary file repeats the suffix.
+  return _file_parts(names, files.NAME_MAX - files.ATOMIC_NAME_EXTRA - len(around))[name]
 
 
 def _plain_part(name: str) -> str:
@@ -286,16 +296,39 @@ def _plain_part(name: str) -> str:
   return name
 
 
+def _fitted(part: str, name: str, room: int) -> str:
+  """`part`, or where it is longer than `room` bytes (in the file system's encoding), its
+  longest start that fits with "~" and 8 hex digits of the SHA-1 of the whole `name` after
+  it, cut between characters: names that share a long start stay apart, and each keeps its
+  own part from call to call."""
+  if len(os.fsencode(part)) <= room:
+    return part
+  tail = "~" + hashlib.sha1(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+  room -= len(tail)
+  keep = 0
+  for char in part:  # Bytes, not characters: a CJK character is 3 in UTF-8.
+    room -= len(os.fsencode(char))
+    if room < 0:
+      break
+    keep += 1
+  return part[:keep] + tail
+
+
 @functools.lru_cache(maxsize=8)
-def _file_parts(names: tuple[str, ...]) -> dict[str, str]:
-  """{name: its file part} for `_file_part`, once per list of names (CUB has 312)."""
+def _file_parts(names: tuple[str, ...], room: int) -> dict[str, str]:
+  """{name: its file part of at most `room` bytes} for `_file_part`, once per list of names
+  (CUB has 312)."""
   plain = [_plain_part(n) for n in names]
   count: dict[str, int] = {}
   for p in plain:
     count[p.lower()] = count.get(p.lower(), 0) + 1
-  parts = [f"{p}_{i}" if count[p.lower()] > 1 else p for i, p in enumerate(plain)]
-  if len({p.lower() for p in parts}) < len(parts):  # A suffix met a name's own part: the
-    parts = [f"{p}_{i}" for i, p in enumerate(plain)]  # index after the last "_" tells apart.
+  parts = [_fitted(f"{p}_{i}" if count[p.lower()] > 1 else p, n, room)
+           for i, (p, n) in enumerate(zip(plain, names))]
+  # A suffix met a name's own part, or a cut name met another (its hash, or a name written
+  # as a cut one): the index after the last "_" tells apart, whatever comes before it.
+  if len({p.lower() for p in parts}) < len(parts):
+    parts = [_fitted(p, n, room - len(f"_{i}")) + f"_{i}"
+             for i, (p, n) in enumerate(zip(plain, names))]
   return dict(zip(names, parts))
 
 
@@ -505,9 +538,23 @@ class _Run:
       logging.warning("could not keep what --mode=%s finished: %s", mode, failed)
 
 
+# What to do about a failed write, by its errno; any other: `_WRITE_FIX`. Was "free some
+# space" for every one, also "File name too long" (fault hunt).
+_WRITE_FIXES = {
+    errno.ENOSPC: "free some space or pass --out=a folder you can write to",
+    errno.EDQUOT: "free some of your disk quota or pass --out=a folder you can write to",
+    errno.ENAMETOOLONG: "its path is longer than the file system allows; pass --out=a folder "
+                        "with a shorter path",
+    errno.EISDIR: "a folder of that name is in the way; move it, or pass --out=another folder",
+    errno.EIO: "the disk failed; check it, or pass --out=a folder on another disk",
+}
+_WRITE_FIX = "pass --out=a folder you can write to"
+
+
 def _write_error(path: str, e: OSError) -> InputError:
-  return InputError(f"could not write {path} ({e.strerror or e}); free some space or pass "
-                    "--out=a folder you can write to.")
+  """The one line for a failed write of `path`: the OS's reason and what to do about it."""
+  return InputError(f"could not write {path} ({e.strerror or e}); "
+                    f"{_WRITE_FIXES.get(e.errno, _WRITE_FIX)}.")
 
 
 def _write(path: str, write: Callable[[str], None], shown: Optional[str] = None) -> None:
@@ -561,8 +608,8 @@ def _staged(out: str, mode: str, done: list[str], quiet: bool = False) -> Iterat
         for name in sorted(os.listdir(out)):
           if name not in new and name in MODE_SETS.get(mode, ()):
             os.remove(os.path.join(out, name))
-      except OSError as e:
-        raise _write_error(out, e) from None
+      except OSError as e:  # A move names the file it could not replace (a folder of its
+        raise _write_error(e.filename2 or out, e) from None  # name; was `out` only).
       done.append(mode)
       for name in new if not quiet else ():  # Inside: a held Ctrl-C still lists what is in.
         print(f"wrote {os.path.join(out, name)}")
@@ -720,7 +767,8 @@ def progression(run: _Run) -> None:
     lo, hi = run.value_range(j)
     grid = inference.progression(run.trained, base, j, np.linspace(lo, hi, 8), key=run.key,
                                  num_latents=4)
-    run.save(grid, f"progression_{_file_part(run.names[j], run.names)}.png", 8)
+    part = _file_part(run.names[j], run.names, "progression_", ".png")
+    run.save(grid, f"progression_{part}.png", 8)
 
 
 def swap(run: _Run) -> None:
@@ -801,14 +849,15 @@ def edit(run: _Run) -> None:
     value = np.where(attrs[:, j] < (lo + hi) / 2, hi, lo).astype(np.float32)
   out = inference.edit(run.trained, images, attrs, {j: value}, key=run.key,
                        options=run.options())
-  run.save(np.stack([x01, out["reconstruction"], out["edited"]], 1),
-           f"edit_{_file_part(run.names[j], run.names)}.png", 3)
+  # One part for both files, with room for the longer suffix.
+  stem = f"edit_{_file_part(run.names[j], run.names, 'edit_', '.json')}"
+  run.save(np.stack([x01, out["reconstruction"], out["edited"]], 1), f"{stem}.png", 3)
   edited = (f"{run.names[j]} = {value:g}" if np.ndim(value) == 0 else
             f"{run.names[j]} at the other end of its range")
   run.save_json({"columns": ["input", "reconstruction", edited], "images": labels,
                  "attribute": run.names[j], "value": np.asarray(value).tolist(),
                  **_diverged(labels, _with_attributes(out["energy"], attribute_energy))},
-                f"edit_{_file_part(run.names[j], run.names)}.json")
+                f"{stem}.json")
 
 
 def infer_attributes(run: _Run) -> None:

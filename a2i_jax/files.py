@@ -29,6 +29,12 @@ from absl import logging
 from a2i_jax.errors import WorkdirError
 
 LOCK_FILE = ".lock"
+# The longest file name, in bytes, that the common file systems take (ext4, XFS, Btrfs, APFS,
+# tmpfs): names the library makes from a user's (a folder's, an attribute's) are cut to fit.
+NAME_MAX = 255
+# What `atomic_path`'s temporary file adds to a name, besides repeating its suffix:
+# ".NAME.XXXXXXXX.tmp.png" for NAME.png (tempfile's 8 random characters).
+ATOMIC_NAME_EXTRA = len("..XXXXXXXX.tmp")
 # Read once, at import (single-threaded then): reading it means setting it.
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)

@@ -775,6 +775,7 @@ def read_image(path: str, error: type = InputError, size: Optional[int] = None,
         # (was `im.seek(0)`, which a PSD refuses, its frames counted from 1: every Photoshop
         # file was called damaged; a fault hunt's finding).
         _scale_grey_key(im)
+        _key_sixteen_bit_rgb(im, path)
         im.load()
         return image_to_rgb(ImageOps.exif_transpose(im), faint_ok)
   except A2IError as e:
@@ -806,6 +807,38 @@ def _scale_grey_key(im: Any) -> None:
   bits = {"L;2": 2, "L;4": 4}.get(im.tile[0][3])
   if bits:
     im.info["transparency"] = key * 255 // (2 ** bits - 1)
+
+
+def _key_sixteen_bit_rgb(im: Any, path: str) -> None:
+  """Loads a 16-bit RGB PNG with a transparent colour (a tRNS key; an opened, not yet loaded
+  PIL image of `path`) as RGBA, transparent exactly where all three 16-bit samples equal the
+  key. Any other image is left as it is.
+
+  Was: PIL compared the 16-bit key with the pixels cut to 8 bits, so keyed pixels stayed
+  visible (unless each sample was a multiple of 257) and opaque ones that shared the key's
+  top bytes turned black (a fault hunt's finding). PIL keeps 8 bits of a sample, its high
+  byte; the low bytes come from decoding the file again as little-endian ("RGB;16L" takes
+  a sample's second byte), the same filters and interlacing undone.
+  """
+  key = im.info.get("transparency")
+  if (im.format != "PNG" or im.mode != "RGB" or not im.tile or not isinstance(key, tuple)
+      or im.tile[0][3] != "RGB;16B"):
+    return
+  im.load()  # Damaged: named by `read_image`, as for any file, before the second decode.
+  try:
+    with Image.open(path) as low:
+      # A named tuple from Pillow 11 on, a plain one before (pillow>=10).
+      low.tile = [type(t)(*t[:3], "RGB;16L", *t[4:]) if hasattr(t, "_replace")
+                  else (*t[:3], "RGB;16L", *t[4:]) for t in low.tile]
+      low.load()
+      samples = np.asarray(im, np.uint16) << 8 | np.asarray(low, np.uint16)
+  except (OSError, ValueError) as e:  # A PIL without that decoder: refused, not misread.
+    raise InputError(f"a 16-bit RGB PNG with a transparent colour (a tRNS key) cannot be "
+                     f"read exactly by this PIL ({e}); save it with an alpha channel (RGBA) "
+                     "instead of a colour key.") from None
+  opaque = (samples != np.asarray(key, np.uint16)).any(axis=-1)
+  del im.info["transparency"]  # Now the alpha's, which `image_to_rgb` composites.
+  im.putalpha(Image.fromarray(np.where(opaque, 255, 0).astype(np.uint8), "L"))
 
 
 @contextlib.contextmanager

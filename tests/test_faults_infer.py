@@ -408,6 +408,89 @@ def test_attribute_names_are_made_file_names():
   assert rows == [{"image_file_": "a.png", "image": 1.0, "image_file": 2.0, "smile": 0.5}]
 
 
+
+def test_long_attribute_names_are_cut_to_fit_a_file_name(tmp_path):
+  """Fault hunt: a folder dataset's 250-letter column made progression_<name>.png, too long a
+  name ("File name too long", with the advice to free some space), after the work. A name
+  that does not fit, with its temporary file's, in 255 bytes is cut between characters and
+  ends in a hash of the whole name; names that fit are as they were."""
+  import hashlib  # pylint: disable=import-outside-toplevel
+  import infer  # pylint: disable=import-outside-toplevel
+  from a2i_jax import files  # pylint: disable=import-outside-toplevel
+  part = infer._file_part  # pylint: disable=protected-access
+  fits = "L" * 221  # progression_<221>.png's temporary file is 255 bytes.
+  shared = "L" * 240
+  names = ["smile", "hair/color", fits, "L" * 250, "\u5b57" * 100, shared + "a", shared + "b"]
+  assert len(os.fsencode(names[4])) == 300  # 100 CJK characters, 3 bytes each.
+  made = {n: part(n, names, "progression_", ".png") for n in names}
+  assert [made[n] for n in names[:3]] == ["smile", "hair_color", fits]
+  assert made[names[3]].endswith("~" + hashlib.sha1(names[3].encode()).hexdigest()[:8])
+  assert made[names[4]][:-9] == "\u5b57" * len(made[names[4]][:-9])  # Whole characters.
+  assert len({p.lower() for p in made.values()}) == len(names)
+  for name in names:  # Each is a file this file system takes, written as infer.py writes.
+    path = tmp_path / f"progression_{made[name]}.png"
+    assert len(os.fsencode(path.name)) <= 255
+    files.atomic_write(str(path), b"x")
+  assert len(os.listdir(tmp_path)) == len(names)
+  # edit's .png and .json share the part: room for the longer suffix.
+  assert part("smile", names, "edit_", ".json") == "smile"
+  long = part(names[3], names, "edit_", ".json")
+  files.atomic_write(str(tmp_path / f"edit_{long}.json"), b"{}")
+  # A name written as another's cut part: every name gets its place ("_<index>").
+  crafted = [names[3], made[names[3]]]
+  both = [part(n, crafted, "progression_", ".png") for n in crafted]
+  assert both[0] != both[1] and [p[-2:] for p in both] == ["_0", "_1"]
+  assert all(len(os.fsencode(f"progression_{p}.png")) <= 255 - 18 for p in both)
+
+
+def test_a_failed_write_names_the_reason_and_its_own_fix(tmp_path):
+  """Fault hunt: every failed write advised "free some space", also "File name too long";
+  and a folder in the way of a result was reported as --out itself."""
+  import errno  # pylint: disable=import-outside-toplevel
+  import infer  # pylint: disable=import-outside-toplevel
+
+  def line(code):
+    e = OSError(code, os.strerror(code), "x")
+    return str(infer._write_error("out/x.png", e))  # pylint: disable=protected-access
+  assert line(errno.ENAMETOOLONG) == (
+      "could not write out/x.png (File name too long); its path is longer than the file "
+      "system allows; pass --out=a folder with a shorter path.")
+  assert line(errno.ENOSPC).startswith("could not write out/x.png (No space left on device); "
+                                       "free some space")
+  for code in (errno.EACCES, errno.EROFS, errno.EISDIR, errno.EIO):
+    assert "free some" not in line(code) and "--out=" in line(code), line(code)
+  out = tmp_path / "out"
+  (out / "x.png").mkdir(parents=True)
+  with pytest.raises(InputError) as e:
+    with infer._staged(str(out), "sample", [], quiet=True) as stage:  # pylint: disable=W0212
+      (pathlib.Path(stage) / "x.png").write_bytes(b"x")
+  assert str(e.value) == (f"could not write {out / 'x.png'} (Is a directory); a folder of "
+                          "that name is in the way; move it, or pass --out=another folder.")
+  assert os.listdir(out) == ["x.png"]  # The staging folder went.
+
+
+def test_progression_and_edit_of_a_long_attribute_write_their_files(trained, tmp_path,
+                                                                   monkeypatch):
+  """The fault hunt's case in this process: progression (and edit) of an attribute whose
+  name is 250 letters stopped with "File name too long". Its files are written under a cut
+  name; edit's JSON names the whole attribute."""
+  import infer  # pylint: disable=import-outside-toplevel
+  long = "L" * 250
+  real = infer._load_data  # pylint: disable=protected-access
+
+  def renamed(*args, **kwargs):
+    data = real(*args, **kwargs)
+    return dataclasses.replace(data, attribute_names=(long,) + data.attribute_names[1:])
+  monkeypatch.setattr(infer, "_load_data", renamed)
+  out = tmp_path / "out"
+  infer.run_modes(_options(f"--workdir={trained}", f"--out={out}", "--mode=progression,edit",
+                           f"--attribute={long}", "--num_images=1", "--steps=1"))
+  made = sorted(os.listdir(out))
+  assert [n.split("L")[0] for n in made] == ["edit_", "edit_", "progression_"], made
+  assert all(len(os.fsencode(n)) <= 255 for n in made)
+  assert made[0][:-5] == made[1][:-4]  # edit_<part>.json beside edit_<part>.png.
+  assert json.loads((out / made[0]).read_text())["attribute"] == long
+
 def test_workdir_missing_or_a_file(tmp_path):
   _refused_here(f"--workdir={tmp_path / 'nope'}", needles=("does not exist",))
   (tmp_path / "file").write_text("x")

@@ -166,17 +166,23 @@ def test_a_file_name_with_a_line_break_stays_one_line(tmp_path):
   assert inputs.read_image(pathlib.Path(_png(tmp_path / "café.png"))).shape == (S, S, 3)
 
 
-def _grey_png(path, bits, row, key):
-  """A one-row grey PNG of bit depth `bits` whose grey `key` (of 0 .. 2^bits - 1) is
-  transparent (a tRNS chunk), written byte by byte: PIL writes none such."""
+def _keyed_png(path, width, bits, colour, key, idat, interlace=0):
+  """A one-row PNG (of IHDR colour type `colour`) with a transparent colour: `key`, the tRNS
+  chunk's bytes; `idat`, the filtered rows uncompressed. Written byte by byte: PIL writes
+  none such."""
   def chunk(kind, data):
     return (struct.pack(">I", len(data)) + kind + data
             + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-  path.write_bytes(b"\x89PNG\r\n\x1a\n"
-                   + chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 1, bits, 0, 0, 0, 0))
-                   + chunk(b"tRNS", struct.pack(">H", key))
-                   + chunk(b"IDAT", zlib.compress(b"\x00" + bytes(row))) + chunk(b"IEND", b""))
+  ihdr = struct.pack(">IIBBBBB", width, 1, bits, colour, 0, 0, interlace)
+  path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"tRNS", key)
+                   + chunk(b"IDAT", zlib.compress(idat)) + chunk(b"IEND", b""))
   return str(path)
+
+
+def _grey_png(path, bits, row, key):
+  """A one-row grey PNG of bit depth `bits` whose grey `key` (of 0 .. 2^bits - 1) is
+  transparent."""
+  return _keyed_png(path, 4, bits, 0, struct.pack(">H", key), b"\x00" + bytes(row))
 
 
 def test_transparent_grey_of_low_bit_pngs_is_black(tmp_path):
@@ -191,6 +197,26 @@ def test_transparent_grey_of_low_bit_pngs_is_black(tmp_path):
   for bits, row, key, grey in cases:
     got = inputs.read_image(_grey_png(tmp_path / f"g{bits}_{key}.png", bits, row, key))
     assert got[..., 0].tolist() == [grey] and (got == got[..., :1]).all(), (bits, key)
+
+
+def test_transparent_colour_of_16_bit_rgb_pngs_is_black(tmp_path):
+  """Was: of a 16-bit RGB PNG with a transparent colour (a tRNS key), PIL compared the 16-bit
+  key with the pixels cut to 8 bits: the keyed pixels were kept (their colour), and opaque
+  ones that shared the key's high bytes turned black. Plain and interlaced (Adam7) rows."""
+  key = (0x1234, 0x5678, 0x9ABC)  # No sample a multiple of 257: its low bytes matter.
+  near = [(0x1235, 0x5678, 0x9ABC), (0x1234, 0x5600, 0x9ABC), (0x12FF, 0x56FF, 0x9AFF)]
+  pixels = [key, *near, (0, 0xFFFF, 0x0101), key]
+  px = lambda *p: b"".join(struct.pack(">HHH", *q) for q in p)
+  # Adam7 of one row of 6: passes 1, 2, 4 and 6 take pixels 0; 4; 2; 1, 3, 5 (3, 5, 7: none).
+  rows = {0: b"\x00" + px(*pixels),
+          1: b"".join(b"\x00" + px(*(pixels[i] for i in cols))
+                      for cols in ((0,), (4,), (2,), (1, 3, 5)))}
+  shared = [0x12, 0x56, 0x9A]  # The key's high bytes, which PIL keeps of each sample.
+  want = [[0, 0, 0], shared, shared, shared, [0, 255, 1], [0, 0, 0]]
+  for interlace, idat in rows.items():
+    got = inputs.read_image(_keyed_png(tmp_path / f"rgb16_{interlace}.png", len(pixels), 16,
+                                       2, px(key), idat, interlace))
+    assert got.shape == (1, len(pixels), 3) and got[0].tolist() == want, interlace
 
 
 def test_photoshop_files_are_read(tmp_path):

@@ -10,7 +10,7 @@ import ml_collections
 from a2i_jax import distributed, files
 from a2i_jax.data.base import (DATASET_NAMES, DataError, Dataset, DatasetNotPreparedError, Split,
                                SPLITS, check_choice)
-from a2i_jax.errors import ConfigError
+from a2i_jax.errors import ConfigError, first_line
 
 # The keys of config.data that `load_dataset` reads: of every source, then of each.
 _KEYS = ("name", "image_size", "cache_dir", "data_dir")
@@ -51,6 +51,14 @@ def load_dataset(data_config: Any, progress: bool = True) -> Dataset:
     raise
   except OSError as e:  # Most often a full disk or a folder that is not ours to write.
     error = files.storage_error(e)
+    if error is None and name == "folder":
+      # The user's own folder and its names: any other error of the system's is theirs to fix
+      # too (was a traceback, e.g. "File name too long"; review finding).
+      raise DataError(f"preparing the folder dataset {data_config.path} failed: "
+                      f"{e.strerror or first_line(e)}"
+                      f"{' at ' + str(e.filename) if e.filename else ''}; fix what the system "
+                      "names (or point config.data.data_dir at another folder), then run the "
+                      "same command again.") from None
     if error is None:
       raise
     raise DataError(f"preparing the {name} dataset failed: {files.describe_storage_error(error)}"

@@ -38,13 +38,13 @@ Rules:
 - Images and masks are read by `a2i_jax.inputs.read_image`: every mode and bit depth PIL
   opens, values scaled to 8 bits, transparency over black, EXIF orientation applied.
 
-The prepared copy lives in `<data_dir>/folder/<folder name>-<fingerprint>/`; the
-fingerprint covers the CSV, the name, size and modification time of every image (and mask)
-a row names, the image size, the resize mode and `PREPARATION_VERSION`, so editing the folder
-(or a release that reads images otherwise) prepares it again. A file replaced by one of the
-same size and modification time (as `cp -p` or `rsync -a` can leave it) is not noticed:
-delete the prepared copy then. A preparation that one of the folder's files stops leaves no
-copy behind.
+The prepared copy lives in `<data_dir>/folder/<folder name>-<fingerprint>/` (the folder name
+cut short where the whole would pass 255 bytes: `_prepared_name`); the fingerprint covers the
+CSV, the name, size and modification time of every image (and mask) a row names, the image
+size, the resize mode and `PREPARATION_VERSION`, so editing the folder (or a release that
+reads images otherwise) prepares it again. A file replaced by one of the same size and
+modification time (as `cp -p` or `rsync -a` can leave it) is not noticed: delete the prepared
+copy then. A preparation that one of the folder's files stops leaves no copy behind.
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
+from a2i_jax import files
 from a2i_jax.data import tfds_lib
 from a2i_jax.data.base import (DataError, DatasetNotPreparedError, RESIZE_MODES, SPLITS,
                                check_choice)
@@ -185,12 +186,14 @@ def scan(path: str, masks: bool) -> Table:
     values = []
     for i in acols:
       try:
-        v = float(r[i])
+        # float() takes "_" between digits ("3_5" is 35): a bin label was read as a number
+        # without a word (review finding). No other form it accepts holds "_".
+        v = math.nan if "_" in r[i] else float(r[i])
       except ValueError:
         v = math.nan
       if not math.isfinite(v):
         raise DataError(f"{csv_path}, line {line} ({fname}): column {header[i]!r} holds "
-                        f"{r[i]!r}, not a finite number.")
+                        f"{r[i]!r}, not a finite number; {_number_fix(r[i])}.")
       if abs(v) > float(np.finfo(np.float32).max):  # Attributes are float32: 1e39 overflows.
         raise DataError(f"{csv_path}, line {line} ({fname}): column {header[i]!r} holds "
                         f"{r[i]!r}, too large for float32 (at most about 3.4e38).")
@@ -231,6 +234,19 @@ def scan(path: str, masks: bool) -> Table:
   kinds = tuple("binary" if np.isin(table[:, j], (0.0, 1.0)).all() else "continuous"
                 for j in range(table.shape[1]))
   return Table(names, kinds, tuple(rows), masks_dir if masks else None, tuple(header))
+
+
+def _number_fix(cell: str) -> str:
+  """What to write instead of `cell`, an attribute cell that is not a finite number. Was no
+  fix at all, e.g. for pandas' "True"/"False" (review finding)."""
+  word = cell.strip().lower()
+  if word in ("true", "false"):  # pandas' DataFrame.to_csv writes a bool column so.
+    return "write 1 and 0 instead (pandas: df.astype(int))"
+  if "_" in word:
+    return ("digits joined by '_' are a label (a bin?), not a number: write one number per "
+            "cell (e.g. the bin's index or middle), or delete the column")
+  return ("write a number there (with '.' as the decimal point), or delete the row or the "
+          "column")
 
 
 def _layout_hint(path: str, wanted: str) -> str:
@@ -384,7 +400,9 @@ def _read_csv(csv_path: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
   """(header, [(line number, cells)] of the non-blank rows), in any common text encoding.
 
   The header is the first row that is not blank (was: the first row, so a file starting with
-  an empty line was refused as "the header [] has no 'filename' column", review finding).
+  an empty line was refused as "the header [] has no 'filename' column", review finding). A
+  row's number is the file line it starts on: a quoted cell may hold line breaks (Excel's
+  Alt+Enter), so rows are not lines (was: the row's count, review finding).
   """
   with open(csv_path, "rb") as f:
     text, encoding = tfds_lib.decode_text(f.read())
@@ -394,8 +412,11 @@ def _read_csv(csv_path: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
   try:
     if "\x00" in text:  # Binary, or UTF-16 without its BOM; newer `csv` takes NULs.
       raise csv.Error("it holds NUL bytes")
-    rows = [(n, r) for n, r in enumerate(csv.reader(io.StringIO(text, newline="")), 1)
-            if any(c.strip() for c in r)]
+    reader, rows, start = csv.reader(io.StringIO(text, newline="")), [], 1
+    for r in reader:  # `line_num`: the lines read so far, so where this row ends.
+      if any(c.strip() for c in r):
+        rows.append((start, r))
+      start = reader.line_num + 1
     header = [h.strip() for h in rows[0][1]] if rows else []
     body = rows[1:]
   except csv.Error as e:
@@ -546,6 +567,27 @@ class A2iFolder(tfds_lib.BuilderMixin, tfds.core.GeneratorBasedBuilder,
                       self._image_size, ", ".join(upscaled[:3]))
 
 
+def _prepared_name(folder_name: str, key: str) -> str:
+  """The prepared copy's folder name: `<folder name>-<key>`, the folder name cut short (at a
+  character) where the whole would be longer than a file name may be.
+
+  Was: always the whole name, so a long but legal folder name (250 letters, 84 CJK
+  characters) stopped with OSError "File name too long" (review finding). Names that fit are
+  as before, so that copies prepared before are found again.
+
+  Args:
+    folder_name: the dataset folder's own name (`os.path.basename` of `config.data.path`).
+    key: the fingerprint (`_fingerprint`).
+  Returns:
+    The name, at most `files.NAME_MAX` bytes in the file system's encoding.
+  """
+  suffix = f"-{key}"
+  room = files.NAME_MAX - len(os.fsencode(suffix))
+  while len(os.fsencode(folder_name)) > room:  # Bytes, not characters: UTF-8 CJK is 3 each.
+    folder_name = folder_name[:-1]
+  return folder_name + suffix
+
+
 def load(*, path: str, data_dir: str, image_size: int, masks: bool = False,
          resize: str = "centre_crop", progress: bool = True) -> Any:
   """Prepares a folder dataset (once per content) and returns its `Dataset`.
@@ -565,7 +607,7 @@ def load(*, path: str, data_dir: str, image_size: int, masks: bool = False,
   table = scan(path, masks)
   key = _fingerprint(path, table, image_size, resize)
   prepared = os.path.join(os.path.expanduser(data_dir), "folder",
-                          f"{os.path.basename(path)}-{key}")
+                          _prepared_name(os.path.basename(path), key))
   builder = tfds_lib.open_builder(A2iFolder, data_dir=prepared, folder=path, table=table,
                                   image_size=image_size, resize=resize, progress=progress)
   # A file of the folder that stops the preparation stops every attempt on these files: no
