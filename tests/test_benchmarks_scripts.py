@@ -252,7 +252,9 @@ def test_train_step_refuses_bad_flags_before_it_compiles(flag, words):
     ("tried_forms", [], "required: --what"),
     ("tried_forms", ["--what=winograd", "--repeats=0"], "--repeats=0 is below 1"),
     ("tried_forms", ["--what=heads", "--model=foo"], "invalid choice: 'foo'"),
-    ("tried_forms", ["--what=nope"], "invalid choice: 'nope'")])
+    ("tried_forms", ["--what=nope"], "invalid choice: 'nope'"),
+    ("pace", ["--seconds=0"], "--seconds=0.0 must be a positive number"),
+    ("pace", ["--seconds=nan"], "--seconds=nan must be a positive number")])
 def test_scripts_refuse_bad_flags(capsys, script, argv, words):
   assert _refused(capsys, _script(script).parse_args, argv, words) == 2
 
@@ -278,6 +280,14 @@ def test_scripts_print_help(capsys, script):
 def test_scripts_accept_their_defaults_and_examples(script, argv):
   """The checks refuse no value the scripts measure."""
   assert _script(script).parse_args(argv) is not None
+
+
+def test_pace_prints_both_figures_as_one_json_line(capsys):
+  _script("pace").main(["--seconds=0.05"])
+  out = capsys.readouterr().out.strip().splitlines()
+  assert len(out) == 1
+  figures = json.loads(out[0])
+  assert figures["python_per_cpu_s"] > 0 and figures["matmul_per_cpu_s"] > 0
 
 
 def test_compare_summary_refuses_a_file_that_is_not_json(capsys, tmp_path):
