@@ -18,17 +18,18 @@ import dataclasses
 import json
 import logging
 import math
+import numbers
 import os
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from a2i_jax import files, inference, occlusions
 from a2i_jax.data.base import Dataset, centre_cropped
-from a2i_jax.errors import ConfigError, InputError
-from a2i_jax.inputs import as_array, check_int, check_key, is_integer, mask_to_unit, to_unit
+from a2i_jax.errors import ConfigError, InputError, first_line
+from a2i_jax.inputs import (as_array, check_int, check_key, is_integer, mask_to_unit, real_dtype,
+                            to_unit)
 
 RECON_FULL = "reconstruction"
 RECON_FG = "reconstruction (foreground)"
@@ -102,8 +103,7 @@ def mean_sem(values: np.ndarray) -> dict[str, float]:
   """
   raw = as_array(values, "values")
   # Was NumPy's "could not convert string to float" ("abc"), or "1.5" read as the number.
-  if not (raw.dtype == np.bool_ or np.issubdtype(raw.dtype, np.number)
-          or jnp.issubdtype(raw.dtype, jnp.floating)) or np.iscomplexobj(raw):
+  if not real_dtype(raw.dtype):
     what = "are strings" if raw.dtype.kind in "US" else f"have dtype {raw.dtype}"
     raise InputError(f"values {what}; mean_sem takes real numbers, e.g. region_errors' [N] "
                      "errors.")
@@ -211,6 +211,25 @@ def _attributes_given(options: Any, what: str) -> None:
                      "scored with the true attributes given; pass options with "
                      "infer_attributes=False, e.g. inference.options_for(trained, "
                      "infer_attributes=False) (attribute_report scores attribute inference).")
+
+
+def _check_options(options: Any) -> None:
+  """Refuses `options` that are neither None nor `InferenceOptions` (a dict of settings), with
+  the message inference gives. Was: `tune_inference` dataclasses' TypeError ("asdict() should
+  be called on dataclass instances"); `attribute_report` refused them only after the sampling
+  and the progressions had run; `evaluate_model` named `recognition_options`, and took
+  options={} as the run's settings without a word (`options or ...`)."""
+  if options is not None and not isinstance(options, inference.InferenceOptions):
+    raise InputError(f"options must be InferenceOptions, not {type(options).__name__}; build "
+                     "them with inference.options_for(trained, steps=..., ...).")
+
+
+def _options(trained: inference.TrainedModel, options: Any) -> inference.InferenceOptions:
+  """`options` (`_check_options`), or the run's `config.inference` with the test attributes
+  given (`infer_attributes` off, whatever the run's config says)."""
+  _check_options(options)
+  return (inference.options_for(trained, infer_attributes=False) if options is None
+          else options)
 
 
 # How many validation images `tune_inference` scores by default.
@@ -330,8 +349,9 @@ def evaluate_model(trained: inference.TrainedModel, dataset: Dataset, *,
     InputError: a model that is not a `TrainedModel` (a path: `inference.load_trained`) or a
       dataset that is not a `Dataset` (`inference.load_data`), a count that is not one, a
       seed that is not an integer of at least 0, an empty test split, a key that is not a
-      PRNG key, options that infer the attributes, or a dataset whose attributes are not in
-      the run's order (`inference.load_data`).
+      PRNG key, options that are not `InferenceOptions` (a dict) or that infer the
+      attributes, or a dataset whose attributes are not in the run's order
+      (`inference.load_data`).
   """
   check_key(key)
   _check_count(num_examples)  # Before anything else is read.
@@ -345,8 +365,7 @@ def evaluate_model(trained: inference.TrainedModel, dataset: Dataset, *,
   n, s = images.shape[0], images.shape[1]
   names = occlusions.check_names(occlusions.occlusions_for(dataset.name, s, whole)
                                  if occlusion_names is None else occlusion_names)
-  # Known attributes, whatever the run's config.inference.infer_attributes says.
-  options = options or inference.options_for(trained, infer_attributes=False)
+  options = _options(trained, options)
   _attributes_given(options, "the options")
   # The recognition row is the encoder's mean decoded, whatever `init` the run's options name
   # (was: with init "zeros" or "prior" it decoded z = 0 or a prior draw under that label).
@@ -400,16 +419,16 @@ def tune_inference(trained: inference.TrainedModel, dataset: Dataset, *,
     ConfigError: a setting with an unknown option or an invalid value (every setting is
       checked before the first runs).
     InputError: a model that is not a `TrainedModel` (a path: `inference.load_trained`) or a
-      dataset that is not a `Dataset` (`inference.load_data`), an empty grid or a setting that
-      is not a mapping or infers the attributes, a count that is not one, a seed that is not
-      an integer of at least 0, an empty validation split, a key that is not a PRNG key, or a
-      dataset whose attributes are not in the run's order (`inference.load_data`).
+      dataset that is not a `Dataset` (`inference.load_data`), options that are not
+      `InferenceOptions` (a dict), an empty grid or a setting that is not a mapping or infers
+      the attributes, a count that is not one, a seed that is not an integer of at least 0,
+      an empty validation split, a key that is not a PRNG key, or a dataset whose attributes
+      are not in the run's order (`inference.load_data`).
   """
   check_key(key)
   _check_model_and_data(trained, dataset)
   seed = check_int(seed, "seed", 0)
-  base = options or inference.options_for(trained, infer_attributes=False)
-  settings = _grid_options(grid, base)
+  settings = _grid_options(grid, _options(trained, options))
   _check_attribute_order(trained, dataset)
   dataset = centre_cropped(dataset, trained.config.data.augment.crop_size)
   whole = crop_frame(trained.config)
@@ -517,12 +536,21 @@ def markdown_table(results: Iterable[Mapping[str, Any]], scale: float = 100.0) -
   second gives the root mean squared error on the 0-255 scale.
 
   Args:
-    results: `evaluate_model` / `evaluate_mean_image` outputs.
+    results: a list of `evaluate_model` / `evaluate_mean_image` outputs.
     scale: the squared errors are multiplied by this for display (default: x100).
   Returns:
     The tables, each with a caption line stating its unit.
+  Raises:
+    InputError: `results` that are not a list of such outputs (one output alone, None), or a
+      scale that is not a positive number (a string).
   """
-  results = list(results)
+  results = _listed(results, "results", ("model", "rows"),
+                    "evaluate_model or evaluate_mean_image")
+  # Was: "100" a ValueError of the format ("Unknown format code 'g'").
+  if (isinstance(scale, bool) or not isinstance(scale, numbers.Real)
+      or not 0 < scale < math.inf):
+    raise InputError(f"scale={scale!r} is not valid; pass a positive number, e.g. 100 (the "
+                     "squared errors are multiplied by it for display).")
   text = _table(results, f"Per-pixel squared error on [0, 1] images x {scale:g}", scale,
                 lambda cell: cell)
   if any("rmse_255" in cell for r in results for row in r["rows"].values()
@@ -530,6 +558,25 @@ def markdown_table(results: Iterable[Mapping[str, Any]], scale: float = 100.0) -
     text += "\n" + _table(results, "Root mean squared error on the 0-255 scale (each image's "
                           "over its pixels)", 1.0, lambda cell: cell.get("rmse_255"))
   return text
+
+
+def _listed(results: Any, name: str, keys: Sequence[str], made_by: str) -> list:
+  """`results` (the argument `name`) as a list of the outputs of `made_by`, each a mapping
+  with `keys`. Was: one output alone a TypeError ("string indices must be integers": its keys
+  iterated as the outputs), None "'NoneType' object is not iterable", a mapping without a key
+  a KeyError."""
+  if isinstance(results, (Mapping, str, bytes)) or not isinstance(results, Iterable):
+    what = "None" if results is None else f"a {type(results).__name__}"
+    raise InputError(f"{name} is {what}, not a list of {made_by} outputs; pass a list of them, "
+                     "e.g. [result].")
+  results = list(results)  # A generator is read once.
+  for i, r in enumerate(results):
+    missing = [k for k in keys if k not in r] if isinstance(r, Mapping) else list(keys)
+    if missing:
+      what = f"lacks {', '.join(map(repr, missing))}" if isinstance(r, Mapping) else (
+          f"is a {type(r).__name__}")
+      raise InputError(f"{name}[{i}] {what}; pass a list of {made_by} outputs, e.g. [result].")
+  return results
 
 
 def _table(results: list, unit: str, scale: float, pick: Any) -> str:
@@ -557,29 +604,72 @@ def write_json(obj: Any, path: str) -> None:
   Args:
     obj: dicts, lists, numbers (numpy scalars included) and strings.
     path: the file; its folder is created.
+  Raises:
+    InputError: a path that is not one (None), is a folder or lies inside a file, or an
+      `obj` that JSON cannot hold (an array, an object).
+    OSError: the write failed (disk full, permissions).
   """
-  files.atomic_write(path, json.dumps(files.strict_json(obj), indent=2, allow_nan=False))
+  # Were Python's TypeError (None, an object), IsADirectoryError and FileExistsError: the
+  # checks `visualize.save_png` makes of its path, before anything is written.
+  if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+    raise InputError(f"path={path!r}: pass the JSON file's path (a str or pathlib.Path).")
+  try:
+    text = json.dumps(files.strict_json(obj), indent=2, allow_nan=False)
+  except (TypeError, ValueError) as e:  # An array, an object; a list that holds itself.
+    raise InputError(f"{os.fspath(path)}: JSON cannot hold this ({first_line(e)}); pass dicts, "
+                     "lists, numbers and strings (an array: .tolist()).") from None
+  full = files.check_output_file(path, "JSON", "results.json", InputError)
+  # A failed write (disk full, permissions) stays the OSError: infer.py's `_write` makes it
+  # one line naming the file in --out, not its staging path.
+  files.atomic_write(full, text)
 
 
 # ----------------------------------------------------------------------------------------------
 # Attribute fidelity (a predictor trained on the real training images scores generated ones).
 
-def _check_predictor(predictor: Any, dataset: Dataset) -> None:
-  """Refuses a predictor of other attributes than `dataset`'s, or of the same in another
-  order: each test attribute would be scored against another one's prediction (was: scored
-  without a word, e.g. the predictor of another run's folder dataset, `load_predictor`); and
-  a predictor's path, which was an AttributeError after the sampling; and anything else
-  that is not a `Predictor` (None was an AttributeError after the sampling)."""
+def _check_predictor(predictor: Any, trained: inference.TrainedModel, dataset: Dataset,
+                     image_size: int) -> None:
+  """Refuses a predictor that would score the run's samples wrong, before anything is sampled.
+
+  A predictor of other attributes than `dataset`'s, or of the same in another order: each test
+  attribute would be scored against another one's prediction (was: scored without a word, e.g.
+  the predictor of another run's folder dataset, `load_predictor`); a predictor's path, which
+  was an AttributeError after the sampling; anything else that is not a `Predictor` (None was
+  an AttributeError after the sampling); one of other images than `image_size`, the side of
+  the run's test images (was refused by `predict` only after the sampling, as images "this
+  model" does not take: one trained on the whole 32x32 images of a run that crops to 28); and
+  one trained on other data than `dataset` (as the model sees it: centre cropped) under the
+  same attribute names (was: scored, its ceiling published as this data's; `load_or_train`
+  already retrains such a predictor, by the same fingerprint).
+  """
   from a2i_jax import attribute_predictor as ap  # pylint: disable=import-outside-toplevel
+  from a2i_jax.attribute_predictor import training  # pylint: disable=import-outside-toplevel
   how = ("attribute_predictor.load_or_train(trained.config.attribute_predictor, "
          "inference.load_data(trained), workdir)")
   ap.check_predictor(predictor)  # A path, None, anything but a Predictor.
-  theirs, names = predictor.meta.attribute_names, tuple(dataset.attribute_names)
+  meta = predictor.meta
+  theirs, names = meta.attribute_names, tuple(dataset.attribute_names)
   if names != theirs:
     how_differ = "in another order" if sorted(names) == sorted(theirs) else "other attributes"
     raise InputError(f"the attribute predictor scores {', '.join(theirs)} (trained on "
-                     f"{predictor.meta.dataset!r}), the dataset has {', '.join(names)} "
+                     f"{meta.dataset!r}), the dataset has {', '.join(names)} "
                      f"({how_differ}); score with the predictor of this dataset: {how}.")
+  if meta.image_size != image_size:
+    whole = crop_frame(trained.config)
+    what = f"{image_size}x{image_size}" + (f" centre crops of {whole}x{whole}" if whole else "")
+    raise InputError(f"the attribute predictor takes {meta.image_size}x{meta.image_size} images, "
+                     f"but the run's test images are {what}; train it on the images the model "
+                     f"sees: {how}.")
+  # Its training split and the test split of its ceiling, or no ceiling (`train_predictor`'s
+  # evaluate_split=None): either is a predictor of these data. Taken after the image size: a
+  # hash of every training image.
+  splits = ("test", None) if "test" in dataset.splits else (None,)
+  if meta.data_fingerprint not in (training.data_fingerprint(dataset, s) for s in splits):
+    was = ("records no data fingerprint (a PredictorMeta made by hand)" if not
+           meta.data_fingerprint else f"was trained on other data than this {dataset.name!r} "
+           "dataset (other images or attributes under the same names)")
+    raise InputError(f"the attribute predictor {was}; score with a predictor trained on the "
+                     f"run's data: {how}.")
 
 
 def attribute_report(trained: inference.TrainedModel, dataset: Dataset, predictor: Any, *,
@@ -613,9 +703,12 @@ def attribute_report(trained: inference.TrainedModel, dataset: Dataset, predicto
     InputError: a model that is not a `TrainedModel` (a path: `inference.load_trained`) or a
       dataset that is not a `Dataset` (`inference.load_data`), a count that is not one
       (num_bases below 1, num_values below 2), an empty test split, a key that is not a PRNG
-      key, a predictor that is not a `Predictor` (a path, None), a dataset whose attributes
-      are not in the run's order (`inference.load_data`) or not the predictor's, or samples
-      that are NaN or infinite (a damaged or diverged model).
+      key, options that are not `InferenceOptions` (a dict), a predictor that is not a
+      `Predictor` (a path, None), a dataset whose attributes are not in the run's order
+      (`inference.load_data`) or not the predictor's, a predictor of other images than the
+      run's test images (the whole images of a run that crops) or trained on other data
+      (`load_or_train` of the run's data gives the right one), or samples that are NaN or
+      infinite (a damaged or diverged model).
   """
   from a2i_jax import attribute_predictor as ap  # pylint: disable=import-outside-toplevel
   check_key(key)
@@ -625,10 +718,12 @@ def attribute_report(trained: inference.TrainedModel, dataset: Dataset, predicto
   num_bases = check_int(num_bases, "num_bases", 1)
   num_values = check_int(num_values, "num_values", 2)
   _check_model_and_data(trained, dataset)
+  # Was checked by the attribute inference, after the sampling and the progressions.
+  _check_options(options)
   _check_attribute_order(trained, dataset)
-  _check_predictor(predictor, dataset)
   dataset = centre_cropped(dataset, trained.config.data.augment.crop_size)
   images, attrs, _ = _test_examples(dataset, num_examples)
+  _check_predictor(predictor, trained, dataset, images.shape[1])
   train_y = dataset["train"].attributes
   k_sample, k_prog, k_inf = jax.random.split(key, 3)
   samples = inference.sample(trained, attrs, k_sample)["image"]
@@ -665,10 +760,14 @@ def attribute_table(reports: Iterable[Mapping[str, Any]]) -> str:
   """Markdown summary of `attribute_report` outputs, one row per model.
 
   Args:
-    reports: `attribute_report` outputs (each with a "model" name added).
+    reports: a list of `attribute_report` outputs (each with a "model" name added).
   Returns:
     The table.
+  Raises:
+    InputError: `reports` that are not a list of such outputs (one output alone, None).
   """
+  reports = _listed(reports, "reports", ("model", "samples", "progression_mean_spearman",
+                                         "inference", "ceiling"), "attribute_report")
   def f(x):
     return "–" if x is None or not np.isfinite(x) else f"{x:.3f}"
   lines = ["| model | samples: binary acc. (chance) | samples: continuous corr. | "

@@ -294,6 +294,31 @@ def nearest_existing(path: str) -> str:
   return path
 
 
+def check_output_file(path: Any, what: str, example: str, error: type[Exception]) -> str:
+  """Refuses a file path to write that is a folder or lies inside a file, before the work that
+  fills it (were IsADirectoryError and FileExistsError, after it; fault hunts).
+
+  Args:
+    path: the file's path (str or os.PathLike; `~` is expanded).
+    what: what the file holds, for the message ("PNG", "JSON").
+    example: a file name to suggest inside a folder given as `path` ("grid.png").
+    error: the error class to raise (the caller's A2IError).
+  Returns:
+    The absolute path.
+  Raises:
+    error: `path` is a folder, or one of its parents is a file.
+  """
+  full = os.path.abspath(os.path.expanduser(path))
+  if os.path.isdir(full):
+    raise error(f"{os.fspath(path)} is a folder; pass a file path for the {what} (e.g. "
+                f"{os.path.join(path, example)}), or move the folder away.")
+  existing = nearest_existing(os.path.dirname(full))
+  if not os.path.isdir(existing):
+    raise error(f"{os.fspath(path)} lies inside {existing}, which is a file, not a folder; pass "
+                "a path whose parents are folders.")
+  return full
+
+
 # Characters of a path under which Orbax saves checkpoints that it cannot restore: it saves
 # them (its finalisation warns), and the restore finds no arrays ("NOT_FOUND: ... step/.zarray
 # does not exist"); a backslash puts the arrays in another folder (review).

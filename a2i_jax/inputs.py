@@ -388,6 +388,22 @@ def traced_error(what: str) -> InputError:
                     "the transformation.")
 
 
+def real_dtype(dtype: Any) -> bool:
+  """Whether an array of `dtype` holds real numbers: bools, integers and floats (bfloat16 and
+  JAX's other float types too), not complex numbers, strings or objects (whose values NumPy
+  would read as numbers: "1.5" as 1.5, 1+2j as 1 with a warning).
+
+  Args:
+    dtype: a NumPy dtype (or anything `np.dtype` takes).
+  Returns:
+    True for the real ones.
+  """
+  dtype = np.dtype(dtype)
+  return ((dtype == np.bool_ or np.issubdtype(dtype, np.number)
+           or jnp.issubdtype(dtype, jnp.floating))
+          and not np.issubdtype(dtype, np.complexfloating))
+
+
 def as_array(value: Any, what: str) -> np.ndarray:
   """`np.asarray(value)`, or an `InputError` naming `what` for a ragged list (items of other
   shapes), which NumPy refuses with its own ValueError.

@@ -7,13 +7,13 @@ here tests which model it is. Images come out in [0, 1].
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from a2i_jax.errors import InputError
+from a2i_jax.errors import InputError, first_line
 from a2i_jax.inputs import check_int, check_key, from_signed
 
 Array = jax.Array
@@ -88,10 +88,13 @@ def decode_images(model: nn.Module, variables: Mapping, latents: Mapping[str, Ar
     scored is the image as a picture holds it.
   Raises:
     InputError: a model that is no Flax module (a TrainedModel), latents missing one of the
-      model's, or latents and attributes of other row counts (from their shapes alone: under
-      `jit` too).
+      model's, latents and attributes of other row counts (from their shapes alone: under
+      `jit` too), or attributes given as a list that is not rows of numbers.
   """
   check_module(model, "sampling.decode_images", "decode")
+  # Converted before its shape is read: was JAX's TracerArrayConversionError for a list under
+  # `jit` (its items are traced there, and `jnp.shape` reads a list as NumPy's).
+  y = _attribute_array(y, "decode_images")
   dims = getattr(model, "latent_dims", None)
   if dims is not None:
     if not isinstance(latents, Mapping) or set(dims) - set(latents):
@@ -104,10 +107,35 @@ def decode_images(model: nn.Module, variables: Mapping, latents: Mapping[str, Ar
     if len({shape[:1] for shape in rows.values()}) > 1:  # Was a concatenation's TypeError.
       raise InputError(f"decode_images takes one row per image in each latent and in y; got "
                        f"{', '.join(f'{k} {v}' for k, v in rows.items())}.")
-  if isinstance(y, (list, tuple)):  # The model reads its shape.
-    y = jnp.asarray(y)
   return images_from_outputs(model, model.apply(variables, dict(latents), y,
                                                 method="decode_latents"))
+
+
+def _attribute_array(y: Any, fn: str) -> Any:
+  """Attributes `y` with a shape to read: a list or tuple of rows converted to a JAX array (its
+  items may be a caller's traced values, inside `jit`), anything else as it is.
+
+  Args:
+    y: attributes [N, y_dim], as the caller passed them.
+    fn: the function's name, for the message.
+  Returns:
+    `y`, converted where it was a list or tuple.
+  Raises:
+    InputError: a list or tuple that is not numbers (strings, None) or whose rows differ in
+      length.
+  """
+  if not isinstance(y, (list, tuple)):
+    return y
+  # Strings named before JAX reads them (it tries each as a dtype's name, with NumPy's
+  # DeprecationWarning for "a"), the rest by JAX's own refusal (was a traceback).
+  if any(isinstance(v, (str, bytes)) for v in jax.tree_util.tree_leaves(y)):
+    why = "these hold strings"
+  else:
+    try:
+      return jnp.asarray(y)
+    except (TypeError, ValueError) as e:
+      why = f"JAX cannot read these ({first_line(e)})"
+  raise InputError(f"{fn} takes attributes y [N, y_dim] of numbers, one row per image; {why}.")
 
 
 def images_from_outputs(model: nn.Module, out: Mapping[str, Array]) -> dict[str, Array]:
@@ -131,12 +159,24 @@ def make_sample_fn(model: nn.Module) -> Callable:
   Args:
     model: a model from `models.create_model`.
   Returns:
-    A function of (variables, y [N, y_dim], key) returning `decode_images`' dict.
+    A function of (variables, y [N, y_dim], key) returning `decode_images`' dict. `y` may be
+    any array, or a list or tuple of rows (converted, as `decode_images` converts it), under
+    `jit` too. The function raises InputError for attributes that are not numbers, or not
+    one row [y_dim] per image.
   Raises:
     InputError: a model that is no Flax module (a TrainedModel: its `sample_fn` is this,
       jitted).
   """
   check_module(model, "sampling.make_sample_fn", "sample")
+  y_dim = getattr(model, "y_dim", "y_dim")  # A test's stand-in may have none.
+
   def sample(variables: Mapping, y: Array, key: Array) -> dict[str, Array]:
-    return decode_images(model, variables, prior_latents(model, y.shape[0], key), y)
+    # Was: y.shape read first, an AttributeError for a list (a review's finding); it is
+    # converted as decode_images converts it, and its shape (known under `jit` too) checked.
+    y = _attribute_array(y, "sample")
+    if y is None or jnp.ndim(y) != 2:
+      got = "None" if y is None else f"shape {jnp.shape(y)}"
+      raise InputError(f"sample takes attributes y [N, {y_dim}], one row per image; got {got} "
+                       "(for one image pass [y]).")
+    return decode_images(model, variables, prior_latents(model, jnp.shape(y)[0], key), y)
   return sample

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 import numpy as np
@@ -93,15 +92,7 @@ def save_png(array: np.ndarray, path: str) -> None:
       and array.shape[-1] != 3 or not array.size):
     raise InputError(f"save_png takes uint8 [H, W, 3] or [H, W]; got {array.dtype} "
                      f"{array.shape} (make_grid makes one from images).")
-  # Were Python's IsADirectoryError (after the PNG was made) and FileExistsError (fault hunt).
-  full = os.path.abspath(os.path.expanduser(path))
-  if os.path.isdir(full):
-    raise InputError(f"{path} is a folder; pass a file path for the PNG (e.g. "
-                     f"{os.path.join(path, 'grid.png')}), or move the folder away.")
-  existing = files.nearest_existing(os.path.dirname(full))
-  if not os.path.isdir(existing):
-    raise InputError(f"{path} lies inside {existing}, which is a file, not a folder; pass a "
-                     "path whose parents are folders.")
+  files.check_output_file(path, "PNG", "grid.png", InputError)
   with files.atomic_path(path, suffix=".png") as tmp:
     Image.fromarray(array).save(tmp)
 

@@ -1,5 +1,7 @@
 """Fault hunt of the user's-folder dataset (`a2i_jax.data.folder`): attributes.csv's cells and
-lines, and the prepared copy's name.
+lines, and the prepared copy's name; and of LFW's and CUB's preparation (tiny fixtures from
+tests/dataset_fixtures.py): a prepared copy without checksums or metadata, errors of the
+system's, a file where the copy goes, damaged digits, a folder named like an archive.
 
 Each test is one finding, its docstring says what happened before ("Was: ..."). All run at the
 library's level on a folder of three tiny images made in `tmp_path`: no subprocess, no model.
@@ -8,11 +10,13 @@ library's level on a folder of three tiny images made in `tmp_path`: no subproce
 import errno
 import os
 import re
+import shutil
 
 import numpy as np
 import pytest
 from PIL import Image
 
+import dataset_fixtures as fx
 from a2i_jax.data import folder, load_dataset
 from a2i_jax.errors import DataError
 from conftest import tiny_config
@@ -102,3 +106,117 @@ def test_true_and_false_cells_name_the_fix(tmp_path, word):
       f"{path}/attributes.csv, line 3 (img1.png): column 'smile' holds {word!r}, not a finite "
       "number; write 1 and 0 instead (pandas: df.astype(int)).") + "$"):
     folder.scan(path, masks=False)
+
+
+# ------------------------------------------------------------------------------- LFW, CUB
+
+
+def _real(name, data_dir):
+  """config.data for LFW or CUB from `data_dir` (no masks, no downloads)."""
+  cfg = tiny_config("cvae").data
+  cfg.name, cfg.data_dir, cfg.download, cfg.masks = name, str(data_dir), False, False
+  return cfg
+
+
+@pytest.fixture(scope="module")
+def lfw_prepared(tmp_path_factory):
+  """A data_dir holding LFW's tiny sources and the copy prepared from them (not to damage:
+  copy it first)."""
+  root = tmp_path_factory.mktemp("lfw_prepared")
+  fx.make_lfw(str(root / "manual" / "lfw"), with_parts=False)
+  load_dataset(_real("lfw", root), progress=False)
+  return root
+
+
+def test_lfw_copy_without_checksums_or_metadata_is_damaged(lfw_prepared, tmp_path):
+  """Was: a prepared copy with no checksum file (an older version's, a stop before they were
+  written, a read-only data_dir) that had lost its metadata.json loaded with 0 attribute
+  names for vectors of 73, and was then sealed as checked. Refused as damaged, unsealed."""
+  data = tmp_path / "data"
+  shutil.copytree(lfw_prepared, data)
+  where = data / "a2i_lfw" / "no_masks" / "1.0.0"
+  os.remove(where / "a2i_sha256.json")
+  os.remove(where / "metadata.json")
+  with pytest.raises(DataError, match=re.escape(
+      f"the prepared copy of the dataset at {where} is damaged (its metadata names 0 "
+      "attributes, its vectors hold 73); delete that folder and run the same command again to "
+      "prepare it anew.") + "$"):
+    load_dataset(_real("lfw", data), progress=False)
+  assert not (where / "a2i_sha256.json").exists()
+
+
+def test_other_system_errors_are_one_line_for_every_dataset(tmp_path):
+  """Was: a traceback (OSError "Too many levels of symbolic links", "File name too long", an
+  IsADirectoryError for a table of CUB unpacked by hand that is a folder) for every dataset
+  but the folder one. One line naming the dataset, the path, the system's reason and the fix."""
+  loop = tmp_path / "loop"
+  os.symlink(loop, loop)
+  with pytest.raises(DataError, match=re.escape(
+      f"preparing the lfw dataset failed: Too many levels of symbolic links at {loop}/"
+      "downloads; fix what the system names (or point config.data.data_dir at another "
+      "folder), then run the same command again.") + "$"):
+    load_dataset(_real("lfw", loop), progress=False)
+  long = tmp_path / ("x" * 300)
+  with pytest.raises(DataError, match=re.escape(
+      f"preparing the cub dataset failed: File name too long at {long}") + r"\S*" + re.escape(
+      "; fix what the system names (or point config.data.data_dir at another folder), then "
+      "run the same command again.") + "$"):
+    load_dataset(_real("cub", long), progress=False)
+
+
+def test_a_file_where_the_prepared_copy_goes_is_refused(tmp_path):
+  """Was: TFDS's KeyError "splits is empty" (a traceback) where a file stood at the prepared
+  copy's version folder: TFDS took it for a prepared copy."""
+  where = tmp_path / "a2i_lfw" / "no_masks" / "1.0.0"
+  os.makedirs(where.parent)
+  where.write_text("x")
+  with pytest.raises(DataError, match=re.escape(
+      f"{where} is a file, not a prepared copy; delete it and run the same command again.")
+      + "$"):
+    load_dataset(_real("lfw", tmp_path), progress=False)
+
+
+def test_lfw_digits_that_are_not_0_to_9_name_file_and_line(tmp_path):
+  """Was: ValueError "invalid literal for int()" (a traceback) for a damaged byte 0xB2 in a
+  people file or parts list: it reads as '2' (superscript), which str.isdigit() accepts."""
+  from a2i_jax.data import lfw  # pylint: disable=import-outside-toplevel
+  people = tmp_path / "peopleDevTest.txt"
+  people.write_bytes(b"2\nDan_Brown\t2\nEve_Black\t\xb2\n")
+  with pytest.raises(DataError, match=re.escape(
+      f"{people}, line 3: '\u00b2' is not a number (a damaged byte?); the file is damaged. "
+      f"Download it again ({lfw.IMAGE_SOURCES[3].url}).") + "$"):
+    lfw.parse_people(str(people))
+  parts = tmp_path / "parts_test.txt"
+  parts.write_bytes(b"Dan_Brown 1\nZed_Unlisted \xb2\n")
+  with pytest.raises(DataError, match=re.escape(
+      f"{parts}, line 2: '\u00b2' is not a number (a damaged byte?); the file is damaged. "
+      f"Download it again ({lfw.MASK_SOURCES[3].url}).") + "$"):
+    lfw.parse_parts_list(str(parts))
+  parts.write_bytes(b"Dan_Brown 1\nnot a line\nZed_Unlisted 12\n")  # Others: as before.
+  assert lfw.parse_parts_list(str(parts)) == [("Dan_Brown", 1), ("Zed_Unlisted", 12)]
+
+
+@pytest.mark.parametrize("name", ["lfw-funneled.tgz", "lfw_attributes.txt"])
+def test_a_folder_named_like_a_source_file_is_refused(tmp_path, name):
+  """Was: a folder named like the archive taken for its unpacked folder, the fix then naming
+  the whole manual folder to delete; an IsADirectoryError traceback for a text file's name."""
+  from a2i_jax.data import tfds_lib  # pylint: disable=import-outside-toplevel
+  manual = tmp_path / "manual" / "lfw"
+  fx.make_lfw(str(manual), with_parts=False)
+  os.remove(manual / name)
+  os.mkdir(manual / name)
+  what, alt = (("archive", " (or its unpacked lfw_funneled/ folder)") if name.endswith(".tgz")
+               else ("file", ""))
+  with pytest.raises(DataError, match=re.escape(
+      f"{manual / name} is a folder, not the {what}; remove it and put the downloaded {name} "
+      f"there{alt}, then run the same command again.") + "$"):
+    load_dataset(_real("lfw", tmp_path), progress=False)
+  # Nor does the fix for an archive unpacked by hand name the manual folder holding it.
+  inside = manual / "lfw_funneled" / "Alice_Smith"
+  inside.mkdir(parents=True)
+  assert tfds_lib.redownload("lfw-funneled.tgz", str(manual)) == (
+      f"put a fresh download of lfw-funneled.tgz in {manual} instead of its unpacked "
+      "lfw_funneled/ folder (delete that folder).")
+  assert tfds_lib.redownload("lfw-funneled.tgz", str(inside)) == (
+      f"delete the folder {manual / 'lfw_funneled'} and put a fresh download of "
+      f"lfw-funneled.tgz in {manual} instead.")

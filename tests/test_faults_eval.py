@@ -7,6 +7,7 @@ tuning cell, after) the model runs, so nothing is compiled.
 """
 
 import dataclasses
+import re
 import types
 
 import jax
@@ -311,3 +312,114 @@ def test_occlusion_sizes_boxes_and_crops_are_checked():
                      r"4,096.0 GiB, more than this machine can give"):
     occlusions.make_mask("eyes", 2**20, 1, dataset="synthetic")
   assert occlusions.scale_box((10, 10, 11, 11), 16) == (3, 3, 4, 4)  # Still a pixel at least.
+
+
+def _predictor_of(data: Dataset, evaluate_split="test", **meta) -> ap.Predictor:
+  """`_predictor()` as `train_predictor(data, evaluate_split=...)` records it: its data's
+  fingerprint, and the image size of `meta` where given."""
+  from a2i_jax.attribute_predictor import training  # pylint: disable=import-outside-toplevel
+  p = _predictor(data.attribute_names)
+  return dataclasses.replace(p, meta=dataclasses.replace(
+      p.meta, data_fingerprint=training.data_fingerprint(data, evaluate_split), **meta))
+
+
+@pytest.mark.usefixtures("nothing_runs")
+def test_attribute_report_refuses_a_predictor_of_other_data_before_sampling():
+  """Was: a predictor trained on other images under the same attribute names (another run's,
+  another synthetic seed) scored the samples, its ceiling published as this data's, status 0;
+  `load_or_train` retrained such a predictor, `attribute_report` took it."""
+  trained, key, data = _trained(), jax.random.key(0), _data()
+  other = _data(n=4)
+  says = (r"^the attribute predictor was trained on other data than this 'synthetic' dataset "
+          r"\(other images or attributes under the same names\); score with a predictor "
+          r"trained on the run's data: attribute_predictor.load_or_train\(trained.config."
+          r"attribute_predictor, inference.load_data\(trained\), workdir\).$")
+  with pytest.raises(InputError, match=says):
+    evaluation.attribute_report(trained, data, _predictor_of(other), key=key)
+  with pytest.raises(InputError, match=r"^the attribute predictor records no data fingerprint "
+                     r"\(a PredictorMeta made by hand\); score with a predictor trained on "):
+    evaluation.attribute_report(trained, data, _predictor(), key=key)
+  # The predictor of these data, with or without its test ceiling, is taken: the stand-in
+  # model is reached.
+  for split in ("test", None):
+    with pytest.raises(AssertionError, match="the model ran"):
+      evaluation.attribute_report(trained, data, _predictor_of(data, split), key=key)
+
+
+@pytest.mark.usefixtures("nothing_runs")
+def test_attribute_report_refuses_a_predictor_of_the_whole_images_before_sampling():
+  """Was: a predictor of the whole 32x32 images, for a run that crops to 28, refused only after
+  the sampling, by `predict`, as images "this model" does not take."""
+  trained, key, data = _trained(), jax.random.key(0), _data()
+  trained.config.data.augment.crop_size = 28
+  with pytest.raises(InputError, match=r"^the attribute predictor takes 32x32 images, but the "
+                     r"run's test images are 28x28 centre crops of 32x32; train it on the "
+                     r"images the model sees: attribute_predictor.load_or_train\(trained."
+                     r"config.attribute_predictor, inference.load_data\(trained\), workdir\).$"):
+    evaluation.attribute_report(trained, data, _predictor_of(data), key=key)
+
+
+@pytest.mark.usefixtures("nothing_runs")
+def test_options_that_are_not_inference_options_are_refused_before_anything_runs():
+  """Was: tune_inference(options={...}) dataclasses' TypeError ("asdict() should be called on
+  dataclass instances"); attribute_report refused them only after the sampling and the
+  progressions had run (the module promises: before anything is sampled)."""
+  trained, key, data = _trained(), jax.random.key(0), _data()
+  says = (r"^options must be InferenceOptions, not dict; build them with inference.options_for"
+          r"\(trained, steps=\.\.\., \.\.\.\).$")
+  with pytest.raises(InputError, match=says):
+    evaluation.tune_inference(trained, data, grid=[{}], occlusion_names=[], key=key,
+                              options={"steps": 5})
+  with pytest.raises(InputError, match=says):
+    evaluation.evaluate_model(trained, data, occlusion_names=[], key=key, options={})
+  with pytest.raises(InputError, match=says):
+    evaluation.attribute_report(trained, data, _predictor_of(data), key=key,
+                                options={"steps": 5})
+
+
+def test_write_json_refuses_paths_and_objects_it_cannot_write(tmp_path):
+  """Was: Python's IsADirectoryError (a folder), FileExistsError (a path inside a file),
+  TypeError (an object JSON cannot hold; None for the path), each a traceback."""
+  folder, plain = tmp_path / "out.json", tmp_path / "notes"
+  folder.mkdir()
+  plain.write_text("")
+  cases = [
+      ({"a": 1}, str(folder), rf"^{re.escape(str(folder))} is a folder; pass a file path for "
+       rf"the JSON \(e.g. {re.escape(str(folder / 'results.json'))}\), or move the folder "
+       r"away.$"),
+      ({"a": 1}, str(plain / "x.json"), rf"^{re.escape(str(plain / 'x.json'))} lies inside "
+       rf"{re.escape(str(plain))}, which is a file, not a folder; pass a path whose parents "
+       r"are folders.$"),
+      ({"a": object()}, str(tmp_path / "r.json"), r"^.*/r.json: JSON cannot hold this \(Object "
+       r"of type object is not JSON serializable\); pass dicts, lists, numbers and strings "
+       r"\(an array: .tolist\(\)\).$"),
+      ({"a": 1}, None, r"^path=None: pass the JSON file's path \(a str or pathlib.Path\).$")]
+  for obj, path, says in cases:
+    with pytest.raises(InputError, match=says):
+      evaluation.write_json(obj, path)
+  assert not (tmp_path / "r.json").exists()
+  evaluation.write_json({"a": float("nan")}, str(tmp_path / "new" / "r.json"))
+  assert (tmp_path / "new" / "r.json").read_text() == '{\n  "a": null\n}'
+
+
+def test_tables_refuse_one_result_none_and_a_scale_that_is_no_number():
+  """Was: one result (not in a list) a TypeError ("string indices must be integers"), None
+  "'NoneType' object is not iterable", scale="100" a ValueError of the format."""
+  result = evaluation.evaluate_mean_image(_data(), occlusion_names=[])
+  report = {"model": "m", "samples": {}, "progression_mean_spearman": 0.5, "inference": None,
+            "ceiling": {}}
+  for table, name, made_by, one in (
+      (evaluation.markdown_table, "results", "evaluate_model or evaluate_mean_image", result),
+      (evaluation.attribute_table, "reports", "attribute_report", report)):
+    for bad, what in ((one, "a dict"), (None, "None")):
+      with pytest.raises(InputError, match=rf"^{name} is {what}, not a list of {made_by} "
+                         r"outputs; pass a list of them, e.g. \[result\].$"):
+        table(bad)
+  with pytest.raises(InputError, match=r"^results\[0\] lacks 'rows'; pass a list of "):
+    evaluation.markdown_table([{"model": "m"}])
+  for bad in ("100", None, 0, float("nan")):
+    with pytest.raises(InputError, match=rf"^scale={bad!r} is not valid; pass a positive "
+                       r"number, e.g. 100 \(the squared errors are multiplied by it for "
+                       r"display\).$"):
+      evaluation.markdown_table([result], scale=bad)
+  assert "| mean training image | fill |" in evaluation.markdown_table([result], scale=1)

@@ -1702,10 +1702,14 @@ def test_an_interrupt_a_library_swallowed_still_stops_infer(trained, tmp_path, m
   assert interrupts.interrupt_in(ValueError("a later error")) is None
 
 
-def _predictor_of(names: tuple):
-  """A predictor of `names` without weights: the stubs below never call it."""
+def _predictor_of(names: tuple, data: Dataset):
+  """A predictor of `names`, trained on `data` (8x8 images, its train split alone) as far as
+  `evaluation` checks, without weights: the stubs below never call it."""
   from a2i_jax import attribute_predictor as ap  # pylint: disable=import-outside-toplevel
-  return ap.Predictor({}, types.SimpleNamespace(attribute_names=names, dataset="synthetic"))
+  from a2i_jax.attribute_predictor import training  # pylint: disable=import-outside-toplevel
+  return ap.Predictor({}, types.SimpleNamespace(
+      attribute_names=names, dataset="synthetic", image_size=8,
+      data_fingerprint=training.data_fingerprint(data, None)))
 
 
 def _stub_evaluation(monkeypatch, images):
@@ -1765,7 +1769,7 @@ def test_evaluate_refuses_nan_completions_and_inferred_attributes(monkeypatch):
     monkeypatch.setattr(evaluation.inference, "infer_attributes", lambda *a, o=out, **k: o)
     with pytest.raises(InputError, match=r"infers the attributes of 1 of 4 test images as NaN "
                        r"or infinity \(attribute inference\): posterior inference diverged"):
-      evaluation.attribute_report(trained, data, predictor=_predictor_of(("a",)),
+      evaluation.attribute_report(trained, data, predictor=_predictor_of(("a",), data),
                                   key=jax.random.key(0), num_bases=1, num_values=2)
 
 
@@ -1814,7 +1818,7 @@ def test_a_model_that_reconstructs_nan_is_not_scored(monkeypatch):
       images, np.zeros((4, 1), np.float32), None))
   with pytest.raises(InputError, match=r"the model of step 7 generates 2 of 4 images for the "
                      r"test attributes as NaN or infinity \(sampling\)"):
-    evaluation.attribute_report(trained, data, predictor=_predictor_of(("a",)),
+    evaluation.attribute_report(trained, data, predictor=_predictor_of(("a",), data),
                                 key=jax.random.key(0))
 
 

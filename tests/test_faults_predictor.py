@@ -1,6 +1,7 @@
 """Faults of the attribute predictor: its argument checks, the data it trains on, and saving
-it. Library-level and fast: the predictor here is never trained and never run (its weights are
-drawn on the host in the shapes `jax.eval_shape` gives), so nothing is compiled."""
+it; and of the sampler whose images it scores. Library-level and fast: the predictor here is
+never trained and never run (its weights are drawn on the host in the shapes `jax.eval_shape`
+gives), so nothing is compiled but one tiny CVAE's sampler (about a second)."""
 
 import dataclasses
 import errno
@@ -8,6 +9,7 @@ import hashlib
 import json
 import os
 import re
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -16,9 +18,11 @@ import pytest
 from flax import serialization
 
 from a2i_jax import attribute_predictor as ap
+from a2i_jax import models, perf, sampling
 from a2i_jax.attribute_predictor import network, storage, training
 from a2i_jax.data.base import Dataset, Split
 from a2i_jax.errors import CheckpointError, DataError, InputError, WorkdirError
+from conftest import tiny_config
 
 S = 8  # Image side.
 NAMES, KINDS = ("smile", "age"), ("binary", "continuous")
@@ -159,7 +163,7 @@ def test_correlations_refuse_vectors_of_other_shapes_and_give_nan_for_nan():
       with pytest.raises(InputError, match="correlation of values of shapes .*; pass two "
                          r"vectors \[N\] of one length"):
         fn(a, b)
-  with pytest.raises(InputError, match="correlation of values that are not numbers"):
+  with pytest.raises(InputError, match="correlation of values that are not real numbers"):
     ap.pearson(["a", "b"], [1, 2])
 
 
@@ -193,7 +197,7 @@ def test_sweep_response_refuses_ragged_non_numeric_and_empty_sweeps(predictor):
   x = np.zeros((1, 2, S, S, 3), np.uint8)
   with pytest.raises(InputError, match="progressions is a list of items of different shapes"):
     ap.sweep_response(predictor, [x[0], x[0, :1]], [0.0, 1.0], 0)
-  with pytest.raises(InputError, match="swept_values are not numbers"):
+  with pytest.raises(InputError, match="swept_values are not real numbers"):
     ap.sweep_response(predictor, x, ["low", "high"], 0)
   for progressions, values in ((x[:, :0], []), (x[:, :1], [0.0]), (x[:0], [0.0, 1.0])):
     with pytest.raises(InputError, match=r"progressions have shape .*; a sweep needs N >= 1 "
@@ -338,3 +342,102 @@ def test_a_predictor_that_cannot_be_saved_is_a_workdir_error(predictor, tmp_path
   assert ap.load_or_train(settings, _dataset(), str(tmp_path)) is other
   assert "could not save the attribute predictor" in caplog.text
   assert "no space left on the device" in caplog.text
+
+
+def test_correlations_and_sweeps_refuse_strings_complex_numbers_and_a_matrix_of_steps(
+    predictor):
+  """Was: pearson and spearman read strings of digits as the numbers (["1", "2", "3"] gave
+  0.98) and dropped complex values' imaginary part with only NumPy's ComplexWarning;
+  sweep_response flattened a matrix of swept values ([[0, 1], [2, 3]] taken as four steps)
+  and read strings of digits as numbers too."""
+  start = "correlation of values that are not real numbers"
+  fix = r"; pass two vectors of real numbers of one length\.$"
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")  # No ComplexWarning on the way either.
+    for fn in (ap.pearson, ap.spearman):
+      with pytest.raises(InputError, match=rf"^{start} \(strings\){fix}"):
+        fn(["1", "2", "3"], [1, 2, 4])
+      with pytest.raises(InputError, match=rf"^{start} \(dtype complex128\){fix}"):
+        fn([1, 2, 3], np.array([1 + 1j, 2, 4]))
+  assert ap.pearson([True, False, True], [1, 2, 3]) == pytest.approx(0.0)  # Bools are taken.
+  x = np.zeros((1, 2, S, S, 3), np.uint8)
+  with pytest.raises(InputError, match=r"^swept_values have shape \(2, 2\); pass one value per "
+                     r"step, \[K\] \(the swept attribute's value at each step\)\.$"):
+    ap.sweep_response(predictor, x, [[0, 1], [2, 3]], 0)
+  with pytest.raises(InputError, match=r"^swept_values are not real numbers \(strings\); pass "
+                     r"the swept attribute's value at each step\.$"):
+    ap.sweep_response(predictor, x, ["0", "1"], 0)
+
+
+def _binary_column(train, test) -> Dataset:
+  """The toy dataset with "smile" (binary) holding `train`'s and `test`'s values."""
+  def put(split: Split, values) -> Split:
+    attributes = split.attributes.copy()
+    attributes[:, 0] = values
+    return dataclasses.replace(split, attributes=attributes)
+  return Dataset("toy", NAMES, KINDS, {"train": put(_split(6, 0), train),
+                                       "test": put(_split(4, 1), test)})
+
+
+@pytest.mark.usefixtures("nothing_trains")
+def test_a_column_marked_binary_that_holds_more_than_two_values_is_refused_as_data(tmp_path):
+  """Was: trained (its least and greatest values taken as its classes), then refused by the
+  scoring of the test split as "target attributes of the binary attribute 'smile' hold 1,
+  outside its classes 0 and 2 ... pass targets on the scale of the predictor's dataset":
+  targets the user never passed. A third value in training, or another in the test split
+  (0.5, or -1 beside training's 0 and 1), is named as the data's, before training."""
+  fix = r"; mark it continuous \(the Dataset's attribute_kinds\) or fix its values\.$"
+  kw = {"steps": 1, "batch_size": 2, "learning_rate": 1e-3, "width": 2}
+  for train, test, where, values in (
+      ([0, 1, 2] * 2, [0, 1] * 2, "split 'train'", r"3 values \(0, 1, 2\)"),
+      ([0, 1] * 3, [0, 0.5, 1, 1], "split 'test'", r"3 values \(0, 0.5, 1\)"),
+      ([0, 1] * 3, [0, 0.5] * 2, "splits 'train' and 'test' together",
+       r"3 values \(0, 0.5, 1\)"),
+      ([0, 1] * 3, [-1, 1] * 2, "splits 'train' and 'test' together",
+       r"3 values \(-1, 0, 1\)"),
+      (np.arange(6), [0, 1] * 2, "split 'train'", r"6 values \(0, 1, 2, 3, 4, \.\.\.\)")):
+    says = f"^dataset 'toy', {where}: column 'smile' is marked binary but holds {values}{fix}"
+    with pytest.raises(DataError, match=says):
+      ap.train_predictor(_binary_column(train, test), **kw)
+    with pytest.raises(DataError, match=says):  # Before any predictor is read or trained.
+      ap.load_or_train(kw, _binary_column(train, test), str(tmp_path))
+  # Two classes, or one in training and the other in the test split, or no test split: taken.
+  for train, test, split in (([-1, 1] * 3, [1, -1] * 2, "test"), ([1] * 6, [0, 1] * 2, "test"),
+                             ([0, 1] * 3, [2, 3] * 2, None)):
+    training._check_data(_binary_column(train, test), split)  # pylint: disable=protected-access
+
+
+def test_the_sampler_takes_a_list_of_attributes_and_refuses_what_is_not_rows():
+  """Was: `sampling.make_sample_fn`'s sampler read y.shape first, an AttributeError ("'list'
+  object has no attribute 'shape'") for a list of rows (as `decode_images` takes them), jitted
+  (`TrainedModel.sample_fn`) or not; one row alone, a number or None an AttributeError, or
+  an IndexError under `jit`. And `decode_images` under `jit` with a list (its items traced):
+  JAX's TracerArrayConversionError."""
+  config = tiny_config("cvae")
+  model = models.create_model(config.model)
+  key = jax.random.PRNGKey(0)
+  sample = sampling.make_sample_fn(model)
+  y_dim = config.model.y_dim
+  rows = [[0.0] * y_dim] * 2
+  shapes = models.abstract_variables(model, config.model)
+  # Unjitted: the list converted, as Python's floats (traced by eval_shape: nothing compiled).
+  out = jax.eval_shape(lambda v, k: sample(v, rows, k), shapes, key)
+  assert out["image"].shape == (2, 32, 32, 3)
+  # Jitted, as TrainedModel.sample_fn is (the list's items traced): the one compile here.
+  images = perf.jit(sample)(models.init_variables(model, config.model, key), rows, key)
+  assert images["image"].shape == (2, 32, 32, 3)
+  latents = sampling.prior_latents(model, 2, key)
+  decode = lambda v, z, y: sampling.decode_images(model, v, z, y)  # noqa: E731
+  assert jax.eval_shape(decode, shapes, latents, rows)["image"].shape == (2, 32, 32, 3)
+  takes = rf"^sample takes attributes y \[N, {y_dim}\], one row per image; got "
+  for bad, got in (([0.0] * y_dim, r"shape \(10,\)"), (0.5, r"shape \(\)"), (None, "None")):
+    with pytest.raises(InputError, match=rf"{takes}{got} \(for one image pass \[y\]\)\.$"):
+      sample(shapes, bad, key)
+    with pytest.raises(InputError, match=takes):  # Under jit too (its shape is known).
+      jax.eval_shape(sample, shapes, bad, key)
+  with pytest.raises(InputError, match=r"^sample takes attributes y \[N, y_dim\] of numbers, "
+                     r"one row per image; these hold strings\.$"):
+    sample(shapes, [["a"] * y_dim], key)
+  with pytest.raises(InputError, match=r"^sample takes attributes y \[N, y_dim\] of numbers, "
+                     r"one row per image; JAX cannot read these \(.*inhomogeneous.*\)\.$"):
+    sample(shapes, [[0.0] * y_dim, [0.0]], key)  # Rows of other lengths.

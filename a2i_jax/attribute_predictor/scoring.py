@@ -10,18 +10,39 @@ import numpy as np
 from a2i_jax.attribute_predictor.network import (Predictor, PredictorMeta, check_predictor,
                                                  predict)
 from a2i_jax.errors import InputError
-from a2i_jax.inputs import as_array, check_int
+from a2i_jax.inputs import as_array, check_int, real_dtype
+
+
+def _real_numbers(value: Any, what: str, refusal: str, fix: str) -> np.ndarray:
+  """`value` as float64, refused unless it holds real numbers (bools too), as
+  `evaluation.mean_sem` refuses them.
+
+  Args:
+    value: an array or nested list.
+    what: its name, for a ragged list's message (`inputs.as_array`).
+    refusal: the message's start, before "not real numbers (...)".
+    fix: the message's end.
+  Returns:
+    The float64 array.
+  Raises:
+    InputError: strings (was: "1" read as the number), complex numbers (was: the imaginary
+      part dropped, with only NumPy's ComplexWarning), None or other objects, or a list
+      whose items differ in shape.
+  """
+  raw = as_array(value, what)
+  if not real_dtype(raw.dtype):
+    why = "strings" if raw.dtype.kind in "US" else f"dtype {raw.dtype}"
+    raise InputError(f"{refusal} not real numbers ({why}); {fix}")
+  return raw.astype(np.float64)
 
 
 def _vectors(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
   """a and b as float64 vectors of one length; InputError otherwise (was: a broadcast
   ValueError for other lengths, a length-1 vector broadcast against the other, matrices
-  flattened, strings a ValueError of NumPy's)."""
-  try:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  except (TypeError, ValueError) as e:
-    raise InputError(f"correlation of values that are not numbers ({e}); pass two vectors of "
-                     "numbers of one length.") from None
+  flattened, strings a ValueError of NumPy's, strings of digits read as the numbers, complex
+  values' imaginary part dropped)."""
+  a, b = (_real_numbers(v, "correlation values", "correlation of values that are",
+                        "pass two vectors of real numbers of one length.") for v in (a, b))
   if a.ndim != 1 or a.shape != b.shape:
     raise InputError(f"correlation of values of shapes {a.shape} and {b.shape}; pass two "
                      "vectors [N] of one length.")
@@ -38,7 +59,8 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
   Returns:
     The correlation in [-1, 1], or NaN.
   Raises:
-    InputError: values that are not numbers, or not two vectors of one length.
+    InputError: values that are not real numbers (strings, complex numbers, None), or not
+      two vectors of one length.
   """
   a, b = _vectors(a, b)
   if a.size < 2 or not (np.isfinite(a).all() and np.isfinite(b).all()):
@@ -85,7 +107,8 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
   Returns:
     The rank correlation in [-1, 1], or NaN.
   Raises:
-    InputError: values that are not numbers, or not two vectors of one length.
+    InputError: values that are not real numbers (strings, complex numbers, None), or not
+      two vectors of one length.
   """
   a, b = _vectors(a, b)
   # Was: NaN ranked as the largest value, so a vector with NaN had a finite correlation.
@@ -263,15 +286,15 @@ def sweep_response(predictor: Predictor, progressions: Any, swept_values: Any,
   Raises:
     InputError: not a `Predictor`, an unknown attribute, progressions that are not
       [N, K, S, S, 3] images `predict` takes (N >= 1, K >= 2), or swept values that are not
-      finite numbers.
+      one row [K] of finite real numbers (strings and complex numbers refused).
   """
   j = attribute_index(check_predictor(predictor), attribute)
   x = as_array(progressions, "progressions")  # Was NumPy's ValueError for a ragged list.
-  try:
-    v = np.asarray(swept_values, np.float64).reshape(-1)
-  except (TypeError, ValueError) as e:  # Was NumPy's ValueError.
-    raise InputError(f"swept_values are not numbers ({e}); pass the swept attribute's value "
-                     "at each step.") from None
+  v = _real_numbers(swept_values, "swept_values", "swept_values are",
+                    "pass the swept attribute's value at each step.")
+  if v.ndim != 1:  # Was flattened: [[0, 1], [2, 3]] taken as four steps.
+    raise InputError(f"swept_values have shape {v.shape}; pass one value per step, [K] (the "
+                     "swept attribute's value at each step).")
   if not np.all(np.isfinite(v)):  # Was: ranked as a value (NaN last), a correlation given.
     raise InputError("swept_values hold NaN or infinity; pass the swept attribute's value at "
                      "each step.")

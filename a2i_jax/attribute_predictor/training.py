@@ -164,8 +164,9 @@ def _check_data(dataset: Any, evaluate_split: Optional[str]) -> None:
   Was: a `Dataset` built by hand reached training unchecked: an empty training split was
   NumPy's ValueError, NaN attributes a divergence blamed on the learning rate, fewer attribute
   columns than names broadcast and trained, more a TypeError, float images in [0, 255]
-  trained on without a word (the training step reads only their dtype), and a name given to
-  two columns scored as one.
+  trained on without a word (the training step reads only their dtype), a name given to
+  two columns scored as one, and a column marked binary that holds more than two values
+  blamed on "target attributes" after the training (`_check_binary_columns`).
   """
   if not isinstance(dataset, Dataset):
     raise InputError(f"dataset={type(dataset).__name__} is not a Dataset; pass one of "
@@ -174,7 +175,8 @@ def _check_data(dataset: Any, evaluate_split: Optional[str]) -> None:
   base.check_attribute_names(dataset.attribute_names, dataset.attribute_kinds,
                              f"dataset {dataset.name!r}")
   names, a = list(dataset.attribute_names), dataset.num_attributes
-  for name in ("train",) + ((evaluate_split,) if evaluate_split is not None else ()):
+  splits = ("train",) + ((evaluate_split,) if evaluate_split is not None else ())
+  for name in splits:
     split, where = dataset[name], f"dataset {dataset.name!r}, split {name!r}"
     images, attributes = np.asarray(split.images), np.asarray(split.attributes)
     if name == "train" and not len(images):
@@ -198,6 +200,40 @@ def _check_data(dataset: Any, evaluate_split: Optional[str]) -> None:
       bad = int(np.argwhere(~np.isfinite(attributes))[0, 0])
       raise DataError(f"{where}: attribute row {bad} holds NaN or infinity; drop or fill the "
                       "rows with missing attributes.")
+  _check_binary_columns(dataset, splits)
+
+
+def _check_binary_columns(dataset: Dataset, splits: Sequence[str]) -> None:
+  """Refuses a column marked binary that holds more than two values in one of `splits` (the
+  training split, then the evaluated one), or in them together.
+
+  Was: trained with the column's least and greatest values as its classes, then its other
+  values (a third in training, or 0.5 in the test split) refused by `score` after the training
+  as "target attributes ... on the scale of the predictor's dataset", targets the user never
+  passed (a review's finding).
+
+  Args:
+    dataset: a `Dataset` whose splits `_check_data` has checked.
+    splits: the split names, "train" first.
+  Raises:
+    DataError: naming the dataset, the split(s), the column and its values, and the fix.
+  """
+  binary = [j for j, kind in enumerate(dataset.attribute_kinds) if kind == "binary"]
+  seen = {j: np.zeros(0) for j in binary}
+  for name in splits:
+    attributes = np.asarray(dataset[name].attributes)  # Not copied: read once per split.
+    for j in binary:
+      values = np.unique(attributes[:, j]).astype(np.float64)
+      together = np.union1d(seen[j], values)
+      if len(together) > 2:
+        where, held = ((f"split {name!r}", values) if len(values) > 2 else
+                       (f"splits 'train' and {name!r} together", together))
+        shown = ", ".join(f"{v:g}" for v in held[:5]) + (", ..." if len(held) > 5 else "")
+        raise DataError(f"dataset {dataset.name!r}, {where}: column "
+                        f"{dataset.attribute_names[j]!r} is marked binary but holds {len(held)} "
+                        f"values ({shown}); mark it continuous (the Dataset's attribute_kinds) "
+                        "or fix its values.")
+      seen[j] = together
 
 
 def data_fingerprint(dataset: Dataset, evaluate_split: Optional[str] = "test") -> str:
@@ -234,9 +270,10 @@ def train_predictor(dataset: Dataset, settings: Any = None, *, seed: int = 0,
       integer, a learning rate that is not a positive finite number, a seed that is not an
       integer in [0, 2**31), a dataset that is not a `Dataset`, or a training that diverged.
     DataError: no training images, images that are not uint8 [N, S, S, 3] of one size,
-      attributes that are not one finite row per image and a column per attribute, attribute
-      names or kinds `data.base.check_attribute_names` refuses or a name used twice, or a
-      missing `evaluate_split`.
+      attributes that are not one finite row per image and a column per attribute, a column
+      marked binary that holds more than two values (in the training or evaluated split, or
+      in both together), attribute names or kinds `data.base.check_attribute_names` refuses
+      or a name used twice, or a missing `evaluate_split`.
   """
   if settings is None:
     settings = config_lib.reference_config().attribute_predictor

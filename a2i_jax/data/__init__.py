@@ -35,7 +35,8 @@ def load_dataset(data_config: Any, progress: bool = True) -> Dataset:
   Raises:
     ConfigError: `data_config` is not a config's data section (the whole config, a dict,
       None), or lacks keys it needs.
-    DataError: the dataset cannot be prepared or read.
+    DataError: the dataset cannot be prepared or read (an error of the system's too: a full
+      disk, permissions, a folder where a file goes, naming the path and the fix).
   """
   _check_data_config(data_config)
   name = data_config.name
@@ -51,16 +52,17 @@ def load_dataset(data_config: Any, progress: bool = True) -> Dataset:
     raise
   except OSError as e:  # Most often a full disk or a folder that is not ours to write.
     error = files.storage_error(e)
-    if error is None and name == "folder":
-      # The user's own folder and its names: any other error of the system's is theirs to fix
-      # too (was a traceback, e.g. "File name too long"; review finding).
-      raise DataError(f"preparing the folder dataset {data_config.path} failed: "
-                      f"{e.strerror or first_line(e)}"
-                      f"{' at ' + str(e.filename) if e.filename else ''}; fix what the system "
-                      "names (or point config.data.data_dir at another folder), then run the "
-                      "same command again.") from None
     if error is None:
-      raise
+      # Any other error of the system's is the user's to fix too: a source file that is a
+      # folder, a file where a folder goes, a link loop, a name too long (was a traceback for
+      # every dataset but the folder one; review finding).
+      what = (f"the folder dataset {data_config.path}" if name == "folder"
+              else f"the {name} dataset")
+      where = "cache_dir" if name == "synthetic" else "data_dir"
+      raise DataError(f"preparing {what} failed: {e.strerror or first_line(e)}"
+                      f"{' at ' + str(e.filename) if e.filename else ''}; fix what the system "
+                      f"names (or point config.data.{where} at another folder), then run the "
+                      "same command again.") from None
     raise DataError(f"preparing the {name} dataset failed: {files.describe_storage_error(error)}"
                     f"{' at ' + e.filename if getattr(e, 'filename', None) else ''}; free some "
                     "space or fix the permissions (or point config.data.data_dir / cache_dir "

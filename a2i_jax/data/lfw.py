@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from typing import Any, Iterator, Optional
 
 import numpy as np
@@ -216,7 +217,8 @@ def parse_people(path: str) -> list[Key]:
   Returns:
     (name, n) for n in 1..count of each person, people in file order.
   Raises:
-    DataError: the file has no `<Name> <count>` line, lists another number of people than
+    DataError: a count holds a character Python takes for a digit that is not 0-9 (a damaged
+      byte), the file has no `<Name> <count>` line, lists another number of people than
       its count line says (cut short), or lists a person twice (was taken: their images went
       to training and validation both, review finding).
   """
@@ -224,7 +226,7 @@ def parse_people(path: str) -> list[Key]:
   first_line: dict[str, int] = {}
   for number, line in tfds_lib.numbered_lines(path):
     parts = line.split()
-    if len(parts) == 2 and parts[1].isdigit():
+    if len(parts) == 2 and _count(parts[1], path, number) is not None:
       if parts[0] in first_line:
         raise DataError(f"{path}, line {number}: {parts[0]} is listed a second time (first "
                         f"on line {first_line[parts[0]]}); the published file lists each "
@@ -232,7 +234,8 @@ def parse_people(path: str) -> list[Key]:
       first_line[parts[0]] = number
       keys.extend((parts[0], n) for n in range(1, int(parts[1]) + 1))
       people += 1
-    elif len(parts) == 1 and parts[0].isdigit() and announced is None and not people:
+    elif (len(parts) == 1 and announced is None and not people
+          and _count(parts[0], path, number) is not None):
       announced = int(parts[0])
   if not keys:
     raise DataError(f"{path}: no '<Name> <count>' lines; this is not an LFW people file.")
@@ -243,9 +246,10 @@ def parse_people(path: str) -> list[Key]:
 
 
 def _people_url(path: str) -> str:
-  """Where the people file `path` is published (the UMass page for a file of another name)."""
+  """Where the people file or parts list `path` is published (the UMass page for a file of
+  another name)."""
   name = os.path.basename(path)
-  return next((s.url for s in IMAGE_SOURCES if s.filename == name), f"{_UMASS}/")
+  return next((s.url for s in SOURCES if s.filename == name), f"{_UMASS}/")
 
 
 def check_people_disjoint(train: list[Key], test: list[Key], paths: dict) -> None:
@@ -277,13 +281,28 @@ def parse_parts_list(path: str) -> list[Key]:
   Returns:
     (name, n) per `<Name> <n>` line, in file order. Lines of another form are skipped; a
     file with none gives an empty list (no error).
+  Raises:
+    DataError: a number holds a character Python takes for a digit that is not 0-9 (a
+      damaged byte), naming the file and line.
   """
   keys = []
-  for line in tfds_lib.read_lines(path):
+  for number, line in tfds_lib.numbered_lines(path):
     parts = line.split()
-    if len(parts) == 2 and parts[1].isdigit():
+    if len(parts) == 2 and _count(parts[1], path, number) is not None:
       keys.append((parts[0], int(parts[1])))
   return keys
+
+
+def _count(field: str, path: str, number: int) -> Optional[int]:
+  """A people file's or parts list's number field: its value, None for a field that is no
+  number at all (the line is of another form), or a `DataError` for one Python calls a digit
+  that is not 0-9 (was: ValueError traceback from int(); a damaged byte 0xB2 reads as '²')."""
+  if not field.isdigit():
+    return None
+  if not re.fullmatch(r"[0-9]+", field):
+    raise DataError(f"{path}, line {number}: {field!r} is not a number (a damaged byte?); the "
+                    f"file is damaged. Download it again ({_people_url(path)}).")
+  return int(field)
 
 
 # ------------------------------------------------------------------------------- pixels

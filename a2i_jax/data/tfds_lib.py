@@ -120,9 +120,20 @@ def fetch_sources(dl_manager: Any, sources: Sequence[Source], manual_dir: str,
     filename -> local path (a file, or an unpacked folder).
   Raises:
     DatasetNotPreparedError: naming each missing file, its URL and size, and `manual_dir`.
+    DataError: a folder stands where a source file (an archive, a text file) should be.
   """
   found, missing, reasons, hosts = {}, [], [], {}
   for s in sources:
+    if s.extracted:
+      _EXTRACTED[s.filename] = s.extracted
+    folder = os.path.join(manual_dir, s.filename)
+    if os.path.isdir(folder):
+      # Was: an archive's name taken as its unpacked folder (and the fix then named the whole
+      # manual folder to delete), or an IsADirectoryError traceback for a text file's.
+      alt = f" (or its unpacked {s.extracted}/ folder)" if s.extracted else ""
+      raise DataError(f"{folder} is a folder, not the {'archive' if s.extracted else 'file'}; "
+                      f"remove it and put the downloaded {s.filename} there{alt}, then run "
+                      "the same command again.")
     for candidate in (s.filename, s.extracted):
       path = os.path.join(manual_dir, candidate) if candidate else ""
       if candidate and os.path.exists(path):
@@ -153,6 +164,10 @@ def fetch_sources(dl_manager: Any, sources: Sequence[Source], manual_dir: str,
         f"{instructions(missing, manual_dir)}\nThen run the same command again.")
   return found
 
+
+# Archive file name -> the folder it unpacks to, of every source `fetch_sources` has seen, for
+# `redownload` to name that folder (not the manual folder holding it).
+_EXTRACTED: dict[str, str] = {}
 
 # A prepared copy's metadata key: {filename: `_source_identity`} of the source files it was
 # prepared from (LFW, CUB), compared with them at every later load (`_warn_changed_sources`).
@@ -307,6 +322,9 @@ def _same_archive(recorded: Optional[dict], current: dict) -> bool:
   return recorded is not None and all(recorded.get(k) == current[k] for k in keys)
 
 
+_ARCHIVE_SUFFIXES = (".tgz", ".tar", ".tar.gz", ".tar.bz2", ".tar.xz")
+
+
 def unpack(archive: str, dest_root: str, progress: bool = True) -> str:
   """Unpacks a .tgz/.tar into `dest_root/<archive name>.d/` and returns that folder.
 
@@ -324,9 +342,16 @@ def unpack(archive: str, dest_root: str, progress: bool = True) -> str:
   Returns:
     The folder holding the archive's contents.
   Raises:
-    DataError: the archive cannot be unpacked (damaged or incomplete).
+    DataError: the archive cannot be unpacked (damaged or incomplete), or a folder stands at
+      an archive's name (e.g. "x.tgz").
   """
   if os.path.isdir(archive):
+    if archive.endswith(_ARCHIVE_SUFFIXES):
+      # Was: a folder named like the archive taken as unpacked (its parent, the manual folder,
+      # then named as the thing to delete). `fetch_sources` refuses it first.
+      raise DataError(f"{archive} is a folder, not the archive; remove it and put the "
+                      f"downloaded {os.path.basename(archive)} there, then run the same "
+                      "command again.")
     # A folder named like the archive's top-level directory: its parent plays the root.
     return os.path.dirname(os.path.abspath(archive))
   dest = unpacked_dir(archive, dest_root)
@@ -406,10 +431,25 @@ def redownload(archive: str, inside: str) -> str:
               f"then download {archive} again.")
     parent = os.path.dirname(folder)
     if parent == folder:  # Not unpacked here: a manual folder holds the unpacked folder.
-      inside = os.path.abspath(inside)
-      return (f"delete the folder {inside} and put a fresh download of {archive} in "
-              f"{os.path.dirname(inside)} instead.")
+      return _replace_unpacked(archive, os.path.abspath(inside))
     folder = parent
+
+
+def _replace_unpacked(archive: str, inside: str) -> str:
+  """`redownload`'s fix for an archive a manual folder holds unpacked: delete that unpacked
+  folder (the nearest one of its name above `inside`, where `fetch_sources` knows the name),
+  never the manual folder holding it (was: named whole where `inside` was that folder)."""
+  extracted = _EXTRACTED.get(archive)
+  if extracted and os.path.isdir(os.path.join(inside, extracted)):  # The manual folder.
+    return (f"put a fresh download of {archive} in {inside} instead of its unpacked "
+            f"{extracted}/ folder (delete that folder).")
+  folder = inside
+  while extracted and folder and os.path.basename(folder) != extracted:
+    parent = os.path.dirname(folder)
+    folder = parent if parent != folder else ""
+  folder = folder or inside  # A name `fetch_sources` has not seen, or none above: `inside`.
+  return (f"delete the folder {folder} and put a fresh download of {archive} in "
+          f"{os.path.dirname(folder)} instead.")
 
 
 def find_file(root: str, relative: str, what: str) -> str:
@@ -768,6 +808,16 @@ def _check_copy(where: str) -> bool:
   return True
 
 
+def _check_names_fit(where: str, names: Sequence[str], width: int) -> None:
+  """Refuses a copy whose metadata names no attributes, or another number than its vectors
+  hold. Was: a copy without checksums (an older version's, a stop before they were written, a
+  read-only data_dir) that had lost its metadata.json read with 0 names for vectors of 73, and
+  then sealed as checked; a copy sealed so is refused too."""
+  if not names or len(names) != width:
+    raise damaged(where, f"its metadata names {len(names)} attributes, its vectors hold "
+                  f"{width}")
+
+
 def _write_checksums(where: str) -> None:
   """Writes the copy's checksum file; a read-only data_dir is left without one."""
   try:
@@ -965,8 +1015,18 @@ def load(builder: Any, *, manual_dir: str, download_dir: str, image_size: int,
     The `Dataset`; its metadata is the builder's plus `SPLIT_IDS_KEY`: per split, the count
     and SHA-256 of its examples' ids (`ids_fingerprint`). A copy prepared from source files
     that have changed since is read as it is, with a warning (`_warn_changed_sources`).
+  Raises:
+    DataError: a file stands where the copy's folder should be; the copy is damaged
+      (`damaged`: its checksums fail, it cannot be read, or its metadata names no attributes
+      or another number than its vectors hold); the builder's own errors while preparing.
+    DatasetNotPreparedError: source files are missing (from the builder).
   """
   where = os.fspath(builder.data_dir)
+  if os.path.lexists(where) and not os.path.isdir(where):
+    # Was: TFDS's KeyError "splits is empty" (a traceback): it takes any path there as a copy.
+    what = "a link to no folder" if os.path.islink(where) else "a file"
+    raise DataError(f"{where} is {what}, not a prepared copy; delete it and run the same "
+                    "command again.")
   # One process prepares at a time; the others wait and then read its copy (was: a second
   # run started beside the first ended with TFDS's FileExistsError on the rename of its own
   # copy, a traceback). The lock file sits two levels above the version folder, whose
@@ -1020,14 +1080,15 @@ def load(builder: Any, *, manual_dir: str, download_dir: str, image_size: int,
     ids = {name: [] for name in SPLITS}
     splits = {name: read_split(builder, name, attribute_key, progress=progress,
                                ids=ids[name]) for name in SPLITS}
+  # Builders record names and kinds per attribute feature: "<feature>_names", "_kinds".
+  names = tuple(meta.get(f"{attribute_key}_names", ()))
+  kinds = tuple(meta.get(f"{attribute_key}_kinds", ()))
+  _check_names_fit(where, names, splits["train"].attributes.shape[1])
   # Which examples each split holds, for dataset.json: a resumed run whose images moved
   # between splits (a folder's rows added or reordered) is refused (`train_eval`).
   meta[SPLIT_IDS_KEY] = {name: ids_fingerprint(v) for name, v in ids.items()}
   if not summed:  # Read whole: from now on its damage is detected.
     _write_checksums(where)
-  # Builders record names and kinds per attribute feature: "<feature>_names", "_kinds".
-  names = tuple(meta.get(f"{attribute_key}_names", ()))
-  kinds = tuple(meta.get(f"{attribute_key}_kinds", ()))
   check_attribute_names(names, kinds, f"the prepared copy of the dataset at {where}")
   for name, sp in splits.items():
     if sp.images.shape[1] != image_size:
