@@ -25,10 +25,6 @@ import os
 import sys
 import time
 
-# One thread for NumPy's BLAS, before NumPy loads: a figure per CPU-second of one thread.
-for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-  os.environ[_name] = "1"
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import timing  # noqa: E402  (benchmarks/timing.py)
 
@@ -89,4 +85,9 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+  # One thread for NumPy's BLAS, before NumPy loads: a figure per CPU-second of one thread.
+  # Here, not at import: a process that imports this module (the tests) keeps its settings,
+  # and so do the processes it starts.
+  for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_name] = "1"
   main()

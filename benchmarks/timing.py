@@ -120,6 +120,7 @@ class ArgumentParser(argparse.ArgumentParser):
       out[key.strip()] = val
     return out
 
+
 TURNS_ENV = "A2I_BENCH_TURNS"  # "<folder>:<this process's index, 0 or 1>"
 
 

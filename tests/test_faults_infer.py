@@ -408,7 +408,6 @@ def test_attribute_names_are_made_file_names():
   assert rows == [{"image_file_": "a.png", "image": 1.0, "image_file": 2.0, "smile": 0.5}]
 
 
-
 def test_long_attribute_names_are_cut_to_fit_a_file_name(tmp_path):
   """Fault hunt: a folder dataset's 250-letter column made progression_<name>.png, too long a
   name ("File name too long", with the advice to free some space), after the work. A name
@@ -490,6 +489,7 @@ def test_progression_and_edit_of_a_long_attribute_write_their_files(trained, tmp
   assert all(len(os.fsencode(n)) <= 255 for n in made)
   assert made[0][:-5] == made[1][:-4]  # edit_<part>.json beside edit_<part>.png.
   assert json.loads((out / made[0]).read_text())["attribute"] == long
+
 
 def test_workdir_missing_or_a_file(tmp_path):
   _refused_here(f"--workdir={tmp_path / 'nope'}", needles=("does not exist",))

@@ -130,10 +130,7 @@ def fetch_sources(dl_manager: Any, sources: Sequence[Source], manual_dir: str,
     if os.path.isdir(folder):
       # Was: an archive's name taken as its unpacked folder (and the fix then named the whole
       # manual folder to delete), or an IsADirectoryError traceback for a text file's.
-      alt = f" (or its unpacked {s.extracted}/ folder)" if s.extracted else ""
-      raise DataError(f"{folder} is a folder, not the {'archive' if s.extracted else 'file'}; "
-                      f"remove it and put the downloaded {s.filename} there{alt}, then run "
-                      "the same command again.")
+      raise _folder_at_source(folder, s.extracted)
     for candidate in (s.filename, s.extracted):
       path = os.path.join(manual_dir, candidate) if candidate else ""
       if candidate and os.path.exists(path):
@@ -325,6 +322,16 @@ def _same_archive(recorded: Optional[dict], current: dict) -> bool:
 _ARCHIVE_SUFFIXES = (".tgz", ".tar", ".tar.gz", ".tar.bz2", ".tar.xz")
 
 
+def _folder_at_source(path: str, extracted: Optional[str]) -> DataError:
+  """The error for a folder where the source file `path` should be (an archive where
+  `extracted`, its unpacked folder's name, is given or `path` is named like one)."""
+  archive = bool(extracted) or path.endswith(_ARCHIVE_SUFFIXES)
+  alt = f" (or its unpacked {extracted}/ folder)" if extracted else ""
+  return DataError(f"{path} is a folder, not the {'archive' if archive else 'file'}; remove it "
+                   f"and put the downloaded {os.path.basename(path)} there{alt}, then run the "
+                   "same command again.")
+
+
 def unpack(archive: str, dest_root: str, progress: bool = True) -> str:
   """Unpacks a .tgz/.tar into `dest_root/<archive name>.d/` and returns that folder.
 
@@ -349,9 +356,7 @@ def unpack(archive: str, dest_root: str, progress: bool = True) -> str:
     if archive.endswith(_ARCHIVE_SUFFIXES):
       # Was: a folder named like the archive taken as unpacked (its parent, the manual folder,
       # then named as the thing to delete). `fetch_sources` refuses it first.
-      raise DataError(f"{archive} is a folder, not the archive; remove it and put the "
-                      f"downloaded {os.path.basename(archive)} there, then run the same "
-                      "command again.")
+      raise _folder_at_source(archive, "")
     # A folder named like the archive's top-level directory: its parent plays the root.
     return os.path.dirname(os.path.abspath(archive))
   dest = unpacked_dir(archive, dest_root)

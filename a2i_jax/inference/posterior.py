@@ -597,6 +597,19 @@ def _needs_attributes(trained: TrainedModel, consequence: str) -> None:
                      f"{consequence}; use a CVAE or disCVAE workdir.")
 
 
+def check_options_type(options: Any) -> None:
+  """Refuses `options` that are not `InferenceOptions` (a dict of settings, say).
+
+  Args:
+    options: what a caller passed as an inference call's options.
+  Raises:
+    InputError: naming the type and how to build options.
+  """
+  if not isinstance(options, InferenceOptions):
+    raise InputError(f"options must be InferenceOptions, not {type(options).__name__}; build "
+                     "them with inference.options_for(trained, steps=..., ...).")
+
+
 def _check_options(trained: TrainedModel, options: Any) -> InferenceOptions:
   """The options of an inference call: given, or the run's `config.inference`.
 
@@ -611,9 +624,7 @@ def _check_options(trained: TrainedModel, options: Any) -> InferenceOptions:
   """
   if options is None:
     options = InferenceOptions.from_config(trained.config.inference)
-  elif not isinstance(options, InferenceOptions):
-    raise InputError(f"options must be InferenceOptions, not {type(options).__name__}; build "
-                     "them with inference.options_for(trained, steps=..., ...).")
+  check_options_type(options)
   if options.infer_attributes:
     _needs_attributes(trained, "they cannot be inferred from it")
   return options
