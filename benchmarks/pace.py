@@ -15,7 +15,9 @@ slower machine:
 Each runs for `--seconds` of wall time; the figure is rounds over the process's CPU time,
 so another process on the same core lowers it only through what the two share (caches,
 memory bandwidth, the host's clock), which is what moves the suite's figures. `.ci/run`
-prints it before each pin set's tests.
+prints it before each pin set's tests. The Python figure is the interpreter's too (this
+machine's Python 3.13 runs the loop about a third slower than its 3.11): compare lines of one
+Python version only.
 
 Usage: python benchmarks/pace.py [--seconds=2]  (one JSON line)
 """
