@@ -609,16 +609,13 @@ def write_json(obj: Any, path: str) -> None:
       `obj` that JSON cannot hold (an array, an object).
     OSError: the write failed (disk full, permissions).
   """
-  # Were Python's TypeError (None, an object), IsADirectoryError and FileExistsError: the
-  # checks `visualize.save_png` makes of its path, before anything is written.
-  if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
-    raise InputError(f"path={path!r}: pass the JSON file's path (a str or pathlib.Path).")
+  # Were Python's TypeError (None, an object), IsADirectoryError and FileExistsError.
+  full = files.check_output_file(path, "JSON", "results.json", InputError)
   try:
     text = json.dumps(files.strict_json(obj), indent=2, allow_nan=False)
   except (TypeError, ValueError) as e:  # An array, an object; a list that holds itself.
     raise InputError(f"{os.fspath(path)}: JSON cannot hold this ({first_line(e)}); pass dicts, "
                      "lists, numbers and strings (an array: .tolist()).") from None
-  full = files.check_output_file(path, "JSON", "results.json", InputError)
   # A failed write (disk full, permissions) stays the OSError: infer.py's `_write` makes it
   # one line naming the file in --out, not its staging path.
   files.atomic_write(full, text)

@@ -295,8 +295,9 @@ def nearest_existing(path: str) -> str:
 
 
 def check_output_file(path: Any, what: str, example: str, error: type[Exception]) -> str:
-  """Refuses a file path to write that is a folder or lies inside a file, before the work that
-  fills it (were IsADirectoryError and FileExistsError, after it; fault hunts).
+  """Refuses a file path to write that is no path (None, empty), is a folder or lies inside a
+  file, before the work that fills it (were TypeError, IsADirectoryError and FileExistsError,
+  after it; fault hunts).
 
   Args:
     path: the file's path (str or os.PathLike; `~` is expanded).
@@ -306,8 +307,11 @@ def check_output_file(path: Any, what: str, example: str, error: type[Exception]
   Returns:
     The absolute path.
   Raises:
-    error: `path` is a folder, or one of its parents is a file.
+    error: `path` is not a str or os.PathLike or is empty, is a folder, or one of its parents
+      is a file.
   """
+  if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+    raise error(f"path={path!r}: pass the {what} file's path (a str or pathlib.Path).")
   full = os.path.abspath(os.path.expanduser(path))
   if os.path.isdir(full):
     raise error(f"{os.fspath(path)} is a folder; pass a file path for the {what} (e.g. "

@@ -51,22 +51,22 @@ def load_dataset(data_config: Any, progress: bool = True) -> Dataset:
   except DataError:
     raise
   except OSError as e:  # Most often a full disk or a folder that is not ours to write.
+    # Any other error of the system's is the user's to fix too: a source file that is a
+    # folder, a file where a folder goes, a link loop, a name too long (was a traceback for
+    # every dataset but the folder one; review finding).
     error = files.storage_error(e)
-    if error is None:
-      # Any other error of the system's is the user's to fix too: a source file that is a
-      # folder, a file where a folder goes, a link loop, a name too long (was a traceback for
-      # every dataset but the folder one; review finding).
+    if error is not None:
+      what, reason = f"the {name} dataset", files.describe_storage_error(error)
+      fix, where = "free some space or fix the permissions", "data_dir / cache_dir"
+    else:
       what = (f"the folder dataset {data_config.path}" if name == "folder"
               else f"the {name} dataset")
+      reason, fix = e.strerror or first_line(e), "fix what the system names"
       where = "cache_dir" if name == "synthetic" else "data_dir"
-      raise DataError(f"preparing {what} failed: {e.strerror or first_line(e)}"
-                      f"{' at ' + str(e.filename) if e.filename else ''}; fix what the system "
-                      f"names (or point config.data.{where} at another folder), then run the "
-                      "same command again.") from None
-    raise DataError(f"preparing the {name} dataset failed: {files.describe_storage_error(error)}"
-                    f"{' at ' + e.filename if getattr(e, 'filename', None) else ''}; free some "
-                    "space or fix the permissions (or point config.data.data_dir / cache_dir "
-                    "at another folder), then run the same command again.") from None
+    raise DataError(f"preparing {what} failed: {reason}"
+                    f"{' at ' + str(e.filename) if getattr(e, 'filename', None) else ''}; "
+                    f"{fix} (or point config.data.{where} at another folder), then run the "
+                    "same command again.") from None
 
 
 def _check_data_config(data_config: Any) -> None:

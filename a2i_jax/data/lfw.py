@@ -226,17 +226,17 @@ def parse_people(path: str) -> list[Key]:
   first_line: dict[str, int] = {}
   for number, line in tfds_lib.numbered_lines(path):
     parts = line.split()
-    if len(parts) == 2 and _count(parts[1], path, number) is not None:
+    if len(parts) == 2 and (count := _count(parts[1], path, number)) is not None:
       if parts[0] in first_line:
         raise DataError(f"{path}, line {number}: {parts[0]} is listed a second time (first "
                         f"on line {first_line[parts[0]]}); the published file lists each "
                         f"person once. Download it again ({_people_url(path)}).")
       first_line[parts[0]] = number
-      keys.extend((parts[0], n) for n in range(1, int(parts[1]) + 1))
+      keys.extend((parts[0], n) for n in range(1, count + 1))
       people += 1
     elif (len(parts) == 1 and announced is None and not people
-          and _count(parts[0], path, number) is not None):
-      announced = int(parts[0])
+          and (count := _count(parts[0], path, number)) is not None):
+      announced = count
   if not keys:
     raise DataError(f"{path}: no '<Name> <count>' lines; this is not an LFW people file.")
   if announced is not None and announced != people:
@@ -288,8 +288,8 @@ def parse_parts_list(path: str) -> list[Key]:
   keys = []
   for number, line in tfds_lib.numbered_lines(path):
     parts = line.split()
-    if len(parts) == 2 and _count(parts[1], path, number) is not None:
-      keys.append((parts[0], int(parts[1])))
+    if len(parts) == 2 and (count := _count(parts[1], path, number)) is not None:
+      keys.append((parts[0], count))
   return keys
 
 
