@@ -71,7 +71,8 @@ _OCCLUSION = flags.DEFINE_list("occlusion", None, "complete / evaluate / tune: o
 _STEPS = flags.DEFINE_integer("steps", None, "Inference steps (default: config.inference.steps).")
 _RESTARTS = flags.DEFINE_integer("restarts", None, "Restarts per image (default: config).")
 _NUM_EXAMPLES = flags.DEFINE_integer("num_examples", -1, "evaluate / tune: first N test "
-                                     "(tune: validation) images; -1: all (tune: 256).")
+                                     "(tune: validation) images; -1: all (tune: the first "
+                                     f"{evaluation.TUNE_EXAMPLES}).")
 _FIDELITY = flags.DEFINE_bool("attribute_fidelity", True, "evaluate: also score attribute "
                               "fidelity with an attribute predictor (trained on first use and "
                               "saved in the first workdir).")
@@ -219,8 +220,12 @@ class Options:
         raise InputError(f"--{flag}={getattr(self, flag)}; it must be at most "
                          f"{config_lib.INT32_MAX}.")
     if self.num_examples == 0 or self.num_examples < -1:
+      # With tune's own meaning of -1, as the flag's help gives it (was: "-1 for all", and tune
+      # then took the first 256; review finding).
+      tune = (f" (tune: the first {evaluation.TUNE_EXAMPLES} validation images)"
+              if "tune" in self.modes else "")
       raise InputError(f"--num_examples={self.num_examples}; pass a positive count, or -1 for "
-                       "all.")
+                       f"all{tune}.")
     if self.occlusions is not None and not self.occlusions:
       raise InputError("--occlusion is empty; pass occlusion names (docs/occlusions.md), "
                        "'none' for the reconstruction columns only, or leave the flag out "
@@ -464,6 +469,13 @@ class _Run:
     given = {k: v for k, v in given.items() if v is not None}
     return inference.options_for(self.trained,
                                  **{"infer_attributes": False, **given, **overrides})
+
+  def settings(self, opts: inference.InferenceOptions) -> dict:
+    """What a mode's JSON records of how it ran: --seed and every inference setting (steps,
+    restarts, learning rate, ...), so that files of two calls with other flags can be told
+    apart (was: none of them in reconstruct, edit and infer_attributes files, only the steps
+    in complete.json; review finding)."""
+    return {"seed": self.opts.seed, "inference": dataclasses.asdict(opts)}
 
   def images(self):
     """(images, attributes or None when they must be inferred, labels)."""
@@ -790,7 +802,7 @@ def reconstruct(run: _Run) -> None:
            "reconstruct.png", 3)
   energy = _with_attributes(opt["energy"], attribute_energy)
   run.save_json({"columns": ["input", "recognition model", f"{opts.steps} steps"],
-                 "images": labels,
+                 "images": labels, **run.settings(opts),
                  "mse_recognition": _unless_diverged(evaluation.region_errors(
                      x01, rec["reconstruction"], full),
                      _with_attributes(np.zeros(len(labels)), attribute_energy)).tolist(),
@@ -808,7 +820,8 @@ def complete(run: _Run) -> None:
   whole = evaluation.crop_frame(run.trained.config)
   names = run.opts.occlusion_names(list(occlusions.occlusions_for(run.dataset.name, run.size,
                                                                   whole)))
-  result = {"images": labels, "steps": opts.steps, "hidden_pixel_mse": {}}
+  result = {"images": labels, "steps": opts.steps, **run.settings(opts),
+            "hidden_pixel_mse": {}}
   if given is None and run.trained.model.uses_attributes:
     result["attributes"] = "inferred from the observed pixels of each occlusion"
   masks = occlusions.make_masks(names, run.size, len(images), seed=run.opts.seed,
@@ -847,8 +860,8 @@ def edit(run: _Run) -> None:
     # Each image to the far end of the range from its own value (was: one value for the batch,
     # from the batch's mean, so images already there were "edited" to what they had).
     value = np.where(attrs[:, j] < (lo + hi) / 2, hi, lo).astype(np.float32)
-  out = inference.edit(run.trained, images, attrs, {j: value}, key=run.key,
-                       options=run.options())
+  opts = run.options()
+  out = inference.edit(run.trained, images, attrs, {j: value}, key=run.key, options=opts)
   # One part for both files, with room for the longer suffix.
   stem = f"edit_{_file_part(run.names[j], run.names, 'edit_', '.json')}"
   run.save(np.stack([x01, out["reconstruction"], out["edited"]], 1), f"{stem}.png", 3)
@@ -856,15 +869,16 @@ def edit(run: _Run) -> None:
             f"{run.names[j]} at the other end of its range")
   run.save_json({"columns": ["input", "reconstruction", edited], "images": labels,
                  "attribute": run.names[j], "value": np.asarray(value).tolist(),
+                 **run.settings(opts),
                  **_diverged(labels, _with_attributes(out["energy"], attribute_energy))},
                 f"{stem}.json")
 
 
 def infer_attributes(run: _Run) -> None:
   images, attrs, labels = run.images()
-  out = inference.infer_attributes(run.trained, images, run.prior, key=run.key,
-                                   options=run.options())
-  result = {"inferred": _attribute_rows(labels, run.names,
+  opts = run.options()
+  out = inference.infer_attributes(run.trained, images, run.prior, key=run.key, options=opts)
+  result = {**run.settings(opts), "inferred": _attribute_rows(labels, run.names,
                                         _unless_diverged(out["y"], out["energy"])),
             **_diverged(labels, out["energy"])}
   if attrs is not None:

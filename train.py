@@ -31,13 +31,6 @@ from a2i_jax import checkpoints, config_lib, distributed, files, interrupts, per
 from a2i_jax.errors import (A2IError, ConfigError, TrainingInterrupted, first_line,
                             is_out_of_memory)
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples.")
-# Many hosts (README "Many hosts"): --coordinator_address, --num_processes, --process_id.
-_JOIN_PROCESSES = distributed.define_flags()
-flags.mark_flags_as_required(["config", "workdir"])
-
 
 def _fail(message: str, at_once: bool = False) -> None:
   print(f"error: {message}", file=sys.stderr)
@@ -47,6 +40,21 @@ def _fail(message: str, at_once: bool = False) -> None:
     # disk and print tracebacks over the one line.
     distributed.exit_now(1)
   sys.exit(1)
+
+
+if __name__ == "__main__":
+  try:  # ml_collections expands each --flagfile when the flag below is defined: one that
+    # cannot be read was a traceback there.
+    config_lib.expand_flagfiles(sys.argv, flags.FLAGS)
+  except ConfigError as e:
+    _fail(str(e))
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples.")
+# Many hosts (README "Many hosts"): --coordinator_address, --num_processes, --process_id.
+_JOIN_PROCESSES = distributed.define_flags()
+flags.mark_flags_as_required(["config", "workdir"])
 
 
 def _newest_step():
@@ -123,7 +131,9 @@ def _parse_flags(argv: list[str]) -> list[str]:
   # config_flags loads the config file and applies the --config.* overrides while parsing,
   # before main: its failures (an unknown key, a missing file) must be caught here.
   try:
-    argv = config_lib.normalised_command_line(argv)
+    # Each --flagfile's flags first, as absl reads them: the checks below read the overrides
+    # (was: those in a flagfile skipped them, and a misspelt key there named no key).
+    argv = config_lib.normalised_command_line(config_lib.expand_flagfiles(argv, flags.FLAGS))
   except ConfigError as e:
     _fail(str(e))
   # ml_collections reads the order of --config and its overrides from sys.argv itself: the
@@ -192,9 +202,9 @@ def _refuse_a_name_unlike_its_variant(argv: list[str], config) -> None:
 
 def _refuse_ignored_overrides(argv: list[str], config) -> None:
   """An override the user typed of a key the chosen model or dataset ignores (a CVAE's
-  zf_dim, data.path for the synthetic data, a disCVAE's num_sample_cols) would be taken and
-  do nothing: refused. The config file's own values are not checked: configs/default.py sets
-  every key for every model and dataset."""
+  zf_dim, data.path for the synthetic data, a disCVAE's num_sample_cols, scan_unroll with one
+  step per dispatch) would be taken and do nothing: refused. The config file's own values
+  are not checked: configs/default.py sets every key for every model and dataset."""
   for keys, chooser, what, users_of, names in (  # Keys under "--config.{keys}".
       ("model.", "model", "model", config_lib.MODEL_KEY_USERS, config_lib.MODEL_NAMES),
       ("data.", "data", "dataset", config_lib.DATA_KEY_USERS, config_lib.DATASETS),
@@ -214,6 +224,15 @@ def _refuse_ignored_overrides(argv: list[str], config) -> None:
           _fail(f"{key} has no effect on {chooser}.name={name!r} (it is read by "
                 f"{' or '.join(users_of[first])} only); remove it, or choose that {what} "
                 f"with {how}.")
+  # One step per dispatch runs no scan (`train_lib.make_multi_step`), so nothing to unroll
+  # (was: taken, and did nothing). The typed override only: configs/default.py sets the key.
+  if config.get("steps_per_dispatch") == 1:
+    for arg in argv[1:]:
+      key = arg.split("=", 1)[0]
+      if key in ("--config.scan_unroll", "--noconfig.scan_unroll"):
+        _fail(f"{key} has no effect with steps_per_dispatch=1 (it unrolls the loop of the "
+              "steps fused into one dispatch); remove it, or pass --config.steps_per_dispatch=N "
+              "(N > 1, dividing the log, eval and checkpoint intervals) too.")
   # LFW's mask network runs only where masks are used (was: taken, and did nothing; a CVAE on
   # configs/lfw.py has data.masks=False).
   data = config.get("data")

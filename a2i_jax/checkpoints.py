@@ -155,6 +155,19 @@ def quiet_orbax(absl_handler: logging.Handler) -> None:
                           category=RuntimeWarning)
 
 
+def _metadata_damaged(folder: str) -> bool:
+  """Whether a step folder's Orbax metadata (`_CHECKPOINT_METADATA`) is there but does not
+  load as a JSON object; one that is missing or cannot be read (permissions) is not named."""
+  path = os.path.join(folder, _COMMIT_FILES[0])
+  try:
+    with open(path, encoding="utf-8") as f:
+      return not isinstance(json.load(f), dict)
+  except ValueError:  # Not JSON, or not UTF-8.
+    return True
+  except OSError:
+    return False
+
+
 def _raise(error: OSError) -> None:
   """`os.walk`'s onerror: a folder that cannot be listed is an error, not an empty folder."""
   raise error
@@ -605,6 +618,10 @@ class Checkpointer:
     self._manager = self._open_manager()
     self._unsummed: list[int] = []  # Saved steps whose checksums may not be written yet.
     self._saving: Optional[int] = None  # The step of the save in progress.
+    # The steps this checkpointer saved and has not restored behind since: a save of one of
+    # these again is the same state (train_lib's save at a stop), skipped; a step on disk
+    # that is not one of them holds other work, which a save must not hide.
+    self._saved: set[int] = set()
     self._waiter: Optional[_Waiter] = None  # A wait given a timeout that has not ended.
     self._closed = False  # `close` released the manager: a save has nothing to write with.
 
@@ -614,7 +631,9 @@ class Checkpointer:
     Raises:
       CheckpointError: Orbax cannot open the folder (a step's `_CHECKPOINT_METADATA` damaged
         into JSON it refuses was a ValueError's traceback): the message names the steps whose
-        files fail their checksums, and says to move them away.
+        files fail their checksums, and those whose `_CHECKPOINT_METADATA` is not a JSON
+        object (an older version's, without checksums: was "a step folder there is
+        damaged", naming none; review finding), and says to move them away.
     """
     try:
       return ocp.CheckpointManager(self.directory, options=self._options)
@@ -624,18 +643,27 @@ class Checkpointer:
       steps = sorted((int(n) for n in os.listdir(self.directory) if n.isdigit()),
                      reverse=True) if os.path.isdir(self.directory) else []
       bad = [(s, p) for s, p in ((s, self.check(s)) for s in steps) if p is not None]
+      # Steps the checksums do not cover (an older version's) whose metadata Orbax refuses.
+      meta = [s for s in steps if s not in dict(bad)
+              and _metadata_damaged(os.path.join(self.directory, str(s)))]
       reason = first_line(e)
-      if bad:  # Every one, each with where it goes (another file system: within it).
-        step, problem = bad[0]
+      if bad or meta:  # Every one, each with where it goes (another file system: within it).
         aside = lambda s: os.path.join(self.workdir,
                                        _aside_name(self.workdir, self.directory, s))
         moves = "; ".join(f"mv {os.path.join(self.directory, str(s))} {aside(s)}"
-                          for s, _ in bad)
+                          for s in sorted({s for s, _ in bad} | set(meta), reverse=True))
+        damaged = (f"checkpoint(s) {', '.join(map(str, meta))} have a {_COMMIT_FILES[0]} that "
+                   "is not a JSON object (damaged)")
+        if bad:
+          step, problem = bad[0]
+          what = (f"checkpoint(s) {', '.join(str(s) for s, _ in bad)} in {self.directory} fail "
+                  f"their checksums (step {step}: {problem})"
+                  f"{f' and {damaged}' if meta else ''}")
+        else:
+          what = damaged.replace(" have ", f" in {self.directory} have ", 1)
         raise CheckpointError(
-            f"checkpoint(s) {', '.join(str(s) for s, _ in bad)} in {self.directory} fail their "
-            f"checksums (step {step}: {problem}), and Orbax cannot open the folder with them "
-            f"({reason}); move them away ({moves}) and run the same command again to use the "
-            "newest intact one.") from None
+            f"{what}, and Orbax cannot open the folder with them ({reason}); move them away "
+            f"({moves}) and run the same command again to use the newest intact one.") from None
       raise CheckpointError(f"Orbax cannot open the checkpoints in {self.directory} "
                             f"({reason}); a step folder there is damaged or not a checkpoint: "
                             "move it away and run the same command again.") from None
@@ -679,7 +707,8 @@ class Checkpointer:
     return sorted(self._manager.all_steps())
 
   def save(self, step: int, state: Any) -> None:
-    """Starts an asynchronous save of `state` at `step` (a no-op if that step exists).
+    """Starts an asynchronous save of `state` at `step` (a no-op if this checkpointer saved
+    that step already, and has not restored an older one since).
 
     The previous save is finished first (Orbax would wait for it anyway) and its checksums
     written.
@@ -692,10 +721,13 @@ class Checkpointer:
       CheckpointError: a newer step is saved there already. Orbax saves only steps after
         the newest and skipped this one without a word (a notebook that restored an older
         step and trained on from it lost every save; fault hunt). Or a `step` that is not
-        a whole number of at least 0, or a checkpointer that was closed. Or a `state` without
-        arrays, or with a leaf that is not an array or a number, or is empty (the message
-        names its path); nothing is written then (was: Orbax's ValueError, "Found empty
-        item" or "Unsupported type", from its save, which left a temporary folder behind).
+        a whole number of at least 0, or a checkpointer that was closed. Or `step` is saved
+        there already, by an earlier run or before this checkpointer restored an older step
+        (was: skipped without a word, so the new state was lost and a restore gave the old
+        one; review finding). Or a `state` without arrays, or with a leaf that is not an
+        array or a number, or is empty (the message names its path); nothing is written
+        then (was: Orbax's ValueError, "Found empty item" or "Unsupported type", from its
+        save, which left a temporary folder behind).
     """
     if self._closed:  # Was: Orbax's RuntimeError, and a screen of its threads' tracebacks.
       raise CheckpointError(f"this Checkpointer of {self.workdir} was closed; make a new one "
@@ -707,8 +739,24 @@ class Checkpointer:
     _check_savable(state)
     self.wait()
     steps = self._manager.all_steps()
+    if step not in self._saved and any(s >= step for s in steps):
+      # The folders as they are now, not as Orbax listed them: the step folders that the
+      # refusals below say to move out may be gone (was: refused again after the move).
+      try:
+        self._manager.reload()
+        steps = self._manager.all_steps()
+      except Exception:  # pylint: disable=broad-except
+        pass  # Its list as it was: the refusal below names what is there.
+    if step in steps and step in self._saved:
+      return  # The same state again (a stop right after the step's checkpoint).
     if step in steps:
-      return
+      folder = os.path.join(self.directory, str(step))
+      raise CheckpointError(
+          f"cannot save step {step} in {self.directory}: {folder} holds a checkpoint of that "
+          "step saved before (by an earlier run, or before this checkpointer restored an "
+          f"older step), and a save never overwrites one; to save this state as step {step}, "
+          f"move that step folder out of {self.directory} first (it keeps the old state), or "
+          "save into a new workdir.")
     newer = sorted(s for s in steps if s > step)
     if newer:
       raise CheckpointError(
@@ -721,6 +769,7 @@ class Checkpointer:
     # (`check`): deleting that file turned the verification off.
     self._manager.save(step, args=ocp.args.StandardSave(_on_one_device(state)),
                        custom_metadata={_SUMMED_MARK: CHECKSUM_FILE})
+    self._saved.add(step)
     self._unsummed.append(step)
 
   def wait(self, timeout_s: Optional[float] = None) -> bool:
@@ -1039,6 +1088,8 @@ class Checkpointer:
           "with, or a new --workdir.",
           f"missing {missing[0]}")
     self._check_model(step)
+    # A state trained on from this one is another than the saves after it (`save`).
+    self._saved = {s for s in self._saved if s <= step}
     if not self.summed(step) and step not in self._unverified_said:
       # Was: used without a word, and the next save's checksums then vouched for its values.
       self._unverified_said.add(step)

@@ -19,6 +19,7 @@ import re
 from types import ModuleType
 from typing import Any, Iterator, Optional
 
+from absl import flags
 import ml_collections
 import numpy as np
 
@@ -236,7 +237,8 @@ def normalised_command_line(argv: list[str]) -> list[str]:
     ConfigError: A2I_JAX_CONFIGS names a folder without default.py, or there is no --config
       (or it has no value) and no help flag or --flagfile that absl would read instead (was:
       "Unknown command line flag 'config.x'" for an override), or its file's path holds a
-      ":" (`resolve_spec`).
+      ":" (`resolve_spec`), or --workdir or a non-bool --config.<key> is given without "="
+      and the next argument is a flag (absl would take that flag as its value).
   """
   out, i = list(argv[:1]), 1
   while i < len(argv):
@@ -249,6 +251,12 @@ def normalised_command_line(argv: list[str]) -> list[str]:
     if arg == "--config" and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
       i += 1
       arg = "--config=" + argv[i]
+    if i + 1 < len(argv) and _looks_like_a_flag(argv[i + 1]) and _takes_a_value(arg):
+      # Absl takes the next argument as the value whatever it is (was: `--workdir
+      # --config.seed=7` wrote the run into ./--config.seed=7/, and the seed stayed 0).
+      name = arg.lstrip("-")
+      raise ConfigError(f"--{name} has no value (the next argument {argv[i + 1]} is a flag); "
+                        f"write --{name}=VALUE.")
     if arg.startswith("--config="):
       arg = "--config=" + resolve_spec(arg.split("=", 1)[1])
     out.append(arg)
@@ -266,6 +274,60 @@ def normalised_command_line(argv: list[str]) -> list[str]:
   # First of all: an override before it, also one in a --flagfile, which absl expands in
   # place, is refused ("Found --config.x in argv before a value for --config was specified").
   return out[:1] + specs + [a for a in head if not a.startswith("--config=")] + out[end:]
+
+
+def expand_flagfiles(argv: list[str], flag_values: Any) -> list[str]:
+  """The command line with each --flagfile replaced by the flags its file holds, as absl
+  expands it when it parses.
+
+  train.py's checks of the overrides read this (was: they read the line as typed, so an
+  override in a --flagfile that does nothing, or a variant's name, trained without a word).
+
+  Args:
+    argv: sys.argv (the program first).
+    flag_values: the absl `FlagValues` that parses it (which flags take a value decides where
+      absl stops reading, as here).
+  Returns:
+    The program, then the arguments with every --flagfile expanded in its place.
+  Raises:
+    ConfigError: a --flagfile without a file name, or a file that cannot be read as text.
+  """
+  try:
+    return list(argv[:1]) + flag_values.read_flags_from_files(list(argv[1:]), force_gnu=False)
+  except UnicodeDecodeError as e:  # Absl catches only the open's OSError.
+    args = list(argv[1:])
+    given = [a.split("=", 1)[1] if "=" in a else "".join(args[i + 1:i + 2])
+             for i, a in enumerate(args) if a.split("=", 1)[0] in ("--flagfile", "-flagfile")]
+    raise ConfigError(f"a --flagfile ({', '.join(given) or 'given'}) is not a text file "
+                      f"({e.reason} at byte {e.start}); pass a file of flags, one a "
+                      "line.") from None
+  except flags.Error as e:
+    cause = e.__context__
+    if isinstance(cause, OSError):  # Absl's words, "ERROR:: Unable to open flagfile: ...".
+      raise ConfigError(f"the --flagfile {cause.filename} cannot be read "
+                        f"({cause.strerror or cause}); check its path.") from None
+    if isinstance(e, flags.IllegalFlagValueError):  # "--flagfile with no argument".
+      raise ConfigError("--flagfile has no file name; write --flagfile=FILE.") from None
+    raise ConfigError(f"{str(e).rstrip('.')}; see python train.py --helpfull.") from None
+
+
+def _looks_like_a_flag(arg: str) -> bool:
+  """Whether a command-line argument is a flag rather than a value: "--x", absl's one-dash
+  config flag "-config.x", or "-x=v". A bare "-1", "-1e3" or "-runs" is a value."""
+  return (arg.startswith(("--", "-config", "-noconfig"))
+          or re.match(r"-[A-Za-z][\w.]*=", arg) is not None)
+
+
+def _takes_a_value(arg: str) -> bool:
+  """Whether `arg` (a config flag normalised to two dashes) is --workdir or a `--config.<key>`
+  of a non-bool key of configs/default.py given without "=", so that absl reads the next argument
+  as its value. An unknown key is left to the message for a key that does not exist."""
+  if arg in ("--workdir", "-workdir"):
+    return True
+  if not arg.startswith("--config.") or "=" in arg:
+    return False
+  key, reference = arg[len("--config."):], reference_config()
+  return key in set(leaf_paths(reference)) and not isinstance(value_at(reference, key), bool)
 
 
 def get_config(spec: str) -> ml_collections.ConfigDict:
@@ -677,6 +739,19 @@ def _check_above(section: Any, path: str, low: float, inclusive: bool = False,
     raise ConfigError(f"config.{path}={value} must be below {high}.")
 
 
+def _check_float32(section: Any, path: str, where: str) -> float:
+  """Refuses a value at `path` (under `section`) that is infinite in float32, in which
+  `where` ("the optimiser computes"): a finite float64 there was taken and overflowed later.
+  Returns the float32 value, as a Python float."""
+  value = float(section[path.rsplit(".", 1)[-1]])
+  with np.errstate(over="ignore"):
+    single = float(np.float32(value))
+  if not math.isfinite(single):
+    raise ConfigError(f"config.{path}={value} is past float32's range (about 3.4e38), in "
+                      f"which {where}; use a smaller value.")
+  return single
+
+
 def _check_model(mc: ml_collections.ConfigDict, data_name: str) -> bool:
   """The config.model checks; returns whether the model needs foreground masks."""
   if mc.name not in MODEL_NAMES:
@@ -696,8 +771,11 @@ def _check_model(mc: ml_collections.ConfigDict, data_name: str) -> bool:
   unused = unused_model_keys(mc.name)
   if "gate_loss_weight" not in unused:
     _check_above(mc, "model.gate_loss_weight", 0.0, inclusive=True)
+    _check_float32(mc, "model.gate_loss_weight", "the loss is computed")
   if "recon_weight" not in unused:
     _check_above(mc, "model.recon_weight", 0.0)
+    # Infinite in float32: was a "divergence" at step 1, blamed on the learning rate.
+    _check_float32(mc, "model.recon_weight", "the loss is computed")
   if mc.upsample_mode not in models.UPSAMPLE_MODES:
     raise ConfigError(f"model.upsample_mode={mc.upsample_mode!r} is not one of "
                       f"{', '.join(models.UPSAMPLE_MODES)}.")
@@ -757,12 +835,18 @@ def _check_loop(config: ml_collections.ConfigDict) -> None:
       # negative, and every later resume refused the checkpoints as corrupt (a review).
       raise ConfigError(f"config.{key}={config[key]:,} is past the largest step count, "
                         f"{INT32_MAX:,} (the train state counts steps in int32); use fewer.")
-  samples = config.num_sample_rows * config.num_sample_cols
+  rows, cols, name = config.num_sample_rows, config.num_sample_cols, config.model.name
+  if name in TOP_KEY_USERS["num_sample_cols"]:
+    samples, what, fix = rows * cols, "num_sample_rows x num_sample_cols", "it"
+  else:  # A model with image layers (the disCVAE) draws one sample per row, whatever
+    # num_sample_cols (`train_eval.write_samples`; was refused with advice to lower that key,
+    # whose override is then refused as having no effect).
+    samples, what, fix = rows, "num_sample_rows", "num_sample_rows"
   if samples > MAX_SAMPLES_PER_GRID:  # Was: trained, then XLA aborted the run at the first
     # evaluation (exit 134, "Check failed: buffer_.IsConcrete()"), and every resume again.
-    raise ConfigError(f"config.num_sample_rows x num_sample_cols = {samples:,} samples per "
-                      "grid, drawn at every evaluation in one call; make it at most "
-                      f"{MAX_SAMPLES_PER_GRID:,}.")
+    why = "" if fix == "it" else f" ({name} draws one per row; it reads no num_sample_cols)"
+    raise ConfigError(f"config.{what} = {samples:,} samples per grid{why}, drawn at every "
+                      f"evaluation in one call; make {fix} at most {MAX_SAMPLES_PER_GRID:,}.")
   k = config.steps_per_dispatch
   for key in ("log_every_steps", "eval_every_steps", "checkpoint_every_steps"):
     if config[key] % k:
@@ -807,11 +891,7 @@ def check_optimiser(config: ml_collections.ConfigDict) -> None:
   for key in ("learning_rate", "adam_eps", "weight_decay", "grad_clip_norm", "adam_b1",
               "adam_b2"):
     value = float(config[key])
-    with np.errstate(over="ignore"):
-      single = float(np.float32(value))
-    if not math.isfinite(single):
-      raise ConfigError(f"config.{key}={value} is past float32's range (about 3.4e38), in "
-                        "which the optimiser computes; use a smaller value.")
+    single = _check_float32(config, key, "the optimiser computes")
     if key in ("adam_b1", "adam_b2") and single >= 1.0:
       raise ConfigError(f"config.{key}={value} is 1.0 in float32, in which the optimiser "
                         "computes (Adam's bias correction would divide by 0); use at most "

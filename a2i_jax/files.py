@@ -307,11 +307,22 @@ def check_output_file(path: Any, what: str, example: str, error: type[Exception]
   Returns:
     The absolute path.
   Raises:
-    error: `path` is not a str or os.PathLike or is empty, is a folder, or one of its parents
-      is a file.
+    error: `path` is not a str or os.PathLike or is empty, holds a character no file name
+      can (a NUL, or a lone surrogate the file system's encoding cannot write), is a folder,
+      or one of its parents is a file.
   """
   if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
     raise error(f"path={path!r}: pass the {what} file's path (a str or pathlib.Path).")
+  # Were ValueError ("embedded null byte") and UnicodeEncodeError tracebacks, at the write,
+  # after the work (fault hunt). Named by repr: printed as it is, the line itself would fail.
+  try:
+    nul = b"\0" in os.fsencode(path)
+    why = "a NUL character (\\x00)"
+  except UnicodeEncodeError as e:
+    nul, why = True, f"{e.object[e.start:e.end]!r}, which the file system cannot encode"
+  if nul:
+    raise error(f"path={os.fspath(path)!r} holds {why}: no file can be named so; pass the "
+                f"{what} file's path without it.")
   full = os.path.abspath(os.path.expanduser(path))
   if os.path.isdir(full):
     raise error(f"{os.fspath(path)} is a folder; pass a file path for the {what} (e.g. "

@@ -299,7 +299,7 @@ def check_images(images: Any, image_size: int, signed: bool = False) -> np.ndarr
   if images is None:  # Was "images have shape ()".
     raise InputError(f"images are missing (None); pass [N, {image_size}, {image_size}, 3] "
                      "images, or one [S, S, 3] image.")
-  x = as_array(_from_pil(images, keep=("RGB",)), "images")
+  x = as_array(rgb_pixels(images), "images")
   shape = x.shape
   if x.ndim == 3 and x.shape[-1] == 3:  # One image.
     x = x[None]
@@ -333,6 +333,21 @@ def check_images(images: Any, image_size: int, signed: bool = False) -> np.ndarr
       raise InputError(f"{rule}; these range over [{lo:.7g}, {hi:.7g}]{fix}") from None
     x = np.clip(np.asarray(x, np.float32), 0.0, 1.0)
   return _signed(x)
+
+
+def rgb_pixels(images: Any) -> Any:
+  """`images` as `check_images` reads them: a PIL image, or a list of them, as RGB pixels
+  (`image_to_rgb` for any other mode); anything else as it is.
+
+  For callers that keep the given pixels themselves (`inference.complete`), exactly as given:
+  a round trip through [-1, 1] changes them in their last bit.
+
+  Args:
+    images: images as a caller passed them.
+  Returns:
+    `images`, or the pixels of PIL images (uint8 [S, S, 3], a list of them for a list).
+  """
+  return _from_pil(images, keep=("RGB",))
 
 
 def _from_pil(value: Any, keep: tuple[str, ...]) -> Any:

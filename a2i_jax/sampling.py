@@ -12,7 +12,9 @@ from typing import Any, Callable, Mapping
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from a2i_jax import perf
 from a2i_jax.errors import InputError, first_line
 from a2i_jax.inputs import check_int, check_key, from_signed
 
@@ -119,23 +121,56 @@ def _attribute_array(y: Any, fn: str) -> Any:
     y: attributes [N, y_dim], as the caller passed them.
     fn: the function's name, for the message.
   Returns:
-    `y`, converted where it was a list or tuple.
+    `y`, converted where it was a list, a tuple or a NumPy array of objects.
   Raises:
-    InputError: a list or tuple that is not numbers (strings, None) or whose rows differ in
-      length.
+    InputError: text (a string, an array of strings, a list holding one), another dtype that
+      is not numbers, or a list or tuple that JAX cannot read (None, rows of other lengths).
   """
+  y = _numbers_only(y, fn)
   if not isinstance(y, (list, tuple)):
     return y
-  # Strings named before JAX reads them (it tries each as a dtype's name, with NumPy's
-  # DeprecationWarning for "a"), the rest by JAX's own refusal (was a traceback).
-  if any(isinstance(v, (str, bytes)) for v in jax.tree_util.tree_leaves(y)):
-    why = "these hold strings"
+  try:
+    return jnp.asarray(y)
+  except (TypeError, ValueError) as e:
+    raise InputError(f"{fn} takes attributes y [N, y_dim] of numbers, one row per image; JAX "
+                     f"cannot read these ({first_line(e)}).") from None
+
+
+def _numbers_only(y: Any, fn: str) -> Any:
+  """Refuses attributes `y` that are text, or of another dtype that is not numbers, before JAX
+  reads them: `jit` refused them in its own argument check (a traceback, "Error interpreting
+  argument ... as an abstract array"), and a plain call with NumPy's ValueError. Strings held
+  by a list were read by JAX as dtype names (NumPy's DeprecationWarning for "a").
+
+  Args:
+    y: attributes as the caller passed them (arrays, lists, traced values: taken as they are).
+    fn: the function's name, for the message.
+  Returns:
+    `y`; a NumPy array of objects as its list of rows (JAX takes no object arrays).
+  Raises:
+    InputError: naming what `y` is and what to pass.
+  """
+  given = ("a NumPy array of objects" if isinstance(y, np.ndarray) and y.dtype == object
+           else f"a {type(y).__name__}")
+  if isinstance(y, np.ndarray) and y.dtype == object:
+    y = y.tolist()
+  if isinstance(y, (str, bytes)):
+    got = f"{given} (text)"
+  elif isinstance(y, (np.ndarray, np.generic)) and y.dtype.kind in _NOT_NUMBERS:
+    got = f"a NumPy array of {_NOT_NUMBERS[y.dtype.kind]} (dtype {y.dtype})"
+  elif isinstance(y, (list, tuple)) and any(
+      isinstance(v, (str, bytes)) or isinstance(v, (np.ndarray, np.generic))
+      and v.dtype.kind in "USO" for v in jax.tree_util.tree_leaves(y)):
+    got = f"{given} holding strings"
   else:
-    try:
-      return jnp.asarray(y)
-    except (TypeError, ValueError) as e:
-      why = f"JAX cannot read these ({first_line(e)})"
-  raise InputError(f"{fn} takes attributes y [N, y_dim] of numbers, one row per image; {why}.")
+    return y
+  raise InputError(f"{fn} takes attributes y [N, y_dim] of numbers, one row per image; got "
+                   f"{got}. Pass a float array (text such as '0.5' converted first: "
+                   "np.asarray(y, np.float32)).")
+
+
+# NumPy dtype kinds that JAX cannot take as attributes (`_numbers_only`), and their words.
+_NOT_NUMBERS = {"U": "strings", "S": "bytes", "V": "records", "M": "dates", "m": "durations"}
 
 
 def images_from_outputs(model: nn.Module, out: Mapping[str, Array]) -> dict[str, Array]:
@@ -180,3 +215,34 @@ def make_sample_fn(model: nn.Module) -> Callable:
                        "(for one image pass [y]).")
     return decode_images(model, variables, prior_latents(model, jnp.shape(y)[0], key), y)
   return sample
+
+
+def make_jitted_sample_fn(model: nn.Module) -> Callable:
+  """`make_sample_fn(model)` jitted (`perf.jit`), refusing attributes that are not numbers
+  before `jit` reads them: `TrainedModel.sample_fn`.
+
+  Args:
+    model: a model from `models.create_model`.
+  Returns:
+    A function of (variables, y, key), as `make_sample_fn`'s, compiled once per shape; the
+    jitted function's other attributes (`lower`, `eval_shape`, ...) are its.
+  Raises:
+    InputError: as `make_sample_fn`.
+  """
+  return _CheckedSampler(perf.jit(make_sample_fn(model)))
+
+
+class _CheckedSampler:
+  """A jitted sampler whose attributes are checked (`_numbers_only`) before `jit`'s own check
+  of its arguments, which refused strings with a JAX traceback (fault hunt)."""
+
+  def __init__(self, jitted: Callable):
+    self._jitted = jitted
+
+  def __call__(self, variables: Mapping, y: Any, key: Array) -> dict[str, Array]:
+    return self._jitted(variables, _numbers_only(y, "sample"), key)
+
+  def __getattr__(self, name: str) -> Any:
+    if name == "_jitted":  # Not set yet (a copy being made): no recursion.
+      raise AttributeError(name)
+    return getattr(self._jitted, name)

@@ -244,10 +244,10 @@ def _unpacked_lfw(tmp_path):
   fx.make_lfw(manual)
   unpacked = str(tmp_path / "unpacked")
   images_root = lfw._find_dir(tfds_lib.unpack(os.path.join(manual, "lfw-funneled.tgz"),
-                                              unpacked, False), "lfw_funneled", "")
+                                              unpacked, False), lfw.IMAGE_SOURCES[0])
   labels_root = lfw._find_dir(
       tfds_lib.unpack(os.path.join(manual, "parts_lfw_funneled_gt_images.tgz"), unpacked,
-                      False), "parts_lfw_funneled_gt_images", "")
+                      False), lfw.MASK_SOURCES[0])
   paths = {s.filename: os.path.join(manual, s.filename) for s in lfw.SOURCES}
   return images_root, labels_root, paths
 
@@ -1498,11 +1498,12 @@ def test_unpack_again_when_the_archive_changes(tmp_path):
   os.remove(os.path.join(dest, "top", "right.txt"))  # as an interrupted older unpack left it
   tfds_lib.unpack(archive, root, progress=False)
   assert os.listdir(os.path.join(dest, "top")) == ["right.txt"]
-  msg = tfds_lib.redownload("a.tgz", os.path.join(dest, "top"))
+  source = tfds_lib.Source("a.tgz", "https://example.org/a.tgz", "", "top")
+  msg = tfds_lib.redownload(source, os.path.join(dest, "top"))
   assert msg == f"delete {archive} and its unpacked folder {dest}, then download a.tgz again."
   # A manual folder holding the unpacked folder instead of the archive: that folder.
   own = str(tmp_path / "manual" / "top")
-  assert tfds_lib.redownload("a.tgz", own) == (
+  assert tfds_lib.redownload(source, own) == (
       f"delete the folder {own} and put a fresh download of a.tgz in {tmp_path / 'manual'} "
       "instead.")
 

@@ -1278,3 +1278,103 @@ def test_from_signed_refuses_integers_and_numpy_values_outside_minus_one_to_one(
   np.testing.assert_allclose(inputs.from_signed(np.array([-1.0, 0.0, 1.0005], np.float32)),
                              [0.0, 0.5, 1.00025])  # Rounding's slack.
   np.testing.assert_allclose(jax.jit(inputs.from_signed)(jax.numpy.array([2.0])), [1.5])
+
+
+# ------------------------------------------------------------------ PIL images, checkpoints
+
+def test_complete_keeps_the_rgb_pixels_of_a_pil_image_of_any_mode(tiny_run, key):
+  """Review finding: complete converted a PIL image to RGB for the inference but kept the
+  observed pixels of the raw image: a YCbCr or HSV image's own values were pasted into the
+  completion without a word, and an L, RGBA or P image was NumPy's reshape error (reconstruct
+  and edit take them). Each now completes as its RGB pixels do."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  trained = inference.load_trained(tiny_run("cvae")[0])
+  options = inference.options_for(trained, steps=1, restarts=1)
+  rgb = Image.fromarray(_images(1)[0])
+  for mode in ("YCbCr", "HSV", "L", "RGBA", "P"):
+    image = rgb.convert(mode)
+    pixels = inputs.image_to_rgb(image)
+    out = inference.complete(trained, image, _attrs(1), _eyes(1), key=key, options=options)
+    want = inference.complete(trained, pixels, _attrs(1), _eyes(1), key=key, options=options)
+    np.testing.assert_allclose(out["completion"], want["completion"], atol=1e-6,
+                               err_msg=mode)
+    observed = _eyes(1)[0, ..., 0].astype(bool)
+    np.testing.assert_allclose(out["completion"][0][observed], pixels[observed] / 255.0,
+                               atol=1e-6, err_msg=mode)
+
+
+def test_a_save_over_a_checkpoint_the_checkpointer_did_not_write_is_refused(tmp_path):
+  """Review finding: a save of a step that had a checkpoint was skipped without a word, so a
+  notebook that restored step 2, trained on and saved step 4 beside the old step 4 lost the
+  new state (a restore of 4 gave the old one); a new run's save over an earlier run's step the
+  same. Now refused, naming the folder; a save of a step this checkpointer just saved (a stop
+  right after a checkpoint) is still a no-op, and the save goes in once the folder is moved."""
+  from a2i_jax import checkpoints  # pylint: disable=import-outside-toplevel
+  state = lambda v: {"w": jax.numpy.full((4,), v, jax.numpy.float32)}
+  target = {"w": jax.ShapeDtypeStruct((4,), jax.numpy.float32)}
+  workdir = str(tmp_path / "w")
+  folder = os.path.join(workdir, "checkpoints", "4")
+  refusal = re.escape(
+      f"cannot save step 4 in {workdir}/checkpoints: {folder} holds a checkpoint of that step "
+      "saved before (by an earlier run, or before this checkpointer restored an older step), "
+      "and a save never overwrites one; to save this state as step 4, move that step folder "
+      f"out of {workdir}/checkpoints first (it keeps the old state), or save into a new "
+      "workdir.")
+  ckpt = checkpoints.Checkpointer(workdir)
+  try:
+    ckpt.save(2, state(2.0))
+    ckpt.save(4, state(4.0))
+    ckpt.save(4, state(4.0))  # Saved by this checkpointer: nothing happens.
+    ckpt.restore(target, 4)
+    ckpt.save(4, state(4.0))  # Restored at 4: still the same state.
+    ckpt.restore(target, 2)  # Trained on from step 2: another step 4.
+    with pytest.raises(CheckpointError, match=refusal):
+      ckpt.save(4, state(40.0))
+    assert float(ckpt.restore(target, 4)["w"][0]) == 4.0
+  finally:
+    ckpt.close()
+  ckpt = checkpoints.Checkpointer(workdir)  # Another run: its step 4 is not this one's.
+  try:
+    with pytest.raises(CheckpointError, match=refusal):
+      ckpt.save(4, state(40.0))
+    os.rename(folder, str(tmp_path / "old4"))  # As the message says.
+    ckpt.save(4, state(40.0))
+    ckpt.save(4, state(40.0))
+    assert float(ckpt.restore(target, 4)["w"][0]) == 40.0
+  finally:
+    ckpt.close()
+  assert ckpt.all_steps() == [2, 4]
+
+
+def test_orbax_metadata_that_is_no_json_object_names_its_step_without_checksums(tmp_path):
+  """Review finding: an older version's step (no checksum file) whose _CHECKPOINT_METADATA
+  is JSON but not an object ("[]"), which Orbax's manager refuses to open the folder with,
+  was "a step folder there is damaged", naming none. It is named with its move, beside a
+  step that fails its checksums."""
+  import faults_lib  # pylint: disable=import-outside-toplevel
+  from a2i_jax import checkpoints  # pylint: disable=import-outside-toplevel
+  workdir = str(tmp_path / "w")
+  ckpt = checkpoints.Checkpointer(workdir)
+  for step in (2, 4, 6):
+    ckpt.save(step, {"w": jax.numpy.full((4,), float(step))})
+  ckpt.close()
+  step_dir = lambda s: os.path.join(workdir, "checkpoints", str(s))
+  move = lambda s: f"mv {step_dir(s)} {workdir}/corrupt_checkpoints/{s}"
+  for step in (2, 4):  # Older versions' steps: no checksums.
+    faults_lib.as_an_older_version_saved_it(step_dir(step))
+  with open(os.path.join(step_dir(4), "_CHECKPOINT_METADATA"), "w") as f:
+    f.write("[]")
+  with pytest.raises(CheckpointError, match=re.escape(
+      f"checkpoint(s) 4 in {workdir}/checkpoints have a _CHECKPOINT_METADATA that is not a "
+      "JSON object (damaged), and Orbax cannot open the folder with them (") + ".*" +
+      re.escape(f"); move them away ({move(4)}) and run the same command again")):
+    checkpoints.Checkpointer(workdir)
+  with open(os.path.join(step_dir(6), "_CHECKPOINT_METADATA"), "w") as f:
+    f.write("[]")  # A step with checksums: fails them.
+  with pytest.raises(CheckpointError, match=re.escape(
+      f"checkpoint(s) 6 in {workdir}/checkpoints fail their checksums (step 6: file "
+      "_CHECKPOINT_METADATA changed since it was saved) and checkpoint(s) 4 have a "
+      "_CHECKPOINT_METADATA that is not a JSON object (damaged), and Orbax cannot open the "
+      f"folder with them (") + ".*" + re.escape(f"); move them away ({move(6)}; {move(4)})")):
+    checkpoints.Checkpointer(workdir)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4", "6"]

@@ -18,7 +18,7 @@ from PIL import Image
 
 import dataset_fixtures as fx
 from a2i_jax.data import folder, load_dataset
-from a2i_jax.errors import DataError
+from a2i_jax.errors import ConfigError, DataError
 from conftest import tiny_config
 
 SPLITS = ("train", "validation", "test")  # One image each: the least a folder may hold.
@@ -214,9 +214,72 @@ def test_a_folder_named_like_a_source_file_is_refused(tmp_path, name):
   # Nor does the fix for an archive unpacked by hand name the manual folder holding it.
   inside = manual / "lfw_funneled" / "Alice_Smith"
   inside.mkdir(parents=True)
-  assert tfds_lib.redownload("lfw-funneled.tgz", str(manual)) == (
+  from a2i_jax.data import lfw  # pylint: disable=import-outside-toplevel
+  funneled = lfw.IMAGE_SOURCES[0]
+  assert tfds_lib.redownload(funneled, str(manual)) == (
       f"put a fresh download of lfw-funneled.tgz in {manual} instead of its unpacked "
       "lfw_funneled/ folder (delete that folder).")
-  assert tfds_lib.redownload("lfw-funneled.tgz", str(inside)) == (
+  assert tfds_lib.redownload(funneled, str(inside)) == (
       f"delete the folder {manual / 'lfw_funneled'} and put a fresh download of "
       f"lfw-funneled.tgz in {manual} instead.")
+
+
+def test_the_fix_for_an_archive_unpacked_by_hand_needs_no_fetch_before_it(tmp_path):
+  """Was: `redownload` learnt an archive's unpacked folder name from a map `fetch_sources`
+  filled, so in a process that had not fetched that source (a fresh one, a direct call) the
+  fix named the whole manual folder, every source in it, to delete. The caller passes it."""
+  from a2i_jax.data import tfds_lib  # pylint: disable=import-outside-toplevel
+  manual = tmp_path / "manual" / "mine"
+  inside = manual / "mine_unpacked" / "sub"
+  inside.mkdir(parents=True)
+  source = tfds_lib.Source("mine.tgz", "https://example.org/mine.tgz", "", "mine_unpacked")
+  assert tfds_lib.redownload(source, str(manual)) == (
+      f"put a fresh download of mine.tgz in {manual} instead of its unpacked mine_unpacked/ "
+      "folder (delete that folder).")
+  assert tfds_lib.redownload(source, str(inside)) == (
+      f"delete the folder {manual / 'mine_unpacked'} and put a fresh download of mine.tgz in "
+      f"{manual} instead.")
+
+
+@pytest.mark.parametrize("crop", [1, 3, 9, 100])
+def test_a_centre_crop_too_small_or_larger_than_the_images_is_refused(crop):
+  """Was: centre_cropped(dataset, 1) made 1x1 images, refused only later by the scoring as
+  "image_size=1 is not valid"; a crop larger than the images left them whole without a word,
+  so evaluate_mean_image(crop_size=100) scored the whole images as the crops."""
+  from a2i_jax.data.base import (  # pylint: disable=import-outside-toplevel
+      Dataset, Split, centre_cropped)
+  images = np.zeros((2, 8, 8, 3), np.uint8)
+  data = Dataset("synthetic", ("a",), ("binary",),
+                 {"train": Split(images, np.zeros((2, 1), np.float32)),
+                  "test": Split(images, np.zeros((2, 1), np.float32))})
+  with pytest.raises(ConfigError, match=re.escape(
+      f"crop_size={crop}: pass 0 (no crop) or the side of the centre crop, from 4 to the "
+      "images' 8, as the run's config.data.augment.crop_size.") + "$"):
+    centre_cropped(data, crop)
+  assert centre_cropped(data, 8) is data and centre_cropped(data, 0) is data
+  assert centre_cropped(data, 4)["test"].images.shape == (2, 4, 4, 3)
+
+
+def test_a_path_holding_a_newline_keeps_the_message_one_line(tmp_path):
+  """Was: a data_dir, a folder dataset's path (a shell's stray quote) holding a newline broke
+  the one-line `error:` message over two lines. Such a path is shown escaped, as repr does."""
+  base = tmp_path / "a\nb"
+  base.mkdir()
+  loop = base / "loop"
+  os.symlink(loop, loop)
+  with pytest.raises(DataError) as e:
+    load_dataset(_real("lfw", loop), progress=False)
+  assert str(e.value) == (
+      f"preparing the lfw dataset failed: Too many levels of symbolic links at "
+      f"{str(loop / 'downloads')!r}; fix what the system names (or point config.data.data_dir "
+      "at another folder), then run the same command again.")
+  (base / "f").write_text("x")
+  with pytest.raises(DataError) as e:
+    load_dataset(_real("lfw", base / "f"), progress=False)
+  assert "\n" not in str(e.value) and repr(str(base / "f")) in str(e.value)
+  cfg = tiny_config("cvae").data
+  cfg.name, cfg.path, cfg.data_dir = "folder", str(base / "nofolder"), str(tmp_path / "data")
+  with pytest.raises(DataError) as e:
+    load_dataset(cfg, progress=False)
+  assert str(e.value).startswith(f"{str(base / 'nofolder' / 'images')!r} does not exist")
+  assert "\n" not in str(e.value)

@@ -7,7 +7,9 @@ tuning cell, after) the model runs, so nothing is compiled.
 """
 
 import dataclasses
+import os
 import re
+import sys
 import types
 
 import jax
@@ -15,7 +17,7 @@ import numpy as np
 import pytest
 
 from a2i_jax import attribute_predictor as ap
-from a2i_jax import evaluation, inference
+from a2i_jax import evaluation, files, inference
 from a2i_jax.data import synthetic
 from a2i_jax.data.base import Dataset, Split
 from a2i_jax.errors import CheckpointError, InputError
@@ -391,6 +393,29 @@ def test_write_json_refuses_paths_and_objects_it_cannot_write(tmp_path):
   assert not (tmp_path / "r.json").exists()
   evaluation.write_json({"a": float("nan")}, str(tmp_path / "new" / "r.json"))
   assert (tmp_path / "new" / "r.json").read_text() == '{\n  "a": null\n}'
+
+
+def test_output_paths_with_characters_no_file_name_can_hold_are_refused(tmp_path):
+  """Was: a NUL (in the file's name or a folder's) Python's ValueError ("embedded null byte"),
+  a lone surrogate the file system cannot encode its UnicodeEncodeError, each a traceback at
+  the write. Now one line naming the path (its repr: printed raw, the line would fail too).
+  `files.check_output_file` is also `visualize.save_png`'s check."""
+  base = str(tmp_path)
+  for path, held in ((f"{base}/out\x00.json", r"a NUL character \(\\x00\)"),
+                     (f"{base}/d\x00/r.json", r"a NUL character \(\\x00\)"),
+                     (f"{base}/out\ud800.json",
+                      r"'\\ud800', which the file system cannot encode")):
+    says = (rf"^path={re.escape(repr(path))} holds {held}: no file can be named so; pass the "
+            r"{} file's path without it\.$")
+    with pytest.raises(InputError, match=says.format("JSON")):
+      evaluation.write_json({"a": 1}, path)
+    with pytest.raises(InputError, match=says.format("PNG")):
+      files.check_output_file(path, "PNG", "grid.png", InputError)
+  assert not os.listdir(base)
+  # An undecodable byte of a name, as Python holds it (surrogateescape): a file name that is.
+  if sys.getfilesystemencodeerrors() == "surrogateescape":
+    evaluation.write_json({"a": 1}, f"{base}/out\udcff.json")
+    assert os.listdir(tmp_path) == ["out\udcff.json"]
 
 
 def test_tables_refuse_one_result_none_and_a_scale_that_is_no_number():

@@ -145,6 +145,10 @@ _BAD_FLAGS = [
     (dict(samples_per_attribute=0), "--samples_per_attribute=0; it must be at least 1"),
     (dict(modes=["evaluate"], num_examples=-5), "--num_examples=-5; pass a positive count"),
     (dict(modes=["tune"], num_examples=0), "--num_examples=0; pass a positive count"),
+    # -1 is tune's first 256, as the flag's help says (was: "-1 for all"; review finding).
+    (dict(modes=["tune"], num_examples=-2),
+     "--num_examples=-2; pass a positive count, or -1 for all (tune: the first 256 validation "
+     "images)."),
     (dict(modes=["reconstruct"], restarts=0), "--restarts=0; it must be at least 1"),
     (dict(modes=["reconstruct"], steps=-1), "--steps=-1; it must be at least 0"),
     # Were a 55-line traceback: JAX's int32 overflow in the inference loop (review).
@@ -576,6 +580,35 @@ def test_images_whose_inference_diverged_are_named_not_scored(trained, tmp_path,
   assert rows["inferred"][0]["smile"] == 0.0
 
 
+def test_each_modes_json_records_the_seed_and_inference_settings(trained, tmp_path,
+                                                                  monkeypatch):
+  """Was: reconstruct.json, edit_<attribute>.json and infer_attributes.json recorded neither
+  --seed nor --restarts (complete.json only the steps), so the files of two calls with other
+  flags could not be told apart (review finding). The library's results are stubbed."""
+  import infer  # pylint: disable=import-outside-toplevel
+  seen = []
+
+  def result(images, options):
+    seen.append(options)
+    grey = np.full((len(images), 32, 32, 3), 0.5, np.float32)
+    return {"reconstruction": grey, "completion": grey, "edited": grey,
+            "energy": np.ones(len(images), np.float32), "y": np.zeros((len(images), 10))}
+  for name in ("reconstruct", "complete", "edit", "infer_attributes"):
+    monkeypatch.setattr(infer.inference, name,
+                        lambda trained, images, *a, options, **k: result(images, options))
+  out = tmp_path / "out"
+  infer.run_modes(_options(f"--workdir={trained}", f"--out={out}", "--num_images=2",
+                           "--mode=reconstruct,complete,edit,infer_attributes",
+                           "--occlusion=eyes", "--attribute=smile", "--steps=3",
+                           "--restarts=2", "--seed=5"))
+  for name in ("reconstruct.json", "complete.json", "edit_smile.json", "infer_attributes.json"):
+    made = json.loads((out / name).read_text())
+    assert made["seed"] == 5, name
+    assert made["inference"]["steps"] == 3 and made["inference"]["restarts"] == 2, name
+    # The options the mode's optimised inference ran with, every one of them.
+    assert made["inference"] == dataclasses.asdict(seen[-1]), name
+
+
 def test_an_energy_the_model_lacks_is_refused_before_any_mode_runs(trained, tmp_path):
   """Was: config.json's inference.energy "gaussian" on a disCVAE (no variance head) was found
   by the first inference, after --mode=sample had written its grid, and the line did not say
@@ -949,10 +982,16 @@ def test_complete_infers_attributes_from_the_observed_pixels_only(monkeypatch, t
           data=types.SimpleNamespace(augment=types.SimpleNamespace(crop_size=0))))
   run.dataset, run.stage = types.SimpleNamespace(name="synthetic"), str(tmp_path)
   run.out, run.workdir = str(tmp_path), str(tmp_path / "w")
-  run.options = lambda: types.SimpleNamespace(steps=1)
+  run.options = lambda: _one_step_options()
   infer.complete(run)
   assert len(calls) == 2 and all(m is not None and 0 < m.mean() < 1 for m in calls)
   assert "observed pixels" in json.loads((tmp_path / "complete.json").read_text())["attributes"]
+
+
+def _one_step_options() -> inference.InferenceOptions:
+  """Inference options for a stubbed `_Run.options` (each mode's JSON records them)."""
+  return inference.InferenceOptions.from_config(
+      config_lib.get_config("synthetic:cvae").inference, steps=1)
 
 
 def test_input_images_whose_attribute_inference_diverged_are_named(monkeypatch, tmp_path):
@@ -986,7 +1025,7 @@ def test_input_images_whose_attribute_inference_diverged_are_named(monkeypatch, 
           data=types.SimpleNamespace(augment=types.SimpleNamespace(crop_size=0))))
   run.dataset, run.stage = types.SimpleNamespace(name="synthetic"), str(tmp_path)
   run.out, run.workdir = str(tmp_path), str(tmp_path / "w")
-  run.options = lambda **kwargs: types.SimpleNamespace(steps=1)
+  run.options = lambda **kwargs: _one_step_options()
   for mode in (infer.reconstruct, infer.complete, infer.edit):
     mode(run)
   read = lambda name: json.loads((tmp_path / name).read_text())

@@ -18,7 +18,7 @@ import pytest
 from flax import serialization
 
 from a2i_jax import attribute_predictor as ap
-from a2i_jax import models, perf, sampling
+from a2i_jax import models, sampling
 from a2i_jax.attribute_predictor import network, storage, training
 from a2i_jax.data.base import Dataset, Split
 from a2i_jax.errors import CheckpointError, DataError, InputError, WorkdirError
@@ -147,6 +147,23 @@ def test_a_binary_column_of_one_value_in_training_gets_its_other_class(value, ot
   if pair is not None:
     assert (stats["low"][2], stats["high"][2]) == pair
   assert (stats["low"][1], stats["high"][1]) == (0.0, 3.0)
+
+
+def test_a_continuous_column_on_a_tiny_scale_is_standardised_and_a_constant_one_is_not():
+  """Was: a standard deviation under an absolute 1e-6 was taken for a constant column (std
+  1.0), so a column on a tiny scale (1e-7 +- 5e-8, which varies) was left unstandardised,
+  silently: its targets all near 0. Now the threshold is relative to the column's scale."""
+  rng = np.random.default_rng(0)
+  tiny = 1e-7 + 5e-8 * rng.standard_normal(64)
+  columns = [tiny, 1e9 + 1e3 * rng.standard_normal(64), np.full(64, 1e-7), np.full(64, 0.3),
+             np.zeros(64), np.full(64, -3e8)]
+  a = np.stack(columns, 1).astype(np.float32)
+  stats = training._target_stats(a, ("continuous",) * 6)  # pylint: disable=protected-access
+  assert np.allclose(stats["std"][:2], a[:, :2].astype(np.float64).std(0))
+  standardised = (a[:, 0] - stats["mean"][0]) / stats["std"][0]
+  assert standardised.std() == pytest.approx(1.0, rel=1e-3)
+  # Constant columns (float32's own rounding of 0.3 included): 1.0, never 0 or NaN.
+  assert np.array_equal(stats["std"][2:], np.ones(4))
 
 
 def test_correlations_refuse_vectors_of_other_shapes_and_give_nan_for_nan():
@@ -424,8 +441,10 @@ def test_the_sampler_takes_a_list_of_attributes_and_refuses_what_is_not_rows():
   out = jax.eval_shape(lambda v, k: sample(v, rows, k), shapes, key)
   assert out["image"].shape == (2, 32, 32, 3)
   # Jitted, as TrainedModel.sample_fn is (the list's items traced): the one compile here.
-  images = perf.jit(sample)(models.init_variables(model, config.model, key), rows, key)
+  jitted = sampling.make_jitted_sample_fn(model)
+  images = jitted(models.init_variables(model, config.model, key), rows, key)
   assert images["image"].shape == (2, 32, 32, 3)
+  assert jitted._cache_size() == 1  # pylint: disable=protected-access  # The jit's own.
   latents = sampling.prior_latents(model, 2, key)
   decode = lambda v, z, y: sampling.decode_images(model, v, z, y)  # noqa: E731
   assert jax.eval_shape(decode, shapes, latents, rows)["image"].shape == (2, 32, 32, 3)
@@ -435,9 +454,20 @@ def test_the_sampler_takes_a_list_of_attributes_and_refuses_what_is_not_rows():
       sample(shapes, bad, key)
     with pytest.raises(InputError, match=takes):  # Under jit too (its shape is known).
       jax.eval_shape(sample, shapes, bad, key)
-  with pytest.raises(InputError, match=r"^sample takes attributes y \[N, y_dim\] of numbers, "
-                     r"one row per image; these hold strings\.$"):
-    sample(shapes, [["a"] * y_dim], key)
+  # Text: was JAX's traceback from jit's own check of its arguments ("Error interpreting
+  # argument ... as an abstract array"), and NumPy's ValueError unjitted for an array of it.
+  fix = (r"\. Pass a float array \(text such as '0\.5' converted first: "
+         r"np\.asarray\(y, np\.float32\)\)\.$")
+  for text, got in (([["a"] * y_dim], "a list holding strings"),
+                    (np.array([["0.5"] * y_dim]), r"a NumPy array of strings \(dtype <U3\)"),
+                    (np.array([["a"] * y_dim], object), "a NumPy array of objects holding strings"),
+                    ("0.5", r"a str \(text\)")):
+    says = rf"^sample takes attributes y \[N, y_dim\] of numbers, one row per image; got {got}"
+    says += fix
+    for call in (sample, jitted):
+      with pytest.raises(InputError, match=says):
+        call(shapes, text, key)
+  assert jitted._cache_size() == 1  # pylint: disable=protected-access  # Nothing compiled.
   with pytest.raises(InputError, match=r"^sample takes attributes y \[N, y_dim\] of numbers, "
                      r"one row per image; JAX cannot read these \(.*inhomogeneous.*\)\.$"):
     sample(shapes, [[0.0] * y_dim, [0.0]], key)  # Rows of other lengths.

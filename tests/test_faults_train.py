@@ -985,8 +985,10 @@ def test_a_step_set_aside_twice_keeps_both_copies(tmp_path, caplog):
   sums = []
   for value in (1.0, 2.0):  # Two saves of step 4 with different bytes.
     ckpt = checkpoints.Checkpointer(workdir)
-    for step in (2, 4):
-      ckpt.save(step, {"w": jnp.full((4096,), value)})  # Step 2: saved once, then a no-op.
+    # Step 2 once: a second save of it, by another checkpointer, is refused (it would hide
+    # the state on disk).
+    for step in (2, 4) if value == 1.0 else (4,):
+      ckpt.save(step, {"w": jnp.full((4096,), value)})
     ckpt.close()
     sums.append(open(os.path.join(folder, checkpoints.CHECKSUM_FILE)).read())
     biggest = max((os.path.join(r, f) for r, _, fs in os.walk(folder) for f in fs
@@ -2028,3 +2030,111 @@ def test_a_checkpoints_entry_that_is_no_folder_is_named_by_the_checkpointer(tmp_
   with pytest.raises(checkpoints.WorkdirError, match="is not a folder"):
     checkpoints.Checkpointer(str(tmp_path))
   assert sorted(os.listdir(tmp_path)) == ["checkpoints"]
+
+
+def test_overrides_in_a_flagfile_are_checked_as_typed_ones(tmp_path, flags):
+  """train.py's checks read the command line as typed: `--flagfile=ff.txt` holding
+  `--config.model.zf_dim=99` and `--config.data.path=/nonexistent/folder` trained the
+  synthetic CVAE with exit 0, where the same flags typed are refused (review finding)."""
+  flagfile = tmp_path / "ff.txt"
+  flagfile.write_text("# Two keys the CVAE on the synthetic data ignores.\n"
+                      "--config.model.zf_dim=99\n--config.data.path=/nonexistent/folder\n")
+  workdir = str(tmp_path / "w")
+  r = F.train(workdir, *flags, f"--flagfile={flagfile}")
+  _one_error(r, "--config.model.zf_dim has no effect on model.name='cvae' (it is read by "
+             "discvae only)")
+  assert not os.path.exists(workdir)
+
+
+def test_a_flagfile_is_expanded_as_absl_expands_it_or_named_when_unreadable(tmp_path):
+  """`config_lib.expand_flagfiles`, which train.py's checks read (a misspelt key in a flagfile
+  was "could not be parsed" with a literal "\\n" in it); a flagfile that cannot be read is one
+  line (was absl's traceback)."""
+  from absl import flags as absl_flags  # pylint: disable=import-outside-toplevel
+  from a2i_jax import config_lib  # pylint: disable=import-outside-toplevel
+  values = absl_flags.FlagValues()
+  absl_flags.DEFINE_string("workdir", None, "", flag_values=values)
+  (tmp_path / "inner.txt").write_text("--config.model.widht=1\n")
+  (tmp_path / "ff.txt").write_text(f"// A comment.\n--config.seed=3\n\n"
+                                   f"--flagfile={tmp_path / 'inner.txt'}\n")
+  assert config_lib.expand_flagfiles(
+      ["train.py", "--workdir", "w", f"--flagfile={tmp_path / 'ff.txt'}", "--", "--flagfile=x"],
+      values) == ["train.py", "--workdir", "w", "--config.seed=3", "--config.model.widht=1",
+                  "--", "--flagfile=x"]
+  (tmp_path / "binary.txt").write_bytes(b"\xff\xfe--config.seed=1\n")
+  for argv, words in (
+      ([f"--flagfile={tmp_path / 'nowhere.txt'}"],
+       f"^the --flagfile {tmp_path / 'nowhere.txt'} cannot be read \\(No such file or "
+       "directory\\); check its path.$"),
+      ([f"--flagfile={tmp_path}"], "cannot be read \\(Is a directory\\)"),
+      ([f"--flagfile={tmp_path / 'binary.txt'}"], "binary.txt\\) is not a text file"),
+      (["--flagfile"], "^--flagfile has no file name; write --flagfile=FILE.$")):
+    with pytest.raises(config_lib.ConfigError, match=words):
+      config_lib.expand_flagfiles(["train.py", *argv], values)
+
+
+def test_a_flag_typed_without_its_value_does_not_take_the_next_flag_as_it():
+  """`--config.compilation_cache_dir --config.seed=7` made a folder named "--config.seed=7"
+  and trained with seed 0; `--workdir --config.seed=7` wrote the run into ./--config.seed=7/
+  (review finding): absl takes the next argument as the value, whatever it is."""
+  from a2i_jax import config_lib  # pylint: disable=import-outside-toplevel
+  for flag in ("--config.compilation_cache_dir", "--workdir", "--config.data.cache_dir",
+               "--config.data.data_dir", "-config.data.path", "-workdir"):
+    for following in ("--config.seed=7", "-config.seed=7", "--noconfig.progress_bar",
+                      "-verbosity=1"):
+      with pytest.raises(config_lib.ConfigError, match=(
+          f"^--{flag.lstrip('-')} has no value \\(the next argument {following} is a flag\\); "
+          f"write --{flag.lstrip('-')}=VALUE.$")):
+        config_lib.normalised_command_line(["train.py", "--config=synthetic", flag, following])
+  # A value after the flag (a negative number or a name starting with "-"), a bool key, an
+  # unknown key (named as such by train.py) and "=" stand as they are.
+  for rest in (["--config.seed", "-1"], ["--workdir", "-runs"], ["--config.model.width",
+               "-1e3"], ["--config.progress_bar", "--config.seed=7"],
+               ["--config.nokey", "--config.seed=7"], ["--workdir=", "--config.seed=7"]):
+    argv = ["train.py", f"--config={config_lib.resolve_spec('synthetic')}", *rest]
+    assert config_lib.normalised_command_line(argv) == argv
+
+
+def test_the_discvae_sample_grid_limit_counts_the_rows_it_draws():
+  """The disCVAE draws one sample per row (`train_eval.write_samples`), whatever
+  num_sample_cols: num_sample_rows=2000 was refused as 16,000 samples with advice to lower
+  num_sample_cols, whose override is refused as having no effect (review finding)."""
+  from a2i_jax import config_lib  # pylint: disable=import-outside-toplevel
+  from conftest import tiny_config  # pylint: disable=import-outside-toplevel
+  config = tiny_config("discvae")
+  config.num_sample_rows, config.num_sample_cols = 2000, 8
+  config_lib.validate_config(config)
+  config.num_sample_rows = 10_001
+  with pytest.raises(config_lib.ConfigError, match=(
+      "^config.num_sample_rows = 10,001 samples per grid \\(discvae draws one per row; it "
+      "reads no num_sample_cols\\), drawn at every evaluation in one call; make "
+      "num_sample_rows at most 10,000.$")):
+    config_lib.validate_config(config)
+  config = tiny_config("cvae")  # The CVAE draws num_sample_cols per row.
+  config.num_sample_rows, config.num_sample_cols = 2000, 8
+  with pytest.raises(config_lib.ConfigError, match="num_sample_cols = 16,000 samples per grid"):
+    config_lib.validate_config(config)
+
+
+@pytest.mark.parametrize("key,value", [("recon_weight", 1e39), ("gate_loss_weight", 1e40)])
+def test_discvae_loss_weights_past_float32_are_refused(key, value):
+  """Taken, then the loss was infinite at step 1 and the run "diverged" with advice to lower
+  the learning rate (review finding): the loss is computed in float32."""
+  from a2i_jax import config_lib  # pylint: disable=import-outside-toplevel
+  from conftest import tiny_config  # pylint: disable=import-outside-toplevel
+  config = tiny_config("discvae")
+  config.model[key] = value
+  with pytest.raises(config_lib.ConfigError, match="^" + re.escape(
+      f"config.model.{key}={value} is past float32's range (about 3.4e38), in which the "
+      "loss is computed; use a smaller value.") + "$"):
+    config_lib.validate_config(config)
+
+
+def test_scan_unroll_with_one_step_per_dispatch_is_refused(tmp_path, flags):
+  """One step per dispatch runs no scan (`train_lib.make_multi_step`): --config.scan_unroll
+  was taken and did nothing (review finding)."""
+  workdir = str(tmp_path / "w")
+  r = F.train(workdir, *flags, "--config.scan_unroll=True")
+  _one_error(r, "--config.scan_unroll has no effect with steps_per_dispatch=1",
+             "--config.steps_per_dispatch=N")
+  assert not os.path.exists(workdir)

@@ -22,6 +22,11 @@ from a2i_jax.errors import DataError, InputError
 from a2i_jax.inputs import check_int, to_signed
 from a2i_jax.models import initializers
 
+# A continuous column whose standard deviation is at most this fraction of its largest
+# magnitude is constant (`_target_stats`): one float32 step (float32 attributes that differ
+# differ by at least about this much).
+_CONSTANT_SPREAD = float(np.finfo(np.float32).eps)
+
 
 def _other_class(value: float, j: int, pairs: set, other: Optional[np.ndarray]) -> float:
   """The other class of a binary column that holds one value (`value`) in training: the value
@@ -57,7 +62,12 @@ def _target_stats(attributes: np.ndarray, kinds: Sequence[str],
     if high[j] == low[j]:
       low[j], high[j] = sorted((float(low[j]), _other_class(float(low[j]), j, pairs, other)))
   high = np.where(high > low, high, low + 1.0)  # A constant continuous column: unused.
-  return {"mean": a.mean(axis=0), "std": np.where(std > 1e-6, std, 1.0), "low": low,
+  # Constant: a spread within one float32 step of the column's own scale (its largest
+  # magnitude), or one float32 cannot hold; its std is then 1.0. Was an absolute 1e-6, so a
+  # column on a tiny scale (1e-7 +- 5e-8, which varies) was left unstandardised, silently.
+  scale = np.max(np.abs(a), axis=0, initial=0.0)
+  varies = std > np.maximum(_CONSTANT_SPREAD * scale, np.finfo(np.float32).tiny)
+  return {"mean": a.mean(axis=0), "std": np.where(varies, std, 1.0), "low": low,
           "high": high}
 
 

@@ -9,7 +9,7 @@ import ml_collections
 
 from a2i_jax import distributed, files
 from a2i_jax.data.base import (DATASET_NAMES, DataError, Dataset, DatasetNotPreparedError, Split,
-                               SPLITS, check_choice)
+                               SPLITS, check_choice, shown_path)
 from a2i_jax.errors import ConfigError, first_line
 
 # The keys of config.data that `load_dataset` reads: of every source, then of each.
@@ -59,12 +59,13 @@ def load_dataset(data_config: Any, progress: bool = True) -> Dataset:
       what, reason = f"the {name} dataset", files.describe_storage_error(error)
       fix, where = "free some space or fix the permissions", "data_dir / cache_dir"
     else:
-      what = (f"the folder dataset {data_config.path}" if name == "folder"
+      what = (f"the folder dataset {shown_path(data_config.path)}" if name == "folder"
               else f"the {name} dataset")
       reason, fix = e.strerror or first_line(e), "fix what the system names"
       where = "cache_dir" if name == "synthetic" else "data_dir"
-    raise DataError(f"preparing {what} failed: {reason}"
-                    f"{' at ' + str(e.filename) if getattr(e, 'filename', None) else ''}; "
+    # Paths escaped where they hold a newline: the message stays one line.
+    at = f" at {shown_path(e.filename)}" if getattr(e, "filename", None) else ""
+    raise DataError(f"preparing {what} failed: {reason}{at}; "
                     f"{fix} (or point config.data.{where} at another folder), then run the "
                     "same command again.") from None
 
@@ -104,8 +105,8 @@ def check_folder(key: str, value: str) -> None:
   while not os.path.exists(existing):
     existing = os.path.dirname(existing)
   if not os.path.isdir(existing):
-    where = "is a file" if existing == path else f"is below {existing}, which is a file"
-    raise DataError(f"config.{key}={value} {where}, not a folder; pass "
+    where = "is a file" if existing == path else f"is below {shown_path(existing)}, which is a file"
+    raise DataError(f"config.{key}={shown_path(value)} {where}, not a folder; pass "
                     f"--config.{key}=<a folder> (it is created if missing).")
 
 

@@ -140,6 +140,19 @@ def check_same_splits(workdir: str, stored: dict, dataset: Dataset) -> None:
                   "new --workdir.")
 
 
+def shown_path(path: Any) -> str:
+  """A path as a message names it: as it is, or escaped like `repr` where it holds a newline
+  or another character that does not print (was: a message broken over two lines).
+
+  Args:
+    path: a path (str, bytes or os.PathLike).
+  Returns:
+    The text.
+  """
+  text = os.fsdecode(path) if isinstance(path, (bytes, os.PathLike)) else str(path)
+  return text if text.isprintable() else repr(text)
+
+
 def check_choice(key: str, value: Any, choices: Sequence[str]) -> None:
   """Raises `ConfigError` unless `value` is one of `choices`: the one message for config key
   `key`, whether the config or a direct caller of a loader passed it.
@@ -314,6 +327,11 @@ def as_trained(dataset: Dataset, info: Optional[Mapping[str, Any]]) -> Dataset:
   return with_attribute_order(dataset, info["attribute_names"], info.get("attribute_kinds"))
 
 
+# The smallest centre crop `centre_cropped` takes: the occlusion masks the scoring draws need
+# 4 pixels (`occlusions.make_masks`); the models take 32 or 64.
+MIN_CROP_SIZE = 4
+
+
 def centre_cropped(dataset: Dataset, crop_size: int) -> Dataset:
   """The dataset as a trained model sees it at test time: where training crops at random
   (`config.data.augment.crop_size`, CUB's 64 of 72), every split's images and masks centre
@@ -330,12 +348,19 @@ def centre_cropped(dataset: Dataset, crop_size: int) -> Dataset:
     whose splits hold the centre crops (views of the loaded arrays, no copy of the pixels).
   Raises:
     ConfigError: `crop_size` is not a whole number >= 0 (was: "image_size=0 is not valid"
-      from the scoring, for crop_size=-3).
+      from the scoring, for crop_size=-3), or is not 0 and below `MIN_CROP_SIZE` or above the
+      images' side (was: 1x1 images, refused later as "image_size=1"; a crop larger than the
+      images left them whole, scored as if cropped).
   """
   if not is_integer(crop_size) or crop_size < 0:
     raise ConfigError(f"crop_size={crop_size!r}: pass 0 (no crop) or the side of the centre "
                       "crop, as the run's config.data.augment.crop_size.")
-  if not crop_size or all(s.images.shape[1] <= crop_size for s in dataset.splits.values()):
+  sides = [s.images.shape[1] for s in dataset.splits.values()]
+  if crop_size and sides and not MIN_CROP_SIZE <= crop_size <= min(sides):
+    raise ConfigError(f"crop_size={crop_size!r}: pass 0 (no crop) or the side of the centre "
+                      f"crop, from {MIN_CROP_SIZE} to the images' {min(sides)}, as the run's "
+                      "config.data.augment.crop_size.")
+  if not crop_size or all(side == crop_size for side in sides):
     return dataset
 
   def crop(x):

@@ -65,6 +65,7 @@ SOURCES = (
     Source("segmentations.tgz", f"{_CALTECH}/w9d68-gec53/files/segmentations.tgz?download=1",
            "39 MB", "segmentations"),
 )
+_IMAGES, _SEGMENTATIONS = SOURCES  # The archives, for `tfds_lib.redownload`.
 _REDOWNLOAD = ("the file is damaged or not CUB-200-2011's. Delete CUB_200_2011.tgz (and its "
                "unpacked folder under <data_dir>/downloads/unpacked/) and download it again.")
 
@@ -326,20 +327,19 @@ class A2iCub(tfds_lib.BuilderMixin, tfds.core.GeneratorBasedBuilder, skip_regist
     unpack_root = os.path.join(os.fspath(dl_manager.download_dir), "unpacked")
     root = tfds_lib.unpack(paths["CUB_200_2011.tgz"], unpack_root, self._progress)
     seg_root = tfds_lib.unpack(paths["segmentations.tgz"], unpack_root, self._progress)
-    cub = tfds_lib.find_file(root, "CUB_200_2011", "CUB_200_2011.tgz")
-    seg = tfds_lib.find_file(seg_root, "segmentations", "segmentations.tgz")
-    what = "CUB_200_2011.tgz"
-    fix = tfds_lib.redownload(what, cub)
-    images_txt = tfds_lib.find_file(cub, "images.txt", what)
+    cub = tfds_lib.find_file(root, "CUB_200_2011", _IMAGES)
+    seg = tfds_lib.find_file(seg_root, "segmentations", _SEGMENTATIONS)
+    fix = tfds_lib.redownload(_IMAGES, cub)
+    images_txt = tfds_lib.find_file(cub, "images.txt", _IMAGES)
     images = {i: v[0] for i, v in _table(images_txt, 1).items()}
     if not images:  # Was max()'s ValueError ("arg is an empty sequence"), a traceback.
       raise DataError(f"CUB: {images_txt} lists no images (no `<image id> <path>` line); the "
                       f"file is empty or cut short: {fix}")
-    is_train = _column(tfds_lib.find_file(cub, "train_test_split.txt", what), 1,
+    is_train = _column(tfds_lib.find_file(cub, "train_test_split.txt", _IMAGES), 1,
                        _is_training, "`<image id> <1 = train, 0 = test>`")
-    classes = _column(tfds_lib.find_file(cub, "image_class_labels.txt", what), 1, _class_id,
+    classes = _column(tfds_lib.find_file(cub, "image_class_labels.txt", _IMAGES), 1, _class_id,
                       f"`<image id> <class id 1..{NUM_CLASSES}>`")
-    boxes = _column(tfds_lib.find_file(cub, "bounding_boxes.txt", what), 4, _box,
+    boxes = _column(tfds_lib.find_file(cub, "bounding_boxes.txt", _IMAGES), 4, _box,
                     "`<image id> <x> <y> <width> <height>` (numbers, width and height above 0)")
     names_path = next((p for p in (os.path.join(root, "attributes.txt"),
                                    os.path.join(cub, "attributes", "attributes.txt"),
@@ -350,10 +350,10 @@ class A2iCub(tfds_lib.BuilderMixin, tfds.core.GeneratorBasedBuilder, skip_regist
                       f"({root}) nor in CUB_200_2011/attributes/: {fix}")
     names = parse_attribute_names(names_path)
     present = parse_image_attributes(
-        tfds_lib.find_file(cub, "attributes/image_attribute_labels.txt", what), max(images),
+        tfds_lib.find_file(cub, "attributes/image_attribute_labels.txt", _IMAGES), max(images),
         ids=images)
     per_class = parse_class_attributes(
-        tfds_lib.find_file(cub, "attributes/class_attribute_labels_continuous.txt", what))
+        tfds_lib.find_file(cub, "attributes/class_attribute_labels_continuous.txt", _IMAGES))
     ids = sorted(images)
     for table, label in ((is_train, "train_test_split.txt"),
                          (classes, "image_class_labels.txt"), (boxes, "bounding_boxes.txt")):
@@ -370,7 +370,7 @@ class A2iCub(tfds_lib.BuilderMixin, tfds.core.GeneratorBasedBuilder, skip_regist
       if not os.path.isfile(seg_path):
         raise DataError(f"CUB: no segmentation {seg_path} for image {images[i]}; "
                         "segmentations.tgz is incomplete: "
-                        f"{tfds_lib.redownload('segmentations.tgz', seg)}")
+                        f"{tfds_lib.redownload(_SEGMENTATIONS, seg)}")
     train = [i for i in ids if is_train[i]]
     split_ids = {
         "train": [i for n, i in enumerate(train, 1) if n % VALIDATION_EVERY],
@@ -388,7 +388,7 @@ class A2iCub(tfds_lib.BuilderMixin, tfds.core.GeneratorBasedBuilder, skip_regist
     self.info.metadata["counts"] = {k: len(v) for k, v in split_ids.items()}
     ctx = dict(cub=cub, seg=seg, images=images, boxes=boxes, classes=classes,
                present=present, per_class=per_class, fix=fix,
-               fix_seg=tfds_lib.redownload("segmentations.tgz", seg))
+               fix_seg=tfds_lib.redownload(_SEGMENTATIONS, seg))
     return {split: self._generate_examples(i, ctx) for split, i in split_ids.items()}
 
   def _generate_examples(self, ids: list[int], ctx: dict) -> Iterator[tuple[int, dict]]:

@@ -65,7 +65,7 @@ from PIL import Image
 from a2i_jax import files
 from a2i_jax.data import tfds_lib
 from a2i_jax.data.base import (DataError, DatasetNotPreparedError, RESIZE_MODES, SPLITS,
-                               check_choice)
+                               check_choice, shown_path)
 from a2i_jax.inputs import read_image, shown_size, too_many_pixels
 
 tfds = tfds_lib.import_tfds()
@@ -133,15 +133,17 @@ def scan(path: str, masks: bool) -> Table:
   for p in (images_dir, csv_path):
     if not os.path.exists(p):
       raise DatasetNotPreparedError(
-          f"{p} does not exist{_layout_hint(path, os.path.basename(p))}. An own dataset is a "
-          "folder with images/, attributes.csv (a 'filename' column plus one numeric column "
-          "per attribute, optional 'split') and optional masks/ (see README, 'Datasets').")
+          f"{shown_path(p)} does not exist{_layout_hint(path, os.path.basename(p))}. An own "
+          "dataset is a folder with images/, attributes.csv (a 'filename' column plus one "
+          "numeric column per attribute, optional 'split') and optional masks/ (see README, "
+          "'Datasets').")
   if not os.path.isdir(images_dir) or os.path.isdir(csv_path):
-    raise DataError(f"{images_dir} must be a folder and {csv_path} a file.")
+    raise DataError(f"{shown_path(images_dir)} must be a folder and {shown_path(csv_path)} a "
+                    "file.")
   masks_dir = os.path.join(path, "masks")
   if masks and not os.path.isdir(masks_dir):
     # With the hint (was: a "Masks" folder told "does not exist; add masks", as images/ was).
-    raise DataError(f"config.data.masks=True but {masks_dir} does not exist"
+    raise DataError(f"config.data.masks=True but {shown_path(masks_dir)} does not exist"
                     f"{_layout_hint(path, 'masks')}; add masks (white = foreground, same "
                     "file names as images/) or set --config.data.masks=False (and a model "
                     "without masks, e.g. cvae).")

@@ -81,6 +81,7 @@ MASK_SOURCES = (
     Source("parts_test.txt", f"{_UMASS}/part_labels/parts_test.txt", ""),
 )
 SOURCES = IMAGE_SOURCES + MASK_SOURCES
+_FUNNELED, _PARTS = IMAGE_SOURCES[0], MASK_SOURCES[0]  # The archives (`tfds_lib.redownload`).
 _ATTRIBUTES_URL = IMAGE_SOURCES[1].url
 
 Key = tuple[str, int]  # (Name_With_Underscores, image number)
@@ -200,7 +201,7 @@ def check_rows_in_archive(path: str, rows: dict[Key, np.ndarray], images_root: s
            # hand lacks images, downloading the attributes again changed nothing.
            "either this is not the published lfw_attributes.txt (download it again: "
            f"{_ATTRIBUTES_URL}) or the images are incomplete: "
-           f"{tfds_lib.redownload('lfw-funneled.tgz', images_root)}")
+           f"{tfds_lib.redownload(_FUNNELED, images_root)}")
     raise DataError(f"{path}: {len(missing)} of its {len(rows)} rows name images "
                     f"lfw-funneled.tgz does not hold (e.g. {image_name(missing[0])}); {why}")
   logging.warning("LFW: %d of the %d rows of %s name images lfw-funneled.tgz does not hold "
@@ -322,7 +323,7 @@ def load_image(images_root: str, key: Key) -> np.ndarray:
   """
   path = os.path.join(images_root, key[0], image_name(key) + ".jpg")
   # Built only on failure: this runs once per image.
-  fix = lambda: tfds_lib.redownload("lfw-funneled.tgz", images_root)
+  fix = lambda: tfds_lib.redownload(_FUNNELED, images_root)
   if not os.path.exists(path):
     raise DataError(f"LFW: {path} is listed (View 1 or part labels) but not in "
                     f"lfw-funneled.tgz; the archive is incomplete: {fix()}")
@@ -356,14 +357,16 @@ def load_part_mask(labels_root: str, key: Key) -> np.ndarray:
   path = os.path.join(labels_root, image_name(key) + ".ppm")
   # One line, naming the unpacked folder (was: several lines with a literal <data_dir>, and
   # a damaged header PIL's ValueError, a traceback).
-  again = lambda: tfds_lib.redownload("parts_lfw_funneled_gt_images.tgz", labels_root)
+  again = lambda: tfds_lib.redownload(_PARTS, labels_root)
   fg = 255 - np.asarray(tfds_lib.read_source_image(path, "RGB", again))[..., 2]
   _check_source_size(path, fg.shape[::-1], again)
   return np.asarray(tfds_lib.crop_resize(tfds_lib.pil_mask(fg), CROP_BOX, IMAGE_SIZE))
 
 
-def _find_dir(root: str, name: str, what: str) -> str:
-  """The folder `name` directly in root or one level below (archives differ in nesting)."""
+def _find_dir(root: str, source: tfds_lib.Source) -> str:
+  """The folder `source` unpacks to (its `extracted`) directly in root or one level below
+  (archives differ in nesting)."""
+  name = source.extracted
   for candidate in (os.path.join(root, name), root):
     if os.path.basename(candidate.rstrip(os.sep)) == name and os.path.isdir(candidate):
       return candidate
@@ -371,8 +374,8 @@ def _find_dir(root: str, name: str, what: str) -> str:
     sub = os.path.join(root, entry, name)
     if os.path.isdir(sub):
       return sub
-  raise DataError(f"{what}: no folder {name}/ inside {root}; the archive is not the published "
-                  f"one: {tfds_lib.redownload(what, root)}")
+  raise DataError(f"{source.filename}: no folder {name}/ inside {root}; the archive is not the "
+                  f"published one: {tfds_lib.redownload(source, root)}")
 
 
 def _check_parts_lists(lists: dict[str, list[Key]], paths: dict) -> None:
@@ -439,7 +442,7 @@ class A2iLfw(tfds_lib.BuilderMixin, tfds.core.GeneratorBasedBuilder, skip_regist
     self._record_sources(paths)
     unpack_root = os.path.join(os.fspath(dl_manager.download_dir), "unpacked")
     images_root = _find_dir(tfds_lib.unpack(paths["lfw-funneled.tgz"], unpack_root,
-                                            self._progress), "lfw_funneled", "lfw-funneled.tgz")
+                                            self._progress), _FUNNELED)
     names, rows = parse_attributes(paths["lfw_attributes.txt"])
     check_rows_in_archive(paths["lfw_attributes.txt"], rows, images_root)
     split_keys = {}
@@ -469,8 +472,7 @@ class A2iLfw(tfds_lib.BuilderMixin, tfds.core.GeneratorBasedBuilder, skip_regist
     if self._with_masks:
       labels_root = _find_dir(
           tfds_lib.unpack(paths["parts_lfw_funneled_gt_images.tgz"], unpack_root,
-                          self._progress), "parts_lfw_funneled_gt_images",
-          "parts_lfw_funneled_gt_images.tgz")
+                          self._progress), _PARTS)
       masks, predicted, report = self._masks(paths, images_root, labels_root, wanted, bar)
       self.info.metadata["mask_net"] = report
     self.info.metadata["attributes_names"] = list(names)

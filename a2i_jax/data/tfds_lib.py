@@ -124,8 +124,6 @@ def fetch_sources(dl_manager: Any, sources: Sequence[Source], manual_dir: str,
   """
   found, missing, reasons, hosts = {}, [], [], {}
   for s in sources:
-    if s.extracted:
-      _EXTRACTED[s.filename] = s.extracted
     folder = os.path.join(manual_dir, s.filename)
     if os.path.isdir(folder):
       # Was: an archive's name taken as its unpacked folder (and the fix then named the whole
@@ -161,10 +159,6 @@ def fetch_sources(dl_manager: Any, sources: Sequence[Source], manual_dir: str,
         f"{instructions(missing, manual_dir)}\nThen run the same command again.")
   return found
 
-
-# Archive file name -> the folder it unpacks to, of every source `fetch_sources` has seen, for
-# `redownload` to name that folder (not the manual folder holding it).
-_EXTRACTED: dict[str, str] = {}
 
 # A prepared copy's metadata key: {filename: `_source_identity`} of the source files it was
 # prepared from (LFW, CUB), compared with them at every later load (`_warn_changed_sources`).
@@ -417,17 +411,21 @@ def _unpack_locked(archive: str, dest: str, dest_root: str, progress: bool) -> s
   return dest
 
 
-def redownload(archive: str, inside: str) -> str:
+def redownload(source: Source, inside: str) -> str:
   """The fix for an archive found damaged or wrong after unpacking, naming its unpacked folder.
 
   Args:
-    archive: the archive's file name (e.g. "CUB_200_2011.tgz"), for the message.
+    source: the archive (its file name for the message; its `extracted` folder name, so that
+      a manual folder holding that folder instead of the archive is never named whole).
     inside: any path inside the folder it was unpacked to (or inside the unpacked folder a
       manual folder holds instead of the archive).
   Returns:
     A sentence ending the `DataError`: which files to delete (the archive's own path and its
     `<archive>.d` folder when `unpack` made it), and to download it again.
   """
+  # Was: the unpacked folder's name looked up in a map `fetch_sources` filled, so a call
+  # without a fetch before it in the process named the whole manual folder to delete.
+  archive = source.filename
   folder = os.path.abspath(inside)
   while True:
     marker = _read_marker(folder) if folder.endswith(".d") else None
@@ -436,15 +434,14 @@ def redownload(archive: str, inside: str) -> str:
               f"then download {archive} again.")
     parent = os.path.dirname(folder)
     if parent == folder:  # Not unpacked here: a manual folder holds the unpacked folder.
-      return _replace_unpacked(archive, os.path.abspath(inside))
+      return _replace_unpacked(archive, source.extracted, os.path.abspath(inside))
     folder = parent
 
 
-def _replace_unpacked(archive: str, inside: str) -> str:
+def _replace_unpacked(archive: str, extracted: str, inside: str) -> str:
   """`redownload`'s fix for an archive a manual folder holds unpacked: delete that unpacked
-  folder (the nearest one of its name above `inside`, where `fetch_sources` knows the name),
-  never the manual folder holding it (was: named whole where `inside` was that folder)."""
-  extracted = _EXTRACTED.get(archive)
+  folder (the nearest one named `extracted` above `inside`), never the manual folder holding
+  it (was: named whole where `inside` was that folder)."""
   if extracted and os.path.isdir(os.path.join(inside, extracted)):  # The manual folder.
     return (f"put a fresh download of {archive} in {inside} instead of its unpacked "
             f"{extracted}/ folder (delete that folder).")
@@ -452,18 +449,18 @@ def _replace_unpacked(archive: str, inside: str) -> str:
   while extracted and folder and os.path.basename(folder) != extracted:
     parent = os.path.dirname(folder)
     folder = parent if parent != folder else ""
-  folder = folder or inside  # A name `fetch_sources` has not seen, or none above: `inside`.
+  folder = folder or inside  # No folder of that name above: `inside`.
   return (f"delete the folder {folder} and put a fresh download of {archive} in "
           f"{os.path.dirname(folder)} instead.")
 
 
-def find_file(root: str, relative: str, what: str) -> str:
+def find_file(root: str, relative: str, source: Source) -> str:
   """`root/relative`, or a `DataError` naming the path the archive should have held.
 
   Args:
     root: the folder of an unpacked archive.
     relative: the path expected inside it ("/"-separated).
-    what: the archive's name, for the message.
+    source: the archive, for the message (`redownload`).
   Returns:
     os.path.join(root, relative), which exists.
   Raises:
@@ -471,9 +468,9 @@ def find_file(root: str, relative: str, what: str) -> str:
   """
   path = os.path.join(root, relative)
   if not os.path.exists(path):
-    raise DataError(f"{what}: expected {relative} under {root}, but it is not there; the "
-                    f"archive is not the published one (or is incomplete): "
-                    f"{redownload(what, root)}")
+    raise DataError(f"{source.filename}: expected {relative} under {root}, but it is not "
+                    f"there; the archive is not the published one (or is incomplete): "
+                    f"{redownload(source, root)}")
   return path
 
 

@@ -20,7 +20,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from a2i_jax import (checkpoints, config_lib, distributed, memo, models, parallel, perf,
+from a2i_jax import (checkpoints, config_lib, distributed, memo, models, parallel,
                      sampling)
 from a2i_jax.data import Dataset, load_dataset
 from a2i_jax.data.base import as_trained, centre_cropped, check_same_splits
@@ -69,7 +69,7 @@ def release_programs() -> None:
 
 def _sampler(model: nn.Module) -> Callable:
   """The jitted `sampling.make_sample_fn` of `model`, shared (`shared_programs`)."""
-  return shared_programs(model, "sample", lambda: perf.jit(sampling.make_sample_fn(model)))
+  return shared_programs(model, "sample", lambda: sampling.make_jitted_sample_fn(model))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,7 +25,7 @@ from a2i_jax.inference.posterior import (AttributePrior, InferenceOptions, _chec
                                          _static, _warn_diverged, make_inference_fns)
 from a2i_jax.inference.restore import TrainedModel, shared_programs
 from a2i_jax.inputs import (as_array, check_attributes, check_images, check_int, check_key,
-                            check_mask, to_unit)
+                            check_mask, rgb_pixels, to_unit)
 
 Array = jax.Array
 
@@ -255,9 +255,12 @@ def complete(trained: TrainedModel, images: Any, attributes: Any, observed: Any,
                      "images use reconstruct.")
   obs = check_mask(observed, n, trained.config.model.image_size, "observed")
   out = run_inference(trained, images, attributes, obs, key=key, options=options, **kwargs)
-  # Clipped as the checks clip them for the inference: a rounding overshoot that they let
-  # through was kept in the completion, above 1.
-  x01 = np.clip(to_unit(np.asarray(images)), 0.0, 1.0).reshape(out["reconstruction"].shape)
+  # The kept pixels are the given ones, exactly, in RGB as the inference read them: taken from
+  # the raw argument, a PIL image in another mode kept its YCbCr, HSV or LAB values, and an L,
+  # RGBA or P one was a reshape error (review finding). Clipped as the checks clip them: a
+  # rounding overshoot that they let through was kept in the completion, above 1.
+  x01 = np.clip(to_unit(as_array(rgb_pixels(images), "images")), 0.0, 1.0).reshape(
+      out["reconstruction"].shape)
   out["completion"] = obs * x01 + (1.0 - obs) * out["reconstruction"]
   return out
 
