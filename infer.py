@@ -1245,6 +1245,9 @@ def run_modes(opts: Options) -> None:
     raise InputError(f"--mode={','.join(opts.modes)} takes one --workdir; got "
                      f"{len(opts.workdirs)}.")
   out = opts.out or os.path.join(opts.workdirs[0], "infer")
+  # Where the lines below say the files are: process 0 writes them all, into its own --out
+  # (was: each process named its own --out, which held nothing; review finding).
+  shown = out if distributed.is_main() else "process 0's --out (this process writes nothing)"
   done, mode = [], None
   try:
     if opts.modes == ["evaluate"]:
@@ -1261,7 +1264,7 @@ def run_modes(opts: Options) -> None:
   except BaseException as e:  # pylint: disable=broad-except
     stop = interrupts.interrupt_in(e)  # Also one raised inside a callback from C.
     if stop is None:
-      kept = _kept_note(out, done, mode)
+      kept = _kept_note(shown, done, mode)
       if is_out_of_memory(e):
         raise _with_note(_out_of_memory_error(e, mode, opts), kept) from None
       # `evaluate`'s own errors say what it kept.
@@ -1271,7 +1274,7 @@ def run_modes(opts: Options) -> None:
     what = ("stopped by SIGHUP (the terminal closed)" if isinstance(stop, interrupts.HungUp)
             else "stopped by SIGTERM" if isinstance(stop, interrupts.Terminated)
             else "interrupted")
-    raise type(stop)(_interrupted(out, done, mode, what, opts.modes)) from None
+    raise type(stop)(_interrupted(shown, done, mode, what, opts.modes)) from None
 
 
 def _with_note(e: A2IError, note: str) -> A2IError:

@@ -255,8 +255,8 @@ def normalised_command_line(argv: list[str]) -> list[str]:
       # Absl takes the next argument as the value whatever it is (was: `--workdir
       # --config.seed=7` wrote the run into ./--config.seed=7/, and the seed stayed 0).
       name = arg.lstrip("-")
-      raise ConfigError(f"--{name} has no value (the next argument {argv[i + 1]} is a flag); "
-                        f"write --{name}=VALUE.")
+      raise ConfigError(f"--{name} has no value ({_next_is_a_flag(argv[i + 1])}); write "
+                        f"--{name}=VALUE.")
     if arg.startswith("--config="):
       arg = "--config=" + resolve_spec(arg.split("=", 1)[1])
     out.append(arg)
@@ -292,13 +292,22 @@ def expand_flagfiles(argv: list[str], flag_values: Any) -> list[str]:
   Raises:
     ConfigError: a --flagfile without a file name, or a file that cannot be read as text.
   """
+  args = list(argv[1:])
+  for i, arg in enumerate(args[:-1]):
+    if arg in ("--flagfile", "-flagfile") and _looks_like_a_flag(args[i + 1]):
+      # Absl would read the next flag as the file's name (was: "the --flagfile --config=x
+      # cannot be read"; the read-through), as `normalised_command_line` refuses for others.
+      raise ConfigError(f"--flagfile has no value ({_next_is_a_flag(args[i + 1])}); write "
+                        "--flagfile=FILE.")
   try:
-    return list(argv[:1]) + flag_values.read_flags_from_files(list(argv[1:]), force_gnu=False)
+    return list(argv[:1]) + flag_values.read_flags_from_files(args, force_gnu=False)
   except UnicodeDecodeError as e:  # Absl catches only the open's OSError.
-    args = list(argv[1:])
+    # The file that failed, a nested one too (was: every --flagfile typed was named, the
+    # text ones among them, and never a nested one; the read-through).
     given = [a.split("=", 1)[1] if "=" in a else "".join(args[i + 1:i + 2])
              for i, a in enumerate(args) if a.split("=", 1)[0] in ("--flagfile", "-flagfile")]
-    raise ConfigError(f"a --flagfile ({', '.join(given) or 'given'}) is not a text file "
+    bad = _undecodable_flagfile(given, set())
+    raise ConfigError(f"the --flagfile {bad or ', '.join(given) or 'given'} is not a text file "
                       f"({e.reason} at byte {e.start}); pass a file of flags, one a "
                       "line.") from None
   except flags.Error as e:
@@ -309,6 +318,35 @@ def expand_flagfiles(argv: list[str], flag_values: Any) -> list[str]:
     if isinstance(e, flags.IllegalFlagValueError):  # "--flagfile with no argument".
       raise ConfigError("--flagfile has no file name; write --flagfile=FILE.") from None
     raise ConfigError(f"{str(e).rstrip('.')}; see python train.py --helpfull.") from None
+
+
+def _undecodable_flagfile(paths: list[str], seen: set) -> Optional[str]:
+  """The first of the flagfiles `paths`, or of the flagfiles they name in turn, that does not
+  decode as text, as absl opens them; None if none fails here."""
+  for path in paths:
+    if path in seen:
+      continue
+    seen.add(path)
+    try:
+      with open(path) as f:  # pylint: disable=unspecified-encoding  (absl's own open)
+        lines = f.read().splitlines()
+    except UnicodeDecodeError:
+      return path
+    except OSError:
+      continue
+    nested = [line.strip().split("=", 1)[1] for line in lines
+              if line.strip().startswith(("--flagfile=", "-flagfile="))]
+    found = _undecodable_flagfile(nested, seen)
+    if found:
+      return found
+  return None
+
+
+def _next_is_a_flag(arg: str) -> str:
+  """Why the argument after a flag typed without "=" is not its value, for the message."""
+  if arg == "--":
+    return "the next argument, --, ends the flags"
+  return f"the next argument {arg} is a flag"
 
 
 def _looks_like_a_flag(arg: str) -> bool:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import faulthandler
 import hashlib
 import inspect
 import ipaddress
@@ -284,9 +285,11 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
   # SIGTERM would be swallowed (was: infer.py in two processes finished as if never asked to
   # stop; train.py's notice before its loop was lost). Only a Python handler is put back.
   term = signal.getsignal(signal.SIGTERM) if _on_main_thread() else None
+  interrupted = (f"{who}: interrupted while waiting for the other processes to join at {where}; "
+                 "nothing was done yet, so the same command starts over.")
   try:
     with _join_watchdog(left_s, not_joined):
-      jax.distributed.initialize(**kwargs)
+      _join_interruptibly(lambda: jax.distributed.initialize(**kwargs), interrupted)
   except (ValueError, TypeError) as e:
     raise ConfigError(f"could not start {num_processes} processes: {e}") from None
   except Exception as e:  # pylint: disable=broad-except
@@ -294,6 +297,10 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
     raise ConfigError(not_joined(f" ({str(e).splitlines()[0]})")) from None
   if callable(term):
     signal.signal(signal.SIGTERM, term)
+  # Where process 0 dies, JAX aborts the others from its own thread (SIGABRT, after its fatal
+  # log) while they leave with their line (`exit_now`): Python's fault handler (absl enables
+  # it) then added a thread dump of every thread to that abort (a review finding).
+  faulthandler.disable()
   _check_process_count(num_processes, timeout_s)
   return jax.process_count()
 
@@ -494,6 +501,49 @@ def _each_host_its_own(address: Optional[str]) -> str:
           "name or address)")
 
 
+# Seconds between looks at the join's thread: how long a Ctrl-C or SIGTERM waits to be seen.
+_JOIN_POLL_S = 0.2
+
+
+def _join_interruptibly(join: Callable[[], None], interrupted: str) -> None:
+  """Runs `join` (JAX's join) so that a Ctrl-C or SIGTERM ends the process while it waits.
+
+  JAX waits for the other processes in C++ on the calling thread; on the main thread, Python's
+  signal handlers (the entry points' `interrupts.stop_on_signals`) then never ran, and both
+  signals were ignored until the join's timeout (was: 300 s; a review finding). So the join
+  runs in a thread of its own, and the main thread waits for it in short slices, between which
+  a handler runs. An interrupt (its handler's KeyboardInterrupt, or `interrupts.Terminated`)
+  prints `interrupted` and ends the process at once with 130 (143 for SIGTERM, 129 for
+  SIGHUP): the join under way cannot be called off.
+
+  Args:
+    join: what joins the processes; its exception is raised here.
+    interrupted: the line for an interrupt.
+  """
+  if not _on_main_thread():  # Signals reach only the main thread: nothing to wait for.
+    join()
+    return
+  raised: list[BaseException] = []
+
+  def run() -> None:
+    try:
+      join()
+    except BaseException as e:  # pylint: disable=broad-except
+      raised.append(e)
+  thread = threading.Thread(target=run, name="a2i-join", daemon=True)
+  thread.start()
+  try:
+    while thread.is_alive():
+      thread.join(_JOIN_POLL_S)
+  except KeyboardInterrupt as e:
+    from a2i_jax import interrupts  # pylint: disable=import-outside-toplevel  (it imports us)
+    print(interrupted, file=sys.stderr)
+    exit_now(129 if isinstance(e, interrupts.HungUp) else
+             143 if isinstance(e, interrupts.Terminated) else 130)
+  if raised:
+    raise raised[0]
+
+
 @contextlib.contextmanager
 def _join_watchdog(seconds: float, message: Callable[[], str]) -> Iterator[None]:
   """Prints `error: ` and `message()` and ends the process if the block is still running after
@@ -550,6 +600,9 @@ COORDINATOR_GRACE_S = 1.0
 
 _END_KEY = "a2i/end"  # a2i/end/<process>: "done" (finished its work) or "left:<status>".
 _ended = False  # This process has said how it ends.
+# A collective failed because another process is gone (`peers_checked`): maybe process 0,
+# whose coordinator then answers nothing more.
+_peer_lost = False
 
 
 def _joined() -> bool:
@@ -616,6 +669,12 @@ def exit_now(code: int) -> None:
       stream.flush()
     except Exception:  # pylint: disable=broad-except
       pass  # A closed or broken stream: nothing more can be said there.
+  if _peer_lost:
+    # The peer may be process 0: JAX aborts this process from its own thread once it sees the
+    # coordinator gone (SIGABRT, a C++ stack trace), and a record or a grace period sent to a
+    # coordinator that is gone waited until it did (was: the survivor's line, then that abort,
+    # status 134; a review finding). Every peer's collective fails too: none waits for a word.
+    os._exit(code)  # pylint: disable=protected-access
   _say_how_this_ends(f"left:{code}")
   if _joined() and jax.process_index() == 0:
     # Process 0 hosts the coordination service, whose end aborts every process still running
@@ -1175,6 +1234,7 @@ def peers_checked() -> Iterator[None]:
   Raises:
     PeerError: a runtime error that says another process is gone.
   """
+  global _peer_lost
   try:
     yield
   except (jax.errors.JaxRuntimeError, ValueError) as e:  # jaxlib 0.10 raises gloo's failed
@@ -1182,6 +1242,7 @@ def peers_checked() -> Iterator[None]:
     first = str(e).splitlines()[0] if str(e) else type(e).__name__
     if (process_count() > 1 and not isinstance(e, A2IError)
         and any(m in first.lower() for m in _PEER_FAILURE_MARKERS)):
+      _peer_lost = True
       raise PeerError(f"process {process_index()}: another process stopped answering "
                       f"({first[:300]}); its log says why. Start every process again (a "
                       "training run resumes from its last checkpoint).") from None

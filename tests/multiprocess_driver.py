@@ -77,17 +77,15 @@ import jax  # noqa: E402
 
 # What the join and the failed preparation need; the rest after them (half a second of
 # imports in each process of the tests that end there).
-from a2i_jax import distributed  # noqa: E402
+from a2i_jax import distributed, interrupts  # noqa: E402
 from a2i_jax.errors import A2IError, DataError  # noqa: E402
 
 if args.compile_cache:
   jax.config.update("jax_compilation_cache_dir", args.compile_cache)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-def on_sigterm(*_):  # The entry points' kind of handler: must survive the join.
-  raise KeyboardInterrupt
-
-
-signal.signal(signal.SIGTERM, on_sigterm)
+# The entry points' handler (`interrupts.stop_on_signals`): must survive the join, and end a
+# process that waits in it for the others with status 143.
+signal.signal(signal.SIGTERM, interrupts.raise_terminated)
 try:
   distributed.initialize(args.coordinator, args.num_processes, args.process_id,
                          timeout_s=args.timeout_s, heartbeat_timeout_s=args.heartbeat_timeout_s)
@@ -145,9 +143,10 @@ try:
         if distributed.process_index() == args.dying_process:
           os.kill(os.getpid(), signal.SIGKILL)
 except distributed.PeerError as e:
-  # As the entry points do: one line, and no wait at the shutdown barrier.
+  # As the entry points do (train.py's `_fail`): one line, then `exit_now`, not the shutdown
+  # barrier.
   print(f"error: {e}", file=sys.stderr, flush=True)
-  os._exit(1)  # pylint: disable=protected-access
+  distributed.exit_now(1)
 
 # A batch split over the processes' devices, evaluated and gathered back.
 val = dataset["validation"]

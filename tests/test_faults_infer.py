@@ -1741,6 +1741,33 @@ def test_an_interrupt_a_library_swallowed_still_stops_infer(trained, tmp_path, m
   assert interrupts.interrupt_in(ValueError("a later error")) is None
 
 
+def test_a_process_other_than_0_names_process_0s_out_for_what_was_written(trained, tmp_path,
+                                                                         monkeypatch):
+  """Several processes: process 0 writes every file, into its own --out. Was: a process
+  other than 0, stopped or failing, said its finished modes were written to its own --out,
+  which held nothing (review finding)."""
+  import infer  # pylint: disable=import-outside-toplevel
+  from a2i_jax import distributed  # pylint: disable=import-outside-toplevel
+
+  def stop(run):
+    raise KeyboardInterrupt
+  monkeypatch.setattr(distributed, "is_main", lambda: False)
+  monkeypatch.setitem(infer.RUN_MODES, "sample", lambda run: None)
+  monkeypatch.setitem(infer.RUN_MODES, "complete", stop)
+  out = tmp_path / "out1"
+  with pytest.raises(KeyboardInterrupt) as e:
+    infer.run_modes(_options(f"--workdir={trained}", f"--out={out}", "--mode=sample,complete"))
+  assert str(e.value).startswith("interrupted during --mode=complete; finished and written to "
+                                 "process 0's --out (this process writes nothing): sample; "), (
+                                     str(e.value))
+  assert str(out) not in str(e.value) and not out.exists()
+  monkeypatch.setitem(infer.RUN_MODES, "complete", lambda run: inputs.check_int(
+      "x", "--num_images", 1))  # An error of the mode: the same place is named.
+  with pytest.raises(InputError) as e:
+    infer.run_modes(_options(f"--workdir={trained}", f"--out={out}", "--mode=sample,complete"))
+  assert "Finished before it and kept in process 0's --out" in str(e.value), str(e.value)
+
+
 def _predictor_of(names: tuple, data: Dataset):
   """A predictor of `names`, trained on `data` (8x8 images, its train split alone) as far as
   `evaluation` checks, without weights: the stubs below never call it."""

@@ -2062,13 +2062,20 @@ def test_a_flagfile_is_expanded_as_absl_expands_it_or_named_when_unreadable(tmp_
       values) == ["train.py", "--workdir", "w", "--config.seed=3", "--config.model.widht=1",
                   "--", "--flagfile=x"]
   (tmp_path / "binary.txt").write_bytes(b"\xff\xfe--config.seed=1\n")
+  (tmp_path / "outer.txt").write_text(f"--flagfile={tmp_path / 'binary.txt'}\n")
   for argv, words in (
       ([f"--flagfile={tmp_path / 'nowhere.txt'}"],
        f"^the --flagfile {tmp_path / 'nowhere.txt'} cannot be read \\(No such file or "
        "directory\\); check its path.$"),
       ([f"--flagfile={tmp_path}"], "cannot be read \\(Is a directory\\)"),
-      ([f"--flagfile={tmp_path / 'binary.txt'}"], "binary.txt\\) is not a text file"),
-      (["--flagfile"], "^--flagfile has no file name; write --flagfile=FILE.$")):
+      ([f"--flagfile={tmp_path / 'binary.txt'}"],
+       f"^the --flagfile {tmp_path / 'binary.txt'} is not a text file"),
+      # The one that failed, nested too (was: every flagfile typed, never a nested one).
+      ([f"--flagfile={tmp_path / 'ff.txt'}", f"--flagfile={tmp_path / 'outer.txt'}"],
+       f"^the --flagfile {tmp_path / 'binary.txt'} is not a text file"),
+      (["--flagfile"], "^--flagfile has no file name; write --flagfile=FILE.$"),
+      (["--flagfile", "--config=x"], "^--flagfile has no value \\(the next argument "
+       "--config=x is a flag\\); write --flagfile=FILE.$")):
     with pytest.raises(config_lib.ConfigError, match=words):
       config_lib.expand_flagfiles(["train.py", *argv], values)
 
@@ -2086,6 +2093,11 @@ def test_a_flag_typed_without_its_value_does_not_take_the_next_flag_as_it():
           f"^--{flag.lstrip('-')} has no value \\(the next argument {following} is a flag\\); "
           f"write --{flag.lstrip('-')}=VALUE.$")):
         config_lib.normalised_command_line(["train.py", "--config=synthetic", flag, following])
+  # "--" after such a flag is named as the end of the flags, not as a flag.
+  with pytest.raises(config_lib.ConfigError, match=(
+      "^--workdir has no value \\(the next argument, --, ends the flags\\); write "
+      "--workdir=VALUE.$")):
+    config_lib.normalised_command_line(["train.py", "--config=synthetic", "--workdir", "--"])
   # A value after the flag (a negative number or a name starting with "-"), a bool key, an
   # unknown key (named as such by train.py) and "=" stand as they are.
   for rest in (["--config.seed", "-1"], ["--workdir", "-runs"], ["--config.model.width",

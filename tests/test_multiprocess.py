@@ -6,6 +6,7 @@ The processes meet at a free localhost port and run XLA:CPU's cross-process coll
 compilation cache.
 """
 
+import contextlib
 import errno
 import json
 import os
@@ -114,22 +115,39 @@ def test_two_processes_compute_what_one_process_computes(tmp_path, compile_cache
   assert any(np.abs(a[k]).max() > 0 for k in params)
 
 
-def test_a_dead_process_stops_the_other_with_an_error(tmp_path, compile_cache):
+@pytest.mark.parametrize("dying", [1, 0])
+def test_a_dead_process_stops_the_other_with_an_error(tmp_path, compile_cache, monkeypatch,
+                                                      dying):
   _require_cpu_collectives()
+  if dying == 0:
+    monkeypatch.setenv("PYTHONFAULTHANDLER", "1")  # As absl's app.run enables it.
   procs = _launch(str(tmp_path / "never.npz"), 2, f"--cache={tmp_path / 'data'}",
                   f"--compile_cache={compile_cache}", "--steps=100000", "--die_after=1",
-                  "--dying_process=1")
-  survivor, dying = procs
+                  f"--dying_process={dying}")
+  survivor, dying_proc = procs[1 - dying], procs[dying]
   try:
-    dying.wait(timeout=START_TIMEOUT_S)
-    died = time.monotonic()
-    assert dying.returncode == -9  # It killed itself after its first step.
+    dying_proc.wait(timeout=START_TIMEOUT_S)
+    assert dying_proc.returncode == -9  # It killed itself after its first step.
     _, err = survivor.communicate(timeout=60)
   finally:
     for p in procs:
       if p.poll() is None:
         p.kill()
   assert not (tmp_path / "never.npz").exists()  # (A hang fails communicate's 60 s timeout.)
+  line = f"error: process {1 - dying}: another process stopped answering"
+  if dying == 0:
+    # Process 0 gone, its coordinator with it: the survivor leaves at once after its line
+    # (`exit_now`). Was: it first sent its record to the coordinator that was gone and waited,
+    # until JAX aborted it from its own thread: a C++ stack trace, Python's thread dump
+    # ("Fatal Python error: Aborted"), status 134 (a review finding).
+    assert survivor.returncode == 1, err[-3000:]
+    assert "Fatal Python error" not in err and "Check failure" not in err, err[-3000:]
+    if not _error_lines(err):  # jaxlib 0.7.2's fatal log, the quiet kind (status 1, no stack
+      # trace), ends the process at once, mostly before Python has seen its collective fail.
+      assert "JAX distributed service detected fatal errors" in err, err[-3000:]
+    else:
+      assert len(_error_lines(err)) == 1 and line in err, err[-3000:]
+    return
   # Two ways out, whichever comes first: the survivor's next collective fails and it prints
   # one line (distributed.peers_checked), or JAX's coordination service, having seen the
   # peer's connection drop, ends it from its own thread (once in eleven suite runs on the
@@ -139,7 +157,39 @@ def test_a_dead_process_stops_the_other_with_an_error(tmp_path, compile_cache):
     assert survivor.returncode in (-signal.SIGABRT, 1), (survivor.returncode, err[-3000:])
   else:
     assert survivor.returncode == 1, err[-3000:]
-    assert "error: process 0: another process stopped answering" in err
+    assert line in err
+
+
+def test_a_signal_ends_a_process_waiting_for_the_others_to_join(tmp_path):
+  """Process 0 of 2, started alone, waits in the join for process 1: a Ctrl-C ends it with
+  status 130, a SIGTERM (the entry points' handler) with 143, each with one line, at once.
+  Was: both ignored until the join's timeout (300 s in the entry points), as JAX waits in C++
+  on the main thread, where Python's signal handlers never ran (a review finding)."""
+  ports = [_free_port(), _free_port()]
+  procs = _launch_each([[f"--out={tmp_path / 'never.npz'}", f"--coordinator=localhost:{port}",
+                         "--num_processes=2", "--process_id=0", "--timeout_s=60"]
+                        for port in ports])
+  try:
+    for p, port in zip(procs, ports):  # Listening: its port checked, its service started.
+      while p.poll() is None:
+        with contextlib.suppress(OSError), socket.create_connection(("localhost", port), 1):
+          break
+        time.sleep(0.1)
+    time.sleep(1.0)  # Past the port check's own listener, into JAX's join.
+    sent = time.monotonic()
+    procs[0].send_signal(signal.SIGINT)
+    procs[1].send_signal(signal.SIGTERM)
+    results = _finish(procs, 30)
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  assert time.monotonic() - sent < 15, results
+  for (rc, _, err), status in zip(results, (130, 143)):
+    assert rc == status, err[-3000:]
+    assert ("process 0: interrupted while waiting for the other processes to join at "
+            "localhost:") in err, err[-3000:]
+    assert not _error_lines(err) and "Traceback" not in err, err[-3000:]
 
 
 def test_a_failed_preparation_on_process_0_stops_every_process(tmp_path):
