@@ -39,7 +39,8 @@ halves and the random regions are the crop's.
 
 _TAIL = """
 Random regions, any dataset, one per image, fully inside the image. Image i's region depends
-on `seed` and i alone, not on how many images are asked for:
+on `seed` and i alone, not on how many images are asked for; each name draws from its own
+streams (`make_masks`), so no two names or seeds share their regions:
 
 | name | hidden region at S x S |
 |---|---|

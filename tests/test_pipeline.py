@@ -105,6 +105,29 @@ def test_eval_centre_crop():
   assert mm.shape == (2, 64, 64, 1)
 
 
+def test_crops_of_images_that_are_not_square_take_each_sides_own_span():
+  """Was: whether to crop and the offsets' range came from the height alone: images wider
+  than high came back uncropped, and the left offsets of taller ones were clamped towards the
+  right edge (review finding). The mask is cut where the image is."""
+  n, crop = 300, 6
+  for h, w in ((8, 12), (12, 8)):
+    columns = np.broadcast_to(np.arange(w, dtype=np.uint8)[None, None, :, None], (n, h, w, 3))
+    rows = np.broadcast_to(np.arange(h, dtype=np.uint8)[None, :, None], (n, h, w))
+    x, m = pipeline.augment(jax.random.key(0), columns, np.ascontiguousarray(rows),
+                            _cfg(crop_size=crop))
+    assert x.shape == (n, crop, crop, 3) and m.shape == (n, crop, crop, 1)
+    left = np.round((np.asarray(x)[:, 0, 0, 0] + 1) / 2 * 255).astype(int)
+    top = np.round(np.asarray(m)[:, 0, 0, 0] * 255).astype(int)
+    for offsets, side in ((left, w), (top, h)):  # Every offset, each about as often.
+      counts = np.bincount(offsets, minlength=side - crop + 1)
+      assert len(counts) == side - crop + 1 and counts.min() > n / (side - crop + 1) / 2, counts
+    e, em = pipeline.preprocess_eval(columns[:2], rows[:2], _cfg(crop_size=crop))
+    np.testing.assert_allclose(e, columns[:2, (h - crop) // 2:(h - crop) // 2 + crop,
+                                          (w - crop) // 2:(w - crop) // 2 + crop] / 255 * 2 - 1,
+                               atol=1e-6)
+    assert em.shape == (2, crop, crop, 1)
+
+
 def test_centre_cropped_dataset_is_what_the_training_evaluation_sees():
   """Was: infer.py and evaluation fed a CUB model its 72x72 test images (it takes the 64x64
   centre crops its training evaluation used), so every mode on the test split stopped."""

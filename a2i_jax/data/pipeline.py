@@ -174,8 +174,11 @@ def augment(key: Array, images: Array, masks: Optional[Array], cfg: Any
   if cfg.flip:
     flip = jax.random.bernoulli(k_flip, 0.5, (b, 1, 1, 1))
     xm = jnp.where(flip, xm[:, :, ::-1], xm)
-  if cfg.crop_size and cfg.crop_size < xm.shape[1]:
-    span = xm.shape[1] - cfg.crop_size + 1
+  if cfg.crop_size and cfg.crop_size < max(xm.shape[1:3]):
+    # Each axis's offset over its own span (was: the height's for both, so images wider than
+    # high kept their width, and a crop of a taller one was clamped towards the right edge;
+    # review finding). The draws of square images are as before.
+    span = jnp.array([xm.shape[1], xm.shape[2]]) - cfg.crop_size + 1
     offs = jax.random.randint(k_crop, (b, 2), 0, span)
     xm = jax.vmap(_crop, in_axes=(0, 0, 0, None))(xm, offs[:, 0], offs[:, 1], cfg.crop_size)
   if cfg.max_rotation:
@@ -208,7 +211,7 @@ def preprocess_eval(images: Array, masks: Optional[Array], cfg: Any
   _check_batch(images, masks, cfg.crop_size)
   x = to_unit(images)
   m = uint8_masks_to_channel(masks)
-  if cfg.crop_size and cfg.crop_size < x.shape[1]:
+  if cfg.crop_size and cfg.crop_size < max(x.shape[1:3]):  # Was: the height alone.
     x = centre_crop(x, cfg.crop_size)
     m = None if m is None else centre_crop(m, cfg.crop_size)
   return 2.0 * x - 1.0, m
