@@ -671,7 +671,8 @@ def enable_compilation_cache(directory: str) -> None:
   program).
 
   The configs' default, `DEFAULT_COMPILATION_CACHE_DIR`, stands for JAX_COMPILATION_CACHE_DIR
-  where that is set, else $XDG_CACHE_HOME/a2i_jax/xla where that is (was: both ignored).
+  where that is set (set but empty: off, as JAX reads it), else $XDG_CACHE_HOME/a2i_jax/xla
+  where that is (was: both ignored).
 
   Args:
     directory: the cache directory (`~` is expanded); "" for none.
@@ -685,7 +686,9 @@ def enable_compilation_cache(directory: str) -> None:
     if env and jax.config.jax_compilation_cache_dir == env:
       jax.config.update("jax_compilation_cache_dir", None)
   if directory == DEFAULT_COMPILATION_CACHE_DIR:
-    directory = env or (os.path.join(user_cache_dir(), "xla") if user_cache_dir() else directory)
+    # Set but empty is JAX's "off" (was: taken as unset, and the cache turned on; review).
+    directory = env if env is not None else (
+        os.path.join(user_cache_dir(), "xla") if user_cache_dir() else directory)
   if not directory:
     off_if_from_env()
     return

@@ -429,6 +429,8 @@ def set_recommended_xla_flags(flags: Optional[tuple[str, ...]] = None,
   Args:
     flags: XLA flags such as "--xla_cpu_use_onednn=true"; default `recommended_cpu_flags()`.
     cache_file: `accepted_xla_flags`' answers file; None for its default.
+  Called after JAX started its backend, it warns and leaves XLA_FLAGS as it is.
+
   Returns:
     The resulting XLA_FLAGS (also set in `os.environ`), stripped of outer spaces; a file's
     name as it was.
@@ -436,6 +438,14 @@ def set_recommended_xla_flags(flags: Optional[tuple[str, ...]] = None,
   current = os.environ.get("XLA_FLAGS", "")
   if _flag_file(current) is not None:
     return current
+  if _backend_started():
+    # XLA read XLA_FLAGS when its backend started: flags added now would change nothing but
+    # `xla_convolutions`' answer, and the "auto" forms would follow kernels XLA does not run
+    # (was: added without a word; review finding). A notebook's "Run all" after a computation.
+    logging.warning("perf.set_recommended_xla_flags was called after JAX started its backend, "
+                    "so XLA no longer reads XLA_FLAGS; restart the process (the notebook's "
+                    "kernel) and call it before the first computation.")
+    return current.strip()
   if flags is None:
     # A GPU or TPU plugin parses XLA_FLAGS with its own XLA, which the probe (CPU) does not
     # ask; and there the convolutions do not run on the CPU anyway.
@@ -447,6 +457,16 @@ def set_recommended_xla_flags(flags: Optional[tuple[str, ...]] = None,
   value = " ".join([current] + extra).strip()
   os.environ["XLA_FLAGS"] = value
   return value
+
+
+def _backend_started() -> bool:
+  """Whether JAX has started a backend (XLA has read XLA_FLAGS); False where this JAX cannot
+  say (a private function, present in jax 0.7.2 to 0.10)."""
+  try:
+    from jax._src import xla_bridge  # pylint: disable=import-outside-toplevel
+    return bool(xla_bridge.backends_are_initialized())
+  except (ImportError, AttributeError):
+    return False
 
 
 def _accelerator_plugin_installed() -> bool:
@@ -470,7 +490,7 @@ def _read_cache(cache_file: str) -> dict[str, Any]:
   try:
     with open(cache_file, encoding="utf-8") as f:
       cache = json.load(f)
-  except (OSError, ValueError):
+  except (OSError, ValueError, RecursionError):  # Nested past Python's depth: as damaged.
     return {}
   return cache if isinstance(cache, dict) else {}
 
@@ -610,7 +630,9 @@ def compiler_options(extra: Optional[Mapping[str, Any]] = None,
   """The compile options the library's programs are compiled with on this backend.
 
   On CPU: `CPU_COMPILER_OPTIONS` (those this XLA knows) and then `extra`, less any option the
-  user sets in XLA_FLAGS, which stays as the user set it. Elsewhere: None, XLA's defaults.
+  user sets in XLA_FLAGS, which stays as the user set it, and less the optimisation level and
+  LLVM's passes where the user set JAX_DISABLE_MOST_OPTIMIZATIONS. Elsewhere: None, XLA's
+  defaults.
 
   Args:
     extra: more XLA:CPU options for this program (e.g. `models.CHEAP_COMPILE`).
@@ -622,10 +644,24 @@ def compiler_options(extra: Optional[Mapping[str, Any]] = None,
   if (backend or jax.default_backend()) != "cpu":
     return None
   user = _xla_flag_names()
+  if _most_optimizations_disabled():
+    # JAX_DISABLE_MOST_OPTIMIZATIONS sets these itself, and options passed here would win
+    # (was: level 1 over the user's 0, without a word; review finding).
+    user |= {"xla_backend_optimization_level", "xla_llvm_disable_expensive_passes"}
   options = {name: value for name, value in CPU_COMPILER_OPTIONS.items()
              if name not in user and _option_known(name, value)}
   options.update({name: value for name, value in (extra or {}).items() if name not in user})
   return options or None
+
+
+def _most_optimizations_disabled() -> bool:
+  """Whether the user set JAX_DISABLE_MOST_OPTIMIZATIONS (jax_disable_most_optimizations);
+  False where this JAX cannot say (a private flag, present in jax 0.7.2 to 0.10)."""
+  try:
+    from jax._src import compiler  # pylint: disable=import-outside-toplevel
+    return bool(compiler._DISABLE_MOST_OPTIMIZATIONS.value)  # pylint: disable=protected-access
+  except (ImportError, AttributeError):
+    return False
 
 
 class _JitWithOptions:

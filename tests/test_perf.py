@@ -50,6 +50,7 @@ def test_recommended_flags_keep_user_flags_and_leave_out_unknown_ones(monkeypatc
     asked.append(flags)
     return tuple(f for f in flags if f != "--xla_d=5")
   monkeypatch.setattr(perf, "accepted_xla_flags", accepted)
+  monkeypatch.setattr(perf, "_backend_started", lambda: False)  # As an entry point calls it.
   monkeypatch.setenv("XLA_FLAGS", "--xla_a=1 --xla_b=2")
   value = perf.set_recommended_xla_flags(("--xla_b=3", "--xla_c=4", "--xla_d=5"))
   assert value == "--xla_a=1 --xla_b=2 --xla_c=4" == os.environ["XLA_FLAGS"]
@@ -125,6 +126,20 @@ def test_a_cache_folder_behind_a_link_to_nothing_is_not_used(tmp_path, monkeypat
   finally:
     jax.config.update("jax_compilation_cache_dir", folder)
   assert f"{link} is a symbolic link to nothing" in caplog.text
+
+
+def test_an_empty_jax_compilation_cache_dir_keeps_the_cache_off(tmp_path, monkeypatch):
+  """JAX reads JAX_COMPILATION_CACHE_DIR set but empty as "no cache"; the configs' default was
+  taken as unset and turned the cache on in $XDG_CACHE_HOME/a2i_jax/xla (review finding)."""
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+  monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "")
+  folder = jax.config.jax_compilation_cache_dir
+  try:
+    files.enable_compilation_cache(files.DEFAULT_COMPILATION_CACHE_DIR)
+    assert jax.config.jax_compilation_cache_dir == folder
+  finally:
+    jax.config.update("jax_compilation_cache_dir", folder)
+  assert not (tmp_path / "a2i_jax").exists()
 
 
 def test_a_wait_for_the_probes_lock_is_said_on_a_quiet_console(tmp_path, monkeypatch, capsys):
@@ -297,10 +312,47 @@ def test_xla_convolutions_reads_the_flag(monkeypatch, flags, expected):
 
 
 def test_no_recommended_flags_beside_an_accelerator_plugin(monkeypatch):
+  monkeypatch.setattr(perf, "_backend_started", lambda: False)
   monkeypatch.setattr(perf, "_accelerator_plugin_installed", lambda: True)
   monkeypatch.setattr(perf, "accepted_xla_flags", lambda *a, **k: pytest.fail("probed"))
   monkeypatch.setenv("XLA_FLAGS", "--xla_a=1")
   assert perf.set_recommended_xla_flags() == "--xla_a=1"
+
+
+def test_flags_asked_for_after_the_backend_started_are_not_added_and_it_says_so(monkeypatch,
+                                                                               caplog):
+  """XLA reads XLA_FLAGS when its backend starts (this process's started before the tests):
+  flags added later changed only `xla_convolutions`' answer, so the "auto" forms followed
+  kernels XLA did not run (review finding). Nothing is added, and one warning says why."""
+  monkeypatch.setattr(perf, "accepted_xla_flags", lambda *a, **k: pytest.fail("probed"))
+  monkeypatch.setenv("XLA_FLAGS", "--xla_a=1 ")
+  with caplog.at_level("WARNING"):
+    assert perf.set_recommended_xla_flags((perf.XLA_CONVOLUTIONS_FLAG,)) == "--xla_a=1"
+  assert os.environ["XLA_FLAGS"] == "--xla_a=1 " and not perf.xla_convolutions()
+  assert "after JAX started its backend" in caplog.records[-1].getMessage()
+
+
+def test_answers_nested_past_pythons_depth_are_damaged_not_a_traceback(tmp_path):
+  """Was: RecursionError from every entry point's first call (review finding). Python 3.13's
+  decoder reads the nested object; it holds no section of the answers either way."""
+  path = tmp_path / "answers.json"
+  for text in ("[" * 100_000 + "]" * 100_000, '{"a":' * 5_000 + "1" + "}" * 5_000):
+    path.write_text(text)
+    cache = perf._read_cache(str(path))  # pylint: disable=protected-access
+    assert isinstance(cache, dict) and "a" in cache or cache == {}
+    assert perf._cache_section(cache, "convolution kernels") == {}  # pylint: disable=W0212
+
+
+def test_jax_disable_most_optimizations_keeps_its_levels(monkeypatch):
+  """JAX_DISABLE_MOST_OPTIMIZATIONS sets the optimisation level and LLVM's passes itself; the
+  library's options, passed per program, overrode them (level 1 over 0; review finding)."""
+  from jax._src import compiler  # pylint: disable=import-outside-toplevel
+  monkeypatch.setenv("XLA_FLAGS", "")  # The suite's own levels out of the way.
+  assert perf.compiler_options(backend="cpu")["xla_backend_optimization_level"] == 1
+  monkeypatch.setattr(compiler._DISABLE_MOST_OPTIMIZATIONS, "value", True)  # pylint: disable=W0212
+  options = perf.compiler_options(models.CHEAP_COMPILE, backend="cpu") or {}
+  assert not {"xla_backend_optimization_level", "xla_llvm_disable_expensive_passes"} & set(
+      options), options
 
 
 def test_accepted_xla_flags_asks_xla_once_per_jaxlib(tmp_path, monkeypatch):
