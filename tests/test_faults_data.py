@@ -118,6 +118,28 @@ def _real(name, data_dir):
   return cfg
 
 
+def test_a_refused_preparation_leaves_the_data_folder_as_it_was(tmp_path):
+  """Validate before writing anything: a run refused for missing source files (LFW, CUB) or
+  an image PIL cannot read (a folder dataset) left empty dataset folders, a lock file and
+  TFDS's config record in data_dir (review finding). A data_dir made for it goes again; one
+  that was there keeps what it held."""
+  existing = tmp_path / "existing"
+  existing.mkdir()
+  (existing / "mine.txt").write_text("kept")
+  path = tmp_path / "own"
+  fx.make_folder(str(path), masks=False)
+  (path / "images" / "img_03.png").write_bytes(b"not a png")
+  for name in ("lfw", "cub", "folder"):
+    for data in (tmp_path / "new" / "data", existing):
+      cfg = _real(name, data) if name != "folder" else tiny_config("cvae").data
+      if name == "folder":
+        cfg.name, cfg.path, cfg.data_dir = "folder", str(path), str(data)
+      with pytest.raises(DataError):
+        load_dataset(cfg, progress=False)
+      assert not (tmp_path / "new").exists(), (name, os.listdir(tmp_path / "new"))
+      assert os.listdir(existing) == ["mine.txt"], (name, os.listdir(existing))
+
+
 @pytest.fixture(scope="module")
 def lfw_prepared(tmp_path_factory):
   """A data_dir holding LFW's tiny sources and the copy prepared from them (not to damage:

@@ -244,8 +244,10 @@ def test_the_seed_of_the_masks_is_checked_as_given():
   with pytest.raises(InputError, match=r"seed=-1 is not valid"):
     evaluation.tune_inference(trained, _data(), grid=[{}], occlusion_names=["block8"], key=key,
                               options=_options(trained), seed=-1)
+  place = occlusions.OCCLUSION_NAMES.index("block8")  # Each (seed, name) its own stream.
   np.testing.assert_array_equal(occlusions.make_masks(["block8"], S, 2, seed=np.int64(3))[
-      "block8"], occlusions.make_mask("block8", S, 2, seed=3 + 7))
+      "block8"], occlusions.make_mask("block8", S, 2,
+                                      seed=3 * len(occlusions.OCCLUSION_NAMES) + place))
 
 
 def test_error_cells_refuse_images_and_regions_they_would_score_wrong():
