@@ -18,7 +18,7 @@ from PIL import Image
 
 import dataset_fixtures as fx
 from a2i_jax.data import folder, load_dataset
-from a2i_jax.errors import ConfigError, DataError
+from a2i_jax.errors import ConfigError, DataError, DatasetNotPreparedError
 from conftest import tiny_config
 
 SPLITS = ("train", "validation", "test")  # One image each: the least a folder may hold.
@@ -118,25 +118,20 @@ def _real(name, data_dir):
   return cfg
 
 
-def test_a_refused_preparation_leaves_the_data_folder_as_it_was(tmp_path):
-  """Validate before writing anything: a run refused for missing source files (LFW, CUB) or
-  an image PIL cannot read (a folder dataset) left empty dataset folders, a lock file and
-  TFDS's config record in data_dir (review finding). A data_dir made for it goes again; one
-  that was there keeps what it held."""
+def test_a_run_refused_for_missing_source_files_writes_nothing(tmp_path):
+  """Validate before writing anything: a run refused because LFW's or CUB's source files are
+  missing (downloads off) left empty dataset folders, a lock file and TFDS's config record in
+  data_dir (review finding). A data_dir that was there keeps only what it held."""
   existing = tmp_path / "existing"
   existing.mkdir()
   (existing / "mine.txt").write_text("kept")
-  path = tmp_path / "own"
-  fx.make_folder(str(path), masks=False)
-  (path / "images" / "img_03.png").write_bytes(b"not a png")
-  for name in ("lfw", "cub", "folder"):
+  for name, masks in (("lfw", False), ("lfw", True), ("cub", False)):
     for data in (tmp_path / "new" / "data", existing):
-      cfg = _real(name, data) if name != "folder" else tiny_config("cvae").data
-      if name == "folder":
-        cfg.name, cfg.path, cfg.data_dir = "folder", str(path), str(data)
-      with pytest.raises(DataError):
+      cfg = _real(name, data)
+      cfg.masks = masks
+      with pytest.raises(DatasetNotPreparedError, match="source file\\(s\\) missing"):
         load_dataset(cfg, progress=False)
-      assert not (tmp_path / "new").exists(), (name, os.listdir(tmp_path / "new"))
+      assert not (tmp_path / "new").exists(), (name, list((tmp_path / "new").rglob("*")))
       assert os.listdir(existing) == ["mine.txt"], (name, os.listdir(existing))
 
 

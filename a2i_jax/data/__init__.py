@@ -9,7 +9,7 @@ import ml_collections
 
 from a2i_jax import distributed, files
 from a2i_jax.data.base import (DATASET_NAMES, DataError, Dataset, DatasetNotPreparedError, Split,
-                               SPLITS, check_choice, refusal_taken_back, shown_path)
+                               SPLITS, check_choice, shown_path)
 from a2i_jax.errors import ConfigError, first_line
 
 # The keys of config.data that `load_dataset` reads: of every source, then of each.
@@ -47,10 +47,7 @@ def load_dataset(data_config: Any, progress: bool = True) -> Dataset:
   if name != "synthetic":
     check_folder("data.data_dir", data_config.data_dir)
   try:
-    if name == "synthetic":
-      return _load(name, data_config, cache_dir, progress)
-    with refusal_taken_back(os.path.expanduser(data_config.data_dir)):
-      return _load(name, data_config, cache_dir, progress)
+    return _load(name, data_config, cache_dir, progress)
   except DataError:
     raise
   except OSError as e:  # Most often a full disk or a folder that is not ours to write.

@@ -8,12 +8,11 @@ past this point.
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
 import hashlib
 import json
 import os
-from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 from absl import logging
@@ -152,63 +151,6 @@ def shown_path(path: Any) -> str:
   """
   text = os.fsdecode(path) if isinstance(path, (bytes, os.PathLike)) else str(path)
   return text if text.isprintable() else repr(text)
-
-
-def _two_levels(folder: str) -> set[str]:
-  """The paths in `folder` and in its subfolders (not below); empty where it is no folder."""
-  found = set()
-  with contextlib.suppress(OSError):
-    for entry in os.scandir(folder):
-      found.add(entry.path)
-      if entry.is_dir(follow_symlinks=False):
-        with contextlib.suppress(OSError):
-          found.update(e.path for e in os.scandir(entry.path))
-  return found
-
-
-@contextlib.contextmanager
-def refusal_taken_back(data_dir: str) -> Iterator[None]:
-  """Inside: a preparation in `data_dir` that stops with a `DataError` (source files missing,
-  a damaged file) takes back what it made that holds nothing of worth: the folders it made
-  that are left empty, its lock files and TFDS's record of a builder's config
-  (.config/metadata.json). Downloads and unpacked files stay for the next attempt. Was: a run
-  refused for missing source files left empty dataset folders, a lock file and that record
-  (review finding: "validate before writing anything").
-
-  Args:
-    data_dir: the datasets' folder (`config.data.data_dir`, `~` expanded).
-  Yields:
-    Nothing.
-  """
-  top, before = data_dir, _two_levels(data_dir)
-  while not os.path.lexists(os.path.dirname(top) or ".") and os.path.dirname(top) != top:
-    top = os.path.dirname(top)
-  new_top = not os.path.lexists(top)
-  try:
-    yield
-  except DataError:
-    made = ({top} if new_top else set()) | (_two_levels(data_dir) - before)
-    for path in made:
-      _take_back(path)
-    raise
-
-
-def _take_back(top: str) -> None:
-  """Below `top` (made by a refused preparation): removes lock files, TFDS's config records
-  and then every folder left empty, `top` too."""
-  if os.path.isfile(top) and not os.path.islink(top):
-    if top.endswith(".lock"):
-      with contextlib.suppress(OSError):
-        os.remove(top)
-    return
-  for folder, _, names in os.walk(top, topdown=False):
-    for name in names:
-      if name.endswith(".lock") or (name == "metadata.json"
-                                    and os.path.basename(folder) == ".config"):
-        with contextlib.suppress(OSError):
-          os.remove(os.path.join(folder, name))
-    with contextlib.suppress(OSError):
-      os.rmdir(folder)  # Only where it is empty now.
 
 
 def check_choice(key: str, value: Any, choices: Sequence[str]) -> None:

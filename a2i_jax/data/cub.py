@@ -434,6 +434,10 @@ def load(*, data_dir: str, masks: bool = True, image_size: int = 72,
   check_choice("data.cub_attributes", attributes, CUB_ATTRIBUTES)
   data_dir = os.path.expanduser(data_dir)
   manual_dir = os.path.join(data_dir, "manual", "cub")
+  if not allow_download:  # Before the builder makes its folders.
+    tfds_lib.check_sources_first(data_dir, [os.path.join(data_dir, A2iCub.name,
+                                                         str(A2iCub.VERSION))],
+                                 SOURCES, manual_dir, "CUB-200-2011")
   builder = tfds_lib.open_builder(A2iCub, data_dir=data_dir, manual_dir=manual_dir,
                                   allow_download=allow_download, progress=progress)
   ds = tfds_lib.load(builder, manual_dir=manual_dir,

@@ -575,6 +575,11 @@ def load(*, data_dir: str, masks: bool, image_size: int = IMAGE_SIZE,
   """
   data_dir = os.path.expanduser(data_dir)
   manual_dir = os.path.join(data_dir, "manual", "lfw")
+  if not allow_download:  # Before the builder makes its folders; a copy with masks serves all.
+    copies = [os.path.join(data_dir, A2iLfw.name, c, str(A2iLfw.VERSION))
+              for c in (("masks",) if masks else ("masks", "no_masks"))]
+    tfds_lib.check_sources_first(data_dir, copies, SOURCES if masks else IMAGE_SOURCES,
+                                 manual_dir, "LFW")
   config = "masks"
   if not masks:
     with_masks = tfds_lib.open_builder(A2iLfw, data_dir=data_dir, config="masks")

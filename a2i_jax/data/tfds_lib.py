@@ -30,6 +30,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import sys
 import tarfile
 import urllib.parse
@@ -158,6 +159,36 @@ def fetch_sources(dl_manager: Any, sources: Sequence[Source], manual_dir: str,
         f"{', '.join(s.filename for s in missing)}.\n{why}"
         f"{instructions(missing, manual_dir)}\nThen run the same command again.")
   return found
+
+
+def check_sources_first(data_dir: str, copies: Sequence[str], sources: Sequence[Source],
+                        manual_dir: str, dataset: str) -> None:
+  """With downloads off and none of `copies` (prepared-copy folders) there: refuses missing
+  source files before the builder makes its folders (was: a run refused for them left empty
+  folders, a lock file and TFDS's config record in data_dir; review finding). Where a copy's
+  path or data_dir is something else (a file, a link to nothing), nothing is checked here:
+  the preparation names that first.
+
+  Args:
+    data_dir: the datasets' folder.
+    copies: the folders a prepared copy would be in (any one will do).
+    sources: the files preparing needs.
+    manual_dir: the folder the user puts them in.
+    dataset: the dataset's name, for the message.
+  Raises:
+    DatasetNotPreparedError: as `fetch_sources`, naming each missing file.
+    DataError: a folder stands where a source file should be.
+  """
+  try:
+    if not stat.S_ISDIR(os.stat(data_dir).st_mode):
+      return
+  except FileNotFoundError:
+    pass  # Made by the preparation.
+  except OSError:  # A link loop, a name too long: the preparation names it.
+    return
+  if any(os.path.lexists(c) for c in copies):
+    return
+  fetch_sources(None, sources, manual_dir, False, dataset)
 
 
 # A prepared copy's metadata key: {filename: `_source_identity`} of the source files it was
