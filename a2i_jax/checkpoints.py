@@ -652,15 +652,15 @@ class Checkpointer:
                                        _aside_name(self.workdir, self.directory, s))
         moves = "; ".join(f"mv {os.path.join(self.directory, str(s))} {aside(s)}"
                           for s in sorted({s for s, _ in bad} | set(meta), reverse=True))
-        damaged = (f"checkpoint(s) {', '.join(map(str, meta))} have a {_COMMIT_FILES[0]} that "
-                   "is not a JSON object (damaged)")
+        damaged = lambda where: (f"checkpoint(s) {', '.join(map(str, meta))}{where} have a "
+                                 f"{_COMMIT_FILES[0]} that is not a JSON object (damaged)")
         if bad:
           step, problem = bad[0]
+          also = f" and {damaged('')}" if meta else ""
           what = (f"checkpoint(s) {', '.join(str(s) for s, _ in bad)} in {self.directory} fail "
-                  f"their checksums (step {step}: {problem})"
-                  f"{f' and {damaged}' if meta else ''}")
+                  f"their checksums (step {step}: {problem}){also}")
         else:
-          what = damaged.replace(" have ", f" in {self.directory} have ", 1)
+          what = damaged(f" in {self.directory}")
         raise CheckpointError(
             f"{what}, and Orbax cannot open the folder with them ({reason}); move them away "
             f"({moves}) and run the same command again to use the newest intact one.") from None

@@ -778,11 +778,11 @@ def read_image(path: str, error: type = InputError, size: Optional[int] = None,
       (`too_many_pixels`), or a size other than `size`.
   """
   path = os.fspath(path)  # A pathlib.Path: was a TypeError in the handler of any error below.
-  name = _shown(path)
+  name = shown_path(path)
   if os.path.isdir(path):
     raise error(f"{name} is a folder, not an image file; move it out or rename it.")
   if os.path.islink(path) and not os.path.exists(path):
-    raise error(f"{name} is a link to nothing ({_shown(os.readlink(path))}); fix the link or "
+    raise error(f"{name} is a link to nothing ({shown_path(os.readlink(path))}); fix the link or "
                 "remove it.")
   try:
     if os.path.getsize(path) == 0:
@@ -931,10 +931,10 @@ def image_files(path: str, what: str = "--input") -> list[str]:
   hint = "an image extension such as .png, .jpg, .tif or .webp"
   path = os.fspath(path)
   if os.path.islink(path) and not os.path.exists(path):  # Was: "does not exist", no more.
-    raise InputError(f"{what} {_shown(path)} is a link to nothing ({_shown(os.readlink(path))});"
-                     f" fix the link or pass another {what}.")
+    raise InputError(f"{what} {shown_path(path)} is a link to nothing "
+                     f"({shown_path(os.readlink(path))}); fix the link or pass another {what}.")
   if not os.path.exists(path):
-    raise InputError(f"{what} {_shown(path)} does not exist.")
+    raise InputError(f"{what} {shown_path(path)} does not exist.")
   if not os.path.isdir(path):
     if not is_image_name(path):
       fmt = _unreadable_format(path)
@@ -945,48 +945,54 @@ def image_files(path: str, what: str = "--input") -> list[str]:
                 if fmt in ("EPS", "PostScript") else "")
         fix = ("save the frame you want as PNG or JPEG first" if fmt.endswith(" video") else
                f"convert it to PNG or JPEG first{also}")
-        raise InputError(f"{what} {_shown(path)} is {article} {fmt} file, a format PIL cannot "
+        raise InputError(f"{what} {shown_path(path)} is {article} {fmt} file, a format PIL cannot "
                          f"read; {fix}.")
-      raise InputError(f"{what} {_shown(path)} is not named as an image ({hint}); rename it.")
+      raise InputError(f"{what} {shown_path(path)} is not named as an image ({hint}); rename it.")
     return [path]
   try:  # Was a PermissionError traceback for a folder one may not list (fault hunt).
     names = sorted(os.listdir(path))
   except OSError as e:
-    raise InputError(f"cannot list {what} {_shown(path)} ({e.strerror or e}); pass a folder "
+    raise InputError(f"cannot list {what} {shown_path(path)} ({e.strerror or e}); pass a folder "
                      "you can read.") from None
   # macOS's AppleDouble files ("._photo.jpg", beside every copied file) are no images.
   taken = lambda n: is_image_name(n) and not n.startswith("._")
   images = [os.path.join(path, n) for n in names if taken(n)]
   for f in images:
     if os.path.isdir(f):
-      raise InputError(f"{what}: {_shown(f)} is a folder, not an image file; move it out of "
-                       f"{_shown(path)}.")
+      raise InputError(f"{what}: {shown_path(f)} is a folder, not an image file; move it out of "
+                       f"{shown_path(path)}.")
   skipped = [n for n in names if not taken(n)]
   if skipped:
     logging.warning("%s %s: %d entr%s that %s no image (%s wanted) skipped: %s", what,
-                    _shown(path), len(skipped), "y" if len(skipped) == 1 else "ies",
+                    shown_path(path), len(skipped), "y" if len(skipped) == 1 else "ies",
                     "is" if len(skipped) == 1 else "are", hint,
-                    ", ".join(map(_shown, skipped[:5])) + (", ..." if len(skipped) > 5 else ""))
+                    ", ".join(map(shown_path, skipped[:5])) + (", ..." if len(skipped) > 5 else ""))
   if not images:
     unreadable = [n for n in skipped if not n.startswith("._") and _unreadable_format(n)]
     if unreadable:  # Was: "holds no images", of a folder of HEIC photos.
       formats = sorted({_unreadable_format(n) for n in unreadable})
-      raise InputError(f"{what} {_shown(path)} holds no images PIL can read, but "
+      raise InputError(f"{what} {shown_path(path)} holds no images PIL can read, but "
                        f"{len(unreadable)} {' and '.join(formats)} file"
                        f"{'s' if len(unreadable) > 1 else ''} ("
-                       f"{', '.join(map(_shown, unreadable[:3]))}"
+                       f"{', '.join(map(shown_path, unreadable[:3]))}"
                        f"{', ...' if len(unreadable) > 3 else ''}); convert "
                        f"{'them' if len(unreadable) > 1 else 'it'} to PNG or JPEG first.")
-    raise InputError(f"{what} {_shown(path)} holds no images ({hint}).")
+    raise InputError(f"{what} {shown_path(path)} holds no images ({hint}).")
   return images
 
 
-def _shown(path: Any) -> str:
+def shown_path(path: Any) -> str:
   """A path as messages show it: as it is, or quoted with escapes where it holds a character
   that prints as none (a line break would split the one `error:` line; a fault hunt's
-  finding)."""
-  path = os.fsdecode(path)
-  return path if path.isprintable() else ascii(path)
+  finding). Used by the inputs' and the datasets' messages alike.
+
+  Args:
+    path: a path (str, bytes or os.PathLike; anything else as `str` gives it).
+  Returns:
+    The text.
+  """
+  text = os.fsdecode(path) if isinstance(path, (str, bytes, os.PathLike)) else str(path)
+  return text if text.isprintable() else ascii(text)
 
 
 def read_images(paths: Sequence[str], image_size: int) -> np.ndarray:
@@ -1045,7 +1051,7 @@ def check_output_folder(path: str, what: str = "--out") -> None:
     limit = 255  # What every common file system allows.
   for part in os.path.relpath(full, existing).split(os.sep):
     if len(os.fsencode(part)) > limit:
-      raise InputError(f"{what} {_shown(path)}: the folder name {_shown(part[:20])}... is "
+      raise InputError(f"{what} {shown_path(path)}: the folder name {shown_path(part[:20])}... is "
                        f"{len(os.fsencode(part))} bytes long, over the {limit} this file "
                        f"system allows; pass a shorter {what}.")
   try:  # Root may write where permissions say no, so try rather than ask os.access.

@@ -197,18 +197,16 @@ def test_lfw_digits_that_are_not_0_to_9_name_file_and_line(tmp_path):
   """Was: ValueError "invalid literal for int()" (a traceback) for a damaged byte 0xB2 in a
   people file or parts list: it reads as '2' (superscript), which str.isdigit() accepts."""
   from a2i_jax.data import lfw  # pylint: disable=import-outside-toplevel
-  people = tmp_path / "peopleDevTest.txt"
-  people.write_bytes(b"2\nDan_Brown\t2\nEve_Black\t\xb2\n")
-  with pytest.raises(DataError, match=re.escape(
-      f"{people}, line 3: '\u00b2' is not a number (a damaged byte?); the file is damaged. "
-      f"Download it again ({lfw.IMAGE_SOURCES[3].url}).") + "$"):
-    lfw.parse_people(str(people))
   parts = tmp_path / "parts_test.txt"
-  parts.write_bytes(b"Dan_Brown 1\nZed_Unlisted \xb2\n")
-  with pytest.raises(DataError, match=re.escape(
-      f"{parts}, line 2: '\u00b2' is not a number (a damaged byte?); the file is damaged. "
-      f"Download it again ({lfw.MASK_SOURCES[3].url}).") + "$"):
-    lfw.parse_parts_list(str(parts))
+  for path, text, line, source, parse in (
+      (tmp_path / "peopleDevTest.txt", b"2\nDan_Brown\t2\nEve_Black\t\xb2\n", 3,
+       lfw.IMAGE_SOURCES[3], lfw.parse_people),
+      (parts, b"Dan_Brown 1\nZed_Unlisted \xb2\n", 2, lfw.MASK_SOURCES[3], lfw.parse_parts_list)):
+    path.write_bytes(text)
+    with pytest.raises(DataError, match=re.escape(
+        f"{path}, line {line}: '\u00b2' is not a number (a damaged byte?); the file is "
+        f"damaged. Download it again ({source.url}).") + "$"):
+      parse(str(path))
   parts.write_bytes(b"Dan_Brown 1\nnot a line\nZed_Unlisted 12\n")  # Others: as before.
   assert lfw.parse_parts_list(str(parts)) == [("Dan_Brown", 1), ("Zed_Unlisted", 12)]
 

@@ -461,7 +461,10 @@ def test_the_sampler_takes_a_list_of_attributes_and_refuses_what_is_not_rows():
   for text, got in (([["a"] * y_dim], "a list holding strings"),
                     (np.array([["0.5"] * y_dim]), r"a NumPy array of strings \(dtype <U3\)"),
                     (np.array([["a"] * y_dim], object), "a NumPy array of objects holding strings"),
-                    ("0.5", r"a str \(text\)")):
+                    ("0.5", r"a str \(text\)"),
+                    # Complex numbers: were passed on to JAX (inputs.real_dtype refuses them).
+                    (np.ones((1, y_dim), complex), r"a NumPy array of values that are not real "
+                     r"numbers \(dtype complex128\)")):
     says = rf"^sample takes attributes y \[N, y_dim\] of numbers, one row per image; got {got}"
     says += fix
     for call in (sample, jitted):

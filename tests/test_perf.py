@@ -94,16 +94,9 @@ def test_no_home_folder_leaves_the_working_folder_alone(tmp_path, monkeypatch, c
   assert files.user_cache_dir() == ""
   assert perf._default_flag_cache() == str(  # pylint: disable=protected-access
       tmp_path / "tmp" / f"a2i_jax-{os.getuid()}" / "xla_flags.json")
-  folder = jax.config.jax_compilation_cache_dir
-  try:
-    files.enable_compilation_cache(files.DEFAULT_COMPILATION_CACHE_DIR)
-    files.enable_compilation_cache("~/xla")
-    assert jax.config.jax_compilation_cache_dir == folder
-    # A user the system does not know: was told "HOME is not set" (fault hunt).
-    files.enable_compilation_cache("~a2i-no-such-user/xla")
-    assert jax.config.jax_compilation_cache_dir == folder
-  finally:
-    jax.config.update("jax_compilation_cache_dir", folder)
+  # The last: a user the system does not know (was told "HOME is not set"; fault hunt).
+  _leaves_the_cache_as_it_was(files.DEFAULT_COMPILATION_CACHE_DIR, "~/xla",
+                              "~a2i-no-such-user/xla")
   assert caplog.text.count("HOME is not set") == 2 and os.listdir(tmp_path) == ["tmp"]
   assert "(there is no user 'a2i-no-such-user')" in caplog.text
 
@@ -119,13 +112,20 @@ def test_a_cache_folder_behind_a_link_to_nothing_is_not_used(tmp_path, monkeypat
   monkeypatch.setattr(perf.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
   assert perf._default_flag_cache() == str(  # pylint: disable=protected-access
       tmp_path / "tmp" / f"a2i_jax-{os.getuid()}" / "xla_flags.json")
+  _leaves_the_cache_as_it_was(files.DEFAULT_COMPILATION_CACHE_DIR)
+  assert f"{link} is a symbolic link to nothing" in caplog.text
+
+
+def _leaves_the_cache_as_it_was(*directories: str) -> None:
+  """Asserts that `files.enable_compilation_cache` of each of `directories` leaves JAX's cache
+  folder as the suite set it (and puts it back if not, for the tests after)."""
   folder = jax.config.jax_compilation_cache_dir
   try:
-    files.enable_compilation_cache(files.DEFAULT_COMPILATION_CACHE_DIR)
-    assert jax.config.jax_compilation_cache_dir == folder
+    for directory in directories:
+      files.enable_compilation_cache(directory)
+      assert jax.config.jax_compilation_cache_dir == folder, directory
   finally:
     jax.config.update("jax_compilation_cache_dir", folder)
-  assert f"{link} is a symbolic link to nothing" in caplog.text
 
 
 def test_an_empty_jax_compilation_cache_dir_keeps_the_cache_off(tmp_path, monkeypatch):
@@ -133,12 +133,7 @@ def test_an_empty_jax_compilation_cache_dir_keeps_the_cache_off(tmp_path, monkey
   taken as unset and turned the cache on in $XDG_CACHE_HOME/a2i_jax/xla (review finding)."""
   monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
   monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "")
-  folder = jax.config.jax_compilation_cache_dir
-  try:
-    files.enable_compilation_cache(files.DEFAULT_COMPILATION_CACHE_DIR)
-    assert jax.config.jax_compilation_cache_dir == folder
-  finally:
-    jax.config.update("jax_compilation_cache_dir", folder)
+  _leaves_the_cache_as_it_was(files.DEFAULT_COMPILATION_CACHE_DIR)
   assert not (tmp_path / "a2i_jax").exists()
 
 

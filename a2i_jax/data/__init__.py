@@ -9,8 +9,9 @@ import ml_collections
 
 from a2i_jax import distributed, files
 from a2i_jax.data.base import (DATASET_NAMES, DataError, Dataset, DatasetNotPreparedError, Split,
-                               SPLITS, check_choice, shown_path)
+                               SPLITS, check_choice)
 from a2i_jax.errors import ConfigError, first_line
+from a2i_jax.inputs import shown_path
 
 # The keys of config.data that `load_dataset` reads: of every source, then of each.
 _KEYS = ("name", "image_size", "cache_dir", "data_dir")

@@ -140,19 +140,6 @@ def check_same_splits(workdir: str, stored: dict, dataset: Dataset) -> None:
                   "new --workdir.")
 
 
-def shown_path(path: Any) -> str:
-  """A path as a message names it: as it is, or escaped like `repr` where it holds a newline
-  or another character that does not print (was: a message broken over two lines).
-
-  Args:
-    path: a path (str, bytes or os.PathLike).
-  Returns:
-    The text.
-  """
-  text = os.fsdecode(path) if isinstance(path, (bytes, os.PathLike)) else str(path)
-  return text if text.isprintable() else repr(text)
-
-
 def check_choice(key: str, value: Any, choices: Sequence[str]) -> None:
   """Raises `ConfigError` unless `value` is one of `choices`: the one message for config key
   `key`, whether the config or a direct caller of a loader passed it.

@@ -65,8 +65,8 @@ from PIL import Image
 from a2i_jax import files
 from a2i_jax.data import tfds_lib
 from a2i_jax.data.base import (DataError, DatasetNotPreparedError, RESIZE_MODES, SPLITS,
-                               check_choice, shown_path)
-from a2i_jax.inputs import read_image, shown_size, too_many_pixels
+                               check_choice)
+from a2i_jax.inputs import read_image, shown_path, shown_size, too_many_pixels
 
 tfds = tfds_lib.import_tfds()
 
