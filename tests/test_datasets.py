@@ -1151,7 +1151,7 @@ def test_folder_masks_that_would_read_as_something_else_are_refused(tmp_path):
     Image.fromarray(bad).save(mask_path)
     with pytest.raises(DataError, match=f"img_03.png.*{expected}"):
       load()
-    assert not os.listdir(data / "folder")  # No half-made copy left behind.
+    assert not data.exists()  # No half-made copy left behind.
   # What an earlier attempt stopped by Ctrl-C left: the next one that fails removes it too.
   key = folder._fingerprint(path, folder.scan(path, True), 32, "centre_crop")
   os.makedirs(data / "folder" / f"f-{key}" / "a2i_folder")
@@ -1602,13 +1602,16 @@ def test_a_failed_preparation_is_discarded_under_its_lock(tmp_path, monkeypatch)
   waiter whose lock file was removed takes a fresh one."""
   import threading  # pylint: disable=import-outside-toplevel
   import time  # pylint: disable=import-outside-toplevel
-  from PIL import Image  # pylint: disable=import-outside-toplevel
   from a2i_jax import files  # pylint: disable=import-outside-toplevel
   from a2i_jax.data import folder, tfds_lib  # pylint: disable=import-outside-toplevel
   path = str(tmp_path / "f")
   fx.make_folder(path)
-  mask_path = os.path.join(path, "masks", "img_03.png")
-  Image.fromarray((np.asarray(Image.open(mask_path)) > 0).astype(np.uint8)).save(mask_path)
+  # Images are checked before anything is written: a refusal while writing is injected.
+  def refused(self, split):
+    del self, split
+    raise DataError("img_03.png: its brightest pixel is 1")
+    yield  # pylint: disable=unreachable
+  monkeypatch.setattr(folder.A2iFolder, "_generate_examples", refused)
   held, waiting_lock, rmtree = [], files.waiting_lock, tfds_lib.shutil.rmtree
 
   @contextlib.contextmanager
@@ -1627,7 +1630,7 @@ def test_a_failed_preparation_is_discarded_under_its_lock(tmp_path, monkeypatch)
     folder.load(path=path, data_dir=str(tmp_path / "data"), image_size=32, masks=True,
                 progress=False)
   assert [n for name, n in removed if name.startswith("f-")] == [1]  # TFDS's own are others.
-  assert not os.listdir(tmp_path / "data" / "folder")
+  assert not (tmp_path / "data").exists()
   monkeypatch.undo()
   # The lock file removed by its holder while a second process waits on it, and a third
   # takes a fresh one meanwhile: the second must wait for the third.

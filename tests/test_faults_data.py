@@ -1,7 +1,8 @@
 """Fault hunt of the user's-folder dataset (`a2i_jax.data.folder`): attributes.csv's cells and
 lines, and the prepared copy's name; and of LFW's and CUB's preparation (tiny fixtures from
 tests/dataset_fixtures.py): a prepared copy without checksums or metadata, errors of the
-system's, a file where the copy goes, damaged digits, a folder named like an archive.
+system's, a file where the copy goes, damaged digits, a folder named like an archive; and
+what a refused preparation leaves in data_dir (the folder's, LFW's).
 
 Each test is one finding, its docstring says what happened before ("Was: ..."). All run at the
 library's level on a folder of three tiny images made in `tmp_path`: no subprocess, no model.
@@ -298,3 +299,131 @@ def test_a_path_holding_a_newline_keeps_the_message_one_line(tmp_path):
     load_dataset(cfg, progress=False)
   assert str(e.value).startswith(f"{str(base / 'nofolder' / 'images')!r} does not exist")
   assert "\n" not in str(e.value)
+
+
+# ------------------------------------------------------- what a refused preparation leaves
+
+
+def _tree(root):
+  """{relative path: file bytes, or None for a folder} of everything under `root`."""
+  out = {}
+  for where, dirs, names in os.walk(root):
+    for d in dirs:
+      out[os.path.relpath(os.path.join(where, d), root)] = None
+    for n in names:
+      with open(os.path.join(where, n), "rb") as f:
+        out[os.path.relpath(os.path.join(where, n), root)] = f.read()
+  return out
+
+
+def _folder_config(path, data_dir):
+  """config.data of the folder dataset at `path`, prepared into `data_dir`, 4x4 images."""
+  cfg = tiny_config("cvae").data
+  cfg.name, cfg.path, cfg.data_dir, cfg.image_size = "folder", str(path), str(data_dir), 4
+  return cfg
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpg"])
+def test_an_unreadable_image_is_refused_before_anything_is_written(tmp_path, monkeypatch, fmt):
+  """Validate before writing anything: a folder with one image that does not decode (cut
+  short) was refused only while its copy was written, which left an empty
+  `<data_dir>/folder/` (and the data_dir the run made) behind. Every image is read first: a
+  new data_dir is not made, and one that holds another folder's prepared copy and the user's
+  own file keeps them byte for byte (that copy is still read)."""
+  good = _folder(tmp_path, "filename,split,smile", ["0", "1", "0"], name="good")
+  shared = tmp_path / "shared"
+  load_dataset(_folder_config(good, shared), progress=False)
+  (shared / "notes.txt").write_text("mine")
+  before = _tree(shared)
+  bad = _folder(tmp_path, "filename,split,smile", ["0", "1", "0"], name="bad")
+  image = os.path.join(bad, "images", f"img1.{fmt}")
+  noise = np.random.default_rng(0).integers(0, 256, (32, 32, 3), np.uint8)
+  Image.fromarray(noise).save(image)
+  with open(image, "r+b") as f:
+    f.truncate(os.path.getsize(image) // 2)
+  with open(os.path.join(bad, "attributes.csv"), "r+") as f:
+    text = f.read().replace("img1.png", f"img1.{fmt}")
+    f.seek(0)
+    f.write(text)
+  from a2i_jax.data import tfds_lib  # pylint: disable=import-outside-toplevel
+  writes, prepare = [], tfds_lib.prepare
+  monkeypatch.setattr(tfds_lib, "prepare", lambda *args: (writes.append(args), prepare(*args)))
+  for data in (tmp_path / "new" / "data", shared):
+    with pytest.raises(DataError, match=re.escape(image) + " could not be decoded"):
+      load_dataset(_folder_config(bad, data), progress=False)
+  assert not writes  # Refused before the copy's writing began.
+  monkeypatch.undo()
+  assert not (tmp_path / "new").exists(), list((tmp_path / "new").rglob("*"))
+  assert _tree(shared) == before
+  assert len(load_dataset(_folder_config(good, shared), progress=False)["train"]) == 1
+
+
+def test_a_preparation_stopped_while_writing_removes_only_the_empty_folders_it_made(
+    tmp_path, monkeypatch):
+  """Where a refusal can only come while the copy is written (here a DataError injected into
+  the writing), the run takes back the folders it made that are left empty, up to a new
+  data_dir and the new folders above it (was: `<data_dir>/folder/` and the data_dir stayed),
+  and nothing that was there before: another folder's copy in the same data_dir stays whole."""
+  good = _folder(tmp_path, "filename,split,smile", ["0", "1", "0"], name="good")
+  shared = tmp_path / "shared"
+  load_dataset(_folder_config(good, shared), progress=False)
+  before = _tree(shared)
+  other = _folder(tmp_path, "filename,split,smile", ["1", "0", "1"], name="other")
+
+  def fails(self, split):
+    del self, split
+    raise DataError("the disk's bytes changed while writing")
+    yield  # pylint: disable=unreachable
+  monkeypatch.setattr(folder.A2iFolder, "_generate_examples", fails)
+  for data in (tmp_path / "new" / "data", shared):
+    with pytest.raises(DataError, match="changed while writing"):
+      load_dataset(_folder_config(other, data), progress=False)
+    assert not (tmp_path / "new").exists(), list((tmp_path / "new").rglob("*"))
+    assert _tree(shared) == before
+  monkeypatch.undo()
+  assert len(load_dataset(_folder_config(good, shared), progress=False)["test"]) == 1
+  assert _tree(shared) == before
+
+
+def test_lfw_refused_while_writing_leaves_no_empty_copy_folder(tmp_path):
+  """An LFW image that does not decode is found only once the archive is unpacked (which is
+  kept for the next attempt, as the lock file and TFDS's config record are): the copy's
+  folder `a2i_lfw/no_masks/` was left behind empty. The run removes it; the shared lock file,
+  TFDS's record and the unpacked archive stay, and a folder of the user's there too."""
+  manual = tmp_path / "manual" / "lfw"
+  fx.make_lfw(str(manual), with_parts=False)
+  fx.rewrite_tar(str(manual / "lfw-funneled.tgz"),
+                 lambda n, d: d[:len(d) // 3] if n.endswith("Alice_Smith_0002.jpg") else d)
+  with pytest.raises(DataError, match="Alice_Smith_0002.jpg could not be decoded"):
+    load_dataset(_real("lfw", tmp_path), progress=False)
+  assert os.listdir(tmp_path / "a2i_lfw") and not (tmp_path / "a2i_lfw" / "no_masks").exists()
+  assert (tmp_path / "downloads" / "unpacked").is_dir()
+  (tmp_path / "a2i_lfw" / "no_masks" / "mine").mkdir(parents=True)  # Not this run's: kept.
+  with pytest.raises(DataError, match="Alice_Smith_0002.jpg could not be decoded"):
+    load_dataset(_real("lfw", tmp_path), progress=False)
+  assert os.listdir(tmp_path / "a2i_lfw" / "no_masks") == ["mine"]
+
+
+@pytest.mark.parametrize("masks", [False, True])
+def test_lfw_damaged_text_files_are_refused_before_anything_is_written(tmp_path, masks):
+  """Was: an lfw_attributes.txt listing an image twice, a people file whose count is wrong,
+  or (with masks) a parts list naming none, was refused only once the archive was unpacked
+  and the copy's folder, lock file and TFDS's config record were made in data_dir. They are
+  read first: data_dir keeps only the manual folder."""
+  manual = tmp_path / "manual" / "lfw"
+  fx.make_lfw(str(manual), with_parts=masks)
+  attributes = manual / "lfw_attributes.txt"
+  good = attributes.read_text()
+  cfg = _real("lfw", tmp_path)
+  cfg.masks = masks
+  damages = [("lfw_attributes.txt", good + good.splitlines()[3] + "\n", "already has a row"),
+             ("peopleDevTrain.txt", "4\nAlice_Smith\t3\n", "announces 4 people but it lists 1")]
+  if masks:
+    damages.append(("parts_test.txt", "\n", "lists no images"))
+  for name, text, says in damages:
+    before = (manual / name).read_text()
+    (manual / name).write_text(text)
+    with pytest.raises(DataError, match=re.escape(str(manual / name)) + ".*" + says):
+      load_dataset(cfg, progress=False)
+    assert os.listdir(tmp_path) == ["manual"], os.listdir(tmp_path)
+    (manual / name).write_text(before)

@@ -44,7 +44,10 @@ CSV, the name, size and modification time of every image (and mask) a row names,
 size, the resize mode and `PREPARATION_VERSION`, so editing the folder (or a release that
 reads images otherwise) prepares it again. A file replaced by one of the same size and
 modification time (as `cp -p` or `rsync -a` can leave it) is not noticed: delete the prepared
-copy then. A preparation that one of the folder's files stops leaves no copy behind.
+copy then. Every image and mask a row names is read and checked before anything is written
+in data_dir, so a file the preparation refuses leaves nothing behind (nor what an earlier
+stopped attempt on the same files left); a preparation that fails otherwise removes the
+folders it made where they are left empty, never one that was there before.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ import dataclasses
 import io
 import math
 import os
+import shutil
 import unicodedata
 import warnings
 from typing import Any, Iterator, Optional
@@ -520,9 +524,12 @@ class A2iFolder(tfds_lib.BuilderMixin, tfds.core.GeneratorBasedBuilder,
   RELEASE_NOTES = {"1.0.0": "First release."}
 
   def __init__(self, *, folder: str, table: Table, image_size: int, resize: str,
-               **kwargs: Any):
+               examples: Optional[dict[str, list[tuple[str, dict]]]] = None, **kwargs: Any):
     self._folder, self._table = folder, table
     self._image_size, self._resize = image_size, resize
+    # What `_read_examples` made of the folder before anything was written (`load`); None:
+    # read when the copy is prepared.
+    self._examples = examples
     super().__init__(**kwargs)
 
   def _info(self) -> Any:
@@ -543,30 +550,57 @@ class A2iFolder(tfds_lib.BuilderMixin, tfds.core.GeneratorBasedBuilder,
     return {s: self._generate_examples(s) for s in SPLITS}
 
   def _generate_examples(self, split: str) -> Iterator[tuple[str, dict]]:
-    upscaled = []
-    for fname, values, row_split in self._table.rows:
-      if row_split != split:
-        continue
-      image = Image.fromarray(read_image(os.path.join(self._folder, "images", fname),
-                                         DataError))
-      box = square_box(image.width, image.height, self._resize)
-      if self._image_size > MAX_UPSCALE * min(box[2] - box[0], box[3] - box[1]):
-        upscaled.append(f"{fname} ({image.width}x{image.height})")
-      ex = {"id": fname, "attributes": values,
-            "image": tfds_lib.crop_resize(image, box, self._image_size)}
-      if self._table.masks_dir is not None:
-        # scan() checked that the mask exists and has the image's size.
-        mask_path = os.path.join(self._table.masks_dir, fname)
-        mask = Image.fromarray(_mask_pixels(mask_path, read_image(mask_path, DataError,
-                                                                  faint_ok=True)))
-        ex["mask"] = tfds_lib.crop_resize(mask, box, self._image_size)
-        ex["mask_predicted"] = False
-      yield fname, ex
-    if upscaled:
+    if self._examples is None:
+      self._examples = _read_examples(self._folder, self._table, self._image_size, self._resize)
+    yield from self._examples.pop(split)  # Each split is written once: its memory is freed.
+
+
+def _read_examples(folder_path: str, table: Table, image_size: int, resize: str,
+                  progress: bool = False) -> dict[str, list[tuple[str, dict]]]:
+  """Reads, checks, crops and resizes every image (and mask) the rows of `table` name.
+
+  `load` calls it before anything is written in data_dir: an image that cannot be decoded
+  or a mask that would read as something else stops the preparation before it begins (was:
+  found while the copy was written, which left folders behind in data_dir). The examples
+  are data.image_size squares, as training holds them anyway.
+
+  Args:
+    folder_path: the dataset folder.
+    table: its checked `Table` (`scan`).
+    image_size: the stored side.
+    resize: "centre_crop" or "stretch" (`square_box`).
+    progress: a progress bar.
+  Returns:
+    {split: [(file name, the builder's example)]}, in the rows' order.
+  Raises:
+    DataError: naming the first image or mask that cannot be read or is refused
+      (`inputs.read_image`, `_mask_pixels`).
+  """
+  examples = {s: [] for s in SPLITS}
+  upscaled = {s: [] for s in SPLITS}
+  wrap = tfds_lib.progress_bar(progress)
+  for fname, values, split in wrap(table.rows, "reading the folder's images"):
+    image = Image.fromarray(read_image(os.path.join(folder_path, "images", fname), DataError))
+    box = square_box(image.width, image.height, resize)
+    if image_size > MAX_UPSCALE * min(box[2] - box[0], box[3] - box[1]):
+      upscaled[split].append(f"{fname} ({image.width}x{image.height})")
+    ex = {"id": fname, "attributes": values,
+          "image": tfds_lib.crop_resize(image, box, image_size)}
+    if table.masks_dir is not None:
+      # scan() checked that the mask exists and has the image's size.
+      mask_path = os.path.join(table.masks_dir, fname)
+      mask = Image.fromarray(_mask_pixels(mask_path, read_image(mask_path, DataError,
+                                                                faint_ok=True)))
+      ex["mask"] = tfds_lib.crop_resize(mask, box, image_size)
+      ex["mask_predicted"] = False
+    examples[split].append((fname, ex))
+  for split, names in upscaled.items():
+    if names:
       logging.warning("folder: %d %s image(s) are upscaled more than %dx to %dx%d, so they "
                       "will look blurred (e.g. %s); use larger images or a smaller "
-                      "data.image_size.", len(upscaled), split, MAX_UPSCALE, self._image_size,
-                      self._image_size, ", ".join(upscaled[:3]))
+                      "data.image_size.", len(names), split, MAX_UPSCALE, image_size,
+                      image_size, ", ".join(names[:3]))
+  return examples
 
 
 def _prepared_name(folder_name: str, key: str) -> str:
@@ -603,6 +637,10 @@ def load(*, path: str, data_dir: str, image_size: int, masks: bool = False,
     progress: progress bars.
   Returns:
     A `Dataset` named "folder".
+  Raises:
+    DatasetNotPreparedError: the folder, images/ or attributes.csv is missing (`scan`).
+    DataError: what `scan` refuses; an image or mask that cannot be read or is refused
+      (`_read_examples`), before anything is written in data_dir; a damaged prepared copy.
   """
   check_choice("data.resize", resize, RESIZE_MODES)
   path = os.path.abspath(os.path.expanduser(path)) if path else ""
@@ -610,10 +648,34 @@ def load(*, path: str, data_dir: str, image_size: int, masks: bool = False,
   key = _fingerprint(path, table, image_size, resize)
   prepared = os.path.join(os.path.expanduser(data_dir), "folder",
                           _prepared_name(os.path.basename(path), key))
+  copy = os.path.join(prepared, A2iFolder.name, str(A2iFolder.VERSION))
+  # A copy to prepare: every image (and mask) is read and checked before anything is written
+  # (was: while the copy was written, which left an empty <data_dir>/folder/ behind).
+  examples = None if os.path.lexists(copy) else _read_first(path, table, image_size, resize,
+                                                            progress, prepared)
   builder = tfds_lib.open_builder(A2iFolder, data_dir=prepared, folder=path, table=table,
-                                  image_size=image_size, resize=resize, progress=progress)
+                                  image_size=image_size, resize=resize, examples=examples,
+                                  progress=progress)
   # A file of the folder that stops the preparation stops every attempt on these files: no
-  # half-made copy is left, nor one an earlier stopped attempt left.
+  # half-made copy is left, nor one an earlier stopped attempt left, nor a folder above it
+  # that the run made and left empty.
   ds = tfds_lib.load(builder, manual_dir=path, download_dir=os.path.join(prepared, "downloads"),
                      image_size=image_size, progress=progress, discard_on_data_error=prepared)
   return dataclasses.replace(ds, name="folder")
+
+
+def _read_first(path: str, table: Table, image_size: int, resize: str, progress: bool,
+                prepared: str) -> dict[str, list[tuple[str, dict]]]:
+  """`_read_examples`; where it refuses a file, what an earlier stopped attempt on the same
+  files left in `prepared` (never a finished copy) is removed, as a refusal while writing
+  removes it (`tfds_lib.load`'s `discard_on_data_error`), under the preparation's lock."""
+  try:
+    return _read_examples(path, table, image_size, resize, progress)
+  except DataError:
+    if os.path.isdir(prepared):
+      copy = os.path.join(prepared, A2iFolder.name, str(A2iFolder.VERSION))
+      with files.waiting_lock(tfds_lib.preparation_lock(copy, A2iFolder.name),
+                              "preparing a2i_folder") as locked:
+        if locked and not os.path.lexists(copy):
+          shutil.rmtree(prepared, ignore_errors=True)
+    raise

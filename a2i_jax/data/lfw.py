@@ -551,6 +551,35 @@ def check_mask_net(report: Any, wanted: face_masks.MaskNetConfig, masks_dir: str
                     "with these settings" + (f", or set them back ({back})." if back else "."))
 
 
+def _check_text_sources(manual_dir: str, masks: bool) -> None:
+  """Reads and checks the text source files that are in `manual_dir`, as the preparation
+  will: `load` calls it before the builder writes anything in data_dir. Was: a damaged
+  lfw_attributes.txt or people file was refused only after the 233 MB archive had been
+  unpacked and the copy's folder, lock file and TFDS's config record made. Files not there
+  yet (to be downloaded) are checked once they are, while preparing.
+
+  Args:
+    manual_dir: `<data_dir>/manual/lfw`.
+    masks: the parts lists are needed (the "masks" copy).
+  Raises:
+    DataError: as `parse_attributes`, `parse_people`, `check_people_disjoint` and the
+      parts lists' checks, naming the file.
+  """
+  sources = SOURCES if masks else IMAGE_SOURCES
+  paths = {s.filename: os.path.join(manual_dir, s.filename) for s in sources if not s.extracted}
+  here = {name for name, path in paths.items() if os.path.isfile(path)}
+  if "lfw_attributes.txt" in here:
+    parse_attributes(paths["lfw_attributes.txt"])
+  people = {n: parse_people(paths[n]) for n in ("peopleDevTrain.txt", "peopleDevTest.txt")
+            if n in here}
+  if len(people) == 2:
+    check_people_disjoint(people["peopleDevTrain.txt"], people["peopleDevTest.txt"], paths)
+  lists = {s: parse_parts_list(paths[f"parts_{s}.txt"]) for s in ("train", "validation", "test")
+           if f"parts_{s}.txt" in here}
+  if len(lists) == 3:
+    _check_parts_lists(lists, paths)
+
+
 def load(*, data_dir: str, masks: bool, image_size: int = IMAGE_SIZE,
          allow_download: bool = True, mask_net: Optional[face_masks.MaskNetConfig] = None,
          progress: bool = True) -> Any:
@@ -585,6 +614,8 @@ def load(*, data_dir: str, masks: bool, image_size: int = IMAGE_SIZE,
     with_masks = tfds_lib.open_builder(A2iLfw, data_dir=data_dir, config="masks")
     with tfds_lib.quiet_tfds():
       config = "masks" if with_masks.is_prepared() else "no_masks"
+  if not os.path.lexists(os.path.join(data_dir, A2iLfw.name, config, str(A2iLfw.VERSION))):
+    _check_text_sources(manual_dir, masks=config == "masks")  # Before the builder writes.
   builder_mask_net = mask_net or face_masks.MaskNetConfig.from_config()
   builder = tfds_lib.open_builder(A2iLfw, data_dir=data_dir, config=config,
                                   manual_dir=manual_dir, allow_download=allow_download,

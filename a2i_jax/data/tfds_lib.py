@@ -1025,6 +1025,59 @@ def read_split(builder: Any, split: str, attribute_key: str = "attributes",
   return Split(images=images, attributes=attrs, masks=masks, mask_predicted=predicted)
 
 
+def preparation_lock(where: str, name: str) -> str:
+  """The lock file held while the copy `where` is prepared (`load`).
+
+  It sits two levels above the version folder, whose siblings TFDS reads as versions.
+
+  Args:
+    where: the copy's folder, `<data_dir>/<name>/[<config>/]<version>`.
+    name: the builder's name.
+  Returns:
+    The lock file's path.
+  """
+  return os.path.join(os.path.dirname(os.path.dirname(where)),
+                      f".{name}-{os.path.basename(where)}.lock")
+
+
+def _missing_folders(path: str) -> list[str]:
+  """`path` and those of its parents that do not exist yet, deepest first: the folders that
+  making `path` makes (`_remove_empty` takes back those of them left empty).
+
+  Args:
+    path: a folder to be made.
+  Returns:
+    The paths, deepest first; [] where `path` exists.
+  """
+  missing = []
+  while path and not os.path.lexists(path):
+    missing.append(path)
+    parent = os.path.dirname(path)
+    if parent == path:
+      break
+    path = parent
+  return missing
+
+
+def _remove_empty(folders: Sequence[str]) -> None:
+  """Removes each of `folders` (deepest first, `_missing_folders`) that is an empty folder
+  now, up to the first that holds anything: it (another run's copy, a lock file, a file of
+  the user's) and all above it stay. Only folders a run made itself are to be passed.
+  (Was: a preparation refused while writing left an empty `<data_dir>/folder/`, or
+  `<data_dir>/a2i_lfw/no_masks/`, behind, and the data_dir it made.)
+
+  Args:
+    folders: the folders, deepest first.
+  """
+  for where in folders:
+    try:
+      os.rmdir(where)
+    except FileNotFoundError:
+      continue
+    except OSError:  # Not empty (or not this user's to remove).
+      return
+
+
 def load(builder: Any, *, manual_dir: str, download_dir: str, image_size: int,
          attribute_key: str = "attributes", progress: bool = True,
          check_metadata: Optional[Callable[[dict], None]] = None,
@@ -1066,8 +1119,8 @@ def load(builder: Any, *, manual_dir: str, download_dir: str, image_size: int,
   # siblings TFDS reads as versions.
   # TFDS renames a finished copy into place, so one that is there is whole: no lock to read
   # it (a read-only data_dir, another user's), and copies are checked in parallel.
-  lock = os.path.join(os.path.dirname(os.path.dirname(where)),
-                      f".{builder.name}-{os.path.basename(where)}.lock")
+  lock = preparation_lock(where, builder.name)
+  made = _missing_folders(where)  # Taken back, where left empty, if preparing fails.
   # Unfinished copies are removed only under the lock: where it cannot be taken, another
   # process may be writing one (was: removed there too, the further run's work lost; review
   # finding).
@@ -1097,6 +1150,9 @@ def load(builder: Any, *, manual_dir: str, download_dir: str, image_size: int,
         if discard_on_data_error:
           shutil.rmtree(discard_on_data_error, ignore_errors=True)
         raise
+      finally:
+        if not os.path.isdir(where):  # Not prepared: what this run made and left empty.
+          _remove_empty(made)
       _write_checksums(where)
       summed = True
   # Bytes that match their checksums are not damaged: a failure then is raised as it is.
