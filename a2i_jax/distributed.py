@@ -152,11 +152,13 @@ def start_backend() -> None:
 
   Raises:
     ConfigError: JAX could not start it, e.g. JAX_PLATFORMS=cuda on a machine without a GPU
-      (JAX's AssertionError or RuntimeError).
+      (JAX's AssertionError or RuntimeError), or JAX_NUM_CPU_DEVICES=0; or JAX_DEFAULT_DEVICE
+      names a platform that did not start.
   """
   try:
     jax.devices()
   except (RuntimeError, AssertionError) as e:
+    _no_cpu_devices(e)
     # The variable that named the platform: JAX_PLATFORMS (the platforms started), or, once
     # those started, JAX's older JAX_PLATFORM_NAME (the default among them). Was: always
     # JAX_PLATFORMS, also to a user who had set only JAX_PLATFORM_NAME (fault hunt).
@@ -169,6 +171,61 @@ def start_backend() -> None:
         f"JAX could not start its backend{f' ({variable}={value})' if value else ''}: {said}. "
         f"Unset {variable} or name a platform this machine has (cpu), or install the jax "
         "plugin for the one named.") from None
+  _check_default_device()
+
+
+def _no_cpu_devices(e: BaseException) -> None:
+  """Where the CPU backend failed for want of devices, raises the `ConfigError` that names the
+  setting that gave it none: `start_backend`'s line named JAX_PLATFORMS, which the user had
+  set right or not at all (review).
+
+  Args:
+    e: JAX's error from starting its backends.
+
+  Raises:
+    ConfigError: JAX_NUM_CPU_DEVICES=0, or --xla_force_host_platform_device_count=0 in
+      XLA_FLAGS, and the CPU backend did not start.
+  """
+  if "backend 'cpu'" not in str(e):
+    return
+  if getattr(jax.config, "jax_num_cpu_devices", None) == 0:
+    raise ConfigError(
+        f"JAX_NUM_CPU_DEVICES={os.environ.get('JAX_NUM_CPU_DEVICES') or 0} gives JAX's CPU "
+        "backend no devices, so it cannot start; set JAX_NUM_CPU_DEVICES to 1 or more, or "
+        "unset it (one device).") from None
+  if re.search(r"--xla_force_host_platform_device_count=0+(\s|$)",
+               os.environ.get("XLA_FLAGS", "")):
+    raise ConfigError(
+        "XLA_FLAGS sets --xla_force_host_platform_device_count=0, which gives JAX's CPU "
+        "backend no devices, so it cannot start; set it to 1 or more, or remove it from "
+        "XLA_FLAGS.") from None
+
+
+def _check_default_device() -> None:
+  """Checks, once JAX's backends are up, that a default device named by platform
+  (JAX_DEFAULT_DEVICE=gpu) is one of theirs: JAX looks it up only where the first array is
+  made, and one this machine lacks was a 67-line traceback there (review).
+
+  Raises:
+    ConfigError: JAX_DEFAULT_DEVICE names a platform that did not start.
+  """
+  named = jax.config.jax_default_device
+  if not isinstance(named, str):  # None (the default backend's), or a Device set in code.
+    return
+  try:
+    jax.devices(named)
+  except (RuntimeError, ValueError):
+    present = []
+    for platform in ("cpu", "gpu", "tpu"):  # What JAX_DEFAULT_DEVICE may name.
+      try:
+        if jax.devices(platform):
+          present.append(platform)
+      except (RuntimeError, ValueError):
+        pass
+    raise ConfigError(
+        f"JAX_DEFAULT_DEVICE={os.environ.get('JAX_DEFAULT_DEVICE') or named} names a platform "
+        f"JAX has not started here (it has: {', '.join(present) or 'none'}); unset "
+        f"JAX_DEFAULT_DEVICE or set it to one it has ({(present or ['cpu'])[0]}).") from None
 
 
 def initialize(coordinator_address: Optional[str] = None, num_processes: Optional[int] = None,

@@ -125,7 +125,11 @@ def check_jax_environment() -> None:
   cannot read (JAX_ENABLE_X64=banana) was a 20-line traceback from the entry point's imports
   (review finding); it is one `error:` line and exit status 1. So is a setting the library
   cannot run under (`_UNSUPPORTED_JAX_OPTIONS`: JAX_DISABLE_JIT, a strict dtype promotion, rank
-  promotion that raises).
+  promotion that raises, a transfer guard that disallows).
+
+  Raises:
+    SystemExit: with status 1, after the `error:` line, where JAX cannot start or a setting
+      is one the library cannot run under.
   """
   try:
     import jax  # pylint: disable=import-outside-toplevel,unused-import
@@ -136,18 +140,22 @@ def check_jax_environment() -> None:
     print(f"error: JAX cannot start: {message}; fix or unset {which} (JAX_* variables set "
           "JAX's options).", file=sys.stderr)
     sys.exit(1)
-  for option, value, why in _UNSUPPORTED_JAX_OPTIONS:
-    if getattr(jax.config, option, None) == value:
+  for option, values, why in _UNSUPPORTED_JAX_OPTIONS:
+    value = getattr(jax.config, option, None)
+    if value in values:
       print(f"error: {option.upper()}={os.environ.get(option.upper(), value)} is set, which "
             f"the library does not support ({why}); unset it.", file=sys.stderr)
       sys.exit(1)
 
 
-# JAX options, read from JAX_* environment variables, under which the entry points cannot run:
-# each was a traceback, after the run's config, dataset record and metrics file were written
-# (review).
+# JAX options, read from JAX_* environment variables, under which the entry points cannot run,
+# each with the values that stop them: each was a traceback, after the run's config, dataset
+# record and metrics file were written (review). JAX_TRANSFER_GUARD=disallow (or
+# disallow_explicit) was a 70-line one at the first array made (review); its log levels run.
 _UNSUPPORTED_JAX_OPTIONS = (
-    ("jax_disable_jit", True, "its steps are compiled ahead of time"),
-    ("jax_numpy_dtype_promotion", "strict", "its models mix float32 and bfloat16 arrays under "
-     "JAX's standard promotion"),
-    ("jax_numpy_rank_promotion", "raise", "its models broadcast arrays of different ranks"))
+    ("jax_disable_jit", (True,), "its steps are compiled ahead of time"),
+    ("jax_numpy_dtype_promotion", ("strict",), "its models mix float32 and bfloat16 arrays "
+     "under JAX's standard promotion"),
+    ("jax_numpy_rank_promotion", ("raise",), "its models broadcast arrays of different ranks"),
+    ("jax_transfer_guard", ("disallow", "disallow_explicit"), "it moves arrays between the "
+     "host and the devices as it goes; JAX_TRANSFER_GUARD=log reports each move instead"))

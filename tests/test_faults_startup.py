@@ -1,0 +1,131 @@
+"""Fault suite, start-up: JAX settings (JAX_* environment variables, XLA_FLAGS) that the entry
+points cannot run under stop with one `error:` line that names the variable and the fix, before
+anything is written (`startup.check_jax_environment`, `distributed.start_backend`).
+
+Fast: the checks run in this process, the option set as its variable would set it, and put
+back; JAX's failure to start a backend, which a process meets once, is stood in for with JAX's
+own words, except in the one train.py run that proves the line.
+"""
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from a2i_jax import distributed, startup
+from a2i_jax.errors import ConfigError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture()
+def jax_option():
+  """Sets a JAX option (`set(name, value)`) and puts it back after the test."""
+  before = {}
+
+  def set_option(name, value):
+    before.setdefault(name, getattr(jax.config, name))
+    jax.config.update(name, value)
+  yield set_option
+  for name, value in before.items():
+    jax.config.update(name, value)
+
+
+@pytest.mark.parametrize("value", ["disallow", "disallow_explicit"])
+def test_a_transfer_guard_that_disallows_is_one_line(monkeypatch, capsys, jax_option, value):
+  """Review: JAX_TRANSFER_GUARD=disallow (or disallow_explicit) ended train.py and infer.py in
+  a 70-line traceback (Disallowed host-to-device transfer) at the first array made."""
+  monkeypatch.setenv("JAX_TRANSFER_GUARD", value)
+  jax_option("jax_transfer_guard", value)
+  with pytest.raises(SystemExit) as e:
+    startup.check_jax_environment()
+  err = capsys.readouterr().err
+  assert e.value.code == 1 and err.count("\n") == 1, err
+  assert err.startswith(f"error: JAX_TRANSFER_GUARD={value} is set, which the library does "
+                        "not support (it moves arrays between the host and the devices") and (
+                            "JAX_TRANSFER_GUARD=log reports each move instead); unset it.\n"
+                            in err), err
+
+
+@pytest.mark.parametrize("value", ["log", "log_explicit", "allow"])
+def test_a_transfer_guard_that_logs_runs(monkeypatch, capsys, jax_option, value):
+  """The transfer guard's other levels keep working (train.py and infer.py run under them,
+  each transfer logged)."""
+  monkeypatch.setenv("JAX_TRANSFER_GUARD", value)
+  jax_option("jax_transfer_guard", value)
+  startup.check_jax_environment()
+  assert not capsys.readouterr().err
+
+
+def _absent_platform() -> str:
+  """A platform JAX_DEFAULT_DEVICE may name that this process has not started."""
+  for platform in ("tpu", "gpu"):
+    try:
+      jax.devices(platform)
+    except RuntimeError:
+      return platform
+  pytest.skip("this machine has both a TPU and a GPU")
+
+
+def test_a_default_device_on_a_platform_not_started_is_one_line(monkeypatch, jax_option):
+  """Review: JAX_DEFAULT_DEVICE=gpu on a machine without one was a 67-line traceback
+  (RuntimeError: Unknown backend 'gpu') where train.py and infer.py made their first array;
+  `start_backend` names it, after the backends start. A platform that did start (cpu) runs."""
+  absent = _absent_platform()
+  monkeypatch.setenv("JAX_DEFAULT_DEVICE", absent)
+  jax_option("jax_default_device", absent)
+  with pytest.raises(ConfigError) as e:
+    distributed.start_backend()
+  assert str(e.value) == (
+      f"JAX_DEFAULT_DEVICE={absent} names a platform JAX has not started here (it has: cpu); "
+      "unset JAX_DEFAULT_DEVICE or set it to one it has (cpu)."), e.value
+  monkeypatch.setenv("JAX_DEFAULT_DEVICE", "cpu")
+  jax_option("jax_default_device", "cpu")
+  distributed.start_backend()
+  assert jnp.ones(2).devices() == {jax.devices("cpu")[0]}
+
+
+def test_no_cpu_devices_in_xla_flags_is_named(monkeypatch):
+  """As JAX_NUM_CPU_DEVICES=0 (below): XLA_FLAGS' --xla_force_host_platform_device_count=0
+  leaves the CPU backend without devices, and was told to unset JAX_PLATFORMS. JAX's failure
+  stood in for, in its own words; one on another platform keeps JAX_PLATFORMS's line."""
+  def fail(words):
+    def devices():
+      raise RuntimeError(words)
+    return devices
+  monkeypatch.setattr(distributed.jax, "devices", fail(
+      "Unable to initialize backend 'cpu': INVALID_ARGUMENT: Could not determine "
+      "process_index for this process (set JAX_PLATFORMS='' to automatically choose an "
+      "available backend)"))
+  monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+  monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_use_thunk_runtime=true "
+                     "--xla_force_host_platform_device_count=0")
+  with pytest.raises(ConfigError, match="^XLA_FLAGS sets --xla_force_host_platform_device_"
+                     "count=0, which gives JAX's CPU backend no devices, so it cannot start; "
+                     "set it to 1 or more, or remove it from XLA_FLAGS.$"):
+    distributed.start_backend()
+  monkeypatch.setattr(distributed.jax, "devices", fail("Unable to initialize backend 'cuda'"))
+  monkeypatch.setenv("JAX_PLATFORMS", "cuda")
+  with pytest.raises(ConfigError, match="^JAX could not start its backend \\(JAX_PLATFORMS="
+                     "cuda\\): .*Unset JAX_PLATFORMS or "):
+    distributed.start_backend()
+
+
+def test_no_cpu_devices_is_one_line_naming_jax_num_cpu_devices(tmp_path):
+  """Review: train.py under JAX_NUM_CPU_DEVICES=0 (and JAX_PLATFORMS=cpu) said "JAX could not
+  start its backend (JAX_PLATFORMS=cpu) ... Unset JAX_PLATFORMS", a variable set right. A
+  process of its own: JAX reads the count once, as its backend starts."""
+  env = {**os.environ, "JAX_NUM_CPU_DEVICES": "0", "JAX_PLATFORMS": "cpu",
+         "A2I_HUGE_PAGES": "0"}
+  workdir = tmp_path / "w"
+  r = subprocess.run([sys.executable, "train.py", "--config=configs/synthetic.py",
+                      f"--workdir={workdir}"], cwd=ROOT, env=env, capture_output=True,
+                     text=True, timeout=120, check=False)
+  assert r.returncode == 1 and r.stderr == (
+      "error: JAX_NUM_CPU_DEVICES=0 gives JAX's CPU backend no devices, so it cannot start; "
+      "set JAX_NUM_CPU_DEVICES to 1 or more, or unset it (one device).\n"), (
+          r.returncode, r.stderr[-2000:])
+  assert not workdir.exists()
