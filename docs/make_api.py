@@ -169,13 +169,20 @@ def missing_sections() -> list[str]:
 
 
 def main() -> int:
+  args = sys.argv[1:]
+  if args and args != ["--check"]:  # Was: --help (any argument) rewrote api.md all the same.
+    print("usage: python docs/make_api.py [--check]\n"
+          "  writes docs/api.md from the library's docstrings; --check also lists the public\n"
+          "  functions whose docstrings lack Args / Returns.",
+          file=sys.stdout if "--help" in args or "-h" in args else sys.stderr)
+    return 0 if "--help" in args or "-h" in args else 2
   text = render()
   tmp = OUT + ".tmp"
   with open(tmp, "w") as f:
     f.write(text)
   os.replace(tmp, OUT)
   print(f"wrote {OUT}")
-  if "--check" in sys.argv[1:]:
+  if args:
     problems = missing_sections()
     print("\n".join(problems) if problems else "every public function has Args / Returns")
     return 1 if problems else 0

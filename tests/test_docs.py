@@ -5,6 +5,8 @@ import importlib.util
 import os
 import re
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -28,6 +30,16 @@ def test_api_md_is_current():
       "docs/api.md is out of date: run python docs/make_api.py and commit the result.")
   # A function wrapped by jax.custom_jvp is listed too (README walk-through: it was not).
   assert "- **`bounded_exp(x: Array) -> Array`**" in committed
+
+
+def test_make_api_help_writes_nothing(monkeypatch, capsys):
+  # Was: any argument, --help too, rewrote docs/api.md (a helper's slip undid a regeneration).
+  module = _make_api()
+  monkeypatch.setattr(module, "render", lambda: pytest.fail("api.md was rendered"))
+  for args, status in ((["--help"], 0), (["--chek"], 2)):
+    monkeypatch.setattr("sys.argv", ["make_api.py", *args])
+    assert module.main() == status
+    assert "usage: python docs/make_api.py [--check]" in "".join(capsys.readouterr())
 
 
 def _headings(path: str) -> set[str]:
