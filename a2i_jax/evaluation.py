@@ -483,11 +483,13 @@ def evaluate_mean_image(dataset: Dataset, *, occlusion_names: Optional[Sequence[
 
   Args:
     dataset: the dataset (mean of its training images; errors on its test split).
-    crop_size: the runs' `config.data.augment.crop_size`: scored on the same centre crops as
-      `evaluate_model` scores them (0: the images as they are).
-    crop_from: where `dataset` holds the centre crops already (as infer.py's does), the side
-      of the whole images, `crop_frame(config)`, so that the face boxes lie where they are in
-      those, as `evaluate_model` places them; 0 takes the images as whole.
+    crop_size: where `dataset` holds the whole images (`data.load_dataset`'s), the runs'
+      `config.data.augment.crop_size`: scored on the same centre crops as `evaluate_model`
+      scores them (0: the images as they are).
+    crop_from: where `dataset` holds the centre crops already (`inference.load_data`'s, as
+      infer.py's does), the side of the whole images, `crop_frame(config)`, so that the face
+      boxes lie where they are in those, as `evaluate_model` places them; 0 takes the images
+      as whole.
     occlusion_names: the completions to score; None: those `occlusions.occlusions_for` gives
       the dataset and its crop.
     num_examples: test images to use; -1 for all.
@@ -497,12 +499,27 @@ def evaluate_mean_image(dataset: Dataset, *, occlusion_names: Optional[Sequence[
     layout as `evaluate_model`.
   Raises:
     InputError: a dataset that is not a `Dataset`, a seed that is not an integer of at least
-      0, an unknown occlusion name, or a face box the crop leaves out.
+      0, an unknown occlusion name, a face box the crop leaves out, a crop_size without
+      crop_from for images of that size already (crops or whole images: it cannot tell), or
+      a crop_from that is not the side of the images crop_size crops.
   """
   _check_dataset(dataset, "inference.load_data(trained), or data.load_dataset(config.data)")
   seed = check_int(seed, "seed", 0)  # Was named as make_masks' offset seed (9.5 for 2.5).
   cropped = centre_cropped(dataset, crop_size)
-  whole = dataset["test"].images.shape[1] if cropped is not dataset else crop_from
+  side = dataset["test"].images.shape[1]
+  how = ("where they are centre crops already (inference.load_data's, of a run that crops), "
+         "pass crop_from=the whole images' side (evaluation.crop_frame(config)) and no "
+         "crop_size; where they are the whole images, pass crop_size=0")
+  if crop_size and cropped is dataset and not crop_from:
+    # Was: taken as whole images, their face boxes misplaced without a word for the crops
+    # inference.load_data returns (a review's finding).
+    raise InputError(f"crop_size={crop_size}, but the dataset's images are {side}x{side} "
+                     f"already, crops of larger images or whole ones (where the face boxes "
+                     f"lie depends on which): {how}.")
+  if cropped is not dataset and crop_from and crop_from != side:
+    raise InputError(f"crop_from={crop_from}, but the dataset's images are {side}x{side}, "
+                     f"cropped here to crop_size={crop_size}; {how}.")
+  whole = side if cropped is not dataset else crop_from
   dataset = cropped
   images, _, fg = _test_examples(dataset, num_examples)
   x01 = to_unit(images)
@@ -520,14 +537,63 @@ def evaluate_mean_image(dataset: Dataset, *, occlusion_names: Optional[Sequence[
   return {"model": "mean training image", "step": 0, "num_examples": n, "rows": {"fill": row}}
 
 
-def _fmt(cell: Optional[Mapping[str, float]], scale: float, most: int) -> str:
+def _fmt(cell: Optional[Mapping[str, Any]], scale: float, most: int) -> str:
   """"mean ± s.e." of `cell`, and its count where it is below `most` (the table's largest):
-  a column whose region some images lack averages fewer images (was not said)."""
-  if not cell or not np.isfinite(cell["mean"]):
+  a column whose region some images lack averages fewer images (was not said). A value that is
+  None (NaN, as an evaluation.json read back holds it) is missing: "–"."""
+  mean = cell.get("mean") if cell else None
+  if mean is None or not np.isfinite(mean):
     return "–"
-  sem = f"{cell['sem'] * scale:.2f}" if np.isfinite(cell["sem"]) else "–"
-  fewer = f" (n = {cell['n']})" if "n" in cell and cell["n"] < most else ""
-  return f"{cell['mean'] * scale:.2f} ± {sem}{fewer}"
+  sem = cell.get("sem")
+  sem = f"{sem * scale:.2f}" if sem is not None and np.isfinite(sem) else "–"
+  n = cell.get("n")
+  fewer = f" (n = {n})" if n is not None and n < most else ""
+  return f"{mean * scale:.2f} ± {sem}{fewer}"
+
+
+def _number(value: Any, where: str, made_by: str) -> Any:
+  """`value` where it is a real number or None (missing: NaN written as null); an InputError
+  naming `where` otherwise (was a TypeError from the formatting, e.g. for a string)."""
+  if value is None or (isinstance(value, numbers.Real) and not isinstance(value, bool)):
+    return value
+  raise InputError(f"{where} is {value!r:.60}, not a number (or null); pass {made_by} outputs "
+                   "as they returned them, or as evaluation.json holds them.")
+
+
+def _mapping(value: Any, where: str, what: str, made_by: str,
+             keys: Sequence[str] = ()) -> Optional[Mapping[str, Any]]:
+  """`value` where it is None (missing) or a mapping that holds `keys`; an InputError naming
+  `where` otherwise (was a KeyError, TypeError or AttributeError from inside the table)."""
+  if value is not None and not isinstance(value, Mapping):
+    raise InputError(f"{where} is a {type(value).__name__}, not {what}; pass {made_by} outputs "
+                     "as they returned them, or as evaluation.json holds them.")
+  missing = [k for k in keys if value is not None and k not in value]
+  if missing:
+    raise InputError(f"{where} lacks {', '.join(map(repr, missing))}; pass {made_by} outputs "
+                     "as they returned them, or as evaluation.json holds them.")
+  return value
+
+
+def _check_rows(results: list, made_by: str) -> None:
+  """Refuses `markdown_table` results whose rows or cells are not as `evaluate_model` makes
+  them: "rows" a mapping of rows, each row a mapping of cells, each cell None or a mapping
+  with a "mean" whose values are numbers or None (and "rmse_255" None or such a cell)."""
+  for i, r in enumerate(results):
+    where = f"results[{i}]['rows']"
+    if not isinstance(r["rows"], Mapping):  # None too: a result without rows scores nothing.
+      what = "None" if r["rows"] is None else f"a {type(r['rows']).__name__}"
+      raise InputError(f"{where} is {what}, not a mapping of rows; pass {made_by} outputs as "
+                       "they returned them, or as evaluation.json holds them.")
+    for method, row in r["rows"].items():
+      row = _mapping(row, f"{where}[{method!r}]", "a mapping of cells", made_by)
+      for column, cell in (row or {}).items():
+        cell_where = f"{where}[{method!r}][{column!r}]"
+        cell = _mapping(cell, cell_where, "an error cell", made_by, ("mean",))
+        for c, w in ((cell, cell_where), (None if cell is None else cell.get("rmse_255"),
+                                          f"{cell_where}['rmse_255']")):
+          if _mapping(c, w, "an error cell", made_by, ("mean",)) is not None:
+            for key in ("mean", "sem", "n"):
+              _number(c.get(key), f"{w}[{key!r}]", made_by)
 
 
 def markdown_table(results: Iterable[Mapping[str, Any]], scale: float = 100.0) -> str:
@@ -536,16 +602,21 @@ def markdown_table(results: Iterable[Mapping[str, Any]], scale: float = 100.0) -
   second gives the root mean squared error on the 0-255 scale.
 
   Args:
-    results: a list of `evaluate_model` / `evaluate_mean_image` outputs.
+    results: a list of `evaluate_model` / `evaluate_mean_image` outputs, or their copies read
+      back from an evaluation.json (a value None there, a NaN written as null, or a cell
+      None, is shown missing: "–").
     scale: the squared errors are multiplied by this for display (default: x100).
   Returns:
     The tables, each with a caption line stating its unit.
   Raises:
-    InputError: `results` that are not a list of such outputs (one output alone, None), or a
-      scale that is not a positive number (a string).
+    InputError: `results` that are not a list of such outputs (one output alone, None; rows
+      that are not a mapping of rows of cells, a cell without "mean", a value that is not a
+      number), or a scale that is not a positive number (a string).
   """
-  results = _listed(results, "results", ("model", "rows"),
-                    "evaluate_model or evaluate_mean_image")
+  made_by = "evaluate_model or evaluate_mean_image"
+  results = _listed(results, "results", ("model", "rows"), made_by)
+  # Was a KeyError, TypeError or AttributeError from inside the table (a review's finding).
+  _check_rows(results, made_by)
   # Was: "100" a ValueError of the format ("Unknown format code 'g'").
   if (isinstance(scale, bool) or not isinstance(scale, numbers.Real)
       or not 0 < scale < math.inf):
@@ -553,8 +624,8 @@ def markdown_table(results: Iterable[Mapping[str, Any]], scale: float = 100.0) -
                      "squared errors are multiplied by it for display).")
   text = _table(results, f"Per-pixel squared error on [0, 1] images x {scale:g}", scale,
                 lambda cell: cell)
-  if any("rmse_255" in cell for r in results for row in r["rows"].values()
-         for cell in row.values() if cell):
+  if any(cell.get("rmse_255") is not None for r in results for row in r["rows"].values()
+         for cell in (row or {}).values() if cell):
     text += "\n" + _table(results, "Root mean squared error on the 0-255 scale (each image's "
                           "over its pixels)", 1.0, lambda cell: cell.get("rmse_255"))
   return text
@@ -584,15 +655,16 @@ def _table(results: list, unit: str, scale: float, pick: Any) -> str:
   columns: list[str] = []
   for r in results:
     for row in r["rows"].values():
-      columns += [c for c in row if c not in columns]
-  most = max((cell.get("n", 0) for r in results for row in r["rows"].values()
-              for cell in row.values() if cell), default=0)
+      columns += [c for c in (row or {}) if c not in columns]
+  most = max((cell.get("n") or 0 for r in results for row in r["rows"].values()
+              for cell in (row or {}).values() if cell), default=0)
   head = "| model | method | " + " | ".join(columns) + " |"
   lines = [f"{unit}, mean ± s.e. over test images; completion columns count the hidden "
            "pixels only; (n = K): a cell over fewer images than the others.", "", head,
            "|" + " --- |" * (len(columns) + 2)]
   for r in results:
     for method, row in r["rows"].items():
+      row = row or {}
       cells = [_fmt(pick(row[c]) if row.get(c) else None, scale, most) for c in columns]
       lines.append(f"| {r['model']} | {method} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
@@ -636,11 +708,18 @@ def _check_predictor(predictor: Any, trained: inference.TrainedModel, dataset: D
   the run's test images (was refused by `predict` only after the sampling, as images "this
   model" does not take: one trained on the whole 32x32 images of a run that crops to 28).
 
-  A predictor of the same attributes trained on other images is taken: it scores them, and
-  its ceiling is its own test split's. (Comparing data fingerprints here refused infer.py's
-  evaluation of several runs, which share run 0's predictor: a disCVAE run's data hold masks,
-  which the predictor never reads, and the fingerprint covers; runs of other training sizes
-  share the test split only.)
+  A predictor of other attribute kinds (a column it reads as binary that the dataset holds as
+  continuous, or the reverse): the column would be scored as accuracy against a threshold its
+  values do not have, or as a correlation of two classes (was: scored without a word).
+
+  A predictor trained on other images (its `meta.test_fingerprint`, of the test split it was
+  made with, is not the dataset's): its scores would be of its own test split's images
+  (was: taken, with a docstring that said so, and the numbers silently wrong; a review's
+  finding). The fingerprint covers the test split's images and attributes alone, not the
+  masks nor the training split, so that infer.py's evaluation of several runs, which share
+  run 0's predictor, takes it for each run evaluated on the same test split (a disCVAE run's
+  data hold masks; runs of other training sizes share the test split only). A predictor that
+  records no fingerprint (made by hand, not by `train_predictor`) is refused the same way.
   """
   from a2i_jax import attribute_predictor as ap  # pylint: disable=import-outside-toplevel
   how = ("attribute_predictor.load_or_train(trained.config.attribute_predictor, "
@@ -653,12 +732,25 @@ def _check_predictor(predictor: Any, trained: inference.TrainedModel, dataset: D
     raise InputError(f"the attribute predictor scores {', '.join(theirs)} (trained on "
                      f"{meta.dataset!r}), the dataset has {', '.join(names)} "
                      f"({how_differ}); score with the predictor of this dataset: {how}.")
+  kinds = tuple(dataset.attribute_kinds)
+  if tuple(meta.attribute_kinds) != kinds:
+    j = next(i for i, (a, b) in enumerate(zip(meta.attribute_kinds, kinds)) if a != b)
+    raise InputError(f"the attribute predictor reads {names[j]!r} as {meta.attribute_kinds[j]} "
+                     f"(trained on {meta.dataset!r}), the dataset holds it as {kinds[j]}; score "
+                     f"with the predictor of this dataset: {how}.")
   if meta.image_size != image_size:
     whole = crop_frame(trained.config)
     what = f"{image_size}x{image_size}" + (f" centre crops of {whole}x{whole}" if whole else "")
     raise InputError(f"the attribute predictor takes {meta.image_size}x{meta.image_size} images, "
                      f"but the run's test images are {what}; train it on the images the model "
                      f"sees: {how}.")
+  if not meta.test_fingerprint or meta.test_fingerprint != ap.training.split_fingerprint(dataset):
+    why = ("records no test split (made by hand, not by train_predictor, or of data without "
+           "one), so it may be of other images" if not meta.test_fingerprint else
+           f"was trained on other images (trained on {meta.dataset!r}, its test split is not "
+           "this dataset's), so its scores and its ceiling would be of those")
+    raise InputError(f"the attribute predictor {why}; score with the predictor of this "
+                     f"dataset: {how}.")
 
 
 def attribute_report(trained: inference.TrainedModel, dataset: Dataset, predictor: Any, *,
@@ -672,21 +764,27 @@ def attribute_report(trained: inference.TrainedModel, dataset: Dataset, predicto
       (accuracy for binary, correlation for continuous attributes, with chance levels);
     progressions: for each attribute, `num_bases` test vectors x 4 latents swept over
       `num_values` values from the training minimum to maximum; the Spearman correlation of
-      the predicted against the swept value (1 = the attribute moves as asked);
+      the predicted against the swept value (1 = the attribute moves as asked). Their mean
+      counts an attribute whose predicted value never moves (a flat response: Spearman NaN)
+      as 0, no response, and leaves out one of a single value in training (nothing to
+      sweep); both are listed;
     inference (conditional models): attributes inferred jointly with z from the test images
       (y unknown), scored against the true attributes.
 
   Args:
     trained: from `inference.load_trained`.
     dataset: its dataset (centre cropped as in `evaluate_model`).
-    predictor: an `attribute_predictor.Predictor` for the dataset as the model sees it.
+    predictor: an `attribute_predictor.Predictor` trained on the dataset as the model sees
+      it (the same test split, centre crops where the run crops: `load_or_train`).
     key: PRNG key.
     num_examples: first N test examples (-1 = all).
     options: inference settings for attribute inference (default: the run's).
     num_bases, num_values: size of the progression check.
   Returns:
     {"model", "samples": score dict, "progression": {name: sweep summary},
-     "progression_mean_spearman", "inference": score dict or None, "ceiling": the
+     "progression_mean_spearman", "progression_flat": [the names whose predicted value never
+     moved, counted as 0 in the mean], "progression_unswept": [the names of a single value
+     in training, left out of it], "inference": score dict or None, "ceiling": the
      predictor's own test scores}.
   Raises:
     InputError: a model that is not a `TrainedModel` (a path: `inference.load_trained`) or a
@@ -694,10 +792,11 @@ def attribute_report(trained: inference.TrainedModel, dataset: Dataset, predicto
       (num_bases below 1, num_values below 2), an empty test split, a key that is not a PRNG
       key, options that are not `InferenceOptions` (a dict), a predictor that is not a
       `Predictor` (a path, None), a dataset whose attributes are not in the run's order
-      (`inference.load_data`) or not the predictor's, a predictor of other images than the
-      run's test images (the whole images of a run that crops; `load_or_train` of the run's
-      data gives the right one), or samples that are NaN or infinite (a damaged or diverged
-      model).
+      (`inference.load_data`) or not the predictor's (names, order or kinds), a predictor of
+      another image size than the run's test images (the whole images of a run that crops)
+      or trained on other images (another test split: `meta.test_fingerprint`;
+      `load_or_train` of the run's data gives the right one), or samples that are NaN or
+      infinite (a damaged or diverged model).
   """
   from a2i_jax import attribute_predictor as ap  # pylint: disable=import-outside-toplevel
   check_key(key)
@@ -722,7 +821,7 @@ def attribute_report(trained: inference.TrainedModel, dataset: Dataset, predicto
   report: dict[str, Any] = {"model": trained.model.label,
                             "samples": ap.fidelity(predictor, samples, attrs)}
   report["ceiling"] = report["samples"].pop("ceiling")
-  prog = {}
+  prog, flat, unswept = {}, [], []
   for j, name in enumerate(dataset.attribute_names):
     values = np.linspace(train_y[:, j].min(), train_y[:, j].max(), num_values)
     grids = [inference.progression(trained, attrs[b], j, values,
@@ -731,8 +830,18 @@ def attribute_report(trained: inference.TrainedModel, dataset: Dataset, predicto
     r = ap.sweep_response(predictor, np.concatenate(grids), values, j)
     prog[name] = {"spearman": r["spearman"], "mean_by_step": r["mean_by_step"],
                   "swept_values": r["swept_values"]}
+    if values[0] == values[-1]:  # One value in training: nothing to sweep.
+      unswept.append(name)
+    elif not np.isfinite(r["spearman"]):  # Finite swept values that move: the predicted
+      flat.append(name)  # value never did (finite, from finite images and weights).
   report["progression"] = prog
-  report["progression_mean_spearman"] = float(np.nanmean([p["spearman"] for p in prog.values()]))
+  # A flat response counts as 0, no response (was: left out by np.nanmean, so an attribute
+  # that did not move at all raised the mean above that of one that moved a little).
+  counted = [0.0 if name in flat else p["spearman"] for name, p in prog.items()
+             if name not in unswept]
+  report["progression_mean_spearman"] = float(np.mean(counted)) if counted else float("nan")
+  report["progression_flat"] = flat
+  report["progression_unswept"] = unswept
   report["inference"] = None
   if trained.model.uses_attributes:
     prior = inference.AttributePrior.fit(train_y)
@@ -749,26 +858,46 @@ def attribute_table(reports: Iterable[Mapping[str, Any]]) -> str:
   """Markdown summary of `attribute_report` outputs, one row per model.
 
   Args:
-    reports: a list of `attribute_report` outputs (each with a "model" name added).
+    reports: a list of `attribute_report` outputs (each with a "model" name added), or their
+      copies read back from an evaluation.json: a value None there (a NaN written as null),
+      or a part None ("inference" of an unconditional model), is shown missing: "–".
   Returns:
-    The table.
+    The table; the progression Spearman says how many attributes had a flat response (its
+    "progression_flat", counted as 0 in the mean).
   Raises:
-    InputError: `reports` that are not a list of such outputs (one output alone, None).
+    InputError: `reports` that are not a list of such outputs (one output alone, None; a part
+      that is not a mapping or lacks a score, a score that is not a number).
   """
+  made_by = "attribute_report"
   reports = _listed(reports, "reports", ("model", "samples", "progression_mean_spearman",
-                                         "inference", "ceiling"), "attribute_report")
-  def f(x):
+                                         "inference", "ceiling"), made_by)
+  scores = ("binary_accuracy", "binary_chance", "continuous_correlation")
+  def f(x, where):
+    x = _number(x, where, made_by)
     return "–" if x is None or not np.isfinite(x) else f"{x:.3f}"
   lines = ["| model | samples: binary acc. (chance) | samples: continuous corr. | "
            "progression Spearman | inferred y: binary acc. (chance) | inferred y: continuous "
            "corr. | predictor on real test images: acc. / corr. |",
            "|" + " --- |" * 7]
-  for r in reports:
-    s, inf, c = r["samples"], r["inference"], r["ceiling"]
-    inf_b = "–" if inf is None else f"{f(inf['binary_accuracy'])} ({f(inf['binary_chance'])})"
-    inf_c = "–" if inf is None else f(inf["continuous_correlation"])
-    lines.append(f"| {r['model']} | {f(s['binary_accuracy'])} ({f(s['binary_chance'])}) | "
-                 f"{f(s['continuous_correlation'])} | {f(r['progression_mean_spearman'])} | "
-                 f"{inf_b} | {inf_c} | {f(c.get('binary_accuracy'))} / "
-                 f"{f(c.get('continuous_correlation'))} |")
+  for i, r in enumerate(reports):
+    # Was a KeyError or TypeError from inside the table (a review's finding).
+    parts = {part: _mapping(r[part], f"reports[{i}][{part!r}]", "a score mapping", made_by,
+                            () if part == "ceiling" else scores)
+             for part in ("samples", "inference", "ceiling")}
+    cells = {}
+    for part, got in parts.items():
+      for key in scores:
+        value = None if got is None else got.get(key)
+        cells[part, key] = f(value, f"reports[{i}][{part!r}][{key!r}]")
+    pair = {part: "–" if parts[part] is None else
+            f"{cells[part, 'binary_accuracy']} ({cells[part, 'binary_chance']})"
+            for part in ("samples", "inference")}
+    inf_c = "–" if parts["inference"] is None else cells["inference", "continuous_correlation"]
+    flat = r.get("progression_flat")
+    flat = f" ({len(flat)} flat)" if isinstance(flat, (list, tuple)) and flat else ""
+    spearman = f(r["progression_mean_spearman"], f"reports[{i}]['progression_mean_spearman']")
+    lines.append(f"| {r['model']} | {pair['samples']} | "
+                 f"{cells['samples', 'continuous_correlation']} | {spearman}{flat} | "
+                 f"{pair['inference']} | {inf_c} | {cells['ceiling', 'binary_accuracy']} / "
+                 f"{cells['ceiling', 'continuous_correlation']} |")
   return "\n".join(lines) + "\n"

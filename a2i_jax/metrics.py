@@ -278,9 +278,23 @@ def _line(row: dict) -> str:
   return json.dumps(files.strict_json(row), allow_nan=False) + "\n"
 
 
+def _is_row(row: object) -> bool:
+  """Whether a parsed line is a row `write` could have written: an object whose "step" is an
+  integer in [0, `MAX_STEP`] and whose other values are numbers or null (was: a row of step
+  -4, or with a string value, kept as a metrics row; a review's finding)."""
+  if not isinstance(row, dict):
+    return False
+  step = row.get("step")
+  if not (isinstance(step, int) and not isinstance(step, bool) and 0 <= step <= MAX_STEP):
+    return False
+  return all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+             for k, v in row.items() if k != "step")
+
+
 def _read_rows(path: str) -> tuple[list[dict], int]:
-  """The rows of a metrics file, and how many non-blank lines were not rows: cut short by a
-  kill, not UTF-8, or JSON that is not an object with an integer "step"."""
+  """The rows of a metrics file, NaN and infinities (an older version's NaN / Infinity tokens)
+  as None (`files.strict_json`), and how many non-blank lines were not rows: cut short by a
+  kill, not UTF-8, or JSON that is not a row (`_is_row`)."""
   rows, dropped = [], 0
   with open(path, "rb") as f:
     for line in f:
@@ -288,9 +302,8 @@ def _read_rows(path: str) -> tuple[list[dict], int]:
         row = json.loads(line.decode("utf-8"))
       except ValueError:  # UnicodeDecodeError included.
         row = None
-      step = row.get("step") if isinstance(row, dict) else None
-      if isinstance(step, int) and not isinstance(step, bool):
-        rows.append(row)
+      if _is_row(row):
+        rows.append(files.strict_json(row))  # Was: float nan / inf returned for them.
       elif line.strip():
         dropped += 1
   return rows, dropped
@@ -303,8 +316,9 @@ def read_metrics(workdir: str) -> list[dict]:
     workdir: the run's directory.
   Returns:
     One dict per logged row, in order: "step" and the scalars written at that step (None for
-    one that was NaN or infinite). Lines that are not rows (cut short by a kill, or damaged)
-    are left out.
+    one that was NaN or infinite, in an older version's rows too). Lines that are not rows
+    (cut short by a kill, or damaged: no integer step in [0, `MAX_STEP`], or a value that is
+    not a number or null) are left out.
   Raises:
     WorkdirError: the file is missing or not a file (was Python's FileNotFoundError), or
       `workdir` is not a path (None, a number: was a TypeError from os.path) or is empty.

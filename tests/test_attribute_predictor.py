@@ -235,15 +235,51 @@ def test_a_predictor_of_the_previous_format_is_trained_again(predictor, dataset,
                                                              monkeypatch, caplog):
   """Format 2 had no meta_sha256: refused with a clear message, retrained by load_or_train,
   which says it is another version's, not unreadable (a review of the fix). Format 3 gave a
-  binary column of one value in training another class pair (its meta.json reads as 4's)."""
+  binary column of one value in training another class pair (its meta.json reads as 4's).
+  Format 4 had no test_fingerprint, which `evaluation.attribute_report` compares with the
+  data it scores: it is another version's too, not a predictor of unknown images."""
   d = ap.save_predictor(predictor, str(tmp_path))
   _edit_meta(d, lambda meta: (meta.pop("meta_sha256"), meta.update(format=2)))
   with pytest.raises(CheckpointError, match="was saved by another version \\(format 2; this "
-                     "version reads format 4\\): train a new one in its place"):
+                     "version reads format 5\\): train a new one in its place"):
     ap.load_predictor(str(tmp_path))
   assert _retrained(dataset, str(tmp_path), monkeypatch)
   assert ("cannot be used (saved by another version, format 2); training a new one"
           in caplog.text), caplog.text
+  caplog.clear()
+  ap.save_predictor(predictor, str(tmp_path))
+  _edit_meta(d, lambda meta: (meta.pop("test_fingerprint"), meta.update(format=4)),
+             rehash=True)
+  with pytest.raises(CheckpointError, match="was saved by another version \\(format 4; this "
+                     "version reads format 5\\): train a new one in its place"):
+    ap.load_predictor(str(tmp_path))
+  assert _retrained(dataset, str(tmp_path), monkeypatch)
+  assert ("cannot be used (saved by another version, format 4); training a new one"
+          in caplog.text), caplog.text
+
+
+def test_the_predictor_records_its_test_split(predictor, dataset):
+  """`evaluation.attribute_report` compares `meta.test_fingerprint` with the data it scores
+  (was: nothing recorded, a predictor of other images taken; a review's finding). It covers
+  the test split's images and attributes alone: not its masks, nor the training split, so
+  that runs evaluated on one test split share the predictor."""
+  from a2i_jax.attribute_predictor import training  # pylint: disable=import-outside-toplevel
+  fingerprint = training.split_fingerprint(dataset)
+  assert predictor.meta.test_fingerprint == fingerprint and len(fingerprint) == 64
+  test, train = dataset["test"], dataset["train"]
+  def replaced(name, **changes):
+    return dataclasses.replace(dataset, splits={
+        **dataset.splits, name: dataclasses.replace(dataset[name], **changes)})
+  images, attributes = test.images.copy(), test.attributes.copy()
+  images[0, 0, 0, 0] ^= 1
+  attributes[-1, -1] += 1
+  assert training.split_fingerprint(replaced("test", masks=None)) == fingerprint
+  assert training.split_fingerprint(replaced("train", images=train.images[:8],
+                                             attributes=train.attributes[:8])) == fingerprint
+  assert training.split_fingerprint(replaced("test", images=images)) != fingerprint
+  assert training.split_fingerprint(replaced("test", attributes=attributes)) != fingerprint
+  no_test = dataclasses.replace(dataset, splits={"train": train})
+  assert training.split_fingerprint(no_test) == ""
 
 
 def test_targets_that_are_not_finite_are_refused(predictor, dataset):
@@ -259,7 +295,7 @@ def test_targets_that_are_not_finite_are_refused(predictor, dataset):
       ap.score(predictor, p, t)
   with pytest.raises(InputError, match="4 of 4 rows"):
     ap.score(predictor, p, np.full_like(test.attributes[:4], np.nan))
-  with pytest.raises(InputError, match="target attributes are not numbers"):
+  with pytest.raises(InputError, match=r"target attributes are not real numbers \(strings\)"):
     ap.score(predictor, p, [["x"] * 10] * 4)
 
 

@@ -164,6 +164,26 @@ def test_rows_replaced_at_the_opening_are_counted_in_a_warning(tmp_path, caplog)
   assert "replaced" not in caplog.text
 
 
+def test_read_metrics_gives_none_for_old_nan_tokens_and_leaves_out_rows_no_writer_wrote(
+    tmp_path, caplog):
+  """Was: `read_metrics` of a file an older version wrote (NaN / Infinity tokens) returned
+  float nan and inf where its docstring promised None, and kept a row of step -4 or with a
+  string value as a metrics row (a review's finding). A resume drops those rows with the
+  warning of other damaged lines."""
+  path = tmp_path / metrics.METRICS_FILE
+  path.write_text('{"step": 1, "train/loss": NaN}\n{"step": 2, "train/loss": Infinity, '
+                  '"val/loss": -Infinity, "val/kl": 0.5}\n{"step": -4, "x": 1.0}\n'
+                  '{"step": 5, "x": "abc"}\n{"step": 6, "x": true}\n{"step": 7, "x": [1]}\n'
+                  f'{{"step": {metrics.MAX_STEP + 1}, "x": 1}}\n{{"step": 8, "x": 3}}\n')
+  want = [{"step": 1, "train/loss": None},
+          {"step": 2, "train/loss": None, "val/loss": None, "val/kl": 0.5}, {"step": 8, "x": 3}]
+  assert metrics.read_metrics(str(tmp_path)) == want
+  with caplog.at_level("WARNING"):
+    metrics.MetricWriter(str(tmp_path), resumed_from=8).close()
+  assert "dropped 5 line(s) of" in caplog.text
+  assert _rows(path) == want
+
+
 def test_write_image_refuses_nan_and_takes_grey_images(tmp_path):
   """Was: NaN pixels written to TensorBoard as black and floats past 1 wrapped around
   (tensorboardX casts x * 255 to uint8), a grey [H, W] image tensorboardX's AssertionError,

@@ -60,6 +60,10 @@ class PredictorMeta:
     steps, batch_size, learning_rate, seed: how it was trained.
     data_fingerprint: `training.data_fingerprint` of the dataset it was trained and scored
       on, so that a saved predictor is reused only for the same images and attributes.
+    test_fingerprint: `training.split_fingerprint` of the dataset's test split alone (its
+      images and attributes, not its masks; "" for a dataset without one), so that
+      `evaluation.attribute_report` refuses a predictor of other images, yet takes it for
+      every run whose test split is the same (runs of other training sizes, or with masks).
     test_metrics: `score` of the predictor on the dataset's real test images (the ceiling).
   """
   dataset: str
@@ -76,6 +80,7 @@ class PredictorMeta:
   learning_rate: float
   seed: int
   data_fingerprint: str = ""
+  test_fingerprint: str = ""
   test_metrics: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
   @property

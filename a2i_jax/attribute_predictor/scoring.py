@@ -118,11 +118,10 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _check_targets(predictions: np.ndarray, targets: Any, meta: PredictorMeta) -> np.ndarray:
-  try:
-    t = np.asarray(targets, np.float32)
-  except (TypeError, ValueError) as e:
-    raise InputError(f"target attributes are not numbers ({e}); pass a float array [N, "
-                     f"{len(meta.attribute_names)}].") from None
+  # Was: strings and bytes of digits read as the numbers, complex numbers' imaginary part
+  # dropped (a review's finding), as `pearson` refuses them.
+  t = _real_numbers(targets, "target attributes", "target attributes are",
+                    f"pass a float array [N, {len(meta.attribute_names)}].").astype(np.float32)
   if t.ndim != 2 or t.shape != predictions.shape:
     raise InputError(f"target attributes have shape {t.shape}; expected {predictions.shape} "
                      f"(one row per image, {len(meta.attribute_names)} attributes in the "
@@ -179,17 +178,17 @@ def score(predictor: Predictor, predictions: np.ndarray, targets: Any, *,
     correlation against permuted targets. Means skip NaN (constant columns) and are NaN
     where a kind is absent.
   Raises:
-    InputError: not a `Predictor`, predictions that are not [N, A] numbers with N >= 1 (A the
-      predictor's attributes), targets of another shape, predictions or targets that hold NaN
-      or infinity, or a seed that is not an integer of at least 0.
+    InputError: not a `Predictor`, predictions that are not [N, A] real numbers with N >= 1
+      (A the predictor's attributes), targets of another shape, predictions or targets that
+      are not real numbers (strings, bytes, complex numbers, None) or hold NaN or infinity,
+      or a seed that is not an integer of at least 0.
   """
   meta = check_predictor(predictor).meta
   seed = check_int(seed, "seed", 0)  # Was: a ValueError of NumPy's for -1, True taken as 1.
-  try:
-    p = np.asarray(predictions, np.float32)
-  except (TypeError, ValueError) as e:  # Was NumPy's ValueError.
-    raise InputError(f"predictions are not numbers ({e}); pass the float array [N, "
-                     f"{len(meta.attribute_names)}] `predict` returns.") from None
+  # Was NumPy's ValueError for a ragged list; strings of digits read as the numbers.
+  p = _real_numbers(predictions, "predictions", "predictions are",
+                    f"pass the float array [N, {len(meta.attribute_names)}] `predict` "
+                    "returns.").astype(np.float32)
   a = len(meta.attribute_names)
   if p.ndim != 2 or p.shape[1] != a:  # Was an IndexError (fewer columns), or scored (more).
     raise InputError(f"predictions have shape {p.shape}; expected [N, {a}], a column per "

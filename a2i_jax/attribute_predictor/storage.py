@@ -21,7 +21,8 @@ from a2i_jax.attribute_predictor.network import (AttributeNet, Predictor, Predic
 from a2i_jax.attribute_predictor.scoring import _json_safe
 from a2i_jax.attribute_predictor.training import (_check_data, _check_seed,
                                                   _check_settings, _setting_values,
-                                                  data_fingerprint, train_predictor)
+                                                  data_fingerprint, split_fingerprint,
+                                                  train_predictor)
 from a2i_jax.data.base import Dataset
 from a2i_jax.errors import CheckpointError, InputError, WorkdirError
 
@@ -30,9 +31,10 @@ _WEIGHTS_FILE = "variables.msgpack"
 _META_FILE = "meta.json"
 # Bump when the saved layout or meaning changes (2: data_fingerprint; 3: meta_sha256; 4: a
 # binary column of one value in training has its other class as `low`/`high`, not the stand-in
-# [value, value + 1]). An older format is a CheckpointError, so load_or_train trains a new
+# [value, value + 1]; 5: test_fingerprint, which `evaluation.attribute_report` compares with
+# the evaluated data). An older format is a CheckpointError, so load_or_train trains a new
 # predictor in its place.
-_FORMAT = 4
+_FORMAT = 5
 _SEQUENCES = ("attribute_names", "attribute_kinds", "mean", "std", "low", "high")
 
 
@@ -202,7 +204,7 @@ def _check_meta(meta: dict) -> PredictorMeta:
     v, least = meta[key], 0 if key == "seed" else 1
     if isinstance(v, bool) or not isinstance(v, int) or v < least:
       raise ValueError(f"{key}={v!r} is not an integer of at least {least}")
-  for key in ("dataset", "data_fingerprint"):
+  for key in ("dataset", "data_fingerprint", "test_fingerprint"):
     if not isinstance(meta[key], str):
       raise ValueError(f"{key}={meta[key]!r} is not a string")
   if not isinstance(meta["test_metrics"], dict):
@@ -242,6 +244,7 @@ def load_or_train(settings: Any, dataset: Dataset, workdir: str, *,
           "attribute_kinds": tuple(dataset.attribute_kinds),
           "image_size": int(dataset["train"].images.shape[1]),
           "data_fingerprint": data_fingerprint(dataset),
+          "test_fingerprint": split_fingerprint(dataset),
           "steps": steps, "batch_size": batch_size, "learning_rate": learning_rate,
           "width": width, "seed": int(seed)}
   try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import math
 from typing import Any, Optional, Sequence
 
@@ -259,6 +260,28 @@ def data_fingerprint(dataset: Dataset, evaluate_split: Optional[str] = "test") -
                                                       else ()))
 
 
+def split_fingerprint(dataset: Dataset, split: str = "test") -> str:
+  """A SHA-256 of one split's images and attributes alone: equal for the same examples
+  whatever else the data hold (masks, other splits, the dataset's name), so that the runs
+  evaluated on one test split share its predictor (`PredictorMeta.test_fingerprint`).
+
+  Args:
+    dataset: the `Dataset`.
+    split: the split's name.
+  Returns:
+    The hex digest, or "" where `dataset` has no such split.
+  """
+  if split not in dataset.splits:
+    return ""
+  h = hashlib.sha256()
+  chosen = dataset[split]
+  for a in (chosen.images, np.asarray(chosen.attributes, np.float32)):
+    a = np.ascontiguousarray(a)
+    h.update(f"{a.dtype}{a.shape}".encode())
+    h.update(a.data)
+  return h.hexdigest()
+
+
 def train_predictor(dataset: Dataset, settings: Any = None, *, seed: int = 0,
                     evaluate_split: Optional[str] = "test", **overrides) -> Predictor:
   """Trains the predictor on `dataset["train"]`.
@@ -328,7 +351,8 @@ def train_predictor(dataset: Dataset, settings: Any = None, *, seed: int = 0,
       mean=tuple(map(float, stats["mean"])), std=tuple(map(float, stats["std"])),
       low=tuple(map(float, stats["low"])), high=tuple(map(float, stats["high"])),
       steps=int(steps), batch_size=int(batch_size), learning_rate=float(learning_rate),
-      seed=int(seed), data_fingerprint=data_fingerprint(dataset, evaluate_split))
+      seed=int(seed), data_fingerprint=data_fingerprint(dataset, evaluate_split),
+      test_fingerprint=split_fingerprint(dataset))
   host = jax.device_get(variables)
   if not all(np.isfinite(a).all() for a in jax.tree_util.tree_leaves(host)):
     # Was: scored, and its NaN predictions blamed on the images scored.
