@@ -512,54 +512,126 @@ def check_workdir_free(workdir: str) -> None:
     os.close(fd)  # Releases the shared lock, if taken.
 
 
+class HeldWorkdir:
+  """What `workdir_lock` yields: `made`, the paths it created (the folders, outermost first,
+  then the lock file), and `take_back`, which a caller sets to remove them as the lock is
+  released (a run refused before it wrote anything of its own: was left with the lock file,
+  and the workdir it had made). Nothing that was there before the lock is removed: the lock
+  file where it was the lock's, and folders only where they are empty by then."""
+
+  def __init__(self):
+    self.made: list[str] = []
+    self.take_back = False
+
+
+def _make_folders(path: str, made: list[str]) -> None:
+  """Creates `path` and its missing parents, adding those this call creates to `made`,
+  outermost first (one another process makes at the same time is not among them)."""
+  missing = []
+  while not os.path.isdir(path):
+    missing.append(path)
+    parent = os.path.dirname(path)
+    if parent == path:
+      break
+    path = parent
+  for folder in reversed(missing):
+    try:
+      os.mkdir(folder)
+    except FileExistsError:  # Made meanwhile by another (or a file: the open says so).
+      continue
+    made.append(folder)
+
+
+def _open_lock_file(path: str) -> tuple[int, bool]:
+  """The lock file `path`, open for reading and writing, and whether this call created it."""
+  for _ in range(100):
+    try:
+      return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644), True
+    except FileExistsError:
+      try:
+        return os.open(path, os.O_RDWR), False
+      except FileNotFoundError:  # Removed meanwhile by a holder that took it back; or a
+        continue  # link to nothing, opened below as before.
+  return os.open(path, os.O_RDWR | os.O_CREAT, 0o644), False
+
+
+def _take_back(held: HeldWorkdir, path: str) -> None:
+  """Removes what `workdir_lock` made, its lock file (still held) first, then the folders it
+  made, innermost first, while they are empty. Best effort: what cannot go stays."""
+  try:
+    if path in held.made:
+      os.unlink(path)
+    for folder in reversed([p for p in held.made if p != path]):
+      os.rmdir(folder)
+  except OSError:
+    pass
+
+
 @contextlib.contextmanager
-def workdir_lock(workdir: str) -> Iterator[None]:
+def workdir_lock(workdir: str) -> Iterator[HeldWorkdir]:
   """Holds `workdir/.lock` (an exclusive `flock`) for the block: one run per workdir.
 
   The lock file names its holder (pid and host); the kernel releases the lock when the
   process ends, however it ends, so a killed run never leaves the workdir locked. A lock held
   for an instant (the probe of `check_workdir_free`) is waited out, up to `_LOCK_RETRY_S`. On
-  a file system without locks the block runs unlocked, with one warning.
+  a file system without locks the block runs unlocked, with one warning. A lock file removed
+  by the holder before (`HeldWorkdir.take_back`) is made again, not held removed.
 
   Args:
     workdir: the run's directory; created if missing.
   Yields:
-    Nothing; the lock is held until the block ends.
+    A `HeldWorkdir`: what the lock made, and whether to take it back at the end; the lock is
+    held until the block ends.
   Raises:
     WorkdirError: another process holds the lock, or the workdir cannot be written.
   """
   path = os.path.join(workdir, LOCK_FILE)
+  held = HeldWorkdir()
+  deadline = time.monotonic() + _LOCK_RETRY_S
+  while True:
+    try:
+      _make_folders(workdir, held.made)
+      fd, made = _open_lock_file(path)
+    except OSError as e:
+      _take_back(held, path)  # The folders it made, if any.
+      raise WorkdirError(f"cannot write to {workdir} ({e.strerror}); pass a --workdir you can "
+                         "write to.") from None
+    if made:
+      held.made.append(path)
+    try:
+      while True:
+        try:
+          fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+          break
+        except BlockingIOError:  # A run holds it, or a probe for an instant: looked at again.
+          if time.monotonic() >= deadline:
+            raise _in_use(workdir, fd) from None
+          time.sleep(0.02)
+        except OSError as e:  # A file system without locks (NFS without its lock service):
+          if e.errno not in _NO_LOCKS:  # was OSError's traceback, no run possible there
+            raise  # (fault hunt); unlocked, as `waiting_lock` runs its work.
+          logging.warning("the file system of %s has no locks (%s): a second run started "
+                          "there meanwhile would not be refused; start one run per workdir",
+                          workdir, e.strerror or e)
+          break
+    except BaseException:
+      os.close(fd)
+      raise
+    if _same_file(fd, path):
+      break
+    os.close(fd)  # Removed by the holder before, with what it made: made again.
   try:
-    os.makedirs(workdir, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-  except OSError as e:
-    raise WorkdirError(f"cannot write to {workdir} ({e.strerror}); pass a --workdir you can "
-                       "write to.") from None
-  try:
-    deadline = time.monotonic() + _LOCK_RETRY_S
-    while True:
-      try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        break
-      except BlockingIOError:  # A run holds it, or a probe for an instant: looked at again.
-        if time.monotonic() >= deadline:
-          raise _in_use(workdir, fd) from None
-        time.sleep(0.02)
-      except OSError as e:  # A file system without locks (NFS without its lock service):
-        if e.errno not in _NO_LOCKS:  # was OSError's traceback, no run possible there
-          raise  # (fault hunt); unlocked, as `waiting_lock` runs its work.
-        logging.warning("the file system of %s has no locks (%s): a second run started there "
-                        "meanwhile would not be refused; start one run per workdir", workdir,
-                        e.strerror or e)
-        break
     try:  # A full disk (review finding: a traceback).
       os.ftruncate(fd, 0)
       os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
     except OSError as e:
+      held.take_back = True  # Nothing of the run's is there yet.
       raise WorkdirError(f"cannot write to {workdir} ({describe_storage_error(e)}); free some "
                          "space or pass a --workdir you can write to.") from None
-    yield
+    yield held
   finally:
+    if held.take_back:  # The lock file first, while it is held.
+      _take_back(held, path)
     os.close(fd)  # Releases the lock.
 
 

@@ -423,9 +423,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   passed `config_lib.validate_config` and the data are known to fit it; config.json is
   (re)written only once the state is restored, and not by a call that trains no step; a
   resume whose config names other data than the run's (`DATA_IDENTITY_KEYS`) stops before any
-  is loaded. One process at a time may train in a workdir (`files.workdir_lock`). A corrupt
-  newest checkpoint is moved to corrupt_checkpoints/ and the run resumes from the newest intact
-  one. Ctrl-C saves the state and raises `TrainingInterrupted`.
+  is loaded. A run stopped before its first step (a device out of memory, a full disk) takes
+  back what it wrote: the files and folders it made, the workdir too where it made it and it
+  is empty again, config.json's earlier text on a resume, and an earlier run's results it had
+  moved to earlier_run_<time>/ go back. One process at a time may train in a workdir
+  (`files.workdir_lock`). A corrupt newest checkpoint is moved to corrupt_checkpoints/ and the
+  run resumes from the newest intact one. Ctrl-C saves the state and raises
+  `TrainingInterrupted`.
 
   The persistent compilation cache (`config.compilation_cache_dir`) is the caller's choice and
   is not switched on here: train.py calls `files.enable_compilation_cache` with it, and a
@@ -512,6 +516,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     # may be prepared only now, after process 0's (`main_first`): hours for LFW's masks.
   config = train_eval.resolve_config(config, dataset)
   model = models.create_model(config.model)
+  if not checkpoints.has_checkpoints(workdir):  # A new run: its model is made, not restored.
+    _check_fits_host_memory(model, config)
   for split_name in ("train", "validation"):
     validate_split(dataset[split_name], image_size=config.data.image_size,
                    num_attributes=config.model.y_dim, where=f"{dataset.name} {split_name}",
@@ -526,8 +532,153 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   # The workdir is shared by the processes of a multi-host run: the first one holds it.
   primary = jax.process_index() == 0
-  with files.workdir_lock(workdir) if primary else contextlib.nullcontext():
-    return _train_in_workdir(config, workdir, mesh, model, dataset, data)
+  with files.workdir_lock(workdir) if primary else contextlib.nullcontext() as held:
+    made = _MadeBeforeTraining(workdir)
+    try:
+      return _train_in_workdir(config, workdir, mesh, model, dataset, data, made)
+    except BaseException:
+      if held is not None and not made.kept:  # Refused before its first step (a device out
+        # of memory, a full disk): what it made goes, the lock's too (was left: .lock,
+        # config.json, dataset.json and an empty checkpoints/ in a workdir it had created).
+        made.take_back()
+        held.take_back = True
+      raise
+
+
+def _check_fits_host_memory(model: flax.linen.Module, config: ml_collections.ConfigDict
+                            ) -> None:
+  """Refuses a model whose initial variables take more than the host's memory, from their
+  shapes, before anything is written: the same refusal as `models.init_variables`', which
+  comes after the workdir lock (was: the refused run left .lock and checkpoints/ there)."""
+  shapes = models.abstract_variables(model, config.model)
+  need = sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize
+             for x in jax.tree_util.tree_leaves(shapes))
+  try:
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  except (ValueError, OSError, AttributeError):  # The system does not say.
+    return
+  if need > memory:
+    raise ConfigError(f"the model's {models.count_params(shapes):,} variables do not fit in "
+                      f"this machine's memory (the initial values take {need / 2**30:,.1f} "
+                      f"GiB, more than this machine's {memory / 2**30:,.1f} GiB of memory); "
+                      "make the model smaller (config.model.z_dim, zf_dim, zb_dim, y_dim or "
+                      "width).")
+
+
+# How TensorBoard's event files are named (tensorboard/ holds one per run and resume).
+_EVENTS = "events.out.tfevents."
+
+
+class _MadeBeforeTraining:
+  """What a run writes in its workdir before its first step, to be taken back where it stops
+  before that step (`take_back`): the entries it creates (`note`, called before each is
+  made: what is there already is not the run's), the event files it adds to an existing
+  tensorboard/ (`note_events`), config.json's earlier text where a resume rewrites it
+  (`replacing`), and the folder an earlier run's results were moved to (`set_aside`), which
+  they go back from. `kept` is set once the run has results of its own (its first dispatch,
+  or a resume's first evaluation): from then on everything stays.
+
+  Args:
+    workdir: the run's directory.
+  """
+
+  def __init__(self, workdir: str):
+    self.workdir = workdir
+    self.kept = False
+    self._made: list[str] = []
+    self._replaced: dict[str, bytes] = {}
+    self._events: dict[str, set[str]] = {}  # An existing folder -> the event files it held.
+    self._aside: Optional[str] = None
+
+  def note(self, *names: str) -> None:
+    """Records the entries of `names` (in the workdir) that do not exist yet, as the run's."""
+    for name in names:
+      path = os.path.join(self.workdir, name)
+      if not os.path.lexists(path) and path not in self._made:
+        self._made.append(path)
+
+  def note_events(self, name: str) -> None:
+    """Records the folder `name` (in the workdir) as the run's where it does not exist yet,
+    else the TensorBoard event files it holds: those it holds later are the run's."""
+    path = os.path.join(self.workdir, name)
+    if os.path.isdir(path) and not os.path.islink(path):
+      self._events[path] = {n for n in os.listdir(path) if n.startswith(_EVENTS)}
+    else:
+      self.note(name)
+
+  def set_aside(self, folder: Optional[str]) -> None:
+    """Records `folder`, where `_set_aside_an_earlier_run` has just moved an earlier run's
+    results (None: it moved none)."""
+    self._aside = folder
+
+  def made(self, path: str) -> None:
+    """Records `path`, which the run has just created at a name that was free, as the run's."""
+    self._made.append(path)
+
+  def replacing(self, name: str) -> None:
+    """Keeps the text of the file `name` (in the workdir), which the run is about to rewrite,
+    or records it as the run's where there is none."""
+    path = os.path.join(self.workdir, name)
+    if not os.path.lexists(path):
+      self.note(name)
+    elif path not in self._made and path not in self._replaced and os.path.isfile(path):
+      with open(path, "rb") as f:
+        self._replaced[path] = f.read()
+
+  def take_back(self) -> None:
+    """Removes the entries the run made, newest first (a folder with the files in it and, for
+    tensorboard/, its event files; a folder holding anything else stays), and writes back the
+    files it rewrote. Best effort: one warning names what stays."""
+    failed = []
+    for folder, held in self._events.items():
+      try:
+        for name in set(os.listdir(folder)) - held:
+          if name.startswith(_EVENTS):
+            os.remove(os.path.join(folder, name))
+      except OSError:
+        failed.append(folder)
+    for path in reversed(self._made):
+      try:
+        if os.path.isdir(path) and not os.path.islink(path):
+          for name in os.listdir(path):
+            if name.startswith(_EVENTS):  # tensorboard/'s, the run's own.
+              os.remove(os.path.join(path, name))
+          os.rmdir(path)
+        elif os.path.lexists(path):
+          os.remove(path)
+      except OSError:
+        failed.append(path)
+    for path, text in self._replaced.items():
+      try:
+        files.atomic_write(path, text)
+      except OSError:
+        failed.append(path)
+    if self._aside is not None and not failed:
+      try:
+        self._move_back(self._aside)
+      except OSError:
+        failed.append(self._aside if os.path.lexists(self._aside) else
+                      self._aside + _UNFINISHED)
+    if failed:
+      logging.warning("could not take back what this run wrote before its first step: %s",
+                      ", ".join(failed))
+
+  def _move_back(self, folder: str) -> None:
+    """Moves an earlier run's results back from `folder` into the workdir, where this run's
+    files no longer are. Named `_UNFINISHED` while they move: a stop partway leaves it to the
+    next start, which sets the whole earlier run aside again (`_finish_setting_aside`)."""
+    moving = folder + _UNFINISHED
+    if os.path.lexists(moving):
+      raise FileExistsError(moving)
+    os.replace(folder, moving)
+    for name in sorted(os.listdir(moving)):
+      target = os.path.join(self.workdir, name)
+      if os.path.lexists(target):
+        raise FileExistsError(target)
+      os.replace(os.path.join(moving, name), target)
+    os.rmdir(moving)
+    logging.warning("moved the earlier run's results back from %s to %s: this run trained no "
+                    "step", folder, self.workdir)
 
 
 class _TrainWindow:
@@ -574,8 +725,10 @@ class _TrainWindow:
 
 
 def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
-                      model: flax.linen.Module, dataset: Any, data: dict) -> TrainState:
-  """Stages 3-5 of `train_and_evaluate`, with the workdir locked."""
+                      model: flax.linen.Module, dataset: Any, data: dict,
+                      made: _MadeBeforeTraining) -> TrainState:
+  """Stages 3-5 of `train_and_evaluate`, with the workdir locked; what it writes before the
+  first step is noted in `made`."""
   # Stage 3: model and optimiser.
   tx = make_optimizer(config)
   root = jax.random.key(config.seed)
@@ -589,6 +742,7 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
       logging.info("removed %s, a save that never finished", path)
     # Each save records the model section, and each restore compares it (an edited
     # config.json that keeps the weights' shapes trained another model from them).
+    made.note(checkpoints.CHECKPOINT_DIR)
     ckpt = checkpoints.Checkpointer(workdir, config.max_checkpoints_to_keep, model=config.model)
     if ckpt.all_steps():
       _check_resume_compatible(workdir, config)
@@ -635,16 +789,25 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
       logging.info("resumed from step %d in %s", int(state.step), ckpt.directory)
       if int(state.step) < config.num_train_steps:  # Not where this call trains nothing.
         _drop_samples_after(workdir, int(state.step))
-    else:
-      _set_aside_an_earlier_run(workdir, config)
+    else:  # An earlier run this start sets aside goes back if it stops before its first step;
+      # not one a stop left half moved, whose move the next start finishes again.
+      unfinished = any(n.startswith("earlier_run_") and n.endswith(_UNFINISHED)
+                       for n in os.listdir(workdir))
+      aside = _set_aside_an_earlier_run(workdir, config)
+      made.set_aside(None if unfinished else aside)
     recorded = os.path.exists(os.path.join(workdir, checkpoints.CONFIG_FILE))
     if good is None or int(state.step) < config.num_train_steps or not recorded:
       # Not where this call trains nothing (num_train_steps at or below the step reached):
       # the record stays that of the config that trained the checkpoints (was: rewritten
       # with this call's learning rate, seed and step count).
       if good is not None and recorded:
-        _keep_a_changed_config(workdir, config, int(state.step))
+        made.note(CONFIG_HISTORY_DIR)
+        kept = _keep_a_changed_config(workdir, config, int(state.step))
+        if kept is not None:
+          made.made(kept)
+      made.replacing(checkpoints.CONFIG_FILE)
       checkpoints.save_config(workdir, config)
+    made.replacing(checkpoints.DATASET_FILE)
     train_eval.record_dataset(workdir, dataset, config.data.path, resumed=good is not None)
   except BaseException as e:
     if ckpt is not None:
@@ -660,7 +823,7 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
                        f"({where}{files.describe_storage_error(error)}). Free some space (or "
                        "fix the permissions), then run the same command again.") from None
   return _loop(config, workdir, mesh, model, tx, dataset, data, ckpt, state,
-               (k_train, k_eval, k_sample))
+               (k_train, k_eval, k_sample), made)
 
 
 # Keys whose change on a resume is no change to what it trains or to what its logged curves
@@ -905,8 +1068,10 @@ LOGGED_BAR_INTERVAL_S = 30.0
 
 def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
           model: flax.linen.Module, tx: optax.GradientTransformation, dataset: Any, data: dict,
-          ckpt: checkpoints.Checkpointer, state: TrainState, keys: tuple) -> TrainState:
-  """Stage 5 of `train_and_evaluate`: the loop; closes `ckpt`."""
+          ckpt: checkpoints.Checkpointer, state: TrainState, keys: tuple,
+          made: _MadeBeforeTraining) -> TrainState:
+  """Stage 5 of `train_and_evaluate`: the loop; closes `ckpt`. `made.kept` is set as the run
+  first evaluates or dispatches a step."""
   k_train, k_eval, k_sample = keys
   start = step = int(state.step)
   k, last = config.steps_per_dispatch, config.num_train_steps
@@ -940,8 +1105,11 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
 
   progress, writer, failed, compiled = None, None, True, {}
   try:
+    made.note(metrics_lib.METRICS_FILE)
+    made.note_events("tensorboard")
     writer = MetricWriter(workdir, resumed_from=start)
     if evaluate_first:
+      made.kept = True
       writer.write(step, evaluate())
 
     def new_bar():
@@ -994,6 +1162,7 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
               progress = new_bar()
             window.exclude(time.perf_counter() - t0)  # The wait for the others too.
           state, metrics = compiled[n](state, data, k_train)
+          made.kept = True  # Not where the dispatch itself fails (a device out of memory).
           frontier += n
           needs_state = frontier == last or stopping or any(
               frontier % every == 0 for every in (config.checkpoint_every_steps,

@@ -526,11 +526,13 @@ def test_disk_full_before_the_loop_is_one_line(tmp_path, flags, reference):
   r = F.train(workdir, *flags, fault="disk_full_in_record:0")
   _one_error(r, f"the workdir {workdir} could not be used before training started "
              f"({workdir}/dataset.json: no space left on the device)", "Free some space")
-  assert not _steps(workdir)
-  # A run that failed before its first checkpoint does not lock its workdir (item 2): its
-  # config.json is another config's here.
+  assert not os.path.exists(workdir)  # It made the workdir: taken back whole (was left with
+  # .lock, config.json and an empty checkpoints/).
+  # A run that failed before its first checkpoint does not lock its workdir (item 2): a
+  # config.json of another config's here.
   old = checkpoints.load_config(reference)
   old.model.width = 0.5
+  os.makedirs(workdir)
   checkpoints.save_config(workdir, old)
   # Two runs on one workdir: the second is refused, and the first ends as if alone.
   first = launcher.popen(F.command(workdir, *flags, fault="hold_at_step:3"), cwd=F.ROOT,
@@ -2150,3 +2152,121 @@ def test_scan_unroll_with_one_step_per_dispatch_is_refused(tmp_path, flags):
   _one_error(r, "--config.scan_unroll has no effect with steps_per_dispatch=1",
              "--config.steps_per_dispatch=N")
   assert not os.path.exists(workdir)
+
+
+def _contents(folder):
+  """{relative path: bytes (None for a folder)} of everything under `folder` but its .lock,
+  whose text names its holder."""
+  found = {}
+  for root, dirs, names in os.walk(folder):
+    for name in dirs + names:
+      path = os.path.join(root, name)
+      if name != files.LOCK_FILE or root != folder:
+        found[os.path.relpath(path, folder)] = (None if os.path.isdir(path) else
+                                                open(path, "rb").read())
+  return found
+
+
+class _OutOfMemoryStep:
+  """What a test's `jit_train_steps` returns: its compile fails as a device's out of memory
+  does (XLA's RESOURCE_EXHAUSTED), before the first step."""
+
+  def lower(self, *args):
+    return self
+
+  def compile(self):
+    import jax  # pylint: disable=import-outside-toplevel
+    raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating "
+                                     "395473490944 bytes.")
+
+
+def test_a_run_refused_before_its_first_step_takes_back_only_what_it_made(tmp_path, reference,
+                                                                          monkeypatch):
+  """Was: a run refused after the workdir lock (the train step's compile out of a device's
+  memory, a full disk while the record is written) left .lock, config.json, dataset.json,
+  metrics.jsonl, tensorboard/ and an empty checkpoints/ in the workdir it had made, and a
+  resume that changed settings left config.json rewritten and a config_history/ copy for
+  steps that never ran. Now what it made goes, and only that: a workdir given empty stays,
+  an earlier run it set aside goes back, a resumed run's files are as they were."""
+  from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(train_lib, "jit_train_steps", lambda *args: _OutOfMemoryStep())
+  refused = lambda: pytest.raises(Exception, match="RESOURCE_EXHAUSTED")
+  config = checkpoints.load_config(reference)
+  made = tmp_path / "new"  # Missing, with a missing parent: neither stays.
+  with refused():
+    train_lib.train_and_evaluate(config, str(made / "w"))
+  assert not made.exists()
+  given = tmp_path / "given"  # Made by the user: stays, empty.
+  given.mkdir()
+  with refused():
+    train_lib.train_and_evaluate(config, str(given))
+  assert os.listdir(given) == []
+  # An earlier run without checkpoints: set aside as before, then moved back (was left in
+  # earlier_run_<time>/, beside the refused run's config.json and dataset.json).
+  earlier = str(tmp_path / "earlier")
+  shutil.copytree(reference, earlier, ignore=shutil.ignore_patterns("checkpoints"))
+  before = _contents(earlier)
+  with refused():
+    train_lib.train_and_evaluate(config, earlier)
+  assert _contents(earlier) == before
+  # A resume that changes settings: config.json as it was, no config_history/ copy.
+  resumed = _copy(reference, tmp_path)
+  before = _contents(resumed)
+  config.learning_rate *= 3
+  config.num_train_steps = STEPS + 2
+  with refused():
+    train_lib.train_and_evaluate(config, resumed)
+  assert _contents(resumed) == before
+
+
+def test_a_model_too_large_for_memory_is_refused_before_the_lock(tmp_path, reference,
+                                                                 monkeypatch):
+  """Was refused by the initial values' draw, after the workdir lock: the workdir it made was
+  left with .lock and an empty checkpoints/. Now from the variables' shapes, before it."""
+  from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
+
+  def no_lock(workdir):
+    raise AssertionError(f"locked {workdir}")
+  monkeypatch.setattr(files, "workdir_lock", no_lock)
+  config = checkpoints.load_config(reference)
+  config.model.z_dim = 10**6  # Terabytes of variables, traced in 0.1 s (such a width: 5 s).
+  workdir = tmp_path / "w"
+  with pytest.raises(train_lib.ConfigError, match=(
+      r"^the model's [\d,]+ variables do not fit in this machine's memory \(the initial values "
+      r"take [\d,.]+ GiB, more than this machine's [\d,.]+ GiB of memory\); make the model "
+      r"smaller \(config.model.z_dim, zf_dim, zb_dim, y_dim or width\).$")):
+    train_lib.train_and_evaluate(config, str(workdir))
+  assert not workdir.exists()
+
+
+def test_a_lock_taken_back_is_made_again_by_the_run_that_waited_for_it(tmp_path):
+  """A run waiting for the lock (`files.workdir_lock`'s retries) while the holder took it back
+  (`HeldWorkdir.take_back`) would hold the removed file, and a third run, finding none, make
+  another: two runs in one workdir. It makes the lock file (and the folders) again."""
+  import threading  # pylint: disable=import-outside-toplevel
+  workdir = str(tmp_path / "a" / "w")
+  path = os.path.join(workdir, files.LOCK_FILE)
+  opened = lambda: sum(os.path.realpath(f"/proc/self/fd/{fd}") == path
+                       for fd in os.listdir("/proc/self/fd"))
+  seen = {}
+
+  def wait():
+    with files.workdir_lock(workdir) as second:
+      seen["made"] = list(second.made)
+      try:
+        files.check_workdir_free(workdir)  # A probe: a run started now is refused.
+      except files.WorkdirError as e:
+        seen["refused"] = str(e)
+  with files.workdir_lock(workdir) as held:
+    assert held.made == [str(tmp_path / "a"), workdir, path]
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    deadline = time.time() + 5
+    while opened() < 2:  # The waiter has the lock file open, and retries its lock.
+      assert time.time() < deadline and waiter.is_alive()
+      time.sleep(0.005)
+    held.take_back = True
+  waiter.join(10)
+  assert seen["made"] == held.made, seen
+  assert "is in use by another run" in seen.get("refused", ""), seen
+  assert os.listdir(workdir) == [files.LOCK_FILE]
