@@ -62,8 +62,9 @@ def to_signed(x: Any) -> Any:
   Returns:
     float32 in [-1, 1], the same kind of array.
   Raises:
-    InputError: another dtype (uint16, int64, bool, ...), NaN or infinity, or floats
-      outside [0, 1] (0 .. 255, or the models' own [-1, 1]), each named with its fix.
+    InputError: another dtype (uint16, int64, bool, ...), NaN or infinity, floats outside
+      [0, 1] (0 .. 255, or the models' own [-1, 1]), or uint8 whose brightest value is 1
+      ([0, 1] floats cast to uint8; not under `jit`), each named with its fix.
   """
   return _signed(_checked_unit(x, "to_signed"))
 
@@ -112,7 +113,8 @@ def to_unit(x: Any) -> Any:
   Returns:
     float32 in [0, 1], the same kind of array.
   Raises:
-    InputError: another dtype, NaN or infinity, or floats outside [0, 1], each named with
+    InputError: another dtype, NaN or infinity, floats outside [0, 1], or uint8 whose
+      brightest value is 1 ([0, 1] floats cast to uint8; not under `jit`), each named with
       its fix.
   """
   x = _checked_unit(x, "to_unit")
@@ -130,8 +132,9 @@ def to_uint8(x: Any) -> np.ndarray:
   Returns:
     A uint8 NumPy array.
   Raises:
-    InputError: another dtype, NaN or infinity, or floats outside [0, 1] (was: 0 .. 255
-      floats clipped to white, uint16 to 0 or 255, without a word).
+    InputError: another dtype, NaN or infinity, floats outside [0, 1] (was: 0 .. 255
+      floats clipped to white, uint16 to 0 or 255, without a word), or uint8 whose brightest
+      value is 1 ([0, 1] floats cast to uint8).
   """
   x = _checked_unit(np.asarray(x), "to_uint8")
   if x.dtype == np.uint8:
@@ -140,14 +143,18 @@ def to_uint8(x: Any) -> np.ndarray:
 
 
 def _checked_unit(x: Any, fn: str) -> Any:
-  """`x` if uint8; floats checked to lie in [0, 1] up to `SIGNED_SLACK`, in one min / max
-  pass (where they can be read: not under `jit`), and clipped to it; anything else refused.
+  """`x` if uint8 (refused where its brightest value is 1, `_binary_uint8_images`); floats
+  checked to lie in [0, 1] up to `SIGNED_SLACK`, in one min / max pass (where they can be
+  read: not under `jit`), and clipped to it; anything else refused.
   A NumPy array stays one, a JAX array a JAX array. A PIL image is its pixels as NumPy reads
   them (L, LA, RGB, RGBA), or RGB by `image_to_rgb` (other modes)."""
   if not isinstance(x, (np.ndarray, jax.Array)):
     x = as_array(_from_pil(x, keep=("L", "LA", "RGB", "RGBA")), "images")
   takes = f"{fn} takes uint8 in [0, 255] or floats in [0, 1]"
   if x.dtype == np.uint8:
+    # Under `jit` its values are not known: the dtype alone is checked there.
+    if not isinstance(x, jax.core.Tracer) and x.size and int(x.max()) == 1:
+      raise InputError(f"{takes}; {_binary_uint8_images('these are')}")
     return x
   if not jnp.issubdtype(x.dtype, jnp.floating):  # bfloat16 too (NumPy's test says no).
     fix = ("16-bit images: pass x / 65535" if x.dtype == np.uint16 else
@@ -188,6 +195,23 @@ def shown_size(image: Any) -> tuple[int, int]:
     # folder dataset refused (a fault hunt's finding).
     return w, h
   return (h, w) if image.getexif().get(0x0112) in (5, 6, 7, 8) else (w, h)
+
+
+def _binary_uint8_images(what: str) -> str:
+  """The end of the line refusing uint8 images whose brightest value is 1: [0, 1] floats cast
+  with `.astype(np.uint8)` (every value below 1 cut to 0), which read as 0 .. 255 are black.
+  Was: taken without a word, and inferred, scored or shown as black images (a review's
+  finding), where masks refuse the same slip (`mask_to_unit`). All zeros are taken: a black
+  image is one.
+
+  Args:
+    what: the subject of the sentence ("images are", "these are").
+  Returns:
+    The text, from `what` to its full stop.
+  """
+  return (f"{what} uint8 whose brightest value is 1 (of 255), so they would read as black: "
+          "floats in [0, 1] cast with .astype(np.uint8)? Pass (x * 255).round().astype("
+          "np.uint8) of those floats, or the floats in [0, 1] as they are.")
 
 
 def _unit_range_fix(lo: float, hi: float, slack: float) -> Optional[str]:
@@ -292,13 +316,17 @@ def check_images(images: Any, image_size: int, signed: bool = False) -> np.ndarr
   Returns:
     float32 [N, S, S, 3] in [-1, 1], a NumPy array.
   Raises:
-    InputError: wrong shape (grey, RGBA or channels-first images of the right size named as
-      such) or dtype, non-finite values, or floats outside [0, 1] (outside [-1, 1] with
-      `signed`).
+    InputError: wrong shape (grey, RGBA or channels-first images of the right size, or a
+      list of batches, named as such) or dtype, non-finite values, floats outside [0, 1]
+      (outside [-1, 1] with `signed`), or uint8 whose brightest value is 1 ([0, 1] floats
+      cast to uint8; all zeros, black images, are taken).
   """
   if images is None:  # Was "images have shape ()".
     raise InputError(f"images are missing (None); pass [N, {image_size}, {image_size}, 3] "
                      "images, or one [S, S, 3] image.")
+  ragged = _batches_fix(images, image_size)
+  if ragged:
+    raise InputError(ragged)
   x = as_array(rgb_pixels(images), "images")
   shape = x.shape
   if x.ndim == 3 and x.shape[-1] == 3:  # One image.
@@ -332,6 +360,8 @@ def check_images(images: Any, image_size: int, signed: bool = False) -> np.ndarr
         raise
       raise InputError(f"{rule}; these range over [{lo:.7g}, {hi:.7g}]{fix}") from None
     x = np.clip(np.asarray(x, np.float32), 0.0, 1.0)
+  elif x.size and int(x.max()) == 1:  # All zeros is a black image, taken.
+    raise InputError(_binary_uint8_images("images are"))
   return _signed(x)
 
 
@@ -386,7 +416,32 @@ def _image_shape_fix(shape: tuple, size: int) -> str:
     return fixes.get(shape[-1], f"{shape[-1]} channels; pass RGB, 3 channels")
   if len(shape) in (3, 4) and shape[-3] in (1, 3, 4) and tuple(shape[-2:]) == (size, size):
     return "channels first: move them last, np.moveaxis(x, -3, -1)"
+  if len(shape) == 5 and tuple(shape[-3:]) == (size, size, 3):
+    # A list of batches (a loop that appends each [1, S, S, 3] batch): was told to resize or
+    # crop images of the right size (a review's finding).
+    images = f"{shape[1]} image{'s' if shape[1] != 1 else ''}"
+    if shape[0] == 1:  # [batch]: one batch in a list.
+      return f"one batch of {images} in a list? Pass images[0], or np.concatenate(images)"
+    return (f"a list of {shape[0]} batches of {images}? Join them into one batch: "
+            "np.concatenate(images)")
   return f"resize or crop to {size}x{size}"
+
+
+def _batches_fix(images: Any, size: int) -> Optional[str]:
+  """The line refusing `images` given as a list of batches [k, S, S, 3] of other sizes (a
+  loop's batches, the last one smaller), which NumPy cannot stack: was "images is a list of
+  items of different shapes", no fix (a review's finding). None for anything else."""
+  if not isinstance(images, (list, tuple)) or len(images) < 2:
+    return None
+  shapes = [np.shape(v) if isinstance(v, (np.ndarray, jax.Array)) else None for v in images]
+  if any(s is None or len(s) != 4 or s[1:] != (size, size, 3) for s in shapes):
+    return None
+  if len(set(shapes)) == 1:  # They stack: the shape's own message names the fix.
+    return None
+  return (f"images are a list of {len(images)} batches of {size}x{size} RGB images of "
+          f"different sizes ({', '.join(str(s[0]) for s in shapes[:5])}"
+          f"{', ...' if len(shapes) > 5 else ''} images); join them into one batch: "
+          "np.concatenate(images).")
 
 
 def traced_error(what: str) -> InputError:

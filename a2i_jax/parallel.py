@@ -22,7 +22,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from a2i_jax import inputs
-from a2i_jax.errors import ConfigError
+from a2i_jax.errors import ConfigError, InputError
 
 DATA_AXIS = "data"
 
@@ -39,9 +39,17 @@ def make_mesh(devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
     A `Mesh` of shape [len(devices)] with the axis named "data".
   Raises:
     ConfigError: `devices` is empty, holds something that is not a `jax.Device`, or names a
-      device twice (were JAX's IndexError, AttributeError or bare AssertionError).
+      device twice (were JAX's IndexError, AttributeError or bare AssertionError), or is one
+      device, not a list (was "'Device' object is not iterable").
   """
-  devices = list(jax.devices() if devices is None else devices)
+  if isinstance(devices, jax.Device):
+    raise ConfigError(f"devices={devices!r} is one jax.Device, not a list of them; pass "
+                      "[device] (e.g. jax.devices()[:1]).")
+  try:
+    devices = list(jax.devices() if devices is None else devices)
+  except TypeError:  # A number, say: was "'int' object is not iterable".
+    raise ConfigError(f"devices={devices!r}: pass a non-empty list of distinct jax.Device "
+                      "objects, e.g. jax.devices() or jax.devices()[:2] (None: all).") from None
   if (not devices or not all(isinstance(d, jax.Device) for d in devices)
       or len(set(devices)) != len(devices)):
     raise ConfigError(f"devices={devices!r}: pass a non-empty list of distinct jax.Device "
@@ -165,8 +173,32 @@ def put_batch(tree: Any, mesh: Mesh) -> Any:
     mesh: from `make_mesh`.
   Returns:
     The same pytree of `jax.Array`s, sharded along axis 0.
+  Raises:
+    InputError: an array with no leading axis, or one whose B does not divide over the
+      mesh's devices (was JAX's IndivisibleError, a dump of the sharding), naming the rows
+      to pad it with.
   """
+  _check_rows_divide(tree, mesh.devices.size)
   return _put(tree, batch_sharded(mesh))
+
+
+def _check_rows_divide(tree: Any, n: int) -> None:
+  """Refuses leaves of `tree` whose leading axis does not split over `n` devices."""
+  for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+    shape = np.shape(leaf)
+    where = f"the array at {jax.tree_util.keystr(path)}" if path else "the array"
+    if not shape:
+      raise InputError(f"put_batch splits arrays over the devices along their first axis; "
+                       f"{where} is a scalar. Pass [B, ...] arrays (put_replicated copies "
+                       "whole ones).")
+    if shape[0] % n:
+      pad = -shape[0] % n
+      raise InputError(
+          f"put_batch splits arrays over the {n} devices along their first axis; {where} has "
+          f"{shape[0]} rows (shape {tuple(shape)}), not a multiple of {n}. Pad it with {pad} "
+          f"row{'s' if pad != 1 else ''} to {shape[0] + pad} (e.g. np.concatenate([x, "
+          f"np.repeat(x[-1:], {pad}, axis=0)]), dropping their results), or pass a mesh of "
+          "fewer devices.")
 
 
 def _fetch_leaf(x: Any) -> Any:

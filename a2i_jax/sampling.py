@@ -90,8 +90,9 @@ def decode_images(model: nn.Module, variables: Mapping, latents: Mapping[str, Ar
     scored is the image as a picture holds it.
   Raises:
     InputError: a model that is no Flax module (a TrainedModel), latents missing one of the
-      model's, latents and attributes of other row counts (from their shapes alone: under
-      `jit` too), or attributes given as a list that is not rows of numbers.
+      model's or not [N, size] of its sizes, attributes None for a model that uses them,
+      latents and attributes of other row counts (from their shapes alone: under `jit` too),
+      or attributes given as a list that is not rows of numbers.
   """
   check_module(model, "sampling.decode_images", "decode")
   # Converted before its shape is read: was JAX's TracerArrayConversionError for a list under
@@ -104,6 +105,16 @@ def decode_images(model: nn.Module, variables: Mapping, latents: Mapping[str, Ar
       raise InputError(f"decode_images takes latents {{name: [N, size]}} for {sorted(dims)}; "
                        f"got {got} (prior_latents gives them).")
     rows = {n: jnp.shape(latents[n]) for n in dims}
+    for n, d in dims.items():  # Was Flax's ScopeParamShapeError, blaming the attributes'
+      # embedding's kernel (a review's finding).
+      if len(rows[n]) != 2 or rows[n][1] != d:
+        raise InputError(f"decode_images takes latents[{n!r}] of shape [N, {d}] (the model's "
+                         f"{n} size); got shape {tuple(rows[n])} (prior_latents gives them).")
+    if y is None and getattr(model, "uses_attributes", False):  # Was "'NoneType' object has
+      # no attribute 'shape'" from inside the decoder (a review's finding).
+      y_dim = getattr(model, "y_dim", "y_dim")  # A test's stand-in may have none.
+      raise InputError(f"decode_images needs attributes y [N, {y_dim}] for this model, which "
+                       "uses them; got None.")
     if y is not None:
       rows["y"] = jnp.shape(y)
     if len({shape[:1] for shape in rows.values()}) > 1:  # Was a concatenation's TypeError.

@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from a2i_jax import config_lib, inputs, models, perf
+from a2i_jax import config_lib, inputs, models, perf, sampling
 from a2i_jax.errors import ConfigError, InputError
 
 Array = jax.Array
@@ -201,8 +201,11 @@ def create_train_state(model: flax.linen.Module, config: ml_collections.ConfigDi
     A `TrainState` at step 0.
   Raises:
     InputError: a `key` that is no PRNG key (a seed: was JAX's TypeError "invalid PRNG key
-      data"), or a `tx` that is no optax transformation (was an AttributeError; fault hunt).
+      data"), a `tx` that is no optax transformation (was an AttributeError; fault hunt), or
+      a `model` that is no Flax module (a loaded TrainedModel: pass its `.model`).
+    ConfigError: `config` is not the whole experiment config (`config.model` in its place).
   """
+  _check_model_and_config(model, config, "create_train_state")
   inputs.check_key(key)
   _check_tx(tx)
   variables = models.init_variables(model, config.model, key)
@@ -212,6 +215,17 @@ def create_train_state(model: flax.linen.Module, config: ml_collections.ConfigDi
   fresh = perf.jit(lambda p: _state_from_variables({"params": p}, tx).replace(params=None),
                    extra_options=models.CHEAP_COMPILE)(variables["params"])
   return fresh.replace(params=variables["params"], batch_stats=variables.get("batch_stats", {}))
+
+
+def _check_model_and_config(model: Any, config: Any, fn: str) -> None:
+  """Refuses a `model` that is no Flax module (the TrainedModel `inference.load_trained`
+  gives) and a `config` that is not the whole experiment config (its model section), as
+  `sampling` and `TrainedModel.from_variables` refuse them: were AttributeErrors,
+  "'TrainedModel' object has no attribute 'init'" and "'model'" (a review's finding)."""
+  # pylint: disable-next=import-outside-toplevel,protected-access
+  from a2i_jax.inference.restore import _check_whole_config
+  sampling.check_module(model, f"train_state.{fn}")
+  _check_whole_config(config, f"train_state.{fn}", ("model",))
 
 
 def _check_tx(tx: Any) -> None:
@@ -232,8 +246,11 @@ def abstract_train_state(model: flax.linen.Module, config: ml_collections.Config
   Returns:
     A `TrainState` of `jax.ShapeDtypeStruct` leaves (a checkpoint restore target).
   Raises:
-    InputError: a `tx` that is no optax transformation (was an AttributeError; a review).
+    InputError: a `tx` that is no optax transformation (was an AttributeError; a review), or
+      a `model` that is no Flax module (a loaded TrainedModel: pass its `.model`).
+    ConfigError: `config` is not the whole experiment config (`config.model` in its place).
   """
+  _check_model_and_config(model, config, "abstract_train_state")
   _check_tx(tx)
   return jax.eval_shape(functools.partial(_state_from_variables, tx=tx),
                         models.abstract_variables(model, config.model))

@@ -9,6 +9,7 @@ accepted path through a tiny trained CVAE (conftest's `tiny_run`).
 
 import dataclasses
 import functools
+import inspect
 import json
 import os
 import re
@@ -1378,3 +1379,79 @@ def test_orbax_metadata_that_is_no_json_object_names_its_step_without_checksums(
       f"folder with them (") + ".*" + re.escape(f"); move them away ({move(6)}; {move(4)})")):
     checkpoints.Checkpointer(workdir)
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4", "6"]
+
+
+# ------------------------------------------------ found by the notebook-facing API's review
+
+def test_decode_images_refuses_latents_of_other_sizes_and_no_attributes(untrained, key):
+  """Was: sampling.decode_images given y=None for a model that uses attributes "'NoneType'
+  object has no attribute 'shape'" from inside the decoder, and latents of another width
+  Flax's ScopeParamShapeError blaming the attributes' embedding. Checked from the shapes
+  alone, so under `jit` too."""
+  for name in ("cvae", "discvae"):
+    trained = untrained[name]
+    latents = {n: np.zeros((2, d), np.float32) for n, d in trained.model.latent_dims.items()}
+    first = sorted(latents)[0]
+    decode = functools.partial(sampling.decode_images, trained.model)
+    v = trained.variables  # Shapes alone: the calls are traced (jax.eval_shape) or refused.
+    for transform in (lambda f: f, lambda f: functools.partial(jax.eval_shape, f)):
+      with pytest.raises(InputError, match=re.escape(
+          f"decode_images needs attributes y [N, {Y}] for this model, which uses them; got "
+          "None.")):
+        transform(lambda v, lat: decode(v, lat, None))(v, latents)
+      for wrong in ((2, 5), (2,)):
+        with pytest.raises(InputError, match=re.escape(
+            f"decode_images takes latents['{first}'] of shape [N, {latents[first].shape[1]}] "
+            f"(the model's {first} size); got shape {wrong} (prior_latents gives them).")):
+          transform(decode)(v, {**latents, first: np.zeros(wrong, np.float32)}, _attrs(2))
+    assert jax.eval_shape(decode, v, latents, _attrs(2))["image"].shape == (2, S, S, 3)
+  vae = untrained["vae"]  # A model without attributes takes none.
+  z = {"z": np.zeros((2, vae.config.model.z_dim), np.float32)}
+  assert jax.eval_shape(lambda v, z: sampling.decode_images(vae.model, v, z, None),
+                        vae.variables, z)["image"].shape == (2, S, S, 3)
+
+
+def test_one_device_for_a_mesh_and_rows_that_do_not_divide_over_it_are_named():
+  """Was: parallel.make_mesh(jax.devices()[0]) "'Device' object is not iterable" (and a
+  number "'int' object is not iterable"); put_batch of 5 rows over 4 devices JAX's
+  IndivisibleError, a dump of the sharding."""
+  from a2i_jax import parallel  # pylint: disable=import-outside-toplevel
+  one = jax.devices()[0]
+  with pytest.raises(ConfigError, match=re.escape(
+      f"devices={one!r} is one jax.Device, not a list of them; pass [device] (e.g. "
+      "jax.devices()[:1]).")):
+    parallel.make_mesh(one)
+  with pytest.raises(ConfigError, match="devices=4: pass a non-empty list of distinct"):
+    parallel.make_mesh(4)
+  mesh = parallel.make_mesh()
+  n = mesh.devices.size
+  with pytest.raises(InputError, match=re.escape(
+      f"put_batch splits arrays over the {n} devices along their first axis; the array at "
+      f"['y'] has {n + 1} rows (shape ({n + 1}, 2)), not a multiple of {n}. Pad it with "
+      f"{n - 1} rows to {2 * n} (e.g. np.concatenate([x, np.repeat(x[-1:], {n - 1}, "
+      "axis=0)]), dropping their results), or pass a mesh of fewer devices.")):
+    parallel.put_batch({"x": np.zeros((n, 2)), "y": np.zeros((n + 1, 2))}, mesh)
+  with pytest.raises(InputError, match="put_batch splits .*; the array is a scalar"):
+    parallel.put_batch(np.float32(1.0), mesh)
+  assert parallel.put_batch(np.zeros((2 * n, 2)), mesh).shape == (2 * n, 2)
+
+
+@pytest.mark.parametrize("use", ["run_inference", "reconstruct", "complete", "edit",
+                                 "infer_attributes"])
+def test_the_uses_document_the_config_error_of_options_the_model_cannot_run(untrained, key,
+                                                                            use):
+  """Was: options the model cannot run (energy "gaussian" for a disCVAE, which has no
+  per-pixel variance) raise ConfigError, where the docstrings listed only InputError: a
+  notebook's `except InputError` missed it (a review's finding)."""
+  dis = untrained["discvae"]
+  options = inference.options_for(dis, steps=1, energy="gaussian")  # Taken here.
+  prior = inference.AttributePrior(np.zeros(Y, np.float32), np.eye(Y, dtype=np.float32))
+  args = {"run_inference": (_images(), _attrs()), "reconstruct": (_images(), _attrs()),
+          "complete": (_images(), _attrs(), _eyes()), "edit": (_images(), _attrs(), {2: 1.0}),
+          "infer_attributes": (_images(), prior)}[use]
+  fn = getattr(inference, use)
+  with pytest.raises(ConfigError, match="inference.energy='gaussian' is not available for "
+                     "DisCVAE"):
+    fn(dis, *args, key=key, options=options)
+  raises = inspect.getdoc(fn).split("Raises:")[1]  # Python 3.13 dedents docstrings itself.
+  assert re.search(r"^  ConfigError: ", raises, re.M), f"{use}'s Raises names no ConfigError"

@@ -7,9 +7,11 @@ library's level on files made in `tmp_path`: no subprocess, no model.
 import io
 import os
 import pathlib
+import re
 import struct
 import zlib
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image, ImageFile
@@ -298,3 +300,53 @@ def test_a_video_among_the_photos_is_skipped_not_called_damaged(tmp_path, caplog
     with pytest.raises(InputError, match=r"is an (MPEG|MP4) video file, a format PIL cannot "
                        "read; save the frame you want as PNG or JPEG first"):
       inputs.image_files(str(tmp_path / name))
+
+
+def test_uint8_images_of_zeros_and_ones_are_refused_as_masks_are():
+  """Was: images in [0, 1] cast with .astype(np.uint8) (every value below 1 cut to 0, so 0s
+  and 1s) taken by check_images, and by to_unit, to_signed and to_uint8, as the black images
+  they read as (a review's finding); uint8 masks of 0s and 1s were refused already. A black
+  image (all zeros) is one, and taken."""
+  unit = np.random.default_rng(0).random((2, S, S, 3))
+  unit[0, 0, 0] = 1.0
+  slip = unit.astype(np.uint8)
+  fix = re.escape("uint8 whose brightest value is 1 (of 255), so they would read as black: "
+                  "floats in [0, 1] cast with .astype(np.uint8)? Pass (x * 255).round()"
+                  ".astype(np.uint8) of those floats, or the floats in [0, 1] as they are.")
+  with pytest.raises(InputError, match="^images are " + fix):
+    inputs.check_images(slip, S)
+  for convert in (inputs.to_unit, inputs.to_signed, inputs.to_uint8):
+    with pytest.raises(InputError, match=f"^{convert.__name__} takes uint8 in .*; these are "
+                       + fix):
+      convert(slip)
+  with pytest.raises(InputError, match="these are uint8 whose brightest value is 1"):
+    inputs.to_unit(jax.numpy.asarray(slip))
+  black = np.zeros((2, S, S, 3), np.uint8)
+  np.testing.assert_array_equal(inputs.check_images(black, S), -1.0)
+  np.testing.assert_array_equal(inputs.to_unit(black), 0.0)
+  # The fix named reads as the floats do; under `jit` only the dtype is checked.
+  np.testing.assert_allclose(inputs.check_images((unit * 255).round().astype(np.uint8), S),
+                             inputs.check_images(unit, S), atol=1 / 255)
+  assert jax.jit(inputs.to_unit)(slip).dtype == np.float32
+
+
+@pytest.mark.parametrize("shape, words", [
+    ((3, 1, S, S, 3), "a list of 3 batches of 1 image? Join them into one batch: "
+                      "np.concatenate(images)"),
+    ((1, 3, S, S, 3), "one batch of 3 images in a list? Pass images[0], or "
+                      "np.concatenate(images)"),
+])
+def test_a_list_of_batches_is_told_to_concatenate_not_resize(shape, words):
+  """Was: images given as a list of one-image batches ([1, S, S, 3] each, as a loop that
+  appends batches makes) refused with "resize or crop to SxS", images of that size already
+  (a review's finding); batches of other sizes (the last one smaller) as "a list of items of
+  different shapes", no fix."""
+  x = np.zeros(shape, np.uint8)
+  with pytest.raises(InputError, match=re.escape(f"images have shape {shape}; this model "
+                                                 f"expects [N, {S}, {S}, 3] RGB ({words}")):
+    inputs.check_images(list(x) if shape[0] > 1 else x, S)
+  with pytest.raises(InputError, match=re.escape(
+      f"images are a list of 2 batches of {S}x{S} RGB images of different sizes (2, 1 "
+      "images); join them into one batch: np.concatenate(images).")):
+    inputs.check_images([np.zeros((2, S, S, 3)), np.zeros((1, S, S, 3))], S)
+  assert inputs.check_images(np.concatenate(list(x)), S).shape == (3, S, S, 3)

@@ -304,3 +304,34 @@ def test_check_refuses_a_step_that_is_no_integer_or_has_no_checkpoint(tmp_path):
     assert ckpt.find_intact() == (3, [])
   finally:
     ckpt.close()
+
+
+def test_a_trained_model_or_the_model_section_in_place_of_the_module_or_config_is_refused():
+  """Was: create_train_state and abstract_train_state given the loaded TrainedModel for the
+  module, or config.model for the whole config, an AttributeError ("'TrainedModel' object has
+  no attribute 'init'", "'model'"), as models.init_variables given the TrainedModel (a
+  review's finding); make_optimizer and TrainedModel.from_variables refused such slips."""
+  from a2i_jax import inference  # pylint: disable=import-outside-toplevel
+  config = config_lib.get_config("synthetic")
+  model = models.create_model(config.model)
+  tx = train_state.make_optimizer(config)
+  key = jax.random.key(0)
+  trained = inference.TrainedModel.from_variables(
+      config, models.abstract_variables(model, config.model))
+  for fn, call in (
+      ("create_train_state", lambda m, c: train_state.create_train_state(m, c, tx, key)),
+      ("abstract_train_state", lambda m, c: train_state.abstract_train_state(m, c, tx))):
+    with pytest.raises(InputError, match=re.escape(
+        f"train_state.{fn} takes the model's Flax module, not TrainedModel; pass "
+        "trained.model.")):
+      call(trained, config)
+    with pytest.raises(ConfigError, match=re.escape(
+        f"the config given to train_state.{fn} has no model section (its keys: ")):
+      call(model, config.model)
+  for fn, call in (("init_variables", lambda: models.init_variables(trained, config.model, key)),
+                   ("abstract_variables", lambda: models.abstract_variables(trained,
+                                                                            config.model))):
+    with pytest.raises(InputError, match=re.escape(
+        f"models.{fn} takes the model's Flax module, not TrainedModel; pass trained.model.")):
+      call()
+  assert train_state.abstract_train_state(model, config, tx).step.shape == ()

@@ -170,6 +170,9 @@ def run_inference(trained: TrainedModel, images: Any, attributes: Any = None,
     InputError: inputs that do not fit the model or each other (every array is checked whole,
       against the N images, before the first batch), no images, a batch size below 1, or a
       key that is not a PRNG key.
+    ConfigError: options the model cannot run (an energy it has no term for: "gaussian"
+      for a disCVAE, which has no per-pixel variance), or, with `options` None, a run's
+      `config.inference` that is not valid.
   """
   check_trained(trained)
   check_key(key)
@@ -219,6 +222,7 @@ def reconstruct(trained: TrainedModel, images: Any, attributes: Any = None, *, k
     `run_inference`'s dict; "reconstruction" [N, S, S, 3] in [0, 1].
   Raises:
     InputError: an `observed` mask (use `complete`), or inputs `run_inference` refuses.
+    ConfigError: options `run_inference` refuses.
   """
   check_trained(trained)
   _no_observed(kwargs, "reconstruct")
@@ -246,6 +250,7 @@ def complete(trained: TrainedModel, images: Any, attributes: Any, observed: Any,
     the input and the generator's pixels in the hole.
   Raises:
     InputError: no `observed` mask, or inputs `run_inference` refuses.
+    ConfigError: options `run_inference` refuses.
   """
   check_trained(trained)
   # The images first, so that a wrong image shape is blamed on the images, not on the mask.
@@ -280,6 +285,7 @@ def infer_attributes(trained: TrainedModel, images: Any, attribute_prior: Attrib
   Raises:
     InputError: the model does not use attributes (the VAE), `attributes` given, or inputs
       `run_inference` refuses.
+    ConfigError: options `run_inference` refuses.
   """
   check_trained(trained)
   if "attributes" in kwargs:  # Was a TypeError, "got multiple values for argument".
@@ -472,6 +478,7 @@ def edit(trained: TrainedModel, images: Any, attributes: Any, changes: Mapping[i
   Raises:
     InputError: a model without attributes, a change that is not {index: number}, or inputs
       `run_inference` refuses.
+    ConfigError: options `run_inference` refuses.
   """
   check_trained(trained)
   _needs_attributes(trained, "editing them changes nothing")

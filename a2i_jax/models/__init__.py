@@ -28,7 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from a2i_jax import inputs, memo, perf
+from a2i_jax import inputs, memo, perf, sampling
 from a2i_jax.errors import ConfigError
 from a2i_jax.models.blocks import GaussianHead, ImageDecoder, ImageEncoder, ImageTrunk, LinearMix
 from a2i_jax.models.cvae import CVAE
@@ -201,7 +201,10 @@ def abstract_variables(model: nn.Module, model_config: Any) -> dict:
     model_config: `config.model`.
   Returns:
     {"params", "batch_stats"} trees of `jax.ShapeDtypeStruct`.
+  Raises:
+    InputError: a `model` that is no Flax module (a loaded TrainedModel: pass its `.model`).
   """
+  sampling.check_module(model, "models.abstract_variables")
   key = _variables_key(model, model_config)
   trace = lambda: jax.eval_shape(_init_fn(model, model_config), jax.random.key(0))
   shapes = _ABSTRACT.get(key, trace) if key is not None else trace()
@@ -221,7 +224,10 @@ def init_variables(model: nn.Module, model_config: Any, key: Array) -> dict:
   Raises:
     ConfigError: variables that do not fit in the host's memory (a latent size or width
       far past any model's).
+    InputError: a `model` that is no Flax module (a loaded TrainedModel: pass its `.model`;
+      was an AttributeError, "'TrainedModel' object has no attribute 'init'").
   """
+  sampling.check_module(model, "models.init_variables")
   init = _init_fn(model, model_config)
 
   # Jitted (op-by-op initialisation compiles every primitive separately), and on CPU without
