@@ -4,7 +4,8 @@
 
 Modes (PNG grids and JSON go to --out, default WORKDIR/infer; each mode's files there are
 replaced together, so they always come from one call, and Ctrl-C leaves a mode's earlier files
-as they were; what a stopped complete, tune or evaluate finished is kept as *_partial.* files):
+as they were; what a stopped complete, progression, tune or evaluate finished is kept as
+*_partial.* files):
   sample       images for test attribute vectors, several latents each
   progression  one attribute swept from its training minimum to maximum, z fixed
   swap         disCVAE: fixed foreground latent with varied backgrounds, and the reverse
@@ -76,8 +77,13 @@ _NUM_EXAMPLES = flags.DEFINE_integer("num_examples", -1, "evaluate / tune: first
 _FIDELITY = flags.DEFINE_bool("attribute_fidelity", True, "evaluate: also score attribute "
                               "fidelity with an attribute predictor (trained on first use and "
                               "saved in the first workdir).")
+# evaluate's attribute predictor's training seed, whatever --seed says: the predictor is then
+# one function of the dataset and its settings (`load_or_train`), which each --seed reuses and
+# which scores every run of the dataset alike.
+PREDICTOR_SEED = 0
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of latent draws, restarts and random occlusions "
-                            "(0 to 2**31 - 1).")
+                            "(0 to 2**31 - 1); not of evaluate's attribute predictor, which "
+                            f"is trained with seed {PREDICTOR_SEED} whatever --seed says.")
 # Many hosts (README "Many hosts"): --coordinator_address, --num_processes, --process_id.
 _JOIN_PROCESSES = distributed.define_flags()
 flags.mark_flags_as_required(["workdir"])
@@ -105,7 +111,9 @@ _MAX_SEED = 2**31 - 1  # Every consumer takes it: jax.random.key, numpy's Genera
 # (`PARTIAL_FILES`: was deleted, review finding), as the set "<mode>_partial"; the mode's
 # whole set, when a later call writes it, replaces them.
 # The PNG names are the occlusions' own (was "complete_*.png": a user's complete_holiday.png
-# or complete_partial_notes.png in --out was deleted by the next `complete`, review finding).
+# or complete_partial_notes.png in --out was deleted by the next `complete`, review finding);
+# progression's partial set, whose PNG names are the dataset's attributes', is
+# `_Run.mode_set`'s.
 _COMPLETE_PARTIAL = tuple(f"complete_partial_{n}.png" for n in occlusions.OCCLUSION_NAMES)
 MODE_SETS = {"complete": tuple(f"complete_{n}.png" for n in occlusions.OCCLUSION_NAMES)
                          + _COMPLETE_PARTIAL + ("complete.json", "complete_partial.json"),
@@ -115,6 +123,8 @@ MODE_SETS = {"complete": tuple(f"complete_{n}.png" for n in occlusions.OCCLUSION
              "evaluate": ("evaluation_partial.md", "evaluation_partial.json")}
 _PARTIAL = "_partial"  # Of the set a mode stopped midway keeps: "complete_partial".
 PARTIAL_FILES = {"complete": "complete_partial.json and complete_partial_<occlusion>.png",
+                 "progression": "progression_partial.json and "
+                                "progression_partial_<attribute>.png",
                  "tune": "tune_partial.json",
                  "evaluate": "evaluation_partial.md and evaluation_partial.json"}
 
@@ -470,11 +480,15 @@ class _Run:
     return inference.options_for(self.trained,
                                  **{"infer_attributes": False, **given, **overrides})
 
-  def settings(self, opts: inference.InferenceOptions) -> dict:
+  def settings(self, opts: Optional[inference.InferenceOptions] = None) -> dict:
     """What a mode's JSON records of how it ran: --seed and every inference setting (steps,
     restarts, learning rate, ...), so that files of two calls with other flags can be told
     apart (was: none of them in reconstruct, edit and infer_attributes files, only the steps
-    in complete.json; review finding)."""
+    in complete.json; review finding). Without `opts` (sample, progression, swap: they
+    decode prior latents and run no posterior inference), --seed alone: it draws their
+    latents."""
+    if opts is None:
+      return {"seed": self.opts.seed}
     return {"seed": self.opts.seed, "inference": dataclasses.asdict(opts)}
 
   def images(self):
@@ -534,6 +548,21 @@ class _Run:
     _write(os.path.join(folder or self.stage, name), lambda p: evaluation.write_json(obj, p),
            shown=os.path.join(self.out, name))
 
+  def mode_set(self, mode: str) -> tuple[str, ...]:
+    """The files of `mode`'s set (or "<mode>_partial"'s) that its next set replaces in --out
+    (`_staged`): `MODE_SETS`', and for progression, whose names are the dataset's attributes',
+    the partial set a stopped progression kept (`_progression_partial`).
+
+    Args:
+      mode: a mode, or "<mode>_partial".
+    Returns:
+      The file names.
+    """
+    if mode in ("progression", f"progression{_PARTIAL}"):
+      return (f"progression{_PARTIAL}.json",
+              *(_progression_partial(name, self.names) for name in self.names))
+    return MODE_SETS.get(mode, ())
+
   def keep_partial(self, mode: str, renamed: dict[str, str], obj: dict, name: str) -> None:
     """Keeps what `mode` finished before it stopped (Ctrl-C, an error): the files `renamed`
     names in its staging folder, under their new names, and `obj` as the JSON `name`, moved
@@ -541,7 +570,8 @@ class _Run:
     deleted with the staging folder (review finding). A failure to keep them is a warning:
     the error that stopped the mode is the one to see."""
     try:
-      with _staged(self.out, f"{mode}{_PARTIAL}", self.done) as stage:
+      with _staged(self.out, f"{mode}{_PARTIAL}", self.done,
+                   self.mode_set(f"{mode}{_PARTIAL}")) as stage:
         if distributed.is_main():
           for old, new in renamed.items():
             os.replace(os.path.join(self.stage, old), os.path.join(stage, new))
@@ -583,14 +613,15 @@ def _write(path: str, write: Callable[[str], None], shown: Optional[str] = None)
 
 
 @contextlib.contextmanager
-def _staged(out: str, mode: str, done: list[str], quiet: bool = False) -> Iterator[str]:
+def _staged(out: str, mode: str, done: list[str], mode_set: Optional[Sequence[str]] = None,
+            quiet: bool = False) -> Iterator[str]:
   """A new folder inside `out` for one mode's files. When the mode ends well, its files are
-  moved in over any of the same names, then what is left of its earlier set (`MODE_SETS`)
-  removed, and `mode` appended to `done`; when the mode fails or is interrupted, the folder
-  goes and `out` is left as it was (no folder if it held nothing). A Ctrl-C while the folder
-  is made or during the move waits for it; a rename that fails midway (a failing disk) is
-  reported, and may leave part of the new set in. The folders made for `out` (its missing
-  parents too) go again where the mode leaves them empty.
+  moved in over any of the same names, then what is left of its earlier set (`mode_set`,
+  default `MODE_SETS`'s) removed, and `mode` appended to `done`; when the mode fails or is
+  interrupted, the folder goes and `out` is left as it was (no folder if it held nothing). A
+  Ctrl-C while the folder is made or during the move waits for it; a rename that fails
+  midway (a failing disk) is reported, and may leave part of the new set in. The folders
+  made for `out` (its missing parents too) go again where the mode leaves them empty.
 
   Yields:
     The folder to write to (process 0; the others write nothing and get `out`).
@@ -599,6 +630,7 @@ def _staged(out: str, mode: str, done: list[str], quiet: bool = False) -> Iterat
     yield out
     done.append(mode)
     return
+  earlier = frozenset(MODE_SETS.get(mode, ()) if mode_set is None else mode_set)
   made = _missing_folders(out)  # Each removed again where left empty.
   stage, owner = None, None
   try:
@@ -618,7 +650,7 @@ def _staged(out: str, mode: str, done: list[str], quiet: bool = False) -> Iterat
         for name in new:
           os.replace(os.path.join(stage, name), os.path.join(out, name))
         for name in sorted(os.listdir(out)):
-          if name not in new and name in MODE_SETS.get(mode, ()):
+          if name not in new and name in earlier:
             os.remove(os.path.join(out, name))
       except OSError as e:  # A move names the file it could not replace (a folder of its
         raise _write_error(e.filename2 or out, e) from None  # name; was `out` only).
@@ -763,31 +795,102 @@ def _unless_diverged(values: np.ndarray, energy: np.ndarray) -> np.ndarray:
 
 
 def sample(run: _Run) -> None:
+  """Writes sample_step<N>.png, --samples_per_attribute draws (columns) for each of the first
+  --num_images test attribute vectors (rows), and beside it sample_step<N>.json: the run,
+  step, --seed, draws per vector and the attribute vectors that made it (was: the PNG alone,
+  so that neither --seed nor --samples_per_attribute was recorded; review finding).
+
+  Args:
+    run: the call's run.
+  """
   test = run.dataset["test"]
   n = _image_count(run.opts.num_images, len(test), "the test split", DEFAULT_NUM_IMAGES)
   k = run.opts.samples_per_attribute
   images = inference.sample(run.trained, np.repeat(test.attributes[:n], k, axis=0),
                             run.key)["image"]
-  run.save(images, f"sample_step{run.trained.step}.png", k)
+  stem = f"sample_step{run.trained.step}"
+  run.save(images, f"{stem}.png", k)
+  # One row per test attribute vector, each with k draws of the prior N(0, I) from --seed;
+  # a model without attributes ignores them (its n x k images are draws alike).
+  attributes = ({"attributes": _attribute_rows([f"test[{i}]" for i in range(n)], run.names,
+                                                test.attributes[:n])}
+                if run.trained.model.uses_attributes else {})
+  run.save_json({"files": [f"{stem}.png"], "rows": n, "latent_draws": k, **attributes,
+                 **run.settings()}, f"{stem}.json")
+
+
+# progression: the swept values (columns) and latent draws (rows) of each grid; swap: the
+# foreground and background latents of its grid.
+_PROGRESSION_VALUES, _PROGRESSION_LATENTS, _SWAP_NUM = 8, 4, 6
 
 
 def progression(run: _Run) -> None:
+  """Writes progression_<attribute>.png for --attribute (default: each attribute), and beside
+  it progression_<attribute>.json: the run, step, --seed, swept values and base attributes
+  that made it (was: the PNG alone, which a later call with another --step replaced with
+  nothing to tell which checkpoint made it). Stopped midway (Ctrl-C, an error), it keeps the
+  attributes it finished as progression_partial.json (their records, and those not finished)
+  and progression_partial_<attribute>.png (was: all lost; review finding).
+
+  Args:
+    run: the call's run.
+  """
   base = run.dataset["test"].attributes[0]
   which = ([_attribute_index(run.names, run.opts.attribute)] if run.opts.attribute
-           else range(len(run.names)))
-  for j in which:
-    lo, hi = run.value_range(j)
-    grid = inference.progression(run.trained, base, j, np.linspace(lo, hi, 8), key=run.key,
-                                 num_latents=4)
-    part = _file_part(run.names[j], run.names, "progression_", ".png")
-    run.save(grid, f"progression_{part}.png", 8)
+           else list(range(len(run.names))))
+  finished = {}  # {attribute index: (its PNG in the staging folder, its record)}, of those done.
+  try:
+    for j in which:
+      lo, hi = run.value_range(j)
+      values = np.linspace(lo, hi, _PROGRESSION_VALUES)
+      grid = inference.progression(run.trained, base, j, values, key=run.key,
+                                   num_latents=_PROGRESSION_LATENTS)
+      # One part for both files, with room for the longer suffix (as edit's).
+      stem = f"progression_{_file_part(run.names[j], run.names, 'progression_', '.json')}"
+      run.save(grid, f"{stem}.png", _PROGRESSION_VALUES)
+      # The swept values, one per column; draws of the prior N(0, I) from --seed, one per row.
+      record = {"files": [f"{stem}.png"], "attribute": run.names[j],
+                "values": [float(v) for v in values], "latent_draws": _PROGRESSION_LATENTS,
+                "base_attributes": _attribute_rows(["test[0]"], run.names, [base])[0],
+                **run.settings()}
+      run.save_json(record, f"{stem}.json")
+      finished[j] = (f"{stem}.png", record)
+      interrupts.check()  # One swallowed whole: the attributes done are kept.
+  except BaseException:  # Ctrl-C, an error, a device out of memory: all the same.
+    if finished:  # Was: every progression finished lost with the staging folder.
+      renamed = {png: _progression_partial(run.names[j], run.names)
+                 for j, (png, _) in finished.items()}
+      # Each attribute's record as its own JSON holds it, --seed once for all.
+      run.keep_partial("progression", renamed, {
+          "attributes": [{**{k: v for k, v in record.items() if k != "seed"},
+                          "files": [renamed[png]]} for png, record in finished.values()],
+          "not_finished": [run.names[j] for j in which if j not in finished],
+          **run.settings()}, f"progression{_PARTIAL}.json")
+    raise
+
+
+def _progression_partial(name: str, names: Sequence[str]) -> str:
+  """The PNG a stopped progression keeps of attribute `name` (`PARTIAL_FILES`)."""
+  return f"progression_partial_{_file_part(name, names, 'progression_partial_', '.png')}.png"
 
 
 def swap(run: _Run) -> None:
-  grid = inference.swap(run.trained, run.dataset["test"].attributes[0], key=run.key,
-                        num=6)["grid"]
-  run.save(grid, "swap_rows_same_foreground.png", 6)
-  run.save(np.swapaxes(grid, 0, 1), "swap_rows_same_background.png", 6)
+  """Writes swap_rows_same_foreground.png, swap_rows_same_background.png (the same grid
+  transposed), and beside them swap.json: the run, step, --seed and attributes that made them
+  (was: the PNGs alone).
+
+  Args:
+    run: the call's run (a disCVAE's; `_check_modes`).
+  """
+  base = run.dataset["test"].attributes[0]
+  grid = inference.swap(run.trained, base, key=run.key, num=_SWAP_NUM)["grid"]
+  names = ["swap_rows_same_foreground.png", "swap_rows_same_background.png"]
+  run.save(grid, names[0], _SWAP_NUM)
+  run.save(np.swapaxes(grid, 0, 1), names[1], _SWAP_NUM)
+  # Draws of the prior N(0, I) from --seed: foreground and background latents, each.
+  run.save_json({"files": names, "latent_draws": _SWAP_NUM,
+                 "attributes": _attribute_rows(["test[0]"], run.names, [base])[0],
+                 **run.settings()}, "swap.json")
 
 
 def reconstruct(run: _Run) -> None:
@@ -1106,9 +1209,11 @@ def evaluate(opts: Options, done: list[str]) -> None:
       if opts.attribute_fidelity:
         if predictor is None:
           from a2i_jax import attribute_predictor  # pylint: disable=import-outside-toplevel
+          # Its own fixed seed, not --seed (was: each --seed trained, and saved over the last,
+          # a predictor of its own, so two --seed mixed in the predictor's variance; review).
           predictor = attribute_predictor.load_or_train(
               run.trained.config.attribute_predictor, run.dataset, opts.workdirs[0],
-              seed=opts.seed)
+              seed=PREDICTOR_SEED)
         report = {**evaluation.attribute_report(
             run.trained, run.dataset, predictor, key=run.key, num_examples=opts.num_examples,
             options=options), "model": label}
@@ -1258,7 +1363,7 @@ def run_modes(opts: Options) -> None:
     one = _Run(opts.workdirs[0], opts)
     one.done = done  # For `_Run.keep_partial`.
     for mode in opts.modes:
-      with _staged(one.out, mode, done) as one.stage:
+      with _staged(one.out, mode, done, one.mode_set(mode)) as one.stage:
         RUN_MODES[mode](one)
       interrupts.check()  # An interrupt swallowed whole stops the call after this mode.
   except BaseException as e:  # pylint: disable=broad-except

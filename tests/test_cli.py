@@ -74,6 +74,10 @@ def test_train_then_sample(tmp_path, train_py_reference, capsys):
   assert r.returncode == 0, r.stderr[-3000:]
   default_out = os.path.join(workdir, "infer")
   assert os.path.exists(os.path.join(default_out, f"sample_step{TRAIN_PY_STEPS}.png"))
+  with open(os.path.join(default_out, f"sample_step{TRAIN_PY_STEPS}.json")) as f:
+    record = json.load(f)  # Beside it, what made it.
+  assert (record["step"], record["seed"], record["rows"], record["latent_draws"]) == (
+      TRAIN_PY_STEPS, 0, 3, 3)
   with open(os.path.join(default_out, "complete.json")) as f:
     errors = json.load(f)["hidden_pixel_mse"]
   assert set(errors) == {"eyes", "block8"} and len(errors["eyes"]) == 3

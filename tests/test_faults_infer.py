@@ -247,8 +247,9 @@ def test_a_tilde_is_the_home_folder_and_checkpoints_are_no_out(trained, tmp_path
   monkeypatch.chdir(cwd)
   infer.run_modes(_options("--workdir=~/w", "--out=~/o", "--num_images=1",
                            "--samples_per_attribute=1"))
-  written = os.listdir(home / "o")
-  assert len(written) == 1 and written[0].startswith("sample_step"), written
+  written = sorted(os.listdir(home / "o"))  # The image and its record.
+  stem = os.path.splitext(written[0])[0]
+  assert stem.startswith("sample_step") and written == [f"{stem}.json", f"{stem}.png"], written
   assert not os.listdir(cwd)  # No folder named "~".
   workdir = home / "w"
   steps = sorted(os.listdir(workdir / "checkpoints"))
@@ -489,10 +490,13 @@ def test_progression_and_edit_of_a_long_attribute_write_their_files(trained, tmp
   infer.run_modes(_options(f"--workdir={trained}", f"--out={out}", "--mode=progression,edit",
                            f"--attribute={long}", "--num_images=1", "--steps=1"))
   made = sorted(os.listdir(out))
-  assert [n.split("L")[0] for n in made] == ["edit_", "edit_", "progression_"], made
+  assert [n.split("L")[0] for n in made] == ["edit_", "edit_", "progression_",
+                                             "progression_"], made
   assert all(len(os.fsencode(n)) <= 255 for n in made)
   assert made[0][:-5] == made[1][:-4]  # edit_<part>.json beside edit_<part>.png.
+  assert made[2][:-5] == made[3][:-4]  # The same for progression.
   assert json.loads((out / made[0]).read_text())["attribute"] == long
+  assert json.loads((out / made[2]).read_text())["attribute"] == long
 
 
 def test_workdir_missing_or_a_file(tmp_path):
@@ -607,6 +611,154 @@ def test_each_modes_json_records_the_seed_and_inference_settings(trained, tmp_pa
     assert made["inference"]["steps"] == 3 and made["inference"]["restarts"] == 2, name
     # The options the mode's optimised inference ran with, every one of them.
     assert made["inference"] == dataclasses.asdict(seen[-1]), name
+
+
+def test_progression_and_swap_record_what_made_their_images(trained, tiny_run, tmp_path,
+                                                            monkeypatch):
+  """Was: progression_<attribute>.png and swap_rows_same_*.png were written alone, without
+  the JSON beside every other mode's images, so that a later call with another --step (or
+  --seed) replaced them with nothing to tell which checkpoint and settings made them (review
+  finding). Each now writes its JSON beside them, and a later call replaces both. The
+  library's images are stubbed; what it was asked for is recorded."""
+  import infer  # pylint: disable=import-outside-toplevel
+  asked = []
+
+  def progression(trained, base, index, values, *, key, num_latents):
+    asked.append(dict(base=list(base), index=index, values=list(values), rows=num_latents))
+    return np.full((num_latents, len(values), 32, 32, 3), 0.5, np.float32)
+  monkeypatch.setattr(infer.inference, "progression", progression)
+  monkeypatch.setattr(infer.inference, "swap", lambda trained, base, *, key, num: (
+      asked.append(dict(base=list(base), num=num))
+      or {"grid": np.full((num, num, 32, 32, 3), 0.5, np.float32)}))
+  out = tmp_path / "out"
+  read = lambda name: json.loads((out / name).read_text())
+  step = max(int(n) for n in os.listdir(os.path.join(trained, "checkpoints")) if n.isdigit())
+  for seed in (3, 4):  # The second call replaces the first's image and record together.
+    infer.run_modes(_options(f"--workdir={trained}", f"--out={out}", "--mode=progression",
+                             "--attribute=hair_color", f"--seed={seed}", f"--step={step}"))
+    made = read("progression_hair_color.json")
+    assert (made["workdir"], made["step"], made["seed"]) == (os.path.abspath(trained), step,
+                                                             seed)
+  assert made["files"] == ["progression_hair_color.png"]
+  assert (made["attribute"], asked[-1]["index"]) == ("hair_color", 3)
+  assert made["values"] == asked[-1]["values"] and len(made["values"]) == 8
+  assert made["latent_draws"] == asked[-1]["rows"] == 4
+  base = made.pop("base_attributes")
+  assert base.pop("image") == "test[0]" and list(base.values()) == asked[-1]["base"]
+  assert "inference" not in made  # They run no posterior inference.
+  dis, dis_step = tiny_run("discvae")
+  infer.run_modes(_options(f"--workdir={dis}", f"--out={out}", "--mode=swap", "--seed=5"))
+  made = read("swap.json")
+  assert (made["workdir"], made["step"], made["seed"]) == (os.path.abspath(dis), dis_step, 5)
+  assert made["files"] == ["swap_rows_same_foreground.png", "swap_rows_same_background.png"]
+  assert made["latent_draws"] == asked[-1]["num"] == 6
+  assert made["attributes"].pop("image") == "test[0]"
+  assert list(made["attributes"].values()) == asked[-1]["base"]
+  assert sorted(os.listdir(out)) == sorted(["progression_hair_color.json", "swap.json",
+                                            "progression_hair_color.png", *made["files"]])
+
+
+def test_sample_records_what_made_its_image(trained, tmp_path, monkeypatch):
+  """Was: --mode=sample wrote sample_step<N>.png alone, so that its --seed and
+  --samples_per_attribute (and the attribute vectors of its rows) were recorded nowhere, and
+  a later call with others replaced it with nothing to tell them apart (review finding). It
+  now writes sample_step<N>.json beside it, and a later call replaces both. The library's
+  images are stubbed; what it was asked for is recorded."""
+  import infer  # pylint: disable=import-outside-toplevel
+  asked = []
+
+  def sample(trained, attributes, key):
+    asked.append(np.asarray(attributes))
+    return {"image": np.full((len(attributes), 32, 32, 3), 0.5, np.float32)}
+  monkeypatch.setattr(infer.inference, "sample", sample)
+  out = tmp_path / "out"
+  step = max(int(n) for n in os.listdir(os.path.join(trained, "checkpoints")) if n.isdigit())
+  for seed, k in ((3, 2), (4, 3)):  # The second call replaces the first's image and record.
+    infer.run_modes(_options(f"--workdir={trained}", f"--out={out}", "--mode=sample",
+                             "--num_images=2", f"--samples_per_attribute={k}",
+                             f"--seed={seed}"))
+    assert sorted(os.listdir(out)) == [f"sample_step{step}.json", f"sample_step{step}.png"]
+    made = json.loads((out / f"sample_step{step}.json").read_text())
+    assert (made["workdir"], made["step"], made["seed"]) == (os.path.abspath(trained), step,
+                                                             seed)
+    assert (made["files"], made["rows"], made["latent_draws"]) == (
+        [f"sample_step{step}.png"], 2, k)
+  assert "inference" not in made  # It runs no posterior inference.
+  rows = made["attributes"]  # Each row's attribute vector, as the library was given it.
+  assert [r.pop("image") for r in rows] == ["test[0]", "test[1]"]
+  np.testing.assert_allclose(np.repeat([list(r.values()) for r in rows], 3, axis=0),
+                             asked[-1], rtol=1e-6)
+
+
+def test_a_stopped_progression_keeps_the_attributes_it_finished(trained, tmp_path,
+                                                                monkeypatch):
+  """Was: a --mode=progression over every attribute stopped midway (Ctrl-C, SIGTERM, an
+  error) kept nothing of the attributes it had finished, where complete and tune keep theirs
+  (review finding). They are kept as progression_partial.json and
+  progression_partial_<attribute>.png, the line says so, and the next whole progression
+  removes them (a user's progression_partial_notes.png stays). The library's images are
+  stubbed."""
+  import infer  # pylint: disable=import-outside-toplevel
+  from a2i_jax import interrupts  # pylint: disable=import-outside-toplevel
+  calls, stop = [], None
+
+  def progression(trained, base, index, values, *, key, num_latents):
+    calls.append(index)
+    if len(calls) == 3 and stop is not None:
+      raise stop
+    return np.full((num_latents, len(values), 32, 32, 3), 0.5, np.float32)
+  monkeypatch.setattr(infer.inference, "progression", progression)
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / "progression_partial_notes.png").write_text("mine")
+  flags = (f"--workdir={trained}", f"--out={out}", "--mode=progression")
+  names = json.loads(pathlib.Path(trained, "dataset.json").read_text())["attribute_names"]
+  step = max(int(n) for n in os.listdir(os.path.join(trained, "checkpoints")) if n.isdigit())
+  assert len(names) > 3
+  for stop, line in ((KeyboardInterrupt, "interrupted"),
+                     (interrupts.Terminated, "stopped by SIGTERM")):
+    calls.clear()
+    with pytest.raises(stop) as e:
+      infer.run_modes(_options(*flags, "--seed=7"))
+    assert str(e.value) == (
+        f"{line} during --mode=progression; its earlier files in {out}, if any, are as they "
+        "were, and its finished part is in progression_partial.json and "
+        "progression_partial_<attribute>.png there. Run the command again (progression "
+        "starts over).")
+    assert sorted(os.listdir(out)) == ["progression_partial.json", *sorted(
+        f"progression_partial_{n}.png" for n in (*names[:2], "notes"))]
+    kept = json.loads((out / "progression_partial.json").read_text())
+    assert (kept["partial"], kept["seed"], kept["step"]) == (True, 7, step)
+    assert [a["attribute"] for a in kept["attributes"]] == list(names[:2])
+    assert kept["attributes"][1]["files"] == [f"progression_partial_{names[1]}.png"]
+    assert len(kept["attributes"][1]["values"]) == 8 and kept["not_finished"] == names[2:]
+  # An error keeps them too, and says so; a later stop after one attribute replaces them.
+  calls.clear()
+  stop = InputError("broken")
+  _refused_here(*flags, needles=("broken", "--mode=progression's finished part is in "
+                                 "progression_partial.json and progression_partial_"))
+  stop = None  # A whole progression replaces the partial set, not the user's file.
+  infer.run_modes(_options(*flags, f"--attribute={names[0]}"))
+  assert sorted(os.listdir(out)) == sorted([f"progression_{names[0]}.json",
+                                            f"progression_{names[0]}.png",
+                                            "progression_partial_notes.png"])
+
+
+def test_progression_and_swap_refuse_a_mistake_before_writing(trained, tiny_run, tmp_path):
+  """progression and swap check their flags, the run and --out before anything is written:
+  no file, no folder made for --out."""
+  dis = tiny_run("discvae")[0]
+  out = tmp_path / "out"
+  (tmp_path / "file").write_text("x")
+  for argv, needle in (
+      ((dis, out, "--attribute=smiling"), "no attribute 'smiling'; this dataset's "),
+      ((dis, out, "--step=99"), "no checkpoint for step 99"),
+      ((dis, tmp_path / "file"), "is a file; pass a folder"),
+      ((trained, out), "--mode=swap needs a disCVAE")):  # Before progression writes.
+    _refused_here(f"--workdir={argv[0]}", f"--out={argv[1]}", "--mode=progression,swap",
+                  *argv[2:], needles=(needle,))
+    assert not out.exists(), argv
+  assert (tmp_path / "file").read_text() == "x"
 
 
 def test_an_energy_the_model_lacks_is_refused_before_any_mode_runs(trained, tmp_path):
@@ -749,7 +901,8 @@ def test_stored_attribute_order_is_used_and_a_changed_header_warned(trained, tmp
                            f"--attribute={names[0]}", f"--out={out}"))
   warnings = [r for r in caplog.records if "columns changed since training" in r.getMessage()]
   assert len(warnings) == 1 and warnings[0].levelname == "WARNING"
-  assert os.listdir(out) == [f"progression_{names[0]}.png"]
+  assert sorted(os.listdir(out)) == [f"progression_{names[0]}.json",
+                                     f"progression_{names[0]}.png"]
   with open(os.path.join(workdir, "dataset.json"), "w") as f:
     json.dump({"name": "synthetic", "attribute_names": ["red"] + names[1:]}, f)
   _refused_here(f"--workdir={workdir}", f"--out={str(tmp_path / 'o2')}",
@@ -1334,8 +1487,9 @@ def test_staging_folders_of_killed_processes_are_removed(trained, tmp_path):
     os.close(held)
   left = sorted(n for n in os.listdir(out) if n.startswith("."))
   assert left == sorted([live, old, elsewhere]), left  # Another host's locks may not show.
-  written = [n for n in os.listdir(out) if not n.startswith(".")]
-  assert len(written) == 1 and written[0].startswith("sample_step"), written  # No .owner.
+  written = sorted(n for n in os.listdir(out) if not n.startswith("."))  # No .owner.
+  stem = os.path.splitext(written[0])[0]
+  assert stem.startswith("sample_step") and written == [f"{stem}.json", f"{stem}.png"], written
   assert not os.path.exists(out / ".owner")
 
 
@@ -1774,15 +1928,17 @@ def _predictor_of(names: tuple, data: Dataset):
   from a2i_jax import attribute_predictor as ap  # pylint: disable=import-outside-toplevel
   from a2i_jax.attribute_predictor import training  # pylint: disable=import-outside-toplevel
   return ap.Predictor({}, types.SimpleNamespace(
-      attribute_names=names, dataset="synthetic", image_size=8,
-      data_fingerprint=training.data_fingerprint(data, None)))
+      attribute_names=names, attribute_kinds=tuple(data.attribute_kinds), dataset="synthetic",
+      image_size=8, data_fingerprint=training.data_fingerprint(data, None),
+      test_fingerprint=training.split_fingerprint(data)))
 
 
 def _stub_evaluation(monkeypatch, images):
   """`evaluation` reading `images` as a 1-attribute test split, with a stub model."""
   from a2i_jax import evaluation  # pylint: disable=import-outside-toplevel
   train = Split(np.zeros((2, 8, 8, 3), np.uint8), np.array([[0.0], [1.0]], np.float32))
-  data = Dataset("synthetic", ("a",), ("binary",), {"train": train})
+  # A test split for the predictor's `test_fingerprint` (`_test_examples` is stubbed).
+  data = Dataset("synthetic", ("a",), ("binary",), {"train": train, "test": train})
   monkeypatch.setattr(evaluation, "centre_cropped", lambda dataset, crop: dataset)
   monkeypatch.setattr(evaluation, "_test_examples", lambda dataset, n: (
       images, np.zeros((len(images), 1), np.float32), None))
@@ -1877,8 +2033,8 @@ def test_a_model_that_reconstructs_nan_is_not_scored(monkeypatch):
   # predictor would score them as some class.
   monkeypatch.setattr(evaluation.inference, "sample", lambda trained, attrs, key: {
       "image": images})
-  data = Dataset("synthetic", ("a",), ("binary",), {"train": Split(
-      np.zeros((4, 8, 8, 3), np.uint8), np.zeros((4, 1), np.float32))})
+  split = Split(np.zeros((4, 8, 8, 3), np.uint8), np.zeros((4, 1), np.float32))
+  data = Dataset("synthetic", ("a",), ("binary",), {"train": split, "test": split})
   monkeypatch.setattr(evaluation, "centre_cropped", lambda dataset, crop: dataset)
   monkeypatch.setattr(evaluation, "_test_examples", lambda dataset, n: (
       images, np.zeros((4, 1), np.float32), None))
@@ -2033,6 +2189,39 @@ def test_a_stopped_complete_tune_or_evaluate_keeps_what_it_finished(trained, tmp
       "the command again (evaluate starts over).")
   rows = json.loads((out / "evaluation_partial.json").read_text())["results"]
   assert [r.get("workdir") for r in rows] == [str(trained), None]  # The run, the baseline.
+
+
+def test_evaluate_seed_leaves_the_attribute_predictor_alone(trained, tmp_path, monkeypatch):
+  """Was: --mode=evaluate --seed=S also trained the attribute predictor with seed S, and
+  saved it over the run's (whose record names its seed), so that two --seed mixed the
+  predictor's variance into the fidelity columns, and each switch of --seed trained it again
+  (review finding). It is trained with `infer.PREDICTOR_SEED` whatever --seed says: once, and
+  reused by every --seed."""
+  import infer  # pylint: disable=import-outside-toplevel
+  from a2i_jax.attribute_predictor import storage  # pylint: disable=import-outside-toplevel
+  workdir = tmp_path / "w"
+  shutil.copytree(trained, workdir)
+  config = json.loads((workdir / "config.json").read_text())
+  config["attribute_predictor"].update(steps=1, width=2)  # A second's predictor.
+  (workdir / "config.json").write_text(json.dumps(config))
+  real, seeds = storage.train_predictor, []
+
+  def train(*args, seed, **kwargs):
+    seeds.append(seed)
+    return real(*args, seed=seed, **kwargs)
+  monkeypatch.setattr(storage, "train_predictor", train)
+
+  def scored(trained, dataset, predictor, **kwargs):  # Once the predictor is there: enough.
+    assert predictor.meta.seed == 0
+    raise KeyboardInterrupt
+  monkeypatch.setattr(infer.evaluation, "attribute_report", scored)
+  for seed in (1, 2, 1):
+    with pytest.raises(KeyboardInterrupt):
+      infer.run_modes(_options(f"--workdir={workdir}", f"--out={tmp_path / 'out'}",
+                               "--mode=evaluate", "--occlusion=none", "--num_examples=2",
+                               "--steps=1", f"--seed={seed}"))
+  assert seeds == [infer.PREDICTOR_SEED] == [0]
+  assert storage.load_predictor(str(workdir)).meta.seed == 0
 
 
 def test_out_of_memory_and_a_full_disk_are_one_line_naming_what_was_kept(trained, tmp_path,
