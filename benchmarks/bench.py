@@ -21,14 +21,23 @@ that). For every (model, batch, dtype) it times:
   that rate (measured, not extrapolated, when `--infer_images=1000 --infer_steps=1000`).
 
 Model FLOPs per image are counted from the program's jaxpr (2 x multiply-adds of every
-convolution and matrix product, forward and backward: the usual "model FLOPs" of MFU), and
-also read from XLA's `compiled.cost_analysis()` where the backend reports it (XLA:CPU does;
-it adds elementwise work). MFU = model FLOPs per second / the device's peak (`PEAKS` below,
-documented per device kind; for CPUs the peak is computed from the core count, clock and
-vector width read from the OS). The model FLOPs are always those of the paper's form of the
-network (`model.upsample_mode="direct"`: upsample, then a 5x5 convolution at the doubled
-size); the default "polyphase" form computes the same function with fewer multiply-adds, and
-`hfu` (hardware FLOPs utilisation) divides the FLOPs the program actually executes instead.
+convolution and matrix product, forward and backward: the usual "model FLOPs" of MFU, which
+count every kernel tap of every output, the taps on a convolution's padding and on the holes
+of a strided layer's input gradient included: `gflop_per_image`, `mfu`). The useful count
+leaves those taps out (`gflop_per_image_useful`, `mfu_useful`): for the paper models' train
+steps the usual count is 7.7-8.2 % above it. XLA's `compiled.cost_analysis()`, where the
+backend reports it (`gflop_per_image_xla`, `mfu_xla_flops`), differs from the usual count on
+CPU mostly because it counts only the useful multiply-adds (on GPU it leaves the cuDNN
+convolutions out altogether); it adds elementwise work, and it counts a rolled loop's body
+once (`xla_steps_counted`: a rolled scan of N fused steps reports one step's FLOPs, so its
+figure is divided by one step's images; before 2026-12-06 it was divided by N steps' images,
+N times too low). MFU = model FLOPs per second / the device's peak
+(`PEAKS` below, documented per device kind; for CPUs the peak is computed from the core
+count, clock and vector width read from the OS). The model FLOPs are always those of the
+paper's form of the network (`model.upsample_mode="direct"`: upsample, then a 5x5 convolution
+at the doubled size); the default "polyphase" form computes the same function with fewer
+multiply-adds, and `hfu` (hardware FLOPs utilisation) divides the FLOPs the program actually
+executes instead (the usual count of that program).
 Compare modes with `--model_overrides=model.upsample_mode=direct`.
 
 Results go to stdout, to `--out` if given, and to `benchmarks/results/<device>.json` (the
@@ -207,21 +216,68 @@ def _shape_prod(shape) -> int:
   return int(math.prod(int(d) for d in shape))
 
 
-def jaxpr_flops(jaxpr: Any) -> float:
+def _taps_on_input(size: int, dilation: int, pad_low: int, taps: int, tap_dilation: int,
+                   stride: int, outputs: int) -> int:
+  """(output, kernel tap) pairs along one spatial axis of a convolution whose tap lands on a
+  real input element: not on padding, nor on a hole of the input's dilation (`dilation` > 1,
+  as in the input gradient of a strided convolution)."""
+  count = 0
+  last = (size - 1) * dilation
+  for i in range(outputs):
+    for j in range(taps):
+      p = i * stride + j * tap_dilation - pad_low
+      if 0 <= p <= last and p % dilation == 0:
+        count += 1
+  return count
+
+
+def _conv_macs(eqn: Any, useful: bool) -> int:
+  """Multiply-adds of one conv_general_dilated equation: every output x every kernel tap x
+  input features (the usual count, padding taps included), or, `useful`, only the taps that
+  land on real input (`_taps_on_input`)."""
+  params = eqn.params
+  spec = params["dimension_numbers"]
+  lhs = eqn.invars[0].aval.shape
+  rhs = eqn.invars[1].aval.shape
+  out = eqn.outvars[0].aval.shape
+  cin = int(rhs[spec.rhs_spec[1]])  # (out feat, in feat, spatial...): per group.
+  if not useful:
+    return _shape_prod(out) * cin * _shape_prod([rhs[d] for d in spec.rhs_spec[2:]])
+  spatial = len(spec.lhs_spec) - 2
+  lhs_dil = params.get("lhs_dilation") or (1,) * spatial
+  rhs_dil = params.get("rhs_dilation") or (1,) * spatial
+  pairs = 1
+  for d in range(spatial):
+    pairs *= _taps_on_input(int(lhs[spec.lhs_spec[2 + d]]), int(lhs_dil[d]),
+                            int(params["padding"][d][0]), int(rhs[spec.rhs_spec[2 + d]]),
+                            int(rhs_dil[d]), int(params["window_strides"][d]),
+                            int(out[spec.out_spec[2 + d]]))
+  return int(out[spec.out_spec[0]]) * int(out[spec.out_spec[1]]) * cin * pairs
+
+
+def jaxpr_flops(jaxpr: Any, useful: bool = False) -> float:
   """2 x multiply-adds of every conv_general_dilated and dot_general in a (closed) jaxpr.
 
+  The usual count of model FLOPs: a convolution counts every kernel tap of every output, those
+  on its padding included (`useful=False`; 7.7-8.2 % more than the useful count for the paper
+  models' train steps, whose 5x5 layers are padded by 2 at sizes down to 8x8). `useful=True`
+  leaves out the taps that land on padding or on the holes of an input's dilation: the
+  multiply-adds on real input, as XLA's own cost analysis counts them.
+
   Recurses into sub-jaxprs (jit, custom_jvp/vjp, remat); scan bodies count `length` times.
+
+  Args:
+    jaxpr: a jaxpr or closed jaxpr (`jax.make_jaxpr`'s).
+    useful: count only the multiply-adds on real input (see above).
+  Returns:
+    The FLOPs.
   """
   jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
   total = 0.0
   for eqn in jaxpr.eqns:
     name = eqn.primitive.name
     if name == "conv_general_dilated":
-      out = eqn.outvars[0].aval.shape
-      rhs = eqn.invars[1].aval.shape
-      spec = eqn.params["dimension_numbers"].rhs_spec  # (out feat, in feat, spatial...)
-      macs_per_out = int(rhs[spec[1]]) * _shape_prod([rhs[d] for d in spec[2:]])
-      total += 2.0 * _shape_prod(out) * macs_per_out
+      total += 2.0 * _conv_macs(eqn, useful)
     elif name == "dot_general":
       (lhs_contract, _), _ = eqn.params["dimension_numbers"]
       lhs = eqn.invars[0].aval.shape
@@ -231,8 +287,32 @@ def jaxpr_flops(jaxpr: Any) -> float:
     for v in eqn.params.values():
       for sub in (v if isinstance(v, (tuple, list)) else (v,)):
         if hasattr(sub, "eqns") or (hasattr(sub, "jaxpr") and hasattr(sub, "consts")):
-          total += times * jaxpr_flops(sub)
+          total += times * jaxpr_flops(sub, useful)
   return total
+
+
+def xla_steps_counted(steps: int, unroll: Any) -> Optional[int]:
+  """How many of a dispatch's `steps` train steps XLA's cost analysis counts, for
+  `train_lib.make_multi_step`'s `lax.scan` with `unroll` (`config.scan_unroll`).
+
+  XLA counts a rolled loop's body once, not once per trip: a rolled scan of 4 steps reports
+  one step's FLOPs (before 2026-12-06 the scripts divided that by 4 as well). One step (no
+  loop) and a fully unrolled scan report every step; a scan unrolled by k dividing `steps`
+  reports k (its body).
+
+  Args:
+    steps: steps per dispatch.
+    unroll: the scan's unroll: False / 0 / 1 (rolled), True or an int of at least `steps`
+      (fully unrolled), or an int in between (partly unrolled).
+  Returns:
+    The steps counted, or None for a scan unrolled by k not dividing `steps`, whose figure
+    mixes a body of k steps counted once with remainder steps outside it.
+  """
+  if steps == 1 or unroll is True or (not isinstance(unroll, bool) and unroll >= steps):
+    return steps
+  if unroll is False or unroll in (0, 1):
+    return 1
+  return int(unroll) if steps % int(unroll) == 0 else None
 
 
 def xla_flops(compiled: Any) -> Optional[float]:
@@ -364,16 +444,22 @@ def bench_train(case: Case, config: Any, repeats: int, peak: Optional[float],
   # Model FLOPs count the paper's form of every layer (upsample, then convolve: the "direct"
   # mode), whatever form runs; the executed FLOPs are those of the program that ran.
   per_dispatch = case.batch * config.steps_per_dispatch  # Images per timed call.
-  flops_exec = jaxpr_flops(jax.make_jaxpr(steps)(state, data, key)) / per_dispatch
-  flops_jaxpr = flops_exec
+  program = jax.make_jaxpr(steps)(state, data, key)
+  flops_exec = jaxpr_flops(program) / per_dispatch
   if config.model.get("upsample_mode", "polyphase") != "direct":
     direct = direct_config(config)
     d_model = models.create_model(direct.model)
     d_steps = train_lib.make_multi_step(train_lib.make_train_step(d_model, tx, direct), direct,
                                         mesh)
-    flops_jaxpr = jaxpr_flops(jax.make_jaxpr(d_steps)(state, data, key)) / per_dispatch
+    program = jax.make_jaxpr(d_steps)(state, data, key)
+  flops_jaxpr = jaxpr_flops(program) / per_dispatch
+  # The same multiply-adds less those on padding taps (`jaxpr_flops`): 7.7-8.2 % fewer.
+  flops_useful = jaxpr_flops(program, useful=True) / per_dispatch
+  # XLA counts a rolled loop's body once (`xla_steps_counted`): per image of the steps counted.
+  counted = xla_steps_counted(config.steps_per_dispatch, config.get("scan_unroll", False))
   flops_xla = xla_flops(compiled)
-  flops_xla = None if flops_xla is None else flops_xla / per_dispatch
+  if flops_xla is not None:
+    flops_xla = None if counted is None else flops_xla / (case.batch * counted)
   holder = [state]
 
   def step():
@@ -398,6 +484,8 @@ def bench_train(case: Case, config: Any, repeats: int, peak: Optional[float],
              "step_s_pipelined_all": [round(t / config.steps_per_dispatch, 6) for t in runs],
              "images_per_s_pipelined": round(ips_piped, 2),
              "mfu_pipelined": None if not peak else round(flops_jaxpr * ips_piped / peak, 4),
+             "mfu_useful_pipelined": (None if not peak
+                                      else round(flops_useful * ips_piped / peak, 4)),
              "hfu_pipelined": None if not peak else round(flops_exec * ips_piped / peak, 4)}
   return {"lower_s": round(lower_s, 2), "compile_s": round(compile_s, 2),
           "steps_per_dispatch": config.steps_per_dispatch,
@@ -408,10 +496,14 @@ def bench_train(case: Case, config: Any, repeats: int, peak: Optional[float],
           "upsample_mode": config.model.get("upsample_mode", "polyphase"),
           **_forms(config),
           "gflop_per_image": round(flops_jaxpr / 1e9, 3),
+          "gflop_per_image_useful": round(flops_useful / 1e9, 3),
           "gflop_per_image_executed": round(flops_exec / 1e9, 3),
           "gflop_per_image_xla": None if flops_xla is None else round(flops_xla / 1e9, 3),
+          # Why it is null: a scan unrolled by k not dividing the steps (`xla_steps_counted`).
+          "xla_steps_counted": counted,
           "model_tflop_per_s": round(flops_jaxpr * ips / 1e12, 4),
           "mfu": None if not peak else round(flops_jaxpr * ips / peak, 4),
+          "mfu_useful": None if not peak else round(flops_useful * ips / peak, 4),
           "hfu": None if not peak else round(flops_exec * ips / peak, 4),
           "mfu_xla_flops": None if not (peak and flops_xla) else round(flops_xla * ips / peak, 4),
           **piped}
@@ -566,7 +658,9 @@ def bench_infer(case: Case, config: Any, n_images: int, steps: int, repeats: int
   flops_exec = jaxpr_flops(jax.make_jaxpr(one)(x, y, key)) / n_images
   direct = direct_config(config)  # Model FLOPs: the paper's form of the layers (see train).
   one = _standin_inference(models.create_model(direct.model), variables, direct, 1, 0.01)
-  flops = jaxpr_flops(jax.make_jaxpr(one)(x, y, key)) / n_images
+  program = jax.make_jaxpr(one)(x, y, key)
+  flops = jaxpr_flops(program) / n_images
+  flops_useful = jaxpr_flops(program, useful=True) / n_images  # Padding taps left out.
   energies = jnp.asarray(energies).reshape(-1)
   return {"path": "a2i_jax.inference.infer_latents", "images": n_images, "steps": steps,
           "first_call_s": round(first_s, 2),
@@ -577,8 +671,10 @@ def bench_infer(case: Case, config: Any, n_images: int, steps: int, repeats: int
           "upsample_mode": config.model.get("upsample_mode", "polyphase"),
           **_forms(config),
           "gflop_per_image_iteration": round(flops / 1e9, 3),
+          "gflop_per_image_iteration_useful": round(flops_useful / 1e9, 3),
           "gflop_per_image_iteration_executed": round(flops_exec / 1e9, 3),
           "mfu": None if not peak else round(flops * rate / peak, 4),
+          "mfu_useful": None if not peak else round(flops_useful * rate / peak, 4),
           "hfu": None if not peak else round(flops_exec * rate / peak, 4),
           "energy_first_last": [float(energies[0]), float(energies[-1])]}
 

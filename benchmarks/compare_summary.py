@@ -14,10 +14,15 @@ Several files: one row per file and model, then the median of the pair ratios ov
 files per model.
 """
 
-import argparse
 import json
+import os
 import statistics
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import timing  # noqa: E402  (benchmarks/timing.py: the scripts' one-line refusals)
+
+_FILES = "name an output file of benchmarks/compare_cpu.sh"
 
 
 def _times(record: dict, what: str) -> list:
@@ -35,6 +40,45 @@ def ratios(torch_times: list, jax_times: list) -> dict:
           "pairs": statistics.median(t / j for t, j in zip(torch_times[:n], jax_times[:n]))}
 
 
+def _times_ok(block: object, what: str) -> bool:
+  """Whether `block` (a record's "train" or "infer" entry) is absent or holds its timed calls
+  as a list of positive numbers."""
+  if block is None:
+    return True
+  if not isinstance(block, dict):
+    return False
+  times = block.get("step_s_all" if what == "train" else "run_s_all")
+  return times is None or (isinstance(times, list) and all(
+      isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0 for t in times))
+
+
+def _check(record: dict, where: str) -> None:
+  """Refuses (one `error:` line) a record that is neither a port record with its model nor a
+  bench.py record whose cases name theirs, or whose timed calls are not positive numbers.
+
+  Args:
+    record: one line's JSON object.
+    where: "<path> line <n>", for the error line.
+  Raises:
+    SystemExit: the record does not have the fields the ratios read (was: a KeyError or
+      TypeError traceback, or a record passed over without a word).
+  """
+  if record.get("framework") == "torch":
+    parts, kind = [record], "the port's record"
+  elif isinstance(record.get("cases"), list):
+    parts, kind = record["cases"], "a case of bench.py's record"
+  else:
+    raise SystemExit(f"error: {where} is neither a port record (\"framework\": \"torch\") nor "
+                     f"a bench.py record (\"cases\": [...]); {_FILES}.")
+  for part in parts:
+    if not isinstance(part, dict) or not isinstance(part.get("model"), str):
+      raise SystemExit(f"error: {where}: {kind} names no \"model\"; {_FILES}.")
+    for what in ("train", "infer"):
+      if not _times_ok(part.get(what), what):
+        raise SystemExit(f"error: {where}: {kind} of {part['model']} has {what} times that "
+                         f"are not a list of positive numbers; {_FILES}.")
+
+
 def rows_of(path: str) -> list:
   """One row per JAX record in a compare_cpu.sh output file.
 
@@ -43,8 +87,9 @@ def rows_of(path: str) -> list:
   Returns:
     The rows.
   Raises:
-    SystemExit: the file cannot be read, or a line of it is not a JSON record, as one
-      `error:` line (was: a JSONDecodeError traceback).
+    SystemExit: the file cannot be read, a line of it is not a JSON record, or a record lacks
+      the fields the ratios read (`_check`), as one `error:` line (was: a JSONDecodeError or
+      KeyError traceback).
   """
   rows, port = [], {}
   try:
@@ -65,6 +110,7 @@ def rows_of(path: str) -> list:
     if not isinstance(record, dict):
       raise SystemExit(f"error: {path} line {number} is not a JSON record; name an output "
                        "file of benchmarks/compare_cpu.sh (one JSON object a line).")
+    _check(record, f"{path} line {number}")
     if record.get("framework") == "torch":
       port[record["model"]] = record
       continue
@@ -85,8 +131,17 @@ def _fmt(x) -> str:
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("files", nargs="+")
+  """Prints the ratios of the files the command line names (see the module docstring).
+
+  Args:
+    argv: the arguments (default: sys.argv[1:]).
+  Returns:
+    The exit status: 0, or 1 where no JAX record has a port record of its model before it.
+  Raises:
+    SystemExit: (one `error:` line) no file named, or a file that is not compare_cpu.sh's.
+  """
+  p = timing.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("files", nargs="+", help="Output files of benchmarks/compare_cpu.sh.")
   args = p.parse_args(argv)
   rows = [r for path in args.files for r in rows_of(path)]
   if not rows:

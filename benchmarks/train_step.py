@@ -109,14 +109,15 @@ def _measure(config, mesh, data):
     jax.block_until_ready(state)
     times.append(time.perf_counter() - t0)
   step_s = float(np.median(times)) / config.steps_per_dispatch
-  flops = None
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  if cost and "flops" in cost:
-    flops = float(cost["flops"]) / config.steps_per_dispatch
+  # XLA counts a rolled loop's body once: the figure covers `counted` steps, not all of the
+  # dispatch's (before 2026-12-06 it was divided by all, 4x too low for a rolled scan of 4).
+  counted = bench.xla_steps_counted(config.steps_per_dispatch, config.scan_unroll)
+  flops = bench.xla_flops(compiled)
+  flops = None if flops is None or counted is None else flops / counted
   return {"compile_s": round(compile_s, 2), "step_s_median": round(step_s, 4),
           "images_per_s": round(config.batch_size / step_s, 1),
-          "gflop_per_step_xla": None if flops is None else round(flops / 1e9, 2)}
+          "gflop_per_step_xla": None if flops is None else round(flops / 1e9, 2),
+          "xla_steps_counted": counted}
 
 
 def main(argv):

@@ -298,11 +298,133 @@ def test_compare_summary_refuses_a_file_that_is_not_json(capsys, tmp_path):
            "cannot read")
 
 
+def test_compare_summary_refuses_records_without_their_fields(capsys, tmp_path):
+  """Was: a KeyError traceback for a record without "model", a record of neither kind passed
+  over, and argparse's two lines for no file (a review of 2026-12-06)."""
+  summary = _script("compare_summary")
+  for name, record, words in [
+      ("case", {"cases": [{"x": 1}]}, 'a case of bench.py\'s record names no "model"'),
+      ("port", {"framework": "torch"}, 'the port\'s record names no "model"'),
+      ("other", {"x": 1}, "is neither a port record"),
+      ("times", {"framework": "torch", "model": "cvae", "train": {"step_s_all": [0.1, 0]}},
+       "train times that are not a list of positive numbers")]:
+    bad = tmp_path / f"{name}.json"
+    bad.write_text(json.dumps(record) + "\n")
+    _refused(capsys, summary.main, [str(bad)], words)
+  assert _refused(capsys, summary.main, [], "required: files") == 2
+
+
+def _torch_reference(*argv: str) -> subprocess.CompletedProcess:
+  """benchmarks/torch_reference.py run with `argv` by this Python (which has no PyTorch)."""
+  return subprocess.run([sys.executable, os.path.join(BENCHMARKS, "torch_reference.py"),
+                         *argv], capture_output=True, text=True, timeout=60, check=False)
+
+
 def test_torch_reference_without_torch_says_to_install_it():
   if importlib.util.find_spec("torch") is not None:
     pytest.skip("torch is installed here")
-  proc = subprocess.run([sys.executable, os.path.join(BENCHMARKS, "torch_reference.py"),
-                         "--help"], capture_output=True, text=True, timeout=60, check=False)
+  proc = _torch_reference("--model=discvae")  # Valid flags: the import of torch is next.
   assert proc.returncode != 0
   err = proc.stderr.strip()
   assert len(err.splitlines()) == 1 and "pip install torch" in err, err
+
+
+def test_torch_reference_checks_its_flags_without_torch():
+  """--help and the refusals need no PyTorch (was: --help failed without it); --model=vae
+  built a CVAE and an unknown model a disCVAE, --repeats=0 raised StatisticsError, and
+  --what=bogus measured nothing (a review of 2026-12-06)."""
+  proc = _torch_reference("--help")
+  assert proc.returncode == 0 and proc.stdout.startswith("usage:"), proc.stderr
+  proc = _torch_reference("--model=vae")
+  assert proc.returncode == 2 and proc.stderr.startswith("error: --model=vae"), proc.stderr
+  assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--model=vae"], "no unconditional VAE"), (["--model=foo"], "'foo' is not a model"),
+    (["--repeats=0"], "--repeats=0 is below 1"), (["--what=bogus"], "unknown 'bogus'"),
+    (["--what=,"], "--what names nothing"), (["--width=0"], "--width=0.0 must be"),
+    (["--model=discvae", "--image_size=48"], "a multiple of 32"),
+    (["--batch=abc"], "invalid int value: 'abc'")])
+def test_torch_reference_refuses_bad_flags(capsys, argv, words):
+  assert _refused(capsys, _script("torch_reference").parse_args, argv, words) == 2
+
+
+def test_torch_reference_accepts_what_compare_cpu_sh_passes():
+  args = _script("torch_reference").parse_args(
+      ["--model=discvae", "--batch=32", "--repeats=3", "--infer_steps=10", "--infer_ends=none"])
+  assert (args.model, args.what, args.infer_ends) == ("discvae", ["train", "infer"], "none")
+
+
+# ----------------------------------------------------------------------------------------------
+# bench.py's FLOP counts (a review of 2026-12-06: the usual count includes the multiply-adds
+# on a convolution's padding taps, 7.7-8.2 % of the paper models' train steps, which the
+# summary called 0.5 %; and XLA's figure for a rolled loop of N steps was divided by N although
+# XLA counts the loop's body once).
+
+def _conv_jaxpr(k: int, pad: int, stride: int = 1, size: int = 5, cin: int = 3, cout: int = 2):
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
+  def conv(x, w):
+    return jax.lax.conv_general_dilated(x, w, (stride, stride), ((pad, pad), (pad, pad)),
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  return jax.make_jaxpr(conv)(jnp.ones((1, size, size, cin)), jnp.ones((k, k, cin, cout)))
+
+
+def test_bench_useful_flops_leave_out_padding_taps():
+  bench = _script("bench")
+  # A 3x3 convolution padded by 1 on a 5x5 input, 3 -> 2 channels: 25 outputs x 9 taps, of
+  # which the taps on padding are, per axis, 1 each at the 2 edge outputs: 5 x 3 - 2 = 13
+  # pairs on real input per axis, 13 x 13 = 169 of 225 in all.
+  padded = _conv_jaxpr(3, 1)
+  assert bench.jaxpr_flops(padded) == 2 * 25 * 9 * 3 * 2
+  assert bench.jaxpr_flops(padded, useful=True) == 2 * 169 * 3 * 2
+  # Strided: outputs 0, 2, 4 of a 5x5 padded by 1 (3 a side): the taps at -1 and 5 fall
+  # off, 3 x 3 - 2 = 7 pairs per axis.
+  strided = _conv_jaxpr(3, 1, stride=2)
+  assert bench.jaxpr_flops(strided) == 2 * 9 * 9 * 3 * 2
+  assert bench.jaxpr_flops(strided, useful=True) == 2 * 49 * 3 * 2
+  # No padding (a 3x3 "valid" convolution, and a 1x1): every tap lands on the input.
+  for jaxpr in (_conv_jaxpr(3, 0), _conv_jaxpr(1, 0)):
+    assert bench.jaxpr_flops(jaxpr, useful=True) == bench.jaxpr_flops(jaxpr) > 0
+  assert bench.jaxpr_flops(_conv_jaxpr(1, 0)) == 2 * 25 * 3 * 2
+
+
+def test_bench_useful_flops_leave_out_the_input_dilation_holes():
+  """The input gradient of a stride-2 convolution convolves the output gradient dilated by 2:
+  the taps on its holes are no useful work."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  bench = _script("bench")
+
+  def conv(x, w):
+    return jnp.sum(jax.lax.conv_general_dilated(x, w, (2, 2), "VALID",
+                                                dimension_numbers=("NHWC", "HWIO", "NHWC")))
+  grad = jax.make_jaxpr(jax.grad(conv))(jnp.ones((1, 4, 4, 1)), jnp.ones((2, 2, 1, 1)))
+  # Forward: 2x2 outputs x 2x2 taps, 16 multiply-adds. The input gradient: 4x4 outputs x 2x2
+  # taps over the 2x2 output gradient dilated to 3x3 and padded by 1, 64 multiply-adds; per
+  # axis 4 of its 8 (output, tap) pairs land on a real element, so 16 are useful (each input
+  # element gets one output's gradient x one tap).
+  assert bench.jaxpr_flops(grad) == 2 * (16 + 64)
+  assert bench.jaxpr_flops(grad, useful=True) == 2 * (16 + 16)
+
+
+def test_xla_counts_a_rolled_loop_body_once():
+  """What `xla_steps_counted` stands on, for this jax: XLA's cost analysis of a rolled scan of
+  4 reports one trip's FLOPs, of an unrolled one all 4, of one unrolled by 2 two trips'."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  bench = _script("bench")
+  one = 2 * 16 ** 3
+
+  def flops(unroll):
+    def run(x):
+      return jax.lax.scan(lambda c, _: (jnp.tanh(c @ c), None), x, None, length=4,
+                          unroll=unroll)[0]
+    return bench.xla_flops(jax.jit(run).lower(jnp.ones((16, 16))).compile())
+  for unroll in (False, True, 2):
+    counted = bench.xla_steps_counted(4, unroll)
+    assert one * counted <= flops(unroll) < one * counted * 1.1, unroll
+  assert [bench.xla_steps_counted(1, False), bench.xla_steps_counted(4, 4),
+          bench.xla_steps_counted(4, 1), bench.xla_steps_counted(6, 4)] == [1, 4, 1, None]
