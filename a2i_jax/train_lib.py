@@ -443,7 +443,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     The final train state.
   Raises:
     ConfigError, DataError, CheckpointError, TrainingDivergedError, WorkdirError: with a
-      message that says what to change. TrainingInterrupted: Ctrl-C, after saving.
+      message that says what to change. TrainingInterrupted: Ctrl-C, after saving; one asked
+      in the last step's save or evaluation comes once the run is finished, and its message
+      says there is nothing to resume.
   """
   # Stage 1: config, workdir and mesh. Nothing is written (but for a multi-process run's
   # marker, `check_shared_folder`). `config_lib.validate_config`'s checks, its attribute
@@ -788,7 +790,9 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
     if good is not None:
       logging.info("resumed from step %d in %s", int(state.step), ckpt.directory)
       if int(state.step) < config.num_train_steps:  # Not where this call trains nothing.
-        _drop_samples_after(workdir, int(state.step))
+        last, every = config.num_train_steps, config.eval_every_steps
+        _drop_samples_after(workdir, int(state.step),
+                            lambda s: s <= last and (s % every == 0 or s == last))
     else:  # An earlier run this start sets aside goes back if it stops before its first step;
       # not one a stop left half moved, whose move the next start finishes again.
       unfinished = any(n.startswith("earlier_run_") and n.endswith(_UNFINISHED)
@@ -913,23 +917,59 @@ def _samples_step(name: str) -> Optional[int]:
   return int(stem) if stem.isdigit() else None
 
 
-def _drop_samples_after(workdir: str, step: int) -> list[str]:
+def _drop_samples_after(workdir: str, step: int,
+                        writes: Callable[[int], bool] = lambda s: True) -> list[str]:
   """Removes the sample grids of steps after `step`, the one a run resumes from: those steps
   are trained again, and their metrics rows and TensorBoard events are dropped too
   (`metrics.MetricWriter`). Was: e.g. step_0000006.png kept beside a resumed run's
   step_0000005.png, from steps the run no longer has.
 
+  A folder of such a name (or a link to one) is no grid but the user's, and stays, unless the
+  run writes a grid at its path (`writes` of its step), which is refused before any grid is
+  removed. Was: IsADirectoryError's traceback, as was a grid that could
+  not be removed.
+
+  Args:
+    workdir: the run's directory.
+    step: the step the run resumes from.
+    writes: whether the resumed run writes the grid of a step (evaluates at it).
   Returns:
     The removed files' names.
+  Raises:
+    WorkdirError: a folder where the run writes a grid (before any grid is removed), or a
+      grid that cannot be removed.
   """
   folder = os.path.join(workdir, "samples")
   if not distributed.is_main() or not os.path.isdir(folder):
     return []
-  removed = []
+  grids = []
   for name in sorted(os.listdir(folder)):
-    if (_samples_step(name) or 0) > step:
-      os.remove(os.path.join(folder, name))
-      removed.append(name)
+    s = _samples_step(name) or 0
+    if s <= step:
+      continue
+    path = os.path.join(folder, name)
+    if not os.path.isdir(path):  # A link goes, not what it leads to.
+      grids.append(name)
+    elif writes(s):  # A folder (or a link to one) where the run will write a grid.
+      raise WorkdirError(
+          f"{path} is a folder, where this run, resumed from step {step}, writes its sample "
+          f"grid of step {s}; move it out of {folder} (the run's grids go there), then run the "
+          "same command again.")
+  removed = []
+  for name in grids:
+    path = os.path.join(folder, name)
+    try:
+      os.remove(path)
+    except FileNotFoundError:  # Gone already: nothing of those steps is left.
+      continue
+    except OSError as e:
+      reason = files.describe_storage_error(e) if files.storage_error(e) else (
+          e.strerror or str(e))
+      raise WorkdirError(
+          f"could not remove {path} ({reason}), the sample grid of a step after {step}, "
+          f"which this run resumes from and trains again; remove it yourself (or fix the "
+          "permissions), then run the same command again.") from None
+    removed.append(name)
   if removed:
     logging.info("removed %d sample grid(s) of steps after %d (%s), which the resumed run "
                  "trains again", len(removed), step, ", ".join(removed[:3]))
@@ -1104,6 +1144,7 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
     return {f"val/{name}": v for name, v in ev.items()}
 
   progress, writer, failed, compiled = None, None, True, {}
+  asked = False  # A stop asked after the last step's read (`_InterruptedWhenFinished`).
   try:
     made.note(metrics_lib.METRICS_FILE)
     made.note_events("tensorboard")
@@ -1220,6 +1261,9 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
           ckpt.save(step, state)  # A no-op if this step was just saved.
           ckpt.wait()
           raise TrainingInterrupted(step)
+      # Asked too late to stop before the end (in the last step's save or evaluation; with
+      # peers, where the step it announced lies past the last): all is done.
+      asked = stop.requested
     ckpt.wait()
     failed = False
   except Exception as e:  # A full disk or a read-only workdir: one plain line.
@@ -1242,7 +1286,33 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
         if not failed:
           raise
   summary.log(step, ckpt.latest_step())
+  if asked:  # Was: the run ended with status 0 and "next: ...", after the stop's notice had
+    # promised a last line naming the checkpoint to resume from (review).
+    raise _InterruptedWhenFinished(step, ckpt.latest_step(), ckpt.directory, workdir)
   return state
+
+
+class _InterruptedWhenFinished(TrainingInterrupted):
+  """A stop (Ctrl-C, SIGTERM) asked too late to stop the loop before its end (while the last
+  step was saved or evaluated; with peers, where the step it announced lies past the last):
+  the run is finished, every step trained, evaluated and saved. Still a stop
+  (train.py exits with 130, so that `train.py ... && infer.py ...` goes no further, and a
+  notebook's cell stops as for any Ctrl-C), but its line says there is nothing to resume.
+
+  Args:
+    step: the last step.
+    checkpoint: the final checkpoint's step.
+    directory: the checkpoint directory.
+    workdir: the run's directory.
+  """
+
+  def __init__(self, step: int, checkpoint: Optional[int], directory: str, workdir: str):
+    super().__init__(step)
+    saved = ("" if checkpoint is None else
+             f"; the final checkpoint is step {checkpoint} in {directory}")
+    self.args = (f"interrupted after the last step, {step}: the run is finished (every step "
+                 f"is trained, evaluated and saved{saved}), so there is nothing to resume; "
+                 f"next: python infer.py --workdir={shlex.quote(workdir)} --mode=sample",)
 
 
 def _grace_on_error(failed: bool) -> Optional[float]:

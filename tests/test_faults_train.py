@@ -1513,6 +1513,92 @@ def test_a_resume_drops_the_sample_grids_of_the_steps_it_trains_again(tmp_path):
                                          "step_x.png"]
 
 
+def test_a_folder_or_an_unremovable_grid_among_later_grids_is_no_traceback(tmp_path,
+                                                                           monkeypatch):
+  """Review: a folder in WORKDIR/samples named like a later grid (step_0000005.png/), or a
+  grid that could not be removed, ended the resume's clean-up in IsADirectoryError's or
+  OSError's traceback. A folder is the user's: it stays, and is refused (before any grid
+  goes) only where the resumed run writes a grid; a grid that cannot be removed is one line."""
+  from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
+  samples = tmp_path / "samples"
+  samples.mkdir()
+  for name in ("step_0000004.png", "step_0000006.png"):
+    (samples / name).write_bytes(b"png")
+  (samples / "step_0000005.png").mkdir()
+  drop = train_lib._drop_samples_after  # pylint: disable=protected-access
+  with pytest.raises(files.WorkdirError, match="^" + re.escape(
+      f"{samples}/step_0000005.png is a folder, where this run, resumed from step 4, writes its "
+      f"sample grid of step 5; move it out of {samples} (the run's grids go there), then run "
+      "the same command again.") + "$"):
+    drop(str(tmp_path), 4)  # By default, the run writes every later step's grid.
+  assert sorted(os.listdir(samples)) == ["step_0000004.png", "step_0000005.png",
+                                         "step_0000006.png"]
+  busy = str(samples / "step_0000006.png")
+
+  def remove(path, *args, **kwargs):
+    raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), path)
+  with monkeypatch.context() as m:
+    m.setattr(os, "remove", remove)
+    with pytest.raises(files.WorkdirError, match="^" + re.escape(
+        f"could not remove {busy} ({os.strerror(errno.EBUSY)}), the sample grid of a step "
+        "after 4, which this run resumes from and trains again; remove it yourself (or fix "
+        "the permissions), then run the same command again.") + "$"):
+      drop(str(tmp_path), 4, lambda s: s == 6)
+  assert drop(str(tmp_path), 4, lambda s: s == 6) == ["step_0000006.png"]
+  assert sorted(os.listdir(samples)) == ["step_0000004.png", "step_0000005.png"]
+
+
+def test_a_resume_refuses_a_folder_where_it_writes_a_grid_and_changes_nothing(tmp_path,
+                                                                               reference):
+  """train.py's resume from step 4 (checkpoint 6 gone), evaluating at 6, with a folder named
+  step_0000006.png in samples/: one WorkdirError before the record is written, and the run's
+  files as they were (was: IsADirectoryError's traceback)."""
+  from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
+  workdir = _copy(reference, tmp_path)
+  shutil.rmtree(os.path.join(workdir, "checkpoints", str(STEPS)))
+  grid = os.path.join(workdir, "samples", f"step_{STEPS:07d}.png")
+  os.remove(grid)
+  os.makedirs(os.path.join(grid, "mine"))
+  before = _contents(workdir)
+  with pytest.raises(files.WorkdirError, match=f"^{re.escape(grid)} is a folder, where this "
+                     f"run, resumed from step {STEPS - 2}, writes its sample grid of step "
+                     f"{STEPS};"):
+    train_lib.train_and_evaluate(checkpoints.load_config(workdir), workdir)
+  assert _contents(workdir) == before
+
+
+def test_a_stop_during_the_last_evaluation_says_the_run_is_finished(tmp_path, reference,
+                                                                    monkeypatch):
+  """Review: a Ctrl-C (or SIGTERM) during the last step's evaluation printed "stopping: ...
+  the last line names the checkpoint to resume from", then the run ended with status 0 and
+  "next: python infer.py ...", no line about the stop. The run is finished (every step
+  trained, evaluated and saved): it still ends as a stop (train.py: status 130, so that
+  `train.py ... && infer.py ...` goes no further), with a last line that says the run is
+  finished, names the final checkpoint and says there is nothing to resume."""
+  import signal as signals  # pylint: disable=import-outside-toplevel
+  from a2i_jax import train_eval, train_lib  # pylint: disable=import-outside-toplevel
+  from a2i_jax.errors import TrainingInterrupted  # pylint: disable=import-outside-toplevel
+  workdir = _copy(reference, tmp_path)
+  shutil.rmtree(os.path.join(workdir, "checkpoints", str(STEPS)))  # Resumes at STEPS - 2.
+  evaluate = train_eval.evaluate
+
+  def evaluate_then_ctrl_c(*args, **kwargs):
+    out = evaluate(*args, **kwargs)
+    os.kill(os.getpid(), signals.SIGINT)  # The loop's `StopRequest` takes it.
+    return out
+  monkeypatch.setattr(train_eval, "evaluate", evaluate_then_ctrl_c)
+  with pytest.raises(TrainingInterrupted) as e:
+    train_lib.train_and_evaluate(checkpoints.load_config(workdir), workdir)
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  assert str(e.value) == (
+      f"interrupted after the last step, {STEPS}: the run is finished (every step is trained, "
+      f"evaluated and saved; the final checkpoint is step {STEPS} in {ckpt_dir}), so there is "
+      f"nothing to resume; next: python infer.py --workdir={workdir} --mode=sample")
+  assert e.value.step == STEPS and _steps(workdir)[-1] == STEPS
+  assert "val/loss" in F.read_rows(workdir)[-1]
+  assert os.path.exists(os.path.join(workdir, "samples", f"step_{STEPS:07d}.png"))
+
+
 def test_a_validation_that_is_not_finite_stops_the_run():
   """Was: a run whose evaluation-only state was broken (a damaged checkpoint without
   checksums: NaN running statistics, finite training loss) went on and ended with status 0
