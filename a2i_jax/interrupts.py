@@ -78,7 +78,7 @@ class StopRequest:
       try:
         os.write(2, b"\nstopping: the steps under way finish and are saved (another Ctrl-C "
                     b"quits sooner, without a save not yet under way; the last line names the "
-                    b"checkpoint to resume from)\n")
+                    b"checkpoint to resume from, or says the run is finished)\n")
       except OSError:  # A console that has gone (a closed pipe): the stop goes on.
         pass
 

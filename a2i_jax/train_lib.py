@@ -519,7 +519,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   config = train_eval.resolve_config(config, dataset)
   model = models.create_model(config.model)
   if not checkpoints.has_checkpoints(workdir):  # A new run: its model is made, not restored.
-    _check_fits_host_memory(model, config)
+    models.check_fits_host_memory(model, config.model)
   for split_name in ("train", "validation"):
     validate_split(dataset[split_name], image_size=config.data.image_size,
                    num_attributes=config.model.y_dim, where=f"{dataset.name} {split_name}",
@@ -545,26 +545,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         made.take_back()
         held.take_back = True
       raise
-
-
-def _check_fits_host_memory(model: flax.linen.Module, config: ml_collections.ConfigDict
-                            ) -> None:
-  """Refuses a model whose initial variables take more than the host's memory, from their
-  shapes, before anything is written: the same refusal as `models.init_variables`', which
-  comes after the workdir lock (was: the refused run left .lock and checkpoints/ there)."""
-  shapes = models.abstract_variables(model, config.model)
-  need = sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize
-             for x in jax.tree_util.tree_leaves(shapes))
-  try:
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-  except (ValueError, OSError, AttributeError):  # The system does not say.
-    return
-  if need > memory:
-    raise ConfigError(f"the model's {models.count_params(shapes):,} variables do not fit in "
-                      f"this machine's memory (the initial values take {need / 2**30:,.1f} "
-                      f"GiB, more than this machine's {memory / 2**30:,.1f} GiB of memory); "
-                      "make the model smaller (config.model.z_dim, zf_dim, zb_dim, y_dim or "
-                      "width).")
 
 
 # How TensorBoard's event files are named (tensorboard/ holds one per run and resume).

@@ -239,10 +239,32 @@ def init_variables(model: nn.Module, model_config: Any, key: Array) -> dict:
                                    cache_key=_variables_key(model, model_config))
   except MemoryError as e:  # Was, for z_dim=1e7, "ask for less: a smaller dataset or
     # batch_size" after a minute of drawing; for 1e8 a hang in XLA's compile of the program.
-    n = count_params(abstract_variables(model, model_config))
-    raise ConfigError(f"the model's {n:,} variables do not fit in this machine's memory ({e}); "
-                      "make the model smaller (config.model.z_dim, zf_dim, zb_dim, y_dim or "
-                      "width).") from None
+    raise _too_large(abstract_variables(model, model_config), str(e)) from None
+
+
+def check_fits_host_memory(model: nn.Module, model_config: Any) -> None:
+  """Refuses a model whose initial variables take more than the host's memory, from their
+  shapes alone (nothing is drawn): `init_variables`' refusal, made before anything is written.
+
+  Args:
+    model: from `create_model`.
+    model_config: `config.model`.
+  Raises:
+    ConfigError: the variables do not fit (a latent size or width far past any model's).
+    InputError: a `model` that is no Flax module (a loaded TrainedModel: pass its `.model`).
+  """
+  shapes = abstract_variables(model, model_config)
+  short = initializers.memory_shortfall(sum(
+      math.prod(x.shape) * jnp.dtype(x.dtype).itemsize for x in jax.tree_util.tree_leaves(shapes)))
+  if short is not None:
+    raise _too_large(shapes, short)
+
+
+def _too_large(shapes: Any, why: str) -> ConfigError:
+  """The refusal of variables `shapes` that do not fit in the host's memory, for `why`."""
+  return ConfigError(f"the model's {count_params(shapes):,} variables do not fit in this "
+                     f"machine's memory ({why}); make the model smaller (config.model.z_dim, "
+                     "zf_dim, zb_dim, y_dim or width).")
 
 
 def count_params(params: Any) -> int:

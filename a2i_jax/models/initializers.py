@@ -362,16 +362,31 @@ def draw_after(init: Callable[..., Any], *args: Any,
   trace = lambda: _trace_draws(init, args)
   traced, found, draws_reach_leaves = (
       _TRACES.get((cache_key, signature), trace) if signature is not None else trace())
-  memory = _host_memory()
-  if memory is not None and found["bytes"] > memory:  # Was: drawn until NumPy gave up (a
-    # minute for 400 TB), or compiled (XLA hung); the draws would not fit anyway.
-    raise MemoryError(f"the initial values take {found['bytes'] / 2**30:,.1f} GiB, more than "
-                      f"this machine's {memory / 2**30:,.1f} GiB of memory")
+  short = memory_shortfall(found["bytes"])
+  if short is not None:  # Was: drawn until NumPy gave up (a minute for 400 TB), or compiled
+    # (XLA hung); the draws would not fit anyway.
+    raise MemoryError(short)
   if draws_reach_leaves:
     logging.warning("draw_after: init returns a value computed from an initialiser's draw; "
                     "drawing inside the program, which the compilation cache cannot keep.")
     return jax.jit(init).lower(*args).compile(compiler_options=compiler_options)(*args)
   return _run_draws(traced, found, args, compiler_options)
+
+
+def memory_shortfall(nbytes: int) -> Optional[str]:
+  """Says why `nbytes` of initial values do not fit in the host's memory.
+
+  Args:
+    nbytes: the initial values' size in bytes.
+  Returns:
+    "the initial values take X GiB, more than this machine's Y GiB of memory", or None where
+    they fit or the system does not say how much memory it has.
+  """
+  memory = _host_memory()
+  if memory is None or nbytes <= memory:
+    return None
+  return (f"the initial values take {nbytes / 2**30:,.1f} GiB, more than this machine's "
+          f"{memory / 2**30:,.1f} GiB of memory")
 
 
 def _host_memory() -> Optional[int]:
