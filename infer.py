@@ -631,7 +631,7 @@ def _staged(out: str, mode: str, done: list[str], mode_set: Optional[Sequence[st
     done.append(mode)
     return
   earlier = frozenset(MODE_SETS.get(mode, ()) if mode_set is None else mode_set)
-  made = _missing_folders(out)  # Each removed again where left empty.
+  made = files.missing_folders(out)  # Each removed again where left empty.
   stage, owner = None, None
   try:
     with interrupts.held():  # A Ctrl-C just after the folder is made still removes it.
@@ -662,23 +662,9 @@ def _staged(out: str, mode: str, done: list[str], mode_set: Optional[Sequence[st
       os.close(owner)
     if stage is not None:
       shutil.rmtree(stage, ignore_errors=True)
-    for folder in made:  # Was: --out=a/b removed b only, and left an empty a (review finding).
-      try:
-        if not os.path.isdir(folder) or os.listdir(folder):
-          break
-        os.rmdir(folder)
-      except OSError:  # Filled or removed meanwhile by another process: it stays as it is.
-        break
-
-
-def _missing_folders(path: str) -> list[str]:
-  """`path` and those of its parents that do not exist, deepest first: what `os.makedirs`
-  would make."""
-  missing, path = [], os.path.abspath(path)
-  while not os.path.lexists(path) and os.path.dirname(path) != path:
-    missing.append(path)
-    path = os.path.dirname(path)
-  return missing
+    # Was: --out=a/b removed b only, and left an empty a (review finding). One filled
+    # meanwhile by another process stays, and so do those above it.
+    files.remove_empty_folders(made)
 
 
 # Inside each staging folder: the file its process holds an exclusive `flock` on.

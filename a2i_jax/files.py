@@ -524,22 +524,78 @@ class HeldWorkdir:
     self.take_back = False
 
 
-def _make_folders(path: str, made: list[str]) -> None:
-  """Creates `path` and its missing parents, adding those this call creates to `made`,
-  outermost first (one another process makes at the same time is not among them)."""
-  missing = []
-  while not os.path.isdir(path):
+def missing_folders(path: str) -> list[str]:
+  """The folders that making the folder `path` (`os.makedirs`) would create: `path` and
+  those of its parents that do not exist, deepest first. The one helper for a writer that
+  takes back the folders it made (`remove_empty_folders`).
+
+  Args:
+    path: a folder to be made (a relative path is taken from the working directory).
+  Returns:
+    Absolute paths, deepest first; [] where `path` exists. A name taken by anything (a
+    file, a symbolic link, even to nothing) ends the list: no folder would be made there.
+  """
+  missing, path = [], os.path.abspath(path)
+  while not os.path.lexists(path):
     missing.append(path)
     parent = os.path.dirname(path)
     if parent == path:
       break
     path = parent
-  for folder in reversed(missing):
+  return missing
+
+
+def remove_empty_folders(folders: Iterable[str]) -> list[str]:
+  """Removes each of `folders`, deepest first, while it is empty: the first that holds
+  anything (another run's files, a lock file, the user's) stays, and so do all after it. A
+  folder that is gone already (another process took it back, or it was never made: a
+  writer that failed before it) holds nothing: the next is looked at.
+
+  Only folders the caller made itself are to be passed (`missing_folders`' list, taken
+  before it made them, or the folders it recorded making): an empty folder of the user's
+  would go too.
+
+  Args:
+    folders: the folders, deepest first.
+  Returns:
+    Those removed.
+  """
+  removed = []
+  for folder in folders:
     try:
-      os.mkdir(folder)
-    except FileExistsError:  # Made meanwhile by another (or a file: the open says so).
+      os.rmdir(folder)
+    except FileNotFoundError:
       continue
-    made.append(folder)
+    except OSError:  # Not empty, a file, or not this user's to remove.
+      break
+    removed.append(folder)
+  return removed
+
+
+# How many times `_make_folders` makes its folders again where another process took one of
+# them back meanwhile.
+_MAKE_RETRIES = 100
+
+
+def _make_folders(path: str, made: list[str]) -> None:
+  """Creates `path` and its missing parents, adding those this call creates to `made`,
+  outermost first (one another process makes at the same time is not among them). A parent
+  that another run's `_take_back` removes between the look and the making of a folder in it
+  is made again (was: "cannot write to ... (No such file or directory)"; review), up to
+  `_MAKE_RETRIES` times, as `waiting_lock` looks again."""
+  for attempt in range(_MAKE_RETRIES):
+    try:
+      for folder in reversed(missing_folders(path)):
+        try:
+          os.mkdir(folder)
+        except FileExistsError:  # Made meanwhile by another (or a file: the open says so).
+          continue
+        if folder not in made:
+          made.append(folder)
+      return
+    except FileNotFoundError:
+      if attempt == _MAKE_RETRIES - 1:
+        raise
 
 
 def _open_lock_file(path: str) -> tuple[int, bool]:
@@ -561,10 +617,9 @@ def _take_back(held: HeldWorkdir, path: str) -> None:
   try:
     if path in held.made:
       os.unlink(path)
-    for folder in reversed([p for p in held.made if p != path]):
-      os.rmdir(folder)
-  except OSError:
+  except OSError:  # Its folder then holds it, and stays.
     pass
+  remove_empty_folders(reversed([p for p in held.made if p != path]))
 
 
 @contextlib.contextmanager

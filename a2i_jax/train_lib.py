@@ -426,10 +426,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   is loaded. A run stopped before its first step (a device out of memory, a full disk) takes
   back what it wrote: the files and folders it made, the workdir too where it made it and it
   is empty again, config.json's earlier text on a resume, and an earlier run's results it had
-  moved to earlier_run_<time>/ go back. One process at a time may train in a workdir
-  (`files.workdir_lock`). A corrupt newest checkpoint is moved to corrupt_checkpoints/ and the
-  run resumes from the newest intact one. Ctrl-C saves the state and raises
-  `TrainingInterrupted`.
+  moved to earlier_run_<time>/ go back (they stay there, whole, with a warning, where an entry
+  of one of their names has appeared in the workdir meanwhile). Not restored: what a resume
+  drops before it trains, the metrics.jsonl rows after its step and the sample grids of later
+  steps (those steps are trained again by the next resume). One process at a time may train
+  in a workdir (`files.workdir_lock`). A corrupt newest checkpoint is moved to
+  corrupt_checkpoints/ and the run resumes from the newest intact one. Ctrl-C saves the state
+  and raises `TrainingInterrupted`.
 
   The persistent compilation cache (`config.compilation_cache_dir`) is the caller's choice and
   is not switched on here: train.py calls `files.enable_compilation_cache` with it, and a
@@ -648,7 +651,20 @@ class _MadeBeforeTraining:
   def _move_back(self, folder: str) -> None:
     """Moves an earlier run's results back from `folder` into the workdir, where this run's
     files no longer are. Named `_UNFINISHED` while they move: a stop partway leaves it to the
-    next start, which sets the whole earlier run aside again (`_finish_setting_aside`)."""
+    next start, which sets the whole earlier run aside again (`_finish_setting_aside`). Where
+    an entry of the same name as one of them has appeared in the workdir meanwhile (an infer/
+    of the user's), nothing moves: the earlier run stays whole in `folder`, with a warning
+    (was: moved back up to that name, the rest left in `folder` + `_UNFINISHED`, and the next
+    start stopped with OSError's traceback; review)."""
+    taken = [os.path.join(self.workdir, name) for name in sorted(os.listdir(folder))
+             if os.path.lexists(os.path.join(self.workdir, name))]
+    if taken:
+      logging.warning("the earlier run's results stay in %s, whole: the workdir now holds %s "
+                      "as well, so they were not moved back (this run trained no step). To "
+                      "have them back, move %s out of the way, then move the contents of %s "
+                      "into %s.", folder, ", ".join(taken), ", ".join(taken), folder,
+                      self.workdir)
+      return
     moving = folder + _UNFINISHED
     if os.path.lexists(moving):
       raise FileExistsError(moving)
@@ -974,6 +990,9 @@ def _set_aside_an_earlier_run(workdir: str,
     config: the config the new run starts with; None: any rows count as another run's.
   Returns:
     The folder they went to (WORKDIR/earlier_run_<UTC time>), or None.
+  Raises:
+    WorkdirError: a move that a stop interrupted cannot be finished: an entry of the workdir
+      is also in its folder (`_move_earlier_results`).
   """
   if not distributed.is_main():
     return None
@@ -1008,7 +1027,19 @@ _EARLIER_RESULTS = ("samples", "tensorboard", metrics_lib.METRICS_FILE,
 
 def _move_earlier_results(workdir: str, dest: str) -> str:
   """Moves an earlier run's results from `workdir` into `dest` (named `_UNFINISHED`), then
-  gives `dest` its final name, which it returns."""
+  gives `dest` its final name, which it returns.
+
+  Raises:
+    WorkdirError: an entry of the workdir is also in `dest` (a move stopped partway, and a
+      file or folder of that name made in the workdir since): nothing is moved.
+  """
+  for name in _EARLIER_RESULTS:  # Was: OSError's traceback ("Directory not empty"; review).
+    here, there = os.path.join(workdir, name), os.path.join(dest, name)
+    if os.path.lexists(here) and os.path.lexists(there):
+      raise WorkdirError(f"{here} and {there} are both there: moving an earlier run's results "
+                         f"into {dest} was stopped partway, and {here} was made since; move one "
+                         f"of the two out of the way (e.g. rename {here}), then run the same "
+                         "command again.")
   moved = []
   for name in _EARLIER_RESULTS:
     if os.path.exists(os.path.join(workdir, name)):

@@ -238,24 +238,18 @@ def test_a_predictor_of_the_previous_format_is_trained_again(predictor, dataset,
   binary column of one value in training another class pair (its meta.json reads as 4's).
   Format 4 had no test_fingerprint, which `evaluation.attribute_report` compares with the
   data it scores: it is another version's too, not a predictor of unknown images."""
-  d = ap.save_predictor(predictor, str(tmp_path))
-  _edit_meta(d, lambda meta: (meta.pop("meta_sha256"), meta.update(format=2)))
-  with pytest.raises(CheckpointError, match="was saved by another version \\(format 2; this "
-                     "version reads format 5\\): train a new one in its place"):
-    ap.load_predictor(str(tmp_path))
-  assert _retrained(dataset, str(tmp_path), monkeypatch)
-  assert ("cannot be used (saved by another version, format 2); training a new one"
-          in caplog.text), caplog.text
-  caplog.clear()
-  ap.save_predictor(predictor, str(tmp_path))
-  _edit_meta(d, lambda meta: (meta.pop("test_fingerprint"), meta.update(format=4)),
-             rehash=True)
-  with pytest.raises(CheckpointError, match="was saved by another version \\(format 4; this "
-                     "version reads format 5\\): train a new one in its place"):
-    ap.load_predictor(str(tmp_path))
-  assert _retrained(dataset, str(tmp_path), monkeypatch)
-  assert ("cannot be used (saved by another version, format 4); training a new one"
-          in caplog.text), caplog.text
+  for old, edit, rehash in (
+      (2, lambda meta: (meta.pop("meta_sha256"), meta.update(format=2)), False),
+      (4, lambda meta: (meta.pop("test_fingerprint"), meta.update(format=4)), True)):
+    d = ap.save_predictor(predictor, str(tmp_path))
+    caplog.clear()
+    _edit_meta(d, edit, rehash=rehash)
+    with pytest.raises(CheckpointError, match=f"was saved by another version \\(format {old}; "
+                       "this version reads format 5\\): train a new one in its place"):
+      ap.load_predictor(str(tmp_path))
+    assert _retrained(dataset, str(tmp_path), monkeypatch)
+    assert (f"cannot be used (saved by another version, format {old}); training a new one"
+            in caplog.text), caplog.text
 
 
 def test_the_predictor_records_its_test_split(predictor, dataset):

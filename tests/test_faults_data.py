@@ -385,6 +385,22 @@ def test_a_preparation_stopped_while_writing_removes_only_the_empty_folders_it_m
   assert _tree(shared) == before
 
 
+def test_the_folders_a_writer_made_go_while_empty_past_one_already_gone(tmp_path):
+  """`files.missing_folders` / `remove_empty_folders`, the one pair that the preparation,
+  infer.py's staging and the workdir lock take back their folders with (were three loops; one
+  stopped at a folder already gone, leaving the empty ones above it)."""
+  from a2i_jax import files  # pylint: disable=import-outside-toplevel
+  deep = tmp_path / "a" / "b" / "c"
+  made = files.missing_folders(str(deep))
+  assert made == [str(deep), str(deep.parent), str(deep.parent.parent)]
+  assert files.missing_folders(str(tmp_path)) == []
+  (deep.parent).mkdir(parents=True)  # c never made: b and a go; tmp_path holds them no more.
+  assert files.remove_empty_folders(made) == made[1:] and os.listdir(tmp_path) == []
+  deep.mkdir(parents=True)
+  (deep.parent / "kept").write_text("another's")  # b holds a file: it and a stay.
+  assert files.remove_empty_folders(made) == [str(deep)] and (deep.parent / "kept").exists()
+
+
 def test_lfw_refused_while_writing_leaves_no_empty_copy_folder(tmp_path):
   """An LFW image that does not decode is found only once the archive is unpacked (which is
   kept for the next attempt, as the lock file and TFDS's config record are): the copy's

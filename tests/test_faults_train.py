@@ -2273,7 +2273,9 @@ def test_a_run_refused_before_its_first_step_takes_back_only_what_it_made(tmp_pa
   metrics.jsonl, tensorboard/ and an empty checkpoints/ in the workdir it had made, and a
   resume that changed settings left config.json rewritten and a config_history/ copy for
   steps that never ran. Now what it made goes, and only that: a workdir given empty stays,
-  an earlier run it set aside goes back, a resumed run's files are as they were."""
+  an earlier run it set aside goes back, a resumed run's config.json is as it was and no
+  config_history/ copy stays. (A resume first drops the metrics.jsonl rows after its step
+  and the later sample grids, which are not restored; this reference has none.)"""
   from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
   monkeypatch.setattr(train_lib, "jit_train_steps", lambda *args: _OutOfMemoryStep())
   refused = lambda: pytest.raises(Exception, match="RESOURCE_EXHAUSTED")
@@ -2305,6 +2307,63 @@ def test_a_run_refused_before_its_first_step_takes_back_only_what_it_made(tmp_pa
   assert _contents(resumed) == before
 
 
+def test_an_earlier_run_whose_name_is_taken_meanwhile_stays_whole_aside(tmp_path, reference,
+                                                                       monkeypatch, caplog):
+  """Was: a run refused before its first step moved the earlier run it had set aside back up
+  to a name that had appeared in the workdir meanwhile (an infer/ of the user's), and left the
+  rest in earlier_run_<time>.unfinished/; the next start then stopped with OSError's traceback
+  (Directory not empty). Now nothing moves back: the earlier run stays whole, under its final
+  name, and a warning says so and what to do; the next start trains."""
+  from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
+  workdir = str(tmp_path / "earlier")
+  shutil.copytree(reference, workdir, ignore=shutil.ignore_patterns("checkpoints", ".lock"))
+  os.makedirs(os.path.join(workdir, "infer"))
+  open(os.path.join(workdir, "infer", "earlier.png"), "w").write("earlier")
+  before = _contents(workdir)
+
+  class UsersInferMeanwhile(_OutOfMemoryStep):
+    def compile(self):
+      os.makedirs(os.path.join(workdir, "infer"))
+      open(os.path.join(workdir, "infer", "new.txt"), "w").write("the user's")
+      return super().compile()
+  monkeypatch.setattr(train_lib, "jit_train_steps", lambda *args: UsersInferMeanwhile())
+  config = checkpoints.load_config(workdir)
+  with caplog.at_level("WARNING"), pytest.raises(Exception, match="RESOURCE_EXHAUSTED"):
+    train_lib.train_and_evaluate(config, workdir)
+  aside = [n for n in os.listdir(workdir) if n.startswith("earlier_run_")]
+  assert len(aside) == 1 and not aside[0].endswith(".unfinished"), aside
+  assert _contents(os.path.join(workdir, aside[0])) == before  # Whole.
+  assert sorted(os.listdir(workdir)) == sorted(aside + ["infer"])
+  assert os.listdir(os.path.join(workdir, "infer")) == ["new.txt"]
+  said = [r.getMessage() for r in caplog.records if "stay in" in r.getMessage()]
+  assert len(said) == 1 and os.path.join(workdir, "infer") in said[0], caplog.text
+  assert os.path.join(workdir, aside[0]) in said[0]
+  # The next start sets nothing aside (the workdir holds no earlier run now) and goes on.
+  assert train_lib._set_aside_an_earlier_run(workdir, config) is None  # pylint: disable=W0212
+  assert sorted(os.listdir(workdir)) == sorted(aside + ["infer"])
+
+
+def test_finishing_a_move_aside_refuses_a_name_in_both_places(tmp_path, reference):
+  """Was: the next start's `_finish_setting_aside` stopped with OSError's traceback (Directory
+  not empty) where an entry of the workdir (infer/) was also in the unfinished earlier run's
+  folder. Now one WorkdirError that names both and the fix, and nothing is moved."""
+  from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
+  workdir = str(tmp_path / "w")
+  shutil.copytree(reference, workdir, ignore=shutil.ignore_patterns("checkpoints", ".lock"))
+  unfinished = os.path.join(workdir, "earlier_run_20260101-000000.unfinished")
+  os.makedirs(os.path.join(unfinished, "infer"))
+  open(os.path.join(unfinished, "infer", "earlier.png"), "w").write("earlier")
+  os.makedirs(os.path.join(workdir, "infer"))
+  open(os.path.join(workdir, "infer", "new.txt"), "w").write("the user's")
+  before = _contents(workdir)
+  here, there = os.path.join(workdir, "infer"), os.path.join(unfinished, "infer")
+  with pytest.raises(train_lib.WorkdirError, match=(
+      f"^{re.escape(here)} and {re.escape(there)} are both there: .* move one of the two out of "
+      "the way .*then run the same command again.$")):
+    train_lib._set_aside_an_earlier_run(workdir)  # pylint: disable=protected-access
+  assert _contents(workdir) == before
+
+
 def test_a_model_too_large_for_memory_is_refused_before_the_lock(tmp_path, reference,
                                                                  monkeypatch):
   """Was refused by the initial values' draw, after the workdir lock: the workdir it made was
@@ -2323,6 +2382,34 @@ def test_a_model_too_large_for_memory_is_refused_before_the_lock(tmp_path, refer
       r"smaller \(config.model.z_dim, zf_dim, zb_dim, y_dim or width\).$")):
     train_lib.train_and_evaluate(config, str(workdir))
   assert not workdir.exists()
+
+
+def test_a_parent_another_run_takes_back_meanwhile_is_made_again(tmp_path, monkeypatch):
+  """Two runs in sweep/a and sweep/b: where a's take-back (`HeldWorkdir.take_back`) removed
+  sweep/, which it had made, between b's look at it and b's making of sweep/b, b was refused
+  ("cannot write to ... (No such file or directory)"; review). It makes sweep/ again."""
+  sweep = str(tmp_path / "sweep")
+  first = files.workdir_lock(os.path.join(sweep, "a"))
+  held = first.__enter__()  # pylint: disable=unnecessary-dunder-call
+  assert held.made[0] == sweep
+  looked = {"sweep": 0}
+  for name in ("isdir", "lexists", "exists"):
+    real = getattr(os.path, name)
+
+    def look(path, real=real):
+      found = real(path)
+      if path == sweep and found and not looked["sweep"]:  # b saw sweep/: a goes now.
+        looked["sweep"] += 1
+        held.take_back = True
+        first.__exit__(None, None, None)
+      return found
+    monkeypatch.setattr(os.path, name, look)
+  second = os.path.join(sweep, "b")
+  with files.workdir_lock(second) as other:
+    assert looked["sweep"] == 1 and not os.path.exists(os.path.join(sweep, "a"))
+    assert other.made == [sweep, second, os.path.join(second, files.LOCK_FILE)]
+  monkeypatch.undo()
+  assert os.listdir(sweep) == ["b"]
 
 
 def test_a_lock_taken_back_is_made_again_by_the_run_that_waited_for_it(tmp_path):

@@ -57,7 +57,6 @@ import dataclasses
 import io
 import math
 import os
-import shutil
 import unicodedata
 import warnings
 from typing import Any, Iterator, Optional
@@ -668,14 +667,10 @@ def _read_first(path: str, table: Table, image_size: int, resize: str, progress:
                 prepared: str) -> dict[str, list[tuple[str, dict]]]:
   """`_read_examples`; where it refuses a file, what an earlier stopped attempt on the same
   files left in `prepared` (never a finished copy) is removed, as a refusal while writing
-  removes it (`tfds_lib.load`'s `discard_on_data_error`), under the preparation's lock."""
+  removes it (`tfds_lib.load`'s `discard_on_data_error`: `tfds_lib.discard_attempts`)."""
   try:
     return _read_examples(path, table, image_size, resize, progress)
   except DataError:
-    if os.path.isdir(prepared):
-      copy = os.path.join(prepared, A2iFolder.name, str(A2iFolder.VERSION))
-      with files.waiting_lock(tfds_lib.preparation_lock(copy, A2iFolder.name),
-                              "preparing a2i_folder") as locked:
-        if locked and not os.path.lexists(copy):
-          shutil.rmtree(prepared, ignore_errors=True)
+    copy = os.path.join(prepared, A2iFolder.name, str(A2iFolder.VERSION))
+    tfds_lib.discard_attempts(prepared, copy, A2iFolder.name)
     raise

@@ -1040,42 +1040,31 @@ def preparation_lock(where: str, name: str) -> str:
                       f".{name}-{os.path.basename(where)}.lock")
 
 
-def _missing_folders(path: str) -> list[str]:
-  """`path` and those of its parents that do not exist yet, deepest first: the folders that
-  making `path` makes (`_remove_empty` takes back those of them left empty).
+def discard_attempts(folder: str, where: str, name: str, lock_held: bool = False) -> None:
+  """Removes `folder`, which holds the copy `where` of the builder `name`, with what stopped
+  attempts to prepare that copy left in it: for a file of the source that stops every
+  attempt on the same files (a `DataError`). Never a finished copy (`where` there), and only
+  under the preparation's lock (`preparation_lock`), so that no other process prepares in it
+  meanwhile. The one removal of `load`'s `discard_on_data_error` and of a caller that refuses
+  the source before `load` (`folder.load`'s reading of the images).
 
   Args:
-    path: a folder to be made.
-  Returns:
-    The paths, deepest first; [] where `path` exists.
+    folder: the folder to remove ("" or a missing one: nothing to do).
+    where: the copy's folder (the builder's data_dir), inside `folder`.
+    name: the builder's name.
+    lock_held: whether the caller is inside the preparation's `files.waiting_lock` block
+      (`load`; removed there also where the file system has no locks). False: the lock is
+      taken here, and nothing is removed where it cannot be.
   """
-  missing = []
-  while path and not os.path.lexists(path):
-    missing.append(path)
-    parent = os.path.dirname(path)
-    if parent == path:
-      break
-    path = parent
-  return missing
-
-
-def _remove_empty(folders: Sequence[str]) -> None:
-  """Removes each of `folders` (deepest first, `_missing_folders`) that is an empty folder
-  now, up to the first that holds anything: it (another run's copy, a lock file, a file of
-  the user's) and all above it stay. Only folders a run made itself are to be passed.
-  (Was: a preparation refused while writing left an empty `<data_dir>/folder/`, or
-  `<data_dir>/a2i_lfw/no_masks/`, behind, and the data_dir it made.)
-
-  Args:
-    folders: the folders, deepest first.
-  """
-  for where in folders:
-    try:
-      os.rmdir(where)
-    except FileNotFoundError:
-      continue
-    except OSError:  # Not empty (or not this user's to remove).
-      return
+  if not folder or not os.path.isdir(folder):
+    return
+  if not lock_held:
+    with files.waiting_lock(preparation_lock(where, name), f"preparing {name}") as locked:
+      if locked:
+        discard_attempts(folder, where, name, lock_held=True)
+    return
+  if not os.path.lexists(where):
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def load(builder: Any, *, manual_dir: str, download_dir: str, image_size: int,
@@ -1095,8 +1084,7 @@ def load(builder: Any, *, manual_dir: str, download_dir: str, image_size: int,
       passed), before the splits are read; it raises to refuse the copy.
     discard_on_data_error: a folder (holding `builder`'s) to remove, with what an earlier
       stopped attempt left in it, when preparing stops with a `DataError`: one that every
-      attempt on the same files meets. Removed under the preparation's lock, so that no other
-      process prepares in it meanwhile. "" keeps everything.
+      attempt on the same files meets (`discard_attempts`). "" keeps everything.
   Returns:
     The `Dataset`; its metadata is the builder's plus `SPLIT_IDS_KEY`: per split, the count
     and SHA-256 of its examples' ids (`ids_fingerprint`). A copy prepared from source files
@@ -1120,7 +1108,7 @@ def load(builder: Any, *, manual_dir: str, download_dir: str, image_size: int,
   # TFDS renames a finished copy into place, so one that is there is whole: no lock to read
   # it (a read-only data_dir, another user's), and copies are checked in parallel.
   lock = preparation_lock(where, builder.name)
-  made = _missing_folders(where)  # Taken back, where left empty, if preparing fails.
+  made = files.missing_folders(where)  # Taken back, where left empty, if preparing fails.
   # Unfinished copies are removed only under the lock: where it cannot be taken, another
   # process may be writing one (was: removed there too, the further run's work lost; review
   # finding).
@@ -1147,12 +1135,13 @@ def load(builder: Any, *, manual_dir: str, download_dir: str, image_size: int,
         # attempt. (Was: "leave TFDS's unfinished folder for the next attempt", which never
         # reuses it; one a killed process left stayed for good (review finding), so
         # `remove_unfinished` above removes it.)
-        if discard_on_data_error:
-          shutil.rmtree(discard_on_data_error, ignore_errors=True)
+        discard_attempts(discard_on_data_error, where, builder.name, lock_held=True)
         raise
       finally:
         if not os.path.isdir(where):  # Not prepared: what this run made and left empty.
-          _remove_empty(made)
+          # (Was: an empty <data_dir>/folder/ or <data_dir>/a2i_lfw/no_masks/ left behind,
+          # and the data_dir it made.)
+          files.remove_empty_folders(made)
       _write_checksums(where)
       summed = True
   # Bytes that match their checksums are not damaged: a failure then is raised as it is.
