@@ -631,12 +631,15 @@ def _staged(out: str, mode: str, done: list[str], mode_set: Optional[Sequence[st
     done.append(mode)
     return
   earlier = frozenset(MODE_SETS.get(mode, ()) if mode_set is None else mode_set)
-  made = files.missing_folders(out)  # Each removed again where left empty.
+  # The folders made for `out`, outermost first: each removed again where left empty. Only
+  # those this process made (`files.make_folders`; was `missing_folders`' look before the
+  # making, which held one another process made meanwhile, removed on a failure; review).
+  made: list[str] = []
   stage, owner = None, None
   try:
     with interrupts.held():  # A Ctrl-C just after the folder is made still removes it.
       try:
-        os.makedirs(out, exist_ok=True)
+        made = files.make_folders(out)
         _remove_dead_stages(out)
         stage = tempfile.mkdtemp(prefix=f".{mode}-unfinished-{_HOST}-", dir=out)
         owner = _own(stage)
@@ -664,7 +667,7 @@ def _staged(out: str, mode: str, done: list[str], mode_set: Optional[Sequence[st
       shutil.rmtree(stage, ignore_errors=True)
     # Was: --out=a/b removed b only, and left an empty a (review finding). One filled
     # meanwhile by another process stays, and so do those above it.
-    files.remove_empty_folders(made)
+    files.remove_empty_folders(reversed(made))
 
 
 # Inside each staging folder: the file its process holds an exclusive `flock` on.

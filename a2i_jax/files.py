@@ -526,8 +526,13 @@ class HeldWorkdir:
 
 def missing_folders(path: str) -> list[str]:
   """The folders that making the folder `path` (`os.makedirs`) would create: `path` and
-  those of its parents that do not exist, deepest first. The one helper for a writer that
-  takes back the folders it made (`remove_empty_folders`).
+  those of its parents that do not exist, deepest first, as they are now.
+
+  A look, not a record: a folder another process makes between this look and the making is
+  in the list all the same, and taking the list back (`remove_empty_folders`) removes it
+  where it is still empty. A writer that makes its folders itself records them with
+  `make_folders`; this list is for one whose folders another library makes (TFDS's
+  preparation), where that window stays.
 
   Args:
     path: a folder to be made (a relative path is taken from the working directory).
@@ -551,9 +556,10 @@ def remove_empty_folders(folders: Iterable[str]) -> list[str]:
   folder that is gone already (another process took it back, or it was never made: a
   writer that failed before it) holds nothing: the next is looked at.
 
-  Only folders the caller made itself are to be passed (`missing_folders`' list, taken
-  before it made them, or the folders it recorded making): an empty folder of the user's
-  would go too.
+  Only folders the caller made itself are to be passed (those `make_folders` returned,
+  deepest first): an empty folder of the user's, or another process's, would go too.
+  (`missing_folders`' list, taken before the folders are made, holds one that another
+  process made in between as well.)
 
   Args:
     folders: the folders, deepest first.
@@ -572,30 +578,56 @@ def remove_empty_folders(folders: Iterable[str]) -> list[str]:
   return removed
 
 
-# How many times `_make_folders` makes its folders again where another process took one of
+# How many times `make_folders` makes its folders again where another process took one of
 # them back meanwhile.
 _MAKE_RETRIES = 100
 
 
-def _make_folders(path: str, made: list[str]) -> None:
-  """Creates `path` and its missing parents, adding those this call creates to `made`,
-  outermost first (one another process makes at the same time is not among them). A parent
-  that another run's `_take_back` removes between the look and the making of a folder in it
-  is made again (was: "cannot write to ... (No such file or directory)"; review), up to
-  `_MAKE_RETRIES` times, as `waiting_lock` looks again."""
-  for attempt in range(_MAKE_RETRIES):
-    try:
-      for folder in reversed(missing_folders(path)):
-        try:
-          os.mkdir(folder)
-        except FileExistsError:  # Made meanwhile by another (or a file: the open says so).
-          continue
-        if folder not in made:
-          made.append(folder)
-      return
-    except FileNotFoundError:
-      if attempt == _MAKE_RETRIES - 1:
-        raise
+def make_folders(path: str) -> list[str]:
+  """Creates the folder `path` and its missing parents, as `os.makedirs(path, exist_ok=True)`
+  does, and says which of them this call created: the record a writer takes back on a failure
+  (`remove_empty_folders`, which wants them deepest first: `reversed(...)`).
+
+  A folder another process makes at the same time (between the look and the `os.mkdir`) is
+  not among them (was: `missing_folders`' list, taken before `os.makedirs`, held it, and an
+  empty one was removed on a failure; review). A parent that another process removes between
+  the look and the making of a folder in it (another run's take-back) is made again (was:
+  "cannot write to ... (No such file or directory)"; review), up to `_MAKE_RETRIES` times, as
+  `waiting_lock` looks again. Where a folder cannot be made, those this call made are removed
+  again, while empty, before the error is raised (was: --out=x/<too long a name> left x).
+
+  Args:
+    path: the folder (a relative path is taken from the working directory).
+  Returns:
+    The absolute paths of the folders this call created, outermost first (the order they
+    were made in); [] where `path` was a folder already.
+  Raises:
+    OSError: a folder cannot be made (permissions, a full disk, a name too long;
+      FileExistsError where `path` is a file or a link to nothing, NotADirectoryError where
+      a parent is a file); nothing this call made is left then.
+  """
+  made: list[str] = []
+  try:
+    for attempt in range(_MAKE_RETRIES):
+      try:
+        for folder in reversed(missing_folders(path)):
+          try:
+            os.mkdir(folder)
+          except FileExistsError:  # Made meanwhile by another (or a file: said below).
+            continue
+          if folder not in made:
+            made.append(folder)
+        break
+      except FileNotFoundError:
+        if attempt == _MAKE_RETRIES - 1:
+          raise
+    full = os.path.abspath(path)
+    if not os.path.isdir(full):  # A file or a link to nothing, as `os.makedirs` says.
+      raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), full)
+  except BaseException:  # A Ctrl-C too.
+    remove_empty_folders(reversed(made))
+    raise
+  return made
 
 
 def _open_lock_file(path: str) -> tuple[int, bool]:
@@ -645,7 +677,9 @@ def workdir_lock(workdir: str) -> Iterator[HeldWorkdir]:
   deadline = time.monotonic() + _LOCK_RETRY_S
   while True:
     try:
-      _make_folders(workdir, held.made)
+      # Outermost first (`HeldWorkdir`), also with one made again after a take-back.
+      folders = {p for p in held.made if p != path} | set(make_folders(workdir))
+      held.made[:] = sorted(folders, key=len) + [p for p in held.made if p == path]
       fd, made = _open_lock_file(path)
     except OSError as e:
       _take_back(held, path)  # The folders it made, if any.

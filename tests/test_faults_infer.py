@@ -2289,6 +2289,42 @@ def test_ctrl_c_removes_the_parents_made_for_out_and_only_those(tmp_path, fresh,
   assert not there or not os.listdir(tmp_path / "a")
 
 
+@pytest.mark.parametrize("fails", ["mode", "below"])
+def test_a_parent_another_process_makes_meanwhile_stays_when_out_is_taken_back(
+    tmp_path, monkeypatch, fails):
+  """Review: `_staged` listed the folders to take back (`files.missing_folders`) before it
+  made them, so x/, made by another process between that look and the making of --out=x/y/z
+  (and empty still), was removed when the mode failed, or when making y/ below it failed.
+  Only the folders this process made (`files.make_folders`) go."""
+  import infer  # pylint: disable=import-outside-toplevel
+  other, mkdir = str(tmp_path / "x"), os.mkdir
+
+  def another_first(path, *args, **kwargs):
+    path = os.fspath(path)
+    if path == other and not os.path.exists(other):
+      mkdir(other)  # Another process's, between the look and this process's mkdir.
+    if fails == "below" and path == os.path.join(other, "y"):
+      raise PermissionError(13, "Permission denied", path)
+    return mkdir(path, *args, **kwargs)
+  monkeypatch.setattr(os, "mkdir", another_first)
+  with pytest.raises((RuntimeError, InputError)) as e:
+    with infer._staged(str(tmp_path / "x" / "y" / "z"), "sample", []):  # pylint: disable=W0212
+      raise RuntimeError("the mode failed")
+  monkeypatch.undo()
+  assert fails == "mode" or "(Permission denied)" in str(e.value), e.value
+  assert os.listdir(tmp_path) == ["x"] and not os.listdir(tmp_path / "x")
+
+
+def test_a_folder_made_for_out_goes_when_one_below_it_cannot_be_made(tmp_path):
+  """Review: --out=x/<a name longer than the file system takes> made x/ and left it: the take
+  back stopped at the name it could not remove. What `files.make_folders` made goes."""
+  import infer  # pylint: disable=import-outside-toplevel
+  with pytest.raises(InputError, match=r"\(File name too long\)"):
+    with infer._staged(str(tmp_path / "x" / ("n" * 300)), "sample", []):  # pylint: disable=W0212
+      pass
+  assert not os.listdir(tmp_path)
+
+
 # Runs an entry point (ENTRY) and sends it a signal (SIGNAL) while it imports absl, in its
 # first second (before `main` takes the signals over); SIGHUP as a terminal's shell leaves it
 # (SIG_DFL) or as nohup does (SIG_IGN), whatever the suite was started under (HANGUP).

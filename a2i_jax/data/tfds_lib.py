@@ -1108,7 +1108,9 @@ def load(builder: Any, *, manual_dir: str, download_dir: str, image_size: int,
   # TFDS renames a finished copy into place, so one that is there is whole: no lock to read
   # it (a read-only data_dir, another user's), and copies are checked in parallel.
   lock = preparation_lock(where, builder.name)
-  made = files.missing_folders(where)  # Taken back, where left empty, if preparing fails.
+  # Taken back, where left empty, if preparing fails. Looked at, not recorded (TFDS makes
+  # them): an empty folder another process makes meanwhile would be taken back too.
+  made = files.missing_folders(where)
   # Unfinished copies are removed only under the lock: where it cannot be taken, another
   # process may be writing one (was: removed there too, the further run's work lost; review
   # finding).
