@@ -1368,7 +1368,22 @@ def run_modes(opts: Options) -> None:
     what = ("stopped by SIGHUP (the terminal closed)" if isinstance(stop, interrupts.HungUp)
             else "stopped by SIGTERM" if isinstance(stop, interrupts.Terminated)
             else "interrupted")
+    if not distributed.is_main() and mode is not None and mode not in done:
+      # Was: named the stopped mode's finished part in process 0's --out, where process 0
+      # may run on to the end (a mode with no step the processes share; review finding).
+      raise type(stop)(_interrupted_elsewhere(shown, done, mode, what)) from None
     raise type(stop)(_interrupted(shown, done, mode, what, opts.modes)) from None
+
+
+def _interrupted_elsewhere(shown: str, done: list[str], mode: str, what: str) -> str:
+  """The line Ctrl-C (or SIGTERM, `what`) prints during `mode` on a process other than 0,
+  which writes nothing: the modes finished before it (process 0 wrote them), and that process
+  0 says itself what it kept of `mode`."""
+  whole = [m for m in done if not m.endswith(_PARTIAL)]
+  kept = f"finished and written to {shown}: {', '.join(whole)}; " if whole else ""
+  return (f"{what} during --mode={mode} on process {distributed.process_index()}; {kept}"
+          f"process 0 writes the run's files, and its own last line says what it kept of "
+          f"--mode={mode}.")
 
 
 def _with_note(e: A2IError, note: str) -> A2IError:
