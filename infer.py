@@ -970,7 +970,10 @@ def infer_attributes(run: _Run) -> None:
   images, attrs, labels = run.images()
   opts = run.options()
   out = inference.infer_attributes(run.trained, images, run.prior, key=run.key, options=opts)
-  result = {**run.settings(opts), "inferred": _attribute_rows(labels, run.names,
+  # As it ran them: `inference.infer_attributes` turns on their inference (was recorded as
+  # "infer_attributes": false, the run's options for the other modes; README walk-through).
+  ran = dataclasses.replace(opts, infer_attributes=True)
+  result = {**run.settings(ran), "inferred": _attribute_rows(labels, run.names,
                                         _unless_diverged(out["y"], out["energy"])),
             **_diverged(labels, out["energy"])}
   if attrs is not None:
