@@ -1205,7 +1205,7 @@ def evaluate(opts: Options, done: list[str]) -> None:
           # a predictor of its own, so two --seed mixed in the predictor's variance; review).
           predictor = attribute_predictor.load_or_train(
               run.trained.config.attribute_predictor, run.dataset, opts.workdirs[0],
-              seed=PREDICTOR_SEED)
+              seed=PREDICTOR_SEED, announce=lambda line: print(line, flush=True))
         report = {**evaluation.attribute_report(
             run.trained, run.dataset, predictor, key=run.key, num_examples=opts.num_examples,
             options=options), "model": label}

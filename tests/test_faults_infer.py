@@ -2198,7 +2198,8 @@ def test_a_stopped_complete_tune_or_evaluate_keeps_what_it_finished(trained, tmp
   assert [r.get("workdir") for r in rows] == [str(trained), None]  # The run, the baseline.
 
 
-def test_evaluate_seed_leaves_the_attribute_predictor_alone(trained, tmp_path, monkeypatch):
+def test_evaluate_seed_leaves_the_attribute_predictor_alone(trained, tmp_path, monkeypatch,
+                                                            capsys):
   """Was: --mode=evaluate --seed=S also trained the attribute predictor with seed S, and
   saved it over the run's (whose record names its seed), so that two --seed mixed the
   predictor's variance into the fidelity columns, and each switch of --seed trained it again
@@ -2229,6 +2230,10 @@ def test_evaluate_seed_leaves_the_attribute_predictor_alone(trained, tmp_path, m
                                "--steps=1", f"--seed={seed}"))
   assert seeds == [infer.PREDICTOR_SEED] == [0]
   assert storage.load_predictor(str(workdir)).meta.seed == 0
+  # And the training (minutes at the reference settings) is said as it starts, once (was:
+  # nothing for minutes after "evaluating ..."; README walk-through).
+  assert capsys.readouterr().out.count("training the attribute predictor (1 step; saved in "
+                                       f"{workdir / 'attribute_predictor'}") == 1
 
 
 def test_out_of_memory_and_a_full_disk_are_one_line_naming_what_was_kept(trained, tmp_path,

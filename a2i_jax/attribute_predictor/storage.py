@@ -7,7 +7,7 @@ import hashlib
 import json
 import math
 import os
-from typing import Any
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -215,8 +215,8 @@ def _check_meta(meta: dict) -> PredictorMeta:
   return PredictorMeta(**{k: tuple(v) if k in _SEQUENCES else v for k, v in meta.items()})
 
 
-def load_or_train(settings: Any, dataset: Dataset, workdir: str, *,
-                  seed: int = 0) -> Predictor:
+def load_or_train(settings: Any, dataset: Dataset, workdir: str, *, seed: int = 0,
+                  announce: Optional[Callable[[str], None]] = None) -> Predictor:
   """Loads the workdir's predictor, or trains and saves one when there is none, or when the
   saved one was trained on other data or with other settings or seed.
 
@@ -225,6 +225,8 @@ def load_or_train(settings: Any, dataset: Dataset, workdir: str, *,
     dataset: the generator's dataset.
     workdir: the generator's workdir.
     seed: the training seed, an integer in [0, 2**31).
+    announce: called with one line before a predictor is trained (which takes minutes at the
+      reference settings), e.g. `print`; None: nothing is said.
   Returns:
     The predictor: a function of (dataset, settings, seed) alone, whatever was saved before.
   Raises:
@@ -262,6 +264,9 @@ def load_or_train(settings: Any, dataset: Dataset, workdir: str, *,
       logging.warning("the attribute predictor in %s %s (%s); training a new one in its place.",
                       predictor_dir(workdir), "cannot be used" if older else "is unreadable",
                       getattr(e, "reason", e))
+  if announce is not None:
+    announce(f"training the attribute predictor ({steps:,} step{'s' * (steps != 1)}; saved in "
+             f"{predictor_dir(workdir)} for later calls)")
   p = train_predictor(dataset, settings, seed=seed)
   try:
     save_predictor(p, workdir)
