@@ -152,9 +152,14 @@ def start_backend() -> None:
 
   Raises:
     ConfigError: JAX could not start it, e.g. JAX_PLATFORMS=cuda on a machine without a GPU
-      (JAX's AssertionError or RuntimeError), or JAX_NUM_CPU_DEVICES=0; or JAX_DEFAULT_DEVICE
-      names a platform that did not start.
+      (JAX's AssertionError or RuntimeError), or JAX_NUM_CPU_DEVICES=0 (found before JAX
+      starts); or JAX_DEFAULT_DEVICE names a platform that did not start.
   """
+  if not _backends_ready():
+    # Before JAX starts it: with peers, a CPU backend of no devices crashed the process in
+    # C++ (a segfault, no line), and the others with JAX's fatal log (review). Joined
+    # processes were checked together in `initialize`.
+    _check_cpu_devices(DEFAULT_TIMEOUT_S)
   try:
     jax.devices()
   except (RuntimeError, AssertionError) as e:
@@ -174,6 +179,76 @@ def start_backend() -> None:
   _check_default_device()
 
 
+def _cpu_devices_problem() -> Optional[str]:
+  """The setting that gives JAX's CPU backend no devices, where that backend will start (JAX
+  starts it unless JAX_PLATFORMS leaves it out, and fails as a whole where it cannot), in
+  words; None where there is none."""
+  platforms = getattr(jax.config, "jax_platforms", None) or ""
+  if platforms and "cpu" not in [p.strip() for p in platforms.split(",")]:
+    return None
+  count = getattr(jax.config, "jax_num_cpu_devices", -1)
+  if isinstance(count, int) and count >= 0:  # JAX's option wins over XLA_FLAGS.
+    return (f"JAX_NUM_CPU_DEVICES={os.environ.get('JAX_NUM_CPU_DEVICES') or 0}"
+            if count == 0 else None)
+  given = re.findall(r"--xla_force_host_platform_device_count=(\S*)",
+                     os.environ.get("XLA_FLAGS", ""))
+  if given and re.fullmatch(r"0+", given[-1]):
+    return "XLA_FLAGS' --xla_force_host_platform_device_count=0"
+  return None
+
+
+def _no_cpu_devices_words(setting: str) -> str:
+  """The line for `_cpu_devices_problem`'s `setting`."""
+  if setting.startswith("JAX_NUM_CPU_DEVICES"):
+    return (f"{setting} gives JAX's CPU backend no devices, so it cannot start; set "
+            "JAX_NUM_CPU_DEVICES to 1 or more, or unset it (one device).")
+  return ("XLA_FLAGS sets --xla_force_host_platform_device_count=0, which gives JAX's CPU "
+          "backend no devices, so it cannot start; set it to 1 or more, or remove it from "
+          "XLA_FLAGS.")
+
+
+def _check_cpu_devices(timeout_s: float) -> None:
+  """Stops, before JAX starts its backends, where a setting gives the CPU backend no
+  devices: this process with `_no_cpu_devices_words`; with peers, every process, each
+  posting its own verdict and process 0 telling the others which one stopped. Was: the
+  process without devices crashed in JAX's C++ (a segfault, no line), and the others ended
+  with JAX's fatal log or a wrong line about process counts (review).
+
+  Args:
+    timeout_s: how long to wait for the other processes' verdicts.
+  Raises:
+    ConfigError: this process (or, with peers, another) would have no CPU devices.
+    DataError: a process did not give its verdict in time, or left first.
+  """
+  problem = _cpu_devices_problem()
+  client = _client()
+  if client is None:
+    if problem is not None:
+      raise ConfigError(_no_cpu_devices_words(problem))
+    return
+  index, count = process_index(), process_count()
+  key = "a2i/join/cpu_devices"
+  client.key_value_set(f"{key}/{index}", problem or "ok")
+  if problem is not None:
+    if index == 0:
+      client.key_value_set(f"{key}/verdict", "0")
+    raise ConfigError(f"process {index}: {_no_cpu_devices_words(problem)}")
+  if index == 0:
+    bad = [other for other in range(1, count)
+           if _value_of_process(client, other, f"{key}/{other}", timeout_s,
+                                "did not say whether it has CPU devices") != "ok"]
+    client.key_value_set(f"{key}/verdict", ",".join(map(str, bad)) or "ok")
+  else:
+    verdict = _value_of_process(client, 0, f"{key}/verdict", timeout_s,
+                                "did not say whether every process has CPU devices")
+    bad = [] if verdict == "ok" else [int(p) for p in verdict.split(",")]
+  if bad:
+    other = bad[0]
+    theirs = client.blocking_key_value_get(f"{key}/{other}", int(timeout_s * 1000))
+    raise ConfigError(f"process {index}: process {other} stopped first: {theirs} there "
+                      "gives its CPU backend no devices (its log says how to fix it).")
+
+
 def _no_cpu_devices(e: BaseException) -> None:
   """Where the CPU backend failed for want of devices, raises the `ConfigError` that names the
   setting that gave it none: `start_backend`'s line named JAX_PLATFORMS, which the user had
@@ -189,16 +264,11 @@ def _no_cpu_devices(e: BaseException) -> None:
   if "backend 'cpu'" not in str(e):
     return
   if getattr(jax.config, "jax_num_cpu_devices", None) == 0:
-    raise ConfigError(
-        f"JAX_NUM_CPU_DEVICES={os.environ.get('JAX_NUM_CPU_DEVICES') or 0} gives JAX's CPU "
-        "backend no devices, so it cannot start; set JAX_NUM_CPU_DEVICES to 1 or more, or "
-        "unset it (one device).") from None
+    raise ConfigError(_no_cpu_devices_words(
+        f"JAX_NUM_CPU_DEVICES={os.environ.get('JAX_NUM_CPU_DEVICES') or 0}")) from None
   if re.search(r"--xla_force_host_platform_device_count=0+(\s|$)",
                os.environ.get("XLA_FLAGS", "")):
-    raise ConfigError(
-        "XLA_FLAGS sets --xla_force_host_platform_device_count=0, which gives JAX's CPU "
-        "backend no devices, so it cannot start; set it to 1 or more, or remove it from "
-        "XLA_FLAGS.") from None
+    raise ConfigError(_no_cpu_devices_words("XLA_FLAGS")) from None
 
 
 def _check_default_device() -> None:
@@ -253,7 +323,8 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
       without a process count among them, a process count over `MAX_PROCESSES`, a
       coordinator address that is not HOST:PORT or whose host name is malformed), nothing
       answering at the coordinator address (checked before joining, on every process but
-      0), or a process count that differs from process 0's.
+      0), a process count that differs from process 0's, or a setting that gives some
+      process's CPU backend no devices (checked before JAX starts it, `_check_cpu_devices`).
   """
   if _client() is not None:
     return jax.process_count()
@@ -358,6 +429,9 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
   # log) while they leave with their line (`exit_now`): Python's fault handler (absl enables
   # it) then added a thread dump of every thread to that abort (a review finding).
   faulthandler.disable()
+  global _join_done
+  _join_done = True
+  _check_cpu_devices(timeout_s)  # Before `_check_process_count` starts the backends.
   _check_process_count(num_processes, timeout_s)
   return jax.process_count()
 
@@ -657,6 +731,7 @@ COORDINATOR_GRACE_S = 1.0
 
 _END_KEY = "a2i/end"  # a2i/end/<process>: "done" (finished its work) or "left:<status>".
 _ended = False  # This process has said how it ends.
+_join_done = False  # `initialize` has joined the others (its backends may not be started).
 # A collective failed because another process is gone (`peers_checked`): maybe process 0,
 # whose coordinator then answers nothing more.
 _peer_lost = False
@@ -665,7 +740,8 @@ _peer_lost = False
 def _joined() -> bool:
   """Whether this process has joined a multi-host run (not merely started to: a client that
   has not connected aborts the process on its first request)."""
-  return _client() is not None and _backends_ready() and jax.process_count() > 1
+  return (_client() is not None and (_join_done or _backends_ready())
+          and process_count() > 1)
 
 
 def _say_how_this_ends(how: str) -> None:
@@ -733,13 +809,38 @@ def exit_now(code: int) -> None:
     # status 134; a review finding). Every peer's collective fails too: none waits for a word.
     os._exit(code)  # pylint: disable=protected-access
   _say_how_this_ends(f"left:{code}")
-  if _joined() and jax.process_index() == 0:
+  if _joined() and process_index() == 0:
     # Process 0 hosts the coordination service, whose end aborts every process still running
-    # (JAX's fatal log, no line of ours): where all leave together (an agreed stop, an error
-    # every process meets), the others get to print their line and leave first. Was: one
-    # process of two killed before its line in 3 of 5 stops agreed near the run's end.
-    time.sleep(COORDINATOR_GRACE_S)
+    # (JAX's fatal log, no line of ours): the others get to read its record, print their line
+    # and leave first. Was a fixed second: one that was compiling or computing then met the
+    # fatal log (an error on process 0 alone: 3 of 3; review).
+    _keep_coordinator_up(LEAVE_GRACE_S)
   os._exit(code)  # pylint: disable=protected-access
+
+
+# How long process 0, leaving, keeps the coordinator up for the others to read its record and
+# leave with their line (`_keep_coordinator_up`). A peer that waits for it in a device
+# collective leaves only once it is gone: that bounds how long process 0's exit is held.
+LEAVE_GRACE_S = 10.0
+
+
+def _keep_coordinator_up(seconds: float) -> None:
+  """Waits until every other process has recorded how it ends (`_say_how_this_ends`), at
+  most `seconds`."""
+  client, index, count = _client(), process_index(), process_count()
+  started = time.monotonic()
+  while True:
+    try:
+      ended = {key.rstrip("/").rpartition("/")[2] for key, _ in
+               client.key_value_dir_get(_END_KEY)}
+    except Exception:  # pylint: disable=broad-except
+      return  # The coordinator does not answer: nothing to keep up.
+    if all(str(other) in ended for other in range(count) if other != index):
+      time.sleep(0.1)  # Each one leaves right after its record.
+      return
+    if time.monotonic() - started >= seconds:
+      return
+    time.sleep(0.05)
 
 
 def leave(code: int) -> None:
@@ -783,7 +884,10 @@ def process_index() -> int:
   Returns:
     The process id.
   """
-  return jax.process_index() if _client() is not None else 0
+  if _client() is None:
+    return 0
+  # JAX's own count starts the backends: not before `start_backend` has checked them.
+  return jax.process_index() if _backends_ready() else int(_jax_state().process_id)
 
 
 def process_count() -> int:
@@ -792,7 +896,9 @@ def process_count() -> int:
   Returns:
     The process count.
   """
-  return jax.process_count() if _client() is not None else 1
+  if _client() is None:
+    return 1
+  return jax.process_count() if _backends_ready() else int(_jax_state().num_processes)
 
 
 def define_flags() -> Callable[[], int]:

@@ -1,9 +1,12 @@
 """Fault hunt of distributed.py's start-up: a coordinator address, a process count and a
-cluster environment that a user gets wrong stop with one line. Fast: nothing here joins
-another process or waits for a timeout."""
+cluster environment that a user gets wrong stop with one line. Fast: nothing here waits for
+a timeout, and only one test joins two processes (each with nothing but the start-up)."""
 
+import os
 import re
 import socket
+import subprocess
+import sys
 
 from jax._src import distributed as jax_distributed
 import pytest
@@ -104,3 +107,94 @@ def test_a_detected_cluster_that_did_not_all_join_is_named(monkeypatch):
       "A2I_NUM_PROCESSES=1) to run this process alone.")
   monkeypatch.setenv(distributed.ENV_NUM_PROCESSES, "1")  # What the line says runs alone.
   assert distributed.initialize(timeout_s=30) == 1
+
+
+_START = """
+import sys
+from a2i_jax import distributed
+from a2i_jax.errors import A2IError
+try:
+  distributed.initialize(sys.argv[1], 2, int(sys.argv[2]), timeout_s=60)
+  distributed.start_backend()
+except A2IError as e:
+  print(f"error: {e}", file=sys.stderr)
+  distributed.leave(1)
+print("started")
+"""
+
+
+def test_a_process_without_cpu_devices_stops_every_process_with_a_line():
+  """Review: with 2 processes, JAX_NUM_CPU_DEVICES=0 on process 1 crashed it inside JAX's
+  start of its backend (a segfault, no output) and ended process 0 with JAX's fatal log (or
+  a wrong line about process counts). Now both stop, before starting it, each with its line.
+  Two real processes: the crash is in JAX's C++ with its distributed client."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  address = f"localhost:{_free_port()}"
+  procs = []
+  for index in range(2):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("A2I_COORDINATOR", "A2I_NUM_PROCESSES", "A2I_PROCESS_ID")}
+    env.update(JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(1 - index), PYTHONPATH=root)
+    procs.append(subprocess.Popen([sys.executable, "-c", _START, address, str(index)],
+                                  cwd=root, env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True))
+  try:
+    ends = [p.communicate(timeout=30) for p in procs]
+  finally:
+    for p in procs:  # One that hangs (was: process 0) is a failure, not a leftover.
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+  said = [err.strip().splitlines()[-1:] for _, err in ends]
+  assert [p.returncode for p in procs] == [1, 1], (ends, [p.returncode for p in procs])
+  assert said == [
+      ["error: process 0: process 1 stopped first: JAX_NUM_CPU_DEVICES=0 there gives its CPU "
+       "backend no devices (its log says how to fix it)."],
+      ["error: process 1: JAX_NUM_CPU_DEVICES=0 gives JAX's CPU backend no devices, so it "
+       "cannot start; set JAX_NUM_CPU_DEVICES to 1 or more, or unset it (one device)."]], ends
+  assert not any(out for out, _ in ends), ends
+
+
+class _Store:
+  """The coordinator's store as `exit_now` uses it: process 1's record appears only after
+  `after` looks at the records."""
+
+  def __init__(self, after: int):
+    self.after, self.looks, self.set = after, 0, {}
+
+  def key_value_set(self, key, value):
+    self.set[key] = value
+
+  def key_value_dir_get(self, key):
+    self.looks += 1
+    return [(f"{key}/1", "left:1")] if self.looks > self.after else []
+
+
+@pytest.mark.parametrize("after", [12, 10**9])
+def test_process_0_leaving_keeps_the_coordinator_up_until_the_others_leave(monkeypatch, after):
+  """Review: process 0 that alone failed (out of memory at the train step's compile; a Ctrl-C
+  in infer.py) kept the coordinator up for a fixed second; process 1, still compiling, then
+  met JAX's fatal log, not our line (3 of 3). Now it waits until every other process has
+  recorded how it ends, at most LEAVE_GRACE_S (a peer waiting in a collective leaves only
+  once process 0 has gone)."""
+  store = _Store(after)
+  monkeypatch.setattr(distributed, "_client", lambda: store)
+  monkeypatch.setattr(distributed, "_joined", lambda: True)
+  monkeypatch.setattr(distributed, "_ended", False)
+  monkeypatch.setattr(distributed, "_peer_lost", False)
+  monkeypatch.setattr(distributed, "process_index", lambda: 0)
+  monkeypatch.setattr(distributed, "process_count", lambda: 2)
+  monkeypatch.setattr(distributed, "LEAVE_GRACE_S", 1.5, raising=False)
+
+  def exit_(code):
+    raise SystemExit(code)
+  monkeypatch.setattr(distributed.os, "_exit", exit_)
+  started = distributed.time.monotonic()
+  with pytest.raises(SystemExit):
+    distributed.exit_now(1)
+  waited = distributed.time.monotonic() - started
+  assert store.set == {"a2i/end/0": "left:1"}
+  if after == 12:  # Until process 1's record, then at once.
+    assert store.looks == after + 1 and waited < 1.5, (store.looks, waited)
+  else:  # Never recorded: no longer than LEAVE_GRACE_S.
+    assert 1.5 <= waited < 2.5 and store.looks > 12, (store.looks, waited)

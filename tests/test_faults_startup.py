@@ -129,3 +129,20 @@ def test_no_cpu_devices_is_one_line_naming_jax_num_cpu_devices(tmp_path):
       "set JAX_NUM_CPU_DEVICES to 1 or more, or unset it (one device).\n"), (
           r.returncode, r.stderr[-2000:])
   assert not workdir.exists()
+
+
+def test_no_cpu_devices_is_found_before_jax_starts_its_backend(monkeypatch):
+  """Review: the CPU device count was looked at only after `jax.devices()` had failed, and
+  with peers it never fails: the process without devices crashed inside it (a segfault, no
+  line). Now the settings are checked first; JAX's start here would be a test failure."""
+  def started():
+    raise AssertionError("jax.devices() was called")
+  monkeypatch.setattr(distributed.jax, "devices", started)
+  monkeypatch.setattr(distributed, "_backends_ready", lambda: False)
+  assert jax.config.jax_num_cpu_devices < 0  # Else it, not XLA_FLAGS, gives the count.
+  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2 "
+                     "--xla_force_host_platform_device_count=00")  # The last one counts.
+  with pytest.raises(ConfigError, match="^XLA_FLAGS sets --xla_force_host_platform_device_"
+                     "count=0, which gives JAX's CPU backend no devices, so it cannot start; "
+                     "set it to 1 or more, or remove it from XLA_FLAGS.$"):
+    distributed.start_backend()
