@@ -4,7 +4,8 @@ work or be lost itself.
 - `StopRequest`: the training loop's. A Ctrl-C asks the loop to stop; it finishes what is in
   flight, saves and stops. A second one stops at once. A SIGTERM (a scheduler's notice) does
   the same. With several processes, they agree on the step to stop at
-  (`StopRequest.agreed`), whichever of them was asked.
+  (`StopRequest.agreed`), whichever of them was asked, and, at the loop's end, on whether a
+  stop asked too late for that ends the run as stopped (`StopRequest.asked_anywhere`).
 - `held`: infer.py's. A Ctrl-C inside the block waits until the block ends (a folder made, a
   set of files moved in), then raises.
 - `stop_on_signals`: the entry points'. Ctrl-C, SIGTERM and SIGHUP raise, and an interrupt that
@@ -131,6 +132,36 @@ class StopRequest:
     announced = [int(v) for v in self._board.values()]
     self._agreed = bool(announced) and step >= min(announced)
     return self._agreed
+
+  def asked_anywhere(self, step: int, timeout_s: float = distributed.DEFAULT_TIMEOUT_S) -> bool:
+    """Whether a stop was asked of any process: for the end of a loop that ran to its end, a
+    stop asked too late to stop it (a process asked during the last step's save or
+    evaluation, or one whose announced step lies past the last). Every process calls it once,
+    after its last `agreed`, inside the block; all get the same answer. Was: only the process
+    asked ended as a stop, the others as a finished run (status 0, where `&&` went on).
+
+    Each process asked announces a step past `step` (where it has not announced one already:
+    a peer still at its last `agreed` reads no stop from it), then
+    all wait for each other (`distributed.barrier`: an error at once where a process has
+    left, or after `timeout_s`), then read it. A stop asked of a process once it has posted
+    comes too late for the others: it counts on that process only.
+
+    Args:
+      step: the last step, which the loop has reached.
+      timeout_s: how long to wait for the other processes.
+    Returns:
+      True where the loop must end as stopped.
+    Raises:
+      DataError: a process left first or did not come in time.
+    """
+    check()  # The second signal's interrupt, swallowed whole, stops here.
+    if self._board is None:
+      return self.requested
+    if self.requested and not self._announced:
+      self._board.post(str(step + 1))
+      self._announced = True
+    distributed.barrier("the end of training", timeout_s)
+    return self.requested or bool(self._board.values())
 
 
 @contextlib.contextmanager

@@ -447,8 +447,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   Raises:
     ConfigError, DataError, CheckpointError, TrainingDivergedError, WorkdirError: with a
       message that says what to change. TrainingInterrupted: Ctrl-C, after saving; one asked
-      in the last step's save or evaluation comes once the run is finished, and its message
-      says there is nothing to resume.
+      in the last step's save or evaluation comes once the run is finished (with peers, on
+      every process, whichever was asked), and its message says there is nothing to resume.
   """
   # Stage 1: config, workdir and mesh. Nothing is written (but for a multi-process run's
   # marker, `check_shared_folder`). `config_lib.validate_config`'s checks, its attribute
@@ -789,12 +789,8 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
         last, every = config.num_train_steps, config.eval_every_steps
         _drop_samples_after(workdir, int(state.step),
                             lambda s: s <= last and (s % every == 0 or s == last))
-    else:  # An earlier run this start sets aside goes back if it stops before its first step;
-      # not one a stop left half moved, whose move the next start finishes again.
-      unfinished = any(n.startswith("earlier_run_") and n.endswith(_UNFINISHED)
-                       for n in os.listdir(workdir))
-      aside = _set_aside_an_earlier_run(workdir, config)
-      made.set_aside(None if unfinished else aside)
+    else:
+      made.set_aside(_set_aside_to_take_back(workdir, config))
     recorded = os.path.exists(os.path.join(workdir, checkpoints.CONFIG_FILE))
     if good is None or int(state.step) < config.num_train_steps or not recorded:
       # Not where this call trains nothing (num_train_steps at or below the step reached):
@@ -907,10 +903,14 @@ def _samples_file(workdir: str, step: int) -> str:
 
 
 def _samples_step(name: str) -> Optional[int]:
-  """The step of a sample grid's file name (`_samples_file`'s); None for other names."""
+  """The step of a sample grid's file name, exactly as `_samples_file` writes it; None for
+  other names (step_6.png, a user's: was read as step 6's grid, removed or refused)."""
   stem = name[len("step_"):-len(".png")] if (name.startswith("step_")
                                               and name.endswith(".png")) else ""
-  return int(stem) if stem.isdigit() else None
+  if not (stem.isascii() and stem.isdigit()):
+    return None
+  step = int(stem)
+  return step if os.path.basename(_samples_file("", step)) == name else None
 
 
 def _drop_samples_after(workdir: str, step: int,
@@ -923,7 +923,8 @@ def _drop_samples_after(workdir: str, step: int,
   A folder of such a name (or a link to one) is no grid but the user's, and stays, unless the
   run writes a grid at its path (`writes` of its step), which is refused before any grid is
   removed. Was: IsADirectoryError's traceback, as was a grid that could
-  not be removed.
+  not be removed. Only the names the run writes (step_0000006.png) are its grids: step_6.png
+  or a folder step_6.png/ is the user's, and stays (was: removed, or refused).
 
   Args:
     workdir: the run's directory.
@@ -940,8 +941,8 @@ def _drop_samples_after(workdir: str, step: int,
     return []
   grids = []
   for name in sorted(os.listdir(folder)):
-    s = _samples_step(name) or 0
-    if s <= step:
+    s = _samples_step(name)
+    if s is None or s <= step:  # Not a name the run writes: the user's, which stays.
       continue
     path = os.path.join(folder, name)
     if not os.path.isdir(path):  # A link goes, not what it leads to.
@@ -966,9 +967,10 @@ def _drop_samples_after(workdir: str, step: int,
           f"which this run resumes from and trains again; remove it yourself (or fix the "
           "permissions), then run the same command again.") from None
     removed.append(name)
-  if removed:
-    logging.info("removed %d sample grid(s) of steps after %d (%s), which the resumed run "
-                 "trains again", len(removed), step, ", ".join(removed[:3]))
+  if removed:  # Was: "which the resumed run trains again", also of steps it never reaches.
+    logging.info("removed %d sample grid(s) of steps after %d (%s), whose metrics rows are "
+                 "dropped as well: steps the resumed run trains again, or (past "
+                 "num_train_steps) no longer has", len(removed), step, ", ".join(removed[:3]))
   return removed
 
 
@@ -1053,14 +1055,36 @@ def _move_earlier_results(workdir: str, dest: str) -> str:
   return final
 
 
+def _set_aside_to_take_back(workdir: str, config: ml_collections.ConfigDict
+                            ) -> Optional[str]:
+  """`_set_aside_an_earlier_run`, returning the folder that goes back if the run stops before
+  its first step: None for one a stop had left half moved, whose move the next start finishes
+  again, and on processes other than 0, which move nothing (was: they looked in the workdir
+  too, and one whose process 0 had taken back the workdir it made died on os.listdir's
+  traceback; review finding)."""
+  if not distributed.is_main():
+    return None
+  unfinished = bool(_unfinished_moves(workdir))
+  aside = _set_aside_an_earlier_run(workdir, config)
+  return None if unfinished else aside
+
+
+def _unfinished_moves(workdir: str) -> list[str]:
+  """The names of the folders of moves aside that a stop interrupted (earlier_run_*.unfinished,
+  `_UNFINISHED`), sorted. Folders only, not links: a file or a link of such a name is the
+  user's (was: a file so named was taken for one, NotADirectoryError's traceback)."""
+  return sorted(n for n in os.listdir(workdir)
+                if n.startswith("earlier_run_") and n.endswith(_UNFINISHED)
+                and os.path.isdir(os.path.join(workdir, n))
+                and not os.path.islink(os.path.join(workdir, n)))
+
+
 def _finish_setting_aside(workdir: str) -> Optional[str]:
   """Finishes a move of an earlier run's results that a stop interrupted (its folder still
   named `_UNFINISHED`); returns the folder, or None when there was none. Nothing of the new
   run is written before the move, so what is left in `workdir` is the earlier run's."""
-  unfinished = sorted(n for n in os.listdir(workdir)
-                      if n.startswith("earlier_run_") and n.endswith(_UNFINISHED))
   final = None
-  for name in unfinished:
+  for name in _unfinished_moves(workdir):
     final = _move_earlier_results(workdir, os.path.join(workdir, name))
   return final
 
@@ -1156,6 +1180,22 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
 
   progress, writer, failed, compiled = None, None, True, {}
   asked = False  # A stop asked after the last step's read (`_InterruptedWhenFinished`).
+  closed = False
+
+  def close_all() -> None:
+    nonlocal closed
+    closed = True
+    if progress is not None:
+      progress.close()
+    for close in (writer.close if writer is not None else None,
+                  lambda: ckpt.close(_grace_on_error(failed))):
+      try:
+        if close is not None:
+          close()
+      except Exception:  # pylint: disable=broad-except
+        if not failed:
+          raise
+
   try:
     made.note(metrics_lib.METRICS_FILE)
     made.note_events("tensorboard")
@@ -1272,11 +1312,16 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
           ckpt.save(step, state)  # A no-op if this step was just saved.
           ckpt.wait()
           raise TrainingInterrupted(step)
+      # The last save finished and everything closed inside the block: a Ctrl-C meanwhile is
+      # a stop asked too late, the run finishes (was: raised at once, "interrupted; run the
+      # same command to resume from step 6").
+      ckpt.wait()
+      failed = False
+      close_all()
       # Asked too late to stop before the end (in the last step's save or evaluation; with
-      # peers, where the step it announced lies past the last): all is done.
-      asked = stop.requested
-    ckpt.wait()
-    failed = False
+      # peers, where the step it announced lies past the last): all is done. With peers,
+      # asked of any process, so that all end alike (was: only the one asked, with 130).
+      asked = stop.asked_anywhere(step)
   except Exception as e:  # A full disk or a read-only workdir: one plain line.
     error = files.storage_error(e)
     if error is None:
@@ -1286,16 +1331,8 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
         f"{train_eval.last_checkpoint_words(_last_intact(ckpt), ckpt.directory)} Free some "
         "space (or fix the permissions), then run the same command to resume.") from None
   finally:
-    if progress is not None:
-      progress.close()
-    for close in (writer.close if writer is not None else None,
-                  lambda: ckpt.close(_grace_on_error(failed))):
-      try:
-        if close is not None:
-          close()
-      except Exception:  # pylint: disable=broad-except
-        if not failed:
-          raise
+    if not closed:
+      close_all()
   summary.log(step, ckpt.latest_step())
   if asked:  # Was: the run ended with status 0 and "next: ...", after the stop's notice had
     # promised a last line naming the checkpoint to resume from (review).

@@ -1567,6 +1567,41 @@ def test_a_resume_refuses_a_folder_where_it_writes_a_grid_and_changes_nothing(tm
   assert _contents(workdir) == before
 
 
+def test_only_the_names_of_the_runs_grids_are_its_grids(tmp_path, caplog):
+  """Review: any name that parsed as a step was taken for the run's grid: a folder
+  samples/step_6.png/ of the user's was refused (the run writes step_0000006.png), and files
+  step_9.png were removed. Only the names the run writes are its grids; a grid past
+  num_train_steps goes (its metrics rows do too) without a line saying it is trained again."""
+  from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
+  samples = tmp_path / "samples"
+  samples.mkdir()
+  for name in ("step_0000004.png", "step_0000006.png", "step_0000100.png", "step_9.png",
+               "step_00000006.png", "step_٦.png"):
+    (samples / name).write_bytes(b"png")
+  (samples / "step_6.png").mkdir()
+  drop = train_lib._drop_samples_after  # pylint: disable=protected-access
+  with caplog.at_level("INFO"):
+    assert drop(str(tmp_path), 4, lambda s: s <= 6) == ["step_0000006.png", "step_0000100.png"]
+  assert sorted(os.listdir(samples)) == sorted(["step_0000004.png", "step_00000006.png",
+                                                "step_6.png", "step_9.png", "step_٦.png"])
+  said = [r.getMessage() for r in caplog.records if "removed" in r.getMessage()]
+  assert len(said) == 1 and "(past num_train_steps) no longer has" in said[0], said
+
+
+def test_a_file_named_like_an_unfinished_move_aside_is_the_users(tmp_path, reference):
+  """Review: a file of the user's named earlier_run_notes.unfinished in the workdir was taken
+  for a move aside that a stop interrupted: NotADirectoryError's traceback at the next start.
+  Only a folder is one; the file stays, and the earlier run is set aside as ever."""
+  from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
+  workdir = str(tmp_path / "w")
+  shutil.copytree(reference, workdir, ignore=shutil.ignore_patterns("checkpoints", ".lock"))
+  notes = os.path.join(workdir, "earlier_run_notes.unfinished")
+  open(notes, "w").write("the user's")
+  aside = train_lib._set_aside_an_earlier_run(workdir)  # pylint: disable=protected-access
+  assert aside is not None and os.path.isdir(os.path.join(aside, "samples"))
+  assert open(notes).read() == "the user's"
+
+
 def test_a_stop_during_the_last_evaluation_says_the_run_is_finished(tmp_path, reference,
                                                                     monkeypatch):
   """Review: a Ctrl-C (or SIGTERM) during the last step's evaluation printed "stopping: ...
@@ -1597,6 +1632,86 @@ def test_a_stop_during_the_last_evaluation_says_the_run_is_finished(tmp_path, re
   assert e.value.step == STEPS and _steps(workdir)[-1] == STEPS
   assert "val/loss" in F.read_rows(workdir)[-1]
   assert os.path.exists(os.path.join(workdir, "samples", f"step_{STEPS:07d}.png"))
+
+
+def test_a_stop_while_the_last_checkpoint_is_saved_says_the_run_is_finished(tmp_path, reference,
+                                                                            monkeypatch):
+  """Review: a Ctrl-C while the last checkpoint was still being saved (the loop's final wait,
+  after its stop handling) raised at once: "interrupted; run the same command to resume from
+  step 6", though README says one that comes while the last step is saved lets the run
+  finish. Now the save finishes and the run ends as finished, as for one in the evaluation."""
+  import signal as signals  # pylint: disable=import-outside-toplevel
+  from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
+  from a2i_jax.errors import TrainingInterrupted  # pylint: disable=import-outside-toplevel
+  workdir = _copy(reference, tmp_path)
+  shutil.rmtree(os.path.join(workdir, "checkpoints", str(STEPS)))  # Resumes at STEPS - 2.
+  wait, sent = checkpoints.Checkpointer.wait, []
+
+  def ctrl_c_then_wait(self, *args, **kwargs):
+    if not sent and self.latest_step() == STEPS and sys._getframe(1).f_code.co_name == "_loop":
+      sent.append(1)
+      os.kill(os.getpid(), signals.SIGINT)
+      time.sleep(0.05)  # Delivered here, within the wait.
+    return wait(self, *args, **kwargs)
+  monkeypatch.setattr(checkpoints.Checkpointer, "wait", ctrl_c_then_wait)
+  with pytest.raises(KeyboardInterrupt) as e:  # Was a bare one: not a TrainingInterrupted.
+    train_lib.train_and_evaluate(checkpoints.load_config(workdir), workdir)
+  assert isinstance(e.value, TrainingInterrupted), repr(e.value)
+  assert sent and str(e.value).startswith(f"interrupted after the last step, {STEPS}: the run is "
+                                          "finished"), str(e.value)
+  assert _steps(workdir)[-1] == STEPS
+
+
+def test_a_stop_asked_of_another_process_at_the_end_ends_every_one_alike(tmp_path, reference,
+                                                                          monkeypatch):
+  """Review: with several processes, a stop asked of one during the last step's evaluation
+  (or announced for a step past the last) ended that one with 130 and the others with 0 and
+  "next: python infer.py ...". Now the loop's end asks every process
+  (`StopRequest.asked_anywhere`), and each ends as a stop where any was asked; here the
+  answer of a peer that was asked, in one process."""
+  from a2i_jax import interrupts, train_lib  # pylint: disable=import-outside-toplevel
+  from a2i_jax.errors import TrainingInterrupted  # pylint: disable=import-outside-toplevel
+  workdir = _copy(reference, tmp_path)
+  shutil.rmtree(os.path.join(workdir, "checkpoints", str(STEPS)))  # Resumes at STEPS - 2.
+  monkeypatch.setattr(interrupts.StopRequest, "asked_anywhere", lambda self, step: True,
+                      raising=False)
+  with pytest.raises(TrainingInterrupted, match=(
+      f"^interrupted after the last step, {STEPS}: the run is finished")):
+    train_lib.train_and_evaluate(checkpoints.load_config(workdir), workdir)
+
+
+def test_every_process_hears_of_a_stop_asked_of_one_at_the_end(monkeypatch):
+  """`StopRequest.asked_anywhere` on two processes (a shared board, the barrier stubbed):
+  the one asked after its last read, and one asked nothing, both answer True; a stop
+  announced earlier for a step past the last counts too; none asked: both False."""
+  from a2i_jax import distributed, interrupts  # pylint: disable=import-outside-toplevel
+
+  class SharedBoard:
+    def __init__(self, posted):
+      self.posted = posted
+
+    def post(self, value):
+      self.posted.append(value)
+
+    def values(self):
+      return list(self.posted)
+  barriers = []
+  monkeypatch.setattr(distributed, "barrier", lambda name, timeout_s=0: barriers.append(name))
+
+  def processes(asked, announced=()):
+    posted = list(announced)
+    stops = []
+    for was_asked in asked:
+      stop = interrupts.StopRequest()
+      stop._board = SharedBoard(posted)  # pylint: disable=protected-access
+      stop.requested = was_asked
+      stops.append(stop)
+    return [stop.asked_anywhere(6) for stop in stops], posted  # The barrier: each posted first.
+  # The one asked posts before the barrier, the other reads after it: run them in that order.
+  assert processes([True, False]) == ([True, True], ["7"])
+  assert processes([False, False], announced=["7"]) == ([True, True], ["7"])
+  assert processes([False, False]) == ([False, False], [])
+  assert barriers == ["the end of training"] * 6
 
 
 def test_a_validation_that_is_not_finite_stops_the_run():
@@ -2443,3 +2558,15 @@ def test_a_lock_taken_back_is_made_again_by_the_run_that_waited_for_it(tmp_path)
   assert seen["made"] == held.made, seen
   assert "is in use by another run" in seen.get("refused", ""), seen
   assert os.listdir(workdir) == [files.LOCK_FILE]
+
+
+def test_a_process_other_than_0_looks_for_no_earlier_run(tmp_path, monkeypatch):
+  """Several processes: process 0 sets an earlier run aside (and takes back a workdir it made
+  for a run refused before its first step). Was: the others looked in the workdir too, and one
+  whose process 0 had removed it died on os.listdir's FileNotFoundError traceback (review
+  finding, two processes out of memory at the train step's compile)."""
+  # pylint: disable=import-outside-toplevel,protected-access
+  from a2i_jax import config_lib, distributed, train_lib
+  monkeypatch.setattr(distributed, "is_main", lambda: False)
+  config = config_lib.get_config("synthetic")
+  assert train_lib._set_aside_to_take_back(str(tmp_path / "taken_back"), config) is None
