@@ -81,6 +81,11 @@ class PeerError(A2IError):
   """Another process of a multi-host run died or stopped answering."""
 
 
+class PeerLeft(DataError):
+  """A process waited for has left first, and recorded so (`exit_now`, `finish`): the wait
+  ends at once (a `DataError`, as every failed wait here is)."""
+
+
 def _jax_state() -> Any:
   """JAX's own record of the join (`jax._src.distributed.global_state`)."""
   from jax._src import distributed as jax_distributed  # pylint: disable=import-outside-toplevel
@@ -1243,10 +1248,10 @@ def _value_of_process(client: Any, other: int, key: str, timeout_s: float, failu
       if left is not None:
         who, ended = left
         status = ended.partition(":")[2] or "?"
-        raise DataError(f"process {process_index()}: process {other} {failure}: "
-                        + (f"it stopped first (exit status {status})" if who == other else
-                           f"process {who} stopped first (exit status {status})")
-                        + ", and its log says why.") from None
+        raise PeerLeft(f"process {process_index()}: process {other} {failure}: "
+                       + (f"it stopped first (exit status {status})" if who == other else
+                          f"process {who} stopped first (exit status {status})")
+                       + ", and its log says why.") from None
       now = time.monotonic()
       if now < deadline and now - asked >= 0.5 * part:  # This slice ran out: wait on.
         continue

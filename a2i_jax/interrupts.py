@@ -152,7 +152,8 @@ class StopRequest:
     Returns:
       True where the loop must end as stopped.
     Raises:
-      DataError: a process left first or did not come in time.
+      DataError: a process did not come in time (one that left first, having recorded so, is
+        no error here: the run is finished, and `distributed.finish` sees it left).
     """
     check()  # The second signal's interrupt, swallowed whole, stops here.
     if self._board is None:
@@ -160,7 +161,12 @@ class StopRequest:
     if self.requested and not self._announced:
       self._board.post(str(step + 1))
       self._announced = True
-    distributed.barrier("the end of training", timeout_s)
+    try:
+      distributed.barrier("the end of training", timeout_s)
+    except distributed.PeerLeft:  # A peer that failed after the last step: this process's
+      # run is finished all the same, and `distributed.finish` lets it end at once, status 0
+      # (was: the barrier's error, status 1; the suite's bug-after-the-last-step case).
+      pass
     return self.requested or bool(self._board.values())
 
 
