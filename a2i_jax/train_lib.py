@@ -1318,6 +1318,9 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
       ckpt.wait()
       failed = False
       close_all()
+      # Before the agreement below: a peer killed there leaves this process to JAX's fatal
+      # log, and its summary said first (was after it: lost then; review finding).
+      summary.log(step, ckpt.latest_step())
       # Asked too late to stop before the end (in the last step's save or evaluation; with
       # peers, where the step it announced lies past the last): all is done. With peers,
       # asked of any process, so that all end alike (was: only the one asked, with 130).
@@ -1333,7 +1336,6 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
   finally:
     if not closed:
       close_all()
-  summary.log(step, ckpt.latest_step())
   if asked:  # Was: the run ended with status 0 and "next: ...", after the stop's notice had
     # promised a last line naming the checkpoint to resume from (review).
     raise _InterruptedWhenFinished(step, ckpt.latest_step(), ckpt.directory, workdir)
