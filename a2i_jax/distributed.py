@@ -268,12 +268,9 @@ def _no_cpu_devices(e: BaseException) -> None:
   """
   if "backend 'cpu'" not in str(e):
     return
-  if getattr(jax.config, "jax_num_cpu_devices", None) == 0:
-    raise ConfigError(_no_cpu_devices_words(
-        f"JAX_NUM_CPU_DEVICES={os.environ.get('JAX_NUM_CPU_DEVICES') or 0}")) from None
-  if re.search(r"--xla_force_host_platform_device_count=0+(\s|$)",
-               os.environ.get("XLA_FLAGS", "")):
-    raise ConfigError(_no_cpu_devices_words("XLA_FLAGS")) from None
+  problem = _cpu_devices_problem()  # The same rules as the check before the start.
+  if problem is not None:
+    raise ConfigError(_no_cpu_devices_words(problem)) from None
 
 
 def _check_default_device() -> None:
@@ -1196,7 +1193,7 @@ def _next_key(name: str, kind: str) -> str:
 
 
 # How often a wait for another process's value looks whether that process has left: well
-# within COORDINATOR_GRACE_S, the time process 0 keeps the coordinator up as it leaves (was
+# within COORDINATOR_GRACE_S, the wait before a process leaving with an error goes (was
 # 2 s, so a wait on process 0 mostly met JAX's fatal log instead of its record).
 _POLL_S = 0.25
 

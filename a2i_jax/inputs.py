@@ -143,7 +143,7 @@ def to_uint8(x: Any) -> np.ndarray:
 
 
 def _checked_unit(x: Any, fn: str) -> Any:
-  """`x` if uint8 (refused where its brightest value is 1, `_binary_uint8_images`); floats
+  """`x` if uint8 (refused where its brightest value is 1, `_refuse_binary_uint8`); floats
   checked to lie in [0, 1] up to `SIGNED_SLACK`, in one min / max pass (where they can be
   read: not under `jit`), and clipped to it; anything else refused.
   A NumPy array stays one, a JAX array a JAX array. A PIL image is its pixels as NumPy reads
@@ -152,9 +152,7 @@ def _checked_unit(x: Any, fn: str) -> Any:
     x = as_array(_from_pil(x, keep=("L", "LA", "RGB", "RGBA")), "images")
   takes = f"{fn} takes uint8 in [0, 255] or floats in [0, 1]"
   if x.dtype == np.uint8:
-    # Under `jit` its values are not known: the dtype alone is checked there.
-    if not isinstance(x, jax.core.Tracer) and x.size and int(x.max()) == 1:
-      raise InputError(f"{takes}; {_binary_uint8_images('these are')}")
+    _refuse_binary_uint8(x, f"{takes}; these are")
     return x
   if not jnp.issubdtype(x.dtype, jnp.floating):  # bfloat16 too (NumPy's test says no).
     fix = ("16-bit images: pass x / 65535" if x.dtype == np.uint16 else
@@ -197,21 +195,24 @@ def shown_size(image: Any) -> tuple[int, int]:
   return (h, w) if image.getexif().get(0x0112) in (5, 6, 7, 8) else (w, h)
 
 
-def _binary_uint8_images(what: str) -> str:
-  """The end of the line refusing uint8 images whose brightest value is 1: [0, 1] floats cast
-  with `.astype(np.uint8)` (every value below 1 cut to 0), which read as 0 .. 255 are black.
-  Was: taken without a word, and inferred, scored or shown as black images (a review's
-  finding), where masks refuse the same slip (`mask_to_unit`). All zeros are taken: a black
-  image is one.
+def _refuse_binary_uint8(x: Any, what: str) -> None:
+  """Refuses uint8 images `x` whose brightest value is 1: [0, 1] floats cast with
+  `.astype(np.uint8)` (every value below 1 cut to 0), which read as 0 .. 255 are black. Was:
+  taken without a word, and inferred, scored or shown as black images (a review's finding),
+  where masks refuse the same slip (`mask_to_unit`). All zeros are taken: a black image is
+  one. Under `jit` the values are not known: the dtype alone is checked there.
 
   Args:
-    what: the subject of the sentence ("images are", "these are").
-  Returns:
-    The text, from `what` to its full stop.
+    x: uint8 images (NumPy, JAX or traced).
+    what: the message's start, up to its subject's verb ("images are", "... these are").
+  Raises:
+    InputError: `x` holds values and the largest is 1.
   """
-  return (f"{what} uint8 whose brightest value is 1 (of 255), so they would read as black: "
-          "floats in [0, 1] cast with .astype(np.uint8)? Pass (x * 255).round().astype("
-          "np.uint8) of those floats, or the floats in [0, 1] as they are.")
+  if not isinstance(x, jax.core.Tracer) and x.size and int(x.max()) == 1:
+    raise InputError(f"{what} uint8 whose brightest value is 1 (of 255), so they would read "
+                     "as black: floats in [0, 1] cast with .astype(np.uint8)? Pass (x * 255)"
+                     ".round().astype(np.uint8) of those floats, or the floats in [0, 1] as "
+                     "they are.")
 
 
 def _unit_range_fix(lo: float, hi: float, slack: float) -> Optional[str]:
@@ -360,8 +361,8 @@ def check_images(images: Any, image_size: int, signed: bool = False) -> np.ndarr
         raise
       raise InputError(f"{rule}; these range over [{lo:.7g}, {hi:.7g}]{fix}") from None
     x = np.clip(np.asarray(x, np.float32), 0.0, 1.0)
-  elif x.size and int(x.max()) == 1:  # All zeros is a black image, taken.
-    raise InputError(_binary_uint8_images("images are"))
+  else:
+    _refuse_binary_uint8(x, "images are")
   return _signed(x)
 
 

@@ -914,7 +914,7 @@ def _samples_step(name: str) -> Optional[int]:
 
 
 def _drop_samples_after(workdir: str, step: int,
-                        writes: Callable[[int], bool] = lambda s: True) -> list[str]:
+                        writes: Callable[[int], bool]) -> list[str]:
   """Removes the sample grids of steps after `step`, the one a run resumes from: those steps
   are trained again, and their metrics rows and TensorBoard events are dropped too
   (`metrics.MetricWriter`). Was: e.g. step_0000006.png kept beside a resumed run's

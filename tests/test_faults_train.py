@@ -1508,7 +1508,7 @@ def test_a_resume_drops_the_sample_grids_of_the_steps_it_trains_again(tmp_path):
                "mine.png", "step_x.png"):
     (samples / name).write_bytes(b"png")
   drop = train_lib._drop_samples_after  # pylint: disable=protected-access
-  assert drop(str(tmp_path), 4) == ["step_0000006.png", "step_0000010.png"]
+  assert drop(str(tmp_path), 4, lambda s: True) == ["step_0000006.png", "step_0000010.png"]
   assert sorted(os.listdir(samples)) == ["mine.png", "step_0000002.png", "step_0000004.png",
                                          "step_x.png"]
 
@@ -1530,7 +1530,7 @@ def test_a_folder_or_an_unremovable_grid_among_later_grids_is_no_traceback(tmp_p
       f"{samples}/step_0000005.png is a folder, where this run, resumed from step 4, writes its "
       f"sample grid of step 5; move it out of {samples} (the run's grids go there), then run "
       "the same command again.") + "$"):
-    drop(str(tmp_path), 4)  # By default, the run writes every later step's grid.
+    drop(str(tmp_path), 4, lambda s: True)  # The run writes every later grid.
   assert sorted(os.listdir(samples)) == ["step_0000004.png", "step_0000005.png",
                                          "step_0000006.png"]
   busy = str(samples / "step_0000006.png")
