@@ -275,10 +275,7 @@ def split_fingerprint(dataset: Dataset, split: str = "test") -> str:
     return ""
   h = hashlib.sha256()
   chosen = dataset[split]
-  for a in (chosen.images, np.asarray(chosen.attributes, np.float32)):
-    a = np.ascontiguousarray(a)
-    h.update(f"{a.dtype}{a.shape}".encode())
-    h.update(a.data)
+  base.hash_arrays(h, (chosen.images, np.asarray(chosen.attributes, np.float32)))
   return h.hexdigest()
 
 

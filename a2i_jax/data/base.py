@@ -44,12 +44,23 @@ def data_fingerprint(dataset: "Dataset", splits: Sequence[str] = SPLITS) -> str:
                                  list(dataset.attribute_kinds), list(splits)]).encode())
   for name in splits:
     split = dataset[name]
-    for a in (split.images, np.asarray(split.attributes, np.float32), split.masks):
-      if a is not None:
-        a = np.ascontiguousarray(a)
-        h.update(f"{a.dtype}{a.shape}".encode())
-        h.update(a.data)
+    hash_arrays(h, (split.images, np.asarray(split.attributes, np.float32), split.masks))
   return h.hexdigest()
+
+
+def hash_arrays(h: Any, arrays: Sequence[Optional[np.ndarray]]) -> None:
+  """Feeds `arrays` to the hash `h`, each as its dtype, shape and bytes (None skipped): the
+  one way the data's fingerprints hash arrays.
+
+  Args:
+    h: a `hashlib` hash.
+    arrays: the arrays, in order; None for one a split lacks (its masks).
+  """
+  for a in arrays:
+    if a is not None:
+      a = np.ascontiguousarray(a)
+      h.update(f"{a.dtype}{a.shape}".encode())
+      h.update(a.data)
 
 
 # `Dataset.metadata` key of the TFDS-based sources (LFW, CUB, folder): per split, the count
