@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -102,6 +103,108 @@ def set_xla_cpu_flags(value: str) -> str:
                        f"{' '.join(unknown)}; drop it, or check its spelling.")
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + value).strip()
   return os.environ.get("XLA_FLAGS", "")
+
+
+def library_errors_as_lines(main: Callable[..., Any]) -> Callable[..., Any]:
+  """A script's `main` whose library refusals of a value (an `A2IError`: a config file not
+  found, an override the model refuses) are one `error:` line (`SystemExit`, exit status 1)
+  instead of a traceback.
+
+  Args:
+    main: the script's main function.
+  Returns:
+    The wrapped function.
+  """
+  @functools.wraps(main)
+  def wrapped(*args, **kwargs):
+    try:
+      return main(*args, **kwargs)
+    except A2IError as e:
+      raise SystemExit(f"error: {' '.join(str(e).split())}") from None
+  return wrapped
+
+
+def parse_absl_flags(argv: list, script: str, config_flag: Any = None,
+                     default_config: str = "configs/synthetic.py") -> list:
+  """absl's parse of an absl script's command line (train_step.py, scan_vs_loop.py), its
+  refusals one `error:` line and exit status 2 (`timing.refuse`) instead of absl's two-line
+  FATAL or a traceback, before anything is compiled: a value absl refuses (a count below its
+  `lower_bound`, a number that is not one), and, given `config_flag`, a config file that does
+  not load, an override of a key it does not have, or a config the library refuses
+  (`config_lib.check_variant`, `config_lib.validate_config`).
+
+  The config flag is to be defined with no default (`DEFINE_config_file(name, None, ...)`):
+  ml_collections loads a default config as the flag is defined, at import, where an unknown
+  override key was a traceback before any parse. `default_config` is put first on the command
+  line instead when it names no config (in `sys.argv` too, where ml_collections reads the
+  overrides' order).
+
+  Args:
+    argv: the command line, the program first.
+    script: the script's path, e.g. "benchmarks/train_step.py", for the help hint.
+    config_flag: the script's `config_flags.DEFINE_config_file` holder, or None.
+    default_config: the config spec when the command line gives none.
+  Returns:
+    The arguments absl leaves over.
+  Raises:
+    SystemExit: (status 2) a flag that cannot be parsed, or a config that cannot be used.
+  """
+  from absl import flags as absl_flags  # pylint: disable=import-outside-toplevel
+  argv = list(argv)
+  name = f"--{config_flag.name}" if config_flag is not None else None
+  if name and not any(a == name or a.startswith(name + "=") for a in argv[1:]):
+    argv.insert(1, f"{name}={default_config}")
+    if sys.argv[1:] == argv[2:]:
+      sys.argv[:] = argv
+  try:
+    rest = absl_flags.FLAGS(argv)
+    if config_flag is None:
+      return rest
+    config = config_flag.value  # A load that failed: an error, or an _ErrorConfig.
+    import ml_collections  # pylint: disable=import-outside-toplevel
+    if not isinstance(config, ml_collections.ConfigDict):
+      raise TypeError(f"the config is a {type(config).__name__}")
+  except absl_flags.Error as e:
+    timing.refuse(f"{str(e).rstrip('.')}; see python {script} --helpfull.")
+  except Exception as e:  # pylint: disable=broad-except  (the file's load, an override's key)
+    timing.refuse(_config_error(argv, name, e))
+  from a2i_jax import config_lib  # pylint: disable=import-outside-toplevel
+  spec = _config_spec(argv, name)
+  try:
+    config_lib.check_variant(config, spec)
+    config_lib.validate_config(config)
+  except A2IError as e:
+    timing.refuse(f"{name}={spec}: {e}")
+  return rest
+
+
+def _config_spec(argv: list, name: str) -> str:
+  """The value of the config flag `name` on the command line `argv` (its last, as absl's)."""
+  specs = [a.split("=", 1)[1] if a.startswith(name + "=") else nxt
+           for a, nxt in zip(argv[1:], argv[2:] + [""]) if a == name or a.startswith(name + "=")]
+  return specs[-1]
+
+
+def _config_error(argv: list, name: str, error: Exception) -> str:
+  """The one line for a config flag ml_collections could not load or override: the library's
+  load names a missing file or unknown variant, else the first override of a key the config
+  does not have, else the error's first line."""
+  from a2i_jax import config_lib, errors  # pylint: disable=import-outside-toplevel
+  spec = _config_spec(argv, name)
+  try:
+    keys = set(config_lib.leaf_paths(config_lib.get_config(spec)))
+  except A2IError as e:
+    return f"{name}={spec}: {e}"
+  except Exception as e:  # pylint: disable=broad-except  (the config file's own error)
+    return (f"{name}={spec} failed to load ({type(e).__name__}: {errors.first_line(e)}); fix "
+            "the error there.")
+  for arg in argv[1:]:
+    if arg.startswith(name + "."):
+      key = arg[len(name) + 1:].split("=", 1)[0]
+      if key not in keys and not any(k.startswith(key + ".") for k in keys):
+        return (f"{arg}: the config {spec} has no key {key!r}; the valid keys are in "
+                "configs/default.py.")
+  return f"{name}={spec}: {errors.first_line(error)}"
 
 
 # Peak dense FLOP/s per device kind (matched against `device.device_kind`, lower case, first
@@ -761,6 +864,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   return args
 
 
+@library_errors_as_lines  # The library's refusal of a value (a config, an input): one line.
 def main(argv=None) -> dict:
   """Measures what the command line asks for (see the module docstring).
 
@@ -773,10 +877,7 @@ def main(argv=None) -> dict:
       `A2IError`), as one `error:` line.
   """
   args = parse_args(argv)
-  try:
-    return _run(args, from_command_line=argv is None)
-  except A2IError as e:  # The library's refusal of a value (a config, an input): one line.
-    raise SystemExit(f"error: {' '.join(str(e).split())}") from None
+  return _run(args, from_command_line=argv is None)
 
 
 def _run(args: argparse.Namespace, from_command_line: bool) -> dict:

@@ -165,13 +165,15 @@ def parse_args(argv=None) -> argparse.Namespace:
   return args
 
 
+@bench.library_errors_as_lines  # Was: a traceback.
 def main(argv=None) -> None:
   """Compiles each program with each option set and times them (see the module docstring).
 
   Args:
     argv: the arguments (default: sys.argv[1:]).
   Raises:
-    SystemExit: a flag value that cannot be measured, as one `error:` line.
+    SystemExit: a flag value that cannot be measured, or the library's refusal of one (an
+      `A2IError`: a --config file not found, an override it refuses), as one `error:` line.
   """
   args = parse_args(argv)
   if args.smoke:

@@ -94,9 +94,9 @@ def main(argv=None) -> None:
   walls: dict[str, list[float]] = {name: [] for name in settings}
   for _ in range(args.repeats):
     for name, min_rounds in settings.items():  # Alternated: both see the same machine.
-      wall, timing = _child(_PROBE.format(min_rounds=min_rounds))
+      wall, probe = _child(_PROBE.format(min_rounds=min_rounds))  # Not `timing`: the module.
       walls[name].append(wall)
-      print(json.dumps({"setting": name, "child_s": round(wall, 2), **timing}), flush=True)
+      print(json.dumps({"setting": name, "child_s": round(wall, 2), **probe}), flush=True)
   if args.phases:
     wall, phases = _child(_PHASES)
     print(json.dumps({"setting": "phases", "child_s": round(wall, 2), **phases}), flush=True)

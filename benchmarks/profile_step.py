@@ -238,13 +238,15 @@ def parse_args(argv=None) -> argparse.Namespace:
   return args
 
 
+@bench.library_errors_as_lines  # Was: a traceback.
 def main(argv=None):
   """Profiles one step (see the module docstring) and prints the attribution.
 
   Args:
     argv: the arguments (default: sys.argv[1:]).
   Raises:
-    SystemExit: a flag value that cannot be profiled, as one `error:` line.
+    SystemExit: a flag value that cannot be profiled, or the library's refusal of one (an
+      `A2IError`: an override the model refuses), as one `error:` line.
   """
   args = parse_args(argv)
   bench.set_xla_cpu_flags(args.xla_cpu_flags)  # Before JAX starts its backend.

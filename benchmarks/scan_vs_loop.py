@@ -16,13 +16,13 @@ default "recommended"; the output names them); before 2026-12-02 it added none.
 
 import json
 import os
+import statistics
 import sys
 import time
 
 from absl import app, flags
 import jax
 import jax.numpy as jnp
-import numpy as np
 from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -31,36 +31,60 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from a2i_jax import models  # noqa: E402
 from a2i_jax.models import conv_grad  # noqa: E402
 import bench  # noqa: E402  (benchmarks/bench.py; imports no jax at module level)
+import timing  # noqa: E402  (benchmarks/timing.py)
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/synthetic.py", "Config file.")
-_STEPS = flags.DEFINE_integer("steps", 16, "Gradient steps per call.")
-_BATCH = flags.DEFINE_integer("batch_size", 32, "Images per step.")
-_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls per variant.")
+# No default here: ml_collections would load it at import (`bench.parse_absl_flags` puts it in).
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file of a CVAE or VAE (default: configs/synthetic.py).")
+_STEPS = flags.DEFINE_integer("steps", 16, "Gradient steps per call.", lower_bound=1)
+_BATCH = flags.DEFINE_integer("batch_size", 32, "Images per step.", lower_bound=1)
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls per variant.", lower_bound=1)
 _XLA_CPU_FLAGS = flags.DEFINE_string("xla_cpu_flags", "recommended",
                                       bench.XLA_CPU_FLAGS_HELP)
 _INPUT_GRAD = flags.DEFINE_enum("conv_input_grad", "auto", ["auto", "canonical", "xla"],
                                 "The convolutions' input-gradient form (perf.conv_input_grad).")
 
 
+def parse_flags(argv: list) -> list:
+  """absl's parse of the command line, before anything is compiled (`bench.parse_absl_flags`):
+  a count below 1 (was: --steps=0 a ZeroDivisionError, --repeats=0 a NaN, --batch_size=0 a
+  figure of nothing), a value that is no number (was: absl's two-line FATAL), a config file
+  that does not load (was: a traceback) or is a disCVAE's (was: the whole help, then the
+  refusal) is one `error:` line and exit status 2.
+
+  Args:
+    argv: the command line, the program first.
+  Returns:
+    The arguments absl leaves over.
+  Raises:
+    SystemExit: (status 2) a flag that cannot be parsed or is not valid.
+  """
+  rest = bench.parse_absl_flags(argv, "benchmarks/scan_vs_loop.py", _CONFIG)
+  if _CONFIG.value.model.name == "discvae":
+    timing.refuse("--config: a disCVAE has two latents; give a CVAE or VAE config (one "
+                  "latent), e.g. configs/synthetic.py:cvae.")
+  return rest
+
+
 def _timed(fn, z, repeats):
+  """(seconds of the first call, median seconds of the `repeats` calls after it)."""
   t0 = time.perf_counter()
   jax.block_until_ready(fn(z))
   first = time.perf_counter() - t0
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(z))
-    times.append(time.perf_counter() - t0)
-  return first, float(np.median(times))
+  return first, statistics.median(timing.timed_calls(lambda: jax.block_until_ready(fn(z)),
+                                                     repeats))
 
 
 def main(argv):
+  """Times the variants (see the module docstring) and prints the JSON.
+
+  Args:
+    argv: what absl leaves of the command line (unused).
+  """
   del argv
   xla_flags = bench.set_xla_cpu_flags(_XLA_CPU_FLAGS.value)  # Before the backend starts.
   conv_grad.CONV_INPUT_GRAD = _INPUT_GRAD.value
   config = _CONFIG.value
-  if config.model.name == "discvae":
-    raise app.UsageError("use a CVAE or VAE config (one latent).")
   model = models.create_model(config.model)
   variables = models.init_variables(model, config.model, jax.random.key(0))
   y = jnp.zeros((_BATCH.value, config.model.y_dim))
@@ -99,4 +123,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -57,13 +57,20 @@ def summarize(folder: str) -> str:
   lines, ends, first = [], {}, None
   for path in files:
     starts, finished = {}, []
-    with open(path, encoding="utf-8") as f:
-      for row in f:
-        kind, when, nodeid = row.rstrip("\n").split("\t", 2)
+    with open(path, encoding="utf-8", errors="replace") as f:
+      for number, row in enumerate(f, 1):
+        fields = row.rstrip("\n").split("\t", 2)
+        try:  # Was: a ValueError's traceback for a row cut short (a worker killed mid-write).
+          kind, when, nodeid = fields
+          when = float(when) if kind != "pid" else 0.0
+        except ValueError:
+          raise SystemExit(f"error: {path}, line {number}, is not a timeline row "
+                           f"(kind, time, test; {row.strip()[:60]!r}); the file is damaged: "
+                           "run the suite again into an empty folder.") from None
         if kind == "start":
-          starts[nodeid] = float(when)
+          starts[nodeid] = when
         elif nodeid in starts:
-          finished.append((float(when), nodeid))
+          finished.append((when, nodeid))
     if not finished:
       raise SystemExit(f"error: {path} records no finished test; was the run interrupted?")
     worker = os.path.splitext(os.path.basename(path))[0]

@@ -27,20 +27,32 @@ import time
 from typing import NoReturn, Optional
 
 
+def refuse(message: str) -> NoReturn:
+  """The scripts' refusal of a command line: `error: <message>` as one line on stderr (the
+  message's line breaks joined), exit status 2 (as argparse's).
+
+  Args:
+    message: what is wrong and how to fix it.
+  Raises:
+    SystemExit: always (status 2).
+  """
+  print(f"error: {' '.join(message.split())}", file=sys.stderr)
+  sys.exit(2)
+
+
 class ArgumentParser(argparse.ArgumentParser):
   """argparse's parser whose refusals are the scripts' one `error:` line on stderr (exit
   status 2, as argparse's), without argparse's usage lines before it."""
 
   def error(self, message: str) -> NoReturn:
-    """Prints `error: <message>` on stderr and exits with status 2.
+    """Prints `error: <message>` on stderr and exits with status 2 (`refuse`).
 
     Args:
       message: what is wrong and how to fix it.
     Raises:
       SystemExit: always (status 2).
     """
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+    refuse(message)
 
   def check_at_least(self, args: argparse.Namespace, minimums: dict[str, int]) -> None:
     """Refuses (`error`) an integer flag of `args` below its minimum.

@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from a2i_jax import models, parallel, perf, train_lib  # noqa: E402
 import bench  # noqa: E402  (benchmarks/bench.py; imports no jax at module level)
+import timing  # noqa: E402  (benchmarks/timing.py)
 
 # The variants (module docstring): one step per dispatch, `--fuse` steps rolled and unrolled.
 VARIANTS = ("single", "scan_unrolled", "scan_rolled")
@@ -56,7 +57,9 @@ class _VariantsParser(flags.ListParser):
     return names
 
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/synthetic.py", "Config file.")
+# No default here: ml_collections would load it at import (`bench.parse_absl_flags` puts it in).
+_CONFIG = config_flags.DEFINE_config_file("config", None,
+                                          "Config file (default: configs/synthetic.py).")
 _BATCH = flags.DEFINE_integer("batch_size", None, "Global batch (default: the config's).",
                               lower_bound=1)
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed dispatches per variant.", lower_bound=1)
@@ -71,8 +74,9 @@ _XLA_CPU_FLAGS = flags.DEFINE_string("xla_cpu_flags", "recommended",
 
 def parse_flags(argv: list) -> list:
   """absl's parse of the command line, whose refusals (an unknown variant, a count below 1, a
-  value that is no number) are one `error:` line and exit status 2 instead of absl's two-line
-  FATAL; before anything is compiled.
+  value that is no number, a config file that does not load or that the library refuses) are
+  one `error:` line and exit status 2 instead of absl's two-line FATAL or a traceback; before
+  anything is compiled (`bench.parse_absl_flags`).
 
   Args:
     argv: the command line, the program first.
@@ -81,12 +85,7 @@ def parse_flags(argv: list) -> list:
   Raises:
     SystemExit: (status 2) a flag that cannot be parsed or is not valid.
   """
-  try:
-    return flags.FLAGS(list(argv))
-  except flags.Error as e:
-    print(f"error: {str(e).rstrip('.')}; see python benchmarks/train_step.py --helpfull.",
-          file=sys.stderr)
-    sys.exit(2)
+  return bench.parse_absl_flags(argv, "benchmarks/train_step.py", _CONFIG)
 
 
 def _measure(config, mesh, data):
@@ -100,15 +99,11 @@ def _measure(config, mesh, data):
   t0 = time.perf_counter()
   compiled = fn.lower(state, data, key).compile()
   compile_s = time.perf_counter() - t0
-  state, _ = compiled(state, data, key)
-  jax.block_until_ready(state)
-  times = []
-  for _ in range(_REPEATS.value):
-    t0 = time.perf_counter()
-    state, _ = compiled(state, data, key)
-    jax.block_until_ready(state)
-    times.append(time.perf_counter() - t0)
-  step_s = float(np.median(times)) / config.steps_per_dispatch
+  held = [state]  # The state is donated: each call takes the one the call before returned.
+
+  def dispatch():
+    held[0] = jax.block_until_ready(compiled(held[0], data, key)[0])
+  step_s = timing.median_time(dispatch, _REPEATS.value)[0] / config.steps_per_dispatch
   # XLA counts a rolled loop's body once: the figure covers `counted` steps, not all of the
   # dispatch's (before 2026-12-06 it was divided by all, 4x too low for a rolled scan of 4).
   counted = bench.xla_steps_counted(config.steps_per_dispatch, config.scan_unroll)
@@ -120,7 +115,16 @@ def _measure(config, mesh, data):
           "xla_steps_counted": counted}
 
 
+@bench.library_errors_as_lines  # Was: a traceback.
 def main(argv):
+  """Times the variants (see the module docstring) and prints the JSON.
+
+  Args:
+    argv: what absl leaves of the command line (unused).
+  Raises:
+    SystemExit: the library's refusal of a value (an `A2IError`, e.g. a batch the devices do
+      not divide), as one `error:` line.
+  """
   del argv
   xla_flags = bench.set_xla_cpu_flags(_XLA_CPU_FLAGS.value)  # Before the backend starts.
   base = _CONFIG.value

@@ -17,6 +17,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench  # noqa: E402  (benchmarks/bench.py; imports no jax at module level)
+import timing  # noqa: E402  (benchmarks/timing.py)
 
 VARIANTS = {
     "default": {},
@@ -35,41 +37,43 @@ def parse_args(argv=None) -> argparse.Namespace:
   Args:
     argv: the arguments (default: sys.argv[1:]).
   Returns:
-    The flags, `variants` as a list.
+    The flags, `variants` as a list, `overrides` as a dict.
   Raises:
     SystemExit: (status 2, one `error:` line) an unknown variant (was: reported as a variant
-      XLA rejected, exit status 0) or a count below 1.
+      XLA rejected, exit status 0) or model (was: the library's traceback, after jax's
+      import), an override that is not key=value (was: a ValueError), or a count below 1.
   """
-  import timing  # pylint: disable=import-outside-toplevel  (benchmarks/timing.py: no jax)
   p = timing.ArgumentParser(description=__doc__.split("\n", 1)[0])
-  p.add_argument("--model", default="cvae")
+  p.add_argument("--model", default="cvae", choices=bench.MODELS)
   p.add_argument("--batch", type=int, default=8)
   p.add_argument("--rounds", type=int, default=3)
   p.add_argument("--variants", default=",".join(VARIANTS),
                  help=f"Comma list of {', '.join(VARIANTS)}.")
-  p.add_argument("--model_overrides", default="")
+  p.add_argument("--model_overrides", default="",
+                 help="Comma list of key=value on the config, e.g. model.width=0.25.")
   args = p.parse_args(argv)
   p.check_at_least(args, {"batch": 1, "rounds": 1})
   args.variants = p.comma_list("--variants", args.variants, VARIANTS)
+  args.overrides = p.key_values("--model_overrides", args.model_overrides)
   return args
 
 
+@bench.library_errors_as_lines
 def main(argv=None):
   """Compiles and times the variants (see the module docstring); prints JSON lines.
 
   Args:
     argv: the arguments (default: sys.argv[1:]).
   Raises:
-    SystemExit: a flag value that cannot be measured, as one `error:` line.
+    SystemExit: a flag value that cannot be measured, or the library's refusal of one (an
+      `A2IError`, e.g. an override of model.width to 0; was a traceback), as one `error:` line.
   """
   args = parse_args(argv)
   import jax
-  import bench  # pylint: disable=import-outside-toplevel
   from a2i_jax import models, parallel, train_lib
 
   jax.config.update("jax_enable_compilation_cache", False)
-  overrides = dict(kv.split("=", 1) for kv in args.model_overrides.split(",") if kv)
-  config = bench.make_config(bench.Case(args.model, args.batch, "float32"), overrides)
+  config = bench.make_config(bench.Case(args.model, args.batch, "float32"), args.overrides)
   mesh = parallel.make_mesh(jax.devices()[:1])
   model = models.create_model(config.model)
   tx = train_lib.make_optimizer(config)
