@@ -513,14 +513,23 @@ def check_workdir_free(workdir: str) -> None:
 
 
 class HeldWorkdir:
-  """What `workdir_lock` yields: `made`, the paths it created (the folders, outermost first,
-  then the lock file), and `take_back`, which a caller sets to remove them as the lock is
-  released (a run refused before it wrote anything of its own: was left with the lock file,
-  and the workdir it had made). Nothing that was there before the lock is removed: the lock
-  file where it was the lock's, and folders only where they are empty by then."""
+  """What `workdir_lock` yields: what it created, and `take_back`, which a caller sets to
+  remove that as the lock is released (a run refused before it wrote anything of its own: was
+  left with the lock file, and the workdir it had made). Nothing that was there before the
+  lock is removed: the lock file where it was the lock's, and folders only where they are
+  empty by then.
+
+  Attributes:
+    folders: the folders the lock created (the workdir and its missing parents), outermost
+      first.
+    lock_made: whether the lock created its lock file.
+    take_back: set by the caller: remove the lock file and the folders as the lock is
+      released.
+  """
 
   def __init__(self):
-    self.made: list[str] = []
+    self.folders: list[str] = []
+    self.lock_made = False
     self.take_back = False
 
 
@@ -644,14 +653,56 @@ def _open_lock_file(path: str) -> tuple[int, bool]:
 
 
 def _take_back(held: HeldWorkdir, path: str) -> None:
-  """Removes what `workdir_lock` made, its lock file (still held) first, then the folders it
-  made, innermost first, while they are empty. Best effort: what cannot go stays."""
+  """Removes what `workdir_lock` made, its lock file `path` (still held) first, then the
+  folders it made, innermost first, while they are empty. Best effort: what cannot go stays."""
   try:
-    if path in held.made:
+    if held.lock_made:
       os.unlink(path)
   except OSError:  # Its folder then holds it, and stays.
     pass
-  remove_empty_folders(reversed([p for p in held.made if p != path]))
+  remove_empty_folders(reversed(held.folders))
+
+
+def _hold_lock(path: str, open_lock: Callable[[], Optional[int]],
+               wait: Callable[[int], None]) -> tuple[Optional[int], Optional[OSError]]:
+  """The loop `workdir_lock` and `waiting_lock` share: opens the lock file `path`
+  (`open_lock`) and takes an exclusive `flock` on it, until the file locked is still the
+  file at `path`: the holder before may have removed it (a run taken back, a preparation
+  that failed discards its copy), and a lock on a removed file excludes no one who comes
+  later; it is then opened again.
+
+  Args:
+    path: the lock file.
+    open_lock: opens `path` and returns the open file; None: the work runs unlocked (it
+      cannot be opened). May raise, as its caller wants.
+    wait: called with the open file where another process holds the lock; returns once
+      this one holds it, or raises (the file is closed then).
+  Returns:
+    The open file (None where `open_lock` gave none), and the error `flock` raised on a file
+    system without locks (`_NO_LOCKS`; the file is open but not locked), else None.
+  Raises:
+    OSError: `flock` failed otherwise; what `open_lock` and `wait` raise.
+  """
+  while True:
+    fd = open_lock()
+    if fd is None:
+      return None, None
+    no_locks = None
+    try:
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except BlockingIOError:
+        wait(fd)
+      except OSError as e:
+        if e.errno not in _NO_LOCKS:
+          raise
+        no_locks = e
+    except BaseException:
+      os.close(fd)
+      raise
+    if _same_file(fd, path):
+      return fd, no_locks
+    os.close(fd)  # Removed by the holder before: opened again.
 
 
 @contextlib.contextmanager
@@ -675,40 +726,37 @@ def workdir_lock(workdir: str) -> Iterator[HeldWorkdir]:
   path = os.path.join(workdir, LOCK_FILE)
   held = HeldWorkdir()
   deadline = time.monotonic() + _LOCK_RETRY_S
-  while True:
+
+  def open_lock() -> int:
     try:
       # Outermost first (`HeldWorkdir`), also with one made again after a take-back.
-      folders = {p for p in held.made if p != path} | set(make_folders(workdir))
-      held.made[:] = sorted(folders, key=len) + [p for p in held.made if p == path]
+      held.folders = sorted(set(held.folders) | set(make_folders(workdir)), key=len)
       fd, made = _open_lock_file(path)
     except OSError as e:
       _take_back(held, path)  # The folders it made, if any.
       raise WorkdirError(f"cannot write to {workdir} ({e.strerror}); pass a --workdir you can "
                          "write to.") from None
-    if made:
-      held.made.append(path)
-    try:
-      while True:
-        try:
-          fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-          break
-        except BlockingIOError:  # A run holds it, or a probe for an instant: looked at again.
-          if time.monotonic() >= deadline:
-            raise _in_use(workdir, fd) from None
-          time.sleep(0.02)
-        except OSError as e:  # A file system without locks (NFS without its lock service):
-          if e.errno not in _NO_LOCKS:  # was OSError's traceback, no run possible there
-            raise  # (fault hunt); unlocked, as `waiting_lock` runs its work.
-          logging.warning("the file system of %s has no locks (%s): a second run started "
-                          "there meanwhile would not be refused; start one run per workdir",
-                          workdir, e.strerror or e)
-          break
-    except BaseException:
-      os.close(fd)
-      raise
-    if _same_file(fd, path):
-      break
-    os.close(fd)  # Removed by the holder before, with what it made: made again.
+    held.lock_made = held.lock_made or made
+    return fd
+
+  def wait(fd: int) -> None:  # A run holds it, or a probe for an instant: looked at again.
+    while True:
+      if time.monotonic() >= deadline:
+        raise _in_use(workdir, fd) from None
+      time.sleep(0.02)
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+      except BlockingIOError:
+        continue
+
+  fd, no_locks = _hold_lock(path, open_lock, wait)
+  if no_locks is not None:  # A file system without locks (NFS without its lock service): was
+    # OSError's traceback, no run possible there (fault hunt); unlocked, as `waiting_lock`
+    # runs its work.
+    logging.warning("the file system of %s has no locks (%s): a second run started there "
+                    "meanwhile would not be refused; start one run per workdir", workdir,
+                    no_locks.strerror or no_locks)
   try:
     try:  # A full disk (review finding: a traceback).
       os.ftruncate(fd, 0)
@@ -744,42 +792,30 @@ def waiting_lock(path: str, what: str,
     Whether the lock is held (until the block ends): False where the block runs unlocked,
     for work that is safe only under it (removing what another process may be writing).
   """
-  vanished = 0
-  while True:
-    try:  # Read-only where it exists (flock needs no write access): a second user's too.
-      if os.path.exists(path):
-        fd = os.open(path, os.O_RDONLY)
-      else:
+  def open_lock() -> Optional[int]:
+    for _ in range(100):  # Not forever: a link to nowhere stays missing.
+      try:  # Read-only where it exists (flock needs no write access): a second user's too.
+        if os.path.exists(path):
+          return os.open(path, os.O_RDONLY)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
-    except FileNotFoundError:  # Removed (with its folder) between the look and the open by
-      vanished += 1  # the holder: another look (was: the work ran unlocked beside the
-      if vanished < 100:  # holder's). Not forever: a link to nowhere stays missing.
-        continue
-      fd = None
-    except OSError:  # A folder this user may not write, or under a file: the work itself
-      fd = None  # will say what it needs.
-    if fd is None:
-      yield False
-      return
-    locked = True
-    try:
-      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-      (say or logging.info)(f"waiting for another process {what} (lock {path})")
-      fcntl.flock(fd, fcntl.LOCK_EX)
-    except OSError as e:
-      if e.errno not in _NO_LOCKS:
-        os.close(fd)
-        raise
-      locked = False  # No locks on this file system: the block runs unlocked.
-    # The holder before may have removed the lock file with its folder (a preparation that
-    # failed discards its copy): a lock on a removed file excludes no one who comes later.
-    if _same_file(fd, path):
-      break
-    os.close(fd)
+        return os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+      except FileNotFoundError:  # Removed (with its folder) between the look and the open
+        continue  # by the holder: another look (was: the work ran unlocked beside the
+        # holder's).
+      except OSError:  # A folder this user may not write, or under a file: the work itself
+        return None  # will say what it needs.
+    return None
+
+  def wait(fd: int) -> None:
+    (say or logging.info)(f"waiting for another process {what} (lock {path})")
+    fcntl.flock(fd, fcntl.LOCK_EX)
+
+  fd, no_locks = _hold_lock(path, open_lock, wait)
+  if fd is None:
+    yield False
+    return
   try:
-    yield locked
+    yield no_locks is None  # Unlocked on a file system without locks.
   finally:
     os.close(fd)  # Releases the lock.
 

@@ -18,6 +18,10 @@ from a2i_jax.errors import InputError, WorkdirError
 from a2i_jax.inputs import to_uint8
 
 METRICS_FILE = "metrics.jsonl"
+# How TensorBoard's writer (tensorboardX's, as TensorFlow's) names its event files in
+# WORKDIR/tensorboard: this prefix, then the time and the host. The folder holds one per run
+# and resume; a run stopped before its first step removes those it added (train_lib).
+EVENTS_PREFIX = "events.out.tfevents."
 # The largest step TensorBoard's event files hold (a 64-bit signed integer).
 MAX_STEP = 2 ** 63 - 1
 # tensorboardX warns "NaN or Inf found in input tensor" for every such scalar; a step that is

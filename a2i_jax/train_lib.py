@@ -20,7 +20,7 @@ import os
 import shlex
 import sys
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import flax
 import jax
@@ -550,10 +550,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       raise
 
 
-# How TensorBoard's event files are named (tensorboard/ holds one per run and resume).
-_EVENTS = "events.out.tfevents."
-
-
 class _MadeBeforeTraining:
   """What a run writes in its workdir before its first step, to be taken back where it stops
   before that step (`take_back`): the entries it creates (`note`, called before each is
@@ -587,7 +583,7 @@ class _MadeBeforeTraining:
     else the TensorBoard event files it holds: those it holds later are the run's."""
     path = os.path.join(self.workdir, name)
     if os.path.isdir(path) and not os.path.islink(path):
-      self._events[path] = {n for n in os.listdir(path) if n.startswith(_EVENTS)}
+      self._events[path] = set(_event_files(path))
     else:
       self.note(name)
 
@@ -596,7 +592,7 @@ class _MadeBeforeTraining:
     results (None: it moved none)."""
     self._aside = folder
 
-  def made(self, path: str) -> None:
+  def record(self, path: str) -> None:
     """Records `path`, which the run has just created at a name that was free, as the run's."""
     self._made.append(path)
 
@@ -617,17 +613,13 @@ class _MadeBeforeTraining:
     failed = []
     for folder, held in self._events.items():
       try:
-        for name in set(os.listdir(folder)) - held:
-          if name.startswith(_EVENTS):
-            os.remove(os.path.join(folder, name))
+        _remove_event_files(folder, keep=held)
       except OSError:
         failed.append(folder)
     for path in reversed(self._made):
       try:
         if os.path.isdir(path) and not os.path.islink(path):
-          for name in os.listdir(path):
-            if name.startswith(_EVENTS):  # tensorboard/'s, the run's own.
-              os.remove(os.path.join(path, name))
+          _remove_event_files(path)  # tensorboard/'s, the run's own.
           os.rmdir(path)
         elif os.path.lexists(path):
           os.remove(path)
@@ -677,6 +669,17 @@ class _MadeBeforeTraining:
     os.rmdir(moving)
     logging.warning("moved the earlier run's results back from %s to %s: this run trained no "
                     "step", folder, self.workdir)
+
+
+def _event_files(folder: str) -> list[str]:
+  """The names of the TensorBoard event files in `folder` (`metrics.EVENTS_PREFIX`)."""
+  return [name for name in os.listdir(folder) if name.startswith(metrics_lib.EVENTS_PREFIX)]
+
+
+def _remove_event_files(folder: str, keep: Iterable[str] = ()) -> None:
+  """Removes the TensorBoard event files in `folder`, but those named in `keep`."""
+  for name in set(_event_files(folder)) - set(keep):
+    os.remove(os.path.join(folder, name))
 
 
 class _TrainWindow:
@@ -800,7 +803,7 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
         made.note(CONFIG_HISTORY_DIR)
         kept = _keep_a_changed_config(workdir, config, int(state.step))
         if kept is not None:
-          made.made(kept)
+          made.record(kept)
       made.replacing(checkpoints.CONFIG_FILE)
       checkpoints.save_config(workdir, config)
     made.replacing(checkpoints.DATASET_FILE)
@@ -976,7 +979,7 @@ def _drop_samples_after(workdir: str, step: int,
 
 def _set_aside_an_earlier_run(workdir: str,
                               config: Optional[ml_collections.ConfigDict] = None
-                              ) -> Optional[str]:
+                              ) -> tuple[Optional[str], bool]:
   """Moves an earlier run's results out of the way of a run that starts from step 0 in the
   same workdir: no checkpoint resumes it (deleted, or none saved before an evaluation wrote
   samples), but samples/ holds its images; or its metrics.jsonl holds rows and its
@@ -991,16 +994,18 @@ def _set_aside_an_earlier_run(workdir: str,
     workdir: the run's directory.
     config: the config the new run starts with; None: any rows count as another run's.
   Returns:
-    The folder they went to (WORKDIR/earlier_run_<UTC time>), or None.
+    The folder they went to (WORKDIR/earlier_run_<UTC time>), or None; and whether that was
+    the end of a move a stop had interrupted (`_finish_setting_aside`): nothing else is then
+    looked at or moved.
   Raises:
     WorkdirError: a move that a stop interrupted cannot be finished: an entry of the workdir
       is also in its folder (`_move_earlier_results`).
   """
   if not distributed.is_main():
-    return None
+    return None, False
   finished = _finish_setting_aside(workdir)
   if finished:
-    return finished
+    return finished, True
   folder = os.path.join(workdir, "samples")
   samples = os.path.isdir(folder) and any(n.endswith(".png") for n in os.listdir(folder))
   logged = (os.path.isfile(os.path.join(workdir, metrics_lib.METRICS_FILE))
@@ -1011,14 +1016,14 @@ def _set_aside_an_earlier_run(workdir: str,
     except ConfigError:  # No readable config.json beside the rows: not this run's.
       pass
   if not (samples or logged):
-    return None
+    return None, False
   stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
   # Filled under a name that says so, renamed when whole: a run stopped partway finishes
   # the move on its next start (was: the rest stayed, and the rerun took the old config for
   # its own and overwrote it, or dropped the old rows).
   dest = files.unused_path(workdir, f"earlier_run_{stamp}", _UNFINISHED)
   os.makedirs(dest)
-  return _move_earlier_results(workdir, dest)
+  return _move_earlier_results(workdir, dest), False
 
 
 # The suffix of an earlier run's folder while its results are being moved in.
@@ -1062,11 +1067,8 @@ def _set_aside_to_take_back(workdir: str, config: ml_collections.ConfigDict
   again, and on processes other than 0, which move nothing (was: they looked in the workdir
   too, and one whose process 0 had taken back the workdir it made died on os.listdir's
   traceback; review finding)."""
-  if not distributed.is_main():
-    return None
-  unfinished = bool(_unfinished_moves(workdir))
-  aside = _set_aside_an_earlier_run(workdir, config)
-  return None if unfinished else aside
+  aside, finished = _set_aside_an_earlier_run(workdir, config)  # None, False off process 0.
+  return None if finished else aside
 
 
 def _unfinished_moves(workdir: str) -> list[str]:

@@ -186,6 +186,25 @@ def as_an_older_version_saved_it(folder: str) -> None:
     json.dump(meta, f)
 
 
+def snapshot(folder: str, leave_out: tuple[str, ...] = ()) -> dict:
+  """What is under `folder`, to compare before and after: {relative path: the file's bytes,
+  or None for a folder}; the entries of `folder` named in `leave_out` (a run's .lock, whose
+  text names its holder) and what they hold are left out. `folder` may be a `pathlib.Path`."""
+  folder, found = os.fspath(folder), {}
+  for root, dirs, names in os.walk(folder):
+    if root == folder:
+      dirs[:] = [d for d in dirs if d not in leave_out]
+      names = [n for n in names if n not in leave_out]
+    for name in dirs + names:
+      path = os.path.join(root, name)
+      if os.path.isdir(path):
+        found[os.path.relpath(path, folder)] = None
+      else:
+        with open(path, "rb") as f:
+          found[os.path.relpath(path, folder)] = f.read()
+  return found
+
+
 def assert_same_state(a, b) -> None:
   """Bit-identical train states (step, parameters, BatchNorm statistics, optimiser state)."""
   import jax  # pylint: disable=import-outside-toplevel

@@ -306,14 +306,8 @@ def test_a_path_holding_a_newline_keeps_the_message_one_line(tmp_path):
 
 def _tree(root):
   """{relative path: file bytes, or None for a folder} of everything under `root`."""
-  out = {}
-  for where, dirs, names in os.walk(root):
-    for d in dirs:
-      out[os.path.relpath(os.path.join(where, d), root)] = None
-    for n in names:
-      with open(os.path.join(where, n), "rb") as f:
-        out[os.path.relpath(os.path.join(where, n), root)] = f.read()
-  return out
+  import faults_lib  # pylint: disable=import-outside-toplevel
+  return faults_lib.snapshot(root)
 
 
 def _folder_config(path, data_dir):

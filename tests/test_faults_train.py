@@ -1315,7 +1315,8 @@ def test_a_run_started_over_a_finished_one_without_checkpoints_moves_it_aside(tm
   metrics = open(os.path.join(workdir, "metrics.jsonl")).read()
   shutil.rmtree(os.path.join(workdir, "checkpoints"))
   with caplog.at_level("WARNING"):
-    dest = train_lib._set_aside_an_earlier_run(workdir)  # pylint: disable=protected-access
+    dest, finished = train_lib._set_aside_an_earlier_run(workdir)  # pylint: disable=W0212
+  assert not finished
   assert os.path.dirname(dest) == workdir and os.path.basename(dest).startswith("earlier_run_")
   assert sorted(os.listdir(workdir)) == [".lock", os.path.basename(dest)]
   for name, listing in before.items():
@@ -1332,14 +1333,15 @@ def test_a_run_started_over_a_finished_one_without_checkpoints_moves_it_aside(tm
   open(os.path.join(workdir, "metrics.jsonl"), "w").write('{"step": 1}\n')
   checkpoints.save_config(workdir, config)
   set_aside = train_lib._set_aside_an_earlier_run  # pylint: disable=protected-access
-  assert set_aside(workdir, config) is None
+  assert set_aside(workdir, config) == (None, False)
   other = checkpoints.load_config(reference)
   other.learning_rate *= 3
-  second = set_aside(workdir, other)
+  second, finished = set_aside(workdir, other)
+  assert not finished
   assert sorted(os.listdir(second)) == ["config.json", "metrics.jsonl", "samples"]
   os.makedirs(os.path.join(workdir, "samples"))
   open(os.path.join(workdir, "metrics.jsonl"), "w").write('{"step": 100}\n')
-  third = set_aside(workdir, config)  # No config.json beside them.
+  third, _ = set_aside(workdir, config)  # No config.json beside them.
   assert sorted(os.listdir(third)) == ["metrics.jsonl", "samples"]
   assert sorted(os.listdir(workdir)) == sorted([".lock", os.path.basename(dest),
                                                 os.path.basename(second),
@@ -1372,8 +1374,8 @@ def test_a_move_aside_stopped_partway_is_finished_by_the_next_start(tmp_path, re
       == sorted(moves)
   config = checkpoints.load_config(workdir)
   config.learning_rate *= 3  # A new run, not the earlier one.
-  dest = train_lib._set_aside_an_earlier_run(workdir, config)  # pylint: disable=protected-access
-  assert dest == os.path.join(workdir, unfinished[0][:-len(".unfinished")])
+  dest, finished = train_lib._set_aside_an_earlier_run(workdir, config)  # pylint: disable=W0212
+  assert finished and dest == os.path.join(workdir, unfinished[0][:-len(".unfinished")])
   assert set(os.listdir(dest)) == set(before) - {".lock"}  # The whole earlier run.
   assert set(os.listdir(workdir)) - {"checkpoints"} == {".lock", os.path.basename(dest)}
 
@@ -1597,13 +1599,23 @@ def test_a_file_named_like_an_unfinished_move_aside_is_the_users(tmp_path, refer
   shutil.copytree(reference, workdir, ignore=shutil.ignore_patterns("checkpoints", ".lock"))
   notes = os.path.join(workdir, "earlier_run_notes.unfinished")
   open(notes, "w").write("the user's")
-  aside = train_lib._set_aside_an_earlier_run(workdir)  # pylint: disable=protected-access
+  aside, _ = train_lib._set_aside_an_earlier_run(workdir)  # pylint: disable=protected-access
   assert aside is not None and os.path.isdir(os.path.join(aside, "samples"))
   assert open(notes).read() == "the user's"
 
 
-def test_a_stop_during_the_last_evaluation_says_the_run_is_finished(tmp_path, reference,
-                                                                    monkeypatch):
+@pytest.fixture
+def last_steps(tmp_path, reference):
+  """For the stops asked at the end: `workdir`, a copy of the reference run without its last
+  checkpoint, and `resume()`, which resumes it in this process (at STEPS - 2, to the end)."""
+  from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
+  workdir = _copy(reference, tmp_path)
+  shutil.rmtree(os.path.join(workdir, "checkpoints", str(STEPS)))  # Resumes at STEPS - 2.
+  return types.SimpleNamespace(workdir=workdir, resume=lambda: train_lib.train_and_evaluate(
+      checkpoints.load_config(workdir), workdir))
+
+
+def test_a_stop_during_the_last_evaluation_says_the_run_is_finished(last_steps, monkeypatch):
   """Review: a Ctrl-C (or SIGTERM) during the last step's evaluation printed "stopping: ...
   the last line names the checkpoint to resume from", then the run ended with status 0 and
   "next: python infer.py ...", no line about the stop. The run is finished (every step
@@ -1611,10 +1623,9 @@ def test_a_stop_during_the_last_evaluation_says_the_run_is_finished(tmp_path, re
   `train.py ... && infer.py ...` goes no further), with a last line that says the run is
   finished, names the final checkpoint and says there is nothing to resume."""
   import signal as signals  # pylint: disable=import-outside-toplevel
-  from a2i_jax import train_eval, train_lib  # pylint: disable=import-outside-toplevel
+  from a2i_jax import train_eval  # pylint: disable=import-outside-toplevel
   from a2i_jax.errors import TrainingInterrupted  # pylint: disable=import-outside-toplevel
-  workdir = _copy(reference, tmp_path)
-  shutil.rmtree(os.path.join(workdir, "checkpoints", str(STEPS)))  # Resumes at STEPS - 2.
+  workdir = last_steps.workdir
   evaluate = train_eval.evaluate
 
   def evaluate_then_ctrl_c(*args, **kwargs):
@@ -1623,7 +1634,7 @@ def test_a_stop_during_the_last_evaluation_says_the_run_is_finished(tmp_path, re
     return out
   monkeypatch.setattr(train_eval, "evaluate", evaluate_then_ctrl_c)
   with pytest.raises(TrainingInterrupted) as e:
-    train_lib.train_and_evaluate(checkpoints.load_config(workdir), workdir)
+    last_steps.resume()
   ckpt_dir = os.path.join(workdir, "checkpoints")
   assert str(e.value) == (
       f"interrupted after the last step, {STEPS}: the run is finished (every step is trained, "
@@ -1634,17 +1645,14 @@ def test_a_stop_during_the_last_evaluation_says_the_run_is_finished(tmp_path, re
   assert os.path.exists(os.path.join(workdir, "samples", f"step_{STEPS:07d}.png"))
 
 
-def test_a_stop_while_the_last_checkpoint_is_saved_says_the_run_is_finished(tmp_path, reference,
+def test_a_stop_while_the_last_checkpoint_is_saved_says_the_run_is_finished(last_steps,
                                                                             monkeypatch):
   """Review: a Ctrl-C while the last checkpoint was still being saved (the loop's final wait,
   after its stop handling) raised at once: "interrupted; run the same command to resume from
   step 6", though README says one that comes while the last step is saved lets the run
   finish. Now the save finishes and the run ends as finished, as for one in the evaluation."""
   import signal as signals  # pylint: disable=import-outside-toplevel
-  from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
   from a2i_jax.errors import TrainingInterrupted  # pylint: disable=import-outside-toplevel
-  workdir = _copy(reference, tmp_path)
-  shutil.rmtree(os.path.join(workdir, "checkpoints", str(STEPS)))  # Resumes at STEPS - 2.
   wait, sent = checkpoints.Checkpointer.wait, []
 
   def ctrl_c_then_wait(self, *args, **kwargs):
@@ -1655,29 +1663,27 @@ def test_a_stop_while_the_last_checkpoint_is_saved_says_the_run_is_finished(tmp_
     return wait(self, *args, **kwargs)
   monkeypatch.setattr(checkpoints.Checkpointer, "wait", ctrl_c_then_wait)
   with pytest.raises(KeyboardInterrupt) as e:  # Was a bare one: not a TrainingInterrupted.
-    train_lib.train_and_evaluate(checkpoints.load_config(workdir), workdir)
+    last_steps.resume()
   assert isinstance(e.value, TrainingInterrupted), repr(e.value)
   assert sent and str(e.value).startswith(f"interrupted after the last step, {STEPS}: the run is "
                                           "finished"), str(e.value)
-  assert _steps(workdir)[-1] == STEPS
+  assert _steps(last_steps.workdir)[-1] == STEPS
 
 
-def test_a_stop_asked_of_another_process_at_the_end_ends_every_one_alike(tmp_path, reference,
+def test_a_stop_asked_of_another_process_at_the_end_ends_every_one_alike(last_steps,
                                                                           monkeypatch):
   """Review: with several processes, a stop asked of one during the last step's evaluation
   (or announced for a step past the last) ended that one with 130 and the others with 0 and
   "next: python infer.py ...". Now the loop's end asks every process
   (`StopRequest.asked_anywhere`), and each ends as a stop where any was asked; here the
   answer of a peer that was asked, in one process."""
-  from a2i_jax import interrupts, train_lib  # pylint: disable=import-outside-toplevel
+  from a2i_jax import interrupts  # pylint: disable=import-outside-toplevel
   from a2i_jax.errors import TrainingInterrupted  # pylint: disable=import-outside-toplevel
-  workdir = _copy(reference, tmp_path)
-  shutil.rmtree(os.path.join(workdir, "checkpoints", str(STEPS)))  # Resumes at STEPS - 2.
   monkeypatch.setattr(interrupts.StopRequest, "asked_anywhere", lambda self, step: True,
                       raising=False)
   with pytest.raises(TrainingInterrupted, match=(
       f"^interrupted after the last step, {STEPS}: the run is finished")):
-    train_lib.train_and_evaluate(checkpoints.load_config(workdir), workdir)
+    last_steps.resume()
 
 
 def test_every_process_hears_of_a_stop_asked_of_one_at_the_end(monkeypatch):
@@ -2358,14 +2364,7 @@ def test_scan_unroll_with_one_step_per_dispatch_is_refused(tmp_path, flags):
 def _contents(folder):
   """{relative path: bytes (None for a folder)} of everything under `folder` but its .lock,
   whose text names its holder."""
-  found = {}
-  for root, dirs, names in os.walk(folder):
-    for name in dirs + names:
-      path = os.path.join(root, name)
-      if name != files.LOCK_FILE or root != folder:
-        found[os.path.relpath(path, folder)] = (None if os.path.isdir(path) else
-                                                open(path, "rb").read())
-  return found
+  return F.snapshot(folder, leave_out=(files.LOCK_FILE,))
 
 
 class _OutOfMemoryStep:
@@ -2454,7 +2453,8 @@ def test_an_earlier_run_whose_name_is_taken_meanwhile_stays_whole_aside(tmp_path
   assert len(said) == 1 and os.path.join(workdir, "infer") in said[0], caplog.text
   assert os.path.join(workdir, aside[0]) in said[0]
   # The next start sets nothing aside (the workdir holds no earlier run now) and goes on.
-  assert train_lib._set_aside_an_earlier_run(workdir, config) is None  # pylint: disable=W0212
+  set_aside = train_lib._set_aside_an_earlier_run  # pylint: disable=protected-access
+  assert set_aside(workdir, config) == (None, False)
   assert sorted(os.listdir(workdir)) == sorted(aside + ["infer"])
 
 
@@ -2506,7 +2506,7 @@ def test_a_parent_another_run_takes_back_meanwhile_is_made_again(tmp_path, monke
   sweep = str(tmp_path / "sweep")
   first = files.workdir_lock(os.path.join(sweep, "a"))
   held = first.__enter__()  # pylint: disable=unnecessary-dunder-call
-  assert held.made[0] == sweep
+  assert held.folders[0] == sweep and held.lock_made
   looked = {"sweep": 0}
   for name in ("isdir", "lexists", "exists"):
     real = getattr(os.path, name)
@@ -2522,7 +2522,7 @@ def test_a_parent_another_run_takes_back_meanwhile_is_made_again(tmp_path, monke
   second = os.path.join(sweep, "b")
   with files.workdir_lock(second) as other:
     assert looked["sweep"] == 1 and not os.path.exists(os.path.join(sweep, "a"))
-    assert other.made == [sweep, second, os.path.join(second, files.LOCK_FILE)]
+    assert other.folders == [sweep, second] and other.lock_made
   monkeypatch.undo()
   assert os.listdir(sweep) == ["b"]
 
@@ -2540,13 +2540,13 @@ def test_a_lock_taken_back_is_made_again_by_the_run_that_waited_for_it(tmp_path)
 
   def wait():
     with files.workdir_lock(workdir) as second:
-      seen["made"] = list(second.made)
+      seen["made"] = (list(second.folders), second.lock_made)
       try:
         files.check_workdir_free(workdir)  # A probe: a run started now is refused.
       except files.WorkdirError as e:
         seen["refused"] = str(e)
   with files.workdir_lock(workdir) as held:
-    assert held.made == [str(tmp_path / "a"), workdir, path]
+    assert held.folders == [str(tmp_path / "a"), workdir] and held.lock_made
     waiter = threading.Thread(target=wait)
     waiter.start()
     deadline = time.time() + 5
@@ -2555,9 +2555,31 @@ def test_a_lock_taken_back_is_made_again_by_the_run_that_waited_for_it(tmp_path)
       time.sleep(0.005)
     held.take_back = True
   waiter.join(10)
-  assert seen["made"] == held.made, seen
+  assert seen["made"] == (held.folders, True), seen
   assert "is in use by another run" in seen.get("refused", ""), seen
   assert os.listdir(workdir) == [files.LOCK_FILE]
+
+
+@pytest.mark.usefixtures("ctrl_c_raises")  # SIGINT raises KeyboardInterrupt.
+def test_a_ctrl_c_while_waiting_for_a_lock_leaves_no_file_open(tmp_path):
+  """Was: a Ctrl-C while `files.waiting_lock` waited for another process's lock (a dataset
+  being prepared, the CPU being measured) left its lock file open: one descriptor lost per
+  stop in a long-lived process (a notebook's). It is closed, as `workdir_lock` closes its."""
+  import fcntl  # pylint: disable=import-outside-toplevel
+  import threading  # pylint: disable=import-outside-toplevel
+  path = os.path.realpath(str(tmp_path / ".work.lock"))
+  opened = lambda: sum(os.path.realpath(f"/proc/self/fd/{fd}") == path
+                       for fd in os.listdir("/proc/self/fd"))
+  holder = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # Another open file: another holder.
+  try:
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    ctrl_c = lambda line: threading.Timer(0.05, os.kill, [os.getpid(), signal.SIGINT]).start()
+    with pytest.raises(KeyboardInterrupt):  # Comes while the lock is waited for.
+      with files.waiting_lock(path, "testing", say=ctrl_c):
+        pass
+    assert opened() == 1  # The holder's only.
+  finally:
+    os.close(holder)
 
 
 def test_a_process_other_than_0_looks_for_no_earlier_run(tmp_path, monkeypatch):
