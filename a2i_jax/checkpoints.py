@@ -1369,9 +1369,11 @@ def dataset_info(dataset: Any, data_path: str = "") -> dict:
     names in file order; otherwise the attribute names)}, and, for the datasets that give
     their examples ids (LFW, CUB, folders: `metadata["split_ids"]`), "split_ids": per split
     {"count", "sha256"} of its example ids (a folder's image file names, LFW's
-    `<Name>_<NNNN>`, CUB's image paths; `data.base.ids_fingerprint`). The synthetic dataset
-    and datasets made in memory have none (their splits follow from the config, or are the
-    caller's).
+    `<Name>_<NNNN>`, CUB's image paths; `data.base.ids_fingerprint`), and "split_content":
+    per split digests of its images, attributes and masks (`data.base.split_content`). The
+    synthetic dataset and datasets made in memory have neither (their splits follow from the
+    config, or are the caller's). A folder dataset's record has "data_path" too: the
+    absolute path `data_path` named when the record was written.
   """
   attributes = np.asarray(dataset["train"].attributes, np.float64)
   if attributes.size:
@@ -1386,6 +1388,11 @@ def dataset_info(dataset: Any, data_path: str = "") -> dict:
   split_ids = dataset.metadata.get(data_base.SPLIT_IDS_KEY)
   if split_ids:  # Under the same key in dataset.json (`data.base.check_same_splits`).
     info[data_base.SPLIT_IDS_KEY] = {k: dict(v) for k, v in split_ids.items()}
+    # Was: the ids alone, so a folder of the same file names but other images (a relative
+    # config.data.path run from another directory) resumed and was served (review finding).
+    info[data_base.SPLIT_CONTENT_KEY] = data_base.split_content(dataset)
+  if data_path and dataset.name == "folder":  # Where it was, for check_same_splits' message.
+    info["data_path"] = os.path.abspath(os.path.expanduser(data_path))
   return info
 
 

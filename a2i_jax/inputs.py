@@ -11,9 +11,9 @@ folder datasets share, so every mode and bit depth PIL opens is converted the sa
 
 - values are scaled to 8 bits, never clipped: 16-bit images (mode "I;16*", and mode "I" with
   values in 0..65535, as PIL reads 16-bit PGM/TIFF) map 0..65535 to 0..255, and one whose
-  values all lie in 1..255 (8-bit values in a wider type, which would read nearly black) is
-  refused; float images (mode "F") must lie in [0, 1], which maps to 0..255; anything else
-  is refused by name;
+  values all lie in 1..255 (8-bit values in a wider type, which would read nearly black) or
+  in 0..4095 (10- or 12-bit values, nearly black too) is refused; float images (mode "F")
+  must lie in [0, 1], which maps to 0..255; anything else is refused by name;
 - transparency is composited over BLACK, i.e. colour x alpha (premultiplied alpha): a
   transparent pixel is black in images and background in masks (white = foreground);
 - palettes, 1-bit, greyscale, CMYK, YCbCr, LAB and HSV go through PIL's conversion to RGB;
@@ -748,8 +748,8 @@ def image_to_rgb(image: Any, faint_ok: bool = False) -> np.ndarray:
 
   Args:
     image: a PIL image (loaded).
-    faint_ok: take a 16- or 32-bit integer image whose values all lie in 0..255 (nearly black
-      once scaled), as a mask's reader does, which names that case itself.
+    faint_ok: take a 16- or 32-bit integer image whose values all lie in 0..4095 (nearly
+      black once scaled), as a mask's reader does, which names that case itself.
   Returns:
     uint8 [H, W, 3].
   Raises:
@@ -782,12 +782,21 @@ def image_to_rgb(image: Any, faint_ok: bool = False) -> np.ndarray:
                      "as an 8-bit RGB or greyscale PNG.") from None
 
 
+# The brightest value of a 16-bit image that holds 12-bit (or 10-bit) data.
+_MAX_NARROW = 4095
+
+
 def _scaled_grey(values: np.ndarray, mode: str, faint_ok: bool = False) -> np.ndarray:
   """uint8 [H, W] from 16-bit, 32-bit integer or float pixel values, scaled to 0..255.
 
   An integer image whose values all lie in 1..255 is refused unless `faint_ok`: scaled, it
   reads at most 1 of 255, nearly black, and such values are 8-bit ones saved in a wider type
-  far more often than a 16-bit image that dark (was: read nearly black, without a word).
+  far more often than a 16-bit image that dark (was: read nearly black, without a word). One
+  whose brightest value lies in 256..4095 is refused alike (was read at most 16 of 255
+  without a word; review finding): 10- and 12-bit data in a 16-bit file (cameras, scanners,
+  medical images) are far more common than a 16-bit photo whose brightest pixel is at most
+  1/16 of full scale, and a refusal names the one-line fix where a warning would let a black
+  dataset train. It is refused, not warned of, as the 1..255 case is.
   """
   v = values.astype(np.float64)
   lo, hi = (float(v.min()), float(v.max())) if v.size else (0.0, 0.0)
@@ -801,12 +810,17 @@ def _scaled_grey(values: np.ndarray, mode: str, faint_ok: bool = False) -> np.nd
       raise InputError(f"a 32-bit integer (PIL mode 'I') image is read as 16-bit (0..65535); "
                        f"this one ranges over [{lo:g}, {hi:g}]. Save it as an 8- or 16-bit "
                        "image.")
+    wide = "16-bit" if mode in _SIXTEEN_BIT_MODES else "16- or 32-bit integer"
     if 0 < hi <= 255 and not faint_ok:
-      wide = "16-bit" if mode in _SIXTEEN_BIT_MODES else "16- or 32-bit integer"
       raise InputError(f"a {wide} image whose "
                        f"values all lie in 0..{hi:g} (of 0..65535) would read nearly black; "
                        "if they are 8-bit values, save it as an 8-bit image (or scale them "
                        "by 257).")
+    if 255 < hi <= _MAX_NARROW and not faint_ok:  # Was read nearly black (review finding).
+      raise InputError(f"a {wide} image whose values all lie in 0..{hi:g} (of 0..65535) would "
+                       f"read nearly black (at most {round(hi * 255 / 65535)} of 255); if they "
+                       "are 10- or 12-bit values (a camera's or scanner's, in a 16-bit file), "
+                       "scale them to 16 bits (by 64 or 16) or save it as an 8-bit image.")
     full = 65535.0
   return np.floor(v * (255.0 / full) + 0.5).astype(np.uint8)
 

@@ -350,3 +350,22 @@ def test_a_list_of_batches_is_told_to_concatenate_not_resize(shape, words):
       "images); join them into one batch: np.concatenate(images).")):
     inputs.check_images([np.zeros((2, S, S, 3)), np.zeros((1, S, S, 3))], S)
   assert inputs.check_images(np.concatenate(list(x)), S).shape == (3, S, S, 3)
+
+
+def test_16_bit_files_of_10_or_12_bit_values_are_refused(tmp_path):
+  """Was: a 16-bit PNG or TIFF holding 10- or 12-bit data (brightest 1023 or 4095 of
+  65535, as cameras, scanners and medical images save them) read nearly black (at most 16
+  of 255) without a word, where values within 0..255 were refused. Refused alike now,
+  naming the fix; a 16-bit image that reaches beyond 4095 reads as before."""
+  for value, suffix, words in ((4095, "png", "at most 16 of 255"),
+                               (1023, "tif", "at most 4 of 255")):
+    path = tmp_path / f"narrow.{suffix}"
+    Image.fromarray(np.full((S, S), value, np.uint16)).save(path)
+    with pytest.raises(InputError, match=re.escape(
+        f"image whose values all lie in 0..{value} (of 0..65535) would read nearly black "
+        f"({words}); if they are 10- or 12-bit values (a camera's or scanner's, in a 16-bit "
+        "file), scale them to 16 bits (by 64 or 16) or save it as an 8-bit image.")):
+      inputs.read_image(str(path))
+  wide = tmp_path / "wide.png"
+  Image.fromarray(np.full((S, S), 4096, np.uint16)).save(wide)
+  assert inputs.read_image(str(wide)).max() == 16

@@ -87,15 +87,66 @@ def ids_fingerprint(ids: Iterable[Union[bytes, str]]) -> dict[str, Any]:
   return {"count": len(encoded), "sha256": h.hexdigest()}
 
 
+# dataset.json key beside SPLIT_IDS_KEY: per split, digests of what its examples hold
+# (`split_content`), so that data of the same example names but other pixels, attributes or
+# masks (a relative config.data.path run from another directory) is told apart.
+SPLIT_CONTENT_KEY = "split_content"
+CONTENT_PARTS = ("images", "attributes", "masks")
+
+
+def split_content(dataset: "Dataset") -> dict[str, dict[str, Optional[str]]]:
+  """What each split's examples hold, in a few bytes: independent of the examples' order and
+  of the attribute columns' order (both may move without changing the data: a folder's rows
+  or columns reordered).
+
+  Args:
+    dataset: the `Dataset`.
+  Returns:
+    Per split {"images", "attributes", "masks"}: hex SHA-256 of the sorted per-example digests
+    of its image; of its image and attribute row (columns in the order of their sorted names);
+    of its image and mask (None for a split without masks).
+  """
+  names = [str(n) for n in dataset.attribute_names]
+  order = sorted(range(len(names)), key=lambda i: names[i])
+  out = {}
+  for name in SPLITS:
+    split = dataset[name]
+    attributes = np.asarray(split.attributes, np.float32)
+    if attributes.ndim == 2 and attributes.shape[1] == len(names):
+      attributes = attributes[:, order]
+    parts = {"images": [], "attributes": [], "masks": []}
+    for i in range(len(split.images)):
+      image = hashlib.sha256(np.ascontiguousarray(split.images[i]).data).digest()
+      parts["images"].append(image)
+      parts["attributes"].append(
+          hashlib.sha256(image + np.ascontiguousarray(attributes[i]).tobytes()).digest())
+      if split.masks is not None:
+        parts["masks"].append(
+            hashlib.sha256(image + np.ascontiguousarray(split.masks[i]).tobytes()).digest())
+    shapes = {"images": split.images.shape[1:], "attributes": attributes.shape[1:],
+              "masks": None if split.masks is None else split.masks.shape[1:]}
+    digests = {}
+    for part, values in parts.items():
+      if part == "masks" and split.masks is None:
+        digests[part] = None
+        continue
+      h = hashlib.sha256(f"{part}{tuple(shapes[part])}".encode())
+      for v in sorted(values):
+        h.update(v)
+      digests[part] = h.hexdigest()
+    out[name] = digests
+  return out
+
+
 # The run's record of its dataset in its workdir (`checkpoints.DATASET_FILE`'s name, here
 # for the messages of `check_same_splits`, which serving and training both call).
 DATASET_FILE = "dataset.json"
 
 
 def check_same_splits(workdir: str, stored: dict, dataset: Dataset) -> None:
-  """Refuses to resume a run whose validation or test split holds other examples than when it
-  started; warns where only the train split does (more or other training images, none of
-  them held out before).
+  """Refuses to resume (or serve) a run whose validation or test split holds other examples,
+  or other data under the same example names, than when it started; warns where only the
+  train split does (more or other training images, none of them held out before).
 
   A folder dataset without a `split` column splits its rows by position (every 9th of 10 to
   validation, every 10th to test), so a row added or moved puts former held-out images into
@@ -104,14 +155,26 @@ def check_same_splits(workdir: str, stored: dict, dataset: Dataset) -> None:
   before they were recorded) or a dataset without ids (synthetic, made in memory) is not
   checked.
 
+  The ids alone did not tell a folder of the same file names but other images or attributes
+  apart: a relative config.data.path, the same command run from another directory, resumed
+  and served the other folder without a word (review finding). dataset.json records digests
+  of each split's images, attributes and masks too ("split_content", `split_content`); they
+  are compared where the ids are the same (attribute columns by name, examples in any
+  order). A record without them (dataset.json written before they were recorded) is not
+  checked for content; attributes are not compared where their names differ (the names
+  check that follows, `as_trained` / `with_attribute_order`, names that).
+
   Args:
     workdir: the run's directory, for the message.
     stored: its dataset.json (`checkpoints.load_dataset_info`).
     dataset: the dataset as loaded now.
   Raises:
     DataError: the validation or test split's ids differ: naming each split whose ids differ,
-      its counts then and now, and the fix.
-    ConfigError: dataset.json's "split_ids" is not what `dataset_info` writes.
+      its counts then and now, and the fix; or, its ids the same, its images, attributes or
+      masks differ: naming the split, what differs, and the fix (the data the run started
+      with, or a new --workdir).
+    ConfigError: dataset.json's "split_ids" or "split_content" is not what `dataset_info`
+      writes.
   """
   then, now = stored.get(SPLIT_IDS_KEY), dataset.metadata.get(SPLIT_IDS_KEY)
   if then is None or not now:
@@ -127,28 +190,81 @@ def check_same_splits(workdir: str, stored: dict, dataset: Dataset) -> None:
                         "split are then not checked on resume).")
     if current is not None and recorded["sha256"] != current["sha256"]:
       differ.append(f"{split}: {recorded['count']} then, {current['count']} now")
-  if not differ:
-    return
   names = [d.split(":")[0] for d in differ]
+  if any(n != "train" for n in names):
+    which = (f"the {names[0]} split's images differ" if len(names) == 1 else
+             f"the {', '.join(names[:-1])} and {names[-1]} splits' images differ")
+    hint = ""
+    if dataset.name == "folder":
+      by_column = any(str(h).strip().lower() == "split" for h in stored.get("header", []))
+      # Was this hint for a CSV with a split column too (review finding).
+      hint = ("; attributes.csv's split column now puts other images in them" if by_column
+              else "; without a 'split' column in attributes.csv, adding, removing or "
+              "reordering rows moves images between splits")
+    raise DataError(f"{which} from those the run in {workdir} started with "
+                    f"({'; '.join(differ)}){hint}; restore the dataset as it was, or start a "
+                    "new --workdir.")
+  changed = _content_differs(workdir, stored, dataset, skip=names)
+  held_out = [(split, parts) for split, parts in changed if split != "train"]
+  if held_out:
+    if len(held_out) > 1 and all(parts == held_out[0][1] for _, parts in held_out):
+      said = f"the {_and([s for s, _ in held_out])} splits' {_and(held_out[0][1])}"
+    else:
+      said = _and([f"the {split} split's {_and(parts)}" for split, parts in held_out])
+    where = stored.get("data_path")
+    then_at = f" (it started with the data at {where})" if isinstance(where, str) else ""
+    raise DataError(f"{said} differ from those the run in {workdir} started with, under the "
+                    f"same example names{then_at}: the data read now is another copy or was "
+                    "changed (a relative config.data.path or data_dir names another folder "
+                    "when the command runs from another directory); run with the data the run "
+                    "started with (an absolute path to it), or start a new --workdir.")
   if names == ["train"]:
     # The held-out splits are the same images: none of them moved into training (each image
     # is in one split), so more or other training images are the user's to choose; said.
     logging.warning("the train split's images differ from those the run in %s started with "
                     "(%s); the validation and test splits hold the same images as then, so this "
                     "goes on", workdir, differ[0].partition(": ")[2])
-    return
-  which = (f"the {names[0]} split's images differ" if len(names) == 1 else
-           f"the {', '.join(names[:-1])} and {names[-1]} splits' images differ")
-  hint = ""
-  if dataset.name == "folder":
-    by_column = any(str(h).strip().lower() == "split" for h in stored.get("header", []))
-    # Was this hint for a CSV with a split column too (review finding).
-    hint = ("; attributes.csv's split column now puts other images in them" if by_column else
-            "; without a 'split' column in attributes.csv, adding, removing or reordering "
-            "rows moves images between splits")
-  raise DataError(f"{which} from those the run in {workdir} started with "
-                  f"({'; '.join(differ)}){hint}; restore the dataset as it was, or start a "
-                  "new --workdir.")
+  elif changed:
+    logging.warning("the train split's %s differ from those the run in %s started with, under "
+                    "the same example names; the validation and test splits hold the same "
+                    "data as then, so this goes on", _and(changed[0][1]), workdir)
+
+
+def _and(items: Sequence[str]) -> str:
+  """"a", "a and b", "a, b and c"."""
+  items = list(items)
+  return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def _content_differs(workdir: str, stored: dict, dataset: Dataset,
+                     skip: Sequence[str]) -> list[tuple[str, list[str]]]:
+  """`check_same_splits`' content comparison: [(split, [parts that differ])] for the splits
+  not in `skip` (those whose ids differ already); [] where the record has no digests."""
+  then = stored.get(SPLIT_CONTENT_KEY)
+  if then is None:
+    return []
+  valid = isinstance(then, dict) and all(
+      isinstance(then.get(s), dict)
+      and all(isinstance(then[s].get(p), str) or p == "masks" and then[s].get(p) is None
+              for p in CONTENT_PARTS) for s in SPLITS)
+  if not valid:
+    raise ConfigError(f"{os.path.join(workdir, DATASET_FILE)} is unreadable ("
+                      f"{SPLIT_CONTENT_KEY} must hold images, attributes and masks digests per "
+                      f"split, not {str(then)[:60]}); restore it, or delete it (the data in "
+                      "each split are then not checked on resume).")
+  same_names = sorted(map(str, stored.get("attribute_names", []))) == sorted(
+      map(str, dataset.attribute_names))
+  now = split_content(dataset)
+  changed = []
+  for split in SPLITS:
+    if split in skip:
+      continue
+    parts = [p for p in CONTENT_PARTS
+             if (p != "attributes" or same_names) and then[split][p] is not None
+             and now[split][p] is not None and then[split][p] != now[split][p]]
+    if parts:  # The other digests hold the image's: with other images, they say no more.
+      changed.append((split, ["images"] if "images" in parts else parts))
+  return changed
 
 
 def check_choice(key: str, value: Any, choices: Sequence[str]) -> None:

@@ -430,9 +430,14 @@ def load(*, data_dir: str, masks: bool = True, image_size: int = 72,
     progress: progress bars.
   Returns:
     A `Dataset` named "cub".
+  Raises:
+    DatasetNotPreparedError: a source file is missing (downloads off).
+    DataError: a source file is damaged, or `data_dir` is not valid UTF-8
+      (`tfds_lib.check_utf8_path`).
   """
   check_choice("data.cub_attributes", attributes, CUB_ATTRIBUTES)
   data_dir = os.path.expanduser(data_dir)
+  tfds_lib.check_utf8_path(data_dir)  # Up front (was a traceback from the writer).
   manual_dir = os.path.join(data_dir, "manual", "cub")
   if not allow_download:  # Before the builder makes its folders.
     tfds_lib.check_sources_first(data_dir, [os.path.join(data_dir, A2iCub.name,

@@ -26,7 +26,8 @@ Rules:
 - Attribute cells must be finite numbers within float32's range, and a non-zero one must not
   be so small that float32 reads it as 0 (an error names the file, line, column and value).
   Columns holding only 0 and 1 are "binary", others "continuous".
-- With masks/ present (and `config.data.masks` True), every image needs a mask of its size.
+- With masks/ present (and `config.data.masks` True), every image needs a mask of its size
+  and of its EXIF orientation (each is turned by its own before use).
 - Without a `split` column, rows go round-robin in file order: the 9th of every 10 to
   validation, the 10th to test, the rest to train (so at least 10 rows are needed). Adding,
   removing or reordering rows then moves images between splits; a resumed run refuses splits
@@ -455,19 +456,38 @@ def _check_mask(image_path: str, mask_path: str, on_disk: Optional[str] = None) 
   if not os.path.exists(mask_path):
     raise DataError(f"{mask_path} does not exist: with masks/ in use every image needs a "
                     "mask of the same file name (white = foreground).")
-  (iw, ih), (mw, mh) = _header_size(image_path), _header_size(mask_path)
+  (iw, ih), image_turn = _header(image_path)
+  (mw, mh), mask_turn = _header(mask_path)
+  if image_turn != mask_turn:
+    # Was: each turned by its own tag, so a square phone photo stored sideways (tag 6) and a
+    # mask drawn on its stored pixels (no tag) were read at right angles to each other
+    # without a word; a landscape one was "a mask of another size" (review finding).
+    raise DataError(f"{image_path} has EXIF orientation {_turn_text(image_turn)} but its "
+                    f"mask {mask_path} has {_turn_text(mask_turn)}, so the two would be "
+                    "turned differently and the mask would not lie on its image; save the "
+                    "image upright (PIL: ImageOps.exif_transpose(Image.open(path)).save(...)) "
+                    "with a mask drawn on the upright image, or give the mask the image's "
+                    "orientation.")
   if (mw, mh) != (iw, ih):
-    raise DataError(f"{mask_path} is {mw}x{mh} but its image {image_path} is {iw}x{ih}; "
-                    "masks must match their images.")
+    shown = " (both as shown, turned by their EXIF orientation)" if image_turn != 1 else ""
+    raise DataError(f"{mask_path} is {mw}x{mh} but its image {image_path} is {iw}x{ih}"
+                    f"{shown}; masks must match their images.")
 
 
-def _header_size(path: str) -> tuple[int, int]:
-  """An image file's (width, height) as shown (`inputs.shown_size`), from its header alone."""
+def _turn_text(orientation: int) -> str:
+  """An EXIF orientation as messages name it: "6", or "none (upright)" for 1."""
+  return "none (upright)" if orientation == 1 else str(orientation)
+
+
+def _header(path: str) -> tuple[tuple[int, int], int]:
+  """An image file's (width, height) as shown (`inputs.shown_size`) and its EXIF orientation
+  (1, upright, where it has none or one that is not 2-8), from its header alone."""
   try:
     with warnings.catch_warnings():  # PIL's two lines between half its bound and the bound.
       warnings.simplefilter("ignore", Image.DecompressionBombWarning)
       with Image.open(path) as im:
-        return shown_size(im)
+        turn = im.getexif().get(0x0112)
+        return shown_size(im), turn if turn in range(2, 9) else 1
   except Image.DecompressionBombError as e:
     raise DataError(too_many_pixels(path, e)) from None
   except OSError as e:
@@ -602,6 +622,15 @@ def _read_examples(folder_path: str, table: Table, image_size: int, resize: str,
   return examples
 
 
+def _utf8(text: str) -> bool:
+  """Whether `text` encodes as UTF-8 (not a surrogate escape of an undecodable byte)."""
+  try:
+    text.encode("utf-8")
+  except UnicodeEncodeError:
+    return False
+  return True
+
+
 def _prepared_name(folder_name: str, key: str) -> str:
   """The prepared copy's folder name: `<folder name>-<key>`, the folder name cut short (at a
   character) where the whole would be longer than a file name may be.
@@ -614,9 +643,13 @@ def _prepared_name(folder_name: str, key: str) -> str:
     folder_name: the dataset folder's own name (`os.path.basename` of `config.data.path`).
     key: the fingerprint (`_fingerprint`).
   Returns:
-    The name, at most `files.NAME_MAX` bytes in the file system's encoding.
+    The name, at most `files.NAME_MAX` bytes in the file system's encoding, valid UTF-8.
   """
   suffix = f"-{key}"
+  # A name that is not valid UTF-8 (bytes such as caf\xe9, surrogate escapes here) gets "_"
+  # for each such character: the copy's writer takes UTF-8 paths only (was a TypeError
+  # traceback that left <data_dir>/folder/caf?-KEY/ behind; review finding).
+  folder_name = "".join(c if _utf8(c) else "_" for c in folder_name)
   room = files.NAME_MAX - len(os.fsencode(suffix))
   while len(os.fsencode(folder_name)) > room:  # Bytes, not characters: UTF-8 CJK is 3 each.
     folder_name = folder_name[:-1]
@@ -639,9 +672,11 @@ def load(*, path: str, data_dir: str, image_size: int, masks: bool = False,
   Raises:
     DatasetNotPreparedError: the folder, images/ or attributes.csv is missing (`scan`).
     DataError: what `scan` refuses; an image or mask that cannot be read or is refused
-      (`_read_examples`), before anything is written in data_dir; a damaged prepared copy.
+      (`_read_examples`), before anything is written in data_dir; a damaged prepared copy;
+      a `data_dir` whose path is not valid UTF-8 (`tfds_lib.check_utf8_path`).
   """
   check_choice("data.resize", resize, RESIZE_MODES)
+  tfds_lib.check_utf8_path(os.path.expanduser(data_dir))  # Was the writer's traceback.
   path = os.path.abspath(os.path.expanduser(path)) if path else ""
   table = scan(path, masks)
   key = _fingerprint(path, table, image_size, resize)

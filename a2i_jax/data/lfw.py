@@ -209,6 +209,46 @@ def check_rows_in_archive(path: str, rows: dict[Key, np.ndarray], images_root: s
                   image_name(missing[0]))
 
 
+# More of the View 1 images (peopleDevTrain.txt and peopleDevTest.txt together) than this
+# without a row in lfw_attributes.txt is not the published file, or not the whole of it: the
+# published one lacks rows for about 90 of LFW's 13,233 images (0.7 %). Fewer are dropped,
+# counted in the prepared copy's metadata (`DROPPED_KEY`) and said at each load.
+MAX_DROPPED_IMAGES = 0.02
+DROPPED_KEY = "dropped_no_row"
+
+
+def check_view1_rows(people: dict[str, list[Key]], rows: dict[Key, Any],
+                     attributes_path: str) -> dict[str, int]:
+  """Counts the View 1 images that lfw_attributes.txt has no row for, and refuses too many.
+
+  Was: every such image was dropped with a warning once, at preparation, and silently at
+  every later load, however many there were (a file cut down to a few rows trained on a
+  few images; review finding).
+
+  Args:
+    people: {"train": peopleDevTrain.txt's images, "test": peopleDevTest.txt's}
+      (`parse_people`).
+    rows: lfw_attributes.txt's rows (`parse_attributes`).
+    attributes_path: lfw_attributes.txt, for the message.
+  Returns:
+    {split: the number of its View 1 images without a row}.
+  Raises:
+    DataError: more than `MAX_DROPPED_IMAGES` of the View 1 images (and more than one) have
+      no row: naming the file, the counts, an example and the fix.
+  """
+  dropped = {split: [k for k in keys if k not in rows] for split, keys in people.items()}
+  total, lost = sum(map(len, people.values())), sum(map(len, dropped.values()))
+  if lost > max(MAX_DROPPED_IMAGES * total, 1):
+    example = next(image_name(v[0]) for v in dropped.values() if v)
+    counts = ", ".join(f"{len(v)} of {len(people[s])} in {s}" for s, v in dropped.items())
+    raise DataError(f"{attributes_path} has no row for {lost} of the {total} LFW View 1 "
+                    f"images ({counts}; e.g. {example}), more than "
+                    f"{MAX_DROPPED_IMAGES:.0%} of them: it is not the published "
+                    "lfw_attributes.txt, or not the whole of it. Download it again "
+                    f"({_ATTRIBUTES_URL}).")
+  return {split: len(v) for split, v in dropped.items()}
+
+
 def parse_people(path: str) -> list[Key]:
   """Reads a View 1 people file: every (name, n) for n in 1..count, in file order.
 
@@ -449,6 +489,8 @@ class A2iLfw(tfds_lib.BuilderMixin, tfds.core.GeneratorBasedBuilder, skip_regist
     people_train = parse_people(paths["peopleDevTrain.txt"])
     people_test = parse_people(paths["peopleDevTest.txt"])
     check_people_disjoint(people_train, people_test, paths)
+    self.info.metadata[DROPPED_KEY] = check_view1_rows(
+        {"train": people_train, "test": people_test}, rows, paths["lfw_attributes.txt"])
     for split, people in (("train", people_train), ("test", people_test)):
       kept = [k for k in people if k in rows]
       # A warning when images are dropped (was INFO, review finding): the training data are
@@ -562,18 +604,22 @@ def _check_text_sources(manual_dir: str, masks: bool) -> None:
     manual_dir: `<data_dir>/manual/lfw`.
     masks: the parts lists are needed (the "masks" copy).
   Raises:
-    DataError: as `parse_attributes`, `parse_people`, `check_people_disjoint` and the
-      parts lists' checks, naming the file.
+    DataError: as `parse_attributes`, `parse_people`, `check_people_disjoint`,
+      `check_view1_rows` and the parts lists' checks, naming the file.
   """
   sources = SOURCES if masks else IMAGE_SOURCES
   paths = {s.filename: os.path.join(manual_dir, s.filename) for s in sources if not s.extracted}
   here = {name for name, path in paths.items() if os.path.isfile(path)}
-  if "lfw_attributes.txt" in here:
-    parse_attributes(paths["lfw_attributes.txt"])
+  rows = parse_attributes(paths["lfw_attributes.txt"])[1] if "lfw_attributes.txt" in here else None
   people = {n: parse_people(paths[n]) for n in ("peopleDevTrain.txt", "peopleDevTest.txt")
             if n in here}
   if len(people) == 2:
     check_people_disjoint(people["peopleDevTrain.txt"], people["peopleDevTest.txt"], paths)
+    # Not where rows are numbered from 0: the preparation's `check_rows_in_archive` names
+    # that cause first (every row on the next image), with the archive at hand.
+    if rows is not None and not any(k[1] == 0 for k in rows):
+      check_view1_rows({"train": people["peopleDevTrain.txt"],
+                        "test": people["peopleDevTest.txt"]}, rows, paths["lfw_attributes.txt"])
   lists = {s: parse_parts_list(paths[f"parts_{s}.txt"]) for s in ("train", "validation", "test")
            if f"parts_{s}.txt" in here}
   if len(lists) == 3:
@@ -588,9 +634,11 @@ def load(*, data_dir: str, masks: bool, image_size: int = IMAGE_SIZE,
   Args:
     data_dir: root of prepared data; source files go in `<data_dir>/manual/lfw/`.
     masks: keep the foreground masks. When False the returned splits have none
-      (`masks` and `mask_predicted` None, as `cub.load` does): a dataset already prepared
-      with masks is read (not prepared again) and its masks dropped; otherwise the
-      "no_masks" config is prepared, which needs neither the part labels nor the network.
+      (`masks` and `mask_predicted` None, as `cub.load` does): the "no_masks" copy is read
+      where it is prepared; else a copy prepared with masks is read (not prepared again)
+      and its masks dropped; else the "no_masks" config is prepared, which needs neither
+      the part labels nor the network. A masks copy made after the no_masks one (perhaps
+      from other source files) never replaces it.
     image_size: the size training wants (stored at 64; other sizes are resized at load).
     allow_download: fetch missing source files from the network.
     mask_net: the mask network's training settings (default: configs/default.py's). With
@@ -600,9 +648,11 @@ def load(*, data_dir: str, masks: bool, image_size: int = IMAGE_SIZE,
     A `Dataset` named "lfw".
   Raises:
     DataError: a source file is damaged, or (with `masks`) the prepared masks were made with
-      other `mask_net` settings.
+      other `mask_net` settings, or `data_dir` is not valid UTF-8, or lfw_attributes.txt
+      has no row for too many View 1 images (`check_view1_rows`).
   """
   data_dir = os.path.expanduser(data_dir)
+  tfds_lib.check_utf8_path(data_dir)  # Up front (was a traceback from the writer).
   manual_dir = os.path.join(data_dir, "manual", "lfw")
   if not allow_download:  # Before the builder makes its folders; a copy with masks serves all.
     copies = [os.path.join(data_dir, A2iLfw.name, c, str(A2iLfw.VERSION))
@@ -610,11 +660,17 @@ def load(*, data_dir: str, masks: bool, image_size: int = IMAGE_SIZE,
     tfds_lib.check_sources_first(data_dir, copies, SOURCES if masks else IMAGE_SOURCES,
                                  manual_dir, "LFW")
   config = "masks"
-  if not masks:
-    with_masks = tfds_lib.open_builder(A2iLfw, data_dir=data_dir, config="masks")
+  if not masks:  # The no_masks copy where it is prepared: a masks copy made later (from other
+    # source files) must not silently replace the data a CVAE run started on (review finding).
+    config = "no_masks"
+    without = tfds_lib.open_builder(A2iLfw, data_dir=data_dir, config="no_masks")
     with tfds_lib.quiet_tfds():
-      config = "masks" if with_masks.is_prepared() else "no_masks"
-  if not os.path.lexists(os.path.join(data_dir, A2iLfw.name, config, str(A2iLfw.VERSION))):
+      if not without.is_prepared():
+        with_masks = tfds_lib.open_builder(A2iLfw, data_dir=data_dir, config="masks")
+        config = "masks" if with_masks.is_prepared() else "no_masks"
+  copy = os.path.join(data_dir, A2iLfw.name, config, str(A2iLfw.VERSION))
+  was_prepared = os.path.lexists(copy)
+  if not was_prepared:
     _check_text_sources(manual_dir, masks=config == "masks")  # Before the builder writes.
   builder_mask_net = mask_net or face_masks.MaskNetConfig.from_config()
   builder = tfds_lib.open_builder(A2iLfw, data_dir=data_dir, config=config,
@@ -627,6 +683,13 @@ def load(*, data_dir: str, masks: bool, image_size: int = IMAGE_SIZE,
   ds = tfds_lib.load(builder, manual_dir=manual_dir,
                      download_dir=os.path.join(data_dir, "downloads"), image_size=image_size,
                      progress=progress, check_metadata=check)
+  dropped = ds.metadata.get(DROPPED_KEY)
+  if was_prepared and isinstance(dropped, dict) and any(dropped.values()):
+    # Was said once, at preparation, then never again (review finding).
+    logging.warning("LFW: %s View 1 image(s) are not in the prepared copy at %s (%s): "
+                    "lfw_attributes.txt had no row for them when it was prepared",
+                    sum(dropped.values()), copy,
+                    ", ".join(f"{v} of {k}" for k, v in dropped.items()))
   splits = ds.splits if masks else {
       k: dataclasses.replace(v, masks=None, mask_predicted=None) for k, v in ds.splits.items()}
   return dataclasses.replace(ds, name="lfw", splits=splits)

@@ -45,6 +45,7 @@ from a2i_jax import files
 from a2i_jax.data.base import (DataError, Dataset, DatasetNotPreparedError, Split, SPLITS,
                                SPLIT_IDS_KEY, check_attribute_names, ids_fingerprint)
 from a2i_jax.errors import A2IError
+from a2i_jax.inputs import shown_path
 
 # Inside a prepared copy's folder (<data_dir>/<name>/[<config>/]<version>): the SHA-256 of
 # every file there, written once the copy is prepared and checked before every read.
@@ -263,7 +264,8 @@ def _warn_changed_sources(meta: dict, manual_dir: str, where: str) -> None:
     logging.warning(
         "%s is not the %s the prepared copy at %s was made from (%s); the copy is used as it "
         "was prepared. To prepare one from this file for new runs, delete %s (runs trained on "
-        "the old copy would then resume and be served on the new data), or put the old file "
+        "the old copy would then stop where their held-out data changed, or resume on the new "
+        "data where their dataset.json predates its content digests), or put the old file "
         "back.", path, name, where, sizes, where)
 
 
@@ -798,6 +800,27 @@ def damage_is_an_error(where: str) -> Any:
                   ) from None
 
 
+def check_utf8_path(path: str, key: str = "data.data_dir") -> None:
+  """Refuses a folder whose path is not valid UTF-8 (bytes such as `caf\\xe9`, which Python
+  names with surrogate escapes): the ArrayRecord writer takes UTF-8 paths only, and stopped
+  with a TypeError traceback once the copy's folders and lock file were made (review
+  finding). Writes nothing.
+
+  Args:
+    path: the folder the prepared copies go in.
+    key: its config key, for the message.
+  Raises:
+    DataError: naming the key, the path (escaped) and the fix.
+  """
+  try:
+    os.fsdecode(path).encode("utf-8")
+  except UnicodeEncodeError:
+    raise DataError(f"config.{key}={shown_path(path)} is not a valid UTF-8 name, and prepared "
+                    "datasets are written with a writer (ArrayRecord) that takes UTF-8 paths "
+                    f"only; rename that folder, or pass --config.{key}=<a folder with a UTF-8 "
+                    "name>.") from None
+
+
 def open_builder(builder_class: Any, *, data_dir: str, config: Optional[str] = None,
                  **kwargs: Any) -> Any:
   """`builder_class(data_dir=..., config=..., file_format="array_record", **kwargs)`, where a
@@ -812,8 +835,10 @@ def open_builder(builder_class: Any, *, data_dir: str, config: Optional[str] = N
   Returns:
     The builder.
   Raises:
-    DataError: the prepared copy's metadata cannot be read.
+    DataError: the prepared copy's metadata cannot be read, or `data_dir` is not valid
+      UTF-8 (`check_utf8_path`).
   """
+  check_utf8_path(data_dir)  # Before TFDS makes a folder (its writer's paths).
   where = os.path.join(data_dir, builder_class.name, config or "",
                        str(builder_class.VERSION))
   guard = damage_is_an_error(where) if os.path.isdir(where) else contextlib.nullcontext()

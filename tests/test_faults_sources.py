@@ -1,0 +1,248 @@
+"""Fault hunt of the dataset sources (LFW, the folder dataset, dataset.json's record of a
+run's data): what a user's data could make them do silently or as a traceback.
+
+Each test is one finding, its docstring says what happened before ("Was: ..."). All run at
+the library's level on tiny fixtures made in `tmp_path`: no subprocess, no model.
+"""
+
+import dataclasses
+import json
+import logging
+import os
+import re
+
+import numpy as np
+import pytest
+
+import dataset_fixtures as fx
+from a2i_jax.data import face_masks
+
+
+def _fake_mask_net(monkeypatch):
+  """The mask network's training and prediction replaced (no JAX): all-background masks."""
+
+  def fake_train(train_x, train_m, test_x, test_m, cfg, progress=False):
+    n = 0 if test_x is None else len(test_x)
+    return {}, {"num_train": len(train_x), **dataclasses.asdict(cfg), "num_test": n,
+                "test_iou": 0.5}
+  monkeypatch.setattr(face_masks, "train_and_evaluate", fake_train)
+  monkeypatch.setattr(face_masks, "predict",
+                      lambda net, images: np.zeros(images.shape[:3], np.uint8))
+
+
+def _shift_lfw_scores(manual, by):
+  """Rewrites lfw_attributes.txt with every score moved by `by` (a corrected file)."""
+  path = os.path.join(manual, "lfw_attributes.txt")
+  out = []
+  for line in open(path, encoding="utf-8").read().splitlines():
+    if line.startswith("#"):
+      out.append(line)
+      continue
+    f = line.split("\t")
+    out.append("\t".join(f[:2] + [f"{float(v) + by:.4f}" for v in f[2:]]))
+  with open(path, "w", encoding="utf-8") as fh:
+    fh.write("\n".join(out) + "\n")
+
+
+def test_lfw_cvae_keeps_its_no_masks_copy_after_a_masks_copy_is_made(tmp_path, monkeypatch,
+                                                                     caplog):
+  """Was: `lfw.load(masks=False)` read the masks copy whenever one was prepared. A CVAE run's
+  no_masks copy made from lfw_attributes.txt v1, the file corrected (v2), then a disCVAE run
+  prepared the masks copy from v2: the CVAE run resumed and was served on v2's attributes
+  without a word. Now the no_masks copy is read where it is prepared."""
+  from a2i_jax.data import lfw  # pylint: disable=import-outside-toplevel
+  _fake_mask_net(monkeypatch)
+  manual = str(tmp_path / "manual" / "lfw")
+  fx.make_lfw(manual)
+  kw = dict(data_dir=str(tmp_path), allow_download=False, progress=False)
+  v1 = lfw.load(masks=False, **kw)["train"].attributes
+  _shift_lfw_scores(manual, 100.0)
+  assert lfw.load(masks=True, **kw)["train"].attributes[0, 0] == v1[0, 0] + 100
+  with caplog.at_level(logging.WARNING):
+    again = lfw.load(masks=False, **kw)
+  np.testing.assert_array_equal(again["train"].attributes, v1)
+  assert "is not the lfw_attributes.txt the prepared copy" in caplog.text
+
+
+def _folder_run(tmp_path, name, edit=None):
+  """A folder dataset made at tmp_path/name/mine (`edit(path)` changes it), loaded."""
+  from a2i_jax.data import folder  # pylint: disable=import-outside-toplevel
+  path = str(tmp_path / name / "mine")
+  fx.make_folder(path, masks=True)
+  if edit is not None:
+    edit(path)
+  return folder.load(path=path, data_dir=str(tmp_path / "data"), image_size=16, masks=True,
+                     progress=False), path
+
+
+def _recolour(path, names):
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  for n in names:
+    image = os.path.join(path, "images", n)
+    Image.fromarray(255 - np.asarray(Image.open(image))).save(image)
+
+
+def test_same_file_names_with_other_content_are_refused_on_resume_and_serving(tmp_path,
+                                                                             caplog):
+  """Was: dataset.json recorded each split's example ids only, so a relative
+  --config.data.path run from another directory, naming a folder of the same file names but
+  other images or attributes, resumed ("resumed from step 2") and was served on the other
+  folder without a word. dataset.json records digests of each split's images, attributes
+  and masks now: a held-out split that differs is refused, the train split's a warning;
+  the same data with its rows or columns reordered passes; a record without the digests
+  (written before they were) is not checked."""
+  from a2i_jax import checkpoints, train_eval  # pylint: disable=import-outside-toplevel
+  from a2i_jax.errors import ConfigError, DataError  # pylint: disable=import-outside-toplevel
+  ds, path = _folder_run(tmp_path, "a")
+  workdir = str(tmp_path / "w")
+  train_eval.record_dataset(workdir, ds, path, resumed=False)
+  os.makedirs(os.path.join(workdir, "checkpoints", "2"))
+  info = checkpoints.load_dataset_info(workdir)
+  assert set(info["split_content"]) == {"train", "validation", "test"}
+  assert info["data_path"] == path
+  # Another folder of the same names, all images other: refused, naming the splits.
+  other, _ = _folder_run(tmp_path, "b", lambda p: _recolour(p, os.listdir(f"{p}/images")))
+  with pytest.raises(DataError) as e:
+    train_eval.align_with_record(workdir, other)
+  assert str(e.value).startswith(
+      "the validation and test splits' images differ from those the run in "
+      f"{workdir} started with, under the same example names (it started with the data at "
+      f"{path})")
+  assert "run with the data the run started with" in str(e.value)
+  assert "start a new --workdir" in str(e.value)
+  # Other attributes (every age + 1): refused, naming the attributes.
+  def older(p):
+    csv = os.path.join(p, "attributes.csv")
+    lines = open(csv).read().splitlines()
+    rows = [f"{n},{s},{float(a) + 1}" for n, s, a in (r.split(",") for r in lines[1:])]
+    open(csv, "w").write("\n".join(lines[:1] + rows) + "\n")
+  with pytest.raises(DataError, match="the validation and test splits' attributes "
+                     "differ"):
+    train_eval.align_with_record(workdir, _folder_run(tmp_path, "c", older)[0])
+  # The same data, columns swapped: passes (the attributes are taken by name).
+  def swapped(p):
+    csv = os.path.join(p, "attributes.csv")
+    rows = [r.split(",") for r in open(csv).read().splitlines()]
+    open(csv, "w").write("\n".join(f"{n},{a},{s}" for n, s, a in rows) + "\n")
+  train_eval.align_with_record(workdir, _folder_run(tmp_path, "d", swapped)[0])
+  # Only a training image other: said, and goes on.
+  train_only, _ = _folder_run(tmp_path, "e", lambda p: _recolour(p, ["img_00.png"]))
+  with caplog.at_level(logging.WARNING):
+    assert train_eval.align_with_record(workdir, train_only) is train_only
+  assert ("the train split's images differ from those the run in "
+          f"{workdir} started with, under the same example names") in caplog.text
+  # A damaged record is one error; a record without the digests is not checked.
+  record = os.path.join(workdir, "dataset.json")
+  with open(record, "w") as f:
+    json.dump({**info, "split_content": {"train": "?"}}, f)
+  with pytest.raises(ConfigError, match=f"{record} is unreadable \\(split_content must"):
+    train_eval.align_with_record(workdir, other)
+  del info["split_content"]
+  with open(record, "w") as f:
+    json.dump(info, f)
+  assert train_eval.align_with_record(workdir, other) is other
+
+
+def test_lfw_view1_images_without_attribute_rows_are_counted_or_refused(tmp_path, caplog):
+  """Was: View 1 images that lfw_attributes.txt has no row for were dropped with a warning
+  once, at preparation, and silently at every later load, however many: a file cut down to
+  a few rows prepared a copy of a few images. More than 2 % of them is refused before
+  anything is written, naming the file, the counts and the fix; fewer are recorded in the
+  prepared copy and said at each load."""
+  from a2i_jax.data import lfw  # pylint: disable=import-outside-toplevel
+  from a2i_jax.errors import DataError  # pylint: disable=import-outside-toplevel
+  manual = tmp_path / "manual" / "lfw"
+  fx.make_lfw(str(manual), with_parts=False)  # One View 1 image of 14 has no row.
+  kw = dict(data_dir=str(tmp_path), masks=False, allow_download=False, progress=False)
+  lfw.load(**kw)
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):
+    assert len(lfw.load(**kw)["train"]) == 8
+  copy = tmp_path / "a2i_lfw" / "no_masks" / "1.0.0"
+  assert (f"LFW: 1 View 1 image(s) are not in the prepared copy at {copy} (1 of train, 0 of "
+          "test): lfw_attributes.txt had no row for them") in caplog.text
+  cut = tmp_path / "cut"
+  fx.make_lfw(str(cut / "manual" / "lfw"), with_parts=False)
+  path = cut / "manual" / "lfw" / "lfw_attributes.txt"
+  lines = path.read_text().splitlines()
+  path.write_text("\n".join(l for l in lines if not l.startswith("Carol")) + "\n")
+  with pytest.raises(DataError, match=(
+      f"{path} has no row for 6 of the 14 LFW View 1 images \\(6 of 10 in train, 0 of 4 in "
+      "test; e.g. Bob_Jones_0002\\), more than 2% of them: it is not the published "
+      "lfw_attributes.txt, or not the whole of it. Download it again")):
+    lfw.load(**{**kw, "data_dir": str(cut)})
+  assert sorted(os.listdir(cut)) == ["manual"]  # Refused before anything was written.
+
+
+def test_names_that_are_not_utf8_are_refused_or_made_safe(tmp_path):
+  """Was: a folder dataset or data_dir whose name is not valid UTF-8 (the bytes caf\\xe9)
+  stopped with a TypeError traceback from the ArrayRecord writer, and left
+  <data_dir>/folder/caf?-KEY/ behind. Such a data_dir is refused up front in one line that
+  prints (escaped); the prepared copy of such a folder is named with "_" for the bytes."""
+  from a2i_jax.data import folder, lfw  # pylint: disable=import-outside-toplevel
+  from a2i_jax.errors import DataError  # pylint: disable=import-outside-toplevel
+  base = os.fsencode(str(tmp_path))
+  path = os.fsdecode(base + b"/caf\xe9")
+  fx.make_folder(path, masks=False)
+  data = str(tmp_path / "data")
+  for _ in range(2):  # Prepared, then read.
+    ds = folder.load(path=path, data_dir=data, image_size=16, progress=False)
+    assert {k: len(v) for k, v in ds.splits.items()} == {"train": 10, "validation": 1,
+                                                          "test": 1}
+  made = os.listdir(os.path.join(data, "folder"))
+  assert len(made) == 1 and made[0].startswith("caf_-")
+  bad = os.fsdecode(base + b"/d\xe9")
+  for load in (lambda: folder.load(path=path, data_dir=bad, image_size=16, progress=False),
+               lambda: lfw.load(data_dir=bad, masks=False, allow_download=False,
+                                progress=False)):
+    with pytest.raises(DataError) as e:
+      load()
+    assert str(e.value).startswith(f"config.data.data_dir='{tmp_path}/d\\udce9' is not a "
+                                   "valid UTF-8 name")
+    str(e.value).encode("utf-8")  # Prints.
+  assert not os.path.lexists(bad)
+
+
+def test_folder_mask_of_another_exif_orientation_than_its_image_is_refused(tmp_path):
+  """Was: a square phone photo stored sideways (EXIF orientation 6) was turned upright when
+  read and its mask, drawn on the stored pixels (no tag), was not: the mask lay at right
+  angles to its image without a word (a landscape one was refused as a mask of another
+  size, naming sizes the files do not have). Both orientations are named now, with the fix;
+  a size that differs is named as shown."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data import folder  # pylint: disable=import-outside-toplevel
+  from a2i_jax.errors import DataError  # pylint: disable=import-outside-toplevel
+  path = str(tmp_path / "mine")
+  fx.make_folder(path, masks=True)
+  image, mask = (os.path.join(path, d, "img_00.jpg") for d in ("images", "masks"))
+  pixels = np.zeros((32, 32, 3), np.uint8)
+  pixels[:, :16] = 250
+  im = Image.fromarray(pixels)
+  exif = im.getexif()
+  exif[0x0112] = 6
+  im.save(image, exif=exif, quality=95)
+  Image.fromarray(pixels[..., 0]).save(mask, quality=95)
+  for d in ("images", "masks"):
+    os.remove(os.path.join(path, d, "img_00.png"))
+  csv = os.path.join(path, "attributes.csv")
+  with open(csv) as f:
+    text = f.read().replace("img_00.png", "img_00.jpg")
+  with open(csv, "w") as f:
+    f.write(text)
+  load = lambda: folder.load(path=path, data_dir=str(tmp_path / "data"), image_size=16,
+                             masks=True, progress=False)
+  with pytest.raises(DataError, match=re.escape(
+      f"{image} has EXIF orientation 6 but its mask {mask} has none (upright), so the two "
+      "would be turned differently and the mask would not lie on its image; save the image "
+      "upright (PIL: ImageOps.exif_transpose(Image.open(path)).save(...))")):
+    load()
+  assert not os.path.exists(tmp_path / "data")
+  Image.fromarray(pixels[:, :24, 0]).save(mask, exif=exif, quality=95)  # 24x32, turned.
+  with pytest.raises(DataError, match=re.escape(
+      f"{mask} is 32x24 but its image {image} is 32x32 (both as shown, turned by their EXIF "
+      "orientation); masks must match their images.")):
+    load()
+  Image.fromarray(pixels[..., 0]).save(mask, exif=exif, quality=95)  # The same tag: read.
+  first = load()["train"]  # img_00: the mask lies on the bright half, turned alike.
+  bright, fg = first.images[0].mean(-1) > 128, np.squeeze(first.masks[0]) > 127
+  assert (bright == fg).mean() > 0.9
