@@ -414,6 +414,33 @@ def comparable_config(config: ml_collections.ConfigDict) -> str:
   return json.dumps(values, sort_keys=True, default=repr)
 
 
+# config.data keys that name a folder, recorded in config.json from the root
+# (`_absolute_data_paths`).
+DATA_PATH_KEYS = ("path", "data_dir")
+
+
+def _absolute_data_paths(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`config` (a copy where it changes) whose `DATA_PATH_KEYS` relative to the working
+  directory are made absolute, so that config.json names the folder the run trained on: a
+  relative config.data.path was recorded as typed, and infer.py run from another directory
+  read another folder of that name (review finding; `data.base.check_same_splits` refuses
+  other data since). A path from the home folder ("~/a2i_data") stays as written: it names
+  the same folder for its user wherever the command runs."""
+  changed = {}
+  for key in DATA_PATH_KEYS:
+    value = config.data.get(key)
+    if isinstance(value, str) and value.strip() and not value.startswith("~") \
+        and not os.path.isabs(value):
+      changed[key] = os.path.abspath(value)
+  if not changed:
+    return config
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    for key, value in changed.items():
+      config.data[key] = value
+  return config
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        devices: Optional[list] = None) -> TrainState:
   """Trains `config.model` on `config.data`, resuming from the newest checkpoint in `workdir`.
@@ -487,6 +514,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       "the config", comparable_config(config),
       "start every process with the same --config and overrides (only "
       f"{', '.join(HOST_LOCAL_KEYS)} may differ)", describe=distributed.json_differences)
+  config = _absolute_data_paths(config)  # After the comparison: each host's own spelling.
   # Before the data load (was after it: a host given another --workdir waited out LFW's
   # preparation, hours, before it was told; fault hunt). With several processes the one write
   # of stage 1: process 0's marker file, deleted at once.

@@ -246,3 +246,23 @@ def test_folder_mask_of_another_exif_orientation_than_its_image_is_refused(tmp_p
   first = load()["train"]  # img_00: the mask lies on the bright half, turned alike.
   bright, fg = first.images[0].mean(-1) > 128, np.squeeze(first.masks[0]) > 127
   assert (bright == fg).mean() > 0.9
+
+
+def test_relative_data_paths_are_recorded_from_the_root(tmp_path, monkeypatch):
+  """Was: config.json recorded a relative --config.data.path as typed, so infer.py run from
+  another directory read another folder of that name. The run's config names the folders
+  from the root now; a path from the home folder stays as written (the same folder for its
+  user wherever the command runs), and the caller's config is not changed."""
+  from a2i_jax import config_lib, train_lib  # pylint: disable=import-outside-toplevel
+  config = config_lib.get_config(
+      os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "folder.py"))
+  monkeypatch.chdir(tmp_path)
+  config.data.path, config.data.data_dir = "mine", "~/a2i_data"
+  recorded = train_lib._absolute_data_paths(config)  # pylint: disable=protected-access
+  assert recorded.data.path == str(tmp_path / "mine")
+  assert recorded.data.data_dir == "~/a2i_data"
+  assert config.data.path == "mine"
+  config.data.data_dir = "prepared"
+  assert train_lib._absolute_data_paths(config).data.data_dir == str(tmp_path / "prepared")
+  config.data.path, config.data.data_dir = "/abs/mine", "~/a2i_data"
+  assert train_lib._absolute_data_paths(config) is config
