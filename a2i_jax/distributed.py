@@ -325,9 +325,23 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
       without a process count among them, a process count over `MAX_PROCESSES`, a
       coordinator address that is not HOST:PORT or whose host name is malformed), nothing
       answering at the coordinator address (checked before joining, on every process but
-      0), a process count that differs from process 0's, or a setting that gives some
-      process's CPU backend no devices (checked before JAX starts it, `_check_cpu_devices`).
+      0), a process count that differs from process 0's, a setting that gives some
+      process's CPU backend no devices (checked before JAX starts it, `_check_cpu_devices`),
+      or a process id that another process on this host was given for the same coordinator
+      address (`_claim_process_id`).
   """
+  try:
+    return _initialize(coordinator_address, num_processes, process_id, timeout_s,
+                       heartbeat_timeout_s)
+  except BaseException:
+    if not _join_done:  # Refused before the join: the id is free again (a notebook may retry).
+      _release_process_id()
+    raise
+
+
+def _initialize(coordinator_address: Optional[str], num_processes: Optional[int],
+                process_id: Optional[int], timeout_s: int, heartbeat_timeout_s: int) -> int:
+  """`initialize`'s work."""
   if _client() is not None:
     return jax.process_count()
   # Ours alone, not JAX's variable (a cluster's environment may set it for one process).
@@ -378,6 +392,8 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
                       f"the {num_processes} processes its own id from 0 to {num_processes - 1}.")
   if coordinator_address is not None:
     _, port = _split_address(coordinator_address)  # JAX's own error is an IndexError.
+    if process_id is not None:  # Before the port check: a second process 0 is named as such.
+      _claim_process_id(coordinator_address, process_id, num_processes)
     if process_id == 0:
       _check_port_free(coordinator_address, port)
   if _backends_ready():
@@ -528,6 +544,66 @@ def _check_port_free(address: str, port: int) -> None:
         continue  # An address family this host cannot bind: the next one, or JAX, decides.
       _check_it_leads_here(address, probe)
     return
+
+
+# The process ids this process holds (`_claim_process_id`): the sockets that hold them.
+_claimed: dict[bytes, socket.socket] = {}
+
+
+def _claim_process_id(address: str, process_id: int, num_processes: int) -> None:
+  """Claims `process_id` of the run at `address` on this host, for as long as this process
+  lives, or refuses one that another process on this host holds. Linux only (an abstract
+  Unix socket, which the kernel lets go as the process ends): elsewhere a no-op.
+
+  Was: a second process given the same --process_id (a launch script's copy) joined, and
+  JAX's coordination service took it for the first one restarted: it ended the first and
+  process 0 with its fatal log ("tried to connect with a different incarnation"), and the
+  second waited out the join's timeout for a line that did not name the duplicate. A second
+  process 0 was named only as a possible cause of a port in use.
+
+  Raises:
+    ConfigError: another process on this host holds the id for the same address.
+  """
+  if not sys.platform.startswith("linux"):
+    return
+  digest = hashlib.sha256(address.strip().lower().encode()).hexdigest()[:24]
+  name = f"\0a2i-jax/process-id/{digest}/{process_id}".encode()
+  if name in _claimed:
+    return  # This process's own, from an earlier call.
+  held = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+  try:
+    held.bind(name)
+    held.listen(1)  # Answers a second claimant's look for its pid (`_holder_pid`).
+  except OSError as e:
+    held.close()
+    if e.errno != errno.EADDRINUSE:
+      return  # Not taken by another process; the join decides.
+    pid = _holder_pid(name)
+    raise ConfigError(
+        f"process {process_id}: another process on this host "
+        f"{f'(pid {pid}) ' if pid else ''}was started as process {process_id} of the run at "
+        f"--coordinator_address={address}; give each of the {num_processes} processes its "
+        f"own --process_id (0 to {num_processes - 1}, or {ENV_PROCESS_ID}), or end the other "
+        "one first.") from None
+  _claimed[name] = held
+
+
+def _holder_pid(name: bytes) -> Optional[int]:
+  """The pid of the process that holds the claim `name` (`_claim_process_id`), or None."""
+  try:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as look:
+      look.settimeout(1.0)
+      look.connect(name)
+      credentials = look.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+    return int.from_bytes(credentials[:4], sys.byteorder) or None
+  except (OSError, AttributeError):  # Gone meanwhile, or no SO_PEERCRED.
+    return None
+
+
+def _release_process_id() -> None:
+  """Lets go of the process ids this process claimed (`_claim_process_id`)."""
+  while _claimed:
+    _claimed.popitem()[1].close()
 
 
 # Seconds process 0 gives a connection to itself through the coordinator address.
@@ -832,12 +908,10 @@ def _keep_coordinator_up(seconds: float) -> None:
   client, index, count = _client(), process_index(), process_count()
   started = time.monotonic()
   while True:
-    try:
-      ended = {key.rstrip("/").rpartition("/")[2] for key, _ in
-               client.key_value_dir_get(_END_KEY)}
-    except Exception:  # pylint: disable=broad-except
+    ended = _end_records(client)
+    if ended is None:
       return  # The coordinator does not answer: nothing to keep up.
-    if all(str(other) in ended for other in range(count) if other != index):
+    if all(other in ended for other in range(count) if other != index):
       time.sleep(0.1)  # Each one leaves right after its record.
       return
     if time.monotonic() - started >= seconds:
@@ -1214,15 +1288,27 @@ def _peer_that_left(client: Any, other: int) -> Optional[tuple[int, str]]:
   how = _how_it_ended(client, other)
   if how is not None and how.startswith("left"):
     return other, how
+  # None: the coordinator is gone (the caller says so), or nothing recorded yet.
+  for process, how in sorted((_end_records(client) or {}).items()):
+    if how.startswith("left"):
+      return process, how
+  return None
+
+
+def _end_records(client: Any) -> Optional[dict[int, str]]:
+  """{process: its record} of every process that has recorded how it ends
+  (`_say_how_this_ends`); None where the coordinator does not answer (it is gone, or holds
+  no record yet)."""
   try:
     ended = client.key_value_dir_get(_END_KEY)
   except Exception:  # pylint: disable=broad-except
-    return None  # The coordinator is gone (the caller says so), or nothing recorded yet.
-  for key, how in sorted(ended):
+    return None
+  records = {}
+  for key, how in ended:
     process = key.rstrip("/").rpartition("/")[2]
-    if how.startswith("left") and process.isdigit():
-      return int(process), how
-  return None
+    if process.isdigit():
+      records[int(process)] = how
+  return records
 
 
 def _value_of_process(client: Any, other: int, key: str, timeout_s: float, failure: str) -> str:

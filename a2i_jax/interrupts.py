@@ -112,6 +112,13 @@ class StopRequest:
     if exc is None or not isinstance(exc, (errors.A2IError, OSError)):
       raise KeyboardInterrupt("stopped by a second Ctrl-C or SIGTERM") from exc
 
+  def _announce(self, stop_at: int) -> None:
+    """Posts `stop_at` on the board where this process was asked to stop and has not posted
+    yet (the board takes one value per process)."""
+    if self.requested and not self._announced:
+      self._board.post(str(stop_at))
+      self._announced = True
+
   def agreed(self, step: int) -> bool:
     """Whether to stop at this read: once True, True from then on; with several processes,
     the same at the same read on every one. Call it at every read of the loop, with the step
@@ -126,9 +133,7 @@ class StopRequest:
     if self._agreed or self._board is None:
       self._agreed = self._agreed or self.requested
       return self._agreed
-    if self.requested and not self._announced:
-      self._board.post(str(step + self._margin))
-      self._announced = True
+    self._announce(step + self._margin)
     announced = [int(v) for v in self._board.values()]
     self._agreed = bool(announced) and step >= min(announced)
     return self._agreed
@@ -158,9 +163,7 @@ class StopRequest:
     check()  # The second signal's interrupt, swallowed whole, stops here.
     if self._board is None:
       return self.requested
-    if self.requested and not self._announced:
-      self._board.post(str(step + 1))
-      self._announced = True
+    self._announce(step + 1)
     try:
       distributed.barrier("the end of training", timeout_s)
     except distributed.PeerLeft:  # A peer that failed after the last step: this process's
@@ -286,6 +289,32 @@ def raise_terminated(signum: Any = None, *_: Any) -> None:
       Terminated)
   _unanswered[:] = [raised]
   raise raised
+
+
+def interrupted_words(newest: Optional[int], last: Optional[int]) -> str:
+  """train.py's last line where a Ctrl-C or SIGTERM ended it outside the loop's own stop (a
+  second one inside the loop, or one before it): what the same command does next.
+
+  Where the newest checkpoint is the run's last step, the run may be finished: a second
+  Ctrl-C during the last step's evaluation leaves that evaluation to the rerun, but with
+  peers, process 0 may have finished it meanwhile (exit status 0), and the rerun then has
+  nothing to do. Was: "resume from step 6" there too (fault hunt: process 1 of 2 said so,
+  process 0 had finished the run, and the rerun said "nothing to do").
+
+  Args:
+    newest: the newest checkpoint's step, None where none is saved.
+    last: the run's last step (num_train_steps), None where it is not known.
+  Returns:
+    The line.
+  """
+  if newest is None:
+    return "interrupted; no checkpoint is saved yet, so the same command starts over."
+  if last is not None and newest >= last:
+    return (f"interrupted; the newest checkpoint, step {newest}, is the run's last step, so the "
+            "run may be finished (by another process, or before this stop): run the same "
+            "command, which does what this stop cut short (the last evaluation) or says there "
+            "is nothing to do.")
+  return f"interrupted; run the same command to resume from step {newest}, the newest checkpoint."
 
 
 def check() -> None:

@@ -198,3 +198,49 @@ def test_process_0_leaving_keeps_the_coordinator_up_until_the_others_leave(monke
     assert store.looks == after + 1 and waited < 1.0, (store.looks, waited)
   else:  # Never recorded: no longer than LEAVE_GRACE_S.
     assert 1.0 <= waited < 2.0 and store.looks > 4, (store.looks, waited)
+
+
+_HOLD = """
+import sys
+from a2i_jax import distributed
+# As its `initialize` does first (getattr: without the claim, the test fails at its line).
+getattr(distributed, "_claim_process_id", lambda *_: None)(sys.argv[1], 1, 2)
+print("held", flush=True)
+sys.stdin.read()  # Until the test closes it.
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the claim is Linux's only")
+def test_a_process_id_given_twice_on_one_host_is_one_line(monkeypatch):
+  """Fault hunt: a second process given --process_id=1 (a launch script's copy) joined, and
+  JAX's coordination service took it for process 1 restarted: process 0 and the first
+  process 1 ended with its fatal log ("tried to connect with a different incarnation"), and
+  the second waited out the join's timeout for a line that did not name the duplicate. Now
+  the second stops at once with one line naming it, before it joins; the others go on."""
+  _no_settings(monkeypatch)
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  address = f"localhost:{_free_port()}"
+  first = subprocess.Popen([sys.executable, "-c", _HOLD, address], cwd=root,
+                           env=dict(os.environ, PYTHONPATH=root), stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  try:
+    assert first.stdout.readline() == "held\n", first.communicate(timeout=30)
+    with pytest.raises(ConfigError) as raised:
+      # Was: on past it (here to the refusal of a JAX already started: the test's).
+      distributed.initialize(address, num_processes=2, process_id=1, timeout_s=1)
+    assert str(raised.value) == (
+        f"process 1: another process on this host (pid {first.pid}) was started as process 1 "
+        f"of the run at --coordinator_address={address}; give each of the 2 processes its own "
+        "--process_id (0 to 1, or A2I_PROCESS_ID), or end the other one first.")
+    # Process 0 of the same run, and process 1 of another run, are not that one.
+    monkeypatch.setattr(distributed, "_backends_ready", lambda: True)  # Stops before joining.
+    for address_, index in ((address, 0), (f"localhost:{_free_port()}", 1)):
+      with pytest.raises(ConfigError, match="must run before anything uses JAX"):
+        distributed.initialize(address_, num_processes=2, process_id=index, timeout_s=1)
+  finally:
+    first.communicate(input="", timeout=30)
+  # Once it has ended, the id is free again; a refusal let go of this process's own claims.
+  assert not distributed._claimed  # pylint: disable=protected-access
+  monkeypatch.setattr(distributed, "_backends_ready", lambda: True)
+  with pytest.raises(ConfigError, match="must run before anything uses JAX"):
+    distributed.initialize(address, num_processes=2, process_id=1, timeout_s=1)

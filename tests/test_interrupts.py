@@ -210,3 +210,20 @@ def test_stop_request_keeps_a_second_signal_that_a_library_swallowed(monkeypatch
     assert stop.agreed(3)  # The signal sent again raises; the read does not as well.
   assert sent == [signal.SIGINT]
   assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_the_interrupted_line_says_a_run_may_be_finished_at_its_last_step():
+  """Fault hunt: a second Ctrl-C on process 1 of 2 during the last step's evaluation ended it
+  with "resume from step 6" while process 0 finished the run (status 0), and the rerun then
+  said "nothing to do". At the last step the line says the run may be finished (train.py's
+  words for a Ctrl-C outside the loop's own stop, `interrupts.interrupted_words`)."""
+  words = interrupts.interrupted_words
+  assert words(6, 6) == (
+      "interrupted; the newest checkpoint, step 6, is the run's last step, so the run may be "
+      "finished (by another process, or before this stop): run the same command, which does "
+      "what this stop cut short (the last evaluation) or says there is nothing to do.")
+  assert words(8, 6) == words(8, 8)  # A run shortened on the command line: finished too.
+  assert words(4, 6) == words(4, None) == (
+      "interrupted; run the same command to resume from step 4, the newest checkpoint.")
+  assert words(None, 6) == ("interrupted; no checkpoint is saved yet, so the same command "
+                            "starts over.")

@@ -656,8 +656,9 @@ def test_a_stop_agreed_at_the_runs_end_leaves_every_process_its_line(tmp_path, t
   run's end, and both processes leave within milliseconds, saved, with one line. Was (3 of 5
   runs): process 0, which hosts JAX's coordination service, left first, and the service's
   end killed process 1 before its line (JAX's fatal log, exit 1 or SIGABRT); process 0 now
-  leaves `COORDINATOR_GRACE_S` after the others. And before that: JAX's preemption notifier
-  caught the SIGTERM and training went on, ignoring it."""
+  leaves once the others have recorded how they end (`distributed._keep_coordinator_up`).
+  And before that: JAX's preemption notifier caught the SIGTERM and training went on,
+  ignoring it."""
   _require_cpu_collectives()
   import faults_lib  # pylint: disable=import-outside-toplevel
   workdir = str(tmp_path / "w")
