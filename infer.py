@@ -113,7 +113,7 @@ _MAX_SEED = 2**31 - 1  # Every consumer takes it: jax.random.key, numpy's Genera
 # The PNG names are the occlusions' own (was "complete_*.png": a user's complete_holiday.png
 # or complete_partial_notes.png in --out was deleted by the next `complete`, review finding);
 # progression's partial set, whose PNG names are the dataset's attributes', is
-# `_Run.mode_set`'s.
+# `_mode_set`'s.
 _COMPLETE_PARTIAL = tuple(f"complete_partial_{n}.png" for n in occlusions.OCCLUSION_NAMES)
 MODE_SETS = {"complete": tuple(f"complete_{n}.png" for n in occlusions.OCCLUSION_NAMES)
                          + _COMPLETE_PARTIAL + ("complete.json", "complete_partial.json"),
@@ -548,21 +548,6 @@ class _Run:
     _write(os.path.join(folder or self.stage, name), lambda p: evaluation.write_json(obj, p),
            shown=os.path.join(self.out, name))
 
-  def mode_set(self, mode: str) -> tuple[str, ...]:
-    """The files of `mode`'s set (or "<mode>_partial"'s) that its next set replaces in --out
-    (`_staged`): `MODE_SETS`', and for progression, whose names are the dataset's attributes',
-    the partial set a stopped progression kept (`_progression_partial`).
-
-    Args:
-      mode: a mode, or "<mode>_partial".
-    Returns:
-      The file names.
-    """
-    if mode in ("progression", f"progression{_PARTIAL}"):
-      return (f"progression{_PARTIAL}.json",
-              *(_progression_partial(name, self.names) for name in self.names))
-    return MODE_SETS.get(mode, ())
-
   def keep_partial(self, mode: str, renamed: dict[str, str], obj: dict, name: str) -> None:
     """Keeps what `mode` finished before it stopped (Ctrl-C, an error): the files `renamed`
     names in its staging folder, under their new names, and `obj` as the JSON `name`, moved
@@ -571,7 +556,7 @@ class _Run:
     the error that stopped the mode is the one to see."""
     try:
       with _staged(self.out, f"{mode}{_PARTIAL}", self.done,
-                   self.mode_set(f"{mode}{_PARTIAL}")) as stage:
+                   _mode_set(f"{mode}{_PARTIAL}", self.names)) as stage:
         if distributed.is_main():
           for old, new in renamed.items():
             os.replace(os.path.join(self.stage, old), os.path.join(stage, new))
@@ -612,12 +597,29 @@ def _write(path: str, write: Callable[[str], None], shown: Optional[str] = None)
     raise _write_error(shown or path, e) from None
 
 
+def _mode_set(mode: str, names: Sequence[str] = ()) -> tuple[str, ...]:
+  """The files of `mode`'s set (or "<mode>_partial"'s) that its next set replaces in --out
+  (`_staged`): `MODE_SETS`', and for progression, whose names are the dataset's attributes',
+  the partial set a stopped progression kept (`_progression_partial`).
+
+  Args:
+    mode: a mode, or "<mode>_partial".
+    names: the run's attribute names (progression's set only).
+  Returns:
+    The file names.
+  """
+  if mode in ("progression", f"progression{_PARTIAL}"):
+    return (f"progression{_PARTIAL}.json",
+            *(_progression_partial(name, names) for name in names))
+  return MODE_SETS.get(mode, ())
+
+
 @contextlib.contextmanager
-def _staged(out: str, mode: str, done: list[str], mode_set: Optional[Sequence[str]] = None,
+def _staged(out: str, mode: str, done: list[str], earlier_set: Sequence[str],
             quiet: bool = False) -> Iterator[str]:
   """A new folder inside `out` for one mode's files. When the mode ends well, its files are
-  moved in over any of the same names, then what is left of its earlier set (`mode_set`,
-  default `MODE_SETS`'s) removed, and `mode` appended to `done`; when the mode fails or is
+  moved in over any of the same names, then what is left of its earlier set (`earlier_set`,
+  `_mode_set`'s) removed, and `mode` appended to `done`; when the mode fails or is
   interrupted, the folder goes and `out` is left as it was (no folder if it held nothing). A
   Ctrl-C while the folder is made or during the move waits for it; a rename that fails
   midway (a failing disk) is reported, and may leave part of the new set in. The folders
@@ -630,7 +632,7 @@ def _staged(out: str, mode: str, done: list[str], mode_set: Optional[Sequence[st
     yield out
     done.append(mode)
     return
-  earlier = frozenset(MODE_SETS.get(mode, ()) if mode_set is None else mode_set)
+  earlier = frozenset(earlier_set)
   # The folders made for `out`, outermost first: each removed again where left empty. Only
   # those this process made (`files.make_folders`; was `missing_folders`' look before the
   # making, which held one another process made meanwhile, removed on a failure; review).
@@ -1250,7 +1252,7 @@ def _write_evaluation(out: str, name: str, workdirs: list[str], results: list[di
   if reports:
     text += "\nAttribute fidelity (attribute predictor trained on the real training images)\n\n"
     text += evaluation.attribute_table(reports)
-  with _staged(out, mode, done, quiet=True) as stage:
+  with _staged(out, mode, done, _mode_set(mode), quiet=True) as stage:
     _write(os.path.join(stage, f"{name}.json"), lambda p: evaluation.write_json(
         {"workdirs": workdirs, "results": results, "attributes": reports}, p),
            shown=os.path.join(out, f"{name}.json"))
@@ -1355,7 +1357,7 @@ def run_modes(opts: Options) -> None:
     one = _Run(opts.workdirs[0], opts)
     one.done = done  # For `_Run.keep_partial`.
     for mode in opts.modes:
-      with _staged(one.out, mode, done, one.mode_set(mode)) as one.stage:
+      with _staged(one.out, mode, done, _mode_set(mode, one.names)) as one.stage:
         RUN_MODES[mode](one)
       interrupts.check()  # An interrupt swallowed whole stops the call after this mode.
   except BaseException as e:  # pylint: disable=broad-except

@@ -17,7 +17,7 @@ import math
 import os
 import re
 from types import ModuleType
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 from absl import flags
 import ml_collections
@@ -450,6 +450,33 @@ def check_is_config(config: Any, path: str = "") -> None:
     raise ConfigError(f"the get_config of {path} returned a {type(config).__name__}, not an "
                       "ml_collections.ConfigDict; make it return one (build it on "
                       "configs/default.py, as configs/synthetic.py does).")
+
+
+def check_whole_config(config: Any, fn: str, sections: Sequence[str]) -> None:
+  """Refuses what is not a whole experiment config with `sections`, as the Python API's
+  functions that take one check it (was an AttributeError: "'model'" for `config.model`
+  passed in its place, "'dict' object has no attribute ..." for a dict).
+
+  Args:
+    config: the config a caller of the Python API passed.
+    fn: the function it was passed to, for the message (e.g. "load_run_data").
+    sections: the sections it needs, e.g. ("model",).
+  Raises:
+    ConfigError: `config` is not an `ml_collections.ConfigDict`, or lacks one of `sections`
+      or holds it as something other than a section (a section passed for the whole).
+  """
+  check_is_config(config)
+  for section in sections:
+    if section not in config:
+      keys = ", ".join(sorted(map(str, config.keys()))[:5]) or "none"
+      got = f"has no {section} section (its keys: {keys}, ...: a section of a config?)"
+    elif not isinstance(config[section], ml_collections.ConfigDict):
+      got = f"has a {section} of type {type(config[section]).__name__}, not a section"
+    else:
+      continue
+    raise ConfigError(f"the config given to {fn} {got}; pass the whole experiment config, not "
+                      "config.model or config.data: trained.config, or "
+                      "inference.load_run_config(workdir).")
 
 
 def reference_config() -> ml_collections.ConfigDict:

@@ -551,13 +551,18 @@ def _fmt(cell: Optional[Mapping[str, Any]], scale: float, most: int) -> str:
   return f"{mean * scale:.2f} ± {sem}{fewer}"
 
 
+def _as_made(made_by: str) -> str:
+  """The fix that ends each of `markdown_table`'s refusals (`made_by`: the functions whose
+  outputs it takes)."""
+  return f"pass {made_by} outputs as they returned them, or as evaluation.json holds them."
+
+
 def _number(value: Any, where: str, made_by: str) -> Any:
   """`value` where it is a real number or None (missing: NaN written as null); an InputError
   naming `where` otherwise (was a TypeError from the formatting, e.g. for a string)."""
   if value is None or (isinstance(value, numbers.Real) and not isinstance(value, bool)):
     return value
-  raise InputError(f"{where} is {value!r:.60}, not a number (or null); pass {made_by} outputs "
-                   "as they returned them, or as evaluation.json holds them.")
+  raise InputError(f"{where} is {value!r:.60}, not a number (or null); {_as_made(made_by)}")
 
 
 def _mapping(value: Any, where: str, what: str, made_by: str,
@@ -565,12 +570,10 @@ def _mapping(value: Any, where: str, what: str, made_by: str,
   """`value` where it is None (missing) or a mapping that holds `keys`; an InputError naming
   `where` otherwise (was a KeyError, TypeError or AttributeError from inside the table)."""
   if value is not None and not isinstance(value, Mapping):
-    raise InputError(f"{where} is a {type(value).__name__}, not {what}; pass {made_by} outputs "
-                     "as they returned them, or as evaluation.json holds them.")
+    raise InputError(f"{where} is a {type(value).__name__}, not {what}; {_as_made(made_by)}")
   missing = [k for k in keys if value is not None and k not in value]
   if missing:
-    raise InputError(f"{where} lacks {', '.join(map(repr, missing))}; pass {made_by} outputs "
-                     "as they returned them, or as evaluation.json holds them.")
+    raise InputError(f"{where} lacks {', '.join(map(repr, missing))}; {_as_made(made_by)}")
   return value
 
 
@@ -582,18 +585,23 @@ def _check_rows(results: list, made_by: str) -> None:
     where = f"results[{i}]['rows']"
     if not isinstance(r["rows"], Mapping):  # None too: a result without rows scores nothing.
       what = "None" if r["rows"] is None else f"a {type(r['rows']).__name__}"
-      raise InputError(f"{where} is {what}, not a mapping of rows; pass {made_by} outputs as "
-                       "they returned them, or as evaluation.json holds them.")
+      raise InputError(f"{where} is {what}, not a mapping of rows; {_as_made(made_by)}")
     for method, row in r["rows"].items():
       row = _mapping(row, f"{where}[{method!r}]", "a mapping of cells", made_by)
       for column, cell in (row or {}).items():
-        cell_where = f"{where}[{method!r}][{column!r}]"
-        cell = _mapping(cell, cell_where, "an error cell", made_by, ("mean",))
-        for c, w in ((cell, cell_where), (None if cell is None else cell.get("rmse_255"),
-                                          f"{cell_where}['rmse_255']")):
-          if _mapping(c, w, "an error cell", made_by, ("mean",)) is not None:
-            for key in ("mean", "sem", "n"):
-              _number(c.get(key), f"{w}[{key!r}]", made_by)
+        _check_cell(cell, f"{where}[{method!r}][{column!r}]", made_by, inner="rmse_255")
+
+
+def _check_cell(cell: Any, where: str, made_by: str, inner: Optional[str] = None) -> None:
+  """Refuses an error cell that is neither None nor a mapping with a "mean" whose "mean",
+  "sem" and "n" are numbers or None, and whose `inner` cell (if any) is such a cell too."""
+  cell = _mapping(cell, where, "an error cell", made_by, ("mean",))
+  if cell is None:
+    return
+  for key in ("mean", "sem", "n"):
+    _number(cell.get(key), f"{where}[{key!r}]", made_by)
+  if inner is not None:
+    _check_cell(cell.get(inner), f"{where}[{inner!r}]", made_by)
 
 
 def markdown_table(results: Iterable[Mapping[str, Any]], scale: float = 100.0) -> str:

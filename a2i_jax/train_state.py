@@ -222,10 +222,8 @@ def _check_model_and_config(model: Any, config: Any, fn: str) -> None:
   gives) and a `config` that is not the whole experiment config (its model section), as
   `sampling` and `TrainedModel.from_variables` refuse them: were AttributeErrors,
   "'TrainedModel' object has no attribute 'init'" and "'model'" (a review's finding)."""
-  # pylint: disable-next=import-outside-toplevel,protected-access
-  from a2i_jax.inference.restore import _check_whole_config
   sampling.check_module(model, f"train_state.{fn}")
-  _check_whole_config(config, f"train_state.{fn}", ("model",))
+  config_lib.check_whole_config(config, f"train_state.{fn}", ("model",))
 
 
 def _check_tx(tx: Any) -> None:

@@ -111,7 +111,7 @@ def test_load_or_train_reuses_only_a_matching_predictor(predictor, dataset, tmp_
   # Was: reused whenever the dataset's name, image size and attribute names matched, so
   # other images, another seed or other settings were scored by a stale predictor.
   from a2i_jax.attribute_predictor import storage  # pylint: disable=import-outside-toplevel
-  monkeypatch.setattr(storage, "train_predictor", lambda *a, **k: "retrained")
+  monkeypatch.setattr(storage, "_train", lambda *a, **k: "retrained")
   monkeypatch.setattr(storage, "save_predictor", lambda *a: None)
   test = dataset["test"]
   images = test.images.copy()
@@ -224,7 +224,7 @@ def _retrained(dataset, workdir, monkeypatch) -> bool:
   """Whether load_or_train trains a new predictor in place of the one in `workdir` (the
   training and the save stubbed out)."""
   from a2i_jax.attribute_predictor import storage  # pylint: disable=import-outside-toplevel
-  monkeypatch.setattr(storage, "train_predictor", lambda *a, **k: "retrained")
+  monkeypatch.setattr(storage, "_train", lambda *a, **k: "retrained")
   monkeypatch.setattr(storage, "save_predictor", lambda *a: None)
   settings = ml_collections.ConfigDict(
       {"steps": 120, "batch_size": 32, "learning_rate": 1e-2, "width": 16})
@@ -330,3 +330,32 @@ def test_attribute_index_refuses_bools(predictor):
   for bad in (True, np.bool_(False)):
     with pytest.raises(InputError, match=f"unknown attribute {bad!r}"):
       ap.attribute_index(predictor, bad)
+
+
+def test_load_or_train_takes_the_fingerprints_once(tmp_path, monkeypatch):
+  """A predictor that load_or_train trains records the fingerprints load_or_train took to
+  compare with a saved one (were taken again by the training: the test split hashed twice
+  more, the training split once more)."""
+  from a2i_jax.attribute_predictor import training  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data import base  # pylint: disable=import-outside-toplevel
+  hashed, hash_arrays = [], base.hash_arrays
+  monkeypatch.setattr(base, "hash_arrays", lambda h, arrays: (
+      hashed.append(arrays[0]), hash_arrays(h, arrays))[1])
+  # The training itself left out (its weights as drawn): only what it records counts here.
+  monkeypatch.setattr(training, "_jitted_train_step",
+                      lambda backend: lambda variables, opt_state, *a, **k: (variables,
+                                                                             opt_state, {}))
+  rng = np.random.default_rng(0)
+
+  def split(n):
+    attributes = np.stack([np.arange(n) % 2, rng.normal(size=n)], 1).astype(np.float32)
+    return base.Split(rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8), attributes)
+  data = base.Dataset("toy", ("smile", "age"), ("binary", "continuous"),
+                      {"train": split(6), "test": split(4)})
+  p = ap.load_or_train({"steps": 1, "batch_size": 2, "learning_rate": 1e-3, "width": 2}, data,
+                       str(tmp_path))
+  # Once for each fingerprint: the data's (train and test) and the test split's own.
+  assert [a is data["test"].images for a in hashed].count(True) == 2
+  assert [a is data["train"].images for a in hashed].count(True) == 1
+  assert (p.meta.data_fingerprint, p.meta.test_fingerprint) == (
+      training.data_fingerprint(data), training.split_fingerprint(data))

@@ -877,6 +877,35 @@ def test_the_variables_and_the_state_refuse_what_cannot_make_them(cvae, key):
     train_state.abstract_train_state(cvae.model, cvae.config, None)
 
 
+def test_a_width_far_past_any_model_is_refused_from_shapes_traced_whole(monkeypatch, key):
+  """Was: train.py --config.model.width=100000 traced for minutes (over 5 on 2 cores) before
+  the host-memory refusal: `abstract_variables` (and `init_variables`, from Python) traced
+  each wide convolution in blocks of SPLIT_OUTPUTS outputs (`conv_grad.split_outputs`),
+  thousands of blocks per layer, though no variable needs a convolution's value. Both trace
+  them whole now: one convolution per layer whatever the width (SPLIT_OUTPUTS=1 here stands
+  for the width: it split the tiny CVAE's 9 into 319), and the refusal takes a second."""
+  from a2i_jax.models import conv_grad  # pylint: disable=import-outside-toplevel
+  config = tiny_config("cvae")
+  model = models.create_model(config.model)
+  monkeypatch.setattr(conv_grad, "SPLIT_OUTPUTS", 1)  # Also fresh traces: part of their keys.
+  conv = jax.lax.conv_general_dilated
+  for make in (lambda: models.abstract_variables(model, config.model),
+               lambda: models.init_variables(model, config.model, key)):
+    traced = []
+    monkeypatch.setattr(jax.lax, "conv_general_dilated",
+                        lambda *a, **k: traced.append(1) or conv(*a, **k))
+    kernels = [x for x in jax.tree_util.tree_leaves(make()) if x.ndim == 4]
+    assert 1 <= len(traced) <= len(kernels)
+  monkeypatch.undo()
+  config.model.width = 100000.0
+  model = models.create_model(config.model)
+  for make in (lambda: models.check_fits_host_memory(model, config.model),
+               lambda: models.init_variables(model, config.model, key)):
+    with pytest.raises(ConfigError, match=r"^the model's [\d,]+ variables do not fit in this "
+                       r"machine's memory \(the initial values take [\d,.]+ GiB"):
+      make()
+
+
 def test_the_inference_functions_inside_a_callers_jit_and_complex_latents(cvae, key):
   """`sample` inside the caller's jax.jit or jax.eval_shape: was JAX's
   TracerArrayConversionError traceback (they run compiled programs of their own on host

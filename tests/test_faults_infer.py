@@ -466,7 +466,7 @@ def test_a_failed_write_names_the_reason_and_its_own_fix(tmp_path):
   out = tmp_path / "out"
   (out / "x.png").mkdir(parents=True)
   with pytest.raises(InputError) as e:
-    with infer._staged(str(out), "sample", [], quiet=True) as stage:  # pylint: disable=W0212
+    with infer._staged(str(out), "sample", [], (), quiet=True) as stage:  # pylint: disable=W0212
       (pathlib.Path(stage) / "x.png").write_bytes(b"x")
   assert str(e.value) == (f"could not write {out / 'x.png'} (Is a directory); a folder of "
                           "that name is in the way; move it, or pass --out=another folder.")
@@ -1089,7 +1089,7 @@ def test_attribute_predictor_unsaved_in_a_read_only_workdir_is_a_warning(tmp_pat
 
   def refuse(predictor, workdir):
     raise PermissionError(13, "Permission denied", workdir)
-  monkeypatch.setattr(storage, "train_predictor", lambda *a, **k: "trained")
+  monkeypatch.setattr(storage, "_train", lambda *a, **k: "trained")
   monkeypatch.setattr(storage, "save_predictor", refuse)
   split = Split(np.zeros((2, 8, 8, 3), np.uint8), np.zeros((2, 1), np.float32))
   dataset = Dataset("synthetic", ("a",), ("binary",), {"train": split, "test": split})
@@ -1699,7 +1699,7 @@ def test_a_sigterm_held_during_the_move_comes_after_it(monkeypatch, tmp_path, ca
     return real(src, dst)
   done = []
   with pytest.raises(interrupts.Terminated):
-    with infer._staged(str(out), "sample", done) as stage:  # pylint: disable=protected-access
+    with infer._staged(str(out), "sample", done, ()) as stage:  # pylint: disable=W0212
       open(os.path.join(stage, "sample_step9.png"), "w").close()
       open(os.path.join(stage, "sample.json"), "w").close()
       monkeypatch.setattr(infer.os, "replace", replace)
@@ -1805,7 +1805,7 @@ def test_ctrl_c_just_after_the_stage_is_made_removes_it(monkeypatch, tmp_path, f
   monkeypatch.setattr(infer.tempfile, "mkdtemp", mkdtemp)
   done = []
   with pytest.raises(KeyboardInterrupt):
-    with infer._staged(str(out), "complete", done):
+    with infer._staged(str(out), "complete", done, infer.MODE_SETS["complete"]):
       raise AssertionError("the mode must not start")
   assert done == [] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
   assert (sorted(os.listdir(out)) == ["complete.json"]) if not fresh else not out.exists()
@@ -1823,7 +1823,7 @@ def test_a_ctrl_c_held_during_the_move_still_lists_what_was_written(monkeypatch,
     return real(src, dst)
   done = []
   with pytest.raises(KeyboardInterrupt):
-    with infer._staged(str(out), "sample", done) as stage:
+    with infer._staged(str(out), "sample", done, ()) as stage:
       open(os.path.join(stage, "sample_step9.png"), "w").close()
       monkeypatch.setattr(infer.os, "replace", replace)
   assert done == ["sample"] and sorted(os.listdir(out)) == ["sample_step9.png"]
@@ -2212,12 +2212,12 @@ def test_evaluate_seed_leaves_the_attribute_predictor_alone(trained, tmp_path, m
   config = json.loads((workdir / "config.json").read_text())
   config["attribute_predictor"].update(steps=1, width=2)  # A second's predictor.
   (workdir / "config.json").write_text(json.dumps(config))
-  real, seeds = storage.train_predictor, []
+  real, seeds = storage._train, []  # pylint: disable=protected-access
 
-  def train(*args, seed, **kwargs):
+  def train(dataset, settings, seed, *args):
     seeds.append(seed)
-    return real(*args, seed=seed, **kwargs)
-  monkeypatch.setattr(storage, "train_predictor", train)
+    return real(dataset, settings, seed, *args)
+  monkeypatch.setattr(storage, "_train", train)
 
   def scored(trained, dataset, predictor, **kwargs):  # Once the predictor is there: enough.
     assert predictor.meta.seed == 0
@@ -2295,7 +2295,7 @@ def test_ctrl_c_removes_the_parents_made_for_out_and_only_those(tmp_path, fresh,
   if there:  # A parent that was there stays.
     (tmp_path / "a").mkdir()
   with pytest.raises(KeyboardInterrupt):
-    with infer._staged(str(tmp_path / fresh), "sample", []):  # pylint: disable=protected-access
+    with infer._staged(str(tmp_path / fresh), "sample", [], ()):  # pylint: disable=protected-access
       raise KeyboardInterrupt
   assert os.listdir(tmp_path) == (["a"] if there else [])
   assert not there or not os.listdir(tmp_path / "a")
@@ -2320,7 +2320,7 @@ def test_a_parent_another_process_makes_meanwhile_stays_when_out_is_taken_back(
     return mkdir(path, *args, **kwargs)
   monkeypatch.setattr(os, "mkdir", another_first)
   with pytest.raises((RuntimeError, InputError)) as e:
-    with infer._staged(str(tmp_path / "x" / "y" / "z"), "sample", []):  # pylint: disable=W0212
+    with infer._staged(str(tmp_path / "x" / "y" / "z"), "sample", [], ()):  # pylint: disable=W0212
       raise RuntimeError("the mode failed")
   monkeypatch.undo()
   assert fails == "mode" or "(Permission denied)" in str(e.value), e.value
@@ -2331,8 +2331,9 @@ def test_a_folder_made_for_out_goes_when_one_below_it_cannot_be_made(tmp_path):
   """Review: --out=x/<a name longer than the file system takes> made x/ and left it: the take
   back stopped at the name it could not remove. What `files.make_folders` made goes."""
   import infer  # pylint: disable=import-outside-toplevel
+  long = str(tmp_path / "x" / ("n" * 300))
   with pytest.raises(InputError, match=r"\(File name too long\)"):
-    with infer._staged(str(tmp_path / "x" / ("n" * 300)), "sample", []):  # pylint: disable=W0212
+    with infer._staged(long, "sample", [], ()):  # pylint: disable=protected-access
       pass
   assert not os.listdir(tmp_path)
 

@@ -354,7 +354,7 @@ def test_a_predictor_that_cannot_be_saved_is_a_workdir_error(predictor, tmp_path
   with pytest.raises(CheckpointError, match="the weights do not match the metadata"):
     ap.load_predictor(str(tmp_path))
   # load_or_train still scores with what it trained, and says it could not keep it.
-  monkeypatch.setattr(storage, "train_predictor", lambda *a, **k: other)
+  monkeypatch.setattr(storage, "_train", lambda *a, **k: other)
   settings = {"steps": 1, "batch_size": 2, "learning_rate": 1e-3, "width": 2}
   assert ap.load_or_train(settings, _dataset(), str(tmp_path)) is other
   assert "could not save the attribute predictor" in caplog.text

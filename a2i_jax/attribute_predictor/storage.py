@@ -20,9 +20,8 @@ from a2i_jax.attribute_predictor.network import (AttributeNet, Predictor, Predic
                                                  check_predictor)
 from a2i_jax.attribute_predictor.scoring import _json_safe
 from a2i_jax.attribute_predictor.training import (_check_data, _check_seed,
-                                                  _check_settings, _setting_values,
-                                                  data_fingerprint, split_fingerprint,
-                                                  train_predictor)
+                                                  _check_settings, _fingerprints, _setting_values,
+                                                  _train)
 from a2i_jax.data.base import Dataset
 from a2i_jax.errors import CheckpointError, InputError, WorkdirError
 
@@ -242,13 +241,12 @@ def load_or_train(settings: Any, dataset: Dataset, workdir: str, *, seed: int = 
   # learning_rate="x", before any predictor was read).
   steps, batch_size, learning_rate, width = _check_settings(_setting_values(settings))
   _check_data(dataset, "test")  # Before its fingerprint is taken.
+  taken = _fingerprints(dataset)  # Once: a training below records these (`_train`).
   want = {"dataset": dataset.name, "attribute_names": tuple(dataset.attribute_names),
           "attribute_kinds": tuple(dataset.attribute_kinds),
-          "image_size": int(dataset["train"].images.shape[1]),
-          "data_fingerprint": data_fingerprint(dataset),
-          "test_fingerprint": split_fingerprint(dataset),
-          "steps": steps, "batch_size": batch_size, "learning_rate": learning_rate,
-          "width": width, "seed": int(seed)}
+          "image_size": int(dataset["train"].images.shape[1]), **taken, "steps": steps,
+          "batch_size": batch_size, "learning_rate": learning_rate, "width": width,
+          "seed": int(seed)}
   try:
     p = load_predictor(workdir)
     differ = [k for k, v in want.items() if getattr(p.meta, k) != v]
@@ -267,7 +265,7 @@ def load_or_train(settings: Any, dataset: Dataset, workdir: str, *, seed: int = 
   if announce is not None:
     announce(f"training the attribute predictor ({steps:,} step{'s' * (steps != 1)}; saved in "
              f"{predictor_dir(workdir)} for later calls)")
-  p = train_predictor(dataset, settings, seed=seed)
+  p = _train(dataset, settings, seed, "test", {}, taken)
   try:
     save_predictor(p, workdir)
   except (OSError, WorkdirError) as e:  # A read-only workdir: the scores stand, the next

@@ -305,6 +305,28 @@ def train_predictor(dataset: Dataset, settings: Any = None, *, seed: int = 0,
       in both together), attribute names or kinds `data.base.check_attribute_names` refuses
       or a name used twice, or a missing `evaluate_split`.
   """
+  return _train(dataset, settings, seed, evaluate_split, overrides)
+
+
+def _fingerprints(dataset: Dataset, evaluate_split: Optional[str] = "test") -> dict[str, str]:
+  """The two fingerprints a predictor records: {"data_fingerprint": `data_fingerprint`,
+  "test_fingerprint": `split_fingerprint`}, taken once per call path (`storage.load_or_train`
+  passes its own to `_train`; were taken again there, the test split hashed twice more).
+
+  Args:
+    dataset: the `Dataset`.
+    evaluate_split: as `data_fingerprint`'s.
+  Returns:
+    {"data_fingerprint": hex digest, "test_fingerprint": hex digest or ""}.
+  """
+  return {"data_fingerprint": data_fingerprint(dataset, evaluate_split),
+          "test_fingerprint": split_fingerprint(dataset)}
+
+
+def _train(dataset: Dataset, settings: Any, seed: int, evaluate_split: Optional[str],
+           overrides: dict, taken: Optional[dict[str, str]] = None) -> Predictor:
+  """`train_predictor`, with the data's `_fingerprints` where the caller has taken them of
+  `dataset` in the same call (`taken`; None: taken here, after the checks)."""
   if settings is None:
     settings = config_lib.reference_config().attribute_predictor
   values = _setting_values(settings)
@@ -348,8 +370,7 @@ def train_predictor(dataset: Dataset, settings: Any = None, *, seed: int = 0,
       mean=tuple(map(float, stats["mean"])), std=tuple(map(float, stats["std"])),
       low=tuple(map(float, stats["low"])), high=tuple(map(float, stats["high"])),
       steps=int(steps), batch_size=int(batch_size), learning_rate=float(learning_rate),
-      seed=int(seed), data_fingerprint=data_fingerprint(dataset, evaluate_split),
-      test_fingerprint=split_fingerprint(dataset))
+      seed=int(seed), **(taken or _fingerprints(dataset, evaluate_split)))
   host = jax.device_get(variables)
   if not all(np.isfinite(a).all() for a in jax.tree_util.tree_leaves(host)):
     # Was: scored, and its NaN predictions blamed on the images scored.

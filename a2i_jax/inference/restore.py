@@ -114,7 +114,7 @@ class TrainedModel:
         width, latent or attribute sizes, image size); or that hold NaN or infinities.
       ConfigError: `config` is not a whole experiment config (a dict, or its model section).
     """
-    _check_whole_config(config, "TrainedModel.from_variables", ("model",))
+    config_lib.check_whole_config(config, "TrainedModel.from_variables", ("model",))
     model = model or models.create_model(config.model)
     _check_variables(variables, models.abstract_variables(model, config.model), config)
     bad = _nonfinite_variables(variables)
@@ -126,24 +126,6 @@ class TrainedModel:
       step = int(np.asarray(step))  # A train state's step (a 0-d array) as it is.
     step = check_int(step, "step", 0)  # Was: 1.5 kept as 1 without a word.
     return cls(config, model, variables, step, _sampler(model))
-
-
-def _check_whole_config(config: Any, fn: str, sections: tuple[str, ...]) -> None:
-  """Refuses what is not a whole experiment config with `sections` (was an AttributeError:
-  "'model'" for `config.model` passed in its place, "'dict' object has no attribute ..." for
-  a dict)."""
-  config_lib.check_is_config(config)
-  for section in sections:
-    if section not in config:
-      keys = ", ".join(sorted(map(str, config.keys()))[:5]) or "none"
-      got = f"has no {section} section (its keys: {keys}, ...: a section of a config?)"
-    elif not isinstance(config[section], ml_collections.ConfigDict):
-      got = f"has a {section} of type {type(config[section]).__name__}, not a section"
-    else:
-      continue
-    raise ConfigError(f"the config given to {fn} {got}; pass the whole experiment config, not "
-                      "config.model or config.data: trained.config, or "
-                      "inference.load_run_config(workdir).")
 
 
 def _shape(leaf: Any) -> tuple:
@@ -386,7 +368,7 @@ def load_run_data(config: ml_collections.ConfigDict, workdir: Optional[str], *,
     ConfigError: the run's dataset.json is unreadable, or `config` is not a whole experiment
       config (a dict, or a section of one).
   """
-  _check_whole_config(config, "load_run_data", ("data",))  # Was an AttributeError.
+  config_lib.check_whole_config(config, "load_run_data", ("data",))  # Was an AttributeError.
   if progress is None:
     progress = bool(config.get("progress_bar", True))
   dataset = load_dataset(config.data, bool(progress))

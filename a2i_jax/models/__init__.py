@@ -34,7 +34,7 @@ from a2i_jax.models.blocks import GaussianHead, ImageDecoder, ImageEncoder, Imag
 from a2i_jax.models.cvae import CVAE
 from a2i_jax.models.discvae import (COMPOSITIONS, BackgroundDecoder, BackgroundHead,
                                     BackgroundTrunk, DisCVAE, compose)
-from a2i_jax.models import initializers
+from a2i_jax.models import conv_grad, initializers
 from a2i_jax.models.initializers import normal, torch_default, uniform, zeros
 from a2i_jax.models.layers import (DECODER_TAILS, UPSAMPLE_MODES, BatchNorm, ConvParams,
                                    UpsampleConv, batch_norm, conv, conv_bn_relu, decoder_tail,
@@ -206,7 +206,12 @@ def abstract_variables(model: nn.Module, model_config: Any) -> dict:
   """
   sampling.check_module(model, "models.abstract_variables")
   key = _variables_key(model, model_config)
-  trace = lambda: jax.eval_shape(_init_fn(model, model_config), jax.random.key(0))
+
+  def trace():
+    # No convolution split into blocks of outputs (`conv_grad.shapes_only`): the shapes are
+    # the same, and a width far past any model's (100,000) traced for minutes in blocks.
+    with conv_grad.shapes_only():
+      return jax.eval_shape(_init_fn(model, model_config), jax.random.key(0))
   shapes = _ABSTRACT.get(key, trace) if key is not None else trace()
   # New containers each call (a caller may change them); the leaves are immutable.
   return jax.tree_util.tree_map(lambda s: s, shapes)
@@ -232,11 +237,14 @@ def init_variables(model: nn.Module, model_config: Any, key: Array) -> dict:
 
   # Jitted (op-by-op initialisation compiles every primitive separately), and on CPU without
   # LLVM optimisation, since it runs once; the host draws after the program, so that the
-  # persistent compilation cache can keep it (`initializers.draw_after`).
+  # persistent compilation cache can keep it (`initializers.draw_after`). The forward pass
+  # is traced with no convolution in blocks (`conv_grad.shapes_only`): no variable needs its
+  # outputs, and the blocks of a width far past any model's took minutes before the refusal.
   try:
-    return initializers.draw_after(init, key,
-                                   compiler_options=perf.compiler_options(CHEAP_COMPILE),
-                                   cache_key=_variables_key(model, model_config))
+    with conv_grad.shapes_only():
+      return initializers.draw_after(init, key,
+                                     compiler_options=perf.compiler_options(CHEAP_COMPILE),
+                                     cache_key=_variables_key(model, model_config))
   except MemoryError as e:  # Was, for z_dim=1e7, "ask for less: a smaller dataset or
     # batch_size" after a minute of drawing; for 1e8 a hang in XLA's compile of the program.
     raise _too_large(abstract_variables(model, model_config), str(e)) from None
@@ -254,8 +262,7 @@ def check_fits_host_memory(model: nn.Module, model_config: Any) -> None:
     InputError: a `model` that is no Flax module (a loaded TrainedModel: pass its `.model`).
   """
   shapes = abstract_variables(model, model_config)
-  short = initializers.memory_shortfall(sum(
-      math.prod(x.shape) * jnp.dtype(x.dtype).itemsize for x in jax.tree_util.tree_leaves(shapes)))
+  short = initializers.memory_shortfall(initializers.tree_nbytes(shapes))
   if short is not None:
     raise _too_large(shapes, short)
 

@@ -16,8 +16,10 @@ kernels inside loops too.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -39,6 +41,26 @@ SPLIT_OUTPUTS = 512
 CONV_INPUT_GRAD: Optional[str] = None
 # XLA's weight gradient's layout (`perf.conv_weight_grad_layout`), likewise.
 CONV_WEIGHT_GRAD_LAYOUT: Optional[str] = None
+# True while a model is traced for its variables alone (`shapes_only`).
+_SHAPES_ONLY = contextvars.ContextVar("a2i_conv_shapes_only", default=False)
+
+
+@contextlib.contextmanager
+def shapes_only() -> Iterator[None]:
+  """A block in which `split_outputs` computes every convolution whole: for a trace whose
+  convolutions' values no result needs (the variables' shapes, `models.abstract_variables`;
+  a model's `init`, whose forward pass XLA drops, `models.init_variables`). The blocks'
+  number grows with the width, and a width far past any model's (100,000) made thousands of
+  them per layer to trace: minutes before the host-memory check refused the model.
+
+  Returns:
+    A context manager (for the current thread or task alone).
+  """
+  token = _SHAPES_ONLY.set(True)
+  try:
+    yield
+  finally:
+    _SHAPES_ONLY.reset(token)
 
 
 def conv_general_dilated_fn(name: str) -> Callable[..., Any]:
@@ -109,7 +131,8 @@ def split_outputs(conv_fn: Callable[..., Any]) -> Callable[..., Any]:
   outputs"). The encoders' top layer, 4x4 without padding to 1x1 and 1,024 outputs, lost in
   blocks (its forward took twice as long), so only "same" convolutions at stride 1 without
   dilation, NHWC / HWIO / NHWC with one feature and batch group, are split; anything else is
-  `conv_fn` as it is. `SPLIT_OUTPUTS` is read when the call is traced.
+  `conv_fn` as it is. `SPLIT_OUTPUTS` is read when the call is traced; inside `shapes_only`
+  nothing is split.
 
   Args:
     conv_fn: the convolution to split, with `jax.lax.conv_general_dilated`'s arguments.
@@ -130,7 +153,7 @@ def split_outputs(conv_fn: Callable[..., Any]) -> Callable[..., Any]:
     pads = _stride1_nhwc_pads(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                               dimension_numbers, feature_group_count, batch_group_count)
     n_out = rhs.shape[-1]
-    if (pads is None or n_out <= SPLIT_OUTPUTS
+    if (_SHAPES_ONLY.get() or pads is None or n_out <= SPLIT_OUTPUTS
         or any(lo + hi != k - 1 for (lo, hi), k in zip(pads, rhs.shape[:2]))):  # Not "same".
       return one(rhs)
     blocks = -(-n_out // SPLIT_OUTPUTS)

@@ -373,6 +373,20 @@ def draw_after(init: Callable[..., Any], *args: Any,
   return _run_draws(traced, found, args, compiler_options)
 
 
+def tree_nbytes(tree: Any) -> int:
+  """The bytes the leaves of `tree` take, from their shapes and dtypes alone: the one sum of
+  the host-memory checks (`draw_after`, `models.check_fits_host_memory`).
+
+  Args:
+    tree: a pytree of arrays, tracers or `jax.ShapeDtypeStruct`s (a Python scalar leaf counts
+      as NumPy's 8 bytes).
+  Returns:
+    The total size in bytes.
+  """
+  return sum(math.prod(np.shape(x)) * np.dtype(getattr(x, "dtype", np.float64)).itemsize
+             for x in jax.tree_util.tree_leaves(tree))
+
+
 def memory_shortfall(nbytes: int) -> Optional[str]:
   """Says why `nbytes` of initial values do not fit in the host's memory.
 
@@ -414,9 +428,7 @@ def _trace_draws(init: Callable[..., Any], args: Sequence[Any]) -> tuple[Any, di
     by_id = {id(d.placeholder): d for d in state.draws}
     drawn = [by_id.get(id(leaf)) for leaf in leaves]
     found["draw"] = [d and d.draw for d in drawn]  # No tracers kept past the trace.
-    # What the values take (a Python scalar leaf, 8 bytes at most): `draw_after`'s bound.
-    found["bytes"] = sum(math.prod(np.shape(x)) * np.dtype(getattr(x, "dtype", np.float64))
-                         .itemsize for x in leaves)
+    found["bytes"] = tree_nbytes(leaves)  # What the values take: `draw_after`'s bound.
     keys = [d.key_data for d in drawn if d is not None]
     return ([leaf for leaf, d in zip(leaves, drawn) if d is None],
             jnp.stack(keys) if keys else None)
