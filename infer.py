@@ -148,14 +148,20 @@ class Options:
   attribute_fidelity: bool
   seed: int
   given: frozenset = frozenset()  # Of `_VALUED_FLAG_USERS`, those the command line names.
+  workdir_list: str = ""  # --workdir as given, where a comma made it several runs.
 
   @classmethod
   def from_flags(cls) -> "Options":
     """The parsed absl flags."""
     # Each run stripped, as absl strips --mode's items (was: --workdir="a, b" refused, " b"
     # does not exist; fault hunt).
-    runs = [w.strip() for w in _WORKDIR.value.split(",")]
-    return cls(workdirs=[w for w in runs if w], modes=list(_MODE.value),
+    # A folder whose name holds a comma (a sweep's runs/lr=3e-4,bs=8) is one run (was: split
+    # in two, "--workdir runs/lr=3e-4 does not exist"; review finding).
+    whole = _WORKDIR.value.strip()
+    runs = ([whole] if "," in whole and os.path.isdir(os.path.expanduser(whole))
+            else [w.strip() for w in _WORKDIR.value.split(",")])
+    return cls(workdirs=[w for w in runs if w], workdir_list=whole if len(runs) > 1 else "",
+               modes=list(_MODE.value),
                out=_OUT.value, step=_STEP.value, input=_INPUT.value, num_images=_NUM.value,
                samples_per_attribute=_SAMPLES.value, attribute=_ATTRIBUTE.value,
                value=_VALUE.value, occlusions=_OCCLUSION.value, steps=_STEPS.value,
@@ -166,7 +172,7 @@ class Options:
   def fingerprint(self) -> str:
     """The options but for paths, which may differ between hosts (the same folder mounted
     elsewhere): equal on processes that run the same command."""
-    paths = ("workdirs", "out", "input")
+    paths = ("workdirs", "workdir_list", "out", "input")
     kept = {k: v for k, v in dataclasses.asdict(self).items() if k not in paths}
     # How many runs, and whether images are read: a difference hung or crashed the processes.
     kept.update(runs=len(self.workdirs), reads_input=self.input is not None)
@@ -195,6 +201,11 @@ class Options:
     """
     if not self.workdirs:
       raise InputError("--workdir is empty; pass the folder train.py wrote.")
+    missing = [w for w in self.workdirs if not os.path.lexists(os.path.expanduser(w))]
+    if self.workdir_list and missing:  # Was: a folder named with a comma split in two.
+      raise InputError(f"--workdir {missing[0]} does not exist; pass the folders train.py "
+                       f"wrote (a comma separates runs in --workdir: {self.workdir_list!r} is "
+                       "not a folder either).")
     empty = {"out": "a folder, or leave the flag out for WORKDIR/infer",
              "input": "an image file or a folder of images, or leave the flag out for the "
                       "test images",

@@ -87,6 +87,24 @@ def test_workdirs_are_stripped_as_modes_are():
                                                                                "sample"]
 
 
+def test_a_workdir_whose_name_holds_a_comma_is_one_run(tmp_path):
+  """Was: --workdir=runs/lr=3e-4,bs=8 (a sweep's name, train.py's own "next:" command) was
+  split at the comma: "--workdir runs/lr=3e-4 does not exist", or "takes one --workdir; got
+  2" where that part existed. A value that is a folder whole is one run; one that is not says
+  that a comma separates runs."""
+  run = tmp_path / "lr=3e-4,bs=8"
+  run.mkdir()
+  (tmp_path / "lr=3e-4").mkdir()
+  assert _options(f"--workdir={run}").workdirs == [str(run)]
+  assert _options(f"--workdir={tmp_path / 'a'},{tmp_path / 'b'}").workdirs == [
+      str(tmp_path / "a"), str(tmp_path / "b")]
+  with pytest.raises(InputError) as e:
+    _options(f"--workdir={tmp_path / 'nope'},bs=8").check()
+  assert str(e.value) == (
+      f"--workdir {tmp_path / 'nope'} does not exist; pass the folders train.py wrote (a comma "
+      f"separates runs in --workdir: '{tmp_path / 'nope'},bs=8' is not a folder either).")
+
+
 def test_processes_compare_the_run_they_serve(trained, tmp_path):
   """`load_trained`'s processes compare the run's config and checkpoint (was unchecked:
   another --workdir per process mixed two models' outputs; review finding): a copy of the run
