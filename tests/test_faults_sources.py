@@ -110,6 +110,16 @@ def test_same_file_names_with_other_content_are_refused_on_resume_and_serving(tm
       f"{path})")
   assert "run with the data the run started with" in str(e.value)
   assert "start a new --workdir" in str(e.value)
+  # Served the same way, said as other data, not as images moved between the splits.
+  from a2i_jax import config_lib  # pylint: disable=import-outside-toplevel
+  from a2i_jax.inference import restore  # pylint: disable=import-outside-toplevel
+  config = config_lib.get_config(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                                              "configs", "folder.py"))
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(restore, "load_dataset", lambda *args, **kwargs: other)
+    with pytest.raises(DataError) as served:
+      restore.load_run_data(config, workdir, progress=False)
+  assert str(served.value) == f"this run's data changed since it was trained: {e.value}"
   # Other attributes (every age + 1): refused, naming the attributes.
   def older(p):
     csv = os.path.join(p, "attributes.csv")

@@ -138,6 +138,12 @@ def split_content(dataset: "Dataset") -> dict[str, dict[str, Optional[str]]]:
   return out
 
 
+class OtherDataError(DataError):
+  """`check_same_splits`' refusal of data whose held-out splits hold the same example names
+  as the run's but other images, attributes or masks (not other examples: no image moved
+  between the splits)."""
+
+
 # The run's record of its dataset in its workdir (`checkpoints.DATASET_FILE`'s name, here
 # for the messages of `check_same_splits`, which serving and training both call).
 DATASET_FILE = "dataset.json"
@@ -213,11 +219,12 @@ def check_same_splits(workdir: str, stored: dict, dataset: Dataset) -> None:
       said = _and([f"the {split} split's {_and(parts)}" for split, parts in held_out])
     where = stored.get("data_path")
     then_at = f" (it started with the data at {where})" if isinstance(where, str) else ""
-    raise DataError(f"{said} differ from those the run in {workdir} started with, under the "
-                    f"same example names{then_at}: the data read now is another copy or was "
-                    "changed (a relative config.data.path or data_dir names another folder "
-                    "when the command runs from another directory); run with the data the run "
-                    "started with (an absolute path to it), or start a new --workdir.")
+    raise OtherDataError(
+        f"{said} differ from those the run in {workdir} started with, under the same example "
+        f"names{then_at}: the data read now is another copy or was changed (a relative "
+        "config.data.path or data_dir names another folder when the command runs from another "
+        "directory); run with the data the run started with (an absolute path to it), or start "
+        "a new --workdir.")
   if names == ["train"]:
     # The held-out splits are the same images: none of them moved into training (each image
     # is in one split), so more or other training images are the user's to choose; said.

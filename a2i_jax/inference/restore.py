@@ -23,7 +23,7 @@ import numpy as np
 from a2i_jax import (checkpoints, config_lib, distributed, memo, models, parallel,
                      sampling)
 from a2i_jax.data import Dataset, load_dataset
-from a2i_jax.data.base import as_trained, centre_cropped, check_same_splits
+from a2i_jax.data.base import OtherDataError, as_trained, centre_cropped, check_same_splits
 from a2i_jax.errors import CheckpointError, ConfigError, DataError, InputError
 from a2i_jax.inputs import check_int
 
@@ -376,6 +376,8 @@ def load_run_data(config: ml_collections.ConfigDict, workdir: Optional[str], *,
   if info is not None:
     try:  # The check a resume makes too (train_eval.align_with_record).
       check_same_splits(workdir, info, dataset)
+    except OtherDataError as e:  # The same images in each split; other data under them.
+      raise OtherDataError(f"this run's data changed since it was trained: {e}") from None
     except DataError as e:  # Was: scored on images it had trained on (review finding).
       raise DataError(f"this run's data splits changed since it was trained, so its test "
                       f"images may be ones it trained on: {e}") from None
