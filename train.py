@@ -18,6 +18,7 @@ if __name__ == "__main__":  # First, before any import: it may start the command
   startup.begin("interrupted", 130)
 
 import difflib
+import json
 import logging as std_logging
 import os
 import sys
@@ -61,6 +62,16 @@ def _newest_step():
   """The newest checkpoint's step in --workdir, the one a rerun resumes from; None if none."""
   return (checkpoints.newest_saved_step(os.path.expanduser(_WORKDIR.value))
           if _WORKDIR.value else None)
+
+
+def _num_train_steps():
+  """The run's `num_train_steps` from --config and its overrides; None where it cannot be
+  read (a config that did not load)."""
+  try:
+    steps = _CONFIG.value.get("num_train_steps")
+  except Exception:  # pylint: disable=broad-except  (an unloaded config's own error)
+    return None
+  return steps if isinstance(steps, int) else None
 
 
 def _out_of_memory_words(e: BaseException) -> str:
@@ -127,6 +138,35 @@ def _explain_flag_error(argv: list[str], error: Exception) -> str:
   return f"the command line could not be parsed: {first}"
 
 
+def _refuse_a_run_record(spec: str) -> None:
+  """Refuses a --config that is a JSON file (its name ends in .json, or it parses as a JSON
+  object): a run's record of its config (`checkpoints.CONFIG_FILE`), not a config file. Was:
+  "failed to load (NameError: name 'true' is not defined) at line 18; fix the error there",
+  advice that would damage the run's record (review finding)."""
+  path = os.path.expanduser(spec.partition(":")[0])
+  if not os.path.isfile(path):
+    return  # The load names a missing file.
+  record = None
+  try:
+    if os.path.getsize(path) <= 1 << 22:  # A config file is small; a record too.
+      with open(path, encoding="utf-8") as f:
+        record = json.load(f)
+  except (OSError, ValueError):  # Not JSON (a config file), or unreadable: the load says.
+    pass
+  if not isinstance(record, dict) and not path.lower().endswith(".json"):
+    return
+  try:  # The config file of the record's dataset, where there is one.
+    name = record["data"]["name"] if isinstance(record, dict) else None
+    example = (f"configs/{name}.py" if isinstance(name, str) and os.path.isfile(
+        os.path.join(config_lib.configs_dir(), f"{name}.py")) else "configs/synthetic.py")
+  except (KeyError, TypeError, ConfigError):
+    example = "configs/synthetic.py"
+  _fail(f"--config={spec} is a JSON file, a run's record of its config (train.py writes "
+        f"{checkpoints.CONFIG_FILE} into the workdir, for infer.py), not a config file: "
+        f"pass a config file instead, e.g. --config={example}, with --config.<key>=<value> for "
+        "each setting to change (the same --workdir resumes that run).")
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
   # config_flags loads the config file and applies the --config.* overrides while parsing,
   # before main: its failures (an unknown key, a missing file) must be caught here.
@@ -144,6 +184,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
   if len(given) > 1:  # absl would let the last win, or blame the overrides as defined twice.
     _fail(f"--config given {len(given)} times; pass it once (then --config.<key>=<value> "
           "for each override).")
+  _refuse_a_run_record(_config_spec(argv))  # Before ml_collections runs it as Python.
   try:
     with warnings.catch_warnings():  # ml_collections loads the file with load_module, which
       # Python deprecates: under -W error (PYTHONWARNINGS=error) that was "the command line
@@ -282,11 +323,9 @@ def main(argv):
     # A Ctrl-C or SIGTERM outside the loop (which saves, then raises the one above), also one
     # raised inside a callback from C. At once: Python's exit would first wait for the threads of a
     # dataset download under way (TFDS's), for minutes. Nothing is being saved here.
-    step = _newest_step()
-    print("interrupted; " + ("no checkpoint is saved yet, so the same command starts over."
-                             if step is None else
-                             f"run the same command to resume from step {step}, the newest "
-                             "checkpoint."), file=sys.stderr)
+    # The newest checkpoint the last step's: the run may be finished (with peers, process 0
+    # may have finished it; was "resume from step 6", and the rerun had nothing to do).
+    print(interrupts.interrupted_words(_newest_step(), _num_train_steps()), file=sys.stderr)
     distributed.exit_now(130)
 
 

@@ -564,6 +564,35 @@ class RestoreError(CheckpointError):
     self.reason = reason
 
 
+class CheckpointRemovedError(RestoreError):
+  """Checkpoint `step` was removed while it was read (a training run in the workdir keeps only
+  its newest checkpoints): not corrupt; the same call again, for the newest step, reads it.
+
+  `Checkpointer`'s manager is reloaded before this is raised, so its `latest_step` names the
+  newest checkpoint there now.
+  """
+
+  def __init__(self, message: str, reason: str, step: int):
+    super().__init__(message, reason)
+    self.step = step
+
+
+def _files_below(folder: str) -> Optional[set[str]]:
+  """The paths (relative to `folder`) of the files below it, None where it is not a folder;
+  a part removed while it is listed is left out."""
+  if not os.path.isdir(folder):
+    return None
+  return {os.path.relpath(os.path.join(root, name), folder)
+          for root, _, names in os.walk(folder) for name in names}
+
+
+def _removed_since(folder: str, before: Optional[set[str]]) -> bool:
+  """Whether `folder` is gone, or lacks a file of `before` (`_files_below` of it earlier):
+  it is being removed (Orbax's keep-N deletes a step's folder file by file)."""
+  return not os.path.isdir(folder) or any(
+      not os.path.lexists(os.path.join(folder, name)) for name in before or ())
+
+
 class Checkpointer:
   """Saves and restores train states (any pytree) of one workdir, with checksums.
 
@@ -995,18 +1024,35 @@ class Checkpointer:
         `step` that is not an integer (was: a float 2000.0 "could not be restored", with the
         advice to delete the folder, a string "2000" "no checkpoint for step 2000" beside
         steps that held it, and True restored as step 1's folder "True").
+      CheckpointRemovedError: a `step` listed here was removed while it was checked (a
+        training run keeping its newest checkpoints; was: "no checkpoint for step N", or
+        "corrupt" for a file gone mid-read).
     """
+    return self._restorable(step, quiet)[0]
+
+  def _restorable(self, step: Optional[int], quiet: bool) -> tuple[int, Optional[set[str]]]:
+    """`restorable_step`'s step, and `_files_below` its folder as it was checked."""
     steps = self.all_steps()
     step = None if step is None else _step_number(step, self.directory, lambda: steps)
     if step is None:
       if not steps:
         raise CheckpointError(f"no checkpoint in {self.directory}; train first with "
                               "python train.py --config=... --workdir=<this workdir>.")
-      return self.newest_intact_step(quiet=quiet)
+      step = self.newest_intact_step(quiet=quiet)
+      return step, _files_below(os.path.join(self.directory, str(step)))
     if step not in steps:
       raise CheckpointError(f"no checkpoint for step {step} in {self.directory}; the steps "
                             f"there are {steps or 'none'}.")
-    problem = self.check(step)
+    folder = os.path.join(self.directory, str(step))
+    before = _files_below(folder)  # A file of these gone after the check: being removed.
+    try:
+      problem = self.check(step)
+    except CheckpointError as e:
+      if _removed_since(folder, before):  # Listed, then gone (was "no checkpoint for step").
+        raise self._removed(step, first_line(e)) from None
+      raise
+    if problem is not None and _removed_since(folder, before):  # Not corrupt: going.
+      raise self._removed(step, problem)
     if problem is not None:
       intact = [s for s in steps if s != step and self.check(s) is None]
       # The step to pass named (was "the newest intact checkpoint is step N" alone).
@@ -1015,7 +1061,19 @@ class Checkpointer:
               if intact else "no checkpoint there is intact")
       raise CheckpointError(f"checkpoint {step} in {self.directory} is corrupt ({problem}); "
                             f"{hint}.")
-    return step
+    return step, before
+
+  def _removed(self, step: int, reason: str) -> CheckpointRemovedError:
+    """The error for checkpoint `step`, removed while it was read; the manager reloaded, so
+    that `latest_step` names the newest one there now."""
+    self._checked.pop(step, None)  # Not corrupt: gone.
+    self._manager.reload()
+    steps = self.all_steps()
+    return CheckpointRemovedError(
+        f"checkpoint {step} in {self.directory} was removed while it was read: a training run "
+        "in this workdir keeps only its newest checkpoints (config.max_checkpoints_to_keep). "
+        "Run the same command again to read the newest one (a --step, or load_trained's "
+        f"step, must name one there now: {steps or 'none'}).", reason, step)
 
   def restore(self, abstract_state: Any, step: Optional[int] = None,
               partial: bool = False) -> Any:
@@ -1035,11 +1093,17 @@ class Checkpointer:
       The restored state, laid out as `abstract_state` says.
     Raises:
       CheckpointError: no such checkpoint, a corrupt one, or files Orbax cannot read.
+      CheckpointRemovedError: (a CheckpointError) the checkpoint was removed while it was
+        checked or read, by a training run in the workdir that keeps only its newest ones
+        (was: "could not be restored ... if it is corrupt, delete that folder"): a caller
+        that asked for the newest may ask `latest_step` again and retry.
       ConfigError: the checkpoint records another model section than this checkpointer's
         `model` (one that keeps the arrays' shapes: a restore that does not fit them raises
         the CheckpointError, naming the recorded values too).
     """
-    step = self.restorable_step(step)
+    step, before = self._restorable(step, quiet=False)
+    folder = os.path.join(self.directory, str(step))
+    summed = before is not None and CHECKSUM_FILE in before  # As checked (it may go since).
     abstract_state = _with_shardings(abstract_state)
     if partial:
       restore_args = jax.tree_util.tree_map(
@@ -1063,8 +1127,10 @@ class Checkpointer:
       add_unraisable_handler("quiet_orbax", _orbax_leftover)
       reason = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
       self._reopen()
-      folder = os.path.join(self.directory, str(step))
-      if self.summed(step):  # Its bytes are as saved: advice to delete it would lose it.
+      if _removed_since(folder, before):  # Pruned by a training run as it was read (was:
+        # "if it is corrupt, delete that folder", with Orbax's or TensorStore's words; review).
+        raise self._removed(step, reason) from None
+      if summed:  # Its bytes are as saved: advice to delete it would lose it.
         fix = ("Its files match their checksums, so the config differs from the one that "
                f"saved it (the model's shape{self._model_note(step)}): use the config it was "
                "trained with, or a new --workdir.")
@@ -1090,7 +1156,9 @@ class Checkpointer:
     self._check_model(step)
     # A state trained on from this one is another than the saves after it (`save`).
     self._saved = {s for s in self._saved if s <= step}
-    if not self.summed(step) and step not in self._unverified_said:
+    # Whether it had checksums when checked, and not for a folder removed since (was: "has no
+    # checksum file", for a checkpoint a training run had pruned after the restore; review).
+    if not summed and step not in self._unverified_said and not _removed_since(folder, before):
       # Was: used without a word, and the next save's checksums then vouched for its values.
       self._unverified_said.add(step)
       logging.warning("checkpoint %d in %s has no checksum file (%s), so its arrays are not "

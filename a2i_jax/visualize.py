@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+import math
+import os
+from typing import Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -18,14 +20,16 @@ def make_grid(images: np.ndarray, ncols: int, pad: int = 1, scale: int = 1) -> n
 
   Args:
     images: [N,H,W,3] (or grey, [N,H,W] or [N,H,W,1]) floats in [0,1] (clipped) or uint8.
-    ncols: images per row.
+    ncols: images per row; more than N is taken as N (the one row's images stay where they
+      are, without the white of the columns no image fills).
     pad: pixels of white between images.
     scale: integer nearest-neighbour magnification.
   Returns:
-    uint8 [rows*(H+pad)+pad, ncols*(W+pad)+pad, 3].
+    uint8 [rows*(H*scale+pad)+pad, min(ncols, N)*(W*scale+pad)+pad, 3].
   Raises:
     InputError: another shape (e.g. channels first), dtype or value range (floats outside
-      [0, 1], NaN), a count below 1, or images of no pixels (H or W 0).
+      [0, 1], NaN), a count below 1, images of no pixels (H or W 0), or a grid (its scale,
+      pad) larger than this machine's memory.
   """
   ncols, scale, pad = (check_int(v, name, low) for v, name, low in
                        ((ncols, "ncols", 1), (scale, "scale", 1), (pad, "pad", 0)))
@@ -61,17 +65,45 @@ def make_grid(images: np.ndarray, ncols: int, pad: int = 1, scale: int = 1) -> n
   if not images.size:  # Was a grid of padding alone, written without a word (fault hunt).
     raise InputError(f"images have shape {shape}: no pixels (height or width 0); pass images "
                      "of at least 1 x 1 pixels.")
-  images = to_uint8(images)
-  if scale > 1:
-    images = images.repeat(scale, axis=1).repeat(scale, axis=2)
-  n, h, w, _ = images.shape
+  n, h, w = images.shape[0], images.shape[1] * scale, images.shape[2] * scale
+  # Was: a mostly white grid (ncols=8 for 2 images: six empty columns), without a word;
+  # ncols=10**12 NumPy's MemoryError.
+  ncols = min(ncols, n)
   rows = -(-n // ncols)
-  grid = np.full((rows * (h + pad) + pad, ncols * (w + pad) + pad, 3), 255, np.uint8)
+  shape = (rows * (h + pad) + pad, ncols * (w + pad) + pad, 3)
+  nbytes = n * h * w * 3 * (scale > 1) + math.prod(shape)  # The scaled images and the grid.
+  memory = _host_memory()
+  if memory is not None and nbytes > memory:
+    raise InputError(_too_large(images.shape, shape, nbytes))
+  try:
+    images = to_uint8(images)
+    if scale > 1:
+      images = images.repeat(scale, axis=1).repeat(scale, axis=2)
+    grid = np.full(shape, 255, np.uint8)
+  except MemoryError:  # Below the machine's memory, but not to be had (as occlusions' masks).
+    raise InputError(_too_large(images.shape, shape, nbytes)) from None
   for i in range(n):
     r, c = divmod(i, ncols)
     grid[pad + r * (h + pad):pad + r * (h + pad) + h,
          pad + c * (w + pad):pad + c * (w + pad) + w] = images[i]
   return grid
+
+
+def _host_memory() -> Optional[int]:
+  """The host's physical memory in bytes (None where the system does not say)."""
+  try:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  except (ValueError, OSError, AttributeError):
+    return None
+
+
+def _too_large(images: tuple[int, ...], grid: tuple[int, ...], nbytes: int) -> str:
+  """The message for a grid of `nbytes` (with its scaled images) that cannot be made: was
+  NumPy's "Unable to allocate 698. TiB" for a huge scale or pad (review finding)."""
+  return (f"a grid of {images[0]} images of {images[1]}x{images[2]} pixels is {grid[0]} x "
+          f"{grid[1]} pixels as scaled and padded and takes {nbytes / 2**30:,.1f} GiB, more "
+          "than this machine can give; ask for a smaller scale or pad, or tile fewer images at "
+          "a time.")
 
 
 def save_png(array: np.ndarray, path: str) -> None:

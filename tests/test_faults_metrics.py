@@ -294,6 +294,32 @@ def test_save_png_onto_a_folder_or_inside_a_file_is_one_input_error(tmp_path):
   assert os.listdir(tmp_path / "new") == ["g.png"]
 
 
+@pytest.mark.parametrize("known", [True, False])
+@pytest.mark.parametrize("kwargs, size", [(dict(scale=10**12), "8000000000003 x 8000000000003"),
+                                          (dict(pad=10**8), "300000008 x 300000008")])
+def test_a_grid_larger_than_the_memory_is_one_input_error(kwargs, size, known, monkeypatch):
+  """Was NumPy's MemoryError, "Unable to allocate 698. TiB", for a huge scale or pad. Known:
+  refused against the machine's memory before any is taken; not known (a system that does not
+  say): NumPy's MemoryError said so, as occlusions.make_mask does."""
+  if not known:
+    monkeypatch.setattr(visualize, "_host_memory", lambda: None, raising=False)
+  with pytest.raises(InputError, match=re.escape(
+      f"a grid of 3 images of 4x4 pixels is {size} pixels as scaled and padded and takes ")
+                     + r"[\d,.]+ GiB, more than this machine can give; ask for a smaller scale"):
+    visualize.make_grid(np.zeros((3, 4, 4, 3), np.uint8), 2, **kwargs)
+
+
+def test_a_grid_of_more_columns_than_images_has_no_empty_columns():
+  """Was: ncols=8 for 2 images a grid of 2 images and 6 white columns, without a word, and
+  ncols=10**12 NumPy's MemoryError. The row's images stay where they were."""
+  images = np.arange(2 * 2 * 3 * 3, dtype=np.uint8).reshape(2, 2, 3, 3)
+  grid = visualize.make_grid(images, 8)
+  np.testing.assert_array_equal(grid, visualize.make_grid(images, 2))
+  assert grid.shape == (4, 9, 3)
+  np.testing.assert_array_equal(grid[1:3, 5:8], images[1])
+  assert visualize.make_grid(images, 10**12).shape == (4, 9, 3)
+
+
 # ----------------------------------------------------------------------------- pipeline
 
 

@@ -1,0 +1,142 @@
+"""Fault hunt of the Checkpointer's restore beside a training run that prunes its checkpoints,
+and of train.py's --config flag given a run's record. Library-level and fast: tiny pytrees
+saved in tmp_path, nothing trained or compiled."""
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from a2i_jax import checkpoints
+from a2i_jax.errors import CheckpointError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET = {"w": jax.ShapeDtypeStruct((3,), jnp.float32)}
+
+
+@pytest.fixture(name="two_steps")
+def _two_steps(tmp_path):
+  """A workdir with checkpoints 1 and 2 (w = 1s, 2s), and a serving Checkpointer of it."""
+  saver = checkpoints.Checkpointer(str(tmp_path), max_to_keep=None)
+  for step in (1, 2):
+    saver.save(step, {"w": jnp.full(3, float(step))})
+  saver.close()
+  ckpt = checkpoints.Checkpointer(str(tmp_path), create=False)
+  yield ckpt
+  ckpt.close()
+
+
+def _remove_then(ckpt, step, call, whole=True):
+  """`call` (a bound method), after removing checkpoint `step`'s folder (or, not `whole`, its
+  arrays' folder: a removal under way)."""
+  folder = os.path.join(ckpt.directory, str(step))
+
+  def wrapped(*args, **kwargs):
+    shutil.rmtree(folder if whole else os.path.join(folder, "default"))
+    return call(*args, **kwargs)
+  return wrapped
+
+
+def _restore_removed(ckpt, step, there):
+  """Restores checkpoint `step`, checking that it raises the error of one removed meanwhile."""
+  with pytest.raises(CheckpointError) as info:
+    ckpt.restore(TARGET, step)
+  assert str(info.value) == (
+      f"checkpoint {step} in {ckpt.directory} was removed while it was read: a training run in "
+      "this workdir keeps only its newest checkpoints (config.max_checkpoints_to_keep). Run "
+      "the same command again to read the newest one (a --step, or load_trained's step, must "
+      f"name one there now: {there}).")
+  assert isinstance(info.value, checkpoints.CheckpointRemovedError)
+  assert isinstance(info.value, checkpoints.RestoreError) and info.value.step == step
+
+
+@pytest.mark.parametrize("whole", [True, False])
+def test_a_checkpoint_pruned_while_restored_is_said_removed_not_corrupt(two_steps, whole,
+                                                                        monkeypatch):
+  """Was (infer.py beside a training run keeping 1 checkpoint, 2-4 runs in 12): "the
+  checkpoint at .../checkpoints/63 could not be restored (ValueError: Checkpoint directory does
+  not exist ...). If it is corrupt, delete that folder ...", or TensorStore's internal text:
+  no way for a caller to tell a pruned checkpoint from a damaged one, and retry."""
+  ckpt = two_steps
+  monkeypatch.setattr(ckpt._manager, "restore",
+                      _remove_then(ckpt, 2, ckpt._manager.restore, whole))
+  _restore_removed(ckpt, 2, "[1]" if whole else "[1, 2]")
+  if whole:  # The caller's retry: the newest there now.
+    assert ckpt.latest_step() == 1
+    np.testing.assert_array_equal(ckpt.restore(TARGET, ckpt.latest_step())["w"], np.ones(3))
+
+
+@pytest.mark.parametrize("whole", [True, False])
+def test_a_checkpoint_pruned_while_its_checksums_are_checked_is_said_removed(two_steps, whole,
+                                                                            monkeypatch):
+  """Was: "no checkpoint for step 2 ..." (gone after the manager listed it), or "checkpoint 2
+  is corrupt (file ... missing ...)" for a folder half deleted as it was checked."""
+  ckpt = two_steps
+  monkeypatch.setattr(checkpoints, "_file_digests",
+                      _remove_then(ckpt, 2, checkpoints._file_digests, whole))
+  _restore_removed(ckpt, 2, "[1]" if whole else "[1, 2]")
+  monkeypatch.undo()
+  if not whole:  # Was kept as corrupt by this checkpointer; a check now finds what is there.
+    assert "missing" in ckpt.check(2)
+
+
+def test_a_checkpoint_pruned_after_its_restore_gets_no_checksum_warning(two_steps, monkeypatch,
+                                                                        caplog):
+  """Was: "checkpoint 14 ... has no checksum file ... saved by a version before checksums, or
+  the file was deleted" after a good restore, its folder pruned by training since."""
+  ckpt = two_steps
+  original = ckpt._manager.restore
+
+  def restore_then_remove(*args, **kwargs):
+    restored = original(*args, **kwargs)
+    shutil.rmtree(os.path.join(ckpt.directory, "2"))
+    return restored
+  monkeypatch.setattr(ckpt._manager, "restore", restore_then_remove)
+  with caplog.at_level(logging.WARNING):
+    restored = ckpt.restore(TARGET, 2)
+  np.testing.assert_array_equal(restored["w"], np.full(3, 2.0))
+  assert "checksum" not in caplog.text
+
+
+def test_a_damaged_checkpoint_is_still_corrupt_not_removed(two_steps):
+  """The fix above keeps a file changed in place for what it is: corrupt, the advice to move it
+  away."""
+  ckpt = two_steps
+  folder = os.path.join(ckpt.directory, "2")
+  arrays = sorted(os.path.join(root, n) for root, _, names in os.walk(folder)
+                  for n in names if root != folder)
+  with open(arrays[0], "ab") as f:
+    f.write(b"x")
+  with pytest.raises(CheckpointError, match=r"checkpoint 2 .* is corrupt") as info:
+    ckpt.restore(TARGET, 2)
+  assert type(info.value).__name__ != "CheckpointRemovedError"
+
+
+@pytest.mark.parametrize("name", ["config.json", "record.txt"])
+def test_train_py_refuses_a_runs_record_as_its_config(tmp_path, name):
+  """Was: `train.py --config=RUN/config.json` "the config file .../config.json failed to load
+  (NameError: name 'true' is not defined) at line 18; fix the error there": advice to edit
+  the run's record. A record under another name (it parses as JSON) the same."""
+  from a2i_jax import config_lib  # pylint: disable=import-outside-toplevel
+  run = tmp_path / "run"
+  checkpoints.save_config(str(run), config_lib.get_config("configs/synthetic.py:cvae"))
+  os.replace(run / checkpoints.CONFIG_FILE, run / name)
+  before = (run / name).read_bytes()
+  spec = f"{run / name}:cvae"
+  r = subprocess.run([sys.executable, "train.py", f"--config={spec}",
+                      f"--workdir={tmp_path / 'new'}"], cwd=ROOT, capture_output=True,
+                     text=True, timeout=120, env=os.environ.copy())
+  assert r.returncode == 1
+  assert r.stderr.strip().splitlines()[-1] == (
+      f"error: --config={spec} is a JSON file, a run's record of its config (train.py writes "
+      "config.json into the workdir, for infer.py), not a config file: pass a config file "
+      "instead, e.g. --config=configs/synthetic.py, with --config.<key>=<value> for each "
+      "setting to change (the same --workdir resumes that run).")
+  assert "Traceback" not in r.stderr and "fix the error" not in r.stderr
+  assert (run / name).read_bytes() == before and not (tmp_path / "new").exists()
