@@ -1165,7 +1165,11 @@ def _check_checkpoint(workdir: str, step: Optional[int]) -> None:
       raise CheckpointError(f"--step={step}: {workdir} has no checkpoint of that step; its "
                             f"steps are {steps}.")
     # As `inference.load_trained` picks it: --step, or the newest (corrupt or not).
-    ckpt.restorable_step(steps[-1] if step is None else step, quiet=True)
+    try:
+      ckpt.restorable_step(steps[-1] if step is None else step, quiet=True)
+    except checkpoints.CheckpointRemovedError:  # Pruned by a training run as it was checked:
+      if step is not None:  # the load reads the newest there then.
+        raise
   finally:
     ckpt.close()
 

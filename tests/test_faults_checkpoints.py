@@ -140,3 +140,26 @@ def test_train_py_refuses_a_runs_record_as_its_config(tmp_path, name):
       "setting to change (the same --workdir resumes that run).")
   assert "Traceback" not in r.stderr and "fix the error" not in r.stderr
   assert (run / name).read_bytes() == before and not (tmp_path / "new").exists()
+
+
+def test_load_trained_reads_the_newest_again_after_a_prune(tiny_run, monkeypatch):
+  """Was: infer.py beside a training run that keeps one checkpoint failed 2-6 times in 12,
+  the newest pruned as it was read. `load_trained` reads the newest there again (not where
+  a step was asked for: that one is gone)."""
+  from a2i_jax.inference import restore  # pylint: disable=import-outside-toplevel
+  workdir = tiny_run("cvae")[0]
+  calls = []
+  real = checkpoints.Checkpointer.restore
+
+  def pruned_once(self, target, step=None, **kwargs):
+    calls.append(step)
+    if len(calls) == 1:
+      raise checkpoints.CheckpointRemovedError("removed", "gone", step)
+    return real(self, target, step, **kwargs)
+  monkeypatch.setattr(checkpoints.Checkpointer, "restore", pruned_once)
+  model = restore.load_trained(workdir)
+  assert len(calls) == 2 and calls[0] == calls[1] == model.step
+  calls.clear()
+  with pytest.raises(checkpoints.CheckpointRemovedError):
+    restore.load_trained(workdir, step=model.step)
+  assert len(calls) == 1

@@ -240,6 +240,11 @@ def _run_identity(workdir: str, step: Optional[int]) -> str:
   return f"step {step}, {digest.hexdigest()[:16]}"
 
 
+# How many times `load_trained` reads the newest checkpoint again after a training run in the
+# workdir pruned the one it was reading (`checkpoints.CheckpointRemovedError`).
+_REMOVED_RETRIES = 3
+
+
 def load_trained(workdir: str, step: Optional[int] = None) -> TrainedModel:
   """Restores the config and the newest (or `step`'s) checkpoint of a training run.
 
@@ -252,6 +257,9 @@ def load_trained(workdir: str, step: Optional[int] = None) -> TrainedModel:
   Raises:
     ConfigError / CheckpointError: the workdir is a file, or has no config or no (readable)
       checkpoint, or the checkpoint's variables hold NaN or infinities.
+    CheckpointRemovedError: `step`'s checkpoint was removed as it was read (a training run
+      in the workdir keeps only its newest); the newest one is read again instead, up to
+      three times, where no `step` was given.
     ConfigError: config.json's model section is not the one the checkpoint records (edited
       since training; the message names each key, both values and the fix).
     InputError: a step that is not an integer.
@@ -275,18 +283,29 @@ def load_trained(workdir: str, step: Optional[int] = None) -> TrainedModel:
   # stopped serving, "its weights would compute something they were not trained for").
   ckpt = checkpoints.Checkpointer(workdir, create=False, model=config.model,
                                   ignore=checkpoints.TRAINING_ONLY_MODEL_KEYS)
+  newest = step is None
   try:
-    if step is None:  # Process 0's newest for every process (was: each its own, so a save
-      # between two processes' looks served half the images from another checkpoint).
-      chosen = distributed.value_of_process_0("the newest checkpoint", str(ckpt.latest_step()))
-      step = None if chosen == "None" else int(chosen)
-    # The same run on every process (was unchecked: another --workdir per process mixed two
-    # models' outputs): its config and the checkpoint's checksums, wherever it is mounted.
-    if distributed.process_count() > 1:  # Nothing to read for one process.
-      distributed.same_on_every_process(
-          "the run and checkpoint it serves", _run_identity(workdir, step),
-          "give every process the same --workdir (each host may mount it at its own path)")
-    variables = ckpt.restore(target, step, partial=True)  # The optimiser state stays unread.
+    for attempt in range(_REMOVED_RETRIES + 1):
+      if newest:  # Process 0's newest for every process (was: each its own, so a save
+        # between two processes' looks served half the images from another checkpoint).
+        chosen = distributed.value_of_process_0("the newest checkpoint",
+                                                str(ckpt.latest_step()))
+        step = None if chosen == "None" else int(chosen)
+      # The same run on every process (was unchecked: another --workdir per process mixed
+      # two models' outputs): its config and the checkpoint's checksums, wherever mounted.
+      if distributed.process_count() > 1:  # Nothing to read for one process.
+        distributed.same_on_every_process(
+            "the run and checkpoint it serves", _run_identity(workdir, step),
+            "give every process the same --workdir (each host may mount it at its own path)")
+      try:
+        variables = ckpt.restore(target, step, partial=True)  # The optimiser state unread.
+        break
+      except checkpoints.CheckpointRemovedError:
+        # A training run in this workdir pruned the newest checkpoint as it was read (was:
+        # "if it is corrupt, delete that folder"): the newest there now. Not a step asked
+        # for, and not with several processes (one alone asking process 0 again would hang).
+        if not newest or attempt == _REMOVED_RETRIES or distributed.process_count() > 1:
+          raise
     saved = ckpt.all_steps()
   finally:
     ckpt.close()
