@@ -18,7 +18,6 @@ if __name__ == "__main__":  # First, before any import: it may start the command
   startup.begin("interrupted", 130)
 
 import difflib
-import json
 import logging as std_logging
 import os
 import sys
@@ -139,32 +138,15 @@ def _explain_flag_error(argv: list[str], error: Exception) -> str:
 
 
 def _refuse_a_run_record(spec: str) -> None:
-  """Refuses a --config that is a JSON file (its name ends in .json, or it parses as a JSON
-  object): a run's record of its config (`checkpoints.CONFIG_FILE`), not a config file. Was:
-  "failed to load (NameError: name 'true' is not defined) at line 18; fix the error there",
-  advice that would damage the run's record (review finding)."""
-  path = os.path.expanduser(spec.partition(":")[0])
-  if not os.path.isfile(path):
-    return  # The load names a missing file.
-  record = None
-  try:
-    if os.path.getsize(path) <= 1 << 22:  # A config file is small; a record too.
-      with open(path, encoding="utf-8") as f:
-        record = json.load(f)
-  except (OSError, ValueError):  # Not JSON (a config file), or unreadable: the load says.
-    pass
-  if not isinstance(record, dict) and not path.lower().endswith(".json"):
-    return
-  try:  # The config file of the record's dataset, where there is one.
-    name = record["data"]["name"] if isinstance(record, dict) else None
-    example = (f"configs/{name}.py" if isinstance(name, str) and os.path.isfile(
-        os.path.join(config_lib.configs_dir(), f"{name}.py")) else "configs/synthetic.py")
-  except (KeyError, TypeError, ConfigError):
-    example = "configs/synthetic.py"
-  _fail(f"--config={spec} is a JSON file, a run's record of its config (train.py writes "
-        f"{checkpoints.CONFIG_FILE} into the workdir, for infer.py), not a config file: "
-        f"pass a config file instead, e.g. --config={example}, with --config.<key>=<value> for "
-        "each setting to change (the same --workdir resumes that run).")
+  """Refuses a --config that is a run's record of its config (`config_lib.run_record_example`:
+  a JSON file), before ml_collections runs it as Python (was: "NameError ... fix the error
+  there", advice that would damage the record; review finding)."""
+  example = config_lib.run_record_example(spec.partition(":")[0])
+  if example is not None:
+    _fail(f"--config={spec} is a JSON file, a run's record of its config (train.py writes "
+          f"{checkpoints.CONFIG_FILE} into the workdir, for infer.py), not a config file: "
+          f"pass a config file instead, e.g. --config={example}, with --config.<key>=<value> for "
+          "each setting to change (the same --workdir resumes that run).")
 
 
 def _parse_flags(argv: list[str]) -> list[str]:

@@ -13,6 +13,7 @@ import difflib
 import importlib.machinery
 import importlib.util
 import inspect
+import json
 import math
 import os
 import re
@@ -134,6 +135,40 @@ def configs_dir() -> str:
                     "A2I_JAX_CONFIGS to the path of its configs/ folder.")
 
 
+def run_record_example(path: str) -> Optional[str]:
+  """Whether the file `path` is a run's record of its config (the config.json train.py writes
+  into its workdir, for infer.py) rather than a config file: its name ends in .json, or it
+  parses as a JSON object. Run as Python it failed with "NameError: name 'true' is not
+  defined ... fix the error there", advice that would damage the run's record (review
+  finding).
+
+  Args:
+    path: the file given as a config.
+  Returns:
+    None where it is not such a record (or cannot be read: the load says why); else a config
+    file to name instead, "configs/<the record's data.name>.py" where there is one, else
+    "configs/synthetic.py".
+  """
+  path = os.path.expanduser(path)
+  if not os.path.isfile(path):
+    return None
+  record = None
+  try:
+    if os.path.getsize(path) <= 1 << 22:  # A config file is small; a record too.
+      with open(path, encoding="utf-8") as f:
+        record = json.load(f)
+  except (OSError, ValueError):  # Not JSON (a config file), or unreadable: the load says.
+    pass
+  if not isinstance(record, dict) and not path.lower().endswith(".json"):
+    return None
+  data = record.get("data") if isinstance(record, dict) else None
+  name = data.get("name") if isinstance(data, dict) else None
+  if isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9_]+", name) and os.path.isfile(
+      os.path.join(configs_dir(), f"{name}.py")):
+    return f"configs/{name}.py"
+  return "configs/synthetic.py"
+
+
 def load_config_module(path: str) -> ModuleType:
   """Loads a config file as a module, under a private name (not `configs.*`).
 
@@ -142,12 +177,19 @@ def load_config_module(path: str) -> ModuleType:
   Returns:
     The executed module (its `get_config` builds the config).
   Raises:
-    ConfigError: the file does not exist, or it (or a file it loads) has a syntax error.
+    ConfigError: the file does not exist, is a run's record of its config
+      (`run_record_example`), or it (or a file it loads) has a syntax error.
   """
   path = os.path.abspath(os.path.expanduser(path))
   if not os.path.isfile(path):
     raise ConfigError(f"no config file at {path}; pass one of the files in {configs_dir()} "
                       "(e.g. configs/synthetic.py).")
+  example = run_record_example(path)
+  if example is not None:
+    raise ConfigError(f"{path} is a JSON file, a run's record of its config (train.py writes "
+                      "config.json into the workdir, for infer.py), not a config file: load a "
+                      f"config file instead, e.g. {example}, and change its settings there "
+                      "(`inference.load_trained` serves the run itself).")
   name = "a2i_jax_configs." + os.path.splitext(os.path.basename(path))[0]
   # Read as Python source whatever the file's name ends in, as train.py's config flag reads it
   # (was: a file without ".py" an AttributeError's traceback from Python, "NoneType" has no

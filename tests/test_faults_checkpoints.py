@@ -163,3 +163,23 @@ def test_load_trained_reads_the_newest_again_after_a_prune(tiny_run, monkeypatch
   with pytest.raises(checkpoints.CheckpointRemovedError):
     restore.load_trained(workdir, step=model.step)
   assert len(calls) == 1
+
+
+def test_get_config_refuses_a_runs_record(tmp_path):
+  """Was: `config_lib.get_config("run/config.json")` (the Python API's load of a config)
+  "failed to load (NameError: name 'true' is not defined) ... fix the error there", as
+  train.py's flag did: a run's record is named as such, with a config file to load."""
+  from a2i_jax import config_lib  # pylint: disable=import-outside-toplevel
+  from a2i_jax.errors import ConfigError  # pylint: disable=import-outside-toplevel
+  run = tmp_path / "run"
+  checkpoints.save_config(str(run), config_lib.get_config("configs/synthetic.py:cvae"))
+  path = run / checkpoints.CONFIG_FILE
+  assert config_lib.run_record_example(str(path)) == "configs/synthetic.py"
+  with pytest.raises(ConfigError) as e:
+    config_lib.get_config(f"{path}:cvae")
+  assert str(e.value) == (
+      f"{path} is a JSON file, a run's record of its config (train.py writes config.json into "
+      "the workdir, for infer.py), not a config file: load a config file instead, e.g. "
+      "configs/synthetic.py, and change its settings there (`inference.load_trained` serves "
+      "the run itself).")
+  assert config_lib.run_record_example(os.path.join(ROOT, "configs", "lfw.py")) is None
