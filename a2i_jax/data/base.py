@@ -104,7 +104,9 @@ def split_content(dataset: "Dataset") -> dict[str, dict[str, Optional[str]]]:
   Returns:
     Per split {"images", "attributes", "masks"}: hex SHA-256 of the sorted per-example digests
     of its image; of its image and attribute row (columns in the order of their sorted names);
-    of its image and mask (None for a split without masks).
+    of its image and mask, for the masks drawn by hand only (None for a split without
+    masks): a mask network's predictions (LFW's `mask_predicted`) differ with the JAX
+    version and device that trained it, and would set the same data apart (review).
   """
   names = [str(n) for n in dataset.attribute_names]
   order = sorted(range(len(names)), key=lambda i: names[i])
@@ -120,7 +122,8 @@ def split_content(dataset: "Dataset") -> dict[str, dict[str, Optional[str]]]:
       parts["images"].append(image)
       parts["attributes"].append(
           hashlib.sha256(image + np.ascontiguousarray(attributes[i]).tobytes()).digest())
-      if split.masks is not None:
+      if split.masks is not None and not (split.mask_predicted is not None
+                                          and split.mask_predicted[i]):
         parts["masks"].append(
             hashlib.sha256(image + np.ascontiguousarray(split.masks[i]).tobytes()).digest())
     shapes = {"images": split.images.shape[1:], "attributes": attributes.shape[1:],
@@ -150,9 +153,10 @@ DATASET_FILE = "dataset.json"
 
 
 def check_same_splits(workdir: str, stored: dict, dataset: Dataset) -> None:
-  """Refuses to resume (or serve) a run whose validation or test split holds other examples,
-  or other data under the same example names, than when it started; warns where only the
-  train split does (more or other training images, none of them held out before).
+  """Refuses to resume (or serve) a run whose validation or test split holds other examples
+  than when it started, or other data under the same example names read from another
+  folder; warns where only the train split does (more or other training images, none of
+  them held out before), and where data changed in the same place.
 
   A folder dataset without a `split` column splits its rows by position (every 9th of 10 to
   validation, every 10th to test), so a row added or moved puts former held-out images into
@@ -166,7 +170,12 @@ def check_same_splits(workdir: str, stored: dict, dataset: Dataset) -> None:
   and served the other folder without a word (review finding). dataset.json records digests
   of each split's images, attributes and masks too ("split_content", `split_content`); they
   are compared where the ids are the same (attribute columns by name, examples in any
-  order). A record without them (dataset.json written before they were recorded) is not
+  order). Where they differ and a folder dataset is read from another folder than the one
+  the run recorded (dataset.json's "data_path", the copy's "source"), held-out data are
+  refused (`OtherDataError`); otherwise the difference is a warning: data edited in place,
+  another data.resize, or the same files read by another library version (Pillow's
+  resizing) are the user's to know of, and refusing them would stop a run moved to another
+  machine. A record without them (dataset.json written before they were recorded) is not
   checked for content; attributes are not compared where their names differ (the names
   check that follows, `as_trained` / `with_attribute_order`, names that).
 
@@ -176,9 +185,9 @@ def check_same_splits(workdir: str, stored: dict, dataset: Dataset) -> None:
     dataset: the dataset as loaded now.
   Raises:
     DataError: the validation or test split's ids differ: naming each split whose ids differ,
-      its counts then and now, and the fix; or, its ids the same, its images, attributes or
-      masks differ: naming the split, what differs, and the fix (the data the run started
-      with, or a new --workdir).
+      its counts then and now, and the fix. OtherDataError (a DataError): its ids the same,
+      its images, attributes or masks differ and are read from another folder: naming the
+      split, what differs, both folders and the fix.
     ConfigError: dataset.json's "split_ids" or "split_content" is not what `dataset_info`
       writes.
   """
@@ -211,30 +220,36 @@ def check_same_splits(workdir: str, stored: dict, dataset: Dataset) -> None:
                     f"({'; '.join(differ)}){hint}; restore the dataset as it was, or start a "
                     "new --workdir.")
   changed = _content_differs(workdir, stored, dataset, skip=names)
-  held_out = [(split, parts) for split, parts in changed if split != "train"]
-  if held_out:
-    if len(held_out) > 1 and all(parts == held_out[0][1] for _, parts in held_out):
-      said = f"the {_and([s for s, _ in held_out])} splits' {_and(held_out[0][1])}"
-    else:
-      said = _and([f"the {split} split's {_and(parts)}" for split, parts in held_out])
-    where = stored.get("data_path")
-    then_at = f" (it started with the data at {where})" if isinstance(where, str) else ""
+  if len(changed) > 1 and all(parts == changed[0][1] for _, parts in changed):
+    said = f"the {_and([s for s, _ in changed])} splits' {_and(changed[0][1])}"
+  elif changed:
+    said = _and([f"the {split} split's {_and(parts)}" for split, parts in changed])
+  # Another folder of the same file names (a relative config.data.path, the command run from
+  # another directory): refused where it holds other held-out data. Data changed in place, or
+  # read otherwise (another data.resize; another Pillow resizing, another JAX predicting
+  # masks: the same run's data on another machine), are said, not refused (review).
+  then_at, now_at = stored.get("data_path"), dataset.metadata.get("source")
+  moved = (isinstance(then_at, str) and isinstance(now_at, str)
+           and os.path.abspath(then_at) != os.path.abspath(now_at))
+  if moved and any(split != "train" for split, _ in changed):
     raise OtherDataError(
         f"{said} differ from those the run in {workdir} started with, under the same example "
-        f"names{then_at}: the data read now is another copy or was changed (a relative "
-        "config.data.path or data_dir names another folder when the command runs from another "
-        "directory); run with the data the run started with (an absolute path to it), or start "
-        "a new --workdir.")
+        f"names: they are read from {now_at}, and the run started with the data at {then_at} "
+        "(a relative config.data.path names another folder when the command runs from "
+        f"another directory); pass --config.data.path={then_at}, or start a new --workdir.")
+  if changed:
+    read = f" (read from {now_at}; the run started with {then_at})" if moved else ""
+    logging.warning("%s differ from those the run in %s started with, under the same example "
+                    "names%s: the data changed since (files edited or replaced, another "
+                    "data.resize, or a library version that decodes or resizes them "
+                    "differently); the results from here on are on the data read now", said,
+                    workdir, read)
   if names == ["train"]:
     # The held-out splits are the same images: none of them moved into training (each image
     # is in one split), so more or other training images are the user's to choose; said.
     logging.warning("the train split's images differ from those the run in %s started with "
                     "(%s); the validation and test splits hold the same images as then, so this "
                     "goes on", workdir, differ[0].partition(": ")[2])
-  elif changed:
-    logging.warning("the train split's %s differ from those the run in %s started with, under "
-                    "the same example names; the validation and test splits hold the same "
-                    "data as then, so this goes on", _and(changed[0][1]), workdir)
 
 
 def _and(items: Sequence[str]) -> str:
