@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -254,9 +255,10 @@ def test_folder_mask_of_another_exif_orientation_than_its_image_is_refused(tmp_p
   load = lambda: folder.load(path=path, data_dir=str(tmp_path / "data"), image_size=16,
                              masks=True, progress=False)
   with pytest.raises(DataError, match=re.escape(
-      f"{image} has EXIF orientation 6 but its mask {mask} has none (upright), so the two "
-      "would be turned differently and the mask would not lie on its image; save the image "
-      "upright (PIL: ImageOps.exif_transpose(Image.open(path)).save(...))")):
+      f"{image} has EXIF orientation 6 but its mask {mask} has none (upright), and their "
+      "sizes do not show that the mask was drawn on the image as shown, so the two would be "
+      "turned differently and the mask might not lie on its image; save the image upright "
+      "(PIL: ImageOps.exif_transpose(Image.open(path)).save(...))")):
     load()
   assert not os.path.exists(tmp_path / "data")
   Image.fromarray(pixels[:, :24, 0]).save(mask, exif=exif, quality=95)  # 24x32, turned.
@@ -267,6 +269,17 @@ def test_folder_mask_of_another_exif_orientation_than_its_image_is_refused(tmp_p
   Image.fromarray(pixels[..., 0]).save(mask, exif=exif, quality=95)  # The same tag: read.
   first = load()["train"]  # img_00: the mask lies on the bright half, turned alike.
   bright, fg = first.images[0].mean(-1) > 128, np.squeeze(first.masks[0]) > 127
+  assert (bright == fg).mean() > 0.9
+  # A portrait stored sideways, its mask drawn (untagged) on the image as shown: the sizes
+  # match only as shown, so the two lie on each other as read (read-through: was refused).
+  from PIL import ImageOps  # pylint: disable=import-outside-toplevel
+  im = Image.fromarray(pixels[:24])  # Stored 32 wide, 24 high; shown 24 x 32.
+  im.save(image, exif=exif, quality=95)
+  with Image.open(image) as stored_image:
+    ImageOps.exif_transpose(stored_image).convert("L").save(mask, quality=95)
+  shutil.rmtree(tmp_path / "data", ignore_errors=True)
+  upright = load()["train"]
+  bright, fg = upright.images[0].mean(-1) > 128, np.squeeze(upright.masks[0]) > 127
   assert (bright == fg).mean() > 0.9
 
 

@@ -27,7 +27,8 @@ Rules:
   be so small that float32 reads it as 0 (an error names the file, line, column and value).
   Columns holding only 0 and 1 are "binary", others "continuous".
 - With masks/ present (and `config.data.masks` True), every image needs a mask of its size
-  and of its EXIF orientation (each is turned by its own before use).
+  as shown and of its EXIF orientation (each is turned by its own before use), or an
+  untagged mask whose size matches the image only as shown (drawn on the upright image).
 - Without a `split` column, rows go round-robin in file order: the 9th of every 10 to
   validation, the 10th to test, the rest to train (so at least 10 rows are needed). Adding,
   removing or reordering rows then moves images between splits; a resumed run refuses splits
@@ -458,13 +459,18 @@ def _check_mask(image_path: str, mask_path: str, on_disk: Optional[str] = None) 
                     "mask of the same file name (white = foreground).")
   (iw, ih), image_turn = _header(image_path)
   (mw, mh), mask_turn = _header(mask_path)
-  if image_turn != mask_turn:
+  stored = lambda size, turn: size[::-1] if turn in (5, 6, 7, 8) else size  # Before turning.
+  if image_turn != mask_turn and not (
+      (mw, mh) == (iw, ih) and stored((mw, mh), mask_turn) != stored((iw, ih), image_turn)):
     # Was: each turned by its own tag, so a square phone photo stored sideways (tag 6) and a
     # mask drawn on its stored pixels (no tag) were read at right angles to each other
-    # without a word; a landscape one was "a mask of another size" (review finding).
+    # without a word; a landscape one was "a mask of another size" (review finding). A mask
+    # whose size matches the image only as shown was drawn on the image as shown (an editor
+    # shows it turned): the two lie on each other as read (read-through: was refused).
     raise DataError(f"{image_path} has EXIF orientation {_turn_text(image_turn)} but its "
-                    f"mask {mask_path} has {_turn_text(mask_turn)}, so the two would be "
-                    "turned differently and the mask would not lie on its image; save the "
+                    f"mask {mask_path} has {_turn_text(mask_turn)}, and their sizes do not "
+                    "show that the mask was drawn on the image as shown, so the two would be "
+                    "turned differently and the mask might not lie on its image; save the "
                     "image upright (PIL: ImageOps.exif_transpose(Image.open(path)).save(...)) "
                     "with a mask drawn on the upright image, or give the mask the image's "
                     "orientation.")
