@@ -567,7 +567,7 @@ class _Run:
     the error that stopped the mode is the one to see."""
     try:
       with _staged(self.out, f"{mode}{_PARTIAL}", self.done,
-                   _mode_set(f"{mode}{_PARTIAL}", self.names)) as stage:
+                   _mode_set(f"{mode}{_PARTIAL}", self.names, self.out)) as stage:
         if distributed.is_main():
           for old, new in renamed.items():
             os.replace(os.path.join(self.stage, old), os.path.join(stage, new))
@@ -608,21 +608,43 @@ def _write(path: str, write: Callable[[str], None], shown: Optional[str] = None)
     raise _write_error(shown or path, e) from None
 
 
-def _mode_set(mode: str, names: Sequence[str] = ()) -> tuple[str, ...]:
+def _mode_set(mode: str, names: Sequence[str] = (), out: Optional[str] = None
+              ) -> tuple[str, ...]:
   """The files of `mode`'s set (or "<mode>_partial"'s) that its next set replaces in --out
   (`_staged`): `MODE_SETS`', and for progression, whose names are the dataset's attributes',
-  the partial set a stopped progression kept (`_progression_partial`).
+  the partial set a stopped progression kept (`_progression_partial`): those of this run's
+  attributes, and those the progression_partial.json in `out` lists (was: this run's alone, so
+  another run's partial PNGs stayed, described by nothing; review finding).
 
   Args:
     mode: a mode, or "<mode>_partial".
     names: the run's attribute names (progression's set only).
+    out: the --out folder (progression's set only; None: this run's names alone).
   Returns:
     The file names.
   """
   if mode in ("progression", f"progression{_PARTIAL}"):
-    return (f"progression{_PARTIAL}.json",
-            *(_progression_partial(name, names) for name in names))
+    listed = _partial_listed(out) if out is not None else []
+    return tuple(dict.fromkeys((f"progression{_PARTIAL}.json",
+                                *(_progression_partial(name, names) for name in names),
+                                *listed)))
   return MODE_SETS.get(mode, ())
+
+
+def _partial_listed(out: str) -> list[str]:
+  """The PNGs the progression_partial.json in `out` lists, of the partial naming alone
+  (progression_partial_<part>.png, no folder: a record edited by hand removes no other file);
+  none where it is missing or unreadable."""
+  try:
+    with open(os.path.join(out, f"progression{_PARTIAL}.json"), encoding="utf-8") as f:
+      record = json.load(f)
+    listed = [name for attribute in record["attributes"] for name in attribute["files"]]
+  except (OSError, ValueError, KeyError, TypeError):
+    return []
+  seps = {"/", "\\", os.sep, os.altsep} - {None}
+  return [name for name in listed if isinstance(name, str)
+          and name.startswith("progression_partial_") and name.endswith(".png")
+          and not any(sep in name for sep in seps)]
 
 
 @contextlib.contextmanager
@@ -1019,8 +1041,8 @@ def tune(run: _Run) -> None:
       interrupts.check()  # One swallowed whole: the settings done are kept.
   except BaseException:  # Ctrl-C, an error, a device out of memory: all the same.
     if rows:
-      run.keep_partial("tune", {}, {"rows": rows, "not_finished": grid[len(rows):]},
-                       "tune_partial.json")
+      run.keep_partial("tune", {}, {"rows": rows, "not_finished": grid[len(rows):],
+                                    **run.settings()}, "tune_partial.json")
     raise
   cols = [evaluation.RECON_FULL] + names
   lines = ["| prior_weight | learning_rate | " + " | ".join(cols) + " |",
@@ -1031,7 +1053,9 @@ def tune(run: _Run) -> None:
         _tuning_text(r[c]) for c in cols) + " |")
   print("Validation per-pixel squared error x 100 (completion: hidden pixels)\n")
   print("\n".join(lines))
-  run.save_json({"rows": rows}, "tune.json")  # Each row holds every setting it ran with.
+  # Each row holds every setting it ran with; --seed (the examples, masks and starts drawn
+  # from it: was not recorded, review finding) once for all.
+  run.save_json({"rows": rows, **run.settings()}, "tune.json")
 
 
 # Every mode of MODES but "evaluate", which compares several workdirs and runs alone.
@@ -1247,7 +1271,7 @@ def evaluate(opts: Options, done: list[str]) -> None:
               f"{partial}, without its attribute fidelity.")
       try:
         _write_evaluation(out, "evaluation_partial", opts.workdirs[:len(rows)],
-                          rows + [baseline], reports, done, "evaluate_partial")
+                          rows + [baseline], reports, done, "evaluate_partial", opts.seed)
       except Exception as failed:  # pylint: disable=broad-except
         logging.warning("could not keep the runs evaluated so far: %s", failed)
         kept = "The run(s) evaluated before it could not be written either (see the warning)."
@@ -1257,19 +1281,21 @@ def evaluate(opts: Options, done: list[str]) -> None:
         raise
       raise A2IError(f"evaluating {workdir}: {e} {kept}") from None
   _write_evaluation(out, "evaluation", opts.workdirs, results + [baseline], reports, done,
-                    "evaluate")
+                    "evaluate", opts.seed)
 
 
 def _write_evaluation(out: str, name: str, workdirs: list[str], results: list[dict],
-                      reports: list[dict], done: list[str], mode: str) -> None:
-  """Writes `name`.md (the tables, also printed) and `name`.json into `out`."""
+                      reports: list[dict], done: list[str], mode: str, seed: int) -> None:
+  """Writes `name`.md (the tables, also printed) and `name`.json into `out`; the JSON
+  records `seed` (--seed: the examples, masks and latents the numbers come from; was not
+  recorded, review finding)."""
   text = evaluation.markdown_table(results)
   if reports:
     text += "\nAttribute fidelity (attribute predictor trained on the real training images)\n\n"
     text += evaluation.attribute_table(reports)
   with _staged(out, mode, done, _mode_set(mode), quiet=True) as stage:
     _write(os.path.join(stage, f"{name}.json"), lambda p: evaluation.write_json(
-        {"workdirs": workdirs, "results": results, "attributes": reports}, p),
+        {"workdirs": workdirs, "seed": seed, "results": results, "attributes": reports}, p),
            shown=os.path.join(out, f"{name}.json"))
     _write(os.path.join(stage, f"{name}.md"), lambda p: files.atomic_write(p, text),
            shown=os.path.join(out, f"{name}.md"))
@@ -1372,7 +1398,7 @@ def run_modes(opts: Options) -> None:
     one = _Run(opts.workdirs[0], opts)
     one.done = done  # For `_Run.keep_partial`.
     for mode in opts.modes:
-      with _staged(one.out, mode, done, _mode_set(mode, one.names)) as one.stage:
+      with _staged(one.out, mode, done, _mode_set(mode, one.names, one.out)) as one.stage:
         RUN_MODES[mode](one)
       interrupts.check()  # An interrupt swallowed whole stops the call after this mode.
   except BaseException as e:  # pylint: disable=broad-except

@@ -773,9 +773,9 @@ def attribute_report(trained: inference.TrainedModel, dataset: Dataset, predicto
     progressions: for each attribute, `num_bases` test vectors x 4 latents swept over
       `num_values` values from the training minimum to maximum; the Spearman correlation of
       the predicted against the swept value (1 = the attribute moves as asked). Their mean
-      counts an attribute whose predicted value never moves (a flat response: Spearman NaN)
-      as 0, no response, and leaves out one of a single value in training (nothing to
-      sweep); both are listed;
+      counts an attribute whose predicted value never moves (a flat response: Spearman NaN,
+      or the same image at every swept value, as the VAE control gives) as 0, no response,
+      and leaves out one of a single value in training (nothing to sweep); both are listed;
     inference (conditional models): attributes inferred jointly with z from the test images
       (y unknown), scored against the true attributes.
 
@@ -790,10 +790,10 @@ def attribute_report(trained: inference.TrainedModel, dataset: Dataset, predicto
     num_bases, num_values: size of the progression check.
   Returns:
     {"model", "samples": score dict, "progression": {name: sweep summary},
-     "progression_mean_spearman", "progression_flat": [the names whose predicted value never
-     moved, counted as 0 in the mean], "progression_unswept": [the names of a single value
-     in training, left out of it], "inference": score dict or None, "ceiling": the
-     predictor's own test scores}.
+     "progression_mean_spearman", "progression_flat": [the names whose predicted value, or
+     whose images, never moved, counted as 0 in the mean], "progression_unswept": [the
+     names of a single value in training, left out of it], "inference": score dict or None,
+     "ceiling": the predictor's own test scores}.
   Raises:
     InputError: a model that is not a `TrainedModel` (a path: `inference.load_trained`) or a
       dataset that is not a `Dataset` (`inference.load_data`), a count that is not one
@@ -835,13 +835,18 @@ def attribute_report(trained: inference.TrainedModel, dataset: Dataset, predicto
     grids = [inference.progression(trained, attrs[b], j, values,
                                    key=jax.random.fold_in(k_prog, b), num_latents=4)
              for b in range(min(num_bases, len(attrs)))]
-    r = ap.sweep_response(predictor, np.concatenate(grids), values, j)
+    grid = np.concatenate(grids)
+    r = ap.sweep_response(predictor, grid, values, j)
     prog[name] = {"spearman": r["spearman"], "mean_by_step": r["mean_by_step"],
                   "swept_values": r["swept_values"]}
     if values[0] == values[-1]:  # One value in training: nothing to sweep.
       unswept.append(name)
-    elif not np.isfinite(r["spearman"]):  # Finite swept values that move: the predicted
-      flat.append(name)  # value never did (finite, from finite images and weights).
+    # Finite swept values that move: the predicted value never did (finite, from finite
+    # images and weights), or the images themselves never did, whatever the predictor's
+    # rounding across its batch made of them (was: the VAE control's pooled Spearman of
+    # +-0.002 from the same image read at other batch positions, never listed as flat).
+    elif not np.isfinite(r["spearman"]) or bool(np.all(grid == grid[:, :1])):
+      flat.append(name)
   report["progression"] = prog
   # A flat response counts as 0, no response (was: left out by np.nanmean, so an attribute
   # that did not move at all raised the mean above that of one that moved a little).

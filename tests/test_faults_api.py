@@ -379,6 +379,41 @@ def test_swap_and_latent_counts(untrained, cvae, key):
     occlusions.make_mask("eyes", S, 2.0)
 
 
+def test_an_inference_batch_size_below_one_is_named_by_every_call(untrained, key):
+  """Review finding: a config whose inference.batch_size is 0 or -3, given to
+  `TrainedModel.from_variables` or set on a loaded model's config, failed in sample, decode,
+  progression, swap and edit with "range() arg 3 must not be zero" or a KeyError 'image',
+  and reconstruct blamed a batch_size argument never passed. from_variables refuses it; a
+  value edited after that is named by each call, before anything runs."""
+  for bad in (0, -3):
+    config = tiny_config("discvae")
+    config.inference.batch_size = bad
+    with pytest.raises(ConfigError, match=f"^inference.batch_size={bad} is not valid; use at "
+                       "least 1 image per batch.$"):
+      inference.TrainedModel.from_variables(config, _shapes(config))
+    for name in ("cvae", "discvae"):
+      model = untrained[name]
+      config = model.config.copy_and_resolve_references()
+      config.inference.batch_size = bad  # As on a loaded model's config.
+      edited = dataclasses.replace(model, config=config)
+      latents = {k: np.zeros((2, d), np.float32) for k, d in model.model.latent_dims.items()}
+      calls = [lambda: inference.sample(edited, _attrs(2), key),
+               lambda: inference.decode(edited, latents, _attrs(2)),
+               lambda: inference.progression(edited, _attrs(1)[0], 0, [0.0, 1.0], key=key),
+               lambda: inference.reconstruct(edited, _images(2), _attrs(2), key=key),
+               lambda: inference.edit(edited, _images(2), _attrs(2), {0: 1.0}, key=key),
+               lambda: inference.infer_latents(edited, np.zeros((2, S, S, 3), np.float32),
+                                               _attrs(2), key=key)]
+      if name == "discvae":
+        calls.append(lambda: inference.swap(edited, _attrs(1)[0], key=key))
+      for call in calls:
+        with pytest.raises(ConfigError, match=re.escape(
+            f"inference.batch_size={bad} is not valid; use at least 1 image per batch "
+            "(trained.config.inference.batch_size, or the config the model was made from; "
+            "the default is 256).")):
+          call()
+
+
 # -------------------------------------------------------------------------------------- keys
 
 def _every_key_taker(untrained, cvae):

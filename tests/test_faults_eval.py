@@ -401,8 +401,10 @@ def test_a_flat_progression_counts_as_no_response(monkeypatch):
   readings = {0: [0.1, 0.9], 1: [0.2, 0.8], 2: [0.5, 0.5], 3: [0.3, 0.6]}
   monkeypatch.setattr(evaluation.inference, "sample",
                       lambda t, attrs, key: {"image": np.zeros((len(attrs), S, S, 3))})
-  monkeypatch.setattr(evaluation.inference, "progression",
-                      lambda t, a, j, values, key, num_latents: np.zeros((1, 2, S, S, 3)))
+  still = set()  # The attributes whose images are the same at every swept value.
+  monkeypatch.setattr(evaluation.inference, "progression", lambda t, a, j, values, key,
+                      num_latents: np.zeros((1, 2, S, S, 3)) + (j not in still) * np.reshape(
+                          values, (1, 2, 1, 1, 1)))
   monkeypatch.setattr(evaluation.inference, "infer_attributes",
                       lambda *a, **k: {"y": np.zeros((4, 4), np.float32)})
   scores = {"binary_accuracy": 0.5, "binary_chance": 0.5, "continuous_correlation": None}
@@ -424,6 +426,15 @@ def test_a_flat_progression_counts_as_no_response(monkeypatch):
   assert report["progression_mean_spearman"] == pytest.approx(1 / 3)
   assert report["progression_flat"] == ["b", "c"]
   assert "| 0.333 (2 flat) |" in evaluation.attribute_table([report])
+  # The same image at every value (the VAE control): flat, though the predictor's rounding
+  # across its batch read it as moving (was: a finite Spearman, counted, never listed).
+  still.add(0)
+  readings[0] = [0.5, 0.5 + 1e-7]
+  report = evaluation.attribute_report(trained, data, _predictor_of(data),
+                                       key=jax.random.key(0), num_bases=1, num_values=2)
+  assert report["progression"]["a"]["spearman"] == pytest.approx(1.0)
+  assert report["progression_flat"] == ["a", "b", "c"]
+  assert report["progression_mean_spearman"] == 0.0
 
 
 @pytest.mark.usefixtures("nothing_runs")

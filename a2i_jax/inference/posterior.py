@@ -45,7 +45,7 @@ import numpy as np
 
 from a2i_jax import config_lib, parallel, perf, sampling
 from a2i_jax.errors import ConfigError, InputError
-from a2i_jax.inference.restore import TrainedModel
+from a2i_jax.inference.restore import TrainedModel, inference_batch_size
 from a2i_jax.inputs import (as_array, check_attributes, check_images, check_int, check_key,
                             check_mask)
 from a2i_jax.models import CHEAP_COMPILE
@@ -830,7 +830,7 @@ def _infer_latents(trained, images, attributes, observed, *, key, options, fg_ma
                      "with make_inference_fns(model, options), or leave fns out.")
   first_index = check_int(first_index, "first_index", 0, below=2**31)
   pad_to = check_int(pad_to, "pad_to", 0)  # Was: 2.5 or -1 taken, 13.5 a TypeError.
-  batch = (int(trained.config.inference.batch_size) if batch_size is None
+  batch = (inference_batch_size(trained) if batch_size is None
            else check_int(batch_size, "batch_size", 1))
   fns = fns or make_inference_fns(model, _static(options))
 

@@ -15,6 +15,7 @@ import hashlib
 import os
 from typing import Any, Callable, Mapping, Optional
 
+from absl import logging
 import flax.linen as nn
 import jax
 import ml_collections
@@ -82,7 +83,9 @@ class TrainedModel:
   `attribute_names` and `attribute_ranges` ([min, max] of each attribute over the training
   split) are the run's `dataset.json`'s, where it has one; None otherwise (`edit` then cannot
   say that a new value lies outside what the model saw). `workdir` is the run's folder where
-  `load_trained` restored it (None for `from_variables`): `load_data` reads its record there.
+  `load_trained` restored it, as an absolute path (None for `from_variables`): `load_data`
+  reads its record there, and `dataset_info` is that record as `load_trained` read it, which
+  `load_data` follows where the folder has none any more (moved or deleted since).
   """
   config: ml_collections.ConfigDict
   model: nn.Module
@@ -94,6 +97,8 @@ class TrainedModel:
   attribute_ranges: Optional[tuple[tuple[float, float], ...]] = dataclasses.field(
       default=None, compare=False)
   workdir: Optional[str] = dataclasses.field(default=None, compare=False)
+  dataset_info: Optional[Mapping[str, Any]] = dataclasses.field(default=None, compare=False,
+                                                                repr=False)
 
   @classmethod
   def from_variables(cls, config: ml_collections.ConfigDict, variables: dict,
@@ -112,9 +117,12 @@ class TrainedModel:
       InputError: variables whose collections, paths or shapes are not the model's
         (`jax.eval_shape` of its initialisation): they belong to another config (model kind,
         width, latent or attribute sizes, image size); or that hold NaN or infinities.
-      ConfigError: `config` is not a whole experiment config (a dict, or its model section).
+      ConfigError: `config` is not a whole experiment config (a dict, or its model section),
+        or its inference section holds a value that cannot work (a batch_size below 1).
     """
     config_lib.check_whole_config(config, "TrainedModel.from_variables", ("model",))
+    if "inference" in config:  # Was unchecked: a batch_size of 0 failed at the first call.
+      config_lib.check_inference(config.inference)
     model = model or models.create_model(config.model)
     _check_variables(variables, models.abstract_variables(model, config.model), config)
     bad = _nonfinite_variables(variables)
@@ -126,6 +134,34 @@ class TrainedModel:
       step = int(np.asarray(step))  # A train state's step (a 0-d array) as it is.
     step = check_int(step, "step", 0)  # Was: 1.5 kept as 1 without a word.
     return cls(config, model, variables, step, _sampler(model))
+
+
+def inference_batch_size(trained: "TrainedModel") -> int:
+  """`trained.config.inference.batch_size`, checked where it is read: a config given to
+  `TrainedModel.from_variables`, or edited on a loaded model, with a batch size below 1 was
+  "range() arg 3 must not be zero" or a KeyError 'image' from the decoding, and an error
+  about a batch_size argument never passed from the posterior inference (review finding).
+
+  Args:
+    trained: the model whose config's batch size the call uses.
+  Returns:
+    The batch size, a positive integer.
+  Raises:
+    ConfigError: the config has no inference.batch_size, or one that is not a positive
+      integer; the message names the key and the fix.
+  """
+  section = trained.config.get("inference")
+  value = section.get("batch_size") if hasattr(section, "get") else None
+  where = lambda: ("trained.config.inference.batch_size, or the config the model was made "
+                   f"from; the default is {config_lib.reference_config().inference.batch_size}")
+  if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+    raise ConfigError(f"inference.batch_size={value!r} is not valid; use a whole number of "
+                      f"images per batch, at least 1 ({where()}).")
+  try:
+    config_lib.check_inference({"batch_size": value})
+  except ConfigError as e:
+    raise ConfigError(f"{str(e).rstrip('.')} ({where()}).") from None
+  return int(value)
 
 
 def _shape(leaf: Any) -> tuple:
@@ -330,9 +366,13 @@ def load_trained(workdir: str, step: Optional[int] = None) -> TrainedModel:
     names = tuple(info["attribute_names"])
     ranges = (tuple((float(lo), float(hi)) for lo, hi in info["attribute_ranges"])
               if "attribute_ranges" in info else None)  # Older runs stored no ranges.
+  # Absolute: a relative workdir read after a change of the current folder found no
+  # dataset.json, and `load_data` gave the CSV's columns in their order of now, its splits
+  # unchecked, without a word (review finding).
   return TrainedModel(config, model, dict(variables), int(step),
                       _sampler(model), attribute_names=names,
-                      attribute_ranges=ranges, workdir=str(workdir))
+                      attribute_ranges=ranges, workdir=os.path.abspath(workdir),
+                      dataset_info=info)
 
 
 def load_data(trained: TrainedModel, *, progress: Optional[bool] = None) -> Dataset:
@@ -359,7 +399,13 @@ def load_data(trained: TrainedModel, *, progress: Optional[bool] = None) -> Data
   """
   from a2i_jax.inference.uses import check_trained  # pylint: disable=import-outside-toplevel
   check_trained(trained)  # Was an AttributeError: "'str' object has no attribute 'config'".
-  return load_run_data(trained.config, trained.workdir, progress=progress)
+  # The record load_trained read, for a run folder that has none now (moved or deleted since:
+  # was the CSV's columns in their order of now and the splits unchecked, without a word);
+  # the model's attribute names alone where it holds no record but knows them.
+  kept = trained.dataset_info
+  if kept is None and trained.attribute_names is not None:
+    kept = {"attribute_names": list(trained.attribute_names)}
+  return _run_data(trained.config, trained.workdir, progress, kept)
 
 
 def load_run_data(config: ml_collections.ConfigDict, workdir: Optional[str], *,
@@ -388,10 +434,24 @@ def load_run_data(config: ml_collections.ConfigDict, workdir: Optional[str], *,
       config (a dict, or a section of one).
   """
   config_lib.check_whole_config(config, "load_run_data", ("data",))  # Was an AttributeError.
+  return _run_data(config, workdir, progress, None)
+
+
+def _run_data(config: ml_collections.ConfigDict, workdir: Optional[str],
+              progress: Optional[bool], kept: Optional[Mapping[str, Any]]) -> Dataset:
+  """`load_run_data`, following the record `kept` (dataset.json as `load_trained` read it)
+  where `workdir` holds none now."""
+  config_lib.check_whole_config(config, "load_data", ("data",))
   if progress is None:
     progress = bool(config.get("progress_bar", True))
   dataset = load_dataset(config.data, bool(progress))
   info = None if workdir is None else checkpoints.load_dataset_info(os.path.expanduser(workdir))
+  if info is None and kept is not None:
+    if workdir is not None:
+      logging.warning("%s holds no %s now (moved or deleted since the model was loaded); the "
+                      "data are checked against the record read then.", workdir,
+                      checkpoints.DATASET_FILE)
+    info = kept
   if info is not None:
     try:  # The check a resume makes too (train_eval.align_with_record).
       check_same_splits(workdir, info, dataset)

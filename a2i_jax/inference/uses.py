@@ -23,7 +23,7 @@ from a2i_jax.errors import InputError
 from a2i_jax.inference.posterior import (AttributePrior, InferenceOptions, _check_batch,
                                          _check_options, _infer_latents, _needs_attributes,
                                          _static, _warn_diverged, make_inference_fns)
-from a2i_jax.inference.restore import TrainedModel, shared_programs
+from a2i_jax.inference.restore import TrainedModel, inference_batch_size, shared_programs
 from a2i_jax.inputs import (as_array, check_attributes, check_images, check_int, check_key,
                             check_mask, rgb_pixels, to_unit)
 
@@ -172,7 +172,8 @@ def run_inference(trained: TrainedModel, images: Any, attributes: Any = None,
       key that is not a PRNG key.
     ConfigError: options the model cannot run (an energy it has no term for: "gaussian"
       for a disCVAE, which has no per-pixel variance), or, with `options` None, a run's
-      `config.inference` that is not valid.
+      `config.inference` that is not valid; without `batch_size`, a
+      `config.inference.batch_size` below 1.
   """
   check_trained(trained)
   check_key(key)
@@ -180,7 +181,7 @@ def run_inference(trained: TrainedModel, images: Any, attributes: Any = None,
   x = check_images(images, trained.config.model.image_size)
   y, obs, masks, _ = _check_batch(trained, x, attributes, observed, fg_masks, options,
                                   attribute_prior)
-  batch = (int(trained.config.inference.batch_size) if batch_size is None
+  batch = (inference_batch_size(trained) if batch_size is None
            else check_int(batch_size, "batch_size", 1))
   n = x.shape[0]
   fns = _cached(trained, ("infer", _static(options)),
@@ -312,6 +313,8 @@ def decode(trained: TrainedModel, latents: Mapping[str, Any], attributes: Any
   Raises:
     InputError: attributes or latents of the wrong shape, not numbers, or not finite, or a
       latent the model has none of ("z" for a disCVAE).
+    ConfigError: the model's `config.inference.batch_size` is below 1 (edited after the load,
+      or given so to `TrainedModel.from_variables`).
   """
   check_trained(trained)
   dims = trained.model.latent_dims
@@ -357,7 +360,7 @@ def _decode_in_batches(trained: TrainedModel, latents: Mapping[str, np.ndarray],
   model = trained.model  # Not `trained`: its cache holding it would keep it from being freed.
   fn = _cached(trained, "decode",
                lambda: perf.jit(lambda v, lat, y: sampling.decode_images(model, v, lat, y)))
-  n, batch = y.shape[0], int(trained.config.inference.batch_size)
+  n, batch = y.shape[0], inference_batch_size(trained)
   if n <= batch:
     return parallel.fetch(fn(trained.variables, dict(latents), y))
   out: dict[str, np.ndarray] = {}
@@ -411,6 +414,8 @@ def progression(trained: TrainedModel, attributes: Any, index: int, values: Sequ
   Raises:
     InputError: not one base vector, an index out of range, values or a count that are not
       what they say, or a key that is not a PRNG key.
+    ConfigError: the model's `config.inference.batch_size` is below 1 (edited after the load,
+      or given so to `TrainedModel.from_variables`).
   """
   check_trained(trained)
   y = _one_vector(trained, attributes, "progression")
@@ -447,6 +452,8 @@ def swap(trained: TrainedModel, attributes: Any, *, key: Array, num: int = 6
   Raises:
     InputError: not a disCVAE, not one attribute vector, `num` below 1, or a key that is not
       a PRNG key.
+    ConfigError: the model's `config.inference.batch_size` is below 1 (edited after the load,
+      or given so to `TrainedModel.from_variables`).
   """
   check_trained(trained)
   if tuple(trained.model.latent_dims) != SWAP_LATENTS:
@@ -544,11 +551,13 @@ def sample(trained: TrainedModel, attributes: Any, key: Array) -> dict[str, np.n
     batch, up to float rounding (a pixel may differ by one step of 255 in a PNG).
   Raises:
     InputError: attributes that do not fit the model, or a key that is not a PRNG key.
+    ConfigError: the model's `config.inference.batch_size` is below 1 (edited after the load,
+      or given so to `TrainedModel.from_variables`).
   """
   check_trained(trained)
   key = parallel.loose_key(check_key(key))  # Was JAX's error for a key on one device.
   y = check_attributes(attributes, trained.config.model.y_dim)
-  if y.shape[0] <= int(trained.config.inference.batch_size):
+  if y.shape[0] <= inference_batch_size(trained):
     return parallel.fetch(trained.sample_fn(trained.variables, y, key))
   # Was: one program for all N (review finding: RESOURCE_EXHAUSTED, a 47-line traceback).
   # The latents as `sample_fn` draws them, [N, size] floats; then decoded in batches.
