@@ -51,7 +51,8 @@ from a2i_jax.inputs import check_output_folder, image_files, read_images, to_uni
 MODES = ["sample", "progression", "swap", "reconstruct", "complete", "edit", "infer_attributes",
          "tune", "evaluate"]
 _WORKDIR = flags.DEFINE_string("workdir", None, "The training run's directory (evaluate: a "
-                               "comma-separated list of runs, one table row group each).")
+                               "comma-separated list of runs, one table row group each; a "
+                               "folder whose own name holds a comma is one run).")
 _MODE = flags.DEFINE_list("mode", ["sample"], f"What to do: one or more (comma-separated) of "
                           f"{', '.join(MODES)}; evaluate runs alone.")
 _OUT = flags.DEFINE_string("out", None, "Output folder (default: WORKDIR/infer).")
