@@ -1022,27 +1022,40 @@ def check_inference(values: Any) -> None:
 
   def bad(key, allowed):
     raise ConfigError(f"inference.{key}={v[key]!r} is not valid; {allowed}.")
+
+  def number(key, kind, allowed):
+    # A value of another type (None, a string, True) set on a config in Python: was int()'s
+    # TypeError traceback, or True taken as 1 (review).
+    value = v[key]
+    if isinstance(value, (bool, np.bool_)) or (
+        kind is int and isinstance(value, float) and not value.is_integer()):
+      bad(key, allowed)
+    try:
+      return kind(value)
+    except (TypeError, ValueError, OverflowError):
+      bad(key, allowed)
   # Counts the inference loop keeps in int32: a larger one overflowed deep inside JAX (a
   # 55-line traceback; review).
-  if "steps" in v and not 0 <= int(v["steps"]) <= INT32_MAX:
-    bad("steps", f"use 0 to {INT32_MAX} steps")
-  if "learning_rate" in v and not 0 < float(v["learning_rate"]) < math.inf:
+  counts = {"steps": (0, INT32_MAX, f"use 0 to {INT32_MAX} steps"),
+            "restarts": (1, INT32_MAX, f"use 1 to {INT32_MAX} restarts"),
+            "steps_per_call": (0, INT32_MAX, "use 0 (automatic) or a positive count up to "
+                                             f"{INT32_MAX}"),
+            "batch_size": (1, math.inf, "use at least 1 image per batch")}
+  for key, (least, most, allowed) in counts.items():
+    if key in v and not least <= number(key, int, allowed) <= most:
+      bad(key, allowed)
+  if "learning_rate" in v and not 0 < number(
+      "learning_rate", float, "use a positive, finite learning rate") < math.inf:
     bad("learning_rate", "use a positive, finite learning rate")
   if "schedule" in v and v["schedule"] not in INFERENCE_SCHEDULES:
     bad("schedule", f"choose one of {INFERENCE_SCHEDULES}")
   for key in ("prior_weight", "attribute_prior_weight"):
-    if key in v and not 0 <= float(v[key]) < math.inf:
+    if key in v and not 0 <= number(key, float, "weights must be finite and >= 0") < math.inf:
       bad(key, "weights must be finite and >= 0")
   if "energy" in v and v["energy"] not in INFERENCE_ENERGIES:
     bad("energy", f"choose one of {INFERENCE_ENERGIES}")
   if "init" in v and v["init"] not in INFERENCE_INITS:
     bad("init", f"choose one of {INFERENCE_INITS}")
-  if "restarts" in v and not 1 <= int(v["restarts"]) <= INT32_MAX:
-    bad("restarts", f"use 1 to {INT32_MAX} restarts")
-  if "steps_per_call" in v and not 0 <= int(v["steps_per_call"]) <= INT32_MAX:
-    bad("steps_per_call", f"use 0 (automatic) or a positive count up to {INT32_MAX}")
-  if "batch_size" in v and int(v["batch_size"]) < 1:
-    bad("batch_size", "use at least 1 image per batch")
 
 
 def with_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -414,6 +414,18 @@ def test_an_inference_batch_size_below_one_is_named_by_every_call(untrained, key
           call()
 
 
+def test_inference_values_of_another_type_are_one_config_error():
+  """Read-through finding: `config_lib.check_inference` (which `from_variables` now runs)
+  converted with int() / float(), so inference.steps=None was a TypeError traceback, and
+  batch_size=True passed as 1 there while every later call refused it."""
+  for key, value in (("steps", None), ("batch_size", True), ("restarts", None),
+                     ("learning_rate", None), ("prior_weight", None)):
+    config = tiny_config("cvae")
+    config.inference[key] = value
+    with pytest.raises(ConfigError, match=re.escape(f"inference.{key}={value!r} is not valid")):
+      inference.TrainedModel.from_variables(config, _shapes(config))
+
+
 # -------------------------------------------------------------------------------------- keys
 
 def _every_key_taker(untrained, cvae):

@@ -111,7 +111,8 @@ def test_same_file_names_with_other_content_are_refused_on_resume_and_serving(tm
       f"{workdir} started with, under the same example names: they are read from "
       f"{other.metadata['source']}, and the run started with the data at {path} (a relative "
       "config.data.path names another folder when the command runs from another directory); "
-      f"pass --config.data.path={path}, or start a new --workdir.")
+      f"use the data at {path} (config.data.path: train.py's --config.data.path, or "
+      "data.path in the workdir's config.json for infer.py), or start a new --workdir.")
   # Served the same way, said as other data, not as images moved between the splits.
   from a2i_jax import config_lib  # pylint: disable=import-outside-toplevel
   from a2i_jax.inference import restore  # pylint: disable=import-outside-toplevel
@@ -154,6 +155,14 @@ def test_same_file_names_with_other_content_are_refused_on_resume_and_serving(tm
   assert ("the train, validation and test splits' images differ from those the run in "
           f"{workdir} started with, under the same example names: the data changed since"
           ) in caplog.text
+  # The run's folder gone (the run moved to another machine, its data elsewhere and read by
+  # another Pillow): said, naming both places, not refused (read-through).
+  caplog.clear()
+  os.rename(path, path + "_gone")
+  with caplog.at_level(logging.WARNING):
+    assert train_eval.align_with_record(workdir, other) is other
+  assert f"(read from {other.metadata['source']}; the run started with {path})" in caplog.text
+  os.rename(path + "_gone", path)
   # A damaged record is one error; a record without the digests is not checked.
   record = os.path.join(workdir, "dataset.json")
   with open(record, "w") as f:
@@ -281,6 +290,14 @@ def test_folder_mask_of_another_exif_orientation_than_its_image_is_refused(tmp_p
   upright = load()["train"]
   bright, fg = upright.images[0].mean(-1) > 128, np.squeeze(upright.masks[0]) > 127
   assert (bright == fg).mean() > 0.9
+  # Its size as shown, but tagged otherwise (turned 180 degrees as read): how it was drawn
+  # cannot be told, so refused (read-through: was read).
+  turned = Image.Exif()
+  turned[0x0112] = 3
+  Image.fromarray(np.zeros((32, 24), np.uint8)).save(mask, exif=turned, quality=95)
+  shutil.rmtree(tmp_path / "data", ignore_errors=True)
+  with pytest.raises(DataError, match=re.escape(f"its mask {mask} has 3, and their sizes")):
+    load()
 
 
 def test_relative_data_paths_are_recorded_from_the_root(tmp_path, monkeypatch):

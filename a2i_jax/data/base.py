@@ -142,9 +142,9 @@ def split_content(dataset: "Dataset") -> dict[str, dict[str, Optional[str]]]:
 
 
 class OtherDataError(DataError):
-  """`check_same_splits`' refusal of data whose held-out splits hold the same example names
-  as the run's but other images, attributes or masks (not other examples: no image moved
-  between the splits)."""
+  """`check_same_splits`' refusal of data read from another folder than the run's (which is
+  still there) whose held-out splits hold the same example names as the run's but other
+  images, attributes or masks (not other examples: no image moved between the splits)."""
 
 
 # The run's record of its dataset in its workdir (`checkpoints.DATASET_FILE`'s name, here
@@ -171,8 +171,8 @@ def check_same_splits(workdir: str, stored: dict, dataset: Dataset) -> None:
   of each split's images, attributes and masks too ("split_content", `split_content`); they
   are compared where the ids are the same (attribute columns by name, examples in any
   order). Where they differ and a folder dataset is read from another folder than the one
-  the run recorded (dataset.json's "data_path", the copy's "source"), held-out data are
-  refused (`OtherDataError`); otherwise the difference is a warning: data edited in place,
+  the run recorded (dataset.json's "data_path", the copy's "source"), which is still there,
+  held-out data are refused (`OtherDataError`); otherwise the difference is a warning: data edited in place,
   another data.resize, or the same files read by another library version (Pillow's
   resizing) are the user's to know of, and refusing them would stop a run moved to another
   machine. A record without them (dataset.json written before they were recorded) is not
@@ -231,12 +231,16 @@ def check_same_splits(workdir: str, stored: dict, dataset: Dataset) -> None:
   then_at, now_at = stored.get("data_path"), dataset.metadata.get("source")
   moved = (isinstance(then_at, str) and isinstance(now_at, str)
            and os.path.abspath(then_at) != os.path.abspath(now_at))
-  if moved and any(split != "train" for split, _ in changed):
+  # Two folders only where the run's is still there (was: a run moved to another machine,
+  # its data at another path and decoded by another Pillow, was refused; read-through).
+  if moved and os.path.isdir(then_at) and any(split != "train" for split, _ in changed):
     raise OtherDataError(
         f"{said} differ from those the run in {workdir} started with, under the same example "
         f"names: they are read from {now_at}, and the run started with the data at {then_at} "
         "(a relative config.data.path names another folder when the command runs from "
-        f"another directory); pass --config.data.path={then_at}, or start a new --workdir.")
+        f"another directory); use the data at {then_at} (config.data.path: train.py's "
+        "--config.data.path, or data.path in the workdir's config.json for infer.py), or "
+        "start a new --workdir.")
   if changed:
     read = f" (read from {now_at}; the run started with {then_at})" if moved else ""
     logging.warning("%s differ from those the run in %s started with, under the same example "

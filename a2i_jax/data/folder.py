@@ -461,7 +461,7 @@ def _check_mask(image_path: str, mask_path: str, on_disk: Optional[str] = None) 
   (mw, mh), mask_turn = _header(mask_path)
   stored = lambda size, turn: size[::-1] if turn in (5, 6, 7, 8) else size  # Before turning.
   if image_turn != mask_turn and not (
-      (mw, mh) == (iw, ih) and stored((mw, mh), mask_turn) != stored((iw, ih), image_turn)):
+      mask_turn == 1 and (mw, mh) == (iw, ih) and (mw, mh) != stored((iw, ih), image_turn)):
     # Was: each turned by its own tag, so a square phone photo stored sideways (tag 6) and a
     # mask drawn on its stored pixels (no tag) were read at right angles to each other
     # without a word; a landscape one was "a mask of another size" (review finding). A mask
