@@ -7,6 +7,7 @@ import json
 import logging
 import operator
 import os
+import time
 from collections import abc
 from typing import Callable, Mapping, Optional
 
@@ -28,6 +29,9 @@ MAX_STEP = 2 ** 63 - 1
 # not finite is reported by the loop's own error line (train_eval.divergence_error), and the
 # eval scalars that may be infinite are recorded as they are on purpose.
 _X2NUM_LOGGER = logging.getLogger("tensorboardX.x2num")
+# How often `MetricWriter.write` flushes TensorBoard's events (tensorboardX's own default,
+# `flush_secs`), so that a live TensorBoard follows the run; `sync` and `close` flush at once.
+TENSORBOARD_FLUSH_S = 120.0
 
 
 class MetricWriter:
@@ -81,6 +85,8 @@ class MetricWriter:
       files.atomic_write(path, "".join(_line(r) for r in kept))  # Older NaNs as null too.
       self._last = kept[-1] if kept else None
     self._tb = SummaryWriter(logdir=os.path.join(workdir, "tensorboard"), purge_step=purge)
+    self._tb_at_once = _write_events_at_once(self._tb)
+    self._tb_flushed = time.monotonic()
     self._jsonl = open(path, "a", encoding="utf-8")
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
@@ -91,6 +97,12 @@ class MetricWriter:
     a previous run logged) is merged into that row, so that each step keeps one row; a step
     before it is refused.
 
+    A row with validation scalars ("val/...": an evaluation's, which a resumed run trusts and
+    does not evaluate again) is put on the disk as `sync` does, TensorBoard's events (the
+    row's, and the sample images before it) before the line of metrics.jsonl: a kill at any
+    moment leaves no evaluation in metrics.jsonl that TensorBoard lacks (was: TensorBoard's
+    events waited for the next sync, and a kill meanwhile lost them for good; review).
+
     Args:
       step: the training step, in [0, `MAX_STEP`] and not before the file's last row.
       scalars: {name: value}, e.g. {"train/loss": 1234.5}; names are strings other than
@@ -99,6 +111,7 @@ class MetricWriter:
       InputError: the writer is closed, a step outside [0, `MAX_STEP`] or before the last
         row's, `scalars` not a mapping, a scalar named "step" or one whose value is not a
         single real number; nothing is written then.
+      OSError: the disk refused the write (a full disk).
     """
     if not self._active:
       return
@@ -115,6 +128,7 @@ class MetricWriter:
                        "drops the rows after S.")
     for name, value in scalars.items():  # All checked before any is written.
       row[name] = _checked_scalar(name, value)
+    sync = any(name.startswith("val/") for name in row)
     was_disabled, _X2NUM_LOGGER.disabled = _X2NUM_LOGGER.disabled, True
     try:
       for name, value in row.items():
@@ -122,6 +136,10 @@ class MetricWriter:
           self._tb.add_scalar(name, value, row["step"])
     finally:
       _X2NUM_LOGGER.disabled = was_disabled
+    if sync or (self._tb_at_once
+                and time.monotonic() - self._tb_flushed >= TENSORBOARD_FLUSH_S):
+      self._synced(self._tb.flush, self._tb.logdir)  # Also for a live TensorBoard.
+      self._tb_flushed = time.monotonic()
     if self._last is not None and self._last["step"] == row["step"]:
       row = {**self._last, **row}
       self._jsonl.close()
@@ -133,6 +151,8 @@ class MetricWriter:
       self._jsonl.write(_line(row))
       self._jsonl.flush()
     self._last = row
+    if sync:
+      self.sync()
 
   def write_image(self, step: int, name: str, image: np.ndarray) -> None:
     """Adds an image (e.g. a sample grid) to TensorBoard, beside the scalars.
@@ -174,8 +194,10 @@ class MetricWriter:
     """Puts every row and event written so far on the disk itself (`os.fsync`), not only in
     the system's cache: the training loop calls it at each checkpoint, so that a power loss
     cannot keep a checkpoint and lose the rows before it (a resume from it would leave those
-    steps without a row). A crash of the process alone loses nothing written: rows are
-    flushed as they are written.
+    steps without a row), and after each evaluation, whose row a resume trusts. Between
+    syncs, a crash of the process loses no row of metrics.jsonl (each is flushed as it is
+    written), but it may lose TensorBoard's events since the last sync or periodic flush
+    (every `TENSORBOARD_FLUSH_S`): they wait in the process until then.
 
     A file system that cannot sync is said once in a warning, not raised.
 
@@ -223,6 +245,30 @@ class MetricWriter:
           self._synced(lambda: os.fsync(self._jsonl.fileno()), self._path)
       finally:
         self._jsonl.close()
+
+
+def _write_events_at_once(tb: SummaryWriter) -> bool:
+  """Has `tb` write each event into its file as it is added; returns whether it could.
+
+  tensorboardX hands events to a thread of its own, through a queue, and its `flush()`
+  flushes only what that thread has taken: events added just before were not in the file
+  after it (20 flushes of 20 in a test), so `MetricWriter.sync` did not put them on the disk,
+  and a run killed after an evaluation lost its scalars from TensorBoard for good while
+  metrics.jsonl kept them (the resume trusts that row; review). Its thread is stopped once
+  it has written what it holds (the purge's start event), and `tb` then writes through its
+  file's own writer, which takes a lock. A tensorboardX whose writer is built otherwise is
+  left as it is, with an INFO line.
+  """
+  events = getattr(getattr(tb, "file_writer", None), "event_writer", None)
+  file, worker = getattr(events, "_ev_writer", None), getattr(events, "_worker", None)
+  if not (callable(getattr(file, "write_event", None)) and callable(getattr(worker, "stop",
+                                                                           None))):
+    logging.info("this tensorboardX writes TensorBoard's events from a thread of its own: a "
+                 "crash may lose those of the last %.0f s", TENSORBOARD_FLUSH_S)
+    return False
+  worker.stop()  # It writes what its queue holds, then ends (close() stops it again: a no-op).
+  events.add_event = file.write_event
+  return True
 
 
 def _checked_step(step) -> int:

@@ -36,6 +36,7 @@ from a2i_jax.data import load_dataset, pipeline
 from a2i_jax.data.base import data_fingerprint, validate_split, warn_small_train_split
 from a2i_jax.errors import (A2IError, CheckpointError, ConfigError, TrainingDivergedError,
                             TrainingInterrupted, WorkdirError)
+from a2i_jax.inputs import check_int
 from a2i_jax import metrics as metrics_lib
 from a2i_jax.metrics import MetricWriter
 from a2i_jax.train_state import (TrainState, abstract_train_state, clip_by_global_norm,
@@ -184,9 +185,11 @@ def jit_train_steps(model: flax.linen.Module, tx: optax.GradientTransformation,
     tx: from `make_optimizer`.
     config: the experiment config.
     mesh: from `parallel.make_mesh`.
-    steps: train steps per call; default `config.steps_per_dispatch`.
+    steps: train steps per call, a positive integer; default `config.steps_per_dispatch`.
   Returns:
     The jitted `steps(state, data, key) -> (state, metrics)`.
+  Raises:
+    InputError: `steps` is not a positive integer (`make_multi_step`).
   """
   return perf.jit(make_multi_step(make_train_step(model, tx, config), config, mesh, steps),
                   donate_argnums=(0,))
@@ -203,13 +206,20 @@ def make_multi_step(train_step: Callable, config: ml_collections.ConfigDict,
     train_step: from `make_train_step`.
     config: the experiment config (configs/default.py).
     mesh: from `parallel.make_mesh`; the batch is sharded over it.
-    steps: the number of steps per call, if not `config.steps_per_dispatch` (the loop runs
-      single steps where a dispatch would pass `num_train_steps`).
+    steps: the number of steps per call, a positive integer, if not
+      `config.steps_per_dispatch` (the loop runs single steps where a dispatch would pass
+      `num_train_steps`).
   Returns:
     `steps(state, data, key) -> (state, metrics)`, where data holds the whole training split
     ("images" [N,H,W,3] uint8, "attributes" [N,A], "masks" [N,H,W]) and every metric has a
     leading axis [steps].
+  Raises:
+    InputError: `steps` is not a positive integer (was: 2.5 ran 2 steps, 0 none while the
+      state passed in was donated, -1 an MLIR traceback; review).
   """
+  if steps is not None:
+    steps = check_int(steps, "steps", 1, usage="the number of train steps per call, or None "
+                      "for config.steps_per_dispatch")
   batch_sharding = parallel.batch_sharded(mesh)
   length = config.steps_per_dispatch if steps is None else steps
 
@@ -742,12 +752,20 @@ class _TrainWindow:
     """Leaves `seconds` of this window (a compile, an evaluation) out of its training time."""
     self._excluded += seconds
 
+  @property
+  def steps(self) -> int:
+    """How many steps the window holds (0 right after a `read`)."""
+    return self._steps
+
   def read(self) -> dict[str, float]:
-    """The window's row ("train/<metric>" means, "train/images_per_s"); starts the next."""
+    """The window's row ("train/<metric>" means, "train/images_per_s", and "train/steps", the
+    number of steps it averages: a short window, cut at a checkpoint, a stop or a divergence,
+    shows as such); starts the next."""
     seconds = max(self._clock() - self._start - self._excluded, 1e-9)
     row = {f"train/{name}": total / self._steps for name, total in self._sums.items()}
     row.update({f"train/{name}": value for name, value in self._largest.items()})
     row["train/images_per_s"] = self._steps * self._batch / seconds
+    row["train/steps"] = self._steps
     self._sums, self._largest = {}, {}
     self._steps, self._start, self._excluded = 0, self._clock(), 0.0
     return row
@@ -823,10 +841,14 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
     else:
       made.set_aside(_set_aside_to_take_back(workdir, config))
     recorded = os.path.exists(os.path.join(workdir, checkpoints.CONFIG_FILE))
-    if good is None or int(state.step) < config.num_train_steps or not recorded:
-      # Not where this call trains nothing (num_train_steps at or below the step reached):
-      # the record stays that of the config that trained the checkpoints (was: rewritten
-      # with this call's learning rate, seed and step count).
+    # A call that trains nothing but evaluates the step reached, whose evaluation a stop left
+    # to the resume, evaluates under this config: its changes are said and recorded as those
+    # of a resume with steps left (was: applied without a word; review).
+    evaluates = good is not None and _evaluation_pending(workdir, config, int(state.step))
+    if good is None or int(state.step) < config.num_train_steps or not recorded or evaluates:
+      # Not where this call trains and evaluates nothing (num_train_steps at or below the
+      # step reached): the record stays that of the config that trained the checkpoints
+      # (was: rewritten with this call's learning rate, seed and step count).
       if good is not None and recorded:
         made.note(CONFIG_HISTORY_DIR)
         kept = _keep_a_changed_config(workdir, config, int(state.step))
@@ -1156,6 +1178,15 @@ def _restore_train_state(ckpt: checkpoints.Checkpointer, config: ml_collections.
   return state.replace(opt_state=convert(state.opt_state))
 
 
+def _evaluation_pending(workdir: str, config: ml_collections.ConfigDict, step: int) -> bool:
+  """Whether a run resumed at `step` evaluates that step first: a run stopped between a
+  checkpoint and its evaluation (the checkpoint comes first) has the evaluation still to do;
+  so has one stopped after the evaluation's samples were written but before its row was."""
+  last, every = config.num_train_steps, config.eval_every_steps
+  return 0 < step <= last and (step % every == 0 or step == last) and not (
+      os.path.exists(_samples_file(workdir, step)) and _evaluated_row(workdir, step))
+
+
 def _evaluated_row(workdir: str, step: int) -> bool:
   """Whether `workdir/metrics.jsonl` holds step `step`'s row with its validation scalars."""
   if not os.path.exists(os.path.join(workdir, metrics_lib.METRICS_FILE)):
@@ -1182,11 +1213,7 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
   k, last = config.steps_per_dispatch, config.num_train_steps
   due = lambda every: step % every == 0 or step == last
   samples_at = functools.partial(_samples_file, workdir)
-  # A run stopped between a checkpoint and its evaluation (the checkpoint comes first) has
-  # the evaluation still to do; so has one stopped after the evaluation's samples were written
-  # but before its row was.
-  evaluate_first = 0 < start <= last and due(config.eval_every_steps) and not (
-      os.path.exists(samples_at(start)) and _evaluated_row(workdir, start))
+  evaluate_first = _evaluation_pending(workdir, config, start)
   if start >= last and not evaluate_first:
     logging.info("nothing to do: step %d >= num_train_steps=%d", start, last)
     ckpt.close()
@@ -1232,7 +1259,7 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
     writer = MetricWriter(workdir, resumed_from=start)
     if evaluate_first:
       made.kept = True
-      writer.write(step, evaluate())
+      writer.write(step, evaluate())  # Synced, as any evaluation's row (`MetricWriter.write`).
 
     def new_bar():
       from tqdm import tqdm  # pylint: disable=import-outside-toplevel
@@ -1300,7 +1327,16 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
           # newest checkpoint already, so that the steps since that checkpoint are not lost.
           good = step + int(np.argmin(metrics["finite"]))
           report = parallel.fetch(make_term_report(model, config, mesh)(state, data, k_train))
+          # The steps since the last row, up to the last good one, as a row of their own: a
+          # resume from `good` starts a new window (was: their scalars were lost; review).
+          if good > step:
+            window.add(good - step, jax.tree_util.tree_map(lambda a: a[:good - step], metrics))
+          if window.steps:
+            row.update(window.read())
+          if row:
+            writer.write(good, row)
           if good > (ckpt.latest_step() or 0):
+            writer.sync()  # Its rows on the disk before its checkpoint, as below.
             ckpt.save(good, state)
           ckpt.wait()
           raise train_eval.divergence_error(report, good + 1, writer, ckpt.latest_step(),
@@ -1324,6 +1360,14 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
           row = {}
         if pending:  # The state is a dispatch ahead: nothing below is due at this step.
           continue
+        # A checkpoint or a stop between log steps: the steps since the last row as a row of
+        # their own ("train/steps" says how many), so that no window spans a checkpoint: a run
+        # resumed from it writes the rows an uninterrupted one does (was: the window went
+        # on past the checkpoint, and a resume from it lost the steps before it; review).
+        if window.steps and (due(config.checkpoint_every_steps) or stopping):
+          row.update(window.read())
+          writer.write(step, row)
+          row = {}
         # The checkpoint comes before evaluation and samples, so a failure there loses no steps.
         if due(config.checkpoint_every_steps):
           t0 = time.perf_counter()
@@ -1336,9 +1380,13 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
           t0 = time.perf_counter()
           row.update(evaluate())
           window.exclude(time.perf_counter() - t0)  # Evaluation time is not training time.
-          writer.write(step, row)  # Merged into the step's training row: one row per step.
+          # Merged into the step's training row (one row per step); synced, TensorBoard's
+          # events first, since a resume trusts the row (`MetricWriter.write`).
+          writer.write(step, row)
           row = {}
         if stopping:
+          if not due(config.checkpoint_every_steps):
+            writer.sync()  # The stop's row on the disk before its checkpoint.
           ckpt.save(step, state)  # A no-op if this step was just saved.
           ckpt.wait()
           raise TrainingInterrupted(step)

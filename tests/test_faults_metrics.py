@@ -114,6 +114,46 @@ def test_sync_puts_the_rows_on_the_disk(tmp_path, monkeypatch):
   writer.close()  # A second close does nothing (review: was "I/O operation on closed file").
 
 
+def _tensorboard_events(workdir):
+  """(step, tag) of every scalar and image in workdir/tensorboard's event files, as they are
+  on the disk now (a record cut short ends its file's list)."""
+  import struct  # pylint: disable=import-outside-toplevel
+  from tensorboardX.proto import event_pb2  # pylint: disable=import-outside-toplevel
+  found = []
+  folder = os.path.join(workdir, "tensorboard")
+  for name in sorted(os.listdir(folder)):
+    with open(os.path.join(folder, name), "rb") as f:
+      data = f.read()
+    i = 0
+    while i + 12 <= len(data):
+      (n,) = struct.unpack("<Q", data[i:i + 8])
+      if i + 12 + n + 4 > len(data):
+        break
+      event = event_pb2.Event.FromString(data[i + 12:i + 12 + n])
+      found += [(event.step, value.tag) for value in event.summary.value]
+      i += 12 + n + 4
+  return found
+
+
+def test_an_evaluations_row_is_in_tensorboards_file_before_metrics_jsonl_has_it(tmp_path):
+  """Was: tensorboardX wrote events from a thread of its own and flushed every 2 minutes, and
+  its flush() missed the events still queued for that thread: a run killed just after an
+  evaluation kept the row in metrics.jsonl (which its resume trusts: it evaluates that step
+  no more) and lost it from TensorBoard for good (review). A row with "val/" scalars is now on
+  the disk, TensorBoard's events first, when `write` returns; `sync` puts the others there."""
+  writer = metrics.MetricWriter(str(tmp_path), resumed_from=0)
+  writer.write(1, {"train/loss": 3.0})
+  writer.write_image(2, "samples", np.zeros((8, 8, 3), np.uint8))
+  writer.write(2, {"train/loss": 2.0})
+  writer.write(2, {"val/loss": 1.0, "val/kl": 0.5})  # Nothing else called: as a kill here.
+  assert {(2, "samples"), (2, "val/loss"), (2, "val/kl"), (1, "train/loss"),
+          (2, "train/loss")} <= set(_tensorboard_events(str(tmp_path)))
+  writer.write(3, {"train/loss": 1.0})
+  writer.sync()
+  assert (3, "train/loss") in _tensorboard_events(str(tmp_path))
+  writer.close()
+
+
 def test_a_file_system_that_cannot_sync_is_one_warning(tmp_path, monkeypatch, caplog):
   """Review: an fsync refused (a FUSE or network mount: EINVAL) raised out of the training
   loop before its checkpoint was saved. The rows are written either way: one warning."""

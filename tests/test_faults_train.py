@@ -2593,3 +2593,135 @@ def test_a_process_other_than_0_looks_for_no_earlier_run(tmp_path, monkeypatch):
   monkeypatch.setattr(distributed, "is_main", lambda: False)
   config = config_lib.get_config("synthetic")
   assert train_lib._set_aside_to_take_back(str(tmp_path / "taken_back"), config) is None
+
+
+def _fake_train_steps(model, tx, config, mesh, steps=None, nan_step=-1):
+  """A stand-in for `train_lib.jit_train_steps`: each step reports its own number as its loss
+  (finite unless it is `nan_step`) and leaves the model alone."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  del model, tx, mesh
+  n = config.steps_per_dispatch if steps is None else steps
+
+  def run(state, data, key):
+    del data, key
+    step = state.step + 1 + jnp.arange(n)
+    ok = step != nan_step
+    return state.replace(step=state.step + n), {"loss": step.astype(jnp.float32), "finite": ok,
+                                                "term_finite": {"loss": ok}}
+  return jax.jit(run)
+
+
+def _train_rows(workdir):
+  """(step, train/loss, train/steps) of the rows after step 2 (the copied run's)."""
+  return [(r["step"], r["train/loss"], r.get("train/steps")) for r in F.read_rows(workdir)
+          if "train/loss" in r and r["step"] > 2]
+
+
+@pytest.mark.parametrize("fault", ["kill", "stop", "diverge"])
+def test_a_resumed_runs_rows_cover_the_steps_they_say(fault, tmp_path, tiny_run, data_cache,
+                                                      monkeypatch):
+  """Resumed at step 2 (conftest's tiny run), 8 steps, a row every 4, a checkpoint at 6. Was:
+  the log window went on past a checkpoint, so a run killed after step 7 and resumed from 6
+  logged step 8 as the mean of steps 7-8 (uninterrupted: 5-8) and steps 5-6 were lost; a stop
+  (Ctrl-C) or a divergence between rows saved its step and lost the window's scalars. Now a
+  checkpoint, a stop and a divergence end the window with a row, whose "train/steps" says how
+  many steps it averages."""
+  # pylint: disable=import-outside-toplevel,protected-access
+  from a2i_jax import train_lib
+  from a2i_jax.errors import TrainingDivergedError, TrainingInterrupted
+  from conftest import tiny_config
+  # The shared run first: where this test is the session's first to ask for it, it would be
+  # built under the stand-in below (test_train's test_logged_means_weigh_every_step_once).
+  workdir = str(tmp_path / "w")
+  shutil.copytree(tiny_run("cvae")[0], workdir)
+  monkeypatch.setattr(train_lib, "jit_train_steps", functools.partial(
+      _fake_train_steps, nan_step=8 if fault == "diverge" else -1))  # 7: the last good one.
+  cfg = tiny_config("cvae", data_cache)
+  cfg.num_train_steps, cfg.log_every_steps, cfg.checkpoint_every_steps = 8, 4, 6
+  cfg.eval_every_steps = 8
+  whole = [(4, 3.5, 2), (6, 5.5, 2), (8, 7.5, 2)]  # Steps 3-4, 5-6, 7-8.
+  add, seen = train_lib._TrainWindow.add, []
+
+  def add_then_fail(self, n, metrics):
+    add(self, n, metrics)
+    seen.append(n)
+    if fault == "kill" and sum(seen) == 5:  # Step 7: the process dies (rows as a kill's).
+      raise RuntimeError("killed")
+    if fault == "stop" and sum(seen) == 1:  # Step 3: Ctrl-C; the stop comes at step 5.
+      os.kill(os.getpid(), signal.SIGINT)
+
+  if fault == "diverge":
+    monkeypatch.setattr(train_lib, "make_term_report", lambda *a: lambda *b: {
+        "loss": (float("nan"), float("nan"))})
+    with pytest.raises(TrainingDivergedError, match="at step 8 "):
+      train_lib.train_and_evaluate(cfg, workdir)
+    assert _train_rows(workdir) == [(4, 3.5, 2), (6, 5.5, 2), (7, 7.0, 1)]
+    return
+  with monkeypatch.context() as patch:
+    patch.setattr(train_lib._TrainWindow, "add", add_then_fail)
+    with pytest.raises(RuntimeError if fault == "kill" else TrainingInterrupted):
+      train_lib.train_and_evaluate(cfg, workdir)
+  train_lib.train_and_evaluate(cfg, workdir)
+  rows = _train_rows(workdir)
+  if fault == "kill":  # Resumed from 6: the rows of the run that never stopped.
+    assert rows == whole
+  else:  # The stop's own row, then the rest as the uninterrupted run cuts it.
+    assert rows == [(4, 3.5, 2), (5, 5.0, 1), (6, 6.0, 1), (8, 7.5, 2)]
+  assert "val/loss" in F.read_rows(workdir)[-1]
+
+
+def test_a_resume_that_only_evaluates_says_and_keeps_a_changed_config(tmp_path, tiny_run,
+                                                                       data_cache, caplog):
+  """A run stopped at its last step, an evaluation's, leaves the evaluation to its rerun. Was:
+  a rerun with another seed or validation subset evaluated under it without a word, and
+  config.json kept the old values (the record of a call that trains nothing); now it is said
+  and recorded as a resume with steps left does (`_keep_a_changed_config`)."""
+  # pylint: disable=import-outside-toplevel
+  from a2i_jax import train_lib
+  from conftest import tiny_config
+  workdir = str(tmp_path / "w")
+  shutil.copytree(tiny_run("cvae")[0], workdir)
+  os.remove(os.path.join(workdir, "samples", "step_0000002.png"))  # As the stop leaves it:
+  rows = [{k: v for k, v in row.items() if not k.startswith("val/")}  # no grid, no val/.
+          for row in F.read_rows(workdir)]
+  with open(os.path.join(workdir, "metrics.jsonl"), "w", encoding="utf-8") as f:
+    f.writelines(json.dumps(row) + "\n" for row in rows)
+  before = checkpoints.load_config(workdir)
+  cfg = tiny_config("cvae", data_cache)
+  cfg.num_eval_examples, cfg.seed = 8, before.seed + 7
+  with caplog.at_level("WARNING"):
+    state = train_lib.train_and_evaluate(cfg, workdir)
+  assert int(state.step) == 2 and "val/loss" in F.read_rows(workdir)[-1]
+  kept = os.path.join(workdir, "config_history", "step_0000002.json")
+  assert [r.getMessage() for r in caplog.records if "resuming at" in r.getMessage()] == [
+      f"resuming at step 2 with num_eval_examples 16 -> 8, seed {before.seed!r} -> "
+      f"{before.seed + 7!r}; config.json now records the new values, and the config it "
+      f"replaces is kept in {kept}"]
+  with open(kept, encoding="utf-8") as f:
+    assert json.load(f) == json.loads(before.to_json())
+  after = checkpoints.load_config(workdir)
+  assert (after.num_eval_examples, after.seed) == (8, before.seed + 7)
+
+
+@pytest.mark.parametrize("steps", [2.5, 0, -1, True, "2"])
+def test_train_steps_per_call_that_are_no_positive_integer_are_one_input_error(steps):
+  """`jit_train_steps` and `make_multi_step` (public) took steps=2.5 and ran 2 steps, steps=0
+  and ran none while the state passed in was donated, steps=-1 and raised an MLIR traceback
+  (review): one InputError before anything is traced."""
+  # pylint: disable=import-outside-toplevel
+  from a2i_jax import models, parallel, train_lib, train_state
+  from a2i_jax.errors import InputError
+  from conftest import tiny_config
+  cfg = tiny_config("cvae")
+  model, tx, mesh = models.create_model(cfg.model), train_state.make_optimizer(cfg), \
+      parallel.make_mesh()
+  words = re.escape(f"steps={steps!r} is not valid; pass an integer of at least 1; the number "
+                    "of train steps per call")
+  with pytest.raises(InputError, match=words):
+    train_lib.jit_train_steps(model, tx, cfg, mesh, steps)
+  with pytest.raises(InputError, match=words):
+    train_lib.make_multi_step(train_lib.make_train_step(model, tx, cfg), cfg, mesh, steps)
+  import numpy as np
+  for good in (3, np.int64(3)):  # A NumPy integer too.
+    assert callable(train_lib.make_multi_step(lambda *a: a, cfg, mesh, good))

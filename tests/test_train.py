@@ -759,7 +759,7 @@ def test_logged_images_per_second_leave_out_evaluation_and_compile_time():
   now[0] = 104.0
   window.add(2, ones(2))  # Steps 3-4 in 2 s.
   row = window.read()
-  assert row == {"train/loss": 1.0, "train/images_per_s": 4 * 8 / 4.0}
+  assert row == {"train/loss": 1.0, "train/images_per_s": 4 * 8 / 4.0, "train/steps": 4}
   now[0] = 110.0  # The next window starts at the read: 6 s, one step.
   window.add(1, ones(1))
   assert window.read()["train/images_per_s"] == 8 / 6.0
