@@ -839,6 +839,19 @@ MIN_CACHED_COMPILE_S = 0.25
 DEFAULT_COMPILATION_CACHE_DIR = "~/.cache/a2i_jax/xla"
 
 
+def host_memory() -> Optional[int]:
+  """The host's physical memory in bytes, for the checks that refuse what cannot fit in it
+  (a model's initial values, a grid of images) before any is taken.
+
+  Returns:
+    The bytes; None where the system does not say.
+  """
+  try:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  except (ValueError, OSError, AttributeError):
+    return None
+
+
 def user_cache_dir() -> str:
   """This project's folder of per-user caches: $XDG_CACHE_HOME/a2i_jax, or ~/.cache/a2i_jax.
 

@@ -429,6 +429,16 @@ def comparable_config(config: ml_collections.ConfigDict) -> str:
 DATA_PATH_KEYS = ("path", "data_dir")
 
 
+def _absolute_data_path(value: Any) -> Any:
+  """A config.data path as `_absolute_data_paths` records it: from the root where it is
+  relative to the working directory; as it is otherwise ("~/...", absolute, empty, not a
+  string)."""
+  if isinstance(value, str) and value.strip() and not value.startswith("~") \
+      and not os.path.isabs(value):
+    return os.path.abspath(value)
+  return value
+
+
 def _absolute_data_paths(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """`config` (a copy where it changes) whose `DATA_PATH_KEYS` relative to the working
   directory are made absolute, so that config.json names the folder the run trained on: a
@@ -436,12 +446,8 @@ def _absolute_data_paths(config: ml_collections.ConfigDict) -> ml_collections.Co
   read another folder of that name (review finding; `data.base.check_same_splits` refuses
   other data since). A path from the home folder ("~/a2i_data") stays as written: it names
   the same folder for its user wherever the command runs."""
-  changed = {}
-  for key in DATA_PATH_KEYS:
-    value = config.data.get(key)
-    if isinstance(value, str) and value.strip() and not value.startswith("~") \
-        and not os.path.isabs(value):
-      changed[key] = os.path.abspath(value)
+  changed = {key: _absolute_data_path(config.data.get(key)) for key in DATA_PATH_KEYS}
+  changed = {k: v for k, v in changed.items() if v != config.data.get(k)}
   if not changed:
     return config
   config = config.copy_and_resolve_references()
@@ -896,12 +902,19 @@ def _changes_from_record(workdir: str, config: ml_collections.ConfigDict
   saved = json.loads(checkpoints.load_config(workdir).to_json())
   now = json.loads(config.to_json())
   keys = dict.fromkeys([*config_lib.leaf_paths(saved), *config_lib.leaf_paths(now)])
+
+  def same(key, old, new):
+    # A relative data path an older run recorded as typed (`_absolute_data_paths`) names the
+    # folder the absolute one now does, from this directory (was: "data.data_dir 'reldata'
+    # -> '/.../reldata'" and a config_history copy for nothing changed; read-through).
+    return old == new or (key in {f"data.{k}" for k in DATA_PATH_KEYS}
+                          and _absolute_data_path(old) == new)
   # A key the earlier config lacks (added to the library since) took its default: no change.
   return saved, [(k, config_lib.value_at(saved, k), config_lib.value_at(now, k)) for k in keys
                  if k not in _RESUME_NEUTRAL_KEYS
                  and not k.startswith(_RESUME_NEUTRAL_SECTIONS)
                  and config_lib.value_at(saved, k) is not None
-                 and config_lib.value_at(saved, k) != config_lib.value_at(now, k)]
+                 and not same(k, config_lib.value_at(saved, k), config_lib.value_at(now, k))]
 
 
 def _keep_a_changed_config(workdir: str, config: ml_collections.ConfigDict, step: int

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import math
-import os
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -72,7 +71,7 @@ def make_grid(images: np.ndarray, ncols: int, pad: int = 1, scale: int = 1) -> n
   rows = -(-n // ncols)
   shape = (rows * (h + pad) + pad, ncols * (w + pad) + pad, 3)
   nbytes = n * h * w * 3 * (scale > 1) + math.prod(shape)  # The scaled images and the grid.
-  memory = _host_memory()
+  memory = files.host_memory()
   if memory is not None and nbytes > memory:
     raise InputError(_too_large(images.shape, shape, nbytes))
   try:
@@ -87,14 +86,6 @@ def make_grid(images: np.ndarray, ncols: int, pad: int = 1, scale: int = 1) -> n
     grid[pad + r * (h + pad):pad + r * (h + pad) + h,
          pad + c * (w + pad):pad + c * (w + pad) + w] = images[i]
   return grid
-
-
-def _host_memory() -> Optional[int]:
-  """The host's physical memory in bytes (None where the system does not say)."""
-  try:
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-  except (ValueError, OSError, AttributeError):
-    return None
 
 
 def _too_large(images: tuple[int, ...], grid: tuple[int, ...], nbytes: int) -> str:

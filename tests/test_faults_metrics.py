@@ -11,7 +11,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from a2i_jax import metrics, visualize
+from a2i_jax import files, metrics, visualize
 from a2i_jax.data import pipeline, synthetic
 from a2i_jax.errors import ConfigError, DataError, InputError, WorkdirError
 
@@ -342,7 +342,7 @@ def test_a_grid_larger_than_the_memory_is_one_input_error(kwargs, size, known, m
   refused against the machine's memory before any is taken; not known (a system that does not
   say): NumPy's MemoryError said so, as occlusions.make_mask does."""
   if not known:
-    monkeypatch.setattr(visualize, "_host_memory", lambda: None, raising=False)
+    monkeypatch.setattr(files, "host_memory", lambda: None)
   with pytest.raises(InputError, match=re.escape(
       f"a grid of 3 images of 4x4 pixels is {size} pixels as scaled and padded and takes ")
                      + r"[\d,.]+ GiB, more than this machine can give; ask for a smaller scale"):

@@ -339,3 +339,23 @@ def test_predicted_masks_are_left_out_of_the_content_digest():
   drawn_other = masks.copy()
   drawn_other[0] = 255
   assert base.split_content(dataset(drawn_other))["test"]["masks"] != then["test"]["masks"]
+
+
+def test_an_older_runs_relative_data_path_is_no_change_on_resume(tmp_path, monkeypatch):
+  """Read-through finding: a run that recorded data.data_dir="reldata" as typed, resumed
+  from the same directory, warned "data.data_dir 'reldata' -> '/.../reldata'" and kept a
+  config_history copy, nothing having changed. The folder the relative path names from
+  here is the same; another folder is still a change."""
+  from a2i_jax import checkpoints, config_lib, train_lib  # pylint: disable=import-outside-toplevel
+  config = config_lib.get_config(
+      os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "folder.py"))
+  config.data.path, config.data.data_dir = "/abs/mine", "reldata"
+  workdir = str(tmp_path / "w")
+  checkpoints.save_config(workdir, config)
+  monkeypatch.chdir(tmp_path)
+  now = train_lib._absolute_data_paths(config)  # pylint: disable=protected-access
+  assert now.data.data_dir == str(tmp_path / "reldata")
+  assert train_lib._changes_from_record(workdir, now)[1] == []  # pylint: disable=protected-access
+  now.data.data_dir = str(tmp_path / "other")
+  assert train_lib._changes_from_record(workdir, now)[1] == [  # pylint: disable=protected-access
+      ("data.data_dir", "reldata", str(tmp_path / "other"))]

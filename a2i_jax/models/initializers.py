@@ -12,7 +12,6 @@ import dataclasses
 import functools
 import logging
 import math
-import os
 import threading
 from typing import Any, Callable, Hashable, Optional, Sequence
 
@@ -21,7 +20,7 @@ from jax.extend import core as jax_core
 import jax.numpy as jnp
 import numpy as np
 
-from a2i_jax import memo
+from a2i_jax import files, memo
 
 Array = jax.Array
 Dtype = Any
@@ -396,19 +395,11 @@ def memory_shortfall(nbytes: int) -> Optional[str]:
     "the initial values take X GiB, more than this machine's Y GiB of memory", or None where
     they fit or the system does not say how much memory it has.
   """
-  memory = _host_memory()
+  memory = files.host_memory()
   if memory is None or nbytes <= memory:
     return None
   return (f"the initial values take {nbytes / 2**30:,.1f} GiB, more than this machine's "
           f"{memory / 2**30:,.1f} GiB of memory")
-
-
-def _host_memory() -> Optional[int]:
-  """The host's physical memory in bytes (None where the system does not say)."""
-  try:
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-  except (ValueError, OSError, AttributeError):
-    return None
 
 
 def _trace_draws(init: Callable[..., Any], args: Sequence[Any]) -> tuple[Any, dict, bool]:
