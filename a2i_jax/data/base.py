@@ -172,10 +172,10 @@ def check_same_splits(workdir: str, stored: dict, dataset: Dataset) -> None:
   are compared where the ids are the same (attribute columns by name, examples in any
   order). Where they differ and a folder dataset is read from another folder than the one
   the run recorded (dataset.json's "data_path", the copy's "source"), which is still there,
-  held-out data are refused (`OtherDataError`); otherwise the difference is a warning: data edited in place,
-  another data.resize, or the same files read by another library version (Pillow's
-  resizing) are the user's to know of, and refusing them would stop a run moved to another
-  machine. A record without them (dataset.json written before they were recorded) is not
+  held-out data are refused (`OtherDataError`); otherwise the difference is a warning: data
+  edited in place, another data.resize, or the same files read by another library version
+  (Pillow's resizing) are the user's to know of, and refusing them would stop a run moved
+  to another machine. A record without them (dataset.json written before they were recorded) is not
   checked for content; attributes are not compared where their names differ (the names
   check that follows, `as_trained` / `with_attribute_order`, names that).
 
