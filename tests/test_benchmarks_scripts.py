@@ -211,8 +211,12 @@ def test_absl_scripts_refuse_bad_flags_before_they_compile(script, flag, words):
   """Was, in train_step.py: an unknown variant timed as the rolled scan under its own name
   (exit 0), --repeats=0 a NaN median, --fuse=0 a ZeroDivisionError (a review); in
   scan_vs_loop.py, --repeats=0 a NaN and --batch_size=0 a figure of nothing (exit 0)."""
-  proc = subprocess.run([sys.executable, os.path.join(BENCHMARKS, f"{script}.py"), flag],
-                        capture_output=True, text=True, timeout=60, check=False, cwd=ROOT)
+  # From the tests' fork server (tests/launcher.py): its imports done already (was 1-1.5 s
+  # of the suite's two cores a case).
+  import faults_lib  # pylint: disable=import-outside-toplevel
+  import launcher  # pylint: disable=import-outside-toplevel
+  proc = launcher.run([sys.executable, os.path.join(BENCHMARKS, f"{script}.py"), flag],
+                      cwd=ROOT, timeout=60, env=faults_lib.environment())
   assert proc.returncode == 2, (proc.stdout, proc.stderr)
   err = proc.stderr.strip()
   assert len(err.splitlines()) == 1 and err.startswith("error:") and words in err, err

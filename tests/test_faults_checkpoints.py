@@ -5,7 +5,6 @@ saved in tmp_path, nothing trained or compiled."""
 import logging
 import os
 import shutil
-import subprocess
 import sys
 
 import jax
@@ -129,9 +128,11 @@ def test_train_py_refuses_a_runs_record_as_its_config(tmp_path, name):
   os.replace(run / checkpoints.CONFIG_FILE, run / name)
   before = (run / name).read_bytes()
   spec = f"{run / name}:cvae"
-  r = subprocess.run([sys.executable, "train.py", f"--config={spec}",
-                      f"--workdir={tmp_path / 'new'}"], cwd=ROOT, capture_output=True,
-                     text=True, timeout=120, env=os.environ.copy())
+  import faults_lib  # pylint: disable=import-outside-toplevel
+  import launcher  # pylint: disable=import-outside-toplevel
+  r = launcher.run([sys.executable, "train.py", f"--config={spec}",
+                    f"--workdir={tmp_path / 'new'}"], cwd=ROOT, timeout=120,
+                   env=faults_lib.environment())  # The tests' fork server: imports done.
   assert r.returncode == 1
   assert r.stderr.strip().splitlines()[-1] == (
       f"error: --config={spec} is a JSON file, a run's record of its config (train.py writes "
