@@ -1339,15 +1339,17 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
           # a dispatch behind it repeated it): the last good state, saved unless it is the
           # newest checkpoint already, so that the steps since that checkpoint are not lost.
           good = step + int(np.argmin(metrics["finite"]))
-          report = parallel.fetch(make_term_report(model, config, mesh)(state, data, k_train))
           # The steps since the last row, up to the last good one, as a row of their own: a
           # resume from `good` starts a new window (was: their scalars were lost; review).
+          # Read before the term report compiles (its seconds are no training time).
           if good > step:
             window.add(good - step, jax.tree_util.tree_map(lambda a: a[:good - step], metrics))
           if window.steps:
             row.update(window.read())
-          if row:
             writer.write(good, row)
+          elif row:  # This call's compile time alone: with the failed step's report, not
+            writer.write(good + 1, row)  # merged into an older run's row at `good`.
+          report = parallel.fetch(make_term_report(model, config, mesh)(state, data, k_train))
           if good > (ckpt.latest_step() or 0):
             writer.sync()  # Its rows on the disk before its checkpoint, as below.
             ckpt.save(good, state)

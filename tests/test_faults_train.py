@@ -2618,7 +2618,7 @@ def _train_rows(workdir):
           if "train/loss" in r and r["step"] > 2]
 
 
-@pytest.mark.parametrize("fault", ["kill", "stop", "diverge"])
+@pytest.mark.parametrize("fault", ["kill", "stop", "diverge", "diverge_at_once"])
 def test_a_resumed_runs_rows_cover_the_steps_they_say(fault, tmp_path, tiny_run, data_cache,
                                                       monkeypatch):
   """Resumed at step 2 (conftest's tiny run), 8 steps, a row every 4, a checkpoint at 6. Was:
@@ -2635,8 +2635,9 @@ def test_a_resumed_runs_rows_cover_the_steps_they_say(fault, tmp_path, tiny_run,
   # built under the stand-in below (test_train's test_logged_means_weigh_every_step_once).
   workdir = str(tmp_path / "w")
   shutil.copytree(tiny_run("cvae")[0], workdir)
+  nan_step = {"diverge": 8, "diverge_at_once": 3}.get(fault, -1)  # 8: 7 the last good one.
   monkeypatch.setattr(train_lib, "jit_train_steps", functools.partial(
-      _fake_train_steps, nan_step=8 if fault == "diverge" else -1))  # 7: the last good one.
+      _fake_train_steps, nan_step=nan_step))
   cfg = tiny_config("cvae", data_cache)
   cfg.num_train_steps, cfg.log_every_steps, cfg.checkpoint_every_steps = 8, 4, 6
   cfg.eval_every_steps = 8
@@ -2651,12 +2652,22 @@ def test_a_resumed_runs_rows_cover_the_steps_they_say(fault, tmp_path, tiny_run,
     if fault == "stop" and sum(seen) == 1:  # Step 3: Ctrl-C; the stop comes at step 5.
       os.kill(os.getpid(), signal.SIGINT)
 
-  if fault == "diverge":
+  if fault.startswith("diverge"):
     monkeypatch.setattr(train_lib, "make_term_report", lambda *a: lambda *b: {
         "loss": (float("nan"), float("nan"))})
-    with pytest.raises(TrainingDivergedError, match="at step 8 "):
+    before = F.read_rows(workdir)
+    with pytest.raises(TrainingDivergedError, match=f"at step {nan_step} "):
       train_lib.train_and_evaluate(cfg, workdir)
-    assert _train_rows(workdir) == [(4, 3.5, 2), (6, 5.5, 2), (7, 7.0, 1)]
+    if fault == "diverge":
+      assert _train_rows(workdir) == [(4, 3.5, 2), (6, 5.5, 2), (7, 7.0, 1)]
+      return
+    # The first step of the resume failed: no step since the last row, so this call's compile
+    # time goes with the failed step's report, not over the earlier run's row at step 2
+    # (read-through: was merged into it, replacing that run's compile_time_s).
+    after = F.read_rows(workdir)
+    assert after[:len(before)] == before
+    assert "compile_time_s" in after[-1] and after[-1]["step"] == 3
+    assert "diverged/loss/value" in after[-1]
     return
   with monkeypatch.context() as patch:
     patch.setattr(train_lib._TrainWindow, "add", add_then_fail)

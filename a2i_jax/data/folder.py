@@ -468,10 +468,13 @@ def _check_mask(image_path: str, mask_path: str, on_disk: Optional[str] = None) 
     # whose size matches the image only as shown was drawn on the image as shown (an editor
     # shows it turned): the two lie on each other as read (read-through: was refused).
     raise DataError(f"{image_path} has EXIF orientation {_turn_text(image_turn)} but its "
-                    f"mask {mask_path} has {_turn_text(mask_turn)}, and their sizes do not "
-                    "show that the mask was drawn on the image as shown, so the two would be "
-                    "turned differently and the mask might not lie on its image; save the "
-                    "image upright (PIL: ImageOps.exif_transpose(Image.open(path)).save(...)) "
+                    f"mask {mask_path} has {_turn_text(mask_turn)}, and "
+                    + ("their sizes do not show that the mask was drawn on the image as shown"
+                       if mask_turn == 1 else "a mask turned by an orientation of its own does "
+                       "not show how it was drawn on its image")
+                    + ", so the two would be turned differently and the mask might not lie on "
+                    "its image; save the image upright "
+                    "(PIL: ImageOps.exif_transpose(Image.open(path)).save(...)) "
                     "with a mask drawn on the upright image, or give the mask the image's "
                     "orientation.")
   if (mw, mh) != (iw, ih):
