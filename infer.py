@@ -149,7 +149,6 @@ class Options:
   attribute_fidelity: bool
   seed: int
   given: frozenset = frozenset()  # Of `_VALUED_FLAG_USERS`, those the command line names.
-  workdir_list: str = ""  # --workdir as given, where a comma made it several runs.
 
   @classmethod
   def from_flags(cls) -> "Options":
@@ -161,8 +160,7 @@ class Options:
     whole = _WORKDIR.value.strip()
     runs = ([whole] if "," in whole and os.path.isdir(os.path.expanduser(whole))
             else [w.strip() for w in _WORKDIR.value.split(",")])
-    return cls(workdirs=[w for w in runs if w], workdir_list=whole if len(runs) > 1 else "",
-               modes=list(_MODE.value),
+    return cls(workdirs=[w for w in runs if w], modes=list(_MODE.value),
                out=_OUT.value, step=_STEP.value, input=_INPUT.value, num_images=_NUM.value,
                samples_per_attribute=_SAMPLES.value, attribute=_ATTRIBUTE.value,
                value=_VALUE.value, occlusions=_OCCLUSION.value, steps=_STEPS.value,
@@ -173,7 +171,7 @@ class Options:
   def fingerprint(self) -> str:
     """The options but for paths, which may differ between hosts (the same folder mounted
     elsewhere): equal on processes that run the same command."""
-    paths = ("workdirs", "workdir_list", "out", "input")
+    paths = ("workdirs", "out", "input")
     kept = {k: v for k, v in dataclasses.asdict(self).items() if k not in paths}
     # How many runs, and whether images are read: a difference hung or crashed the processes.
     kept.update(runs=len(self.workdirs), reads_input=self.input is not None)
@@ -202,11 +200,6 @@ class Options:
     """
     if not self.workdirs:
       raise InputError("--workdir is empty; pass the folder train.py wrote.")
-    missing = [w for w in self.workdirs if not os.path.lexists(os.path.expanduser(w))]
-    if self.workdir_list and missing:  # Was: a folder named with a comma split in two.
-      raise InputError(f"--workdir {missing[0]} does not exist; pass the folders train.py "
-                       f"wrote (a comma separates runs in --workdir: {self.workdir_list!r} is "
-                       "not a folder either).")
     empty = {"out": "a folder, or leave the flag out for WORKDIR/infer",
              "input": "an image file or a folder of images, or leave the flag out for the "
                       "test images",
@@ -367,9 +360,14 @@ def _read_images(path: str, size: int, num_images: Optional[int] = None
   return read_images(names, size), names
 
 
-def _check_workdir(workdir: str) -> None:
+def _check_workdir(workdir: str, listed: Sequence[str] = ()) -> None:
+  """Refuses a --workdir that is no folder; `listed`: the runs of a --workdir list that held
+  it (was: a folder named with a comma was split in two, and the message did not say so)."""
   if not os.path.exists(workdir):
-    raise InputError(f"--workdir {workdir} does not exist; pass the folder train.py wrote.")
+    comma = (f" (a comma separates runs in --workdir: {','.join(listed)!r} is not a folder "
+             "either)" if len(listed) > 1 else "")
+    raise InputError(f"--workdir {workdir} does not exist; pass the folder train.py wrote"
+                     f"{comma}.")
   if not os.path.isdir(workdir):
     raise InputError(f"--workdir {workdir} is a file; pass the folder train.py wrote.")
   run = checkpoints.enclosing_run(workdir)
@@ -1379,7 +1377,7 @@ def run_modes(opts: Options) -> None:
   opts = opts.expanded()
   opts.check()
   for workdir in opts.workdirs:
-    _check_workdir(workdir)
+    _check_workdir(workdir, opts.workdirs)
   if "evaluate" in opts.modes and opts.modes != ["evaluate"]:
     raise InputError("--mode=evaluate runs alone; give the other modes in another call.")
   if opts.modes != ["evaluate"] and len(opts.workdirs) != 1:

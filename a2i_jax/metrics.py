@@ -151,8 +151,8 @@ class MetricWriter:
       self._jsonl.write(_line(row))
       self._jsonl.flush()
     self._last = row
-    if sync:
-      self.sync()
+    if sync:  # TensorBoard's events were synced above, before this line.
+      self._sync_jsonl()
 
   def write_image(self, step: int, name: str, image: np.ndarray) -> None:
     """Adds an image (e.g. a sample grid) to TensorBoard, beside the scalars.
@@ -210,6 +210,10 @@ class MetricWriter:
     self._check_open()
     self._jsonl.flush()  # A full disk raises here, as `write` would.
     self._synced(self._tb.flush, self._tb.logdir)  # TensorBoard's writer syncs as it flushes.
+    self._sync_jsonl()
+
+  def _sync_jsonl(self) -> None:
+    """`sync`'s part for metrics.jsonl (flushed already): the file, and its folder once."""
     self._synced(lambda: os.fsync(self._jsonl.fileno()), self._path)
     if not self._folder_synced:  # The file's name in its folder, once (review).
       folder = os.path.dirname(self._path)

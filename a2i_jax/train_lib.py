@@ -1367,10 +1367,10 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
             progress.set_postfix(loss=f"{row['train/loss']:.1f}",  # Drawn at the next
                                  img_s=f"{row['train/images_per_s']:.1f}",  # update.
                                  refresh=False)
-        # The step's training row first: a stop during the save or the evaluation then
-        # loses none of it (was written after the evaluation, so a stop there lost the
-        # window's training scalars for good; a resume from an earlier checkpoint drops it).
-        if due(config.log_every_steps):
+          # The step's training row first: a stop during the save or the evaluation then
+          # loses none of it (was written after the evaluation, so a stop there lost the
+          # window's training scalars for good; a resume from an earlier checkpoint drops
+          # it).
           writer.write(step, row)
           row = {}
         if pending:  # The state is a dispatch ahead: nothing below is due at this step.

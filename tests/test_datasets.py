@@ -223,20 +223,6 @@ def test_lfw_attribute_header_shift(tmp_path):
   assert ("Alice_Smith", 2) in rows and ("Bob_Jones", 2) not in rows
 
 
-def _fake_mask_net(monkeypatch, test_iou=0.5):
-  """Replaces the mask network's training and prediction (no JAX): `train_and_evaluate`
-  returns a report with the settings and `test_iou`, `predict` all-background masks."""
-  import dataclasses  # pylint: disable=import-outside-toplevel
-
-  def fake_train(train_x, train_m, test_x, test_m, cfg, progress=False):
-    n = 0 if test_x is None else len(test_x)
-    return {}, {"num_train": len(train_x), **dataclasses.asdict(cfg), "num_test": n,
-                "test_iou": test_iou}
-  monkeypatch.setattr(face_masks, "train_and_evaluate", fake_train)
-  monkeypatch.setattr(face_masks, "predict",
-                      lambda net, images: np.zeros(images.shape[:3], np.uint8))
-
-
 def _unpacked_lfw(tmp_path):
   """The LFW fixture's sources unpacked: (images_root, labels_root, {filename: path})."""
   from a2i_jax.data import lfw, tfds_lib  # pylint: disable=import-outside-toplevel
@@ -304,7 +290,7 @@ def test_lfw_changed_mask_net_settings_are_refused(tmp_path, monkeypatch):
   naming the settings and the folder to delete."""
   import dataclasses  # pylint: disable=import-outside-toplevel
   from a2i_jax.data import lfw  # pylint: disable=import-outside-toplevel
-  _fake_mask_net(monkeypatch)
+  fx.fake_mask_net(monkeypatch)
   root = str(tmp_path)
   fx.make_lfw(os.path.join(root, "manual", "lfw"))
   kw = dict(data_dir=root, allow_download=False, progress=False)
@@ -330,7 +316,7 @@ def test_lfw_mask_log_keeps_a_zero_iou(tmp_path, monkeypatch, test_iou):
   import types  # pylint: disable=import-outside-toplevel
   from a2i_jax.data import lfw, tfds_lib  # pylint: disable=import-outside-toplevel
   images_root, labels_root, paths = _unpacked_lfw(tmp_path)
-  _fake_mask_net(monkeypatch, test_iou)
+  fx.fake_mask_net(monkeypatch, test_iou)
   logged_args = []
   monkeypatch.setattr(lfw.logging, "info", lambda msg, *args: logged_args.append((msg, args)))
   builder = types.SimpleNamespace(_mask_net=TINY_NET, _progress=False)
@@ -346,7 +332,7 @@ def test_lfw_mask_log_keeps_a_zero_iou(tmp_path, monkeypatch, test_iou):
 def test_lfw_masks_false_drops_prepared_masks(tmp_path, monkeypatch):
   """Like cub.load: masks=False returns no masks even when LFW was prepared with them."""
   from a2i_jax.data import lfw  # pylint: disable=import-outside-toplevel
-  _fake_mask_net(monkeypatch)
+  fx.fake_mask_net(monkeypatch)
   root = str(tmp_path)
   fx.make_lfw(os.path.join(root, "manual", "lfw"))
   kw = dict(data_dir=root, allow_download=False, progress=False)
@@ -399,7 +385,7 @@ def test_lfw_sources_that_were_read_silently_or_as_a_traceback(tmp_path, monkeyp
   with pytest.raises(DataError, match=r"Ann_Doe_0001.ppm is 250x200, not 250x250 .* "
                      "fresh download of parts_lfw_funneled_gt_images.tgz"):
     lfw.load_part_mask(str(tmp_path), ("Ann_Doe", 1))
-  _fake_mask_net(monkeypatch)
+  fx.fake_mask_net(monkeypatch)
   manual = tmp_path / "data" / "manual" / "lfw"
   fx.make_lfw(str(manual))
   label = "{}_{:04d}.ppm".format(*fx.LFW_PARTS["train"][0])
@@ -492,7 +478,7 @@ def test_lfw_parts_lists_empty_or_overlapping_are_refused(tmp_path, monkeypatch,
   import types  # pylint: disable=import-outside-toplevel
   from a2i_jax.data import lfw, tfds_lib  # pylint: disable=import-outside-toplevel
   images_root, labels_root, paths = _unpacked_lfw(tmp_path)
-  _fake_mask_net(monkeypatch)
+  fx.fake_mask_net(monkeypatch)
   for split, text in lists.items():
     _write(paths[f"parts_{split}.txt"], text)
   builder = types.SimpleNamespace(_mask_net=TINY_NET, _progress=False)

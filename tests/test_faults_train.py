@@ -1679,8 +1679,7 @@ def test_a_stop_asked_of_another_process_at_the_end_ends_every_one_alike(last_st
   answer of a peer that was asked, in one process."""
   from a2i_jax import interrupts  # pylint: disable=import-outside-toplevel
   from a2i_jax.errors import TrainingInterrupted  # pylint: disable=import-outside-toplevel
-  monkeypatch.setattr(interrupts.StopRequest, "asked_anywhere", lambda self, step: True,
-                      raising=False)
+  monkeypatch.setattr(interrupts.StopRequest, "asked_anywhere", lambda self, step: True)
   with pytest.raises(TrainingInterrupted, match=(
       f"^interrupted after the last step, {STEPS}: the run is finished")):
     last_steps.resume()

@@ -152,15 +152,12 @@ def inference_batch_size(trained: "TrainedModel") -> int:
   """
   section = trained.config.get("inference")
   value = section.get("batch_size") if hasattr(section, "get") else None
-  where = lambda: ("trained.config.inference.batch_size, or the config the model was made "
-                   f"from; the default is {config_lib.reference_config().inference.batch_size}")
-  if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-    raise ConfigError(f"inference.batch_size={value!r} is not valid; use a whole number of "
-                      f"images per batch, at least 1 ({where()}).")
-  try:
+  try:  # Its type too (None, True, 2.5: `check_inference`).
     config_lib.check_inference({"batch_size": value})
   except ConfigError as e:
-    raise ConfigError(f"{str(e).rstrip('.')} ({where()}).") from None
+    raise ConfigError(f"{str(e).rstrip('.')} (trained.config.inference.batch_size, or the "
+                      "config the model was made from; the default is "
+                      f"{config_lib.reference_config().inference.batch_size}).") from None
   return int(value)
 
 
