@@ -198,8 +198,17 @@ for p in "${run_parts[@]}"; do
 import json, os, sys
 if os.path.exists(sys.argv[1]):
   rows = [json.loads(l) for l in open(sys.argv[1])]
-  print("train.py images/s per log window:",
-        [round(r["train/images_per_s"]) for r in rows if "train/images_per_s" in r])
+  rows = [r for r in rows if "train/images_per_s" in r]
+  # A checkpoint or a stop between log steps ends a window early: each window says its steps
+  # (train/steps), and the run's figure weighs them (images over seconds, not a mean of the
+  # rates). train.py leaves compiles and evaluations out of a window's seconds.
+  print("train.py images/s (steps) per window:",
+        [f"{r['train/images_per_s']:.0f} ({r.get('train/steps', 0):.0f})" for r in rows])
+  timed = [r for r in rows if "train/steps" in r]
+  if timed:
+    steps = round(sum(r["train/steps"] for r in timed))  # Floats in metrics.jsonl.
+    seconds = sum(r["train/steps"] / r["train/images_per_s"] for r in timed)  # x the batch
+    print(f"train.py images/s over the run's {steps} steps: {steps / seconds:.0f}")
 PY
   elif [[ $flags == ab:* ]]; then
     # shellcheck disable=SC2086
