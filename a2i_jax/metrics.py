@@ -3,13 +3,15 @@ lines."""
 
 from __future__ import annotations
 
+import errno
+import itertools
 import json
 import logging
 import operator
 import os
 import time
 from collections import abc
-from typing import Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 from tensorboardX import SummaryWriter
@@ -20,8 +22,9 @@ from a2i_jax.inputs import to_uint8
 
 METRICS_FILE = "metrics.jsonl"
 # How TensorBoard's writer (tensorboardX's, as TensorFlow's) names its event files in
-# WORKDIR/tensorboard: this prefix, then the time and the host. The folder holds one per run
-# and resume; a run stopped before its first step removes those it added (train_lib).
+# WORKDIR/tensorboard: this prefix, then the time (in seconds) and the host, then
+# `MetricWriter`'s own ".PID.N" (`_events_suffix`). The folder holds one per writer (per run
+# and resume); a run stopped before its first step removes those it added (train_lib).
 EVENTS_PREFIX = "events.out.tfevents."
 # The largest step TensorBoard's event files hold (a 64-bit signed integer).
 MAX_STEP = 2 ** 63 - 1
@@ -32,6 +35,11 @@ _X2NUM_LOGGER = logging.getLogger("tensorboardX.x2num")
 # How often `MetricWriter.write` flushes TensorBoard's events (tensorboardX's own default,
 # `flush_secs`), so that a live TensorBoard follows the run; `sync` and `close` flush at once.
 TENSORBOARD_FLUSH_S = 120.0
+# Errors of a sync (`MetricWriter._synced`) that say the disk could not take what was written
+# (NFS and other file systems report a failed write there): raised, not a warning.
+_LOST_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# Numbers the writers of this process, for their event files' names (`_events_suffix`).
+_WRITERS = itertools.count(1)
 
 
 class MetricWriter:
@@ -84,8 +92,14 @@ class MetricWriter:
       kept = [r for r in history if resumed_from is None or r["step"] <= resumed_from]
       files.atomic_write(path, "".join(_line(r) for r in kept))  # Older NaNs as null too.
       self._last = kept[-1] if kept else None
-    self._tb = SummaryWriter(logdir=os.path.join(workdir, "tensorboard"), purge_step=purge)
+    # Was: tensorboardX's name alone (the second and the host), opened "wb": a writer made
+    # within the same second (a resume right after a stop, one that only evaluates the last
+    # step, a test) emptied the earlier one's event file (fault hunt).
+    events = os.path.join(workdir, "tensorboard")
+    self._tb = SummaryWriter(logdir=events, purge_step=purge,
+                             filename_suffix=_events_suffix(events))
     self._tb_at_once = _write_events_at_once(self._tb)
+    self._tb_file = _events_file(self._tb) if self._tb_at_once else None
     self._tb_flushed = time.monotonic()
     self._jsonl = open(path, "a", encoding="utf-8")
 
@@ -111,7 +125,8 @@ class MetricWriter:
       InputError: the writer is closed, a step outside [0, `MAX_STEP`] or before the last
         row's, `scalars` not a mapping, a scalar named "step" or one whose value is not a
         single real number; nothing is written then.
-      OSError: the disk refused the write (a full disk).
+      OSError: the disk refused the write (a full disk) of TensorBoard's events (at a flush)
+        or of the row: the rows before stay as they were, and this one is not read back.
     """
     if not self._active:
       return
@@ -138,7 +153,7 @@ class MetricWriter:
       _X2NUM_LOGGER.disabled = was_disabled
     if sync or (self._tb_at_once
                 and time.monotonic() - self._tb_flushed >= TENSORBOARD_FLUSH_S):
-      self._synced(self._tb.flush, self._tb.logdir)  # Also for a live TensorBoard.
+      self._flush_events()  # Also for a live TensorBoard.
       self._tb_flushed = time.monotonic()
     if self._last is not None and self._last["step"] == row["step"]:
       row = {**self._last, **row}
@@ -209,8 +224,19 @@ class MetricWriter:
       return
     self._check_open()
     self._jsonl.flush()  # A full disk raises here, as `write` would.
-    self._synced(self._tb.flush, self._tb.logdir)  # TensorBoard's writer syncs as it flushes.
+    self._flush_events()
     self._sync_jsonl()
+
+  def _flush_events(self) -> None:
+    """Writes TensorBoard's events held in its file's buffer, then syncs them (`_synced`).
+
+    A write the disk refuses (full: ENOSPC, EDQUOT; or failed: EIO) raises its OSError, as
+    metrics.jsonl's does: was said in `_synced`'s warning, and the run went on without its
+    events, until a row of metrics.jsonl needed a new block of the disk (fault hunt).
+    """
+    if self._tb_file is not None:
+      self._tb_file.flush()
+    self._synced(self._tb.flush, self._tb.logdir)  # TensorBoard's writer syncs as it flushes.
 
   def _sync_jsonl(self) -> None:
     """`sync`'s part for metrics.jsonl (flushed already): the file, and its folder once."""
@@ -224,10 +250,13 @@ class MetricWriter:
     """`sync()` of `what`, where the file system takes it: one that cannot (some network and
     FUSE mounts: EINVAL, ENOTSUP) or fails (EIO) is said once in a warning, not raised: the
     rows are written either way, and the checkpoint after them must not be lost to it
-    (review: a raw OSError stopped the run before its save)."""
+    (review: a raw OSError stopped the run before its save). A full disk (ENOSPC, EDQUOT:
+    what was written is not on it) is raised, for the training loop's one error line."""
     try:
       sync()
     except OSError as e:
+      if e.errno in _LOST_WRITE_ERRNOS:  # Was the warning below, and the run went on.
+        raise
       if not self._sync_failed:
         logging.warning("could not sync %s to the disk (%s); what is written stays, but a "
                         "power loss may lose its last part", what,
@@ -241,6 +270,8 @@ class MetricWriter:
       return
     self._closed = True
     try:
+      if self._tb_file is not None:  # A full disk raises, as in `sync` (`_flush_events`).
+        self._tb_file.flush()
       self._synced(self._tb.close, self._tb.logdir)  # Which syncs TensorBoard's file.
     finally:
       try:
@@ -273,6 +304,35 @@ def _write_events_at_once(tb: SummaryWriter) -> bool:
   worker.stop()  # It writes what its queue holds, then ends (close() stops it again: a no-op).
   events.add_event = file.write_event
   return True
+
+
+def _events_file(tb: SummaryWriter) -> Optional[Any]:
+  """The open file (buffered) that `tb` writes its events into, once `_write_events_at_once`
+  has stopped its thread; None where this tensorboardX holds it otherwise."""
+  events = getattr(getattr(tb, "file_writer", None), "event_writer", None)
+  records = getattr(getattr(events, "_ev_writer", None), "_py_recordio_writer", None)
+  file = getattr(records, "_writer", None)
+  return file if callable(getattr(file, "flush", None)) else None
+
+
+def _events_suffix(folder: str) -> str:
+  """The end of a new writer's event file name in `folder`: ".PID.N", this process's id and
+  the writer's number in it (zero-padded, so that the names of one second sort as they were
+  made), one that no file there ends with yet.
+
+  tensorboardX names the file by the second and the host alone and opens it "wb": a second
+  writer within the same second truncated the first one's file. The process's id tells apart
+  the processes of one host at one time (a resume right after a stop), the number the writers
+  of one process; the names there already, an earlier process of the same id.
+  """
+  try:
+    names = os.listdir(folder)
+  except OSError:  # Not made yet (tensorboardX makes it), or not listable: id and number.
+    names = []
+  while True:
+    suffix = f".{os.getpid():07d}.{next(_WRITERS):06d}"
+    if not any(name.endswith(suffix) for name in names):
+      return suffix
 
 
 def _checked_step(step) -> int:

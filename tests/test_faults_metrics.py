@@ -2,6 +2,9 @@
 each test names what a user met before its fix ("Was: ..."). Library-level and fast: NumPy
 arrays where the pipeline's checks come before any JAX work, tiny files in tmp_path."""
 
+import errno
+import io
+import itertools
 import json
 import os
 import re
@@ -171,6 +174,77 @@ def test_a_file_system_that_cannot_sync_is_one_warning(tmp_path, monkeypatch, ca
       f"could not sync {tmp_path / 'tensorboard'} to the disk (Invalid argument); what is "
       "written stays, but a power loss may lose its last part"]
   assert [r["step"] for r in _rows(tmp_path / metrics.METRICS_FILE)] == [1, 2]
+
+
+def test_a_full_disk_at_tensorboards_flush_stops_the_writer_and_keeps_the_rows(
+    tmp_path, monkeypatch, caplog):
+  """Was: a full disk (ENOSPC) at the periodic or an evaluation's flush of TensorBoard's events
+  was `_synced`'s "could not sync" warning, and the run went on without its events (the row
+  of metrics.jsonl, a few bytes in a block it already had, was written); so was ENOSPC at the
+  sync itself (NFS says a lost write there). Now `write` and `sync` raise the disk's OSError,
+  which the training loop turns into its one error line (as a full metrics.jsonl), with the
+  rows and the events written before as they were. A failed write of any kind (EIO) raises
+  too."""
+  from tensorboardX import record_writer  # pylint: disable=import-outside-toplevel
+  full = []  # The errno the disk answers with; none while it has room.
+
+  class Disk(io.FileIO):
+    def write(self, data):
+      if full:
+        raise OSError(full[0], os.strerror(full[0]))
+      return super().write(data)
+
+  monkeypatch.setattr(record_writer, "open_file", lambda path: io.BufferedWriter(Disk(path, "wb")))
+  writer = metrics.MetricWriter(str(tmp_path))
+  try:
+    writer.write(1, {"train/loss": 3.0})
+    writer.sync()
+    with monkeypatch.context() as patch:  # NFS says a lost write at the sync.
+      patch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.ENOSPC, "")))
+      with pytest.raises(OSError):
+        writer.sync()
+    monkeypatch.setattr(metrics, "TENSORBOARD_FLUSH_S", 0.0)  # A periodic flush at each write.
+    for code, scalars in ((errno.ENOSPC, {"train/loss": 2.0}), (errno.EDQUOT, {"val/loss": 1.0}),
+                          (errno.EIO, {"a": 1.0})):
+      full[:] = [code]
+      with caplog.at_level("WARNING"), pytest.raises(OSError) as raised:
+        writer.write(2, scalars)
+      assert raised.value.errno == code
+      assert files.storage_error(raised.value) is not None or code == errno.EIO
+      with pytest.raises(OSError):
+        writer.sync()
+    assert "could not sync" not in caplog.text
+    assert metrics.read_metrics(str(tmp_path)) == [{"step": 1, "train/loss": 3.0}]
+    assert _tensorboard_events(str(tmp_path)) == [(1, "train/loss")]
+    with pytest.raises(OSError, match="Input/output error"):
+      writer.close()  # metrics.jsonl closed all the same.
+  finally:
+    full.clear()  # Room again: tensorboardX's own writer closes its file (else at the exit).
+    writer.close()
+    writer._tb.close()  # pylint: disable=protected-access
+  assert writer._jsonl.closed  # pylint: disable=protected-access
+
+
+def test_a_writer_made_in_the_same_second_leaves_the_earlier_event_file_whole(tmp_path,
+                                                                            monkeypatch):
+  """Was: tensorboardX names its event file by the second and the host and opens it "wb": a
+  second writer within the same second (a resume right after a stop, one that only evaluates
+  the last step) emptied the first one's file, its events lost. Each writer's file has
+  a name of its own now, the earlier process's file too where a process id comes again."""
+  monkeypatch.setattr("time.time", lambda: 1_800_000_000.25)  # One second for all of them.
+  writer = metrics.MetricWriter(str(tmp_path))
+  writer.write(1, {"train/loss": 3.0})
+  writer.close()
+  writer = metrics.MetricWriter(str(tmp_path), resumed_from=1)
+  writer.write(2, {"train/loss": 2.0})
+  writer.close()
+  assert _tensorboard_events(str(tmp_path)) == [(1, "train/loss"), (2, "train/loss")]
+  # Another process of the same id, whose writers are numbered afresh.
+  monkeypatch.setattr(metrics, "_WRITERS", itertools.count(1))
+  metrics.MetricWriter(str(tmp_path), resumed_from=2).close()
+  names = os.listdir(tmp_path / "tensorboard")
+  assert len(names) == 3 and all(n.startswith(metrics.EVENTS_PREFIX) for n in names)
+  assert _tensorboard_events(str(tmp_path)) == [(1, "train/loss"), (2, "train/loss")]
 
 
 def test_a_resume_leaves_one_row_per_step_in_order(tmp_path):
