@@ -17,11 +17,9 @@ if __name__ == "__main__":  # First, before any import: it may start the command
   # a SIGTERM; review finding). A SIGTERM is a Ctrl-C here, as later (status 130).
   startup.begin("interrupted", 130)
 
-import difflib
 import logging as std_logging
 import os
 import sys
-import traceback
 import warnings
 
 from absl import app, flags, logging
@@ -88,55 +86,6 @@ def _out_of_memory_words(e: BaseException) -> str:
           f"or a narrower --config.model.width; {kept}")
 
 
-def _config_spec(argv: list[str]) -> str:
-  """The --config value of a normalised command line ("" where there is none)."""
-  specs = [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
-  return specs[-1] if specs else ""  # The last one counts, as for any flag.
-
-
-def _line_in(error: BaseException, path: str) -> str:
-  """" at line N" of the innermost frame of `error`'s traceback in the file `path`."""
-  path = os.path.abspath(os.path.expanduser(path))
-  lines = [frame.lineno for frame in traceback.extract_tb(error.__traceback__)
-           if os.path.abspath(frame.filename) == path]
-  return f" at line {lines[-1]}" if lines else ""
-
-
-def _explain_flag_error(argv: list[str], error: Exception) -> str:
-  """The one line for a command line that ml_collections' config flags could not parse."""
-  spec = _config_spec(argv)
-  # ml_collections wraps an exception of a config file's get_config in a flag error holding
-  # the whole traceback (was: printed in the error line): the load below names it instead.
-  if isinstance(error, flags.Error) and "Error whilst parsing config file" not in str(error):
-    try:  # An override's value of the wrong kind: what the key takes (was absl's words only,
-      # "invalid literal for int() with base 10: '4.0'").
-      typed = config_lib.explain_override_value(str(error), config_lib.get_config(spec),
-                                                tuple(argv))
-    except Exception:  # pylint: disable=broad-except
-      typed = None
-    return typed or f"{str(error).rstrip('.')}; see python train.py --helpfull."  # Absl's own.
-  try:
-    config = config_lib.get_config(spec)  # Its ConfigError names a missing file.
-  except ConfigError as e:
-    return str(e)
-  except Exception as e:  # pylint: disable=broad-except
-    path = config_lib.resolve_spec(spec).partition(":")[0]
-    first = (str(e).strip().splitlines() or [""])[0]  # One line, whatever the file raised.
-    return (f"the config file {spec} failed to load ({type(e).__name__}: {first})"
-            f"{_line_in(e, path)}; fix the error there.")
-  keys = sorted(config_lib.leaf_paths(config))
-  for arg in argv:
-    if arg.startswith("--config.") or arg.startswith("--noconfig."):
-      key = arg.split("=", 1)[0].split("config.", 1)[1]
-      if key not in keys and not any(k.startswith(key + ".") for k in keys):
-        close = difflib.get_close_matches(key, keys, n=1)
-        hint = f" Did you mean --config.{close[0]}?" if close else ""
-        return (f"config key {key!r} does not exist.{hint} The valid keys are in "
-                "configs/default.py.")
-  first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-  return f"the command line could not be parsed: {first}"
-
-
 def _refuse_a_run_record(spec: str) -> None:
   """Refuses a --config that is a run's record of its config (`config_lib.run_record_example`:
   a JSON file), before ml_collections runs it as Python (was: "NameError ... fix the error
@@ -166,7 +115,8 @@ def _parse_flags(argv: list[str]) -> list[str]:
   if len(given) > 1:  # absl would let the last win, or blame the overrides as defined twice.
     _fail(f"--config given {len(given)} times; pass it once (then --config.<key>=<value> "
           "for each override).")
-  _refuse_a_run_record(_config_spec(argv))  # Before ml_collections runs it as Python.
+  spec = config_lib.config_flag_value(argv)
+  _refuse_a_run_record(spec)  # Before ml_collections runs it as Python.
   try:
     with warnings.catch_warnings():  # ml_collections loads the file with load_module, which
       # Python deprecates: under -W error (PYTHONWARNINGS=error) that was "the command line
@@ -175,11 +125,11 @@ def _parse_flags(argv: list[str]) -> list[str]:
       rest = flags.FLAGS(argv)
       _CONFIG.value.get("seed")  # A deferred load error (a missing file) surfaces here.
   except Exception as e:  # pylint: disable=broad-except
-    _fail(_explain_flag_error(argv, e))
+    _fail(config_lib.explain_config_flag_error(argv, e))
   try:
     config_lib.check_is_config(_CONFIG.value,
                                config_flags.get_config_filename(flags.FLAGS["config"]))
-    config_lib.check_variant(_CONFIG.value, _config_spec(argv))  # "synthetic.py:dcvae".
+    config_lib.check_variant(_CONFIG.value, spec)  # "synthetic.py:dcvae".
     # Its keys first (one it lacks), then the overrides it would ignore; the values are
     # checked in train_and_evaluate (some need JAX, which must wait for the processes to join).
     config_lib.check_keys(_CONFIG.value)
@@ -201,7 +151,7 @@ def _refuse_a_name_unlike_its_variant(argv: list[str], config) -> None:
                 if a.startswith(("--config.", "--noconfig."))}
   if "model.name" not in overridden:
     return
-  spec = _config_spec(argv)
+  spec = config_lib.config_flag_value(argv)
   path, name = spec.partition(":")[0], config.model.name
   try:
     variant, base = config_lib.get_config(f"{path}:{name}"), config_lib.get_config(spec)

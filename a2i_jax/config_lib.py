@@ -17,6 +17,7 @@ import json
 import math
 import os
 import re
+import traceback
 from types import ModuleType
 from typing import Any, Iterator, Optional, Sequence
 
@@ -765,7 +766,7 @@ _OVERRIDE_KINDS = {"a bool": "true or false", "an integer": "an integer",
 
 
 def explain_override_value(message: str, config: ml_collections.ConfigDict,
-                           argv: tuple[str, ...] = ()) -> Optional[str]:
+                           argv: tuple[str, ...] = (), flag: str = "--config") -> Optional[str]:
   """The one line for absl's refusal of an override's value, which names no fix (was, e.g.,
   "flag --config.batch_size=4.0: invalid literal for int() with base 10: '4.0'").
 
@@ -775,25 +776,113 @@ def explain_override_value(message: str, config: ml_collections.ConfigDict,
       kind the override must be.
     argv: the command line, where the value is read whole (absl's message is cut at its
       first ": ", which a value may hold).
+    flag: the config flag's name with its dashes, as the script defines it ("--config").
   Returns:
     e.g. "config.batch_size must be an integer (e.g. --config.batch_size=32), not '4.0'.";
     None for a message that names no override of a key of `config`.
   """
-  match = re.match(r"flag --(?:no)?config\.([\w.]+)=(.*?): ", message)
+  bare = re.escape(flag.lstrip("-"))
+  match = re.match(rf"flag --(?:no)?{bare}\.([\w.]+)=(.*?): ", message)
   if match is None:
     return None
   key, value = match.groups()
-  given = [a.split("=", 1)[1] for a in argv if a.startswith(f"--config.{key}=")]
+  given = [a.split("=", 1)[1] for a in argv if a.startswith(f"{flag}.{key}=")]
   value = given[-1] if given else value
   default = value_at(config, key)
   kind = _kind(default)
   if kind is None:
     return None
   if kind == "a bool":
-    example = f"--config.{key}=true or --config.{key}=false"
+    example = f"{flag}.{key}=true or {flag}.{key}=false"
   else:
-    example = f"e.g. --config.{key}={default}"
+    example = f"e.g. {flag}.{key}={default}"
   return f"config.{key} must be {_OVERRIDE_KINDS[kind]} ({example}), not {value!r}."
+
+
+def config_flag_value(argv: Sequence[str], flag: str = "--config") -> str:
+  """The value of a config flag on a command line, the last one given as absl takes it:
+  `--config=SPEC` or `--config SPEC`, with one dash too; none after a "--".
+
+  Args:
+    argv: the command line, the program first.
+    flag: the config flag's name with its dashes, as the script defines it ("--config").
+  Returns:
+    The spec, e.g. "configs/lfw.py:discvae"; "" where the flag is not given.
+  """
+  args = list(argv[1:])
+  args = args[:args.index("--")] if "--" in args else args
+  names = (flag, "-" + flag.lstrip("-"))
+  specs = [arg.partition("=")[2] if "=" in arg else (args[i + 1] if i + 1 < len(args) else "")
+           for i, arg in enumerate(args) if arg.partition("=")[0] in names]
+  return specs[-1] if specs else ""
+
+
+def _override_key(arg: str, flag: str) -> Optional[str]:
+  """The key an argument overrides under the config flag `flag` ("model.width" for
+  "--config.model.width=1", "--noconfig.model.width" or "-config.model.width"); None for an
+  argument that is no override."""
+  name, bare = arg.split("=", 1)[0], flag.lstrip("-")
+  for prefix in (f"--{bare}.", f"--no{bare}.", f"-{bare}.", f"-no{bare}."):
+    if name.startswith(prefix):
+      return name[len(prefix):]
+  return None
+
+
+def _line_in(error: BaseException, path: str) -> str:
+  """" at line N" of the innermost frame of `error`'s traceback in the file `path`."""
+  path = os.path.abspath(os.path.expanduser(path))
+  lines = [frame.lineno for frame in traceback.extract_tb(error.__traceback__)
+           if os.path.abspath(frame.filename) == path]
+  return f" at line {lines[-1]}" if lines else ""
+
+
+def explain_config_flag_error(argv: Sequence[str], error: Exception, flag: str = "--config",
+                              script: str = "train.py") -> str:
+  """The one line for a command line that ml_collections' config flag could not parse, the
+  same for train.py and the benchmark scripts: a config file that does not load (the
+  library's `ConfigError`, or the file's own error with the line it stands at), an override
+  of a key the config lacks (with the closest key), a value of the wrong kind
+  (`explain_override_value`), else absl's words with the script's --helpfull.
+
+  Args:
+    argv: the command line, the program first.
+    error: what the parse (absl's, ml_collections') or the config's first read raised.
+    flag: the config flag's name with its dashes, as the script defines it ("--config"):
+      the hints name it.
+    script: the script as it is run, e.g. "benchmarks/train_step.py", for the help hint.
+  Returns:
+    The line, without "error: ", e.g. "config key 'model.widht' does not exist. Did you mean
+    --config.model.width? The valid keys are in configs/default.py.".
+  """
+  spec = config_flag_value(argv, flag)
+  # ml_collections wraps an exception of a config file's get_config in a flag error holding
+  # the whole traceback (was: printed in the error line): the load below names it instead.
+  if isinstance(error, flags.Error) and "Error whilst parsing config file" not in str(error):
+    try:  # An override's value of the wrong kind: what the key takes (was absl's words only,
+      # "invalid literal for int() with base 10: '4.0'").
+      typed = explain_override_value(str(error), get_config(spec), tuple(argv), flag)
+    except Exception:  # pylint: disable=broad-except
+      typed = None
+    return typed or f"{str(error).rstrip('.')}; see python {script} --helpfull."  # Absl's own.
+  try:
+    config = get_config(spec)  # Its ConfigError names a missing file.
+  except ConfigError as e:
+    return str(e)
+  except Exception as e:  # pylint: disable=broad-except
+    path = resolve_spec(spec).partition(":")[0]
+    first = (str(e).strip().splitlines() or [""])[0]  # One line, whatever the file raised.
+    return (f"the config file {spec} failed to load ({type(e).__name__}: {first})"
+            f"{_line_in(e, path)}; fix the error there.")
+  keys = sorted(leaf_paths(config))
+  for arg in argv[1:]:
+    key = _override_key(arg, flag)
+    if key is not None and key not in keys and not any(k.startswith(key + ".") for k in keys):
+      close = difflib.get_close_matches(key, keys, n=1)
+      hint = f" Did you mean {flag}.{close[0]}?" if close else ""
+      return (f"config key {key!r} does not exist.{hint} The valid keys are in "
+              "configs/default.py.")
+  first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+  return f"the command line could not be parsed: {first}"
 
 
 def _check_types(config: ml_collections.ConfigDict, sections: tuple[str, ...] = ()) -> None:

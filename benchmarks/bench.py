@@ -131,7 +131,8 @@ def parse_absl_flags(argv: list, script: str, config_flag: Any = None,
   FATAL or a traceback, before anything is compiled: a value absl refuses (a count below its
   `lower_bound`, a number that is not one), and, given `config_flag`, a config file that does
   not load, an override of a key it does not have, or a config the library refuses
-  (`config_lib.check_variant`, `config_lib.validate_config`).
+  (`config_lib.check_variant`, `config_lib.validate_config`). The config flag's refusals are
+  train.py's lines (`config_lib.explain_config_flag_error`), under the script's flag name.
 
   The config flag is to be defined with no default (`DEFINE_config_file(name, None, ...)`):
   ml_collections loads a default config as the flag is defined, at import, where an unknown
@@ -156,55 +157,29 @@ def parse_absl_flags(argv: list, script: str, config_flag: Any = None,
     argv.insert(1, f"{name}={default_config}")
     if sys.argv[1:] == argv[2:]:
       sys.argv[:] = argv
+  if config_flag is None:
+    try:
+      return absl_flags.FLAGS(argv)
+    except absl_flags.Error as e:
+      timing.refuse(f"{str(e).rstrip('.')}; see python {script} --helpfull.")
+  from a2i_jax import config_lib  # pylint: disable=import-outside-toplevel
   try:
     rest = absl_flags.FLAGS(argv)
-    if config_flag is None:
-      return rest
     config = config_flag.value  # A load that failed: an error, or an _ErrorConfig.
     import ml_collections  # pylint: disable=import-outside-toplevel
     if not isinstance(config, ml_collections.ConfigDict):
       raise TypeError(f"the config is a {type(config).__name__}")
-  except absl_flags.Error as e:
-    timing.refuse(f"{str(e).rstrip('.')}; see python {script} --helpfull.")
-  except Exception as e:  # pylint: disable=broad-except  (the file's load, an override's key)
-    timing.refuse(_config_error(argv, name, e))
-  from a2i_jax import config_lib  # pylint: disable=import-outside-toplevel
-  spec = _config_spec(argv, name)
+  except Exception as e:  # pylint: disable=broad-except  (absl's, the file's load, an override)
+    # train.py's words: the did-you-mean key, what an override's value must be, the line of
+    # the config file's own error (was a shorter copy of them here, without those).
+    timing.refuse(config_lib.explain_config_flag_error(argv, e, name, script))
+  spec = config_lib.config_flag_value(argv, name)
   try:
     config_lib.check_variant(config, spec)
     config_lib.validate_config(config)
   except A2IError as e:
     timing.refuse(f"{name}={spec}: {e}")
   return rest
-
-
-def _config_spec(argv: list, name: str) -> str:
-  """The value of the config flag `name` on the command line `argv` (its last, as absl's)."""
-  specs = [a.split("=", 1)[1] if a.startswith(name + "=") else nxt
-           for a, nxt in zip(argv[1:], argv[2:] + [""]) if a == name or a.startswith(name + "=")]
-  return specs[-1]
-
-
-def _config_error(argv: list, name: str, error: Exception) -> str:
-  """The one line for a config flag ml_collections could not load or override: the library's
-  load names a missing file or unknown variant, else the first override of a key the config
-  does not have, else the error's first line."""
-  from a2i_jax import config_lib, errors  # pylint: disable=import-outside-toplevel
-  spec = _config_spec(argv, name)
-  try:
-    keys = set(config_lib.leaf_paths(config_lib.get_config(spec)))
-  except A2IError as e:
-    return f"{name}={spec}: {e}"
-  except Exception as e:  # pylint: disable=broad-except  (the config file's own error)
-    return (f"{name}={spec} failed to load ({type(e).__name__}: {errors.first_line(e)}); fix "
-            "the error there.")
-  for arg in argv[1:]:
-    if arg.startswith(name + "."):
-      key = arg[len(name) + 1:].split("=", 1)[0]
-      if key not in keys and not any(k.startswith(key + ".") for k in keys):
-        return (f"{arg}: the config {spec} has no key {key!r}; the valid keys are in "
-                "configs/default.py.")
-  return f"{name}={spec}: {errors.first_line(error)}"
 
 
 # Peak dense FLOP/s per device kind (matched against `device.device_kind`, lower case, first

@@ -202,7 +202,13 @@ def test_bench_main_prints_library_errors_as_one_line(monkeypatch):
     # A config that does not load or that the library refuses (was: a traceback; an unknown
     # key with the default config, at import): the absl scripts' shared parse.
     ("train_step", "--config=/nonexistent.py", "no config file at /nonexistent.py"),
-    ("train_step", "--config.model.foo=1", "configs/synthetic.py has no key 'model.foo'"),
+    ("train_step", "--config.model.foo=1", "config key 'model.foo' does not exist."),
+    # train.py's lines, from the one function both call (was a shorter copy here): the key
+    # meant, and what an override's value must be (was absl's "invalid literal for int()").
+    ("train_step", "--config.model.widht=0.5", "config key 'model.widht' does not exist. Did "
+     "you mean --config.model.width? The valid keys are in configs/default.py."),
+    ("scan_vs_loop", "--config.batch_size=4.0", "error: config.batch_size must be an integer "
+     "(e.g. --config.batch_size=32), not '4.0'."),
     ("train_step", "--config.model.width=0", "config.model.width=0.0 must be > 0"),
     # Was: a ZeroDivisionError, absl's two-line FATAL, the whole help before the refusal.
     ("scan_vs_loop", "--steps=0", "--steps=0: 0 is not a positive integer"),
@@ -220,6 +226,39 @@ def test_absl_scripts_refuse_bad_flags_before_they_compile(script, flag, words):
   assert proc.returncode == 2, (proc.stdout, proc.stderr)
   err = proc.stderr.strip()
   assert len(err.splitlines()) == 1 and err.startswith("error:") and words in err, err
+
+
+def test_absl_scripts_name_the_line_of_a_config_files_own_error(tmp_path):
+  """Was the whole traceback ml_collections wraps a config file's error in, joined into the
+  error line, and no line number (train.py's line names it: the same function now)."""
+  import faults_lib  # pylint: disable=import-outside-toplevel
+  import launcher  # pylint: disable=import-outside-toplevel
+  path = tmp_path / "mine.py"
+  path.write_text("import ml_collections\n\n\ndef get_config():\n"
+                  "  raise ValueError('first line\\nsecond line')\n")
+  proc = launcher.run([sys.executable, os.path.join(BENCHMARKS, "train_step.py"),
+                       f"--config={path}"], cwd=ROOT, timeout=60, env=faults_lib.environment())
+  assert proc.returncode == 2, (proc.stdout, proc.stderr)
+  assert proc.stderr.strip() == (f"error: the config file {path} failed to load (ValueError: "
+                                 "first line) at line 5; fix the error there."), proc.stderr
+
+
+def test_the_config_flag_errors_name_the_scripts_own_flag():
+  """A script whose config flag has another name: the hints name that flag (the shared
+  `config_lib.explain_config_flag_error`, in process)."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from a2i_jax import config_lib  # pylint: disable=import-outside-toplevel
+  argv = ["x.py", "--cfg", "configs/synthetic.py", "--nocfg.progress_bar", "-cfg.model.widht=1"]
+  assert config_lib.config_flag_value(argv, "--cfg") == "configs/synthetic.py"
+  explain = lambda e: config_lib.explain_config_flag_error(argv, e, "--cfg", "x.py")
+  assert explain(KeyError("widht")) == ("config key 'model.widht' does not exist. Did you mean "
+                                        "--cfg.model.width? The valid keys are in "
+                                        "configs/default.py.")
+  assert explain(flags.IllegalFlagValueError(
+      "flag --cfg.batch_size=4.0: invalid literal for int() with base 10: '4.0'")) == (
+          "config.batch_size must be an integer (e.g. --cfg.batch_size=32), not '4.0'.")
+  assert explain(flags.UnrecognizedFlagError("stpes")) == (
+      "Unknown command line flag 'stpes'; see python x.py --helpfull.")
 
 
 @pytest.mark.parametrize("script,argv,patch", [
