@@ -1118,22 +1118,9 @@ def _load_data(config, workdir: str):
   trained order, each split checked against the one it trained on (was not: a CSV changed
   since put training images in the test split, scored without a word; review finding), its
   images and masks centre cropped where training cropped (CUB's 64 of 72); progress bars as
-  the run's config.progress_bar says (were always shown for LFW, CUB and folders)."""
-  given = os.path.expanduser(config.data.path or "")
-  path = os.path.abspath(given)
-  if config.data.name == "folder" and given and not os.path.exists(path):
-    # Was: the folder layout explained, as if the user had pointed at the wrong folder.
-    record = os.path.join(workdir, checkpoints.CONFIG_FILE)
-    if not os.path.isabs(given):  # Read from the folder infer.py runs in.
-      raise InputError(
-          f"this run's folder dataset is data.path={config.data.path!r} in {record}, a path "
-          f"relative to the folder a program runs in, and from here it is {path}, which does "
-          "not exist; run infer.py from the folder train.py ran in, or set data.path in that "
-          "file to the dataset's absolute path.")
-    raise InputError(
-        f"this run was trained on the folder dataset {path} (data.path in {record}), which "
-        "no longer exists; infer.py needs its test split and training attributes. Move the "
-        "folder back, or set data.path in that file to where it is now.")
+  the run's config.progress_bar says (were always shown for LFW, CUB and folders). A folder
+  dataset whose data.path no longer exists, or is relative and read from another folder, is
+  refused as such by the API too (were explained here alone)."""
   return inference.load_run_data(config, workdir, progress=config.progress_bar)
 
 

@@ -1458,7 +1458,8 @@ def dataset_info(dataset: Any, data_path: str = "") -> dict:
     info[data_base.SPLIT_IDS_KEY] = {k: dict(v) for k, v in split_ids.items()}
     # Was: the ids alone, so a folder of the same file names but other images (a relative
     # config.data.path run from another directory) resumed and was served (review finding).
-    info[data_base.SPLIT_CONTENT_KEY] = data_base.split_content(dataset)
+    # The load's check computed them already (`check_same_splits`).
+    info[data_base.SPLIT_CONTENT_KEY] = data_base.split_content(dataset, reuse=True)
   if data_path and dataset.name == "folder":  # Where it was, for check_same_splits' message.
     info["data_path"] = os.path.abspath(os.path.expanduser(data_path))
   return info

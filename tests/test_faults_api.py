@@ -1339,6 +1339,68 @@ def test_the_loaders_refuse_a_path_a_dict_or_the_wrong_config_section(untrained)
   assert as_trained(dataset, None) is dataset
 
 
+def test_the_loaders_explain_a_runs_folder_dataset_that_is_not_there(untrained, tmp_path,
+                                                                     monkeypatch):
+  """Was: infer.py alone explained a run whose folder dataset is not at its data.path (moved
+  or deleted since, or a relative path read from another folder); load_run_data and
+  load_data gave the folder loader's "<path>/images does not exist ... An own dataset is a
+  folder with images/ ...", as if the user had pointed at the wrong folder (read-through).
+  Both explain it now, in an error of the classes both gave before."""
+  from a2i_jax.errors import DatasetNotPreparedError  # pylint: disable=import-outside-toplevel
+  config = tiny_config("cvae")
+  config.data.name, config.data.path = "folder", str(tmp_path / "gone")
+  workdir = str(tmp_path / "w")
+  trained = dataclasses.replace(untrained["cvae"], config=config, workdir=workdir)
+  loaders = (lambda: inference.load_run_data(config, workdir, progress=False),
+             lambda: inference.load_data(trained, progress=False))
+  record = os.path.join(workdir, "config.json")
+  for load in loaders:
+    with pytest.raises(DatasetNotPreparedError) as e:
+      load()
+    assert isinstance(e.value, InputError)
+    assert str(e.value) == (
+        f"this run was trained on the folder dataset {tmp_path / 'gone'} (data.path in "
+        f"{record}), which no longer exists; infer.py and the inference API read its test "
+        "split and training attributes from there. Move the folder back, or set data.path in "
+        "that file to where it is now (a model loaded before: load it again).")
+  monkeypatch.chdir(tmp_path)
+  config.data.path = "relative/mine"  # As given to train.py in another folder.
+  for load in loaders:
+    with pytest.raises(InputError) as e:
+      load()
+    assert str(e.value) == (
+        f"this run's folder dataset is data.path='relative/mine' in {record}, a path relative "
+        f"to the folder a program runs in, and from here it is {tmp_path / 'relative/mine'}, "
+        "which does not exist; run infer.py from the folder train.py ran in (so too a program "
+        "that loads the run's data), or set data.path in that file to the dataset's absolute "
+        "path.")
+
+
+def test_the_loaders_check_the_config_once(untrained, monkeypatch):
+  """Was: load_run_data checked that its config is a whole one, and the loading it shares
+  with load_data checked it again (read-through)."""
+  from a2i_jax import config_lib  # pylint: disable=import-outside-toplevel
+  from a2i_jax.inference import restore  # pylint: disable=import-outside-toplevel
+  checked = []
+  real = config_lib.check_whole_config
+  monkeypatch.setattr(config_lib, "check_whole_config",
+                      lambda *args: checked.append(args[1]) or real(*args))
+
+  class Loaded(Exception):
+    """Past the checks: nothing is loaded."""
+
+  def loaded(*args, **kwargs):
+    raise Loaded
+  monkeypatch.setattr(restore, "load_dataset", loaded)
+  cvae = untrained["cvae"]
+  for load, fn in ((lambda: inference.load_run_data(cvae.config, None), "load_run_data"),
+                   (lambda: inference.load_data(cvae), "load_data")):
+    checked.clear()
+    with pytest.raises(Loaded):
+      load()
+    assert checked == [fn]
+
+
 def test_from_signed_refuses_integers_and_numpy_values_outside_minus_one_to_one():
   """Was: from_signed(np.array([2.0, -3.0])) gave [1.5, -1.0] (outside [0, 1]) and uint8
   images in [0, 255] were mapped to [0.5, 128] without a word. A JAX array (a model's

@@ -432,3 +432,62 @@ def test_lfw_damaged_text_files_are_refused_before_anything_is_written(tmp_path,
       load_dataset(cfg, progress=False)
     assert os.listdir(tmp_path) == ["manual"], os.listdir(tmp_path)
     (manual / name).write_text(before)
+
+
+# ------------------------------------------------------------ the data's digests, once a load
+
+
+def _held(seed):
+  """An in-memory dataset of 3 random 8x8 images a split, with example ids (as LFW's): the
+  same `seed`, the same data, loaded again."""
+  from a2i_jax.data import base  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(seed)
+  splits = {s: base.Split(rng.integers(0, 256, (3, 8, 8, 3), dtype=np.uint8),
+                          rng.random((3, 2), dtype=np.float32)) for s in SPLITS}
+  ids = {s: base.ids_fingerprint([f"{s}{i}" for i in range(3)]) for s in SPLITS}
+  return base.Dataset("lfw", ("b", "a"), ("binary", "binary"), splits,
+                      {base.SPLIT_IDS_KEY: ids})
+
+
+def test_a_runs_data_digests_are_computed_once_a_load(tmp_path, monkeypatch):
+  """Was: `split_content` ran twice a start: a resume compared the data with dataset.json
+  (`check_same_splits`) and then built the record again (`checkpoints.dataset_info`); a new
+  run built the record twice (about 0.8 s each on LFW; read-through). Once a dataset now,
+  and never stale: another dataset object, a split replaced, or the digests handed out
+  edited, are not taken for the data."""
+  import dataclasses  # pylint: disable=import-outside-toplevel
+  import hashlib  # pylint: disable=import-outside-toplevel
+  from a2i_jax import train_eval  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data import base  # pylint: disable=import-outside-toplevel
+  runs = []
+
+  class Counting:  # Each computation hashes an "images(8, 8, 3)" header per split.
+    @staticmethod
+    def sha256(data=b""):
+      runs.extend([1] if bytes(data[:7]) == b"images(" else [])
+      return hashlib.sha256(data)
+  monkeypatch.setattr(base, "hashlib", Counting)
+  workdir = str(tmp_path / "w")
+  train_eval.record_dataset(workdir, _held(0), "", resumed=False)  # A new run.
+  assert len(runs) == len(SPLITS)
+  os.makedirs(os.path.join(workdir, "checkpoints", "2"))
+  runs.clear()
+  loaded = _held(0)  # A resume: checked, then its record's header compared.
+  assert train_eval.align_with_record(workdir, loaded) is loaded
+  train_eval.record_dataset(workdir, loaded, "", resumed=True)
+  assert len(runs) == len(SPLITS)
+  then = base.split_content(loaded)
+  then["test"]["images"] = "edited"
+  assert base.split_content(loaded)["test"]["images"] != "edited"
+  other = _held(1)
+  cropped = base.centre_cropped(loaded, 4)  # Another object, the same metadata.
+  assert base.split_content(cropped)["test"] != base.split_content(loaded)["test"]
+  replaced = dataclasses.replace(loaded, splits={**loaded.splits, "test": other["test"]})
+  assert base.split_content(replaced)["test"] == base.split_content(other)["test"]
+  before = base.split_content(loaded)
+  loaded.splits["validation"] = other["validation"]  # The mapping edited in place.
+  assert base.split_content(loaded)["validation"] == base.split_content(other)["validation"]
+  assert base.split_content(loaded)["validation"] != before["validation"]
+  assert base.split_content(loaded)["train"] == before["train"]
+  loaded["train"].images[0] = 255 - loaded["train"].images[0]  # Edited in place: a plain
+  assert base.split_content(loaded)["train"] != before["train"]  # call computes them again.

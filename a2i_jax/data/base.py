@@ -94,13 +94,17 @@ SPLIT_CONTENT_KEY = "split_content"
 CONTENT_PARTS = ("images", "attributes", "masks")
 
 
-def split_content(dataset: "Dataset") -> dict[str, dict[str, Optional[str]]]:
+def split_content(dataset: "Dataset", *,
+                  reuse: bool = False) -> dict[str, dict[str, Optional[str]]]:
   """What each split's examples hold, in a few bytes: independent of the examples' order and
   of the attribute columns' order (both may move without changing the data: a folder's rows
   or columns reordered).
 
   Args:
     dataset: the `Dataset`.
+    reuse: return the digests an earlier call computed for this very object, where its splits
+      still hold the same array objects: for the checks and the record of one load, whose
+      arrays nothing edits in between (an array edited in place is not seen then).
   Returns:
     Per split {"images", "attributes", "masks"}: hex SHA-256 of the sorted per-example digests
     of its image; of its image and attribute row (columns in the order of their sorted names);
@@ -108,6 +112,32 @@ def split_content(dataset: "Dataset") -> dict[str, dict[str, Optional[str]]]:
     masks): a mask network's predictions (LFW's `mask_predicted`) differ with the JAX
     version and device that trained it, and would set the same data apart (review).
   """
+  # Once per dataset: a resume compared them (`check_same_splits`) and then recorded them
+  # (`checkpoints.dataset_info`), each about 0.8 s on LFW (read-through). Kept on the object
+  # itself with the arrays they were computed from, so that another dataset (`dataclasses
+  # .replace`, `centre_cropped`: a new object sharing the metadata) or a split replaced in
+  # `splits` computes its own. Only where asked (`reuse`): a caller that may have edited the
+  # arrays in place gets them computed.
+  arrays = (tuple(dataset.attribute_names),
+            [(s, dataset[s].images, dataset[s].attributes, dataset[s].masks,
+              dataset[s].mask_predicted) for s in SPLITS])
+  kept = vars(dataset).get(_CONTENT_KEPT)
+  if not reuse or kept is None or not _same_objects(kept[0], arrays):
+    kept = (arrays, _split_content(dataset))
+    object.__setattr__(dataset, _CONTENT_KEPT, kept)  # A frozen dataclass.
+  return {split: dict(digests) for split, digests in kept[1].items()}
+
+
+_CONTENT_KEPT = "_content_kept"  # The `Dataset` attribute `split_content` keeps them in.
+
+
+def _same_objects(a: tuple, b: tuple) -> bool:
+  """Whether two `split_content` keys hold the same names and the very same arrays."""
+  return a[0] == b[0] and all(x is y for p, q in zip(a[1], b[1]) for x, y in zip(p, q))
+
+
+def _split_content(dataset: "Dataset") -> dict[str, dict[str, Optional[str]]]:
+  """`split_content`, computed."""
   names = [str(n) for n in dataset.attribute_names]
   order = sorted(range(len(names)), key=lambda i: names[i])
   out = {}
@@ -280,7 +310,7 @@ def _content_differs(workdir: str, stored: dict, dataset: Dataset,
                       "each split are then not checked on resume).")
   same_names = sorted(map(str, stored.get("attribute_names", []))) == sorted(
       map(str, dataset.attribute_names))
-  now = split_content(dataset)
+  now = split_content(dataset, reuse=True)  # Recorded next (`checkpoints.dataset_info`).
   changed = []
   for split in SPLITS:
     if split in skip:

@@ -631,15 +631,6 @@ def _read_examples(folder_path: str, table: Table, image_size: int, resize: str,
   return examples
 
 
-def _utf8(text: str) -> bool:
-  """Whether `text` encodes as UTF-8 (not a surrogate escape of an undecodable byte)."""
-  try:
-    text.encode("utf-8")
-  except UnicodeEncodeError:
-    return False
-  return True
-
-
 def _prepared_name(folder_name: str, key: str) -> str:
   """The prepared copy's folder name: `<folder name>-<key>`, the folder name cut short (at a
   character) where the whole would be longer than a file name may be.
@@ -658,7 +649,7 @@ def _prepared_name(folder_name: str, key: str) -> str:
   # A name that is not valid UTF-8 (bytes such as caf\xe9, surrogate escapes here) gets "_"
   # for each such character: the copy's writer takes UTF-8 paths only (was a TypeError
   # traceback that left <data_dir>/folder/caf?-KEY/ behind; review finding).
-  folder_name = "".join(c if _utf8(c) else "_" for c in folder_name)
+  folder_name = "".join(c if tfds_lib.is_utf8(c) else "_" for c in folder_name)
   room = files.NAME_MAX - len(os.fsencode(suffix))
   while len(os.fsencode(folder_name)) > room:  # Bytes, not characters: UTF-8 CJK is 3 each.
     folder_name = folder_name[:-1]

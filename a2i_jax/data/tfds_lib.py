@@ -800,6 +800,23 @@ def damage_is_an_error(where: str) -> Any:
                   ) from None
 
 
+def is_utf8(text: str) -> bool:
+  """Whether `text` encodes as UTF-8: not where it holds a surrogate escape, Python's name for
+  a byte of a file name that is not valid UTF-8 (`caf\\xe9`). The one such check of the data
+  sources (`check_utf8_path`, `folder`'s prepared copy's name).
+
+  Args:
+    text: a name or path, as `os.fsdecode` gives it.
+  Returns:
+    True where it is valid UTF-8.
+  """
+  try:
+    text.encode("utf-8")
+  except UnicodeEncodeError:
+    return False
+  return True
+
+
 def check_utf8_path(path: str, key: str = "data.data_dir") -> None:
   """Refuses a folder whose path is not valid UTF-8 (bytes such as `caf\\xe9`, which Python
   names with surrogate escapes): the ArrayRecord writer takes UTF-8 paths only, and stopped
@@ -812,13 +829,11 @@ def check_utf8_path(path: str, key: str = "data.data_dir") -> None:
   Raises:
     DataError: naming the key, the path (escaped) and the fix.
   """
-  try:
-    os.fsdecode(path).encode("utf-8")
-  except UnicodeEncodeError:
+  if not is_utf8(os.fsdecode(path)):
     raise DataError(f"config.{key}={shown_path(path)} is not a valid UTF-8 name, and prepared "
                     "datasets are written with a writer (ArrayRecord) that takes UTF-8 paths "
                     f"only; rename that folder, or pass --config.{key}=<a folder with a UTF-8 "
-                    "name>.") from None
+                    "name>.")
 
 
 def open_builder(builder_class: Any, *, data_dir: str, config: Optional[str] = None,

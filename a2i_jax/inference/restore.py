@@ -25,7 +25,8 @@ from a2i_jax import (checkpoints, config_lib, distributed, memo, models, paralle
                      sampling)
 from a2i_jax.data import Dataset, load_dataset
 from a2i_jax.data.base import OtherDataError, as_trained, centre_cropped, check_same_splits
-from a2i_jax.errors import CheckpointError, ConfigError, DataError, InputError
+from a2i_jax.errors import (CheckpointError, ConfigError, DataError, DatasetNotPreparedError,
+                            InputError)
 from a2i_jax.inputs import check_int
 
 _VARIABLE_COLLECTIONS = ("params", "batch_stats")
@@ -372,6 +373,13 @@ def load_trained(workdir: str, step: Optional[int] = None) -> TrainedModel:
                       dataset_info=info)
 
 
+class RunDataMissingError(DatasetNotPreparedError, InputError):
+  """`load_run_data`'s and `load_data`'s refusal of a run whose folder dataset is not where
+  its config.json says (moved or deleted since, or a relative data.path read from another
+  folder): the `DatasetNotPreparedError` the folder's loader gave before, and the
+  `InputError` infer.py gave."""
+
+
 def load_data(trained: TrainedModel, *, progress: Optional[bool] = None) -> Dataset:
   """The dataset of the run `trained` was restored from, as its model was trained on it.
 
@@ -390,12 +398,16 @@ def load_data(trained: TrainedModel, *, progress: Optional[bool] = None) -> Data
     where training cropped at random, each split checked against the one trained on.
   Raises:
     DataError: the dataset cannot be loaded, its attributes are not those trained with, or a
-      split holds other examples than at training.
-    ConfigError: the run's dataset.json is unreadable.
+      split holds other examples than at training. RunDataMissingError (a DataError and an
+      InputError): the run's folder dataset is not at its data.path (moved or deleted, or a
+      relative path read from another folder), named as such.
+    ConfigError: the run's dataset.json is unreadable, or `trained.config` is not a whole
+      experiment config.
     InputError: `trained` is not a `TrainedModel` (a workdir's path, say).
   """
   from a2i_jax.inference.uses import check_trained  # pylint: disable=import-outside-toplevel
   check_trained(trained)  # Was an AttributeError: "'str' object has no attribute 'config'".
+  config_lib.check_whole_config(trained.config, "load_data", ("data",))
   # The record load_trained read, for a run folder that has none now (moved or deleted since:
   # was the CSV's columns in their order of now and the splits unchecked, without a word);
   # the model's attribute names alone where it holds no record but knows them.
@@ -427,6 +439,9 @@ def load_run_data(config: ml_collections.ConfigDict, workdir: Optional[str], *,
   Raises:
     DataError: the dataset cannot be loaded, its attributes are not those trained with, or a
       split holds other examples than at training (the message names the splits and the fix).
+      RunDataMissingError (a DataError and an InputError): a `workdir` given, the run's
+      folder dataset is not at its data.path (moved or deleted, or a relative path read from
+      another folder), named as such.
     ConfigError: the run's dataset.json is unreadable, or `config` is not a whole experiment
       config (a dict, or a section of one).
   """
@@ -436,9 +451,10 @@ def load_run_data(config: ml_collections.ConfigDict, workdir: Optional[str], *,
 
 def _run_data(config: ml_collections.ConfigDict, workdir: Optional[str],
               progress: Optional[bool], kept: Optional[Mapping[str, Any]]) -> Dataset:
-  """`load_run_data`, following the record `kept` (dataset.json as `load_trained` read it)
-  where `workdir` holds none now."""
-  config_lib.check_whole_config(config, "load_data", ("data",))
+  """`load_run_data` of a whole config (its callers check it), following the record `kept`
+  (dataset.json as `load_trained` read it) where `workdir` holds none now."""
+  if workdir is not None:
+    _check_folder_there(config, workdir)
   if progress is None:
     progress = bool(config.get("progress_bar", True))
   dataset = load_dataset(config.data, bool(progress))
@@ -458,3 +474,32 @@ def _run_data(config: ml_collections.ConfigDict, workdir: Optional[str],
       raise DataError(f"this run's data splits changed since it was trained, so its test "
                       f"images may be ones it trained on: {e}") from None
   return centre_cropped(as_trained(dataset, info), config.data.augment.crop_size)
+
+
+def _check_folder_there(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Refuses a run's folder dataset whose data.path names nothing (was: the folder's layout
+  explained, as if the user had pointed at the wrong folder; infer.py alone explained it).
+
+  Args:
+    config: the run's whole config.
+    workdir: the run's folder, whose config.json the message names.
+  Raises:
+    RunDataMissingError: naming the path, the run's config.json and the fix: for a relative
+      path, where it leads from here; else that the folder no longer exists.
+  """
+  given = os.path.expanduser(config.data.get("path") or "")
+  path = os.path.abspath(given)
+  if config.data.get("name") != "folder" or not given or os.path.exists(path):
+    return
+  record = os.path.join(os.path.expanduser(workdir), checkpoints.CONFIG_FILE)
+  if not os.path.isabs(given):  # Read from the folder the program runs in.
+    raise RunDataMissingError(
+        f"this run's folder dataset is data.path={config.data.path!r} in {record}, a path "
+        f"relative to the folder a program runs in, and from here it is {path}, which does "
+        "not exist; run infer.py from the folder train.py ran in (so too a program that loads "
+        "the run's data), or set data.path in that file to the dataset's absolute path.")
+  raise RunDataMissingError(
+      f"this run was trained on the folder dataset {path} (data.path in {record}), which no "
+      "longer exists; infer.py and the inference API read its test split and training "
+      "attributes from there. Move the folder back, or set data.path in that file to where it "
+      "is now (a model loaded before: load it again).")
