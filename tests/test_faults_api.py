@@ -1593,3 +1593,19 @@ def test_the_uses_document_the_config_error_of_options_the_model_cannot_run(untr
     fn(dis, *args, key=key, options=options)
   raises = inspect.getdoc(fn).split("Raises:")[1]  # Python 3.13 dedents docstrings itself.
   assert re.search(r"^  ConfigError: ", raises, re.M), f"{use}'s Raises names no ConfigError"
+
+
+def test_a_trained_model_shows_as_one_line_and_compares_as_one_object(untrained, tiny_run):
+  """Was: a notebook cell ending in `trained` printed every weight (3,192 lines for a tiny
+  model), and `a == b` raised NumPy's ambiguous truth value (a dataclass comparing dicts of
+  arrays), `{trained}` a TypeError (fault hunt)."""
+  trained = inference.load_trained(tiny_run("cvae")[0])
+  count = sum(int(np.prod(np.shape(x))) for x in jax.tree_util.tree_leaves(
+      trained.variables["params"]))
+  shown = repr(trained)
+  assert "\n" not in shown and len(shown) < 300, shown
+  assert shown.startswith(f"TrainedModel(cvae, step {trained.step}, workdir=")
+  assert f"{count:,} parameters, {Y} attributes)" in shown
+  assert "parameters, 0 attributes)" in repr(untrained["vae"])
+  again = inference.load_trained(tiny_run("cvae")[0])
+  assert trained == trained and trained != again and len({trained, again}) == 2

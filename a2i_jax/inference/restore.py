@@ -74,8 +74,8 @@ def _sampler(model: nn.Module) -> Callable:
   return shared_programs(model, "sample", lambda: sampling.make_jitted_sample_fn(model))
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainedModel:
+@dataclasses.dataclass(frozen=True, eq=False)  # Compared and hashed as one object: `==` over
+class TrainedModel:  # its arrays raised NumPy's ambiguous truth value (fault hunt).
   """A model restored from a workdir: its config, module, variables and step.
 
   `sample_fn` is the jitted generator, built once here so repeated calls do not recompile;
@@ -100,6 +100,16 @@ class TrainedModel:
   workdir: Optional[str] = dataclasses.field(default=None, compare=False)
   dataset_info: Optional[Mapping[str, Any]] = dataclasses.field(default=None, compare=False,
                                                                 repr=False)
+
+  def __repr__(self) -> str:
+    """One line (was every weight: a notebook cell ending in `trained` printed 3,000 lines for
+    a tiny model; fault hunt): the model, step, run, parameters and attributes."""
+    leaves = jax.tree_util.tree_leaves(self.variables.get("params", {}))
+    count = sum(int(np.prod(np.shape(leaf))) for leaf in leaves)
+    y_dim = (0 if self.config.model.name == "vae" else  # The VAE takes none.
+             len(self.attribute_names) if self.attribute_names else self.config.model.y_dim)
+    return (f"TrainedModel({self.config.model.name}, step {self.step}, "
+            f"workdir={self.workdir!r}, {count:,} parameters, {y_dim} attributes)")
 
   @classmethod
   def from_variables(cls, config: ml_collections.ConfigDict, variables: dict,
