@@ -1090,7 +1090,8 @@ def is_main() -> bool:
   return process_index() == 0
 
 
-def barrier(name: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+def barrier(name: str, timeout_s: float = DEFAULT_TIMEOUT_S,
+            collective_next: bool = False) -> None:
   """Waits until every process has reached the barrier `name` (a no-op in a single process).
 
   Built on the coordinator's key-value store, not a device collective, so it needs no
@@ -1104,6 +1105,11 @@ def barrier(name: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
     name: what is being waited for (in the error message); every process calls barriers in
       the same order.
     timeout_s: how long to wait before stopping with an error.
+    collective_next: a program's first device collective follows (an evaluation's): a
+      process that reached the barrier but has left since (a second Ctrl-C while it waited
+      for the others) stops the others here too. That collective would wait for it until
+      JAX's heartbeat ended them with its fatal log (fault hunt: process 0 so, 60 s after a
+      double Ctrl-C on process 1 as the last evaluation began).
   Raises:
     DataError: not every process arrived in time, or one left first.
   """
@@ -1117,6 +1123,11 @@ def barrier(name: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
     if other != index:
       left_s = max(deadline - time.monotonic(), 0.001)
       _value_of_process(client, other, f"{key}/{other}", left_s, f"did not reach '{name}'")
+  if collective_next:
+    for other, how in sorted((_end_records(client) or {}).items()):
+      if other != index and how.startswith("left"):
+        raise PeerLeft(f"process {index}: process {other} stopped at '{name}' (exit status "
+                       f"{how.partition(':')[2] or '?'}), and its log says why.")
 
 
 def main_first(name: str, fn: Callable[[], T], timeout_s: float = DATA_TIMEOUT_S) -> T:

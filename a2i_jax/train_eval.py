@@ -29,7 +29,8 @@ Array = jax.Array
 
 
 def evaluate(eval_step: Callable, variables: dict, split: Any, config: ml_collections.ConfigDict,
-             mesh: Mesh, key: Array) -> dict[str, float]:
+             mesh: Mesh, key: Array,
+             before_dispatch: Optional[Callable[[], None]] = None) -> dict[str, float]:
   """Mean per-image metrics over (the first `num_eval_examples` of) a split.
 
   Args:
@@ -39,6 +40,8 @@ def evaluate(eval_step: Callable, variables: dict, split: Any, config: ml_collec
     config: the experiment config (configs/default.py).
     mesh: from `parallel.make_mesh`; each batch is sharded over it.
     key: PRNG key of the reparametrisation noise.
+    before_dispatch: called once `eval_step` is compiled, before its first dispatch (with
+      peers, the train loop's barrier: each dispatch is a collective of every process).
   Returns:
     {term name: mean per image} (e.g. "loss", "nll", "kl", "bound").
   """
@@ -53,6 +56,11 @@ def evaluate(eval_step: Callable, variables: dict, split: Any, config: ml_collec
     if split.masks is not None:
       batch["masks"] = split.masks[idx]
     batch, weights = parallel.put_batch((batch, weights), mesh)
+    if i == 0 and before_dispatch is not None:
+      # Compiled first (the call below then finds it compiled): a peer's stop during its
+      # compile then meets the others at `before_dispatch`, not in the first collective.
+      eval_step.lower(variables, batch, weights, jax.random.fold_in(key, i)).compile()
+      before_dispatch()
     sums = parallel.fetch(eval_step(variables, batch, weights, jax.random.fold_in(key, i)))
     for k, v in sums.items():
       totals[k] = totals.get(k, 0.0) + float(v)

@@ -1237,8 +1237,14 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
   summary = train_eval.RunSummary(workdir)
 
   def evaluate() -> dict:
+    # With peers, every process compiled the step and none has left before any dispatches
+    # (as at the train step's compilation): was, a second Ctrl-C on process 1 as the last
+    # evaluation began left process 0 in its first collective until JAX's heartbeat ended
+    # it with its fatal log (fault hunt).
+    ready = (None if distributed.process_count() == 1 else lambda: distributed.barrier(
+        f"the evaluation of step {step}", COMPILE_TIMEOUT_S, collective_next=True))
     ev = train_eval.evaluate(eval_step, state.variables, dataset["validation"], config, mesh,
-                             jax.random.fold_in(k_eval, step))
+                             jax.random.fold_in(k_eval, step), before_dispatch=ready)
     # Before the samples: a state whose evaluation is not finite draws NaN images, which the
     # grid refuses with a message about the caller's images (a review found it hiding this).
     _check_validation_finite(ev, step, ckpt.latest_step(), ckpt.directory)
@@ -1313,8 +1319,11 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
             # Every process compiled before any dispatches: JAX's persistent cache is written
             # by process 0 only, so on a resume it loads the program at once while the others
             # compile, and on CPU gloo gives up on the first collective after 30 s (a review
-            # found every resume of a slow-compiling run failing so).
-            distributed.barrier("the train step's compilation", COMPILE_TIMEOUT_S)
+            # found every resume of a slow-compiling run failing so). A peer that reached it
+            # and left (a second Ctrl-C as it waited) stops the others here, not in the
+            # first collective (helper's check: gloo's 30 s wait there, or JAX's fatal log).
+            distributed.barrier("the train step's compilation", COMPILE_TIMEOUT_S,
+                                collective_next=True)
             if progress is not None:  # Its line apart from the bar's (was after "0%|"; review).
               progress.clear()
             logging.info("train step compiled in %.1f s", row["compile_time_s"])

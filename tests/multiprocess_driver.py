@@ -18,6 +18,11 @@ exit code 1, as in the entry points.
 runs an entry point (train.py, infer.py) with ARGS instead, and makes process PROCESS raise a
 RuntimeError, a bug's exception, once its metrics row of step STEP is written (with ":val",
 once the step's validation scalars are: they go into the row after its checkpoint).
+
+  python tests/multiprocess_driver.py --sigint_twice_in_eval=PROCESS train.py ARGS
+
+likewise sends process PROCESS two Ctrl-Cs (a stop, then "stop now") as its first
+evaluation begins.
 """
 
 import argparse
@@ -46,8 +51,28 @@ def _run_entry_point_raising(raise_at: str, script: str, argv: list) -> None:
   runpy.run_path(script, run_name="__main__")
 
 
+def _run_entry_point_stopped_in_eval(process: str, script: str, argv: list) -> None:
+  """Runs `script` as `python script argv` would, with two Ctrl-Cs (a stop, then "stop now")
+  to process `process` as its first evaluation begins."""
+  from a2i_jax import distributed, train_eval  # pylint: disable=import-outside-toplevel
+  evaluate = train_eval.evaluate
+
+  def stopped_then_evaluate(*args, **kwargs):
+    if distributed.process_index() == int(process):
+      print(f"interrupting at {time.time()}", file=sys.stderr, flush=True)  # The test's clock.
+      os.kill(os.getpid(), signal.SIGINT)
+      os.kill(os.getpid(), signal.SIGINT)  # Raises here, as the handler runs.
+    return evaluate(*args, **kwargs)
+  train_eval.evaluate = stopped_then_evaluate
+  sys.argv = [script, *argv]
+  runpy.run_path(script, run_name="__main__")
+
+
 if len(sys.argv) > 2 and sys.argv[1].startswith("--raise_at="):
   _run_entry_point_raising(sys.argv[1].split("=", 1)[1], sys.argv[2], sys.argv[3:])
+  sys.exit(0)
+if len(sys.argv) > 2 and sys.argv[1].startswith("--sigint_twice_in_eval="):
+  _run_entry_point_stopped_in_eval(sys.argv[1].split("=", 1)[1], sys.argv[2], sys.argv[3:])
   sys.exit(0)
 
 parser = argparse.ArgumentParser()

@@ -22,7 +22,7 @@ import jax
 import numpy as np
 import pytest
 
-from a2i_jax import checkpoints, distributed, parallel
+from a2i_jax import checkpoints, distributed, interrupts, parallel
 from a2i_jax.errors import CheckpointError, ConfigError
 import launcher
 from conftest import TRAIN_PY_STEPS
@@ -627,6 +627,32 @@ def test_a_bug_after_the_last_step_lets_the_finished_process_end_at_once(tmp_pat
   assert faults_lib.final_state(str(tmp_path / "w")).step == TRAIN_PY_STEPS
 
 
+def test_two_ctrl_cs_as_the_last_evaluation_begins_end_both_with_a_line(tmp_path,
+                                                                         train_py_flags):
+  """Two Ctrl-Cs (a stop, then "stop now") on process 1 as the last evaluation begins, after
+  the last step's save: process 1 leaves with its interrupted line, status 130, and process 0
+  ends with a line of its own. Was: process 0 waited in the evaluation's collective for
+  process 1 until JAX's heartbeat ended it with its fatal log (a C++ abort)."""
+  _require_cpu_collectives()
+  import faults_lib  # pylint: disable=import-outside-toplevel
+  procs = _two_processes(lambda i: [
+      sys.executable, DRIVER, "--sigint_twice_in_eval=1",
+      os.path.join(faults_lib.ROOT, "train.py"), f"--workdir={tmp_path / 'w'}", *train_py_flags])
+  (rc0, _, err0), (rc1, _, err1) = _finish(procs, 150)
+  ended = time.time()
+  asked = [float(line.split()[-1]) for line in err1.splitlines()
+           if line.startswith("interrupting at")]
+  assert len(asked) == 1 and rc1 == 130, err1[-3000:]
+  assert err1.strip().splitlines()[-1] == interrupts.interrupted_words(
+      TRAIN_PY_STEPS, TRAIN_PY_STEPS), err1[-3000:]
+  assert rc0 == 1 and _error_lines(err0) == [
+      f"error: process 0: process 1 did not reach 'the evaluation of step {TRAIN_PY_STEPS}': "
+      "it stopped first (exit status 130), and its log says why."], err0[-3000:]
+  for err in (err0, err1):
+    assert "Traceback" not in err and "Terminating process" not in err, err[-3000:]
+  assert ended - asked[0] < 40, (ended - asked[0], err0[-2000:])  # JAX's heartbeat: 60 s.
+
+
 def test_a_stop_asked_of_one_process_stops_all_at_one_step(tmp_path, train_py_flags):
   """Was: Ctrl-C reaching process 1 of 2 hung both for good, nothing saved (each decided
   alone whether to dispatch ahead, save and stop, and one waited in a collective or a save
@@ -887,6 +913,20 @@ def test_a_barrier_a_peer_left_before_stops_at_once(monkeypatch):
   with pytest.raises(distributed.DataError, match=r"process 0: process 1 did not reach 'the "
                      r"train step's compilation': process 2 stopped first \(exit status 1\)"):
     distributed.barrier("the train step's compilation", 60)
+
+
+def test_a_barrier_before_a_collective_stops_where_a_peer_left_after_reaching_it(monkeypatch):
+  """Process 1 reached the evaluation's barrier, then left (a second Ctrl-C while it waited
+  for process 0): process 0, arriving, stops there with a line, not in the evaluation's first
+  collective, where it waited for process 1 until JAX's heartbeat ended it (fault hunt)."""
+  class Left(_Store):
+    def key_value_dir_get(self, key):
+      return [(f"{key}/1", "left:130")]
+  _as_process(monkeypatch, 0, Left(lambda k: None))
+  distributed.barrier("the train step's compilation", 60)  # A barrier before host work.
+  with pytest.raises(distributed.PeerLeft, match=r"^process 0: process 1 stopped at 'the "
+                     r"evaluation of step 6' \(exit status 130\), and its log says why\.$"):
+    distributed.barrier("the evaluation of step 6", 60, collective_next=True)
 
 
 def test_every_process_sets_aside_the_corrupt_steps_process_0_found(tmp_path, monkeypatch):
