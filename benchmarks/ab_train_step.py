@@ -128,8 +128,10 @@ def main(argv=None) -> None:
   Args:
     argv: the arguments (default: sys.argv[1:]).
   Raises:
-    SystemExit: a flag value that cannot be measured, or the library's refusal of one (an
-      `A2IError`: a --config file not found, an override it refuses), as one `error:` line.
+    SystemExit: a flag value that cannot be measured (status 2: a --config file that is
+      missing or does not load, an override of a key the config lacks or of another type), or
+      the library's refusal of one (an `A2IError`: an override the model refuses), as one
+      `error:` line.
   """
   args = parse_args(argv)
   if argv is None:
@@ -138,16 +140,23 @@ def main(argv=None) -> None:
   variants = args.variants
   if args.smoke:
     args.rounds = 2
+  # Every (model, variant)'s config before anything is compiled (`bench.make_config`): a
+  # config file or an override that cannot be used is one `error:` line (exit status 2) before
+  # the first model is measured (was: a traceback for a file that raised).
+  configs = {}
   for model_name in args.models:
-    compiled = {}
     for name, overrides in variants:
       if args.smoke:
         overrides = {**bench.SMOKE_OVERRIDES, **overrides}
       overrides = dict(overrides)
       variant_forms = {key: overrides.pop(key) for key in FORMS if key in overrides
                        and not (key == "scan_unroll" and args.what == "train")}
-      config = bench.make_config(bench.Case(model_name, args.batch, "float32"), overrides,
-                                 args.config)
+      configs[model_name, name] = (bench.make_config(
+          bench.Case(model_name, args.batch, "float32"), overrides, args.config), variant_forms)
+  for model_name in args.models:
+    compiled = {}
+    for name, _ in variants:
+      config, variant_forms = configs[model_name, name]
       program = _infer_program if args.what == "infer" else _train_program
       t0 = time.perf_counter()
       with forms(variant_forms):

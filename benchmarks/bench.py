@@ -420,26 +420,115 @@ def _time_calls(fn: Callable[[], Any], repeats: int) -> list[float]:
   return timing.timed_calls(lambda: jax.block_until_ready(fn()), repeats)
 
 
-def make_config(case: Case, overrides: dict, base: str = "lfw") -> Any:
-  """`base` (configs/lfw.py, the paper models, or another config file) for one case."""
+def load_config(spec: str, model: str) -> Any:
+  """The config of `model` from the config file `spec`, as the argparse scripts' --config
+  names it ("lfw", "configs/synthetic.py": no ":<variant>", the script passes the model): the
+  file loaded as `spec:<model>` where its get_config takes an argument, else as it is. Its
+  refusals are train.py's words (`config_lib`) in one `error:` line, exit status 2.
+
+  Args:
+    spec: the config file (a path, or a bare name looked up in configs/).
+    model: the model measured, e.g. "cvae".
+  Returns:
+    The config; its model.name is `model`.
+  Raises:
+    SystemExit: (status 2, `timing.refuse`) a file that is missing or does not load (its own
+      error with its line: was a traceback), a ":<variant>" in `spec`, or a config of another
+      model than `model`.
+  """
+  import inspect  # pylint: disable=import-outside-toplevel
   from a2i_jax import config_lib  # pylint: disable=import-outside-toplevel
-  config = config_lib.get_config(f"{base}:{case.model}")
+  loaded = spec
+  try:
+    path, _, arg = config_lib.resolve_spec(spec).partition(":")
+    if arg:  # Was: loaded as "<file>:<arg>:<model>", "has no variant ':cvae:cvae'".
+      timing.refuse(f"--config={spec}: the script loads the file once per model of --models "
+                    f"(as {path}:{model}); drop ':{arg}' and name the models with --models.")
+    # A file whose get_config takes no argument, loaded as it is (was: told to "drop ':cvae'
+    # from --config", a suffix the script had added).
+    get = getattr(config_lib.load_config_module(path), "get_config", None)
+    takes = callable(get) and bool(inspect.signature(get).parameters)
+    loaded = f"{path}:{model}" if takes else path
+    config = config_lib.get_config(loaded)
+  except A2IError as e:
+    timing.refuse(str(e))
+  except Exception as e:  # pylint: disable=broad-except  (the file's own error)
+    # Was a traceback: train.py's line, the error's first line and where in the file.
+    script = os.path.basename(sys.argv[0])
+    timing.refuse(config_lib.explain_config_flag_error([script, f"--config={loaded}"], e,
+                                                       "--config", script))
+  name = config_lib.value_at(config, "model.name")
+  if name != model:  # Was: measured, and reported under the name asked for.
+    if takes:
+      timing.refuse(f"the config file {path} gives model.name={name!r} for {path}:{model}; "
+                    "make its get_config set model.name to its argument, as configs/lfw.py's "
+                    "does.")
+    timing.refuse(f"the config file {path} takes no argument and gives model.name={name!r}, "
+                  f"not {model!r}; pass --models={name}, or give its get_config the model's "
+                  "name as its argument, as configs/lfw.py's has.")
+  return config
+
+
+# What an override of a key of each type must be, and its parser: ml_collections' for
+# train.py's --config.<key>, so that a value means the same in both (was: any bool value but
+# "1" or "true", e.g. "flase", taken as False without a word).
+_OVERRIDE_TYPES = {bool: "true or false", int: "an integer", float: "a number",
+                   str: "a string"}
+
+
+def _override(config: Any, key: str, value: str) -> None:
+  """Sets `key` (a dotted path) of `config` to `value` parsed as its type; refuses (one line,
+  exit status 2) a key the config lacks (with the closest one) or a value of another type
+  (was: an exit status 1 line naming configs/lfw.py whatever the config, and "a value of its
+  type" without the type)."""
+  import difflib  # pylint: disable=import-outside-toplevel
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from a2i_jax import config_lib  # pylint: disable=import-outside-toplevel
+  keys = sorted(config_lib.leaf_paths(config))
+  if key not in keys:
+    under = [k for k in keys if k.startswith(key + ".")]
+    if under:  # A section.
+      timing.refuse(f"the override {key}={value}: {key} is a section of the config; override "
+                    f"one of its keys (e.g. {under[0]}=...).")
+    close = difflib.get_close_matches(key, keys, n=1)
+    hint = f" Did you mean {close[0]}?" if close else ""
+    timing.refuse(f"the override {key}={value}: config key {key!r} does not exist.{hint} The "
+                  "valid keys are in configs/default.py.")
+  old = config_lib.value_at(config, key)
+  kind = type(old)
+  parser = {bool: flags.BooleanParser(), int: flags.IntegerParser(),
+            float: flags.FloatParser()}.get(kind, flags.ArgumentParser())
+  try:
+    new = parser.parse(value)
+  except ValueError:
+    example = "true" if kind is bool else old
+    timing.refuse(f"the override {key}={value}: config.{key} must be "
+                  f"{_OVERRIDE_TYPES.get(kind, f'a {kind.__name__}')} (e.g. {key}={example}), "
+                  f"not {value!r}.")
+  parent, _, leaf = key.rpartition(".")
+  (config_lib.value_at(config, parent) if parent else config)[leaf] = new
+
+
+def make_config(case: Case, overrides: dict, base: str = "lfw") -> Any:
+  """`base` (configs/lfw.py, the paper models, or another config file: `load_config`) for one
+  case, with `overrides` ({dotted key: value as typed}).
+
+  Args:
+    case: the model, batch size and compute dtype.
+    overrides: the command line's key=value changes.
+    base: the config file.
+  Returns:
+    The config.
+  Raises:
+    SystemExit: (status 2, one `error:` line) a config file that cannot be used
+      (`load_config`), an override of a key the config lacks or with a value of another type.
+  """
+  config = load_config(base, case.model)
   config.batch_size = case.batch
   config.model.dtype = case.dtype
   config.steps_per_dispatch = 1
   for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split(".")
-    try:
-      for p in parents:
-        node = node[p]
-      old = node[leaf]
-      node[leaf] = (value.lower() in ("1", "true") if isinstance(old, bool)
-                    else type(old)(value))
-    except (KeyError, TypeError, ValueError) as e:
-      msg = " ".join(str(e.args[0] if e.args else e).replace("'", "").split())
-      raise SystemExit(f"error: the override {key}={value} does not fit configs/lfw.py "
-                       f"({msg}); name an existing key with a value of its type.") from None
+    _override(config, key, value)
   config.data.image_size = config.model.image_size
   return config
 

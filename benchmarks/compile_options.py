@@ -63,22 +63,29 @@ OPTION_SETS = {
 }
 
 
-def _programs(model_name: str, args: argparse.Namespace) -> dict:
-  """{program: (lowered, a function giving its arguments, steps per call)} for one model."""
-  import jax  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from a2i_jax import config_lib, inference, models  # pylint: disable=import-outside-toplevel
-
+def _config(model_name: str, args: argparse.Namespace):
+  """The config of one model: --config's file (`bench.load_config`), or configs/lfw.py with
+  the overrides (`bench.make_config`); a file or an override that cannot be used is one
+  `error:` line (exit status 2; was a traceback for a file that raised, and for a file whose
+  get_config takes no argument advice to drop a ':<model>' the script had added)."""
+  if args.config:
+    config = bench.load_config(args.config, model_name)
+    config.batch_size = args.batch
+    config.steps_per_dispatch = 1
+    return config
   overrides = dict(args.overrides)
   if args.smoke:
     overrides = {**bench.SMOKE_OVERRIDES, **overrides}
-  case = bench.Case(model_name, args.batch, "float32")
-  if args.config:
-    config = config_lib.get_config(f"{args.config}:{model_name}")
-    config.batch_size = args.batch
-    config.steps_per_dispatch = 1
-  else:
-    config = bench.make_config(case, overrides)
+  return bench.make_config(bench.Case(model_name, args.batch, "float32"), overrides)
+
+
+def _programs(config, args: argparse.Namespace) -> dict:
+  """{program: (lowered, a function giving its arguments, steps per call)} for one model's
+  `config` (`_config`)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from a2i_jax import inference, models  # pylint: disable=import-outside-toplevel
+
   steps, state, data, _ = bench.train_program(config, 2 * args.batch)
   model = models.create_model(config.model)
   key = jax.random.key(1)
@@ -172,19 +179,24 @@ def main(argv=None) -> None:
   Args:
     argv: the arguments (default: sys.argv[1:]).
   Raises:
-    SystemExit: a flag value that cannot be measured, or the library's refusal of one (an
-      `A2IError`: a --config file not found, an override it refuses), as one `error:` line.
+    SystemExit: a flag value that cannot be measured (status 2: a --config file that is
+      missing or does not load, an override of a key the config lacks or of another type), or
+      the library's refusal of one (an `A2IError`: an override the model refuses), as one
+      `error:` line.
   """
   args = parse_args(argv)
   if args.smoke:
     args.rounds = 2
+  # Every model's config before anything is compiled: one that cannot be used stops the run
+  # before the first model is measured.
+  configs = {model_name: _config(model_name, args) for model_name in args.models}
   xla_flags = bench.set_xla_cpu_flags(args.xla_cpu_flags)  # Before JAX starts its backend.
   import jax  # pylint: disable=import-outside-toplevel
   jax.config.update("jax_enable_compilation_cache", False)
   names = args.options
   rows = []
   for model_name in args.models:
-    for program, (lowered, call_args, per_call) in _programs(model_name, args).items():
+    for program, (lowered, call_args, per_call) in _programs(configs[model_name], args).items():
       compiled, compile_s = {}, {}
       for name in names:
         t0 = time.perf_counter()

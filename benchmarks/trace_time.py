@@ -179,7 +179,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     The flags (`models` and `what` still comma lists, as the children take them).
   Raises:
     SystemExit: (status 2, one `error:` line) an unknown model or program (was: any --what
-      but "train" traced as infer, and reported under its own name), a count below 1.
+      but "train" traced as infer, and reported under its own name), a count below 1, a
+      --config other than configs/synthetic.py or one that is not there.
   """
   p = _Parser(description=__doc__.split("\n\n", 1)[0])
   p.add_argument("--roots", default=os.path.dirname(HERE), help="Comma list of checkouts.")
@@ -204,6 +205,20 @@ def parse_args(argv=None) -> argparse.Namespace:
   for name in ("batch", "infer_images", "infer_steps", "rounds"):
     if getattr(args, name) < 1:
       p.error(f"--{name}={getattr(args, name)} is below 1; give at least 1.")
+  synthetic = os.path.join("configs", "synthetic.py")  # Relative, or any checkout's, absolute.
+  if args.config and not (os.sep + os.path.normpath(args.config)).endswith(os.sep + synthetic):
+    p.error(f"--config={args.config}: only configs/synthetic.py (the tiny models) is measured "
+            "here; leave --config out for the paper models.")  # Was exit status 1.
+  # A file that is not there, in a checkout measured (a relative path: the children run in
+  # each): was measured with the checkout's own configs/synthetic.py without a word.
+  roots = [os.path.dirname(HERE)] if args.param_read_ab else args.roots.split(",")
+  for root in ([] if args.child or not args.config else roots):
+    path = os.path.expanduser(args.config)
+    if os.path.isdir(os.path.join(root, "a2i_jax")) and not os.path.isfile(  # Else --roots'.
+        os.path.join(root, path)):
+      where = "" if os.path.isabs(path) else f" in {os.path.abspath(root)}"
+      p.error(f"--config={args.config}: no such file{where}; give configs/synthetic.py "
+              "(relative to the checkouts) or its path.")
   return args
 
 
@@ -216,10 +231,6 @@ def main(argv=None) -> None:
     SystemExit: a flag value that cannot be traced, or a child that failed, as `error:`.
   """
   args = parse_args(argv)
-  synthetic = os.path.join("configs", "synthetic.py")  # Relative, or any checkout's, absolute.
-  if args.config and not (os.sep + os.path.normpath(args.config)).endswith(os.sep + synthetic):
-    raise SystemExit(f"error: --config={args.config}: only configs/synthetic.py (the tiny "
-                     "models) is measured here; leave --config out for the paper models.")
   if args.child:  # Its XLA_FLAGS came from the parent.
     print(json.dumps(_child(args)))
     return

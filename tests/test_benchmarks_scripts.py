@@ -243,6 +243,89 @@ def test_absl_scripts_name_the_line_of_a_config_files_own_error(tmp_path):
                                  "first line) at line 5; fix the error there."), proc.stderr
 
 
+# Config files for the argparse scripts' --config (the "{tmp}" of the cases below): one whose
+# get_config raises, one that takes no argument (a CVAE), one that gives a disCVAE whatever
+# its argument.
+_CONFIG_FILES = {
+    "boom.py": "import ml_collections\n\n\ndef get_config(arg='cvae'):\n"
+               "  raise ValueError('boom')\n",
+    "noarg.py": "from a2i_jax import config_lib\n\n\ndef get_config():\n"
+                "  return config_lib.get_config('configs/synthetic.py:cvae')\n",
+    "other.py": "from a2i_jax import config_lib\n\n\ndef get_config(size='small'):\n"
+                "  return config_lib.get_config('configs/synthetic.py:discvae')\n"}
+_FAST = ["--huge_pages=off", "--xla_cpu_flags=none"]  # ab_train_step.py's and bench.py's.
+_BENCH = ["--smoke", "--what=compile", "--models=vae", "--no_results_copy", *_FAST]
+
+
+@pytest.mark.parametrize("script,argv,words", [
+    # A config file whose get_config raises: was a traceback; the file's line, as train.py's.
+    ("compile_options", ["--config={tmp}/boom.py", "--models=cvae"],
+     "error: the config file {tmp}/boom.py:cvae failed to load (ValueError: boom) at line 5; "
+     "fix the error there."),
+    ("ab_train_step", ["--variants=a:", "--config={tmp}/boom.py", *_FAST],
+     "failed to load (ValueError: boom) at line 5; fix the error there."),
+    # A file whose get_config takes no argument: was told to "drop ':cvae' from --config", a
+    # suffix the script added; it is loaded as it is, for the model it gives.
+    ("compile_options", ["--config={tmp}/noarg.py"], "error: the config file {tmp}/noarg.py "
+     "takes no argument and gives model.name='cvae', not 'discvae'; pass --models=cvae,"),
+    # A variant on --config: was loaded as "configs/synthetic.py:cvae:cvae" ("no variant
+    # ':cvae:cvae'").
+    ("compile_options", ["--config=configs/synthetic.py:cvae"],
+     "drop ':cvae' and name the models with --models."),
+    # A file giving another model than the one measured: was measured under the name asked.
+    ("ab_train_step", ["--variants=a:", "--config={tmp}/other.py", "--models=cvae", *_FAST],
+     "the config file {tmp}/other.py gives model.name='discvae' for {tmp}/other.py:cvae;"),
+    # A missing file: was exit status 1, after the XLA flags and jax's import.
+    ("compile_options", ["--config=/nonexistent.py"], "error: no config file at "
+     "/nonexistent.py;"),
+    # Overrides (bench.make_config, which every script's overrides go through): an unknown key
+    # and a value of another type named configs/lfw.py whatever the config, and no type (exit
+    # status 1); a bool's misspelt value was False; a section's name a traceback.
+    ("ab_train_step", ["--variants=a:model.widht=1", "--config=configs/synthetic.py", *_FAST],
+     "error: the override model.widht=1: config key 'model.widht' does not exist. Did you "
+     "mean model.width? The valid keys are in configs/default.py."),
+    ("ab_train_step", ["--variants=a:model.width=abc", "--models=cvae", *_FAST],
+     "error: the override model.width=abc: config.model.width must be a number (e.g. "
+     "model.width=1.0), not 'abc'."),
+    ("bench", ["--model_overrides=data.masks=flase", *_BENCH], "config.data.masks must be "
+     "true or false (e.g. data.masks=true), not 'flase'."),
+    ("bench", ["--model_overrides=model=1", *_BENCH], "model is a section of the config"),
+    # trace_time.py's --config: a missing file was measured with the checkout's own; another
+    # config's refusal was exit status 1.
+    ("trace_time", ["--config=/nonexistent/configs/synthetic.py", "--models=vae",
+                    "--what=train", "--rounds=1", "--xla_cpu_flags=none"],
+     "error: --config=/nonexistent/configs/synthetic.py: no such file;"),
+    ("trace_time", ["--config=configs/lfw.py"], "only configs/synthetic.py")])
+def test_argparse_scripts_refuse_a_config_they_cannot_use(tmp_path, script, argv, words):
+  """The argparse scripts that load a config themselves (`bench.load_config`,
+  `bench.make_config`): one `error:` line, exit status 2, before anything is compiled."""
+  import faults_lib  # pylint: disable=import-outside-toplevel
+  import launcher  # pylint: disable=import-outside-toplevel
+  for name, text in _CONFIG_FILES.items():
+    (tmp_path / name).write_text(text)
+  argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+  proc = launcher.run([sys.executable, os.path.join(BENCHMARKS, f"{script}.py"), *argv],
+                      cwd=ROOT, timeout=60, env=faults_lib.environment())
+  assert proc.returncode == 2, (proc.stdout, proc.stderr)
+  err = proc.stderr.strip()
+  assert len(err.splitlines()) == 1 and err.startswith("error:"), err
+  assert words.replace("{tmp}", str(tmp_path)) in err, err
+
+
+def test_bench_load_config_takes_what_the_scripts_measure(tmp_path):
+  """A config file without an argument, for the model it gives, and overrides parsed as
+  train.py's --config.<key> parses them."""
+  bench = _script("bench")
+  (tmp_path / "noarg.py").write_text(_CONFIG_FILES["noarg.py"])
+  assert bench.load_config(str(tmp_path / "noarg.py"), "cvae").model.name == "cvae"
+  config = bench.make_config(bench.Case("discvae", 8, "bfloat16"), {
+      "data.masks": "True", "model.width": "1", "num_train_steps": "7", "data.name": "lfw"},
+      "configs/synthetic.py")
+  assert (config.model.name, config.batch_size, config.model.dtype) == ("discvae", 8,
+                                                                        "bfloat16")
+  assert (config.data.masks, config.model.width, config.num_train_steps) == (True, 1.0, 7)
+
+
 def test_the_config_flag_errors_name_the_scripts_own_flag():
   """A script whose config flag has another name: the hints name that flag (the shared
   `config_lib.explain_config_flag_error`, in process)."""
