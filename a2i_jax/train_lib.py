@@ -1263,14 +1263,17 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
     closed = True
     if progress is not None:
       progress.close()
+    first = None  # A close that fails leaves the next one to run (was: a full disk at the
+    # metric writer's close skipped the checkpoints' close; review of the writer's fix).
     for close in (writer.close if writer is not None else None,
                   lambda: ckpt.close(_grace_on_error(failed))):
       try:
         if close is not None:
           close()
-      except Exception:  # pylint: disable=broad-except
-        if not failed:
-          raise
+      except Exception as e:  # pylint: disable=broad-except
+        first = first or (None if failed else e)
+    if first is not None:
+      raise first
 
   try:
     made.note(metrics_lib.METRICS_FILE)

@@ -2735,3 +2735,25 @@ def test_train_steps_per_call_that_are_no_positive_integer_are_one_input_error(s
   import numpy as np
   for good in (3, np.int64(3)):  # A NumPy integer too.
     assert callable(train_lib.make_multi_step(lambda *a: a, cfg, mesh, good))
+
+
+def test_a_metric_writer_that_fails_to_close_still_closes_the_checkpoints(tmp_path,
+                                                                          monkeypatch):
+  """Was: a full disk at `MetricWriter.close` (TensorBoard's last flush) raised before the
+  checkpoints' close ran (review of the writer's full-disk fix); both close now, and the
+  writer's error is the one said."""
+  from a2i_jax import metrics, train_lib  # pylint: disable=import-outside-toplevel
+  from a2i_jax.errors import WorkdirError  # pylint: disable=import-outside-toplevel
+  from conftest import tiny_config  # pylint: disable=import-outside-toplevel
+  closed = []
+
+  def full(self):
+    closed.append("writer")
+    raise OSError(errno.ENOSPC, "No space left on device")
+  real = checkpoints.Checkpointer.close
+  monkeypatch.setattr(metrics.MetricWriter, "close", full)
+  monkeypatch.setattr(checkpoints.Checkpointer, "close",
+                      lambda self, *a, **k: (closed.append("checkpoints"), real(self, *a, **k)))
+  with pytest.raises(WorkdirError, match="no space left on the device"):  # The loop's line.
+    train_lib.train_and_evaluate(tiny_config("vae"), str(tmp_path / "w"))
+  assert closed == ["writer", "checkpoints"], closed
