@@ -227,7 +227,9 @@ def read_digests(path: str) -> Optional[dict[str, str]]:
     if storage_error(e) is not None:
       raise
     raise ValueError(f"{path} is unreadable ({type(e).__name__})") from None
-  except (ValueError, KeyError, TypeError, AttributeError) as e:
+  except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+    # RecursionError: JSON nested past Python's recursion limit ('[' * 200000), was a
+    # traceback instead of the damage's message (review finding).
     raise ValueError(f"{path} is unreadable ({type(e).__name__})") from None
 
 
@@ -928,6 +930,8 @@ def enable_compilation_cache(directory: str) -> None:
       off_if_from_env()
     return
   _remove_empty_cache_entries(path)
+  _repair_unreadable_cache_entries()
+  _write_cache_entries_whole()
   jax.config.update("jax_compilation_cache_dir", path)
   if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_CACHED_COMPILE_S)
@@ -937,15 +941,157 @@ def _remove_empty_cache_entries(path: str) -> None:
   """Removes the empty files in the compilation cache folder `path`. JAX writes an entry in
   place, so a full disk leaves it empty, and JAX never writes it again: every later run
   warned of it (two lines each, "truncated stream") and compiled the program anew, also once
-  space was free (review finding). Removed, the program is compiled and kept once more."""
+  space was free (review finding). Removed, the program is compiled and kept once more.
+  `_write_cache_entries_whole`'s temporary files that a process killed while it wrote left
+  are removed too, once `_CACHE_TEMPORARY_STALE_S` old (a younger one may be being written)."""
   try:
     with os.scandir(path) as entries:
       for entry in entries:
         try:
-          if (entry.name.endswith("-cache") and entry.is_file(follow_symlinks=False)
-              and entry.stat().st_size == 0):  # Its entries only (not a lock file, say).
+          if not entry.is_file(follow_symlinks=False):
+            continue
+          if ((entry.name.endswith("-cache")  # Its entries only (not a lock file, say).
+               and entry.stat().st_size == 0)
+              or (_CACHE_TEMPORARY.fullmatch(entry.name)
+                  and time.time() - entry.stat().st_mtime > _CACHE_TEMPORARY_STALE_S)):
             os.remove(entry.path)
         except OSError:  # Gone meanwhile, or not ours: JAX's warning says the rest.
           pass
   except OSError:  # Not made yet (JAX makes it), or not readable: nothing to do.
     pass
+
+
+# How long after its last change a compilation cache entry that cannot be read may still be
+# another process's, being written (JAX writes an entry in place where
+# `_write_cache_entries_whole` does not apply: a size limit set, another program sharing the
+# folder): it is taken as a miss then, and removed only when older.
+CACHE_WRITE_GRACE_S = 10.0
+
+
+def _repair_unreadable_cache_entries() -> None:
+  """Has JAX's persistent compilation cache remove an entry that cannot be read when it reads
+  it (`_remove_unreadable_cache_entry`), so that the program is compiled and kept again.
+
+  JAX writes an entry in place and never writes a name that exists: one cut short (a disk
+  that filled partway, a process killed while it wrote) was read at every later start, with
+  JAX's two-line warning ("Error reading persistent compilation cache entry ... incomplete or
+  truncated stream"), and its program compiled anew, forever (review finding). Checking every
+  entry at start instead would cost a decompression of the whole cache (0.3-0.5 s for 94
+  entries, 10 MB; it grows without bound); this costs nothing while entries read. Wraps a
+  private function, present in jax 0.7.2 to 0.10; where it is missing, nothing changes.
+  Idempotent.
+  """
+  try:
+    from jax._src import compilation_cache  # pylint: disable=import-outside-toplevel
+    read = compilation_cache.get_executable_and_time
+  except (ImportError, AttributeError):
+    return
+  if getattr(read, "a2i_repairs", False):
+    return
+
+  def read_or_repair(cache_key, *args, **kwargs):
+    try:
+      return read(cache_key, *args, **kwargs)
+    except Exception:  # pylint: disable=broad-except
+      if not _remove_unreadable_cache_entry(compilation_cache, cache_key):
+        raise  # JAX's own warning says it, as before.
+      return None, None  # A miss: the program is compiled, and kept again.
+  read_or_repair.a2i_repairs = True
+  read_or_repair.__wrapped__ = read
+  compilation_cache.get_executable_and_time = read_or_repair
+
+
+def _remove_unreadable_cache_entry(compilation_cache: Any, cache_key: str) -> bool:
+  """After JAX failed to read the entry `cache_key`: removes its file, with one warning line,
+  where its bytes do not decompress and it is older than `CACHE_WRITE_GRACE_S`.
+
+  Args:
+    compilation_cache: JAX's module (`jax._src.compilation_cache`).
+    cache_key: the entry's key ("jit_run-<hash>").
+  Returns:
+    True: the read is to be a miss (the entry was removed, or is gone, or may be being
+    written now); False: JAX's error stands (the bytes read, so the failure lies elsewhere;
+    the cache is not a local folder of files; JAX_RAISE_PERSISTENT_CACHE_ERRORS is set).
+  """
+  cache = getattr(compilation_cache, "_cache", None)
+  folder = str(getattr(cache, "path", ""))
+  if (getattr(jax.config, "jax_raise_persistent_cache_errors", False)
+      or type(cache).__name__ != "LRUCache" or not os.path.isabs(folder)):
+    return False
+  path = os.path.join(folder, f"{cache_key}-cache")
+  try:
+    with open(path, "rb") as f:
+      data, age = f.read(), time.time() - os.fstat(f.fileno()).st_mtime
+  except FileNotFoundError:  # Removed meanwhile (by another process's repair).
+    return True
+  except OSError:
+    return False
+  try:
+    compilation_cache.decompress_executable(data)
+    return False
+  except Exception:  # pylint: disable=broad-except  # zlib's error, or zstd's.
+    pass
+  if age <= CACHE_WRITE_GRACE_S:  # Maybe another process's, being written: left to it.
+    return True
+  try:
+    os.remove(path)
+  except FileNotFoundError:
+    return True
+  except OSError:
+    return False
+  logging.warning("the compilation cache entry %s could not be read (cut short or damaged: a "
+                  "full disk, or a stop while it was written); removed, its program is compiled "
+                  "and kept again", path)
+  return True
+
+
+# `_write_cache_entries_whole`'s temporary file for the entry NAME-cache:
+# ".NAME-cache.XXXXXXXX.tmp" (tempfile's 8 random characters); JAX's own listings (its
+# eviction's "*-cache") do not take it for an entry.
+_CACHE_TEMPORARY = re.compile(r"\..+-cache\.[^.]+\.tmp")
+# The age past which no process is still writing such a file: a kill's leftover.
+_CACHE_TEMPORARY_STALE_S = 3600.0
+
+
+def _write_cache_entries_whole() -> None:
+  """Has JAX's persistent compilation cache write each entry under a temporary name and rename
+  it into place when whole, so that no entry is ever there cut short.
+
+  JAX (0.7.2 to 0.10, `LRUCache.put`) writes an entry in place: a disk that filled partway, or
+  a process killed while it wrote, left the entry cut short under its final name (now
+  repaired when read, `_repair_unreadable_cache_entries`), and another process that read it
+  meanwhile took it for damage. Two processes that store one entry at once now each rename a
+  whole file: the later one stays. Applies where JAX's size limit is off (its default; with
+  JAX_COMPILATION_CACHE_MAX_SIZE set, JAX locks the folder and writes as before). Wraps a
+  private method; where it is missing, nothing changes. Idempotent.
+  """
+  try:
+    from jax._src import lru_cache  # pylint: disable=import-outside-toplevel
+    put = lru_cache.LRUCache.put
+  except (ImportError, AttributeError):
+    return
+  if getattr(put, "a2i_whole", False):
+    return
+
+  def put_whole(self, *args, **kwargs):
+    folder = str(getattr(self, "path", ""))
+    if (len(args) != 2 or kwargs or not args[0] or getattr(self, "eviction_enabled", True)
+        or not os.path.isabs(folder)):  # Not as JAX 0.7.2 to 0.10 call it: JAX's own.
+      return put(self, *args, **kwargs)
+    key, value = args
+    path = os.path.join(folder, f"{key}-cache")
+    if os.path.exists(path):  # As JAX: a name that exists is not written again.
+      return None
+    fd, tmp = tempfile.mkstemp(prefix=f".{key}-cache.", suffix=".tmp", dir=folder)
+    try:
+      with os.fdopen(fd, "wb") as f:
+        f.write(value)
+      os.chmod(tmp, 0o666 & ~_UMASK)  # As JAX's own entries (mkstemp's is private).
+      os.replace(tmp, path)
+    finally:
+      if os.path.exists(tmp):  # A full disk: the error is JAX's warning, as before.
+        os.remove(tmp)
+    return None
+  put_whole.a2i_whole = True
+  put_whole.__wrapped__ = put
+  lru_cache.LRUCache.put = put_whole
