@@ -525,7 +525,7 @@ def watched_run(tmp_path_factory, data_cache):
     patch.setattr(train_lib, "LOGGED_BAR_INTERVAL_S", 1e6)
     # And every process waits for the others' compile before the first dispatch (a review:
     # a resume whose process 0 loaded the program from the cache met gloo's 30 s limit).
-    patch.setattr(train_lib.distributed, "barrier", lambda name, *_: barriers.append(name))
+    patch.setattr(train_lib.distributed, "barrier", lambda name, *_, **__: barriers.append(name))
     cfg = tiny_config("cvae", data_cache)
     cfg.num_train_steps, cfg.log_every_steps, cfg.progress_bar = 4, 1, True
     state = train_lib.train_and_evaluate(  # pytest's stderr is no terminal.
