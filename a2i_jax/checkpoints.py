@@ -30,8 +30,11 @@ Each step's folder also records the config's model section its state was trained
 (`MODEL_RECORD_FILE`, sorted JSON, written with the checksums and listed in them), and a
 restore compares it with the model section in use (`Checkpointer`'s `model`): config.json is
 a plain file, and an edit to it that keeps the weights' shapes (a disCVAE's `composition`)
-restored them into another model without a word. A checkpoint without a record (saved by an
-older version) restores as before.
+restored them into another model without a word. The record also holds the attribute names
+in the order the model was fed them (dataset.json's at the save), compared on restore with
+dataset.json's: an edit of their order there fed each value as another attribute's. A
+checkpoint without a record, or without the names (saved by an older version), restores as
+before.
 """
 
 from __future__ import annotations
@@ -242,19 +245,42 @@ def recorded_model(folder: str) -> Optional[dict]:
     saved without one (by an older version, or not from training), or a record that is not
     as its checksum file says (`Checkpointer.check` reports that as corruption).
   """
+  model = _read_record(folder).get("model")
+  return model if isinstance(model, dict) else None
+
+
+def recorded_attributes(folder: str) -> Optional[list[str]]:
+  """The attribute names, in the order the model was fed them, recorded with the checkpoint
+  in `folder` (`MODEL_RECORD_FILE`'s "attribute_names": dataset.json's at the save), where
+  its checksum file vouches for the record.
+
+  Args:
+    folder: a step's folder.
+  Returns:
+    The names, or None: a checkpoint saved without them (by an older version, outside a
+    run with dataset.json, or not from training), or a record not as its checksums say.
+  """
+  names = _read_record(folder).get("attribute_names")
+  return (names if isinstance(names, list) and all(isinstance(n, str) for n in names)
+          else None)
+
+
+def _read_record(folder: str) -> dict:
+  """`MODEL_RECORD_FILE` of the step in `folder` as a dict, where its checksum file vouches
+  for it; {} otherwise (missing, unlisted, changed since the save, or not a JSON object)."""
   digest = _read_checksums(folder).get(MODEL_RECORD_FILE)
   try:
     with open(os.path.join(folder, MODEL_RECORD_FILE), "rb") as f:
       data = f.read()
   except OSError:
-    return None
+    return {}
   if digest is None or hashlib.sha256(data).hexdigest() != digest:
-    return None
+    return {}
   try:
-    model = json.loads(data.decode("utf-8"))["model"]
-  except (ValueError, KeyError, TypeError):
-    return None
-  return model if isinstance(model, dict) else None
+    record = json.loads(data.decode("utf-8"))
+  except (ValueError, RecursionError):  # UnicodeDecodeError too.
+    return {}
+  return record if isinstance(record, dict) else {}
 
 
 def newest_recorded_model(workdir: str) -> Optional[tuple[int, dict]]:
@@ -266,15 +292,21 @@ def newest_recorded_model(workdir: str) -> Optional[tuple[int, dict]]:
   Returns:
     (step, `recorded_model`), or None where no checkpoint has a record.
   """
+  return _newest_recorded(workdir, recorded_model)
+
+
+def _newest_recorded(workdir: str, read: Callable[[str], Any]) -> Optional[tuple[int, Any]]:
+  """(step, `read(its folder)`) of the newest checkpoint of `workdir` for which `read` gives
+  something other than None; None where none does."""
   directory = os.path.join(workdir, CHECKPOINT_DIR)
   try:
     steps = sorted((int(n) for n in os.listdir(directory) if n.isdigit()), reverse=True)
   except OSError:
     return None
   for step in steps:
-    model = recorded_model(os.path.join(directory, str(step)))
-    if model is not None:
-      return step, model
+    value = read(os.path.join(directory, str(step)))
+    if value is not None:
+      return step, value
   return None
 
 
@@ -604,8 +636,11 @@ class Checkpointer:
       Each save records it in the step's folder (`MODEL_RECORD_FILE`, under the checksums),
       and each restore compares it with the one recorded there: a model section edited in
       config.json keeps the weights' shapes where it changes how they are used (a disCVAE's
-      `composition`), and was restored and used without a word. None: neither (a
-      checkpoint without a record, saved by an older version, restores as before).
+      `composition`), and was restored and used without a word. The record holds the
+      workdir's dataset.json attribute names too, in order (read at the first save that
+      finds the file), and a restore compares them with the file's: an edit of their order
+      fed each value as another attribute's. None: neither (a checkpoint without a record,
+      or without the names, saved by an older version, restores as before).
     ignore: model keys a restore does not compare, besides those `model_differences` leaves
       out (serving: `TRAINING_ONLY_MODEL_KEYS`).
 
@@ -631,6 +666,9 @@ class Checkpointer:
       raise ConfigError(f"model={model!r:.60} is not a config section; pass the config's model "
                         "section (config.model), or None to record and compare none.")
     self._model = None if model is None else _as_json(model)
+    # The attribute names in the order the model is fed them, recorded beside `model` (read
+    # from the workdir's dataset.json at the first save that finds it; `_attribute_names`).
+    self._attributes: Optional[list[str]] = None
     self._ignore = tuple(ignore)
     self.workdir = os.path.abspath(os.path.expanduser(workdir))
     self.directory = os.path.join(self.workdir, CHECKPOINT_DIR)
@@ -717,7 +755,25 @@ class Checkpointer:
     one to record and the folder has none yet."""
     path = os.path.join(folder, MODEL_RECORD_FILE)
     if self._model is not None and not os.path.exists(path):
-      files.atomic_write(path, json.dumps({"model": self._model}, indent=2, sort_keys=True))
+      record: dict[str, Any] = {"model": self._model}
+      if self._attributes is not None:
+        record["attribute_names"] = self._attributes
+      files.atomic_write(path, json.dumps(record, indent=2, sort_keys=True))
+
+  def _attribute_names(self) -> None:
+    """Reads the attribute names to record (`_attributes`) from the workdir's dataset.json,
+    where they are not known yet: the order the run feeds them to the model (training writes
+    the file before its first save, and feeds a resumed run's data in its order). Read once,
+    so that a later edit of the file does not change the record; none where the file is
+    missing or unreadable (the check of it is the caller's)."""
+    if self._model is None or self._attributes is not None:
+      return
+    try:
+      info = load_dataset_info(self.workdir)
+    except ConfigError:
+      return
+    if info is not None:
+      self._attributes = [str(n) for n in info["attribute_names"]]
 
   def latest_step(self) -> Optional[int]:
     """The newest saved step.
@@ -793,6 +849,7 @@ class Checkpointer:
           f"({', '.join(map(str, newer))}), and a save goes after the newest; move those "
           "step folders out of it first (to train on from this state), or save into a new "
           "workdir.")
+    self._attribute_names()  # Before the save: its thread writes them into the record.
     self._saving = step
     # The marker says this version saved it, so that its checksum file must be there
     # (`check`): deleting that file turned the verification off.
@@ -1099,7 +1156,10 @@ class Checkpointer:
         that asked for the newest may ask `latest_step` again and retry.
       ConfigError: the checkpoint records another model section than this checkpointer's
         `model` (one that keeps the arrays' shapes: a restore that does not fit them raises
-        the CheckpointError, naming the recorded values too).
+        the CheckpointError, naming the recorded values too), or other attribute names, or
+        the same in another order, than the workdir's dataset.json lists (edited since the
+        save: its values would be fed to the model as other attributes'), or dataset.json
+        is unreadable; with a `model` only.
     """
     step, before = self._restorable(step, quiet=False)
     folder = os.path.join(self.directory, str(step))
@@ -1181,7 +1241,8 @@ class Checkpointer:
 
   def _check_model(self, step: int) -> None:
     """Refuses to use checkpoint `step` (restored) with a model section other than the one it
-    records (`model_differences`); one without a record passes.
+    records (`model_differences`), or beside a dataset.json of other attributes than it
+    records (`_check_attributes`); one without a record passes.
 
     Raises:
       ConfigError: the message names each key that differs, both values, and the fix.
@@ -1196,6 +1257,44 @@ class Checkpointer:
           f"to the values the checkpoint records ({values}): it was edited since the save, "
           "or the checkpoint is another run's. To resume training, pass them too"
           f"{f' ({flags})' if flags else ''}; or train anew in a new --workdir.")
+    self._check_attributes(step)
+
+  def _check_attributes(self, step: int) -> None:
+    """Refuses to use checkpoint `step` where the attribute names it records (in the order
+    its model was fed them) are not those of the workdir's dataset.json, in that order: the
+    file is a plain one, and an edit that reordered them fed each value to the model as
+    another attribute's. A checkpoint without them, or a workdir without dataset.json, or a
+    checkpointer without `model`, is not checked.
+
+    Raises:
+      ConfigError: the message names the first attribute that differs and the fix; or
+        dataset.json is unreadable (`load_dataset_info`).
+    """
+    folder = os.path.join(self.directory, str(step))
+    recorded = None if self._model is None else recorded_attributes(folder)
+    info = None if recorded is None else load_dataset_info(self.workdir)
+    if info is None or [str(n) for n in info["attribute_names"]] == recorded:
+      return
+    names = [str(n) for n in info["attribute_names"]]
+    path = os.path.join(self.workdir, DATASET_FILE)
+    record = os.path.join(folder, MODEL_RECORD_FILE)
+    if sorted(names) == sorted(recorded):
+      at = next(i for i, (a, b) in enumerate(zip(recorded, names)) if a != b)
+      raise ConfigError(
+          f"{path} lists the attributes in another order than checkpoint {step} was trained "
+          f"with (attribute {at + 1} is {names[at]!r} there, {recorded[at]!r} in the "
+          f"checkpoint; its order is in {record}), so values would be fed to the model as "
+          "other attributes'; the file was edited since: restore it from a copy, or put its "
+          "attribute_names back in the checkpoint's order, each attribute_kinds and "
+          "attribute_ranges entry moved with its name.")
+    other = sorted(set(names) ^ set(recorded))
+    differ = (f"{', '.join(map(repr, other[:5]))}{', ...' if len(other) > 5 else ''} in one "
+              "but not the other" if other else "a name listed twice")
+    raise ConfigError(
+        f"{path} lists other attributes than checkpoint {step} was trained with ({differ}; "
+        f"the checkpoint's are in {record}): the file is another run's, or was "
+        "edited since; restore this run's dataset.json from a copy, or train anew in a new "
+        "--workdir.")
 
   def _reopen(self) -> None:
     """A fresh Orbax manager in place of one whose restore failed. Orbax fixes a manager's
@@ -1277,6 +1376,10 @@ def enclosing_run(path: str) -> Optional[str]:
   return None
 
 
+# What a JSON file nested past Python's recursion limit is said to be (json's RecursionError).
+_TOO_DEEP = "nested deeper than Python's JSON parser goes"
+
+
 # Deleting config.json turns off the checks of a resume against the run's config (train_lib's
 # `_check_resume_compatible`): restoring it comes first.
 # What to do about a damaged config.json (also inference.load_run_config's advice).
@@ -1346,6 +1449,9 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   except (json.JSONDecodeError, UnicodeDecodeError) as e:  # Was: a UnicodeDecodeError.
     raise ConfigError(f"the config at {path} is not valid JSON ({e}); {DAMAGED_CONFIG_FIX}"
                       ) from None
+  except RecursionError:  # Was a traceback (fault hunt): '[' * 200000, say.
+    raise ConfigError(f"the config at {path} is not valid JSON ({_TOO_DEEP}); "
+                      f"{DAMAGED_CONFIG_FIX}") from None
   except IsADirectoryError:
     raise ConfigError(f"the config at {path} is a folder, not a file; {DAMAGED_CONFIG_FIX}"
                       ) from None
@@ -1487,10 +1593,14 @@ def load_dataset_info(workdir: str) -> Optional[dict]:
   Returns:
     The dict, or None for runs trained before dataset.json existed.
   Raises:
-    ConfigError: the file exists but is not valid JSON, or lacks the attribute names, or has
-      ranges that are not one [min, max] pair of numbers per name.
+    ConfigError: the file exists but is not valid JSON (or is a folder), or lacks the
+      attribute names, or has ranges that are not one [min, max] pair of numbers per name,
+      or lists its attribute names in another order than its header (edited by hand: was
+      served and trained on with the values fed as other attributes, without a word).
   """
   path = os.path.join(workdir, DATASET_FILE)
+  fix = ("delete it (training writes it again on its next start; infer.py then uses the "
+         "dataset's current columns).")
   try:
     with open(path, encoding="utf-8") as f:
       info = json.load(f)
@@ -1512,8 +1622,42 @@ def load_dataset_info(workdir: str) -> Optional[dict]:
         raise ValueError(f"attribute_ranges must hold [min, max] pairs of numbers, not {r}")
   except FileNotFoundError:
     return None
+  except IsADirectoryError:  # Was a traceback (fault hunt), where config.json's is an error.
+    raise ConfigError(f"{path} is a folder, not a file; move it away or {fix}") from None
+  except RecursionError:  # Was a traceback (fault hunt).
+    raise ConfigError(f"{path} is unreadable ({_TOO_DEEP}); {fix}") from None
   except (ValueError, UnicodeDecodeError, KeyError, TypeError) as e:
-    raise ConfigError(f"{path} is unreadable ({e}); delete it (training writes it again on "
-                      "its next start; infer.py then uses the dataset's current columns)."
-                      ) from None
+    raise ConfigError(f"{path} is unreadable ({e}); {fix}") from None
+  _check_header_order(path, names, info.get("header"), workdir, fix)
   return info
+
+
+def _check_header_order(path: str, names: list[str], header: Optional[list[str]],
+                        workdir: str, fix: str) -> None:
+  """Refuses a dataset.json (at `path`) whose attribute names are not in the order its header
+  has them: `dataset_info` writes both from the data (the header in file order, the names in
+  the order the model is fed them), so they disagree only where one was edited.
+
+  Raises:
+    ConfigError: naming the first name out of place, the order the newest checkpoint records
+      (`recorded_attributes`) where one does, and the fix.
+  """
+  wanted = set(names)
+  order = [h for h in (header or ()) if h in wanted]
+  if len(order) != len(names) or len(wanted) != len(names) or order == names:
+    return  # No header, or one of other names (the source's columns, renamed since).
+  at = next(i for i, (a, b) in enumerate(zip(names, order)) if a != b)
+  found = _newest_recorded(workdir, recorded_attributes)
+  if found is not None and sorted(found[1]) == sorted(names):
+    put = (f"put attribute_names back in the order checkpoint {found[0]} records as trained "
+           f"({', '.join(found[1][:at + 2])}{', ...' if len(found[1]) > at + 2 else ''}; all "
+           f"in {os.path.join(workdir, CHECKPOINT_DIR, str(found[0]), MODEL_RECORD_FILE)}), "
+           "each attribute_kinds and attribute_ranges entry moved with its name")
+  else:
+    put = ("put attribute_names back in the order the model was trained with, each "
+           "attribute_kinds and attribute_ranges entry moved with its name")
+  raise ConfigError(
+      f"{path} is damaged: its attribute_names are not in its header's order (its attribute "
+      f"{at + 1} is {names[at]!r}, the header's {order[at]!r}), so it was edited since "
+      f"training wrote it, and values would be fed to the model as other attributes'; "
+      f"restore it from a copy, or {put}, or {fix}")

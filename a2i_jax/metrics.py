@@ -408,14 +408,14 @@ def _is_row(row: object) -> bool:
 def _read_rows(path: str) -> tuple[list[dict], int]:
   """The rows of a metrics file, NaN and infinities (an older version's NaN / Infinity tokens)
   as None (`files.strict_json`), and how many non-blank lines were not rows: cut short by a
-  kill, not UTF-8, or JSON that is not a row (`_is_row`)."""
+  kill, not UTF-8, JSON nested too deep to parse, or JSON that is not a row (`_is_row`)."""
   rows, dropped = [], 0
   with open(path, "rb") as f:
     for line in f:
       try:
         row = json.loads(line.decode("utf-8"))
-      except ValueError:  # UnicodeDecodeError included.
-        row = None
+      except (ValueError, RecursionError):  # UnicodeDecodeError included; RecursionError:
+        row = None  # nested past Python's JSON parser (was a traceback from a resume).
       if _is_row(row):
         rows.append(files.strict_json(row))  # Was: float nan / inf returned for them.
       elif line.strip():

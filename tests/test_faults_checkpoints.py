@@ -2,8 +2,10 @@
 and of train.py's --config flag given a run's record. Library-level and fast: tiny pytrees
 saved in tmp_path, nothing trained or compiled."""
 
+import json
 import logging
 import os
+import re
 import shutil
 import sys
 
@@ -13,7 +15,7 @@ import numpy as np
 import pytest
 
 from a2i_jax import checkpoints
-from a2i_jax.errors import CheckpointError
+from a2i_jax.errors import CheckpointError, ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = {"w": jax.ShapeDtypeStruct((3,), jnp.float32)}
@@ -184,3 +186,167 @@ def test_get_config_refuses_a_runs_record(tmp_path):
       "configs/synthetic.py, and change its settings there (`inference.load_trained` serves "
       "the run itself).")
   assert config_lib.run_record_example(os.path.join(ROOT, "configs", "lfw.py")) is None
+
+
+NAMES = ["smile", "face_width", "skin_tone"]
+MODEL = {"name": "cvae", "width": 0.125}  # A model section as the record keeps it.
+
+
+def _write_record(workdir, names=NAMES, header=None, swap=()):
+  """dataset.json as training writes it for attributes `names` (header: `header`, else the
+  names), with the entries of each key in `swap` (a hand edit) swapped at 0 and 1."""
+  info = {"name": "synthetic", "attribute_names": list(names),
+          "attribute_kinds": ["continuous", "binary"] + ["binary"] * (len(names) - 2),
+          "attribute_ranges": [[-1.0, 1.0], [0.0, 1.0]] + [[0.0, 1.0]] * (len(names) - 2),
+          "header": list(header or names)}
+  for key in swap:
+    info[key][0], info[key][1] = info[key][1], info[key][0]
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, checkpoints.DATASET_FILE), "w") as f:
+    json.dump(info, f)
+
+
+def test_dataset_json_whose_names_left_its_headers_order_is_refused(tmp_path):
+  """Was (fault hunt): a dataset.json whose attribute_names (with their kinds and ranges) were
+  swapped by hand was served and trained on without a word, each value fed to the model as
+  the other attribute's (a resume said only "the dataset's columns moved"), its header still
+  in the trained order. Refused, naming the file, the first name out of place and the fix;
+  the order the newest checkpoint records, where one does."""
+  workdir = str(tmp_path / "run")
+  _write_record(workdir, swap=("attribute_names", "attribute_kinds", "attribute_ranges"))
+  path = os.path.join(workdir, checkpoints.DATASET_FILE)
+  said = (f"{path} is damaged: its attribute_names are not in its header's order (its "
+          "attribute 1 is 'face_width', the header's 'smile'), so it was edited since training "
+          "wrote it, and values would be fed to the model as other attributes'; restore it from "
+          "a copy, or put attribute_names back in the order ")
+  fix = (", each attribute_kinds and attribute_ranges entry moved with its name, or delete it "
+         "(training writes it again on its next start; infer.py then uses the dataset's "
+         "current columns).")
+  with pytest.raises(ConfigError) as e:
+    checkpoints.load_dataset_info(workdir)
+  assert str(e.value) == said + "the model was trained with" + fix
+  _write_record(workdir)  # A checkpoint saved with the file as training wrote it.
+  saver = checkpoints.Checkpointer(workdir, model=MODEL)
+  saver.save(4, {"w": jnp.ones(3)})
+  saver.close()
+  _write_record(workdir, swap=("attribute_names", "attribute_kinds", "attribute_ranges"))
+  record = os.path.join(workdir, "checkpoints", "4", checkpoints.MODEL_RECORD_FILE)
+  with pytest.raises(ConfigError) as e:
+    checkpoints.load_dataset_info(workdir)
+  assert str(e.value) == (said + "checkpoint 4 records as trained (smile, face_width, ...; all "
+                          f"in {record})" + fix)
+  # A folder's header keeps its other columns, and names that are not attributes now.
+  _write_record(workdir, header=["filename", "smile", "face_width", "split", "skin_tone"])
+  assert checkpoints.load_dataset_info(workdir)["attribute_names"] == NAMES
+  _write_record(workdir, header=["filename", "grin", "face_width", "skin_tone"])
+  assert checkpoints.load_dataset_info(workdir)["attribute_names"] == NAMES
+
+
+def test_a_checkpoint_records_the_attribute_order_and_a_restore_compares_it(tmp_path):
+  """Was (fault hunt): dataset.json is a plain file, and an edit of its attribute order (its
+  header too) was used by a restore without a word, each value fed as the other attribute's.
+  Each save records dataset.json's attribute names with the model section
+  (`MODEL_RECORD_FILE`), and a restore with `model` compares them: another order, or other
+  names, are refused. Not checked: a checkpoint without them (an older version's), or a
+  checkpointer without `model`."""
+  workdir = str(tmp_path / "run")
+  _write_record(workdir)
+  saver = checkpoints.Checkpointer(workdir, max_to_keep=None, model=MODEL)
+  saver.save(1, {"w": jnp.ones(3)})
+  _write_record(workdir, names=["a", "b", "c"])  # Read once: a later edit is not recorded.
+  saver.save(2, {"w": jnp.ones(3)})
+  saver.close()
+  folder = lambda step: os.path.join(workdir, "checkpoints", str(step))
+  _write_record(workdir, swap=("attribute_names", "attribute_kinds", "attribute_ranges",
+                               "header"))  # Consistent in itself, not with the checkpoint.
+  ckpt = checkpoints.Checkpointer(workdir, create=False, model=MODEL)
+  with pytest.raises(ConfigError) as e:
+    ckpt.restore(TARGET, 2)
+  assert checkpoints.recorded_attributes(folder(1)) == NAMES
+  assert checkpoints.recorded_attributes(folder(2)) == NAMES
+  path = os.path.join(workdir, checkpoints.DATASET_FILE)
+  record = os.path.join(folder(2), checkpoints.MODEL_RECORD_FILE)
+  assert str(e.value) == (
+      f"{path} lists the attributes in another order than checkpoint 2 was trained with "
+      f"(attribute 1 is 'face_width' there, 'smile' in the checkpoint; its order is in "
+      f"{record}), so values would be fed to the model as other attributes'; the file was "
+      "edited since: restore it from a copy, or put its attribute_names back in the "
+      "checkpoint's order, each attribute_kinds and attribute_ranges entry moved with its "
+      "name.")
+  _write_record(workdir, names=["grin", "face_width", "skin_tone"])
+  with pytest.raises(ConfigError, match=r"lists other attributes than checkpoint 2 was trained "
+                     r"with \('grin', 'smile' in one but not the other; the checkpoint's are "
+                     r"in .*a2i_model.json\): the file is another run's, or was edited since"):
+    ckpt.restore(TARGET, 2)
+  ckpt.close()
+  plain = checkpoints.Checkpointer(workdir, create=False)  # No model: nothing compared.
+  np.testing.assert_array_equal(plain.restore(TARGET, 2)["w"], np.ones(3))
+  plain.close()
+  _write_record(workdir)  # As trained: restored.
+  ckpt = checkpoints.Checkpointer(workdir, create=False, model=MODEL)
+  np.testing.assert_array_equal(ckpt.restore(TARGET, 1)["w"], np.ones(3))
+  ckpt.close()
+  older = str(tmp_path / "older")  # Saved without dataset.json: no names, not compared.
+  saver = checkpoints.Checkpointer(older, model=MODEL)
+  saver.save(1, {"w": jnp.ones(3)})
+  saver.close()
+  assert checkpoints.recorded_attributes(os.path.join(older, "checkpoints", "1")) is None
+  _write_record(older, swap=("attribute_names", "attribute_kinds", "attribute_ranges",
+                             "header"))
+  ckpt = checkpoints.Checkpointer(older, create=False, model=MODEL)
+  np.testing.assert_array_equal(ckpt.restore(TARGET, 1)["w"], np.ones(3))
+  ckpt.close()
+
+
+def test_a_trained_runs_swapped_attribute_order_is_refused_by_load_trained(tiny_run,
+                                                                          tmp_path):
+  """The fault hunt's case end to end: a run train_lib wrote, its dataset.json's first two
+  attributes swapped (names, kinds, ranges; then the header too). Was: served without a word
+  (the images differ; the JSON labels values by the wrong names). Refused by the file's own
+  header, then by the order the checkpoint records."""
+  from a2i_jax.inference import restore  # pylint: disable=import-outside-toplevel
+  workdir = str(tmp_path / "w")
+  shutil.copytree(tiny_run("cvae")[0], workdir)
+  path = os.path.join(workdir, checkpoints.DATASET_FILE)
+  with open(path) as f:
+    info = json.load(f)
+  for keys, says in ((("attribute_names", "attribute_kinds", "attribute_ranges"),
+                      "is damaged: its attribute_names are not in its header's order"),
+                     (("header",), "lists the attributes in another order than checkpoint")):
+    for key in keys:
+      info[key][0], info[key][1] = info[key][1], info[key][0]
+    with open(path, "w") as f:
+      json.dump(info, f)
+    with pytest.raises(ConfigError, match=re.escape(f"{path} {says}")):
+      restore.load_trained(workdir)
+
+
+@pytest.mark.parametrize("name", [checkpoints.DATASET_FILE, checkpoints.CONFIG_FILE])
+@pytest.mark.parametrize("damage", ["folder", "deep"])
+def test_a_run_record_that_is_a_folder_or_nested_too_deep_is_one_config_error(tmp_path, name,
+                                                                             damage):
+  """Was (fault hunt): infer.py's traceback for a dataset.json that is a folder
+  (IsADirectoryError: `load_dataset_info` caught only FileNotFoundError) or JSON nested past
+  Python's recursion limit ('[' * 200000: a RecursionError), and for such a config.json (a
+  folder there was an error already). Now each file's damage message."""
+  path = tmp_path / name
+  if damage == "folder":
+    path.mkdir()
+  else:
+    path.write_text("[" * 200000)
+  deep = "nested deeper than Python's JSON parser goes"
+  with pytest.raises(ConfigError) as e:
+    if name == checkpoints.DATASET_FILE:
+      checkpoints.load_dataset_info(str(tmp_path))
+    else:
+      checkpoints.load_config(str(tmp_path))
+  if name == checkpoints.DATASET_FILE:
+    fix = ("delete it (training writes it again on its next start; infer.py then uses the "
+           "dataset's current columns).")
+    assert str(e.value) == (f"{path} is a folder, not a file; move it away or {fix}"
+                            if damage == "folder" else f"{path} is unreadable ({deep}); {fix}")
+  else:
+    assert str(e.value) == (
+        f"the config at {path} "
+        f"{'is a folder, not a file' if damage == 'folder' else f'is not valid JSON ({deep})'}; "
+        f"{checkpoints.DAMAGED_CONFIG_FIX}")

@@ -551,3 +551,17 @@ def test_an_empty_cache_dir_keeps_no_cache(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
   synthetic.load(**SYNTHETIC, cache_dir="")
   assert os.listdir(tmp_path) == []
+
+
+def test_a_line_nested_too_deep_to_parse_is_a_damaged_line(tmp_path, caplog):
+  """Was: one line of '[' * 200000 appended to metrics.jsonl was a RecursionError traceback
+  from a train.py resume (json's parser runs out of Python's stack). It is a damaged line:
+  read_metrics leaves it out, a resume drops it with the warning of other damaged lines."""
+  path = tmp_path / metrics.METRICS_FILE
+  path.write_text('{"step": 1, "a": 1.0}\n' + "[" * 200000 + '\n{"step": 2, "a": 2.0}\n')
+  want = [{"step": 1, "a": 1.0}, {"step": 2, "a": 2.0}]
+  assert metrics.read_metrics(str(tmp_path)) == want
+  with caplog.at_level("WARNING"):
+    metrics.MetricWriter(str(tmp_path), resumed_from=2).close()
+  assert "dropped 1 line(s) of" in caplog.text
+  assert _rows(path) == want
