@@ -36,7 +36,7 @@ import shutil
 import socket
 import sys
 import tempfile
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence, Union
 
 from absl import app, flags, logging
 import jax
@@ -565,8 +565,8 @@ class _Run:
     deleted with the staging folder (review finding). A failure to keep them is a warning:
     the error that stopped the mode is the one to see."""
     try:
-      with _staged(self.out, f"{mode}{_PARTIAL}", self.done,
-                   _mode_set(f"{mode}{_PARTIAL}", self.names, self.out)) as stage:
+      with _staged(self.out, f"{mode}{_PARTIAL}", self.done, functools.partial(
+          _mode_set, f"{mode}{_PARTIAL}", self.names, self.out)) as stage:
         if distributed.is_main():
           for old, new in renamed.items():
             os.replace(os.path.join(self.stage, old), os.path.join(stage, new))
@@ -647,24 +647,37 @@ def _partial_listed(out: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def _staged(out: str, mode: str, done: list[str], earlier_set: Sequence[str],
+def _staged(out: str, mode: str, done: list[str],
+            earlier_set: Union[Sequence[str], Callable[[], Sequence[str]]],
             quiet: bool = False) -> Iterator[str]:
-  """A new folder inside `out` for one mode's files. When the mode ends well, its files are
-  moved in over any of the same names, then what is left of its earlier set (`earlier_set`,
-  `_mode_set`'s) removed, and `mode` appended to `done`; when the mode fails or is
-  interrupted, the folder goes and `out` is left as it was (no folder if it held nothing). A
-  Ctrl-C while the folder is made or during the move waits for it; a rename that fails
-  midway (a failing disk) is reported, and may leave part of the new set in. The folders
-  made for `out` (its missing parents too) go again where the mode leaves them empty.
+  """A new folder inside `out` for one mode's files. When the mode ends well, the set's files
+  in `out` go (its earlier set, `earlier_set`: `_mode_set`'s, and those of the new files'
+  names; JSON first), then the new files are moved in (JSON last), and `mode` is appended to
+  `done`; when the mode fails or is interrupted, the folder goes and `out` is left as it was
+  (no folder if it held nothing). A Ctrl-C while the folder is made or during the move waits
+  for it. A process killed outright (SIGKILL, the out-of-memory killer) during the move, or a
+  rename that fails midway (a failing disk, reported), leaves part of one set without its
+  JSON, never files of two calls together (was: the new images beside the old JSON, which
+  describes another checkpoint and seed; review finding). Two processes moving into one
+  `out` take turns (`_out_lock`). The folders made for `out` (its missing parents too) go
+  again where the mode leaves them empty.
 
+  Args:
+    out: the --out folder.
+    mode: the set's name, a mode or "<mode>_partial".
+    done: the sets written; `mode` is appended once its files are in.
+    earlier_set: the names of the earlier set, or a function that gives them (called while
+      the lock is held, so that it reads `out` as the move finds it).
+    quiet: no "wrote" line per file.
   Yields:
     The folder to write to (process 0; the others write nothing and get `out`).
+  Raises:
+    InputError: `out` or a file in it cannot be written (a full disk, a folder in the way).
   """
   if not distributed.is_main():
     yield out
     done.append(mode)
     return
-  earlier = frozenset(earlier_set)
   # The folders made for `out`, outermost first: each removed again where left empty. Only
   # those this process made (`files.make_folders`; was `missing_folders`' look before the
   # making, which held one another process made meanwhile, removed on a failure; review).
@@ -680,17 +693,29 @@ def _staged(out: str, mode: str, done: list[str], earlier_set: Sequence[str],
       except OSError as e:
         raise _write_error(out, e) from None
     yield stage
-    with interrupts.held():  # So that it cannot leave old and new files mixed.
+    # The lock outside: a Ctrl-C stops a wait for another process.
+    with _out_lock(out), interrupts.held():  # So that it cannot leave old and new files mixed.
+      where = out  # The file each step below writes or removes, for its error line.
       try:
+        earlier = frozenset(earlier_set() if callable(earlier_set) else earlier_set)
         new = sorted((n for n in os.listdir(stage) if not n.startswith(_STAGE_OWNER)),
-                     key=lambda n: (n.endswith(".json"), n))  # JSON last.
+                     key=lambda n: (n.endswith(".json"), n))  # JSON last: it seals the set.
+        for name in new:  # Before anything changes (was: found with part of the set moved).
+          where = os.path.join(out, name)
+          if os.path.isdir(where) and not os.path.islink(where):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), where)
+        gone = [n for n in os.listdir(out) if n in earlier or n in new]
+        for name in sorted(gone, key=lambda n: (not n.endswith(".json"), n)):  # JSON first.
+          where = os.path.join(out, name)
+          if not (os.path.isdir(where) and not os.path.islink(where)):  # Not the user's.
+            os.remove(where)
         for name in new:
-          os.replace(os.path.join(stage, name), os.path.join(out, name))
-        for name in sorted(os.listdir(out)):
-          if name not in new and name in earlier:
-            os.remove(os.path.join(out, name))
-      except OSError as e:  # A move names the file it could not replace (a folder of its
-        raise _write_error(e.filename2 or out, e) from None  # name; was `out` only).
+          where = os.path.join(out, name)
+          os.replace(os.path.join(stage, name), where)
+        where = out
+        files.sync_folder(out)  # On the disk before "wrote" says so.
+      except OSError as e:  # Names the file it could not write or remove (was `out` only).
+        raise _write_error(where, e) from None
       done.append(mode)
       for name in new if not quiet else ():  # Inside: a held Ctrl-C still lists what is in.
         print(f"wrote {os.path.join(out, name)}")
@@ -702,6 +727,55 @@ def _staged(out: str, mode: str, done: list[str], earlier_set: Sequence[str],
     # Was: --out=a/b removed b only, and left an empty a (review finding). One filled
     # meanwhile by another process stays, and so do those above it.
     files.remove_empty_folders(reversed(made))
+
+
+# What `flock` raises where the file system has no locks for a folder: NFS emulates `flock`
+# with POSIX locks, whose exclusive kind needs a file open for writing (EBADF).
+_NO_FOLDER_LOCKS = (errno.EBADF, errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
+_unlocked_outs: set[str] = set()  # Those warned of (`_out_lock`): once per folder.
+
+
+@contextlib.contextmanager
+def _out_lock(out: str) -> Iterator[None]:
+  """Holds an exclusive `flock` on the folder `out` itself (no file of its own in it) for the
+  block: the move of a mode's files into `out`. Another process's move into the same `out`
+  is waited for (it takes milliseconds), with one warning line, so that each set goes in whole
+  and its clean-up removes only the set before it, as two calls one after the other do (was:
+  two infer.py runs writing to one --out at once each removed the other's new files, and
+  both said "wrote"; review finding). The kernel lets go of it however the process ends.
+  Where the file system has no locks for a folder, the block runs unlocked, with a warning.
+
+  Args:
+    out: the --out folder (it exists: the mode's staging folder is in it).
+  Yields:
+    None, once the lock is held.
+  Raises:
+    InputError: `out` cannot be opened.
+    KeyboardInterrupt: a Ctrl-C while waiting (the wait stops).
+  """
+  def open_lock() -> int:
+    return os.open(out, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+
+  def wait(fd: int) -> None:
+    logging.warning("waiting for another process moving its files into %s", out)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+  fd, no_locks = None, None
+  try:
+    fd, no_locks = files._hold_lock(out, open_lock, wait)  # pylint: disable=protected-access
+  except OSError as e:
+    if e.errno not in _NO_FOLDER_LOCKS:
+      raise _write_error(out, e) from None
+    no_locks = e
+  if no_locks is not None and os.path.abspath(out) not in _unlocked_outs:
+    _unlocked_outs.add(os.path.abspath(out))
+    logging.warning("the file system of %s has no locks for a folder (%s): another infer.py "
+                    "moving its files into it at the same time could mix the two calls' "
+                    "files; give each its own --out", out, no_locks.strerror or no_locks)
+  try:
+    yield
+  finally:
+    if fd is not None:
+      os.close(fd)  # Releases the lock.
 
 
 # Inside each staging folder: the file its process holds an exclusive `flock` on.
@@ -1384,7 +1458,9 @@ def run_modes(opts: Options) -> None:
     one = _Run(opts.workdirs[0], opts)
     one.done = done  # For `_Run.keep_partial`.
     for mode in opts.modes:
-      with _staged(one.out, mode, done, _mode_set(mode, one.names, one.out)) as one.stage:
+      # The earlier set read as the move finds --out (another call may write meanwhile).
+      earlier = functools.partial(_mode_set, mode, one.names, one.out)
+      with _staged(one.out, mode, done, earlier) as one.stage:
         RUN_MODES[mode](one)
       interrupts.check()  # An interrupt swallowed whole stops the call after this mode.
   except BaseException as e:  # pylint: disable=broad-except

@@ -945,16 +945,21 @@ def test_vae_refuses_edit_and_progression(vae, tmp_path):
   assert _no_files(out)
 
 
-def test_stored_attribute_order_is_used_and_a_changed_header_warned(trained, tmp_path, caplog):
+def test_stored_attribute_order_is_used_and_a_changed_header_warned(trained, tmp_path, caplog,
+                                                                    monkeypatch):
   from a2i_jax import data, inference  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data.base import with_attribute_order  # pylint: disable=import-outside-toplevel
+  from a2i_jax.inference import restore  # pylint: disable=import-outside-toplevel
   workdir = str(tmp_path / "w")
   shutil.copytree(trained, workdir)
   names = list(data.load_dataset(inference.load_run_config(workdir).data).attribute_names)
-  stored = names[::-1]  # As if the CSV's columns had been reordered since training.
-  with open(os.path.join(workdir, "dataset.json"), "w") as f:
-    json.dump({"name": "synthetic", "attribute_names": stored,
-               "attribute_kinds": ["continuous"] * len(names),
-               "attribute_ranges": [[0.0, 1.0]] * len(names), "header": stored}, f)
+  real = restore.load_dataset
+
+  def reordered(*args, **kwargs):  # As if the CSV's columns had been reordered since training
+    # (dataset.json stays as training wrote it; its checkpoint records the same order).
+    moved = with_attribute_order(real(*args, **kwargs), names[::-1])
+    return dataclasses.replace(moved, metadata={**moved.metadata, "header": names[::-1]})
+  monkeypatch.setattr(restore, "load_dataset", reordered)
   out = str(tmp_path / "out")
   import infer  # pylint: disable=import-outside-toplevel
   infer.run_modes(_options(f"--workdir={workdir}", "--mode=progression",
@@ -966,7 +971,7 @@ def test_stored_attribute_order_is_used_and_a_changed_header_warned(trained, tmp
   with open(os.path.join(workdir, "dataset.json"), "w") as f:
     json.dump({"name": "synthetic", "attribute_names": ["red"] + names[1:]}, f)
   _refused_here(f"--workdir={workdir}", f"--out={str(tmp_path / 'o2')}",
-                needles=("are not those the model was trained with", "red"))
+                needles=("lists other attributes than checkpoint 2 was trained with", "red"))
   assert _no_files(str(tmp_path / "o2"))
 
 
@@ -1369,7 +1374,8 @@ def test_evaluate_compares_the_runs_before_building_any(trained, tmp_path, monke
   with pytest.raises(InputError, match=r"seed5 is tested on other images than .*w "
                      r"\(data.synthetic.seed 5 against 0\); .*evaluate them in separate calls"):
     evaluate(seed)
-  order = copy("order", {"dataset.json": lambda d: d["attribute_names"].reverse()})
+  order = copy("order", {"dataset.json": lambda d: [d[k].reverse() for k in (
+      "attribute_names", "attribute_kinds", "attribute_ranges", "header")]})
   with pytest.raises(InputError, match=r"order was trained on the attributes in the order bangs, "
                      r"beard, .*w in the order smile, face_width, .* evaluate them in separate"):
     evaluate(order)
@@ -1886,6 +1892,124 @@ def test_a_ctrl_c_held_during_the_move_still_lists_what_was_written(monkeypatch,
       monkeypatch.setattr(infer.os, "replace", replace)
   assert done == ["sample"] and sorted(os.listdir(out)) == ["sample_step9.png"]
   assert capsys.readouterr().out == f"wrote {out / 'sample_step9.png'}\n"
+
+
+def test_a_kill_at_any_point_of_the_move_leaves_no_mix_of_two_calls(tmp_path, monkeypatch):
+  """Was (review): a mode's files moved in one by one, images first, each over its old one;
+  a SIGKILL (the out-of-memory killer, a scheduler's hard kill: past Ctrl-C's reach) after
+  the first move left the new complete_left_half.png beside the old complete_right_half.png
+  and complete.json, which describes another checkpoint and seed. --out as a kill would leave
+  it after each step of the move (no finally block runs) holds the old set whole, the new set
+  whole, or part of one call's set without its JSON (the JSON goes first and comes last)."""
+  import infer  # pylint: disable=import-outside-toplevel
+  out = tmp_path / "out"
+  out.mkdir()
+  old = {"complete.json": "old", "complete_left_half.png": "old",
+         "complete_right_half.png": "old", "complete_partial.json": "older",
+         "complete_partial_eyes.png": "older"}
+  for name, text in {**old, "notes.txt": "mine"}.items():
+    (out / name).write_text(text)
+  new = {"complete.json": "new", "complete_left_half.png": "new", "complete_mouth.png": "new"}
+  states = []
+
+  def snapshot(step):  # --out after each change the move makes in it: what a kill leaves.
+    def changed(*args):
+      step(*args)
+      if os.path.dirname(os.fspath(args[-1])) == str(out):
+        states.append({n: (out / n).read_text() for n in os.listdir(out)
+                       if not n.startswith(".") and n != "notes.txt"})
+    return changed
+  with infer._staged(str(out), "complete", [],  # pylint: disable=protected-access
+                     infer.MODE_SETS["complete"], quiet=True) as stage:
+    for name, text in new.items():
+      (pathlib.Path(stage) / name).write_text(text)
+    monkeypatch.setattr(infer.os, "replace", snapshot(infer.os.replace))
+    monkeypatch.setattr(infer.os, "remove", snapshot(infer.os.remove))
+  for state in states:
+    for partial in (False, True):  # The whole set, and the partial one it replaces.
+      of = lambda files: {n: t for n, t in files.items()
+                          if n.startswith("complete_partial") == partial}
+      one_call = len(set(of(state).values())) <= 1  # Files of one call (or none).
+      assert (of(state) in (of(old), of(new))
+              or (one_call and not any(n.endswith(".json") for n in of(state)))), state
+  assert len(states) == 8 and states[-1] == new, states  # 5 files go, 3 come.
+  assert (out / "notes.txt").read_text() == "mine"
+
+
+# Moves a second call's complete set into --out (argv[1]) through infer.py's own move, as
+# another infer.py run does at the end of its mode.
+_SECOND_MOVE = """
+import os, sys
+import infer
+with infer._staged(sys.argv[1], "complete", [], infer.MODE_SETS["complete"]) as stage:
+  for name in ("complete_eyes.png", "complete.json"):
+    with open(os.path.join(stage, name), "w") as f:
+      f.write("second")
+"""
+
+
+def test_two_calls_moving_into_one_out_take_turns(tmp_path, monkeypatch):
+  """Was (review): two infer.py runs writing to one --out at once both exited 0 and said
+  "wrote" for their files, and each one's clean-up of the earlier set removed the other's new
+  files: --out held complete_right_half.png and a complete.json listing left_half too. The
+  second waits (one warning line) while the first moves its files in, then replaces that set
+  whole, as a call after it would. The second is another process (forked by the tests'
+  server), started while the first is between its first and second file."""
+  import infer  # pylint: disable=import-outside-toplevel
+  out = tmp_path / "out"
+  script = tmp_path / "second_move.py"
+  script.write_text(_SECOND_MOVE)
+  log = tmp_path / "second.log"
+  real = infer.os.replace
+  second = []
+
+  def replace(src, dst):
+    real(src, dst)
+    if second:
+      return
+    with open(log, "w") as stderr:
+      second.append(launcher.popen([sys.executable, str(script), str(out)], cwd=ROOT,
+                                   env=faults_lib.environment(), stdout=stderr,
+                                   stderr=subprocess.STDOUT, text=True))
+    deadline = time.time() + 120
+    while "waiting for another process moving its files into" not in log.read_text():
+      if second[0].poll() is not None or time.time() > deadline:  # It went on (unlocked).
+        break
+      time.sleep(0.02)
+  try:
+    with infer._staged(str(out), "complete", [],  # pylint: disable=protected-access
+                       infer.MODE_SETS["complete"], quiet=True) as stage:
+      for name in ("complete_left_half.png", "complete_right_half.png", "complete.json"):
+        (pathlib.Path(stage) / name).write_text("first")
+      monkeypatch.setattr(infer.os, "replace", replace)
+    monkeypatch.undo()
+    assert second[0].wait(timeout=120) == 0, log.read_text()
+  finally:
+    if second and second[0].poll() is None:  # Left waiting by a failure.
+      second[0].kill()
+      second[0].wait()
+  assert {n: (out / n).read_text() for n in os.listdir(out)} == {
+      "complete.json": "second", "complete_eyes.png": "second"}, log.read_text()
+  assert log.read_text().count(f"waiting for another process moving its files into {out}") == 1
+
+
+def test_an_out_without_folder_locks_is_written_with_one_warning(tmp_path, monkeypatch, caplog):
+  """Where the file system has no locks for a folder (NFS emulates `flock` with POSIX locks,
+  whose exclusive kind wants a file open for writing: EBADF), the move runs unlocked, with one
+  warning per --out (`_out_lock`), not an error that stops the mode."""
+  import errno  # pylint: disable=import-outside-toplevel
+  import infer  # pylint: disable=import-outside-toplevel
+
+  def flock(fd, operation):
+    raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+  monkeypatch.setattr(infer.fcntl, "flock", flock)
+  out = tmp_path / "out"
+  for _ in range(2):
+    with infer._staged(str(out), "sample", [], (), quiet=True) as stage:  # pylint: disable=W0212
+      (pathlib.Path(stage) / "sample_step9.png").write_text("new")
+  assert sorted(os.listdir(out)) == ["sample_step9.png"]
+  said = [r.getMessage() for r in caplog.records if "no locks for a folder" in r.getMessage()]
+  assert len(said) == 1 and said[0].startswith(f"the file system of {out} has no locks"), said
 
 
 @pytest.mark.parametrize("stop,status_line", [
