@@ -262,11 +262,16 @@ def check_attributes(attributes: Any, y_dim: int, num: Optional[int] = None) -> 
       y = np.array(attributes, dtype=np.float32)
   except (TypeError, ValueError) as e:
     raise InputError(f"attributes must be numbers, [N, {y_dim}]; these are not ({e}).") from None
+  given = y.shape
   if y.ndim == 1:
     y = y[None]
   if y.ndim != 2 or y.shape[1] != y_dim:
-    raise InputError(f"attributes have shape {y.shape}; this model expects [N, {y_dim}] "
-                     f"(one value per attribute, y_dim={y_dim}).")
+    # The shape as given (was the reshaped one: N values for a y_dim=1 model were "shape (1,
+    # N)", a shape never passed; a fault hunt's finding), and the fix for N values of one.
+    fix = (f"; for one value per image pass attributes[:, None], [{given[0]}, 1]"
+           if y_dim == 1 and len(given) == 1 else "")
+    raise InputError(f"attributes have shape {given}; this model expects [N, {y_dim}] "
+                     f"(one value per attribute, y_dim={y_dim}){fix}.")
   if num is not None and y.shape[0] != num:
     raise InputError(f"{y.shape[0]} attribute vectors for {num} images; pass one per image "
                      f"([{num}, {y_dim}]).")

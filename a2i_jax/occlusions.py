@@ -216,11 +216,12 @@ def _face_box(name: str, image_size: int, crop_from: int, dataset: str
   return box, None
 
 
-def regions_for(dataset: str = "lfw", image_size: int = _REF) -> dict[str, Box]:
+def regions_for(dataset: str, image_size: int = _REF) -> dict[str, Box]:
   """The named boxes of a face dataset, scaled to image_size.
 
   Args:
-    dataset: "lfw" (the default table for real aligned faces) or "synthetic".
+    dataset: "lfw" (real aligned faces) or "synthetic" (was "lfw" by default: another
+      dataset's caller got LFW's boxes without a word, as `make_mask` did; fault hunt).
     image_size: the image side S.
   Returns:
     {name: (top, left, bottom, right)} in pixels of an S x S image, for `FACE_OCCLUSIONS`.
@@ -261,7 +262,7 @@ def _random_boxes(seed: int, image_size: int, num: int, lo_h: int, hi_h: int, lo
 
 
 def make_mask(name: str, image_size: int, num: int, *, seed: int = 0,
-              dataset: str = "lfw", crop_from: int = 0) -> np.ndarray:
+              dataset: Optional[str] = None, crop_from: int = 0) -> np.ndarray:
   """Observed-pixel masks for one occlusion type.
 
   Args:
@@ -270,7 +271,10 @@ def make_mask(name: str, image_size: int, num: int, *, seed: int = 0,
     num: N, how many masks (one per image).
     seed: seeds the random regions (block8, block16, random_rect); the named boxes ignore it.
       Mask i depends on (seed, i) only, not on `num`.
-    dataset: selects the face table for eyes / mouth / face ("lfw" or "synthetic").
+    dataset: the run's dataset (`trained.config.data.name`), which selects the face table
+      for eyes / mouth / face ("lfw" or "synthetic"); needed for those alone. None: the
+      halves and the random regions only (was "lfw": a face region of another dataset's
+      images took LFW's boxes without a word).
     crop_from: the side of the images that S x S centre crops were taken from
       (`config.data.image_size` where `config.data.augment.crop_size` crops); 0 or S: the
       images are whole. Eyes, mouth and face lie where they are in the whole image, cropped
@@ -278,10 +282,10 @@ def make_mask(name: str, image_size: int, num: int, *, seed: int = 0,
   Returns:
     float32 [N, S, S, 1]: 1 = observed pixel, 0 = hidden (to be filled by the generator).
   Raises:
-    InputError: an unknown name, a face region for a dataset without a face table (or
-      outside the crop, or covering it whole), a non-positive size or count, a seed or
-      crop_from that is not an integer of at least 0, a crop_from below S, or masks (their
-      size or count) past the memory there is.
+    InputError: an unknown name, a face region without `dataset` or for a dataset without a
+      face table (or outside the crop, or covering it whole), a non-positive size or count, a
+      seed or crop_from that is not an integer of at least 0, a crop_from below S, or masks
+      (their size or count) past the memory there is.
   """
   _check_name(name)
   image_size = check_int(image_size, "image_size", 4)
@@ -300,12 +304,17 @@ def make_mask(name: str, image_size: int, num: int, *, seed: int = 0,
                      "machine can give; make them for fewer images at a time.") from None
 
 
-def _mask(name: str, image_size: int, num: int, seed: int, dataset: str,
+def _mask(name: str, image_size: int, num: int, seed: int, dataset: Optional[str],
           crop_from: int) -> np.ndarray:
   """`make_mask` of checked arguments."""
   if name in HALVES:
     return _box_mask(scale_box(HALVES[name], image_size), image_size, num)
   if name in FACE_OCCLUSIONS:
+    if dataset is None:  # Was LFW's boxes for any dataset: the synthetic eyes half visible.
+      raise InputError(f"the {name!r} region lies where the dataset's faces put it; pass "
+                       "dataset=trained.config.data.name (one of "
+                       f"{', '.join(FACE_DATASETS)}), or use a half or one of "
+                       f"{', '.join(GENERIC_OCCLUSIONS)}, which need none.")
     box, why = _face_box(name, image_size, crop_from, dataset)
     if why is not None:
       raise InputError(why)
@@ -325,7 +334,7 @@ def _mask(name: str, image_size: int, num: int, seed: int, dataset: str,
 
 
 def make_masks(names: Sequence[str], image_size: int, num: int, *, seed: int = 0,
-               dataset: str = "lfw", crop_from: int = 0) -> dict[str, np.ndarray]:
+               dataset: Optional[str] = None, crop_from: int = 0) -> dict[str, np.ndarray]:
   """`make_mask` for several occlusions, each seeded by `seed` and its place in
   `OCCLUSION_NAMES` (seed x the number of names + the place: no two pairs share one).
 

@@ -1218,7 +1218,8 @@ def test_a_mask_that_hides_every_pixel_is_refused(cvae, key):
       n for n in occlusions.OCCLUSION_NAMES if n != "face")
   assert occlusions.occlusions_for("lfw", 32, 48) == occlusions.OCCLUSION_NAMES
   assert occlusions.occlusions_for("lfw", 32) == occlusions.OCCLUSION_NAMES
-  occlusions.make_masks(occlusions.occlusions_for("lfw", 32, 64), 32, 1, crop_from=64)
+  occlusions.make_masks(occlusions.occlusions_for("lfw", 32, 64), 32, 1, crop_from=64,
+                        dataset="lfw")
 
 
 def test_an_attribute_name_in_place_of_its_index_names_the_index(cvae, key):

@@ -312,7 +312,7 @@ def test_occlusion_sizes_boxes_and_crops_are_checked():
   for name in ("eyes", "block8", "random_rect"):  # Was NumPy's "Unable to allocate" traceback.
     with pytest.raises(InputError, match=r"masks of 1000000000000 images of 64x64 take "
                        r"15,258,789.1 GiB, more than this machine can give; make them for "):
-      occlusions.make_mask(name, 64, 10**12)
+      occlusions.make_mask(name, 64, 10**12, dataset="synthetic")
   with pytest.raises(InputError, match=r"masks of 1 images of 1048576x1048576 take "
                      r"4,096.0 GiB, more than this machine can give"):
     occlusions.make_mask("eyes", 2**20, 1, dataset="synthetic")

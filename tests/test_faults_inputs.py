@@ -119,6 +119,24 @@ def test_attribute_rows_of_other_lengths_are_one_line():
     inputs.check_attributes([[0.0, 1.0], [1.0]], 2)
 
 
+def test_attributes_of_the_wrong_shape_are_named_as_given():
+  """Fault hunt: a y_dim=1 model given its N values as a 1-D array was told "attributes have
+  shape (1, 3); this model expects [N, 1]", a shape never passed (the check made one row of
+  it before it reported), and no fix."""
+  with pytest.raises(InputError, match=re.escape(
+      "attributes have shape (3,); this model expects [N, 1] (one value per attribute, "
+      "y_dim=1); for one value per image pass attributes[:, None], [3, 1].")):
+    inputs.check_attributes(np.array([0.0, 1.0, 0.5]), 1)
+  with pytest.raises(InputError, match=re.escape("attributes have shape (3,); this model "
+                                                 "expects [N, 10] (one value per attribute, "
+                                                 "y_dim=10).")):
+    inputs.check_attributes([0.0, 1.0, 0.5], 10)
+  with pytest.raises(InputError, match=re.escape("attributes have shape (2, 3, 1);")):
+    inputs.check_attributes(np.zeros((2, 3, 1)), 3)
+  assert inputs.check_attributes([0.5], 1).shape == (1, 1)  # One image's vector: one row.
+  assert inputs.check_attributes(np.zeros(3), 3).shape == (1, 3)
+
+
 @pytest.mark.filterwarnings("error")
 def test_non_finite_attributes_are_placed_and_the_fix_named():
   """Was: "attributes contain NaN or infinity." alone: no row, no fix, and the same words for

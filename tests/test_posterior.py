@@ -1,5 +1,6 @@
 """Posterior inference by optimisation (a2i_jax/inference/) on tiny trained models."""
 
+import dataclasses
 import re
 
 import jax
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from a2i_jax import inference, memo, parallel, train_lib
+from a2i_jax import inference, inputs, memo, parallel, sampling, train_lib
 from a2i_jax.data import load_dataset
 from a2i_jax.errors import ConfigError, InputError
 from conftest import build_once, library_optimisation_level, tiny_config
@@ -316,6 +317,103 @@ def test_ragged_last_batch_reuses_the_compiled_program(cvae, monkeypatch):
                                   batch_size=8)
   np.testing.assert_allclose(batched["z"], whole["z"], rtol=1e-4, atol=1e-4)
   assert batched["reconstruction"].shape == (6, 32, 32, 3)
+
+
+def test_a_few_programs_serve_every_count_of_images(cvae, monkeypatch):
+  """Fault hunt: every new count of images compiled the programs again (reconstruct of 3, 4,
+  3, 5 images: 3.1 s, 3.7 s, 0.07 s, 2.9 s): run_inference padded only past a call's batch,
+  and sample and decode only past `config.inference.batch_size`. A smaller count is padded
+  to a bucket (a power of two, at least the device count); each image's result is its own
+  row's, so the counts give the same images where they share their rows."""
+  trained, ds = cvae
+  # Programs of its own: those shared by the TrainedModels of this module (`_SHARED`, the
+  # model's cache and its sampler) may have compiled other shapes in another test.
+  monkeypatch.setattr(inference.restore, "_SHARED", memo.BoundedCache(32))
+  fresh = dataclasses.replace(trained, cache={},
+                              sample_fn=sampling.make_jitted_sample_fn(trained.model))
+  x, y = _test_batch(ds, 13)
+  key = jax.random.key(1)
+  opts = inference.options_for(trained, steps=2, init="prior", restarts=2)  # Start noise.
+  # 9 and 13 images on 4 devices: were padded to 12 and 16 (two programs); now both to 16.
+  inferred = {n: inference.run_inference(fresh, x[:n], y[:n], key=key, options=opts)
+              for n in (9, 13)}
+  fns = fresh.cache[("infer", inference.posterior._static(opts))]
+  assert [fns[name]._cache_size() for name in ("init", "run", "finish")] == [1, 1, 1]
+  sampled = {n: inference.sample(fresh, y[:n], key) for n in (3, 4)}
+  assert fresh.sample_fn._cache_size() == 1
+  latents = inference.prior_latents(fresh, 4, key)
+  decoded = {n: inference.decode(fresh, {k: v[:n] for k, v in latents.items()}, y[:n])
+             for n in (3, 4)}
+  assert fresh.cache["decode"]._cache_size() == 1
+  for few, many in ((inferred[9], inferred[13]), (sampled[3], sampled[4]),
+                    (decoded[3], decoded[4])):
+    assert set(few) == set(many)
+    for name, value in few.items():
+      if name != "energy_trace":  # The mean over the images given.
+        assert value.shape[0] == len(few["image" if "image" in few else "z"]), name
+        np.testing.assert_array_equal(value, many[name][:len(value)], err_msg=name)
+
+
+def test_attributes_outside_the_training_range_are_warned_of_in_every_use(cvae, discvae,
+                                                                         caplog, monkeypatch):
+  """Fault hunt: only edit's new values and progression's swept ones were checked against the
+  training range; -1 / +1 for a 0 / 1 attribute, or 50 for one in [-1, 1], passed sample,
+  decode, run_inference, reconstruct, complete, progression's base vector and swap without a
+  word. Each call now says so once, naming itself, the columns and their ranges; the test
+  split's own attributes say nothing."""
+  trained, ds = cvae
+  x, y = _test_batch(ds)
+  bad = y.copy()
+  bad[:, 1], bad[:, 6] = 50.0, np.tile([-1.0, 1.0], 4)  # face_width x50; eyeglasses as +-1.
+  # No Adam steps, and the programs of test_energy_decreases_and_recognition_init_is_the_start.
+  opts = inference.options_for(trained, steps=0)
+  key = jax.random.key(0)
+  observed = np.ones((8, 32, 32), np.float32)
+  observed[:, :16] = 0
+  uses = {
+      "sample": lambda a: inference.sample(trained, a, key),
+      "decode": lambda a: inference.decode(trained, inference.prior_latents(trained, 8, key),
+                                           a),
+      "run_inference": lambda a: inference.run_inference(trained, x, a, key=key, options=opts),
+      "reconstruct": lambda a: inference.reconstruct(trained, x, a, key=key, options=opts),
+      "complete": lambda a: inference.complete(trained, x, a, observed, key=key, options=opts),
+      "edit": lambda a: inference.edit(trained, x, a, {0: 0.0}, key=key, options=opts),
+      "progression": lambda a: inference.progression(trained, a[0], 0, [0.0, 0.5], key=key,
+                                                     num_latents=1),
+      "infer_latents": lambda a: inference.infer_latents(
+          trained, inputs.to_signed(x), a, key=key, options=opts,
+          fns=trained.cache[("infer", inference.posterior._static(opts))]),  # run_inference's.
+      "swap": lambda a: inference.swap(discvae[0], a[0], key=key, num=3)}
+  said = lambda: [r.getMessage() for r in caplog.records if "outside" in r.getMessage()]
+  for use, call in uses.items():
+    caplog.clear()
+    call(bad)
+    assert len(said()) == 1, (use, said())  # edit decodes its edit, progression its sweep.
+    one = use in ("progression", "swap")  # One vector: the first row.
+    lo, hi = (discvae[0] if use == "swap" else trained).attribute_ranges[1]
+    assert said()[0].startswith(
+        f"the attributes given to {use} lie outside their training range in 2 of 10 columns "
+        f"(attribute 1 (face_width): 50, trained on [{lo:.3g}, {hi:.3g}]; attribute 6 "
+        f"(eyeglasses): {'-1' if one else '-1 to 1'}, trained on [0, 1]); the model has not "
+        "seen such values, so its output may not follow them"), (use, said())
+    caplog.clear()
+    call(y)  # The test split's own: inside.
+    assert not said(), (use, said())
+  caplog.clear()
+  base = y[1].copy()
+  base[0] = 40.0  # The swept column: its given value is not used.
+  inference.progression(trained, base, 0, [0.0, 0.5], key=key, num_latents=1)
+  prior = inference.AttributePrior.fit(ds["train"].attributes)
+  inferring = dataclasses.replace(opts, infer_attributes=True)
+
+  def stop(*args, **kwargs):  # The check comes first; what these would compile is not needed.
+    raise StopIteration
+  monkeypatch.setattr(inference.uses, "_infer_latents", stop)
+  for given_and_unused in (None, bad):  # None given; given, but inferred in their place.
+    with pytest.raises(StopIteration):
+      inference.run_inference(trained, x, given_and_unused, key=key, options=inferring,
+                              attribute_prior=prior)
+  assert not said(), said()
 
 
 def test_attribute_report(cvae):

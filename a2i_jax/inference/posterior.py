@@ -781,9 +781,58 @@ def infer_latents(trained: TrainedModel, images: Array, attributes: Optional[Arr
   result = _infer_latents(trained, images, attributes, observed, key=key, options=options,
                           fg_masks=fg_masks, attribute_prior=attribute_prior, mesh=mesh,
                           fns=fns, pad_to=pad_to, first_index=first_index,
-                          batch_size=batch_size)
+                          batch_size=batch_size, use="infer_latents")
   _warn_diverged(result["energy"], _check_options(trained, options))
   return result
+
+
+# How far a given attribute may lie outside its training range before a use warns, as a share
+# of the range. Wider than `edit`'s 1 % for a value chosen by hand: given attributes are
+# mostly a split's own, whose values fall a little past the training split's extremes (up to
+# 0.9 % of the range in the 16 test images of a 64-image synthetic run, an expected gap of
+# about range / (n + 1)); what it is for are values encoded otherwise (-1 / +1 for 0 / 1, a
+# percentage for a fraction, another dataset's scale), which lie a whole range outside.
+ATTRIBUTE_RANGE_MARGIN = 0.1
+
+
+def _warn_attributes_outside_range(trained: TrainedModel, y: np.ndarray, use: str,
+                                   skip: tuple[int, ...] = ()) -> None:
+  """One warning for the attribute columns of `y` [N, y_dim] with a value more than
+  `ATTRIBUTE_RANGE_MARGIN` of the training range outside it, where the run knows its ranges
+  (`trained.attribute_ranges`): each column with its values and range, and the function the
+  user called (`use`). Was: only `edit`'s new values and `progression`'s swept ones were
+  checked; -1 / +1 for a 0 / 1 attribute, or 50 for one in [0, 1], passed `sample`,
+  `reconstruct`, `decode`, `complete` and `run_inference` without a word (fault hunt).
+
+  Args:
+    trained: the model; nothing is said for one without ranges or attributes (the VAE).
+    y: the given attributes, checked (`inputs.check_attributes`).
+    use: the function named in the warning.
+    skip: columns not to check (`progression`'s swept one, which its values replace).
+  """
+  ranges = trained.attribute_ranges
+  if (ranges is None or not trained.model.uses_attributes or not y.size
+      or len(ranges) != y.shape[1]):
+    return
+  lo, hi = np.asarray(ranges, np.float64).T
+  margin = ATTRIBUTE_RANGE_MARGIN * (hi - lo)
+  low, high = y.min(axis=0).astype(np.float64), y.max(axis=0).astype(np.float64)
+  outside = [j for j in np.flatnonzero((low < lo - margin) | (high > hi + margin))
+             if j not in skip]
+  if not outside:
+    return
+  names = trained.attribute_names
+
+  def column(j: int) -> str:
+    name = f" ({names[j]})" if names and len(names) > j else ""
+    shown = f"{low[j]:g}" if low[j] == high[j] else f"{low[j]:g} to {high[j]:g}"
+    return f"attribute {j}{name}: {shown}, trained on [{lo[j]:.3g}, {hi[j]:.3g}]"
+  listed = "; ".join(column(j) for j in outside[:4])
+  more = f"; and {len(outside) - 4} more" if len(outside) > 4 else ""
+  logging.warning("the attributes given to %s lie outside their training range in %d of %d "
+                  "columns (%s%s); the model has not seen such values, so its output may not "
+                  "follow them: pass attributes on the training data's scale.", use,
+                  len(outside), y.shape[1], listed, more)
 
 
 def _warn_diverged(energy: np.ndarray, options: InferenceOptions) -> None:
@@ -802,10 +851,12 @@ def _warn_diverged(energy: np.ndarray, options: InferenceOptions) -> None:
 
 
 def _infer_latents(trained, images, attributes, observed, *, key, options, fg_masks,
-                   attribute_prior, mesh, fns, pad_to, first_index, batch_size
+                   attribute_prior, mesh, fns, pad_to, first_index, batch_size, use=None
                    ) -> dict[str, np.ndarray]:
   """`infer_latents` without its warning for diverged images (`_warn_diverged`): every
-  argument as it takes them, all given."""
+  argument as it takes them, all given; `use`, the function named in the warning of given
+  attributes outside the training range (`_warn_attributes_outside_range`), None: no warning
+  (`run_inference` gives it once for all its batches)."""
   model, variables = trained.model, trained.variables
   key = parallel.loose_key(check_key(key))  # Was JAX's error for a key on one device.
   options = _check_options(trained, options)
@@ -833,6 +884,8 @@ def _infer_latents(trained, images, attributes, observed, *, key, options, fg_ma
   batch = (inference_batch_size(trained) if batch_size is None
            else check_int(batch_size, "batch_size", 1))
   fns = fns or make_inference_fns(model, _static(options))
+  if use is not None and attributes is not None and not options.infer_attributes:
+    _warn_attributes_outside_range(trained, y, use)  # Given, and used as given.
 
   # Pad to a multiple of the device count (padding: nothing observed, dropped at the end),
   # then repeat each image for the restarts one call runs, image-major so that an image's

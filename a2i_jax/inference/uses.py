@@ -6,11 +6,21 @@ Every function takes a `TrainedModel`, checks its inputs (`a2i_jax.inputs`), cac
 jitted functions it builds on the model, and takes and gives images as the user holds them:
 uint8 or [0, 1] floats in, [0, 1] floats out. Decoding goes through `a2i_jax.sampling`, the
 one decoding path, and nothing here tests which model it is: the model answers for itself.
+
+Given attributes that lie well outside the run's training range (`trained.attribute_ranges`:
+-1 / +1 for an attribute trained on 0 / 1, say) get one warning per call, naming the function
+called, its columns and their ranges (`posterior._warn_attributes_outside_range`).
+
+A batch of fewer images than a call takes is padded to a bucket (a power of two, at least the
+device count, at most the batch size; the padding's rows are dropped), so that a few compiled
+programs serve every count: was one per count, 3-4 s each for a tiny CVAE (fault hunt).
 """
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
+import functools
 import os
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -22,12 +32,61 @@ from a2i_jax import parallel, perf, sampling
 from a2i_jax.errors import InputError
 from a2i_jax.inference.posterior import (AttributePrior, InferenceOptions, _check_batch,
                                          _check_options, _infer_latents, _needs_attributes,
-                                         _static, _warn_diverged, make_inference_fns)
+                                         _static, _warn_attributes_outside_range,
+                                         _warn_diverged, make_inference_fns)
 from a2i_jax.inference.restore import TrainedModel, inference_batch_size, shared_programs
 from a2i_jax.inputs import (as_array, check_attributes, check_images, check_int, check_key,
                             check_mask, rgb_pixels, to_unit)
 
 Array = jax.Array
+
+# The call of a use in progress: [the name of the function the user called, whether its
+# attributes were checked against the training ranges]. The uses call one another (edit runs
+# run_inference, then decodes the edited attributes; progression and swap decode), and the
+# check speaks once per call, in the name of the function called (`_check_range`).
+_CALL: contextvars.ContextVar = contextvars.ContextVar("a2i_jax_inference_use", default=None)
+
+
+def _a_use(fn: Callable) -> Callable:
+  """`fn` as a use: called by no other use, it names the call (`_CALL`)."""
+  @functools.wraps(fn)
+  def use(*args, **kwargs):
+    if _CALL.get() is not None:  # Inside another use: that one's call.
+      return fn(*args, **kwargs)
+    token = _CALL.set([fn.__name__, False])
+    try:
+      return fn(*args, **kwargs)
+    finally:
+      _CALL.reset(token)
+  return use
+
+
+def _check_range(trained: TrainedModel, y: Optional[np.ndarray], skip: tuple[int, ...] = ()
+                 ) -> None:
+  """The warning of given attributes `y` (checked, [N, y_dim]) outside the training range,
+  the first time a call of a use checks any (later checks of the call, of attributes it made
+  itself, are silent); None: attributes that are not given (inferred, or none), which count
+  as checked."""
+  call = _CALL.get()
+  if call is None or call[1]:
+    return
+  call[1] = True
+  if y is not None:
+    _warn_attributes_outside_range(trained, y, call[0], skip)
+
+
+def _bucket(n: int, cap: int, at_least: int = 1) -> int:
+  """The rows a call of `n` <= `cap` rows is padded to: the next power of two, at least
+  `at_least` (the device count), at most `cap` (a full batch's)."""
+  return min(cap, max(at_least, 1 << max(n - 1, 0).bit_length()))
+
+
+def _padded(a: np.ndarray, rows: int) -> np.ndarray:
+  """`a` with zero rows appended up to `rows` (as it is where it has them)."""
+  a = np.asarray(a)
+  if len(a) >= rows:
+    return a
+  return np.concatenate([a, np.zeros((rows - len(a),) + a.shape[1:], a.dtype)])
 
 
 def check_trained(trained: Any) -> None:
@@ -129,6 +188,7 @@ def _one_vector(trained: TrainedModel, attributes: Any, what: str) -> np.ndarray
   return y
 
 
+@_a_use
 def run_inference(trained: TrainedModel, images: Any, attributes: Any = None,
                   observed: Any = None, *, key: Array,
                   options: Optional[InferenceOptions] = None, fg_masks: Any = None,
@@ -147,13 +207,15 @@ def run_inference(trained: TrainedModel, images: Any, attributes: Any = None,
   Each image's start noise (`init` "prior", or restarts past the first) follows from `key`,
   the image's place in this call and the restart, not from the batching: image i gives the
   same result in any batch size (up to float rounding), but another one where it sits at
-  another place (a call of it alone).
+  another place (a call of it alone). Fewer images than a call takes are padded to a bucket
+  (a power of two, at least the device count): a few programs serve every count.
 
   Args:
     trained: from `load_trained`.
     images: [N, S, S, 3] uint8 or floats in [0, 1].
     attributes: [N, y_dim], one row per image ([y_dim] with one image); None for models
-      without attributes, or when inferring them.
+      without attributes, or when inferring them. Values well outside the training range
+      (`trained.attribute_ranges`) are warned of, once per call.
     observed: [N, S, S(, 1)] observed-pixel mask (1 = observed; bool, floats in [0, 1] or
       uint8 0 / 255); None = all observed.
     key: PRNG key.
@@ -186,8 +248,14 @@ def run_inference(trained: TrainedModel, images: Any, attributes: Any = None,
   n = x.shape[0]
   fns = _cached(trained, ("infer", _static(options)),
                 lambda: make_inference_fns(trained.model, _static(options)))
+  _check_range(trained, None if attributes is None or options.infer_attributes else y)
   mesh = parallel.make_mesh()
   per_call = _images_per_call(options.restarts, batch, mesh.devices.size)
+  # Fewer images than a call takes: padded to a bucket, so that a few programs serve every
+  # count (was: one program per count, 3-4 s each for a tiny CVAE; fault hunt). Each image's
+  # result depends on its own row alone (BatchNorm in eval mode, per-image energies, start
+  # noise from the image's index), so the padding's rows change none of the real ones.
+  pad_to = per_call if n > per_call else _bucket(n, per_call, mesh.devices.size)
   parts, sizes = [], []
   for start in range(0, n, per_call):
     sl = slice(start, min(start + per_call, n))
@@ -195,7 +263,7 @@ def run_inference(trained: TrainedModel, images: Any, attributes: Any = None,
     parts.append(_infer_latents(
         trained, x[sl], y[sl], obs[sl], key=key, options=options,
         fg_masks=None if masks is None else masks[sl], attribute_prior=attribute_prior,
-        mesh=mesh, fns=fns, pad_to=per_call if n > per_call else 0, first_index=start,
+        mesh=mesh, fns=fns, pad_to=pad_to, first_index=start,
         batch_size=batch))
     sizes.append(sl.stop - start)
   out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != "energy_trace"}
@@ -213,6 +281,7 @@ def _images_per_call(restarts: int, batch_size: int, devices: int) -> int:
   return max(devices, batch_size // restarts // devices * devices)
 
 
+@_a_use
 def reconstruct(trained: TrainedModel, images: Any, attributes: Any = None, *, key: Array,
                 options: Optional[InferenceOptions] = None, **kwargs) -> dict[str, np.ndarray]:
   """Infers z from fully observed images and decodes it.
@@ -238,6 +307,7 @@ def _no_observed(kwargs: Mapping, mode: str) -> None:
                      "complete(trained, images, attributes, observed, key=...).")
 
 
+@_a_use
 def complete(trained: TrainedModel, images: Any, attributes: Any, observed: Any, *,
              key: Array, options: Optional[InferenceOptions] = None,
              **kwargs) -> dict[str, np.ndarray]:
@@ -271,6 +341,7 @@ def complete(trained: TrainedModel, images: Any, attributes: Any, observed: Any,
   return out
 
 
+@_a_use
 def infer_attributes(trained: TrainedModel, images: Any, attribute_prior: AttributePrior,
                      observed: Any = None, *, key: Array,
                      options: Optional[InferenceOptions] = None,
@@ -298,6 +369,7 @@ def infer_attributes(trained: TrainedModel, images: Any, attribute_prior: Attrib
                        attribute_prior=attribute_prior, **kwargs)
 
 
+@_a_use
 def decode(trained: TrainedModel, latents: Mapping[str, Any], attributes: Any
            ) -> dict[str, np.ndarray]:
   """Decodes given latents under given attributes (no sampling).
@@ -347,6 +419,7 @@ def decode(trained: TrainedModel, latents: Mapping[str, Any], attributes: Any
     if not np.all(np.isfinite(value)):  # Was: all-NaN images, without a word.
       raise InputError(f"latents[{name!r}] holds NaN or infinity; pass finite latents (e.g. "
                        "from infer_latents or prior_latents).")
+  _check_range(trained, y)
   return _decode_in_batches(trained, lat, y)
 
 
@@ -356,22 +429,23 @@ def _decode_in_batches(trained: TrainedModel, latents: Mapping[str, np.ndarray],
   images per call (was: one program for all N, and --samples_per_attribute=20000 ended in
   RESOURCE_EXHAUSTED; review finding). Each image depends on its own row alone (BatchNorm in
   eval mode), so the batching changes no result; a short last batch is padded, so that one
-  program serves every call."""
+  program serves every call, and fewer images than a batch are padded to a bucket
+  (`_bucket`), so that a few programs serve every count (was: one per count)."""
   model = trained.model  # Not `trained`: its cache holding it would keep it from being freed.
   fn = _cached(trained, "decode",
                lambda: perf.jit(lambda v, lat, y: sampling.decode_images(model, v, lat, y)))
   n, batch = y.shape[0], inference_batch_size(trained)
   if n <= batch:
-    return parallel.fetch(fn(trained.variables, dict(latents), y))
+    rows = _bucket(n, batch)
+    images = parallel.fetch(fn(trained.variables,
+                               {k: _padded(v, rows) for k, v in latents.items()},
+                               _padded(y, rows)))
+    return images if rows == n else {k: v[:n] for k, v in images.items()}
   out: dict[str, np.ndarray] = {}
   for start in range(0, n, batch):
     stop = min(start + batch, n)
-
-    def rows(a: np.ndarray) -> np.ndarray:
-      part = np.asarray(a[start:stop])
-      return np.concatenate([part, np.zeros((batch - len(part),) + part.shape[1:], part.dtype)])
-    images = parallel.fetch(fn(trained.variables, {k: rows(v) for k, v in latents.items()},
-                               rows(y)))
+    part = {k: _padded(v[start:stop], batch) for k, v in latents.items()}
+    images = parallel.fetch(fn(trained.variables, part, _padded(y[start:stop], batch)))
     for k, v in images.items():  # Filled in place: no second copy of all N images.
       if k not in out:
         out[k] = np.empty((n,) + v.shape[1:], v.dtype)
@@ -396,6 +470,7 @@ def prior_latents(trained: TrainedModel, num: int, key: Array) -> dict[str, np.n
   return {name: np.asarray(v) for name, v in latents.items()}
 
 
+@_a_use
 def progression(trained: TrainedModel, attributes: Any, index: int, values: Sequence[float],
                 *, key: Array, num_latents: int = 4) -> np.ndarray:
   """Attribute progression (docs/reference.md §7.3): fixed z, attribute `index` swept.
@@ -426,6 +501,7 @@ def progression(trained: TrainedModel, attributes: Any, index: int, values: Sequ
                      f"np.linspace(lo, hi, 8)); got shape {values.shape}.")
   num_latents = check_int(num_latents, "num_latents", 1)
   _warn_outside_range(trained, {index: values}, "the swept value", "progression")
+  _check_range(trained, y, skip=(index,))  # The swept column's given value is not used.
   k = len(values)
   ys = np.repeat(y, num_latents * k, axis=0)
   ys[:, index] = np.tile(values, num_latents)
@@ -437,6 +513,7 @@ def progression(trained: TrainedModel, attributes: Any, index: int, values: Sequ
 SWAP_LATENTS = ("z_fg", "z_bg")
 
 
+@_a_use
 def swap(trained: TrainedModel, attributes: Any, *, key: Array, num: int = 6
          ) -> dict[str, np.ndarray]:
   """Foreground / background swap (docs/reference.md §7.4) for one attribute vector.
@@ -468,6 +545,7 @@ def swap(trained: TrainedModel, attributes: Any, *, key: Array, num: int = 6
   return {"grid": images["image"].reshape((num, num) + images["image"].shape[1:])}
 
 
+@_a_use
 def edit(trained: TrainedModel, images: Any, attributes: Any, changes: Mapping[int, float],
          *, key: Array, options: Optional[InferenceOptions] = None,
          **kwargs) -> dict[str, np.ndarray]:
@@ -537,6 +615,7 @@ def _warn_outside_range(trained: TrainedModel, new_values: Mapping[int, np.ndarr
                     "it says.", what, index, name, shown, lo, hi, use)
 
 
+@_a_use
 def sample(trained: TrainedModel, attributes: Any, key: Array) -> dict[str, np.ndarray]:
   """Draws images for attribute vectors: z ~ N(0, I), decoder mean (docs/reference.md §1.4).
 
@@ -557,7 +636,16 @@ def sample(trained: TrainedModel, attributes: Any, key: Array) -> dict[str, np.n
   check_trained(trained)
   key = parallel.loose_key(check_key(key))  # Was JAX's error for a key on one device.
   y = check_attributes(attributes, trained.config.model.y_dim)
-  if y.shape[0] <= inference_batch_size(trained):
+  n, batch = y.shape[0], inference_batch_size(trained)
+  _check_range(trained, y)
+  if n <= batch and jax.config.jax_threefry_partitionable:
+    # Padded to a bucket (was: a program per count). Under the partitionable threefry (JAX's
+    # default) a draw is that of its place in the array, so the first N rows' latents are
+    # those of N rows, and the images the same.
+    rows = _bucket(n, batch)
+    images = parallel.fetch(trained.sample_fn(trained.variables, _padded(y, rows), key))
+    return images if rows == n else {k: v[:n] for k, v in images.items()}
+  if n <= batch:
     return parallel.fetch(trained.sample_fn(trained.variables, y, key))
   # Was: one program for all N (review finding: RESOURCE_EXHAUSTED, a 47-line traceback).
   # The latents as `sample_fn` draws them, [N, size] floats; then decoded in batches.
