@@ -17,6 +17,7 @@ import json
 import math
 import os
 import re
+import shlex
 import traceback
 from types import ModuleType
 from typing import Any, Iterator, Optional, Sequence
@@ -474,6 +475,56 @@ def check_variant(config: ml_collections.ConfigDict, spec: str) -> None:
                       f"{', '.join(variants[:-1])} or {variants[-1]}.")
 
 
+def model_variant(spec: str, name: str) -> Optional[str]:
+  """The `--config` value of the variant of `spec`'s config file for the model `name`, where
+  the file has one: "configs/lfw.py:discvae" for ("configs/lfw.py", "discvae").
+
+  Args:
+    spec: a `--config` value, "path[:arg]" ("" for none).
+    name: a model's name (config.model.name).
+  Returns:
+    "path:name", or None where the file takes no such argument or its config for it names
+    another model (or the file does not load).
+  """
+  path = spec.partition(":")[0]
+  if not path or name not in MODEL_NAMES:
+    return None
+  variant = f"{path}:{name}"
+  try:
+    config = get_config(variant)
+  except Exception:  # pylint: disable=broad-except
+    return None  # No such variant, or a file that does not load: nothing to suggest.
+  return variant if value_at(config, "model.name") == name else None
+
+
+def variant_advice(argv: Sequence[str], same: Sequence[tuple[str, Any]]) -> str:
+  """The advice to a resume refused for another model.name: "the config file's variant of
+  that model (--config=FILE:NAME ...)", where the config file of the command line `argv` has
+  a variant for the run's model, with an override for each other key of `same` whose run's
+  value the variant does not give. Was: --config.model.name=NAME, which train.py then
+  refuses for a config file with that variant (it changes the name alone; fault hunt).
+
+  Args:
+    argv: the command line, the program first (train.py's `sys.argv`).
+    same: (dotted key, the run's value) for each key that differs from the run's.
+  Returns:
+    The advice; "" where the name does not differ or the file has no such variant.
+  """
+  name = dict(same).get("model.name")
+  spec = config_flag_value(argv) if isinstance(name, str) else ""
+  variant = model_variant(spec, name) if spec else None
+  if variant is None:
+    return ""
+  config = get_config(variant)
+  flags = "".join(f" --config.{k}={shlex.quote(str(v))}" for k, v in same
+                  if k != "model.name" and value_at(config, k) != v and of_default_kind(k, v))
+  instead = [f"in place of --config={spec}"] if spec != variant else []
+  if any(_override_key(arg, "--config") == "model.name" for arg in argv[1:]):
+    instead.append("without --config.model.name")
+  return (f"the config file's variant of that model (--config={variant}{flags}"
+          f"{', ' + ' and '.join(instead) if instead else ''})")
+
+
 def check_is_config(config: Any, path: str = "") -> None:
   """Refuses anything but a ConfigDict (a config file's `get_config` that returns None or a
   dict), which the checks and the training loop would fail on with a traceback.
@@ -717,14 +768,15 @@ def check_values(config: ml_collections.ConfigDict) -> None:
       a hand-edited file, may raise TypeError or ValueError instead.)
   """
   _check_types(config)
-  needs_masks = _check_model(config.model, config.data.name)
-  _check_data(config, needs_masks)
+  model = _check_model(config.model, config.data.name)
+  _check_data(config, model.needs_masks)
   _check_loop(config)
   check_optimiser(config)
   _check_positive(config.attribute_predictor, "attribute_predictor", ("steps", "batch_size",
                                                                       "width"))
   _check_above(config.attribute_predictor, "attribute_predictor.learning_rate", 0.0)
   check_inference(config.inference)
+  check_inference_for_model(config, model)
 
 
 def _kind(value: Any) -> Optional[str]:
@@ -948,8 +1000,8 @@ def _check_float32(section: Any, path: str, where: str) -> float:
   return single
 
 
-def _check_model(mc: ml_collections.ConfigDict, data_name: str) -> bool:
-  """The config.model checks; returns whether the model needs foreground masks."""
+def _check_model(mc: ml_collections.ConfigDict, data_name: str) -> Any:
+  """The config.model checks; returns the model's module (`models.create_model`)."""
   if mc.name not in MODEL_NAMES:
     raise ConfigError(f"unknown model.name={mc.name!r}; choose one of "
                       f"{', '.join(MODEL_NAMES)}.")
@@ -982,7 +1034,7 @@ def _check_model(mc: ml_collections.ConfigDict, data_name: str) -> bool:
   perf.compute_dtype(mc.dtype, backend="cpu")
   perf.conv_weight_grad(mc.conv_weight_grad, backend="cpu")
   perf.decoder_tail(mc.get("decoder_tail", "auto"), backend="cpu")
-  return models.create_model(mc).needs_masks
+  return models.create_model(mc)
 
 
 def _check_data(config: ml_collections.ConfigDict, needs_masks: bool) -> None:
@@ -1145,6 +1197,65 @@ def check_inference(values: Any) -> None:
     bad("energy", f"choose one of {INFERENCE_ENERGIES}")
   if "init" in v and v["init"] not in INFERENCE_INITS:
     bad("init", f"choose one of {INFERENCE_INITS}")
+
+
+def model_energy(energy: str, model: Any, where: str = "") -> str:
+  """The energy `energy` (`config.inference.energy`) names for `model` ("auto": the model's
+  default). The one rule of which model takes which energy: training's config check
+  (`check_inference_for_model`) and inference (`inference.posterior.resolve_energy`) both
+  call it; each model lists its own (`energies`, `default_energy`).
+
+  Args:
+    energy: one of `INFERENCE_ENERGIES`.
+    model: the model's module or class (`models.create_model`; `energies`,
+      `default_energy`).
+    where: the file the setting was read from, for the message (infer.py: config.json).
+  Returns:
+    One of `model.energies`.
+  Raises:
+    ConfigError: an energy the model does not have.
+  """
+  resolved = model.default_energy if energy == "auto" else energy
+  if resolved not in model.energies:
+    name = model.__name__ if isinstance(model, type) else type(model).__name__
+    why = " ('gaussian' needs a per-pixel variance head)" if resolved == "gaussian" else ""
+    raise ConfigError(f"inference.energy={resolved!r}{f' in {where}' if where else ''} is not "
+                      f"available for {name}{why}; use one of "
+                      f"{', '.join(model.energies)} or 'auto' ({model.default_energy}).")
+  return resolved
+
+
+def check_inference_for_model(config: ml_collections.ConfigDict, model: Any) -> None:
+  """Refuses a training config's inference setting that cannot take effect for its model,
+  before anything is written: an energy the model does not have (`model_energy`; was taken,
+  then refused by every inference mode after the training), `infer_attributes` on (a choice
+  each use makes itself: infer.py turned it off for every mode but infer_attributes, which
+  turns it on, and `inference.reconstruct` and the other uses stopped with "needs an
+  attribute_prior", a prior no config holds), and an `attribute_prior_weight` other than the
+  default for a model without attributes (the VAE: nothing of it is ever read).
+
+  Args:
+    config: the experiment config, its values checked (`check_inference` and the rest).
+    model: the config's model (`models.create_model`).
+  Raises:
+    ConfigError: the message names the setting and what to pass instead.
+  """
+  values, name = config.inference, config.model.name
+  model_energy(values.energy, model)
+  if values.infer_attributes:
+    raise ConfigError(
+        "inference.infer_attributes=True cannot be a run's setting: infer.py turns it off for "
+        "every mode but --mode=infer_attributes, which turns it on, and from Python each use "
+        "that infers attributes needs a prior of them (inference.infer_attributes(trained, "
+        "images, inference.AttributePrior.fit(train_attributes))); remove it.")
+  default = reference_config().inference.attribute_prior_weight
+  if not model.uses_attributes and float(values.attribute_prior_weight) != default:
+    users = " or ".join(n for n in MODEL_NAMES if n != name)
+    raise ConfigError(
+        f"inference.attribute_prior_weight={values.attribute_prior_weight!r} has no effect on "
+        f"model.name={name!r} (it weighs the prior of the attributes that {users} infer); "
+        "remove it, or choose that model with the config file's variant, "
+        "--config=<file>:<model>.")
 
 
 def with_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

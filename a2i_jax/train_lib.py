@@ -342,9 +342,13 @@ def _check_resume_compatible(workdir: str, config: ml_collections.ConfigDict,
       # config.json).
       flags = " ".join(f"--config.{k}={shlex.quote(str(v))}" for k, v in same
                        if config_lib.of_default_kind(k, v))
+      # Another model where the config file has its variant: that variant (was:
+      # --config.model.name=NAME, which train.py then refuses for such a file; fault hunt).
+      variant = config_lib.variant_advice(sys.argv, same) if key == "model" else ""
       raise ConfigError(
           f"{workdir} holds a run trained with a different config.{key} ({differ}); resume "
-          f"it with the same values{f' ({flags})' if flags else ''} or pass a new --workdir.")
+          f"it with {variant or 'the same values'}"
+          f"{f' ({flags})' if flags and not variant else ''} or pass a new --workdir.")
 
 
 def _check_config_json_model(workdir: str, saved: ml_collections.ConfigDict) -> None:

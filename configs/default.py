@@ -138,8 +138,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.inference.energy = "auto"  # "auto" | "gaussian" | "smooth_l1" | "l2".
   config.inference.init = "encoder"  # "encoder" | "zeros" | "prior".
   config.inference.restarts = 1  # Starts per image; the lowest energy wins.
-  config.inference.infer_attributes = False  # Optimise y too (attribute inference).
-  config.inference.attribute_prior_weight = 1.0  # Weight of the fitted Gaussian prior on y.
+  # Optimise y too (attribute inference): False in a run's config (validate_config refuses
+  # True), as each use chooses: infer.py's --mode=infer_attributes and
+  # inference.infer_attributes turn it on, with a prior fitted to the training attributes.
+  config.inference.infer_attributes = False
+  # Weight of that fitted Gaussian prior on y (models with attributes: cvae, discvae).
+  config.inference.attribute_prior_weight = 1.0
   # 0: all the steps in one call, one rolled lax.scan on every backend (its program compiles
   # one step, whatever the steps); a count caps the steps per call (BENCHMARKS.md,
   # "Convolutions in a loop on CPU").

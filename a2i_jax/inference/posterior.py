@@ -205,13 +205,7 @@ def resolve_energy(options: InferenceOptions, model: nn.Module, where: str = "")
   Raises:
     ConfigError: an energy the model does not have.
   """
-  energy = model.default_energy if options.energy == "auto" else options.energy
-  if energy not in model.energies:
-    why = " ('gaussian' needs a per-pixel variance head)" if energy == "gaussian" else ""
-    raise ConfigError(f"inference.energy={energy!r}{f' in {where}' if where else ''} is not "
-                      f"available for {type(model).__name__}{why}; use one of "
-                      f"{', '.join(model.energies)} or 'auto' ({model.default_energy}).")
-  return energy
+  return config_lib.model_energy(options.energy, model, where)  # train.py's check's too.
 
 
 # Steps per iteration of the Adam loop (`lax.scan`'s unroll); None: the backend's
