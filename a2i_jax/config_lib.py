@@ -775,6 +775,8 @@ def check_values(config: ml_collections.ConfigDict) -> None:
   _check_positive(config.attribute_predictor, "attribute_predictor", ("steps", "batch_size",
                                                                       "width"))
   _check_above(config.attribute_predictor, "attribute_predictor.learning_rate", 0.0)
+  _check_float32(config.attribute_predictor, "attribute_predictor.learning_rate",
+                 "the predictor's optimiser computes")
   check_inference(config.inference)
   check_inference_for_model(config, model)
 
@@ -987,9 +989,17 @@ def _check_above(section: Any, path: str, low: float, inclusive: bool = False,
     raise ConfigError(f"config.{path}={value} must be below {high}.")
 
 
-def _check_float32(section: Any, path: str, where: str) -> float:
+# float32's smallest normal number (1.1755e-38): XLA flushes a smaller one to 0 on the device
+# (NumPy keeps it), so 1e-38 was taken as adam_eps, and Adam divided 0 by 0 (a review).
+FLOAT32_TINY = float(np.finfo(np.float32).tiny)
+
+
+def _check_float32(section: Any, path: str, where: str, zero: str = "") -> float:
   """Refuses a value at `path` (under `section`) that is infinite in float32, in which
-  `where` ("the optimiser computes"): a finite float64 there was taken and overflowed later.
+  `where` ("the optimiser computes"): a finite float64 there was taken and overflowed later;
+  and a value other than 0 below float32's smallest normal number (`FLOAT32_TINY`), which the
+  device computes as 0 (a learning rate that trains nothing, an adam_eps that divides by 0).
+  `zero`: the words for 0 where it is allowed (" or 0 (no clipping)").
   Returns the float32 value, as a Python float."""
   value = float(section[path.rsplit(".", 1)[-1]])
   with np.errstate(over="ignore"):
@@ -997,6 +1007,10 @@ def _check_float32(section: Any, path: str, where: str) -> float:
   if not math.isfinite(single):
     raise ConfigError(f"config.{path}={value} is past float32's range (about 3.4e38), in "
                       f"which {where}; use a smaller value.")
+  if 0 < abs(value) < FLOAT32_TINY:
+    raise ConfigError(f"config.{path}={value} is below float32's smallest normal number "
+                      f"(1.18e-38), in which {where}, so the device flushes it to 0; use at "
+                      f"least 1.2e-38{zero}.")
   return single
 
 
@@ -1019,7 +1033,7 @@ def _check_model(mc: ml_collections.ConfigDict, data_name: str) -> Any:
   unused = unused_model_keys(mc.name)
   if "gate_loss_weight" not in unused:
     _check_above(mc, "model.gate_loss_weight", 0.0, inclusive=True)
-    _check_float32(mc, "model.gate_loss_weight", "the loss is computed")
+    _check_float32(mc, "model.gate_loss_weight", "the loss is computed", " or 0")
   if "recon_weight" not in unused:
     _check_above(mc, "model.recon_weight", 0.0)
     # Infinite in float32: was a "divergence" at step 1, blamed on the learning rate.
@@ -1053,11 +1067,27 @@ def _check_data(config: ml_collections.ConfigDict, needs_masks: bool) -> None:
   data_base.check_choice("data.resize", dc.resize, data_base.RESIZE_MODES)
   data_base.check_choice("data.cub_attributes", dc.cub_attributes, data_base.CUB_ATTRIBUTES)
   face_masks.MaskNetConfig.from_config(dc.mask_net)
+  _check_float32(dc.mask_net, "data.mask_net.learning_rate",
+                 "the mask network's optimiser computes")
   aug = dc.augment
   for key in ("max_rotation", "max_sharpen"):
     _check_above(aug, f"data.augment.{key}", 0.0, inclusive=True)
   # Gains are drawn from U[1 - color_gain, 1 + color_gain): 1 or more allows a gain <= 0.
   _check_above(aug, "data.augment.color_gain", 0.0, inclusive=True, high=1.0)
+  # Drawn on the device in float32 (`pipeline.augment`): 1e39 was infinity there, a NaN loss
+  # at step 1 blamed on the learning rate (a review).
+  for key in ("max_rotation", "max_sharpen", "color_gain"):
+    _check_float32(aug, f"data.augment.{key}", "the augmentation draws", " or 0 (none)")
+  if aug.max_rotation > math.pi:  # Was taken, 1e30 too: any angle, as at pi.
+    raise ConfigError(f"config.data.augment.max_rotation={aug.max_rotation} is past pi: it is "
+                      "in radians (angles drawn from U(-max_rotation, max_rotation)), and pi "
+                      "already covers every angle; use at most 3.14159 (CUB: 0.08, about 4.6 "
+                      "degrees; degrees x pi / 180).")
+  if aug.max_sharpen > MAX_SHARPEN:  # Was taken, 1e30 too (a review).
+    raise ConfigError(f"config.data.augment.max_sharpen={aug.max_sharpen} is past "
+                      f"{MAX_SHARPEN:g}: the strength s ~ U[0, max_sharpen) of x + s (x - "
+                      "blur(x)) (5x5 box blur), and past that the added edges dwarf the image "
+                      f"(the reference: 1.5); use at most {MAX_SHARPEN:g}.")
   if not 0 <= aug.crop_size <= dc.image_size:
     raise ConfigError(f"config.data.augment.crop_size={aug.crop_size} must be 0 (no crop) or "
                       f"at most data.image_size={dc.image_size}.")
@@ -1069,6 +1099,9 @@ def _check_data(config: ml_collections.ConfigDict, needs_masks: bool) -> None:
 
 
 MAX_SAMPLES_PER_GRID = 10_000  # The evaluation's sample grid: rows x columns.
+# The largest data.augment.max_sharpen: the strength s of x + s (x - blur(x)) for images x in
+# [0, 1]; at 10 the added edges reach ten times the image's range (the reference's is 1.5).
+MAX_SHARPEN = 10.0
 
 
 def _check_loop(config: ml_collections.ConfigDict) -> None:
@@ -1083,6 +1116,15 @@ def _check_loop(config: ml_collections.ConfigDict) -> None:
       # negative, and every later resume refused the checkpoints as corrupt (a review).
       raise ConfigError(f"config.{key}={config[key]:,} is past the largest step count, "
                         f"{INT32_MAX:,} (the train state counts steps in int32); use fewer.")
+  # Sizes the device code holds in int32 (was: an OverflowError's traceback from the train
+  # step for a batch_size of 2**31; a review). The predictor's steps count in int32 too.
+  for key in ("batch_size", "attribute_predictor.batch_size", "attribute_predictor.steps",
+              "attribute_predictor.width"):
+    value = value_at(config, key)
+    if value > INT32_MAX:
+      raise ConfigError(f"config.{key}={value:,} is past int32's largest value, "
+                        f"{INT32_MAX:,}, in which the device code holds it; use a smaller "
+                        "one.")
   rows, cols, name = config.num_sample_rows, config.num_sample_cols, config.model.name
   if name in TOP_KEY_USERS["num_sample_cols"]:
     samples, what, fix = rows * cols, "num_sample_rows x num_sample_cols", "it"
@@ -1136,18 +1178,18 @@ def check_optimiser(config: ml_collections.ConfigDict) -> None:
   # step 2 blamed on the learning rate), weight_decay=1e300 infinity, and a positive
   # learning_rate, adam_eps or grad_clip_norm of 1e-50 zero (no training, a division by 0,
   # every gradient clipped to 0).
+  # A positive value below float32's smallest normal number is 0 on the device too
+  # (`_check_float32`): 1e-38 as adam_eps was a NaN loss at step 1 (a review).
+  zero = {"weight_decay": " or 0 (no weight decay)", "grad_clip_norm": " or 0 (no clipping)",
+          "adam_b1": " or 0", "adam_b2": " or 0"}
   for key in ("learning_rate", "adam_eps", "weight_decay", "grad_clip_norm", "adam_b1",
               "adam_b2"):
     value = float(config[key])
-    single = _check_float32(config, key, "the optimiser computes")
+    single = _check_float32(config, key, "the optimiser computes", zero.get(key, ""))
     if key in ("adam_b1", "adam_b2") and single >= 1.0:
       raise ConfigError(f"config.{key}={value} is 1.0 in float32, in which the optimiser "
                         "computes (Adam's bias correction would divide by 0); use at most "
                         "0.9999999.")
-    if value > 0 and single == 0 and key != "weight_decay":
-      off = " or 0 (no clipping)" if key == "grad_clip_norm" else ""
-      raise ConfigError(f"config.{key}={value} is 0 in float32, in which the optimiser "
-                        f"computes; use at least 1e-38{off}.")
 
 
 INT32_MAX = 2**31 - 1  # The largest count of steps or restarts inference takes.
@@ -1197,6 +1239,12 @@ def check_inference(values: Any) -> None:
     bad("energy", f"choose one of {INFERENCE_ENERGIES}")
   if "init" in v and v["init"] not in INFERENCE_INITS:
     bad("init", f"choose one of {INFERENCE_INITS}")
+  # Inference computes in float32: 1e39 was recorded by train.py, then infer.py failed with
+  # NumPy's overflow warning and "float images must ... hold NaN or infinity" (a review).
+  for key, zero in (("learning_rate", ""), ("prior_weight", " or 0"),
+                    ("attribute_prior_weight", " or 0")):
+    if key in v:
+      _check_float32(v, f"inference.{key}", "inference computes", zero)
 
 
 def model_energy(energy: str, model: Any, where: str = "") -> str:

@@ -26,7 +26,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from a2i_jax.errors import WorkdirError
+from a2i_jax.errors import ConfigError, WorkdirError
 
 LOCK_FILE = ".lock"
 # The longest file name, in bytes, that the common file systems take (ext4, XFS, Btrfs, APFS,
@@ -888,7 +888,15 @@ def enable_compilation_cache(directory: str) -> None:
 
   Args:
     directory: the cache directory (`~` is expanded); "" for none.
+  Raises:
+    ConfigError: `directory` is blanks alone (was: a folder named " " made in the working
+      folder, without a word; a review), as `config.data.cache_dir` is refused.
   """
+  if isinstance(directory, str) and directory and not directory.strip():
+    raise ConfigError(f"config.compilation_cache_dir={directory!r} is blank, no folder; set "
+                      "it to a folder, or to \"\" to turn the cache off "
+                      "(--config.compilation_cache_dir=\"\"; a trained run's: in its "
+                      "config.json).")
   env = os.environ.get("JAX_COMPILATION_CACHE_DIR")
 
   def off_if_from_env() -> None:

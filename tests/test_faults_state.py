@@ -83,10 +83,20 @@ def test_a_step_folder_given_as_the_workdir_names_the_run(tmp_path):
      "optimiser computes (Adam's bias correction would divide by 0); use at most 0.9999999."),
     ("weight_decay", 1e300, "config.weight_decay=1e+300 is past float32's range (about "
      "3.4e38), in which the optimiser computes; use a smaller value."),
-    ("learning_rate", 1e-50, "config.learning_rate=1e-50 is 0 in float32, in which the "
-     "optimiser computes; use at least 1e-38."),
-    ("grad_clip_norm", 1e-300, "config.grad_clip_norm=1e-300 is 0 in float32, in which the "
-     "optimiser computes; use at least 1e-38 or 0 (no clipping)."),
+    # And below float32's smallest normal number, which the device flushes to 0: 1e-38, the
+    # figure the refusal of 1e-50 gave, was taken as adam_eps (a NaN loss at step 1; review).
+    ("learning_rate", 1e-50, "config.learning_rate=1e-50 is below float32's smallest normal "
+     "number (1.18e-38), in which the optimiser computes, so the device flushes it to 0; use "
+     "at least 1.2e-38."),
+    ("grad_clip_norm", 1e-300, "config.grad_clip_norm=1e-300 is below float32's smallest "
+     "normal number (1.18e-38), in which the optimiser computes, so the device flushes it to "
+     "0; use at least 1.2e-38 or 0 (no clipping)."),
+    ("adam_eps", 1e-38, "config.adam_eps=1e-38 is below float32's smallest normal number "
+     "(1.18e-38), in which the optimiser computes, so the device flushes it to 0; use at "
+     "least 1.2e-38."),
+    ("weight_decay", 1e-39, "config.weight_decay=1e-39 is below float32's smallest normal "
+     "number (1.18e-38), in which the optimiser computes, so the device flushes it to 0; use "
+     "at least 1.2e-38 or 0 (no weight decay)."),
 ])
 def test_optimiser_settings_that_cannot_train_are_refused(key, value, words):
   """Was: make_optimizer from Python (not behind train.py's validate_config) took a negative

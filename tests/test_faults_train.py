@@ -2815,3 +2815,106 @@ def test_a_resume_refused_for_another_model_names_the_variant_that_resumes_it(tm
   r = F.train(workdir, advised, *offline)
   _one_error(r, "error: LFW: 8 source file(s) missing")  # Past the refusal, at the data.
   assert "different config" not in r.stderr
+
+
+@pytest.mark.parametrize("model,key,value,words", [
+    # Below float32's smallest normal number (1.18e-38): the device flushes it to 0. Was:
+    # adam_eps=1e-38, the figure the refusal of 1e-50 gave, trained and wrote a checkpoint,
+    # then "loss became NaN ... Lower config.learning_rate" (Adam's 0 / 0).
+    ("cvae", "adam_eps", 1e-38, "config.adam_eps=1e-38 is below float32's smallest normal "
+     "number (1.18e-38), in which the optimiser computes, so the device flushes it to 0; use "
+     "at least 1.2e-38."),
+    ("cvae", "grad_clip_norm", 1e-39, "use at least 1.2e-38 or 0 (no clipping)."),
+    ("cvae", "learning_rate", 1e-39, "config.learning_rate=1e-39 is below float32's"),
+    ("discvae", "model.recon_weight", 1e-39, "config.model.recon_weight=1e-39 is below"),
+    ("cvae", "data.augment.color_gain", 1e-39, "use at least 1.2e-38 or 0 (none)."),
+    ("cvae", "inference.learning_rate", 1e-39, "config.inference.learning_rate=1e-39 is below "
+     "float32's smallest normal number (1.18e-38), in which inference computes"),
+    # Finite in float64, infinite in float32. Was: recorded by train.py, then infer.py failed
+    # with NumPy's overflow warning and "float images must lie in [0, 1]; these hold NaN".
+    ("cvae", "inference.learning_rate", 1e39, "config.inference.learning_rate=1e+39 is past "
+     "float32's range (about 3.4e38), in which inference computes; use a smaller value."),
+    ("cvae", "inference.prior_weight", 1e39, "config.inference.prior_weight=1e+39 is past"),
+    ("cvae", "inference.attribute_prior_weight", 1e39,
+     "config.inference.attribute_prior_weight=1e+39 is past float32's range"),
+    ("cvae", "attribute_predictor.learning_rate", 1e39,
+     "config.attribute_predictor.learning_rate=1e+39 is past float32's range"),
+    ("cvae", "data.mask_net.learning_rate", 1e39,
+     "config.data.mask_net.learning_rate=1e+39 is past float32's range"),
+    # Was: infinity in float32, a NaN at step 1 blamed on the learning rate; and any angle or
+    # strength at all trained (max_rotation=1e30).
+    ("cvae", "data.augment.max_rotation", 1e39, "config.data.augment.max_rotation=1e+39 is "
+     "past float32's range (about 3.4e38), in which the augmentation draws"),
+    ("cvae", "data.augment.max_sharpen", 1e39, "config.data.augment.max_sharpen=1e+39 is past "
+     "float32's range"),
+    ("cvae", "data.augment.max_rotation", 1e30, "config.data.augment.max_rotation=1e+30 is past "
+     "pi: it is in radians (angles drawn from U(-max_rotation, max_rotation)), and pi already "
+     "covers every angle; use at most 3.14159"),
+    ("cvae", "data.augment.max_rotation", 3.2, "max_rotation=3.2 is past pi"),
+    ("cvae", "data.augment.max_sharpen", 1e6, "config.data.augment.max_sharpen=1000000.0 is "
+     "past 10: the strength s ~ U[0, max_sharpen) of x + s (x - blur(x))"),
+    # Was: an OverflowError's traceback from the train step.
+    ("cvae", "batch_size", 2**31, "config.batch_size=2,147,483,648 is past int32's largest "
+     "value, 2,147,483,647, in which the device code holds it; use a smaller one."),
+    ("cvae", "attribute_predictor.batch_size", 2**31,
+     "config.attribute_predictor.batch_size=2,147,483,648 is past int32's"),
+    ("cvae", "attribute_predictor.steps", 2**31, "config.attribute_predictor.steps=2,147,483,648"),
+    # Was: an OverflowError's traceback from layers.decoder_tail while the model was traced.
+    ("cvae", "model.width", 1e18, "config.model.width=1e+18 makes layers of 1.02e+21 "
+     "channels, past int32's largest value (2,147,483,647)"),
+    ("cvae", "model.width", 3e6, "config.model.width=3000000.0 makes layers of 3.07e+09"),
+    ("discvae", "model.width", 1e306, "config.model.width=1e+306 makes layers of over 1e308 "
+     "channels"),
+])
+def test_values_past_float32_or_int32_and_absurd_augmentations_are_refused(model, key, value,
+                                                                          words):
+  """A review: values that float32 or int32 device code cannot hold (or an augmentation past
+  any use) passed validate_config, the check train.py runs before writing anything."""
+  from a2i_jax import config_lib  # pylint: disable=import-outside-toplevel
+  from conftest import tiny_config  # pylint: disable=import-outside-toplevel
+  config = tiny_config(model)
+  section = config
+  for part in key.split(".")[:-1]:
+    section = section[part]
+  section[key.rsplit(".", 1)[-1]] = value
+  with pytest.raises(config_lib.ConfigError, match=re.escape(words)):
+    config_lib.validate_config(config)
+
+
+def test_the_limits_of_float32_and_the_augmentations_are_taken():
+  """The least normal float32 value, a half turn, the largest sharpening, 0 where it means
+  off: each is taken; and infer.py's check of a run's recorded inference settings refuses
+  what validate_config refuses (check_inference)."""
+  import math  # pylint: disable=import-outside-toplevel
+  from a2i_jax import config_lib  # pylint: disable=import-outside-toplevel
+  from conftest import tiny_config  # pylint: disable=import-outside-toplevel
+  config = tiny_config("cvae")
+  config.adam_eps, config.learning_rate, config.grad_clip_norm = 1.2e-38, 1.2e-38, 0.0
+  config.data.augment.max_rotation, config.data.augment.max_sharpen = math.pi, 10.0
+  config.inference.prior_weight, config.model.width = 0.0, 2e6
+  config_lib.validate_config(config)
+  with pytest.raises(config_lib.ConfigError, match=re.escape(
+      "config.inference.learning_rate=1e+39 is past float32's range")):
+    config_lib.check_inference({"learning_rate": 1e39})
+
+
+def test_a_blank_compilation_cache_folder_is_refused(tmp_path, monkeypatch):
+  """A review: --config.compilation_cache_dir=" " made a folder named " " in the working
+  folder without a word (config.json recorded " "); data.cache_dir=" " was refused as empty.
+  Refused the same way now, before JAX's setting changes; "" still turns the cache off."""
+  from a2i_jax.errors import ConfigError  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+  before = {name: getattr(jax.config, name) for name in names}
+  monkeypatch.chdir(tmp_path)
+  try:
+    for blank in (" ", "\t "):
+      with pytest.raises(ConfigError, match=re.escape(
+          f"config.compilation_cache_dir={blank!r} is blank, no folder; set it to a folder, or "
+          "to \"\" to turn the cache off (--config.compilation_cache_dir=\"\";")):
+        files.enable_compilation_cache(blank)
+      assert jax.config.jax_compilation_cache_dir == before["jax_compilation_cache_dir"]
+  finally:
+    for name, value in before.items():
+      jax.config.update(name, value)
+  assert os.listdir(tmp_path) == []

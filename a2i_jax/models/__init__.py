@@ -43,6 +43,7 @@ from a2i_jax.models.layers import (DECODER_TAILS, UPSAMPLE_MODES, BatchNorm, Con
 
 Array = jax.Array
 MODEL_NAMES = ("vae", "cvae", "discvae")
+_INT32_MAX = 2**31 - 1  # The largest channel count the device code takes (`_check_sizes`).
 # XLA options for programs that run once (initialisation): compile fast, run slower.
 CHEAP_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
@@ -110,6 +111,16 @@ def _check_sizes(model_config: Any, name: str) -> None:
     raise ConfigError(f"config.model.width={width!r} must be a finite number.")
   if width <= 0:
     raise ConfigError(f"config.model.width={width} must be > 0 (1.0: the paper's widths).")
+  # The widest layer: the image encoder's 1,024 units (every model's; `scaled`), as a float
+  # (`scaled` of width=1e306 would round infinity). Past int32 was an OverflowError's
+  # traceback while the model was traced (a review).
+  channels = 1024 * float(width)
+  if channels > _INT32_MAX:
+    shown = f"{channels:.3g}" if math.isfinite(channels) else "over 1e308"
+    raise ConfigError(f"config.model.width={width} makes layers of {shown} channels, "
+                      f"past int32's largest value ({_INT32_MAX:,}), in which the device code "
+                      "counts them: no machine holds such a model; use a far smaller width "
+                      "(1.0: the paper's widths).")
   for key in {"vae": ("z_dim",), "cvae": ("z_dim",)}.get(name, ("zf_dim", "zb_dim")):
     if not inputs.is_integer(model_config[key]) or model_config[key] < 1:
       raise ConfigError(f"config.model.{key}={model_config[key]} must be a positive integer.")
