@@ -77,9 +77,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.augment = ml_collections.ConfigDict()
   config.data.augment.flip = True  # Horizontal flip, p = 0.5 (docs/reference.md §3.3).
   config.data.augment.crop_size = 0  # Random crop size; 0 = none (CUB: 64 from 72).
-  config.data.augment.max_rotation = 0.0  # Radians, uniform +-; CUB 0.08.
+  config.data.augment.max_rotation = 0.0  # Radians, uniform +-, at most pi; CUB 0.08.
   config.data.augment.color_gain = 0.03  # Per-channel gain U[0.97, 1.03) (docs/reference.md §3.3).
-  config.data.augment.max_sharpen = 1.5  # Sharpening strength U[0, 1.5) (docs/reference.md §3.3).
+  config.data.augment.max_sharpen = 1.5  # Strength U[0, 1.5) (docs/reference.md §3.3); <= 10.
   config.data.synthetic = ml_collections.ConfigDict()
   config.data.synthetic.num_train = 12_000  # Synthetic dataset sizes.
   config.data.synthetic.num_validation = 1_000
