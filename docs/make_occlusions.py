@@ -27,10 +27,12 @@ table: float32 [N, S, S, 1], **1 = observed pixel, 0 = hidden** (filled by the g
 
 Named boxes (top, left, bottom, right; bottom and right exclusive) are written in the code at
 64x64 and scaled to S x S by rounding each edge e * S / 64 half up. `eyes`, `mouth` and `face`
-have one table per face dataset: `lfw` (the default; derived from where funnelled LFW faces
-put their features under the LFW builder's 150x150 centre crop of the 250x250 images) and
-`synthetic` (measured on rendered faces; they sit lower). Datasets other than these two get
-the halves and the random regions only (`occlusions_for(name)`). A run that trains on centre
+have one table per face dataset: `lfw` (derived from where funnelled LFW faces put their
+features under the LFW builder's 150x150 centre crop of the 250x250 images) and `synthetic`
+(measured on rendered faces; they sit lower). They take no default: `make_mask`, `make_masks`
+and `regions_for` need `dataset=` (a run's `trained.config.data.name`) for them, and refuse a
+face region without it; the halves and the random regions need none. Datasets other than these
+two get the halves and the random regions only (`occlusions_for(name)`). A run that trains on centre
 crops (`config.data.augment.crop_size` below `config.data.image_size`) is scored on centre crops:
 `eyes`, `mouth` and `face` are then the whole image's boxes, cropped with it (`crop_from`); the
 halves and the random regions are the crop's.

@@ -290,11 +290,12 @@ _BENCH = ["--smoke", "--what=compile", "--models=vae", "--no_results_copy", *_FA
     ("bench", ["--model_overrides=data.masks=flase", *_BENCH], "config.data.masks must be "
      "true or false (e.g. data.masks=true), not 'flase'."),
     ("bench", ["--model_overrides=model=1", *_BENCH], "model is a section of the config"),
-    # trace_time.py's --config: a missing file was measured with the checkout's own; another
-    # config's refusal was exit status 1.
+    # trace_time.py's --config: a missing file, or another checkout's, was measured with the
+    # checkout's own file without a word; another config's refusal was exit status 1.
     ("trace_time", ["--config=/nonexistent/configs/synthetic.py", "--models=vae",
                     "--what=train", "--rounds=1", "--xla_cpu_flags=none"],
-     "error: --config=/nonexistent/configs/synthetic.py: no such file;"),
+     "error: --config=/nonexistent/configs/synthetic.py: only configs/synthetic.py (the tiny "
+     "models), each measured checkout's own, is measured here;"),
     ("trace_time", ["--config=configs/lfw.py"], "only configs/synthetic.py")])
 def test_argparse_scripts_refuse_a_config_they_cannot_use(tmp_path, script, argv, words):
   """The argparse scripts that load a config themselves (`bench.load_config`,
