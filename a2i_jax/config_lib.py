@@ -497,30 +497,53 @@ def model_variant(spec: str, name: str) -> Optional[str]:
   return variant if value_at(config, "model.name") == name else None
 
 
-def variant_advice(argv: Sequence[str], same: Sequence[tuple[str, Any]]) -> str:
+def variant_advice(argv: Sequence[str], run_model: Any, name: str,
+                   ignore: Sequence[str] = ()) -> str:
   """The advice to a resume refused for another model.name: "the config file's variant of
   that model (--config=FILE:NAME ...)", where the config file of the command line `argv` has
-  a variant for the run's model, with an override for each other key of `same` whose run's
-  value the variant does not give. Was: --config.model.name=NAME, which train.py then
-  refuses for a config file with that variant (it changes the name alone; fault hunt).
+  a variant for the run's model, with an override for each key the resume compares whose
+  run's value the variant does not give, and without the command line's overrides of those
+  keys (and of the keys the run's model ignores, which train.py refuses for it).
+
+  Was: --config.model.name=NAME, which train.py then refuses for a config file with that
+  variant (it changes the name alone; fault hunt); then the overrides of the keys that
+  differed from the refused config only, so a run's override of a key that config's model
+  ignores (model.z_dim=16 of a CVAE, resumed with a disCVAE) was left out, and the advice
+  led to a second refusal (a read-through).
 
   Args:
     argv: the command line, the program first (train.py's `sys.argv`).
-    same: (dotted key, the run's value) for each key that differs from the run's.
+    run_model: the run's model section (its config.json's, with the defaults filled in).
+    name: the model.name of the refused config.
+    ignore: keys a resume may change, left out (train_lib's `COMPUTE_ONLY_MODEL_KEYS`).
   Returns:
     The advice; "" where the name does not differ or the file has no such variant.
   """
-  name = dict(same).get("model.name")
-  spec = config_flag_value(argv) if isinstance(name, str) else ""
-  variant = model_variant(spec, name) if spec else None
+  run = run_model.to_dict() if hasattr(run_model, "to_dict") else dict(run_model)
+  run_name = run.get("name")
+  spec = config_flag_value(argv) if isinstance(run_name, str) and run_name != name else ""
+  variant = model_variant(spec, run_name) if spec else None
   if variant is None:
     return ""
-  config = get_config(variant)
-  flags = "".join(f" --config.{k}={shlex.quote(str(v))}" for k, v in same
-                  if k != "model.name" and value_at(config, k) != v and of_default_kind(k, v))
+  model = get_config(variant).model.to_dict()
+  # The keys the resume of the variant compares (`train_lib._check_resume_compatible`): not
+  # those the run's model ignores, nor a y_dim of 0 that the data will fill in.
+  unused = set(unused_model_keys(run_name))
+  skip = {*ignore, *unused, *(("y_dim",) if not model.get("y_dim", 1) else ())}
+  compared = [k for k in sorted(set(run) | set(model)) if k not in skip]
+  flags = "".join(f" --config.model.{k}={shlex.quote(str(run[k]))}" for k in compared
+                  if k in run and model.get(k) != run[k] and of_default_kind(f"model.{k}", run[k]))
   instead = [f"in place of --config={spec}"] if spec != variant else []
-  if any(_override_key(arg, "--config") == "model.name" for arg in argv[1:]):
-    instead.append("without --config.model.name")
+  args = list(argv[1:])
+  args = args[:args.index("--")] if "--" in args else args
+  dropped = []  # The command line's overrides of those keys, and of the ones train.py refuses.
+  for arg in args:
+    key = _override_key(arg, "--config") or ""
+    if key.startswith("model.") and key[6:] in {*compared, *unused} \
+        and f"--config.{key}" not in dropped:
+      dropped.append(f"--config.{key}")
+  if dropped:
+    instead.append(f"without {', '.join(dropped)}")
   return (f"the config file's variant of that model (--config={variant}{flags}"
           f"{', ' + ' and '.join(instead) if instead else ''})")
 
@@ -772,13 +795,45 @@ def check_values(config: ml_collections.ConfigDict) -> None:
   _check_data(config, model.needs_masks)
   _check_loop(config)
   check_optimiser(config)
-  _check_positive(config.attribute_predictor, "attribute_predictor", ("steps", "batch_size",
-                                                                      "width"))
-  _check_above(config.attribute_predictor, "attribute_predictor.learning_rate", 0.0)
-  _check_float32(config.attribute_predictor, "attribute_predictor.learning_rate",
-                 "the predictor's optimiser computes")
+  check_predictor_settings(config.attribute_predictor)
   check_inference(config.inference)
   check_inference_for_model(config, model)
+
+
+def check_predictor_settings(settings: Any, prefix: str = "config.attribute_predictor."
+                             ) -> None:
+  """The attribute predictor's settings, as `check_values` checks the config's and
+  `attribute_predictor.train_predictor` checks those it trains with (one rule): steps,
+  batch_size and width positive and at most int32's largest value, in which the device code
+  holds them; learning_rate a finite number above 0 that float32, in which the predictor's
+  optimiser computes, holds (neither past its range nor below its smallest normal number,
+  which the device flushes to 0: 1e-40 trained nothing).
+
+  Args:
+    settings: `config.attribute_predictor`, or a mapping with its keys, of the kinds of its
+      defaults (`check_values` checks the kinds first, `train_predictor` its own).
+    prefix: what the messages put before a key's name ("attribute predictor: " for
+      `train_predictor`'s).
+  Raises:
+    ConfigError: "{prefix}{key}={value} ..." for the first value out of its range.
+  """
+  for key in ("steps", "batch_size", "width"):
+    if int(settings[key]) < 1:
+      raise ConfigError(f"{prefix}{key}={settings[key]} must be a positive integer.")
+    _check_int32(int(settings[key]), f"{prefix}{key}")
+  _check_above(settings, "attribute_predictor.learning_rate", 0.0,
+               name=f"{prefix}learning_rate")
+  _check_float32(settings, "attribute_predictor.learning_rate",
+                 "the predictor's optimiser computes", name=f"{prefix}learning_rate")
+
+
+def _check_int32(value: int, name: str) -> None:
+  """Refuses a count or size past int32's largest value, in which the device code holds it
+  (was: an OverflowError's traceback from the train step for a batch_size of 2**31; a
+  review). `name`: the key as the message names it ("config.batch_size")."""
+  if value > INT32_MAX:
+    raise ConfigError(f"{name}={value:,} is past int32's largest value, {INT32_MAX:,}, in "
+                      "which the device code holds it; use a smaller one.")
 
 
 def _kind(value: Any) -> Optional[str]:
@@ -971,22 +1026,23 @@ def _check_positive(section: Any, prefix: str, keys: tuple[str, ...]) -> None:
 
 
 def _check_above(section: Any, path: str, low: float, inclusive: bool = False,
-                 high: Optional[float] = None) -> None:
+                 high: Optional[float] = None, name: Optional[str] = None) -> None:
   """Refuses a value that is not a finite number above `low` (and, if given, below `high`).
 
   Infinity is refused too: it would pass a bare comparison and end as a NaN loss later.
+  `name`: the key as the messages name it (default "config.{path}").
   """
-  given = section[path.rsplit(".", 1)[-1]]
+  given, name = section[path.rsplit(".", 1)[-1]], name or f"config.{path}"
   try:
     value = float(given)
   except (TypeError, ValueError):  # A schedule in a config built in Python: was a TypeError.
-    raise ConfigError(f"config.{path}={given!r} must be a finite number.") from None
+    raise ConfigError(f"{name}={given!r} must be a finite number.") from None
   if not math.isfinite(value):
-    raise ConfigError(f"config.{path}={value} must be a finite number.")
+    raise ConfigError(f"{name}={value} must be a finite number.")
   if not (value >= low if inclusive else value > low):
-    raise ConfigError(f"config.{path}={value} must be {'>=' if inclusive else '>'} {low}.")
+    raise ConfigError(f"{name}={value} must be {'>=' if inclusive else '>'} {low}.")
   if high is not None and not value < high:
-    raise ConfigError(f"config.{path}={value} must be below {high}.")
+    raise ConfigError(f"{name}={value} must be below {high}.")
 
 
 # float32's smallest normal number (1.1755e-38): XLA flushes a smaller one to 0 on the device
@@ -994,21 +1050,23 @@ def _check_above(section: Any, path: str, low: float, inclusive: bool = False,
 FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 
 
-def _check_float32(section: Any, path: str, where: str, zero: str = "") -> float:
+def _check_float32(section: Any, path: str, where: str, zero: str = "",
+                   name: Optional[str] = None) -> float:
   """Refuses a value at `path` (under `section`) that is infinite in float32, in which
   `where` ("the optimiser computes"): a finite float64 there was taken and overflowed later;
   and a value other than 0 below float32's smallest normal number (`FLOAT32_TINY`), which the
   device computes as 0 (a learning rate that trains nothing, an adam_eps that divides by 0).
-  `zero`: the words for 0 where it is allowed (" or 0 (no clipping)").
+  `zero`: the words for 0 where it is allowed (" or 0 (no clipping)"); `name`: the key as the
+  messages name it (default "config.{path}").
   Returns the float32 value, as a Python float."""
-  value = float(section[path.rsplit(".", 1)[-1]])
+  value, name = float(section[path.rsplit(".", 1)[-1]]), name or f"config.{path}"
   with np.errstate(over="ignore"):
     single = float(np.float32(value))
   if not math.isfinite(single):
-    raise ConfigError(f"config.{path}={value} is past float32's range (about 3.4e38), in "
+    raise ConfigError(f"{name}={value} is past float32's range (about 3.4e38), in "
                       f"which {where}; use a smaller value.")
   if 0 < abs(value) < FLOAT32_TINY:
-    raise ConfigError(f"config.{path}={value} is below float32's smallest normal number "
+    raise ConfigError(f"{name}={value} is below float32's smallest normal number "
                       f"(1.18e-38), in which {where}, so the device flushes it to 0; use at "
                       f"least 1.2e-38{zero}.")
   return single
@@ -1116,15 +1174,8 @@ def _check_loop(config: ml_collections.ConfigDict) -> None:
       # negative, and every later resume refused the checkpoints as corrupt (a review).
       raise ConfigError(f"config.{key}={config[key]:,} is past the largest step count, "
                         f"{INT32_MAX:,} (the train state counts steps in int32); use fewer.")
-  # Sizes the device code holds in int32 (was: an OverflowError's traceback from the train
-  # step for a batch_size of 2**31; a review). The predictor's steps count in int32 too.
-  for key in ("batch_size", "attribute_predictor.batch_size", "attribute_predictor.steps",
-              "attribute_predictor.width"):
-    value = value_at(config, key)
-    if value > INT32_MAX:
-      raise ConfigError(f"config.{key}={value:,} is past int32's largest value, "
-                        f"{INT32_MAX:,}, in which the device code holds it; use a smaller "
-                        "one.")
+  # The batch size the device code holds in int32 (the predictor's: `check_values`).
+  _check_int32(config.batch_size, "config.batch_size")
   rows, cols, name = config.num_sample_rows, config.num_sample_cols, config.model.name
   if name in TOP_KEY_USERS["num_sample_cols"]:
     samples, what, fix = rows * cols, "num_sample_rows x num_sample_cols", "it"

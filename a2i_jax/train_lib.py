@@ -344,7 +344,8 @@ def _check_resume_compatible(workdir: str, config: ml_collections.ConfigDict,
                        if config_lib.of_default_kind(k, v))
       # Another model where the config file has its variant: that variant (was:
       # --config.model.name=NAME, which train.py then refuses for such a file; fault hunt).
-      variant = config_lib.variant_advice(sys.argv, same) if key == "model" else ""
+      variant = (config_lib.variant_advice(sys.argv, saved.model, config.model.name,
+                                           COMPUTE_ONLY_MODEL_KEYS) if key == "model" else "")
       raise ConfigError(
           f"{workdir} holds a run trained with a different config.{key} ({differ}); resume "
           f"it with {variant or 'the same values'}"

@@ -270,6 +270,35 @@ def test_train_predictor_refuses_what_is_not_a_dataset():
     ap.train_predictor("data/lfw", steps=1, batch_size=2, learning_rate=1e-3, width=2)
 
 
+@pytest.mark.parametrize("key, value, says", [
+    ("learning_rate", 1e-40, "learning_rate=1e-40 is below float32's smallest normal number "
+     "(1.18e-38), in which the predictor's optimiser computes, so the device flushes it to 0; "
+     "use at least 1.2e-38."),
+    ("learning_rate", 1e39, "learning_rate=1e+39 is past float32's range (about 3.4e38)"),
+    ("steps", 2**31, "steps=2,147,483,648 is past int32's largest value, 2,147,483,647, in "
+     "which the device code holds it; use a smaller one."),
+    ("batch_size", 2**31, "batch_size=2,147,483,648 is past int32's largest value"),
+    ("width", 2**31, "width=2,147,483,648 is past int32's largest value"),
+])
+def test_train_predictor_refuses_the_settings_the_config_checks_refuse(
+    key, value, says, nothing_trains, tmp_path):
+  """Was: its settings were checked by a copy of `config_lib.check_values`'s rule that took
+  what that rule refuses: a learning_rate of 1e-40 (0 on the device) trained nothing without a
+  word, and steps, batch_size or width past int32 went on to the training. Now the one rule,
+  `config_lib.check_predictor_settings`, for the predictor's settings and the config's."""
+  from a2i_jax import config_lib  # pylint: disable=import-outside-toplevel
+  settings = {"steps": 1, "batch_size": 2, "learning_rate": 1e-3, "width": 2, key: value}
+  for call in (lambda: ap.train_predictor(_dataset(), **settings),
+               lambda: ap.load_or_train(settings, _dataset(), str(tmp_path))):
+    with pytest.raises(InputError, match=re.escape(f"attribute predictor: {says}")):
+      call()
+  config = tiny_config("cvae")  # The config's check: the same rule.
+  config.attribute_predictor[key] = value
+  with pytest.raises(config_lib.ConfigError,
+                     match=re.escape(f"config.attribute_predictor.{says}")):
+    config_lib.check_values(config)
+
+
 def _rewrite_weights(d: str, edit) -> None:
   """Applies `edit` to the saved weights and writes hashes that match, as a writer without
   the finite check did (not damage, which the hashes catch)."""

@@ -345,3 +345,46 @@ def test_a_trained_model_or_the_model_section_in_place_of_the_module_or_config_i
         f"models.{fn} takes the model's Flax module, not TrainedModel; pass trained.model.")):
       call()
   assert train_state.abstract_train_state(model, config, tx).step.shape == ()
+
+
+@pytest.mark.filterwarnings(r"ignore:.*load_module\(\):DeprecationWarning")  # As train.py.
+def test_the_variant_advice_for_a_resume_of_another_model_resumes_it_taken_literally(
+    tmp_path, monkeypatch):
+  """Was: the advice compared the variant with the keys that differed from the refused
+  config only, after leaving out those its model ignores: a CVAE run saved with model.z_dim=16,
+  resumed with the disCVAE variant (which ignores z_dim), was told "--config=...:cvae" alone,
+  and that command got a second refusal "(model.z_dim: 16 there, 32 now)"; the command line's
+  own overrides of the compared keys (and of those the CVAE ignores) were kept. Now the
+  advised command, taken literally (parsed as train.py's flags parse it), gets past the
+  resume's check; an override of how the model computes (model.dtype) may stay."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+  from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
+  spec = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
+                      "synthetic.py")
+  run = config_lib.get_config(spec)  # The CVAE, trained with an override of z_dim.
+  run.model.z_dim = 16
+  checkpoints.save_config(str(tmp_path), run)
+
+  def resume(argv):
+    monkeypatch.setattr("sys.argv", argv)  # ml_collections reads the overrides' order there.
+    values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "", flag_values=values, lock_config=True)
+    values(argv)
+    train_lib._check_resume_compatible(str(tmp_path), values.config)  # pylint: disable=W0212
+
+  command = ["train.py", f"--config={spec}:discvae", "--config.model.zf_dim=12",
+             "--config.model.width=0.5", "--config.model.dtype=float32"]
+  with pytest.raises(ConfigError) as refused:
+    resume(command)
+  match = re.search(r"variant of that model \((.*?), in place of (\S+) and without (.*?)\) or "
+                    "pass a new --workdir", str(refused.value))
+  assert match, str(refused.value)
+  advised, replaced, dropped = match[1].split(), match[2], match[3].split(", ")
+  assert advised == [f"--config={spec}:cvae", "--config.model.z_dim=16"]
+  assert replaced == command[1]
+  assert dropped == ["--config.model.zf_dim", "--config.model.width"]
+  followed = [a for a in command if a.split("=", 1)[0] not in dropped]
+  at = followed.index(replaced)
+  followed[at:at + 1] = advised
+  resume(followed)  # Past the refusal.

@@ -19,7 +19,7 @@ from a2i_jax.attribute_predictor.network import AttributeNet, Predictor, Predict
 from a2i_jax.attribute_predictor.scoring import _json_safe, score
 from a2i_jax.data import base
 from a2i_jax.data.base import Dataset
-from a2i_jax.errors import DataError, InputError
+from a2i_jax.errors import ConfigError, DataError, InputError
 from a2i_jax.inputs import check_int, to_signed
 from a2i_jax.models import initializers
 
@@ -156,8 +156,11 @@ def _setting_values(settings: Any) -> dict[str, Any]:
 
 
 def _check_settings(values: dict) -> tuple[int, int, float, int]:
-  """(steps, batch_size, learning_rate, width), checked as `config_lib.check_values` checks
-  the config's (was: overrides unchecked, e.g. learning_rate=0 saved an untrained predictor)."""
+  """(steps, batch_size, learning_rate, width): their kinds checked here, their ranges by
+  `config_lib.check_predictor_settings`, the rule `config_lib.check_values` applies to the
+  config's (was: overrides unchecked, e.g. learning_rate=0 saved an untrained predictor; then
+  a copy of that rule that took what it refuses: a learning_rate of 1e-40, which the device
+  flushes to 0, trained nothing without a word, and steps, batch_size or width past int32)."""
   steps, batch_size, width = (check_int(values[k], f"attribute predictor: {k}", 1)
                               for k in ("steps", "batch_size", "width"))
   lr = values["learning_rate"]
@@ -166,6 +169,10 @@ def _check_settings(values: dict) -> tuple[int, int, float, int]:
       or not 0 < lr < math.inf):
     raise InputError(f"attribute predictor: learning_rate={lr!r} is not valid; pass a positive "
                      "finite number (e.g. 1e-3).")
+  try:
+    config_lib.check_predictor_settings(values, prefix="attribute predictor: ")
+  except ConfigError as e:  # A setting of the Python API: InputError, as the checks above.
+    raise InputError(str(e)) from None
   return steps, batch_size, float(lr), width
 
 
@@ -297,8 +304,10 @@ def train_predictor(dataset: Dataset, settings: Any = None, *, seed: int = 0,
     The trained `Predictor` (on the default device).
   Raises:
     InputError: settings that lack one, an unknown setting, a count that is not a positive
-      integer, a learning rate that is not a positive finite number, a seed that is not an
-      integer in [0, 2**31), a dataset that is not a `Dataset`, or a training that diverged.
+      integer or is past int32's largest value, a learning rate that is not a positive finite
+      number or that float32 does not hold (`config_lib.check_predictor_settings`), a seed
+      that is not an integer in [0, 2**31), a dataset that is not a `Dataset`, or a training
+      that diverged.
     DataError: no training images, images that are not uint8 [N, S, S, 3] of one size,
       attributes that are not one finite row per image and a column per attribute, a column
       marked binary that holds more than two values (in the training or evaluated split, or
