@@ -336,6 +336,14 @@ def _check_resume_compatible(workdir: str, config: ml_collections.ConfigDict,
         same = [(f"{key}.{k}", old[k]) for k in keys if k in old]
       else:
         differ, same = f"{key}: {old!r} there, {new!r} now", [(key, old)]
+      if key == "model" and saved.model.name != config.model.name:
+        # Another model: the keys that shape the RUN's model, not those the new one uses (was:
+        # --config.model.z_dim=32 for a disCVAE, which train.py refuses as having no effect
+        # there, and not its zf_dim or composition: a second refusal; read-through).
+        run, now = as_dict(saved.model), as_dict(config.model)
+        ignored = {*COMPUTE_ONLY_MODEL_KEYS, *config_lib.unused_model_keys(saved.model.name)}
+        same = [(f"model.{k}", run[k]) for k in sorted(run)
+                if k not in ignored and run[k] != now.get(k)]
       # The overrides that resume it (was: "the same values" alone; a config file's default
       # that changed since, as folder.py's disCVAE composition, left the user to find them).
       # Only values an override can set (was: --config.model.width=abc for a hand-edited

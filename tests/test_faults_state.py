@@ -388,3 +388,28 @@ def test_the_variant_advice_for_a_resume_of_another_model_resumes_it_taken_liter
   at = followed.index(replaced)
   followed[at:at + 1] = advised
   resume(followed)  # Past the refusal.
+
+
+def test_the_same_values_advice_for_another_model_resumes_it_taken_literally(tmp_path,
+                                                                            monkeypatch):
+  """Was (read-through): a disCVAE run resumed with a file that has no variant of it
+  (configs/default.py) was advised the values of the keys the NEW model uses
+  (--config.model.z_dim=32, which train.py refuses for a disCVAE as having no effect) and not
+  its zf_dim: a second refusal. Now the keys that shape the run's model; taken literally, they
+  get past the check."""
+  import sys  # pylint: disable=import-outside-toplevel
+  from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
+  run = config_lib.get_config("configs/synthetic.py:discvae")
+  run.model.zf_dim, run.model.zb_dim = 12, 5
+  checkpoints.save_config(str(tmp_path), run)
+  monkeypatch.setattr(sys, "argv", ["train.py", "--config=configs/default.py"])
+  config = config_lib.get_config("configs/default.py")
+  with pytest.raises(ConfigError, match="resume it with the same values") as e:
+    train_lib._check_resume_compatible(str(tmp_path), config, keys=("model",))
+  advised = re.findall(r"--config\.model\.(\w+)=(\S+?)[ )]", str(e.value))
+  assert ("zf_dim", "12") in advised and ("zb_dim", "5") in advised, str(e.value)
+  assert "z_dim" not in dict(advised), str(e.value)
+  for key, value in advised:
+    old = config.model[key]
+    config.model[key] = value if isinstance(old, str) else type(old)(value)
+  train_lib._check_resume_compatible(str(tmp_path), config, keys=("model",))  # Data apart.
