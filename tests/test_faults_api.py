@@ -1296,6 +1296,82 @@ def test_a_progression_beyond_the_training_range_says_so(cvae, key, caplog, monk
   assert "outside" not in caplog.text
 
 
+def _outside_said(caplog):
+  """The warnings of attributes outside the training range logged so far."""
+  return [r.getMessage() for r in caplog.records if "outside" in r.getMessage()]
+
+
+def test_a_loop_of_calls_says_each_range_warning_once(cvae, key, caplog, monkeypatch):
+  """Fault hunt: the warning of attributes outside the training range came once per call, so
+  infer.py's progression of each attribute (73 for LFW) said one base vector's columns 72
+  times, and `evaluation.evaluate` 2 x (1 + occlusions) times; now once per model, function
+  and column's values. Other values, another function or another model say it again."""
+  named = dataclasses.replace(cvae, attribute_ranges=((0.0, 1.0),) * Y, cache={})
+  monkeypatch.setattr(inference.uses, "decode", lambda trained, lat, ys: {
+      "image": np.zeros((len(ys), S, S, 3), np.float32)})  # Nothing to see but the warnings.
+  base = _attrs(1)[0]
+  base[3] = 5.0
+  for j in range(Y):  # As infer.py's progression: one base, each attribute swept in turn.
+    inference.progression(named, base, j, [0.0, 1.0], key=key, num_latents=1)
+  for _ in range(3):  # A sweep beyond the range, again and again.
+    inference.progression(named, base, 2, [-3.0, 3.0], key=key, num_latents=1)
+  said = _outside_said(caplog)
+  assert len(said) == 2, said
+  assert "in 1 of 10 columns (attribute 3: 5, trained on [0, 1])" in said[0], said
+  assert said[1].startswith("the swept value of attribute 2, from -3 to 3, lies"), said
+  caplog.clear()
+  base[3] = 7.0  # Other values: said.
+  inference.progression(named, base, 0, [-3.0, 4.0], key=key, num_latents=1)
+  said = _outside_said(caplog)
+  assert len(said) == 2 and "attribute 3: 7" in said[1] and "from -3 to 4" in said[0], said
+
+  def stop(*args, **kwargs):  # The check comes first; what these would compile is not needed.
+    raise StopIteration
+  monkeypatch.setattr(inference.uses, "_infer_latents", stop)
+  bad = _attrs()
+  bad[:, 1] = -1.0
+  caplog.clear()
+  for _ in range(2):  # As evaluate: two methods, each a reconstruction and a completion.
+    for call in (lambda: inference.reconstruct(named, _images(), bad, key=key),
+                 lambda: inference.complete(named, _images(), bad, _eyes(), key=key)):
+      with pytest.raises(StopIteration):
+        call()
+  said = _outside_said(caplog)
+  assert [m.split(" lie ")[0] for m in said] == [
+      "the attributes given to reconstruct", "the attributes given to complete"], said
+  caplog.clear()
+  again = dataclasses.replace(cvae, attribute_ranges=named.attribute_ranges)  # Another model.
+  with pytest.raises(StopIteration):
+    inference.reconstruct(again, _images(), bad, key=key)
+  assert len(_outside_said(caplog)) == 1, caplog.text
+
+
+def test_a_column_constant_in_training_has_a_margin(cvae, key, caplog, monkeypatch):
+  """Fault hunt: a column constant in training (a small folder dataset's: min == max) had a
+  margin of a tenth (or, for edit's and progression's new values, 1 %) of a range of 0, and
+  every other value was warned of, 1.05 for a constant 1 too. Its margin is now that of its
+  value's size, at least 1: a tenth of 1 for a constant 0 or 1, 4 for a constant 40."""
+  ranges = ((0.0, 1.0),) * 4 + ((1.0, 1.0), (0.0, 0.0), (40.0, 40.0)) + ((0.0, 1.0),) * 3
+  monkeypatch.setattr(inference.uses, "decode", lambda trained, lat, ys: {
+      "image": np.zeros((len(ys), S, S, 3), np.float32)})
+  near = _attrs(1)[0]
+  near[4:7] = 1.05, -0.05, 43.0
+  named = dataclasses.replace(cvae, attribute_ranges=ranges, cache={})
+  inference.progression(named, near, 0, [0.0, 1.0], key=key, num_latents=1)
+  for j, value in ((4, 1.005), (5, 0.005), (6, 40.3)):  # 1 % of 1, 1, 40: the new values'.
+    inference.progression(named, near, j, [value], key=key, num_latents=1)
+  assert not _outside_said(caplog), caplog.text
+  far = near.copy()
+  far[4:7] = 0.0, 1.0, 50.0  # The other class of a 0 / 1 attribute: never seen, said.
+  inference.progression(named, far, 0, [0.0, 1.0], key=key, num_latents=1)
+  for j, value in ((4, 0.98), (5, 0.02), (6, 41.0)):
+    inference.progression(named, near, j, [value], key=key, num_latents=1)
+  said = _outside_said(caplog)
+  assert len(said) == 4, said
+  assert ("in 3 of 10 columns (attribute 4: 0, trained on [1, 1]; attribute 5: 1, trained on "
+          "[0, 0]; attribute 6: 50, trained on [40, 40])") in said[0], said
+
+
 def test_bfloat16_masks_are_floats():
   """Fault hunt: a bfloat16 mask (a JAX model's dtype) was refused as "has dtype bfloat16;
   pass bool, floats in [0, 1] ...", though bfloat16 images are taken."""

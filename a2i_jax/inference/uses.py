@@ -9,7 +9,9 @@ one decoding path, and nothing here tests which model it is: the model answers f
 
 Given attributes that lie well outside the run's training range (`trained.attribute_ranges`:
 -1 / +1 for an attribute trained on 0 / 1, say) get one warning per call, naming the function
-called, its columns and their ranges (`posterior._warn_attributes_outside_range`).
+called, its columns and their ranges (`posterior._warn_attributes_outside_range`); each
+column's values are said once per model and function (`_unsaid`): `evaluation.evaluate`'s
+2 x (1 + occlusions) calls, or infer.py's progression of each attribute, said them each time.
 
 A batch of fewer images than a call takes is padded to a bucket (a power of two, at least the
 device count, at most the batch size; the padding's rows are dropped), so that a few compiled
@@ -30,10 +32,11 @@ from absl import logging
 
 from a2i_jax import parallel, perf, sampling
 from a2i_jax.errors import InputError
-from a2i_jax.inference.posterior import (AttributePrior, InferenceOptions, _check_batch,
-                                         _check_options, _infer_latents, _needs_attributes,
-                                         _static, _warn_attributes_outside_range,
-                                         _warn_diverged, make_inference_fns)
+from a2i_jax.inference.posterior import (ATTRIBUTE_RANGE_MARGIN, AttributePrior,
+                                         InferenceOptions, _check_batch, _check_options,
+                                         _infer_latents, _needs_attributes, _static,
+                                         _warn_attributes_outside_range, _warn_diverged,
+                                         make_inference_fns)
 from a2i_jax.inference.restore import TrainedModel, inference_batch_size, shared_programs
 from a2i_jax.inputs import (as_array, check_attributes, check_images, check_int, check_key,
                             check_mask, rgb_pixels, to_unit)
@@ -72,7 +75,57 @@ def _check_range(trained: TrainedModel, y: Optional[np.ndarray], skip: tuple[int
     return
   call[1] = True
   if y is not None:
-    _warn_attributes_outside_range(trained, y, call[0], skip)
+    _warn_given_outside_range(trained, y, call[0], skip)
+
+
+# The key in `TrainedModel.cache` of the range warnings said for the model (`_unsaid`).
+_SAID = "attribute range warnings said"
+
+
+def _unsaid(trained: TrainedModel, warnings: Mapping[int, tuple]) -> list[int]:
+  """The columns of `warnings` ({column: what its warning says}) not said before for this
+  model, now marked as said: kept in `trained.cache` (which a model rebuilt with
+  `dataclasses.replace` shares; each warning's tuple holds the column's range, so that one
+  with other ranges is said again), so that a loop of calls says each once (was: the same
+  line once per call, 2 x (1 + occlusions) times in `evaluation.evaluate`, and once per
+  attribute in infer.py's progression; fault hunt)."""
+  said = trained.cache.setdefault(_SAID, set())
+  new = [j for j, warning in warnings.items() if warning not in said]
+  said.update(warnings[j] for j in new)
+  return new
+
+
+def _margins(lo: Any, hi: Any, fraction: float) -> np.ndarray:
+  """How far outside the training range [`lo`, `hi`] a value may lie unwarned: `fraction` of
+  the range; of a column constant in training (`lo` == `hi`, a small folder dataset's), which
+  has no range to measure by, `fraction` of its value's size, at least 1 (the scale of a 0 / 1
+  attribute): a constant 1 takes 0.9 to 1.1 with a tenth, a constant 40 (an age) 36 to 44,
+  and a constant 0 -0.1 to 0.1. Was a margin of 0, and every other value was warned of,
+  0.99 for a constant 1 too (fault hunt). Floats or arrays of them."""
+  lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+  size = np.maximum(np.maximum(np.abs(lo), np.abs(hi)), 1.0)
+  return fraction * np.where(hi > lo, hi - lo, size)
+
+
+def _warn_given_outside_range(trained: TrainedModel, y: np.ndarray, use: str,
+                              skip: tuple[int, ...] = ()) -> None:
+  """`posterior._warn_attributes_outside_range` of checked attributes `y` [N, y_dim] given to
+  `use`, for the columns outside by more than their margin (`_margins`: a constant column
+  has one) whose values have not been said for this model and `use` (`_unsaid`)."""
+  ranges = trained.attribute_ranges
+  if (ranges is None or not trained.model.uses_attributes or not y.size
+      or len(ranges) != y.shape[1]):
+    return
+  lo, hi = np.asarray(ranges, np.float64).T
+  margin = _margins(lo, hi, ATTRIBUTE_RANGE_MARGIN)
+  low, high = y.min(axis=0).astype(np.float64), y.max(axis=0).astype(np.float64)
+  outside = {int(j): ("given", use, int(j), low[j], high[j], lo[j], hi[j])
+             for j in np.flatnonzero((low < lo - margin) | (high > hi + margin))
+             if j not in skip}
+  new = _unsaid(trained, outside)
+  if new:  # Each is outside by the margin there too, which is at most this one.
+    _warn_attributes_outside_range(trained, y, use,
+                                   tuple(j for j in range(y.shape[1]) if j not in new))
 
 
 def _bucket(n: int, cap: int, at_least: int = 1) -> int:
@@ -215,7 +268,8 @@ def run_inference(trained: TrainedModel, images: Any, attributes: Any = None,
     images: [N, S, S, 3] uint8 or floats in [0, 1].
     attributes: [N, y_dim], one row per image ([y_dim] with one image); None for models
       without attributes, or when inferring them. Values well outside the training range
-      (`trained.attribute_ranges`) are warned of, once per call.
+      (`trained.attribute_ranges`) are warned of, once per call, and a column's values once
+      per model and function called.
     observed: [N, S, S(, 1)] observed-pixel mask (1 = observed; bool, floats in [0, 1] or
       uint8 0 / 255); None = all observed.
     key: PRNG key.
@@ -595,8 +649,9 @@ def edit(trained: TrainedModel, images: Any, attributes: Any, changes: Mapping[i
 def _warn_outside_range(trained: TrainedModel, new_values: Mapping[int, np.ndarray],
                         what: str = "the new value", use: str = "edit") -> None:
   """A warning for each new value more than 1 % of the range outside its attribute's training
-  range, where it is known (infer.py warned, the Python `edit` did not: a review finding;
-  nor did `progression`, a fault hunt's). `what` names the values, `use` what they are for."""
+  range (`_margins`), where it is known (infer.py warned, the Python `edit` did not: a review
+  finding; nor did `progression`, a fault hunt's), once per model for each attribute and its
+  values (`_unsaid`). `what` names the values, `use` what they are for."""
   if trained.attribute_ranges is None:
     return
   for index, value in new_values.items():
@@ -604,8 +659,11 @@ def _warn_outside_range(trained: TrainedModel, new_values: Mapping[int, np.ndarr
     # A margin of 1 % of the range: the training split's extremes fall just inside the
     # attribute's own bounds (the synthetic data's 0.999 for a bound of 1), and the bound
     # itself, as the notebook edits, was called outside.
-    slack = 0.01 * (hi - lo)
+    slack = _margins(lo, hi, 0.01)
     if not np.size(value) or lo - slack <= value.min() and value.max() <= hi + slack:
+      continue
+    if not _unsaid(trained, {index: ("new", what, use, index, float(value.min()),
+                                     float(value.max()), lo, hi)}):
       continue
     name = f" ({trained.attribute_names[index]})" if trained.attribute_names else ""
     shown = (f"{float(value):g}" if value.ndim == 0
