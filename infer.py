@@ -588,10 +588,11 @@ _WRITE_FIXES = {
 _WRITE_FIX = "pass --out=a folder you can write to"
 
 
-def _write_error(path: str, e: OSError) -> InputError:
-  """The one line for a failed write of `path`: the OS's reason and what to do about it."""
+def _write_error(path: str, e: OSError, note: str = "") -> InputError:
+  """The one line for a failed write of `path`: the OS's reason and what to do about it, and
+  `note` after it (a sentence: where the files are, `_move_back`)."""
   return InputError(f"could not write {path} ({e.strerror or e}); "
-                    f"{_WRITE_FIXES.get(e.errno, _WRITE_FIX)}.")
+                    f"{_WRITE_FIXES.get(e.errno, _WRITE_FIX)}.{' ' + note if note else ''}")
 
 
 def _write(path: str, write: Callable[[str], None], shown: Optional[str] = None) -> None:
@@ -651,16 +652,20 @@ def _staged(out: str, mode: str, done: list[str],
             earlier_set: Union[Sequence[str], Callable[[], Sequence[str]]],
             quiet: bool = False) -> Iterator[str]:
   """A new folder inside `out` for one mode's files. When the mode ends well, the set's files
-  in `out` go (its earlier set, `earlier_set`: `_mode_set`'s, and those of the new files'
-  names; JSON first), then the new files are moved in (JSON last), and `mode` is appended to
-  `done`; when the mode fails or is interrupted, the folder goes and `out` is left as it was
-  (no folder if it held nothing). A Ctrl-C while the folder is made or during the move waits
-  for it. A process killed outright (SIGKILL, the out-of-memory killer) during the move, or a
-  rename that fails midway (a failing disk, reported), leaves part of one set without its
-  JSON, never files of two calls together (was: the new images beside the old JSON, which
-  describes another checkpoint and seed; review finding). Two processes moving into one
-  `out` take turns (`_out_lock`). The folders made for `out` (its missing parents too) go
-  again where the mode leaves them empty.
+  in `out` (its earlier set, `earlier_set`: `_mode_set`'s, and those of the new files' names)
+  are moved aside into the folder's `_EARLIER` (JSON first), then the new files are moved in
+  (JSON last), the earlier ones go with the folder, and `mode` is appended to `done`; when
+  the mode fails or is interrupted, the folder goes and `out` is left as it was (no folder if
+  it held nothing). A Ctrl-C while the folder is made or during the move waits for it. A
+  process killed outright (SIGKILL, the out-of-memory killer) during the move leaves part of
+  one set without its JSON, never files of two calls together (was: the new images beside
+  the old JSON, which describes another checkpoint and seed; review finding). A rename that
+  fails midway (a failing disk) is undone (`_move_back`: `out` as it was); where that fails
+  too, the folder is kept with what is not in `out` and named in the error line (was: the
+  earlier set was deleted before the new one came, and both went with the folder; review
+  finding). Two processes moving into one `out` take turns (`_out_lock`; where the file
+  system has no locks for a folder, NFS, they do not: a warning says so). The folders made
+  for `out` (its missing parents too) go again where the mode leaves them empty.
 
   Args:
     out: the --out folder.
@@ -672,7 +677,8 @@ def _staged(out: str, mode: str, done: list[str],
   Yields:
     The folder to write to (process 0; the others write nothing and get `out`).
   Raises:
-    InputError: `out` or a file in it cannot be written (a full disk, a folder in the way).
+    InputError: `out` or a file in it cannot be written (a full disk, a folder in the way);
+      where the move had begun, the line says where the files are.
   """
   if not distributed.is_main():
     yield out
@@ -682,7 +688,7 @@ def _staged(out: str, mode: str, done: list[str],
   # those this process made (`files.make_folders`; was `missing_folders`' look before the
   # making, which held one another process made meanwhile, removed on a failure; review).
   made: list[str] = []
-  stage, owner = None, None
+  stage, owner, keep = None, None, False  # keep: a move that failed midway (`_move_back`).
   try:
     with interrupts.held():  # A Ctrl-C just after the folder is made still removes it.
       try:
@@ -695,38 +701,93 @@ def _staged(out: str, mode: str, done: list[str],
     yield stage
     # The lock outside: a Ctrl-C stops a wait for another process.
     with _out_lock(out), interrupts.held():  # So that it cannot leave old and new files mixed.
-      where = out  # The file each step below writes or removes, for its error line.
+      where = out  # The file each step below writes or moves, for its error line.
+      aside: list[str] = []  # The earlier files moved into `_EARLIER`, in order.
+      moved: list[str] = []  # The new files moved into `out`, in order.
       try:
         earlier = frozenset(earlier_set() if callable(earlier_set) else earlier_set)
         new = sorted((n for n in os.listdir(stage) if not n.startswith(_STAGE_OWNER)),
                      key=lambda n: (n.endswith(".json"), n))  # JSON last: it seals the set.
         for name in new:  # Before anything changes (was: found with part of the set moved).
           where = os.path.join(out, name)
-          if os.path.isdir(where) and not os.path.islink(where):
+          if _is_folder(where):
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), where)
-        gone = [n for n in os.listdir(out) if n in earlier or n in new]
-        for name in sorted(gone, key=lambda n: (not n.endswith(".json"), n)):  # JSON first.
+        gone = sorted((n for n in os.listdir(out) if (n in earlier or n in new)
+                       and not _is_folder(os.path.join(out, n))),  # A folder is the user's.
+                      key=lambda n: (not n.endswith(".json"), n))  # JSON first.
+        where = out
+        if gone:
+          os.mkdir(os.path.join(stage, _EARLIER))
+        for name in gone:  # Aside, not deleted: a failure below puts them back.
           where = os.path.join(out, name)
-          if not (os.path.isdir(where) and not os.path.islink(where)):  # Not the user's.
-            os.remove(where)
+          os.replace(where, os.path.join(stage, _EARLIER, name))
+          aside.append(name)
         for name in new:
           where = os.path.join(out, name)
           os.replace(os.path.join(stage, name), where)
+          moved.append(name)
         where = out
         files.sync_folder(out)  # On the disk before "wrote" says so.
-      except OSError as e:  # Names the file it could not write or remove (was `out` only).
-        raise _write_error(where, e) from None
+      except OSError as e:  # Names the file it could not write or move (was `out` only).
+        back, note = _move_back(out, stage, moved, aside) if aside or moved else (True, "")
+        keep = not back  # The folder holds files that are nowhere else.
+        raise _write_error(where, e, note) from None
       done.append(mode)
       for name in new if not quiet else ():  # Inside: a held Ctrl-C still lists what is in.
         print(f"wrote {os.path.join(out, name)}")
   finally:
     if owner is not None:  # First: NFS keeps an open file's name (.nfs...), and the folder.
       os.close(owner)
-    if stage is not None:
+    if stage is not None and keep:  # Without its owner file: no later clean-up takes it.
+      with contextlib.suppress(OSError):
+        os.remove(os.path.join(stage, _STAGE_OWNER))
+    elif stage is not None:
       shutil.rmtree(stage, ignore_errors=True)
     # Was: --out=a/b removed b only, and left an empty a (review finding). One filled
     # meanwhile by another process stays, and so do those above it.
     files.remove_empty_folders(reversed(made))
+
+
+def _is_folder(path: str) -> bool:
+  """Whether `path` is a folder itself, not a link to one."""
+  return os.path.isdir(path) and not os.path.islink(path)
+
+
+def _move_back(out: str, stage: str, moved: Sequence[str], aside: Sequence[str]
+               ) -> tuple[bool, str]:
+  """Undoes a move into `out` that failed midway (`_staged`): the new files moved in go back
+  into `stage` (JSON first), then the earlier files moved aside into its `_EARLIER` come back
+  (JSON last) while their names are free. It stops at the first step that fails, so that
+  `out` holds, at every step, one call's files alone (a kill included); `stage`, then kept,
+  holds the rest.
+
+  Args:
+    out: the --out folder.
+    stage: the mode's staging folder.
+    moved: the new files moved into `out`, in the order moved.
+    aside: the earlier files moved into `stage`'s `_EARLIER`, in the order moved.
+  Returns:
+    Whether `out` is as it was, and the sentence for the error line: where the files are.
+  """
+  earlier = os.path.join(stage, _EARLIER)
+  back = True
+  try:
+    for name in reversed(moved):
+      os.replace(os.path.join(out, name), os.path.join(stage, name))
+    for name in reversed(aside):
+      if os.path.lexists(os.path.join(out, name)):  # Not ours to replace (unlocked NFS).
+        back = False
+        break
+      os.replace(os.path.join(earlier, name), os.path.join(out, name))
+  except OSError:
+    back = False
+  with contextlib.suppress(OSError):
+    os.rmdir(earlier)  # Where it is empty: all are back.
+  if back:
+    return True, f"The earlier files in {out} are as they were."
+  also = f" and {earlier} (the earlier ones)" if os.path.lexists(earlier) else ""
+  return False, (f"Nothing was deleted: the files not in {out} are kept in {stage} (this "
+                 f"call's){also}.")
 
 
 # What `flock` raises where the file system has no locks for a folder: NFS emulates `flock`
@@ -780,6 +841,8 @@ def _out_lock(out: str) -> Iterator[None]:
 
 # Inside each staging folder: the file its process holds an exclusive `flock` on.
 _STAGE_OWNER = ".owner"
+# Inside a staging folder during the move: the earlier set's files, moved aside (`_staged`).
+_EARLIER = ".earlier"
 # In each staging folder's name: only this host's are cleaned (a network file system may
 # keep flock locks per host).
 _HOST = socket.gethostname()

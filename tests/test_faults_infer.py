@@ -1900,7 +1900,8 @@ def test_a_kill_at_any_point_of_the_move_leaves_no_mix_of_two_calls(tmp_path, mo
   the first move left the new complete_left_half.png beside the old complete_right_half.png
   and complete.json, which describes another checkpoint and seed. --out as a kill would leave
   it after each step of the move (no finally block runs) holds the old set whole, the new set
-  whole, or part of one call's set without its JSON (the JSON goes first and comes last)."""
+  whole, or part of one call's set without its JSON (the JSON goes first and comes last). The
+  old set is moved aside into the staging folder, not deleted (test_a_rename_that_fails_...)."""
   import infer  # pylint: disable=import-outside-toplevel
   out = tmp_path / "out"
   out.mkdir()
@@ -1915,7 +1916,7 @@ def test_a_kill_at_any_point_of_the_move_leaves_no_mix_of_two_calls(tmp_path, mo
   def snapshot(step):  # --out after each change the move makes in it: what a kill leaves.
     def changed(*args):
       step(*args)
-      if os.path.dirname(os.fspath(args[-1])) == str(out):
+      if any(os.path.dirname(os.fspath(path)) == str(out) for path in args):  # In or out.
         states.append({n: (out / n).read_text() for n in os.listdir(out)
                        if not n.startswith(".") and n != "notes.txt"})
     return changed
@@ -1934,6 +1935,60 @@ def test_a_kill_at_any_point_of_the_move_leaves_no_mix_of_two_calls(tmp_path, mo
               or (one_call and not any(n.endswith(".json") for n in of(state)))), state
   assert len(states) == 8 and states[-1] == new, states  # 5 files go, 3 come.
   assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_a_rename_that_fails_during_the_move_loses_no_file(tmp_path, monkeypatch):
+  """Was (review): the move deleted the earlier set before it moved the new files in, and a
+  rename that failed then (EIO, ENOSPC) left --out without either: the staging folder went
+  with the new files, and the error line did not say so. Each rename of the move failing in
+  turn leaves the earlier set whole, as it was; where the renames that undo it fail too, the
+  staging folder is kept (no later call's clean-up takes it) and named, and every file of
+  both sets is in --out or in it. At no step does --out hold two calls' files together."""
+  import errno  # pylint: disable=import-outside-toplevel
+  import infer  # pylint: disable=import-outside-toplevel
+  old = {"complete.json": "old", "complete_eyes.png": "old", "complete_mouth.png": "old"}
+  new = {"complete.json": "new", "complete_eyes.png": "new", "complete_left_half.png": "new"}
+  real = infer.os.replace
+
+  def move(fail_at, all_after):  # --out after a move whose fail_at-th rename fails.
+    out = tmp_path / f"out{fail_at}{all_after}"
+    out.mkdir()
+    for name, text in old.items():
+      (out / name).write_text(text)
+    calls = []
+
+    def replace(src, dst):
+      calls.append(dst if os.path.dirname(dst) == str(out) else src)  # The one in --out.
+      if len(calls) == fail_at or (all_after and len(calls) > fail_at):
+        raise OSError(errno.EIO, os.strerror(errno.EIO), src, None, dst)
+      real(src, dst)
+      state = {n: (out / n).read_text() for n in os.listdir(out) if not n.startswith(".")}
+      assert state in (old, new) or (  # What a kill would leave, the undoing's steps too.
+          len(set(state.values())) <= 1 and "complete.json" not in state), state
+    with pytest.raises(InputError) as e:
+      with infer._staged(str(out), "complete", [],  # pylint: disable=protected-access
+                         infer.MODE_SETS["complete"], quiet=True) as stage:
+        for name, text in new.items():
+          (pathlib.Path(stage) / name).write_text(text)
+        monkeypatch.setattr(infer.os, "replace", replace)
+    monkeypatch.undo()
+    assert str(e.value).startswith(f"could not write {calls[fail_at - 1]} (Input/output "
+                                   "error); the disk failed"), str(e.value)
+    return out, stage, str(e.value)
+  for fail_at in range(1, 7):  # 3 old files aside, then 3 new ones in.
+    out, _, line = move(fail_at, False)
+    assert {n: (out / n).read_text() for n in os.listdir(out)} == old, fail_at
+    assert fail_at == 1 or line.endswith(f"The earlier files in {out} are as they were.")
+  out, stage, line = move(5, True)  # The second new file, and each rename back.
+  assert line.endswith(f"Nothing was deleted: the files not in {out} are kept in {stage} "
+                       f"(this call's) and {stage}/.earlier (the earlier ones).")
+  assert sorted(os.listdir(out)) == [os.path.basename(stage), "complete_eyes.png"]
+  assert (out / "complete_eyes.png").read_text() == "new"
+  infer._remove_dead_stages(str(out))  # pylint: disable=protected-access
+  assert {n: (pathlib.Path(stage) / n).read_text() for n in os.listdir(stage)
+          if n != ".earlier"} == {"complete.json": "new", "complete_left_half.png": "new"}
+  kept = pathlib.Path(stage, ".earlier")
+  assert {n: (kept / n).read_text() for n in os.listdir(kept)} == old
 
 
 # Moves a second call's complete set into --out (argv[1]) through infer.py's own move, as
