@@ -874,6 +874,46 @@ _OVERRIDE_KINDS = {"a bool": "true or false", "an integer": "an integer",
                    "a number": "a number", "a string": "a string"}
 
 
+def unknown_key_words(key: str, keys: Sequence[str], prefix: str = "--config.") -> str:
+  """The words for an override of a key a config lacks, with the closest key it has.
+
+  Args:
+    key: the dotted key overridden, e.g. "model.widht".
+    keys: the config's keys (`leaf_paths`).
+    prefix: what the command line puts before a key ("--config."; "" for a script's bare
+      key=value overrides).
+  Returns:
+    e.g. "config key 'model.widht' does not exist. Did you mean --config.model.width? The
+    valid keys are in configs/default.py."
+  """
+  close = difflib.get_close_matches(key, sorted(keys), n=1)
+  hint = f" Did you mean {prefix}{close[0]}?" if close else ""
+  return f"config key {key!r} does not exist.{hint} The valid keys are in configs/default.py."
+
+
+def override_kind_words(key: str, value: str, default: Any,
+                        prefix: str = "--config.") -> Optional[str]:
+  """The words for an override whose value is not of the kind of the key's default.
+
+  Args:
+    key: the dotted key, e.g. "batch_size".
+    value: the value as typed.
+    default: the config's value at `key`, whose kind the override must have.
+    prefix: what the command line puts before a key ("--config."; "" for bare key=value).
+  Returns:
+    e.g. "config.batch_size must be an integer (e.g. --config.batch_size=32), not '4.0'.";
+    None for a default of no kind an override can take.
+  """
+  kind = _kind(default)
+  if kind is None:
+    return None
+  if kind == "a bool":
+    example = f"{prefix}{key}=true or {prefix}{key}=false"
+  else:
+    example = f"e.g. {prefix}{key}={default}"
+  return f"config.{key} must be {_OVERRIDE_KINDS[kind]} ({example}), not {value!r}."
+
+
 def explain_override_value(message: str, config: ml_collections.ConfigDict,
                            argv: tuple[str, ...] = (), flag: str = "--config") -> Optional[str]:
   """The one line for absl's refusal of an override's value, which names no fix (was, e.g.,
@@ -897,15 +937,7 @@ def explain_override_value(message: str, config: ml_collections.ConfigDict,
   key, value = match.groups()
   given = [a.split("=", 1)[1] for a in argv if a.startswith(f"{flag}.{key}=")]
   value = given[-1] if given else value
-  default = value_at(config, key)
-  kind = _kind(default)
-  if kind is None:
-    return None
-  if kind == "a bool":
-    example = f"{flag}.{key}=true or {flag}.{key}=false"
-  else:
-    example = f"e.g. {flag}.{key}={default}"
-  return f"config.{key} must be {_OVERRIDE_KINDS[kind]} ({example}), not {value!r}."
+  return override_kind_words(key, value, value_at(config, key), f"{flag}.")
 
 
 def config_flag_value(argv: Sequence[str], flag: str = "--config") -> str:
@@ -986,10 +1018,7 @@ def explain_config_flag_error(argv: Sequence[str], error: Exception, flag: str =
   for arg in argv[1:]:
     key = _override_key(arg, flag)
     if key is not None and key not in keys and not any(k.startswith(key + ".") for k in keys):
-      close = difflib.get_close_matches(key, keys, n=1)
-      hint = f" Did you mean {flag}.{close[0]}?" if close else ""
-      return (f"config key {key!r} does not exist.{hint} The valid keys are in "
-              "configs/default.py.")
+      return unknown_key_words(key, keys, f"{flag}.")
   first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
   return f"the command line could not be parsed: {first}"
 

@@ -469,19 +469,13 @@ def load_config(spec: str, model: str) -> Any:
   return config
 
 
-# What an override of a key of each type must be, and its parser: ml_collections' for
-# train.py's --config.<key>, so that a value means the same in both (was: any bool value but
-# "1" or "true", e.g. "flase", taken as False without a word).
-_OVERRIDE_TYPES = {bool: "true or false", int: "an integer", float: "a number",
-                   str: "a string"}
-
-
 def _override(config: Any, key: str, value: str) -> None:
-  """Sets `key` (a dotted path) of `config` to `value` parsed as its type; refuses (one line,
-  exit status 2) a key the config lacks (with the closest one) or a value of another type
-  (was: an exit status 1 line naming configs/lfw.py whatever the config, and "a value of its
-  type" without the type)."""
-  import difflib  # pylint: disable=import-outside-toplevel
+  """Sets `key` (a dotted path) of `config` to `value` parsed as its type, with absl's parsers,
+  as ml_collections' for train.py's --config.<key>, so that a value means the same in both
+  (was: any bool value but "1" or "true", e.g. "flase", taken as False without a word);
+  refuses (one line, exit status 2, train.py's words from `config_lib`) a key the config lacks
+  (with the closest one) or a value of another type (was: an exit status 1 line naming
+  configs/lfw.py whatever the config, and "a value of its type" without the type)."""
   from absl import flags  # pylint: disable=import-outside-toplevel
   from a2i_jax import config_lib  # pylint: disable=import-outside-toplevel
   keys = sorted(config_lib.leaf_paths(config))
@@ -490,10 +484,8 @@ def _override(config: Any, key: str, value: str) -> None:
     if under:  # A section.
       timing.refuse(f"the override {key}={value}: {key} is a section of the config; override "
                     f"one of its keys (e.g. {under[0]}=...).")
-    close = difflib.get_close_matches(key, keys, n=1)
-    hint = f" Did you mean {close[0]}?" if close else ""
-    timing.refuse(f"the override {key}={value}: config key {key!r} does not exist.{hint} The "
-                  "valid keys are in configs/default.py.")
+    timing.refuse(f"the override {key}={value}: "
+                  f"{config_lib.unknown_key_words(key, keys, prefix='')}")
   old = config_lib.value_at(config, key)
   kind = type(old)
   parser = {bool: flags.BooleanParser(), int: flags.IntegerParser(),
@@ -501,10 +493,9 @@ def _override(config: Any, key: str, value: str) -> None:
   try:
     new = parser.parse(value)
   except ValueError:
-    example = "true" if kind is bool else old
-    timing.refuse(f"the override {key}={value}: config.{key} must be "
-                  f"{_OVERRIDE_TYPES.get(kind, f'a {kind.__name__}')} (e.g. {key}={example}), "
-                  f"not {value!r}.")
+    words = config_lib.override_kind_words(key, value, old, prefix="")
+    timing.refuse(f"the override {key}={value}: "
+                  f"{words or f'config.{key} takes no value of {value!r}.'}")
   parent, _, leaf = key.rpartition(".")
   (config_lib.value_at(config, parent) if parent else config)[leaf] = new
 

@@ -288,7 +288,7 @@ _BENCH = ["--smoke", "--what=compile", "--models=vae", "--no_results_copy", *_FA
      "error: the override model.width=abc: config.model.width must be a number (e.g. "
      "model.width=1.0), not 'abc'."),
     ("bench", ["--model_overrides=data.masks=flase", *_BENCH], "config.data.masks must be "
-     "true or false (e.g. data.masks=true), not 'flase'."),
+     "true or false (data.masks=true or data.masks=false), not 'flase'."),
     ("bench", ["--model_overrides=model=1", *_BENCH], "model is a section of the config"),
     # trace_time.py's --config: a missing file, or another checkout's, was measured with the
     # checkout's own file without a word; another config's refusal was exit status 1.
