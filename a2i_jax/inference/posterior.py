@@ -789,6 +789,18 @@ def infer_latents(trained: TrainedModel, images: Array, attributes: Optional[Arr
 ATTRIBUTE_RANGE_MARGIN = 0.1
 
 
+def _range_margins(lo: Any, hi: Any, fraction: float) -> np.ndarray:
+  """How far outside the training range [`lo`, `hi`] a value may lie unwarned: `fraction` of
+  the range; of a column constant in training (`lo` == `hi`, a small folder dataset's), which
+  has no range to measure by, `fraction` of its value's size, at least 1 (the scale of a 0 / 1
+  attribute): a constant 1 takes 0.9 to 1.1 with a tenth, a constant 40 (an age) 36 to 44,
+  and a constant 0 -0.1 to 0.1. Was a margin of 0, and every other value was warned of,
+  0.99 for a constant 1 too (fault hunt). Floats or arrays of them."""
+  lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+  size = np.maximum(np.maximum(np.abs(lo), np.abs(hi)), 1.0)
+  return fraction * np.where(hi > lo, hi - lo, size)
+
+
 def _warn_attributes_outside_range(trained: TrainedModel, y: np.ndarray, use: str,
                                    skip: tuple[int, ...] = ()) -> None:
   """One warning for the attribute columns of `y` [N, y_dim] with a value more than
@@ -809,7 +821,7 @@ def _warn_attributes_outside_range(trained: TrainedModel, y: np.ndarray, use: st
       or len(ranges) != y.shape[1]):
     return
   lo, hi = np.asarray(ranges, np.float64).T
-  margin = ATTRIBUTE_RANGE_MARGIN * (hi - lo)
+  margin = _range_margins(lo, hi, ATTRIBUTE_RANGE_MARGIN)  # A constant column has one too.
   low, high = y.min(axis=0).astype(np.float64), y.max(axis=0).astype(np.float64)
   outside = [j for j in np.flatnonzero((low < lo - margin) | (high > hi + margin))
              if j not in skip]

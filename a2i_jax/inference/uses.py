@@ -34,7 +34,8 @@ from a2i_jax import parallel, perf, sampling
 from a2i_jax.errors import InputError
 from a2i_jax.inference.posterior import (ATTRIBUTE_RANGE_MARGIN, AttributePrior,
                                          InferenceOptions, _check_batch, _check_options,
-                                         _infer_latents, _needs_attributes, _static,
+                                         _infer_latents, _needs_attributes, _range_margins,
+                                         _static,
                                          _warn_attributes_outside_range, _warn_diverged,
                                          make_inference_fns)
 from a2i_jax.inference.restore import TrainedModel, inference_batch_size, shared_programs
@@ -95,29 +96,17 @@ def _unsaid(trained: TrainedModel, warnings: Mapping[int, tuple]) -> list[int]:
   return new
 
 
-def _margins(lo: Any, hi: Any, fraction: float) -> np.ndarray:
-  """How far outside the training range [`lo`, `hi`] a value may lie unwarned: `fraction` of
-  the range; of a column constant in training (`lo` == `hi`, a small folder dataset's), which
-  has no range to measure by, `fraction` of its value's size, at least 1 (the scale of a 0 / 1
-  attribute): a constant 1 takes 0.9 to 1.1 with a tenth, a constant 40 (an age) 36 to 44,
-  and a constant 0 -0.1 to 0.1. Was a margin of 0, and every other value was warned of,
-  0.99 for a constant 1 too (fault hunt). Floats or arrays of them."""
-  lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
-  size = np.maximum(np.maximum(np.abs(lo), np.abs(hi)), 1.0)
-  return fraction * np.where(hi > lo, hi - lo, size)
-
-
 def _warn_given_outside_range(trained: TrainedModel, y: np.ndarray, use: str,
                               skip: tuple[int, ...] = ()) -> None:
   """`posterior._warn_attributes_outside_range` of checked attributes `y` [N, y_dim] given to
-  `use`, for the columns outside by more than their margin (`_margins`: a constant column
+  `use`, for the columns outside by more than their margin (`_range_margins`: a constant column
   has one) whose values have not been said for this model and `use` (`_unsaid`)."""
   ranges = trained.attribute_ranges
   if (ranges is None or not trained.model.uses_attributes or not y.size
       or len(ranges) != y.shape[1]):
     return
   lo, hi = np.asarray(ranges, np.float64).T
-  margin = _margins(lo, hi, ATTRIBUTE_RANGE_MARGIN)
+  margin = _range_margins(lo, hi, ATTRIBUTE_RANGE_MARGIN)
   low, high = y.min(axis=0).astype(np.float64), y.max(axis=0).astype(np.float64)
   outside = {int(j): ("given", use, int(j), low[j], high[j], lo[j], hi[j])
              for j in np.flatnonzero((low < lo - margin) | (high > hi + margin))
@@ -649,7 +638,7 @@ def edit(trained: TrainedModel, images: Any, attributes: Any, changes: Mapping[i
 def _warn_outside_range(trained: TrainedModel, new_values: Mapping[int, np.ndarray],
                         what: str = "the new value", use: str = "edit") -> None:
   """A warning for each new value more than 1 % of the range outside its attribute's training
-  range (`_margins`), where it is known (infer.py warned, the Python `edit` did not: a review
+  range (`_range_margins`), where it is known (infer.py warned, the Python `edit` did not: a review
   finding; nor did `progression`, a fault hunt's), once per model for each attribute and its
   values (`_unsaid`). `what` names the values, `use` what they are for."""
   if trained.attribute_ranges is None:
@@ -659,7 +648,7 @@ def _warn_outside_range(trained: TrainedModel, new_values: Mapping[int, np.ndarr
     # A margin of 1 % of the range: the training split's extremes fall just inside the
     # attribute's own bounds (the synthetic data's 0.999 for a bound of 1), and the bound
     # itself, as the notebook edits, was called outside.
-    slack = _margins(lo, hi, 0.01)
+    slack = _range_margins(lo, hi, 0.01)
     if not np.size(value) or lo - slack <= value.min() and value.max() <= hi + slack:
       continue
     if not _unsaid(trained, {index: ("new", what, use, index, float(value.min()),
