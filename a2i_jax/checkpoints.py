@@ -32,9 +32,10 @@ restore compares it with the model section in use (`Checkpointer`'s `model`): co
 a plain file, and an edit to it that keeps the weights' shapes (a disCVAE's `composition`)
 restored them into another model without a word. The record also holds the attribute names
 in the order the model was fed them (dataset.json's at the save), compared on restore with
-dataset.json's: an edit of their order there fed each value as another attribute's. A
-checkpoint without a record, or without the names (saved by an older version), restores as
-before.
+dataset.json's: an edit of their order there fed each value as another attribute's (a model
+that takes none, the VAE, records and compares none). A checkpoint without a record, or
+without the names (saved by an older version), restores as before. Where dataset.json was
+deleted, training and inference take the attributes in the order the checkpoints record.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
 
-from a2i_jax import config_lib, distributed, files, interrupts, parallel
+from a2i_jax import config_lib, distributed, files, interrupts, models, parallel
 from a2i_jax.data import base as data_base
 from a2i_jax.errors import (CheckpointError, ConfigError, WorkdirError,
                             add_unraisable_handler, first_line)
@@ -258,11 +259,48 @@ def recorded_attributes(folder: str) -> Optional[list[str]]:
     folder: a step's folder.
   Returns:
     The names, or None: a checkpoint saved without them (by an older version, outside a
-    run with dataset.json, or not from training), or a record not as its checksums say.
+    run with dataset.json, or not from training), a record not as its checksums say, or the
+    record of a model that takes no attributes (the VAE: a version that recorded its
+    dataset's names too, which that model was never fed).
   """
-  names = _read_record(folder).get("attribute_names")
-  return (names if isinstance(names, list) and all(isinstance(n, str) for n in names)
-          else None)
+  record = _read_record(folder)
+  names = record.get("attribute_names")
+  if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+    return None
+  model = record.get("model")
+  return None if isinstance(model, dict) and not uses_attributes(model) else names
+
+
+def newest_recorded_attributes(workdir: str) -> Optional[tuple[int, list[str]]]:
+  """The attribute names recorded with the newest checkpoint of `workdir` that has them
+  (`recorded_attributes`), from the folders alone (no Orbax manager is opened).
+
+  Args:
+    workdir: the run's directory.
+  Returns:
+    (step, names), or None where no checkpoint records them.
+  """
+  return _newest_recorded(workdir, recorded_attributes)
+
+
+def uses_attributes(model: Any) -> bool:
+  """Whether the model of a config's model section takes attributes (y): the module answers
+  (`models.create_model(...).uses_attributes`; False for the VAE), for the section completed
+  with the defaults of the keys it lacks.
+
+  Args:
+    model: a model section (ConfigDict or mapping), e.g. config.model or `recorded_model`'s.
+  Returns:
+    The module's answer; True for a section no model is made from (an unknown name, sizes
+    no model has): its attribute names are then recorded and compared, as for any model.
+  """
+  section = config_lib.with_defaults({"model": _as_json(model)}).model
+  # The forms that cost nothing to resolve: "auto" reads the machine's timing of its kernels.
+  section.update(dtype="float32", conv_weight_grad="xla", decoder_tail="full")
+  try:
+    return bool(models.create_model(section).uses_attributes)
+  except (ConfigError, TypeError, ValueError, KeyError, AttributeError):
+    return True
 
 
 def _read_record(folder: str) -> dict:
@@ -639,8 +677,9 @@ class Checkpointer:
       `composition`), and was restored and used without a word. The record holds the
       workdir's dataset.json attribute names too, in order (read at the first save that
       finds the file), and a restore compares them with the file's: an edit of their order
-      fed each value as another attribute's. None: neither (a checkpoint without a record,
-      or without the names, saved by an older version, restores as before).
+      fed each value as another attribute's (a model that takes none, the VAE, records and
+      compares no names). None: neither (a checkpoint without a record, or without the
+      names, saved by an older version, restores as before).
     ignore: model keys a restore does not compare, besides those `model_differences` leaves
       out (serving: `TRAINING_ONLY_MODEL_KEYS`).
 
@@ -669,6 +708,9 @@ class Checkpointer:
     # The attribute names in the order the model is fed them, recorded beside `model` (read
     # from the workdir's dataset.json at the first save that finds it; `_attribute_names`).
     self._attributes: Optional[list[str]] = None
+    # Whether `model` takes them at all: a VAE's record holds none, and its restore compares
+    # none.
+    self._uses_attributes = model is not None and uses_attributes(self._model)
     self._ignore = tuple(ignore)
     self.workdir = os.path.abspath(os.path.expanduser(workdir))
     self.directory = os.path.join(self.workdir, CHECKPOINT_DIR)
@@ -765,8 +807,9 @@ class Checkpointer:
     where they are not known yet: the order the run feeds them to the model (training writes
     the file before its first save, and feeds a resumed run's data in its order). Read once,
     so that a later edit of the file does not change the record; none where the file is
-    missing or unreadable (the check of it is the caller's)."""
-    if self._model is None or self._attributes is not None:
+    missing or unreadable (the check of it is the caller's), nor for a model that takes no
+    attributes (the VAE: was recorded, and a dataset.json reordered since refused)."""
+    if self._model is None or self._attributes is not None or not self._uses_attributes:
       return
     try:
       info = load_dataset_info(self.workdir)
@@ -1264,14 +1307,16 @@ class Checkpointer:
     its model was fed them) are not those of the workdir's dataset.json, in that order: the
     file is a plain one, and an edit that reordered them fed each value to the model as
     another attribute's. A checkpoint without them, or a workdir without dataset.json, or a
-    checkpointer without `model`, is not checked.
+    checkpointer without `model` or whose model takes no attributes (the VAE: was refused
+    for a dataset.json reordered consistently, which changes nothing it is fed), is not
+    checked.
 
     Raises:
       ConfigError: the message names the first attribute that differs and the fix; or
         dataset.json is unreadable (`load_dataset_info`).
     """
     folder = os.path.join(self.directory, str(step))
-    recorded = None if self._model is None else recorded_attributes(folder)
+    recorded = recorded_attributes(folder) if self._uses_attributes else None
     info = None if recorded is None else load_dataset_info(self.workdir)
     if info is None or [str(n) for n in info["attribute_names"]] == recorded:
       return
@@ -1280,13 +1325,15 @@ class Checkpointer:
     record = os.path.join(folder, MODEL_RECORD_FILE)
     if sorted(names) == sorted(recorded):
       at = next(i for i, (a, b) in enumerate(zip(recorded, names)) if a != b)
+      # The header's columns too (was: the names alone, which the header then refused as an
+      # edit, `_check_header_order`; review).
+      put = _put_in_order("the checkpoint's order")
       raise ConfigError(
           f"{path} lists the attributes in another order than checkpoint {step} was trained "
           f"with (attribute {at + 1} is {names[at]!r} there, {recorded[at]!r} in the "
           f"checkpoint; its order is in {record}), so values would be fed to the model as "
-          "other attributes'; the file was edited since: restore it from a copy, or put its "
-          "attribute_names back in the checkpoint's order, each attribute_kinds and "
-          "attribute_ranges entry moved with its name.")
+          "other attributes'; the file was edited, or written anew, since: restore it from a "
+          f"copy, or {put}, or {_DELETE_DATASET_FILE}")
     other = sorted(set(names) ^ set(recorded))
     differ = (f"{', '.join(map(repr, other[:5]))}{', ...' if len(other) > 5 else ''} in one "
               "but not the other" if other else "a name listed twice")
@@ -1572,17 +1619,23 @@ def dataset_info(dataset: Any, data_path: str = "") -> dict:
 
 
 def save_dataset_info(workdir: str, dataset: Any, data_path: str = "") -> None:
-  """Writes `dataset_info(dataset)` to `workdir/dataset.json` atomically.
+  """Writes `dataset_info(dataset)` to `workdir/dataset.json` atomically, its header's
+  attribute columns in the order of the dataset's attributes (`header_in_order`).
 
   Args:
     workdir: the run's directory.
-    dataset: the `data.Dataset` trained on.
+    dataset: the `data.Dataset` trained on, its attributes in the order the model is fed them.
     data_path: `config.data.path` (folder datasets).
   """
   if not distributed.is_main():  # One writer in a multi-host run.
     return
-  files.atomic_write(os.path.join(workdir, DATASET_FILE),
-                     json.dumps(dataset_info(dataset, data_path), indent=2))
+  info = dataset_info(dataset, data_path)
+  # The header's attribute columns in the order the model is fed them, as `_check_header_order`
+  # wants: a resumed run's data were put back in the order its checkpoints record
+  # (`train_eval.align_with_record`), which its CSV may no longer have (was: the file order,
+  # and that file refused as edited at its next read).
+  info["header"] = header_in_order(info["header"], info["attribute_names"])
+  files.atomic_write(os.path.join(workdir, DATASET_FILE), json.dumps(info, indent=2))
 
 
 def load_dataset_info(workdir: str) -> Optional[dict]:
@@ -1599,8 +1652,7 @@ def load_dataset_info(workdir: str) -> Optional[dict]:
       served and trained on with the values fed as other attributes, without a word).
   """
   path = os.path.join(workdir, DATASET_FILE)
-  fix = ("delete it (training writes it again on its next start; infer.py then uses the "
-         "dataset's current columns).")
+  fix = _DELETE_DATASET_FILE
   try:
     with open(path, encoding="utf-8") as f:
       info = json.load(f)
@@ -1632,6 +1684,45 @@ def load_dataset_info(workdir: str) -> Optional[dict]:
   return info
 
 
+# The last fix of each refusal of a run's dataset.json, and what then happens.
+_DELETE_DATASET_FILE = (
+    "delete it (training writes it again on its next start; without it, training and "
+    "inference take the attributes in the order the newest checkpoint records, or, for "
+    "checkpoints of an older version that record none, in the dataset's current order).")
+
+
+def _put_in_order(order: str) -> str:
+  """The advice to put a dataset.json's attributes in `order` ("the checkpoint's order"):
+  its names with their kinds and ranges, and its header's attribute columns, which
+  `_check_header_order` compares with the names (was: the names alone, advice that led to
+  that refusal)."""
+  return (f"put its attribute_names in {order}, each attribute_kinds and attribute_ranges "
+          "entry moved with its name, and the attribute columns of its header in that order "
+          "too (its other columns where they are)")
+
+
+def header_in_order(header: Sequence[str], names: Sequence[str]) -> list[str]:
+  """A header with its attribute columns in the order of `names` (the order the model is fed
+  them), its other columns where they are: dataset.json's header as `load_dataset_info`
+  wants it.
+
+  Args:
+    header: column names (a folder dataset's attributes.csv, in file order).
+    names: the attribute names in the order the model is fed them.
+  Returns:
+    The header, reordered; as it is where it does not hold each name once (another dataset's
+    header, or names listed twice).
+  """
+  wanted = set(names)
+  at = [i for i, h in enumerate(header) if h in wanted]
+  if len(at) != len(names) or len(wanted) != len(names):
+    return list(header)
+  ordered = list(header)
+  for i, name in zip(at, names):
+    ordered[i] = name
+  return ordered
+
+
 def _check_header_order(path: str, names: list[str], header: Optional[list[str]],
                         workdir: str, fix: str) -> None:
   """Refuses a dataset.json (at `path`) whose attribute names are not in the order its header
@@ -1647,15 +1738,16 @@ def _check_header_order(path: str, names: list[str], header: Optional[list[str]]
   if len(order) != len(names) or len(wanted) != len(names) or order == names:
     return  # No header, or one of other names (the source's columns, renamed since).
   at = next(i for i, (a, b) in enumerate(zip(names, order)) if a != b)
-  found = _newest_recorded(workdir, recorded_attributes)
+  found = newest_recorded_attributes(workdir)
   if found is not None and sorted(found[1]) == sorted(names):
-    put = (f"put attribute_names back in the order checkpoint {found[0]} records as trained "
-           f"({', '.join(found[1][:at + 2])}{', ...' if len(found[1]) > at + 2 else ''}; all "
-           f"in {os.path.join(workdir, CHECKPOINT_DIR, str(found[0]), MODEL_RECORD_FILE)}), "
-           "each attribute_kinds and attribute_ranges entry moved with its name")
+    # Whichever of the two was edited (was: the names alone, though the header may be the
+    # one out of the trained order, advice to keep the order they have; review).
+    put = _put_in_order(
+        f"the order checkpoint {found[0]} records as trained "
+        f"({', '.join(found[1][:at + 2])}{', ...' if len(found[1]) > at + 2 else ''}; all "
+        f"in {os.path.join(workdir, CHECKPOINT_DIR, str(found[0]), MODEL_RECORD_FILE)})")
   else:
-    put = ("put attribute_names back in the order the model was trained with, each "
-           "attribute_kinds and attribute_ranges entry moved with its name")
+    put = _put_in_order("the order the model was trained with")
   raise ConfigError(
       f"{path} is damaged: its attribute_names are not in its header's order (its attribute "
       f"{at + 1} is {names[at]!r}, the header's {order[at]!r}), so it was edited since "

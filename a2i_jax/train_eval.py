@@ -180,7 +180,8 @@ def record_dataset(workdir: str, dataset: Dataset, data_path: str, resumed: bool
 
   Args:
     workdir: the run's directory.
-    dataset: the dataset as loaded now.
+    dataset: the dataset as `align_with_record` gives it (in the order the checkpoints
+      record, for a resumed run without dataset.json whose checkpoints record one).
     data_path: `config.data.path` (folder datasets).
     resumed: whether the run resumed from a checkpoint (the record is then kept).
   """
@@ -188,12 +189,23 @@ def record_dataset(workdir: str, dataset: Dataset, data_path: str, resumed: bool
   now = checkpoints.dataset_info(dataset, data_path)
   if stored is None:
     if resumed:  # Was silent: a folder's columns reordered since were fed in the new order.
-      logging.warning("%s has checkpoints but no %s: the attributes are taken in the order "
-                      "the data give them now (%s), which cannot be checked against the order "
-                      "the model learnt; %s is written from them", workdir,
-                      checkpoints.DATASET_FILE, ", ".join(dataset.attribute_names[:5]) +
-                      (", ..." if len(dataset.attribute_names) > 5 else ""),
-                      checkpoints.DATASET_FILE)
+      names = (", ".join(dataset.attribute_names[:5])
+               + (", ..." if len(dataset.attribute_names) > 5 else ""))
+      found = checkpoints.newest_recorded_attributes(workdir)
+      if found is not None and found[1] == list(dataset.attribute_names):
+        # Was: "cannot be checked against the order the model learnt", though the
+        # checkpoints record it (`align_with_record` has put the data in it).
+        logging.warning("%s has checkpoints but no %s: the attributes are taken in the order "
+                        "checkpoint %d records as trained (%s), whatever their order in the "
+                        "data now; %s is written from them", workdir,
+                        checkpoints.DATASET_FILE, found[0], names, checkpoints.DATASET_FILE)
+      else:  # Checkpoints that record no order (an older version's, or a VAE's).
+        logging.warning("%s has checkpoints but no %s: the attributes are taken in the order "
+                        "the data give them now (%s), which cannot be checked against the "
+                        "order the model learnt%s; %s is written from them", workdir,
+                        checkpoints.DATASET_FILE, names,
+                        " (its checkpoints record none)" if found is None else "",
+                        checkpoints.DATASET_FILE)
     checkpoints.save_dataset_info(workdir, dataset, data_path)
   elif stored.get("header") != now["header"]:  # `align_with_record` matched them by name.
     logging.info("the dataset's columns moved since this run started (%s then, %s now); "
@@ -205,15 +217,18 @@ def align_with_record(workdir: str, dataset: Dataset) -> Dataset:
   """The dataset with its attributes in the order the run in `workdir` was trained with.
 
   A folder dataset's attribute columns follow attributes.csv as it is now; a resumed run must
-  feed them in the order its model learnt them (`dataset.json`, written at the run's start).
+  feed them in the order its model learnt them (`dataset.json`, written at the run's start;
+  where it was deleted, the order the newest checkpoint records,
+  `checkpoints.newest_recorded_attributes`).
 
   Args:
     workdir: the run's directory (absolute).
     dataset: the dataset as loaded now.
   Returns:
-    `dataset` itself for a run with no checkpoint (or no dataset.json), another dataset (the
-    resume check then names the config key) or the same order, else a copy with the attribute
-    columns reordered by name (`data.base.with_attribute_order`).
+    `dataset` itself for a run with no checkpoint (or with neither dataset.json nor
+    checkpoints that record the order), another dataset (the resume check then names the
+    config key) or the same order, else a copy with the attribute columns reordered by name
+    (`data.base.with_attribute_order`).
   Raises:
     DataError: the attribute names are not the ones trained with (a column renamed, added or
       removed), or a split holds other images than when the run started (`check_same_splits`).
@@ -222,7 +237,12 @@ def align_with_record(workdir: str, dataset: Dataset) -> Dataset:
   if not checkpoints.has_checkpoints(workdir):
     return dataset
   stored = checkpoints.load_dataset_info(workdir)
-  if stored is None or stored.get("name", dataset.name) != dataset.name:
+  if stored is None:
+    # Deleted: the order the checkpoints record (was: the data's order of now, fed to the
+    # model and written into a new dataset.json as the trained one; review).
+    found = checkpoints.newest_recorded_attributes(workdir)
+    return dataset if found is None else with_attribute_order(dataset, found[1])
+  if stored.get("name", dataset.name) != dataset.name:
     return dataset
   check_same_splits(workdir, stored, dataset)
   if list(stored["attribute_names"]) == list(dataset.attribute_names):

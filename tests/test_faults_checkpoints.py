@@ -190,6 +190,12 @@ def test_get_config_refuses_a_runs_record(tmp_path):
 
 NAMES = ["smile", "face_width", "skin_tone"]
 MODEL = {"name": "cvae", "width": 0.125}  # A model section as the record keeps it.
+# The last fix of each refusal of dataset.json: what deleting it does (was "infer.py then uses
+# the dataset's current columns", untrue where the checkpoints record the order).
+DELETE_FIX = ("delete it (training writes it again on its next start; without it, training "
+              "and inference take the attributes in the order the newest checkpoint records, "
+              "or, for checkpoints of an older version that record none, in the dataset's "
+              "current order).")
 
 
 def _write_record(workdir, names=NAMES, header=None, swap=()):
@@ -218,10 +224,10 @@ def test_dataset_json_whose_names_left_its_headers_order_is_refused(tmp_path):
   said = (f"{path} is damaged: its attribute_names are not in its header's order (its "
           "attribute 1 is 'face_width', the header's 'smile'), so it was edited since training "
           "wrote it, and values would be fed to the model as other attributes'; restore it from "
-          "a copy, or put attribute_names back in the order ")
-  fix = (", each attribute_kinds and attribute_ranges entry moved with its name, or delete it "
-         "(training writes it again on its next start; infer.py then uses the dataset's "
-         "current columns).")
+          "a copy, or put its attribute_names in the order ")
+  fix = (", each attribute_kinds and attribute_ranges entry moved with its name, and the "
+         "attribute columns of its header in that order too (its other columns where they "
+         f"are), or {DELETE_FIX}")
   with pytest.raises(ConfigError) as e:
     checkpoints.load_dataset_info(workdir)
   assert str(e.value) == said + "the model was trained with" + fix
@@ -270,9 +276,10 @@ def test_a_checkpoint_records_the_attribute_order_and_a_restore_compares_it(tmp_
       f"{path} lists the attributes in another order than checkpoint 2 was trained with "
       f"(attribute 1 is 'face_width' there, 'smile' in the checkpoint; its order is in "
       f"{record}), so values would be fed to the model as other attributes'; the file was "
-      "edited since: restore it from a copy, or put its attribute_names back in the "
-      "checkpoint's order, each attribute_kinds and attribute_ranges entry moved with its "
-      "name.")
+      "edited, or written anew, since: restore it from a copy, or put its attribute_names in "
+      "the checkpoint's order, each attribute_kinds and attribute_ranges entry moved with its "
+      "name, and the attribute columns of its header in that order too (its other columns "
+      f"where they are), or {DELETE_FIX}")
   _write_record(workdir, names=["grin", "face_width", "skin_tone"])
   with pytest.raises(ConfigError, match=r"lists other attributes than checkpoint 2 was trained "
                      r"with \('grin', 'smile' in one but not the other; the checkpoint's are "
@@ -341,8 +348,7 @@ def test_a_run_record_that_is_a_folder_or_nested_too_deep_is_one_config_error(tm
     else:
       checkpoints.load_config(str(tmp_path))
   if name == checkpoints.DATASET_FILE:
-    fix = ("delete it (training writes it again on its next start; infer.py then uses the "
-           "dataset's current columns).")
+    fix = DELETE_FIX
     assert str(e.value) == (f"{path} is a folder, not a file; move it away or {fix}"
                             if damage == "folder" else f"{path} is unreadable ({deep}); {fix}")
   else:
@@ -350,3 +356,182 @@ def test_a_run_record_that_is_a_folder_or_nested_too_deep_is_one_config_error(tm
         f"the config at {path} "
         f"{'is a folder, not a file' if damage == 'folder' else f'is not valid JSON ({deep})'}; "
         f"{checkpoints.DAMAGED_CONFIG_FIX}")
+
+
+def _info(workdir):
+  with open(os.path.join(workdir, checkpoints.DATASET_FILE)) as f:
+    return json.load(f)
+
+
+def test_a_vae_records_and_compares_no_attribute_names(tmp_path):
+  """Was (review): a VAE's checkpoints recorded dataset.json's attribute names and a restore
+  compared them, so a VAE run whose dataset.json was reordered consistently (names, kinds,
+  ranges and header) was refused, "values would be fed to the model as other attributes'":
+  the VAE is fed none, and was served before. Neither recorded nor compared now, nor taken
+  from the record of a version that recorded them."""
+  from a2i_jax import files  # pylint: disable=import-outside-toplevel
+  vae = {"name": "vae", "width": 0.125}
+  workdir = str(tmp_path / "run")
+  _write_record(workdir)
+  saver = checkpoints.Checkpointer(workdir, max_to_keep=None, model=vae)
+  for step in (1, 2):
+    saver.save(step, {"w": jnp.ones(3)})
+  saver.close()
+  folder = os.path.join(workdir, "checkpoints", "1")
+  path = os.path.join(folder, checkpoints.MODEL_RECORD_FILE)
+  with open(path) as f:
+    record = json.load(f)
+  assert "attribute_names" not in record and record["model"] == vae
+  # Step 2 as the version that recorded them for a VAE saved it (its checksums say so).
+  folder = os.path.join(workdir, "checkpoints", "2")
+  with open(os.path.join(folder, checkpoints.MODEL_RECORD_FILE), "w") as f:
+    json.dump(dict(record, attribute_names=NAMES), f)
+  sums = checkpoints._read_checksums(folder)  # pylint: disable=protected-access
+  del sums[checkpoints.MODEL_RECORD_FILE]
+  files.write_digests(os.path.join(folder, checkpoints.CHECKSUM_FILE), sums)
+  checkpoints._write_checksums(folder)  # pylint: disable=protected-access
+  assert checkpoints.recorded_attributes(folder) is None
+  _write_record(workdir, swap=("attribute_names", "attribute_kinds", "attribute_ranges",
+                               "header"))  # Reordered consistently: nothing the VAE is fed.
+  ckpt = checkpoints.Checkpointer(workdir, create=False, model=vae)
+  for step in (1, 2):
+    np.testing.assert_array_equal(ckpt.restore(TARGET, step)["w"], np.ones(3))
+  ckpt.close()
+  assert not checkpoints.uses_attributes(vae) and checkpoints.uses_attributes(MODEL)
+
+
+def _follow_the_advice(workdir, order):
+  """Does what the refusals of dataset.json advise, word for word: its attribute_names put in
+  `order`, each attribute_kinds and attribute_ranges entry moved with its name, and the
+  attribute columns of its header in that order too (its other columns where they are)."""
+  info = _info(workdir)
+  at = {name: i for i, name in enumerate(info["attribute_names"])}
+  for key in ("attribute_kinds", "attribute_ranges"):
+    info[key] = [info[key][at[name]] for name in order]
+  info["attribute_names"] = list(order)
+  columns = iter(order)
+  info["header"] = [next(columns) if h in at else h for h in info["header"]]
+  with open(os.path.join(workdir, checkpoints.DATASET_FILE), "w") as f:
+    json.dump(info, f)
+
+
+@pytest.mark.parametrize("edited", ["both", "header"])
+def test_the_attribute_order_advice_followed_word_for_word_serves(tmp_path, edited):
+  """Was (review): a dataset.json written anew in another order than a checkpoint records
+  (names and header agreeing, as `record_dataset` writes them from a reordered CSV) was
+  refused with "put its attribute_names back in the checkpoint's order"; done, its header
+  then disagreed, and `load_dataset_info` called the file damaged, advising the order the
+  names had already. A header edited alone got advice to put the names in the order they
+  had. The advice names the header's columns now: followed, the file loads and the
+  checkpoint restores."""
+  workdir = str(tmp_path / "run")
+  header = ["filename", "smile", "face_width", "split", "skin_tone"]
+  _write_record(workdir, header=header)
+  saver = checkpoints.Checkpointer(workdir, model=MODEL)
+  saver.save(4, {"w": jnp.ones(3)})
+  saver.close()
+  swapped = ["filename", "face_width", "smile", "split", "skin_tone"]
+  if edited == "both":  # Written anew from the reordered columns (every key in their order).
+    _write_record(workdir, header=swapped,
+                  swap=("attribute_names", "attribute_kinds", "attribute_ranges"))
+    before = _info(workdir)
+    ckpt = checkpoints.Checkpointer(workdir, create=False, model=MODEL)
+    with pytest.raises(ConfigError, match=re.escape(
+        "put its attribute_names in the checkpoint's order, each attribute_kinds and "
+        "attribute_ranges entry moved with its name, and the attribute columns of its header "
+        "in that order too (its other columns where they are)")):
+      ckpt.restore(TARGET, 4)
+    ckpt.close()
+  else:  # The header's first two columns swapped by hand.
+    _write_record(workdir, header=swapped)
+    before = None
+    with pytest.raises(ConfigError, match=re.escape(
+        "put its attribute_names in the order checkpoint 4 records as trained (smile, "
+        "face_width, ...; all in ")):
+      checkpoints.load_dataset_info(workdir)
+  _follow_the_advice(workdir, NAMES)
+  info = checkpoints.load_dataset_info(workdir)
+  assert info["header"] == header and info["attribute_names"] == NAMES
+  if before is not None:  # Each kind and range moved with its name.
+    assert info["attribute_kinds"] == ["continuous", "binary", "binary"] != before[
+        "attribute_kinds"]
+    assert info["attribute_ranges"] == [[-1.0, 1.0], [0.0, 1.0], [0.0, 1.0]]
+  ckpt = checkpoints.Checkpointer(workdir, create=False, model=MODEL)
+  np.testing.assert_array_equal(ckpt.restore(TARGET, 4)["w"], np.ones(3))
+  ckpt.close()
+
+
+def test_a_resume_without_dataset_json_takes_the_order_its_checkpoints_record(tmp_path,
+                                                                              caplog):
+  """Was (review): a resumed run whose dataset.json was deleted fed the folder's columns in
+  their order of now, warned that it "cannot be checked against the order the model learnt"
+  (the checkpoints record it), and wrote that order into a new dataset.json as the trained
+  one. Now `align_with_record` puts the columns in the order the newest checkpoint records
+  (other names are refused), the warning says so, and the new dataset.json, its header's
+  attribute columns in that order, loads and matches the checkpoint."""
+  from a2i_jax import train_eval  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data.base import Dataset, Split  # pylint: disable=import-outside-toplevel
+  from a2i_jax.errors import DataError  # pylint: disable=import-outside-toplevel
+  workdir = str(tmp_path / "run")
+  _write_record(workdir)
+  saver = checkpoints.Checkpointer(workdir, model=MODEL)
+  saver.save(4, {"w": jnp.ones(3)})
+  saver.close()
+  os.remove(os.path.join(workdir, checkpoints.DATASET_FILE))
+  attributes = np.array([[0.5, 1, 0], [-0.5, 0, 1]], np.float32)  # In NAMES' order.
+  split = Split(np.zeros((2, 4, 4, 3), np.uint8), attributes[:, [1, 0, 2]])
+  moved = Dataset("folder", ("face_width", "smile", "skin_tone"),
+                  ("binary", "continuous", "binary"), {"train": split},
+                  {"header": ["filename", "face_width", "smile", "skin_tone"]})
+  aligned = train_eval.align_with_record(workdir, moved)
+  assert list(aligned.attribute_names) == NAMES
+  np.testing.assert_array_equal(aligned["train"].attributes, attributes)
+  caplog.clear()
+  with caplog.at_level("WARNING"):
+    train_eval.record_dataset(workdir, aligned, "", resumed=True)
+  assert [r.getMessage() for r in caplog.records] == [
+      f"{workdir} has checkpoints but no dataset.json: the attributes are taken in the order "
+      "checkpoint 4 records as trained (smile, face_width, skin_tone), whatever their order "
+      "in the data now; dataset.json is written from them"]
+  info = checkpoints.load_dataset_info(workdir)
+  assert info["attribute_names"] == NAMES
+  assert info["header"] == ["filename", "smile", "face_width", "skin_tone"]
+  ckpt = checkpoints.Checkpointer(workdir, create=False, model=MODEL)
+  np.testing.assert_array_equal(ckpt.restore(TARGET, 4)["w"], np.ones(3))
+  ckpt.close()
+  os.remove(os.path.join(workdir, checkpoints.DATASET_FILE))
+  renamed = Dataset("folder", ("face_width", "grin", "skin_tone"), moved.attribute_kinds,
+                    {"train": split})
+  with pytest.raises(DataError, match="not those the model was trained with"):
+    train_eval.align_with_record(workdir, renamed)
+
+
+def test_serving_without_dataset_json_takes_the_order_the_checkpoint_records(
+    tiny_run, tmp_path, monkeypatch, caplog):
+  """Was (review): with dataset.json deleted, `load_trained` knew no attribute names and
+  `load_data` / `load_run_data` (infer.py's) gave the data's columns in their order of now,
+  though the checkpoint records the trained one. Now the names are the checkpoint's, and
+  the data are put in that order by name, with one warning saying so."""
+  from a2i_jax.data.base import with_attribute_order  # pylint: disable=import-outside-toplevel
+  from a2i_jax.inference import restore  # pylint: disable=import-outside-toplevel
+  workdir = str(tmp_path / "w")
+  shutil.copytree(tiny_run("cvae")[0], workdir)
+  trained_names = _info(workdir)["attribute_names"]
+  os.remove(os.path.join(workdir, checkpoints.DATASET_FILE))
+  load = restore.load_dataset
+  moved = [trained_names[1], trained_names[0], *trained_names[2:]]
+  # The data with their first two columns swapped (a folder's CSV edited since).
+  monkeypatch.setattr(restore, "load_dataset",
+                      lambda *a: with_attribute_order(load(*a), moved))
+  trained = restore.load_trained(workdir)
+  assert list(trained.attribute_names) == trained_names
+  expected = load(trained.config.data, False)["test"].attributes
+  for data in (lambda: restore.load_data(trained),
+               lambda: restore.load_run_data(trained.config, workdir)):
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+      dataset = data()
+    assert list(dataset.attribute_names) == trained_names
+    np.testing.assert_array_equal(dataset["test"].attributes, expected)
+    assert any("holds no dataset.json: the attributes are taken by name in the order "
+               in r.getMessage() for r in caplog.records), caplog.text

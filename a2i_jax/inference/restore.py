@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from absl import logging
 import flax.linen as nn
@@ -83,10 +83,12 @@ class TrainedModel:  # its arrays raised NumPy's ambiguous truth value (fault hu
   are shared with every TrainedModel of an equal module in the process (`shared_programs`).
   `attribute_names` and `attribute_ranges` ([min, max] of each attribute over the training
   split) are the run's `dataset.json`'s, where it has one; None otherwise (`edit` then cannot
-  say that a new value lies outside what the model saw). `workdir` is the run's folder where
-  `load_trained` restored it, as an absolute path (None for `from_variables`): `load_data`
-  reads its record there, and `dataset_info` is that record as `load_trained` read it, which
-  `load_data` follows where the folder has none any more (moved or deleted since).
+  say that a new value lies outside what the model saw), but for the names of a run without
+  it whose checkpoint records them (`checkpoints.recorded_attributes`). `workdir` is the
+  run's folder where `load_trained` restored it, as an absolute path (None for
+  `from_variables`): `load_data` reads its record there, and `dataset_info` is that record
+  as `load_trained` read it, which `load_data` follows where the folder has none any more
+  (moved or deleted since).
   """
   config: ml_collections.ConfigDict
   model: nn.Module
@@ -374,6 +376,12 @@ def load_trained(workdir: str, step: Optional[int] = None) -> TrainedModel:
     names = tuple(info["attribute_names"])
     ranges = (tuple((float(lo), float(hi)) for lo, hi in info["attribute_ranges"])
               if "attribute_ranges" in info else None)  # Older runs stored no ranges.
+  elif info is None and model.uses_attributes:
+    # dataset.json deleted: the order this checkpoint records as trained, which `load_data`
+    # then follows (was: none, and the data's columns in their order of now; review).
+    recorded = checkpoints.recorded_attributes(os.path.join(ckpt.directory, str(step)))
+    if recorded is not None and len(recorded) == config.model.y_dim:
+      names = tuple(recorded)
   # Absolute: a relative workdir read after a change of the current folder found no
   # dataset.json, and `load_data` gave the CSV's columns in their order of now, its splits
   # unchecked, without a word (review finding).
@@ -420,11 +428,10 @@ def load_data(trained: TrainedModel, *, progress: Optional[bool] = None) -> Data
   config_lib.check_whole_config(trained.config, "load_data", ("data",))
   # The record load_trained read, for a run folder that has none now (moved or deleted since:
   # was the CSV's columns in their order of now and the splits unchecked, without a word);
-  # the model's attribute names alone where it holds no record but knows them.
-  kept = trained.dataset_info
-  if kept is None and trained.attribute_names is not None:
-    kept = {"attribute_names": list(trained.attribute_names)}
-  return _run_data(trained.config, trained.workdir, progress, kept)
+  # the model's attribute names alone where it holds no record but knows them (the order its
+  # checkpoint records, where dataset.json was deleted).
+  return _run_data(trained.config, trained.workdir, progress, trained.dataset_info,
+                   trained.attribute_names, f"the model of step {trained.step}")
 
 
 def load_run_data(config: ml_collections.ConfigDict, workdir: Optional[str], *,
@@ -437,8 +444,10 @@ def load_run_data(config: ml_collections.ConfigDict, workdir: Optional[str], *,
   compares them), since a folder dataset without a split column splits its rows by position,
   and a row added or removed since puts training images in the test split; and the images
   and masks centre cropped where training cropped (`data.base.centre_cropped`, CUB's 64 of
-  72). A run without dataset.json (trained before it existed), or data without example ids
-  (synthetic), is taken as it loads.
+  72). A run without dataset.json (deleted) has its attribute columns put in the order its
+  newest checkpoint records (`checkpoints.newest_recorded_attributes`), its splits
+  unchecked; one whose checkpoints record none either (trained before both existed), or
+  data without example ids (synthetic), is taken as it loads.
 
   Args:
     config: the run's config (`load_run_config`).
@@ -456,13 +465,16 @@ def load_run_data(config: ml_collections.ConfigDict, workdir: Optional[str], *,
       config (a dict, or a section of one).
   """
   config_lib.check_whole_config(config, "load_run_data", ("data",))  # Was an AttributeError.
-  return _run_data(config, workdir, progress, None)
+  return _run_data(config, workdir, progress, None, None, "")
 
 
 def _run_data(config: ml_collections.ConfigDict, workdir: Optional[str],
-              progress: Optional[bool], kept: Optional[Mapping[str, Any]]) -> Dataset:
+              progress: Optional[bool], kept: Optional[Mapping[str, Any]],
+              names: Optional[Sequence[str]], whose: str) -> Dataset:
   """`load_run_data` of a whole config (its callers check it), following the record `kept`
-  (dataset.json as `load_trained` read it) where `workdir` holds none now."""
+  (dataset.json as `load_trained` read it) where `workdir` holds none now; where neither
+  has one, the attribute order `names` (of `whose`: "the model of step 40"), else, for a
+  model that takes attributes, the one the newest checkpoint in `workdir` records."""
   if workdir is not None:
     _check_folder_there(config, workdir)
   if progress is None:
@@ -475,6 +487,8 @@ def _run_data(config: ml_collections.ConfigDict, workdir: Optional[str],
                       "data are checked against the record read then.", workdir,
                       checkpoints.DATASET_FILE)
     info = kept
+  if info is None:  # No dataset.json (deleted, or older than it): the order trained, by name.
+    info = _recorded_order(config, workdir, dataset, names, whose)
   if info is not None:
     try:  # The check a resume makes too (train_eval.align_with_record).
       check_same_splits(workdir, info, dataset)
@@ -484,6 +498,31 @@ def _run_data(config: ml_collections.ConfigDict, workdir: Optional[str],
       raise DataError(f"this run's data splits changed since it was trained, so its test "
                       f"images may be ones it trained on: {e}") from None
   return centre_cropped(as_trained(dataset, info), config.data.augment.crop_size)
+
+
+def _recorded_order(config: ml_collections.ConfigDict, workdir: Optional[str],
+                    dataset: Dataset, names: Optional[Sequence[str]], whose: str
+                    ) -> Optional[dict]:
+  """The record `as_trained` follows for a run without dataset.json: the attribute order
+  `names` (`whose`), else the one the newest checkpoint in `workdir` records, for a model
+  that takes attributes (was: the data's columns in their order of now, though the
+  checkpoint records the trained one; review); None where neither is known. Its header is
+  the data's of now with the attribute columns in that order, so that `as_trained` warns
+  only where they moved. With `workdir`, one warning line says where the order came from."""
+  if names is None and workdir is not None and checkpoints.uses_attributes(config.model):
+    found = checkpoints.newest_recorded_attributes(os.path.expanduser(workdir))
+    if found is not None:
+      names, whose = found[1], f"checkpoint {found[0]}"
+  if names is None:
+    return None
+  if workdir is not None:
+    logging.warning("%s holds no %s: the attributes are taken by name in the order %s was "
+                    "trained with (%s), and the splits are not checked against training's.",
+                    workdir, checkpoints.DATASET_FILE, whose,
+                    ", ".join(names[:5]) + (", ..." if len(names) > 5 else ""))
+  header = dataset.metadata.get("header") or dataset.attribute_names
+  return {"attribute_names": list(names),
+          "header": checkpoints.header_in_order(list(header), list(names))}
 
 
 def _check_folder_there(config: ml_collections.ConfigDict, workdir: str) -> None:
