@@ -612,19 +612,22 @@ def test_a_bug_after_the_last_step_lets_the_finished_process_end_at_once(tmp_pat
   process that had left, until JAX ended it 50-60 s later with its fatal log (status 1 on
   jaxlib 0.7.2, SIGABRT on 0.10). Now each process records in the coordinator's store that it
   is done or leaving (`distributed.finish`, `exit_now`), and a finished one whose peer left
-  leaves at once, with status 0."""
+  leaves at once, with status 0. (Two steps, one checkpoint, the evaluation at 2: the 6 of
+  `train_py_flags` added nothing but seconds.)"""
   _require_cpu_collectives()
   import faults_lib  # pylint: disable=import-outside-toplevel
+  steps = 2
   procs = _two_processes(lambda i: [
-      sys.executable, DRIVER, f"--raise_at=1:{TRAIN_PY_STEPS}:val",
-      os.path.join(faults_lib.ROOT, "train.py"), f"--workdir={tmp_path / 'w'}", *train_py_flags])
+      sys.executable, DRIVER, f"--raise_at=1:{steps}:val",
+      os.path.join(faults_lib.ROOT, "train.py"), f"--workdir={tmp_path / 'w'}", *train_py_flags,
+      f"--config.num_train_steps={steps}", f"--config.eval_every_steps={steps}"])
   (rc0, _, err0), (rc1, _, err1) = _finish(procs, 150)
   ended = time.time()
   raised = [float(line.split()[-1]) for line in err1.splitlines() if line.startswith("raising at")]
   assert len(raised) == 1 and rc1 == 1, err1[-3000:]
   assert rc0 == 0 and "Terminating process" not in err0, err0[-3000:]
   assert ended - raised[0] < 40, (ended - raised[0], err0[-2000:])  # JAX ended it at 50-60 s.
-  assert faults_lib.final_state(str(tmp_path / "w")).step == TRAIN_PY_STEPS
+  assert faults_lib.final_state(str(tmp_path / "w")).step == steps
 
 
 def test_two_ctrl_cs_as_the_last_evaluation_begins_end_both_with_a_line(tmp_path,
@@ -632,21 +635,25 @@ def test_two_ctrl_cs_as_the_last_evaluation_begins_end_both_with_a_line(tmp_path
   """Two Ctrl-Cs (a stop, then "stop now") on process 1 as the last evaluation begins, after
   the last step's save: process 1 leaves with its interrupted line, status 130, and process 0
   ends with a line of its own. Was: process 0 waited in the evaluation's collective for
-  process 1 until JAX's heartbeat ended it with its fatal log (a C++ abort)."""
+  process 1 until JAX's heartbeat ended it with its fatal log (a C++ abort).
+
+  Two steps, one checkpoint (step 2) and the evaluation at 2: the 6 steps of `train_py_flags`
+  added nothing but seconds of the suite."""
   _require_cpu_collectives()
   import faults_lib  # pylint: disable=import-outside-toplevel
+  steps = 2
   procs = _two_processes(lambda i: [
       sys.executable, DRIVER, "--sigint_twice_in_eval=1",
-      os.path.join(faults_lib.ROOT, "train.py"), f"--workdir={tmp_path / 'w'}", *train_py_flags])
+      os.path.join(faults_lib.ROOT, "train.py"), f"--workdir={tmp_path / 'w'}", *train_py_flags,
+      f"--config.num_train_steps={steps}", f"--config.eval_every_steps={steps}"])
   (rc0, _, err0), (rc1, _, err1) = _finish(procs, 150)
   ended = time.time()
   asked = [float(line.split()[-1]) for line in err1.splitlines()
            if line.startswith("interrupting at")]
   assert len(asked) == 1 and rc1 == 130, err1[-3000:]
-  assert err1.strip().splitlines()[-1] == interrupts.interrupted_words(
-      TRAIN_PY_STEPS, TRAIN_PY_STEPS), err1[-3000:]
+  assert err1.strip().splitlines()[-1] == interrupts.interrupted_words(steps, steps), err1[-3000:]
   assert rc0 == 1 and _error_lines(err0) == [
-      f"error: process 0: process 1 did not reach 'the evaluation of step {TRAIN_PY_STEPS}': "
+      f"error: process 0: process 1 did not reach 'the evaluation of step {steps}': "
       "it stopped first (exit status 130), and its log says why."], err0[-3000:]
   for err in (err0, err1):
     assert "Traceback" not in err and "Terminating process" not in err, err[-3000:]
