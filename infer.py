@@ -696,6 +696,10 @@ def _staged(out: str, mode: str, done: list[str],
         _remove_dead_stages(out)
         stage = tempfile.mkdtemp(prefix=f".{mode}-unfinished-{_HOST}-", dir=out)
         owner = _own(stage)
+        # Made now, while the mode has not filled the disk: the move needs no new folder
+        # (was made at the move, and a disk filled meanwhile refused it and lost the new
+        # files; read-through).
+        os.mkdir(os.path.join(stage, _EARLIER))
       except OSError as e:
         raise _write_error(out, e) from None
     yield stage
@@ -706,7 +710,7 @@ def _staged(out: str, mode: str, done: list[str],
       moved: list[str] = []  # The new files moved into `out`, in order.
       try:
         earlier = frozenset(earlier_set() if callable(earlier_set) else earlier_set)
-        new = sorted((n for n in os.listdir(stage) if not n.startswith(_STAGE_OWNER)),
+        new = sorted((n for n in os.listdir(stage) if n not in (_STAGE_OWNER, _EARLIER)),
                      key=lambda n: (n.endswith(".json"), n))  # JSON last: it seals the set.
         for name in new:  # Before anything changes (was: found with part of the set moved).
           where = os.path.join(out, name)
@@ -716,8 +720,6 @@ def _staged(out: str, mode: str, done: list[str],
                        and not _is_folder(os.path.join(out, n))),  # A folder is the user's.
                       key=lambda n: (not n.endswith(".json"), n))  # JSON first.
         where = out
-        if gone:
-          os.mkdir(os.path.join(stage, _EARLIER))
         for name in gone:  # Aside, not deleted: a failure below puts them back.
           where = os.path.join(out, name)
           os.replace(where, os.path.join(stage, _EARLIER, name))
@@ -731,6 +733,12 @@ def _staged(out: str, mode: str, done: list[str],
       except OSError as e:  # Names the file it could not write or move (was `out` only).
         back, note = _move_back(out, stage, moved, aside) if aside or moved else (True, "")
         keep = not back  # The folder holds files that are nowhere else.
+        if keep:  # Out of `_remove_dead_stages`' reach, by a name of its own (a rename: no
+          # new blocks); where that fails too, by its earlier files (`_remove_dead_stages`).
+          kept = stage.replace("-unfinished-", "-kept-", 1)
+          with contextlib.suppress(OSError):
+            os.replace(stage, kept)
+            note, stage = note.replace(stage, kept), kept
         raise _write_error(where, e, note) from None
       done.append(mode)
       for name in new if not quiet else ():  # Inside: a held Ctrl-C still lists what is in.
@@ -738,7 +746,7 @@ def _staged(out: str, mode: str, done: list[str],
   finally:
     if owner is not None:  # First: NFS keeps an open file's name (.nfs...), and the folder.
       os.close(owner)
-    if stage is not None and keep:  # Without its owner file: no later clean-up takes it.
+    if stage is not None and keep:  # Without its owner file too.
       with contextlib.suppress(OSError):
         os.remove(os.path.join(stage, _STAGE_OWNER))
     elif stage is not None:
@@ -874,7 +882,8 @@ def _remove_dead_stages(out: str) -> list[str]:
   grace period: `_staged` could not clean up; a review found them piling up): this host's
   whose owner file no process holds a lock on any more. The kernel drops a process's locks however
   it ends, so a live process's folder (in any PID namespace, on this kernel) is never taken;
-  one without an owner file (an older version's, or made a moment ago) is left alone.
+  one without an owner file (an older version's, or made a moment ago) is left alone, and so
+  is one holding earlier files it moved aside (a stop during its move: said in a warning).
 
   Returns:
     The folders removed.
@@ -895,6 +904,14 @@ def _remove_dead_stages(out: str) -> list[str]:
       continue  # Held: its process is alive.
     finally:
       os.close(fd)
+    earlier = os.path.join(folder, _EARLIER)
+    if os.path.isdir(earlier) and os.listdir(earlier):  # Stopped during its move (a kill,
+      # or a failed move whose folder could not be marked kept): its earlier files are
+      # nowhere else (were removed with it; read-through).
+      logging.warning("%s holds files an earlier call moved aside and did not finish with (a "
+                      "stop during its move); they are kept there: move what you need out "
+                      "of it, then delete it", folder)
+      continue
     shutil.rmtree(folder, ignore_errors=True)
     removed.append(name)
   return removed

@@ -2734,3 +2734,61 @@ def test_a_jax_variable_jax_cannot_read_is_one_line(tmp_path, entry):
       "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS (JAX_* variables set JAX's options).\n"), (
           r.returncode, r.stderr[-2000:])
   assert not os.listdir(tmp_path)
+
+
+def test_a_move_needs_no_new_folder_and_earlier_files_outlive_the_clean_up(tmp_path,
+                                                                         monkeypatch, caplog):
+  """Read-through of the move's undo: (1) the folder for the earlier files was made at the
+  move, so a disk filled during the mode (ENOSPC on mkdir) refused the move and lost the new
+  files: made with the staging folder now; (2) a staging folder kept by a failed move, whose
+  owner file could not be removed, was taken by the next call's clean-up, the earlier set's
+  only copy with it: renamed out of its reach, and a dead staging folder that holds earlier
+  files (a kill during the move) is kept with a warning; an empty one still goes."""
+  import errno  # pylint: disable=import-outside-toplevel
+  import logging  # pylint: disable=import-outside-toplevel
+  import infer  # pylint: disable=import-outside-toplevel
+  host = infer._HOST  # pylint: disable=protected-access
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / "complete.json").write_text("old")
+  real_mkdir = infer.os.mkdir
+
+  def full(path, *args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+  with infer._staged(str(out), "complete", [],  # pylint: disable=protected-access
+                     infer.MODE_SETS["complete"], quiet=True) as stage:
+    (pathlib.Path(stage) / "complete.json").write_text("new")
+    monkeypatch.setattr(infer.os, "mkdir", full)  # The mode filled the disk.
+  monkeypatch.setattr(infer.os, "mkdir", real_mkdir)
+  assert {n: (out / n).read_text() for n in os.listdir(out)} == {"complete.json": "new"}
+
+  real = infer.os.replace
+  with pytest.raises(InputError, match="Nothing was deleted"):
+    with infer._staged(str(out), "complete", [],  # pylint: disable=protected-access
+                       infer.MODE_SETS["complete"], quiet=True) as stage:
+      (pathlib.Path(stage) / "complete.json").write_text("newer")
+      failing = [0]
+
+      def replace(src, dst):  # The earlier JSON goes aside; its way back and the rest fail.
+        failing[0] += 1
+        if failing[0] in (2, 3):
+          raise OSError(errno.EIO, os.strerror(errno.EIO), src, None, dst)
+        real(src, dst)
+      monkeypatch.setattr(infer.os, "replace", replace)
+  monkeypatch.setattr(infer.os, "replace", real)
+  kept = [n for n in os.listdir(out) if "-kept-" in n]
+  assert len(kept) == 1 and not os.path.exists(stage), os.listdir(out)
+  assert infer._remove_dead_stages(str(out)) == []  # pylint: disable=protected-access
+  assert (out / kept[0] / ".earlier" / "complete.json").read_text() == "new"
+
+  for name, earlier in (("stopped", True), ("empty", False)):  # Dead: no lock on the owner.
+    dead = out / f".complete-unfinished-{host}-{name}"
+    (dead / ".earlier").mkdir(parents=True)
+    (dead / ".owner").write_text("")
+    if earlier:
+      (dead / ".earlier" / "complete.json").write_text("old")
+  with caplog.at_level(logging.WARNING, logger="absl"):
+    removed = infer._remove_dead_stages(str(out))  # pylint: disable=protected-access
+  assert removed == [f".complete-unfinished-{host}-empty"], removed
+  assert (out / f".complete-unfinished-{host}-stopped" / ".earlier" / "complete.json").exists()
+  assert any("did not finish with" in r.getMessage() for r in caplog.records), caplog.text
