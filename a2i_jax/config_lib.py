@@ -534,18 +534,31 @@ def variant_advice(argv: Sequence[str], run_model: Any, name: str,
   flags = "".join(f" --config.model.{k}={shlex.quote(str(run[k]))}" for k in compared
                   if k in run and model.get(k) != run[k] and of_default_kind(f"model.{k}", run[k]))
   instead = [f"in place of --config={spec}"] if spec != variant else []
-  args = list(argv[1:])
-  args = args[:args.index("--")] if "--" in args else args
-  dropped = []  # The command line's overrides of those keys, and of the ones train.py refuses.
-  for arg in args:
-    key = _override_key(arg, "--config") or ""
-    if key.startswith("model.") and key[6:] in {*compared, *unused} \
-        and f"--config.{key}" not in dropped:
-      dropped.append(f"--config.{key}")
+  # The command line's overrides of those keys, and of the ones train.py refuses.
+  dropped = typed_model_overrides(argv, {*compared, *unused})
   if dropped:
     instead.append(f"without {', '.join(dropped)}")
   return (f"the config file's variant of that model (--config={variant}{flags}"
           f"{', ' + ' and '.join(instead) if instead else ''})")
+
+
+def typed_model_overrides(argv: Sequence[str], keys: Any) -> list[str]:
+  """The overrides of `keys` of the model section on the command line `argv`.
+
+  Args:
+    argv: the command line, the program first (none after a "--").
+    keys: model keys, e.g. {"z_dim"}.
+  Returns:
+    Each once, in the order typed, e.g. ["--config.model.z_dim"].
+  """
+  args = list(argv[1:])
+  args = args[:args.index("--")] if "--" in args else args
+  found = []
+  for arg in args:
+    key = _override_key(arg, "--config") or ""
+    if key.startswith("model.") and key[6:] in keys and f"--config.{key}" not in found:
+      found.append(f"--config.{key}")
+  return found
 
 
 def check_is_config(config: Any, path: str = "") -> None:

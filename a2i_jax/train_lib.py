@@ -336,6 +336,7 @@ def _check_resume_compatible(workdir: str, config: ml_collections.ConfigDict,
         same = [(f"{key}.{k}", old[k]) for k in keys if k in old]
       else:
         differ, same = f"{key}: {old!r} there, {new!r} now", [(key, old)]
+      drop = []
       if key == "model" and saved.model.name != config.model.name:
         # Another model: the keys that shape the RUN's model, not those the new one uses (was:
         # --config.model.z_dim=32 for a disCVAE, which train.py refuses as having no effect
@@ -344,6 +345,10 @@ def _check_resume_compatible(workdir: str, config: ml_collections.ConfigDict,
         ignored = {*COMPUTE_ONLY_MODEL_KEYS, *config_lib.unused_model_keys(saved.model.name)}
         same = [(f"model.{k}", run[k]) for k in sorted(run)
                 if k not in ignored and run[k] != now.get(k)]
+        # And without the typed overrides of keys the run's model ignores, which train.py
+        # refuses for it (was: a second refusal; read-through).
+        drop = config_lib.typed_model_overrides(
+            sys.argv, set(config_lib.unused_model_keys(saved.model.name)))
       # The overrides that resume it (was: "the same values" alone; a config file's default
       # that changed since, as folder.py's disCVAE composition, left the user to find them).
       # Only values an override can set (was: --config.model.width=abc for a hand-edited
@@ -354,10 +359,11 @@ def _check_resume_compatible(workdir: str, config: ml_collections.ConfigDict,
       # --config.model.name=NAME, which train.py then refuses for such a file; fault hunt).
       variant = (config_lib.variant_advice(sys.argv, saved.model, config.model.name,
                                            COMPUTE_ONLY_MODEL_KEYS) if key == "model" else "")
+      without = f", without {', '.join(drop)}" if drop and not variant else ""
       raise ConfigError(
           f"{workdir} holds a run trained with a different config.{key} ({differ}); resume "
           f"it with {variant or 'the same values'}"
-          f"{f' ({flags})' if flags and not variant else ''} or pass a new --workdir.")
+          f"{f' ({flags}{without})' if flags and not variant else ''} or pass a new --workdir.")
 
 
 def _check_config_json_model(workdir: str, saved: ml_collections.ConfigDict) -> None:

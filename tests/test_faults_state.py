@@ -402,13 +402,17 @@ def test_the_same_values_advice_for_another_model_resumes_it_taken_literally(tmp
   run = config_lib.get_config("configs/synthetic.py:discvae")
   run.model.zf_dim, run.model.zb_dim = 12, 5
   checkpoints.save_config(str(tmp_path), run)
-  monkeypatch.setattr(sys, "argv", ["train.py", "--config=configs/default.py"])
+  monkeypatch.setattr(sys, "argv", ["train.py", "--config=configs/default.py",
+                                    "--config.model.z_dim=16"])  # Refused for a disCVAE.
   config = config_lib.get_config("configs/default.py")
+  config.model.z_dim = 16
   with pytest.raises(ConfigError, match="resume it with the same values") as e:
     train_lib._check_resume_compatible(str(tmp_path), config, keys=("model",))
-  advised = re.findall(r"--config\.model\.(\w+)=(\S+?)[ )]", str(e.value))
+  advised = re.findall(r"--config\.model\.(\w+)=([^\s,)]+)", str(e.value))
   assert ("zf_dim", "12") in advised and ("zb_dim", "5") in advised, str(e.value)
   assert "z_dim" not in dict(advised), str(e.value)
+  assert ", without --config.model.z_dim)" in str(e.value), str(e.value)
+  config.model.z_dim = config_lib.get_config("configs/default.py").model.z_dim  # Dropped.
   for key, value in advised:
     old = config.model[key]
     config.model[key] = value if isinstance(old, str) else type(old)(value)
