@@ -180,7 +180,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   Raises:
     SystemExit: (status 2, one `error:` line) an unknown model or program (was: any --what
       but "train" traced as infer, and reported under its own name), a count below 1, a
-      --config other than configs/synthetic.py or one that is not there.
+      --config other than configs/synthetic.py (relative: each checkout's own is measured).
   """
   p = _Parser(description=__doc__.split("\n\n", 1)[0])
   p.add_argument("--roots", default=os.path.dirname(HERE), help="Comma list of checkouts.")
