@@ -364,8 +364,8 @@ def _check_workdir(workdir: str, listed: Sequence[str] = ()) -> None:
   """Refuses a --workdir that is no folder; `listed`: the runs of a --workdir list that held
   it (was: a folder named with a comma was split in two, and the message did not say so)."""
   if not os.path.exists(workdir):
-    comma = (f" (a comma separates runs in --workdir: {','.join(listed)!r} is not a folder "
-             "either)" if len(listed) > 1 else "")
+    comma = (" (a comma separates runs in --workdir, and the whole value is not a folder "
+             "either)" if len(listed) > 1 else "")  # Not rebuilt: its runs were stripped.
     raise InputError(f"--workdir {workdir} does not exist; pass the folder train.py wrote"
                      f"{comma}.")
   if not os.path.isdir(workdir):

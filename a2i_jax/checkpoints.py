@@ -1318,9 +1318,9 @@ class Checkpointer:
     folder = os.path.join(self.directory, str(step))
     recorded = recorded_attributes(folder) if self._uses_attributes else None
     info = None if recorded is None else load_dataset_info(self.workdir)
-    if info is None or [str(n) for n in info["attribute_names"]] == recorded:
+    names = None if info is None else [str(n) for n in info["attribute_names"]]
+    if names is None or names == recorded:
       return
-    names = [str(n) for n in info["attribute_names"]]
     path = os.path.join(self.workdir, DATASET_FILE)
     record = os.path.join(folder, MODEL_RECORD_FILE)
     if sorted(names) == sorted(recorded):

@@ -342,13 +342,12 @@ def _check_resume_compatible(workdir: str, config: ml_collections.ConfigDict,
         # --config.model.z_dim=32 for a disCVAE, which train.py refuses as having no effect
         # there, and not its zf_dim or composition: a second refusal; read-through).
         run, now = as_dict(saved.model), as_dict(config.model)
-        ignored = {*COMPUTE_ONLY_MODEL_KEYS, *config_lib.unused_model_keys(saved.model.name)}
+        unused = set(config_lib.unused_model_keys(saved.model.name))
         same = [(f"model.{k}", run[k]) for k in sorted(run)
-                if k not in ignored and run[k] != now.get(k)]
+                if k not in {*COMPUTE_ONLY_MODEL_KEYS, *unused} and run[k] != now.get(k)]
         # And without the typed overrides of keys the run's model ignores, which train.py
         # refuses for it (was: a second refusal; read-through).
-        drop = config_lib.typed_model_overrides(
-            sys.argv, set(config_lib.unused_model_keys(saved.model.name)))
+        drop = config_lib.typed_model_overrides(sys.argv, unused)
       # The overrides that resume it (was: "the same values" alone; a config file's default
       # that changed since, as folder.py's disCVAE composition, left the user to find them).
       # Only values an override can set (was: --config.model.width=abc for a hand-edited

@@ -100,7 +100,7 @@ def test_a_workdir_whose_name_holds_a_comma_is_one_run(tmp_path):
       str(tmp_path / "a"), str(tmp_path / "b")]
   _refused_here(f"--workdir={tmp_path / 'nope'},bs=8", needles=(
       f"--workdir {tmp_path / 'nope'} does not exist; pass the folder train.py wrote (a comma "
-      f"separates runs in --workdir: '{tmp_path / 'nope'},bs=8' is not a folder either).",))
+      "separates runs in --workdir, and the whole value is not a folder either).",))
 
 
 def test_processes_compare_the_run_they_serve(trained, tmp_path):

@@ -801,14 +801,32 @@ def _range_margins(lo: Any, hi: Any, fraction: float) -> np.ndarray:
   return fraction * np.where(hi > lo, hi - lo, size)
 
 
+# The key in `TrainedModel.cache` of the range warnings said for the model (`_unsaid`).
+_SAID = "attribute range warnings said"
+
+
+def _unsaid(trained: TrainedModel, warnings: Mapping[int, tuple]) -> list[int]:
+  """The columns of `warnings` ({column: what its warning says}) not said before for this
+  model, now marked as said: kept in `trained.cache` (which a model rebuilt with
+  `dataclasses.replace` shares; each warning's tuple holds the column's range, so that one
+  with other ranges is said again), so that a loop of calls says each once (was: the same
+  line once per call, 2 x (1 + occlusions) times in `evaluation.evaluate`, and once per
+  attribute in infer.py's progression; fault hunt)."""
+  said = trained.cache.setdefault(_SAID, set())
+  new = [j for j, warning in warnings.items() if warning not in said]
+  said.update(warnings[j] for j in new)
+  return new
+
+
 def _warn_attributes_outside_range(trained: TrainedModel, y: np.ndarray, use: str,
                                    skip: tuple[int, ...] = ()) -> None:
   """One warning for the attribute columns of `y` [N, y_dim] with a value more than
   `ATTRIBUTE_RANGE_MARGIN` of the training range outside it, where the run knows its ranges
   (`trained.attribute_ranges`): each column with its values and range, and the function the
-  user called (`use`). Was: only `edit`'s new values and `progression`'s swept ones were
-  checked; -1 / +1 for a 0 / 1 attribute, or 50 for one in [0, 1], passed `sample`,
-  `reconstruct`, `decode`, `complete` and `run_inference` without a word (fault hunt).
+  user called (`use`); each column's values once per model and use (`_unsaid`). Was: only
+  `edit`'s new values and `progression`'s swept ones were checked; -1 / +1 for a 0 / 1
+  attribute, or 50 for one in [0, 1], passed `sample`, `reconstruct`, `decode`, `complete` and
+  `run_inference` without a word (fault hunt).
 
   Args:
     trained: the model; nothing is said for one without ranges or attributes (the VAE).
@@ -823,8 +841,9 @@ def _warn_attributes_outside_range(trained: TrainedModel, y: np.ndarray, use: st
   lo, hi = np.asarray(ranges, np.float64).T
   margin = _range_margins(lo, hi, ATTRIBUTE_RANGE_MARGIN)  # A constant column has one too.
   low, high = y.min(axis=0).astype(np.float64), y.max(axis=0).astype(np.float64)
-  outside = [j for j in np.flatnonzero((low < lo - margin) | (high > hi + margin))
-             if j not in skip]
+  outside = _unsaid(trained, {  # Each once per model, use and values.
+      int(j): ("given", use, int(j), low[j], high[j], lo[j], hi[j])
+      for j in np.flatnonzero((low < lo - margin) | (high > hi + margin)) if j not in skip})
   if not outside:
     return
   names = trained.attribute_names

@@ -108,7 +108,7 @@ class TrainedModel:  # its arrays raised NumPy's ambiguous truth value (fault hu
     a tiny model; fault hunt): the model, step, run, parameters and attributes."""
     leaves = jax.tree_util.tree_leaves(self.variables.get("params", {}))
     count = sum(int(np.prod(np.shape(leaf))) for leaf in leaves)
-    y_dim = (0 if self.config.model.name == "vae" else  # The VAE takes none.
+    y_dim = (0 if not self.model.uses_attributes else  # The VAE takes none.
              len(self.attribute_names) if self.attribute_names else self.config.model.y_dim)
     return (f"TrainedModel({self.config.model.name}, step {self.step}, "
             f"workdir={self.workdir!r}, {count:,} parameters, {y_dim} attributes)")

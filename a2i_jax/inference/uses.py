@@ -10,7 +10,7 @@ one decoding path, and nothing here tests which model it is: the model answers f
 Given attributes that lie well outside the run's training range (`trained.attribute_ranges`:
 -1 / +1 for an attribute trained on 0 / 1, say) get one warning per call, naming the function
 called, its columns and their ranges (`posterior._warn_attributes_outside_range`); each
-column's values are said once per model and function (`_unsaid`): `evaluation.evaluate`'s
+column's values are said once per model and function (`posterior._unsaid`): `evaluation.evaluate`'s
 2 x (1 + occlusions) calls, or infer.py's progression of each attribute, said them each time.
 
 A batch of fewer images than a call takes is padded to a bucket (a power of two, at least the
@@ -32,10 +32,9 @@ from absl import logging
 
 from a2i_jax import parallel, perf, sampling
 from a2i_jax.errors import InputError
-from a2i_jax.inference.posterior import (ATTRIBUTE_RANGE_MARGIN, AttributePrior,
-                                         InferenceOptions, _check_batch, _check_options,
-                                         _infer_latents, _needs_attributes, _range_margins,
-                                         _static,
+from a2i_jax.inference.posterior import (AttributePrior, InferenceOptions, _check_batch,
+                                         _check_options, _infer_latents, _needs_attributes,
+                                         _range_margins, _static, _unsaid,
                                          _warn_attributes_outside_range, _warn_diverged,
                                          make_inference_fns)
 from a2i_jax.inference.restore import TrainedModel, inference_batch_size, shared_programs
@@ -76,45 +75,7 @@ def _check_range(trained: TrainedModel, y: Optional[np.ndarray], skip: tuple[int
     return
   call[1] = True
   if y is not None:
-    _warn_given_outside_range(trained, y, call[0], skip)
-
-
-# The key in `TrainedModel.cache` of the range warnings said for the model (`_unsaid`).
-_SAID = "attribute range warnings said"
-
-
-def _unsaid(trained: TrainedModel, warnings: Mapping[int, tuple]) -> list[int]:
-  """The columns of `warnings` ({column: what its warning says}) not said before for this
-  model, now marked as said: kept in `trained.cache` (which a model rebuilt with
-  `dataclasses.replace` shares; each warning's tuple holds the column's range, so that one
-  with other ranges is said again), so that a loop of calls says each once (was: the same
-  line once per call, 2 x (1 + occlusions) times in `evaluation.evaluate`, and once per
-  attribute in infer.py's progression; fault hunt)."""
-  said = trained.cache.setdefault(_SAID, set())
-  new = [j for j, warning in warnings.items() if warning not in said]
-  said.update(warnings[j] for j in new)
-  return new
-
-
-def _warn_given_outside_range(trained: TrainedModel, y: np.ndarray, use: str,
-                              skip: tuple[int, ...] = ()) -> None:
-  """`posterior._warn_attributes_outside_range` of checked attributes `y` [N, y_dim] given to
-  `use`, for the columns outside by more than their margin (`_range_margins`: a constant column
-  has one) whose values have not been said for this model and `use` (`_unsaid`)."""
-  ranges = trained.attribute_ranges
-  if (ranges is None or not trained.model.uses_attributes or not y.size
-      or len(ranges) != y.shape[1]):
-    return
-  lo, hi = np.asarray(ranges, np.float64).T
-  margin = _range_margins(lo, hi, ATTRIBUTE_RANGE_MARGIN)
-  low, high = y.min(axis=0).astype(np.float64), y.max(axis=0).astype(np.float64)
-  outside = {int(j): ("given", use, int(j), low[j], high[j], lo[j], hi[j])
-             for j in np.flatnonzero((low < lo - margin) | (high > hi + margin))
-             if j not in skip}
-  new = _unsaid(trained, outside)
-  if new:  # Each is outside by the margin there too, which is at most this one.
-    _warn_attributes_outside_range(trained, y, use,
-                                   tuple(j for j in range(y.shape[1]) if j not in new))
+    _warn_attributes_outside_range(trained, y, call[0], skip)
 
 
 def _bucket(n: int, cap: int, at_least: int = 1) -> int:
