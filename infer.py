@@ -583,7 +583,10 @@ _WRITE_FIXES = {
     errno.ENAMETOOLONG: "its path is longer than the file system allows; pass --out=a folder "
                         "with a shorter path",
     errno.EISDIR: "a folder of that name is in the way; move it, or pass --out=another folder",
-    errno.EIO: "the disk failed; check it, or pass --out=a folder on another disk",
+    errno.EIO: "the disk failed; check it (the system log, dmesg, says more), or pass "
+               "--out=a folder on another disk",
+    errno.EFBIG: "raise the file size limit (ulimit -f), or pass --out=a folder on a file "
+                 "system that takes larger files (FAT32 stops at 4 GiB)",
 }
 _WRITE_FIX = "pass --out=a folder you can write to"
 
@@ -714,10 +717,10 @@ def _staged(out: str, mode: str, done: list[str],
                      key=lambda n: (n.endswith(".json"), n))  # JSON last: it seals the set.
         for name in new:  # Before anything changes (was: found with part of the set moved).
           where = os.path.join(out, name)
-          if _is_folder(where):
+          if files.is_folder(where):
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), where)
         gone = sorted((n for n in os.listdir(out) if (n in earlier or n in new)
-                       and not _is_folder(os.path.join(out, n))),  # A folder is the user's.
+                       and not files.is_folder(os.path.join(out, n))),  # A folder is the user's.
                       key=lambda n: (not n.endswith(".json"), n))  # JSON first.
         where = out
         for name in gone:  # Aside, not deleted: a failure below puts them back.
@@ -754,11 +757,6 @@ def _staged(out: str, mode: str, done: list[str],
     # Was: --out=a/b removed b only, and left an empty a (review finding). One filled
     # meanwhile by another process stays, and so do those above it.
     files.remove_empty_folders(reversed(made))
-
-
-def _is_folder(path: str) -> bool:
-  """Whether `path` is a folder itself, not a link to one."""
-  return os.path.isdir(path) and not os.path.islink(path)
 
 
 def _move_back(out: str, stage: str, moved: Sequence[str], aside: Sequence[str]

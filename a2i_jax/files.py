@@ -38,11 +38,24 @@ ATOMIC_NAME_EXTRA = len("..XXXXXXXX.tmp")
 # Read once, at import (single-threaded then): reading it means setting it.
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
-# Errors that say where the workdir is, not what the program did wrong.
+# Errors that say where the workdir is, not what the program did wrong. EIO and EFBIG were
+# tracebacks (from the training loop's save, metrics row or sample grid, and before it).
 _STORAGE_ERRNOS = {errno.ENOSPC: "no space left on the device",
                    errno.EDQUOT: "the disk quota is exceeded",
                    errno.EROFS: "the file system is read-only",
-                   errno.EACCES: "permission denied", errno.EPERM: "permission denied"}
+                   errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+                   errno.EIO: "an input/output error: the disk or its connection failed",
+                   errno.EFBIG: "a file is larger than the file system or the file size "
+                                "limit (ulimit -f) allows"}
+# What to do about each (`storage_fix`). Was "free some space (or fix the permissions)" for
+# every one, also a failed disk and a read-only file system.
+_STORAGE_FIXES = {errno.ENOSPC: "free some space",
+                  errno.EDQUOT: "free some of your disk quota",
+                  errno.EROFS: "make the file system writable",
+                  errno.EACCES: "fix the permissions", errno.EPERM: "fix the permissions",
+                  errno.EIO: "check the disk (the system log, dmesg, says more)",
+                  errno.EFBIG: "raise the file size limit (ulimit -f) or use a file system "
+                               "that takes larger files (FAT32 stops at 4 GiB)"}
 
 
 @contextlib.contextmanager
@@ -142,7 +155,8 @@ def atomic_write(path: str, data: Union[str, bytes]) -> None:
 
 
 def storage_error(exc: BaseException) -> Optional[OSError]:
-  """The full-disk, read-only or permission `OSError` behind `exc`, if any.
+  """The full-disk, quota, read-only, permission, failed-disk (EIO) or file-too-large (EFBIG)
+  `OSError` behind `exc`, if any.
 
   Orbax and tensorstore wrap the OSError of a failed write in their own exceptions (or only
   quote it), so the chain of causes and the messages are both searched.
@@ -174,6 +188,18 @@ def describe_storage_error(error: OSError) -> str:
     The words.
   """
   return _STORAGE_ERRNOS.get(error.errno, error.strerror or str(error))
+
+
+def storage_fix(error: OSError) -> str:
+  """What to do about a storage error, by its errno: "free some space", "fix the permissions",
+  "check the disk (the system log, dmesg, says more)".
+
+  Args:
+    error: from `storage_error` (any other OSError: "fix what the system names").
+  Returns:
+    The advice, lower case, without a final period (a sentence's start: capitalise it).
+  """
+  return _STORAGE_FIXES.get(error.errno, "fix what the system names")
 
 
 def file_digests(folder: str, skip: str, known: Iterable[str] = ()) -> dict[str, str]:
@@ -280,6 +306,17 @@ def unused_path(folder: str, stem: str, extension: str = "") -> str:
     n += 1
     path = os.path.join(folder, f"{stem}.{n}{extension}")
   return path
+
+
+def is_folder(path: str) -> bool:
+  """Whether `path` is a real folder, not a link to one (nor a file, nor missing).
+
+  Args:
+    path: a path.
+  Returns:
+    True for a folder itself; False for a link (to a folder too), a file or nothing there.
+  """
+  return os.path.isdir(path) and not os.path.islink(path)
 
 
 def nearest_existing(path: str) -> str:
@@ -765,8 +802,8 @@ def workdir_lock(workdir: str) -> Iterator[HeldWorkdir]:
       os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
     except OSError as e:
       held.take_back = True  # Nothing of the run's is there yet.
-      raise WorkdirError(f"cannot write to {workdir} ({describe_storage_error(e)}); free some "
-                         "space or pass a --workdir you can write to.") from None
+      raise WorkdirError(f"cannot write to {workdir} ({describe_storage_error(e)}); "
+                         f"{storage_fix(e)} or pass a --workdir you can write to.") from None
     yield held
   finally:
     if held.take_back:  # The lock file first, while it is held.

@@ -336,7 +336,7 @@ def _check_resume_compatible(workdir: str, config: ml_collections.ConfigDict,
         same = [(f"{key}.{k}", old[k]) for k in keys if k in old]
       else:
         differ, same = f"{key}: {old!r} there, {new!r} now", [(key, old)]
-      drop = []
+      unused = None  # The keys the run's model ignores, where it is another model.
       if key == "model" and saved.model.name != config.model.name:
         # Another model: the keys that shape the RUN's model, not those the new one uses (was:
         # --config.model.z_dim=32 for a disCVAE, which train.py refuses as having no effect
@@ -345,9 +345,6 @@ def _check_resume_compatible(workdir: str, config: ml_collections.ConfigDict,
         unused = set(config_lib.unused_model_keys(saved.model.name))
         same = [(f"model.{k}", run[k]) for k in sorted(run)
                 if k not in {*COMPUTE_ONLY_MODEL_KEYS, *unused} and run[k] != now.get(k)]
-        # And without the typed overrides of keys the run's model ignores, which train.py
-        # refuses for it (was: a second refusal; read-through).
-        drop = config_lib.typed_model_overrides(sys.argv, unused)
       # The overrides that resume it (was: "the same values" alone; a config file's default
       # that changed since, as folder.py's disCVAE composition, left the user to find them).
       # Only values an override can set (was: --config.model.width=abc for a hand-edited
@@ -358,7 +355,11 @@ def _check_resume_compatible(workdir: str, config: ml_collections.ConfigDict,
       # --config.model.name=NAME, which train.py then refuses for such a file; fault hunt).
       variant = (config_lib.variant_advice(sys.argv, saved.model, config.model.name,
                                            COMPUTE_ONLY_MODEL_KEYS) if key == "model" else "")
-      without = f", without {', '.join(drop)}" if drop and not variant else ""
+      # Where the overrides are the advice: without the typed overrides of keys the run's
+      # model ignores, which train.py refuses for it (was: a second refusal; read-through).
+      drop = (config_lib.typed_model_overrides(sys.argv, unused)
+              if unused is not None and flags and not variant else [])
+      without = f", without {', '.join(drop)}" if drop else ""
       raise ConfigError(
           f"{workdir} holds a run trained with a different config.{key} ({differ}); resume "
           f"it with {variant or 'the same values'}"
@@ -644,7 +645,7 @@ class _MadeBeforeTraining:
     """Records the folder `name` (in the workdir) as the run's where it does not exist yet,
     else the TensorBoard event files it holds: those it holds later are the run's."""
     path = os.path.join(self.workdir, name)
-    if os.path.isdir(path) and not os.path.islink(path):
+    if files.is_folder(path):
       self._events[path] = set(_event_files(path))
     else:
       self.note(name)
@@ -680,7 +681,7 @@ class _MadeBeforeTraining:
         failed.append(folder)
     for path in reversed(self._made):
       try:
-        if os.path.isdir(path) and not os.path.islink(path):
+        if files.is_folder(path):
           _remove_event_files(path)  # tensorboard/'s, the run's own.
           os.rmdir(path)
         elif os.path.lexists(path):
@@ -892,9 +893,10 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
     if error is None or isinstance(e, A2IError):
       raise
     where = f"{error.filename}: " if getattr(error, "filename", None) else ""
+    fix = files.storage_fix(error)  # By its errno (was "free some space" for every one).
     raise WorkdirError(f"the workdir {workdir} could not be used before training started "
-                       f"({where}{files.describe_storage_error(error)}). Free some space (or "
-                       "fix the permissions), then run the same command again.") from None
+                       f"({where}{files.describe_storage_error(error)}). {fix[0].upper()}"
+                       f"{fix[1:]}, then run the same command again.") from None
   return _loop(config, workdir, mesh, model, tx, dataset, data, ckpt, state,
                (k_train, k_eval, k_sample), made)
 
@@ -1158,8 +1160,7 @@ def _unfinished_moves(workdir: str) -> list[str]:
   user's (was: a file so named was taken for one, NotADirectoryError's traceback)."""
   return sorted(n for n in os.listdir(workdir)
                 if n.startswith("earlier_run_") and n.endswith(_UNFINISHED)
-                and os.path.isdir(os.path.join(workdir, n))
-                and not os.path.islink(os.path.join(workdir, n)))
+                and files.is_folder(os.path.join(workdir, n)))
 
 
 def _finish_setting_aside(workdir: str) -> Optional[str]:
@@ -1448,14 +1449,15 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
       # peers, where the step it announced lies past the last): all is done. With peers,
       # asked of any process, so that all end alike (was: only the one asked, with 130).
       asked = stop.asked_anywhere(step)
-  except Exception as e:  # A full disk or a read-only workdir: one plain line.
+  except Exception as e:  # A full disk, a read-only workdir, a failed disk: one plain line.
     error = files.storage_error(e)
     if error is None:
       raise
+    fix = files.storage_fix(error)  # By its errno (was "free some space" for every one).
     raise WorkdirError(
         f"writing to {workdir} failed at step {step}: {files.describe_storage_error(error)}. "
-        f"{train_eval.last_checkpoint_words(_last_intact(ckpt), ckpt.directory)} Free some "
-        "space (or fix the permissions), then run the same command to resume.") from None
+        f"{train_eval.last_checkpoint_words(_last_intact(ckpt), ckpt.directory)} "
+        f"{fix[0].upper()}{fix[1:]}, then run the same command to resume.") from None
   finally:
     if not closed:
       close_all()

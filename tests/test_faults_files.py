@@ -1,11 +1,13 @@
 """Fault suite, files: damaged files the library reads (a checkpoint's checksum file, an entry
 of JAX's persistent compilation cache) are detected and said or repaired, never a traceback
-nor a damage kept forever (`a2i_jax/files.py`).
+nor a damage kept forever (`a2i_jax/files.py`); a failed disk (EIO) is a storage error, one
+line with its own advice, never damage.
 
 Fast: the compilation cache's entry is one tiny program's, in this process; the checkpoint is
 a copy of the session's train.py run (conftest).
 """
 
+import errno
 import glob
 import os
 import shutil
@@ -17,7 +19,7 @@ import jax.numpy as jnp
 import pytest
 
 from a2i_jax import checkpoints, files, inference
-from a2i_jax.errors import CheckpointError
+from a2i_jax.errors import CheckpointError, WorkdirError
 
 
 def test_a_checksum_file_nested_past_the_recursion_limit_is_damage(train_py_reference,
@@ -151,3 +153,74 @@ def test_the_cache_folder_is_swept_of_what_a_stop_left_but_not_of_what_is_being_
     os.utime(folder / name, (when, when))
   files._remove_empty_cache_entries(str(folder))  # pylint: disable=protected-access
   assert sorted(os.listdir(folder)) == [".jit_run-cd34-cache.a1b2c3d4.tmp", "notes.tmp"]
+
+
+def _eio(path: str = "") -> OSError:
+  return OSError(errno.EIO, os.strerror(errno.EIO), *((path,) if path else ()))
+
+
+_EIO_WORDS = "an input/output error: the disk or its connection failed"
+_EIO_FIX = "Check the disk (the system log, dmesg, says more), then run the same command"
+
+
+def test_a_failed_disk_in_the_training_loop_is_one_line_with_its_own_advice(tmp_path,
+                                                                           monkeypatch):
+  """Was: EIO (the disk or its connection failed) at a checkpoint save, a metrics row or a
+  sample grid was a traceback (only a full disk, a quota, a read-only disk and permissions
+  were storage errors), and every storage error's line said "Free some space (or fix the
+  permissions)". Now EIO, also as Orbax only quotes it, is the loop's one line, with advice
+  by its errno."""
+  from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
+  from conftest import tiny_config  # pylint: disable=import-outside-toplevel
+
+  def save(self, step, state):  # As tensorstore's failed write reaches the loop: quoted.
+    raise ValueError(f"UNKNOWN: Error writing {self.directory}/{step}: Input/output error "
+                     "[os_error_code='5']")
+  monkeypatch.setattr(checkpoints.Checkpointer, "save", save)
+  workdir = str(tmp_path / "w")
+  with pytest.raises(WorkdirError) as e:
+    train_lib.train_and_evaluate(tiny_config("vae"), workdir)
+  line = str(e.value)
+  assert line.startswith(f"writing to {workdir} failed at step 2: {_EIO_WORDS}. "), line
+  assert line.endswith(f"{_EIO_FIX} to resume."), line
+  assert "free some" not in line.lower() and "\n" not in line, line
+  # A read-only disk's and a full disk's: their own (was the same for both); a file too large.
+  for code, fix in ((errno.EROFS, "make the file system writable"),
+                    (errno.ENOSPC, "free some space"), (errno.EFBIG, "raise the file size "
+                     "limit (ulimit -f) or use a file system that takes larger files (FAT32 "
+                     "stops at 4 GiB)")):
+    assert files.storage_fix(files.storage_error(ValueError(os.strerror(code)))) == fix, code
+
+
+def test_a_failed_disk_before_the_training_loop_is_one_line_with_its_own_advice(
+    tmp_path, monkeypatch):
+  """Was: EIO while the run's record was written, before the loop, a traceback; the line of
+  the other storage errors said "Free some space (or fix the permissions)" for each."""
+  from a2i_jax import train_eval, train_lib  # pylint: disable=import-outside-toplevel
+  from conftest import tiny_config  # pylint: disable=import-outside-toplevel
+  workdir = str(tmp_path / "w")
+  monkeypatch.setattr(train_eval, "record_dataset", lambda *a, **k: (_ for _ in ()).throw(
+      _eio(os.path.join(workdir, "dataset.json"))))
+  with pytest.raises(WorkdirError) as e:
+    train_lib.train_and_evaluate(tiny_config("vae"), workdir)
+  assert not os.path.exists(workdir)  # Taken back, as after a full disk there.
+  assert str(e.value) == (
+      f"the workdir {workdir} could not be used before training started ({workdir}/"
+      f"dataset.json: {_EIO_WORDS}). {_EIO_FIX} again."), str(e.value)
+
+
+def test_a_failed_disk_under_a_checksum_file_is_not_damage(train_py_reference, tmp_path,
+                                                          monkeypatch):
+  """Was: EIO reading a checkpoint's checksum file made it "unreadable", the checkpoint
+  "corrupt" (training would move it aside); the disk failed, not the checkpoint's bytes. Now
+  the read's error, named as the disk's."""
+  workdir = str(tmp_path / "w")
+  shutil.copytree(train_py_reference, workdir)
+  path = os.path.join(workdir, "checkpoints", "6", checkpoints.CHECKSUM_FILE)
+  real = open
+  monkeypatch.setattr(files, "open", lambda p, *a, **k: (  # Only `files`' reads fail.
+      (_ for _ in ()).throw(_eio(p)) if p == path else real(p, *a, **k)), raising=False)
+  with pytest.raises(CheckpointError) as e:
+    inference.load_trained(workdir)
+  assert str(e.value).startswith(f"could not read {path} ({_EIO_WORDS}); "), str(e.value)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["4", "6"]

@@ -56,19 +56,21 @@ def load_dataset(data_config: Any, progress: bool = True) -> Dataset:
     # folder, a file where a folder goes, a link loop, a name too long (was a traceback for
     # every dataset but the folder one; review finding).
     error = files.storage_error(e)
-    if error is not None:
-      what, reason = f"the {name} dataset", files.describe_storage_error(error)
-      fix, where = "free some space or fix the permissions", "data_dir / cache_dir"
+    what = (f"the folder dataset {shown_path(data_config.path)}" if name == "folder"
+            else f"the {name} dataset")
+    if error is not None:  # Advice by its errno (was "free some space" for every one).
+      reason, fix = files.describe_storage_error(error), files.storage_fix(error)
+      where = "data_dir / cache_dir"
     else:
-      what = (f"the folder dataset {shown_path(data_config.path)}" if name == "folder"
-              else f"the {name} dataset")
       reason, fix = e.strerror or first_line(e), "fix what the system names"
       where = "cache_dir" if name == "synthetic" else "data_dir"
     # Paths escaped where they hold a newline: the message stays one line.
     at = f" at {shown_path(e.filename)}" if getattr(e, "filename", None) else ""
-    raise DataError(f"preparing {what} failed: {reason}{at}; "
-                    f"{fix} (or point config.data.{where} at another folder), then run the "
-                    "same command again.") from None
+    other = f"point config.data.{where} at another folder"
+    # Advice with parentheses of its own (EIO's): the other way after a comma, not in more.
+    other = f", or {other}," if fix.endswith(")") else f" (or {other}),"
+    raise DataError(f"preparing {what} failed: {reason}{at}; {fix}{other} then run the same "
+                    "command again.") from None
 
 
 def _check_data_config(data_config: Any) -> None:
