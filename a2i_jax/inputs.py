@@ -867,7 +867,11 @@ def read_image(path: str, error: type = InputError, size: Optional[int] = None,
     # `catch_warnings` is; the readers run in one thread.
     with warnings.catch_warnings(), _truncated_refused():
       warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-      with Image.open(path) as im:  # Lazy: the header only, so far.
+      # From a file object, not the path: PIL memory-maps an uncompressed TIFF opened by
+      # path at its size as shown, so one turned by its EXIF orientation (5-8, not square;
+      # modes L, P, RGBA, CMYK, I;16) read scrambled at its stored size (a fault hunt's
+      # finding). Opened from a file object it is read, then turned, right.
+      with open(path, "rb") as f, Image.open(f) as im:  # Lazy: the header only, so far.
         if size is not None and im.size != (size, size):  # Square: EXIF turns change nothing.
           try:  # As a viewer shows it (review: was the stored size).
             w, h = shown_size(im)
@@ -882,8 +886,15 @@ def read_image(path: str, error: type = InputError, size: Optional[int] = None,
         # file was called damaged; a fault hunt's finding).
         _scale_grey_key(im)
         _key_sixteen_bit_rgb(im, path)
+        shown = _turned_size(im)
         im.load()
-        return image_to_rgb(ImageOps.exif_transpose(im), faint_ok)
+        upright = ImageOps.exif_transpose(im)
+        if shown is not None and upright.size != shown:  # A safety net for PIL's misreads.
+          raise InputError(f"{name} decoded as {upright.width}x{upright.height}, but its "
+                           f"header says {shown[0]}x{shown[1]} (turned by its EXIF "
+                           "orientation), so PIL misread it; save it upright as a PNG "
+                           "(PIL: ImageOps.exif_transpose(Image.open(path)).save(...)).")
+        return image_to_rgb(upright, faint_ok)
   except A2IError as e:
     raise error(str(e) if str(e).startswith(name) else f"{name}: {e}") from None
   except UnidentifiedImageError:
@@ -900,6 +911,17 @@ def read_image(path: str, error: type = InputError, size: Optional[int] = None,
     # PIL's decoders raise many types for damaged files (SyntaxError, struct.error, ...).
     raise error(f"{name} could not be decoded ({type(e).__name__}: {e}); the file is damaged "
                 "or incomplete. Replace or remove it.") from None
+
+
+def _turned_size(im: Any) -> Optional[tuple[int, int]]:
+  """The (width, height) as shown of an opened, not yet loaded PIL image whose EXIF
+  orientation turns it a quarter (5-8, `shown_size`), from its header; None for any other
+  image, or one whose EXIF block cannot be read here (`exif_transpose` names that)."""
+  try:
+    turned = im.getexif().get(0x0112) in (5, 6, 7, 8)
+    return shown_size(im) if turned else None
+  except (OSError, ValueError):
+    return None
 
 
 def _scale_grey_key(im: Any) -> None:

@@ -80,9 +80,10 @@ def test_long_folder_names_are_prepared(tmp_path, monkeypatch):
   cfg = tiny_config("cvae").data
   cfg.name, cfg.path, cfg.data_dir = "folder", path, str(tmp_path / "data")
   with pytest.raises(DataError, match=re.escape(
-      f"preparing the folder dataset {path} failed: Input/output error at "
-      "/mnt/disk/f/images/img0.png; fix what the system names (or point config.data.data_dir "
-      "at another folder), then run the same command again.") + "$"):
+      f"preparing the folder dataset {path} failed: an input/output error: the disk or its "
+      "connection failed at /mnt/disk/f/images/img0.png; check the disk (the system log, "
+      "dmesg, says more), or point config.data.data_dir / cache_dir at another folder, then "
+      "run the same command again.") + "$"):
     load_dataset(cfg, progress=False)
 
 
@@ -491,3 +492,124 @@ def test_a_runs_data_digests_are_computed_once_a_load(tmp_path, monkeypatch):
   assert base.split_content(loaded)["train"] == before["train"]
   loaded["train"].images[0] = 255 - loaded["train"].images[0]  # Edited in place: a plain
   assert base.split_content(loaded)["train"] != before["train"]  # call computes them again.
+
+
+# ------------------------------------------------- names and columns, turned TIFFs and masks
+
+
+def _turned_tiffs(root):
+  """A folder dataset `root`/t of 3 greyscale uncompressed TIFFs, 10x6 as shown (stored 6x10,
+  EXIF orientation 6), the left half of the centred 6x6 square white; and masks/ of untagged
+  TIFFs drawn on them as shown (the same pixels). Returns (path, the pixels as shown)."""
+  path = os.path.join(str(root), "t")
+  for sub in ("images", "masks"):
+    os.makedirs(os.path.join(path, sub))
+  shown = np.zeros((6, 10), np.uint8)
+  shown[:, 2:5] = 255
+  exif = Image.Exif()
+  exif[0x0112] = 6
+  for i in range(3):
+    Image.fromarray(shown).transpose(Image.Transpose.ROTATE_90).save(
+        os.path.join(path, "images", f"s{i}.tif"), exif=exif)
+    Image.fromarray(shown).save(os.path.join(path, "masks", f"s{i}.tif"))
+  with open(os.path.join(path, "attributes.csv"), "w") as f:
+    f.write("filename,split,a\n" + "".join(f"s{i}.tif,{s},{i}\n" for i, s in enumerate(SPLITS)))
+  return path, shown
+
+
+def test_turned_greyscale_tiffs_and_their_masks_are_prepared_as_shown(tmp_path):
+  """Was: greyscale uncompressed TIFFs turned by their EXIF orientation (6) were read
+  scrambled at their stored size (a Pillow fault, `inputs.read_image`), so that a folder of
+  them trained on wrong pixels, and with masks drawn on them as shown stopped with a
+  traceback from crop_resize. Read as shown, image and mask lie on each other."""
+  path, shown = _turned_tiffs(tmp_path)
+  ds = folder.load(path=path, data_dir=str(tmp_path / "d"), image_size=6, masks=True,
+                   progress=False)
+  want = shown[:, 2:8] > 127  # The centred square.
+  np.testing.assert_array_equal(ds["train"].images[0][..., 0] > 127, want)
+  np.testing.assert_array_equal(ds["train"].masks[0].reshape(6, 6) > 127, want)
+
+
+def test_an_image_and_mask_decoded_at_other_sizes_are_refused(tmp_path, monkeypatch):
+  """A safety net: an image and its mask whose headers agree but that decode at other sizes
+  (a misread) are refused naming both (was: a traceback from crop_resize)."""
+  path, _ = _turned_tiffs(tmp_path)
+  read = folder.read_image
+  monkeypatch.setattr(folder, "read_image", lambda p, *a, **kw: (
+      read(p, *a, **kw).transpose(1, 0, 2) if "masks" in p else read(p, *a, **kw)))
+  mask, image = (os.path.join(path, sub, "s0.tif") for sub in ("masks", "images"))
+  with pytest.raises(DataError, match=re.escape(
+      f"{mask} reads as 6x10 but its image {image} as 10x6 (turned by their EXIF "
+      "orientations); masks must match their images: save both upright as PNGs.") + "$"):
+    folder.load(path=path, data_dir=str(tmp_path / "d"), image_size=6, masks=True,
+                progress=False)
+  assert not (tmp_path / "d").exists()
+
+
+def test_a_name_written_with_spaces_takes_the_file_named_so(tmp_path):
+  """Was: with images/ holding both "img1.png" and "img1.png " (another photo), the cell
+  "img1.png " (quoted, as written) was paired with "img1.png". The cell as written wins where
+  that file exists; the stripped name is taken where only it does."""
+  path = _folder(tmp_path, "filename,split,a", ["0", "1", "0"])
+  shutil.copy(os.path.join(path, "images", "img0.png"), os.path.join(path, "images", "img1.png "))
+  csv_path = os.path.join(path, "attributes.csv")
+  with open(csv_path) as f:
+    text = f.read()
+  with open(csv_path, "w") as f:
+    f.write(text.replace("img1.png,", '"img1.png ",').replace("img2.png,", '" img2.png",'))
+  names = [r[0] for r in folder.scan(path, masks=False).rows]
+  assert names == ["img0.png", "img1.png ", "img2.png"]
+
+
+@pytest.mark.parametrize("cell", ["images\\img1.png", "C:\\Users\\me\\f\\images\\img1.png"])
+def test_windows_paths_in_the_filename_column_name_the_fix(tmp_path, cell):
+  """Was: a Windows path to the image (from a spreadsheet made there) was told "does not
+  exist. Add it"; ".\\img1.png" too. ".\\" is taken as "./"; a path whose last part names a
+  file in images/ is told to write that name, as a "/" path to it is."""
+  path = _folder(tmp_path, "filename,split,a", ["0", "1", "0"])
+  csv_path = os.path.join(path, "attributes.csv")
+  with open(csv_path) as f:
+    text = f.read()
+  with open(csv_path, "w") as f:
+    f.write(text.replace("img0.png,", ".\\img0.png,").replace("img1.png,", cell + ","))
+  with pytest.raises(DataError, match=re.escape(
+      f"{csv_path}, line 3: {cell!r} names the image by a (Windows) path; the filename column "
+      "holds names of files in images/: write 'img1.png'.") + "$"):
+    folder.scan(path, masks=False)
+  with open(csv_path, "w") as f:
+    f.write(text.replace("img0.png,", ".\\img0.png,"))
+  assert folder.scan(path, masks=False).rows[0][0] == "img0.png"
+
+
+def test_a_column_of_split_names_is_told_to_be_the_split_column(tmp_path):
+  """Was: a column of train/test words named otherwise ("subset") was told to "write a
+  number there". Without a `split` column it is told to be renamed `split`; beside one, to
+  go."""
+  path = _folder(tmp_path, "filename,split,subset", ["train", "VAL", "test"])
+  with pytest.raises(DataError, match=re.escape(
+      "column 'subset' holds 'train', not a finite number; it looks like a split, which the "
+      "'split' column gives: delete this column.") + "$"):
+    folder.scan(path, masks=False)
+  with open(os.path.join(path, "attributes.csv"), "w") as f:
+    f.write("filename,a,subset\n" + "".join(f"img{i}.png,{i},{s}\n"
+                                           for i, s in enumerate(SPLITS)))
+  with pytest.raises(DataError, match=re.escape(
+      "column 'subset' holds 'train', not a finite number; it looks like a split: rename the "
+      "column to 'split'.") + "$"):
+    folder.scan(path, masks=False)
+
+
+@pytest.mark.parametrize("line", ["sep=,", "SEP=;"])
+def test_excels_separator_line_is_told_to_go(tmp_path, line):
+  """Was: a CSV starting with Excel's "sep=," line was told that "the header ['sep=', ''] has
+  no 'filename' column"."""
+  path = _folder(tmp_path, "filename,split,a", ["0", "1", "0"])
+  csv_path = os.path.join(path, "attributes.csv")
+  with open(csv_path) as f:
+    text = f.read()
+  with open(csv_path, "w") as f:
+    f.write(f"{line}\n{text}")
+  with pytest.raises(DataError, match=re.escape(
+      f"{csv_path} starts with the line {line!r}, Excel's note of the separator; delete that "
+      "line, so that the header comes first.") + "$"):
+    folder.scan(path, masks=False)

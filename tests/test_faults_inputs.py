@@ -387,3 +387,38 @@ def test_16_bit_files_of_10_or_12_bit_values_are_refused(tmp_path):
   wide = tmp_path / "wide.png"
   Image.fromarray(np.full((S, S), 4096, np.uint16)).save(wide)
   assert inputs.read_image(str(wide)).max() == 16
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "RGBA", "CMYK", "I;16"])
+def test_turned_uncompressed_tiffs_are_read_as_shown(tmp_path, mode):
+  """Was: an uncompressed TIFF of these modes whose EXIF orientation turns it a quarter (and
+  that is not square) was read scrambled at its stored size, without a word: PIL, opening it
+  by path, memory-maps the pixels at the size as shown (a Pillow fault). Opened from a file
+  object, it is read right: pixels as shown."""
+  shown = np.zeros((6, 10), np.uint8)
+  shown[:3, :4] = 255  # A white block at the top left, as shown.
+  src = (Image.fromarray(shown.astype(np.uint16) * 257) if mode == "I;16"
+         else Image.fromarray(shown).convert(mode))
+  exif = Image.Exif()
+  exif[0x0112] = 6
+  path = str(tmp_path / "turned.tif")
+  src.transpose(Image.Transpose.ROTATE_90).save(path, exif=exif)
+  got = inputs.read_image(path)
+  assert got.shape == (6, 10, 3)
+  np.testing.assert_array_equal(got[..., 0] > 127, shown > 127)
+
+
+def test_an_image_decoded_at_another_size_than_shown_is_refused(tmp_path, monkeypatch):
+  """A safety net for misreads like PIL's of turned TIFFs: an image whose EXIF orientation
+  turns it a quarter and that decodes (turned) at another size than its header shows is
+  refused by name, not read at the wrong size."""
+  exif = Image.Exif()
+  exif[0x0112] = 6
+  path = str(tmp_path / "turned.png")
+  Image.new("RGB", (16, 8), (9, 9, 9)).save(path, exif=exif)
+  assert inputs.read_image(path).shape == (16, 8, 3)
+  monkeypatch.setattr(inputs.ImageOps, "exif_transpose", lambda im, **kw: im.copy())
+  with pytest.raises(DataError, match=re.escape(
+      f"{path} decoded as 16x8, but its header says 8x16 (turned by its EXIF orientation), "
+      "so PIL misread it; save it upright as a PNG") + ".*\\)\\.$"):
+    inputs.read_image(path, DataError)

@@ -21,8 +21,9 @@ Rules:
 
 - Every CSV row needs its image; a row without one is an error naming the file. A name
   is matched exactly (case included) against the files directly in images/; a leading `./`
-  is dropped, and so are spaces around the name unless the name on disk has them. Images
-  that no row names are skipped, and the count (with a few names) is logged.
+  is dropped, and so are spaces around the name (and a leading `.\\`) unless the name on
+  disk has them. Images that no row names are skipped, and the count (with a few names) is
+  logged.
 - Attribute cells must be finite numbers within float32's range, and a non-zero one must not
   be so small that float32 reads it as 0 (an error names the file, line, column and value).
   Columns holding only 0 and 1 are "binary", others "continuous".
@@ -59,6 +60,7 @@ import dataclasses
 import io
 import math
 import os
+import re
 import unicodedata
 import warnings
 from typing import Any, Iterator, Optional
@@ -85,8 +87,10 @@ MAX_UPSCALE = 4  # Images enlarged more than this many times are counted in a wa
 # other pixels or values from the same files (how images are read, cropped or resized), so
 # that copies prepared by older code are prepared again, not reused. 2: `read_image`'s rules
 # for transparency and 16-bit images (copies of 1 read them otherwise). 3: the transparent
-# pixels of 1-, 2- and 4-bit grey PNGs read as black (were white or grey).
-PREPARATION_VERSION = 3
+# pixels of 1-, 2- and 4-bit grey PNGs read as black (were white or grey). 4: uncompressed
+# TIFFs turned a quarter by their EXIF orientation (modes L, P, RGBA, CMYK, I;16) read right
+# (were scrambled).
+PREPARATION_VERSION = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,9 +128,10 @@ def scan(path: str, masks: bool) -> Table:
     DataError: naming the file (and row, column) of any other problem, including a header
       with no `filename` column, two columns that both match `filename` or `split`, an
       attribute name that is empty or used twice, a row naming an image not directly in
-      images/ under that exact name (a leading "./" and spaces around it aside, unless the
-      name on disk has them), an attribute value outside float32's range or so small that it
-      would read as 0, or masks with no pixel above 1 (0/1 labels).
+      images/ under that exact name (a leading "./" aside, and spaces around it and a
+      leading ".\\" unless the name on disk has them), an attribute value outside float32's
+      range or so small that it would read as 0, or masks with no pixel above 1 (0/1
+      labels).
   """
   path = os.path.expanduser(path)
   csv_path = os.path.join(path, "attributes.csv")
@@ -162,6 +167,10 @@ def scan(path: str, masks: bool) -> Table:
                       f"({', '.join(repr(header[i]) for i in cols)}; names match in any "
                       "case); keep one and rename the others.")
   if not reserved["filename"]:
+    first = ",".join(header)
+    if first.lower().startswith("sep=") and len(header) <= 2:  # Excel's separator line.
+      raise DataError(f"{csv_path} starts with the line {first!r}, Excel's note of the "
+                      "separator; delete that line, so that the header comes first.")
     for sep, name in ((";", "semicolons"), ("\t", "tabs")):
       if len(header) == 1 and sep in header[0]:  # Excel's CSV in many locales.
         raise DataError(f"{csv_path} separates its columns with {name}; save it with commas "
@@ -200,7 +209,7 @@ def scan(path: str, masks: bool) -> Table:
         v = math.nan
       if not math.isfinite(v):
         raise DataError(f"{csv_path}, line {line} ({fname}): column {header[i]!r} holds "
-                        f"{r[i]!r}, not a finite number; {_number_fix(r[i])}.")
+                        f"{r[i]!r}, not a finite number; {_number_fix(r[i], scol is None)}.")
       if abs(v) > float(np.finfo(np.float32).max):  # Attributes are float32: 1e39 overflows.
         raise DataError(f"{csv_path}, line {line} ({fname}): column {header[i]!r} holds "
                         f"{r[i]!r}, too large for float32 (at most about 3.4e38).")
@@ -243,10 +252,15 @@ def scan(path: str, masks: bool) -> Table:
   return Table(names, kinds, tuple(rows), masks_dir if masks else None, tuple(header))
 
 
-def _number_fix(cell: str) -> str:
+def _number_fix(cell: str, no_split: bool = False) -> str:
   """What to write instead of `cell`, an attribute cell that is not a finite number. Was no
-  fix at all, e.g. for pandas' "True"/"False" (review finding)."""
+  fix at all, e.g. for pandas' "True"/"False" (review finding). `no_split`: the CSV has no
+  `split` column (a column of split names under another name, e.g. "subset", was told to
+  "write a number"; a fault hunt's finding)."""
   word = cell.strip().lower()
+  if word in SPLIT_ALIASES:
+    return ("it looks like a split: rename the column to 'split'" if no_split else
+            "it looks like a split, which the 'split' column gives: delete this column")
   if word in ("true", "false"):  # pandas' DataFrame.to_csv writes a bool column so.
     return "write 1 and 0 instead (pandas: df.astype(int))"
   if "_" in word:
@@ -289,16 +303,18 @@ def _by_composed_name(names: Any) -> dict[str, str]:
 
 def _file_name(cell: str, present: Any = ()) -> str:
   """A CSV cell's image name as it is matched against images/ (`present`, the names in it):
-  without surrounding spaces and leading "./" (which names the same file), unless only the
-  cell as written (its leading "./" dropped) is a name in images/: names are matched exactly,
-  and a name on disk may start or end with spaces (was: "does not exist", review finding)."""
-  name, exact = _without_dot_slash(cell.strip()), _without_dot_slash(cell)
-  return exact if name not in present and exact in present else name
+  the cell as written (its leading "./" dropped) where that is a name in images/: names are
+  matched exactly, and a name on disk may start or end with spaces (was: "does not exist",
+  review finding; then the stripped name, where both were files: a fault hunt's finding).
+  Otherwise without surrounding spaces and leading "./" or Windows' ".\\" (which name the same
+  file; ".\\" was "does not exist", a fault hunt's finding)."""
+  exact = _without_dot_slash(cell)
+  return exact if exact in present else _without_dot_slash(cell.strip(), ("./", ".\\"))
 
 
-def _without_dot_slash(name: str) -> str:
-  """`name` without its leading "./" (any number of them)."""
-  while name.startswith("./"):
+def _without_dot_slash(name: str, prefixes: tuple[str, ...] = ("./",)) -> str:
+  """`name` without its leading "./" (any number of them; of any of `prefixes`)."""
+  while name.startswith(prefixes):
     name = name[2:]
   return name
 
@@ -344,6 +360,12 @@ def _check_listed(csv_path: str, line: int, images_dir: str, fname: str,
     raise DataError(f"{where} the image {fname!r} is named {spaced[0]!r} on disk, with spaces "
                     "around it; names are matched exactly: rename the file without the spaces, "
                     "or write its name with them in the filename cell.")
+  # "images\a.png", "C:\Users\me\images\a.png": a Windows path to images/a.png (was only
+  # "does not exist"; a fault hunt's finding). Unchecked: the path is another machine's.
+  base = re.split(r"[\\/]", fname)[-1]
+  if "\\" in fname and base in present:
+    raise DataError(f"{where} {fname!r} names the image by a (Windows) path; the filename "
+                    f"column holds names of files in images/: write {base!r}.")
   raise DataError(f"{where} the image {path} does not exist. Add it or delete the row.")
 
 
@@ -619,6 +641,12 @@ def _read_examples(folder_path: str, table: Table, image_size: int, resize: str,
       mask_path = os.path.join(table.masks_dir, fname)
       mask = Image.fromarray(_mask_pixels(mask_path, read_image(mask_path, DataError,
                                                                 faint_ok=True)))
+      if mask.size != image.size:  # As decoded (scan() compared the headers): was a
+        # traceback from crop_resize where PIL misread one of them (a fault hunt's finding).
+        raise DataError(f"{mask_path} reads as {mask.width}x{mask.height} but its image "
+                        f"{os.path.join(folder_path, 'images', fname)} as {image.width}x"
+                        f"{image.height} (turned by their EXIF orientations); masks must "
+                        "match their images: save both upright as PNGs.")
       ex["mask"] = tfds_lib.crop_resize(mask, box, image_size)
       ex["mask_predicted"] = False
     examples[split].append((fname, ex))
