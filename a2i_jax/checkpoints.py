@@ -199,12 +199,41 @@ def _has_summed_mark(folder: str) -> bool:
   return isinstance(custom, dict) and _SUMMED_MARK in custom
 
 
-def _read_checksums(folder: str) -> dict[str, str]:
-  """The digests in `folder/CHECKSUM_FILE`: {} when it is missing or unreadable."""
+def _cannot_read(path: str, error: OSError) -> CheckpointError:
+  """The error for a checkpoint's file or folder that cannot be read for a reason outside its
+  bytes (permissions, the disk, a network file system's passing error), with the advice of
+  its errno (`files.storage_fix`; was "make the workdir readable" for each, a failed disk's
+  EIO too)."""
+  return CheckpointError(f"could not read {error.filename or path} "
+                         f"({files.describe_storage_error(error)}); "
+                         f"{files.storage_fix(error)}, then try again.")
+
+
+def _read_checksums(folder: str, reading: bool = True) -> dict[str, str]:
+  """The digests in `folder/CHECKSUM_FILE`: {} when it is missing or damaged (`check` says
+  so). One that cannot be read (permissions, the disk, `files.read_digests`) raises: was {},
+  and the model record it vouches for then read as none, so a restore whose checksums were
+  checked before compared neither the model nor the attribute order (`_check_model`).
+
+  Args:
+    folder: a step's folder.
+    reading: True: that error is a `CheckpointError` (`_cannot_read`); False (a save's):
+      the `OSError` itself, for the training loop to word as a failed write.
+  Returns:
+    {path relative to `folder`: SHA-256}.
+  Raises:
+    CheckpointError: (`reading`) the file cannot be read.
+    OSError: (not `reading`) the same.
+  """
+  path = os.path.join(folder, CHECKSUM_FILE)
   try:
-    return files.read_digests(os.path.join(folder, CHECKSUM_FILE)) or {}
-  except (ValueError, OSError):
+    return files.read_digests(path) or {}
+  except ValueError:
     return {}
+  except OSError as e:  # Not the file's bytes (`files.read_digests`).
+    if not reading:
+      raise
+    raise _cannot_read(path, e) from None
 
 
 def _write_checksums(folder: str, committed: bool = True) -> None:
@@ -216,7 +245,7 @@ def _write_checksums(folder: str, committed: bool = True) -> None:
     committed: False while Orbax has still to commit the save: the files it rewrites then
       (`_COMMIT_FILES`) are left for a later call.
   """
-  sums = _read_checksums(folder)
+  sums = _read_checksums(folder, reading=False)
   sums.update(files.file_digests(folder, CHECKSUM_FILE, known=sums))
   if not committed:
     sums = {k: v for k, v in sums.items() if k not in _COMMIT_FILES}
@@ -1009,9 +1038,7 @@ class Checkpointer:
         self._checked[step] = f"its checksum file {CHECKSUM_FILE} is unreadable"
         return self._checked[step]
       except OSError as e:  # Permissions or the disk: not the checkpoint's bytes.
-        raise CheckpointError(f"could not read {e.filename or path} "
-                              f"({files.describe_storage_error(e)}); make the workdir "
-                              "readable.") from None
+        raise _cannot_read(path, e) from None
       if empty:
         self._checked[step] = "its folder holds no files"
         return self._checked[step]
@@ -1030,9 +1057,7 @@ class Checkpointer:
         if e.errno not in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
           # Permissions, the disk, a network file system's passing error: not the
           # checkpoint's bytes, so nothing is moved (and nothing kept: it is asked again).
-          raise CheckpointError(f"could not read {e.filename or folder} "
-                                f"({files.describe_storage_error(e)}); make the workdir "
-                                "readable, or try again.") from None
+          raise _cannot_read(folder, e) from None
         rel = os.path.relpath(e.filename, folder) if e.filename else "?"
         self._checked[step] = f"file {rel} cannot be read ({e.strerror or e})"
         return self._checked[step]

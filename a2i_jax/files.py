@@ -47,6 +47,9 @@ _STORAGE_ERRNOS = {errno.ENOSPC: "no space left on the device",
                    errno.EIO: "an input/output error: the disk or its connection failed",
                    errno.EFBIG: "a file is larger than the file system or the file size "
                                 "limit (ulimit -f) allows"}
+# Reading a file: the errnos that say what stands at its path (a folder, a link loop, a
+# socket), the file's own damage; others are the system's (`read_digests`).
+_NOT_A_FILE_ERRNOS = {errno.EISDIR, errno.ELOOP, errno.ENOTDIR, errno.ENXIO}
 # What to do about each (`storage_fix`). Was "free some space (or fix the permissions)" for
 # every one, also a failed disk and a read-only file system.
 _STORAGE_FIXES = {errno.ENOSPC: "free some space",
@@ -239,9 +242,9 @@ def read_digests(path: str) -> Optional[dict[str, str]]:
   Returns:
     {relative path: hex SHA-256}, or None when there is no such file.
   Raises:
-    ValueError: the file is there but damaged or not a checksum file.
+    ValueError: the file is there but damaged or not a checksum file (a folder, a link loop).
     OSError: it cannot be read for a reason outside its bytes (`storage_error`: permissions,
-      the disk).
+      the disk; a network file system's passing error, too many open files).
   """
   try:
     with open(path, encoding="utf-8") as f:
@@ -250,7 +253,10 @@ def read_digests(path: str) -> Optional[dict[str, str]]:
   except FileNotFoundError:
     return None
   except OSError as e:
-    if storage_error(e) is not None:
+    # Only what stands at the path is damage (was: any errno but the storage ones, so a
+    # network file system's ESTALE or too many open files called a checkpoint corrupt, and
+    # it was set aside, or a prepared dataset copy damaged, to be deleted).
+    if e.errno not in _NOT_A_FILE_ERRNOS:
       raise
     raise ValueError(f"{path} is unreadable ({type(e).__name__})") from None
   except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
@@ -773,8 +779,11 @@ def workdir_lock(workdir: str) -> Iterator[HeldWorkdir]:
       fd, made = _open_lock_file(path)
     except OSError as e:
       _take_back(held, path)  # The folders it made, if any.
-      raise WorkdirError(f"cannot write to {workdir} ({e.strerror}); pass a --workdir you can "
-                         "write to.") from None
+      # Advice by its errno (was "pass a --workdir you can write to" alone, also for a full
+      # disk or a failed one); a name in the way, a name too long: that alone.
+      fix = f"{storage_fix(e)} or " if storage_error(e) is not None else ""
+      raise WorkdirError(f"cannot write to {workdir} ({describe_storage_error(e)}); {fix}pass "
+                         "a --workdir you can write to.") from None
     held.lock_made = held.lock_made or made
     return fd
 

@@ -1046,12 +1046,15 @@ def _drop_samples_after(workdir: str, step: int,
     except FileNotFoundError:  # Gone already: nothing of those steps is left.
       continue
     except OSError as e:
-      reason = files.describe_storage_error(e) if files.storage_error(e) else (
-          e.strerror or str(e))
+      # Advice by its errno (was "remove it yourself (or fix the permissions)" for each, a
+      # failed disk's and a busy file's too).
+      fix = "remove it yourself"
+      if files.storage_error(e) is not None:
+        fix = f"{files.storage_fix(e)}, or {fix}"
       raise WorkdirError(
-          f"could not remove {path} ({reason}), the sample grid of a step after {step}, "
-          f"which this run resumes from and trains again; remove it yourself (or fix the "
-          "permissions), then run the same command again.") from None
+          f"could not remove {path} ({files.describe_storage_error(e)}), the sample grid of a "
+          f"step after {step}, which this run resumes from and trains again; {fix}, then run "
+          "the same command again.") from None
     removed.append(name)
   if removed:  # Was: "which the resumed run trains again", also of steps it never reaches.
     logging.info("removed %d sample grid(s) of steps after %d (%s), whose metrics rows are "

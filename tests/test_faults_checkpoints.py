@@ -1,7 +1,9 @@
 """Fault hunt of the Checkpointer's restore beside a training run that prunes its checkpoints,
-and of train.py's --config flag given a run's record. Library-level and fast: tiny pytrees
-saved in tmp_path, nothing trained or compiled."""
+and of train.py's --config flag given a run's record; storage errors' advice by errno where a
+checkpoint, a prepared dataset copy, a sample grid or the workdir's lock meets one.
+Library-level and fast: tiny pytrees saved in tmp_path, nothing trained or compiled."""
 
+import errno
 import json
 import logging
 import os
@@ -14,8 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from a2i_jax import checkpoints
-from a2i_jax.errors import CheckpointError, ConfigError
+from a2i_jax import checkpoints, files
+from a2i_jax.errors import CheckpointError, ConfigError, DataError, WorkdirError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = {"w": jax.ShapeDtypeStruct((3,), jnp.float32)}
@@ -535,3 +537,143 @@ def test_serving_without_dataset_json_takes_the_order_the_checkpoint_records(
     np.testing.assert_array_equal(dataset["test"].attributes, expected)
     assert any("holds no dataset.json: the attributes are taken by name in the order "
                in r.getMessage() for r in caplog.records), caplog.text
+
+
+# Storage errors' advice by errno (`files.storage_fix`): a read, a removal, the lock's open.
+_EIO = "an input/output error: the disk or its connection failed"
+_EIO_FIX = "check the disk (the system log, dmesg, says more)"
+
+
+def _failing_open(monkeypatch, path, code):
+  """`files`' own `open` raises `code` for `path` (its reads of checksum files), from now."""
+  real = open
+
+  def failing(p, *args, **kwargs):
+    if p == path:
+      raise OSError(code, os.strerror(code), p)
+    return real(p, *args, **kwargs)
+  monkeypatch.setattr(files, "open", failing, raising=False)
+
+
+def test_an_unreadable_checksum_file_is_an_error_not_a_checkpoint_without_a_record(
+    tmp_path, monkeypatch):
+  """Was: a checksum file that could not be read (a failed disk, EIO; permissions, EACCES)
+  read as none, and with it the model record it vouches for: a restore whose checksums were
+  checked before (a flaky disk between the two reads; a checkpointer asked twice) compared
+  neither the model nor the attribute order, and used the checkpoint beside a dataset.json in
+  another order without a word. Every such read said "make the workdir readable", a failed
+  disk too; a network file system's passing error (ESTALE) called the checkpoint corrupt.
+  Now one line, with the advice of its errno."""
+  workdir = str(tmp_path / "run")
+  _write_record(workdir)
+  saver = checkpoints.Checkpointer(workdir, model=MODEL)
+  saver.save(1, {"w": jnp.ones(3)})
+  saver.close()
+  _write_record(workdir, swap=("attribute_names", "attribute_kinds", "attribute_ranges",
+                               "header"))  # Consistent in itself, not with the checkpoint.
+  folder = os.path.join(workdir, "checkpoints", "1")
+  path = os.path.join(folder, checkpoints.CHECKSUM_FILE)
+  ckpt = checkpoints.Checkpointer(workdir, create=False, model=MODEL)
+  try:
+    assert ckpt.check(1) is None
+    with monkeypatch.context() as m:
+      _failing_open(m, path, errno.EIO)  # After the check: the record's read fails.
+      with pytest.raises(CheckpointError) as e:
+        ckpt.restore(TARGET, 1)
+      assert str(e.value) == f"could not read {path} ({_EIO}); {_EIO_FIX}, then try again."
+      with pytest.raises(CheckpointError):  # Not "no record" (None): an older run's then.
+        checkpoints.recorded_attributes(folder)
+    with pytest.raises(ConfigError, match="lists the attributes in another order"):
+      ckpt.restore(TARGET, 1)  # Readable again: refused, as it always was.
+  finally:
+    ckpt.close()
+  ckpt = checkpoints.Checkpointer(workdir, create=False, model=MODEL)
+  try:
+    with monkeypatch.context() as m:  # The check's own read: permissions' advice.
+      _failing_open(m, path, errno.EACCES)
+      with pytest.raises(CheckpointError) as e:
+        ckpt.check(1)
+      assert str(e.value) == (f"could not read {path} (permission denied); fix the "
+                              "permissions, then try again."), str(e.value)
+    with monkeypatch.context() as m:  # Was: called corrupt (set aside by training).
+      _failing_open(m, path, errno.ESTALE)  # A network file system's passing error.
+      with pytest.raises(CheckpointError) as e:
+        ckpt.check(1)
+      assert str(e.value) == (f"could not read {path} ({os.strerror(errno.ESTALE)}); fix "
+                              "what the system names, then try again."), str(e.value)
+    with monkeypatch.context() as m:  # A file under the checksums: the disk's advice.
+      digests = files.file_digests
+      m.setattr(files, "file_digests", lambda f, *a, **k: (
+          (_ for _ in ()).throw(OSError(errno.EIO, os.strerror(errno.EIO), f)) if f == folder
+          else digests(f, *a, **k)))
+      with pytest.raises(CheckpointError) as e:
+        ckpt.check(1)
+      assert str(e.value) == f"could not read {folder} ({_EIO}); {_EIO_FIX}, then try again."
+  finally:
+    ckpt.close()
+
+
+def test_a_prepared_copy_that_cannot_be_read_gets_its_errnos_advice(tmp_path, monkeypatch):
+  """Was: "make it readable" for a prepared dataset copy that could not be read, a failed
+  disk's (EIO) too, both where its checksum file is read and where TFDS reads the copy."""
+  from a2i_jax.data import tfds_lib  # pylint: disable=import-outside-toplevel
+  where = str(tmp_path)
+  said = f"could not read the prepared copy of the dataset at {where} "
+  _failing_open(monkeypatch, os.path.join(where, tfds_lib.CHECKSUM_FILE), errno.EIO)
+  with pytest.raises(DataError) as e:
+    tfds_lib._check_copy(where)  # pylint: disable=protected-access
+  assert str(e.value) == f"{said}({_EIO}); {_EIO_FIX}, then run the same command again."
+  monkeypatch.undo()  # Too many open files: was "damaged; delete that folder".
+  _failing_open(monkeypatch, os.path.join(where, tfds_lib.CHECKSUM_FILE), errno.EMFILE)
+  with pytest.raises(DataError) as e:
+    tfds_lib._check_copy(where)  # pylint: disable=protected-access
+  assert str(e.value) == (f"{said}({os.strerror(errno.EMFILE)}); fix what the system names, "
+                          "then run the same command again."), str(e.value)
+  with pytest.raises(ValueError, match="is unreadable"):  # A folder there: damage still.
+    files.read_digests(where)
+  with pytest.raises(DataError) as e:
+    with tfds_lib.damage_is_an_error(where):
+      raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), where)
+  assert str(e.value) == (f"{said}(permission denied); fix the permissions, then run the same "
+                          "command again.")
+
+
+def test_a_sample_grid_that_cannot_be_removed_gets_its_errnos_advice(tmp_path, monkeypatch):
+  """Was: "remove it yourself (or fix the permissions)" for a sample grid a resumed run could
+  not remove, whatever the errno: a failed disk, a busy file."""
+  from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
+  drop = train_lib._drop_samples_after  # pylint: disable=protected-access
+  (tmp_path / "samples").mkdir()
+  grid = tmp_path / "samples" / "step_0000006.png"
+  grid.write_bytes(b"png")
+  said = (f"could not remove {grid} ({{}}), the sample grid of a step after 4, which this run "
+          "resumes from and trains again; {}, then run the same command again.")
+  for code, words, fix in ((errno.EIO, _EIO, f"{_EIO_FIX}, or remove it yourself"),
+                           (errno.EROFS, "the file system is read-only",
+                            "make the file system writable, or remove it yourself"),
+                           (errno.EBUSY, os.strerror(errno.EBUSY), "remove it yourself")):
+    with monkeypatch.context() as m:
+      m.setattr(os, "remove", lambda p, c=code: (_ for _ in ()).throw(
+          OSError(c, os.strerror(c), p)))
+      with pytest.raises(WorkdirError) as e:
+        drop(str(tmp_path), 4, lambda s: True)
+    assert str(e.value) == said.format(words, fix), str(e.value)
+  assert grid.exists()
+
+
+def test_a_workdir_whose_lock_cannot_be_made_gets_its_errnos_advice(tmp_path, monkeypatch):
+  """Was: the system's words and "pass a --workdir you can write to" alone for a lock file
+  or workdir that could not be made, a full disk's and a failed disk's too."""
+  workdir = str(tmp_path / "w")
+  for code, words, fix in ((errno.EIO, _EIO, f"{_EIO_FIX} or "),
+                           (errno.ENOSPC, "no space left on the device", "free some space or "),
+                           (errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), "")):
+    with monkeypatch.context() as m:
+      m.setattr(files, "_open_lock_file", lambda p, c=code: (_ for _ in ()).throw(
+          OSError(c, os.strerror(c), p)))
+      with pytest.raises(WorkdirError) as e:
+        with files.workdir_lock(workdir):
+          pass
+    assert str(e.value) == (f"cannot write to {workdir} ({words}); {fix}pass a --workdir you "
+                            "can write to."), str(e.value)
+    assert not os.path.exists(workdir)  # Taken back.

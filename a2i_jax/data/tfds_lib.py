@@ -769,11 +769,20 @@ def damaged(where: str, why: str) -> DataError:
                    "that folder and run the same command again to prepare it anew.")
 
 
+def _cannot_read(where: str, error: OSError) -> DataError:
+  """The error for a prepared copy that cannot be read for a reason outside its bytes
+  (`files.storage_error`: permissions, a failed disk), with its errno's advice
+  (`files.storage_fix`; was "make it readable" for each, a failed disk's EIO too)."""
+  return DataError(f"could not read the prepared copy of the dataset at {where} "
+                   f"({files.describe_storage_error(error)}); {files.storage_fix(error)}, "
+                   "then run the same command again.")
+
+
 @contextlib.contextmanager
 def damage_is_an_error(where: str) -> Any:
   """Turns a failure inside the block into `damaged`, but this project's own errors and
   `MemoryError` (raised as they are) and permission or disk errors (`files.storage_error`: a
-  `DataError` saying to make the copy readable).
+  `DataError` with the advice of its errno, `files.storage_fix`).
 
   For code that reads a copy already prepared: TFDS, ArrayRecord and PIL then fail with
   their own exceptions (a JSON or protobuf parse error, "Corrupted Riegeli/records file",
@@ -793,8 +802,7 @@ def damage_is_an_error(where: str) -> Any:
   except Exception as e:  # pylint: disable=broad-except
     stored = files.storage_error(e)  # Permissions or the disk, not the bytes.
     if stored is not None:
-      raise DataError(f"could not read the prepared copy of the dataset at {where} "
-                      f"({files.describe_storage_error(stored)}); make it readable.") from None
+      raise _cannot_read(where, stored) from None
     first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
     raise damaged(where, f"{type(e).__name__}: {first}" if first else type(e).__name__
                   ) from None
@@ -870,8 +878,7 @@ def _check_copy(where: str) -> bool:
   except ValueError:
     raise damaged(where, f"its checksum file {CHECKSUM_FILE} is unreadable") from None
   except OSError as e:  # Permissions or the disk: not the copy's bytes.
-    raise DataError(f"could not read the prepared copy of the dataset at {where} "
-                    f"({files.describe_storage_error(e)}); make it readable.") from None
+    raise _cannot_read(where, e) from None
   if expected is None:
     return False
   problem = files.compare_digests(expected, files.file_digests(where, CHECKSUM_FILE),
