@@ -334,11 +334,23 @@ def _fitted(part: str, name: str, room: int) -> str:
   return part[:keep] + tail
 
 
+def _unreserved(part: str) -> str:
+  """`part`, or where it is "partial" or starts with "partial_" (in any case: a file system
+  may ignore it), "_" before it: those are the names a stopped progression keeps its partial
+  set under (progression_partial.json, progression_partial_<part>.png). Was: an attribute
+  "partial" wrote its finished progression_partial.png and .json, and the next progression
+  of another attribute removed that JSON as the earlier partial set's (fault hunt); one named
+  "partial_smile" wrote what a stopped progression keeps of "smile"."""
+  low = part.lower()
+  reserved = _PARTIAL[1:]
+  return f"_{part}" if low == reserved or low.startswith(f"{reserved}_") else part
+
+
 @functools.lru_cache(maxsize=8)
 def _file_parts(names: tuple[str, ...], room: int) -> dict[str, str]:
   """{name: its file part of at most `room` bytes} for `_file_part`, once per list of names
   (CUB has 312)."""
-  plain = [_plain_part(n) for n in names]
+  plain = [_unreserved(_plain_part(n)) for n in names]
   count: dict[str, int] = {}
   for p in plain:
     count[p.lower()] = count.get(p.lower(), 0) + 1
@@ -473,10 +485,54 @@ class _Run:
       self.trained = dataclasses.replace(  # So that `edit` warns of a --value outside them.
           self.trained, attribute_names=tuple(self.names),
           attribute_ranges=tuple(self.value_range(j) for j in range(len(self.names))))
+    self.swept = self._swept_attributes()
     self.stage = self.out  # The folder the running mode writes to (`_staged`).
     self.done: list[str] = []  # The sets written (`_staged`; `run_modes` passes its own).
     self.key = jax.random.key(opts.seed)
     self.prior = inference.AttributePrior.fit(self.dataset["train"].attributes)
+
+  def _swept_attributes(self) -> list[int]:
+    """The attributes progression sweeps (--attribute, or every one that took more than one
+    value in training), once edit and progression were checked against the attributes that
+    took one value alone (training range lo == hi; was: edit without --value "changed" such an
+    attribute to the value it had, progression drew 8 equal columns, both without a word;
+    fault hunt).
+
+    Returns:
+      The attribute indices, [] where no progression runs.
+    Raises:
+      InputError: edit without --value of such an attribute, a progression of one named in
+        --attribute, or of all attributes where every one is such.
+    """
+    modes = self.opts.modes
+    if not {"edit", "progression"} & set(modes) or not self.trained.model.uses_attributes:
+      return []  # Not asked for (`_check_modes` refused those of a model without attributes).
+    ranges = [self.value_range(k) for k in range(len(self.names))]
+    flat = {k: lo for k, (lo, hi) in enumerate(ranges) if lo == hi}
+    j = self.names.index(self.opts.attribute) if self.opts.attribute else None
+    if "edit" in modes and self.opts.value is None and j in flat:
+      raise InputError(f"--attribute={self.opts.attribute} took one value in training "
+                       f"({flat[j]:g}), so --mode=edit has no other end of its range to "
+                       "change it to; pass --value=the new value.")
+    if "progression" not in modes:
+      return []
+    if j is not None:
+      if j in flat:
+        raise InputError(f"--mode=progression of --attribute={self.opts.attribute}: it took "
+                         f"one value in training ({flat[j]:g}), so every column would show "
+                         "the same; pass --attribute=one that varies, or leave it out for "
+                         "all that do.")
+      return [j]
+    if len(flat) == len(self.names):
+      raise InputError(f"--mode=progression: every attribute took one value in training "
+                       f"({', '.join(self.names)}), so no sweep would change the image; "
+                       "train on data whose attributes vary.")
+    if flat:
+      logging.warning("--mode=progression skips %s: %s one value in training, so every "
+                      "column of its sweep would show the same",
+                      ", ".join(self.names[k] for k in flat),
+                      "it took" if len(flat) == 1 else "each took")
+    return [k for k in range(len(self.names)) if k not in flat]
 
   def options(self, **overrides) -> inference.InferenceOptions:
     """The run's inference options with --steps / --restarts (and `overrides`) applied.
@@ -527,6 +583,28 @@ class _Run:
         attrs[diverged] = self.prior.mean
       return attrs, energy
     return attrs, None
+
+  def inferred(self, labels, attrs, attribute_energy) -> dict:
+    """What a mode's JSON records of the attributes `known_attributes` inferred for --input
+    images (was nothing, beside "infer_attributes": false, though they decide, e.g., the
+    direction of edit's default; fault hunt): "inferred_attributes", one row per image as
+    infer_attributes.json has them (null for an image whose inference diverged, which ran on
+    with the prior's mean), and "attribute_inference", every setting that inference ran
+    with; {} where the attributes were given (`attribute_energy` None).
+
+    Args:
+      labels: the images' labels.
+      attrs: [N, y_dim], as `known_attributes` returned them.
+      attribute_energy: [N], its energy, or None.
+    Returns:
+      The JSON keys.
+    """
+    if attribute_energy is None:
+      return {}
+    ran = dataclasses.replace(self.options(), infer_attributes=True)  # As the library runs it.
+    return {"inferred_attributes": _attribute_rows(
+                labels, self.names, _unless_diverged(attrs, attribute_energy)),
+            "attribute_inference": dataclasses.asdict(ran)}
 
   def images_and_attributes(self):
     """(images, attributes, labels, [0, 1] images, the energy of the attributes' inference or
@@ -628,19 +706,27 @@ def _mode_set(mode: str, names: Sequence[str] = (), out: Optional[str] = None
   """
   if mode in ("progression", f"progression{_PARTIAL}"):
     listed = _partial_listed(out) if out is not None else []
-    return tuple(dict.fromkeys((f"progression{_PARTIAL}.json",
+    # None: the JSON there is an older version's finished progression of an attribute named
+    # "partial" (`_unreserved`), which stays (was: removed, its PNG left without it).
+    record = () if listed is None else (f"progression{_PARTIAL}.json",)
+    return tuple(dict.fromkeys((*record,
                                 *(_progression_partial(name, names) for name in names),
-                                *listed)))
+                                *(listed or ()))))
   return MODE_SETS.get(mode, ())
 
 
-def _partial_listed(out: str) -> list[str]:
+def _partial_listed(out: str) -> Optional[list[str]]:
   """The PNGs the progression_partial.json in `out` lists, of the partial naming alone
   (progression_partial_<part>.png, no folder: a record edited by hand removes no other file);
-  none where it is missing or unreadable."""
+  none where it is missing or unreadable; None where it is no partial record but the finished
+  record of one attribute (no "partial": true, an "attribute"), as an older version wrote for
+  an attribute named "partial"."""
   try:
     with open(os.path.join(out, f"progression{_PARTIAL}.json"), encoding="utf-8") as f:
       record = json.load(f)
+    if (isinstance(record, dict) and record.get("partial") is not True
+        and "attribute" in record):
+      return None
     listed = [name for attribute in record["attributes"] for name in attribute["files"]]
   except (OSError, ValueError, KeyError, TypeError):
     return []
@@ -1011,8 +1097,7 @@ def progression(run: _Run) -> None:
     run: the call's run.
   """
   base = run.dataset["test"].attributes[0]
-  which = ([_attribute_index(run.names, run.opts.attribute)] if run.opts.attribute
-           else list(range(len(run.names))))
+  which = run.swept  # Those that took one value in training: refused or skipped.
   finished = {}  # {attribute index: (its PNG in the staging folder, its record)}, of those done.
   try:
     for j in which:
@@ -1069,6 +1154,13 @@ def swap(run: _Run) -> None:
 
 
 def reconstruct(run: _Run) -> None:
+  """Writes reconstruct.png (each image: the input, the recognition model's reconstruction,
+  the optimised one) and reconstruct.json (their errors and settings; for --input images,
+  the attributes inferred for both columns, `_Run.inferred`).
+
+  Args:
+    run: the call's run.
+  """
   images, attrs, labels, x01, attribute_energy = run.images_and_attributes()
   opts = run.options()
   full = np.ones(x01.shape[:3] + (1,), np.float32)
@@ -1079,8 +1171,16 @@ def reconstruct(run: _Run) -> None:
   run.save(np.stack([x01, rec["reconstruction"], opt["reconstruction"]], 1),
            "reconstruct.png", 3)
   energy = _with_attributes(opt["energy"], attribute_energy)
-  run.save_json({"columns": ["input", "recognition model", f"{opts.steps} steps"],
-                 "images": labels, **run.settings(opts),
+  # The encoder's z given attributes found by optimisation is not the recognition model's
+  # answer alone (was labelled so for --input images; fault hunt).
+  recognition = ("recognition model" if attribute_energy is None else
+                 "recognition model, given the attributes inferred by optimisation")
+  inferred = run.inferred(labels, attrs, attribute_energy)
+  said = ({"attributes": "inferred from each whole image jointly with z "
+                        "(inferred_attributes, attribute_inference), then held for both "
+                        "columns"} if inferred else {})
+  run.save_json({"columns": ["input", recognition, f"{opts.steps} steps"],
+                 "images": labels, **run.settings(opts), **said, **inferred,
                  "mse_recognition": _unless_diverged(evaluation.region_errors(
                      x01, rec["reconstruction"], full),
                      _with_attributes(np.zeros(len(labels)), attribute_energy)).tolist(),
@@ -1090,6 +1190,14 @@ def reconstruct(run: _Run) -> None:
 
 
 def complete(run: _Run) -> None:
+  """Writes complete_<occlusion>.png for each occlusion (the occluded input, the completion,
+  the truth) and complete.json (the hidden pixels' errors and settings; for --input images,
+  each occlusion's attributes inferred from its observed pixels, `_Run.inferred`). Stopped
+  midway, it keeps the occlusions it finished (`PARTIAL_FILES`).
+
+  Args:
+    run: the call's run.
+  """
   images, given, labels = run.images()
   x01 = to_unit(images)
   opts = run.options()
@@ -1101,7 +1209,8 @@ def complete(run: _Run) -> None:
   result = {"images": labels, "steps": opts.steps, **run.settings(opts),
             "hidden_pixel_mse": {}}
   if given is None and run.trained.model.uses_attributes:
-    result["attributes"] = "inferred from the observed pixels of each occlusion"
+    result["attributes"] = ("inferred from the observed pixels of each occlusion "
+                            "(inferred_attributes, attribute_inference)")
   masks = occlusions.make_masks(names, run.size, len(images), seed=run.opts.seed,
                                 dataset=run.dataset.name, crop_from=whole)
   try:
@@ -1112,6 +1221,10 @@ def complete(run: _Run) -> None:
       shown = x01 * observed + 0.5 * (1 - observed)
       run.save(np.stack([shown, out["completion"], x01], 1), f"complete_{name}.png", 3)
       energy = _with_attributes(out["energy"], attribute_energy)
+      inferred = run.inferred(labels, attrs, attribute_energy)
+      if inferred:  # {occlusion: rows}, as hidden_pixel_mse; the settings once.
+        result.setdefault("inferred_attributes", {})[name] = inferred["inferred_attributes"]
+        result["attribute_inference"] = inferred["attribute_inference"]
       result["hidden_pixel_mse"][name] = _unless_diverged(evaluation.region_errors(
           x01, out["completion"], 1 - observed), energy).tolist()
       if _diverged(labels, energy):  # {occlusion: labels}, as hidden_pixel_mse.
@@ -1129,6 +1242,13 @@ def complete(run: _Run) -> None:
 
 
 def edit(run: _Run) -> None:
+  """Writes edit_<attribute>.png (each image: the input, its reconstruction, the edit) and
+  edit_<attribute>.json (the values set and settings; for --input images, the attributes
+  inferred that the edit starts from, `_Run.inferred`).
+
+  Args:
+    run: the call's run.
+  """
   j = _attribute_index(run.names, run.opts.attribute)
   images, attrs, labels, x01, attribute_energy = run.images_and_attributes()
   lo, hi = run.value_range(j)
@@ -1145,9 +1265,13 @@ def edit(run: _Run) -> None:
   run.save(np.stack([x01, out["reconstruction"], out["edited"]], 1), f"{stem}.png", 3)
   edited = (f"{run.names[j]} = {value:g}" if np.ndim(value) == 0 else
             f"{run.names[j]} at the other end of its range")
+  inferred = run.inferred(labels, attrs, attribute_energy)
+  said = ({"attributes": "inferred from each whole image jointly with z "
+                        "(inferred_attributes, attribute_inference), the edit's start"}
+          if inferred else {})
   run.save_json({"columns": ["input", "reconstruction", edited], "images": labels,
                  "attribute": run.names[j], "value": np.asarray(value).tolist(),
-                 **run.settings(opts),
+                 **run.settings(opts), **said, **inferred,
                  **_diverged(labels, _with_attributes(out["energy"], attribute_energy))},
                 f"{stem}.json")
 

@@ -1195,6 +1195,7 @@ def test_complete_infers_attributes_from_the_observed_pixels_only(monkeypatch, t
   run.opts = types.SimpleNamespace(occlusion_names=lambda default: ["eyes", "mouth"], seed=0,
                                    num_images=2)
   run.inputs, run.size, run.key, run.prior = (images, ["a.png", "b.png"]), 32, None, None
+  run.names = [f"a{i}" for i in range(10)]  # complete.json records the attributes inferred.
   run.trained = types.SimpleNamespace(
       model=types.SimpleNamespace(uses_attributes=True), step=3, config=types.SimpleNamespace(
           data=types.SimpleNamespace(augment=types.SimpleNamespace(crop_size=0))))
@@ -2792,3 +2793,178 @@ def test_a_move_needs_no_new_folder_and_earlier_files_outlive_the_clean_up(tmp_p
   assert removed == [f".complete-unfinished-{host}-empty"], removed
   assert (out / f".complete-unfinished-{host}-stopped" / ".earlier" / "complete.json").exists()
   assert any("did not finish with" in r.getMessage() for r in caplog.records), caplog.text
+
+
+def _stub_progression(monkeypatch, stop_at=None):
+  """`inference.progression` stubbed with grey grids; the call `stop_at` (1-based) raises a
+  KeyboardInterrupt. Returns the list of attribute indices asked for."""
+  import infer  # pylint: disable=import-outside-toplevel
+  calls = []
+
+  def progression(trained, base, index, values, *, key, num_latents):
+    calls.append(index)
+    if len(calls) == stop_at:
+      raise KeyboardInterrupt
+    return np.full((num_latents, len(values), 32, 32, 3), 0.5, np.float32)
+  monkeypatch.setattr(infer.inference, "progression", progression)
+  return calls
+
+
+def _each_record_whole(out):
+  """Every progression_<part>.json in `out` but the partial one has the files it lists, and
+  every finished progression PNG its JSON."""
+  made = set(os.listdir(out))
+  for name in made:
+    if name.startswith("progression_") and name.endswith(".json"):
+      record = json.loads((out / name).read_text())
+      if not record.get("partial"):
+        assert all(f in made for f in record["files"]), (name, sorted(made))
+    if name.startswith("progression_") and name.endswith(".png"):
+      assert name[:-4] + ".json" in made or name.startswith("progression_partial_"), (
+          name, sorted(made))
+
+
+def test_an_attribute_named_partial_keeps_its_finished_progression(trained, tmp_path,
+                                                                   monkeypatch):
+  """Fault hunt: a folder dataset's attribute "partial" wrote its finished progression as
+  progression_partial.png and .json, the names a stopped progression keeps its partial set
+  under, so the next progression of another attribute removed that JSON as the earlier
+  partial set's (its PNG left without it); "partial_hair_color" wrote
+  progression_partial_hair_color.png, what a stopped progression keeps of hair_color, which
+  the next progression removed too. Such names now get a "_" before them; an older
+  version's finished progression_partial.json (an "attribute", no "partial": true) stays.
+  The names are changed in the loaded data and the library's images stubbed."""
+  import infer  # pylint: disable=import-outside-toplevel
+  real = infer._load_data  # pylint: disable=protected-access
+
+  def renamed(*args, **kwargs):
+    data = real(*args, **kwargs)
+    names = list(data.attribute_names)
+    names[0], names[1] = "partial", "Partial_hair_color"  # As the CSV's header names them.
+    return dataclasses.replace(data, attribute_names=tuple(names))
+  monkeypatch.setattr(infer, "_load_data", renamed)
+  _stub_progression(monkeypatch)
+  out = tmp_path / "out"
+  flags = (f"--workdir={trained}", f"--out={out}", "--mode=progression")
+  infer.run_modes(_options(*flags))
+  whole = sorted(os.listdir(out))
+  infer.run_modes(_options(*flags, "--attribute=hat"))  # Was: removed two of them.
+  assert sorted(os.listdir(out)) == whole
+  _each_record_whole(out)
+  assert {"progression__partial.json", "progression__partial.png",
+          "progression__Partial_hair_color.json", "progression_hair_color.png"} <= set(whole)
+  # A stopped progression keeps its partial set beside them; a whole one removes it alone.
+  _stub_progression(monkeypatch, stop_at=4)
+  with pytest.raises(KeyboardInterrupt):
+    infer.run_modes(_options(*flags))
+  assert "progression_partial.json" in os.listdir(out)
+  _stub_progression(monkeypatch)
+  infer.run_modes(_options(*flags, "--attribute=hat"))
+  assert sorted(os.listdir(out)) == whole
+  # An older version's finished progression of "partial", under the partial set's names.
+  (out / "progression_partial.png").write_text("old")
+  (out / "progression_partial.json").write_text(json.dumps(
+      {"files": ["progression_partial.png"], "attribute": "partial", "values": []}))
+  infer.run_modes(_options(*flags, "--attribute=hat"))
+  assert sorted(os.listdir(out)) == sorted(whole + ["progression_partial.json",
+                                                    "progression_partial.png"])
+
+
+def _one_value_run(trained, tmp_path, flat):
+  """A copy of the tiny run whose dataset.json gives the attributes `flat` one value in
+  training (range [0, 0]), as a folder dataset's column of one value does."""
+  workdir = tmp_path / "w"
+  shutil.copytree(trained, workdir)
+  info = json.loads((workdir / "dataset.json").read_text())
+  for name in flat:
+    info["attribute_ranges"][info["attribute_names"].index(name)] = [0.0, 0.0]
+  (workdir / "dataset.json").write_text(json.dumps(info))
+  return workdir
+
+
+def test_an_attribute_of_one_value_is_no_edit_or_progression(trained, tmp_path, monkeypatch,
+                                                              caplog):
+  """Fault hunt: an attribute that took one value in training (a folder CSV's column of
+  zeros) was "edited" without --value to the other end of its range, the same value, and
+  swept by progression over 8 equal columns; both exited 0 without a word. edit without
+  --value and a progression of it by name are now one error line before anything is
+  written; a progression of every attribute skips it with one warning, and is refused where
+  no attribute is left. The library's images are stubbed."""
+  import infer  # pylint: disable=import-outside-toplevel
+  workdir = _one_value_run(trained, tmp_path, ["hat"])
+  out = tmp_path / "out"
+  _refused_here(f"--workdir={workdir}", f"--out={out}", "--mode=sample,edit",
+                "--attribute=hat", needles=(
+                    "--attribute=hat took one value in training (0), so --mode=edit has no "
+                    "other end of its range to change it to; pass --value=the new value.",))
+  _refused_here(f"--workdir={workdir}", f"--out={out}", "--mode=progression", "--attribute=hat",
+                needles=("--mode=progression of --attribute=hat: it took one value in "
+                         "training (0)", "pass --attribute=one that varies"))
+  assert _no_files(str(out))
+  calls = _stub_progression(monkeypatch)
+  infer.run_modes(_options(f"--workdir={workdir}", f"--out={out}", "--mode=progression"))
+  names = json.loads((workdir / "dataset.json").read_text())["attribute_names"]
+  assert calls == [j for j, n in enumerate(names) if n != "hat"]
+  assert "progression_hat.png" not in os.listdir(out)
+  said = [r.getMessage() for r in caplog.records if "skips" in r.getMessage()]
+  assert said == ["--mode=progression skips hat: it took one value in training, so every "
+                  "column of its sweep would show the same"], said
+  workdir = _one_value_run(trained, tmp_path / "all", names)
+  _refused_here(f"--workdir={workdir}", f"--out={tmp_path / 'o2'}", "--mode=progression",
+                needles=("--mode=progression: every attribute took one value in training",))
+  assert _no_files(str(tmp_path / "o2"))
+
+
+def test_input_images_record_the_attributes_inferred_for_them(trained, tmp_path, monkeypatch):
+  """Fault hunt: with --input, reconstruct.json, edit_<attribute>.json and complete.json said
+  "infer_attributes": false and recorded none of the attributes inferred for the images,
+  which decide, e.g., the direction of edit's default; reconstruct's "recognition model"
+  column was the encoder given those optimised attributes. Each JSON now records the rows
+  inferred (null where that inference diverged) and the settings of that inference, and the
+  column says what it is; with the test split's attributes nothing of it. The library is
+  stubbed."""
+  import infer  # pylint: disable=import-outside-toplevel
+  asked = []
+
+  def infer_attributes(trained, images, prior, observed=None, *, key, options):
+    asked.append(options)
+    return {"y": np.tile(np.linspace(0, 0.9, 10, dtype=np.float32), (2, 1)),
+            "energy": np.array([1.0, np.inf], np.float32)}
+
+  def result(trained, images, *args, **kwargs):
+    grey = np.full((len(images), 32, 32, 3), 0.5, np.float32)
+    return {"reconstruction": grey, "completion": grey, "edited": grey,
+            "energy": np.ones(len(images), np.float32)}
+  monkeypatch.setattr(infer.inference, "infer_attributes", infer_attributes)
+  for name in ("reconstruct", "complete", "edit"):
+    monkeypatch.setattr(infer.inference, name, result)
+  images = tmp_path / "in"
+  images.mkdir()
+  for name in ("a.png", "b.png"):
+    _png(images / name, np.zeros((32, 32, 3)))
+  flags = ("--mode=reconstruct,complete,edit", "--occlusion=eyes", "--attribute=smile",
+           "--steps=2")
+  out = tmp_path / "out"
+  infer.run_modes(_options(f"--workdir={trained}", f"--out={out}", f"--input={images}",
+                           *flags))
+  names = json.loads(pathlib.Path(trained, "dataset.json").read_text())["attribute_names"]
+  rows = [{"image": "a.png", **{n: pytest.approx(v) for n, v in zip(
+      names, np.linspace(0, 0.9, 10, dtype=np.float32))}},
+          {"image": "b.png", **{n: None for n in names}}]  # Its inference diverged.
+  ran = dataclasses.asdict(dataclasses.replace(asked[-1], infer_attributes=True))
+  assert ran["steps"] == 2
+  read = lambda name: json.loads((out / name).read_text())
+  for name in ("reconstruct.json", "edit_smile.json"):
+    made = read(name)
+    assert made["inferred_attributes"] == rows, name
+    assert made["attribute_inference"] == ran, name
+    assert "inferred" in made["attributes"], name
+  made = read("complete.json")
+  assert made["inferred_attributes"] == {"eyes": rows} and made["attribute_inference"] == ran
+  assert read("reconstruct.json")["columns"][1] == ("recognition model, given the attributes "
+                                                    "inferred by optimisation")
+  out = tmp_path / "test_split"  # Given attributes: nothing inferred to record.
+  infer.run_modes(_options(f"--workdir={trained}", f"--out={out}", "--num_images=2", *flags))
+  for name in ("reconstruct.json", "edit_smile.json", "complete.json"):
+    assert not {"inferred_attributes", "attribute_inference", "attributes"} & set(read(name))
+  assert read("reconstruct.json")["columns"][1] == "recognition model"
