@@ -102,7 +102,6 @@ _FLAG_USERS = {"input": ("reconstruct", "complete", "edit", "infer_attributes"),
 _VALUED_FLAG_USERS = {"samples_per_attribute": ("sample",), "attribute_fidelity": ("evaluate",),
                       "num_examples": ("tune", "evaluate")}
 DEFAULT_NUM_IMAGES = 8  # Test images or attribute vectors without --num_images.
-_MAX_SEED = 2**31 - 1  # Every consumer takes it: jax.random.key, numpy's Generator, fold_in.
 # A mode's new files replace those of the same names in --out, all at once when it ends. Where
 # one JSON describes a set of files whose names depend on the flags, the whole earlier set goes
 # too: complete.json lists the occlusions, and a complete_<name>.png it does not list would
@@ -221,8 +220,9 @@ class Options:
       if self.modes.count(mode) > 1:
         raise InputError(f"--mode={','.join(self.modes)} names {mode} twice; give each mode "
                          "once.")
-    if not 0 <= self.seed <= _MAX_SEED:
-      raise InputError(f"--seed={self.seed}; pass a whole number from 0 to {_MAX_SEED}.")
+    if not 0 <= self.seed <= config_lib.MAX_SEED:
+      raise InputError(f"--seed={self.seed}; pass a whole number from 0 to "
+                       f"{config_lib.MAX_SEED}.")
     at_least = {"num_images": (self.num_images, 1),
                 "samples_per_attribute": (self.samples_per_attribute, 1),
                 "step": (self.step, 0), "steps": (self.steps, 0),
