@@ -38,9 +38,12 @@ DATASETS = data_base.DATASET_NAMES
 INFERENCE_ENERGIES = ("auto", "gaussian", "smooth_l1", "l2")
 INFERENCE_INITS = ("encoder", "zeros", "prior")
 INFERENCE_SCHEDULES = ("constant", "cosine")
+# int32's largest value: the largest count of steps or restarts inference takes, and of the
+# sizes and counts the device code holds in int32.
+INT32_MAX = 2**31 - 1
 # The largest config.seed: jax.random.key keeps the low 32 bits only (2**32 would be seed 0),
 # and infer.py's --seed has the same range.
-MAX_SEED = 2**31 - 1
+MAX_SEED = INT32_MAX
 # config.model keys that only some models read (`models.create_model`); the others ignore them.
 MODEL_KEY_USERS = {"z_dim": ("vae", "cvae"), "zf_dim": ("discvae",), "zb_dim": ("discvae",),
                    "block_kl_bg_grad_to_fg": ("discvae",), "gate_loss_weight": ("discvae",),
@@ -261,6 +264,13 @@ def resolve_spec(spec: str) -> str:
   return path + (":" + arg if arg else "")
 
 
+# The command line `normalised_command_line` returned last (train.py's sys.argv), and how its
+# arguments were typed where that differs, e.g. {"--config.model.z_dim=16":
+# "-config.model.z_dim=16"}: the advice to a refused resume names what to drop or replace as
+# the user typed it (`_typed_forms`).
+_LAST_NORMALISED: dict[str, Any] = {"argv": None, "typed": {}}
+
+
 def normalised_command_line(argv: list[str]) -> list[str]:
   """train.py's command line in the one form its checks read: "--config..." for absl's
   "-config..." (and "-noconfig..."), and "--config=SPEC" for "--config SPEC", SPEC's file
@@ -284,9 +294,10 @@ def normalised_command_line(argv: list[str]) -> list[str]:
       ":" (`resolve_spec`), or --workdir or a non-bool --config.<key> is given without "="
       and the next argument is a flag (absl would take that flag as its value).
   """
-  out, i = list(argv[:1]), 1
+  out, i, typed_as = list(argv[:1]), 1, {}
+  _LAST_NORMALISED.update(argv=None, typed={})
   while i < len(argv):
-    arg = argv[i]
+    arg = typed = argv[i]
     if arg == "--":
       out += argv[i:]
       break
@@ -294,7 +305,7 @@ def normalised_command_line(argv: list[str]) -> list[str]:
       arg = "-" + arg  # no other argument (a value "-runs" after --workdir stays as it is).
     if arg == "--config" and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
       i += 1
-      arg = "--config=" + argv[i]
+      arg, typed = "--config=" + argv[i], f"{argv[i - 1]} {shlex.quote(argv[i])}"
     if i + 1 < len(argv) and _looks_like_a_flag(argv[i + 1]) and _takes_a_value(arg):
       # Absl takes the next argument as the value whatever it is (was: `--workdir
       # --config.seed=7` wrote the run into ./--config.seed=7/, and the seed stayed 0).
@@ -303,6 +314,8 @@ def normalised_command_line(argv: list[str]) -> list[str]:
                         f"--{name}=VALUE.")
     if arg.startswith("--config="):
       arg = "--config=" + resolve_spec(arg.split("=", 1)[1])
+    if arg != typed:
+      typed_as[arg] = typed
     out.append(arg)
     i += 1
   end = out.index("--") if "--" in out else len(out)
@@ -317,7 +330,16 @@ def normalised_command_line(argv: list[str]) -> list[str]:
                       "--config.<key>=<value> overrides.")
   # First of all: an override before it, also one in a --flagfile, which absl expands in
   # place, is refused ("Found --config.x in argv before a value for --config was specified").
-  return out[:1] + specs + [a for a in head if not a.startswith("--config=")] + out[end:]
+  out = out[:1] + specs + [a for a in head if not a.startswith("--config=")] + out[end:]
+  _LAST_NORMALISED.update(argv=list(out), typed=typed_as)
+  return out
+
+
+def _typed_forms(argv: Sequence[str]) -> dict[str, str]:
+  """How the arguments of the command line `argv` were typed, where that differs from them
+  ({"--config.model.z_dim=16": "-config.model.z_dim=16"}): where `argv` is the command line
+  `normalised_command_line` returned last (train.py's sys.argv); {} for any other."""
+  return _LAST_NORMALISED["typed"] if list(argv) == _LAST_NORMALISED["argv"] else {}
 
 
 def expand_flagfiles(argv: list[str], flag_values: Any) -> list[str]:
@@ -509,7 +531,9 @@ def variant_advice(argv: Sequence[str], run_model: Any, name: str,
   variant (it changes the name alone; fault hunt); then the overrides of the keys that
   differed from the refused config only, so a run's override of a key that config's model
   ignores (model.z_dim=16 of a CVAE, resumed with a disCVAE) was left out, and the advice
-  led to a second refusal (a read-through).
+  led to a second refusal (a read-through); then the flags to drop or replace were named in
+  the form train.py normalises them to, not as typed ("--config.model.KEY" for
+  "--noconfig.model.KEY", which was kept for a second refusal; `typed_model_overrides`).
 
   Args:
     argv: the command line, the program first (train.py's `sys.argv`).
@@ -533,7 +557,7 @@ def variant_advice(argv: Sequence[str], run_model: Any, name: str,
   compared = [k for k in sorted(set(run) | set(model)) if k not in skip]
   flags = "".join(f" --config.model.{k}={shlex.quote(str(run[k]))}" for k in compared
                   if k in run and model.get(k) != run[k] and of_default_kind(f"model.{k}", run[k]))
-  instead = [f"in place of --config={spec}"] if spec != variant else []
+  instead = [f"in place of {_typed_config_flag(argv)}"] if spec != variant else []
   # The command line's overrides of those keys, and of the ones train.py refuses.
   dropped = typed_model_overrides(argv, {*compared, *unused})
   if dropped:
@@ -543,22 +567,53 @@ def variant_advice(argv: Sequence[str], run_model: Any, name: str,
 
 
 def typed_model_overrides(argv: Sequence[str], keys: Any) -> list[str]:
-  """The overrides of `keys` of the model section on the command line `argv`.
+  """The overrides of `keys` of the model section on the command line `argv`, as typed: the
+  advice to drop them, taken literally, drops them.
+
+  Was: "--config.model.KEY" for each, also for "--noconfig.model.KEY" (absl's false of a
+  bool), which that advice then left in place for a second refusal, and for
+  "--config.model.KEY VALUE", whose VALUE it left behind.
 
   Args:
-    argv: the command line, the program first (none after a "--").
+    argv: the command line, the program first (none after a "--"), normalised by
+      `normalised_command_line` or as typed.
     keys: model keys, e.g. {"z_dim"}.
   Returns:
-    Each once, in the order typed, e.g. ["--config.model.z_dim"].
+    Each once, in the order typed, as typed: the flag's name ("--config.model.z_dim" for
+    "--config.model.z_dim=16", "--noconfig.model.block_kl_bg_grad_to_fg",
+    "-config.model.z_dim" for "-config.model.z_dim=16", also where train.py normalised it),
+    with its value where absl reads it from the next argument ("--config.model.z_dim 16").
   """
-  args = list(argv[1:])
-  args = args[:args.index("--")] if "--" in args else args
-  found = []
-  for arg in args:
+  args, typed_as, found, i = _flag_arguments(argv), _typed_forms(argv), [], 0
+  while i < len(args):
+    arg, i = args[i], i + 1
     key = _override_key(arg, "--config") or ""
-    if key.startswith("model.") and key[6:] in keys and f"--config.{key}" not in found:
-      found.append(f"--config.{key}")
+    typed = typed_as.get(arg, arg).split("=", 1)[0]
+    if key and "=" not in arg and i < len(args) and _takes_a_value(f"--config.{key}"):
+      typed, i = f"{typed} {shlex.quote(args[i])}", i + 1  # "--config.model.z_dim 16".
+    if key.startswith("model.") and key[6:] in keys and typed not in found:
+      found.append(typed)
   return found
+
+
+def _typed_config_flag(argv: Sequence[str]) -> str:
+  """The last `--config` flag on the command line `argv` (none after a "--") as typed:
+  "--config=SPEC", "--config SPEC" or "-config=SPEC", also where train.py normalised it."""
+  args = _flag_arguments(argv)
+  for i in reversed(range(len(args))):
+    name = args[i].partition("=")[0]
+    if name in ("--config", "-config"):
+      if "=" in args[i] or i + 1 == len(args):
+        return _typed_forms(argv).get(args[i], args[i])
+      return f"{args[i]} {shlex.quote(args[i + 1])}"
+  return "--config"
+
+
+def _flag_arguments(argv: Sequence[str]) -> list[str]:
+  """The arguments of the command line `argv` (the program first) that absl reads as flags:
+  those before a "--"."""
+  args = list(argv[1:])
+  return args[:args.index("--")] if "--" in args else args
 
 
 def check_is_config(config: Any, path: str = "") -> None:
@@ -785,7 +840,7 @@ def check_recorded_values(config: ml_collections.ConfigDict) -> None:
   if dc.name not in data_base.DATASET_NAMES:  # Not "choose one of": no other one trained it.
     raise ConfigError(f"config.data.name={dc.name!r} is not a known source; the known ones "
                       f"are {', '.join(data_base.DATASET_NAMES)}")
-  _check_positive(dc, "data", ("image_size",))
+  _check_positive(dc, ("image_size",), "config.data.")
   if dc.name == "cub":
     data_base.check_choice("data.cub_attributes", dc.cub_attributes, data_base.CUB_ATTRIBUTES)
   if dc.name == "synthetic":
@@ -820,22 +875,27 @@ def check_predictor_settings(settings: Any, prefix: str = "config.attribute_pred
   batch_size and width positive and at most int32's largest value, in which the device code
   holds them; learning_rate a finite number above 0 that float32, in which the predictor's
   optimiser computes, holds (neither past its range nor below its smallest normal number,
-  which the device flushes to 0: 1e-40 trained nothing).
+  which the device flushes to 0: 1e-40 trained nothing). Was: `train_predictor` tested the
+  learning rate's range again, in its own words.
 
   Args:
-    settings: `config.attribute_predictor`, or a mapping with its keys, of the kinds of its
-      defaults (`check_values` checks the kinds first, `train_predictor` its own).
+    settings: `config.attribute_predictor`, or a mapping with its keys; steps, batch_size and
+      width integers (`check_values` checks the kinds first, `train_predictor` its own), the
+      learning_rate any value (a bool or a string is refused).
     prefix: what the messages put before a key's name ("attribute predictor: " for
       `train_predictor`'s).
   Raises:
     ConfigError: "{prefix}{key}={value} ..." for the first value out of its range.
   """
   for key in ("steps", "batch_size", "width"):
-    if int(settings[key]) < 1:
-      raise ConfigError(f"{prefix}{key}={settings[key]} must be a positive integer.")
+    _check_positive(settings, (key,), prefix)
     _check_int32(int(settings[key]), f"{prefix}{key}")
-  _check_above(settings, "attribute_predictor.learning_rate", 0.0,
-               name=f"{prefix}learning_rate")
+  rate = settings["learning_rate"]
+  if (isinstance(rate, (bool, np.bool_)) or not isinstance(rate, (int, float, np.integer,
+                                                                  np.floating))
+      or not 0 < rate < math.inf):
+    raise ConfigError(f"{prefix}learning_rate={rate!r} is not valid; pass a positive finite "
+                      "number (e.g. 1e-3).")
   _check_float32(settings, "attribute_predictor.learning_rate",
                  "the predictor's optimiser computes", name=f"{prefix}learning_rate")
 
@@ -963,8 +1023,7 @@ def config_flag_value(argv: Sequence[str], flag: str = "--config") -> str:
   Returns:
     The spec, e.g. "configs/lfw.py:discvae"; "" where the flag is not given.
   """
-  args = list(argv[1:])
-  args = args[:args.index("--")] if "--" in args else args
+  args = _flag_arguments(argv)
   names = (flag, "-" + flag.lstrip("-"))
   specs = [arg.partition("=")[2] if "=" in arg else (args[i + 1] if i + 1 < len(args) else "")
            for i, arg in enumerate(args) if arg.partition("=")[0] in names]
@@ -1060,11 +1119,12 @@ def _check_types(config: ml_collections.ConfigDict, sections: tuple[str, ...] = 
       raise ConfigError(f"config.{path}={shown!r} must be {want}.")
 
 
-def _check_positive(section: Any, prefix: str, keys: tuple[str, ...]) -> None:
+def _check_positive(section: Any, keys: tuple[str, ...], prefix: str) -> None:
+  """Refuses a value of `keys` (in `section`) below 1. `prefix`: what the message puts before
+  a key's name ("config.model.")."""
   for key in keys:
     if int(section[key]) < 1:
-      raise ConfigError(f"config.{prefix}{'.' if prefix else ''}{key}={section[key]} must be a "
-                        "positive integer.")
+      raise ConfigError(f"{prefix}{key}={section[key]} must be a positive integer.")
 
 
 def _check_above(section: Any, path: str, low: float, inclusive: bool = False,
@@ -1127,7 +1187,7 @@ def _check_model(mc: ml_collections.ConfigDict, data_name: str) -> Any:
     if data_name == "folder" and int(mc.y_dim) < 0:
       raise ConfigError(f"config.model.y_dim={mc.y_dim} must be 0 (the number of attribute "
                         "columns of attributes.csv) or a positive integer.")
-    _check_positive(mc, "model", ("y_dim",))
+    _check_positive(mc, ("y_dim",), "config.model.")
   # Only the keys this model reads: another model's (a CVAE config's zf_dim) change nothing.
   # Its width and latent sizes: `models.create_model`'s own checks, at the end.
   unused = unused_model_keys(mc.name)
@@ -1155,7 +1215,7 @@ def _check_data(config: ml_collections.ConfigDict, needs_masks: bool) -> None:
   """The config.data checks (each source's own, called as that source calls them)."""
   dc = config.data
   data_base.check_choice("data.name", dc.name, data_base.DATASET_NAMES)
-  _check_positive(dc, "data", ("image_size",))
+  _check_positive(dc, ("image_size",), "config.data.")
   if dc.name == "synthetic":
     s = dc.synthetic
     synthetic.check_options(image_size=dc.image_size, num_train=s.num_train,
@@ -1207,9 +1267,10 @@ MAX_SHARPEN = 10.0
 def _check_loop(config: ml_collections.ConfigDict) -> None:
   """The training loop's counts (steps, intervals, batch, evaluation and sample grid) and
   its seed."""
-  _check_positive(config, "", ("num_train_steps", "log_every_steps", "eval_every_steps",
-                               "checkpoint_every_steps", "steps_per_dispatch", "batch_size",
-                               "max_checkpoints_to_keep", "num_sample_rows", "num_sample_cols"))
+  _check_positive(config, ("num_train_steps", "log_every_steps", "eval_every_steps",
+                           "checkpoint_every_steps", "steps_per_dispatch", "batch_size",
+                           "max_checkpoints_to_keep", "num_sample_rows", "num_sample_cols"),
+                  "config.")
   for key in ("num_train_steps", "log_every_steps", "eval_every_steps",
               "checkpoint_every_steps", "steps_per_dispatch"):
     if config[key] > INT32_MAX:  # The state's step is int32: was trained past it, wrapped to
@@ -1283,9 +1344,6 @@ def check_optimiser(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"config.{key}={value} is 1.0 in float32, in which the optimiser "
                         "computes (Adam's bias correction would divide by 0); use at most "
                         "0.9999999.")
-
-
-INT32_MAX = 2**31 - 1  # The largest count of steps or restarts inference takes.
 
 
 def check_inference(values: Any) -> None:

@@ -7,6 +7,7 @@ import dataclasses
 import errno
 import hashlib
 import json
+import math
 import os
 import re
 import warnings
@@ -275,6 +276,11 @@ def test_train_predictor_refuses_what_is_not_a_dataset():
      "(1.18e-38), in which the predictor's optimiser computes, so the device flushes it to 0; "
      "use at least 1.2e-38."),
     ("learning_rate", 1e39, "learning_rate=1e+39 is past float32's range (about 3.4e38)"),
+    # Was: the config's words ("must be > 0.0", "must be a finite number") and the API's
+    # own, from a second test of the range.
+    ("learning_rate", 0.0, "learning_rate=0.0 is not valid; pass a positive finite number "
+     "(e.g. 1e-3)."),
+    ("learning_rate", math.inf, "learning_rate=inf is not valid; pass a positive finite"),
     ("steps", 2**31, "steps=2,147,483,648 is past int32's largest value, 2,147,483,647, in "
      "which the device code holds it; use a smaller one."),
     ("batch_size", 2**31, "batch_size=2,147,483,648 is past int32's largest value"),

@@ -417,3 +417,79 @@ def test_the_same_values_advice_for_another_model_resumes_it_taken_literally(tmp
     old = config.model[key]
     config.model[key] = value if isinstance(old, str) else type(old)(value)
   train_lib._check_resume_compatible(str(tmp_path), config, keys=("model",))  # Data apart.
+
+
+@pytest.mark.filterwarnings(r"ignore:.*load_module\(\):DeprecationWarning")  # As train.py.
+@pytest.mark.parametrize("config, typed", [
+    (["--config=configs/synthetic.py:discvae"], ["--noconfig.model.block_kl_bg_grad_to_fg"]),
+    (["--config=configs/synthetic.py:discvae"], ["-noconfig.model.block_kl_bg_grad_to_fg"]),
+    (["--config=configs/synthetic.py:discvae"], ["--config.model.zf_dim", "12"]),
+    (["--config=configs/synthetic.py:discvae"], ["-config.model.zf_dim=12",
+                                                 "-config.model.zb_dim", "4"]),
+    (["-config", "configs/synthetic.py:discvae"], ["--config.model.zf_dim=12"]),
+    (["--config=synthetic:discvae"], ["--config.model.zf_dim=12"]),
+], ids=["noconfig", "one_dash_noconfig", "value_apart", "one_dash", "config_apart",
+        "config_by_name"])
+def test_the_variant_advice_names_the_overrides_and_the_config_flag_as_typed(
+    config, typed, tmp_path, monkeypatch):
+  """Was: the advice to a resume refused for another model named every override to drop as
+  "--config.model.KEY": "--noconfig.model.KEY" (absl's false of a bool), which the user
+  could not find and kept, so train.py refused it again for the run's model (an override it
+  ignores); only the name of "--config.model.KEY VALUE", whose VALUE stayed behind as an
+  argument; and what train.py normalises ("-config.model.KEY=V", "--config SPEC",
+  "--config=synthetic:discvae") in the form it normalised them to, which the command line as
+  typed does not hold. Now each as typed: found on the command line, and the command with
+  them dropped and the variant put in place parses to no stray argument and gets past the
+  resume's check."""
+  import shlex  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+  from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
+  checkpoints.save_config(str(tmp_path), config_lib.get_config("configs/synthetic.py"))
+
+  def resume(argv):  # As train.py: its checks and ml_collections read the normalised line.
+    argv = config_lib.normalised_command_line(argv)
+    monkeypatch.setattr(sys, "argv", argv)
+    values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "", flag_values=values, lock_config=True)
+    rest = values(argv)
+    train_lib._check_resume_compatible(str(tmp_path), values.config)  # pylint: disable=W0212
+    return rest
+
+  def remove(words, part):  # `part` (arguments; a flag's name: with its "=VALUE") taken out.
+    at = [i for i in range(len(words)) if words[i:i + len(part)] == part
+          or len(part) == 1 and words[i].split("=", 1)[0] == part[0]]
+    assert at, f"{shlex.join(part)} is not on the command line {shlex.join(words)}"
+    return words[:at[0]], words[at[0] + len(part):]
+
+  command = ["train.py", *config, *typed]
+  with pytest.raises(ConfigError) as refused:
+    resume(command)
+  match = re.search(r"variant of that model \((.*?), in place of (.*?) and without (.*?)\) or "
+                    "pass a new --workdir", str(refused.value))
+  assert match, str(refused.value)
+  before, after = remove(command, shlex.split(match[2]))
+  followed = before + shlex.split(match[1]) + after
+  for dropped in match[3].split(", "):
+    before, after = remove(followed, shlex.split(dropped))
+    followed = before + after
+  assert followed[1:] == shlex.split(match[1]), str(refused.value)
+  assert resume(followed) == ["train.py"]  # Past the refusal, with no stray argument.
+
+
+def test_the_same_values_advice_names_an_override_with_its_value_apart_as_typed(tmp_path,
+                                                                               monkeypatch):
+  """Was: "without --config.model.z_dim" for "--config.model.z_dim 16" (absl reads the value
+  from the next argument), and taken literally that left "16" on the command line. Now the
+  override as typed, its value with it."""
+  import sys  # pylint: disable=import-outside-toplevel
+  from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
+  checkpoints.save_config(str(tmp_path), config_lib.get_config("configs/synthetic.py:discvae"))
+  monkeypatch.setattr(sys, "argv", ["train.py", "--config=configs/default.py",
+                                    "--config.model.z_dim", "16"])  # Refused for a disCVAE.
+  config = config_lib.get_config("configs/default.py")
+  config.model.z_dim = 16
+  with pytest.raises(ConfigError, match="resume it with the same values") as e:
+    train_lib._check_resume_compatible(str(tmp_path), config, keys=("model",))
+  assert ", without --config.model.z_dim 16)" in str(e.value), str(e.value)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import math
 from typing import Any, Optional, Sequence
 
 import jax
@@ -156,24 +155,18 @@ def _setting_values(settings: Any) -> dict[str, Any]:
 
 
 def _check_settings(values: dict) -> tuple[int, int, float, int]:
-  """(steps, batch_size, learning_rate, width): their kinds checked here, their ranges by
+  """(steps, batch_size, learning_rate, width): the integers' kinds checked here, the rest by
   `config_lib.check_predictor_settings`, the rule `config_lib.check_values` applies to the
   config's (was: overrides unchecked, e.g. learning_rate=0 saved an untrained predictor; then
   a copy of that rule that took what it refuses: a learning_rate of 1e-40, which the device
   flushes to 0, trained nothing without a word, and steps, batch_size or width past int32)."""
   steps, batch_size, width = (check_int(values[k], f"attribute predictor: {k}", 1)
                               for k in ("steps", "batch_size", "width"))
-  lr = values["learning_rate"]
-  if (isinstance(lr, (bool, np.bool_)) or not isinstance(lr, (int, float, np.integer,
-                                                               np.floating))
-      or not 0 < lr < math.inf):
-    raise InputError(f"attribute predictor: learning_rate={lr!r} is not valid; pass a positive "
-                     "finite number (e.g. 1e-3).")
   try:
     config_lib.check_predictor_settings(values, prefix="attribute predictor: ")
   except ConfigError as e:  # A setting of the Python API: InputError, as the checks above.
     raise InputError(str(e)) from None
-  return steps, batch_size, float(lr), width
+  return steps, batch_size, float(values["learning_rate"]), width
 
 
 def _check_data(dataset: Any, evaluate_split: Optional[str]) -> None:
