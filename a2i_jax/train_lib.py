@@ -490,9 +490,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   is empty again, config.json's earlier text on a resume, and an earlier run's results it had
   moved to earlier_run_<time>/ go back (they stay there, whole, with a warning, where an entry
   of one of their names has appeared in the workdir meanwhile). Not restored: what a resume
-  drops before it trains, the metrics.jsonl rows after its step and the sample grids of later
-  steps (those steps are trained again by the next resume). One process at a time may train
-  in a workdir (`files.workdir_lock`). A corrupt newest checkpoint is moved to
+  drops before it trains (or, resumed at the last step, evaluates it), the metrics.jsonl rows
+  after its step and the sample grids of later steps (those steps are trained again by the
+  next resume). A call with nothing to do (`num_train_steps` at or below the newest
+  checkpoint's step, evaluated) drops nothing: rows and grids of later steps, which no
+  checkpoint holds, stay, with one warning. One process at a time may train in a workdir
+  (`files.workdir_lock`). A corrupt newest checkpoint is moved to
   corrupt_checkpoints/ and the run resumes from the newest intact one. Ctrl-C saves the state
   and raises `TrainingInterrupted`.
 
@@ -857,19 +860,25 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
             f"but process 0 found step {chosen} the newest intact one; give every process the "
             "same --workdir on storage they all read alike, then run the command again.")
     logging.info("model %s: %d parameters", config.model.name, models.count_params(state.params))
+    # A call that trains nothing but evaluates the step reached, whose evaluation a stop left
+    # to the resume, evaluates under this config: its changes are said and recorded as those
+    # of a resume with steps left (was: applied without a word; review). Decided once, here,
+    # for `_loop` too, whose writer then drops the rows and events after the step
+    # (`MetricWriter(resumed_from=...)`) exactly where the grids are dropped below.
+    evaluates = good is not None and _evaluation_pending(workdir, config, int(state.step))
     if good is not None:
       logging.info("resumed from step %d in %s", int(state.step), ckpt.directory)
-      if int(state.step) < config.num_train_steps:  # Not where this call trains nothing.
+      if int(state.step) < config.num_train_steps or evaluates:  # `_loop` runs: a resume.
+        # Was `<` alone: a resume that only evaluated its last step (a later checkpoint
+        # removed or corrupt) dropped the later rows and events but kept their grids.
         last, every = config.num_train_steps, config.eval_every_steps
         _drop_samples_after(workdir, int(state.step),
                             lambda s: s <= last and (s % every == 0 or s == last))
+      else:  # Nothing to do: the records past the checkpoint stay, said.
+        _warn_of_records_after(workdir, int(state.step), config.num_train_steps)
     else:
       made.set_aside(_set_aside_to_take_back(workdir, config))
     recorded = os.path.exists(os.path.join(workdir, checkpoints.CONFIG_FILE))
-    # A call that trains nothing but evaluates the step reached, whose evaluation a stop left
-    # to the resume, evaluates under this config: its changes are said and recorded as those
-    # of a resume with steps left (was: applied without a word; review).
-    evaluates = good is not None and _evaluation_pending(workdir, config, int(state.step))
     if good is None or int(state.step) < config.num_train_steps or not recorded or evaluates:
       # Not where this call trains and evaluates nothing (num_train_steps at or below the
       # step reached): the record stays that of the config that trained the checkpoints
@@ -898,7 +907,7 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
                        f"({where}{files.describe_storage_error(error)}). {fix[0].upper()}"
                        f"{fix[1:]}, then run the same command again.") from None
   return _loop(config, workdir, mesh, model, tx, dataset, data, ckpt, state,
-               (k_train, k_eval, k_sample), made)
+               (k_train, k_eval, k_sample), made, evaluates)
 
 
 # Keys whose change on a resume is no change to what it trains or to what its logged curves
@@ -1061,6 +1070,52 @@ def _drop_samples_after(workdir: str, step: int,
                  "dropped as well: steps the resumed run trains again, or (past "
                  "num_train_steps) no longer has", len(removed), step, ", ".join(removed[:3]))
   return removed
+
+
+def _warn_of_records_after(workdir: str, step: int, num_train_steps: int) -> bool:
+  """One warning where a call with nothing to do (`num_train_steps` at or below `step`, the
+  newest checkpoint's, whose evaluation is done) finds metrics rows or sample grids of later
+  steps, which no checkpoint holds: later checkpoints were removed or set aside as corrupt,
+  or the run was killed between checkpoints. Was: kept without a word. They are kept, not
+  dropped as a resume drops them: this call trains none of those steps again, and a later
+  checkpoint that is missing only for now (a folder moved away for a while, a network mount
+  that lists it late) would then cost the records of steps it holds. The next run that
+  trains on from `step` drops them.
+
+  Args:
+    workdir: the run's directory.
+    step: the step of the newest checkpoint, restored.
+    num_train_steps: this call's `num_train_steps`.
+  Returns:
+    Whether it warned (on processes other than 0, which read nothing: False).
+  """
+  if not distributed.is_main():
+    return False
+  rows = []
+  if os.path.isfile(os.path.join(workdir, metrics_lib.METRICS_FILE)):
+    rows = sorted({r["step"] for r in metrics_lib.read_metrics(workdir) if r["step"] > step})
+  folder = os.path.join(workdir, "samples")
+  grids = sorted(name for name in (os.listdir(folder) if os.path.isdir(folder) else ())
+                 if (_samples_step(name) or 0) > step
+                 and not os.path.isdir(os.path.join(folder, name)))  # A folder is the user's.
+  if not (rows or grids):
+    return False
+  held = []
+  if rows:
+    span = f"step {rows[0]}" if len(rows) == 1 else f"steps {rows[0]} to {rows[-1]}"
+    held.append(f"metrics.jsonl rows of {span} (with their TensorBoard events)")
+  if grids:
+    held.append(f"{len(grids)} sample grid(s) ({', '.join(grids[:3])}"
+                f"{', ...' if len(grids) > 3 else ''})")
+  logging.warning("%s holds records of steps after %d, its newest checkpoint's step, that no "
+                  "checkpoint holds (a later one was removed or set aside as corrupt, or the "
+                  "run was killed before it saved one): %s. This call trains nothing "
+                  "(num_train_steps=%d), so they stay; the next run that trains on from step %d "
+                  "drops them and trains those steps again. If a later checkpoint was only "
+                  "moved away, put it back in %s before that run to keep them.", workdir, step,
+                  " and ".join(held), num_train_steps, step,
+                  os.path.join(workdir, checkpoints.CHECKPOINT_DIR))
+  return True
 
 
 def _set_aside_an_earlier_run(workdir: str,
@@ -1240,15 +1295,16 @@ LOGGED_BAR_INTERVAL_S = 30.0
 def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
           model: flax.linen.Module, tx: optax.GradientTransformation, dataset: Any, data: dict,
           ckpt: checkpoints.Checkpointer, state: TrainState, keys: tuple,
-          made: _MadeBeforeTraining) -> TrainState:
+          made: _MadeBeforeTraining, evaluate_first: bool) -> TrainState:
   """Stage 5 of `train_and_evaluate`: the loop; closes `ckpt`. `made.kept` is set as the run
-  first evaluates or dispatches a step."""
+  first evaluates or dispatches a step. `evaluate_first`: whether the step reached is
+  evaluated first (`_evaluation_pending`, decided by `_train_in_workdir`, which drops the
+  later sample grids where this drops the later rows: where this trains or evaluates)."""
   k_train, k_eval, k_sample = keys
   start = step = int(state.step)
   k, last = config.steps_per_dispatch, config.num_train_steps
   due = lambda every: step % every == 0 or step == last
   samples_at = functools.partial(_samples_file, workdir)
-  evaluate_first = _evaluation_pending(workdir, config, start)
   if start >= last and not evaluate_first:
     logging.info("nothing to do: step %d >= num_train_steps=%d", start, last)
     ckpt.close()

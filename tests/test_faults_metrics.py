@@ -1,6 +1,7 @@
 """Fault hunt of the metrics log, the PNG grids, the synthetic data and the input pipeline:
 each test names what a user met before its fix ("Was: ..."). Library-level and fast: NumPy
-arrays where the pipeline's checks come before any JAX work, tiny files in tmp_path."""
+arrays where the pipeline's checks come before any JAX work, tiny files in tmp_path; what a
+resume drops or keeps of a run's records on conftest's tiny run, resumed in process."""
 
 import errno
 import io
@@ -8,6 +9,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 
 import jax
 import ml_collections
@@ -17,6 +19,7 @@ import pytest
 from a2i_jax import files, metrics, visualize
 from a2i_jax.data import pipeline, synthetic
 from a2i_jax.errors import ConfigError, DataError, InputError, WorkdirError
+from conftest import tiny_config
 
 SYNTHETIC = dict(image_size=16, num_train=2, num_validation=1, num_test=1, seed=0)
 
@@ -276,6 +279,61 @@ def test_rows_replaced_at_the_opening_are_counted_in_a_warning(tmp_path, caplog)
   with caplog.at_level("WARNING"):  # Steps that increase: nothing to say.
     metrics.MetricWriter(str(tmp_path)).close()
   assert "replaced" not in caplog.text
+
+
+def _records_past_the_checkpoint(tiny_run, tmp_path):
+  """A copy of the tiny CVAE run (2 steps: checkpoint, evaluation and grid at 2) holding what
+  a later checkpoint, of step 4, leaves when it is removed or set aside as corrupt: rows of
+  steps 3 and 4 (with TensorBoard events) and step 4's grid."""
+  workdir = str(tmp_path / "w")
+  shutil.copytree(tiny_run("cvae")[0], workdir)
+  writer = metrics.MetricWriter(workdir)
+  writer.write(3, {"train/loss": 3.0})
+  writer.write(4, {"train/loss": 4.0, "val/loss": 4.0})
+  writer.close()
+  samples = os.path.join(workdir, "samples")
+  shutil.copy(os.path.join(samples, "step_0000002.png"), os.path.join(samples, "step_0000004.png"))
+  return workdir, samples
+
+
+def test_a_resume_that_only_evaluates_its_last_step_drops_the_later_grids(tiny_run, tmp_path,
+                                                                          data_cache):
+  """Was: a resume at the last step with its evaluation still to do (checkpoint 4 gone,
+  num_train_steps=2) dropped the rows and TensorBoard events after step 2 but kept
+  samples/step_0000004.png: the grids were dropped only where a step was left to train."""
+  from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
+  workdir, samples = _records_past_the_checkpoint(tiny_run, tmp_path)
+  os.remove(os.path.join(samples, "step_0000002.png"))  # Its evaluation is left to do.
+  state = train_lib.train_and_evaluate(tiny_config("cvae", data_cache), workdir)
+  assert int(state.step) == 2
+  assert [r["step"] for r in metrics.read_metrics(workdir)] == [1, 2]
+  assert "val/loss" in metrics.read_metrics(workdir)[-1]
+  assert sorted(os.listdir(samples)) == ["step_0000002.png"]
+
+
+def test_a_call_with_nothing_to_do_says_what_lies_past_the_checkpoint(tiny_run, tmp_path,
+                                                                      data_cache, caplog):
+  """Was: a call with nothing to do (num_train_steps at or below the newest checkpoint's step)
+  kept the rows, events and grids of later steps, which no checkpoint holds, without a word.
+  They stay (the checkpoint may be missing only for now), with one warning that the next run
+  that trains on drops them."""
+  from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
+  workdir, samples = _records_past_the_checkpoint(tiny_run, tmp_path)
+  config = tiny_config("cvae", data_cache)
+  config.num_train_steps = 1
+  with caplog.at_level("WARNING"):
+    assert int(train_lib.train_and_evaluate(config, workdir).step) == 2
+  said = [r.getMessage() for r in caplog.records if "no checkpoint holds" in r.getMessage()]
+  assert said == [
+      f"{workdir} holds records of steps after 2, its newest checkpoint's step, that no "
+      "checkpoint holds (a later one was removed or set aside as corrupt, or the run was "
+      "killed before it saved one): metrics.jsonl rows of steps 3 to 4 (with their "
+      "TensorBoard events) and 1 sample grid(s) (step_0000004.png). This call trains nothing "
+      "(num_train_steps=1), so they stay; the next run that trains on from step 2 drops them "
+      "and trains those steps again. If a later checkpoint was only moved away, put it back "
+      f"in {workdir}/checkpoints before that run to keep them."], said
+  assert [r["step"] for r in metrics.read_metrics(workdir)] == [1, 2, 3, 4]
+  assert sorted(os.listdir(samples)) == ["step_0000002.png", "step_0000004.png"]
 
 
 def test_read_metrics_gives_none_for_old_nan_tokens_and_leaves_out_rows_no_writer_wrote(
