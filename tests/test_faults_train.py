@@ -396,7 +396,7 @@ def test_a_step_folder_that_cannot_be_listed_is_not_called_empty(tmp_path, refer
   ckpt = checkpoints.Checkpointer(workdir, create=False)
   try:
     with pytest.raises(checkpoints.CheckpointError, match=r"could not read \S*/checkpoints/8 "
-                       r"\(permission denied\); make the workdir readable"):
+                       r"\(permission denied\); fix the permissions, then try again"):
       ckpt.check(8)
   finally:
     ckpt.close()
@@ -428,8 +428,10 @@ def test_an_unopenable_file_or_an_empty_checksum_list_is_corrupt(tmp_path, refer
   # checkpoint's bytes: an error, nothing kept (review finding: called corrupt and moved).
   workdir = _copy(reference, tmp_path / "again")
   digests = files.file_digests
-  for error in (OSError(errno.ESTALE, "Stale file handle", "x"),
-                PermissionError(errno.EACCES, "Permission denied", "d")):
+  for error, fix in ((OSError(errno.ESTALE, "Stale file handle", "x"),
+                      "fix what the system names"),  # Advice by errno (`files.storage_fix`).
+                     (PermissionError(errno.EACCES, "Permission denied", "d"),
+                      "fix the permissions")):
     def failing(folder, *args, e=error, **kwargs):
       if folder.endswith(os.sep + "6"):
         raise e
@@ -437,8 +439,8 @@ def test_an_unopenable_file_or_an_empty_checksum_list_is_corrupt(tmp_path, refer
     files.file_digests = failing
     ckpt = checkpoints.Checkpointer(workdir, create=False)
     try:
-      with pytest.raises(checkpoints.CheckpointError, match="could not read .*make the workdir "
-                         "readable, or try again"):
+      with pytest.raises(checkpoints.CheckpointError,
+                         match=f"could not read .*; {fix}, then try again"):
         ckpt.check(6)
     finally:
       ckpt.close()
@@ -1543,8 +1545,8 @@ def test_a_folder_or_an_unremovable_grid_among_later_grids_is_no_traceback(tmp_p
     m.setattr(os, "remove", remove)
     with pytest.raises(files.WorkdirError, match="^" + re.escape(
         f"could not remove {busy} ({os.strerror(errno.EBUSY)}), the sample grid of a step "
-        "after 4, which this run resumes from and trains again; remove it yourself (or fix "
-        "the permissions), then run the same command again.") + "$"):
+        "after 4, which this run resumes from and trains again; remove it yourself, then run "
+        "the same command again.") + "$"):
       drop(str(tmp_path), 4, lambda s: s == 6)
   assert drop(str(tmp_path), 4, lambda s: s == 6) == ["step_0000006.png"]
   assert sorted(os.listdir(samples)) == ["step_0000004.png", "step_0000005.png"]
@@ -2737,14 +2739,20 @@ def test_train_steps_per_call_that_are_no_positive_integer_are_one_input_error(s
     assert callable(train_lib.make_multi_step(lambda *a: a, cfg, mesh, good))
 
 
-def test_a_metric_writer_that_fails_to_close_still_closes_the_checkpoints(tmp_path,
+def test_a_metric_writer_that_fails_to_close_still_closes_the_checkpoints(tmp_path, tiny_run,
+                                                                          data_cache,
                                                                           monkeypatch):
   """Was: a full disk at `MetricWriter.close` (TensorBoard's last flush) raised before the
   checkpoints' close ran (review of the writer's full-disk fix); both close now, and the
-  writer's error is the one said."""
+  writer's error is the one said. On a resume of conftest's tiny run that only evaluates (its
+  last grid gone, as a stop leaves it): the loop's own close after a run that succeeds, with
+  nothing to train (was a whole tiny run, 7 s of the suite)."""
   from a2i_jax import metrics, train_lib  # pylint: disable=import-outside-toplevel
   from a2i_jax.errors import WorkdirError  # pylint: disable=import-outside-toplevel
   from conftest import tiny_config  # pylint: disable=import-outside-toplevel
+  workdir = str(tmp_path / "w")
+  shutil.copytree(tiny_run("cvae")[0], workdir)
+  os.remove(os.path.join(workdir, "samples", "step_0000002.png"))
   closed = []
 
   def full(self):
@@ -2755,8 +2763,10 @@ def test_a_metric_writer_that_fails_to_close_still_closes_the_checkpoints(tmp_pa
   monkeypatch.setattr(checkpoints.Checkpointer, "close",
                       lambda self, *a, **k: (closed.append("checkpoints"), real(self, *a, **k)))
   with pytest.raises(WorkdirError, match="no space left on the device"):  # The loop's line.
-    train_lib.train_and_evaluate(tiny_config("vae"), str(tmp_path / "w"))
+    train_lib.train_and_evaluate(tiny_config("cvae", data_cache), workdir)
   assert closed == ["writer", "checkpoints"], closed
+  # The evaluation ran before the closes: its grid is back.
+  assert os.path.exists(os.path.join(workdir, "samples", "step_0000002.png"))
 
 
 def test_inference_settings_that_cannot_take_effect_are_refused_before_training(tmp_path,
