@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shlex
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import flax
 import jax
@@ -115,19 +115,40 @@ def _save_grid(images: np.ndarray, path: str, ncols: int) -> np.ndarray:
   return visualize.make_grid(images, ncols, scale=2)
 
 
+def derived_terms(report: Mapping[str, Any]) -> set[str]:
+  """The names in a loss-term report that are totals of other terms, not terms of their own.
+
+  "loss" (the sum minimised), "bound" (-loss, `objectives.cvae_terms`) and "kl" where the
+  report holds its parts "kl_fg" and "kl_bg" (`objectives.discvae_terms`; the (C)VAE's "kl" is
+  a term of its own).
+
+  Args:
+    report: {term name: anything}, e.g. `train_lib.make_term_report`'s output.
+  Returns:
+    The set of the report's names that are totals.
+  """
+  totals = {"loss", "bound"} | ({"kl"} if {"kl_fg", "kl_bg"} <= set(report) else set())
+  return totals & set(report)
+
+
 def describe_divergence(report: dict) -> str:
   """One sentence naming the loss terms whose value or gradient is not finite.
 
   Args:
     report: the output of `train_lib.make_term_report`'s function, fetched to the host.
   Returns:
-    e.g. "term gate_bce (value nan, gradient norm nan) is not finite". The total "loss" is
-    named only when no single term is at fault.
+    e.g. "term gate_bce (value nan, gradient norm nan) is not finite". Totals of other terms
+    (`derived_terms`: "loss", the (C)VAE's "bound", the disCVAE's "kl") are named only when
+    no other term is at fault, "loss" first.
   """
-  bad = [n for n, (v, g) in report.items()
-         if n != "loss" and not (np.isfinite(v) and np.isfinite(g))]
-  if not bad and not all(np.isfinite(x) for x in report.get("loss", (0.0, 0.0))):
-    bad = ["loss"]
+  def finite(n):
+    return all(np.isfinite(x) for x in report[n])
+  totals = derived_terms(report)
+  # Was: the (C)VAE's "bound" (-loss) named beside "nll" or "kl" as a term at fault, and the
+  # disCVAE's "kl" (kl_fg + kl_bg) beside the one of its parts that was (a fault hunt's).
+  bad = [n for n in report if n not in totals and not finite(n)]
+  if not bad:
+    bad = [n for n in sorted(totals, key=lambda n: (n != "loss", n)) if not finite(n)][:1]
   if not bad:
     return "every term is finite when the step is recomputed term by term"
   parts = [f"{n} (value {float(report[n][0]):.4g}, gradient norm {float(report[n][1]):.4g})"

@@ -558,10 +558,10 @@ def test_tables_take_an_evaluation_json_read_back_and_refuse_cells_they_cannot_s
   table = evaluation.markdown_table(back["results"])
   assert table == evaluation.markdown_table([result]) and " ± – |" in table
   assert evaluation.attribute_table(back["attributes"]) == evaluation.attribute_table([report])
-  assert "| m | 0.750 (0.500) | – | – | – | – | – / – |" in evaluation.attribute_table(
+  assert "| m | – | 0.750 (0.500) | – | – | – | – | – / – |" in evaluation.attribute_table(
       back["attributes"])
   # None for a part, a cell or a value: missing.
-  assert "| m | – | – | – | – | – | – / – |" in evaluation.attribute_table(
+  assert "| m | – | – | – | – | – | – | – / – |" in evaluation.attribute_table(
       [{**report, "samples": None, "ceiling": None}])
   cell = back["results"][0]["rows"]["fill"]["eyes"]
   for hole in ({**cell, "mean": None}, None):
@@ -626,3 +626,98 @@ def test_the_mean_image_of_crops_asks_where_the_boxes_lie():
                        (whole, {"crop_from": 32, "crop_size": 28})):
     got = evaluation.evaluate_mean_image(data, occlusion_names=["eyes"], **kwargs)
     assert got["rows"] == want["rows"]
+
+
+def test_the_ceiling_is_scored_on_the_same_images_as_the_samples(monkeypatch):
+  """Was: `attribute_report(..., num_examples=N)` put the predictor's `meta.test_metrics`,
+  scored on the WHOLE test split at its training, beside the samples' and inferred
+  attributes' scores on the first N images, as their "ceiling" (and chance level), and the
+  table showed them in one row with no count (a fault hunt's finding: 1000 images beside 300
+  in RESULTS.md). Now the ceiling is the predictor on the real images of the same N rows, the
+  whole split's figure is kept as "ceiling_whole_test_split", and the table gives n and says
+  "(n = K)" for a part of another count (an evaluation.json of before, read back)."""
+  rows = np.array([[1, 0, 1, 0], [0, 1, 1, 0], [1, 1, 0, 0], [0, 0, 0, 1]], np.float32)
+  names = ("a", "b", "c", "d")
+  images = np.zeros((4, S, S, 3), np.uint8)
+  images[:, 0, 0, :] = 255 * rows[:, :3]  # The fake predictor reads the attributes there...
+  images[:, 0, 1, 0] = 255 * rows[:, 3]
+  split = Split(images, rows)
+  data = Dataset("synthetic", names, ("binary",) * 4,
+                 {"train": split, "validation": split, "test": split})
+  whole = {"num_images": 1000, "binary_accuracy": 0.25, "binary_chance": 0.6,
+           "continuous_correlation": float("nan")}
+  predictor = _predictor_of(data)
+  predictor = dataclasses.replace(predictor, meta=dataclasses.replace(
+      predictor.meta, test_metrics=whole))
+
+  def read(p, x):  # ...so the real images are read right; the samples (grey) all as 0.
+    x = np.asarray(x, np.float32) / (255.0 if np.asarray(x).dtype == np.uint8 else 1.0)
+    return np.concatenate([x[:, 0, 0, :], x[:, 0, 1, :1]], axis=1)
+  monkeypatch.setattr(ap.scoring, "predict", read)
+  monkeypatch.setattr(evaluation.inference, "sample",
+                      lambda t, attrs, key: {"image": np.full((len(attrs), S, S, 3), 0.1)})
+  monkeypatch.setattr(evaluation.inference, "progression", lambda t, a, j, values, key,
+                      num_latents: np.zeros((1, len(values), S, S, 3)))
+  monkeypatch.setattr(evaluation.inference, "infer_attributes",
+                      lambda t, x, prior, key, options: {"y": rows[:len(x)]})
+  report = evaluation.attribute_report(_trained(names), data, predictor, key=jax.random.key(0),
+                                       num_examples=2, num_bases=1, num_values=2)
+  assert report["samples"]["num_images"] == report["inference"]["num_images"] == 2
+  # Was 1000 images and the whole split's 0.25.
+  assert report["ceiling"]["num_images"] == 2
+  assert report["ceiling"]["binary_accuracy"] == 1.0
+  assert report["ceiling"]["binary_chance"] == report["samples"]["binary_chance"] == 0.75
+  assert report["ceiling_whole_test_split"] == whole
+  table = evaluation.attribute_table([report])
+  assert "| predictor on the same real images: acc. / corr. |" in table
+  assert "| CVAE | 2 | 0.500 (0.750) | – | " in table and table.endswith("| 1.000 / – |\n")
+  old = {**report, "ceiling": whole}  # As an evaluation.json of before holds it.
+  assert evaluation.attribute_table([old]).endswith("| 0.250 / – (n = 1000) |\n")
+
+
+def test_a_continuous_attribute_whose_predictions_never_move_scores_0():
+  """Was: a continuous column whose predictions are constant while its targets vary had
+  Pearson NaN, left out of the mean, so no response at all scored better than a weak one
+  (a fault hunt's: 0.993 against 0.550). Now it counts as 0 and is listed in
+  "continuous_flat"; a column whose targets are constant (nothing to follow) is still left
+  out. A binary column's accuracy is never NaN: constant predictions score as their class."""
+  names = ("a", "b", "c", "bin")
+  kinds = ("continuous",) * 3 + ("binary",)
+  predictor = ap.Predictor({}, ap.PredictorMeta(
+      dataset="d", attribute_names=names, attribute_kinds=kinds, image_size=S, width=4,
+      mean=(0.0,) * 4, std=(1.0,) * 4, low=(0.0,) * 4, high=(1.0,) * 4, steps=1,
+      batch_size=1, learning_rate=1e-3, seed=0))
+  t = np.array([[0.1, 0.2, 0.5, 0], [0.4, 0.9, 0.5, 1], [0.8, 0.3, 0.5, 1], [0.9, 0.6, 0.5, 1]],
+               np.float32)
+  weak = np.c_[t[:, 0], [0.2, 0.5, 0.6, 0.3], t[:, 0], np.full(4, 0.9)]  # b: 0.29.
+  flat = np.c_[t[:, 0], np.full(4, 0.3), t[:, 0], np.full(4, 0.9)]
+  s_weak, s_flat = ap.score(predictor, weak, t), ap.score(predictor, flat, t)
+  assert np.isnan(s_flat["per_attribute"]["c"]["score"])  # Targets constant: left out.
+  assert s_flat["per_attribute"]["b"]["score"] == 0.0  # Was NaN, left out of the mean.
+  assert s_flat["continuous_flat"] == ["b"] and s_weak["continuous_flat"] == []
+  assert s_flat["continuous_correlation"] == pytest.approx(0.5)  # (1 + 0) / 2; was 1.0.
+  assert s_flat["continuous_correlation"] < s_weak["continuous_correlation"]
+  assert s_flat["continuous_shuffled"] == pytest.approx(
+      s_flat["per_attribute"]["a"]["shuffled"] / 2)
+  assert s_flat["binary_accuracy"] == 0.75  # Constant predictions: the high class.
+  report = {"model": "m", "samples": s_flat, "progression_mean_spearman": 0.5,
+            "inference": None, "ceiling": {}}
+  assert "| 0.500 (1 flat) |" in evaluation.attribute_table([report])
+
+
+def test_the_divergence_message_names_terms_not_their_totals():
+  """Was: a diverged (C)VAE's message named "bound" (-loss, a total) beside the term at
+  fault, and a disCVAE's "kl" (kl_fg + kl_bg) beside the one of its parts that was (a fault
+  hunt's); totals are named, "loss" first, only when no other term is at fault."""
+  from a2i_jax import train_eval  # pylint: disable=import-outside-toplevel
+  nan, ok = (float("nan"), float("nan")), (1.0, 2.0)
+  cvae = {"loss": nan, "nll": ok, "kl": nan, "bound": nan}
+  assert train_eval.describe_divergence(cvae) == (
+      "term kl (value nan, gradient norm nan) is not finite")
+  assert train_eval.describe_divergence({**cvae, "kl": ok}).startswith("term loss (value nan")
+  dis = {"loss": nan, "recon_fg": ok, "recon": ok, "kl_fg": nan, "kl_bg": ok, "kl": nan,
+         "gate_bce": ok}
+  assert train_eval.describe_divergence(dis) == (
+      "term kl_fg (value nan, gradient norm nan) is not finite")
+  assert train_eval.describe_divergence({**dis, "kl_fg": ok, "loss": ok}) == (
+      "term kl (value nan, gradient norm nan) is not finite")

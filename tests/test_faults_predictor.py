@@ -202,7 +202,12 @@ def test_pearson_is_nan_for_a_constant_vector_and_scale_free_otherwise(predictor
   assert ap.spearman(small, [3, 2, 1]) == pytest.approx(-1.0)
   t = np.stack([np.array([0, 1] * 3 + [0], np.float32), big.astype(np.float32)], 1)
   p = np.stack([np.zeros(7, np.float32), np.full(7, 0.7, np.float32)], 1)
-  assert np.isnan(ap.score(predictor, p, t)["continuous_correlation"])
+  # Constant predictions against targets that vary: no response, 0 and listed; constant
+  # targets (nothing to follow): NaN, left out.
+  s = ap.score(predictor, p, t)
+  assert s["continuous_correlation"] == 0.0 and s["continuous_flat"] == ["age"]
+  assert np.isnan(ap.score(predictor, np.stack([p[:, 0], big.astype(np.float32)], 1),
+                           np.stack([t[:, 0], p[:, 1]], 1))["continuous_correlation"])
   t[:, 1] = small.tolist() * 2 + [1e-7]
   p[:, 1] = t[:, 1]
   assert ap.score(predictor, p, t)["continuous_correlation"] == pytest.approx(1.0)

@@ -172,11 +172,13 @@ def score(predictor: Predictor, predictions: np.ndarray, targets: Any, *,
   Returns:
     {"per_attribute": {name: {"kind", "score", "chance", "shuffled"}}, "binary_accuracy",
     "binary_chance", "binary_shuffled", "continuous_correlation", "continuous_chance",
-    "continuous_shuffled", "num_images"}. Binary: score = accuracy, chance = the
-    majority-class accuracy of the targets, shuffled = accuracy against the targets
-    permuted across images. Continuous: score = Pearson correlation, chance = 0, shuffled =
-    correlation against permuted targets. Means skip NaN (constant columns) and are NaN
-    where a kind is absent.
+    "continuous_shuffled", "num_images", "continuous_flat"}. Binary: score = accuracy,
+    chance = the majority-class accuracy of the targets, shuffled = accuracy against the
+    targets permuted across images. Continuous: score = Pearson correlation, chance = 0,
+    shuffled = correlation against permuted targets. A continuous column whose predictions
+    never move while its targets do (no response) scores 0 (and shuffled 0) and is listed in
+    "continuous_flat"; one whose targets are constant (nothing to follow, or one image) is
+    NaN and left out of the means. Means are NaN where a kind is absent.
   Raises:
     InputError: not a `Predictor`, predictions that are not [N, A] real numbers with N >= 1
       (A the predictor's attributes), targets of another shape, predictions or targets that
@@ -202,7 +204,7 @@ def score(predictor: Predictor, predictions: np.ndarray, targets: Any, *,
                      "predictions (of finite images).")
   perm = np.random.default_rng(seed).permutation(t.shape[0])
   thr = meta.threshold
-  per, groups = {}, {"binary": ([], [], []), "continuous": ([], [], [])}
+  per, groups, flat = {}, {"binary": ([], [], []), "continuous": ([], [], [])}, []
   for j, (name, kind) in enumerate(zip(meta.attribute_names, meta.attribute_kinds)):
     if kind == "binary":
       pb, tb = p[:, j] >= thr[j], t[:, j] >= thr[j]
@@ -210,10 +212,19 @@ def score(predictor: Predictor, predictions: np.ndarray, targets: Any, *,
       vals = (float((pb == tb).mean()), max(rate, 1.0 - rate), float((pb == tb[perm]).mean()))
     else:
       vals = (pearson(p[:, j], t[:, j]), 0.0, pearson(p[:, j], t[perm, j]))
+      # Targets that vary, predictions that never move: no response, correlation 0 (was: NaN,
+      # left out of the mean, so a predictor or model that did not respond at all scored
+      # higher than one that responded weakly). Only a column of constant targets (nothing
+      # to follow: its correlation with itself NaN) stays NaN and out of the means. A binary
+      # column's accuracy is never NaN: constant predictions score as the class they give.
+      if not np.isfinite(vals[0]) and np.isfinite(pearson(t[:, j], t[:, j])):
+        vals = (0.0, 0.0, 0.0)
+        flat.append(name)
     per[name] = {"kind": kind, "score": vals[0], "chance": vals[1], "shuffled": vals[2]}
     for lst, v in zip(groups[kind], vals):
       lst.append(v)
-  out: dict[str, Any] = {"per_attribute": per, "num_images": int(t.shape[0])}
+  out: dict[str, Any] = {"per_attribute": per, "num_images": int(t.shape[0]),
+                         "continuous_flat": flat}
   for kind, label in (("binary", "accuracy"), ("continuous", "correlation")):
     s, c, sh = groups[kind]
     out[f"{kind}_{label}"] = _nanmean(s)
@@ -232,8 +243,10 @@ def fidelity(predictor: Predictor, images: Any, target_attributes: Any, *,
     target_attributes: [N, A], the attributes the images should have.
     seed: the permutation of the shuffled-target baseline.
   Returns:
-    `score(...)` of the predictions, plus "ceiling": the predictor's own scores on real test
-    images (`meta.test_metrics`, without the per-attribute detail).
+    `score(...)` of the predictions, plus "ceiling": the predictor's own scores on the whole
+    test split of its training (`meta.test_metrics`, without the per-attribute detail; its
+    "num_images" says how many images, in general not those scored here: score real images
+    of the same rows for a ceiling of these, as `evaluation.attribute_report` does).
   Raises:
     InputError: images or a predictor `predict` refuses, or targets or a seed `score`
       refuses.
