@@ -4,7 +4,8 @@ It is trained on the training split of whichever dataset the generator used and 
 generator's workdir (`workdir/attribute_predictor/`). Generated samples are then scored
 against the attributes they were generated from: accuracy for binary attributes, Pearson
 correlation for continuous ones, each beside a chance baseline and beside the predictor's
-own score on real test images (the ceiling a perfect generator could reach).
+own score on the same real test images (the ceiling a perfect generator could reach;
+`evaluation.attribute_report`).
 
 Targets: binary columns are mapped from their two values (the smallest and largest in the
 training split, e.g. {0, 1} or {-1, +1}) to {0, 1} and trained with binary cross-entropy;

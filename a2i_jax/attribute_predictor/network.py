@@ -64,7 +64,8 @@ class PredictorMeta:
       images and attributes, not its masks; "" for a dataset without one), so that
       `evaluation.attribute_report` refuses a predictor of other images, yet takes it for
       every run whose test split is the same (runs of other training sizes, or with masks).
-    test_metrics: `score` of the predictor on the dataset's real test images (the ceiling).
+    test_metrics: `score` of the predictor on the dataset's whole real test split, at its
+      training (an evaluation of N images scores its ceiling on those N).
   """
   dataset: str
   attribute_names: tuple[str, ...]
