@@ -109,8 +109,9 @@ def _parse_flags(argv: list[str]) -> list[str]:
     _fail(str(e))
   # ml_collections reads the order of --config and its overrides from sys.argv itself: the
   # normalised order there too (--config first: was "Found --config.x in argv before a value
-  # for --config was specified").
-  sys.argv[:] = argv
+  # for --config was specified"). The list itself, which records how each argument was typed,
+  # for the advice to a refused resume (`config_lib.CommandLine`; was: its contents alone).
+  sys.argv = argv
   given = [a for a in argv[1:] if a == "--config" or a.startswith("--config=")]
   if len(given) > 1:  # absl would let the last win, or blame the overrides as defined twice.
     _fail(f"--config given {len(given)} times; pass it once (then --config.<key>=<value> "

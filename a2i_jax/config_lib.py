@@ -264,14 +264,25 @@ def resolve_spec(spec: str) -> str:
   return path + (":" + arg if arg else "")
 
 
-# The command line `normalised_command_line` returned last (train.py's sys.argv), and how its
-# arguments were typed where that differs, e.g. {"--config.model.z_dim=16":
-# "-config.model.z_dim=16"}: the advice to a refused resume names what to drop or replace as
-# the user typed it (`_typed_forms`).
-_LAST_NORMALISED: dict[str, Any] = {"argv": None, "typed": {}}
+class CommandLine(list):
+  """A command line as `normalised_command_line` returns it (a list of its arguments), with
+  `typed`: how each argument was typed, by position ("-config.model.z_dim=16" where it holds
+  "--config.model.z_dim=16", "--config synthetic" for "--config=/.../configs/synthetic.py"),
+  so that the advice to a refused resume names what to drop or replace as the user typed it
+  (`_typed_forms`). train.py puts it in sys.argv, where `train_lib` reads it.
+
+  Was: a module-level record keyed by the normalised argument, in which two arguments typed
+  apart that normalise alike ("-config.model.z_dim=16 --config.model.z_dim=16") were one, and
+  the advice to drop them named one only (a second refusal).
+  """
+
+  def __init__(self, argv: Sequence[str], typed: Sequence[str]):
+    super().__init__(argv)
+    # `as_returned`: what `typed` fits; a line changed since reads as typed (`_typed_forms`).
+    self.typed, self.as_returned = tuple(typed), tuple(argv)
 
 
-def normalised_command_line(argv: list[str]) -> list[str]:
+def normalised_command_line(argv: list[str]) -> CommandLine:
   """train.py's command line in the one form its checks read: "--config..." for absl's
   "-config..." (and "-noconfig..."), and "--config=SPEC" for "--config SPEC", SPEC's file
   found as `resolve_spec` finds it ("--config=synthetic" as configs/synthetic.py, also from
@@ -286,7 +297,8 @@ def normalised_command_line(argv: list[str]) -> list[str]:
   Args:
     argv: sys.argv (the program first).
   Returns:
-    The arguments with the same meaning to absl.
+    The arguments with the same meaning to absl, as a `CommandLine`: its `typed` has how each
+    was typed, by position.
   Raises:
     ConfigError: A2I_JAX_CONFIGS names a folder without default.py, or there is no --config
       (or it has no value) and no help flag or --flagfile that absl would read instead (was:
@@ -294,12 +306,11 @@ def normalised_command_line(argv: list[str]) -> list[str]:
       ":" (`resolve_spec`), or --workdir or a non-bool --config.<key> is given without "="
       and the next argument is a flag (absl would take that flag as its value).
   """
-  out, i, typed_as = list(argv[:1]), 1, {}
-  _LAST_NORMALISED.update(argv=None, typed={})
+  out, i = [(a, a) for a in argv[:1]], 1  # (argument, as typed), in order.
   while i < len(argv):
     arg = typed = argv[i]
     if arg == "--":
-      out += argv[i:]
+      out += [(a, a) for a in argv[i:]]
       break
     if arg.startswith(("-config", "-noconfig")):  # Absl's one-dash form of a config flag;
       arg = "-" + arg  # no other argument (a value "-runs" after --workdir stays as it is).
@@ -314,32 +325,33 @@ def normalised_command_line(argv: list[str]) -> list[str]:
                         f"--{name}=VALUE.")
     if arg.startswith("--config="):
       arg = "--config=" + resolve_spec(arg.split("=", 1)[1])
-    if arg != typed:
-      typed_as[arg] = typed
-    out.append(arg)
+    out.append((arg, typed))
     i += 1
-  end = out.index("--") if "--" in out else len(out)
+  end = next((j for j, (a, _) in enumerate(out) if a == "--"), len(out))
   head = out[1:end]
-  specs = [a for a in head if a.startswith("--config=")]
+  names = [a for a, _ in head]
+  specs = [a for a in names if a.startswith("--config=")]
   if not any(s != "--config=" for s in specs) and not any(
       a.startswith(("--help", "-help", "--flagfile", "-flagfile")) or a in ("-h", "-?")
-      for a in head):
-    what = "has no value" if "--config" in head or specs else "is missing"  # "--config=" too.
+      for a in names):
+    what = "has no value" if "--config" in names or specs else "is missing"  # "--config=" too.
     raise ConfigError(f"--config {what}; pass --config=configs/<name>.py (e.g. "
                       "--config=configs/synthetic.py, or configs/lfw.py:discvae), then any "
                       "--config.<key>=<value> overrides.")
   # First of all: an override before it, also one in a --flagfile, which absl expands in
   # place, is refused ("Found --config.x in argv before a value for --config was specified").
-  out = out[:1] + specs + [a for a in head if not a.startswith("--config=")] + out[end:]
-  _LAST_NORMALISED.update(argv=list(out), typed=typed_as)
-  return out
+  first = [p for p in head if p[0].startswith("--config=")]
+  out = out[:1] + first + [p for p in head if not p[0].startswith("--config=")] + out[end:]
+  return CommandLine([a for a, _ in out], [t for _, t in out])
 
 
-def _typed_forms(argv: Sequence[str]) -> dict[str, str]:
-  """How the arguments of the command line `argv` were typed, where that differs from them
-  ({"--config.model.z_dim=16": "-config.model.z_dim=16"}): where `argv` is the command line
-  `normalised_command_line` returned last (train.py's sys.argv); {} for any other."""
-  return _LAST_NORMALISED["typed"] if list(argv) == _LAST_NORMALISED["argv"] else {}
+def _typed_forms(argv: Sequence[str]) -> list[str]:
+  """How each argument of the command line `argv` was typed, by position: its `typed` where
+  `argv` is a `CommandLine` as `normalised_command_line` returned it (train.py's sys.argv);
+  `argv` itself for any other (also one changed since: its record no longer fits)."""
+  if isinstance(argv, CommandLine) and tuple(argv) == argv.as_returned:
+    return list(argv.typed)
+  return list(argv)
 
 
 def expand_flagfiles(argv: list[str], flag_values: Any) -> list[str]:
@@ -536,7 +548,8 @@ def variant_advice(argv: Sequence[str], run_model: Any, name: str,
   "--noconfig.model.KEY", which was kept for a second refusal; `typed_model_overrides`).
 
   Args:
-    argv: the command line, the program first (train.py's `sys.argv`).
+    argv: the command line, the program first (train.py's `sys.argv`: a `CommandLine`, whose
+      record of how each argument was typed the advice names them by).
     run_model: the run's model section (its config.json's, with the defaults filled in).
     name: the model.name of the refused config.
     ignore: keys a resume may change, left out (train_lib's `COMPUTE_ONLY_MODEL_KEYS`).
@@ -575,8 +588,9 @@ def typed_model_overrides(argv: Sequence[str], keys: Any) -> list[str]:
   "--config.model.KEY VALUE", whose VALUE it left behind.
 
   Args:
-    argv: the command line, the program first (none after a "--"), normalised by
-      `normalised_command_line` or as typed.
+    argv: the command line, the program first (none after a "--"), as typed or as
+      `normalised_command_line` returned it (a `CommandLine`: read by its record of how each
+      argument was typed, so that two typed apart that normalise alike are both named).
     keys: model keys, e.g. {"z_dim"}.
   Returns:
     Each once, in the order typed, as typed: the flag's name ("--config.model.z_dim" for
@@ -584,11 +598,11 @@ def typed_model_overrides(argv: Sequence[str], keys: Any) -> list[str]:
     "-config.model.z_dim" for "-config.model.z_dim=16", also where train.py normalised it),
     with its value where absl reads it from the next argument ("--config.model.z_dim 16").
   """
-  args, typed_as, found, i = _flag_arguments(argv), _typed_forms(argv), [], 0
+  args, found, i = _flag_arguments(argv), [], 0
+  typed_args = _typed_forms(argv)[1:len(args) + 1]  # Parallel to `args`.
   while i < len(args):
-    arg, i = args[i], i + 1
+    arg, typed, i = args[i], typed_args[i].split("=", 1)[0], i + 1
     key = _override_key(arg, "--config") or ""
-    typed = typed_as.get(arg, arg).split("=", 1)[0]
     if key and "=" not in arg and i < len(args) and _takes_a_value(f"--config.{key}"):
       typed, i = f"{typed} {shlex.quote(args[i])}", i + 1  # "--config.model.z_dim 16".
     if key.startswith("model.") and key[6:] in keys and typed not in found:
@@ -604,7 +618,7 @@ def _typed_config_flag(argv: Sequence[str]) -> str:
     name = args[i].partition("=")[0]
     if name in ("--config", "-config"):
       if "=" in args[i] or i + 1 == len(args):
-        return _typed_forms(argv).get(args[i], args[i])
+        return _typed_forms(argv)[i + 1]
       return f"{args[i]} {shlex.quote(args[i + 1])}"
   return "--config"
 
@@ -891,13 +905,26 @@ def check_predictor_settings(settings: Any, prefix: str = "config.attribute_pred
     _check_positive(settings, (key,), prefix)
     _check_int32(int(settings[key]), f"{prefix}{key}")
   rate = settings["learning_rate"]
-  if (isinstance(rate, (bool, np.bool_)) or not isinstance(rate, (int, float, np.integer,
-                                                                  np.floating))
-      or not 0 < rate < math.inf):
+  if not is_positive_finite(rate):
     raise ConfigError(f"{prefix}learning_rate={rate!r} is not valid; pass a positive finite "
                       "number (e.g. 1e-3).")
   _check_float32(settings, "attribute_predictor.learning_rate",
                  "the predictor's optimiser computes", name=f"{prefix}learning_rate")
+
+
+def is_positive_finite(value: Any) -> bool:
+  """The rule for a learning rate's kind and range, the attribute predictor's
+  (`check_predictor_settings`) and the mask net's (`face_masks.MaskNetConfig`): a number (an
+  integer or a float, not a bool nor a string) above 0 and finite. Was: the mask net's its own
+  copy.
+
+  Args:
+    value: any value.
+  Returns:
+    Whether it is one.
+  """
+  return (isinstance(value, (int, float, np.integer, np.floating))
+          and not isinstance(value, (bool, np.bool_)) and 0 < value < math.inf)
 
 
 def _check_int32(value: int, name: str) -> None:

@@ -465,7 +465,8 @@ def test_long_attribute_names_are_cut_to_fit_a_file_name(tmp_path):
 
 def test_a_failed_write_names_the_reason_and_its_own_fix(tmp_path):
   """Fault hunt: every failed write advised "free some space", also "File name too long";
-  and a folder in the way of a result was reported as --out itself."""
+  and a folder in the way of a result was reported as --out itself. Review: the fixes of
+  EIO and EFBIG were worded again (in other words) beside `files.storage_fix`'s."""
   import errno  # pylint: disable=import-outside-toplevel
   import infer  # pylint: disable=import-outside-toplevel
 
@@ -479,6 +480,10 @@ def test_a_failed_write_names_the_reason_and_its_own_fix(tmp_path):
                                        "free some space")
   for code in (errno.EACCES, errno.EROFS, errno.EISDIR, errno.EIO):
     assert "free some" not in line(code) and "--out=" in line(code), line(code)
+  from a2i_jax import files  # pylint: disable=import-outside-toplevel
+  for code in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG):  # Was worded twice: the
+    # fix of a storage error is training's (`files.storage_fix`), then infer.py's --out.
+    assert files.storage_fix(OSError(code, os.strerror(code))) in line(code), line(code)
   out = tmp_path / "out"
   (out / "x.png").mkdir(parents=True)
   with pytest.raises(InputError) as e:

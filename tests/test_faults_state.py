@@ -428,8 +428,10 @@ def test_the_same_values_advice_for_another_model_resumes_it_taken_literally(tmp
                                                  "-config.model.zb_dim", "4"]),
     (["-config", "configs/synthetic.py:discvae"], ["--config.model.zf_dim=12"]),
     (["--config=synthetic:discvae"], ["--config.model.zf_dim=12"]),
+    (["--config=configs/synthetic.py:discvae"], ["-config.model.zf_dim=12",
+                                                 "--config.model.zf_dim=12"]),
 ], ids=["noconfig", "one_dash_noconfig", "value_apart", "one_dash", "config_apart",
-        "config_by_name"])
+        "config_by_name", "typed_twice_apart"])
 def test_the_variant_advice_names_the_overrides_and_the_config_flag_as_typed(
     config, typed, tmp_path, monkeypatch):
   """Was: the advice to a resume refused for another model named every override to drop as
@@ -440,7 +442,9 @@ def test_the_variant_advice_names_the_overrides_and_the_config_flag_as_typed(
   "--config=synthetic:discvae") in the form it normalised them to, which the command line as
   typed does not hold. Now each as typed: found on the command line, and the command with
   them dropped and the variant put in place parses to no stray argument and gets past the
-  resume's check."""
+  resume's check. Typed twice, apart ("-config.model.zf_dim=12 --config.model.zf_dim=12"):
+  was one of them named (the typed forms were kept by the normalised argument, and both
+  normalise alike), the other left for a second refusal; now both, by position."""
   import shlex  # pylint: disable=import-outside-toplevel
   import sys  # pylint: disable=import-outside-toplevel
   from absl import flags  # pylint: disable=import-outside-toplevel
@@ -493,3 +497,27 @@ def test_the_same_values_advice_names_an_override_with_its_value_apart_as_typed(
   with pytest.raises(ConfigError, match="resume it with the same values") as e:
     train_lib._check_resume_compatible(str(tmp_path), config, keys=("model",))
   assert ", without --config.model.z_dim 16)" in str(e.value), str(e.value)
+
+
+def test_train_py_keeps_how_each_argument_was_typed_for_the_resume_advice(tmp_path):
+  """train.py's wiring of `config_lib.CommandLine`: what its flag parsing leaves in sys.argv,
+  where `train_lib`'s resume advice reads it, still knows how each argument was typed, also
+  two typed apart that normalise alike. Was: the typed forms in a module-level record keyed
+  by the normalised argument (the second of those two lost), which train.py's sys.argv held
+  the contents of only. In a subprocess: train.py defines absl's global flags."""
+  import json  # pylint: disable=import-outside-toplevel
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  code = ("import json, sys, train; from a2i_jax import config_lib; train._parse_flags(["
+          f"'train.py', '--workdir={tmp_path}/w', '--config=synthetic:discvae', "
+          "'-config.model.zf_dim=12', '--config.model.zf_dim=12']); "
+          "print(json.dumps(config_lib.typed_model_overrides(sys.argv, {'zf_dim'})))")
+  env = {**os.environ, "A2I_HUGE_PAGES": "0", "PYTHONPATH": os.pathsep.join(
+      p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+  r = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True,
+                     text=True, timeout=120, check=False)
+  assert r.returncode == 0, r.stderr
+  assert json.loads(r.stdout.splitlines()[-1]) == ["-config.model.zf_dim",
+                                                   "--config.model.zf_dim"], r.stdout
+  assert not os.path.exists(tmp_path / "w")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from typing import Any, Optional
 
 import flax.linen as nn
@@ -60,9 +59,9 @@ class MaskNetConfig:
       if not is_integer(value) or value < least:
         raise ConfigError(f"config.data.mask_net.{key}={value!r} must be "
                           f"{'a positive integer' if least else 'an integer >= 0'}.")
-    lr = self.learning_rate
-    if (not isinstance(lr, (int, float, np.integer, np.floating)) or isinstance(lr, bool)
-        or not 0 < lr < math.inf):  # Was: inf accepted, every mask 0.
+    lr = self.learning_rate  # Was: inf accepted, every mask 0.
+    from a2i_jax import config_lib  # pylint: disable=import-outside-toplevel  (it imports this)
+    if not config_lib.is_positive_finite(lr):  # The attribute predictor's rule (one).
       raise ConfigError(f"config.data.mask_net.learning_rate={lr!r} must be a positive finite "
                         "number.")
     seed = self.seed  # A jitted int32 argument: 2**31 was a traceback from JAX.
