@@ -472,7 +472,7 @@ def has_checkpoints(workdir: str) -> bool:
 
 def check_step_names(workdir: str) -> None:
   """Refuses an entry of `workdir/checkpoints` named as a step's save (8, not 08) that is not
-  a folder.
+  a folder, or is a symbolic link (to a folder: another run's checkpoint).
 
   Such a file is the user's: Orbax neither lists nor restores it, and its save of that step
   replaced it without a word (fault hunt). Refused before anything is written, as
@@ -480,10 +480,19 @@ def check_step_names(workdir: str) -> None:
   checkpoint is (`CORRUPT_DIR`): no save makes a file, so it is no checkpoint gone bad, and
   where it belongs is the user's to say.
 
+  A link to a step's folder (a checkpoint shared from another run) resumed, then Orbax's
+  retention (`config.max_checkpoints_to_keep`) stopped every later run with "Cannot call
+  rmtree on a symbolic link"'s traceback, at each save's cleanup (a fault hunt's finding).
+  Refused rather than unlinked when pruned: the pruning is Orbax's own deleter (internal,
+  and not the same in each Orbax version), and the other run's retention may delete the
+  folder under this run. `infer.py` only reads checkpoints and does not call this: a link
+  serves there.
+
   Args:
     workdir: the run's directory.
   Raises:
-    WorkdirError: the message names the entry and says to move it out of checkpoints/.
+    WorkdirError: the message names the entry and says to move it out of checkpoints/ (a
+      link to a folder: or to copy the checkpoint in, with the command).
   """
   directory = os.path.join(workdir, CHECKPOINT_DIR)
   try:
@@ -492,6 +501,15 @@ def check_step_names(workdir: str) -> None:
     return
   for name in names:
     path = os.path.join(directory, name)
+    if name.isdigit() and name == str(int(name)) and os.path.islink(path) and os.path.isdir(
+        path):
+      target = os.path.realpath(path)
+      raise WorkdirError(
+          f"{path} is a symbolic link to {target}, not a folder of this run: training would "
+          f"resume from it and then fail to delete it when it prunes old checkpoints "
+          "(config.max_checkpoints_to_keep); copy the checkpoint in (rm "
+          f"{shlex.quote(path)} && cp -r {shlex.quote(target)} {shlex.quote(path)}), or move "
+          f"the link out of {directory}, or pass another --workdir.")
     if name.isdigit() and name == str(int(name)) and not os.path.isdir(path):
       kind = ("a file" if os.path.isfile(path) else
               "a symbolic link to nothing" if os.path.islink(path) else "a special file")

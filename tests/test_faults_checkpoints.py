@@ -677,3 +677,52 @@ def test_a_workdir_whose_lock_cannot_be_made_gets_its_errnos_advice(tmp_path, mo
     assert str(e.value) == (f"cannot write to {workdir} ({words}); {fix}pass a --workdir you "
                             "can write to."), str(e.value)
     assert not os.path.exists(workdir)  # Taken back.
+
+
+def test_a_step_linked_from_another_run_is_refused_before_training(tmp_path, monkeypatch):
+  """Was: checkpoints/2 a symbolic link to another run's step resumed, then Orbax's retention
+  (max_checkpoints_to_keep) stopped that run and every rerun with "OSError: Cannot call rmtree
+  on a symbolic link"'s traceback at a save's cleanup. Refused before the data load with the
+  command that copies it in; followed, the run prunes its own copy and the other run keeps
+  its step. Serving reads through the link (a restore never deletes)."""
+  import subprocess  # pylint: disable=import-outside-toplevel
+  from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
+  from conftest import tiny_config  # pylint: disable=import-outside-toplevel
+
+  class Loaded(Exception):
+    pass
+
+  def load(*args, **kwargs):
+    raise Loaded
+
+  monkeypatch.setattr(train_lib, "load_dataset", load)
+  other = tmp_path / "other run"
+  saver = checkpoints.Checkpointer(str(other), max_to_keep=None)
+  saver.save(2, {"w": jnp.full(3, 2.0)})
+  saver.close()
+  target = other / "checkpoints" / "2"
+  workdir = tmp_path / "w"
+  (workdir / "checkpoints").mkdir(parents=True)
+  link = workdir / "checkpoints" / "2"
+  link.symlink_to(target)
+  with pytest.raises(WorkdirError) as e:
+    train_lib.train_and_evaluate(tiny_config("cvae"), str(workdir))
+  advice = f"rm {link} && cp -r '{target}' {link}"
+  assert str(e.value) == (
+      f"{link} is a symbolic link to {target}, not a folder of this run: training would resume "
+      "from it and then fail to delete it when it prunes old checkpoints "
+      f"(config.max_checkpoints_to_keep); copy the checkpoint in ({advice}), or move the link "
+      f"out of {workdir / 'checkpoints'}, or pass another --workdir."), str(e.value)
+  reader = checkpoints.Checkpointer(str(workdir), create=False)
+  np.testing.assert_array_equal(reader.restore(TARGET, 2)["w"], np.full(3, 2.0))
+  reader.close()
+  subprocess.run(["bash", "-c", advice], check=True)
+  with pytest.raises(Loaded):  # Checked and passed.
+    train_lib.train_and_evaluate(tiny_config("cvae"), str(workdir))
+  saver = checkpoints.Checkpointer(str(workdir), max_to_keep=1)
+  saver.save(4, {"w": jnp.full(3, 4.0)})
+  saver.close()
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["4"]
+  reader = checkpoints.Checkpointer(str(other), create=False)
+  np.testing.assert_array_equal(reader.restore(TARGET, 2)["w"], np.full(3, 2.0))
+  reader.close()

@@ -494,6 +494,72 @@ def test_a_runs_data_digests_are_computed_once_a_load(tmp_path, monkeypatch):
   assert base.split_content(loaded)["train"] != before["train"]  # call computes them again.
 
 
+
+def test_an_image_rewritten_at_its_size_and_time_is_prepared_again(tmp_path, caplog):
+  """Was: the prepared copy was keyed by each file's size and modification time alone, so a
+  test image rewritten in place at its size with its time put back (`exiftool -P`, `cp -p`
+  of a new set) served the stale copy's pixels, and the digests of the copy warned of
+  nothing. Its change time (set by any write, never back) keys the copy now, and the inode
+  number: a copy of the folder elsewhere, the same files, is prepared again once, and a
+  run's split check (`check_same_splits`) takes it without a word."""
+  import logging  # pylint: disable=import-outside-toplevel
+  from a2i_jax import checkpoints  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data import base  # pylint: disable=import-outside-toplevel
+  path = _folder(tmp_path, "filename,split,smile", ["0", "1", "0"])
+  data = tmp_path / "data"
+  before = load_dataset(_folder_config(path, data), progress=False)
+  assert before["test"].images.max() == 80
+  image = os.path.join(path, "images", "img2.png")
+  st = os.stat(image)
+  for value in range(200, 256):  # New pixels in a PNG of the very same size.
+    Image.fromarray(np.full((4, 4, 3), value, np.uint8)).save(image)
+    if os.path.getsize(image) == st.st_size:
+      break
+  assert os.path.getsize(image) == st.st_size
+  os.utime(image, ns=(st.st_atime_ns, st.st_mtime_ns))
+  assert os.stat(image).st_mtime_ns == st.st_mtime_ns
+  after = load_dataset(_folder_config(path, data), progress=False)
+  assert after["test"].images.min() == value  # Was 80, the stale copy's.
+  assert len(os.listdir(data / "folder")) == 2
+  # The same files in another folder: prepared again (other inodes), the same data.
+  shutil.copytree(path, tmp_path / "elsewhere" / "f")  # copy2: the times kept.
+  moved = load_dataset(_folder_config(tmp_path / "elsewhere" / "f", data), progress=False)
+  assert len(os.listdir(data / "folder")) == 3
+  with caplog.at_level(logging.WARNING):
+    base.check_same_splits(str(tmp_path / "w"), checkpoints.dataset_info(after, path), moved)
+  assert "differ" not in caplog.text
+
+
+
+def test_a_trained_runs_data_folder_is_set_in_its_config_json(tmp_path):
+  """Was: a trained run whose config.json names a data.cache_dir below a file (a path from
+  another machine) was told, by infer.py and the inference API too, to "pass
+  --config.data.cache_dir=<a folder>", a flag infer.py refuses. A run's data are told to be
+  set in its config.json, as its data.path is; train.py's flag advice is as it was."""
+  from a2i_jax.inference import restore  # pylint: disable=import-outside-toplevel
+  (tmp_path / "afile").write_text("mine")
+  cfg = tiny_config("cvae")
+  cfg.data.cache_dir = str(tmp_path / "afile" / "cache")
+  below = (f"config.data.cache_dir={tmp_path}/afile/cache is below {tmp_path}/afile, which is a "
+           "file, not a folder; ")
+  record = tmp_path / "w" / "config.json"
+  with pytest.raises(DataError) as e:
+    restore.load_run_data(cfg, str(tmp_path / "w"), progress=False)
+  assert str(e.value) == (f"{below}set data.cache_dir in {record} to a folder (it is created "
+                          "if missing)."), str(e.value)
+  with pytest.raises(DataError) as e:
+    load_dataset(cfg.data, progress=False)
+  assert str(e.value) == (f"{below}pass --config.data.cache_dir=<a folder> (it is created if "
+                          "missing).")
+  cfg = tiny_config("cvae")
+  cfg.data.name, cfg.data.data_dir = "lfw", " "
+  with pytest.raises(DataError) as e:
+    restore.load_run_data(cfg, str(tmp_path / "w"), progress=False)
+  assert str(e.value) == (f"config.data.data_dir is empty; set data.data_dir in {record} to a "
+                          "folder.")
+  assert not (tmp_path / "w").exists()
+
+
 # ------------------------------------------------- names and columns, turned TIFFs and masks
 
 

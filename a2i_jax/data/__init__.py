@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Optional
 
 import ml_collections
 
@@ -39,14 +39,9 @@ def load_dataset(data_config: Any, progress: bool = True) -> Dataset:
     DataError: the dataset cannot be prepared or read (an error of the system's too: a full
       disk, permissions, a folder where a file goes, naming the path and the fix).
   """
-  _check_data_config(data_config)
+  check_settings(data_config)
   name = data_config.name
-  check_choice("data.name", name, DATASET_NAMES)
   cache_dir = os.path.expanduser(data_config.cache_dir) if data_config.cache_dir else None
-  if cache_dir is not None:
-    check_folder("data.cache_dir", data_config.cache_dir)
-  if name != "synthetic":
-    check_folder("data.data_dir", data_config.data_dir)
   try:
     return _load(name, data_config, cache_dir, progress)
   except DataError:
@@ -90,7 +85,29 @@ def _check_data_config(data_config: Any) -> None:
                       f"(is it config.data?); {fix}, which holds every key.")
 
 
-def check_folder(key: str, value: str) -> None:
+def check_settings(data_config: Any, config_file: Optional[str] = None) -> None:
+  """`load_dataset`'s checks of `data_config` before it loads anything: a data section with
+  every key its dataset reads, a known dataset name, and data.cache_dir (where set) and
+  data.data_dir (but for the synthetic data) that can be folders (`check_folder`).
+
+  Args:
+    data_config: `config.data`.
+    config_file: where the folder settings are set: a trained run's config.json (infer.py
+      and the inference API, which call this first with it), or None: the --config flags.
+  Raises:
+    ConfigError: `data_config` is not a config's data section, lacks keys it needs, or names
+      an unknown dataset.
+    DataError: a folder setting that cannot be a folder (`check_folder`).
+  """
+  _check_data_config(data_config)
+  check_choice("data.name", data_config.name, DATASET_NAMES)
+  if data_config.cache_dir:
+    check_folder("data.cache_dir", data_config.cache_dir, config_file)
+  if data_config.name != "synthetic":
+    check_folder("data.data_dir", data_config.data_dir, config_file)
+
+
+def check_folder(key: str, value: str, config_file: Optional[str] = None) -> None:
   """Refuses a data folder setting that cannot be a folder: empty, a file, or below a file.
 
   Writes nothing; a folder that does not exist yet is fine (it is created when needed).
@@ -98,19 +115,24 @@ def check_folder(key: str, value: str) -> None:
   Args:
     key: the config key, e.g. "data.data_dir", for the message.
     value: its value (`~` is expanded).
+    config_file: where the key is set: a trained run's config.json (infer.py and the
+      inference API have no --config flags: was told "pass --config.data.cache_dir=...", a
+      flag infer.py refuses; a fault hunt's finding), or None: the --config flag.
   Raises:
     DataError: naming the key, the path in the way and the fix.
   """
+  fix = (f"set {key} in {shown_path(config_file)} to a folder" if config_file else
+         f"pass --config.{key}=<a folder>")
   if not str(value).strip():
-    raise DataError(f"config.{key} is empty; pass --config.{key}=<a folder>.")
+    raise DataError(f"config.{key} is empty; {fix}.")
   path = os.path.abspath(os.path.expanduser(value))
   existing = path
   while not os.path.exists(existing):
     existing = os.path.dirname(existing)
   if not os.path.isdir(existing):
     where = "is a file" if existing == path else f"is below {shown_path(existing)}, which is a file"
-    raise DataError(f"config.{key}={shown_path(value)} {where}, not a folder; pass "
-                    f"--config.{key}=<a folder> (it is created if missing).")
+    raise DataError(f"config.{key}={shown_path(value)} {where}, not a folder; {fix} (it is "
+                    "created if missing).")
 
 
 def _load(name: str, data_config: Any, cache_dir: Any, progress: bool) -> Dataset:
@@ -146,4 +168,4 @@ def _load_real(data_config: Any, progress: bool) -> Dataset:
 
 
 __all__ = ["DATASET_NAMES", "DataError", "Dataset", "DatasetNotPreparedError", "Split", "SPLITS",
-           "check_folder", "load_dataset"]
+           "check_folder", "check_settings", "load_dataset"]

@@ -23,7 +23,7 @@ import numpy as np
 
 from a2i_jax import (checkpoints, config_lib, distributed, memo, models, parallel,
                      sampling)
-from a2i_jax.data import Dataset, load_dataset
+from a2i_jax.data import Dataset, check_settings, load_dataset
 from a2i_jax.data.base import OtherDataError, as_trained, centre_cropped, check_same_splits
 from a2i_jax.errors import (CheckpointError, ConfigError, DataError, DatasetNotPreparedError,
                             InputError)
@@ -477,6 +477,10 @@ def _run_data(config: ml_collections.ConfigDict, workdir: Optional[str],
   model that takes attributes, the one the newest checkpoint in `workdir` records."""
   if workdir is not None:
     _check_folder_there(config, workdir)
+    # load_dataset's own check, first, with advice that names the run's config.json (no flag
+    # sets data.cache_dir or data_dir here: was "pass --config.data.cache_dir=...").
+    check_settings(config.data,
+                   os.path.join(os.path.expanduser(workdir), checkpoints.CONFIG_FILE))
   if progress is None:
     progress = bool(config.get("progress_bar", True))
   dataset = load_dataset(config.data, bool(progress))
