@@ -223,7 +223,7 @@ def _read_checksums(folder: str, reading: bool = True) -> dict[str, str]:
     {path relative to `folder`: SHA-256}.
   Raises:
     CheckpointError: (`reading`) the file cannot be read.
-    OSError: (not `reading`) the same.
+    OSError: (not `reading`) a storage error (`files.storage_error`); any other: {}.
   """
   path = os.path.join(folder, CHECKSUM_FILE)
   try:
@@ -232,6 +232,11 @@ def _read_checksums(folder: str, reading: bool = True) -> dict[str, str]:
     return {}
   except OSError as e:  # Not the file's bytes (`files.read_digests`).
     if not reading:
+      # A save rewrites the file from the step's files: only the disk's own errors stop it
+      # (a network file system's passing ESTALE, too many open files: recomputed, as before;
+      # review finding: was raised, a traceback that stopped a save that used to finish).
+      if files.storage_error(e) is None:
+        return {}
       raise
     raise _cannot_read(path, e) from None
 
@@ -789,13 +794,19 @@ class Checkpointer:
         into JSON it refuses was a ValueError's traceback): the message names the steps whose
         files fail their checksums, and those whose `_CHECKPOINT_METADATA` is not a JSON
         object (an older version's, without checksums: was "a step folder there is
-        damaged", naming none; review finding), and says to move them away.
+        damaged", naming none; review finding), and says to move them away; or, opened
+        to read (`create=False`), a storage error (`files.storage_error`), with its advice.
+      OSError: opened to write, a storage error, for training to word with its step.
     """
     try:
       return ocp.CheckpointManager(self.directory, options=self._options)
     except Exception as e:  # pylint: disable=broad-except
       if isinstance(e, OSError) and files.storage_error(e) is not None:
-        raise
+        if self._options.create:  # Training's: it words a failed write with its step.
+          raise
+        # Reading (infer.py, the API): one line with the errno's advice (was the OSError's
+        # traceback there, a failed disk's EIO too; review finding).
+        raise _cannot_read(self.directory, e) from None
       steps = sorted((int(n) for n in os.listdir(self.directory) if n.isdigit()),
                      reverse=True) if os.path.isdir(self.directory) else []
       bad = [(s, p) for s, p in ((s, self.check(s)) for s in steps) if p is not None]

@@ -1905,13 +1905,13 @@ def test_lfw_downloads_missing_sources_by_itself(tmp_path, monkeypatch):
 
 def test_only_damage_is_called_damage(tmp_path):
   """A failure while reading an unverified copy is "damaged, delete it" only when it can be the
-  bytes: memory runs out as it is, and permissions say to make the copy readable."""
+  bytes: memory runs out as it is, and permissions say to fix them."""
   from a2i_jax.data import tfds_lib  # pylint: disable=import-outside-toplevel
   with pytest.raises(MemoryError):
     with tfds_lib.damage_is_an_error(str(tmp_path)):
       raise MemoryError
-  with pytest.raises(DataError, match="could not read .* \\(permission denied\\); make it "
-                                      "readable"):
+  with pytest.raises(DataError, match="could not read .* \\(permission denied\\); fix the "
+                                      "permissions, then run the same command again"):
     with tfds_lib.damage_is_an_error(str(tmp_path)):
       raise PermissionError(13, "Permission denied")
   with pytest.raises(DataError, match="is damaged \\(RuntimeError: Corrupted Riegeli"):

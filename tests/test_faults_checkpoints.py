@@ -613,6 +613,61 @@ def test_an_unreadable_checksum_file_is_an_error_not_a_checkpoint_without_a_reco
     ckpt.close()
 
 
+def test_checkpoints_that_cannot_be_opened_for_reading_get_their_errnos_advice(
+    tmp_path, monkeypatch):
+  """Was (review of the errno advice): a storage error while Orbax opened the checkpoints was
+  raised bare for training to word, so infer.py and the API, which read, ended in its
+  traceback, a failed disk's (EIO, now a storage error) too. A reader's is one line now;
+  training's still reaches the loop's words (it is raised as it is)."""
+  workdir = str(tmp_path / "run")
+  saver = checkpoints.Checkpointer(workdir)
+  saver.save(1, {"w": jnp.ones(3)})
+  saver.close()
+  directory = os.path.join(workdir, "checkpoints")
+  for code, fix in ((errno.EIO, _EIO_FIX), (errno.EACCES, "fix the permissions")):
+    def refuse(*args, **kwargs):
+      raise OSError(code, os.strerror(code), directory)
+    with monkeypatch.context() as m:
+      m.setattr(checkpoints.ocp, "CheckpointManager", refuse)
+      with pytest.raises(CheckpointError) as e:
+        checkpoints.Checkpointer(workdir, create=False)
+      assert str(e.value) == (f"could not read {directory} "
+                              f"({files.describe_storage_error(OSError(code, ''))}); {fix}, "
+                              "then try again."), str(e.value)
+      with pytest.raises(OSError) as e:  # Training's: as it is, for the loop's line.
+        checkpoints.Checkpointer(workdir)
+      assert e.value.errno == code and not isinstance(e.value, CheckpointError)
+
+
+def test_a_save_whose_checksum_file_reads_with_a_passing_error_still_finishes(tmp_path,
+                                                                             monkeypatch):
+  """Was (review of the errno advice): a save rewrites its step's checksum file from the one
+  there, and any error reading it but a folder at its path was raised, so a network file
+  system's passing ESTALE (or too many open files) stopped a save that used to finish with a
+  traceback. Such an error means recompute (the file is rewritten from the step's files); a
+  failed disk's still stops the save, for the loop's line."""
+  workdir = str(tmp_path / "run")
+  path = os.path.join(workdir, "checkpoints", "1", checkpoints.CHECKSUM_FILE)
+  real = open
+
+  def failing(p, *args, **kwargs):  # Once the file is there: the save's second write.
+    if p == path and os.path.exists(p):
+      raise OSError(errno.ESTALE, os.strerror(errno.ESTALE), p)
+    return real(p, *args, **kwargs)
+  monkeypatch.setattr(files, "open", failing, raising=False)
+  saver = checkpoints.Checkpointer(workdir)
+  saver.save(1, {"w": jnp.ones(3)})
+  saver.close()
+  monkeypatch.undo()
+  assert files.read_digests(path)  # Written whole.
+  assert checkpoints.Checkpointer(workdir, create=False).check(1) is None
+  read = checkpoints._read_checksums  # pylint: disable=protected-access
+  _failing_open(monkeypatch, path, errno.EIO)
+  with pytest.raises(OSError) as e:  # The disk's own: the save stops, for the loop's line.
+    read(os.path.dirname(path), reading=False)
+  assert e.value.errno == errno.EIO and not isinstance(e.value, CheckpointError)
+
+
 def test_a_prepared_copy_that_cannot_be_read_gets_its_errnos_advice(tmp_path, monkeypatch):
   """Was: "make it readable" for a prepared dataset copy that could not be read, a failed
   disk's (EIO) too, both where its checksum file is read and where TFDS reads the copy."""
