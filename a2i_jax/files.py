@@ -38,27 +38,24 @@ ATOMIC_NAME_EXTRA = len("..XXXXXXXX.tmp")
 # Read once, at import (single-threaded then): reading it means setting it.
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
-# Errors that say where the workdir is, not what the program did wrong. EIO and EFBIG were
-# tracebacks (from the training loop's save, metrics row or sample grid, and before it).
-_STORAGE_ERRNOS = {errno.ENOSPC: "no space left on the device",
-                   errno.EDQUOT: "the disk quota is exceeded",
-                   errno.EROFS: "the file system is read-only",
-                   errno.EACCES: "permission denied", errno.EPERM: "permission denied",
-                   errno.EIO: "an input/output error: the disk or its connection failed",
-                   errno.EFBIG: "a file is larger than the file system or the file size "
-                                "limit (ulimit -f) allows"}
+# Errors that say where the workdir is, not what the program did wrong: {errno: (what it
+# says, what to do about it: `storage_fix`)}. EIO and EFBIG were tracebacks (from the training
+# loop's save, metrics row or sample grid, and before it); the advice was "free some space (or
+# fix the permissions)" for every one, also a failed disk and a read-only file system.
+_STORAGE_ERRNOS = {
+    errno.ENOSPC: ("no space left on the device", "free some space"),
+    errno.EDQUOT: ("the disk quota is exceeded", "free some of your disk quota"),
+    errno.EROFS: ("the file system is read-only", "make the file system writable"),
+    errno.EACCES: ("permission denied", "fix the permissions"),
+    errno.EPERM: ("permission denied", "fix the permissions"),
+    errno.EIO: ("an input/output error: the disk or its connection failed",
+                "check the disk (the system log, dmesg, says more)"),
+    errno.EFBIG: ("a file is larger than the file system or the file size limit (ulimit -f) "
+                  "allows", "raise the file size limit (ulimit -f) or use a file system that "
+                  "takes larger files (FAT32 stops at 4 GiB)")}
 # Reading a file: the errnos that say what stands at its path (a folder, a link loop, a
 # socket), the file's own damage; others are the system's (`read_digests`).
 _NOT_A_FILE_ERRNOS = {errno.EISDIR, errno.ELOOP, errno.ENOTDIR, errno.ENXIO}
-# What to do about each (`storage_fix`). Was "free some space (or fix the permissions)" for
-# every one, also a failed disk and a read-only file system.
-_STORAGE_FIXES = {errno.ENOSPC: "free some space",
-                  errno.EDQUOT: "free some of your disk quota",
-                  errno.EROFS: "make the file system writable",
-                  errno.EACCES: "fix the permissions", errno.EPERM: "fix the permissions",
-                  errno.EIO: "check the disk (the system log, dmesg, says more)",
-                  errno.EFBIG: "raise the file size limit (ulimit -f) or use a file system "
-                               "that takes larger files (FAT32 stops at 4 GiB)"}
 
 
 @contextlib.contextmanager
@@ -175,7 +172,7 @@ def storage_error(exc: BaseException) -> Optional[OSError]:
     if isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS:
       return exc
     text = str(exc)
-    for code, words in _STORAGE_ERRNOS.items():
+    for code, (words, _) in _STORAGE_ERRNOS.items():
       if os.strerror(code) in text or "ENOSPC" in text and code == errno.ENOSPC:
         return OSError(code, words)
     exc = exc.__cause__ or exc.__context__
@@ -190,7 +187,8 @@ def describe_storage_error(error: OSError) -> str:
   Returns:
     The words.
   """
-  return _STORAGE_ERRNOS.get(error.errno, error.strerror or str(error))
+  known = _STORAGE_ERRNOS.get(error.errno)
+  return known[0] if known else error.strerror or str(error)
 
 
 def storage_fix(error: OSError) -> str:
@@ -202,7 +200,8 @@ def storage_fix(error: OSError) -> str:
   Returns:
     The advice, lower case, without a final period (a sentence's start: capitalise it).
   """
-  return _STORAGE_FIXES.get(error.errno, "fix what the system names")
+  known = _STORAGE_ERRNOS.get(error.errno)
+  return known[1] if known else "fix what the system names"
 
 
 def file_digests(folder: str, skip: str, known: Iterable[str] = ()) -> dict[str, str]:
