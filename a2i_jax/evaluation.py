@@ -932,21 +932,25 @@ def attribute_table(reports: Iterable[Mapping[str, Any]]) -> str:
               for part, got in parts.items()}
     n = counts["samples"]
     note = {part: "" if counts[part] is None or counts[part] == n else
-            f" (n = {counts[part]:g})" for part in parts}
+            f" (n = {counts[part]:.0f})" for part in parts}  # Was :g: 1.23457e+06.
     for part, got in parts.items():  # Continuous columns of no response, counted as 0.
-      flat = None if got is None else got.get("continuous_flat")
-      if isinstance(flat, (list, tuple)) and flat:
-        cells[part, "continuous_correlation"] += f" ({len(flat)} flat)"
+      cells[part, "continuous_correlation"] += _flat_note(
+          None if got is None else got.get("continuous_flat"))
     pair = {part: "–" if parts[part] is None else
             f"{cells[part, 'binary_accuracy']} ({cells[part, 'binary_chance']})"
             for part in ("samples", "inference")}
     inf_c = "–" if parts["inference"] is None else (
         cells["inference", "continuous_correlation"] + note["inference"])
-    flat = r.get("progression_flat")
-    flat = f" ({len(flat)} flat)" if isinstance(flat, (list, tuple)) and flat else ""
+    flat = _flat_note(r.get("progression_flat"))
     spearman = f(r["progression_mean_spearman"], f"reports[{i}]['progression_mean_spearman']")
-    lines.append(f"| {r['model']} | {'–' if n is None else f'{n:g}'} | {pair['samples']} | "
+    lines.append(f"| {r['model']} | {'–' if n is None else f'{n:.0f}'} | {pair['samples']} | "
                  f"{cells['samples', 'continuous_correlation']} | {spearman}{flat} | "
                  f"{pair['inference']} | {inf_c} | {cells['ceiling', 'binary_accuracy']} / "
                  f"{cells['ceiling', 'continuous_correlation']}{note['ceiling']} |")
   return "\n".join(lines) + "\n"
+
+
+def _flat_note(names: Any) -> str:
+  """" (k flat)" for a list of k attributes of no response (a score's continuous_flat, a
+  report's progression_flat), counted as 0 in their mean; "" for none."""
+  return f" ({len(names)} flat)" if isinstance(names, (list, tuple)) and names else ""

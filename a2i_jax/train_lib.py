@@ -1032,15 +1032,12 @@ def _drop_samples_after(workdir: str, step: int,
       grid that cannot be removed.
   """
   folder = os.path.join(workdir, "samples")
-  if not distributed.is_main() or not os.path.isdir(folder):
+  if not distributed.is_main():
     return []
   grids = []
-  for name in sorted(os.listdir(folder)):
-    s = _samples_step(name)
-    if s is None or s <= step:  # Not a name the run writes: the user's, which stays.
-      continue
+  for name, s, is_grid in _grids_after(folder, step):
     path = os.path.join(folder, name)
-    if not os.path.isdir(path):  # A link goes, not what it leads to.
+    if is_grid:  # A link goes, not what it leads to.
       grids.append(name)
     elif writes(s):  # A folder (or a link to one) where the run will write a grid.
       raise WorkdirError(
@@ -1072,6 +1069,21 @@ def _drop_samples_after(workdir: str, step: int,
   return removed
 
 
+def _grids_after(folder: str, step: int) -> list[tuple[str, int, bool]]:
+  """The entries of the samples `folder` named as the run's grids of steps after `step`
+  (step_0000006.png; step_6.png is the user's), sorted: (name, its step, whether it is a
+  file or a link that can go: False for a folder or a link to one, which is the user's).
+  Empty where there is no such folder."""
+  if not os.path.isdir(folder):
+    return []
+  found = []
+  for name in sorted(os.listdir(folder)):
+    s = _samples_step(name)
+    if s is not None and s > step:
+      found.append((name, s, not os.path.isdir(os.path.join(folder, name))))
+  return found
+
+
 def _warn_of_records_after(workdir: str, step: int, num_train_steps: int) -> bool:
   """One warning where a call with nothing to do (`num_train_steps` at or below `step`, the
   newest checkpoint's, whose evaluation is done) finds metrics rows or sample grids of later
@@ -1091,13 +1103,17 @@ def _warn_of_records_after(workdir: str, step: int, num_train_steps: int) -> boo
   """
   if not distributed.is_main():
     return False
-  rows = []
-  if os.path.isfile(os.path.join(workdir, metrics_lib.METRICS_FILE)):
-    rows = sorted({r["step"] for r in metrics_lib.read_metrics(workdir) if r["step"] > step})
-  folder = os.path.join(workdir, "samples")
-  grids = sorted(name for name in (os.listdir(folder) if os.path.isdir(folder) else ())
-                 if (_samples_step(name) or 0) > step
-                 and not os.path.isdir(os.path.join(folder, name)))  # A folder is the user's.
+  try:  # A call whose only work is this warning is not stopped by it (review finding).
+    rows = []
+    if os.path.isfile(os.path.join(workdir, metrics_lib.METRICS_FILE)):
+      rows = sorted({r["step"] for r in metrics_lib.read_metrics(workdir) if r["step"] > step})
+    grids = [name for name, _, is_grid in _grids_after(os.path.join(workdir, "samples"), step)
+             if is_grid]  # A folder is the user's.
+  except OSError as e:
+    logging.warning("could not look for records of steps after %d in %s (%s); a later "
+                    "resume that trains drops any it finds.", step, workdir,
+                    files.describe_storage_error(e))
+    return False
   if not (rows or grids):
     return False
   held = []

@@ -592,6 +592,18 @@ def test_cub_splits_attributes_crop_and_masks(cub_ds):
   assert set(cub_ds.attribute_kinds) == {"binary"}
 
 
+def test_cub_stored_masks_are_binary(cub_ds):
+  """The 80x80 masks are thresholded after the crop and resize, as the reference's loader does
+  (`gt(0.5)` before its 80 -> 72 scale). Was: binarised at the source's size only, so the
+  resize left soft values (5 % of the fixture's pixels) that nothing thresholded again."""
+  for split in ("train", "validation", "test"):
+    masks = cub_ds[split].masks
+    assert set(np.unique(masks).tolist()) == {0, 255}, split
+    # The fixture's edge stays where the soft one crossed 0.5: columns 0..39 foreground, 40..79
+    # background (the first and last rows as in the test above).
+    assert (masks[:, 1:-1, :40] == 255).all() and (masks[:, :, 40:] == 0).all()
+
+
 def test_cub_class_continuous_option_and_resize(cub_ds, cub_root):
   from a2i_jax.data import cub  # pylint: disable=import-outside-toplevel
   ds = cub.load(data_dir=cub_root, image_size=72, attributes="class_continuous",

@@ -673,6 +673,9 @@ def test_the_ceiling_is_scored_on_the_same_images_as_the_samples(monkeypatch):
   assert "| CVAE | 2 | 0.500 (0.750) | – | " in table and table.endswith("| 1.000 / – |\n")
   old = {**report, "ceiling": whole}  # As an evaluation.json of before holds it.
   assert evaluation.attribute_table([old]).endswith("| 0.250 / – (n = 1000) |\n")
+  # Counts past a million as counts (review: :g wrote 1.23457e+06).
+  big = {**old, "ceiling": {**whole, "num_images": 1234567}}
+  assert evaluation.attribute_table([big]).endswith("| 0.250 / – (n = 1234567) |\n")
 
 
 def test_a_continuous_attribute_whose_predictions_never_move_scores_0():

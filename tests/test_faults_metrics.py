@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+from unittest import mock
 
 import jax
 import ml_collections
@@ -334,6 +335,27 @@ def test_a_call_with_nothing_to_do_says_what_lies_past_the_checkpoint(tiny_run, 
       f"in {workdir}/checkpoints before that run to keep them."], said
   assert [r["step"] for r in metrics.read_metrics(workdir)] == [1, 2, 3, 4]
   assert sorted(os.listdir(samples)) == ["step_0000002.png", "step_0000004.png"]
+  # At the checkpoint's own step, its evaluation done: nothing to do either, the same warning.
+  config.num_train_steps = 2
+  caplog.clear()
+  with caplog.at_level("WARNING"):
+    assert int(train_lib.train_and_evaluate(config, workdir).step) == 2
+  assert [r.getMessage() for r in caplog.records if "no checkpoint holds" in r.getMessage()
+          ] == [said[0].replace("(num_train_steps=1)", "(num_train_steps=2)")]
+  # A samples folder that cannot be listed: a warning of its own, and the call still ends
+  # (review: the warning's reads stopped a call that had nothing else to do).
+  real = os.listdir
+
+  def failing(path="."):
+    if os.path.abspath(path) == os.path.abspath(samples):
+      raise OSError(errno.EIO, os.strerror(errno.EIO), path)
+    return real(path)
+  caplog.clear()
+  with mock.patch.object(os, "listdir", failing), caplog.at_level("WARNING"):
+    assert int(train_lib.train_and_evaluate(config, workdir).step) == 2
+  assert any(f"could not look for records of steps after 2 in {workdir} (an input/output "
+             "error" in r.getMessage() for r in caplog.records), caplog.text
+  assert [r["step"] for r in metrics.read_metrics(workdir)] == [1, 2, 3, 4]
 
 
 def test_read_metrics_gives_none_for_old_nan_tokens_and_leaves_out_rows_no_writer_wrote(
