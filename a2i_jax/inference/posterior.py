@@ -11,8 +11,8 @@ D is the model's default energy (`model.default_energy`): its own negative log-l
 the observed pixels O where it has one (the (C)VAE's learned per-pixel variance, "gaussian"),
 the reconstruction term of its training loss for the whole image otherwise (disCVAE:
 "smooth_l1", the reference's SmoothL1 of the composite, times the model's `recon_weight`;
-not the foreground's SmoothL1 nor the gate's BCE, which need a mask), or half the squared error ("l2", the unit-variance
-Gaussian's, times the same weight).
+not the foreground's SmoothL1 nor the gate's BCE, which need a mask), or half the squared
+error ("l2", the unit-variance Gaussian's, times the same weight).
 With lambda = 1 and the model's likelihood, E is -log p(x_O, z | y) up to a constant: the
 minimiser is the MAP latent.
 
