@@ -137,6 +137,9 @@ def main(argv=None) -> None:
   if argv is None:
     bench.huge_pages(args.huge_pages)
   xla_flags = bench.set_xla_cpu_flags(args.xla_cpu_flags)
+  # Compile times are compiles, not reads of a JAX_COMPILATION_CACHE_DIR cache (were, before
+  # 2026-12-06, where it was set).
+  cache = bench.compilation_cache_off()
   variants = args.variants
   if args.smoke:
     args.rounds = 2
@@ -173,7 +176,7 @@ def main(argv=None) -> None:
     first = statistics.median(times[variants[0][0]]) / compiled[variants[0][0]][1]
     for name, (_, per_call, build) in compiled.items():
       med = statistics.median(times[name])
-      row = {"model": model_name, "variant": name, "xla_flags": xla_flags,
+      row = {"model": model_name, "variant": name, "xla_flags": xla_flags, **cache,
              "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
              **{k: round(build[k], 2) for k in ("lower_s", "compile_s", "setup_s")}}
       if args.what == "infer":

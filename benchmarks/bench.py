@@ -25,7 +25,7 @@ convolution and matrix product, forward and backward: the usual "model FLOPs" of
 count every kernel tap of every output, the taps on a convolution's padding and on the holes
 of a strided layer's input gradient included: `gflop_per_image`, `mfu`). The useful count
 leaves those taps out (`gflop_per_image_useful`, `mfu_useful`): for the paper models' train
-steps the usual count is 7.7-8.2 % above it. XLA's `compiled.cost_analysis()`, where the
+steps the usual count is 8.0-8.4 % above it. XLA's `compiled.cost_analysis()`, where the
 backend reports it (`gflop_per_image_xla`, `mfu_xla_flops`), differs from the usual count on
 CPU mostly because it counts only the useful multiply-adds (on GPU it leaves the cuDNN
 convolutions out altogether); it adds elementwise work, and it counts a rolled loop's body
@@ -40,8 +40,11 @@ multiply-adds, and `hfu` (hardware FLOPs utilisation) divides the FLOPs the prog
 executes instead (the usual count of that program).
 Compare modes with `--model_overrides=model.upsample_mode=direct`.
 
-Results go to stdout, to `--out` if given, and to `benchmarks/results/<device>.json` (the
-machine-readable copy of the last figures for that device).
+Results go to stdout and to `--out` if given. `--results_copy` also writes them as a new
+record, `benchmarks/results/<device>_<UTC date>.json` (a CPU named by its model, e.g.
+`cpu_amd_epyc_7b13_2026-12-06.json`), and refuses, before measuring, where that file exists:
+no run replaces a record BENCHMARKS.md cites (until 2026-12-06 every run without --smoke
+overwrote `benchmarks/results/<device>.json`, "cpu.json" on every CPU, whatever its overrides).
 """
 
 from __future__ import annotations
@@ -85,6 +88,20 @@ def huge_pages(value: str) -> None:
 XLA_CPU_FLAGS_HELP = ("'recommended': the XLA flags train.py and infer.py add on this CPU "
                       "(a2i_jax.perf.recommended_cpu_flags(), measured once per CPU model); "
                       "'none': XLA_FLAGS as it is; or flags to add.")
+
+
+def compilation_cache_off() -> dict:
+  """Turns JAX's persistent compilation cache off for this process, so that a compile time is
+  a compile, not a read of a cache that JAX_COMPILATION_CACHE_DIR (or jax's config) names.
+
+  Returns:
+    The cache state for a script's output: {"compilation_cache": "off",
+    "compilation_cache_dir_env": JAX_COMPILATION_CACHE_DIR's value ("" where unset)}.
+  """
+  import jax  # pylint: disable=import-outside-toplevel
+  jax.config.update("jax_enable_compilation_cache", False)
+  return {"compilation_cache": "off",
+          "compilation_cache_dir_env": os.environ.get("JAX_COMPILATION_CACHE_DIR", "")}
 
 
 def set_xla_cpu_flags(value: str) -> str:
@@ -337,7 +354,7 @@ def jaxpr_flops(jaxpr: Any, useful: bool = False) -> float:
   """2 x multiply-adds of every conv_general_dilated and dot_general in a (closed) jaxpr.
 
   The usual count of model FLOPs: a convolution counts every kernel tap of every output, those
-  on its padding included (`useful=False`; 7.7-8.2 % more than the useful count for the paper
+  on its padding included (`useful=False`; 8.0-8.4 % more than the useful count for the paper
   models' train steps, whose 5x5 layers are padded by 2 at sizes down to 8x8). `useful=True`
   leaves out the taps that land on padding or on the holes of an input's dilation: the
   multiply-adds on real input, as XLA's own cost analysis counts them.
@@ -536,12 +553,15 @@ def _forms(config: Any) -> dict:
 
 def direct_config(config: Any) -> Any:
   """A copy of `config` whose model computes upsample + conv and the decoders' last layer as
-  written (model.upsample_mode "direct", model.decoder_tail "full"): the form whose FLOPs are
-  the model FLOPs of MFU. (Its heads are one convolution, the background's padded from 3 to 4
-  outputs: about 0.1 % more FLOPs for the disCVAE, counted.)"""
+  written (model.upsample_mode "direct", model.decoder_tail "full"), with XLA's own weight
+  gradients (model.conv_weight_grad "xla", the form GPUs run; CPU's "taps" form writes them
+  over the padded input, which the useful count would count): the form whose FLOPs are the
+  model FLOPs of MFU, one count per model on every backend. (Its heads are one convolution, the
+  background's padded from 3 to 4 outputs: about 0.1 % more FLOPs for the disCVAE, counted.)"""
   direct = config.copy_and_resolve_references()
   direct.model.upsample_mode = "direct"
   direct.model.decoder_tail = "full"
+  direct.model.conv_weight_grad = "xla"
   return direct
 
 
@@ -611,7 +631,7 @@ def bench_train(case: Case, config: Any, repeats: int, peak: Optional[float],
                                         mesh)
     program = jax.make_jaxpr(d_steps)(state, data, key)
   flops_jaxpr = jaxpr_flops(program) / per_dispatch
-  # The same multiply-adds less those on padding taps (`jaxpr_flops`): 7.7-8.2 % fewer.
+  # The same multiply-adds less those on padding taps (`jaxpr_flops`): 7.4-7.8 % fewer.
   flops_useful = jaxpr_flops(program, useful=True) / per_dispatch
   # XLA counts a rolled loop's body once (`xla_steps_counted`): per image of the steps counted.
   counted = xla_steps_counted(config.steps_per_dispatch, config.get("scan_unroll", False))
@@ -837,9 +857,33 @@ def bench_infer(case: Case, config: Any, n_images: int, steps: int, repeats: int
           "energy_first_last": [float(energies[0]), float(energies[-1])]}
 
 
-def results_path(device_kind: str) -> str:
-  name = re.sub(r"[^a-z0-9]+", "_", device_kind.lower()).strip("_") or "unknown"
-  return os.path.join(ROOT, "benchmarks", "results", f"{name}.json")
+def cpu_model() -> str:
+  """The CPU's model name from /proc/cpuinfo ("" where it does not say)."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name") and ":" in line:
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return ""
+
+
+def results_path(device_kind: str, platform_name: str = "", date: str = "") -> str:
+  """Where `--results_copy` writes: benchmarks/results/<device>[_<date>].json.
+
+  Args:
+    device_kind: `device.device_kind` ("cpu" on every CPU, so a CPU adds its model name).
+    platform_name: `device.platform`.
+    date: the UTC date, e.g. "2026-12-06" ("" for none).
+  Returns:
+    The path.
+  """
+  kind = device_kind
+  if platform_name == "cpu" or device_kind.lower() == "cpu":
+    kind = f"cpu {cpu_model()}"
+  name = re.sub(r"[^a-z0-9]+", "_", kind.lower()).strip("_") or "unknown"
+  return os.path.join(ROOT, "benchmarks", "results", f"{name}{'_' + date if date else ''}.json")
 
 
 def write_json(obj: Any, path: str) -> None:
@@ -898,11 +942,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                  "(perf.offset_polyphase); auto: the library's choice (on on CPU only).")
   p.add_argument("--huge_pages", default="auto", choices=("auto", "off"), help=HUGE_PAGES_HELP)
   p.add_argument("--out", default="", help="Also write the JSON here.")
+  p.add_argument("--results_copy", action="store_true",
+                 help="Also write the results as a new record, benchmarks/results/"
+                 "<device>_<UTC date>.json (a CPU named by its model); refused where that "
+                 "file exists, so no cited record is replaced. Off by default.")
   p.add_argument("--no_results_copy", action="store_true",
-                 help="Do not update benchmarks/results/<device>.json.")
+                 help="The default since 2026-12-06 (no copy); kept for old command lines.")
   p.add_argument("--smoke", action="store_true",
                  help="A tiny model (32x32, width 1/16), 1 repeat, 2 inference steps: it "
-                 "replaces --repeats and --infer_steps, and implies --no_results_copy.")
+                 "replaces --repeats and --infer_steps; no --results_copy.")
   args = p.parse_args(argv)
   p.check_at_least(args, {"repeats": 1, "infer_steps": 1, "infer_images": 0, "pipelined": 0,
                            "infer_repeats": 0})
@@ -914,7 +962,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.model_overrides = ",".join(filter(None, [
         *(f"{k}={v}" for k, v in SMOKE_OVERRIDES.items()), args.model_overrides]))
     args.repeats, args.infer_steps = 1, 2
-    args.no_results_copy = True
+  if args.results_copy and (args.smoke or args.no_results_copy):
+    p.error(f"--results_copy with {'--smoke' if args.smoke else '--no_results_copy'}: "
+            "a smoke run is no record; drop one of the two.")
   args.overrides = p.key_values("--model_overrides", args.model_overrides)
   return args
 
@@ -946,8 +996,10 @@ def _run(args: argparse.Namespace, from_command_line: bool) -> dict:
   from a2i_jax import perf  # pylint: disable=import-outside-toplevel
   if args.compilation_cache_dir:
     jax.config.update("jax_compilation_cache_dir", args.compilation_cache_dir)
-  else:
-    jax.config.update("jax_enable_compilation_cache", False)
+  cache = {"compilation_cache": args.compilation_cache_dir or "off",
+           "compilation_cache_dir_env": os.environ.get("JAX_COMPILATION_CACHE_DIR", "")}
+  if not args.compilation_cache_dir:
+    cache = compilation_cache_off()
 
   overrides = args.overrides
   if args.max_pool != "auto":
@@ -968,10 +1020,17 @@ def _run(args: argparse.Namespace, from_command_line: bool) -> dict:
           # Caps oneDNN's instruction set, and so XLA's own convolutions' (their matrix
           # product is oneDNN's); compare_cpu.sh ISA=avx2 sets it.
           "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", ""),
-          "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
+          "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]), **cache,
           "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
   if device.platform == "cpu":
     info["cpu"] = cpu_peak()
+    info["cpu"]["model_name"] = cpu_model()
+  copy_path = ""
+  if args.results_copy:  # Checked before anything is measured: a record is never replaced.
+    copy_path = results_path(device.device_kind, device.platform, info["date_utc"][:10])
+    if os.path.exists(copy_path):
+      raise SystemExit(f"error: --results_copy: {os.path.relpath(copy_path, ROOT)} exists (a "
+                       "record); move it away, or write this run with --out=PATH instead.")
   results = {"info": info, "cases": []}
   what, batches = set(args.what), args.batches
   for model_name in args.models:
@@ -1004,8 +1063,8 @@ def _run(args: argparse.Namespace, from_command_line: bool) -> dict:
   print(text)
   if args.out:
     write_json(results, args.out)
-  if not args.no_results_copy:
-    write_json(results, results_path(device.device_kind))
+  if copy_path:
+    write_json(results, copy_path)
   return results
 
 

@@ -23,6 +23,13 @@
 #                              # convolutions, and the matrix products inside XLA's own), ATen's
 #                              # kernels and XLA's generated code at AVX2, and YNNPACK off, since
 #                              # it ignores XLA's cap (BENCHMARKS.md, "The AVX2 judge, emulated")
+#   BENCH_ARGS="--max_pool=window"     # more bench.py flags for the JAX side; the flags this
+#                              # script sets itself (--models --batches --dtypes --repeats
+#                              # --infer_steps --model_overrides --no_results_copy, or a prefix
+#                              # argparse would take for one) are refused: argparse keeps the
+#                              # last, so they silently replaced the script's (until 2026-12-06)
+#   MODEL_OVERRIDES=model.conv_weight_grad=xla   # more JAX config overrides, after each mode's
+#                              # model.upsample_mode (which they may not set)
 # benchmarks/compare_summary.py reads the output: the ratios per model, and per pair of calls.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,6 +51,26 @@ case "$ISA" in
     ;;
   *) echo "error: ISA=$ISA; use native (the default) or avx2." >&2; exit 1 ;;
 esac
+# The flags jax_run sets: BENCH_ARGS may not repeat them (or a prefix of one, which argparse
+# takes for it), and MODEL_OVERRIDES may not set the mode's override. Checked before anything
+# is written or run.
+own_flags="--models --batches --dtypes --repeats --infer_steps --model_overrides --no_results_copy"
+for word in ${BENCH_ARGS:-}; do
+  name=${word%%=*}
+  case "$name" in --?*) ;; *) continue ;; esac
+  for flag in $own_flags; do
+    case "$flag" in "$name"*)
+      echo "error: BENCH_ARGS repeats $name, which compare_cpu.sh sets itself ($flag); use" \
+        "MODELS, BATCH, REPEATS, INFER_STEPS, MODES or MODEL_OVERRIDES instead." >&2
+      exit 1 ;;
+    esac
+  done
+done
+case ",${MODEL_OVERRIDES:-}" in *,model.upsample_mode=*)
+  echo "error: MODEL_OVERRIDES sets model.upsample_mode, which MODES sets per run; use" \
+    "MODES=\"polyphase\" (or direct) instead." >&2
+  exit 1 ;;
+esac
 out=${OUT_FILE:-benchmarks/results/cpu_vs_torch.json}
 mkdir -p "$(dirname "$out")"
 : > "$out.tmp"
@@ -58,7 +85,8 @@ torch_run() {  # model
 jax_run() {  # model mode
   "$PYTHON" benchmarks/bench.py --models="$1" --batches="$BATCH" --dtypes=float32 \
     --repeats="$REPEATS" --infer_steps="$INFER_STEPS" --no_results_copy \
-    --model_overrides="model.upsample_mode=$2" ${BENCH_ARGS:-} \
+    --model_overrides="model.upsample_mode=$2${MODEL_OVERRIDES:+,$MODEL_OVERRIDES}" \
+    ${BENCH_ARGS:-} \
     | "$PYTHON" -c "import json,sys; print(json.dumps(json.load(sys.stdin)))"
 }
 

@@ -11,7 +11,9 @@ over JAX's: above 1, JAX is the faster):
   other, which cancels the machine's drift but slowed JAX's calls by a fifth to a half (the
   port's less; benchmarks/timing.py); without it, the pairs are as far apart as the runs.
 Several files: one row per file and model, then the median of the pair ratios over the
-files per model.
+files per model. A JAX case that measured other work than the port's record before it (batch,
+dtype or compute dtype, width, image size, inference images or steps) is refused with one
+`error:` line: until 2026-12-06 its ratios were printed without a word.
 """
 
 import json
@@ -79,6 +81,42 @@ def _check(record: dict, where: str) -> None:
                          f"are not a list of positive numbers; {_FILES}.")
 
 
+# The settings a JAX case and the port's record must share for their times to be compared:
+# (where in the record, the name the error line gives it).
+_SAME = ((("batch",), "batch"), (("width",), "width"), (("image_size",), "image size"),
+         (("dtype",), "dtype"), (("compute_dtype",), "compute dtype"),
+         (("infer", "images"), "inference images"), (("infer", "steps"), "inference steps"))
+
+
+def _setting(record: dict, keys: tuple, port: bool) -> object:
+  """One setting of a record (None where it does not say); the port runs float32 throughout,
+  whether its record says so or not."""
+  value = record
+  for key in keys:
+    value = value.get(key) if isinstance(value, dict) else None
+  if value is None and port and keys[0] in ("dtype", "compute_dtype"):
+    return "float32"
+  return value
+
+
+def mismatch(ref: dict, case: dict) -> list:
+  """The settings in which a bench.py case and the port's record before it differ.
+
+  Args:
+    ref: the port's record.
+    case: one case of bench.py's record.
+  Returns:
+    "name: JAX's vs the port's" strings, one per setting both records give and differ in
+    (empty: the two measured the same work).
+  """
+  out = []
+  for keys, name in _SAME:
+    mine, theirs = _setting(case, keys, False), _setting(ref, keys, True)
+    if mine is not None and theirs is not None and mine != theirs:
+      out.append(f"{name} {mine} vs the port's {theirs}")
+  return out
+
+
 def rows_of(path: str) -> list:
   """One row per JAX record in a compare_cpu.sh output file.
 
@@ -87,9 +125,11 @@ def rows_of(path: str) -> list:
   Returns:
     The rows.
   Raises:
-    SystemExit: the file cannot be read, a line of it is not a JSON record, or a record lacks
-      the fields the ratios read (`_check`), as one `error:` line (was: a JSONDecodeError or
-      KeyError traceback).
+    SystemExit: the file cannot be read, a line of it is not a JSON record, a record lacks
+      the fields the ratios read (`_check`), or a JAX case measured other work than the port's
+      record before it (batch, dtype, width, image size, inference images or steps:
+      `mismatch`), as one `error:` line (was: a JSONDecodeError or KeyError traceback, or a
+      ratio of unlike runs without a word).
   """
   rows, port = [], {}
   try:
@@ -118,6 +158,12 @@ def rows_of(path: str) -> list:
       ref = port.get(case["model"])
       if ref is None:
         continue
+      differ = mismatch(ref, case)
+      if differ:
+        raise SystemExit(f"error: {path} line {number}: the JAX case of {case['model']} and the "
+                         f"port's record before it measured different work ({'; '.join(differ)})"
+                         "; compare runs of the same settings (benchmarks/compare_cpu.sh runs "
+                         "both sides with its own).")
       row = {"file": path, "model": case["model"],
              "mode": (case.get("train") or case.get("infer") or {}).get("upsample_mode", "?")}
       for what in ("train", "infer"):

@@ -83,6 +83,9 @@ def main(argv):
   """
   del argv
   xla_flags = bench.set_xla_cpu_flags(_XLA_CPU_FLAGS.value)  # Before the backend starts.
+  # First calls are compiles, not reads of a JAX_COMPILATION_CACHE_DIR cache (were, before
+  # 2026-12-06, where it was set).
+  cache = bench.compilation_cache_off()
   conv_grad.CONV_INPUT_GRAD = _INPUT_GRAD.value
   config = _CONFIG.value
   model = models.create_model(config.model)
@@ -113,7 +116,7 @@ def main(argv):
   variants["python_loop"] = python_loop
   out = {"device": jax.devices()[0].device_kind, "jax": jax.__version__,
          "batch_size": _BATCH.value, "steps": n, "xla_flags": xla_flags,
-         "conv_input_grad": _INPUT_GRAD.value, "variants": {}}
+         "conv_input_grad": _INPUT_GRAD.value, **cache, "variants": {}}
   for name, fn in variants.items():
     first, median = _timed(fn, z0, _REPEATS.value)
     out["variants"][name] = {"first_call_s": round(first, 2),

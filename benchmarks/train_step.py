@@ -127,6 +127,9 @@ def main(argv):
   """
   del argv
   xla_flags = bench.set_xla_cpu_flags(_XLA_CPU_FLAGS.value)  # Before the backend starts.
+  # Compile times are compiles, not reads of a JAX_COMPILATION_CACHE_DIR cache (were, before
+  # 2026-12-06, where it was set).
+  cache = bench.compilation_cache_off()
   base = _CONFIG.value
   base.unlock()
   if _BATCH.value:
@@ -142,7 +145,7 @@ def main(argv):
   results = {"device": str(jax.devices()[0].device_kind), "num_devices": jax.device_count(),
              "jax": jax.__version__, "model": base.model.name, "width": base.model.width,
              "image_size": base.model.image_size, "batch_size": base.batch_size,
-             "xla_flags": xla_flags, "variants": {}}
+             "xla_flags": xla_flags, **cache, "variants": {}}
   for name in _VARIANTS.value:
     config = base.copy_and_resolve_references()
     config.steps_per_dispatch = 1 if name == "single" else _FUSE.value

@@ -601,3 +601,120 @@ def test_xla_counts_a_rolled_loop_body_once():
     assert one * counted <= flops(unroll) < one * counted * 1.1, unroll
   assert [bench.xla_steps_counted(1, False), bench.xla_steps_counted(4, 4),
           bench.xla_steps_counted(4, 1), bench.xla_steps_counted(6, 4)] == [1, 4, 1, None]
+
+
+def test_direct_config_counts_one_useful_figure_per_model():
+  """`direct_config` pins XLA's weight gradient (the GPU's form): CPU's "taps" form writes
+  weight gradients as dot_generals over the padded input, which the useful count counted as
+  useful (0.2-0.3 % more for the paper models: a review of 2026-12-06)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  bench = _script("bench")
+  counts = []
+  for form in ("taps", "xla"):
+    config = bench.direct_config(bench.make_config(
+        bench.Case("cvae", 2, "float32"),
+        {**bench.SMOKE_OVERRIDES, "model.conv_weight_grad": form}))
+    assert config.model.conv_weight_grad == "xla"
+    steps, state, data, _ = bench.train_program(config, 2)
+    jaxpr = jax.make_jaxpr(steps)(state, data, jax.random.key(1))
+    counts.append(bench.jaxpr_flops(jaxpr, useful=True))
+  assert counts[0] == counts[1] > 0
+
+
+def _compare_file(tmp_path, port: dict, case: dict):
+  port = {"framework": "torch", "model": "cvae", "batch": 32, "width": 1.0, "image_size": 64,
+          "train": {"step_s_all": [2.0, 2.0]}, "infer": {"images": 32, "steps": 10,
+                                                         "run_s_all": [3.0, 3.0]}, **port}
+  case = {"model": "cvae", "batch": 32, "dtype": "float32", "compute_dtype": "float32",
+          "image_size": 64, "width": 1.0, "train": {"step_s_all": [1.0, 1.0]},
+          "infer": {"images": 32, "steps": 10, "run_s_all": [1.0, 1.0]}, **case}
+  path = tmp_path / "run.json"
+  path.write_text(json.dumps(port) + "\n" + json.dumps({"cases": [case]}) + "\n")
+  return str(path)
+
+
+@pytest.mark.parametrize("port,case,words", [
+    ({}, {"batch": 256}, "batch 256 vs the port's 32"),
+    ({}, {"dtype": "bfloat16"}, "dtype bfloat16 vs the port's float32"),
+    ({}, {"compute_dtype": "bfloat16"}, "compute dtype bfloat16 vs the port's float32"),
+    ({"width": 0.5}, {}, "width 1.0 vs the port's 0.5"),
+    ({}, {"image_size": 32}, "image size 32 vs the port's 64"),
+    ({}, {"infer": {"images": 8, "steps": 10, "run_s_all": [1.0]}},
+     "inference images 8 vs the port's 32"),
+    ({}, {"infer": {"images": 32, "steps": 2, "run_s_all": [1.0]}},
+     "inference steps 2 vs the port's 10")])
+def test_compare_summary_refuses_a_pair_of_unlike_runs(capsys, tmp_path, port, case, words):
+  """Was: a JAX-vs-PyTorch ratio between runs of different work, without a word (a review of
+  2026-12-06)."""
+  summary = _script("compare_summary")
+  _refused(capsys, summary.main, [_compare_file(tmp_path, port, case)],
+           "measured different work (" + words)
+  assert summary.main([_compare_file(tmp_path, {}, {})]) == 0  # Like runs: the ratios.
+  assert "| 2.00x | 2.00x | 3.00x | 3.00x |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("env,words", [
+    ({"BENCH_ARGS": "--max_pool=window --repeats=1"}, "BENCH_ARGS repeats --repeats"),
+    ({"BENCH_ARGS": "--batch=4"}, "BENCH_ARGS repeats --batch, which compare_cpu.sh sets "
+     "itself (--batches)"),
+    ({"BENCH_ARGS": "--model_overrides=model.width=0.5"}, "BENCH_ARGS repeats "
+     "--model_overrides"),
+    ({"MODEL_OVERRIDES": "model.width=1,model.upsample_mode=direct"},
+     "MODEL_OVERRIDES sets model.upsample_mode")])
+def test_compare_cpu_sh_refuses_flags_it_sets_itself(tmp_path, env, words):
+  """Was: BENCH_ARGS after the script's own flags, so a repeated one silently won (argparse
+  keeps the last) and --model_overrides dropped the mode's (a review of 2026-12-06). Refused
+  before anything runs or is written: PYTHON and TORCH_PYTHON would fail."""
+  out = tmp_path / "out.json"
+  proc = subprocess.run(["bash", os.path.join(BENCHMARKS, "compare_cpu.sh")], cwd=ROOT,
+                        env={**os.environ, "PYTHON": "false", "TORCH_PYTHON": "false",
+                             "OUT_FILE": str(out), **env},
+                        capture_output=True, text=True, timeout=30, check=False)
+  assert proc.returncode == 1
+  err = proc.stderr.strip()
+  assert len(err.splitlines()) == 1 and err.startswith("error:") and words in err, err
+  assert not list(tmp_path.iterdir())
+
+
+def test_bench_writes_a_results_copy_only_when_asked_and_never_over_a_record(
+    capsys, monkeypatch, tmp_path):
+  """Was: every run without --smoke replaced benchmarks/results/<device>.json ("cpu.json" on
+  every CPU, a cited record) whatever its overrides or --what (a review of 2026-12-06)."""
+  bench = _script("bench")
+  monkeypatch.setattr(bench, "ROOT", str(tmp_path))
+  tiny = ["--what=compile", "--models=vae", "--repeats=1", *_FAST, "--model_overrides="
+          + ",".join(f"{k}={v}" for k, v in bench.SMOKE_OVERRIDES.items())]
+  bench.main(tiny)
+  assert not (tmp_path / "benchmarks").exists()  # No copy by default.
+  capsys.readouterr()
+  bench.main([*tiny, "--results_copy"])
+  copies = list((tmp_path / "benchmarks" / "results").iterdir())
+  assert len(copies) == 1 and copies[0].name.startswith("cpu_"), copies
+  assert copies[0].name != "cpu.json" and copies[0].name.endswith(
+      json.loads(copies[0].read_text())["info"]["date_utc"][:10] + ".json")
+  capsys.readouterr()
+  before = copies[0].read_text()
+  _refused(capsys, bench.main, [*tiny, "--results_copy"], "exists (a record)")
+  assert copies[0].read_text() == before
+  _refused(capsys, bench.parse_args, ["--smoke", "--results_copy"], "a smoke run is no record")
+
+
+@pytest.mark.parametrize("script,argv", [
+    ("train_step", ["--variants=single", "--batch_size=2"]),
+    ("scan_vs_loop", ["--steps=1", "--batch_size=1"])])
+def test_scripts_time_compiles_not_cache_reads(tmp_path, script, argv):
+  """Was: with JAX_COMPILATION_CACHE_DIR set, a compile time read that cache (bench.py and
+  the others turned it off; a review of 2026-12-06). The state is in the output."""
+  cache = tmp_path / "cache"
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": str(cache),
+         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+         "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+  proc = subprocess.run([sys.executable, os.path.join(BENCHMARKS, f"{script}.py"),
+                         "--config=configs/synthetic.py:vae", "--repeats=1",
+                         "--xla_cpu_flags=none", *argv], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=120, check=False)
+  assert proc.returncode == 0, proc.stderr
+  out = json.loads(proc.stdout)
+  assert out["compilation_cache"] == "off"
+  assert out["compilation_cache_dir_env"] == str(cache)
+  assert not cache.exists() or not list(cache.iterdir())
