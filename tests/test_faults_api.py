@@ -1686,3 +1686,120 @@ def test_a_trained_model_shows_as_one_line_and_compares_as_one_object(untrained,
   assert "parameters, 0 attributes)" in repr(untrained["vae"])
   again = inference.load_trained(tiny_run("cvae")[0])
   assert trained == trained and trained != again and len({trained, again}) == 2
+
+
+class _Placed(Exception):
+  """The fake comparison's stop: the inputs were compared, nothing is placed or computed."""
+
+
+@pytest.mark.parametrize("use", ["reconstruct", "complete", "edit", "infer_attributes",
+                                 "run_inference", "infer_latents"])
+def test_processes_that_pass_other_inputs_are_refused_before_the_batch_is_placed(
+    cvae, key, monkeypatch, use):
+  """Was: under jax.distributed every process placed its own rows of the batch it was given
+  (`parallel.put_batch`), so processes given other images returned one result spliced from
+  all of theirs, the same mixed rows on each, with status 0 and no word (fault hunt). Each
+  "process" here is one call; the comparison is faked (no processes start)."""
+  from a2i_jax import distributed  # pylint: disable=import-outside-toplevel
+  sent = []
+
+  def same_on_every_process(name, value, fix, timeout_s=0.0, describe=None):
+    sent.append(value)
+    if len(sent) > 1 and value != sent[0]:
+      raise ConfigError(f"process 1: {name}: {describe(value, sent[0], 0)}; {fix}.")
+    raise _Placed
+
+  monkeypatch.setattr(distributed, "process_count", lambda: 2)
+  monkeypatch.setattr(distributed, "same_on_every_process", same_on_every_process)
+  prior = inference.AttributePrior(np.zeros(Y, np.float32), np.eye(Y, dtype=np.float32))
+  other = _images()[::-1].copy()
+  signed = lambda x: inputs.to_signed(x)
+  calls = {
+      "reconstruct": lambda x, k: inference.reconstruct(cvae, x, _attrs(), key=k),
+      "complete": lambda x, k: inference.complete(cvae, x, _attrs(), _eyes(), key=k),
+      "edit": lambda x, k: inference.edit(cvae, x, _attrs(), {2: 1.0}, key=k),
+      "infer_attributes": lambda x, k: inference.infer_attributes(cvae, x, prior, key=k),
+      "run_inference": lambda x, k: inference.run_inference(cvae, x, _attrs(), key=k),
+      "infer_latents": lambda x, k: inference.infer_latents(cvae, signed(x), _attrs(), key=k),
+  }
+  call = calls[use]
+  for x, k in ((_images(), key), (_images(), key)):  # The same inputs: no word.
+    with pytest.raises(_Placed):
+      call(x, k)
+  with pytest.raises(ConfigError, match=r"process 1: the inputs of .*images=.* here, .* on "
+                     r"process 0; pass the same images, attributes, masks and key to "):
+    call(other, key)
+  with pytest.raises(ConfigError, match=r"\bkey=\"[0-9a-f]+\" here"):
+    call(_images(), jax.random.key(1))
+  assert len(sent) == 4, "one comparison per call, not one per batch"
+  if use != "infer_attributes":  # Other attributes too.
+    del sent[1:]
+    with pytest.raises(ConfigError, match=r"\battributes=\"[0-9a-f]+\" here"):
+      {"reconstruct": lambda: inference.reconstruct(cvae, _images(), _attrs() + 1, key=key),
+       "complete": lambda: inference.complete(cvae, _images(), _attrs() + 1, _eyes(), key=key),
+       "edit": lambda: inference.edit(cvae, _images(), _attrs() + 1, {2: 1.0}, key=key),
+       "run_inference": lambda: inference.run_inference(cvae, _images(), _attrs() + 1, key=key),
+       "infer_latents": lambda: inference.infer_latents(cvae, signed(_images()), _attrs() + 1,
+                                                        key=key)}[use]()
+  if use == "complete":  # And another mask.
+    del sent[1:]
+    with pytest.raises(ConfigError, match=r"\bobserved=\"[0-9a-f]+\" here"):
+      inference.complete(cvae, _images(), _attrs(), 1 - _eyes(), key=key)
+
+
+@pytest.mark.parametrize("use", ["reconstruct", "complete", "edit", "infer_attributes"])
+def test_inference_options_as_keywords_name_options_for(cvae, key, use):
+  """Was: `reconstruct(trained, x, y, key=..., steps=3)` a TypeError from run_inference, "got
+  an unexpected keyword argument 'steps'" (fault hunt)."""
+  prior = inference.AttributePrior(np.zeros(Y, np.float32), np.eye(Y, dtype=np.float32))
+  args = {"reconstruct": (_images(), _attrs()), "complete": (_images(), _attrs(), _eyes()),
+          "edit": (_images(), _attrs(), {2: 1.0}), "infer_attributes": (_images(), prior)}[use]
+  with pytest.raises(InputError, match=re.escape(
+      f"steps is an inference option, not an argument of {use}; pass "
+      "options=inference.options_for(trained, steps=3) instead.")):
+    getattr(inference, use)(cvae, *args, key=key, steps=3)
+  with pytest.raises(InputError, match=re.escape(
+      "restarts, init are inference options, not an argument of")):
+    getattr(inference, use)(cvae, *args, key=key, restarts=2, init="zeros")
+
+
+def test_a_saved_attribute_predictor_records_the_device_layout_that_trained_it(
+    data_cache, tmp_path, caplog):
+  """Was: its weights depend on the local device count (XLA:CPU splits its work by it: 4
+  devices trained weights 0.1 apart from 1's), yet nothing said which trained a saved one, and
+  `load_or_train` reused it under any layout, so a job's fidelity scores followed whichever
+  layout trained it first, unsaid (fault hunt). Now meta.json's "trained_on" records it, and
+  a reuse under another says so."""
+  from a2i_jax import attribute_predictor as ap  # pylint: disable=import-outside-toplevel
+  from a2i_jax.attribute_predictor import storage  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data import synthetic  # pylint: disable=import-outside-toplevel
+  data = synthetic.load(image_size=16, num_train=16, num_validation=2, num_test=4, seed=5,
+                        cache_dir=data_cache)
+  settings = {"steps": 1, "batch_size": 4, "learning_rate": 1e-3, "width": 4}
+  workdir = str(tmp_path)
+  first = ap.load_or_train(settings, data, workdir)
+  path = os.path.join(storage.predictor_dir(workdir), "meta.json")
+  meta = json.load(open(path))
+  count = jax.local_device_count()
+  meta_trained_on = lambda n: f"{jax.default_backend()}, {n} local device{'s' * (n != 1)}"
+  assert meta["trained_on"] == meta_trained_on(count)
+  caplog.clear()
+  again = ap.load_or_train(settings, data, workdir)  # The same layout: reused, no word.
+  assert "was trained on" not in caplog.text
+  assert jax.tree_util.tree_all(jax.tree_util.tree_map(
+      np.array_equal, first.variables, again.variables))
+  meta["trained_on"] = "cpu, 99 local devices"
+  meta["meta_sha256"] = storage._meta_sha256(meta)  # pylint: disable=protected-access
+  json.dump(meta, open(path, "w"))
+  caplog.clear()
+  ap.load_or_train(settings, data, workdir)
+  assert (f"was trained on cpu, 99 local devices, this process has {meta_trained_on(count)}"
+          ": its fidelity scores differ slightly" in caplog.text)
+  assert "training a new one" not in caplog.text  # Reused, as before: said, not retrained.
+  del meta["trained_on"]  # Saved before it was recorded: read, reused, nothing said.
+  meta["meta_sha256"] = storage._meta_sha256(meta)  # pylint: disable=protected-access
+  json.dump(meta, open(path, "w"))
+  caplog.clear()
+  assert ap.load_predictor(workdir).meta == first.meta
+  ap.load_or_train(settings, data, workdir)
+  assert "was trained on" not in caplog.text and "training a new one" not in caplog.text

@@ -59,12 +59,29 @@ def _meta_sha256(meta: dict) -> str:
   return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def device_layout() -> str:
+  """This process's platform and local device count, e.g. "cpu, 4 local devices": what the
+  predictor's trained weights depend on besides (dataset, settings, seed). XLA:CPU splits its
+  work by the device count, so `--xla_force_host_platform_device_count=4` trains other
+  weights than 1 does (0.1 apart, summed over 300 steps at the reference settings), though
+  the predictor trains on one device; neither single-threaded Eigen nor XLA's own
+  convolutions in place of YNNPACK's pins them (fault hunt).
+
+  Returns:
+    The words, as `meta.json`'s "trained_on" records them.
+  """
+  count = jax.local_device_count()
+  return f"{jax.default_backend()}, {count} local device{'s' * (count != 1)}"
+
+
 def save_predictor(predictor: Predictor, workdir: str) -> str:
   """Writes the predictor to `workdir/attribute_predictor/` and returns that path.
 
   The weights (flax msgpack) are written first and the metadata (JSON, with the weights'
   SHA-256 and its own) last, each through a temporary file and a rename, so a reader sees
-  either the old predictor, the new one, or a mismatch that `load_predictor` reports.
+  either the old predictor, the new one, or a mismatch that `load_predictor` reports. The
+  metadata's "trained_on" records this process's `device_layout` (that of the process that
+  trained it, in `load_or_train`), on which the weights depend.
 
   Args:
     predictor: from `train_predictor`.
@@ -88,7 +105,7 @@ def save_predictor(predictor: Predictor, workdir: str) -> str:
                      "(with a lower config.attribute_predictor.learning_rate) before saving.")
   blob = serialization.msgpack_serialize(variables)
   meta = dataclasses.asdict(predictor.meta)
-  meta = _json_safe({**meta, "format": _FORMAT,
+  meta = _json_safe({**meta, "format": _FORMAT, "trained_on": device_layout(),
                      "weights_sha256": hashlib.sha256(blob).hexdigest()})
   meta["meta_sha256"] = _meta_sha256(meta)
   try:
@@ -147,6 +164,7 @@ def load_predictor(workdir: str) -> Predictor:
       raise ValueError("the weights do not match the metadata (an interrupted save?)")
     for key in ("format", "weights_sha256", "meta_sha256"):
       del meta[key]
+    meta.pop("trained_on", None)  # Words only (`device_layout`); saved before: absent.
     meta = _check_meta(meta)
     variables = serialization.msgpack_restore(blob)
     expected = jax.eval_shape(
@@ -214,6 +232,17 @@ def _check_meta(meta: dict) -> PredictorMeta:
   return PredictorMeta(**{k: tuple(v) if k in _SEQUENCES else v for k, v in meta.items()})
 
 
+def _trained_on(workdir: str) -> Optional[str]:
+  """The saved predictor's "trained_on" (`device_layout`), or None (saved before it was
+  recorded, or unreadable now)."""
+  try:
+    with open(os.path.join(predictor_dir(workdir), _META_FILE)) as f:
+      value = json.load(f).get("trained_on")
+  except (OSError, ValueError, AttributeError, RecursionError):
+    return None
+  return value if isinstance(value, str) else None
+
+
 def load_or_train(settings: Any, dataset: Dataset, workdir: str, *, seed: int = 0,
                   announce: Optional[Callable[[str], None]] = None) -> Predictor:
   """Loads the workdir's predictor, or trains and saves one when there is none, or when the
@@ -226,8 +255,15 @@ def load_or_train(settings: Any, dataset: Dataset, workdir: str, *, seed: int = 
     seed: the training seed, an integer in [0, 2**31).
     announce: called with one line before a predictor is trained (which takes minutes at the
       reference settings), e.g. `print`; None: nothing is said.
+  The weights depend on the device layout that trained them too (`device_layout`: on CPU,
+  `--xla_force_host_platform_device_count`), which is not matched: a saved predictor of the
+  same (dataset, settings, seed) is reused whatever layout trained it, and its meta.json's
+  "trained_on" says which; the fidelity scores it gives differ slightly from those of one
+  trained under another layout (delete the folder to train one under this layout).
+
   Returns:
-    The predictor: a function of (dataset, settings, seed) alone, whatever was saved before.
+    The predictor: a function of (dataset, settings, seed) and the device layout that
+    trained it (see above), whatever was saved before.
   Raises:
     InputError: a seed, setting or dataset `train_predictor` refuses (checked before any
       predictor is read), a workdir that is not a path, or a training that diverged.
@@ -251,6 +287,12 @@ def load_or_train(settings: Any, dataset: Dataset, workdir: str, *, seed: int = 
     p = load_predictor(workdir)
     differ = [k for k, v in want.items() if getattr(p.meta, k) != v]
     if not differ:
+      trained_on, here = _trained_on(workdir), device_layout()
+      if trained_on is not None and trained_on != here:
+        logging.warning("the attribute predictor in %s was trained on %s, this process has "
+                        "%s: its fidelity scores differ slightly from those of one trained "
+                        "here (delete the folder to train one here).", predictor_dir(workdir),
+                        trained_on, here)
       return p
     # Was: reused when the dataset's name, image size and attribute names matched, so other
     # images (another synthetic seed, an edited folder) or another --seed were scored by it.

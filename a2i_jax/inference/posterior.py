@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import hashlib
+import json
 import math
 import time
 from typing import Any, Mapping, Optional
@@ -44,7 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from a2i_jax import config_lib, parallel, perf, sampling
+from a2i_jax import config_lib, distributed, parallel, perf, sampling
 from a2i_jax.errors import ConfigError, InputError
 from a2i_jax.inference.restore import TrainedModel, inference_batch_size
 from a2i_jax.inputs import (as_array, check_attributes, check_images, check_int, check_key,
@@ -734,8 +736,10 @@ def infer_latents(trained: TrainedModel, images: Array, attributes: Optional[Arr
     trained: the generator (`load_trained`, or `TrainedModel.from_variables`).
     images: [N, S, S, 3] floats in [-1, 1], the models' convention (`inputs.to_signed`
       converts uint8 or [0, 1]; `reconstruct`, `complete` and `run_inference` take those as
-      they are), read to the host (a NumPy array, or a jax array this process holds whole;
-      with several processes each passes the whole batch). Other dtypes, values outside
+      they are), read to the host (a NumPy array, or a jax array this process holds whole).
+      With several processes (`jax.distributed`) every process passes the whole batch, the
+      same images, attributes, masks and key: a batch that differs from process 0's is
+      refused (was spliced into one mixed result). Other dtypes, values outside
       [-1, 1] and NaN are refused; images in [0, 1] lie in [-1, 1] too and cannot be told
       apart, so they are read as [-1, 1] (a washed-out image): convert them first.
     attributes: [N, y_dim]; may be None for models that do not use attributes or with
@@ -771,7 +775,8 @@ def infer_latents(trained: TrainedModel, images: Array, attributes: Optional[Arr
     InputError: images, attributes, masks, options or an attribute prior that do not fit the
       model, a key that is not a PRNG key, or a batch size below 1 (checked on the host
       before anything compiles).
-    ConfigError: an energy the model does not have.
+    ConfigError: an energy the model does not have, or, with several processes, inputs
+      that differ from process 0's.
   """
   result = _infer_latents(trained, images, attributes, observed, key=key, options=options,
                           fg_masks=fg_masks, attribute_prior=attribute_prior, mesh=mesh,
@@ -876,13 +881,58 @@ def _warn_diverged(energy: np.ndarray, options: InferenceOptions) -> None:
                     "(now %g).", diverged, len(energy), options.learning_rate)
 
 
+def same_batch_on_every_process(x: np.ndarray, y: np.ndarray, observed: np.ndarray,
+                                fg_masks: Optional[np.ndarray], key: Array, prior: Any,
+                                use: str) -> None:
+  """Stops every process of a multi-process job (`jax.distributed`) whose inference batch
+  differs from process 0's. Each process passes the whole batch and keeps its devices' rows
+  of it (`parallel.put_batch`), so different batches were spliced into one result that every
+  process returned, with status 0 and no word (fault hunt). One SHA-256 per part and call.
+
+  A no-op in a single process. Every process calls it once per call of a use, in one order.
+
+  Args:
+    x: the checked images.
+    y: the checked attributes.
+    observed: the checked observed-pixel mask.
+    fg_masks: the checked foreground masks, or None.
+    key: the PRNG key.
+    prior: the attribute prior's (mean, covariance).
+    use: the function called, for the message.
+  Raises:
+    ConfigError: the batch differs from process 0's (on process 0: another's does), naming
+      the parts that differ.
+  """
+  if distributed.process_count() <= 1:
+    return
+  def digest(a: Any) -> str:
+    if a is None:
+      return "none"
+    a = np.ascontiguousarray(a)
+    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
+    h.update(a.tobytes())
+    return h.hexdigest()[:16]
+  key_data = np.asarray(jax.random.key_data(key) if jax.dtypes.issubdtype(
+      key.dtype, jax.dtypes.prng_key) else key)  # New-style keys, or old uint32 ones.
+  parts = {"images": digest(x), "attributes": digest(y), "observed": digest(observed),
+           "fg_masks": digest(fg_masks), "key": digest(key_data),
+           "attribute_prior": digest(np.concatenate([np.ravel(p) for p in prior]))}
+  distributed.same_on_every_process(
+      f"the inputs of {use} (SHA-256 of each)", json.dumps(parts, sort_keys=True),
+      f"pass the same images, attributes, masks and key to {use} on every process (each "
+      "passes the whole batch and keeps its own devices' rows of it), or call it in one "
+      "process", describe=distributed.json_differences)
+
+
 def _infer_latents(trained, images, attributes, observed, *, key, options, fg_masks,
-                   attribute_prior, mesh, fns, pad_to, first_index, batch_size, use=None
-                   ) -> dict[str, np.ndarray]:
+                   attribute_prior, mesh, fns, pad_to, first_index, batch_size, use=None,
+                   compared=False) -> dict[str, np.ndarray]:
   """`infer_latents` without its warning for diverged images (`_warn_diverged`): every
   argument as it takes them, all given; `use`, the function named in the warning of given
   attributes outside the training range (`_warn_attributes_outside_range`), None: no warning
-  (`run_inference` gives it once for all its batches)."""
+  (`run_inference` gives it once for all its batches); `compared`, whether the caller has
+  compared the whole batch across processes (`same_batch_on_every_process`; `run_inference`
+  does so once for all its batches)."""
   model, variables = trained.model, trained.variables
   key = parallel.loose_key(check_key(key))  # Was JAX's error for a key on one device.
   options = _check_options(trained, options)
@@ -922,6 +972,8 @@ def _infer_latents(trained, images, attributes, observed, *, key, options, fg_ma
   pad = lambda a: a if n_pad == n else np.concatenate(
       [a, np.zeros((n_pad - n,) + a.shape[1:], a.dtype)])
   rep = lambda a: np.repeat(pad(a), share, axis=0) if share > 1 else pad(a)
+  if not compared:  # Before the batch is placed: each process keeps its own rows of it.
+    same_batch_on_every_process(x, y, obs, fg_masks, key, prior, use or "infer_latents")
   x_r, y_r, o_r = rep(x), rep(y), rep(obs)
   m_r = None if fg_masks is None else rep(fg_masks)
   x_r, y_r, o_r, m_r = parallel.put_batch((x_r, y_r, o_r, m_r), mesh)

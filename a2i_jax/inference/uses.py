@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import functools
+import inspect
 import os
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -36,7 +37,7 @@ from a2i_jax.inference.posterior import (AttributePrior, InferenceOptions, _chec
                                          _check_options, _infer_latents, _needs_attributes,
                                          _range_margins, _static, _unsaid,
                                          _warn_attributes_outside_range, _warn_diverged,
-                                         make_inference_fns)
+                                         make_inference_fns, same_batch_on_every_process)
 from a2i_jax.inference.restore import TrainedModel, inference_batch_size, shared_programs
 from a2i_jax.inputs import (as_array, check_attributes, check_images, check_int, check_key,
                             check_mask, rgb_pixels, to_unit)
@@ -215,7 +216,9 @@ def run_inference(trained: TrainedModel, images: Any, attributes: Any = None,
 
   Args:
     trained: from `load_trained`.
-    images: [N, S, S, 3] uint8 or floats in [0, 1].
+    images: [N, S, S, 3] uint8 or floats in [0, 1]. With several processes
+      (`jax.distributed`) every process passes the whole batch: the same images, attributes,
+      masks and key on each (each keeps its devices' rows, and all return the whole result).
     attributes: [N, y_dim], one row per image ([y_dim] with one image); None for models
       without attributes, or when inferring them. Values well outside the training range
       (`trained.attribute_ranges`) are warned of, once per call, and a column's values once
@@ -239,14 +242,16 @@ def run_inference(trained: TrainedModel, images: Any, attributes: Any = None,
     ConfigError: options the model cannot run (an energy it has no term for: "gaussian"
       for a disCVAE, which has no per-pixel variance), or, with `options` None, a run's
       `config.inference` that is not valid; without `batch_size`, a
-      `config.inference.batch_size` below 1.
+      `config.inference.batch_size` below 1; with several processes, images, attributes,
+      masks or a key that differ from process 0's (compared by SHA-256 before anything is
+      placed on the devices).
   """
   check_trained(trained)
   check_key(key)
   options = _check_options(trained, options)
   x = check_images(images, trained.config.model.image_size)
-  y, obs, masks, _ = _check_batch(trained, x, attributes, observed, fg_masks, options,
-                                  attribute_prior)
+  y, obs, masks, prior = _check_batch(trained, x, attributes, observed, fg_masks, options,
+                                      attribute_prior)
   batch = (inference_batch_size(trained) if batch_size is None
            else check_int(batch_size, "batch_size", 1))
   n = x.shape[0]
@@ -260,6 +265,11 @@ def run_inference(trained: TrainedModel, images: Any, attributes: Any = None,
   # result depends on its own row alone (BatchNorm in eval mode, per-image energies, start
   # noise from the image's index), so the padding's rows change none of the real ones.
   pad_to = per_call if n > per_call else _bucket(n, per_call, mesh.devices.size)
+  # Several processes: the same batch on each, once for all N (was: each process's own
+  # images spliced into one result; fault hunt).
+  call = _CALL.get()
+  same_batch_on_every_process(x, y, obs, masks, parallel.loose_key(check_key(key)), prior,
+                              call[0] if call else "run_inference")
   parts, sizes = [], []
   for start in range(0, n, per_call):
     sl = slice(start, min(start + per_call, n))
@@ -268,7 +278,7 @@ def run_inference(trained: TrainedModel, images: Any, attributes: Any = None,
         trained, x[sl], y[sl], obs[sl], key=key, options=options,
         fg_masks=None if masks is None else masks[sl], attribute_prior=attribute_prior,
         mesh=mesh, fns=fns, pad_to=pad_to, first_index=start,
-        batch_size=batch))
+        batch_size=batch, compared=True))
     sizes.append(sl.stop - start)
   out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != "energy_trace"}
   _warn_diverged(out["energy"], options)  # Once for all N (was: once per batch).
@@ -291,16 +301,36 @@ def reconstruct(trained: TrainedModel, images: Any, attributes: Any = None, *, k
   """Infers z from fully observed images and decodes it.
 
   Args:
-    trained, images, attributes, key, options, kwargs: as for `run_inference`.
+    trained, images, attributes, key, options, kwargs: as for `run_inference` (with
+      several processes, the same whole batch on each); inference options go in
+      `options` (`options_for(trained, steps=...)`), not among the keywords.
   Returns:
     `run_inference`'s dict; "reconstruction" [N, S, S, 3] in [0, 1].
   Raises:
-    InputError: an `observed` mask (use `complete`), or inputs `run_inference` refuses.
-    ConfigError: options `run_inference` refuses.
+    InputError: an `observed` mask (use `complete`), an inference option given as a
+      keyword, or inputs `run_inference` refuses.
+    ConfigError: options `run_inference` refuses, or, with several processes, inputs
+      that differ from process 0's (every process passes the whole batch).
   """
   check_trained(trained)
   _no_observed(kwargs, "reconstruct")
+  _no_options_as_keywords(kwargs, "reconstruct")
   return run_inference(trained, images, attributes, None, key=key, options=options, **kwargs)
+
+
+def _no_options_as_keywords(kwargs: Mapping, use: str) -> None:
+  """Refuses inference options given as keywords to a use (was: run_inference's TypeError,
+  "got an unexpected keyword argument 'steps'"), naming `options_for`."""
+  taken = set(inspect.signature(run_inference).parameters)
+  named = [k for k in kwargs if k in _OPTION_NAMES and k not in taken]
+  if named:
+    given = ", ".join(f"{k}={kwargs[k]!r}" for k in named)
+    what = "is an inference option" if len(named) == 1 else "are inference options"
+    raise InputError(f"{', '.join(named)} {what}, not an argument of {use}; pass "
+                     f"options=inference.options_for(trained, {given}) instead.")
+
+
+_OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(InferenceOptions))
 
 
 def _no_observed(kwargs: Mapping, mode: str) -> None:
@@ -318,16 +348,21 @@ def complete(trained: TrainedModel, images: Any, attributes: Any, observed: Any,
   """Fills the hidden pixels of images: z is inferred from the observed pixels only.
 
   Args:
-    trained, images, attributes, key, options, kwargs: as for `run_inference`.
+    trained, images, attributes, key, options, kwargs: as for `run_inference` (with
+      several processes, the same whole batch on each); inference options go in
+      `options` (`options_for(trained, steps=...)`), not among the keywords.
     observed: [N, S, S(, 1)] with 1 = observed (kept as is), 0 = hidden (filled).
   Returns:
     `run_inference`'s dict plus "completion" [N, S, S, 3] in [0, 1]: the observed pixels of
     the input and the generator's pixels in the hole.
   Raises:
-    InputError: no `observed` mask, or inputs `run_inference` refuses.
-    ConfigError: options `run_inference` refuses.
+    InputError: no `observed` mask, an inference option given as a keyword, or inputs
+      `run_inference` refuses.
+    ConfigError: options `run_inference` refuses, or, with several processes, inputs
+      that differ from process 0's (every process passes the whole batch).
   """
   check_trained(trained)
+  _no_options_as_keywords(kwargs, "complete")
   # The images first, so that a wrong image shape is blamed on the images, not on the mask.
   n = check_images(images, trained.config.model.image_size).shape[0]
   if observed is None:  # Was: "observed has shape ()".
@@ -353,17 +388,21 @@ def infer_attributes(trained: TrainedModel, images: Any, attribute_prior: Attrib
   """Estimates the attributes of images: y is optimised jointly with z (y unknown).
 
   Args:
-    trained, images, observed, key, kwargs: as for `run_inference`.
+    trained, images, observed, key, kwargs: as for `run_inference` (with several
+      processes, the same whole batch on each); inference options go in `options`,
+      not among the keywords.
     attribute_prior: the Gaussian prior on y (`AttributePrior.fit(training attributes)`).
     options: default `options_for(trained)`; `infer_attributes` is switched on.
   Returns:
     `run_inference`'s dict; "y" [N, y_dim] holds the inferred attributes.
   Raises:
-    InputError: the model does not use attributes (the VAE), `attributes` given, or inputs
-      `run_inference` refuses.
-    ConfigError: options `run_inference` refuses.
+    InputError: the model does not use attributes (the VAE), `attributes` or an inference
+      option given as a keyword, or inputs `run_inference` refuses.
+    ConfigError: options `run_inference` refuses, or, with several processes, inputs
+      that differ from process 0's (every process passes the whole batch).
   """
   check_trained(trained)
+  _no_options_as_keywords(kwargs, "infer_attributes")
   if "attributes" in kwargs:  # Was a TypeError, "got multiple values for argument".
     raise InputError("infer_attributes estimates the attributes, so it takes none; to start "
                      "from known attributes, or keep them, use reconstruct or complete.")
@@ -558,20 +597,24 @@ def edit(trained: TrainedModel, images: Any, attributes: Any, changes: Mapping[i
   For disCVAE the inferred background latent is kept, so only the foreground changes with y.
 
   Args:
-    trained, images, attributes, key, options, kwargs: as for `run_inference`.
+    trained, images, attributes, key, options, kwargs: as for `run_inference` (with
+      several processes, the same whole batch on each); inference options go in
+      `options` (`options_for(trained, steps=...)`), not among the keywords.
     changes: {attribute index: new value}: a number for every image, or one per image ([N]).
   Returns:
     "reconstruction" and "edited" [N, S, S, 3] in [0, 1], the latents, "y" (the given
     attributes, or those inferred jointly where `options.infer_attributes`) and
     "edited_y".
   Raises:
-    InputError: a model without attributes, a change that is not {index: number}, or inputs
-      `run_inference` refuses.
-    ConfigError: options `run_inference` refuses.
+    InputError: a model without attributes, a change that is not {index: number}, an
+      inference option given as a keyword, or inputs `run_inference` refuses.
+    ConfigError: options `run_inference` refuses, or, with several processes, inputs
+      that differ from process 0's (every process passes the whole batch).
   """
   check_trained(trained)
   _needs_attributes(trained, "editing them changes nothing")
   _no_observed(kwargs, "edit")
+  _no_options_as_keywords(kwargs, "edit")
   usage = "edit takes {attribute index: new value}"
   if not isinstance(changes, Mapping):
     raise InputError(f"changes is a {type(changes).__name__}; {usage}, e.g. {{2: 1.0}}.")
