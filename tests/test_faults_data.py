@@ -495,21 +495,9 @@ def test_a_runs_data_digests_are_computed_once_a_load(tmp_path, monkeypatch):
 
 
 
-def test_an_image_rewritten_at_its_size_and_time_is_prepared_again(tmp_path, caplog):
-  """Was: the prepared copy was keyed by each file's size and modification time alone, so a
-  test image rewritten in place at its size with its time put back (`exiftool -P`, `cp -p`
-  of a new set) served the stale copy's pixels, and the digests of the copy warned of
-  nothing. Its change time (set by any write, never back) keys the copy now, and the inode
-  number: a copy of the folder elsewhere, the same files, is prepared again once, and a
-  run's split check (`check_same_splits`) takes it without a word."""
-  import logging  # pylint: disable=import-outside-toplevel
-  from a2i_jax import checkpoints  # pylint: disable=import-outside-toplevel
-  from a2i_jax.data import base  # pylint: disable=import-outside-toplevel
-  path = _folder(tmp_path, "filename,split,smile", ["0", "1", "0"])
-  data = tmp_path / "data"
-  before = load_dataset(_folder_config(path, data), progress=False)
-  assert before["test"].images.max() == 80
-  image = os.path.join(path, "images", "img2.png")
+def _rewrite_at_same_size_and_time(image):
+  """Rewrites the PNG `image` with new pixels at its very size, its modification time put
+  back (`exiftool -P`, `cp -p` of a new set); returns the new pixels' value."""
   st = os.stat(image)
   for value in range(200, 256):  # New pixels in a PNG of the very same size.
     Image.fromarray(np.full((4, 4, 3), value, np.uint8)).save(image)
@@ -518,17 +506,81 @@ def test_an_image_rewritten_at_its_size_and_time_is_prepared_again(tmp_path, cap
   assert os.path.getsize(image) == st.st_size
   os.utime(image, ns=(st.st_atime_ns, st.st_mtime_ns))
   assert os.stat(image).st_mtime_ns == st.st_mtime_ns
-  after = load_dataset(_folder_config(path, data), progress=False)
-  assert after["test"].images.min() == value  # Was 80, the stale copy's.
-  assert len(os.listdir(data / "folder")) == 2
-  # The same files in another folder: prepared again (other inodes), the same data.
-  shutil.copytree(path, tmp_path / "elsewhere" / "f")  # copy2: the times kept.
-  moved = load_dataset(_folder_config(tmp_path / "elsewhere" / "f", data), progress=False)
-  assert len(os.listdir(data / "folder")) == 3
-  with caplog.at_level(logging.WARNING):
-    base.check_same_splits(str(tmp_path / "w"), checkpoints.dataset_info(after, path), moved)
-  assert "differ" not in caplog.text
+  return value
 
+
+def test_an_image_rewritten_at_its_size_and_time_is_refused(tmp_path):
+  """Was: the prepared copy was keyed by each file's size and modification time alone, so a
+  test image rewritten in place at its size with its time put back served the stale copy's
+  pixels without a word (and then, keyed by change times and inodes too, any chmod or cp -a
+  prepared a whole new copy: `test_a_folder_chmodded_linked_or_copied_keeps_its_copy`). The
+  copy records each file's SHA-256: a file whose change time moved is hashed, and one that
+  differs stops the load, naming it and the copy to delete, before anything is written."""
+  path = _folder(tmp_path, "filename,split,smile", ["0", "1", "0"])
+  data = tmp_path / "data"
+  before = load_dataset(_folder_config(path, data), progress=False)
+  assert before["test"].images.max() == 80
+  (prepared,) = os.listdir(data / "folder")
+  image = os.path.join(path, "images", "img2.png")
+  _rewrite_at_same_size_and_time(image)
+  listing = sorted(str(p) + str(p.stat().st_mtime_ns) for p in data.rglob("*"))
+  copy = data / "folder" / prepared
+  with pytest.raises(DataError) as e:
+    load_dataset(_folder_config(path, data), progress=False)
+  assert str(e.value) == (
+      f"1 file(s) of {path} changed since its prepared copy {copy} was made, at the same size "
+      "and modification time (rewritten with the time put back, e.g. exiftool -P or cp -p): "
+      f"{image}; that copy holds their old pixels: delete the folder {copy} to prepare it "
+      "again, then run the same command again."), str(e.value)
+  assert sorted(str(p) + str(p.stat().st_mtime_ns) for p in data.rglob("*")) == listing
+  shutil.rmtree(copy)  # The fix the message gives.
+  value = load_dataset(_folder_config(path, data), progress=False)["test"].images.min()
+  assert value >= 200 and os.listdir(data / "folder") == [prepared]
+
+
+def test_a_folder_chmodded_linked_or_copied_keeps_its_copy(tmp_path, monkeypatch, caplog):
+  """Was (keyed by each file's change time and inode number): a `chmod -R`, a hard link to an
+  image, or the folder staged with `cp -a` to a new place at each job prepared the folder
+  again and kept one more whole copy in data_dir each time. The key is each file's size and
+  modification time again: the same copy is served; files whose change time or inode moved
+  are hashed once and their new ones noted beside the copy (a read-only data_dir skips the
+  note, and hashes again next time), so the next load hashes nothing."""
+  import logging  # pylint: disable=import-outside-toplevel
+  from a2i_jax import checkpoints  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data import base  # pylint: disable=import-outside-toplevel
+  path = _folder(tmp_path, "filename,split,smile", ["0", "1", "0"])
+  data = tmp_path / "data"
+  first = load_dataset(_folder_config(path, data), progress=False)
+  (prepared,) = os.listdir(data / "folder")
+  hashed = []
+  sha256 = getattr(folder, "_file_sha256", None)  # None: a release before the record.
+  monkeypatch.setattr(folder, "_file_sha256", lambda f: hashed.append(f) or sha256(f),
+                      raising=False)
+  load_dataset(_folder_config(path, data), progress=False)
+  assert not hashed  # Unchanged: nothing read.
+  os.chmod(os.path.join(path, "images", "img0.png"), 0o644)
+  os.link(os.path.join(path, "images", "img1.png"), tmp_path / "backup.png")
+  load_dataset(_folder_config(path, data), progress=False)
+  assert os.listdir(data / "folder") == [prepared] and len(hashed) == 2
+  elsewhere = tmp_path / "scratch" / "f"
+  shutil.copytree(path, elsewhere, copy_function=shutil.copy2)  # cp -a: new inodes.
+
+  def read_only(*args):
+    raise OSError(errno.EROFS, "Read-only file system")
+  with monkeypatch.context() as m:
+    m.setattr(folder.files, "atomic_write", read_only)
+    del hashed[:]
+    load_dataset(_folder_config(elsewhere, data), progress=False)
+    assert os.listdir(data / "folder") == [prepared] and len(hashed) == 3
+  del hashed[:]
+  moved = load_dataset(_folder_config(elsewhere, data), progress=False)
+  assert os.listdir(data / "folder") == [prepared] and len(hashed) == 3  # Noted now.
+  del hashed[:]
+  load_dataset(_folder_config(elsewhere, data), progress=False)
+  assert os.listdir(data / "folder") == [prepared] and not hashed
+  with caplog.at_level(logging.WARNING):
+    base.check_same_splits(str(tmp_path / "w"), checkpoints.dataset_info(first, path), moved)
+  assert "differ" not in caplog.text
 
 
 def test_a_trained_runs_data_folder_is_set_in_its_config_json(tmp_path):

@@ -43,24 +43,24 @@ Rules:
 
 The prepared copy lives in `<data_dir>/folder/<folder name>-<fingerprint>/` (the folder name
 cut short where the whole would pass 255 bytes: `_prepared_name`); the fingerprint covers the
-CSV, the name, size, modification and change times and inode number of every image (and
-mask) a row names, the image size, the resize mode and `PREPARATION_VERSION`, so editing the
-folder (or a release that reads images otherwise) prepares it again: also a file rewritten at
-its size with its modification time put back (`exiftool -P`, `cp -p`, `rsync -a`), whose
-change time no tool sets back, and a second folder of the same names, sizes and times, whose
-files are other inodes. A copy of the folder elsewhere (another disk, a backup restored) is
-prepared again once; its data are the same, so a run's checks of them accept it. Every
-image and mask a row names is read and checked before anything is written in data_dir, so a
-file the preparation refuses leaves nothing behind (nor what an earlier stopped attempt on
-the same files left); a preparation that fails otherwise removes the folders it made where
-they are left empty, never one that was there before.
+CSV, the name, size and modification time of every image (and mask) a row names, the image
+size, the resize mode and `PREPARATION_VERSION`, so editing the folder (or a release that
+reads images otherwise) prepares it again. A file rewritten at its size with its modification
+time put back (`exiftool -P`, `cp -p`, `rsync -a`) is caught by the copy's record of its
+sources (`check_sources`): a load that finds one refuses the copy, naming the file and the
+copy to delete. Every image and mask a row names is read and checked before anything is
+written in data_dir, so a file the preparation refuses leaves nothing behind (nor what an
+earlier stopped attempt on the same files left); a preparation that fails otherwise removes
+the folders it made where they are left empty, never one that was there before.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import io
+import json
 import math
 import os
 import re
@@ -94,6 +94,10 @@ MAX_UPSCALE = 4  # Images enlarged more than this many times are counted in a wa
 # TIFFs turned a quarter by their EXIF orientation (modes L, P, RGBA, CMYK, I;16) read right
 # (were scrambled).
 PREPARATION_VERSION = 4
+# The copy's record of its sources, in the copy's folder (sealed by its checksums with it), and
+# the change times and inode numbers it last matched, beside the copy (`check_sources`).
+SOURCES_RECORD = "a2i_sources.json"
+SOURCE_STAMPS = "a2i_source_stamps.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -534,15 +538,12 @@ def _fingerprint(path: str, table: Table, image_size: int, resize: str) -> str:
   Files no row names are skipped by the preparation, so they are left out here too: adding or
   removing one (or a broken link among them) changes nothing.
 
-  Each file is known by its stat alone (a start reads no image): its size, modification time,
-  change time and inode number. Was size and modification time only, so a file rewritten at
-  its size with its modification time put back (`exiftool -P`, `cp -p` of a new set, a file
-  system of coarse times) and a second folder of the same name, CSV, sizes and times served
-  the stale copy, and its digests (`split_content`, of the copy) warned of nothing (a fault
-  hunt's finding). Writing a file, or setting its times, sets its change time to the clock's
-  (nothing sets it back), and another folder's files are other inodes. Hashing the files
-  instead cost 0.4 s a start for 13,000 LFW-size images in the page cache (0.07 s for these
-  stats), and a read of all of them (200 MB) from a cold disk or network storage.
+  Each file is known by its stat alone (a start reads no image): its size and modification
+  time. A file rewritten at its size with its time put back keeps the key; the copy's record
+  of its sources catches it (`check_sources`). (Keyed by each file's change time and inode
+  number too for a while, which prepared a folder of the same content again, and kept one more
+  whole copy each time, after a `chmod -R`, a hard link, a backup by `tar --atime-preserve`, or
+  a `cp -a` / `rsync -a` to node-local scratch at each job: a review's finding.)
   """
   stats = []
   subs = ("images", "masks") if table.masks_dir is not None else ("images",)
@@ -554,11 +555,168 @@ def _fingerprint(path: str, table: Table, image_size: int, resize: str) -> str:
       except OSError as e:  # Checked by scan(), so only when the folder changed meanwhile.
         raise DataError(f"cannot read {file} ({e.strerror or e}); make it readable or delete "
                         "its row in attributes.csv.") from None
-      stats.append((sub, name, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+      stats.append((sub, name, st.st_size, st.st_mtime_ns))
   with open(os.path.join(path, "attributes.csv"), "rb") as f:
     csv_bytes = f.read()
   return tfds_lib.fingerprint([PREPARATION_VERSION, csv_bytes, stats, image_size, resize,
                                table.masks_dir is not None])
+
+
+def _source_files(path: str, table: Table) -> list[tuple[str, str]]:
+  """("images/<name>" or "masks/<name>", its path) for every file the rows of `table` name."""
+  subs = ("images", "masks") if table.masks_dir is not None else ("images",)
+  return [(f"{sub}/{name}", os.path.join(path, sub, name))
+          for sub in subs for name in sorted(r[0] for r in table.rows)]
+
+
+def _stat(file: str) -> os.stat_result:
+  """`os.stat(file)`; a file that cannot be read is one `DataError`."""
+  try:
+    return os.stat(file)
+  except OSError as e:  # Checked by scan(), so only when the folder changed meanwhile.
+    raise DataError(f"cannot read {file} ({e.strerror or e}); make it readable or delete "
+                    "its row in attributes.csv.") from None
+
+
+def _file_sha256(file: str) -> str:
+  """The hex SHA-256 of a file's bytes."""
+  digest = hashlib.sha256()
+  try:
+    with open(file, "rb") as f:
+      for chunk in iter(lambda: f.read(1 << 20), b""):
+        digest.update(chunk)
+  except OSError as e:
+    raise DataError(f"cannot read {file} ({e.strerror or e}); make it readable or delete "
+                    "its row in attributes.csv.") from None
+  return digest.hexdigest()
+
+
+def source_record(path: str, table: Table) -> dict:
+  """What the prepared copy records of the files it is made of (`check_sources`).
+
+  Each file is stat'ed before it is hashed, and both before the preparation reads it: a file
+  rewritten meanwhile is found changed at the next load, never recorded as what the copy holds.
+
+  Args:
+    path: the dataset folder.
+    table: its checked `Table` (`scan`).
+  Returns:
+    {"source": `path`, "files": {"images/<name>": [hex SHA-256, inode number, change time in
+    ns]}}, masks too where used.
+  Raises:
+    DataError: a file that cannot be read.
+  """
+  out = {}
+  for rel, file in _source_files(path, table):
+    st = _stat(file)
+    out[rel] = [_file_sha256(file), st.st_ino, st.st_ctime_ns]
+  return {"source": path, "files": out}
+
+
+def _stamps_check(record_digest: str, stamps: dict) -> str:
+  """The SHA-256 that seals `SOURCE_STAMPS`: of the record's digest and the stamps."""
+  return hashlib.sha256(json.dumps([record_digest, stamps], sort_keys=True).encode()).hexdigest()
+
+
+def _read_stamps(prepared: str, record_digest: str) -> Optional[dict]:
+  """The stamps `check_sources` last wrote beside the copy for this record; None where there
+  are none, or they are unreadable, damaged or for another record (then the record's own)."""
+  try:
+    with open(os.path.join(prepared, SOURCE_STAMPS), "rb") as f:
+      saved = json.loads(f.read())
+    stamps = saved["stamps"]
+    if (saved["record"] != record_digest
+        or saved["sha256"] != _stamps_check(record_digest, stamps)):
+      return None
+    return {str(k): (int(v[0]), int(v[1])) for k, v in stamps.items()}
+  except Exception:  # pylint: disable=broad-except
+    return None  # A hint to skip hashing only: anything amiss means hash again.
+
+
+def check_sources(path: str, table: Table, prepared: str) -> None:
+  """Refuses a prepared copy whose source files changed at their size and modification time.
+
+  The copy's key (`_fingerprint`) knows each file by its size and modification time, which a
+  file rewritten with its time put back (`exiftool -P`, `cp -p`, `rsync -a` of a new set)
+  keeps; its stale pixels were served without a word. The copy records each file's SHA-256,
+  inode number and change time at its preparation (`source_record`, in the copy, sealed by
+  its checksums). A file whose inode number and change time are still the recorded ones was
+  not written since (any write sets the change time, and nothing sets it back): it is
+  trusted as it is, so an unchanged folder reads no file here. Any other is hashed and
+  compared with the record: a folder moved or staged with `cp -a` / `rsync -a` (new inodes),
+  a `chmod`, a hard link, a FAT or FUSE mount's inodes read each file once. Where all match,
+  the copy is served and their new inode numbers and change times are written beside it
+  (`SOURCE_STAMPS`, atomically; a read-only data_dir skips it, and the next load hashes them
+  again). A copy prepared before copies had this record has nothing to compare with: it is
+  served as before. A record that does not match the copy's checksums is left for
+  `tfds_lib.load` to refuse as damage.
+
+  Args:
+    path: the dataset folder.
+    table: its checked `Table` (`scan`).
+    prepared: the prepared copy's folder, `<data_dir>/folder/<name>-<key>`.
+  Raises:
+    DataError: naming the files that changed since the copy was prepared at the same size and
+      modification time, and the folder to delete to prepare it again, before anything is
+      written; a record that cannot be read (in a copy without checksums); a file of the
+      folder that cannot be read.
+  """
+  where = os.path.join(prepared, A2iFolder.name, str(A2iFolder.VERSION))
+  try:
+    with open(os.path.join(where, SOURCES_RECORD), "rb") as f:
+      raw = f.read()
+  except FileNotFoundError:
+    return  # Prepared without a record (or it is missing: the checksums then say so).
+  digest = hashlib.sha256(raw).hexdigest()
+  try:
+    sealed = files.read_digests(os.path.join(where, tfds_lib.CHECKSUM_FILE))
+  except (OSError, ValueError):
+    return  # `tfds_lib.load` refuses the copy, with its own words.
+  if sealed is not None and sealed.get(SOURCES_RECORD, digest) != digest:
+    return  # Damaged: `tfds_lib.load` names it.
+  try:
+    record = json.loads(raw)
+    recorded = {str(k): (str(v[0]), int(v[1]), int(v[2]))
+                for k, v in record["files"].items()}
+  except Exception:  # pylint: disable=broad-except
+    raise tfds_lib.damaged(where, f"its record of the folder's files {SOURCES_RECORD} is "
+                           "unreadable") from None
+  stamps = _read_stamps(prepared, digest)
+  if stamps is None:
+    stamps = {k: v[1:] for k, v in recorded.items()}
+  changed, moved = [], {}
+  for rel, file in _source_files(path, table):
+    if rel not in recorded:  # The key names every file: only a record edited by hand.
+      raise tfds_lib.damaged(where, f"its record {SOURCES_RECORD} does not name {rel}")
+    st = _stat(file)  # Before the hash: a write meanwhile is found at the next load.
+    now = (st.st_ino, st.st_ctime_ns)
+    if stamps.get(rel) == now:
+      continue
+    if _file_sha256(file) != recorded[rel][0]:
+      changed.append(file)
+    else:
+      moved[rel] = now
+  if changed:
+    source = record.get("source") if isinstance(record, dict) else None
+    other = (f" (it was prepared from {shown_path(source)}: another folder of the same file "
+             "names, sizes and times?)" if isinstance(source, str) and source != path else "")
+    names = ", ".join(shown_path(c) for c in changed[:3])
+    more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+    raise DataError(f"{len(changed)} file(s) of {shown_path(path)} changed since its prepared "
+                    f"copy {shown_path(prepared)} was made{other}, at the same size and "
+                    f"modification time (rewritten with the time put back, e.g. exiftool -P "
+                    f"or cp -p): {names}{more}; that copy holds their old pixels: delete the "
+                    f"folder {shown_path(prepared)} to prepare it again, then run the same "
+                    "command again.")
+  if moved:
+    stamps = {rel: list(stamps.get(rel, recorded[rel][1:])) for rel in recorded}
+    stamps.update({rel: list(now) for rel, now in moved.items()})
+    saved = {"record": digest, "stamps": stamps, "sha256": _stamps_check(digest, stamps)}
+    try:
+      files.atomic_write(os.path.join(prepared, SOURCE_STAMPS), json.dumps(saved))
+    except OSError as e:  # A read-only data_dir: the next load hashes these files again.
+      logging.info("could not note the folder's new inode numbers in %s (%s)", prepared,
+                   e.strerror or e)
 
 
 def square_box(width: int, height: int, resize: str) -> tuple[float, float, float, float]:
@@ -587,8 +745,10 @@ class A2iFolder(tfds_lib.BuilderMixin, tfds.core.GeneratorBasedBuilder,
   RELEASE_NOTES = {"1.0.0": "First release."}
 
   def __init__(self, *, folder: str, table: Table, image_size: int, resize: str,
-               examples: Optional[dict[str, list[tuple[str, dict]]]] = None, **kwargs: Any):
+               examples: Optional[dict[str, list[tuple[str, dict]]]] = None,
+               record: Optional[dict] = None, **kwargs: Any):
     self._folder, self._table = folder, table
+    self._record = record  # `source_record`, written into the copy as it is prepared.
     self._image_size, self._resize = image_size, resize
     # What `_read_examples` made of the folder before anything was written (`load`); None:
     # read when the copy is prepared.
@@ -610,6 +770,10 @@ class A2iFolder(tfds_lib.BuilderMixin, tfds.core.GeneratorBasedBuilder,
     self.info.metadata["header"] = list(self._table.header)
     self.info.metadata["source"] = os.path.abspath(self._folder)
     self.info.metadata["resize"] = self._resize
+    if self._record is not None:  # Into TFDS's unfinished folder: renamed with the copy.
+      with open(os.path.join(os.fspath(self.data_dir), SOURCES_RECORD), "w",
+                encoding="ascii") as f:
+        json.dump(self._record, f)
     return {s: self._generate_examples(s) for s in SPLITS}
 
   def _generate_examples(self, split: str) -> Iterator[tuple[str, dict]]:
@@ -714,6 +878,7 @@ def load(*, path: str, data_dir: str, image_size: int, masks: bool = False,
     DatasetNotPreparedError: the folder, images/ or attributes.csv is missing (`scan`).
     DataError: what `scan` refuses; an image or mask that cannot be read or is refused
       (`_read_examples`), before anything is written in data_dir; a damaged prepared copy;
+      a prepared copy whose files changed since at the same size and time (`check_sources`);
       a `data_dir` whose path is not valid UTF-8 (`tfds_lib.check_utf8_path`).
   """
   check_choice("data.resize", resize, RESIZE_MODES)
@@ -726,11 +891,15 @@ def load(*, path: str, data_dir: str, image_size: int, masks: bool = False,
   copy = os.path.join(prepared, A2iFolder.name, str(A2iFolder.VERSION))
   # A copy to prepare: every image (and mask) is read and checked before anything is written
   # (was: while the copy was written, which left an empty <data_dir>/folder/ behind).
-  examples = None if os.path.lexists(copy) else _read_first(path, table, image_size, resize,
-                                                            progress, prepared)
+  examples = record = None
+  if os.path.isdir(copy):
+    check_sources(path, table, prepared)  # A file rewritten at its size and time: refused.
+  elif not os.path.lexists(copy):
+    record = source_record(path, table)  # Before the images are read for the copy.
+    examples = _read_first(path, table, image_size, resize, progress, prepared)
   builder = tfds_lib.open_builder(A2iFolder, data_dir=prepared, folder=path, table=table,
                                   image_size=image_size, resize=resize, examples=examples,
-                                  progress=progress)
+                                  record=record, progress=progress)
   # A file of the folder that stops the preparation stops every attempt on these files: no
   # half-made copy is left, nor one an earlier stopped attempt left, nor a folder above it
   # that the run made and left empty.
