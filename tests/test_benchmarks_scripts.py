@@ -138,6 +138,18 @@ import pytest  # noqa: E402
 BENCHMARKS = os.path.join(ROOT, "benchmarks")
 
 
+@pytest.fixture(autouse=True)
+def _compilation_cache_kept():
+  """The scripts' mains, run in this process, turn JAX's persistent compilation cache off
+  (`bench.compilation_cache_off`): put back after each test, so that the worker's later tests
+  compile through the suite's cache, as the compilation-cache tests expect (was: two of them
+  failed, and every later compile of that worker was slower, after bench.main ran here)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  cache = jax.config.jax_enable_compilation_cache
+  yield
+  jax.config.update("jax_enable_compilation_cache", cache)
+
+
 def _script(name: str):
   """benchmarks/`name`.py imported as a module (benchmarks/ on sys.path, as when run)."""
   if BENCHMARKS not in sys.path:
@@ -353,18 +365,13 @@ def test_the_config_flag_errors_name_the_scripts_own_flag():
 def test_scripts_print_library_errors_as_one_line(monkeypatch, script, argv, patch):
   """The library's refusal of a value in a script's main (a --config file not found, an
   override of model.width to 0) is one `error:` line, as in bench.py (was: a traceback)."""
-  import jax  # pylint: disable=import-outside-toplevel
   module = _script(script)
 
   def refuse(*_, **__):
     raise module.bench.A2IError("no config file at /nonexistent.py;\n pass one")
   monkeypatch.setattr(module.bench, patch, refuse)
-  cache = jax.config.jax_enable_compilation_cache  # xla_flags.py's main turns it off.
-  try:
-    with pytest.raises(SystemExit) as e:
-      module.main(argv)
-  finally:
-    jax.config.update("jax_enable_compilation_cache", cache)
+  with pytest.raises(SystemExit) as e:  # xla_flags.py's main turns the cache off (fixture).
+    module.main(argv)
   assert e.value.code == "error: no config file at /nonexistent.py; pass one"
 
 
