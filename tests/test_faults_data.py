@@ -538,6 +538,27 @@ def test_an_image_rewritten_at_its_size_and_time_is_refused(tmp_path):
   assert value >= 200 and os.listdir(data / "folder") == [prepared]
 
 
+def test_two_folders_of_one_key_are_told_to_take_a_data_dir_each(tmp_path):
+  """Was (review): two folders of the same file names, sizes and times but other bytes share
+  one key; the second was told to delete the copy, which made the first refused in turn, and
+  so on. Where the copy was made from another folder, the advice gives each its own data_dir,
+  and followed, both load their own pixels."""
+  first = _folder(tmp_path, "filename,split,smile", ["0", "1", "0"])
+  second = tmp_path / "other" / "f"
+  shutil.copytree(first, second, copy_function=shutil.copy2)
+  _rewrite_at_same_size_and_time(os.path.join(second, "images", "img2.png"))
+  data = tmp_path / "data"
+  assert load_dataset(_folder_config(first, data), progress=False)["test"].images.max() == 80
+  with pytest.raises(DataError, match=f"it was prepared from {first}: another folder of the "
+                     f"same file names, sizes and times\\?\\).*: if {first} is another folder "
+                     "still in use, give this one a data_dir of its own "
+                     "\\(config.data.data_dir\\); otherwise delete the folder "):
+    load_dataset(_folder_config(second, data), progress=False)
+  own = tmp_path / "data of the other"
+  assert load_dataset(_folder_config(second, own), progress=False)["test"].images.min() >= 200
+  assert load_dataset(_folder_config(first, data), progress=False)["test"].images.max() == 80
+
+
 def test_a_folder_chmodded_linked_or_copied_keeps_its_copy(tmp_path, monkeypatch, caplog):
   """Was (keyed by each file's change time and inode number): a `chmod -R`, a hard link to an
   image, or the folder staged with `cp -a` to a new place at each job prepared the folder

@@ -92,8 +92,11 @@ MAX_UPSCALE = 4  # Images enlarged more than this many times are counted in a wa
 # for transparency and 16-bit images (copies of 1 read them otherwise). 3: the transparent
 # pixels of 1-, 2- and 4-bit grey PNGs read as black (were white or grey). 4: uncompressed
 # TIFFs turned a quarter by their EXIF orientation (modes L, P, RGBA, CMYK, I;16) read right
-# (were scrambled).
-PREPARATION_VERSION = 4
+# (were scrambled). 5: the copy records its sources' SHA-256 (`SOURCES_RECORD`), so that a
+# file rewritten at its size and modification time is refused; a copy of 4 had no record and
+# served such a file's old pixels (a review: it matched again once the key was names, sizes
+# and times).
+PREPARATION_VERSION = 5
 # The copy's record of its sources, in the copy's folder (sealed by its checksums with it), and
 # the change times and inode numbers it last matched, beside the copy (`check_sources`).
 SOURCES_RECORD = "a2i_sources.json"
@@ -647,8 +650,8 @@ def check_sources(path: str, table: Table, prepared: str) -> None:
   a `chmod`, a hard link, a FAT or FUSE mount's inodes read each file once. Where all match,
   the copy is served and their new inode numbers and change times are written beside it
   (`SOURCE_STAMPS`, atomically; a read-only data_dir skips it, and the next load hashes them
-  again). A copy prepared before copies had this record has nothing to compare with: it is
-  served as before. A record that does not match the copy's checksums is left for
+  again). A copy without this record (prepared by a release before it) is not reached: its
+  key has an older `PREPARATION_VERSION`; where one is, nothing is compared. A record that does not match the copy's checksums is left for
   `tfds_lib.load` to refuse as damage.
 
   Args:
@@ -700,13 +703,17 @@ def check_sources(path: str, table: Table, prepared: str) -> None:
     source = record.get("source") if isinstance(record, dict) else None
     other = (f" (it was prepared from {shown_path(source)}: another folder of the same file "
              "names, sizes and times?)" if isinstance(source, str) and source != path else "")
+    # Two folders of one key: deleting the copy would only make the other refused next (a
+    # review: they refused each other in turn, each following the advice).
+    apart = (f"if {shown_path(source)} is another folder still in use, give this one a "
+             "data_dir of its own (config.data.data_dir); otherwise " if other else "")
     names = ", ".join(shown_path(c) for c in changed[:3])
     more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
     raise DataError(f"{len(changed)} file(s) of {shown_path(path)} changed since its prepared "
                     f"copy {shown_path(prepared)} was made{other}, at the same size and "
                     f"modification time (rewritten with the time put back, e.g. exiftool -P "
-                    f"or cp -p): {names}{more}; that copy holds their old pixels: delete the "
-                    f"folder {shown_path(prepared)} to prepare it again, then run the same "
+                    f"or cp -p): {names}{more}; that copy holds their old pixels: {apart}delete "
+                    f"the folder {shown_path(prepared)} to prepare it again, then run the same "
                     "command again.")
   if moved:
     stamps = {rel: list(stamps.get(rel, recorded[rel][1:])) for rel in recorded}
