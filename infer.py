@@ -653,24 +653,19 @@ class _Run:
       logging.warning("could not keep what --mode=%s finished: %s", mode, failed)
 
 
-def _storage_fix(code: int) -> str:
-  """`files.storage_fix`'s advice for the errno `code`: the fix of a storage error, worded
-  once for training's writes and infer.py's."""
-  return files.storage_fix(OSError(code, os.strerror(code)))
-
-
 # What to do about a failed write, by its errno; any other: `_WRITE_FIX`. Was "free some
 # space" for every one, also "File name too long" (fault hunt). Those of storage errors build
 # on `files.storage_fix` (was: EIO's and EFBIG's worded again here).
 _WRITE_FIXES = {
-    errno.ENOSPC: f"{_storage_fix(errno.ENOSPC)} or pass --out=a folder you can write to",
-    errno.EDQUOT: f"{_storage_fix(errno.EDQUOT)} or pass --out=a folder you can write to",
+    errno.ENOSPC: f"{files.storage_fix(errno.ENOSPC)} or pass --out=a folder you can write to",
+    errno.EDQUOT: f"{files.storage_fix(errno.EDQUOT)} or pass --out=a folder you can write to",
     errno.ENAMETOOLONG: "its path is longer than the file system allows; pass --out=a folder "
                         "with a shorter path",
     errno.EISDIR: "a folder of that name is in the way; move it, or pass --out=another folder",
-    errno.EIO: f"the disk failed; {_storage_fix(errno.EIO)}, or pass --out=a folder on another "
-               "disk",
-    errno.EFBIG: f"{_storage_fix(errno.EFBIG)}, or pass --out=a folder on such a file system",
+    errno.EIO: f"the disk failed; {files.storage_fix(errno.EIO)}, or pass --out=a folder on "
+               "another disk",
+    errno.EFBIG: f"{files.storage_fix(errno.EFBIG)}, or pass --out=a folder on such a file "
+                 "system",
 }
 _WRITE_FIX = "pass --out=a folder you can write to"
 

@@ -191,16 +191,16 @@ def describe_storage_error(error: OSError) -> str:
   return known[0] if known else error.strerror or str(error)
 
 
-def storage_fix(error: OSError) -> str:
+def storage_fix(error: Union[OSError, int]) -> str:
   """What to do about a storage error, by its errno: "free some space", "fix the permissions",
   "check the disk (the system log, dmesg, says more)".
 
   Args:
-    error: from `storage_error` (any other OSError: "fix what the system names").
+    error: from `storage_error`, or its errno (any other: "fix what the system names").
   Returns:
     The advice, lower case, without a final period (a sentence's start: capitalise it).
   """
-  known = _STORAGE_ERRNOS.get(error.errno)
+  known = _STORAGE_ERRNOS.get(error if isinstance(error, int) else error.errno)
   return known[1] if known else "fix what the system names"
 
 
@@ -225,12 +225,25 @@ def file_digests(folder: str, skip: str, known: Iterable[str] = ()) -> dict[str,
       rel = os.path.relpath(path, folder)
       if rel == skip or name.startswith("." + skip) or rel in known:
         continue
-      digest = hashlib.sha256()
-      with open(path, "rb") as f:
-        for chunk in iter(lambda f=f: f.read(1 << 20), b""):
-          digest.update(chunk)
-      out[rel] = digest.hexdigest()
+      out[rel] = file_sha256(path)
   return out
+
+
+def file_sha256(path: str) -> str:
+  """The hex SHA-256 of a file's bytes, read in 1 MiB chunks.
+
+  Args:
+    path: the file.
+  Returns:
+    The digest, 64 hex characters.
+  Raises:
+    OSError: it cannot be read.
+  """
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      digest.update(chunk)
+  return digest.hexdigest()
 
 
 def read_digests(path: str) -> Optional[dict[str, str]]:

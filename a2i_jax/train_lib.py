@@ -1084,7 +1084,7 @@ def _grids_after(folder: str, step: int) -> list[tuple[str, int, bool]]:
   return found
 
 
-def _warn_of_records_after(workdir: str, step: int, num_train_steps: int) -> bool:
+def _warn_of_records_after(workdir: str, step: int, num_train_steps: int) -> None:
   """One warning where a call with nothing to do (`num_train_steps` at or below `step`, the
   newest checkpoint's, whose evaluation is done) finds metrics rows or sample grids of later
   steps, which no checkpoint holds: later checkpoints were removed or set aside as corrupt,
@@ -1098,11 +1098,10 @@ def _warn_of_records_after(workdir: str, step: int, num_train_steps: int) -> boo
     workdir: the run's directory.
     step: the step of the newest checkpoint, restored.
     num_train_steps: this call's `num_train_steps`.
-  Returns:
-    Whether it warned (on processes other than 0, which read nothing: False).
+  Processes other than 0 read nothing and say nothing.
   """
   if not distributed.is_main():
-    return False
+    return
   try:  # A call whose only work is this warning is not stopped by it (review finding).
     rows = []
     if os.path.isfile(os.path.join(workdir, metrics_lib.METRICS_FILE)):
@@ -1113,9 +1112,9 @@ def _warn_of_records_after(workdir: str, step: int, num_train_steps: int) -> boo
     logging.warning("could not look for records of steps after %d in %s (%s); a later "
                     "resume that trains drops any it finds.", step, workdir,
                     files.describe_storage_error(e))
-    return False
+    return
   if not (rows or grids):
-    return False
+    return
   held = []
   if rows:
     span = f"step {rows[0]}" if len(rows) == 1 else f"steps {rows[0]} to {rows[-1]}"
@@ -1131,7 +1130,6 @@ def _warn_of_records_after(workdir: str, step: int, num_train_steps: int) -> boo
                   "moved away, put it back in %s before that run to keep them.", workdir, step,
                   " and ".join(held), num_train_steps, step,
                   os.path.join(workdir, checkpoints.CHECKPOINT_DIR))
-  return True
 
 
 def _set_aside_an_earlier_run(workdir: str,

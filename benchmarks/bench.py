@@ -857,18 +857,6 @@ def bench_infer(case: Case, config: Any, n_images: int, steps: int, repeats: int
           "energy_first_last": [float(energies[0]), float(energies[-1])]}
 
 
-def cpu_model() -> str:
-  """The CPU's model name from /proc/cpuinfo ("" where it does not say)."""
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name") and ":" in line:
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return ""
-
-
 def results_path(device_kind: str, platform_name: str = "", date: str = "") -> str:
   """Where `--results_copy` writes: benchmarks/results/<device>[_<date>].json.
 
@@ -879,9 +867,10 @@ def results_path(device_kind: str, platform_name: str = "", date: str = "") -> s
   Returns:
     The path.
   """
+  from a2i_jax import perf  # pylint: disable=import-outside-toplevel
   kind = device_kind
   if platform_name == "cpu" or device_kind.lower() == "cpu":
-    kind = f"cpu {cpu_model()}"
+    kind = f"cpu {perf.cpu_model()}"
   name = re.sub(r"[^a-z0-9]+", "_", kind.lower()).strip("_") or "unknown"
   return os.path.join(ROOT, "benchmarks", "results", f"{name}{'_' + date if date else ''}.json")
 
@@ -962,9 +951,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.model_overrides = ",".join(filter(None, [
         *(f"{k}={v}" for k, v in SMOKE_OVERRIDES.items()), args.model_overrides]))
     args.repeats, args.infer_steps = 1, 2
-  if args.results_copy and (args.smoke or args.no_results_copy):
-    p.error(f"--results_copy with {'--smoke' if args.smoke else '--no_results_copy'}: "
-            "a smoke run is no record; drop one of the two.")
+  if args.results_copy and args.smoke:
+    p.error("--results_copy with --smoke: a smoke run is no record; drop one of the two.")
+  if args.results_copy and args.no_results_copy:
+    p.error("--results_copy with --no_results_copy: they say opposite things; pick one.")
   args.overrides = p.key_values("--model_overrides", args.model_overrides)
   return args
 
@@ -996,10 +986,9 @@ def _run(args: argparse.Namespace, from_command_line: bool) -> dict:
   from a2i_jax import perf  # pylint: disable=import-outside-toplevel
   if args.compilation_cache_dir:
     jax.config.update("jax_compilation_cache_dir", args.compilation_cache_dir)
-  cache = {"compilation_cache": args.compilation_cache_dir or "off",
-           "compilation_cache_dir_env": os.environ.get("JAX_COMPILATION_CACHE_DIR", "")}
-  if not args.compilation_cache_dir:
-    cache = compilation_cache_off()
+  cache = (compilation_cache_off() if not args.compilation_cache_dir else
+           {"compilation_cache": args.compilation_cache_dir,
+            "compilation_cache_dir_env": os.environ.get("JAX_COMPILATION_CACHE_DIR", "")})
 
   overrides = args.overrides
   if args.max_pool != "auto":
@@ -1024,13 +1013,13 @@ def _run(args: argparse.Namespace, from_command_line: bool) -> dict:
           "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
   if device.platform == "cpu":
     info["cpu"] = cpu_peak()
-    info["cpu"]["model_name"] = cpu_model()
+    info["cpu"]["model_name"] = perf.cpu_model()
   copy_path = ""
   if args.results_copy:  # Checked before anything is measured: a record is never replaced.
     copy_path = results_path(device.device_kind, device.platform, info["date_utc"][:10])
     if os.path.exists(copy_path):
-      raise SystemExit(f"error: --results_copy: {os.path.relpath(copy_path, ROOT)} exists (a "
-                       "record); move it away, or write this run with --out=PATH instead.")
+      timing.refuse(f"--results_copy: {os.path.relpath(copy_path, ROOT)} exists (a record); "
+                    "move it away, or write this run with --out=PATH instead.")
   results = {"info": info, "cases": []}
   what, batches = set(args.what), args.batches
   for model_name in args.models:

@@ -583,15 +583,11 @@ def _stat(file: str) -> os.stat_result:
 
 def _file_sha256(file: str) -> str:
   """The hex SHA-256 of a file's bytes."""
-  digest = hashlib.sha256()
   try:
-    with open(file, "rb") as f:
-      for chunk in iter(lambda: f.read(1 << 20), b""):
-        digest.update(chunk)
+    return files.file_sha256(file)
   except OSError as e:
     raise DataError(f"cannot read {file} ({e.strerror or e}); make it readable or delete "
                     "its row in attributes.csv.") from None
-  return digest.hexdigest()
 
 
 def source_record(path: str, table: Table) -> dict:
@@ -651,8 +647,8 @@ def check_sources(path: str, table: Table, prepared: str) -> None:
   the copy is served and their new inode numbers and change times are written beside it
   (`SOURCE_STAMPS`, atomically; a read-only data_dir skips it, and the next load hashes them
   again). A copy without this record (prepared by a release before it) is not reached: its
-  key has an older `PREPARATION_VERSION`; where one is, nothing is compared. A record that does not match the copy's checksums is left for
-  `tfds_lib.load` to refuse as damage.
+  key has an older `PREPARATION_VERSION`; where one is, nothing is compared. A record that
+  does not match the copy's checksums is left for `tfds_lib.load` to refuse as damage.
 
   Args:
     path: the dataset folder.

@@ -604,8 +604,8 @@ def crop_resize(image: Any, box: Sequence[float], size: int) -> Any:
   """Crops `box` (left, top, right, bottom; floats allowed) and resizes to size x size.
 
   PIL's bilinear filter widens its support when it shrinks, so downscaling weighs the source
-  area with a triangle (Torch's `image.scale`, the reference's, averages it evenly, in floats:
-  a mean gap of about 0.01 on [0, 1] texture), rather than sampling it.
+  area with a triangle (Torch's `image.scale`, the reference's, averages it evenly, in floats,
+  so the pixels differ slightly), rather than sampling it.
 
   Args:
     image: a PIL image of any mode (RGB images and mode-L masks alike).
