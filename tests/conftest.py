@@ -171,6 +171,23 @@ def _four_devices_and_compile_cache(xla_cache):
       f"expected {NUM_DEVICES} fake CPU devices, got {jax.devices()}")
 
 
+@pytest.fixture(autouse=True)
+def _compilation_cache_settings_kept():
+  """JAX's compilation-cache settings as the session set them, put back after each test. Code
+  run in this process may change them, as a user's program would: the benchmark scripts' mains
+  turn the cache off (`bench.compilation_cache_off`), and an entry point given a config whose
+  compilation_cache_dir is "" (conftest's tiny_config; infer.py's `run_modes`) sets the folder
+  to None. The tests that read the settings then failed in whichever worker ran them after one
+  of those (seen under -n 3, 2026-12-07; before, under -n 2, after bench.main)."""
+  names = ("jax_enable_compilation_cache", "jax_compilation_cache_dir",
+           "jax_persistent_cache_min_compile_time_secs")
+  settings = {name: getattr(jax.config, name) for name in names}
+  yield
+  for name, value in settings.items():
+    if getattr(jax.config, name) != value:
+      jax.config.update(name, value)
+
+
 @pytest.fixture
 def ctrl_c_raises():
   """Inside the test, SIGINT raises KeyboardInterrupt, as in a Python started from a terminal.

@@ -138,18 +138,6 @@ import pytest  # noqa: E402
 BENCHMARKS = os.path.join(ROOT, "benchmarks")
 
 
-@pytest.fixture(autouse=True)
-def _compilation_cache_kept():
-  """The scripts' mains, run in this process, turn JAX's persistent compilation cache off
-  (`bench.compilation_cache_off`): put back after each test, so that the worker's later tests
-  compile through the suite's cache, as the compilation-cache tests expect (was: two of them
-  failed, and every later compile of that worker was slower, after bench.main ran here)."""
-  import jax  # pylint: disable=import-outside-toplevel
-  cache = jax.config.jax_enable_compilation_cache
-  yield
-  jax.config.update("jax_enable_compilation_cache", cache)
-
-
 def _script(name: str):
   """benchmarks/`name`.py imported as a module (benchmarks/ on sys.path, as when run)."""
   if BENCHMARKS not in sys.path:
