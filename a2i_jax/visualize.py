@@ -41,9 +41,10 @@ def make_grid(images: np.ndarray, ncols: int, pad: int = 1, scale: int = 1) -> n
                      "image? A grid takes [N, H, W, 3] (pass images[None]) or grey [N, H, W].")
   if images.ndim == 4 and shape[-1] == 1:  # Grey with its channel: masks, gates.
     images = images[..., 0]
-  if images.ndim == 3:
-    images = np.repeat(images[..., None], 3, axis=-1)
-  if images.ndim != 4 or images.shape[-1] != 3:
+  grey = images.ndim == 3
+  if grey:  # Each tile takes its value in all three channels (was: a copy of all, 3x).
+    images = images[..., None]
+  if images.ndim != 4 or images.shape[-1] != (1 if grey else 3):
     hint = (" (channels first? pass images.transpose(0, 2, 3, 1))"
             if images.ndim == 4 and images.shape[1] == 3 else
             # progression's [L, K, S, S, 3] and swap's grid (was the bare refusal).
@@ -70,21 +71,27 @@ def make_grid(images: np.ndarray, ncols: int, pad: int = 1, scale: int = 1) -> n
   ncols = min(ncols, n)
   rows = -(-n // ncols)
   shape = (rows * (h + pad) + pad, ncols * (w + pad) + pad, 3)
-  nbytes = n * h * w * 3 * (scale > 1) + math.prod(shape)  # The scaled images and the grid.
+  # The grid and the images as uint8 (a tile at a time scaled: was a scaled copy of all, and
+  # with the float copies infer.py made, 16 of each image: a grid of 10,000 reconstructions
+  # ran out of memory after their hours of inference; fault hunt).
+  nbytes = math.prod(shape) + (images.size if images.dtype != np.uint8 else 0)
   memory = files.host_memory()
   if memory is not None and nbytes > memory:
     raise InputError(_too_large(images.shape, shape, nbytes))
   try:
     images = to_uint8(images)
-    if scale > 1:
-      images = images.repeat(scale, axis=1).repeat(scale, axis=2)
     grid = np.full(shape, 255, np.uint8)
   except MemoryError:  # Below the machine's memory, but not to be had (as occlusions' masks).
     raise InputError(_too_large(images.shape, shape, nbytes)) from None
+  except ValueError as e:  # NumPy's "array is too big" (more bytes than an address holds).
+    if isinstance(e, InputError):
+      raise
+    raise InputError(_too_large(images.shape, shape, nbytes)) from None
   for i in range(n):
     r, c = divmod(i, ncols)
+    tile = images[i] if scale == 1 else images[i].repeat(scale, axis=0).repeat(scale, axis=1)
     grid[pad + r * (h + pad):pad + r * (h + pad) + h,
-         pad + c * (w + pad):pad + c * (w + pad) + w] = images[i]
+         pad + c * (w + pad):pad + c * (w + pad) + w] = tile  # Grey: broadcast to RGB.
   return grid
 
 

@@ -503,6 +503,29 @@ def test_a_grid_larger_than_the_memory_is_one_input_error(kwargs, size, known, m
     visualize.make_grid(np.zeros((3, 4, 4, 3), np.uint8), 2, **kwargs)
 
 
+@pytest.mark.parametrize("grey", [False, True])
+def test_a_grid_takes_little_more_memory_than_itself(grey):
+  """Was: make_grid held every image scaled at once beside the grid (and grey images three
+  times over): with infer.py's float copies, 16 copies of each image, and a grid of 10,000
+  reconstructions ran out of memory after their hours of inference (fault hunt). Now the grid,
+  the images as uint8 and a scaled tile."""
+  import tracemalloc  # pylint: disable=import-outside-toplevel
+  images = np.random.default_rng(0).random((64, 16, 16) if grey else (64, 16, 16, 3),
+                                           dtype=np.float32)
+  tracemalloc.start()
+  try:
+    grid = visualize.make_grid(images, 8, scale=4)
+    peak = tracemalloc.get_traced_memory()[1]
+  finally:
+    tracemalloc.stop()
+  tile = 64 * 64 * 3
+  assert peak <= grid.nbytes + images.size + 4 * tile, (peak, grid.nbytes)
+  # The same picture as each image scaled by itself.
+  one = visualize.to_uint8(images[9]).repeat(4, axis=0).repeat(4, axis=1)
+  np.testing.assert_array_equal(grid[1 + 65:1 + 65 + 64, 1 + 65:1 + 65 + 64],
+                                np.repeat(one[..., None], 3, axis=-1) if grey else one)
+
+
 def test_a_grid_of_more_columns_than_images_has_no_empty_columns():
   """Was: ncols=8 for 2 images a grid of 2 images and 6 white columns, without a word, and
   ncols=10**12 NumPy's MemoryError. The row's images stay where they were."""
