@@ -68,6 +68,23 @@ def tiny_flags(data_cache: str, xla_cache: str, steps: int = 6) -> list[str]:
           "--config.progress_bar=False"]
 
 
+class Loaded(Exception):
+  """Raised by `no_data_load`'s loader: the code under test got past its checks to the load."""
+
+
+def no_data_load(monkeypatch, module) -> type:
+  """Replaces `module.load_dataset` with one that raises `Loaded`, for tests of what is
+  checked before any data are loaded (in process: no dataset is prepared or read).
+
+  Returns:
+    `Loaded`, to expect with pytest.raises.
+  """
+  def load(*args, **kwargs):
+    raise Loaded
+  monkeypatch.setattr(module, "load_dataset", load)
+  return Loaded
+
+
 def command(workdir: str, *flags: str, fault: str = "") -> list[str]:
   """The argv of a train.py run (through this module when a fault is to be injected)."""
   run = [os.path.join(ROOT, "train.py"), f"--workdir={workdir}", *flags]

@@ -1463,12 +1463,8 @@ def test_the_loaders_check_the_config_once(untrained, monkeypatch):
   monkeypatch.setattr(config_lib, "check_whole_config",
                       lambda *args: checked.append(args[1]) or real(*args))
 
-  class Loaded(Exception):
-    """Past the checks: nothing is loaded."""
-
-  def loaded(*args, **kwargs):
-    raise Loaded
-  monkeypatch.setattr(restore, "load_dataset", loaded)
+  import faults_lib  # pylint: disable=import-outside-toplevel
+  Loaded = faults_lib.no_data_load(monkeypatch, restore)  # Past the checks: nothing loaded.
   cvae = untrained["cvae"]
   for load, fn in ((lambda: inference.load_run_data(cvae.config, None), "load_run_data"),
                    (lambda: inference.load_data(cvae), "load_data")):

@@ -744,13 +744,8 @@ def test_a_step_linked_from_another_run_is_refused_before_training(tmp_path, mon
   from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
   from conftest import tiny_config  # pylint: disable=import-outside-toplevel
 
-  class Loaded(Exception):
-    pass
-
-  def load(*args, **kwargs):
-    raise Loaded
-
-  monkeypatch.setattr(train_lib, "load_dataset", load)
+  import faults_lib  # pylint: disable=import-outside-toplevel
+  Loaded = faults_lib.no_data_load(monkeypatch, train_lib)
   other = tmp_path / "other run"
   saver = checkpoints.Checkpointer(str(other), max_to_keep=None)
   saver.save(2, {"w": jnp.full(3, 2.0)})

@@ -828,13 +828,7 @@ def test_a_file_named_as_a_step_in_checkpoints_is_refused_not_replaced(tmp_path,
   from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
   from conftest import tiny_config  # pylint: disable=import-outside-toplevel
 
-  class Loaded(Exception):
-    pass
-
-  def load(*args, **kwargs):
-    raise Loaded
-
-  monkeypatch.setattr(train_lib, "load_dataset", load)
+  F.no_data_load(monkeypatch, train_lib)
   workdir = tmp_path / "w"
   folder = workdir / "checkpoints"
   folder.mkdir(parents=True)
@@ -852,7 +846,7 @@ def test_a_file_named_as_a_step_in_checkpoints_is_refused_not_replaced(tmp_path,
   (folder / "4").unlink()
   for name in ("08", "notes"):  # Names no save takes: left alone.
     (folder / name).write_text("mine")
-  with pytest.raises(Loaded):
+  with pytest.raises(F.Loaded):
     train_lib.train_and_evaluate(tiny_config("cvae"), str(workdir))
   assert sorted(os.listdir(folder)) == ["08", "notes"]
 
@@ -879,13 +873,7 @@ def test_a_resume_naming_other_data_stops_before_loading_them(tmp_path, monkeypa
   from a2i_jax import config_lib, train_lib  # pylint: disable=import-outside-toplevel
   from conftest import tiny_config  # pylint: disable=import-outside-toplevel
 
-  class Loaded(Exception):
-    pass
-
-  def load(*args, **kwargs):
-    raise Loaded
-
-  monkeypatch.setattr(train_lib, "load_dataset", load)
+  F.no_data_load(monkeypatch, train_lib)
   workdir = str(tmp_path / "w")
   saved = tiny_config("cvae")
   checkpoints.save_config(workdir, saved)
@@ -908,7 +896,7 @@ def test_a_resume_naming_other_data_stops_before_loading_them(tmp_path, monkeypa
                      match="different config.model \\(model.z_dim: 8 there, 9 now\\)"):
     train_lib.train_and_evaluate(config, workdir)
   config.model.z_dim -= 1
-  with pytest.raises(Loaded):
+  with pytest.raises(F.Loaded):
     train_lib.train_and_evaluate(config, workdir)
   assert sorted(os.listdir(workdir)) == before
   config.model.y_dim = 0  # A folder's "the data's columns": compared once the data fill it in.
@@ -1738,14 +1726,6 @@ def test_a_validation_that_is_not_finite_stops_the_run():
     check(bad, 3, None, "/w/checkpoints")
 
 
-class _Loaded(Exception):
-  """Raised by a test's `load_dataset`: the run got as far as the data load."""
-
-
-def _no_data_load(*args, **kwargs):
-  raise _Loaded
-
-
 def test_a_workdir_in_use_is_refused_before_the_data_load(tmp_path, monkeypatch, caplog):
   """A second run on a workdir held by another (`files.workdir_lock`) was refused only after its
   data load: for LFW a 233 MB download and the mask network (review finding). Now in stage 1,
@@ -1755,13 +1735,13 @@ def test_a_workdir_in_use_is_refused_before_the_data_load(tmp_path, monkeypatch,
   import threading  # pylint: disable=import-outside-toplevel
   from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
   from conftest import tiny_config  # pylint: disable=import-outside-toplevel
-  monkeypatch.setattr(train_lib, "load_dataset", _no_data_load)
+  F.no_data_load(monkeypatch, train_lib)
   workdir = str(tmp_path / "w")
   with files.workdir_lock(workdir):
     with pytest.raises(files.WorkdirError, match=f"{workdir} is in use by another run \\(pid "
                        f"{os.getpid()} on host"):
       train_lib.train_and_evaluate(tiny_config("cvae"), workdir)
-  with pytest.raises(_Loaded):  # Free again: the probe held nothing and wrote nothing.
+  with pytest.raises(F.Loaded):  # Free again: the probe held nothing and wrote nothing.
     train_lib.train_and_evaluate(tiny_config("cvae"), workdir)
   assert os.listdir(workdir) == [files.LOCK_FILE]
   fd = os.open(os.path.join(workdir, files.LOCK_FILE), os.O_RDONLY)
@@ -1774,7 +1754,7 @@ def test_a_workdir_in_use_is_refused_before_the_data_load(tmp_path, monkeypatch,
   other = tmp_path / "mine"
   (other / "mydata").mkdir(parents=True)
   (other / "notes.txt").write_text("mine")
-  with pytest.raises(_Loaded):
+  with pytest.raises(F.Loaded):
     train_lib.train_and_evaluate(tiny_config("cvae"), str(other))
   warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
   assert warnings == [f"{other} already holds mydata, notes.txt, none of it a run's: the run "
@@ -1785,7 +1765,7 @@ def test_a_workdir_in_use_is_refused_before_the_data_load(tmp_path, monkeypatch,
   for name in (".git", "lost+found", "README.md", ".DS_Store"):  # the fix).
     (kept / name).mkdir(parents=True)
   caplog.clear()
-  with pytest.raises(_Loaded):
+  with pytest.raises(F.Loaded):
     train_lib.train_and_evaluate(tiny_config("cvae"), str(kept))
   assert not [r for r in caplog.records if r.levelname == "WARNING"], caplog.text
 
@@ -1798,7 +1778,7 @@ def test_y_dim_is_checked_against_the_datasets_count_before_the_data_load(tmp_pa
   from a2i_jax import config_lib, train_lib  # pylint: disable=import-outside-toplevel
   from a2i_jax.data import cub, lfw  # pylint: disable=import-outside-toplevel
   from conftest import tiny_config  # pylint: disable=import-outside-toplevel
-  monkeypatch.setattr(train_lib, "load_dataset", _no_data_load)
+  F.no_data_load(monkeypatch, train_lib)
   config = config_lib.get_config("default")
   config.data.name = "cub"
   with pytest.raises(config_lib.ConfigError, match=re.escape(
@@ -1993,10 +1973,10 @@ def test_a_pathlib_workdir_is_taken_and_a_config_history_file_refused(tmp_path, 
   import pathlib  # pylint: disable=import-outside-toplevel
   from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
   from conftest import tiny_config  # pylint: disable=import-outside-toplevel
-  monkeypatch.setattr(train_lib, "load_dataset", _no_data_load)
+  F.no_data_load(monkeypatch, train_lib)
   workdir = tmp_path / "w"
   assert isinstance(workdir, pathlib.Path)
-  with pytest.raises(_Loaded):  # Every check of the workdir passed.
+  with pytest.raises(F.Loaded):  # Every check of the workdir passed.
     train_lib.train_and_evaluate(tiny_config("cvae"), workdir)
   with pytest.raises(files.WorkdirError, match=r"workdir=5: pass the run's directory as a path"):
     train_lib.train_and_evaluate(tiny_config("cvae"), 5)
@@ -2017,7 +1997,7 @@ def test_a_run_folder_that_cannot_be_written_is_refused_before_the_data_load(tmp
   `os.access` answers for a user without the permission: root writes anywhere."""
   from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
   from conftest import tiny_config  # pylint: disable=import-outside-toplevel
-  monkeypatch.setattr(train_lib, "load_dataset", _no_data_load)
+  F.no_data_load(monkeypatch, train_lib)
   folder = tmp_path / "w" / "checkpoints"
   folder.mkdir(parents=True)
   access = os.access
@@ -2028,7 +2008,7 @@ def test_a_run_folder_that_cannot_be_written_is_refused_before_the_data_load(tmp
       "read-only file system); make it writable")):
     train_lib.train_and_evaluate(tiny_config("cvae"), str(tmp_path / "w"))
   monkeypatch.setattr(os, "access", access)
-  with pytest.raises(_Loaded):
+  with pytest.raises(F.Loaded):
     train_lib.train_and_evaluate(tiny_config("cvae"), str(tmp_path / "w"))
 
 
