@@ -8,6 +8,7 @@ once their imports are done.
 """
 
 import errno
+import importlib.util
 import os
 import signal
 import sys
@@ -128,11 +129,13 @@ def check_jax_environment() -> None:
   promotion that raises, a transfer guard that disallows).
 
   Raises:
-    SystemExit: with status 1, after the `error:` line, where JAX cannot start or a setting
-      is one the library cannot run under.
+    SystemExit: with status 1, after the `error:` line, where JAX cannot start (or is not
+      installed in this Python) or a setting is one the library cannot run under.
   """
   try:
     import jax  # pylint: disable=import-outside-toplevel,unused-import
+  except ImportError as e:  # Was a 9-line traceback: a Python without the project installed.
+    _not_installed(e)
   except ValueError as e:
     message = str(e).splitlines()[0] if str(e) else type(e).__name__
     flag = message.rpartition("JAX flag ")[2] if "JAX flag jax_" in message else ""
@@ -140,12 +143,29 @@ def check_jax_environment() -> None:
     print(f"error: JAX cannot start: {message}; fix or unset {which} (JAX_* variables set "
           "JAX's options).", file=sys.stderr)
     sys.exit(1)
+  for module in _REQUIRED_MODULES:  # The rest: found, not imported (infer.py takes no optax).
+    if importlib.util.find_spec(module) is None:
+      _not_installed(ModuleNotFoundError(f"No module named {module!r}", name=module))
   for option, values, why in _UNSUPPORTED_JAX_OPTIONS:
     value = getattr(jax.config, option, None)
     if value in values:
       print(f"error: {option.upper()}={os.environ.get(option.upper(), value)} is set, which "
             f"the library does not support ({why}); unset it.", file=sys.stderr)
       sys.exit(1)
+
+
+# What the entry points import besides JAX (pyproject.toml's dependencies), checked after it.
+_REQUIRED_MODULES = ("numpy", "flax", "optax", "orbax", "ml_collections", "absl", "PIL",
+                     "tqdm")
+
+
+def _not_installed(e: ImportError) -> None:
+  """One `error:` line for a dependency this Python cannot import, and exit status 1."""
+  print(f"error: this Python ({sys.executable}) cannot import {e.name or 'a dependency'} "
+        f"({e}); run the command with the Python of the project's virtual environment "
+        "(activate it), or install the project into this one (pip install -e .).",
+        file=sys.stderr)
+  sys.exit(1)
 
 
 # JAX options, read from JAX_* environment variables, under which the entry points cannot run,

@@ -142,3 +142,31 @@ def test_no_cpu_devices_is_found_before_jax_starts_its_backend(monkeypatch):
                      "count=0, which gives JAX's CPU backend no devices, so it cannot start; "
                      "set it to 1 or more, or remove it from XLA_FLAGS.$"):
     distributed.start_backend()
+
+
+@pytest.mark.parametrize("script", ["train.py", "infer.py"])
+def test_a_python_without_the_project_installed_is_one_line(tmp_path, script):
+  """Was `ModuleNotFoundError: No module named 'jax'`'s 9-line traceback: the entry point run
+  by a Python other than the project's (`python` outside the virtual environment). `-S`: no
+  site-packages, so no JAX; nothing is written."""
+  r = subprocess.run([sys.executable, "-S", os.path.join(ROOT, script),
+                      f"--workdir={tmp_path / 'w'}"], cwd=tmp_path, capture_output=True,
+                     text=True, timeout=60, check=False)
+  assert r.returncode == 1 and r.stderr == (
+      f"error: this Python ({sys.executable}) cannot import jax (No module named 'jax'); run "
+      "the command with the Python of the project's virtual environment (activate it), or "
+      "install the project into this one (pip install -e .).\n"), r.stderr
+  assert os.listdir(tmp_path) == []
+
+
+def test_a_dependency_not_installed_is_named(monkeypatch, capsys):
+  """The dependencies after JAX are looked for, not imported (infer.py imports no optax)."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  found = importlib.util.find_spec
+  monkeypatch.setattr(importlib.util, "find_spec",
+                      lambda name, *args: None if name == "orbax" else found(name, *args))
+  with pytest.raises(SystemExit) as e:
+    startup.check_jax_environment()
+  assert e.value.code == 1
+  assert capsys.readouterr().err.startswith(f"error: this Python ({sys.executable}) cannot "
+                                            "import orbax (No module named 'orbax'); run ")
