@@ -910,6 +910,48 @@ def test_image_heads_run_in_float32_under_bf16_compute(name):
   assert all(a.dtype == jnp.float32 for a in jaxpr.out_avals), jaxpr.out_avals
 
 
+@pytest.mark.parametrize("name", ["cvae", "discvae"])
+def test_layers_on_raw_attributes_compute_in_float32_under_bf16(name):
+  """Was: under bf16 compute the layers that read y rounded y itself to 8 significant bits
+  (from 1024 to 2048 the step is 8): attributes 2000 and 2001 (a year) were one input, and
+  the images and posteriors were the same whatever the weights had learnt."""
+  cfg = tiny_config(name)
+  cfg.model.dtype = "bfloat16"
+  model = models.create_model(cfg.model)
+  variables = models.init_variables(model, cfg.model, jax.random.key(0))
+  # Weights that have learnt the year's offset: each layer on y subtracts 2000 x the weights
+  # of y's column 0 in its bias (the disCVAE background head reads [h_x; y; zF]).
+  params = jax.tree.map(np.array, variables["params"])
+  y_dim = cfg.model.y_dim
+  layers = {"cvae": [("encoder", "y_embed", 0), ("decoder", "y_embed", 0)],
+            "discvae": [("encoder_fg", "y_embed", 0), ("decoder_fg", "y_embed", 0),
+                        ("encoder_bg_head", "Dense_0", -(y_dim + cfg.model.zf_dim))]}[name]
+  for block, layer, row in layers:
+    p = params[block][layer]
+    p["bias"] = p["bias"] - 2000.0 * p["kernel"][row]
+  variables = {**variables, "params": params}
+  y = np.tile(np.random.default_rng(0).uniform(size=(3, y_dim)).astype(np.float32), (2, 1))
+  y[:3, 0], y[3:, 0] = 2000.0, 2001.0  # Rows 3-5 are rows 0-2 a year later.
+  x = np.tile(_uniform(1, (3, 32, 32, 3), -1.0, 1.0), (2, 1, 1, 1))
+  lat = {n: np.tile(_normal(i, (3, d)), (2, 1))
+         for i, (n, d) in enumerate(model.latent_dims.items())}
+
+  def run(v, x, y, lat):
+    out = model.apply(v, lat, y, method="decode_latents")
+    if name == "cvae":
+      return out, model.apply(v, x, y, method="encode")
+    # zF given: the background posterior then reads the year through its own head only.
+    mask = jnp.ones(x.shape[:3] + (1,))
+    return out, model.apply(v, x, y, mask, z_fg=lat["z_fg"], method="encode")
+  decoded, posterior = jax.jit(run)(variables, x, y, lat)
+  keys = {"cvae": (["mean", "logvar"], ["mu"]),
+          "discvae": (["foreground", "gate", "mean"], ["mu_fg", "mu_bg", "logvar_bg"])}[name]
+  for out, names in zip((decoded, posterior), keys):
+    for k in names:
+      a = np.asarray(out[k], np.float32)
+      assert np.any(a[:3] != a[3:]), f"{k}: the same for 2000 and 2001"
+
+
 def test_decoded_images_are_clipped_to_the_picture_range():
   """Was: the reference disCVAE composite, which spans [-2, 2], decoded to [-0.5, 1.5] and was
   scored so, though the docstring said [0, 1] and a saved PNG clips."""

@@ -23,6 +23,29 @@ Array = jax.Array
 Dtype = Any
 
 
+def _raw_input_dense(x: Array, features: int, dtype: Dtype,
+                     name: Optional[str] = None) -> Array:
+  """`dense` + ReLU for a layer whose input holds raw user numbers: computed in float32.
+
+  The attribute vector y reaches the models as the data gives it (a year, 2000; a height,
+  172.5). In bfloat16, 8 significant bits, the layer would round y itself first: from 1024
+  to 2048 its step is 8, so 2000 and 2001 would be one input and nothing after could tell them
+  apart. In float32 the layer's affine map sees y exactly (and can learn to take its offset
+  out); only its output is rounded to the compute dtype, as every activation is. The
+  parameters are those of `dense` (float32 whatever the compute dtype), so checkpoints and
+  parameter counts are unchanged, and at float32 compute nothing changes.
+
+  Args:
+    x: [B, D] inputs (any real dtype; read as float32).
+    features: output size F.
+    dtype: the compute dtype, that of the output.
+    name: the Flax submodule name (None for automatic).
+  Returns:
+    [B, F] relu(x W + b) in `dtype`.
+  """
+  return nn.relu(dense(x.astype(jnp.float32), features, jnp.float32, name=name)).astype(dtype)
+
+
 class ImageTrunk(nn.Module):
   """The image encoder trunk (docs/reference.md §2.1 "big"; §2.4 the background one).
 
@@ -92,7 +115,7 @@ class ImageEncoder(nn.Module):
                      name="trunk")(x, train)
     h_y = None
     if self.conditional:
-      h_y = nn.relu(dense(y, self.z_dim, self.dtype, name="y_embed"))
+      h_y = _raw_input_dense(y, self.z_dim, self.dtype, name="y_embed")  # y in float32.
     return GaussianHead(self.z_dim, self.dtype, name="head")(h_x, h_y)
 
 
@@ -135,7 +158,7 @@ class ImageDecoder(nn.Module):
                             conv_weight_grad=self.conv_weight_grad)
     h = z
     if self.conditional:
-      h_y = nn.relu(dense(y, 2 * z.shape[-1], d, name="y_embed"))
+      h_y = _raw_input_dense(y, 2 * z.shape[-1], d, name="y_embed")  # y in float32.
       h = jnp.concatenate([z, h_y], axis=-1)
     h = LinearMix(scaled(256, w), d, name="mix")(h)
     s0, c0 = self.image_size // 8, scaled(256, w)
