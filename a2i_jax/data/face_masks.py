@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from a2i_jax import progress as bars  # Callers pass a bool named progress.
 from a2i_jax.errors import ConfigError, DataError, InputError
 from a2i_jax.inputs import is_integer
 
@@ -206,8 +207,7 @@ def train(images: np.ndarray, masks: np.ndarray, cfg: MaskNetConfig,
 
   steps = range(cfg.steps)
   if progress:
-    from tqdm import tqdm  # pylint: disable=import-outside-toplevel
-    steps = tqdm(steps, desc="training the LFW mask network", unit=" steps")
+    steps = bars.bar(steps, desc="training the LFW mask network", unit=" steps")
   for i in steps:
     params, opt_state, _ = step(params, opt_state, k_data, i)
   return {"params": jax.device_get(params), "width": cfg.width, "resolution": cfg.resolution,

@@ -42,6 +42,7 @@ import numpy as np
 from absl import logging
 
 from a2i_jax import files
+from a2i_jax import progress as bars  # Callers pass a bool named progress.
 from a2i_jax.data.base import (DataError, Dataset, DatasetNotPreparedError, Split, SPLITS,
                                SPLIT_IDS_KEY, check_attribute_names, ids_fingerprint)
 from a2i_jax.errors import A2IError
@@ -414,8 +415,7 @@ def _unpack_locked(archive: str, dest: str, dest_root: str, progress: bool) -> s
     with tarfile.open(archive) as tar:
       members = tar.getmembers()
       if progress:
-        from tqdm import tqdm  # pylint: disable=import-outside-toplevel
-        members = tqdm(members, desc=f"unpacking {name}", unit=" files")
+        members = bars.bar(members, desc=f"unpacking {name}", unit=" files")
       for m in members:
         # The 'data' filter (Python >= 3.11.4) refuses absolute paths and links outside.
         if hasattr(tarfile, "data_filter"):
@@ -1058,8 +1058,7 @@ def read_split(builder: Any, split: str, attribute_key: str = "attributes",
   predicted = np.empty((n,), bool) if has_masks else None
   starts = range(0, n, chunk)
   if progress:
-    from tqdm import tqdm  # pylint: disable=import-outside-toplevel
-    starts = tqdm(starts, desc=f"reading {builder.name} {split}", unit=" chunks")
+    starts = bars.bar(starts, desc=f"reading {builder.name} {split}", unit=" chunks")
   for start in starts:
     idx = list(range(start, min(n, start + chunk)))
     for i, ex in zip(idx, source.__getitems__(idx)):
@@ -1244,5 +1243,4 @@ def progress_bar(enabled: bool) -> ProgressFn:
   """
   if not enabled:
     return lambda it, desc: it
-  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
-  return lambda it, desc: tqdm(it, desc=desc)
+  return lambda it, desc: bars.bar(it, desc=desc)
