@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import shutil
+import sys
 from typing import Any, Callable, Mapping, Optional
 
 import flax
@@ -307,8 +309,38 @@ class RunSummary:
     if checkpoint is not None:
       logging.info("checkpoint: %s", os.path.join(self.workdir, checkpoints.CHECKPOINT_DIR,
                                                   str(checkpoint)))
-    logging.info("next: python infer.py --workdir=%s --mode=sample",
-                 shlex.quote(self.workdir))  # A path with a space stays one argument.
+    logging.info("next: %s", infer_command(self.workdir))
+
+
+def infer_command(workdir: str, mode: str = "sample") -> str:
+  """The command line that runs infer.py's `mode` on `workdir`, as the user can paste it where
+  they are: "python" where the `python` on PATH is this one's (the project's virtual
+  environment, activated), else this Python's path; infer.py by its path from the current
+  folder (was "python infer.py" alone: from another folder, or with the environment not
+  activated, the line pasted was "can't open file" or a Python without JAX; fault hunt).
+
+  Args:
+    workdir: the run's folder (quoted where it needs it: a path with a space stays one
+      argument).
+    mode: the infer.py mode.
+  Returns:
+    The command, e.g. "python infer.py --workdir=runs/a --mode=sample".
+  """
+  on_path = shutil.which("python")
+  same = on_path is not None and (os.path.dirname(os.path.abspath(on_path))
+                                  == os.path.dirname(os.path.abspath(sys.executable)))
+  python = "python" if same or not sys.executable else shlex.quote(sys.executable)
+  script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "infer.py")  # Beside train.py in the checkout.
+  if not os.path.exists(script):  # Installed without the checkout: as its README says.
+    script = "infer.py"
+  else:
+    try:
+      relative = os.path.relpath(script)
+    except (OSError, ValueError):  # The current folder deleted; another drive.
+      relative = os.pardir
+    script = relative if not relative.startswith(os.pardir) else script
+  return f"{python} {shlex.quote(script)} --workdir={shlex.quote(workdir)} --mode={mode}"
 
 
 def resolve_config(config: ml_collections.ConfigDict,

@@ -189,3 +189,23 @@ def test_background_spread_reports_what_it_used_as_strict_json(tiny_run, monkeyp
   if not loaded or not np.array_equal(seen[0], loaded[0]["test"].attributes):
     problems.append("the attributes are not inference.load_data's")
   assert not problems, problems
+
+
+def test_the_next_line_is_a_command_that_runs_where_it_is_pasted(tmp_path, monkeypatch):
+  """Was "next: python infer.py --workdir=..." whatever the folder and Python: pasted in
+  another folder, "can't open file"; with the virtual environment not activated, a Python
+  without JAX (fault hunt). `python` where PATH's is this one's, infer.py by its path from the
+  current folder."""
+  from a2i_jax import train_eval  # pylint: disable=import-outside-toplevel
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  bin_dir = os.path.dirname(os.path.abspath(sys.executable))
+  monkeypatch.setattr(shutil, "which", lambda name: os.path.join(bin_dir, name))
+  monkeypatch.chdir(root)
+  assert train_eval.infer_command("runs/a b") == ("python infer.py --workdir='runs/a b' "
+                                                  "--mode=sample")
+  monkeypatch.chdir(tmp_path)
+  assert train_eval.infer_command("/w", "complete") == (
+      f"python {os.path.join(root, 'infer.py')} --workdir=/w --mode=complete")
+  monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/python")  # Not activated.
+  assert train_eval.infer_command("/w") == (
+      f"{sys.executable} {os.path.join(root, 'infer.py')} --workdir=/w --mode=sample")
