@@ -43,6 +43,7 @@ import sys
 import threading
 import time
 import traceback
+import warnings
 from typing import Any, Callable, Iterator, Optional, TypeVar
 
 import jax
@@ -108,12 +109,27 @@ def _env_int(name: str) -> Optional[int]:
                       "unset it.") from None
 
 
-def _detected_cluster_envs() -> Iterator[Any]:
-  """The cluster environments (JAX's `ClusterEnv` classes) that JAX would detect here."""
+def _detected_cluster_env() -> Optional[Any]:
+  """The cluster environment (JAX's `ClusterEnv` class) that JAX would detect here, or None.
+
+  Its probes run with warnings ignored: in any Kubernetes pod (a hosted notebook, GKE) JAX
+  warned in 7 lines that its `kubernetes` package was missing, at every start of a process
+  that never asked for others (fault hunt). Kubernetes is probed only in an indexed Job's pod
+  (JOB_COMPLETION_INDEX), the only one JAX can start processes in: elsewhere, with that
+  package installed, its queries of the cluster's API failed (a notebook's pod is no Job's)
+  after retries of seconds, and said so at every start.
+  """
   from jax._src import clusters  # pylint: disable=import-outside-toplevel
   for env in clusters.ClusterEnv._cluster_types:  # pylint: disable=protected-access
-    if not env.opt_in_only_method and env.is_env_present():
-      yield env
+    if env.opt_in_only_method or (env.__name__ == "K8sCluster"
+                                  and "JOB_COMPLETION_INDEX" not in os.environ):
+      continue
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore")
+      present = env.is_env_present()
+    if present:
+      return env
+  return None
 
 
 # JAX's cluster environments (its class names) in words, and how every task of one is started.
@@ -131,7 +147,7 @@ _CLUSTERS = {
 def _detected_cluster() -> tuple[str, str]:
   """(the cluster environment JAX detects, in words; how each of its tasks is started)."""
   try:
-    name = next((env.__name__ for env in _detected_cluster_envs()), "")
+    name = getattr(_detected_cluster_env(), "__name__", "")
   except Exception:  # pylint: disable=broad-except
     name = ""  # JAX's private cluster API moved.
   return _CLUSTERS.get(name, (f"a cluster ({name or 'unknown'})",
@@ -141,8 +157,11 @@ def _detected_cluster() -> tuple[str, str]:
 def _detected_process_count() -> Optional[int]:
   """The process count of the cluster JAX detects (TPU pod slice, SLURM, ...), or None."""
   try:
-    for env in _detected_cluster_envs():
-      return int(env.get_process_count())
+    env = _detected_cluster_env()
+    if env is not None:
+      with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return int(env.get_process_count())
   except Exception as e:  # pylint: disable=broad-except
     # JAX's private cluster API moved or a metadata query failed: fall back to one process
     # unless told otherwise, and say so.
@@ -435,7 +454,7 @@ def _initialize(coordinator_address: Optional[str], num_processes: Optional[int]
                  "nothing was done yet, so the same command starts over.")
   try:
     with _join_watchdog(left_s, not_joined):
-      _join_interruptibly(lambda: jax.distributed.initialize(**kwargs), interrupted)
+      _join_interruptibly(lambda: _jax_join(kwargs), interrupted)
   except (ValueError, TypeError) as e:
     raise ConfigError(f"could not start {num_processes} processes: {e}") from None
   except Exception as e:  # pylint: disable=broad-except
@@ -452,6 +471,16 @@ def _initialize(coordinator_address: Optional[str], num_processes: Optional[int]
   _check_cpu_devices(timeout_s)  # Before `_check_process_count` starts the backends.
   _check_process_count(num_processes, timeout_s)
   return jax.process_count()
+
+
+def _jax_join(kwargs: dict[str, Any]) -> None:
+  """`jax.distributed.initialize(**kwargs)`, without JAX's warning that its `kubernetes`
+  package is missing: JAX probes the clusters it knows at every join (it is never given
+  `local_device_ids`), and in a Kubernetes pod whose processes were given their settings the
+  warning was 7 lines on every process (fault hunt). Other warnings pass."""
+  with warnings.catch_warnings():  # In the joining thread (Python 3.14: per context).
+    warnings.filterwarnings("ignore", message="Kubernetes environment detected")
+    jax.distributed.initialize(**kwargs)
 
 
 def _not_joined_in_cluster(coordinator_address: Optional[str], num_processes: int,
@@ -999,8 +1028,102 @@ def define_flags() -> Callable[[], int]:
     count = initialize(coordinator.value, num_processes.value, process_id.value)
     start_backend()
     _check_same_programs()
+    _report_layout()
     return count
   return join
+
+
+def _slurm_count(value: Optional[str]) -> Optional[int]:
+  """The GPU count in a SLURM variable: "8", "a100:8", "gpu:a100:4,v100:4" (summed); None
+  where it is empty or another form."""
+  if not value:
+    return None
+  counts = [re.fullmatch(r"(?:[^:,]+:)*(\d+)", part.strip()) for part in value.split(",")]
+  return sum(int(c.group(1)) for c in counts) if all(counts) else None
+
+
+def _slurm_gpus_on_node(environ: Any) -> Optional[int]:
+  """How many GPUs SLURM gave the job on this node (SLURM_GPUS_ON_NODE, SLURM_JOB_GPUS or
+  SLURM_GPUS_PER_NODE, the first that is set and readable), or None."""
+  count = _slurm_count(environ.get("SLURM_GPUS_ON_NODE"))
+  if count is None:
+    ids = [i for i in (environ.get("SLURM_JOB_GPUS") or "").split(",") if i.strip()]
+    count = len(ids) if ids and all(i.strip().isdigit() for i in ids) else None
+  if count is None:
+    count = _slurm_count(environ.get("SLURM_GPUS_PER_NODE"))
+  return count
+
+
+def _slurm_tasks_on_node(environ: Any) -> Optional[int]:
+  """How many tasks of this SLURM job step run on this node, or None: from
+  SLURM_STEP_TASKS_PER_NODE (else SLURM_TASKS_PER_NODE), e.g. "8(x2)" or "2(x3),1", and
+  SLURM_NODEID; else SLURM_NTASKS_PER_NODE."""
+  spec = environ.get("SLURM_STEP_TASKS_PER_NODE") or environ.get("SLURM_TASKS_PER_NODE") or ""
+  per_node: list[int] = []
+  for part in spec.split(",") if spec else []:
+    got = re.fullmatch(r"\s*(\d+)(?:\(x(\d+)\))?\s*", part)
+    if got is None:
+      per_node = []
+      break
+    per_node += [int(got.group(1))] * int(got.group(2) or 1)
+  node = environ.get("SLURM_NODEID", "")
+  if per_node and len(set(per_node)) == 1:
+    return per_node[0]
+  if per_node and node.isdigit() and int(node) < len(per_node):
+    return per_node[int(node)]
+  return _slurm_count(environ.get("SLURM_NTASKS_PER_NODE"))
+
+
+def _layout_words(processes: int, local_devices: int, platform: str,
+                  environ: Any) -> tuple[str, Optional[str]]:
+  """The line that says how a multi-process run lays out its devices, and a warning where
+  SLURM gave this node more GPUs than its tasks use.
+
+  JAX's SLURM support gives each process the one GPU of its SLURM_LOCALID (it expects a task
+  per GPU, each seeing all of them), also where every setting was passed: one task per node
+  of 8 GPUs trained on one GPU of each, without a word (fault hunt).
+
+  Args:
+    processes: how many processes take part.
+    local_devices: how many devices this process drives.
+    platform: their platform ("gpu", "tpu", "cpu").
+    environ: the environment (SLURM's variables; those missing: no SLURM numbers, no
+      warning).
+  Returns:
+    (the line, e.g. "2 processes x 1 gpu device each, 2 in all (SLURM: 1 task and 8 GPUs on
+    this node)"; the warning or None).
+  """
+  each = f"{local_devices} {platform} device{'s' * (local_devices != 1)}"
+  line = f"{processes} processes x {each} each, {processes * local_devices} in all"
+  gpus, tasks = _slurm_gpus_on_node(environ), _slurm_tasks_on_node(environ)
+  if gpus is None or tasks is None or "SLURM_JOB_ID" not in environ:
+    return line, None
+  line += f" (SLURM: {tasks} task{'s' * (tasks != 1)} and {gpus} GPUs on this node)"
+  used = tasks * local_devices
+  if platform not in ("gpu", "cuda", "rocm") or used >= gpus:  # JAX's GPUs say "gpu".
+    return line, None
+  alone = (f", or keep 1 task per node and set JAX_LOCAL_DEVICE_IDS="
+           f"{','.join(str(i) for i in range(gpus))} for it" if tasks == 1 else "")
+  return line, (
+      f"SLURM gave this node {gpus} GPUs, but the {tasks} task{'s' * (tasks != 1)} on it "
+      f"drive{'s' * (tasks == 1)} only {used} ({each} each): {gpus - used} stay idle. JAX's "
+      "SLURM support gives each task the one GPU of its SLURM_LOCALID: start one task per "
+      f"GPU (--ntasks-per-node={gpus}, every task seeing all the node's GPUs: no "
+      f"--gpus-per-task){alone}.")
+
+
+def _report_layout() -> None:
+  """Process 0 logs how a multi-process run lays out its devices (`_layout_words`), and warns
+  where SLURM gave its node GPUs that no task drives. A no-op in one process (a quiet
+  console); the entry points call it once joined and checked (`_check_same_programs`: every
+  process has as many devices)."""
+  if process_count() == 1 or not is_main():
+    return
+  local = jax.local_devices()
+  line, warning = _layout_words(process_count(), len(local), local[0].platform, os.environ)
+  logging.info("%s", line)
+  if warning is not None:
+    logging.warning("%s", warning)
 
 
 # The packages whose versions shape the programs a process builds (`_software`).

@@ -7,6 +7,7 @@ import re
 import socket
 import subprocess
 import sys
+import warnings
 
 from jax._src import distributed as jax_distributed
 import pytest
@@ -244,3 +245,110 @@ def test_a_process_id_given_twice_on_one_host_is_one_line(monkeypatch):
   monkeypatch.setattr(distributed, "_backends_ready", lambda: True)
   with pytest.raises(ConfigError, match="must run before anything uses JAX"):
     distributed.initialize(address, num_processes=2, process_id=1, timeout_s=1)
+
+
+def _no_cluster(monkeypatch):
+  """No setting of ours and no cluster environment JAX detects (the test machine's own
+  variables aside)."""
+  _no_settings(monkeypatch)
+  for name in list(os.environ):
+    if name.startswith(("SLURM_", "OMPI_", "TPU_", "MEGASCALE_")) or name in (
+        "KUBERNETES_SERVICE_HOST", "JOB_COMPLETION_INDEX", "JAX_LOCAL_DEVICE_IDS"):
+      monkeypatch.delenv(name)
+
+
+@pytest.mark.parametrize("indexed", [False, True])
+def test_a_kubernetes_pod_starts_one_process_without_jax_warning(monkeypatch, caplog, indexed):
+  """Fault hunt: in any Kubernetes pod (a hosted notebook, GKE) every start of train.py and
+  infer.py printed JAX's 7-line UserWarning that its `kubernetes` package is not installed
+  ("pip install jax[k8s]"), from the probe for a cluster that tells the process count. Now
+  nothing: in a pod of no indexed Job (JOB_COMPLETION_INDEX) Kubernetes is not probed (JAX
+  can start processes only in one), and in one the probe's warnings are ignored. At the join
+  of processes given their settings, JAX's own probe's warning is left out too."""
+  _no_cluster(monkeypatch)
+  monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+  if indexed:
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "0")
+  monkeypatch.setitem(sys.modules, "kubernetes", None)  # Not installed (an ImportError).
+  state = jax_distributed.global_state
+
+  def join(**kwargs):  # JAX probes the clusters it knows at every join, then gives up here.
+    from jax._src import clusters  # pylint: disable=import-outside-toplevel
+    assert not clusters.K8sCluster.is_env_present()  # Warns where nothing filters it.
+    monkeypatch.setattr(state, "coordinator_address", kwargs["coordinator_address"])
+    raise RuntimeError("DEADLINE_EXCEEDED: Barrier timed out")
+  monkeypatch.setattr(distributed.jax.distributed, "initialize", join)
+  monkeypatch.setattr(distributed, "_backends_ready", lambda: False)
+  caplog.set_level("INFO")
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    assert distributed.initialize(timeout_s=5) == 1  # One process: the probe alone.
+    with pytest.raises(ConfigError, match="not all 2 processes joined"):
+      distributed.initialize(f"localhost:{_free_port()}", 2, 0, timeout_s=5)
+  assert not [str(w.message) for w in caught], [str(w.message) for w in caught]
+  assert not caplog.records, caplog.text
+  from jax._src import clusters  # pylint: disable=import-outside-toplevel
+  with pytest.warns(UserWarning, match="Kubernetes environment detected"):  # What JAX says.
+    clusters.K8sCluster.is_env_present()
+
+
+class _Gpu:  # pylint: disable=too-few-public-methods
+  platform = "gpu"
+
+
+# SLURM's variables in a job of 2 nodes of 8 GPUs (#SBATCH --nodes=2 --gpus-per-node=8).
+_SLURM_GPUS = {"SLURM_JOB_ID": "77", "SLURM_NODEID": "0", "SLURM_GPUS_ON_NODE": "8",
+               "SLURM_GPUS_PER_NODE": "h100:8", "SLURM_JOB_GPUS": "0,1,2,3,4,5,6,7"}
+
+
+@pytest.mark.parametrize("tasks_per_node, gpus, warned", [
+    ("1(x2)", {}, True),  # --ntasks-per-node=1: each task drives GPU 0 of its node alone.
+    ("8(x2)", {}, False),  # One task per GPU: as JAX's SLURM support expects.
+    ("2", {"SLURM_GPUS_ON_NODE": "", "SLURM_JOB_GPUS": ""}, True),  # From --gpus-per-node.
+    ("1(x2)", {"SLURM_GPUS_ON_NODE": None, "SLURM_JOB_GPUS": None,
+               "SLURM_GPUS_PER_NODE": None}, False),  # No GPU count: no word of GPUs.
+])
+def test_slurm_gpus_that_no_task_drives_are_named(monkeypatch, caplog, tasks_per_node, gpus,
+                                                  warned):
+  """Fault hunt: under SLURM with one task per node of 8 GPUs, JAX's cluster detection gave
+  each process the one GPU of its SLURM_LOCALID (also where every setting was passed), so 2
+  nodes trained on 2 GPUs of 16, and no line said which devices were in use. Now process 0
+  says the layout, and warns where its node has GPUs that no task drives, naming the fix.
+  SLURM's variables and the GPUs are faked: the function, not a join."""
+  _no_cluster(monkeypatch)
+  for name, value in {**_SLURM_GPUS, "SLURM_STEP_TASKS_PER_NODE": tasks_per_node,
+                      **gpus}.items():
+    if value is not None:
+      monkeypatch.setenv(name, value)
+  monkeypatch.setattr(distributed, "process_count", lambda: 2)
+  monkeypatch.setattr(distributed, "process_index", lambda: 0)
+  monkeypatch.setattr(distributed.jax, "local_devices", lambda: [_Gpu()])
+  caplog.set_level("INFO")
+  report = getattr(distributed, "_report_layout", None)
+  assert report is not None, "no line says the layout"
+  report()
+  tasks = {"1(x2)": 1, "8(x2)": 8, "2": 2}[tasks_per_node]
+  said = [(r.levelname, r.getMessage()) for r in caplog.records]
+  line = "2 processes x 1 gpu device each, 2 in all"
+  if "SLURM_GPUS_PER_NODE" in gpus:
+    assert said == [("INFO", line)]
+    return
+  line += f" (SLURM: {tasks} task{'s' * (tasks != 1)} and 8 GPUs on this node)"
+  assert said[0] == ("INFO", line)
+  if not warned:
+    assert said == [("INFO", line)]
+    return
+  alone = (", or keep 1 task per node and set JAX_LOCAL_DEVICE_IDS=0,1,2,3,4,5,6,7 for it"
+           if tasks == 1 else "")
+  assert said[1:] == [("WARNING", (
+      f"SLURM gave this node 8 GPUs, but the {tasks} task{'s' * (tasks != 1)} on it "
+      f"drive{'s' * (tasks == 1)} only {tasks} (1 gpu device each): {8 - tasks} stay idle. "
+      "JAX's SLURM support gives each task the one GPU of its SLURM_LOCALID: start one task "
+      "per GPU (--ntasks-per-node=8, every task seeing all the node's GPUs: no "
+      f"--gpus-per-task){alone}."))]
+  caplog.clear()  # One process, or not process 0: not a word (a quiet console).
+  for count, index in ((1, 0), (2, 1)):
+    monkeypatch.setattr(distributed, "process_count", lambda c=count: c)
+    monkeypatch.setattr(distributed, "process_index", lambda i=index: i)
+    report()
+  assert not caplog.records, caplog.text
