@@ -39,9 +39,9 @@ from a2i_jax.errors import (A2IError, CheckpointError, ConfigError, TrainingDive
 from a2i_jax.inputs import check_int
 from a2i_jax import metrics as metrics_lib
 from a2i_jax.metrics import MetricWriter
-from a2i_jax.train_state import (TrainState, abstract_train_state, clip_by_global_norm,
-                                 create_train_state, flat_opt_state, global_norm,
-                                 legacy_optimizer, make_optimizer)
+from a2i_jax.train_state import (GRAD_NORM_LIMIT, TrainState, abstract_train_state,
+                                 clip_by_global_norm, create_train_state, flat_opt_state,
+                                 global_norm, legacy_optimizer, make_optimizer)
 
 Array = jax.Array
 PyTree = Any
@@ -82,9 +82,11 @@ def make_train_step(model: flax.linen.Module, tx: optax.GradientTransformation,
   """Returns `train_step(state, batch, key) -> (state, metrics)`, pure and unjitted.
 
   `batch` holds uint8 images [B,H,W,3], float attributes [B,A] and (disCVAE) uint8 masks
-  [B,H,W]; augmentation happens inside. A step whose loss or gradient is not finite leaves
-  the state untouched and reports `finite = False`, so the caller can stop on the last good
-  state and name the term that failed (`make_term_report`, `train_eval.divergence_error`).
+  [B,H,W]; augmentation happens inside. A step whose loss or gradient is not finite, or
+  whose gradient norm after clipping is `train_state.GRAD_NORM_LIMIT` or more (Adam's float32
+  squares could overflow), leaves the state untouched and reports `finite = False`, so the
+  caller can stop on the last good state and name the term that failed (`make_term_report`,
+  `train_eval.divergence_error`) or the norm (`_gradient_overflow_error`).
   Metrics are per image (sums divided by the batch size).
 
   Args:
@@ -111,7 +113,11 @@ def make_train_step(model: flax.linen.Module, tx: optax.GradientTransformation,
     grads, grad_norm = clip_by_global_norm(grads, clip)  # grad_norm: before clipping.
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    # The norm Adam gets must stay under GRAD_NORM_LIMIT, or its float32 squares could
+    # overflow (a NaN norm fails the comparison too). An infinite norm is refused also where
+    # clipping would bring it down: its scale clip / inf is 0, and 0 x inf a NaN.
+    taken = jnp.minimum(grad_norm, clip) if clip > 0 else grad_norm
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & (taken < GRAD_NORM_LIMIT)
     new_state = TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
                            opt_state=opt_state)
     metrics = {k: v / x.shape[0] for k, v in sums.items()}
@@ -122,6 +128,27 @@ def make_train_step(model: flax.linen.Module, tx: optax.GradientTransformation,
     return _tree_where(finite, new_state, state), metrics
 
   return train_step
+
+
+def _gradient_overflow_error(loss: Any, grad_norm: Any, config: ml_collections.ConfigDict,
+                             step: int, last_good: Optional[int],
+                             directory: str) -> Optional[TrainingDivergedError]:
+  """The error for a step refused for its gradient norm alone (`make_train_step`): a finite
+  loss and a finite norm at or past `GRAD_NORM_LIMIT` after clipping. Was: "the loss became
+  NaN or infinite", the norm inf (a float32 overflow of a finite gradient), and advice to set
+  config.grad_clip_norm that could not help (fault hunt). None for any other failed step."""
+  loss, grad_norm = float(loss), float(grad_norm)
+  if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+    return None
+  clip = float(config.get("grad_clip_norm", 0.0))
+  fix = ("set config.grad_clip_norm (e.g. 1e4)" if clip <= 0 else
+         f"lower config.grad_clip_norm ({clip:.4g}) below it (e.g. 1e4)")
+  return TrainingDivergedError(
+      f"the gradient norm reached {grad_norm:.4g} at step {step} (the loss, {loss:.4g} per "
+      f"image, is finite), past the {GRAD_NORM_LIMIT:.2g} the optimiser can take after "
+      "clipping (Adam's float32 squares would overflow); training stopped. "
+      f"{train_eval.last_checkpoint_words(last_good, directory)} Lower "
+      f"config.learning_rate, or {fix}.")
 
 
 def make_term_report(model: flax.linen.Module, config: ml_collections.ConfigDict,
@@ -1458,8 +1485,12 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
             writer.sync()  # Its rows on the disk before its checkpoint, as below.
             ckpt.save(good, state)
           ckpt.wait()
-          raise train_eval.divergence_error(report, good + 1, writer, ckpt.latest_step(),
-                                            ckpt.directory)
+          error = train_eval.divergence_error(report, good + 1, writer, ckpt.latest_step(),
+                                              ckpt.directory)
+          i = good - step
+          raise (_gradient_overflow_error(metrics["loss"][i], metrics["grad_norm"][i], config,
+                                          good + 1, ckpt.latest_step(), ckpt.directory)
+                 or error)
         step += n
         stopping = stop.agreed(step)
         window.add(n, metrics)

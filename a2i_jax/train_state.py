@@ -129,7 +129,17 @@ NORM_CONCAT_BELOW = sys.maxsize
 def global_norm(tree: Any, concat_below: Optional[int] = None) -> Array:
   """The L2 norm of all the leaves of `tree` together, accumulated in float32.
 
-  For float32 leaves it is `optax.tree.norm`'s value (bfloat16 leaves are summed in float32).
+  For float32 leaves it is `optax.tree.norm`'s value (bfloat16 leaves are summed in float32)
+  wherever the sum of squares stays finite. Where it overflows float32 (a norm past ~1.8e19),
+  the norm is the one of the gradients scaled by 2^-64, scaled back, so a huge but finite
+  gradient has a finite norm, and is inf only where the norm itself is past float32's range.
+  Was: inf, so the train step refused the step even with `config.grad_clip_norm` set (the
+  scale `max_norm / inf` was 0), and the divergence report said "gradient norm inf" of a
+  finite gradient (fault hunt). A leaf with a NaN or an infinity still gives a norm that is
+  not finite. The scaled sum is a second reduction of the same vector (XLA fuses the two: the
+  paper disCVAE's train step has 93 kernels, 92 before), taken in every call: a
+  `jax.lax.cond` that took it only where needed would make the host wait for its predicate
+  in every step on GPU.
 
   Leaves with fewer than `concat_below` elements are summed as one concatenated vector, the
   others each on its own. On XLA:CPU the reduction of each leaf compiles into kernels of its
@@ -145,12 +155,35 @@ def global_norm(tree: Any, concat_below: Optional[int] = None) -> Array:
   """
   below = NORM_CONCAT_BELOW if concat_below is None else concat_below
   leaves = [jnp.asarray(x, jnp.float32) for x in jax.tree_util.tree_leaves(tree)]
+  parts = [x for x in leaves if x.size >= below]
   small = [x.ravel() for x in leaves if x.size < below]
-  sums = [jnp.sum(jnp.square(x)) for x in leaves if x.size >= below]
   if small:
-    flat = jnp.concatenate(small)
-    sums.append(jnp.sum(jnp.square(flat)))
-  return jnp.sqrt(sum(sums, jnp.zeros((), jnp.float32)))
+    parts.append(jnp.concatenate(small))
+  if not parts:
+    return jnp.zeros((), jnp.float32)
+
+  def sum_of_squares(scale):
+    return sum((jnp.sum(jnp.square(x * scale)) for x in parts), jnp.zeros((), jnp.float32))
+
+  plain = sum_of_squares(1.0)
+  # Where the plain sum overflows (a norm past 1.8e19), the sum of the squares scaled by
+  # 2^-128, exact but for elements under 2 in size, whose squares are nothing beside it; an
+  # infinity or a NaN in a leaf stays one. Branch-free: a `lax.cond` here made the host wait
+  # for its predicate in every train step on GPU.
+  scaled = sum_of_squares(_SMALL)
+  return jnp.where(jnp.isfinite(plain), jnp.sqrt(plain), jnp.sqrt(scaled) / _SMALL)
+
+
+_SMALL = 2.0 ** -64  # `global_norm`'s scale of the gradients where their squares overflow.
+
+
+# The largest gradient norm the train step takes unclipped: 2^63 (9.2e18). Adam squares each
+# gradient in float32 (its second moment), and a square past 3.4e38 (|g| > 1.8e19) is inf:
+# the moment stays inf from then on and the parameter never moves again. A step with a finite
+# loss and a norm past this limit, after clipping, is refused (`train_lib.make_train_step`).
+# Was: such a step was taken, and one learning rate 1.0 CVAE step left 120 moments inf
+# (fault hunt).
+GRAD_NORM_LIMIT = 2.0 ** 63
 
 
 def clip_by_global_norm(grads: Any, max_norm: float) -> tuple[Any, Array]:

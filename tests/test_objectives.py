@@ -192,3 +192,102 @@ def test_discvae_layered_foreground_target_is_the_image_on_the_foreground():
                              rtol=1e-5)
   for name in ("recon_fg", "recon", "kl", "gate_bce"):
     np.testing.assert_allclose(t3[name], t[name], rtol=1e-6)
+
+
+# The gradient norm of a huge but finite gradient (a fault hunt's: a CVAE at learning rate 1.0
+# reached a loss of 2e16, max|g| 2.2e20): the float32 sum of squares overflows past a norm of
+# ~1.8e19, and `train_state.global_norm` was inf.
+
+def _overflowing_leaves():
+  rng = np.random.default_rng(3)
+  return {"a": (rng.normal(size=(30, 7)) * 3e19).astype(np.float32),
+          "b": rng.normal(size=(5,)).astype(np.float32),
+          "c": np.full((4, 4), 2.2e20, np.float32)}
+
+
+@pytest.mark.parametrize("below", [None, 0, 50])
+def test_global_norm_of_finite_leaves_whose_squares_overflow_is_finite(below):
+  """Was inf: the train step refused the step, clipping scaled by max_norm / inf = 0."""
+  from a2i_jax import train_state  # pylint: disable=import-outside-toplevel
+  leaves = _overflowing_leaves()
+  exact = math.sqrt(sum(float((x.astype(np.float64) ** 2).sum()) for x in leaves.values()))
+  norm_of = jax.jit(lambda t: train_state.global_norm(t, concat_below=below))
+  norm = norm_of(leaves)
+  assert norm.dtype == jnp.float32
+  np.testing.assert_allclose(float(norm), exact, rtol=1e-6)
+  clipped, before = jax.jit(lambda t: train_state.clip_by_global_norm(t, 1e4))(leaves)
+  np.testing.assert_allclose(float(before), exact, rtol=1e-6)
+  np.testing.assert_allclose(float(norm_of(clipped)), 1e4, rtol=1e-5)
+  # A NaN or an infinity in a leaf (on its own or in the concatenation) still gives a norm
+  # that is not finite.
+  for name, bad in (("a", np.nan), ("c", np.inf), ("b", -np.inf)):
+    value = leaves[name].copy()
+    value.flat[1] = bad
+    assert not np.isfinite(float(norm_of(dict(leaves, **{name: value}))))
+  assert float(norm_of({"a": np.array([3.0, 4.0], np.float32)})) == 5.0
+  empty = {"e": np.zeros((0,), np.float32), "a": np.array([3e20, 4e20], np.float32)}
+  np.testing.assert_allclose(float(norm_of(empty)), 5e20, rtol=1e-6)  # A zero-size leaf.
+
+
+def _huge_gradient_step(monkeypatch, clip, loss_of=lambda w: 2e20 * jnp.sum(w), start=1.0):
+  """`train_lib.make_train_step` of a toy loss, by default `2e20 * sum(w)` (each gradient
+  2e20, the norm 4e20; the loss finite), without a model: the step's clipping, finite check
+  and Adam."""
+  from a2i_jax import config_lib, train_lib, train_state  # pylint: disable=import-outside-toplevel
+
+  def loss_fn(params, batch_stats, x, y, m, rngs):
+    loss = loss_of(params["w"])
+    return {"loss": loss, "nll": loss}, {}, batch_stats
+  monkeypatch.setattr(train_lib, "_make_loss_fn", lambda model, config: loss_fn)
+  monkeypatch.setattr(train_lib, "_step_inputs",
+                      lambda batch, key, config: (batch["x"], None, None, {}))
+  config = config_lib.get_config("synthetic:cvae")
+  config.grad_clip_norm = clip
+  tx = train_state.make_optimizer(config)
+  params = {"w": jnp.full((4,), start, jnp.float32)}
+  state = train_state.TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats={},
+                                 opt_state=tx.init(params))
+  step = jax.jit(train_lib.make_train_step(None, tx, config))
+  return state, step(state, {"x": jnp.zeros((2, 1))}, jax.random.PRNGKey(0))
+
+
+def test_a_step_with_huge_finite_gradients_is_clipped_and_taken(monkeypatch):
+  """Was refused ("gradient norm inf"), so config.grad_clip_norm, which the divergence error
+  advises, could not help."""
+  old, (new, metrics) = _huge_gradient_step(monkeypatch, 1e4)
+  assert bool(metrics["finite"])
+  np.testing.assert_allclose(float(metrics["grad_norm"]), 4e20, rtol=1e-6)
+  assert int(new.step) == 1
+  assert not np.allclose(new.params["w"], old.params["w"])
+  for leaf in jax.tree_util.tree_leaves(new):
+    assert np.isfinite(np.asarray(leaf, np.float64)).all()
+  # A finite loss whose gradient is infinite (sqrt at 0) is refused, clipping or not: clip /
+  # inf is 0, and 0 x inf a NaN in every parameter.
+  old, (new, metrics) = _huge_gradient_step(monkeypatch, 1e4, lambda w: jnp.sum(jnp.sqrt(w)),
+                                            start=0.0)
+  assert np.isfinite(float(metrics["loss"])) and not bool(metrics["finite"])
+  np.testing.assert_array_equal(new.params["w"], old.params["w"])
+
+
+def test_an_unclipped_step_past_the_norm_limit_is_refused_in_words(monkeypatch, tmp_path):
+  """Without clipping Adam's float32 squares of 2e20 would be inf (those parameters frozen for
+  good: the step was taken once the norm was finite), so the step is refused, its norm
+  reported finite (was inf), and the error says so (was "the loss became NaN or infinite")."""
+  from a2i_jax import config_lib, train_lib  # pylint: disable=import-outside-toplevel
+  old, (new, metrics) = _huge_gradient_step(monkeypatch, 0.0)
+  assert not bool(metrics["finite"])
+  np.testing.assert_allclose(float(metrics["grad_norm"]), 4e20, rtol=1e-6)
+  assert int(new.step) == 0
+  np.testing.assert_array_equal(new.params["w"], old.params["w"])
+  config = config_lib.get_config("synthetic:cvae")
+  words = lambda loss, norm: train_lib._gradient_overflow_error(  # pylint: disable=protected-access
+      loss, norm, config, 7, None, str(tmp_path))
+  message = str(words(metrics["loss"], metrics["grad_norm"]))
+  assert message.startswith("the gradient norm reached 4e+20 at step 7 (the loss, ")
+  assert "is finite" in message and "set config.grad_clip_norm (e.g. 1e4)" in message
+  assert "NaN" not in message
+  config.grad_clip_norm = 1e30  # A limit above the overflow: lower it.
+  assert "lower config.grad_clip_norm (1e+30)" in str(words(metrics["loss"], metrics["grad_norm"]))
+  # A loss or norm that is not finite is the term report's to describe.
+  assert words(np.float32(np.nan), metrics["grad_norm"]) is None
+  assert words(metrics["loss"], np.float32(np.inf)) is None
