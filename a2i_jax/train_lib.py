@@ -32,6 +32,7 @@ from jax.sharding import Mesh
 
 from a2i_jax import (checkpoints, config_lib, distributed, files, interrupts, models,
                      objectives, parallel, perf, sampling, train_eval)
+from a2i_jax import progress as bars  # `_loop` holds its bar as `progress`.
 from a2i_jax.data import load_dataset, pipeline
 from a2i_jax.data.base import data_fingerprint, validate_split, warn_small_train_split
 from a2i_jax.errors import (A2IError, CheckpointError, ConfigError, TrainingDivergedError,
@@ -338,7 +339,9 @@ def _check_resume_compatible(workdir: str, config: ml_collections.ConfigDict,
   saved = checkpoints.load_checked_config(workdir, config_lib.check_recorded_values)
   if "model" in keys:
     _check_config_json_model(workdir, saved)
-  # What the checkpoint's shapes and the training data depend on.
+  # What the checkpoint's shapes and the training data depend on: every section that differs
+  # named in one error (was the first alone: following its advice met the next; fault hunt).
+  found = []  # (config.KEY, its differences, the advice's overrides, a variant to name).
   for key in keys:
     source = DATA_IDENTITY_KEYS.get(key)
     if source is not None and config.data.name != source:
@@ -387,10 +390,17 @@ def _check_resume_compatible(workdir: str, config: ml_collections.ConfigDict,
       drop = (config_lib.typed_model_overrides(sys.argv, unused)
               if unused is not None and flags and not variant else [])
       without = f", without {', '.join(drop)}" if drop else ""
-      raise ConfigError(
-          f"{workdir} holds a run trained with a different config.{key} ({differ}); resume "
-          f"it with {variant or 'the same values'}"
-          f"{f' ({flags}{without})' if flags and not variant else ''} or pass a new --workdir.")
+      found.append((f"config.{key}", differ,
+                    f"{flags}{without}" if flags and not variant else "", variant))
+  if found:
+    variant = next((v for *_, v in found if v), "")
+    flags = " ".join(f for _, _, f, _ in found if f)
+    advice = (f"{variant} and the same values ({flags})" if variant and flags else
+              variant or f"the same values{f' ({flags})' if flags else ''}")
+    raise ConfigError(
+        f"{workdir} holds a run trained with a different "
+        f"{' and a different '.join(f'{k} ({d})' for k, d, _, _ in found)}; resume it with "
+        f"{advice} or pass a new --workdir.")
 
 
 def _check_config_json_model(workdir: str, saved: ml_collections.ConfigDict) -> None:
@@ -1329,10 +1339,6 @@ def _evaluated_row(workdir: str, step: int) -> bool:
 # How long a process waits for the others to compile the train step (`_loop`).
 COMPILE_TIMEOUT_S = 3600.0
 
-# Seconds between the training bar's updates where stderr is not a terminal.
-LOGGED_BAR_INTERVAL_S = 30.0
-
-
 def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
           model: flax.linen.Module, tx: optax.GradientTransformation, dataset: Any, data: dict,
           ckpt: checkpoints.Checkpointer, state: TrainState, keys: tuple,
@@ -1403,13 +1409,10 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
       writer.write(step, evaluate())  # Synced, as any evaluation's row (`MetricWriter.write`).
 
     def new_bar():
-      from tqdm import tqdm  # pylint: disable=import-outside-toplevel
-      # A bar written to a file or pipe (a job's log) updates every LOGGED_BAR_INTERVAL_S
-      # (was ten times a second, and at every log step: tens of thousands of updates).
-      logged = not (sys.stderr is not None and sys.stderr.isatty())
-      return tqdm(total=last, initial=step, desc="train", unit="step", dynamic_ncols=True,
-                  disable=not distributed.is_main(),
-                  mininterval=LOGGED_BAR_INTERVAL_S if logged else 0.1)
+      # A bar written to a file or pipe (a job's log) updates every LOGGED_INTERVAL_S (was ten
+      # times a second, and at every log step: tens of thousands of updates).
+      return bars.bar(total=last, initial=step, desc="train", unit="step", dynamic_ncols=True,
+                      disable=not distributed.is_main())
     row, window = {}, _TrainWindow(config.batch_size)
     # With several processes, a stop is agreed 3 dispatches ahead (`StopRequest.agreed`).
     with interrupts.StopRequest(margin_steps=3 * k) as stop:
@@ -1591,7 +1594,7 @@ class _InterruptedWhenFinished(TrainingInterrupted):
              f"; the final checkpoint is step {checkpoint} in {directory}")
     self.args = (f"interrupted after the last step, {step}: the run is finished (every step "
                  f"is trained, evaluated and saved{saved}), so there is nothing to resume; "
-                 f"next: python infer.py --workdir={shlex.quote(workdir)} --mode=sample",)
+                 f"next: {train_eval.infer_command(workdir)}",)
 
 
 def _grace_on_error(failed: bool) -> Optional[float]:

@@ -775,3 +775,10 @@ def test_progress_bars_in_a_log_update_every_half_minute(monkeypatch):
     wrapped = tfds_lib.progress_bar(True)(range(3), "reading")
     assert wrapped.mininterval == interval and list(wrapped) == [0, 1, 2]
     assert progress.bar(range(2), desc="x", mininterval=5).mininterval == 5  # Asked: kept.
+  # Every bar of the library is made there (the training bar had the rule alone).
+  package = os.path.dirname(progress.__file__)
+  for folder, _, names in os.walk(package):
+    for name in names:
+      if name.endswith(".py") and name != "progress.py":
+        with open(os.path.join(folder, name), encoding="utf-8") as f:
+          assert not re.search(r"^\s*(from tqdm import|import tqdm)", f.read(), re.M), name

@@ -904,6 +904,22 @@ def test_a_resume_naming_other_data_stops_before_loading_them(tmp_path, monkeypa
   config.model.y_dim = saved.model.y_dim + 1
   with pytest.raises(config_lib.ConfigError, match="model.y_dim: 10 there, 11 now"):
     train_lib._check_resume_compatible(workdir, config)  # pylint: disable=protected-access
+  # Every section that differs, in one line (was the first alone: its advice followed met the
+  # next refusal; fault hunt).
+  config.model.y_dim, config.data.synthetic.num_train = saved.model.y_dim, 7
+  config.data.synthetic.seed = saved.data.synthetic.seed
+  saved.data.name = config.data.name = "synthetic"
+  checkpoints.save_config(workdir, saved)
+  config.model.width *= 2
+  with pytest.raises(config_lib.ConfigError) as e:
+    train_lib._check_resume_compatible(workdir, config)  # pylint: disable=protected-access
+  width, num = saved.model.width, saved.data.synthetic.num_train
+  assert str(e.value) == (
+      f"{workdir} holds a run trained with a different config.model (model.width: {width!r} "
+      f"there, {2 * width!r} now) and a different config.data.synthetic "
+      f"(data.synthetic.num_train: {num!r} there, 7 now); resume it with the same values "
+      f"(--config.model.width={width} --config.data.synthetic.num_train={num}) or pass a new "
+      "--workdir."), str(e.value)
 
 
 def test_steps_per_dispatch_that_does_not_divide_the_steps(tmp_path, flags):
@@ -1629,7 +1645,7 @@ def test_a_stop_during_the_last_evaluation_says_the_run_is_finished(last_steps, 
   assert str(e.value) == (
       f"interrupted after the last step, {STEPS}: the run is finished (every step is trained, "
       f"evaluated and saved; the final checkpoint is step {STEPS} in {ckpt_dir}), so there is "
-      f"nothing to resume; next: python infer.py --workdir={workdir} --mode=sample")
+      f"nothing to resume; next: {train_eval.infer_command(workdir)}")
   assert e.value.step == STEPS and _steps(workdir)[-1] == STEPS
   assert "val/loss" in F.read_rows(workdir)[-1]
   assert os.path.exists(os.path.join(workdir, "samples", f"step_{STEPS:07d}.png"))

@@ -15,8 +15,8 @@ import numpy as np
 import optax
 import pytest
 
-from a2i_jax import (checkpoints, config_lib, metrics, models, parallel, train_eval,
-                     train_lib, train_state)
+from a2i_jax import (checkpoints, config_lib, metrics, models, parallel, progress,
+                     train_eval, train_lib, train_state)
 from a2i_jax.data import Dataset, Split, load_dataset, pipeline
 from a2i_jax.errors import (CheckpointError, ConfigError, DataError, DatasetNotPreparedError,
                             TrainingDivergedError)
@@ -522,7 +522,7 @@ def watched_run(tmp_path_factory, data_cache):
         events.append(message.split(" in ")[0]), info(message, *args)))
     # Longer than any run: with the 30 s itself the test failed on a machine slow enough to
     # take 30 s for 6 steps (a review found the hidden threshold).
-    patch.setattr(train_lib, "LOGGED_BAR_INTERVAL_S", 1e6)
+    patch.setattr(progress, "LOGGED_INTERVAL_S", 1e6)
     # And every process waits for the others' compile before the first dispatch (a review:
     # a resume whose process 0 loaded the program from the cache met gloo's 30 s limit).
     patch.setattr(train_lib.distributed, "barrier", lambda name, *_, **__: barriers.append(name))
