@@ -30,6 +30,7 @@ import contextlib
 import errno
 import faulthandler
 import hashlib
+import importlib.util
 import inspect
 import ipaddress
 import json
@@ -109,6 +110,9 @@ def _env_int(name: str) -> Optional[int]:
                       "unset it.") from None
 
 
+_said: dict[str, bool] = {}  # The warnings `_detected_cluster_env` gave (once a process).
+
+
 def _detected_cluster_env() -> Optional[Any]:
   """The cluster environment (JAX's `ClusterEnv` class) that JAX would detect here, or None.
 
@@ -129,6 +133,16 @@ def _detected_cluster_env() -> Optional[Any]:
       present = env.is_env_present()
     if present:
       return env
+    if (env.__name__ == "K8sCluster" and importlib.util.find_spec("kubernetes") is None
+        and not _said.get("k8s")):
+      # JAX's warning, left out above, was the only word: each pod trained on alone.
+      _said["k8s"] = True
+      logging.warning("this is a pod of an indexed Kubernetes Job (JOB_COMPLETION_INDEX), but "
+                      "the kubernetes package is not installed, so JAX cannot find the Job's "
+                      "other pods, and this process runs alone; install it (pip install "
+                      "'jax[k8s]'), or pass --coordinator_address, --num_processes and "
+                      "--process_id (or %s, %s and %s).", ENV_COORDINATOR, ENV_NUM_PROCESSES,
+                      ENV_PROCESS_ID)
   return None
 
 

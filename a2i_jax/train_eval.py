@@ -312,6 +312,20 @@ class RunSummary:
     logging.info("next: %s", infer_command(self.workdir))
 
 
+def _is_this_python(path: Optional[str]) -> bool:
+  """Whether `path` runs as this Python does: in its folder (a virtual environment's, whose
+  python links to the base one), and the same file (was the folder alone: /usr/bin/python
+  may be another version than the /usr/bin/python3.13 running; read-through)."""
+  if path is None:
+    return False
+  try:
+    return (os.path.dirname(os.path.abspath(path))
+            == os.path.dirname(os.path.abspath(sys.executable))
+            and os.path.samefile(path, sys.executable))
+  except OSError:  # Not there.
+    return False
+
+
 def infer_command(workdir: str, mode: str = "sample") -> str:
   """The command line that runs infer.py's `mode` on `workdir`, as the user can paste it where
   they are: "python" where the `python` on PATH is this one's (the project's virtual
@@ -326,10 +340,8 @@ def infer_command(workdir: str, mode: str = "sample") -> str:
   Returns:
     The command, e.g. "python infer.py --workdir=runs/a --mode=sample".
   """
-  on_path = shutil.which("python")
-  same = on_path is not None and (os.path.dirname(os.path.abspath(on_path))
-                                  == os.path.dirname(os.path.abspath(sys.executable)))
-  python = "python" if same or not sys.executable else shlex.quote(sys.executable)
+  python = ("python" if not sys.executable or _is_this_python(shutil.which("python"))
+            else shlex.quote(sys.executable))
   script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                         "infer.py")  # Beside train.py in the checkout.
   if not os.path.exists(script):  # Installed without the checkout: as its README says.

@@ -341,7 +341,7 @@ def _check_resume_compatible(workdir: str, config: ml_collections.ConfigDict,
     _check_config_json_model(workdir, saved)
   # What the checkpoint's shapes and the training data depend on: every section that differs
   # named in one error (was the first alone: following its advice met the next; fault hunt).
-  found = []  # (config.KEY, its differences, the advice's overrides, a variant to name).
+  found = []  # (config.KEY, its differences, its overrides, overrides to drop, a variant).
   for key in keys:
     source = DATA_IDENTITY_KEYS.get(key)
     if source is not None and config.data.name != source:
@@ -360,10 +360,10 @@ def _check_resume_compatible(workdir: str, config: ml_collections.ConfigDict,
                   if isinstance(d, dict) else d for d in (old, new))
     if old != new:
       if isinstance(old, dict) and isinstance(new, dict):
-        keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+        changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
         differ = "; ".join(f"{key}.{k}: {old.get(k, '(unset)')!r} there, "
-                           f"{new.get(k, '(unset)')!r} now" for k in keys)
-        same = [(f"{key}.{k}", old[k]) for k in keys if k in old]
+                           f"{new.get(k, '(unset)')!r} now" for k in changed)
+        same = [(f"{key}.{k}", old[k]) for k in changed if k in old]
       else:
         differ, same = f"{key}: {old!r} there, {new!r} now", [(key, old)]
       unused = None  # The keys the run's model ignores, where it is another model.
@@ -389,17 +389,19 @@ def _check_resume_compatible(workdir: str, config: ml_collections.ConfigDict,
       # model ignores, which train.py refuses for it (was: a second refusal; read-through).
       drop = (config_lib.typed_model_overrides(sys.argv, unused)
               if unused is not None and flags and not variant else [])
-      without = f", without {', '.join(drop)}" if drop else ""
-      found.append((f"config.{key}", differ,
-                    f"{flags}{without}" if flags and not variant else "", variant))
+      found.append((f"config.{key}", differ, flags if not variant else "", drop, variant))
   if found:
     variant = next((v for *_, v in found if v), "")
-    flags = " ".join(f for _, _, f, _ in found if f)
+    flags = " ".join(f for _, _, f, _, _ in found if f)
+    # The overrides to drop last, after every section's to add (read-through: a data
+    # section's overrides after the model's "without" read as more to drop).
+    drop = [d for _, _, _, drops, _ in found for d in drops]
+    flags += f", without {', '.join(drop)}" if flags and drop else ""
     advice = (f"{variant} and the same values ({flags})" if variant and flags else
               variant or f"the same values{f' ({flags})' if flags else ''}")
     raise ConfigError(
         f"{workdir} holds a run trained with a different "
-        f"{' and a different '.join(f'{k} ({d})' for k, d, _, _ in found)}; resume it with "
+        f"{' and a different '.join(f'{k} ({d})' for k, d, *_ in found)}; resume it with "
         f"{advice} or pass a new --workdir.")
 
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -205,7 +206,14 @@ def test_the_next_line_is_a_command_that_runs_where_it_is_pasted(tmp_path, monke
                                                   "--mode=sample")
   monkeypatch.chdir(tmp_path)
   assert train_eval.infer_command("/w", "complete") == (
-      f"python {os.path.join(root, 'infer.py')} --workdir=/w --mode=complete")
-  monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/python")  # Not activated.
-  assert train_eval.infer_command("/w") == (
-      f"{sys.executable} {os.path.join(root, 'infer.py')} --workdir=/w --mode=sample")
+      f"python {shlex.quote(os.path.join(root, 'infer.py'))} --workdir=/w --mode=complete")
+  other = tmp_path / "bin" / "python"  # Not activated: PATH's python is another one.
+  monkeypatch.setattr(shutil, "which", lambda name: str(other))
+  command = (f"{shlex.quote(sys.executable)} {shlex.quote(os.path.join(root, 'infer.py'))} --workdir=/w "
+             "--mode=sample")
+  assert train_eval.infer_command("/w") == command
+  other.parent.mkdir()  # Another Python in this one's folder (python-is-python3 beside 3.13).
+  other.write_text("")
+  monkeypatch.setattr(sys, "executable", str(tmp_path / "bin" / "python3.13"))
+  (tmp_path / "bin" / "python3.13").write_text("")
+  assert train_eval.infer_command("/w").startswith(shlex.quote(sys.executable) + " ")

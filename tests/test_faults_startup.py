@@ -147,9 +147,9 @@ def test_no_cpu_devices_is_found_before_jax_starts_its_backend(monkeypatch):
 @pytest.mark.parametrize("script", ["train.py", "infer.py"])
 def test_a_python_without_the_project_installed_is_one_line(tmp_path, script):
   """Was `ModuleNotFoundError: No module named 'jax'`'s 9-line traceback: the entry point run
-  by a Python other than the project's (`python` outside the virtual environment). `-S`: no
-  site-packages, so no JAX; nothing is written."""
-  r = subprocess.run([sys.executable, "-S", os.path.join(ROOT, script),
+  by a Python other than the project's (`python` outside the virtual environment). `-S -E`:
+  no site-packages, no PYTHONPATH, so no JAX; nothing is written."""
+  r = subprocess.run([sys.executable, "-S", "-E", os.path.join(ROOT, script),
                       f"--workdir={tmp_path / 'w'}"], cwd=tmp_path, capture_output=True,
                      text=True, timeout=60, check=False)
   assert r.returncode == 1 and r.stderr == (

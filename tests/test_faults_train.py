@@ -920,6 +920,19 @@ def test_a_resume_naming_other_data_stops_before_loading_them(tmp_path, monkeypa
       f"(data.synthetic.num_train: {num!r} there, 7 now); resume it with the same values "
       f"(--config.model.width={width} --config.data.synthetic.num_train={num}) or pass a new "
       "--workdir."), str(e.value)
+  # The overrides to drop come last, after every section's to add (read-through: a data
+  # section's after the model's "without" read as more to drop).
+  run = config_lib.get_config("configs/synthetic.py:discvae")
+  checkpoints.save_config(workdir, run)
+  monkeypatch.setattr(sys, "argv", ["train.py", "--config=configs/default.py",
+                                    "--config.model.z_dim=16", "--config.data.image_size=128"])
+  config = config_lib.get_config("configs/default.py")
+  config.model.z_dim, config.data.name, config.data.image_size = 16, run.data.name, 128
+  with pytest.raises(config_lib.ConfigError) as e:
+    train_lib._check_resume_compatible(workdir, config)  # pylint: disable=protected-access
+  assert str(e.value).endswith(
+      "--config.data.image_size=32, without --config.model.z_dim) or pass a new --workdir."), (
+          str(e.value))
 
 
 def test_steps_per_dispatch_that_does_not_divide_the_steps(tmp_path, flags):

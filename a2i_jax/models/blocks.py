@@ -43,7 +43,10 @@ def _raw_input_dense(x: Array, features: int, dtype: Dtype,
   Returns:
     [B, F] relu(x W + b) in `dtype`.
   """
-  return nn.relu(dense(x.astype(jnp.float32), features, jnp.float32, name=name)).astype(dtype)
+  # At float32's full precision: by default a float32 product is computed in bfloat16 passes
+  # on TPU and in TF32 (10 bits) on recent GPUs, which would round y inside it (read-through).
+  return nn.relu(dense(x.astype(jnp.float32), features, jnp.float32, name=name,
+                       precision=jax.lax.Precision.HIGHEST)).astype(dtype)
 
 
 class ImageTrunk(nn.Module):

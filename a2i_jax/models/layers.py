@@ -123,7 +123,8 @@ def scaled(n: int, width: float) -> int:
   return max(1, int(round(n * width)))
 
 
-def dense(x: Array, features: int, dtype: Dtype, name: Optional[str] = None) -> Array:
+def dense(x: Array, features: int, dtype: Dtype, name: Optional[str] = None,
+          precision: Any = None) -> Array:
   """nn.Linear with the Torch default initialisation.
 
   Args:
@@ -131,11 +132,14 @@ def dense(x: Array, features: int, dtype: Dtype, name: Optional[str] = None) -> 
     features: output size F.
     dtype: computation dtype.
     name: the Flax submodule name (None for automatic).
+    precision: the matrix product's `jax.lax.Precision` (None: the backend's default, which
+      for float32 is bfloat16 passes on TPU and TF32 on recent GPUs).
   Returns:
     [B, F].
   """
   init = initializers.torch_default(x.shape[-1])
-  return Dense(features, kernel_init=init, bias_init=init, dtype=dtype, name=name)(x)
+  return Dense(features, kernel_init=init, bias_init=init, dtype=dtype, name=name,
+               precision=precision)(x)
 
 
 def conv(x: Array, features: int, kernel: int, *, stride: int = 1,
