@@ -199,8 +199,7 @@ def test_the_next_line_is_a_command_that_runs_where_it_is_pasted(tmp_path, monke
   current folder."""
   from a2i_jax import train_eval  # pylint: disable=import-outside-toplevel
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  bin_dir = os.path.dirname(os.path.abspath(sys.executable))
-  monkeypatch.setattr(shutil, "which", lambda name: os.path.join(bin_dir, name))
+  monkeypatch.setattr(shutil, "which", lambda name: sys.executable)  # Activated.
   monkeypatch.chdir(root)
   assert train_eval.infer_command("runs/a b") == ("python infer.py --workdir='runs/a b' "
                                                   "--mode=sample")
@@ -209,8 +208,8 @@ def test_the_next_line_is_a_command_that_runs_where_it_is_pasted(tmp_path, monke
       f"python {shlex.quote(os.path.join(root, 'infer.py'))} --workdir=/w --mode=complete")
   other = tmp_path / "bin" / "python"  # Not activated: PATH's python is another one.
   monkeypatch.setattr(shutil, "which", lambda name: str(other))
-  command = (f"{shlex.quote(sys.executable)} {shlex.quote(os.path.join(root, 'infer.py'))} --workdir=/w "
-             "--mode=sample")
+  script = shlex.quote(os.path.join(root, "infer.py"))
+  command = f"{shlex.quote(sys.executable)} {script} --workdir=/w --mode=sample"
   assert train_eval.infer_command("/w") == command
   other.parent.mkdir()  # Another Python in this one's folder (python-is-python3 beside 3.13).
   other.write_text("")
