@@ -22,6 +22,7 @@ if __name__ == "__main__":  # First, before any import: it may start the command
   # One line for a stop in the imports below.
   startup.begin("stopped by SIGTERM", 143, "stopped by SIGHUP (the terminal closed)", 129)
 
+import base64
 import contextlib
 import dataclasses
 import errno
@@ -32,6 +33,7 @@ import json
 import logging as std_logging
 import math
 import os
+import re
 import shutil
 import socket
 import sys
@@ -46,7 +48,8 @@ from a2i_jax import (checkpoints, config_lib, distributed, evaluation, files, in
                      interrupts, models, occlusions, perf, visualize)
 from a2i_jax.errors import (A2IError, CheckpointError, ConfigError, InputError,
                             first_line, is_out_of_memory)
-from a2i_jax.inputs import check_output_folder, image_files, read_images, to_unit
+from a2i_jax.inputs import (check_output_folder, image_files, read_images, to_uint8,
+                            to_unit)
 
 MODES = ["sample", "progression", "swap", "reconstruct", "complete", "edit", "infer_attributes",
          "tune", "evaluate"]
@@ -127,6 +130,21 @@ PARTIAL_FILES = {"complete": "complete_partial.json and complete_partial_<occlus
                                 "progression_partial_<attribute>.png",
                  "tune": "tune_partial.json",
                  "evaluate": "evaluation_partial.md and evaluation_partial.json"}
+# The grids of one row per image or attribute vector (sample, reconstruct, complete, edit) are
+# written in pages of at most ROWS_PER_PAGE rows, and at most PAGE_SIDE pixels of height, each
+# made from its own rows alone (`_Run.save_rows`); several pages are named <stem>_001.png, ...
+# (`_page_names`). Was one PNG of all, made from float copies of every image after all the
+# inference: 10,000 reconstructions of 64x64 ran out of memory (8.5 GB) and lost hours of
+# work, and from ~3,600 the PNG was one PIL refuses to open (fault hunt).
+ROWS_PER_PAGE = 250
+PAGE_SIDE = 32_000  # Pixels: most viewers give up on longer sides.
+# The pages of each mode's stems: replaced with the mode's set (`_mode_set`), so that a
+# rerun with fewer images leaves no page of the earlier call behind.
+_PAGED_STEMS = {"reconstruct": ("reconstruct",),
+                "complete": tuple(f"complete{p}_{n}" for p in ("", _PARTIAL)
+                                  for n in occlusions.OCCLUSION_NAMES),
+                "complete_partial": tuple(f"complete_partial_{n}"
+                                          for n in occlusions.OCCLUSION_NAMES)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,14 +282,21 @@ class Options:
       raise InputError(f"--value={self.value:g} is beyond float32's range "
                        f"(+-{_FLOAT32_MAX:.4g}), which the model computes in; pass a value "
                        "within the attribute's range.")
+    unused = self.flags_unused_by(self.modes)
+    if unused:
+      name, users = unused[0]
+      raise InputError(f"--{name} is used by --mode={', '.join(users)} only; drop it or "
+                       "add one of those modes.")
+
+  def flags_unused_by(self, modes: Sequence[str]) -> list[tuple[str, tuple[str, ...]]]:
+    """The flags given that no mode of `modes` reads, as (the flag's name, the modes that
+    read it): refused in a call of those modes (`check`)."""
     given = {flag: getattr(self, flag) is not None for flag in _FLAG_USERS}
     given.update({flag: flag in self.given for flag in _VALUED_FLAG_USERS})
     given["num_examples"] = given["num_examples"] or self.num_examples != -1
-    for flag, users in {**_FLAG_USERS, **_VALUED_FLAG_USERS}.items():
-      if given[flag] and not set(users) & set(self.modes):
-        name = "occlusion" if flag == "occlusions" else flag
-        raise InputError(f"--{name} is used by --mode={', '.join(users)} only; drop it or "
-                         "add one of those modes.")
+    return [("occlusion" if flag == "occlusions" else flag, users)
+            for flag, users in {**_FLAG_USERS, **_VALUED_FLAG_USERS}.items()
+            if given[flag] and not set(users) & set(modes)]
 
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -456,6 +481,23 @@ def _attribute_index(names, name: str) -> int:
   return names.index(name)
 
 
+def _prior_of_process_0(prior: "inference.AttributePrior") -> "inference.AttributePrior":
+  """`prior` as process 0 fitted it, on every process of a multi-process call (itself in one
+  process). Each fits it from the same attributes, but a matrix inverse may differ in its
+  last bits between hosts whose CPUs run other BLAS kernels, and the inference's inputs are
+  compared bit for bit across processes (`posterior.same_batch_on_every_process`): such a
+  call stopped with advice to pass the same prior, which infer.py's user cannot (review)."""
+  if distributed.process_count() <= 1:
+    return prior
+  arrays = (np.asarray(prior.mean, np.float32), np.asarray(prior.precision, np.float32))
+  mine = base64.b64encode(b"".join(a.tobytes() for a in arrays)).decode("ascii")
+  data = base64.b64decode(distributed.value_of_process_0("the attribute prior", mine))
+  n = arrays[0].size
+  values = np.frombuffer(data, np.float32)
+  return dataclasses.replace(prior, mean=values[:n].copy(),
+                             precision=values[n:].reshape(arrays[1].shape).copy())
+
+
 class _Run:
   """What every mode needs: the options, the model, its dataset, the output folder."""
 
@@ -488,8 +530,13 @@ class _Run:
     self.swept = self._swept_attributes()
     self.stage = self.out  # The folder the running mode writes to (`_staged`).
     self.done: list[str] = []  # The sets written (`_staged`; `run_modes` passes its own).
+    # The running mode's pictures that could not be made ([(their names, why)], `save_rows`),
+    # and where its JSON is to be (`save_json`): the error after its set is in --out.
+    self.unmade: list[tuple[list[str], str]] = []
+    self.json_shown: Optional[str] = None
     self.key = jax.random.key(opts.seed)
-    self.prior = inference.AttributePrior.fit(self.dataset["train"].attributes)
+    self.prior = _prior_of_process_0(
+        inference.AttributePrior.fit(self.dataset["train"].attributes))
 
   def _swept_attributes(self) -> list[int]:
     """The attributes progression sweeps (--attribute, or every one that took more than one
@@ -568,50 +615,50 @@ class _Run:
 
   def known_attributes(self, images, attrs, observed=None):
     """(`attrs`, None), or for --input images (the attributes inferred jointly with z from the
-    `observed` pixels (None: all), so that hidden pixels never inform them, and the final
-    energy [N] of that inference). An image whose attribute inference diverged (no finite
-    energy) gets the prior's mean, so that the mode runs on, and its results are named as
-    diverged (`_with_attributes`). Was: its NaN attributes refused as "attributes contain NaN
+    `observed` pixels (None: all), so that hidden pixels never inform them, and which of them
+    that inference diverged for, its "diverged" [N]). An image whose attribute inference
+    diverged (no finite energy, or one that ended clearly above its start) gets the prior's
+    mean, so that the mode runs on, and its results are named as diverged
+    (`_with_attributes`). Was: its NaN attributes refused as "attributes contain NaN
     or infinity", which the user never gave, and finite ones that mean nothing scored like
     any other's."""
     if attrs is None and self.trained.model.uses_attributes:
       out = inference.infer_attributes(self.trained, images, self.prior, observed,
                                        key=self.key, options=self.options())
-      attrs, energy = np.array(out["y"], np.float32), np.asarray(out["energy"])
-      diverged = ~np.isfinite(energy)
+      attrs, diverged = np.array(out["y"], np.float32), _diverged_of(out)
       if diverged.any():
         attrs[diverged] = self.prior.mean
-      return attrs, energy
+      return attrs, diverged
     return attrs, None
 
-  def inferred(self, labels, attrs, attribute_energy) -> dict:
+  def inferred(self, labels, attrs, attribute_diverged) -> dict:
     """What a mode's JSON records of the attributes `known_attributes` inferred for --input
     images (was nothing, beside "infer_attributes": false, though they decide, e.g., the
     direction of edit's default; fault hunt): "inferred_attributes", one row per image as
     infer_attributes.json has them (null for an image whose inference diverged, which ran on
     with the prior's mean), and "attribute_inference", every setting that inference ran
-    with; {} where the attributes were given (`attribute_energy` None).
+    with; {} where the attributes were given (`attribute_diverged` None).
 
     Args:
       labels: the images' labels.
       attrs: [N, y_dim], as `known_attributes` returned them.
-      attribute_energy: [N], its energy, or None.
+      attribute_diverged: [N], which of them that inference diverged for, or None.
     Returns:
       The JSON keys.
     """
-    if attribute_energy is None:
+    if attribute_diverged is None:
       return {}
     ran = dataclasses.replace(self.options(), infer_attributes=True)  # As the library runs it.
     return {"inferred_attributes": _attribute_rows(
-                labels, self.names, _unless_diverged(attrs, attribute_energy)),
+                labels, self.names, _unless_diverged(attrs, attribute_diverged)),
             "attribute_inference": dataclasses.asdict(ran)}
 
   def images_and_attributes(self):
-    """(images, attributes, labels, [0, 1] images, the energy of the attributes' inference or
-    None: `known_attributes`), attributes inferred from whole images."""
+    """(images, attributes, labels, [0, 1] images, which images the attributes' inference
+    diverged for or None: `known_attributes`), attributes inferred from whole images."""
     images, attrs, labels = self.images()
-    attrs, energy = self.known_attributes(images, attrs)
-    return images, attrs, labels, to_unit(images), energy
+    attrs, diverged = self.known_attributes(images, attrs)
+    return images, attrs, labels, to_unit(images), diverged
 
   def value_range(self, j: int) -> tuple[float, float]:
     """The training minimum and maximum of attribute `j` (as stored at training if it was)."""
@@ -628,11 +675,70 @@ class _Run:
            shown=os.path.join(self.out, name))
     return path
 
+  def save_rows(self, columns: Sequence, name: str) -> list[str]:
+    """Writes a PNG grid of one row per image (or attribute vector), `columns` side by side,
+    to the running mode's folder, in pages of at most `ROWS_PER_PAGE` rows and `PAGE_SIDE`
+    pixels of height (`_page_names`), each made from uint8 copies of its own rows alone. A
+    page that cannot be made (no memory for it, images that are no picture) stops the grid:
+    the names not written and why are added to `unmade`, for the mode's JSON
+    (`unmade_record`) and the error after its set is in --out (`unmade_error`). A failed
+    write (a full disk) is an error at once, as every file's.
+
+    Args:
+      columns: K arrays [N, H, W, 3] (floats in [0, 1], or uint8), or functions that give a
+        column's rows for a slice of them (a column made a page at a time).
+      name: the file name of a grid of one page ("reconstruct.png").
+    Returns:
+      The file names written, in order: `name`, or its pages; those before an unmade one.
+    """
+    shape = np.shape(next(c for c in columns if not callable(c)))
+    per = max(1, min(ROWS_PER_PAGE, PAGE_SIDE // (2 * shape[1] + 1)))  # save_grid: 2x, pad 1.
+    names = _page_names(name, -(-shape[0] // per))
+    for page, page_name in enumerate(names):
+      rows = slice(page * per, (page + 1) * per)
+      try:
+        _write(os.path.join(self.stage, page_name), functools.partial(_save_page, columns, rows),
+               shown=os.path.join(self.out, page_name))
+      except _Unmade as e:
+        self.unmade.append((names[page:], str(e)))
+        return names[:page]
+    return names
+
+  def unmade_record(self) -> dict:
+    """What the running mode's JSON records of its pictures not made (`save_rows`):
+    {"pictures_not_made": [{"files": [...], "error": why}, ...]}, or {} for none."""
+    if not self.unmade:
+      return {}
+    return {"pictures_not_made": [{"files": names, "error": why}
+                                  for names, why in self.unmade]}
+
+  def unmade_error(self, mode: str) -> InputError:
+    """The error for `mode`'s pictures not made, once its set (its JSON) is in --out."""
+    names = [n for listed, _ in self.unmade for n in listed]
+    counts = "--num_images" + (" or --samples_per_attribute" if mode == "sample" else "")
+    where = (f"{self.json_shown}, whose \"files\" lists the pictures written"
+             if self.json_shown else self.out)
+    return InputError(f"--mode={mode} could not make {len(names)} of its pictures "
+                      f"({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}): "
+                      f"{self.unmade[0][1]}; its results are in {where}. For the pictures, "
+                      f"free some memory or ask for fewer images ({counts}).")
+
+  def page_stems(self, mode: str) -> tuple[str, ...]:
+    """The stems of `mode`'s paged grids whose names depend on the run or the flags (sample's
+    step, edit's attribute), for `_mode_set`; `_PAGED_STEMS` holds the others."""
+    if mode == "sample":
+      return (f"sample_step{self.trained.step}",)
+    if mode == "edit" and self.opts.attribute in self.names:
+      return (_edit_stem(self.opts.attribute, self.names),)
+    return ()
+
   def save_json(self, obj, name, folder: Optional[str] = None):
     """Writes `obj` as JSON to the running mode's folder (or `folder`), with the run and
     checkpoint that made it ("workdir", "step": outputs of several runs or steps may share
     one --out)."""
     obj = {"workdir": os.path.abspath(self.workdir), "step": self.trained.step, **obj}
+    if folder is None:
+      self.json_shown = os.path.join(self.out, name)
     _write(os.path.join(folder or self.stage, name), lambda p: evaluation.write_json(obj, p),
            shown=os.path.join(self.out, name))
 
@@ -690,8 +796,56 @@ def _write(path: str, write: Callable[[str], None], shown: Optional[str] = None)
     raise _write_error(shown or path, e) from None
 
 
-def _mode_set(mode: str, names: Sequence[str] = (), out: Optional[str] = None
+class _Unmade(Exception):
+  """A page of a grid that could not be made (`_save_page`): its message says why."""
+
+
+def _save_page(columns: Sequence, rows: slice, path: str) -> None:
+  """Writes the grid of `rows` of `columns` (`_Run.save_rows`) to `path`, from uint8 copies
+  of those rows alone (was: a float stack of every image, and its uint8 copy, at once).
+
+  Raises:
+    _Unmade: no memory for it, or images that are no picture (NaN); OSError: a failed write.
+  """
+  try:
+    page = np.stack([to_uint8(c(rows) if callable(c) else np.asarray(c[rows]))
+                     for c in columns], 1)
+    visualize.save_grid(page.reshape((-1,) + page.shape[2:]), path, len(columns))
+  except MemoryError:
+    raise _Unmade("this machine had not the memory to make it") from None
+  except InputError as e:  # visualize's "more than this machine can give", or NaN images.
+    raise _Unmade(first_line(e).split("; ask for a smaller scale")[0].rstrip(".")) from None
+
+
+def _page_names(name: str, pages: int) -> list[str]:
+  """The files of a grid `name` ("reconstruct.png") of `pages` pages: `name` for one page,
+  else "reconstruct_001.png", ... (3 digits, or as many as the count needs)."""
+  if pages <= 1:
+    return [name]
+  stem, digits = name[:-len(".png")], max(3, len(str(pages)))
+  return [f"{stem}_{i:0{digits}d}.png" for i in range(1, pages + 1)]
+
+
+def _pages_in(out: Optional[str], stems: Sequence[str], keep: Sequence[str] = ()
               ) -> tuple[str, ...]:
+  """The pages of grids of `stems` in `out` (<stem>_<3 or more digits>.png, `_page_names`),
+  but for the names in `keep` (other results of their own)."""
+  try:
+    listed = os.listdir(out) if out is not None and stems else []
+  except OSError:
+    return ()
+  return tuple(n for n in listed if n not in keep and any(
+      n.startswith(f"{s}_") and re.fullmatch(r"\d{3,}\.png", n[len(s) + 1:]) for s in stems))
+
+
+def _edit_stem(name: str, names: Sequence[str]) -> str:
+  """The file stem of edit's files for attribute `name`: one part for both, with room for the
+  longer suffix."""
+  return f"edit_{_file_part(name, names, 'edit_', '.json')}"
+
+
+def _mode_set(mode: str, names: Sequence[str] = (), out: Optional[str] = None,
+              stems: Sequence[str] = ()) -> tuple[str, ...]:
   """The files of `mode`'s set (or "<mode>_partial"'s) that its next set replaces in --out
   (`_staged`): `MODE_SETS`', and for progression, whose names are the dataset's attributes',
   the partial set a stopped progression kept (`_progression_partial`): those of this run's
@@ -700,11 +854,20 @@ def _mode_set(mode: str, names: Sequence[str] = (), out: Optional[str] = None
 
   Args:
     mode: a mode, or "<mode>_partial".
-    names: the run's attribute names (progression's set only).
-    out: the --out folder (progression's set only; None: this run's names alone).
+    names: the run's attribute names (progression's and edit's sets only).
+    out: the --out folder (progression's set, and the pages of paged grids, `_pages_in`;
+      None: this run's names alone).
+    stems: the stems of the mode's paged grids beside `_PAGED_STEMS`' (sample's, edit's:
+      `_Run.page_stems`); their one-page PNG and their pages in `out` are of the set.
   Returns:
     The file names.
   """
+  paged = (*_PAGED_STEMS.get(mode, ()), *stems)
+  if paged:  # Was: a rerun with fewer images left the earlier call's pages.
+    # Another attribute's edit (edit_smile_001.png of "smile_001") is no page of edit_smile.
+    edits = [f"{_edit_stem(n, names)}.png" for n in names] if mode == "edit" else []
+    return tuple(dict.fromkeys((*MODE_SETS.get(mode, ()), *(f"{s}.png" for s in paged),
+                                *_pages_in(out, paged, edits))))
   if mode in ("progression", f"progression{_PARTIAL}"):
     listed = _partial_listed(out) if out is not None else []
     # None: the JSON there is an older version's finished progression of an attribute named
@@ -1029,35 +1192,44 @@ def _attribute_rows(labels, names, values):
           for lbl, vi in zip(labels, values)]
 
 
-def _diverged(labels: list[str], energy: np.ndarray) -> dict:
-  """{"diverged": the labels of the images whose inference diverged} (no restart ended with a
-  finite energy: their outputs mean nothing, as the library warns), or {} for none."""
-  bad = [label for label, e in zip(labels, np.asarray(energy)) if not np.isfinite(e)]
+def _diverged_of(out: dict) -> np.ndarray:
+  """The images an inference's outputs mark as diverged (`inference.posterior.diverged_of`)."""
+  return inference.posterior.diverged_of(out)
+
+
+def _diverged(labels: list[str], diverged: np.ndarray) -> dict:
+  """{"diverged": the labels of the images whose inference diverged} (an inference's
+  "diverged" [N]: no restart ended with a finite energy, or the kept one ended clearly above
+  where it started; their outputs mean nothing, as the library warns), or {} for none. Was:
+  a non-finite energy alone; learning_rate 10000 wrote an mse_optimised worse than
+  mse_recognition, no image named (fault hunt)."""
+  bad = [label for label, d in zip(labels, np.asarray(diverged, bool)) if d]
   return {"diverged": bad} if bad else {}
 
 
-def _with_attributes(energy: np.ndarray, attribute_energy: Optional[np.ndarray]
+def _with_attributes(diverged: np.ndarray, attribute_diverged: Optional[np.ndarray]
                      ) -> np.ndarray:
-  """`energy` [N], infinite for the images whose attributes were inferred by an inference
-  that diverged (`_Run.known_attributes`; None: attributes given): their results mean
-  nothing either."""
-  if attribute_energy is None:
-    return energy
-  return np.where(np.isfinite(np.asarray(attribute_energy)), np.asarray(energy), np.inf)
+  """`diverged` [N] (an inference's), True also for the images whose attributes were
+  inferred by an inference that diverged (`_Run.known_attributes`; None: attributes given):
+  their results mean nothing either."""
+  if attribute_diverged is None:
+    return np.asarray(diverged, bool)
+  return np.asarray(diverged, bool) | np.asarray(attribute_diverged, bool)
 
 
-def _unless_diverged(values: np.ndarray, energy: np.ndarray) -> np.ndarray:
+def _unless_diverged(values: np.ndarray, diverged: np.ndarray) -> np.ndarray:
   """`values` (one row per image) with NaN, written as null, for the images whose inference
-  diverged (was: their errors or attributes written as numbers like any other's; fault
-  hunt): JSON outlives the console's warning."""
-  bad = ~np.isfinite(np.asarray(energy))
+  diverged (`diverged` [N], `_diverged`'s; was: their errors or attributes written as numbers
+  like any other's; fault hunt): JSON outlives the console's warning."""
+  bad = np.asarray(diverged, bool)
   values = np.array(values, np.float64)
   values[bad] = np.nan
   return values
 
 
 def sample(run: _Run) -> None:
-  """Writes sample_step<N>.png, --samples_per_attribute draws (columns) for each of the first
+  """Writes sample_step<N>.png (in pages of `ROWS_PER_PAGE` rows where more: `_page_names`),
+  --samples_per_attribute draws (columns) for each of the first
   --num_images test attribute vectors (rows), and beside it sample_step<N>.json: the run,
   step, --seed, draws per vector and the attribute vectors that made it (was: the PNG alone,
   so that neither --seed nor --samples_per_attribute was recorded; review finding).
@@ -1071,14 +1243,15 @@ def sample(run: _Run) -> None:
   images = inference.sample(run.trained, np.repeat(test.attributes[:n], k, axis=0),
                             run.key)["image"]
   stem = f"sample_step{run.trained.step}"
-  run.save(images, f"{stem}.png", k)
+  rows = np.asarray(images).reshape((n, k) + np.shape(images)[1:])  # One per vector.
+  written = run.save_rows([rows[:, c] for c in range(k)], f"{stem}.png")
   # One row per test attribute vector, each with k draws of the prior N(0, I) from --seed;
   # a model without attributes ignores them (its n x k images are draws alike).
   attributes = ({"attributes": _attribute_rows([f"test[{i}]" for i in range(n)], run.names,
                                                 test.attributes[:n])}
                 if run.trained.model.uses_attributes else {})
-  run.save_json({"files": [f"{stem}.png"], "rows": n, "latent_draws": k, **attributes,
-                 **run.settings()}, f"{stem}.json")
+  run.save_json({"files": written, "rows": n, "latent_draws": k, **attributes,
+                 **run.settings(), **run.unmade_record()}, f"{stem}.json")
 
 
 # progression: the swept values (columns) and latent draws (rows) of each grid; swap: the
@@ -1156,43 +1329,48 @@ def swap(run: _Run) -> None:
 
 def reconstruct(run: _Run) -> None:
   """Writes reconstruct.png (each image: the input, the recognition model's reconstruction,
-  the optimised one) and reconstruct.json (their errors and settings; for --input images,
-  the attributes inferred for both columns, `_Run.inferred`).
+  the optimised one; in pages where more than `ROWS_PER_PAGE`, `_page_names`) and
+  reconstruct.json (the files, their errors and settings; for --input images, the attributes
+  inferred for both columns, `_Run.inferred`).
 
   Args:
     run: the call's run.
   """
-  images, attrs, labels, x01, attribute_energy = run.images_and_attributes()
+  images, attrs, labels, x01, attribute_diverged = run.images_and_attributes()
   opts = run.options()
   full = np.ones(x01.shape[:3] + (1,), np.float32)
   rec = inference.reconstruct(run.trained, images, attrs, key=run.key,
                               options=inference.recognition_options(
                                   inference.options_for(run.trained, infer_attributes=False)))
   opt = inference.reconstruct(run.trained, images, attrs, key=run.key, options=opts)
-  run.save(np.stack([x01, rec["reconstruction"], opt["reconstruction"]], 1),
-           "reconstruct.png", 3)
-  energy = _with_attributes(opt["energy"], attribute_energy)
+  diverged = _with_attributes(_diverged_of(opt), attribute_diverged)
   # The encoder's z given attributes found by optimisation is not the recognition model's
   # answer alone (was labelled so for --input images; fault hunt).
-  recognition = ("recognition model" if attribute_energy is None else
+  recognition = ("recognition model" if attribute_diverged is None else
                  "recognition model, given the attributes inferred by optimisation")
-  inferred = run.inferred(labels, attrs, attribute_energy)
+  inferred = run.inferred(labels, attrs, attribute_diverged)
   said = ({"attributes": "inferred from each whole image jointly with z "
                         "(inferred_attributes, attribute_inference), then held for both "
                         "columns"} if inferred else {})
-  run.save_json({"columns": ["input", recognition, f"{opts.steps} steps"],
-                 "images": labels, **run.settings(opts), **said, **inferred,
+  # A page at a time (was: float stacks of every image at once; fault hunt), and the JSON
+  # whatever they give (`_Run.save_rows`).
+  written = run.save_rows([x01, rec["reconstruction"], opt["reconstruction"]],
+                          "reconstruct.png")
+  run.save_json({"files": written, **run.unmade_record(),
+                 "columns": ["input", recognition, f"{opts.steps} steps"], "images": labels,
+                 **run.settings(opts), **said, **inferred,
                  "mse_recognition": _unless_diverged(evaluation.region_errors(
                      x01, rec["reconstruction"], full),
-                     _with_attributes(np.zeros(len(labels)), attribute_energy)).tolist(),
+                     _with_attributes(np.zeros(len(labels), bool), attribute_diverged)).tolist(),
                  "mse_optimised": _unless_diverged(evaluation.region_errors(
-                     x01, opt["reconstruction"], full), energy).tolist(),
-                 **_diverged(labels, energy)}, "reconstruct.json")
+                     x01, opt["reconstruction"], full), diverged).tolist(),
+                 **_diverged(labels, diverged)}, "reconstruct.json")
 
 
 def complete(run: _Run) -> None:
   """Writes complete_<occlusion>.png for each occlusion (the occluded input, the completion,
-  the truth) and complete.json (the hidden pixels' errors and settings; for --input images,
+  the truth; in pages where more than `ROWS_PER_PAGE`, `_page_names`) and complete.json (the
+  files of each occlusion, the hidden pixels' errors and settings; for --input images,
   each occlusion's attributes inferred from its observed pixels, `_Run.inferred`). Stopped
   midway, it keeps the occlusions it finished (`PARTIAL_FILES`).
 
@@ -1207,7 +1385,7 @@ def complete(run: _Run) -> None:
   whole = evaluation.crop_frame(run.trained.config)
   names = run.opts.occlusion_names(list(occlusions.occlusions_for(run.dataset.name, run.size,
                                                                   whole)))
-  result = {"images": labels, "steps": opts.steps, **run.settings(opts),
+  result = {"images": labels, "steps": opts.steps, **run.settings(opts), "files": {},
             "hidden_pixel_mse": {}}
   if given is None and run.trained.model.uses_attributes:
     result["attributes"] = ("inferred from the observed pixels of each occlusion "
@@ -1216,42 +1394,48 @@ def complete(run: _Run) -> None:
                                 dataset=run.dataset.name, crop_from=whole)
   try:
     for name, observed in masks.items():
-      attrs, attribute_energy = run.known_attributes(images, given, observed)
+      attrs, attribute_diverged = run.known_attributes(images, given, observed)
       out = inference.complete(run.trained, images, attrs, observed, key=run.key,
                                options=opts)
-      shown = x01 * observed + 0.5 * (1 - observed)
-      run.save(np.stack([shown, out["completion"], x01], 1), f"complete_{name}.png", 3)
-      energy = _with_attributes(out["energy"], attribute_energy)
-      inferred = run.inferred(labels, attrs, attribute_energy)
+      # The occluded input made a page at a time, as the grid (`_Run.save_rows`).
+      shown = lambda rows, seen=observed: x01[rows] * seen[rows] + 0.5 * (1 - seen[rows])
+      written = run.save_rows([shown, out["completion"], x01], f"complete_{name}.png")
+      diverged = _with_attributes(_diverged_of(out), attribute_diverged)
+      inferred = run.inferred(labels, attrs, attribute_diverged)
       if inferred:  # {occlusion: rows}, as hidden_pixel_mse; the settings once.
         result.setdefault("inferred_attributes", {})[name] = inferred["inferred_attributes"]
         result["attribute_inference"] = inferred["attribute_inference"]
       result["hidden_pixel_mse"][name] = _unless_diverged(evaluation.region_errors(
-          x01, out["completion"], 1 - observed), energy).tolist()
-      if _diverged(labels, energy):  # {occlusion: labels}, as hidden_pixel_mse.
-        result.setdefault("diverged", {})[name] = _diverged(labels, energy)["diverged"]
+          x01, out["completion"], 1 - observed), diverged).tolist()
+      if _diverged(labels, diverged):  # {occlusion: labels}, as hidden_pixel_mse.
+        result.setdefault("diverged", {})[name] = _diverged(labels, diverged)["diverged"]
+      result["files"][name] = written  # {occlusion: its pages}, as hidden_pixel_mse.
       interrupts.check()  # One swallowed whole: the occlusions done are kept.
   except BaseException:  # Ctrl-C, an error, a device out of memory: all the same.
     finished = list(result["hidden_pixel_mse"])
     if finished:  # Was: every completion finished lost with the staging folder.
-      run.keep_partial("complete", {f"complete_{n}.png": f"complete_partial_{n}.png"
-                                    for n in finished},
-                       {**result, "not_finished": [n for n in names if n not in finished]},
+      renamed = {f: f"complete{_PARTIAL}_{f[len('complete_'):]}"
+                 for n in finished for f in result["files"].get(n, ())}
+      run.keep_partial("complete", renamed, {
+          **result, "files": {n: [renamed[f] for f in result["files"].get(n, ())]
+                              for n in finished},
+          **run.unmade_record(), "not_finished": [n for n in names if n not in finished]},
                        "complete_partial.json")
     raise
-  run.save_json(result, "complete.json")
+  run.save_json({**result, **run.unmade_record()}, "complete.json")
 
 
 def edit(run: _Run) -> None:
-  """Writes edit_<attribute>.png (each image: the input, its reconstruction, the edit) and
-  edit_<attribute>.json (the values set and settings; for --input images, the attributes
+  """Writes edit_<attribute>.png (each image: the input, its reconstruction, the edit; in
+  pages where more than `ROWS_PER_PAGE`, `_page_names`) and edit_<attribute>.json (the
+  files, the values set and settings; for --input images, the attributes
   inferred that the edit starts from, `_Run.inferred`).
 
   Args:
     run: the call's run.
   """
   j = _attribute_index(run.names, run.opts.attribute)
-  images, attrs, labels, x01, attribute_energy = run.images_and_attributes()
+  images, attrs, labels, x01, attribute_diverged = run.images_and_attributes()
   lo, hi = run.value_range(j)
   attrs = np.asarray(attrs, np.float32)
   value = run.opts.value
@@ -1261,19 +1445,19 @@ def edit(run: _Run) -> None:
     value = np.where(attrs[:, j] < (lo + hi) / 2, hi, lo).astype(np.float32)
   opts = run.options()
   out = inference.edit(run.trained, images, attrs, {j: value}, key=run.key, options=opts)
-  # One part for both files, with room for the longer suffix.
-  stem = f"edit_{_file_part(run.names[j], run.names, 'edit_', '.json')}"
-  run.save(np.stack([x01, out["reconstruction"], out["edited"]], 1), f"{stem}.png", 3)
+  stem = _edit_stem(run.names[j], run.names)
+  written = run.save_rows([x01, out["reconstruction"], out["edited"]], f"{stem}.png")
   edited = (f"{run.names[j]} = {value:g}" if np.ndim(value) == 0 else
             f"{run.names[j]} at the other end of its range")
-  inferred = run.inferred(labels, attrs, attribute_energy)
+  inferred = run.inferred(labels, attrs, attribute_diverged)
   said = ({"attributes": "inferred from each whole image jointly with z "
                         "(inferred_attributes, attribute_inference), the edit's start"}
           if inferred else {})
-  run.save_json({"columns": ["input", "reconstruction", edited], "images": labels,
+  run.save_json({"files": written, **run.unmade_record(),
+                 "columns": ["input", "reconstruction", edited], "images": labels,
                  "attribute": run.names[j], "value": np.asarray(value).tolist(),
                  **run.settings(opts), **said, **inferred,
-                 **_diverged(labels, _with_attributes(out["energy"], attribute_energy))},
+                 **_diverged(labels, _with_attributes(_diverged_of(out), attribute_diverged))},
                 f"{stem}.json")
 
 
@@ -1285,15 +1469,16 @@ def infer_attributes(run: _Run) -> None:
   # "infer_attributes": false, the run's options for the other modes; README walk-through).
   ran = dataclasses.replace(opts, infer_attributes=True)
   result = {**run.settings(ran), "inferred": _attribute_rows(labels, run.names,
-                                        _unless_diverged(out["y"], out["energy"])),
-            **_diverged(labels, out["energy"])}
+                                        _unless_diverged(out["y"], _diverged_of(out))),
+            **_diverged(labels, _diverged_of(out))}
   if attrs is not None:
     result["true"] = _attribute_rows(labels, run.names, attrs)
   run.save_json(result, "infer_attributes.json")
 
 
 def _tuning_text(cell: dict) -> str:
-  """A tuning table's cell: the error x 100, or how many images diverged (NaN or infinity;
+  """A tuning table's cell: the error x 100, or how many images diverged (NaN or infinity, or
+  an energy that ended clearly above its start: `inference.posterior.diverged_images`;
   was "nan", or the mean of the others)."""
   if cell.get("diverged"):
     return f"diverged ({cell['diverged']} of {cell['images']})"
@@ -1423,7 +1608,9 @@ def _check_loaded_examples(workdirs: list[str], configs: list, infos: list,
   groups = [i for i, key in enumerate(keys) if key not in keys[:i]]
   if len(groups) < 2:
     return
-  print(f"comparing the test examples of {len(groups)} data configs")
+  # Progress to standard error: standard output holds the results alone, so that
+  # `infer.py --mode=evaluate > table.md` is the table (was preceded by these lines; hunt).
+  print(f"comparing the test examples of {len(groups)} data configs", file=sys.stderr)
   examples = None  # The first's, with masks from the first run that has them.
   for i in groups:
     mine = evaluation.test_examples(_load_data(configs[i], workdirs[i]), num_examples)
@@ -1489,7 +1676,7 @@ def evaluate(opts: Options, done: list[str]) -> None:
     try:
       run = _Run(workdir, opts)
       print(f"evaluating {run.workdir} ({run.trained.config.model.name}, step "
-            f"{run.trained.step})")
+            f"{run.trained.step})", file=sys.stderr)
       options = run.options()
       result = {**evaluation.evaluate_model(
           run.trained, run.dataset, occlusion_names=opts.occlusion_names(),
@@ -1509,7 +1696,8 @@ def evaluate(opts: Options, done: list[str]) -> None:
           # a predictor of its own, so two --seed mixed in the predictor's variance; review).
           predictor = attribute_predictor.load_or_train(
               run.trained.config.attribute_predictor, run.dataset, opts.workdirs[0],
-              seed=PREDICTOR_SEED, announce=lambda line: print(line, flush=True))
+              seed=PREDICTOR_SEED,
+              announce=lambda line: print(line, file=sys.stderr, flush=True))
         report = {**evaluation.attribute_report(
             run.trained, run.dataset, predictor, key=run.key, num_examples=opts.num_examples,
             options=options), "model": label}
@@ -1574,7 +1762,8 @@ def _partly_kept(done: list[str], mode: str) -> str:
 
 
 def _interrupted(out: str, done: list[str], mode: Optional[str],
-                 what: str = "interrupted", modes: Optional[list[str]] = None) -> str:
+                 what: str = "interrupted", modes: Optional[list[str]] = None,
+                 opts: Optional[Options] = None) -> str:
   """The line Ctrl-C (or SIGTERM, `what`) prints: what was finished and kept, and what a
   rerun does (was "Run the command again for the rest", but a rerun redoes every mode, and
   a stopped mode's finished part was lost; review finding).
@@ -1585,6 +1774,9 @@ def _interrupted(out: str, done: list[str], mode: Optional[str],
     mode: the mode that was stopped, or None (before the first).
     what: "interrupted" or "stopped by SIGTERM".
     modes: every mode of the call, in order (default: [mode]).
+    opts: the call's options, whose flags that only finished modes read the line says to
+      drop (was: pasted with them, the command was refused: "--samples_per_attribute is
+      used by --mode=sample only"; fault hunt).
   Returns:
     The line.
   """
@@ -1593,8 +1785,10 @@ def _interrupted(out: str, done: list[str], mode: Optional[str],
   if mode is None or mode in done:
     return f"{what}; {kept or 'nothing was written; '}run the command again."
   rest = [m for m in modes or [mode] if m not in whole]
-  again = (f"For the rest, run the command again with --mode={','.join(rest)}" if whole
-           else "Run the command again")
+  drop = [f"--{name}" for name, _ in opts.flags_unused_by(rest)] if opts and whole else []
+  without = f", without {', '.join(drop)}" if drop else ""
+  again = (f"For the rest, run the command again with --mode={','.join(rest)}{without}"
+           if whole else "Run the command again")
   over = f" ({mode} starts over)" if _partly_kept(done, mode) else ""
   return (f"{what} during --mode={mode}; {kept}its earlier files in {out}, if any, are "
           f"as they were{_partly_kept(done, mode)}. {again}{over}.")
@@ -1662,9 +1856,12 @@ def run_modes(opts: Options) -> None:
     one.done = done  # For `_Run.keep_partial`.
     for mode in opts.modes:
       # The earlier set read as the move finds --out (another call may write meanwhile).
-      earlier = functools.partial(_mode_set, mode, one.names, one.out)
+      earlier = functools.partial(_mode_set, mode, one.names, one.out, one.page_stems(mode))
+      one.unmade, one.json_shown = [], None
       with _staged(one.out, mode, done, earlier) as one.stage:
         RUN_MODES[mode](one)
+      if one.unmade:  # Its results (JSON) are in --out, its pictures not all.
+        raise one.unmade_error(mode)
       interrupts.check()  # An interrupt swallowed whole stops the call after this mode.
   except BaseException as e:  # pylint: disable=broad-except
     stop = interrupts.interrupt_in(e)  # Also one raised inside a callback from C.
@@ -1683,7 +1880,7 @@ def run_modes(opts: Options) -> None:
       # Was: named the stopped mode's finished part in process 0's --out, where process 0
       # may run on to the end (a mode with no step the processes share; review finding).
       raise type(stop)(_interrupted_elsewhere(shown, done, mode, what)) from None
-    raise type(stop)(_interrupted(shown, done, mode, what, opts.modes)) from None
+    raise type(stop)(_interrupted(shown, done, mode, what, opts.modes, opts)) from None
 
 
 def _interrupted_elsewhere(shown: str, done: list[str], mode: str, what: str) -> str:

@@ -143,33 +143,40 @@ def error_cell(target: np.ndarray, estimate: np.ndarray, region: np.ndarray) -> 
     return {**mean_sem(errors), "rmse_255": mean_sem(PIXEL_LEVELS * np.sqrt(errors))}
 
 
-def _nonfinite_images(images: np.ndarray, energy: Optional[np.ndarray] = None) -> int:
-  """How many of `images` ([N, ...]) hold NaN or infinity, or have a non-finite `energy` [N]
-  (inference that diverged on every restart: its output means nothing, even where finite)."""
+def _nonfinite_images(images: np.ndarray, diverged: Optional[np.ndarray] = None) -> int:
+  """How many of `images` ([N, ...]) hold NaN or infinity, or are marked in `diverged` [N]
+  (the inference's "diverged", `inference.posterior.diverged_images`: no finite energy, or
+  one that ended clearly above its start; its output means nothing, even where finite)."""
   bad = ~np.isfinite(np.asarray(images)).reshape(len(images), -1).all(-1)
-  if energy is not None:
-    bad |= ~np.isfinite(np.asarray(energy))
+  if diverged is not None:
+    bad |= np.asarray(diverged, bool)
   return int(np.sum(bad))
 
 
 def _check_outputs_finite(trained: inference.TrainedModel, images: np.ndarray,
                           method: str, made: str = "reconstructs", what: str = "test images",
-                          optimised: bool = False, energy: Optional[np.ndarray] = None
-                          ) -> None:
+                          optimised: bool = False, diverged: Optional[np.ndarray] = None,
+                          energy: Optional[np.ndarray] = None) -> None:
   """Refuses to score a model whose reconstructions (or samples, completions, inferred
   attributes) are NaN or infinite. Was: their errors were left out as if the pixels were not
   scored (cells "–", n 0) and the attribute scores of its NaN samples still published, status
   0. `optimised`: the outputs come from posterior inference, which can diverge by itself;
-  `energy`: its final energy per image, non-finite where it did (a warning only, before)."""
-  bad = _nonfinite_images(images, energy)
+  `diverged`: the images where it did, its "diverged" [N] (a warning only, before; and an
+  inference whose energy rose clearly but stayed finite was published as converged);
+  `energy`: its final energy [N], for the message's words."""
+  bad = _nonfinite_images(images, diverged)
   if bad:
     cause = ("posterior inference diverged for them (the run's config.inference.learning_rate "
              "is too high for this model; `infer.py --mode=tune` compares settings) or "
              if optimised else "")
+    # Finite pixels and energies all: an inference whose energy rose clearly (`diverged`).
+    finite = not _nonfinite_images(images, None if energy is None else ~np.isfinite(energy))
+    how = ("by an inference whose energy ended clearly above its start" if finite
+           else "as NaN or infinity")
     raise InputError(
-        f"the model of step {trained.step} {made} {bad} of {len(images)} {what} as NaN or "
-        f"infinity ({method}): {cause}its checkpoint is damaged or its training diverged; "
-        "evaluate an earlier checkpoint (infer.py --step), or train again.")
+        f"the model of step {trained.step} {made} {bad} of {len(images)} {what} {how} "
+        f"({method}): {cause}its checkpoint is damaged or its training diverged; evaluate an "
+        "earlier checkpoint (infer.py --step), or train again.")
 
 
 def _check_attribute_order(trained: inference.TrainedModel, dataset: Dataset) -> None:
@@ -237,18 +244,20 @@ TUNE_EXAMPLES = 256
 
 
 def _tuning_cell(target: np.ndarray, estimate: np.ndarray, region: np.ndarray,
-                 energy: Optional[np.ndarray] = None) -> dict[str, Any]:
+                 diverged: Optional[np.ndarray] = None) -> dict[str, Any]:
   """`error_cell` of one tuning column, and "diverged": the images whose estimate holds NaN or
-  infinity, or whose final `energy` does (no restart converged: the estimate, finite or not,
-  means nothing). Where any did, the mean and s.e. are NaN: the images that converged alone
-  would give a setting that diverges on some a better error than one that does not. Was: their
-  errors left out as if those pixels were not scored; and a setting whose every image
-  diverged with finite pixels (learning_rate 1e30: z near 1e30, the decoder saturated) was
-  scored as converged, "diverged" 0."""
-  diverged = _nonfinite_images(estimate, energy)
-  cell = {**error_cell(target, estimate, region), "diverged": diverged,
+  infinity, or whose inference diverged (`diverged` [N], the inference's: no finite energy, or
+  one that ended clearly above its start; the estimate, finite or not, means nothing). Where
+  any did, the mean and s.e. are NaN: the images that converged alone would give a setting that
+  diverges on some a better error than one that does not. Was: their errors left out as if those
+  pixels were not scored; and a setting whose every image diverged with finite pixels
+  (learning_rate 1e30: z near 1e30, the decoder saturated) was scored as converged, "diverged" 0,
+  and so was one whose energy rose finitely (1e4: 7.5e9 from 1.6e3, a worse error than the
+  recognition network's; fault hunt)."""
+  count = _nonfinite_images(estimate, diverged)
+  cell = {**error_cell(target, estimate, region), "diverged": count,
           "images": len(estimate)}
-  if diverged:
+  if count:
     for c in (cell, cell["rmse_255"]):
       c["mean"] = c["sem"] = float("nan")
   return cell
@@ -376,6 +385,7 @@ def evaluate_model(trained: inference.TrainedModel, dataset: Dataset, *,
     row = rows.setdefault(method, {})
     out = inference.reconstruct(trained, images, attrs, key=key, options=opts)
     _check_outputs_finite(trained, out["reconstruction"], method, optimised=opts.steps > 0,
+                          diverged=posterior.diverged_of(out),
                           energy=out.get("energy"))
     everywhere = np.ones_like(x01[..., :1])
     row[RECON_FULL] = error_cell(x01, out["reconstruction"], everywhere)
@@ -385,7 +395,8 @@ def evaluate_model(trained: inference.TrainedModel, dataset: Dataset, *,
       out = inference.complete(trained, images, attrs, observed, key=key, options=opts)
       # Was: NaN completions were left out of the mean (`mean_sem` skips them), status 0.
       _check_outputs_finite(trained, out["completion"], f"{method}, {name}", "completes",
-                            optimised=opts.steps > 0, energy=out.get("energy"))
+                            optimised=opts.steps > 0,
+                            diverged=posterior.diverged_of(out), energy=out.get("energy"))
       row[name] = error_cell(x01, out["completion"], 1.0 - observed)
   return {"model": trained.model.label, "step": trained.step, "num_examples": n,
           "options": dataclasses.asdict(options), "rows": rows}
@@ -413,7 +424,9 @@ def tune_inference(trained: inference.TrainedModel, dataset: Dataset, *,
   Returns:
     One dict per setting: "options" (every setting it ran with) and an error per column
     (`error_cell`, plus "diverged": the images whose inference gave NaN or infinity, or
-    ended with no finite energy, of "images"; where any did, the column's means and s.e. are
+    diverged (no finite energy, or one ended clearly above its start:
+    `inference.posterior.diverged_images`), of "images"; where any did, the column's means
+    and s.e. are
     NaN).
   Raises:
     ConfigError: a setting with an unknown option or an invalid value (every setting is
@@ -444,10 +457,11 @@ def tune_inference(trained: inference.TrainedModel, dataset: Dataset, *,
     out = inference.reconstruct(trained, images, attrs, key=key, options=opts)
     row = {"options": dataclasses.asdict(opts),
            RECON_FULL: _tuning_cell(x01, out["reconstruction"], np.ones_like(x01[..., :1]),
-                                    out.get("energy"))}
+                                    posterior.diverged_of(out))}
     for name, observed in masks.items():
       out = inference.complete(trained, images, attrs, observed, key=key, options=opts)
-      row[name] = _tuning_cell(x01, out["completion"], 1.0 - observed, out.get("energy"))
+      row[name] = _tuning_cell(x01, out["completion"], 1.0 - observed,
+                               posterior.diverged_of(out))
     rows.append(row)
   return rows
 
@@ -882,7 +896,8 @@ def attribute_report(trained: inference.TrainedModel, dataset: Dataset, predicto
     y = out["y"]
     # Was: a NaN attribute scored as the low class of every binary column, status 0.
     _check_outputs_finite(trained, y, "attribute inference", "infers the attributes of",
-                          "test images", optimised=True, energy=out.get("energy"))
+                          "test images", optimised=True,
+                          diverged=posterior.diverged_of(out), energy=out.get("energy"))
     report["inference"] = ap.score(predictor, y, attrs)
   return report
 

@@ -97,6 +97,53 @@ def test_restarts_never_worse_than_one_start(cvae):
                              atol=1e-2)
   np.testing.assert_allclose(three["energy"], three["restart_energies"].min(axis=1))
   assert np.all(three["energy"] <= one["energy"] + 1e-2)
+  # Healthy: each ends below where it started, and none counts as diverged.
+  for out in (one, three):
+    assert np.all(out["energy"] <= out["start_energy"]), (out["energy"], out["start_energy"])
+    assert out["diverged"].shape == (8,) and not out["diverged"].any(), out["energy"]
+  np.testing.assert_allclose(three["start_energy"], np.minimum(  # Restart 0's start, or lower.
+      one["start_energy"], three["start_energy"]), rtol=1e-4)
+
+
+def test_inference_that_blows_up_finitely_counts_as_diverged(cvae, caplog):
+  """Fault hunt: a learning rate that threw z far off while the energy stayed finite (1e4 on
+  a tiny CVAE: energies of 7.5e9 from the recognition network's 1.6e3, a worse error than
+  its) was not warned of, scored "diverged" 0 by the tuning and published by the evaluation;
+  only a NaN or infinite energy counted. An image whose energy ends clearly above where it
+  started now counts as diverged, as one without a finite energy does (healthy runs flag
+  none: test_restarts_never_worse_than_one_start, test_discvae_uses). The programs of
+  test_restarts_never_worse_than_one_start (the learning rate is traced)."""
+  from a2i_jax import evaluation  # pylint: disable=import-outside-toplevel
+  trained, ds = cvae
+  x, y = _test_batch(ds)
+  key = jax.random.key(3)
+  warned = lambda: [r.getMessage() for r in caplog.records if "diverged" in r.getMessage()]
+  region = np.ones((8, 32, 32, 1), np.float32)
+  for restarts in (1, 3):
+    caplog.clear()
+    out = inference.reconstruct(trained, x, y, key=key, options=inference.options_for(
+        trained, learning_rate=1e4, restarts=restarts))
+    assert np.all(np.isfinite(out["energy"])), out["energy"]  # Finite: what went unseen.
+    assert out["diverged"].all(), (out["energy"], out["start_energy"])
+    assert warned() == [
+        "posterior inference diverged for 8 of 8 images (8 ending clearly higher in energy "
+        "than where it started); their outputs mean nothing: lower the learning rate (now "
+        "10000)."], warned()
+    # The tuning's cell counts them (`evaluate_model` refuses them by the same mask).
+    cell = evaluation._tuning_cell(  # pylint: disable=protected-access
+        inputs.to_unit(x), out["reconstruction"], region,
+        inference.posterior.diverged_of(out))
+    assert cell["diverged"] == 8 and np.isnan(cell["mean"]), cell
+    with pytest.raises(InputError, match="reconstructs 8 of 8 test images by an inference "
+                       "whose energy ended clearly above its start"):
+      evaluation._check_outputs_finite(  # pylint: disable=protected-access
+          trained, out["reconstruction"], "optimisation", optimised=True,
+          diverged=out["diverged"], energy=out["energy"])
+  # The rule: a rise beyond a tenth of the start's size, and beyond 10 nats; negative too.
+  np.testing.assert_array_equal(inference.posterior.diverged_images(
+      [100.0, 111.0, 5.0, 16.0, -100.0, -89.0, np.nan, np.inf, 1e9],
+      [100.0, 100.0, 0.0, 0.0, -100.0, -100.0, 1.0, 1.0, np.inf]),
+      [False, True, False, True, False, True, True, True, False])
 
 
 def test_four_devices_equal_one(cvae):
@@ -118,8 +165,11 @@ def test_four_devices_equal_one(cvae):
                                              options=opts, mesh=mesh, fns=fns)
   four, one = run(parallel.make_mesh()), run(parallel.make_mesh(jax.devices()[:1]))
   assert parallel.make_mesh().devices.size == 4
-  for k in ("z", "energy", "reconstruction"):
+  for k in ("z", "energy", "start_energy", "reconstruction"):
     np.testing.assert_allclose(four[k], one[k], rtol=1e-4, atol=1e-4)
+  # The starts of the real rows alone (padded images, one step per call), none diverged.
+  assert four["start_energy"].shape == (6,)
+  assert not (four["diverged"].any() or one["diverged"].any()), four["energy"]
   # Every call gets the carry split over the devices (Adam's moments too, which `init` leaves
   # replicated, and which the steps leave replicated on one device), so the steps compile
   # once per mesh, not again for each sharding the carry arrives in.
@@ -455,11 +505,13 @@ def test_discvae_uses(discvae):
     out = inference.reconstruct(trained, x, y, key=jax.random.key(0), fg_masks=fg)
     assert set(out) >= {"z_fg", "z_bg", "foreground", "gate", "background", "reconstruction"}
     assert out["z_fg"].shape == (4, 6) and out["z_bg"].shape == (4, 4)
+    assert not out["diverged"].any(), (out["energy"], out["start_energy"])  # Healthy.
   # The images are the generator's for the latents kept, the best restart's (here not always
   # the first): `finish` decodes once for the energies and the images.
   out = inference.reconstruct(trained, x, y, key=jax.random.key(0),
                               options=inference.options_for(trained, init="prior", restarts=3))
   assert (out["restart_energies"].argmin(axis=1) != 0).any()
+  assert not out["diverged"].any(), (out["energy"], out["start_energy"])
   decoded = inference.decode(trained, {"z_fg": out["z_fg"], "z_bg": out["z_bg"]}, out["y"])
   for name in ("foreground", "gate", "background"):
     np.testing.assert_allclose(out[name], decoded[name], atol=1e-5)

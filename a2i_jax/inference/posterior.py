@@ -767,8 +767,11 @@ def infer_latents(trained: TrainedModel, images: Array, attributes: Optional[Arr
     dict of numpy arrays: the latents ("z" [N, z_dim], or disCVAE's "z_fg", "z_bg"), "y"
     [N, y_dim] (the given or inferred attributes), "reconstruction" [N, S, S, 3] in [0, 1]
     (and each of `model.image_layers`, e.g. "foreground", "gate", "background", in [0, 1]),
-    "energy" [N] (final, of the kept restart: the lowest finite one; a warning names images
-    with none), "restart_energies" [N, restarts],
+    "energy" [N] (final, of the kept restart: the lowest finite one), "restart_energies"
+    [N, restarts], "start_energy" [N] (the lowest of its restarts' energies before the first
+    step; with 0 steps, the final ones), "diverged" [N] bool (`diverged_images`: no restart
+    ended with a finite energy, or the kept one ended clearly above "start_energy"; their
+    outputs mean nothing, and a warning counts them),
     "energy_trace" [steps] (mean energy per image before each step, over the kept and other
     restarts alike).
   Raises:
@@ -782,7 +785,7 @@ def infer_latents(trained: TrainedModel, images: Array, attributes: Optional[Arr
                           fg_masks=fg_masks, attribute_prior=attribute_prior, mesh=mesh,
                           fns=fns, pad_to=pad_to, first_index=first_index,
                           batch_size=batch_size, use="infer_latents")
-  _warn_diverged(result["energy"], _check_options(trained, options))
+  _warn_diverged(result["diverged"], result["energy"], _check_options(trained, options))
   return result
 
 
@@ -866,19 +869,81 @@ def _warn_attributes_outside_range(trained: TrainedModel, y: np.ndarray, use: st
                   len(outside), y.shape[1], listed, more)
 
 
-def _warn_diverged(energy: np.ndarray, options: InferenceOptions) -> None:
+# How far above where it started an image's final energy may end before its inference
+# counts as diverged (`diverged_images`): the larger of this share of the start's size and
+# these nats. Healthy runs end below their start: with the default settings (300 steps at
+# 0.05, cosine), on 16 test images of 3,000-step synthetic VAE and disCVAE runs (starts from
+# -175 to 5,551 nats; 1 or 3 restarts, encoder or prior starts, reconstruct, complete and
+# infer_attributes) and 32 of 4- and 300-step tiny CVAEs, every image's final energy lay
+# 0.03 nats or more below its start (2026-12-07); a learning rate of 30 on the 300-step one
+# ended 8x above it (fault hunt, 50 steps).
+DIVERGED_RISE_SHARE = 0.1
+DIVERGED_RISE_NATS = 10.0
+
+
+def diverged_images(energy: Any, start_energy: Any) -> np.ndarray:
+  """The images whose posterior inference diverged: the one rule that the warning
+  (`_warn_diverged`), the evaluation and infer.py go by (`infer_latents`' "diverged").
+
+  An image diverged where its final energy (of the kept restart) is NaN or infinite, or
+  ended clearly higher than where its inference started, the lowest start energy of its
+  restarts (`infer_latents`' "start_energy"): above it by more than `DIVERGED_RISE_SHARE` of
+  its size and at least `DIVERGED_RISE_NATS`. Was: NaN or infinity alone, and a learning rate
+  that threw z far off while its energy stayed finite (1e4: energies of 7.5e9 where the
+  recognition network's start had 1.6e3, an error worse than the start's) was taken as
+  converged by every check (fault hunt). A start that is not finite flags nothing more.
+
+  Args:
+    energy: [N] final energies.
+    start_energy: [N] start energies, as `infer_latents` gives them.
+  Returns:
+    [N] bool, True where the image's inference diverged.
+  """
+  energy = np.asarray(energy, np.float64)
+  start = np.asarray(start_energy, np.float64)
+  rise = np.maximum(DIVERGED_RISE_SHARE * np.abs(start), DIVERGED_RISE_NATS)
+  with np.errstate(invalid="ignore"):  # A NaN or infinite start: NaN here, flagging nothing.
+    higher = energy > start + rise
+  return ~np.isfinite(energy) | higher
+
+
+def diverged_of(outputs: Mapping[str, Any]) -> Optional[np.ndarray]:
+  """The [N] images an inference's `outputs` mark as diverged: their "diverged"
+  (`diverged_images`), which every use of `infer_latents` gives; for outputs without one
+  (made by other code), a non-finite "energy"; None without either. What the evaluation and
+  infer.py read.
+
+  Args:
+    outputs: a dict like `infer_latents`' outputs.
+  Returns:
+    [N] bool, or None.
+  """
+  if outputs.get("diverged") is not None:
+    return np.asarray(outputs["diverged"], bool)
+  energy = outputs.get("energy")
+  return None if energy is None else ~np.isfinite(np.asarray(energy, np.float64))
+
+
+def _warn_diverged(diverged: np.ndarray, energy: np.ndarray,
+                   options: InferenceOptions) -> None:
   """One warning for the images whose inference diverged, if any: `infer_latents` gives it
   for its batch, `run_inference` once for all its images (was: one per batch).
 
   Args:
-    energy: [N], each image's final energy (`infer_latents`' "energy").
+    diverged: [N], `diverged_images` (`infer_latents`' "diverged").
+    energy: [N], each image's final energy (`infer_latents`' "energy"), to tell the ways.
     options: the options it ran with (the learning rate is named).
   """
-  diverged = int((~np.isfinite(energy)).sum())
-  if diverged:
-    logging.warning("posterior inference diverged for %d of %d images (no restart ended with "
-                    "a finite energy); their outputs mean nothing: lower the learning rate "
-                    "(now %g).", diverged, len(energy), options.learning_rate)
+  diverged = np.asarray(diverged, bool)
+  if not diverged.any():
+    return
+  nonfinite = int((diverged & ~np.isfinite(energy)).sum())
+  higher = int(diverged.sum()) - nonfinite
+  ways = [f"{nonfinite} with no restart ending at a finite energy"] if nonfinite else []
+  ways += [f"{higher} ending clearly higher in energy than where it started"] if higher else []
+  logging.warning("posterior inference diverged for %d of %d images (%s); their outputs mean "
+                  "nothing: lower the learning rate (now %g).", int(diverged.sum()),
+                  len(diverged), ", ".join(ways), options.learning_rate)
 
 
 def same_batch_on_every_process(x: np.ndarray, y: np.ndarray, observed: np.ndarray,
@@ -983,7 +1048,7 @@ def _infer_latents(trained, images, attributes, observed, *, key, options, fg_ma
   hyper = parallel.put_replicated(_hyper(options), mesh)
   start = parallel.put_replicated(np.int32(first_index), mesh)
   k = fns["steps_per_call"]
-  result, energies, trace_sum = None, [], None
+  result, energies, trace_sum, start_energy = None, [], None, None
   for first_restart in range(0, r, share):
     # The restarts of this share; -1 pads the last one to the same rows (one program).
     ids = np.arange(first_restart, first_restart + share, dtype=np.int32)
@@ -1015,8 +1080,16 @@ def _infer_latents(trained, images, attributes, observed, *, key, options, fg_ma
       real = np.repeat(np.arange(n_pad) < n, share) & np.tile(ids >= 0, n_pad)
       part_sum = trace[:, real].sum(axis=1, dtype=np.float64)
       trace_sum = part_sum if trace_sum is None else trace_sum + part_sum
+      # The energy before the first step: each restart's start, the lowest of an image's kept.
+      starts = trace[0].reshape(n_pad, share)[:n][:, ids >= 0]
+    else:  # No steps: the outputs are the starts.
+      starts = energies[-1]
+    lowest = np.where(np.isfinite(starts), starts, np.inf).min(axis=1)
+    start_energy = lowest if start_energy is None else np.minimum(start_energy, lowest)
   result["restart_energies"] = (energies[0] if len(energies) == 1
                                 else np.concatenate(energies, axis=1))
   result["energy_trace"] = (np.zeros((0,), np.float32) if trace_sum is None
                             else (trace_sum / (n * r)).astype(np.float32))
+  result["start_energy"] = start_energy.astype(np.float32)
+  result["diverged"] = diverged_images(result["energy"], result["start_energy"])
   return result

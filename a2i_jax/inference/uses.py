@@ -233,8 +233,9 @@ def run_inference(trained: TrainedModel, images: Any, attributes: Any = None,
     batch_size: the most rows (images x restarts) one compiled call takes; default
       `config.inference.batch_size`.
   Returns:
-    `infer_latents`' outputs for all N images ("energy_trace" averaged over batches); the
-    images ("reconstruction" and the model's image layers) in [0, 1].
+    `infer_latents`' outputs for all N images ("energy_trace" averaged over batches; the
+    images it marks "diverged" warned of once for all); the images ("reconstruction" and
+    the model's image layers) in [0, 1].
   Raises:
     InputError: inputs that do not fit the model or each other (every array is checked whole,
       against the N images, before the first batch), no images, a batch size below 1, or a
@@ -281,7 +282,8 @@ def run_inference(trained: TrainedModel, images: Any, attributes: Any = None,
         batch_size=batch, compared=True))
     sizes.append(sl.stop - start)
   out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != "energy_trace"}
-  _warn_diverged(out["energy"], options)  # Once for all N (was: once per batch).
+  # Once for all N (was: once per batch).
+  _warn_diverged(out["diverged"], out["energy"], options)
   # The mean per image over all N: a ragged last batch weighs by its images.
   out["energy_trace"] = np.average([p["energy_trace"] for p in parts], axis=0,
                                    weights=sizes).astype(np.float32)  # As infer_latents'.
