@@ -481,6 +481,14 @@ def _attribute_index(names, name: str) -> int:
   return names.index(name)
 
 
+def _progress(line: str) -> None:
+  """A progress line, on standard error (standard output holds the results), by process 0
+  alone (the others' standard output is silenced, not their standard error: each printed it
+  too; read-through)."""
+  if distributed.is_main():
+    print(line, file=sys.stderr, flush=True)
+
+
 def _prior_of_process_0(prior: "inference.AttributePrior") -> "inference.AttributePrior":
   """`prior` as process 0 fitted it, on every process of a multi-process call (itself in one
   process). Each fits it from the same attributes, but a matrix inverse may differ in its
@@ -808,13 +816,22 @@ def _save_page(columns: Sequence, rows: slice, path: str) -> None:
     _Unmade: no memory for it, or images that are no picture (NaN); OSError: a failed write.
   """
   try:
-    page = np.stack([to_uint8(c(rows) if callable(c) else np.asarray(c[rows]))
+    page = np.stack([to_uint8(_drawable(c(rows) if callable(c) else np.asarray(c[rows])))
                      for c in columns], 1)
     visualize.save_grid(page.reshape((-1,) + page.shape[2:]), path, len(columns))
   except MemoryError:
     raise _Unmade("this machine had not the memory to make it") from None
   except InputError as e:  # visualize's "more than this machine can give", or NaN images.
     raise _Unmade(first_line(e).split("; ask for a smaller scale")[0].rstrip(".")) from None
+
+
+def _drawable(images: np.ndarray) -> np.ndarray:
+  """`images` with NaN and infinities drawn mid-grey: an image whose inference diverged, which
+  the mode's JSON names (was: its NaN pixels stopped the call's picture and every mode after
+  it, with advice about memory; read-through)."""
+  if images.dtype == np.uint8 or np.isfinite(images).all():
+    return images
+  return np.where(np.isfinite(images), images, 0.5).astype(images.dtype)
 
 
 def _page_names(name: str, pages: int) -> list[str]:
@@ -828,14 +845,27 @@ def _page_names(name: str, pages: int) -> list[str]:
 
 def _pages_in(out: Optional[str], stems: Sequence[str], keep: Sequence[str] = ()
               ) -> tuple[str, ...]:
-  """The pages of grids of `stems` in `out` (<stem>_<3 or more digits>.png, `_page_names`),
-  but for the names in `keep` (other results of their own)."""
-  try:
-    listed = os.listdir(out) if out is not None and stems else []
-  except OSError:
+  """The pages of grids of `stems` (<stem>_<3 or more digits>.png, `_page_names`) that the
+  earlier call's JSON in `out` lists in its "files" (<stem>.json; complete.json and
+  complete_partial.json for completions), but for the names in `keep` (other results of their
+  own). Was: every file in `out` of a page's name, a user's own reconstruct_2024.png too
+  (read-through); a JSON of a release before pages lists none."""
+  if out is None or not stems:
     return ()
-  return tuple(n for n in listed if n not in keep and any(
-      n.startswith(f"{s}_") and re.fullmatch(r"\d{3,}\.png", n[len(s) + 1:]) for s in stems))
+  records = dict.fromkeys(
+      f"{'complete_partial' if s.startswith('complete_partial_') else 'complete'}.json"
+      if s.startswith("complete_") else f"{s}.json" for s in stems)
+  listed = []
+  for record in records:
+    try:
+      with open(os.path.join(out, record), encoding="utf-8") as f:
+        files = json.load(f).get("files")
+    except (OSError, ValueError, AttributeError):  # None there, unreadable, no object.
+      continue
+    for entry in (files.values() if isinstance(files, dict) else [files]):
+      listed += [n for n in entry if isinstance(n, str)] if isinstance(entry, list) else []
+  return tuple(dict.fromkeys(n for n in listed if n not in keep and any(
+      n.startswith(f"{s}_") and re.fullmatch(r"\d{3,}\.png", n[len(s) + 1:]) for s in stems)))
 
 
 def _edit_stem(name: str, names: Sequence[str]) -> str:
@@ -1608,9 +1638,9 @@ def _check_loaded_examples(workdirs: list[str], configs: list, infos: list,
   groups = [i for i, key in enumerate(keys) if key not in keys[:i]]
   if len(groups) < 2:
     return
-  # Progress to standard error: standard output holds the results alone, so that
-  # `infer.py --mode=evaluate > table.md` is the table (was preceded by these lines; hunt).
-  print(f"comparing the test examples of {len(groups)} data configs", file=sys.stderr)
+  # Progress to standard error: standard output holds the tables and the files written (was:
+  # these lines before the table in `infer.py --mode=evaluate > table.md`; fault hunt).
+  _progress(f"comparing the test examples of {len(groups)} data configs")
   examples = None  # The first's, with masks from the first run that has them.
   for i in groups:
     mine = evaluation.test_examples(_load_data(configs[i], workdirs[i]), num_examples)
@@ -1675,8 +1705,8 @@ def evaluate(opts: Options, done: list[str]) -> None:
     result = None  # This run's table rows, once they are done.
     try:
       run = _Run(workdir, opts)
-      print(f"evaluating {run.workdir} ({run.trained.config.model.name}, step "
-            f"{run.trained.step})", file=sys.stderr)
+      _progress(f"evaluating {run.workdir} ({run.trained.config.model.name}, step "
+                f"{run.trained.step})")
       options = run.options()
       result = {**evaluation.evaluate_model(
           run.trained, run.dataset, occlusion_names=opts.occlusion_names(),
@@ -1696,8 +1726,7 @@ def evaluate(opts: Options, done: list[str]) -> None:
           # a predictor of its own, so two --seed mixed in the predictor's variance; review).
           predictor = attribute_predictor.load_or_train(
               run.trained.config.attribute_predictor, run.dataset, opts.workdirs[0],
-              seed=PREDICTOR_SEED,
-              announce=lambda line: print(line, file=sys.stderr, flush=True))
+              seed=PREDICTOR_SEED, announce=_progress)
         report = {**evaluation.attribute_report(
             run.trained, run.dataset, predictor, key=run.key, num_examples=opts.num_examples,
             options=options), "model": label}

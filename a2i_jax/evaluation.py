@@ -169,10 +169,12 @@ def _check_outputs_finite(trained: inference.TrainedModel, images: np.ndarray,
     cause = ("posterior inference diverged for them (the run's config.inference.learning_rate "
              "is too high for this model; `infer.py --mode=tune` compares settings) or "
              if optimised else "")
-    # Finite pixels and energies all: an inference whose energy rose clearly (`diverged`).
-    finite = not _nonfinite_images(images, None if energy is None else ~np.isfinite(energy))
-    how = ("by an inference whose energy ended clearly above its start" if finite
-           else "as NaN or infinity")
+    # Each kind counted apart (was: 7 of 8 "as NaN or infinity" where one was; read-through):
+    # NaN or infinity in the pixels or the energy, and an inference whose energy rose clearly.
+    nonfinite = _nonfinite_images(images, None if energy is None else ~np.isfinite(energy))
+    rose = "by an inference whose energy ended clearly above its start"
+    how = ("as NaN or infinity" if nonfinite == bad else rose if not nonfinite else
+           f"wrongly ({nonfinite} as NaN or infinity, {bad - nonfinite} {rose})")
     raise InputError(
         f"the model of step {trained.step} {made} {bad} of {len(images)} {what} {how} "
         f"({method}): {cause}its checkpoint is damaged or its training diverged; evaluate an "

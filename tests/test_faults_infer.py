@@ -3003,6 +3003,30 @@ def _stub_inference(monkeypatch):
                        0.5, np.float32)})
 
 
+def test_an_image_whose_inference_diverged_to_nan_is_drawn_grey(trained, tmp_path,
+                                                                monkeypatch):
+  """Read-through: one diverged image of NaN pixels made its mode's picture fail, and the call
+  stopped there (the modes after it not run) with advice about memory. Its JSON names it; the
+  picture draws it mid-grey, and the call goes on."""
+  import infer  # pylint: disable=import-outside-toplevel
+  _stub_inference(monkeypatch)
+
+  def reconstruct(trained, images, *args, **kwargs):
+    out = np.full(np.shape(images), 0.5, np.float32)
+    out[1] = np.nan
+    return {"reconstruction": out, "diverged": np.arange(len(images)) == 1,
+            "energy": np.where(np.arange(len(images)) == 1, np.nan, 0.0)}
+  monkeypatch.setattr(inference, "reconstruct", reconstruct)
+  out = tmp_path / "out"
+  infer.run_modes(_options(f"--workdir={trained}", f"--out={out}", "--steps=1",
+                           "--mode=reconstruct,sample", "--num_images=3",
+                           "--samples_per_attribute=1"))
+  record = json.loads((out / "reconstruct.json").read_text())
+  assert record["files"] == ["reconstruct.png"] and len(record["diverged"]) == 1
+  assert "pictures_not_made" not in record
+  assert any(n.startswith("sample_step") for n in os.listdir(out))
+
+
 def test_grids_of_many_rows_are_paged_and_a_rerun_leaves_no_stale_page(trained, tmp_path,
                                                                         monkeypatch):
   """Fault hunt: reconstruct, complete, edit and sample wrote one PNG of every image, made
@@ -3035,9 +3059,16 @@ def test_grids_of_many_rows_are_paged_and_a_rerun_leaves_no_stale_page(trained, 
                            "--occlusion=eyes", "--attribute=smile"))
   assert pngs() == sorted(pages("complete_eyes", 2) + pages("edit_smile", 2)
                           + pages("reconstruct", 2))
+  # A user's files of a page's name that no earlier JSON lists stay (were removed too; a
+  # read-through).
+  for name in ("reconstruct_2024.png", "complete_eyes_100.png"):
+    (out / name).write_text("mine")
   infer.run_modes(_options(*flags, "--mode=reconstruct,complete,edit", "--num_images=2",
                            "--occlusion=eyes", "--attribute=smile"))
-  assert pngs() == ["complete_eyes.png", "edit_smile.png", "reconstruct.png"]
+  assert pngs() == ["complete_eyes.png", "complete_eyes_100.png", "edit_smile.png",
+                    "reconstruct.png", "reconstruct_2024.png"]
+  for name in ("reconstruct_2024.png", "complete_eyes_100.png"):
+    (out / name).unlink()
   assert read("reconstruct.json")["files"] == ["reconstruct.png"]
   # sample: one row per attribute vector; another step's sample stays.
   step = read("reconstruct.json")["step"]

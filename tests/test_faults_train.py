@@ -2607,7 +2607,8 @@ def test_a_process_other_than_0_looks_for_no_earlier_run(tmp_path, monkeypatch):
 
 def _fake_train_steps(model, tx, config, mesh, steps=None, nan_step=-1):
   """A stand-in for `train_lib.jit_train_steps`: each step reports its own number as its loss
-  (finite unless it is `nan_step`) and leaves the model alone."""
+  and leaves the model alone; `nan_step` is refused as a step of a NaN gradient is (its
+  gradient norm NaN, as the real step's metrics have it)."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   del model, tx, mesh
@@ -2617,8 +2618,9 @@ def _fake_train_steps(model, tx, config, mesh, steps=None, nan_step=-1):
     del data, key
     step = state.step + 1 + jnp.arange(n)
     ok = step != nan_step
-    return state.replace(step=state.step + n), {"loss": step.astype(jnp.float32), "finite": ok,
-                                                "term_finite": {"loss": ok}}
+    return state.replace(step=state.step + n), {
+        "loss": step.astype(jnp.float32), "grad_norm": jnp.where(ok, 1.0, jnp.nan),
+        "finite": ok, "term_finite": {"loss": ok}}
   return jax.jit(run)
 
 

@@ -139,6 +139,14 @@ def test_inference_that_blows_up_finitely_counts_as_diverged(cvae, caplog):
       evaluation._check_outputs_finite(  # pylint: disable=protected-access
           trained, out["reconstruction"], "optimisation", optimised=True,
           diverged=out["diverged"], energy=out["energy"])
+    # Each kind counted apart (was: all 8 "as NaN or infinity" where one energy was NaN).
+    energy = out["energy"].copy()
+    energy[0] = np.nan
+    with pytest.raises(InputError, match=r"reconstructs 8 of 8 test images wrongly \(1 as NaN "
+                       r"or infinity, 7 by an inference whose energy ended clearly above"):
+      evaluation._check_outputs_finite(  # pylint: disable=protected-access
+          trained, out["reconstruction"], "optimisation", optimised=True,
+          diverged=out["diverged"], energy=energy)
   # The rule: a rise beyond a tenth of the start's size, and beyond 10 nats; negative too.
   np.testing.assert_array_equal(inference.posterior.diverged_images(
       [100.0, 111.0, 5.0, 16.0, -100.0, -89.0, np.nan, np.inf, 1e9],
