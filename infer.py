@@ -1430,6 +1430,9 @@ def complete(run: _Run) -> None:
       # The occluded input made a page at a time, as the grid (`_Run.save_rows`).
       shown = lambda rows, seen=observed: x01[rows] * seen[rows] + 0.5 * (1 - seen[rows])
       written = run.save_rows([shown, out["completion"], x01], f"complete_{name}.png")
+      # Its pages before its errors, which mark it finished (`finished` below): a stop between
+      # the two kept its errors without its pages (read-through).
+      result["files"][name] = written  # {occlusion: its pages}, as hidden_pixel_mse.
       diverged = _with_attributes(_diverged_of(out), attribute_diverged)
       inferred = run.inferred(labels, attrs, attribute_diverged)
       if inferred:  # {occlusion: rows}, as hidden_pixel_mse; the settings once.
@@ -1439,7 +1442,6 @@ def complete(run: _Run) -> None:
           x01, out["completion"], 1 - observed), diverged).tolist()
       if _diverged(labels, diverged):  # {occlusion: labels}, as hidden_pixel_mse.
         result.setdefault("diverged", {})[name] = _diverged(labels, diverged)["diverged"]
-      result["files"][name] = written  # {occlusion: its pages}, as hidden_pixel_mse.
       interrupts.check()  # One swallowed whole: the occlusions done are kept.
   except BaseException:  # Ctrl-C, an error, a device out of memory: all the same.
     finished = list(result["hidden_pixel_mse"])

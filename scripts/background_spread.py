@@ -61,8 +61,17 @@ def real_spread(images: np.ndarray, masks: Optional[np.ndarray]) -> Optional[flo
   return float(np.sqrt(var).mean(axis=-1)[keep].mean()) if keep.any() else None
 
 
+class _Parser(argparse.ArgumentParser):
+  """argparse's parser whose refusal is one `error:` line (status 2, argparse's), without the
+  usage lines and the program's name before it (was both; fault hunt)."""
+
+  def error(self, message: str):
+    print(f"error: {message}; see --help.", file=sys.stderr)
+    sys.exit(2)
+
+
 def main() -> None:
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p = _Parser(description=__doc__.splitlines()[0])
   p.add_argument("--workdir", required=True)
   p.add_argument("--rows", type=int, default=32)
   p.add_argument("--draws", type=int, default=16)
@@ -100,4 +109,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-  main()
+  try:
+    main()
+  except KeyboardInterrupt:  # Was a traceback. It writes nothing but its one line.
+    print("interrupted; nothing was written.", file=sys.stderr)
+    sys.exit(130)

@@ -149,6 +149,27 @@ def test_train_py_names_the_fix_for_a_command_line_mistake(args, message, tmp_pa
   assert not os.path.exists(tmp_path / "w")
 
 
+def _background_spread():
+  """scripts/background_spread.py, loaded as a module."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  spec = importlib.util.spec_from_file_location(
+      "background_spread", os.path.join(ROOT, "scripts", "background_spread.py"))
+  script = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(script)
+  return script
+
+
+def test_background_spread_refuses_a_bad_flag_in_one_line(monkeypatch, capsys):
+  """Was argparse's usage lines, then "background_spread.py: error: ..." (fault hunt)."""
+  script = _background_spread()
+  monkeypatch.setattr(sys, "argv", ["background_spread.py", "--workdir=w", "--rows=abc"])
+  with pytest.raises(SystemExit) as e:
+    script.main()
+  assert e.value.code == 2
+  assert capsys.readouterr().err == ("error: argument --rows: invalid int value: 'abc'; see "
+                                     "--help.\n")
+
+
 def test_background_spread_reports_what_it_used_as_strict_json(tiny_run, monkeypatch, capsys):
   """scripts/background_spread.py (RESULTS.md quotes it) on the tiny disCVAE. Was: "rows"
   the flag's 32 where the test split gave 16, a bare NaN (not JSON) where no pixel has
@@ -156,13 +177,9 @@ def test_background_spread_reports_what_it_used_as_strict_json(tiny_run, monkeyp
   columns in the CSV's order of now, not the run's; no split checks: `inference.load_data`
   is tested for those). The three are checked together, so that the old script's failure
   lists each."""
-  import importlib.util  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from a2i_jax import inference, sampling  # pylint: disable=import-outside-toplevel
-  spec = importlib.util.spec_from_file_location(
-      "background_spread", os.path.join(ROOT, "scripts", "background_spread.py"))
-  script = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(script)
+  script = _background_spread()
   loaded, seen = [], []
   load_data, spread, decode = inference.load_data, script.generated_spread, sampling.decode_images
   monkeypatch.setattr(inference, "load_data",
