@@ -138,6 +138,7 @@ PARTIAL_FILES = {"complete": "complete_partial.json and complete_partial_<occlus
 # work, and from ~3,600 the PNG was one PIL refuses to open (fault hunt).
 ROWS_PER_PAGE = 250
 PAGE_SIDE = 32_000  # Pixels: most viewers give up on longer sides.
+GRID_SCALE = 2  # The magnification of infer.py's pictures (`visualize.save_grid`'s scale).
 # The pages of each mode's stems: replaced with the mode's set (`_mode_set`), so that a
 # rerun with fewer images leaves no page of the earlier call behind.
 _PAGED_STEMS = {"reconstruct": ("reconstruct",),
@@ -633,7 +634,7 @@ class _Run:
     if attrs is None and self.trained.model.uses_attributes:
       out = inference.infer_attributes(self.trained, images, self.prior, observed,
                                        key=self.key, options=self.options())
-      attrs, diverged = np.array(out["y"], np.float32), _diverged_of(out)
+      attrs, diverged = np.array(out["y"], np.float32), inference.posterior.diverged_of(out)
       if diverged.any():
         attrs[diverged] = self.prior.mean
       return attrs, diverged
@@ -677,17 +678,15 @@ class _Run:
 
   def save(self, images, name, ncols):
     """Writes a PNG grid of `images` to the running mode's folder."""
-    path = os.path.join(self.stage, name)
-    _write(path, lambda p: visualize.save_grid(
-        np.asarray(images).reshape((-1,) + np.shape(images)[-3:]), p, ncols),
+    _write(os.path.join(self.stage, name), lambda p: visualize.save_grid(
+        np.asarray(images).reshape((-1,) + np.shape(images)[-3:]), p, ncols, scale=GRID_SCALE),
            shown=os.path.join(self.out, name))
-    return path
 
   def save_rows(self, columns: Sequence, name: str) -> list[str]:
     """Writes a PNG grid of one row per image (or attribute vector), `columns` side by side,
     to the running mode's folder, in pages of at most `ROWS_PER_PAGE` rows and `PAGE_SIDE`
     pixels of height (`_page_names`), each made from uint8 copies of its own rows alone. A
-    page that cannot be made (no memory for it, images that are no picture) stops the grid:
+    page that cannot be made (no memory for it) stops the grid:
     the names not written and why are added to `unmade`, for the mode's JSON
     (`unmade_record`) and the error after its set is in --out (`unmade_error`). A failed
     write (a full disk) is an error at once, as every file's.
@@ -700,7 +699,7 @@ class _Run:
       The file names written, in order: `name`, or its pages; those before an unmade one.
     """
     shape = np.shape(next(c for c in columns if not callable(c)))
-    per = max(1, min(ROWS_PER_PAGE, PAGE_SIDE // (2 * shape[1] + 1)))  # save_grid: 2x, pad 1.
+    per = max(1, min(ROWS_PER_PAGE, PAGE_SIDE // (GRID_SCALE * shape[1] + 1)))  # Pad: 1 px.
     names = _page_names(name, -(-shape[0] // per))
     for page, page_name in enumerate(names):
       rows = slice(page * per, (page + 1) * per)
@@ -813,16 +812,16 @@ def _save_page(columns: Sequence, rows: slice, path: str) -> None:
   of those rows alone (was: a float stack of every image, and its uint8 copy, at once).
 
   Raises:
-    _Unmade: no memory for it, or images that are no picture (NaN); OSError: a failed write.
+    _Unmade: no memory for it; OSError: a failed write.
   """
   try:
-    page = np.stack([to_uint8(_drawable(c(rows) if callable(c) else np.asarray(c[rows])))
-                     for c in columns], 1)
-    visualize.save_grid(page.reshape((-1,) + page.shape[2:]), path, len(columns))
+    page = visualize.stack_columns([
+        to_uint8(_drawable(c(rows) if callable(c) else np.asarray(c[rows]))) for c in columns])
+    visualize.save_grid(page, path, len(columns), scale=GRID_SCALE)
   except MemoryError:
     raise _Unmade("this machine had not the memory to make it") from None
-  except InputError as e:  # visualize's "more than this machine can give", or NaN images.
-    raise _Unmade(first_line(e).split("; ask for a smaller scale")[0].rstrip(".")) from None
+  except visualize.GridTooLargeError as e:  # Its reason: its advice names no flag of ours.
+    raise _Unmade(e.reason) from None
 
 
 def _drawable(images: np.ndarray) -> np.ndarray:
@@ -1222,11 +1221,6 @@ def _attribute_rows(labels, names, values):
           for lbl, vi in zip(labels, values)]
 
 
-def _diverged_of(out: dict) -> np.ndarray:
-  """The images an inference's outputs mark as diverged (`inference.posterior.diverged_of`)."""
-  return inference.posterior.diverged_of(out)
-
-
 def _diverged(labels: list[str], diverged: np.ndarray) -> dict:
   """{"diverged": the labels of the images whose inference diverged} (an inference's
   "diverged" [N]: no restart ended with a finite energy, or the kept one ended clearly above
@@ -1373,7 +1367,7 @@ def reconstruct(run: _Run) -> None:
                               options=inference.recognition_options(
                                   inference.options_for(run.trained, infer_attributes=False)))
   opt = inference.reconstruct(run.trained, images, attrs, key=run.key, options=opts)
-  diverged = _with_attributes(_diverged_of(opt), attribute_diverged)
+  diverged = _with_attributes(inference.posterior.diverged_of(opt), attribute_diverged)
   # The encoder's z given attributes found by optimisation is not the recognition model's
   # answer alone (was labelled so for --input images; fault hunt).
   recognition = ("recognition model" if attribute_diverged is None else
@@ -1433,7 +1427,7 @@ def complete(run: _Run) -> None:
       # Its pages before its errors, which mark it finished (`finished` below): a stop between
       # the two kept its errors without its pages (read-through).
       result["files"][name] = written  # {occlusion: its pages}, as hidden_pixel_mse.
-      diverged = _with_attributes(_diverged_of(out), attribute_diverged)
+      diverged = _with_attributes(inference.posterior.diverged_of(out), attribute_diverged)
       inferred = run.inferred(labels, attrs, attribute_diverged)
       if inferred:  # {occlusion: rows}, as hidden_pixel_mse; the settings once.
         result.setdefault("inferred_attributes", {})[name] = inferred["inferred_attributes"]
@@ -1489,7 +1483,7 @@ def edit(run: _Run) -> None:
                  "columns": ["input", "reconstruction", edited], "images": labels,
                  "attribute": run.names[j], "value": np.asarray(value).tolist(),
                  **run.settings(opts), **said, **inferred,
-                 **_diverged(labels, _with_attributes(_diverged_of(out), attribute_diverged))},
+                 **_diverged(labels, _with_attributes(inference.posterior.diverged_of(out), attribute_diverged))},
                 f"{stem}.json")
 
 
@@ -1500,9 +1494,10 @@ def infer_attributes(run: _Run) -> None:
   # As it ran them: `inference.infer_attributes` turns on their inference (was recorded as
   # "infer_attributes": false, the run's options for the other modes; README walk-through).
   ran = dataclasses.replace(opts, infer_attributes=True)
+  diverged = inference.posterior.diverged_of(out)
   result = {**run.settings(ran), "inferred": _attribute_rows(labels, run.names,
-                                        _unless_diverged(out["y"], _diverged_of(out))),
-            **_diverged(labels, _diverged_of(out))}
+                                        _unless_diverged(out["y"], diverged)),
+            **_diverged(labels, diverged)}
   if attrs is not None:
     result["true"] = _attribute_rows(labels, run.names, attrs)
   run.save_json(result, "infer_attributes.json")

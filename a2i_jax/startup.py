@@ -156,7 +156,7 @@ def check_jax_environment() -> None:
 
 # What the entry points import besides JAX (pyproject.toml's dependencies), checked after it.
 _REQUIRED_MODULES = ("numpy", "flax", "optax", "orbax", "ml_collections", "absl", "PIL",
-                     "tqdm")
+                     "tqdm", "tensorboardX", "tensorflow_datasets")
 
 
 def _not_installed(e: ImportError) -> None:

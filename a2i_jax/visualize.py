@@ -77,16 +77,16 @@ def make_grid(images: np.ndarray, ncols: int, pad: int = 1, scale: int = 1) -> n
   nbytes = math.prod(shape) + (images.size if images.dtype != np.uint8 else 0)
   memory = files.host_memory()
   if memory is not None and nbytes > memory:
-    raise InputError(_too_large(images.shape, shape, nbytes))
+    raise _too_large(images.shape, shape, nbytes)
   try:
     images = to_uint8(images)
     grid = np.full(shape, 255, np.uint8)
   except MemoryError:  # Below the machine's memory, but not to be had (as occlusions' masks).
-    raise InputError(_too_large(images.shape, shape, nbytes)) from None
+    raise _too_large(images.shape, shape, nbytes) from None
   except ValueError as e:  # NumPy's "array is too big" (more bytes than an address holds).
     if isinstance(e, InputError):
       raise
-    raise InputError(_too_large(images.shape, shape, nbytes)) from None
+    raise _too_large(images.shape, shape, nbytes) from None
   for i in range(n):
     r, c = divmod(i, ncols)
     tile = images[i] if scale == 1 else images[i].repeat(scale, axis=0).repeat(scale, axis=1)
@@ -95,13 +95,25 @@ def make_grid(images: np.ndarray, ncols: int, pad: int = 1, scale: int = 1) -> n
   return grid
 
 
-def _too_large(images: tuple[int, ...], grid: tuple[int, ...], nbytes: int) -> str:
-  """The message for a grid of `nbytes` (with its scaled images) that cannot be made: was
-  NumPy's "Unable to allocate 698. TiB" for a huge scale or pad (review finding)."""
-  return (f"a grid of {images[0]} images of {images[1]}x{images[2]} pixels is {grid[0]} x "
-          f"{grid[1]} pixels as scaled and padded and takes {nbytes / 2**30:,.1f} GiB, more "
-          "than this machine can give; ask for a smaller scale or pad, or tile fewer images at "
-          "a time.")
+class GridTooLargeError(InputError):
+  """`make_grid`'s refusal of a grid larger than this machine's memory. `reason` is the
+  message without its advice, for a caller whose users have other settings to change
+  (infer.py: --num_images, not a scale or a pad)."""
+
+  def __init__(self, reason: str):
+    super().__init__(f"{reason}; ask for a smaller scale or pad, or tile fewer images at a "
+                     "time.")
+    self.reason = reason
+
+
+def _too_large(images: tuple[int, ...], grid: tuple[int, ...],
+               nbytes: int) -> GridTooLargeError:
+  """The error for a grid of `nbytes` that cannot be made: was NumPy's "Unable to allocate
+  698. TiB" for a huge scale or pad (review finding)."""
+  return GridTooLargeError(
+      f"a grid of {images[0]} images of {images[1]}x{images[2]} pixels is {grid[0]} x "
+      f"{grid[1]} pixels as scaled and padded and takes {nbytes / 2**30:,.1f} GiB, more than "
+      "this machine can give")
 
 
 def save_png(array: np.ndarray, path: str) -> None:

@@ -2412,6 +2412,18 @@ def test_the_data_load_shows_progress_bars_as_the_run_says(trained, monkeypatch)
   assert asked == [False, True]
 
 
+def _second_completion_stops(monkeypatch) -> None:
+  """`inference.complete` as it is, but a Ctrl-C in its second call (the second occlusion)."""
+  complete, calls = inference.complete, []
+
+  def second_stops(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 2:
+      raise KeyboardInterrupt
+    return complete(*args, **kwargs)
+  monkeypatch.setattr(inference, "complete", second_stops)
+
+
 def test_a_stopped_complete_tune_or_evaluate_keeps_what_it_finished(trained, tmp_path,
                                                                     monkeypatch):
   """Review finding: Ctrl-C in --mode=complete deleted the completions already made
@@ -2423,14 +2435,8 @@ def test_a_stopped_complete_tune_or_evaluate_keeps_what_it_finished(trained, tmp
   from a2i_jax import attribute_predictor  # pylint: disable=import-outside-toplevel
   out = tmp_path / "out"
   flags = (f"--workdir={trained}", f"--out={out}", "--steps=1")
-  real, calls = inference.complete, []
-
-  def second_stops(*args, **kwargs):
-    calls.append(1)
-    if len(calls) == 2:
-      raise KeyboardInterrupt
-    return real(*args, **kwargs)
-  monkeypatch.setattr(inference, "complete", second_stops)
+  real = inference.complete
+  _second_completion_stops(monkeypatch)
   with pytest.raises(KeyboardInterrupt) as e:
     infer.run_modes(_options(*flags, "--mode=sample,complete", "--occlusion=eyes,mouth",
                              "--num_images=2", "--samples_per_attribute=1"))
@@ -2596,10 +2602,10 @@ def test_out_of_memory_and_a_full_disk_are_one_line_naming_what_was_kept(trained
         "inference.batch_size",))
   save = infer.visualize.save_grid
 
-  def full_disk(images, path, ncols):
+  def full_disk(images, path, ncols, **kwargs):
     if path.endswith("reconstruct.png"):
       raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
-    return save(images, path, ncols)
+    return save(images, path, ncols, **kwargs)
   monkeypatch.setattr(infer.visualize, "save_grid", full_disk)
   _refused_here(*flags, needles=(
       f"could not write {out / 'reconstruct.png'} (No space left on device); free some space",
@@ -3081,14 +3087,8 @@ def test_grids_of_many_rows_are_paged_and_a_rerun_leaves_no_stale_page(trained, 
   assert [n for n in pngs() if n.startswith("sample_")] == [
       "sample_step0_001.png", f"sample_step{step}.png"]
   # A stopped complete keeps the pages it finished, renamed as its partial set.
-  complete, calls = inference.complete, []
-
-  def second_stops(*args, **kwargs):
-    calls.append(1)
-    if len(calls) == 2:
-      raise KeyboardInterrupt
-    return complete(*args, **kwargs)
-  monkeypatch.setattr(inference, "complete", second_stops)
+  complete = inference.complete
+  _second_completion_stops(monkeypatch)
   with pytest.raises(KeyboardInterrupt):
     infer.run_modes(_options(*flags, "--mode=complete", "--num_images=3",
                              "--occlusion=eyes,mouth"))
@@ -3115,13 +3115,13 @@ def test_results_reach_out_when_a_picture_cannot_be_made(trained, tmp_path, monk
   _stub_inference(monkeypatch)
   save = infer.visualize.save_grid
 
-  def second_fails(images, path, ncols):  # The second page (older versions: the one grid).
+  def second_fails(images, path, ncols, **kwargs):  # The second page (older: the one grid).
     if path.endswith(("reconstruct_002.png", "reconstruct.png")):
       if fails == "no memory":
         raise MemoryError
       too_large = infer.visualize._too_large  # pylint: disable=protected-access
-      raise InputError(too_large(images.shape, (10**6, 10**6, 3), 3 * 10**12))
-    return save(images, path, ncols)
+      raise too_large(images.shape, (10**6, 10**6, 3), 3 * 10**12)
+    return save(images, path, ncols, **kwargs)
   monkeypatch.setattr(infer.visualize, "save_grid", second_fails)
   out = tmp_path / "out"
   with pytest.raises(InputError) as e:
