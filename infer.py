@@ -1483,7 +1483,8 @@ def edit(run: _Run) -> None:
                  "columns": ["input", "reconstruction", edited], "images": labels,
                  "attribute": run.names[j], "value": np.asarray(value).tolist(),
                  **run.settings(opts), **said, **inferred,
-                 **_diverged(labels, _with_attributes(inference.posterior.diverged_of(out), attribute_diverged))},
+                 **_diverged(labels, _with_attributes(inference.posterior.diverged_of(out),
+                                                      attribute_diverged))},
                 f"{stem}.json")
 
 
