@@ -110,7 +110,7 @@ def _env_int(name: str) -> Optional[int]:
                       "unset it.") from None
 
 
-_said: dict[str, bool] = {}  # The warnings `_detected_cluster_env` gave (once a process).
+_k8s_warned = False  # `_detected_cluster_env` warned of a missing kubernetes package.
 
 
 def _detected_cluster_env() -> Optional[Any]:
@@ -123,6 +123,7 @@ def _detected_cluster_env() -> Optional[Any]:
   package installed, its queries of the cluster's API failed (a notebook's pod is no Job's)
   after retries of seconds, and said so at every start.
   """
+  global _k8s_warned
   from jax._src import clusters  # pylint: disable=import-outside-toplevel
   for env in clusters.ClusterEnv._cluster_types:  # pylint: disable=protected-access
     if env.opt_in_only_method or (env.__name__ == "K8sCluster"
@@ -134,9 +135,9 @@ def _detected_cluster_env() -> Optional[Any]:
     if present:
       return env
     if (env.__name__ == "K8sCluster" and importlib.util.find_spec("kubernetes") is None
-        and not _said.get("k8s")):
+        and not _k8s_warned):
       # JAX's warning, left out above, was the only word: each pod trained on alone.
-      _said["k8s"] = True
+      _k8s_warned = True
       logging.warning("this is a pod of an indexed Kubernetes Job (JOB_COMPLETION_INDEX), but "
                       "the kubernetes package is not installed, so JAX cannot find the Job's "
                       "other pods, and this process runs alone; install it (pip install "

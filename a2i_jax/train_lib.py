@@ -941,10 +941,10 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
     if error is None or isinstance(e, A2IError):
       raise
     where = f"{error.filename}: " if getattr(error, "filename", None) else ""
-    fix = files.storage_fix(error)  # By its errno (was "free some space" for every one).
+    fix = _storage_fix_sentence(error)
     raise WorkdirError(f"the workdir {workdir} could not be used before training started "
-                       f"({where}{files.describe_storage_error(error)}). {fix[0].upper()}"
-                       f"{fix[1:]}, then run the same command again.") from None
+                       f"({where}{files.describe_storage_error(error)}). {fix}, then run the "
+                       "same command again.") from None
   return _loop(config, workdir, mesh, model, tx, dataset, data, ckpt, state,
                (k_train, k_eval, k_sample), made, evaluates)
 
@@ -960,6 +960,13 @@ _RESUME_NEUTRAL_KEYS = (*HOST_LOCAL_KEYS, "num_train_steps", "log_every_steps",
                         "dispatch_ahead", "steps_per_dispatch", "scan_unroll",
                         *(f"model.{k}" for k in COMPUTE_ONLY_MODEL_KEYS if k != "dtype"))
 _RESUME_NEUTRAL_SECTIONS = ("inference.", "attribute_predictor.")
+
+
+def _storage_fix_sentence(error: OSError) -> str:
+  """`files.storage_fix(error)`, the advice by its errno (was "free some space" for every one),
+  as a sentence's start: its first letter upper-case."""
+  fix = files.storage_fix(error)
+  return fix[:1].upper() + fix[1:]
 
 
 def _changes_from_record(workdir: str, config: ml_collections.ConfigDict
@@ -1562,11 +1569,10 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
     error = files.storage_error(e)
     if error is None:
       raise
-    fix = files.storage_fix(error)  # By its errno (was "free some space" for every one).
     raise WorkdirError(
         f"writing to {workdir} failed at step {step}: {files.describe_storage_error(error)}. "
         f"{train_eval.last_checkpoint_words(_last_intact(ckpt), ckpt.directory)} "
-        f"{fix[0].upper()}{fix[1:]}, then run the same command to resume.") from None
+        f"{_storage_fix_sentence(error)}, then run the same command to resume.") from None
   finally:
     if not closed:
       close_all()

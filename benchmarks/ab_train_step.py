@@ -139,7 +139,7 @@ def main(argv=None) -> None:
   xla_flags = bench.set_xla_cpu_flags(args.xla_cpu_flags)
   # Compile times are compiles, not reads of a JAX_COMPILATION_CACHE_DIR cache (were, before
   # 2026-12-06, where it was set).
-  cache = bench.compilation_cache_off()
+  cache = timing.compilation_cache_off()
   variants = args.variants
   if args.smoke:
     args.rounds = 2

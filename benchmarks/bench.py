@@ -90,20 +90,6 @@ XLA_CPU_FLAGS_HELP = ("'recommended': the XLA flags train.py and infer.py add on
                       "'none': XLA_FLAGS as it is; or flags to add.")
 
 
-def compilation_cache_off() -> dict:
-  """Turns JAX's persistent compilation cache off for this process, so that a compile time is
-  a compile, not a read of a cache that JAX_COMPILATION_CACHE_DIR (or jax's config) names.
-
-  Returns:
-    The cache state for a script's output: {"compilation_cache": "off",
-    "compilation_cache_dir_env": JAX_COMPILATION_CACHE_DIR's value ("" where unset)}.
-  """
-  import jax  # pylint: disable=import-outside-toplevel
-  jax.config.update("jax_enable_compilation_cache", False)
-  return {"compilation_cache": "off",
-          "compilation_cache_dir_env": os.environ.get("JAX_COMPILATION_CACHE_DIR", "")}
-
-
 def set_xla_cpu_flags(value: str) -> str:
   """Adds to XLA_FLAGS what `--xla_cpu_flags` names (`XLA_CPU_FLAGS_HELP`), before JAX starts
   its backend; the scripts' processes (and the children they start) then compile as the entry
@@ -986,7 +972,7 @@ def _run(args: argparse.Namespace, from_command_line: bool) -> dict:
   from a2i_jax import perf  # pylint: disable=import-outside-toplevel
   if args.compilation_cache_dir:
     jax.config.update("jax_compilation_cache_dir", args.compilation_cache_dir)
-  cache = (compilation_cache_off() if not args.compilation_cache_dir else
+  cache = (timing.compilation_cache_off() if not args.compilation_cache_dir else
            {"compilation_cache": args.compilation_cache_dir,
             "compilation_cache_dir_env": os.environ.get("JAX_COMPILATION_CACHE_DIR", "")})
 

@@ -192,7 +192,7 @@ def main(argv=None) -> None:
   configs = {model_name: _config(model_name, args) for model_name in args.models}
   xla_flags = bench.set_xla_cpu_flags(args.xla_cpu_flags)  # Before JAX starts its backend.
   import jax  # pylint: disable=import-outside-toplevel
-  jax.config.update("jax_enable_compilation_cache", False)
+  timing.compilation_cache_off()
   names = args.options
   rows = []
   for model_name in args.models:

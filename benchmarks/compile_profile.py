@@ -96,8 +96,7 @@ _LLVM = re.compile(r"Compiled LLVM module: (\S+) time: [^(]*\((\d+) us\)")
 
 def _child(args: argparse.Namespace) -> dict:
   """Runs in the fresh process: times trace / lower / compile and the first inference call."""
-  import jax  # pylint: disable=import-outside-toplevel
-  jax.config.update("jax_enable_compilation_cache", False)
+  timing.compilation_cache_off()
   import ab_train_step  # pylint: disable=import-outside-toplevel
   overrides = dict(kv.split("=", 1) for kv in args.overrides.split(",") if kv)
   forms = {k: overrides.pop(k) for k in list(overrides) if k in ab_train_step.FORMS}

@@ -75,8 +75,7 @@ def main(argv=None) -> None:
   """
   args = parse_args(argv)
   bench.set_xla_cpu_flags(args.xla_cpu_flags)
-  import jax  # pylint: disable=import-outside-toplevel
-  jax.config.update("jax_enable_compilation_cache", False)
+  timing.compilation_cache_off()
   ways = args.ways
   rounds, images, overrides = args.rounds, args.images, {}
   if args.smoke:

@@ -38,7 +38,7 @@ def _child(args: argparse.Namespace) -> None:
   if args.cache_dir:
     files.enable_compilation_cache(args.cache_dir)  # As train.py and infer.py do.
   else:
-    jax.config.update("jax_enable_compilation_cache", False)
+    timing.compilation_cache_off()  # This checkout's timing.py (imported before the root's).
   jax.block_until_ready(jax.jit(lambda x: x + 1)(1.0))  # The backend's start-up, untimed.
   import bench  # pylint: disable=import-outside-toplevel
   from a2i_jax import models  # pylint: disable=import-outside-toplevel

@@ -85,7 +85,7 @@ def main(argv):
   xla_flags = bench.set_xla_cpu_flags(_XLA_CPU_FLAGS.value)  # Before the backend starts.
   # First calls are compiles, not reads of a JAX_COMPILATION_CACHE_DIR cache (were, before
   # 2026-12-06, where it was set).
-  cache = bench.compilation_cache_off()
+  cache = timing.compilation_cache_off()
   conv_grad.CONV_INPUT_GRAD = _INPUT_GRAD.value
   config = _CONFIG.value
   model = models.create_model(config.model)

@@ -215,3 +215,17 @@ def median_time(fn, repeats):
   fn()
   times = timed_calls(fn, repeats)
   return statistics.median(times), times
+
+
+def compilation_cache_off() -> dict:
+  """Turns JAX's persistent compilation cache off for this process, so that a compile time is
+  a compile, not a read of a cache that JAX_COMPILATION_CACHE_DIR (or jax's config) names.
+
+  Returns:
+    The cache state for a script's output: {"compilation_cache": "off",
+    "compilation_cache_dir_env": JAX_COMPILATION_CACHE_DIR's value ("" where unset)}.
+  """
+  import jax  # pylint: disable=import-outside-toplevel
+  jax.config.update("jax_enable_compilation_cache", False)
+  return {"compilation_cache": "off",
+          "compilation_cache_dir_env": os.environ.get("JAX_COMPILATION_CACHE_DIR", "")}

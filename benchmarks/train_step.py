@@ -129,7 +129,7 @@ def main(argv):
   xla_flags = bench.set_xla_cpu_flags(_XLA_CPU_FLAGS.value)  # Before the backend starts.
   # Compile times are compiles, not reads of a JAX_COMPILATION_CACHE_DIR cache (were, before
   # 2026-12-06, where it was set).
-  cache = bench.compilation_cache_off()
+  cache = timing.compilation_cache_off()
   base = _CONFIG.value
   base.unlock()
   if _BATCH.value:

@@ -34,7 +34,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from timing import ArgumentParser, median_time  # noqa: E402  (benchmarks/timing.py)
+from timing import (ArgumentParser, compilation_cache_off,  # noqa: E402  (benchmarks/timing.py)
+                    median_time)
 import bench  # noqa: E402  (benchmarks/bench.py; imports no jax at module level)
 
 # Winograd F(2x2, 3x3): Y = A^T [(G g G^T) * (B^T d B)] A on 4x4 input tiles.
@@ -207,7 +208,7 @@ def term_report(args):
   import jax  # pylint: disable=import-outside-toplevel
   from a2i_jax import models, parallel, perf, train_lib  # pylint: disable=import-outside-toplevel
   from a2i_jax.data import pipeline  # pylint: disable=import-outside-toplevel
-  jax.config.update("jax_enable_compilation_cache", False)
+  compilation_cache_off()
   config = bench.make_config(bench.Case(args.model, args.batch, "float32"), {})
   _, state, data, mesh = bench.train_program(config, 2 * args.batch)
   model = models.create_model(config.model)
@@ -286,7 +287,7 @@ class _TieredChunk:
 def tiered_chunk(args):
   import jax  # pylint: disable=import-outside-toplevel
   from a2i_jax import inference, models  # pylint: disable=import-outside-toplevel
-  jax.config.update("jax_enable_compilation_cache", False)
+  compilation_cache_off()
   config = bench.make_config(bench.Case(args.model, args.batch, "float32"), {})
   infer = bench.inference_call(config, args.batch, steps=10)
   for _ in range(args.repeats):

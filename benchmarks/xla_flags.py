@@ -72,7 +72,7 @@ def main(argv=None):
   import jax
   from a2i_jax import models, parallel, train_lib
 
-  jax.config.update("jax_enable_compilation_cache", False)
+  timing.compilation_cache_off()
   config = bench.make_config(bench.Case(args.model, args.batch, "float32"), args.overrides)
   mesh = parallel.make_mesh(jax.devices()[:1])
   model = models.create_model(config.model)

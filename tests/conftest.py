@@ -175,7 +175,7 @@ def _four_devices_and_compile_cache(xla_cache):
 def _compilation_cache_settings_kept():
   """JAX's compilation-cache settings as the session set them, put back after each test. Code
   run in this process may change them, as a user's program would: the benchmark scripts' mains
-  turn the cache off (`bench.compilation_cache_off`), and an entry point given a config whose
+  turn the cache off (`timing.compilation_cache_off`), and an entry point given a config whose
   compilation_cache_dir is "" (conftest's tiny_config; infer.py's `run_modes`) sets the folder
   to None. The tests that read the settings then failed in whichever worker ran them after one
   of those (seen under -n 3, 2026-12-07; before, under -n 2, after bench.main)."""

@@ -266,7 +266,7 @@ def test_a_kubernetes_pod_starts_one_process_without_jax_warning(monkeypatch, ca
   can start processes only in one), and in one the probe's warnings are ignored. At the join
   of processes given their settings, JAX's own probe's warning is left out too."""
   _no_cluster(monkeypatch)
-  monkeypatch.setattr(distributed, "_said", {})
+  monkeypatch.setattr(distributed, "_k8s_warned", False)
   monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
   if indexed:
     monkeypatch.setenv("JOB_COMPLETION_INDEX", "0")

@@ -136,6 +136,12 @@ def load_predictor(workdir: str) -> Predictor:
       hold NaN or infinity.
     InputError: a workdir that is not a path.
   """
+  return _read_predictor(workdir)[0]
+
+
+def _read_predictor(workdir: str) -> tuple[Predictor, Optional[str]]:
+  """`load_predictor`, and its meta.json's "trained_on" (`device_layout`; None where it was
+  saved before that was recorded): the file is read once for both."""
   d = predictor_dir(workdir)
   # Was "load_or_train(config, ...)", which with the whole config was a KeyError.
   how = ("Train and save one with a2i_jax.attribute_predictor.load_or_train("
@@ -164,7 +170,7 @@ def load_predictor(workdir: str) -> Predictor:
       raise ValueError("the weights do not match the metadata (an interrupted save?)")
     for key in ("format", "weights_sha256", "meta_sha256"):
       del meta[key]
-    meta.pop("trained_on", None)  # Words only (`device_layout`); saved before: absent.
+    trained_on = meta.pop("trained_on", None)  # Words only; saved before: absent.
     meta = _check_meta(meta)
     variables = serialization.msgpack_restore(blob)
     expected = jax.eval_shape(
@@ -189,7 +195,7 @@ def load_predictor(workdir: str) -> Predictor:
                             f"folder and train a new one. {how}")
     error.reason = str(e)  # For load_or_train's warning, which does the retraining itself.
     raise error from None
-  return Predictor(variables, meta)
+  return Predictor(variables, meta), trained_on if isinstance(trained_on, str) else None
 
 
 def _check_meta(meta: dict) -> PredictorMeta:
@@ -230,17 +236,6 @@ def _check_meta(meta: dict) -> PredictorMeta:
   if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf:
     raise ValueError(f"learning_rate={lr!r} is not a positive finite number")
   return PredictorMeta(**{k: tuple(v) if k in _SEQUENCES else v for k, v in meta.items()})
-
-
-def _trained_on(workdir: str) -> Optional[str]:
-  """The saved predictor's "trained_on" (`device_layout`), or None (saved before it was
-  recorded, or unreadable now)."""
-  try:
-    with open(os.path.join(predictor_dir(workdir), _META_FILE)) as f:
-      value = json.load(f).get("trained_on")
-  except (OSError, ValueError, AttributeError, RecursionError):
-    return None
-  return value if isinstance(value, str) else None
 
 
 def load_or_train(settings: Any, dataset: Dataset, workdir: str, *, seed: int = 0,
@@ -284,10 +279,10 @@ def load_or_train(settings: Any, dataset: Dataset, workdir: str, *, seed: int = 
           "batch_size": batch_size, "learning_rate": learning_rate, "width": width,
           "seed": int(seed)}
   try:
-    p = load_predictor(workdir)
+    p, trained_on = _read_predictor(workdir)
     differ = [k for k, v in want.items() if getattr(p.meta, k) != v]
     if not differ:
-      trained_on, here = _trained_on(workdir), device_layout()
+      here = device_layout()
       if trained_on is not None and trained_on != here:
         logging.warning("the attribute predictor in %s was trained on %s, this process has "
                         "%s: its fidelity scores differ slightly from those of one trained "

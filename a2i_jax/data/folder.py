@@ -549,16 +549,10 @@ def _fingerprint(path: str, table: Table, image_size: int, resize: str) -> str:
   a `cp -a` / `rsync -a` to node-local scratch at each job: a review's finding.)
   """
   stats = []
-  subs = ("images", "masks") if table.masks_dir is not None else ("images",)
-  for sub in subs:
-    for name in sorted(r[0] for r in table.rows):
-      file = os.path.join(path, sub, name)
-      try:
-        st = os.stat(file)
-      except OSError as e:  # Checked by scan(), so only when the folder changed meanwhile.
-        raise DataError(f"cannot read {file} ({e.strerror or e}); make it readable or delete "
-                        "its row in attributes.csv.") from None
-      stats.append((sub, name, st.st_size, st.st_mtime_ns))
+  for rel, file in _source_files(path, table):
+    sub, name = rel.split("/", 1)  # "images/a.png": the key names them apart.
+    st = _stat(file)
+    stats.append((sub, name, st.st_size, st.st_mtime_ns))
   with open(os.path.join(path, "attributes.csv"), "rb") as f:
     csv_bytes = f.read()
   return tfds_lib.fingerprint([PREPARATION_VERSION, csv_bytes, stats, image_size, resize,

@@ -17,36 +17,10 @@ import jax.numpy as jnp
 
 from a2i_jax.models.initializers import normal, uniform, zeros
 from a2i_jax.models.layers import (Dense, conv, conv_bn_relu, decoder_tail, dense, max_pool,
-                                   scaled, window_conv)
+                                   raw_input_dense, scaled, window_conv)
 
 Array = jax.Array
 Dtype = Any
-
-
-def _raw_input_dense(x: Array, features: int, dtype: Dtype,
-                     name: Optional[str] = None) -> Array:
-  """`dense` + ReLU for a layer whose input holds raw user numbers: computed in float32.
-
-  The attribute vector y reaches the models as the data gives it (a year, 2000; a height,
-  172.5). In bfloat16, 8 significant bits, the layer would round y itself first: from 1024
-  to 2048 its step is 8, so 2000 and 2001 would be one input and nothing after could tell them
-  apart. In float32 the layer's affine map sees y exactly (and can learn to take its offset
-  out); only its output is rounded to the compute dtype, as every activation is. The
-  parameters are those of `dense` (float32 whatever the compute dtype), so checkpoints and
-  parameter counts are unchanged, and at float32 compute nothing changes.
-
-  Args:
-    x: [B, D] inputs (any real dtype; read as float32).
-    features: output size F.
-    dtype: the compute dtype, that of the output.
-    name: the Flax submodule name (None for automatic).
-  Returns:
-    [B, F] relu(x W + b) in `dtype`.
-  """
-  # At float32's full precision: by default a float32 product is computed in bfloat16 passes
-  # on TPU and in TF32 (10 bits) on recent GPUs, which would round y inside it (read-through).
-  return nn.relu(dense(x.astype(jnp.float32), features, jnp.float32, name=name,
-                       precision=jax.lax.Precision.HIGHEST)).astype(dtype)
 
 
 class ImageTrunk(nn.Module):
@@ -118,7 +92,7 @@ class ImageEncoder(nn.Module):
                      name="trunk")(x, train)
     h_y = None
     if self.conditional:
-      h_y = _raw_input_dense(y, self.z_dim, self.dtype, name="y_embed")  # y in float32.
+      h_y = raw_input_dense(y, self.z_dim, self.dtype, name="y_embed")  # y in float32.
     return GaussianHead(self.z_dim, self.dtype, name="head")(h_x, h_y)
 
 
@@ -161,7 +135,7 @@ class ImageDecoder(nn.Module):
                             conv_weight_grad=self.conv_weight_grad)
     h = z
     if self.conditional:
-      h_y = _raw_input_dense(y, 2 * z.shape[-1], d, name="y_embed")  # y in float32.
+      h_y = raw_input_dense(y, 2 * z.shape[-1], d, name="y_embed")  # y in float32.
       h = jnp.concatenate([z, h_y], axis=-1)
     h = LinearMix(scaled(256, w), d, name="mix")(h)
     s0, c0 = self.image_size // 8, scaled(256, w)

@@ -12,9 +12,9 @@ import jax.numpy as jnp
 
 from a2i_jax import objectives
 from a2i_jax.errors import ConfigError, InputError
-from a2i_jax.models.blocks import ImageDecoder, ImageEncoder, ImageTrunk, _raw_input_dense
+from a2i_jax.models.blocks import ImageDecoder, ImageEncoder, ImageTrunk
 from a2i_jax.models.layers import (check_image_size, check_inputs, conv_bn_relu, decoder_tail,
-                                   dense, reparametrize, scaled)
+                                   dense, raw_input_dense, reparametrize, scaled)
 
 Array = jax.Array
 Dtype = Any
@@ -70,8 +70,8 @@ class BackgroundHead(nn.Module):
   @nn.compact
   def __call__(self, h_x: Array, y: Array, z_fg: Array) -> tuple[Array, Array]:
     h = jnp.concatenate([h_x, y, z_fg], axis=-1)
-    # In float32, as the layers on y alone (`_raw_input_dense`): bf16 would round y first.
-    h = _raw_input_dense(h, scaled(256, self.width), self.dtype)
+    # In float32, as the layers on y alone (`raw_input_dense`): bf16 would round y first.
+    h = raw_input_dense(h, scaled(256, self.width), self.dtype)
     return (dense(h, self.zb_dim, self.dtype, name="mu"),
             dense(h, self.zb_dim, self.dtype, name="logvar"))
 

@@ -142,6 +142,32 @@ def dense(x: Array, features: int, dtype: Dtype, name: Optional[str] = None,
                precision=precision)(x)
 
 
+def raw_input_dense(x: Array, features: int, dtype: Dtype,
+                    name: Optional[str] = None) -> Array:
+  """`dense` + ReLU for a layer whose input holds raw user numbers: computed in float32.
+
+  The attribute vector y reaches the models as the data gives it (a year, 2000; a height,
+  172.5). In bfloat16, 8 significant bits, the layer would round y itself first: from 1024
+  to 2048 its step is 8, so 2000 and 2001 would be one input and nothing after could tell them
+  apart. In float32 the layer's affine map sees y exactly (and can learn to take its offset
+  out); only its output is rounded to the compute dtype, as every activation is. The
+  parameters are those of `dense` (float32 whatever the compute dtype), so checkpoints and
+  parameter counts are unchanged, and at float32 compute nothing changes.
+
+  Args:
+    x: [B, D] inputs (any real dtype; read as float32).
+    features: output size F.
+    dtype: the compute dtype, that of the output.
+    name: the Flax submodule name (None for automatic).
+  Returns:
+    [B, F] relu(x W + b) in `dtype`.
+  """
+  # At float32's full precision: by default a float32 product is computed in bfloat16 passes
+  # on TPU and in TF32 (10 bits) on recent GPUs, which would round y inside it (read-through).
+  return nn.relu(dense(x.astype(jnp.float32), features, jnp.float32, name=name,
+                       precision=jax.lax.Precision.HIGHEST)).astype(dtype)
+
+
 def conv(x: Array, features: int, kernel: int, *, stride: int = 1,
          padding: Optional[int] = None, dtype: Dtype, upsample_first: bool = False,
          upsample_mode: str = "polyphase", conv_weight_grad: str = "xla",
