@@ -225,6 +225,13 @@ class Options:
     for flag, fix in empty.items():
       if getattr(self, flag) is not None and not getattr(self, flag).strip():
         raise InputError(f"--{flag} is empty; pass {fix}.")
+    for workdir in self.workdirs:  # Was 65 tracebacks from the restore (TensorStore takes
+      # UTF-8 paths), then advice to change the config; or another folder read (fault hunt).
+      full = os.path.abspath(os.path.expanduser(workdir))
+      if not files.is_utf8_path(full):
+        what, fix = files.not_utf8_words(full)
+        raise InputError(f"--workdir {files.shown_bytes(full)} {what}, and its checkpoints "
+                         "are read by TensorStore, which takes UTF-8 paths only; " + fix + ".")
     # Through links too (a review found a linked copy's rows beside the run's own).
     runs = [os.path.realpath(os.path.expanduser(w)) for w in self.workdirs]
     for workdir, run in zip(self.workdirs, runs):
@@ -346,14 +353,25 @@ def _fitted(part: str, name: str, room: int) -> str:
   """`part`, or where it is longer than `room` bytes (in the file system's encoding), its
   longest start that fits with "~" and 8 hex digits of the SHA-1 of the whole `name` after
   it, cut between characters: names that share a long start stay apart, and each keeps its
-  own part from call to call."""
-  if len(os.fsencode(part)) <= room:
+  own part from call to call. A character the file system's encoding cannot hold (a CJK
+  column under a Latin-1 locale) is "_", and the hash follows too (was: UnicodeEncodeError's
+  traceback, for every attribute's file name at once; fault hunt)."""
+  def size(char: str) -> Optional[int]:
+    try:
+      return len(os.fsencode(char))
+    except UnicodeEncodeError:
+      return None
+  sizes = [size(c) for c in part]
+  if None in sizes:
+    part = "".join("_" if n is None else c for c, n in zip(part, sizes))
+    sizes = [1 if n is None else n for n in sizes]
+  elif sum(sizes) <= room:
     return part
   tail = "~" + hashlib.sha1(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
   room -= len(tail)
   keep = 0
-  for char in part:  # Bytes, not characters: a CJK character is 3 in UTF-8.
-    room -= len(os.fsencode(char))
+  for n in sizes:  # Bytes, not characters: a CJK character is 3 in UTF-8.
+    room -= n
     if room < 0:
       break
     keep += 1

@@ -47,9 +47,11 @@ import json
 import logging
 import math
 import os
+import re
 import shlex
 import shutil
 import threading
+import time
 import warnings
 from collections import abc
 from typing import Any, Callable, Optional, Sequence
@@ -103,20 +105,102 @@ class QuietOrbaxFilter(logging.Filter):
     Returns:
       False for records logged from inside the orbax package, except warnings.
     """
-    if record.name == "asyncio" and (_ORBAX_DIR in record.getMessage()
-                                     or _raised_in_orbax(record.exc_info)):
-      # Orbax leaves a failed restore's sibling reads to asyncio's shutdown, which logs each
-      # one's traceback at ERROR (Orbax 0.12 in the message; newer ones, now and then, as a
-      # "_GatheringFuture exception was never retrieved" whose exception holds it). The
-      # failure itself reaches the caller.
+    if _orbax_asyncio_report(record):
       return False
-    if record.pathname.startswith(_ORBAX_DIR) and str(record.msg).startswith(
-        "Metadata file does not exist"):
+    if _orbax_metadata_warning(record):
       # A step folder without Orbax's metadata (an empty one: `Checkpointer.check` reports
       # it in the library's words), once per reader thread.
       return False
     return (not record.pathname.startswith(_ORBAX_DIR)
             or logging.WARNING <= record.levelno < logging.ERROR)
+
+
+# The checkpoint folders (with a trailing separator) this process has opened: asyncio's
+# reports of reads left behind there, and Orbax's warnings for a step folder there without its
+# metadata, are dropped (`_orbax_asyncio_report`, `_OrbaxLeftovers`).
+_OPENED_FOLDERS: set[str] = set()
+
+
+def _names_opened_folder(text: str) -> bool:
+  """Whether `text` names a file in a checkpoint folder this process has opened."""
+  return any(folder in text for folder in _OPENED_FOLDERS)
+
+
+def _message(record: logging.LogRecord) -> str:
+  """`record`'s message, or its unformatted text where its arguments do not fit it (a filter
+  must not raise where logging would have reported the caller's mistake)."""
+  try:
+    return record.getMessage()
+  except Exception:  # pylint: disable=broad-except
+    return str(record.msg)
+
+
+def _orbax_asyncio_report(record: logging.LogRecord) -> bool:
+  """Whether `record` is asyncio's report of an Orbax task or read that failed. Orbax leaves a
+  failed restore's sibling reads to asyncio's shutdown, which logs each one's traceback at
+  ERROR when it is collected ("Task exception was never retrieved": Orbax 0.12 in the
+  message; newer ones, now and then, as a "_GatheringFuture exception was never retrieved"
+  whose exception holds it), with TensorStore's spec of the array: 80 lines each; or, for a
+  read whose files a training run pruned, a "Future exception was never retrieved" whose
+  TensorStore error names the step's folder, with no Orbax code in it. The failure itself
+  reaches the caller."""
+  if record.name != "asyncio":
+    return False
+  error = record.exc_info[1] if isinstance(record.exc_info, tuple) else None
+  return (_ORBAX_DIR in _message(record) or _raised_in_orbax(record.exc_info)
+          or ("never retrieved" in str(record.msg) and _names_opened_folder(
+              f"{_message(record)} {error if error is not None else ''}")))
+
+
+def _orbax_metadata_warning(record: logging.LogRecord) -> bool:
+  """Whether `record` is Orbax's warning for a step folder without its metadata file."""
+  return record.pathname.startswith(_ORBAX_DIR) and str(record.msg).startswith(
+      "Metadata file does not exist")
+
+
+def _orbax_missing_metadata(record: logging.LogRecord) -> bool:
+  """Whether `record` is Orbax's note of a step folder's metadata file that is not there:
+  its warning for one missing, or its error for one gone as it was read."""
+  args = record.args if isinstance(record.args, tuple) else ()
+  return _orbax_metadata_warning(record) or (
+      record.pathname.startswith(_ORBAX_DIR)
+      and str(record.msg).startswith("Failed to read Metadata file")
+      and any(isinstance(a, FileNotFoundError) for a in args))
+
+
+class _OrbaxLeftovers(logging.Filter):
+  """A filter for the loggers "asyncio" and "absl" that drops, for a library caller (a
+  notebook) as `QuietOrbaxFilter` does for the entry points, asyncio's reports of Orbax's
+  failed reads (`_orbax_asyncio_report`) and Orbax's notes of a step folder without its
+  metadata file in a checkpoint folder this process opened (`_orbax_missing_metadata`: a step
+  that a training run is pruning as it is read; an empty one, which `Checkpointer.check`
+  reports). Every other record passes, a caller's own asyncio and absl records included."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    """Whether `record` passes.
+
+    Args:
+      record: a log record.
+    Returns:
+      False for the records above.
+    """
+    return not (_orbax_asyncio_report(record) or (
+        _orbax_missing_metadata(record) and _names_opened_folder(_message(record))))
+
+
+def _quiet_orbax_leftovers(directory: str) -> None:
+  """Keeps what Orbax leaves behind about the checkpoint folder `directory` off a library
+  caller's console: `_OrbaxLeftovers` on the loggers "asyncio" and "absl" (once each). Was
+  printed from a notebook's `load_trained` beside a training run that pruned the checkpoints
+  it read: 15 asyncio reports of Orbax's reads, each with its traceback and TensorStore's
+  spec of the array, and the metadata warnings, 1,234 lines in 69 loads (fault hunt). The
+  reports come when the reads are collected, which may be long after the restore that left
+  them, so the filters stay; they drop nothing else."""
+  _OPENED_FOLDERS.add(os.path.join(directory, ""))
+  for name in ("asyncio", "absl"):
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, _OrbaxLeftovers) for f in logger.filters):
+      logger.addFilter(_OrbaxLeftovers())
 
 
 def _raised_in_orbax(exc_info: Any) -> bool:
@@ -691,12 +775,58 @@ class CheckpointRemovedError(RestoreError):
   its newest checkpoints): not corrupt; the same call again, for the newest step, reads it.
 
   `Checkpointer`'s manager is reloaded before this is raised, so its `latest_step` names the
-  newest checkpoint there now.
+  newest checkpoint there now. Raised by `Checkpointer(...)` itself (a step removed while it
+  opened the folder, every time it tried), there is no checkpointer: make another.
   """
 
   def __init__(self, message: str, reason: str, step: int):
     super().__init__(message, reason)
     self.step = step
+
+
+def _removed_message(step: int, directory: str, steps: list[int]) -> str:
+  """The words of a `CheckpointRemovedError` for checkpoint `step` of `directory`, with the
+  `steps` there now."""
+  return (f"checkpoint {step} in {directory} was removed while it was read: a training run "
+          "in this workdir keeps only its newest checkpoints (config.max_checkpoints_to_keep). "
+          "Run the same command again to read the newest one (a --step, or load_trained's "
+          f"step, must name one there now: {steps or 'none'}).")
+
+
+# How many times `Checkpointer` opens its folder while a training run prunes steps in it.
+_OPEN_TRIES = 4
+# How long a restore watches a checkpoint that looks damaged, with a newer one beside it, for
+# the rest of its removal by a training run (`Checkpointer._being_pruned`).
+_PRUNE_WAIT_S = 1.0
+
+
+def _step_names(directory: str) -> set[str]:
+  """The names of the step folders in `directory` (none where it cannot be listed)."""
+  try:
+    return {n for n in os.listdir(directory) if n.isascii() and n.isdigit()}
+  except OSError:
+    return set()
+
+
+def _pruned_step(error: BaseException, directory: str, listed: set[str]) -> Optional[int]:
+  """The step whose folder was removed while Orbax opened `directory` and failed with
+  `error`: one of `listed` (`_step_names` before the open) that is gone now, or one that a
+  FileNotFoundError or NotADirectoryError behind `error` names and that is gone now (one
+  saved and pruned within the open). None where nothing was removed: a step that is there
+  but is not a folder (a dangling link, a file) or is damaged."""
+  gone = sorted(int(n) for n in listed - _step_names(directory))
+  if gone:
+    return gone[0]
+  step_path = re.compile(re.escape(directory + os.sep) + r"(\d+)(?![\w.-])")
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, (FileNotFoundError, NotADirectoryError)):
+      for name in step_path.findall(f"{getattr(error, 'filename', None) or ''} {error}"):
+        if not os.path.lexists(os.path.join(directory, name)):
+          return int(name)
+    error = error.__cause__ or error.__context__
+  return None
 
 
 def _files_below(folder: str) -> Optional[set[str]]:
@@ -797,43 +927,69 @@ class Checkpointer:
         damaged", naming none; review finding), and says to move them away; or, opened
         to read (`create=False`), a storage error (`files.storage_error`), with its advice.
       OSError: opened to write, a storage error, for training to word with its step.
+      CheckpointRemovedError: (a CheckpointError) a step folder was removed while Orbax
+        opened the folder (a training run in the workdir keeps only its newest checkpoints),
+        `_OPEN_TRIES` times in a row: run the same command again. Was, at the first: "a
+        step folder there is damaged or not a checkpoint: move it away" (fault hunt: 2
+        opens in 32,600, 2 of 71 load_trained calls, beside a run keeping 1 checkpoint).
     """
-    try:
-      return ocp.CheckpointManager(self.directory, options=self._options)
-    except Exception as e:  # pylint: disable=broad-except
-      if isinstance(e, OSError) and files.storage_error(e) is not None:
-        if self._options.create:  # Training's: it words a failed write with its step.
-          raise
-        # Reading (infer.py, the API): one line with the errno's advice (was the OSError's
-        # traceback there, a failed disk's EIO too; review finding).
-        raise _cannot_read(self.directory, e) from None
-      steps = sorted((int(n) for n in os.listdir(self.directory) if n.isdigit()),
-                     reverse=True) if os.path.isdir(self.directory) else []
-      bad = [(s, p) for s, p in ((s, self.check(s)) for s in steps) if p is not None]
-      # Steps the checksums do not cover (an older version's) whose metadata Orbax refuses.
-      meta = [s for s in steps if s not in dict(bad)
-              and _metadata_damaged(os.path.join(self.directory, str(s)))]
-      reason = first_line(e)
-      if bad or meta:  # Every one, each with where it goes (another file system: within it).
-        aside = lambda s: os.path.join(self.workdir,
-                                       _aside_name(self.workdir, self.directory, s))
-        moves = "; ".join(f"mv {os.path.join(self.directory, str(s))} {aside(s)}"
-                          for s in sorted({s for s, _ in bad} | set(meta), reverse=True))
-        damaged = lambda where: (f"checkpoint(s) {', '.join(map(str, meta))}{where} have a "
-                                 f"{_COMMIT_FILES[0]} that is not a JSON object (damaged)")
-        if bad:
-          step, problem = bad[0]
-          also = f" and {damaged('')}" if meta else ""
-          what = (f"checkpoint(s) {', '.join(str(s) for s, _ in bad)} in {self.directory} fail "
-                  f"their checksums (step {step}: {problem}){also}")
-        else:
-          what = damaged(f" in {self.directory}")
-        raise CheckpointError(
-            f"{what}, and Orbax cannot open the folder with them ({reason}); move them away "
-            f"({moves}) and run the same command again to use the newest intact one.") from None
-      raise CheckpointError(f"Orbax cannot open the checkpoints in {self.directory} "
-                            f"({reason}); a step folder there is damaged or not a checkpoint: "
-                            "move it away and run the same command again.") from None
+    _quiet_orbax_leftovers(self.directory)  # Before the reads that may leave them.
+    for attempt in range(_OPEN_TRIES):
+      listed = _step_names(self.directory)  # Before Orbax lists them.
+      try:
+        return ocp.CheckpointManager(self.directory, options=self._options)
+      except Exception as e:  # pylint: disable=broad-except
+        if isinstance(e, OSError) and files.storage_error(e) is not None:
+          if self._options.create:  # Training's: it words a failed write with its step.
+            raise
+          # Reading (infer.py, the API): one line with the errno's advice (was the OSError's
+          # traceback there, a failed disk's EIO too; review finding).
+          raise _cannot_read(self.directory, e) from None
+        pruned = _pruned_step(e, self.directory, listed)
+        if pruned is None:  # Nothing went away meanwhile: the folder's own fault.
+          self._cannot_open(e)
+        if attempt + 1 == _OPEN_TRIES:
+          steps = sorted(int(n) for n in _step_names(self.directory)
+                         if os.path.isdir(os.path.join(self.directory, n)))
+          raise CheckpointRemovedError(_removed_message(pruned, self.directory, steps),
+                                       first_line(e), pruned) from None
+    raise AssertionError("unreachable")  # The last try returns or raises.
+
+  def _cannot_open(self, e: Exception) -> None:
+    """Raises the error for a folder Orbax cannot open (`e`) with no step removed meanwhile.
+
+    Raises:
+      CheckpointError: naming the steps whose files fail their checksums or whose metadata
+        is damaged, with the commands that move them away; or saying that a step folder is
+        damaged or not a checkpoint.
+    """
+    steps = sorted((int(n) for n in os.listdir(self.directory) if n.isdigit()),
+                   reverse=True) if os.path.isdir(self.directory) else []
+    bad = [(s, p) for s, p in ((s, self.check(s)) for s in steps) if p is not None]
+    # Steps the checksums do not cover (an older version's) whose metadata Orbax refuses.
+    meta = [s for s in steps if s not in dict(bad)
+            and _metadata_damaged(os.path.join(self.directory, str(s)))]
+    reason = first_line(e)
+    if bad or meta:  # Every one, each with where it goes (another file system: within it).
+      aside = lambda s: os.path.join(self.workdir,
+                                     _aside_name(self.workdir, self.directory, s))
+      moves = "; ".join(f"mv {os.path.join(self.directory, str(s))} {aside(s)}"
+                        for s in sorted({s for s, _ in bad} | set(meta), reverse=True))
+      damaged = lambda where: (f"checkpoint(s) {', '.join(map(str, meta))}{where} have a "
+                               f"{_COMMIT_FILES[0]} that is not a JSON object (damaged)")
+      if bad:
+        step, problem = bad[0]
+        also = f" and {damaged('')}" if meta else ""
+        what = (f"checkpoint(s) {', '.join(str(s) for s, _ in bad)} in {self.directory} fail "
+                f"their checksums (step {step}: {problem}){also}")
+      else:
+        what = damaged(f" in {self.directory}")
+      raise CheckpointError(
+          f"{what}, and Orbax cannot open the folder with them ({reason}); move them away "
+          f"({moves}) and run the same command again to use the newest intact one.") from None
+    raise CheckpointError(f"Orbax cannot open the checkpoints in {self.directory} "
+                          f"({reason}); a step folder there is damaged or not a checkpoint: "
+                          "move it away and run the same command again.") from None
 
   def _sum_finished_save(self) -> None:
     """Orbax's post-finalisation callback (its save thread): the checksums of the step being
@@ -1205,8 +1361,8 @@ class Checkpointer:
       if _removed_since(folder, before):  # Listed, then gone (was "no checkpoint for step").
         raise self._removed(step, first_line(e)) from None
       raise
-    if problem is not None and _removed_since(folder, before):  # Not corrupt: going.
-      raise self._removed(step, problem)
+    if problem is not None and self._being_pruned(step, problem, folder, before):
+      raise self._removed(step, problem)  # Not corrupt: going.
     if problem is not None:
       intact = [s for s in steps if s != step and self.check(s) is None]
       # The step to pass named (was "the newest intact checkpoint is step N" alone).
@@ -1217,17 +1373,50 @@ class Checkpointer:
                             f"{hint}.")
     return step, before
 
+  def _being_pruned(self, step: int, problem: str, folder: str,
+                    before: Optional[set[str]]) -> bool:
+    """Whether checkpoint `step`, in which `check` found `problem`, is being removed: its
+    folder lost a file of `before` (`_files_below` it before the check), or went. Where a
+    newer step is there (a training run prunes only the older ones) and files are missing
+    (a removal changes no file's bytes), that is watched for up to `_PRUNE_WAIT_S`: a pruner
+    stalled on a busy host after its first file left a folder that looked damaged (was:
+    "checkpoint 120 ... is corrupt (file _CHECKPOINT_METADATA is missing); no checkpoint there
+    is intact", 1 in 249 load_trained calls beside a run keeping 1 checkpoint on 2 cores)."""
+    newer = "changed since" not in problem and any(  # `files.compare_digests`' words.
+        int(n) > step for n in _step_names(self.directory))
+    deadline = time.monotonic() + (_PRUNE_WAIT_S if newer else 0.0)
+    while not _removed_since(folder, before):
+      if time.monotonic() >= deadline:
+        return False
+      time.sleep(0.02)
+    return True
+
   def _removed(self, step: int, reason: str) -> CheckpointRemovedError:
     """The error for checkpoint `step`, removed while it was read; the manager reloaded, so
     that `latest_step` names the newest one there now."""
     self._checked.pop(step, None)  # Not corrupt: gone.
-    self._manager.reload()
-    steps = self.all_steps()
-    return CheckpointRemovedError(
-        f"checkpoint {step} in {self.directory} was removed while it was read: a training run "
-        "in this workdir keeps only its newest checkpoints (config.max_checkpoints_to_keep). "
-        "Run the same command again to read the newest one (a --step, or load_trained's "
-        f"step, must name one there now: {steps or 'none'}).", reason, step)
+    listed = _step_names(self.directory)
+    try:
+      self._manager.reload()  # Orbax reads every step's metadata again, as at the open.
+      steps = self.all_steps()
+    except Exception as e:  # pylint: disable=broad-except
+      # Another step pruned meanwhile (was: Orbax's NotADirectoryError's traceback, "Path is
+      # not a directory: .../checkpoints/161", from load_trained beside a run keeping 1
+      # checkpoint, 1 in 270 loads on the oldest pins; fault hunt): opened afresh.
+      if _pruned_step(e, self.directory, listed) is None:
+        self._cannot_open(e)
+      try:
+        manager = self._open_manager()
+      except CheckpointRemovedError:  # Pruned at every try: the steps on disk named.
+        manager = None
+      if manager is not None:
+        self._manager.close()
+        self._manager = manager
+        steps = self.all_steps()
+      else:
+        steps = sorted(int(n) for n in _step_names(self.directory)
+                       if os.path.isdir(os.path.join(self.directory, n)))
+    return CheckpointRemovedError(_removed_message(step, self.directory, steps), reason, step)
 
   def restore(self, abstract_state: Any, step: Optional[int] = None,
               partial: bool = False) -> Any:
@@ -1281,6 +1470,7 @@ class Checkpointer:
       # already): dropped for every caller from then on, but only after a failure (the
       # filter also drops any "Event loop is closed" error, which a notebook's own asyncio
       # code may raise: a review of the first fix, which installed it at every restore).
+      # asyncio's reports of its reads are dropped from the open on (`_quiet_orbax_leftovers`).
       add_unraisable_handler("quiet_orbax", _orbax_leftover)
       reason = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
       self._reopen()

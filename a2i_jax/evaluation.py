@@ -335,10 +335,42 @@ def crop_frame(config: Any) -> int:
   return config.data.image_size if crop and crop < config.data.image_size else 0
 
 
+def occlusion_seed(key: jax.Array, seed: Optional[int] = None) -> int:
+  """The seed of the random occlusions (`occlusions.make_masks`) that `evaluate_model` and
+  `tune_inference` draw: `seed` where it is given, else one derived from `key`.
+
+  The derived seed is the key's data (`jax.random.key_data`: 32-bit words) read as one
+  integer, the first word the most significant, modulo 2**31. For the default PRNG (threefry)
+  the key of seed S < 2**31 holds the words (0, S), so `jax.random.key(S)` (or
+  `jax.random.PRNGKey(S)`) derives seed S: infer.py's --seed=S, which passes
+  key=jax.random.key(S), seed=S, draws the same masks. Was: `seed` defaulted to 0, so a
+  notebook that varied `key` scored the seed-0 masks every time (fault hunt).
+
+  Args:
+    key: the PRNG key of the inference (`check_key`'s kinds: concrete, not traced).
+    seed: an integer of at least 0, or None to derive it from `key`.
+  Returns:
+    The seed, an integer of at least 0.
+  Raises:
+    InputError: a key that is not a PRNG key, or a seed that is neither None nor an integer
+      of at least 0.
+  """
+  check_key(key)
+  if seed is not None:
+    return check_int(seed, "seed", 0)
+  words = key
+  if jax.dtypes.issubdtype(getattr(key, "dtype", None), jax.dtypes.prng_key):
+    words = jax.random.key_data(key)
+  value = 0
+  for word in np.asarray(words, np.uint32).reshape(-1).tolist():
+    value = (value << 32) | int(word)
+  return value % 2**31
+
+
 def evaluate_model(trained: inference.TrainedModel, dataset: Dataset, *,
                    occlusion_names: Optional[Sequence[str]] = None, num_examples: int = -1,
                    key: jax.Array, options: Optional[inference.InferenceOptions] = None,
-                   seed: int = 0) -> dict[str, Any]:
+                   seed: Optional[int] = None) -> dict[str, Any]:
   """Reconstruction and completion errors of one trained model on the test split.
 
   Args:
@@ -352,7 +384,9 @@ def evaluate_model(trained: inference.TrainedModel, dataset: Dataset, *,
     key: PRNG key of the inference.
     options: the optimisation settings (default: the run's `config.inference`, with the
       test attributes given: `infer_attributes` off).
-    seed: seed of the random occlusions (the same for every model, so rows compare).
+    seed: seed of the random occlusions (the same for every model, so rows compare); None
+      (the default) derives it from `key` (`occlusion_seed`: jax.random.key(S) gives S).
+      infer.py --seed=S is key=jax.random.key(S), seed=S.
   Returns:
     {"model", "step", "num_examples", "options", "rows": {row: {column: cell}}}, each
     cell an `error_cell` (squared error on [0, 1], and "rmse_255").
@@ -366,7 +400,8 @@ def evaluate_model(trained: inference.TrainedModel, dataset: Dataset, *,
   """
   check_key(key)
   _check_count(num_examples)  # Before anything else is read.
-  seed = check_int(seed, "seed", 0)  # Was named as make_masks' offset seed (9.5 for 2.5).
+  # Was named as make_masks' offset seed (9.5 for 2.5); was 0 whatever the key (fault hunt).
+  seed = occlusion_seed(key, seed)
   _check_model_and_data(trained, dataset)
   _check_attribute_order(trained, dataset)
   dataset = centre_cropped(dataset, trained.config.data.augment.crop_size)
@@ -407,8 +442,8 @@ def evaluate_model(trained: inference.TrainedModel, dataset: Dataset, *,
 def tune_inference(trained: inference.TrainedModel, dataset: Dataset, *,
                    grid: Iterable[Mapping[str, Any]], occlusion_names: Sequence[str],
                    num_examples: Optional[int] = None, key: jax.Array,
-                   options: Optional[inference.InferenceOptions] = None, seed: int = 0
-                   ) -> list[dict[str, Any]]:
+                   options: Optional[inference.InferenceOptions] = None,
+                   seed: Optional[int] = None) -> list[dict[str, Any]]:
   """Validation-split errors for a grid of inference settings (how the defaults were chosen).
 
   Args:
@@ -422,7 +457,8 @@ def tune_inference(trained: inference.TrainedModel, dataset: Dataset, *,
     key: PRNG key.
     options: the settings each grid point overrides (default: the run's `config.inference`),
       so that e.g. `steps` and `restarts` hold for every row.
-    seed: seed of the random occlusions.
+    seed: seed of the random occlusions; None (the default) derives it from `key`, as in
+      `evaluate_model`. infer.py --mode=tune --seed=S is key=jax.random.key(S), seed=S.
   Returns:
     One dict per setting: "options" (every setting it ran with) and an error per column
     (`error_cell`, plus "diverged": the images whose inference gave NaN or infinity, or
@@ -442,7 +478,7 @@ def tune_inference(trained: inference.TrainedModel, dataset: Dataset, *,
   """
   check_key(key)
   _check_model_and_data(trained, dataset)
-  seed = check_int(seed, "seed", 0)
+  seed = occlusion_seed(key, seed)  # Was 0 whatever the key (fault hunt).
   settings = _grid_options(grid, _options(trained, options))
   _check_attribute_order(trained, dataset)
   dataset = centre_cropped(dataset, trained.config.data.augment.crop_size)

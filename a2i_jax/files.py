@@ -18,6 +18,7 @@ import math
 import os
 import re
 import socket
+import sys
 import tempfile
 import time
 from typing import Any, Callable, Iterable, Iterator, Optional, Union
@@ -419,12 +420,14 @@ def check_workdir_arg(workdir: Any, error: type[Exception] = WorkdirError) -> No
 def check_workdir_path(workdir: str) -> None:
   """Raises `WorkdirError` for a --workdir that a run cannot live in, whatever is there: a
   URL (was: a local folder named "gs:" trained in, and a traceback at the first save, the
-  steps lost; review), or a path holding one of `UNUSABLE_PATH_CHARACTERS`.
+  steps lost; review), a path holding one of `UNUSABLE_PATH_CHARACTERS`, or one the libraries
+  under Orbax cannot write to (`is_utf8_path`).
 
   Args:
     workdir: the --workdir as given.
   Raises:
-    WorkdirError: a URL, or a path holding one of `UNUSABLE_PATH_CHARACTERS`.
+    WorkdirError: a URL, a path holding one of `UNUSABLE_PATH_CHARACTERS`, or one that
+      cannot be written as UTF-8 (`is_utf8_path`).
   """
   if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", workdir):
     raise WorkdirError(f"--workdir={workdir} is a URL; runs are written to a local or mounted "
@@ -436,6 +439,69 @@ def check_workdir_path(workdir: str) -> None:
     raise WorkdirError(f"the workdir {absolute} holds {' and '.join(map(repr, bad))}: Orbax "
                        "saves checkpoints under such a path that it cannot restore; pass a "
                        "path without [, ] or \\ (rename the folder).")
+  if not is_utf8_path(absolute):
+    what, fix = not_utf8_words(absolute)
+    raise WorkdirError(f"the workdir {shown_bytes(absolute)} {what}, and Orbax saves its "
+                       "checkpoints' arrays (TensorStore, which takes UTF-8 paths) elsewhere or "
+                       f"not at all; {fix}.")
+
+
+def not_utf8_words(path: str) -> tuple[str, str]:
+  """What is wrong with a path that `is_utf8_path` refuses, and the fix, for error lines.
+
+  Args:
+    path: the path, as `os.fsdecode` gives it.
+  Returns:
+    (what, fix): "is not a valid UTF-8 name" and "rename the folder ..." where its bytes on
+    disk are not UTF-8; else it is this process's encoding (a Latin-1 locale outside Python's
+    UTF-8 mode), and the fix is a UTF-8 locale or PYTHONUTF8=1.
+  """
+  try:
+    path.encode("utf-8")
+  except UnicodeEncodeError:  # Bytes on disk that are not UTF-8 (caf\xe9).
+    return ("is not a valid UTF-8 name", "rename the folder (a name that is valid UTF-8)")
+  return (f"cannot be written as UTF-8 in this process (its file-system encoding is "
+          f"{sys.getfilesystemencoding()})", "run under a UTF-8 locale (e.g. LC_ALL=C.UTF-8) "
+          "or with PYTHONUTF8=1 in the environment, or rename the folder (ASCII letters)")
+
+
+def shown_bytes(path: str) -> str:
+  """`path` as its bytes on disk read as UTF-8, those that are not valid UTF-8 escaped
+  (`caf\\xe9`): a line naming it can be printed whatever the console's encoding.
+
+  Args:
+    path: a path, as `os.fsdecode` gives it.
+  Returns:
+    The text to show.
+  """
+  try:
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+  except UnicodeEncodeError:  # A character the locale cannot write: not on disk as such.
+    return path
+
+
+def is_utf8_path(path: Union[str, os.PathLike]) -> bool:
+  """Whether `path` names the same bytes on disk as its UTF-8 encoding: what the libraries
+  that take paths as UTF-8 text (TensorStore under Orbax, the ArrayRecord writer) write to.
+
+  Not where it holds a surrogate escape (Python's name for a byte that is not valid UTF-8:
+  `caf\\xe9`; was 69 tracebacks at the first checkpoint save, fault hunt), nor, in a process
+  whose file-system encoding is not UTF-8 (a Latin-1 locale, outside Python's UTF-8 mode),
+  where its bytes there differ from its UTF-8 ones: "run_é" was saved as empty checkpoint
+  folders there, its arrays written to a folder named "run_Ã©" (fault hunt).
+
+  Args:
+    path: a path (str or os.PathLike), as `os.fsdecode` gives it.
+  Returns:
+    True where the file system's bytes of `path` are its UTF-8 bytes.
+  """
+  text = os.fspath(path)
+  if isinstance(text, bytes):
+    text = os.fsdecode(text)
+  try:
+    return os.fsencode(text) == text.encode("utf-8")
+  except UnicodeEncodeError:  # A surrogate escape; or a character the locale cannot write.
+    return False
 
 
 def check_workdir(workdir: str, folders: Iterable[str] = (),
@@ -580,6 +646,8 @@ class HeldWorkdir:
     folders: the folders the lock created (the workdir and its missing parents), outermost
       first.
     lock_made: whether the lock created its lock file.
+    lock_writable: whether its lock file is open for writing (not another user's read-only
+      one), so that it names its holder.
     take_back: set by the caller: remove the lock file and the folders as the lock is
       released.
   """
@@ -587,6 +655,7 @@ class HeldWorkdir:
   def __init__(self):
     self.folders: list[str] = []
     self.lock_made = False
+    self.lock_writable = True
     self.take_back = False
 
 
@@ -696,17 +765,30 @@ def make_folders(path: str) -> list[str]:
   return made
 
 
-def _open_lock_file(path: str) -> tuple[int, bool]:
-  """The lock file `path`, open for reading and writing, and whether this call created it."""
+def _open_lock_file(path: str) -> tuple[int, bool, bool]:
+  """The lock file `path`, open for reading and writing where this user may write it (else
+  read-only: `flock` needs no write access), whether this call created it, and whether it is
+  open for writing.
+
+  Made with mode 0o666 less the umask, as every other file of a run (was 0o644 whatever the
+  umask: a group member of a shared run, umask 002, was refused its resume by this file
+  alone, "cannot write to ... (permission denied)"; fault hunt). One made so before stays
+  usable to the others: opened read-only, its holder line unwritten.
+  """
   for _ in range(100):
     try:
-      return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644), True
+      return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666), True, True
     except FileExistsError:
       try:
-        return os.open(path, os.O_RDWR), False
+        return os.open(path, os.O_RDWR), False, True
+      except PermissionError:  # Another user's (an older run's 0o644): locked read-only.
+        try:
+          return os.open(path, os.O_RDONLY), False, False
+        except FileNotFoundError:
+          continue
       except FileNotFoundError:  # Removed meanwhile by a holder that took it back; or a
         continue  # link to nothing, opened below as before.
-  return os.open(path, os.O_RDWR | os.O_CREAT, 0o644), False
+  return os.open(path, os.O_RDWR | os.O_CREAT, 0o666), False, True
 
 
 def _take_back(held: HeldWorkdir, path: str) -> None:
@@ -788,7 +870,7 @@ def workdir_lock(workdir: str) -> Iterator[HeldWorkdir]:
     try:
       # Outermost first (`HeldWorkdir`), also with one made again after a take-back.
       held.folders = sorted(set(held.folders) | set(make_folders(workdir)), key=len)
-      fd, made = _open_lock_file(path)
+      fd, made, writable = _open_lock_file(path)
     except OSError as e:
       _take_back(held, path)  # The folders it made, if any.
       # Advice by its errno (was "pass a --workdir you can write to" alone, also for a full
@@ -797,6 +879,7 @@ def workdir_lock(workdir: str) -> Iterator[HeldWorkdir]:
       raise WorkdirError(f"cannot write to {workdir} ({describe_storage_error(e)}); {fix}pass "
                          "a --workdir you can write to.") from None
     held.lock_made = held.lock_made or made
+    held.lock_writable = writable
     return fd
 
   def wait(fd: int) -> None:  # A run holds it, or a probe for an instant: looked at again.
@@ -819,8 +902,9 @@ def workdir_lock(workdir: str) -> Iterator[HeldWorkdir]:
                     no_locks.strerror or no_locks)
   try:
     try:  # A full disk (review finding: a traceback).
-      os.ftruncate(fd, 0)
-      os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
+      if held.lock_writable:  # Else another user's lock file: held, its holder line not ours.
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
     except OSError as e:
       held.take_back = True  # Nothing of the run's is there yet.
       raise WorkdirError(f"cannot write to {workdir} ({describe_storage_error(e)}); "
@@ -928,6 +1012,26 @@ def user_cache_dir() -> str:
   return os.path.join(base, "a2i_jax") if os.path.isabs(base) else ""
 
 
+def no_home(path: str) -> Optional[str]:
+  """Why `~` in `path` cannot be expanded, or None where it can (or `path` has none).
+
+  `os.path.expanduser` leaves "~/x" as it is where HOME is unset and this user is not in the
+  password database (a container's arbitrary user), and "~name/x" for a user the system does
+  not know: used as it is, that was a folder named "~" in the working folder (fault hunt).
+
+  Args:
+    path: a path as a user wrote it.
+  Returns:
+    The reason in words ("no home folder: HOME is not set", "there is no user 'bob'"), or None.
+  """
+  path = os.fspath(path)
+  if not path.startswith("~") or not os.path.expanduser(path).startswith("~"):
+    return None
+  # "~name/...": a user the system does not know (was told "HOME is not set"; fault hunt).
+  head = path.split("/", 1)[0]
+  return f"there is no user {head[1:]!r}" if head != "~" else "no home folder: HOME is not set"
+
+
 def enable_compilation_cache(directory: str) -> None:
   """Turns on JAX's persistent compilation cache in `directory` ("" leaves it off).
 
@@ -970,11 +1074,8 @@ def enable_compilation_cache(directory: str) -> None:
   if not directory:
     off_if_from_env()
     return
-  if os.path.expanduser(directory).startswith("~"):  # No home folder (`user_cache_dir`).
-    # "~name/...": a user the system does not know (was told "HOME is not set"; fault hunt).
-    head = directory.split("/", 1)[0]
-    why = (f"there is no user {head[1:]!r}" if head != "~" else
-           "no home folder: HOME is not set")
+  why = no_home(directory)
+  if why is not None:  # No home folder (`user_cache_dir`).
     logging.warning("the compilation cache folder %s cannot be used (%s); every program is "
                     "compiled anew. Set HOME or XDG_CACHE_HOME, or config.compilation_cache_dir "
                     "to an absolute path.", directory, why)

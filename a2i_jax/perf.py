@@ -43,6 +43,14 @@ from a2i_jax.errors import ConfigError
 # are at least `XLA_CONVOLUTIONS_MIN_GAIN` times as fast.
 XLA_CONVOLUTIONS_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
 XLA_CONVOLUTIONS_MIN_GAIN = 1.05
+# The flag that keeps them in YNNPACK's kernels whatever the timing says: with either flag in
+# XLA_FLAGS nothing is measured (`recommended_cpu_flags`), so the kernels, and the numbers a
+# run computes with them, are pinned (`CONVOLUTION_KERNEL_FLAGS`).
+YNNPACK_CONVOLUTIONS_FLAG = "--xla_cpu_experimental_ynn_fusion_type=+individual_convolution"
+# `convolution_kernels`' answers: the XLA_FLAGS setting that pins each, and its words.
+CONVOLUTION_KERNEL_FLAGS = {"xla": XLA_CONVOLUTIONS_FLAG, "ynnpack": YNNPACK_CONVOLUTIONS_FLAG}
+CONVOLUTION_KERNEL_WORDS = {"xla": "XLA's own convolution kernels",
+                            "ynnpack": "YNNPACK's convolution kernels"}
 # `time_convolution_kernels` stops after `KERNEL_PROBE_MIN_ROUNDS` rounds (of up to its
 # `rounds`) once the medians so far are clear of `XLA_CONVOLUTIONS_MIN_GAIN` by this factor
 # either way. On an AVX2-only Zen 4, which timed the two sets 1.38-1.48x apart, the child
@@ -290,7 +298,7 @@ def convolution_kernel_timing(cache_file: Optional[str] = None,
   """
   cache_file = _default_flag_cache() if cache_file is None else cache_file
   cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-  key = f"{cpu_model()}, {cpus} CPUs, {_jaxlib_version()}, probe {KERNEL_PROBE_VERSION}"
+  key = f"{cpu_model()}, {cpus} CPUs, {jaxlib_version()}, probe {KERNEL_PROBE_VERSION}"
 
   with _cache_lock(cache_file):
     known = _cache_section(_read_cache(cache_file), "convolution kernels").get(key)
@@ -412,6 +420,73 @@ def xla_convolutions() -> bool:
   return not in_ynnpack
 
 
+def convolution_kernels() -> Optional[str]:
+  """Which kernels run this process's convolutions: "xla" (XLA:CPU's own) or "ynnpack".
+
+  The numbers a computation gives depend on it (a 6-step train run differed in 56 of its 64
+  checkpoint arrays; fault hunt), and the timing that chooses it (`recommended_cpu_flags`)
+  can choose otherwise on the same machine (a busy host, another CPU count, a cleared
+  cache). "xla" where XLA_FLAGS says so (`xla_convolutions`) or this XLA has no YNNPACK
+  (jaxlib 0.7.2), else "ynnpack". `CONVOLUTION_KERNEL_FLAGS` pins either.
+
+  Returns:
+    "xla" or "ynnpack" on CPU; None on another backend (a GPU's or TPU's convolutions are
+    not XLA:CPU's).
+  """
+  if jax.default_backend() != "cpu":
+    return None
+  if xla_convolutions():
+    return "xla"
+  known = _option_known("xla_cpu_experimental_ynn_fusion_type",
+                        "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION")
+  return "ynnpack" if known else "xla"
+
+
+def describe_convolution_kernels(kernels: str) -> str:
+  """`convolution_kernels`' answer in words, e.g. "XLA's own convolution kernels".
+
+  Args:
+    kernels: "xla" or "ynnpack" (another value, as a damaged record holds it, is quoted).
+  Returns:
+    The words.
+  """
+  return CONVOLUTION_KERNEL_WORDS.get(kernels, f"convolution kernels {kernels!r}")
+
+
+def kernel_layout() -> str:
+  """The kernels this process computes with, in words: on CPU the convolution kernels
+  (`convolution_kernels`) and the jaxlib, e.g. "XLA's own convolution kernels, jaxlib
+  0.10.2"; elsewhere the jaxlib alone. A trained model's or predictor's numbers depend on
+  them: the attribute predictor's meta.json ("trained_with") and a training run's
+  kernels.json record them (`train_lib`).
+
+  Returns:
+    The words.
+  """
+  kernels = convolution_kernels()
+  return ", ".join(([describe_convolution_kernels(kernels)] if kernels else [])
+                   + [jaxlib_version()])
+
+
+def pin_kernels_advice(then: str, now: str) -> str:
+  """The XLA_FLAGS setting that runs the convolution kernels `then` names, where that is all
+  that differs from `now` (both `kernel_layout` words): a jaxlib cannot be pinned by a flag.
+
+  Args:
+    then: the kernels something was computed with.
+    now: this process's.
+  Returns:
+    E.g. "XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution", or ""
+    where no flag makes `now` into `then`.
+  """
+  rest = lambda words: words.split(", ")[1:]
+  for name, flag in CONVOLUTION_KERNEL_FLAGS.items():
+    if (then.startswith(describe_convolution_kernels(name) + ", ") and then != now
+        and now.startswith(tuple(CONVOLUTION_KERNEL_WORDS.values())) and rest(then) == rest(now)):
+      return f"XLA_FLAGS={flag}"
+  return ""
+
+
 def set_recommended_xla_flags(flags: Optional[tuple[str, ...]] = None,
                               cache_file: Optional[str] = None) -> str:
   """Appends `flags` to the XLA_FLAGS environment variable, keeping flags already set.
@@ -476,7 +551,12 @@ def _accelerator_plugin_installed() -> bool:
              for name in ("libtpu", "jax_plugins", "jax_cuda12_plugin", "jax_cuda13_plugin"))
 
 
-def _jaxlib_version() -> str:
+def jaxlib_version() -> str:
+  """This process's jaxlib, e.g. "jaxlib 0.10.2" ("jax X" where jaxlib has no metadata).
+
+  Returns:
+    The words.
+  """
   try:
     return "jaxlib " + importlib.metadata.version("jaxlib")
   except importlib.metadata.PackageNotFoundError:
@@ -588,7 +668,7 @@ def accepted_xla_flags(flags: tuple[str, ...], cache_file: Optional[str] = None,
     The accepted flags, in their order in `flags`.
   """
   cache_file = _default_flag_cache() if cache_file is None else cache_file
-  version = _jaxlib_version()
+  version = jaxlib_version()
   with _cache_lock(cache_file):
     known = _cache_section(_read_cache(cache_file), version)
     answers: dict[str, bool] = {}

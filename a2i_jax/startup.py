@@ -1,5 +1,5 @@
 """The entry points' first lines (train.py, infer.py): a stop during their start-up is one line,
-then the command may start over with huge pages (`hugepages`).
+then the command may start over with huge pages and in Python's UTF-8 mode (`hugepages`).
 
 Imports only what Python has loaded already, so that the handlers are in place before anything
 slow is imported: a Ctrl-C there was a 15- to 47-line traceback, and a SIGTERM ended the
@@ -18,7 +18,8 @@ from typing import Optional
 def begin(term_words: str, term_status: int, hup_words: Optional[str] = None,
           hup_status: Optional[int] = None) -> None:
   """Installs the start-up's handlers of Ctrl-C, SIGTERM and SIGHUP (unless SIGHUP is ignored,
-  as under nohup), then re-executes the command with huge pages where `hugepages` does.
+  as under nohup), then re-executes the command with huge pages and in Python's UTF-8 mode
+  where `hugepages` does (once, with both).
 
   The signals are blocked across the re-execution: the new process starts with the default
   handlers until it comes back here, and a blocked signal stays pending through `execve`, so
@@ -48,7 +49,8 @@ def begin(term_words: str, term_status: int, hup_words: Optional[str] = None,
   signal.pthread_sigmask(signal.SIG_BLOCK, stops)
   try:
     from a2i_jax import hugepages  # pylint: disable=import-outside-toplevel
-    hugepages.reexec_with_huge_pages()  # Huge pages for malloc on Linux (the module says).
+    # Huge pages for malloc on Linux, UTF-8 mode under a locale that is not (the module says).
+    hugepages.reexec_with_huge_pages()
   finally:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
   keep_going_without_a_console()
@@ -104,6 +106,8 @@ def keep_going_without_a_console() -> None:
   at its progress bar's first line, after the data load and the compile, with exit status 1
   and no word (fault hunt). Its descriptor is the null device's too: the next file opened
   took its number, and lines written there (XLA's log, the stop's notice) went into that file.
+
+  Text it cannot encode is written escaped (`_escape_what_cannot_print`).
   """
   for fd in (0, 1, 2):
     try:
@@ -117,8 +121,25 @@ def keep_going_without_a_console() -> None:
     stream = getattr(sys, name)
     if stream is None:
       stream = open(os.devnull, "w", encoding="utf-8")  # pylint: disable=R1732
+    _escape_what_cannot_print(stream)
     if not isinstance(stream, _ClosedPipeSafe):
       setattr(sys, name, _ClosedPipeSafe(stream))
+
+
+def _escape_what_cannot_print(stream) -> None:
+  """Has a text console stream write what its encoding cannot hold as escapes (`\\xe9`),
+  as Python's standard error does: a path of bytes that are not UTF-8 (`--out=out_caf\\xe9`)
+  under en_US.UTF-8, whose standard output is strict, stopped infer.py at its "wrote ..." line
+  after the work, the modes after it not run (fault hunt). Streams without `reconfigure`
+  (replaced by a caller) are left as they are."""
+  inner = getattr(stream, "_stream", stream)  # A `_ClosedPipeSafe`'s own.
+  reconfigure = getattr(inner, "reconfigure", None)
+  if reconfigure is None or getattr(inner, "errors", "strict") != "strict":
+    return
+  try:
+    reconfigure(errors="backslashreplace")
+  except (OSError, ValueError, TypeError):  # Closed, or not a TextIOWrapper after all.
+    pass
 
 
 def check_jax_environment() -> None:

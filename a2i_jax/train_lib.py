@@ -437,12 +437,14 @@ def _check_config_json_model(workdir: str, saved: ml_collections.ConfigDict) -> 
 
 # Where a resume that changes settings keeps the config it replaces (`_keep_a_changed_config`).
 CONFIG_HISTORY_DIR = "config_history"
+# Where a run on CPU records the kernels it computes with (`_record_kernels`).
+KERNELS_FILE = "kernels.json"
 
 # What a run keeps in its workdir at the top level (besides earlier_run_* folders): a folder
 # holding none of them and something else is not a run's.
 _RUN_ENTRIES = (*checkpoints.RUN_FOLDERS, checkpoints.CONFIG_FILE, checkpoints.DATASET_FILE,
-                metrics_lib.METRICS_FILE, files.LOCK_FILE, CONFIG_HISTORY_DIR, "infer",
-                "attribute_predictor")
+                metrics_lib.METRICS_FILE, files.LOCK_FILE, CONFIG_HISTORY_DIR, KERNELS_FILE,
+                "infer", "attribute_predictor")
 
 
 def _warn_of_other_files(workdir: str) -> None:
@@ -579,7 +581,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # FileExistsError's traceback, after the data load (fault hunt).
   files.check_workdir(workdir, folders=(*checkpoints.RUN_FOLDERS, CONFIG_HISTORY_DIR),
                       plain_files=(checkpoints.CONFIG_FILE, checkpoints.DATASET_FILE,
-                                   metrics_lib.METRICS_FILE))
+                                   metrics_lib.METRICS_FILE, KERNELS_FILE))
   checkpoints.check_step_names(workdir)  # A file of the user's named as a step.
   # Another run training there: said before the data load (was: after it, for LFW a 233 MB
   # download and the mask network). The lock itself is taken later and is the guarantee.
@@ -899,6 +901,10 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
             f"but process 0 found step {chosen} the newest intact one; give every process the "
             "same --workdir on storage they all read alike, then run the command again.")
     logging.info("model %s: %d parameters", config.model.name, models.count_params(state.params))
+    kernels = perf.kernel_layout() if perf.convolution_kernels() else None  # CPU only.
+    if kernels:  # The timing's choice (`perf.recommended_cpu_flags`), said (was: nowhere).
+      logging.info("computing with %s (recorded in %s)", kernels,
+                   os.path.join(workdir, KERNELS_FILE))
     # A call that trains nothing but evaluates the step reached, whose evaluation a stop left
     # to the resume, evaluates under this config: its changes are said and recorded as those
     # of a resume with steps left (was: applied without a word; review). Decided once, here,
@@ -929,6 +935,9 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
           made.record(kept)
       made.replacing(checkpoints.CONFIG_FILE)
       checkpoints.save_config(workdir, config)
+      if kernels:
+        made.replacing(KERNELS_FILE)
+        _record_kernels(workdir, 0 if good is None else int(state.step), kernels)
     made.replacing(checkpoints.DATASET_FILE)
     train_eval.record_dataset(workdir, dataset, config.data.path, resumed=good is not None)
   except BaseException as e:
@@ -1015,6 +1024,64 @@ def _keep_a_changed_config(workdir: str, config: ml_collections.ConfigDict, step
                   "the config it replaces is kept in %s", step,
                   ", ".join(f"{k} {old!r} -> {new!r}" for k, old, new in changed), kept)
   return kept
+
+
+def _read_kernels(workdir: str) -> Optional[dict[int, str]]:
+  """kernels.json's record, {first step: kernels}; None where there is none; {} (with one
+  warning) where it is unreadable or holds no such record (a damaged file is not trusted)."""
+  path = os.path.join(workdir, KERNELS_FILE)
+  if not os.path.lexists(path):
+    return None
+  try:
+    with open(path, encoding="utf-8") as f:
+      record = json.load(f)["from_step"]
+    if not (isinstance(record, dict) and record and all(
+        isinstance(k, str) and k.isdigit() and isinstance(v, str) for k, v in record.items())):
+      raise ValueError("no {step: kernels} record")
+    return {int(k): v for k, v in record.items()}
+  except (OSError, ValueError, TypeError, KeyError, RecursionError) as e:
+    logging.warning("%s is unreadable (%s): the kernels the run trained with so far are "
+                    "unknown; it is rewritten from this resume", path,
+                    getattr(e, "strerror", None) or e)
+    return {}
+
+
+def _record_kernels(workdir: str, step: int, kernels: str) -> None:
+  """Records in WORKDIR/kernels.json the kernels (`perf.kernel_layout`) the run computes with
+  from `step` on, as {"from_step": {"0": "XLA's own convolution kernels, jaxlib 0.10.2",
+  ...}}, dropping what it recorded for later steps (trained again now), and warns where a
+  resume's differ from those that trained up to `step`: its numbers then differ slightly from
+  an uninterrupted run's. Was: the timing-based choice of kernels (`perf.recommended_cpu_flags`;
+  a busy host, another CPU count or a cleared cache choose otherwise) was recorded nowhere,
+  and a resume under others went on without a word (fault hunt). Process 0 only.
+
+  Args:
+    workdir: the run's directory.
+    step: the step the run starts or resumes from.
+    kernels: this process's `perf.kernel_layout()`.
+  """
+  if not distributed.is_main():
+    return
+  record = _read_kernels(workdir) if step else None
+  record = {s: k for s, k in (record or {}).items() if s <= step}
+  before = record[max(record)] if record else None
+  if before is not None and before != kernels:
+    pin = perf.pin_kernels_advice(before, kernels)
+    logging.warning("resuming at step %d with %s, but the run trained up to it with %s: its "
+                    "numbers will differ slightly from those of an uninterrupted run%s", step,
+                    kernels, before,
+                    f" (set {pin} to resume with the kernels it trained with)" if pin else "")
+  if before != kernels:
+    record[step] = kernels
+  text = json.dumps({"from_step": {str(s): record[s] for s in sorted(record)}}, indent=1)
+  path = os.path.join(workdir, KERNELS_FILE)
+  try:
+    with open(path, encoding="utf-8") as f:
+      unchanged = f.read() == text
+  except (OSError, ValueError):
+    unchanged = False
+  if not unchanged:
+    files.atomic_write(path, text)
 
 
 def _check_validation_finite(ev: dict, step: int, newest: Optional[int], directory: str
@@ -1230,7 +1297,8 @@ def _set_aside_an_earlier_run(workdir: str,
 # The suffix of an earlier run's folder while its results are being moved in.
 _UNFINISHED = ".unfinished"
 _EARLIER_RESULTS = ("samples", "tensorboard", metrics_lib.METRICS_FILE,
-                    checkpoints.CONFIG_FILE, checkpoints.DATASET_FILE, CONFIG_HISTORY_DIR, "infer")
+                    checkpoints.CONFIG_FILE, checkpoints.DATASET_FILE, CONFIG_HISTORY_DIR,
+                    KERNELS_FILE, "infer")
 
 
 def _move_earlier_results(workdir: str, dest: str) -> str:

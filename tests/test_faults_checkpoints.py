@@ -10,6 +10,8 @@ import os
 import re
 import shutil
 import sys
+import time
+import types
 
 import jax
 import jax.numpy as jnp
@@ -107,6 +109,32 @@ def test_a_checkpoint_pruned_after_its_restore_gets_no_checksum_warning(two_step
   assert "checksum" not in caplog.text
 
 
+def test_a_checkpoint_whose_pruning_stalled_is_said_removed_not_corrupt(two_steps,
+                                                                         monkeypatch):
+  """Was (load_trained beside a training run keeping 1 checkpoint on 2 cores, 1 in 249):
+  "checkpoint 120 ... is corrupt (file _CHECKPOINT_METADATA is missing); no checkpoint there
+  is intact": the pruner, stalled after its first file, had left a folder that looked damaged
+  as it was checked. A file missing with a newer step beside it is watched for the rest of
+  the removal; a step still there after the wait is corrupt, as before."""
+  ckpt = two_steps
+  folder = os.path.join(ckpt.directory, "1")
+  os.remove(os.path.join(folder, "_CHECKPOINT_METADATA"))  # The pruner's first file.
+  resumed = lambda _: shutil.rmtree(folder, ignore_errors=True)  # The pruner goes on.
+  monkeypatch.setattr(checkpoints, "time", types.SimpleNamespace(
+      monotonic=time.monotonic, sleep=resumed), raising=False)
+  _restore_removed(ckpt, 1, "[2]")
+  shutil.copytree(os.path.join(ckpt.directory, "2"), folder)
+  os.remove(os.path.join(folder, "_CHECKPOINT_METADATA"))  # Deleted, and no pruner.
+  monkeypatch.setattr(checkpoints, "time", time, raising=False)
+  monkeypatch.setattr(checkpoints, "_PRUNE_WAIT_S", 0.05, raising=False)
+  reader = checkpoints.Checkpointer(os.path.dirname(ckpt.directory), create=False)
+  with pytest.raises(CheckpointError, match=r"checkpoint 1 .* is corrupt \(file "
+                     r"_CHECKPOINT_METADATA is missing\)") as info:
+    reader.restore(TARGET, 1)
+  reader.close()
+  assert type(info.value).__name__ != "CheckpointRemovedError"
+
+
 def test_a_damaged_checkpoint_is_still_corrupt_not_removed(two_steps):
   """The fix above keeps a file changed in place for what it is: corrupt, the advice to move it
   away."""
@@ -168,6 +196,131 @@ def test_load_trained_reads_the_newest_again_after_a_prune(tiny_run, monkeypatch
   with pytest.raises(checkpoints.CheckpointRemovedError):
     restore.load_trained(workdir, step=model.step)
   assert len(calls) == 1
+
+
+def _prune_as_orbax_opens(monkeypatch, folder):
+  """Removes `folder` (a step's) each time Orbax reads a step's commit time as it opens the
+  checkpoints: after it listed the steps, as a training run's max_checkpoints_to_keep does."""
+  from orbax.checkpoint._src.path import step as step_lib  # pylint: disable=import-outside-toplevel
+  read = step_lib.Metadata.commit_timestamp_nsecs.fget
+
+  def pruned_meanwhile(metadata):
+    shutil.rmtree(folder, ignore_errors=True)
+    return read(metadata)
+  monkeypatch.setattr(step_lib.Metadata, "commit_timestamp_nsecs", property(pruned_meanwhile))
+
+
+def test_a_step_pruned_while_the_folder_is_opened_is_not_said_damaged(two_steps, monkeypatch):
+  """Was (infer.py and load_trained beside a training run that keeps 1 checkpoint: 2 of 71
+  loads, 3 of 4 infer.py runs with the prune injected): "Orbax cannot open the checkpoints in
+  ... ([Errno 2] No such file or directory: '.../checkpoints/1'); a step folder there is
+  damaged or not a checkpoint: move it away", the newest step intact. Opened again; pruned at
+  every try, the error of a removed checkpoint."""
+  directory = two_steps.directory
+  one = os.path.join(directory, "1")
+  shutil.copytree(one, os.path.join(os.path.dirname(directory), "1"))
+  _prune_as_orbax_opens(monkeypatch, one)
+  ckpt = checkpoints.Checkpointer(os.path.dirname(directory), create=False)
+  assert ckpt.all_steps() == [2]
+  np.testing.assert_array_equal(ckpt.restore(TARGET)["w"], np.full(3, 2.0))
+  ckpt.close()
+  shutil.copytree(os.path.join(os.path.dirname(directory), "1"), one)  # Pruned again at the
+  # open's only try.
+  monkeypatch.setattr(checkpoints, "_OPEN_TRIES", 1)
+  with pytest.raises(CheckpointError) as info:
+    checkpoints.Checkpointer(os.path.dirname(directory), create=False)
+  assert isinstance(info.value, checkpoints.CheckpointRemovedError) and info.value.step == 1
+  assert str(info.value) == (
+      f"checkpoint 1 in {directory} was removed while it was read: a training run in this "
+      "workdir keeps only its newest checkpoints (config.max_checkpoints_to_keep). Run the "
+      "same command again to read the newest one (a --step, or load_trained's step, must name "
+      "one there now: [2]).")
+
+
+def test_a_step_pruned_as_the_steps_left_are_listed_again_is_no_traceback(two_steps,
+                                                                            monkeypatch):
+  """Was (load_trained beside a run keeping 1 checkpoint, 1 in 270 loads on the oldest pins):
+  Orbax's traceback, "NotADirectoryError: Path is not a directory: .../checkpoints/161", from
+  the reload that names the steps left after a checkpoint was removed as it was read, another
+  step pruned as Orbax read them."""
+  ckpt = two_steps
+  digests = checkpoints._file_digests
+
+  def pruned_twice(folder):
+    shutil.rmtree(os.path.join(ckpt.directory, "2"))
+    _prune_as_orbax_opens(monkeypatch, os.path.join(ckpt.directory, "1"))
+    return digests(folder)
+  monkeypatch.setattr(checkpoints, "_file_digests", pruned_twice)
+  _restore_removed(ckpt, 2, "none")
+
+
+def test_load_trained_opens_the_checkpoints_again_after_a_prune(tiny_run, monkeypatch):
+  """Was: the Checkpointer opened once, before the retries, so a step pruned as it opened
+  stopped load_trained (its retry covered the restore alone). Opened again, also for a
+  `step` asked for (the step pruned at the open is another one)."""
+  from a2i_jax.inference import restore  # pylint: disable=import-outside-toplevel
+  workdir, step = tiny_run("cvae")
+  opens = []
+  real = checkpoints.Checkpointer._open_manager
+
+  def pruned_once(self):
+    opens.append(1)
+    if len(opens) % 2:
+      raise checkpoints.CheckpointRemovedError("removed", "gone", step - 1)
+    return real(self)
+  monkeypatch.setattr(checkpoints.Checkpointer, "_open_manager", pruned_once)
+  assert restore.load_trained(workdir).step == step and len(opens) == 2
+  assert restore.load_trained(workdir, step=step).step == step and len(opens) == 4
+
+
+def test_orbax_leftovers_of_a_pruned_read_print_nothing_from_python(two_steps, monkeypatch,
+                                                                    caplog):
+  """Was: a notebook's load_trained beside a training run that pruned the checkpoint it read
+  printed asyncio's "Task exception was never retrieved" (an Orbax read) and "Future exception
+  was never retrieved" (TensorStore's, naming the step's folder) reports with their tracebacks
+  and TensorStore specs, and Orbax's "Metadata file does not exist" warnings: 1,234 lines in 69
+  loads (and "Failed to read Metadata file", an error, opening beside it); only the entry
+  points filtered them. Dropped from the checkpoints' open on; asyncio's and absl's other
+  records pass."""
+  monkeypatch.setattr(checkpoints, "_OPENED_FOLDERS", set(), raising=False)
+  loggers = [logging.getLogger(name) for name in ("asyncio", "absl")]
+  for logger in loggers:
+    monkeypatch.setattr(logger, "filters", [])  # Put back as they were afterwards.
+  directory = two_steps.directory
+  orbax_file = os.path.join(checkpoints._ORBAX_DIR, "checkpoint", "_src", "serialization.py")
+
+  def log_all():
+    asyncio_logger = logging.getLogger("asyncio")
+    for coroutine, where in (("async_deserialize", orbax_file), ("mine", "/mine.py")):
+      asyncio_logger.error("Task exception was never retrieved\nfuture: <Task finished coro=<"
+                           "%s() done, defined at %s:394> exception=Exception('...')>",
+                           coroutine, where)
+    for folder in (os.path.join(directory, "2", "default"), "/my/own/folder"):
+      error = ValueError(f'FAILED_PRECONDITION: Error reading "w/0" at local file "{folder}/"')
+      asyncio_logger.error("Future exception was never retrieved\nfuture: <Future finished "
+                           "exception=%r>", error, exc_info=(ValueError, error, None))
+    for folder in (os.path.join(directory, "1"), "/my/own/folder"):
+      path = os.path.join(folder, "_CHECKPOINT_METADATA")
+      loggers[1].handle(logging.LogRecord("absl", logging.WARNING, orbax_file, 202,
+                                          "Metadata file does not exist: %s", (path,), None))
+      gone = FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+      loggers[1].handle(logging.LogRecord("absl", logging.ERROR, orbax_file, 210,
+                                          "Failed to read Metadata file: %s, error: %s",
+                                          (path, gone), None))
+  with caplog.at_level(logging.WARNING):
+    log_all()  # Nothing opened in this process: all pass.
+    assert caplog.text.count("never retrieved") == 4 and caplog.text.count("Metadata") == 4
+    caplog.clear()
+    ckpt = checkpoints.Checkpointer(os.path.dirname(directory), create=False)
+    with pytest.raises(checkpoints.RestoreError):  # Not its shape.
+      ckpt.restore({"w": jax.ShapeDtypeStruct((4,), jnp.float32)}, 2)
+    ckpt.close()
+    log_all()
+  assert caplog.text.count("never retrieved") == 2, caplog.text
+  assert "mine()" in caplog.text and 'local file "/my/own/folder/"' in caplog.text
+  assert "Metadata file does not exist: /my/own/folder" in caplog.text
+  assert "Failed to read Metadata file: /my/own/folder" in caplog.text
+  assert directory not in caplog.text
 
 
 def test_get_config_refuses_a_runs_record(tmp_path):

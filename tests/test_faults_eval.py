@@ -251,6 +251,42 @@ def test_the_seed_of_the_masks_is_checked_as_given():
                                       seed=3 * len(occlusions.OCCLUSION_NAMES) + place))
 
 
+def test_the_random_occlusions_follow_the_key_where_no_seed_is_given(monkeypatch):
+  """Was: `evaluate_model` and `tune_inference` took seed=0 by default, so a notebook that
+  varied `key` scored the seed-0 masks every time, and key=jax.random.key(1) did not score
+  the masks of infer.py --seed=1 (fault hunt). Now seed=None derives the seed from the key:
+  jax.random.key(S) draws seed S's masks, as infer.py --seed=S (key(S), seed=S) does."""
+  trained, names = _trained(), ["block8", "random_rect"]
+  drawn = []
+
+  def stub(out):
+    def run(*args, **kwargs):
+      drawn.append(args[3] if len(args) > 3 else None)  # complete(trained, x, y, observed)
+      return {out: np.full((3, S, S, 3), 0.5, np.float32)}
+    return run
+  monkeypatch.setattr(evaluation.inference, "reconstruct", stub("reconstruction"))
+  monkeypatch.setattr(evaluation.inference, "complete", stub("completion"))
+
+  def masks(call, key, **seed):
+    drawn.clear()
+    if call == "evaluate":
+      evaluation.evaluate_model(trained, _data(), occlusion_names=names, key=key,
+                                options=_options(trained), **seed)
+    else:
+      evaluation.tune_inference(trained, _data(), grid=[{}], occlusion_names=names, key=key,
+                                options=_options(trained), **seed)
+    return [np.asarray(m) for m in drawn if m is not None]
+  for call in ("evaluate", "tune"):
+    zero, one = masks(call, jax.random.key(0)), masks(call, jax.random.key(1))
+    assert len(one) >= 2 and not all(np.array_equal(a, b) for a, b in zip(zero, one))
+    for a, b in zip(one, masks(call, jax.random.key(5), seed=1)):  # infer.py --seed=1's.
+      np.testing.assert_array_equal(a, b)
+    for a, b in zip(one, masks(call, jax.random.PRNGKey(1))):
+      np.testing.assert_array_equal(a, b)
+  assert evaluation.occlusion_seed(jax.random.key(7)) == 7
+  assert evaluation.occlusion_seed(jax.random.key(7), 3) == 3
+
+
 def test_error_cells_refuse_images_and_regions_they_would_score_wrong():
   """Was: a uint8 target (0 .. 255) scored against [0, 1] estimates without a word (an error
   of ~21562); one estimate [S, S, 3] broadcast over every image; a region [N, S, S] NumPy's

@@ -224,3 +224,165 @@ def test_a_failed_disk_under_a_checksum_file_is_not_damage(train_py_reference, t
     inference.load_trained(workdir)
   assert str(e.value).startswith(f"could not read {path} ({_EIO_WORDS}); "), str(e.value)
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["4", "6"]
+
+
+def _latin1(monkeypatch):
+  """This process's file names written as Latin-1, as under LC_ALL=en_US.ISO-8859-1 outside
+  Python's UTF-8 mode (`os.fsencode` strict: a character Latin-1 lacks cannot be written)."""
+  def fsencode(path):
+    path = os.fspath(path)
+    return path.encode("latin-1") if isinstance(path, str) else path
+  monkeypatch.setattr(os, "fsencode", fsencode)
+  monkeypatch.setattr(os.sys, "getfilesystemencoding", lambda: "iso8859-1")
+
+
+def test_a_workdir_or_data_dir_not_written_as_utf8_is_refused_in_one_line(tmp_path,
+                                                                         monkeypatch):
+  """Was (fault hunt): a workdir of bytes that are not UTF-8 (runs/caf\\xe9) trained to its
+  first checkpoint, then 69 tracebacks from Orbax (TensorStore takes paths as UTF-8 text); and
+  under a Latin-1 locale, runs/run_é (its UTF-8 bytes, read as "run_Ã©") trained to the end
+  with every checkpoint an empty shell, its arrays in a folder named run_Ã©. A data_dir there
+  (dd_é) was a traceback from the ArrayRecord writer, its folders left behind. Each is one
+  line that names the path (printable) and the fix, before anything is written."""
+  from a2i_jax.data import tfds_lib  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data.base import DataError  # pylint: disable=import-outside-toplevel
+  bytes_path = os.fsdecode(os.fsencode(str(tmp_path)) + b"/caf\xe9")
+  with pytest.raises(WorkdirError) as e:
+    files.check_workdir_path(bytes_path)
+  assert str(e.value) == (
+      f"the workdir {tmp_path}/caf\\xe9 is not a valid UTF-8 name, and Orbax saves its "
+      "checkpoints' arrays (TensorStore, which takes UTF-8 paths) elsewhere or not at all; "
+      "rename the folder (a name that is valid UTF-8)."), str(e.value)
+  typed = "run_\u00e9".encode("utf-8").decode("latin-1")  # As a Latin-1 process reads it.
+  files.check_workdir_path(str(tmp_path / typed))  # Fine where names are UTF-8.
+  assert tfds_lib.is_utf8(typed)
+  with monkeypatch.context() as m:
+    _latin1(m)
+    assert not files.is_utf8_path(typed) and not tfds_lib.is_utf8(typed)
+    assert files.is_utf8_path("run_plain") and not files.is_utf8_path("\u5e3d")
+    with pytest.raises(WorkdirError) as e:
+      files.check_workdir_path(str(tmp_path / typed))
+    with pytest.raises(DataError) as d:
+      tfds_lib.check_utf8_path(str(tmp_path / typed))
+  for error in (e, d):
+    assert "cannot be written as UTF-8 in this process (its file-system encoding is " \
+        "iso8859-1)" in str(error.value) and "PYTHONUTF8=1" in str(error.value), error.value
+  assert f"the workdir {tmp_path}/run_\u00e9 cannot" in str(e.value)  # As the user typed it.
+  assert os.listdir(tmp_path) == []
+
+
+def test_a_run_started_with_a_group_umask_can_be_resumed_by_the_group(tmp_path,
+                                                                      monkeypatch):
+  """Was (fault hunt): `.lock` was made 0o644 whatever the umask, and opened for writing, so a
+  group member (umask 002, a setgid shared folder) was refused the resume of a run whose
+  every other file it could write: "cannot write to ... (permission denied)". The lock file
+  is made as the others are (0o666 less the umask); one it may not write (made so before) is
+  locked read-only, and still keeps a second run out."""
+  old = os.umask(0o002)
+  try:
+    with files.workdir_lock(str(tmp_path / "run")):
+      pass
+  finally:
+    os.umask(old)
+  lock = str(tmp_path / "run" / files.LOCK_FILE)
+  assert os.stat(lock).st_mode & 0o777 == 0o664
+  os.chmod(lock, 0o644)  # Another user's, made so before (this test may run as root).
+  real_open = os.open
+
+  def open_as_group_member(path, flags, *args):
+    if path == lock and flags & (os.O_WRONLY | os.O_RDWR) and not flags & os.O_EXCL:
+      raise PermissionError(13, "Permission denied", path)
+    return real_open(path, flags, *args)
+  monkeypatch.setattr(files.os, "open", open_as_group_member)
+  monkeypatch.setattr(files, "_LOCK_RETRY_S", 0.05)
+  with files.workdir_lock(str(tmp_path / "run")):
+    other = real_open(lock, os.O_RDONLY)  # A second run: its own open file.
+    try:
+      with pytest.raises(BlockingIOError):
+        files.fcntl.flock(other, files.fcntl.LOCK_EX | files.fcntl.LOCK_NB)
+      with pytest.raises(WorkdirError, match="in use"):
+        with files.workdir_lock(str(tmp_path / "run")):
+          pass
+    finally:
+      os.close(other)
+
+
+def test_no_home_folder_for_the_data_folders_is_one_line(tmp_path, monkeypatch):
+  """Was (fault hunt): HOME unset for a user the password database does not know (a
+  container's arbitrary user) put the data in a folder named "~" in the working folder
+  (./~/.cache/a2i_jax/synthetic_...npz; ./~/a2i_data for LFW, CUB and folders). The data
+  folders' defaults are refused in one line, before anything is made."""
+  import pwd  # pylint: disable=import-outside-toplevel
+  from a2i_jax import config_lib, data  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data import tfds_lib  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data.base import DataError  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(pwd, "getpwuid", lambda uid: (_ for _ in ()).throw(KeyError(uid)))
+  monkeypatch.delenv("HOME", raising=False)
+  monkeypatch.chdir(tmp_path)
+  config = config_lib.get_config(os.path.join(os.path.dirname(__file__), os.pardir, "configs",
+                                              "lfw.py"))
+  with pytest.raises(DataError) as e:
+    data.check_settings(config.data)
+  assert str(e.value) == ("config.data.cache_dir=~/.cache/a2i_jax cannot be found (no home "
+                          "folder: HOME is not set); set HOME, or pass "
+                          "--config.data.cache_dir=<an absolute folder>."), str(e.value)
+  config.data.cache_dir = str(tmp_path / "cache")
+  with pytest.raises(DataError, match=r"^config.data.data_dir=~/a2i_data cannot be found"):
+    data.check_settings(config.data)
+  with pytest.raises(DataError, match=r"\(there is no user 'a2i-no-such-user'\)"):
+    tfds_lib.data_dir_path("~a2i-no-such-user/data")
+  assert os.listdir(tmp_path) == []
+
+
+def test_names_the_locale_cannot_write_get_file_names_and_a_workdir_is_refused(tmp_path,
+                                                                              monkeypatch):
+  """Was (fault hunt): under a Latin-1 locale, progression and edit of a folder run whose CSV
+  has a column 帽子 stopped with UnicodeEncodeError's traceback from the file names, for every
+  attribute at once (edit --attribute=smile too). Such a name's part is "_" for each
+  character, the hash of the whole name after it. And infer.py on a workdir of bytes that are
+  not UTF-8 was 65 tracebacks from the restore, then advice to change the config: one line."""
+  import infer  # pylint: disable=import-outside-toplevel
+  from a2i_jax.errors import InputError  # pylint: disable=import-outside-toplevel
+  names = ("smile", "\u5e3d\u5b50", "\u5e3d\u5b50x")  # Apart from other tests' (a cache).
+  with monkeypatch.context() as m:
+    _latin1(m)
+    parts = infer._file_parts(names, 200)  # pylint: disable=protected-access
+    edit = infer._file_part("smile", names, "edit_", ".json")  # pylint: disable=W0212
+  assert parts["smile"] == "smile" and edit == "smile"
+  assert parts[names[1]].startswith("__~") and parts[names[2]].startswith("__x~")
+  assert len(set(parts.values())) == 3 and all(len(p) <= 200 for p in parts.values())
+  options = infer.Options(
+      workdirs=[os.fsdecode(os.fsencode(str(tmp_path)) + b"/caf\xe9")], modes=["sample"],
+      out=None, step=None, input=None, num_images=None, samples_per_attribute=1,
+      attribute=None, value=None, occlusions=None, steps=None, restarts=None,
+      num_examples=-1, attribute_fidelity=False, seed=0)
+  with pytest.raises(InputError) as e:
+    options.check()
+  assert str(e.value).startswith(f"--workdir {tmp_path}/caf\\xe9 is not a valid UTF-8 name, "
+                                 "and its checkpoints are read by TensorStore"), str(e.value)
+
+
+def test_a_folder_datasets_path_and_names_follow_the_file_systems_encoding(tmp_path,
+                                                                          monkeypatch):
+  """Was (fault hunt): a folder dataset's data.path "~/faces" with no home folder (HOME unset,
+  a user the password database does not know) was read from a folder named "~" in the working
+  folder; and under a Latin-1 locale outside UTF-8 mode (a notebook), a CSV row naming
+  "visage_é.png" (the CSV is UTF-8) was looked up at the name's Latin-1 bytes: "does not
+  exist", beside the file. data.path is refused in one line; a CSV cell is the name on disk of
+  its UTF-8 bytes."""
+  import pwd  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data import folder  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data.base import DataError  # pylint: disable=import-outside-toplevel
+  assert folder._as_on_disk("visage_\u00e9.png") == "visage_\u00e9.png"  # UTF-8 names.
+  with monkeypatch.context() as m:  # The name a Latin-1 process reads for those bytes.
+    m.setattr(os, "fsdecode", lambda b: b.decode("latin-1") if isinstance(b, bytes) else b)
+    assert folder._as_on_disk("visage_\u00e9.png") == "visage_\u00c3\u00a9.png"
+  monkeypatch.setattr(pwd, "getpwuid", lambda uid: (_ for _ in ()).throw(KeyError(uid)))
+  monkeypatch.delenv("HOME", raising=False)
+  monkeypatch.chdir(tmp_path)
+  with pytest.raises(DataError) as e:
+    folder.scan("~/faces", masks=False)
+  assert str(e.value) == ("config.data.path=~/faces cannot be found (no home folder: HOME is "
+                          "not set); set HOME, or pass --config.data.path=<an absolute "
+                          "folder>."), str(e.value)
+  assert os.listdir(tmp_path) == []

@@ -19,7 +19,7 @@ import pytest
 from flax import serialization
 
 from a2i_jax import attribute_predictor as ap
-from a2i_jax import models, sampling
+from a2i_jax import models, perf, sampling
 from a2i_jax.attribute_predictor import network, storage, training
 from a2i_jax.data.base import Dataset, Split
 from a2i_jax.errors import CheckpointError, DataError, InputError, WorkdirError
@@ -537,3 +537,50 @@ def test_the_sampler_takes_a_list_of_attributes_and_refuses_what_is_not_rows():
   with pytest.raises(InputError, match=r"^sample takes attributes y \[N, y_dim\] of numbers, "
                      r"one row per image; JAX cannot read these \(.*inhomogeneous.*\)\.$"):
     sample(shapes, [[0.0] * y_dim, [0.0]], key)  # Rows of other lengths.
+
+
+def test_a_reused_predictor_trained_under_other_convolution_kernels_is_said(
+    predictor, tmp_path, monkeypatch, caplog):
+  """Was: meta.json's "trained_on" named the device layout alone, so `evaluate` under
+  YNNPACK's convolution kernels reused a predictor trained under XLA's (the timing-based
+  choice, `perf.recommended_cpu_flags`, differs between hosts and runs) without a word, and
+  the same command gave another fidelity table (fault hunt). Now "trained_with" records the
+  kernels and jaxlib, and a reuse under others says so, with the XLA_FLAGS that pins them;
+  a meta.json saved before (no "trained_with") loads and is reused as before."""
+  settings = {"steps": 1, "batch_size": 2, "learning_rate": 1e-3, "width": 2}
+
+  def train(dataset, _settings, seed, _split, _extra, taken):
+    return dataclasses.replace(predictor, meta=dataclasses.replace(
+        predictor.meta, dataset=dataset.name, **taken, seed=seed))
+  monkeypatch.setattr(storage, "_train", train)
+  monkeypatch.setattr(perf, "convolution_kernels", lambda: "xla")
+  monkeypatch.setattr(perf, "jaxlib_version", lambda: "jaxlib 9.9")
+  workdir = str(tmp_path)
+  first = ap.load_or_train(settings, _dataset(), workdir)
+  path = os.path.join(storage.predictor_dir(workdir), "meta.json")
+  meta = json.load(open(path))
+  assert meta["trained_with"] == "XLA's own convolution kernels, jaxlib 9.9"
+  monkeypatch.setattr(storage, "_train", lambda *a: pytest.fail("trained again"))
+  caplog.clear()
+  assert ap.load_or_train(settings, _dataset(), workdir).meta == first.meta
+  assert "was trained" not in caplog.text  # The same kernels: reused, no word.
+  monkeypatch.setattr(perf, "convolution_kernels", lambda: "ynnpack")
+  caplog.clear()
+  assert ap.load_or_train(settings, _dataset(), workdir).meta == first.meta  # Not refused.
+  assert ("was trained with XLA's own convolution kernels, jaxlib 9.9, this process has "
+          "YNNPACK's convolution kernels, jaxlib 9.9: its fidelity scores differ slightly "
+          "from those of one trained here (delete the folder to train one here, or set "
+          f"XLA_FLAGS={perf.XLA_CONVOLUTIONS_FLAG} to run the kernels it was "
+          "trained with)." in caplog.text), caplog.text
+  assert caplog.text.count("WARNING") == 1
+  monkeypatch.setattr(perf, "jaxlib_version", lambda: "jaxlib 10.0")
+  caplog.clear()
+  ap.load_or_train(settings, _dataset(), workdir)  # Another jaxlib too: no flag pins that.
+  assert "this process has YNNPACK's convolution kernels, jaxlib 10.0: its" in caplog.text
+  assert "XLA_FLAGS" not in caplog.text
+  del meta["trained_with"]  # Saved before it was recorded: read, reused, nothing said.
+  meta["meta_sha256"] = storage._meta_sha256(meta)  # pylint: disable=protected-access
+  json.dump(meta, open(path, "w"))
+  caplog.clear()
+  assert ap.load_or_train(settings, _dataset(), workdir).meta == first.meta
+  assert "was trained" not in caplog.text and "training a new one" not in caplog.text

@@ -170,3 +170,18 @@ def test_a_dependency_not_installed_is_named(monkeypatch, capsys):
   assert e.value.code == 1
   assert capsys.readouterr().err.startswith(f"error: this Python ({sys.executable}) cannot "
                                             "import orbax (No module named 'orbax'); run ")
+
+
+def test_a_console_that_cannot_print_a_path_escapes_it(monkeypatch):
+  """Was (fault hunt): under en_US.UTF-8 standard output is strict, and infer.py
+  --mode=sample,reconstruct --out=out_caf\\xe9 (bytes that are not UTF-8) wrote the samples,
+  then stopped at its "wrote ..." line with UnicodeEncodeError's traceback, reconstruct never
+  run. The entry points' console writes such a name escaped, as standard error does."""
+  import io  # pylint: disable=import-outside-toplevel
+  raw = io.BytesIO()
+  strict = io.TextIOWrapper(raw, encoding="utf-8", errors="strict", write_through=True)
+  monkeypatch.setattr(sys, "stdout", strict)
+  startup.keep_going_without_a_console()
+  print("wrote out_caf\udce9/sample.json")
+  sys.stdout.flush()
+  assert raw.getvalue() == b"wrote out_caf\\udce9/sample.json\n"

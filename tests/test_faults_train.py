@@ -1342,8 +1342,9 @@ def test_a_run_started_over_a_finished_one_without_checkpoints_moves_it_aside(tm
     assert sorted(os.listdir(os.path.join(dest, name))) == listing
   assert open(os.path.join(dest, "metrics.jsonl")).read() == metrics
   assert {"config.json", "dataset.json"} <= set(os.listdir(dest))
-  assert f"moved them (samples, tensorboard, metrics.jsonl, config.json, dataset.json) to {dest}" \
-      in caplog.text
+  kernels = ", kernels.json" if os.path.exists(os.path.join(dest, "kernels.json")) else ""
+  assert ("moved them (samples, tensorboard, metrics.jsonl, config.json, dataset.json"
+          f"{kernels}) to {dest}") in caplog.text  # kernels.json: on CPU.
   # Metrics rows, no samples: the same run killed before its first checkpoint is started
   # again in place; another config's rows (another run's files) are moved aside too (were
   # replaced without a word; review finding), as are rows beside no readable config.
@@ -2939,3 +2940,52 @@ def test_a_blank_compilation_cache_folder_is_refused(tmp_path, monkeypatch):
     for name, value in before.items():
       jax.config.update(name, value)
   assert os.listdir(tmp_path) == []
+
+
+def test_the_kernels_a_run_computes_with_are_said_recorded_and_compared_on_resume(
+    tmp_path, tiny_run, data_cache, monkeypatch, caplog):
+  """Was: train.py's numbers follow the convolution kernels a timing chose
+  (`perf.recommended_cpu_flags`: a busy host, another CPU count or a cleared cache choose
+  otherwise; XLA's and YNNPACK's kernels gave 56 of 64 checkpoint arrays other values in 6
+  steps), and nothing said or recorded which, nor that a resume ran under others (fault hunt).
+  Now one INFO line names them, kernels.json records them by the step they train from, and a
+  resume under others warns (and goes on) with the XLA_FLAGS that pins the run's. On a resume
+  of conftest's tiny run that only evaluates (its last grid gone, as a stop leaves it)."""
+  # pylint: disable=import-outside-toplevel,protected-access
+  from a2i_jax import perf, train_lib
+  from conftest import tiny_config
+  if perf.convolution_kernels() is None:
+    pytest.skip("the convolution kernels are chosen on CPU only")
+  workdir = str(tmp_path / "w")
+  shutil.copytree(tiny_run("cvae")[0], workdir)
+  path = os.path.join(workdir, "kernels.json")
+  with open(path, encoding="utf-8") as f:
+    assert json.load(f) == {"from_step": {"0": perf.kernel_layout()}}
+  os.remove(os.path.join(workdir, "samples", "step_0000002.png"))
+  then = perf.kernel_layout()
+  other = "ynnpack" if then.startswith("XLA's") else "xla"
+  monkeypatch.setattr(perf, "convolution_kernels", lambda: other)
+  now = perf.kernel_layout()
+  with caplog.at_level("INFO"):
+    train_lib.train_and_evaluate(tiny_config("cvae", data_cache), workdir)  # Not refused.
+  said = [r.getMessage() for r in caplog.records]
+  assert f"computing with {now} (recorded in {path})" in said
+  assert [m for m in said if "kernels" in m and r"resuming" in m] == [
+      f"resuming at step 2 with {now}, but the run trained up to it with {then}: its numbers "
+      "will differ slightly from those of an uninterrupted run (set XLA_FLAGS="
+      f"{perf.CONVOLUTION_KERNEL_FLAGS['xla' if other == 'ynnpack' else 'ynnpack']} to resume "
+      "with the kernels it trained with)"]
+  with open(path, encoding="utf-8") as f:
+    assert json.load(f) == {"from_step": {"0": then, "2": now}}
+  # A resume from an earlier step drops what later steps recorded (they train again); the
+  # same kernels: nothing said; a damaged record: said, not trusted, rewritten.
+  caplog.clear()
+  train_lib._record_kernels(workdir, 1, then)
+  with open(path, encoding="utf-8") as f:
+    assert json.load(f) == {"from_step": {"0": then}}
+  assert "resuming" not in caplog.text
+  open(path, "w").write('{"from_step": {"x": 1}}')
+  train_lib._record_kernels(workdir, 4, now)
+  assert f"{path} is unreadable (no {{step: kernels}} record)" in caplog.text
+  with open(path, encoding="utf-8") as f:
+    assert json.load(f) == {"from_step": {"4": now}}

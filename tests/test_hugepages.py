@@ -122,3 +122,47 @@ def test_a_console_closed_from_the_start_is_the_null_device(tmp_path):
   out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                        check=True, timeout=60)
   assert int(out.stdout) > 2 and (tmp_path / "file").read_text() == ""
+
+
+@pytest.mark.parametrize("env,encoding,utf8_mode,xoptions,ignore_env,expected", [
+    ({}, "iso8859-1", False, {}, False, True),  # A Latin-1 locale: started over in UTF-8 mode.
+    ({}, "latin-1", False, {}, False, True),
+    ({}, "utf-8", False, {}, False, False),
+    ({}, "UTF8", False, {}, False, False),
+    ({}, "iso8859-1", True, {}, False, False),  # In UTF-8 mode already: no second round.
+    ({"PYTHONUTF8": "0"}, "iso8859-1", False, {}, False, False),  # The user's choice stands.
+    ({}, "iso8859-1", False, {"utf8": "0"}, False, False),  # -X utf8=0: as asked.
+    ({}, "iso8859-1", False, {}, True, False),  # -E: PYTHONUTF8 would be ignored, for ever.
+])
+def test_when_it_starts_over_in_utf8_mode(env, encoding, utf8_mode, xoptions, ignore_env,
+                                          expected):
+  assert hugepages.needs_utf8_mode(env, encoding, utf8_mode, xoptions, ignore_env) is expected
+
+
+@pytest.mark.parametrize("huge,latin1", [(True, True), (False, True), (True, False)])
+def test_one_start_over_carries_utf8_mode_and_huge_pages(monkeypatch, tmp_path, huge, latin1):
+  """Was: under a Latin-1 locale (ISO-8859-1), train.py --workdir=runs/run_é wrote the run at
+  the path's Latin-1 bytes and TensorStore, which takes paths as UTF-8, every checkpoint's
+  arrays in a folder named run_Ã©: each checkpoint an empty shell, exit 0, the training lost
+  (fault hunt). The entry points start over in Python's UTF-8 mode there, in the same one
+  re-execution as the huge pages' (never two). In process: execve recorded, not called."""
+  script = str(tmp_path / "train.py")
+  monkeypatch.setattr(sys, "orig_argv", ["python", "-u", script, "--workdir=runs/run_é"])
+  monkeypatch.setattr(sys, "argv", [script, "--workdir=runs/run_é"])
+  monkeypatch.setattr(hugepages, "glibc_version", lambda: (2, 36))
+  monkeypatch.setattr(hugepages, "thp_mode", lambda: "madvise" if huge else "never")
+  monkeypatch.setattr(hugepages.sys, "platform", "linux")
+  monkeypatch.setattr(hugepages.sys, "getfilesystemencoding",
+                      lambda: "iso8859-1" if latin1 else "utf-8")
+  for name in ("GLIBC_TUNABLES", hugepages.OPT_OUT_ENV, "PYTHONUTF8"):
+    monkeypatch.delenv(name, raising=False)
+  calls = []
+  monkeypatch.setattr(hugepages.os, "execve", lambda *a: calls.append(a))
+  if sys.flags.utf8_mode or sys.flags.ignore_environment:
+    pytest.skip("this Python runs in UTF-8 mode or ignores the environment")
+  hugepages.reexec_with_huge_pages()
+  assert len(calls) == 1, calls  # Once, with both.
+  executable, argv, env = calls[0]
+  assert argv == [executable, "-u", script, "--workdir=runs/run_é"]
+  assert (env.get("PYTHONUTF8") == "1") is latin1
+  assert (env.get("GLIBC_TUNABLES") == "glibc.malloc.hugetlb=1") is huge

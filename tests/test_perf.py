@@ -306,6 +306,33 @@ def test_xla_convolutions_reads_the_flag(monkeypatch, flags, expected):
   assert perf.xla_convolutions() is expected
 
 
+def test_the_convolution_kernels_are_named_as_xla_runs_them(monkeypatch):
+  """`perf.convolution_kernels`, which train.py says and records and the attribute predictor's
+  meta.json keeps (fault hunt: the timing's choice changed the numbers, unrecorded): the flags'
+  answer, "xla" where this XLA has no YNNPACK (jaxlib 0.7.2), None off CPU; and the flag that
+  pins each, offered only where the kernels alone differ."""
+  # pylint: disable=protected-access
+  monkeypatch.setenv("XLA_FLAGS", perf.XLA_CONVOLUTIONS_FLAG)
+  assert perf.convolution_kernels() == "xla"
+  monkeypatch.setenv("XLA_FLAGS", perf.YNNPACK_CONVOLUTIONS_FLAG)
+  assert perf.xla_convolutions() is False
+  monkeypatch.setattr(perf, "_option_known", lambda *a: True)
+  assert perf.convolution_kernels() == "ynnpack"
+  monkeypatch.setattr(perf, "_option_known", lambda *a: False)  # No YNNPACK in this XLA.
+  assert perf.convolution_kernels() == "xla"
+  monkeypatch.setattr(perf, "jaxlib_version", lambda: "jaxlib 9.9")
+  assert perf.kernel_layout() == "XLA's own convolution kernels, jaxlib 9.9"
+  ynn = "YNNPACK's convolution kernels, jaxlib 9.9"
+  assert perf.pin_kernels_advice(ynn, perf.kernel_layout()) == (
+      f"XLA_FLAGS={perf.YNNPACK_CONVOLUTIONS_FLAG}")
+  assert perf.pin_kernels_advice(perf.kernel_layout(), ynn) == (
+      f"XLA_FLAGS={perf.XLA_CONVOLUTIONS_FLAG}")
+  assert perf.pin_kernels_advice(ynn, "XLA's own convolution kernels, jaxlib 9.8") == ""
+  assert perf.pin_kernels_advice(ynn, ynn) == "" and perf.pin_kernels_advice(ynn, "x") == ""
+  monkeypatch.setattr(perf.jax, "default_backend", lambda: "gpu")
+  assert perf.convolution_kernels() is None and perf.kernel_layout() == "jaxlib 9.9"
+
+
 def test_no_recommended_flags_beside_an_accelerator_plugin(monkeypatch):
   monkeypatch.setattr(perf, "_backend_started", lambda: False)
   monkeypatch.setattr(perf, "_accelerator_plugin_installed", lambda: True)

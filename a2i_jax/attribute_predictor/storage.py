@@ -15,7 +15,7 @@ import numpy as np
 from absl import logging
 from flax import serialization
 
-from a2i_jax import config_lib, distributed, files
+from a2i_jax import config_lib, distributed, files, perf
 from a2i_jax.attribute_predictor.network import (AttributeNet, Predictor, PredictorMeta,
                                                  check_predictor)
 from a2i_jax.attribute_predictor.scoring import _json_safe
@@ -74,14 +74,37 @@ def device_layout() -> str:
   return f"{jax.default_backend()}, {count} local device{'s' * (count != 1)}"
 
 
+def _warn_of_other_layout(workdir: str, trained_on: Optional[str],
+                          trained_with: Optional[str]) -> None:
+  """One warning where a reused predictor was trained under another `device_layout` or
+  `perf.kernel_layout` than this process's (each None: not recorded, not compared). Was: the
+  kernels were not compared, so `evaluate` reused a predictor trained under YNNPACK's
+  convolution kernels under XLA's without a word, and the same command gave another fidelity
+  table (0.21 against 0.07 for the samples' correlation; fault hunt)."""
+  on, kernels = device_layout(), perf.kernel_layout()
+  other_on = trained_on is not None and trained_on != on
+  other_with = trained_with is not None and trained_with != kernels
+  if not (other_on or other_with):
+    return
+  then = " with ".join(([trained_on] if other_on else []) + ([trained_with] if other_with else []))
+  now = " with ".join(([on] if other_on else []) + ([kernels] if other_with else []))
+  pin = perf.pin_kernels_advice(trained_with, kernels) if other_with else ""
+  pin = f", or set {pin} to run the kernels it was trained with" if pin else ""
+  logging.warning("the attribute predictor in %s was trained %s %s, this process has %s: its "
+                  "fidelity scores differ slightly from those of one trained here (delete the "
+                  "folder to train one here%s).", predictor_dir(workdir),
+                  "on" if other_on else "with", then, now, pin)
+
+
 def save_predictor(predictor: Predictor, workdir: str) -> str:
   """Writes the predictor to `workdir/attribute_predictor/` and returns that path.
 
   The weights (flax msgpack) are written first and the metadata (JSON, with the weights'
   SHA-256 and its own) last, each through a temporary file and a rename, so a reader sees
   either the old predictor, the new one, or a mismatch that `load_predictor` reports. The
-  metadata's "trained_on" records this process's `device_layout` (that of the process that
-  trained it, in `load_or_train`), on which the weights depend.
+  metadata's "trained_on" records this process's `device_layout` and its "trained_with" its
+  kernels (`perf.kernel_layout`; those of the process that trained it, in `load_or_train`),
+  on which the weights depend.
 
   Args:
     predictor: from `train_predictor`.
@@ -106,6 +129,7 @@ def save_predictor(predictor: Predictor, workdir: str) -> str:
   blob = serialization.msgpack_serialize(variables)
   meta = dataclasses.asdict(predictor.meta)
   meta = _json_safe({**meta, "format": _FORMAT, "trained_on": device_layout(),
+                     "trained_with": perf.kernel_layout(),
                      "weights_sha256": hashlib.sha256(blob).hexdigest()})
   meta["meta_sha256"] = _meta_sha256(meta)
   try:
@@ -139,9 +163,10 @@ def load_predictor(workdir: str) -> Predictor:
   return _read_predictor(workdir)[0]
 
 
-def _read_predictor(workdir: str) -> tuple[Predictor, Optional[str]]:
-  """`load_predictor`, and its meta.json's "trained_on" (`device_layout`; None where it was
-  saved before that was recorded): the file is read once for both."""
+def _read_predictor(workdir: str) -> tuple[Predictor, Optional[str], Optional[str]]:
+  """`load_predictor`, and its meta.json's "trained_on" (`device_layout`) and "trained_with"
+  (`perf.kernel_layout`), each None where it was saved before that was recorded: the file is
+  read once for all three."""
   d = predictor_dir(workdir)
   # Was "load_or_train(config, ...)", which with the whole config was a KeyError.
   how = ("Train and save one with a2i_jax.attribute_predictor.load_or_train("
@@ -171,6 +196,7 @@ def _read_predictor(workdir: str) -> tuple[Predictor, Optional[str]]:
     for key in ("format", "weights_sha256", "meta_sha256"):
       del meta[key]
     trained_on = meta.pop("trained_on", None)  # Words only; saved before: absent.
+    trained_with = meta.pop("trained_with", None)  # The same (saved before: absent).
     meta = _check_meta(meta)
     variables = serialization.msgpack_restore(blob)
     expected = jax.eval_shape(
@@ -195,7 +221,8 @@ def _read_predictor(workdir: str) -> tuple[Predictor, Optional[str]]:
                             f"folder and train a new one. {how}")
     error.reason = str(e)  # For load_or_train's warning, which does the retraining itself.
     raise error from None
-  return Predictor(variables, meta), trained_on if isinstance(trained_on, str) else None
+  words = lambda v: v if isinstance(v, str) else None
+  return Predictor(variables, meta), words(trained_on), words(trained_with)
 
 
 def _check_meta(meta: dict) -> PredictorMeta:
@@ -251,14 +278,17 @@ def load_or_train(settings: Any, dataset: Dataset, workdir: str, *, seed: int = 
     announce: called with one line before a predictor is trained (which takes minutes at the
       reference settings), e.g. `print`; None: nothing is said.
   The weights depend on the device layout that trained them too (`device_layout`: on CPU,
-  `--xla_force_host_platform_device_count`), which is not matched: a saved predictor of the
-  same (dataset, settings, seed) is reused whatever layout trained it, and its meta.json's
-  "trained_on" says which; the fidelity scores it gives differ slightly from those of one
-  trained under another layout (delete the folder to train one under this layout).
+  `--xla_force_host_platform_device_count`) and on its kernels (`perf.kernel_layout`: on
+  CPU, the convolution kernels the timing chose, `perf.convolution_kernels`; the jaxlib),
+  which are not matched: a saved predictor of the same (dataset, settings, seed) is reused whatever
+  layout and kernels trained it, and its meta.json's "trained_on" and "trained_with" say
+  which, with one warning where they differ from this process's; the fidelity scores it
+  gives differ slightly from those of one trained here (delete the folder to train one here,
+  or set XLA_FLAGS to the kernels it was trained with, `perf.CONVOLUTION_KERNEL_FLAGS`).
 
   Returns:
-    The predictor: a function of (dataset, settings, seed) and the device layout that
-    trained it (see above), whatever was saved before.
+    The predictor: a function of (dataset, settings, seed) and the device layout and
+    kernels that trained it (see above), whatever was saved before.
   Raises:
     InputError: a seed, setting or dataset `train_predictor` refuses (checked before any
       predictor is read), a workdir that is not a path, or a training that diverged.
@@ -279,15 +309,10 @@ def load_or_train(settings: Any, dataset: Dataset, workdir: str, *, seed: int = 
           "batch_size": batch_size, "learning_rate": learning_rate, "width": width,
           "seed": int(seed)}
   try:
-    p, trained_on = _read_predictor(workdir)
+    p, trained_on, trained_with = _read_predictor(workdir)
     differ = [k for k, v in want.items() if getattr(p.meta, k) != v]
     if not differ:
-      here = device_layout()
-      if trained_on is not None and trained_on != here:
-        logging.warning("the attribute predictor in %s was trained on %s, this process has "
-                        "%s: its fidelity scores differ slightly from those of one trained "
-                        "here (delete the folder to train one here).", predictor_dir(workdir),
-                        trained_on, here)
+      _warn_of_other_layout(workdir, trained_on, trained_with)
       return p
     # Was: reused when the dataset's name, image size and attribute names matched, so other
     # images (another synthetic seed, an edited folder) or another --seed were scored by it.

@@ -108,7 +108,8 @@ def check_settings(data_config: Any, config_file: Optional[str] = None) -> None:
 
 
 def check_folder(key: str, value: str, config_file: Optional[str] = None) -> None:
-  """Refuses a data folder setting that cannot be a folder: empty, a file, or below a file.
+  """Refuses a data folder setting that cannot be a folder: empty, a file, below a file, or
+  under a home folder (`~`) this user has none of (`files.no_home`).
 
   Writes nothing; a folder that does not exist yet is fine (it is created when needed).
 
@@ -119,12 +120,16 @@ def check_folder(key: str, value: str, config_file: Optional[str] = None) -> Non
       inference API have no --config flags: was told "pass --config.data.cache_dir=...", a
       flag infer.py refuses; a fault hunt's finding), or None: the --config flag.
   Raises:
-    DataError: naming the key, the path in the way and the fix.
+    DataError: naming the key, the path in the way (or the home folder missing) and the fix.
   """
   fix = (f"set {key} in {shown_path(config_file)} to a folder" if config_file else
          f"pass --config.{key}=<a folder>")
   if not str(value).strip():
     raise DataError(f"config.{key} is empty; {fix}.")
+  why = files.no_home(str(value))
+  if why is not None:  # Was: a folder named "~" made in the working folder (fault hunt).
+    raise DataError(f"config.{key}={shown_path(value)} cannot be found ({why}); set HOME, or "
+                    f"{fix.replace('a folder', 'an absolute folder')}.")
   path = os.path.abspath(os.path.expanduser(value))
   existing = path
   while not os.path.exists(existing):

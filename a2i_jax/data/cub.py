@@ -443,12 +443,13 @@ def load(*, data_dir: str, masks: bool = True, image_size: int = 72,
     A `Dataset` named "cub".
   Raises:
     DatasetNotPreparedError: a source file is missing (downloads off).
-    DataError: a source file is damaged, or `data_dir` is not valid UTF-8
-      (`tfds_lib.check_utf8_path`).
+    DataError: a source file is damaged, or `data_dir` cannot be used
+      (`tfds_lib.data_dir_path`: no home folder for its `~`, not writable as UTF-8).
   """
   check_choice("data.cub_attributes", attributes, CUB_ATTRIBUTES)
-  data_dir = os.path.expanduser(data_dir)
-  tfds_lib.check_utf8_path(data_dir)  # Up front (was a traceback from the writer).
+  # Up front: was a traceback from the writer; or, without a home folder, data put in a
+  # folder named "~" (fault hunt).
+  data_dir = tfds_lib.data_dir_path(data_dir)
   manual_dir = os.path.join(data_dir, "manual", "cub")
   if not allow_download:  # Before the builder makes its folders.
     tfds_lib.check_sources_first(data_dir, [os.path.join(data_dir, A2iCub.name,

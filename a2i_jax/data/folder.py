@@ -143,7 +143,7 @@ def scan(path: str, masks: bool) -> Table:
       range or so small that it would read as 0, or masks with no pixel above 1 (0/1
       labels).
   """
-  path = os.path.expanduser(path)
+  path = tfds_lib.check_home(path, "data.path") if path else path
   csv_path = os.path.join(path, "attributes.csv")
   images_dir = os.path.join(path, "images")
   if not path:
@@ -203,7 +203,7 @@ def scan(path: str, masks: bool) -> Table:
     # A name typed on one system and the file made on another (macOS writes decomposed
     # accents, "e" + U+0301; most editors composed ones, U+00E9) name the same file: the row
     # takes the name on disk (was: "does not exist").
-    fname = _file_name(r[fcol], present)
+    fname = _file_name(_as_on_disk(r[fcol]), present)
     fname = fname if fname in present else composed.get(_composed(fname), fname)
     if fname in seen:
       raise DataError(f"{csv_path}, line {line}: {fname} is listed twice.")
@@ -309,6 +309,13 @@ def _composed(name: str) -> str:
 def _by_composed_name(names: Any) -> dict[str, str]:
   """File names on disk by their composed form (`_composed`)."""
   return {_composed(n): n for n in names}
+
+
+def _as_on_disk(cell: str) -> str:
+  """A CSV cell (UTF-8 text) as the file system's name for the same bytes: the cell itself in
+  UTF-8 mode (the entry points start in it, `hugepages`); under a Latin-1 locale outside it (a
+  notebook), "visage_é" as the name on disk (was: "does not exist"; fault hunt)."""
+  return os.fsdecode(cell.encode("utf-8", "surrogateescape"))
 
 
 def _file_name(cell: str, present: Any = ()) -> str:
@@ -876,14 +883,14 @@ def load(*, path: str, data_dir: str, image_size: int, masks: bool = False,
     DataError: what `scan` refuses; an image or mask that cannot be read or is refused
       (`_read_examples`), before anything is written in data_dir; a damaged prepared copy;
       a prepared copy whose files changed since at the same size and time (`check_sources`);
-      a `data_dir` whose path is not valid UTF-8 (`tfds_lib.check_utf8_path`).
+      a `data_dir` that cannot be used (`tfds_lib.data_dir_path`).
   """
   check_choice("data.resize", resize, RESIZE_MODES)
-  tfds_lib.check_utf8_path(os.path.expanduser(data_dir))  # Was the writer's traceback.
-  path = os.path.abspath(os.path.expanduser(path)) if path else ""
+  data_dir = tfds_lib.data_dir_path(data_dir)  # Was the writer's traceback.
+  path = os.path.abspath(tfds_lib.check_home(path, "data.path")) if path else ""
   table = scan(path, masks)
   key = _fingerprint(path, table, image_size, resize)
-  prepared = os.path.join(os.path.expanduser(data_dir), "folder",
+  prepared = os.path.join(data_dir, "folder",
                           _prepared_name(os.path.basename(path), key))
   copy = os.path.join(prepared, A2iFolder.name, str(A2iFolder.VERSION))
   # A copy to prepare: every image (and mask) is read and checked before anything is written

@@ -650,11 +650,12 @@ def load(*, data_dir: str, masks: bool, image_size: int = IMAGE_SIZE,
     A `Dataset` named "lfw".
   Raises:
     DataError: a source file is damaged, or (with `masks`) the prepared masks were made with
-      other `mask_net` settings, or `data_dir` is not valid UTF-8, or lfw_attributes.txt
-      has no row for too many View 1 images (`check_view1_rows`).
+      other `mask_net` settings, or `data_dir` cannot be used (`tfds_lib.data_dir_path`), or
+      lfw_attributes.txt has no row for too many View 1 images (`check_view1_rows`).
   """
-  data_dir = os.path.expanduser(data_dir)
-  tfds_lib.check_utf8_path(data_dir)  # Up front (was a traceback from the writer).
+  # Up front: was a traceback from the writer; or, without a home folder, data put in a
+  # folder named "~" (fault hunt).
+  data_dir = tfds_lib.data_dir_path(data_dir)
   manual_dir = os.path.join(data_dir, "manual", "lfw")
   if not allow_download:  # Before the builder makes its folders; a copy with masks serves all.
     copies = [os.path.join(data_dir, A2iLfw.name, c, str(A2iLfw.VERSION))

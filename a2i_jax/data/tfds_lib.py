@@ -810,27 +810,26 @@ def damage_is_an_error(where: str) -> Any:
 
 
 def is_utf8(text: str) -> bool:
-  """Whether `text` encodes as UTF-8: not where it holds a surrogate escape, Python's name for
-  a byte of a file name that is not valid UTF-8 (`caf\\xe9`). The one such check of the data
-  sources (`check_utf8_path`, `folder`'s prepared copy's name).
+  """Whether `text` is written to disk as its UTF-8 bytes (`files.is_utf8_path`): not where
+  it holds a surrogate escape, Python's name for a byte of a file name that is not valid
+  UTF-8 (`caf\\xe9`), nor, outside Python's UTF-8 mode under a locale that is not UTF-8
+  (Latin-1), where its bytes there differ (was: "données" passed, and the writer, which
+  re-encodes as UTF-8, wrote elsewhere: a traceback; fault hunt). The one such check of the
+  data sources (`check_utf8_path`, `folder`'s prepared copy's name).
 
   Args:
     text: a name or path, as `os.fsdecode` gives it.
   Returns:
-    True where it is valid UTF-8.
+    True where its bytes on disk are its UTF-8 bytes.
   """
-  try:
-    text.encode("utf-8")
-  except UnicodeEncodeError:
-    return False
-  return True
+  return files.is_utf8_path(text)
 
 
 def check_utf8_path(path: str, key: str = "data.data_dir") -> None:
-  """Refuses a folder whose path is not valid UTF-8 (bytes such as `caf\\xe9`, which Python
-  names with surrogate escapes): the ArrayRecord writer takes UTF-8 paths only, and stopped
-  with a TypeError traceback once the copy's folders and lock file were made (review
-  finding). Writes nothing.
+  """Refuses a folder whose path cannot be written as UTF-8 (`is_utf8`: bytes such as
+  `caf\\xe9`, or a non-ASCII name under a locale that is not UTF-8): the ArrayRecord writer
+  takes UTF-8 paths only, and stopped with a traceback once the copy's folders and lock file
+  were made (review finding, fault hunt). Writes nothing.
 
   Args:
     path: the folder the prepared copies go in.
@@ -838,11 +837,49 @@ def check_utf8_path(path: str, key: str = "data.data_dir") -> None:
   Raises:
     DataError: naming the key, the path (escaped) and the fix.
   """
-  if not is_utf8(os.fsdecode(path)):
-    raise DataError(f"config.{key}={shown_path(path)} is not a valid UTF-8 name, and prepared "
-                    "datasets are written with a writer (ArrayRecord) that takes UTF-8 paths "
-                    f"only; rename that folder, or pass --config.{key}=<a folder with a UTF-8 "
-                    "name>.")
+  text = os.fsdecode(path)
+  if not is_utf8(text):
+    what, fix = files.not_utf8_words(text)
+    raise DataError(f"config.{key}={shown_path(path)} {what}, and prepared datasets are "
+                    "written with a writer (ArrayRecord) that takes UTF-8 paths only; "
+                    f"{fix}, or pass --config.{key}=<another folder>.")
+
+
+def check_home(path: str, key: str) -> str:
+  """`path` with `~` expanded, or a `DataError` where it cannot be (`files.no_home`: HOME
+  unset and this user not in the password database, as a container's arbitrary user; was a
+  folder named "~" made in the working folder, the data put there; fault hunt).
+
+  Args:
+    path: a data folder setting as written (config.data.data_dir's default "~/a2i_data").
+    key: its config key, for the message ("data.data_dir").
+  Returns:
+    The path, `~` expanded.
+  Raises:
+    DataError: naming the key, why, and the fix.
+  """
+  why = files.no_home(path)
+  if why is not None:
+    raise DataError(f"config.{key}={shown_path(path)} cannot be found ({why}); set HOME, or "
+                    f"pass --config.{key}=<an absolute folder>.")
+  return os.path.expanduser(path)
+
+
+def data_dir_path(data_dir: str, key: str = "data.data_dir") -> str:
+  """`data_dir` with `~` expanded (`check_home`), checked as a place for prepared copies
+  (`check_utf8_path`): the first lines of each source's `load`. Writes nothing.
+
+  Args:
+    data_dir: the folder the prepared copies go in, as written.
+    key: its config key, for the messages.
+  Returns:
+    The path, `~` expanded.
+  Raises:
+    DataError: `~` cannot be expanded, or the path cannot be written as UTF-8.
+  """
+  data_dir = check_home(data_dir, key)
+  check_utf8_path(data_dir, key)
+  return data_dir
 
 
 def open_builder(builder_class: Any, *, data_dir: str, config: Optional[str] = None,

@@ -305,7 +305,8 @@ def load_trained(workdir: str, step: Optional[int] = None) -> TrainedModel:
       checkpoint, or the checkpoint's variables hold NaN or infinities.
     CheckpointRemovedError: `step`'s checkpoint was removed as it was read (a training run
       in the workdir keeps only its newest); the newest one is read again instead, up to
-      three times, where no `step` was given.
+      three times, where no `step` was given. A step removed while the checkpoints folder
+      was opened is opened again (up to three times) whatever `step` says.
     ConfigError: config.json's model section is not the one the checkpoint records (edited
       since training; the message names each key, both values and the fix).
     InputError: a step that is not an integer.
@@ -327,34 +328,43 @@ def load_trained(workdir: str, step: Optional[int] = None) -> TrainedModel:
   # config.json that keeps the shapes (a disCVAE's composition) served another model.
   # Not the keys that weigh the training loss alone (review: an edited gate_loss_weight
   # stopped serving, "its weights would compute something they were not trained for").
-  ckpt = checkpoints.Checkpointer(workdir, create=False, model=config.model,
-                                  ignore=checkpoints.TRAINING_ONLY_MODEL_KEYS)
   newest = step is None
-  try:
-    for attempt in range(_REMOVED_RETRIES + 1):
-      if newest:  # Process 0's newest for every process (was: each its own, so a save
-        # between two processes' looks served half the images from another checkpoint).
-        chosen = distributed.value_of_process_0("the newest checkpoint",
-                                                str(ckpt.latest_step()))
-        step = None if chosen == "None" else int(chosen)
-      # The same run on every process (was unchecked: another --workdir per process mixed
-      # two models' outputs): its config and the checkpoint's checksums, wherever mounted.
-      if distributed.process_count() > 1:  # Nothing to read for one process.
-        distributed.same_on_every_process(
-            "the run and checkpoint it serves", _run_identity(workdir, step),
-            "give every process the same --workdir (each host may mount it at its own path)")
+  for attempt in range(_REMOVED_RETRIES + 1):
+    opened = False
+    try:
+      # Opened afresh at each try: Orbax reads every step's metadata as it opens the folder,
+      # and a step pruned meanwhile at each of the open's own tries is a
+      # CheckpointRemovedError (was opened once, before this loop, so none was tried again;
+      # and a prune at the open was "a step folder there is damaged ... move it away").
+      ckpt = checkpoints.Checkpointer(workdir, create=False, model=config.model,
+                                      ignore=checkpoints.TRAINING_ONLY_MODEL_KEYS)
+      opened = True
       try:
+        if newest:  # Process 0's newest for every process (was: each its own, so a save
+          # between two processes' looks served half the images from another checkpoint).
+          chosen = distributed.value_of_process_0("the newest checkpoint",
+                                                  str(ckpt.latest_step()))
+          step = None if chosen == "None" else int(chosen)
+        # The same run on every process (was unchecked: another --workdir per process mixed
+        # two models' outputs): its config and the checkpoint's checksums, wherever mounted.
+        if distributed.process_count() > 1:  # Nothing to read for one process.
+          distributed.same_on_every_process(
+              "the run and checkpoint it serves", _run_identity(workdir, step),
+              "give every process the same --workdir (each host may mount it at its own path)")
         variables = ckpt.restore(target, step, partial=True)  # The optimiser state unread.
-        break
-      except checkpoints.CheckpointRemovedError:
-        # A training run in this workdir pruned the newest checkpoint as it was read (was:
-        # "if it is corrupt, delete that folder"): the newest there now. Not a step asked
-        # for, and not with several processes (one alone asking process 0 again would hang).
-        if not newest or attempt == _REMOVED_RETRIES or distributed.process_count() > 1:
-          raise
-    saved = ckpt.all_steps()
-  finally:
-    ckpt.close()
+        saved = ckpt.all_steps()
+      finally:
+        ckpt.close()
+      break
+    except checkpoints.CheckpointRemovedError:
+      # A training run in this workdir pruned the newest checkpoint as it was read (was:
+      # "if it is corrupt, delete that folder"), or a step as the folder was opened: the
+      # newest there now. Not a step asked for that was read (it is gone; one pruned at the
+      # open is another), and not with several processes (one alone asking process 0 again
+      # would hang).
+      if ((opened and not newest) or attempt == _REMOVED_RETRIES
+          or distributed.process_count() > 1):
+        raise
   held = int(np.asarray(_first_copy(variables.pop("step"))))
   if held != step:
     fix = (f"checkpoint {held} is there too: delete this copy, or pass --step={held}"
