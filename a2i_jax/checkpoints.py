@@ -123,7 +123,9 @@ _OPENED_FOLDERS: set[str] = set()
 
 def _names_opened_folder(text: str) -> bool:
   """Whether `text` names a file in a checkpoint folder this process has opened."""
-  return any(folder in text for folder in _OPENED_FOLDERS)
+  # A copy: another thread may open a folder meanwhile (a set changed while iterated raises
+  # inside a caller's logging call; read-through).
+  return any(folder in text for folder in tuple(_OPENED_FOLDERS))
 
 
 def _message(record: logging.LogRecord) -> str:
@@ -133,6 +135,12 @@ def _message(record: logging.LogRecord) -> str:
     return record.getMessage()
   except Exception:  # pylint: disable=broad-except
     return str(record.msg)
+
+
+def _record_text(record: logging.LogRecord) -> str:
+  """`record`'s message and its exception's text, where a path it names would be."""
+  error = record.exc_info[1] if isinstance(record.exc_info, tuple) else None
+  return f"{_message(record)} {error if error is not None else ''}"
 
 
 def _orbax_asyncio_report(record: logging.LogRecord) -> bool:
@@ -146,10 +154,8 @@ def _orbax_asyncio_report(record: logging.LogRecord) -> bool:
   reaches the caller."""
   if record.name != "asyncio":
     return False
-  error = record.exc_info[1] if isinstance(record.exc_info, tuple) else None
   return (_ORBAX_DIR in _message(record) or _raised_in_orbax(record.exc_info)
-          or ("never retrieved" in str(record.msg) and _names_opened_folder(
-              f"{_message(record)} {error if error is not None else ''}")))
+          or ("never retrieved" in str(record.msg) and _names_opened_folder(_record_text(record))))
 
 
 def _orbax_metadata_warning(record: logging.LogRecord) -> bool:
@@ -174,7 +180,9 @@ class _OrbaxLeftovers(logging.Filter):
   failed reads (`_orbax_asyncio_report`) and Orbax's notes of a step folder without its
   metadata file in a checkpoint folder this process opened (`_orbax_missing_metadata`: a step
   that a training run is pruning as it is read; an empty one, which `Checkpointer.check`
-  reports). Every other record passes, a caller's own asyncio and absl records included."""
+  reports). Every other record passes, a caller's own asyncio and absl records included, also
+  of Orbax's failures in folders this process did not open (was: every asyncio report of an
+  Orbax failure dropped from the first open on; read-through)."""
 
   def filter(self, record: logging.LogRecord) -> bool:
     """Whether `record` passes.
@@ -184,8 +192,8 @@ class _OrbaxLeftovers(logging.Filter):
     Returns:
       False for the records above.
     """
-    return not (_orbax_asyncio_report(record) or (
-        _orbax_missing_metadata(record) and _names_opened_folder(_message(record))))
+    return not ((_orbax_asyncio_report(record) or _orbax_missing_metadata(record))
+                and _names_opened_folder(_record_text(record)))
 
 
 def _quiet_orbax_leftovers(directory: str) -> None:

@@ -529,8 +529,9 @@ def _grid_options(grid: Iterable[Mapping[str, Any]], base: inference.InferenceOp
 
 
 def evaluate_mean_image(dataset: Dataset, *, occlusion_names: Optional[Sequence[str]] = None,
-                        num_examples: int = -1, seed: int = 0, crop_size: int = 0,
-                        crop_from: int = 0) -> dict[str, Any]:
+                        num_examples: int = -1, seed: Optional[int] = None,
+                        crop_size: int = 0, crop_from: int = 0,
+                        key: Optional[jax.Array] = None) -> dict[str, Any]:
   """The model-free baseline: every estimate is the mean training image.
 
   Args:
@@ -545,18 +546,26 @@ def evaluate_mean_image(dataset: Dataset, *, occlusion_names: Optional[Sequence[
     occlusion_names: the completions to score; None: those `occlusions.occlusions_for` gives
       the dataset and its crop.
     num_examples: test images to use; -1 for all.
-    seed: seeds the random occlusions (as in `evaluate_model`).
+    seed: seeds the random occlusions (as in `evaluate_model`); None (the default) derives
+      it from `key` as `evaluate_model` does (`occlusion_seed`: jax.random.key(S) gives S),
+      so the baseline scores the masks of `evaluate_model(key=key)`; without a key, 0.
+      infer.py passes seed=--seed.
+    key: the PRNG key given to `evaluate_model` (it draws nothing here), or None.
   Returns:
     {"model", "step", "num_examples", "rows": {"fill": {column: error_cell}}}, the same
     layout as `evaluate_model`.
   Raises:
     InputError: a dataset that is not a `Dataset`, a seed that is not an integer of at least
-      0, an unknown occlusion name, a face box the crop leaves out, a crop_size without
-      crop_from for images of that size already (crops or whole images: it cannot tell), or
-      a crop_from that is not the side of the images crop_size crops.
+      0, a key that is not a PRNG key, an unknown occlusion name, a face box the crop leaves
+      out, a crop_size without crop_from for images of that size already (crops or whole
+      images: it cannot tell), or a crop_from that is not the side of the images crop_size
+      crops.
   """
   _check_dataset(dataset, "inference.load_data(trained), or data.load_dataset(config.data)")
-  seed = check_int(seed, "seed", 0)  # Was named as make_masks' offset seed (9.5 for 2.5).
+  # Was named as make_masks' offset seed (9.5 for 2.5). Was 0 whatever the key, so the
+  # baseline's masks were not those of evaluate_model(key=key(S)) for S != 0 (review).
+  seed = (0 if seed is None else check_int(seed, "seed", 0)) if key is None else (
+      occlusion_seed(key, seed))
   cropped = centre_cropped(dataset, crop_size)
   side = dataset["test"].images.shape[1]
   how = ("where they are centre crops already (inference.load_data's, of a run that crops), "

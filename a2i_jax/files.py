@@ -452,17 +452,20 @@ def not_utf8_words(path: str) -> tuple[str, str]:
   Args:
     path: the path, as `os.fsdecode` gives it.
   Returns:
-    (what, fix): "is not a valid UTF-8 name" and "rename the folder ..." where its bytes on
-    disk are not UTF-8; else it is this process's encoding (a Latin-1 locale outside Python's
-    UTF-8 mode), and the fix is a UTF-8 locale or PYTHONUTF8=1.
+    (what, fix): "is not a valid UTF-8 name" and a name that is where its bytes are not
+    UTF-8; else it is this process's encoding (a Latin-1 locale outside Python's UTF-8 mode),
+    and the fix is a name of ASCII letters, a UTF-8 locale, or PYTHONUTF8=1 (not where the
+    interpreter ignores the environment: -E, -I).
   """
   try:
     path.encode("utf-8")
   except UnicodeEncodeError:  # Bytes on disk that are not UTF-8 (caf\xe9).
-    return ("is not a valid UTF-8 name", "rename the folder (a name that is valid UTF-8)")
+    return ("is not a valid UTF-8 name",
+            "use a name that is valid UTF-8 (rename the folder where it exists)")
+  mode = "" if sys.flags.ignore_environment else " or with PYTHONUTF8=1 in the environment"
   return (f"cannot be written as UTF-8 in this process (its file-system encoding is "
-          f"{sys.getfilesystemencoding()})", "run under a UTF-8 locale (e.g. LC_ALL=C.UTF-8) "
-          "or with PYTHONUTF8=1 in the environment, or rename the folder (ASCII letters)")
+          f"{sys.getfilesystemencoding()})", "use a name of ASCII letters (rename the folder "
+          f"where it exists), or run under a UTF-8 locale (e.g. LC_ALL=C.UTF-8){mode}")
 
 
 def shown_bytes(path: str) -> str:
@@ -646,8 +649,6 @@ class HeldWorkdir:
     folders: the folders the lock created (the workdir and its missing parents), outermost
       first.
     lock_made: whether the lock created its lock file.
-    lock_writable: whether its lock file is open for writing (not another user's read-only
-      one), so that it names its holder.
     take_back: set by the caller: remove the lock file and the folders as the lock is
       released.
   """
@@ -655,7 +656,6 @@ class HeldWorkdir:
   def __init__(self):
     self.folders: list[str] = []
     self.lock_made = False
-    self.lock_writable = True
     self.take_back = False
 
 
@@ -765,30 +765,37 @@ def make_folders(path: str) -> list[str]:
   return made
 
 
-def _open_lock_file(path: str) -> tuple[int, bool, bool]:
-  """The lock file `path`, open for reading and writing where this user may write it (else
-  read-only: `flock` needs no write access), whether this call created it, and whether it is
-  open for writing.
+def _open_lock_file(path: str) -> tuple[int, bool]:
+  """The lock file `path`, open for reading and writing, and whether this call created it.
 
   Made with mode 0o666 less the umask, as every other file of a run (was 0o644 whatever the
   umask: a group member of a shared run, umask 002, was refused its resume by this file
-  alone, "cannot write to ... (permission denied)"; fault hunt). One made so before stays
-  usable to the others: opened read-only, its holder line unwritten.
+  alone, "cannot write to ... (permission denied)"; fault hunt). Not opened read-only where
+  it cannot be written: on NFS an exclusive `flock` needs a file open for writing (a
+  read-through found EBADF's traceback after the data load), and its holder line would be
+  another run's (`_lock_file_not_writable` says what to do instead).
   """
   for _ in range(100):
     try:
-      return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666), True, True
+      return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666), True
     except FileExistsError:
       try:
-        return os.open(path, os.O_RDWR), False, True
-      except PermissionError:  # Another user's (an older run's 0o644): locked read-only.
-        try:
-          return os.open(path, os.O_RDONLY), False, False
-        except FileNotFoundError:
-          continue
+        return os.open(path, os.O_RDWR), False
       except FileNotFoundError:  # Removed meanwhile by a holder that took it back; or a
         continue  # link to nothing, opened below as before.
-  return os.open(path, os.O_RDWR | os.O_CREAT, 0o666), False, True
+  return os.open(path, os.O_RDWR | os.O_CREAT, 0o666), False
+
+
+def _lock_file_not_writable(workdir: str, path: str, e: OSError) -> Optional[str]:
+  """The error line's words where `e` is the lock file's own refusal: it exists and this user
+  may not write it, in a workdir they may (another user's lock file, made 0o644 by a version
+  before the umask applied to it); else None."""
+  if (not isinstance(e, PermissionError) or not os.path.isfile(path)
+      or not os.access(workdir, os.W_OK | os.X_OK)):
+    return None
+  return (f"cannot write the run's lock file {path} (permission denied), which another user "
+          "made; ask them to make it group-writable (chmod g+w) or to delete it, then run the "
+          "same command again.")
 
 
 def _take_back(held: HeldWorkdir, path: str) -> None:
@@ -870,16 +877,18 @@ def workdir_lock(workdir: str) -> Iterator[HeldWorkdir]:
     try:
       # Outermost first (`HeldWorkdir`), also with one made again after a take-back.
       held.folders = sorted(set(held.folders) | set(make_folders(workdir)), key=len)
-      fd, made, writable = _open_lock_file(path)
+      fd, made = _open_lock_file(path)
     except OSError as e:
       _take_back(held, path)  # The folders it made, if any.
+      words = _lock_file_not_writable(workdir, path, e)
+      if words is not None:
+        raise WorkdirError(words) from None
       # Advice by its errno (was "pass a --workdir you can write to" alone, also for a full
       # disk or a failed one); a name in the way, a name too long: that alone.
       fix = f"{storage_fix(e)} or " if storage_error(e) is not None else ""
       raise WorkdirError(f"cannot write to {workdir} ({describe_storage_error(e)}); {fix}pass "
                          "a --workdir you can write to.") from None
     held.lock_made = held.lock_made or made
-    held.lock_writable = writable
     return fd
 
   def wait(fd: int) -> None:  # A run holds it, or a probe for an instant: looked at again.
@@ -902,9 +911,8 @@ def workdir_lock(workdir: str) -> Iterator[HeldWorkdir]:
                     no_locks.strerror or no_locks)
   try:
     try:  # A full disk (review finding: a traceback).
-      if held.lock_writable:  # Else another user's lock file: held, its holder line not ours.
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
+      os.ftruncate(fd, 0)
+      os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
     except OSError as e:
       held.take_back = True  # Nothing of the run's is there yet.
       raise WorkdirError(f"cannot write to {workdir} ({describe_storage_error(e)}); "

@@ -21,16 +21,12 @@ command with the tunable added to GLIBC_TUNABLES, where it would help:
 The process keeps its PID, arguments and environment otherwise; the new one also carries
 A2I_HUGE_PAGES=0, and processes it starts inherit both. A notebook cannot take it this
 way: start Jupyter with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` in its environment instead.
-
-The same start-over puts the command in Python's UTF-8 mode (PYTHONUTF8=1) where the locale's
-file-system encoding is not UTF-8 (`needs_utf8_mode`): one re-execution carries both changes.
 This module imports nothing but the standard library, so that nothing has started threads or
 allocated much before the re-execution.
 """
 
 from __future__ import annotations
 
-import codecs
 import os
 import re
 import sys
@@ -101,77 +97,26 @@ def tunables_with_huge_pages(platform: str, env: Mapping[str, str],
   return f"{current}:{TUNABLE}=1" if current else f"{TUNABLE}=1"
 
 
-def needs_utf8_mode(env: Mapping[str, str], fs_encoding: str, utf8_mode: bool,
-                    xoptions: Mapping[str, object], ignore_environment: bool) -> bool:
-  """Whether to start over in Python's UTF-8 mode (PYTHONUTF8=1): where the file-system
-  encoding is not UTF-8 (a Latin-1 locale; C and POSIX are UTF-8 mode already, PEP 540).
-
-  The libraries under the entry points take paths as UTF-8 text (TensorStore under Orbax,
-  the ArrayRecord writer): under Latin-1, Python wrote a workdir "run_é" at its Latin-1
-  bytes and TensorStore wrote the arrays at its UTF-8 ones, in a folder named "run_Ã©", the
-  checkpoints left empty (fault hunt). In UTF-8 mode every path is its bytes read as UTF-8,
-  the same for both; one that is not valid UTF-8 is refused (`files.is_utf8_path`).
-
-  Args:
-    env: the process's environment.
-    fs_encoding: `sys.getfilesystemencoding()`.
-    utf8_mode: `sys.flags.utf8_mode`.
-    xoptions: `sys._xoptions` (an explicit `-X utf8=0` stands).
-    ignore_environment: `sys.flags.ignore_environment` (-E or -I: PYTHONUTF8 would be
-      ignored, and the command started over again and again).
-  Returns:
-    True where the command should start over with PYTHONUTF8=1.
-  """
-  try:
-    utf8 = codecs.lookup(fs_encoding).name == "utf-8"
-  except LookupError:
-    utf8 = False
-  # PYTHONUTF8 set (to 0: the user's choice) or -X utf8: as the user asked.
-  return not (utf8 or utf8_mode or ignore_environment or "utf8" in xoptions
-              or env.get("PYTHONUTF8", "") != "")
-
-
-def environment_changes(env: Mapping[str, str]) -> dict[str, str]:
-  """The environment variables to start the command over with: glibc's huge-page tunable
-  (`tunables_with_huge_pages`) and Python's UTF-8 mode (`needs_utf8_mode`), where each would
-  help; both in one start, never two.
-
-  Args:
-    env: the process's environment.
-  Returns:
-    {name: value}; empty where the command runs as it is.
-  """
-  changes = {}
-  value = tunables_with_huge_pages(sys.platform, env, glibc_version(), thp_mode())
-  if value is not None:
-    # A2I_HUGE_PAGES=0 too: whatever a launcher does to GLIBC_TUNABLES, no second round.
-    changes.update(GLIBC_TUNABLES=value, **{OPT_OUT_ENV: "0"})
-  if needs_utf8_mode(env, sys.getfilesystemencoding(), bool(sys.flags.utf8_mode),
-                     getattr(sys, "_xoptions", {}), bool(sys.flags.ignore_environment)):
-    changes["PYTHONUTF8"] = "1"
-  return changes
-
-
 def reexec_with_huge_pages() -> None:
-  """Re-executes this process's command with `glibc.malloc.hugetlb=1` and in Python's UTF-8
-  mode where either would help (`environment_changes`), once, carrying both.
+  """Re-executes this process's command with `glibc.malloc.hugetlb=1` where it would help.
 
-  Where neither would, or the re-execution itself fails, it returns and the process carries
-  on as it is. Call it before anything else runs: the command starts over, with the same
-  interpreter, arguments (the same bytes) and PID.
+  Where `tunables_with_huge_pages` says it would not, or the re-execution itself fails, it
+  returns and the process carries on as it is. Call it before anything else runs: the
+  command starts over, with the same interpreter, arguments and PID.
 
   Returns:
     None, and only where the process was not re-executed.
   """
-  changes = environment_changes(os.environ)
+  value = tunables_with_huge_pages(sys.platform, os.environ, glibc_version(), thp_mode())
   argv = list(getattr(sys, "orig_argv", None) or [])
   # Not without the command line, nor for a script read from stdin (already consumed), nor
   # for a script another program runs (IPython's %run, a Jupyter kernel: its command line
   # would start that program over, losing its session).
-  if (not changes or len(argv) < 2 or "-" in argv[1:] or not sys.executable
+  if (value is None or len(argv) < 2 or "-" in argv[1:] or not sys.executable
       or not runs_this_script(argv, sys.argv)):
     return
-  env = dict(os.environ, **changes)
+  # A2I_HUGE_PAGES=0 too: whatever a launcher does to GLIBC_TUNABLES, no second round.
+  env = dict(os.environ, GLIBC_TUNABLES=value, **{OPT_OUT_ENV: "0"})
   try:
     for stream in (sys.stdout, sys.stderr):
       if stream is not None:

@@ -420,6 +420,11 @@ def xla_convolutions() -> bool:
   return not in_ynnpack
 
 
+# `convolution_kernels`' answer on CPU, taken the first time it is asked once the backend has
+# started (XLA read XLA_FLAGS then, and its kernels stay those for the process); empty before.
+_KERNELS_AT_START: list[str] = []
+
+
 def convolution_kernels() -> Optional[str]:
   """Which kernels run this process's convolutions: "xla" (XLA:CPU's own) or "ynnpack".
 
@@ -427,19 +432,28 @@ def convolution_kernels() -> Optional[str]:
   checkpoint arrays; fault hunt), and the timing that chooses it (`recommended_cpu_flags`)
   can choose otherwise on the same machine (a busy host, another CPU count, a cleared
   cache). "xla" where XLA_FLAGS says so (`xla_convolutions`) or this XLA has no YNNPACK
-  (jaxlib 0.7.2), else "ynnpack". `CONVOLUTION_KERNEL_FLAGS` pins either.
+  (jaxlib 0.7.2), else "ynnpack". `CONVOLUTION_KERNEL_FLAGS` pins either, in XLA_FLAGS
+  before JAX starts. The answer is taken once, the first time it is asked after the backend
+  started, and kept for the process: XLA read XLA_FLAGS as it started (was: read as it is
+  now, so a flag set in a notebook after the start said "xla" while YNNPACK's ran; review).
 
   Returns:
     "xla" or "ynnpack" on CPU; None on another backend (a GPU's or TPU's convolutions are
     not XLA:CPU's).
   """
-  if jax.default_backend() != "cpu":
+  if jax.default_backend() != "cpu":  # Starts the backend where it has not started.
     return None
+  if _KERNELS_AT_START:
+    return _KERNELS_AT_START[0]
   if xla_convolutions():
-    return "xla"
-  known = _option_known("xla_cpu_experimental_ynn_fusion_type",
-                        "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION")
-  return "ynnpack" if known else "xla"
+    kernels = "xla"
+  else:
+    known = _option_known("xla_cpu_experimental_ynn_fusion_type",
+                          "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION")
+    kernels = "ynnpack" if known else "xla"
+  if _backend_started():  # False where this JAX cannot say: asked again next time.
+    _KERNELS_AT_START.append(kernels)
+  return kernels
 
 
 def describe_convolution_kernels(kernels: str) -> str:
@@ -456,34 +470,40 @@ def describe_convolution_kernels(kernels: str) -> str:
 def kernel_layout() -> str:
   """The kernels this process computes with, in words: on CPU the convolution kernels
   (`convolution_kernels`) and the jaxlib, e.g. "XLA's own convolution kernels, jaxlib
-  0.10.2"; elsewhere the jaxlib alone. A trained model's or predictor's numbers depend on
-  them: the attribute predictor's meta.json ("trained_with") and a training run's
-  kernels.json record them (`train_lib`).
+  0.10.2"; elsewhere the backend and the jaxlib, e.g. "gpu, jaxlib 0.10.2" (was: the jaxlib
+  alone, and a train run recorded nothing there, so a CPU -> GPU -> CPU resume went
+  unsaid; review). A trained model's or predictor's numbers depend on them: the attribute
+  predictor's meta.json ("trained_with") and a training run's kernels.json record them
+  (`train_lib`).
 
   Returns:
     The words.
   """
   kernels = convolution_kernels()
-  return ", ".join(([describe_convolution_kernels(kernels)] if kernels else [])
-                   + [jaxlib_version()])
+  first = describe_convolution_kernels(kernels) if kernels else jax.default_backend()
+  return f"{first}, {jaxlib_version()}"
 
 
 def pin_kernels_advice(then: str, now: str) -> str:
-  """The XLA_FLAGS setting that runs the convolution kernels `then` names, where that is all
-  that differs from `now` (both `kernel_layout` words): a jaxlib cannot be pinned by a flag.
+  """How to run the convolution kernels `then` names, where that is all that differs from
+  `now` (both `kernel_layout` words, each of a CPU): a jaxlib or a backend cannot be pinned
+  by a flag. The flag is added to XLA_FLAGS (replacing it would drop its other flags, e.g.
+  --xla_force_host_platform_device_count) before JAX starts, when XLA reads it.
 
   Args:
     then: the kernels something was computed with.
     now: this process's.
   Returns:
-    E.g. "XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution", or ""
-    where no flag makes `now` into `then`.
+    E.g. "add --xla_cpu_experimental_ynn_fusion_type=-individual_convolution to XLA_FLAGS,
+    keeping the flags it holds, before JAX starts (in a notebook: restart its kernel first)",
+    or "" where no flag makes `now` into `then`.
   """
   rest = lambda words: words.split(", ")[1:]
   for name, flag in CONVOLUTION_KERNEL_FLAGS.items():
     if (then.startswith(describe_convolution_kernels(name) + ", ") and then != now
         and now.startswith(tuple(CONVOLUTION_KERNEL_WORDS.values())) and rest(then) == rest(now)):
-      return f"XLA_FLAGS={flag}"
+      return (f"add {flag} to XLA_FLAGS, keeping the flags it holds, before JAX starts (in a "
+              "notebook: restart its kernel first)")
   return ""
 
 

@@ -1,5 +1,5 @@
 """The entry points' first lines (train.py, infer.py): a stop during their start-up is one line,
-then the command may start over with huge pages and in Python's UTF-8 mode (`hugepages`).
+then the command may start over with huge pages (`hugepages`).
 
 Imports only what Python has loaded already, so that the handlers are in place before anything
 slow is imported: a Ctrl-C there was a 15- to 47-line traceback, and a SIGTERM ended the
@@ -18,8 +18,7 @@ from typing import Optional
 def begin(term_words: str, term_status: int, hup_words: Optional[str] = None,
           hup_status: Optional[int] = None) -> None:
   """Installs the start-up's handlers of Ctrl-C, SIGTERM and SIGHUP (unless SIGHUP is ignored,
-  as under nohup), then re-executes the command with huge pages and in Python's UTF-8 mode
-  where `hugepages` does (once, with both).
+  as under nohup), then re-executes the command with huge pages where `hugepages` does.
 
   The signals are blocked across the re-execution: the new process starts with the default
   handlers until it comes back here, and a blocked signal stays pending through `execve`, so
@@ -49,8 +48,7 @@ def begin(term_words: str, term_status: int, hup_words: Optional[str] = None,
   signal.pthread_sigmask(signal.SIG_BLOCK, stops)
   try:
     from a2i_jax import hugepages  # pylint: disable=import-outside-toplevel
-    # Huge pages for malloc on Linux, UTF-8 mode under a locale that is not (the module says).
-    hugepages.reexec_with_huge_pages()
+    hugepages.reexec_with_huge_pages()  # Huge pages for malloc on Linux (the module says).
   finally:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
   keep_going_without_a_console()
@@ -127,11 +125,11 @@ def keep_going_without_a_console() -> None:
 
 
 def _escape_what_cannot_print(stream) -> None:
-  """Has a text console stream write what its encoding cannot hold as escapes (`\\xe9`),
-  as Python's standard error does: a path of bytes that are not UTF-8 (`--out=out_caf\\xe9`)
-  under en_US.UTF-8, whose standard output is strict, stopped infer.py at its "wrote ..." line
-  after the work, the modes after it not run (fault hunt). Streams without `reconfigure`
-  (replaced by a caller) are left as they are."""
+  """Has a text console stream write what its encoding cannot hold as escapes (a byte of a
+  path that is not UTF-8 as `\\udce9`), as Python's standard error does: such a path
+  (`--out=out_caf\\xe9`) under en_US.UTF-8, whose standard output is strict, stopped infer.py
+  at its "wrote ..." line after the work, the modes after it not run (fault hunt). Streams
+  without `reconfigure` (replaced by a caller) are left as they are."""
   inner = getattr(stream, "_stream", stream)  # A `_ClosedPipeSafe`'s own.
   reconfigure = getattr(inner, "reconfigure", None)
   if reconfigure is None or getattr(inner, "errors", "strict") != "strict":

@@ -437,7 +437,7 @@ def _check_config_json_model(workdir: str, saved: ml_collections.ConfigDict) -> 
 
 # Where a resume that changes settings keeps the config it replaces (`_keep_a_changed_config`).
 CONFIG_HISTORY_DIR = "config_history"
-# Where a run on CPU records the kernels it computes with (`_record_kernels`).
+# Where a run records the kernels it computes with (`_record_kernels`).
 KERNELS_FILE = "kernels.json"
 
 # What a run keeps in its workdir at the top level (besides earlier_run_* folders): a folder
@@ -901,10 +901,6 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
             f"but process 0 found step {chosen} the newest intact one; give every process the "
             "same --workdir on storage they all read alike, then run the command again.")
     logging.info("model %s: %d parameters", config.model.name, models.count_params(state.params))
-    kernels = perf.kernel_layout() if perf.convolution_kernels() else None  # CPU only.
-    if kernels:  # The timing's choice (`perf.recommended_cpu_flags`), said (was: nowhere).
-      logging.info("computing with %s (recorded in %s)", kernels,
-                   os.path.join(workdir, KERNELS_FILE))
     # A call that trains nothing but evaluates the step reached, whose evaluation a stop left
     # to the resume, evaluates under this config: its changes are said and recorded as those
     # of a resume with steps left (was: applied without a word; review). Decided once, here,
@@ -924,7 +920,14 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
     else:
       made.set_aside(_set_aside_to_take_back(workdir, config))
     recorded = os.path.exists(os.path.join(workdir, checkpoints.CONFIG_FILE))
-    if good is None or int(state.step) < config.num_train_steps or not recorded or evaluates:
+    records = good is None or int(state.step) < config.num_train_steps or not recorded or evaluates
+    # The kernels (on CPU the timing's choice, `perf.recommended_cpu_flags`; elsewhere the
+    # backend) said (was: nowhere), "recorded" only where this call records them (was: also
+    # where it trained nothing; review), on every backend (was: CPU only; review).
+    kernels = perf.kernel_layout()
+    logging.info("computing with %s%s", kernels,
+                 f" (recorded in {os.path.join(workdir, KERNELS_FILE)})" if records else "")
+    if records:
       # Not where this call trains and evaluates nothing (num_train_steps at or below the
       # step reached): the record stays that of the config that trained the checkpoints
       # (was: rewritten with this call's learning rate, seed and step count).
@@ -935,9 +938,8 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
           made.record(kept)
       made.replacing(checkpoints.CONFIG_FILE)
       checkpoints.save_config(workdir, config)
-      if kernels:
-        made.replacing(KERNELS_FILE)
-        _record_kernels(workdir, 0 if good is None else int(state.step), kernels)
+      made.replacing(KERNELS_FILE)
+      _record_kernels(workdir, 0 if good is None else int(state.step), kernels)
     made.replacing(checkpoints.DATASET_FILE)
     train_eval.record_dataset(workdir, dataset, config.data.path, resumed=good is not None)
   except BaseException as e:
@@ -1063,14 +1065,18 @@ def _record_kernels(workdir: str, step: int, kernels: str) -> None:
   if not distributed.is_main():
     return
   record = _read_kernels(workdir) if step else None
-  record = {s: k for s, k in (record or {}).items() if s <= step}
+  # {s: k}: the steps after s were computed with k. Those up to `step` were computed with the
+  # entry of the largest s < step; an entry at `step` or later is of steps trained again now
+  # (was: s <= step kept, so a resume at a recorded step compared against the kernels of
+  # the steps after it, a resume that died before its next checkpoint; review).
+  record = {s: k for s, k in (record or {}).items() if s < step}
   before = record[max(record)] if record else None
   if before is not None and before != kernels:
     pin = perf.pin_kernels_advice(before, kernels)
     logging.warning("resuming at step %d with %s, but the run trained up to it with %s: its "
                     "numbers will differ slightly from those of an uninterrupted run%s", step,
                     kernels, before,
-                    f" (set {pin} to resume with the kernels it trained with)" if pin else "")
+                    f"; to resume with the kernels it trained with, {pin}" if pin else "")
   if before != kernels:
     record[step] = kernels
   text = json.dumps({"from_step": {str(s): record[s] for s in sorted(record)}}, indent=1)

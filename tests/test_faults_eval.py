@@ -287,6 +287,41 @@ def test_the_random_occlusions_follow_the_key_where_no_seed_is_given(monkeypatch
   assert evaluation.occlusion_seed(jax.random.key(7), 3) == 3
 
 
+def test_the_baseline_draws_the_random_occlusions_of_the_models_key(monkeypatch):
+  """Was: `evaluate_mean_image` kept seed=0 and took no key, so in a notebook the baseline
+  row of evaluate_model(key=jax.random.key(S))'s table scored other random occlusions than
+  the model's rows for S != 0 (review). Now it takes the same key, and seed=None derives the
+  seed from it (`occlusion_seed`); no key and no seed: 0, as before; a seed wins; a key that
+  is not one is refused."""
+  trained, names = _trained(), ["block8", "random_rect"]
+  seeds = []
+  make_masks = evaluation.occlusions.make_masks
+
+  def record(*args, seed, **kwargs):
+    seeds.append(seed)
+    return make_masks(*args, seed=seed, **kwargs)
+  monkeypatch.setattr(evaluation.occlusions, "make_masks", record)
+  monkeypatch.setattr(evaluation.inference, "reconstruct",
+                      lambda *a, **k: {"reconstruction": np.full((3, S, S, 3), 0.5, np.float32)})
+  monkeypatch.setattr(evaluation.inference, "complete",
+                      lambda *a, **k: {"completion": np.full((3, S, S, 3), 0.5, np.float32)})
+
+  def baseline(**kwargs):
+    seeds.clear()
+    rows = evaluation.evaluate_mean_image(_data(), occlusion_names=names, **kwargs)["rows"]
+    return seeds[-1], rows["fill"]["random_rect"]["mean"]
+  seeds.clear()
+  evaluation.evaluate_model(trained, _data(), occlusion_names=names, key=jax.random.key(3),
+                            options=_options(trained))
+  assert seeds == [3]  # The model's rows' masks.
+  assert baseline(key=jax.random.key(3))[0] == 3
+  assert baseline(key=jax.random.key(3)) == baseline(seed=3) != baseline()
+  assert baseline()[0] == 0 and baseline(key=jax.random.key(3), seed=5)[0] == 5
+  with pytest.raises(InputError, match=r"^key=3 is a seed, not a PRNG key; pass "
+                     r"key=jax.random.key\(3\)"):
+    evaluation.evaluate_mean_image(_data(), occlusion_names=names, key=3)
+
+
 def test_error_cells_refuse_images_and_regions_they_would_score_wrong():
   """Was: a uint8 target (0 .. 255) scored against [0, 1] estimates without a word (an error
   of ~21562); one estimate [S, S, 3] broadcast over every image; a region [N, S, S] NumPy's

@@ -567,11 +567,14 @@ def test_a_reused_predictor_trained_under_other_convolution_kernels_is_said(
   monkeypatch.setattr(perf, "convolution_kernels", lambda: "ynnpack")
   caplog.clear()
   assert ap.load_or_train(settings, _dataset(), workdir).meta == first.meta  # Not refused.
+  # The flag added to XLA_FLAGS before JAX starts (was "set XLA_FLAGS=...": set in a notebook
+  # after the start it changed nothing, and replacing XLA_FLAGS dropped its other flags).
   assert ("was trained with XLA's own convolution kernels, jaxlib 9.9, this process has "
           "YNNPACK's convolution kernels, jaxlib 9.9: its fidelity scores differ slightly "
-          "from those of one trained here (delete the folder to train one here, or set "
-          f"XLA_FLAGS={perf.XLA_CONVOLUTIONS_FLAG} to run the kernels it was "
-          "trained with)." in caplog.text), caplog.text
+          "from those of one trained here (delete the folder to train one here); to run the "
+          f"kernels it was trained with, add {perf.XLA_CONVOLUTIONS_FLAG} to XLA_FLAGS, "
+          "keeping the flags it holds, before JAX starts (in a notebook: restart its kernel "
+          "first)." in caplog.text), caplog.text
   assert caplog.text.count("WARNING") == 1
   monkeypatch.setattr(perf, "jaxlib_version", lambda: "jaxlib 10.0")
   caplog.clear()

@@ -2949,43 +2949,82 @@ def test_the_kernels_a_run_computes_with_are_said_recorded_and_compared_on_resum
   otherwise; XLA's and YNNPACK's kernels gave 56 of 64 checkpoint arrays other values in 6
   steps), and nothing said or recorded which, nor that a resume ran under others (fault hunt).
   Now one INFO line names them, kernels.json records them by the step they train from, and a
-  resume under others warns (and goes on) with the XLA_FLAGS that pins the run's. On a resume
-  of conftest's tiny run that only evaluates (its last grid gone, as a stop leaves it)."""
+  resume under others warns (and goes on). On every backend (review: off CPU nothing was
+  recorded, so a CPU -> GPU -> CPU resume went unsaid): here as on a GPU, whose words name
+  the backend and give no flag. The INFO line says "recorded" only where the call records
+  (review: also said by a finished run run again, which records nothing). On conftest's tiny
+  run run again, then resumed to evaluate only (its last grid gone, as a stop leaves it)."""
   # pylint: disable=import-outside-toplevel,protected-access
   from a2i_jax import perf, train_lib
   from conftest import tiny_config
-  if perf.convolution_kernels() is None:
-    pytest.skip("the convolution kernels are chosen on CPU only")
   workdir = str(tmp_path / "w")
   shutil.copytree(tiny_run("cvae")[0], workdir)
   path = os.path.join(workdir, "kernels.json")
-  with open(path, encoding="utf-8") as f:
-    assert json.load(f) == {"from_step": {"0": perf.kernel_layout()}}
-  os.remove(os.path.join(workdir, "samples", "step_0000002.png"))
   then = perf.kernel_layout()
-  other = "ynnpack" if then.startswith("XLA's") else "xla"
-  monkeypatch.setattr(perf, "convolution_kernels", lambda: other)
-  now = perf.kernel_layout()
+  with open(path, encoding="utf-8") as f:
+    assert json.load(f) == {"from_step": {"0": then}}
+  gpu = "gpu, jaxlib 9.9"
+  monkeypatch.setattr(perf, "convolution_kernels", lambda: None)  # As on a GPU.
+  monkeypatch.setattr(perf, "kernel_layout", lambda: gpu)
+  with caplog.at_level("INFO"):
+    train_lib.train_and_evaluate(tiny_config("cvae", data_cache), workdir)  # Nothing to do.
+  said = [r.getMessage() for r in caplog.records]
+  assert [m for m in said if m.startswith("computing with")] == [f"computing with {gpu}"]
+  with open(path, encoding="utf-8") as f:
+    assert json.load(f) == {"from_step": {"0": then}}  # Nothing recorded, nothing said.
+  assert not [m for m in said if m.startswith("resuming at")]
+  os.remove(os.path.join(workdir, "samples", "step_0000002.png"))
+  caplog.clear()
   with caplog.at_level("INFO"):
     train_lib.train_and_evaluate(tiny_config("cvae", data_cache), workdir)  # Not refused.
   said = [r.getMessage() for r in caplog.records]
-  assert f"computing with {now} (recorded in {path})" in said
-  assert [m for m in said if "kernels" in m and r"resuming" in m] == [
-      f"resuming at step 2 with {now}, but the run trained up to it with {then}: its numbers "
-      "will differ slightly from those of an uninterrupted run (set XLA_FLAGS="
-      f"{perf.CONVOLUTION_KERNEL_FLAGS['xla' if other == 'ynnpack' else 'ynnpack']} to resume "
-      "with the kernels it trained with)"]
+  assert f"computing with {gpu} (recorded in {path})" in said
+  assert [m for m in said if m.startswith("resuming at")] == [
+      f"resuming at step 2 with {gpu}, but the run trained up to it with {then}: its numbers "
+      "will differ slightly from those of an uninterrupted run"]  # No flag makes a GPU a CPU.
   with open(path, encoding="utf-8") as f:
-    assert json.load(f) == {"from_step": {"0": then, "2": now}}
-  # A resume from an earlier step drops what later steps recorded (they train again); the
-  # same kernels: nothing said; a damaged record: said, not trusted, rewritten.
-  caplog.clear()
-  train_lib._record_kernels(workdir, 1, then)
-  with open(path, encoding="utf-8") as f:
-    assert json.load(f) == {"from_step": {"0": then}}
-  assert "resuming" not in caplog.text
+    assert json.load(f) == {"from_step": {"0": then, "2": gpu}}
+
+
+def test_a_resume_compares_its_kernels_with_those_of_the_steps_before_it(tmp_path, caplog):
+  """kernels.json's {s: k} says the steps after s were computed with k, so a resume at step
+  t compares against the entry of the largest s < t and drops those at t and later. Was:
+  s <= t kept, so a resume at exactly a recorded step (one that died after its first
+  dispatch and before its next checkpoint, or an evaluation-only resume run again) compared
+  against the kernels of the steps after it: (0, A), (100, B) then (100, A) warned with the
+  advice to pin B, and (100, B) again said nothing (review). A damaged record is said, not
+  trusted, and rewritten."""
+  # pylint: disable=import-outside-toplevel,protected-access
+  from a2i_jax import perf, train_lib
+  a = "XLA's own convolution kernels, jaxlib 9.9"
+  b = "YNNPACK's convolution kernels, jaxlib 9.9"
+  workdir = str(tmp_path)
+  path = os.path.join(workdir, "kernels.json")
+
+  def resume(step, kernels):
+    caplog.clear()
+    train_lib._record_kernels(workdir, step, kernels)
+    with open(path, encoding="utf-8") as f:
+      record = json.load(f)["from_step"]
+    return record, [r.getMessage() for r in caplog.records if "resuming at" in r.getMessage()]
+
+  def warning(step, now, before):
+    pin = perf.pin_kernels_advice(before, now)
+    return [f"resuming at step {step} with {now}, but the run trained up to it with {before}: "
+            "its numbers will differ slightly from those of an uninterrupted run"
+            + (f"; to resume with the kernels it trained with, {pin}" if pin else "")]
+  assert resume(0, a) == ({"0": a}, [])
+  assert resume(100, b) == ({"0": a, "100": b}, warning(100, b, a))
+  assert warning(100, b, a)[0].endswith(
+      f"add {perf.XLA_CONVOLUTIONS_FLAG} to XLA_FLAGS, keeping the flags it holds, before JAX "
+      "starts (in a notebook: restart its kernel first)")
+  assert resume(100, a) == ({"0": a}, [])  # Steps 1-100 were computed with a: no word.
+  assert resume(100, b) == ({"0": a, "100": b}, warning(100, b, a))  # Said again.
+  assert resume(150, b) == ({"0": a, "100": b}, [])
+  assert resume(50, b) == ({"0": a, "50": b}, warning(50, b, a))  # Later steps train again.
+  assert resume(80, "gpu, jaxlib 9.9") == ({"0": a, "50": b, "80": "gpu, jaxlib 9.9"},
+                                           warning(80, "gpu, jaxlib 9.9", b))
+  assert "XLA_FLAGS" not in caplog.text  # No flag makes a CPU a GPU.
   open(path, "w").write('{"from_step": {"x": 1}}')
-  train_lib._record_kernels(workdir, 4, now)
+  assert resume(4, b) == ({"4": b}, [])
   assert f"{path} is unreadable (no {{step: kernels}} record)" in caplog.text
-  with open(path, encoding="utf-8") as f:
-    assert json.load(f) == {"from_step": {"4": now}}

@@ -310,27 +310,58 @@ def test_the_convolution_kernels_are_named_as_xla_runs_them(monkeypatch):
   """`perf.convolution_kernels`, which train.py says and records and the attribute predictor's
   meta.json keeps (fault hunt: the timing's choice changed the numbers, unrecorded): the flags'
   answer, "xla" where this XLA has no YNNPACK (jaxlib 0.7.2), None off CPU; and the flag that
-  pins each, offered only where the kernels alone differ."""
+  pins each, offered only where the kernels alone differ, to be added to XLA_FLAGS before JAX
+  starts. Off CPU the words name the backend (review: were the jaxlib alone)."""
   # pylint: disable=protected-access
+  def answer():  # As a fresh process would give it: nothing kept yet.
+    monkeypatch.setattr(perf, "_KERNELS_AT_START", [])
+    return perf.convolution_kernels()
   monkeypatch.setenv("XLA_FLAGS", perf.XLA_CONVOLUTIONS_FLAG)
-  assert perf.convolution_kernels() == "xla"
+  assert answer() == "xla"
   monkeypatch.setenv("XLA_FLAGS", perf.YNNPACK_CONVOLUTIONS_FLAG)
   assert perf.xla_convolutions() is False
   monkeypatch.setattr(perf, "_option_known", lambda *a: True)
-  assert perf.convolution_kernels() == "ynnpack"
+  assert answer() == "ynnpack"
   monkeypatch.setattr(perf, "_option_known", lambda *a: False)  # No YNNPACK in this XLA.
-  assert perf.convolution_kernels() == "xla"
+  assert answer() == "xla"
   monkeypatch.setattr(perf, "jaxlib_version", lambda: "jaxlib 9.9")
   assert perf.kernel_layout() == "XLA's own convolution kernels, jaxlib 9.9"
   ynn = "YNNPACK's convolution kernels, jaxlib 9.9"
+  how = ", keeping the flags it holds, before JAX starts (in a notebook: restart its kernel first)"
   assert perf.pin_kernels_advice(ynn, perf.kernel_layout()) == (
-      f"XLA_FLAGS={perf.YNNPACK_CONVOLUTIONS_FLAG}")
+      f"add {perf.YNNPACK_CONVOLUTIONS_FLAG} to XLA_FLAGS{how}")
   assert perf.pin_kernels_advice(perf.kernel_layout(), ynn) == (
-      f"XLA_FLAGS={perf.XLA_CONVOLUTIONS_FLAG}")
+      f"add {perf.XLA_CONVOLUTIONS_FLAG} to XLA_FLAGS{how}")
   assert perf.pin_kernels_advice(ynn, "XLA's own convolution kernels, jaxlib 9.8") == ""
   assert perf.pin_kernels_advice(ynn, ynn) == "" and perf.pin_kernels_advice(ynn, "x") == ""
   monkeypatch.setattr(perf.jax, "default_backend", lambda: "gpu")
-  assert perf.convolution_kernels() is None and perf.kernel_layout() == "jaxlib 9.9"
+  assert perf.convolution_kernels() is None and perf.kernel_layout() == "gpu, jaxlib 9.9"
+  assert perf.pin_kernels_advice(ynn, "gpu, jaxlib 9.9") == ""  # No flag makes a GPU a CPU.
+  assert perf.pin_kernels_advice("gpu, jaxlib 9.9", ynn) == ""
+
+
+def test_the_convolution_kernels_are_those_xla_read_as_it_started(monkeypatch):
+  """Was: `convolution_kernels` read XLA_FLAGS as it is now, not as XLA read it when its
+  backend started, so in a notebook the advised flag set after JAX started silenced the
+  warnings and recorded "XLA's own" while YNNPACK's still ran (review). Now the answer is
+  taken the first time it is asked after the start and kept for the process; before the
+  start (or where JAX cannot say) it is not kept."""
+  # pylint: disable=protected-access
+  monkeypatch.setattr(perf, "_KERNELS_AT_START", [])
+  monkeypatch.setattr(perf.jax, "default_backend", lambda: "cpu")
+  monkeypatch.setattr(perf, "_option_known", lambda *a: True)
+  monkeypatch.setattr(perf, "jaxlib_version", lambda: "jaxlib 9.9")
+  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+  monkeypatch.setattr(perf, "_backend_started", lambda: False)  # Not kept before the start.
+  assert perf.convolution_kernels() == "ynnpack"
+  monkeypatch.setenv("XLA_FLAGS", perf.XLA_CONVOLUTIONS_FLAG)
+  assert perf.convolution_kernels() == "xla"
+  monkeypatch.setenv("XLA_FLAGS", "")
+  monkeypatch.setattr(perf, "_backend_started", lambda: True)  # Started: YNNPACK's run.
+  assert perf.convolution_kernels() == "ynnpack"
+  monkeypatch.setenv("XLA_FLAGS", perf.XLA_CONVOLUTIONS_FLAG)  # Set after the start.
+  assert perf.convolution_kernels() == "ynnpack"
+  assert perf.kernel_layout() == "YNNPACK's convolution kernels, jaxlib 9.9"
 
 
 def test_no_recommended_flags_beside_an_accelerator_plugin(monkeypatch):

@@ -89,10 +89,10 @@ def _warn_of_other_layout(workdir: str, trained_on: Optional[str],
   then = " with ".join(([trained_on] if other_on else []) + ([trained_with] if other_with else []))
   now = " with ".join(([on] if other_on else []) + ([kernels] if other_with else []))
   pin = perf.pin_kernels_advice(trained_with, kernels) if other_with else ""
-  pin = f", or set {pin} to run the kernels it was trained with" if pin else ""
+  pin = f"; to run the kernels it was trained with, {pin}" if pin else ""
   logging.warning("the attribute predictor in %s was trained %s %s, this process has %s: its "
                   "fidelity scores differ slightly from those of one trained here (delete the "
-                  "folder to train one here%s).", predictor_dir(workdir),
+                  "folder to train one here)%s.", predictor_dir(workdir),
                   "on" if other_on else "with", then, now, pin)
 
 
@@ -284,7 +284,8 @@ def load_or_train(settings: Any, dataset: Dataset, workdir: str, *, seed: int = 
   layout and kernels trained it, and its meta.json's "trained_on" and "trained_with" say
   which, with one warning where they differ from this process's; the fidelity scores it
   gives differ slightly from those of one trained here (delete the folder to train one here,
-  or set XLA_FLAGS to the kernels it was trained with, `perf.CONVOLUTION_KERNEL_FLAGS`).
+  or add the flag of the kernels it was trained with, `perf.CONVOLUTION_KERNEL_FLAGS`, to
+  XLA_FLAGS before JAX starts).
 
   Returns:
     The predictor: a function of (dataset, settings, seed) and the device layout and

@@ -203,8 +203,12 @@ def scan(path: str, masks: bool) -> Table:
     # A name typed on one system and the file made on another (macOS writes decomposed
     # accents, "e" + U+0301; most editors composed ones, U+00E9) name the same file: the row
     # takes the name on disk (was: "does not exist").
-    fname = _file_name(_as_on_disk(r[fcol]), present)
-    fname = fname if fname in present else composed.get(_composed(fname), fname)
+    # The cell as this process's encoding writes it, else its UTF-8 bytes (`_as_on_disk`).
+    for cell in dict.fromkeys((r[fcol], _as_on_disk(r[fcol]))):
+      fname = _file_name(cell, present)
+      fname = fname if fname in present else composed.get(_composed(fname), fname)
+      if fname in present:
+        break
     if fname in seen:
       raise DataError(f"{csv_path}, line {line}: {fname} is listed twice.")
     seen.add(fname)
@@ -313,8 +317,9 @@ def _by_composed_name(names: Any) -> dict[str, str]:
 
 def _as_on_disk(cell: str) -> str:
   """A CSV cell (UTF-8 text) as the file system's name for the same bytes: the cell itself in
-  UTF-8 mode (the entry points start in it, `hugepages`); under a Latin-1 locale outside it (a
-  notebook), "visage_é" as the name on disk (was: "does not exist"; fault hunt)."""
+  UTF-8 mode; under a Latin-1 locale outside it, "visage_é" as the name of a file named by
+  its UTF-8 bytes (was: "does not exist"; fault hunt). `scan` tries it after the cell as this
+  process writes it (a file named by its Latin-1 bytes, made on that system: read-through)."""
   return os.fsdecode(cell.encode("utf-8", "surrogateescape"))
 
 
