@@ -1206,7 +1206,8 @@ def _check_same_programs() -> None:
   from a2i_jax import perf  # pylint: disable=import-outside-toplevel
   same_on_every_process(
       "the convolution kernels", "XLA's own" if perf.xla_convolutions() else "YNNPACK's",
-      f"set XLA_FLAGS the same on every host, e.g. {perf.XLA_CONVOLUTIONS_FLAG}")
+      f"add one kernel flag to XLA_FLAGS on every host, keeping the flags it holds, before "
+      f"JAX starts, e.g. {perf.XLA_CONVOLUTIONS_FLAG}")
   same_on_every_process(
       "the software", _software(), "run the same on every host: one a2i-jax checkout (on "
       "shared storage, or the same commit everywhere) and the same versions of "

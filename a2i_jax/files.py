@@ -454,18 +454,24 @@ def not_utf8_words(path: str) -> tuple[str, str]:
   Returns:
     (what, fix): "is not a valid UTF-8 name" and a name that is where its bytes are not
     UTF-8; else it is this process's encoding (a Latin-1 locale outside Python's UTF-8 mode),
-    and the fix is a name of ASCII letters, a UTF-8 locale, or PYTHONUTF8=1 (not where the
-    interpreter ignores the environment: -E, -I).
+    and the fix is a name of ASCII letters, or, where its bytes are UTF-8 (a UTF-8 terminal
+    under that locale), a UTF-8 locale or PYTHONUTF8=1 (not where the interpreter ignores the
+    environment: -E, -I); a name typed in Latin-1 is not UTF-8 in any locale (read-through).
   """
   try:
     path.encode("utf-8")
   except UnicodeEncodeError:  # Bytes on disk that are not UTF-8 (caf\xe9).
     return ("is not a valid UTF-8 name",
             "use a name that is valid UTF-8 (rename the folder where it exists)")
+  what = (f"cannot be written as UTF-8 in this process (its file-system encoding is "
+          f"{sys.getfilesystemencoding()})")
+  fix = "use a name of ASCII letters (rename the folder where it exists)"
+  try:
+    os.fsencode(path).decode("utf-8")
+  except (UnicodeError, ValueError):  # Latin-1 bytes: no locale makes them UTF-8.
+    return what, fix
   mode = "" if sys.flags.ignore_environment else " or with PYTHONUTF8=1 in the environment"
-  return (f"cannot be written as UTF-8 in this process (its file-system encoding is "
-          f"{sys.getfilesystemencoding()})", "use a name of ASCII letters (rename the folder "
-          f"where it exists), or run under a UTF-8 locale (e.g. LC_ALL=C.UTF-8){mode}")
+  return what, f"{fix}, or run under a UTF-8 locale (e.g. LC_ALL=C.UTF-8){mode}"
 
 
 def shown_bytes(path: str) -> str:
@@ -622,10 +628,12 @@ def check_workdir_free(workdir: str) -> None:
   Args:
     workdir: an absolute path.
   Raises:
-    WorkdirError: another process holds the lock.
+    WorkdirError: another process holds the lock, or its lock file is one this user may not
+      write (`_lock_file_not_writable`).
   """
+  path = os.path.join(workdir, LOCK_FILE)
   try:  # Non-blocking: a FIFO of that name would block the open.
-    fd = os.open(os.path.join(workdir, LOCK_FILE), os.O_RDONLY | os.O_NONBLOCK)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
   except OSError:  # No lock file (no run has held one), or one this user cannot read: the
     return  # lock says what it needs.
   try:
@@ -636,6 +644,9 @@ def check_workdir_free(workdir: str) -> None:
     pass
   finally:
     os.close(fd)  # Releases the shared lock, if taken.
+  words = _lock_file_not_writable(workdir, path)
+  if words is not None:  # Was said by the lock alone, after the data load (read-through).
+    raise WorkdirError(words)
 
 
 class HeldWorkdir:
@@ -786,16 +797,23 @@ def _open_lock_file(path: str) -> tuple[int, bool]:
   return os.open(path, os.O_RDWR | os.O_CREAT, 0o666), False
 
 
-def _lock_file_not_writable(workdir: str, path: str, e: OSError) -> Optional[str]:
-  """The error line's words where `e` is the lock file's own refusal: it exists and this user
-  may not write it, in a workdir they may (another user's lock file, made 0o644 by a version
-  before the umask applied to it); else None."""
-  if (not isinstance(e, PermissionError) or not os.path.isfile(path)
+def _lock_file_not_writable(workdir: str, path: str) -> Optional[str]:
+  """The error line's words where the lock file `path` exists and this user may not write it,
+  in a workdir they may (another user's, made 0o644 under umask 022 or by a version before the
+  umask applied to it; or their own, made read-only); else None."""
+  try:
+    owner = os.stat(path).st_uid
+  except OSError:
+    return None
+  if (not os.path.isfile(path) or os.access(path, os.W_OK)
       or not os.access(workdir, os.W_OK | os.X_OK)):
     return None
+  if owner == os.getuid():
+    return (f"cannot write the run's lock file {path} (permission denied); make it writable "
+            f"(chmod u+w {path}), then run the same command again.")
   return (f"cannot write the run's lock file {path} (permission denied), which another user "
-          "made; ask them to make it group-writable (chmod g+w) or to delete it, then run the "
-          "same command again.")
+          f"(uid {owner}) made; ask them to make it group-writable (chmod g+w {path}), or to "
+          "delete it where no run of theirs uses the workdir, then run the same command again.")
 
 
 def _take_back(held: HeldWorkdir, path: str) -> None:
@@ -880,7 +898,7 @@ def workdir_lock(workdir: str) -> Iterator[HeldWorkdir]:
       fd, made = _open_lock_file(path)
     except OSError as e:
       _take_back(held, path)  # The folders it made, if any.
-      words = _lock_file_not_writable(workdir, path, e)
+      words = _lock_file_not_writable(workdir, path) if isinstance(e, PermissionError) else None
       if words is not None:
         raise WorkdirError(words) from None
       # Advice by its errno (was "pass a --workdir you can write to" alone, also for a full

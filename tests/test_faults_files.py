@@ -264,6 +264,13 @@ def test_a_workdir_or_data_dir_not_written_as_utf8_is_refused_in_one_line(tmp_pa
       files.check_workdir_path(str(tmp_path / typed))
     with pytest.raises(DataError) as d:
       tfds_lib.check_utf8_path(str(tmp_path / typed))
+    # Typed in a Latin-1 terminal (its bytes are Latin-1): no locale makes them UTF-8, so the
+    # advice is the ASCII name alone (was also "a UTF-8 locale or PYTHONUTF8=1", which then
+    # refused it as not UTF-8; read-through).
+    with pytest.raises(WorkdirError) as latin:
+      files.check_workdir_path(str(tmp_path / "run_\u00e9"))
+    assert str(latin.value).endswith("; use a name of ASCII letters (rename the folder where it "
+                                     "exists)."), str(latin.value)
   for error in (e, d):
     assert "cannot be written as UTF-8 in this process (its file-system encoding is " \
         "iso8859-1)" in str(error.value) and "PYTHONUTF8=1" in str(error.value), error.value
@@ -287,20 +294,32 @@ def test_a_run_started_with_a_group_umask_can_be_resumed_by_the_group(tmp_path,
     os.umask(old)
   lock = str(tmp_path / "run" / files.LOCK_FILE)
   assert os.stat(lock).st_mode & 0o777 == 0o664
-  real_open = os.open
+  real_open, real_access, run = os.open, os.access, str(tmp_path / "run")
 
   def open_as_group_member(path, flags, *args):  # Another user's 0o644 lock file (the test
     if path == lock and flags & (os.O_WRONLY | os.O_RDWR) and not flags & os.O_EXCL:  # may
       raise PermissionError(13, "Permission denied", path)  # run as root).
     return real_open(path, flags, *args)
   monkeypatch.setattr(files.os, "open", open_as_group_member)
-  with pytest.raises(WorkdirError) as e:
-    with files.workdir_lock(str(tmp_path / "run")):
-      pass
-  assert str(e.value) == (
-      f"cannot write the run's lock file {lock} (permission denied), which another user made; "
-      "ask them to make it group-writable (chmod g+w) or to delete it, then run the same "
-      "command again."), str(e.value)
+  monkeypatch.setattr(files.os, "access", lambda path, mode, *a, **k: (
+      False if path == lock and mode & os.W_OK else real_access(path, mode, *a, **k)))
+  owner = os.stat(lock).st_uid
+  for me, words in ((owner + 1, f"which another user (uid {owner}) made; ask them to make it "
+                     f"group-writable (chmod g+w {lock}), or to delete it where no run of "
+                     "theirs uses the workdir, then run the same command again."),
+                    (owner, f"make it writable (chmod u+w {lock}), then run the same command "
+                     "again.")):
+    monkeypatch.setattr(files.os, "getuid", lambda me=me: me)
+    # Said before the data load (`check_workdir_free`), and by the lock itself.
+    with pytest.raises(WorkdirError) as early:
+      files.check_workdir_free(run)
+    with pytest.raises(WorkdirError) as e:
+      with files.workdir_lock(run):
+        pass
+    for error in (early, e):
+      assert str(error.value).startswith(f"cannot write the run's lock file {lock} (permission "
+                                         "denied)") and str(error.value).endswith(words), \
+          str(error.value)
   assert os.path.exists(lock)
 
 
