@@ -227,11 +227,10 @@ class Options:
         raise InputError(f"--{flag} is empty; pass {fix}.")
     for workdir in self.workdirs:  # Was 65 tracebacks from the restore (TensorStore takes
       # UTF-8 paths), then advice to change the config; or another folder read (fault hunt).
-      full = os.path.abspath(os.path.expanduser(workdir))
-      if not files.is_utf8_path(full):
-        what, fix = files.not_utf8_words(full)
-        raise InputError(f"--workdir {files.shown_bytes(full)} {what}, and its checkpoints "
-                         "are read by TensorStore, which takes UTF-8 paths only; " + fix + ".")
+      refused = files.utf8_refusal(os.path.abspath(os.path.expanduser(workdir)),
+                                   files.READ_BY_TENSORSTORE)
+      if refused is not None:
+        raise InputError(f"--workdir {refused}")
     # Through links too (a review found a linked copy's rows beside the run's own).
     runs = [os.path.realpath(os.path.expanduser(w)) for w in self.workdirs]
     for workdir, run in zip(self.workdirs, runs):

@@ -439,11 +439,32 @@ def check_workdir_path(workdir: str) -> None:
     raise WorkdirError(f"the workdir {absolute} holds {' and '.join(map(repr, bad))}: Orbax "
                        "saves checkpoints under such a path that it cannot restore; pass a "
                        "path without [, ] or \\ (rename the folder).")
-  if not is_utf8_path(absolute):
-    what, fix = not_utf8_words(absolute)
-    raise WorkdirError(f"the workdir {shown_bytes(absolute)} {what}, and Orbax saves its "
-                       "checkpoints' arrays (TensorStore, which takes UTF-8 paths) elsewhere or "
-                       f"not at all; {fix}.")
+  refused = utf8_refusal(absolute, "Orbax saves its checkpoints' arrays (TensorStore, which "
+                         "takes UTF-8 paths) elsewhere or not at all")
+  if refused is not None:
+    raise WorkdirError(f"the workdir {refused}")
+
+
+# What `utf8_refusal`'s callers that read a run say of its reader.
+READ_BY_TENSORSTORE = "its checkpoints are read by TensorStore, which takes UTF-8 paths only"
+
+
+def utf8_refusal(path: str, consequence: str) -> Optional[str]:
+  """The end of the error line for a path `is_utf8_path` refuses: the path as it can be
+  shown, what is wrong, `consequence` and the fix (`not_utf8_words`); the caller puts what
+  the path is before it ("the workdir "). The one wording of the workdir's check in training,
+  infer.py and `inference.load_trained`.
+
+  Args:
+    path: an absolute path, as `os.fsdecode` gives it.
+    consequence: what would go wrong with it, as a clause ("its checkpoints are read by ...").
+  Returns:
+    The words, ending in a full stop; None where `path` is fine.
+  """
+  if is_utf8_path(path):
+    return None
+  what, fix = not_utf8_words(path)
+  return f"{shown_bytes(path)} {what}, and {consequence}; {fix}."
 
 
 def not_utf8_words(path: str) -> tuple[str, str]:

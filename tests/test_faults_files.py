@@ -253,6 +253,13 @@ def test_a_workdir_or_data_dir_not_written_as_utf8_is_refused_in_one_line(tmp_pa
       f"the workdir {tmp_path}/caf\\xe9 is not a valid UTF-8 name, and Orbax saves its "
       "checkpoints' arrays (TensorStore, which takes UTF-8 paths) elsewhere or not at all; "
       "use a name that is valid UTF-8 (rename the folder where it exists)."), str(e.value)
+  # The notebook API reads a run so too (was: another folder's arrays, or none; read-through).
+  with pytest.raises(checkpoints.CheckpointError) as read:
+    inference.load_trained(bytes_path)
+  assert str(read.value) == (
+      f"the workdir {tmp_path}/caf\\xe9 is not a valid UTF-8 name, and its checkpoints are "
+      "read by TensorStore, which takes UTF-8 paths only; use a name that is valid UTF-8 "
+      "(rename the folder where it exists)."), str(read.value)
   typed = "run_\u00e9".encode("utf-8").decode("latin-1")  # As a Latin-1 process reads it.
   files.check_workdir_path(str(tmp_path / typed))  # Fine where names are UTF-8.
   assert tfds_lib.is_utf8(typed)

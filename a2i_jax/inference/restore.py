@@ -21,7 +21,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from a2i_jax import (checkpoints, config_lib, distributed, memo, models, parallel,
+from a2i_jax import (checkpoints, config_lib, distributed, files, memo, models, parallel,
                      sampling)
 from a2i_jax.data import Dataset, check_settings, load_dataset
 from a2i_jax.data.base import OtherDataError, as_trained, centre_cropped, check_same_splits
@@ -302,7 +302,8 @@ def load_trained(workdir: str, step: Optional[int] = None) -> TrainedModel:
     the library after the run was trained (e.g. `inference`) take their default values.
   Raises:
     ConfigError / CheckpointError: the workdir is a file, or has no config or no (readable)
-      checkpoint, or the checkpoint's variables hold NaN or infinities.
+      checkpoint, or the checkpoint's variables hold NaN or infinities; CheckpointError: its
+      path cannot be read as UTF-8 (`files.utf8_refusal`).
     CheckpointRemovedError: `step`'s checkpoint was removed as it was read (a training run
       in the workdir keeps only its newest); the newest one is read again instead, up to
       three times, where no `step` was given. A step removed while the checkpoints folder
@@ -315,6 +316,11 @@ def load_trained(workdir: str, step: Optional[int] = None) -> TrainedModel:
     step = check_int(step, "step")
   if isinstance(workdir, (str, os.PathLike)):  # "~/runs/x", as train.py and infer.py take it
     workdir = os.path.expanduser(workdir)      # (was "no config at ~/runs/x/config.json").
+    # As infer.py refuses it (was: in a notebook under a Latin-1 locale, another folder's
+    # arrays read, or none; read-through).
+    refused = files.utf8_refusal(os.path.abspath(workdir), files.READ_BY_TENSORSTORE)
+    if refused is not None:
+      raise CheckpointError(f"the workdir {refused}")
   config = load_run_config(workdir)
   info = checkpoints.load_dataset_info(workdir)
   model = models.create_model(config.model)
