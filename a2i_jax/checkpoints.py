@@ -816,6 +816,12 @@ def _step_names(directory: str) -> set[str]:
     return set()
 
 
+def _step_folders(directory: str) -> list[int]:
+  """The steps of `directory`'s step folders (`_step_names` that are folders), in order."""
+  return sorted(int(n) for n in _step_names(directory)
+                if os.path.isdir(os.path.join(directory, n)))
+
+
 def _pruned_step(error: BaseException, directory: str, listed: set[str]) -> Optional[int]:
   """The step whose folder was removed while Orbax opened `directory` and failed with
   `error`: one of `listed` (`_step_names` before the open) that is gone now, or one that a
@@ -957,9 +963,8 @@ class Checkpointer:
         if pruned is None:  # Nothing went away meanwhile: the folder's own fault.
           self._cannot_open(e)
         if attempt + 1 == _OPEN_TRIES:
-          steps = sorted(int(n) for n in _step_names(self.directory)
-                         if os.path.isdir(os.path.join(self.directory, n)))
-          raise CheckpointRemovedError(_removed_message(pruned, self.directory, steps),
+          raise CheckpointRemovedError(
+              _removed_message(pruned, self.directory, _step_folders(self.directory)),
                                        first_line(e), pruned) from None
     raise AssertionError("unreachable")  # The last try returns or raises.
 
@@ -1422,8 +1427,7 @@ class Checkpointer:
         self._manager = manager
         steps = self.all_steps()
       else:
-        steps = sorted(int(n) for n in _step_names(self.directory)
-                       if os.path.isdir(os.path.join(self.directory, n)))
+        steps = _step_folders(self.directory)
     return CheckpointRemovedError(_removed_message(step, self.directory, steps), reason, step)
 
   def restore(self, abstract_state: Any, step: Optional[int] = None,

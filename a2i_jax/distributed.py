@@ -1204,8 +1204,9 @@ def _check_same_programs() -> None:
   # The CPU's "auto" model forms follow the convolution kernels each process's timing chose
   # (perf.recommended_cpu_flags).
   from a2i_jax import perf  # pylint: disable=import-outside-toplevel
+  kernels = perf.convolution_kernels()  # None off CPU: nothing to compare then.
   same_on_every_process(
-      "the convolution kernels", "XLA's own" if perf.xla_convolutions() else "YNNPACK's",
+      "the convolution kernels", perf.describe_convolution_kernels(kernels) if kernels else "",
       f"add one kernel flag to XLA_FLAGS on every host, keeping the flags it holds, before "
       f"JAX starts, e.g. {perf.XLA_CONVOLUTIONS_FLAG}")
   same_on_every_process(

@@ -335,9 +335,10 @@ def crop_frame(config: Any) -> int:
   return config.data.image_size if crop and crop < config.data.image_size else 0
 
 
-def occlusion_seed(key: jax.Array, seed: Optional[int] = None) -> int:
-  """The seed of the random occlusions (`occlusions.make_masks`) that `evaluate_model` and
-  `tune_inference` draw: `seed` where it is given, else one derived from `key`.
+def occlusion_seed(key: Optional[jax.Array], seed: Optional[int] = None) -> int:
+  """The seed of the random occlusions (`occlusions.make_masks`) that `evaluate_model`,
+  `tune_inference` and `evaluate_mean_image` draw: `seed` where it is given, else one derived
+  from `key`, else (neither: the baseline without a key) 0.
 
   The derived seed is the key's data (`jax.random.key_data`: 32-bit words) read as one
   integer, the first word the most significant, modulo 2**31. For the default PRNG (threefry)
@@ -347,7 +348,7 @@ def occlusion_seed(key: jax.Array, seed: Optional[int] = None) -> int:
   notebook that varied `key` scored the seed-0 masks every time (fault hunt).
 
   Args:
-    key: the PRNG key of the inference (`check_key`'s kinds: concrete, not traced).
+    key: the PRNG key of the inference (`check_key`'s kinds: concrete, not traced), or None.
     seed: an integer of at least 0, or None to derive it from `key`.
   Returns:
     The seed, an integer of at least 0.
@@ -355,9 +356,12 @@ def occlusion_seed(key: jax.Array, seed: Optional[int] = None) -> int:
     InputError: a key that is not a PRNG key, or a seed that is neither None nor an integer
       of at least 0.
   """
-  check_key(key)
+  if key is not None:
+    check_key(key)
   if seed is not None:
     return check_int(seed, "seed", 0)
+  if key is None:
+    return 0
   words = key
   if jax.dtypes.issubdtype(getattr(key, "dtype", None), jax.dtypes.prng_key):
     words = jax.random.key_data(key)
@@ -564,8 +568,7 @@ def evaluate_mean_image(dataset: Dataset, *, occlusion_names: Optional[Sequence[
   _check_dataset(dataset, "inference.load_data(trained), or data.load_dataset(config.data)")
   # Was named as make_masks' offset seed (9.5 for 2.5). Was 0 whatever the key, so the
   # baseline's masks were not those of evaluate_model(key=key(S)) for S != 0 (review).
-  seed = (0 if seed is None else check_int(seed, "seed", 0)) if key is None else (
-      occlusion_seed(key, seed))
+  seed = occlusion_seed(key, seed)
   cropped = centre_cropped(dataset, crop_size)
   side = dataset["test"].images.shape[1]
   how = ("where they are centre crops already (inference.load_data's, of a run that crops), "

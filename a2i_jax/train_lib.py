@@ -1064,12 +1064,12 @@ def _record_kernels(workdir: str, step: int, kernels: str) -> None:
   """
   if not distributed.is_main():
     return
-  record = _read_kernels(workdir) if step else None
+  read = _read_kernels(workdir) if step else None
   # {s: k}: the steps after s were computed with k. Those up to `step` were computed with the
   # entry of the largest s < step; an entry at `step` or later is of steps trained again now
   # (was: s <= step kept, so a resume at a recorded step compared against the kernels of
   # the steps after it, a resume that died before its next checkpoint; review).
-  record = {s: k for s, k in (record or {}).items() if s < step}
+  record = {s: k for s, k in (read or {}).items() if s < step}
   before = record[max(record)] if record else None
   if before is not None and before != kernels:
     pin = perf.pin_kernels_advice(before, kernels)
@@ -1079,15 +1079,9 @@ def _record_kernels(workdir: str, step: int, kernels: str) -> None:
                     f"; to resume with the kernels it trained with, {pin}" if pin else "")
   if before != kernels:
     record[step] = kernels
-  text = json.dumps({"from_step": {str(s): record[s] for s in sorted(record)}}, indent=1)
-  path = os.path.join(workdir, KERNELS_FILE)
-  try:
-    with open(path, encoding="utf-8") as f:
-      unchanged = f.read() == text
-  except (OSError, ValueError):
-    unchanged = False
-  if not unchanged:
-    files.atomic_write(path, text)
+  if record != read:  # As it was read: not written again.
+    files.atomic_write(os.path.join(workdir, KERNELS_FILE), json.dumps(
+        {"from_step": {str(s): record[s] for s in sorted(record)}}, indent=1))
 
 
 def _check_validation_finite(ev: dict, step: int, newest: Optional[int], directory: str

@@ -215,8 +215,8 @@ def test_names_that_are_not_utf8_are_refused_or_made_safe(tmp_path):
                                 progress=False)):
     with pytest.raises(DataError) as e:
       load()
-    assert str(e.value).startswith(f"config.data.data_dir='{tmp_path}/d\\udce9' is not a "
-                                   "valid UTF-8 name")
+    assert str(e.value).startswith(f"config.data.data_dir={tmp_path}/d\\xe9 is not a "
+                                   "valid UTF-8 name"), str(e.value)  # Its bytes, escaped.
     str(e.value).encode("utf-8")  # Prints.
   assert not os.path.lexists(bad)
 

@@ -126,11 +126,10 @@ def check_folder(key: str, value: str, config_file: Optional[str] = None) -> Non
          f"pass --config.{key}=<a folder>")
   if not str(value).strip():
     raise DataError(f"config.{key} is empty; {fix}.")
-  why = files.no_home(str(value))
-  if why is not None:  # Was: a folder named "~" made in the working folder (fault hunt).
-    raise DataError(f"config.{key}={shown_path(value)} cannot be found ({why}); set HOME, or "
-                    f"{fix.replace('a folder', 'an absolute folder')}.")
-  path = os.path.abspath(os.path.expanduser(value))
+  from a2i_jax.data import tfds_lib  # pylint: disable=import-outside-toplevel
+  # Was: a folder named "~" made in the working folder (fault hunt).
+  path = os.path.abspath(tfds_lib.check_home(str(value), key,
+                                             fix.replace("a folder", "an absolute folder")))
   existing = path
   while not os.path.exists(existing):
     existing = os.path.dirname(existing)

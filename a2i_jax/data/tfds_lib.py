@@ -809,24 +809,8 @@ def damage_is_an_error(where: str) -> Any:
                   ) from None
 
 
-def is_utf8(text: str) -> bool:
-  """Whether `text` is written to disk as its UTF-8 bytes (`files.is_utf8_path`): not where
-  it holds a surrogate escape, Python's name for a byte of a file name that is not valid
-  UTF-8 (`caf\\xe9`), nor, outside Python's UTF-8 mode under a locale that is not UTF-8
-  (Latin-1), where its bytes there differ (was: "données" passed, and the writer, which
-  re-encodes as UTF-8, wrote elsewhere: a traceback; fault hunt). The one such check of the
-  data sources (`check_utf8_path`, `folder`'s prepared copy's name).
-
-  Args:
-    text: a name or path, as `os.fsdecode` gives it.
-  Returns:
-    True where its bytes on disk are its UTF-8 bytes.
-  """
-  return files.is_utf8_path(text)
-
-
 def check_utf8_path(path: str, key: str = "data.data_dir") -> None:
-  """Refuses a folder whose path cannot be written as UTF-8 (`is_utf8`: bytes such as
+  """Refuses a folder whose path cannot be written as UTF-8 (`files.is_utf8_path`: bytes such as
   `caf\\xe9`, or a non-ASCII name under a locale that is not UTF-8): the ArrayRecord writer
   takes UTF-8 paths only, and stopped with a traceback once the copy's folders and lock file
   were made (review finding, fault hunt). Writes nothing.
@@ -837,15 +821,13 @@ def check_utf8_path(path: str, key: str = "data.data_dir") -> None:
   Raises:
     DataError: naming the key, the path (escaped) and the fix.
   """
-  text = os.fsdecode(path)
-  if not is_utf8(text):
-    what, fix = files.not_utf8_words(text)
-    raise DataError(f"config.{key}={shown_path(path)} {what}, and prepared datasets are "
-                    "written with a writer (ArrayRecord) that takes UTF-8 paths only; "
-                    f"{fix}, or pass --config.{key}=<another folder>.")
+  refused = files.utf8_refusal(os.fsdecode(path), "prepared datasets are written with a "
+                               "writer (ArrayRecord) that takes UTF-8 paths only")
+  if refused is not None:
+    raise DataError(f"config.{key}={refused[:-1]}, or pass --config.{key}=<another folder>.")
 
 
-def check_home(path: str, key: str) -> str:
+def check_home(path: str, key: str, fix: Optional[str] = None) -> str:
   """`path` with `~` expanded, or a `DataError` where it cannot be (`files.no_home`: HOME
   unset and this user not in the password database, as a container's arbitrary user; was a
   folder named "~" made in the working folder, the data put there; fault hunt).
@@ -853,6 +835,8 @@ def check_home(path: str, key: str) -> str:
   Args:
     path: a data folder setting as written (config.data.data_dir's default "~/a2i_data").
     key: its config key, for the message ("data.data_dir").
+    fix: what to do besides setting HOME; None: "pass --config.KEY=<an absolute folder>"
+      (`data.check_folder` names a run's config.json instead where that sets it).
   Returns:
     The path, `~` expanded.
   Raises:
@@ -860,8 +844,9 @@ def check_home(path: str, key: str) -> str:
   """
   why = files.no_home(path)
   if why is not None:
+    fix = f"pass --config.{key}=<an absolute folder>" if fix is None else fix
     raise DataError(f"config.{key}={shown_path(path)} cannot be found ({why}); set HOME, or "
-                    f"pass --config.{key}=<an absolute folder>.")
+                    f"{fix}.")
   return os.path.expanduser(path)
 
 
