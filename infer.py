@@ -22,7 +22,6 @@ if __name__ == "__main__":  # First, before any import: it may start the command
   # One line for a stop in the imports below.
   startup.begin("stopped by SIGTERM", 143, "stopped by SIGHUP (the terminal closed)", 129)
 
-import base64
 import contextlib
 import dataclasses
 import errno
@@ -86,7 +85,8 @@ _FIDELITY = flags.DEFINE_bool("attribute_fidelity", True, "evaluate: also score 
 # which scores every run of the dataset alike.
 PREDICTOR_SEED = 0
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of latent draws, restarts and random occlusions "
-                            "(0 to 2**31 - 1); not of evaluate's attribute predictor, which "
+                            "(0 to 2**31 - 1; a mode that draws none records it as null); not "
+                            "of evaluate's attribute predictor, which "
                             f"is trained with seed {PREDICTOR_SEED} whatever --seed says.")
 # Many hosts (README "Many hosts"): --coordinator_address, --num_processes, --process_id.
 _JOIN_PROCESSES = distributed.define_flags()
@@ -104,6 +104,13 @@ _FLAG_USERS = {"input": ("reconstruct", "complete", "edit", "infer_attributes"),
 # line (`Options.given`) for no mode that reads them (were: ignored without a word).
 _VALUED_FLAG_USERS = {"samples_per_attribute": ("sample",), "attribute_fidelity": ("evaluate",),
                       "num_examples": ("tune", "evaluate")}
+# The modes whose every call draws from --seed (prior latents); what the others draw depends on
+# their settings (`_draws`).
+_DRAWS_ALWAYS = ("sample", "progression", "swap")
+_TUNE_OCCLUSIONS = ("lower_half", "random_rect")  # tune's columns without --occlusion.
+# Inference settings that change how the steps are run, not what they compute: left out of
+# evaluate's comparison of the runs' settings (`_setting_differences`).
+_HOW_STEPS_RUN = ("steps_per_call",)
 DEFAULT_NUM_IMAGES = 8  # Test images or attribute vectors without --num_images.
 # A mode's new files replace those of the same names in --out, all at once when it ends. Where
 # one JSON describes a set of files whose names depend on the flags, the whole earlier set goes
@@ -166,7 +173,8 @@ class Options:
   num_examples: int
   attribute_fidelity: bool
   seed: int
-  given: frozenset = frozenset()  # Of `_VALUED_FLAG_USERS`, those the command line names.
+  # Of `_VALUED_FLAG_USERS` and "seed", those the command line names.
+  given: frozenset = frozenset()
 
   @classmethod
   def from_flags(cls) -> "Options":
@@ -184,7 +192,8 @@ class Options:
                value=_VALUE.value, occlusions=_OCCLUSION.value, steps=_STEPS.value,
                restarts=_RESTARTS.value, num_examples=_NUM_EXAMPLES.value,
                attribute_fidelity=_FIDELITY.value, seed=_SEED.value,
-               given=frozenset(f for f in _VALUED_FLAG_USERS if flags.FLAGS[f].present))
+               given=frozenset(f for f in (*_VALUED_FLAG_USERS, "seed")
+                               if flags.FLAGS[f].present))
 
   def fingerprint(self) -> str:
     """The options but for paths, which may differ between hosts (the same folder mounted
@@ -309,6 +318,64 @@ class Options:
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
+def _given_inference(opts: Options) -> dict:
+  """--steps and --restarts where given, as `InferenceOptions` overrides: each run's
+  config.inference holds the rest."""
+  given = {"steps": opts.steps, "restarts": opts.restarts}
+  return {k: v for k, v in given.items() if v is not None}
+
+
+def _run_inference_options(config, opts: Options) -> inference.InferenceOptions:
+  """The inference options a run's modes use (`_Run.options`), from its config alone."""
+  return inference.InferenceOptions.from_config(config.inference, infer_attributes=False,
+                                                **_given_inference(opts))
+
+
+def _draws(mode: str, opts: Options, options: inference.InferenceOptions,
+           names: Sequence[str]) -> bool:
+  """Whether --seed draws anything in `mode`: the prior latents of sample, progression and
+  swap, and of evaluate's samples for its attribute fidelity; the random occlusions among
+  `names` (`occlusions.GENERIC_OCCLUSIONS`: block8, block16, random_rect); the starts of
+  posterior inference under `options` where it draws them (restarts past the first, or init
+  "prior"). Inference with one restart from the encoder's answer or from zeros draws nothing:
+  every --seed gives the same results (was: recorded as the seed they came from; fault
+  hunt)."""
+  if mode in _DRAWS_ALWAYS or (mode == "evaluate" and opts.attribute_fidelity):
+    return True
+  if options.restarts > 1 or options.init == "prior":
+    return True
+  return bool(set(names) & set(occlusions.GENERIC_OCCLUSIONS))
+
+
+def _seed_draws(opts: Options, mode: str, config) -> bool:
+  """`_draws` for `mode` of the run of `config`, from the config alone (before any restore):
+  its inference options and its occlusions, --occlusion or the mode's default."""
+  if mode in _DRAWS_ALWAYS:
+    return True
+  default = {"tune": _TUNE_OCCLUSIONS}.get(mode)
+  if mode in ("complete", "evaluate"):
+    default = occlusions.occlusions_for(config.data.name, config.model.image_size,
+                                        evaluation.crop_frame(config))
+  names = opts.occlusion_names(list(default)) if default else []
+  return _draws(mode, opts, _run_inference_options(config, opts), names)
+
+
+def _warn_idle_seed(opts: Options, configs: Sequence) -> None:
+  """Warns of a --seed named on the command line where no requested mode draws anything from
+  it for any of the runs of `configs` (`_seed_draws`): their JSON records "seed": null."""
+  if "seed" not in opts.given or any(_seed_draws(opts, mode, config) for mode in opts.modes
+                                     for config in configs):
+    return
+  extra = ("; no random occlusion or attribute fidelity" if "evaluate" in opts.modes else
+           "; no random occlusion" if {"complete", "tune"} & set(opts.modes) else "")
+  logging.warning("--seed=%d changes nothing in --mode=%s: it draws no noise (one restart of "
+                  "inference, from the encoder's answer or from zeros as inference.init "
+                  "says%s), so every --seed gives the same results, and the JSON records "
+                  "\"seed\": null; drop --seed, or pass --restarts=N (N > 1), whose restarts "
+                  "past the first start from noise drawn from it", opts.seed,
+                  ",".join(opts.modes), extra)
+
+
 def _image_count(num_images: Optional[int], available: int, source: str,
                  default: Optional[int]) -> int:
   """How many of the `available` images or attribute vectors of `source` to use: --num_images
@@ -354,27 +421,12 @@ def _fitted(part: str, name: str, room: int) -> str:
   it, cut between characters: names that share a long start stay apart, and each keeps its
   own part from call to call. A character the file system's encoding cannot hold (a CJK
   column under a Latin-1 locale) is "_", and the hash follows too (was: UnicodeEncodeError's
-  traceback, for every attribute's file name at once; fault hunt)."""
-  def size(char: str) -> Optional[int]:
-    try:
-      return len(os.fsencode(char))
-    except UnicodeEncodeError:
-      return None
-  sizes = [size(c) for c in part]
-  if None in sizes:
-    part = "".join("_" if n is None else c for c, n in zip(part, sizes))
-    sizes = [1 if n is None else n for n in sizes]
-  elif sum(sizes) <= room:
+  traceback, for every attribute's file name at once; fault hunt). `files.fitted_name` does
+  both."""
+  if files.fitted_name(part, room) == part:
     return part
   tail = "~" + hashlib.sha1(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-  room -= len(tail)
-  keep = 0
-  for n in sizes:  # Bytes, not characters: a CJK character is 3 in UTF-8.
-    room -= n
-    if room < 0:
-      break
-    keep += 1
-  return part[:keep] + tail
+  return files.fitted_name(part, room - len(tail)) + tail
 
 
 def _unreserved(part: str) -> str:
@@ -453,6 +505,8 @@ def _checked_config(workdir: str, opts: Options, out: str):
     # before it had written their files.
     inference.resolve_energy(inference.InferenceOptions.from_config(config.inference), model,
                              os.path.join(workdir, checkpoints.CONFIG_FILE))
+  if opts.modes != ["evaluate"]:  # `evaluate` warns once for all its runs.
+    _warn_idle_seed(opts, [config])
   _check_out_of_checkpoints(out, workdir)  # First: the write test below writes in --out
   _check_out_apart_from_input(out, opts.input, workdir)  # (was: a file made and removed
   check_output_folder(out, "--out")  # inside a checkpoint).
@@ -507,23 +561,6 @@ def _progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def _prior_of_process_0(prior: "inference.AttributePrior") -> "inference.AttributePrior":
-  """`prior` as process 0 fitted it, on every process of a multi-process call (itself in one
-  process). Each fits it from the same attributes, but a matrix inverse may differ in its
-  last bits between hosts whose CPUs run other BLAS kernels, and the inference's inputs are
-  compared bit for bit across processes (`posterior.same_batch_on_every_process`): such a
-  call stopped with advice to pass the same prior, which infer.py's user cannot (review)."""
-  if distributed.process_count() <= 1:
-    return prior
-  arrays = (np.asarray(prior.mean, np.float32), np.asarray(prior.precision, np.float32))
-  mine = base64.b64encode(b"".join(a.tobytes() for a in arrays)).decode("ascii")
-  data = base64.b64decode(distributed.value_of_process_0("the attribute prior", mine))
-  n = arrays[0].size
-  values = np.frombuffer(data, np.float32)
-  return dataclasses.replace(prior, mean=values[:n].copy(),
-                             precision=values[n:].reshape(arrays[1].shape).copy())
-
-
 class _Run:
   """What every mode needs: the options, the model, its dataset, the output folder."""
 
@@ -561,8 +598,9 @@ class _Run:
     self.unmade: list[tuple[list[str], str]] = []
     self.json_shown: Optional[str] = None
     self.key = jax.random.key(opts.seed)
-    self.prior = _prior_of_process_0(
-        inference.AttributePrior.fit(self.dataset["train"].attributes))
+    # Process 0's on every process: an inverse may differ in its last bits between hosts, and
+    # inference compares its inputs bit for bit across processes.
+    self.prior = inference.AttributePrior.fit(self.dataset["train"].attributes).of_process_0()
 
   def _swept_attributes(self) -> list[int]:
     """The attributes progression sweeps (--attribute, or every one that took more than one
@@ -614,21 +652,24 @@ class _Run:
     attributes (the test split's), and where they are unknown it infers them itself
     (`known_attributes`, `inference.infer_attributes`), with the training attributes' prior.
     """
-    given = {"steps": self.opts.steps, "restarts": self.opts.restarts}
-    given = {k: v for k, v in given.items() if v is not None}
-    return inference.options_for(self.trained,
-                                 **{"infer_attributes": False, **given, **overrides})
+    return inference.options_for(self.trained, **{"infer_attributes": False,
+                                                  **_given_inference(self.opts), **overrides})
 
-  def settings(self, opts: Optional[inference.InferenceOptions] = None) -> dict:
-    """What a mode's JSON records of how it ran: --seed and every inference setting (steps,
+  def settings(self, mode: str, opts: Optional[inference.InferenceOptions] = None,
+               names: Sequence[str] = ()) -> dict:
+    """What `mode`'s JSON records of how it ran: --seed and every inference setting (steps,
     restarts, learning rate, ...), so that files of two calls with other flags can be told
     apart (was: none of them in reconstruct, edit and infer_attributes files, only the steps
     in complete.json; review finding). Without `opts` (sample, progression, swap: they
-    decode prior latents and run no posterior inference), --seed alone: it draws their
-    latents."""
+    decode prior latents and run no posterior inference; tune: each row holds its own),
+    --seed alone. "seed" is null where the mode draws nothing from it (`_draws`, of the
+    occlusions `names` and of `opts`, or the run's options: was --seed, though every seed
+    gave the same files; fault hunt)."""
+    draws = mode in _DRAWS_ALWAYS or _draws(mode, self.opts, opts or self.options(), names)
+    seed = self.opts.seed if draws else None
     if opts is None:
-      return {"seed": self.opts.seed}
-    return {"seed": self.opts.seed, "inference": dataclasses.asdict(opts)}
+      return {"seed": seed}
+    return {"seed": seed, "inference": dataclasses.asdict(opts)}
 
   def images(self):
     """(images, attributes or None when they must be inferred, labels)."""
@@ -955,7 +996,9 @@ def _staged(out: str, mode: str, done: list[str],
   are moved aside into the folder's `_EARLIER` (JSON first), then the new files are moved in
   (JSON last), the earlier ones go with the folder, and `mode` is appended to `done`; when
   the mode fails or is interrupted, the folder goes and `out` is left as it was (no folder if
-  it held nothing). A Ctrl-C while the folder is made or during the move waits for it. A
+  it held nothing). A Ctrl-C while the folder is made, during the move or during the
+  folder's removal waits for it (a kill during the removal leaves a folder that the next
+  call removes without a word: `_REPLACED`). A
   process killed outright (SIGKILL, the out-of-memory killer) during the move leaves part of
   one set without its JSON, never files of two calls together (was: the new images beside
   the old JSON, which describes another checkpoint and seed; review finding). A rename that
@@ -988,6 +1031,10 @@ def _staged(out: str, mode: str, done: list[str],
   # making, which held one another process made meanwhile, removed on a failure; review).
   made: list[str] = []
   stage, owner, keep = None, None, False  # keep: a move that failed midway (`_move_back`).
+  # The move's hold on the signals, kept over the clean-up after it (`_clean_up`): was, a
+  # Ctrl-C there stopped the clean-up and left the folder, with the replaced files, and the
+  # line said to run a finished call again (fault hunt).
+  hold, holding = contextlib.ExitStack(), False
   try:
     with interrupts.held():  # A Ctrl-C just after the folder is made still removes it.
       try:
@@ -1003,7 +1050,9 @@ def _staged(out: str, mode: str, done: list[str],
         raise _write_error(out, e) from None
     yield stage
     # The lock outside: a Ctrl-C stops a wait for another process.
-    with _out_lock(out), interrupts.held():  # So that it cannot leave old and new files mixed.
+    with _out_lock(out):
+      hold.enter_context(interrupts.held())  # So that it cannot leave old and new files mixed.
+      holding = True
       where = out  # The file each step below writes or moves, for its error line.
       aside: list[str] = []  # The earlier files moved into `_EARLIER`, in order.
       moved: list[str] = []  # The new files moved into `out`, in order.
@@ -1039,20 +1088,55 @@ def _staged(out: str, mode: str, done: list[str],
             os.replace(stage, kept)
             note, stage = note.replace(stage, kept), kept
         raise _write_error(where, e, note) from None
+      with contextlib.suppress(OSError):  # The move has finished: the earlier files are the
+        # replaced set, which `_remove_dead_stages` takes without a word after a kill.
+        os.rename(os.path.join(stage, _EARLIER), os.path.join(stage, _REPLACED))
       done.append(mode)
       for name in new if not quiet else ():  # Inside: a held Ctrl-C still lists what is in.
         print(f"wrote {os.path.join(out, name)}")
-  finally:
-    if owner is not None:  # First: NFS keeps an open file's name (.nfs...), and the folder.
-      os.close(owner)
-    if stage is not None and keep:  # Without its owner file too.
+  except BaseException:
+    with hold:  # The error or interrupt goes on: one held meanwhile adds nothing to it.
+      if not holding:  # The mode stopped or failed, or the wait for the lock did.
+        hold.enter_context(interrupts.held())
+      _clean_up(stage, owner, keep, made)
+      raise
+  with hold:  # A signal waits for the clean-up too, then comes (`interrupts.held`).
+    _clean_up(stage, owner, keep, made)
+
+
+def _clean_up(stage: Optional[str], owner: Optional[int], keep: bool, made: list[str]
+              ) -> None:
+  """`_staged`'s end: removes the staging folder `stage` (None: not made), or, where `keep`,
+  only its owner file; lets go of `owner`, its owner file's lock; and removes the folders
+  `made` for `out` where left empty."""
+  if owner is not None:  # First: NFS keeps an open file's name (.nfs...), and the folder.
+    os.close(owner)
+  if stage is not None and keep:  # Without its owner file too.
+    with contextlib.suppress(OSError):
+      os.remove(os.path.join(stage, _STAGE_OWNER))
+  elif stage is not None:
+    _remove_stage(stage)
+  # Was: --out=a/b removed b only, and left an empty a (review finding). One filled
+  # meanwhile by another process stays, and so do those above it.
+  files.remove_empty_folders(reversed(made))
+
+
+def _remove_stage(stage: str) -> None:
+  """Removes a staging folder, its owner file last: a process killed meanwhile leaves one
+  that the next call's `_remove_dead_stages` still finds (was: in `shutil.rmtree`'s order,
+  the owner file could go first, and the folder without it was never taken)."""
+  names = []
+  with contextlib.suppress(OSError):
+    names = sorted(os.listdir(stage), key=lambda n: n == _STAGE_OWNER)
+  for name in names:
+    path = os.path.join(stage, name)
+    if os.path.isdir(path) and not os.path.islink(path):
+      shutil.rmtree(path, ignore_errors=True)
+    else:
       with contextlib.suppress(OSError):
-        os.remove(os.path.join(stage, _STAGE_OWNER))
-    elif stage is not None:
-      shutil.rmtree(stage, ignore_errors=True)
-    # Was: --out=a/b removed b only, and left an empty a (review finding). One filled
-    # meanwhile by another process stays, and so do those above it.
-    files.remove_empty_folders(reversed(made))
+        os.remove(path)
+  with contextlib.suppress(OSError):
+    os.rmdir(stage)
 
 
 def _move_back(out: str, stage: str, moved: Sequence[str], aside: Sequence[str]
@@ -1145,6 +1229,8 @@ def _out_lock(out: str) -> Iterator[None]:
 _STAGE_OWNER = ".owner"
 # Inside a staging folder during the move: the earlier set's files, moved aside (`_staged`).
 _EARLIER = ".earlier"
+# `_EARLIER`'s name once the move has finished: the files the new set replaced.
+_REPLACED = ".replaced"
 # In each staging folder's name: only this host's are cleaned (a network file system may
 # keep flock locks per host).
 _HOST = socket.gethostname()
@@ -1177,7 +1263,9 @@ def _remove_dead_stages(out: str) -> list[str]:
   whose owner file no process holds a lock on any more. The kernel drops a process's locks however
   it ends, so a live process's folder (in any PID namespace, on this kernel) is never taken;
   one without an owner file (an older version's, or made a moment ago) is left alone, and so
-  is one holding earlier files it moved aside (a stop during its move: said in a warning).
+  is one holding earlier files it moved aside (a stop during its move: said in a warning);
+  one whose move had finished holds them as `_REPLACED`, the set its new files replaced, and
+  goes with them (was: kept, and the warning said the move had not finished; fault hunt).
 
   Returns:
     The folders removed.
@@ -1206,7 +1294,7 @@ def _remove_dead_stages(out: str) -> list[str]:
                       "stop during its move); they are kept there: move what you need out "
                       "of it, then delete it", folder)
       continue
-    shutil.rmtree(folder, ignore_errors=True)
+    _remove_stage(folder)
     removed.append(name)
   return removed
 
@@ -1292,7 +1380,7 @@ def sample(run: _Run) -> None:
                                                 test.attributes[:n])}
                 if run.trained.model.uses_attributes else {})
   run.save_json({"files": written, "rows": n, "latent_draws": k, **attributes,
-                 **run.settings(), **run.unmade_record()}, f"{stem}.json")
+                 **run.settings("sample"), **run.unmade_record()}, f"{stem}.json")
 
 
 # progression: the swept values (columns) and latent draws (rows) of each grid; swap: the
@@ -1327,7 +1415,7 @@ def progression(run: _Run) -> None:
       record = {"files": [f"{stem}.png"], "attribute": run.names[j],
                 "values": [float(v) for v in values], "latent_draws": _PROGRESSION_LATENTS,
                 "base_attributes": _attribute_rows(["test[0]"], run.names, [base])[0],
-                **run.settings()}
+                **run.settings("progression")}
       run.save_json(record, f"{stem}.json")
       finished[j] = (f"{stem}.png", record)
       interrupts.check()  # One swallowed whole: the attributes done are kept.
@@ -1340,7 +1428,7 @@ def progression(run: _Run) -> None:
           "attributes": [{**{k: v for k, v in record.items() if k != "seed"},
                           "files": [renamed[png]]} for png, record in finished.values()],
           "not_finished": [run.names[j] for j in which if j not in finished],
-          **run.settings()}, f"progression{_PARTIAL}.json")
+          **run.settings("progression")}, f"progression{_PARTIAL}.json")
     raise
 
 
@@ -1365,7 +1453,7 @@ def swap(run: _Run) -> None:
   # Draws of the prior N(0, I) from --seed: foreground and background latents, each.
   run.save_json({"files": names, "latent_draws": _SWAP_NUM,
                  "attributes": _attribute_rows(["test[0]"], run.names, [base])[0],
-                 **run.settings()}, "swap.json")
+                 **run.settings("swap")}, "swap.json")
 
 
 def reconstruct(run: _Run) -> None:
@@ -1399,7 +1487,7 @@ def reconstruct(run: _Run) -> None:
                           "reconstruct.png")
   run.save_json({"files": written, **run.unmade_record(),
                  "columns": ["input", recognition, f"{opts.steps} steps"], "images": labels,
-                 **run.settings(opts), **said, **inferred,
+                 **run.settings("reconstruct", opts), **said, **inferred,
                  "mse_recognition": _unless_diverged(evaluation.region_errors(
                      x01, rec["reconstruction"], full),
                      _with_attributes(np.zeros(len(labels), bool), attribute_diverged)).tolist(),
@@ -1426,7 +1514,8 @@ def complete(run: _Run) -> None:
   whole = evaluation.crop_frame(run.trained.config)
   names = run.opts.occlusion_names(list(occlusions.occlusions_for(run.dataset.name, run.size,
                                                                   whole)))
-  result = {"images": labels, "steps": opts.steps, **run.settings(opts), "files": {},
+  result = {"images": labels, "steps": opts.steps, **run.settings("complete", opts, names),
+            "files": {},
             "hidden_pixel_mse": {}}
   if given is None and run.trained.model.uses_attributes:
     result["attributes"] = ("inferred from the observed pixels of each occlusion "
@@ -1499,7 +1588,7 @@ def edit(run: _Run) -> None:
   run.save_json({"files": written, **run.unmade_record(),
                  "columns": ["input", "reconstruction", edited], "images": labels,
                  "attribute": run.names[j], "value": np.asarray(value).tolist(),
-                 **run.settings(opts), **said, **inferred,
+                 **run.settings("edit", opts), **said, **inferred,
                  **_diverged(labels, _with_attributes(inference.posterior.diverged_of(out),
                                                       attribute_diverged))},
                 f"{stem}.json")
@@ -1513,8 +1602,8 @@ def infer_attributes(run: _Run) -> None:
   # "infer_attributes": false, the run's options for the other modes; README walk-through).
   ran = dataclasses.replace(opts, infer_attributes=True)
   diverged = inference.posterior.diverged_of(out)
-  result = {**run.settings(ran), "inferred": _attribute_rows(labels, run.names,
-                                        _unless_diverged(out["y"], diverged)),
+  result = {**run.settings("infer_attributes", ran),
+            "inferred": _attribute_rows(labels, run.names, _unless_diverged(out["y"], diverged)),
             **_diverged(labels, diverged)}
   if attrs is not None:
     result["true"] = _attribute_rows(labels, run.names, attrs)
@@ -1533,7 +1622,7 @@ def _tuning_text(cell: dict) -> str:
 def tune(run: _Run) -> None:
   grid = [{"prior_weight": w, "learning_rate": lr} for w in (0.3, 1.0, 3.0)
           for lr in (0.01, 0.05, 0.2)]
-  names = run.opts.occlusion_names(["lower_half", "random_rect"])
+  names = run.opts.occlusion_names(list(_TUNE_OCCLUSIONS))
   n = None if run.opts.num_examples < 0 else run.opts.num_examples
   settings = [run.options(**setting) for setting in grid]  # All checked before the first runs.
   rows = []
@@ -1548,7 +1637,7 @@ def tune(run: _Run) -> None:
   except BaseException:  # Ctrl-C, an error, a device out of memory: all the same.
     if rows:
       run.keep_partial("tune", {}, {"rows": rows, "not_finished": grid[len(rows):],
-                                    **run.settings()}, "tune_partial.json")
+                                    **run.settings("tune", names=names)}, "tune_partial.json")
     raise
   cols = [evaluation.RECON_FULL] + names
   lines = ["| prior_weight | learning_rate | " + " | ".join(cols) + " |",
@@ -1561,7 +1650,7 @@ def tune(run: _Run) -> None:
   print("\n".join(lines))
   # Each row holds every setting it ran with; --seed (the examples, masks and starts drawn
   # from it: was not recorded, review finding) once for all.
-  run.save_json({"rows": rows, **run.settings()}, "tune.json")
+  run.save_json({"rows": rows, **run.settings("tune", names=names)}, "tune.json")
 
 
 # Every mode of MODES but "evaluate", which compares several workdirs and runs alone.
@@ -1715,6 +1804,16 @@ def evaluate(opts: Options, done: list[str]) -> None:
     _check_checkpoint(workdir, opts.step)
   _check_loaded_examples(opts.workdirs, configs, infos, opts.num_examples)
   labels = _row_labels([models.create_model(c.model).label for c in configs], opts.workdirs)
+  differ = _setting_differences(labels, [dataclasses.asdict(_run_inference_options(c, opts))
+                                         for c in configs])
+  if differ:  # Was: side by side without a word, evaluation.json's "options" alone (fault hunt).
+    logging.warning("the runs' inference settings differ (%s), so their optimisation rows "
+                    "compare those settings too, as a note in evaluation.md says; --steps and "
+                    "--restarts set those two alike for every run",
+                    "; ".join(differ))
+  _warn_idle_seed(opts, configs)
+  # --seed where it draws something for some run, else null (`_seed_draws`).
+  seed = opts.seed if any(_seed_draws(opts, "evaluate", c) for c in configs) else None
   results, reports, predictor, baseline = [], [], None, None
   for workdir, label in zip(opts.workdirs, labels):
     result = None  # This run's table rows, once they are done.
@@ -1766,7 +1865,7 @@ def evaluate(opts: Options, done: list[str]) -> None:
               f"{partial}, without its attribute fidelity.")
       try:
         _write_evaluation(out, "evaluation_partial", opts.workdirs[:len(rows)],
-                          rows + [baseline], reports, done, "evaluate_partial", opts.seed)
+                          rows + [baseline], reports, done, "evaluate_partial", seed)
       except Exception as failed:  # pylint: disable=broad-except
         logging.warning("could not keep the runs evaluated so far: %s", failed)
         kept = "The run(s) evaluated before it could not be written either (see the warning)."
@@ -1776,15 +1875,44 @@ def evaluate(opts: Options, done: list[str]) -> None:
         raise
       raise A2IError(f"evaluating {workdir}: {e} {kept}") from None
   _write_evaluation(out, "evaluation", opts.workdirs, results + [baseline], reports, done,
-                    "evaluate", opts.seed)
+                    "evaluate", seed)
+
+
+def _setting_differences(labels: Sequence[str], settings: Sequence[dict]) -> list[str]:
+  """The inference settings that differ between runs, one "<label>: key=value, ..." per run
+  (in `labels`' order), or [] where every run has the same (`_HOW_STEPS_RUN` aside).
+
+  Args:
+    labels: the runs' row labels.
+    settings: each run's `InferenceOptions` as a dict (`dataclasses.asdict`).
+  Returns:
+    The lines.
+  """
+  if len(settings) < 2:
+    return []
+  keys = [k for k in settings[0] if k not in _HOW_STEPS_RUN
+          and len({json.dumps(s.get(k)) for s in settings}) > 1]
+  if not keys:
+    return []
+  return [f"{label}: " + ", ".join(f"{k}={s.get(k)}" for k in keys)
+          for label, s in zip(labels, settings)]
 
 
 def _write_evaluation(out: str, name: str, workdirs: list[str], results: list[dict],
-                      reports: list[dict], done: list[str], mode: str, seed: int) -> None:
+                      reports: list[dict], done: list[str], mode: str,
+                      seed: Optional[int]) -> None:
   """Writes `name`.md (the tables, also printed) and `name`.json into `out`; the JSON
   records `seed` (--seed: the examples, masks and latents the numbers come from; was not
-  recorded, review finding)."""
+  recorded, review finding; None where nothing was drawn, `_seed_draws`). Where the runs'
+  inference settings differ, a note under the error tables names each run's (was: not said,
+  the optimisation rows of 300 and of 5 steps side by side; fault hunt)."""
   text = evaluation.markdown_table(results)
+  ran = [r for r in results if r.get("options")]  # The mean image baseline has none.
+  differ = _setting_differences([r["model"] for r in ran], [r["options"] for r in ran])
+  if differ:
+    text += ("\nThe runs' inference settings differ (each run's config.inference; every "
+             "setting is in the JSON's \"options\"); their optimisation rows and attribute "
+             "inference ran with:\n\n" + "".join(f"- {line}\n" for line in differ))
   if reports:
     text += "\nAttribute fidelity (attribute predictor trained on the real training images)\n\n"
     text += evaluation.attribute_table(reports)
@@ -1815,8 +1943,9 @@ def _interrupted(out: str, done: list[str], mode: Optional[str],
   Args:
     out: --out.
     done: the sets written (`_staged`): whole modes, and "<mode>_partial".
-    mode: the mode that was stopped, or None (before the first).
-    what: "interrupted" or "stopped by SIGTERM".
+    mode: the mode that was stopped, or the last one finished where it is in `done`, or
+      None (before the first).
+    what: "interrupted" or "stopped by SIGTERM" (`_stopped`).
     modes: every mode of the call, in order (default: [mode]).
     opts: the call's options, whose flags that only finished modes read the line says to
       drop (was: pasted with them, the command was refused: "--samples_per_attribute is
@@ -1826,11 +1955,18 @@ def _interrupted(out: str, done: list[str], mode: Optional[str],
   """
   whole = [m for m in done if not m.endswith(_PARTIAL)]
   kept = f"finished and written to {out}: {', '.join(whole)}; " if whole else ""
-  if mode is None or mode in done:
+  if mode is None:
     return f"{what}; {kept or 'nothing was written; '}run the command again."
   rest = [m for m in modes or [mode] if m not in whole]
   drop = [f"--{name}" for name, _ in opts.flags_unused_by(rest)] if opts and whole else []
   without = f", without {', '.join(drop)}" if drop else ""
+  if mode in done:  # Stopped between modes, or in the clean-up after one (was: "run the
+    # command again", with no --mode= list for the rest, also where every mode had finished;
+    # fault hunt).
+    if not rest:
+      return f"{what} after every mode had finished; {kept}nothing is left to run."
+    return (f"{what} after --mode={mode} had finished; {kept}for the rest, run the command "
+            f"again with --mode={','.join(rest)}{without}.")
   again = (f"For the rest, run the command again with --mode={','.join(rest)}{without}"
            if whole else "Run the command again")
   over = f" ({mode} starts over)" if _partly_kept(done, mode) else ""
@@ -1917,14 +2053,20 @@ def run_modes(opts: Options) -> None:
       if kept and isinstance(e, A2IError) and opts.modes != ["evaluate"]:
         raise _with_note(e, kept) from None
       raise
-    what = ("stopped by SIGHUP (the terminal closed)" if isinstance(stop, interrupts.HungUp)
-            else "stopped by SIGTERM" if isinstance(stop, interrupts.Terminated)
-            else "interrupted")
+    what = _stopped(stop)
     if not distributed.is_main() and mode is not None and mode not in done:
       # Was: named the stopped mode's finished part in process 0's --out, where process 0
       # may run on to the end (a mode with no step the processes share; review finding).
       raise type(stop)(_interrupted_elsewhere(shown, done, mode, what)) from None
     raise type(stop)(_interrupted(shown, done, mode, what, opts.modes, opts)) from None
+
+
+def _stopped(stop: KeyboardInterrupt) -> str:
+  """The words for what stopped the call: "interrupted" (Ctrl-C), "stopped by SIGTERM" or
+  "stopped by SIGHUP (the terminal closed)"."""
+  return ("stopped by SIGHUP (the terminal closed)" if isinstance(stop, interrupts.HungUp)
+          else "stopped by SIGTERM" if isinstance(stop, interrupts.Terminated)
+          else "interrupted")
 
 
 def _interrupted_elsewhere(shown: str, done: list[str], mode: str, what: str) -> str:
@@ -1952,6 +2094,7 @@ def main(argv):
   # Ctrl-C (`run_modes` says what is kept) and SIGTERM as Ctrl-C, exit 143 (was: killed, its
   # unfinished folder left in --out); neither lost where a library swallows it.
   interrupts.stop_on_signals()
+  finished = False  # Every mode's files are written: a stop after that loses nothing.
   if len(argv) > 1:  # Was: absl's usage error, the whole --help after it.
     _fail(f"unexpected arguments: {' '.join(argv[1:])}; flags are written --name=value.")
   if not flags.FLAGS["verbosity"].present:  # Was set whatever --verbosity said.
@@ -1973,6 +2116,7 @@ def main(argv):
         describe=distributed.json_differences)  # The flags that differ (was the whole JSON).
     with distributed.peers_checked():
       run_modes(opts)
+    finished = True
     distributed.finish()  # With peers: not held at JAX's exit by one that has left.
     interrupts.ignore_stops()  # Every file is written.
   except BaseException as e:  # pylint: disable=broad-except
@@ -1986,6 +2130,9 @@ def main(argv):
     if stop is None:
       distributed.leave_after(e)
     interrupts.ignore_stops()  # A second one while exiting adds nothing.
+    if finished:  # Was: "nothing was written" (fault hunt).
+      stop = type(stop)(f"{_stopped(stop)} after every mode had finished; nothing is left to "
+                        "run.")
     print(str(stop) or "interrupted; nothing was written.", file=sys.stderr)
     distributed.leave(129 if isinstance(stop, interrupts.HungUp) else
                       143 if isinstance(stop, interrupts.Terminated) else 130)

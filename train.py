@@ -138,7 +138,22 @@ def _parse_flags(argv: list[str]) -> list[str]:
     _fail(str(e))
   _refuse_a_name_unlike_its_variant(argv, _CONFIG.value)  # Which model the others are for.
   _refuse_ignored_overrides(argv, _CONFIG.value)
+  # What the library's own check (`config_lib.check_set_keys_used`) compares the overrides
+  # with: the config file, read again.
+  config_lib.note_origin(_CONFIG.value, config_lib.resolve_spec(spec), list(_typed_keys(argv)))
   return rest
+
+
+def _typed_keys(argv: list[str]) -> dict[str, str]:
+  """The config keys the command line overrides, each with its flag as typed
+  ("data.path": "--config.data.path", "scan_unroll": "--noconfig.scan_unroll")."""
+  typed = {}
+  for arg in argv[1:]:
+    flag = arg.split("=", 1)[0]
+    for prefix in ("--config.", "--noconfig."):
+      if flag.startswith(prefix):
+        typed.setdefault(flag[len(prefix):], flag)
+  return typed
 
 
 def _refuse_a_name_unlike_its_variant(argv: list[str], config) -> None:
@@ -147,29 +162,16 @@ def _refuse_a_name_unlike_its_variant(argv: list[str], config) -> None:
   variant (was: `configs/lfw.py --config.model.name=discvae --config.data.masks=True`, the
   way the line for an ignored override pointed, trained the reference's composite for the
   CVAE's 26,600 steps, where configs/lfw.py:discvae sets the layered one and 21,280; fault
-  hunt). Keys the command line sets, and those the model ignores, are not compared."""
-  overridden = {a.split("=", 1)[0].split("config.", 1)[1] for a in argv[1:]
-                if a.startswith(("--config.", "--noconfig."))}
-  if "model.name" not in overridden:
-    return
+  hunt). Keys the command line sets, and those the model ignores, are not compared
+  (`config_lib.name_variant_differences`, which the Python API's check shares)."""
   spec = config_lib.config_flag_value(argv)
-  path, name = spec.partition(":")[0], config.model.name
-  try:
-    variant, base = config_lib.get_config(f"{path}:{name}"), config_lib.get_config(spec)
-  except Exception:  # pylint: disable=broad-except
-    return  # No such variant (or none at all): the name is the override's alone.
-  if variant.model.name != name or base.model.name == name:
-    return
-  ignored = {f"model.{k}" for k in config_lib.unused_model_keys(name)}
-  at = config_lib.value_at
-  differ = [k for k in config_lib.leaf_paths(variant) if k not in overridden
-            and k not in ignored and at(variant, k) != at(config, k)]
-  if differ:
-    shown = "; ".join(f"{k}: {at(variant, k)!r} there, {at(config, k)!r} here"
-                      for k in differ[:3]) + (f"; {len(differ) - 3} more" if len(differ) > 3
-                                               else "")
+  found = config_lib.name_variant_differences(config, spec, list(_typed_keys(argv)))
+  if found is not None:
+    variant, base_name, differ = found
+    path, name = spec.partition(":")[0], config.model.name
+    shown = "; ".join(differ[:3]) + (f"; {len(differ) - 3} more" if len(differ) > 3 else "")
     _fail(f"--config.model.name={name} changes the name alone: the other settings stay those "
-          f"{spec} gives model.name={base.model.name!r}, and its variant {path}:{name} sets "
+          f"{spec} gives model.name={base_name!r}, and its variant {path}:{name} sets "
           f"more ({shown}); pass --config={path}:{name} instead of --config.model.name (with "
           "your other overrides).")
 
@@ -177,46 +179,12 @@ def _refuse_a_name_unlike_its_variant(argv: list[str], config) -> None:
 def _refuse_ignored_overrides(argv: list[str], config) -> None:
   """An override the user typed of a key the chosen model or dataset ignores (a CVAE's
   zf_dim, data.path for the synthetic data, a disCVAE's num_sample_cols, scan_unroll with one
-  step per dispatch) would be taken and do nothing: refused. The config file's own values
-  are not checked: configs/default.py sets every key for every model and dataset."""
-  for keys, chooser, what, users_of, names in (  # Keys under "--config.{keys}".
-      ("model.", "model", "model", config_lib.MODEL_KEY_USERS, config_lib.MODEL_NAMES),
-      ("data.", "data", "dataset", config_lib.DATA_KEY_USERS, config_lib.DATASETS),
-      ("", "model", "model", config_lib.TOP_KEY_USERS, config_lib.MODEL_NAMES)):
-    node = config.get(chooser)
-    name = node.get("name") if hasattr(node, "get") else None
-    if name not in names:
-      continue  # An unknown name: validate_config says so.
-    for arg in argv[1:]:
-      key = arg.split("=", 1)[0]
-      for prefix in (f"--config.{keys}", f"--noconfig.{keys}"):
-        first = key[len(prefix):].split(".")[0]  # A section's keys: data.mask_net.steps.
-        if key.startswith(prefix) and name not in users_of.get(first, (name,)):
-          # A model as the config file's variant (`_refuse_a_name_unlike_its_variant`).
-          how = ("the config file's variant, --config=<file>:<model>" if chooser == "model"
-                 else f"--config.{chooser}.name")
-          _fail(f"{key} has no effect on {chooser}.name={name!r} (it is read by "
-                f"{' or '.join(users_of[first])} only); remove it, or choose that {what} "
-                f"with {how}.")
-  # One step per dispatch runs no scan (`train_lib.make_multi_step`), so nothing to unroll
-  # (was: taken, and did nothing). The typed override only: configs/default.py sets the key.
-  if config.get("steps_per_dispatch") == 1:
-    for arg in argv[1:]:
-      key = arg.split("=", 1)[0]
-      if key in ("--config.scan_unroll", "--noconfig.scan_unroll"):
-        _fail(f"{key} has no effect with steps_per_dispatch=1 (it unrolls the loop of the "
-              "steps fused into one dispatch); remove it, or pass --config.steps_per_dispatch=N "
-              "(N > 1, dividing the log, eval and checkpoint intervals) too.")
-  # LFW's mask network runs only where masks are used (was: taken, and did nothing; a CVAE on
-  # configs/lfw.py has data.masks=False).
-  data = config.get("data")
-  if hasattr(data, "get") and not data.get("masks", True):
-    for arg in argv[1:]:
-      key = arg.split("=", 1)[0]
-      if key.startswith(("--config.data.mask_net", "--noconfig.data.mask_net")):
-        _fail(f"{key} has no effect with data.masks=False (the mask network makes the masks "
-              "of the faces without part labels); remove it, or pass --config.data.masks=True "
-              "(configs/lfw.py:discvae sets it).")
+  step per dispatch, data.mask_net without masks) would be taken and do nothing: refused
+  (`config_lib.ignored_settings`, which the Python API's check shares). The config file's
+  own values are not checked: configs/default.py sets every key for every model and dataset."""
+  typed = _typed_keys(argv)
+  for key, words in config_lib.ignored_settings(config, list(typed), prefix="--config."):
+    _fail(f"{typed[key]} {words}.")
 
 
 def main(argv):

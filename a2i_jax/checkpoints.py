@@ -12,7 +12,10 @@ so a checkpoint that is there under its step's name has the checksums of all its
 however the process ends afterwards; a kill before the rename leaves a temporary folder that
 the next run deletes. The two small files Orbax writes when it commits the save after that
 (`_COMMIT_FILES`: the step's metadata with its commit time, the marker of a finished save) are
-added by the next `save` or `wait`.
+added by the next `save` or `wait`. A wait runs Orbax's on a thread of its own, so that a
+Ctrl-C stops the caller's wait, never Orbax's join of its save thread (on Python 3.11 a join
+cut short returns at once ever after, while the thread runs on), and the next wait (a
+`close` after a second Ctrl-C) waits for the same save and writes all its checksums.
 
 The window that remains: a kill between Orbax's commit and the next `save`/`wait` leaves those
 two files without checksums (damage there makes Orbax's restore fail, rather than read wrong
@@ -475,8 +478,9 @@ def _newest_recorded(workdir: str, read: Callable[[str], Any]) -> Optional[tuple
 
 
 # config.model keys that weigh or route the training loss alone: serving computes nothing
-# otherwise for other values (`load_trained` leaves them out of the record's comparison; a
-# resume compares them, as it trains with them).
+# otherwise for other values (`load_trained` leaves them out of the record's comparison), and
+# a resume may change them as it may the learning rate, with a warning
+# (`train_lib.RESUMABLE_MODEL_KEYS`).
 TRAINING_ONLY_MODEL_KEYS = ("gate_loss_weight", "block_kl_bg_grad_to_fg")
 
 
@@ -655,8 +659,9 @@ def _move_aside(source: str, target: str, problem: str) -> None:
 
 def newest_saved_step(workdir: str) -> Optional[int]:
   """The newest step whose save finished (its folder holds the checksum file written after
-  it, or Orbax's commit files), from the folders alone: for a message where no manager is
-  open (train.py's, after a second Ctrl-C stopped a save). Its bytes are not checked.
+  it, or, saved by an older version without checksums, Orbax's commit files), from the
+  folders alone: for a message where no manager is open (train.py's, after a second Ctrl-C
+  stopped a save). Its bytes are not checked.
 
   Args:
     workdir: the run's directory.
@@ -673,10 +678,20 @@ def newest_saved_step(workdir: str) -> Optional[int]:
     return None
   # Orbax's commit file too: a save of an older version, without checksums, resumes as well
   # (was left out, so the message said that no checkpoint was saved).
-  steps = [int(n) for n in names if n.isdigit() and any(
-      os.path.isfile(os.path.join(directory, n, name)) for name in (CHECKSUM_FILE,
-                                                                    *_COMMIT_FILES))]
+  # Not one of this version's saves (its metadata's mark) without the checksum file: the next
+  # start takes it for corrupt and resumes from the one before (`check`); was named as the
+  # step to resume from, a save that lost its checksums to a second Ctrl-C (fault hunt).
+  steps = [int(n) for n in names if n.isdigit() and _resumable(os.path.join(directory, n))]
   return max(steps, default=None)
+
+
+def _resumable(folder: str) -> bool:
+  """Whether a step's folder holds a save a new start resumes from (`newest_saved_step`):
+  it has the checksum file, or Orbax's commit files and no mark of this version's saves."""
+  if os.path.isfile(os.path.join(folder, CHECKSUM_FILE)):
+    return True
+  return (any(os.path.isfile(os.path.join(folder, name)) for name in _COMMIT_FILES)
+          and not _has_summed_mark(folder))
 
 
 def _on_one_device(state: Any) -> Any:
@@ -923,6 +938,9 @@ class Checkpointer:
     self._manager = self._open_manager()
     self._unsummed: list[int] = []  # Saved steps whose checksums may not be written yet.
     self._saving: Optional[int] = None  # The step of the save in progress.
+    # The step of the save Orbax's thread runs: its callback sums that folder, whatever a wait
+    # meanwhile did with `_saving`.
+    self._summing: Optional[int] = None
     # The steps this checkpointer saved and has not restored behind since: a save of one of
     # these again is the same state (train_lib's save at a stop), skipped; a step on disk
     # that is not one of them holds other work, which a save must not hide.
@@ -960,17 +978,24 @@ class Checkpointer:
           # traceback there, a failed disk's EIO too; review finding).
           raise _cannot_read(self.directory, e) from None
         pruned = _pruned_step(e, self.directory, listed)
-        if pruned is None:  # Nothing went away meanwhile: the folder's own fault.
-          self._cannot_open(e)
+        if pruned is None:  # Nothing went away meanwhile: the folder's own fault, unless a
+          pruned = self._cannot_open(e)  # step goes as its checksums are checked.
         if attempt + 1 == _OPEN_TRIES:
           raise CheckpointRemovedError(
               _removed_message(pruned, self.directory, _step_folders(self.directory)),
                                        first_line(e), pruned) from None
     raise AssertionError("unreachable")  # The last try returns or raises.
 
-  def _cannot_open(self, e: Exception) -> None:
+  def _cannot_open(self, e: Exception) -> int:
     """Raises the error for a folder Orbax cannot open (`e`) with no step removed meanwhile.
 
+    A step that a training run in the workdir prunes as its checksums are checked (a file of
+    it, or its folder, gone since the steps were listed) is not named: it failed them because
+    it is going (was: named beside the really damaged step, with a move for it too).
+
+    Returns:
+      The step removed during the checks, where every step that failed them was going: the
+      caller opens the folder again, as for a step removed while Orbax opened it.
     Raises:
       CheckpointError: naming the steps whose files fail their checksums or whose metadata
         is damaged, with the commands that move them away; or saying that a step folder is
@@ -978,11 +1003,27 @@ class Checkpointer:
     """
     steps = sorted((int(n) for n in os.listdir(self.directory) if n.isdigit()),
                    reverse=True) if os.path.isdir(self.directory) else []
-    bad = [(s, p) for s, p in ((s, self.check(s)) for s in steps) if p is not None]
+    folder = lambda s: os.path.join(self.directory, str(s))
+    before = {s: _files_below(folder(s)) for s in steps}  # To see a removal under way.
+    # A folder then, which lost a file or went since (not a file or a link named as a step).
+    going = lambda s: before[s] is not None and _removed_since(folder(s), before[s])
+    checked = []
+    for s in steps:
+      try:
+        checked.append((s, self.check(s)))
+      except CheckpointError:
+        if not going(s):  # Unreadable, or not a folder: not a removal.
+          raise
+    gone = [s for s in steps if going(s)]
+    for s in gone:
+      self._checked.pop(s, None)  # Not corrupt: going.
+    bad = [(s, p) for s, p in checked if p is not None and s not in gone]
     # Steps the checksums do not cover (an older version's) whose metadata Orbax refuses.
-    meta = [s for s in steps if s not in dict(bad)
-            and _metadata_damaged(os.path.join(self.directory, str(s)))]
+    meta = [s for s in steps if s not in dict(bad) and s not in gone
+            and _metadata_damaged(folder(s))]
     reason = first_line(e)
+    if gone and not bad and not meta:
+      return gone[-1]
     if bad or meta:  # Every one, each with where it goes (another file system: within it).
       aside = lambda s: os.path.join(self.workdir,
                                      _aside_name(self.workdir, self.directory, s))
@@ -1006,8 +1047,11 @@ class Checkpointer:
 
   def _sum_finished_save(self) -> None:
     """Orbax's post-finalisation callback (its save thread): the checksums of the step being
-    saved, written into its folder before Orbax renames it from temporary to final."""
-    step = self._saving
+    saved, written into its folder before Orbax renames it from temporary to final. The step
+    is the one this save was started for (`_summing`), not `_saving`: was read from there,
+    which a wait cut short by a Ctrl-C had cleared meanwhile, so the step was renamed without
+    checksums (fault hunt)."""
+    step = self._summing
     if step is None or jax.process_index() != 0:  # One process writes (shared folder).
       return
     final = os.path.join(self.directory, str(step))
@@ -1120,7 +1164,7 @@ class Checkpointer:
           "step folders out of it first (to train on from this state), or save into a new "
           "workdir.")
     self._attribute_names()  # Before the save: its thread writes them into the record.
-    self._saving = step
+    self._saving = self._summing = step
     # The marker says this version saved it, so that its checksum file must be there
     # (`check`): deleting that file turned the verification off.
     self._manager.save(step, args=ocp.args.StandardSave(_on_one_device(state)),
@@ -1144,11 +1188,18 @@ class Checkpointer:
       folder, which no restore reads).
     Raises:
       Exception: what the save raised.
+      KeyboardInterrupt: a Ctrl-C while it waits; the save goes on, and the next `wait` (or
+        `close`) waits for it and writes its checksums.
     """
-    if self._waiter is None and (timeout_s is None or self._saving is None):
-      self._finish_saves()
+    if self._waiter is None and self._saving is None:
+      self._finish_saves()  # No save under way: the checksums of the finished ones only.
       return True
     if self._waiter is None:
+      # On a thread of its own, also without a bound: a Ctrl-C here stops this wait, never
+      # Orbax's join of its save thread, and the next wait (close's) waits for the same
+      # save. Was: on Python 3.11 a join that an interrupt cut short returns at once ever
+      # after while the thread runs on, so close's wait took the save for finished, and the
+      # step was renamed without its checksums, then moved aside as corrupt (fault hunt).
       self._waiter = _Waiter(self._finish_saves, self._saving)
     elif self._waiter.late and timeout_s is not None:
       return False  # Given its time once already (and said so).
@@ -1163,7 +1214,8 @@ class Checkpointer:
     return True
 
   def _finish_saves(self) -> None:
-    """`wait`'s work: Orbax's wait, then the checksums."""
+    """`wait`'s work (on a `_Waiter`'s thread while a save is under way): Orbax's wait,
+    then the checksums."""
     self._manager.wait_until_finished()
     self._saving = None
     saved = set(self._manager.all_steps())
@@ -1619,7 +1671,11 @@ class Checkpointer:
         return
     except BaseException:
       self._closed = True
-      self._manager.close()
+      self._manager.close()  # Waits for Orbax's save thread, as before.
+      if self._waiter is not None and timeout_s is None:
+        # A Ctrl-C stopped the wait above: the save, finished now, gets its commit files'
+        # checksums before the caller leaves (a few small files).
+        self._waiter.finished(None)
       raise
     self._closed = True
     self._manager.close()
@@ -1633,19 +1689,25 @@ class _Waiter:
     self._error: Optional[BaseException] = None
     self.late = False  # A timed wait for it has ended before it did.
     self.step = step  # The save it finishes (`fn` forgets it on the way).
+    self._done = threading.Event()
 
     def run():
       try:
         fn()
       except BaseException as e:  # pylint: disable=broad-except
         self._error = e
+      finally:
+        self._done.set()
     self._thread = threading.Thread(target=run, name="a2i_checkpoint_wait", daemon=True)
     self._thread.start()
 
   def finished(self, timeout_s: Optional[float]) -> bool:
-    """Whether `fn` has returned or raised, waiting up to `timeout_s` (None: until it has)."""
-    self._thread.join(timeout_s)
-    return not self._thread.is_alive()
+    """Whether `fn` has returned or raised, waiting up to `timeout_s` (None: until it has).
+
+    An event `fn`'s thread sets, not the thread's join: on Python 3.11, once a Ctrl-C has cut
+    a join short, the next join returns at once and `is_alive` says False while the thread
+    still runs."""
+    return self._done.wait(timeout_s)
 
   def result(self) -> None:
     """Raises what `fn` raised, if anything."""

@@ -66,6 +66,201 @@ DATA_KEY_USERS = {"path": ("folder",), "resize": ("folder",), "cub_attributes": 
                   "masks": ("lfw", "cub", "folder")}
 
 
+# The attribute where `get_config` (and train.py) note the `--config` value a config was
+# built from, so that the settings changed after it can be told from the file's own
+# (`set_keys`). A copy of the config does not carry it.
+_ORIGIN = "_a2i_config_origin"
+
+
+def note_origin(config: ml_collections.ConfigDict, spec: str,
+                typed: Sequence[str] = ()) -> None:
+  """Notes on `config` the `--config` value it was built from ("configs/lfw.py:discvae").
+
+  Args:
+    config: the config the file returned.
+    spec: the `--config` value, "path[:arg]".
+    typed: keys a command line overrode (train.py's), set whatever their values.
+  """
+  object.__setattr__(config, _ORIGIN, (spec, tuple(typed)))
+
+
+def origin(config: Any) -> Optional[str]:
+  """The `--config` value `config` was built from (`note_origin`).
+
+  Args:
+    config: a config (or anything else: None).
+  Returns:
+    "path[:arg]"; None where not noted (a copy, one built by hand or read from a run).
+  """
+  noted = getattr(config, _ORIGIN, None) if isinstance(config, ml_collections.ConfigDict) else None
+  return noted[0] if isinstance(noted, tuple) and isinstance(noted[0], str) else None
+
+
+def _file_configs(config: ml_collections.ConfigDict) -> list[ml_collections.ConfigDict]:
+  """The configs that the config files of `configs_dir()` give `config`'s model and dataset
+  (each file's own and its variants'), the values a config not noted with its origin is
+  compared with; configs/default.py's where none does."""
+  found = []
+  folder = configs_dir()
+  names = sorted(n for n in os.listdir(folder) if n.endswith(".py")) if os.path.isdir(
+      folder) else []
+  for name in names:
+    for arg in ("", *MODEL_NAMES):
+      try:
+        other = get_config(f"{os.path.join(folder, name)}{':' + arg if arg else ''}")
+      except Exception:  # pylint: disable=broad-except  (no such variant, a broken file)
+        continue
+      if (value_at(other, "model.name") == value_at(config, "model.name")
+          and value_at(other, "data.name") == value_at(config, "data.name")):
+        found.append(other)
+  return found or [reference_config()]
+
+
+def set_keys(config: ml_collections.ConfigDict,
+             base: Optional[ml_collections.ConfigDict] = None) -> list[str]:
+  """The keys whose values the caller set: those that differ from the config file's, and
+  those a command line overrode (`note_origin`).
+
+  The file is the one the config was built from (`origin`), read again; for a config without
+  that note (a copy, one built by hand or read from a run's config.json), a key counts as set
+  where its value is none of those the config files give the same model and dataset
+  (`_file_configs`): a value some file gives is taken for the file's.
+
+  Args:
+    config: the experiment config.
+    base: the config to compare with (default: as above).
+  Returns:
+    Dotted keys, e.g. ["data.path", "model.zf_dim"].
+  """
+  bases = [base] if base is not None else []
+  spec = origin(config)
+  if not bases and spec is not None:
+    try:
+      bases = [get_config(spec)]
+    except Exception:  # pylint: disable=broad-except  (the file changed since, or is gone)
+      bases = []
+  bases = bases or _file_configs(config)
+  typed = getattr(config, _ORIGIN, (None, ()))[1] if spec is not None else ()
+  return [k for k in leaf_paths(config) if k in typed
+          or all(value_at(b, k) != value_at(config, k) for b in bases)]
+
+
+def ignored_settings(config: ml_collections.ConfigDict, keys: Sequence[str],
+                     prefix: str = "config.") -> list[tuple[str, str]]:
+  """Of `keys`, those the config's model or dataset ignores, each with what to do instead:
+  a CVAE's zf_dim, data.path for the synthetic data, a disCVAE's num_sample_cols, scan_unroll
+  with one step per dispatch, data.mask_net without masks. A value for such a key would be
+  taken, do nothing, and be recorded in the run's config.json as though it had.
+
+  Args:
+    config: the experiment config.
+    keys: dotted keys the caller set, e.g. "data.path", "data.mask_net.steps".
+    prefix: how the message names a key: "--config." (train.py) or "config." (Python).
+  Returns:
+    (key, "has no effect ...; remove it, or ...") for each; [] where none is ignored. Names
+    that are no model's or dataset's are left to `validate_config`.
+  """
+  cli = prefix.startswith("-")
+  drop, give = ("remove it", "pass") if cli else ("leave it at the config file's value", "set")
+  found = []
+  for key in dict.fromkeys(keys):
+    first, _, rest = key.partition(".")
+    for section, chooser, what, users_of, names in (
+        ("model", "model", "model", MODEL_KEY_USERS, MODEL_NAMES),
+        ("data", "data", "dataset", DATA_KEY_USERS, DATASETS),
+        ("", "model", "model", TOP_KEY_USERS, MODEL_NAMES)):
+      sub = (rest.split(".")[0] if first == section else None) if section else (
+          key if "." not in key else None)
+      name = value_at(config, f"{chooser}.name")
+      if sub is None or name not in names or name in users_of.get(sub, (name,)):
+        continue
+      if chooser == "model":  # As the file's variant (`name_variant_differences`).
+        how = ("the config file's variant, --config=<file>:<model>" if cli else
+               "the config file's variant, get_config(\"<file>:<model>\")")
+      else:
+        how = f"{prefix}{chooser}.name"
+      found.append((key, f"has no effect on {chooser}.name={name!r} (it is read by "
+                         f"{' or '.join(users_of[sub])} only); {drop}, or choose that "
+                         f"{what} with {how}"))
+    # One step per dispatch runs no scan (`train_lib.make_multi_step`): nothing to unroll.
+    if key == "scan_unroll" and config.get("steps_per_dispatch") == 1:
+      found.append((key, "has no effect with steps_per_dispatch=1 (it unrolls the loop of the "
+                         f"steps fused into one dispatch); {drop}, or {give} "
+                         f"{prefix}steps_per_dispatch=N (N > 1, dividing the log, eval and "
+                         "checkpoint intervals) too"))
+    # LFW's mask network runs only where masks are used (a CVAE on configs/lfw.py has none).
+    data = config.get("data")
+    if (first == "data" and rest.split(".")[0] == "mask_net" and hasattr(data, "get")
+        and not data.get("masks", True) and not any(k == key for k, _ in found)):
+      found.append((key, "has no effect with data.masks=False (the mask network makes the "
+                         f"masks of the faces without part labels); {drop}, or {give} "
+                         f"{prefix}data.masks=True (configs/lfw.py:discvae sets it)"))
+  return found
+
+
+def name_variant_differences(config: ml_collections.ConfigDict, spec: str,
+                             given: Sequence[str]) -> Optional[tuple[str, str, list[str]]]:
+  """Where model.name was set to NAME and the config file `spec` has a variant for NAME that
+  sets more than the name, the settings of that variant the config lacks: they stay those the
+  file gives its other model (configs/lfw.py with model.name="discvae" keeps the CVAE's
+  26,600 steps and the reference composite; configs/lfw.py:discvae sets 21,280 and the
+  layered one). Keys in `given`, and those the model ignores, are not compared.
+
+  Args:
+    config: the experiment config.
+    spec: the `--config` value it was built from.
+    given: the keys the caller set (typed overrides, or `set_keys`).
+  Returns:
+    (the variant's spec, the file's own model.name, ["key: V there, W here", ...]), or None
+    where nothing differs (or model.name was not set, or the file has no such variant).
+  """
+  name = value_at(config, "model.name")
+  if "model.name" not in given or not isinstance(name, str):
+    return None
+  path = spec.partition(":")[0]
+  try:
+    variant, base = get_config(f"{path}:{name}"), get_config(spec)
+  except Exception:  # pylint: disable=broad-except
+    return None  # No such variant (or none at all): the name is the setting's alone.
+  if variant.model.name != name or base.model.name == name:
+    return None
+  ignored = {f"model.{k}" for k in unused_model_keys(name)}
+  differ = [f"{k}: {value_at(variant, k)!r} there, {value_at(config, k)!r} here"
+            for k in leaf_paths(variant) if k not in given and k not in ignored
+            and value_at(variant, k) != value_at(config, k)]
+  return (f"{path}:{name}", base.model.name, differ) if differ else None
+
+
+def check_set_keys_used(config: ml_collections.ConfigDict) -> None:
+  """Refuses a config whose settings changed from the config file's (`set_keys`) include one
+  the model or dataset ignores (`ignored_settings`), or a model.name that leaves the settings
+  the file gives its other model (`name_variant_differences`): the run would train without
+  them and record them in config.json as though it had not. train.py refuses the same
+  settings as typed on its command line.
+
+  Args:
+    config: the experiment config (its keys checked by `check_keys`).
+  Raises:
+    ConfigError: naming the key, its value, and what to do.
+  """
+  given = set_keys(config)
+  spec = origin(config)
+  found = name_variant_differences(config, spec, given) if spec is not None else None
+  if found is not None:
+    variant, base_name, differ = found
+    shown = "; ".join(differ[:3]) + (f"; {len(differ) - 3} more" if len(differ) > 3 else "")
+    raise ConfigError(f"config.model.name={value_at(config, 'model.name')!r} changes the name "
+                      f"alone: the other settings stay those {spec} gives "
+                      f"model.name={base_name!r}, and its variant {variant} sets more "
+                      f"({shown}); build the config with get_config({variant!r}) instead, then "
+                      "make your other changes.")
+  ignored = ignored_settings(config, given)
+  if ignored:
+    key, words = ignored[0]
+    raise ConfigError(f"config.{key}={value_at(config, key)!r} {words} (it would be "
+                      "recorded in the run's config.json as though it had been used).")
+
+
 def unused_model_keys(name: str) -> tuple[str, ...]:
   """The config.model keys that model `name` ignores (`MODEL_KEY_USERS`).
 
@@ -487,6 +682,8 @@ def get_config(spec: str) -> ml_collections.ConfigDict:
   config = module.get_config(arg) if arg else module.get_config()
   check_is_config(config, path)
   check_variant(config, f"{path}:{arg}")
+  # What the settings changed after it are told from (`set_keys`), wherever it is read.
+  note_origin(config, os.path.abspath(path) + (f":{arg}" if arg else ""))
   return config
 
 
@@ -552,7 +749,7 @@ def variant_advice(argv: Sequence[str], run_model: Any, name: str,
       record of how each argument was typed the advice names them by).
     run_model: the run's model section (its config.json's, with the defaults filled in).
     name: the model.name of the refused config.
-    ignore: keys a resume may change, left out (train_lib's `COMPUTE_ONLY_MODEL_KEYS`).
+    ignore: keys a resume may change, left out (train_lib's `RESUMABLE_MODEL_KEYS`).
   Returns:
     The advice; "" where the name does not differ or the file has no such variant.
   """
@@ -1399,8 +1596,8 @@ def check_inference(values: Any) -> None:
   # 55-line traceback; review).
   counts = {"steps": (0, INT32_MAX, f"use 0 to {INT32_MAX} steps"),
             "restarts": (1, INT32_MAX, f"use 1 to {INT32_MAX} restarts"),
-            "steps_per_call": (0, INT32_MAX, "use 0 (automatic) or a positive count up to "
-                                             f"{INT32_MAX}"),
+            "steps_per_call": (0, INT32_MAX, "use 0 (all the steps in one call) or a "
+                                             f"positive count up to {INT32_MAX}"),
             "batch_size": (1, math.inf, "use at least 1 image per batch")}
   for key, (least, most, allowed) in counts.items():
     if key in v and not least <= number(key, int, allowed) <= most:

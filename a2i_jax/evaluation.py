@@ -941,7 +941,9 @@ def attribute_report(trained: inference.TrainedModel, dataset: Dataset, predicto
   report["progression_unswept"] = unswept
   report["inference"] = None
   if trained.model.uses_attributes:
-    prior = inference.AttributePrior.fit(train_y)
+    # Process 0's prior on every process: a matrix inverse may differ in its last bits between
+    # hosts, and the inference compares its inputs bit for bit across processes.
+    prior = inference.AttributePrior.fit(train_y).of_process_0()
     out = inference.infer_attributes(trained, images, prior, key=k_inf, options=options)
     y = out["y"]
     # Was: a NaN attribute scored as the low class of every binary column, status 0.

@@ -534,6 +534,50 @@ def is_utf8_path(path: Union[str, os.PathLike]) -> bool:
     return False
 
 
+def is_encodable(char: str) -> bool:
+  """Whether the file system's encoding can write `char` (a surrogate escape of a byte that
+  is not valid UTF-8 writes as that byte; a CJK character under a Latin-1 locale cannot).
+
+  Args:
+    char: a character (or any text).
+  Returns:
+    True where `os.fsencode` takes it.
+  """
+  try:
+    os.fsencode(char)
+  except UnicodeEncodeError:
+    return False
+  return True
+
+
+def fitted_name(name: str, room: int,
+                writable: Optional[Callable[[str], bool]] = None) -> str:
+  """`name` with "_" for each character that `writable` refuses, cut to its longest start
+  (whole characters) of at most `room` bytes in the file system's encoding: the one rule by
+  which infer.py's file names (`infer._fitted`) and the folder dataset's prepared copies
+  (`data.folder._prepared_name`) are made writable. A name that needs neither is returned as
+  it is, so `fitted_name(name, room) != name` says whether anything changed.
+
+  Args:
+    name: a file or folder name (or a part of one).
+    room: the bytes it may take.
+    writable: which characters may stay (None: `is_encodable`; `is_utf8_path` for the
+      libraries that take paths as UTF-8 text). It must refuse none that the file system's
+      encoding cannot write.
+  Returns:
+    The name; "" where not even its first character fits.
+  """
+  writable = writable or is_encodable
+  kept = []
+  for char in name:
+    char = char if writable(char) else "_"
+    room -= len(os.fsencode(char))  # Bytes, not characters: a CJK character is 3 in UTF-8.
+    if room < 0:
+      break
+    kept.append(char)
+  return "".join(kept)
+
+
 def check_workdir(workdir: str, folders: Iterable[str] = (),
                   plain_files: Iterable[str] = ()) -> None:
   """Raises `WorkdirError` unless `workdir` is (or can be made) a writable directory whose

@@ -467,44 +467,127 @@ def describe_convolution_kernels(kernels: str) -> str:
   return CONVOLUTION_KERNEL_WORDS.get(kernels, f"convolution kernels {kernels!r}")
 
 
+def _jaxlib_release() -> str:
+  """This process's jaxlib version number, e.g. "0.10.2" (from jaxlib itself where its
+  package has no metadata)."""
+  try:
+    return importlib.metadata.version("jaxlib")
+  except importlib.metadata.PackageNotFoundError:
+    import jaxlib.version  # pylint: disable=import-outside-toplevel
+    return jaxlib.version.__version__
+
+
+def kernel_record() -> dict[str, Optional[str]]:
+  """The kernels this process computes with, as data: on CPU the convolution kernels
+  (`convolution_kernels`), and everywhere the backend and the jaxlib. A trained model's or
+  predictor's numbers depend on them: the attribute predictor's meta.json ("trained_with")
+  and a training run's kernels.json record them (`train_lib`), and `same_kernels` compares
+  two. Was: words ("XLA's own convolution kernels, jaxlib 0.10.2"), parsed back to compare
+  them and to choose the flag that pins them (review).
+
+  Returns:
+    {"kernels": "xla", "ynnpack" or None (off CPU), "backend": e.g. "cpu" or "gpu",
+    "jaxlib": e.g. "0.10.2"}.
+  """
+  return {"kernels": convolution_kernels(), "backend": jax.default_backend(),
+          "jaxlib": _jaxlib_release()}
+
+
+def read_kernel_record(value: Any) -> Optional[dict[str, Optional[str]]]:
+  """A kernel record as a file holds it, as `kernel_record` gives one: a record of its own
+  form, or the words that `kernel_layout` wrote before records were data (e.g. "XLA's own
+  convolution kernels, jaxlib 0.10.2" or "gpu, jaxlib 0.10.2").
+
+  Args:
+    value: what a kernels.json entry or a meta.json "trained_with" holds.
+  Returns:
+    The record, or None where `value` is none of those (unknown: compared with nothing).
+  """
+  if isinstance(value, dict):
+    kernels, backend, jaxlib = (value.get(k) for k in ("kernels", "backend", "jaxlib"))
+    if ((kernels is None or (isinstance(kernels, str) and kernels))
+        and isinstance(backend, str) and backend and isinstance(jaxlib, str) and jaxlib
+        and (kernels is None) == (backend != "cpu")):
+      return {"kernels": kernels, "backend": backend, "jaxlib": jaxlib}
+    return None
+  if not isinstance(value, str) or value.count(", jaxlib ") != 1:
+    return None
+  first, jaxlib = value.split(", jaxlib ")
+  if not jaxlib or " " in jaxlib:
+    return None
+  for kernels, words in CONVOLUTION_KERNEL_WORDS.items():
+    if first == words:
+      return {"kernels": kernels, "backend": "cpu", "jaxlib": jaxlib}
+  if first.isalnum() and first != "cpu":  # Off CPU the words named the backend alone.
+    return {"kernels": None, "backend": first, "jaxlib": jaxlib}
+  return None
+
+
+def describe_kernel_record(record: Optional[Mapping[str, Optional[str]]]) -> str:
+  """A kernel record (`kernel_record`) in words: on CPU its convolution kernels, elsewhere its
+  backend, and its jaxlib, e.g. "XLA's own convolution kernels, jaxlib 0.10.2" or "gpu,
+  jaxlib 0.10.2".
+
+  Args:
+    record: from `kernel_record` or `read_kernel_record`; None: unknown.
+  Returns:
+    The words ("unknown kernels" for None).
+  """
+  if record is None:
+    return "unknown kernels"
+  kernels = record["kernels"]
+  first = describe_convolution_kernels(kernels) if kernels else record["backend"]
+  return f"{first}, jaxlib {record['jaxlib']}"
+
+
 def kernel_layout() -> str:
-  """The kernels this process computes with, in words: on CPU the convolution kernels
-  (`convolution_kernels`) and the jaxlib, e.g. "XLA's own convolution kernels, jaxlib
-  0.10.2"; elsewhere the backend and the jaxlib, e.g. "gpu, jaxlib 0.10.2" (was: the jaxlib
-  alone, and a train run recorded nothing there, so a CPU -> GPU -> CPU resume went
-  unsaid; review). A trained model's or predictor's numbers depend on them: the attribute
-  predictor's meta.json ("trained_with") and a training run's kernels.json record them
-  (`train_lib`).
+  """The kernels this process computes with (`kernel_record`), in words, e.g. "XLA's own
+  convolution kernels, jaxlib 0.10.2" on CPU or "gpu, jaxlib 0.10.2" elsewhere: for display;
+  files record `kernel_record`'s data.
 
   Returns:
     The words.
   """
-  kernels = convolution_kernels()
-  first = describe_convolution_kernels(kernels) if kernels else jax.default_backend()
-  return f"{first}, {jaxlib_version()}"
+  return describe_kernel_record(kernel_record())
 
 
-def pin_kernels_advice(then: str, now: str) -> str:
-  """How to run the convolution kernels `then` names, where that is all that differs from
-  `now` (both `kernel_layout` words, each of a CPU): a jaxlib or a backend cannot be pinned
-  by a flag. The flag is added to XLA_FLAGS (replacing it would drop its other flags, e.g.
-  --xla_force_host_platform_device_count) before JAX starts, when XLA reads it.
+def same_kernels(a: Optional[Mapping[str, Optional[str]]],
+                 b: Optional[Mapping[str, Optional[str]]]) -> Optional[bool]:
+  """Whether two kernel records (`kernel_record`, `read_kernel_record`) name the same kernels,
+  backend and jaxlib.
 
   Args:
-    then: the kernels something was computed with.
+    a: a record, or None (unknown).
+    b: another.
+  Returns:
+    True or False; None where either is unknown (whether they differ cannot be said).
+  """
+  if a is None or b is None:
+    return None
+  return all(a[k] == b[k] for k in ("kernels", "backend", "jaxlib"))
+
+
+def pin_kernels_advice(then: Optional[Mapping[str, Optional[str]]],
+                       now: Optional[Mapping[str, Optional[str]]]) -> str:
+  """How to run the convolution kernels of the record `then`, where they are all that differs
+  from `now` (both `kernel_record`s of a CPU, with one jaxlib): a jaxlib or a backend cannot
+  be pinned by a flag. The flag is added to XLA_FLAGS (replacing it would drop its other
+  flags, e.g. --xla_force_host_platform_device_count) before JAX starts, when XLA reads it.
+
+  Args:
+    then: the record of the kernels something was computed with (None: unknown).
     now: this process's.
   Returns:
     E.g. "add --xla_cpu_experimental_ynn_fusion_type=-individual_convolution to XLA_FLAGS,
     keeping the flags it holds, before JAX starts (in a notebook: restart its kernel first)",
     or "" where no flag makes `now` into `then`.
   """
-  rest = lambda words: words.split(", ")[1:]
-  for name, flag in CONVOLUTION_KERNEL_FLAGS.items():
-    if (then.startswith(describe_convolution_kernels(name) + ", ") and then != now
-        and now.startswith(tuple(CONVOLUTION_KERNEL_WORDS.values())) and rest(then) == rest(now)):
-      return (f"add {flag} to XLA_FLAGS, keeping the flags it holds, before JAX starts (in a "
-              "notebook: restart its kernel first)")
-  return ""
+  if (then is None or now is None or then["backend"] != "cpu" or now["backend"] != "cpu"
+      or then["jaxlib"] != now["jaxlib"] or then["kernels"] == now["kernels"]
+      or then["kernels"] not in CONVOLUTION_KERNEL_FLAGS):
+    return ""
+  return (f"add {CONVOLUTION_KERNEL_FLAGS[then['kernels']]} to XLA_FLAGS, keeping the flags it "
+          "holds, before JAX starts (in a notebook: restart its kernel first)")
 
 
 def set_recommended_xla_flags(flags: Optional[tuple[str, ...]] = None,

@@ -307,6 +307,13 @@ PENDING_SAVE_GRACE_S = 10.0
 # run may resume with other values (and from configs saved before the key existed). Defined
 # beside the checkpoints' model record, which leaves them out too.
 COMPUTE_ONLY_MODEL_KEYS = checkpoints.COMPUTE_ONLY_MODEL_KEYS
+# config.model keys a resume may change: those above, and those that weigh or route the
+# training loss alone (`checkpoints.TRAINING_ONLY_MODEL_KEYS`: the gate's loss weight, the
+# blocked KL gradient), which shape no parameter and which serving does not read; a change of
+# these is said and kept in config_history/ as a learning rate's is (`_keep_a_changed_config`;
+# was refused as "a different config.model"; fault hunt). Not model.recon_weight: serving's
+# "smooth_l1" energy reads it, so each checkpoint's record holds the one it was trained with.
+RESUMABLE_MODEL_KEYS = (*COMPUTE_ONLY_MODEL_KEYS, *checkpoints.TRAINING_ONLY_MODEL_KEYS)
 
 
 # config.data keys that say which data a run trains on, with the source a source-specific one
@@ -322,7 +329,7 @@ def _check_resume_compatible(workdir: str, config: ml_collections.ConfigDict,
   """Refuses a config that does not fit the checkpoints in `workdir` (call when it has some).
 
   Each of `keys` must be as in the run's config.json: "model" but for its
-  `COMPUTE_ONLY_MODEL_KEYS` and the keys the model ignores (`config_lib.unused_model_keys`),
+  `RESUMABLE_MODEL_KEYS` and the keys the model ignores (`config_lib.unused_model_keys`),
   and the `DATA_IDENTITY_KEYS`, a source's own only when the run trains on that source. With
   "model", config.json's own model section is first compared with the one the newest
   checkpoint records (`_check_config_json_model`). Before all, config.json's values must be
@@ -354,7 +361,7 @@ def _check_resume_compatible(workdir: str, config: ml_collections.ConfigDict,
     if key == "model":  # How the model computes does not shape the checkpoint: it may change;
       # nor do the keys of the other model family, which the model ignores; nor, before the
       # data load, a y_dim of 0 that the data will fill in (`train_eval.resolve_config`).
-      skip = {*COMPUTE_ONLY_MODEL_KEYS, *config_lib.unused_model_keys(config.model.name),
+      skip = {*RESUMABLE_MODEL_KEYS, *config_lib.unused_model_keys(config.model.name),
               *(("y_dim",) if not config.model.get("y_dim", 1) else ())}
       old, new = ({k: v for k, v in d.items() if k not in skip}
                   if isinstance(d, dict) else d for d in (old, new))
@@ -374,7 +381,7 @@ def _check_resume_compatible(workdir: str, config: ml_collections.ConfigDict,
         run, now = as_dict(saved.model), as_dict(config.model)
         unused = set(config_lib.unused_model_keys(saved.model.name))
         same = [(f"model.{k}", run[k]) for k in sorted(run)
-                if k not in {*COMPUTE_ONLY_MODEL_KEYS, *unused} and run[k] != now.get(k)]
+                if k not in {*RESUMABLE_MODEL_KEYS, *unused} and run[k] != now.get(k)]
       # The overrides that resume it (was: "the same values" alone; a config file's default
       # that changed since, as folder.py's disCVAE composition, left the user to find them).
       # Only values an override can set (was: --config.model.width=abc for a hand-edited
@@ -384,7 +391,7 @@ def _check_resume_compatible(workdir: str, config: ml_collections.ConfigDict,
       # Another model where the config file has its variant: that variant (was:
       # --config.model.name=NAME, which train.py then refuses for such a file; fault hunt).
       variant = (config_lib.variant_advice(sys.argv, saved.model, config.model.name,
-                                           COMPUTE_ONLY_MODEL_KEYS) if key == "model" else "")
+                                           RESUMABLE_MODEL_KEYS) if key == "model" else "")
       # Where the overrides are the advice: without the typed overrides of keys the run's
       # model ignores, which train.py refuses for it (was: a second refusal; read-through).
       drop = (config_lib.typed_model_overrides(sys.argv, unused)
@@ -421,7 +428,10 @@ def _check_config_json_model(workdir: str, saved: ml_collections.ConfigDict) -> 
       fix.
   """
   found = checkpoints.newest_recorded_model(workdir)
-  differences = [] if found is None else checkpoints.model_differences(found[1], saved.model)
+  # Not the keys a resume may change: one stopped before its first save has recorded them
+  # in config.json, and the checkpoint holds the earlier ones.
+  differences = [] if found is None else checkpoints.model_differences(
+      found[1], saved.model, ignore=checkpoints.TRAINING_ONLY_MODEL_KEYS)
   if differences:
     path = os.path.join(workdir, checkpoints.CONFIG_FILE)
     differ, values, flags = checkpoints.describe_model_differences(differences,
@@ -611,6 +621,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     _check_resume_compatible(workdir, config)
   else:
     recorded = False
+  # A setting changed from the config file's that the model or dataset ignores (data.path
+  # for the synthetic data) was trained without and recorded in config.json; train.py
+  # refused it, the Python API took it (fault hunt). After a resume's comparison with its
+  # run, which names the run's data and model where those differ.
+  config_lib.check_set_keys_used(config)
   if not recorded:  # A resume's data and y_dim are its run's, compared just above.
     config_lib.check_attribute_count(config)  # LFW's 73, CUB's 312 (was: after the download).
   mesh = parallel.make_mesh(devices)
@@ -859,7 +874,8 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
     # Each save records the model section, and each restore compares it (an edited
     # config.json that keeps the weights' shapes trained another model from them).
     made.note(checkpoints.CHECKPOINT_DIR)
-    ckpt = checkpoints.Checkpointer(workdir, config.max_checkpoints_to_keep, model=config.model)
+    ckpt = checkpoints.Checkpointer(workdir, config.max_checkpoints_to_keep, model=config.model,
+                                    ignore=checkpoints.TRAINING_ONLY_MODEL_KEYS)
     if ckpt.all_steps():
       _check_resume_compatible(workdir, config)
     state, good, abstract = None, None, None
@@ -917,6 +933,7 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
                             lambda s: s <= last and (s % every == 0 or s == last))
       else:  # Nothing to do: the records past the checkpoint stay, said.
         _warn_of_records_after(workdir, int(state.step), config.num_train_steps)
+        _warn_of_settings_not_applied(workdir, config, int(state.step))
     else:
       made.set_aside(_set_aside_to_take_back(workdir, config))
     recorded = os.path.exists(os.path.join(workdir, checkpoints.CONFIG_FILE))
@@ -924,8 +941,8 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: Mes
     # The kernels (on CPU the timing's choice, `perf.recommended_cpu_flags`; elsewhere the
     # backend) said (was: nowhere), "recorded" only where this call records them (was: also
     # where it trained nothing; review), on every backend (was: CPU only; review).
-    kernels = perf.kernel_layout()
-    logging.info("computing with %s%s", kernels,
+    kernels = perf.kernel_record()
+    logging.info("computing with %s%s", perf.describe_kernel_record(kernels),
                  f" (recorded in {os.path.join(workdir, KERNELS_FILE)})" if records else "")
     if records:
       # Not where this call trains and evaluates nothing (num_train_steps at or below the
@@ -980,10 +997,11 @@ def _storage_fix_sentence(error: OSError) -> str:
   return fix[:1].upper() + fix[1:]
 
 
-def _changes_from_record(workdir: str, config: ml_collections.ConfigDict
+def _changes_from_record(workdir: str, config: ml_collections.ConfigDict,
+                         sections: tuple[str, ...] = _RESUME_NEUTRAL_SECTIONS
                          ) -> tuple[dict, list[tuple[str, Any, Any]]]:
   """config.json as JSON, and (key, recorded, now) for each key `config` changes beyond
-  `_RESUME_NEUTRAL_KEYS`."""
+  `_RESUME_NEUTRAL_KEYS` and the keys of `sections`."""
   # Both as JSON has them (a tuple in the config file is a list in config.json).
   saved = json.loads(checkpoints.load_config(workdir).to_json())
   now = json.loads(config.to_json())
@@ -998,9 +1016,41 @@ def _changes_from_record(workdir: str, config: ml_collections.ConfigDict
   # A key the earlier config lacks (added to the library since) took its default: no change.
   return saved, [(k, config_lib.value_at(saved, k), config_lib.value_at(now, k)) for k in keys
                  if k not in _RESUME_NEUTRAL_KEYS
-                 and not k.startswith(_RESUME_NEUTRAL_SECTIONS)
+                 and not (sections and k.startswith(sections))
                  and config_lib.value_at(saved, k) is not None
                  and not same(k, config_lib.value_at(saved, k), config_lib.value_at(now, k))]
+
+
+# infer.py's flags that set an inference setting for one call.
+_INFER_PY_FLAGS = {"inference.steps": "--steps", "inference.restarts": "--restarts"}
+
+
+def _warn_of_settings_not_applied(workdir: str, config: ml_collections.ConfigDict,
+                                  step: int) -> None:
+  """One warning where a call with nothing to do (`num_train_steps` at or below `step`) is
+  given settings that differ from the run's config.json: they are not applied, since the
+  record stays that of the config that trained the checkpoints, and the warning says how to
+  apply them. Was: an INFO line ("nothing to do") alone, so --config.inference.batch_size=300
+  on a finished run, which RESULTS.md advised, changed nothing that infer.py reads, without
+  a word (fault hunt)."""
+  path = os.path.join(workdir, checkpoints.CONFIG_FILE)
+  if not distributed.is_main() or not os.path.exists(path):
+    return
+  # Not how the steps run, log, save and evaluate (`_RESUME_NEUTRAL_KEYS`): with none to run
+  # there is nothing to apply them to. The inference and predictor settings, which infer.py
+  # reads from config.json, are named.
+  _, changed = _changes_from_record(workdir, config, sections=())
+  if not changed:
+    return
+  infer = [f"{_INFER_PY_FLAGS[k]}={new}" for k, _, new in changed if k in _INFER_PY_FLAGS]
+  for_infer = (f"; or, for inference alone, pass infer.py {' '.join(infer)} (it applies to "
+               "that call)" if infer else "")
+  logging.warning("nothing to train at step %d (num_train_steps=%d), so these settings were "
+                  "not applied and %s keeps the run's: %s. To apply them, train on: raise "
+                  "num_train_steps above %d with them (the resume records them)%s", step,
+                  config.num_train_steps, path,
+                  ", ".join(f"{k} {old!r} -> {new!r}" for k, old, new in changed), step,
+                  for_infer)
 
 
 def _keep_a_changed_config(workdir: str, config: ml_collections.ConfigDict, step: int
@@ -1028,9 +1078,11 @@ def _keep_a_changed_config(workdir: str, config: ml_collections.ConfigDict, step
   return kept
 
 
-def _read_kernels(workdir: str) -> Optional[dict[int, str]]:
-  """kernels.json's record, {first step: kernels}; None where there is none; {} (with one
-  warning) where it is unreadable or holds no such record (a damaged file is not trusted)."""
+def _read_kernels(workdir: str) -> Optional[dict[int, Any]]:
+  """kernels.json's record, {first step: kernels, as the file holds them (a `perf.kernel_record`
+  or, written before those, its words; `perf.read_kernel_record` reads either)}; None where
+  there is none; {} (with one warning) where it is unreadable or holds no such record (a
+  damaged file is not trusted)."""
   path = os.path.join(workdir, KERNELS_FILE)
   if not os.path.lexists(path):
     return None
@@ -1038,7 +1090,8 @@ def _read_kernels(workdir: str) -> Optional[dict[int, str]]:
     with open(path, encoding="utf-8") as f:
       record = json.load(f)["from_step"]
     if not (isinstance(record, dict) and record and all(
-        isinstance(k, str) and k.isdigit() and isinstance(v, str) for k, v in record.items())):
+        isinstance(k, str) and k.isdigit() and isinstance(v, (str, dict))
+        for k, v in record.items())):
       raise ValueError("no {step: kernels} record")
     return {int(k): v for k, v in record.items()}
   except (OSError, ValueError, TypeError, KeyError, RecursionError) as e:
@@ -1048,19 +1101,23 @@ def _read_kernels(workdir: str) -> Optional[dict[int, str]]:
     return {}
 
 
-def _record_kernels(workdir: str, step: int, kernels: str) -> None:
-  """Records in WORKDIR/kernels.json the kernels (`perf.kernel_layout`) the run computes with
-  from `step` on, as {"from_step": {"0": "XLA's own convolution kernels, jaxlib 0.10.2",
-  ...}}, dropping what it recorded for later steps (trained again now), and warns where a
-  resume's differ from those that trained up to `step`: its numbers then differ slightly from
-  an uninterrupted run's. Was: the timing-based choice of kernels (`perf.recommended_cpu_flags`;
-  a busy host, another CPU count or a cleared cache choose otherwise) was recorded nowhere,
-  and a resume under others went on without a word (fault hunt). Process 0 only.
+def _record_kernels(workdir: str, step: int, kernels: dict) -> None:
+  """Records in WORKDIR/kernels.json the kernels (`perf.kernel_record`) the run computes with
+  from `step` on, as {"from_step": {"0": {"kernels": "xla", "backend": "cpu", "jaxlib":
+  "0.10.2"}, ...}}, dropping what it recorded for later steps (trained again now), and warns
+  where a resume's differ from those that trained up to `step` (compared by their fields,
+  `perf.same_kernels`): its numbers then differ slightly from an uninterrupted run's. Was:
+  the timing-based choice of kernels (`perf.recommended_cpu_flags`; a busy host, another CPU
+  count or a cleared cache choose otherwise) was recorded nowhere, and a resume under others
+  went on without a word (fault hunt). Entries written before records were data (words, e.g.
+  "XLA's own convolution kernels, jaxlib 0.10.2") are read as the records they name and kept
+  as they are; one that names none is said once, as unknown, and this resume's kernels are
+  recorded after it. Process 0 only.
 
   Args:
     workdir: the run's directory.
     step: the step the run starts or resumes from.
-    kernels: this process's `perf.kernel_layout()`.
+    kernels: this process's `perf.kernel_record()`.
   """
   if not distributed.is_main():
     return
@@ -1071,14 +1128,23 @@ def _record_kernels(workdir: str, step: int, kernels: str) -> None:
   # the steps after it, a resume that died before its next checkpoint; review).
   record = {s: k for s, k in (read or {}).items() if s < step}
   before = record[max(record)] if record else None
-  if before is not None and before != kernels:
-    pin = perf.pin_kernels_advice(before, kernels)
-    logging.warning("resuming at step %d with %s, but the run trained up to it with %s: its "
-                    "numbers will differ slightly from those of an uninterrupted run%s", step,
-                    kernels, before,
+  known = perf.read_kernel_record(before) if before is not None else None
+  same = perf.same_kernels(known, kernels)
+  now = perf.describe_kernel_record(kernels)
+  ends = "its numbers will differ slightly from those of an uninterrupted run"
+  if before is not None and same is None:  # Not a record this version reads (was: the words
+    # compared as text, so words of another form warned of other kernels on every resume).
+    logging.warning("resuming at step %d with %s, but %s records the kernels the run trained "
+                    "up to it with as %s, which this version does not read: where they differ, "
+                    "%s", step, now, os.path.join(workdir, KERNELS_FILE),
+                    json.dumps(before)[:200], ends)
+  elif same is False:
+    pin = perf.pin_kernels_advice(known, kernels)
+    logging.warning("resuming at step %d with %s, but the run trained up to it with %s: %s%s",
+                    step, now, perf.describe_kernel_record(known), ends,
                     f"; to resume with the kernels it trained with, {pin}" if pin else "")
-  if before != kernels:
-    record[step] = kernels
+  if not same:
+    record[step] = dict(kernels)
   if record != read:  # As it was read: not written again.
     files.atomic_write(os.path.join(workdir, KERNELS_FILE), json.dumps(
         {"from_step": {str(s): record[s] for s in sorted(record)}}, indent=1))

@@ -60,7 +60,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.name = "lfw"  # "synthetic" | "lfw" | "cub" | "folder".
   config.data.image_size = 64  # Size of the stored images fed to augmentation.
   config.data.data_dir = "~/a2i_data"  # Where prepared real datasets live.
-  config.data.cache_dir = "~/.cache/a2i_jax"  # Cache of generated / prepared arrays.
+  # Cache of generated arrays; this default follows $XDG_CACHE_HOME/a2i_jax where set
+  # (`data.cache_folder`).
+  config.data.cache_dir = "~/.cache/a2i_jax"
   config.data.download = True  # LFW / CUB builders fetch missing sources; False: manual only.
   config.data.masks = False  # Load foreground masks (disCVAE needs them; configs set this).
   config.data.path = ""  # data.name="folder": a folder with images/, attributes.csv, masks/.
@@ -144,9 +146,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.inference.infer_attributes = False
   # Weight of that fitted Gaussian prior on y (models with attributes: cvae, discvae).
   config.inference.attribute_prior_weight = 1.0
-  # 0: all the steps in one call, one rolled lax.scan on every backend (its program compiles
-  # one step, whatever the steps); a count caps the steps per call (BENCHMARKS.md,
-  # "Convolutions in a loop on CPU").
+  # 0: all the steps in one call, one lax.scan: rolled on CPU (its program compiles one step,
+  # whatever the steps), 5 steps per iteration on GPU / TPU (perf.inference_scan_unroll); a
+  # count caps the steps per call (BENCHMARKS.md, "Convolutions in a loop on CPU").
   config.inference.steps_per_call = 0
   # Rows per inference call, images x restarts (images per sampling call): infer.py, evaluation.
   config.inference.batch_size = 256

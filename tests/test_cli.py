@@ -13,14 +13,25 @@ import pytest
 from a2i_jax.errors import InputError
 from a2i_jax.occlusions import OCCLUSION_NAMES
 import faults_lib
+import launcher
 from conftest import TRAIN_PY_STEPS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _run(*args, timeout=300):
+  """`python ARGS` as a user starts it: a new interpreter, in this environment (so train.py
+  and infer.py re-execute themselves with huge pages where the machine has them)."""
   return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
                         timeout=timeout, env=os.environ.copy())
+
+
+def _run_forked(*args, timeout=300):
+  """`python ARGS` forked by tests/launcher.py's server, in faults_lib's environment (no
+  huge pages): the same script, flags and messages, less 1.3-1.5 s of imports per run on the
+  2-core machine. `_run` keeps a new interpreter for one train.py and one infer.py start."""
+  return launcher.run([sys.executable, *args], cwd=ROOT, env=faults_lib.environment(),
+                      timeout=timeout)
 
 
 def test_unknown_config_key_fails(tmp_path):
@@ -43,9 +54,9 @@ def test_a_config_copied_out_of_configs_builds_the_same_config(tmp_path):
 
 
 def test_unprepared_dataset_is_one_plain_message(tmp_path):
-  r = _run("train.py", "--config=configs/lfw.py", f"--workdir={tmp_path}",
-           "--config.compilation_cache_dir=", f"--config.data.data_dir={tmp_path}/data",
-           "--config.data.download=False")
+  r = _run_forked("train.py", "--config=configs/lfw.py", f"--workdir={tmp_path}",
+                  "--config.compilation_cache_dir=", f"--config.data.data_dir={tmp_path}/data",
+                  "--config.data.download=False")
   assert r.returncode == 1
   assert "error: LFW: 4 source file(s) missing: lfw-funneled.tgz" in r.stderr
   assert f"Download these files into {tmp_path}/data/manual/lfw" in r.stderr
@@ -70,8 +81,9 @@ def test_train_then_sample(tmp_path, train_py_reference, capsys):
   shutil.copytree(train_py_reference, workdir)
   assert os.path.isdir(os.path.join(workdir, "checkpoints", str(TRAIN_PY_STEPS)))
   # Two modes in one call (one process start, one restore), into the default --out.
-  r = _run("infer.py", f"--workdir={workdir}", "--mode=sample,complete", "--num_images=3",
-           "--samples_per_attribute=3", "--steps=2", "--occlusion=eyes,block8")
+  r = _run_forked("infer.py", f"--workdir={workdir}", "--mode=sample,complete",
+                  "--num_images=3", "--samples_per_attribute=3", "--steps=2",
+                  "--occlusion=eyes,block8")
   assert r.returncode == 0, r.stderr[-3000:]
   default_out = os.path.join(workdir, "infer")
   assert os.path.exists(os.path.join(default_out, f"sample_step{TRAIN_PY_STEPS}.png"))
@@ -138,7 +150,7 @@ def test_infer_input_checks(tmp_path):
 def test_train_py_names_the_fix_for_a_command_line_mistake(args, message, tmp_path):
   """train.py's wiring of `config_lib.normalised_command_line`, `check_variant` and
   `explain_override_value` (each checked in process in tests/test_faults_train.py)."""
-  r = _run("train.py", f"--workdir={tmp_path}/w", *args, timeout=120)
+  r = _run_forked("train.py", f"--workdir={tmp_path}/w", *args, timeout=120)
   lines = [line for line in r.stderr.splitlines() if line.startswith("error:")]
   assert r.returncode == 1 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
   assert lines[0].startswith(message), lines[0]

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import dataset_fixtures as fx
-from a2i_jax import train_lib
+from a2i_jax import config_lib, train_lib
 from a2i_jax.data import face_masks, load_dataset
 from a2i_jax.errors import ConfigError, DataError, DatasetNotPreparedError, InputError
 from conftest import tiny_config
@@ -1814,7 +1814,11 @@ def test_tiny_training_run(name, request, tmp_path):
   # runs took a fifth more CPU time, most of it compiling the train step (2026-12-05).
   cfg = tiny_config("discvae" if name == "cub" else "cvae", "")
   cfg.data.name = name
-  cfg.data.download = False
+  # Only what this dataset reads: tiny_config's synthetic sizes, and `download` for a folder,
+  # are refused where they do nothing (`config_lib.check_set_keys_used`).
+  cfg.data.synthetic.update(config_lib.get_config("configs/synthetic.py").data.synthetic)
+  if name != "folder":
+    cfg.data.download = False
   cfg.data.masks = name == "cub"
   if name == "lfw":
     cfg.data.data_dir = request.getfixturevalue("lfw_root")

@@ -284,6 +284,33 @@ def test_attribute_priors_that_do_not_fit_are_refused(cvae, key):
           np.zeros(Y, np.float32), precision), key=key)
 
 
+def test_attributes_given_where_they_are_inferred_are_refused(cvae, key):
+  """Fault hunt: with options.infer_attributes on, reconstruct, complete and edit took the
+  attributes passed and ignored them (two reconstructions under other attributes were the
+  same, and edit's "edited_y" came from the inferred ones). Each use, and infer_latents, now
+  refuses them before anything runs, naming both ways out; without them the call goes on
+  (here to the next check, the missing prior)."""
+  inferring = inference.options_for(cvae, infer_attributes=True)
+  prior = inference.AttributePrior(np.zeros(Y, np.float32), np.eye(Y, dtype=np.float32))
+  calls = {
+      "reconstruct": lambda y, **k: inference.reconstruct(cvae, _images(), y, key=key, **k),
+      "complete": lambda y, **k: inference.complete(cvae, _images(), y, _eyes(), key=key, **k),
+      "edit": lambda y, **k: inference.edit(cvae, _images(), y, {0: 0.5}, key=key, **k),
+      "run_inference": lambda y, **k: inference.run_inference(cvae, _images(), y, key=key,
+                                                              **k),
+      "infer_latents": lambda y, **k: inference.infer_latents(
+          cvae, inputs.to_signed(_images()), y, key=key, **k)}
+  for use, call in calls.items():
+    with pytest.raises(InputError, match=(
+        f"^{use} was given attributes, but options.infer_attributes is on, which infers them "
+        r"jointly with z and would ignore those given; pass attributes=None to infer them, or "
+        r"options with infer_attributes=False \(inference.options_for\(trained, "
+        r"infer_attributes=False\)\) to use them.$")):
+      call(np.full((4, Y), -0.9, np.float32), options=inferring, attribute_prior=prior)
+    with pytest.raises(InputError, match="needs an attribute_prior"):  # None: no refusal.
+      call(None, options=inferring)
+
+
 def test_read_images_takes_no_files_or_one_path_plainly(tmp_path):
   """Review: `inputs.read_images([], S)` was NumPy's "need at least one array to stack"; one
   path given as a string was read character by character."""
@@ -620,9 +647,12 @@ def test_a_tuning_setting_that_diverges_on_some_images_says_so(cvae, key, monkey
   def reconstruct(trained, images, attrs, *, key, options):
     del trained, attrs, key
     out = np.full(images.shape, 0.5, np.float32)
+    start, energy = np.zeros(len(images), np.float32), np.zeros(len(images), np.float32)
     if options.learning_rate > 0.1:  # This setting's inference diverges on image 0.
-      out[0, 3, 4, 1] = np.nan
-    return {"reconstruction": out}
+      out[0, 3, 4, 1] = energy[0] = np.nan
+    # As the library's outputs: each image's "diverged" by its rule.
+    return {"reconstruction": out, "energy": energy, "start_energy": start,
+            "diverged": inference.posterior.diverged_images(energy, start)}
   monkeypatch.setattr(inference, "reconstruct", reconstruct)
   x, y = _images(3), _attrs(3)
   data = Dataset("synthetic", tuple(f"a{i}" for i in range(Y)), ("binary",) * Y,
@@ -1723,7 +1753,9 @@ def test_processes_that_pass_other_inputs_are_refused_before_the_batch_is_placed
     with pytest.raises(_Placed):
       call(x, k)
   with pytest.raises(ConfigError, match=r"process 1: the inputs of .*images=.* here, .* on "
-                     r"process 0; pass the same images, attributes, masks and key to "):
+                     r"process 0; pass the same images, attributes, masks, key and attribute "
+                     r"prior to .*: pass AttributePrior\.fit\(attributes\)\.of_process_0\(\), "
+                     r"called on every process\), or call it in one process\.$"):
     call(other, key)
   with pytest.raises(ConfigError, match=r"\bkey=\"[0-9a-f]+\" here"):
     call(_images(), jax.random.key(1))
@@ -1737,6 +1769,13 @@ def test_processes_that_pass_other_inputs_are_refused_before_the_batch_is_placed
        "run_inference": lambda: inference.run_inference(cvae, _images(), _attrs() + 1, key=key),
        "infer_latents": lambda: inference.infer_latents(cvae, signed(_images()), _attrs() + 1,
                                                         key=key)}[use]()
+  if use == "infer_attributes":  # And a prior that differs in its last bits (one fitted on
+    # each host): the advice names the library's way to share process 0's.
+    del sent[1:]
+    nudged = dataclasses.replace(prior, precision=np.nextafter(prior.precision, np.float32(2)))
+    with pytest.raises(ConfigError, match=r"\battribute_prior=\"[0-9a-f]+\" here.*"
+                       r"of_process_0\(\)"):
+      inference.infer_attributes(cvae, _images(), nudged, key=key)
   if use == "complete":  # And another mask.
     del sent[1:]
     with pytest.raises(ConfigError, match=r"\bobserved=\"[0-9a-f]+\" here"):

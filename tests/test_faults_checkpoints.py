@@ -9,7 +9,9 @@ import logging
 import os
 import re
 import shutil
+import signal
 import sys
+import threading
 import time
 import types
 
@@ -18,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from a2i_jax import checkpoints, files
+from a2i_jax import checkpoints, files, interrupts
 from a2i_jax.errors import CheckpointError, ConfigError, DataError, WorkdirError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -235,6 +237,53 @@ def test_a_step_pruned_while_the_folder_is_opened_is_not_said_damaged(two_steps,
       "workdir keeps only its newest checkpoints (config.max_checkpoints_to_keep). Run the "
       "same command again to read the newest one (a --step, or load_trained's step, must name "
       "one there now: [2]).")
+
+
+@pytest.mark.parametrize("when", ["during its check", "before its check"])
+def test_a_step_pruned_beside_a_damaged_one_is_not_named_damaged(two_steps, monkeypatch, when):
+  """Was: a step that a running train.py prunes as the folder that Orbax cannot open has its
+  checksums checked was named beside the really damaged one as failing them ("checkpoint(s)
+  2, 1 ... fail their checksums", a move for each), or, gone before its check, "no
+  checkpoint for step 1". Only the damaged one is named; where the pruned step was the only
+  one to fail, the folder is opened again."""
+  directory = two_steps.directory
+  two_steps.close()
+  one, two = os.path.join(directory, "1"), os.path.join(directory, "2")
+  digests = checkpoints._file_digests  # pylint: disable=protected-access
+
+  def pruned_meanwhile(folder):  # A removal file by file, or the whole folder.
+    if when == "during its check" and folder == one:
+      shutil.rmtree(os.path.join(one, "default"), ignore_errors=True)
+    elif when == "before its check" and folder == two:
+      shutil.rmtree(one, ignore_errors=True)
+    return digests(folder)
+  monkeypatch.setattr(checkpoints, "_file_digests", pruned_meanwhile)
+  kept = os.path.join(os.path.dirname(directory), "kept")
+  shutil.copytree(directory, kept)
+  with open(os.path.join(two, "_CHECKPOINT_METADATA"), "w", encoding="utf-8") as f:
+    f.write("[]")  # Damaged: Orbax refuses the folder.
+  with pytest.raises(CheckpointError) as info:
+    checkpoints.Checkpointer(os.path.dirname(directory), create=False)
+  message = str(info.value)
+  assert message.startswith(
+      f"checkpoint(s) 2 in {directory} fail their checksums (step 2: file "
+      "_CHECKPOINT_METADATA changed since it was saved), and Orbax cannot open "), message
+  assert f"move them away (mv {two} " in message and f"mv {one} " not in message
+  shutil.rmtree(directory)
+  shutil.copytree(kept, directory)
+  manager = checkpoints.ocp.CheckpointManager
+  opens = []
+
+  def fails_once(*args, **kwargs):  # Orbax's open failing for another cause, once.
+    opens.append(1)
+    if len(opens) == 1:
+      raise ValueError("cannot open")
+    return manager(*args, **kwargs)
+  monkeypatch.setattr(checkpoints.ocp, "CheckpointManager", fails_once)
+  ckpt = checkpoints.Checkpointer(os.path.dirname(directory), create=False)
+  assert len(opens) == 2  # Opened again, nothing named; step 1 half removed or gone.
+  assert ckpt.all_steps() == ([1, 2] if when == "during its check" else [2])
+  ckpt.close()
 
 
 def test_a_step_pruned_as_the_steps_left_are_listed_again_is_no_traceback(two_steps,
@@ -934,3 +983,77 @@ def test_a_step_linked_from_another_run_is_refused_before_training(tmp_path, mon
   reader = checkpoints.Checkpointer(str(other), create=False)
   np.testing.assert_array_equal(reader.restore(TARGET, 2)["w"], np.full(3, 2.0))
   reader.close()
+
+
+def _main_thread_in(code) -> bool:
+  """Whether the main thread runs `code` (a function's code object) or inside it."""
+  frames = sys._current_frames()  # pylint: disable=protected-access
+  frame = frames.get(threading.main_thread().ident)
+  while frame is not None:
+    if frame.f_code is code:
+      return True
+    frame = frame.f_back
+  return False
+
+
+def test_a_second_ctrl_c_during_a_save_keeps_the_save_whole(tmp_path, monkeypatch):
+  """Was (train.py on Python 3.11, a second Ctrl-C while step 4 was saved): exit 130 with
+  "resume from step 4", but step 4 was renamed by Orbax without its checksum file, and the
+  rerun moved it aside as corrupt and resumed from step 2. The interrupt cut short the join
+  of Orbax's save thread; on 3.11 the next join (close's) returned at once, so the wait took
+  the save for finished and the thread's checksum callback found no step to sum. Here the
+  Ctrl-Cs reach the main thread, through train.py's handlers, as it waits for the save: it
+  stops, the close waits for the save, and the step has its checksums (those of Orbax's
+  commit files too) and restores; the exit line names the step a new start resumes from,
+  also for a step whose checksum file is gone (was: named, though moved aside)."""
+  calls, closing = [], threading.Event()
+  original = checkpoints.Checkpointer._sum_finished_save  # pylint: disable=protected-access
+  stop = interrupts.StopRequest()
+
+  def slowed(self):  # Orbax's save thread, before it renames the step's folder.
+    calls.append(1)
+    if len(calls) == 2:  # Step 2's save: two Ctrl-Cs as the main thread waits for it.
+      deadline = time.monotonic() + 20
+      while (not _main_thread_in(checkpoints.Checkpointer.wait.__code__)
+             and time.monotonic() < deadline):
+        time.sleep(0.01)
+      signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # Stop, and save.
+      while not stop.requested and time.monotonic() < deadline:
+        time.sleep(0.01)
+      signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # Quit at once.
+      closing.wait(20)
+      time.sleep(0.3)  # The close's wait under way (was: over at once, on 3.11).
+    original(self)
+  monkeypatch.setattr(checkpoints.Checkpointer, "_sum_finished_save", slowed)
+  workdir = str(tmp_path)
+  ckpt = checkpoints.Checkpointer(workdir, max_to_keep=None)
+  ckpt.save(1, {"w": jnp.ones(3)})
+  ckpt.save(2, {"w": jnp.full(3, 2.0)})
+  with pytest.raises(KeyboardInterrupt):
+    with stop:  # As train_lib's loop: the checkpointer closed as the interrupt goes by.
+      try:
+        ckpt.wait()
+      finally:
+        closing.set()
+        ckpt.close()
+  deadline = time.monotonic() + 20  # Orbax's thread gone on (was: after the close).
+  temporary = checkpoints._TMP_MARK  # pylint: disable=protected-access
+  while any(temporary in n for n in os.listdir(ckpt.directory)):
+    assert time.monotonic() < deadline
+    time.sleep(0.05)
+  folder = os.path.join(ckpt.directory, "2")
+  sums = files.read_digests(os.path.join(folder, checkpoints.CHECKSUM_FILE))
+  assert sums is not None, os.listdir(folder)  # Was: None, the file missing.
+  assert "_CHECKPOINT_METADATA" in sums  # Written after Orbax's commit: the close waited.
+  reader = checkpoints.Checkpointer(workdir, create=False)
+  assert reader.newest_intact_step(quiet=True) == 2  # What a new start resumes from.
+  np.testing.assert_array_equal(reader.restore(TARGET)["w"], np.full(3, 2.0))
+  reader.close()
+  assert checkpoints.newest_saved_step(workdir) == 2
+  assert "resume from step 2," in interrupts.interrupted_words(
+      checkpoints.newest_saved_step(workdir), 10)
+  os.remove(os.path.join(folder, checkpoints.CHECKSUM_FILE))  # A save that never got them.
+  reader = checkpoints.Checkpointer(workdir, create=False)
+  assert reader.newest_intact_step(quiet=True) == 1  # Step 2 is corrupt: moved aside.
+  reader.close()
+  assert checkpoints.newest_saved_step(workdir) == 1  # Was: 2.

@@ -143,9 +143,9 @@ def test_tuning_counts_inference_without_a_finite_energy_as_diverged(monkeypatch
   finite = np.full((3, S, S, 3), 0.5, np.float32)
   energy = np.array([1.0, np.inf, 1.0], np.float32)
   monkeypatch.setattr(evaluation.inference, "reconstruct", lambda *a, **k: {
-      "reconstruction": finite, "energy": energy})
+      "reconstruction": finite, "energy": energy, "diverged": ~np.isfinite(energy)})
   monkeypatch.setattr(evaluation.inference, "complete", lambda *a, **k: {
-      "completion": finite, "energy": energy})
+      "completion": finite, "energy": energy, "diverged": ~np.isfinite(energy)})
   row, = evaluation.tune_inference(trained, _data(), grid=[{}], occlusion_names=["lower_half"],
                                    key=jax.random.key(0), options=_options(trained))
   for column in (evaluation.RECON_FULL, "lower_half"):

@@ -340,6 +340,8 @@ def test_no_home_folder_for_the_data_folders_is_one_line(tmp_path, monkeypatch):
   from a2i_jax.data.base import DataError  # pylint: disable=import-outside-toplevel
   monkeypatch.setattr(pwd, "getpwuid", lambda uid: (_ for _ in ()).throw(KeyError(uid)))
   monkeypatch.delenv("HOME", raising=False)
+  # Where set, the cache's default is under it and needs no home (`data.cache_folder`).
+  monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
   monkeypatch.chdir(tmp_path)
   config = config_lib.get_config(os.path.join(os.path.dirname(__file__), os.pardir, "configs",
                                               "lfw.py"))
@@ -366,10 +368,19 @@ def test_names_the_locale_cannot_write_get_file_names_and_a_workdir_is_refused(t
   import infer  # pylint: disable=import-outside-toplevel
   from a2i_jax.errors import InputError  # pylint: disable=import-outside-toplevel
   names = ("smile", "\u5e3d\u5b50", "\u5e3d\u5b50x")  # Apart from other tests' (a cache).
+  from a2i_jax.data import folder  # pylint: disable=import-outside-toplevel
   with monkeypatch.context() as m:
     _latin1(m)
     parts = infer._file_parts(names, 200)  # pylint: disable=protected-access
     edit = infer._file_part("smile", names, "edit_", ".json")  # pylint: disable=W0212
+    # One helper makes both kinds of names (`files.fitted_name`): infer.py's keep what the
+    # locale writes, a folder dataset's prepared copy what its UTF-8 writer names the same.
+    ours = files.fitted_name("caf\u00e9\u5e3d", 200)
+    copy = folder._prepared_name("caf\u00e9\u5e3d", "0123456789ab")  # pylint: disable=W0212
+  assert ours == "caf\u00e9_" and copy == "caf__-0123456789ab"
+  # Cut between characters, by bytes: 1 + 3 for "a" and a CJK one in UTF-8.
+  assert [files.fitted_name("a\u5e3db", n) for n in (0, 3, 4, 5, 9)] == [
+      "", "a", "a\u5e3d", "a\u5e3db", "a\u5e3db"]
   assert parts["smile"] == "smile" and edit == "smile"
   assert parts[names[1]].startswith("__~") and parts[names[2]].startswith("__x~")
   assert len(set(parts.values())) == 3 and all(len(p) <= 200 for p in parts.values())

@@ -12,6 +12,7 @@ with status 1). The image reader is also driven in-process over every PIL mode (
 
 import base64
 import dataclasses
+import inspect
 import io
 import json
 import os
@@ -146,6 +147,15 @@ def _refused(r, *needles):
 
 def _no_files(path):
   return not os.path.exists(path) or not any(files for _, _, files in os.walk(path))
+
+
+def _inferred(energy, **fields):
+  """A stand-in's outputs as the library's inference gives them: `fields`, the final `energy`
+  [N], a start at that energy, and the "diverged" [N] of the library's rule
+  (`posterior.diverged_images`: here the images whose energy is not finite)."""
+  energy = np.asarray(energy, np.float32)
+  return {**fields, "energy": energy, "start_energy": energy,
+          "diverged": inference.posterior.diverged_images(energy, energy)}
 
 
 def _png(path, array):
@@ -586,8 +596,8 @@ def test_images_whose_inference_diverged_are_named_not_scored(trained, tmp_path,
   def result(images, *args, **kwargs):
     n = len(images)
     grey = np.full((n, 32, 32, 3), 0.5, np.float32)
-    return {"reconstruction": grey, "completion": grey, "edited": grey, "energy": energy[:n],
-            "y": np.zeros((n, 10), np.float32)}
+    return _inferred(energy[:n], reconstruction=grey, completion=grey, edited=grey,
+                     y=np.zeros((n, 10), np.float32))
   for name in ("reconstruct", "complete", "edit", "infer_attributes"):
     monkeypatch.setattr(infer.inference, name, lambda trained, images, *a, **k: result(images))
   out = tmp_path / "out"
@@ -607,18 +617,21 @@ def test_images_whose_inference_diverged_are_named_not_scored(trained, tmp_path,
 
 
 def test_each_modes_json_records_the_seed_and_inference_settings(trained, tmp_path,
-                                                                  monkeypatch):
+                                                                  monkeypatch, caplog):
   """Was: reconstruct.json, edit_<attribute>.json and infer_attributes.json recorded neither
   --seed nor --restarts (complete.json only the steps), so the files of two calls with other
-  flags could not be told apart (review finding). The library's results are stubbed."""
+  flags could not be told apart (review finding). And was: they recorded a --seed that drew
+  nothing (one restart from the encoder, occlusions of fixed boxes: every --seed gave the
+  same bytes; fault hunt); that is "seed": null, and a --seed typed for it a warning. The
+  library's results are stubbed."""
   import infer  # pylint: disable=import-outside-toplevel
   seen = []
 
   def result(images, options):
     seen.append(options)
     grey = np.full((len(images), 32, 32, 3), 0.5, np.float32)
-    return {"reconstruction": grey, "completion": grey, "edited": grey,
-            "energy": np.ones(len(images), np.float32), "y": np.zeros((len(images), 10))}
+    return _inferred(np.ones(len(images)), reconstruction=grey, completion=grey, edited=grey,
+                     y=np.zeros((len(images), 10)))
   for name in ("reconstruct", "complete", "edit", "infer_attributes"):
     monkeypatch.setattr(infer.inference, name,
                         lambda trained, images, *a, options, **k: result(images, options))
@@ -635,6 +648,51 @@ def test_each_modes_json_records_the_seed_and_inference_settings(trained, tmp_pa
     # inference on where `inference.infer_attributes` turns it on (was recorded as off).
     ran = dataclasses.replace(seen[-1], infer_attributes=name == "infer_attributes.json")
     assert made["inference"] == dataclasses.asdict(ran), name
+  idle = lambda: [r.getMessage() for r in caplog.records if "changes nothing" in r.getMessage()]
+  assert not idle()  # Restarts past the first start from noise of --seed.
+  infer.run_modes(_options(f"--workdir={trained}", f"--out={out}", "--num_images=2",
+                           "--mode=reconstruct,complete,edit,infer_attributes",
+                           "--occlusion=eyes", "--attribute=smile", "--steps=3", "--seed=5"))
+  for name in ("reconstruct.json", "complete.json", "edit_smile.json", "infer_attributes.json"):
+    made = json.loads((out / name).read_text())
+    assert made["seed"] is None and made["inference"]["restarts"] == 1, name
+  assert idle() == [
+      "--seed=5 changes nothing in --mode=reconstruct,complete,edit,infer_attributes: it draws "
+      "no noise (one restart of inference, from the encoder's answer or from zeros as "
+      "inference.init says; no random occlusion), so every --seed gives the same results, and "
+      "the JSON records \"seed\": null; drop --seed, or pass --restarts=N (N > 1), whose "
+      "restarts past the first start from noise drawn from it"]
+
+
+def test_the_seed_counts_where_it_draws_something(trained):
+  """What --seed draws in each mode (`infer._seed_draws`, whose answer decides a JSON's
+  "seed" and the warning above): the prior latents of sample, progression, swap and
+  evaluate's attribute fidelity; random occlusions; inference starts past the first restart,
+  or from the prior. From the run's config alone: nothing is restored."""
+  import copy  # pylint: disable=import-outside-toplevel
+  import infer  # pylint: disable=import-outside-toplevel
+  from a2i_jax import occlusions  # pylint: disable=import-outside-toplevel
+  config = infer._run_config(trained)  # pylint: disable=protected-access
+  prior = copy.deepcopy(config)
+  prior.inference.init = "prior"
+
+  def draws(mode, *flags, run=config):
+    opts = _options(f"--workdir={trained}", f"--mode={mode}", *flags)
+    return infer._seed_draws(opts, mode, run)  # pylint: disable=protected-access
+  for mode in ("sample", "progression", "swap"):
+    assert draws(mode), mode
+  for mode in ("reconstruct", "edit", "infer_attributes"):
+    assert not draws(mode) and draws(mode, "--restarts=2") and draws(mode, run=prior), mode
+  assert not draws("complete", "--occlusion=eyes,lower_half")
+  assert draws("complete", "--occlusion=eyes,block8") and draws("complete")  # All: random too.
+  assert not draws("tune", "--occlusion=lower_half") and draws("tune")  # Its random_rect.
+  assert draws("evaluate", "--occlusion=none")  # The attribute fidelity's samples.
+  assert not draws("evaluate", "--occlusion=eyes", "--noattribute_fidelity")
+  assert draws("evaluate", "--occlusion=eyes", "--noattribute_fidelity", "--restarts=3")
+  # The occlusions counted as random are those whose masks change with the seed.
+  for name in occlusions.occlusions_for("synthetic", 32):
+    a, b = (occlusions.make_mask(name, 32, 4, seed=seed, dataset="synthetic") for seed in (0, 1))
+    assert (name in occlusions.GENERIC_OCCLUSIONS) != np.array_equal(a, b), name
 
 
 def test_progression_and_swap_record_what_made_their_images(trained, tiny_run, tmp_path,
@@ -1190,11 +1248,11 @@ def test_complete_infers_attributes_from_the_observed_pixels_only(monkeypatch, t
 
   def infer_attributes(trained, x, prior, observed=None, **kwargs):
     calls.append(observed)
-    return {"y": np.full((2, 10), len(calls), np.float32), "energy": np.zeros(2)}
+    return _inferred(np.zeros(2), y=np.full((2, 10), len(calls), np.float32))
 
   def complete(trained, x, attrs, observed, **kwargs):
     assert observed is calls[-1] and (attrs == len(calls)).all()  # That occlusion's own y.
-    return {"completion": np.zeros((2, 32, 32, 3), np.float32), "energy": np.zeros(2)}
+    return _inferred(np.zeros(2), completion=np.zeros((2, 32, 32, 3), np.float32))
   monkeypatch.setattr(infer.inference, "infer_attributes", infer_attributes)
   monkeypatch.setattr(infer.inference, "complete", complete)
   run = object.__new__(infer._Run)
@@ -1226,15 +1284,14 @@ def test_input_images_whose_attribute_inference_diverged_are_named(monkeypatch, 
   were scored like any other's). The mode runs on with the prior's mean for that image, and
   names it as diverged. The library is stubbed."""
   import infer  # pylint: disable=import-outside-toplevel
-  monkeypatch.setattr(infer.inference, "infer_attributes", lambda *a, **k: {
-      "y": np.array([[0.5] * 10, [np.nan] * 10], np.float32),
-      "energy": np.array([1.0, np.inf], np.float32)})
+  monkeypatch.setattr(infer.inference, "infer_attributes", lambda *a, **k: _inferred(
+      [1.0, np.inf], y=np.array([[0.5] * 10, [np.nan] * 10], np.float32)))
 
   def result(trained, images, attrs, *args, **kwargs):
     if not np.isfinite(attrs).all():  # As the library refuses them (`check_attributes`).
       raise InputError("attributes contain NaN or infinity.")
     grey = np.full((2, 32, 32, 3), 0.5, np.float32)
-    return {"reconstruction": grey, "completion": grey, "edited": grey, "energy": np.zeros(2)}
+    return _inferred(np.zeros(2), reconstruction=grey, completion=grey, edited=grey)
   for name in ("reconstruct", "complete", "edit"):
     monkeypatch.setattr(infer.inference, name, result)
   monkeypatch.setattr(infer.inference, "options_for", lambda *a, **k: None)
@@ -1280,11 +1337,16 @@ def _evaluate_options(workdirs, out, step=None):
 
 
 def test_evaluate_builds_evaluates_and_lets_go_of_one_run_at_a_time(trained, tmp_path,
-                                                                     monkeypatch):
-  """Was: every run, its dataset included, built before the first was evaluated."""
+                                                                     monkeypatch, caplog):
+  """Was: every run, its dataset included, built before the first was evaluated. And was:
+  runs of other inference settings (here init) side by side in evaluation.md without a word
+  (fault hunt): a warning and a note under the table name each run's."""
   import infer  # pylint: disable=import-outside-toplevel
   again = str(tmp_path / "again")
   shutil.copytree(trained, again)
+  config = json.loads((tmp_path / "again" / "config.json").read_text())
+  config["inference"].update(init="zeros", steps_per_call=1)  # How the steps run: no note.
+  (tmp_path / "again" / "config.json").write_text(json.dumps(config))
   built, evaluated = [], []
 
   class Run(infer._Run):  # pylint: disable=protected-access
@@ -1298,13 +1360,26 @@ def test_evaluate_builds_evaluates_and_lets_go_of_one_run_at_a_time(trained, tmp
     evaluated.append(len(built) // 2)
     inference.decode(trained, inference.prior_latents(trained, 1, jax.random.key(0)),
                      np.zeros((1, 10)))  # Caches a jitted function on the model.
-    return {"model": "", "step": trained.step, "num_examples": 2, "rows": {"optimisation": {}}}
+    return {"model": "", "step": trained.step, "num_examples": 2,
+            "options": dataclasses.asdict(kwargs["options"]), "rows": {"optimisation": {}}}
   monkeypatch.setattr(infer, "_Run", Run)
   monkeypatch.setattr(infer.evaluation, "evaluate_model", evaluate_model)
   infer.evaluate(_evaluate_options([trained, again], str(tmp_path / "out")), [])
   assert evaluated == [1, 2]  # Each run evaluated once built, before the next.
-  results = json.loads((tmp_path / "out" / "evaluation.json").read_text())["results"]
-  assert [r["model"] for r in results] == ["cvae (w)", "cvae (again)", "mean training image"]
+  made = json.loads((tmp_path / "out" / "evaluation.json").read_text())
+  assert [r["model"] for r in made["results"]] == ["cvae (w)", "cvae (again)",
+                                                   "mean training image"]
+  assert [r["options"]["init"] for r in made["results"][:2]] == ["encoder", "zeros"]
+  # One restart from the encoder or zeros, no fidelity, no occlusion: nothing was drawn.
+  assert made["seed"] is None
+  note = ("\nThe runs' inference settings differ (each run's config.inference; every setting "
+          "is in the JSON's \"options\"); their optimisation rows and attribute inference "
+          "ran with:\n\n- cvae (w): init=encoder\n- cvae (again): init=zeros\n")
+  assert (tmp_path / "out" / "evaluation.md").read_text().endswith(note)
+  assert [r.getMessage() for r in caplog.records if "settings differ" in r.getMessage()] == [
+      "the runs' inference settings differ (cvae (w): init=encoder; cvae (again): init=zeros), "
+      "so their optimisation rows compare those settings too, as a note in evaluation.md says; "
+      "--steps and --restarts set those two alike for every run"]
 
 
 def test_evaluate_compares_the_runs_loaded_examples_before_evaluating_any(trained, tmp_path,
@@ -1901,6 +1976,92 @@ def test_a_ctrl_c_held_during_the_move_still_lists_what_was_written(monkeypatch,
   assert capsys.readouterr().out == f"wrote {out / 'sample_step9.png'}\n"
 
 
+def test_a_stop_in_the_clean_up_after_the_move_leaves_no_folder(monkeypatch, tmp_path, caplog,
+                                                               ctrl_c_raises):
+  """Fault hunt: a Ctrl-C in the clean-up after a mode's files were moved in (the staging
+  folder's removal) stopped it and left the folder, its owner file and the replaced set in
+  it; every later call kept it and warned that its move had not finished (false: the files
+  were only the set the new one replaced). The Ctrl-C now waits for the clean-up; and the
+  folder as a kill during the removal leaves it (no clean-up runs) is taken by the next call
+  without a warning."""
+  import logging  # pylint: disable=import-outside-toplevel
+  import infer  # pylint: disable=import-outside-toplevel
+  out = tmp_path / "out"
+  out.mkdir()
+  for name in ("sample.json", "sample_step9.png"):
+    (out / name).write_text("old")
+  real, stages, left = shutil.rmtree, [], tmp_path / "left"
+
+  def rmtree(path, *args, **kwargs):  # The removal of the folder, or of a folder in it.
+    if len(stages) == 1:
+      stages.append(shutil.copytree(stages[0], left))  # What a kill at this point leaves.
+      os.kill(os.getpid(), signal.SIGINT)
+    return real(path, *args, **kwargs)
+  monkeypatch.setattr(infer.shutil, "rmtree", rmtree)
+  done = []
+  with pytest.raises(KeyboardInterrupt):  # After the clean-up, not in it.
+    with infer._staged(str(out), "sample", done, ()) as stage:  # pylint: disable=W0212
+      stages.append(stage)
+      for name in ("sample.json", "sample_step9.png"):
+        (pathlib.Path(stage) / name).write_text("new")
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+  assert done == ["sample"] and left.exists()
+  assert {n: (out / n).read_text() for n in os.listdir(out)} == {
+      "sample.json": "new", "sample_step9.png": "new"}  # No folder left beside them.
+  os.rename(left, stages[0])  # Its owner file unlocked: a dead process's.
+  with caplog.at_level(logging.WARNING, logger="absl"):
+    removed = infer._remove_dead_stages(str(out))  # pylint: disable=protected-access
+  assert removed == [os.path.basename(stages[0])] and not caplog.records, caplog.text
+  assert sorted(os.listdir(out)) == ["sample.json", "sample_step9.png"]
+
+
+def test_a_stop_after_a_mode_has_finished_names_the_modes_left(tmp_path):
+  """Fault hunt: a Ctrl-C after --mode=reconstruct had finished (in its clean-up) said "run
+  the command again", without the --mode= list for the modes that never started, and the
+  same where every mode had finished: nothing was left to run."""
+  import infer  # pylint: disable=import-outside-toplevel
+  out = str(tmp_path / "out")
+  modes = ["reconstruct", "complete", "sample"]
+  opts = _options(f"--workdir={tmp_path}", f"--out={out}", f"--mode={','.join(modes)}",
+                  "--occlusion=eyes")
+  line = infer._interrupted(out, ["reconstruct"], "reconstruct", "interrupted", modes, opts)
+  assert line == (f"interrupted after --mode=reconstruct had finished; finished and written "
+                  f"to {out}: reconstruct; for the rest, run the command again with "
+                  "--mode=complete,sample.")
+  line = infer._interrupted(out, ["reconstruct", "complete"], "complete", "interrupted",
+                            modes, opts)
+  assert line.endswith("with --mode=sample, without --occlusion."), line  # Only complete's.
+  line = infer._interrupted(out, modes, "sample", "stopped by SIGTERM", modes, opts)
+  assert line == (f"stopped by SIGTERM after every mode had finished; finished and written to "
+                  f"{out}: reconstruct, complete, sample; nothing is left to run.")
+
+
+def test_a_stop_once_every_mode_has_finished_says_so(monkeypatch, tmp_path, capsys,
+                                                     entry_handlers):
+  """Fault hunt: a SIGTERM after `run_modes` had returned (every file written; here while
+  infer.py waits for its peers) said "nothing was written". It still exits with 143."""
+  import logging  # pylint: disable=import-outside-toplevel
+  import infer  # pylint: disable=import-outside-toplevel
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(infer, "run_modes", lambda opts: None)
+  monkeypatch.setattr(infer.distributed, "finish",
+                      lambda: os.kill(os.getpid(), signal.SIGTERM))
+  monkeypatch.setattr(infer.perf, "set_recommended_xla_flags", lambda: None)
+  monkeypatch.setattr(infer.logging, "set_verbosity", lambda level: None)
+  monkeypatch.setattr(infer.checkpoints, "quiet_orbax", lambda handler: None)
+  jax_level = logging.getLogger("jax").level
+  flags.FLAGS(["infer.py", f"--workdir={tmp_path}"])
+  try:
+    with pytest.raises(SystemExit) as e:
+      infer.main(["infer.py"])
+  finally:
+    flags.FLAGS.unparse_flags()
+    logging.getLogger("jax").setLevel(jax_level)
+  assert e.value.code == 143
+  assert capsys.readouterr().err == (
+      "stopped by SIGTERM after every mode had finished; nothing is left to run.\n")
+
+
 def test_a_kill_at_any_point_of_the_move_leaves_no_mix_of_two_calls(tmp_path, monkeypatch):
   """Was (review): a mode's files moved in one by one, images first, each over its old one;
   a SIGKILL (the out-of-memory killer, a scheduler's hard kill: past Ctrl-C's reach) after
@@ -2136,8 +2297,9 @@ def test_an_interrupt_a_library_swallowed_still_stops_infer(trained, tmp_path, m
     assert str(e.value).startswith("interrupted during --mode=sample; "), str(e.value)
     assert not out.exists()
   else:
-    assert str(e.value).startswith(f"stopped by SIGTERM; finished and written to {out}: "
-                                   "sample; "), str(e.value)
+    assert str(e.value) == (f"stopped by SIGTERM after --mode=sample had finished; finished "
+                            f"and written to {out}: sample; for the rest, run the command "
+                            "again with --mode=complete."), str(e.value)  # Was: no list.
   assert interrupts.interrupt_in(ValueError("a later error")) is None
 
 
@@ -2210,8 +2372,9 @@ def test_evaluate_refuses_nan_completions_and_inferred_attributes(monkeypatch):
   nan[2] = np.nan
   seen = []
   monkeypatch.setattr(evaluation.inference, "reconstruct", lambda *a, options, **k: (
-      seen.append(options) or {"reconstruction": images}))
-  monkeypatch.setattr(evaluation.inference, "complete", lambda *a, **k: {"completion": nan})
+      seen.append(options) or _inferred(np.zeros(4), reconstruction=images)))
+  monkeypatch.setattr(evaluation.inference, "complete", lambda *a, **k: _inferred(
+      np.zeros(4), completion=nan))
   options = inference.InferenceOptions.from_config(
       config_lib.reference_config().inference, steps=3, init="zeros", infer_attributes=False)
   with pytest.raises(InputError, match=r"the model of step 7 completes 1 of 4 test images as "
@@ -2220,12 +2383,13 @@ def test_evaluate_refuses_nan_completions_and_inferred_attributes(monkeypatch):
     evaluation.evaluate_model(trained, data, occlusion_names=["left_half"],
                               key=jax.random.key(0), options=options)
   # Finite pixels, but no restart ended with a finite energy: the output means nothing.
-  monkeypatch.setattr(evaluation.inference, "complete", lambda *a, **k: {
-      "completion": images, "energy": np.array([0.0, np.inf, 0.0, 0.0], np.float32)})
+  monkeypatch.setattr(evaluation.inference, "complete", lambda *a, **k: _inferred(
+      [0.0, np.inf, 0.0, 0.0], completion=images))
   with pytest.raises(InputError, match=r"completes 1 of 4 test images as NaN or infinity"):
     evaluation.evaluate_model(trained, data, occlusion_names=["left_half"],
                               key=jax.random.key(0), options=options)
-  monkeypatch.setattr(evaluation.inference, "complete", lambda *a, **k: {"completion": images})
+  monkeypatch.setattr(evaluation.inference, "complete", lambda *a, **k: _inferred(
+      np.zeros(4), completion=images))
   evaluation.evaluate_model(trained, data, occlusion_names=["left_half"],
                             key=jax.random.key(0), options=options)
   assert [(o.steps, o.init) for o in seen][-2:] == [(3, "zeros"), (0, "encoder")]
@@ -2238,7 +2402,7 @@ def test_evaluate_refuses_nan_completions_and_inferred_attributes(monkeypatch):
       "spearman": 1.0, "mean_by_step": [], "swept_values": []})
   y = np.zeros((4, 1), np.float32)
   y[1] = np.nan
-  for out in ({"y": y}, {"y": np.zeros_like(y), "energy": np.array([0, 0, np.inf, 0])}):
+  for out in (_inferred(np.zeros(4), y=y), _inferred([0, 0, np.inf, 0], y=np.zeros_like(y))):
     monkeypatch.setattr(evaluation.inference, "infer_attributes", lambda *a, o=out, **k: o)
     with pytest.raises(InputError, match=r"infers the attributes of 1 of 4 test images as NaN "
                        r"or infinity \(attribute inference\): posterior inference diverged"):
@@ -2510,8 +2674,9 @@ def test_tune_and_evaluate_record_the_seed_their_numbers_come_from(trained, tmp_
   monkeypatch.setattr(attribute_predictor, "load_or_train", lambda *args, **kwargs: None)
   monkeypatch.setattr(infer.evaluation, "attribute_report", report)
   out = tmp_path / "out"
+  # Two restarts: their starts are drawn from --seed (with one, "seed" is null).
   flags = (f"--workdir={trained}", f"--out={out}", "--seed=5", "--occlusion=none",
-           "--num_examples=2")
+           "--num_examples=2", "--restarts=2")
   seed = lambda name: json.loads((out / name).read_text())["seed"]
   with pytest.raises(KeyboardInterrupt):  # Stopped in its third setting.
     infer.run_modes(_options(*flags, "--mode=tune"))
@@ -2947,13 +3112,11 @@ def test_input_images_record_the_attributes_inferred_for_them(trained, tmp_path,
 
   def infer_attributes(trained, images, prior, observed=None, *, key, options):
     asked.append(options)
-    return {"y": np.tile(np.linspace(0, 0.9, 10, dtype=np.float32), (2, 1)),
-            "energy": np.array([1.0, np.inf], np.float32)}
+    return _inferred([1.0, np.inf], y=np.tile(np.linspace(0, 0.9, 10, dtype=np.float32), (2, 1)))
 
   def result(trained, images, *args, **kwargs):
     grey = np.full((len(images), 32, 32, 3), 0.5, np.float32)
-    return {"reconstruction": grey, "completion": grey, "edited": grey,
-            "energy": np.ones(len(images), np.float32)}
+    return _inferred(np.ones(len(images)), reconstruction=grey, completion=grey, edited=grey)
   monkeypatch.setattr(infer.inference, "infer_attributes", infer_attributes)
   for name in ("reconstruct", "complete", "edit"):
     monkeypatch.setattr(infer.inference, name, result)
@@ -2990,20 +3153,15 @@ def test_input_images_record_the_attributes_inferred_for_them(trained, tmp_path,
 
 
 def _stub_inference(monkeypatch):
-  """reconstruct, complete, edit and sample's inference stubbed: grey images, none diverged
-  (with the "energy" older versions read)."""
+  """reconstruct, complete, edit and sample's inference stubbed: grey images, none diverged."""
   grey = lambda images: np.full(np.shape(images), 0.5, np.float32)
-  done = lambda images: np.zeros(len(images), bool)
   energy = lambda images: np.zeros(len(images), np.float32)
-  monkeypatch.setattr(inference, "reconstruct", lambda trained, images, *args, **kwargs: {
-      "reconstruction": grey(images), "diverged": done(images),
-      "energy": energy(images)})
-  monkeypatch.setattr(inference, "complete", lambda trained, images, *args, **kwargs: {
-      "completion": grey(images), "diverged": done(images),
-      "energy": energy(images)})
-  monkeypatch.setattr(inference, "edit", lambda trained, images, *args, **kwargs: {
-      "reconstruction": grey(images), "edited": grey(images), "diverged": done(images),
-      "energy": energy(images)})
+  monkeypatch.setattr(inference, "reconstruct", lambda trained, images, *args, **kwargs:
+                      _inferred(energy(images), reconstruction=grey(images)))
+  monkeypatch.setattr(inference, "complete", lambda trained, images, *args, **kwargs:
+                      _inferred(energy(images), completion=grey(images)))
+  monkeypatch.setattr(inference, "edit", lambda trained, images, *args, **kwargs: _inferred(
+      energy(images), reconstruction=grey(images), edited=grey(images)))
   monkeypatch.setattr(inference, "sample", lambda trained, attributes, key: {
       "image": np.full((len(attributes),) + (trained.config.model.image_size,) * 2 + (3,),
                        0.5, np.float32)})
@@ -3020,8 +3178,7 @@ def test_an_image_whose_inference_diverged_to_nan_is_drawn_grey(trained, tmp_pat
   def reconstruct(trained, images, *args, **kwargs):
     out = np.full(np.shape(images), 0.5, np.float32)
     out[1] = np.nan
-    return {"reconstruction": out, "diverged": np.arange(len(images)) == 1,
-            "energy": np.where(np.arange(len(images)) == 1, np.nan, 0.0)}
+    return _inferred(np.where(np.arange(len(images)) == 1, np.nan, 0.0), reconstruction=out)
   monkeypatch.setattr(inference, "reconstruct", reconstruct)
   out = tmp_path / "out"
   infer.run_modes(_options(f"--workdir={trained}", f"--out={out}", "--steps=1",
@@ -3146,13 +3303,14 @@ def test_every_process_takes_the_attribute_prior_process_0_fitted(monkeypatch):
   """Each process fits the prior from the same attributes, but a matrix inverse may differ in
   its last bits between hosts of other CPUs, and the inputs of inference are compared bit for
   bit across processes: such a call stopped, advising to pass the same prior (review). Now
-  every process takes process 0's, sent as its bytes."""
+  every process takes process 0's, sent as its bytes: infer.py through the library's
+  `AttributePrior.of_process_0`, which a notebook can call too."""
   import infer  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(0)
   mine = inference.AttributePrior.fit(rng.normal(size=(50, 3)))
   theirs = inference.AttributePrior(mine.mean + np.float32(1e-7),
                                     np.nextafter(mine.precision, np.float32(np.inf)))
-  assert infer._prior_of_process_0(mine) is mine  # pylint: disable=protected-access  # Alone.
+  assert mine.of_process_0() is mine  # Alone.
   sent = []
 
   def of_process_0(name, value):
@@ -3160,8 +3318,17 @@ def test_every_process_takes_the_attribute_prior_process_0_fitted(monkeypatch):
     return base64.b64encode(theirs.mean.tobytes() + theirs.precision.tobytes()).decode()
   monkeypatch.setattr(infer.distributed, "process_count", lambda: 2)
   monkeypatch.setattr(infer.distributed, "value_of_process_0", of_process_0)
-  got = infer._prior_of_process_0(mine)  # pylint: disable=protected-access
+  got = mine.of_process_0()
   np.testing.assert_array_equal(got.mean, theirs.mean)
   np.testing.assert_array_equal(got.precision, theirs.precision)
   assert got.mean.dtype == got.precision.dtype == np.float32
   assert base64.b64decode(sent[0]) == mine.mean.tobytes() + mine.precision.tobytes()
+  # A prior of another attribute count on process 0: one line, not NumPy's reshape error.
+  theirs = inference.AttributePrior.fit(rng.normal(size=(50, 2)))
+  with pytest.raises(InputError, match=r"process 0's attribute prior has 6 numbers, this "
+                     r"process's 12 \(3 attributes\); fit it from the same attributes"):
+    mine.of_process_0()
+  # infer.py shares the prior it fits (its own copy of this was `_prior_of_process_0`).
+  assert not hasattr(infer, "_prior_of_process_0")
+  run_init = infer._Run.__init__  # pylint: disable=protected-access
+  assert ".of_process_0()" in inspect.getsource(run_init)

@@ -546,7 +546,10 @@ def test_a_reused_predictor_trained_under_other_convolution_kernels_is_said(
   choice, `perf.recommended_cpu_flags`, differs between hosts and runs) without a word, and
   the same command gave another fidelity table (fault hunt). Now "trained_with" records the
   kernels and jaxlib, and a reuse under others says so, with the XLA_FLAGS that pins them;
-  a meta.json saved before (no "trained_with") loads and is reused as before."""
+  a meta.json saved before (no "trained_with") loads and is reused as before. A record is
+  data, compared by its fields (review: words, compared as text and parsed back for the
+  flag); the words earlier versions saved are read as the record they name, and words that
+  name none are said as unknown, never as other kernels."""
   settings = {"steps": 1, "batch_size": 2, "learning_rate": 1e-3, "width": 2}
 
   def train(dataset, _settings, seed, _split, _extra, taken):
@@ -554,36 +557,60 @@ def test_a_reused_predictor_trained_under_other_convolution_kernels_is_said(
         predictor.meta, dataset=dataset.name, **taken, seed=seed))
   monkeypatch.setattr(storage, "_train", train)
   monkeypatch.setattr(perf, "convolution_kernels", lambda: "xla")
-  monkeypatch.setattr(perf, "jaxlib_version", lambda: "jaxlib 9.9")
+  monkeypatch.setattr(perf.jax, "default_backend", lambda: "cpu")
+  monkeypatch.setattr(perf, "_jaxlib_release", lambda: "9.9")
   workdir = str(tmp_path)
   first = ap.load_or_train(settings, _dataset(), workdir)
   path = os.path.join(storage.predictor_dir(workdir), "meta.json")
   meta = json.load(open(path))
-  assert meta["trained_with"] == "XLA's own convolution kernels, jaxlib 9.9"
+  assert meta["trained_with"] == {"kernels": "xla", "backend": "cpu", "jaxlib": "9.9"}
   monkeypatch.setattr(storage, "_train", lambda *a: pytest.fail("trained again"))
-  caplog.clear()
-  assert ap.load_or_train(settings, _dataset(), workdir).meta == first.meta
-  assert "was trained" not in caplog.text  # The same kernels: reused, no word.
-  monkeypatch.setattr(perf, "convolution_kernels", lambda: "ynnpack")
-  caplog.clear()
-  assert ap.load_or_train(settings, _dataset(), workdir).meta == first.meta  # Not refused.
+
+  def saved_with(value):  # As a version that recorded `value` saved it.
+    meta["trained_with"] = value
+    meta["meta_sha256"] = storage._meta_sha256(meta)  # pylint: disable=protected-access
+    json.dump(meta, open(path, "w"))
+
+  def reuse(kernels, jaxlib="9.9"):
+    monkeypatch.setattr(perf, "convolution_kernels", lambda: kernels)
+    monkeypatch.setattr(perf, "_jaxlib_release", lambda: jaxlib)
+    caplog.clear()
+    assert ap.load_or_train(settings, _dataset(), workdir).meta == first.meta  # Not refused.
+    return caplog.text
+
   # The flag added to XLA_FLAGS before JAX starts (was "set XLA_FLAGS=...": set in a notebook
   # after the start it changed nothing, and replacing XLA_FLAGS dropped its other flags).
-  assert ("was trained with XLA's own convolution kernels, jaxlib 9.9, this process has "
-          "YNNPACK's convolution kernels, jaxlib 9.9: its fidelity scores differ slightly "
-          "from those of one trained here (delete the folder to train one here); to run the "
-          f"kernels it was trained with, add {perf.XLA_CONVOLUTIONS_FLAG} to XLA_FLAGS, "
-          "keeping the flags it holds, before JAX starts (in a notebook: restart its kernel "
-          "first)." in caplog.text), caplog.text
-  assert caplog.text.count("WARNING") == 1
-  monkeypatch.setattr(perf, "jaxlib_version", lambda: "jaxlib 10.0")
-  caplog.clear()
-  ap.load_or_train(settings, _dataset(), workdir)  # Another jaxlib too: no flag pins that.
-  assert "this process has YNNPACK's convolution kernels, jaxlib 10.0: its" in caplog.text
-  assert "XLA_FLAGS" not in caplog.text
+  differ = ("was trained with XLA's own convolution kernels, jaxlib 9.9, this process has "
+            "YNNPACK's convolution kernels, jaxlib 9.9: its fidelity scores differ slightly "
+            "from those of one trained here (delete the folder to train one here); to run the "
+            f"kernels it was trained with, add {perf.XLA_CONVOLUTIONS_FLAG} to XLA_FLAGS, "
+            "keeping the flags it holds, before JAX starts (in a notebook: restart its kernel "
+            "first).")
+  for value in (meta["trained_with"], "XLA's own convolution kernels, jaxlib 9.9"):
+    saved_with(value)  # This version's record, then an earlier version's words.
+    assert "was trained" not in reuse("xla")  # The same kernels: reused, no word.
+    said = reuse("ynnpack")
+    assert differ in said and said.count("WARNING") == 1, said
+    said = reuse("ynnpack", "10.0")  # Another jaxlib too: no flag pins that.
+    assert "this process has YNNPACK's convolution kernels, jaxlib 10.0: its" in said
+    assert "XLA_FLAGS" not in said
+  saved_with("XLA's own convolution kernels, jax 9.9")  # Words that name no record.
+  for kernels in ("xla", "ynnpack"):
+    said = reuse(kernels)
+    assert ("records the kernels it was trained with as \"XLA's own convolution kernels, jax "
+            "9.9\", which this version does not read: where they differ from this process's ("
+            f"{perf.kernel_layout()}), its fidelity scores differ slightly" in said), said
+    assert said.count("WARNING") == 1 and "was trained with XLA" not in said
+  layout, meta["trained_on"] = meta["trained_on"], "cpu, 99 local devices"  # And another
+  # layout: one warning says both.
+  saved_with(meta["trained_with"])
+  said = reuse("xla")
+  assert (f"which this version does not read; it was trained on cpu, 99 local devices, this "
+          f"process has {storage.device_layout()}: where they differ" in said), said
+  assert said.count("WARNING") == 1
   del meta["trained_with"]  # Saved before it was recorded: read, reused, nothing said.
+  meta["trained_on"] = layout
   meta["meta_sha256"] = storage._meta_sha256(meta)  # pylint: disable=protected-access
   json.dump(meta, open(path, "w"))
-  caplog.clear()
-  assert ap.load_or_train(settings, _dataset(), workdir).meta == first.meta
-  assert "was trained" not in caplog.text and "training a new one" not in caplog.text
+  said = reuse("ynnpack")
+  assert "was trained" not in said and "training a new one" not in said and "records" not in said

@@ -347,3 +347,34 @@ def test_an_older_runs_relative_data_path_is_no_change_on_resume(tmp_path, monke
   now.data.data_dir = str(tmp_path / "other")
   assert train_lib._changes_from_record(workdir, now)[1] == [  # pylint: disable=protected-access
       ("data.data_dir", "reldata", str(tmp_path / "other"))]
+
+
+def test_the_default_data_cache_follows_xdg_cache_home_and_an_earlier_cache_is_used(
+    tmp_path, monkeypatch, caplog):
+  """Was (fault hunt): the default data.cache_dir, "~/.cache/a2i_jax", had "~" expanded alone,
+  where the compilation cache's default follows $XDG_CACHE_HOME (`files.user_cache_dir`).
+  Now it does too; a synthetic cache made at the earlier place, which the new one lacks, is
+  used from there with one warning, not made again elsewhere without a word."""
+  from a2i_jax import config_lib, data  # pylint: disable=import-outside-toplevel
+  home, xdg = tmp_path / "home", tmp_path / "xdg"
+  monkeypatch.setenv("HOME", str(home))
+  monkeypatch.setenv("XDG_CACHE_HOME", str(xdg))
+  section = config_lib.get_config("configs/synthetic.py").data
+  section.synthetic.num_train, section.synthetic.num_validation = 8, 2
+  section.synthetic.num_test = 2
+  first = data.load_dataset(section, progress=False)
+  assert not (home / ".cache").exists()
+  made = os.listdir(xdg / "a2i_jax")
+  assert len(made) == 1 and made[0].endswith(".npz")
+  assert section.cache_dir == data.DEFAULT_CACHE_DIR
+  assert data.cache_folder(section.cache_dir) == str(xdg / "a2i_jax")
+  assert data.cache_folder("~/mine") == str(home / "mine")  # Another value: as written.
+  old = home / ".cache" / "a2i_jax"  # A cache made before the default followed XDG.
+  os.makedirs(old)
+  shutil.move(str(xdg / "a2i_jax" / made[0]), str(old / made[0]))
+  with caplog.at_level(logging.WARNING):
+    again = data.load_dataset(section, progress=False)
+  assert os.listdir(xdg / "a2i_jax") == []  # Read from the earlier place, not made anew.
+  assert any(str(old) in r.getMessage() and "XDG_CACHE_HOME" in r.getMessage()
+             for r in caplog.records), [r.getMessage() for r in caplog.records]
+  np.testing.assert_array_equal(first["train"].images, again["train"].images)

@@ -419,6 +419,46 @@ def test_the_same_values_advice_for_another_model_resumes_it_taken_literally(tmp
   train_lib._check_resume_compatible(str(tmp_path), config, keys=("model",))  # Data apart.
 
 
+def test_a_resume_may_change_the_weights_of_the_training_loss(tmp_path, caplog):
+  """Was (fault hunt): --config.model.gate_loss_weight=0.5 on a disCVAE run trained with 0.3,
+  and --noconfig.model.block_kl_bg_grad_to_fg, refused as "a different config.model", though
+  they shape no parameter and serving reads neither. Now a resume may change them, as it may
+  the learning rate: one warning, and the earlier config kept in config_history/. The
+  checkpoint's model record, which still holds the earlier values, is not compared on them;
+  recon_weight (serving's energy reads it) stays refused."""
+  from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
+  workdir = str(tmp_path)
+  run = config_lib.get_config("configs/synthetic.py:discvae")
+  checkpoints.save_config(workdir, run)
+  ckpt = checkpoints.Checkpointer(workdir, model=run.model)
+  ckpt.save(2, {"w": jnp.ones(2)})
+  ckpt.close()
+  config = config_lib.get_config("configs/synthetic.py:discvae")
+  config.model.gate_loss_weight = run.model.gate_loss_weight + 0.2
+  config.model.block_kl_bg_grad_to_fg = not run.model.block_kl_bg_grad_to_fg
+  train_lib._check_resume_compatible(workdir, config)  # pylint: disable=protected-access
+  with caplog.at_level("WARNING"):
+    kept = train_lib._keep_a_changed_config(workdir, config, 2)  # pylint: disable=W0212
+  assert kept is not None and os.path.dirname(kept).endswith(train_lib.CONFIG_HISTORY_DIR)
+  words = caplog.records[-1].getMessage()
+  assert f"model.gate_loss_weight {run.model.gate_loss_weight!r} -> " in words, words
+  assert "model.block_kl_bg_grad_to_fg True -> False" in words, words
+  # The resume records them before its first save: config.json then differs from the
+  # checkpoint's record on them alone, and the next resume goes on.
+  checkpoints.save_config(workdir, config)
+  train_lib._check_resume_compatible(workdir, config)  # pylint: disable=protected-access
+  ckpt = checkpoints.Checkpointer(workdir, model=config.model,
+                                  ignore=checkpoints.TRAINING_ONLY_MODEL_KEYS)
+  try:  # As training's resume restores (`train_lib._train_in_workdir`).
+    restored = ckpt.restore({"w": jax.ShapeDtypeStruct((2,), jnp.float32)}, 2)
+    assert float(restored["w"].sum()) == 2.0
+  finally:
+    ckpt.close()
+  config.model.recon_weight = run.model.recon_weight + 1.0
+  with pytest.raises(ConfigError, match=re.escape("different config.model (model.recon_weight")):
+    train_lib._check_resume_compatible(workdir, config)  # pylint: disable=protected-access
+
+
 @pytest.mark.filterwarnings(r"ignore:.*load_module\(\):DeprecationWarning")  # As train.py.
 @pytest.mark.parametrize("config, typed", [
     (["--config=configs/synthetic.py:discvae"], ["--noconfig.model.block_kl_bg_grad_to_fg"]),

@@ -775,10 +775,13 @@ def test_ctrl_c_while_a_download_runs_stops_at_once(tmp_path, flags, signal_name
   # (Waiting for the fault's 600 s thread, as Python's exit did, fails the 120 s timeout.)
 
 
-def test_a_call_that_trains_nothing_leaves_the_record_alone(tmp_path, reference):
+def test_a_call_that_trains_nothing_leaves_the_record_alone(tmp_path, reference, caplog):
   """num_train_steps at or below the step reached: nothing to do, and config.json still says
   what trained the checkpoints (was: rewritten with this call's learning rate, seed and step
-  count). In process: no step is compiled."""
+  count). The settings given that were not applied are named in one warning, with how to
+  apply them (was: an INFO line alone, and --config.inference.batch_size=300 on a finished
+  run, RESULTS.md's advice, changed nothing infer.py reads; fault hunt). In process: no step
+  is compiled."""
   from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
   workdir = _copy(reference, tmp_path)
   path = os.path.join(workdir, checkpoints.CONFIG_FILE)
@@ -786,13 +789,23 @@ def test_a_call_that_trains_nothing_leaves_the_record_alone(tmp_path, reference)
     before = f.read()
   config = checkpoints.load_config(workdir)
   config.num_train_steps, config.learning_rate, config.seed = STEPS - 4, 0.5, 7
+  config.inference.batch_size = config.inference.batch_size + 44
+  config.inference.steps = config.inference.steps + 1
   grids = sorted(os.listdir(os.path.join(workdir, "samples")))
   future = os.path.join(workdir, "samples", f"step_{STEPS + 2:07d}.png")
   shutil.copy(os.path.join(workdir, "samples", grids[-1]), future)  # Beyond the step reached.
-  state = train_lib.train_and_evaluate(config, workdir)
+  with caplog.at_level("WARNING"):
+    state = train_lib.train_and_evaluate(config, workdir)
   assert int(state.step) == STEPS
   with open(path, encoding="utf-8") as f:
     assert f.read() == before
+  words = [r.getMessage() for r in caplog.records if "were not applied" in r.getMessage()]
+  assert len(words) == 1, [r.getMessage() for r in caplog.records]
+  for key in ("inference.batch_size", "inference.steps", "learning_rate", "seed"):
+    assert f"{key} " in words[0], words[0]
+  assert "num_train_steps" not in words[0].split(":", 1)[1].split(". To apply")[0], words[0]
+  assert f"raise num_train_steps above {STEPS}" in words[0], words[0]
+  assert f"infer.py --steps={config.inference.steps} " in words[0], words[0]
   # Nor are sample grids dropped by a call that trains nothing (a resume drops those beyond
   # its step, which it trains again).
   assert os.path.exists(future) and len(os.listdir(os.path.join(workdir, "samples"))) == \
@@ -896,9 +909,17 @@ def test_a_resume_naming_other_data_stops_before_loading_them(tmp_path, monkeypa
                      match="different config.model \\(model.z_dim: 8 there, 9 now\\)"):
     train_lib.train_and_evaluate(config, workdir)
   config.model.z_dim -= 1
+  # Not this run's data, but settings the CUB data ignore: refused as such, still before the
+  # load (`config_lib.check_set_keys_used`); the file's values pass.
+  with pytest.raises(config_lib.ConfigError, match=r"^config\.data\.synthetic\.\w+=\d+ has no "
+                     "effect on data.name='cub' \\(it is read by synthetic only\\)"):
+    train_lib.train_and_evaluate(config, workdir)
+  tiny = config.data.synthetic.to_dict()
+  config.data.synthetic.update(config_lib.get_config("configs/synthetic.py").data.synthetic)
   with pytest.raises(F.Loaded):
     train_lib.train_and_evaluate(config, workdir)
   assert sorted(os.listdir(workdir)) == before
+  config.data.synthetic.update(tiny)
   config.model.y_dim = 0  # A folder's "the data's columns": compared once the data fill it in.
   train_lib._check_resume_compatible(workdir, config)  # pylint: disable=protected-access
   config.model.y_dim = saved.model.y_dim + 1
@@ -2372,6 +2393,88 @@ def test_scan_unroll_with_one_step_per_dispatch_is_refused(tmp_path, flags):
   assert not os.path.exists(workdir)
 
 
+def test_the_python_api_refuses_settings_the_model_or_data_ignore(tmp_path):
+  """train_and_evaluate took what train.py refuses as typed: get_config("configs/synthetic.py")
+  with data.path set trained on the synthetic data without a word and config.json recorded
+  the folder (fault hunt); also num_sample_cols on a disCVAE, scan_unroll with one step per
+  dispatch, and model.name="discvae" on configs/lfw.py (the CVAE's step count and the
+  reference composite kept). A setting counts as the caller's where it differs from the
+  config file's (for a copy, which does not carry where it came from: from every config
+  file's for that model and dataset). In process, refused before anything is written."""
+  import copy  # pylint: disable=import-outside-toplevel
+  from a2i_jax import config_lib, train_lib  # pylint: disable=import-outside-toplevel
+  config = config_lib.get_config("configs/synthetic.py")
+  config.data.path = str(tmp_path / "faces")
+  # Small, as the fault hunt's, so that without the check it trains one step and fails here.
+  config.model.width, config.batch_size, config.num_eval_examples = 0.125, 8, 8
+  config.num_train_steps = config.log_every_steps = config.eval_every_steps = 1
+  config.checkpoint_every_steps, config.progress_bar = 1, False
+  config.data.synthetic.num_train = 32
+  config.data.synthetic.num_validation = config.data.synthetic.num_test = 8
+  config.data.cache_dir, config.compilation_cache_dir = str(tmp_path / "cache"), ""
+  workdir = tmp_path / "w"
+  with pytest.raises(config_lib.ConfigError, match="^" + re.escape(
+      f"config.data.path={config.data.path!r} has no effect on data.name='synthetic' (it is "
+      "read by folder only); leave it at the config file's value, or choose that dataset "
+      "with config.data.name (it would be recorded in the run's config.json as though it had "
+      "been used).") + "$"):
+    train_lib.train_and_evaluate(config, str(workdir))
+  assert not workdir.exists()
+  check = config_lib.check_set_keys_used
+  with pytest.raises(config_lib.ConfigError, match="config.data.path="):
+    check(copy.deepcopy(config))  # Where it came from is not carried: the files' values.
+  dis = config_lib.get_config("configs/synthetic.py:discvae")
+  dis.num_sample_cols = 3
+  with pytest.raises(config_lib.ConfigError, match=re.escape(
+      "config.num_sample_cols=3 has no effect on model.name='discvae' (it is read by vae or "
+      "cvae only)")):
+    check(dis)
+  cvae = config_lib.get_config("configs/synthetic.py")
+  cvae.scan_unroll = True
+  with pytest.raises(config_lib.ConfigError, match=re.escape(
+      "config.scan_unroll=True has no effect with steps_per_dispatch=1")):
+    check(cvae)
+  lfw = config_lib.get_config("configs/lfw.py")
+  lfw.model.name = "discvae"
+  with pytest.raises(config_lib.ConfigError, match=re.escape(
+      "config.model.name='discvae' changes the name alone") + ".*num_train_steps: 21280 "
+      "there, 26600 here.*" + re.escape("build the config with get_config(")):
+    check(lfw)
+  # The files' own configs, settings the model uses, and a file's value set again: taken.
+  for spec in ("configs/lfw.py", "configs/lfw.py:discvae", "configs/synthetic.py:vae",
+               "configs/folder.py", "configs/cub.py:discvae"):
+    check(config_lib.get_config(spec))
+    check(copy.deepcopy(config_lib.get_config(spec)))
+  dis = config_lib.get_config("configs/synthetic.py:discvae")
+  dis.model.zf_dim, dis.model.composition, dis.num_sample_rows = 5, "reference", 3
+  dis.model.z_dim = config_lib.get_config("configs/synthetic.py").model.z_dim
+  check(dis)
+  check(copy.deepcopy(dis))
+  # train.py notes the keys typed: a value typed equal to the file's is the user's too.
+  config_lib.note_origin(dis, config_lib.origin(dis), ["model.z_dim"])
+  with pytest.raises(config_lib.ConfigError, match="config.model.z_dim=32 has no effect"):
+    check(dis)
+
+
+def test_inference_steps_per_call_zero_is_described_as_it_runs():
+  """Was (fault hunt): configs/default.py said 0 runs "one rolled lax.scan on every backend"
+  and the error for -1 said "use 0 (automatic)", but 0 runs all the steps in one call, the
+  loop unrolled 5 steps per iteration on GPU and TPU (`perf.inference_scan_unroll`)."""
+  from a2i_jax import config_lib, perf  # pylint: disable=import-outside-toplevel
+  config = config_lib.get_config("configs/synthetic.py")
+  config.inference.steps_per_call = -1
+  with pytest.raises(config_lib.ConfigError, match=re.escape(
+      "use 0 (all the steps in one call) or a positive count")):
+    config_lib.validate_config(config)
+  with open(os.path.join(config_lib.configs_dir(), "default.py"), encoding="utf-8") as f:
+    text = " ".join(f.read().split())
+  assert perf.inference_scan_unroll("cpu") == 1 and "rolled on CPU" in text
+  unroll = perf.inference_scan_unroll("gpu")
+  assert unroll == perf.inference_scan_unroll("tpu")
+  assert f"{unroll} steps per iteration on GPU / TPU" in text
+  assert "rolled lax.scan on every backend" not in text
+
+
 def _contents(folder):
   """{relative path: bytes (None for a folder)} of everything under `folder` but its .lock,
   whose text names its holder."""
@@ -2960,16 +3063,17 @@ def test_the_kernels_a_run_computes_with_are_said_recorded_and_compared_on_resum
   workdir = str(tmp_path / "w")
   shutil.copytree(tiny_run("cvae")[0], workdir)
   path = os.path.join(workdir, "kernels.json")
-  then = perf.kernel_layout()
+  then = perf.kernel_record()
   with open(path, encoding="utf-8") as f:
     assert json.load(f) == {"from_step": {"0": then}}
-  gpu = "gpu, jaxlib 9.9"
-  monkeypatch.setattr(perf, "convolution_kernels", lambda: None)  # As on a GPU.
-  monkeypatch.setattr(perf, "kernel_layout", lambda: gpu)
+  gpu = {"kernels": None, "backend": "gpu", "jaxlib": "9.9"}
+  monkeypatch.setattr(perf, "kernel_record", lambda: gpu)  # As on a GPU.
+  words = perf.describe_kernel_record
   with caplog.at_level("INFO"):
     train_lib.train_and_evaluate(tiny_config("cvae", data_cache), workdir)  # Nothing to do.
   said = [r.getMessage() for r in caplog.records]
-  assert [m for m in said if m.startswith("computing with")] == [f"computing with {gpu}"]
+  assert [m for m in said if m.startswith("computing with")] == [
+      "computing with gpu, jaxlib 9.9"]
   with open(path, encoding="utf-8") as f:
     assert json.load(f) == {"from_step": {"0": then}}  # Nothing recorded, nothing said.
   assert not [m for m in said if m.startswith("resuming at")]
@@ -2978,10 +3082,10 @@ def test_the_kernels_a_run_computes_with_are_said_recorded_and_compared_on_resum
   with caplog.at_level("INFO"):
     train_lib.train_and_evaluate(tiny_config("cvae", data_cache), workdir)  # Not refused.
   said = [r.getMessage() for r in caplog.records]
-  assert f"computing with {gpu} (recorded in {path})" in said
-  assert [m for m in said if m.startswith("resuming at")] == [
-      f"resuming at step 2 with {gpu}, but the run trained up to it with {then}: its numbers "
-      "will differ slightly from those of an uninterrupted run"]  # No flag makes a GPU a CPU.
+  assert f"computing with gpu, jaxlib 9.9 (recorded in {path})" in said
+  assert [m for m in said if m.startswith("resuming at")] == [  # No flag makes a GPU a CPU.
+      f"resuming at step 2 with gpu, jaxlib 9.9, but the run trained up to it with {words(then)}: "
+      "its numbers will differ slightly from those of an uninterrupted run"]
   with open(path, encoding="utf-8") as f:
     assert json.load(f) == {"from_step": {"0": then, "2": gpu}}
 
@@ -2996,8 +3100,9 @@ def test_a_resume_compares_its_kernels_with_those_of_the_steps_before_it(tmp_pat
   trusted, and rewritten."""
   # pylint: disable=import-outside-toplevel,protected-access
   from a2i_jax import perf, train_lib
-  a = "XLA's own convolution kernels, jaxlib 9.9"
-  b = "YNNPACK's convolution kernels, jaxlib 9.9"
+  a = {"kernels": "xla", "backend": "cpu", "jaxlib": "9.9"}
+  b = {**a, "kernels": "ynnpack"}
+  gpu = {"kernels": None, "backend": "gpu", "jaxlib": "9.9"}
   workdir = str(tmp_path)
   path = os.path.join(workdir, "kernels.json")
 
@@ -3010,21 +3115,41 @@ def test_a_resume_compares_its_kernels_with_those_of_the_steps_before_it(tmp_pat
 
   def warning(step, now, before):
     pin = perf.pin_kernels_advice(before, now)
-    return [f"resuming at step {step} with {now}, but the run trained up to it with {before}: "
-            "its numbers will differ slightly from those of an uninterrupted run"
+    return [f"resuming at step {step} with {perf.describe_kernel_record(now)}, but the run "
+            f"trained up to it with {perf.describe_kernel_record(before)}: its numbers will "
+            "differ slightly from those of an uninterrupted run"
             + (f"; to resume with the kernels it trained with, {pin}" if pin else "")]
   assert resume(0, a) == ({"0": a}, [])
   assert resume(100, b) == ({"0": a, "100": b}, warning(100, b, a))
-  assert warning(100, b, a)[0].endswith(
-      f"add {perf.XLA_CONVOLUTIONS_FLAG} to XLA_FLAGS, keeping the flags it holds, before JAX "
-      "starts (in a notebook: restart its kernel first)")
+  assert warning(100, b, a)[0] == (
+      "resuming at step 100 with YNNPACK's convolution kernels, jaxlib 9.9, but the run trained "
+      "up to it with XLA's own convolution kernels, jaxlib 9.9: its numbers will differ "
+      f"slightly from those of an uninterrupted run; to resume with the kernels it trained "
+      f"with, add {perf.XLA_CONVOLUTIONS_FLAG} to XLA_FLAGS, keeping the flags it holds, "
+      "before JAX starts (in a notebook: restart its kernel first)")
   assert resume(100, a) == ({"0": a}, [])  # Steps 1-100 were computed with a: no word.
   assert resume(100, b) == ({"0": a, "100": b}, warning(100, b, a))  # Said again.
   assert resume(150, b) == ({"0": a, "100": b}, [])
   assert resume(50, b) == ({"0": a, "50": b}, warning(50, b, a))  # Later steps train again.
-  assert resume(80, "gpu, jaxlib 9.9") == ({"0": a, "50": b, "80": "gpu, jaxlib 9.9"},
-                                           warning(80, "gpu, jaxlib 9.9", b))
+  assert resume(80, gpu) == ({"0": a, "50": b, "80": gpu}, warning(80, gpu, b))
   assert "XLA_FLAGS" not in caplog.text  # No flag makes a CPU a GPU.
+  # Written before records were data (review: the words were compared as text and parsed
+  # back for the flag): read as the records they name, and kept as they are.
+  old = {"0": "XLA's own convolution kernels, jaxlib 9.9", "50": "gpu, jaxlib 9.9"}
+  open(path, "w").write(json.dumps({"from_step": old}))
+  assert resume(40, a) == ({"0": old["0"]}, [])  # The same kernels: no word.
+  open(path, "w").write(json.dumps({"from_step": old}))
+  assert resume(60, gpu) == (old, [])
+  assert resume(40, b) == ({"0": old["0"], "40": b}, warning(40, b, a))  # With the flag.
+  # Words that name no record: said once, as unknown, never as other kernels.
+  unknown = "XLA's own convolution kernels, jax 9.9"
+  open(path, "w").write(json.dumps({"from_step": {"0": unknown}}))
+  assert resume(5, a) == ({"0": unknown, "5": a}, [
+      f"resuming at step 5 with XLA's own convolution kernels, jaxlib 9.9, but {path} records "
+      f"the kernels the run trained up to it with as {json.dumps(unknown)}, which this version "
+      "does not read: where they differ, its numbers will differ slightly from those of an "
+      "uninterrupted run"])
+  assert resume(9, a) == ({"0": unknown, "5": a}, [])  # Compared with step 5's: no word.
   open(path, "w").write('{"from_step": {"x": 1}}')
   assert resume(4, b) == ({"4": b}, [])
   assert f"{path} is unreadable (no {{step: kernels}} record)" in caplog.text

@@ -324,20 +324,52 @@ def test_the_convolution_kernels_are_named_as_xla_runs_them(monkeypatch):
   assert answer() == "ynnpack"
   monkeypatch.setattr(perf, "_option_known", lambda *a: False)  # No YNNPACK in this XLA.
   assert answer() == "xla"
-  monkeypatch.setattr(perf, "jaxlib_version", lambda: "jaxlib 9.9")
+  monkeypatch.setattr(perf, "_jaxlib_release", lambda: "9.9")
+  xla = {"kernels": "xla", "backend": "cpu", "jaxlib": "9.9"}
+  assert perf.kernel_record() == xla
   assert perf.kernel_layout() == "XLA's own convolution kernels, jaxlib 9.9"
-  ynn = "YNNPACK's convolution kernels, jaxlib 9.9"
+  ynn = {**xla, "kernels": "ynnpack"}
   how = ", keeping the flags it holds, before JAX starts (in a notebook: restart its kernel first)"
-  assert perf.pin_kernels_advice(ynn, perf.kernel_layout()) == (
+  assert perf.pin_kernels_advice(ynn, xla) == (
       f"add {perf.YNNPACK_CONVOLUTIONS_FLAG} to XLA_FLAGS{how}")
-  assert perf.pin_kernels_advice(perf.kernel_layout(), ynn) == (
-      f"add {perf.XLA_CONVOLUTIONS_FLAG} to XLA_FLAGS{how}")
-  assert perf.pin_kernels_advice(ynn, "XLA's own convolution kernels, jaxlib 9.8") == ""
-  assert perf.pin_kernels_advice(ynn, ynn) == "" and perf.pin_kernels_advice(ynn, "x") == ""
+  assert perf.pin_kernels_advice(xla, ynn) == f"add {perf.XLA_CONVOLUTIONS_FLAG} to XLA_FLAGS{how}"
+  assert perf.pin_kernels_advice(ynn, {**xla, "jaxlib": "9.8"}) == ""  # No flag pins a jaxlib.
+  assert perf.pin_kernels_advice(ynn, ynn) == "" and perf.pin_kernels_advice(ynn, None) == ""
+  assert perf.pin_kernels_advice(None, xla) == ""
   monkeypatch.setattr(perf.jax, "default_backend", lambda: "gpu")
-  assert perf.convolution_kernels() is None and perf.kernel_layout() == "gpu, jaxlib 9.9"
-  assert perf.pin_kernels_advice(ynn, "gpu, jaxlib 9.9") == ""  # No flag makes a GPU a CPU.
-  assert perf.pin_kernels_advice("gpu, jaxlib 9.9", ynn) == ""
+  gpu = {"kernels": None, "backend": "gpu", "jaxlib": "9.9"}
+  assert perf.convolution_kernels() is None and perf.kernel_record() == gpu
+  assert perf.kernel_layout() == "gpu, jaxlib 9.9"
+  assert perf.pin_kernels_advice(ynn, gpu) == ""  # No flag makes a GPU a CPU.
+  assert perf.pin_kernels_advice(gpu, ynn) == ""
+  assert perf.same_kernels(xla, dict(xla)) is True and perf.same_kernels(xla, ynn) is False
+  assert perf.same_kernels(gpu, xla) is False and perf.same_kernels(None, xla) is None
+
+
+def test_kernel_records_are_read_from_data_and_from_the_words_written_before():
+  """Was: kernels.json and meta.json's "trained_with" held `kernel_layout`'s words, compared
+  as text and parsed back for the flag that pins them (review). Now they hold
+  `kernel_record`'s data; the words earlier runs wrote are read as the records they name, and
+  anything else is unknown (None), never a record of other kernels."""
+  xla = {"kernels": "xla", "backend": "cpu", "jaxlib": "0.10.2"}
+  read = perf.read_kernel_record
+  assert read(xla) == xla and read({**xla, "more": 1}) == xla
+  assert read("XLA's own convolution kernels, jaxlib 0.10.2") == xla
+  assert read("YNNPACK's convolution kernels, jaxlib 0.10.2") == {**xla, "kernels": "ynnpack"}
+  assert read("gpu, jaxlib 0.10.2") == {"kernels": None, "backend": "gpu", "jaxlib": "0.10.2"}
+  assert read({"kernels": None, "backend": "tpu", "jaxlib": "0.7.2"}) is not None
+  for value in ("XLA's own convolution kernels, jax 0.7.2", "convolution kernels 'x', jaxlib 1",
+                "cpu, jaxlib 0.10.2", "gpu, jaxlib ", "gpu, jaxlib 1, jaxlib 2", "", "x", 3,
+                None, [xla], {**xla, "kernels": None}, {"kernels": None, "backend": "gpu"},
+                {**xla, "jaxlib": 0.1}, {"kernels": "xla", "backend": "gpu", "jaxlib": "1"}):
+    assert read(value) is None, value
+  # A future version's kinds of kernels read and said (quoted), compared by their fields.
+  other = read({**xla, "kernels": "onednn"})
+  assert perf.describe_kernel_record(other) == "convolution kernels 'onednn', jaxlib 0.10.2"
+  assert perf.same_kernels(other, xla) is False and perf.pin_kernels_advice(other, xla) == ""
+  assert perf.describe_kernel_record(None) == "unknown kernels"
+  for words in ("XLA's own convolution kernels, jaxlib 0.10.2", "gpu, jaxlib 0.10.2"):
+    assert perf.describe_kernel_record(read(words)) == words  # The words, as before.
 
 
 def test_the_convolution_kernels_are_those_xla_read_as_it_started(monkeypatch):
@@ -350,7 +382,7 @@ def test_the_convolution_kernels_are_those_xla_read_as_it_started(monkeypatch):
   monkeypatch.setattr(perf, "_KERNELS_AT_START", [])
   monkeypatch.setattr(perf.jax, "default_backend", lambda: "cpu")
   monkeypatch.setattr(perf, "_option_known", lambda *a: True)
-  monkeypatch.setattr(perf, "jaxlib_version", lambda: "jaxlib 9.9")
+  monkeypatch.setattr(perf, "_jaxlib_release", lambda: "9.9")
   monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
   monkeypatch.setattr(perf, "_backend_started", lambda: False)  # Not kept before the start.
   assert perf.convolution_kernels() == "ynnpack"

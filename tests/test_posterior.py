@@ -467,10 +467,11 @@ def test_attributes_outside_the_training_range_are_warned_of_in_every_use(cvae, 
   def stop(*args, **kwargs):  # The check comes first; what these would compile is not needed.
     raise StopIteration
   monkeypatch.setattr(inference.uses, "_infer_latents", stop)
-  for given_and_unused in (None, bad):  # None given; given, but inferred in their place.
-    with pytest.raises(StopIteration):
-      inference.run_inference(trained, x, given_and_unused, key=key, options=inferring,
-                              attribute_prior=prior)
+  with pytest.raises(StopIteration):  # None given: nothing to warn of.
+    inference.run_inference(trained, x, None, key=key, options=inferring, attribute_prior=prior)
+  # Given where they are inferred: refused (they would be ignored), not warned of.
+  with pytest.raises(InputError, match="was given attributes"):
+    inference.run_inference(trained, x, bad, key=key, options=inferring, attribute_prior=prior)
   assert not said(), said()
 
 

@@ -74,22 +74,37 @@ def device_layout() -> str:
   return f"{jax.default_backend()}, {count} local device{'s' * (count != 1)}"
 
 
-def _warn_of_other_layout(workdir: str, trained_on: Optional[str],
-                          trained_with: Optional[str]) -> None:
-  """One warning where a reused predictor was trained under another `device_layout` or
-  `perf.kernel_layout` than this process's (each None: not recorded, not compared). Was: the
-  kernels were not compared, so `evaluate` reused a predictor trained under YNNPACK's
-  convolution kernels under XLA's without a word, and the same command gave another fidelity
-  table (0.21 against 0.07 for the samples' correlation; fault hunt)."""
-  on, kernels = device_layout(), perf.kernel_layout()
+def _warn_of_other_layout(workdir: str, trained_on: Optional[str], trained_with: Any) -> None:
+  """One warning where a reused predictor was trained under another `device_layout` or other
+  kernels (`perf.kernel_record`, compared by their fields) than this process's (each None:
+  not recorded, not compared; "trained_with" as meta.json holds it, a record or, saved before
+  records were data, its words). Was: the kernels were not compared, so `evaluate` reused a
+  predictor trained under YNNPACK's convolution kernels under XLA's without a word, and the
+  same command gave another fidelity table (0.21 against 0.07 for the samples' correlation;
+  fault hunt). A "trained_with" that names no record this version reads is said as such
+  (was: compared as text, so words of another form claimed other kernels)."""
+  on, kernels = device_layout(), perf.kernel_record()
+  known = perf.read_kernel_record(trained_with) if trained_with is not None else None
+  same = perf.same_kernels(known, kernels)
   other_on = trained_on is not None and trained_on != on
-  other_with = trained_with is not None and trained_with != kernels
-  if not (other_on or other_with):
+  other_with = same is False
+  unknown = trained_with is not None and same is None
+  if not (other_on or other_with or unknown):
     return
-  then = " with ".join(([trained_on] if other_on else []) + ([trained_with] if other_with else []))
-  now = " with ".join(([on] if other_on else []) + ([kernels] if other_with else []))
-  pin = perf.pin_kernels_advice(trained_with, kernels) if other_with else ""
+  now_with = perf.describe_kernel_record(kernels)
+  then = " with ".join(([trained_on] if other_on else [])
+                       + ([perf.describe_kernel_record(known)] if other_with else []))
+  now = " with ".join(([on] if other_on else []) + ([now_with] if other_with else []))
+  pin = perf.pin_kernels_advice(known, kernels) if other_with else ""
   pin = f"; to run the kernels it was trained with, {pin}" if pin else ""
+  if unknown:  # Its kernels cannot be compared: said, never claimed to differ.
+    also = f"; it was trained on {trained_on}, this process has {on}" if other_on else ""
+    logging.warning("the attribute predictor in %s records the kernels it was trained with as "
+                    "%s, which this version does not read%s: where they differ from this "
+                    "process's (%s), its fidelity scores differ slightly from those of one "
+                    "trained here (delete the folder to train one here).", predictor_dir(workdir),
+                    json.dumps(trained_with)[:200], also, now_with)
+    return
   logging.warning("the attribute predictor in %s was trained %s %s, this process has %s: its "
                   "fidelity scores differ slightly from those of one trained here (delete the "
                   "folder to train one here)%s.", predictor_dir(workdir),
@@ -103,7 +118,7 @@ def save_predictor(predictor: Predictor, workdir: str) -> str:
   SHA-256 and its own) last, each through a temporary file and a rename, so a reader sees
   either the old predictor, the new one, or a mismatch that `load_predictor` reports. The
   metadata's "trained_on" records this process's `device_layout` and its "trained_with" its
-  kernels (`perf.kernel_layout`; those of the process that trained it, in `load_or_train`),
+  kernels (`perf.kernel_record`; those of the process that trained it, in `load_or_train`),
   on which the weights depend.
 
   Args:
@@ -129,7 +144,7 @@ def save_predictor(predictor: Predictor, workdir: str) -> str:
   blob = serialization.msgpack_serialize(variables)
   meta = dataclasses.asdict(predictor.meta)
   meta = _json_safe({**meta, "format": _FORMAT, "trained_on": device_layout(),
-                     "trained_with": perf.kernel_layout(),
+                     "trained_with": perf.kernel_record(),
                      "weights_sha256": hashlib.sha256(blob).hexdigest()})
   meta["meta_sha256"] = _meta_sha256(meta)
   try:
@@ -163,10 +178,10 @@ def load_predictor(workdir: str) -> Predictor:
   return _read_predictor(workdir)[0]
 
 
-def _read_predictor(workdir: str) -> tuple[Predictor, Optional[str], Optional[str]]:
+def _read_predictor(workdir: str) -> tuple[Predictor, Optional[str], Any]:
   """`load_predictor`, and its meta.json's "trained_on" (`device_layout`) and "trained_with"
-  (`perf.kernel_layout`), each None where it was saved before that was recorded: the file is
-  read once for all three."""
+  (`perf.kernel_record`, as the file holds it: `_warn_of_other_layout` reads it), each None
+  where it was saved before that was recorded: the file is read once for all three."""
   d = predictor_dir(workdir)
   # Was "load_or_train(config, ...)", which with the whole config was a KeyError.
   how = ("Train and save one with a2i_jax.attribute_predictor.load_or_train("
@@ -222,7 +237,7 @@ def _read_predictor(workdir: str) -> tuple[Predictor, Optional[str], Optional[st
     error.reason = str(e)  # For load_or_train's warning, which does the retraining itself.
     raise error from None
   words = lambda v: v if isinstance(v, str) else None
-  return Predictor(variables, meta), words(trained_on), words(trained_with)
+  return Predictor(variables, meta), words(trained_on), trained_with
 
 
 def _check_meta(meta: dict) -> PredictorMeta:
@@ -278,7 +293,7 @@ def load_or_train(settings: Any, dataset: Dataset, workdir: str, *, seed: int = 
     announce: called with one line before a predictor is trained (which takes minutes at the
       reference settings), e.g. `print`; None: nothing is said.
   The weights depend on the device layout that trained them too (`device_layout`: on CPU,
-  `--xla_force_host_platform_device_count`) and on its kernels (`perf.kernel_layout`: on
+  `--xla_force_host_platform_device_count`) and on its kernels (`perf.kernel_record`: on
   CPU, the convolution kernels the timing chose, `perf.convolution_kernels`; the jaxlib),
   which are not matched: a saved predictor of the same (dataset, settings, seed) is reused whatever
   layout and kernels trained it, and its meta.json's "trained_on" and "trained_with" say

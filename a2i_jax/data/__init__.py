@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, Optional
 
+from absl import logging
 import ml_collections
 
 from a2i_jax import distributed, files
@@ -18,6 +19,48 @@ _KEYS = ("name", "image_size", "cache_dir", "data_dir")
 _SOURCE_KEYS = {"synthetic": ("synthetic",), "lfw": ("masks", "download", "mask_net"),
                 "cub": ("masks", "download", "cub_attributes"),
                 "folder": ("path", "masks", "resize")}
+
+
+# configs/default.py's data.cache_dir: it stands for $XDG_CACHE_HOME/a2i_jax where that is set,
+# as the compilation cache's default does (`files.user_cache_dir`; was: "~" expanded alone).
+DEFAULT_CACHE_DIR = "~/.cache/a2i_jax"
+
+
+def cache_folder(value: str) -> str:
+  """The folder config.data.cache_dir names: `DEFAULT_CACHE_DIR` is `files.user_cache_dir()`
+  ($XDG_CACHE_HOME/a2i_jax where that is set, else ~/.cache/a2i_jax), any other value as
+  written (`~` expanded).
+
+  Args:
+    value: config.data.cache_dir ("" for no cache).
+  Returns:
+    The folder; "" for no cache. The default as written where there is no home folder and
+    no XDG_CACHE_HOME (`check_folder` then says so).
+  """
+  if value == DEFAULT_CACHE_DIR:
+    return files.user_cache_dir() or value
+  return os.path.expanduser(value) if value else ""
+
+
+def _synthetic_cache_folder(data_config: Any, folder: str) -> str:
+  """`folder`, or, where it is the default's new place under $XDG_CACHE_HOME and lacks the
+  synthetic data's cache file that ~/.cache/a2i_jax (the default's earlier place) holds, that
+  earlier folder, said once: a cache made before the default followed XDG_CACHE_HOME is used,
+  not made again elsewhere without a word."""
+  old = os.path.expanduser(DEFAULT_CACHE_DIR)
+  if data_config.cache_dir != DEFAULT_CACHE_DIR or os.path.abspath(folder) == os.path.abspath(old):
+    return folder
+  from a2i_jax.data import synthetic  # pylint: disable=import-outside-toplevel
+  s = data_config.synthetic
+  sizes = dict(image_size=data_config.image_size, num_train=s.num_train,
+               num_validation=s.num_validation, num_test=s.num_test, seed=s.seed)
+  if (os.path.exists(synthetic.cache_path(folder, **sizes))
+      or not os.path.isfile(synthetic.cache_path(old, **sizes))):
+    return folder
+  logging.warning("using the synthetic data's cache in %s, where it was made; the default "
+                  "config.data.cache_dir now stands for %s ($XDG_CACHE_HOME/a2i_jax): move "
+                  "its synthetic_*.npz files there to keep one cache", old, folder)
+  return old
 
 
 def load_dataset(data_config: Any, progress: bool = True) -> Dataset:
@@ -41,7 +84,7 @@ def load_dataset(data_config: Any, progress: bool = True) -> Dataset:
   """
   check_settings(data_config)
   name = data_config.name
-  cache_dir = os.path.expanduser(data_config.cache_dir) if data_config.cache_dir else None
+  cache_dir = cache_folder(data_config.cache_dir) or None
   try:
     return _load(name, data_config, cache_dir, progress)
   except DataError:
@@ -102,7 +145,7 @@ def check_settings(data_config: Any, config_file: Optional[str] = None) -> None:
   _check_data_config(data_config)
   check_choice("data.name", data_config.name, DATASET_NAMES)
   if data_config.cache_dir:
-    check_folder("data.cache_dir", data_config.cache_dir, config_file)
+    check_folder("data.cache_dir", cache_folder(data_config.cache_dir), config_file)
   if data_config.name != "synthetic":
     check_folder("data.data_dir", data_config.data_dir, config_file)
 
@@ -143,6 +186,8 @@ def _load(name: str, data_config: Any, cache_dir: Any, progress: bool) -> Datase
   """`load_dataset` once its folders are known to be usable."""
   if name == "synthetic":
     from a2i_jax.data import synthetic  # pylint: disable=import-outside-toplevel
+    if cache_dir:
+      cache_dir = _synthetic_cache_folder(data_config, cache_dir)
     s = data_config.synthetic
     return synthetic.load(image_size=data_config.image_size, num_train=s.num_train,
                           num_validation=s.num_validation, num_test=s.num_test, seed=s.seed,
@@ -171,5 +216,5 @@ def _load_real(data_config: Any, progress: bool) -> Dataset:
                      resize=data_config.resize, **common)
 
 
-__all__ = ["DATASET_NAMES", "DataError", "Dataset", "DatasetNotPreparedError", "Split", "SPLITS",
-           "check_folder", "check_settings", "load_dataset"]
+__all__ = ["DATASET_NAMES", "DEFAULT_CACHE_DIR", "DataError", "Dataset", "DatasetNotPreparedError",
+           "Split", "SPLITS", "cache_folder", "check_folder", "check_settings", "load_dataset"]

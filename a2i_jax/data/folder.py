@@ -863,11 +863,8 @@ def _prepared_name(folder_name: str, key: str) -> str:
   # A name that is not valid UTF-8 (bytes such as caf\xe9, surrogate escapes here) gets "_"
   # for each such character: the copy's writer takes UTF-8 paths only (was a TypeError
   # traceback that left <data_dir>/folder/caf?-KEY/ behind; review finding).
-  folder_name = "".join(c if files.is_utf8_path(c) else "_" for c in folder_name)
   room = files.NAME_MAX - len(os.fsencode(suffix))
-  while len(os.fsencode(folder_name)) > room:  # Bytes, not characters: UTF-8 CJK is 3 each.
-    folder_name = folder_name[:-1]
-  return folder_name + suffix
+  return files.fitted_name(folder_name, room, files.is_utf8_path) + suffix
 
 
 def load(*, path: str, data_dir: str, image_size: int, masks: bool = False,

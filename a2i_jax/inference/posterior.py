@@ -32,6 +32,7 @@ Adam is written out below (a few lines) so that serving needs no optimiser libra
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import dataclasses
 import hashlib
@@ -82,7 +83,8 @@ class InferenceOptions:
     restarts: starts per image; restart 0 uses `init`, the others add posterior (encoder) or
       prior noise. The lowest final energy is kept.
     infer_attributes: optimise y together with z under a Gaussian prior fitted to the
-      training attributes (see `AttributePrior`); the given attributes are then ignored.
+      training attributes (see `AttributePrior`); no attributes may be given then (they
+      would be ignored: `_no_ignored_attributes`).
     attribute_prior_weight: w, the weight of the attribute prior's quadratic form.
     steps_per_call: Adam steps per jitted call (the largest divisor of `steps` up to it);
       0: all of them in one call. A call runs its steps in one `lax.scan` (rolled on CPU, 5
@@ -191,6 +193,39 @@ class AttributePrior:
     cov += 1e-4 * np.eye(y.shape[1])
     precision = np.linalg.inv(cov)
     return cls(mean.astype(np.float32), ((precision + precision.T) / 2).astype(np.float32))
+
+  def of_process_0(self) -> "AttributePrior":
+    """This prior as process 0 holds it, on every process of a multi-process job
+    (`jax.distributed`); the prior itself in one process.
+
+    Every process may fit the prior from the same attributes, but a matrix inverse may differ
+    in its last bits between hosts whose CPUs run other BLAS kernels, and inference compares
+    its inputs bit for bit across processes (`same_batch_on_every_process`): such a call
+    stops. Pass `AttributePrior.fit(attributes).of_process_0()` instead. The values go through
+    the coordinator's key-value store, not a device collective, but every process must still
+    call this, once per prior and in the same order: a process that does not leaves the others
+    waiting for it. That is why `fit` does not do it itself: a fit is plain arithmetic that a
+    process may run alone.
+
+    Returns:
+      An `AttributePrior` of process 0's mean and precision (float32); `self` in one process.
+    Raises:
+      DataError: process 0 did not give its prior in time, or left first.
+      InputError: process 0's prior is of another number of attributes.
+    """
+    if distributed.process_count() <= 1:
+      return self
+    arrays = (np.asarray(self.mean, np.float32), np.asarray(self.precision, np.float32))
+    mine = base64.b64encode(b"".join(a.tobytes() for a in arrays)).decode("ascii")
+    data = base64.b64decode(distributed.value_of_process_0("the attribute prior", mine))
+    values = np.frombuffer(data, np.float32)
+    n = arrays[0].size
+    if values.size != n + arrays[1].size:  # Another number of attributes on process 0.
+      raise InputError(f"process 0's attribute prior has {values.size} numbers, this "
+                       f"process's {n + arrays[1].size} ({n} attributes); fit it from the "
+                       "same attributes on every process.")
+    return dataclasses.replace(self, mean=values[:n].copy(),
+                               precision=values[n:].reshape(arrays[1].shape).copy())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -627,6 +662,22 @@ def _check_options(trained: TrainedModel, options: Any) -> InferenceOptions:
   return options
 
 
+def _no_ignored_attributes(attributes: Any, options: Any, use: str) -> None:
+  """Refuses attributes given to `use` with `options.infer_attributes` on, which infers the
+  attributes in their place (was: taken and ignored without a word, so that reconstruct gave
+  the same images for any attributes, and edit's "edited_y" came from the inferred ones;
+  fault hunt).
+
+  Raises:
+    InputError: naming both ways out.
+  """
+  if attributes is not None and getattr(options, "infer_attributes", False):
+    raise InputError(f"{use} was given attributes, but options.infer_attributes is on, which "
+                     "infers them jointly with z and would ignore those given; pass "
+                     "attributes=None to infer them, or options with infer_attributes=False "
+                     "(inference.options_for(trained, infer_attributes=False)) to use them.")
+
+
 def _check_prior(prior: Any, y_dim: int) -> tuple[np.ndarray, np.ndarray]:
   """(mean [A], precision [A, A]) of an `AttributePrior` fitted to this model's attributes."""
   if not isinstance(prior, AttributePrior):
@@ -738,12 +789,13 @@ def infer_latents(trained: TrainedModel, images: Array, attributes: Optional[Arr
       converts uint8 or [0, 1]; `reconstruct`, `complete` and `run_inference` take those as
       they are), read to the host (a NumPy array, or a jax array this process holds whole).
       With several processes (`jax.distributed`) every process passes the whole batch, the
-      same images, attributes, masks and key: a batch that differs from process 0's is
-      refused (was spliced into one mixed result). Other dtypes, values outside
+      same images, attributes, masks, key and attribute prior (a fitted one shared with
+      `AttributePrior.of_process_0`): a batch that differs from process 0's is refused (was
+      spliced into one mixed result). Other dtypes, values outside
       [-1, 1] and NaN are refused; images in [0, 1] lie in [-1, 1] too and cannot be told
       apart, so they are read as [-1, 1] (a washed-out image): convert them first.
-    attributes: [N, y_dim]; may be None for models that do not use attributes or with
-      `options.infer_attributes`.
+    attributes: [N, y_dim]; None for models that do not use attributes, and with
+      `options.infer_attributes` (which would ignore them: given, they are refused).
     observed: [N, S, S, 1] with 1 = observed pixel, 0 = hidden; None = all observed.
     key: PRNG key (restart noise, prior init).
     options: `InferenceOptions`; default: the run's `config.inference`.
@@ -781,6 +833,8 @@ def infer_latents(trained: TrainedModel, images: Array, attributes: Optional[Arr
     ConfigError: an energy the model does not have, or, with several processes, inputs
       that differ from process 0's.
   """
+  _no_ignored_attributes(attributes, options, "infer_latents")  # None: the run's, which never
+  # infer them (`config_lib.check_inference`).
   result = _infer_latents(trained, images, attributes, observed, key=key, options=options,
                           fg_masks=fg_masks, attribute_prior=attribute_prior, mesh=mesh,
                           fns=fns, pad_to=pad_to, first_index=first_index,
@@ -909,19 +963,17 @@ def diverged_images(energy: Any, start_energy: Any) -> np.ndarray:
 
 def diverged_of(outputs: Mapping[str, Any]) -> Optional[np.ndarray]:
   """The [N] images an inference's `outputs` mark as diverged: their "diverged"
-  (`diverged_images`), which every use of `infer_latents` gives; for outputs without one
-  (made by other code), a non-finite "energy"; None without either. What the evaluation and
-  infer.py read.
+  (`diverged_images`), which `infer_latents`, `run_inference` and every use of them give.
+  What the evaluation and infer.py read. (Outputs without one were read by their "energy"
+  alone, NaN or infinity marking an image; no outputs of the library lack it.)
 
   Args:
     outputs: a dict like `infer_latents`' outputs.
   Returns:
-    [N] bool, or None.
+    [N] bool, or None for outputs without "diverged" (not the library's).
   """
-  if outputs.get("diverged") is not None:
-    return np.asarray(outputs["diverged"], bool)
-  energy = outputs.get("energy")
-  return None if energy is None else ~np.isfinite(np.asarray(energy, np.float64))
+  diverged = outputs.get("diverged")
+  return None if diverged is None else np.asarray(diverged, bool)
 
 
 def _warn_diverged(diverged: np.ndarray, energy: np.ndarray,
@@ -984,9 +1036,11 @@ def same_batch_on_every_process(x: np.ndarray, y: np.ndarray, observed: np.ndarr
            "attribute_prior": digest(np.concatenate([np.ravel(p) for p in prior]))}
   distributed.same_on_every_process(
       f"the inputs of {use} (SHA-256 of each)", json.dumps(parts, sort_keys=True),
-      f"pass the same images, attributes, masks and key to {use} on every process (each "
-      "passes the whole batch and keeps its own devices' rows of it), or call it in one "
-      "process", describe=distributed.json_differences)
+      f"pass the same images, attributes, masks, key and attribute prior to {use} on every "
+      "process (each passes the whole batch and keeps its own devices' rows of it; a prior "
+      "that each process fits may differ in its last bits between hosts: pass "
+      "AttributePrior.fit(attributes).of_process_0(), called on every process), or call it "
+      "in one process", describe=distributed.json_differences)
 
 
 def _infer_latents(trained, images, attributes, observed, *, key, options, fg_masks,

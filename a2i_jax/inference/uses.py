@@ -35,8 +35,8 @@ from a2i_jax import parallel, perf, sampling
 from a2i_jax.errors import InputError
 from a2i_jax.inference.posterior import (AttributePrior, InferenceOptions, _check_batch,
                                          _check_options, _infer_latents, _needs_attributes,
-                                         _range_margins, _static, _unsaid,
-                                         _warn_attributes_outside_range, _warn_diverged,
+                                         _no_ignored_attributes, _range_margins, _static,
+                                         _unsaid, _warn_attributes_outside_range, _warn_diverged,
                                          make_inference_fns, same_batch_on_every_process)
 from a2i_jax.inference.restore import TrainedModel, inference_batch_size, shared_programs
 from a2i_jax.inputs import (as_array, check_attributes, check_images, check_int, check_key,
@@ -220,7 +220,8 @@ def run_inference(trained: TrainedModel, images: Any, attributes: Any = None,
       (`jax.distributed`) every process passes the whole batch: the same images, attributes,
       masks and key on each (each keeps its devices' rows, and all return the whole result).
     attributes: [N, y_dim], one row per image ([y_dim] with one image); None for models
-      without attributes, or when inferring them. Values well outside the training range
+      without attributes, and when inferring them (`options.infer_attributes`, which would
+      ignore them: given, they are refused). Values well outside the training range
       (`trained.attribute_ranges`) are warned of, once per call, and a column's values once
       per model and function called.
     observed: [N, S, S(, 1)] observed-pixel mask (1 = observed; bool, floats in [0, 1] or
@@ -238,8 +239,9 @@ def run_inference(trained: TrainedModel, images: Any, attributes: Any = None,
     the model's image layers) in [0, 1].
   Raises:
     InputError: inputs that do not fit the model or each other (every array is checked whole,
-      against the N images, before the first batch), no images, a batch size below 1, or a
-      key that is not a PRNG key.
+      against the N images, before the first batch), attributes given with
+      `options.infer_attributes`, no images, a batch size below 1, or a key that is not a
+      PRNG key.
     ConfigError: options the model cannot run (an energy it has no term for: "gaussian"
       for a disCVAE, which has no per-pixel variance), or, with `options` None, a run's
       `config.inference` that is not valid; without `batch_size`, a
@@ -250,6 +252,8 @@ def run_inference(trained: TrainedModel, images: Any, attributes: Any = None,
   check_trained(trained)
   check_key(key)
   options = _check_options(trained, options)
+  call = _CALL.get()
+  _no_ignored_attributes(attributes, options, call[0] if call else "run_inference")
   x = check_images(images, trained.config.model.image_size)
   y, obs, masks, prior = _check_batch(trained, x, attributes, observed, fg_masks, options,
                                       attribute_prior)
@@ -268,7 +272,6 @@ def run_inference(trained: TrainedModel, images: Any, attributes: Any = None,
   pad_to = per_call if n > per_call else _bucket(n, per_call, mesh.devices.size)
   # Several processes: the same batch on each, once for all N (was: each process's own
   # images spliced into one result; fault hunt).
-  call = _CALL.get()
   same_batch_on_every_process(x, y, obs, masks, parallel.loose_key(check_key(key)), prior,
                               call[0] if call else "run_inference")
   parts, sizes = [], []
@@ -617,6 +620,8 @@ def edit(trained: TrainedModel, images: Any, attributes: Any, changes: Mapping[i
   _needs_attributes(trained, "editing them changes nothing")
   _no_observed(kwargs, "edit")
   _no_options_as_keywords(kwargs, "edit")
+  # Before the new values are checked and warned of (`run_inference` checks it too).
+  _no_ignored_attributes(attributes, _check_options(trained, options), "edit")
   usage = "edit takes {attribute index: new value}"
   if not isinstance(changes, Mapping):
     raise InputError(f"changes is a {type(changes).__name__}; {usage}, e.g. {{2: 1.0}}.")
