@@ -1210,8 +1210,25 @@ class Checkpointer:
                       "one before it", self._waiter.step, timeout_s)
       return False
     waiter, self._waiter = self._waiter, None
+    if waiter.failed():
+      self._settle_failed_save()
     waiter.result()
     return True
+
+  def _settle_failed_save(self) -> None:
+    """After a save failed and its waiter's thread took the error: Orbax raises a failed
+    save's error once in each thread that waits for it, so each later wait on a new waiter's
+    thread, `save` and `close` raised it again, and the checkpointer could not save any more
+    (read-through). Its save thread has ended, so this thread's wait takes the error at once
+    (dropped: the waiter's is raised), and the checksums of the saves that did finish follow,
+    as the next wait wrote them before waits ran on a thread of their own."""
+    for attempt in range(2):
+      try:
+        self._finish_saves()
+        return
+      except Exception:  # pylint: disable=broad-except  (the save's error, raised once here)
+        if attempt:
+          self._saving, self._unsummed = None, []
 
   def _finish_saves(self) -> None:
     """`wait`'s work (on a `_Waiter`'s thread while a save is under way): Orbax's wait,
@@ -1708,6 +1725,10 @@ class _Waiter:
     a join short, the next join returns at once and `is_alive` says False while the thread
     still runs."""
     return self._done.wait(timeout_s)
+
+  def failed(self) -> bool:
+    """Whether `fn` raised (once it has `finished`)."""
+    return self._error is not None
 
   def result(self) -> None:
     """Raises what `fn` raised, if anything."""

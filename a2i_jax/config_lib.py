@@ -84,6 +84,26 @@ def note_origin(config: ml_collections.ConfigDict, spec: str,
   object.__setattr__(config, _ORIGIN, (spec, tuple(typed)))
 
 
+def keep_origin(source: ml_collections.ConfigDict,
+                target: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`target` (a copy of `source`) noted with `source`'s origin (`note_origin`), which a copy
+  does not carry: a library copy of the user's config (train_lib's, making relative data
+  paths absolute) is checked as the config the user built (was: compared with every config
+  file instead, so a relative data_dir let a model.name change through, and refused a value
+  the user's own file set; read-through).
+
+  Args:
+    source: a config, noted or not.
+    target: its copy.
+  Returns:
+    `target`.
+  """
+  noted = getattr(source, _ORIGIN, None)
+  if noted is not None:
+    object.__setattr__(target, _ORIGIN, noted)
+  return target
+
+
 def origin(config: Any) -> Optional[str]:
   """The `--config` value `config` was built from (`note_origin`).
 
@@ -231,20 +251,29 @@ def name_variant_differences(config: ml_collections.ConfigDict, spec: str,
   return (f"{path}:{name}", base.model.name, differ) if differ else None
 
 
-def check_set_keys_used(config: ml_collections.ConfigDict) -> None:
+def check_set_keys_used(config: ml_collections.ConfigDict,
+                        run_config: Optional[ml_collections.ConfigDict] = None) -> None:
   """Refuses a config whose settings changed from the config file's (`set_keys`) include one
   the model or dataset ignores (`ignored_settings`), or a model.name that leaves the settings
   the file gives its other model (`name_variant_differences`): the run would train without
   them and record them in config.json as though it had not. train.py refuses the same
   settings as typed on its command line.
 
+  A resume (`run_config` given) is refused only for a setting that differs from the run's
+  config.json too: a run trained with such a value (before this check, or with a config file
+  that has changed since) resumes as before (was refused, though nothing was set; read-through).
+
   Args:
     config: the experiment config (its keys checked by `check_keys`).
+    run_config: the resumed run's config.json (`checkpoints.load_config`), or None.
   Raises:
     ConfigError: naming the key, its value, and what to do.
   """
   given = set_keys(config)
-  spec = origin(config)
+  if run_config is not None:  # Its model and data were compared with the run's already.
+    from_run = set(set_keys(config, base=with_defaults(run_config)))
+    given = [k for k in given if k in from_run]
+  spec = origin(config) if run_config is None else None
   found = name_variant_differences(config, spec, given) if spec is not None else None
   if found is not None:
     variant, base_name, differ = found

@@ -520,7 +520,7 @@ def _absolute_data_paths(config: ml_collections.ConfigDict) -> ml_collections.Co
   changed = {k: v for k, v in changed.items() if v != config.data.get(k)}
   if not changed:
     return config
-  config = config.copy_and_resolve_references()
+  config = config_lib.keep_origin(config, config.copy_and_resolve_references())
   with config.unlocked():
     for key, value in changed.items():
       config.data[key] = value
@@ -625,7 +625,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # for the synthetic data) was trained without and recorded in config.json; train.py
   # refused it, the Python API took it (fault hunt). After a resume's comparison with its
   # run, which names the run's data and model where those differ.
-  config_lib.check_set_keys_used(config)
+  config_lib.check_set_keys_used(config, checkpoints.load_config(workdir) if recorded else None)
   if not recorded:  # A resume's data and y_dim are its run's, compared just above.
     config_lib.check_attribute_count(config)  # LFW's 73, CUB's 312 (was: after the download).
   mesh = parallel.make_mesh(devices)

@@ -1057,3 +1057,33 @@ def test_a_second_ctrl_c_during_a_save_keeps_the_save_whole(tmp_path, monkeypatc
   assert reader.newest_intact_step(quiet=True) == 1  # Step 2 is corrupt: moved aside.
   reader.close()
   assert checkpoints.newest_saved_step(workdir) == 1  # Was: 2.
+
+
+def test_a_save_that_failed_in_its_thread_is_raised_once_and_later_saves_work(tmp_path,
+                                                                               monkeypatch):
+  """Was (read-through of the waits on a thread of their own): a save whose callback failed
+  (a full disk) raised its error on every later wait, save and close, since Orbax raises a
+  failed save's error once in each thread that waits for it and each wait ran on a new one:
+  the checkpointer could save nothing more (steps 2 and 3 were never written). Now the error
+  reaches the caller once, and the saves after it (space freed) are written and summed."""
+  original = checkpoints._write_checksums  # pylint: disable=protected-access
+
+  def full_disk(folder, committed=True):  # In Orbax's save thread, before the rename.
+    if not committed:
+      raise OSError(errno.ENOSPC, "No space left on device", folder)
+    return original(folder, committed=committed)
+  monkeypatch.setattr(checkpoints, "_write_checksums", full_disk)
+  ckpt = checkpoints.Checkpointer(str(tmp_path), max_to_keep=None)
+  ckpt.save(1, {"w": jnp.ones(3)})
+  with pytest.raises(OSError, match="No space left"):
+    ckpt.wait()
+  monkeypatch.setattr(checkpoints, "_write_checksums", original)  # Space freed.
+  ckpt.save(2, {"w": jnp.full(3, 2.0)})  # Was: the same OSError, here and below.
+  ckpt.save(3, {"w": jnp.full(3, 3.0)})
+  assert ckpt.wait()
+  ckpt.close()
+  assert all(ckpt.summed(s) for s in (2, 3))
+  reader = checkpoints.Checkpointer(str(tmp_path), create=False)
+  assert reader.newest_intact_step(quiet=True) == 3
+  np.testing.assert_array_equal(reader.restore(TARGET)["w"], np.full(3, 3.0))
+  reader.close()

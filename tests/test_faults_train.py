@@ -2454,6 +2454,23 @@ def test_the_python_api_refuses_settings_the_model_or_data_ignore(tmp_path):
   config_lib.note_origin(dis, config_lib.origin(dis), ["model.z_dim"])
   with pytest.raises(config_lib.ConfigError, match="config.model.z_dim=32 has no effect"):
     check(dis)
+  # The copy train_and_evaluate makes of a config with a relative data path keeps the note
+  # (was: checked as a copy, so lfw.py's model.name change went through; read-through).
+  lfw.data.data_dir = "relative_data"
+  with pytest.raises(config_lib.ConfigError, match="changes the name alone"):
+    check(train_lib._absolute_data_paths(lfw))  # pylint: disable=protected-access
+  # A resume: a value the run's config.json holds too is the run's, not set now (was: a run
+  # trained before this check, or with a config file changed since, refused; read-through).
+  old = config_lib.get_config("configs/synthetic.py")
+  old.model.composition, old.model.zf_dim = "reference", 5  # A CVAE ignores both.
+  with pytest.raises(config_lib.ConfigError, match="config.model.composition="):
+    check(old)
+  check(old, copy.deepcopy(old))  # Resumed with its own config.json.
+  check(config_lib.get_config("configs/synthetic.py"), old)  # The file's values now.
+  now = copy.deepcopy(old)
+  now.model.zf_dim = 7  # Set now, unlike both.
+  with pytest.raises(config_lib.ConfigError, match="config.model.zf_dim=7 has no effect"):
+    check(now, old)
 
 
 def test_inference_steps_per_call_zero_is_described_as_it_runs():
