@@ -183,8 +183,27 @@ def _refuse_ignored_overrides(argv: list[str], config) -> None:
   (`config_lib.ignored_settings`, which the Python API's check shares). The config file's
   own values are not checked: configs/default.py sets every key for every model and dataset."""
   typed = _typed_keys(argv)
+  run = _resumed_config()
   for key, words in config_lib.ignored_settings(config, list(typed), prefix="--config."):
-    _fail(f"{typed[key]} {words}.")
+    # Not a resume's value that its run recorded (was: a run trained with it before these
+    # refusals could not be resumed with its own command; fault hunt), as the library's check.
+    if run is None or config_lib.value_at(run, key) != config_lib.value_at(config, key):
+      _fail(f"{typed[key]} {words}.")
+
+
+def _resumed_config():
+  """The config.json of the run --workdir holds (with checkpoints: a resume), with the keys
+  it predates filled in; None where there is none or it cannot be read (train_and_evaluate
+  says so)."""
+  if not _WORKDIR.value:
+    return None
+  workdir = os.path.expanduser(_WORKDIR.value)
+  try:
+    if not checkpoints.has_checkpoints(workdir):
+      return None
+    return config_lib.with_defaults(checkpoints.load_config(workdir))
+  except Exception:  # pylint: disable=broad-except  (said by train_and_evaluate)
+    return None
 
 
 def main(argv):

@@ -271,8 +271,8 @@ def check_set_keys_used(config: ml_collections.ConfigDict,
   """
   given = set_keys(config)
   if run_config is not None:  # Its model and data were compared with the run's already.
-    from_run = set(set_keys(config, base=with_defaults(run_config)))
-    given = [k for k in given if k in from_run]
+    run = with_defaults(run_config)  # A value typed as the run has it is the run's too.
+    given = [k for k in given if value_at(run, k) != value_at(config, k)]
   spec = origin(config) if run_config is None else None
   found = name_variant_differences(config, spec, given) if spec is not None else None
   if found is not None:

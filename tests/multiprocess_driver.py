@@ -10,8 +10,7 @@ put with `parallel.put_batch`, and the final parameters to `--out` (.npz). `--di
 makes process `--dying_process` kill itself after K steps while the other keeps
 stepping: the survivor must
 stop with an error, not hang. `--fail_preparing` fails process 0's data preparation: every
-process must stop with an error. `--faulthandler` enables Python's fault handler, as absl's
-`app.run` does in the entry points. A join that fails (`--timeout_s`) is one `error:` line and
+process must stop with an error. A join that fails (`--timeout_s`) is one `error:` line and
 exit code 1, as in the entry points.
 
   python tests/multiprocess_driver.py --raise_at=PROCESS:STEP[:val] train.py ARGS
@@ -27,7 +26,6 @@ evaluation begins.
 """
 
 import argparse
-import faulthandler
 import os
 import runpy
 import signal
@@ -91,10 +89,7 @@ parser.add_argument("--steps", type=int, default=3)
 parser.add_argument("--die_after", type=int, default=0)
 parser.add_argument("--dying_process", type=int, default=1)
 parser.add_argument("--fail_preparing", action="store_true")
-parser.add_argument("--faulthandler", action="store_true")
 args = parser.parse_args()
-if args.faulthandler:  # As absl's app.run, which the entry points run under, enables it.
-  faulthandler.enable()
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from conftest import tiny_config  # noqa: E402  (sets the tests' XLA flags, then we fix the count)

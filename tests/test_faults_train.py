@@ -2287,6 +2287,25 @@ def test_overrides_in_a_flagfile_are_checked_as_typed_ones(tmp_path, flags):
   assert not os.path.exists(workdir)
 
 
+def test_a_run_trained_with_an_ignored_setting_resumes_with_its_own_command(reference,
+                                                                            tmp_path, flags):
+  """A run trained before train.py and the API refused settings its model ignores (its
+  config.json records model.zf_dim=99 for a CVAE) was refused by its own command on resume
+  (fault hunt of workdirs from older versions): a value typed as the run recorded it is the
+  run's. Another value is still refused."""
+  workdir = _copy(reference, tmp_path)
+  path = os.path.join(workdir, "config.json")
+  with open(path, encoding="utf-8") as f:
+    recorded = json.load(f)
+  recorded["model"]["zf_dim"] = 99
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(recorded, f)
+  r = F.train(workdir, *flags, "--config.model.zf_dim=99")
+  assert r.returncode == 0 and "nothing to do" in r.stderr, r.stderr[-3000:]
+  r = F.train(workdir, *flags, "--config.model.zf_dim=98")
+  _one_error(r, "--config.model.zf_dim has no effect on model.name='cvae'")
+
+
 def test_a_flagfile_is_expanded_as_absl_expands_it_or_named_when_unreadable(tmp_path):
   """`config_lib.expand_flagfiles`, which train.py's checks read (a misspelt key in a flagfile
   was "could not be parsed" with a literal "\\n" in it); a flagfile that cannot be read is one

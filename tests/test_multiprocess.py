@@ -58,10 +58,8 @@ def _launch(out: str, num_processes: int, *extra: str) -> list:
 
 def _launch_each(argvs: list) -> list:
   """Starts the driver once per argument list of `argvs`."""
-  # The entry points' environment (the driver sets its own device count): the driver's runs
-  # then fork from the servers of this worker's train.py runs, not from two servers of their
-  # own (1.3-1.5 s of imports each). Its lines are flushed as printed, as train.py's are.
-  env = _entry_point_env(4)
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1",
+             PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]))
   # Forked (tests/launcher.py), each process of a job from a server of its own (`slot`).
   return [launcher.popen([sys.executable, DRIVER, *argv], env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, slot=i)
@@ -118,13 +116,14 @@ def test_two_processes_compute_what_one_process_computes(tmp_path, compile_cache
 
 
 @pytest.mark.parametrize("dying", [1, 0])
-def test_a_dead_process_stops_the_other_with_an_error(tmp_path, compile_cache, dying):
+def test_a_dead_process_stops_the_other_with_an_error(tmp_path, compile_cache, monkeypatch,
+                                                      dying):
   _require_cpu_collectives()
-  # With Python's fault handler on, as absl's app.run enables it in the entry points (a flag,
-  # not PYTHONFAULTHANDLER: another environment would fork from two more servers).
+  if dying == 0:
+    monkeypatch.setenv("PYTHONFAULTHANDLER", "1")  # As absl's app.run enables it.
   procs = _launch(str(tmp_path / "never.npz"), 2, f"--cache={tmp_path / 'data'}",
                   f"--compile_cache={compile_cache}", "--steps=100000", "--die_after=1",
-                  f"--dying_process={dying}", *(["--faulthandler"] if dying == 0 else []))
+                  f"--dying_process={dying}")
   survivor, dying_proc = procs[1 - dying], procs[dying]
   try:
     dying_proc.wait(timeout=START_TIMEOUT_S)
