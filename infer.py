@@ -318,17 +318,22 @@ class Options:
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def _given_inference(opts: Options) -> dict:
-  """--steps and --restarts where given, as `InferenceOptions` overrides: each run's
-  config.inference holds the rest."""
-  given = {"steps": opts.steps, "restarts": opts.restarts}
-  return {k: v for k, v in given.items() if v is not None}
+# How a stop after the last mode's files are in --out is said (`_interrupted`, `main`).
+_ALL_MODES_DONE = "after every mode had finished"
 
 
-def _run_inference_options(config, opts: Options) -> inference.InferenceOptions:
-  """The inference options a run's modes use (`_Run.options`), from its config alone."""
-  return inference.InferenceOptions.from_config(config.inference, infer_attributes=False,
-                                                **_given_inference(opts))
+def _run_inference_options(config, opts: Options, **overrides) -> inference.InferenceOptions:
+  """The inference options a run's modes use, from its config alone: its config.inference
+  with --steps and --restarts where given (and `overrides`) applied.
+
+  `infer_attributes` is off whatever the config says: each mode gives the known attributes
+  (the test split's), and where they are unknown it infers them itself (`known_attributes`,
+  `inference.infer_attributes`), with the training attributes' prior.
+  """
+  given = {k: v for k, v in (("steps", opts.steps), ("restarts", opts.restarts))
+           if v is not None}
+  return inference.InferenceOptions.from_config(
+      config.inference, **{"infer_attributes": False, **given, **overrides})
 
 
 def _draws(mode: str, opts: Options, options: inference.InferenceOptions,
@@ -646,14 +651,8 @@ class _Run:
     return [k for k in range(len(self.names)) if k not in flat]
 
   def options(self, **overrides) -> inference.InferenceOptions:
-    """The run's inference options with --steps / --restarts (and `overrides`) applied.
-
-    `infer_attributes` is off whatever the run's config says: each mode gives the known
-    attributes (the test split's), and where they are unknown it infers them itself
-    (`known_attributes`, `inference.infer_attributes`), with the training attributes' prior.
-    """
-    return inference.options_for(self.trained, **{"infer_attributes": False,
-                                                  **_given_inference(self.opts), **overrides})
+    """The run's inference options (`_run_inference_options`), `overrides` applied."""
+    return _run_inference_options(self.trained.config, self.opts, **overrides)
 
   def settings(self, mode: str, opts: Optional[inference.InferenceOptions] = None,
                names: Sequence[str] = ()) -> dict:
@@ -1804,13 +1803,14 @@ def evaluate(opts: Options, done: list[str]) -> None:
     _check_checkpoint(workdir, opts.step)
   _check_loaded_examples(opts.workdirs, configs, infos, opts.num_examples)
   labels = _row_labels([models.create_model(c.model).label for c in configs], opts.workdirs)
-  differ = _setting_differences(labels, [dataclasses.asdict(_run_inference_options(c, opts))
-                                         for c in configs])
+  settings = [dataclasses.asdict(_run_inference_options(c, opts)) for c in configs]
+  differ = _setting_differences(labels, settings)
   if differ:  # Was: side by side without a word, evaluation.json's "options" alone (fault hunt).
-    logging.warning("the runs' inference settings differ (%s), so their optimisation rows "
-                    "compare those settings too, as a note in evaluation.md says; --steps and "
-                    "--restarts set those two alike for every run",
-                    "; ".join(differ))
+    alike = any(len({s[k] for s in settings}) > 1 for k in ("steps", "restarts"))
+    logging.warning("the runs' inference settings differ (%s): their optimisation rows differ "
+                    "in those settings as well as in the model (noted in evaluation.md)%s",
+                    "; ".join(differ),
+                    "; pass --steps / --restarts to set those alike" if alike else "")
   _warn_idle_seed(opts, configs)
   # --seed where it draws something for some run, else null (`_seed_draws`).
   seed = opts.seed if any(_seed_draws(opts, "evaluate", c) for c in configs) else None
@@ -1964,7 +1964,7 @@ def _interrupted(out: str, done: list[str], mode: Optional[str],
     # command again", with no --mode= list for the rest, also where every mode had finished;
     # fault hunt).
     if not rest:
-      return f"{what} after every mode had finished; {kept}nothing is left to run."
+      return f"{what} {_ALL_MODES_DONE}; {kept}nothing is left to run."
     return (f"{what} after --mode={mode} had finished; {kept}for the rest, run the command "
             f"again with --mode={','.join(rest)}{without}.")
   again = (f"For the rest, run the command again with --mode={','.join(rest)}{without}"
@@ -2131,8 +2131,7 @@ def main(argv):
       distributed.leave_after(e)
     interrupts.ignore_stops()  # A second one while exiting adds nothing.
     if finished:  # Was: "nothing was written" (fault hunt).
-      stop = type(stop)(f"{_stopped(stop)} after every mode had finished; nothing is left to "
-                        "run.")
+      stop = type(stop)(f"{_stopped(stop)} {_ALL_MODES_DONE}; nothing is left to run.")
     print(str(stop) or "interrupted; nothing was written.", file=sys.stderr)
     distributed.leave(129 if isinstance(stop, interrupts.HungUp) else
                       143 if isinstance(stop, interrupts.Terminated) else 130)

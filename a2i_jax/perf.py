@@ -655,15 +655,13 @@ def _accelerator_plugin_installed() -> bool:
 
 
 def jaxlib_version() -> str:
-  """This process's jaxlib, e.g. "jaxlib 0.10.2" ("jax X" where jaxlib has no metadata).
+  """This process's jaxlib, e.g. "jaxlib 0.10.2" (`_jaxlib_release`; was "jax X" where jaxlib
+  has no package metadata, a second way of reading the version).
 
   Returns:
     The words.
   """
-  try:
-    return "jaxlib " + importlib.metadata.version("jaxlib")
-  except importlib.metadata.PackageNotFoundError:
-    return "jax " + jax.__version__
+  return "jaxlib " + _jaxlib_release()
 
 
 def _read_cache(cache_file: str) -> dict[str, Any]:

@@ -1377,9 +1377,9 @@ def test_evaluate_builds_evaluates_and_lets_go_of_one_run_at_a_time(trained, tmp
           "ran with:\n\n- cvae (w): init=encoder\n- cvae (again): init=zeros\n")
   assert (tmp_path / "out" / "evaluation.md").read_text().endswith(note)
   assert [r.getMessage() for r in caplog.records if "settings differ" in r.getMessage()] == [
-      "the runs' inference settings differ (cvae (w): init=encoder; cvae (again): init=zeros), "
-      "so their optimisation rows compare those settings too, as a note in evaluation.md says; "
-      "--steps and --restarts set those two alike for every run"]
+      "the runs' inference settings differ (cvae (w): init=encoder; cvae (again): init=zeros): "
+      "their optimisation rows differ in those settings as well as in the model (noted in "
+      "evaluation.md)"]  # No --steps / --restarts advice: those do not differ.
 
 
 def test_evaluate_compares_the_runs_loaded_examples_before_evaluating_any(trained, tmp_path,

@@ -253,7 +253,8 @@ def run_inference(trained: TrainedModel, images: Any, attributes: Any = None,
   check_key(key)
   options = _check_options(trained, options)
   call = _CALL.get()
-  _no_ignored_attributes(attributes, options, call[0] if call else "run_inference")
+  use = call[0] if call else "run_inference"  # The caller's name, in messages.
+  _no_ignored_attributes(attributes, options, use)
   x = check_images(images, trained.config.model.image_size)
   y, obs, masks, prior = _check_batch(trained, x, attributes, observed, fg_masks, options,
                                       attribute_prior)
@@ -272,8 +273,7 @@ def run_inference(trained: TrainedModel, images: Any, attributes: Any = None,
   pad_to = per_call if n > per_call else _bucket(n, per_call, mesh.devices.size)
   # Several processes: the same batch on each, once for all N (was: each process's own
   # images spliced into one result; fault hunt).
-  same_batch_on_every_process(x, y, obs, masks, parallel.loose_key(check_key(key)), prior,
-                              call[0] if call else "run_inference")
+  same_batch_on_every_process(x, y, obs, masks, parallel.loose_key(check_key(key)), prior, use)
   parts, sizes = [], []
   for start in range(0, n, per_call):
     sl = slice(start, min(start + per_call, n))
