@@ -664,8 +664,7 @@ class _Run:
     --seed alone. "seed" is null where the mode draws nothing from it (`_draws`, of the
     occlusions `names` and of `opts`, or the run's options: was --seed, though every seed
     gave the same files; fault hunt)."""
-    draws = mode in _DRAWS_ALWAYS or _draws(mode, self.opts, opts or self.options(), names)
-    seed = self.opts.seed if draws else None
+    seed = self.opts.seed if _draws(mode, self.opts, opts or self.options(), names) else None
     if opts is None:
       return {"seed": seed}
     return {"seed": seed, "inference": dataclasses.asdict(opts)}

@@ -865,7 +865,7 @@ def read_image(path: str, error: type = InputError, size: Optional[int] = None,
     # PIL warns (two lines) between half its bound and the bound, then decodes all the same;
     # over the bound it raises, which is the one line below. Not thread-safe, as no
     # `catch_warnings` is; the readers run in one thread.
-    with warnings.catch_warnings(), _truncated_refused():
+    with warnings.catch_warnings(), truncated_refused():
       warnings.simplefilter("ignore", Image.DecompressionBombWarning)
       # From a file object, not the path: PIL memory-maps an uncompressed TIFF opened by
       # path at its size as shown, so one turned by its EXIF orientation (5-8, not square;
@@ -970,13 +970,17 @@ def _key_sixteen_bit_rgb(im: Any, path: str) -> None:
 
 
 @contextlib.contextmanager
-def _truncated_refused() -> Iterator[None]:
+def truncated_refused() -> Iterator[None]:
   """PIL's `ImageFile.LOAD_TRUNCATED_IMAGES` off while a file is read, and as it was after.
 
   Set (by a notebook, on the web's common advice for "image file is truncated", or by a
   library: tensorflow_datasets' thumbnails set it for good), it has PIL fill what a truncated
   file lacks with grey or black and say nothing: such files were read as intact images (a
-  fault hunt's finding). Not thread-safe, as `read_image` is not.
+  fault hunt's finding). Used by `read_image` and by the dataset builders' reading of their
+  source images (`data.tfds_lib.read_source_image`). Not thread-safe, as `read_image` is not.
+
+  Yields:
+    Nothing; inside the block a truncated file is PIL's error, not a filled image.
   """
   from PIL import ImageFile  # pylint: disable=import-outside-toplevel
   was = ImageFile.LOAD_TRUNCATED_IMAGES

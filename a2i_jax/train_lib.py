@@ -1014,11 +1014,16 @@ def _changes_from_record(workdir: str, config: ml_collections.ConfigDict,
     return old == new or (key in {f"data.{k}" for k in DATA_PATH_KEYS}
                           and _absolute_data_path(old) == new)
   # A key the earlier config lacks (added to the library since) took its default: no change.
-  return saved, [(k, config_lib.value_at(saved, k), config_lib.value_at(now, k)) for k in keys
-                 if k not in _RESUME_NEUTRAL_KEYS
-                 and not (sections and k.startswith(sections))
-                 and config_lib.value_at(saved, k) is not None
-                 and not same(k, config_lib.value_at(saved, k), config_lib.value_at(now, k))]
+  changed = [(k, config_lib.value_at(saved, k), config_lib.value_at(now, k)) for k in keys
+             if k not in _RESUME_NEUTRAL_KEYS
+             and not (sections and k.startswith(sections))
+             and config_lib.value_at(saved, k) is not None
+             and not same(k, config_lib.value_at(saved, k), config_lib.value_at(now, k))]
+  # Nor one the run's model or dataset ignores (a disCVAE's z_dim, changed in a config file
+  # since): recorded as it comes, not said (was: warned of, with a config_history copy, as
+  # though the steps after it trained otherwise; fault hunt of older workdirs).
+  ignored = {k for k, _ in config_lib.ignored_settings(config, [k for k, _, _ in changed])}
+  return saved, [c for c in changed if c[0] not in ignored]
 
 
 # infer.py's flags that set an inference setting for one call.

@@ -800,6 +800,133 @@ def test_cub_empty_split_is_one_error(tmp_path):
     cub.load(data_dir=root, allow_download=False, progress=False)
 
 
+def _untar(archive, into):
+  import tarfile  # pylint: disable=import-outside-toplevel
+  with tarfile.open(archive) as tar:
+    if hasattr(tarfile, "data_filter"):
+      tar.extractall(into, filter="data")
+    else:
+      tar.extractall(into)  # noqa: S202  (the fixture's own archive)
+  os.remove(archive)
+
+
+def test_cub_unpacked_by_hand_needs_attributes_txt_and_may_sit_a_level_too_deep(tmp_path):
+  """Was: the instructions offered "CUB_200_2011.tgz; or its unpacked folder CUB_200_2011/",
+  but attributes.txt sits beside that folder at the archive's root, and a manual folder
+  without it was told to delete the folder (1.15 GB of good data) and download the archive.
+  The instructions name it and the error says where to put it, writing nothing. And a source
+  unpacked one folder too deep (CUB_200_2011/CUB_200_2011/, segmentations/segmentations/)
+  was told to delete the folder and put the archive in its place, where a second unpacking
+  nested it again: it is read from the inner folder, and the fix for damage inside it names
+  the outer one."""
+  from a2i_jax.data import cub, tfds_lib  # pylint: disable=import-outside-toplevel
+  assert ("CUB_200_2011.tgz  (1.15 GB)  https://data.caltech.edu/records/65de6-vp158/files/"
+          "CUB_200_2011.tgz?download=1; or its unpacked folder CUB_200_2011/ with the "
+          "attributes.txt from the archive's root beside it"
+          ) in cub.A2iCub.MANUAL_DOWNLOAD_INSTRUCTIONS
+  named = tmp_path / "named" / "CUB_200_2011.tgz"  # A folder of the archive's name.
+  named.mkdir(parents=True)
+  with pytest.raises(DataError, match=re.escape(
+      f"{named} is a folder, not the archive; remove it and put the downloaded "
+      "CUB_200_2011.tgz there (or its unpacked CUB_200_2011/ folder with attributes.txt "
+      "beside it), then run the same command again.")):
+    tfds_lib.fetch_sources(None, cub.SOURCES, str(named.parent), False, "CUB")
+  manual = tmp_path / "manual" / "cub"
+  fx.make_cub(str(manual))
+  for archive in ("CUB_200_2011.tgz", "segmentations.tgz"):
+    _untar(str(manual / archive), str(manual))
+  names = (manual / "attributes.txt").read_bytes()
+  os.remove(manual / "attributes.txt")
+  kw = dict(data_dir=str(tmp_path), image_size=80, allow_download=False, progress=False)
+  with pytest.raises(DataError, match=re.escape(
+      f"CUB: attributes.txt is not in {manual}: it sits at the root of CUB_200_2011.tgz, "
+      "beside the CUB_200_2011/ folder unpacked there; put that attributes.txt in "
+      f"{manual} (nothing needs deleting), then run the same command again.") + "$"):
+    cub.load(**kw)
+  assert sorted(os.listdir(tmp_path)) == ["manual", "named"]
+  # Each folder moved one level deeper, attributes.txt beside the inner CUB_200_2011/.
+  for name in ("CUB_200_2011", "segmentations"):
+    os.rename(manual / name, manual / "inner")
+    os.mkdir(manual / name)
+    os.rename(manual / "inner", manual / name / name)
+  (manual / "CUB_200_2011" / "attributes.txt").write_bytes(names)
+  ds = cub.load(**kw)
+  assert {k: len(v) for k, v in ds.splits.items()} == {"train": 9, "validation": 1, "test": 2}
+  assert ds.attribute_names[0] == "has_part_1::value_1" and ds["train"].masks.max() == 255
+  inner = manual / "CUB_200_2011" / "CUB_200_2011"
+  for inside in (inner / "images", manual / "CUB_200_2011"):
+    assert tfds_lib.redownload(cub.SOURCES[0], str(inside)) == (
+        f"delete the folder {manual / 'CUB_200_2011'} and put a fresh download of "
+        f"CUB_200_2011.tgz in {manual} instead.")
+
+
+def test_lfw_sources_unpacked_a_level_too_deep_are_read(tmp_path):
+  """Was: lfw_funneled/lfw_funneled/ (and parts_lfw_funneled_gt_images/ likewise) was told
+  to delete the folder and put the archive in its place, which a second unpacking nested
+  again. The inner folder is read; the fix for damage inside names the outer one."""
+  from a2i_jax.data import lfw, tfds_lib  # pylint: disable=import-outside-toplevel
+  manual = tmp_path / "manual" / "lfw"
+  fx.make_lfw(str(manual))
+  for archive, folder in (("lfw-funneled.tgz", "lfw_funneled"),
+                          ("parts_lfw_funneled_gt_images.tgz", "parts_lfw_funneled_gt_images")):
+    _untar(str(manual / archive), str(manual / folder))
+  ds = lfw.load(data_dir=str(tmp_path), masks=False, allow_download=False, progress=False)
+  assert {k: len(v) for k, v in ds.splits.items()} == {"train": 8, "validation": 1, "test": 4}
+  parts = str(manual / "parts_lfw_funneled_gt_images")
+  labels = lfw._find_dir(tfds_lib.unpack(parts, "", False), lfw.MASK_SOURCES[0])
+  assert labels == os.path.join(parts, "parts_lfw_funneled_gt_images")
+  assert lfw.load_part_mask(labels, ("Dan_Brown", 1)).shape == (64, 64)
+  outer = manual / "lfw_funneled"
+  assert tfds_lib.redownload(lfw.IMAGE_SOURCES[0], str(outer / "lfw_funneled" / "Eve_Black")) == (
+      f"delete the folder {outer} and put a fresh download of lfw-funneled.tgz in {manual} "
+      "instead.")
+
+
+def test_cub_segmentation_of_another_size_is_resized_or_names_both_archives(
+    tmp_path, cub_ds, caplog):
+  """Was: a segmentation of another size than its image stopped the preparation with "the
+  archives do not match" and no fix. Of the same proportions (within 2 %) it is resized to
+  the image's size, with one warning at the end counting such images; else the error names
+  both archives to download again."""
+  import io  # pylint: disable=import-outside-toplevel
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data import cub  # pylint: disable=import-outside-toplevel
+
+  def wider(by):
+    def edit(name, data):
+      if not name.endswith("Bird_0007.png"):
+        return data
+      im, buf = Image.open(io.BytesIO(data)), io.BytesIO()
+      im.resize((im.width + by, im.height)).save(buf, "PNG")
+      return buf.getvalue()
+    return edit
+  manual = tmp_path / "manual" / "cub"
+  fx.make_cub(str(manual))
+  fx.rewrite_tar(str(manual / "segmentations.tgz"), wider(1))  # 121x100 for 120x100: 0.8 %.
+  with caplog.at_level(logging.WARNING):
+    ds = cub.load(data_dir=str(tmp_path), image_size=80, allow_download=False, progress=False)
+  warned = [r.getMessage() for r in caplog.records if "segmentation(s)" in r.getMessage()]
+  assert len(warned) == 1 and warned[0].startswith(
+      "CUB: 1 segmentation(s) of another size than their image (e.g. ") and warned[0].endswith(
+      "Bird_0007.png) were resized to it; their proportions agree within 2 %"), warned
+  # Image 7 is the 7th training image; its mask is the one the right size gives, but at the
+  # edge the resize moved.
+  assert np.mean(ds["train"].masks[6] != cub_ds["train"].masks[6]) < 0.02
+  np.testing.assert_array_equal(ds["train"].masks[:6], cub_ds["train"].masks[:6])
+  other = tmp_path / "other"
+  fx.make_cub(str(other / "manual" / "cub"))
+  fx.rewrite_tar(str(other / "manual" / "cub" / "segmentations.tgz"), wider(12))  # 10 %.
+  unpacked = other / "downloads" / "unpacked"
+  with pytest.raises(DataError, match=re.escape(
+      f"CUB: segmentation {unpacked}/segmentations.tgz.d/segmentations/002.Bird_2/Bird_0007.png "
+      "is 132x100 but its image 002.Bird_2/Bird_0007.jpg is 120x100, of other proportions, so "
+      f"the two archives do not match: delete {other}/manual/cub/segmentations.tgz and its "
+      f"unpacked folder {unpacked}/segmentations.tgz.d, then download segmentations.tgz "
+      f"again; and delete {other}/manual/cub/CUB_200_2011.tgz and its unpacked folder "
+      f"{unpacked}/CUB_200_2011.tgz.d, then download CUB_200_2011.tgz again.") + "$"):
+    cub.load(data_dir=str(other), image_size=80, allow_download=False, progress=False)
+
+
 def test_cub_splits_are_stored_in_image_id_order(tmp_path):
   """Ids whose text order differs from their number order ("10" < "4") stay in id order."""
   from a2i_jax.data import cub  # pylint: disable=import-outside-toplevel
@@ -1470,6 +1597,22 @@ def test_a_damaged_compressed_archive_is_refused(tmp_path):
     open(path, "wb").write(data)
     with pytest.raises(DataError, match=f"could not unpack {path} .*damaged or incomplete"):
       tfds_lib.unpack(path, str(tmp_path / "unpacked"), progress=False)
+  # Not a tar archive at all (a failed browser download saved a web page, an empty file, a
+  # zip): was tarfile's four-line "could not be opened successfully" inside the message.
+  url = "https://example.org/a.tgz"
+  for name, data in (("html", b"<!DOCTYPE html><html><body>Not found</body></html>\n"),
+                     ("empty", b""), ("zip", b"PK\x03\x04" + bytes(600)),
+                     ("cut", raw[:100])):
+    path = str(tmp_path / f"{name}.tgz")
+    open(path, "wb").write(data)
+    with pytest.raises(DataError) as e:
+      tfds_lib.unpack(path, str(tmp_path / "unpacked"), progress=False, url=url)
+    assert str(e.value) == (  # A gzip stream cut short is an archive, damaged.
+        f"could not unpack {path} (Compressed file ended before the end-of-stream marker was "
+        f"reached); the file is damaged or incomplete. Delete it and download it again from "
+        f"{url}." if name == "cut" else
+        f"{path} is not a tar archive (an empty file, a web page or a zip?): delete it and "
+        f"download it again from {url}.")
   assert all(n.endswith(".lock") for n in os.listdir(tmp_path / "unpacked"))  # Nothing kept.
   tfds_lib.unpack(good, str(tmp_path / "unpacked"), progress=False)
 

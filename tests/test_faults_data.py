@@ -90,6 +90,33 @@ def test_long_folder_names_are_prepared(tmp_path, monkeypatch):
     load_dataset(cfg, progress=False)
 
 
+def test_a_folder_prepared_anew_names_its_earlier_copies(tmp_path, caplog):
+  """Fault hunt: each change of a folder (or of the image size, or a release that prepares
+  otherwise) made a new whole copy in data_dir, the earlier ones left without a word. One
+  warning names them and their size; a copy of another folder of the same name is not named,
+  and a load of a copy prepared before says nothing."""
+  data = str(tmp_path / "data")
+  path = _folder(tmp_path, "filename,split,smile", ["0", "1", "0"])
+  other = _folder(tmp_path / "elsewhere", "filename,split,smile", ["1", "1", "0"])
+  with caplog.at_level("WARNING"):
+    folder.load(path=path, data_dir=data, image_size=4, progress=False)
+    (first,) = [os.path.join(data, "folder", n) for n in os.listdir(os.path.join(data,
+                                                                                 "folder"))]
+    folder.load(path=other, data_dir=data, image_size=4, progress=False)
+    folder.load(path=path, data_dir=data, image_size=4, progress=False)
+  assert "earlier cop" not in caplog.text
+  Image.fromarray(np.full((4, 4, 3), 200, np.uint8)).save(os.path.join(path, "images",
+                                                                       "img1.png"))
+  with caplog.at_level("WARNING"):
+    folder.load(path=path, data_dir=data, image_size=4, progress=False)
+  (message,) = [r.getMessage() for r in caplog.records if "earlier cop" in r.getMessage()]
+  assert message.startswith(f"preparing a new copy of {path} (its files changed, or "
+                            "data.image_size, data.resize or this version's preparation "
+                            "differ) beside an earlier copy of it, "), message
+  assert message.endswith(f" MB: {first}; delete any that no other config of yours uses")
+  assert len(os.listdir(os.path.join(data, "folder"))) == 3  # Each copy kept.
+
+
 def test_line_numbers_count_the_lines_of_multi_line_cells(tmp_path):
   """Was: "line 3" for a bad cell on the file's line 4 when a quoted header cell holds a line
   break (Excel's Alt+Enter): rows were counted, not lines. The line a row starts on."""
@@ -396,16 +423,17 @@ def test_the_folders_a_writer_made_go_while_empty_past_one_already_gone(tmp_path
 
 def test_lfw_refused_while_writing_leaves_no_empty_copy_folder(tmp_path):
   """An LFW image that does not decode is found only once the archive is unpacked (which is
-  kept for the next attempt, as the lock file and TFDS's config record are): the copy's
-  folder `a2i_lfw/no_masks/` was left behind empty. The run removes it; the shared lock file,
-  TFDS's record and the unpacked archive stay, and a folder of the user's there too."""
+  kept for the next attempt): the copy's folder `a2i_lfw/no_masks/` was left behind empty.
+  The run removes it, and the lock file and TFDS's config record it made (a fault hunt: the
+  lock and record were left too); the unpacked archive stays, and a folder of the user's
+  there too."""
   manual = tmp_path / "manual" / "lfw"
   fx.make_lfw(str(manual), with_parts=False)
   fx.rewrite_tar(str(manual / "lfw-funneled.tgz"),
                  lambda n, d: d[:len(d) // 3] if n.endswith("Alice_Smith_0002.jpg") else d)
   with pytest.raises(DataError, match="Alice_Smith_0002.jpg could not be decoded"):
     load_dataset(_real("lfw", tmp_path), progress=False)
-  assert os.listdir(tmp_path / "a2i_lfw") and not (tmp_path / "a2i_lfw" / "no_masks").exists()
+  assert not (tmp_path / "a2i_lfw").exists()
   assert (tmp_path / "downloads" / "unpacked").is_dir()
   (tmp_path / "a2i_lfw" / "no_masks" / "mine").mkdir(parents=True)  # Not this run's: kept.
   with pytest.raises(DataError, match="Alice_Smith_0002.jpg could not be decoded"):

@@ -2552,6 +2552,14 @@ def test_a_runs_data_keep_its_order_and_checks_after_a_chdir_or_a_move(trained, 
   assert model.workdir == str(tmp_path / "w")
   monkeypatch.chdir("/")
   assert list(inference.load_data(model).attribute_names) == names
+  # Another run trained in the folder since the load (fault hunt: its order was fed to the
+  # held model without a word): the held model's record, with a warning.
+  (tmp_path / "w" / "dataset.json").write_text(json.dumps({
+      **record, "split_ids": _split_ids(ids), "attribute_names": swapped, "header": swapped}))
+  with caplog.at_level("WARNING"):
+    assert list(inference.load_data(model).attribute_names) == names
+  assert "holds another dataset.json now (another run trained there" in caplog.text
+  caplog.clear()
   os.rename(tmp_path / "w", tmp_path / "moved")
   with caplog.at_level("WARNING"):
     assert list(inference.load_data(model).attribute_names) == names

@@ -378,3 +378,103 @@ def test_the_default_data_cache_follows_xdg_cache_home_and_an_earlier_cache_is_u
   assert any(str(old) in r.getMessage() and "XDG_CACHE_HOME" in r.getMessage()
              for r in caplog.records), [r.getMessage() for r in caplog.records]
   np.testing.assert_array_equal(first["train"].images, again["train"].images)
+
+
+def test_truncated_source_images_are_refused_with_pils_truncated_flag_set(tmp_path,
+                                                                          monkeypatch):
+  """Was: where PIL's `ImageFile.LOAD_TRUNCATED_IMAGES` was set (a notebook; TFDS's
+  thumbnails set it), a truncated CUB or LFW image, segmentation or part label was read as
+  grey fill, prepared and sealed with checksums. The same DataError with the flag as without,
+  and the flag is left as it was."""
+  import io  # pylint: disable=import-outside-toplevel
+  from PIL import Image, ImageFile  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data import tfds_lib  # pylint: disable=import-outside-toplevel
+  from a2i_jax.errors import DataError  # pylint: disable=import-outside-toplevel
+  pixels = np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)
+  for fmt, mode in (("JPEG", "RGB"), ("PNG", "L"), ("PPM", "RGB")):
+    buf = io.BytesIO()
+    Image.fromarray(pixels).convert(mode).save(buf, fmt)
+    path = str(tmp_path / f"cut.{fmt.lower()}")
+    with open(path, "wb") as f:
+      f.write(buf.getvalue()[:len(buf.getvalue()) // 2])
+    said = []
+    for flag in (False, True):
+      monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", flag)
+      with pytest.raises(DataError) as e:
+        tfds_lib.read_source_image(path, mode, "download it again.")
+      said.append(str(e.value))
+      assert ImageFile.LOAD_TRUNCATED_IMAGES is flag
+    assert said[0] == said[1], fmt
+    assert said[1].startswith(f"{path} could not be decoded (") and said[1].endswith(
+        "the file is damaged or incomplete: download it again."), said[1]
+
+
+def _offline(monkeypatch):
+  """Every host out of reach, at once (the tests have no network)."""
+  from a2i_jax.data import tfds_lib  # pylint: disable=import-outside-toplevel
+
+  def refused(address, timeout):
+    raise OSError(-2, "Name or service not known")
+  monkeypatch.setattr(tfds_lib.socket, "create_connection", refused)
+  monkeypatch.setattr(tfds_lib.urllib.request, "getproxies", dict)
+
+
+def test_a_run_refused_offline_with_downloads_on_writes_nothing(tmp_path, monkeypatch):
+  """Was: with data.download=True (the default) and no network, a run refused for LFW's or
+  CUB's missing source files still made data_dir and left downloads/extracted/, the
+  preparation's lock file and TFDS's .config/metadata.json there. Refused before the builder
+  now; and where preparing itself is refused, only what that run made is taken back, never
+  what was there before (TFDS's config record included)."""
+  from a2i_jax.data import cub, lfw, tfds_lib  # pylint: disable=import-outside-toplevel
+  from a2i_jax.errors import DatasetNotPreparedError  # pylint: disable=import-outside-toplevel
+  _offline(monkeypatch)
+  existing = tmp_path / "existing"
+  (existing / "downloads").mkdir(parents=True)
+  (existing / "mine.txt").write_text("kept")
+  (existing / "downloads" / "keep.bin").write_text("kept")
+  loads = (lambda d: lfw.load(data_dir=d, masks=False, progress=False),
+           lambda d: lfw.load(data_dir=d, masks=True, progress=False),
+           lambda d: cub.load(data_dir=d, progress=False))
+  before = sorted(p.relative_to(existing) for p in existing.rglob("*"))
+  for checked_first in (True, False):
+    if not checked_first:  # The preparation's own refusal: its take-back alone.
+      monkeypatch.setattr(tfds_lib, "check_sources_first", lambda *a, **k: None)
+    for load in loads:
+      for data in (tmp_path / "new" / "data", existing):
+        with pytest.raises(DatasetNotPreparedError, match=(
+            "(?s)source file\\(s\\) missing: .*cannot reach .*Name or service not known")):
+          load(str(data))
+        assert not (tmp_path / "new").exists(), list((tmp_path / "new").rglob("*"))
+        assert sorted(p.relative_to(existing) for p in existing.rglob("*")) == before
+  # TFDS's config record, there before: kept.
+  record = existing / "a2i_lfw" / ".config" / "metadata.json"
+  record.parent.mkdir(parents=True)
+  record.write_text('{"default_config_name": "masks"}')
+  with pytest.raises(DatasetNotPreparedError):
+    lfw.load(data_dir=str(existing), masks=False, progress=False)
+  assert record.exists() and not (existing / "downloads" / "extracted").exists()
+
+
+def test_lfw_attribute_file_messages_end_with_the_fix(tmp_path):
+  """Was: a line of lfw_attributes.txt cut short, a value that is no number, and a file that
+  is not Kumar et al.'s (no header, or a header naming other than 73 attributes) were named
+  without the fix that the people files' messages give."""
+  from a2i_jax.data import lfw  # pylint: disable=import-outside-toplevel
+  from a2i_jax.errors import DataError  # pylint: disable=import-outside-toplevel
+  header = "\t".join(["#", "person", "imagenum"] + fx.LFW_ATTRIBUTE_NAMES)
+  row = "\t".join(["Ann Doe", "1"] + ["0.5"] * 73)
+  path = tmp_path / "lfw_attributes.txt"
+  fix = f" Download it again ({lfw._ATTRIBUTES_URL})."  # pylint: disable=protected-access
+  for text, says in (
+      (f"# x\n{header}\n{row}\n{row[:len(row) // 2]}", "line 4: 38 tab-separated fields, "
+       "expected 75 (person, imagenum, 73 scores); the file is cut short or damaged."),
+      (f"# x\n{header}\n{row.replace('0.5', 'x', 1)}\n", "line 3: could not convert string "
+       "to float: 'x'; the file is damaged."),
+      (f"<html>\n{row}\n", "no '#<TAB>person<TAB>imagenum<TAB>...' header line in the first "
+       "lines; this is not Kumar et al.'s lfw_attributes.txt."),
+      (f"# x\n{header[:header.rindex(chr(9))]}\n{row}\n", "the header names 72 attributes, "
+       "expected 73; this is not Kumar et al.'s lfw_attributes.txt.")):
+    path.write_text(text)
+    with pytest.raises(DataError) as e:
+      lfw.parse_attributes(str(path))
+    assert str(e.value).endswith(says + fix), str(e.value)

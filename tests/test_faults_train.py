@@ -1503,6 +1503,9 @@ def test_a_resume_that_changes_settings_says_so_and_keeps_the_earlier_config(tmp
   keep = train_lib._keep_a_changed_config  # pylint: disable=protected-access
   same = checkpoints.load_config(workdir)
   same.num_train_steps, same.log_every_steps = 100, 5  # No change to what it trains.
+  # Nor a key the model ignores (a CVAE's zf_dim: a config file changed since; was warned of).
+  assert same.model.name == "cvae"
+  same.model.zf_dim += 8
   assert keep(workdir, same, 6) is None and not caplog.records
   changed = checkpoints.load_config(workdir)
   changed.seed, changed.learning_rate = before.seed + 5, 0.1

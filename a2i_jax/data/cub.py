@@ -9,9 +9,13 @@ folder `<data_dir>/manual/cub/`; sizes from TFDS's recorded checksums):
   <time>`; a few lines carry extra tokens, so only the first three are read) and
   `attributes/class_attribute_labels_continuous.txt` (200 rows x 312 percentages); the
   attribute names (`<id> <group>::<value>`) are in `attributes.txt` at the archive's root
-  (the README says `attributes/attributes.txt`; both places are searched).
+  (the README says `attributes/attributes.txt`; both places are searched). A manual folder
+  may hold the unpacked `CUB_200_2011/` instead of the archive, with that `attributes.txt`
+  beside it.
 - `segmentations.tgz` (39,272,883 bytes): `segmentations/<class>/<file>.png`, soft
-  grey-level masks (mode L or LA) from about four annotators.
+  grey-level masks (mode L or LA) from about four annotators; or its unpacked
+  `segmentations/`. A folder unpacked one level too deep (`CUB_200_2011/CUB_200_2011/`,
+  `segmentations/segmentations/`) is read from the inner one (`tfds_lib.unpack`).
 
 Preparation:
 
@@ -24,9 +28,13 @@ Preparation:
   which averages each output pixel's source area in floats: the pixels differ slightly (not
   measured against Torch in this repository).
 - Masks: the segmentation scaled to [0, 1] and binarised at > 0.5, cropped and resized like
-  the image, then binarised again at > 0.5 at 80x80, as the reference's loader does (`gt(0.5)`
-  on its 80x80 masks before it scales them to 72). Stored masks are 0 or 255; edges turn soft
-  only at the 80 -> 72 resize, as in the reference. (Version 1.0.0 of the prepared copy kept
+  the image (a segmentation of another size than its image is first resized to the image's
+  size, bilinear, where their proportions agree within `SEGMENTATION_ASPECT_TOLERANCE` = 2 %;
+  one warning at the end of the preparation counts them; proportions further apart stop
+  the preparation, naming both archives to download again), then binarised again at > 0.5
+  at 80x80, as the reference's loader does (`gt(0.5)` on its 80x80 masks before it scales
+  them to 72). Stored masks are 0 or 255; edges turn soft only at the 80 -> 72 resize, as in
+  the reference. (Version 1.0.0 of the prepared copy kept
   the soft edges of the resize to 80, about 5 % of the pixels; 1.1.0 is prepared anew, and a
   run resumed on it warns that its masks differ, `base.check_same_splits`.)
 - Attributes: both per-image `is_present` (0/1, the default) and the class-level
@@ -50,6 +58,7 @@ import os
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 import numpy as np
+from absl import logging
 
 from a2i_jax.data import tfds_lib
 from a2i_jax.data.base import ATTRIBUTE_COUNTS, CUB_ATTRIBUTES, DataError, check_choice
@@ -59,6 +68,9 @@ tfds = tfds_lib.import_tfds()
 
 IMAGE_SIZE = 80
 BOX_SCALE = 1.25  # Crop side / longer bounding-box side.
+# A segmentation of another size than its image is resized to it where their proportions
+# (width / height) differ by at most this fraction; past it the two cannot be the same picture.
+SEGMENTATION_ASPECT_TOLERANCE = 0.02
 VALIDATION_EVERY = 10  # Every 10th training image validates (scaled_margin_cub.lua).
 NUM_ATTRIBUTES = ATTRIBUTE_COUNTS["cub"]  # 312
 NUM_CLASSES = 200  # Class ids 1..200; one row each in class_attribute_labels_continuous.txt.
@@ -68,7 +80,7 @@ ATTRIBUTE_OPTIONS = dict(zip(CUB_ATTRIBUTES, ("attributes", "attributes_class"))
 _CALTECH = "https://data.caltech.edu/records"
 SOURCES = (
     Source("CUB_200_2011.tgz", f"{_CALTECH}/65de6-vp158/files/CUB_200_2011.tgz?download=1",
-           "1.15 GB", "CUB_200_2011"),
+           "1.15 GB", "CUB_200_2011", "attributes.txt"),
     Source("segmentations.tgz", f"{_CALTECH}/w9d68-gec53/files/segmentations.tgz?download=1",
            "39 MB", "segmentations"),
 )
@@ -333,8 +345,9 @@ class A2iCub(tfds_lib.BuilderMixin, tfds.core.GeneratorBasedBuilder, skip_regist
                                    self._allow_download, "CUB-200-2011")
     self._record_sources(paths)
     unpack_root = os.path.join(os.fspath(dl_manager.download_dir), "unpacked")
-    root = tfds_lib.unpack(paths["CUB_200_2011.tgz"], unpack_root, self._progress)
-    seg_root = tfds_lib.unpack(paths["segmentations.tgz"], unpack_root, self._progress)
+    root = tfds_lib.unpack(paths["CUB_200_2011.tgz"], unpack_root, self._progress, _IMAGES.url)
+    seg_root = tfds_lib.unpack(paths["segmentations.tgz"], unpack_root, self._progress,
+                               _SEGMENTATIONS.url)
     cub = tfds_lib.find_file(root, "CUB_200_2011", _IMAGES)
     seg = tfds_lib.find_file(seg_root, "segmentations", _SEGMENTATIONS)
     fix = tfds_lib.redownload(_IMAGES, cub)
@@ -353,6 +366,13 @@ class A2iCub(tfds_lib.BuilderMixin, tfds.core.GeneratorBasedBuilder, skip_regist
                                    os.path.join(cub, "attributes", "attributes.txt"),
                                    os.path.join(cub, "attributes.txt")) if os.path.exists(p)),
                       None)
+    if names_path is None and os.path.isdir(paths["CUB_200_2011.tgz"]):
+      # Unpacked by hand: the folder is whole, the file beside it was left behind (was: told
+      # to delete the folder, 1.15 GB of good data, and download the archive; fault hunt).
+      raise DataError(f"CUB: attributes.txt is not in {root}: it sits at the root of "
+                      "CUB_200_2011.tgz, beside the CUB_200_2011/ folder unpacked there; put "
+                      f"that attributes.txt in {root} (nothing needs deleting), then run the "
+                      "same command again.")
     if names_path is None:
       raise DataError(f"CUB_200_2011.tgz: attributes.txt is neither at the archive's root "
                       f"({root}) nor in CUB_200_2011/attributes/: {fix}")
@@ -396,7 +416,8 @@ class A2iCub(tfds_lib.BuilderMixin, tfds.core.GeneratorBasedBuilder, skip_regist
     self.info.metadata["counts"] = {k: len(v) for k, v in split_ids.items()}
     ctx = dict(cub=cub, seg=seg, images=images, boxes=boxes, classes=classes,
                present=present, per_class=per_class, fix=fix,
-               fix_seg=tfds_lib.redownload(_SEGMENTATIONS, seg))
+               fix_seg=tfds_lib.redownload(_SEGMENTATIONS, seg),
+               resized=[], splits_left=[len(split_ids)])
     return {split: self._generate_examples(i, ctx) for split, i in split_ids.items()}
 
   def _generate_examples(self, ids: list[int], ctx: dict) -> Iterator[tuple[int, dict]]:
@@ -406,11 +427,10 @@ class A2iCub(tfds_lib.BuilderMixin, tfds.core.GeneratorBasedBuilder, skip_regist
       seg_path = os.path.join(ctx["seg"], os.path.splitext(rel)[0] + ".png")
       image = tfds_lib.read_source_image(path, "RGB", ctx["fix"])
       # L or LA: the grey level is the annotators' agreement; alpha is dropped.
-      fg = np.asarray(tfds_lib.read_source_image(seg_path, "L", ctx["fix_seg"]),
-                      np.float32) / 255.0 > 0.5
-      if fg.shape != (image.height, image.width):
-        raise DataError(f"CUB: segmentation {seg_path} is {fg.shape[::-1]}, image {rel} is "
-                        f"{image.size}; the archives do not match.")
+      grey = _fitted_segmentation(
+          tfds_lib.read_source_image(seg_path, "L", ctx["fix_seg"]), image.size, seg_path, rel,
+          ctx)
+      fg = np.asarray(grey, np.float32) / 255.0 > 0.5
       box = crop_box(ctx["boxes"][i], image.width, image.height)
       soft = tfds_lib.crop_resize(tfds_lib.pil_mask(fg.astype(np.uint8) * 255), box,
                                   IMAGE_SIZE)
@@ -425,6 +445,31 @@ class A2iCub(tfds_lib.BuilderMixin, tfds.core.GeneratorBasedBuilder, skip_regist
           "mask": mask,
           "mask_predicted": False,
       }
+    ctx["splits_left"][0] -= 1
+    if not ctx["splits_left"][0] and ctx["resized"]:  # The last split: preparation ends.
+      logging.warning("CUB: %d segmentation(s) of another size than their image (e.g. %s) "
+                      "were resized to it; their proportions agree within %.0f %%",
+                      len(ctx["resized"]), ctx["resized"][0],
+                      100 * SEGMENTATION_ASPECT_TOLERANCE)
+
+
+def _fitted_segmentation(seg: Any, size: tuple[int, int], seg_path: str, rel: str,
+                         ctx: dict) -> Any:
+  """The segmentation `seg` (a mode-L PIL image) at its image's `size` (width, height): as it
+  is, or resized (bilinear, then binarised by the caller) where only its size differs, its
+  proportions within `SEGMENTATION_ASPECT_TOLERANCE` of the image's; each such path is added
+  to `ctx["resized"]`. Was: any other size stopped the preparation with "the archives do not
+  match" and no fix (fault hunt)."""
+  if seg.size == tuple(size):
+    return seg
+  (sw, sh), (iw, ih) = seg.size, size
+  if abs((sw / sh) / (iw / ih) - 1.0) > SEGMENTATION_ASPECT_TOLERANCE:
+    raise DataError(f"CUB: segmentation {seg_path} is {sw}x{sh} but its image {rel} is "
+                    f"{iw}x{ih}, of other proportions, so the two archives do not match: "
+                    f"{ctx['fix_seg'][:-1]}; and {ctx['fix']}")
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  ctx["resized"].append(seg_path)
+  return seg.resize(tuple(size), Image.BILINEAR)
 
 
 def load(*, data_dir: str, masks: bool = True, image_size: int = 72,
@@ -451,10 +496,11 @@ def load(*, data_dir: str, masks: bool = True, image_size: int = 72,
   # folder named "~" (fault hunt).
   data_dir = tfds_lib.data_dir_path(data_dir)
   manual_dir = os.path.join(data_dir, "manual", "cub")
-  if not allow_download:  # Before the builder makes its folders.
-    tfds_lib.check_sources_first(data_dir, [os.path.join(data_dir, A2iCub.name,
-                                                         str(A2iCub.VERSION))],
-                                 SOURCES, manual_dir, "CUB-200-2011")
+  # Before the builder makes its folders (with downloads on too: offline, was a refusal that
+  # left folders, a lock file and TFDS's config record in data_dir; fault hunt).
+  tfds_lib.check_sources_first(data_dir, [os.path.join(data_dir, A2iCub.name,
+                                                       str(A2iCub.VERSION))],
+                               SOURCES, manual_dir, "CUB-200-2011", allow_download)
   builder = tfds_lib.open_builder(A2iCub, data_dir=data_dir, manual_dir=manual_dir,
                                   allow_download=allow_download, progress=progress)
   ds = tfds_lib.load(builder, manual_dir=manual_dir,

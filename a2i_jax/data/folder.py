@@ -45,13 +45,15 @@ The prepared copy lives in `<data_dir>/folder/<folder name>-<fingerprint>/` (the
 cut short where the whole would pass 255 bytes: `_prepared_name`); the fingerprint covers the
 CSV, the name, size and modification time of every image (and mask) a row names, the image
 size, the resize mode and `PREPARATION_VERSION`, so editing the folder (or a release that
-reads images otherwise) prepares it again. A file rewritten at its size with its modification
-time put back (`exiftool -P`, `cp -p`, `rsync -a`) is caught by the copy's record of its
-sources (`check_sources`): a load that finds one refuses the copy, naming the file and the
-copy to delete. Every image and mask a row names is read and checked before anything is
-written in data_dir, so a file the preparation refuses leaves nothing behind (nor what an
-earlier stopped attempt on the same files left); a preparation that fails otherwise removes
-the folders it made where they are left empty, never one that was there before.
+reads images otherwise) prepares it again; one warning then names the earlier copies and
+their size (each is kept: another config, of another image size, may use it). A file
+rewritten at its size with its modification time put back (`exiftool -P`, `cp -p`, `rsync
+-a`) is caught by the copy's record of its sources (`check_sources`): a load that finds one
+refuses the copy, naming the file and the copy to delete. Every image and mask a row names
+is read and checked before anything is written in data_dir, so a file the preparation
+refuses leaves nothing behind (nor what an earlier stopped attempt on the same files left);
+a preparation that fails otherwise removes the folders it made where they are left empty,
+never one that was there before.
 """
 
 from __future__ import annotations
@@ -903,6 +905,7 @@ def load(*, path: str, data_dir: str, image_size: int, masks: bool = False,
   elif not os.path.lexists(copy):
     record = source_record(path, table)  # Before the images are read for the copy.
     examples = _read_first(path, table, image_size, resize, progress, prepared)
+    _warn_of_earlier_copies(path, prepared)
   builder = tfds_lib.open_builder(A2iFolder, data_dir=prepared, folder=path, table=table,
                                   image_size=image_size, resize=resize, examples=examples,
                                   record=record, progress=progress)
@@ -912,6 +915,71 @@ def load(*, path: str, data_dir: str, image_size: int, masks: bool = False,
   ds = tfds_lib.load(builder, manual_dir=path, download_dir=os.path.join(prepared, "downloads"),
                      image_size=image_size, progress=progress, discard_on_data_error=prepared)
   return dataclasses.replace(ds, name="folder")
+
+
+def _earlier_copies(path: str, prepared: str) -> list[str]:
+  """The other prepared copies beside `prepared` of the folder `path`: those whose record of
+  their sources names it, and those of its folder name that hold no record to tell."""
+  parent, name = os.path.split(prepared)
+  stem = name[:name.rindex("-") + 1]  # "<folder name>-": the key is 12 hex digits.
+  try:
+    names = sorted(os.listdir(parent))
+  except OSError:
+    return []
+  found = []
+  for other in names:
+    where = os.path.join(parent, other)
+    if (other == name or not other.startswith(stem) or len(other) != len(name)
+        or not re.fullmatch(r"[0-9a-f]{12}", other[len(stem):]) or not os.path.isdir(where)):
+      continue
+    sources = []
+    for version in _listed(os.path.join(where, A2iFolder.name)):
+      try:
+        with open(os.path.join(where, A2iFolder.name, version, SOURCES_RECORD), "rb") as f:
+          sources.append(json.loads(f.read())["source"])
+      except Exception:  # pylint: disable=broad-except  (none, or unreadable: cannot tell)
+        pass
+    if not sources or path in sources:
+      found.append(where)
+  return found
+
+
+def _listed(folder: str) -> list[str]:
+  """The names in `folder`; [] where it cannot be listed."""
+  try:
+    return sorted(os.listdir(folder))
+  except OSError:
+    return []
+
+
+def _bytes_under(folder: str) -> int:
+  """The bytes of the files under `folder` (links not followed; what cannot be read: 0)."""
+  total = 0
+  for root, _, names in os.walk(folder):
+    for n in names:
+      try:
+        total += os.lstat(os.path.join(root, n)).st_size
+      except OSError:
+        pass
+  return total
+
+
+def _warn_of_earlier_copies(path: str, prepared: str) -> None:
+  """One warning where the folder `path` is prepared anew beside earlier copies of it: its
+  files changed, or the image size, the resize mode or this version's preparation differ.
+  Each copy is kept (another config may use it: one of another image size), so the warning
+  names them and their size, for the user to delete those no config uses. Was: a new whole
+  copy on every change of the folder, the earlier ones left without a word (fault hunt of
+  workdirs from older versions)."""
+  earlier = _earlier_copies(path, prepared)
+  if not earlier:
+    return
+  size = sum(_bytes_under(c) for c in earlier)
+  logging.warning("preparing a new copy of %s (its files changed, or data.image_size, "
+                  "data.resize or this version's preparation differ) beside %s of it, %.1f "
+                  "MB: %s; delete any that no other config of yours uses", shown_path(path),
+                  "an earlier copy" if len(earlier) == 1 else f"{len(earlier)} earlier copies",
+                  size / 1e6, ", ".join(shown_path(c) for c in earlier))
 
 
 def _read_first(path: str, table: Table, image_size: int, resize: str, progress: bool,

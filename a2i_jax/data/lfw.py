@@ -15,6 +15,9 @@ folder, `<data_dir>/manual/lfw/`; see `SOURCES` for URLs and sizes):
 - Part labels (Kae et al., CVPR 2013), only for masks: `parts_lfw_funneled_gt_images.tgz`
   (`<Name>_<NNNN>.ppm`, 250x250, one-hot R = hair, G = face, B = background) and the lists
   `parts_train.txt`, `parts_validation.txt`, `parts_test.txt` (`<Name> <n>`).
+- A manual folder may hold an archive's unpacked folder (`lfw_funneled/`,
+  `parts_lfw_funneled_gt_images/`) instead of the archive; one unpacked a level too deep
+  (`lfw_funneled/lfw_funneled/`) is read from the inner folder (`tfds_lib.unpack`).
 
 Preparation:
 
@@ -127,11 +130,13 @@ def parse_attributes(path: str) -> tuple[tuple[str, ...], dict[Key, np.ndarray]]
       break
   if not fields:
     raise DataError(f"{path}: no '#<TAB>person<TAB>imagenum<TAB>...' header line in the "
-                    "first lines; this is not Kumar et al.'s lfw_attributes.txt.")
+                    "first lines; this is not Kumar et al.'s lfw_attributes.txt. Download it "
+                    f"again ({_ATTRIBUTES_URL}).")
   names = tuple(f for f in fields[start:] if f)
   if len(names) != NUM_ATTRIBUTES:
     raise DataError(f"{path}: the header names {len(names)} attributes, expected "
-                    f"{NUM_ATTRIBUTES}.")
+                    f"{NUM_ATTRIBUTES}; this is not Kumar et al.'s lfw_attributes.txt. "
+                    f"Download it again ({_ATTRIBUTES_URL}).")
   twice = sorted({n for n in names if names.count(n) > 1})
   if twice:  # Was taken: `--attribute` then picked the first of the two.
     raise DataError(f"{path}: the header names the attribute(s) {', '.join(map(repr, twice))} "
@@ -144,13 +149,16 @@ def parse_attributes(path: str) -> tuple[tuple[str, ...], dict[Key, np.ndarray]]
       continue
     parts = line.split("\t")
     if len(parts) != NUM_ATTRIBUTES + 2:
+      # Was no fix: a line cut short (a download stopped mid-file) said only the count.
       raise DataError(f"{path}, line {number}: {len(parts)} tab-separated fields, expected "
-                      f"{NUM_ATTRIBUTES + 2} (person, imagenum, {NUM_ATTRIBUTES} scores).")
+                      f"{NUM_ATTRIBUTES + 2} (person, imagenum, {NUM_ATTRIBUTES} scores); the "
+                      f"file is cut short or damaged. Download it again ({_ATTRIBUTES_URL}).")
     try:
       key = (parts[0].strip().replace(" ", "_"), int(parts[1]))
       values = np.asarray([float(v) for v in parts[2:]], np.float32)
     except ValueError as e:
-      raise DataError(f"{path}, line {number}: {e}.") from e
+      raise DataError(f"{path}, line {number}: {e}; the file is damaged. Download it again "
+                      f"({_ATTRIBUTES_URL}).") from e
     if key in rows:  # Was: the last row won without a word.
       raise DataError(f"{path}, line {number}: {image_name(key)} already has a row (line "
                       f"{first_line[key]}); the published file has one per image. Delete "
@@ -160,7 +168,7 @@ def parse_attributes(path: str) -> tuple[tuple[str, ...], dict[Key, np.ndarray]]
       j = int(bad[0])
       raise DataError(f"{path}, line {number}: the score of {names[j]!r} is "
                       f"{parts[2 + j].strip()!r}, not a finite number; this is not the "
-                      "published lfw_attributes.txt. Download it again.")
+                      f"published lfw_attributes.txt. Download it again ({_ATTRIBUTES_URL}).")
     rows[key], first_line[key] = values, number
   return names, rows
 
@@ -281,7 +289,8 @@ def parse_people(path: str) -> list[Key]:
           and (count := _count(parts[0], path, number)) is not None):
       announced = count
   if not keys:
-    raise DataError(f"{path}: no '<Name> <count>' lines; this is not an LFW people file.")
+    raise DataError(f"{path}: no '<Name> <count>' lines; this is not an LFW people file. "
+                    f"Download it again ({_people_url(path)}).")
   if announced is not None and announced != people:
     raise DataError(f"{path}: its first line announces {announced} people but it lists "
                     f"{people}; the file is cut short or edited. Download it again.")
@@ -484,7 +493,7 @@ class A2iLfw(tfds_lib.BuilderMixin, tfds.core.GeneratorBasedBuilder, skip_regist
     self._record_sources(paths)
     unpack_root = os.path.join(os.fspath(dl_manager.download_dir), "unpacked")
     images_root = _find_dir(tfds_lib.unpack(paths["lfw-funneled.tgz"], unpack_root,
-                                            self._progress), _FUNNELED)
+                                            self._progress, _FUNNELED.url), _FUNNELED)
     names, rows = parse_attributes(paths["lfw_attributes.txt"])
     check_rows_in_archive(paths["lfw_attributes.txt"], rows, images_root)
     split_keys = {}
@@ -516,7 +525,7 @@ class A2iLfw(tfds_lib.BuilderMixin, tfds.core.GeneratorBasedBuilder, skip_regist
     if self._with_masks:
       labels_root = _find_dir(
           tfds_lib.unpack(paths["parts_lfw_funneled_gt_images.tgz"], unpack_root,
-                          self._progress), _PARTS)
+                          self._progress, _PARTS.url), _PARTS)
       masks, predicted, report = self._masks(paths, images_root, labels_root, wanted, bar)
       self.info.metadata["mask_net"] = report
     self.info.metadata["attributes_names"] = list(names)
@@ -657,11 +666,13 @@ def load(*, data_dir: str, masks: bool, image_size: int = IMAGE_SIZE,
   # folder named "~" (fault hunt).
   data_dir = tfds_lib.data_dir_path(data_dir)
   manual_dir = os.path.join(data_dir, "manual", "lfw")
-  if not allow_download:  # Before the builder makes its folders; a copy with masks serves all.
-    copies = [os.path.join(data_dir, A2iLfw.name, c, str(A2iLfw.VERSION))
-              for c in (("masks",) if masks else ("masks", "no_masks"))]
-    tfds_lib.check_sources_first(data_dir, copies, SOURCES if masks else IMAGE_SOURCES,
-                                 manual_dir, "LFW")
+  # Before the builder makes its folders (with downloads on too: offline, was a refusal that
+  # left folders, a lock file and TFDS's config record in data_dir; fault hunt); a copy with
+  # masks serves all.
+  copies = [os.path.join(data_dir, A2iLfw.name, c, str(A2iLfw.VERSION))
+            for c in (("masks",) if masks else ("masks", "no_masks"))]
+  tfds_lib.check_sources_first(data_dir, copies, SOURCES if masks else IMAGE_SOURCES,
+                               manual_dir, "LFW", allow_download)
   config = "masks"
   if not masks:  # The no_masks copy where it is prepared: a masks copy made later (from other
     # source files) must not silently replace the data a CVAE run started on (review finding).

@@ -46,7 +46,7 @@ from a2i_jax import progress as bars  # Callers pass a bool named progress.
 from a2i_jax.data.base import (DataError, Dataset, DatasetNotPreparedError, Split, SPLITS,
                                SPLIT_IDS_KEY, check_attribute_names, ids_fingerprint)
 from a2i_jax.errors import A2IError
-from a2i_jax.inputs import shown_path
+from a2i_jax.inputs import shown_path, truncated_refused
 
 # Inside a prepared copy's folder (<data_dir>/<name>/[<config>/]<version>): the SHA-256 of
 # every file there, written once the copy is prepared and checked before every read.
@@ -83,11 +83,15 @@ class Source:
     size: its size as published (for the instructions), e.g. "233 MB"; "" if unknown.
     extracted: for an archive, the folder it unpacks to; a manual folder may hold that folder
       instead of the archive.
+    extracted_with: for such an archive, a file at its root beside that folder which the
+      builder reads too (CUB's attributes.txt); a manual folder holding the unpacked folder
+      needs it beside it. "" if none.
   """
   filename: str
   url: str
   size: str
   extracted: str = ""
+  extracted_with: str = ""
 
 
 def instructions(sources: Sequence[Source], manual_dir: str) -> str:
@@ -99,11 +103,16 @@ def instructions(sources: Sequence[Source], manual_dir: str) -> str:
   Returns:
     Multi-line text: a heading line naming `manual_dir`, then one indented line per source
     with its file name, size (if known), URL and, for an archive, the unpacked folder that
-    may stand in for it.
+    may stand in for it (with the file from the archive's root it needs beside it).
   """
   lines = [f"Download these files into {manual_dir} (create the folder):"]
   for s in sources:
     alt = f"; or its unpacked folder {s.extracted}/" if s.extracted else ""
+    if s.extracted and s.extracted_with:
+      # Was "or its unpacked folder CUB_200_2011/" alone: CUB's attributes.txt sits beside
+      # that folder at the archive's root, and a manual folder without it was told to
+      # delete the 1.15 GB of good data (fault hunt).
+      alt += f" with the {s.extracted_with} from the archive's root beside it"
     size = f"  ({s.size})" if s.size else ""
     lines.append(f"  {s.filename}{size}  {s.url}{alt}")
   return "\n".join(lines)
@@ -114,7 +123,9 @@ def fetch_sources(dl_manager: Any, sources: Sequence[Source], manual_dir: str,
   """Finds every source in `manual_dir`, downloading the missing ones if allowed.
 
   Args:
-    dl_manager: the builder's `tfds.download.DownloadManager`.
+    dl_manager: the builder's `tfds.download.DownloadManager`; None: only look, before
+      anything is written (`check_sources_first`): a file to download from a host within
+      reach counts as found, and is left out of what is returned.
     sources: the files needed.
     manual_dir: the folder the user puts files in.
     allow_download: whether to try the network for files not in `manual_dir`.
@@ -131,7 +142,7 @@ def fetch_sources(dl_manager: Any, sources: Sequence[Source], manual_dir: str,
     if os.path.isdir(folder):
       # Was: an archive's name taken as its unpacked folder (and the fix then named the whole
       # manual folder to delete), or an IsADirectoryError traceback for a text file's.
-      raise _folder_at_source(folder, s.extracted)
+      raise _folder_at_source(folder, s.extracted, s.extracted_with)
     for candidate in (s.filename, s.extracted):
       path = os.path.join(manual_dir, candidate) if candidate else ""
       if candidate and os.path.exists(path):
@@ -145,6 +156,8 @@ def fetch_sources(dl_manager: Any, sources: Sequence[Source], manual_dir: str,
         if hosts[host]:
           reasons.append(f"{s.filename}: {hosts[host]}")
           missing.append(s)
+          continue
+        if dl_manager is None:  # A look only: downloaded while preparing.
           continue
         try:
           found[s.filename] = os.fspath(dl_manager.download(s.url))
@@ -164,12 +177,14 @@ def fetch_sources(dl_manager: Any, sources: Sequence[Source], manual_dir: str,
 
 
 def check_sources_first(data_dir: str, copies: Sequence[str], sources: Sequence[Source],
-                        manual_dir: str, dataset: str) -> None:
-  """With downloads off and none of `copies` (prepared-copy folders) there: refuses missing
-  source files before the builder makes its folders (was: a run refused for them left empty
-  folders, a lock file and TFDS's config record in data_dir; review finding). Where a copy's
-  path or data_dir is something else (a file, a link to nothing), nothing is checked here:
-  the preparation names that first.
+                        manual_dir: str, dataset: str, allow_download: bool = False) -> None:
+  """With none of `copies` (prepared-copy folders) there: refuses missing source files before
+  the builder makes its folders (was: a run refused for them left empty folders, a lock file
+  and TFDS's config record in data_dir; review finding). With downloads on, a missing file
+  counts as missing where its host cannot be reached (`unreachable`; was: such a run, the
+  default offline, still left data_dir, downloads/extracted/, the lock file and TFDS's
+  config record behind; fault hunt). Where a copy's path or data_dir is something else (a
+  file, a link to nothing), nothing is checked here: the preparation names that first.
 
   Args:
     data_dir: the datasets' folder.
@@ -177,6 +192,7 @@ def check_sources_first(data_dir: str, copies: Sequence[str], sources: Sequence[
     sources: the files preparing needs.
     manual_dir: the folder the user puts them in.
     dataset: the dataset's name, for the message.
+    allow_download: whether the files missing from `manual_dir` may be downloaded.
   Raises:
     DatasetNotPreparedError: as `fetch_sources`, naming each missing file.
     DataError: a folder stands where a source file should be.
@@ -190,7 +206,7 @@ def check_sources_first(data_dir: str, copies: Sequence[str], sources: Sequence[
     return
   if any(os.path.lexists(c) for c in copies):
     return
-  fetch_sources(None, sources, manual_dir, False, dataset)
+  fetch_sources(None, sources, manual_dir, allow_download, dataset)
 
 
 # A prepared copy's metadata key: {filename: `_source_identity`} of the source files it was
@@ -350,22 +366,29 @@ def _same_archive(recorded: Optional[dict], current: dict) -> bool:
 _ARCHIVE_SUFFIXES = (".tgz", ".tar", ".tar.gz", ".tar.bz2", ".tar.xz")
 
 
-def _folder_at_source(path: str, extracted: Optional[str]) -> DataError:
+def _folder_at_source(path: str, extracted: Optional[str], extracted_with: str = ""
+                      ) -> DataError:
   """The error for a folder where the source file `path` should be (an archive where
-  `extracted`, its unpacked folder's name, is given or `path` is named like one)."""
+  `extracted`, its unpacked folder's name, is given or `path` is named like one; with
+  `extracted_with`, the file from the archive's root that goes beside that folder)."""
   archive = bool(extracted) or path.endswith(_ARCHIVE_SUFFIXES)
-  alt = f" (or its unpacked {extracted}/ folder)" if extracted else ""
+  beside = f" with {extracted_with} beside it" if extracted and extracted_with else ""
+  alt = f" (or its unpacked {extracted}/ folder{beside})" if extracted else ""
   return DataError(f"{path} is a folder, not the {'archive' if archive else 'file'}; remove it "
                    f"and put the downloaded {os.path.basename(path)} there{alt}, then run the "
                    "same command again.")
 
 
-def unpack(archive: str, dest_root: str, progress: bool = True) -> str:
+def unpack(archive: str, dest_root: str, progress: bool = True, url: str = "") -> str:
   """Unpacks a .tgz/.tar into `dest_root/<archive name>.d/` and returns that folder.
 
-  An already unpacked folder (a manual folder may hold one instead of the archive) is
-  returned as is. An archive is unpacked again unless the folder's marker (`UNPACKED_MARKER`)
-  records this very file (size, modification time, first and last MiB): replacing a wrong or
+  For an already unpacked folder (a manual folder may hold one instead of the archive),
+  nothing is unpacked: the folder holding it plays the archive's root. Where that folder
+  holds a folder of its own name (unpacked one level too deep, as `tar xf` inside a folder
+  made for it does: `X/X/...`), the outer one plays the root and the inner one is read.
+
+  An archive is unpacked again unless the folder's marker (`UNPACKED_MARKER`) records this
+  very file (size, modification time, first and last MiB): replacing a wrong or
   damaged archive with the right one is enough. Unpacking goes to a temporary folder that gets
   the marker last and is renamed at the end, so an interrupted run never leaves a
   half-unpacked tree that is trusted.
@@ -374,19 +397,26 @@ def unpack(archive: str, dest_root: str, progress: bool = True) -> str:
     archive: path of the archive or of an unpacked folder.
     dest_root: where unpacked archives live.
     progress: show a progress bar over the archive's members.
+    url: where the archive is published, for the message of a file that is no tar archive.
   Returns:
     The folder holding the archive's contents.
   Raises:
-    DataError: the archive cannot be unpacked (damaged or incomplete), or a folder stands at
-      an archive's name (e.g. "x.tgz").
+    DataError: the archive cannot be unpacked (damaged or incomplete), the file is not a tar
+      archive at all (an empty file, a web page, a zip), or a folder stands at an archive's
+      name (e.g. "x.tgz").
   """
   if os.path.isdir(archive):
     if archive.endswith(_ARCHIVE_SUFFIXES):
       # Was: a folder named like the archive taken as unpacked (its parent, the manual folder,
       # then named as the thing to delete). `fetch_sources` refuses it first.
       raise _folder_at_source(archive, "")
+    folder = os.path.abspath(archive)
+    if os.path.isdir(os.path.join(folder, os.path.basename(folder))):
+      # Unpacked one level too deep (X/X/...): was told to delete X and put the archive in
+      # its place, which a second unpacking by hand nested again (fault hunt).
+      return folder
     # A folder named like the archive's top-level directory: its parent plays the root.
-    return os.path.dirname(os.path.abspath(archive))
+    return os.path.dirname(folder)
   dest = unpacked_dir(archive, dest_root)
   # One process at a time per archive (was: two runs started together shared the temporary
   # folder, and one's swap left the other's half-unpacked tree, marked finished).
@@ -394,10 +424,27 @@ def unpack(archive: str, dest_root: str, progress: bool = True) -> str:
     return dest  # Unpacked before: read without the lock (a read-only data_dir too).
   lock = os.path.join(dest_root, f".{os.path.basename(dest)}.lock")
   with files.waiting_lock(lock, f"unpacking {os.path.basename(archive)}"):
-    return _unpack_locked(archive, dest, dest_root, progress)
+    return _unpack_locked(archive, dest, dest_root, progress, url)
 
 
-def _unpack_locked(archive: str, dest: str, dest_root: str, progress: bool) -> str:
+# The first bytes of the compressed streams `tarfile` reads (gzip, bzip2, xz), and where a tar
+# header says "ustar": a file with neither is no tar archive at all.
+_ARCHIVE_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")
+_TAR_MAGIC_AT = 257
+
+
+def _looks_like_a_tar(archive: str) -> bool:
+  """Whether `archive` starts as a compressed stream or holds a tar header's "ustar" mark (a
+  damaged archive does; an HTML page, an empty file or a zip does not)."""
+  try:
+    with open(archive, "rb") as f:
+      head = f.read(_TAR_MAGIC_AT + 8)
+  except OSError:
+    return True  # Said by the unpacking's own error.
+  return head.startswith(_ARCHIVE_MAGIC) or head[_TAR_MAGIC_AT:_TAR_MAGIC_AT + 5] == b"ustar"
+
+
+def _unpack_locked(archive: str, dest: str, dest_root: str, progress: bool, url: str) -> str:
   """`unpack`'s work, under the archive's lock."""
   name = os.path.basename(archive)
   identity = _archive_identity(archive)
@@ -431,8 +478,14 @@ def _unpack_locked(archive: str, dest: str, dest_root: str, progress: bool) -> s
     shutil.rmtree(tmp, ignore_errors=True)
     if isinstance(e, OSError) and files.storage_error(e) is not None:
       raise  # A full disk or permissions: load_dataset says so, the archive is fine.
-    raise DataError(f"could not unpack {archive} ({e}); the file is damaged or incomplete. "
-                    "Delete it and download it again.") from e
+    source = f" from {url}" if url else ""
+    if isinstance(e, tarfile.ReadError) and not _looks_like_a_tar(archive):
+      # Was tarfile's four-line "file could not be opened successfully" in the message.
+      raise DataError(f"{archive} is not a tar archive (an empty file, a web page or a "
+                      f"zip?): delete it and download it again{source}.") from None
+    why = (str(e).strip().splitlines() or [type(e).__name__])[0]  # One line.
+    raise DataError(f"could not unpack {archive} ({why}); the file is damaged or incomplete. "
+                    f"Delete it and download it again{source}.") from e
   # The marker goes in last: a folder without it is never trusted.
   files.atomic_write(os.path.join(tmp, UNPACKED_MARKER), json.dumps(identity))
   # A folder, so not files.atomic_path (which renames one file); a non-empty folder cannot
@@ -473,15 +526,20 @@ def redownload(source: Source, inside: str) -> str:
 
 def _replace_unpacked(archive: str, extracted: str, inside: str) -> str:
   """`redownload`'s fix for an archive a manual folder holds unpacked: delete that unpacked
-  folder (the nearest one named `extracted` above `inside`), never the manual folder holding
-  it (was: named whole where `inside` was that folder)."""
-  if extracted and os.path.isdir(os.path.join(inside, extracted)):  # The manual folder.
+  folder (the nearest one named `extracted` above `inside`; of one unpacked a level too
+  deep, `X/X`, the outer one), never the manual folder holding it (was: named whole where
+  `inside` was that folder; and the inner one of `X/X`, the archive then to go in `X`,
+  where a second unpacking nested it again)."""
+  if (extracted and os.path.basename(inside) != extracted
+      and os.path.isdir(os.path.join(inside, extracted))):  # The manual folder.
     return (f"put a fresh download of {archive} in {inside} instead of its unpacked "
             f"{extracted}/ folder (delete that folder).")
   folder = inside
   while extracted and folder and os.path.basename(folder) != extracted:
     parent = os.path.dirname(folder)
     folder = parent if parent != folder else ""
+  while extracted and folder and os.path.basename(os.path.dirname(folder)) == extracted:
+    folder = os.path.dirname(folder)  # X/X: the outer X.
   folder = folder or inside  # No folder of that name above: `inside`.
   return (f"delete the folder {folder} and put a fresh download of {archive} in "
           f"{os.path.dirname(folder)} instead.")
@@ -518,7 +576,8 @@ def read_source_image(path: str, mode: str, fix: Union[str, Callable[[], str]]) 
   Returns:
     The decoded PIL image in `mode`.
   Raises:
-    DataError: the file is missing, truncated or not an image PIL can read, naming it.
+    DataError: the file is missing, truncated (also where PIL's `LOAD_TRUNCATED_IMAGES` is
+      set) or not an image PIL can read, naming it.
     OSError: it cannot be read for a reason outside its bytes (`files.storage_error`:
       permissions, the disk), for `load_dataset` to report.
   """
@@ -527,7 +586,9 @@ def read_source_image(path: str, mode: str, fix: Union[str, Callable[[], str]]) 
   if not os.path.isfile(path):
     raise DataError(f"{path} is not there; the archive is incomplete: {fix_text or fix()}")
   try:
-    with Image.open(path) as im:
+    # Was: where the flag was set (a notebook; TFDS's thumbnails set it), a truncated image
+    # or mask was filled with grey, prepared and sealed with checksums (fault hunt).
+    with truncated_refused(), Image.open(path) as im:
       return im.convert(mode)
   except MemoryError:
     raise
@@ -1136,6 +1197,38 @@ def discard_attempts(folder: str, where: str, name: str, lock_held: bool = False
     shutil.rmtree(folder, ignore_errors=True)
 
 
+def _made_by_preparing(builder: Any, where: str, download_dir: str, lock: str
+                       ) -> Callable[[], None]:
+  """What preparing the copy `where` would make that is not there now, and a function that
+  takes it back (`load`, where preparing fails): the lock file `lock` and TFDS's record of
+  the builder's configs (`<name>/.config/metadata.json`) where they are not there now, then
+  the folders made for them, for the copy and for TFDS's `<download_dir>/extracted`, each
+  while it is empty. Nothing that is there now is taken back.
+
+  Args:
+    builder: the builder (one without configs keeps its copies in `<name>/<version>`).
+    where: the copy's folder.
+    download_dir: where downloads go.
+    lock: the preparation's lock file (`preparation_lock`).
+  Returns:
+    The function, to call under the lock (it may remove the lock file).
+  """
+  home = os.path.dirname(where if builder.builder_config is None else os.path.dirname(where))
+  record = os.path.join(home, ".config", "metadata.json")
+  new_files = [p for p in (record, lock) if not os.path.lexists(p)]
+  folders = [files.missing_folders(p) for p in (os.path.dirname(record),
+                                                 os.path.join(download_dir, "extracted"), where)]
+
+  def take_back() -> None:
+    for path in new_files:
+      if os.path.isfile(path) and not os.path.islink(path):
+        with contextlib.suppress(OSError):
+          os.remove(path)
+    for made in folders + folders:  # Twice: a list stops at a parent another list empties.
+      files.remove_empty_folders(made)
+  return take_back
+
+
 def load(builder: Any, *, manual_dir: str, download_dir: str, image_size: int,
          attribute_key: str = "attributes", progress: bool = True,
          check_metadata: Optional[Callable[[dict], None]] = None,
@@ -1177,9 +1270,9 @@ def load(builder: Any, *, manual_dir: str, download_dir: str, image_size: int,
   # TFDS renames a finished copy into place, so one that is there is whole: no lock to read
   # it (a read-only data_dir, another user's), and copies are checked in parallel.
   lock = preparation_lock(where, builder.name)
-  # Taken back, where left empty, if preparing fails. Looked at, not recorded (TFDS makes
-  # them): an empty folder another process makes meanwhile would be taken back too.
-  made = files.missing_folders(where)
+  # Taken back if preparing fails (folders where left empty). Looked at, not recorded (TFDS
+  # makes them): an empty folder another process makes meanwhile would be taken back too.
+  take_back = _made_by_preparing(builder, where, download_dir, lock)
   # Unfinished copies are removed only under the lock: where it cannot be taken, another
   # process may be writing one (was: removed there too, the further run's work lost; review
   # finding).
@@ -1211,8 +1304,9 @@ def load(builder: Any, *, manual_dir: str, download_dir: str, image_size: int,
       finally:
         if not os.path.isdir(where):  # Not prepared: what this run made and left empty.
           # (Was: an empty <data_dir>/folder/ or <data_dir>/a2i_lfw/no_masks/ left behind,
-          # and the data_dir it made.)
-          files.remove_empty_folders(made)
+          # and the data_dir it made; and the lock file, TFDS's config record and
+          # downloads/extracted/, fault hunt.)
+          take_back()
       _write_checksums(where)
       summed = True
   # Bytes that match their checksums are not damaged: a failure then is raised as it is.

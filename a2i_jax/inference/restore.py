@@ -501,11 +501,17 @@ def _run_data(config: ml_collections.ConfigDict, workdir: Optional[str],
     progress = bool(config.get("progress_bar", True))
   dataset = load_dataset(config.data, bool(progress))
   info = None if workdir is None else checkpoints.load_dataset_info(os.path.expanduser(workdir))
-  if info is None and kept is not None:
+  if kept is not None and info != kept:
+    # The held model's own record: where the folder holds none now, or another one (a new run
+    # trained there since the load: was that run's attribute order fed to this model, without
+    # a word; fault hunt).
     if workdir is not None:
-      logging.warning("%s holds no %s now (moved or deleted since the model was loaded); the "
-                      "data are checked against the record read then.", workdir,
-                      checkpoints.DATASET_FILE)
+      logging.warning("%s holds %s %s now (%s since the model was loaded); the data are "
+                      "checked against, and ordered as, the record read then%s.", workdir,
+                      "no" if info is None else "another", checkpoints.DATASET_FILE,
+                      "moved or deleted" if info is None else "another run trained there, or "
+                      "the record was rewritten", "" if info is None else
+                      ": load the model again (inference.load_trained) to serve the new run")
     info = kept
   if info is None:  # No dataset.json (deleted, or older than it): the order trained, by name.
     info = _recorded_order(config, workdir, dataset, names, whose)
