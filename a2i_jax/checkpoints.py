@@ -936,6 +936,10 @@ class Checkpointer:
     self._unverified_said: set[int] = set()  # Steps restored without checksums, warned of.
     self._checked: dict[int, Optional[str]] = {}  # step -> problem (None: intact).
     self._manager = self._open_manager()
+    # The workdir as it is now: a save after it was deleted or moved is refused (was: Orbax
+    # made checkpoints/ again under the path, a run without its records; fault hunt).
+    self._place = (files.WorkdirWatch(self.workdir)
+                   if create and os.path.isdir(self.workdir) else None)
     self._unsummed: list[int] = []  # Saved steps whose checksums may not be written yet.
     self._saving: Optional[int] = None  # The step of the save in progress.
     # The step of the save Orbax's thread runs: its callback sums that folder, whatever a wait
@@ -1127,6 +1131,8 @@ class Checkpointer:
         array or a number, or is empty (the message names its path); nothing is written
         then (was: Orbax's ValueError, "Found empty item" or "Unsupported type", from its
         save, which left a temporary folder behind).
+      WorkdirError: the workdir was deleted, moved or replaced since this checkpointer was
+        made (`files.WorkdirWatch`); nothing is written then.
     """
     if self._closed:  # Was: Orbax's RuntimeError, and a screen of its threads' tracebacks.
       raise CheckpointError(f"this Checkpointer of {self.workdir} was closed; make a new one "
@@ -1136,6 +1142,7 @@ class Checkpointer:
     # folder "2.0" that no later start lists; -1 as "-1" (fault hunt).
     step = _step_number(step, self.directory, self.all_steps, saving=True)
     _check_savable(state)
+    self._check_place(f"the checkpoint of step {step}")
     self.wait()
     steps = self._manager.all_steps()
     if step not in self._saved and any(s >= step for s in steps):
@@ -1187,6 +1194,8 @@ class Checkpointer:
       `timeout_s` (one warning says so; a save that never finishes stays in a temporary
       folder, which no restore reads).
     Raises:
+      WorkdirError: the save failed, and the workdir was deleted, moved or replaced since
+        this checkpointer was made.
       Exception: what the save raised.
       KeyboardInterrupt: a Ctrl-C while it waits; the save goes on, and the next `wait` (or
         `close`) waits for it and writes its checksums.
@@ -1212,8 +1221,16 @@ class Checkpointer:
     waiter, self._waiter = self._waiter, None
     if waiter.failed():
       self._settle_failed_save()
+      # A save under way as the workdir went: Orbax's NOT_FOUND for one of its files, said
+      # as the workdir's fate instead.
+      self._check_place(f"the checkpoint of step {waiter.step} was finished")
     waiter.result()
     return True
+
+  def _check_place(self, doing: str) -> None:
+    """`files.WorkdirWatch.check` of the workdir, where this checkpointer saves."""
+    if self._place is not None:
+      self._place.check(doing)
 
   def _settle_failed_save(self) -> None:
     """After a save failed and its waiter's thread took the error: Orbax raises a failed
@@ -1693,9 +1710,32 @@ class Checkpointer:
         # A Ctrl-C stopped the wait above: the save, finished now, gets its commit files'
         # checksums before the caller leaves (a few small files).
         self._waiter.finished(None)
+      self._take_back_after_loss()
       raise
     self._closed = True
     self._manager.close()
+    self._take_back_after_loss()
+
+  def _take_back_after_loss(self) -> None:
+    """After a check found the workdir deleted and nothing at its path (`_check_place`), and
+    the manager is closed: removes what a save that was under way made there again (Orbax's
+    temporary folder, and the folders above it where empty), so that no run-less workdir of
+    checkpoints/ alone is left; a finished step folder stays, and so does all of a folder
+    there that holds more than checkpoints/ (a new run's, started meanwhile). Lets the
+    workdir go."""
+    if self._place is None:
+      return
+    place, self._place = self._place, None
+    place.close()
+    if not place.left_free or jax.process_index() != 0:
+      return
+    try:
+      ours = set(os.listdir(self.workdir)) <= {CHECKPOINT_DIR}
+    except OSError:  # Nothing there.
+      return
+    if ours:
+      remove_temporary(self.workdir)
+      files.remove_empty_folders((self.directory, self.workdir))
 
 
 class _Waiter:

@@ -18,6 +18,7 @@ import math
 import os
 import re
 import socket
+import stat
 import sys
 import tempfile
 import time
@@ -53,7 +54,17 @@ _STORAGE_ERRNOS = {
                 "check the disk (the system log, dmesg, says more)"),
     errno.EFBIG: ("a file is larger than the file system or the file size limit (ulimit -f) "
                   "allows", "raise the file size limit (ulimit -f) or use a file system that "
-                  "takes larger files (FAT32 stops at 4 GiB)")}
+                  "takes larger files (FAT32 stops at 4 GiB)"),
+    # Were tracebacks at the first checkpoint save (tensorstore's "File name too long", "Too
+    # many open files"; fault hunt). ENFILE before EMFILE: its words hold EMFILE's.
+    errno.ENAMETOOLONG: ("a path is longer than the file system allows", "use a shorter path"),
+    errno.ENFILE: ("too many files are open on this system",
+                   "close programs that hold many files, or raise the system's limit "
+                   "(sysctl fs.file-max)"),
+    errno.EMFILE: ("too many files are open in this process, over its limit (ulimit -n)",
+                   "raise the limit of open files (ulimit -n 4096, or more)")}
+# How tensorstore (under Orbax) and the ArrayRecord writer quote an errno besides its words.
+_QUOTED_ERRNO = re.compile(r"os_error_code\W{0,3}(\d+)|\[Errno (\d+)\]")
 # Reading a file: the errnos that say what stands at its path (a folder, a link loop, a
 # socket), the file's own damage; others are the system's (`read_digests`).
 _NOT_A_FILE_ERRNOS = {errno.EISDIR, errno.ELOOP, errno.ENOTDIR, errno.ENXIO}
@@ -156,11 +167,14 @@ def atomic_write(path: str, data: Union[str, bytes]) -> None:
 
 
 def storage_error(exc: BaseException) -> Optional[OSError]:
-  """The full-disk, quota, read-only, permission, failed-disk (EIO) or file-too-large (EFBIG)
-  `OSError` behind `exc`, if any.
+  """The full-disk, quota, read-only, permission, failed-disk (EIO), file-too-large (EFBIG),
+  path-too-long (ENAMETOOLONG) or too-many-open-files (EMFILE, ENFILE) `OSError` behind
+  `exc`, if any.
 
   Orbax and tensorstore wrap the OSError of a failed write in their own exceptions (or only
-  quote it), so the chain of causes and the messages are both searched.
+  quote it: its words, or "[os_error_code=24]"), and the ArrayRecord writer under TFDS raises
+  a RuntimeError that quotes it ("write() failed: No space left on device"), so the chain of
+  causes and the messages are both searched.
 
   Args:
     exc: any exception.
@@ -176,6 +190,10 @@ def storage_error(exc: BaseException) -> Optional[OSError]:
     for code, (words, _) in _STORAGE_ERRNOS.items():
       if os.strerror(code) in text or "ENOSPC" in text and code == errno.ENOSPC:
         return OSError(code, words)
+    for match in _QUOTED_ERRNO.finditer(text):
+      code = int(match.group(1) or match.group(2))
+      if code in _STORAGE_ERRNOS:
+        return OSError(code, _STORAGE_ERRNOS[code][0])
     exc = exc.__cause__ or exc.__context__
   return None
 
@@ -392,6 +410,14 @@ def check_output_file(path: Any, what: str, example: str, error: type[Exception]
   return full
 
 
+# The most bytes that the paths a run writes add to its workdir's: the longest is a
+# checkpoint's array file, "/checkpoints/<step>.orbax-checkpoint-tmp/default.orbax-checkpoint-
+# tmp/ocdbt.process_<n>/d/<32 hex digits>", 114 bytes at step 6, with room for a longer step,
+# process number and Orbax's time-stamped temporary names.
+RUN_PATH_ROOM = 200
+# A path's limit where the system does not say (Linux's PATH_MAX, with its final NUL).
+_DEFAULT_PATH_MAX = 4096
+
 # Characters of a path under which Orbax saves checkpoints that it cannot restore: it saves
 # them (its finalisation warns), and the restore finds no arrays ("NOT_FOUND: ... step/.zarray
 # does not exist"); a backslash puts the arrays in another folder (review).
@@ -420,14 +446,15 @@ def check_workdir_arg(workdir: Any, error: type[Exception] = WorkdirError) -> No
 def check_workdir_path(workdir: str) -> None:
   """Raises `WorkdirError` for a --workdir that a run cannot live in, whatever is there: a
   URL (was: a local folder named "gs:" trained in, and a traceback at the first save, the
-  steps lost; review), a path holding one of `UNUSABLE_PATH_CHARACTERS`, or one the libraries
-  under Orbax cannot write to (`is_utf8_path`).
+  steps lost; review), a path holding one of `UNUSABLE_PATH_CHARACTERS`, one the libraries
+  under Orbax cannot write to (`is_utf8_path`), or one so long that its checkpoints' paths
+  would pass the system's limit (`check_path_room`).
 
   Args:
     workdir: the --workdir as given.
   Raises:
-    WorkdirError: a URL, a path holding one of `UNUSABLE_PATH_CHARACTERS`, or one that
-      cannot be written as UTF-8 (`is_utf8_path`).
+    WorkdirError: a URL, a path holding one of `UNUSABLE_PATH_CHARACTERS`, one that
+      cannot be written as UTF-8 (`is_utf8_path`), or one too long (`check_path_room`).
   """
   if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", workdir):
     raise WorkdirError(f"--workdir={workdir} is a URL; runs are written to a local or mounted "
@@ -443,6 +470,33 @@ def check_workdir_path(workdir: str) -> None:
                          "takes UTF-8 paths) elsewhere or not at all")
   if refused is not None:
     raise WorkdirError(f"the workdir {refused}")
+  check_path_room(absolute)
+
+
+def check_path_room(workdir: str) -> None:
+  """Raises `WorkdirError` where the paths a run writes below `workdir` (`RUN_PATH_ROOM`
+  bytes more, its checkpoints' array files) would pass the longest path the system takes
+  (PATH_MAX). Writes nothing.
+
+  Was: a legal workdir of about 3,980 characters trained, then failed at its first checkpoint
+  with a 154-line traceback (tensorstore's "File name too long"), the steps lost (fault hunt).
+
+  Args:
+    workdir: an absolute path.
+  Raises:
+    WorkdirError: naming the path's length, the limit and the fix.
+  """
+  try:
+    limit = os.pathconf(nearest_existing(workdir), "PC_PATH_MAX")
+  except (OSError, ValueError):
+    limit = -1
+  limit = limit if limit > 0 else _DEFAULT_PATH_MAX
+  size = len(os.fsencode(workdir))
+  if size + RUN_PATH_ROOM >= limit:
+    raise WorkdirError(f"the workdir {shown_bytes(workdir)[:60]}... is {size} bytes long: the "
+                       f"paths of its checkpoints (up to {RUN_PATH_ROOM} bytes more) would "
+                       f"pass the {limit} bytes this system takes in a path; pass a --workdir "
+                       f"of at most {limit - RUN_PATH_ROOM - 1} bytes.")
 
 
 # What `utf8_refusal`'s callers that read a run say of its reader.
@@ -1062,6 +1116,97 @@ def _same_file(fd: int, path: str) -> bool:
   except OSError:
     return False
   return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
+class WorkdirWatch:
+  """Notices that a run's workdir was deleted, moved or replaced while the run writes to it:
+  the training loop's metrics writer and checkpointer check it before each row and each save.
+
+  Was: a workdir removed (rm -rf) during training went unnoticed: the rows went to the
+  deleted metrics file (lost), Orbax made checkpoints/ again under the path (a workdir with
+  checkpoints but no config.json, dataset.json or metrics), and the run ended in a
+  FileNotFoundError's traceback from the metrics writer (fault hunt).
+
+  The folder is held open from the start, so its inode cannot be reused by a new folder at
+  the same path, and a check is two `stat` calls. `close` (or the garbage collector) lets
+  it go.
+
+  Args:
+    workdir: an absolute path to an existing folder.
+  Raises:
+    OSError: the folder cannot be opened.
+  """
+
+  def __init__(self, workdir: str):
+    self.workdir = workdir
+    self._fd: Optional[int] = os.open(workdir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    # Set by a check that found the folder gone: whether nothing stood at its path then
+    # (what is there after that was made by this run's threads: a save under way).
+    self.left_free: Optional[bool] = None
+
+  def check(self, doing: str) -> None:
+    """Raises `WorkdirError` where the workdir is no longer the folder at its path.
+
+    Args:
+      doing: what was about to be written, for the message ("the metrics row of step 6").
+    Raises:
+      WorkdirError: the folder was deleted, or moved (with where to, where the system
+        says), or another stands at its path now.
+    """
+    if self._fd is None or _same_file(self._fd, self.workdir):
+      return
+    try:
+      there = os.stat(self.workdir)
+    except FileNotFoundError:
+      there = None
+    except OSError:  # Not a question of where the folder is: the write says what it is.
+      return
+    if there is not None and not stat.S_ISDIR(there.st_mode):
+      there = None
+    self.left_free = there is None
+    deleted, moved_to = _where_open_folder_is(self._fd)
+    now = (" (another folder stands at its path now, which is not this run's)"
+           if there is not None else "")
+    lost = f"while training{now}, before {doing}:"
+    if moved_to is not None:
+      raise WorkdirError(
+          f"the workdir {self.workdir} was moved to {moved_to} {lost} the steps since its last "
+          f"checkpoint are lost; to resume, run the same command with --workdir={moved_to} "
+          "(or move the folder back).")
+    anew = ("run the same command again" if there is None else
+            "run the same command with --workdir=<a new folder>")
+    if deleted:
+      raise WorkdirError(
+          f"the workdir {self.workdir} was deleted {lost} its checkpoints and records went "
+          f"with it, and this run's work is lost; train anew: {anew}.")
+    raise WorkdirError(
+        f"the workdir {self.workdir} was deleted or moved {lost} the steps since its last "
+        "checkpoint are lost; if you moved it, run the same command with --workdir=<its new "
+        f"path> to resume; if it was deleted, train anew: {anew}.")
+
+  def close(self) -> None:
+    """Lets the folder go; later checks pass."""
+    fd, self._fd = self._fd, None
+    if fd is not None:
+      os.close(fd)
+
+  def __del__(self):
+    try:
+      self.close()
+    except Exception:  # pylint: disable=broad-except  # At the interpreter's exit: nothing.
+      pass
+
+
+def _where_open_folder_is(fd: int) -> tuple[bool, Optional[str]]:
+  """Whether the folder open as `fd` was deleted (its last link gone), and where it is now,
+  where the system says (Linux's /proc/self/fd); (False, None) where it says neither."""
+  try:
+    if os.fstat(fd).st_nlink == 0:
+      return True, None
+    path = os.readlink(f"/proc/self/fd/{fd}")
+  except OSError:
+    return False, None
+  return False, (path if os.path.isabs(path) and os.path.isdir(path) else None)
 
 
 # The shortest compile worth a cache entry (`enable_compilation_cache`): reading an entry

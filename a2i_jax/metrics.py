@@ -102,6 +102,9 @@ class MetricWriter:
     self._tb_file = _events_file(self._tb) if self._tb_at_once else None
     self._tb_flushed = time.monotonic()
     self._jsonl = open(path, "a", encoding="utf-8")
+    # The folder as it is now: a row or a sync after it was deleted or moved is refused
+    # (was: written to the deleted file, and lost; `files.WorkdirWatch`).
+    self._place = files.WorkdirWatch(workdir)
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
     """Appends one row: every scalar to TensorBoard and one JSON line {"step", name: value},
@@ -125,6 +128,8 @@ class MetricWriter:
       InputError: the writer is closed, a step outside [0, `MAX_STEP`] or before the last
         row's, `scalars` not a mapping, a scalar named "step" or one whose value is not a
         single real number; nothing is written then.
+      WorkdirError: the workdir was deleted, moved or replaced since the writer was made
+        (`files.WorkdirWatch`); nothing is written then.
       OSError: the disk refused the write (a full disk) of TensorBoard's events (at a flush)
         or of the row: the rows before stay as they were, and this one is not read back.
     """
@@ -143,6 +148,7 @@ class MetricWriter:
                        "drops the rows after S.")
     for name, value in scalars.items():  # All checked before any is written.
       row[name] = _checked_scalar(name, value)
+    self._place.check(f"the metrics row of step {row['step']}")
     sync = any(name.startswith("val/") for name in row)
     was_disabled, _X2NUM_LOGGER.disabled = _X2NUM_LOGGER.disabled, True
     try:
@@ -179,6 +185,7 @@ class MetricWriter:
     Raises:
       InputError: another shape, dtype or range (NaN, [-1, 1], 0 .. 255 floats), a step
         outside [0, `MAX_STEP`], a `name` that is not a string, or a closed writer.
+      WorkdirError: the workdir was deleted, moved or replaced since the writer was made.
     """
     if not self._active:
       return
@@ -198,7 +205,21 @@ class MetricWriter:
       raise InputError(f"write_image takes one image, uint8 [H, W, 3], [H, W, 1] or [H, W]; "
                        f"got shape {image.shape} (visualize.make_grid makes one from a "
                        "batch).")
+    self._place.check(f"the image {name!r:.40} of step {step}")
     self._tb.add_image(name, image, step, dataformats="HWC")
+
+  def check_workdir(self, doing: str) -> None:
+    """Raises where the workdir was deleted, moved or replaced since the writer was made
+    (`files.WorkdirWatch`), before a write of the run's outside this writer (a sample grid):
+    `write`, `write_image` and `sync` check it themselves.
+
+    Args:
+      doing: what is about to be written, for the message ("the sample grid of step 6").
+    Raises:
+      WorkdirError: naming what happened to the workdir and what to do.
+    """
+    if self._active and not self._closed:
+      self._place.check(doing)
 
   def _check_open(self) -> None:
     if self._closed:  # Was Python's "I/O operation on closed file", after TensorBoard's part.
@@ -218,11 +239,13 @@ class MetricWriter:
 
     Raises:
       InputError: the writer is closed.
+      WorkdirError: the workdir was deleted, moved or replaced since the writer was made.
       OSError: the disk refused the flush (a full disk).
     """
     if not self._active:
       return
     self._check_open()
+    self._place.check("the metrics' sync to the disk")
     self._jsonl.flush()  # A full disk raises here, as `write` would.
     self._flush_events()
     self._sync_jsonl()
@@ -269,6 +292,7 @@ class MetricWriter:
     if not self._active or self._closed:
       return
     self._closed = True
+    self._place.close()
     try:
       if self._tb_file is not None:  # A full disk raises, as in `sync` (`_flush_events`).
         self._tb_file.flush()

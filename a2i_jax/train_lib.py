@@ -1521,6 +1521,9 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
     # Before the samples: a state whose evaluation is not finite draws NaN images, which the
     # grid refuses with a message about the caller's images (a review found it hiding this).
     _check_validation_finite(ev, step, ckpt.latest_step(), ckpt.directory)
+    # The workdir still the run's before the grid goes in (was: a deleted one's samples/ made
+    # again, then said as another folder at its path).
+    writer.check_workdir(f"the sample grid of step {step}")
     grid = train_eval.write_samples(model, sample_fn, state.variables, dataset, config,
                                     samples_at(step), jax.random.fold_in(k_sample, step))
     writer.write_image(step, "samples", grid)

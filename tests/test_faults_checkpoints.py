@@ -885,12 +885,14 @@ def test_a_prepared_copy_that_cannot_be_read_gets_its_errnos_advice(tmp_path, mo
   with pytest.raises(DataError) as e:
     tfds_lib._check_copy(where)  # pylint: disable=protected-access
   assert str(e.value) == f"{said}({_EIO}); {_EIO_FIX}, then run the same command again."
-  monkeypatch.undo()  # Too many open files: was "damaged; delete that folder".
+  monkeypatch.undo()  # Too many open files: was "damaged; delete that folder", then "fix
+  # what the system names": now the limit to raise (fault hunt of resource exhaustion).
   _failing_open(monkeypatch, os.path.join(where, tfds_lib.CHECKSUM_FILE), errno.EMFILE)
   with pytest.raises(DataError) as e:
     tfds_lib._check_copy(where)  # pylint: disable=protected-access
-  assert str(e.value) == (f"{said}({os.strerror(errno.EMFILE)}); fix what the system names, "
-                          "then run the same command again."), str(e.value)
+  assert str(e.value) == (f"{said}(too many files are open in this process, over its limit "
+                          "(ulimit -n)); raise the limit of open files (ulimit -n 4096, or "
+                          "more), then run the same command again."), str(e.value)
   with pytest.raises(ValueError, match="is unreadable"):  # A folder there: damage still.
     files.read_digests(where)
   with pytest.raises(DataError) as e:
@@ -929,7 +931,9 @@ def test_a_workdir_whose_lock_cannot_be_made_gets_its_errnos_advice(tmp_path, mo
   workdir = str(tmp_path / "w")
   for code, words, fix in ((errno.EIO, _EIO, f"{_EIO_FIX} or "),
                            (errno.ENOSPC, "no space left on the device", "free some space or "),
-                           (errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), "")):
+                           (errno.ENAMETOOLONG, "a path is longer than the file system "
+                            "allows", "use a shorter path or "),
+                           (errno.EEXIST, os.strerror(errno.EEXIST), "")):
     with monkeypatch.context() as m:
       m.setattr(files, "_open_lock_file", lambda p, c=code: (_ for _ in ()).throw(
           OSError(c, os.strerror(c), p)))
@@ -1087,3 +1091,85 @@ def test_a_save_that_failed_in_its_thread_is_raised_once_and_later_saves_work(tm
   assert reader.newest_intact_step(quiet=True) == 3
   np.testing.assert_array_equal(reader.restore(TARGET)["w"], np.full(3, 3.0))
   reader.close()
+
+
+# ------------------------------------------------------------ a workdir gone while training
+
+
+def test_a_workdir_deleted_while_training_stops_its_writes_in_one_line(tmp_path):
+  """Was (fault hunt of resource exhaustion): a workdir removed (rm -rf) while train.py
+  trained went unnoticed: the rows went to the deleted metrics.jsonl (lost), Orbax made
+  checkpoints/ again under the path (a workdir of checkpoints without config.json, dataset.json
+  or metrics), and the run ended in a FileNotFoundError's traceback from the metrics writer.
+  Now the metrics writer and the checkpointer refuse their next write in one line, and
+  nothing is made again at the path; what a save under way made there again goes at the
+  close."""
+  from a2i_jax import metrics  # pylint: disable=import-outside-toplevel
+  workdir = str(tmp_path / "w")
+  ckpt, writer = checkpoints.Checkpointer(workdir), metrics.MetricWriter(workdir)
+  writer.write(1, {"train/loss": 1.0})
+  ckpt.save(2, {"w": jnp.ones(3)})
+  ckpt.wait()
+  shutil.rmtree(workdir)
+  said = f"the workdir {workdir} was deleted while training, before "
+  gone = ("its checkpoints and records went with it, and this run's work is lost; train anew: "
+          "run the same command again.")
+  with pytest.raises(WorkdirError) as e:
+    writer.write(3, {"train/loss": 1.0})
+  assert str(e.value) == f"{said}the metrics row of step 3: {gone}", str(e.value)
+  with pytest.raises(WorkdirError) as e:
+    writer.sync()
+  assert str(e.value) == f"{said}the metrics' sync to the disk: {gone}", str(e.value)
+  with pytest.raises(WorkdirError, match=re.escape(f"{said}the sample grid of step 4: ")):
+    writer.check_workdir("the sample grid of step 4")
+  with pytest.raises(WorkdirError) as e:
+    ckpt.save(4, {"w": jnp.ones(3)})
+  assert str(e.value) == f"{said}the checkpoint of step 4: {gone}", str(e.value)
+  assert not os.path.exists(workdir)  # Was: checkpoints/4 made again there.
+  # As Orbax's thread would, for a save under way as the workdir went: taken back at the close.
+  os.makedirs(os.path.join(workdir, "checkpoints", "4.orbax-checkpoint-tmp", "default"))
+  open(os.path.join(workdir, "checkpoints", "4.orbax-checkpoint-tmp", "_sharding"), "w").close()
+  writer.close()
+  ckpt.close()
+  assert not os.path.exists(workdir)
+  # A new run's folder at the path meanwhile (its lock file): left whole.
+  ckpt = checkpoints.Checkpointer(workdir)
+  shutil.rmtree(workdir)
+  with pytest.raises(WorkdirError, match=re.escape(f"{said}the checkpoint of step 1: ")):
+    ckpt.save(1, {"w": jnp.ones(3)})
+  os.makedirs(os.path.join(workdir, "checkpoints", "6.orbax-checkpoint-tmp"))
+  open(os.path.join(workdir, files.LOCK_FILE), "w").close()
+  ckpt.close()
+  assert sorted(os.listdir(workdir)) == [files.LOCK_FILE, "checkpoints"]
+  assert os.listdir(os.path.join(workdir, "checkpoints")) == ["6.orbax-checkpoint-tmp"]
+
+
+def test_a_workdir_moved_or_replaced_while_training_names_where_it_went(tmp_path):
+  """The same finding, for a workdir moved (mv) while it trains, with a new folder made at
+  its path or not: the line names where it went (Linux says), to resume from there; a folder
+  moved back passes."""
+  from a2i_jax import metrics  # pylint: disable=import-outside-toplevel
+  workdir, moved = str(tmp_path / "w"), str(tmp_path / "elsewhere")
+  ckpt, writer = checkpoints.Checkpointer(workdir), metrics.MetricWriter(workdir)
+  os.rename(workdir, moved)
+  fix = (f"the steps since its last checkpoint are lost; to resume, run the same command with "
+         f"--workdir={moved} (or move the folder back).")
+  with pytest.raises(WorkdirError) as e:
+    writer.write(1, {"train/loss": 1.0})
+  assert str(e.value) == (f"the workdir {workdir} was moved to {moved} while training, before "
+                          f"the metrics row of step 1: {fix}"), str(e.value)
+  os.mkdir(workdir)
+  with pytest.raises(WorkdirError) as e:
+    ckpt.save(1, {"w": jnp.ones(3)})
+  assert str(e.value) == (
+      f"the workdir {workdir} was moved to {moved} while training (another folder stands at "
+      f"its path now, which is not this run's), before the checkpoint of step 1: {fix}")
+  assert os.listdir(workdir) == []
+  os.rmdir(workdir)
+  os.rename(moved, workdir)  # Back where it was: the same folder, written again.
+  writer.write(1, {"train/loss": 1.0})
+  ckpt.save(1, {"w": jnp.ones(3)})
+  writer.close()
+  ckpt.close()
+  assert metrics.read_metrics(workdir) == [{"step": 1, "train/loss": 1.0}]
+  assert os.listdir(os.path.join(workdir, "checkpoints")) == ["1"]

@@ -419,3 +419,103 @@ def test_a_folder_datasets_path_and_names_follow_the_file_systems_encoding(tmp_p
                           "not set); set HOME, or pass --config.data.path=<an absolute "
                           "folder>."), str(e.value)
   assert os.listdir(tmp_path) == []
+
+
+# ------------------------------------------------------ resources: disk, path length, files
+
+
+def test_a_full_disk_under_the_array_record_writer_is_one_line(tmp_path, monkeypatch):
+  """Was (fault hunt of resource exhaustion): a full disk, a file past the size limit or a
+  path too long while TFDS wrote a prepared copy (folder, LFW, CUB) was a 68-line traceback
+  ending in the ArrayRecord writer's RuntimeError, 'Failed to finalize writing of split
+  "train": write() failed: No space left on device': load_dataset took OSErrors alone. Now
+  one line naming the dataset, the data folder, the cause and the fix."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  from tensorflow_datasets.core import file_adapters  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data import load_dataset  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data.base import DataError  # pylint: disable=import-outside-toplevel
+  from conftest import tiny_config  # pylint: disable=import-outside-toplevel
+  path = tmp_path / "f"
+  (path / "images").mkdir(parents=True)
+  lines = ["filename,split,smile"]
+  for i, split in enumerate(("train", "validation", "test")):
+    Image.fromarray(np.full((4, 4, 3), 40 * i, np.uint8)).save(path / "images" / f"img{i}.png")
+    lines.append(f"img{i}.png,{split},{i % 2}")
+  (path / "attributes.csv").write_text("\n".join(lines) + "\n")
+  cfg = tiny_config("cvae").data
+  cfg.name, cfg.path, cfg.data_dir, cfg.image_size = "folder", str(path), str(tmp_path / "d"), 4
+  other = "point config.data.data_dir at another folder"
+  for code, words, fix in (
+      (errno.ENOSPC, "no space left on the device", f"free some space (or {other}),"),
+      (errno.EFBIG, "a file is larger than the file system or the file size limit (ulimit -f) "
+       "allows", "raise the file size limit (ulimit -f) or use a file system that takes larger "
+       f"files (FAT32 stops at 4 GiB), or {other},"),
+      (errno.ENAMETOOLONG, "a path is longer than the file system allows",
+       f"use a shorter path (or {other}),")):
+
+    def write(cls, where, examples, c=code):  # As the writer's close fails (TFDS adds
+      del cls, examples  # 'Failed to finalize writing of split "train": ').
+      raise RuntimeError(f"write() failed: {os.strerror(c)}; writing {where}")
+    monkeypatch.setattr(file_adapters.ArrayRecordFileAdapter, "write_examples",
+                        classmethod(write))
+    with pytest.raises(DataError) as e:
+      load_dataset(cfg, progress=False)
+    assert str(e.value) == (f"preparing the folder dataset {path} failed: {words} in "
+                            f"{tmp_path / 'd'}; {fix} then run the same command again."), \
+        str(e.value)
+  monkeypatch.undo()
+  ds = load_dataset(cfg, progress=False)  # Space again: prepared, as the line says.
+  assert len(ds.splits["train"]) == 1
+
+
+def test_too_many_open_files_or_too_long_a_path_at_a_save_is_a_storage_error():
+  """Was (fault hunt): `ulimit -n 16` failed the first checkpoint with a traceback, Python's
+  "Too many open files" or tensorstore's RESOURCE_EXHAUSTED quoting it (only its code, in
+  some), and a workdir path too long with tensorstore's "File name too long": neither was a
+  storage error, so the training loop's one line did not take them. Now each is, with its
+  own advice."""
+  spec = '[tensorstore_spec=\'{"driver":"zarr"}\']'
+  for text, code, fix in (
+      ('RESOURCE_EXHAUSTED: Error opening "zarr" driver: Failed to open directory: "/r/'
+       f'checkpoints/2.orbax-checkpoint-tmp": Too many open files {spec}', errno.EMFILE,
+       "raise the limit of open files (ulimit -n 4096, or more)"),
+      ("RESOURCE_EXHAUSTED: Failed to open /r/checkpoints/2 [os_error_code=24]", errno.EMFILE,
+       None),
+      ("Too many open files in system", errno.ENFILE, "close programs that hold many files, "
+       "or raise the system's limit (sysctl fs.file-max)"),
+      ('NOT_FOUND: Error writing local file "/r/x": File name too long [os_error_code=36]',
+       errno.ENAMETOOLONG, "use a shorter path"),
+      ("[Errno 24] Too many open files: '/r/checkpoints/1/_CHECKPOINT_METADATA'", errno.EMFILE,
+       None)):
+    error = files.storage_error(ValueError(text))
+    assert error is not None and error.errno == code, text
+    assert fix is None or files.storage_fix(error) == fix, files.storage_fix(error)
+  assert files.storage_error(ValueError("NOT_FOUND: [os_error_code=2]")) is None
+
+
+def test_a_workdir_too_long_for_its_checkpoints_paths_is_refused_before_the_data_load(
+    tmp_path, monkeypatch):
+  """Was (fault hunt): a legal workdir of about 3,980 characters trained, then its first
+  checkpoint failed with a 154-line traceback (tensorstore's "File name too long"), the steps
+  lost. Refused in one line before anything is written; one that leaves room still trains."""
+  import faults_lib  # pylint: disable=import-outside-toplevel
+  from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
+  from conftest import tiny_config  # pylint: disable=import-outside-toplevel
+  loaded = faults_lib.no_data_load(monkeypatch, train_lib)
+  limit = os.pathconf(str(tmp_path), "PC_PATH_MAX")
+  fits = limit - files.RUN_PATH_ROOM - 1
+  workdir = str(tmp_path)
+  while len(workdir) < fits:
+    workdir = os.path.join(workdir, "d" * min(200, fits - len(workdir) - 1))
+  workdir = workdir[:fits]
+  assert len(os.fsencode(workdir)) == fits
+  with pytest.raises(loaded):  # Past the checks, to the data load.
+    train_lib.train_and_evaluate(tiny_config("vae"), workdir)
+  with pytest.raises(WorkdirError) as e:
+    train_lib.train_and_evaluate(tiny_config("vae"), workdir + "x")
+  assert str(e.value) == (
+      f"the workdir {workdir[:60]}... is {fits + 1} bytes long: the paths of its checkpoints "
+      f"(up to {files.RUN_PATH_ROOM} bytes more) would pass the {limit} bytes this system "
+      f"takes in a path; pass a --workdir of at most {fits} bytes."), str(e.value)
+  assert os.listdir(tmp_path) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import Any, Optional
 
@@ -11,7 +12,7 @@ import ml_collections
 from a2i_jax import distributed, files
 from a2i_jax.data.base import (DATASET_NAMES, DataError, Dataset, DatasetNotPreparedError, Split,
                                SPLITS, check_choice)
-from a2i_jax.errors import ConfigError, first_line
+from a2i_jax.errors import A2IError, ConfigError, first_line
 from a2i_jax.inputs import shown_path
 
 # The keys of config.data that `load_dataset` reads: of every source, then of each.
@@ -80,35 +81,65 @@ def load_dataset(data_config: Any, progress: bool = True) -> Dataset:
     ConfigError: `data_config` is not a config's data section (the whole config, a dict,
       None), or lacks keys it needs.
     DataError: the dataset cannot be prepared or read (an error of the system's too: a full
-      disk, permissions, a folder where a file goes, naming the path and the fix).
+      disk, permissions, a folder where a file goes, naming the path and the fix; also where
+      a library quotes it, as the ArrayRecord writer's RuntimeError does).
   """
   check_settings(data_config)
   name = data_config.name
   cache_dir = cache_folder(data_config.cache_dir) or None
   try:
     return _load(name, data_config, cache_dir, progress)
-  except DataError:
+  except A2IError:  # DataError's own line, or a ConfigError's.
     raise
-  except OSError as e:  # Most often a full disk or a folder that is not ours to write.
-    # Any other error of the system's is the user's to fix too: a source file that is a
-    # folder, a file where a folder goes, a link loop, a name too long (was a traceback for
-    # every dataset but the folder one; review finding).
-    error = files.storage_error(e)
-    what = (f"the folder dataset {shown_path(data_config.path)}" if name == "folder"
-            else f"the {name} dataset")
-    if error is not None:  # Advice by its errno (was "free some space" for every one).
-      reason, fix = files.describe_storage_error(error), files.storage_fix(error)
-      where = "data_dir / cache_dir"
-    else:
-      reason, fix = e.strerror or first_line(e), "fix what the system names"
-      where = "cache_dir" if name == "synthetic" else "data_dir"
-    # Paths escaped where they hold a newline: the message stays one line.
-    at = f" at {shown_path(e.filename)}" if getattr(e, "filename", None) else ""
-    other = f"point config.data.{where} at another folder"
-    # Advice with parentheses of its own (EIO's): the other way after a comma, not in more.
-    other = f", or {other}," if fix.endswith(")") else f" (or {other}),"
-    raise DataError(f"preparing {what} failed: {reason}{at}; {fix}{other} then run the same "
-                    "command again.") from None
+  except Exception as e:  # pylint: disable=broad-except
+    error = _system_error(e, data_config)
+    if error is None:
+      raise
+    raise error from None
+
+
+def _system_error(e: Exception, data_config: Any) -> Optional[DataError]:
+  """`load_dataset`'s one line for an error of the system's while a dataset is prepared or
+  read: an `OSError` (most often a full disk or a folder that is not ours to write), or a
+  library's error that quotes one (`files.storage_error`): the ArrayRecord writer's
+  RuntimeError, "Failed to finalize writing of split "train": write() failed: No space left
+  on device", was a 68-line traceback (fault hunt). Any other exception is raised as it is.
+
+  Args:
+    e: the error.
+    data_config: `config.data`.
+  Returns:
+    The DataError, naming the dataset, the path (the file, or else the data folder), the
+    reason and the fix; None where `e` is neither an OSError nor quotes a storage error.
+  """
+  name = data_config.name
+  error = files.storage_error(e)
+  if not isinstance(e, OSError) and error is None:
+    return None
+  what = (f"the folder dataset {shown_path(data_config.path)}" if name == "folder"
+          else f"the {name} dataset")
+  # Any other error of the system's is the user's to fix too: a source file that is a
+  # folder, a file where a folder goes, a link loop, a name too long (was a traceback for
+  # every dataset but the folder one; review finding). A name too long keeps the system's
+  # words (its fix: a shorter data_dir, "another folder" below).
+  if error is not None and not (isinstance(e, OSError) and e.errno == errno.ENAMETOOLONG):
+    reason, fix = files.describe_storage_error(error), files.storage_fix(error)
+    where = "data_dir / cache_dir" if isinstance(e, OSError) else (
+        "cache_dir" if name == "synthetic" else "data_dir")
+  else:
+    reason, fix = e.strerror or first_line(e), "fix what the system names"
+    where = "cache_dir" if name == "synthetic" else "data_dir"
+  # Paths escaped where they hold a newline: the message stays one line.
+  if getattr(e, "filename", None):
+    at = f" at {shown_path(e.filename)}"
+  else:  # A library's error: the folder it writes in (the message's own path is its file).
+    folder = cache_folder(data_config.cache_dir) if name == "synthetic" else data_config.data_dir
+    at = f" in {shown_path(os.path.abspath(os.path.expanduser(folder)))}" if folder else ""
+  other = f"point config.data.{where} at another folder"
+  # Advice with parentheses of its own (EIO's): the other way after a comma, not in more.
+  other = f", or {other}," if fix.endswith(")") else f" (or {other}),"
+  return DataError(f"preparing {what} failed: {reason}{at}; {fix}{other} then run the same "
+                   "command again.")
 
 
 def _check_data_config(data_config: Any) -> None:
