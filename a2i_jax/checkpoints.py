@@ -1559,17 +1559,25 @@ class Checkpointer:
       args = ocp.args.StandardRestore(abstract_state)
     try:
       restored = self._manager.restore(step, args=args)
-    except Exception as e:  # Orbax raises many types for unreadable or mismatched files.
-      # An entry point's Ctrl-C that JAX swallowed, its own error in its place, is not a file
-      # that cannot be read (was: one without checksums moved aside as corrupt; review).
-      interrupts.check()
-      # A failed restore leaves Orbax coroutines that print their tracebacks when collected
-      # (up to 1,800 lines from a notebook's load_trained; the entry points dropped them
-      # already): dropped for every caller from then on, but only after a failure (the
-      # filter also drops any "Event loop is closed" error, which a notebook's own asyncio
-      # code may raise: a review of the first fix, which installed it at every restore).
-      # asyncio's reports of its reads are dropped from the open on (`_quiet_orbax_leftovers`).
+    except BaseException as e:  # Orbax raises many types for unreadable or mismatched files.
+      # A failed or interrupted restore leaves Orbax coroutines that print their tracebacks
+      # when collected (up to 1,800 lines from a notebook's load_trained, and 160-380 after a
+      # notebook's stop button; the entry points dropped them already): dropped for every
+      # caller from then on, but only after a failure (the filter also drops any "Event loop
+      # is closed" error, which a notebook's own asyncio code may raise: a review of the first
+      # fix, which installed it at every restore). asyncio's reports of its reads are dropped
+      # from the open on (`_quiet_orbax_leftovers`).
       add_unraisable_handler("quiet_orbax", _orbax_leftover)
+      # A Ctrl-C that Orbax wrapped in its own error (its cause), or that an entry point's
+      # handler noted, is not a file that cannot be read: raised as the interrupt (was, in a
+      # notebook, where no handler notes it: a healthy checkpoint without checksums moved
+      # aside as corrupt and the stop ignored, or "the config differs ... use a new
+      # --workdir" for one with them; fault hunt).
+      stop = interrupts.interrupt_in(e)
+      if stop is e or not isinstance(e, Exception):
+        raise
+      if stop is not None:
+        raise stop from None
       reason = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
       self._reopen()
       if _removed_since(folder, before):  # Pruned by a training run as it was read (was:

@@ -1300,9 +1300,10 @@ def enable_compilation_cache(directory: str) -> None:
   def off_if_from_env() -> None:
     # JAX takes JAX_COMPILATION_CACHE_DIR as its own setting: "" (off) or a folder that
     # cannot be used left it on there (was: written to, with JAX's two-line warnings where
-    # it is a file; review finding). A folder a caller set before stays.
-    if env and jax.config.jax_compilation_cache_dir == env:
-      jax.config.update("jax_compilation_cache_dir", None)
+    # it is a file; review finding). So does an earlier call's folder (a notebook's: was
+    # kept). A folder a caller set otherwise stays.
+    if jax.config.jax_compilation_cache_dir in {env or None, *_CACHE_SET_HERE} - {None}:
+      _use_cache_folder(None)
   if directory == DEFAULT_COMPILATION_CACHE_DIR:
     # Set but empty is JAX's "off" (was: taken as unset, and the cache turned on; review).
     directory = env if env is not None else (
@@ -1312,9 +1313,9 @@ def enable_compilation_cache(directory: str) -> None:
     return
   why = no_home(directory)
   if why is not None:  # No home folder (`user_cache_dir`).
-    logging.warning("the compilation cache folder %s cannot be used (%s); every program is "
-                    "compiled anew. Set HOME or XDG_CACHE_HOME, or config.compilation_cache_dir "
-                    "to an absolute path.", directory, why)
+    logging.warning("the compilation cache folder %s cannot be used (%s); %s. Set HOME or "
+                    "XDG_CACHE_HOME, or config.compilation_cache_dir to an absolute path.",
+                    directory, why, _cache_now())
     return
   path = os.path.abspath(os.path.expanduser(directory))
   existing = nearest_existing(path)  # Checked, not made: JAX makes it when it first keeps one.
@@ -1326,18 +1327,45 @@ def enable_compilation_cache(directory: str) -> None:
     why = (f"{link} is a symbolic link to nothing" if link is not None else
            f"{existing} is a file" if not os.path.isdir(existing) else
            f"{existing} cannot be written")
-    logging.warning("the compilation cache folder %s cannot be used (%s); every program is "
-                    "compiled anew. Set config.compilation_cache_dir to a folder you can "
-                    "write to, or to \"\" to turn the cache off.", path, why)
     if env and os.path.abspath(os.path.expanduser(env)) == path:
       off_if_from_env()
+    logging.warning("the compilation cache folder %s cannot be used (%s); %s. Set "
+                    "config.compilation_cache_dir to a folder you can write to, or to \"\" to "
+                    "turn the cache off.", path, why, _cache_now())
     return
   _remove_empty_cache_entries(path)
   _repair_unreadable_cache_entries()
   _write_cache_entries_whole()
-  jax.config.update("jax_compilation_cache_dir", path)
+  _use_cache_folder(path)
+  _CACHE_SET_HERE[:] = [path]
   if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_CACHED_COMPILE_S)
+
+
+def _cache_now() -> str:
+  """What `enable_compilation_cache`'s warnings say of a folder that cannot be used: programs
+  compile anew, or, where a folder was set before (a notebook's earlier call), are kept there
+  (was: "compiled anew" there too; fault hunt)."""
+  folder = jax.config.jax_compilation_cache_dir
+  return ("every program is compiled anew" if not folder else
+          f"programs are kept in {folder} as before")
+
+
+# The folder `enable_compilation_cache` set last in this process ([] where none).
+_CACHE_SET_HERE: list[str] = []
+
+
+def _use_cache_folder(path: Optional[str]) -> None:
+  """Sets JAX's compilation cache folder to `path` (None: off). JAX opens its cache once, at
+  the first compile that asks for it, and keeps it: a cache opened for another folder is
+  closed here, so the next compile opens `path`'s (was: a notebook's second call, with
+  another folder or "" for none, changed the setting alone, and every program went on to the
+  first call's folder; fault hunt)."""
+  if jax.config.jax_compilation_cache_dir == path:
+    return
+  from jax.experimental.compilation_cache import compilation_cache  # pylint: disable=C0415
+  jax.config.update("jax_compilation_cache_dir", path)
+  compilation_cache.reset_cache()
 
 
 def _remove_empty_cache_entries(path: str) -> None:

@@ -10,7 +10,10 @@ library's level on a folder of three tiny images made in `tmp_path`: no subproce
 
 import errno
 import functools
+import glob
+import json
 import os
+import pathlib
 import re
 import shutil
 import sys
@@ -110,11 +113,27 @@ def test_a_folder_prepared_anew_names_its_earlier_copies(tmp_path, caplog):
   with caplog.at_level("WARNING"):
     folder.load(path=path, data_dir=data, image_size=4, progress=False)
   (message,) = [r.getMessage() for r in caplog.records if "earlier cop" in r.getMessage()]
-  assert message.startswith(f"preparing a new copy of {path} (its files changed, or "
-                            "data.image_size, data.resize or this version's preparation "
-                            "differ) beside an earlier copy of it, "), message
-  assert message.endswith(f" MB: {first}; delete any that no other config of yours uses")
-  assert len(os.listdir(os.path.join(data, "folder"))) == 3  # Each copy kept.
+  assert re.fullmatch(re.escape(
+      f"preparing a new copy of {path} (its files changed, or data.image_size, data.resize or "
+      f"this version's preparation differ) beside an earlier copy of it, {first} (") +
+      r"0\.\d MB\); delete any that no other config of yours uses", message), message
+  copies = sorted(os.path.join(data, "folder", n) for n in os.listdir(os.path.join(data,
+                                                                                   "folder")))
+  assert len(copies) == 3  # Each copy kept.
+  # A copy of a folder of the same name that does not record its folder (an older version's,
+  # review: was named as this folder's): named apart, as such.
+  records = {c: glob.glob(os.path.join(c, "*", "*", folder.SOURCES_RECORD)) for c in copies}
+  (others,) = [c for c, (r,) in records.items()
+               if json.loads(pathlib.Path(r).read_text())["source"] == other]
+  os.remove(records[others][0])
+  Image.fromarray(np.full((4, 4, 3), 100, np.uint8)).save(os.path.join(path, "images",
+                                                                       "img1.png"))
+  caplog.clear()
+  with caplog.at_level("WARNING"):
+    folder.load(path=path, data_dir=data, image_size=4, progress=False)
+  (message,) = [r.getMessage() for r in caplog.records if "earlier cop" in r.getMessage()]
+  assert f" and beside 1 copy of a folder named f that do not record which (made by an older " \
+         f"version, or unfinished), {others} (" in message, message
 
 
 def test_line_numbers_count_the_lines_of_multi_line_cells(tmp_path):

@@ -2567,6 +2567,19 @@ def test_a_runs_data_keep_its_order_and_checks_after_a_chdir_or_a_move(trained, 
   now.update(train=ids["train"][1:], test=ids["test"] + ids["train"][:1])  # A row moved.
   with pytest.raises(DataError, match="splits changed since it was trained"):
     inference.load_data(model)
+  # A model loaded where the run had no dataset.json, one written there since (review): the
+  # order its checkpoint records, with one warning.
+  shutil.copytree(trained, tmp_path / "bare")
+  os.remove(tmp_path / "bare" / "dataset.json")
+  bare = inference.load_trained(str(tmp_path / "bare"))
+  assert bare.dataset_info is None and list(bare.attribute_names) == names
+  (tmp_path / "bare" / "dataset.json").write_text(json.dumps(
+      {**record, "attribute_names": swapped, "header": swapped}))
+  caplog.clear()
+  with caplog.at_level("WARNING"):
+    assert list(inference.load_data(bare).attribute_names) == names
+  assert "holds another dataset.json now" in caplog.text
+  assert "holds no dataset.json:" not in caplog.text
 
 
 def test_the_data_load_shows_progress_bars_as_the_run_says(trained, monkeypatch):

@@ -1491,6 +1491,46 @@ def test_a_checkpoint_without_checksums_is_restored_with_a_warning(tmp_path, ref
   ckpt.close()
 
 
+@pytest.mark.parametrize("summed", [True, False])
+def test_a_ctrl_c_that_orbax_wraps_during_a_restore_is_the_interrupt(tmp_path, reference,
+                                                                     monkeypatch, summed):
+  """Fault hunt: in a notebook (no entry point's handler notes the interrupt), a Ctrl-C while
+  Orbax read a checkpoint came out as Orbax's own error, the interrupt its cause: a
+  checkpoint without checksums was then moved aside as corrupt and the stop ignored (the run
+  went on from the step before), one with them said to need "a new --workdir". The interrupt
+  is raised, nothing is moved, and Orbax's leftovers' tracebacks are dropped from then on."""
+  from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
+  from a2i_jax.errors import _Chained  # pylint: disable=import-outside-toplevel
+  workdir = _copy(reference, tmp_path)
+  newest = max(_steps(workdir))
+  if not summed:
+    F.as_an_older_version_saved_it(os.path.join(workdir, "checkpoints", str(newest)))
+  real, stopped = checkpoints.ocp.CheckpointManager.restore, []
+
+  def read_then_stop(self, *args, **kwargs):
+    if not stopped:  # Orbax's reading thread raises its own error, the Ctrl-C its cause.
+      stopped.append(True)
+      try:
+        raise KeyboardInterrupt
+      except KeyboardInterrupt as e:
+        raise Exception("Encountered error while reading array index: (slice(0, 32, 1),)") \
+            from e
+    return real(self, *args, **kwargs)
+  monkeypatch.setattr(checkpoints.ocp.CheckpointManager, "restore", read_then_stop)
+  monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)  # Put back after the test.
+  config = checkpoints.load_config(workdir)
+  config.num_train_steps = newest + 2
+  with pytest.raises(KeyboardInterrupt):
+    train_lib.train_and_evaluate(config, workdir)
+  assert not os.path.exists(os.path.join(workdir, "corrupt_checkpoints"))
+  assert _steps(workdir)[-1] == newest
+  hook, names = sys.unraisablehook, []
+  while isinstance(hook, _Chained):
+    names.append(hook.name)
+    hook = hook.previous
+  assert "quiet_orbax" in names
+
+
 def test_a_resume_that_changes_settings_says_so_and_keeps_the_earlier_config(tmp_path,
                                                                              reference,
                                                                              caplog):

@@ -352,6 +352,43 @@ def test_the_entry_points_cache_programs_of_a_quarter_second(monkeypatch):
     jax.config.update("jax_persistent_cache_min_compile_time_secs", before)
 
 
+def test_a_second_call_moves_the_cache_and_an_empty_folder_turns_it_off(tmp_path, caplog):
+  """Fault hunt (a notebook's calls): JAX opens its cache once, so a second
+  enable_compilation_cache with another folder changed the setting alone (every program went
+  on to the first folder), "" did not turn it off, and a folder that could not be used was
+  said to leave every program compiled anew while the first folder kept them."""
+  from a2i_jax import files  # pylint: disable=import-outside-toplevel
+  folder = jax.config.jax_compilation_cache_dir
+  first, second = tmp_path / "first", tmp_path / "second"
+  entries = lambda f: len(os.listdir(f)) if f.exists() else 0
+  compiled = iter(range(1, 100))
+
+  def compile_one():  # A program no cache holds: another constant each time.
+    k = float(next(compiled)) + 0.5
+    jax.jit(lambda x: jnp.sin(x) * k + k).lower(jnp.zeros((3,), jnp.float32)).compile()
+  try:
+    files.enable_compilation_cache(str(first))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    compile_one()
+    assert entries(first) >= 1
+    files.enable_compilation_cache(str(second))
+    compile_one()
+    kept = entries(first)
+    assert entries(second) >= 1 and entries(first) == kept
+    blocker = tmp_path / "file"
+    blocker.write_text("mine")
+    with caplog.at_level("WARNING"):
+      files.enable_compilation_cache(str(blocker / "xla"))
+    assert f"programs are kept in {second} as before" in caplog.text
+    files.enable_compilation_cache("")
+    assert jax.config.jax_compilation_cache_dir is None
+    was = entries(second)
+    compile_one()
+    assert entries(second) == was and entries(first) == kept
+  finally:
+    files._use_cache_folder(folder)  # pylint: disable=protected-access
+
+
 def test_a_cache_folder_that_cannot_be_made_leaves_the_cache_off(tmp_path, caplog):
   """One warning line, the cache left as it was, nothing made. Were JAX's two-line Python
   warnings for every program, the run going on without the cache."""

@@ -917,17 +917,14 @@ def load(*, path: str, data_dir: str, image_size: int, masks: bool = False,
   return dataclasses.replace(ds, name="folder")
 
 
-def _earlier_copies(path: str, prepared: str) -> list[str]:
-  """The other prepared copies beside `prepared` of the folder `path`: those whose record of
-  their sources names it, and those of its folder name that hold no record to tell."""
+def _earlier_copies(path: str, prepared: str) -> tuple[list[str], list[str]]:
+  """The other prepared copies beside `prepared` of the folder `path`: (those whose record of
+  their sources names it, those of its folder name that hold no record to tell: made by a
+  version before the record, or unfinished)."""
   parent, name = os.path.split(prepared)
   stem = name[:name.rindex("-") + 1]  # "<folder name>-": the key is 12 hex digits.
-  try:
-    names = sorted(os.listdir(parent))
-  except OSError:
-    return []
-  found = []
-  for other in names:
+  ours, untold = [], []
+  for other in _listed(parent):
     where = os.path.join(parent, other)
     if (other == name or not other.startswith(stem) or len(other) != len(name)
         or not re.fullmatch(r"[0-9a-f]{12}", other[len(stem):]) or not os.path.isdir(where)):
@@ -939,9 +936,11 @@ def _earlier_copies(path: str, prepared: str) -> list[str]:
           sources.append(json.loads(f.read())["source"])
       except Exception:  # pylint: disable=broad-except  (none, or unreadable: cannot tell)
         pass
-    if not sources or path in sources:
-      found.append(where)
-  return found
+    if path in sources:
+      ours.append(where)
+    elif not sources:
+      untold.append(where)
+  return ours, untold
 
 
 def _listed(folder: str) -> list[str]:
@@ -968,18 +967,27 @@ def _warn_of_earlier_copies(path: str, prepared: str) -> None:
   """One warning where the folder `path` is prepared anew beside earlier copies of it: its
   files changed, or the image size, the resize mode or this version's preparation differ.
   Each copy is kept (another config may use it: one of another image size), so the warning
-  names them and their size, for the user to delete those no config uses. Was: a new whole
-  copy on every change of the folder, the earlier ones left without a word (fault hunt of
-  workdirs from older versions)."""
-  earlier = _earlier_copies(path, prepared)
-  if not earlier:
+  names them and their size, for the user to delete those no config uses; copies of a
+  folder of its name that do not record which folder they were made from are named apart.
+  Was: a new whole copy on every change of the folder, the earlier ones left without a word
+  (fault hunt of workdirs from older versions)."""
+  ours, untold = _earlier_copies(path, prepared)
+  if not ours and not untold:
     return
-  size = sum(_bytes_under(c) for c in earlier)
+  listed = lambda copies: (f"{', '.join(shown_path(c) for c in copies)} "
+                           f"({sum(_bytes_under(c) for c in copies) / 1e6:.1f} MB)")
+  parts = []
+  if ours:
+    parts.append(f"beside {'an earlier copy' if len(ours) == 1 else f'{len(ours)} earlier copies'}"
+                 f" of it, {listed(ours)}")
+  if untold:
+    parts.append(f"{'and ' if ours else ''}beside {len(untold)} cop"
+                 f"{'y' if len(untold) == 1 else 'ies'} of a folder named "
+                 f"{os.path.basename(path)} that do not record which (made by an older version, "
+                 f"or unfinished), {listed(untold)}")
   logging.warning("preparing a new copy of %s (its files changed, or data.image_size, "
-                  "data.resize or this version's preparation differ) beside %s of it, %.1f "
-                  "MB: %s; delete any that no other config of yours uses", shown_path(path),
-                  "an earlier copy" if len(earlier) == 1 else f"{len(earlier)} earlier copies",
-                  size / 1e6, ", ".join(shown_path(c) for c in earlier))
+                  "data.resize or this version's preparation differ) %s; delete any that no "
+                  "other config of yours uses", shown_path(path), " ".join(parts))
 
 
 def _read_first(path: str, table: Table, image_size: int, resize: str, progress: bool,

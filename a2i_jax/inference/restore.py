@@ -87,8 +87,8 @@ class TrainedModel:  # its arrays raised NumPy's ambiguous truth value (fault hu
   it whose checkpoint records them (`checkpoints.recorded_attributes`). `workdir` is the
   run's folder where `load_trained` restored it, as an absolute path (None for
   `from_variables`): `load_data` reads its record there, and `dataset_info` is that record
-  as `load_trained` read it, which `load_data` follows where the folder has none any more
-  (moved or deleted since).
+  as `load_trained` read it, which `load_data` follows whatever the folder holds now (none,
+  moved or deleted since; another, a new run trained there).
   """
   config: ml_collections.ConfigDict
   model: nn.Module
@@ -442,10 +442,10 @@ def load_data(trained: TrainedModel, *, progress: Optional[bool] = None) -> Data
   from a2i_jax.inference.uses import check_trained  # pylint: disable=import-outside-toplevel
   check_trained(trained)  # Was an AttributeError: "'str' object has no attribute 'config'".
   config_lib.check_whole_config(trained.config, "load_data", ("data",))
-  # The record load_trained read, for a run folder that has none now (moved or deleted since:
-  # was the CSV's columns in their order of now and the splits unchecked, without a word);
-  # the model's attribute names alone where it holds no record but knows them (the order its
-  # checkpoint records, where dataset.json was deleted).
+  # The record load_trained read, whatever the run folder holds now (none, moved or deleted
+  # since: was the CSV's columns in their order of now and the splits unchecked, without a
+  # word; another, a new run's); the model's attribute names alone where it holds no record
+  # but knows them (the order its checkpoint records, where dataset.json was deleted).
   return _run_data(trained.config, trained.workdir, progress, trained.dataset_info,
                    trained.attribute_names, f"the model of step {trained.step}")
 
@@ -487,10 +487,11 @@ def load_run_data(config: ml_collections.ConfigDict, workdir: Optional[str], *,
 def _run_data(config: ml_collections.ConfigDict, workdir: Optional[str],
               progress: Optional[bool], kept: Optional[Mapping[str, Any]],
               names: Optional[Sequence[str]], whose: str) -> Dataset:
-  """`load_run_data` of a whole config (its callers check it), following the record `kept`
-  (dataset.json as `load_trained` read it) where `workdir` holds none now; where neither
-  has one, the attribute order `names` (of `whose`: "the model of step 40"), else, for a
-  model that takes attributes, the one the newest checkpoint in `workdir` records."""
+  """`load_run_data` of a whole config (its callers check it). For a held model (`whose`:
+  "the model of step 40"), the record it was loaded with, `kept` (dataset.json as
+  `load_trained` read it), whatever `workdir` holds now; where it has none, the attribute
+  order `names`. Otherwise (`load_run_data`) `workdir`'s record, or for a model that takes
+  attributes, the order the newest checkpoint in `workdir` records."""
   if workdir is not None:
     _check_folder_there(config, workdir)
     # load_dataset's own check, first, with advice that names the run's config.json (no flag
@@ -501,20 +502,25 @@ def _run_data(config: ml_collections.ConfigDict, workdir: Optional[str],
     progress = bool(config.get("progress_bar", True))
   dataset = load_dataset(config.data, bool(progress))
   info = None if workdir is None else checkpoints.load_dataset_info(os.path.expanduser(workdir))
-  if kept is not None and info != kept:
-    # The held model's own record: where the folder holds none now, or another one (a new run
-    # trained there since the load: was that run's attribute order fed to this model, without
-    # a word; fault hunt).
+  said = False  # Whether the warning below named where the order comes from.
+  if whose and info != kept:
+    # A held model's own record (`load_data`'s; `load_run_data` has none): where the folder
+    # holds none now, or another one (a new run trained there since the load: was that run's
+    # attribute order fed to this model, without a word; fault hunt), also where the model
+    # was loaded without one (then its checkpoint's order, `_recorded_order`; review).
     if workdir is not None:
-      logging.warning("%s holds %s %s now (%s since the model was loaded); the data are "
-                      "checked against, and ordered as, the record read then%s.", workdir,
-                      "no" if info is None else "another", checkpoints.DATASET_FILE,
-                      "moved or deleted" if info is None else "another run trained there, or "
-                      "the record was rewritten", "" if info is None else
-                      ": load the model again (inference.load_trained) to serve the new run")
+      logging.warning(
+          "%s holds %s %s now (%s since the model was loaded); the data are checked against, "
+          "and ordered as, %s%s.", workdir, "no" if info is None else "another",
+          checkpoints.DATASET_FILE, "moved or deleted" if info is None else
+          "another run trained there, or the record was rewritten", "the record read then"
+          if kept is not None else "the attribute order its checkpoint records",
+          "" if info is None else
+          ": load the model again (inference.load_trained) to serve the new run")
+      said = info is not None
     info = kept
   if info is None:  # No dataset.json (deleted, or older than it): the order trained, by name.
-    info = _recorded_order(config, workdir, dataset, names, whose)
+    info = _recorded_order(config, None if said else workdir, dataset, names, whose)
   if info is not None:
     try:  # The check a resume makes too (train_eval.align_with_record).
       check_same_splits(workdir, info, dataset)
