@@ -844,12 +844,25 @@ def test_cub_unpacked_by_hand_needs_attributes_txt_and_may_sit_a_level_too_deep(
       f"{manual} (nothing needs deleting), then run the same command again.") + "$"):
     cub.load(**kw)
   assert sorted(os.listdir(tmp_path)) == ["manual", "named"]
-  # Each folder moved one level deeper, attributes.txt beside the inner CUB_200_2011/.
+  # Whole folders, each holding a stray empty folder of its own name (an aborted `tar -C`):
+  # read as they are (was: taken as unpacked a level too deep, so nothing was found, and the
+  # message said to delete the whole folder; review finding).
+  (manual / "attributes.txt").write_bytes(names)
   for name in ("CUB_200_2011", "segmentations"):
+    (manual / name / name).mkdir()
+  ds = cub.load(**kw)
+  assert {k: len(v) for k, v in ds.splits.items()} == {"train": 9, "validation": 1, "test": 2}
+  shutil.rmtree(tmp_path / "a2i_cub")
+  os.remove(manual / "attributes.txt")
+  # Each folder moved one level deeper, attributes.txt (and a hidden file) beside the inner
+  # CUB_200_2011/.
+  for name in ("CUB_200_2011", "segmentations"):
+    os.rmdir(manual / name / name)
     os.rename(manual / name, manual / "inner")
     os.mkdir(manual / name)
     os.rename(manual / "inner", manual / name / name)
   (manual / "CUB_200_2011" / "attributes.txt").write_bytes(names)
+  (manual / "CUB_200_2011" / ".DS_Store").write_bytes(b"\0")
   ds = cub.load(**kw)
   assert {k: len(v) for k, v in ds.splits.items()} == {"train": 9, "validation": 1, "test": 2}
   assert ds.attribute_names[0] == "has_part_1::value_1" and ds["train"].masks.max() == 255
@@ -902,6 +915,25 @@ def test_cub_segmentation_of_another_size_is_resized_or_names_both_archives(
     return edit
   manual = tmp_path / "manual" / "cub"
   fx.make_cub(str(manual))
+  # Of the same proportions but not 0.5 to 2 times the image's size: refused (was: any scale,
+  # a 1x1 segmentation stretched over a 500x500 image; review finding). 0.5 and 2: resized.
+  ctx = {"resized": [], "fix": "download CUB.", "fix_seg": "download the segmentations."}
+  for seg, image in (((1, 1), (120, 100)), ((6, 5), (120, 100)), ((1, 1), (500, 500)),
+                     ((59, 49), (120, 100)), ((250, 208), (120, 100))):
+    with pytest.raises(DataError) as e:
+      cub._fitted_segmentation(  # pylint: disable=protected-access
+          Image.new("L", seg, 255), image, "s.png", "i.jpg", ctx)
+    why = "of other proportions" if seg == (1, 1) and image[0] != image[1] else (
+        "not 0.5 to 2 times its size")
+    assert str(e.value) == (
+        f"CUB: segmentation s.png is {seg[0]}x{seg[1]} but its image i.jpg is {image[0]}x"
+        f"{image[1]}, {why}, so the two archives do not match: download the segmentations; "
+        "and download CUB."), str(e.value)
+  for seg in ((60, 50), (240, 200)):
+    fitted = cub._fitted_segmentation(  # pylint: disable=protected-access
+        Image.new("L", seg, 255), (120, 100), "s.png", "i.jpg", ctx)
+    assert fitted.size == (120, 100)
+  assert ctx["resized"] == ["s.png"] * 2
   fx.rewrite_tar(str(manual / "segmentations.tgz"), wider(1))  # 121x100 for 120x100: 0.8 %.
   with caplog.at_level(logging.WARNING):
     ds = cub.load(data_dir=str(tmp_path), image_size=80, allow_download=False, progress=False)

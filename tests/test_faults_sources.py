@@ -478,3 +478,105 @@ def test_lfw_attribute_file_messages_end_with_the_fix(tmp_path):
     with pytest.raises(DataError) as e:
       lfw.parse_attributes(str(path))
     assert str(e.value).endswith(says + fix), str(e.value)
+
+
+def test_a_run_offline_waits_for_another_process_preparing_the_copy(tmp_path, monkeypatch,
+                                                                   caplog):
+  """Was: the early check of the source files (`tfds_lib.check_sources_first`, with downloads
+  on since 2189da9) refused a run at once where it could not reach the host, though another
+  process held the preparation's lock (a login node preparing while a compute node without
+  network waits): before that commit it waited on the lock and read the finished copy. It
+  waits again; here the lock is held from another open file of this process (`flock` locks
+  belong to an open file), and once let go the run goes on to the preparation's own refusal."""
+  import fcntl  # pylint: disable=import-outside-toplevel
+  import threading  # pylint: disable=import-outside-toplevel
+  import time  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data import cub, lfw, tfds_lib  # pylint: disable=import-outside-toplevel
+  from a2i_jax.errors import DatasetNotPreparedError  # pylint: disable=import-outside-toplevel
+  _offline(monkeypatch)
+  data = str(tmp_path)
+  for builder, load, where in (
+      (lfw.A2iLfw, lambda: lfw.load(data_dir=data, masks=False, progress=False),
+       os.path.join(data, "a2i_lfw", "no_masks", str(lfw.A2iLfw.VERSION))),
+      (cub.A2iCub, lambda: cub.load(data_dir=data, progress=False),
+       os.path.join(data, "a2i_cub", str(cub.A2iCub.VERSION)))):
+    lock = tfds_lib.preparation_lock(where, builder.name)
+    os.makedirs(os.path.dirname(lock), exist_ok=True)
+    fd = os.open(lock, os.O_RDONLY | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # Another process preparing the copy.
+    assert tfds_lib.held_elsewhere(lock)
+    raised = []
+
+    def run(load=load, raised=raised):
+      try:
+        load()
+      except Exception as e:  # pylint: disable=broad-except
+        raised.append(e)
+    thread = threading.Thread(target=run, daemon=True)
+    caplog.clear()
+    try:
+      with caplog.at_level(logging.INFO):
+        thread.start()
+        waiting = f"waiting for another process preparing {builder.name} (lock {lock})"
+        deadline = time.monotonic() + 60
+        while (thread.is_alive() and time.monotonic() < deadline
+               and waiting not in caplog.text):
+          time.sleep(0.05)
+        assert thread.is_alive() and waiting in caplog.text, (raised, caplog.text[-2000:])
+    finally:
+      os.close(fd)  # Let go: the run takes the lock and prepares.
+      thread.join(60)
+    assert not thread.is_alive()
+    assert len(raised) == 1 and isinstance(raised[0], DatasetNotPreparedError), raised
+    assert "cannot reach" in str(raised[0]) and os.path.isfile(lock)  # The lock was there.
+
+
+def test_a_failed_preparation_keeps_what_other_preparations_made_or_use(tmp_path):
+  """Was: where preparing failed, `tfds_lib._made_by_preparing`'s take-back removed TFDS's
+  config record (`a2i_lfw/.config/metadata.json`) that another run had written meanwhile
+  for the other LFW config it prepared (both configs share one lock: the second run looked
+  before waiting on it), and the data_dir's downloads/ and downloads/extracted/, which CUB's
+  preparation (another lock) may be using. The record is kept where a config folder holds a
+  copy, the downloads folders while another preparation's lock is held; with neither, both
+  are taken back as before."""
+  import fcntl  # pylint: disable=import-outside-toplevel
+  import types  # pylint: disable=import-outside-toplevel
+  from a2i_jax.data import cub, lfw, tfds_lib  # pylint: disable=import-outside-toplevel
+  data = tmp_path / "data"
+  home = data / "a2i_lfw"
+  version = str(lfw.A2iLfw.VERSION)
+  where = str(home / "no_masks" / version)
+  builder = types.SimpleNamespace(builder_config=object(), name=lfw.A2iLfw.name)
+  lock = tfds_lib.preparation_lock(where, builder.name)
+  record = home / ".config" / "metadata.json"
+  extracted = data / "downloads" / "extracted"
+  for other_copy in (True, False):
+    take_back = tfds_lib._made_by_preparing(  # pylint: disable=protected-access
+        builder, where, str(data / "downloads"), lock)
+    # What the preparations made meanwhile: the folders, the record, the lock file, and
+    # (first) the masks copy another run prepared.
+    os.makedirs(os.path.dirname(where))
+    record.parent.mkdir(parents=True)
+    record.write_text('{"default_config_name": "masks"}')
+    extracted.mkdir(parents=True)
+    open(lock, "w").close()
+    if other_copy:
+      (home / "masks" / version).mkdir(parents=True)
+      (home / "masks" / version / "x.array_record").write_text("x")
+    cub_lock = tfds_lib.preparation_lock(str(data / "a2i_cub" / str(cub.A2iCub.VERSION)),
+                                         cub.A2iCub.name)
+    fd = os.open(cub_lock, os.O_RDONLY | os.O_CREAT, 0o644)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX)  # CUB is being prepared.
+      take_back()
+      assert extracted.is_dir()
+    finally:
+      os.close(fd)
+    assert record.exists() is other_copy and not os.path.exists(lock)
+    os.remove(cub_lock)
+    take_back()  # No other preparation now: the downloads folders go.
+    if other_copy:
+      assert sorted(os.listdir(data)) == ["a2i_lfw"] and sorted(os.listdir(home)) == [
+          ".config", "masks"]
+      shutil.rmtree(data)
+  assert not data.exists()

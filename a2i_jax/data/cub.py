@@ -29,8 +29,9 @@ Preparation:
   measured against Torch in this repository).
 - Masks: the segmentation scaled to [0, 1] and binarised at > 0.5, cropped and resized like
   the image (a segmentation of another size than its image is first resized to the image's
-  size, bilinear, where their proportions agree within `SEGMENTATION_ASPECT_TOLERANCE` = 2 %;
-  one warning at the end of the preparation counts them; proportions further apart stop
+  size, bilinear, where their proportions agree within `SEGMENTATION_ASPECT_TOLERANCE` = 2 %
+  and the image is 0.5 to 2 times the segmentation's size (`SEGMENTATION_SCALE_RANGE`);
+  one warning at the end of the preparation counts them; other proportions or scales stop
   the preparation, naming both archives to download again), then binarised again at > 0.5
   at 80x80, as the reference's loader does (`gt(0.5)` on its 80x80 masks before it scales
   them to 72). Stored masks are 0 or 255; edges turn soft only at the 80 -> 72 resize, as in
@@ -71,6 +72,8 @@ BOX_SCALE = 1.25  # Crop side / longer bounding-box side.
 # A segmentation of another size than its image is resized to it where their proportions
 # (width / height) differ by at most this fraction; past it the two cannot be the same picture.
 SEGMENTATION_ASPECT_TOLERANCE = 0.02
+# ... and where the image is within this range of times the segmentation's size, each side.
+SEGMENTATION_SCALE_RANGE = (0.5, 2.0)
 VALIDATION_EVERY = 10  # Every 10th training image validates (scaled_margin_cub.lua).
 NUM_ATTRIBUTES = ATTRIBUTE_COUNTS["cub"]  # 312
 NUM_CLASSES = 200  # Class ids 1..200; one row each in class_attribute_labels_continuous.txt.
@@ -457,15 +460,23 @@ def _fitted_segmentation(seg: Any, size: tuple[int, int], seg_path: str, rel: st
                          ctx: dict) -> Any:
   """The segmentation `seg` (a mode-L PIL image) at its image's `size` (width, height): as it
   is, or resized (bilinear, then binarised by the caller) where only its size differs, its
-  proportions within `SEGMENTATION_ASPECT_TOLERANCE` of the image's; each such path is added
+  proportions within `SEGMENTATION_ASPECT_TOLERANCE` of the image's and the image's sides
+  within `SEGMENTATION_SCALE_RANGE` times its own; each such path is added
   to `ctx["resized"]`. Was: any other size stopped the preparation with "the archives do not
   match" and no fix (fault hunt)."""
   if seg.size == tuple(size):
     return seg
   (sw, sh), (iw, ih) = seg.size, size
+  low, high = SEGMENTATION_SCALE_RANGE
+  why = ""
   if abs((sw / sh) / (iw / ih) - 1.0) > SEGMENTATION_ASPECT_TOLERANCE:
+    why = "of other proportions"
+  elif not (low <= iw / sw <= high and low <= ih / sh <= high):
+    # Was: any scale, a 1x1 segmentation stretched over a 500x500 image (review finding).
+    why = f"not {low:g} to {high:g} times its size"
+  if why:
     raise DataError(f"CUB: segmentation {seg_path} is {sw}x{sh} but its image {rel} is "
-                    f"{iw}x{ih}, of other proportions, so the two archives do not match: "
+                    f"{iw}x{ih}, {why}, so the two archives do not match: "
                     f"{ctx['fix_seg'][:-1]}; and {ctx['fix']}")
   from PIL import Image  # pylint: disable=import-outside-toplevel
   ctx["resized"].append(seg_path)
@@ -498,9 +509,10 @@ def load(*, data_dir: str, masks: bool = True, image_size: int = 72,
   manual_dir = os.path.join(data_dir, "manual", "cub")
   # Before the builder makes its folders (with downloads on too: offline, was a refusal that
   # left folders, a lock file and TFDS's config record in data_dir; fault hunt).
-  tfds_lib.check_sources_first(data_dir, [os.path.join(data_dir, A2iCub.name,
-                                                       str(A2iCub.VERSION))],
-                               SOURCES, manual_dir, "CUB-200-2011", allow_download)
+  # Not while another process prepares (its lock held): this one waits and reads its copy.
+  copy = os.path.join(data_dir, A2iCub.name, str(A2iCub.VERSION))
+  tfds_lib.check_sources_first(data_dir, [copy], SOURCES, manual_dir, "CUB-200-2011",
+                               allow_download, [tfds_lib.preparation_lock(copy, A2iCub.name)])
   builder = tfds_lib.open_builder(A2iCub, data_dir=data_dir, manual_dir=manual_dir,
                                   allow_download=allow_download, progress=progress)
   ds = tfds_lib.load(builder, manual_dir=manual_dir,

@@ -671,8 +671,10 @@ def load(*, data_dir: str, masks: bool, image_size: int = IMAGE_SIZE,
   # masks serves all.
   copies = [os.path.join(data_dir, A2iLfw.name, c, str(A2iLfw.VERSION))
             for c in (("masks",) if masks else ("masks", "no_masks"))]
+  # Not while another process prepares (its lock held): this one waits and reads its copy.
   tfds_lib.check_sources_first(data_dir, copies, SOURCES if masks else IMAGE_SOURCES,
-                               manual_dir, "LFW", allow_download)
+                               manual_dir, "LFW", allow_download,
+                               [tfds_lib.preparation_lock(c, A2iLfw.name) for c in copies])
   config = "masks"
   if not masks:  # The no_masks copy where it is prepared: a masks copy made later (from other
     # source files) must not silently replace the data a CVAE run started on (review finding).

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import functools
 import hashlib
 import io
@@ -177,7 +178,8 @@ def fetch_sources(dl_manager: Any, sources: Sequence[Source], manual_dir: str,
 
 
 def check_sources_first(data_dir: str, copies: Sequence[str], sources: Sequence[Source],
-                        manual_dir: str, dataset: str, allow_download: bool = False) -> None:
+                        manual_dir: str, dataset: str, allow_download: bool = False,
+                        locks: Sequence[str] = ()) -> None:
   """With none of `copies` (prepared-copy folders) there: refuses missing source files before
   the builder makes its folders (was: a run refused for them left empty folders, a lock file
   and TFDS's config record in data_dir; review finding). With downloads on, a missing file
@@ -186,6 +188,11 @@ def check_sources_first(data_dir: str, copies: Sequence[str], sources: Sequence[
   config record behind; fault hunt). Where a copy's path or data_dir is something else (a
   file, a link to nothing), nothing is checked here: the preparation names that first.
 
+  Nor where another process holds one of `locks` (`held_elsewhere`): it is preparing the
+  copy, and `load` waits for it and reads what it made (was: refused at once where this
+  process could not reach the host, a compute node without network while a login node
+  prepares; review finding).
+
   Args:
     data_dir: the datasets' folder.
     copies: the folders a prepared copy would be in (any one will do).
@@ -193,6 +200,7 @@ def check_sources_first(data_dir: str, copies: Sequence[str], sources: Sequence[
     manual_dir: the folder the user puts them in.
     dataset: the dataset's name, for the message.
     allow_download: whether the files missing from `manual_dir` may be downloaded.
+    locks: the preparation locks of `copies` (`preparation_lock`).
   Raises:
     DatasetNotPreparedError: as `fetch_sources`, naming each missing file.
     DataError: a folder stands where a source file should be.
@@ -204,9 +212,37 @@ def check_sources_first(data_dir: str, copies: Sequence[str], sources: Sequence[
     pass  # Made by the preparation.
   except OSError:  # A link loop, a name too long: the preparation names it.
     return
-  if any(os.path.lexists(c) for c in copies):
+  if any(os.path.lexists(c) for c in copies) or any(held_elsewhere(p) for p in locks):
     return
   fetch_sources(None, sources, manual_dir, allow_download, dataset)
+
+
+def held_elsewhere(lock: str) -> bool:
+  """Whether another holder has the lock file `lock` (`files.waiting_lock`) now: a look that
+  takes a shared `flock` without waiting and lets it go at once. `flock` locks belong to an
+  open file, so a lock this process holds through another open file counts too.
+
+  Args:
+    lock: the lock file's path.
+  Returns:
+    True where the look is refused; False where it is not, or the file is missing, is not
+    a plain file, cannot be opened, or its file system has no locks.
+  """
+  try:  # Non-blocking: a FIFO of that name would block the open.
+    fd = os.open(lock, os.O_RDONLY | os.O_NONBLOCK)
+  except OSError:
+    return False
+  try:
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+      return False
+    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    return False
+  except BlockingIOError:
+    return True
+  except OSError:
+    return False
+  finally:
+    os.close(fd)  # Lets the shared lock go, if taken.
 
 
 # A prepared copy's metadata key: {filename: `_source_identity`} of the source files it was
@@ -384,8 +420,10 @@ def unpack(archive: str, dest_root: str, progress: bool = True, url: str = "") -
 
   For an already unpacked folder (a manual folder may hold one instead of the archive),
   nothing is unpacked: the folder holding it plays the archive's root. Where that folder
-  holds a folder of its own name (unpacked one level too deep, as `tar xf` inside a folder
-  made for it does: `X/X/...`), the outer one plays the root and the inner one is read.
+  holds a folder of its own name and no other folder, only files beside it (unpacked one
+  level too deep, as `tar xf` inside a folder made for it does: `X/X/...`, with the files
+  from the archive's root such as CUB's attributes.txt), the outer one plays the root and
+  the inner one is read (`_unpacked_too_deep`).
 
   An archive is unpacked again unless the folder's marker (`UNPACKED_MARKER`) records this
   very file (size, modification time, first and last MiB): replacing a wrong or
@@ -411,7 +449,7 @@ def unpack(archive: str, dest_root: str, progress: bool = True, url: str = "") -
       # then named as the thing to delete). `fetch_sources` refuses it first.
       raise _folder_at_source(archive, "")
     folder = os.path.abspath(archive)
-    if os.path.isdir(os.path.join(folder, os.path.basename(folder))):
+    if _unpacked_too_deep(folder):
       # Unpacked one level too deep (X/X/...): was told to delete X and put the archive in
       # its place, which a second unpacking by hand nested again (fault hunt).
       return folder
@@ -425,6 +463,20 @@ def unpack(archive: str, dest_root: str, progress: bool = True, url: str = "") -
   lock = os.path.join(dest_root, f".{os.path.basename(dest)}.lock")
   with files.waiting_lock(lock, f"unpacking {os.path.basename(archive)}"):
     return _unpack_locked(archive, dest, dest_root, progress, url)
+
+
+def _unpacked_too_deep(folder: str) -> bool:
+  """Whether the unpacked `folder` (X) is a wrapper around the archive's top folder (X/X):
+  it holds a folder of its own name and no other folder, only files beside it (those of the
+  archive's root); hidden entries are not counted. Was: any X/X, so a whole X holding a stray
+  (say empty) X of its own went unread, and the message said to delete X (review finding)."""
+  name = os.path.basename(folder)
+  try:
+    others = [e for e in os.listdir(folder) if e != name and not e.startswith(".")]
+  except OSError:  # Read by the builder, which names what it cannot read.
+    return False
+  return os.path.isdir(os.path.join(folder, name)) and not any(
+      os.path.isdir(os.path.join(folder, e)) for e in others)
 
 
 # The first bytes of the compressed streams `tarfile` reads (gzip, bzip2, xz), and where a tar
@@ -1205,6 +1257,13 @@ def _made_by_preparing(builder: Any, where: str, download_dir: str, lock: str
   the folders made for them, for the copy and for TFDS's `<download_dir>/extracted`, each
   while it is empty. Nothing that is there now is taken back.
 
+  Nor what another process may have made meanwhile, or needs: the config record is kept
+  where a folder of any config holds a copy, finished or under way (another run, waiting
+  on the same lock or preparing another version, wrote it: `_copies_beside`), and the
+  downloads folders, shared by every dataset of the data_dir, where another dataset's
+  preparation holds its lock (`_other_preparation`). (Was: both taken back all the same;
+  review finding.)
+
   Args:
     builder: the builder (one without configs keeps its copies in `<name>/<version>`).
     where: the copy's folder.
@@ -1213,20 +1272,64 @@ def _made_by_preparing(builder: Any, where: str, download_dir: str, lock: str
   Returns:
     The function, to call under the lock (it may remove the lock file).
   """
-  home = os.path.dirname(where if builder.builder_config is None else os.path.dirname(where))
+  configs = builder.builder_config is not None
+  home = os.path.dirname(os.path.dirname(where) if configs else where)
   record = os.path.join(home, ".config", "metadata.json")
   new_files = [p for p in (record, lock) if not os.path.lexists(p)]
-  folders = [files.missing_folders(p) for p in (os.path.dirname(record),
-                                                 os.path.join(download_dir, "extracted"), where)]
+  made = [files.missing_folders(p) for p in (os.path.dirname(record), where)]
+  downloads = files.missing_folders(os.path.join(download_dir, "extracted"))
 
   def take_back() -> None:
+    keep = {record} if configs and _copies_beside(home) else set()
     for path in new_files:
-      if os.path.isfile(path) and not os.path.islink(path):
+      if path not in keep and os.path.isfile(path) and not os.path.islink(path):
         with contextlib.suppress(OSError):
           os.remove(path)
-    for made in folders + folders:  # Twice: a list stops at a parent another list empties.
-      files.remove_empty_folders(made)
+    folders = made + ([] if _other_preparation(os.path.dirname(download_dir), lock)
+                      else [downloads])
+    for made_now in folders + folders:  # Twice: a list stops at a parent another list empties.
+      files.remove_empty_folders(made_now)
   return take_back
+
+
+def _copies_beside(home: str) -> bool:
+  """Whether a config folder of the builder folder `home` (`<home>/<config>/`) holds a
+  folder: a prepared copy of any version, or TFDS's unfinished one of a preparation under way
+  (the copy a failed preparation was making is gone by then)."""
+  try:
+    configs = [c for c in os.listdir(home) if not c.startswith(".")]
+  except OSError:
+    return False
+  for config in configs:
+    try:
+      if any(os.path.isdir(os.path.join(home, config, v))
+             for v in os.listdir(os.path.join(home, config))):
+        return True
+    except OSError:  # Not a folder.
+      continue
+  return False
+
+
+def _other_preparation(data_dir: str, lock: str) -> bool:
+  """Whether a preparation lock in `data_dir` other than `lock` is held (`held_elsewhere`):
+  the hidden `.lock` files in it and in its folders, where `preparation_lock` puts them
+  (`<data_dir>/.<name>-<version>.lock`, `<data_dir>/<name>/.<name>-<version>.lock`)."""
+  found = []
+  for folder in [data_dir] + _subfolders(data_dir):
+    with contextlib.suppress(OSError):
+      found += [os.path.join(folder, e) for e in os.listdir(folder)
+                if e.startswith(".") and e.endswith(".lock")]
+  mine = os.path.abspath(lock)
+  return any(held_elsewhere(p) for p in found if os.path.abspath(p) != mine)
+
+
+def _subfolders(folder: str) -> list[str]:
+  """The folders in `folder` (none where it cannot be listed)."""
+  try:
+    return [os.path.join(folder, e) for e in os.listdir(folder)
+            if os.path.isdir(os.path.join(folder, e))]
+  except OSError:
+    return []
 
 
 def load(builder: Any, *, manual_dir: str, download_dir: str, image_size: int,
