@@ -139,13 +139,20 @@ def test_a_dead_process_stops_the_other_with_an_error(tmp_path, compile_cache, m
     # Process 0 gone, its coordinator with it: the survivor leaves at once after its line
     # (`exit_now`). Was: it first sent its record to the coordinator that was gone and waited,
     # until JAX aborted it from its own thread: a C++ stack trace, Python's thread dump
-    # ("Fatal Python error: Aborted"), status 134 (a review finding).
-    assert survivor.returncode == 1, err[-3000:]
-    assert "Fatal Python error" not in err and "Check failure" not in err, err[-3000:]
-    if not _error_lines(err):  # jaxlib 0.7.2's fatal log, the quiet kind (status 1, no stack
-      # trace), ends the process at once, mostly before Python has seen its collective fail.
+    # ("Fatal Python error: Aborted"), status 134 (a review finding). Python's thread dump
+    # never comes (`distributed.initialize` turns the fault handler off).
+    assert "Fatal Python error" not in err, err[-3000:]
+    if not _error_lines(err):
+      # JAX's coordination service ended it from its own thread first, as it saw process 0's
+      # connection drop: jaxlib 0.7.2's fatal log is the quiet kind (status 1, no stack trace)
+      # and mostly wins; jaxlib 0.10's aborts (SIGABRT, its stack trace) and wins now and then
+      # under load (in two suite runs with a helper's work beside it, the second on 2026-12-07;
+      # docs/design.md §3.6, as for a dead process 1 below).
       assert "JAX distributed service detected fatal errors" in err, err[-3000:]
+      assert survivor.returncode in (-signal.SIGABRT, 1), (survivor.returncode, err[-3000:])
     else:
+      assert survivor.returncode == 1, err[-3000:]
+      assert "Check failure" not in err, err[-3000:]
       assert len(_error_lines(err)) == 1 and line in err, err[-3000:]
     return
   # Two ways out, whichever comes first: the survivor's next collective fails and it prints
