@@ -304,6 +304,10 @@ def _cannot_read(path: str, error: OSError) -> CheckpointError:
                          f"{files.storage_fix(error)}, then try again.")
 
 
+# Errors reading a step's checksum file during its save that pass: the file is recomputed.
+_PASSING_READ_ERRNOS = frozenset({errno.ESTALE, errno.EMFILE, errno.ENFILE})
+
+
 def _read_checksums(folder: str, reading: bool = True) -> dict[str, str]:
   """The digests in `folder/CHECKSUM_FILE`: {} when it is missing or damaged (`check` says
   so). One that cannot be read (permissions, the disk, `files.read_digests`) raises: was {},
@@ -330,7 +334,9 @@ def _read_checksums(folder: str, reading: bool = True) -> dict[str, str]:
       # A save rewrites the file from the step's files: only the disk's own errors stop it
       # (a network file system's passing ESTALE, too many open files: recomputed, as before;
       # review finding: was raised, a traceback that stopped a save that used to finish).
-      if files.storage_error(e) is None:
+      # Named here: EMFILE and ENFILE are storage errors for a write (`files.storage_error`),
+      # and were raised again (review of 5a67595).
+      if e.errno in _PASSING_READ_ERRNOS or files.storage_error(e) is None:
         return {}
       raise
     raise _cannot_read(path, e) from None
@@ -937,9 +943,18 @@ class Checkpointer:
     self._checked: dict[int, Optional[str]] = {}  # step -> problem (None: intact).
     self._manager = self._open_manager()
     # The workdir as it is now: a save after it was deleted or moved is refused (was: Orbax
-    # made checkpoints/ again under the path, a run without its records; fault hunt).
+    # made checkpoints/ again under the path, a run without its records; fault hunt). The
+    # training loop's metrics writer checks the same watch (`workdir_watch`).
     self._place = (files.WorkdirWatch(self.workdir)
                    if create and os.path.isdir(self.workdir) else None)
+    # The steps whose saves may have written at the workdir's path after the watched folder
+    # went: those started since a save last found it in place with every earlier save done.
+    self._unsettled: set[int] = set()
+    # The watch's count of passed checks when the last wait for the saves ended: a check
+    # passed after it found every save done in the folder in place, and settles them.
+    self._done_at_pass: Optional[int] = None
+    if self._place is not None:
+      self._place.leftovers = self._only_leftovers
     self._unsummed: list[int] = []  # Saved steps whose checksums may not be written yet.
     self._saving: Optional[int] = None  # The step of the save in progress.
     # The step of the save Orbax's thread runs: its callback sums that folder, whatever a wait
@@ -1144,6 +1159,9 @@ class Checkpointer:
     _check_savable(state)
     self._check_place(f"the checkpoint of step {step}")
     self.wait()
+    # Again after the wait: the saves before are done, in the folder still in place.
+    self._check_place(f"the checkpoint of step {step}")
+    self._unsettled.clear()
     steps = self._manager.all_steps()
     if step not in self._saved and any(s >= step for s in steps):
       # The folders as they are now, not as Orbax listed them: the step folders that the
@@ -1172,6 +1190,8 @@ class Checkpointer:
           "workdir.")
     self._attribute_names()  # Before the save: its thread writes them into the record.
     self._saving = self._summing = step
+    self._unsettled.add(step)
+    self._done_at_pass = None  # Settled only once this save is done too.
     # The marker says this version saved it, so that its checksum file must be there
     # (`check`): deleting that file turned the verification off.
     self._manager.save(step, args=ocp.args.StandardSave(_on_one_device(state)),
@@ -1223,7 +1243,7 @@ class Checkpointer:
       self._settle_failed_save()
       # A save under way as the workdir went: Orbax's NOT_FOUND for one of its files, said
       # as the workdir's fate instead.
-      self._check_place(f"the checkpoint of step {waiter.step} was finished")
+      self._check_place_after_failure(waiter.step, waiter.error)
     waiter.result()
     return True
 
@@ -1231,6 +1251,46 @@ class Checkpointer:
     """`files.WorkdirWatch.check` of the workdir, where this checkpointer saves."""
     if self._place is not None:
       self._place.check(doing)
+
+  def _check_place_after_failure(self, step: Optional[int], error: BaseException) -> None:
+    """`_check_place` after the save of `step` failed with `error`. An rm -rf takes the
+    files inside a folder before the folder itself, so a save can fail on a missing file
+    while the workdir and its lock file still stand: where `error` is a missing file's, the
+    removal is given up to `_REMOVAL_GRACE_S` to reach them (was: Orbax's NOT_FOUND as a
+    traceback in two of four runs that removed the workdir; review of 5a67595)."""
+    doing = f"the checkpoint of step {step} was finished"
+    if self._place is not None and _missing_file_error(error):
+      deadline = time.monotonic() + _REMOVAL_GRACE_S
+      while time.monotonic() < deadline:
+        self._check_place(doing)
+        time.sleep(0.05)
+    self._check_place(doing)
+
+  @property
+  def workdir_watch(self) -> Optional[files.WorkdirWatch]:
+    """The watch of the workdir that this checkpointer checks before each save (None: it
+    was made with `create=False`, or is closed): a metrics writer of the same run is given it
+    (`metrics.MetricWriter(watch=...)`), so that both know what this checkpointer's saves may
+    have written at the workdir's path after the folder went."""
+    return self._place
+
+  def _only_leftovers(self, path: str) -> bool:
+    """Whether the folder `path` (at the workdir's path: another folder, or the workdir
+    emptied of its lock file) holds nothing but `CHECKPOINT_DIR`, and that nothing but the
+    step folders (temporary or finished) of saves this checkpointer ran as the workdir went
+    or after (`_unsettled`): what Orbax's thread wrote there again. An empty folder is not
+    one."""
+    done_at, place = self._done_at_pass, self._place
+    if (self._saving is None and done_at is not None and place is not None
+        and place.passes > done_at):
+      return False  # Every save finished, and was seen in the folder in place after.
+    if os.listdir(path) != [CHECKPOINT_DIR]:
+      return False
+    inner = os.path.join(path, CHECKPOINT_DIR)
+    names = os.listdir(inner)
+    return bool(names) and all(
+        _leftover_step(name) in self._unsettled and os.path.isdir(os.path.join(inner, name))
+        and not os.path.islink(os.path.join(inner, name)) for name in names)
 
   def _settle_failed_save(self) -> None:
     """After a save failed and its waiter's thread took the error: Orbax raises a failed
@@ -1251,6 +1311,8 @@ class Checkpointer:
     """`wait`'s work (on a `_Waiter`'s thread while a save is under way): Orbax's wait,
     then the checksums."""
     self._manager.wait_until_finished()
+    if self._saving is not None and self._place is not None:
+      self._done_at_pass = self._place.passes
     self._saving = None
     saved = set(self._manager.all_steps())
     if jax.process_index() != 0:  # One process writes the checksums of the shared folder.
@@ -1725,25 +1787,53 @@ class Checkpointer:
     self._take_back_after_loss()
 
   def _take_back_after_loss(self) -> None:
-    """After a check found the workdir deleted and nothing at its path (`_check_place`), and
-    the manager is closed: removes what a save that was under way made there again (Orbax's
-    temporary folder, and the folders above it where empty), so that no run-less workdir of
-    checkpoints/ alone is left; a finished step folder stays, and so does all of a folder
-    there that holds more than checkpoints/ (a new run's, started meanwhile). Lets the
-    workdir go."""
-    if self._place is None:
-      return
-    place, self._place = self._place, None
-    place.close()
-    if not place.left_free or jax.process_index() != 0:
+    """After the manager is closed (its save thread done): where a folder at the workdir's
+    path (another folder, or the workdir emptied of its lock file by a removal that failed)
+    holds only what this checkpointer's saves wrote there after the workdir was deleted,
+    moved or emptied (`_only_leftovers`, `files.WorkdirWatch.left_behind`), removes it: the
+    step folders, then `CHECKPOINT_DIR` and the folder, each where empty. So no run-less
+    workdir of checkpoints alone is left (was: resumed from by the same
+    command, which the error line had called a new start), and a moved workdir can be moved
+    back. Anything else there stays (an empty folder, a lock file, a step it never saved: the
+    user's or a new run's). Lets the workdir go."""
+    place = self._place
+    if place is None:
       return
     try:
-      ours = set(os.listdir(self.workdir)) <= {CHECKPOINT_DIR}
-    except OSError:  # Nothing there.
-      return
-    if ours:
-      remove_temporary(self.workdir)
-      files.remove_empty_folders((self.directory, self.workdir))
+      if jax.process_index() == 0 and place.left_behind():
+        for name in os.listdir(self.directory):
+          shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+        files.remove_empty_folders((self.directory, self.workdir))
+    except OSError:  # What stands there now is not this run's to clear up.
+      pass
+    finally:
+      self._place = None
+      place.close()
+
+
+def _leftover_step(name: str) -> Optional[int]:
+  """The step of a step folder's name in `CHECKPOINT_DIR`, finished ("12") or temporary
+  ("12.orbax-checkpoint-tmp..."); None for any other name."""
+  head, mark, _ = name.partition(_TMP_MARK)
+  if (mark or head == name) and head.isdigit() and head.isascii():
+    return int(head)
+  return None
+
+
+# How long a save that failed on a missing file waits for a removal of the workdir under way
+# to show (`Checkpointer._check_place_after_failure`).
+_REMOVAL_GRACE_S = 2.0
+
+
+def _missing_file_error(error: BaseException) -> bool:
+  """Whether `error` (or one of its causes) says a file or folder is missing: Python's
+  FileNotFoundError, or tensorstore's NOT_FOUND under Orbax."""
+  seen = 0
+  while error is not None and seen < 20:
+    if isinstance(error, FileNotFoundError) or "NOT_FOUND" in str(error):
+      return True
+    error, seen = error.__cause__ or error.__context__, seen + 1
+  return False
 
 
 class _Waiter:
@@ -1777,6 +1867,11 @@ class _Waiter:
   def failed(self) -> bool:
     """Whether `fn` raised (once it has `finished`)."""
     return self._error is not None
+
+  @property
+  def error(self) -> Optional[BaseException]:
+    """What `fn` raised (None: nothing, or not yet)."""
+    return self._error
 
   def result(self) -> None:
     """Raises what `fn` raised, if anything."""

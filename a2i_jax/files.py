@@ -410,11 +410,15 @@ def check_output_file(path: Any, what: str, example: str, error: type[Exception]
   return full
 
 
-# The most bytes that the paths a run writes add to its workdir's: the longest is a
-# checkpoint's array file, "/checkpoints/<step>.orbax-checkpoint-tmp/default.orbax-checkpoint-
-# tmp/ocdbt.process_<n>/d/<32 hex digits>", 114 bytes at step 6, with room for a longer step,
-# process number and Orbax's time-stamped temporary names.
-RUN_PATH_ROOM = 200
+# The most bytes that the paths a run writes add to its workdir's. Measured on the files of a
+# train.py run (the longest path below the workdir, while a save was under way): a
+# checkpoint's array file, "/checkpoints/22.orbax-checkpoint-tmp/default.orbax-checkpoint-tmp/
+# ocdbt.process_0/d/<32 hex digits>", 116 bytes; 127 with a 10-digit step and a 4-digit
+# process number. TensorBoard's events file, "/tensorboard/events.out.tfevents.<10-digit
+# time>.<host>.<7-digit pid>.<6 digits>", is 59 bytes and the host's name, 123 with the
+# longest host name Linux takes (64 bytes). 160 covers both (was 200, which refused workdirs
+# of 3,896 to 3,935 bytes whose runs worked; review).
+RUN_PATH_ROOM = 160
 # A path's limit where the system does not say (Linux's PATH_MAX, with its final NUL).
 _DEFAULT_PATH_MAX = 4096
 
@@ -1120,7 +1124,8 @@ def _same_file(fd: int, path: str) -> bool:
 
 class WorkdirWatch:
   """Notices that a run's workdir was deleted, moved or replaced while the run writes to it:
-  the training loop's metrics writer and checkpointer check it before each row and each save.
+  the training loop's metrics writer and checkpointer share one and check it before each row
+  and each save.
 
   Was: a workdir removed (rm -rf) during training went unnoticed: the rows went to the
   deleted metrics file (lost), Orbax made checkpoints/ again under the path (a workdir with
@@ -1128,21 +1133,67 @@ class WorkdirWatch:
   FileNotFoundError's traceback from the metrics writer (fault hunt).
 
   The folder is held open from the start, so its inode cannot be reused by a new folder at
-  the same path, and a check is two `stat` calls. `close` (or the garbage collector) lets
-  it go.
+  the same path, and a check is two `stat` calls. It is opened with O_PATH where the system
+  has it (Linux), which needs no read permission: a workdir of mode 0o300 is watched too.
+  Where even that fails, nothing is watched and every check passes (the writes themselves
+  then say what is wrong). `close` (or the garbage collector) lets it go.
 
   Args:
     workdir: an absolute path to an existing folder.
-  Raises:
-    OSError: the folder cannot be opened.
   """
 
   def __init__(self, workdir: str):
     self.workdir = workdir
-    self._fd: Optional[int] = os.open(workdir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    # Set by a check that found the folder gone: whether nothing stood at its path then
-    # (what is there after that was made by this run's threads: a save under way).
-    self.left_free: Optional[bool] = None
+    flags = getattr(os, "O_PATH", os.O_RDONLY) | getattr(os, "O_DIRECTORY", 0)
+    try:  # Was O_RDONLY alone: a PermissionError's traceback for a folder of mode 0o300.
+      self._fd: Optional[int] = os.open(workdir, flags)
+    except OSError:
+      self._fd = None
+    # Set by the run's checkpointer: whether a folder (its path) holds nothing but what this
+    # run's saves under way may have written there again after the workdir went (Orbax's
+    # thread makes the folders of the files it writes), and so is not another folder.
+    self.leftovers: Optional[Callable[[str], bool]] = None
+    self.passes = 0  # How many checks found the folder in place.
+    # The run's lock file (`workdir_lock`), where there is one: an rm -rf that Orbax's
+    # thread raced (it made its folders again inside) leaves the folder itself, emptied of
+    # the run's files (review: the run trained on to its end there, then stopped in a
+    # FileNotFoundError's traceback).
+    self._lock = _file_id(os.path.join(workdir, LOCK_FILE))
+
+  def _emptied(self) -> bool:
+    """Whether the folder, which held a lock file at the start, holds neither that nor any
+    other file now (folders only): its files were removed. A lock file removed alone (a
+    clean-up of lock files) is not that: the run goes on."""
+    if self._lock is None or _file_id(os.path.join(self.workdir, LOCK_FILE)) == self._lock:
+      return False
+    try:
+      with os.scandir(self.workdir) as entries:
+        return not any(entry.is_file(follow_symlinks=False) for entry in entries)
+    except OSError:
+      return False
+
+  def left_behind(self) -> bool:
+    """Whether the folder at the workdir's path (another folder, or the watched one emptied
+    of its lock file) holds only what this run wrote there again after the watched one went
+    or was emptied (`leftovers`), and no `LOCK_FILE`.
+
+    Returns:
+      False where the watched folder is still there as it was, nothing or a file is at the
+      path, or the folder there is (or may be) anyone else's.
+    """
+    if self._fd is None or self.leftovers is None:
+      return False
+    try:
+      if _same_file(self._fd, self.workdir):
+        if not self._emptied():  # The run's own folder, in use.
+          return False
+      elif not os.path.isdir(self.workdir) or os.path.islink(self.workdir):
+        return False
+      if os.path.lexists(os.path.join(self.workdir, LOCK_FILE)):
+        return False
+      return bool(self.leftovers(self.workdir))
+    except OSError:
+      return False
 
   def check(self, doing: str) -> None:
     """Raises `WorkdirError` where the workdir is no longer the folder at its path.
@@ -1153,8 +1204,16 @@ class WorkdirWatch:
       WorkdirError: the folder was deleted, or moved (with where to, where the system
         says), or another stands at its path now.
     """
-    if self._fd is None or _same_file(self._fd, self.workdir):
+    if self._fd is None:
       return
+    if _same_file(self._fd, self.workdir):
+      if not self._emptied():
+        self.passes += 1
+        return
+      raise WorkdirError(
+          f"the files of the workdir {self.workdir} were deleted while training (its lock file "
+          f"{LOCK_FILE} with them), before {doing}: its checkpoints and records went with "
+          "them, and this run's work is lost; train anew: run the same command again.")
     try:
       there = os.stat(self.workdir)
     except FileNotFoundError:
@@ -1163,18 +1222,20 @@ class WorkdirWatch:
       return
     if there is not None and not stat.S_ISDIR(there.st_mode):
       there = None
-    self.left_free = there is None
+    # What this run's own save wrote there again is taken back at the checkpointer's close:
+    # not another folder (was: said as one, with "use a new folder", and the run then resumed
+    # from that step without its records; review).
+    other = there is not None and not self.left_behind()
     deleted, moved_to = _where_open_folder_is(self._fd)
-    now = (" (another folder stands at its path now, which is not this run's)"
-           if there is not None else "")
+    now = " (another folder stands at its path now, which is not this run's)" if other else ""
     lost = f"while training{now}, before {doing}:"
     if moved_to is not None:
       raise WorkdirError(
           f"the workdir {self.workdir} was moved to {moved_to} {lost} the steps since its last "
           f"checkpoint are lost; to resume, run the same command with --workdir={moved_to} "
           "(or move the folder back).")
-    anew = ("run the same command again" if there is None else
-            "run the same command with --workdir=<a new folder>")
+    anew = ("run the same command with --workdir=<a new folder>" if other else
+            "run the same command again")
     if deleted:
       raise WorkdirError(
           f"the workdir {self.workdir} was deleted {lost} its checkpoints and records went "
@@ -1187,6 +1248,7 @@ class WorkdirWatch:
   def close(self) -> None:
     """Lets the folder go; later checks pass."""
     fd, self._fd = self._fd, None
+    self.leftovers = None
     if fd is not None:
       os.close(fd)
 
@@ -1195,6 +1257,15 @@ class WorkdirWatch:
       self.close()
     except Exception:  # pylint: disable=broad-except  # At the interpreter's exit: nothing.
       pass
+
+
+def _file_id(path: str) -> Optional[tuple[int, int]]:
+  """(device, inode) of the plain file at `path`; None where there is none."""
+  try:
+    there = os.lstat(path)
+  except OSError:
+    return None
+  return (there.st_dev, there.st_ino) if stat.S_ISREG(there.st_mode) else None
 
 
 def _where_open_folder_is(fd: int) -> tuple[bool, Optional[str]]:

@@ -55,13 +55,19 @@ class MetricWriter:
       not rows (cut short by a kill, or damaged) are dropped, with a warning, and a row at or
       before an earlier row's step (a restart without `resumed_from`) replaces the rows from
       its step on, so that the steps increase (with a warning that counts them).
+    watch: the `files.WorkdirWatch` of `workdir` to check before each write, which the
+      writer leaves open at its close: the run's checkpointer's (`Checkpointer.workdir_watch`),
+      so that both say alike what stands at the workdir's path after it went (a folder that
+      only the checkpointer's save under way made there again is not another run's). None:
+      a watch of its own.
   Raises:
     WorkdirError: `workdir` is not a path (None, a number) or is empty, or cannot hold a
       run (a file; metrics.jsonl a folder, tensorboard a file; not writable).
     InputError: a `resumed_from` that is not an integer in [0, `MAX_STEP`].
   """
 
-  def __init__(self, workdir: str, resumed_from: Optional[int] = None):
+  def __init__(self, workdir: str, resumed_from: Optional[int] = None,
+               watch: Optional[files.WorkdirWatch] = None):
     files.check_workdir_arg(workdir)  # Was: None a TypeError from os.path.
     self._active = distributed.is_main()
     if not self._active:
@@ -103,8 +109,10 @@ class MetricWriter:
     self._tb_flushed = time.monotonic()
     self._jsonl = open(path, "a", encoding="utf-8")
     # The folder as it is now: a row or a sync after it was deleted or moved is refused
-    # (was: written to the deleted file, and lost; `files.WorkdirWatch`).
-    self._place = files.WorkdirWatch(workdir)
+    # (was: written to the deleted file, and lost; `files.WorkdirWatch`). One of another
+    # folder's is not used (it would say that folder's fate).
+    self._own_place = watch is None or watch.workdir != workdir
+    self._place = files.WorkdirWatch(workdir) if self._own_place else watch
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
     """Appends one row: every scalar to TensorBoard and one JSON line {"step", name: value},
@@ -292,7 +300,8 @@ class MetricWriter:
     if not self._active or self._closed:
       return
     self._closed = True
-    self._place.close()
+    if self._own_place:
+      self._place.close()
     try:
       if self._tb_file is not None:  # A full disk raises, as in `sync` (`_flush_events`).
         self._tb_file.flush()

@@ -1554,7 +1554,10 @@ def _loop(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
   try:
     made.note(metrics_lib.METRICS_FILE)
     made.note_events("tensorboard")
-    writer = MetricWriter(workdir, resumed_from=start)
+    # The checkpointer's watch of the workdir: both know what its save under way may have
+    # made at the path after the workdir went (was: two watches, and the writer, first to
+    # notice, called the save's own leftovers another folder; review of 5a67595).
+    writer = MetricWriter(workdir, resumed_from=start, watch=ckpt.workdir_watch)
     if evaluate_first:
       made.kept = True
       writer.write(step, evaluate())  # Synced, as any evaluation's row (`MetricWriter.write`).

@@ -852,22 +852,24 @@ def test_a_save_whose_checksum_file_reads_with_a_passing_error_still_finishes(tm
   there, and any error reading it but a folder at its path was raised, so a network file
   system's passing ESTALE (or too many open files) stopped a save that used to finish with a
   traceback. Such an error means recompute (the file is rewritten from the step's files); a
-  failed disk's still stops the save, for the loop's line."""
-  workdir = str(tmp_path / "run")
-  path = os.path.join(workdir, "checkpoints", "1", checkpoints.CHECKSUM_FILE)
-  real = open
+  failed disk's still stops the save, for the loop's line. Too many open files (EMFILE) was
+  raised again once it became a storage error for writes (review of 5a67595)."""
+  for code in (errno.ESTALE, errno.EMFILE):
+    workdir = str(tmp_path / errno.errorcode[code])
+    path = os.path.join(workdir, "checkpoints", "1", checkpoints.CHECKSUM_FILE)
+    real = open
 
-  def failing(p, *args, **kwargs):  # Once the file is there: the save's second write.
-    if p == path and os.path.exists(p):
-      raise OSError(errno.ESTALE, os.strerror(errno.ESTALE), p)
-    return real(p, *args, **kwargs)
-  monkeypatch.setattr(files, "open", failing, raising=False)
-  saver = checkpoints.Checkpointer(workdir)
-  saver.save(1, {"w": jnp.ones(3)})
-  saver.close()
-  monkeypatch.undo()
-  assert files.read_digests(path)  # Written whole.
-  assert checkpoints.Checkpointer(workdir, create=False).check(1) is None
+    def failing(p, *args, code=code, path=path, real=real, **kwargs):  # The save's second
+      if p == path and os.path.exists(p):  # write, once the file is there.
+        raise OSError(code, os.strerror(code), p)
+      return real(p, *args, **kwargs)
+    monkeypatch.setattr(files, "open", failing, raising=False)
+    saver = checkpoints.Checkpointer(workdir)
+    saver.save(1, {"w": jnp.ones(3)})
+    saver.close()
+    monkeypatch.undo()
+    assert files.read_digests(path), code  # Written whole.
+    assert checkpoints.Checkpointer(workdir, create=False).check(1) is None
   read = checkpoints._read_checksums  # pylint: disable=protected-access
   _failing_open(monkeypatch, path, errno.EIO)
   with pytest.raises(OSError) as e:  # The disk's own: the save stops, for the loop's line.
@@ -1102,15 +1104,27 @@ def test_a_workdir_deleted_while_training_stops_its_writes_in_one_line(tmp_path)
   checkpoints/ again under the path (a workdir of checkpoints without config.json, dataset.json
   or metrics), and the run ended in a FileNotFoundError's traceback from the metrics writer.
   Now the metrics writer and the checkpointer refuse their next write in one line, and
-  nothing is made again at the path; what a save under way made there again goes at the
-  close."""
+  nothing is made again at the path.
+
+  And (review of that fix): what Orbax's thread wrote again at the path for the save under
+  way (there step 22, finished, with checksums) was called "another folder ... not this
+  run's" with "use a new folder" by the metrics writer, which noticed first with a watch of
+  its own, and was kept, so the same command resumed from it without the run's records. The
+  writer shares the checkpointer's watch: such leftovers are said as the run's and taken
+  back at the close."""
   from a2i_jax import metrics  # pylint: disable=import-outside-toplevel
   workdir = str(tmp_path / "w")
-  ckpt, writer = checkpoints.Checkpointer(workdir), metrics.MetricWriter(workdir)
+  ckpt = checkpoints.Checkpointer(workdir)
+  writer = metrics.MetricWriter(workdir, watch=ckpt.workdir_watch)
   writer.write(1, {"train/loss": 1.0})
   ckpt.save(2, {"w": jnp.ones(3)})
   ckpt.wait()
   shutil.rmtree(workdir)
+  # As Orbax's thread does for a save under way as the workdir goes: its step made again at
+  # the path before anything noticed.
+  rebuilt = os.path.join(workdir, "checkpoints", "2", "default")
+  os.makedirs(rebuilt)
+  open(os.path.join(rebuilt, "_sharding"), "w").close()
   said = f"the workdir {workdir} was deleted while training, before "
   gone = ("its checkpoints and records went with it, and this run's work is lost; train anew: "
           "run the same command again.")
@@ -1125,23 +1139,38 @@ def test_a_workdir_deleted_while_training_stops_its_writes_in_one_line(tmp_path)
   with pytest.raises(WorkdirError) as e:
     ckpt.save(4, {"w": jnp.ones(3)})
   assert str(e.value) == f"{said}the checkpoint of step 4: {gone}", str(e.value)
-  assert not os.path.exists(workdir)  # Was: checkpoints/4 made again there.
-  # As Orbax's thread would, for a save under way as the workdir went: taken back at the close.
-  os.makedirs(os.path.join(workdir, "checkpoints", "4.orbax-checkpoint-tmp", "default"))
-  open(os.path.join(workdir, "checkpoints", "4.orbax-checkpoint-tmp", "_sharding"), "w").close()
+  assert os.listdir(os.path.join(workdir, "checkpoints")) == ["2"]  # Was: 4 made there too.
   writer.close()
   ckpt.close()
-  assert not os.path.exists(workdir)
-  # A new run's folder at the path meanwhile (its lock file): left whole.
-  ckpt = checkpoints.Checkpointer(workdir)
-  shutil.rmtree(workdir)
-  with pytest.raises(WorkdirError, match=re.escape(f"{said}the checkpoint of step 1: ")):
-    ckpt.save(1, {"w": jnp.ones(3)})
-  os.makedirs(os.path.join(workdir, "checkpoints", "6.orbax-checkpoint-tmp"))
-  open(os.path.join(workdir, files.LOCK_FILE), "w").close()
-  ckpt.close()
-  assert sorted(os.listdir(workdir)) == [files.LOCK_FILE, "checkpoints"]
-  assert os.listdir(os.path.join(workdir, "checkpoints")) == ["6.orbax-checkpoint-tmp"]
+  assert not os.path.exists(workdir)  # Was: kept, and resumed from by the same command.
+  # What is not this run's stays: an empty folder made at the path (was: removed), a step
+  # it never saved, a new run's folder (its lock file), and a step it saved that a check
+  # found in place after it was done (a copy put back).
+  another = "(another folder stands at its path now, which is not this run's)"
+  for made, seen_after in (([], False), (["checkpoints/7"], False),
+                           ([files.LOCK_FILE, "checkpoints/2"], False),
+                           (["checkpoints/2"], True)):
+    ckpt = checkpoints.Checkpointer(workdir)
+    ckpt.save(2, {"w": jnp.ones(3)})
+    ckpt.wait()
+    if seen_after:
+      ckpt.workdir_watch.check("a metrics row")
+    shutil.rmtree(workdir)
+    os.mkdir(workdir)
+    for name in made:
+      if name == files.LOCK_FILE:
+        open(os.path.join(workdir, name), "w").close()
+      else:
+        os.makedirs(os.path.join(workdir, name))
+    with pytest.raises(WorkdirError) as e:
+      ckpt.save(3, {"w": jnp.ones(3)})
+    assert another in str(e.value) and "--workdir=<a new folder>" in str(e.value), made
+    ckpt.close()
+    assert os.path.isdir(workdir), made  # Was: an empty one removed.
+    there = sorted(os.path.relpath(os.path.join(d, n), workdir)
+                   for d, dirs, names in os.walk(workdir) for n in dirs + names)
+    assert there == sorted({*made, *(os.path.dirname(n) for n in made)} - {""}), there
+    shutil.rmtree(workdir)
 
 
 def test_a_workdir_moved_or_replaced_while_training_names_where_it_went(tmp_path):
@@ -1173,3 +1202,77 @@ def test_a_workdir_moved_or_replaced_while_training_names_where_it_went(tmp_path
   ckpt.close()
   assert metrics.read_metrics(workdir) == [{"step": 1, "train/loss": 1.0}]
   assert os.listdir(os.path.join(workdir, "checkpoints")) == ["1"]
+  # Was (review): Orbax's thread left the temporary folder of the save under way at the old
+  # path, called another folder, and "move the folder back" then put the workdir inside it.
+  # The writer shares the checkpointer's watch; that folder is the run's, taken back.
+  ckpt = checkpoints.Checkpointer(workdir)
+  writer = metrics.MetricWriter(workdir, watch=ckpt.workdir_watch)
+  ckpt.save(2, {"w": jnp.ones(3)})
+  ckpt.wait()
+  os.rename(workdir, moved)
+  os.makedirs(os.path.join(workdir, "checkpoints", "2.orbax-checkpoint-tmp", "d"))
+  with pytest.raises(WorkdirError) as e:
+    writer.write(3, {"train/loss": 1.0})
+  assert str(e.value) == (f"the workdir {workdir} was moved to {moved} while training, before "
+                          f"the metrics row of step 3: {fix}"), str(e.value)
+  writer.close()
+  ckpt.close()
+  assert not os.path.exists(workdir)
+  os.rename(moved, workdir)  # Moved back, as the line says.
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["1", "2"]
+
+
+def test_a_workdir_emptied_by_a_removal_that_orbax_raced_stops_in_one_line(tmp_path,
+                                                                           monkeypatch):
+  """Review of 5a67595: an rm -rf of a training run's workdir takes the files inside before
+  the folder, and Orbax's thread, saving meanwhile, makes its folders again inside, so the
+  removal fails and the folder stays, emptied of the run's files but the same folder: two
+  of four runs then ended in Orbax's NOT_FOUND as a traceback (the save failed before the
+  removal reached the lock file), and one trained on to its end in the emptied folder, then
+  stopped in a FileNotFoundError's traceback. The run's lock file going is the workdir's
+  loss too, where no file is left there: one line, and what the save made again is taken
+  back at the close."""
+  from a2i_jax import metrics  # pylint: disable=import-outside-toplevel
+  workdir = str(tmp_path / "w")
+  with files.workdir_lock(workdir):
+    ckpt = checkpoints.Checkpointer(workdir)
+    writer = metrics.MetricWriter(workdir, watch=ckpt.workdir_watch)
+    ckpt.save(1, {"w": jnp.ones(3)})
+    ckpt.wait()
+    writer.write(1, {"train/loss": 1.0})
+    os.remove(os.path.join(workdir, files.LOCK_FILE))  # A clean-up of lock files alone: the
+    writer.write(2, {"train/loss": 1.0})  # run goes on.
+    ckpt.save(2, {"w": jnp.ones(3)})
+    real_wait = ckpt._manager.wait_until_finished  # pylint: disable=protected-access
+    removed = []
+
+    def failed_on_a_missing_file():  # As Orbax's save does as the removal goes on.
+      real_wait()
+      raise ValueError("NOT_FOUND: Error writing local file .../d/0123")
+
+    def removal_reaches_the_lock(seconds):  # The removal ends while the wait looks again.
+      if not removed:
+        removed.append(workdir)
+        for name in os.listdir(workdir):
+          path = os.path.join(workdir, name)
+          shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+        os.makedirs(os.path.join(workdir, "checkpoints", "2.orbax-checkpoint-tmp", "d"))
+      time.sleep(seconds)
+    monkeypatch.setattr(ckpt._manager, "wait_until_finished",  # pylint: disable=protected-access
+                        failed_on_a_missing_file)
+    monkeypatch.setattr(checkpoints, "time", types.SimpleNamespace(
+        monotonic=time.monotonic, sleep=removal_reaches_the_lock))
+    said = (f"the files of the workdir {workdir} were deleted while training (its lock file "
+            f"{files.LOCK_FILE} with them), before ")
+    gone = ("its checkpoints and records went with them, and this run's work is lost; train "
+            "anew: run the same command again.")
+    with pytest.raises(WorkdirError) as e:  # Was: the ValueError, a traceback.
+      ckpt.wait()
+    assert str(e.value) == f"{said}the checkpoint of step 2 was finished: {gone}", str(e.value)
+    monkeypatch.undo()
+    with pytest.raises(WorkdirError) as e:  # Was: written to the deleted metrics.jsonl.
+      writer.write(3, {"train/loss": 1.0})
+    assert str(e.value) == f"{said}the metrics row of step 3: {gone}", str(e.value)
+    writer.close()
+    ckpt.close()
+    assert not os.path.exists(workdir)  # The save's leftovers taken back.

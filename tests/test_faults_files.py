@@ -519,3 +519,57 @@ def test_a_workdir_too_long_for_its_checkpoints_paths_is_refused_before_the_data
       f"(up to {files.RUN_PATH_ROOM} bytes more) would pass the {limit} bytes this system "
       f"takes in a path; pass a --workdir of at most {fits} bytes."), str(e.value)
   assert os.listdir(tmp_path) == []
+  # The room covers what is written: a checkpoint of a 10-digit step saves and restores in
+  # the longest workdir taken.
+  saver = checkpoints.Checkpointer(workdir)
+  saver.save(1234567890, {"w": jnp.ones(3)})
+  saver.close()
+  assert checkpoints.Checkpointer(workdir, create=False).check(1234567890) is None
+  # And no more than it (review of 5a67595): the room was 200 bytes, which refused workdirs
+  # of 3,896 bytes and longer on a system of 4,096 whose runs trained (the longest path they
+  # wrote was 116 bytes longer). It covers the longest of them with a 10-digit step and
+  # process number, and TensorBoard's file with a 64-byte host name.
+  longest = max(
+      len(f"/checkpoints/{10 ** 9}.orbax-checkpoint-tmp/default.orbax-checkpoint-tmp/"
+          f"ocdbt.process_{10 ** 9}/d/{'0' * 32}"),
+      len(f"/tensorboard/events.out.tfevents.{10 ** 9}.{'h' * 64}.{'0' * 7}.{'0' * 6}"))
+  assert longest <= files.RUN_PATH_ROOM, (longest, files.RUN_PATH_ROOM)
+  trained = str(tmp_path)
+  while len(trained) < limit - 200:
+    trained = os.path.join(trained, "d" * min(200, limit - 200 - len(trained) - 1))
+  assert len(os.fsencode(trained)) == limit - 200
+  files.check_path_room(trained)  # Was: refused.
+
+
+def test_a_workdir_watch_needs_no_read_permission(tmp_path, monkeypatch):
+  """Was (review of 5a67595): the watch of a training run's workdir opened it O_RDONLY,
+  which a folder of mode 0o300 (write and search only) refuses a user other than root: a
+  PermissionError's traceback. It opens the folder with O_PATH (Linux), which needs no
+  permission on it; where that fails too, nothing is watched, and that is no error."""
+  workdir, moved = str(tmp_path / "w"), str(tmp_path / "moved")
+  os.mkdir(workdir)
+  real = os.open
+
+  def mode_300(path, flags, *args, **kwargs):  # Root reads any folder: as a user would be.
+    if path == workdir and not flags & getattr(os, "O_PATH", 0):
+      raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+    return real(path, flags, *args, **kwargs)
+  monkeypatch.setattr(os, "open", mode_300)
+  watch = files.WorkdirWatch(workdir)
+  monkeypatch.undo()
+  watch.check("the metrics row of step 1")  # In place: passes.
+  os.rename(workdir, moved)
+  with pytest.raises(WorkdirError, match=f"^the workdir {workdir} was moved to {moved} "):
+    watch.check("the metrics row of step 2")
+  watch.close()
+
+  def refused(path, flags, *args, **kwargs):
+    if path == moved:
+      raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+    return real(path, flags, *args, **kwargs)
+  monkeypatch.setattr(os, "open", refused)
+  watch = files.WorkdirWatch(moved)  # Was: raised.
+  monkeypatch.undo()
+  os.rename(moved, workdir)
+  watch.check("the metrics row of step 3")  # Nothing watched: nothing said.
+  assert not watch.left_behind()

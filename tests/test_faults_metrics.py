@@ -301,11 +301,25 @@ def test_a_resume_that_only_evaluates_its_last_step_drops_the_later_grids(tiny_r
                                                                           data_cache):
   """Was: a resume at the last step with its evaluation still to do (checkpoint 4 gone,
   num_train_steps=2) dropped the rows and TensorBoard events after step 2 but kept
-  samples/step_0000004.png: the grids were dropped only where a step was left to train."""
+  samples/step_0000004.png: the grids were dropped only where a step was left to train.
+
+  And (review of 5a67595): the loop's writer watched the workdir apart from the checkpointer,
+  so it called the checkpointer's own leftovers at a deleted workdir's path another folder;
+  it is given the checkpointer's watch, which only the checkpointer tells of its saves."""
   from a2i_jax import train_lib  # pylint: disable=import-outside-toplevel
   workdir, samples = _records_past_the_checkpoint(tiny_run, tmp_path)
   os.remove(os.path.join(samples, "step_0000002.png"))  # Its evaluation is left to do.
-  state = train_lib.train_and_evaluate(tiny_config("cvae", data_cache), workdir)
+  watches = []
+
+  class Writer(metrics.MetricWriter):
+    def __init__(self, *args, **kwargs):
+      watches.append(kwargs.get("watch"))
+      super().__init__(*args, **kwargs)
+  with mock.patch.object(train_lib, "MetricWriter", Writer):
+    state = train_lib.train_and_evaluate(tiny_config("cvae", data_cache), workdir)
+  assert len(watches) == 1 and isinstance(watches[0], files.WorkdirWatch), watches
+  assert watches[0].workdir == os.path.abspath(workdir)
+  assert watches[0].leftovers is None  # Let go at the checkpointer's close.
   assert int(state.step) == 2
   assert [r["step"] for r in metrics.read_metrics(workdir)] == [1, 2]
   assert "val/loss" in metrics.read_metrics(workdir)[-1]
@@ -670,3 +684,27 @@ def test_a_line_nested_too_deep_to_parse_is_a_damaged_line(tmp_path, caplog):
     metrics.MetricWriter(str(tmp_path), resumed_from=2).close()
   assert "dropped 1 line(s) of" in caplog.text
   assert _rows(path) == want
+
+
+def test_a_writer_given_a_watch_checks_it_and_leaves_it_open(tmp_path):
+  """The loop's writer shares the checkpointer's watch of the workdir (review of 5a67595):
+  its checks are that watch's, its close leaves the watch to its owner, and a watch of
+  another folder is not used (it would tell that folder's fate)."""
+  workdir, other = str(tmp_path / "w"), str(tmp_path / "other")
+  os.mkdir(workdir)
+  os.mkdir(other)
+  watch = files.WorkdirWatch(workdir)
+  writer = metrics.MetricWriter(workdir, watch=watch)
+  writer.write(1, {"train/loss": 1.0})
+  assert watch.passes == 1
+  writer.close()
+  os.rename(workdir, str(tmp_path / "moved"))
+  with pytest.raises(WorkdirError, match="was moved to"):
+    watch.check("the checkpoint of step 2")  # Still open.
+  watch.close()
+  foreign = files.WorkdirWatch(str(tmp_path / "moved"))
+  writer = metrics.MetricWriter(other, watch=foreign)
+  writer.write(1, {"train/loss": 1.0})
+  assert foreign.passes == 0
+  writer.close()
+  foreign.close()
