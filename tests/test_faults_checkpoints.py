@@ -202,12 +202,19 @@ def test_load_trained_reads_the_newest_again_after_a_prune(tiny_run, monkeypatch
 
 def _prune_as_orbax_opens(monkeypatch, folder):
   """Removes `folder` (a step's) each time Orbax reads a step's commit time as it opens the
-  checkpoints: after it listed the steps, as a training run's max_checkpoints_to_keep does."""
+  checkpoints: after it listed the steps, as a training run's max_checkpoints_to_keep does.
+  A step whose folder is gone then fails as Orbax's read of its time fails where it finds
+  neither the step's metadata file nor its folder (`Path.stat`). Orbax's metadata store may
+  answer from what it holds of the file (the fixture wrote it), so the failure is raised here
+  for a folder that is gone, not left to that: the store's answer made the open succeed now
+  and then under the suite's load (the test failed, "DID NOT RAISE", 2026-12-07)."""
   from orbax.checkpoint._src.path import step as step_lib  # pylint: disable=import-outside-toplevel
   read = step_lib.Metadata.commit_timestamp_nsecs.fget
 
   def pruned_meanwhile(metadata):
     shutil.rmtree(folder, ignore_errors=True)
+    if not os.path.isdir(str(metadata.path)):
+      raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(metadata.path))
     return read(metadata)
   monkeypatch.setattr(step_lib.Metadata, "commit_timestamp_nsecs", property(pruned_meanwhile))
 
