@@ -1790,20 +1790,28 @@ class Checkpointer:
     """After the manager is closed (its save thread done): where a folder at the workdir's
     path (another folder, or the workdir emptied of its lock file by a removal that failed)
     holds only what this checkpointer's saves wrote there after the workdir was deleted,
-    moved or emptied (`_only_leftovers`, `files.WorkdirWatch.left_behind`), removes it: the
-    step folders, then `CHECKPOINT_DIR` and the folder, each where empty. So no run-less
-    workdir of checkpoints alone is left (was: resumed from by the same
-    command, which the error line had called a new start), and a moved workdir can be moved
-    back. Anything else there stays (an empty folder, a lock file, a step it never saved: the
-    user's or a new run's). Lets the workdir go."""
+    moved or emptied (`_only_leftovers`, `files.WorkdirWatch.left_behind`), removes the
+    temporary folders of its unfinished saves, then `CHECKPOINT_DIR` where empty, and the
+    folder where empty and made by those saves (`WorkdirWatch.path_was_free`): so a moved
+    workdir can be moved back. Anything else there stays: a finished step folder (a whole
+    checkpoint, maybe a copy put back), an empty folder, a lock file, the watched folder
+    emptied, a step it never saved (the user's or a new run's). Lets the workdir go."""
     place = self._place
     if place is None:
       return
     try:
       if jax.process_index() == 0 and place.left_behind():
+        # The temporary folders of its unfinished saves alone: a finished step folder there
+        # may be a copy the user put back (review: one was removed with the folder), and is
+        # a whole checkpoint either way.
         for name in os.listdir(self.directory):
-          shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
-        files.remove_empty_folders((self.directory, self.workdir))
+          if _TMP_MARK in name and _leftover_step(name) in self._unsettled:
+            shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+        # The folder at the path only where this run's saves made it (nothing stood there
+        # when the loss was first seen, or only their leftovers), never the watched folder
+        # emptied, nor one the user made again (review).
+        made = place.path_was_free and not place.is_in_place()
+        files.remove_empty_folders((self.directory, *((self.workdir,) if made else ())))
     except OSError:  # What stands there now is not this run's to clear up.
       pass
     finally:

@@ -1133,7 +1133,7 @@ class WorkdirWatch:
   FileNotFoundError's traceback from the metrics writer (fault hunt).
 
   The folder is held open from the start, so its inode cannot be reused by a new folder at
-  the same path, and a check is two `stat` calls. It is opened with O_PATH where the system
+  the same path, and a check is a few `stat` calls. It is opened with O_PATH where the system
   has it (Linux), which needs no read permission: a workdir of mode 0o300 is watched too.
   Where even that fails, nothing is watched and every check passes (the writes themselves
   then say what is wrong). `close` (or the garbage collector) lets it go.
@@ -1154,6 +1154,10 @@ class WorkdirWatch:
     # thread makes the folders of the files it writes), and so is not another folder.
     self.leftovers: Optional[Callable[[str], bool]] = None
     self.passes = 0  # How many checks found the folder in place.
+    # Set by the first check that found the folder gone: whether nothing stood at its path
+    # then, or only what this run's saves wrote there again (`left_behind`): a folder there
+    # is then not the user's, and may be taken back where left empty.
+    self.path_was_free: Optional[bool] = None
     # The run's lock file (`workdir_lock`), where there is one: an rm -rf that Orbax's
     # thread raced (it made its folders again inside) leaves the folder itself, emptied of
     # the run's files (review: the run trained on to its end there, then stopped in a
@@ -1171,6 +1175,15 @@ class WorkdirWatch:
         return not any(entry.is_file(follow_symlinks=False) for entry in entries)
     except OSError:
       return False
+
+  def is_in_place(self) -> bool:
+    """Whether the watched folder is still the one at the workdir's path (False where
+    nothing is watched).
+
+    Returns:
+      The answer.
+    """
+    return self._fd is not None and _same_file(self._fd, self.workdir)
 
   def left_behind(self) -> bool:
     """Whether the folder at the workdir's path (another folder, or the watched one emptied
@@ -1226,6 +1239,8 @@ class WorkdirWatch:
     # not another folder (was: said as one, with "use a new folder", and the run then resumed
     # from that step without its records; review).
     other = there is not None and not self.left_behind()
+    if self.path_was_free is None:
+      self.path_was_free = not other
     deleted, moved_to = _where_open_folder_is(self._fd)
     now = " (another folder stands at its path now, which is not this run's)" if other else ""
     lost = f"while training{now}, before {doing}:"

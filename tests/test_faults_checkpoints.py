@@ -1129,7 +1129,7 @@ def test_a_workdir_deleted_while_training_stops_its_writes_in_one_line(tmp_path)
   shutil.rmtree(workdir)
   # As Orbax's thread does for a save under way as the workdir goes: its step made again at
   # the path before anything noticed.
-  rebuilt = os.path.join(workdir, "checkpoints", "2", "default")
+  rebuilt = os.path.join(workdir, "checkpoints", "2.orbax-checkpoint-tmp", "default")
   os.makedirs(rebuilt)
   open(os.path.join(rebuilt, "_sharding"), "w").close()
   said = f"the workdir {workdir} was deleted while training, before "
@@ -1146,10 +1146,23 @@ def test_a_workdir_deleted_while_training_stops_its_writes_in_one_line(tmp_path)
   with pytest.raises(WorkdirError) as e:
     ckpt.save(4, {"w": jnp.ones(3)})
   assert str(e.value) == f"{said}the checkpoint of step 4: {gone}", str(e.value)
-  assert os.listdir(os.path.join(workdir, "checkpoints")) == ["2"]  # Was: 4 made there too.
+  assert os.listdir(os.path.join(workdir, "checkpoints")) == [
+      "2.orbax-checkpoint-tmp"]  # Was: 4 made there too.
   writer.close()
   ckpt.close()
-  assert not os.path.exists(workdir)  # Was: kept, and resumed from by the same command.
+  assert not os.path.exists(workdir)  # Was: kept.
+  # A finished step folder made again there is kept (a whole checkpoint, which may be a copy
+  # the user put back: review, one was removed with the folder), and so the folder.
+  ckpt = checkpoints.Checkpointer(workdir)
+  ckpt.save(2, {"w": jnp.ones(3)})
+  ckpt.wait()
+  shutil.rmtree(workdir)
+  os.makedirs(os.path.join(workdir, "checkpoints", "2"))
+  with pytest.raises(WorkdirError, match=re.escape(f"{said}the checkpoint of step 3: {gone}")):
+    ckpt.save(3, {"w": jnp.ones(3)})
+  ckpt.close()
+  assert os.listdir(os.path.join(workdir, "checkpoints")) == ["2"]
+  shutil.rmtree(workdir)
   # What is not this run's stays: an empty folder made at the path (was: removed), a step
   # it never saved, a new run's folder (its lock file), and a step it saved that a check
   # found in place after it was done (a copy put back).
@@ -1282,4 +1295,6 @@ def test_a_workdir_emptied_by_a_removal_that_orbax_raced_stops_in_one_line(tmp_p
     assert str(e.value) == f"{said}the metrics row of step 3: {gone}", str(e.value)
     writer.close()
     ckpt.close()
-    assert not os.path.exists(workdir)  # The save's leftovers taken back.
+    # The save's leftovers taken back; the folder, the run's own emptied, stays (review: it
+    # was removed, a folder the user had made before the run).
+    assert os.listdir(workdir) == []
