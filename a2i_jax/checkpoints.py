@@ -948,11 +948,8 @@ class Checkpointer:
     self._place = (files.WorkdirWatch(self.workdir)
                    if create and os.path.isdir(self.workdir) else None)
     # The steps whose saves may have written at the workdir's path after the watched folder
-    # went: those started since a save last found it in place with every earlier save done.
+    # went: the one started since a save last found it in place with every earlier save done.
     self._unsettled: set[int] = set()
-    # The watch's count of passed checks when the last wait for the saves ended: a check
-    # passed after it found every save done in the folder in place, and settles them.
-    self._done_at_pass: Optional[int] = None
     if self._place is not None:
       self._place.leftovers = self._only_leftovers
     self._unsummed: list[int] = []  # Saved steps whose checksums may not be written yet.
@@ -1191,7 +1188,6 @@ class Checkpointer:
     self._attribute_names()  # Before the save: its thread writes them into the record.
     self._saving = self._summing = step
     self._unsettled.add(step)
-    self._done_at_pass = None  # Settled only once this save is done too.
     # The marker says this version saved it, so that its checksum file must be there
     # (`check`): deleting that file turned the verification off.
     self._manager.save(step, args=ocp.args.StandardSave(_on_one_device(state)),
@@ -1245,6 +1241,9 @@ class Checkpointer:
       # as the workdir's fate instead.
       self._check_place_after_failure(waiter.step, waiter.error)
     waiter.result()
+    # Finished: in the workdir still, or the run's end and stops would say it saved (review:
+    # a workdir deleted during the last save went unnoticed, the step made again at the path).
+    self._check_place(f"the end of the checkpoint of step {waiter.step}")
     return True
 
   def _check_place(self, doing: str) -> None:
@@ -1277,19 +1276,18 @@ class Checkpointer:
   def _only_leftovers(self, path: str) -> bool:
     """Whether the folder `path` (at the workdir's path: another folder, or the workdir
     emptied of its lock file) holds nothing but `CHECKPOINT_DIR`, and that nothing but the
-    step folders (temporary or finished) of saves this checkpointer ran as the workdir went
-    or after (`_unsettled`): what Orbax's thread wrote there again. An empty folder is not
-    one."""
-    done_at, place = self._done_at_pass, self._place
-    if (self._saving is None and done_at is not None and place is not None
-        and place.passes > done_at):
-      return False  # Every save finished, and was seen in the folder in place after.
+    temporary step folders of saves this checkpointer ran as the workdir went or after
+    (`_unsettled`): what Orbax's thread wrote there again. An empty folder is not one, nor
+    one holding a finished step folder (the review of bbf45eb: kept by the take-back, it was
+    resumed from by "the same command again", or a moved workdir moved back went inside
+    it; it may be a copy the user put back too): that is another folder."""
     if os.listdir(path) != [CHECKPOINT_DIR]:
       return False
     inner = os.path.join(path, CHECKPOINT_DIR)
     names = os.listdir(inner)
     return bool(names) and all(
-        _leftover_step(name) in self._unsettled and os.path.isdir(os.path.join(inner, name))
+        _TMP_MARK in name and _leftover_step(name) in self._unsettled
+        and os.path.isdir(os.path.join(inner, name))
         and not os.path.islink(os.path.join(inner, name)) for name in names)
 
   def _settle_failed_save(self) -> None:
@@ -1311,8 +1309,6 @@ class Checkpointer:
     """`wait`'s work (on a `_Waiter`'s thread while a save is under way): Orbax's wait,
     then the checksums."""
     self._manager.wait_until_finished()
-    if self._saving is not None and self._place is not None:
-      self._done_at_pass = self._place.passes
     self._saving = None
     saved = set(self._manager.all_steps())
     if jax.process_index() != 0:  # One process writes the checksums of the shared folder.
@@ -1793,17 +1789,16 @@ class Checkpointer:
     moved or emptied (`_only_leftovers`, `files.WorkdirWatch.left_behind`), removes the
     temporary folders of its unfinished saves, then `CHECKPOINT_DIR` where empty, and the
     folder where empty and made by those saves (`WorkdirWatch.path_was_free`): so a moved
-    workdir can be moved back. Anything else there stays: a finished step folder (a whole
-    checkpoint, maybe a copy put back), an empty folder, a lock file, the watched folder
-    emptied, a step it never saved (the user's or a new run's). Lets the workdir go."""
+    workdir can be moved back. Where anything else is there (a finished step folder, maybe a
+    copy put back; an empty folder; a lock file; a step it never saved: the user's or a new
+    run's), nothing is removed, and the watched folder emptied stays. Lets the workdir go."""
     place = self._place
     if place is None:
       return
     try:
       if jax.process_index() == 0 and place.left_behind():
-        # The temporary folders of its unfinished saves alone: a finished step folder there
-        # may be a copy the user put back (review: one was removed with the folder), and is
-        # a whole checkpoint either way.
+        # The temporary folders of its unfinished saves alone (`_only_leftovers`; a finished
+        # step folder there, maybe a copy the user put back, makes it another folder).
         for name in os.listdir(self.directory):
           if _TMP_MARK in name and _leftover_step(name) in self._unsettled:
             shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)

@@ -1215,7 +1215,8 @@ class WorkdirWatch:
       doing: what was about to be written, for the message ("the metrics row of step 6").
     Raises:
       WorkdirError: the folder was deleted, or moved (with where to, where the system
-        says), or another stands at its path now.
+        says), or another stands at its path now, or its files were deleted (its lock file
+        with them) and the folder left empty of files.
     """
     if self._fd is None:
       return

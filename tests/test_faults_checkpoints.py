@@ -1114,11 +1114,11 @@ def test_a_workdir_deleted_while_training_stops_its_writes_in_one_line(tmp_path)
   nothing is made again at the path.
 
   And (review of that fix): what Orbax's thread wrote again at the path for the save under
-  way (there step 22, finished, with checksums) was called "another folder ... not this
-  run's" with "use a new folder" by the metrics writer, which noticed first with a watch of
-  its own, and was kept, so the same command resumed from it without the run's records. The
-  writer shares the checkpointer's watch: such leftovers are said as the run's and taken
-  back at the close."""
+  way was called "another folder ... not this run's" with "use a new folder" by the metrics
+  writer, which noticed first with a watch of its own, and was kept. The writer shares the
+  checkpointer's watch: the temporary folder of a save under way is said as the run's and
+  taken back at the close; a finished step folder there (maybe a copy put back) is another
+  folder, and stays."""
   from a2i_jax import metrics  # pylint: disable=import-outside-toplevel
   workdir = str(tmp_path / "w")
   ckpt = checkpoints.Checkpointer(workdir)
@@ -1151,14 +1151,18 @@ def test_a_workdir_deleted_while_training_stops_its_writes_in_one_line(tmp_path)
   writer.close()
   ckpt.close()
   assert not os.path.exists(workdir)  # Was: kept.
-  # A finished step folder made again there is kept (a whole checkpoint, which may be a copy
-  # the user put back: review, one was removed with the folder), and so the folder.
+  # A finished step folder there is another folder, kept (it may be a copy the user put
+  # back: review, one was removed with the folder; kept and called the run's, the same
+  # command resumed from it without the run's records).
   ckpt = checkpoints.Checkpointer(workdir)
   ckpt.save(2, {"w": jnp.ones(3)})
   ckpt.wait()
   shutil.rmtree(workdir)
   os.makedirs(os.path.join(workdir, "checkpoints", "2"))
-  with pytest.raises(WorkdirError, match=re.escape(f"{said}the checkpoint of step 3: {gone}")):
+  with pytest.raises(WorkdirError, match=re.escape(
+      f"the workdir {workdir} was deleted while training (another folder stands at its path "
+      "now, which is not this run's), before the checkpoint of step 3: ") + ".*--workdir=<a "
+      "new folder>"):
     ckpt.save(3, {"w": jnp.ones(3)})
   ckpt.close()
   assert os.listdir(os.path.join(workdir, "checkpoints")) == ["2"]
@@ -1240,6 +1244,18 @@ def test_a_workdir_moved_or_replaced_while_training_names_where_it_went(tmp_path
   assert not os.path.exists(workdir)
   os.rename(moved, workdir)  # Moved back, as the line says.
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["1", "2"]
+  # Moved as a save ends: the wait says so (review: it returned, and the run's end said it
+  # had saved, the workdir gone).
+  ckpt = checkpoints.Checkpointer(workdir)
+  ckpt.save(3, {"w": jnp.ones(3)})
+  ckpt._manager.wait_until_finished()  # pylint: disable=protected-access
+  os.rename(workdir, moved)
+  with pytest.raises(WorkdirError, match=re.escape(
+      f"the workdir {workdir} was moved to {moved} while training, before the end of the "
+      "checkpoint of step 3: ")):
+    ckpt.wait()
+  ckpt.close()
+  assert sorted(os.listdir(os.path.join(moved, "checkpoints"))) == ["1", "2", "3"]
 
 
 def test_a_workdir_emptied_by_a_removal_that_orbax_raced_stops_in_one_line(tmp_path,

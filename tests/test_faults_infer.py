@@ -2578,7 +2578,7 @@ def test_a_runs_data_keep_its_order_and_checks_after_a_chdir_or_a_move(trained, 
   caplog.clear()
   with caplog.at_level("WARNING"):
     assert list(inference.load_data(bare).attribute_names) == names
-  assert "holds another dataset.json now" in caplog.text
+  assert "holds a dataset.json now (another run trained there" in caplog.text
   assert "holds no dataset.json:" not in caplog.text
 
 

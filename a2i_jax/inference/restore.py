@@ -511,7 +511,8 @@ def _run_data(config: ml_collections.ConfigDict, workdir: Optional[str],
     if workdir is not None:
       logging.warning(
           "%s holds %s %s now (%s since the model was loaded); the data are checked against, "
-          "and ordered as, %s%s.", workdir, "no" if info is None else "another",
+          "and ordered as, %s%s.", workdir,
+          "no" if info is None else "another" if kept is not None else "a",
           checkpoints.DATASET_FILE, "moved or deleted" if info is None else
           "another run trained there, or the record was rewritten", "the record read then"
           if kept is not None else "the attribute order its checkpoint records",
