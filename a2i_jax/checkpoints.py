@@ -952,6 +952,7 @@ class Checkpointer:
     self._unsettled: set[int] = set()
     if self._place is not None:
       self._place.leftovers = self._only_leftovers
+      self._place.rebuilt = self._rebuilt_steps
     self._unsummed: list[int] = []  # Saved steps whose checksums may not be written yet.
     self._saving: Optional[int] = None  # The step of the save in progress.
     # The step of the save Orbax's thread runs: its callback sums that folder, whatever a wait
@@ -1210,8 +1211,8 @@ class Checkpointer:
       `timeout_s` (one warning says so; a save that never finishes stays in a temporary
       folder, which no restore reads).
     Raises:
-      WorkdirError: the save failed, and the workdir was deleted, moved or replaced since
-        this checkpointer was made.
+      WorkdirError: the workdir was deleted, moved or replaced since this checkpointer was
+        made, seen as the save failed or once it finished.
       Exception: what the save raised.
       KeyboardInterrupt: a Ctrl-C while it waits; the save goes on, and the next `wait` (or
         `close`) waits for it and writes its checksums.
@@ -1277,10 +1278,9 @@ class Checkpointer:
     """Whether the folder `path` (at the workdir's path: another folder, or the workdir
     emptied of its lock file) holds nothing but `CHECKPOINT_DIR`, and that nothing but the
     temporary step folders of saves this checkpointer ran as the workdir went or after
-    (`_unsettled`): what Orbax's thread wrote there again. An empty folder is not one, nor
-    one holding a finished step folder (the review of bbf45eb: kept by the take-back, it was
-    resumed from by "the same command again", or a moved workdir moved back went inside
-    it; it may be a copy the user put back too): that is another folder."""
+    (`_unsettled`): what Orbax's thread wrote there again, which the take-back removes. An
+    empty folder is not one, nor one holding a finished step folder (it may be a copy the
+    user put back: kept, and named by the watch's line, `_rebuilt_steps`)."""
     if os.listdir(path) != [CHECKPOINT_DIR]:
       return False
     inner = os.path.join(path, CHECKPOINT_DIR)
@@ -1289,6 +1289,25 @@ class Checkpointer:
         _TMP_MARK in name and _leftover_step(name) in self._unsettled
         and os.path.isdir(os.path.join(inner, name))
         and not os.path.islink(os.path.join(inner, name)) for name in names)
+
+  def _rebuilt_steps(self, path: str) -> list[int]:
+    """The finished step folders in the folder `path` (at the workdir's path) where it holds
+    nothing but `CHECKPOINT_DIR`, and that nothing but step folders (finished or temporary)
+    of saves this checkpointer ran as the workdir went or after (`_unsettled`); [] otherwise.
+    A save under way as the workdir went is finished there by Orbax's thread, without the
+    files it wrote before."""
+    try:
+      if os.listdir(path) != [CHECKPOINT_DIR]:
+        return []
+      inner = os.path.join(path, CHECKPOINT_DIR)
+      names = os.listdir(inner)
+    except OSError:
+      return []
+    if not names or not all(
+        _leftover_step(n) in self._unsettled and os.path.isdir(os.path.join(inner, n))
+        and not os.path.islink(os.path.join(inner, n)) for n in names):
+      return []
+    return sorted(int(n) for n in names if _TMP_MARK not in n)
 
   def _settle_failed_save(self) -> None:
     """After a save failed and its waiter's thread took the error: Orbax raises a failed
@@ -1765,6 +1784,8 @@ class Checkpointer:
 
     Args:
       timeout_s: as `wait`'s; a save still in progress after it keeps the manager open.
+    Raises:
+      What `wait` raises (the manager is released all the same).
     """
     try:
       if not self.wait(timeout_s):
@@ -1789,9 +1810,10 @@ class Checkpointer:
     moved or emptied (`_only_leftovers`, `files.WorkdirWatch.left_behind`), removes the
     temporary folders of its unfinished saves, then `CHECKPOINT_DIR` where empty, and the
     folder where empty and made by those saves (`WorkdirWatch.path_was_free`): so a moved
-    workdir can be moved back. Where anything else is there (a finished step folder, maybe a
-    copy put back; an empty folder; a lock file; a step it never saved: the user's or a new
-    run's), nothing is removed, and the watched folder emptied stays. Lets the workdir go."""
+    workdir can be moved back where nothing else was left there. Where anything else is
+    there (a finished step folder, maybe a copy put back; an empty folder; a lock file; a
+    step it never saved: the user's or a new run's), nothing is removed, and the watched
+    folder emptied stays. Lets the workdir go."""
     place = self._place
     if place is None:
       return

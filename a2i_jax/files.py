@@ -1153,6 +1153,9 @@ class WorkdirWatch:
     # run's saves under way may have written there again after the workdir went (Orbax's
     # thread makes the folders of the files it writes), and so is not another folder.
     self.leftovers: Optional[Callable[[str], bool]] = None
+    # Set by it too: the steps whose folders its saves under way may have finished at the
+    # path after the workdir went ([] where the folder there holds anything else).
+    self.rebuilt: Optional[Callable[[str], list]] = None
     self.passes = 0  # How many checks found the folder in place.
     # Set by the first check that found the folder gone: whether nothing stood at its path
     # then, or only what this run's saves wrote there again (`left_behind`): a folder there
@@ -1242,15 +1245,24 @@ class WorkdirWatch:
     other = there is not None and not self.left_behind()
     if self.path_was_free is None:
       self.path_was_free = not other
+    # A step folder this run's save finished at the path after the folder went: the run's,
+    # not another folder, and kept (it may be a copy put back), but it may lack the files
+    # written before (review: called "not this run's", or resumed from by "the same command").
+    rebuilt = self.rebuilt(self.workdir) if other and self.rebuilt is not None else []
+    other = other and not rebuilt
     deleted, moved_to = _where_open_folder_is(self._fd)
-    now = " (another folder stands at its path now, which is not this run's)" if other else ""
+    now = (" (another folder stands at its path now, which is not this run's)" if other else
+           f" (its checkpoint of step {rebuilt[-1]}, finished there after the folder went, "
+           "stands at its path now and may lack the files written before)" if rebuilt else "")
     lost = f"while training{now}, before {doing}:"
     if moved_to is not None:
+      back = f"once {self.workdir} is deleted, " if rebuilt else ""
       raise WorkdirError(
           f"the workdir {self.workdir} was moved to {moved_to} {lost} the steps since its last "
           f"checkpoint are lost; to resume, run the same command with --workdir={moved_to} "
-          "(or move the folder back).")
+          f"(or, {back}move the folder back).".replace("(or, move", "(or move"))
     anew = ("run the same command with --workdir=<a new folder>" if other else
+            f"delete {self.workdir}, then run the same command again" if rebuilt else
             "run the same command again")
     if deleted:
       raise WorkdirError(
@@ -1264,7 +1276,7 @@ class WorkdirWatch:
   def close(self) -> None:
     """Lets the folder go; later checks pass."""
     fd, self._fd = self._fd, None
-    self.leftovers = None
+    self.leftovers = self.rebuilt = None
     if fd is not None:
       os.close(fd)
 

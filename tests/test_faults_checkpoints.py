@@ -1151,34 +1151,41 @@ def test_a_workdir_deleted_while_training_stops_its_writes_in_one_line(tmp_path)
   writer.close()
   ckpt.close()
   assert not os.path.exists(workdir)  # Was: kept.
-  # A finished step folder there is another folder, kept (it may be a copy the user put
-  # back: review, one was removed with the folder; kept and called the run's, the same
-  # command resumed from it without the run's records).
-  ckpt = checkpoints.Checkpointer(workdir)
-  ckpt.save(2, {"w": jnp.ones(3)})
-  ckpt.wait()
-  shutil.rmtree(workdir)
-  os.makedirs(os.path.join(workdir, "checkpoints", "2"))
-  with pytest.raises(WorkdirError, match=re.escape(
-      f"the workdir {workdir} was deleted while training (another folder stands at its path "
-      "now, which is not this run's), before the checkpoint of step 3: ") + ".*--workdir=<a "
-      "new folder>"):
-    ckpt.save(3, {"w": jnp.ones(3)})
-  ckpt.close()
-  assert os.listdir(os.path.join(workdir, "checkpoints")) == ["2"]
-  shutil.rmtree(workdir)
-  # What is not this run's stays: an empty folder made at the path (was: removed), a step
-  # it never saved, a new run's folder (its lock file), and a step it saved that a check
-  # found in place after it was done (a copy put back).
-  another = "(another folder stands at its path now, which is not this run's)"
-  for made, seen_after in (([], False), (["checkpoints/7"], False),
-                           ([files.LOCK_FILE, "checkpoints/2"], False),
-                           (["checkpoints/2"], True)):
+  # A finished step folder of the save under way there (Orbax's thread finished it at the
+  # path; or a copy put back) is kept (review: one was removed with the folder), said as the
+  # run's, to delete before the same command (reviews: called "not this run's", or resumed
+  # from by "the same command again" without the files written before and the run's records).
+  for moved in (False, True):
     ckpt = checkpoints.Checkpointer(workdir)
     ckpt.save(2, {"w": jnp.ones(3)})
     ckpt.wait()
-    if seen_after:
-      ckpt.workdir_watch.check("a metrics row")
+    if moved:
+      os.rename(workdir, str(tmp_path / "moved"))
+    else:
+      shutil.rmtree(workdir)
+    os.makedirs(os.path.join(workdir, "checkpoints", "2"))
+    how = (f"moved to {tmp_path / 'moved'}" if moved else "deleted")
+    fix = (f"--workdir={tmp_path / 'moved'} (or, once {workdir} is deleted, move the folder "
+           "back)." if moved else f"train anew: delete {workdir}, then run the same command "
+           "again.")
+    with pytest.raises(WorkdirError) as e:
+      ckpt.save(3, {"w": jnp.ones(3)})
+    assert str(e.value).startswith(
+        f"the workdir {workdir} was {how} while training (its checkpoint of step 2, finished "
+        "there after the folder went, stands at its path now and may lack the files written "
+        "before), before the checkpoint of step 3: "), str(e.value)
+    assert str(e.value).endswith(fix), str(e.value)
+    ckpt.close()
+    assert os.listdir(os.path.join(workdir, "checkpoints")) == ["2"]
+    shutil.rmtree(workdir)
+    shutil.rmtree(tmp_path / "moved", ignore_errors=True)
+  # What is not this run's stays: an empty folder made at the path (was: removed), a step
+  # it never saved, a new run's folder (its lock file).
+  another = "(another folder stands at its path now, which is not this run's)"
+  for made in ([], ["checkpoints/7"], [files.LOCK_FILE, "checkpoints/2"]):
+    ckpt = checkpoints.Checkpointer(workdir)
+    ckpt.save(2, {"w": jnp.ones(3)})
+    ckpt.wait()
     shutil.rmtree(workdir)
     os.mkdir(workdir)
     for name in made:
