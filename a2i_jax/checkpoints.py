@@ -66,7 +66,7 @@ import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
 
-from a2i_jax import config_lib, distributed, files, interrupts, models, parallel
+from a2i_jax import config_lib, distributed, errors, files, interrupts, models, parallel
 from a2i_jax.data import base as data_base
 from a2i_jax.errors import (CheckpointError, ConfigError, WorkdirError,
                             add_unraisable_handler, first_line)
@@ -1274,28 +1274,12 @@ class Checkpointer:
     have written at the workdir's path after the folder went."""
     return self._place
 
-  def _only_leftovers(self, path: str) -> bool:
-    """Whether the folder `path` (at the workdir's path: another folder, or the workdir
-    emptied of its lock file) holds nothing but `CHECKPOINT_DIR`, and that nothing but the
-    temporary step folders of saves this checkpointer ran as the workdir went or after
-    (`_unsettled`): what Orbax's thread wrote there again, which the take-back removes. An
-    empty folder is not one, nor one holding a finished step folder (it may be a copy the
-    user put back: kept, and named by the watch's line, `_rebuilt_steps`)."""
-    if os.listdir(path) != [CHECKPOINT_DIR]:
-      return False
-    inner = os.path.join(path, CHECKPOINT_DIR)
-    names = os.listdir(inner)
-    return bool(names) and all(
-        _TMP_MARK in name and _leftover_step(name) in self._unsettled
-        and os.path.isdir(os.path.join(inner, name))
-        and not os.path.islink(os.path.join(inner, name)) for name in names)
-
-  def _rebuilt_steps(self, path: str) -> list[int]:
-    """The finished step folders in the folder `path` (at the workdir's path) where it holds
-    nothing but `CHECKPOINT_DIR`, and that nothing but step folders (finished or temporary)
-    of saves this checkpointer ran as the workdir went or after (`_unsettled`); [] otherwise.
-    A save under way as the workdir went is finished there by Orbax's thread, without the
-    files it wrote before."""
+  def _own_saves_at(self, path: str) -> list[str]:
+    """The step folders (finished or temporary) in the folder `path` (at the workdir's path:
+    another folder, or the workdir emptied of its lock file) where it holds nothing but
+    `CHECKPOINT_DIR`, and that nothing but folders of saves this checkpointer ran as the
+    workdir went or after (`_unsettled`): what Orbax's thread may have written there again;
+    [] otherwise (an empty folder too)."""
     try:
       if os.listdir(path) != [CHECKPOINT_DIR]:
         return []
@@ -1303,11 +1287,23 @@ class Checkpointer:
       names = os.listdir(inner)
     except OSError:
       return []
-    if not names or not all(
-        _leftover_step(n) in self._unsettled and os.path.isdir(os.path.join(inner, n))
-        and not os.path.islink(os.path.join(inner, n)) for n in names):
+    if not all(_leftover_step(n) in self._unsettled and os.path.isdir(os.path.join(inner, n))
+               and not os.path.islink(os.path.join(inner, n)) for n in names):
       return []
-    return sorted(int(n) for n in names if _TMP_MARK not in n)
+    return names
+
+  def _only_leftovers(self, path: str) -> bool:
+    """Whether `path` holds only temporary folders of this checkpointer's saves
+    (`_own_saves_at`), which the take-back removes. One holding a finished step folder is
+    not (it may be a copy the user put back: kept, and named by the watch's line,
+    `_rebuilt_steps`)."""
+    names = self._own_saves_at(path)
+    return bool(names) and all(_TMP_MARK in n for n in names)
+
+  def _rebuilt_steps(self, path: str) -> list[int]:
+    """The finished step folders among `_own_saves_at(path)`: a save under way as the
+    workdir went is finished there by Orbax's thread, without the files it wrote before."""
+    return sorted(int(n) for n in self._own_saves_at(path) if _TMP_MARK not in n)
 
   def _settle_failed_save(self) -> None:
     """After a save failed and its waiter's thread took the error: Orbax raises a failed
@@ -1853,12 +1849,8 @@ _REMOVAL_GRACE_S = 2.0
 def _missing_file_error(error: BaseException) -> bool:
   """Whether `error` (or one of its causes) says a file or folder is missing: Python's
   FileNotFoundError, or tensorstore's NOT_FOUND under Orbax."""
-  seen = 0
-  while error is not None and seen < 20:
-    if isinstance(error, FileNotFoundError) or "NOT_FOUND" in str(error):
-      return True
-    error, seen = error.__cause__ or error.__context__, seen + 1
-  return False
+  return any(isinstance(e, FileNotFoundError) or "NOT_FOUND" in str(e)
+             for e in errors.causes(error))
 
 
 class _Waiter:

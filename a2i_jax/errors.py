@@ -5,7 +5,7 @@ displacing the others."""
 
 import sys
 import types
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Optional
 
 
 class A2IError(ValueError):
@@ -104,6 +104,22 @@ class _Chained:
 
 # The code every link runs: while a thread runs it, that thread is inside the hook.
 UNRAISABLE_HOOK_CODE = _Chained.__call__.__code__
+
+
+def causes(error: Optional[BaseException]) -> Iterator[BaseException]:
+  """`error`, then what caused it or took its place (`__cause__`, else `__context__`), each
+  once (a chain that loops back ends there).
+
+  Args:
+    error: an exception, or None (nothing).
+  Yields:
+    The exceptions of the chain, `error` first.
+  """
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    yield error
+    error = error.__cause__ or error.__context__
 
 
 def add_unraisable_handler(name: str, handled: Callable[[Any], bool]) -> None:

@@ -28,7 +28,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from a2i_jax.errors import ConfigError, WorkdirError
+from a2i_jax.errors import ConfigError, WorkdirError, causes
 
 LOCK_FILE = ".lock"
 # The longest file name, in bytes, that the common file systems take (ext4, XFS, Btrfs, APFS,
@@ -181,9 +181,7 @@ def storage_error(exc: BaseException) -> Optional[OSError]:
   Returns:
     The OSError (one made from the message where only the message tells), or None.
   """
-  seen = set()
-  while exc is not None and id(exc) not in seen:
-    seen.add(id(exc))
+  for exc in causes(exc):
     if isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS:
       return exc
     text = str(exc)
@@ -194,7 +192,6 @@ def storage_error(exc: BaseException) -> Optional[OSError]:
       code = int(match.group(1) or match.group(2))
       if code in _STORAGE_ERRNOS:
         return OSError(code, _STORAGE_ERRNOS[code][0])
-    exc = exc.__cause__ or exc.__context__
   return None
 
 
@@ -755,21 +752,58 @@ def check_workdir_free(workdir: str) -> None:
       write (`_lock_file_not_writable`).
   """
   path = os.path.join(workdir, LOCK_FILE)
-  try:  # Non-blocking: a FIFO of that name would block the open.
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-  except OSError:  # No lock file (no run has held one), or one this user cannot read: the
-    return  # lock says what it needs.
-  try:
-    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-  except BlockingIOError:
-    raise _in_use(workdir, fd) from None
-  except OSError:  # A file system without locks: the lock decides.
-    pass
-  finally:
-    os.close(fd)  # Releases the shared lock, if taken.
+  lock_held(path, lambda fd: _in_use(workdir, fd))
   words = _lock_file_not_writable(workdir, path)
   if words is not None:  # Was said by the lock alone, after the data load (read-through).
     raise WorkdirError(words)
+
+
+def lock_held(path: str, refuse: Optional[Callable[[int], Exception]] = None) -> bool:
+  """Whether another holder has the lock file `path` (`waiting_lock`, `workdir_lock`) now: a
+  look that takes a shared `flock` without waiting and lets it go at once. `flock` locks
+  belong to an open file, so a lock this process holds through another open file counts too.
+
+  Args:
+    path: the lock file.
+    refuse: where given, called with the open lock file's descriptor where it is held (to
+      read who holds it), and what it returns is raised.
+  Returns:
+    True where the look is refused; False where it is not, or the file is missing, is not a
+    plain file, cannot be opened (by this user), or its file system has no locks.
+  Raises:
+    Exception: `refuse`'s, where the lock is held.
+  """
+  try:  # Non-blocking: a FIFO of that name would block the open.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+  except OSError:
+    return False
+  try:
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+      return False
+    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    return False
+  except BlockingIOError:
+    if refuse is not None:
+      raise refuse(fd) from None
+    return True
+  except OSError:  # A file system without locks: the lock decides.
+    return False
+  finally:
+    os.close(fd)  # Lets the shared lock go, if taken.
+
+
+def listed(folder: str) -> list[str]:
+  """The names in `folder`, sorted; [] where it cannot be listed (missing, not a folder).
+
+  Args:
+    folder: a path.
+  Returns:
+    The names.
+  """
+  try:
+    return sorted(os.listdir(folder))
+  except OSError:
+    return []
 
 
 class HeldWorkdir:
@@ -1156,7 +1190,6 @@ class WorkdirWatch:
     # Set by it too: the steps whose folders its saves under way may have finished at the
     # path after the workdir went ([] where the folder there holds anything else).
     self.rebuilt: Optional[Callable[[str], list]] = None
-    self.passes = 0  # How many checks found the folder in place.
     # Set by the first check that found the folder gone: whether nothing stood at its path
     # then, or only what this run's saves wrote there again (`left_behind`): a folder there
     # is then not the user's, and may be taken back where left empty.
@@ -1225,7 +1258,6 @@ class WorkdirWatch:
       return
     if _same_file(self._fd, self.workdir):
       if not self._emptied():
-        self.passes += 1
         return
       raise WorkdirError(
           f"the files of the workdir {self.workdir} were deleted while training (its lock file "

@@ -356,13 +356,10 @@ def interrupt_in(error: BaseException) -> Optional[KeyboardInterrupt]:
   Returns:
     The interrupt, or None.
   """
-  seen = set()
-  while error is not None and id(error) not in seen:
-    if isinstance(error, KeyboardInterrupt):
+  for cause in errors.causes(error):
+    if isinstance(cause, KeyboardInterrupt):
       _unanswered.clear()
-      return error
-    seen.add(id(error))
-    error = error.__cause__ or error.__context__
+      return cause
   return _unanswered.pop()() if _unanswered else None
 
 

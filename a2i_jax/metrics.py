@@ -111,7 +111,8 @@ class MetricWriter:
     # The folder as it is now: a row or a sync after it was deleted or moved is refused
     # (was: written to the deleted file, and lost; `files.WorkdirWatch`). One of another
     # folder's is not used (it would say that folder's fate).
-    self._own_place = watch is None or watch.workdir != workdir
+    self._own_place = watch is None or os.path.abspath(watch.workdir) != os.path.abspath(
+        workdir)
     self._place = files.WorkdirWatch(workdir) if self._own_place else watch
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:

@@ -696,15 +696,18 @@ def test_a_writer_given_a_watch_checks_it_and_leaves_it_open(tmp_path):
   watch = files.WorkdirWatch(workdir)
   writer = metrics.MetricWriter(workdir, watch=watch)
   writer.write(1, {"train/loss": 1.0})
-  assert watch.passes == 1
-  writer.close()
   os.rename(workdir, str(tmp_path / "moved"))
+  with pytest.raises(WorkdirError, match="was moved to"):
+    writer.write(2, {"train/loss": 1.0})
+  writer.close()
   with pytest.raises(WorkdirError, match="was moved to"):
     watch.check("the checkpoint of step 2")  # Still open.
   watch.close()
   foreign = files.WorkdirWatch(str(tmp_path / "moved"))
   writer = metrics.MetricWriter(other, watch=foreign)
-  writer.write(1, {"train/loss": 1.0})
-  assert foreign.passes == 0
+  os.rename(str(tmp_path / "moved"), str(tmp_path / "moved again"))
+  writer.write(1, {"train/loss": 1.0})  # Its own watch of `other`: in place.
   writer.close()
+  with pytest.raises(WorkdirError, match="was moved to"):
+    foreign.check("a row")
   foreign.close()

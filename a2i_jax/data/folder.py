@@ -924,13 +924,13 @@ def _earlier_copies(path: str, prepared: str) -> tuple[list[str], list[str]]:
   parent, name = os.path.split(prepared)
   stem = name[:name.rindex("-") + 1]  # "<folder name>-": the key is 12 hex digits.
   ours, untold = [], []
-  for other in _listed(parent):
+  for other in files.listed(parent):
     where = os.path.join(parent, other)
     if (other == name or not other.startswith(stem) or len(other) != len(name)
         or not re.fullmatch(r"[0-9a-f]{12}", other[len(stem):]) or not os.path.isdir(where)):
       continue
     sources = []
-    for version in _listed(os.path.join(where, A2iFolder.name)):
+    for version in files.listed(os.path.join(where, A2iFolder.name)):
       try:
         with open(os.path.join(where, A2iFolder.name, version, SOURCES_RECORD), "rb") as f:
           sources.append(json.loads(f.read())["source"])
@@ -941,14 +941,6 @@ def _earlier_copies(path: str, prepared: str) -> tuple[list[str], list[str]]:
     elif not sources:
       untold.append(where)
   return ours, untold
-
-
-def _listed(folder: str) -> list[str]:
-  """The names in `folder`; [] where it cannot be listed."""
-  try:
-    return sorted(os.listdir(folder))
-  except OSError:
-    return []
 
 
 def _bytes_under(folder: str) -> int:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import functools
 import hashlib
 import io
@@ -228,21 +227,7 @@ def held_elsewhere(lock: str) -> bool:
     True where the look is refused; False where it is not, or the file is missing, is not
     a plain file, cannot be opened, or its file system has no locks.
   """
-  try:  # Non-blocking: a FIFO of that name would block the open.
-    fd = os.open(lock, os.O_RDONLY | os.O_NONBLOCK)
-  except OSError:
-    return False
-  try:
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-      return False
-    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    return False
-  except BlockingIOError:
-    return True
-  except OSError:
-    return False
-  finally:
-    os.close(fd)  # Lets the shared lock go, if taken.
+  return files.lock_held(lock)
 
 
 # A prepared copy's metadata key: {filename: `_source_identity`} of the source files it was
@@ -1325,11 +1310,8 @@ def _other_preparation(data_dir: str, lock: str) -> bool:
 
 def _subfolders(folder: str) -> list[str]:
   """The folders in `folder` (none where it cannot be listed)."""
-  try:
-    return [os.path.join(folder, e) for e in os.listdir(folder)
-            if os.path.isdir(os.path.join(folder, e))]
-  except OSError:
-    return []
+  return [os.path.join(folder, e) for e in files.listed(folder)
+          if os.path.isdir(os.path.join(folder, e))]
 
 
 def load(builder: Any, *, manual_dir: str, download_dir: str, image_size: int,
